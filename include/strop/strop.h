@@ -1,0 +1,13 @@
+/* strop — umbrella header: include this one. */
+#ifndef STROP_H
+#define STROP_H
+
+/** @file strop.h @brief Includes every public strop header. @since 0.1 */
+
+#include "common.h"
+#include "version.h"
+#include "error.h"
+#include "tensor.h"
+#include "runtime.h"
+
+#endif

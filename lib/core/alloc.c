@@ -1,0 +1,92 @@
+/* strop — the single allocator. Everything allocates through here so tests can count
+ * allocations (no heap use in a warm step) and make the Nth one fail (clean OOM paths). */
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+
+static _Atomic int64_t g_count;
+static _Atomic int64_t g_live;
+static _Atomic int64_t g_fail_at; /* 0 = off; else countdown to the failing call */
+static _Atomic int g_failed;
+
+void strop__alloc_fail_at(int64_t n) {
+  atomic_store(&g_fail_at, n < 0 ? 0 : n);
+  atomic_store(&g_failed, 0);
+}
+int64_t strop__alloc_count(void) { return atomic_load(&g_count); }
+int64_t strop__alloc_live(void) { return atomic_load(&g_live); }
+int strop__alloc_failed(void) { return atomic_load(&g_failed); }
+
+/* Returns 1 when this allocation must fail by the test hook. */
+static int should_fail(void) {
+  int64_t n = atomic_load(&g_fail_at);
+  if (n <= 0) return 0;
+  n = atomic_fetch_sub(&g_fail_at, 1);
+  if (n == 1) {
+    atomic_store(&g_failed, 1);
+    return 1;
+  }
+  return 0;
+}
+
+int strop__mul_overflow(size_t a, size_t b, size_t *out) {
+  if (a != 0 && b > SIZE_MAX / a) return 1;
+  *out = a * b;
+  return 0;
+}
+
+void *strop__malloc(size_t n) {
+  if (should_fail()) return NULL;
+  void *p = malloc(n ? n : 1);
+  if (p) {
+    atomic_fetch_add(&g_count, 1);
+    atomic_fetch_add(&g_live, 1);
+  }
+  return p;
+}
+
+void *strop__calloc(size_t count, size_t size) {
+  if (should_fail()) return NULL;
+  void *p = calloc(count ? count : 1, size ? size : 1);
+  if (p) {
+    atomic_fetch_add(&g_count, 1);
+    atomic_fetch_add(&g_live, 1);
+  }
+  return p;
+}
+
+void *strop__realloc(void *p, size_t n) {
+  if (!p) return strop__malloc(n);
+  if (should_fail()) return NULL;
+  void *q = realloc(p, n ? n : 1);
+  if (q) atomic_fetch_add(&g_count, 1);
+  return q;
+}
+
+void strop__free(void *p) {
+  if (!p) return;
+  atomic_fetch_sub(&g_live, 1);
+  free(p);
+}
+
+void *strop__malloc_aligned(size_t n) {
+  if (should_fail()) return NULL;
+  void *p = NULL;
+  size_t sz = (n + 63) & ~(size_t)63;
+  if (sz < n || posix_memalign(&p, 64, sz ? sz : 64) != 0) return NULL;
+  atomic_fetch_add(&g_count, 1);
+  atomic_fetch_add(&g_live, 1);
+  return p;
+}
+
+void strop__free_aligned(void *p) { strop__free(p); }
+
+char *strop__strdup(const char *s) {
+  if (!s) return NULL;
+  size_t n = strlen(s) + 1;
+  char *d = strop__malloc(n);
+  if (d) memcpy(d, s, n);
+  return d;
+}

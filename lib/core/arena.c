@@ -1,0 +1,77 @@
+/* strop — step arena (see arena.h). */
+#include <string.h>
+
+#include "arena.h"
+
+struct strop__arena_chunk {
+  strop__arena_chunk *next;
+  size_t cap, used;
+  unsigned char *mem;
+};
+
+void strop__arena_init(strop__arena *a) { memset(a, 0, sizeof *a); }
+
+static strop__arena_chunk *chunk_new(size_t cap) {
+  strop__arena_chunk *c = strop__malloc(sizeof *c);
+  if (!c) return NULL;
+  c->mem = strop__malloc_aligned(cap);
+  if (!c->mem) {
+    strop__free(c);
+    return NULL;
+  }
+  c->cap = cap;
+  c->used = 0;
+  c->next = NULL;
+  return c;
+}
+
+void *strop__arena_alloc(strop__arena *a, size_t bytes) {
+  size_t need = (bytes + 63) & ~(size_t)63;
+  if (need < bytes) return NULL;
+  if (need == 0) need = 64;
+  strop__arena_chunk *c = a->head;
+  if (!c || c->cap - c->used < need) {
+    size_t cap = need > ((size_t)1 << 20) ? need : ((size_t)1 << 20);
+    if (c && cap < c->cap * 2 && c->cap * 2 > need) cap = c->cap * 2;
+    strop__arena_chunk *n = chunk_new(cap);
+    if (!n) return NULL;
+    n->next = c;
+    a->head = n;
+    c = n;
+  }
+  void *p = c->mem + c->used;
+  c->used += need;
+  a->used_total += need;
+  if (a->used_total > a->peak) a->peak = a->used_total;
+  return p;
+}
+
+void *strop__arena_calloc(strop__arena *a, size_t bytes) {
+  void *p = strop__arena_alloc(a, bytes);
+  if (p) memset(p, 0, bytes);
+  return p;
+}
+
+static void free_chain(strop__arena_chunk *c) {
+  while (c) {
+    strop__arena_chunk *n = c->next;
+    strop__free_aligned(c->mem);
+    strop__free(c);
+    c = n;
+  }
+}
+
+void strop__arena_reset(strop__arena *a) {
+  if (a->head && a->head->next) {
+    /* several chunks: consolidate into one of the peak size */
+    free_chain(a->head);
+    a->head = chunk_new(a->peak);
+  }
+  if (a->head) a->head->used = 0;
+  a->used_total = 0;
+}
+
+void strop__arena_destroy(strop__arena *a) {
+  free_chain(a->head);
+  memset(a, 0, sizeof *a);
+}

@@ -1,0 +1,25 @@
+/* strop — the step arena: a bump allocator reset once per training step. After the first
+ * step it has grown to the step's needs and a step allocates nothing from the heap. */
+#ifndef STROP_ARENA_H
+#define STROP_ARENA_H
+
+#include "core.h"
+
+typedef struct strop__arena_chunk strop__arena_chunk;
+typedef struct strop__arena {
+  strop__arena_chunk *head; /* current chunk; older chunks follow */
+  size_t used_total;        /* bytes handed out since the last reset */
+  size_t peak;              /* largest used_total seen: the size to consolidate to */
+} strop__arena;
+
+void strop__arena_init(strop__arena *a);
+/* 64-byte aligned memory valid until the next reset; NULL on OOM (error not set). */
+void *strop__arena_alloc(strop__arena *a, size_t bytes);
+/* Same, zero-filled. */
+void *strop__arena_calloc(strop__arena *a, size_t bytes);
+/* Forget everything handed out; when the last step spilled over several chunks, replace
+ * them with one chunk of the peak size so the next step fits in one. */
+void strop__arena_reset(strop__arena *a);
+void strop__arena_destroy(strop__arena *a);
+
+#endif

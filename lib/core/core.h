@@ -1,0 +1,71 @@
+/* strop — private core services shared by every module: the one allocator (with a
+ * test hook that fails the Nth allocation), error sentences, logging and the RNG. */
+#ifndef STROP_CORE_H
+#define STROP_CORE_H
+
+#define STROP_BUILDING 1
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "strop/error.h"
+#include "strop/runtime.h"
+#include "strop/tensor.h"
+
+#if defined(__GNUC__)
+#  define STROP__PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#  define STROP__PRINTF(a, b)
+#endif
+
+/* ---- allocation: every heap allocation of the library goes through these ---- */
+void *strop__malloc(size_t n);
+void *strop__calloc(size_t count, size_t size);
+void *strop__realloc(void *p, size_t n);
+void strop__free(void *p);
+char *strop__strdup(const char *s);
+/* Aligned to 64 bytes (for kernels); free with strop__free_aligned. */
+void *strop__malloc_aligned(size_t n);
+void strop__free_aligned(void *p);
+
+/* Test hooks. Fail the nth allocation from now on (1 = the next one); 0 switches off.
+ * Allocation and live counts let tests see leaks and allocation-free steps. */
+void strop__alloc_fail_at(int64_t n);
+int64_t strop__alloc_count(void);   /* allocations made since start */
+int64_t strop__alloc_live(void);    /* allocations not yet freed */
+int strop__alloc_failed(void);      /* 1 once the planned failure has happened */
+
+/* size_t arithmetic that reports overflow (returns 1 on overflow). */
+int strop__mul_overflow(size_t a, size_t b, size_t *out);
+
+/* ---- errors ---- */
+/* Sets the thread's error sentence and returns status, so: return strop__err(...). */
+strop_status strop__err(strop_status status, const char *fmt, ...) STROP__PRINTF(2, 3);
+strop_status strop__verr(strop_status status, const char *fmt, va_list ap);
+/* Prefixes the current sentence with "prefix: " (adds context on the way out). */
+void strop__err_prefix(const char *fmt, ...) STROP__PRINTF(1, 2);
+/* Out of memory, with the function name. */
+#define STROP__NOMEM(fn) strop__err(STROP_E_NOMEM, "%s: out of memory", (fn))
+
+/* ---- logging ---- */
+void strop__log(int level, const char *fmt, ...) STROP__PRINTF(2, 3);
+
+/* ---- random numbers: PCG32 (O'Neill), portable and serialisable ---- */
+typedef struct strop__rng {
+  uint64_t state;
+  uint64_t inc;
+} strop__rng;
+void strop__rng_seed(strop__rng *r, uint64_t seed, uint64_t stream);
+uint32_t strop__rng_u32(strop__rng *r);
+/* uniform in [0,1) with 24 random bits */
+float strop__rng_uniform(strop__rng *r);
+/* standard normal (Box-Muller, one value per call; double inside) */
+float strop__rng_normal(strop__rng *r);
+/* uniform integer in [0, n) without bias; n >= 1 */
+uint64_t strop__rng_below(strop__rng *r, uint64_t n);
+void strop__rng_permutation(strop__rng *r, int64_t n, int64_t *out);
+
+/* ---- threads ---- */
+int strop__num_threads(void);
+
+#endif

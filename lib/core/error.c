@@ -1,0 +1,92 @@
+/* strop — per-thread error sentences, status names and the host's log handler. */
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core.h"
+
+#define ERR_CAP 1024
+static _Thread_local char t_err[ERR_CAP];
+
+const char *strop_status_str(int status) {
+  switch (status) {
+    case STROP_OK: return "ok";
+    case STROP_E_INVALID_ARG: return "invalid argument";
+    case STROP_E_NOMEM: return "out of memory";
+    case STROP_E_IO: return "input/output error";
+    case STROP_E_FORMAT: return "bad format";
+    case STROP_E_SHAPE: return "shape mismatch";
+    case STROP_E_NOT_FOUND: return "not found";
+    case STROP_E_STATE: return "bad state";
+    case STROP_E_NUMERIC: return "numeric error";
+    case STROP_E_UNSUPPORTED: return "unsupported";
+    case STROP_E_INTERNAL: return "internal error";
+    case STROP_E_CALLBACK: return "callback failed";
+    case STROP_E_CANCELLED: return "cancelled";
+    default: return "unknown status";
+  }
+}
+
+const char *strop_last_error(void) { return t_err; }
+void strop_clear_error(void) { t_err[0] = '\0'; }
+
+strop_status strop__verr(strop_status status, const char *fmt, va_list ap) {
+  vsnprintf(t_err, ERR_CAP, fmt, ap);
+  return status;
+}
+
+strop_status strop__err(strop_status status, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  strop__verr(status, fmt, ap);
+  va_end(ap);
+  return status;
+}
+
+void strop__err_prefix(const char *fmt, ...) {
+  char pre[256], old[ERR_CAP];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(pre, sizeof pre, fmt, ap);
+  va_end(ap);
+  memcpy(old, t_err, ERR_CAP);
+  size_t n = strlen(pre);
+  if (n > ERR_CAP - 3) n = ERR_CAP - 3;
+  memcpy(t_err, pre, n);
+  t_err[n] = ':';
+  t_err[n + 1] = ' ';
+  size_t rest = ERR_CAP - n - 3;
+  size_t m = strlen(old);
+  if (m > rest) m = rest;
+  memcpy(t_err + n + 2, old, m);
+  t_err[n + 2 + m] = '\0';
+}
+
+/* ---- logging ---- */
+static pthread_mutex_t g_log_mu = PTHREAD_MUTEX_INITIALIZER;
+static strop_log_fn g_log_fn;
+static int g_log_max;
+static void *g_log_user;
+
+void strop_set_log_handler(strop_log_fn fn, int max_level, void *user_data) {
+  pthread_mutex_lock(&g_log_mu);
+  g_log_fn = fn;
+  g_log_max = max_level;
+  g_log_user = user_data;
+  pthread_mutex_unlock(&g_log_mu);
+}
+
+void strop__log(int level, const char *fmt, ...) {
+  pthread_mutex_lock(&g_log_mu);
+  strop_log_fn fn = g_log_fn;
+  int max = g_log_max;
+  void *user = g_log_user;
+  pthread_mutex_unlock(&g_log_mu);
+  if (!fn || level > max) return;
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  fn(level, msg, user);
+}

@@ -1,0 +1,40 @@
+/* strop — version and process-wide thread settings. */
+#include <stdatomic.h>
+#include <unistd.h>
+
+#include "core.h"
+#include "strop/version.h"
+
+#define STR2(x) #x
+#define STR(x) STR2(x)
+
+const char *strop_version(void) {
+  return STR(STROP_VERSION_MAJOR) "." STR(STROP_VERSION_MINOR) "." STR(STROP_VERSION_PATCH);
+}
+int strop_version_number(void) { return STROP_VERSION_NUMBER; }
+
+/* OpenBLAS's own entry points; declared here so only this file and ops/ see BLAS. */
+void openblas_set_num_threads(int num_threads);
+
+static _Atomic int g_threads;
+
+static int default_threads(void) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n < 1 ? 1 : (int)n;
+}
+
+strop_status strop_set_num_threads(int n) {
+  if (n < 0)
+    return strop__err(STROP_E_INVALID_ARG, "strop_set_num_threads: n must be >= 0, got %d", n);
+  if (n == 0) n = default_threads();
+  atomic_store(&g_threads, n);
+  openblas_set_num_threads(n);
+  return STROP_OK;
+}
+
+int strop_get_num_threads(void) { return strop__num_threads(); }
+
+int strop__num_threads(void) {
+  int n = atomic_load(&g_threads);
+  return n > 0 ? n : default_threads();
+}

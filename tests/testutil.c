@@ -1,0 +1,81 @@
+/* strop tests — shared helpers (see testutil.h). */
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "core/core.h"
+
+int strop_test_run(Suite *s) {
+  SRunner *sr = srunner_create(s);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+double strop_test_max_rel(const float *a, const float *b, size_t n, double floor,
+                          size_t *where_out) {
+  double worst = 0.0;
+  size_t where = 0;
+  for (size_t i = 0; i < n; i++) {
+    double d = fabs((double)a[i] - (double)b[i]);
+    double m = fabs((double)b[i]);
+    double r = d / (m > floor ? m : floor);
+    if (!(r <= worst)) { /* also catches NaN */
+      worst = isnan(r) ? INFINITY : r;
+      where = i;
+    }
+  }
+  if (where_out) *where_out = where;
+  return worst;
+}
+
+char *strop_test_read_file(const char *path, size_t *len_out) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *buf = malloc((size_t)n + 1);
+  if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+    free(buf);
+    buf = NULL;
+  }
+  fclose(f);
+  if (buf) {
+    buf[n] = '\0';
+    if (len_out) *len_out = (size_t)n;
+  }
+  return buf;
+}
+
+int strop_test_alloc_sweep(strop_test_op op, void (*cleanup)(void *ctx), void *ctx) {
+  int failures = 0;
+  for (int64_t n = 1; n < 100000; n++) {
+    int64_t live = strop__alloc_live();
+    strop_clear_error();
+    strop__alloc_fail_at(n);
+    int st = op(ctx);
+    int hit = strop__alloc_failed();
+    strop__alloc_fail_at(0);
+    if (!hit) {
+      ck_assert_msg(st == STROP_OK, "op failed without an injected failure: %s",
+                    strop_last_error());
+      if (cleanup) cleanup(ctx);
+      ck_assert_msg(strop__alloc_live() == live, "leak after success: %lld live, was %lld",
+                    (long long)strop__alloc_live(), (long long)live);
+      return failures;
+    }
+    failures++;
+    ck_assert_msg(st == STROP_E_NOMEM, "allocation %lld failed but status was %d (%s)",
+                  (long long)n, st, strop_last_error());
+    ck_assert_msg(strop_last_error()[0] != '\0', "no error sentence after failure %lld",
+                  (long long)n);
+    ck_assert_msg(strop__alloc_live() == live, "leak after failing allocation %lld: %lld live, "
+                  "was %lld", (long long)n, (long long)strop__alloc_live(), (long long)live);
+  }
+  ck_abort_msg("allocation sweep did not end");
+  return failures;
+}
