@@ -5,7 +5,7 @@
 
 #include "tensor_impl.h"
 
-strop_status strop__shape_numel(const char *fn, int rank, const int64_t *dims, size_t *numel) {
+strop_status strop__dims_numel(const char *fn, int rank, const int64_t *dims, size_t *numel) {
   if (rank < 1 || rank > STROP_MAX_RANK)
     return strop__err(STROP_E_INVALID_ARG, "%s: rank must be 1..%d, got %d", fn, STROP_MAX_RANK,
                       rank);
@@ -42,7 +42,7 @@ static strop_status make(const char *fn, strop__storage *st, int rank, const int
 
 static strop_status new_owned(const char *fn, int rank, const int64_t *dims, strop_tensor **out) {
   size_t n;
-  strop_status s = strop__shape_numel(fn, rank, dims, &n);
+  strop_status s = strop__dims_numel(fn, rank, dims, &n);
   if (s) return s;
   strop__storage *st = strop__malloc(sizeof *st);
   if (!st) return STROP__NOMEM(fn);
@@ -76,7 +76,7 @@ strop_status strop_tensor_from_data(const float *data, size_t count, int rank,
   *out = NULL;
   if (!data) return strop__err(STROP_E_INVALID_ARG, "%s: data is NULL", fn);
   size_t n;
-  strop_status s = strop__shape_numel(fn, rank, dims, &n);
+  strop_status s = strop__dims_numel(fn, rank, dims, &n);
   if (s) return s;
   if (count != n)
     return strop__err(STROP_E_SHAPE, "%s: shape holds %zu elements but count is %zu", fn, n,
@@ -94,7 +94,7 @@ strop_status strop_tensor_wrap(float *data, size_t count, int rank, const int64_
   *out = NULL;
   if (!data) return strop__err(STROP_E_INVALID_ARG, "%s: data is NULL", fn);
   size_t n;
-  strop_status s = strop__shape_numel(fn, rank, dims, &n);
+  strop_status s = strop__dims_numel(fn, rank, dims, &n);
   if (s) return s;
   if (count < n)
     return strop__err(STROP_E_SHAPE, "%s: shape needs %zu elements but the buffer holds %zu", fn,

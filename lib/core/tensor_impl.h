@@ -21,6 +21,6 @@ struct strop_tensor {
 };
 
 /* Validates rank/dims and computes the element count; names fn in the error. */
-strop_status strop__shape_numel(const char *fn, int rank, const int64_t *dims, size_t *numel);
+strop_status strop__dims_numel(const char *fn, int rank, const int64_t *dims, size_t *numel);
 
 #endif

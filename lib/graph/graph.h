@@ -1,0 +1,71 @@
+/* strop — the model graph's internal API: what io, surgery, optim and train use beyond the
+ * public model.h. The graph knows nothing of files, recipes or optimizers. */
+#ifndef STROP_GRAPH_H
+#define STROP_GRAPH_H
+
+#include "core/arena.h"
+#include "layers/layer.h"
+#include "strop/model.h"
+
+struct strop_model {
+  strop__shape in_shape;        /* per-sample input shape */
+  strop__node *nodes;           /* in insertion order, which is a topological order */
+  int n_nodes, cap_nodes;
+  int finalized;
+  int training;
+  strop__rng rng;               /* dropout and init stream; saved in checkpoints */
+  uint64_t seed;
+  /* parameter index over all nodes, rebuilt by strop__model_reindex */
+  strop__param **params;
+  int n_params;
+  /* execution state of the current step */
+  strop__arena arena;
+  strop__act *acts;             /* per node, valid after a forward until the step ends */
+  strop__act input;             /* the model input of the current step */
+  float **grads;                /* per node, gradient of the node's output (arena) */
+  int *upstream_trainable;      /* per node: a trainable param at or before it */
+  int64_t batch;
+  int have_forward;             /* 1 after a forward, until backward/step end */
+  int want_input_grad;          /* tests: also compute d loss / d input */
+  float *input_grad;            /* arena, when want_input_grad */
+};
+
+/* Add a node from parsed options (YAML spec loader, surgery). Takes ownership of nothing;
+ * copies the options. inputs: n_inputs names ("input" = model input); n_inputs == 0 means
+ * the previous node. file may be NULL; errors carry opts' line/col when set. */
+strop_status strop__model_add_opts(strop_model *m, const char *name, const char *type,
+                                   strop__opts *opts, const char *const *inputs, int n_inputs);
+
+/* Options parsing: "k=v k2=[1,2]" into opts (owned copies); free with strop__opts_free. */
+strop_status strop__opts_parse(const char *fn, const char *text, strop__opts *out);
+strop_status strop__opts_add(strop__opts *o, const char *key, const char *val, int line, int col);
+void strop__opts_free(strop__opts *o);
+void strop__optbuf_free(strop__optbuf *b);
+
+/* Rebuild m->params from the nodes (after finalize or any structural change). */
+strop_status strop__model_reindex(strop_model *m);
+strop__param *strop__model_param_find(strop_model *m, const char *name);
+int strop__model_node_find(const strop_model *m, const char *name);
+
+/* Training-path execution. The step's memory lives in m->arena until strop__model_step_end.
+ * forward: input [n, in_shape]; *out points at the output activation (arena). */
+strop_status strop__model_forward_exec(strop_model *m, const float *input, int64_t n,
+                                       int training, const float *pad_mask,
+                                       const strop__act **out);
+/* backward from dout (gradient of the loss w.r.t. the output, same layout); accumulates into
+ * trainable params' grad. Visits only nodes with a trainable parameter at or upstream. */
+strop_status strop__model_backward(strop_model *m, const float *dout);
+/* Forget the step's activations (reset the arena). */
+void strop__model_step_end(strop_model *m);
+/* Zero all trainable gradients (allocating them on first use). */
+strop_status strop__model_zero_grad(strop_model *m);
+/* Allocate grad for trainable params lacking one, free it for frozen ones. */
+strop_status strop__model_sync_grads(strop_model *m);
+
+/* Deep copy (for trials and surgery transactions). */
+strop_status strop__model_clone(const strop_model *src, strop_model **out);
+
+/* Per-node options written back (spec save, summary): fills b (free with optbuf_free). */
+strop_status strop__node_write_opts(const strop__node *n, strop__optbuf *b);
+
+#endif

@@ -1,0 +1,806 @@
+/* strop — the model graph: named nodes in a DAG, shape inference, parameter storage, and
+ * forward/backward over the DAG with the step arena and the frozen-trunk backward stop. */
+#include <stdio.h>
+#include <string.h>
+
+#include "core/tensor_impl.h"
+#include "graph/graph.h"
+
+/* ---- shapes ---- */
+size_t strop__shape_numel(const strop__shape *s) {
+  size_t n = 1;
+  for (int i = 0; i < s->rank; i++) n *= (size_t)s->d[i];
+  return n;
+}
+
+const char *strop__shape_str(const strop__shape *s, char *buf, size_t cap) {
+  size_t l = 0;
+  if (cap == 0) return buf;
+  buf[0] = '\0';
+  l += (size_t)snprintf(buf + l, cap - l, "[");
+  for (int i = 0; i < s->rank && l < cap; i++)
+    l += (size_t)snprintf(buf + l, cap - l, "%s%lld", i ? ", " : "", (long long)s->d[i]);
+  if (l < cap) snprintf(buf + l, cap - l, "]");
+  return buf;
+}
+
+/* ---- nodes ---- */
+strop_status strop__node_add_param(strop__node *n, const char *suffix, int rank,
+                                   const int64_t *dims, int is_buffer) {
+  strop__param *v = strop__realloc(n->params, (size_t)(n->n_params + 1) * sizeof *v);
+  if (!v) return strop__err(STROP_E_NOMEM, "layer '%s': out of memory", n->name);
+  n->params = v;
+  strop__param *p = &v[n->n_params];
+  memset(p, 0, sizeof *p);
+  size_t len = strlen(n->name) + strlen(suffix) + 2;
+  p->name = strop__malloc(len);
+  if (!p->name) return strop__err(STROP_E_NOMEM, "layer '%s': out of memory", n->name);
+  snprintf(p->name, len, "%s.%s", n->name, suffix);
+  p->rank = rank;
+  p->numel = 1;
+  for (int i = 0; i < rank; i++) {
+    p->dims[i] = dims[i];
+    p->numel *= (size_t)dims[i];
+  }
+  p->is_buffer = is_buffer;
+  p->trainable = !is_buffer;
+  p->lr_mult = 1.0f;
+  n->n_params++;
+  return STROP_OK;
+}
+
+strop_status strop__node_add_ibuffer(strop__node *n, const char *suffix) {
+  int64_t one = 1;
+  strop_status s = strop__node_add_param(n, suffix, 0, &one, 1);
+  if (s) return s;
+  n->params[n->n_params - 1].rank = 0; /* a scalar, as PyTorch stores it */
+  n->params[n->n_params - 1].numel = 1;
+  n->params[n->n_params - 1].idata = (int64_t *)1; /* marks int64; allocated with the rest */
+  return STROP_OK;
+}
+
+strop__param *strop__node_param(strop__node *n, const char *suffix) {
+  size_t nl = strlen(n->name);
+  for (int i = 0; i < n->n_params; i++) {
+    const char *pn = n->params[i].name;
+    if (strncmp(pn, n->name, nl) == 0 && pn[nl] == '.' && strcmp(pn + nl + 1, suffix) == 0)
+      return &n->params[i];
+  }
+  return NULL;
+}
+
+static void param_release(strop__param *p) {
+  strop__free(p->name);
+  strop__free_aligned(p->data);
+  if (p->idata != (int64_t *)1) strop__free(p->idata);
+  strop__free_aligned(p->grad);
+  memset(p, 0, sizeof *p);
+}
+
+static void node_free_params(strop__node *n) {
+  for (int i = 0; i < n->n_params; i++) param_release(&n->params[i]);
+  strop__free(n->params);
+  n->params = NULL;
+  n->n_params = 0;
+}
+
+static void node_release(strop__node *n) {
+  node_free_params(n);
+  strop__free(n->name);
+  strop__free(n->cfg);
+  strop__free(n->in);
+  strop__free(n->in_shapes);
+  for (int i = 0; n->in_names && i < n->n_in; i++) strop__free(n->in_names[i]);
+  strop__free(n->in_names);
+  memset(n, 0, sizeof *n);
+}
+
+/* ---- model lifetime ---- */
+strop_status strop_model_create(int rank, const int64_t *input_shape, strop_model **out) {
+  static const char fn[] = "strop_model_create";
+  if (!out) return strop__err(STROP_E_INVALID_ARG, "%s: out is NULL", fn);
+  *out = NULL;
+  size_t numel;
+  strop_status s = strop__dims_numel(fn, rank, input_shape, &numel);
+  if (s) return s;
+  strop_model *m = strop__calloc(1, sizeof *m);
+  if (!m) return STROP__NOMEM(fn);
+  m->in_shape.rank = rank;
+  memcpy(m->in_shape.d, input_shape, (size_t)rank * sizeof *input_shape);
+  strop__arena_init(&m->arena);
+  strop__rng_seed(&m->rng, 0, 0);
+  *out = m;
+  return STROP_OK;
+}
+
+static void free_exec_arrays(strop_model *m) {
+  strop__free(m->acts);
+  strop__free(m->grads);
+  strop__free(m->upstream_trainable);
+  m->acts = NULL;
+  m->grads = NULL;
+  m->upstream_trainable = NULL;
+}
+
+void strop_model_free(strop_model *m) {
+  if (!m) return;
+  for (int i = 0; i < m->n_nodes; i++) node_release(&m->nodes[i]);
+  strop__free(m->nodes);
+  strop__free(m->params);
+  free_exec_arrays(m);
+  strop__arena_destroy(&m->arena);
+  strop__free(m);
+}
+
+/* ---- building ---- */
+static int valid_name(const char *s) {
+  if (!s || !*s || strlen(s) > 200 || *s == '.') return 0;
+  for (const char *p = s; *p; p++) {
+    char c = *p;
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+          c == '_' || c == '.' || c == '-'))
+      return 0;
+    if (c == '.' && (p[1] == '.' || p[1] == '\0')) return 0;
+  }
+  return strcmp(s, "input") != 0;
+}
+
+int strop__model_node_find(const strop_model *m, const char *name) {
+  for (int i = 0; i < m->n_nodes; i++)
+    if (strcmp(m->nodes[i].name, name) == 0) return i;
+  return -1;
+}
+
+strop_status strop__model_add_opts(strop_model *m, const char *name, const char *type,
+                                   strop__opts *opts, const char *const *inputs, int n_inputs) {
+  static const char fn[] = "strop_model_add";
+  if (!m || !type)
+    return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, m ? "type" : "model");
+  if (m->finalized)
+    return strop__err(STROP_E_STATE, "%s: model is finalized; use a surgery plan to edit it", fn);
+  if (!valid_name(name))
+    return strop__err(STROP_E_INVALID_ARG, "%s: bad node name '%s' (letters, digits, '_', '-' "
+                      "and '.' separators; not 'input')", fn, name ? name : "(null)");
+  if (strop__model_node_find(m, name) >= 0)
+    return strop__err(STROP_E_INVALID_ARG, "%s: a node named '%s' already exists", fn, name);
+  const strop__layer_vtable *vt = strop__layer_find(type);
+  if (!vt) {
+    char list[512] = "";
+    for (int i = 0, l = 0; i < strop__layer_count() && l < 480; i++)
+      l += snprintf(list + l, sizeof list - (size_t)l, "%s%s", i ? ", " : "",
+                    strop__layer_at(i)->type);
+    return strop__err(STROP_E_NOT_FOUND, "%s: layer '%s': unknown type '%s' (known: %s)", fn,
+                      name, type, list);
+  }
+  if (n_inputs < 0 || (n_inputs > 0 && !inputs))
+    return strop__err(STROP_E_INVALID_ARG, "%s: layer '%s': bad inputs", fn, name);
+  int want = n_inputs ? n_inputs : 1;
+  if (!(vt->flags & STROP__LAYER_ANY_INPUTS) && want != vt->n_inputs)
+    return strop__err(STROP_E_INVALID_ARG, "%s: layer '%s' (%s) takes %d input%s, got %d", fn,
+                      name, type, vt->n_inputs, vt->n_inputs == 1 ? "" : "s", want);
+
+  strop__node nd;
+  memset(&nd, 0, sizeof nd);
+  nd.vt = vt;
+  nd.name = strop__strdup(name);
+  nd.cfg = strop__calloc(1, vt->cfg_size ? vt->cfg_size : 1);
+  nd.in_names = strop__calloc((size_t)want, sizeof *nd.in_names);
+  nd.in = strop__calloc((size_t)want, sizeof *nd.in);
+  nd.in_shapes = strop__calloc((size_t)want, sizeof *nd.in_shapes);
+  nd.n_in = want;
+  strop_status s = STROP_OK;
+  if (!nd.name || !nd.cfg || !nd.in_names || !nd.in || !nd.in_shapes) {
+    s = STROP__NOMEM(fn);
+    goto fail;
+  }
+  for (int i = 0; i < want; i++) {
+    const char *src = n_inputs ? inputs[i]
+                               : (m->n_nodes ? m->nodes[m->n_nodes - 1].name : "input");
+    if (!src || !*src) {
+      s = strop__err(STROP_E_INVALID_ARG, "%s: layer '%s': input %d is empty", fn, name, i);
+      goto fail;
+    }
+    if (strcmp(src, name) == 0) {
+      s = strop__err(STROP_E_INVALID_ARG, "%s: layer '%s' lists itself as an input (a cycle)",
+                     fn, name);
+      goto fail;
+    }
+    nd.in_names[i] = strop__strdup(src);
+    if (!nd.in_names[i]) {
+      s = STROP__NOMEM(fn);
+      goto fail;
+    }
+  }
+  /* unknown keys first (the usual typo), against the keys the layer writes back */
+  opts->layer = name;
+  opts->type = vt->type;
+  {
+    strop__optbuf b;
+    memset(&b, 0, sizeof b);
+    vt->write(nd.cfg, &b);
+    if (b.oom) {
+      strop__optbuf_free(&b);
+      s = STROP__NOMEM(fn);
+      goto fail;
+    }
+    for (int i = 0; i < opts->n && !s; i++) {
+      int known = 0;
+      for (int j = 0; j < b.n && !known; j++) known = strcmp(b.v[j].key, opts->v[i].key) == 0;
+      if (!known) {
+        char list[400] = "";
+        for (int j = 0, l = 0; j < b.n && l < 380; j++)
+          l += snprintf(list + l, sizeof list - (size_t)l, "%s%s", j ? ", " : "", b.v[j].key);
+        s = strop__opt_error(opts, opts->v[i].key, "unknown option (expected one of: %s)",
+                             list[0] ? list : "none");
+      }
+    }
+    strop__optbuf_free(&b);
+    if (s) goto fail;
+  }
+  for (int i = 0; i < opts->n; i++) opts->v[i].used = 0;
+  s = vt->parse(nd.cfg, opts);
+  if (s) goto fail;
+  if (m->n_nodes == m->cap_nodes) {
+    int cap = m->cap_nodes ? m->cap_nodes * 2 : 16;
+    strop__node *v = strop__realloc(m->nodes, (size_t)cap * sizeof *v);
+    if (!v) {
+      s = STROP__NOMEM(fn);
+      goto fail;
+    }
+    m->nodes = v;
+    m->cap_nodes = cap;
+  }
+  m->nodes[m->n_nodes++] = nd;
+  return STROP_OK;
+fail:
+  node_release(&nd);
+  return s;
+}
+
+strop_status strop_model_add(strop_model *model, const char *name, const char *type,
+                             const char *options, const char *inputs) {
+  static const char fn[] = "strop_model_add";
+  if (!model) return strop__err(STROP_E_INVALID_ARG, "%s: model is NULL", fn);
+  strop__opts o;
+  strop_status s = strop__opts_parse(fn, options, &o);
+  if (s) return s;
+  /* split the comma-separated input list */
+  char *names[16];
+  int n_in = 0;
+  char *copy = NULL;
+  if (inputs && *inputs) {
+    copy = strop__strdup(inputs);
+    if (!copy) {
+      strop__opts_free(&o);
+      return STROP__NOMEM(fn);
+    }
+    for (char *p = copy; *p;) {
+      while (*p == ' ' || *p == ',') p++;
+      if (!*p) break;
+      if (n_in == 16) {
+        strop__free(copy);
+        strop__opts_free(&o);
+        return strop__err(STROP_E_INVALID_ARG, "%s: layer '%s': more than 16 inputs", fn, name);
+      }
+      names[n_in++] = p;
+      while (*p && *p != ',' && *p != ' ') p++;
+      if (*p) *p++ = '\0';
+    }
+  }
+  s = strop__model_add_opts(model, name, type, &o, (const char *const *)names, n_in);
+  if (s == STROP_E_INVALID_ARG && strncmp(strop_last_error(), fn, strlen(fn)) != 0)
+    strop__err_prefix("%s", fn);
+  strop__free(copy);
+  strop__opts_free(&o);
+  return s;
+}
+
+/* ---- finalize: resolve inputs, order topologically, infer shapes, allocate, init ---- */
+static strop_status resolve_and_sort(strop_model *m) {
+  static const char fn[] = "strop_model_finalize";
+  int n = m->n_nodes;
+  for (int i = 0; i < n; i++) {
+    strop__node *nd = &m->nodes[i];
+    for (int j = 0; j < nd->n_in; j++) {
+      if (strcmp(nd->in_names[j], "input") == 0) {
+        nd->in[j] = -1;
+        continue;
+      }
+      int k = strop__model_node_find(m, nd->in_names[j]);
+      if (k < 0)
+        return strop__err(STROP_E_NOT_FOUND, "%s: layer '%s': unknown input '%s'", fn, nd->name,
+                          nd->in_names[j]);
+      nd->in[j] = k;
+    }
+  }
+  /* Kahn's algorithm, stable: keeps insertion order where the edges allow */
+  int *order = strop__malloc((size_t)n * sizeof *order);
+  int *done = strop__calloc((size_t)n, sizeof *done);
+  if (!order || !done) {
+    strop__free(order);
+    strop__free(done);
+    return STROP__NOMEM(fn);
+  }
+  int placed = 0;
+  while (placed < n) {
+    int progress = 0;
+    for (int i = 0; i < n; i++) {
+      if (done[i]) continue;
+      int ready = 1;
+      for (int j = 0; j < m->nodes[i].n_in; j++)
+        if (m->nodes[i].in[j] >= 0 && !done[m->nodes[i].in[j]]) ready = 0;
+      if (ready) {
+        done[i] = 1;
+        order[placed++] = i;
+        progress = 1;
+        break;
+      }
+    }
+    if (!progress) {
+      char list[300] = "";
+      for (int i = 0, l = 0; i < n && l < 280; i++)
+        if (!done[i])
+          l += snprintf(list + l, sizeof list - (size_t)l, "%s'%s'", l ? ", " : "",
+                        m->nodes[i].name);
+      strop__free(order);
+      strop__free(done);
+      return strop__err(STROP_E_INVALID_ARG, "%s: the inputs form a cycle among %s", fn, list);
+    }
+  }
+  /* permute nodes into topological order and remap input indices */
+  strop__node *sorted = strop__malloc((size_t)n * sizeof *sorted);
+  int *where = done; /* reuse: old index -> new index */
+  if (!sorted) {
+    strop__free(order);
+    strop__free(done);
+    return STROP__NOMEM(fn);
+  }
+  for (int i = 0; i < n; i++) {
+    sorted[i] = m->nodes[order[i]];
+    where[order[i]] = i;
+  }
+  for (int i = 0; i < n; i++)
+    for (int j = 0; j < sorted[i].n_in; j++)
+      if (sorted[i].in[j] >= 0) sorted[i].in[j] = where[sorted[i].in[j]];
+  memcpy(m->nodes, sorted, (size_t)n * sizeof *sorted);
+  strop__free(sorted);
+  strop__free(order);
+  strop__free(done);
+  return STROP_OK;
+}
+
+strop_status strop__model_reindex(strop_model *m) {
+  int total = 0;
+  for (int i = 0; i < m->n_nodes; i++) total += m->nodes[i].n_params;
+  strop__param **v = strop__malloc((size_t)(total ? total : 1) * sizeof *v);
+  if (!v) return strop__err(STROP_E_NOMEM, "model: out of memory indexing parameters");
+  int k = 0;
+  for (int i = 0; i < m->n_nodes; i++)
+    for (int j = 0; j < m->nodes[i].n_params; j++) v[k++] = &m->nodes[i].params[j];
+  strop__free(m->params);
+  m->params = v;
+  m->n_params = total;
+  /* per-node execution arrays follow the node count */
+  free_exec_arrays(m);
+  size_t nn = (size_t)(m->n_nodes ? m->n_nodes : 1);
+  m->acts = strop__calloc(nn, sizeof *m->acts);
+  m->grads = strop__calloc(nn, sizeof *m->grads);
+  m->upstream_trainable = strop__calloc(nn, sizeof *m->upstream_trainable);
+  if (!m->acts || !m->grads || !m->upstream_trainable) {
+    free_exec_arrays(m);
+    return strop__err(STROP_E_NOMEM, "model: out of memory indexing parameters");
+  }
+  return STROP_OK;
+}
+
+/* Infers node i's output shape from its inputs (declaring its params). */
+static strop_status infer_node(strop_model *m, int i) {
+  strop__node *nd = &m->nodes[i];
+  for (int j = 0; j < nd->n_in; j++)
+    nd->in_shapes[j] = nd->in[j] < 0 ? m->in_shape : m->nodes[nd->in[j]].out_shape;
+  node_free_params(nd);
+  return nd->vt->infer(nd);
+}
+
+static strop_status alloc_params(strop__node *nd) {
+  for (int j = 0; j < nd->n_params; j++) {
+    strop__param *p = &nd->params[j];
+    if (p->idata == (int64_t *)1) {
+      p->idata = strop__calloc(1, sizeof(int64_t));
+      if (!p->idata) return strop__err(STROP_E_NOMEM, "layer '%s': out of memory", nd->name);
+      continue;
+    }
+    if (p->data) continue;
+    p->data = strop__malloc_aligned(p->numel * sizeof(float));
+    if (!p->data) return strop__err(STROP_E_NOMEM, "layer '%s': out of memory for '%s'",
+                                    nd->name, p->name);
+    memset(p->data, 0, p->numel * sizeof(float));
+  }
+  return STROP_OK;
+}
+
+strop_status strop__model_infer_all(strop_model *m, uint64_t seed, int init);
+
+strop_status strop__model_infer_all(strop_model *m, uint64_t seed, int init) {
+  strop__rng rng;
+  strop__rng_seed(&rng, seed, 0x5eed);
+  for (int i = 0; i < m->n_nodes; i++) {
+    strop_status s = infer_node(m, i);
+    if (s) return s;
+    s = alloc_params(&m->nodes[i]);
+    if (s) return s;
+    if (init && m->nodes[i].vt->init) m->nodes[i].vt->init(&m->nodes[i], &rng);
+  }
+  return STROP_OK;
+}
+
+strop_status strop_model_finalize(strop_model *m, uint64_t seed) {
+  static const char fn[] = "strop_model_finalize";
+  if (!m) return strop__err(STROP_E_INVALID_ARG, "%s: model is NULL", fn);
+  if (m->finalized) return strop__err(STROP_E_STATE, "%s: model is already finalized", fn);
+  if (m->n_nodes == 0) return strop__err(STROP_E_INVALID_ARG, "%s: the model has no nodes", fn);
+  strop_status s = resolve_and_sort(m);
+  if (!s) s = strop__model_infer_all(m, seed, 1);
+  if (!s) s = strop__model_reindex(m);
+  if (s) {
+    for (int i = 0; i < m->n_nodes; i++) node_free_params(&m->nodes[i]);
+    if (s == STROP_E_SHAPE || s == STROP_E_INVALID_ARG) {
+      if (strncmp(strop_last_error(), fn, strlen(fn)) != 0) strop__err_prefix("%s", fn);
+    }
+    return s;
+  }
+  m->seed = seed;
+  strop__rng_seed(&m->rng, seed, 0xd0);
+  m->finalized = 1;
+  return STROP_OK;
+}
+
+/* ---- execution ---- */
+void strop__model_step_end(strop_model *m) {
+  strop__arena_reset(&m->arena);
+  m->have_forward = 0;
+  m->input_grad = NULL;
+  for (int i = 0; i < m->n_nodes; i++) {
+    m->nodes[i].saved = NULL;
+    m->acts[i].data = NULL;
+    m->grads[i] = NULL;
+  }
+}
+
+strop_status strop__model_forward_exec(strop_model *m, const float *input, int64_t n,
+                                       int training, const float *pad_mask,
+                                       const strop__act **out) {
+  if (!m->finalized) return strop__err(STROP_E_STATE, "model is not finalized");
+  if (m->have_forward) strop__model_step_end(m);
+  strop__exec x = {&m->arena, &m->rng, training, strop__num_threads(), pad_mask};
+  m->input.data = (float *)input;
+  m->input.n = n;
+  m->input.shape = m->in_shape;
+  m->batch = n;
+  strop__act ins_local[16];
+  for (int i = 0; i < m->n_nodes; i++) {
+    strop__node *nd = &m->nodes[i];
+    strop__act *ins = nd->n_in <= 16 ? ins_local
+                                     : strop__arena_alloc(&m->arena, (size_t)nd->n_in * sizeof *ins);
+    if (!ins) return strop__err(STROP_E_NOMEM, "layer '%s': out of memory", nd->name);
+    for (int j = 0; j < nd->n_in; j++) ins[j] = nd->in[j] < 0 ? m->input : m->acts[nd->in[j]];
+    strop__act *o = &m->acts[i];
+    o->n = n;
+    o->shape = nd->out_shape;
+    size_t bytes;
+    if (strop__mul_overflow(strop__shape_numel(&nd->out_shape) * sizeof(float), (size_t)n, &bytes))
+      return strop__err(STROP_E_SHAPE, "layer '%s': activation size overflows", nd->name);
+    o->data = strop__arena_alloc(&m->arena, bytes);
+    if (!o->data) return strop__err(STROP_E_NOMEM, "layer '%s': out of memory for %zu bytes of "
+                                    "activations", nd->name, bytes);
+    nd->saved = NULL;
+    strop_status s = nd->vt->forward(nd, &x, ins, o);
+    if (s) {
+      strop__model_step_end(m);
+      return s;
+    }
+  }
+  m->have_forward = 1;
+  *out = &m->acts[m->n_nodes - 1];
+  return STROP_OK;
+}
+
+strop_status strop__model_sync_grads(strop_model *m) {
+  for (int i = 0; i < m->n_params; i++) {
+    strop__param *p = m->params[i];
+    if (p->trainable && !p->is_buffer && p->data && !p->grad) {
+      p->grad = strop__malloc_aligned(p->numel * sizeof(float));
+      if (!p->grad) return strop__err(STROP_E_NOMEM, "out of memory for the gradient of '%s'",
+                                      p->name);
+      memset(p->grad, 0, p->numel * sizeof(float));
+    } else if ((!p->trainable || p->is_buffer) && p->grad) {
+      strop__free_aligned(p->grad);
+      p->grad = NULL;
+    }
+  }
+  return STROP_OK;
+}
+
+strop_status strop__model_zero_grad(strop_model *m) {
+  strop_status s = strop__model_sync_grads(m);
+  if (s) return s;
+  for (int i = 0; i < m->n_params; i++)
+    if (m->params[i]->grad) memset(m->params[i]->grad, 0, m->params[i]->numel * sizeof(float));
+  return STROP_OK;
+}
+
+strop_status strop__model_backward(strop_model *m, const float *dout) {
+  if (!m->have_forward)
+    return strop__err(STROP_E_STATE, "backward: no forward pass to differentiate");
+  strop_status s = strop__model_sync_grads(m);
+  if (s) return s;
+  int nn = m->n_nodes;
+  /* which nodes have a trainable parameter at or upstream of them */
+  for (int i = 0; i < nn; i++) {
+    strop__node *nd = &m->nodes[i];
+    int up = 0;
+    for (int j = 0; j < nd->n_params && !up; j++)
+      up = nd->params[j].trainable && !nd->params[j].is_buffer;
+    for (int j = 0; j < nd->n_in && !up; j++)
+      up = nd->in[j] < 0 ? m->want_input_grad : m->upstream_trainable[nd->in[j]];
+    m->upstream_trainable[i] = up;
+    nd->needs_backward = up;
+    m->grads[i] = NULL;
+  }
+  strop__exec x = {&m->arena, &m->rng, 1, strop__num_threads(), NULL};
+  size_t in_bytes = strop__shape_numel(&m->in_shape) * sizeof(float) * (size_t)m->batch;
+  m->input_grad = NULL;
+  if (m->want_input_grad) {
+    m->input_grad = strop__arena_calloc(&m->arena, in_bytes);
+    if (!m->input_grad) return strop__err(STROP_E_NOMEM, "backward: out of memory");
+  }
+  m->grads[nn - 1] = (float *)dout;
+  float *din_local[16];
+  for (int i = nn - 1; i >= 0; i--) {
+    strop__node *nd = &m->nodes[i];
+    if (!m->upstream_trainable[i] || !m->grads[i]) continue;
+    float **din = nd->n_in <= 16 ? din_local
+                                 : strop__arena_alloc(&m->arena, (size_t)nd->n_in * sizeof *din);
+    if (!din) return strop__err(STROP_E_NOMEM, "backward: out of memory");
+    strop__act ins_local[16];
+    strop__act *ins = nd->n_in <= 16 ? ins_local
+                                     : strop__arena_alloc(&m->arena, (size_t)nd->n_in * sizeof *ins);
+    if (!ins) return strop__err(STROP_E_NOMEM, "backward: out of memory");
+    for (int j = 0; j < nd->n_in; j++) {
+      int k = nd->in[j];
+      ins[j] = k < 0 ? m->input : m->acts[k];
+      if (k < 0) {
+        din[j] = m->input_grad;
+      } else if (m->upstream_trainable[k]) {
+        if (!m->grads[k]) {
+          size_t b = strop__shape_numel(&m->nodes[k].out_shape) * sizeof(float) * (size_t)m->batch;
+          m->grads[k] = strop__arena_calloc(&m->arena, b);
+          if (!m->grads[k]) return strop__err(STROP_E_NOMEM, "backward: out of memory");
+        }
+        din[j] = m->grads[k];
+      } else {
+        din[j] = NULL;
+      }
+    }
+    s = nd->vt->backward(nd, &x, ins, &m->acts[i], m->grads[i], din);
+    if (s) return s;
+  }
+  return STROP_OK;
+}
+
+/* ---- public run and inspection ---- */
+strop_status strop_model_forward(strop_model *m, const strop_tensor *input, strop_tensor **out) {
+  static const char fn[] = "strop_model_forward";
+  if (!out) return strop__err(STROP_E_INVALID_ARG, "%s: out is NULL", fn);
+  *out = NULL;
+  if (!m || !input)
+    return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, m ? "input" : "model");
+  if (!m->finalized) return strop__err(STROP_E_STATE, "%s: model is not finalized", fn);
+  strop__shape got = {input->rank - 1, {0}};
+  int ok = input->rank == m->in_shape.rank + 1;
+  for (int i = 0; ok && i < m->in_shape.rank; i++) ok = input->dims[i + 1] == m->in_shape.d[i];
+  if (!ok) {
+    char a[128], b[128];
+    strop__shape full = {input->rank, {0}};
+    memcpy(full.d, input->dims, sizeof input->dims);
+    (void)got;
+    return strop__err(STROP_E_SHAPE, "%s: input has shape %s, the model expects [N, %s", fn,
+                      strop__shape_str(&full, a, sizeof a),
+                      strop__shape_str(&m->in_shape, b, sizeof b) + 1);
+  }
+  const strop__act *o;
+  strop_status s = strop__model_forward_exec(m, input->data, input->dims[0], m->training, NULL, &o);
+  if (s) {
+    strop__err_prefix("%s", fn);
+    return s;
+  }
+  int64_t dims[STROP_MAX_RANK];
+  dims[0] = o->n;
+  int rank = o->shape.rank + 1;
+  if (rank > STROP_MAX_RANK) {
+    strop__model_step_end(m);
+    return strop__err(STROP_E_SHAPE, "%s: output rank %d exceeds %d", fn, rank, STROP_MAX_RANK);
+  }
+  for (int i = 0; i < o->shape.rank; i++) dims[i + 1] = o->shape.d[i];
+  s = strop_tensor_from_data(o->data, (size_t)o->n * strop__shape_numel(&o->shape), rank, dims, out);
+  strop__model_step_end(m);
+  if (s == STROP_E_NOMEM) return STROP__NOMEM(fn);
+  return s;
+}
+
+strop_status strop_model_set_training(strop_model *m, int training) {
+  if (!m) return strop__err(STROP_E_INVALID_ARG, "strop_model_set_training: model is NULL");
+  m->training = training ? 1 : 0;
+  return STROP_OK;
+}
+
+int strop_model_is_training(const strop_model *m) { return m ? m->training : 0; }
+
+int strop_model_input_shape(const strop_model *m, int64_t *dims, int cap) {
+  if (!m || (!dims && cap > 0)) return -1;
+  for (int i = 0; i < m->in_shape.rank && i < cap; i++) dims[i] = m->in_shape.d[i];
+  return m->in_shape.rank;
+}
+
+int strop_model_output_shape(const strop_model *m, int64_t *dims, int cap) {
+  if (!m || !m->finalized || (!dims && cap > 0)) return -1;
+  const strop__shape *s = &m->nodes[m->n_nodes - 1].out_shape;
+  for (int i = 0; i < s->rank && i < cap; i++) dims[i] = s->d[i];
+  return s->rank;
+}
+
+int64_t strop_model_num_nodes(const strop_model *m) { return m ? m->n_nodes : -1; }
+
+int64_t strop_model_node_info(const strop_model *m, int64_t i, int what, char *buf, size_t cap) {
+  if (!m || i < 0 || i >= m->n_nodes || (what != 0 && what != 1) || (!buf && cap)) {
+    strop__err(STROP_E_INVALID_ARG, "strop_model_node_info: bad arguments");
+    return -1;
+  }
+  const char *s = what == 0 ? m->nodes[i].name : m->nodes[i].vt->type;
+  if (cap) snprintf(buf, cap, "%s", s);
+  return (int64_t)strlen(s);
+}
+
+int64_t strop_model_num_tensors(const strop_model *m) {
+  return m ? (m->finalized ? m->n_params : 0) : -1;
+}
+
+int64_t strop_model_tensor_name(const strop_model *m, int64_t i, char *buf, size_t cap) {
+  if (!m || !m->finalized || i < 0 || i >= m->n_params || (!buf && cap)) {
+    strop__err(STROP_E_INVALID_ARG, "strop_model_tensor_name: bad arguments");
+    return -1;
+  }
+  if (cap) snprintf(buf, cap, "%s", m->params[i]->name);
+  return (int64_t)strlen(m->params[i]->name);
+}
+
+int64_t strop_model_param_count(const strop_model *m, int trainable_only) {
+  if (!m) return -1;
+  int64_t n = 0;
+  for (int i = 0; m->finalized && i < m->n_params; i++) {
+    const strop__param *p = m->params[i];
+    if (p->is_buffer || (trainable_only && !p->trainable)) continue;
+    n += (int64_t)p->numel;
+  }
+  return n;
+}
+
+strop__param *strop__model_param_find(strop_model *m, const char *name) {
+  for (int i = 0; name && i < m->n_params; i++)
+    if (strcmp(m->params[i]->name, name) == 0) return m->params[i];
+  return NULL;
+}
+
+strop_status strop_model_tensor_view(strop_model *m, const char *name, strop_tensor **out) {
+  static const char fn[] = "strop_model_tensor_view";
+  if (!out) return strop__err(STROP_E_INVALID_ARG, "%s: out is NULL", fn);
+  *out = NULL;
+  if (!m || !name) return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, m ? "name" : "model");
+  if (!m->finalized) return strop__err(STROP_E_STATE, "%s: model is not finalized", fn);
+  strop__param *p = strop__model_param_find(m, name);
+  if (!p) return strop__err(STROP_E_NOT_FOUND, "%s: no parameter or buffer named '%s'", fn, name);
+  if (!p->data)
+    return strop__err(STROP_E_UNSUPPORTED, "%s: '%s' is an int64 buffer, not float", fn, name);
+  int64_t one = 1;
+  return strop_tensor_wrap(p->data, p->numel, p->rank ? p->rank : 1, p->rank ? p->dims : &one, out);
+}
+
+strop_status strop_model_set_tensor(strop_model *m, const char *name, const float *data,
+                                    size_t count) {
+  static const char fn[] = "strop_model_set_tensor";
+  if (!m || !name || !data)
+    return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn,
+                      !m ? "model" : !name ? "name" : "data");
+  if (!m->finalized) return strop__err(STROP_E_STATE, "%s: model is not finalized", fn);
+  strop__param *p = strop__model_param_find(m, name);
+  if (!p) return strop__err(STROP_E_NOT_FOUND, "%s: no parameter or buffer named '%s'", fn, name);
+  if (count != p->numel)
+    return strop__err(STROP_E_SHAPE, "%s: '%s' has %zu elements, got %zu", fn, name, p->numel, count);
+  if (p->data) {
+    memcpy(p->data, data, count * sizeof(float));
+  } else {
+    p->idata[0] = (int64_t)data[0];
+  }
+  p->version++;
+  return STROP_OK;
+}
+
+strop_status strop__node_write_opts(const strop__node *n, strop__optbuf *b) {
+  memset(b, 0, sizeof *b);
+  n->vt->write(n->cfg, b);
+  if (b->oom) {
+    strop__optbuf_free(b);
+    return strop__err(STROP_E_NOMEM, "layer '%s': out of memory writing options", n->name);
+  }
+  return STROP_OK;
+}
+
+/* ---- clone ---- */
+strop_status strop__model_clone(const strop_model *src, strop_model **out) {
+  static const char fn[] = "strop_model_clone";
+  *out = NULL;
+  strop_model *m = NULL;
+  strop_status s = strop_model_create(src->in_shape.rank, src->in_shape.d, &m);
+  if (s) return s;
+  m->nodes = strop__calloc((size_t)(src->n_nodes ? src->n_nodes : 1), sizeof *m->nodes);
+  if (!m->nodes) {
+    strop_model_free(m);
+    return STROP__NOMEM(fn);
+  }
+  m->cap_nodes = src->n_nodes ? src->n_nodes : 1;
+  for (int i = 0; i < src->n_nodes; i++) {
+    const strop__node *a = &src->nodes[i];
+    strop__node *b = &m->nodes[i];
+    m->n_nodes = i + 1;
+    b->vt = a->vt;
+    b->n_in = a->n_in;
+    b->out_shape = a->out_shape;
+    b->frozen_stats = a->frozen_stats;
+    b->name = strop__strdup(a->name);
+    b->cfg = strop__malloc(a->vt->cfg_size ? a->vt->cfg_size : 1);
+    b->in = strop__malloc((size_t)a->n_in * sizeof *b->in);
+    b->in_shapes = strop__malloc((size_t)a->n_in * sizeof *b->in_shapes);
+    b->in_names = strop__calloc((size_t)a->n_in, sizeof *b->in_names);
+    b->params = a->n_params ? strop__calloc((size_t)a->n_params, sizeof *b->params) : NULL;
+    if (!b->name || !b->cfg || !b->in || !b->in_shapes || !b->in_names ||
+        (a->n_params && !b->params))
+      goto oom;
+    memcpy(b->cfg, a->cfg, a->vt->cfg_size);
+    memcpy(b->in, a->in, (size_t)a->n_in * sizeof *b->in);
+    memcpy(b->in_shapes, a->in_shapes, (size_t)a->n_in * sizeof *b->in_shapes);
+    for (int j = 0; j < a->n_in; j++)
+      if (!(b->in_names[j] = strop__strdup(a->in_names[j]))) goto oom;
+    for (int j = 0; j < a->n_params; j++) {
+      const strop__param *pa = &a->params[j];
+      strop__param *pb = &b->params[j];
+      b->n_params = j + 1;
+      *pb = *pa;
+      pb->name = NULL;
+      pb->data = NULL;
+      pb->idata = NULL;
+      pb->grad = NULL;
+      if (!(pb->name = strop__strdup(pa->name))) goto oom;
+      if (pa->data) {
+        if (!(pb->data = strop__malloc_aligned(pa->numel * sizeof(float)))) goto oom;
+        memcpy(pb->data, pa->data, pa->numel * sizeof(float));
+      }
+      if (pa->idata) {
+        if (!(pb->idata = strop__malloc(sizeof(int64_t)))) goto oom;
+        pb->idata[0] = pa->idata[0];
+      }
+    }
+  }
+  m->finalized = src->finalized;
+  m->training = src->training;
+  m->rng = src->rng;
+  m->seed = src->seed;
+  if (m->finalized && (s = strop__model_reindex(m))) {
+    strop_model_free(m);
+    return s;
+  }
+  *out = m;
+  return STROP_OK;
+oom:
+  strop_model_free(m);
+  return STROP__NOMEM(fn);
+}

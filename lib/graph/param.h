@@ -1,0 +1,23 @@
+/* strop — a model parameter or buffer as the rest of the library sees it: the graph owns
+ * them, optimizers, surgery, io and the trainer read and update them through this struct. */
+#ifndef STROP_PARAM_H
+#define STROP_PARAM_H
+
+#include "core/core.h"
+
+typedef struct strop__param {
+  char *name;             /* full PyTorch-style name, "features.0.weight"; owned */
+  int rank;
+  int64_t dims[STROP_MAX_RANK];
+  size_t numel;
+  float *data;            /* float32 values (64-byte aligned); NULL for an int64 buffer */
+  int64_t *idata;         /* int64 buffer such as BatchNorm's num_batches_tracked, else NULL */
+  float *grad;            /* gradient, same layout as data; allocated for trainable params */
+  int is_buffer;          /* 1: running statistics etc. -- saved and loaded, never trained */
+  int trainable;          /* 1: receives gradients and optimizer updates (0 = frozen) */
+  float lr_mult;          /* parameter-group learning-rate multiplier (default 1) */
+  int no_decay;           /* 1: the optimizer applies no weight decay to it */
+  int version;            /* bumped whenever data is replaced (surgery, load) */
+} strop__param;
+
+#endif

@@ -1,0 +1,296 @@
+/* strop tests — graph suite: building DAGs, finalize errors, forward/backward over the DAG,
+ * the allocation-free warm step, the frozen-trunk backward stop, clone. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "graph/graph.h"
+#include "harness.h"
+#include "strop/strop.h"
+#include "testutil.h"
+
+static strop_model *mlp(void) {
+  int64_t in[1] = {4};
+  strop_model *m = NULL;
+  ck_assert_int_eq(strop_model_create(1, in, &m), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "fc1", "linear", "out_features=8", NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "act", "relu", NULL, NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "head", "linear", "out_features=3", NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_finalize(m, 7), STROP_OK);
+  return m;
+}
+
+START_TEST(build_mlp) {
+  strop_model *m = mlp();
+  int64_t d[4];
+  ck_assert_int_eq(strop_model_output_shape(m, d, 4), 1);
+  ck_assert_int_eq(d[0], 3);
+  ck_assert_int_eq(strop_model_num_nodes(m), 3);
+  ck_assert_int_eq(strop_model_num_tensors(m), 4);
+  char name[64];
+  ck_assert_int_eq(strop_model_tensor_name(m, 0, name, sizeof name), 10);
+  ck_assert_str_eq(name, "fc1.weight");
+  ck_assert_int_eq(strop_model_tensor_name(m, 3, name, sizeof name), 9);
+  ck_assert_str_eq(name, "head.bias");
+  ck_assert_int_eq(strop_model_param_count(m, 0), 4 * 8 + 8 + 8 * 3 + 3);
+  strop_tensor *w = NULL;
+  ck_assert_int_eq(strop_model_tensor_view(m, "fc1.weight", &w), STROP_OK);
+  ck_assert_int_eq(strop_tensor_dim(w, 0), 8); /* PyTorch layout [out, in] */
+  ck_assert_int_eq(strop_tensor_dim(w, 1), 4);
+  /* PyTorch's default init: U(-1/sqrt(in), 1/sqrt(in)) */
+  const float *wd = strop_tensor_data(w);
+  float lo = 1, hi = -1;
+  for (int i = 0; i < 32; i++) {
+    lo = fminf(lo, wd[i]);
+    hi = fmaxf(hi, wd[i]);
+  }
+  ck_assert(lo >= -0.5f && hi <= 0.5f && hi - lo > 0.3f);
+  strop_tensor_free(w);
+  ck_assert_int_eq(strop_model_node_info(m, 1, 1, name, sizeof name), 4);
+  ck_assert_str_eq(name, "relu");
+  strop_model_free(m);
+}
+END_TEST
+
+START_TEST(forward_matches_manual) {
+  strop_model *m = mlp();
+  float x[2 * 4] = {0.5f, -1, 2, 0.25f, -0.5f, 1, 0, 3};
+  int64_t dims[2] = {2, 4};
+  strop_tensor *in = NULL, *out = NULL;
+  ck_assert_int_eq(strop_tensor_from_data(x, 8, 2, dims, &in), STROP_OK);
+  ck_assert_int_eq(strop_model_forward(m, in, &out), STROP_OK);
+  ck_assert_int_eq(strop_tensor_dim(out, 0), 2);
+  ck_assert_int_eq(strop_tensor_dim(out, 1), 3);
+  /* recompute by hand from the parameters */
+  strop__param *w1 = strop__model_param_find(m, "fc1.weight"), *b1 = strop__model_param_find(m, "fc1.bias");
+  strop__param *w2 = strop__model_param_find(m, "head.weight"), *b2 = strop__model_param_find(m, "head.bias");
+  for (int n = 0; n < 2; n++) {
+    float h[8];
+    for (int j = 0; j < 8; j++) {
+      double s = b1->data[j];
+      for (int k = 0; k < 4; k++) s += (double)w1->data[j * 4 + k] * x[n * 4 + k];
+      h[j] = s > 0 ? (float)s : 0.0f;
+    }
+    for (int j = 0; j < 3; j++) {
+      double s = b2->data[j];
+      for (int k = 0; k < 8; k++) s += (double)w2->data[j * 8 + k] * h[k];
+      ck_assert_double_eq_tol(strop_tensor_data(out)[n * 3 + j], s, 1e-5);
+    }
+  }
+  strop_tensor_free(out);
+  /* NaN propagates, no crash */
+  strop_tensor_data(in)[0] = NAN;
+  ck_assert_int_eq(strop_model_forward(m, in, &out), STROP_OK);
+  ck_assert(isnan(strop_tensor_data(out)[0]));
+  strop_tensor_free(out);
+  strop_tensor_free(in);
+  strop_model_free(m);
+}
+END_TEST
+
+START_TEST(build_errors) {
+  int64_t in[1] = {4};
+  strop_model *m = NULL;
+  ck_assert_int_eq(strop_model_create(1, in, &m), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "fc1", "linear", "out_features=8", NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "fc1", "linear", "out_features=8", NULL), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "already exists"));
+  ck_assert_int_eq(strop_model_add(m, "x", "linaer", NULL, NULL), STROP_E_NOT_FOUND);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "unknown type 'linaer'"));
+  ck_assert_int_eq(strop_model_add(m, "x", "linear", "out_feature=3", NULL), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "option 'out_feature': unknown option (expected one of: in_features, out_features, bias)"));
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "layer 'x'"));
+  ck_assert_int_eq(strop_model_add(m, "x", "linear", "out_features=-3", NULL), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "out_features"));
+  ck_assert_int_eq(strop_model_add(m, "x", "linear", "out_features", NULL), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_add(m, "bad name", "relu", NULL, NULL), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_add(NULL, "a", "relu", NULL, NULL), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_num_nodes(m), 1); /* failed adds left it unchanged */
+  strop_tensor *o = NULL;
+  strop_tensor *x = NULL;
+  int64_t xd[2] = {1, 4};
+  ck_assert_int_eq(strop_tensor_create(2, xd, &x), STROP_OK);
+  ck_assert_int_eq(strop_model_forward(m, x, &o), STROP_E_STATE);
+  ck_assert_int_eq(strop_model_finalize(m, 0), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "y", "relu", NULL, NULL), STROP_E_STATE);
+  ck_assert_int_eq(strop_model_finalize(m, 0), STROP_E_STATE);
+  int64_t bd[2] = {1, 5};
+  strop_tensor *bad = NULL;
+  ck_assert_int_eq(strop_tensor_create(2, bd, &bad), STROP_OK);
+  ck_assert_int_eq(strop_model_forward(m, bad, &o), STROP_E_SHAPE);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "[1, 5]"));
+  ck_assert_ptr_null(o);
+  strop_tensor_free(bad);
+  strop_tensor_free(x);
+  strop_model_free(m);
+}
+END_TEST
+
+START_TEST(finalize_errors) {
+  int64_t in[1] = {4};
+  strop_model *m = NULL;
+  /* unknown input */
+  ck_assert_int_eq(strop_model_create(1, in, &m), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "a", "relu", NULL, "nowhere"), STROP_OK);
+  ck_assert_int_eq(strop_model_finalize(m, 0), STROP_E_NOT_FOUND);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "unknown input 'nowhere'"));
+  strop_model_free(m);
+  /* cycle */
+  ck_assert_int_eq(strop_model_create(1, in, &m), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "a", "relu", NULL, "b"), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "b", "relu", NULL, "a"), STROP_OK);
+  ck_assert_int_eq(strop_model_finalize(m, 0), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "cycle"));
+  strop_model_free(m);
+  /* shape mismatch in add */
+  ck_assert_int_eq(strop_model_create(1, in, &m), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "a", "linear", "out_features=8", "input"), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "b", "linear", "out_features=3", "input"), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "sum", "add", NULL, "a,b"), STROP_OK);
+  ck_assert_int_eq(strop_model_finalize(m, 0), STROP_E_SHAPE);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "sum"));
+  strop_model_free(m);
+  /* no nodes */
+  ck_assert_int_eq(strop_model_create(1, in, &m), STROP_OK);
+  ck_assert_int_eq(strop_model_finalize(m, 0), STROP_E_INVALID_ARG);
+  strop_model_free(m);
+}
+END_TEST
+
+/* A residual DAG given out of order: the graph sorts it. */
+static strop_model *residual(void) {
+  int64_t in[1] = {6};
+  strop_model *m = NULL;
+  ck_assert_int_eq(strop_model_create(1, in, &m), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "sum", "add", NULL, "input,block.act"), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "block.fc", "linear", "out_features=6", "input"), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "block.act", "tanh", NULL, "block.fc"), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "head", "linear", "out_features=2", "sum"), STROP_OK);
+  ck_assert_int_eq(strop_model_finalize(m, 3), STROP_OK);
+  return m;
+}
+
+START_TEST(dag_gradcheck) {
+  strop_model *m = residual();
+  char name[32];
+  strop_model_node_info(m, 0, 0, name, sizeof name);
+  ck_assert_str_eq(name, "block.fc"); /* topological order */
+  strop_test_gc_opts o;
+  strop_test_gc_defaults(&o);
+  o.tol = 1e-2; /* float32 central differences, eps 1e-3 */
+  strop_test_gradcheck(m, 3, 11, &o);
+  strop_model_free(m);
+  m = mlp();
+  strop_test_gradcheck(m, 4, 12, &o);
+  strop_model_free(m);
+}
+END_TEST
+
+START_TEST(warm_step_allocates_nothing) {
+  strop_model *m = residual();
+  float x[16 * 6], dout[16 * 2];
+  for (int i = 0; i < 16 * 6; i++) x[i] = (float)((i * 37) % 11) / 11.0f - 0.5f;
+  for (int i = 0; i < 32; i++) dout[i] = 0.1f;
+  const strop__act *o;
+  for (int step = 0; step < 3; step++) {
+    int64_t before = strop__alloc_count();
+    ck_assert_int_eq(strop__model_zero_grad(m), STROP_OK);
+    ck_assert_int_eq(strop__model_forward_exec(m, x, 16, 1, NULL, &o), STROP_OK);
+    ck_assert_int_eq(strop__model_backward(m, dout), STROP_OK);
+    strop__model_step_end(m);
+    if (step >= 1)
+      ck_assert_msg(strop__alloc_count() == before, "step %d made %lld heap allocations", step,
+                    (long long)(strop__alloc_count() - before));
+  }
+  strop_model_free(m);
+}
+END_TEST
+
+START_TEST(frozen_trunk_stops_backward) {
+  strop_model *m = mlp();
+  for (int i = 0; i < m->n_params; i++)
+    if (strncmp(m->params[i]->name, "head.", 5) != 0) m->params[i]->trainable = 0;
+  float x[8] = {1, 2, 3, 4, 5, 6, 7, 8}, dout[6] = {1, 1, 1, 1, 1, 1};
+  const strop__act *o;
+  ck_assert_int_eq(strop__model_zero_grad(m), STROP_OK);
+  ck_assert_int_eq(strop__model_forward_exec(m, x, 2, 1, NULL, &o), STROP_OK);
+  ck_assert_int_eq(strop__model_backward(m, dout), STROP_OK);
+  ck_assert_int_eq(m->nodes[0].needs_backward, 0);
+  ck_assert_int_eq(m->nodes[1].needs_backward, 0);
+  ck_assert_int_eq(m->nodes[2].needs_backward, 1);
+  ck_assert_ptr_null(strop__model_param_find(m, "fc1.weight")->grad); /* no memory for it */
+  ck_assert_ptr_nonnull(strop__model_param_find(m, "head.weight")->grad);
+  ck_assert_ptr_null(m->grads[1]); /* the trunk's activations got no gradient buffer */
+  strop__model_step_end(m);
+  ck_assert_int_eq(strop_model_param_count(m, 1), 8 * 3 + 3);
+  strop_model_free(m);
+}
+END_TEST
+
+START_TEST(clone_is_deep) {
+  strop_model *m = residual(), *c = NULL;
+  ck_assert_int_eq(strop__model_clone(m, &c), STROP_OK);
+  float x[6] = {1, -2, 3, -4, 5, -6};
+  int64_t d[2] = {1, 6};
+  strop_tensor *in = NULL, *a = NULL, *b = NULL;
+  ck_assert_int_eq(strop_tensor_from_data(x, 6, 2, d, &in), STROP_OK);
+  ck_assert_int_eq(strop_model_forward(m, in, &a), STROP_OK);
+  ck_assert_int_eq(strop_model_forward(c, in, &b), STROP_OK);
+  ck_assert_mem_eq(strop_tensor_data(a), strop_tensor_data(b), 2 * sizeof(float));
+  strop__model_param_find(c, "head.bias")->data[0] += 1.0f;
+  strop_tensor_free(b);
+  ck_assert_int_eq(strop_model_forward(m, in, &b), STROP_OK);
+  ck_assert_mem_eq(strop_tensor_data(a), strop_tensor_data(b), 2 * sizeof(float));
+  strop_tensor_free(a);
+  strop_tensor_free(b);
+  strop_tensor_free(in);
+  strop_model_free(c);
+  strop_model_free(m);
+}
+END_TEST
+
+static strop_model *g_m;
+static int op_build(void *ctx) {
+  (void)ctx;
+  int64_t in[1] = {6};
+  strop_status s = strop_model_create(1, in, &g_m);
+  if (s) return s;
+  if ((s = strop_model_add(g_m, "fc", "linear", "out_features=6", NULL)) ||
+      (s = strop_model_add(g_m, "act", "tanh", NULL, NULL)) ||
+      (s = strop_model_add(g_m, "sum", "add", NULL, "input,act")) ||
+      (s = strop_model_finalize(g_m, 1))) {
+    strop_model_free(g_m);
+    g_m = NULL;
+  }
+  return s;
+}
+static void free_m(void *ctx) {
+  (void)ctx;
+  strop_model_free(g_m);
+  g_m = NULL;
+}
+
+START_TEST(alloc_failures) {
+  ck_assert_int_ge(strop_test_alloc_sweep(op_build, free_m, NULL), 5);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("graph");
+  TCase *tc = tcase_create("build");
+  tcase_add_test(tc, build_mlp);
+  tcase_add_test(tc, forward_matches_manual);
+  tcase_add_test(tc, clone_is_deep);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("errors");
+  tcase_add_test(tc, build_errors);
+  tcase_add_test(tc, finalize_errors);
+  tcase_add_test(tc, alloc_failures);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("backward");
+  tcase_add_test(tc, dag_gradcheck);
+  tcase_add_test(tc, warm_step_allocates_nothing);
+  tcase_add_test(tc, frozen_trunk_stops_backward);
+  suite_add_tcase(s, tc);
+  return strop_test_run(s);
+}
