@@ -9,5 +9,10 @@
 #include "error.h"
 #include "tensor.h"
 #include "runtime.h"
+#include "io.h"
+#include "surgery.h"
+#include "data.h"
+#include "optim.h"
+#include "train.h"
 
 #endif

@@ -1,0 +1,298 @@
+/* strop — the trainer: one fine-tuning step under the host's control, evaluation with
+ * metrics, a ready fit loop with early stopping and checkpoints, and exact resume. */
+#ifndef STROP_TRAIN_H
+#define STROP_TRAIN_H
+
+#include "common.h"
+#include "data.h"
+#include "error.h"
+#include "model.h"
+#include "optim.h"
+#include "tensor.h"
+
+/** @file train.h @brief Training steps, evaluation, the fit loop, checkpoints. @since 0.1 */
+
+STROP_BEGIN_DECLS
+
+/**
+ * @brief Drives fine-tuning of one model with one optimizer (and optionally a scheduler).
+ * The trainer borrows them: they must outlive it. One handle from one thread at a time.
+ */
+typedef struct strop_trainer strop_trainer;
+
+/** Loss functions. @since 0.1 */
+typedef enum strop_loss_kind {
+  STROP_LOSS_CROSS_ENTROPY = 1, /**< Logits [N, C] (or [N, T, C]) vs class indices. */
+  STROP_LOSS_MSE = 2,           /**< Mean squared error vs targets shaped like the output. */
+  STROP_LOSS_L1 = 3,            /**< Mean absolute error. */
+  STROP_LOSS_HUBER = 4,         /**< Huber / smooth L1 with STROP_TRAIN_HUBER_DELTA. */
+  STROP_LOSS_BCE_WITH_LOGITS = 5 /**< Binary cross-entropy on logits (multi-label). */
+} strop_loss_kind;
+
+/** Trainer knobs, for strop_trainer_set_float() / strop_trainer_set_int(). @since 0.1 */
+typedef enum strop_train_knob {
+  STROP_TRAIN_LOSS = 0,            /**< int: a strop_loss_kind (default cross-entropy). */
+  STROP_TRAIN_LABEL_SMOOTHING = 1, /**< float in [0, 1]: cross-entropy label smoothing (0). */
+  STROP_TRAIN_IGNORE_INDEX = 2,    /**< int: cross-entropy target to ignore (-100). */
+  STROP_TRAIN_HUBER_DELTA = 3,     /**< float > 0: Huber threshold (1). */
+  STROP_TRAIN_CLIP_NORM = 4,       /**< float >= 0: clip the global gradient L2 norm; 0 = off. */
+  STROP_TRAIN_CLIP_VALUE = 5,      /**< float >= 0: clip each gradient to [-v, v]; 0 = off. */
+  STROP_TRAIN_ACCUM_STEPS = 6,     /**< int >= 1: micro-batches per optimizer step (1). */
+  STROP_TRAIN_SCHED_PER_EPOCH = 7  /**< int 0/1: step the scheduler per epoch, not per
+                                        optimizer step (0). */
+} strop_train_knob;
+
+/**
+ * @brief Creates a trainer for @p model with @p opt (created on the same model).
+ * Puts the model in train mode while steps run; the default loss is cross-entropy.
+ * @param[out] out Owned by the caller; free with strop_trainer_free().
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_STATE (model not finalized);
+ *         STROP_E_NOMEM. @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_trainer_create(strop_model *model,
+                                                            strop_optimizer *opt,
+                                                            strop_trainer **out);
+
+/** @brief Frees the trainer (not the model, optimizer or scheduler). NULL is a no-op.
+ *  @since 0.1 */
+STROP_API void strop_trainer_free(strop_trainer *tr);
+
+/**
+ * @brief Attaches a scheduler (borrowed; NULL detaches). It is stepped after each optimizer
+ * step, or after each epoch of strop_trainer_fit() with STROP_TRAIN_SCHED_PER_EPOCH; a
+ * reduce-on-plateau scheduler is fed the monitored validation metric once per epoch.
+ * @return STROP_OK or STROP_E_INVALID_ARG. @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_trainer_set_scheduler(strop_trainer *tr,
+                                                                   strop_scheduler *sched);
+
+/** @brief Sets a float knob. @return STROP_OK or STROP_E_INVALID_ARG naming knob and value.
+ *  @since 0.1 */
+STROP_API STROP_NODISCARD strop_status strop_trainer_set_float(strop_trainer *tr, int key,
+                                                               double value);
+/** @brief Sets an int knob. @return STROP_OK or STROP_E_INVALID_ARG. @since 0.1 */
+STROP_API STROP_NODISCARD strop_status strop_trainer_set_int(strop_trainer *tr, int key,
+                                                             int64_t value);
+/** @brief Reads a float knob. @return STROP_OK or STROP_E_INVALID_ARG. @since 0.1 */
+STROP_API STROP_NODISCARD strop_status strop_trainer_get_float(const strop_trainer *tr, int key,
+                                                               double *value);
+/** @brief Reads an int knob. @return STROP_OK or STROP_E_INVALID_ARG. @since 0.1 */
+STROP_API STROP_NODISCARD strop_status strop_trainer_get_int(const strop_trainer *tr, int key,
+                                                             int64_t *value);
+
+/**
+ * @brief Sets per-class weights of the cross-entropy loss (copied); NULL or n = 0 clears.
+ * @return STROP_OK; STROP_E_INVALID_ARG (negative or non-finite weight); STROP_E_NOMEM.
+ * @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_trainer_set_class_weights(strop_trainer *tr,
+                                                                       const float *w, int64_t n);
+
+/**
+ * @brief One training micro-step: forward in train mode, loss, backward, and — every
+ * STROP_TRAIN_ACCUM_STEPS calls — clipping, the optimizer step, zeroing gradients and the
+ * per-step scheduler.
+ *
+ * Numeric guard: if the loss or any gradient is not finite, the update is skipped, weights
+ * and optimizer state are untouched, the accumulated gradients are dropped, and
+ * STROP_E_NUMERIC is returned with a sentence naming the step; the host may continue.
+ * @param inputs  [N, input shape...] of the model.
+ * @param targets Class indices [N] (or [N, T]) as floats for cross-entropy; else shaped like
+ *                the output.
+ * @param[out] loss The batch loss (may be NULL).
+ * @return STROP_OK; STROP_E_SHAPE (input/target shape, naming both); STROP_E_INVALID_ARG (a
+ *         class index out of range, naming the sample); STROP_E_NUMERIC; STROP_E_NOMEM.
+ * A warm step makes no heap allocation. @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_trainer_step(strop_trainer *tr,
+                                                          const strop_tensor *inputs,
+                                                          const strop_tensor *targets,
+                                                          float *loss);
+
+/** Number of optimizer steps taken (after accumulation). -1 for NULL. @since 0.1 */
+STROP_API int64_t strop_trainer_global_step(const strop_trainer *tr);
+
+/* ---- metrics ---- */
+
+/** @brief Results of an evaluation; read with strop_metrics_get(). */
+typedef struct strop_metrics strop_metrics;
+
+/** Metric keys of strop_metrics_get(). @since 0.1 */
+typedef enum strop_metric_key {
+  STROP_METRIC_LOSS = 0,      /**< Mean loss over the samples. */
+  STROP_METRIC_ACCURACY = 1,  /**< Classification: fraction of correct top-1 predictions. */
+  STROP_METRIC_TOP5 = 2,      /**< Classification: fraction with the target in the top 5. */
+  STROP_METRIC_MACRO_F1 = 3,  /**< Classification: unweighted mean of per-class F1. */
+  STROP_METRIC_MSE = 4,       /**< Regression: mean squared error. */
+  STROP_METRIC_MAE = 5,       /**< Regression: mean absolute error. */
+  STROP_METRIC_SAMPLES = 6    /**< Number of samples evaluated. */
+} strop_metric_key;
+
+/** Per-class metric kinds of strop_metrics_class(). @since 0.1 */
+typedef enum strop_class_metric {
+  STROP_CLASS_PRECISION = 0,
+  STROP_CLASS_RECALL = 1,
+  STROP_CLASS_F1 = 2,
+  STROP_CLASS_SUPPORT = 3 /**< Samples whose target is the class. */
+} strop_class_metric;
+
+/**
+ * @brief Evaluates the model (eval mode: dropout off, BatchNorm running statistics) on one
+ * epoch of @p it: from its current position to the end of that epoch (a fresh, unshuffled
+ * iterator gives every sample once, in order). The iterator's transforms apply.
+ * @param[out] out The metrics, owned by the caller (strop_metrics_free()).
+ * @return STROP_OK; STROP_E_SHAPE (batches and model disagree, naming both shapes);
+ *         STROP_E_CALLBACK (a callback dataset failed); STROP_E_INVALID_ARG; STROP_E_NOMEM.
+ * @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_trainer_eval(strop_trainer *tr,
+                                                          strop_batch_iter *it,
+                                                          strop_metrics **out);
+
+/**
+ * @brief strop_trainer_eval() over every sample of @p ds in order, in batches of
+ * @p batch_size, without transforms.
+ * @return As strop_trainer_eval(). @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_trainer_eval_dataset(strop_trainer *tr,
+                                                                  strop_dataset *ds,
+                                                                  int64_t batch_size,
+                                                                  strop_metrics **out);
+
+/** @brief A metric (strop_metric_key); NaN when it does not apply or for NULL. @since 0.1 */
+STROP_API double strop_metrics_get(const strop_metrics *m, int key);
+/** @brief Number of classes (0 for regression). @since 0.1 */
+STROP_API int64_t strop_metrics_num_classes(const strop_metrics *m);
+/** @brief Per-class precision, recall, F1 or support; NaN when out of range. @since 0.1 */
+STROP_API double strop_metrics_class(const strop_metrics *m, int64_t cls, int which);
+/**
+ * @brief Copies the confusion matrix (row = target, column = prediction), row-major, into
+ * @p out of @p cap entries. @return The number of entries (C*C), or -1 for NULL. @since 0.1
+ */
+STROP_API int64_t strop_metrics_confusion(const strop_metrics *m, int64_t *out, int64_t cap);
+/** @brief Frees the metrics; NULL is a no-op. @since 0.1 */
+STROP_API void strop_metrics_free(strop_metrics *m);
+
+/* ---- the fit loop ---- */
+
+/** What a progress report is about. @since 0.1 */
+typedef enum strop_progress_phase {
+  STROP_PHASE_BATCH = 0,     /**< After an optimizer step. */
+  STROP_PHASE_EPOCH_END = 1  /**< After an epoch and its validation. */
+} strop_progress_phase;
+
+/**
+ * @brief Progress of strop_trainer_fit(), given to the progress callback. Fields are only
+ * appended in later versions; read those within @c size.
+ */
+typedef struct strop_progress {
+  size_t size;            /**< sizeof(strop_progress) of the library. */
+  int phase;              /**< strop_progress_phase. */
+  int64_t epoch;          /**< 0-based epoch. */
+  int64_t epochs;         /**< Epochs requested. */
+  int64_t step;           /**< Batches done in this epoch. */
+  int64_t steps;          /**< Batches per epoch. */
+  int64_t global_step;    /**< Optimizer steps since the trainer was created or resumed. */
+  double loss;            /**< Running mean training loss of this epoch. */
+  double metric;          /**< Running training accuracy (classification) or NaN. */
+  double lr;              /**< Current learning rate. */
+  double samples_per_sec; /**< Training throughput of this epoch so far. */
+  double val_loss;        /**< Epoch end: validation loss (NaN without validation set). */
+  double val_metric;      /**< Epoch end: validation accuracy, or MAE for regression. */
+  int64_t best_epoch;     /**< Epoch with the best monitored value so far (-1: none). */
+  double elapsed;         /**< Seconds since fit started. */
+} strop_progress;
+
+/**
+ * @brief Called by strop_trainer_fit() after each optimizer step and each epoch. Return 0 to
+ * go on, non-zero to stop (fit then returns STROP_E_CANCELLED). Must not free the trainer.
+ */
+typedef int (*strop_progress_fn)(const strop_progress *p, void *user_data);
+
+/** What early stopping and the best checkpoint watch. @since 0.1 */
+typedef enum strop_monitor {
+  STROP_MONITOR_VAL_LOSS = 0,     /**< Lower is better. */
+  STROP_MONITOR_VAL_ACCURACY = 1, /**< Higher is better. */
+  STROP_MONITOR_TRAIN_LOSS = 2    /**< Lower is better; for runs without validation data. */
+} strop_monitor;
+
+/** Options of strop_trainer_fit(); fill with strop_fit_options_init(). @since 0.1 */
+typedef struct strop_fit_options {
+  size_t size;                  /**< sizeof(strop_fit_options), set by _init. */
+  int64_t epochs;               /**< Epochs to run, counted by the training iterator's epoch
+                                     number (default 10). */
+  int monitor;                  /**< strop_monitor (default val loss; train loss without
+                                     validation data). */
+  int64_t patience;             /**< Epochs without improvement before stopping; 0 = never. */
+  double min_delta;             /**< Improvement smaller than this does not count. */
+  int restore_best;             /**< 1: put back the best epoch's weights at the end. */
+  int64_t checkpoint_every;     /**< Write checkpoint_path every N optimizer steps; 0 = off. */
+  const char *checkpoint_path;  /**< Resumable checkpoint (also written at the end), or NULL. */
+  const char *best_path;        /**< Checkpoint written whenever the monitored value improves. */
+  strop_progress_fn progress;   /**< Callback, or NULL. */
+  void *user_data;              /**< Passed to progress. */
+  int64_t max_steps;            /**< Stop after this many optimizer steps in total; 0 = no
+                                     limit (for tests and budgets). */
+} strop_fit_options;
+
+/** @brief Fills @p opt with the defaults above. @since 0.1 */
+STROP_API void strop_fit_options_init(strop_fit_options *opt);
+
+/**
+ * @brief Trains on the batches of @p train (its batch size, shuffling, seed and transforms)
+ * until its epoch number reaches opt->epochs, validating on one epoch of @p val (may be
+ * NULL; use an unshuffled iterator) after each epoch; early stopping, best-weight restore,
+ * checkpoints and progress reports as configured.
+ *
+ * The iterators are borrowed for the call. A checkpoint records @p train's position and
+ * order, so after strop_trainer_load_checkpoint() the loop continues at the saved epoch and
+ * batch with the same data, and the result is bit-identical to an uninterrupted run.
+ * @return STROP_OK; STROP_E_CANCELLED (the callback asked to stop); the statuses of
+ *         strop_trainer_step() and strop_trainer_eval() (a non-finite step is skipped and
+ *         counted, not returned); STROP_E_IO (checkpoint). @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_trainer_fit(strop_trainer *tr,
+                                                         strop_batch_iter *train,
+                                                         strop_batch_iter *val,
+                                                         const strop_fit_options *opt);
+
+/** @brief Optimizer steps skipped by the numeric guard since creation. -1 for NULL.
+ *  @since 0.1 */
+STROP_API int64_t strop_trainer_skipped_steps(const strop_trainer *tr);
+
+/**
+ * @brief A value of epoch @p epoch of the last fit: @p key is STROP_METRIC_LOSS (train loss),
+ * STROP_METRIC_ACCURACY (train accuracy), or 100 + a metric key for the validation value
+ * (100 + STROP_METRIC_LOSS = validation loss). NaN when absent. @since 0.1
+ */
+STROP_API double strop_trainer_history(const strop_trainer *tr, int64_t epoch, int key);
+/** @brief Epochs recorded by the last fit (0 before any), or -1 for NULL. @since 0.1 */
+STROP_API int64_t strop_trainer_history_len(const strop_trainer *tr);
+/** @brief The best epoch of the last fit by its monitor, or -1. @since 0.1 */
+STROP_API int64_t strop_trainer_best_epoch(const strop_trainer *tr);
+
+/* ---- checkpoints ---- */
+
+/**
+ * @brief Writes a resumable checkpoint: model parameters and buffers, optimizer state,
+ * scheduler state, the model's RNG, the step count and the fit loop's position and data
+ * order. Atomic: a temporary file in the same folder, fsync, rename.
+ * @return STROP_OK; STROP_E_IO naming the path; STROP_E_NOMEM. @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_trainer_save_checkpoint(const strop_trainer *tr,
+                                                                     const char *path);
+
+/**
+ * @brief Restores everything strop_trainer_save_checkpoint() wrote into this trainer's model,
+ * optimizer and scheduler, which must have the same structure. The next fit continues where
+ * the saved one stopped.
+ * @return STROP_OK; STROP_E_IO; STROP_E_FORMAT (not a strop checkpoint, or a tensor missing
+ *         or of another shape, naming it); STROP_E_NOMEM. On error nothing is changed.
+ * @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_trainer_load_checkpoint(strop_trainer *tr,
+                                                                     const char *path);
+
+STROP_END_DECLS
+
+#endif

@@ -1,0 +1,200 @@
+/* strop — trainer checkpoints: the model, optimizer and scheduler state, the RNG, the step
+ * counters, the running epoch and the data order in one atomically written file, so a run
+ * resumed from it continues bit for bit. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "io/checkpoint.h"
+#include "optim/optim.h"
+#include "train/train_impl.h"
+
+static strop_status add_f64(strop__ckpt_writer *w, const char *name, const double *v, size_t n) {
+  /* doubles travel as their bit patterns in an I64 tensor, marked in the metadata */
+  int64_t dims[1] = {(int64_t)n};
+  int64_t tmp[64];
+  int64_t *bits = n <= 64 ? tmp : strop__malloc(n * sizeof *bits);
+  if (!bits) return strop__err(STROP_E_NOMEM, "checkpoint: out of memory");
+  memcpy(bits, v, n * sizeof *bits);
+  strop_status s = strop__ckpt_add_i64_copy(w, name, 1, dims, bits);
+  if (bits != tmp) strop__free(bits);
+  if (s) return s;
+  char key[300];
+  snprintf(key, sizeof key, "f64:%s", name);
+  return strop__ckpt_set_meta(w, key, "1");
+}
+
+static strop_status add_state(strop__ckpt_writer *w, const strop__state_entry *e) {
+  int64_t dims[1] = {(int64_t)e->numel};
+  switch (e->dtype) {
+    case STROP__STATE_F32: return strop__ckpt_add_f32(w, e->name, 1, dims, e->data);
+    case STROP__STATE_I64: return strop__ckpt_add_i64(w, e->name, 1, dims, e->data);
+    default: return add_f64(w, e->name, e->data, e->numel);
+  }
+}
+
+strop_status strop_trainer_save_checkpoint(const strop_trainer *t, const char *path) {
+  static const char fn[] = "strop_trainer_save_checkpoint";
+  if (!t || !path)
+    return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, t ? "path" : "trainer");
+  if (t->micro != 0)
+    return strop__err(STROP_E_STATE, "%s: %lld of %lld micro-batches are accumulated; save after "
+                      "the optimizer step", fn, (long long)t->micro, (long long)t->accum);
+  strop__ckpt_writer *w = NULL;
+  strop_status s = strop__ckpt_writer_begin(fn, path, &w);
+  if (s) return s;
+  if ((s = strop__ckpt_add_model(w, t->m))) goto fail;
+  int n = strop__optim_state_count(t->opt);
+  for (int i = 0; i < n; i++) {
+    strop__state_entry e;
+    if ((s = strop__optim_state_at(t->opt, i, &e)) || (s = add_state(w, &e))) goto fail;
+  }
+  if (t->sched) {
+    n = strop__sched_state_count(t->sched);
+    for (int i = 0; i < n; i++) {
+      strop__state_entry e;
+      if ((s = strop__sched_state_at(t->sched, i, &e)) || (s = add_state(w, &e))) goto fail;
+    }
+  }
+  const int64_t counters[] = {t->global_step, t->skipped, t->ep_correct, t->ep_rows,
+                              t->ep_samples,  t->ep_batches, t->bad_epochs, t->best_epoch,
+                              t->hist_len};
+  int64_t cd[1] = {(int64_t)(sizeof counters / sizeof counters[0])};
+  if ((s = strop__ckpt_add_i64_copy(w, "train.counters", 1, cd, counters))) goto fail;
+  double reals[2] = {t->ep_loss, t->best_value};
+  if ((s = add_f64(w, "train.reals", reals, 2))) goto fail;
+  if (t->hist_len > 0 && (s = add_f64(w, "train.history", t->hist,
+                                      (size_t)(t->hist_len * H_COLS))))
+    goto fail;
+  if (t->train_it) {
+    int64_t st[3];
+    if ((s = strop_batch_iter_get_state(t->train_it, &st[0], &st[1], &st[2]))) goto fail;
+    int64_t d3[1] = {3};
+    if ((s = strop__ckpt_add_i64_copy(w, "data.train_state", 1, d3, st))) goto fail;
+  }
+  char step[32];
+  snprintf(step, sizeof step, "%lld", (long long)t->global_step);
+  if ((s = strop__ckpt_set_meta(w, "global_step", step))) goto fail;
+  return strop__ckpt_commit(w);
+fail:
+  strop__ckpt_abort(w);
+  return s;
+}
+
+static strop_status read_f64(const char *fn, const strop__ckpt *c, const char *name, double *out,
+                             size_t n) {
+  int64_t tmp[64];
+  int64_t *bits = n <= 64 ? tmp : strop__malloc(n * sizeof *bits);
+  if (!bits) return strop__err(STROP_E_NOMEM, "%s: out of memory", fn);
+  strop_status s = strop__ckpt_read_i64(fn, c, name, bits, n);
+  if (!s) memcpy(out, bits, n * sizeof *out);
+  if (bits != tmp) strop__free(bits);
+  return s;
+}
+
+/* Restores every tensor under prefix through set(): dtype from the file (and the f64 mark). */
+typedef strop_status (*state_set_fn)(void *obj, const char *name, int dtype, const void *data,
+                                     size_t numel);
+static strop_status optim_set(void *o, const char *name, int dtype, const void *data, size_t n) {
+  return strop__optim_state_set(o, name, dtype, data, n);
+}
+static strop_status sched_set(void *o, const char *name, int dtype, const void *data, size_t n) {
+  return strop__sched_state_set(o, name, dtype, data, n);
+}
+
+static strop_status restore_prefix(const char *fn, const strop__ckpt *c, const char *prefix,
+                                   void *obj, state_set_fn set) {
+  size_t pl = strlen(prefix);
+  for (int i = 0; i < c->n; i++) {
+    const strop__st_tensor *t = &c->t[i];
+    if (strncmp(t->name, prefix, pl) != 0) continue;
+    char key[300];
+    snprintf(key, sizeof key, "f64:%s", t->name);
+    int is_f64 = strop__ckpt_meta(c, key) != NULL;
+    size_t n = t->numel;
+    void *buf = strop__malloc((n ? n : 1) * 8);
+    if (!buf) return strop__err(STROP_E_NOMEM, "%s: out of memory", fn);
+    strop_status s;
+    int dtype;
+    if (is_f64 || t->dtype != strop__dtype_parse("F32")) {
+      s = strop__st_read_i64(fn, t, buf, n);
+      dtype = is_f64 ? STROP__STATE_F64 : STROP__STATE_I64;
+    } else {
+      s = strop__st_read_f32(fn, t, buf, n);
+      dtype = STROP__STATE_F32;
+    }
+    if (!s) s = set(obj, t->name, dtype, buf, n);
+    strop__free(buf);
+    if (s) {
+      strop__err_prefix("%s: %s", fn, c->label);
+      return s;
+    }
+  }
+  return STROP_OK;
+}
+
+strop_status strop_trainer_load_checkpoint(strop_trainer *t, const char *path) {
+  static const char fn[] = "strop_trainer_load_checkpoint";
+  if (!t || !path)
+    return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, t ? "path" : "trainer");
+  strop__ckpt *c = NULL;
+  strop_status s = strop__ckpt_open(fn, path, &c);
+  if (s) return s;
+  /* read the trainer's own sections first, so a file without them changes nothing */
+  int64_t counters[9];
+  double reals[2];
+  int64_t data_state[3] = {-1, 0, 0};
+  int have_data = strop__ckpt_find(c, "data.train_state") != NULL;
+  if ((s = strop__ckpt_read_i64(fn, c, "train.counters", counters, 9)) ||
+      (s = read_f64(fn, c, "train.reals", reals, 2)) ||
+      (have_data && (s = strop__ckpt_read_i64(fn, c, "data.train_state", data_state, 3))))
+    goto done;
+  int64_t hist_len = counters[8];
+  if (hist_len < 0 || hist_len > 1000000) {
+    s = strop__err(STROP_E_FORMAT, "%s: %s: history length %lld is out of range", fn, path,
+                   (long long)hist_len);
+    goto done;
+  }
+  double *hist = NULL;
+  if (hist_len > 0) {
+    hist = strop__malloc((size_t)(hist_len * H_COLS) * sizeof *hist);
+    if (!hist) {
+      s = STROP__NOMEM(fn);
+      goto done;
+    }
+    if ((s = read_f64(fn, c, "train.history", hist, (size_t)(hist_len * H_COLS)))) {
+      strop__free(hist);
+      goto done;
+    }
+  }
+  if ((s = strop__ckpt_load_model(fn, c, t->m))) {
+    strop__free(hist);
+    goto done;
+  }
+  if ((s = strop_optimizer_sync(t->opt)) ||
+      (s = restore_prefix(fn, c, "optim.", t->opt, optim_set)) ||
+      (t->sched && (s = restore_prefix(fn, c, "sched.", t->sched, sched_set)))) {
+    strop__free(hist);
+    goto done;
+  }
+  t->global_step = counters[0];
+  t->skipped = counters[1];
+  t->ep_correct = counters[2];
+  t->ep_rows = counters[3];
+  t->ep_samples = counters[4];
+  t->ep_batches = counters[5];
+  t->bad_epochs = counters[6];
+  t->best_epoch = counters[7];
+  t->ep_loss = reals[0];
+  t->best_value = reals[1];
+  strop__free(t->hist);
+  t->hist = hist;
+  t->hist_len = t->hist_cap = hist_len;
+  t->micro = 0;
+  t->pending_epoch = have_data ? data_state[0] : -1;
+  t->pending_pos = data_state[1];
+  s = strop__model_zero_grad(t->m);
+done:
+  strop__ckpt_close(c);
+  return s;
+}

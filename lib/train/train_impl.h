@@ -1,0 +1,53 @@
+/* strop — the trainer's private state, shared by the step/fit code and checkpoints. */
+#ifndef STROP_TRAIN_IMPL_H
+#define STROP_TRAIN_IMPL_H
+
+#include "graph/graph.h"
+#include "ops/loss.h"
+#include "strop/train.h"
+
+/* History columns per epoch (checkpoints store hist_len x H_COLS doubles). */
+enum { H_TRAIN_LOSS, H_TRAIN_ACC, H_VAL_LOSS, H_VAL_ACC, H_VAL_TOP5, H_VAL_F1, H_VAL_MSE,
+       H_VAL_MAE, H_COLS };
+
+struct strop_trainer {
+  strop_model *m;
+  strop_optimizer *opt;
+  strop_scheduler *sched;
+  strop__loss_cfg loss;
+  float *class_weights;
+  int64_t n_class_weights;
+  double clip_norm, clip_value;
+  int64_t accum;          /* micro-batches per optimizer step */
+  int sched_per_epoch;
+  int64_t micro;          /* micro-batches accumulated so far */
+  int64_t global_step;    /* optimizer steps */
+  int64_t skipped;        /* steps dropped by the numeric guard */
+  /* fit state: the running epoch, saved in checkpoints for an exact resume */
+  strop_batch_iter *train_it; /* during fit, for checkpoints */
+  double ep_loss;
+  int64_t ep_correct, ep_rows, ep_samples, ep_batches;
+  int64_t bad_epochs;
+  int64_t best_epoch;
+  double best_value;
+  double *hist;           /* hist_cap rows of H_COLS */
+  int64_t hist_len, hist_cap;
+  /* restored by load_checkpoint, applied by the next fit */
+  int64_t pending_epoch, pending_pos;
+  /* best weights */
+  float *snapshot;
+  size_t snapshot_len;
+  int64_t *isnapshot;
+  size_t isnapshot_len;
+  int have_snapshot;
+};
+
+/* One micro-batch: forward, loss, backward; an optimizer step every accum calls. */
+strop_status strop__trainer_micro_step(strop_trainer *t, const float *x, const float *y,
+                                       int64_t n, double *loss_out, int64_t *correct_out);
+strop_status strop__metrics_new(int64_t classes, strop_metrics **out);
+
+/* 1 when the scheduler is reduce-on-plateau (fed a metric per epoch, not stepped). */
+int strop__sched_is_plateau(const strop_scheduler *s);
+
+#endif

@@ -1,0 +1,834 @@
+/* strop — the trainer: a fine-tuning step (forward, loss, backward, guard, clip, update),
+ * evaluation with metrics, and the fit loop with early stopping and exact-resume checkpoints. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/tensor_impl.h"
+#include "graph/graph.h"
+#include "io/checkpoint.h"
+#include "ops/loss.h"
+#include "optim/optim.h"
+#include "strop/train.h"
+#include "train/train_impl.h"
+
+static double now_sec(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+strop_status strop_trainer_create(strop_model *model, strop_optimizer *opt, strop_trainer **out) {
+  static const char fn[] = "strop_trainer_create";
+  if (!out) return strop__err(STROP_E_INVALID_ARG, "%s: out is NULL", fn);
+  *out = NULL;
+  if (!model || !opt)
+    return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, model ? "opt" : "model");
+  if (!model->finalized) return strop__err(STROP_E_STATE, "%s: model is not finalized", fn);
+  strop_trainer *t = strop__calloc(1, sizeof *t);
+  if (!t) return STROP__NOMEM(fn);
+  t->m = model;
+  t->opt = opt;
+  strop__loss_cfg_init(&t->loss, STROP_LOSS_CROSS_ENTROPY);
+  t->accum = 1;
+  t->best_epoch = -1;
+  t->pending_epoch = -1;
+  *out = t;
+  return STROP_OK;
+}
+
+void strop_trainer_free(strop_trainer *t) {
+  if (!t) return;
+  strop__free(t->class_weights);
+  strop__free(t->hist);
+  strop__free(t->snapshot);
+  strop__free(t->isnapshot);
+  strop__free(t);
+}
+
+strop_status strop_trainer_set_scheduler(strop_trainer *t, strop_scheduler *s) {
+  if (!t) return strop__err(STROP_E_INVALID_ARG, "strop_trainer_set_scheduler: trainer is NULL");
+  t->sched = s;
+  return STROP_OK;
+}
+
+strop_status strop_trainer_set_float(strop_trainer *t, int key, double v) {
+  static const char fn[] = "strop_trainer_set_float";
+  if (!t) return strop__err(STROP_E_INVALID_ARG, "%s: trainer is NULL", fn);
+  if (!isfinite(v)) return strop__err(STROP_E_INVALID_ARG, "%s: knob %d: value is not finite", fn, key);
+  switch (key) {
+    case STROP_TRAIN_LABEL_SMOOTHING:
+      if (v < 0 || v > 1)
+        return strop__err(STROP_E_INVALID_ARG, "%s: label smoothing must be in [0, 1], got %g", fn, v);
+      t->loss.label_smoothing = (float)v;
+      return STROP_OK;
+    case STROP_TRAIN_HUBER_DELTA:
+      if (v <= 0) return strop__err(STROP_E_INVALID_ARG, "%s: huber delta must be > 0, got %g", fn, v);
+      t->loss.delta = (float)v;
+      return STROP_OK;
+    case STROP_TRAIN_CLIP_NORM:
+    case STROP_TRAIN_CLIP_VALUE:
+      if (v < 0)
+        return strop__err(STROP_E_INVALID_ARG, "%s: %s must be >= 0 (0 = off), got %g", fn,
+                          key == STROP_TRAIN_CLIP_NORM ? "clip norm" : "clip value", v);
+      if (key == STROP_TRAIN_CLIP_NORM) t->clip_norm = v; else t->clip_value = v;
+      return STROP_OK;
+    default:
+      return strop__err(STROP_E_INVALID_ARG, "%s: knob %d is not a float knob", fn, key);
+  }
+}
+
+strop_status strop_trainer_set_int(strop_trainer *t, int key, int64_t v) {
+  static const char fn[] = "strop_trainer_set_int";
+  if (!t) return strop__err(STROP_E_INVALID_ARG, "%s: trainer is NULL", fn);
+  switch (key) {
+    case STROP_TRAIN_LOSS: {
+      if (v < STROP_LOSS_CROSS_ENTROPY || v > STROP_LOSS_BCE_WITH_LOGITS)
+        return strop__err(STROP_E_INVALID_ARG, "%s: unknown loss kind %lld", fn, (long long)v);
+      strop__loss_cfg c;
+      strop__loss_cfg_init(&c, (int)v);
+      c.label_smoothing = t->loss.label_smoothing;
+      c.ignore_index = t->loss.ignore_index;
+      c.delta = t->loss.delta;
+      t->loss = c;
+      t->loss.class_weights = t->class_weights;
+      t->loss.n_classes = t->n_class_weights;
+      return STROP_OK;
+    }
+    case STROP_TRAIN_IGNORE_INDEX:
+      t->loss.ignore_index = v;
+      return STROP_OK;
+    case STROP_TRAIN_ACCUM_STEPS:
+      if (v < 1 || v > 1000000)
+        return strop__err(STROP_E_INVALID_ARG, "%s: accumulation steps must be >= 1, got %lld", fn,
+                          (long long)v);
+      if (t->micro)
+        return strop__err(STROP_E_STATE, "%s: cannot change accumulation in the middle of one", fn);
+      t->accum = v;
+      return STROP_OK;
+    case STROP_TRAIN_SCHED_PER_EPOCH:
+      t->sched_per_epoch = v ? 1 : 0;
+      return STROP_OK;
+    default:
+      return strop__err(STROP_E_INVALID_ARG, "%s: knob %d is not an int knob", fn, key);
+  }
+}
+
+strop_status strop_trainer_get_float(const strop_trainer *t, int key, double *v) {
+  static const char fn[] = "strop_trainer_get_float";
+  if (!t || !v) return strop__err(STROP_E_INVALID_ARG, "%s: NULL argument", fn);
+  switch (key) {
+    case STROP_TRAIN_LABEL_SMOOTHING: *v = t->loss.label_smoothing; return STROP_OK;
+    case STROP_TRAIN_HUBER_DELTA: *v = t->loss.delta; return STROP_OK;
+    case STROP_TRAIN_CLIP_NORM: *v = t->clip_norm; return STROP_OK;
+    case STROP_TRAIN_CLIP_VALUE: *v = t->clip_value; return STROP_OK;
+    default: return strop__err(STROP_E_INVALID_ARG, "%s: knob %d is not a float knob", fn, key);
+  }
+}
+
+strop_status strop_trainer_get_int(const strop_trainer *t, int key, int64_t *v) {
+  static const char fn[] = "strop_trainer_get_int";
+  if (!t || !v) return strop__err(STROP_E_INVALID_ARG, "%s: NULL argument", fn);
+  switch (key) {
+    case STROP_TRAIN_LOSS: *v = t->loss.kind; return STROP_OK;
+    case STROP_TRAIN_IGNORE_INDEX: *v = t->loss.ignore_index; return STROP_OK;
+    case STROP_TRAIN_ACCUM_STEPS: *v = t->accum; return STROP_OK;
+    case STROP_TRAIN_SCHED_PER_EPOCH: *v = t->sched_per_epoch; return STROP_OK;
+    default: return strop__err(STROP_E_INVALID_ARG, "%s: knob %d is not an int knob", fn, key);
+  }
+}
+
+strop_status strop_trainer_set_class_weights(strop_trainer *t, const float *w, int64_t n) {
+  static const char fn[] = "strop_trainer_set_class_weights";
+  if (!t || (n > 0 && !w)) return strop__err(STROP_E_INVALID_ARG, "%s: NULL argument", fn);
+  float *copy = NULL;
+  if (n > 0) {
+    for (int64_t i = 0; i < n; i++)
+      if (!(w[i] >= 0.0f) || !isfinite(w[i]))
+        return strop__err(STROP_E_INVALID_ARG, "%s: weight %lld is %g; weights must be finite "
+                          "and >= 0", fn, (long long)i, (double)w[i]);
+    copy = strop__malloc((size_t)n * sizeof *copy);
+    if (!copy) return STROP__NOMEM(fn);
+    memcpy(copy, w, (size_t)n * sizeof *copy);
+  }
+  strop__free(t->class_weights);
+  t->class_weights = copy;
+  t->n_class_weights = n > 0 ? n : 0;
+  t->loss.class_weights = copy;
+  t->loss.n_classes = t->n_class_weights;
+  return STROP_OK;
+}
+
+int64_t strop_trainer_global_step(const strop_trainer *t) { return t ? t->global_step : -1; }
+int64_t strop_trainer_skipped_steps(const strop_trainer *t) { return t ? t->skipped : -1; }
+
+/* ---- the step ---- */
+
+/* Output geometry for the loss: per-sample numel, classes, and targets per sample. */
+static strop_status loss_geometry(const strop_trainer *t, const char *fn, int64_t *per_sample,
+                                  int64_t *classes, int64_t *tps) {
+  const strop__shape *os = &t->m->nodes[t->m->n_nodes - 1].out_shape;
+  *per_sample = (int64_t)strop__shape_numel(os);
+  if (t->loss.kind == STROP_LOSS_CROSS_ENTROPY) {
+    *classes = os->d[os->rank - 1];
+    *tps = *per_sample / *classes;
+    if (t->n_class_weights && t->n_class_weights != *classes)
+      return strop__err(STROP_E_SHAPE, "%s: %lld class weights for a model with %lld outputs", fn,
+                        (long long)t->n_class_weights, (long long)*classes);
+  } else {
+    *classes = 0;
+    *tps = *per_sample;
+  }
+  return STROP_OK;
+}
+
+static strop_status check_inputs(const strop_trainer *t, const char *fn, const strop_tensor *x) {
+  const strop_model *m = t->m;
+  int ok = x->rank == m->in_shape.rank + 1;
+  for (int i = 0; ok && i < m->in_shape.rank; i++) ok = x->dims[i + 1] == m->in_shape.d[i];
+  if (ok) return STROP_OK;
+  char a[128], b[128];
+  strop__shape full = {x->rank, {0}};
+  memcpy(full.d, x->dims, sizeof x->dims);
+  return strop__err(STROP_E_SHAPE, "%s: inputs have shape %s, the model expects [N, %s", fn,
+                    strop__shape_str(&full, a, sizeof a),
+                    strop__shape_str(&m->in_shape, b, sizeof b) + 1);
+}
+
+static int grads_finite(const strop_model *m) {
+  for (int i = 0; i < m->n_params; i++) {
+    const strop__param *p = m->params[i];
+    if (!p->grad) continue;
+    float acc = 0.0f;
+    for (size_t j = 0; j < p->numel; j++) acc += p->grad[j] * 0.0f; /* NaN/Inf survive */
+    if (acc != 0.0f || isnan(acc)) return 0;
+  }
+  return 1;
+}
+
+static void clip_grads(strop_trainer *t) {
+  strop_model *m = t->m;
+  if (t->clip_value > 0) {
+    float c = (float)t->clip_value;
+    for (int i = 0; i < m->n_params; i++) {
+      strop__param *p = m->params[i];
+      if (!p->grad) continue;
+      for (size_t j = 0; j < p->numel; j++)
+        p->grad[j] = p->grad[j] > c ? c : (p->grad[j] < -c ? -c : p->grad[j]);
+    }
+  }
+  if (t->clip_norm > 0) {
+    /* torch.nn.utils.clip_grad_norm_: total L2 norm over all grads, coef = max/(norm+1e-6) */
+    double ss = 0.0;
+    for (int i = 0; i < m->n_params; i++) {
+      strop__param *p = m->params[i];
+      if (!p->grad) continue;
+      float s = 0.0f;
+      for (size_t j = 0; j < p->numel; j++) s += p->grad[j] * p->grad[j];
+      ss += s;
+    }
+    double norm = sqrt(ss);
+    double coef = t->clip_norm / (norm + 1e-6);
+    if (coef < 1.0) {
+      float c = (float)coef;
+      for (int i = 0; i < m->n_params; i++) {
+        strop__param *p = m->params[i];
+        if (!p->grad) continue;
+        for (size_t j = 0; j < p->numel; j++) p->grad[j] *= c;
+      }
+    }
+  }
+}
+
+static strop_status drop_accumulation(strop_trainer *t) {
+  t->micro = 0;
+  return strop__model_zero_grad(t->m);
+}
+
+/* forward + loss (+ backward); stats of the batch for running metrics. */
+strop_status strop__trainer_micro_step(strop_trainer *t, const float *x, const float *y,
+                                       int64_t n, double *loss_out, int64_t *correct_out) {
+  static const char fn[] = "strop_trainer_step";
+  strop_model *m = t->m;
+  int64_t per, classes, tps;
+  strop_status s = loss_geometry(t, fn, &per, &classes, &tps);
+  if (s) return s;
+  if (t->micro == 0 && (s = strop__model_zero_grad(m))) return s;
+  const strop__act *out;
+  s = strop__model_forward_exec(m, x, n, 1, NULL, &out);
+  if (s) {
+    strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
+    return s;
+  }
+  float *dpred = strop__arena_alloc(&m->arena, (size_t)n * (size_t)per * sizeof(float));
+  if (!dpred) {
+    strop__model_step_end(m);
+    return STROP__NOMEM(fn);
+  }
+  double loss = 0.0;
+  s = strop__loss_eval(&t->loss, out->data, n, per, y, tps, &loss, dpred);
+  if (s) {
+    strop__model_step_end(m);
+    strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
+    return s;
+  }
+  if (correct_out && classes > 0) {
+    int64_t c = 0;
+    int64_t rows = n * tps;
+    for (int64_t r = 0; r < rows; r++) {
+      const float *row = out->data + r * classes;
+      int64_t best = 0;
+      for (int64_t k = 1; k < classes; k++)
+        if (row[k] > row[best]) best = k;
+      if ((float)best == y[r]) c++;
+    }
+    *correct_out = c;
+  }
+  *loss_out = loss;
+  if (!isfinite(loss)) {
+    strop__model_step_end(m);
+    t->skipped++;
+    drop_accumulation(t);
+    return strop__err(STROP_E_NUMERIC, "%s: step %lld: the loss is %s; the update was skipped "
+                      "and the weights are unchanged", fn, (long long)t->global_step,
+                      isnan(loss) ? "NaN" : "infinite");
+  }
+  if (t->accum > 1) {
+    float inv = 1.0f / (float)t->accum;
+    size_t cnt = (size_t)n * (size_t)per;
+    for (size_t i = 0; i < cnt; i++) dpred[i] *= inv;
+  }
+  s = strop__model_backward(m, dpred);
+  strop__model_step_end(m);
+  if (s) {
+    drop_accumulation(t);
+    strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
+    return s;
+  }
+  if (++t->micro < t->accum) return STROP_OK;
+  t->micro = 0;
+  if (!grads_finite(m)) {
+    t->skipped++;
+    drop_accumulation(t);
+    return strop__err(STROP_E_NUMERIC, "%s: step %lld: a gradient is not finite; the update was "
+                      "skipped and the weights are unchanged", fn, (long long)t->global_step);
+  }
+  clip_grads(t);
+  if ((s = strop_optimizer_step(t->opt))) return s;
+  if ((s = strop__model_zero_grad(m))) return s;
+  t->global_step++;
+  if (t->sched && !t->sched_per_epoch && !strop__sched_is_plateau(t->sched))
+    if ((s = strop_scheduler_step(t->sched))) return s;
+  return STROP_OK;
+}
+
+strop_status strop_trainer_step(strop_trainer *t, const strop_tensor *inputs,
+                                const strop_tensor *targets, float *loss) {
+  static const char fn[] = "strop_trainer_step";
+  if (!t || !inputs || !targets)
+    return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn,
+                      !t ? "trainer" : !inputs ? "inputs" : "targets");
+  strop_status s = check_inputs(t, fn, inputs);
+  if (s) return s;
+  int64_t n = inputs->dims[0], per, classes, tps;
+  if ((s = loss_geometry(t, fn, &per, &classes, &tps))) return s;
+  if ((int64_t)targets->numel != n * tps || targets->dims[0] != n)
+    return strop__err(STROP_E_SHAPE, "%s: %lld targets for a batch of %lld needs %lld per sample "
+                      "(%lld in all)", fn, (long long)targets->numel, (long long)n,
+                      (long long)tps, (long long)(n * tps));
+  double l = 0.0;
+  s = strop__trainer_micro_step(t, inputs->data, targets->data, n, &l, NULL);
+  if (loss) *loss = (float)l;
+  return s;
+}
+
+/* ---- metrics ---- */
+struct strop_metrics {
+  double loss_sum;
+  int64_t samples;   /* samples */
+  int64_t rows;      /* predictions (samples x positions) */
+  int64_t correct, top5;
+  double se, ae;     /* regression sums */
+  int64_t values;    /* regression values counted */
+  int64_t classes;
+  int64_t *confusion; /* classes x classes */
+};
+
+strop_status strop__metrics_new(int64_t classes, strop_metrics **out) {
+  strop_metrics *mt = strop__calloc(1, sizeof *mt);
+  if (!mt) return strop__err(STROP_E_NOMEM, "metrics: out of memory");
+  mt->classes = classes;
+  if (classes > 0) {
+    if (classes > 65536) {
+      strop__free(mt);
+      return strop__err(STROP_E_UNSUPPORTED, "metrics: %lld classes is more than a confusion "
+                        "matrix is kept for", (long long)classes);
+    }
+    mt->confusion = strop__calloc((size_t)(classes * classes), sizeof *mt->confusion);
+    if (!mt->confusion) {
+      strop__free(mt);
+      return strop__err(STROP_E_NOMEM, "metrics: out of memory");
+    }
+  }
+  *out = mt;
+  return STROP_OK;
+}
+
+void strop_metrics_free(strop_metrics *mt) {
+  if (!mt) return;
+  strop__free(mt->confusion);
+  strop__free(mt);
+}
+
+static void metrics_add(strop_metrics *mt, const float *pred, const float *y, int64_t n,
+                        int64_t per, int64_t tps, double batch_loss) {
+  mt->loss_sum += batch_loss * (double)n;
+  mt->samples += n;
+  if (mt->classes > 0) {
+    int64_t C = mt->classes;
+    for (int64_t r = 0; r < n * tps; r++) {
+      const float *row = pred + r * C;
+      int64_t tgt = (int64_t)y[r];
+      if (tgt < 0 || tgt >= C) continue; /* ignored rows */
+      int64_t best = 0;
+      for (int64_t k = 1; k < C; k++)
+        if (row[k] > row[best]) best = k;
+      int64_t higher = 0;
+      for (int64_t k = 0; k < C; k++)
+        if (row[k] > row[tgt]) higher++;
+      mt->rows++;
+      mt->correct += best == tgt;
+      mt->top5 += higher < 5;
+      mt->confusion[tgt * C + best]++;
+    }
+  } else {
+    for (int64_t i = 0; i < n * per; i++) {
+      double d = (double)pred[i] - (double)y[i];
+      mt->se += d * d;
+      mt->ae += fabs(d);
+    }
+    mt->values += n * per;
+  }
+}
+
+double strop_metrics_get(const strop_metrics *mt, int key) {
+  if (!mt) return NAN;
+  switch (key) {
+    case STROP_METRIC_LOSS: return mt->samples ? mt->loss_sum / (double)mt->samples : NAN;
+    case STROP_METRIC_ACCURACY: return mt->rows ? (double)mt->correct / (double)mt->rows : NAN;
+    case STROP_METRIC_TOP5: return mt->rows ? (double)mt->top5 / (double)mt->rows : NAN;
+    case STROP_METRIC_MACRO_F1: {
+      if (!mt->classes || !mt->rows) return NAN;
+      double s = 0.0;
+      for (int64_t c = 0; c < mt->classes; c++) {
+        double f = strop_metrics_class(mt, c, STROP_CLASS_F1);
+        s += isnan(f) ? 0.0 : f;
+      }
+      return s / (double)mt->classes;
+    }
+    case STROP_METRIC_MSE: return mt->values ? mt->se / (double)mt->values : NAN;
+    case STROP_METRIC_MAE: return mt->values ? mt->ae / (double)mt->values : NAN;
+    case STROP_METRIC_SAMPLES: return (double)mt->samples;
+    default: return NAN;
+  }
+}
+
+int64_t strop_metrics_num_classes(const strop_metrics *mt) { return mt ? mt->classes : 0; }
+
+double strop_metrics_class(const strop_metrics *mt, int64_t cls, int which) {
+  if (!mt || cls < 0 || cls >= mt->classes) return NAN;
+  int64_t C = mt->classes, tp = mt->confusion[cls * C + cls], row = 0, col = 0;
+  for (int64_t k = 0; k < C; k++) {
+    row += mt->confusion[cls * C + k];
+    col += mt->confusion[k * C + cls];
+  }
+  double p = col ? (double)tp / (double)col : 0.0;
+  double r = row ? (double)tp / (double)row : 0.0;
+  switch (which) {
+    case STROP_CLASS_PRECISION: return col ? p : 0.0;
+    case STROP_CLASS_RECALL: return row ? r : 0.0;
+    case STROP_CLASS_F1: return p + r > 0 ? 2 * p * r / (p + r) : 0.0;
+    case STROP_CLASS_SUPPORT: return (double)row;
+    default: return NAN;
+  }
+}
+
+int64_t strop_metrics_confusion(const strop_metrics *mt, int64_t *out, int64_t cap) {
+  if (!mt || (!out && cap > 0)) return -1;
+  int64_t n = mt->classes * mt->classes;
+  for (int64_t i = 0; i < n && i < cap; i++) out[i] = mt->confusion[i];
+  return n;
+}
+
+/* ---- evaluation ---- */
+static strop_status eval_iter(strop_trainer *t, strop_batch_iter *it, strop_metrics **out) {
+  static const char fn[] = "strop_trainer_eval";
+  strop_model *m = t->m;
+  int64_t per, classes, tps;
+  strop_status s = loss_geometry(t, fn, &per, &classes, &tps);
+  if (s) return s;
+  strop_metrics *mt = NULL;
+  if ((s = strop__metrics_new(t->loss.kind == STROP_LOSS_CROSS_ENTROPY ? classes : 0, &mt)))
+    return s;
+  for (;;) {
+    strop_tensor *x = NULL, *y = NULL;
+    int64_t rows = 0;
+    if ((s = strop_batch_iter_next(it, &x, &y, &rows))) break;
+    if (rows == 0) break;
+    if ((s = check_inputs(t, fn, x))) break;
+    if ((int64_t)y->numel != rows * tps) {
+      s = strop__err(STROP_E_SHAPE, "%s: the data gives %lld target values per sample, the model's "
+                     "output and loss need %lld", fn, (long long)(y->numel / (size_t)rows),
+                     (long long)tps);
+      break;
+    }
+    const strop__act *o;
+    if ((s = strop__model_forward_exec(m, x->data, rows, 0, NULL, &o))) {
+      strop__err_prefix("%s", fn);
+      break;
+    }
+    double loss = 0.0;
+    s = strop__loss_eval(&t->loss, o->data, rows, per, y->data, tps, &loss, NULL);
+    if (!s) metrics_add(mt, o->data, y->data, rows, per, tps, loss);
+    strop__model_step_end(m);
+    if (s) {
+      strop__err_prefix("%s", fn);
+      break;
+    }
+  }
+  if (s) {
+    strop_metrics_free(mt);
+    return s;
+  }
+  *out = mt;
+  return STROP_OK;
+}
+
+strop_status strop_trainer_eval(strop_trainer *t, strop_batch_iter *it, strop_metrics **out) {
+  static const char fn[] = "strop_trainer_eval";
+  if (!out) return strop__err(STROP_E_INVALID_ARG, "%s: out is NULL", fn);
+  *out = NULL;
+  if (!t || !it) return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, t ? "it" : "trainer");
+  return eval_iter(t, it, out);
+}
+
+strop_status strop_trainer_eval_dataset(strop_trainer *t, strop_dataset *ds, int64_t batch_size,
+                                        strop_metrics **out) {
+  static const char fn[] = "strop_trainer_eval_dataset";
+  if (!out) return strop__err(STROP_E_INVALID_ARG, "%s: out is NULL", fn);
+  *out = NULL;
+  if (!t || !ds) return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, t ? "ds" : "trainer");
+  strop_batch_iter *it = NULL;
+  strop_status s = strop_batch_iter_create(ds, batch_size, 0, 0, &it);
+  if (s) return s;
+  s = eval_iter(t, it, out);
+  strop_batch_iter_free(it);
+  return s;
+}
+
+/* ---- history ---- */
+static strop_status hist_row(strop_trainer *t, int64_t epoch, double **row) {
+  if (epoch >= t->hist_cap) {
+    int64_t cap = t->hist_cap ? t->hist_cap * 2 : 16;
+    while (cap <= epoch) cap *= 2;
+    double *h = strop__realloc(t->hist, (size_t)(cap * H_COLS) * sizeof *h);
+    if (!h) return strop__err(STROP_E_NOMEM, "strop_trainer_fit: out of memory");
+    for (int64_t i = t->hist_cap * H_COLS; i < cap * H_COLS; i++) h[i] = NAN;
+    t->hist = h;
+    t->hist_cap = cap;
+  }
+  if (epoch + 1 > t->hist_len) t->hist_len = epoch + 1;
+  *row = t->hist + epoch * H_COLS;
+  return STROP_OK;
+}
+
+double strop_trainer_history(const strop_trainer *t, int64_t epoch, int key) {
+  if (!t || epoch < 0 || epoch >= t->hist_len) return NAN;
+  const double *r = t->hist + epoch * H_COLS;
+  switch (key) {
+    case STROP_METRIC_LOSS: return r[H_TRAIN_LOSS];
+    case STROP_METRIC_ACCURACY: return r[H_TRAIN_ACC];
+    case 100 + STROP_METRIC_LOSS: return r[H_VAL_LOSS];
+    case 100 + STROP_METRIC_ACCURACY: return r[H_VAL_ACC];
+    case 100 + STROP_METRIC_TOP5: return r[H_VAL_TOP5];
+    case 100 + STROP_METRIC_MACRO_F1: return r[H_VAL_F1];
+    case 100 + STROP_METRIC_MSE: return r[H_VAL_MSE];
+    case 100 + STROP_METRIC_MAE: return r[H_VAL_MAE];
+    default: return NAN;
+  }
+}
+
+int64_t strop_trainer_history_len(const strop_trainer *t) { return t ? t->hist_len : -1; }
+int64_t strop_trainer_best_epoch(const strop_trainer *t) { return t ? t->best_epoch : -1; }
+
+/* ---- best-weights snapshot ---- */
+static strop_status snapshot_take(strop_trainer *t) {
+  strop_model *m = t->m;
+  size_t total = 0, itotal = 0;
+  for (int i = 0; i < m->n_params; i++) {
+    if (m->params[i]->data) total += m->params[i]->numel;
+    if (m->params[i]->idata) itotal++;
+  }
+  if (!t->snapshot || t->snapshot_len != total) {
+    float *v = strop__realloc(t->snapshot, (total ? total : 1) * sizeof *v);
+    if (!v) return strop__err(STROP_E_NOMEM, "strop_trainer_fit: out of memory for the best weights");
+    t->snapshot = v;
+    t->snapshot_len = total;
+  }
+  if (!t->isnapshot || t->isnapshot_len != itotal) {
+    int64_t *v = strop__realloc(t->isnapshot, (itotal ? itotal : 1) * sizeof *v);
+    if (!v) return strop__err(STROP_E_NOMEM, "strop_trainer_fit: out of memory for the best weights");
+    t->isnapshot = v;
+    t->isnapshot_len = itotal;
+  }
+  size_t o = 0, io = 0;
+  for (int i = 0; i < m->n_params; i++) {
+    strop__param *p = m->params[i];
+    if (p->data) {
+      memcpy(t->snapshot + o, p->data, p->numel * sizeof(float));
+      o += p->numel;
+    }
+    if (p->idata) t->isnapshot[io++] = p->idata[0];
+  }
+  t->have_snapshot = 1;
+  return STROP_OK;
+}
+
+static void snapshot_restore(strop_trainer *t) {
+  strop_model *m = t->m;
+  size_t o = 0, io = 0;
+  for (int i = 0; i < m->n_params; i++) {
+    strop__param *p = m->params[i];
+    if (p->data) {
+      memcpy(p->data, t->snapshot + o, p->numel * sizeof(float));
+      o += p->numel;
+    }
+    if (p->idata) p->idata[0] = t->isnapshot[io++];
+  }
+}
+
+/* ---- fit ---- */
+void strop_fit_options_init(strop_fit_options *o) {
+  if (!o) return;
+  memset(o, 0, sizeof *o);
+  o->size = sizeof *o;
+  o->epochs = 10;
+  o->monitor = STROP_MONITOR_VAL_LOSS;
+}
+
+static double lr_now(const strop_trainer *t) { return strop__optim_get_lr(t->opt); }
+
+static int better(int monitor, double v, double best, double min_delta) {
+  if (isnan(v)) return 0;
+  if (isnan(best)) return 1;
+  if (monitor == STROP_MONITOR_VAL_ACCURACY) return v > best + min_delta;
+  return v < best - min_delta;
+}
+
+strop_status strop_trainer_fit(strop_trainer *t, strop_batch_iter *train, strop_batch_iter *val,
+                               const strop_fit_options *user_opt) {
+  static const char fn[] = "strop_trainer_fit";
+  if (!t || !train)
+    return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, t ? "train" : "trainer");
+  strop_fit_options o;
+  strop_fit_options_init(&o);
+  if (user_opt) {
+    size_t n = user_opt->size < sizeof o ? user_opt->size : sizeof o;
+    if (n < sizeof(size_t))
+      return strop__err(STROP_E_INVALID_ARG, "%s: options.size is %zu; call strop_fit_options_init",
+                        fn, user_opt->size);
+    memcpy(&o, user_opt, n);
+    o.size = sizeof o;
+  }
+  if (o.epochs < 0) return strop__err(STROP_E_INVALID_ARG, "%s: epochs must be >= 0, got %lld", fn,
+                                      (long long)o.epochs);
+  if (o.monitor < STROP_MONITOR_VAL_LOSS || o.monitor > STROP_MONITOR_TRAIN_LOSS)
+    return strop__err(STROP_E_INVALID_ARG, "%s: unknown monitor %d", fn, o.monitor);
+  if (!val && o.monitor != STROP_MONITOR_TRAIN_LOSS) o.monitor = STROP_MONITOR_TRAIN_LOSS;
+  if (o.checkpoint_every > 0 && !o.checkpoint_path)
+    return strop__err(STROP_E_INVALID_ARG, "%s: checkpoint_every is set but checkpoint_path is NULL",
+                      fn);
+  strop_status s = strop_optimizer_sync(t->opt);
+  if (s) return s;
+  strop_model *m = t->m;
+  int64_t per, classes, tps;
+  if ((s = loss_geometry(t, fn, &per, &classes, &tps))) return s;
+
+  /* resume where a loaded checkpoint stopped */
+  if (t->pending_epoch >= 0) {
+    int64_t e, p, sd;
+    if ((s = strop_batch_iter_get_state(train, &e, &p, &sd))) return s;
+    if ((s = strop_batch_iter_set_state(train, t->pending_epoch, t->pending_pos, sd))) return s;
+    t->pending_epoch = -1;
+  } else {
+    t->ep_loss = 0.0;
+    t->ep_correct = 0;
+    t->ep_rows = 0;
+    t->ep_samples = 0;
+    t->ep_batches = 0;
+    t->bad_epochs = 0;
+    t->best_epoch = -1;
+    t->best_value = NAN;
+    t->hist_len = 0;
+    t->have_snapshot = 0;
+  }
+  t->train_it = train;
+  double t0 = now_sec(), ep_t0 = t0;
+  int64_t ep_samples_timed = 0;
+  int64_t steps_per_epoch = strop_batch_iter_num_batches(train);
+  int64_t fit_steps = 0;
+  int stop = 0;
+  strop_progress pr;
+  memset(&pr, 0, sizeof pr);
+  pr.size = sizeof pr;
+  pr.epochs = o.epochs;
+  pr.steps = steps_per_epoch;
+
+  for (;;) {
+    int64_t epoch, pos, sd;
+    if ((s = strop_batch_iter_get_state(train, &epoch, &pos, &sd))) break;
+    (void)pos;
+    (void)sd;
+    if (epoch >= o.epochs || stop) break;
+    strop_tensor *x = NULL, *y = NULL;
+    int64_t rows = 0;
+    if ((s = strop_batch_iter_next(train, &x, &y, &rows))) break;
+    if (rows > 0) {
+      if ((s = check_inputs(t, fn, x))) break;
+      if ((int64_t)y->numel != rows * tps) {
+        s = strop__err(STROP_E_SHAPE, "%s: the data gives %lld target values per sample, the "
+                       "model's output and loss need %lld", fn,
+                       (long long)(y->numel / (size_t)rows), (long long)tps);
+        break;
+      }
+      double l = 0.0;
+      int64_t correct = 0;
+      int64_t gs_before = t->global_step;
+      s = strop__trainer_micro_step(t, x->data, y->data, rows, &l, &correct);
+      if (s == STROP_E_NUMERIC) {
+        strop__log(STROP_LOG_WARN, "%s", strop_last_error());
+        s = STROP_OK;
+      } else if (s) {
+        break;
+      } else {
+        t->ep_loss += l * (double)rows;
+        t->ep_correct += correct;
+        t->ep_rows += rows * tps;
+        t->ep_samples += rows;
+      }
+      t->ep_batches++;
+      ep_samples_timed += rows;
+      fit_steps += t->global_step > gs_before;
+      if (o.checkpoint_every > 0 && t->global_step > gs_before &&
+          t->global_step % o.checkpoint_every == 0) {
+        if ((s = strop_trainer_save_checkpoint(t, o.checkpoint_path))) break;
+      }
+      if (o.progress) {
+        double el = now_sec();
+        pr.phase = STROP_PHASE_BATCH;
+        pr.epoch = epoch;
+        pr.step = t->ep_batches;
+        pr.global_step = t->global_step;
+        pr.loss = t->ep_samples ? t->ep_loss / (double)t->ep_samples : NAN;
+        pr.metric = classes > 0 && t->ep_rows ? (double)t->ep_correct / (double)t->ep_rows : NAN;
+        pr.lr = lr_now(t);
+        pr.samples_per_sec = el > ep_t0 ? (double)ep_samples_timed / (el - ep_t0) : 0.0;
+        pr.val_loss = NAN;
+        pr.val_metric = NAN;
+        pr.best_epoch = t->best_epoch;
+        pr.elapsed = el - t0;
+        if (o.progress(&pr, o.user_data)) {
+          s = strop__err(STROP_E_CANCELLED, "%s: stopped by the progress callback at epoch %lld, "
+                         "step %lld", fn, (long long)epoch, (long long)t->ep_batches);
+          break;
+        }
+      }
+      if (o.max_steps > 0 && fit_steps >= o.max_steps) stop = 1;
+      if (!stop) continue;
+    }
+    if (rows > 0 && stop) break; /* a step budget ends mid-epoch: no epoch summary */
+    /* the epoch has ended */
+    double *row;
+    if ((s = hist_row(t, epoch, &row))) break;
+    row[H_TRAIN_LOSS] = t->ep_samples ? t->ep_loss / (double)t->ep_samples : NAN;
+    row[H_TRAIN_ACC] = classes > 0 && t->ep_rows ? (double)t->ep_correct / (double)t->ep_rows : NAN;
+    double monitored = row[H_TRAIN_LOSS];
+    if (val) {
+      strop_metrics *mt = NULL;
+      int64_t ve, vp, vs;
+      if ((s = strop_batch_iter_get_state(val, &ve, &vp, &vs))) break;
+      if ((s = strop_batch_iter_set_state(val, ve, 0, vs))) break; /* the whole epoch */
+      if ((s = eval_iter(t, val, &mt))) break;
+      row[H_VAL_LOSS] = strop_metrics_get(mt, STROP_METRIC_LOSS);
+      row[H_VAL_ACC] = strop_metrics_get(mt, STROP_METRIC_ACCURACY);
+      row[H_VAL_TOP5] = strop_metrics_get(mt, STROP_METRIC_TOP5);
+      row[H_VAL_F1] = strop_metrics_get(mt, STROP_METRIC_MACRO_F1);
+      row[H_VAL_MSE] = strop_metrics_get(mt, STROP_METRIC_MSE);
+      row[H_VAL_MAE] = strop_metrics_get(mt, STROP_METRIC_MAE);
+      strop_metrics_free(mt);
+      monitored = o.monitor == STROP_MONITOR_VAL_ACCURACY ? row[H_VAL_ACC]
+                  : o.monitor == STROP_MONITOR_VAL_LOSS   ? row[H_VAL_LOSS]
+                                                          : row[H_TRAIN_LOSS];
+    }
+    if (t->sched) {
+      if (strop__sched_is_plateau(t->sched)) {
+        if ((s = strop_scheduler_step_metric(t->sched, monitored))) break;
+      } else if (t->sched_per_epoch) {
+        if ((s = strop_scheduler_step(t->sched))) break;
+      }
+    }
+    if (better(o.monitor, monitored, t->best_value, o.min_delta)) {
+      t->best_value = monitored;
+      t->best_epoch = epoch;
+      t->bad_epochs = 0;
+      if (o.restore_best && (s = snapshot_take(t))) break;
+      if (o.best_path && (s = strop_trainer_save_checkpoint(t, o.best_path))) break;
+    } else {
+      t->bad_epochs++;
+    }
+    t->ep_loss = 0.0;
+    t->ep_correct = 0;
+    t->ep_rows = 0;
+    t->ep_samples = 0;
+    t->ep_batches = 0;
+    if (o.progress) {
+      double el = now_sec();
+      pr.phase = STROP_PHASE_EPOCH_END;
+      pr.epoch = epoch;
+      pr.step = steps_per_epoch;
+      pr.global_step = t->global_step;
+      pr.loss = row[H_TRAIN_LOSS];
+      pr.metric = row[H_TRAIN_ACC];
+      pr.lr = lr_now(t);
+      pr.samples_per_sec = el > ep_t0 ? (double)ep_samples_timed / (el - ep_t0) : 0.0;
+      pr.val_loss = row[H_VAL_LOSS];
+      pr.val_metric = classes > 0 ? row[H_VAL_ACC] : row[H_VAL_MAE];
+      pr.best_epoch = t->best_epoch;
+      pr.elapsed = el - t0;
+      if (o.progress(&pr, o.user_data)) {
+        s = strop__err(STROP_E_CANCELLED, "%s: stopped by the progress callback after epoch %lld",
+                       fn, (long long)epoch);
+        break;
+      }
+    }
+    ep_t0 = now_sec();
+    ep_samples_timed = 0;
+    if (o.patience > 0 && t->bad_epochs >= o.patience) {
+      strop__log(STROP_LOG_INFO, "%s: early stop after epoch %lld (best %lld)", fn,
+                 (long long)epoch, (long long)t->best_epoch);
+      break;
+    }
+    if (stop) break;
+  }
+  t->train_it = NULL;
+  if (s && s != STROP_E_CANCELLED) return s;
+  if (o.restore_best && t->have_snapshot) snapshot_restore(t);
+  if (!s && o.checkpoint_path) {
+    t->train_it = train;
+    s = strop_trainer_save_checkpoint(t, o.checkpoint_path);
+    t->train_it = NULL;
+  }
+  (void)m;
+  return s;
+}

@@ -1,0 +1,564 @@
+/* strop tests — trainer suite: steps, the numeric guard, accumulation, clipping, metrics,
+ * early stopping, exact resume from a checkpoint, and Fashion-MNIST from scratch. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "graph/graph.h"
+#include "optim/optim.h"
+#include "strop/strop.h"
+#include "strop/train.h"
+#include "testutil.h"
+
+#define FASHION "/usr/share/datasets/fashion-mnist"
+
+static int sanitized(void) { return getenv("STROP_SANITIZED") != NULL; }
+
+/* A small classification problem: 4 Gaussian blobs in 8-D. */
+static strop_dataset *blobs(int64_t n, uint64_t seed) {
+  strop_rng *g = NULL;
+  ck_assert_int_eq(strop_rng_create(seed, &g), STROP_OK);
+  float *x = malloc((size_t)n * 8 * sizeof *x), *y = malloc((size_t)n * sizeof *y);
+  ck_assert_int_eq(strop_rng_normal(g, 0, 0.7f, x, (size_t)n * 8), STROP_OK);
+  for (int64_t i = 0; i < n; i++) {
+    int c = (int)(strop_rng_next_u32(g) % 4);
+    y[i] = (float)c;
+    x[i * 8 + c] += 2.0f;
+    x[i * 8 + 4 + c] -= 1.5f;
+  }
+  int64_t d[1] = {8};
+  strop_dataset *ds = NULL;
+  ck_assert_int_eq(strop_dataset_from_memory(x, y, n, 1, d, 0, NULL, 4, &ds), STROP_OK);
+  free(x);
+  free(y);
+  strop_rng_free(g);
+  return ds;
+}
+
+static strop_model *mlp(uint64_t seed) {
+  int64_t in[1] = {8};
+  strop_model *m = NULL;
+  ck_assert_int_eq(strop_model_create(1, in, &m), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "fc1", "linear", "out_features=16", NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "act", "relu", NULL, NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "drop", "dropout", "p=0.1", NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "head", "linear", "out_features=4", NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_finalize(m, seed), STROP_OK);
+  return m;
+}
+
+typedef struct rig {
+  strop_model *m;
+  strop_optimizer *opt;
+  strop_scheduler *sched;
+  strop_trainer *tr;
+} rig;
+
+static rig make_rig(uint64_t seed, int kind, float lr) {
+  rig r;
+  memset(&r, 0, sizeof r);
+  r.m = mlp(seed);
+  ck_assert_int_eq(strop_optimizer_create(r.m, kind, &r.opt), STROP_OK);
+  ck_assert_int_eq(strop_optimizer_set_float(r.opt, STROP_OPT_LR, lr), STROP_OK);
+  ck_assert_int_eq(strop_trainer_create(r.m, r.opt, &r.tr), STROP_OK);
+  return r;
+}
+
+static void free_rig(rig *r) {
+  strop_trainer_free(r->tr);
+  strop_scheduler_free(r->sched);
+  strop_optimizer_free(r->opt);
+  strop_model_free(r->m);
+}
+
+/* All parameter bytes, concatenated (for bitwise comparisons). */
+static float *weights(strop_model *m, size_t *n_out) {
+  size_t n = 0;
+  for (int i = 0; i < m->n_params; i++) n += m->params[i]->data ? m->params[i]->numel : 0;
+  float *w = malloc(n * sizeof *w);
+  size_t o = 0;
+  for (int i = 0; i < m->n_params; i++)
+    if (m->params[i]->data) {
+      memcpy(w + o, m->params[i]->data, m->params[i]->numel * sizeof *w);
+      o += m->params[i]->numel;
+    }
+  *n_out = n;
+  return w;
+}
+
+static void batch(strop_dataset *ds, int64_t start, int64_t n, strop_tensor **x, strop_tensor **y) {
+  int64_t xd[2] = {n, 8}, yd[1] = {n};
+  ck_assert_int_eq(strop_tensor_create(2, xd, x), STROP_OK);
+  ck_assert_int_eq(strop_tensor_create(1, yd, y), STROP_OK);
+  for (int64_t i = 0; i < n; i++)
+    ck_assert_int_eq(strop_dataset_get(ds, start + i, strop_tensor_data(*x) + i * 8, 8,
+                                       strop_tensor_data(*y) + i, 1), STROP_OK);
+}
+
+START_TEST(step_learns) {
+  strop_dataset *ds = blobs(512, 1);
+  rig r = make_rig(3, STROP_OPTIM_ADAM, 1e-2f);
+  strop_metrics *before = NULL, *after = NULL;
+  ck_assert_int_eq(strop_trainer_eval_dataset(r.tr, ds, 100, &before), STROP_OK);
+  for (int e = 0; e < 5; e++)
+    for (int64_t s = 0; s < 512; s += 64) {
+      strop_tensor *x, *y;
+      batch(ds, s, 64, &x, &y);
+      float loss;
+      ck_assert_int_eq(strop_trainer_step(r.tr, x, y, &loss), STROP_OK);
+      ck_assert(isfinite(loss));
+      strop_tensor_free(x);
+      strop_tensor_free(y);
+    }
+  ck_assert_int_eq(strop_trainer_global_step(r.tr), 40);
+  ck_assert_int_eq(strop_trainer_eval_dataset(r.tr, ds, 100, &after), STROP_OK);
+  ck_assert_double_eq(strop_metrics_get(after, STROP_METRIC_SAMPLES), 512);
+  ck_assert_double_lt(strop_metrics_get(after, STROP_METRIC_LOSS),
+                      0.5 * strop_metrics_get(before, STROP_METRIC_LOSS));
+  ck_assert_double_gt(strop_metrics_get(after, STROP_METRIC_ACCURACY), 0.9);
+  strop_metrics_free(before);
+  strop_metrics_free(after);
+  free_rig(&r);
+  strop_dataset_free(ds);
+}
+END_TEST
+
+START_TEST(warm_step_allocates_nothing) {
+  strop_dataset *ds = blobs(64, 2);
+  rig r = make_rig(3, STROP_OPTIM_ADAM, 1e-3f);
+  strop_tensor *x, *y;
+  batch(ds, 0, 64, &x, &y);
+  for (int i = 0; i < 4; i++) {
+    int64_t before = strop__alloc_count();
+    ck_assert_int_eq(strop_trainer_step(r.tr, x, y, NULL), STROP_OK);
+    if (i >= 2)
+      ck_assert_msg(strop__alloc_count() == before, "step %d made %lld heap allocations", i,
+                    (long long)(strop__alloc_count() - before));
+  }
+  strop_tensor_free(x);
+  strop_tensor_free(y);
+  free_rig(&r);
+  strop_dataset_free(ds);
+}
+END_TEST
+
+START_TEST(nan_batch_is_skipped) {
+  strop_dataset *ds = blobs(64, 4);
+  rig r = make_rig(5, STROP_OPTIM_ADAM, 1e-2f);
+  strop_tensor *x, *y;
+  batch(ds, 0, 32, &x, &y);
+  ck_assert_int_eq(strop_trainer_step(r.tr, x, y, NULL), STROP_OK);
+  size_t n;
+  float *w0 = weights(r.m, &n);
+  int ns = strop__optim_state_count(r.opt);
+  ck_assert_int_gt(ns, 1);
+  strop__state_entry e;
+  ck_assert_int_eq(strop__optim_state_at(r.opt, ns - 1, &e), STROP_OK);
+  ck_assert_int_eq(e.dtype, STROP__STATE_F32);
+  float *s0 = malloc(e.numel * sizeof *s0);
+  memcpy(s0, e.data, e.numel * sizeof *s0);
+  strop_tensor_data(x)[5] = NAN;
+  float loss = 0;
+  ck_assert_int_eq(strop_trainer_step(r.tr, x, y, &loss), STROP_E_NUMERIC);
+  ck_assert(isnan(loss));
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "step 1"));
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "skipped"));
+  size_t n1;
+  float *w1 = weights(r.m, &n1);
+  ck_assert_mem_eq(w0, w1, n * sizeof *w0);
+  ck_assert_int_eq(strop__optim_state_at(r.opt, ns - 1, &e), STROP_OK);
+  ck_assert_mem_eq(s0, e.data, e.numel * sizeof *s0);
+  ck_assert_int_eq(strop_trainer_global_step(r.tr), 1);
+  ck_assert_int_eq(strop_trainer_skipped_steps(r.tr), 1);
+  /* the host may go on */
+  strop_tensor_data(x)[5] = 0.0f;
+  ck_assert_int_eq(strop_trainer_step(r.tr, x, y, NULL), STROP_OK);
+  ck_assert_int_eq(strop_trainer_global_step(r.tr), 2);
+  free(w0);
+  free(w1);
+  free(s0);
+  strop_tensor_free(x);
+  strop_tensor_free(y);
+  free_rig(&r);
+  strop_dataset_free(ds);
+}
+END_TEST
+
+/* Accumulation on a model without dropout must equal the big batch to float precision. */
+START_TEST(accumulation_matches_exactly) {
+  strop_dataset *ds = blobs(64, 6);
+  strop_model *ma = NULL, *mb = NULL;
+  int64_t in[1] = {8};
+  strop_model **ms[2] = {&ma, &mb};
+  for (int k = 0; k < 2; k++) {
+    ck_assert_int_eq(strop_model_create(1, in, ms[k]), STROP_OK);
+    ck_assert_int_eq(strop_model_add(*ms[k], "fc1", "linear", "out_features=16", NULL), STROP_OK);
+    ck_assert_int_eq(strop_model_add(*ms[k], "act", "tanh", NULL, NULL), STROP_OK);
+    ck_assert_int_eq(strop_model_add(*ms[k], "head", "linear", "out_features=4", NULL), STROP_OK);
+    ck_assert_int_eq(strop_model_finalize(*ms[k], 9), STROP_OK);
+  }
+  strop_optimizer *oa, *ob;
+  strop_trainer *ta, *tb;
+  ck_assert_int_eq(strop_optimizer_create(ma, STROP_OPTIM_SGD, &oa), STROP_OK);
+  ck_assert_int_eq(strop_optimizer_create(mb, STROP_OPTIM_SGD, &ob), STROP_OK);
+  ck_assert_int_eq(strop_optimizer_set_float(oa, STROP_OPT_LR, 0.5f), STROP_OK);
+  ck_assert_int_eq(strop_optimizer_set_float(ob, STROP_OPT_LR, 0.5f), STROP_OK);
+  ck_assert_int_eq(strop_trainer_create(ma, oa, &ta), STROP_OK);
+  ck_assert_int_eq(strop_trainer_create(mb, ob, &tb), STROP_OK);
+  ck_assert_int_eq(strop_trainer_set_int(tb, STROP_TRAIN_ACCUM_STEPS, 2), STROP_OK);
+  strop_tensor *x, *y, *x1, *y1, *x2, *y2;
+  batch(ds, 0, 32, &x, &y);
+  batch(ds, 0, 16, &x1, &y1);
+  batch(ds, 16, 16, &x2, &y2);
+  ck_assert_int_eq(strop_trainer_step(ta, x, y, NULL), STROP_OK);
+  ck_assert_int_eq(strop_trainer_step(tb, x1, y1, NULL), STROP_OK);
+  ck_assert_int_eq(strop_trainer_step(tb, x2, y2, NULL), STROP_OK);
+  size_t na, nb;
+  float *wa = weights(ma, &na), *wb = weights(mb, &nb);
+  ck_assert_uint_eq(na, nb);
+  ck_assert_double_le(strop_test_max_rel(wb, wa, na, 1e-3, NULL), 1e-5);
+  free(wa);
+  free(wb);
+  strop_tensor_free(x);
+  strop_tensor_free(y);
+  strop_tensor_free(x1);
+  strop_tensor_free(y1);
+  strop_tensor_free(x2);
+  strop_tensor_free(y2);
+  strop_trainer_free(ta);
+  strop_trainer_free(tb);
+  strop_optimizer_free(oa);
+  strop_optimizer_free(ob);
+  strop_model_free(ma);
+  strop_model_free(mb);
+  strop_dataset_free(ds);
+}
+END_TEST
+
+START_TEST(clip_norm_limits_update) {
+  strop_dataset *ds = blobs(32, 8);
+  rig r = make_rig(9, STROP_OPTIM_SGD, 1.0f);
+  ck_assert_int_eq(strop_trainer_set_float(r.tr, STROP_TRAIN_CLIP_NORM, 0.01), STROP_OK);
+  strop_tensor *x, *y;
+  batch(ds, 0, 32, &x, &y);
+  size_t n;
+  float *w0 = weights(r.m, &n);
+  ck_assert_int_eq(strop_trainer_step(r.tr, x, y, NULL), STROP_OK);
+  float *w1 = weights(r.m, &n);
+  double ss = 0;
+  for (size_t i = 0; i < n; i++) ss += ((double)w1[i] - w0[i]) * ((double)w1[i] - w0[i]);
+  ck_assert_double_eq_tol(sqrt(ss), 0.01, 1e-4); /* lr 1: the update is the clipped gradient */
+  free(w0);
+  free(w1);
+  ck_assert_int_eq(strop_trainer_set_float(r.tr, STROP_TRAIN_CLIP_NORM, -1), STROP_E_INVALID_ARG);
+  strop_tensor_free(x);
+  strop_tensor_free(y);
+  free_rig(&r);
+  strop_dataset_free(ds);
+}
+END_TEST
+
+START_TEST(metrics_by_hand) {
+  /* an identity "model": the logits are the inputs */
+  int64_t in[1] = {3};
+  strop_model *m = NULL;
+  ck_assert_int_eq(strop_model_create(1, in, &m), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "id", "relu", NULL, NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_finalize(m, 0), STROP_OK);
+  float x[5 * 3] = {1, 0, 0, /* pred 0 */ 0, 1, 0, /* pred 1 */ 0, 0, 1, /* pred 2 */
+                    1, 0, 0, /* pred 0 */ 0, 1, 0 /* pred 1 */};
+  float y[5] = {0, 1, 1, 2, 1};
+  strop_dataset *ds = NULL;
+  ck_assert_int_eq(strop_dataset_from_memory(x, y, 5, 1, in, 0, NULL, 3, &ds), STROP_OK);
+  strop_optimizer *o = NULL;
+  strop_trainer *t = NULL;
+  ck_assert_int_eq(strop_optimizer_create(m, STROP_OPTIM_SGD, &o), STROP_OK);
+  ck_assert_int_eq(strop_trainer_create(m, o, &t), STROP_OK);
+  strop_metrics *mt = NULL;
+  ck_assert_int_eq(strop_trainer_eval_dataset(t, ds, 2, &mt), STROP_OK);
+  ck_assert_double_eq_tol(strop_metrics_get(mt, STROP_METRIC_ACCURACY), 3.0 / 5.0, 1e-12);
+  ck_assert_double_eq_tol(strop_metrics_get(mt, STROP_METRIC_TOP5), 1.0, 1e-12);
+  int64_t cm[9];
+  ck_assert_int_eq(strop_metrics_confusion(mt, cm, 9), 9);
+  int64_t want[9] = {1, 0, 0, 0, 2, 1, 1, 0, 0};
+  ck_assert_mem_eq(cm, want, sizeof want);
+  ck_assert_double_eq_tol(strop_metrics_class(mt, 1, STROP_CLASS_RECALL), 2.0 / 3.0, 1e-12);
+  ck_assert_double_eq_tol(strop_metrics_class(mt, 1, STROP_CLASS_PRECISION), 1.0, 1e-12);
+  ck_assert_double_eq_tol(strop_metrics_class(mt, 0, STROP_CLASS_PRECISION), 0.5, 1e-12);
+  ck_assert_double_eq_tol(strop_metrics_class(mt, 2, STROP_CLASS_F1), 0.0, 1e-12);
+  ck_assert_double_eq_tol(strop_metrics_class(mt, 1, STROP_CLASS_SUPPORT), 3.0, 1e-12);
+  /* mean cross-entropy over the five rows, computed by hand */
+  double ce = 0;
+  for (int i = 0; i < 5; i++) {
+    double z = exp(x[i * 3]) + exp(x[i * 3 + 1]) + exp(x[i * 3 + 2]);
+    ce += log(z) - x[i * 3 + (int)y[i]];
+  }
+  ck_assert_double_eq_tol(strop_metrics_get(mt, STROP_METRIC_LOSS), ce / 5, 1e-6);
+  ck_assert(isnan(strop_metrics_get(mt, STROP_METRIC_MSE)));
+  strop_metrics_free(mt);
+  strop_trainer_free(t);
+  strop_optimizer_free(o);
+  strop_model_free(m);
+  strop_dataset_free(ds);
+}
+END_TEST
+
+START_TEST(step_errors) {
+  rig r = make_rig(1, STROP_OPTIM_SGD, 0.1f);
+  strop_tensor *x = NULL, *y = NULL, *bad = NULL;
+  int64_t xd[2] = {4, 8}, yd[1] = {4}, bd[2] = {4, 7}, y3[1] = {3};
+  ck_assert_int_eq(strop_tensor_create(2, xd, &x), STROP_OK);
+  ck_assert_int_eq(strop_tensor_create(1, yd, &y), STROP_OK);
+  ck_assert_int_eq(strop_tensor_create(2, bd, &bad), STROP_OK);
+  ck_assert_int_eq(strop_trainer_step(r.tr, bad, y, NULL), STROP_E_SHAPE);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "[4, 7]"));
+  strop_tensor *y_short = NULL;
+  ck_assert_int_eq(strop_tensor_create(1, y3, &y_short), STROP_OK);
+  ck_assert_int_eq(strop_trainer_step(r.tr, x, y_short, NULL), STROP_E_SHAPE);
+  strop_tensor_data(y)[2] = 7.0f; /* class 7 of 4 */
+  ck_assert_int_eq(strop_trainer_step(r.tr, x, y, NULL), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "7"));
+  ck_assert_int_eq(strop_trainer_global_step(r.tr), 0);
+  ck_assert_int_eq(strop_trainer_step(NULL, x, y, NULL), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_trainer_set_int(r.tr, STROP_TRAIN_ACCUM_STEPS, 0), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_trainer_set_int(r.tr, STROP_TRAIN_LOSS, 99), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_trainer_set_float(r.tr, STROP_TRAIN_LABEL_SMOOTHING, 2), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_trainer_set_float(r.tr, 999, 2), STROP_E_INVALID_ARG);
+  float w[3] = {1, 1, 1};
+  ck_assert_int_eq(strop_trainer_set_class_weights(r.tr, w, 3), STROP_OK);
+  strop_tensor_data(y)[2] = 1.0f;
+  ck_assert_int_eq(strop_trainer_step(r.tr, x, y, NULL), STROP_E_SHAPE); /* 3 weights, 4 classes */
+  w[0] = -1;
+  ck_assert_int_eq(strop_trainer_set_class_weights(r.tr, w, 3), STROP_E_INVALID_ARG);
+  strop_trainer *t2 = (strop_trainer *)1;
+  ck_assert_int_eq(strop_trainer_create(NULL, r.opt, &t2), STROP_E_INVALID_ARG);
+  ck_assert_ptr_null(t2);
+  strop_tensor_free(x);
+  strop_tensor_free(y);
+  strop_tensor_free(bad);
+  strop_tensor_free(y_short);
+  free_rig(&r);
+}
+END_TEST
+
+/* ---- fit ---- */
+typedef struct seen {
+  int epochs_ended;
+  int64_t last_epoch;
+  float *w_at_epoch0;
+  size_t n;
+  strop_model *m;
+  int stop_after_batches;
+  int batches;
+} seen;
+
+static int on_progress(const strop_progress *p, void *u) {
+  seen *s = u;
+  ck_assert_uint_eq(p->size, sizeof(strop_progress));
+  if (p->phase == STROP_PHASE_BATCH) {
+    s->batches++;
+    ck_assert(p->samples_per_sec >= 0);
+    return s->stop_after_batches && s->batches >= s->stop_after_batches;
+  }
+  s->epochs_ended++;
+  s->last_epoch = p->epoch;
+  if (p->epoch == 0 && s->m) s->w_at_epoch0 = weights(s->m, &s->n);
+  return 0;
+}
+
+START_TEST(fit_early_stopping_restores_best) {
+  strop_dataset *tr = blobs(256, 11), *va = blobs(128, 12);
+  rig r = make_rig(13, STROP_OPTIM_ADAM, 1e-2f);
+  strop_batch_iter *it = NULL, *vit = NULL;
+  ck_assert_int_eq(strop_batch_iter_create(tr, 32, 5, STROP_ITER_SHUFFLE, &it), STROP_OK);
+  ck_assert_int_eq(strop_batch_iter_create(va, 64, 0, 0, &vit), STROP_OK);
+  strop_fit_options o;
+  strop_fit_options_init(&o);
+  o.epochs = 20;
+  o.patience = 2;
+  o.min_delta = 1e9; /* nothing after the first epoch counts as better */
+  o.restore_best = 1;
+  seen s;
+  memset(&s, 0, sizeof s);
+  s.m = r.m;
+  o.progress = on_progress;
+  o.user_data = &s;
+  ck_assert_int_eq(strop_trainer_fit(r.tr, it, vit, &o), STROP_OK);
+  ck_assert_int_eq(s.epochs_ended, 3); /* epoch 0 best, 1 and 2 bad: stop */
+  ck_assert_int_eq(strop_trainer_best_epoch(r.tr), 0);
+  ck_assert_int_eq(strop_trainer_history_len(r.tr), 3);
+  ck_assert(isfinite(strop_trainer_history(r.tr, 2, 100 + STROP_METRIC_LOSS)));
+  size_t n;
+  float *w = weights(r.m, &n);
+  ck_assert_uint_eq(n, s.n);
+  ck_assert_mem_eq(w, s.w_at_epoch0, n * sizeof *w);
+  free(w);
+  free(s.w_at_epoch0);
+  /* a callback may stop training */
+  memset(&s, 0, sizeof s);
+  s.stop_after_batches = 3;
+  o.patience = 0;
+  o.restore_best = 0;
+  ck_assert_int_eq(strop_trainer_fit(r.tr, it, vit, &o), STROP_E_CANCELLED);
+  ck_assert_int_eq(s.batches, 3);
+  strop_batch_iter_free(it);
+  strop_batch_iter_free(vit);
+  free_rig(&r);
+  strop_dataset_free(tr);
+  strop_dataset_free(va);
+}
+END_TEST
+
+/* Train 10 steps, versus 5 + checkpoint + load into fresh objects + 5: bit-identical. */
+static void run_fit(const char *ckpt_in, const char *ckpt_out, int64_t steps, float **w, size_t *n,
+                    int64_t *gstep) {
+  strop_dataset *tr = blobs(160, 21);
+  rig r = make_rig(23, STROP_OPTIM_ADAM, 3e-3f);
+  ck_assert_int_eq(strop_scheduler_create(r.opt, STROP_SCHED_COSINE, &r.sched), STROP_OK);
+  ck_assert_int_eq(strop_scheduler_set_int(r.sched, STROP_SCH_T_MAX, 12), STROP_OK);
+  ck_assert_int_eq(strop_trainer_set_scheduler(r.tr, r.sched), STROP_OK);
+  strop_batch_iter *it = NULL;
+  ck_assert_int_eq(strop_batch_iter_create(tr, 32, 99, STROP_ITER_SHUFFLE, &it), STROP_OK);
+  if (ckpt_in) ck_assert_msg(strop_trainer_load_checkpoint(r.tr, ckpt_in) == STROP_OK, "%s",
+                             strop_last_error());
+  strop_fit_options o;
+  strop_fit_options_init(&o);
+  o.epochs = 3; /* 5 batches per epoch */
+  o.max_steps = steps;
+  o.checkpoint_path = ckpt_out;
+  ck_assert_msg(strop_trainer_fit(r.tr, it, NULL, &o) == STROP_OK, "%s", strop_last_error());
+  *w = weights(r.m, n);
+  *gstep = strop_trainer_global_step(r.tr);
+  strop_batch_iter_free(it);
+  free_rig(&r);
+  strop_dataset_free(tr);
+}
+
+START_TEST(resume_is_bit_identical) {
+  char dir[] = "/tmp/strop_train_XXXXXX";
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  char a[256], b[256];
+  snprintf(a, sizeof a, "%s/full.ckpt", dir);
+  snprintf(b, sizeof b, "%s/half.ckpt", dir);
+  float *w_full, *w_resumed, *w_half;
+  size_t n1, n2, n3;
+  int64_t g1, g2, g3;
+  run_fit(NULL, a, 12, &w_full, &n1, &g1);
+  run_fit(NULL, b, 7, &w_half, &n2, &g2);
+  ck_assert_int_eq(g2, 7);
+  run_fit(b, NULL, 5, &w_resumed, &n3, &g3);
+  ck_assert_int_eq(g1, 12);
+  ck_assert_int_eq(g3, 12);
+  ck_assert_uint_eq(n1, n3);
+  ck_assert_msg(memcmp(w_full, w_resumed, n1 * sizeof *w_full) == 0,
+                "resumed weights differ from the uninterrupted run");
+  ck_assert_msg(memcmp(w_full, w_half, n1 * sizeof *w_full) != 0, "the runs did not train");
+  free(w_full);
+  free(w_half);
+  free(w_resumed);
+  unlink(a);
+  unlink(b);
+  rmdir(dir);
+}
+END_TEST
+
+START_TEST(fashion_mlp_from_scratch) {
+  if (access(FASHION "/train-images-idx3-ubyte.gz", R_OK) != 0) {
+    fprintf(stderr, "fashion_mlp_from_scratch: skipped, %s is missing\n", FASHION);
+    return;
+  }
+  if (sanitized()) {
+    fprintf(stderr, "fashion_mlp_from_scratch: skipped under sanitizers (too slow)\n");
+    return;
+  }
+  strop_dataset *train = NULL, *test = NULL;
+  ck_assert_int_eq(strop_dataset_load_idx(FASHION "/train-images-idx3-ubyte.gz",
+                                          FASHION "/train-labels-idx1-ubyte.gz", 10, &train),
+                   STROP_OK);
+  ck_assert_int_eq(strop_dataset_load_idx(FASHION "/t10k-images-idx3-ubyte.gz",
+                                          FASHION "/t10k-labels-idx1-ubyte.gz", 10, &test),
+                   STROP_OK);
+  int64_t in[3] = {1, 28, 28};
+  strop_model *m = NULL;
+  ck_assert_int_eq(strop_model_create(3, in, &m), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "flat", "flatten", NULL, NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "fc1", "linear", "out_features=256", NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "act", "relu", NULL, NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "head", "linear", "out_features=10", NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_finalize(m, 1), STROP_OK);
+  strop_optimizer *opt = NULL;
+  strop_trainer *t = NULL;
+  ck_assert_int_eq(strop_optimizer_create(m, STROP_OPTIM_ADAM, &opt), STROP_OK);
+  ck_assert_int_eq(strop_optimizer_set_float(opt, STROP_OPT_LR, 1e-3f), STROP_OK);
+  ck_assert_int_eq(strop_trainer_create(m, opt, &t), STROP_OK);
+  strop_batch_iter *it = NULL, *tit = NULL;
+  ck_assert_int_eq(strop_batch_iter_create(train, 64, 1, STROP_ITER_SHUFFLE | STROP_ITER_PREFETCH,
+                                           &it), STROP_OK);
+  ck_assert_int_eq(strop_batch_iter_add_scale(it, 1.0f / 255.0f), STROP_OK);
+  ck_assert_int_eq(strop_batch_iter_create(test, 500, 0, 0, &tit), STROP_OK);
+  ck_assert_int_eq(strop_batch_iter_add_scale(tit, 1.0f / 255.0f), STROP_OK);
+  strop_fit_options o;
+  strop_fit_options_init(&o);
+  o.epochs = 3;
+  ck_assert_msg(strop_trainer_fit(t, it, tit, &o) == STROP_OK, "%s", strop_last_error());
+  double acc = strop_trainer_history(t, 2, 100 + STROP_METRIC_ACCURACY);
+  fprintf(stderr, "fashion MLP from scratch, 3 epochs: test accuracy %.4f\n", acc);
+  ck_assert_double_gt(acc, 0.85);
+  strop_batch_iter_free(it);
+  strop_batch_iter_free(tit);
+  strop_trainer_free(t);
+  strop_optimizer_free(opt);
+  strop_model_free(m);
+  strop_dataset_free(train);
+  strop_dataset_free(test);
+}
+END_TEST
+
+static strop_model *g_m;
+static strop_optimizer *g_o;
+static strop_trainer *g_t;
+static int op_create(void *ctx) {
+  (void)ctx;
+  return strop_trainer_create(g_m, g_o, &g_t);
+}
+static void free_t(void *ctx) {
+  (void)ctx;
+  strop_trainer_free(g_t);
+  g_t = NULL;
+}
+
+START_TEST(alloc_failures) {
+  g_m = mlp(1);
+  ck_assert_int_eq(strop_optimizer_create(g_m, STROP_OPTIM_SGD, &g_o), STROP_OK);
+  ck_assert_int_ge(strop_test_alloc_sweep(op_create, free_t, NULL), 1);
+  strop_optimizer_free(g_o);
+  strop_model_free(g_m);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("train");
+  TCase *tc = tcase_create("step");
+  tcase_add_test(tc, step_learns);
+  tcase_add_test(tc, warm_step_allocates_nothing);
+  tcase_add_test(tc, nan_batch_is_skipped);
+  tcase_add_test(tc, accumulation_matches_exactly);
+  tcase_add_test(tc, clip_norm_limits_update);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("metrics");
+  tcase_add_test(tc, metrics_by_hand);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("errors");
+  tcase_add_test(tc, step_errors);
+  tcase_add_test(tc, alloc_failures);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("fit");
+  tcase_set_timeout(tc, 600);
+  tcase_add_test(tc, fit_early_stopping_restores_best);
+  tcase_add_test(tc, resume_is_bit_identical);
+  tcase_add_test(tc, fashion_mlp_from_scratch);
+  suite_add_tcase(s, tc);
+  return strop_test_run(s);
+}
