@@ -25,6 +25,8 @@ struct strop_model {
   float **grads;                /* per node, gradient of the node's output (arena) */
   int *upstream_trainable;      /* per node: a trainable param at or before it */
   int64_t batch;
+  int step_training;            /* the mode of the current step's forward */
+  const float *step_pad_mask;   /* its padding mask (borrowed for the step), or NULL */
   int have_forward;             /* 1 after a forward, until backward/step end */
   int want_input_grad;          /* tests: also compute d loss / d input */
   float *input_grad;            /* arena, when want_input_grad */
@@ -61,6 +63,11 @@ void strop__model_step_end(strop_model *m);
 strop_status strop__model_zero_grad(strop_model *m);
 /* Allocate grad for trainable params lacking one, free it for frozen ones. */
 strop_status strop__model_sync_grads(strop_model *m);
+
+/* Re-infer every node and initialise fresh parameters from seed (all trainable). */
+strop_status strop__model_reinit(strop_model *m, uint64_t seed);
+/* Re-infer shapes (and re-declare params) of every node; init = 1 initialises them. */
+strop_status strop__model_infer_all(strop_model *m, uint64_t seed, int init);
 
 /* Deep copy (for trials and surgery transactions). */
 strop_status strop__model_clone(const strop_model *src, strop_model **out);

@@ -419,8 +419,6 @@ static strop_status alloc_params(strop__node *nd) {
   return STROP_OK;
 }
 
-strop_status strop__model_infer_all(strop_model *m, uint64_t seed, int init);
-
 strop_status strop__model_infer_all(strop_model *m, uint64_t seed, int init) {
   strop__rng rng;
   strop__rng_seed(&rng, seed, 0x5eed);
@@ -477,6 +475,8 @@ strop_status strop__model_forward_exec(strop_model *m, const float *input, int64
   m->input.n = n;
   m->input.shape = m->in_shape;
   m->batch = n;
+  m->step_training = training;
+  m->step_pad_mask = pad_mask;
   strop__act ins_local[16];
   for (int i = 0; i < m->n_nodes; i++) {
     strop__node *nd = &m->nodes[i];
@@ -547,7 +547,8 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
     nd->needs_backward = up;
     m->grads[i] = NULL;
   }
-  strop__exec x = {&m->arena, &m->rng, 1, strop__num_threads(), NULL};
+  /* backward sees the forward's mode and mask */
+  strop__exec x = {&m->arena, &m->rng, m->step_training, strop__num_threads(), m->step_pad_mask};
   size_t in_bytes = strop__shape_numel(&m->in_shape) * sizeof(float) * (size_t)m->batch;
   m->input_grad = NULL;
   if (m->want_input_grad) {
@@ -803,4 +804,16 @@ strop_status strop__model_clone(const strop_model *src, strop_model **out) {
 oom:
   strop_model_free(m);
   return STROP__NOMEM(fn);
+}
+
+/* Fresh parameters for the same architecture: every node re-inferred and re-initialised from
+ * seed, everything trainable again (the from-scratch baseline of a fine-tuning run). */
+strop_status strop__model_reinit(strop_model *m, uint64_t seed) {
+  if (!m->finalized) return strop__err(STROP_E_STATE, "model is not finalized");
+  strop__model_step_end(m);
+  strop_status s = strop__model_infer_all(m, seed, 1);
+  if (!s) s = strop__model_reindex(m);
+  for (int i = 0; i < m->n_nodes; i++) m->nodes[i].frozen_stats = 0;
+  strop__rng_seed(&m->rng, seed, 0xd0);
+  return s;
 }

@@ -4,7 +4,7 @@
 
 #include "layers/layer.h"
 
-#define L(x) extern const strop__layer_vtable strop__layer_##x __attribute__((weak));
+#define L(x) extern const strop__layer_vtable strop__layer_##x;
 #define LAYERS(X)                                                                         \
   X(linear) X(conv2d) X(maxpool2d) X(avgpool2d) X(global_avgpool) X(batchnorm1d)          \
   X(batchnorm2d) X(layernorm) X(dropout) X(relu) X(leaky_relu) X(gelu) X(silu) X(tanh)    \
@@ -17,31 +17,14 @@ LAYERS(L)
 static const strop__layer_vtable *const g_all[] = {LAYERS(P)};
 #undef P
 
-/* Only the layers linked in count (the table is weak while families are being added). */
-static const strop__layer_vtable *g_live[sizeof g_all / sizeof g_all[0]];
-static int g_n = -1;
-
-static void build(void) {
-  if (g_n >= 0) return;
-  int n = 0;
-  for (size_t i = 0; i < sizeof g_all / sizeof g_all[0]; i++)
-    if (g_all[i]) g_live[n++] = g_all[i];
-  g_n = n;
-}
+#define N_LAYERS ((int)(sizeof g_all / sizeof g_all[0]))
 
 const strop__layer_vtable *strop__layer_find(const char *type) {
-  build();
-  for (int i = 0; type && i < g_n; i++)
-    if (strcmp(g_live[i]->type, type) == 0) return g_live[i];
+  for (int i = 0; type && i < N_LAYERS; i++)
+    if (strcmp(g_all[i]->type, type) == 0) return g_all[i];
   return NULL;
 }
 
-int strop__layer_count(void) {
-  build();
-  return g_n;
-}
+int strop__layer_count(void) { return N_LAYERS; }
 
-const strop__layer_vtable *strop__layer_at(int i) {
-  build();
-  return i >= 0 && i < g_n ? g_live[i] : NULL;
-}
+const strop__layer_vtable *strop__layer_at(int i) { return i >= 0 && i < N_LAYERS ? g_all[i] : NULL; }

@@ -1,0 +1,208 @@
+/* strop — batch normalisation layers (torch.nn.BatchNorm1d on [N, C] / [N, C, L], BatchNorm2d
+ * on [N, C, H, W]): batch statistics in train mode, running statistics in eval mode or when
+ * the node's statistics are frozen. Math in ops/norm.c. */
+#include <math.h>
+#include <string.h>
+
+#include "layers/init.h"
+#include "layers/layer.h"
+#include "ops/norm.h"
+
+typedef struct bn_cfg {
+  int64_t num_features; /* 0 until inferred when the option is omitted */
+  float eps;
+  float momentum;       /* < 0: momentum=None, the cumulative average */
+  int affine;
+  int track_running_stats;
+} bn_cfg;
+
+/* What the forward left for the backward (arena). */
+typedef struct bn_saved {
+  int batch_stats; /* 1: normalised with the batch's statistics */
+  float *mean, *invstd;
+} bn_saved;
+
+static strop_status bn_parse(void *cfg, strop__opts *o) {
+  bn_cfg *c = cfg;
+  strop_status st;
+  c->eps = 1e-5f;
+  c->momentum = 0.1f;
+  c->affine = 1;
+  c->track_running_stats = 1;
+  if ((st = strop__opt_int(o, "num_features", 1, INT32_MAX, &c->num_features))) return st;
+  if ((st = strop__opt_float(o, "eps", 0.0, 1.0, &c->eps))) return st;
+  for (int i = 0; i < o->n; i++)
+    if (!strcmp(o->v[i].key, "momentum") &&
+        (!strcmp(o->v[i].val, "None") || !strcmp(o->v[i].val, "none") ||
+         !strcmp(o->v[i].val, "null"))) {
+      o->v[i].used = 1;
+      c->momentum = -1.0f;
+    }
+  if (c->momentum >= 0.0f && (st = strop__opt_float(o, "momentum", 0.0, 1.0, &c->momentum)))
+    return st;
+  if ((st = strop__opt_bool(o, "affine", &c->affine))) return st;
+  return strop__opt_bool(o, "track_running_stats", &c->track_running_stats);
+}
+
+static void bn_write(const void *cfg, strop__optbuf *b) {
+  const bn_cfg *c = cfg;
+  strop__optbuf_int(b, "num_features", c->num_features);
+  strop__optbuf_float(b, "eps", c->eps);
+  if (c->momentum < 0.0f)
+    strop__optbuf_str(b, "momentum", "none");
+  else
+    strop__optbuf_float(b, "momentum", c->momentum);
+  strop__optbuf_bool(b, "affine", c->affine);
+  strop__optbuf_bool(b, "track_running_stats", c->track_running_stats);
+}
+
+static strop_status bn_infer_common(strop__node *n, int rank_lo, int rank_hi,
+                                    const char *expect) {
+  bn_cfg *c = n->cfg;
+  const strop__shape *s = &n->in_shapes[0];
+  const char *type = n->vt->type;
+  char buf[96];
+  if (s->rank < rank_lo || s->rank > rank_hi)
+    return strop__err(STROP_E_SHAPE, "layer '%s' (%s): input must be %s per sample, got %s",
+                      n->name, type, expect, strop__shape_str(s, buf, sizeof buf));
+  if (c->num_features && c->num_features != s->d[0])
+    return strop__err(STROP_E_SHAPE,
+                      "layer '%s' (%s): num_features is %lld but the input has %lld channels "
+                      "(input shape %s)",
+                      n->name, type, (long long)c->num_features, (long long)s->d[0],
+                      strop__shape_str(s, buf, sizeof buf));
+  c->num_features = s->d[0];
+  n->out_shape = *s;
+  strop_status st = STROP_OK;
+  const int64_t *nf = &c->num_features;
+  if (c->affine) {
+    if ((st = strop__node_add_param(n, "weight", 1, nf, 0))) return st;
+    if ((st = strop__node_add_param(n, "bias", 1, nf, 0))) return st;
+  }
+  if (c->track_running_stats) {
+    if ((st = strop__node_add_param(n, "running_mean", 1, nf, 1))) return st;
+    if ((st = strop__node_add_param(n, "running_var", 1, nf, 1))) return st;
+    st = strop__node_add_ibuffer(n, "num_batches_tracked");
+  }
+  return st;
+}
+
+static strop_status bn1d_infer(strop__node *n) {
+  return bn_infer_common(n, 1, 2, "[C] or [C, L]");
+}
+static strop_status bn2d_infer(strop__node *n) { return bn_infer_common(n, 3, 3, "[C, H, W]"); }
+
+static void bn_init(strop__node *n, strop__rng *rng) {
+  (void)rng;
+  strop__param *p;
+  if ((p = strop__node_param(n, "weight"))) strop__init_ones(p->data, p->numel);
+  if ((p = strop__node_param(n, "bias"))) strop__init_zeros(p->data, p->numel);
+  if ((p = strop__node_param(n, "running_mean"))) strop__init_zeros(p->data, p->numel);
+  if ((p = strop__node_param(n, "running_var"))) strop__init_ones(p->data, p->numel);
+  if ((p = strop__node_param(n, "num_batches_tracked")) && p->idata) p->idata[0] = 0;
+}
+
+/* channels and the per-channel length l of an activation [n, C, ...] */
+static int64_t bn_len(const strop__shape *s) {
+  int64_t l = 1;
+  for (int i = 1; i < s->rank; i++) l *= s->d[i];
+  return l;
+}
+
+static strop_status bn_forward(strop__node *n, const strop__exec *x, const strop__act *in,
+                               strop__act *out) {
+  const bn_cfg *c = n->cfg;
+  const int64_t C = c->num_features, l = bn_len(&in[0].shape), N = in[0].n;
+  strop__param *w = strop__node_param(n, "weight"), *b = strop__node_param(n, "bias");
+  strop__param *rm = strop__node_param(n, "running_mean");
+  strop__param *rv = strop__node_param(n, "running_var");
+  strop__param *nbt = strop__node_param(n, "num_batches_tracked");
+  const float *gamma = w ? w->data : NULL, *beta = b ? b->data : NULL;
+  bn_saved *sv = strop__arena_alloc(x->arena, sizeof *sv);
+  if (!sv) return strop__err(STROP_E_NOMEM, "layer '%s' (%s): out of memory", n->name, n->vt->type);
+  memset(sv, 0, sizeof *sv);
+  sv->batch_stats = !c->track_running_stats || (x->training && !n->frozen_stats);
+  n->saved = sv;
+  if (!sv->batch_stats) {
+    strop__batchnorm_forward_eval(N, C, l, in[0].data, gamma, beta, rm->data, rv->data, c->eps,
+                                  out->data);
+    return STROP_OK;
+  }
+  if (N * l <= 1)
+    return strop__err(STROP_E_SHAPE,
+                      "layer '%s' (%s): batch statistics need more than 1 value per channel, "
+                      "got batch %lld of %lld per sample (use eval mode or freeze the "
+                      "statistics)",
+                      n->name, n->vt->type, (long long)N, (long long)l);
+  float *buf = strop__arena_alloc(x->arena, 3 * (size_t)C * sizeof(float));
+  if (!buf)
+    return strop__err(STROP_E_NOMEM, "layer '%s' (%s): out of memory", n->name, n->vt->type);
+  sv->mean = buf;
+  sv->invstd = buf + C;
+  float *var = buf + 2 * C;
+  strop__batchnorm_forward_train(N, C, l, in[0].data, gamma, beta, c->eps, out->data, sv->mean,
+                                 sv->invstd, var);
+  if (x->training && c->track_running_stats) {
+    float m = c->momentum;
+    if (nbt && nbt->idata) {
+      nbt->idata[0] += 1;
+      if (m < 0.0f) m = (float)(1.0 / (double)nbt->idata[0]);
+    }
+    if (m < 0.0f) m = 0.0f;
+    strop__batchnorm_update_running(C, sv->mean, var, N * l, m, rm->data, rv->data);
+  }
+  return STROP_OK;
+}
+
+static strop_status bn_backward(strop__node *n, const strop__exec *x, const strop__act *in,
+                                const strop__act *out, const float *dout, float *const *din) {
+  (void)x;
+  (void)out;
+  const bn_cfg *c = n->cfg;
+  const bn_saved *sv = n->saved;
+  if (!sv)
+    return strop__err(STROP_E_INTERNAL, "layer '%s' (%s): backward without forward", n->name,
+                      n->vt->type);
+  const int64_t C = c->num_features, l = bn_len(&in[0].shape), N = in[0].n;
+  strop__param *w = strop__node_param(n, "weight"), *b = strop__node_param(n, "bias");
+  float *dg = w && w->trainable ? w->grad : NULL;
+  float *dbt = b && b->trainable ? b->grad : NULL;
+  const float *gamma = w ? w->data : NULL;
+  if (!dg && !dbt && !din[0]) return STROP_OK;
+  if (sv->batch_stats) {
+    strop__batchnorm_backward_train(N, C, l, in[0].data, dout, gamma, sv->mean, sv->invstd,
+                                    din[0], dg, dbt);
+  } else {
+    strop__param *rm = strop__node_param(n, "running_mean");
+    strop__param *rv = strop__node_param(n, "running_var");
+    strop__batchnorm_backward_eval(N, C, l, in[0].data, dout, gamma, rm->data, rv->data, c->eps,
+                                   din[0], dg, dbt);
+  }
+  return STROP_OK;
+}
+
+const strop__layer_vtable strop__layer_batchnorm1d = {
+    .type = "batchnorm1d",
+    .cfg_size = sizeof(bn_cfg),
+    .n_inputs = 1,
+    .flags = STROP__LAYER_BATCHSTATS,
+    .parse = bn_parse,
+    .write = bn_write,
+    .infer = bn1d_infer,
+    .init = bn_init,
+    .forward = bn_forward,
+    .backward = bn_backward,
+};
+
+const strop__layer_vtable strop__layer_batchnorm2d = {
+    .type = "batchnorm2d",
+    .cfg_size = sizeof(bn_cfg),
+    .n_inputs = 1,
+    .flags = STROP__LAYER_BATCHSTATS,
+    .parse = bn_parse,
+    .write = bn_write,
+    .infer = bn2d_infer,
+    .init = bn_init,
+    .forward = bn_forward,
+    .backward = bn_backward,
+};

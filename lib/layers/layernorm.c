@@ -1,0 +1,132 @@
+/* strop — layer normalization (torch.nn.LayerNorm) over the trailing normalized_shape
+ * dimensions, with optional elementwise affine weight and bias. Kernels in ops/layernorm.c. */
+#include "layers/init.h"
+#include "layers/layer.h"
+#include "ops/layernorm.h"
+
+typedef struct layernorm_cfg {
+  int64_t shape[STROP_MAX_RANK]; /* normalized_shape; nshape == 0 until inferred */
+  int nshape;
+  float eps;
+  int elementwise_affine;
+  int bias;
+} layernorm_cfg;
+
+typedef struct layernorm_saved {
+  float *mean, *rstd;
+} layernorm_saved;
+
+static strop_status layernorm_parse(void *cfg, strop__opts *o) {
+  layernorm_cfg *c = cfg;
+  strop_status st;
+  c->eps = 1e-5f;
+  c->elementwise_affine = 1;
+  c->bias = 1;
+  if ((st = strop__opt_int_list(o, "normalized_shape", STROP_MAX_RANK, 1, INT32_MAX, c->shape,
+                                &c->nshape)))
+    return st;
+  if ((st = strop__opt_float(o, "eps", 0.0, 1.0, &c->eps))) return st;
+  if ((st = strop__opt_bool(o, "elementwise_affine", &c->elementwise_affine))) return st;
+  return strop__opt_bool(o, "bias", &c->bias);
+}
+
+static void layernorm_write(const void *cfg, strop__optbuf *b) {
+  const layernorm_cfg *c = cfg;
+  strop__optbuf_ints(b, "normalized_shape", c->shape, c->nshape);
+  strop__optbuf_float(b, "eps", c->eps);
+  strop__optbuf_bool(b, "elementwise_affine", c->elementwise_affine);
+  strop__optbuf_bool(b, "bias", c->bias);
+}
+
+static strop_status layernorm_infer(strop__node *n) {
+  layernorm_cfg *c = n->cfg;
+  const strop__shape *s = &n->in_shapes[0];
+  char buf[96], nb[96];
+  if (s->rank < 1)
+    return strop__err(STROP_E_SHAPE,
+                      "layer '%s' (layernorm): input must have at least one dimension per "
+                      "sample, got %s",
+                      n->name, strop__shape_str(s, buf, sizeof buf));
+  if (c->nshape == 0) { /* omitted: the last dimension, as nn.LayerNorm(x.shape[-1]) */
+    c->nshape = 1;
+    c->shape[0] = s->d[s->rank - 1];
+  }
+  strop__shape ns = {c->nshape, {0}};
+  for (int i = 0; i < c->nshape; i++) ns.d[i] = c->shape[i];
+  int ok = c->nshape <= s->rank;
+  for (int i = 0; ok && i < c->nshape; i++)
+    ok = s->d[s->rank - c->nshape + i] == c->shape[i];
+  if (!ok)
+    return strop__err(STROP_E_SHAPE,
+                      "layer '%s' (layernorm): normalized_shape %s does not match the trailing "
+                      "dimensions of the input %s",
+                      n->name, strop__shape_str(&ns, nb, sizeof nb),
+                      strop__shape_str(s, buf, sizeof buf));
+  n->out_shape = *s;
+  if (!c->elementwise_affine) return STROP_OK;
+  strop_status st = strop__node_add_param(n, "weight", c->nshape, c->shape, 0);
+  if (st == STROP_OK && c->bias) st = strop__node_add_param(n, "bias", c->nshape, c->shape, 0);
+  return st;
+}
+
+static void layernorm_init(strop__node *n, strop__rng *rng) {
+  (void)rng;
+  strop__param *w = strop__node_param(n, "weight"), *b = strop__node_param(n, "bias");
+  if (w) strop__init_ones(w->data, w->numel);
+  if (b) strop__init_zeros(b->data, b->numel);
+}
+
+static int64_t norm_size(const layernorm_cfg *c) {
+  int64_t d = 1;
+  for (int i = 0; i < c->nshape; i++) d *= c->shape[i];
+  return d;
+}
+
+static strop_status layernorm_forward(strop__node *n, const strop__exec *x, const strop__act *in,
+                                      strop__act *out) {
+  const layernorm_cfg *c = n->cfg;
+  strop__param *w = strop__node_param(n, "weight"), *b = strop__node_param(n, "bias");
+  const int64_t d = norm_size(c);
+  const int64_t rows = in[0].n * (int64_t)strop__shape_numel(&in[0].shape) / d;
+  layernorm_saved *sv = strop__arena_alloc(x->arena, sizeof *sv);
+  float *stats = strop__arena_alloc(x->arena, 2 * (size_t)rows * sizeof(float));
+  if (!sv || !stats) return strop__err(STROP_E_NOMEM, "layer '%s' (layernorm): out of memory",
+                                       n->name);
+  sv->mean = stats;
+  sv->rstd = stats + rows;
+  n->saved = sv;
+  strop__layernorm_forward(in[0].data, rows, d, w ? w->data : NULL, b ? b->data : NULL, c->eps,
+                           out->data, sv->mean, sv->rstd);
+  return STROP_OK;
+}
+
+static strop_status layernorm_backward(strop__node *n, const strop__exec *x, const strop__act *in,
+                                       const strop__act *out, const float *dout,
+                                       float *const *din) {
+  (void)x;
+  (void)out;
+  const layernorm_cfg *c = n->cfg;
+  const layernorm_saved *sv = n->saved;
+  if (!sv) return strop__err(STROP_E_INTERNAL, "layer '%s' (layernorm): backward without forward",
+                             n->name);
+  strop__param *w = strop__node_param(n, "weight"), *b = strop__node_param(n, "bias");
+  const int64_t d = norm_size(c);
+  const int64_t rows = in[0].n * (int64_t)strop__shape_numel(&in[0].shape) / d;
+  strop__layernorm_backward(in[0].data, dout, rows, d, w ? w->data : NULL, sv->mean, sv->rstd,
+                            din[0], w && w->trainable ? w->grad : NULL,
+                            b && b->trainable ? b->grad : NULL);
+  return STROP_OK;
+}
+
+const strop__layer_vtable strop__layer_layernorm = {
+    .type = "layernorm",
+    .cfg_size = sizeof(layernorm_cfg),
+    .n_inputs = 1,
+    .flags = 0,
+    .parse = layernorm_parse,
+    .write = layernorm_write,
+    .infer = layernorm_infer,
+    .init = layernorm_init,
+    .forward = layernorm_forward,
+    .backward = layernorm_backward,
+};

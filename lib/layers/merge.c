@@ -1,0 +1,193 @@
+/* strop — layers that merge several inputs: add (residual sums of same-shaped inputs) and
+ * concat (torch.cat along one dimension; dim counts the batch as 0, default 1). */
+#include <string.h>
+
+#include "layers/layer.h"
+
+typedef struct concat_cfg {
+  int64_t dim; /* as given (PyTorch numbering) */
+  int axis;    /* resolved per-sample axis, set by infer */
+} concat_cfg;
+
+static int same_shape(const strop__shape *a, const strop__shape *b) {
+  if (a->rank != b->rank) return 0;
+  for (int i = 0; i < a->rank; i++)
+    if (a->d[i] != b->d[i]) return 0;
+  return 1;
+}
+
+static strop_status add_parse(void *cfg, strop__opts *o) {
+  (void)cfg;
+  (void)o;
+  return STROP_OK;
+}
+
+static void add_write(const void *cfg, strop__optbuf *b) {
+  (void)cfg;
+  (void)b;
+}
+
+static strop_status add_infer(strop__node *n) {
+  char b1[96], b2[96];
+  if (n->n_in < 1)
+    return strop__err(STROP_E_SHAPE, "layer '%s' (add): needs at least one input", n->name);
+  for (int i = 1; i < n->n_in; i++)
+    if (!same_shape(&n->in_shapes[i], &n->in_shapes[0]))
+      return strop__err(STROP_E_SHAPE,
+                        "layer '%s' (add): input %d has shape %s but input 0 has shape %s; add "
+                        "needs inputs of the same shape",
+                        n->name, i, strop__shape_str(&n->in_shapes[i], b1, sizeof b1),
+                        strop__shape_str(&n->in_shapes[0], b2, sizeof b2));
+  n->out_shape = n->in_shapes[0];
+  return STROP_OK;
+}
+
+static strop_status add_forward(strop__node *n, const strop__exec *x, const strop__act *in,
+                                strop__act *out) {
+  (void)x;
+  size_t cnt = (size_t)in[0].n * strop__shape_numel(&in[0].shape);
+  float *y = out->data;
+  if (n->n_in == 1) {
+    memcpy(y, in[0].data, cnt * sizeof(float));
+    return STROP_OK;
+  }
+  const float *a = in[0].data, *b = in[1].data;
+  for (size_t j = 0; j < cnt; j++) y[j] = a[j] + b[j];
+  for (int i = 2; i < n->n_in; i++) {
+    const float *c = in[i].data;
+    for (size_t j = 0; j < cnt; j++) y[j] += c[j];
+  }
+  return STROP_OK;
+}
+
+static strop_status add_backward(strop__node *n, const strop__exec *x, const strop__act *in,
+                                 const strop__act *out, const float *dout, float *const *din) {
+  (void)x;
+  (void)out;
+  size_t cnt = (size_t)in[0].n * strop__shape_numel(&in[0].shape);
+  for (int i = 0; i < n->n_in; i++) {
+    float *dx = din[i];
+    if (!dx) continue;
+    for (size_t j = 0; j < cnt; j++) dx[j] += dout[j];
+  }
+  return STROP_OK;
+}
+
+static strop_status concat_parse(void *cfg, strop__opts *o) {
+  concat_cfg *c = cfg;
+  c->dim = 1;
+  return strop__opt_int(o, "dim", -(STROP_MAX_RANK + 1), STROP_MAX_RANK, &c->dim);
+}
+
+static void concat_write(const void *cfg, strop__optbuf *b) {
+  strop__optbuf_int(b, "dim", ((const concat_cfg *)cfg)->dim);
+}
+
+static strop_status concat_infer(strop__node *n) {
+  concat_cfg *c = n->cfg;
+  char b1[96], b2[96];
+  if (n->n_in < 1)
+    return strop__err(STROP_E_SHAPE, "layer '%s' (concat): needs at least one input", n->name);
+  const strop__shape *s0 = &n->in_shapes[0];
+  int64_t full = s0->rank + 1, d = c->dim < 0 ? c->dim + full : c->dim;
+  if (d < 1 || d >= full)
+    return strop__err(STROP_E_SHAPE,
+                      "layer '%s' (concat): dim %lld is out of range for input [N, %s] (dim "
+                      "counts the batch as 0; use 1..%lld or -1..-%lld)",
+                      n->name, (long long)c->dim, strop__shape_str(s0, b1, sizeof b1),
+                      (long long)(full - 1), (long long)(full - 1));
+  int ax = (int)(d - 1);
+  strop__shape o = *s0;
+  for (int i = 1; i < n->n_in; i++) {
+    const strop__shape *s = &n->in_shapes[i];
+    int ok = s->rank == s0->rank;
+    for (int k = 0; ok && k < s->rank; k++)
+      if (k != ax && s->d[k] != s0->d[k]) ok = 0;
+    if (!ok)
+      return strop__err(STROP_E_SHAPE,
+                        "layer '%s' (concat): input %d has shape %s, which does not match input "
+                        "0's shape %s in every dimension but dim %lld",
+                        n->name, i, strop__shape_str(s, b1, sizeof b1),
+                        strop__shape_str(s0, b2, sizeof b2), (long long)c->dim);
+    o.d[ax] += s->d[ax];
+  }
+  c->axis = ax;
+  n->out_shape = o;
+  return STROP_OK;
+}
+
+/* [outer, d_i * inner] blocks of each input interleave into [outer, d_out * inner] */
+static int64_t concat_outer(const concat_cfg *c, const strop__act *a) {
+  int64_t o = a->n;
+  for (int k = 0; k < c->axis; k++) o *= a->shape.d[k];
+  return o;
+}
+
+static int64_t concat_block(const concat_cfg *c, const strop__act *a) {
+  int64_t b = 1;
+  for (int k = c->axis; k < a->shape.rank; k++) b *= a->shape.d[k];
+  return b;
+}
+
+static strop_status concat_forward(strop__node *n, const strop__exec *x, const strop__act *in,
+                                   strop__act *out) {
+  (void)x;
+  const concat_cfg *c = n->cfg;
+  int64_t outer = concat_outer(c, &in[0]), ob = concat_block(c, out), off = 0;
+  for (int i = 0; i < n->n_in; i++) {
+    int64_t ib = concat_block(c, &in[i]);
+    const float *src = in[i].data;
+    float *dst = out->data + off;
+    for (int64_t o = 0; o < outer; o++)
+      memcpy(dst + o * ob, src + o * ib, (size_t)ib * sizeof(float));
+    off += ib;
+  }
+  return STROP_OK;
+}
+
+static strop_status concat_backward(strop__node *n, const strop__exec *x, const strop__act *in,
+                                    const strop__act *out, const float *dout, float *const *din) {
+  (void)x;
+  const concat_cfg *c = n->cfg;
+  int64_t outer = concat_outer(c, &in[0]), ob = concat_block(c, out), off = 0;
+  for (int i = 0; i < n->n_in; i++) {
+    int64_t ib = concat_block(c, &in[i]);
+    float *dx = din[i];
+    if (dx) {
+      const float *src = dout + off;
+      for (int64_t o = 0; o < outer; o++) {
+        const float *g = src + o * ob;
+        float *d = dx + o * ib;
+        for (int64_t j = 0; j < ib; j++) d[j] += g[j];
+      }
+    }
+    off += ib;
+  }
+  return STROP_OK;
+}
+
+const strop__layer_vtable strop__layer_add = {
+    .type = "add",
+    .cfg_size = sizeof(int), /* no options; a non-empty block all the same */
+    .n_inputs = 0,
+    .flags = STROP__LAYER_ANY_INPUTS,
+    .parse = add_parse,
+    .write = add_write,
+    .infer = add_infer,
+    .init = NULL,
+    .forward = add_forward,
+    .backward = add_backward,
+};
+
+const strop__layer_vtable strop__layer_concat = {
+    .type = "concat",
+    .cfg_size = sizeof(concat_cfg),
+    .n_inputs = 0,
+    .flags = STROP__LAYER_ANY_INPUTS,
+    .parse = concat_parse,
+    .write = concat_write,
+    .infer = concat_infer,
+    .init = NULL,
+    .forward = concat_forward,
+    .backward = concat_backward,
+};

@@ -1,0 +1,224 @@
+/* strop — pooling layers: maxpool2d and avgpool2d (torch.nn.MaxPool2d / AvgPool2d, floor
+ * mode) on [N, C, H, W], and global_avgpool [N, C, H, W] -> [N, C]. Math in ops/pool.c. */
+#include "layers/layer.h"
+#include "ops/conv.h"
+#include "ops/pool.h"
+
+typedef struct pool_cfg {
+  int64_t kernel[2], stride[2], padding[2], dilation[2];
+  int count_include_pad; /* avgpool only */
+  int64_t oh, ow;        /* from infer */
+} pool_cfg;
+
+static strop_status pool_parse(pool_cfg *c, strop__opts *o, int is_max) {
+  strop_status st;
+  c->dilation[0] = c->dilation[1] = 1;
+  c->count_include_pad = 1;
+  if ((st = strop__opt_require(o, "kernel_size"))) return st;
+  if ((st = strop__opt_ints(o, "kernel_size", 2, 1, 1 << 16, c->kernel))) return st;
+  c->stride[0] = c->kernel[0];
+  c->stride[1] = c->kernel[1];
+  if ((st = strop__opt_ints(o, "stride", 2, 1, 1 << 16, c->stride))) return st;
+  if ((st = strop__opt_ints(o, "padding", 2, 0, 1 << 16, c->padding))) return st;
+  if (is_max) {
+    if ((st = strop__opt_ints(o, "dilation", 2, 1, 1 << 16, c->dilation))) return st;
+  } else {
+    if ((st = strop__opt_bool(o, "count_include_pad", &c->count_include_pad))) return st;
+  }
+  int ceil_mode = 0;
+  if ((st = strop__opt_bool(o, "ceil_mode", &ceil_mode))) return st;
+  if (ceil_mode)
+    return strop__err(STROP_E_UNSUPPORTED,
+                      "layer '%s' (%s): option 'ceil_mode': ceil_mode=true is not supported",
+                      o->layer ? o->layer : "?", o->type ? o->type : "?");
+  for (int i = 0; i < 2; i++)
+    if (c->padding[i] > c->kernel[i] / 2)
+      return strop__opt_error(o, "padding",
+                              "padding %lld must be at most half of kernel_size %lld",
+                              (long long)c->padding[i], (long long)c->kernel[i]);
+  return STROP_OK;
+}
+
+static strop_status maxpool_parse(void *cfg, strop__opts *o) { return pool_parse(cfg, o, 1); }
+static strop_status avgpool_parse(void *cfg, strop__opts *o) { return pool_parse(cfg, o, 0); }
+
+static void pool_write_common(const pool_cfg *c, strop__optbuf *b) {
+  strop__optbuf_ints(b, "kernel_size", c->kernel, 2);
+  strop__optbuf_ints(b, "stride", c->stride, 2);
+  strop__optbuf_ints(b, "padding", c->padding, 2);
+  strop__optbuf_bool(b, "ceil_mode", 0);
+}
+
+static void maxpool_write(const void *cfg, strop__optbuf *b) {
+  const pool_cfg *c = cfg;
+  pool_write_common(c, b);
+  strop__optbuf_ints(b, "dilation", c->dilation, 2);
+}
+
+static void avgpool_write(const void *cfg, strop__optbuf *b) {
+  const pool_cfg *c = cfg;
+  pool_write_common(c, b);
+  strop__optbuf_bool(b, "count_include_pad", c->count_include_pad);
+}
+
+static strop_status pool_infer(strop__node *n) {
+  pool_cfg *c = n->cfg;
+  const strop__shape *s = &n->in_shapes[0];
+  const char *type = n->vt->type;
+  char buf[96];
+  if (s->rank != 3)
+    return strop__err(STROP_E_SHAPE, "layer '%s' (%s): input must be [C, H, W] per sample, "
+                                     "got %s",
+                      n->name, type, strop__shape_str(s, buf, sizeof buf));
+  c->oh = strop__conv_out_len(s->d[1], c->kernel[0], c->stride[0], c->padding[0],
+                              c->dilation[0]);
+  c->ow = strop__conv_out_len(s->d[2], c->kernel[1], c->stride[1], c->padding[1],
+                              c->dilation[1]);
+  if (c->oh <= 0 || c->ow <= 0 || s->d[1] <= 0 || s->d[2] <= 0)
+    return strop__err(STROP_E_SHAPE,
+                      "layer '%s' (%s): kernel_size %lldx%lld (dilation %lldx%lld) is larger "
+                      "than the padded input %lldx%lld (input shape %s)",
+                      n->name, type, (long long)c->kernel[0], (long long)c->kernel[1],
+                      (long long)c->dilation[0], (long long)c->dilation[1],
+                      (long long)(s->d[1] + 2 * c->padding[0]),
+                      (long long)(s->d[2] + 2 * c->padding[1]),
+                      strop__shape_str(s, buf, sizeof buf));
+  n->out_shape.rank = 3;
+  n->out_shape.d[0] = s->d[0];
+  n->out_shape.d[1] = c->oh;
+  n->out_shape.d[2] = c->ow;
+  return STROP_OK;
+}
+
+static strop__pool2d_dims pool_dims(const pool_cfg *c, const strop__act *a) {
+  strop__pool2d_dims d = {a->n,           a->shape.d[0], a->shape.d[1],  a->shape.d[2],
+                          c->kernel[0],   c->kernel[1],  c->stride[0],   c->stride[1],
+                          c->padding[0],  c->padding[1], c->dilation[0], c->dilation[1],
+                          c->oh,          c->ow};
+  return d;
+}
+
+static strop_status maxpool_forward(strop__node *n, const strop__exec *x, const strop__act *in,
+                                    strop__act *out) {
+  strop__pool2d_dims d = pool_dims(n->cfg, &in[0]);
+  size_t cnt = (size_t)(d.n * d.c * d.oh * d.ow);
+  int32_t *arg = strop__arena_alloc(x->arena, cnt * sizeof(int32_t));
+  if (!arg)
+    return strop__err(STROP_E_NOMEM, "layer '%s' (maxpool2d): out of memory for the argmax",
+                      n->name);
+  strop__maxpool2d_forward(&d, in[0].data, out->data, arg);
+  n->saved = arg;
+  return STROP_OK;
+}
+
+static strop_status maxpool_backward(strop__node *n, const strop__exec *x, const strop__act *in,
+                                     const strop__act *out, const float *dout,
+                                     float *const *din) {
+  (void)x;
+  (void)out;
+  if (!din[0]) return STROP_OK;
+  if (!n->saved)
+    return strop__err(STROP_E_INTERNAL, "layer '%s' (maxpool2d): backward without forward",
+                      n->name);
+  strop__pool2d_dims d = pool_dims(n->cfg, &in[0]);
+  strop__maxpool2d_backward(&d, dout, n->saved, din[0]);
+  return STROP_OK;
+}
+
+static strop_status avgpool_forward(strop__node *n, const strop__exec *x, const strop__act *in,
+                                    strop__act *out) {
+  (void)x;
+  const pool_cfg *c = n->cfg;
+  strop__pool2d_dims d = pool_dims(c, &in[0]);
+  strop__avgpool2d_forward(&d, in[0].data, out->data, c->count_include_pad);
+  return STROP_OK;
+}
+
+static strop_status avgpool_backward(strop__node *n, const strop__exec *x, const strop__act *in,
+                                     const strop__act *out, const float *dout,
+                                     float *const *din) {
+  (void)x;
+  (void)out;
+  if (!din[0]) return STROP_OK;
+  const pool_cfg *c = n->cfg;
+  strop__pool2d_dims d = pool_dims(c, &in[0]);
+  strop__avgpool2d_backward(&d, dout, din[0], c->count_include_pad);
+  return STROP_OK;
+}
+
+/* ---- global average pool ---- */
+static strop_status gap_parse(void *cfg, strop__opts *o) {
+  (void)cfg;
+  (void)o;
+  return STROP_OK;
+}
+
+static void gap_write(const void *cfg, strop__optbuf *b) {
+  (void)cfg;
+  (void)b;
+}
+
+static strop_status gap_infer(strop__node *n) {
+  const strop__shape *s = &n->in_shapes[0];
+  char buf[96];
+  if (s->rank != 3 || s->d[1] * s->d[2] <= 0)
+    return strop__err(STROP_E_SHAPE, "layer '%s' (global_avgpool): input must be [C, H, W] per "
+                                     "sample with H, W > 0, got %s",
+                      n->name, strop__shape_str(s, buf, sizeof buf));
+  n->out_shape.rank = 1;
+  n->out_shape.d[0] = s->d[0];
+  return STROP_OK;
+}
+
+static strop_status gap_forward(strop__node *n, const strop__exec *x, const strop__act *in,
+                                strop__act *out) {
+  (void)n;
+  (void)x;
+  const strop__shape *s = &in[0].shape;
+  strop__global_avgpool_forward(in[0].n, s->d[0], s->d[1] * s->d[2], in[0].data, out->data);
+  return STROP_OK;
+}
+
+static strop_status gap_backward(strop__node *n, const strop__exec *x, const strop__act *in,
+                                 const strop__act *out, const float *dout, float *const *din) {
+  (void)n;
+  (void)x;
+  (void)out;
+  if (!din[0]) return STROP_OK;
+  const strop__shape *s = &in[0].shape;
+  strop__global_avgpool_backward(in[0].n, s->d[0], s->d[1] * s->d[2], dout, din[0]);
+  return STROP_OK;
+}
+
+const strop__layer_vtable strop__layer_maxpool2d = {
+    .type = "maxpool2d",
+    .cfg_size = sizeof(pool_cfg),
+    .n_inputs = 1,
+    .parse = maxpool_parse,
+    .write = maxpool_write,
+    .infer = pool_infer,
+    .forward = maxpool_forward,
+    .backward = maxpool_backward,
+};
+
+const strop__layer_vtable strop__layer_avgpool2d = {
+    .type = "avgpool2d",
+    .cfg_size = sizeof(pool_cfg),
+    .n_inputs = 1,
+    .parse = avgpool_parse,
+    .write = avgpool_write,
+    .infer = pool_infer,
+    .forward = avgpool_forward,
+    .backward = avgpool_backward,
+};
+
+const strop__layer_vtable strop__layer_global_avgpool = {
+    .type = "global_avgpool",
+    .cfg_size = 1,
+    .n_inputs = 1,
+    .parse = gap_parse,
+    .write = gap_write,
+    .infer = gap_infer,
+    .forward = gap_forward,
+    .backward = gap_backward,
+};

@@ -1,0 +1,115 @@
+/* strop — mean over the sequence: [N, T, *] -> [N, *], counting only the positions the
+ * padding mask keeps when one is given (exec->pad_mask [N, T], 1 keep, 0 pad). */
+#include <string.h>
+
+#include "layers/layer.h"
+
+/* n->saved: the forward's padding mask copied into the arena, so the backward uses the same
+ * weights whatever exec it gets */
+typedef struct mean_pool_saved {
+  const float *mask;
+} mean_pool_saved;
+
+static strop_status mean_pool_parse(void *cfg, strop__opts *o) {
+  (void)cfg;
+  (void)o;
+  return STROP_OK;
+}
+
+static void mean_pool_write(const void *cfg, strop__optbuf *b) {
+  (void)cfg;
+  (void)b;
+}
+
+static strop_status mean_pool_infer(strop__node *n) {
+  const strop__shape *s = &n->in_shapes[0];
+  char buf[96];
+  if (s->rank < 2)
+    return strop__err(STROP_E_SHAPE,
+                      "layer '%s' (mean_pool): input must be [T, D, ...] per sample, got %s",
+                      n->name, strop__shape_str(s, buf, sizeof buf));
+  n->out_shape.rank = s->rank - 1;
+  for (int i = 1; i < s->rank; i++) n->out_shape.d[i - 1] = s->d[i];
+  return STROP_OK;
+}
+
+/* weight of position t in sample b: 1/T, or mask/count; 0 for a fully padded sample */
+static float pool_weight(const float *mask, int64_t t_len, int64_t b, int64_t t, float inv) {
+  return mask ? mask[b * t_len + t] * inv : inv;
+}
+
+static float pool_inv(const float *mask, int64_t t_len, int64_t b) {
+  if (!mask) return 1.0f / (float)t_len;
+  float cnt = 0.0f;
+  for (int64_t t = 0; t < t_len; t++) cnt += mask[b * t_len + t];
+  return cnt > 0.0f ? 1.0f / cnt : 0.0f;
+}
+
+static strop_status mean_pool_forward(strop__node *n, const strop__exec *x, const strop__act *in,
+                                      strop__act *out) {
+  const int64_t t_len = in[0].shape.d[0];
+  const int64_t inner = (int64_t)strop__shape_numel(&in[0].shape) / t_len;
+  mean_pool_saved *sv = strop__arena_alloc(x->arena, sizeof *sv);
+  if (!sv) return strop__err(STROP_E_NOMEM, "layer '%s' (mean_pool): out of memory", n->name);
+  sv->mask = NULL;
+  if (x->pad_mask) {
+    size_t bytes = (size_t)(in[0].n * t_len) * sizeof(float);
+    float *m = strop__arena_alloc(x->arena, bytes);
+    if (!m) return strop__err(STROP_E_NOMEM, "layer '%s' (mean_pool): out of memory", n->name);
+    memcpy(m, x->pad_mask, bytes);
+    sv->mask = m;
+  }
+  n->saved = sv;
+  const float *mask = sv->mask;
+  for (int64_t b = 0; b < in[0].n; b++) {
+    float inv = pool_inv(mask, t_len, b);
+    float *y = out->data + b * inner;
+    for (int64_t j = 0; j < inner; j++) y[j] = 0.0f;
+    for (int64_t t = 0; t < t_len; t++) {
+      float wt = pool_weight(mask, t_len, b, t, inv);
+      if (wt == 0.0f) continue;
+      const float *xr = in[0].data + (b * t_len + t) * inner;
+      for (int64_t j = 0; j < inner; j++) y[j] += wt * xr[j];
+    }
+  }
+  return STROP_OK;
+}
+
+static strop_status mean_pool_backward(strop__node *n, const strop__exec *x, const strop__act *in,
+                                       const strop__act *out, const float *dout,
+                                       float *const *din) {
+  (void)x;
+  (void)out;
+  const mean_pool_saved *sv = n->saved;
+  if (!sv)
+    return strop__err(STROP_E_INTERNAL, "layer '%s' (mean_pool): backward without forward",
+                      n->name);
+  if (!din[0]) return STROP_OK;
+  const int64_t t_len = in[0].shape.d[0];
+  const int64_t inner = (int64_t)strop__shape_numel(&in[0].shape) / t_len;
+  const float *mask = sv->mask;
+  for (int64_t b = 0; b < in[0].n; b++) {
+    float inv = pool_inv(mask, t_len, b);
+    const float *dy = dout + b * inner;
+    for (int64_t t = 0; t < t_len; t++) {
+      float wt = pool_weight(mask, t_len, b, t, inv);
+      if (wt == 0.0f) continue;
+      float *dx = din[0] + (b * t_len + t) * inner;
+      for (int64_t j = 0; j < inner; j++) dx[j] += wt * dy[j];
+    }
+  }
+  return STROP_OK;
+}
+
+const strop__layer_vtable strop__layer_mean_pool = {
+    .type = "mean_pool",
+    .cfg_size = sizeof(int),
+    .n_inputs = 1,
+    .flags = 0,
+    .parse = mean_pool_parse,
+    .write = mean_pool_write,
+    .infer = mean_pool_infer,
+    .init = NULL,
+    .forward = mean_pool_forward,
+    .backward = mean_pool_backward,
+};

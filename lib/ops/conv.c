@@ -1,0 +1,235 @@
+/* strop — 2-D convolution by lowering to GEMM: im2col + strop__sgemm forward; backward dW by
+ * GEMM with the recomputed columns, dX by GEMM into columns then col2im. 1x1 stride-1 convs
+ * read and write the images directly (no columns). */
+#include "ops/conv.h"
+
+#include <string.h>
+
+#include "ops/ops.h"
+
+int64_t strop__conv_out_len(int64_t in, int64_t k, int64_t stride, int64_t pad, int64_t dil) {
+  if (stride <= 0) return 0;
+  int64_t span = in + 2 * pad - dil * (k - 1) - 1;
+  if (span < 0) return 0;
+  return span / stride + 1;
+}
+
+void strop__conv2d_out_size(strop__conv2d_dims *d) {
+  d->oh = strop__conv_out_len(d->h, d->kh, d->sh, d->ph, d->dh);
+  d->ow = strop__conv_out_len(d->w, d->kw, d->sw, d->pw, d->dw);
+}
+
+static int is_pointwise(const strop__conv2d_dims *d) {
+  return d->kh == 1 && d->kw == 1 && d->sh == 1 && d->sw == 1 && d->ph == 0 && d->pw == 0;
+}
+
+/* Ungrouped lowered convs fold the bias into the GEMM: the columns get an extra row of ones
+ * and the weight an extra column holding the bias (forward), and the bias gradient comes out
+ * as the extra column of an augmented dW (backward). No separate pass over y or dy. */
+static int fused_bias(const strop__conv2d_dims *d) { return d->groups == 1 && !is_pointwise(d); }
+
+/* Scratch layout: a row of P ones (bias broadcast and bias gradient of the other convs go
+ * through the GEMM), padded to 16 floats; the column matrix with room for the extra row of
+ * ones; the augmented weight or weight gradient [c_out, K + 1]. */
+static int64_t ones_len(const strop__conv2d_dims *d) { return (d->oh * d->ow + 15) / 16 * 16; }
+static int64_t cols_len(const strop__conv2d_dims *d) {
+  return is_pointwise(d) ? 0 : (d->c_in * d->kh * d->kw + 1) * (d->oh * d->ow);
+}
+
+size_t strop__conv2d_scratch_floats(const strop__conv2d_dims *d, int backward) {
+  (void)backward; /* the backward reuses one column buffer for dW's columns and dX's */
+  int64_t aug = fused_bias(d) ? d->c_out * (d->c_in * d->kh * d->kw + 1) : 0;
+  return (size_t)(ones_len(d) + cols_len(d) + aug);
+}
+
+static float *fill_ones(const strop__conv2d_dims *d, float *scratch) {
+  const int64_t P = d->oh * d->ow;
+  for (int64_t p = 0; p < P; p++) scratch[p] = 1.0f;
+  return scratch;
+}
+
+/* Output positions o in [lo, hi) whose input index o * stride + off falls in [0, in). */
+static void valid_range(int64_t off, int64_t stride, int64_t in, int64_t out, int64_t *lo,
+                        int64_t *hi) {
+  int64_t l = off >= 0 ? 0 : (-off + stride - 1) / stride;
+  int64_t h = in - 1 - off < 0 ? 0 : (in - 1 - off) / stride + 1;
+  if (h > out) h = out;
+  if (l > h) l = h;
+  *lo = l;
+  *hi = h;
+}
+
+/* Stride 1 with the output as wide as the input: input row oy + off and column row oy have
+ * the same pitch, so a block of rows moves as one contiguous range. */
+static int rows_contiguous(const strop__conv2d_dims *d) {
+  return d->sh == 1 && d->sw == 1 && d->ow == d->w;
+}
+
+/* One image [c, h, w] -> columns [c * kh * kw, oh * ow]. */
+static void im2col(const strop__conv2d_dims *d, const float *x, float *col) {
+  const int64_t oh = d->oh, ow = d->ow, P = oh * ow, H = d->h, W = d->w;
+  for (int64_t c = 0; c < d->c_in; c++) {
+    const float *xc = x + c * H * W;
+    for (int64_t ki = 0; ki < d->kh; ki++) {
+      int64_t offy = ki * d->dh - d->ph, ylo, yhi;
+      valid_range(offy, d->sh, H, oh, &ylo, &yhi);
+      for (int64_t kj = 0; kj < d->kw; kj++) {
+        int64_t offx = kj * d->dw - d->pw, xlo, xhi;
+        valid_range(offx, d->sw, W, ow, &xlo, &xhi);
+        float *r = col + ((c * d->kh + ki) * d->kw + kj) * P;
+        if (ylo > 0) memset(r, 0, sizeof(float) * (size_t)(ylo * ow));
+        if (rows_contiguous(d) && yhi > ylo && xhi > xlo) {
+          /* input rows and column rows line up: one copy for the whole block, then clear
+           * the cells that wrapped around from the neighbouring rows */
+          const int64_t b0 = ylo * ow + xlo, b1 = (yhi - 1) * ow + xhi;
+          memcpy(r + b0, xc + b0 + offy * W + offx, sizeof(float) * (size_t)(b1 - b0));
+          for (int64_t oy = ylo; oy < yhi; oy++) {
+            float *dst = r + oy * ow;
+            for (int64_t ox = 0; ox < xlo; ox++) dst[ox] = 0.0f;
+            for (int64_t ox = xhi; ox < ow; ox++) dst[ox] = 0.0f;
+          }
+        } else {
+          for (int64_t oy = ylo; oy < yhi; oy++) {
+          const float *src = xc + (oy * d->sh + offy) * W + offx;
+          float *dst = r + oy * ow;
+          for (int64_t ox = 0; ox < xlo; ox++) dst[ox] = 0.0f;
+          if (d->sw == 1) {
+            memcpy(dst + xlo, src + xlo, sizeof(float) * (size_t)(xhi - xlo));
+          } else {
+            const int64_t s = d->sw;
+            for (int64_t ox = xlo; ox < xhi; ox++) dst[ox] = src[ox * s];
+          }
+          for (int64_t ox = xhi; ox < ow; ox++) dst[ox] = 0.0f;
+          }
+        }
+        if (yhi < oh) memset(r + yhi * ow, 0, sizeof(float) * (size_t)((oh - yhi) * ow));
+      }
+    }
+  }
+}
+
+/* Columns [c * kh * kw, oh * ow] -> ADDED into one image gradient [c, h, w]. Clobbers the
+ * column entries that fall into the padding. */
+static void col2im(const strop__conv2d_dims *d, float *col, float *dx) {
+  const int64_t oh = d->oh, ow = d->ow, P = oh * ow, H = d->h, W = d->w;
+  for (int64_t c = 0; c < d->c_in; c++) {
+    float *xc = dx + c * H * W;
+    for (int64_t ki = 0; ki < d->kh; ki++) {
+      int64_t offy = ki * d->dh - d->ph, ylo, yhi;
+      valid_range(offy, d->sh, H, oh, &ylo, &yhi);
+      for (int64_t kj = 0; kj < d->kw; kj++) {
+        int64_t offx = kj * d->dw - d->pw, xlo, xhi;
+        valid_range(offx, d->sw, W, ow, &xlo, &xhi);
+        float *r = col + ((c * d->kh + ki) * d->kw + kj) * P;
+        if (rows_contiguous(d) && yhi > ylo && xhi > xlo) {
+          /* zero the entries that belong to the padding, then one long axpy */
+          for (int64_t oy = ylo; oy < yhi; oy++) {
+            float *src = r + oy * ow;
+            for (int64_t ox = 0; ox < xlo; ox++) src[ox] = 0.0f;
+            for (int64_t ox = xhi; ox < ow; ox++) src[ox] = 0.0f;
+          }
+          const int64_t b0 = ylo * ow + xlo, b1 = (yhi - 1) * ow + xhi;
+          strop__saxpy(b1 - b0, 1.0f, r + b0, xc + b0 + offy * W + offx);
+          continue;
+        }
+        for (int64_t oy = ylo; oy < yhi; oy++) {
+          float *dst = xc + (oy * d->sh + offy) * W + offx;
+          const float *src = r + oy * ow;
+          if (d->sw == 1) {
+            for (int64_t ox = xlo; ox < xhi; ox++) dst[ox] += src[ox];
+          } else {
+            const int64_t s = d->sw;
+            for (int64_t ox = xlo; ox < xhi; ox++) dst[ox * s] += src[ox];
+          }
+        }
+      }
+    }
+  }
+}
+
+void strop__conv2d_forward(const strop__conv2d_dims *d, const float *x, const float *w,
+                           const float *b, float *y, float *scratch) {
+  const int64_t G = d->groups, cin_g = d->c_in / G, cout_g = d->c_out / G;
+  const int64_t K = cin_g * d->kh * d->kw, P = d->oh * d->ow, HW = d->h * d->w;
+  const int pw = is_pointwise(d);
+  float *colbuf = scratch + ones_len(d);
+  if (b && fused_bias(d)) {
+    float *waug = colbuf + cols_len(d);
+    for (int64_t c = 0; c < d->c_out; c++) {
+      memcpy(waug + c * (K + 1), w + c * K, sizeof(float) * (size_t)K);
+      waug[c * (K + 1) + K] = b[c];
+    }
+    for (int64_t p = 0; p < P; p++) colbuf[K * P + p] = 1.0f;
+    for (int64_t n = 0; n < d->n; n++) {
+      im2col(d, x + n * d->c_in * HW, colbuf);
+      strop__sgemm(0, 0, d->c_out, P, K + 1, 1.0f, waug, K + 1, colbuf, P, 0.0f,
+                   y + n * d->c_out * P, P);
+    }
+    return;
+  }
+  const float *ones = b ? fill_ones(d, scratch) : NULL;
+  for (int64_t n = 0; n < d->n; n++) {
+    const float *xn = x + n * d->c_in * HW;
+    float *yn = y + n * d->c_out * P;
+    const float *cols = xn; /* pointwise: the image is its own column matrix */
+    if (!pw) {
+      im2col(d, xn, colbuf);
+      cols = colbuf;
+    }
+    /* y = b 1^T (a rank-1 GEMM, at BLAS speed), then y += W cols */
+    if (b) strop__sgemm(0, 0, d->c_out, P, 1, 1.0f, b, 1, ones, P, 0.0f, yn, P);
+    for (int64_t g = 0; g < G; g++)
+      strop__sgemm(0, 0, cout_g, P, K, 1.0f, w + g * cout_g * K, K, cols + g * K * P, P,
+                   b ? 1.0f : 0.0f, yn + g * cout_g * P, P);
+  }
+}
+
+void strop__conv2d_backward(const strop__conv2d_dims *d, const float *x, const float *w,
+                            const float *dy, float *dx, float *dw, float *db, float *scratch) {
+  const int64_t G = d->groups, cin_g = d->c_in / G, cout_g = d->c_out / G;
+  const int64_t K = cin_g * d->kh * d->kw, P = d->oh * d->ow, HW = d->h * d->w;
+  const int pw = is_pointwise(d);
+  float *colbuf = scratch + ones_len(d);
+  /* [dW | db] accumulated together, added into dw and db at the end */
+  float *dwaug = dw && db && fused_bias(d) ? colbuf + cols_len(d) : NULL;
+  if (dwaug) {
+    memset(dwaug, 0, sizeof(float) * (size_t)(d->c_out * (K + 1)));
+    for (int64_t p = 0; p < P; p++) colbuf[K * P + p] = 1.0f;
+  }
+  const float *ones = db && !dwaug ? fill_ones(d, scratch) : NULL;
+  for (int64_t n = 0; n < d->n; n++) {
+    const float *xn = x + n * d->c_in * HW;
+    const float *dyn = dy + n * d->c_out * P;
+    /* db += dY 1 */
+    if (ones) strop__sgemm(0, 0, d->c_out, 1, P, 1.0f, dyn, P, ones, 1, 1.0f, db, 1);
+    if (dw) {
+      const float *cols = xn;
+      if (!pw) {
+        im2col(d, xn, colbuf);
+        cols = colbuf;
+      }
+      /* dW_g [cout_g, K] += dY_g [cout_g, P] * cols_g^T [P, K] */
+      if (dwaug)
+        strop__sgemm(0, 1, d->c_out, K + 1, P, 1.0f, dyn, P, cols, P, 1.0f, dwaug, K + 1);
+      else
+        for (int64_t g = 0; g < G; g++)
+          strop__sgemm(0, 1, cout_g, K, P, 1.0f, dyn + g * cout_g * P, P, cols + g * K * P, P,
+                       1.0f, dw + g * cout_g * K, K);
+    }
+    if (dx) {
+      float *dxn = dx + n * d->c_in * HW;
+      /* dcols_g [K, P] = W_g^T [K, cout_g] * dY_g [cout_g, P]; pointwise adds straight in */
+      for (int64_t g = 0; g < G; g++)
+        strop__sgemm(1, 0, K, P, cout_g, 1.0f, w + g * cout_g * K, K, dyn + g * cout_g * P, P,
+                     pw ? 1.0f : 0.0f, pw ? dxn + g * K * P : colbuf + g * K * P, P);
+      if (!pw) col2im(d, colbuf, dxn);
+    }
+  }
+  if (dwaug)
+    for (int64_t c = 0; c < d->c_out; c++) {
+      const float *r = dwaug + c * (K + 1);
+      float *o = dw + c * K;
+      for (int64_t k = 0; k < K; k++) o[k] += r[k];
+      db[c] += r[K];
+    }
+}

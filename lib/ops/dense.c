@@ -1,0 +1,230 @@
+/* strop — dense-family kernels: linear on strop__sgemm, elementwise activations with
+ * PyTorch's exact formulas, axis softmax, and dropout with an inlined PCG32 draw. */
+#include "ops/dense.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "ops/ops.h"
+
+/* ---- linear ---- */
+
+void strop__linear_forward(const float *x, const float *w, const float *b, float *y, int64_t m,
+                           int64_t in, int64_t out) {
+  float beta = 0.0f;
+  if (b) {
+    for (int64_t i = 0; i < m; i++) memcpy(y + i * out, b, (size_t)out * sizeof(float));
+    beta = 1.0f;
+  }
+  strop__sgemm(0, 1, m, out, in, 1.0f, x, in, w, in, beta, y, out);
+}
+
+void strop__linear_backward(const float *x, const float *w, const float *dy, float *dx, float *dw,
+                            float *db, int64_t m, int64_t in, int64_t out) {
+  if (dx) strop__sgemm(0, 0, m, in, out, 1.0f, dy, out, w, in, 1.0f, dx, in);
+  if (dw) strop__sgemm(1, 0, out, in, m, 1.0f, dy, out, x, in, 1.0f, dw, in);
+  if (db) {
+    for (int64_t i = 0; i < m; i++) {
+      const float *r = dy + i * out;
+      for (int64_t j = 0; j < out; j++) db[j] += r[j];
+    }
+  }
+}
+
+/* ---- elementwise activations ---- */
+
+/* "x < 0 ? 0 : x" rather than fmaxf so NaN propagates, as in PyTorch */
+void strop__relu_forward(const float *x, float *y, size_t n) {
+  for (size_t i = 0; i < n; i++) y[i] = x[i] < 0.0f ? 0.0f : x[i];
+}
+
+void strop__relu_backward(const float *x, const float *y, const float *dy, float *dx, size_t n) {
+  (void)x;
+  /* PyTorch's threshold_backward on the result: NaN outputs pass the gradient */
+  for (size_t i = 0; i < n; i++) dx[i] += y[i] <= 0.0f ? 0.0f : dy[i];
+}
+
+void strop__leaky_relu_forward(const float *x, float *y, size_t n, float slope) {
+  for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : x[i] * slope;
+}
+
+void strop__leaky_relu_backward(const float *x, const float *y, const float *dy, float *dx,
+                                size_t n, float slope) {
+  (void)y;
+  for (size_t i = 0; i < n; i++) dx[i] += x[i] > 0.0f ? dy[i] : dy[i] * slope;
+}
+
+#define GELU_SQRT1_2 0.70710678118654752440f
+/* 1/sqrt(2*pi): PyTorch's M_2_SQRTPI * M_SQRT1_2 * 0.5 */
+#define GELU_PDF_C 0.39894228040143267794f
+/* sqrt(2/pi): PyTorch's M_SQRT2 * M_2_SQRTPI * 0.5 */
+#define GELU_TANH_B 0.79788456080286535588f
+#define GELU_TANH_K 0.044715f
+
+void strop__gelu_forward(const float *x, float *y, size_t n, int approximate) {
+  if (approximate) {
+    for (size_t i = 0; i < n; i++) {
+      float v = x[i];
+      float inner = GELU_TANH_B * (v + GELU_TANH_K * v * v * v);
+      y[i] = 0.5f * v * (1.0f + tanhf(inner));
+    }
+  } else {
+    /* PyTorch's 0.5 x (1 + erf(x / sqrt2)), written with erfc so the negative tail does not
+     * cancel (1 + erf(-2) loses ~4 digits in float) */
+    for (size_t i = 0; i < n; i++) y[i] = 0.5f * x[i] * erfcf(-x[i] * GELU_SQRT1_2);
+  }
+}
+
+void strop__gelu_backward(const float *x, const float *y, const float *dy, float *dx, size_t n,
+                          int approximate) {
+  (void)y;
+  if (approximate) {
+    for (size_t i = 0; i < n; i++) {
+      float v = x[i], v2 = v * v;
+      float t = tanhf(GELU_TANH_B * (v + GELU_TANH_K * v2 * v));
+      float left_d = 0.5f * (1.0f + t);
+      float right_d = 0.5f * v * (1.0f - t * t);
+      float inner_d = GELU_TANH_B * (1.0f + 3.0f * GELU_TANH_K * v2);
+      dx[i] += dy[i] * (left_d + right_d * inner_d);
+    }
+  } else {
+    for (size_t i = 0; i < n; i++) {
+      float v = x[i];
+      float cdf = 0.5f * erfcf(-v * GELU_SQRT1_2);
+      float pdf = expf(-0.5f * v * v) * GELU_PDF_C;
+      dx[i] += dy[i] * (cdf + v * pdf);
+    }
+  }
+}
+
+void strop__silu_forward(const float *x, float *y, size_t n) {
+  for (size_t i = 0; i < n; i++) y[i] = x[i] / (1.0f + expf(-x[i]));
+}
+
+void strop__silu_backward(const float *x, const float *y, const float *dy, float *dx, size_t n) {
+  (void)y;
+  for (size_t i = 0; i < n; i++) {
+    float s = 1.0f / (1.0f + expf(-x[i]));
+    dx[i] += dy[i] * s * (1.0f + x[i] * (1.0f - s));
+  }
+}
+
+void strop__tanh_forward(const float *x, float *y, size_t n) {
+  for (size_t i = 0; i < n; i++) y[i] = tanhf(x[i]);
+}
+
+void strop__tanh_backward(const float *x, const float *y, const float *dy, float *dx, size_t n) {
+  (void)x;
+  for (size_t i = 0; i < n; i++) dx[i] += dy[i] * (1.0f - y[i] * y[i]);
+}
+
+void strop__sigmoid_forward(const float *x, float *y, size_t n) {
+  for (size_t i = 0; i < n; i++) y[i] = 1.0f / (1.0f + expf(-x[i]));
+}
+
+void strop__sigmoid_backward(const float *x, const float *y, const float *dy, float *dx,
+                             size_t n) {
+  (void)x;
+  for (size_t i = 0; i < n; i++) dx[i] += dy[i] * (1.0f - y[i]) * y[i];
+}
+
+/* ---- softmax over the middle axis of [outer, d, inner] ---- */
+
+/* The row max ignores NaN, but exp(NaN - max) still spreads NaN over the row. */
+static void softmax_row(const float *x, float *y, int64_t d, int64_t s, int log_form) {
+  float mx = -INFINITY;
+  for (int64_t j = 0; j < d; j++)
+    if (x[j * s] > mx) mx = x[j * s];
+  if (mx == -INFINITY) mx = 0.0f; /* an all -inf row: exp gives 0s, sum 0, NaN out (torch) */
+  float sum = 0.0f;
+  if (log_form) {
+    for (int64_t j = 0; j < d; j++) sum += expf(x[j * s] - mx);
+    float lse = mx + logf(sum);
+    for (int64_t j = 0; j < d; j++) y[j * s] = x[j * s] - lse;
+  } else {
+    for (int64_t j = 0; j < d; j++) {
+      float e = expf(x[j * s] - mx);
+      y[j * s] = e;
+      sum += e;
+    }
+    float inv = 1.0f / sum;
+    for (int64_t j = 0; j < d; j++) y[j * s] *= inv;
+  }
+}
+
+static void softmax_fwd(const float *x, float *y, int64_t outer, int64_t d, int64_t inner,
+                        int log_form) {
+  for (int64_t o = 0; o < outer; o++)
+    for (int64_t k = 0; k < inner; k++) {
+      size_t off = (size_t)(o * d * inner + k);
+      softmax_row(x + off, y + off, d, inner, log_form);
+    }
+}
+
+void strop__softmax_forward(const float *x, float *y, int64_t outer, int64_t d, int64_t inner) {
+  softmax_fwd(x, y, outer, d, inner, 0);
+}
+
+void strop__log_softmax_forward(const float *x, float *y, int64_t outer, int64_t d,
+                                int64_t inner) {
+  softmax_fwd(x, y, outer, d, inner, 1);
+}
+
+void strop__softmax_backward(const float *y, const float *dy, float *dx, int64_t outer, int64_t d,
+                             int64_t inner) {
+  for (int64_t o = 0; o < outer; o++)
+    for (int64_t k = 0; k < inner; k++) {
+      size_t off = (size_t)(o * d * inner + k);
+      const float *yr = y + off, *gr = dy + off;
+      float *dr = dx + off;
+      float dot = 0.0f;
+      for (int64_t j = 0; j < d; j++) dot += yr[j * inner] * gr[j * inner];
+      for (int64_t j = 0; j < d; j++) dr[j * inner] += yr[j * inner] * (gr[j * inner] - dot);
+    }
+}
+
+void strop__log_softmax_backward(const float *y, const float *dy, float *dx, int64_t outer,
+                                 int64_t d, int64_t inner) {
+  for (int64_t o = 0; o < outer; o++)
+    for (int64_t k = 0; k < inner; k++) {
+      size_t off = (size_t)(o * d * inner + k);
+      const float *yr = y + off, *gr = dy + off;
+      float *dr = dx + off;
+      float sum = 0.0f;
+      for (int64_t j = 0; j < d; j++) sum += gr[j * inner];
+      for (int64_t j = 0; j < d; j++) dr[j * inner] += gr[j * inner] - expf(yr[j * inner]) * sum;
+    }
+}
+
+/* ---- dropout ---- */
+
+void strop__dropout_forward(const float *x, float *y, uint8_t *mask, size_t n, float p,
+                            strop__rng *rng) {
+  if (p >= 1.0f) {
+    memset(mask, 0, n);
+    for (size_t i = 0; i < n; i++) y[i] = x[i] * 0.0f;
+    return;
+  }
+  /* keep when a uniform u32 >= p * 2^32; the PCG32 step is strop__rng_u32's, inlined so the
+   * loop makes no call per element and the model's stream advances exactly as with it */
+  uint64_t thr = (uint64_t)((double)p * 4294967296.0);
+  float scale = 1.0f / (1.0f - p);
+  uint64_t st = rng->state, inc = rng->inc;
+  for (size_t i = 0; i < n; i++) {
+    uint64_t old = st;
+    st = old * 6364136223846793005ULL + inc;
+    uint32_t xs = (uint32_t)(((old >> 18u) ^ old) >> 27u);
+    uint32_t rot = (uint32_t)(old >> 59u);
+    uint32_t u = (xs >> rot) | (xs << ((-rot) & 31u));
+    uint8_t k = (uint64_t)u >= thr;
+    mask[i] = k;
+    y[i] = x[i] * (k ? scale : 0.0f); /* a product, so NaN in a dropped slot stays NaN (torch) */
+  }
+  rng->state = st;
+}
+
+void strop__dropout_backward(const uint8_t *mask, const float *dy, float *dx, size_t n, float p) {
+  if (p >= 1.0f) return;
+  float scale = 1.0f / (1.0f - p);
+  for (size_t i = 0; i < n; i++) dx[i] += dy[i] * (mask[i] ? scale : 0.0f);
+}

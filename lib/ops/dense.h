@@ -1,0 +1,54 @@
+/* strop — kernels of the dense family: linear (GEMM through strop__sgemm), elementwise
+ * activations, softmax/log_softmax along an axis, and dropout. Forward and backward pairs. */
+#ifndef STROP_OPS_DENSE_H
+#define STROP_OPS_DENSE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/core.h"
+
+/* y[m, out] = x[m, in] W[out, in]^T + b[out] (b may be NULL). */
+void strop__linear_forward(const float *x, const float *w, const float *b, float *y, int64_t m,
+                           int64_t in, int64_t out);
+/* Given dy[m, out]: dx[m, in] += dy W; dw[out, in] += dy^T x; db[out] += sum_m dy.
+ * Any of dx, dw, db may be NULL (not wanted). */
+void strop__linear_backward(const float *x, const float *w, const float *dy, float *dx, float *dw,
+                            float *db, int64_t m, int64_t in, int64_t out);
+
+/* Elementwise activations over n floats. Backward ADDS into dx; it reads x (the input)
+ * and/or y (the output) as the formula needs — both are always passed. */
+void strop__relu_forward(const float *x, float *y, size_t n);
+void strop__relu_backward(const float *x, const float *y, const float *dy, float *dx, size_t n);
+void strop__leaky_relu_forward(const float *x, float *y, size_t n, float slope);
+void strop__leaky_relu_backward(const float *x, const float *y, const float *dy, float *dx,
+                                size_t n, float slope);
+/* approximate: 0 = exact (erf), 1 = tanh form; PyTorch's formulas. */
+void strop__gelu_forward(const float *x, float *y, size_t n, int approximate);
+void strop__gelu_backward(const float *x, const float *y, const float *dy, float *dx, size_t n,
+                          int approximate);
+void strop__silu_forward(const float *x, float *y, size_t n);
+void strop__silu_backward(const float *x, const float *y, const float *dy, float *dx, size_t n);
+void strop__tanh_forward(const float *x, float *y, size_t n);
+void strop__tanh_backward(const float *x, const float *y, const float *dy, float *dx, size_t n);
+void strop__sigmoid_forward(const float *x, float *y, size_t n);
+void strop__sigmoid_backward(const float *x, const float *y, const float *dy, float *dx, size_t n);
+
+/* Softmax / log-softmax over the middle axis of a [outer, d, inner] block. Backward ADDS
+ * into dx and needs only the output y. */
+void strop__softmax_forward(const float *x, float *y, int64_t outer, int64_t d, int64_t inner);
+void strop__softmax_backward(const float *y, const float *dy, float *dx, int64_t outer, int64_t d,
+                             int64_t inner);
+void strop__log_softmax_forward(const float *x, float *y, int64_t outer, int64_t d,
+                                int64_t inner);
+void strop__log_softmax_backward(const float *y, const float *dy, float *dx, int64_t outer,
+                                 int64_t d, int64_t inner);
+
+/* Inverted dropout: mask[i] = 1 with probability 1 - p (drawn from rng, which advances),
+ * y = x * mask / (1 - p). p = 1 gives zeros. */
+void strop__dropout_forward(const float *x, float *y, uint8_t *mask, size_t n, float p,
+                            strop__rng *rng);
+/* dx += dy * mask / (1 - p) */
+void strop__dropout_backward(const uint8_t *mask, const float *dy, float *dx, size_t n, float p);
+
+#endif

@@ -1,0 +1,205 @@
+/* strop — losses (cross-entropy, MSE, L1, Huber, BCE-with-logits) and their gradients with
+ * respect to the predictions, with PyTorch's reduction semantics. Sums in double. */
+#include "ops/loss.h"
+
+#include <math.h>
+
+void strop__loss_cfg_init(strop__loss_cfg *c, int kind) {
+  c->kind = kind;
+  c->label_smoothing = 0.0f;
+  c->ignore_index = -100;
+  c->delta = 1.0f;
+  c->class_weights = NULL;
+  c->n_classes = 0;
+  c->reduction = STROP_LOSS_REDUCTION_MEAN;
+  c->pos_weight = NULL;
+  c->n_pos_weight = 0;
+}
+
+const char *strop__loss_name(int kind) {
+  switch (kind) {
+    case STROP_LOSS_CROSS_ENTROPY: return "cross_entropy";
+    case STROP_LOSS_MSE: return "mse";
+    case STROP_LOSS_L1: return "l1";
+    case STROP_LOSS_HUBER: return "huber";
+    case STROP_LOSS_BCE_WITH_LOGITS: return "bce_with_logits";
+    default: return "unknown";
+  }
+}
+
+#define FN "strop__loss_eval"
+
+/* Cross-entropy over rows of C logits. The gradient is written unscaled in the first pass
+ * and divided by the weight total at the end, so each row's softmax is computed once. */
+static strop_status cross_entropy(const strop__loss_cfg *c, const float *pred, int64_t n,
+                                  int64_t per_sample, const float *target, int64_t tps,
+                                  double *loss_out, float *dpred) {
+  int64_t C = c->n_classes > 0 ? c->n_classes : per_sample / tps;
+  if (C <= 0 || C * tps != per_sample)
+    return strop__err(STROP_E_INVALID_ARG,
+                      FN ": cross_entropy: %lld logits per sample do not split into %lld "
+                      "targets of %lld classes",
+                      (long long)per_sample, (long long)tps, (long long)C);
+  float eps = c->label_smoothing;
+  if (!(eps >= 0.0f && eps <= 1.0f))
+    return strop__err(STROP_E_INVALID_ARG,
+                      FN ": cross_entropy: label_smoothing must be in [0, 1], got %g", (double)eps);
+  const float *w = c->class_weights;
+  int64_t rows = n * tps;
+  /* validate every target before touching dpred */
+  for (int64_t r = 0; r < rows; r++) {
+    float y = target[r];
+    /* compare as doubles: a huge float must not be cast to an integer */
+    if (isfinite(y) && y == floorf(y) &&
+        ((double)y == (double)c->ignore_index || (y >= 0.0f && y < (float)C)))
+      continue;
+    if (tps > 1)
+      return strop__err(STROP_E_INVALID_ARG,
+                        FN ": cross_entropy: sample %lld, position %lld: class index %g is not "
+                        "an integer in [0, %lld) nor ignore_index %lld",
+                        (long long)(r / tps), (long long)(r % tps), (double)y, (long long)C,
+                        (long long)c->ignore_index);
+    return strop__err(STROP_E_INVALID_ARG,
+                      FN ": cross_entropy: sample %lld: class index %g is not an integer in "
+                      "[0, %lld) nor ignore_index %lld",
+                      (long long)r, (double)y, (long long)C, (long long)c->ignore_index);
+  }
+  double wsum = 0.0;
+  for (int64_t j = 0; j < C; j++) wsum += w ? (double)w[j] : 1.0;
+  double total = 0.0, wtotal = 0.0;
+  for (int64_t r = 0; r < rows; r++) {
+    const float *z = pred + r * C;
+    float *g = dpred ? dpred + r * C : NULL;
+    if ((double)target[r] == (double)c->ignore_index) {
+      if (g)
+        for (int64_t j = 0; j < C; j++) g[j] = 0.0f;
+      continue;
+    }
+    int64_t y = (int64_t)target[r];
+    double m = z[0];
+    for (int64_t j = 1; j < C; j++)
+      if (z[j] > m) m = z[j];
+    double s = 0.0;
+    for (int64_t j = 0; j < C; j++) s += exp((double)z[j] - m);
+    double lse = m + log(s);
+    double wy = w ? (double)w[y] : 1.0;
+    double row = (1.0 - eps) * wy * (lse - (double)z[y]);
+    if (eps > 0.0f) {
+      double sm = 0.0;
+      for (int64_t j = 0; j < C; j++) sm += (w ? (double)w[j] : 1.0) * (lse - (double)z[j]);
+      row += (double)eps / (double)C * sm;
+    }
+    total += row;
+    wtotal += wy;
+    if (g) {
+      double a = (1.0 - eps) * wy + (double)eps / (double)C * wsum;
+      double e = (double)eps / (double)C;
+      for (int64_t j = 0; j < C; j++)
+        g[j] = (float)(exp((double)z[j] - lse) * a - e * (w ? (double)w[j] : 1.0));
+      g[y] -= (float)((1.0 - eps) * wy);
+    }
+  }
+  double scale = 1.0;
+  if (c->reduction == STROP_LOSS_REDUCTION_MEAN) scale = wtotal != 0.0 ? 1.0 / wtotal : 0.0;
+  *loss_out = total * scale;
+  if (dpred && scale != 1.0) {
+    float fs = (float)scale;
+    for (int64_t i = 0; i < rows * C; i++) dpred[i] *= fs;
+  }
+  return STROP_OK;
+}
+
+static strop_status elementwise(const strop__loss_cfg *c, const float *pred, int64_t n,
+                                int64_t per_sample, const float *target, double *loss_out,
+                                float *dpred) {
+  int64_t m = n * per_sample;
+  double total = 0.0;
+  double scale = c->reduction == STROP_LOSS_REDUCTION_MEAN ? 1.0 / (double)m : 1.0;
+  float fs = (float)scale;
+  switch (c->kind) {
+    case STROP_LOSS_MSE:
+      for (int64_t i = 0; i < m; i++) {
+        double d = (double)pred[i] - (double)target[i];
+        total += d * d;
+        if (dpred) dpred[i] = (float)(2.0 * d * scale);
+      }
+      break;
+    case STROP_LOSS_L1:
+      for (int64_t i = 0; i < m; i++) {
+        float d = pred[i] - target[i];
+        total += fabs((double)d);
+        if (dpred) dpred[i] = d > 0.0f ? fs : d < 0.0f ? -fs : d == 0.0f ? 0.0f : d;
+      }
+      break;
+    case STROP_LOSS_HUBER: {
+      double delta = c->delta;
+      if (!(delta > 0.0))
+        return strop__err(STROP_E_INVALID_ARG, FN ": huber: delta must be > 0, got %g", delta);
+      for (int64_t i = 0; i < m; i++) {
+        double d = (double)pred[i] - (double)target[i], a = fabs(d);
+        double gd;
+        if (a < delta) {
+          total += 0.5 * d * d;
+          gd = d;
+        } else {
+          total += delta * (a - 0.5 * delta);
+          gd = d > 0.0 ? delta : d < 0.0 ? -delta : d; /* d is NaN here if not +-a */
+        }
+        if (dpred) dpred[i] = (float)(gd * scale);
+      }
+      break;
+    }
+    case STROP_LOSS_BCE_WITH_LOGITS: {
+      const float *pw = c->pos_weight;
+      int64_t np = c->n_pos_weight;
+      if (pw && (np <= 0 || per_sample % np != 0))
+        return strop__err(STROP_E_INVALID_ARG,
+                          FN ": bce_with_logits: %lld pos_weight entries do not divide %lld "
+                          "values per sample",
+                          (long long)np, (long long)per_sample);
+      for (int64_t i = 0; i < m; i++) {
+        double x = pred[i], y = target[i];
+        double lw = pw ? 1.0 + ((double)pw[i % np] - 1.0) * y : 1.0;
+        /* softplus(-x) = log(1 + e^-|x|) + max(-x, 0); sigmoid(-x) from the same e^-|x| */
+        double e = exp(-fabs(x));
+        double sp = log1p(e) + (x < 0.0 ? -x : 0.0);
+        total += (1.0 - y) * x + lw * sp;
+        if (dpred) {
+          double sig_neg = x >= 0.0 ? e / (1.0 + e) : 1.0 / (1.0 + e);
+          dpred[i] = (float)(((1.0 - y) - lw * sig_neg) * scale);
+        }
+      }
+      break;
+    }
+    default:
+      return strop__err(STROP_E_INTERNAL, FN ": unknown loss kind %d", c->kind);
+  }
+  *loss_out = total * scale;
+  return STROP_OK;
+}
+
+strop_status strop__loss_eval(const strop__loss_cfg *c, const float *pred, int64_t n,
+                              int64_t per_sample, const float *target, int64_t target_per_sample,
+                              double *loss_out, float *dpred) {
+  if (!c || !pred || !target || !loss_out)
+    return strop__err(STROP_E_INVALID_ARG, FN ": NULL argument");
+  if (n <= 0 || per_sample <= 0 || target_per_sample <= 0)
+    return strop__err(STROP_E_INVALID_ARG,
+                      FN ": %s: sizes must be > 0, got n %lld, per_sample %lld, "
+                      "target_per_sample %lld",
+                      strop__loss_name(c->kind), (long long)n, (long long)per_sample,
+                      (long long)target_per_sample);
+  if (c->reduction != STROP_LOSS_REDUCTION_MEAN && c->reduction != STROP_LOSS_REDUCTION_SUM)
+    return strop__err(STROP_E_INVALID_ARG, FN ": %s: unknown reduction %d",
+                      strop__loss_name(c->kind), c->reduction);
+  if (c->kind == STROP_LOSS_CROSS_ENTROPY)
+    return cross_entropy(c, pred, n, per_sample, target, target_per_sample, loss_out, dpred);
+  if (c->kind < STROP_LOSS_MSE || c->kind > STROP_LOSS_BCE_WITH_LOGITS)
+    return strop__err(STROP_E_INVALID_ARG, FN ": unknown loss kind %d", c->kind);
+  if (target_per_sample != per_sample)
+    return strop__err(STROP_E_INVALID_ARG,
+                      FN ": %s: targets have %lld values per sample, predictions %lld",
+                      strop__loss_name(c->kind), (long long)target_per_sample,
+                      (long long)per_sample);
+  return elementwise(c, pred, n, per_sample, target, loss_out, dpred);
+}

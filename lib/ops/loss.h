@@ -1,0 +1,50 @@
+/* strop — loss functions on raw arrays: the value and, optionally, its gradient with respect
+ * to the predictions. The trainer calls these; they are not graph nodes. */
+#ifndef STROP_OPS_LOSS_H
+#define STROP_OPS_LOSS_H
+
+#include <stdint.h>
+
+#include "core/core.h"
+
+/* Loss kinds: the public strop_loss_kind numbers (STROP_LOSS_CROSS_ENTROPY = 1 ...). */
+#include "strop/train.h"
+
+/* Reductions; zero (the default of a zeroed config) is PyTorch's default "mean". */
+enum { STROP_LOSS_REDUCTION_MEAN = 0, STROP_LOSS_REDUCTION_SUM = 1 };
+
+typedef struct strop__loss_cfg {
+  int kind;                    /* STROP_LOSS_* */
+  float label_smoothing;       /* cross-entropy: [0, 1] */
+  int64_t ignore_index;        /* cross-entropy: rows with this target count for nothing (-100) */
+  float delta;                 /* huber: the quadratic-to-linear threshold (> 0; 1.0) */
+  const float *class_weights;  /* cross-entropy: n_classes weights, or NULL (all ones); borrowed */
+  int64_t n_classes;           /* cross-entropy: C; 0 = per_sample / target_per_sample */
+  int reduction;               /* STROP_LOSS_REDUCTION_* */
+  const float *pos_weight;     /* bce: n_pos_weight weights of positives along the last dim, or NULL */
+  int64_t n_pos_weight;
+} strop__loss_cfg;
+
+/* PyTorch's defaults: mean reduction, ignore_index -100, delta 1, no weights. */
+void strop__loss_cfg_init(strop__loss_cfg *c, int kind);
+
+/* Evaluates the loss of n samples.
+ * pred:   n * per_sample floats (logits for cross-entropy and bce, values otherwise).
+ * target: n * target_per_sample floats. Cross-entropy takes class indices stored as floats,
+ *         target_per_sample 1 (pred [n, C]) or T (pred [n, T, C] flattened, per_sample = T*C);
+ *         the other losses take targets shaped like pred (target_per_sample == per_sample).
+ * loss_out: the reduced loss (double).
+ * dpred:  nullable; when given, receives (overwrites, not adds) d loss / d pred, n * per_sample.
+ * Cross-entropy with reduction mean divides by the summed class weight of the rows that are
+ * not ignored (PyTorch's weighted mean, label smoothing included as torch does it); when every
+ * row is ignored the loss and gradient are 0 (PyTorch would give NaN).
+ * Returns STROP_OK, or STROP_E_INVALID_ARG (bad sizes or config; a class index out of range or
+ * not an integer, naming the sample and value). NaN predictions propagate. No allocation. */
+strop_status strop__loss_eval(const strop__loss_cfg *c, const float *pred, int64_t n,
+                              int64_t per_sample, const float *target, int64_t target_per_sample,
+                              double *loss_out, float *dpred);
+
+/* "cross_entropy", "mse", ... or "unknown". */
+const char *strop__loss_name(int kind);
+
+#endif

@@ -1,0 +1,38 @@
+/* strop — batch normalisation kernels on [n, c, l] (l = 1 for [n, c], h*w for images):
+ * batch statistics (train) or running statistics (eval / frozen), forward and backward.
+ * Private to the library. */
+#ifndef STROP_OPS_NORM_H
+#define STROP_OPS_NORM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Train mode: y = (x - mean) * invstd * gamma + beta with the batch's per-channel mean and
+ * biased variance (accumulated in double). gamma/beta may be NULL (affine off). mean, invstd
+ * (for the backward) and var_biased get c values each; var_biased may be NULL. */
+void strop__batchnorm_forward_train(int64_t n, int64_t c, int64_t l, const float *x,
+                                    const float *gamma, const float *beta, float eps, float *y,
+                                    float *mean, float *invstd, float *var_biased);
+/* Backward of the train-mode forward: ADDS into dx, dgamma, dbeta (each may be NULL). */
+void strop__batchnorm_backward_train(int64_t n, int64_t c, int64_t l, const float *x,
+                                     const float *dy, const float *gamma, const float *mean,
+                                     const float *invstd, float *dx, float *dgamma,
+                                     float *dbeta);
+
+/* Running statistics update as PyTorch: r = (1 - momentum) r + momentum s, with the unbiased
+ * variance var_biased * count / (count - 1) for running_var. */
+void strop__batchnorm_update_running(int64_t c, const float *mean, const float *var_biased,
+                                     int64_t count, float momentum, float *running_mean,
+                                     float *running_var);
+
+/* Eval mode (or frozen statistics): normalise with the given mean/var. */
+void strop__batchnorm_forward_eval(int64_t n, int64_t c, int64_t l, const float *x,
+                                   const float *gamma, const float *beta, const float *mean,
+                                   const float *var, float eps, float *y);
+/* Its backward: an affine map. ADDS into dx, dgamma, dbeta (each may be NULL). */
+void strop__batchnorm_backward_eval(int64_t n, int64_t c, int64_t l, const float *x,
+                                    const float *dy, const float *gamma, const float *mean,
+                                    const float *var, float eps, float *dx, float *dgamma,
+                                    float *dbeta);
+
+#endif

@@ -1,0 +1,598 @@
+/* strop tests — conv layer family: conv2d (stride, padding incl. "same", dilation, groups,
+ * depthwise, 1x1), maxpool2d, avgpool2d, global_avgpool, batchnorm1d/2d (train, eval, frozen
+ * statistics). Forward reference values, finite differences, PyTorch parity through
+ * tests/fixtures/layers/conv_*.safetensors (tests/fixtures/gen_conv.py) and errors. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/core.h"
+#include "graph/graph.h"
+#include "harness.h"
+#include "strop/strop.h"
+#include "testutil.h"
+
+/* ------------------------------------------------------------------ helpers */
+
+/* A one-node model (node `node`) on per-sample input `shape`, finalized with seed 1. */
+static strop_model *one(const char *type, const char *opts, int rank, const int64_t *shape,
+                        const char *node) {
+  strop_model *m = NULL;
+  ck_assert_int_eq(strop_model_create(rank, shape, &m), STROP_OK);
+  ck_assert_msg(strop_model_add(m, node, type, opts, NULL) == STROP_OK, "add %s '%s': %s", type,
+                opts, strop_last_error());
+  ck_assert_msg(strop_model_finalize(m, 1) == STROP_OK, "finalize %s '%s': %s", type, opts,
+                strop_last_error());
+  return m;
+}
+
+static void set_param(strop_model *m, const char *name, const float *v, size_t n) {
+  ck_assert_msg(strop_model_set_tensor(m, name, v, n) == STROP_OK, "%s", strop_last_error());
+}
+
+static void expect_close(const float *got, const float *want, size_t n, double tol) {
+  size_t where = 0;
+  double rel = strop_test_max_rel(got, want, n, 1e-6, &where);
+  ck_assert_msg(rel <= tol, "value %zu: got %.8g, want %.8g (rel %.3g)", where,
+                (double)got[where], (double)want[where], rel);
+}
+
+/* Fixture reader for the checks the harness does not make itself (frozen statistics). The
+ * generator writes compact JSON, so a key is found by its quoted name. */
+typedef struct fixture {
+  char *buf;
+  char *hdr;
+  const unsigned char *data;
+} fixture;
+
+static void fx_open(fixture *f, const char *name) {
+  char path[512];
+  size_t len;
+  snprintf(path, sizeof path, "%s/layers/%s.safetensors", STROP_TEST_DATA, name);
+  f->buf = strop_test_read_file(path, &len);
+  ck_assert_msg(f->buf != NULL, "cannot read %s", path);
+  uint64_t hl = 0;
+  for (int i = 7; i >= 0; i--) hl = (hl << 8) | (unsigned char)f->buf[i];
+  ck_assert(8 + hl <= len);
+  f->hdr = malloc(hl + 1);
+  memcpy(f->hdr, f->buf + 8, hl);
+  f->hdr[hl] = '\0';
+  f->data = (const unsigned char *)f->buf + 8 + hl;
+}
+
+static void fx_close(fixture *f) {
+  free(f->buf);
+  free(f->hdr);
+}
+
+/* malloc'd floats (F32, or I64 converted), count in *n */
+static float *fx_get(const fixture *f, const char *name, size_t *n) {
+  char key[160];
+  snprintf(key, sizeof key, "\"%s\":{", name);
+  const char *p = strstr(f->hdr, key);
+  ck_assert_msg(p != NULL, "fixture has no '%s'", name);
+  const char *dt = strstr(p, "\"dtype\":\"") + 9;
+  const char *of = strstr(p, "\"data_offsets\":[");
+  long long b = 0, e = 0;
+  ck_assert(sscanf(of + 16, "%lld,%lld", &b, &e) == 2);
+  int is64 = strncmp(dt, "I64", 3) == 0;
+  size_t cnt = (size_t)(e - b) / (is64 ? 8 : 4);
+  float *out = malloc((cnt ? cnt : 1) * sizeof *out);
+  for (size_t i = 0; i < cnt; i++) {
+    if (is64) {
+      int64_t v;
+      memcpy(&v, f->data + b + 8 * (long long)i, 8);
+      out[i] = (float)v;
+    } else {
+      memcpy(&out[i], f->data + b + 4 * (long long)i, 4);
+    }
+  }
+  *n = cnt;
+  return out;
+}
+
+/* ------------------------------------------------------------ forward references */
+
+START_TEST(conv_forward_reference) {
+  /* 1x1x3x3 input 1..9; 2x2 kernel of ones, bias 0.5 -> window sums + 0.5 */
+  int64_t sh[3] = {1, 3, 3};
+  strop_model *m = one("conv2d", "in_channels=1 out_channels=1 kernel_size=2", 3, sh, "c");
+  float x[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9}, w[4] = {1, 1, 1, 1}, b[1] = {0.5f};
+  set_param(m, "c.weight", w, 4);
+  set_param(m, "c.bias", b, 1);
+  const strop__act *o;
+  ck_assert_int_eq(strop__model_forward_exec(m, x, 1, 0, NULL, &o), STROP_OK);
+  const float want[4] = {12.5f, 16.5f, 24.5f, 28.5f};
+  expect_close(o->data, want, 4, 1e-6);
+  strop__model_step_end(m);
+  strop_model_free(m);
+
+  /* stride 2, padding 1, 3x3 kernel of ones, no bias: sums of the padded 3x3 windows at
+   * (-1,-1), (-1,1), (1,-1), (1,1) -> 1+2+4+5, 2+3+5+6, 4+5+7+8, 5+6+8+9 */
+  m = one("conv2d", "out_channels=1 kernel_size=3 stride=2 padding=1 bias=false", 3, sh, "c");
+  float w9[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
+  set_param(m, "c.weight", w9, 9);
+  ck_assert_int_eq(strop__model_forward_exec(m, x, 1, 0, NULL, &o), STROP_OK);
+  const float want2[4] = {12, 16, 24, 28};
+  expect_close(o->data, want2, 4, 1e-6);
+  strop__model_step_end(m);
+  strop_model_free(m);
+
+  /* depthwise 2 channels, 1x1 kernel per channel: scales each channel */
+  int64_t sh2[3] = {2, 1, 2};
+  m = one("conv2d", "out_channels=2 kernel_size=1 groups=2 bias=false", 3, sh2, "c");
+  float wd[2] = {2, -3}, x2[4] = {1, 2, 3, 4};
+  set_param(m, "c.weight", wd, 2);
+  ck_assert_int_eq(strop__model_forward_exec(m, x2, 1, 0, NULL, &o), STROP_OK);
+  const float want3[4] = {2, 4, -9, -12};
+  expect_close(o->data, want3, 4, 1e-6);
+  strop__model_step_end(m);
+  strop_model_free(m);
+}
+END_TEST
+
+START_TEST(pool_forward_reference) {
+  int64_t sh[3] = {1, 3, 3};
+  float x[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+  const strop__act *o;
+  /* overlapping max windows 2x2 stride 1 */
+  strop_model *m = one("maxpool2d", "kernel_size=2 stride=1", 3, sh, "p");
+  ck_assert_int_eq(strop__model_forward_exec(m, x, 1, 0, NULL, &o), STROP_OK);
+  const float wmax[4] = {5, 6, 8, 9};
+  expect_close(o->data, wmax, 4, 0);
+  strop__model_step_end(m);
+  strop_model_free(m);
+  /* 3x3 stride 1 padding 1: padded cells count (divide by 9) or not */
+  float ones[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
+  m = one("avgpool2d", "kernel_size=3 stride=1 padding=1", 3, sh, "p");
+  ck_assert_int_eq(strop__model_forward_exec(m, ones, 1, 0, NULL, &o), STROP_OK);
+  const float winc[9] = {4 / 9.f, 6 / 9.f, 4 / 9.f, 6 / 9.f, 1, 6 / 9.f, 4 / 9.f, 6 / 9.f, 4 / 9.f};
+  expect_close(o->data, winc, 9, 1e-6);
+  strop__model_step_end(m);
+  strop_model_free(m);
+  m = one("avgpool2d", "kernel_size=3 stride=1 padding=1 count_include_pad=false", 3, sh, "p");
+  ck_assert_int_eq(strop__model_forward_exec(m, ones, 1, 0, NULL, &o), STROP_OK);
+  expect_close(o->data, ones, 9, 1e-6);
+  strop__model_step_end(m);
+  strop_model_free(m);
+  /* global average */
+  m = one("global_avgpool", "", 3, sh, "p");
+  ck_assert_int_eq(strop__model_forward_exec(m, x, 1, 0, NULL, &o), STROP_OK);
+  ck_assert_int_eq(o->shape.rank, 1);
+  ck_assert_float_eq_tol(o->data[0], 5.0f, 1e-6f);
+  strop__model_step_end(m);
+  strop_model_free(m);
+}
+END_TEST
+
+START_TEST(bn_forward_reference) {
+  /* [N=4, C=2]: channel 0 = 1,2,3,4 (mean 2.5, biased var 1.25), channel 1 constant 7 */
+  int64_t sh[1] = {2};
+  strop_model *m = one("batchnorm1d", "", 1, sh, "bn");
+  float x[8] = {1, 7, 2, 7, 3, 7, 4, 7};
+  const strop__act *o;
+  ck_assert_int_eq(strop__model_forward_exec(m, x, 4, 1, NULL, &o), STROP_OK);
+  const double is = 1.0 / sqrt(1.25 + 1e-5);
+  const float want[8] = {(float)(-1.5 * is), 0, (float)(-0.5 * is), 0,
+                         (float)(0.5 * is),  0, (float)(1.5 * is),  0};
+  for (int i = 0; i < 8; i++) ck_assert_float_eq_tol(o->data[i], want[i], 1e-6f);
+  strop__model_step_end(m);
+  /* running stats: 0.9 * 0 + 0.1 * mean; 0.9 * 1 + 0.1 * unbiased var (5/3, 0) */
+  strop__param *rm = strop__model_param_find(m, "bn.running_mean");
+  strop__param *rv = strop__model_param_find(m, "bn.running_var");
+  strop__param *nb = strop__model_param_find(m, "bn.num_batches_tracked");
+  ck_assert_ptr_nonnull(nb);
+  ck_assert_float_eq_tol(rm->data[0], 0.25f, 1e-7f);
+  ck_assert_float_eq_tol(rm->data[1], 0.7f, 1e-7f);
+  ck_assert_float_eq_tol(rv->data[0], (float)(0.9 + 0.1 * 5.0 / 3.0), 1e-7f);
+  ck_assert_float_eq_tol(rv->data[1], 0.9f, 1e-7f);
+  ck_assert_int_eq(nb->idata[0], 1);
+  /* eval: normalise with the running statistics */
+  ck_assert_int_eq(strop__model_forward_exec(m, x, 4, 0, NULL, &o), STROP_OK);
+  ck_assert_float_eq_tol(o->data[0], (float)((1 - 0.25) / sqrt(rv->data[0] + 1e-5)), 1e-6f);
+  ck_assert_int_eq(nb->idata[0], 1);
+  strop__model_step_end(m);
+  strop_model_free(m);
+}
+END_TEST
+
+/* A warm conv + pool + bn training step makes no heap allocation. */
+START_TEST(warm_step_no_alloc) {
+  int64_t sh[3] = {2, 8, 8};
+  strop_model *m = NULL;
+  ck_assert_int_eq(strop_model_create(3, sh, &m), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "c", "conv2d", "out_channels=4 kernel_size=3 padding=1", NULL),
+                   STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "bn", "batchnorm2d", "", NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "p", "maxpool2d", "kernel_size=2", NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "a", "avgpool2d", "kernel_size=2", NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "g", "global_avgpool", "", NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_finalize(m, 3), STROP_OK);
+  float x[3 * 2 * 64], dout[3 * 4];
+  for (int i = 0; i < 3 * 2 * 64; i++) x[i] = sinf((float)i);
+  for (int i = 0; i < 12; i++) dout[i] = cosf((float)i);
+  m->want_input_grad = 1;
+  int64_t before = 0;
+  for (int step = 0; step < 3; step++) {
+    if (step == 2) before = strop__alloc_count();
+    const strop__act *o;
+    ck_assert_int_eq(strop__model_zero_grad(m), STROP_OK);
+    ck_assert_int_eq(strop__model_forward_exec(m, x, 3, 1, NULL, &o), STROP_OK);
+    ck_assert_int_eq(strop__model_backward(m, dout), STROP_OK);
+    strop__model_step_end(m);
+  }
+  ck_assert_int_eq(strop__alloc_count() - before, 0);
+  strop_model_free(m);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ gradcheck */
+
+static const struct gc_case {
+  const char *type, *opts;
+  int rank;
+  int64_t shape[3];
+  int64_t batch;
+} GC[] = {
+    {"conv2d", "out_channels=3 kernel_size=3 stride=2 padding=1", 3, {2, 7, 6}, 2},
+    {"conv2d", "out_channels=2 kernel_size=3 dilation=2 padding=2", 3, {2, 6, 6}, 2},
+    {"conv2d", "out_channels=4 kernel_size=[3,2] groups=2 padding=[1,0]", 3, {4, 5, 5}, 2},
+    {"conv2d", "out_channels=6 kernel_size=3 groups=3 padding=1", 3, {3, 5, 5}, 2},
+    {"conv2d", "out_channels=3 kernel_size=1", 3, {4, 3, 4}, 2},
+    {"conv2d", "out_channels=2 kernel_size=2 padding=same", 3, {2, 5, 4}, 2},
+    {"maxpool2d", "kernel_size=3 stride=2 padding=1", 3, {2, 7, 7}, 2},
+    {"maxpool2d", "kernel_size=2 stride=1 dilation=2", 3, {2, 5, 5}, 2},
+    {"avgpool2d", "kernel_size=3 stride=2 padding=1", 3, {2, 7, 6}, 2},
+    {"avgpool2d", "kernel_size=3 stride=2 padding=1 count_include_pad=false", 3, {2, 7, 6}, 2},
+    {"global_avgpool", "", 3, {3, 4, 5}, 2},
+    {"batchnorm2d", "", 3, {3, 4, 4}, 3},
+    {"batchnorm1d", "", 1, {4, 0, 0}, 6},
+    {"batchnorm1d", "affine=false", 2, {3, 5, 0}, 3},
+    {"batchnorm2d", "track_running_stats=false", 3, {2, 3, 3}, 2},
+};
+#define N_GC ((int)(sizeof GC / sizeof GC[0]))
+
+/* Tolerance: central differences in float32 with eps 1e-3 (the harness defaults), relative
+ * 2e-2 with a 1e-2 floor; max pooling is exact away from ties, which random inputs avoid. */
+START_TEST(gradcheck) {
+  const struct gc_case *c = &GC[_i];
+  strop_model *m = one(c->type, c->opts, c->rank, c->shape, "node");
+  strop_test_gc_opts o;
+  strop_test_gc_defaults(&o);
+  o.tol = 2e-2;
+  double worst = strop_test_gradcheck(m, c->batch, 100 + (uint64_t)_i, &o);
+  ck_assert_msg(worst <= o.tol, "%s %s: %g", c->type, c->opts, worst);
+  strop_model_free(m);
+}
+END_TEST
+
+/* Frozen statistics: running stats in train mode, the backward is the affine map only. */
+START_TEST(gradcheck_frozen_stats) {
+  int64_t sh[3] = {3, 4, 4};
+  strop_model *m = one("batchnorm2d", "", 3, sh, "bn");
+  strop__param *rm = strop__model_param_find(m, "bn.running_mean");
+  strop__param *rv = strop__model_param_find(m, "bn.running_var");
+  const float mu[3] = {0.2f, -0.1f, 0.4f}, var[3] = {0.5f, 1.5f, 2.0f};
+  memcpy(rm->data, mu, sizeof mu);
+  memcpy(rv->data, var, sizeof var);
+  m->nodes[0].frozen_stats = 1;
+  strop_test_gc_opts o;
+  strop_test_gc_defaults(&o);
+  strop_test_gradcheck(m, 2, 7, &o);
+  ck_assert(memcmp(rm->data, mu, sizeof mu) == 0);
+  ck_assert(memcmp(rv->data, var, sizeof var) == 0);
+  ck_assert_int_eq(strop__model_param_find(m, "bn.num_batches_tracked")->idata[0], 0);
+  strop_model_free(m);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ parity */
+
+/* Tolerances: 1e-4 for conv (GEMM summation order differs from torch's float64 reference);
+ * 1e-5 for pooling and batch norm (same order, double accumulation in batch norm).
+ * conv_stride2: 3e-4, because grad.conv.weight[39] = 0.0018 is the sum of ~100 terms of
+ * size ~1 that cancel; float32 summation leaves an absolute error of 3e-7 there (1.7e-4 of
+ * the value; torch's own float32 kernel is 1.4e-4 off its float64 result there). */
+static const struct px_case {
+  const char *fixture, *node;
+  double tol;
+} PX[] = {
+    {"conv_basic", "conv", 1e-4},
+    {"conv_stride2", "conv", 3e-4},
+    {"conv_dilation2", "conv", 1e-4},
+    {"conv_groups2", "conv", 1e-4},
+    {"conv_depthwise", "conv", 1e-4},
+    {"conv_1x1", "conv", 1e-4},
+    {"conv_same", "conv", 1e-4},
+    {"conv_maxpool_overlap", "pool", 1e-5},
+    {"conv_maxpool_dilation", "pool", 1e-5},
+    {"conv_avgpool_pad", "pool", 1e-5},
+    {"conv_avgpool_pad_exclude", "pool", 1e-5},
+    {"conv_global_avgpool", "pool", 1e-5},
+    {"conv_bn2d_train", "bn", 1e-5},
+    {"conv_bn2d_eval", "bn", 1e-5},
+    {"conv_bn1d_train", "bn", 1e-5},
+    {"conv_bn1d_train_seq", "bn", 1e-5},
+    {"conv_bn1d_eval", "bn", 1e-5},
+    {"conv_bn2d_noaffine", "bn", 1e-5},
+};
+#define N_PX ((int)(sizeof PX / sizeof PX[0]))
+
+/* Reads a metadata string of the fixture into out. */
+static void fx_meta(const fixture *f, const char *key, char *out, size_t cap) {
+  char k[64];
+  snprintf(k, sizeof k, "\"%s\":\"", key);
+  const char *p = strstr(f->hdr, "\"__metadata__\"");
+  ck_assert(p != NULL);
+  p = strstr(p, k);
+  ck_assert_msg(p != NULL, "metadata %s missing", key);
+  p += strlen(k);
+  size_t l = 0;
+  while (p[l] && p[l] != '"' && l + 1 < cap) {
+    out[l] = p[l];
+    l++;
+  }
+  out[l] = '\0';
+}
+
+/* The model the fixture describes: its layer type/options (metadata) on its input shape. */
+static strop_model *fixture_model(const struct px_case *c) {
+  fixture f;
+  fx_open(&f, c->fixture);
+  char type[64], opts[256];
+  fx_meta(&f, "type", type, sizeof type);
+  fx_meta(&f, "options", opts, sizeof opts);
+  const char *p = strstr(f.hdr, "\"input\":{");
+  ck_assert(p != NULL);
+  p = strstr(p, "\"shape\":[") + 9;
+  int64_t dims[8];
+  int rank = 0;
+  while (*p != ']') {
+    char *end;
+    dims[rank++] = strtoll(p, &end, 10);
+    p = *end == ',' ? end + 1 : end;
+  }
+  fx_close(&f);
+  return one(type, opts, rank - 1, dims + 1, c->node);
+}
+
+START_TEST(parity) {
+  const struct px_case *c = &PX[_i];
+  strop_model *m = fixture_model(c);
+  char path[512];
+  snprintf(path, sizeof path, "%s/layers/%s.safetensors", STROP_TEST_DATA, c->fixture);
+  strop_test_parity(m, path, c->tol);
+  strop_model_free(m);
+}
+END_TEST
+
+/* Running statistics after one train-mode forward equal torch's (the fixtures' after.* keys;
+ * the harness compares them too), and differ from the values before. */
+START_TEST(running_stats) {
+  static const char *const fx[] = {"conv_bn2d_train", "conv_bn1d_train", "conv_bn1d_train_seq",
+                                   "conv_bn2d_noaffine"};
+  for (size_t k = 0; k < sizeof fx / sizeof fx[0]; k++) {
+    struct px_case c = {fx[k], "bn", 1e-5};
+    strop_model *m = fixture_model(&c);
+    char path[512];
+    snprintf(path, sizeof path, "%s/layers/%s.safetensors", STROP_TEST_DATA, fx[k]);
+    strop_test_parity(m, path, 1e-5);
+    fixture f;
+    fx_open(&f, fx[k]);
+    static const char *const names[] = {"running_mean", "running_var", "num_batches_tracked"};
+    for (int j = 0; j < 3; j++) {
+      char key[128];
+      snprintf(key, sizeof key, "bn.%s", names[j]);
+      strop__param *p = strop__model_param_find(m, key);
+      ck_assert_ptr_nonnull(p);
+      size_t n0, n1;
+      float *before = fx_get(&f, key, &n0);
+      snprintf(key, sizeof key, "after.bn.%s", names[j]);
+      float *after = fx_get(&f, key, &n1);
+      ck_assert_uint_eq(n0, n1);
+      ck_assert_uint_eq(n1, p->numel);
+      if (p->idata) {
+        ck_assert_int_eq(p->idata[0], (int64_t)after[0]);
+        ck_assert_int_eq(p->idata[0], (int64_t)before[0] + 1);
+      } else {
+        expect_close(p->data, after, n1, 1e-5);
+        ck_assert(memcmp(before, after, n1 * sizeof(float)) != 0);
+      }
+      free(before);
+      free(after);
+    }
+    fx_close(&f);
+    strop_model_free(m);
+  }
+}
+END_TEST
+
+/* Frozen statistics in train mode reproduce torch's eval-mode outputs and gradients and leave
+ * the running statistics alone. */
+START_TEST(frozen_stats_parity) {
+  static const char *const fx[] = {"conv_bn2d_eval", "conv_bn1d_eval"};
+  for (size_t k = 0; k < 2; k++) {
+    struct px_case c = {fx[k], "bn", 1e-5};
+    strop_model *m = fixture_model(&c);
+    m->nodes[0].frozen_stats = 1;
+    fixture f;
+    fx_open(&f, fx[k]);
+    size_t n;
+    const char *pn[] = {"bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"};
+    for (int j = 0; j < 4; j++) {
+      float *v = fx_get(&f, pn[j], &n);
+      set_param(m, pn[j], v, n);
+      free(v);
+    }
+    strop__model_param_find(m, "bn.num_batches_tracked")->idata[0] = 3;
+    size_t nx, ny, nd, ng;
+    float *x = fx_get(&f, "input", &nx), *y = fx_get(&f, "output", &ny);
+    float *dout = fx_get(&f, "dout", &nd), *gin = fx_get(&f, "grad.input", &ng);
+    const char *p = strstr(f.hdr, "\"input\":{");
+    p = strstr(p, "\"shape\":[") + 9;
+    int64_t batch = strtoll(p, NULL, 10);
+    m->want_input_grad = 1;
+    ck_assert_int_eq(strop__model_zero_grad(m), STROP_OK);
+    const strop__act *o;
+    ck_assert_int_eq(strop__model_forward_exec(m, x, batch, 1, NULL, &o), STROP_OK);
+    expect_close(o->data, y, ny, 1e-5);
+    ck_assert_int_eq(strop__model_backward(m, dout), STROP_OK);
+    expect_close(m->input_grad, gin, ng, 1e-5);
+    const char *gn[] = {"grad.bn.weight", "grad.bn.bias"};
+    for (int j = 0; j < 2; j++) {
+      float *g = fx_get(&f, gn[j], &n);
+      expect_close(strop__model_param_find(m, gn[j] + 5)->grad, g, n, 1e-5);
+      free(g);
+    }
+    strop__model_step_end(m);
+    float *rm = fx_get(&f, "bn.running_mean", &n);
+    ck_assert(memcmp(strop__model_param_find(m, "bn.running_mean")->data, rm,
+                     n * sizeof(float)) == 0);
+    ck_assert_int_eq(strop__model_param_find(m, "bn.num_batches_tracked")->idata[0], 3);
+    free(rm);
+    free(x);
+    free(y);
+    free(dout);
+    free(gin);
+    fx_close(&f);
+    strop_model_free(m);
+  }
+}
+END_TEST
+
+/* ------------------------------------------------------------------ errors */
+
+/* add (or, when at_add = 0, finalize) fails with status st and a sentence naming the node */
+static void expect_error(const char *type, const char *opts, int rank, const int64_t *shape,
+                         strop_status st, int at_add, const char *needle) {
+  strop_model *m = NULL;
+  ck_assert_int_eq(strop_model_create(rank, shape, &m), STROP_OK);
+  strop_clear_error();
+  strop_status s = strop_model_add(m, "features.3", type, opts, NULL);
+  if (at_add) {
+    ck_assert_msg(s == st, "%s '%s': add returned %d, want %d (%s)", type, opts, s, st,
+                  strop_last_error());
+  } else {
+    ck_assert_msg(s == STROP_OK, "%s '%s': %s", type, opts, strop_last_error());
+    s = strop_model_finalize(m, 1);
+    ck_assert_msg(s == st, "%s '%s': finalize returned %d, want %d (%s)", type, opts, s, st,
+                  strop_last_error());
+  }
+  const char *e = strop_last_error();
+  ck_assert_msg(strstr(e, "features.3") != NULL, "no node name in: %s", e);
+  ck_assert_msg(strstr(e, needle) != NULL, "'%s' not in: %s", needle, e);
+  strop_model_free(m);
+}
+
+START_TEST(errors) {
+  int64_t s44[3] = {2, 4, 4}, s3[3] = {3, 8, 8}, s1[1] = {5};
+  /* kernel larger than the padded input */
+  expect_error("conv2d", "out_channels=2 kernel_size=5", 3, s44, STROP_E_SHAPE, 0,
+               "larger than the padded input 4x4");
+  expect_error("conv2d", "out_channels=2 kernel_size=3 dilation=3 padding=1", 3, s44,
+               STROP_E_SHAPE, 0, "larger than the padded input 6x6");
+  expect_error("maxpool2d", "kernel_size=5", 3, s44, STROP_E_SHAPE, 0, "larger than");
+  expect_error("avgpool2d", "kernel_size=[2,7] padding=[0,1]", 3, s44, STROP_E_SHAPE, 0,
+               "larger than");
+  /* in_channels not divisible by groups: given (at add) and inferred (at finalize) */
+  expect_error("conv2d", "in_channels=3 out_channels=4 kernel_size=1 groups=2", 3, s3,
+               STROP_E_INVALID_ARG, 1, "not divisible by groups 2");
+  expect_error("conv2d", "out_channels=4 kernel_size=1 groups=2", 3, s3, STROP_E_SHAPE, 0,
+               "not divisible by groups 2");
+  expect_error("conv2d", "out_channels=3 kernel_size=1 groups=2", 3, s44, STROP_E_INVALID_ARG, 1,
+               "out_channels 3 is not divisible");
+  /* channel mismatch with the input */
+  expect_error("conv2d", "in_channels=2 out_channels=4 kernel_size=3", 3, s3, STROP_E_SHAPE, 0,
+               "in_channels is 2 but the input has 3 channels");
+  expect_error("batchnorm2d", "num_features=4", 3, s3, STROP_E_SHAPE, 0,
+               "num_features is 4 but the input has 3 channels");
+  expect_error("batchnorm1d", "num_features=4", 1, s1, STROP_E_SHAPE, 0, "num_features is 4");
+  /* wrong rank */
+  expect_error("conv2d", "out_channels=4 kernel_size=3", 1, s1, STROP_E_SHAPE, 0, "[C, H, W]");
+  expect_error("batchnorm2d", "", 1, s1, STROP_E_SHAPE, 0, "[C, H, W]");
+  expect_error("batchnorm1d", "", 3, s3, STROP_E_SHAPE, 0, "[C] or [C, L]");
+  expect_error("global_avgpool", "", 1, s1, STROP_E_SHAPE, 0, "[C, H, W]");
+  /* bad options */
+  expect_error("conv2d", "out_channels=4 kernel_size=3 stride=2 padding=same", 3, s3,
+               STROP_E_INVALID_ARG, 1, "'same' needs stride 1");
+  expect_error("conv2d", "out_channels=4 kernel_size=0", 3, s3, STROP_E_INVALID_ARG, 1,
+               "kernel_size");
+  expect_error("conv2d", "kernel_size=3", 3, s3, STROP_E_INVALID_ARG, 1, "out_channels");
+  expect_error("conv2d", "out_channels=4 kernel_size=[3,3,3]", 3, s3, STROP_E_INVALID_ARG, 1,
+               "kernel_size");
+  expect_error("conv2d", "out_channels=4 kernel_size=3 padding_mode=reflect", 3, s3,
+               STROP_E_UNSUPPORTED, 1, "padding_mode");
+  expect_error("maxpool2d", "kernel_size=3 padding=2", 3, s3, STROP_E_INVALID_ARG, 1,
+               "at most half");
+  expect_error("maxpool2d", "kernel_size=2 ceil_mode=true", 3, s3, STROP_E_UNSUPPORTED, 1,
+               "ceil_mode");
+  expect_error("avgpool2d", "kernel_size=2 dilation=2", 3, s3, STROP_E_INVALID_ARG, 1,
+               "dilation");
+  expect_error("batchnorm2d", "momentum=2", 3, s3, STROP_E_INVALID_ARG, 1, "momentum");
+
+  /* batch statistics of one value per channel */
+  strop_model *m = one("batchnorm1d", "", 1, s1, "features.3");
+  float x[5] = {1, 2, 3, 4, 5};
+  const strop__act *o;
+  ck_assert_int_eq(strop__model_forward_exec(m, x, 1, 1, NULL, &o), STROP_E_SHAPE);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "features.3"));
+  ck_assert_int_eq(strop__model_forward_exec(m, x, 1, 0, NULL, &o), STROP_OK); /* eval is fine */
+  strop__model_step_end(m);
+  strop_model_free(m);
+}
+END_TEST
+
+/* options written back parse to the same layer (spec save round trip) */
+START_TEST(write_options) {
+  int64_t sh[3] = {4, 6, 6};
+  strop_model *m = one("conv2d", "out_channels=4 kernel_size=[3,1] groups=2 padding=same", 3, sh,
+                       "c");
+  strop__optbuf b;
+  memset(&b, 0, sizeof b);
+  ck_assert_int_eq(strop__node_write_opts(&m->nodes[0], &b), STROP_OK);
+  char text[512] = "";
+  for (int i = 0; i < b.n; i++) {
+    size_t l = strlen(text);
+    snprintf(text + l, sizeof text - l, "%s=%s ", b.v[i].key, b.v[i].val);
+  }
+  strop__optbuf_free(&b);
+  ck_assert_ptr_nonnull(strstr(text, "in_channels=4"));
+  ck_assert_ptr_nonnull(strstr(text, "padding=same"));
+  strop_model *m2 = one("conv2d", text, 3, sh, "c");
+  ck_assert_int_eq(strop_model_output_shape(m2, sh, 3), 3);
+  ck_assert_int_eq(sh[0], 4);
+  ck_assert_int_eq(sh[1], 6);
+  ck_assert_int_eq(sh[2], 6);
+  strop_model_free(m2);
+  strop_model_free(m);
+}
+END_TEST
+
+static Suite *suite(void) {
+  Suite *s = suite_create("layers_conv");
+  TCase *tc = tcase_create("forward");
+  tcase_add_test(tc, conv_forward_reference);
+  tcase_add_test(tc, pool_forward_reference);
+  tcase_add_test(tc, bn_forward_reference);
+  tcase_add_test(tc, warm_step_no_alloc);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("gradcheck");
+  tcase_add_loop_test(tc, gradcheck, 0, N_GC);
+  tcase_add_test(tc, gradcheck_frozen_stats);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("parity");
+  tcase_add_loop_test(tc, parity, 0, N_PX);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("batchnorm_stats");
+  tcase_add_test(tc, running_stats);
+  tcase_add_test(tc, frozen_stats_parity);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("errors");
+  tcase_add_test(tc, errors);
+  tcase_add_test(tc, write_options);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) { return strop_test_run(suite()); }

@@ -1,0 +1,836 @@
+/* strop tests — the sequence layer family: embedding, positional_embedding, layernorm,
+ * multihead_attention, mean_pool, and a 2-block pre-norm transformer classifier end to end.
+ * Kernel and forward references, finite-difference gradchecks, PyTorch parity (fixtures from
+ * tests/fixtures/gen_seq.py), padding masks, errors. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/arena.h"
+#include "core/core.h"
+#include "fixture_st.h"
+#include "graph/graph.h"
+#include "harness.h"
+#include "layers/layer.h"
+#include "ops/attention.h"
+#include "ops/layernorm.h"
+#include "strop/strop.h"
+#include "testutil.h"
+
+/* Referencing the vtables makes a static link pull in the family's files (the registry holds
+ * only weak references). */
+extern const strop__layer_vtable strop__layer_embedding, strop__layer_positional_embedding,
+    strop__layer_layernorm, strop__layer_multihead_attention, strop__layer_mean_pool;
+static const strop__layer_vtable *const g_family[] = {
+    &strop__layer_embedding, &strop__layer_positional_embedding, &strop__layer_layernorm,
+    &strop__layer_multihead_attention, &strop__layer_mean_pool};
+
+#define FIX(name) STROP_TEST_DATA "/layers/" name ".safetensors"
+
+/* ------------------------------------------------------------------ helpers */
+
+typedef struct node_spec {
+  const char *name, *type, *opts, *inputs;
+} node_spec;
+
+static void must(strop_status st, const char *what) {
+  ck_assert_msg(st == STROP_OK, "%s: %s (%s)", what, strop_status_str(st), strop_last_error());
+}
+
+static strop_model *build(int rank, const int64_t *shape, const node_spec *nodes, int n_nodes,
+                          uint64_t seed) {
+  strop_model *m = NULL;
+  must(strop_model_create(rank, shape, &m), "strop_model_create");
+  for (int i = 0; i < n_nodes; i++)
+    must(strop_model_add(m, nodes[i].name, nodes[i].type, nodes[i].opts, nodes[i].inputs),
+         nodes[i].name);
+  must(strop_model_finalize(m, seed), "strop_model_finalize");
+  return m;
+}
+
+static strop_model *build1(int rank, const int64_t *shape, const char *name, const char *type,
+                           const char *opts) {
+  node_spec s = {name, type, opts, NULL};
+  return build(rank, shape, &s, 1, 7);
+}
+
+static strop__param *param(strop_model *m, const char *name) {
+  strop__param *p = strop__model_param_find(m, name);
+  ck_assert_msg(p != NULL, "no parameter %s", name);
+  return p;
+}
+
+/* forward in train (1) or eval (0) mode with an optional pad mask; copies the output */
+static float *fwd(strop_model *m, const float *x, int64_t n, int training, const float *mask,
+                  size_t *count) {
+  const strop__act *o;
+  must(strop__model_forward_exec(m, x, n, training, mask, &o), "forward");
+  size_t k = (size_t)n * strop__shape_numel(&o->shape);
+  float *r = malloc(k * sizeof *r);
+  memcpy(r, o->data, k * sizeof *r);
+  strop__model_step_end(m);
+  if (count) *count = k;
+  return r;
+}
+
+static void expect_close(const float *got, const float *want, size_t n, double tol,
+                         const char *what) {
+  size_t at = 0;
+  double rel = strop_test_max_rel(got, want, n, 1e-4, &at);
+  ck_assert_msg(rel <= tol, "%s: [%zu] %.8g vs %.8g (rel %.3g > %.3g)", what, at,
+                (double)got[at], (double)want[at], rel, tol);
+}
+
+/* A failing add/finalize: status, and the sentence names the node and contains `needle`. */
+static void expect_build_error(int rank, const int64_t *shape, const char *type, const char *opts,
+                               strop_status want, const char *needle) {
+  strop_model *m = NULL;
+  must(strop_model_create(rank, shape, &m), "create");
+  strop_status st = strop_model_add(m, "seq.bad", type, opts, NULL);
+  if (st == STROP_OK) st = strop_model_finalize(m, 1);
+  ck_assert_msg(st == want, "%s '%s': status %d (%s), wanted %d", type, opts, st,
+                strop_last_error(), want);
+  ck_assert_msg(strstr(strop_last_error(), "seq.bad") != NULL, "'%s' does not name the node",
+                strop_last_error());
+  ck_assert_msg(strstr(strop_last_error(), needle) != NULL, "'%s' lacks '%s'",
+                strop_last_error(), needle);
+  strop_model_free(m);
+}
+
+/* ------------------------------------------------------------------ kernels */
+
+START_TEST(kernel_layernorm) {
+  /* [1, 2, 3, 4]: mean 2.5, var 1.25 */
+  const float x[4] = {1, 2, 3, 4}, g[4] = {1, 2, 1, 1}, b[4] = {0, 0, 0, 1};
+  float y[4], mean, rstd;
+  strop__layernorm_forward(x, 1, 4, g, b, 0.0f, y, &mean, &rstd);
+  double s = 1.0 / sqrt(1.25);
+  ck_assert_float_eq_tol(mean, 2.5f, 1e-7f);
+  ck_assert_float_eq_tol(y[0], (float)(-1.5 * s), 1e-6f);
+  ck_assert_float_eq_tol(y[1], (float)(-1.0 * s), 1e-6f);
+  ck_assert_float_eq_tol(y[3], (float)(1.5 * s + 1.0), 1e-6f);
+  /* the gradient of sum(y) w.r.t. x is 0 without gamma (normalisation removes the mean) */
+  float dy[4] = {1, 1, 1, 1}, dx[4] = {0}, dg[4] = {0}, db[4] = {0};
+  strop__layernorm_backward(x, dy, 1, 4, NULL, &mean, &rstd, dx, dg, db);
+  for (int i = 0; i < 4; i++) ck_assert_float_eq_tol(dx[i], 0.0f, 1e-6f);
+  ck_assert_float_eq_tol(dg[0], (float)(-1.5 * s), 1e-6f);
+  ck_assert(db[2] == 1.0f);
+}
+END_TEST
+
+/* Straightforward attention in double, as the reference for the kernel. */
+static void naive_attention(int64_t n, int64_t t, int64_t d, int64_t h, const float *x,
+                            const float *const w[8], int causal, const float *pad, double *y) {
+  int64_t hd = d / h;
+  double *q = calloc((size_t)(n * t * d), sizeof *q), *k = calloc((size_t)(n * t * d), sizeof *k);
+  double *v = calloc((size_t)(n * t * d), sizeof *v), *c = calloc((size_t)(n * t * d), sizeof *c);
+  double *pr[3] = {q, k, v};
+  for (int m = 0; m < 3; m++)
+    for (int64_t r = 0; r < n * t; r++)
+      for (int64_t o = 0; o < d; o++) {
+        double s = w[2 * m + 1] ? w[2 * m + 1][o] : 0.0;
+        for (int64_t i = 0; i < d; i++) s += (double)w[2 * m][o * d + i] * x[r * d + i];
+        pr[m][r * d + o] = s;
+      }
+  double sc[64];
+  for (int64_t b = 0; b < n; b++)
+    for (int64_t hh = 0; hh < h; hh++)
+      for (int64_t i = 0; i < t; i++) {
+        double mx = -INFINITY, sum = 0.0;
+        for (int64_t j = 0; j < t; j++) {
+          int masked = (causal && j > i) || (pad && pad[b * t + j] == 0.0f);
+          double s = 0.0;
+          for (int64_t e = 0; e < hd; e++)
+            s += q[(b * t + i) * d + hh * hd + e] * k[(b * t + j) * d + hh * hd + e];
+          sc[j] = masked ? -INFINITY : s / sqrt((double)hd);
+          if (sc[j] > mx) mx = sc[j];
+        }
+        for (int64_t j = 0; j < t; j++) sum += (sc[j] = exp(sc[j] - mx));
+        for (int64_t e = 0; e < hd; e++) {
+          double s = 0.0;
+          for (int64_t j = 0; j < t; j++) s += sc[j] / sum * v[(b * t + j) * d + hh * hd + e];
+          c[(b * t + i) * d + hh * hd + e] = s;
+        }
+      }
+  for (int64_t r = 0; r < n * t; r++)
+    for (int64_t o = 0; o < d; o++) {
+      double s = w[7] ? w[7][o] : 0.0;
+      for (int64_t i = 0; i < d; i++) s += (double)w[6][o * d + i] * c[r * d + i];
+      y[r * d + o] = s;
+    }
+  free(q);
+  free(k);
+  free(v);
+  free(c);
+}
+
+START_TEST(kernel_attention) {
+  enum { N = 2, T = 5, D = 6, H = 3 };
+  strop__rng g;
+  strop__rng_seed(&g, 5, 1);
+  float x[N * T * D], wbuf[8][D * D], y[N * T * D];
+  const float *w[8];
+  for (int i = 0; i < N * T * D; i++) x[i] = strop__rng_normal(&g);
+  for (int m = 0; m < 8; m++) {
+    for (int i = 0; i < D * D; i++) wbuf[m][i] = 0.4f * strop__rng_normal(&g);
+    w[m] = wbuf[m];
+  }
+  const float pad[N * T] = {1, 1, 1, 0, 0, 1, 1, 1, 1, 1};
+  float q[N * T * D], k[N * T * D], v[N * T * D], ctx[N * T * D], p[N * H * T * T];
+  float scratch[T * T];
+  double ref[N * T * D];
+  for (int variant = 0; variant < 4; variant++) {
+    int causal = variant & 1;
+    const float *mask = variant & 2 ? pad : NULL;
+    strop__mha_dims dm = {N, T, D, H, causal, mask, 0.0f};
+    strop__mha_weights mw = {w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]};
+    strop__mha_cache c = {q, k, v, ctx, p, NULL};
+    strop__attention_forward(&dm, x, &mw, &c, &g, scratch, y);
+    naive_attention(N, T, D, H, x, w, causal, mask, ref);
+    for (int i = 0; i < N * T * D; i++)
+      ck_assert_msg(fabs(y[i] - ref[i]) <= 1e-5 * fmax(1.0, fabs(ref[i])),
+                    "variant %d: y[%d] %.8g vs %.8g", variant, i, (double)y[i], ref[i]);
+    /* rows of the weights sum to one and are zero where masked */
+    for (int r = 0; r < N * H * T; r++) {
+      double s = 0.0;
+      for (int j = 0; j < T; j++) s += p[r * T + j];
+      ck_assert(fabs(s - 1.0) < 1e-5);
+      int b = r / (H * T), i = r % T;
+      for (int j = 0; j < T; j++)
+        if ((causal && j > i) || (mask && mask[b * T + j] == 0.0f)) ck_assert(p[r * T + j] == 0.0f);
+    }
+  }
+  /* every key padded: zero weights, output = the output bias (no NaN) */
+  const float none[N * T] = {0};
+  strop__mha_dims dm = {N, T, D, H, 0, none, 0.0f};
+  strop__mha_weights mw = {w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]};
+  strop__mha_cache c = {q, k, v, ctx, p, NULL};
+  strop__attention_forward(&dm, x, &mw, &c, &g, scratch, y);
+  for (int i = 0; i < N * T * D; i++) ck_assert_float_eq_tol(y[i], w[7][i % D], 1e-6f);
+  ck_assert_uint_eq(strop__attention_backward_scratch(&dm), 4 * N * T * D + 2 * T * T);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ forward references */
+
+START_TEST(forward_embedding) {
+  const int64_t shape[1] = {4};
+  strop_model *m = build1(1, shape, "tok", "embedding", "num_embeddings=5 embedding_dim=3 "
+                                                          "padding_idx=-1");
+  strop__param *w = param(m, "tok.weight");
+  ck_assert_int_eq(w->dims[0], 5);
+  ck_assert_int_eq(w->dims[1], 3);
+  /* padding_idx -1 is row 4: initialised to zeros, the rest N(0, 1) */
+  for (int j = 0; j < 3; j++) ck_assert(w->data[12 + j] == 0.0f);
+  ck_assert(w->data[0] != 0.0f);
+  for (int i = 0; i < 15; i++) w->data[i] = (float)(10 * (i / 3) + i % 3);
+  const float ids[8] = {0, 4, 2, 2, 1, 3, 0, 4};
+  size_t k;
+  float *y = fwd(m, ids, 2, 0, NULL, &k);
+  ck_assert_uint_eq(k, 2 * 4 * 3);
+  for (int t = 0; t < 8; t++)
+    for (int j = 0; j < 3; j++) ck_assert(y[t * 3 + j] == (float)(10 * ids[t] + j));
+  free(y);
+  strop_model_free(m);
+}
+END_TEST
+
+START_TEST(forward_positional) {
+  const int64_t shape[2] = {3, 2};
+  strop_model *m = build1(2, shape, "pos", "positional_embedding", "num_embeddings=5");
+  strop__param *w = param(m, "pos.weight");
+  ck_assert_int_eq(w->dims[0], 5);
+  ck_assert_int_eq(w->dims[1], 2);
+  for (int i = 0; i < 10; i++) w->data[i] = (float)(100 * i);
+  float x[12];
+  for (int i = 0; i < 12; i++) x[i] = (float)i;
+  float *y = fwd(m, x, 2, 0, NULL, NULL);
+  for (int i = 0; i < 12; i++) ck_assert(y[i] == (float)i + (float)(100 * (i % 6)));
+  free(y);
+  strop_model_free(m);
+}
+END_TEST
+
+START_TEST(forward_layernorm) {
+  const int64_t shape[2] = {2, 4};
+  strop_model *m = build1(2, shape, "ln", "layernorm", "normalized_shape=4 eps=0");
+  float x[8] = {1, 2, 3, 4, -2, 0, 0, 2};
+  float *y = fwd(m, x, 1, 0, NULL, NULL);
+  double s1 = 1.0 / sqrt(1.25), s2 = 1.0 / sqrt(2.0);
+  const float want[8] = {(float)(-1.5 * s1), (float)(-0.5 * s1), (float)(0.5 * s1),
+                         (float)(1.5 * s1),  (float)(-2 * s2),   0.0f,
+                         0.0f,               (float)(2 * s2)};
+  expect_close(y, want, 8, 1e-6, "layernorm");
+  free(y);
+  /* weight and bias: ones and zeros */
+  strop__param *w = param(m, "ln.weight"), *b = param(m, "ln.bias");
+  for (int i = 0; i < 4; i++) ck_assert(w->data[i] == 1.0f && b->data[i] == 0.0f);
+  strop_model_free(m);
+  /* normalized_shape omitted = the last dim; elementwise_affine=false declares no params */
+  m = build1(2, shape, "ln", "layernorm", "elementwise_affine=false");
+  ck_assert_int_eq(strop_model_num_tensors(m), 0);
+  strop_model_free(m);
+}
+END_TEST
+
+START_TEST(forward_attention_uniform) {
+  /* q = k = 0 -> uniform weights over the allowed keys: the output is out_proj of the mean
+   * of the values (causal: the running mean) */
+  enum { T = 4, D = 4 };
+  const int64_t shape[2] = {T, D};
+  for (int causal = 0; causal < 2; causal++) {
+    strop_model *m = build1(2, shape, "attn", "multihead_attention",
+                            causal ? "num_heads=2 causal=true" : "num_heads=2");
+    ck_assert_int_eq(strop_model_num_tensors(m), 8);
+    float *wq = param(m, "attn.q_proj.weight")->data, *wk = param(m, "attn.k_proj.weight")->data;
+    float *wv = param(m, "attn.v_proj.weight")->data, *wo = param(m, "attn.out_proj.weight")->data;
+    float *bv = param(m, "attn.v_proj.bias")->data, *bo = param(m, "attn.out_proj.bias")->data;
+    /* PyTorch init: biases zero */
+    for (int i = 0; i < D; i++) ck_assert(bv[i] == 0.0f && bo[i] == 0.0f);
+    for (int i = 0; i < D * D; i++) {
+      wq[i] = wk[i] = 0.0f;
+      wv[i] = wo[i] = (i % (D + 1) == 0) ? 1.0f : 0.0f; /* identity */
+    }
+    for (int i = 0; i < D; i++) bo[i] = 0.5f;
+    float x[T * D];
+    for (int i = 0; i < T * D; i++) x[i] = (float)(i * i % 7);
+    float *y = fwd(m, x, 1, 0, NULL, NULL);
+    for (int i = 0; i < T; i++)
+      for (int j = 0; j < D; j++) {
+        int lim = causal ? i + 1 : T;
+        double s = 0.0;
+        for (int u = 0; u < lim; u++) s += x[u * D + j];
+        ck_assert_float_eq_tol(y[i * D + j], (float)(s / lim + 0.5), 1e-5f);
+      }
+    free(y);
+    strop_model_free(m);
+  }
+}
+END_TEST
+
+START_TEST(forward_mean_pool) {
+  const int64_t shape[2] = {3, 2};
+  strop_model *m = build1(2, shape, "pool", "mean_pool", NULL);
+  int64_t od[4];
+  ck_assert_int_eq(strop_model_output_shape(m, od, 4), 1);
+  ck_assert_int_eq(od[0], 2);
+  const float x[12] = {1, 2, 3, 4, 5, 6, 0, 0, 3, 3, 9, -3};
+  float *y = fwd(m, x, 2, 0, NULL, NULL);
+  const float want[4] = {3, 4, 4, 0};
+  expect_close(y, want, 4, 1e-7, "mean_pool");
+  free(y);
+  /* with a mask: sample 0 keeps t = 0, 2; sample 1 nothing (zeros, not NaN) */
+  const float mask[6] = {1, 0, 1, 0, 0, 0};
+  y = fwd(m, x, 2, 0, mask, NULL);
+  const float want2[4] = {3, 4, 0, 0};
+  expect_close(y, want2, 4, 1e-7, "mean_pool masked");
+  free(y);
+  strop_model_free(m);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ gradcheck */
+
+/* Finite differences in float32 with eps 1e-3: tolerance 2e-2 relative (harness default),
+ * 3e-2 through attention's softmax and the transformer's depth. */
+START_TEST(gradcheck_embedding) {
+  const int64_t shape[1] = {5};
+  strop_model *m = build1(1, shape, "tok", "embedding", "num_embeddings=7 embedding_dim=4 "
+                                                          "padding_idx=2");
+  strop_test_gc_opts o;
+  strop_test_gc_defaults(&o);
+  o.int_inputs = 1;
+  o.int_max = 7;
+  o.max_per_tensor = 28;
+  strop_test_gradcheck(m, 3, 11, &o);
+  strop_model_free(m);
+}
+END_TEST
+
+START_TEST(gradcheck_positional) {
+  const int64_t shape[2] = {3, 4};
+  strop_model *m = build1(2, shape, "pos", "positional_embedding", "num_embeddings=6");
+  strop_test_gradcheck(m, 2, 12, NULL);
+  strop_model_free(m);
+}
+END_TEST
+
+START_TEST(gradcheck_layernorm) {
+  const int64_t shape[3] = {2, 3, 4};
+  node_spec s[2] = {{"ln", "layernorm", "normalized_shape=[3, 4] eps=1e-5", NULL},
+                    {"ln1", "layernorm", "normalized_shape=4 bias=false", NULL}};
+  strop_model *m = build(3, shape, s, 2, 3);
+  /* non-trivial affine values */
+  strop__param *w = param(m, "ln.weight"), *b = param(m, "ln.bias");
+  for (size_t i = 0; i < w->numel; i++) {
+    w->data[i] = 0.5f + 0.1f * (float)i;
+    b->data[i] = 0.05f * (float)i;
+  }
+  ck_assert_ptr_null(strop__model_param_find(m, "ln1.bias"));
+  strop_test_gradcheck(m, 2, 13, NULL);
+  strop_model_free(m);
+}
+END_TEST
+
+START_TEST(gradcheck_attention) {
+  const int64_t shape[2] = {4, 6};
+  const char *variants[] = {"num_heads=2", "num_heads=3 causal=true bias=false",
+                            "embed_dim=6 num_heads=2 dropout=0.3 causal=true"};
+  strop_test_gc_opts o;
+  strop_test_gc_defaults(&o);
+  o.tol = 3e-2;
+  o.max_per_tensor = 16;
+  o.input_scale = 1.5f;
+  for (int v = 0; v < 3; v++) {
+    strop_model *m = build1(2, shape, "attn", "multihead_attention", variants[v]);
+    /* biases start at zero: give them values so their gradients are exercised */
+    for (int i = 0; i < strop__model_node_find(m, "attn") + 1; i++) {
+      strop__node *nd = &m->nodes[i];
+      for (int j = 0; j < nd->n_params; j++)
+        if (strstr(nd->params[j].name, "bias"))
+          for (size_t e = 0; e < nd->params[j].numel; e++)
+            nd->params[j].data[e] = 0.1f * (float)((e * 7) % 5) - 0.2f;
+    }
+    strop_test_gradcheck(m, 2, 14 + (uint64_t)v, &o);
+    strop_model_free(m);
+  }
+}
+END_TEST
+
+START_TEST(gradcheck_mean_pool) {
+  const int64_t shape[3] = {3, 2, 2};
+  strop_model *m = build1(3, shape, "pool", "mean_pool", NULL);
+  int64_t od[4];
+  ck_assert_int_eq(strop_model_output_shape(m, od, 4), 2);
+  strop_test_gradcheck(m, 2, 15, NULL);
+  strop_model_free(m);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ parity */
+
+/* 1e-5 relative where strop and torch add in the same order (gathers, elementwise sums);
+ * 1e-4 where summation order differs (layernorm's statistics in double vs torch's float,
+ * GEMMs of attention and the transformer). */
+START_TEST(parity_embedding) {
+  const int64_t shape[1] = {5};
+  strop_model *m = build1(1, shape, "emb", "embedding",
+                          "num_embeddings=11 embedding_dim=6 padding_idx=3");
+  strop_test_parity(m, FIX("seq_embedding"), 1e-5);
+  strop_model_free(m);
+}
+END_TEST
+
+START_TEST(parity_positional) {
+  const int64_t shape[2] = {5, 6};
+  strop_model *m = build1(2, shape, "pos", "positional_embedding", "num_embeddings=8");
+  strop_test_parity(m, FIX("seq_posemb"), 1e-5);
+  strop_model_free(m);
+}
+END_TEST
+
+START_TEST(parity_layernorm) {
+  const int64_t s1[2] = {4, 6}, s2[3] = {3, 4, 5}, s3[1] = {7};
+  strop_model *m = build1(2, s1, "ln", "layernorm", "normalized_shape=6");
+  strop_test_parity(m, FIX("seq_layernorm"), 1e-4);
+  strop_model_free(m);
+  m = build1(3, s2, "ln", "layernorm", "normalized_shape=[4,5] eps=1e-3");
+  strop_test_parity(m, FIX("seq_layernorm2d"), 1e-4);
+  strop_model_free(m);
+  m = build1(1, s3, "ln", "layernorm", "normalized_shape=7 elementwise_affine=false");
+  strop_test_parity(m, FIX("seq_layernorm_noaffine"), 1e-4);
+  strop_model_free(m);
+}
+END_TEST
+
+/* The fixtures carry no grad of the key bias (its gradient is 0, torch's is noise). */
+static void expect_zero_grad(strop_model *m, const char *name) {
+  strop__param *p = param(m, name);
+  ck_assert_ptr_nonnull(p->grad);
+  for (size_t e = 0; e < p->numel; e++) ck_assert(p->grad[e] == 0.0f);
+}
+
+START_TEST(parity_attention) {
+  const int64_t s1[2] = {5, 8}, s2[2] = {6, 12}, s3[2] = {4, 8};
+  strop_model *m = build1(2, s1, "attn", "multihead_attention", "embed_dim=8 num_heads=2");
+  strop_test_parity(m, FIX("seq_mha"), 1e-4);
+  expect_zero_grad(m, "attn.k_proj.bias");
+  strop_model_free(m);
+  m = build1(2, s2, "attn", "multihead_attention", "num_heads=3 causal=true");
+  strop_test_parity(m, FIX("seq_mha_causal"), 1e-4);
+  expect_zero_grad(m, "attn.k_proj.bias");
+  strop_model_free(m);
+  m = build1(2, s3, "attn", "multihead_attention", "num_heads=4 bias=false");
+  strop_test_parity(m, FIX("seq_mha_nobias"), 1e-4);
+  strop_model_free(m);
+}
+END_TEST
+
+START_TEST(parity_mean_pool) {
+  const int64_t shape[2] = {4, 5};
+  strop_model *m = build1(2, shape, "pool", "mean_pool", NULL);
+  strop_test_parity(m, FIX("seq_mean_pool"), 1e-5);
+  strop_model_free(m);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ padding masks */
+
+/* Parity through the internal API, for what strop_test_parity does not cover: a "pad_mask"
+ * in the fixture (passed to forward), and `normwise` gradient comparison. Loads the
+ * parameters, runs forward in train mode, backward with dout, and compares the output
+ * elementwise (out_tol, floor 1e-4) and the gradients (tol) either elementwise or, with normwise, as
+ * max |strop - torch| / max |torch| per tensor. Returns the worst error seen. */
+static double parity_fixture(strop_model *m, const char *rel, double out_tol, double tol,
+                             int normwise) {
+  fixture_st f;
+  fx_open(&f, rel);
+  size_t nin = 0, nout = 0, nmask = 0, k = 0;
+  for (int i = 0; i < m->n_params; i++) {
+    strop__param *p = m->params[i];
+    float *v = fx_tensor(&f, p->name, &k, NULL);
+    ck_assert_msg(v && k == p->numel, "%s: %s", rel, p->name);
+    memcpy(p->data, v, k * sizeof(float));
+    free(v);
+  }
+  float *in = fx_tensor(&f, "input", &nin, NULL), *out = fx_tensor(&f, "output", &nout, NULL);
+  float *dout = fx_tensor(&f, "dout", NULL, NULL), *gin = fx_tensor(&f, "grad.input", &k, NULL);
+  float *mask = fx_tensor(&f, "pad_mask", &nmask, NULL);
+  ck_assert(in && out && dout);
+  int64_t batch = (int64_t)(nin / strop__shape_numel(&m->in_shape));
+  m->want_input_grad = gin != NULL;
+  must(strop__model_zero_grad(m), "zero_grad");
+  const strop__act *o;
+  must(strop__model_forward_exec(m, in, batch, 1, mask, &o), "forward");
+  size_t at = 0;
+  double worst = strop_test_max_rel(o->data, out, nout, 1e-4, &at);
+  ck_assert_msg(worst <= out_tol, "%s: output[%zu] %.8g vs torch %.8g (rel %.3g > %.3g)", rel,
+                at, (double)o->data[at], (double)out[at], worst, out_tol);
+  must(strop__model_backward(m, dout), "backward");
+  for (int i = -1; i < m->n_params; i++) {
+    strop__param *p = i >= 0 ? m->params[i] : NULL;
+    char key[300];
+    snprintf(key, sizeof key, "grad.%s", p ? p->name : "input");
+    float *g = p ? fx_tensor(&f, key, &k, NULL) : gin;
+    const float *mine = p ? p->grad : m->input_grad;
+    size_t cnt = p ? p->numel : nin;
+    if (!g && p && strstr(p->name, "k_proj.bias")) { /* exactly zero: see gen_seq.py */
+      for (size_t e = 0; e < p->numel; e++) ck_assert(p->grad[e] == 0.0f);
+      continue;
+    }
+    if (!g && !p) continue; /* token ids: no input gradient */
+    ck_assert_msg(g != NULL, "%s: no %s", rel, key);
+    double err;
+    if (normwise) {
+      double num = 0.0, den = 0.0;
+      for (size_t e = 0; e < cnt; e++) {
+        double d = fabs((double)mine[e] - (double)g[e]);
+        if (!(d <= num)) num = d, at = e;
+        den = fmax(den, fabs((double)g[e]));
+      }
+      err = num / fmax(den, 1e-30);
+    } else {
+      err = strop_test_max_rel(mine, g, cnt, 1e-4, &at);
+    }
+    ck_assert_msg(err <= tol, "%s: %s[%zu] %.8g vs torch %.8g (%s error %.3g > %.3g)", rel, key,
+                  at, (double)mine[at], (double)g[at], normwise ? "normwise" : "relative", err,
+                  tol);
+    worst = fmax(worst, err);
+    if (p) free(g);
+  }
+  strop__model_step_end(m);
+  m->want_input_grad = 0;
+  free(in);
+  free(out);
+  free(dout);
+  free(gin);
+  free(mask);
+  fx_close(&f);
+  return worst;
+}
+
+/* Attention gradients normwise to 1e-5 (see transformer_parity), outputs 1e-4 elementwise;
+ * mean_pool elementwise to 1e-5. */
+START_TEST(padmask_parity) {
+  const int64_t s1[2] = {5, 8}, s2[2] = {4, 5};
+  strop_model *m = build1(2, s1, "attn", "multihead_attention", "num_heads=2");
+  parity_fixture(m, "layers/seq_mha_padmask.safetensors", 1e-4, 1e-5, 1);
+  strop_model_free(m);
+  m = build1(2, s1, "attn", "multihead_attention", "num_heads=2 causal=true");
+  parity_fixture(m, "layers/seq_mha_causal_padmask.safetensors", 1e-4, 1e-5, 1);
+  strop_model_free(m);
+  m = build1(2, s2, "pool", "mean_pool", NULL);
+  parity_fixture(m, "layers/seq_mean_pool_padmask.safetensors", 1e-5, 1e-5, 0);
+  strop_model_free(m);
+}
+END_TEST
+
+START_TEST(padmask_invariance) {
+  /* attention -> mean_pool with a mask: whatever sits at padded positions changes nothing */
+  const int64_t shape[2] = {5, 4};
+  node_spec s[2] = {{"attn", "multihead_attention", "num_heads=2", NULL},
+                    {"pool", "mean_pool", NULL, NULL}};
+  strop_model *m = build(2, shape, s, 2, 9);
+  float x[2 * 5 * 4];
+  for (int i = 0; i < 40; i++) x[i] = sinf((float)i);
+  const float mask[10] = {1, 1, 0, 1, 0, 1, 1, 1, 1, 1};
+  float *y0 = fwd(m, x, 2, 1, mask, NULL);
+  for (int j = 0; j < 4; j++) {
+    x[2 * 4 + j] = 100.0f; /* sample 0, t = 2 */
+    x[4 * 4 + j] = -50.0f; /* sample 0, t = 4 */
+  }
+  float *y1 = fwd(m, x, 2, 1, mask, NULL);
+  expect_close(y1, y0, 8, 1e-5, "padded positions");
+  free(y0);
+  free(y1);
+  strop_model_free(m);
+}
+END_TEST
+
+START_TEST(nan_propagates) {
+  const int64_t shape[2] = {3, 4};
+  node_spec s[3] = {{"ln", "layernorm", NULL, NULL},
+                    {"attn", "multihead_attention", "num_heads=2", NULL},
+                    {"pool", "mean_pool", NULL, NULL}};
+  strop_model *m = build(2, shape, s, 3, 9);
+  float x[12] = {0};
+  x[5] = NAN;
+  float *y = fwd(m, x, 1, 0, NULL, NULL);
+  ck_assert(isnan(y[0]));
+  free(y);
+  strop_model_free(m);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ transformer */
+
+/* embedding -> positional_embedding -> 2 x [layernorm -> multihead_attention -> dropout ->
+ * add(residual) -> layernorm -> linear -> gelu -> linear -> dropout -> add(residual)] ->
+ * layernorm -> mean_pool -> linear head. Names match gen_seq.py's Classifier. */
+static strop_model *transformer(float drop, uint64_t seed) {
+  enum { T = 6 };
+  const int64_t shape[1] = {T};
+  strop_model *m = NULL;
+  char o_attn[64], o_drop[32], ins[96];
+  snprintf(o_attn, sizeof o_attn, "num_heads=4 dropout=%g", (double)drop);
+  snprintf(o_drop, sizeof o_drop, "p=%g", (double)drop);
+  must(strop_model_create(1, shape, &m), "create");
+  must(strop_model_add(m, "tok", "embedding", "num_embeddings=13 embedding_dim=16 padding_idx=0",
+                       NULL), "tok");
+  must(strop_model_add(m, "pos", "positional_embedding", "num_embeddings=8", NULL), "pos");
+  const char *resid = "pos";
+  char names[2][10][32];
+  for (int b = 0; b < 2; b++) {
+    const char *parts[10] = {"ln1", "attn", "drop1", "add1", "ln2",
+                             "fc1", "gelu", "fc2",   "drop2", "add2"};
+    for (int i = 0; i < 10; i++) snprintf(names[b][i], 32, "blocks.%d.%s", b, parts[i]);
+    must(strop_model_add(m, names[b][0], "layernorm", "normalized_shape=16", NULL), "ln1");
+    must(strop_model_add(m, names[b][1], "multihead_attention", o_attn, NULL), "attn");
+    must(strop_model_add(m, names[b][2], "dropout", o_drop, NULL), "drop1");
+    snprintf(ins, sizeof ins, "%s,%s", resid, names[b][2]);
+    must(strop_model_add(m, names[b][3], "add", NULL, ins), "add1");
+    must(strop_model_add(m, names[b][4], "layernorm", NULL, NULL), "ln2");
+    must(strop_model_add(m, names[b][5], "linear", "out_features=32", NULL), "fc1");
+    must(strop_model_add(m, names[b][6], "gelu", NULL, NULL), "gelu");
+    must(strop_model_add(m, names[b][7], "linear", "out_features=16", NULL), "fc2");
+    must(strop_model_add(m, names[b][8], "dropout", o_drop, NULL), "drop2");
+    snprintf(ins, sizeof ins, "%s,%s", names[b][3], names[b][8]);
+    must(strop_model_add(m, names[b][9], "add", NULL, ins), "add2");
+    resid = names[b][9];
+  }
+  must(strop_model_add(m, "ln_f", "layernorm", NULL, NULL), "ln_f");
+  must(strop_model_add(m, "pool", "mean_pool", NULL, NULL), "pool");
+  must(strop_model_add(m, "head", "linear", "out_features=3", NULL), "head");
+  must(strop_model_finalize(m, seed), "finalize");
+  return m;
+}
+
+/* End to end: the logits elementwise to 1e-4 relative; each gradient tensor to 1e-5 of its
+ * largest magnitude (normwise). Elementwise relative checks are meaningless for the few
+ * entries that are 1e-4 of their tensor's scale: gradients through softmax cancel, and float32
+ * torch itself is 1.4e-4 away from a float64 torch there. */
+START_TEST(transformer_parity) {
+  strop_model *m = transformer(0.0f, 1);
+  int64_t od[2];
+  ck_assert_int_eq(strop_model_output_shape(m, od, 2), 1);
+  ck_assert_int_eq(od[0], 3);
+  /* tok, pos, 2 x (ln1 2 + attn 8 + ln2 2 + fc1 2 + fc2 2), ln_f 2, head 2 */
+  ck_assert_int_eq(strop_model_num_tensors(m), 38);
+  parity_fixture(m, "layers/seq_transformer.safetensors", 1e-4, 1e-5, 1);
+  strop_model_free(m);
+}
+END_TEST
+
+START_TEST(transformer_gradcheck) {
+  strop_model *m = transformer(0.1f, 2);
+  strop_test_gc_opts o;
+  strop_test_gc_defaults(&o);
+  o.int_inputs = 1;
+  o.int_max = 13;
+  o.max_per_tensor = 6;
+  o.tol = 3e-2;
+  strop_test_gradcheck(m, 2, 16, &o);
+  strop_model_free(m);
+}
+END_TEST
+
+START_TEST(transformer_warm_step_no_alloc) {
+  /* after the first step, forward + backward of the seq layers (dropout on, pad mask set)
+   * allocate nothing from the heap: all scratch comes from the step arena */
+  strop_model *m = transformer(0.1f, 3);
+  float ids[2 * 6] = {1, 2, 3, 4, 0, 0, 5, 6, 7, 8, 9, 10};
+  const float mask[2 * 6] = {1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1};
+  float dout[2 * 3] = {1, -1, 0.5f, 0.25f, 2, -3};
+  must(strop__model_zero_grad(m), "zero_grad");
+  int64_t before = 0;
+  for (int step = 0; step < 3; step++) {
+    if (step == 2) before = strop__alloc_count();
+    const strop__act *o;
+    must(strop__model_forward_exec(m, ids, 2, 1, mask, &o), "forward");
+    must(strop__model_backward(m, dout), "backward");
+    strop__model_step_end(m);
+  }
+  ck_assert_int_eq(strop__alloc_count() - before, 0);
+  strop_model_free(m);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ errors */
+
+START_TEST(errors_options) {
+  const int64_t t1[1] = {4}, td[2] = {4, 6}, t3[3] = {2, 4, 6};
+  expect_build_error(1, t1, "embedding", "embedding_dim=3", STROP_E_INVALID_ARG,
+                     "num_embeddings");
+  expect_build_error(1, t1, "embedding", "num_embeddings=0 embedding_dim=3", STROP_E_INVALID_ARG,
+                     "num_embeddings");
+  expect_build_error(1, t1, "embedding", "num_embeddings=5 embedding_dim=3 padding_idx=5",
+                     STROP_E_INVALID_ARG, "padding_idx");
+  expect_build_error(1, t1, "embedding", "num_embeddings=5 embedding_dim=3 padding_idx=-6",
+                     STROP_E_INVALID_ARG, "padding_idx");
+  expect_build_error(2, td, "positional_embedding", "num_embeddings=3", STROP_E_SHAPE,
+                     "sequence length 4 exceeds num_embeddings 3");
+  expect_build_error(2, td, "positional_embedding", "num_embeddings=8 embedding_dim=5",
+                     STROP_E_SHAPE, "embedding_dim is 5");
+  expect_build_error(1, t1, "positional_embedding", "num_embeddings=8", STROP_E_SHAPE, "[T, D]");
+  expect_build_error(2, td, "positional_embedding", NULL, STROP_E_INVALID_ARG, "num_embeddings");
+  expect_build_error(2, td, "layernorm", "normalized_shape=5", STROP_E_SHAPE,
+                     "normalized_shape [5] does not match");
+  expect_build_error(3, t3, "layernorm", "normalized_shape=[2,4,6,1]", STROP_E_SHAPE,
+                     "does not match");
+  expect_build_error(2, td, "layernorm", "eps=-1", STROP_E_INVALID_ARG, "eps");
+  expect_build_error(2, td, "multihead_attention", "num_heads=0", STROP_E_INVALID_ARG,
+                     "num_heads");
+  expect_build_error(2, td, "multihead_attention", "num_heads=4", STROP_E_SHAPE,
+                     "embed_dim 6 is not divisible by num_heads 4");
+  expect_build_error(2, td, "multihead_attention", "embed_dim=8 num_heads=3",
+                     STROP_E_INVALID_ARG, "not divisible");
+  expect_build_error(2, td, "multihead_attention", "embed_dim=8 num_heads=2", STROP_E_SHAPE,
+                     "embed_dim is 8");
+  expect_build_error(2, td, "multihead_attention", NULL, STROP_E_INVALID_ARG, "num_heads");
+  expect_build_error(2, td, "multihead_attention", "num_heads=2 dropout=1.5",
+                     STROP_E_INVALID_ARG, "dropout");
+  expect_build_error(3, t3, "multihead_attention", "num_heads=2", STROP_E_SHAPE, "[T, embed_dim]");
+  expect_build_error(1, t1, "mean_pool", NULL, STROP_E_SHAPE, "[T, D");
+}
+END_TEST
+
+START_TEST(errors_token_ids) {
+  const int64_t shape[1] = {3};
+  strop_model *m = build1(1, shape, "tok", "embedding", "num_embeddings=5 embedding_dim=2");
+  const float bad[3][6] = {{0, 1, 2, 3, 5, 0}, {0, -1, 2, 3, 4, 0}, {0, 1, 2.5f, 3, 4, 0}};
+  const char *want[3] = {"token id 5 at sample 1, position 1", "token id -1 at sample 0, position 1",
+                         "token id 2.5 at sample 0, position 2"};
+  for (int c = 0; c < 3; c++) {
+    const strop__act *o;
+    strop_status st = strop__model_forward_exec(m, bad[c], 2, 0, NULL, &o);
+    ck_assert_int_eq(st, STROP_E_INVALID_ARG);
+    ck_assert_msg(strstr(strop_last_error(), "'tok'") && strstr(strop_last_error(), want[c]),
+                  "%s", strop_last_error());
+  }
+  /* NaN ids too, through the public forward */
+  float nan_ids[3] = {0, NAN, 1};
+  int64_t dims[2] = {1, 3};
+  strop_tensor *in = NULL, *out = NULL;
+  must(strop_tensor_from_data(nan_ids, 3, 2, dims, &in), "tensor");
+  ck_assert_int_eq(strop_model_forward(m, in, &out), STROP_E_INVALID_ARG);
+  ck_assert_ptr_null(out);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "tok"));
+  /* the model still works afterwards */
+  float ok_ids[3] = {4, 0, 1};
+  strop_tensor_free(in);
+  must(strop_tensor_from_data(ok_ids, 3, 2, dims, &in), "tensor");
+  must(strop_model_forward(m, in, &out), "forward after error");
+  strop_tensor_free(in);
+  strop_tensor_free(out);
+  strop_model_free(m);
+}
+END_TEST
+
+START_TEST(options_roundtrip) {
+  /* write() emits every option, including inferred ones */
+  const int64_t shape[2] = {4, 6};
+  strop_model *m = build1(2, shape, "attn", "multihead_attention", "num_heads=3 causal=1");
+  strop__optbuf b = {0};
+  must(strop__node_write_opts(&m->nodes[0], &b), "write");
+  int seen = 0;
+  for (int i = 0; i < b.n; i++) {
+    if (!strcmp(b.v[i].key, "embed_dim")) seen += !strcmp(b.v[i].val, "6");
+    if (!strcmp(b.v[i].key, "num_heads")) seen += !strcmp(b.v[i].val, "3");
+    if (!strcmp(b.v[i].key, "causal")) seen += !strcmp(b.v[i].val, "true");
+  }
+  ck_assert_int_eq(seen, 3);
+  strop__optbuf_free(&b);
+  strop_model_free(m);
+  ck_assert_ptr_eq(strop__layer_find("mean_pool"), g_family[4]);
+  for (size_t i = 0; i < sizeof g_family / sizeof g_family[0]; i++)
+    ck_assert_ptr_eq(strop__layer_find(g_family[i]->type), g_family[i]);
+}
+END_TEST
+
+static Suite *suite(void) {
+  Suite *s = suite_create("layers_seq");
+  TCase *tc = tcase_create("kernels");
+  tcase_add_test(tc, kernel_layernorm);
+  tcase_add_test(tc, kernel_attention);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("forward");
+  tcase_add_test(tc, forward_embedding);
+  tcase_add_test(tc, forward_positional);
+  tcase_add_test(tc, forward_layernorm);
+  tcase_add_test(tc, forward_attention_uniform);
+  tcase_add_test(tc, forward_mean_pool);
+  tcase_add_test(tc, nan_propagates);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("gradcheck");
+  tcase_add_test(tc, gradcheck_embedding);
+  tcase_add_test(tc, gradcheck_positional);
+  tcase_add_test(tc, gradcheck_layernorm);
+  tcase_add_test(tc, gradcheck_attention);
+  tcase_add_test(tc, gradcheck_mean_pool);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("parity");
+  tcase_add_test(tc, parity_embedding);
+  tcase_add_test(tc, parity_positional);
+  tcase_add_test(tc, parity_layernorm);
+  tcase_add_test(tc, parity_attention);
+  tcase_add_test(tc, parity_mean_pool);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("padmask");
+  tcase_add_test(tc, padmask_parity);
+  tcase_add_test(tc, padmask_invariance);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("transformer");
+  tcase_add_test(tc, transformer_parity);
+  tcase_add_test(tc, transformer_gradcheck);
+  tcase_add_test(tc, transformer_warm_step_no_alloc);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("errors");
+  tcase_add_test(tc, errors_options);
+  tcase_add_test(tc, errors_token_ids);
+  tcase_add_test(tc, options_roundtrip);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) { return strop_test_run(suite()); }

@@ -1,0 +1,291 @@
+/* strop tests — loss suite: cross-entropy (class weights, label smoothing, ignore_index, [N,T,C]),
+ * MSE, L1, Huber and BCE-with-logits against PyTorch fixtures, finite differences of the
+ * gradient, and errors. Fixtures: tests/fixtures/gen_loss.py. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fixture_st.h"
+#include "ops/loss.h"
+#include "strop/strop.h"
+#include "testutil.h"
+
+/* ------------------------------------------------------------------ parity */
+
+static void check_fixture(const char *name) {
+  fixture_st f;
+  char path[160];
+  snprintf(path, sizeof path, "loss/%s.safetensors", name);
+  fx_open(&f, path);
+  strop__loss_cfg c;
+  strop__loss_cfg_init(&c, (int)fx_meta(&f, "kind"));
+  c.reduction = (int)fx_meta(&f, "reduction");
+  c.label_smoothing = (float)fx_meta(&f, "label_smoothing");
+  c.ignore_index = (int64_t)fx_meta(&f, "ignore_index");
+  c.delta = (float)fx_meta(&f, "delta");
+  int64_t n = (int64_t)fx_meta(&f, "n"), ps = (int64_t)fx_meta(&f, "per_sample");
+  int64_t tps = (int64_t)fx_meta(&f, "target_per_sample");
+  size_t np = 0, nt = 0, ng = 0, nw = 0;
+  double ref_loss = 0.0;
+  float *pred = fx_tensor(&f, "pred", &np, NULL);
+  float *target = fx_tensor(&f, "target", &nt, NULL);
+  float *gref = fx_tensor(&f, "grad.pred", &ng, NULL);
+  float *lossv = fx_tensor(&f, "loss", NULL, &ref_loss);
+  float *cw = fx_tensor(&f, "class_weights", &nw, NULL);
+  float *pw = fx_tensor(&f, "pos_weight", &nw, NULL);
+  ck_assert(pred && target && gref && lossv);
+  ck_assert_uint_eq(np, (size_t)(n * ps));
+  ck_assert_uint_eq(nt, (size_t)(n * tps));
+  c.class_weights = cw;
+  if (cw) c.n_classes = (int64_t)nw;
+  c.pos_weight = pw;
+  c.n_pos_weight = pw ? (int64_t)nw : 0;
+
+  float *g = malloc(np * sizeof(float));
+  double loss = 0.0;
+  ck_assert_int_eq(strop__loss_eval(&c, pred, n, ps, target, tps, &loss, g), STROP_OK);
+  /* sums run in double here and in float in torch: 1e-5 relative */
+  double rel = fabs(loss - ref_loss) / fmax(fabs(ref_loss), 1e-6);
+  ck_assert_msg(rel < 1e-5, "%s: loss %.9g vs torch %.9g", name, loss, ref_loss);
+  size_t where = 0;
+  double worst = strop_test_max_rel(g, gref, np, 1e-4, &where);
+  ck_assert_msg(worst < 1e-5, "%s: grad[%zu] %.9g vs torch %.9g (rel %g)", name, where,
+                (double)g[where], (double)gref[where], worst);
+  /* the loss without a gradient is the same number */
+  double loss2 = -1.0;
+  ck_assert_int_eq(strop__loss_eval(&c, pred, n, ps, target, tps, &loss2, NULL), STROP_OK);
+  ck_assert(loss2 == loss);
+  free(g);
+  free(pred);
+  free(target);
+  free(gref);
+  free(lossv);
+  free(cw);
+  free(pw);
+  fx_close(&f);
+}
+
+static const char *const FIXTURES[] = {
+    "ce_basic", "ce_sum", "ce_weights", "ce_smoothing", "ce_weights_smoothing",
+    "ce_weights_smoothing_ignore", "ce_weights_smoothing_ignore_sum", "ce_ignore_class2",
+    "ce_seq", "mse_mean", "mse_sum", "l1_mean", "l1_sum", "huber_mean", "huber_delta",
+    "bce_mean", "bce_pos_weight", "bce_pos_weight_sum",
+};
+#define N_FIXTURES ((int)(sizeof FIXTURES / sizeof FIXTURES[0]))
+
+START_TEST(parity) { check_fixture(FIXTURES[_i]); }
+END_TEST
+
+/* ------------------------------------------------------------------ forward by hand */
+
+START_TEST(forward_reference) {
+  /* two classes, logits (0, ln 3): p = (1/4, 3/4); target 1 -> -ln(3/4) */
+  float z[2] = {0.0f, logf(3.0f)}, y = 1.0f, g[3];
+  strop__loss_cfg c;
+  strop__loss_cfg_init(&c, STROP_LOSS_CROSS_ENTROPY);
+  double l = 0.0;
+  ck_assert_int_eq(strop__loss_eval(&c, z, 1, 2, &y, 1, &l, g), STROP_OK);
+  ck_assert_double_eq_tol(l, -log(0.75), 1e-7);
+  ck_assert_float_eq_tol(g[0], 0.25f, 1e-6f);
+  ck_assert_float_eq_tol(g[1], -0.25f, 1e-6f);
+  /* smoothing 0.5 over 2 classes: target distribution (1/4, 3/4) */
+  c.label_smoothing = 0.5f;
+  ck_assert_int_eq(strop__loss_eval(&c, z, 1, 2, &y, 1, &l, g), STROP_OK);
+  ck_assert_double_eq_tol(l, -(0.25 * log(0.25) + 0.75 * log(0.75)), 1e-7);
+  ck_assert_float_eq_tol(g[0], 0.0f, 1e-6f);
+  /* huber: |d| = 2 > delta 1 -> 1 * (2 - 0.5) = 1.5; |d| = 0.5 -> 0.125; mean 0.8125 */
+  float p[2] = {3.0f, 0.5f}, t[2] = {1.0f, 0.0f};
+  strop__loss_cfg_init(&c, STROP_LOSS_HUBER);
+  ck_assert_int_eq(strop__loss_eval(&c, p, 1, 2, t, 2, &l, g), STROP_OK);
+  ck_assert_double_eq_tol(l, 0.8125, 1e-7);
+  ck_assert_float_eq_tol(g[0], 0.5f, 1e-7f);
+  ck_assert_float_eq_tol(g[1], 0.25f, 1e-7f);
+  /* bce: x = 0 -> ln 2 whatever the target */
+  float x0[2] = {0.0f, 0.0f}, yb[2] = {1.0f, 0.0f};
+  strop__loss_cfg_init(&c, STROP_LOSS_BCE_WITH_LOGITS);
+  c.reduction = STROP_LOSS_REDUCTION_SUM;
+  ck_assert_int_eq(strop__loss_eval(&c, x0, 2, 1, yb, 1, &l, g), STROP_OK);
+  ck_assert_double_eq_tol(l, 2.0 * log(2.0), 1e-7);
+  ck_assert_float_eq_tol(g[0], -0.5f, 1e-7f);
+  ck_assert_float_eq_tol(g[1], 0.5f, 1e-7f);
+  /* extreme logits stay finite */
+  float big[2] = {-1000.0f, 1000.0f}; /* both wrong by 1000 */
+  ck_assert_int_eq(strop__loss_eval(&c, big, 2, 1, yb, 1, &l, g), STROP_OK);
+  ck_assert(isfinite(l) && fabs(l - 2000.0) < 1e-3);
+  strop__loss_cfg_init(&c, STROP_LOSS_CROSS_ENTROPY);
+  float zb[3] = {1000.0f, -1000.0f, 0.0f}, yc = 1.0f;
+  ck_assert_int_eq(strop__loss_eval(&c, zb, 1, 3, &yc, 1, &l, g), STROP_OK);
+  ck_assert(isfinite(l) && fabs(l - 2000.0) < 1e-2);
+}
+END_TEST
+
+START_TEST(all_ignored) {
+  float z[6] = {1, 2, 3, 4, 5, 6}, y[2] = {-100.0f, -100.0f}, g[6];
+  strop__loss_cfg c;
+  strop__loss_cfg_init(&c, STROP_LOSS_CROSS_ENTROPY);
+  double l = -1.0;
+  ck_assert_int_eq(strop__loss_eval(&c, z, 2, 3, y, 1, &l, g), STROP_OK);
+  ck_assert(l == 0.0);
+  for (int i = 0; i < 6; i++) ck_assert(g[i] == 0.0f);
+}
+END_TEST
+
+START_TEST(nan_propagates) {
+  float z[3] = {NAN, 1.0f, 2.0f}, y = 1.0f, g[3];
+  strop__loss_cfg c;
+  strop__loss_cfg_init(&c, STROP_LOSS_CROSS_ENTROPY);
+  double l = 0.0;
+  ck_assert_int_eq(strop__loss_eval(&c, z, 1, 3, &y, 1, &l, g), STROP_OK);
+  ck_assert(isnan(l));
+  for (int k = STROP_LOSS_MSE; k <= STROP_LOSS_BCE_WITH_LOGITS; k++) {
+    float t[3] = {0.0f, 1.0f, 0.0f};
+    strop__loss_cfg_init(&c, k);
+    ck_assert_int_eq(strop__loss_eval(&c, z, 1, 3, t, 3, &l, g), STROP_OK);
+    ck_assert_msg(isnan(l) && isnan(g[0]), "%s", strop__loss_name(k));
+  }
+}
+END_TEST
+
+/* ------------------------------------------------------------------ finite differences */
+
+/* Central differences of the double loss in float32 pred; tolerance 2e-3 relative with a
+ * floor of 1e-3 (h = 1e-3 in float32 limits the accuracy to about 1e-4 of the loss). */
+static void fd_check(strop__loss_cfg *c, int64_t n, int64_t ps, const float *target, int64_t tps,
+                     float scale) {
+  float *p = calloc((size_t)(n * ps), sizeof(float));
+  float *g = malloc((size_t)(n * ps) * sizeof(float));
+  uint32_t s = 12345u;
+  for (int64_t i = 0; i < n * ps; i++) {
+    s = s * 1664525u + 1013904223u;
+    p[i] = scale * ((float)(s >> 8) / 16777216.0f * 2.0f - 1.0f);
+  }
+  double l = 0.0;
+  ck_assert_int_eq(strop__loss_eval(c, p, n, ps, target, tps, &l, g), STROP_OK);
+  const float h = 1e-3f;
+  for (int64_t i = 0; i < n * ps; i++) {
+    float keep = p[i];
+    double lp, lm;
+    p[i] = keep + h;
+    ck_assert_int_eq(strop__loss_eval(c, p, n, ps, target, tps, &lp, NULL), STROP_OK);
+    p[i] = keep - h;
+    ck_assert_int_eq(strop__loss_eval(c, p, n, ps, target, tps, &lm, NULL), STROP_OK);
+    float hh = (keep + h) - (keep - h);
+    p[i] = keep;
+    double fd = (lp - lm) / (double)hh;
+    double err = fabs(fd - g[i]) / fmax(fabs(fd), 1e-3);
+    ck_assert_msg(err < 2e-3, "%s: d/dpred[%lld] analytic %.7g vs fd %.7g",
+                  strop__loss_name(c->kind), (long long)i, (double)g[i], fd);
+  }
+  free(p);
+  free(g);
+}
+
+START_TEST(gradcheck) {
+  strop__loss_cfg c;
+  const float w[5] = {0.5f, 1.0f, 2.0f, 0.3f, 1.7f};
+  const float cls[8] = {0, 4, 2, -100, 1, 3, 3, 0};
+  for (int red = 0; red < 2; red++) {
+    strop__loss_cfg_init(&c, STROP_LOSS_CROSS_ENTROPY);
+    c.reduction = red;
+    c.class_weights = w;
+    c.n_classes = 5;
+    c.label_smoothing = 0.2f;
+    fd_check(&c, 8, 5, cls, 1, 2.0f);
+    fd_check(&c, 2, 20, cls, 4, 2.0f); /* [2, 4, 5] sequence layout */
+  }
+  float t[24];
+  for (int i = 0; i < 24; i++) t[i] = (float)((i * 7) % 5) * 0.4f - 0.8f;
+  for (int k = STROP_LOSS_MSE; k <= STROP_LOSS_HUBER; k++) {
+    strop__loss_cfg_init(&c, k);
+    c.delta = 0.6f;
+    fd_check(&c, 4, 6, t, 6, 1.5f);
+  }
+  float tb[24], pwv[6] = {0.5f, 1.0f, 2.0f, 3.0f, 0.2f, 1.0f};
+  for (int i = 0; i < 24; i++) tb[i] = (float)(i % 3) * 0.5f;
+  strop__loss_cfg_init(&c, STROP_LOSS_BCE_WITH_LOGITS);
+  c.pos_weight = pwv;
+  c.n_pos_weight = 6;
+  fd_check(&c, 4, 6, tb, 6, 3.0f);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ errors */
+
+static void expect_err(strop_status st, strop_status want, const char *needle) {
+  ck_assert_int_eq(st, want);
+  ck_assert_msg(strstr(strop_last_error(), needle) != NULL, "'%s' lacks '%s'",
+                strop_last_error(), needle);
+}
+
+START_TEST(errors) {
+  strop__loss_cfg c;
+  float z[8] = {0}, g[8];
+  double l = 0.0;
+  strop__loss_cfg_init(&c, STROP_LOSS_CROSS_ENTROPY);
+  float y_bad[2] = {1.0f, 4.0f};
+  expect_err(strop__loss_eval(&c, z, 2, 4, y_bad, 1, &l, g), STROP_E_INVALID_ARG,
+             "sample 1: class index 4 is not an integer in [0, 4)");
+  float y_neg[2] = {-1.0f, 0.0f};
+  expect_err(strop__loss_eval(&c, z, 2, 4, y_neg, 1, &l, g), STROP_E_INVALID_ARG,
+             "sample 0: class index -1");
+  float y_frac[2] = {0.0f, 1.5f};
+  expect_err(strop__loss_eval(&c, z, 2, 4, y_frac, 1, &l, g), STROP_E_INVALID_ARG,
+             "class index 1.5");
+  float y_nan[2] = {NAN, 1.0f};
+  expect_err(strop__loss_eval(&c, z, 2, 4, y_nan, 1, &l, g), STROP_E_INVALID_ARG, "sample 0");
+  float y_huge[2] = {1e30f, 1.0f};
+  expect_err(strop__loss_eval(&c, z, 2, 4, y_huge, 1, &l, g), STROP_E_INVALID_ARG, "sample 0");
+  float y_seq[4] = {0, 1, 1, 9};
+  expect_err(strop__loss_eval(&c, z, 2, 4, y_seq, 2, &l, g), STROP_E_INVALID_ARG,
+             "sample 1, position 1: class index 9");
+  c.n_classes = 3;
+  expect_err(strop__loss_eval(&c, z, 2, 4, y_seq, 1, &l, g), STROP_E_INVALID_ARG,
+             "do not split");
+  c.n_classes = 0;
+  c.label_smoothing = 1.5f;
+  expect_err(strop__loss_eval(&c, z, 2, 4, y_seq, 1, &l, g), STROP_E_INVALID_ARG,
+             "label_smoothing");
+  strop__loss_cfg_init(&c, STROP_LOSS_MSE);
+  expect_err(strop__loss_eval(&c, z, 2, 4, z, 3, &l, g), STROP_E_INVALID_ARG,
+             "targets have 3 values per sample, predictions 4");
+  expect_err(strop__loss_eval(&c, z, 0, 4, z, 4, &l, g), STROP_E_INVALID_ARG, "n 0");
+  expect_err(strop__loss_eval(&c, NULL, 2, 4, z, 4, &l, g), STROP_E_INVALID_ARG, "NULL");
+  c.reduction = 7;
+  expect_err(strop__loss_eval(&c, z, 2, 4, z, 4, &l, g), STROP_E_INVALID_ARG, "reduction 7");
+  strop__loss_cfg_init(&c, STROP_LOSS_HUBER);
+  c.delta = 0.0f;
+  expect_err(strop__loss_eval(&c, z, 2, 4, z, 4, &l, g), STROP_E_INVALID_ARG, "delta");
+  strop__loss_cfg_init(&c, STROP_LOSS_BCE_WITH_LOGITS);
+  float pw[3] = {1, 1, 1};
+  c.pos_weight = pw;
+  c.n_pos_weight = 3;
+  expect_err(strop__loss_eval(&c, z, 2, 4, z, 4, &l, g), STROP_E_INVALID_ARG, "pos_weight");
+  strop__loss_cfg_init(&c, 99);
+  expect_err(strop__loss_eval(&c, z, 2, 4, z, 4, &l, g), STROP_E_INVALID_ARG, "kind 99");
+  /* the loss kinds keep their numbers */
+  ck_assert_int_eq(STROP_LOSS_CROSS_ENTROPY, 1);
+  ck_assert_int_eq(STROP_LOSS_BCE_WITH_LOGITS, 5);
+}
+END_TEST
+
+static Suite *suite(void) {
+  Suite *s = suite_create("loss");
+  TCase *tc = tcase_create("parity");
+  tcase_add_loop_test(tc, parity, 0, N_FIXTURES);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("forward");
+  tcase_add_test(tc, forward_reference);
+  tcase_add_test(tc, all_ignored);
+  tcase_add_test(tc, nan_propagates);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("gradcheck");
+  tcase_add_test(tc, gradcheck);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("errors");
+  tcase_add_test(tc, errors);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) { return strop_test_run(suite()); }
