@@ -1,0 +1,137 @@
+/* strop — private layout of datasets, the file reader shared by the parsers, and the
+ * parse-from-memory entry points of the IDX, CSV and NPY formats (used by the fuzz targets). */
+#ifndef STROP_DATA_IMPL_H
+#define STROP_DATA_IMPL_H
+
+#include <stdatomic.h>
+
+#include "core/core.h"
+#include "strop/data.h"
+
+/* Root storage kinds. */
+enum { STROP__DS_F32 = 1, STROP__DS_U8 = 2, STROP__DS_TOKENS = 3, STROP__DS_CALLBACK = 4 };
+
+/* One struct for roots and views. A root owns storage; a view (root != NULL) holds one
+ * reference to its root and describes a selection (idx), a relabelling and a shape. Views of
+ * views are flattened at creation, so reading a sample is one indirection at most. */
+struct strop_dataset {
+  _Atomic long refs;
+  strop_dataset *root; /* NULL for a root */
+
+  /* what this handle presents */
+  int64_t n;
+  int64_t *idx;        /* NULL: identity into the root (n == root n) */
+  int32_t *label_map;  /* NULL: identity; else root class -> this class (-1: dropped) */
+  int64_t lmap_len;    /* entries of label_map (the root's class count) */
+  int onehot;
+  int in_rank;
+  int64_t in_dims[STROP_MAX_RANK];
+  size_t in_numel;
+  int tgt_rank;
+  int64_t tgt_dims[STROP_MAX_RANK];
+  size_t tgt_numel;    /* presented target (after one-hot) */
+  size_t raw_tgt_numel; /* the root's target element count (before one-hot) */
+  int64_t num_classes;
+  char **class_names;  /* num_classes names, or NULL */
+
+  /* root storage */
+  int kind;
+  const float *x, *y;  /* F32: inputs/targets; U8, TOKENS: y = per-sample class labels */
+  float *x_owned, *y_owned;
+  const uint8_t *xu8;  /* U8 inputs */
+  void *map;           /* mmap'd file behind xu8, or NULL */
+  size_t map_len;
+  void *buf_owned;     /* decompressed buffer behind xu8, or NULL */
+  strop_release_fn release;
+  void *release_ud;
+  strop_dataset_fill_fn fill;
+  void *fill_ud;
+  int32_t *tokens;     /* TOKENS: the token stream */
+  int64_t ntokens;
+  int64_t *starts;     /* TOKENS: start of sample i in tokens */
+  int lm;              /* TOKENS: 1 = targets are the shifted window */
+  int64_t seq_len;
+};
+
+/* The root that owns the storage of ds. */
+static inline const strop_dataset *strop__ds_root(const strop_dataset *ds) {
+  return ds->root ? ds->root : ds;
+}
+
+/* A fresh root with refs = 1 and shapes set; storage left to the caller. Errors name fn. */
+strop_status strop__ds_new_root(const char *fn, int kind, int64_t n, int in_rank,
+                                const int64_t *in_dims, int tgt_rank, const int64_t *tgt_dims,
+                                int64_t num_classes, strop_dataset **out);
+/* Checks that n labels are integers in [0, C) (C > 0) or, for C == STROP_CLASSES_INFER,
+ * integers >= 0 and sets *classes to max + 1. `what` names the source in messages. */
+strop_status strop__check_labels(const char *fn, const char *what, const float *y, int64_t n,
+                                 int64_t *classes);
+/* Reads sample i of ds (view index) into in (in_numel floats) and tgt (tgt_numel floats,
+ * one-hot expanded); either may be NULL. Errors name fn. */
+strop_status strop__ds_read(const strop_dataset *ds, const char *fn, int64_t i, float *in,
+                            float *tgt);
+/* All n labels of a classification dataset with scalar targets, malloc'd (strop__free). */
+strop_status strop__ds_labels(const strop_dataset *ds, const char *fn, int32_t **out);
+/* Takes one more reference. */
+void strop__ds_ref(strop_dataset *ds);
+
+/* ---- files: whole contents, mmap'd when plain, inflated when gzip ---- */
+typedef struct strop__file {
+  const uint8_t *data;
+  size_t len;
+  void *map;      /* munmap on close */
+  size_t map_len;
+  uint8_t *buf;   /* strop__free on close */
+} strop__file;
+strop_status strop__file_read(const char *fn, const char *path, int allow_map, strop__file *f);
+void strop__file_close(strop__file *f);
+/* Detaches the storage from f (for a dataset to keep). */
+
+/* ---- IDX ---- */
+typedef struct strop__idx {
+  int type;                       /* 0x08 u8, 0x09 i8, 0x0B i16, 0x0C i32, 0x0D f32, 0x0E f64 */
+  int rank;
+  int64_t dims[STROP_MAX_RANK];
+  size_t count;                   /* elements */
+  size_t elem_size;
+  const uint8_t *data;            /* big-endian payload inside the parsed buffer */
+} strop__idx;
+/* Parses an IDX header and checks the payload size; name is used in messages. */
+strop_status strop__idx_parse(const uint8_t *buf, size_t len, const char *name, strop__idx *out);
+/* Element i as a double (big-endian conversion). */
+double strop__idx_get(const strop__idx *a, size_t i);
+
+/* ---- CSV ---- */
+typedef struct strop__csv_table {
+  int64_t rows, features;
+  float *x;             /* rows * features */
+  float *y;             /* rows */
+  int64_t num_classes;  /* 0 for regression */
+  char **class_names;   /* num_classes names or NULL */
+} strop__csv_table;
+strop_status strop__csv_parse(const char *buf, size_t len, const char *name,
+                              const strop_csv_options *opt, strop__csv_table *out);
+void strop__csv_table_free(strop__csv_table *t);
+
+/* ---- NPY ---- */
+enum { STROP__NPY_F4 = 1, STROP__NPY_F8, STROP__NPY_U1, STROP__NPY_I4, STROP__NPY_I8 };
+typedef struct strop__npy {
+  int dtype;
+  int fortran;
+  int rank;
+  int64_t dims[STROP_MAX_RANK];
+  size_t count;
+  size_t elem_size;
+  const uint8_t *data;
+} strop__npy;
+strop_status strop__npy_parse(const uint8_t *buf, size_t len, const char *name, strop__npy *out);
+/* Writes the elements as floats in C order (transposing Fortran order). */
+void strop__npy_to_float(const strop__npy *a, float *dst);
+
+/* ---- image kernels shared by transforms and tests ---- */
+void strop__resize_bilinear(const float *src, int64_t c, int64_t ih, int64_t iw, float *dst,
+                            int64_t oh, int64_t ow);
+void strop__resize_nearest(const float *src, int64_t c, int64_t ih, int64_t iw, float *dst,
+                           int64_t oh, int64_t ow);
+
+#endif
