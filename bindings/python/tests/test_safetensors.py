@@ -1,0 +1,240 @@
+"""Round trips between the pure-Python safetensors module, PyTorch and the C library.
+
+Run: /usr/bin/python3 -m pytest bindings/python/tests/test_safetensors.py
+The C-library tests look for libstrop.so in $STROP_LIBRARY or the build directories and are
+skipped when it is absent; the torch tests are skipped without torch.
+"""
+import ctypes
+import glob
+import importlib.util
+import json
+import os
+import struct
+
+import numpy as np
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
+FIXTURES = os.path.join(ROOT, "tests", "fixtures", "io")
+
+# The module is loaded from its file so this test needs neither the package's ctypes
+# layer nor an installed library.
+_spec = importlib.util.spec_from_file_location(
+    "strop_safetensors", os.path.join(ROOT, "bindings", "python", "strop", "safetensors.py"))
+st = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(st)
+
+try:
+    import torch
+except ImportError:  # pragma: no cover
+    torch = None
+needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
+
+
+def _sanitized(path):
+    """A library built with ASan/TSan aborts when loaded into an unsanitised python."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return True
+    return b"libasan.so" in data or b"libtsan.so" in data
+
+
+_NEEDED = ("strop_model_load_spec_string", "strop_model_load_weights", "strop_model_save_weights",
+           "strop_model_free", "strop_model_forward", "strop_tensor_from_data")
+
+
+def find_library():
+    cands = [os.environ.get("STROP_LIBRARY", ""), os.path.join(ROOT, "build", "libstrop.so")]
+    for pat in ("build*/libstrop.so", "build*/lib/libstrop.so"):
+        cands += sorted(glob.glob(os.path.join(ROOT, pat)))
+    for c in cands:
+        if c and os.path.exists(c) and not _sanitized(c):
+            try:
+                lib = ctypes.CDLL(c)
+            except OSError:
+                continue
+            if all(hasattr(lib, f) for f in _NEEDED):  # not a stale or partial build
+                return lib
+    return None
+
+
+LIB = find_library()
+needs_lib = pytest.mark.skipif(LIB is None, reason="libstrop.so not built")
+
+
+# ---- numpy only ----
+
+def test_roundtrip_dtypes(tmp_path):
+    p = str(tmp_path / "a.safetensors")
+    rng = np.random.default_rng(0)
+    t = {
+        "w": rng.standard_normal((3, 4)).astype(np.float32),
+        "h": rng.standard_normal(5).astype(np.float16),
+        "d": rng.standard_normal((2, 2)).astype(np.float64),
+        "n": np.array(7, dtype=np.int64),  # a scalar keeps shape []
+        "b": rng.standard_normal(6).astype(np.float32),
+        "u": np.arange(3, dtype=np.uint8),
+        "e": np.zeros((0, 3), dtype=np.float32),
+    }
+    st.save(p, t, metadata={"format": "test", "step": 3}, bf16={"b"})
+    out, meta = st.load(p)
+    assert meta == {"format": "test", "step": "3"}
+    for k in ("w", "h", "d", "n", "u", "e"):
+        assert out[k].dtype == t[k].dtype and out[k].shape == t[k].shape
+        np.testing.assert_array_equal(out[k], t[k])
+    assert out["n"].shape == ()
+    assert out["b"].dtype == np.float32
+    np.testing.assert_allclose(out["b"], t["b"], rtol=8e-3)
+    hdr, _ = st.load_header(p)
+    assert hdr["b"]["dtype"] == "BF16" and hdr["h"]["dtype"] == "F16"
+    with open(p, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+    assert (8 + n) % 8 == 0
+    assert not [f for f in os.listdir(tmp_path) if ".tmp." in f]
+
+
+def test_bf16_rounding_is_nearest_even():
+    x = np.array([1.0, 1.00390625, 1.01171875, -2.5, np.inf], dtype=np.float32)
+    bits = st._to_bf16_bits(x)
+    back = (bits.astype("<u4") << 16).view("<f4")
+    np.testing.assert_array_equal(back, [1.0, 1.0, 1.015625, -2.5, np.inf])
+
+
+@pytest.mark.parametrize("name", sorted(os.listdir(os.path.join(FIXTURES, "broken"))))
+def test_broken_files_are_refused(name):
+    if name == "rank_too_large.safetensors":
+        pytest.skip("rank > 8 is a limit of strop, not of the format")
+    with pytest.raises(st.SafetensorsError):
+        st.load(os.path.join(FIXTURES, "broken", name))
+
+
+def test_reads_committed_torch_fixture():
+    t, meta = st.load(os.path.join(FIXTURES, "torch_f32.safetensors"))
+    assert meta == {"format": "pt"}
+    assert t["bn.num_batches_tracked"].dtype == np.int64
+    assert t["bn.num_batches_tracked"].shape == ()
+    assert t["conv.weight"].shape == (4, 1, 3, 3)
+    f16, _ = st.load(os.path.join(FIXTURES, "torch_f16.safetensors"))
+    np.testing.assert_allclose(f16["head.weight"].astype(np.float32), t["head.weight"],
+                               rtol=1e-3, atol=1e-4)
+
+
+# ---- PyTorch ----
+
+if torch is not None:
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+            self.bn = torch.nn.BatchNorm2d(4)
+            self.head = torch.nn.Linear(4 * 6 * 6, 3)
+
+        def forward(self, x):
+            x = torch.relu(self.bn(self.conv(x)))
+            return self.head(torch.flatten(x, 1))
+
+
+def to_torch(tensors):
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()}
+
+
+@needs_torch
+def test_torch_state_dict_roundtrip(tmp_path):
+    torch.manual_seed(0)
+    net = Net()
+    net.train()
+    net(torch.randn(4, 1, 6, 6))
+    net.eval()
+    p = str(tmp_path / "net.safetensors")
+    st.save(p, {k: v.numpy() for k, v in net.state_dict().items()})
+    back, _ = st.load(p)
+    net2 = Net()
+    net2.load_state_dict(to_torch(back), strict=True)
+    net2.eval()
+    x = torch.randn(2, 1, 6, 6)
+    assert torch.equal(net(x), net2(x))
+
+
+# ---- the C library ----
+
+SPEC = b"""input: [1, 6, 6]
+layers:
+  - {name: conv, type: conv2d, in_channels: 1, out_channels: 4, kernel_size: 3, padding: 1}
+  - {name: bn, type: batchnorm2d, num_features: 4}
+  - {name: act, type: relu}
+  - {name: flat, type: flatten}
+  - {name: head, type: linear, in_features: 144, out_features: 3}
+"""
+
+
+def bind(lib):
+    P = ctypes.c_void_p
+    lib.strop_model_load_spec_string.argtypes = [ctypes.c_char_p, ctypes.POINTER(P)]
+    lib.strop_model_load_weights.argtypes = [P, ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(P)]
+    lib.strop_model_save_weights.argtypes = [P, ctypes.c_char_p]
+    lib.strop_model_free.argtypes = [P]
+    lib.strop_model_forward.argtypes = [P, P, ctypes.POINTER(P)]
+    lib.strop_tensor_from_data.argtypes = [ctypes.POINTER(ctypes.c_float), ctypes.c_size_t,
+                                           ctypes.c_int, ctypes.POINTER(ctypes.c_int64),
+                                           ctypes.POINTER(P)]
+    lib.strop_tensor_copy_to.argtypes = [P, ctypes.POINTER(ctypes.c_float), ctypes.c_size_t]
+    lib.strop_tensor_free.argtypes = [P]
+    lib.strop_last_error.restype = ctypes.c_char_p
+    return lib
+
+
+def check(lib, status):
+    assert status == 0, lib.strop_last_error().decode()
+
+
+def strop_forward(lib, model, x):
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    dims = (ctypes.c_int64 * x.ndim)(*x.shape)
+    t, y = ctypes.c_void_p(), ctypes.c_void_p()
+    check(lib, lib.strop_tensor_from_data(x.ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
+                                          x.size, x.ndim, dims, ctypes.byref(t)))
+    check(lib, lib.strop_model_forward(model, t, ctypes.byref(y)))
+    out = np.zeros((x.shape[0], 3), dtype=np.float32)
+    check(lib, lib.strop_tensor_copy_to(y, out.ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
+                                        out.size))
+    lib.strop_tensor_free(t)
+    lib.strop_tensor_free(y)
+    return out
+
+
+@needs_lib
+@needs_torch
+def test_torch_to_strop_to_torch(tmp_path):
+    lib = bind(LIB)
+    torch.manual_seed(1)
+    net = Net()
+    net.train()
+    for _ in range(2):
+        net(torch.randn(8, 1, 6, 6))
+    net.eval()
+    src = str(tmp_path / "torch.safetensors")
+    st.save(src, {k: v.numpy() for k, v in net.state_dict().items()})
+    model = ctypes.c_void_p()
+    check(lib, lib.strop_model_load_spec_string(SPEC, ctypes.byref(model)))
+    try:
+        check(lib, lib.strop_model_load_weights(model, src.encode(), 0, None))
+        x = torch.randn(3, 1, 6, 6)
+        want = net(x).detach().numpy()
+        got = strop_forward(lib, model, x.numpy())
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        # strop saves; PyTorch loads it into the same module, strictly
+        out = str(tmp_path / "strop.safetensors")
+        check(lib, lib.strop_model_save_weights(model, out.encode()))
+        tensors, meta = st.load(out)
+        assert meta["format"] == "strop"
+        assert tensors["bn.num_batches_tracked"].dtype == np.int64
+        assert int(tensors["bn.num_batches_tracked"]) == 2
+        net2 = Net()
+        net2.load_state_dict(to_torch(tensors), strict=True)
+        net2.eval()
+        assert torch.equal(net2(x), net(x))
+    finally:
+        LIB.strop_model_free(model)

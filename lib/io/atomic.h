@@ -1,0 +1,39 @@
+/* strop — atomic file replacement: write a temporary file in the target's folder, fsync it,
+ * rename it over the target and fsync the folder, so a crash leaves the old file or the new. */
+#ifndef STROP_IO_ATOMIC_H
+#define STROP_IO_ATOMIC_H
+
+#include <stdint.h>
+
+#include "core/core.h"
+
+typedef struct strop__afile {
+  int fd;          /* -1 when closed */
+  char *path;      /* the target */
+  char *tmp;       /* the temporary file beside it */
+  const char *fn;  /* caller's function name, for messages */
+  uint64_t written;
+} strop__afile;
+
+/* Creates the temporary file. On error nothing is left behind. */
+strop_status strop__afile_open(strop__afile *f, const char *fn, const char *path);
+/* Writes all n bytes (retries short writes and EINTR). On error the caller must abort. */
+strop_status strop__afile_write(strop__afile *f, const void *buf, size_t n);
+/* fsync, close, rename over the target, fsync the folder. On error the temporary file is
+ * removed and the target untouched. Always ends the afile (no abort needed after). */
+strop_status strop__afile_commit(strop__afile *f);
+/* Closes and removes the temporary file. Safe after a failed open or commit. */
+void strop__afile_abort(strop__afile *f);
+
+/* Writes a whole buffer to path atomically. */
+strop_status strop__write_file_atomic(const char *fn, const char *path, const void *buf,
+                                      size_t n);
+/* Reads a whole (small) file into a NUL-terminated strop__malloc'd buffer, at most max bytes. */
+strop_status strop__read_file(const char *fn, const char *path, size_t max, char **out,
+                              size_t *len_out);
+
+/* Test hook: every atomic writer fails once it has written more than n bytes in total
+ * (counting from this call); a negative n switches the hook off. */
+void strop__afile_fail_after(int64_t n);
+
+#endif

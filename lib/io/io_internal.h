@@ -1,0 +1,29 @@
+/* strop — what the io files share with each other and with the trainer: loading a model's
+ * tensors from an open safetensors file and adding them to a writer. */
+#ifndef STROP_IO_INTERNAL_H
+#define STROP_IO_INTERNAL_H
+
+#include "io/safetensors.h"
+#include "strop/io.h"
+#include "strop/model.h"
+
+/* Loads the model's tensors from f (names remapped from -> to when from != NULL). With
+ * ignore_unexpected, file tensors that match no model tensor are skipped silently (a
+ * checkpoint's other sections). Strict mode validates everything first and leaves the model
+ * unchanged on failure. Errors: "<fn>: <file>: ...". */
+strop_status strop__model_load_st(const char *fn, strop_model *m, const strop__st_file *f,
+                                  int flags, const char *from, const char *to,
+                                  int ignore_unexpected, strop_load_report **report_out);
+
+/* Adds every parameter and buffer (borrowed: the model must not change until the writer is
+ * saved or freed) under its state_dict name. */
+strop_status strop__model_add_to_writer(const char *fn, const strop_model *m,
+                                        strop__st_writer *w);
+
+/* Limits of the YAML spec reader. */
+#define STROP__SPEC_MAX_BYTES ((size_t)16 * 1024 * 1024)
+#define STROP__SPEC_MAX_DEPTH 32
+#define STROP__SPEC_MAX_NODES 200000
+#define STROP__SPEC_MAX_SCALAR 4096
+
+#endif

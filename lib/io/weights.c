@@ -1,0 +1,298 @@
+/* strop — model weights in safetensors: save every parameter and buffer under its PyTorch
+ * name, load by name with dtype conversion, prefix remapping and a missing/unexpected report. */
+#include <stdio.h>
+#include <string.h>
+
+#include "graph/graph.h"
+#include "io/io_internal.h"
+#include "io/safetensors.h"
+#include "strop/version.h"
+
+/* ---- the report ---- */
+
+typedef struct rep_entry {
+  char *name;
+  char *detail;
+} rep_entry;
+
+struct strop_load_report {
+  rep_entry *e[4];
+  int n[4], cap[4];
+};
+
+static void report_free(strop_load_report *r) {
+  if (!r) return;
+  for (int k = 0; k < 4; k++) {
+    for (int i = 0; i < r->n[k]; i++) {
+      strop__free(r->e[k][i].name);
+      strop__free(r->e[k][i].detail);
+    }
+    strop__free(r->e[k]);
+  }
+  strop__free(r);
+}
+
+void strop_load_report_free(strop_load_report *r) { report_free(r); }
+
+static int report_add(strop_load_report *r, int kind, const char *name, const char *detail) {
+  if (r->n[kind] == r->cap[kind]) {
+    int cap = r->cap[kind] ? r->cap[kind] * 2 : 8;
+    rep_entry *v = strop__realloc(r->e[kind], (size_t)cap * sizeof *v);
+    if (!v) return 0;
+    r->e[kind] = v;
+    r->cap[kind] = cap;
+  }
+  rep_entry *e = &r->e[kind][r->n[kind]];
+  e->name = strop__strdup(name);
+  e->detail = strop__strdup(detail ? detail : name);
+  if (!e->name || !e->detail) {
+    strop__free(e->name);
+    strop__free(e->detail);
+    return 0;
+  }
+  r->n[kind]++;
+  return 1;
+}
+
+int64_t strop_load_report_count(const strop_load_report *r, int kind) {
+  if (!r || kind < 0 || kind > 3) return -1;
+  return r->n[kind];
+}
+
+static int64_t copy_out(const char *s, char *buf, size_t cap) {
+  size_t n = strlen(s);
+  if (buf && cap) {
+    size_t k = n < cap - 1 ? n : cap - 1;
+    memcpy(buf, s, k);
+    buf[k] = '\0';
+  }
+  return (int64_t)n;
+}
+
+int64_t strop_load_report_name(const strop_load_report *r, int kind, int64_t i, char *buf,
+                               size_t cap) {
+  if (!r || kind < 0 || kind > 3 || i < 0 || i >= r->n[kind] || (!buf && cap)) return -1;
+  return copy_out(r->e[kind][i].name, buf, cap);
+}
+
+int64_t strop_load_report_detail(const strop_load_report *r, int kind, int64_t i, char *buf,
+                                 size_t cap) {
+  if (!r || kind < 0 || kind > 3 || i < 0 || i >= r->n[kind] || (!buf && cap)) return -1;
+  return copy_out(r->e[kind][i].detail, buf, cap);
+}
+
+/* ---- load ---- */
+
+typedef struct pending {
+  strop__param *p;
+  const strop__st_tensor *t;
+} pending;
+
+/* Appends "a, b, c and N more" of the report's names of kind to s. */
+static void list_names(char *s, size_t cap, const strop_load_report *r, int kind, int details) {
+  size_t l = strlen(s);
+  int shown = 0;
+  for (int i = 0; i < r->n[kind] && l < cap; i++) {
+    if (shown == 4) {
+      l += (size_t)snprintf(s + l, cap - l, " and %d more", r->n[kind] - shown);
+      break;
+    }
+    l += (size_t)snprintf(s + l, cap - l, "%s%s", shown ? ", " : "",
+                          details ? r->e[kind][i].detail : r->e[kind][i].name);
+    shown++;
+  }
+}
+
+static int dims_equal(int ra, const int64_t *a, int rb, const int64_t *b) {
+  if (ra != rb) return 0;
+  for (int i = 0; i < ra; i++)
+    if (a[i] != b[i]) return 0;
+  return 1;
+}
+
+strop_status strop__model_load_st(const char *fn, strop_model *m, const strop__st_file *f,
+                                  int flags, const char *from, const char *to,
+                                  int ignore_unexpected, strop_load_report **report_out) {
+  if (report_out) *report_out = NULL;
+  int strict = !(flags & STROP_LOAD_PARTIAL);
+  size_t from_len = from ? strlen(from) : 0;
+  strop_load_report *r = strop__calloc(1, sizeof *r);
+  int np = m->n_params;
+  char *matched = strop__calloc((size_t)np + 1, 1);
+  pending *todo = strop__calloc((size_t)f->n + 1, sizeof *todo);
+  char *name = NULL;
+  size_t name_cap = 0;
+  int n_todo = 0;
+  strop_status st = STROP_OK;
+  if (!r || !matched || !todo) goto oom;
+
+  for (int i = 0; i < f->n; i++) {
+    const strop__st_tensor *t = &f->t[i];
+    /* the model-side name */
+    size_t need = strlen(t->name) + (to ? strlen(to) : 0) + 1;
+    if (need > name_cap) {
+      char *q = strop__realloc(name, need);
+      if (!q) goto oom;
+      name = q;
+      name_cap = need;
+    }
+    if (from && strncmp(t->name, from, from_len) == 0)
+      snprintf(name, name_cap, "%s%s", to ? to : "", t->name + from_len);
+    else
+      snprintf(name, name_cap, "%s", t->name);
+    int pi = -1;
+    for (int k = 0; k < np; k++)
+      if (strcmp(m->params[k]->name, name) == 0) {
+        pi = k;
+        break;
+      }
+    char detail[512];
+    if (pi < 0) {
+      if (ignore_unexpected) continue;
+      if (strcmp(name, t->name) != 0)
+        snprintf(detail, sizeof detail, "%s (file name '%s')", name, t->name);
+      else
+        snprintf(detail, sizeof detail, "%s", name);
+      if (!report_add(r, STROP_REPORT_UNEXPECTED, name, detail)) goto oom;
+      continue;
+    }
+    strop__param *p = m->params[pi];
+    if (matched[pi]) {
+      snprintf(detail, sizeof detail, "%s (file name '%s'): a second tensor for it after "
+               "prefix remapping", name, t->name);
+      if (!report_add(r, STROP_REPORT_UNEXPECTED, name, detail)) goto oom;
+      continue;
+    }
+    matched[pi] = 1;
+    char fs[160], ms[160];
+    int want_int = p->data == NULL;
+    int dtype_ok = want_int ? strop__dtype_is_int(t->dtype) : strop__dtype_is_float(t->dtype);
+    if (!dtype_ok || !dims_equal(t->rank, t->dims, p->rank, p->dims)) {
+      snprintf(detail, sizeof detail, "%s: file %s %s, model %s %s", name,
+               strop__dims_str(t->rank, t->dims, fs, sizeof fs), strop__dtype_name(t->dtype),
+               strop__dims_str(p->rank, p->dims, ms, sizeof ms), want_int ? "I64" : "F32");
+      if (!report_add(r, STROP_REPORT_MISMATCHED, name, detail)) goto oom;
+      continue;
+    }
+    todo[n_todo].p = p;
+    todo[n_todo].t = t;
+    n_todo++;
+  }
+  for (int k = 0; k < np; k++)
+    if (!matched[k] && !report_add(r, STROP_REPORT_MISSING, m->params[k]->name, NULL)) goto oom;
+
+  if (strict && (r->n[0] || r->n[1] || r->n[2])) {
+    char msg[900] = "";
+    size_t l = 0;
+    if (r->n[STROP_REPORT_MISSING]) {
+      l += (size_t)snprintf(msg + l, sizeof msg - l, "%d missing (", r->n[0]);
+      list_names(msg, sizeof msg, r, STROP_REPORT_MISSING, 0);
+      l = strlen(msg);
+      l += (size_t)snprintf(msg + l, sizeof msg - l, ")");
+    }
+    if (r->n[STROP_REPORT_UNEXPECTED] && l < sizeof msg) {
+      l += (size_t)snprintf(msg + l, sizeof msg - l, "%s%d unexpected (", l ? "; " : "", r->n[1]);
+      list_names(msg, sizeof msg, r, STROP_REPORT_UNEXPECTED, 0);
+      l = strlen(msg);
+      l += (size_t)snprintf(msg + l, sizeof msg - l, ")");
+    }
+    if (r->n[STROP_REPORT_MISMATCHED] && l < sizeof msg) {
+      l += (size_t)snprintf(msg + l, sizeof msg - l, "%s%d mismatched (", l ? "; " : "", r->n[2]);
+      list_names(msg, sizeof msg, r, STROP_REPORT_MISMATCHED, 1);
+      l = strlen(msg);
+      if (l < sizeof msg) snprintf(msg + l, sizeof msg - l, ")");
+    }
+    st = strop__err(r->n[STROP_REPORT_MISMATCHED] ? STROP_E_SHAPE : STROP_E_NOT_FOUND,
+                    "%s: %s: strict load: %s; nothing was loaded (STROP_LOAD_PARTIAL loads what "
+                    "matches)",
+                    fn, f->label, msg);
+    goto done;
+  }
+  /* The report's LOADED list is built before touching the model, so an allocation failure
+   * there also leaves the model unchanged. */
+  for (int i = 0; i < n_todo; i++)
+    if (!report_add(r, STROP_REPORT_LOADED, todo[i].p->name, NULL)) goto oom;
+  for (int i = 0; i < n_todo; i++) {
+    strop__param *p = todo[i].p;
+    if (p->data) st = strop__st_read_f32(fn, todo[i].t, p->data, p->numel);
+    else st = strop__st_read_i64(fn, todo[i].t, p->idata, p->numel);
+    if (st != STROP_OK) goto done; /* not reached: dtypes were checked above */
+    p->version++;
+  }
+done:
+  strop__free(name);
+  strop__free(matched);
+  strop__free(todo);
+  if (report_out) *report_out = r;
+  else report_free(r);
+  return st;
+oom:
+  strop__free(name);
+  strop__free(matched);
+  strop__free(todo);
+  report_free(r);
+  return STROP__NOMEM(fn);
+}
+
+static strop_status load_weights(const char *fn, strop_model *m, const char *path, int flags,
+                                 const char *from, const char *to, strop_load_report **report_out) {
+  if (report_out) *report_out = NULL;
+  if (!m || !path)
+    return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, m ? "path" : "model");
+  if (flags & ~STROP_LOAD_PARTIAL)
+    return strop__err(STROP_E_INVALID_ARG, "%s: unknown flags 0x%x", fn, (unsigned)flags);
+  if (!m->finalized) return strop__err(STROP_E_STATE, "%s: model is not finalized", fn);
+  strop__st_file *f = NULL;
+  strop_status st = strop__st_open(fn, path, &f);
+  if (st != STROP_OK) return st;
+  st = strop__model_load_st(fn, m, f, flags, from, to, 0, report_out);
+  strop__st_close(f);
+  return st;
+}
+
+strop_status strop_model_load_weights(strop_model *model, const char *path, int flags,
+                                      strop_load_report **report_out) {
+  return load_weights("strop_model_load_weights", model, path, flags, NULL, NULL, report_out);
+}
+
+strop_status strop_model_load_weights_remap(strop_model *model, const char *path, int flags,
+                                            const char *from_prefix, const char *to_prefix,
+                                            strop_load_report **report_out) {
+  static const char fn[] = "strop_model_load_weights_remap";
+  if (!from_prefix || !to_prefix) {
+    if (report_out) *report_out = NULL;
+    return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn,
+                      from_prefix ? "to_prefix" : "from_prefix");
+  }
+  return load_weights(fn, model, path, flags, from_prefix, to_prefix, report_out);
+}
+
+/* ---- save ---- */
+
+strop_status strop__model_add_to_writer(const char *fn, const strop_model *m,
+                                        strop__st_writer *w) {
+  for (int i = 0; i < m->n_params; i++) {
+    const strop__param *p = m->params[i];
+    strop_status st;
+    if (p->data) st = strop__st_writer_add_f32(w, p->name, p->rank, p->dims, p->data);
+    else if (p->idata) st = strop__st_writer_add_i64(w, p->name, p->rank, p->dims, p->idata);
+    else st = strop__err(STROP_E_INTERNAL, "%s: tensor '%s' has no data", fn, p->name);
+    if (st != STROP_OK) return st;
+  }
+  return STROP_OK;
+}
+
+strop_status strop_model_save_weights(const strop_model *model, const char *path) {
+  static const char fn[] = "strop_model_save_weights";
+  if (!model || !path)
+    return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, model ? "path" : "model");
+  if (!model->finalized) return strop__err(STROP_E_STATE, "%s: model is not finalized", fn);
+  strop__st_writer *w = NULL;
+  strop_status st = strop__st_writer_create(fn, &w);
+  if (st == STROP_OK) st = strop__model_add_to_writer(fn, model, w);
+  if (st == STROP_OK) st = strop__st_writer_set_meta(w, "format", "strop");
+  if (st == STROP_OK) st = strop__st_writer_set_meta(w, "strop_version", strop_version());
+  if (st == STROP_OK) st = strop__st_writer_save(w, path);
+  strop__st_writer_free(w);
+  return st;
+}

@@ -1,0 +1,1180 @@
+/* strop tests — model files: safetensors reader/writer and its broken-file corpus, weights
+ * round trips with PyTorch fixtures (tests/fixtures/gen_io.py), load reports, atomic writes,
+ * checkpoints, and YAML specs (round trip, errors with positions, hostile input). */
+#include <check.h>
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "graph/graph.h"
+#include "io/atomic.h"
+#include "io/checkpoint.h"
+#include "io/json.h"
+#include "io/safetensors.h"
+#include "strop/io.h"
+#include "strop/strop.h"
+#include "testutil.h"
+
+#define FX(rel) STROP_TEST_DATA "/io/" rel
+
+static char g_dir[256];
+
+static void make_dir(void) {
+  snprintf(g_dir, sizeof g_dir, "/tmp/strop_io_XXXXXX");
+  ck_assert_ptr_nonnull(mkdtemp(g_dir));
+}
+
+static void remove_dir(void) {
+  DIR *d = opendir(g_dir);
+  if (!d) return;
+  struct dirent *e;
+  char p[512];
+  while ((e = readdir(d))) {
+    if (e->d_name[0] == '.' && (!e->d_name[1] || (e->d_name[1] == '.' && !e->d_name[2])))
+      continue;
+    snprintf(p, sizeof p, "%s/%s", g_dir, e->d_name);
+    unlink(p);
+  }
+  closedir(d);
+  rmdir(g_dir);
+}
+
+static const char *tmp_path(const char *name) {
+  static char p[4][512];
+  static int k;
+  k = (k + 1) % 4;
+  snprintf(p[k], sizeof p[k], "%s/%s", g_dir, name);
+  return p[k];
+}
+
+/* Number of entries in g_dir whose name contains ".tmp." */
+static int count_temp_files(void) {
+  DIR *d = opendir(g_dir);
+  int n = 0;
+  struct dirent *e;
+  while (d && (e = readdir(d)))
+    if (strstr(e->d_name, ".tmp.")) n++;
+  if (d) closedir(d);
+  return n;
+}
+
+#define ERR_HAS(s) \
+  ck_assert_msg(strstr(strop_last_error(), (s)) != NULL, "error '%s' lacks '%s'", \
+                strop_last_error(), (s))
+
+/* ------------------------------------------------------------------------------------ */
+/* safetensors reader and writer                                                          */
+/* ------------------------------------------------------------------------------------ */
+
+START_TEST(st_writer_roundtrip_mem) {
+  int64_t live = strop__alloc_live();
+  strop__st_writer *w = NULL;
+  ck_assert_int_eq(strop__st_writer_create("t", &w), STROP_OK);
+  float a[6] = {1, 2, 3, 4, 5, 6};
+  int64_t ad[2] = {2, 3}, zd[2] = {0, 4}, one = 1;
+  int64_t iv = 42, big[3] = {-1, INT64_MAX, INT64_MIN};
+  int64_t bd = 3;
+  float s = 7.5f;
+  ck_assert_int_eq(strop__st_writer_add_f32(w, "a.weight", 2, ad, a), STROP_OK);
+  ck_assert_int_eq(strop__st_writer_add_i64_copy(w, "n", 0, NULL, &iv), STROP_OK);
+  ck_assert_int_eq(strop__st_writer_add_f32_copy(w, "scalar", 1, &one, &s), STROP_OK);
+  ck_assert_int_eq(strop__st_writer_add_f32(w, "empty", 2, zd, NULL), STROP_OK);
+  ck_assert_int_eq(strop__st_writer_add_i64(w, "big", 1, &bd, big), STROP_OK);
+  ck_assert_int_eq(strop__st_writer_set_meta(w, "k\"ey", "v\\al\n"), STROP_OK);
+  ck_assert_int_eq(strop__st_writer_set_meta(w, "k\"ey", "v2 \xc3\xa9"), STROP_OK);
+  ck_assert_int_eq(strop__st_writer_add_f32(w, "__metadata__", 1, &one, &s), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop__st_writer_add_f32(w, "", 1, &one, &s), STROP_E_INVALID_ARG);
+  int64_t neg = -1;
+  ck_assert_int_eq(strop__st_writer_add_f32(w, "neg", 1, &neg, &s), STROP_E_INVALID_ARG);
+  unsigned char *buf = NULL;
+  size_t len = 0;
+  ck_assert_int_eq(strop__st_writer_to_mem(w, &buf, &len), STROP_OK);
+  strop__st_writer_free(w);
+
+  strop__st_file *f = NULL;
+  ck_assert_int_eq(strop__st_open_mem("t", buf, len, "mem", &f), STROP_OK);
+  ck_assert_int_eq(f->n, 5);
+  ck_assert_str_eq(f->t[0].name, "a.weight"); /* header order = insertion order */
+  const strop__st_tensor *t = strop__st_find(f, "a.weight");
+  ck_assert_ptr_nonnull(t);
+  ck_assert_int_eq(t->rank, 2);
+  ck_assert_int_eq(t->dims[1], 3);
+  const float *view = strop__st_f32_view(t);
+  ck_assert_ptr_nonnull(view); /* aligned: no copy needed */
+  ck_assert(memcmp(view, a, sizeof a) == 0);
+  t = strop__st_find(f, "n");
+  ck_assert_int_eq(t->rank, 0);
+  ck_assert_int_eq(t->dtype, STROP__DT_I64);
+  int64_t got = 0;
+  ck_assert_int_eq(strop__st_read_i64("t", t, &got, 1), STROP_OK);
+  ck_assert_int_eq(got, 42);
+  int64_t gb[3];
+  ck_assert_int_eq(strop__st_read_i64("t", strop__st_find(f, "big"), gb, 3), STROP_OK);
+  ck_assert(gb[1] == INT64_MAX && gb[2] == INT64_MIN && gb[0] == -1);
+  ck_assert_int_eq(strop__st_find(f, "empty")->numel, 0);
+  ck_assert_ptr_null(strop__st_find(f, "nope"));
+  ck_assert_str_eq(strop__st_meta(f, "k\"ey"), "v2 \xc3\xa9");
+  float sv;
+  ck_assert_int_eq(strop__st_read_f32("t", strop__st_find(f, "scalar"), &sv, 1), STROP_OK);
+  ck_assert(sv == 7.5f);
+  ck_assert_int_eq(strop__st_read_f32("t", strop__st_find(f, "scalar"), &sv, 2), STROP_E_SHAPE);
+  /* 8-byte tensors come first in the data, so every tensor is naturally aligned */
+  for (int i = 0; i < f->n; i++)
+    ck_assert_int_eq((uintptr_t)f->t[i].offset % strop__dtype_size(f->t[i].dtype), 0);
+  strop__st_close(f);
+  strop__free(buf);
+  ck_assert_int_eq(strop__alloc_live(), live);
+}
+END_TEST
+
+START_TEST(st_writer_duplicate_names) {
+  strop__st_writer *w = NULL;
+  ck_assert_int_eq(strop__st_writer_create("t", &w), STROP_OK);
+  float x = 1;
+  int64_t one = 1;
+  ck_assert_int_eq(strop__st_writer_add_f32(w, "x", 1, &one, &x), STROP_OK);
+  ck_assert_int_eq(strop__st_writer_add_f32(w, "x", 1, &one, &x), STROP_OK);
+  unsigned char *buf;
+  size_t len;
+  ck_assert_int_eq(strop__st_writer_to_mem(w, &buf, &len), STROP_E_INVALID_ARG);
+  ERR_HAS("duplicate tensor name 'x'");
+  strop__st_writer_free(w);
+}
+END_TEST
+
+/* F16 bit patterns: normal, negative, subnormal, infinities, NaN, signed zero. */
+START_TEST(st_half_conversion) {
+  static const uint16_t h[] = {0x3C00, 0xC000, 0x0001, 0x7C00, 0xFC00, 0x7E00, 0x8000, 0x3555,
+                               0x03FF, 0x7BFF};
+  size_t n = sizeof h / sizeof h[0];
+  char json[160];
+  int hl = snprintf(json, sizeof json, "{\"h\":{\"dtype\":\"F16\",\"shape\":[%zu],"
+                    "\"data_offsets\":[0,%zu]}}", n, 2 * n);
+  unsigned char buf[512];
+  for (int i = 0; i < 8; i++) buf[i] = (unsigned char)((uint64_t)hl >> (8 * i));
+  memcpy(buf + 8, json, (size_t)hl);
+  for (size_t i = 0; i < n; i++) {
+    buf[8 + hl + 2 * i] = (unsigned char)(h[i] & 0xFF);
+    buf[8 + hl + 2 * i + 1] = (unsigned char)(h[i] >> 8);
+  }
+  strop__st_file *f = NULL;
+  ck_assert_int_eq(strop__st_open_mem("t", buf, 8 + (size_t)hl + 2 * n, NULL, &f), STROP_OK);
+  float v[10];
+  ck_assert_int_eq(strop__st_read_f32("t", &f->t[0], v, n), STROP_OK);
+  ck_assert(v[0] == 1.0f && v[1] == -2.0f);
+  ck_assert(v[2] == ldexpf(1.0f, -24));
+  ck_assert(isinf(v[3]) && v[3] > 0 && isinf(v[4]) && v[4] < 0);
+  ck_assert(isnan(v[5]));
+  ck_assert(v[6] == 0.0f && signbit(v[6]));
+  ck_assert(fabsf(v[7] - 0.33325195f) < 1e-7f);
+  ck_assert(v[8] == ldexpf(1023.0f, -24));
+  ck_assert(v[9] == 65504.0f);
+  strop__st_close(f);
+}
+END_TEST
+
+/* The committed PyTorch state dict: names, dtypes, shapes, I64 buffer, metadata. */
+START_TEST(st_reads_torch_file) {
+  strop_st_file *f = NULL;
+  ck_assert_int_eq(strop_st_file_open(FX("torch_f32.safetensors"), &f), STROP_OK);
+  ck_assert_int_eq(strop_st_file_count(f), 9);
+  int64_t i = strop_st_file_find(f, "bn.num_batches_tracked");
+  ck_assert(i >= 0);
+  char buf[64];
+  ck_assert_int_eq(strop_st_file_dtype(f, i, buf, sizeof buf), 3);
+  ck_assert_str_eq(buf, "I64");
+  int64_t dims[8];
+  ck_assert_int_eq(strop_st_file_shape(f, i, dims, 8), 0);
+  ck_assert_int_eq(strop__st_find(f, "bn.num_batches_tracked")->data[0], 3);
+  i = strop_st_file_find(f, "conv.weight");
+  ck_assert_int_eq(strop_st_file_shape(f, i, dims, 8), 4);
+  ck_assert(dims[0] == 4 && dims[1] == 1 && dims[2] == 3 && dims[3] == 3);
+  ck_assert_int_eq(strop_st_file_name(f, i, buf, 5), 11); /* snprintf-style */
+  ck_assert_str_eq(buf, "conv");
+  ck_assert_int_eq(strop_st_file_meta_count(f), 1);
+  ck_assert_int_eq(strop_st_file_meta_key(f, 0, buf, sizeof buf), 6);
+  ck_assert_str_eq(buf, "format");
+  ck_assert_int_eq(strop_st_file_meta_value(f, 0, buf, sizeof buf), 2);
+  ck_assert_str_eq(buf, "pt");
+  float w[36];
+  ck_assert_int_eq(strop_st_file_read_f32(f, i, w, 36), STROP_OK);
+  ck_assert_int_eq(strop_st_file_read_f32(f, i, w, 35), STROP_E_SHAPE);
+  ck_assert_int_eq(strop_st_file_read_f32(f, 99, w, 36), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_st_file_find(f, "nope"), -1);
+  ck_assert_int_eq(strop_st_file_name(f, 9, buf, sizeof buf), -1);
+  ck_assert_int_eq(strop_st_file_meta_key(f, 1, buf, sizeof buf), -1);
+  strop_st_file_free(f);
+  strop_st_file_free(NULL);
+  ck_assert_int_eq(strop_st_file_count(NULL), -1);
+  ck_assert_int_eq(strop_st_file_open(FX("nope.safetensors"), &f), STROP_E_IO);
+  ck_assert_ptr_null(f);
+  ERR_HAS("nope.safetensors");
+  ck_assert_int_eq(strop_st_file_open(NULL, &f), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_st_file_open(FX("torch_f32.safetensors"), NULL), STROP_E_INVALID_ARG);
+}
+END_TEST
+
+/* F16, BF16 and F64 copies convert to the F32 values (within their precision). */
+START_TEST(st_dtype_copies) {
+  static const struct {
+    const char *file;
+    double tol;
+  } cases[] = {{FX("torch_f64.safetensors"), 0.0},
+               {FX("torch_f16.safetensors"), 1e-3},
+               {FX("torch_bf16.safetensors"), 8e-3}};
+  strop__st_file *ref = NULL;
+  ck_assert_int_eq(strop__st_open("t", FX("torch_f32.safetensors"), &ref), STROP_OK);
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    strop__st_file *f = NULL;
+    ck_assert_int_eq(strop__st_open("t", cases[c].file, &f), STROP_OK);
+    for (int i = 0; i < ref->n; i++) {
+      const strop__st_tensor *a = &ref->t[i], *b = strop__st_find(f, a->name);
+      ck_assert_ptr_nonnull(b);
+      if (a->dtype != STROP__DT_F32) {
+        ck_assert_int_eq(b->dtype, STROP__DT_I64);
+        continue;
+      }
+      float x[256], y[256];
+      ck_assert(a->numel <= 256 || a->numel == 432);
+      float *xa = a->numel <= 256 ? x : malloc(a->numel * 4), *ya = a->numel <= 256 ? y : malloc(a->numel * 4);
+      ck_assert_int_eq(strop__st_read_f32("t", a, xa, a->numel), STROP_OK);
+      ck_assert_int_eq(strop__st_read_f32("t", b, ya, b->numel), STROP_OK);
+      double e = strop_test_max_rel(ya, xa, a->numel, 1e-2, NULL);
+      ck_assert_msg(e <= cases[c].tol, "%s %s: rel err %g", cases[c].file, a->name, e);
+      if (xa != x) free(xa);
+      if (ya != y) free(ya);
+    }
+    strop__st_close(f);
+  }
+  strop__st_close(ref);
+}
+END_TEST
+
+/* Each broken file: STROP_E_FORMAT, its own sentence, no leak. */
+static const struct {
+  const char *file;
+  const char *msg;
+} g_broken[] = {
+    {"short", "too short for the 8-byte header length"},
+    {"header_too_long", "header length 1048576 exceeds the"},
+    {"header_huge", "header length 4611686018427387904 exceeds"},
+    {"truncated", "out of range: the data area has 10 bytes"},
+    {"offsets_out_of_range", "data_offsets [0, 1600] are out of range"},
+    {"bad_dtype", "unknown dtype \"F33\""},
+    {"negative_dim", "shape[0] is negative (-2)"},
+    {"huge_dims", "is too large (the byte size overflows)"},
+    {"rank_too_large", "rank 10 exceeds the maximum 8"},
+    {"wrong_length", "span 12 bytes but shape [2, 2] of F32 needs 16"},
+    {"overlap", "overlap"},
+    {"gap", "gap of 8 bytes before tensor 'a'"},
+    {"trailing_bytes", "8 bytes after the last tensor's data"},
+    {"duplicate_key", "duplicate key \"a\""},
+    {"invalid_utf8", "invalid UTF-8"},
+    {"deep_nesting", "nesting deeper than 16 levels"},
+    {"bad_json", "unterminated object"},
+    {"not_an_object", "does not start with '{'"},
+    {"missing_dtype", "tensor 'a': missing \"dtype\""},
+    {"metadata_not_string", "\"__metadata__\" entry 'step' is not a string"},
+    {"fractional_dim", "shape[0] is not an integer"},
+};
+
+START_TEST(st_broken_corpus) {
+  char path[512];
+  snprintf(path, sizeof path, "%s/io/broken/%s.safetensors", STROP_TEST_DATA, g_broken[_i].file);
+  int64_t live = strop__alloc_live();
+  strop_st_file *f = NULL;
+  strop_clear_error();
+  int st = strop_st_file_open(path, &f);
+  ck_assert_msg(st == STROP_E_FORMAT, "%s: status %d (%s)", g_broken[_i].file, st,
+                strop_last_error());
+  ck_assert_ptr_null(f);
+  ERR_HAS(g_broken[_i].msg);
+  ERR_HAS("strop_st_file_open: ");
+  ERR_HAS(g_broken[_i].file);
+  ck_assert_int_eq(strop__alloc_live(), live);
+}
+END_TEST
+
+/* Header JSON details, from memory. */
+static int open_header(const char *json, const char *data, size_t dlen) {
+  size_t hl = strlen(json);
+  unsigned char *buf = malloc(8 + hl + dlen + 1);
+  for (int i = 0; i < 8; i++) buf[i] = (unsigned char)((uint64_t)hl >> (8 * i));
+  memcpy(buf + 8, json, hl);
+  if (dlen) memcpy(buf + 8 + hl, data, dlen);
+  strop__st_file *f = NULL;
+  strop_clear_error();
+  int st = strop__st_open_mem("t", buf, 8 + hl + dlen, NULL, &f);
+  strop__st_close(f);
+  free(buf);
+  return st;
+}
+
+START_TEST(st_json_strictness) {
+  const char *d = "\0\0\0\0\0\0\0\0";
+  /* escapes and surrogate pairs decode; the name is then found by its UTF-8 bytes */
+  ck_assert_int_eq(open_header("{\"\\u00e9\\ud83d\\ude00\\n\":{\"dtype\":\"U8\",\"shape\":[8],"
+                               "\"data_offsets\":[0,8]}}   ", d, 8), STROP_OK);
+  ck_assert_int_eq(open_header("{\"a\":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[0,8]},"
+                               "\"__metadata__\":{}}", d, 8), STROP_OK);
+  ck_assert_int_eq(open_header("{}", "", 0), STROP_OK);
+  ck_assert_int_eq(open_header("{\"\\ud83d\":{}}", d, 0), STROP_E_FORMAT);
+  ERR_HAS("unpaired high surrogate");
+  ck_assert_int_eq(open_header("{\"\\ude00\":{}}", d, 0), STROP_E_FORMAT);
+  ERR_HAS("lone low surrogate");
+  ck_assert_int_eq(open_header("{\"a\\u0000\":{}}", d, 0), STROP_E_FORMAT);
+  ck_assert_int_eq(open_header("{\"a\tb\":{}}", d, 0), STROP_E_FORMAT);
+  ERR_HAS("control character");
+  ck_assert_int_eq(open_header("{\"a\":{\"dtype\":\"U8\",\"shape\":[08],\"data_offsets\":[0,8]}}",
+                               d, 8), STROP_E_FORMAT);
+  ERR_HAS("leading zero");
+  ck_assert_int_eq(open_header("{\"a\":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[0,8]}}x",
+                               d, 8), STROP_E_FORMAT);
+  ERR_HAS("unexpected text after the end");
+  ck_assert_int_eq(open_header("{\"a\":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[0,8],}}",
+                               d, 8), STROP_E_FORMAT);
+  ck_assert_int_eq(open_header("{\"a\":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[0]}}", d,
+                               8), STROP_E_FORMAT);
+  ERR_HAS("array of 2 integers");
+  ck_assert_int_eq(open_header("{\"a\":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[8,0]}}", d,
+                               8), STROP_E_FORMAT);
+  ERR_HAS("reversed");
+  ck_assert_int_eq(open_header("{\"a\":{\"dtype\":\"U8\",\"shape\":[99999999999999999999],"
+                               "\"data_offsets\":[0,8]}}", d, 8), STROP_E_FORMAT);
+  ck_assert_int_eq(open_header("{\"\":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[0,8]}}", d,
+                               8), STROP_E_FORMAT);
+  ERR_HAS("empty name");
+  ck_assert_int_eq(open_header("{\"a\":[1]}", d, 0), STROP_E_FORMAT);
+  ERR_HAS("not a JSON object");
+  ck_assert_int_eq(open_header("{\"a\":tru}", d, 0), STROP_E_FORMAT);
+  ERR_HAS("invalid literal");
+  /* overlong UTF-8 and encoded surrogates are invalid */
+  ck_assert(!strop__utf8_valid("\xc0\xaf", 2));
+  ck_assert(!strop__utf8_valid("\xed\xa0\x80", 3));
+  ck_assert(!strop__utf8_valid("\xf4\x90\x80\x80", 4));
+  ck_assert(strop__utf8_valid("\xf0\x9f\x98\x80", 4));
+}
+END_TEST
+
+static int op_st_open(void *ctx) {
+  strop__st_file *f = NULL;
+  int st = strop__st_open("t", (const char *)ctx, &f);
+  strop__st_close(f);
+  return st;
+}
+
+START_TEST(st_alloc_sweep) {
+  int n = strop_test_alloc_sweep(op_st_open, NULL, (void *)FX("torch_f32.safetensors"));
+  ck_assert_int_gt(n, 3);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------------------ */
+/* weights                                                                                */
+/* ------------------------------------------------------------------------------------ */
+
+static const char *k_net_spec =
+    "input: [1, 6, 6]\n"
+    "seed: 7\n"
+    "layers:\n"
+    "  - {name: conv, type: conv2d, in_channels: 1, out_channels: 4, kernel_size: 3, padding: 1}\n"
+    "  - {name: bn, type: batchnorm2d, num_features: 4}\n"
+    "  - {name: act, type: relu}\n"
+    "  - {name: flat, type: flatten}\n"
+    "  - {name: head, type: linear, in_features: 144, out_features: %d}\n"
+    "%s";
+
+static strop_model *net(int out_features, const char *extra) {
+  char spec[1024];
+  snprintf(spec, sizeof spec, k_net_spec, out_features, extra ? extra : "");
+  strop_model *m = NULL;
+  int st = strop_model_load_spec_string(spec, &m);
+  ck_assert_msg(st == STROP_OK, "spec: %s", strop_last_error());
+  return m;
+}
+
+/* Runs the model on the fixture input; returns a malloc'd [2, 3] output. */
+static float *run_ref_input(strop_model *m) {
+  strop__st_file *f = NULL;
+  ck_assert_int_eq(strop__st_open("t", FX("torch_ref.safetensors"), &f), STROP_OK);
+  const strop__st_tensor *in = strop__st_find(f, "input");
+  strop_tensor *x = NULL, *y = NULL;
+  float buf[72];
+  ck_assert_int_eq(strop__st_read_f32("t", in, buf, 72), STROP_OK);
+  ck_assert_int_eq(strop_tensor_from_data(buf, 72, 4, in->dims, &x), STROP_OK);
+  ck_assert_int_eq(strop_model_forward(m, x, &y), STROP_OK);
+  float *out = malloc(6 * sizeof *out);
+  ck_assert_int_eq(strop_tensor_copy_to(y, out, 6), STROP_OK);
+  strop_tensor_free(x);
+  strop_tensor_free(y);
+  strop__st_close(f);
+  return out;
+}
+
+static void ref_output(const char *name, float *out6) {
+  strop__st_file *f = NULL;
+  ck_assert_int_eq(strop__st_open("t", FX("torch_ref.safetensors"), &f), STROP_OK);
+  ck_assert_int_eq(strop__st_read_f32("t", strop__st_find(f, name), out6, 6), STROP_OK);
+  strop__st_close(f);
+}
+
+/* A state dict saved by PyTorch (F32, F16, BF16, F64) gives PyTorch's logits. */
+START_TEST(weights_torch_parity) {
+  static const struct {
+    const char *file, *ref;
+    double tol;
+  } cases[] = {{FX("torch_f32.safetensors"), "output", 1e-5},
+               {FX("torch_f64.safetensors"), "output", 1e-5},
+               {FX("torch_f16.safetensors"), "output_f16", 1e-4},
+               {FX("torch_bf16.safetensors"), "output_bf16", 1e-4}};
+  strop_model *m = net(3, NULL);
+  strop_load_report *r = NULL;
+  ck_assert_int_eq(strop_model_load_weights(m, cases[_i].file, STROP_LOAD_STRICT, &r), STROP_OK);
+  ck_assert_int_eq(strop_load_report_count(r, STROP_REPORT_LOADED), 9);
+  ck_assert_int_eq(strop_load_report_count(r, STROP_REPORT_MISSING), 0);
+  ck_assert_int_eq(strop_load_report_count(r, STROP_REPORT_UNEXPECTED), 0);
+  ck_assert_int_eq(strop_load_report_count(r, STROP_REPORT_MISMATCHED), 0);
+  strop_load_report_free(r);
+  ck_assert_int_eq(strop__model_param_find(m, "bn.num_batches_tracked")->idata[0], 3);
+  float *y = run_ref_input(m), want[6];
+  ref_output(cases[_i].ref, want);
+  double e = strop_test_max_rel(y, want, 6, 1e-3, NULL);
+  ck_assert_msg(e <= cases[_i].tol, "%s: logits rel err %g", cases[_i].file, e);
+  free(y);
+  strop_model_free(m);
+}
+END_TEST
+
+/* strop saves; a fresh model (another seed) loads it back exactly; the file is standard. */
+START_TEST(weights_save_load_roundtrip) {
+  strop_model *a = net(3, NULL);
+  ck_assert_int_eq(strop_model_load_weights(a, FX("torch_f32.safetensors"), 0, NULL), STROP_OK);
+  const char *p = tmp_path("w.safetensors");
+  ck_assert_int_eq(strop_model_save_weights(a, p), STROP_OK);
+  ck_assert_int_eq(count_temp_files(), 0);
+  strop_model *b = NULL;
+  char spec[1024];
+  snprintf(spec, sizeof spec, k_net_spec, 3, "");
+  *strstr(spec, "seed: 7") = '#'; /* seed 0: other initial weights */
+  ck_assert_int_eq(strop_model_load_spec_string(spec, &b), STROP_OK);
+  ck_assert_int_eq(strop_model_load_weights(b, p, STROP_LOAD_STRICT, NULL), STROP_OK);
+  for (int i = 0; i < a->n_params; i++) {
+    const strop__param *x = a->params[i], *y = b->params[i];
+    ck_assert_str_eq(x->name, y->name);
+    if (x->data) ck_assert(memcmp(x->data, y->data, x->numel * 4) == 0);
+    else ck_assert_int_eq(x->idata[0], y->idata[0]);
+  }
+  strop__st_file *f = NULL;
+  ck_assert_int_eq(strop__st_open("t", p, &f), STROP_OK);
+  ck_assert_str_eq(strop__st_meta(f, "format"), "strop");
+  ck_assert_str_eq(strop__st_meta(f, "strop_version"), strop_version());
+  ck_assert_int_eq(strop__st_find(f, "bn.num_batches_tracked")->dtype, STROP__DT_I64);
+  ck_assert_int_eq(strop__st_find(f, "bn.num_batches_tracked")->rank, 0);
+  ck_assert_int_eq(strop__st_find(f, "head.weight")->dims[0], 3);
+  strop__st_close(f);
+  float *ya = run_ref_input(a), *yb = run_ref_input(b);
+  ck_assert(memcmp(ya, yb, 6 * sizeof(float)) == 0);
+  free(ya);
+  free(yb);
+  strop_model_free(a);
+  strop_model_free(b);
+}
+END_TEST
+
+static void snapshot(const strop_model *m, float **out, size_t *n) {
+  size_t total = 0;
+  for (int i = 0; i < m->n_params; i++) total += m->params[i]->numel;
+  float *v = malloc(total * sizeof *v);
+  size_t k = 0;
+  for (int i = 0; i < m->n_params; i++) {
+    const strop__param *p = m->params[i];
+    if (p->data) memcpy(v + k, p->data, p->numel * 4);
+    else v[k] = (float)p->idata[0];
+    k += p->numel;
+  }
+  *out = v;
+  *n = total;
+}
+
+/* Strict fails naming the mismatch and leaves the model unchanged; partial loads the rest. */
+START_TEST(weights_strict_and_partial) {
+  strop_model *m = net(5, NULL); /* head has 5 outputs, the file 3 */
+  float *before, *after;
+  size_t n1, n2;
+  snapshot(m, &before, &n1);
+  strop_load_report *r = NULL;
+  int st = strop_model_load_weights(m, FX("torch_f32.safetensors"), STROP_LOAD_STRICT, &r);
+  ck_assert_int_eq(st, STROP_E_SHAPE);
+  ERR_HAS("strop_model_load_weights: ");
+  ERR_HAS("torch_f32.safetensors");
+  ERR_HAS("2 mismatched (head.weight: file [3, 144] F32, model [5, 144] F32");
+  ck_assert_ptr_nonnull(r);
+  ck_assert_int_eq(strop_load_report_count(r, STROP_REPORT_MISMATCHED), 2);
+  ck_assert_int_eq(strop_load_report_count(r, STROP_REPORT_LOADED), 0);
+  char buf[128];
+  ck_assert_int_eq(strop_load_report_name(r, STROP_REPORT_MISMATCHED, 0, buf, sizeof buf), 11);
+  ck_assert_str_eq(buf, "head.weight");
+  ck_assert_int_gt(strop_load_report_detail(r, STROP_REPORT_MISMATCHED, 1, buf, sizeof buf), 0);
+  ck_assert_ptr_nonnull(strstr(buf, "head.bias: file [3] F32, model [5] F32"));
+  ck_assert_int_eq(strop_load_report_name(r, STROP_REPORT_MISMATCHED, 2, buf, sizeof buf), -1);
+  ck_assert_int_eq(strop_load_report_count(r, 7), -1);
+  strop_load_report_free(r);
+  snapshot(m, &after, &n2);
+  ck_assert(n1 == n2 && memcmp(before, after, n1 * sizeof(float)) == 0);
+  free(after);
+
+  ck_assert_int_eq(strop_model_load_weights(m, FX("torch_f32.safetensors"), STROP_LOAD_PARTIAL,
+                                            &r), STROP_OK);
+  ck_assert_int_eq(strop_load_report_count(r, STROP_REPORT_LOADED), 7);
+  ck_assert_int_eq(strop_load_report_count(r, STROP_REPORT_MISMATCHED), 2);
+  strop_load_report_free(r);
+  /* the head kept its initial weights, the conv got the file's */
+  strop__param *hw = strop__model_param_find(m, "head.weight");
+  ck_assert_int_eq(strop__model_param_find(m, "conv.weight")->version, 1);
+  ck_assert_int_eq(hw->version, 0);
+  free(before);
+  strop_model_free(m);
+
+  /* missing and unexpected keys */
+  m = net(3, "  - {name: extra, type: linear, in_features: 3, out_features: 2}\n");
+  ck_assert_int_eq(strop_model_load_weights(m, FX("torch_f32.safetensors"), 0, &r),
+                   STROP_E_NOT_FOUND);
+  ERR_HAS("2 missing (extra.weight, extra.bias)");
+  strop_load_report_free(r);
+  ck_assert_int_eq(strop_model_load_weights(m, FX("torch_f32.safetensors"), STROP_LOAD_PARTIAL,
+                                            &r), STROP_OK);
+  ck_assert_int_eq(strop_load_report_count(r, STROP_REPORT_MISSING), 2);
+  ck_assert_int_eq(strop_load_report_count(r, STROP_REPORT_LOADED), 9);
+  strop_load_report_free(r);
+  strop_model_free(m);
+
+  m = net(3, NULL);
+  ck_assert_int_eq(strop_model_load_weights(m, FX("torch_prefixed.safetensors"), 0, NULL),
+                   STROP_E_NOT_FOUND);
+  ERR_HAS("7 missing (conv.weight, conv.bias, bn.weight, bn.bias and 3 more); 7 unexpected "
+          "(features.conv.weight");
+  ck_assert_int_eq(strop_model_load_weights(m, FX("torch_prefixed.safetensors"),
+                                            STROP_LOAD_PARTIAL, &r), STROP_OK);
+  ck_assert_int_eq(strop_load_report_count(r, STROP_REPORT_UNEXPECTED), 7);
+  ck_assert_int_eq(strop_load_report_count(r, STROP_REPORT_LOADED), 2);
+  strop_load_report_free(r);
+  strop_model_free(m);
+}
+END_TEST
+
+/* features.* in the file loads into backbone.* */
+START_TEST(weights_prefix_remap) {
+  const char *spec =
+      "input: [1, 6, 6]\n"
+      "layers:\n"
+      "  - {name: backbone.conv, type: conv2d, in_channels: 1, out_channels: 4, kernel_size: 3,"
+      " padding: 1}\n"
+      "  - {name: backbone.bn, type: batchnorm2d, num_features: 4}\n"
+      "  - {name: act, type: relu}\n"
+      "  - {name: flat, type: flatten}\n"
+      "  - {name: head, type: linear, in_features: 144, out_features: 3}\n";
+  strop_model *m = NULL;
+  ck_assert_int_eq(strop_model_load_spec_string(spec, &m), STROP_OK);
+  strop_load_report *r = NULL;
+  ck_assert_int_eq(strop_model_load_weights_remap(m, FX("torch_prefixed.safetensors"), 0,
+                                                  "features.", "backbone.", &r), STROP_OK);
+  ck_assert_int_eq(strop_load_report_count(r, STROP_REPORT_LOADED), 9);
+  strop_load_report_free(r);
+  float *y = run_ref_input(m), want[6];
+  ref_output("output", want);
+  ck_assert(strop_test_max_rel(y, want, 6, 1e-3, NULL) <= 1e-5);
+  free(y);
+  ck_assert_int_eq(strop_model_load_weights_remap(m, FX("torch_prefixed.safetensors"), 0, NULL,
+                                                  "x", &r), STROP_E_INVALID_ARG);
+  ck_assert_ptr_null(r);
+  strop_model_free(m);
+}
+END_TEST
+
+/* An I64 tensor for a float parameter is a dtype mismatch, not a conversion. */
+START_TEST(weights_dtype_mismatch) {
+  strop_model *m = net(3, NULL);
+  strop__st_writer *w = NULL;
+  ck_assert_int_eq(strop__st_writer_create("t", &w), STROP_OK);
+  int64_t iw[36] = {0}, wd[4] = {4, 1, 3, 3};
+  float nbt = 2.0f;
+  ck_assert_int_eq(strop__st_writer_add_i64(w, "conv.weight", 4, wd, iw), STROP_OK);
+  ck_assert_int_eq(strop__st_writer_add_f32(w, "bn.num_batches_tracked", 0, NULL, &nbt), STROP_OK);
+  const char *p = tmp_path("dt.safetensors");
+  ck_assert_int_eq(strop__st_writer_save(w, p), STROP_OK);
+  strop__st_writer_free(w);
+  strop_load_report *r = NULL;
+  ck_assert_int_eq(strop_model_load_weights(m, p, STROP_LOAD_PARTIAL, &r), STROP_OK);
+  ck_assert_int_eq(strop_load_report_count(r, STROP_REPORT_MISMATCHED), 2);
+  ck_assert_int_eq(strop_load_report_count(r, STROP_REPORT_LOADED), 0);
+  ck_assert_int_eq(strop_load_report_count(r, STROP_REPORT_MISSING), 7);
+  char buf[200];
+  strop_load_report_detail(r, STROP_REPORT_MISMATCHED, 0, buf, sizeof buf);
+  ck_assert_str_eq(buf, "conv.weight: file [4, 1, 3, 3] I64, model [4, 1, 3, 3] F32");
+  strop_load_report_detail(r, STROP_REPORT_MISMATCHED, 1, buf, sizeof buf);
+  ck_assert_str_eq(buf, "bn.num_batches_tracked: file [] F32, model [] I64");
+  strop_load_report_free(r);
+  strop_model_free(m);
+}
+END_TEST
+
+START_TEST(weights_errors) {
+  strop_model *m = NULL;
+  int64_t in[1] = {4};
+  ck_assert_int_eq(strop_model_create(1, in, &m), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "fc", "linear", "in_features=4 out_features=2", NULL),
+                   STROP_OK);
+  strop_load_report *r = (strop_load_report *)1;
+  ck_assert_int_eq(strop_model_load_weights(m, FX("torch_f32.safetensors"), 0, &r), STROP_E_STATE);
+  ck_assert_ptr_null(r);
+  ck_assert_int_eq(strop_model_save_weights(m, tmp_path("x")), STROP_E_STATE);
+  ck_assert_int_eq(strop_model_finalize(m, 1), STROP_OK);
+  ck_assert_int_eq(strop_model_load_weights(NULL, "x", 0, NULL), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_load_weights(m, NULL, 0, NULL), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_load_weights(m, "x", 8, NULL), STROP_E_INVALID_ARG);
+  ERR_HAS("unknown flags");
+  ck_assert_int_eq(strop_model_load_weights(m, tmp_path("missing.safetensors"), 0, &r), STROP_E_IO);
+  ck_assert_ptr_null(r);
+  ck_assert_int_eq(strop_model_load_weights(m, STROP_TEST_DATA "/io/broken/gap.safetensors", 0,
+                                            NULL), STROP_E_FORMAT);
+  ERR_HAS("strop_model_load_weights: ");
+  ERR_HAS("gap of 8 bytes");
+  ck_assert_int_eq(strop_model_save_weights(NULL, "x"), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_save_weights(m, NULL), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_save_weights(m, "/nonexistent-dir/w.safetensors"), STROP_E_IO);
+  ERR_HAS("cannot create a temporary file");
+  ck_assert_int_eq(strop_load_report_count(NULL, 0), -1);
+  strop_load_report_free(NULL);
+  strop_model_free(m);
+}
+END_TEST
+
+typedef struct load_ctx {
+  strop_model *m;
+  const char *path;
+  int flags;
+} load_ctx;
+
+static int op_load(void *ctx) {
+  load_ctx *c = ctx;
+  strop_load_report *r = NULL;
+  int st = strop_model_load_weights(c->m, c->path, c->flags, &r);
+  strop_load_report_free(r);
+  return st;
+}
+
+static int op_save(void *ctx) {
+  load_ctx *c = ctx;
+  return strop_model_save_weights(c->m, c->path);
+}
+
+START_TEST(weights_alloc_sweep) {
+  strop_model *m = net(5, NULL);
+  load_ctx c = {m, FX("torch_f32.safetensors"), STROP_LOAD_PARTIAL};
+  ck_assert_int_gt(strop_test_alloc_sweep(op_load, NULL, &c), 5);
+  c.path = tmp_path("sweep.safetensors");
+  ck_assert_int_gt(strop_test_alloc_sweep(op_save, NULL, &c), 3);
+  ck_assert_int_eq(count_temp_files(), 0);
+  strop_model_free(m);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------------------ */
+/* atomic writes                                                                          */
+/* ------------------------------------------------------------------------------------ */
+
+/* A write failure after K bytes leaves the old file intact and no temporary file. */
+START_TEST(atomic_write_failure_keeps_old_file) {
+  strop_model *m = net(3, NULL);
+  const char *p = tmp_path("model.safetensors");
+  ck_assert_int_eq(strop_model_save_weights(m, p), STROP_OK);
+  size_t n_old = 0;
+  char *old = strop_test_read_file(p, &n_old);
+  ck_assert_ptr_nonnull(old);
+  strop__model_param_find(m, "head.weight")->data[0] += 1.0f;
+  static const int64_t ks[] = {0, 7, 8, 100, 1000};
+  for (size_t i = 0; i < sizeof ks / sizeof ks[0]; i++) {
+    strop__afile_fail_after(ks[i]);
+    int st = strop_model_save_weights(m, p);
+    strop__afile_fail_after(-1);
+    ck_assert_int_eq(st, STROP_E_IO);
+    ERR_HAS("injected write failure");
+    size_t n_now = 0;
+    char *now = strop_test_read_file(p, &n_now);
+    ck_assert(now && n_now == n_old && memcmp(now, old, n_old) == 0);
+    free(now);
+    ck_assert_int_eq(count_temp_files(), 0);
+  }
+  ck_assert_int_eq(strop_model_save_weights(m, p), STROP_OK);
+  size_t n_new = 0;
+  char *now = strop_test_read_file(p, &n_new);
+  ck_assert(n_new == n_old && memcmp(now, old, n_old) != 0);
+  free(now);
+  free(old);
+  strop_model_free(m);
+}
+END_TEST
+
+START_TEST(atomic_small_helpers) {
+  const char *p = tmp_path("a.txt");
+  ck_assert_int_eq(strop__write_file_atomic("t", p, "hello", 5), STROP_OK);
+  char *s = NULL;
+  size_t n = 0;
+  ck_assert_int_eq(strop__read_file("t", p, 100, &s, &n), STROP_OK);
+  ck_assert_str_eq(s, "hello");
+  strop__free(s);
+  ck_assert_int_eq(strop__read_file("t", p, 3, &s, &n), STROP_E_FORMAT);
+  ck_assert_int_eq(strop__read_file("t", g_dir, 100, &s, &n), STROP_E_IO);
+  ck_assert_int_eq(strop__write_file_atomic("t", "", "x", 1), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(count_temp_files(), 0);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------------------ */
+/* checkpoints                                                                            */
+/* ------------------------------------------------------------------------------------ */
+
+START_TEST(ckpt_roundtrip) {
+  strop_model *m = net(3, NULL);
+  ck_assert_int_eq(strop_model_load_weights(m, FX("torch_f32.safetensors"), 0, NULL), STROP_OK);
+  for (int i = 0; i < 5; i++) (void)strop__rng_u32(&m->rng);
+  const char *p = tmp_path("ckpt.safetensors");
+  strop__ckpt_writer *w = NULL;
+  ck_assert_int_eq(strop__ckpt_writer_begin("t", p, &w), STROP_OK);
+  ck_assert_int_eq(strop__ckpt_add_model(w, m), STROP_OK);
+  float slot[3] = {0.5f, -1, 2};
+  int64_t three = 3, perm[4] = {3, 1, 0, 2}, four = 4;
+  ck_assert_int_eq(strop__ckpt_add_f32_copy(w, "optim.head.bias.exp_avg", 1, &three, slot),
+                   STROP_OK);
+  ck_assert_int_eq(strop__ckpt_add_i64(w, "data.order", 1, &four, perm), STROP_OK);
+  ck_assert_int_eq(strop__ckpt_add_u64(w, "train.step", UINT64_MAX - 1), STROP_OK);
+  strop__rng dr;
+  strop__rng_seed(&dr, 99, 3);
+  ck_assert_int_eq(strop__ckpt_add_rng(w, "rng.data", &dr), STROP_OK);
+  ck_assert_int_eq(strop__ckpt_set_meta(w, "optimizer", "adamw"), STROP_OK);
+  ck_assert_int_eq(strop__ckpt_commit(w), STROP_OK);
+  ck_assert_int_eq(count_temp_files(), 0);
+
+  strop__ckpt *c = NULL;
+  ck_assert_int_eq(strop__ckpt_open("t", p, &c), STROP_OK);
+  ck_assert_str_eq(strop__ckpt_meta(c, "format"), "strop-checkpoint");
+  ck_assert_str_eq(strop__ckpt_meta(c, "optimizer"), "adamw");
+  float s2[3];
+  ck_assert_int_eq(strop__ckpt_read_f32("t", c, "optim.head.bias.exp_avg", s2, 3), STROP_OK);
+  ck_assert(memcmp(s2, slot, sizeof slot) == 0);
+  ck_assert_int_eq(strop__ckpt_read_f32("t", c, "optim.head.bias.exp_avg", s2, 2), STROP_E_SHAPE);
+  ck_assert_int_eq(strop__ckpt_read_f32("t", c, "optim.nope", s2, 3), STROP_E_NOT_FOUND);
+  ERR_HAS("checkpoint has no tensor 'optim.nope'");
+  ck_assert_int_eq(strop__ckpt_read_f32("t", c, "data.order", s2, 4), STROP_E_FORMAT);
+  int64_t p2[4];
+  ck_assert_int_eq(strop__ckpt_read_i64("t", c, "data.order", p2, 4), STROP_OK);
+  ck_assert(memcmp(p2, perm, sizeof perm) == 0);
+  uint64_t step = 0;
+  ck_assert_int_eq(strop__ckpt_read_u64("t", c, "train.step", &step), STROP_OK);
+  ck_assert(step == UINT64_MAX - 1);
+  strop__rng dr2;
+  ck_assert_int_eq(strop__ckpt_read_rng("t", c, "rng.data", &dr2), STROP_OK);
+  ck_assert(dr2.state == dr.state && dr2.inc == dr.inc);
+
+  strop_model *b = net(3, NULL);
+  ck_assert_int_eq(strop__ckpt_load_model("t", c, b), STROP_OK);
+  ck_assert(b->rng.state == m->rng.state && b->rng.inc == m->rng.inc);
+  for (int i = 0; i < m->n_params; i++)
+    if (m->params[i]->data)
+      ck_assert(memcmp(m->params[i]->data, b->params[i]->data, m->params[i]->numel * 4) == 0);
+  strop_model_free(b);
+  /* a model that does not fit: strict, unchanged */
+  b = net(5, NULL);
+  strop__rng before = b->rng;
+  ck_assert_int_eq(strop__ckpt_load_model("t", c, b), STROP_E_SHAPE);
+  ck_assert(b->rng.state == before.state);
+  strop_model_free(b);
+  strop__ckpt_close(c);
+
+  /* a weights file is not a checkpoint */
+  ck_assert_int_eq(strop__ckpt_open("t", FX("torch_f32.safetensors"), &c), STROP_E_FORMAT);
+  ERR_HAS("not a strop checkpoint (metadata \"format\" is \"pt\"");
+  ck_assert_ptr_null(c);
+
+  /* a failing commit keeps the old checkpoint */
+  size_t n_old;
+  char *old = strop_test_read_file(p, &n_old);
+  ck_assert_int_eq(strop__ckpt_writer_begin("t", p, &w), STROP_OK);
+  ck_assert_int_eq(strop__ckpt_add_model(w, m), STROP_OK);
+  strop__afile_fail_after(200);
+  ck_assert_int_eq(strop__ckpt_commit(w), STROP_E_IO);
+  strop__afile_fail_after(-1);
+  size_t n_now;
+  char *now = strop_test_read_file(p, &n_now);
+  ck_assert(n_now == n_old && memcmp(now, old, n_old) == 0);
+  ck_assert_int_eq(count_temp_files(), 0);
+  free(now);
+  free(old);
+  ck_assert_int_eq(strop__ckpt_writer_begin("t", p, &w), STROP_OK);
+  strop__ckpt_abort(w);
+  strop__ckpt_abort(NULL);
+  strop_model_free(m);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------------------ */
+/* YAML specs                                                                             */
+/* ------------------------------------------------------------------------------------ */
+
+static char *spec_of(const strop_model *m) {
+  int64_t n = strop_model_spec_string(m, NULL, 0);
+  ck_assert_msg(n > 0, "%s", strop_last_error());
+  char *s = malloc((size_t)n + 1);
+  ck_assert_int_eq(strop_model_spec_string(m, s, (size_t)n + 1), n);
+  return s;
+}
+
+static const char *k_dag_spec =
+    "# a small residual network\n"
+    "input: [3, 8, 8]\n"
+    "seed: 12345678901234\n"
+    "layers:\n"
+    "  - name: stem\n"
+    "    type: conv2d\n"
+    "    in_channels: 3\n"
+    "    out_channels: 8\n"
+    "    kernel_size: [3, 3]\n"
+    "    padding: 1\n"
+    "    bias: false\n"
+    "  - {name: stem_bn, type: batchnorm2d, num_features: 8, momentum: 0.2}\n"
+    "  - {name: stem_act, type: relu}\n"
+    "  - {name: branch, type: conv2d, in_channels: 8, out_channels: 8, kernel_size: 3,"
+    " padding: 1, groups: 8}\n"
+    "  - {name: branch_act, type: gelu, approximate: tanh}\n"
+    "  - name: res\n"
+    "    type: add\n"
+    "    inputs: [stem_act, branch_act]\n"
+    "  - {name: pool, type: maxpool2d, kernel_size: 2}\n"
+    "  - {name: gap, type: global_avgpool}\n"
+    "  - {name: flat, type: flatten}\n"
+    "  - {name: drop, type: dropout, p: 0.25}\n"
+    "  - {name: head, type: linear, in_features: 8, out_features: 5}\n";
+
+START_TEST(spec_roundtrip) {
+  strop_model *a = NULL, *b = NULL;
+  int st = strop_model_load_spec_string(k_dag_spec, &a);
+  ck_assert_msg(st == STROP_OK, "%s", strop_last_error());
+  ck_assert_int_eq(strop_model_num_nodes(a), 11);
+  ck_assert(a->seed == 12345678901234ull);
+  int64_t d[8];
+  ck_assert_int_eq(strop_model_output_shape(a, d, 8), 1);
+  ck_assert_int_eq(d[0], 5);
+  char *s1 = spec_of(a);
+  ck_assert_ptr_nonnull(strstr(s1, "inputs: [stem_act, branch_act]"));
+  ck_assert_ptr_nonnull(strstr(s1, "approximate: tanh"));
+  const char *p = tmp_path("model.yaml");
+  ck_assert_int_eq(strop_model_save_spec(a, p), STROP_OK);
+  st = strop_model_load_spec(p, &b);
+  ck_assert_msg(st == STROP_OK, "%s\n%s", strop_last_error(), s1);
+  char *s2 = spec_of(b);
+  ck_assert_str_eq(s1, s2);
+  ck_assert_int_eq(strop_model_num_tensors(a), strop_model_num_tensors(b));
+  for (int i = 0; i < a->n_params; i++) {
+    ck_assert_str_eq(a->params[i]->name, b->params[i]->name);
+    ck_assert_int_eq(a->params[i]->numel, b->params[i]->numel);
+    if (a->params[i]->data) /* same seed: same initial weights */
+      ck_assert(memcmp(a->params[i]->data, b->params[i]->data, a->params[i]->numel * 4) == 0);
+  }
+  for (int i = 0; i < a->n_nodes; i++) {
+    ck_assert_str_eq(a->nodes[i].name, b->nodes[i].name);
+    ck_assert(a->nodes[i].vt == b->nodes[i].vt);
+    ck_assert_int_eq(a->nodes[i].out_shape.rank, b->nodes[i].out_shape.rank);
+  }
+  /* snprintf semantics */
+  char small[10];
+  int64_t n = strop_model_spec_string(a, small, sizeof small);
+  ck_assert_int_eq(n, (int64_t)strlen(s1));
+  ck_assert_int_eq(strlen(small), 9);
+  ck_assert_int_eq(strop_model_spec_string(NULL, small, sizeof small), -1);
+  ck_assert_int_eq(strop_model_spec_string(a, NULL, 5), -1);
+  free(s1);
+  free(s2);
+  strop_model_free(a);
+  strop_model_free(b);
+  ck_assert_int_eq(count_temp_files(), 0);
+}
+END_TEST
+
+/* Every registered layer type saves and reloads with its options. */
+START_TEST(spec_roundtrip_all_types) {
+  const char *spec =
+      "input: [16]\n"
+      "layers:\n"
+      "  - {name: emb, type: embedding, num_embeddings: 50, embedding_dim: 8}\n"
+      "  - {name: pos, type: positional_embedding, num_embeddings: 16, embedding_dim: 8}\n"
+      "  - {name: ln, type: layernorm, normalized_shape: 8}\n"
+      "  - {name: attn, type: multihead_attention, embed_dim: 8, num_heads: 2, causal: true}\n"
+      "  - {name: res, type: add, inputs: [pos, attn]}\n"
+      "  - {name: act1, type: silu}\n"
+      "  - {name: act2, type: leaky_relu, negative_slope: 0.1}\n"
+      "  - {name: act3, type: tanh}\n"
+      "  - {name: act4, type: sigmoid}\n"
+      "  - {name: pool, type: mean_pool}\n"
+      "  - {name: fc, type: linear, in_features: 8, out_features: 6}\n"
+      "  - {name: bn, type: batchnorm1d, num_features: 6}\n"
+      "  - {name: rs, type: reshape, shape: [2, 3]}\n"
+      "  - {name: cat, type: concat, inputs: [rs, rs], dim: 1}\n"
+      "  - {name: fl, type: flatten}\n"
+      "  - {name: sm, type: log_softmax}\n";
+  strop_model *a = NULL, *b = NULL;
+  int st = strop_model_load_spec_string(spec, &a);
+  ck_assert_msg(st == STROP_OK, "%s", strop_last_error());
+  char *s1 = spec_of(a);
+  st = strop_model_load_spec_string(s1, &b);
+  ck_assert_msg(st == STROP_OK, "%s\n%s", strop_last_error(), s1);
+  char *s2 = spec_of(b);
+  ck_assert_str_eq(s1, s2);
+  free(s1);
+  free(s2);
+  strop_model_free(a);
+  strop_model_free(b);
+}
+END_TEST
+
+/* Errors name the file, line and column and what was expected. */
+static const struct {
+  const char *yaml;
+  int status;
+  const char *msg;
+} g_spec_errors[] = {
+    {"input: [4]\nlayers:\n  - name: head\n    type: linear\n    in_features: 4\n"
+     "    out_feature: 2\n",
+     STROP_E_INVALID_ARG, "<string>:6:5: layer 'head' (linear): option 'out_feature': unknown "
+     "option (expected one of: in_features, out_features, bias)"},
+    {"input: [4]\nlayers:\n  - {name: head, type: linear, in_features: 4, out_features: -3}\n",
+     STROP_E_INVALID_ARG, "<string>:3:"},
+    {"input: [4]\nlayers:\n  - name: x\n    type: linearr\n", STROP_E_NOT_FOUND,
+     "<string>:4:11: layer 'x': unknown type 'linearr'"},
+    {"input: [4]\nlayers:\n  - {name: a, type: relu}\n  - {name: a, type: relu}\n",
+     STROP_E_INVALID_ARG, "<string>:4:5: a node named 'a' already exists"},
+    {"input: [4]\nlayers:\n  - {name: a, type: relu, inputs: [nope]}\n", STROP_E_NOT_FOUND,
+     "<string>: layer 'a': unknown input 'nope'"},
+    {"input: [4]\nlayers:\n  - {name: a, type: linear, in_features: 5, out_features: 2}\n",
+     STROP_E_SHAPE, "<string>: "},
+    {"layers:\n  - {name: a, type: relu}\n", STROP_E_FORMAT, "<string>:1:1: missing 'input'"},
+    {"input: [4, -1]\nlayers:\n  - {name: a, type: relu}\n", STROP_E_FORMAT,
+     "<string>:1:12: input[1] must be a positive integer, found '-1'"},
+    {"input: 4\nlayers:\n  - {name: a, type: relu}\n", STROP_E_FORMAT,
+     "<string>:1:8: 'input' must be a list"},
+    {"input: [4]\nlayer:\n  - {name: a, type: relu}\n", STROP_E_FORMAT,
+     "<string>:2:1: unknown key 'layer' (expected one of: input, seed, layers)"},
+    {"input: [4]\nlayers: []\n", STROP_E_FORMAT, "'layers' must be a non-empty list"},
+    {"input: [4]\nseed: -1\nlayers:\n  - {name: a, type: relu}\n", STROP_E_FORMAT,
+     "<string>:2:7: 'seed' must be a non-negative integer"},
+    {"input: [4]\nlayers:\n  - {type: relu}\n", STROP_E_FORMAT, "layers[0]: 'name' is missing"},
+    {"input: [4]\nlayers:\n  - {name: a}\n", STROP_E_FORMAT, "layer 'a': 'type' is missing"},
+    {"input: [4]\nlayers:\n  - relu\n", STROP_E_FORMAT,
+     "<string>:3:5: layers[0] must be a mapping"},
+    {"input: [4]\nlayers:\n  - {name: a, type: relu, x: {y: 1}}\n", STROP_E_FORMAT,
+     "option 'x' must be a scalar or a list, found a mapping"},
+    {"input: [4]\nlayers:\n  - {name: a, type: relu, x: ~}\n", STROP_E_FORMAT,
+     "option 'x' has no value"},
+    {"input: [4]\nlayers:\n  - {name: a, type: relu, x: [[1]]}\n", STROP_E_FORMAT,
+     "list entries must be scalars"},
+    {"input: [4]\ninput: [5]\nlayers:\n  - {name: a, type: relu}\n", STROP_E_FORMAT,
+     "<string>:2:1: spec: key 'input' appears twice (first at line 1)"},
+    {"input: [4]\nlayers:\n  - {name: a, type: relu, name: b}\n", STROP_E_FORMAT,
+     "key 'name' appears twice"},
+    {"input: [4]\nlayers:\n  - {name: a, type: relu\n", STROP_E_FORMAT, "<string>:4:1: "},
+    {"input: [4]\nlayers:\n\t- {name: a, type: relu}\n", STROP_E_FORMAT, "<string>:3:1: "},
+    {"", STROP_E_FORMAT, "found an empty document"},
+    {"[1, 2]", STROP_E_FORMAT, "a spec is a mapping"},
+    {"input: [4]\nlayers:\n  - {name: a, type: relu}\n---\ninput: [4]\n", STROP_E_FORMAT,
+     "<string>:4:1: a spec is one YAML document"},
+    {"input: &x [4]\nlayers:\n  - {name: a, type: relu, p: *x}\n", STROP_E_FORMAT,
+     "<string>:3:30: YAML aliases (*x) are not allowed"},
+    {"input: [4]\nlayers:\n  - {name: a, type: relu, p: \"\xff\"}\n", STROP_E_FORMAT,
+     "not valid UTF-8"},
+};
+
+START_TEST(spec_errors) {
+  int64_t live = strop__alloc_live();
+  strop_model *m = (strop_model *)1;
+  strop_clear_error();
+  int st = strop_model_load_spec_string(g_spec_errors[_i].yaml, &m);
+  ck_assert_msg(st == g_spec_errors[_i].status, "case %d: status %d: %s", _i, st,
+                strop_last_error());
+  ck_assert_ptr_null(m);
+  ERR_HAS("strop_model_load_spec_string: ");
+  ERR_HAS(g_spec_errors[_i].msg);
+  ck_assert_int_eq(strop__alloc_live(), live);
+}
+END_TEST
+
+START_TEST(spec_file_errors_name_the_file) {
+  const char *p = tmp_path("bad.yaml");
+  const char *y = "input: [4]\nlayers:\n  - name: head\n    type: linear\n    in_features: 4\n"
+                  "    out_feature: 2\n";
+  ck_assert_int_eq(strop__write_file_atomic("t", p, y, strlen(y)), STROP_OK);
+  strop_model *m = NULL;
+  ck_assert_int_eq(strop_model_load_spec(p, &m), STROP_E_INVALID_ARG);
+  char want[512];
+  snprintf(want, sizeof want, "strop_model_load_spec: %s:6:5: layer 'head'", p);
+  ERR_HAS(want);
+  ck_assert_int_eq(strop_model_load_spec(tmp_path("none.yaml"), &m), STROP_E_IO);
+  ERR_HAS("none.yaml");
+  ck_assert_int_eq(strop_model_load_spec(NULL, &m), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_load_spec(p, NULL), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_load_spec_string(NULL, &m), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_save_spec(NULL, p), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_save_spec((strop_model *)1, NULL), STROP_E_INVALID_ARG);
+}
+END_TEST
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Billion laughs, deep nesting, huge scalars, node floods: fast, clean failures. */
+START_TEST(spec_hostile) {
+  char *y = malloc(1 << 22);
+  strop_model *m = NULL;
+  /* billion laughs */
+  size_t n = (size_t)sprintf(y, "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+  for (int i = 1; i < 10; i++)
+    n += (size_t)sprintf(y + n, "%c: &%c [*%c, *%c, *%c, *%c, *%c, *%c, *%c, *%c, *%c]\n", 'a' + i,
+                         'a' + i, 'a' + i - 1, 'a' + i - 1, 'a' + i - 1, 'a' + i - 1, 'a' + i - 1,
+                         'a' + i - 1, 'a' + i - 1, 'a' + i - 1, 'a' + i - 1);
+  double t0 = now_s();
+  ck_assert_int_eq(strop_model_load_spec_string(y, &m), STROP_E_FORMAT);
+  ERR_HAS("aliases");
+  ck_assert(now_s() - t0 < 0.5);
+  /* deep nesting, flow and block */
+  n = (size_t)sprintf(y, "input: ");
+  for (int i = 0; i < 100000; i++) y[n++] = '[';
+  y[n] = '\0';
+  t0 = now_s();
+  ck_assert_int_eq(strop_model_load_spec_string(y, &m), STROP_E_FORMAT);
+  ERR_HAS("nesting deeper than 32 levels");
+  n = 0;
+  for (int i = 0; i < 40; i++) n += (size_t)sprintf(y + n, "%*sk%d:\n", 2 * i, "", i);
+  ck_assert_int_eq(strop_model_load_spec_string(y, &m), STROP_E_FORMAT);
+  ERR_HAS("nesting deeper than 32 levels");
+  /* a huge scalar */
+  n = (size_t)sprintf(y, "input: [4]\nlayers:\n  - {name: a, type: relu, x: ");
+  memset(y + n, 'x', 100000);
+  strcpy(y + n + 100000, "}\n");
+  ck_assert_int_eq(strop_model_load_spec_string(y, &m), STROP_E_FORMAT);
+  ERR_HAS("a scalar of 100000 bytes exceeds the limit of 4096");
+  /* a flood of nodes */
+  n = (size_t)sprintf(y, "input: [");
+  for (int i = 0; i < 300000; i++) n += (size_t)sprintf(y + n, "1,");
+  strcpy(y + n, "1]\n");
+  ck_assert_int_eq(strop_model_load_spec_string(y, &m), STROP_E_FORMAT);
+  ERR_HAS("more than 200000 YAML nodes");
+  /* a mapping with many keys */
+  n = (size_t)sprintf(y, "input: [4]\nlayers:\n  - {name: a, type: relu");
+  for (int i = 0; i < 1000; i++) n += (size_t)sprintf(y + n, ", k%d: 1", i);
+  strcpy(y + n, "}\n");
+  ck_assert_int_eq(strop_model_load_spec_string(y, &m), STROP_E_FORMAT);
+  ERR_HAS("at most 256");
+  ck_assert(now_s() - t0 < 5.0);
+  free(y);
+}
+END_TEST
+
+/* Every YAML example in docs/formats.md loads, and saves back to an equivalent spec. */
+START_TEST(spec_docs_examples_load) {
+  size_t len = 0;
+  char *doc = strop_test_read_file(STROP_SOURCE_DIR "/docs/formats.md", &len);
+  ck_assert_ptr_nonnull(doc);
+  int n = 0;
+  for (char *p = strstr(doc, "```yaml\n"); p; p = strstr(p, "```yaml\n")) {
+    p += 8;
+    char *end = strstr(p, "```");
+    ck_assert_ptr_nonnull(end);
+    *end = '\0';
+    strop_model *m = NULL, *b = NULL;
+    int st = strop_model_load_spec_string(p, &m);
+    ck_assert_msg(st == STROP_OK, "docs example %d:\n%s\n%s", n, p, strop_last_error());
+    char *s1 = spec_of(m);
+    ck_assert_int_eq(strop_model_load_spec_string(s1, &b), STROP_OK);
+    free(s1);
+    strop_model_free(m);
+    strop_model_free(b);
+    n++;
+    p = end + 3;
+  }
+  ck_assert_int_ge(n, 8);
+  free(doc);
+}
+END_TEST
+
+static int op_spec(void *ctx) {
+  strop_model *m = NULL;
+  int st = strop_model_load_spec_string((const char *)ctx, &m);
+  if (st == STROP_OK) {
+    int64_t n = strop_model_spec_string(m, NULL, 0);
+    if (n < 0) st = STROP_E_NOMEM;
+  }
+  strop_model_free(m);
+  return st;
+}
+
+START_TEST(spec_alloc_sweep) {
+  ck_assert_int_gt(strop_test_alloc_sweep(op_spec, NULL, (void *)k_dag_spec), 10);
+}
+END_TEST
+
+static Suite *io_suite(void) {
+  Suite *s = suite_create("io");
+  TCase *tc = tcase_create("safetensors");
+  tcase_add_checked_fixture(tc, make_dir, remove_dir);
+  tcase_add_test(tc, st_writer_roundtrip_mem);
+  tcase_add_test(tc, st_writer_duplicate_names);
+  tcase_add_test(tc, st_half_conversion);
+  tcase_add_test(tc, st_reads_torch_file);
+  tcase_add_test(tc, st_dtype_copies);
+  tcase_add_loop_test(tc, st_broken_corpus, 0, (int)(sizeof g_broken / sizeof g_broken[0]));
+  tcase_add_test(tc, st_json_strictness);
+  tcase_add_test(tc, st_alloc_sweep);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("weights");
+  tcase_add_checked_fixture(tc, make_dir, remove_dir);
+  tcase_add_loop_test(tc, weights_torch_parity, 0, 4);
+  tcase_add_test(tc, weights_save_load_roundtrip);
+  tcase_add_test(tc, weights_strict_and_partial);
+  tcase_add_test(tc, weights_prefix_remap);
+  tcase_add_test(tc, weights_dtype_mismatch);
+  tcase_add_test(tc, weights_errors);
+  tcase_add_test(tc, weights_alloc_sweep);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("atomic");
+  tcase_add_checked_fixture(tc, make_dir, remove_dir);
+  tcase_add_test(tc, atomic_write_failure_keeps_old_file);
+  tcase_add_test(tc, atomic_small_helpers);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("checkpoint");
+  tcase_add_checked_fixture(tc, make_dir, remove_dir);
+  tcase_add_test(tc, ckpt_roundtrip);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("spec");
+  tcase_add_checked_fixture(tc, make_dir, remove_dir);
+  tcase_add_test(tc, spec_roundtrip);
+  tcase_add_test(tc, spec_roundtrip_all_types);
+  tcase_add_loop_test(tc, spec_errors, 0, (int)(sizeof g_spec_errors / sizeof g_spec_errors[0]));
+  tcase_add_test(tc, spec_file_errors_name_the_file);
+  tcase_add_test(tc, spec_hostile);
+  tcase_add_test(tc, spec_docs_examples_load);
+  tcase_add_test(tc, spec_alloc_sweep);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) { return strop_test_run(io_suite()); }
