@@ -1,0 +1,318 @@
+/* strop — optimizers (SGD, Adam, AdamW, RMSprop, Adagrad) with PyTorch's update rules, and
+ * learning-rate schedulers (step, cosine, one-cycle, plateau, warm-up ...) that drive them. */
+#ifndef STROP_OPTIM_H
+#define STROP_OPTIM_H
+
+#include "common.h"
+#include "error.h"
+#include "model.h"
+
+/** @file optim.h @brief Optimizers and learning-rate schedulers. @since 0.1 */
+
+STROP_BEGIN_DECLS
+
+/**
+ * @brief An optimizer bound to a model: it updates the model's trainable parameters from
+ * their gradients. Frozen parameters are skipped and get no state. One handle from one thread
+ * at a time; the model must outlive the optimizer. @since 0.1
+ */
+typedef struct strop_optimizer strop_optimizer;
+
+/** @brief Optimizer algorithms; the update rules are those of `torch.optim` 1.13. @since 0.1 */
+typedef enum strop_optimizer_kind {
+  STROP_OPTIM_SGD = 0,     /**< torch.optim.SGD: momentum, dampening, Nesterov, L2 decay. */
+  STROP_OPTIM_ADAM = 1,    /**< torch.optim.Adam: weight decay added to the gradient (L2). */
+  STROP_OPTIM_ADAMW = 2,   /**< torch.optim.AdamW: decoupled weight decay. */
+  STROP_OPTIM_RMSPROP = 3, /**< torch.optim.RMSprop: momentum, centred. */
+  STROP_OPTIM_ADAGRAD = 4  /**< torch.optim.Adagrad: lr decay, initial accumulator. */
+} strop_optimizer_kind;
+
+/**
+ * @brief Optimizer knobs. Float knobs are read and written with strop_optimizer_set_float(),
+ * int knobs (flags) with strop_optimizer_set_int(). Which knobs apply to which kind, their
+ * defaults (PyTorch's) and ranges are in docs/optim.md and strop_optimizer_knob_range().
+ * Values are fixed and the list only grows. @since 0.1
+ */
+typedef enum strop_optimizer_knob {
+  STROP_OPT_LR = 0,           /**< float, all kinds: learning rate (>= 0). */
+  STROP_OPT_MOMENTUM = 1,     /**< float, SGD and RMSprop: momentum factor (>= 0). */
+  STROP_OPT_DAMPENING = 2,    /**< float, SGD: dampening of momentum, [0, 1]. */
+  STROP_OPT_WEIGHT_DECAY = 3, /**< float, all kinds: weight decay (>= 0). */
+  STROP_OPT_NESTEROV = 4,     /**< int 0/1, SGD: Nesterov momentum (needs momentum > 0,
+                                   dampening 0). */
+  STROP_OPT_BETA1 = 5,        /**< float, Adam/AdamW: first-moment decay, [0, 1). */
+  STROP_OPT_BETA2 = 6,        /**< float, Adam/AdamW: second-moment decay, [0, 1). */
+  STROP_OPT_EPS = 7,          /**< float, Adam/AdamW/RMSprop/Adagrad: denominator term (>= 0). */
+  STROP_OPT_AMSGRAD = 8,      /**< int 0/1, Adam/AdamW: AMSGrad variant. */
+  STROP_OPT_ALPHA = 9,        /**< float, RMSprop: smoothing constant, [0, 1]. */
+  STROP_OPT_CENTERED = 10,    /**< int 0/1, RMSprop: normalise by the estimated variance. */
+  STROP_OPT_LR_DECAY = 11,    /**< float, Adagrad: learning-rate decay (>= 0). */
+  STROP_OPT_INITIAL_ACCUMULATOR_VALUE = 12, /**< float, Adagrad: initial sum (>= 0). */
+  STROP_OPT_MAXIMIZE = 13     /**< int 0/1, all kinds: maximise the objective. */
+} strop_optimizer_knob;
+
+/** @brief Flags reported by the knob-range queries. @since 0.1 */
+typedef enum strop_knob_flags {
+  STROP_KNOB_INT = 1,     /**< An int knob (set with the _set_int function). */
+  STROP_KNOB_LO_OPEN = 2, /**< The lower bound itself is not allowed. */
+  STROP_KNOB_HI_OPEN = 4, /**< The upper bound itself is not allowed. */
+  STROP_KNOB_LIST = 8     /**< An int64 list knob (set with strop_scheduler_set_ints()). */
+} strop_knob_flags;
+
+/**
+ * @brief Creates an optimizer over the trainable parameters of a finalized model, with
+ * PyTorch's default knobs for @p kind (SGD's lr, which PyTorch 1.13 requires, defaults to 1e-3).
+ *
+ * The optimizer follows the model: each strop_optimizer_step() notices parameters that became
+ * trainable or frozen (surgery between stages) and adds or drops their state, as
+ * strop_optimizer_sync() does. Moment buffers are allocated on the first step of each
+ * trainable parameter; a frozen parameter never gets any.
+ * @param model The model; borrowed, must outlive the optimizer.
+ * @param kind  One of strop_optimizer_kind.
+ * @param[out] out The optimizer, owned by the caller (strop_optimizer_free()); NULL on error.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, unknown kind); STROP_E_STATE (model not
+ *         finalized); STROP_E_NOMEM.
+ * @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_optimizer_create(strop_model *model, int kind,
+                                                              strop_optimizer **out);
+
+/** @brief Frees the optimizer and its state; the model is untouched. NULL is a no-op.
+ *  @since 0.1 */
+STROP_API void strop_optimizer_free(strop_optimizer *opt);
+
+/** @brief The optimizer's strop_optimizer_kind, or -1 for NULL. @since 0.1 */
+STROP_API int strop_optimizer_get_kind(const strop_optimizer *opt);
+
+/**
+ * @brief Sets a float knob, e.g. `strop_optimizer_set_float(opt, STROP_OPT_LR, 3e-4f)`.
+ *
+ * The float is widened to the double nearest its shortest decimal form (0.95f is used as
+ * 0.95, as PyTorch would), and the arithmetic uses it as PyTorch uses its Python floats.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, unknown knob, knob not used by this kind, an
+ *         int knob, value out of range or NaN, Nesterov left without momentum or with
+ *         dampening): the sentence names the knob and the value; the optimizer is unchanged.
+ * @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_optimizer_set_float(strop_optimizer *opt, int key,
+                                                                 float value);
+
+/**
+ * @brief Reads a float knob into @p out.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, unknown knob, not a float knob of this kind).
+ * @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_optimizer_get_float(const strop_optimizer *opt,
+                                                                 int key, float *out);
+
+/**
+ * @brief Sets an int knob (a 0/1 flag such as STROP_OPT_NESTEROV). Nesterov needs momentum > 0
+ * and dampening 0 already set.
+ * @return STROP_OK; STROP_E_INVALID_ARG (as strop_optimizer_set_float()). @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_optimizer_set_int(strop_optimizer *opt, int key,
+                                                               int value);
+
+/** @brief Reads an int knob. @return STROP_OK or STROP_E_INVALID_ARG. @since 0.1 */
+STROP_API STROP_NODISCARD strop_status strop_optimizer_get_int(const strop_optimizer *opt,
+                                                               int key, int *out);
+
+/**
+ * @brief The valid range of a knob for an optimizer kind.
+ * @param[out] lo,hi  Bounds (hi may be HUGE_VAL); either may be NULL.
+ * @param[out] flags  strop_knob_flags bits (open bounds, int knob); may be NULL.
+ * @return STROP_OK; STROP_E_INVALID_ARG (unknown kind or knob, or the knob does not apply
+ *         to @p kind). Thread-safe. @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_optimizer_knob_range(int kind, int key, double *lo,
+                                                                  double *hi, int *flags);
+
+/** @brief The knob's name ("lr", "beta1", ...), or NULL for an unknown key. Static string;
+ *  thread-safe. @since 0.1 */
+STROP_API const char *strop_optimizer_knob_name(int key);
+
+/**
+ * @brief Applies one update to every trainable parameter that has a gradient, exactly as
+ * `torch.optim` does in float32, with each parameter's learning-rate multiplier and
+ * weight-decay switch (parameter groups). Frozen parameters are neither read nor written.
+ *
+ * State for new trainable parameters is allocated first; if that fails nothing is updated.
+ * Non-finite gradients are not checked here (the trainer guards them).
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_NOMEM (no parameter changed).
+ * @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_optimizer_step(strop_optimizer *opt);
+
+/**
+ * @brief Sets the gradient of every trainable parameter to zero.
+ * @return STROP_OK or STROP_E_INVALID_ARG (NULL). @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_optimizer_zero_grad(strop_optimizer *opt);
+
+/**
+ * @brief Re-reads which parameters are trainable: keeps the state of those still trainable
+ * (matched by name and size), drops the state of frozen or removed ones and prepares new ones
+ * (their buffers come on their first step). strop_optimizer_step() does this by itself.
+ * @return STROP_OK; STROP_E_INVALID_ARG; STROP_E_NOMEM (the optimizer is unchanged).
+ * @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_optimizer_sync(strop_optimizer *opt);
+
+/** @brief Number of successful strop_optimizer_step() calls (restored from checkpoints);
+ *  -1 for NULL. @since 0.1 */
+STROP_API int64_t strop_optimizer_step_count(const strop_optimizer *opt);
+
+/**
+ * @brief A learning-rate scheduler driving one optimizer's learning rate (and, for one-cycle,
+ * its momentum). The optimizer must outlive the scheduler. One thread at a time. @since 0.1
+ */
+typedef struct strop_scheduler strop_scheduler;
+
+/** @brief Schedules; each matches the `torch.optim.lr_scheduler` class named. @since 0.1 */
+typedef enum strop_scheduler_kind {
+  STROP_SCHED_CONSTANT = 0,        /**< ConstantLR (factor, total_iters; factor 1 = constant). */
+  STROP_SCHED_STEP = 1,            /**< StepLR (step_size, gamma). */
+  STROP_SCHED_MULTISTEP = 2,       /**< MultiStepLR (milestones, gamma). */
+  STROP_SCHED_EXPONENTIAL = 3,     /**< ExponentialLR (gamma). */
+  STROP_SCHED_COSINE = 4,          /**< CosineAnnealingLR (T_max, eta_min). */
+  STROP_SCHED_COSINE_RESTARTS = 5, /**< CosineAnnealingWarmRestarts (T_0, T_mult, eta_min). */
+  STROP_SCHED_ONE_CYCLE = 6,       /**< OneCycleLR (max_lr, total_steps, pct_start, ...). */
+  STROP_SCHED_PLATEAU = 7          /**< ReduceLROnPlateau, fed by strop_scheduler_step_metric(). */
+} strop_scheduler_kind;
+
+/**
+ * @brief Scheduler knobs; see docs/optim.md for defaults and which kinds use them. The warm-up
+ * knobs apply to every kind. Values are fixed and the list only grows. @since 0.1
+ */
+typedef enum strop_scheduler_knob {
+  STROP_SCH_GAMMA = 0,            /**< float: decay factor (step, multistep, exponential). */
+  STROP_SCH_STEP_SIZE = 1,        /**< int: steps between decays (step; required). */
+  STROP_SCH_MILESTONES = 2,       /**< int64 list, increasing, >= 1 (multistep). */
+  STROP_SCH_T_MAX = 3,            /**< int: half-period (cosine; required). */
+  STROP_SCH_ETA_MIN = 4,          /**< float: lowest lr (cosine, cosine restarts). */
+  STROP_SCH_T_0 = 5,              /**< int: first period (cosine restarts; required). */
+  STROP_SCH_T_MULT = 6,           /**< int: period growth factor (cosine restarts). */
+  STROP_SCH_MAX_LR = 7,           /**< float: peak lr (one-cycle; required). */
+  STROP_SCH_TOTAL_STEPS = 8,      /**< int: steps in the cycle (one-cycle; required). */
+  STROP_SCH_PCT_START = 9,        /**< float: fraction of the cycle spent rising (one-cycle). */
+  STROP_SCH_ANNEAL = 10,          /**< int: STROP_ANNEAL_COS or STROP_ANNEAL_LINEAR. */
+  STROP_SCH_DIV_FACTOR = 11,      /**< float: initial lr = max_lr / div_factor (one-cycle). */
+  STROP_SCH_FINAL_DIV_FACTOR = 12,/**< float: min lr = initial lr / final_div_factor. */
+  STROP_SCH_CYCLE_MOMENTUM = 13,  /**< int 0/1: cycle momentum / beta1 (one-cycle). */
+  STROP_SCH_BASE_MOMENTUM = 14,   /**< float: lowest momentum (one-cycle). */
+  STROP_SCH_MAX_MOMENTUM = 15,    /**< float: highest momentum (one-cycle). */
+  STROP_SCH_MODE = 16,            /**< int: STROP_PLATEAU_MIN or STROP_PLATEAU_MAX. */
+  STROP_SCH_FACTOR = 17,          /**< float: plateau reduction factor; constant's factor. */
+  STROP_SCH_PATIENCE = 18,        /**< int: bad metric steps tolerated (plateau). */
+  STROP_SCH_THRESHOLD = 19,       /**< float: significance threshold (plateau). */
+  STROP_SCH_THRESHOLD_MODE = 20,  /**< int: STROP_THRESHOLD_REL or STROP_THRESHOLD_ABS. */
+  STROP_SCH_COOLDOWN = 21,        /**< int: metric steps to wait after a reduction (plateau). */
+  STROP_SCH_MIN_LR = 22,          /**< float: lr floor (plateau). */
+  STROP_SCH_EPS = 23,             /**< float: smallest reduction applied (plateau). */
+  STROP_SCH_TOTAL_ITERS = 24,     /**< int: steps the constant factor lasts (constant). */
+  STROP_SCH_WARMUP_STEPS = 25,    /**< int: linear warm-up steps before the schedule (all). */
+  STROP_SCH_WARMUP_START_FACTOR = 26 /**< float (0, 1]: warm-up's first lr / base lr (all). */
+} strop_scheduler_knob;
+
+/** @brief Values of the enumerated scheduler knobs. @since 0.1 */
+typedef enum strop_scheduler_choice {
+  STROP_ANNEAL_COS = 0,      /**< STROP_SCH_ANNEAL: cosine annealing (PyTorch's default). */
+  STROP_ANNEAL_LINEAR = 1,   /**< STROP_SCH_ANNEAL: linear annealing. */
+  STROP_PLATEAU_MIN = 0,     /**< STROP_SCH_MODE: lower metric is better. */
+  STROP_PLATEAU_MAX = 1,     /**< STROP_SCH_MODE: higher metric is better. */
+  STROP_THRESHOLD_REL = 0,   /**< STROP_SCH_THRESHOLD_MODE: relative. */
+  STROP_THRESHOLD_ABS = 1    /**< STROP_SCH_THRESHOLD_MODE: absolute. */
+} strop_scheduler_choice;
+
+/**
+ * @brief Creates a scheduler on an optimizer. The optimizer's current lr becomes the base lr
+ * (PyTorch's `initial_lr`), so set the lr first. As in PyTorch, the schedule's first lr
+ * (step 0) is applied to the optimizer at once, and again after every knob change until the
+ * first strop_scheduler_step().
+ * @param opt  Borrowed; must outlive the scheduler.
+ * @param kind One of strop_scheduler_kind.
+ * @param[out] out The scheduler, owned by the caller (strop_scheduler_free()).
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, unknown kind); STROP_E_NOMEM. @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_scheduler_create(strop_optimizer *opt, int kind,
+                                                              strop_scheduler **out);
+
+/** @brief Frees the scheduler; the optimizer keeps its current lr. NULL is a no-op.
+ *  @since 0.1 */
+STROP_API void strop_scheduler_free(strop_scheduler *sched);
+
+/**
+ * @brief Sets a float knob (widened as in strop_optimizer_set_float()).
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, unknown knob or not one of this kind, out of
+ *         range or NaN; the sentence names knob and value; nothing changes). @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_scheduler_set_float(strop_scheduler *sched, int key,
+                                                                 float value);
+
+/** @brief Reads a float knob. @return STROP_OK or STROP_E_INVALID_ARG. @since 0.1 */
+STROP_API STROP_NODISCARD strop_status strop_scheduler_get_float(const strop_scheduler *sched,
+                                                                 int key, float *out);
+
+/** @brief Sets an int knob. @return STROP_OK or STROP_E_INVALID_ARG. @since 0.1 */
+STROP_API STROP_NODISCARD strop_status strop_scheduler_set_int(strop_scheduler *sched, int key,
+                                                               int value);
+
+/** @brief Reads an int knob. @return STROP_OK or STROP_E_INVALID_ARG. @since 0.1 */
+STROP_API STROP_NODISCARD strop_status strop_scheduler_get_int(const strop_scheduler *sched,
+                                                               int key, int *out);
+
+/**
+ * @brief Sets an int64 list knob (STROP_SCH_MILESTONES); @p v is copied.
+ * @param n Number of values, >= 0 (0 clears the list; @p v may then be NULL).
+ * @return STROP_OK; STROP_E_INVALID_ARG (not a list knob, n < 0, values not increasing or
+ *         < 1); STROP_E_NOMEM. Nothing changes on error. @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_scheduler_set_ints(strop_scheduler *sched, int key,
+                                                                const int64_t *v, int n);
+
+/**
+ * @brief Copies an int64 list knob into @p v (at most @p cap values) and its length into
+ * @p n_out (which may exceed @p cap: call again with a larger buffer).
+ * @return STROP_OK or STROP_E_INVALID_ARG. @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_scheduler_get_ints(const strop_scheduler *sched,
+                                                                int key, int64_t *v, int cap,
+                                                                int *n_out);
+
+/**
+ * @brief The valid range of a scheduler knob for a kind (as strop_optimizer_knob_range()).
+ * @return STROP_OK or STROP_E_INVALID_ARG. Thread-safe. @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_scheduler_knob_range(int kind, int key, double *lo,
+                                                                  double *hi, int *flags);
+
+/** @brief The knob's name ("gamma", "T_max", ...), or NULL. Static; thread-safe. @since 0.1 */
+STROP_API const char *strop_scheduler_knob_name(int key);
+
+/**
+ * @brief Advances the schedule by one step and sets the optimizer's lr (call it after
+ * strop_optimizer_step(), as in PyTorch). For the plateau kind it only advances the warm-up.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_STATE (a required knob is unset, or
+ *         one-cycle went past total_steps; nothing changes). @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_scheduler_step(strop_scheduler *sched);
+
+/**
+ * @brief Feeds a monitored metric to a plateau scheduler (ReduceLROnPlateau.step(metric)).
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, not a plateau scheduler, NaN metric).
+ * @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_scheduler_step_metric(strop_scheduler *sched,
+                                                                   double value);
+
+/** @brief The lr the scheduler last set (double, as PyTorch keeps it); 0 for NULL.
+ *  @since 0.1 */
+STROP_API double strop_scheduler_get_lr(const strop_scheduler *sched);
+
+/** @brief Number of strop_scheduler_step() calls so far (PyTorch's last_epoch); -1 for NULL.
+ *  @since 0.1 */
+STROP_API int64_t strop_scheduler_last_step(const strop_scheduler *sched);
+
+STROP_END_DECLS
+
+#endif

@@ -1,0 +1,61 @@
+/* strop — optimizers' and schedulers' internal API: creation over a bare parameter array
+ * (tests, trainer), the named state listing that checkpoints save and restore, lr access. */
+#ifndef STROP_OPTIM_INTERNAL_H
+#define STROP_OPTIM_INTERNAL_H
+
+#include "core/core.h"
+#include "graph/param.h"
+#include "strop/optim.h"
+
+/* Element types of a state entry. */
+enum { STROP__STATE_F32 = 0, STROP__STATE_F64 = 1, STROP__STATE_I64 = 2 };
+
+/* One named state tensor, borrowed from its optimizer or scheduler: valid until the next
+ * step, sync, state_set or free. */
+typedef struct strop__state_entry {
+  const char *name;
+  int dtype;          /* STROP__STATE_* */
+  void *data;         /* float *, double * or int64_t * */
+  size_t numel;
+} strop__state_entry;
+
+/* An optimizer over a fixed array of parameters (borrowed; the array itself is copied). Only
+ * those with trainable != 0, is_buffer == 0 and data != NULL are optimised; trainable flags
+ * are re-read on every step. */
+strop_status strop__optimizer_create_params(int kind, strop__param **params, int n,
+                                            strop_optimizer **out);
+
+/* State listing. Names: "optim.step" (I64, 1), then per trainable parameter with state, in
+ * parameter order: "optim.<param>.step" (I64, 1) and its buffers (F32, numel of the param):
+ * SGD momentum_buffer; Adam/AdamW exp_avg, exp_avg_sq, max_exp_avg_sq (amsgrad); RMSprop
+ * square_avg, momentum_buffer (momentum > 0), grad_avg (centered); Adagrad sum. */
+int strop__optim_state_count(const strop_optimizer *o);
+strop_status strop__optim_state_at(const strop_optimizer *o, int i, strop__state_entry *out);
+/* Restores one entry by name (copying data). STROP_E_NOT_FOUND: no such trainable parameter
+ * or buffer for this kind; STROP_E_SHAPE: wrong dtype or numel; STROP_E_NOMEM. */
+strop_status strop__optim_state_set(strop_optimizer *o, const char *name, int dtype,
+                                    const void *data, size_t numel);
+
+/* The learning rate as a double (PyTorch's group['lr']), for schedulers. */
+double strop__optim_get_lr(const strop_optimizer *o);
+void strop__optim_set_lr(strop_optimizer *o, double lr);
+/* The momentum one-cycle cycles: SGD/RMSprop momentum, Adam/AdamW beta1; returns 0 when the
+ * kind has none (Adagrad). */
+int strop__optim_set_momentum(strop_optimizer *o, double m);
+int strop__optim_get_momentum(const strop_optimizer *o, double *m);
+
+/* Scheduler state: "sched.last_step", "sched.lr", "sched.momentum" (F64), "sched.t_cur",
+ * "sched.t_i", "sched.best" (F64), "sched.num_bad", "sched.cooldown_counter",
+ * "sched.started" (I64 unless noted). state_set writes lr/momentum back to the optimizer. */
+int strop__sched_state_count(const strop_scheduler *s);
+strop_status strop__sched_state_at(const strop_scheduler *s, int i, strop__state_entry *out);
+strop_status strop__sched_state_set(strop_scheduler *s, const char *name, int dtype,
+                                    const void *data, size_t numel);
+
+/* 1 for a plateau scheduler (fed by strop_scheduler_step_metric), else 0. */
+int strop__sched_is_plateau(const strop_scheduler *s);
+
+/* A float knob as the double nearest its shortest round-tripping decimal (0.95f -> 0.95). */
+double strop__knob_widen(float v);
+
+#endif

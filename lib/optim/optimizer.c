@@ -1,0 +1,813 @@
+/* strop — the optimizers: torch.optim's single-tensor update rules in float32, the same order
+ * of operations, per-parameter lr multipliers and decay switches, lazily allocated state. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "graph/graph.h"
+#include "optim/optim.h"
+
+#define N_KNOBS 14
+#define N_BUFS 3
+
+typedef struct slot {
+  strop__param *p;   /* borrowed; refreshed by sync */
+  char *strs;        /* owned: param name, then the 1 + N_BUFS state names, NUL-separated */
+  const char *name;  /* into strs */
+  const char *state_names[1 + N_BUFS]; /* "optim.<name>.step", then the buffers' names */
+  size_t numel;
+  int64_t step;
+  int has_state;
+  int sgd_buf_valid; /* SGD: momentum buffer holds a value (torch: buf is not None) */
+  float *buf[N_BUFS];
+} slot;
+
+struct strop_optimizer {
+  int kind;
+  strop_model *model;     /* NULL: a parameter array */
+  strop__param **params;  /* owned copy of the array, when model == NULL */
+  int n_params;
+  slot *slots;
+  int n_slots;
+  double f[N_KNOBS];
+  int i[N_KNOBS];
+  int64_t step_count;
+};
+
+/* ---- knobs ---- */
+
+enum { K_SGD = 1 << 0, K_ADAM = 1 << 1, K_ADAMW = 1 << 2, K_RMS = 1 << 3, K_ADAGRAD = 1 << 4,
+       K_ALL = 31 };
+
+typedef struct knob_def {
+  const char *name;
+  int is_int;
+  int kinds;
+  double lo, hi;
+  int flags; /* open bounds */
+} knob_def;
+
+static const knob_def KNOBS[N_KNOBS] = {
+  [STROP_OPT_LR] = {"lr", 0, K_ALL, 0.0, HUGE_VAL, 0},
+  [STROP_OPT_MOMENTUM] = {"momentum", 0, K_SGD | K_RMS, 0.0, HUGE_VAL, 0},
+  [STROP_OPT_DAMPENING] = {"dampening", 0, K_SGD, 0.0, 1.0, 0},
+  [STROP_OPT_WEIGHT_DECAY] = {"weight_decay", 0, K_ALL, 0.0, HUGE_VAL, 0},
+  [STROP_OPT_NESTEROV] = {"nesterov", 1, K_SGD, 0.0, 1.0, 0},
+  [STROP_OPT_BETA1] = {"beta1", 0, K_ADAM | K_ADAMW, 0.0, 1.0, STROP_KNOB_HI_OPEN},
+  [STROP_OPT_BETA2] = {"beta2", 0, K_ADAM | K_ADAMW, 0.0, 1.0, STROP_KNOB_HI_OPEN},
+  [STROP_OPT_EPS] = {"eps", 0, K_ADAM | K_ADAMW | K_RMS | K_ADAGRAD, 0.0, HUGE_VAL, 0},
+  [STROP_OPT_AMSGRAD] = {"amsgrad", 1, K_ADAM | K_ADAMW, 0.0, 1.0, 0},
+  [STROP_OPT_ALPHA] = {"alpha", 0, K_RMS, 0.0, 1.0, 0},
+  [STROP_OPT_CENTERED] = {"centered", 1, K_RMS, 0.0, 1.0, 0},
+  [STROP_OPT_LR_DECAY] = {"lr_decay", 0, K_ADAGRAD, 0.0, HUGE_VAL, 0},
+  [STROP_OPT_INITIAL_ACCUMULATOR_VALUE] = {"initial_accumulator_value", 0, K_ADAGRAD, 0.0,
+                                           HUGE_VAL, 0},
+  [STROP_OPT_MAXIMIZE] = {"maximize", 1, K_ALL, 0.0, 1.0, 0},
+};
+
+static const char *const KIND_NAMES[5] = {"SGD", "Adam", "AdamW", "RMSprop", "Adagrad"};
+
+/* Buffer names per kind, index = slot->buf index. */
+static const char *const BUF_NAMES[5][N_BUFS] = {
+  {"momentum_buffer", NULL, NULL},
+  {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"},
+  {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"},
+  {"square_avg", "momentum_buffer", "grad_avg"},
+  {"sum", NULL, NULL},
+};
+
+double strop__knob_widen(float v) {
+  if (!isfinite(v)) return (double)v;
+  char buf[64];
+  for (int prec = 1; prec <= 9; prec++) {
+    snprintf(buf, sizeof buf, "%.*g", prec, (double)v);
+    if (strtof(buf, NULL) == v) return strtod(buf, NULL);
+  }
+  return (double)v;
+}
+
+static void set_defaults(strop_optimizer *o) {
+  for (int k = 0; k < N_KNOBS; k++) {
+    o->f[k] = 0.0;
+    o->i[k] = 0;
+  }
+  switch (o->kind) {
+  case STROP_OPTIM_SGD: o->f[STROP_OPT_LR] = 1e-3; break;
+  case STROP_OPTIM_ADAM:
+  case STROP_OPTIM_ADAMW:
+    o->f[STROP_OPT_LR] = 1e-3;
+    o->f[STROP_OPT_BETA1] = 0.9;
+    o->f[STROP_OPT_BETA2] = 0.999;
+    o->f[STROP_OPT_EPS] = 1e-8;
+    o->f[STROP_OPT_WEIGHT_DECAY] = o->kind == STROP_OPTIM_ADAMW ? 1e-2 : 0.0;
+    break;
+  case STROP_OPTIM_RMSPROP:
+    o->f[STROP_OPT_LR] = 1e-2;
+    o->f[STROP_OPT_ALPHA] = 0.99;
+    o->f[STROP_OPT_EPS] = 1e-8;
+    break;
+  default: /* Adagrad */
+    o->f[STROP_OPT_LR] = 1e-2;
+    o->f[STROP_OPT_EPS] = 1e-10;
+    break;
+  }
+}
+
+static strop_status knob_check(const char *fn, int kind, int key, int want_int) {
+  if (key < 0 || key >= N_KNOBS)
+    return strop__err(STROP_E_INVALID_ARG, "%s: unknown optimizer knob %d", fn, key);
+  const knob_def *d = &KNOBS[key];
+  if (!(d->kinds & (1 << kind)))
+    return strop__err(STROP_E_INVALID_ARG, "%s: knob '%s' does not apply to %s", fn, d->name,
+                      KIND_NAMES[kind]);
+  if (d->is_int != want_int)
+    return strop__err(STROP_E_INVALID_ARG, "%s: knob '%s' is %s knob; use strop_optimizer_%s_%s",
+                      fn, d->name, d->is_int ? "an int" : "a float",
+                      fn[16] == 's' ? "set" : "get", d->is_int ? "int" : "float");
+  return STROP_OK;
+}
+
+static int in_range(const knob_def *d, double v) {
+  if (isnan(v)) return 0;
+  if ((d->flags & STROP_KNOB_LO_OPEN) ? !(v > d->lo) : !(v >= d->lo)) return 0;
+  if ((d->flags & STROP_KNOB_HI_OPEN) ? !(v < d->hi) : !(v <= d->hi)) return 0;
+  return 1;
+}
+
+static strop_status range_err(const char *fn, const knob_def *d, double v) {
+  return strop__err(STROP_E_INVALID_ARG, "%s: %s must be in %c%g, %g%c, got %g", fn, d->name,
+                    (d->flags & STROP_KNOB_LO_OPEN) ? '(' : '[', d->lo, d->hi,
+                    (d->flags & STROP_KNOB_HI_OPEN) ? ')' : ']', v);
+}
+
+strop_status strop_optimizer_knob_range(int kind, int key, double *lo, double *hi, int *flags) {
+  static const char fn[] = "strop_optimizer_knob_range";
+  if (kind < 0 || kind > STROP_OPTIM_ADAGRAD)
+    return strop__err(STROP_E_INVALID_ARG, "%s: unknown optimizer kind %d", fn, kind);
+  if (key < 0 || key >= N_KNOBS)
+    return strop__err(STROP_E_INVALID_ARG, "%s: unknown optimizer knob %d", fn, key);
+  const knob_def *d = &KNOBS[key];
+  if (!(d->kinds & (1 << kind)))
+    return strop__err(STROP_E_INVALID_ARG, "%s: knob '%s' does not apply to %s", fn, d->name,
+                      KIND_NAMES[kind]);
+  if (lo) *lo = d->lo;
+  if (hi) *hi = d->hi;
+  if (flags) *flags = d->flags | (d->is_int ? STROP_KNOB_INT : 0);
+  return STROP_OK;
+}
+
+const char *strop_optimizer_knob_name(int key) {
+  return key >= 0 && key < N_KNOBS ? KNOBS[key].name : NULL;
+}
+
+/* Nesterov needs momentum > 0 and zero dampening (torch.optim.SGD's rule). */
+static strop_status nesterov_check(const char *fn, const strop_optimizer *o, double mom,
+                                   double damp, int nest, int key, double v) {
+  if (o->kind != STROP_OPTIM_SGD || !nest || (mom > 0.0 && damp == 0.0)) return STROP_OK;
+  const char *why = mom > 0.0 ? "Nesterov momentum requires dampening 0"
+                              : "Nesterov momentum requires momentum > 0";
+  return strop__err(STROP_E_INVALID_ARG, "%s: %s = %g rejected: %s (momentum %g, dampening %g)",
+                    fn, KNOBS[key].name, v, why, mom, damp);
+}
+
+static strop_status set_float_d(strop_optimizer *o, int key, double v, const char *fn) {
+  strop_status st = knob_check(fn, o->kind, key, 0);
+  if (st) return st;
+  if (!in_range(&KNOBS[key], v)) return range_err(fn, &KNOBS[key], v);
+  double mom = key == STROP_OPT_MOMENTUM ? v : o->f[STROP_OPT_MOMENTUM];
+  double damp = key == STROP_OPT_DAMPENING ? v : o->f[STROP_OPT_DAMPENING];
+  st = nesterov_check(fn, o, mom, damp, o->i[STROP_OPT_NESTEROV], key, v);
+  if (st) return st;
+  o->f[key] = v;
+  return STROP_OK;
+}
+
+strop_status strop_optimizer_set_float(strop_optimizer *opt, int key, float value) {
+  static const char fn[] = "strop_optimizer_set_float";
+  if (!opt) return strop__err(STROP_E_INVALID_ARG, "%s: opt is NULL", fn);
+  return set_float_d(opt, key, strop__knob_widen(value), fn);
+}
+
+strop_status strop_optimizer_get_float(const strop_optimizer *opt, int key, float *out) {
+  static const char fn[] = "strop_optimizer_get_float";
+  if (!opt || !out) return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn,
+                                      !opt ? "opt" : "out");
+  strop_status st = knob_check(fn, opt->kind, key, 0);
+  if (st) return st;
+  *out = (float)opt->f[key];
+  return STROP_OK;
+}
+
+strop_status strop_optimizer_set_int(strop_optimizer *opt, int key, int value) {
+  static const char fn[] = "strop_optimizer_set_int";
+  if (!opt) return strop__err(STROP_E_INVALID_ARG, "%s: opt is NULL", fn);
+  strop_status st = knob_check(fn, opt->kind, key, 1);
+  if (st) return st;
+  if (!in_range(&KNOBS[key], (double)value))
+    return strop__err(STROP_E_INVALID_ARG, "%s: %s must be 0 or 1, got %d", fn, KNOBS[key].name,
+                      value);
+  if (key == STROP_OPT_NESTEROV) {
+    st = nesterov_check(fn, opt, opt->f[STROP_OPT_MOMENTUM], opt->f[STROP_OPT_DAMPENING], value,
+                        key, (double)value);
+    if (st) return st;
+  }
+  opt->i[key] = value;
+  return STROP_OK;
+}
+
+strop_status strop_optimizer_get_int(const strop_optimizer *opt, int key, int *out) {
+  static const char fn[] = "strop_optimizer_get_int";
+  if (!opt || !out) return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn,
+                                      !opt ? "opt" : "out");
+  strop_status st = knob_check(fn, opt->kind, key, 1);
+  if (st) return st;
+  *out = opt->i[key];
+  return STROP_OK;
+}
+
+double strop__optim_get_lr(const strop_optimizer *o) { return o->f[STROP_OPT_LR]; }
+void strop__optim_set_lr(strop_optimizer *o, double lr) { o->f[STROP_OPT_LR] = lr; }
+
+static int momentum_key(int kind) {
+  switch (kind) {
+  case STROP_OPTIM_SGD:
+  case STROP_OPTIM_RMSPROP: return STROP_OPT_MOMENTUM;
+  case STROP_OPTIM_ADAM:
+  case STROP_OPTIM_ADAMW: return STROP_OPT_BETA1;
+  default: return -1;
+  }
+}
+
+int strop__optim_set_momentum(strop_optimizer *o, double m) {
+  int k = momentum_key(o->kind);
+  if (k < 0) return 0;
+  o->f[k] = m;
+  return 1;
+}
+
+int strop__optim_get_momentum(const strop_optimizer *o, double *m) {
+  int k = momentum_key(o->kind);
+  if (k < 0) return 0;
+  *m = o->f[k];
+  return 1;
+}
+
+int strop_optimizer_get_kind(const strop_optimizer *opt) { return opt ? opt->kind : -1; }
+
+int64_t strop_optimizer_step_count(const strop_optimizer *opt) {
+  return opt ? opt->step_count : -1;
+}
+
+/* ---- slots: one per trainable parameter ---- */
+
+static void slot_free_bufs(slot *s) {
+  for (int b = 0; b < N_BUFS; b++) {
+    strop__free_aligned(s->buf[b]);
+    s->buf[b] = NULL;
+  }
+  s->has_state = 0;
+  s->sgd_buf_valid = 0;
+  s->step = 0;
+}
+
+static void slot_free(slot *s) {
+  slot_free_bufs(s);
+  strop__free(s->strs);
+  s->strs = NULL;
+}
+
+static void source(const strop_optimizer *o, strop__param ***ps, int *n) {
+  if (o->model) {
+    *ps = o->model->params;
+    *n = o->model->n_params;
+  } else {
+    *ps = o->params;
+    *n = o->n_params;
+  }
+}
+
+static int is_trainable(const strop__param *p) {
+  return p && p->trainable && !p->is_buffer && p->data && p->name;
+}
+
+/* Builds the names block of a new slot. */
+static strop_status slot_init(strop_optimizer *o, slot *s, strop__param *p) {
+  size_t ln = strlen(p->name);
+  size_t total = ln + 1 + (1 + N_BUFS) * (ln + 32);
+  memset(s, 0, sizeof *s);
+  s->strs = strop__malloc(total);
+  if (!s->strs) return STROP__NOMEM("strop_optimizer_sync");
+  char *w = s->strs;
+  memcpy(w, p->name, ln + 1);
+  s->name = w;
+  w += ln + 1;
+  sprintf(w, "optim.%s.step", p->name);
+  s->state_names[0] = w;
+  w += strlen(w) + 1;
+  for (int b = 0; b < N_BUFS; b++) {
+    const char *bn = BUF_NAMES[o->kind][b];
+    if (!bn) continue;
+    sprintf(w, "optim.%s.%s", p->name, bn);
+    s->state_names[1 + b] = w;
+    w += strlen(w) + 1;
+  }
+  s->p = p;
+  s->numel = p->numel;
+  return STROP_OK;
+}
+
+/* Fast check: the slots still match the trainable parameters one to one, in order. */
+static int slots_current(const strop_optimizer *o) {
+  strop__param **ps;
+  int n, j = 0;
+  source(o, &ps, &n);
+  for (int k = 0; k < n; k++) {
+    strop__param *p = ps[k];
+    if (!is_trainable(p)) continue;
+    if (j >= o->n_slots) return 0;
+    const slot *s = &o->slots[j++];
+    if (s->p != p || s->numel != p->numel || strcmp(s->name, p->name) != 0) return 0;
+  }
+  return j == o->n_slots;
+}
+
+static strop_status sync(strop_optimizer *o) {
+  if (slots_current(o)) return STROP_OK;
+  strop__param **ps;
+  int n, nt = 0;
+  source(o, &ps, &n);
+  for (int k = 0; k < n; k++) nt += is_trainable(ps[k]);
+  slot *ns = nt ? strop__calloc((size_t)nt, sizeof *ns) : NULL;
+  int *from = nt ? strop__calloc((size_t)nt, sizeof *from) : NULL;
+  if (nt && (!ns || !from)) {
+    strop__free(ns);
+    strop__free(from);
+    return STROP__NOMEM("strop_optimizer_sync");
+  }
+  /* Pass 1: match by name and size, allocate names of new slots; nothing moves yet. */
+  int j = 0;
+  for (int k = 0; k < n; k++) {
+    strop__param *p = ps[k];
+    if (!is_trainable(p)) continue;
+    from[j] = -1;
+    for (int q = 0; q < o->n_slots; q++) {
+      if (o->slots[q].strs && o->slots[q].numel == p->numel &&
+          strcmp(o->slots[q].name, p->name) == 0) {
+        from[j] = q;
+        break;
+      }
+    }
+    if (from[j] < 0) {
+      strop_status st = slot_init(o, &ns[j], p);
+      if (st) {
+        for (int q = 0; q < j; q++)
+          if (from[q] < 0) strop__free(ns[q].strs);
+        strop__free(ns);
+        strop__free(from);
+        return st;
+      }
+    }
+    j++;
+  }
+  /* Pass 2: move kept state, free the rest. */
+  for (j = 0; j < nt; j++) {
+    if (from[j] < 0) continue;
+    slot *old = &o->slots[from[j]];
+    strop__param *p = NULL;
+    for (int k = 0, t = 0; k < n; k++) {
+      if (!is_trainable(ps[k])) continue;
+      if (t++ == j) {
+        p = ps[k];
+        break;
+      }
+    }
+    ns[j] = *old;
+    ns[j].p = p;
+    memset(old, 0, sizeof *old);
+  }
+  for (int q = 0; q < o->n_slots; q++) slot_free(&o->slots[q]);
+  strop__free(o->slots);
+  strop__free(from);
+  o->slots = ns;
+  o->n_slots = nt;
+  return STROP_OK;
+}
+
+strop_status strop_optimizer_sync(strop_optimizer *opt) {
+  if (!opt) return strop__err(STROP_E_INVALID_ARG, "strop_optimizer_sync: opt is NULL");
+  return sync(opt);
+}
+
+/* Which buffers the current knobs need. */
+static int bufs_needed(const strop_optimizer *o) {
+  switch (o->kind) {
+  case STROP_OPTIM_SGD: return o->f[STROP_OPT_MOMENTUM] != 0.0 ? 1 : 0;
+  case STROP_OPTIM_ADAM:
+  case STROP_OPTIM_ADAMW: return 3 | (o->i[STROP_OPT_AMSGRAD] ? 4 : 0);
+  case STROP_OPTIM_RMSPROP:
+    return 1 | (o->f[STROP_OPT_MOMENTUM] > 0.0 ? 2 : 0) | (o->i[STROP_OPT_CENTERED] ? 4 : 0);
+  default: return 1;
+  }
+}
+
+static float *buf_alloc(const strop_optimizer *o, size_t numel, int b) {
+  size_t bytes;
+  if (strop__mul_overflow(numel ? numel : 1, sizeof(float), &bytes)) return NULL;
+  float *v = strop__malloc_aligned(bytes);
+  if (!v) return NULL;
+  float init = 0.0f;
+  if (o->kind == STROP_OPTIM_ADAGRAD && b == 0) init = (float)o->f[STROP_OPT_INITIAL_ACCUMULATOR_VALUE];
+  for (size_t k = 0; k < numel; k++) v[k] = init;
+  return v;
+}
+
+/* Allocates every buffer a stepping slot needs; on failure frees what this call allocated. */
+static strop_status ensure_state(strop_optimizer *o) {
+  int need = bufs_needed(o);
+  for (int j = 0; j < o->n_slots; j++) {
+    slot *s = &o->slots[j];
+    if (!s->p->grad) continue;
+    for (int b = 0; b < N_BUFS; b++) {
+      if (!(need & (1 << b)) || s->buf[b]) continue;
+      s->buf[b] = buf_alloc(o, s->numel, b);
+      if (!s->buf[b]) {
+        /* roll back this call's allocations: buffers of slots whose state is not yet marked,
+         * and new buffers (all zero or initial) of earlier slots. */
+        for (int q = 0; q <= j; q++) {
+          slot *t = &o->slots[q];
+          if (!t->p->grad) continue;
+          for (int c = 0; c < N_BUFS; c++) {
+            if (!(need & (1 << c)) || !t->buf[c]) continue;
+            if (t->has_state & (1 << (c + 1))) continue;
+            strop__free_aligned(t->buf[c]);
+            t->buf[c] = NULL;
+          }
+        }
+        return STROP__NOMEM("strop_optimizer_step");
+      }
+    }
+  }
+  for (int j = 0; j < o->n_slots; j++) {
+    slot *s = &o->slots[j];
+    if (!s->p->grad) continue;
+    s->has_state |= 1;
+    for (int b = 0; b < N_BUFS; b++)
+      if (s->buf[b]) s->has_state |= 1 << (b + 1);
+  }
+  return STROP_OK;
+}
+
+/* ---- the update rules (torch/optim/<name>.py, _single_tensor_<name>; float32 element arithmetic,
+ *      Python-float scalars computed in double and rounded once, as ATen does) ---- */
+
+static void step_sgd(const strop_optimizer *o, slot *s, double lr, double wd) {
+  float *restrict w = s->p->data;
+  const float *restrict g = s->p->grad;
+  const size_t n = s->numel;
+  const float gs = o->i[STROP_OPT_MAXIMIZE] ? -1.0f : 1.0f;
+  const float wdf = (float)wd, mom = (float)o->f[STROP_OPT_MOMENTUM];
+  const float damp1 = (float)(1.0 - o->f[STROP_OPT_DAMPENING]);
+  const float nlr = (float)(-lr);
+  const int has_wd = wd != 0.0;
+  if (o->f[STROP_OPT_MOMENTUM] == 0.0) {
+    for (size_t k = 0; k < n; k++) {
+      float d = gs * g[k];
+      if (has_wd) d = d + wdf * w[k];
+      w[k] = w[k] + nlr * d;
+    }
+    return;
+  }
+  float *restrict buf = s->buf[0];
+  const int first = !s->sgd_buf_valid, nest = o->i[STROP_OPT_NESTEROV];
+  for (size_t k = 0; k < n; k++) {
+    float d = gs * g[k];
+    if (has_wd) d = d + wdf * w[k];
+    float b = first ? d : buf[k] * mom + damp1 * d;
+    buf[k] = b;
+    d = nest ? d + mom * b : b;
+    w[k] = w[k] + nlr * d;
+  }
+  s->sgd_buf_valid = 1;
+}
+
+static void step_adam(const strop_optimizer *o, slot *s, double lr, double wd, int decoupled) {
+  float *restrict w = s->p->data;
+  const float *restrict g = s->p->grad;
+  float *restrict m = s->buf[0];
+  float *restrict v = s->buf[1];
+  float *restrict mx = s->buf[2];
+  const size_t n = s->numel;
+  const double b1 = o->f[STROP_OPT_BETA1], b2 = o->f[STROP_OPT_BETA2];
+  const float gs = o->i[STROP_OPT_MAXIMIZE] ? -1.0f : 1.0f;
+  s->step++;
+  const double step = (double)s->step;
+  const double bc1 = 1.0 - pow(b1, step), bc2 = 1.0 - pow(b2, step);
+  const double step_size = lr / bc1;
+  const float bc2s = (float)sqrt(bc2), nss = (float)(-step_size);
+  const float b1f = (float)b1, b2f = (float)b2, omb1 = (float)(1.0 - b1), omb2 = (float)(1.0 - b2);
+  const float epsf = (float)o->f[STROP_OPT_EPS];
+  const float wdf = (float)wd, dec = (float)(1.0 - lr * wd);
+  const int l2 = !decoupled && wd != 0.0, ams = o->i[STROP_OPT_AMSGRAD];
+  const int dw = decoupled && wd != 0.0;
+  for (size_t k = 0; k < n; k++) {
+    float d = gs * g[k];
+    float wk = w[k];
+    if (dw) wk = wk * dec; /* param.mul_(1 - lr * weight_decay) */
+    if (l2) d = d + wdf * wk;
+    float mk = m[k] * b1f;
+    mk = mk + omb1 * d;
+    float vk = v[k] * b2f;
+    vk = vk + (omb2 * d) * d;
+    m[k] = mk;
+    v[k] = vk;
+    float den;
+    if (ams) {
+      float x = mx[k];
+      x = vk > x ? vk : x;
+      mx[k] = x;
+      den = sqrtf(x) / bc2s + epsf;
+    } else {
+      den = sqrtf(vk) / bc2s + epsf;
+    }
+    w[k] = wk + (nss * mk) / den;
+  }
+}
+
+#if defined(__GNUC__)
+#  define STROP__INLINE static inline __attribute__((always_inline))
+#else
+#  define STROP__INLINE static inline
+#endif
+
+/* One RMSprop loop per (centered, momentum) pair: the flags are constants after inlining, so
+ * each loop is branch-free and vectorisable. */
+STROP__INLINE void rmsprop_loop(float *restrict w, const float *restrict g, float *restrict sq,
+                                float *restrict mb, float *restrict ga, size_t n, float gs,
+                                float af, float oma, float epsf, float wdf, float nlr, float mom,
+                                int has_wd, const int centered, const int use_mom) {
+  for (size_t k = 0; k < n; k++) {
+    float d = gs * g[k];
+    if (has_wd) d = d + wdf * w[k];
+    float q = sq[k] * af;
+    q = q + (oma * d) * d;
+    sq[k] = q;
+    float avg;
+    if (centered) {
+      float a = ga[k] * af;
+      a = a + oma * d;
+      ga[k] = a;
+      avg = sqrtf(q + (-1.0f * a) * a);
+    } else {
+      avg = sqrtf(q);
+    }
+    avg = avg + epsf;
+    if (use_mom) {
+      float b = mb[k] * mom;
+      b = b + d / avg;
+      mb[k] = b;
+      w[k] = w[k] + nlr * b;
+    } else {
+      w[k] = w[k] + (nlr * d) / avg;
+    }
+  }
+}
+
+static void step_rmsprop(const strop_optimizer *o, slot *s, double lr, double wd) {
+  const float gs = o->i[STROP_OPT_MAXIMIZE] ? -1.0f : 1.0f;
+  const double alpha = o->f[STROP_OPT_ALPHA];
+  const float af = (float)alpha, oma = (float)(1.0 - alpha), epsf = (float)o->f[STROP_OPT_EPS];
+  const float wdf = (float)wd, nlr = (float)(-lr), mom = (float)o->f[STROP_OPT_MOMENTUM];
+  const int has_wd = wd != 0.0, centered = o->i[STROP_OPT_CENTERED];
+  const int use_mom = o->f[STROP_OPT_MOMENTUM] > 0.0;
+  float *w = s->p->data, *sq = s->buf[0], *mb = s->buf[1], *ga = s->buf[2];
+  const float *g = s->p->grad;
+  const size_t n = s->numel;
+  s->step++;
+  if (centered && use_mom)
+    rmsprop_loop(w, g, sq, mb, ga, n, gs, af, oma, epsf, wdf, nlr, mom, has_wd, 1, 1);
+  else if (centered)
+    rmsprop_loop(w, g, sq, mb, ga, n, gs, af, oma, epsf, wdf, nlr, mom, has_wd, 1, 0);
+  else if (use_mom)
+    rmsprop_loop(w, g, sq, mb, ga, n, gs, af, oma, epsf, wdf, nlr, mom, has_wd, 0, 1);
+  else
+    rmsprop_loop(w, g, sq, mb, ga, n, gs, af, oma, epsf, wdf, nlr, mom, has_wd, 0, 0);
+}
+
+static void step_adagrad(const strop_optimizer *o, slot *s, double lr, double wd) {
+  float *restrict w = s->p->data;
+  const float *restrict g = s->p->grad;
+  float *restrict sum = s->buf[0];
+  const size_t n = s->numel;
+  const float gs = o->i[STROP_OPT_MAXIMIZE] ? -1.0f : 1.0f;
+  s->step++;
+  const double clr = lr / (1.0 + ((double)s->step - 1.0) * o->f[STROP_OPT_LR_DECAY]);
+  const float nclr = (float)(-clr), wdf = (float)wd, epsf = (float)o->f[STROP_OPT_EPS];
+  const int has_wd = wd != 0.0;
+  for (size_t k = 0; k < n; k++) {
+    float d = gs * g[k];
+    if (has_wd) d = d + wdf * w[k];
+    float q = sum[k] + d * d;
+    sum[k] = q;
+    float sd = sqrtf(q) + epsf;
+    w[k] = w[k] + (nclr * d) / sd;
+  }
+}
+
+strop_status strop_optimizer_step(strop_optimizer *opt) {
+  if (!opt) return strop__err(STROP_E_INVALID_ARG, "strop_optimizer_step: opt is NULL");
+  strop_status st = sync(opt);
+  if (st) return st;
+  st = ensure_state(opt);
+  if (st) return st;
+  for (int j = 0; j < opt->n_slots; j++) {
+    slot *s = &opt->slots[j];
+    if (!s->p->grad) continue;
+    const double lr = opt->f[STROP_OPT_LR] * (double)s->p->lr_mult;
+    const double wd = s->p->no_decay ? 0.0 : opt->f[STROP_OPT_WEIGHT_DECAY];
+    switch (opt->kind) {
+    case STROP_OPTIM_SGD: step_sgd(opt, s, lr, wd); break;
+    case STROP_OPTIM_ADAM: step_adam(opt, s, lr, wd, 0); break;
+    case STROP_OPTIM_ADAMW: step_adam(opt, s, lr, wd, 1); break;
+    case STROP_OPTIM_RMSPROP: step_rmsprop(opt, s, lr, wd); break;
+    default: step_adagrad(opt, s, lr, wd); break;
+    }
+  }
+  opt->step_count++;
+  return STROP_OK;
+}
+
+strop_status strop_optimizer_zero_grad(strop_optimizer *opt) {
+  if (!opt) return strop__err(STROP_E_INVALID_ARG, "strop_optimizer_zero_grad: opt is NULL");
+  strop__param **ps;
+  int n;
+  source(opt, &ps, &n);
+  for (int k = 0; k < n; k++)
+    if (is_trainable(ps[k]) && ps[k]->grad) memset(ps[k]->grad, 0, ps[k]->numel * sizeof(float));
+  return STROP_OK;
+}
+
+/* ---- create / free ---- */
+
+static strop_status create_common(int kind, strop_model *m, strop__param **params, int n,
+                                  strop_optimizer **out, const char *fn) {
+  if (!out) return strop__err(STROP_E_INVALID_ARG, "%s: out is NULL", fn);
+  *out = NULL;
+  if (kind < 0 || kind > STROP_OPTIM_ADAGRAD)
+    return strop__err(STROP_E_INVALID_ARG, "%s: unknown optimizer kind %d", fn, kind);
+  strop_optimizer *o = strop__calloc(1, sizeof *o);
+  if (!o) return STROP__NOMEM(fn);
+  o->kind = kind;
+  o->model = m;
+  set_defaults(o);
+  if (!m && n > 0) {
+    o->params = strop__malloc((size_t)n * sizeof *o->params);
+    if (!o->params) {
+      strop__free(o);
+      return STROP__NOMEM(fn);
+    }
+    memcpy(o->params, params, (size_t)n * sizeof *o->params);
+    o->n_params = n;
+  }
+  strop_status st = sync(o);
+  if (st) {
+    strop_optimizer_free(o);
+    strop__err_prefix("%s", fn);
+    return st;
+  }
+  *out = o;
+  return STROP_OK;
+}
+
+strop_status strop__optimizer_create_params(int kind, strop__param **params, int n,
+                                            strop_optimizer **out) {
+  static const char fn[] = "strop__optimizer_create_params";
+  if (n < 0 || (n > 0 && !params)) {
+    if (out) *out = NULL;
+    return strop__err(STROP_E_INVALID_ARG, "%s: bad parameter array (n = %d)", fn, n);
+  }
+  return create_common(kind, NULL, params, n, out, fn);
+}
+
+strop_status strop_optimizer_create(strop_model *model, int kind, strop_optimizer **out) {
+  static const char fn[] = "strop_optimizer_create";
+  if (!model) {
+    if (out) *out = NULL;
+    return strop__err(STROP_E_INVALID_ARG, "%s: model is NULL", fn);
+  }
+  if (!model->finalized) {
+    if (out) *out = NULL;
+    return strop__err(STROP_E_STATE, "%s: the model is not finalized", fn);
+  }
+  return create_common(kind, model, NULL, 0, out, fn);
+}
+
+void strop_optimizer_free(strop_optimizer *opt) {
+  if (!opt) return;
+  for (int j = 0; j < opt->n_slots; j++) slot_free(&opt->slots[j]);
+  strop__free(opt->slots);
+  strop__free(opt->params);
+  strop__free(opt);
+}
+
+/* ---- state listing ---- */
+
+int strop__optim_state_count(const strop_optimizer *o) {
+  if (!o) return 0;
+  int c = 1;
+  for (int j = 0; j < o->n_slots; j++) {
+    const slot *s = &o->slots[j];
+    if (!s->has_state) continue;
+    c++;
+    for (int b = 0; b < N_BUFS; b++)
+      if (s->buf[b] && !(o->kind == STROP_OPTIM_SGD && !s->sgd_buf_valid)) c++;
+  }
+  return c;
+}
+
+strop_status strop__optim_state_at(const strop_optimizer *o, int i, strop__state_entry *out) {
+  static const char fn[] = "strop__optim_state_at";
+  if (!o || !out) return strop__err(STROP_E_INVALID_ARG, "%s: NULL argument", fn);
+  if (i == 0) {
+    out->name = "optim.step";
+    out->dtype = STROP__STATE_I64;
+    out->data = (void *)&o->step_count;
+    out->numel = 1;
+    return STROP_OK;
+  }
+  int c = 1;
+  for (int j = 0; j < o->n_slots; j++) {
+    slot *s = &o->slots[j];
+    if (!s->has_state) continue;
+    if (c++ == i) {
+      out->name = s->state_names[0];
+      out->dtype = STROP__STATE_I64;
+      out->data = &s->step;
+      out->numel = 1;
+      return STROP_OK;
+    }
+    for (int b = 0; b < N_BUFS; b++) {
+      if (!s->buf[b] || (o->kind == STROP_OPTIM_SGD && !s->sgd_buf_valid)) continue;
+      if (c++ == i) {
+        out->name = s->state_names[1 + b];
+        out->dtype = STROP__STATE_F32;
+        out->data = s->buf[b];
+        out->numel = s->numel;
+        return STROP_OK;
+      }
+    }
+  }
+  return strop__err(STROP_E_INVALID_ARG, "%s: index %d out of range [0, %d)", fn, i, c);
+}
+
+strop_status strop__optim_state_set(strop_optimizer *o, const char *name, int dtype,
+                                    const void *data, size_t numel) {
+  static const char fn[] = "strop__optim_state_set";
+  if (!o || !name || !data) return strop__err(STROP_E_INVALID_ARG, "%s: NULL argument", fn);
+  if (strcmp(name, "optim.step") == 0) {
+    if (dtype != STROP__STATE_I64 || numel != 1)
+      return strop__err(STROP_E_SHAPE, "%s: '%s' must be one int64", fn, name);
+    o->step_count = *(const int64_t *)data;
+    return STROP_OK;
+  }
+  strop_status st = sync(o);
+  if (st) return st;
+  const char *dot = strrchr(name, '.');
+  if (strncmp(name, "optim.", 6) != 0 || !dot || dot <= name + 6)
+    return strop__err(STROP_E_NOT_FOUND, "%s: '%s' is not an optimizer state name", fn, name);
+  size_t plen = (size_t)(dot - (name + 6));
+  const char *suffix = dot + 1;
+  slot *s = NULL;
+  for (int j = 0; j < o->n_slots; j++) {
+    if (strlen(o->slots[j].name) == plen && strncmp(o->slots[j].name, name + 6, plen) == 0) {
+      s = &o->slots[j];
+      break;
+    }
+  }
+  if (!s)
+    return strop__err(STROP_E_NOT_FOUND, "%s: '%s': no trainable parameter '%.*s'", fn, name,
+                      (int)plen, name + 6);
+  if (strcmp(suffix, "step") == 0) {
+    if (dtype != STROP__STATE_I64 || numel != 1)
+      return strop__err(STROP_E_SHAPE, "%s: '%s' must be one int64", fn, name);
+    s->step = *(const int64_t *)data;
+    s->has_state |= 1;
+    return STROP_OK;
+  }
+  int b = 0;
+  while (b < N_BUFS && !(BUF_NAMES[o->kind][b] && strcmp(BUF_NAMES[o->kind][b], suffix) == 0)) b++;
+  if (b == N_BUFS)
+    return strop__err(STROP_E_NOT_FOUND, "%s: '%s': %s keeps no '%s' state", fn, name,
+                      KIND_NAMES[o->kind], suffix);
+  if (dtype != STROP__STATE_F32 || numel != s->numel)
+    return strop__err(STROP_E_SHAPE, "%s: '%s' must be %zu float32 values, got %zu (dtype %d)",
+                      fn, name, s->numel, numel, dtype);
+  if (!s->buf[b]) {
+    s->buf[b] = buf_alloc(o, s->numel, b);
+    if (!s->buf[b]) return STROP__NOMEM(fn);
+  }
+  memcpy(s->buf[b], data, numel * sizeof(float));
+  s->has_state |= 1 | (1 << (b + 1));
+  if (o->kind == STROP_OPTIM_SGD) s->sgd_buf_valid = 1;
+  return STROP_OK;
+}
