@@ -1,0 +1,127 @@
+/* strop — glob matching for surgery targets ("features.*", "blocks.[0-3].*") and the small
+ * text buffer that describe and summary write into. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "surgery/surgery_impl.h"
+
+/* Matches one class "[...]" at *pp against c; advances *pp past it. -1 if unterminated. */
+static int class_match(const char **pp, char c) {
+  const char *p = *pp + 1;
+  int neg = 0, hit = 0;
+  if (*p == '!' || *p == '^') {
+    neg = 1;
+    p++;
+  }
+  int first = 1;
+  while (*p && (*p != ']' || first)) {
+    char lo = *p, hi;
+    if (lo == '\\' && p[1]) lo = *++p;
+    p++;
+    hi = lo;
+    if (*p == '-' && p[1] && p[1] != ']') {
+      p++;
+      if (*p == '\\' && p[1]) p++;
+      hi = *p++;
+    }
+    if (c >= lo && c <= hi) hit = 1;
+    first = 0;
+  }
+  if (*p != ']') return -1;
+  *pp = p + 1;
+  return hit != neg;
+}
+
+int strop__glob_match(const char *pat, const char *s) {
+  const char *star_p = NULL, *star_s = NULL;
+  while (1) {
+    if (*pat == '*') {
+      while (*pat == '*') pat++;
+      if (!*pat) return 1;
+      star_p = pat;
+      star_s = s;
+      continue;
+    }
+    if (*s) {
+      int ok;
+      const char *next = pat + 1;
+      if (*pat == '?') {
+        ok = 1;
+      } else if (*pat == '[') {
+        const char *q = pat;
+        int r = class_match(&q, *s);
+        if (r < 0) { /* an unterminated '[' is a literal */
+          ok = *s == '[';
+        } else {
+          ok = r;
+          next = q;
+        }
+      } else if (*pat == '\\' && pat[1]) {
+        ok = pat[1] == *s;
+        next = pat + 2;
+      } else {
+        ok = *pat != '\0' && *pat == *s;
+      }
+      if (ok) {
+        pat = next;
+        s++;
+        continue;
+      }
+    } else if (!*pat) {
+      return 1;
+    }
+    if (!star_p || !*star_s) return 0;
+    pat = star_p;
+    s = ++star_s;
+  }
+}
+
+int strop__glob_is_pattern(const char *pat) { return strpbrk(pat, "*?[") != NULL; }
+
+void strop__text_add(strop__text *t, const char *fmt, ...) {
+  if (t->oom) return;
+  va_list ap;
+  va_start(ap, fmt);
+  char small[256];
+  int n = vsnprintf(small, sizeof small, fmt, ap);
+  va_end(ap);
+  if (n < 0) return;
+  if (t->len + (size_t)n + 1 > t->cap) {
+    size_t cap = t->cap ? t->cap : 256;
+    while (cap < t->len + (size_t)n + 1) cap *= 2;
+    char *v = strop__realloc(t->s, cap);
+    if (!v) {
+      t->oom = 1;
+      return;
+    }
+    t->s = v;
+    t->cap = cap;
+  }
+  if ((size_t)n < sizeof small) {
+    memcpy(t->s + t->len, small, (size_t)n + 1);
+  } else {
+    va_start(ap, fmt);
+    vsnprintf(t->s + t->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+  }
+  t->len += (size_t)n;
+}
+
+void strop__text_free(strop__text *t) {
+  strop__free(t->s);
+  memset(t, 0, sizeof *t);
+}
+
+int64_t strop__text_out(const char *fn, const strop__text *t, char *buf, size_t cap) {
+  if (t->oom) {
+    STROP__NOMEM(fn);
+    return -1;
+  }
+  if (cap) {
+    size_t n = t->len < cap - 1 ? t->len : cap - 1;
+    if (n) memcpy(buf, t->s, n);
+    buf[n] = '\0';
+  }
+  return (int64_t)t->len;
+}

@@ -1,0 +1,1168 @@
+/* strop tests — surgery suite: freeze with a frozen BatchNorm trunk through training steps,
+ * replace/insert/remove/truncate/append, LoRA (exactness at start, training, merge, PEFT
+ * files, gradcheck, PyTorch parity), the transaction on every kind of error, describe,
+ * summary, memory estimate and allocation failures. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "graph/graph.h"
+#include "harness.h"
+#include "io/safetensors.h"
+#include "layers/lora.h"
+#include "strop/strop.h"
+#include "surgery/surgery_impl.h"
+#include "testutil.h"
+
+#define OK(x) ck_assert_msg((x) == STROP_OK, "%s: %s", #x, strop_last_error())
+
+/* ---- models ---- */
+static strop_model *mlp(void) {
+  int64_t in[1] = {4};
+  strop_model *m = NULL;
+  OK(strop_model_create(1, in, &m));
+  OK(strop_model_add(m, "fc1", "linear", "out_features=8", NULL));
+  OK(strop_model_add(m, "act", "relu", NULL, NULL));
+  OK(strop_model_add(m, "head", "linear", "out_features=3", NULL));
+  OK(strop_model_finalize(m, 7));
+  return m;
+}
+
+/* a small CNN: a conv + BatchNorm trunk and a linear head */
+static strop_model *cnn(void) {
+  int64_t in[3] = {2, 6, 6};
+  strop_model *m = NULL;
+  OK(strop_model_create(3, in, &m));
+  OK(strop_model_add(m, "features.0", "conv2d", "out_channels=4 kernel_size=3 padding=1", NULL));
+  OK(strop_model_add(m, "features.1", "batchnorm2d", NULL, NULL));
+  OK(strop_model_add(m, "features.2", "relu", NULL, NULL));
+  OK(strop_model_add(m, "features.3", "conv2d", "out_channels=6 kernel_size=3", NULL));
+  OK(strop_model_add(m, "features.4", "batchnorm2d", NULL, NULL));
+  OK(strop_model_add(m, "pool", "global_avgpool", NULL, NULL));
+  OK(strop_model_add(m, "head", "linear", "out_features=3", NULL));
+  OK(strop_model_finalize(m, 11));
+  return m;
+}
+
+/* residual DAG: fc1 -> (a, b) -> sum -> head */
+static strop_model *dag(void) {
+  int64_t in[1] = {4};
+  strop_model *m = NULL;
+  OK(strop_model_create(1, in, &m));
+  OK(strop_model_add(m, "fc1", "linear", "out_features=6", NULL));
+  OK(strop_model_add(m, "a", "tanh", NULL, "fc1"));
+  OK(strop_model_add(m, "b", "linear", "out_features=6", "fc1"));
+  OK(strop_model_add(m, "sum", "add", NULL, "a,b"));
+  OK(strop_model_add(m, "head", "linear", "out_features=2", "sum"));
+  OK(strop_model_finalize(m, 3));
+  return m;
+}
+
+static float *rand_floats(size_t n, uint64_t seed, float scale) {
+  strop__rng g;
+  strop__rng_seed(&g, seed, 9);
+  float *x = malloc(n * sizeof *x + 1);
+  for (size_t i = 0; i < n; i++) x[i] = scale * (2.0f * strop__rng_uniform(&g) - 1.0f);
+  return x;
+}
+
+static size_t in_numel(const strop_model *m, int64_t batch) {
+  return (size_t)batch * strop__shape_numel(&m->in_shape);
+}
+
+/* forward in eval mode; returns a malloc'd copy of the output and its numel */
+static float *run(strop_model *m, const float *x, int64_t batch, size_t *n_out) {
+  const strop__act *o;
+  ck_assert_msg(strop__model_forward_exec(m, x, batch, 0, NULL, &o) == STROP_OK, "%s",
+                strop_last_error());
+  size_t n = (size_t)batch * strop__shape_numel(&o->shape);
+  float *y = malloc(n * sizeof *y + 1);
+  memcpy(y, o->data, n * sizeof *y);
+  strop__model_step_end(m);
+  if (n_out) *n_out = n;
+  return y;
+}
+
+/* One training step: forward in train mode, backward of sum(out .* r), then p -= lr * grad on
+ * trainable parameters (the optimizer's job, by hand). */
+static void sgd_step(strop_model *m, const float *x, int64_t batch, float lr, uint64_t seed) {
+  OK(strop__model_zero_grad(m));
+  const strop__act *o;
+  OK(strop__model_forward_exec(m, x, batch, 1, NULL, &o));
+  size_t n = (size_t)batch * strop__shape_numel(&o->shape);
+  float *r = rand_floats(n, seed, 1.0f);
+  OK(strop__model_backward(m, r));
+  strop__model_step_end(m);
+  free(r);
+  for (int i = 0; i < m->n_params; i++) {
+    strop__param *p = m->params[i];
+    if (!p->trainable || p->is_buffer) continue;
+    ck_assert_ptr_nonnull(p->grad);
+    for (size_t k = 0; k < p->numel; k++) p->data[k] -= lr * p->grad[k];
+  }
+}
+
+/* ---- snapshots: everything a failed edit must leave alone ---- */
+typedef struct snap {
+  char summary[8192];
+  int n;
+  char **names;
+  float **data;
+  int64_t *idata;
+  size_t *numel;
+  int *flags;
+  float *lr;
+  int frozen_stats[64];
+  int n_nodes;
+} snap;
+
+static void snap_take(const strop_model *m, snap *s) {
+  memset(s, 0, sizeof *s);
+  ck_assert_int_lt(strop_model_summary(m, s->summary, sizeof s->summary), (int64_t)sizeof s->summary);
+  s->n = m->n_params;
+  s->names = calloc((size_t)s->n + 1, sizeof *s->names);
+  s->data = calloc((size_t)s->n + 1, sizeof *s->data);
+  s->idata = calloc((size_t)s->n + 1, sizeof *s->idata);
+  s->numel = calloc((size_t)s->n + 1, sizeof *s->numel);
+  s->flags = calloc((size_t)s->n + 1, sizeof *s->flags);
+  s->lr = calloc((size_t)s->n + 1, sizeof *s->lr);
+  for (int i = 0; i < s->n; i++) {
+    const strop__param *p = m->params[i];
+    s->names[i] = strdup(p->name);
+    s->numel[i] = p->numel;
+    s->flags[i] = p->trainable * 4 + p->no_decay * 2 + p->is_buffer;
+    s->lr[i] = p->lr_mult;
+    if (p->data) {
+      s->data[i] = malloc(p->numel * sizeof(float) + 1);
+      memcpy(s->data[i], p->data, p->numel * sizeof(float));
+    } else {
+      s->idata[i] = p->idata[0];
+    }
+  }
+  s->n_nodes = m->n_nodes;
+  for (int i = 0; i < m->n_nodes && i < 64; i++) s->frozen_stats[i] = m->nodes[i].frozen_stats;
+}
+
+static void snap_free(snap *s) {
+  for (int i = 0; i < s->n; i++) {
+    free(s->names[i]);
+    free(s->data[i]);
+  }
+  free(s->names);
+  free(s->data);
+  free(s->idata);
+  free(s->numel);
+  free(s->flags);
+  free(s->lr);
+}
+
+/* the model equals the snapshot bit for bit */
+static void snap_check(const strop_model *m, const snap *s) {
+  char now[8192];
+  strop_model_summary(m, now, sizeof now);
+  ck_assert_str_eq(now, s->summary);
+  ck_assert_int_eq(m->n_params, s->n);
+  ck_assert_int_eq(m->n_nodes, s->n_nodes);
+  for (int i = 0; i < s->n; i++) {
+    const strop__param *p = m->params[i];
+    ck_assert_str_eq(p->name, s->names[i]);
+    ck_assert_uint_eq(p->numel, s->numel[i]);
+    ck_assert_int_eq(p->trainable * 4 + p->no_decay * 2 + p->is_buffer, s->flags[i]);
+    ck_assert(p->lr_mult == s->lr[i]);
+    if (p->data)
+      ck_assert_msg(memcmp(p->data, s->data[i], p->numel * sizeof(float)) == 0, "%s changed",
+                    p->name);
+    else
+      ck_assert_int_eq(p->idata[0], s->idata[i]);
+  }
+  for (int i = 0; i < m->n_nodes && i < 64; i++)
+    ck_assert_int_eq(m->nodes[i].frozen_stats, s->frozen_stats[i]);
+}
+
+static int same_param(const strop_model *a, const strop_model *b, const char *name) {
+  strop__param *p = strop__model_param_find((strop_model *)a, name);
+  strop__param *q = strop__model_param_find((strop_model *)b, name);
+  ck_assert_msg(p && q, "no parameter %s", name);
+  if (p->numel != q->numel) return 0;
+  if (!p->data) return p->idata[0] == q->idata[0];
+  return memcmp(p->data, q->data, p->numel * sizeof(float)) == 0;
+}
+
+/* ---- glob ---- */
+START_TEST(glob_matching) {
+  ck_assert(strop__glob_match("features.*", "features.0.weight"));
+  ck_assert(strop__glob_match("*.bias", "blocks.1.attn.bias"));
+  ck_assert(!strop__glob_match("*.bias", "blocks.1.attn.weight"));
+  ck_assert(strop__glob_match("blocks.[0-3].*", "blocks.2.fc.weight"));
+  ck_assert(!strop__glob_match("blocks.[0-3].*", "blocks.4.fc.weight"));
+  ck_assert(strop__glob_match("blocks.[!0-3].*", "blocks.7.x"));
+  ck_assert(strop__glob_match("fc?", "fc1"));
+  ck_assert(!strop__glob_match("fc?", "fc12"));
+  ck_assert(strop__glob_match("head", "head"));
+  ck_assert(!strop__glob_match("head", "head.weight"));
+  ck_assert(strop__glob_match("*", ""));
+  ck_assert(strop__glob_match("a*b*c", "axxbyyc"));
+  ck_assert(!strop__glob_match("a*b*c", "axxbyy"));
+  ck_assert(strop__glob_match("a\\*", "a*"));
+  ck_assert(!strop__glob_match("a\\*", "ab"));
+  ck_assert(strop__glob_match("x[", "x["));
+  ck_assert(strop__glob_match("[ab]]", "a]"));
+  ck_assert(strop__glob_is_pattern("a.[0-3]") && !strop__glob_is_pattern("a.b"));
+}
+END_TEST
+
+/* ---- freeze ---- */
+static void frozen_trunk_training(int use_optimizer) {
+  strop_model *m = cnn();
+  OK(strop_model_freeze(m, "features.*"));
+  ck_assert_int_eq(strop_model_param_trainable(m, "features.0.weight"), 0);
+  ck_assert_int_eq(strop_model_param_trainable(m, "features.1.bias"), 0);
+  ck_assert_int_eq(strop_model_param_trainable(m, "head.weight"), 1);
+  ck_assert_int_eq(strop_model_param_trainable(m, "features.1.running_mean"), 0);
+  ck_assert_int_eq(strop_model_param_trainable(m, "nope"), -1);
+  ck_assert_int_eq(m->nodes[1].frozen_stats, 1);
+  ck_assert_int_eq(m->nodes[4].frozen_stats, 1);
+  ck_assert_int_eq(strop_model_param_count(m, 1), 6 * 3 + 3);
+  OK(strop_model_set_training(m, 1));
+  snap before;
+  snap_take(m, &before);
+  strop_optimizer *opt = NULL;
+  if (use_optimizer) {
+    /* AdamW with decoupled weight decay: a frozen weight must not drift through decay */
+    OK(strop_optimizer_create(m, STROP_OPTIM_ADAMW, &opt));
+    OK(strop_optimizer_set_float(opt, STROP_OPT_LR, 0.05f));
+    OK(strop_optimizer_set_float(opt, STROP_OPT_WEIGHT_DECAY, 0.1f));
+  }
+  const int64_t batch = 4;
+  float *x = rand_floats(in_numel(m, batch), 5, 1.0f);
+  for (int step = 0; step < 5; step++) {
+    if (!use_optimizer) {
+      sgd_step(m, x, batch, 0.1f, (uint64_t)step + 100);
+      continue;
+    }
+    OK(strop_optimizer_zero_grad(opt));
+    const strop__act *o;
+    OK(strop__model_forward_exec(m, x, batch, 1, NULL, &o));
+    float *r = rand_floats((size_t)batch * 3, (uint64_t)step + 100, 1.0f);
+    OK(strop__model_backward(m, r));
+    strop__model_step_end(m);
+    free(r);
+    OK(strop_optimizer_step(opt));
+  }
+  strop_optimizer_free(opt);
+  free(x);
+  for (int i = 0; i < m->n_params; i++) {
+    strop__param *p = m->params[i];
+    int head = strncmp(p->name, "head.", 5) == 0;
+    int same = p->data ? memcmp(p->data, before.data[i], p->numel * sizeof(float)) == 0
+                       : p->idata[0] == before.idata[i];
+    if (head)
+      ck_assert_msg(!same, "%s did not move", p->name);
+    else
+      ck_assert_msg(same, "%s changed although frozen", p->name); /* BN buffers too */
+    if (!head) ck_assert_msg(p->grad == NULL, "%s has a gradient", p->name);
+  }
+  snap_free(&before);
+  strop_model_free(m);
+}
+
+START_TEST(freeze_trunk_sgd) { frozen_trunk_training(0); }
+END_TEST
+
+START_TEST(freeze_trunk_adamw) { frozen_trunk_training(1); }
+END_TEST
+
+/* an optimizer made before a structural plan keeps working after it (same model handle) */
+START_TEST(optimizer_survives_surgery) {
+  strop_model *m = mlp();
+  strop_optimizer *opt = NULL;
+  OK(strop_optimizer_create(m, STROP_OPTIM_ADAMW, &opt));
+  OK(strop_optimizer_set_float(opt, STROP_OPT_LR, 0.05f));
+  OK(strop_optimizer_set_float(opt, STROP_OPT_WEIGHT_DECAY, 0.1f));
+  float *x = rand_floats(4 * 4, 3, 1.0f);
+  float w_after[32];
+  for (int round = 0; round < 2; round++) {
+    for (int step = 0; step < 2; step++) {
+      OK(strop_optimizer_zero_grad(opt));
+      const strop__act *o;
+      OK(strop__model_forward_exec(m, x, 4, 1, NULL, &o));
+      size_t n = (size_t)4 * strop__shape_numel(&o->shape);
+      float *r = rand_floats(n, (uint64_t)step, 1.0f);
+      OK(strop__model_backward(m, r));
+      strop__model_step_end(m);
+      free(r);
+      OK(strop_optimizer_step(opt));
+    }
+    if (round) break;
+    strop_surgery *s = NULL;
+    OK(strop_surgery_create(m, &s));
+    OK(strop_surgery_lora(s, "fc1", 2, 2.0f, 0.0f));
+    OK(strop_surgery_replace(s, "head", "linear", "out_features=2", 1));
+    OK(strop_surgery_apply(s));
+    strop_surgery_free(s);
+    memcpy(w_after, strop__model_param_find(m, "fc1.weight")->data, sizeof w_after);
+  }
+  /* after the surgery only fc1's adapters and the new head trained; no decay on frozen W */
+  ck_assert(memcmp(w_after, strop__model_param_find(m, "fc1.weight")->data, sizeof w_after) == 0);
+  strop_model *ref = mlp();
+  ck_assert(!same_param(m, ref, "fc1.weight")); /* it trained before the surgery */
+  strop__param *b = strop__model_param_find(m, "fc1.lora_B.weight");
+  float bmax = 0;
+  for (size_t k = 0; k < b->numel; k++) bmax = fmaxf(bmax, fabsf(b->data[k]));
+  ck_assert(bmax > 0.0f);
+  strop_model_free(ref);
+  free(x);
+  strop_optimizer_free(opt);
+  strop_model_free(m);
+}
+END_TEST
+
+START_TEST(freeze_keep_bn_mode) {
+  strop_model *m = cnn();
+  strop_surgery *s = NULL;
+  OK(strop_surgery_create(m, &s));
+  OK(strop_surgery_freeze(s, "features.*", STROP_FREEZE_KEEP_BN_MODE));
+  OK(strop_surgery_apply(s));
+  strop_surgery_free(s);
+  ck_assert_int_eq(m->nodes[1].frozen_stats, 0);
+  float before[4];
+  memcpy(before, strop__model_param_find(m, "features.1.running_mean")->data, sizeof before);
+  float *x = rand_floats(in_numel(m, 4), 5, 1.0f);
+  sgd_step(m, x, 4, 0.1f, 1);
+  free(x);
+  /* batch statistics in train mode: the running mean moved */
+  ck_assert(memcmp(before, strop__model_param_find(m, "features.1.running_mean")->data,
+                   sizeof before) != 0);
+  /* unfreeze brings BatchNorm back to batch statistics */
+  OK(strop_model_freeze(m, "features.1"));
+  ck_assert_int_eq(m->nodes[1].frozen_stats, 1);
+  OK(strop_model_unfreeze(m, "features.*"));
+  ck_assert_int_eq(m->nodes[1].frozen_stats, 0);
+  ck_assert_int_eq(strop_model_param_count(m, 1), strop_model_param_count(m, 0));
+  strop_model_free(m);
+}
+END_TEST
+
+START_TEST(flags_in_place_and_groups) {
+  strop_model *m = cnn();
+  strop__param *keep = m->params[0];
+  strop_surgery *s = NULL;
+  OK(strop_surgery_create(m, &s));
+  OK(strop_surgery_param_group(s, "features.*", 0.1f, -1));
+  OK(strop_surgery_param_group(s, "*.bias", -1.0f, 1));
+  OK(strop_surgery_param_group(s, "features.[14]", -1.0f, 1)); /* norm parameters */
+  OK(strop_surgery_freeze(s, "features.0", 0));
+  ck_assert_int_eq(strop_surgery_num_edits(s), 4);
+  OK(strop_surgery_apply(s));
+  strop_surgery_free(s);
+  /* flag-only plans keep the parameter structs (optimizers hold them) */
+  ck_assert_ptr_eq(m->params[0], keep);
+  strop__param *p = strop__model_param_find(m, "features.3.weight");
+  ck_assert(p->lr_mult == 0.1f && p->no_decay == 0 && p->trainable);
+  p = strop__model_param_find(m, "features.3.bias");
+  ck_assert(p->lr_mult == 0.1f && p->no_decay == 1);
+  p = strop__model_param_find(m, "features.1.weight");
+  ck_assert(p->lr_mult == 0.1f && p->no_decay == 1);
+  p = strop__model_param_find(m, "head.weight");
+  ck_assert(p->lr_mult == 1.0f && p->no_decay == 0);
+  ck_assert(strop__model_param_find(m, "head.bias")->no_decay == 1);
+  ck_assert_int_eq(strop_model_param_trainable(m, "features.0.weight"), 0);
+  ck_assert_int_eq(m->nodes[1].frozen_stats, 0); /* features.1 itself is still trainable */
+  strop_model_free(m);
+}
+END_TEST
+
+/* ---- structure ---- */
+START_TEST(replace_head) {
+  strop_model *m = mlp(), *orig = NULL;
+  OK(strop_model_clone(m, &orig));
+  strop_surgery *s = NULL;
+  OK(strop_surgery_create(m, &s));
+  OK(strop_surgery_replace(s, "head", "linear", "out_features=5", 42));
+  OK(strop_surgery_apply(s));
+  strop_surgery_free(s);
+  int64_t d[4];
+  ck_assert_int_eq(strop_model_output_shape(m, d, 4), 1);
+  ck_assert_int_eq(d[0], 5);
+  ck_assert(same_param(m, orig, "fc1.weight") && same_param(m, orig, "fc1.bias"));
+  strop__param *w = strop__model_param_find(m, "head.weight");
+  ck_assert_int_eq(w->dims[0], 5);
+  ck_assert_int_eq(w->dims[1], 8);
+  ck_assert(w->trainable);
+  /* PyTorch's default init, bound 1/sqrt(8), deterministic in the seed */
+  float lo = 1, hi = -1;
+  for (size_t i = 0; i < w->numel; i++) {
+    lo = fminf(lo, w->data[i]);
+    hi = fmaxf(hi, w->data[i]);
+  }
+  ck_assert(lo >= -0.3536f && hi <= 0.3536f && hi - lo > 0.2f);
+  strop_model *again = NULL;
+  OK(strop_model_clone(orig, &again));
+  OK(strop_surgery_create(again, &s));
+  OK(strop_surgery_replace(s, "head", "linear", "out_features=5", 42));
+  OK(strop_surgery_apply(s));
+  strop_surgery_free(s);
+  ck_assert(same_param(m, again, "head.weight") && same_param(m, again, "head.bias"));
+  float x[8] = {1, 2, 3, 4, -1, -2, 0.5f, 0};
+  size_t n;
+  float *y = run(m, x, 2, &n);
+  ck_assert_uint_eq(n, 10);
+  free(y);
+  strop_model_free(again);
+  strop_model_free(orig);
+  strop_model_free(m);
+}
+END_TEST
+
+START_TEST(insert_remove_truncate_append) {
+  strop_model *m = mlp(), *orig = NULL;
+  OK(strop_model_clone(m, &orig));
+  float x[8] = {1, 2, 3, 4, -1, -2, 0.5f, 0};
+  float *y0 = run(m, x, 2, NULL);
+  strop_surgery *s = NULL;
+  /* insert an identity-shaped layer after act and a dropout before head: same shapes */
+  OK(strop_surgery_create(m, &s));
+  OK(strop_surgery_insert_after(s, "act", "mid", "linear", "out_features=8"));
+  OK(strop_surgery_insert_before(s, "head", "drop", "dropout", "p=0.2"));
+  OK(strop_surgery_apply(s));
+  strop_surgery_free(s);
+  ck_assert_int_eq(strop_model_num_nodes(m), 5);
+  char name[32];
+  static const char *const order[5] = {"fc1", "act", "mid", "drop", "head"};
+  for (int i = 0; i < 5; i++) {
+    strop_model_node_info(m, i, 0, name, sizeof name);
+    ck_assert_str_eq(name, order[i]);
+  }
+  ck_assert_str_eq(m->nodes[2].in_names[0], "act");
+  ck_assert_str_eq(m->nodes[3].in_names[0], "mid");
+  ck_assert_str_eq(m->nodes[4].in_names[0], "drop");
+  ck_assert(same_param(m, orig, "head.weight") && same_param(m, orig, "fc1.weight"));
+  /* remove them again: the original function comes back bit for bit */
+  OK(strop_surgery_create(m, &s));
+  OK(strop_surgery_remove(s, "mid"));
+  OK(strop_surgery_remove(s, "drop"));
+  OK(strop_surgery_apply(s));
+  strop_surgery_free(s);
+  size_t n;
+  float *y1 = run(m, x, 2, &n);
+  ck_assert_uint_eq(n, 6);
+  ck_assert(memcmp(y0, y1, sizeof(float) * 6) == 0);
+  free(y1);
+  /* truncate at act (a feature extractor), then append a new head */
+  OK(strop_surgery_create(m, &s));
+  OK(strop_surgery_truncate(s, "act"));
+  OK(strop_surgery_append(s, "new_head", "linear", "out_features=2"));
+  OK(strop_surgery_set_seed(s, 9));
+  OK(strop_surgery_apply(s));
+  strop_surgery_free(s);
+  int64_t d[2];
+  ck_assert_int_eq(strop_model_output_shape(m, d, 2), 1);
+  ck_assert_int_eq(d[0], 2);
+  ck_assert_int_eq(strop_model_num_nodes(m), 3);
+  ck_assert_ptr_null(strop__model_param_find(m, "head.weight"));
+  ck_assert(same_param(m, orig, "fc1.weight"));
+  /* remove the output node: its input becomes the output */
+  OK(strop_surgery_create(m, &s));
+  OK(strop_surgery_remove(s, "new_head"));
+  OK(strop_surgery_apply(s));
+  strop_surgery_free(s);
+  ck_assert_int_eq(strop_model_output_shape(m, d, 2), 1);
+  ck_assert_int_eq(d[0], 8);
+  free(y0);
+  strop_model_free(orig);
+  strop_model_free(m);
+}
+END_TEST
+
+START_TEST(dag_edits) {
+  strop_model *m = dag(), *orig = NULL;
+  OK(strop_model_clone(m, &orig));
+  strop_surgery *s = NULL;
+  /* truncate at b keeps only its ancestors */
+  OK(strop_surgery_create(m, &s));
+  OK(strop_surgery_truncate(s, "b"));
+  OK(strop_surgery_apply(s));
+  strop_surgery_free(s);
+  ck_assert_int_eq(strop_model_num_nodes(m), 2);
+  ck_assert(same_param(m, orig, "b.weight"));
+  strop_model_free(m);
+  OK(strop_model_clone(orig, &m));
+  /* insert after fc1 rewires both of its consumers */
+  OK(strop_surgery_create(m, &s));
+  OK(strop_surgery_insert_after(s, "fc1", "norm", "layernorm", NULL));
+  OK(strop_surgery_remove(s, "a"));
+  OK(strop_surgery_apply(s));
+  strop_surgery_free(s);
+  int i = strop__model_node_find(m, "b");
+  ck_assert_str_eq(m->nodes[i].in_names[0], "norm");
+  i = strop__model_node_find(m, "sum");
+  ck_assert_str_eq(m->nodes[i].in_names[0], "norm");
+  ck_assert_str_eq(m->nodes[i].in_names[1], "b");
+  float *x = rand_floats(8, 1, 1.0f);
+  float *y = run(m, x, 2, NULL);
+  free(y);
+  free(x);
+  strop_model_free(orig);
+  strop_model_free(m);
+}
+END_TEST
+
+/* ---- LoRA ---- */
+static strop_model *with_lora(strop_model *base, const char *glob, int64_t r, float alpha,
+                              float dropout) {
+  strop_model *m = NULL;
+  OK(strop_model_clone(base, &m));
+  strop_surgery *s = NULL;
+  OK(strop_surgery_create(m, &s));
+  OK(strop_surgery_lora(s, glob, r, alpha, dropout));
+  OK(strop_surgery_apply(s));
+  strop_surgery_free(s);
+  return m;
+}
+
+START_TEST(lora_starts_exact_and_trains_adapters) {
+  strop_model *base = mlp();
+  strop_model *m = with_lora(base, "*", 2, 4.0f, 0.1f);
+  ck_assert_int_eq(strop_model_num_tensors(m), 8);
+  char t[32];
+  strop_model_node_info(m, 0, 1, t, sizeof t);
+  ck_assert_str_eq(t, "lora_linear");
+  strop__param *a = strop__model_param_find(m, "fc1.lora_A.weight");
+  strop__param *b = strop__model_param_find(m, "head.lora_B.weight");
+  ck_assert_ptr_nonnull(a);
+  ck_assert_int_eq(a->dims[0], 2);
+  ck_assert_int_eq(a->dims[1], 4);
+  ck_assert_int_eq(b->dims[0], 3);
+  ck_assert_int_eq(b->dims[1], 2);
+  for (size_t k = 0; k < b->numel; k++) ck_assert(b->data[k] == 0.0f);
+  float amax = 0;
+  for (size_t k = 0; k < a->numel; k++) amax = fmaxf(amax, fabsf(a->data[k]));
+  ck_assert(amax > 0.1f && amax <= 0.5f); /* kaiming_uniform(a=sqrt 5): bound 1/sqrt(in) */
+  ck_assert_int_eq(strop_model_param_trainable(m, "fc1.weight"), 0);
+  ck_assert_int_eq(strop_model_param_trainable(m, "fc1.bias"), 0);
+  ck_assert_int_eq(strop_model_param_trainable(m, "fc1.lora_A.weight"), 1);
+  ck_assert_int_eq(strop_model_param_count(m, 1), 2 * 4 + 8 * 2 + 2 * 8 + 3 * 2);
+  /* the first forward equals the base exactly */
+  float *x = rand_floats(4 * 4, 3, 1.0f);
+  float *y0 = run(base, x, 4, NULL), *y1 = run(m, x, 4, NULL);
+  ck_assert(memcmp(y0, y1, 12 * sizeof(float)) == 0);
+  free(y1);
+  /* training moves A and B only */
+  snap before;
+  snap_take(m, &before);
+  for (int step = 0; step < 3; step++) sgd_step(m, x, 4, 0.2f, (uint64_t)step);
+  for (int i = 0; i < m->n_params; i++) {
+    strop__param *p = m->params[i];
+    int same = memcmp(p->data, before.data[i], p->numel * sizeof(float)) == 0;
+    ck_assert_msg(strstr(p->name, ".lora_") ? !same : same, "%s", p->name);
+  }
+  snap_free(&before);
+  /* merge and unmerge */
+  float *y2 = run(m, x, 4, NULL);
+  OK(strop_model_lora_merge(m));
+  OK(strop_model_lora_merge(m)); /* already merged: unchanged */
+  float *y3 = run(m, x, 4, NULL);
+  ck_assert_double_le(strop_test_max_rel(y3, y2, 12, 1e-3, NULL), 1e-5);
+  ck_assert(memcmp(y2, y0, 12 * sizeof(float)) != 0);
+  OK(strop_model_lora_unmerge(m));
+  float *y4 = run(m, x, 4, NULL);
+  ck_assert_double_le(strop_test_max_rel(y4, y2, 12, 1e-3, NULL), 1e-5);
+  free(y0);
+  free(y2);
+  free(y3);
+  free(y4);
+  free(x);
+  strop_model_free(m);
+  strop_model_free(base);
+}
+END_TEST
+
+static char g_tmp[256];
+
+static void make_tmp(void) {
+  snprintf(g_tmp, sizeof g_tmp, "%s/surgery_tmp_%d", STROP_BINARY_DIR, (int)getpid());
+  mkdir(g_tmp, 0700);
+}
+
+static void rm_tmp(void) {
+  char p[400];
+  snprintf(p, sizeof p, "%s/adapter_model.safetensors", g_tmp);
+  unlink(p);
+  snprintf(p, sizeof p, "%s/adapter_config.json", g_tmp);
+  unlink(p);
+  rmdir(g_tmp);
+}
+
+START_TEST(lora_save_and_reload) {
+  strop_model *base = mlp();
+  strop_model *m = NULL;
+  OK(strop_model_clone(base, &m));
+  strop_surgery *s = NULL;
+  OK(strop_surgery_create(m, &s));
+  OK(strop_surgery_lora(s, "fc1", 2, 4.0f, 0.05f));
+  OK(strop_surgery_lora(s, "head", 3, 6.0f, 0.05f));
+  OK(strop_surgery_apply(s));
+  strop_surgery_free(s);
+  float *x = rand_floats(4 * 4, 3, 1.0f);
+  for (int step = 0; step < 2; step++) sgd_step(m, x, 4, 0.2f, (uint64_t)step);
+  float *y = run(m, x, 4, NULL);
+  make_tmp();
+  OK(strop_model_lora_save(m, g_tmp));
+  char path[400];
+  snprintf(path, sizeof path, "%s/adapter_config.json", g_tmp);
+  char *cfg = strop_test_read_file(path, NULL);
+  ck_assert_ptr_nonnull(cfg);
+  ck_assert_ptr_nonnull(strstr(cfg, "\"peft_type\": \"LORA\""));
+  ck_assert_ptr_nonnull(strstr(cfg, "\"r\": 2"));
+  ck_assert_ptr_nonnull(strstr(cfg, "\"lora_alpha\": 4"));
+  ck_assert_ptr_nonnull(strstr(cfg, "\"lora_dropout\": 0.05"));
+  ck_assert_ptr_nonnull(strstr(cfg, "\"target_modules\": [\"fc1\", \"head\"]"));
+  ck_assert_ptr_nonnull(strstr(cfg, "\"rank_pattern\": {\"head\": 3}"));
+  ck_assert_ptr_nonnull(strstr(cfg, "\"alpha_pattern\": {\"head\": 6}"));
+  ck_assert_ptr_nonnull(strstr(cfg, "\"bias\": \"none\""));
+  free(cfg);
+  snprintf(path, sizeof path, "%s/adapter_model.safetensors", g_tmp);
+  strop__st_file *f = NULL;
+  OK(strop__st_open("test", path, &f));
+  ck_assert_int_eq(f->n, 4);
+  const strop__st_tensor *t = strop__st_find(f, "base_model.model.head.lora_B.weight");
+  ck_assert_ptr_nonnull(t);
+  ck_assert_int_eq(t->dims[0], 3);
+  ck_assert_int_eq(t->dims[1], 3);
+  ck_assert_ptr_nonnull(strop__st_find(f, "base_model.model.fc1.lora_A.weight"));
+  strop__st_close(f);
+  /* re-applied to the base, the adapters reproduce the outputs */
+  strop_model *again = NULL;
+  OK(strop_model_clone(base, &again));
+  OK(strop_model_lora_load(again, g_tmp));
+  float *y2 = run(again, x, 4, NULL);
+  ck_assert(memcmp(y, y2, 12 * sizeof(float)) == 0);
+  const strop__lora_cfg *c = again->nodes[strop__model_node_find(again, "head")].cfg;
+  ck_assert_int_eq(c->r, 3);
+  ck_assert(c->alpha == 6.0f && c->dropout == 0.05f);
+  /* loading onto a model that already has them fails and changes nothing */
+  snap sn;
+  snap_take(again, &sn);
+  ck_assert_int_eq(strop_model_lora_load(again, g_tmp), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "already has LoRA adapters"));
+  snap_check(again, &sn);
+  snap_free(&sn);
+  rm_tmp();
+  free(y);
+  free(y2);
+  free(x);
+  strop_model_free(again);
+  strop_model_free(m);
+  strop_model_free(base);
+}
+END_TEST
+
+static void load_fixture(strop_model *m, const strop__st_file *f, const char *name) {
+  const strop__st_tensor *t = strop__st_find(f, name);
+  ck_assert_msg(t != NULL, "fixture lacks %s", name);
+  strop__param *p = strop__model_param_find(m, name);
+  ck_assert_ptr_nonnull(p);
+  OK(strop__st_read_f32("test", t, p->data, p->numel));
+}
+
+START_TEST(lora_peft_adapter) {
+  int64_t in[1] = {6};
+  strop_model *m = NULL;
+  OK(strop_model_create(1, in, &m));
+  OK(strop_model_add(m, "fc1", "linear", "out_features=8", NULL));
+  OK(strop_model_add(m, "act", "relu", NULL, NULL));
+  OK(strop_model_add(m, "fc2", "linear", "out_features=3", NULL));
+  OK(strop_model_finalize(m, 1));
+  strop__st_file *f = NULL;
+  OK(strop__st_open("test", STROP_TEST_DATA "/surgery/peft_base.safetensors", &f));
+  load_fixture(m, f, "fc1.weight");
+  load_fixture(m, f, "fc1.bias");
+  load_fixture(m, f, "fc2.weight");
+  load_fixture(m, f, "fc2.bias");
+  const strop__st_tensor *tx = strop__st_find(f, "input"), *ty = strop__st_find(f, "output");
+  const strop__st_tensor *tb = strop__st_find(f, "base_output");
+  float x[30], want[15], base_want[15];
+  OK(strop__st_read_f32("test", tx, x, 30));
+  OK(strop__st_read_f32("test", ty, want, 15));
+  OK(strop__st_read_f32("test", tb, base_want, 15));
+  strop__st_close(f);
+  float *y0 = run(m, x, 5, NULL);
+  ck_assert_double_le(strop_test_max_rel(y0, base_want, 15, 1e-4, NULL), 1e-5);
+  OK(strop_model_lora_load(m, STROP_TEST_DATA "/surgery/peft_adapter"));
+  const strop__lora_cfg *c = m->nodes[2].cfg;
+  ck_assert_int_eq(c->r, 4); /* from rank_pattern / the tensors */
+  ck_assert(c->alpha == 4.0f && fabsf(c->dropout - 0.1f) < 1e-7f);
+  float *y = run(m, x, 5, NULL);
+  ck_assert_double_le(strop_test_max_rel(y, want, 15, 1e-4, NULL), 1e-5);
+  free(y0);
+  free(y);
+  strop_model_free(m);
+}
+END_TEST
+
+static strop_model *lora_single(int64_t rank, int in_rank, const int64_t *in_shape,
+                                const char *opts) {
+  strop_model *m = NULL;
+  OK(strop_model_create(in_rank, in_shape, &m));
+  OK(strop_model_add(m, "fc", "lora_linear", opts, NULL));
+  OK(strop_model_finalize(m, 5));
+  ck_assert_int_eq(((strop__lora_cfg *)m->nodes[0].cfg)->r, rank);
+  return m;
+}
+
+START_TEST(lora_gradcheck) {
+  int64_t in[2] = {3, 5};
+  for (int drop = 0; drop < 2; drop++) {
+    strop_model *m = lora_single(2, 2, in, drop ? "out_features=4 r=2 alpha=3 dropout=0.3"
+                                                : "out_features=4 r=2 alpha=3");
+    /* a non-zero B so A's gradient is not trivially zero; the base trainable too */
+    strop__param *b = strop__model_param_find(m, "fc.lora_B.weight");
+    strop__rng g;
+    strop__rng_seed(&g, 4, 4);
+    for (size_t k = 0; k < b->numel; k++) b->data[k] = strop__rng_normal(&g) * 0.5f;
+    strop_test_gradcheck(m, 2, 17, NULL);
+    for (int i = 0; i < m->n_params; i++) m->params[i]->trainable = 1;
+    strop_test_gradcheck(m, 2, 18, NULL);
+    strop_model_free(m);
+  }
+}
+END_TEST
+
+START_TEST(lora_pytorch_parity) {
+  int64_t in1[1] = {6}, in2[2] = {3, 7};
+  strop_model *m = lora_single(3, 1, in1, "out_features=4 r=3 alpha=6");
+  ck_assert_double_le(strop_test_parity(m, STROP_TEST_DATA "/surgery/lora_eval.safetensors", 1e-5),
+                      1e-5);
+  strop_model_free(m);
+  m = lora_single(2, 2, in2, "out_features=5 r=2 alpha=3");
+  ck_assert_double_le(strop_test_parity(m, STROP_TEST_DATA "/surgery/lora_seq.safetensors", 1e-5),
+                      1e-5);
+  strop_model_free(m);
+}
+END_TEST
+
+/* ---- errors: each leaves the model as it was and names the edit ---- */
+typedef enum { OP_FREEZE, OP_UNFREEZE, OP_REPLACE, OP_INS_AFTER, OP_INS_BEFORE, OP_REMOVE,
+               OP_TRUNCATE, OP_APPEND, OP_LORA, OP_GROUP } op_kind;
+
+typedef struct bad_case {
+  op_kind op;
+  const char *a, *b, *c, *d;
+  strop_status want;
+  const char *says;
+} bad_case;
+
+static strop_status add_op(strop_surgery *s, const bad_case *k) {
+  switch (k->op) {
+  case OP_FREEZE: return strop_surgery_freeze(s, k->a, 0);
+  case OP_UNFREEZE: return strop_surgery_unfreeze(s, k->a, 0);
+  case OP_REPLACE: return strop_surgery_replace(s, k->a, k->b, k->c, 1);
+  case OP_INS_AFTER: return strop_surgery_insert_after(s, k->a, k->b, k->c, k->d);
+  case OP_INS_BEFORE: return strop_surgery_insert_before(s, k->a, k->b, k->c, k->d);
+  case OP_REMOVE: return strop_surgery_remove(s, k->a);
+  case OP_TRUNCATE: return strop_surgery_truncate(s, k->a);
+  case OP_APPEND: return strop_surgery_append(s, k->a, k->b, k->c);
+  case OP_LORA: return strop_surgery_lora(s, k->a, 2, 4.0f, 0.0f);
+  case OP_GROUP: return strop_surgery_param_group(s, k->a, 0.5f, -1);
+  }
+  return STROP_E_INTERNAL;
+}
+
+static const char *const op_names[] = {"freeze", "unfreeze", "replace", "insert_after",
+                                       "insert_before", "remove", "truncate", "append", "lora",
+                                       "param_group"};
+
+START_TEST(every_edit_fails_cleanly) {
+  static const bad_case cases[] = {
+      {OP_FREEZE, "nope*", 0, 0, 0, STROP_E_NOT_FOUND, "no parameter matches 'nope*'"},
+      {OP_UNFREEZE, "features.1.running_var", 0, 0, 0, STROP_E_INVALID_ARG, "is a buffer"},
+      {OP_REPLACE, "nope", "linear", "out_features=2", 0, STROP_E_NOT_FOUND, "no node named 'nope'"},
+      {OP_REPLACE, "features.*", "relu", NULL, 0, STROP_E_INVALID_ARG, "matches 5 nodes"},
+      {OP_REPLACE, "features.3", "conv2d", "out_channels=5 kernel_size=3", 0, STROP_E_SHAPE,
+       "layer 'features.4' (batchnorm2d): num_features is 6 but the input has 5 channels"},
+      {OP_INS_AFTER, "pool", "head", "relu", NULL, STROP_E_INVALID_ARG, "already exists"},
+      {OP_INS_AFTER, "nope", "x", "relu", NULL, STROP_E_NOT_FOUND, "no node named 'nope'"},
+      {OP_INS_AFTER, "pool", "x", "linear", "out_features=7", STROP_E_SHAPE,
+       "layer 'head' (linear): parameter 'head.weight' would change shape from [3, 6] to [3, 7]"},
+      {OP_INS_BEFORE, "features.1", "bad name", "relu", NULL, STROP_E_INVALID_ARG, "bad node name"},
+      {OP_REMOVE, "features.0", 0, 0, 0, STROP_E_SHAPE, "features.1"},
+      {OP_REMOVE, "pool", 0, 0, 0, STROP_E_SHAPE, "layer 'head'"},
+      {OP_REMOVE, "zz*", 0, 0, 0, STROP_E_NOT_FOUND, "no node matches"},
+      {OP_TRUNCATE, "nope", 0, 0, 0, STROP_E_NOT_FOUND, "no node named 'nope'"},
+      {OP_APPEND, "x", "linear", "in_features=7 out_features=2", 0, STROP_E_SHAPE, "in_features is 7"},
+      {OP_APPEND, "x", "batchnorm2d", NULL, 0, STROP_E_SHAPE, "batchnorm2d"},
+      {OP_LORA, "features.0", 0, 0, 0, STROP_E_INVALID_ARG, "is conv2d; LoRA applies to linear"},
+      {OP_LORA, "features.*", 0, 0, 0, STROP_E_NOT_FOUND, "no linear node matches"},
+      {OP_LORA, "nope", 0, 0, 0, STROP_E_NOT_FOUND, "no node named 'nope'"},
+      {OP_GROUP, "zzz", 0, 0, 0, STROP_E_NOT_FOUND, "no parameter matches 'zzz'"},
+  };
+  strop_model *m = cnn();
+  OK(strop_model_freeze(m, "features.0")); /* some non-default flags to preserve */
+  snap sn;
+  snap_take(m, &sn);
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    const bad_case *k = &cases[i];
+    for (int pos = 0; pos < 2; pos++) {
+      strop_surgery *s = NULL;
+      OK(strop_surgery_create(m, &s));
+      /* as the only edit, and after a valid structural and a valid flag edit */
+      if (pos) {
+        OK(strop_surgery_unfreeze(s, "*", 0));
+        OK(strop_surgery_insert_before(s, "head", "extra", "relu", NULL));
+      }
+      strop_status st = add_op(s, k);
+      if (st == STROP_OK) st = strop_surgery_validate(s);
+      ck_assert_msg(st == k->want, "case %zu (%s %s): status %d, want %d: %s", i, op_names[k->op],
+                    k->a, st, k->want, strop_last_error());
+      st = strop_surgery_apply(s);
+      ck_assert_msg(st == k->want, "case %zu: apply status %d: %s", i, st, strop_last_error());
+      char head[128];
+      snprintf(head, sizeof head, "strop_surgery_apply: edit %d of %d (%s '%s')", pos ? 3 : 1,
+               pos ? 3 : 1, op_names[k->op], k->a);
+      ck_assert_msg(strstr(strop_last_error(), head) != NULL, "case %zu: '%s' lacks '%s'", i,
+                    strop_last_error(), head);
+      if (k->says)
+        ck_assert_msg(strstr(strop_last_error(), k->says) != NULL, "case %zu: '%s' lacks '%s'", i,
+                      strop_last_error(), k->says);
+      snap_check(m, &sn);
+      strop_surgery_free(s);
+    }
+  }
+  snap_free(&sn);
+  strop_model_free(m);
+}
+END_TEST
+
+START_TEST(argument_errors) {
+  strop_model *m = mlp();
+  strop_surgery *s = NULL;
+  ck_assert_int_eq(strop_surgery_create(NULL, &s), STROP_E_INVALID_ARG);
+  ck_assert_ptr_null(s);
+  ck_assert_int_eq(strop_surgery_create(m, NULL), STROP_E_INVALID_ARG);
+  int64_t in[1] = {3};
+  strop_model *raw = NULL;
+  OK(strop_model_create(1, in, &raw));
+  ck_assert_int_eq(strop_surgery_create(raw, &s), STROP_E_STATE);
+  ck_assert_int_eq(strop_model_freeze(raw, "*"), STROP_E_STATE);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "strop_model_freeze: "));
+  strop_model_free(raw);
+  OK(strop_surgery_create(m, &s));
+  ck_assert_int_eq(strop_surgery_freeze(s, NULL, 0), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_surgery_freeze(s, "", 0), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_surgery_freeze(s, "*", 4), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_surgery_replace(s, "head", "linaer", "out_features=2", 0), STROP_E_NOT_FOUND);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "unknown layer type 'linaer'"));
+  ck_assert_int_eq(strop_surgery_replace(s, "head", "linear", "out_feature=2", 0), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "out_feature"));
+  ck_assert_int_eq(strop_surgery_replace(s, "head", "linear", "out_features=-2", 0), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_surgery_replace(s, "head", "linear", NULL, 0), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_surgery_replace(s, NULL, "linear", "out_features=2", 0), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_surgery_insert_after(s, "head", NULL, "relu", NULL), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_surgery_append(s, "x", NULL, NULL), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_surgery_remove(s, ""), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_surgery_truncate(s, NULL), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_surgery_lora(s, "*", 0, 1.0f, 0.0f), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_surgery_lora(s, "*", 2, 0.0f, 0.0f), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_surgery_lora(s, "*", 2, 1.0f, 1.0f), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_surgery_lora(s, "*", 2, NAN, 0.0f), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_surgery_param_group(s, "*", -1.0f, -1), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_surgery_param_group(s, "*", NAN, 0), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_surgery_param_group(s, "*", 1.0f, 2), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_surgery_num_edits(s), 0); /* none of them was added */
+  ck_assert_int_eq(strop_surgery_freeze(NULL, "*", 0), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_surgery_apply(NULL), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_surgery_validate(NULL), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_surgery_set_seed(NULL, 1), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_surgery_num_edits(NULL), -1);
+  ck_assert_int_eq(strop_surgery_describe(NULL, NULL, 0), -1);
+  OK(strop_surgery_apply(s)); /* an empty plan changes nothing */
+  strop_surgery_free(s);
+  strop_surgery_free(NULL);
+  /* conveniences and LoRA calls */
+  snap sn;
+  snap_take(m, &sn);
+  ck_assert_int_eq(strop_model_freeze(m, "nothing*"), STROP_E_NOT_FOUND);
+  ck_assert_str_eq(strop_last_error(), "strop_model_freeze: no parameter matches 'nothing*'");
+  ck_assert_int_eq(strop_model_unfreeze(NULL, "*"), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_param_trainable(NULL, "x"), -1);
+  ck_assert_int_eq(strop_model_lora_merge(m), STROP_E_NOT_FOUND);
+  ck_assert_int_eq(strop_model_lora_unmerge(NULL), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_lora_save(m, "/tmp"), STROP_E_NOT_FOUND);
+  ck_assert_int_eq(strop_model_lora_save(NULL, "/tmp"), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_lora_load(m, "/nonexistent/dir"), STROP_E_IO);
+  ck_assert_int_eq(strop_model_lora_load(m, NULL), STROP_E_INVALID_ARG);
+  /* adapters for modules the model lacks */
+  int64_t in6[1] = {6};
+  strop_model *other = NULL;
+  OK(strop_model_create(1, in6, &other));
+  OK(strop_model_add(other, "fc1", "linear", "out_features=8", NULL));
+  OK(strop_model_finalize(other, 1));
+  snap so;
+  snap_take(other, &so);
+  ck_assert_int_eq(strop_model_lora_load(other, STROP_TEST_DATA "/surgery/peft_adapter"),
+                   STROP_E_NOT_FOUND);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "'fc2'"));
+  snap_check(other, &so);
+  snap_free(&so);
+  strop_model_free(other);
+  /* adapters that do not fit: fc1 here takes 4 inputs, the file's A is [2, 6] */
+  ck_assert_int_eq(strop_model_lora_load(m, STROP_TEST_DATA "/surgery/peft_adapter"),
+                   STROP_E_NOT_FOUND); /* no fc2 either */
+  strop_model *m2 = NULL;
+  int64_t in4[1] = {4};
+  OK(strop_model_create(1, in4, &m2));
+  OK(strop_model_add(m2, "fc1", "linear", "out_features=8", NULL));
+  OK(strop_model_add(m2, "fc2", "linear", "out_features=3", NULL));
+  OK(strop_model_finalize(m2, 1));
+  snap s2;
+  snap_take(m2, &s2);
+  ck_assert_int_eq(strop_model_lora_load(m2, STROP_TEST_DATA "/surgery/peft_adapter"),
+                   STROP_E_SHAPE);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "base_model.model.fc1.lora_A.weight"));
+  snap_check(m2, &s2);
+  snap_free(&s2);
+  strop_model_free(m2);
+  ck_assert_int_eq(strop_model_memory_estimate(m, 0, 0, NULL, NULL, NULL, NULL), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_memory_estimate(m, 1, 9, NULL, NULL, NULL, NULL), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_memory_estimate(NULL, 1, 0, NULL, NULL, NULL, NULL), STROP_E_INVALID_ARG);
+  strop_model *cl = NULL;
+  ck_assert_int_eq(strop_model_clone(NULL, &cl), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_clone(m, NULL), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_summary(NULL, NULL, 0), -1);
+  snap_check(m, &sn);
+  snap_free(&sn);
+  strop_model_free(m);
+}
+END_TEST
+
+/* ---- describe, summary, memory ---- */
+START_TEST(describe_dry_run) {
+  strop_model *m = cnn();
+  snap sn;
+  snap_take(m, &sn);
+  strop_surgery *s = NULL;
+  OK(strop_surgery_create(m, &s));
+  OK(strop_surgery_freeze(s, "features.*", 0));
+  OK(strop_surgery_replace(s, "head", "linear", "out_features=5", 3));
+  OK(strop_surgery_insert_after(s, "pool", "drop", "dropout", "p=0.1"));
+  OK(strop_surgery_append(s, "proj", "linear", "out_features=2"));
+  OK(strop_surgery_lora(s, "head", 2, 2.0f, 0.0f));
+  OK(strop_surgery_param_group(s, "*.bias", -1.0f, 1));
+  OK(strop_surgery_remove(s, "features.2"));
+  int64_t n = strop_surgery_describe(s, NULL, 0);
+  ck_assert_int_gt(n, 100);
+  char *buf = malloc((size_t)n + 1);
+  ck_assert_int_eq(strop_surgery_describe(s, buf, (size_t)n + 1), n);
+  ck_assert_uint_eq(strlen(buf), (size_t)n);
+  static const char *const want[] = {
+      "edit 1: freeze 'features.*'", "edit 2: replace 'head' linear out_features=5",
+      "edit 3: insert_after 'pool' new 'drop' dropout p=0.1", "edit 4: append 'proj'",
+      "edit 5: lora 'head'", "edit 6: param_group '*.bias'", "edit 7: remove 'features.2'",
+      "nodes added: drop (dropout), proj (linear)", "nodes removed: features.2 (relu)",
+      "nodes replaced or retyped: head (linear -> lora_linear)",
+      "head.lora_A.weight [2, 6]", "output shape: [3] -> [2]",
+      "parameters: 339 -> 387; trainable: 339 -> 34"};
+  for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+    ck_assert_msg(strstr(buf, want[i]) != NULL, "describe lacks '%s':\n%s", want[i], buf);
+  /* a small buffer gets a truncated, terminated prefix */
+  char small[16];
+  ck_assert_int_eq(strop_surgery_describe(s, small, sizeof small), n);
+  ck_assert_uint_eq(strlen(small), 15);
+  ck_assert(strncmp(small, buf, 15) == 0);
+  free(buf);
+  snap_check(m, &sn);
+  /* a failing plan: described up to the failure, with the reason */
+  OK(strop_surgery_truncate(s, "nope"));
+  n = strop_surgery_describe(s, NULL, 0);
+  buf = malloc((size_t)n + 1);
+  strop_surgery_describe(s, buf, (size_t)n + 1);
+  ck_assert_ptr_nonnull(strstr(buf, "edit 8: truncate 'nope': would fail: "));
+  ck_assert_ptr_nonnull(strstr(buf, "no node named 'nope'"));
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "edit 8 of 8 (truncate 'nope')"));
+  free(buf);
+  snap_check(m, &sn);
+  snap_free(&sn);
+  strop_surgery_free(s);
+  strop_model_free(m);
+}
+END_TEST
+
+START_TEST(summary_and_memory) {
+  strop_model *m = cnn();
+  OK(strop_model_freeze(m, "features.[0-1]"));
+  OK(strop_model_freeze(m, "features.3.bias"));
+  char buf[4096];
+  int64_t n = strop_model_summary(m, buf, sizeof buf);
+  ck_assert_int_gt(n, 0);
+  ck_assert_uint_eq(strlen(buf), (size_t)n);
+  ck_assert_ptr_nonnull(strstr(buf, "name"));
+  static const char *const rows[][5] = {
+      {"features.0 ", "conv2d", "[4, 6, 6]", " 76  no\n", ""},
+      {"features.1 ", "batchnorm2d", "[4, 6, 6]", " 8  no (bn-eval)\n", ""},
+      {"features.3 ", "conv2d", "[6, 4, 4]", " 222  partial\n", ""},
+      {"features.4 ", "batchnorm2d", "[6, 4, 4]", " 12  yes\n", ""},
+      {"pool ", "global_avgpool", "[6]", " 0  -\n", ""},
+      {"head ", "linear", "[3]", " 21  yes\n", ""}};
+  for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+    const char *line = strstr(buf, rows[r][0]);
+    ck_assert_msg(line != NULL, "no row %s in\n%s", rows[r][0], buf);
+    const char *end = strchr(line, '\n');
+    for (int k = 1; k < 4; k++) {
+      const char *hit = strstr(line, rows[r][k]);
+      ck_assert_msg(hit && hit <= end, "row %s lacks '%s' in\n%s", rows[r][0], rows[r][k], buf);
+    }
+  }
+  ck_assert_ptr_nonnull(strstr(buf, "339 parameters: 249 trainable, 90 frozen; 22 buffer values"));
+  char tiny[8];
+  ck_assert_int_eq(strop_model_summary(m, tiny, sizeof tiny), n);
+  ck_assert_uint_eq(strlen(tiny), 7);
+  /* memory: MLP with fc1 frozen, batch 10, Adam */
+  strop_model *mm = mlp();
+  OK(strop_model_freeze(mm, "fc1"));
+  size_t w, g, st, act;
+  OK(strop_model_memory_estimate(mm, 10, 2, &w, &g, &st, &act));
+  ck_assert_uint_eq(w, (size_t)(32 + 8 + 24 + 3) * 4);
+  ck_assert_uint_eq(g, (size_t)(24 + 3) * 4);
+  ck_assert_uint_eq(st, 2 * g);
+  /* forward: every output (8 + 8 + 3); backward visits only the head (3) */
+  ck_assert_uint_eq(act, (size_t)10 * 4 * (8 + 8 + 3 + 3));
+  OK(strop_model_memory_estimate(mm, 1, 0, NULL, NULL, &st, NULL));
+  ck_assert_uint_eq(st, 0);
+  strop_model_free(mm);
+  /* clone is deep and independent */
+  strop_model *c = NULL;
+  OK(strop_model_clone(m, &c));
+  char b2[4096];
+  strop_model_summary(c, b2, sizeof b2);
+  ck_assert_str_eq(buf, b2);
+  strop__model_param_find(c, "head.weight")->data[0] += 1.0f;
+  ck_assert(!same_param(m, c, "head.weight"));
+  strop_model_free(c);
+  strop_model_free(m);
+}
+END_TEST
+
+/* ---- allocation failures ---- */
+static strop_model *g_base;
+
+static int op_plan(void *ctx) {
+  (void)ctx;
+  strop_model *m = NULL;
+  strop_surgery *s = NULL;
+  strop_status st = strop_model_clone(g_base, &m);
+  if (!st) st = strop_surgery_create(m, &s);
+  if (!st) st = strop_surgery_freeze(s, "features.*", 0);
+  if (!st) st = strop_surgery_replace(s, "head", "linear", "out_features=5", 3);
+  if (!st) st = strop_surgery_insert_after(s, "pool", "fc", "linear", "out_features=6");
+  if (!st) st = strop_surgery_lora(s, "fc", 2, 2.0f, 0.1f);
+  if (!st) st = strop_surgery_remove(s, "features.2");
+  if (!st) st = strop_surgery_apply(s);
+  strop_surgery_free(s);
+  strop_model_free(m);
+  return st;
+}
+
+START_TEST(alloc_sweep_plan) {
+  g_base = cnn();
+  ck_assert_int_ge(strop_test_alloc_sweep(op_plan, NULL, NULL), 20);
+  strop_model_free(g_base);
+}
+END_TEST
+
+/* each failing allocation inside apply leaves the model exactly as it was */
+static void transaction_sweep(int flags_only, int lora_load) {
+  strop_model *m = cnn();
+  if (lora_load) {
+    strop_model_free(m);
+    int64_t in[1] = {6};
+    OK(strop_model_create(1, in, &m));
+    OK(strop_model_add(m, "fc1", "linear", "out_features=8", NULL));
+    OK(strop_model_add(m, "act", "relu", NULL, NULL));
+    OK(strop_model_add(m, "fc2", "linear", "out_features=3", NULL));
+    OK(strop_model_finalize(m, 1));
+  }
+  strop_surgery *s = NULL;
+  OK(strop_surgery_create(m, &s));
+  OK(strop_surgery_freeze(s, "features.*", 0));
+  OK(strop_surgery_param_group(s, "*.bias", -1.0f, 1));
+  if (!flags_only) {
+    OK(strop_surgery_replace(s, "head", "linear", "out_features=5", 3));
+    OK(strop_surgery_append(s, "proj", "linear", "out_features=4"));
+    OK(strop_surgery_lora(s, "proj", 2, 2.0f, 0.0f));
+  }
+  snap sn;
+  snap_take(m, &sn);
+  int failures = 0;
+  for (int64_t k = 1; k < 10000; k++) {
+    strop_clear_error();
+    strop__alloc_fail_at(k);
+    strop_status st = lora_load ? strop_model_lora_load(m, STROP_TEST_DATA "/surgery/peft_adapter")
+                                : strop_surgery_apply(s);
+    int hit = strop__alloc_failed();
+    strop__alloc_fail_at(0);
+    if (!hit) {
+      OK(st);
+      break;
+    }
+    failures++;
+    ck_assert_msg(st == STROP_E_NOMEM, "allocation %lld: status %d (%s)", (long long)k, st,
+                  strop_last_error());
+    ck_assert(strop_last_error()[0] != '\0');
+    snap_check(m, &sn);
+  }
+  ck_assert_int_ge(failures, flags_only ? 1 : 10);
+  snap_free(&sn);
+  strop_surgery_free(s);
+  strop_model_free(m);
+}
+
+START_TEST(alloc_transaction_structural) { transaction_sweep(0, 0); }
+END_TEST
+
+START_TEST(alloc_transaction_flags) { transaction_sweep(1, 0); }
+END_TEST
+
+START_TEST(alloc_transaction_lora_load) { transaction_sweep(0, 1); }
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("surgery");
+  TCase *tc = tcase_create("freeze");
+  tcase_add_test(tc, glob_matching);
+  tcase_add_test(tc, freeze_trunk_sgd);
+  tcase_add_test(tc, freeze_trunk_adamw);
+  tcase_add_test(tc, freeze_keep_bn_mode);
+  tcase_add_test(tc, optimizer_survives_surgery);
+  tcase_add_test(tc, flags_in_place_and_groups);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("structure");
+  tcase_add_test(tc, replace_head);
+  tcase_add_test(tc, insert_remove_truncate_append);
+  tcase_add_test(tc, dag_edits);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("lora");
+  tcase_add_test(tc, lora_starts_exact_and_trains_adapters);
+  tcase_add_test(tc, lora_save_and_reload);
+  tcase_add_test(tc, lora_peft_adapter);
+  tcase_add_test(tc, lora_gradcheck);
+  tcase_add_test(tc, lora_pytorch_parity);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("errors");
+  tcase_add_test(tc, every_edit_fails_cleanly);
+  tcase_add_test(tc, argument_errors);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("inspect");
+  tcase_add_test(tc, describe_dry_run);
+  tcase_add_test(tc, summary_and_memory);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("alloc");
+  tcase_add_test(tc, alloc_sweep_plan);
+  tcase_add_test(tc, alloc_transaction_structural);
+  tcase_add_test(tc, alloc_transaction_flags);
+  tcase_add_test(tc, alloc_transaction_lora_load);
+  suite_add_tcase(s, tc);
+  return strop_test_run(s);
+}
