@@ -9,10 +9,13 @@
 #include "error.h"
 #include "tensor.h"
 #include "runtime.h"
+#include "model.h"
 #include "io.h"
 #include "surgery.h"
 #include "data.h"
 #include "optim.h"
 #include "train.h"
+#include "recipe.h"
+#include "tune.h"
 
 #endif

@@ -749,7 +749,7 @@ strop_status strop_trainer_fit(strop_trainer *t, strop_batch_iter *train, strop_
     }
     if (rows > 0 && stop) break; /* a step budget ends mid-epoch: no epoch summary */
     /* the epoch has ended */
-    double *row;
+    double *row = NULL;
     if ((s = hist_row(t, epoch, &row))) break;
     row[H_TRAIN_LOSS] = t->ep_samples ? t->ep_loss / (double)t->ep_samples : NAN;
     row[H_TRAIN_ACC] = classes > 0 && t->ep_rows ? (double)t->ep_correct / (double)t->ep_rows : NAN;

@@ -1,0 +1,195 @@
+/* strop — recipes: a whole fine-tuning job in one YAML file (base model, surgery, data, loss,
+ * optimizer, schedule, stages, outputs), loaded, edited by key path, and run. */
+#ifndef STROP_RECIPE_H
+#define STROP_RECIPE_H
+
+#include "common.h"
+#include "error.h"
+#include "model.h"
+#include "train.h"
+
+/** @file recipe.h @brief YAML recipes and running them. @since 0.1 */
+
+STROP_BEGIN_DECLS
+
+/** @brief A parsed and validated recipe (docs/recipes.md). One thread at a time. */
+typedef struct strop_recipe strop_recipe;
+
+/**
+ * @brief Loads and validates a recipe file. Relative paths in it are relative to its folder.
+ * @param[out] out Owned by the caller (strop_recipe_free()).
+ * @return STROP_OK; STROP_E_IO; STROP_E_FORMAT (YAML error, unknown key, wrong type: the
+ *         sentence names file:line:col and the keys expected there); STROP_E_NOMEM. @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_recipe_load(const char *path, strop_recipe **out);
+
+/**
+ * @brief Parses a recipe from a string; relative paths resolve against @p base_dir (NULL:
+ *        the working directory).
+ * @return As strop_recipe_load(). @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_recipe_load_string(const char *yaml,
+                                                                const char *base_dir,
+                                                                strop_recipe **out);
+
+/** @brief Deep copy. @return STROP_OK, STROP_E_INVALID_ARG, STROP_E_NOMEM. @since 0.1 */
+STROP_API STROP_NODISCARD strop_status strop_recipe_clone(const strop_recipe *r,
+                                                          strop_recipe **out);
+
+/** @brief Frees the recipe; NULL is a no-op. @since 0.1 */
+STROP_API void strop_recipe_free(strop_recipe *r);
+
+/**
+ * @brief Sets the value at a key path, creating missing mappings: "optimizer.lr",
+ * "data.batch_size", "stages[1].epochs", "surgery[0].lora.rank". The value is YAML text
+ * ("3e-4", "[5, 6]", "{kind: adam}"). The recipe is validated again; on error it is unchanged.
+ * @return STROP_OK; STROP_E_NOT_FOUND (a list index out of range); STROP_E_FORMAT (the value
+ *         or the result does not validate: the sentence says why); STROP_E_INVALID_ARG (bad
+ *         path); STROP_E_NOMEM. @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_recipe_set(strop_recipe *r, const char *key_path,
+                                                        const char *value);
+
+/**
+ * @brief The scalar at a key path as text, snprintf-style into @p buf.
+ * @return The full length, or -1 when absent or not a scalar. @since 0.1
+ */
+STROP_API int64_t strop_recipe_get(const strop_recipe *r, const char *key_path, char *buf,
+                                   size_t cap);
+
+/**
+ * @brief The recipe as YAML text, snprintf-style. @return The full length, or -1.
+ * @since 0.1
+ */
+STROP_API int64_t strop_recipe_to_string(const strop_recipe *r, char *buf, size_t cap);
+
+/** @brief Writes the recipe as YAML, atomically. @return STROP_OK, STROP_E_IO, STROP_E_NOMEM.
+ *  @since 0.1 */
+STROP_API STROP_NODISCARD strop_status strop_recipe_save(const strop_recipe *r, const char *path);
+
+/* ---- running ---- */
+
+/** @brief The result of running a recipe: the trained model, metrics, history. */
+typedef struct strop_run strop_run;
+
+/** What a run does with the model section. @since 0.1 */
+typedef enum strop_run_mode {
+  STROP_RUN_FINETUNE = 0, /**< Load spec + pre-trained weights (model.weights required). */
+  STROP_RUN_TRAIN = 1     /**< Build the spec with fresh weights (pre-training, scratch). */
+} strop_run_mode;
+
+/** Events reported while a recipe runs. @since 0.1 */
+typedef enum strop_run_event_kind {
+  STROP_EVENT_STAGE_START = 0, /**< A stage (or baseline) begins: stage, name, sizes. */
+  STROP_EVENT_PROGRESS = 1,    /**< A batch or epoch report of the fit loop: progress. */
+  STROP_EVENT_STAGE_END = 2    /**< A stage ended: test metrics after it (NaN without test). */
+} strop_run_event_kind;
+
+/** An event of strop_recipe_run(); fields only appended, read those within @c size. */
+typedef struct strop_run_event {
+  size_t size;                     /**< sizeof(strop_run_event). */
+  int kind;                        /**< strop_run_event_kind. */
+  int64_t stage;                   /**< Stage index; baselines come after the stages. */
+  int64_t stages;                  /**< Stages plus baselines. */
+  const char *name;                /**< Stage name ("head", "all", "scratch"). */
+  const strop_progress *progress;  /**< For STROP_EVENT_PROGRESS, else NULL. */
+  double test_loss, test_accuracy; /**< For STROP_EVENT_STAGE_END. */
+  int64_t trainable, total;        /**< Parameter counts at stage start. */
+} strop_run_event;
+
+/** @brief Receives run events. Return non-zero to stop the run (STROP_E_CANCELLED). */
+typedef int (*strop_run_fn)(const strop_run_event *e, void *user_data);
+
+/** Options of strop_recipe_run(); fill with strop_run_options_init(). @since 0.1 */
+typedef struct strop_run_options {
+  size_t size;                  /**< sizeof(strop_run_options). */
+  int mode;                     /**< strop_run_mode (default finetune). */
+  int write_outputs;            /**< 1: write the output section's files (default 1). */
+  int baselines;                /**< 1: run the recipe's baselines (default 1). */
+  const strop_model *base_model;/**< Pre-loaded base model to clone instead of reading
+                                     model.spec/weights (tuning trials), or NULL. Borrowed. */
+  strop_run_fn on_event;        /**< Callback, or NULL. */
+  void *user_data;              /**< Passed to on_event. */
+  int64_t epochs_cap;           /**< > 0: no stage runs more epochs than this (quick runs). */
+} strop_run_options;
+
+/** @brief Fills @p o with the defaults. @since 0.1 */
+STROP_API void strop_run_options_init(strop_run_options *o);
+
+/**
+ * @brief Runs the recipe: model, surgery, data, stages, evaluation, baselines, outputs.
+ * @param[out] out The run's results, owned by the caller (strop_run_free()); also set when a
+ *                 stage fails part-way (then partial), NULL only if nothing ran.
+ * @return STROP_OK or the first failure's status, with a sentence naming the recipe section.
+ * @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_recipe_run(const strop_recipe *r,
+                                                        const strop_run_options *o,
+                                                        strop_run **out);
+
+/** Values of strop_run_info(). @since 0.1 */
+typedef enum strop_run_info_key {
+  STROP_INFO_TRAIN_SIZE = 0,  /**< Training samples. */
+  STROP_INFO_VAL_SIZE = 1,    /**< Validation samples. */
+  STROP_INFO_TEST_SIZE = 2,   /**< Test samples. */
+  STROP_INFO_TRAINABLE = 3,   /**< Trainable parameters at the end. */
+  STROP_INFO_TOTAL = 4,       /**< Parameters at the end. */
+  STROP_INFO_STAGES = 5,      /**< Stages run (baselines included). */
+  STROP_INFO_EPOCHS = 6,      /**< History rows (epochs over all stages). */
+  STROP_INFO_BEST_EPOCH = 7,  /**< Best epoch of the last stage (its monitor). */
+  STROP_INFO_CLASSES = 8      /**< Classes (0 for regression). */
+} strop_run_info_key;
+
+/** @brief An integer fact about the run; -1 for NULL or an unknown key. @since 0.1 */
+STROP_API int64_t strop_run_info(const strop_run *run, int key);
+
+/** @brief Seconds the run took (training and evaluation). @since 0.1 */
+STROP_API double strop_run_seconds(const strop_run *run);
+
+/**
+ * @brief A stage's (or baseline's) result: @p key a strop_metric_key of the test evaluation
+ * after it; 100 + key for the validation evaluation. NaN when absent. @since 0.1
+ */
+STROP_API double strop_run_stage_metric(const strop_run *run, int64_t stage, int key);
+
+/** @brief Name of stage @p stage, snprintf-style; -1 when out of range. @since 0.1 */
+STROP_API int64_t strop_run_stage_name(const strop_run *run, int64_t stage, char *buf, size_t cap);
+
+/** @brief 1 when stage @p stage is a baseline (not part of the fine-tuned model). @since 0.1 */
+STROP_API int strop_run_stage_is_baseline(const strop_run *run, int64_t stage);
+
+/**
+ * @brief History row @p row (epochs over all stages in order): @p key is 0 stage index,
+ * 1 epoch within the stage, 2 train loss, 3 train accuracy, 4 val loss, 5 val accuracy,
+ * 6 learning rate, 7 seconds since the run began. NaN when absent. @since 0.1
+ */
+STROP_API double strop_run_history(const strop_run *run, int64_t row, int key);
+
+/** @brief The fine-tuned model, borrowed from the run (lives until strop_run_free()).
+ *  @since 0.1 */
+STROP_API strop_model *strop_run_model(strop_run *run);
+
+/** @brief Frees the run and its model. NULL is a no-op. @since 0.1 */
+STROP_API void strop_run_free(strop_run *run);
+
+/** Which part of a recipe's data strop_recipe_evaluate() uses. @since 0.1 */
+typedef enum strop_data_split {
+  STROP_SPLIT_TRAIN = 0, /**< The training samples (after few-shot and splits). */
+  STROP_SPLIT_VAL = 1,   /**< The validation samples. */
+  STROP_SPLIT_TEST = 2   /**< The test samples. */
+} strop_data_split;
+
+/**
+ * @brief Evaluates @p model on a part of the recipe's data, with the recipe's loss and
+ * deterministic transforms (scale, resize, normalisation).
+ * @param[out] out The metrics, owned by the caller (strop_metrics_free()).
+ * @return STROP_OK; STROP_E_NOT_FOUND (the recipe has no such part); the statuses of loading
+ *         the data and of strop_trainer_eval(). @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_recipe_evaluate(const strop_recipe *r,
+                                                             strop_model *model, int which,
+                                                             strop_metrics **out);
+
+STROP_END_DECLS
+
+#endif

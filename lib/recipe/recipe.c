@@ -1,0 +1,930 @@
+/* strop — recipes: parse a YAML file into a bounded tree, check it against the schema (unknown
+ * keys are errors naming file:line:col and the keys expected), edit by key path, write back. */
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/atomic.h"
+#include "io/sbuf.h"
+#include "recipe/recipe_impl.h"
+
+#define RECIPE_MAX_BYTES ((size_t)4 * 1024 * 1024)
+static const strop__yaml_limits LIMITS = {24, 100000, 8192};
+
+/* ---- the schema ---- */
+enum {
+  T_INT, T_FLOAT, T_BOOL, T_STR, T_ENUM, T_INTS, T_FLOATS, T_MAP, T_SEQMAP, T_ANYMAP,
+  T_SURGERY, T_STR_OR_INT, T_STRS, T_ANY
+};
+
+typedef struct field {
+  const char *key;
+  int type;
+  const struct field *sub;     /* T_MAP / T_SEQMAP: the fields of the mapping */
+  const char *const *choices;  /* T_ENUM / T_STRS: allowed words (NULL-terminated) */
+} field;
+
+#define END {NULL, 0, NULL, NULL}
+
+static const char *const OPTIM_KINDS[] = {"sgd", "adam", "adamw", "rmsprop", "adagrad", NULL};
+static const char *const SCHED_KINDS[] = {"constant", "step", "multistep", "exponential",
+                                          "cosine", "cosine_restarts", "one_cycle", "plateau",
+                                          NULL};
+static const char *const LOSS_KINDS[] = {"cross_entropy", "mse", "l1", "huber",
+                                         "bce_with_logits", NULL};
+static const char *const MONITORS[] = {"val_loss", "val_accuracy", "train_loss", NULL};
+static const char *const SOURCES[] = {"idx", "csv", "npy", NULL};
+static const char *const RESIZE_MODES[] = {"nearest", "bilinear", NULL};
+static const char *const PER[] = {"step", "epoch", NULL};
+static const char *const ANNEAL[] = {"cos", "linear", NULL};
+static const char *const MODES[] = {"min", "max", NULL};
+static const char *const BASELINES[] = {"scratch", NULL};
+static const char *const LABEL_MODES[] = {"index", "names", "names_sorted", NULL};
+static const char *const STRATEGIES[] = {"grid", "random", "bayes", NULL};
+static const char *const PRUNERS[] = {"none", "median", "halving", NULL};
+static const char *const PTYPES[] = {"float", "int", "categorical", NULL};
+static const char *const TMETRICS[] = {"val_accuracy", "val_loss", "test_accuracy", "test_loss",
+                                       "train_loss", NULL};
+
+static const field F_MODEL[] = {{"spec", T_STR, NULL, NULL},     {"weights", T_STR, NULL, NULL},
+                                {"strict", T_BOOL, NULL, NULL},  {"remap", T_ANYMAP, NULL, NULL},
+                                {"seed", T_INT, NULL, NULL},     END};
+static const field F_CROP[] = {{"size", T_INTS, NULL, NULL}, {"padding", T_INT, NULL, NULL}, END};
+static const field F_DATA[] = {
+    {"source", T_ENUM, NULL, SOURCES},       {"train_images", T_STR, NULL, NULL},
+    {"train_labels", T_STR, NULL, NULL},     {"test_images", T_STR, NULL, NULL},
+    {"test_labels", T_STR, NULL, NULL},      {"path", T_STR, NULL, NULL},
+    {"test_path", T_STR, NULL, NULL},        {"x", T_STR, NULL, NULL},
+    {"y", T_STR, NULL, NULL},                {"test_x", T_STR, NULL, NULL},
+    {"test_y", T_STR, NULL, NULL},           {"num_classes", T_INT, NULL, NULL},
+    {"classes", T_INTS, NULL, NULL},         {"input_shape", T_INTS, NULL, NULL},
+    {"label_column", T_STR_OR_INT, NULL, NULL}, {"label_mode", T_ENUM, NULL, LABEL_MODES},
+    {"header", T_BOOL, NULL, NULL},          {"sklearn_header", T_BOOL, NULL, NULL},
+    {"delimiter", T_STR, NULL, NULL},        {"few_shot", T_INT, NULL, NULL},
+    {"seed", T_INT, NULL, NULL},             {"val_fraction", T_FLOAT, NULL, NULL},
+    {"test_fraction", T_FLOAT, NULL, NULL},  {"stratify", T_BOOL, NULL, NULL},
+    {"batch_size", T_INT, NULL, NULL},       {"eval_batch_size", T_INT, NULL, NULL},
+    {"shuffle", T_BOOL, NULL, NULL},         {"drop_last", T_BOOL, NULL, NULL},
+    {"prefetch", T_BOOL, NULL, NULL},        {"scale", T_FLOAT, NULL, NULL},
+    {"normalize", T_ANY, NULL, NULL},        {"resize", T_INTS, NULL, NULL},
+    {"resize_mode", T_ENUM, NULL, RESIZE_MODES}, {"hflip", T_FLOAT, NULL, NULL},
+    {"crop", T_MAP, F_CROP, NULL},           {"limit", T_INT, NULL, NULL},
+    {"test_limit", T_INT, NULL, NULL},       END};
+static const field F_LOSS[] = {{"kind", T_ENUM, NULL, LOSS_KINDS},
+                               {"label_smoothing", T_FLOAT, NULL, NULL},
+                               {"ignore_index", T_INT, NULL, NULL},
+                               {"delta", T_FLOAT, NULL, NULL},
+                               {"class_weights", T_FLOATS, NULL, NULL},
+                               END};
+static const field F_OPTIM[] = {{"kind", T_ENUM, NULL, OPTIM_KINDS},
+                                {"lr", T_FLOAT, NULL, NULL},
+                                {"momentum", T_FLOAT, NULL, NULL},
+                                {"dampening", T_FLOAT, NULL, NULL},
+                                {"nesterov", T_BOOL, NULL, NULL},
+                                {"weight_decay", T_FLOAT, NULL, NULL},
+                                {"betas", T_FLOATS, NULL, NULL},
+                                {"eps", T_FLOAT, NULL, NULL},
+                                {"amsgrad", T_BOOL, NULL, NULL},
+                                {"alpha", T_FLOAT, NULL, NULL},
+                                {"centered", T_BOOL, NULL, NULL},
+                                {"lr_decay", T_FLOAT, NULL, NULL},
+                                {"initial_accumulator_value", T_FLOAT, NULL, NULL},
+                                END};
+static const field F_SCHED[] = {{"kind", T_ENUM, NULL, SCHED_KINDS},
+                                {"per", T_ENUM, NULL, PER},
+                                {"step_size", T_INT, NULL, NULL},
+                                {"gamma", T_FLOAT, NULL, NULL},
+                                {"milestones", T_INTS, NULL, NULL},
+                                {"t_max", T_INT, NULL, NULL},
+                                {"eta_min", T_FLOAT, NULL, NULL},
+                                {"t_0", T_INT, NULL, NULL},
+                                {"t_mult", T_INT, NULL, NULL},
+                                {"max_lr", T_FLOAT, NULL, NULL},
+                                {"total_steps", T_INT, NULL, NULL},
+                                {"pct_start", T_FLOAT, NULL, NULL},
+                                {"anneal", T_ENUM, NULL, ANNEAL},
+                                {"div_factor", T_FLOAT, NULL, NULL},
+                                {"final_div_factor", T_FLOAT, NULL, NULL},
+                                {"factor", T_FLOAT, NULL, NULL},
+                                {"patience", T_INT, NULL, NULL},
+                                {"threshold", T_FLOAT, NULL, NULL},
+                                {"cooldown", T_INT, NULL, NULL},
+                                {"min_lr", T_FLOAT, NULL, NULL},
+                                {"mode", T_ENUM, NULL, MODES},
+                                {"warmup_steps", T_INT, NULL, NULL},
+                                {"warmup_start_factor", T_FLOAT, NULL, NULL},
+                                END};
+static const field F_TRAIN[] = {{"epochs", T_INT, NULL, NULL},
+                                {"patience", T_INT, NULL, NULL},
+                                {"min_delta", T_FLOAT, NULL, NULL},
+                                {"monitor", T_ENUM, NULL, MONITORS},
+                                {"restore_best", T_BOOL, NULL, NULL},
+                                {"clip_norm", T_FLOAT, NULL, NULL},
+                                {"clip_value", T_FLOAT, NULL, NULL},
+                                {"accumulate", T_INT, NULL, NULL},
+                                {"checkpoint_every", T_INT, NULL, NULL},
+                                {"max_steps", T_INT, NULL, NULL},
+                                END};
+static const field F_STAGE[] = {{"name", T_STR, NULL, NULL},      {"epochs", T_INT, NULL, NULL},
+                                {"surgery", T_SURGERY, NULL, NULL},
+                                {"optimizer", T_MAP, F_OPTIM, NULL},
+                                {"schedule", T_MAP, F_SCHED, NULL},
+                                {"train", T_MAP, F_TRAIN, NULL},  END};
+static const field F_OUTPUT[] = {{"dir", T_STR, NULL, NULL},     {"weights", T_STR, NULL, NULL},
+                                 {"spec", T_STR, NULL, NULL},    {"checkpoint", T_STR, NULL, NULL},
+                                 {"metrics", T_STR, NULL, NULL}, {"plot", T_STR, NULL, NULL},
+                                 {"lora", T_STR, NULL, NULL},    {"report", T_STR, NULL, NULL},
+                                 {"merge_lora", T_BOOL, NULL, NULL}, END};
+static const field F_TPARAM[] = {{"key", T_STR, NULL, NULL},     {"type", T_ENUM, NULL, PTYPES},
+                                 {"low", T_FLOAT, NULL, NULL},   {"high", T_FLOAT, NULL, NULL},
+                                 {"log", T_BOOL, NULL, NULL},    {"choices", T_ANY, NULL, NULL},
+                                 END};
+static const field F_TUNE[] = {{"strategy", T_ENUM, NULL, STRATEGIES},
+                               {"trials", T_INT, NULL, NULL},
+                               {"seed", T_INT, NULL, NULL},
+                               {"metric", T_ENUM, NULL, TMETRICS},
+                               {"initial", T_INT, NULL, NULL},
+                               {"grid_points", T_INT, NULL, NULL},
+                               {"prune", T_ENUM, NULL, PRUNERS},
+                               {"workers", T_INT, NULL, NULL},
+                               {"trials_file", T_STR, NULL, NULL},
+                               {"best_recipe", T_STR, NULL, NULL},
+                               {"plot", T_STR, NULL, NULL},
+                               {"params", T_SEQMAP, F_TPARAM, NULL},
+                               END};
+static const field F_TOP[] = {{"description", T_STR, NULL, NULL},
+                              {"seed", T_INT, NULL, NULL},
+                              {"model", T_MAP, F_MODEL, NULL},
+                              {"surgery", T_SURGERY, NULL, NULL},
+                              {"data", T_MAP, F_DATA, NULL},
+                              {"loss", T_MAP, F_LOSS, NULL},
+                              {"optimizer", T_MAP, F_OPTIM, NULL},
+                              {"schedule", T_MAP, F_SCHED, NULL},
+                              {"train", T_MAP, F_TRAIN, NULL},
+                              {"stages", T_SEQMAP, F_STAGE, NULL},
+                              {"output", T_MAP, F_OUTPUT, NULL},
+                              {"baselines", T_STRS, NULL, BASELINES},
+                              {"tune", T_MAP, F_TUNE, NULL},
+                              END};
+
+/* surgery operations: each list item is a one-key mapping */
+static const field F_OP_FREEZE[] = {{"match", T_STR, NULL, NULL},
+                                    {"keep_bn_stats", T_BOOL, NULL, NULL}, END};
+static const field F_OP_REPLACE[] = {{"node", T_STR, NULL, NULL},  {"type", T_STR, NULL, NULL},
+                                     {"options", T_ANYMAP, NULL, NULL},
+                                     {"seed", T_INT, NULL, NULL},  END};
+static const field F_OP_INSERT[] = {{"node", T_STR, NULL, NULL},  {"name", T_STR, NULL, NULL},
+                                    {"type", T_STR, NULL, NULL},
+                                    {"options", T_ANYMAP, NULL, NULL}, END};
+static const field F_OP_APPEND[] = {{"name", T_STR, NULL, NULL}, {"type", T_STR, NULL, NULL},
+                                    {"options", T_ANYMAP, NULL, NULL}, END};
+static const field F_OP_LORA[] = {{"match", T_STR, NULL, NULL},   {"rank", T_INT, NULL, NULL},
+                                  {"alpha", T_FLOAT, NULL, NULL}, {"dropout", T_FLOAT, NULL, NULL},
+                                  END};
+static const field F_OP_GROUP[] = {{"match", T_STR, NULL, NULL},
+                                   {"lr_mult", T_FLOAT, NULL, NULL},
+                                   {"no_decay", T_BOOL, NULL, NULL}, END};
+/* key, fields of its mapping form, whether a plain string is accepted */
+static const struct {
+  const char *op;
+  const field *sub;
+  int scalar_ok;
+} SURGERY_OPS[] = {{"freeze", F_OP_FREEZE, 1},       {"unfreeze", F_OP_FREEZE, 1},
+                   {"replace", F_OP_REPLACE, 0},     {"insert_after", F_OP_INSERT, 0},
+                   {"insert_before", F_OP_INSERT, 0}, {"remove", NULL, 1},
+                   {"truncate", NULL, 1},            {"append", F_OP_APPEND, 0},
+                   {"lora", F_OP_LORA, 0},           {"param_group", F_OP_GROUP, 0}};
+
+/* ---- errors ---- */
+strop_status strop__recipe_err(const char *fn, const strop_recipe *r, const strop__ynode *at,
+                               strop_status st, const char *fmt, ...) {
+  char msg[700];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (at && at->line > 0)
+    return strop__err(st, "%s: %s:%d:%d: %s", fn, r->file, at->line, at->col, msg);
+  return strop__err(st, "%s: %s: %s", fn, r->file, msg);
+}
+
+/* ---- scalar parsing ---- */
+static int parse_int(const char *s, int64_t *out) {
+  char *end;
+  errno = 0;
+  long long v = strtoll(s, &end, 10);
+  if (end == s || *end || errno) return 0;
+  *out = v;
+  return 1;
+}
+
+static int parse_float(const char *s, double *out) {
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (end == s || *end || errno == ERANGE || !isfinite(v)) return 0;
+  *out = v;
+  return 1;
+}
+
+static int parse_bool(const char *s, int *out) {
+  if (!strcmp(s, "true") || !strcmp(s, "True") || !strcmp(s, "yes") || !strcmp(s, "on")) {
+    *out = 1;
+    return 1;
+  }
+  if (!strcmp(s, "false") || !strcmp(s, "False") || !strcmp(s, "no") || !strcmp(s, "off")) {
+    *out = 0;
+    return 1;
+  }
+  return 0;
+}
+
+/* ---- validation ---- */
+static strop_status check_map(const char *fn, const strop_recipe *r, const strop__ynode *map,
+                              const field *fields, const char *where);
+
+static void list_keys(const field *fields, char *buf, size_t cap) {
+  size_t l = 0;
+  buf[0] = '\0';
+  for (int i = 0; fields[i].key && l + 2 < cap; i++)
+    l += (size_t)snprintf(buf + l, cap - l, "%s%s", i ? ", " : "", fields[i].key);
+}
+
+static void list_words(const char *const *w, char *buf, size_t cap) {
+  size_t l = 0;
+  buf[0] = '\0';
+  for (int i = 0; w[i] && l + 2 < cap; i++)
+    l += (size_t)snprintf(buf + l, cap - l, "%s%s", i ? ", " : "", w[i]);
+}
+
+static strop_status check_scalar_list(const char *fn, const strop_recipe *r, const strop__ynode *v,
+                                      const char *key, int is_int) {
+  const strop__ynode *const *items = (const strop__ynode *const *)v->kids;
+  int n = v->n;
+  if (v->type == STROP__Y_SCALAR) {
+    items = &v;
+    n = 1;
+  } else if (v->type != STROP__Y_SEQ) {
+    return strop__recipe_err(fn, r, v, STROP_E_FORMAT, "'%s' must be a list of numbers, got %s",
+                             key, strop__ynode_kind(v));
+  }
+  for (int i = 0; i < n; i++) {
+    int64_t iv;
+    double dv;
+    if (items[i]->type != STROP__Y_SCALAR ||
+        !(is_int ? parse_int(items[i]->text, &iv) : parse_float(items[i]->text, &dv)))
+      return strop__recipe_err(fn, r, items[i], STROP_E_FORMAT, "'%s' must hold %s, got '%s'",
+                               key, is_int ? "integers" : "numbers",
+                               items[i]->type == STROP__Y_SCALAR ? items[i]->text : "a collection");
+  }
+  return STROP_OK;
+}
+
+static strop_status check_surgery(const char *fn, const strop_recipe *r, const strop__ynode *v,
+                                  const char *where) {
+  if (v->type != STROP__Y_SEQ)
+    return strop__recipe_err(fn, r, v, STROP_E_FORMAT, "'%s' must be a list of operations, got %s",
+                             where, strop__ynode_kind(v));
+  char ops[300];
+  size_t l = 0;
+  ops[0] = '\0';
+  for (size_t i = 0; i < sizeof SURGERY_OPS / sizeof SURGERY_OPS[0]; i++)
+    l += (size_t)snprintf(ops + l, sizeof ops - l, "%s%s", i ? ", " : "", SURGERY_OPS[i].op);
+  for (int i = 0; i < v->n; i++) {
+    const strop__ynode *it = v->kids[i];
+    if (it->type != STROP__Y_MAP || it->n != 2)
+      return strop__recipe_err(fn, r, it, STROP_E_FORMAT, "%s[%d] must be a mapping with one "
+                               "operation (%s)", where, i, ops);
+    const char *op = it->kids[0]->text;
+    const strop__ynode *arg = it->kids[1];
+    size_t k = 0;
+    while (k < sizeof SURGERY_OPS / sizeof SURGERY_OPS[0] && strcmp(SURGERY_OPS[k].op, op)) k++;
+    if (k == sizeof SURGERY_OPS / sizeof SURGERY_OPS[0])
+      return strop__recipe_err(fn, r, it->kids[0], STROP_E_FORMAT, "unknown surgery operation "
+                               "'%s' (expected one of: %s)", op, ops);
+    if (arg->type == STROP__Y_SCALAR) {
+      if (!SURGERY_OPS[k].scalar_ok)
+        return strop__recipe_err(fn, r, arg, STROP_E_FORMAT, "'%s' needs a mapping of its "
+                                 "arguments", op);
+      continue;
+    }
+    if (!SURGERY_OPS[k].sub || arg->type != STROP__Y_MAP)
+      return strop__recipe_err(fn, r, arg, STROP_E_FORMAT, "'%s' takes %s", op,
+                               SURGERY_OPS[k].sub ? "a name or a mapping" : "a node name");
+    char w[64];
+    snprintf(w, sizeof w, "%s", op);
+    strop_status s = check_map(fn, r, arg, SURGERY_OPS[k].sub, w);
+    if (s) return s;
+  }
+  return STROP_OK;
+}
+
+static strop_status check_value(const char *fn, const strop_recipe *r, const strop__ynode *v,
+                                const field *f) {
+  char words[300];
+  switch (f->type) {
+    case T_INT:
+    case T_FLOAT:
+    case T_BOOL:
+    case T_STR:
+    case T_ENUM:
+    case T_STR_OR_INT: {
+      if (v->type != STROP__Y_SCALAR)
+        return strop__recipe_err(fn, r, v, STROP_E_FORMAT, "'%s' must be a single value, got %s",
+                                 f->key, strop__ynode_kind(v));
+      int64_t iv;
+      double dv;
+      int bv;
+      if (f->type == T_INT && !parse_int(v->text, &iv))
+        return strop__recipe_err(fn, r, v, STROP_E_FORMAT, "'%s' must be an integer, got '%s'",
+                                 f->key, v->text);
+      if (f->type == T_FLOAT && !parse_float(v->text, &dv))
+        return strop__recipe_err(fn, r, v, STROP_E_FORMAT, "'%s' must be a number, got '%s'",
+                                 f->key, v->text);
+      if (f->type == T_BOOL && !parse_bool(v->text, &bv))
+        return strop__recipe_err(fn, r, v, STROP_E_FORMAT, "'%s' must be true or false, got '%s'",
+                                 f->key, v->text);
+      if (f->type == T_ENUM) {
+        int ok = 0;
+        for (int i = 0; f->choices[i] && !ok; i++) ok = !strcmp(f->choices[i], v->text);
+        if (!ok) {
+          list_words(f->choices, words, sizeof words);
+          return strop__recipe_err(fn, r, v, STROP_E_FORMAT, "'%s' must be one of %s, got '%s'",
+                                   f->key, words, v->text);
+        }
+      }
+      return STROP_OK;
+    }
+    case T_INTS:
+    case T_FLOATS:
+      return check_scalar_list(fn, r, v, f->key, f->type == T_INTS);
+    case T_STRS: {
+      if (v->type != STROP__Y_SEQ)
+        return strop__recipe_err(fn, r, v, STROP_E_FORMAT, "'%s' must be a list, got %s", f->key,
+                                 strop__ynode_kind(v));
+      for (int i = 0; i < v->n; i++) {
+        int ok = v->kids[i]->type == STROP__Y_SCALAR;
+        for (int j = 0; ok && f->choices && f->choices[j]; j++)
+          if (!strcmp(f->choices[j], v->kids[i]->text)) goto found;
+        if (f->choices) ok = 0;
+      found:
+        if (!ok) {
+          list_words(f->choices, words, sizeof words);
+          return strop__recipe_err(fn, r, v->kids[i], STROP_E_FORMAT, "'%s' entries must be one "
+                                   "of %s", f->key, words);
+        }
+      }
+      return STROP_OK;
+    }
+    case T_MAP:
+      if (v->type != STROP__Y_MAP)
+        return strop__recipe_err(fn, r, v, STROP_E_FORMAT, "'%s' must be a mapping, got %s",
+                                 f->key, strop__ynode_kind(v));
+      return check_map(fn, r, v, f->sub, f->key);
+    case T_ANYMAP:
+      if (v->type != STROP__Y_MAP)
+        return strop__recipe_err(fn, r, v, STROP_E_FORMAT, "'%s' must be a mapping, got %s",
+                                 f->key, strop__ynode_kind(v));
+      return STROP_OK;
+    case T_SEQMAP:
+      if (v->type != STROP__Y_SEQ)
+        return strop__recipe_err(fn, r, v, STROP_E_FORMAT, "'%s' must be a list of mappings, got "
+                                 "%s", f->key, strop__ynode_kind(v));
+      for (int i = 0; i < v->n; i++) {
+        if (v->kids[i]->type != STROP__Y_MAP)
+          return strop__recipe_err(fn, r, v->kids[i], STROP_E_FORMAT, "%s[%d] must be a mapping",
+                                   f->key, i);
+        char w[64];
+        snprintf(w, sizeof w, "%s[%d]", f->key, i);
+        strop_status s = check_map(fn, r, v->kids[i], f->sub, w);
+        if (s) return s;
+      }
+      return STROP_OK;
+    case T_SURGERY:
+      return check_surgery(fn, r, v, f->key);
+    default:
+      return STROP_OK;
+  }
+}
+
+static strop_status check_map(const char *fn, const strop_recipe *r, const strop__ynode *map,
+                              const field *fields, const char *where) {
+  for (int i = 0; i + 1 < map->n; i += 2) {
+    const strop__ynode *k = map->kids[i], *v = map->kids[i + 1];
+    if (k->type != STROP__Y_SCALAR)
+      return strop__recipe_err(fn, r, k, STROP_E_FORMAT, "keys in '%s' must be words", where);
+    for (int j = 0; j < i; j += 2)
+      if (!strcmp(map->kids[j]->text, k->text))
+        return strop__recipe_err(fn, r, k, STROP_E_FORMAT, "'%s' appears twice in '%s'", k->text,
+                                 where);
+    const field *f = NULL;
+    for (int j = 0; fields[j].key && !f; j++)
+      if (!strcmp(fields[j].key, k->text)) f = &fields[j];
+    if (!f) {
+      char keys[700];
+      list_keys(fields, keys, sizeof keys);
+      return strop__recipe_err(fn, r, k, STROP_E_FORMAT, "unknown key '%s' in '%s' (expected one "
+                               "of: %s)", k->text, where, keys);
+    }
+    if (strop__ynode_is_null(v)) continue; /* "key:" with nothing means the default */
+    strop_status s = check_value(fn, r, v, f);
+    if (s) return s;
+  }
+  return STROP_OK;
+}
+
+strop_status strop__recipe_validate(const char *fn, const strop_recipe *r) {
+  if (!r->root || r->root->type != STROP__Y_MAP)
+    return strop__recipe_err(fn, r, r->root, STROP_E_FORMAT, "a recipe must be a mapping with "
+                             "sections such as model, data, optimizer, train");
+  return check_map(fn, r, r->root, F_TOP, "recipe");
+}
+
+/* ---- typed readers ---- */
+static const strop__ynode *get(const strop__ynode *map, const char *key) {
+  const strop__ynode *v = strop__ynode_get(map, key);
+  return strop__ynode_is_null(v) ? NULL : v;
+}
+
+strop_status strop__rd_int(const strop_recipe *r, const strop__ynode *map, const char *key,
+                           int64_t *out) {
+  const strop__ynode *v = get(map, key);
+  if (!v) return STROP_OK;
+  if (v->type != STROP__Y_SCALAR || !parse_int(v->text, out))
+    return strop__recipe_err("strop_recipe_run", r, v, STROP_E_FORMAT, "'%s' must be an integer",
+                             key);
+  return STROP_OK;
+}
+
+strop_status strop__rd_float(const strop_recipe *r, const strop__ynode *map, const char *key,
+                             double *out) {
+  const strop__ynode *v = get(map, key);
+  if (!v) return STROP_OK;
+  if (v->type != STROP__Y_SCALAR || !parse_float(v->text, out))
+    return strop__recipe_err("strop_recipe_run", r, v, STROP_E_FORMAT, "'%s' must be a number",
+                             key);
+  return STROP_OK;
+}
+
+strop_status strop__rd_bool(const strop_recipe *r, const strop__ynode *map, const char *key,
+                            int *out) {
+  const strop__ynode *v = get(map, key);
+  if (!v) return STROP_OK;
+  if (v->type != STROP__Y_SCALAR || !parse_bool(v->text, out))
+    return strop__recipe_err("strop_recipe_run", r, v, STROP_E_FORMAT,
+                             "'%s' must be true or false", key);
+  return STROP_OK;
+}
+
+const char *strop__rd_str(const strop__ynode *map, const char *key) {
+  const strop__ynode *v = get(map, key);
+  return v && v->type == STROP__Y_SCALAR ? v->text : NULL;
+}
+
+static strop_status rd_list(const strop_recipe *r, const strop__ynode *map, const char *key,
+                            int64_t *iout, double *fout, int cap, int *n) {
+  const strop__ynode *v = get(map, key);
+  *n = 0;
+  if (!v) return STROP_OK;
+  const strop__ynode *const *items = (const strop__ynode *const *)v->kids;
+  int cnt = v->n;
+  if (v->type == STROP__Y_SCALAR) {
+    items = &v;
+    cnt = 1;
+  }
+  if (cnt > cap)
+    return strop__recipe_err("strop_recipe_run", r, v, STROP_E_FORMAT, "'%s' has %d entries; at "
+                             "most %d are allowed", key, cnt, cap);
+  for (int i = 0; i < cnt; i++) {
+    int ok = items[i]->type == STROP__Y_SCALAR &&
+             (iout ? parse_int(items[i]->text, &iout[i]) : parse_float(items[i]->text, &fout[i]));
+    if (!ok)
+      return strop__recipe_err("strop_recipe_run", r, items[i], STROP_E_FORMAT,
+                               "'%s' must hold %s", key, iout ? "integers" : "numbers");
+  }
+  *n = cnt;
+  return STROP_OK;
+}
+
+strop_status strop__rd_ints(const strop_recipe *r, const strop__ynode *map, const char *key,
+                            int64_t *out, int cap, int *n) {
+  return rd_list(r, map, key, out, NULL, cap, n);
+}
+
+strop_status strop__rd_floats(const strop_recipe *r, const strop__ynode *map, const char *key,
+                              double *out, int cap, int *n) {
+  return rd_list(r, map, key, NULL, out, cap, n);
+}
+
+const char *strop__rd_path(const strop_recipe *r, const strop__ynode *map, const char *key,
+                           char *buf, size_t cap) {
+  const char *s = strop__rd_str(map, key);
+  if (!s) return NULL;
+  if (s[0] == '/' || !r->base_dir[0])
+    snprintf(buf, cap, "%s", s);
+  else
+    snprintf(buf, cap, "%s/%s", r->base_dir, s);
+  return buf;
+}
+
+strop_status strop__recipe_options_text(const char *fn, const strop_recipe *r,
+                                        const strop__ynode *opts, char *buf, size_t cap) {
+  size_t l = 0;
+  buf[0] = '\0';
+  if (!opts) return STROP_OK;
+  for (int i = 0; i + 1 < opts->n; i += 2) {
+    const strop__ynode *k = opts->kids[i], *v = opts->kids[i + 1];
+    char val[256];
+    if (v->type == STROP__Y_SCALAR) {
+      snprintf(val, sizeof val, "%s", v->text);
+    } else if (v->type == STROP__Y_SEQ) {
+      size_t vl = 0;
+      val[vl++] = '[';
+      val[vl] = '\0';
+      for (int j = 0; j < v->n; j++) {
+        if (v->kids[j]->type != STROP__Y_SCALAR)
+          return strop__recipe_err(fn, r, v->kids[j], STROP_E_FORMAT, "option '%s' must be a "
+                                   "value or a flat list", k->text);
+        vl += (size_t)snprintf(val + vl, sizeof val - vl, "%s%s", j ? "," : "", v->kids[j]->text);
+        if (vl >= sizeof val - 2) break;
+      }
+      snprintf(val + vl, sizeof val - vl, "]");
+    } else {
+      return strop__recipe_err(fn, r, v, STROP_E_FORMAT, "option '%s' must be a value or a list",
+                               k->text);
+    }
+    if (strchr(val, ' ') || strchr(k->text, ' '))
+      return strop__recipe_err(fn, r, v, STROP_E_FORMAT, "option '%s': values may not contain "
+                               "spaces", k->text);
+    l += (size_t)snprintf(buf + l, cap > l ? cap - l : 0, "%s%s=%s", l ? " " : "", k->text, val);
+    if (l >= cap)
+      return strop__recipe_err(fn, r, opts, STROP_E_FORMAT, "the options are too long");
+  }
+  return STROP_OK;
+}
+
+/* ---- load / free / clone ---- */
+static strop_status from_text(const char *fn, const char *file, const char *text, size_t len,
+                              const char *base_dir, strop_recipe **out) {
+  *out = NULL;
+  strop_recipe *r = strop__calloc(1, sizeof *r);
+  if (!r) return STROP__NOMEM(fn);
+  r->file = strop__strdup(file);
+  r->base_dir = strop__strdup(base_dir ? base_dir : "");
+  if (!r->file || !r->base_dir) {
+    strop_recipe_free(r);
+    return STROP__NOMEM(fn);
+  }
+  strop_status s = strop__yaml_parse(fn, file, text, len, &LIMITS, &r->root);
+  if (!s && !r->root) s = strop__recipe_err(fn, r, NULL, STROP_E_FORMAT, "the recipe is empty");
+  if (!s) s = strop__recipe_validate(fn, r);
+  if (s) {
+    strop_recipe_free(r);
+    return s;
+  }
+  *out = r;
+  return STROP_OK;
+}
+
+strop_status strop_recipe_load(const char *path, strop_recipe **out) {
+  static const char fn[] = "strop_recipe_load";
+  if (!out) return strop__err(STROP_E_INVALID_ARG, "%s: out is NULL", fn);
+  *out = NULL;
+  if (!path) return strop__err(STROP_E_INVALID_ARG, "%s: path is NULL", fn);
+  char *text = NULL;
+  size_t len = 0;
+  strop_status s = strop__read_file(fn, path, RECIPE_MAX_BYTES, &text, &len);
+  if (s) return s;
+  char dir[1024];
+  const char *slash = strrchr(path, '/');
+  if (slash)
+    snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+  else
+    dir[0] = '\0';
+  if (slash == path) snprintf(dir, sizeof dir, "/");
+  s = from_text(fn, path, text, len, dir, out);
+  strop__free(text);
+  return s;
+}
+
+strop_status strop_recipe_load_string(const char *yaml, const char *base_dir, strop_recipe **out) {
+  static const char fn[] = "strop_recipe_load_string";
+  if (!out) return strop__err(STROP_E_INVALID_ARG, "%s: out is NULL", fn);
+  *out = NULL;
+  if (!yaml) return strop__err(STROP_E_INVALID_ARG, "%s: yaml is NULL", fn);
+  return from_text(fn, "<string>", yaml, strlen(yaml), base_dir, out);
+}
+
+void strop_recipe_free(strop_recipe *r) {
+  if (!r) return;
+  strop__ynode_free(r->root);
+  strop__free(r->file);
+  strop__free(r->base_dir);
+  strop__free(r);
+}
+
+strop_status strop_recipe_clone(const strop_recipe *r, strop_recipe **out) {
+  static const char fn[] = "strop_recipe_clone";
+  if (!out) return strop__err(STROP_E_INVALID_ARG, "%s: out is NULL", fn);
+  *out = NULL;
+  if (!r) return strop__err(STROP_E_INVALID_ARG, "%s: recipe is NULL", fn);
+  strop_recipe *c = strop__calloc(1, sizeof *c);
+  if (!c) return STROP__NOMEM(fn);
+  c->file = strop__strdup(r->file);
+  c->base_dir = strop__strdup(r->base_dir);
+  c->root = strop__ynode_clone(r->root);
+  if (!c->file || !c->base_dir || !c->root) {
+    strop_recipe_free(c);
+    return STROP__NOMEM(fn);
+  }
+  *out = c;
+  return STROP_OK;
+}
+
+/* ---- key paths ---- */
+typedef struct seg {
+  char key[64];
+  int index; /* >= 0: a list index follows the key */
+} seg;
+
+static int split_path(const char *path, seg *segs, int cap) {
+  int n = 0;
+  const char *p = path;
+  while (*p) {
+    if (n == cap) return -1;
+    seg *s = &segs[n++];
+    size_t l = 0;
+    while (*p && *p != '.' && *p != '[') {
+      if (l + 1 >= sizeof s->key) return -1;
+      s->key[l++] = *p++;
+    }
+    s->key[l] = '\0';
+    s->index = -1;
+    if (*p == '[') {
+      char *end;
+      long v = strtol(p + 1, &end, 10);
+      if (end == p + 1 || *end != ']' || v < 0) return -1;
+      s->index = (int)v;
+      p = end + 1;
+    }
+    if (l == 0 && !(n > 1 && segs[n - 1].index >= 0)) return -1;
+    if (*p == '.') {
+      p++;
+      if (!*p) return -1;
+    } else if (*p) {
+      return -1;
+    }
+  }
+  return n;
+}
+
+/* Finds (create = 0) or makes (create = 1) the node at a path. */
+static strop__ynode *walk(strop__ynode *root, const seg *segs, int n, int create,
+                          strop_status *st) {
+  strop__ynode *cur = root;
+  *st = STROP_OK;
+  for (int i = 0; i < n; i++) {
+    strop__ynode *next = NULL;
+    if (segs[i].key[0]) {
+      if (cur->type != STROP__Y_MAP) {
+        *st = STROP_E_INVALID_ARG;
+        return NULL;
+      }
+      for (int j = 0; j + 1 < cur->n; j += 2)
+        if (!strcmp(cur->kids[j]->text, segs[i].key)) next = cur->kids[j + 1];
+      int last = i == n - 1 && segs[i].index < 0;
+      if (!next || (strop__ynode_is_null(next) && !last)) {
+        if (!create) return NULL;
+        strop__ynode *k = strop__ynode_scalar(segs[i].key, 1);
+        strop__ynode *v = last ? strop__ynode_scalar("", 1)
+                               : strop__ynode_new(segs[i].index >= 0 ? STROP__Y_SEQ : STROP__Y_MAP);
+        if (!k || !v) {
+          strop__ynode_free(k);
+          strop__ynode_free(v);
+          *st = STROP_E_NOMEM;
+          return NULL;
+        }
+        if (next) { /* replace a null placeholder */
+          for (int j = 0; j + 1 < cur->n; j += 2)
+            if (cur->kids[j + 1] == next) {
+              strop__ynode_free(next);
+              cur->kids[j + 1] = v;
+            }
+          strop__ynode_free(k);
+        } else if (strop__ynode_push(cur, k) || strop__ynode_push(cur, v)) {
+          *st = STROP_E_NOMEM;
+          return NULL;
+        }
+        next = v;
+      }
+      cur = next;
+    }
+    if (segs[i].index >= 0) {
+      if (cur->type != STROP__Y_SEQ || segs[i].index >= cur->n) {
+        *st = STROP_E_NOT_FOUND;
+        return NULL;
+      }
+      cur = cur->kids[segs[i].index];
+    }
+  }
+  return cur;
+}
+
+int64_t strop_recipe_get(const strop_recipe *r, const char *key_path, char *buf, size_t cap) {
+  if (!r || !key_path || (!buf && cap)) return -1;
+  seg segs[16];
+  int n = split_path(key_path, segs, 16);
+  if (n <= 0) return -1;
+  strop_status st;
+  const strop__ynode *v = walk(r->root, segs, n, 0, &st);
+  if (!v || v->type != STROP__Y_SCALAR || strop__ynode_is_null(v)) return -1;
+  if (cap) snprintf(buf, cap, "%s", v->text);
+  return (int64_t)v->len;
+}
+
+strop_status strop_recipe_set(strop_recipe *r, const char *key_path, const char *value) {
+  static const char fn[] = "strop_recipe_set";
+  if (!r || !key_path || !value)
+    return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn,
+                      !r ? "recipe" : !key_path ? "key_path" : "value");
+  seg segs[16];
+  int n = split_path(key_path, segs, 16);
+  if (n <= 0)
+    return strop__err(STROP_E_INVALID_ARG, "%s: bad key path '%s' (expected e.g. optimizer.lr or "
+                      "stages[1].epochs)", fn, key_path);
+  strop__ynode *val = NULL;
+  strop_status s = strop__yaml_parse(fn, key_path, value, strlen(value), &LIMITS, &val);
+  if (s) return s;
+  if (!val) val = strop__ynode_scalar("", 1);
+  strop__ynode *copy = strop__ynode_clone(r->root);
+  if (!val || !copy) {
+    strop__ynode_free(val);
+    strop__ynode_free(copy);
+    return STROP__NOMEM(fn);
+  }
+  strop__ynode *slot = walk(copy, segs, n, 1, &s);
+  if (!slot) {
+    strop__ynode_free(val);
+    strop__ynode_free(copy);
+    if (s == STROP_E_NOMEM) return STROP__NOMEM(fn);
+    if (s == STROP_E_NOT_FOUND)
+      return strop__err(STROP_E_NOT_FOUND, "%s: '%s': list index out of range", fn, key_path);
+    return strop__err(STROP_E_INVALID_ARG, "%s: '%s' goes through a value that is not a mapping",
+                      fn, key_path);
+  }
+  /* move val's content into slot, keeping slot's position for messages */
+  int line = slot->line, col = slot->col;
+  for (int i = 0; i < slot->n; i++) strop__ynode_free(slot->kids[i]);
+  strop__free(slot->kids);
+  strop__free(slot->text);
+  *slot = *val;
+  slot->line = line;
+  slot->col = col;
+  strop__free(val);
+  strop__ynode *old = r->root;
+  r->root = copy;
+  s = strop__recipe_validate(fn, r);
+  if (s) {
+    r->root = old;
+    strop__ynode_free(copy);
+    strop__err_prefix("%s: setting '%s' to '%s'", fn, key_path, value);
+    return s;
+  }
+  strop__ynode_free(old);
+  return STROP_OK;
+}
+
+/* ---- writing YAML ---- */
+static int needs_quotes(const char *s) {
+  if (!*s) return 1;
+  if (strchr(":#{}[],&*!|>'\"%@`", s[0]) || isspace((unsigned char)s[0])) return 1;
+  for (const char *p = s; *p; p++) {
+    if (*p == '\n' || *p == '"' || *p == '\\') return 1;
+    if ((*p == ':' || *p == '#') && (p[1] == ' ' || p[1] == '\0')) return 1;
+    if (*p == ' ' && p[1] == '#') return 1;
+  }
+  return isspace((unsigned char)s[strlen(s) - 1]);
+}
+
+static void put_scalar(strop__sbuf *b, const strop__ynode *y) {
+  if (y->plain && !needs_quotes(y->text)) {
+    strop__sbuf_puts(b, y->text);
+    return;
+  }
+  if (y->plain && !y->len) return; /* null */
+  strop__sbuf_json_str(b, y->text);
+}
+
+static int is_flat(const strop__ynode *y) {
+  if (y->type == STROP__Y_SCALAR) return 1;
+  if (y->n > 16) return 0;
+  for (int i = 0; i < y->n; i++)
+    if (y->kids[i]->type != STROP__Y_SCALAR) return 0;
+  return 1;
+}
+
+static void put_flow(strop__sbuf *b, const strop__ynode *y) {
+  if (y->type == STROP__Y_SCALAR) {
+    put_scalar(b, y);
+    return;
+  }
+  strop__sbuf_puts(b, y->type == STROP__Y_SEQ ? "[" : "{");
+  for (int i = 0; i < y->n; i++) {
+    if (i) strop__sbuf_puts(b, y->type == STROP__Y_MAP && i % 2 ? ": " : ", ");
+    put_scalar(b, y->kids[i]);
+  }
+  strop__sbuf_puts(b, y->type == STROP__Y_SEQ ? "]" : "}");
+}
+
+static void emit(strop__sbuf *b, const strop__ynode *y, int indent);
+
+static void emit_value_after_key(strop__sbuf *b, const strop__ynode *v, int indent) {
+  if (v->type == STROP__Y_SCALAR) {
+    if (!(v->plain && !v->len)) strop__sbuf_puts(b, " ");
+    put_scalar(b, v);
+    strop__sbuf_puts(b, "\n");
+  } else if (is_flat(v) && v->n > 0) {
+    strop__sbuf_puts(b, " ");
+    put_flow(b, v);
+    strop__sbuf_puts(b, "\n");
+  } else if (v->n == 0) {
+    strop__sbuf_puts(b, v->type == STROP__Y_SEQ ? " []\n" : " {}\n");
+  } else {
+    strop__sbuf_puts(b, "\n");
+    emit(b, v, indent + 2);
+  }
+}
+
+static void emit(strop__sbuf *b, const strop__ynode *y, int indent) {
+  if (y->type == STROP__Y_MAP) {
+    for (int i = 0; i + 1 < y->n; i += 2) {
+      strop__sbuf_printf(b, "%*s", indent, "");
+      put_scalar(b, y->kids[i]);
+      strop__sbuf_puts(b, ":");
+      emit_value_after_key(b, y->kids[i + 1], indent);
+    }
+  } else if (y->type == STROP__Y_SEQ) {
+    for (int i = 0; i < y->n; i++) {
+      const strop__ynode *it = y->kids[i];
+      strop__sbuf_printf(b, "%*s-", indent, "");
+      if (it->type == STROP__Y_MAP && it->n > 0) {
+        /* first key on the dash line, the rest indented under it */
+        strop__sbuf_puts(b, " ");
+        put_scalar(b, it->kids[0]);
+        strop__sbuf_puts(b, ":");
+        emit_value_after_key(b, it->kids[1], indent + 2);
+        for (int j = 2; j + 1 < it->n; j += 2) {
+          strop__sbuf_printf(b, "%*s", indent + 2, "");
+          put_scalar(b, it->kids[j]);
+          strop__sbuf_puts(b, ":");
+          emit_value_after_key(b, it->kids[j + 1], indent + 2);
+        }
+      } else if (it->type == STROP__Y_SCALAR || is_flat(it)) {
+        strop__sbuf_puts(b, " ");
+        put_flow(b, it);
+        strop__sbuf_puts(b, "\n");
+      } else {
+        strop__sbuf_puts(b, "\n");
+        emit(b, it, indent + 2);
+      }
+    }
+  } else {
+    strop__sbuf_printf(b, "%*s", indent, "");
+    put_scalar(b, y);
+    strop__sbuf_puts(b, "\n");
+  }
+}
+
+int64_t strop_recipe_to_string(const strop_recipe *r, char *buf, size_t cap) {
+  if (!r || (!buf && cap)) return -1;
+  strop__sbuf b;
+  memset(&b, 0, sizeof b);
+  emit(&b, r->root, 0);
+  if (b.oom) {
+    strop__sbuf_free(&b);
+    strop__err(STROP_E_NOMEM, "strop_recipe_to_string: out of memory");
+    return -1;
+  }
+  int64_t n = (int64_t)b.n;
+  if (cap) snprintf(buf, cap, "%s", b.n ? b.s : "");
+  strop__sbuf_free(&b);
+  return n;
+}
+
+strop_status strop_recipe_save(const strop_recipe *r, const char *path) {
+  static const char fn[] = "strop_recipe_save";
+  if (!r || !path) return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, r ? "path" : "recipe");
+  strop__sbuf b;
+  memset(&b, 0, sizeof b);
+  emit(&b, r->root, 0);
+  if (b.oom) {
+    strop__sbuf_free(&b);
+    return STROP__NOMEM(fn);
+  }
+  strop_status s = strop__write_file_atomic(fn, path, b.s ? b.s : "", b.n);
+  strop__sbuf_free(&b);
+  return s;
+}

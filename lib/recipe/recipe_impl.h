@@ -1,0 +1,68 @@
+/* strop — recipes inside the library: the YAML tree, its schema and typed readers shared by
+ * validation, the runner and the tuner. */
+#ifndef STROP_RECIPE_IMPL_H
+#define STROP_RECIPE_IMPL_H
+
+#include "io/yaml.h"
+#include "strop/recipe.h"
+
+struct strop_recipe {
+  strop__ynode *root; /* a mapping */
+  char *file;         /* for messages ("recipe.yaml" or "<string>") */
+  char *base_dir;     /* relative paths resolve here; "" for the working directory */
+};
+
+/* ---- run results ---- */
+enum { HC_STAGE, HC_EPOCH, HC_TLOSS, HC_TACC, HC_VLOSS, HC_VACC, HC_LR, HC_TIME, HC_N };
+enum { RUN_NM = 7 }; /* metric keys kept per evaluation: STROP_METRIC_LOSS .. SAMPLES */
+
+typedef struct strop__stage_result {
+  char name[64];
+  int baseline;
+  double test[RUN_NM], val[RUN_NM];
+} strop__stage_result;
+
+struct strop_run {
+  strop_model *model;
+  int64_t info[9];
+  double seconds;
+  strop__stage_result *st;
+  int64_t n_st, cap_st;
+  double *hist; /* hist_len rows of HC_N */
+  int64_t hist_len, hist_cap;
+};
+
+/* Writes the output section's files (weights, spec, adapters, metrics, plot, report). */
+strop_status strop__run_write_outputs(const strop_recipe *r, strop_run *run);
+/* The SVG plot of loss and accuracy per epoch, stage boundaries marked. */
+strop_status strop__run_plot_svg(const strop_run *run, const char *title, const char *path);
+
+/* Validates the whole tree against the schema; errors name file:line:col. */
+strop_status strop__recipe_validate(const char *fn, const strop_recipe *r);
+
+/* Typed readers of a mapping's key: absent keys leave *out unchanged and return STROP_OK;
+ * a value of the wrong form is an error naming file:line:col (validation catches most). */
+strop_status strop__rd_int(const strop_recipe *r, const strop__ynode *map, const char *key,
+                           int64_t *out);
+strop_status strop__rd_float(const strop_recipe *r, const strop__ynode *map, const char *key,
+                             double *out);
+strop_status strop__rd_bool(const strop_recipe *r, const strop__ynode *map, const char *key,
+                            int *out);
+/* Borrowed scalar text, or NULL when absent. */
+const char *strop__rd_str(const strop__ynode *map, const char *key);
+/* A list of ints/floats (or one scalar, as a list of one); *n gets the count (<= cap). */
+strop_status strop__rd_ints(const strop_recipe *r, const strop__ynode *map, const char *key,
+                            int64_t *out, int cap, int *n);
+strop_status strop__rd_floats(const strop_recipe *r, const strop__ynode *map, const char *key,
+                              double *out, int cap, int *n);
+/* A path resolved against the recipe's folder, into buf (cap bytes); NULL when absent. */
+const char *strop__rd_path(const strop_recipe *r, const strop__ynode *map, const char *key,
+                           char *buf, size_t cap);
+/* An error at a node: "fn: file:line:col: what". */
+strop_status strop__recipe_err(const char *fn, const strop_recipe *r, const strop__ynode *at,
+                               strop_status st, const char *fmt, ...) STROP__PRINTF(5, 6);
+/* A layer's options mapping as "k=v k=[a,b]" text for strop_model_add / surgery. */
+strop_status strop__recipe_options_text(const char *fn, const strop_recipe *r,
+                                        const strop__ynode *opts, char *buf, size_t cap);
+
+#endif

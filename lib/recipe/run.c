@@ -1,0 +1,1016 @@
+/* strop — running a recipe: build or load the model, apply the surgery, load and shape the
+ * data, run each stage's fit with its own optimizer and schedule, evaluate, run baselines,
+ * and write the outputs. Uses the library's public API; the recipe is only read. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "graph/graph.h"
+#include "recipe/recipe_impl.h"
+#include "strop/strop.h"
+#include "strop/recipe.h"
+#include "strop/surgery.h"
+
+#define FN "strop_recipe_run"
+
+/* ---- results ---- */
+void strop_run_options_init(strop_run_options *o) {
+  if (!o) return;
+  memset(o, 0, sizeof *o);
+  o->size = sizeof *o;
+  o->mode = STROP_RUN_FINETUNE;
+  o->write_outputs = 1;
+  o->baselines = 1;
+}
+
+void strop_run_free(strop_run *run) {
+  if (!run) return;
+  strop_model_free(run->model);
+  strop__free(run->st);
+  strop__free(run->hist);
+  strop__free(run);
+}
+
+int64_t strop_run_info(const strop_run *run, int key) {
+  if (!run || key < 0 || key > STROP_INFO_CLASSES) return -1;
+  return run->info[key];
+}
+
+double strop_run_seconds(const strop_run *run) { return run ? run->seconds : NAN; }
+
+double strop_run_stage_metric(const strop_run *run, int64_t stage, int key) {
+  if (!run || stage < 0 || stage >= run->n_st) return NAN;
+  if (key >= 0 && key < RUN_NM) return run->st[stage].test[key];
+  if (key >= 100 && key < 100 + RUN_NM) return run->st[stage].val[key - 100];
+  return NAN;
+}
+
+int64_t strop_run_stage_name(const strop_run *run, int64_t stage, char *buf, size_t cap) {
+  if (!run || stage < 0 || stage >= run->n_st || (!buf && cap)) return -1;
+  if (cap) snprintf(buf, cap, "%s", run->st[stage].name);
+  return (int64_t)strlen(run->st[stage].name);
+}
+
+int strop_run_stage_is_baseline(const strop_run *run, int64_t stage) {
+  return run && stage >= 0 && stage < run->n_st ? run->st[stage].baseline : 0;
+}
+
+double strop_run_history(const strop_run *run, int64_t row, int key) {
+  if (!run || row < 0 || row >= run->hist_len || key < 0 || key >= HC_N) return NAN;
+  return run->hist[row * HC_N + key];
+}
+
+strop_model *strop_run_model(strop_run *run) { return run ? run->model : NULL; }
+
+static strop__stage_result *new_stage(strop_run *run, const char *name, int baseline) {
+  if (run->n_st == run->cap_st) {
+    int64_t cap = run->cap_st ? run->cap_st * 2 : 4;
+    strop__stage_result *v = strop__realloc(run->st, (size_t)cap * sizeof *v);
+    if (!v) return NULL;
+    run->st = v;
+    run->cap_st = cap;
+  }
+  strop__stage_result *s = &run->st[run->n_st++];
+  memset(s, 0, sizeof *s);
+  snprintf(s->name, sizeof s->name, "%s", name);
+  s->baseline = baseline;
+  for (int i = 0; i < RUN_NM; i++) s->test[i] = s->val[i] = NAN;
+  return s;
+}
+
+static double *new_hist_row(strop_run *run) {
+  if (run->hist_len == run->hist_cap) {
+    int64_t cap = run->hist_cap ? run->hist_cap * 2 : 32;
+    double *v = strop__realloc(run->hist, (size_t)(cap * HC_N) * sizeof *v);
+    if (!v) return NULL;
+    run->hist = v;
+    run->hist_cap = cap;
+  }
+  double *r = run->hist + run->hist_len++ * HC_N;
+  for (int i = 0; i < HC_N; i++) r[i] = NAN;
+  return r;
+}
+
+/* ---- the run's working state ---- */
+typedef struct ctx {
+  const strop_recipe *r;
+  const strop_run_options *o;
+  strop_run *run;
+  uint64_t seed;
+  double t0;
+  /* data */
+  strop_dataset *train, *val, *test;
+  int64_t classes;
+  int64_t batch, eval_batch;
+  int shuffle, drop_last, prefetch;
+  double scale;
+  int have_norm;
+  float mean[16], std[16];
+  int64_t n_norm;
+  int64_t resize[2];
+  int resize_mode;
+  double hflip;
+  int64_t crop[2], crop_pad;
+  /* progress forwarding */
+  int64_t stage, stages;
+  const char *stage_name;
+} ctx;
+
+static double now_sec(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static const strop__ynode *section(const strop_recipe *r, const char *key) {
+  const strop__ynode *v = strop__ynode_get(r->root, key);
+  return strop__ynode_is_null(v) ? NULL : v;
+}
+
+static const strop__ynode *sub(const strop__ynode *map, const char *key) {
+  const strop__ynode *v = strop__ynode_get(map, key);
+  return strop__ynode_is_null(v) ? NULL : v;
+}
+
+static strop_status fail(strop_status s, const char *where) {
+  strop__err_prefix("%s: %s", FN, where);
+  return s;
+}
+
+/* ---- model ---- */
+static strop_status build_model(ctx *c, strop_model **out) {
+  const strop_recipe *r = c->r;
+  *out = NULL;
+  if (c->o->base_model) {
+    strop_status s = strop_model_clone(c->o->base_model, out);
+    return s ? fail(s, "model") : STROP_OK;
+  }
+  const strop__ynode *msec = section(r, "model");
+  char spec[1024], weights[1024];
+  if (!msec || !strop__rd_path(r, msec, "spec", spec, sizeof spec))
+    return strop__recipe_err(FN, r, msec ? msec : r->root, STROP_E_FORMAT,
+                             "'model.spec' is required: the architecture file");
+  strop_status s = strop_model_load_spec(spec, out);
+  if (s) return s;
+  const char *w = strop__rd_path(r, msec, "weights", weights, sizeof weights);
+  if (c->o->mode == STROP_RUN_FINETUNE) {
+    if (!w) {
+      strop_model_free(*out);
+      *out = NULL;
+      return strop__recipe_err(FN, r, msec, STROP_E_FORMAT, "'model.weights' is required to "
+                               "fine-tune (use `strop train` to start from fresh weights)");
+    }
+    int strict = 1;
+    if ((s = strop__rd_bool(r, msec, "strict", &strict))) goto bad;
+    const strop__ynode *remap = sub(msec, "remap");
+    int flags = strict ? STROP_LOAD_STRICT : STROP_LOAD_PARTIAL;
+    if (remap && remap->n >= 2) {
+      if (remap->n > 2) {
+        s = strop__recipe_err(FN, r, remap, STROP_E_FORMAT, "'model.remap' takes one "
+                              "'from_prefix: to_prefix' pair");
+        goto bad;
+      }
+      s = strop_model_load_weights_remap(*out, w, flags, remap->kids[0]->text,
+                                         remap->kids[1]->text, NULL);
+    } else {
+      s = strop_model_load_weights(*out, w, flags, NULL);
+    }
+    if (s) goto bad;
+  }
+  return STROP_OK;
+bad:
+  strop_model_free(*out);
+  *out = NULL;
+  return s;
+}
+
+/* ---- surgery ---- */
+static strop_status apply_surgery(ctx *c, strop_model *m, const strop__ynode *ops,
+                                  uint64_t seed, const char *where) {
+  if (!ops || ops->n == 0) return STROP_OK;
+  const strop_recipe *r = c->r;
+  strop_surgery *sg = NULL;
+  strop_status s = strop_surgery_create(m, &sg);
+  if (s) return s;
+  if ((s = strop_surgery_set_seed(sg, seed))) goto done;
+  char opts[1024];
+  for (int i = 0; i < ops->n && !s; i++) {
+    const strop__ynode *it = ops->kids[i];
+    const char *op = it->kids[0]->text;
+    const strop__ynode *a = it->kids[1];
+    const char *word = a->type == STROP__Y_SCALAR ? a->text : NULL;
+    if (!strcmp(op, "freeze") || !strcmp(op, "unfreeze")) {
+      const char *match = word ? word : strop__rd_str(a, "match");
+      int keep = 0;
+      if (!word && (s = strop__rd_bool(r, a, "keep_bn_stats", &keep))) break;
+      if (!match) {
+        s = strop__recipe_err(FN, r, a, STROP_E_FORMAT, "'%s' needs 'match'", op);
+        break;
+      }
+      int flags = keep ? STROP_FREEZE_KEEP_BN_MODE : 0;
+      s = op[0] == 'f' ? strop_surgery_freeze(sg, match, flags) : strop_surgery_unfreeze(sg, match, flags);
+    } else if (!strcmp(op, "remove") || !strcmp(op, "truncate")) {
+      if (!word) {
+        s = strop__recipe_err(FN, r, a, STROP_E_FORMAT, "'%s' takes a node name", op);
+        break;
+      }
+      s = op[0] == 'r' ? strop_surgery_remove(sg, word) : strop_surgery_truncate(sg, word);
+    } else if (!strcmp(op, "replace") || !strcmp(op, "insert_after") ||
+               !strcmp(op, "insert_before") || !strcmp(op, "append")) {
+      const char *node = strop__rd_str(a, "node"), *name = strop__rd_str(a, "name"),
+                 *type = strop__rd_str(a, "type");
+      if ((s = strop__recipe_options_text(FN, r, sub(a, "options"), opts, sizeof opts))) break;
+      int need_node = strcmp(op, "append") != 0, need_name = strcmp(op, "replace") != 0;
+      if (!type || (need_node && !node) || (need_name && !name)) {
+        s = strop__recipe_err(FN, r, a, STROP_E_FORMAT, "'%s' needs %s", op,
+                              !strcmp(op, "replace") ? "node and type"
+                              : !strcmp(op, "append") ? "name and type"
+                                                      : "node, name and type");
+        break;
+      }
+      if (op[0] == 'r') {
+        int64_t sd = (int64_t)seed;
+        if ((s = strop__rd_int(r, a, "seed", &sd))) break;
+        s = strop_surgery_replace(sg, node, type, opts, (uint64_t)sd);
+      } else if (!strcmp(op, "insert_after")) {
+        s = strop_surgery_insert_after(sg, node, name, type, opts);
+      } else if (!strcmp(op, "insert_before")) {
+        s = strop_surgery_insert_before(sg, node, name, type, opts);
+      } else {
+        s = strop_surgery_append(sg, name, type, opts);
+      }
+    } else if (!strcmp(op, "lora")) {
+      const char *match = strop__rd_str(a, "match");
+      int64_t rank = 8;
+      double alpha = 16, dropout = 0;
+      if ((s = strop__rd_int(r, a, "rank", &rank)) || (s = strop__rd_float(r, a, "alpha", &alpha)) ||
+          (s = strop__rd_float(r, a, "dropout", &dropout)))
+        break;
+      if (!match) {
+        s = strop__recipe_err(FN, r, a, STROP_E_FORMAT, "'lora' needs 'match'");
+        break;
+      }
+      s = strop_surgery_lora(sg, match, rank, (float)alpha, (float)dropout);
+    } else if (!strcmp(op, "param_group")) {
+      const char *match = strop__rd_str(a, "match");
+      double lr_mult = 1;
+      int no_decay = 0;
+      if ((s = strop__rd_float(r, a, "lr_mult", &lr_mult)) ||
+          (s = strop__rd_bool(r, a, "no_decay", &no_decay)))
+        break;
+      if (!match) {
+        s = strop__recipe_err(FN, r, a, STROP_E_FORMAT, "'param_group' needs 'match'");
+        break;
+      }
+      s = strop_surgery_param_group(sg, match, (float)lr_mult, no_decay);
+    }
+    if (s && it->line > 0 && !strstr(strop_last_error(), r->file))
+      strop__err_prefix("%s: %s:%d:%d: %s[%d] (%s)", FN, r->file, it->line, it->col, where, i, op);
+  }
+  if (!s) {
+    s = strop_surgery_apply(sg);
+    if (s) strop__err_prefix("%s: %s", FN, where);
+  }
+done:
+  strop_surgery_free(sg);
+  return s;
+}
+
+/* ---- data ---- */
+static strop_status load_sources(ctx *c, strop_dataset **train, strop_dataset **test) {
+  const strop_recipe *r = c->r;
+  const strop__ynode *d = section(r, "data");
+  *train = *test = NULL;
+  if (!d) return strop__recipe_err(FN, r, r->root, STROP_E_FORMAT, "the 'data' section is required");
+  const char *src = strop__rd_str(d, "source");
+  int64_t nc = STROP_CLASSES_INFER;
+  strop_status s = strop__rd_int(r, d, "num_classes", &nc);
+  if (s) return s;
+  char a[1024], b[1024];
+  if (!src || !strcmp(src, "idx")) {
+    if (!strop__rd_path(r, d, "train_images", a, sizeof a) ||
+        !strop__rd_path(r, d, "train_labels", b, sizeof b))
+      return strop__recipe_err(FN, r, d, STROP_E_FORMAT, "idx data needs 'train_images' and "
+                               "'train_labels'");
+    if ((s = strop_dataset_load_idx(a, b, nc, train))) return s;
+    if (strop__rd_path(r, d, "test_images", a, sizeof a) &&
+        strop__rd_path(r, d, "test_labels", b, sizeof b))
+      s = strop_dataset_load_idx(a, b, nc, test);
+  } else if (!strcmp(src, "csv")) {
+    strop_csv_options co;
+    strop_csv_options_init(&co);
+    co.num_classes = nc;
+    int hdr = 0, skl = 0;
+    if ((s = strop__rd_bool(r, d, "header", &hdr)) || (s = strop__rd_bool(r, d, "sklearn_header", &skl)))
+      return s;
+    co.header = hdr;
+    co.sklearn_header = skl;
+    const char *delim = strop__rd_str(d, "delimiter");
+    if (delim) co.delimiter = !strcmp(delim, "space") ? ' ' : !strcmp(delim, "tab") ? '\t' : delim[0];
+    const strop__ynode *lc = sub(d, "label_column");
+    if (lc) {
+      int64_t idx;
+      char *end;
+      idx = strtoll(lc->text, &end, 10);
+      if (*end == '\0' && end != lc->text)
+        co.label_column = idx;
+      else
+        co.label_name = lc->text;
+    }
+    const char *lm = strop__rd_str(d, "label_mode");
+    if (lm) co.label_mode = !strcmp(lm, "names") ? STROP_CSV_LABEL_NAMES
+                            : !strcmp(lm, "names_sorted") ? STROP_CSV_LABEL_NAMES_SORTED
+                                                         : STROP_CSV_LABEL_INDEX;
+    if (!strop__rd_path(r, d, "path", a, sizeof a))
+      return strop__recipe_err(FN, r, d, STROP_E_FORMAT, "csv data needs 'path'");
+    if ((s = strop_dataset_load_csv(a, &co, train))) return s;
+    if (strop__rd_path(r, d, "test_path", b, sizeof b)) s = strop_dataset_load_csv(b, &co, test);
+  } else {
+    if (!strop__rd_path(r, d, "x", a, sizeof a) || !strop__rd_path(r, d, "y", b, sizeof b))
+      return strop__recipe_err(FN, r, d, STROP_E_FORMAT, "npy data needs 'x' and 'y'");
+    if ((s = strop_dataset_load_npy(a, b, nc, train))) return s;
+    if (strop__rd_path(r, d, "test_x", a, sizeof a) && strop__rd_path(r, d, "test_y", b, sizeof b))
+      s = strop_dataset_load_npy(a, b, nc, test);
+  }
+  if (s) {
+    strop_dataset_free(*train);
+    *train = NULL;
+  }
+  return s;
+}
+
+/* Replaces *ds by f(*ds) (the derived view keeps what it needs alive). */
+#define DERIVE(call)              \
+  do {                            \
+    strop_dataset *nd_ = NULL;    \
+    s = (call);                   \
+    if (s) goto out;              \
+    strop_dataset_free(*ds);      \
+    *ds = nd_;                    \
+  } while (0)
+
+static strop_status shape_set(ctx *c, strop_dataset **ds, const int64_t *classes, int ncls,
+                              const int64_t *shape, int nshape) {
+  strop_status s = STROP_OK;
+  if (!*ds) return STROP_OK;
+  if (ncls > 0) DERIVE(strop_dataset_filter_classes(*ds, classes, ncls, &nd_));
+  if (nshape > 0) DERIVE(strop_dataset_reshape(*ds, nshape, shape, &nd_));
+out:
+  (void)c;
+  return s;
+}
+
+static strop_status load_data(ctx *c) {
+  const strop_recipe *r = c->r;
+  const strop__ynode *d = section(r, "data");
+  strop_dataset *all = NULL, *test = NULL;
+  strop_status s = load_sources(c, &all, &test);
+  if (s) return fail(s, "data");
+  int64_t classes[256], shape[8];
+  int ncls = 0, nshape = 0;
+  if ((s = strop__rd_ints(r, d, "classes", classes, 256, &ncls)) ||
+      (s = strop__rd_ints(r, d, "input_shape", shape, 8, &nshape)))
+    goto bad;
+  if ((s = shape_set(c, &all, classes, ncls, shape, nshape)) ||
+      (s = shape_set(c, &test, classes, ncls, shape, nshape)))
+    goto bad;
+  int64_t dseed = (int64_t)c->seed, k = 0, limit = 0, test_limit = 0;
+  double val_frac = 0, test_frac = 0;
+  int stratify = 1;
+  if ((s = strop__rd_int(r, d, "seed", &dseed)) || (s = strop__rd_int(r, d, "few_shot", &k)) ||
+      (s = strop__rd_float(r, d, "val_fraction", &val_frac)) ||
+      (s = strop__rd_float(r, d, "test_fraction", &test_frac)) ||
+      (s = strop__rd_bool(r, d, "stratify", &stratify)) ||
+      (s = strop__rd_int(r, d, "limit", &limit)) || (s = strop__rd_int(r, d, "test_limit", &test_limit)))
+    goto bad;
+  c->classes = strop_dataset_num_classes(all);
+  int flags = stratify && c->classes > 0 ? STROP_SPLIT_STRATIFIED : 0;
+  strop_dataset *pool = all, *val = NULL;
+  all = NULL;
+  if (!test && test_frac > 0) {
+    strop_dataset *tr = NULL;
+    if ((s = strop_dataset_split(pool, (float)(1.0 - test_frac), 0.0f, (uint64_t)dseed + 1, flags,
+                                 &tr, NULL, &test))) {
+      strop_dataset_free(pool);
+      goto bad;
+    }
+    strop_dataset_free(pool);
+    pool = tr;
+  }
+  if (k > 0) {
+    /* the few-shot sample first, then validation carved out of it */
+    strop_dataset *fs = NULL;
+    if ((s = strop_dataset_few_shot(pool, k, (uint64_t)dseed, &fs))) {
+      strop_dataset_free(pool);
+      goto bad;
+    }
+    strop_dataset_free(pool);
+    pool = fs;
+  }
+  if (val_frac > 0) {
+    strop_dataset *tr = NULL;
+    if ((s = strop_dataset_split(pool, (float)(1.0 - val_frac), (float)val_frac, (uint64_t)dseed + 2,
+                                 flags, &tr, &val, NULL))) {
+      strop_dataset_free(pool);
+      goto bad;
+    }
+    strop_dataset_free(pool);
+    pool = tr;
+  }
+  if (limit > 0 && strop_dataset_size(pool) > limit) {
+    strop_dataset *sub_ds = NULL;
+    if ((s = strop_dataset_split(pool, (float)((double)limit / (double)strop_dataset_size(pool)), 0.0f,
+                                 (uint64_t)dseed + 3, flags, &sub_ds, NULL, NULL))) {
+      strop_dataset_free(pool);
+      strop_dataset_free(val);
+      goto bad;
+    }
+    strop_dataset_free(pool);
+    pool = sub_ds;
+  }
+  if (test && test_limit > 0 && strop_dataset_size(test) > test_limit) {
+    strop_dataset *sub_ds = NULL;
+    if ((s = strop_dataset_split(test, (float)((double)test_limit / (double)strop_dataset_size(test)),
+                                 0.0f, (uint64_t)dseed + 4, flags, &sub_ds, NULL, NULL))) {
+      strop_dataset_free(pool);
+      strop_dataset_free(val);
+      goto bad;
+    }
+    strop_dataset_free(test);
+    test = sub_ds;
+  }
+  c->train = pool;
+  c->val = val;
+  c->test = test;
+  /* batching and transforms */
+  int64_t bs = 32, ebs = 256;
+  int shuffle = 1, drop_last = 0, prefetch = 1;
+  double scale = 1.0, hflip = 0;
+  int64_t resize[2], crop[2];
+  int nresize = 0, ncrop = 0;
+  if ((s = strop__rd_int(r, d, "batch_size", &bs)) || (s = strop__rd_int(r, d, "eval_batch_size", &ebs)) ||
+      (s = strop__rd_bool(r, d, "shuffle", &shuffle)) || (s = strop__rd_bool(r, d, "drop_last", &drop_last)) ||
+      (s = strop__rd_bool(r, d, "prefetch", &prefetch)) || (s = strop__rd_float(r, d, "scale", &scale)) ||
+      (s = strop__rd_float(r, d, "hflip", &hflip)) || (s = strop__rd_ints(r, d, "resize", resize, 2, &nresize)))
+    return fail(s, "data");
+  if (bs < 1 || ebs < 1)
+    return strop__recipe_err(FN, r, d, STROP_E_FORMAT, "batch sizes must be >= 1");
+  c->batch = bs;
+  c->eval_batch = ebs;
+  c->shuffle = shuffle;
+  c->drop_last = drop_last;
+  c->prefetch = prefetch;
+  c->scale = scale;
+  c->hflip = hflip;
+  c->resize[0] = c->resize[1] = 0;
+  if (nresize == 1) resize[1] = resize[0];
+  if (nresize) {
+    c->resize[0] = resize[0];
+    c->resize[1] = resize[1];
+  }
+  const char *rm = strop__rd_str(d, "resize_mode");
+  c->resize_mode = rm && !strcmp(rm, "nearest") ? STROP_RESIZE_NEAREST : STROP_RESIZE_BILINEAR;
+  const strop__ynode *cr = sub(d, "crop");
+  c->crop[0] = c->crop[1] = 0;
+  c->crop_pad = 0;
+  if (cr) {
+    if ((s = strop__rd_ints(r, cr, "size", crop, 2, &ncrop)) || (s = strop__rd_int(r, cr, "padding", &c->crop_pad)))
+      return fail(s, "data.crop");
+    if (ncrop == 1) crop[1] = crop[0];
+    if (ncrop) {
+      c->crop[0] = crop[0];
+      c->crop[1] = crop[1];
+    }
+  }
+  const strop__ynode *nm = sub(d, "normalize");
+  c->have_norm = 0;
+  if (nm) {
+    if (nm->type == STROP__Y_SCALAR && !strcmp(nm->text, "auto")) {
+      if ((s = strop_dataset_channel_stats(c->train, (float)scale, c->mean, c->std, 16, &c->n_norm)))
+        return fail(s, "data.normalize");
+      if (c->n_norm > 16)
+        return strop__recipe_err(FN, r, nm, STROP_E_UNSUPPORTED, "normalize: auto supports up to "
+                                 "16 channels");
+    } else if (nm->type == STROP__Y_MAP) {
+      double mean[16], sd[16];
+      int nmn = 0, nsd = 0;
+      if ((s = strop__rd_floats(r, nm, "mean", mean, 16, &nmn)) || (s = strop__rd_floats(r, nm, "std", sd, 16, &nsd)))
+        return fail(s, "data.normalize");
+      if (nmn != nsd || nmn == 0)
+        return strop__recipe_err(FN, r, nm, STROP_E_FORMAT, "normalize: 'mean' and 'std' need the "
+                                 "same number of channels");
+      for (int i = 0; i < nmn; i++) {
+        c->mean[i] = (float)mean[i];
+        c->std[i] = (float)sd[i];
+      }
+      c->n_norm = nmn;
+    } else {
+      return strop__recipe_err(FN, r, nm, STROP_E_FORMAT, "normalize: 'auto' or {mean: [...], std: [...]}");
+    }
+    c->have_norm = 1;
+  }
+  c->run->info[STROP_INFO_TRAIN_SIZE] = strop_dataset_size(c->train);
+  c->run->info[STROP_INFO_VAL_SIZE] = c->val ? strop_dataset_size(c->val) : 0;
+  c->run->info[STROP_INFO_TEST_SIZE] = c->test ? strop_dataset_size(c->test) : 0;
+  c->run->info[STROP_INFO_CLASSES] = c->classes > 0 ? c->classes : 0;
+  return STROP_OK;
+bad:
+  strop_dataset_free(all);
+  strop_dataset_free(test);
+  return fail(s, "data");
+}
+
+static strop_status make_iter(ctx *c, strop_dataset *ds, int train, uint64_t seed,
+                              strop_batch_iter **out) {
+  int flags = 0;
+  if (train && c->shuffle) flags |= STROP_ITER_SHUFFLE;
+  if (train && c->drop_last && strop_dataset_size(ds) >= c->batch) flags |= STROP_ITER_DROP_LAST;
+  if (c->prefetch) flags |= STROP_ITER_PREFETCH;
+  strop_status s = strop_batch_iter_create(ds, train ? c->batch : c->eval_batch, seed, flags, out);
+  if (s) return fail(s, "data");
+  strop_batch_iter *it = *out;
+  if (c->scale != 1.0 && (s = strop_batch_iter_add_scale(it, (float)c->scale))) goto bad;
+  if (c->resize[0] > 0 && (s = strop_batch_iter_add_resize(it, c->resize[0], c->resize[1], c->resize_mode)))
+    goto bad;
+  if (c->have_norm && (s = strop_batch_iter_add_normalize(it, c->n_norm, c->mean, c->std))) goto bad;
+  if (train && c->hflip > 0 && (s = strop_batch_iter_add_hflip(it, (float)c->hflip))) goto bad;
+  if (train && c->crop[0] > 0 &&
+      (s = strop_batch_iter_add_random_crop(it, c->crop[0], c->crop[1], c->crop_pad)))
+    goto bad;
+  return STROP_OK;
+bad:
+  strop_batch_iter_free(it);
+  *out = NULL;
+  return fail(s, "data transforms");
+}
+
+/* ---- optimizer, schedule, trainer settings: a stage's map overrides the top-level one ---- */
+static strop_status rd2_float(const strop_recipe *r, const strop__ynode *top, const strop__ynode *st,
+                              const char *key, double *v) {
+  strop_status s = strop__rd_float(r, top, key, v);
+  return s ? s : strop__rd_float(r, st, key, v);
+}
+static strop_status rd2_int(const strop_recipe *r, const strop__ynode *top, const strop__ynode *st,
+                            const char *key, int64_t *v) {
+  strop_status s = strop__rd_int(r, top, key, v);
+  return s ? s : strop__rd_int(r, st, key, v);
+}
+static strop_status rd2_bool(const strop_recipe *r, const strop__ynode *top, const strop__ynode *st,
+                             const char *key, int *v) {
+  strop_status s = strop__rd_bool(r, top, key, v);
+  return s ? s : strop__rd_bool(r, st, key, v);
+}
+static const char *rd2_str(const strop__ynode *top, const strop__ynode *st, const char *key) {
+  const char *v = strop__rd_str(st, key);
+  return v ? v : strop__rd_str(top, key);
+}
+
+static strop_status build_optimizer(ctx *c, strop_model *m, const strop__ynode *st,
+                                    strop_optimizer **out) {
+  const strop_recipe *r = c->r;
+  const strop__ynode *top = section(r, "optimizer");
+  const char *kind = rd2_str(top, st, "kind");
+  static const char *const kinds[] = {"sgd", "adam", "adamw", "rmsprop", "adagrad"};
+  int k = STROP_OPTIM_ADAM;
+  for (int i = 0; kind && i < 5; i++)
+    if (!strcmp(kind, kinds[i])) k = i;
+  strop_status s = strop_optimizer_create(m, k, out);
+  if (s) return fail(s, "optimizer");
+  static const struct {
+    const char *key;
+    int knob;
+    int is_bool;
+  } knobs[] = {{"lr", STROP_OPT_LR, 0},
+               {"momentum", STROP_OPT_MOMENTUM, 0},
+               {"dampening", STROP_OPT_DAMPENING, 0},
+               {"weight_decay", STROP_OPT_WEIGHT_DECAY, 0},
+               {"eps", STROP_OPT_EPS, 0},
+               {"alpha", STROP_OPT_ALPHA, 0},
+               {"lr_decay", STROP_OPT_LR_DECAY, 0},
+               {"initial_accumulator_value", STROP_OPT_INITIAL_ACCUMULATOR_VALUE, 0},
+               {"nesterov", STROP_OPT_NESTEROV, 1},
+               {"amsgrad", STROP_OPT_AMSGRAD, 1},
+               {"centered", STROP_OPT_CENTERED, 1}};
+  /* momentum before nesterov: the optimizer checks their combination */
+  for (size_t i = 0; i < sizeof knobs / sizeof knobs[0] && !s; i++) {
+    if (knobs[i].is_bool) {
+      int v = -1;
+      if ((s = rd2_bool(r, top, st, knobs[i].key, &v))) break;
+      if (v >= 0) s = strop_optimizer_set_int(*out, knobs[i].knob, v);
+    } else {
+      double v = NAN;
+      if ((s = rd2_float(r, top, st, knobs[i].key, &v))) break;
+      if (!isnan(v)) s = strop_optimizer_set_float(*out, knobs[i].knob, (float)v);
+    }
+  }
+  if (!s) {
+    double betas[2];
+    int nb = 0;
+    const strop__ynode *src = sub(st, "betas") ? st : top;
+    if (!(s = strop__rd_floats(r, src, "betas", betas, 2, &nb)) && nb == 2) {
+      if (!(s = strop_optimizer_set_float(*out, STROP_OPT_BETA1, (float)betas[0])))
+        s = strop_optimizer_set_float(*out, STROP_OPT_BETA2, (float)betas[1]);
+    }
+  }
+  if (s) {
+    strop_optimizer_free(*out);
+    *out = NULL;
+    return fail(s, "optimizer");
+  }
+  return STROP_OK;
+}
+
+static strop_status build_schedule(ctx *c, strop_optimizer *opt, const strop__ynode *st,
+                                   int64_t steps_per_epoch, int64_t epochs, strop_scheduler **out,
+                                   int *per_epoch) {
+  const strop_recipe *r = c->r;
+  const strop__ynode *top = section(r, "schedule");
+  *out = NULL;
+  *per_epoch = 0;
+  const char *kind = rd2_str(top, st, "kind");
+  if (!kind) return STROP_OK;
+  static const char *const kinds[] = {"constant", "step", "multistep", "exponential", "cosine",
+                                      "cosine_restarts", "one_cycle", "plateau"};
+  int k = 0;
+  for (int i = 0; i < 8; i++)
+    if (!strcmp(kind, kinds[i])) k = i;
+  const char *per = rd2_str(top, st, "per");
+  *per_epoch = per && !strcmp(per, "epoch");
+  int64_t units = *per_epoch ? epochs : epochs * steps_per_epoch;
+  strop_status s = strop_scheduler_create(opt, k, out);
+  if (s) return fail(s, "schedule");
+  static const struct {
+    const char *key;
+    int knob;
+    int is_int;
+  } knobs[] = {{"gamma", STROP_SCH_GAMMA, 0},          {"step_size", STROP_SCH_STEP_SIZE, 1},
+               {"t_max", STROP_SCH_T_MAX, 1},          {"eta_min", STROP_SCH_ETA_MIN, 0},
+               {"t_0", STROP_SCH_T_0, 1},              {"t_mult", STROP_SCH_T_MULT, 1},
+               {"max_lr", STROP_SCH_MAX_LR, 0},        {"total_steps", STROP_SCH_TOTAL_STEPS, 1},
+               {"pct_start", STROP_SCH_PCT_START, 0},  {"div_factor", STROP_SCH_DIV_FACTOR, 0},
+               {"final_div_factor", STROP_SCH_FINAL_DIV_FACTOR, 0},
+               {"factor", STROP_SCH_FACTOR, 0},        {"patience", STROP_SCH_PATIENCE, 1},
+               {"threshold", STROP_SCH_THRESHOLD, 0},  {"cooldown", STROP_SCH_COOLDOWN, 1},
+               {"min_lr", STROP_SCH_MIN_LR, 0},        {"warmup_steps", STROP_SCH_WARMUP_STEPS, 1},
+               {"warmup_start_factor", STROP_SCH_WARMUP_START_FACTOR, 0}};
+  /* defaults that depend on the run's length */
+  if (k == 4 && (s = strop_scheduler_set_int(*out, STROP_SCH_T_MAX, units > 0 ? units : 1))) goto bad;
+  if (k == 6) {
+    float base;
+    if ((s = strop_optimizer_get_float(opt, STROP_OPT_LR, &base))) goto bad;
+    if ((s = strop_scheduler_set_float(*out, STROP_SCH_MAX_LR, base)) ||
+        (s = strop_scheduler_set_int(*out, STROP_SCH_TOTAL_STEPS, units > 0 ? units : 1)))
+      goto bad;
+  }
+  for (size_t i = 0; i < sizeof knobs / sizeof knobs[0]; i++) {
+    if (knobs[i].is_int) {
+      int64_t v = INT64_MIN;
+      if ((s = rd2_int(r, top, st, knobs[i].key, &v))) goto bad;
+      if (v != INT64_MIN && (s = strop_scheduler_set_int(*out, knobs[i].knob, v))) goto bad;
+    } else {
+      double v = NAN;
+      if ((s = rd2_float(r, top, st, knobs[i].key, &v))) goto bad;
+      if (!isnan(v) && (s = strop_scheduler_set_float(*out, knobs[i].knob, (float)v))) goto bad;
+    }
+  }
+  int64_t ms[64];
+  int nms = 0;
+  const strop__ynode *src = sub(st, "milestones") ? st : top;
+  if ((s = strop__rd_ints(r, src, "milestones", ms, 64, &nms))) goto bad;
+  if (nms && (s = strop_scheduler_set_ints(*out, STROP_SCH_MILESTONES, ms, nms))) goto bad;
+  const char *an = rd2_str(top, st, "anneal");
+  if (an && (s = strop_scheduler_set_int(*out, STROP_SCH_ANNEAL,
+                                         !strcmp(an, "linear") ? STROP_ANNEAL_LINEAR : STROP_ANNEAL_COS)))
+    goto bad;
+  const char *mode = rd2_str(top, st, "mode");
+  if (mode && (s = strop_scheduler_set_int(*out, STROP_SCH_MODE,
+                                           !strcmp(mode, "max") ? STROP_PLATEAU_MAX : STROP_PLATEAU_MIN)))
+    goto bad;
+  return STROP_OK;
+bad:
+  strop_scheduler_free(*out);
+  *out = NULL;
+  return fail(s, "schedule");
+}
+
+static strop_status configure_trainer(ctx *c, strop_trainer *t) {
+  const strop_recipe *r = c->r;
+  const strop__ynode *L = section(r, "loss");
+  strop_status s = STROP_OK;
+  const char *kind = strop__rd_str(L, "kind");
+  static const char *const kinds[] = {"cross_entropy", "mse", "l1", "huber", "bce_with_logits"};
+  int k = STROP_LOSS_CROSS_ENTROPY;
+  for (int i = 0; kind && i < 5; i++)
+    if (!strcmp(kind, kinds[i])) k = i + 1;
+  if ((s = strop_trainer_set_int(t, STROP_TRAIN_LOSS, k))) return fail(s, "loss");
+  double v = NAN;
+  int64_t iv = INT64_MIN;
+  if ((s = strop__rd_float(r, L, "label_smoothing", &v))) return s;
+  if (!isnan(v) && (s = strop_trainer_set_float(t, STROP_TRAIN_LABEL_SMOOTHING, v))) return fail(s, "loss");
+  v = NAN;
+  if ((s = strop__rd_float(r, L, "delta", &v))) return s;
+  if (!isnan(v) && (s = strop_trainer_set_float(t, STROP_TRAIN_HUBER_DELTA, v))) return fail(s, "loss");
+  if ((s = strop__rd_int(r, L, "ignore_index", &iv))) return s;
+  if (iv != INT64_MIN && (s = strop_trainer_set_int(t, STROP_TRAIN_IGNORE_INDEX, iv))) return fail(s, "loss");
+  double w[256];
+  int nw = 0;
+  if ((s = strop__rd_floats(r, L, "class_weights", w, 256, &nw))) return s;
+  if (nw) {
+    float fw[256];
+    for (int i = 0; i < nw; i++) fw[i] = (float)w[i];
+    if ((s = strop_trainer_set_class_weights(t, fw, nw))) return fail(s, "loss");
+  }
+  return STROP_OK;
+}
+
+/* ---- progress forwarding ---- */
+typedef struct fwd {
+  ctx *c;
+  strop_run *run;
+} fwd;
+
+static int on_progress(const strop_progress *p, void *u) {
+  fwd *f = u;
+  ctx *c = f->c;
+  if (p->phase == STROP_PHASE_EPOCH_END) {
+    double *row = new_hist_row(f->run);
+    if (row) {
+      row[HC_STAGE] = (double)c->stage;
+      row[HC_EPOCH] = (double)p->epoch;
+      row[HC_TLOSS] = p->loss;
+      row[HC_TACC] = p->metric;
+      row[HC_VLOSS] = p->val_loss;
+      row[HC_VACC] = p->val_metric;
+      row[HC_LR] = p->lr;
+      row[HC_TIME] = now_sec() - c->t0;
+    }
+  }
+  if (!c->o->on_event) return 0;
+  strop_run_event e;
+  memset(&e, 0, sizeof e);
+  e.size = sizeof e;
+  e.kind = STROP_EVENT_PROGRESS;
+  e.stage = c->stage;
+  e.stages = c->stages;
+  e.name = c->stage_name;
+  e.progress = p;
+  e.test_loss = e.test_accuracy = NAN;
+  return c->o->on_event(&e, c->o->user_data);
+}
+
+static int emit_event(ctx *c, int kind, const strop__stage_result *sr, strop_model *m) {
+  if (!c->o->on_event) return 0;
+  strop_run_event e;
+  memset(&e, 0, sizeof e);
+  e.size = sizeof e;
+  e.kind = kind;
+  e.stage = c->stage;
+  e.stages = c->stages;
+  e.name = c->stage_name;
+  e.test_loss = sr ? sr->test[STROP_METRIC_LOSS] : NAN;
+  e.test_accuracy = sr ? sr->test[STROP_METRIC_ACCURACY] : NAN;
+  e.trainable = strop_model_param_count(m, 1);
+  e.total = strop_model_param_count(m, 0);
+  return c->o->on_event(&e, c->o->user_data);
+}
+
+static strop_status evaluate(ctx *c, strop_trainer *t, strop_dataset *ds, double *into) {
+  if (!ds) return STROP_OK;
+  strop_batch_iter *it = NULL;
+  strop_status s = make_iter(c, ds, 0, 0, &it);
+  if (s) return s;
+  strop_metrics *mt = NULL;
+  s = strop_trainer_eval(t, it, &mt);
+  strop_batch_iter_free(it);
+  if (s) return fail(s, "evaluation");
+  for (int k = 0; k < RUN_NM; k++) into[k] = strop_metrics_get(mt, k);
+  strop_metrics_free(mt);
+  return STROP_OK;
+}
+
+/* One stage: its surgery, a fresh optimizer/schedule, fit, then test evaluation. */
+static strop_status run_stage(ctx *c, strop_model *m, const strop__ynode *st, int64_t epochs,
+                              uint64_t stage_seed, strop__stage_result *sr) {
+  const strop_recipe *r = c->r;
+  strop_status s;
+  if (c->o->epochs_cap > 0 && epochs > c->o->epochs_cap) epochs = c->o->epochs_cap;
+  if (emit_event(c, STROP_EVENT_STAGE_START, NULL, m))
+    return strop__err(STROP_E_CANCELLED, "%s: stopped by the host before stage '%s'", FN, c->stage_name);
+  strop_batch_iter *it = NULL, *vit = NULL;
+  strop_optimizer *opt = NULL;
+  strop_scheduler *sch = NULL;
+  strop_trainer *t = NULL;
+  if ((s = make_iter(c, c->train, 1, stage_seed, &it))) return s;
+  if (c->val && (s = make_iter(c, c->val, 0, 0, &vit))) goto done;
+  if ((s = build_optimizer(c, m, sub(st, "optimizer"), &opt))) goto done;
+  int per_epoch = 0;
+  if ((s = build_schedule(c, opt, sub(st, "schedule"), strop_batch_iter_num_batches(it), epochs, &sch,
+                          &per_epoch)))
+    goto done;
+  if ((s = strop_trainer_create(m, opt, &t))) goto done;
+  if ((s = configure_trainer(c, t))) goto done;
+  if (sch && ((s = strop_trainer_set_scheduler(t, sch)) ||
+              (s = strop_trainer_set_int(t, STROP_TRAIN_SCHED_PER_EPOCH, per_epoch))))
+    goto done;
+  const strop__ynode *top = section(r, "train"), *tst = sub(st, "train");
+  strop_fit_options fo;
+  strop_fit_options_init(&fo);
+  fo.epochs = epochs;
+  double clip_norm = 0, clip_value = 0, min_delta = 0;
+  int64_t patience = 0, accum = 1, ckpt_every = 0, max_steps = 0;
+  int restore_best = 0;
+  if ((s = rd2_float(r, top, tst, "clip_norm", &clip_norm)) || (s = rd2_float(r, top, tst, "clip_value", &clip_value)) ||
+      (s = rd2_float(r, top, tst, "min_delta", &min_delta)) || (s = rd2_int(r, top, tst, "patience", &patience)) ||
+      (s = rd2_int(r, top, tst, "accumulate", &accum)) || (s = rd2_int(r, top, tst, "checkpoint_every", &ckpt_every)) ||
+      (s = rd2_int(r, top, tst, "max_steps", &max_steps)) || (s = rd2_bool(r, top, tst, "restore_best", &restore_best)))
+    goto done;
+  if ((s = strop_trainer_set_float(t, STROP_TRAIN_CLIP_NORM, clip_norm)) ||
+      (s = strop_trainer_set_float(t, STROP_TRAIN_CLIP_VALUE, clip_value)) ||
+      (s = strop_trainer_set_int(t, STROP_TRAIN_ACCUM_STEPS, accum))) {
+    fail(s, "train");
+    goto done;
+  }
+  const char *mon = rd2_str(top, tst, "monitor");
+  fo.monitor = !mon ? (c->val ? STROP_MONITOR_VAL_LOSS : STROP_MONITOR_TRAIN_LOSS)
+               : !strcmp(mon, "val_accuracy") ? STROP_MONITOR_VAL_ACCURACY
+               : !strcmp(mon, "train_loss")   ? STROP_MONITOR_TRAIN_LOSS
+                                              : STROP_MONITOR_VAL_LOSS;
+  fo.patience = patience;
+  fo.min_delta = min_delta;
+  fo.restore_best = restore_best;
+  fo.max_steps = max_steps;
+  char ckpt[1024];
+  const strop__ynode *out = section(r, "output");
+  if (c->o->write_outputs && !sr->baseline && ckpt_every > 0 && out) {
+    char dir[1024] = "";
+    const char *dn = strop__rd_path(r, out, "dir", dir, sizeof dir);
+    const char *cn = strop__rd_str(out, "checkpoint");
+    if (cn) {
+      snprintf(ckpt, sizeof ckpt, "%s%s%s", dn ? dn : "", dn ? "/" : "", cn);
+      fo.checkpoint_every = ckpt_every;
+      fo.checkpoint_path = ckpt;
+    }
+  }
+  fwd f = {c, c->run};
+  fo.progress = on_progress;
+  fo.user_data = &f;
+  s = strop_trainer_fit(t, it, vit, &fo);
+  if (s) {
+    if (s != STROP_E_CANCELLED) fail(s, c->stage_name);
+    goto done;
+  }
+  c->run->info[STROP_INFO_BEST_EPOCH] = strop_trainer_best_epoch(t);
+  if ((s = evaluate(c, t, c->test, sr->test))) goto done;
+  if ((s = evaluate(c, t, c->val, sr->val))) goto done;
+  if (emit_event(c, STROP_EVENT_STAGE_END, sr, m))
+    s = strop__err(STROP_E_CANCELLED, "%s: stopped by the host after stage '%s'", FN, c->stage_name);
+done:
+  strop_trainer_free(t);
+  strop_scheduler_free(sch);
+  strop_optimizer_free(opt);
+  strop_batch_iter_free(it);
+  strop_batch_iter_free(vit);
+  return s;
+}
+
+/* ---- the run ---- */
+strop_status strop_recipe_run(const strop_recipe *r, const strop_run_options *user_o,
+                              strop_run **out) {
+  if (!out) return strop__err(STROP_E_INVALID_ARG, "%s: out is NULL", FN);
+  *out = NULL;
+  if (!r) return strop__err(STROP_E_INVALID_ARG, "%s: recipe is NULL", FN);
+  strop_run_options o;
+  strop_run_options_init(&o);
+  if (user_o) {
+    size_t n = user_o->size < sizeof o ? user_o->size : sizeof o;
+    if (n < sizeof(size_t))
+      return strop__err(STROP_E_INVALID_ARG, "%s: options.size is %zu; use strop_run_options_init",
+                        FN, user_o->size);
+    memcpy(&o, user_o, n);
+    o.size = sizeof o;
+  }
+  strop_run *run = strop__calloc(1, sizeof *run);
+  if (!run) return STROP__NOMEM(FN);
+  for (int i = 0; i < 9; i++) run->info[i] = 0;
+  run->info[STROP_INFO_BEST_EPOCH] = -1;
+  ctx c;
+  memset(&c, 0, sizeof c);
+  c.r = r;
+  c.o = &o;
+  c.run = run;
+  c.t0 = now_sec();
+  int64_t seed = 0;
+  strop_status s = strop__rd_int(r, r->root, "seed", &seed);
+  c.seed = (uint64_t)seed;
+  strop_model *m = NULL;
+  if (!s) s = build_model(&c, &m);
+  if (!s) s = load_data(&c);
+  if (!s) s = apply_surgery(&c, m, section(r, "surgery"), c.seed + 17, "surgery");
+  /* stages */
+  const strop__ynode *stages = section(r, "stages");
+  int64_t n_stages = stages ? stages->n : 1;
+  int scratch = 0;
+  const strop__ynode *bl = section(r, "baselines");
+  for (int i = 0; o.baselines && bl && i < bl->n; i++) scratch |= !strcmp(bl->kids[i]->text, "scratch");
+  c.stages = n_stages + scratch;
+  int64_t total_epochs = 0;
+  strop_model *initial = NULL; /* the architecture before training, for the scratch baseline */
+  if (!s && scratch && (s = strop_model_clone(m, &initial))) fail(s, "baselines");
+  for (int64_t i = 0; !s && i < n_stages; i++) {
+    const strop__ynode *st = stages ? stages->kids[i] : NULL;
+    int64_t epochs = 10;
+    if ((s = strop__rd_int(r, section(r, "train"), "epochs", &epochs))) break;
+    if (st && (s = strop__rd_int(r, st, "epochs", &epochs))) break;
+    total_epochs += epochs;
+    char name[64];
+    const char *nm = st ? strop__rd_str(st, "name") : NULL;
+    snprintf(name, sizeof name, "%s", nm ? nm : (stages ? "stage" : "train"));
+    if (!nm && stages) snprintf(name, sizeof name, "stage%lld", (long long)i + 1);
+    strop__stage_result *sr = new_stage(run, name, 0);
+    if (!sr) {
+      s = STROP__NOMEM(FN);
+      break;
+    }
+    c.stage = i;
+    c.stage_name = sr->name;
+    if (st && (s = apply_surgery(&c, m, sub(st, "surgery"), c.seed + 31 * (uint64_t)(i + 1), name)))
+      break;
+    s = run_stage(&c, m, st, epochs, c.seed + 1000 * (uint64_t)(i + 1), sr);
+  }
+  run->model = m;
+  run->info[STROP_INFO_TRAINABLE] = strop_model_param_count(m, 1);
+  run->info[STROP_INFO_TOTAL] = strop_model_param_count(m, 0);
+  /* the scratch baseline: the same architecture, fresh weights, everything trainable,
+   * the top-level optimizer and as many epochs as all stages together */
+  if (!s && scratch) {
+    strop__stage_result *sr = new_stage(run, "scratch", 1);
+    if (!sr) s = STROP__NOMEM(FN);
+    if (!s) s = strop__model_reinit(initial, c.seed + 99);
+    if (!s) {
+      c.stage = n_stages;
+      c.stage_name = sr->name;
+      s = run_stage(&c, initial, NULL, total_epochs, c.seed + 5000, sr);
+    }
+  }
+  strop_model_free(initial);
+  run->info[STROP_INFO_STAGES] = run->n_st;
+  run->info[STROP_INFO_EPOCHS] = run->hist_len;
+  if (!s && o.write_outputs) s = strop__run_write_outputs(r, run);
+  run->seconds = now_sec() - c.t0;
+  strop_dataset_free(c.train);
+  strop_dataset_free(c.val);
+  strop_dataset_free(c.test);
+  if (!run->model && !run->n_st) {
+    strop_run_free(run);
+    return s;
+  }
+  *out = run;
+  return s;
+}
+
+strop_status strop_recipe_evaluate(const strop_recipe *r, strop_model *model, int which,
+                                   strop_metrics **out) {
+  static const char fn[] = "strop_recipe_evaluate";
+  if (!out) return strop__err(STROP_E_INVALID_ARG, "%s: out is NULL", fn);
+  *out = NULL;
+  if (!r || !model)
+    return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, r ? "model" : "recipe");
+  if (which < STROP_SPLIT_TRAIN || which > STROP_SPLIT_TEST)
+    return strop__err(STROP_E_INVALID_ARG, "%s: unknown split %d", fn, which);
+  strop_run_options o;
+  strop_run_options_init(&o);
+  strop_run *run = strop__calloc(1, sizeof *run);
+  if (!run) return STROP__NOMEM(fn);
+  ctx c;
+  memset(&c, 0, sizeof c);
+  c.r = r;
+  c.o = &o;
+  c.run = run;
+  int64_t seed = 0;
+  strop_status s = strop__rd_int(r, r->root, "seed", &seed);
+  c.seed = (uint64_t)seed;
+  if (!s) s = load_data(&c);
+  strop_dataset *ds = which == STROP_SPLIT_TEST ? c.test : which == STROP_SPLIT_VAL ? c.val : c.train;
+  if (!s && !ds)
+    s = strop__err(STROP_E_NOT_FOUND, "%s: %s: the recipe's data has no %s set", fn, r->file,
+                   which == STROP_SPLIT_TEST ? "test" : "validation");
+  strop_optimizer *opt = NULL;
+  strop_trainer *t = NULL;
+  strop_batch_iter *it = NULL;
+  if (!s) s = strop_optimizer_create(model, STROP_OPTIM_SGD, &opt);
+  if (!s) s = strop_trainer_create(model, opt, &t);
+  if (!s) s = configure_trainer(&c, t);
+  if (!s) s = make_iter(&c, ds, 0, 0, &it);
+  if (!s) s = strop_trainer_eval(t, it, out);
+  strop_batch_iter_free(it);
+  strop_trainer_free(t);
+  strop_optimizer_free(opt);
+  strop_dataset_free(c.train);
+  strop_dataset_free(c.val);
+  strop_dataset_free(c.test);
+  strop_run_free(run);
+  return s;
+}

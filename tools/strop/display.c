@@ -1,0 +1,343 @@
+/* strop tool — what people see: a progress bar per epoch on a terminal (one plain line per
+ * epoch otherwise), the end-of-run report as text or JSON, and per-command help. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tool.h"
+
+static double now_sec(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void tool_progress_init(tool_progress *p, int quiet, volatile sig_atomic_t *interrupted) {
+  memset(p, 0, sizeof *p);
+  p->quiet = quiet;
+  p->tty = isatty(STDERR_FILENO);
+  p->interrupted = interrupted;
+}
+
+static void fmt_eta(double s, char *buf, size_t cap) {
+  if (!(s >= 0) || s > 99 * 3600) {
+    snprintf(buf, cap, "--");
+  } else if (s >= 60) {
+    snprintf(buf, cap, "%dm%02ds", (int)s / 60, (int)s % 60);
+  } else {
+    snprintf(buf, cap, "%.0fs", s);
+  }
+}
+
+static void pct(char *buf, size_t cap, double v) {
+  if (isnan(v)) snprintf(buf, cap, "  -  ");
+  else snprintf(buf, cap, "%5.1f%%", 100 * v);
+}
+
+int tool_progress_event(const strop_run_event *e, void *user_data) {
+  tool_progress *p = user_data;
+  if (p->interrupted && *p->interrupted) return 1;
+  if (p->quiet) return 0;
+  if (e->kind == STROP_EVENT_STAGE_START) {
+    if (p->bar_open) fputc('\n', stderr);
+    p->bar_open = 0;
+    p->stage_t0 = now_sec();
+    fprintf(stderr, "stage %lld/%lld '%s': %lld of %lld parameters trainable\n",
+            (long long)e->stage + 1, (long long)e->stages, e->name, (long long)e->trainable,
+            (long long)e->total);
+    return 0;
+  }
+  if (e->kind == STROP_EVENT_STAGE_END) {
+    if (p->bar_open) fputc('\n', stderr);
+    p->bar_open = 0;
+    if (!isnan(e->test_accuracy))
+      fprintf(stderr, "stage '%s' done: test accuracy %.2f%%, test loss %.4f (%.1f s)\n", e->name,
+              100 * e->test_accuracy, e->test_loss, now_sec() - p->stage_t0);
+    return 0;
+  }
+  const strop_progress *g = e->progress;
+  char a[16], va[16], eta[16];
+  if (g->phase == STROP_PHASE_BATCH) {
+    if (!p->tty) return 0;
+    double t = now_sec();
+    if (t - p->last_draw < 0.1 && g->step < g->steps) return 0;
+    p->last_draw = t;
+    int width = 24, filled = g->steps > 0 ? (int)(width * g->step / g->steps) : 0;
+    char bar[32];
+    for (int i = 0; i < width; i++) bar[i] = i < filled ? '=' : (i == filled ? '>' : ' ');
+    bar[width] = '\0';
+    double remaining = g->samples_per_sec > 0 && g->steps > 0
+                           ? (double)(g->steps - g->step) * (g->elapsed > 0 ? 1.0 : 0.0) *
+                                 ((t - p->stage_t0) / (double)(g->step > 0 ? g->step : 1)) /
+                                 (double)(g->epoch + 1 > 0 ? 1 : 1)
+                           : NAN;
+    fmt_eta(remaining, eta, sizeof eta);
+    pct(a, sizeof a, g->metric);
+    fprintf(stderr, "\r  epoch %3lld/%-3lld [%s] %lld/%lld loss %.4f acc %s lr %.2e %6.0f samples/s ETA %s\x1b[K",
+            (long long)g->epoch + 1, (long long)g->epochs, bar, (long long)g->step,
+            (long long)g->steps, g->loss, a, g->lr, g->samples_per_sec, eta);
+    fflush(stderr);
+    p->bar_open = 1;
+    return 0;
+  }
+  /* epoch end: one line */
+  pct(a, sizeof a, g->metric);
+  pct(va, sizeof va, g->val_metric);
+  if (p->tty && p->bar_open) fputc('\r', stderr);
+  fprintf(stderr, "  epoch %3lld/%-3lld loss %.4f acc %s", (long long)g->epoch + 1,
+          (long long)g->epochs, g->loss, a);
+  if (!isnan(g->val_loss)) fprintf(stderr, " | val loss %.4f acc %s", g->val_loss, va);
+  fprintf(stderr, " | lr %.2e %6.0f samples/s%s\n", g->lr, g->samples_per_sec,
+          p->tty ? "\x1b[K" : "");
+  p->bar_open = 0;
+  return 0;
+}
+
+void tool_progress_end(tool_progress *p) {
+  if (p->bar_open) fputc('\n', stderr);
+  p->bar_open = 0;
+}
+
+void tool_json_str(FILE *f, const char *s) {
+  fputc('"', f);
+  for (; *s; s++) {
+    unsigned char c = (unsigned char)*s;
+    if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+    else if (c < 0x20) fprintf(f, "\\u%04x", c);
+    else fputc(c, f);
+  }
+  fputc('"', f);
+}
+
+static void jnum(FILE *f, double v) {
+  if (isnan(v) || isinf(v)) fputs("null", f);
+  else fprintf(f, "%.6g", v);
+}
+
+void tool_report_json(FILE *f, const char *cmd, const char *recipe, strop_run *run) {
+  fprintf(f, "{\"command\":");
+  tool_json_str(f, cmd);
+  fprintf(f, ",\"recipe\":");
+  tool_json_str(f, recipe);
+  fprintf(f, ",\"train_size\":%lld,\"val_size\":%lld,\"test_size\":%lld,\"classes\":%lld,"
+             "\"trainable_params\":%lld,\"total_params\":%lld,\"best_epoch\":%lld,\"seconds\":",
+          (long long)strop_run_info(run, STROP_INFO_TRAIN_SIZE),
+          (long long)strop_run_info(run, STROP_INFO_VAL_SIZE),
+          (long long)strop_run_info(run, STROP_INFO_TEST_SIZE),
+          (long long)strop_run_info(run, STROP_INFO_CLASSES),
+          (long long)strop_run_info(run, STROP_INFO_TRAINABLE),
+          (long long)strop_run_info(run, STROP_INFO_TOTAL),
+          (long long)strop_run_info(run, STROP_INFO_BEST_EPOCH));
+  jnum(f, strop_run_seconds(run));
+  fprintf(f, ",\"stages\":[");
+  int64_t n = strop_run_info(run, STROP_INFO_STAGES);
+  for (int64_t i = 0; i < n; i++) {
+    char name[64];
+    strop_run_stage_name(run, i, name, sizeof name);
+    fprintf(f, "%s{\"name\":", i ? "," : "");
+    tool_json_str(f, name);
+    fprintf(f, ",\"baseline\":%s,\"test_accuracy\":", strop_run_stage_is_baseline(run, i) ? "true" : "false");
+    jnum(f, strop_run_stage_metric(run, i, STROP_METRIC_ACCURACY));
+    fprintf(f, ",\"test_loss\":");
+    jnum(f, strop_run_stage_metric(run, i, STROP_METRIC_LOSS));
+    fprintf(f, ",\"val_accuracy\":");
+    jnum(f, strop_run_stage_metric(run, i, 100 + STROP_METRIC_ACCURACY));
+    fprintf(f, ",\"val_loss\":");
+    jnum(f, strop_run_stage_metric(run, i, 100 + STROP_METRIC_LOSS));
+    fprintf(f, "}");
+  }
+  fprintf(f, "],\"history\":[");
+  int64_t rows = strop_run_info(run, STROP_INFO_EPOCHS);
+  static const char *const cols[8] = {"stage", "epoch", "train_loss", "train_accuracy",
+                                      "val_loss", "val_accuracy", "lr", "seconds"};
+  for (int64_t i = 0; i < rows; i++) {
+    fprintf(f, "%s{", i ? "," : "");
+    for (int k = 0; k < 8; k++) {
+      fprintf(f, "%s\"%s\":", k ? "," : "", cols[k]);
+      jnum(f, strop_run_history(run, i, k));
+    }
+    fprintf(f, "}");
+  }
+  fprintf(f, "]}\n");
+}
+
+void tool_report_text(FILE *f, const strop_recipe *r, strop_run *run) {
+  (void)r;
+  int64_t classes = strop_run_info(run, STROP_INFO_CLASSES);
+  fprintf(f, "\n== report ==\n");
+  fprintf(f, "data:       %lld training, %lld validation, %lld test samples",
+          (long long)strop_run_info(run, STROP_INFO_TRAIN_SIZE),
+          (long long)strop_run_info(run, STROP_INFO_VAL_SIZE),
+          (long long)strop_run_info(run, STROP_INFO_TEST_SIZE));
+  if (classes > 0) fprintf(f, "; %lld classes", (long long)classes);
+  fprintf(f, "\nparameters: %lld trainable of %lld at the end\n",
+          (long long)strop_run_info(run, STROP_INFO_TRAINABLE),
+          (long long)strop_run_info(run, STROP_INFO_TOTAL));
+  int64_t n = strop_run_info(run, STROP_INFO_STAGES), rows = strop_run_info(run, STROP_INFO_EPOCHS);
+  fprintf(f, "%-22s %6s %10s %10s %10s %10s\n", "stage", "epochs", "val acc", "val loss",
+          "test acc", "test loss");
+  double last_main = NAN, scratch = NAN, first = NAN;
+  for (int64_t i = 0; i < n; i++) {
+    char name[64], label[80];
+    strop_run_stage_name(run, i, name, sizeof name);
+    int base = strop_run_stage_is_baseline(run, i);
+    snprintf(label, sizeof label, "%s%s", name, base ? " (baseline)" : "");
+    int64_t ep = 0;
+    for (int64_t k = 0; k < rows; k++)
+      if ((int64_t)strop_run_history(run, k, 0) == i) ep++;
+    double va = strop_run_stage_metric(run, i, 100 + STROP_METRIC_ACCURACY),
+           vl = strop_run_stage_metric(run, i, 100 + STROP_METRIC_LOSS),
+           ta = strop_run_stage_metric(run, i, STROP_METRIC_ACCURACY),
+           tl = strop_run_stage_metric(run, i, STROP_METRIC_LOSS);
+    char s1[16], s2[16], s3[16], s4[16];
+    if (isnan(va)) snprintf(s1, sizeof s1, "-"); else snprintf(s1, sizeof s1, "%.2f%%", 100 * va);
+    if (isnan(vl)) snprintf(s2, sizeof s2, "-"); else snprintf(s2, sizeof s2, "%.4f", vl);
+    if (isnan(ta)) snprintf(s3, sizeof s3, "-"); else snprintf(s3, sizeof s3, "%.2f%%", 100 * ta);
+    if (isnan(tl)) snprintf(s4, sizeof s4, "-"); else snprintf(s4, sizeof s4, "%.4f", tl);
+    fprintf(f, "%-22s %6lld %10s %10s %10s %10s\n", label, (long long)ep, s1, s2, s3, s4);
+    if (base) scratch = ta;
+    else {
+      if (isnan(first)) first = ta;
+      last_main = ta;
+    }
+  }
+  if (!isnan(last_main) && !isnan(scratch))
+    fprintf(f, "fine-tuned: %.2f%% test accuracy vs %.2f%% from scratch (%+.2f points)\n",
+            100 * last_main, 100 * scratch, 100 * (last_main - scratch));
+  int64_t best = strop_run_info(run, STROP_INFO_BEST_EPOCH);
+  if (best >= 0) fprintf(f, "best epoch of the last stage: %lld\n", (long long)best + 1);
+  fprintf(f, "time:       %.1f s\n", strop_run_seconds(run));
+}
+
+void tool_command_help(const char *cmd) {
+  static const struct {
+    const char *cmd, *text;
+  } H[] = {
+      {"train", "usage: strop train RECIPE [--set KEY=VALUE]... [--seed N] [--threads N]\n"
+                "                         [--epochs N] [--no-baselines] [--quiet] [--json]\n"
+                "Builds model.spec with fresh weights and trains it as the recipe says (its\n"
+                "model.weights is not read). Writes the recipe's outputs.\n"},
+      {"finetune", "usage: strop finetune RECIPE [--set KEY=VALUE]... [--seed N] [--threads N]\n"
+                   "                            [--epochs N] [--no-baselines] [--quiet] [--json]\n"
+                   "Loads model.spec and the pre-trained model.weights, applies the surgery,\n"
+                   "runs every stage, evaluates on the test data after each, runs the baselines,\n"
+                   "and writes the outputs (weights, spec, metrics, plot, report).\n"},
+      {"tune", "usage: strop tune RECIPE [--set KEY=VALUE]... [--epochs N] [--quiet] [--json]\n"
+               "Runs the recipe's tune: section: trials of the fine-tune with values drawn by\n"
+               "grid, random or Bayesian search; a live table, a trials file, the best recipe.\n"},
+      {"eval", "usage: strop eval RECIPE [--spec FILE] [--weights FILE] [--split test|val|train]\n"
+               "                        [--json]\n"
+               "Evaluates a model (by default the recipe's output spec and weights) on the\n"
+               "recipe's data: loss, accuracy, top-5, per-class precision/recall/F1, confusion.\n"},
+      {"predict", "usage: strop predict SPEC WEIGHTS INPUT.npy [--top K] [--json]\n"
+                  "Runs the model on every row of INPUT (float32/float64/uint8/int .npy, N x input\n"
+                  "shape) and prints the K most likely classes with their probabilities.\n"},
+      {"summary", "usage: strop summary SPEC [WEIGHTS]\n"
+                  "Prints the layer table: name, type, output shape, parameters, trainable.\n"},
+      {"inspect", "usage: strop inspect FILE [--json]\n"
+                  "Lists a safetensors weights or checkpoint file: names, dtypes, shapes, metadata.\n"},
+  };
+  for (size_t i = 0; i < sizeof H / sizeof H[0]; i++)
+    if (!strcmp(H[i].cmd, cmd)) {
+      fputs(H[i].text, stdout);
+      return;
+    }
+  printf("strop: no help for '%s'; see strop --help\n", cmd);
+}
+
+/* ---- a small .npy reader for predict ---- */
+int tool_npy_load(const char *path, tool_array *out, char *err, size_t cap) {
+  memset(out, 0, sizeof *out);
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    snprintf(err, cap, "%s: cannot open", path);
+    return -1;
+  }
+  unsigned char pre[10];
+  if (fread(pre, 1, 10, f) != 10 || memcmp(pre, "\x93NUMPY", 6) != 0) {
+    snprintf(err, cap, "%s: not a .npy file", path);
+    fclose(f);
+    return -1;
+  }
+  size_t hl = pre[8] | (size_t)pre[9] << 8;
+  if (pre[6] >= 2) {
+    unsigned char ext[2];
+    if (fread(ext, 1, 2, f) != 2) {
+      fclose(f);
+      snprintf(err, cap, "%s: truncated header", path);
+      return -1;
+    }
+    hl |= (size_t)ext[0] << 16 | (size_t)ext[1] << 24;
+  }
+  if (hl > 65536) {
+    fclose(f);
+    snprintf(err, cap, "%s: header too long", path);
+    return -1;
+  }
+  char hdr[65537];
+  if (fread(hdr, 1, hl, f) != hl) {
+    fclose(f);
+    snprintf(err, cap, "%s: truncated header", path);
+    return -1;
+  }
+  hdr[hl] = '\0';
+  const char *d = strstr(hdr, "'descr':"), *fo = strstr(hdr, "'fortran_order':"), *sh = strstr(hdr, "'shape':");
+  if (!d || !fo || !sh) {
+    fclose(f);
+    snprintf(err, cap, "%s: header lacks descr, fortran_order or shape", path);
+    return -1;
+  }
+  char descr[16] = "";
+  sscanf(d + 8, " '%15[^']'", descr);
+  if (strstr(fo, "True")) {
+    fclose(f);
+    snprintf(err, cap, "%s: Fortran-order arrays are not supported here; save with C order", path);
+    return -1;
+  }
+  const char *p = strchr(sh, '(');
+  size_t count = 1;
+  while (p && *p && *p != ')') {
+    p++;
+    char *end;
+    long long v = strtoll(p, &end, 10);
+    if (end == p) break;
+    if (out->rank < 8) out->dims[out->rank++] = v;
+    count *= (size_t)v;
+    p = end;
+    while (*p == ' ' || *p == ',') p++;
+    p--;
+  }
+  size_t esz = !strcmp(descr, "<f4") || !strcmp(descr, "<i4") ? 4
+               : !strcmp(descr, "<f8") || !strcmp(descr, "<i8") ? 8
+               : !strcmp(descr, "|u1")                           ? 1
+                                                                 : 0;
+  if (!esz) {
+    fclose(f);
+    snprintf(err, cap, "%s: dtype '%s' is not supported (use <f4, <f8, |u1, <i4 or <i8)", path, descr);
+    return -1;
+  }
+  unsigned char *raw = malloc(count * esz + 1);
+  out->data = malloc((count ? count : 1) * sizeof(float));
+  if (!raw || !out->data || fread(raw, esz, count, f) != count) {
+    free(raw);
+    free(out->data);
+    out->data = NULL;
+    fclose(f);
+    snprintf(err, cap, "%s: truncated data (expected %zu values)", path, count);
+    return -1;
+  }
+  fclose(f);
+  for (size_t i = 0; i < count; i++) {
+    const unsigned char *q = raw + i * esz;
+    if (!strcmp(descr, "<f4")) { float v; memcpy(&v, q, 4); out->data[i] = v; }
+    else if (!strcmp(descr, "<f8")) { double v; memcpy(&v, q, 8); out->data[i] = (float)v; }
+    else if (!strcmp(descr, "<i4")) { int32_t v; memcpy(&v, q, 4); out->data[i] = (float)v; }
+    else if (!strcmp(descr, "<i8")) { int64_t v; memcpy(&v, q, 8); out->data[i] = (float)v; }
+    else out->data[i] = (float)q[0];
+  }
+  free(raw);
+  out->count = count;
+  return 0;
+}
