@@ -1,0 +1,26 @@
+/* strop — LoRA kernels (see lora.h): two thin GEMMs forward, three backward, one to merge.
+ * The rank is small, so the adapter costs O(m * r * (in + out)) next to the base GEMM. */
+#include "ops/lora.h"
+
+#include "ops/ops.h"
+
+void strop__lora_forward(const float *h, const float *a, const float *b, float *t, float *y,
+                         int64_t m, int64_t in, int64_t r, int64_t out, float scale) {
+  strop__sgemm(0, 1, m, r, in, 1.0f, h, in, a, in, 0.0f, t, r);
+  strop__sgemm(0, 1, m, out, r, scale, t, r, b, r, 1.0f, y, out);
+}
+
+void strop__lora_backward(const float *h, const float *a, const float *b, const float *t,
+                          const float *dy, float *dt, float *dh, float *da, float *db, int64_t m,
+                          int64_t in, int64_t r, int64_t out, float scale) {
+  if (db) strop__sgemm(1, 0, out, r, m, scale, dy, out, t, r, 1.0f, db, r);
+  if (!da && !dh) return;
+  strop__sgemm(0, 0, m, r, out, scale, dy, out, b, r, 0.0f, dt, r);
+  if (da) strop__sgemm(1, 0, r, in, m, 1.0f, dt, r, h, in, 1.0f, da, in);
+  if (dh) strop__sgemm(0, 0, m, in, r, 1.0f, dt, r, a, in, 1.0f, dh, in);
+}
+
+void strop__lora_merge(float *w, const float *a, const float *b, int64_t in, int64_t r,
+                       int64_t out, float scale) {
+  strop__sgemm(0, 0, out, in, r, scale, b, r, a, in, 1.0f, w, in);
+}

@@ -1,0 +1,23 @@
+/* strop — kernels of the LoRA adapter (Hu et al. 2021, PEFT's semantics): the low-rank path
+ * y += scale * (h A^T) B^T, its backward, and merging B A into the base weight. */
+#ifndef STROP_OPS_LORA_H
+#define STROP_OPS_LORA_H
+
+#include <stdint.h>
+
+/* h[m, in] is the (dropped-out) input, A[r, in], B[out, r]. Writes t[m, r] = h A^T (kept for
+ * backward) and ADDS scale * t B^T into y[m, out]. */
+void strop__lora_forward(const float *h, const float *a, const float *b, float *t, float *y,
+                         int64_t m, int64_t in, int64_t r, int64_t out, float scale);
+
+/* Given dy[m, out]: dt[m, r] = scale * dy B (scratch, overwritten); dB += scale * dy^T t;
+ * dA += dt^T h; dh += dt A. Any of dh, da, db may be NULL (not wanted). */
+void strop__lora_backward(const float *h, const float *a, const float *b, const float *t,
+                          const float *dy, float *dt, float *dh, float *da, float *db, int64_t m,
+                          int64_t in, int64_t r, int64_t out, float scale);
+
+/* W[out, in] += scale * B A (merge; pass -scale to unmerge). */
+void strop__lora_merge(float *w, const float *a, const float *b, int64_t in, int64_t r,
+                       int64_t out, float scale);
+
+#endif
