@@ -1,0 +1,580 @@
+/* strop tests — core suite: status names, the per-thread error sentence, logging, the PCG32
+ * generator, thread settings, the step arena, the version, allocation failures. */
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/arena.h"
+#include "core/core.h"
+#include "strop/strop.h"
+#include "testutil.h"
+
+/* The first outputs of strop_rng_next_u32 for seed 42 (stream 0). Computed once with the
+ * library, and checked independently: the CTest test `pcg32_ref` re-implements PCG32 in
+ * Python (tests/abi/pcg32_ref.py) and compares it with this array. Keep the name. */
+static const uint32_t STROP_PCG32_SEED42[] = {
+    0x21b756eeu, 0xc15ef750u, 0x9548a9bdu, 0x35db428du,
+    0xf0071649u, 0xa243807fu, 0xb4c5bdd2u, 0x103ca9d2u,
+};
+#define N_SEED42 (sizeof STROP_PCG32_SEED42 / sizeof STROP_PCG32_SEED42[0])
+
+/* ------------------------------------------------------------------ errors */
+
+START_TEST(status_names) {
+  static const struct {
+    int status;
+    const char *name;
+  } all[] = {
+      {STROP_OK, "ok"},
+      {STROP_E_INVALID_ARG, "invalid argument"},
+      {STROP_E_NOMEM, "out of memory"},
+      {STROP_E_IO, "input/output error"},
+      {STROP_E_FORMAT, "bad format"},
+      {STROP_E_SHAPE, "shape mismatch"},
+      {STROP_E_NOT_FOUND, "not found"},
+      {STROP_E_STATE, "bad state"},
+      {STROP_E_NUMERIC, "numeric error"},
+      {STROP_E_UNSUPPORTED, "unsupported"},
+      {STROP_E_INTERNAL, "internal error"},
+      {STROP_E_CALLBACK, "callback failed"},
+      {STROP_E_CANCELLED, "cancelled"},
+  };
+  size_t n = sizeof all / sizeof all[0];
+  for (size_t i = 0; i < n; i++) {
+    /* the numbers are part of the ABI: 0, -1, -2, ... with no gaps */
+    ck_assert_int_eq(all[i].status, -(int)i);
+    const char *s = strop_status_str(all[i].status);
+    ck_assert_ptr_nonnull(s);
+    ck_assert_str_eq(s, all[i].name);
+    for (size_t j = 0; j < i; j++) ck_assert_str_ne(s, strop_status_str(all[j].status));
+  }
+  const int unknown[] = {1, 2, -13, -100, 12345, INT_MAX, INT_MIN};
+  for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++)
+    ck_assert_str_eq(strop_status_str(unknown[i]), "unknown status");
+}
+END_TEST
+
+typedef struct {
+  char seen_at_start[64];
+  char after_fail[256];
+  int status;
+} thread_result;
+
+static void *fail_in_thread(void *arg) {
+  thread_result *r = arg;
+  snprintf(r->seen_at_start, sizeof r->seen_at_start, "%s", strop_last_error());
+  r->status = strop_rng_permutation(NULL, 3, NULL);
+  snprintf(r->after_fail, sizeof r->after_fail, "%s", strop_last_error());
+  return NULL;
+}
+
+START_TEST(last_error_thread_local) {
+  strop_tensor *t = NULL;
+  int64_t dims[1] = {-7};
+  ck_assert_int_eq(strop_tensor_create(1, dims, &t), STROP_E_INVALID_ARG);
+  char mine[256];
+  snprintf(mine, sizeof mine, "%s", strop_last_error());
+  ck_assert_ptr_nonnull(strstr(mine, "strop_tensor_create"));
+  ck_assert_ptr_nonnull(strstr(mine, "-7"));
+
+  thread_result r;
+  memset(&r, 0, sizeof r);
+  pthread_t th;
+  ck_assert_int_eq(pthread_create(&th, NULL, fail_in_thread, &r), 0);
+  ck_assert_int_eq(pthread_join(th, NULL), 0);
+  ck_assert_str_eq(r.seen_at_start, ""); /* a new thread starts clean */
+  ck_assert_int_eq(r.status, STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(r.after_fail, "strop_rng_permutation"));
+  /* the other thread's failure did not touch this thread's sentence */
+  ck_assert_str_eq(strop_last_error(), mine);
+}
+END_TEST
+
+START_TEST(last_error_never_null) {
+  ck_assert_ptr_nonnull(strop_last_error());
+  strop_clear_error();
+  ck_assert_ptr_nonnull(strop_last_error());
+  ck_assert_str_eq(strop_last_error(), "");
+  ck_assert_int_eq(strop_rng_create(1, NULL), STROP_E_INVALID_ARG);
+  ck_assert_str_eq(strop_last_error(), "strop_rng_create: out is NULL");
+  /* success does not clear it */
+  strop_rng *g = NULL;
+  ck_assert_int_eq(strop_rng_create(1, &g), STROP_OK);
+  ck_assert_str_eq(strop_last_error(), "strop_rng_create: out is NULL");
+  strop_rng_free(g);
+  strop_clear_error();
+  ck_assert_str_eq(strop_last_error(), "");
+}
+END_TEST
+
+START_TEST(error_sentence_truncates) {
+  /* A huge sentence is cut, never overflows, and stays NUL-terminated. */
+  char big[5000];
+  memset(big, 'x', sizeof big - 1);
+  big[sizeof big - 1] = '\0';
+  ck_assert_int_eq(strop__err(STROP_E_FORMAT, "%s", big), STROP_E_FORMAT);
+  size_t n = strlen(strop_last_error());
+  ck_assert_uint_gt(n, 100);
+  ck_assert_uint_lt(n, sizeof big - 1);
+  strop__err_prefix("outer %d", 3);
+  ck_assert_int_eq(strncmp(strop_last_error(), "outer 3: xxx", 12), 0);
+  ck_assert_uint_lt(strlen(strop_last_error()), sizeof big - 1);
+  strop__err(STROP_E_IO, "inner");
+  strop__err_prefix("while loading %s", "a.yaml");
+  ck_assert_str_eq(strop_last_error(), "while loading a.yaml: inner");
+}
+END_TEST
+
+/* --------------------------------------------------------------------- log */
+
+#define MAX_MSGS 8
+typedef struct {
+  int n;
+  int levels[MAX_MSGS];
+  char msgs[MAX_MSGS][128];
+} log_sink;
+
+static void record(int level, const char *message, void *user_data) {
+  log_sink *s = user_data;
+  if (s->n < MAX_MSGS) {
+    s->levels[s->n] = level;
+    snprintf(s->msgs[s->n], sizeof s->msgs[0], "%s", message);
+  }
+  s->n++;
+}
+
+START_TEST(log_silent_by_default) {
+  /* With no handler nothing reaches stdout or stderr, from a log call or a failure. */
+  char path[] = "/tmp/strop_check_core_XXXXXX";
+  int fd = mkstemp(path);
+  ck_assert_int_ge(fd, 0);
+  fflush(stdout);
+  fflush(stderr);
+  int saved_out = dup(1), saved_err = dup(2);
+  ck_assert_int_ge(saved_out, 0);
+  ck_assert_int_ge(saved_err, 0);
+  dup2(fd, 1);
+  dup2(fd, 2);
+  for (int level = STROP_LOG_ERROR; level <= STROP_LOG_DEBUG; level++)
+    strop__log(level, "message at level %d", level);
+  strop_tensor *t = NULL;
+  int st = strop_tensor_create(0, NULL, &t);
+  int st2 = strop_rng_create(3, NULL);
+  fflush(stdout);
+  fflush(stderr);
+  dup2(saved_out, 1);
+  dup2(saved_err, 2);
+  close(saved_out);
+  close(saved_err);
+  off_t size = lseek(fd, 0, SEEK_END);
+  close(fd);
+  unlink(path);
+  ck_assert_int_eq(st, STROP_E_INVALID_ARG);
+  ck_assert_int_eq(st2, STROP_E_INVALID_ARG);
+  ck_assert_int_eq((int)size, 0);
+}
+END_TEST
+
+START_TEST(log_handler_receives) {
+  log_sink sink;
+  memset(&sink, 0, sizeof sink);
+  strop_set_log_handler(record, STROP_LOG_DEBUG, &sink);
+  strop__log(STROP_LOG_WARN, "layer '%s' has %d parameters", "head", 42);
+  strop__log(STROP_LOG_DEBUG, "details");
+  strop_set_log_handler(NULL, STROP_LOG_DEBUG, NULL);
+  ck_assert_int_eq(sink.n, 2);
+  ck_assert_int_eq(sink.levels[0], STROP_LOG_WARN);
+  ck_assert_str_eq(sink.msgs[0], "layer 'head' has 42 parameters");
+  ck_assert_int_eq(sink.levels[1], STROP_LOG_DEBUG);
+  ck_assert_str_eq(sink.msgs[1], "details");
+}
+END_TEST
+
+START_TEST(log_max_level_filters) {
+  log_sink sink;
+  memset(&sink, 0, sizeof sink);
+  strop_set_log_handler(record, STROP_LOG_WARN, &sink);
+  strop__log(STROP_LOG_ERROR, "e");
+  strop__log(STROP_LOG_WARN, "w");
+  strop__log(STROP_LOG_INFO, "i");
+  strop__log(STROP_LOG_DEBUG, "d");
+  ck_assert_int_eq(sink.n, 2);
+  ck_assert_str_eq(sink.msgs[0], "e");
+  ck_assert_str_eq(sink.msgs[1], "w");
+  strop_set_log_handler(record, STROP_LOG_ERROR, &sink);
+  strop__log(STROP_LOG_WARN, "w2");
+  strop__log(STROP_LOG_ERROR, "e2");
+  ck_assert_int_eq(sink.n, 3);
+  ck_assert_str_eq(sink.msgs[2], "e2");
+  strop_set_log_handler(NULL, 0, NULL);
+}
+END_TEST
+
+START_TEST(log_null_uninstalls) {
+  log_sink sink;
+  memset(&sink, 0, sizeof sink);
+  strop_set_log_handler(record, STROP_LOG_DEBUG, &sink);
+  strop__log(STROP_LOG_ERROR, "before");
+  strop_set_log_handler(NULL, STROP_LOG_DEBUG, &sink);
+  strop__log(STROP_LOG_ERROR, "after");
+  ck_assert_int_eq(sink.n, 1);
+  ck_assert_str_eq(sink.msgs[0], "before");
+  /* a long message is cut, not overflowed */
+  char big[3000];
+  memset(big, 'y', sizeof big - 1);
+  big[sizeof big - 1] = '\0';
+  strop_set_log_handler(record, STROP_LOG_DEBUG, &sink);
+  strop__log(STROP_LOG_INFO, "%s", big);
+  strop_set_log_handler(NULL, 0, NULL);
+  ck_assert_int_eq(sink.n, 2);
+  ck_assert_int_eq(sink.msgs[1][0], 'y');
+}
+END_TEST
+
+/* --------------------------------------------------------------------- rng */
+
+START_TEST(rng_pinned_stream) {
+  strop_rng *g = NULL;
+  ck_assert_int_eq(strop_rng_create(42, &g), STROP_OK);
+  for (size_t i = 0; i < N_SEED42; i++)
+    ck_assert_msg(strop_rng_next_u32(g) == STROP_PCG32_SEED42[i],
+                  "seed 42 output %zu differs from the pinned PCG32 value", i);
+  strop_rng_free(g);
+  ck_assert_uint_eq(strop_rng_next_u32(NULL), 0);
+}
+END_TEST
+
+START_TEST(rng_same_seed_same_stream) {
+  strop_rng *a = NULL, *b = NULL, *c = NULL;
+  ck_assert_int_eq(strop_rng_create(123456789, &a), STROP_OK);
+  ck_assert_int_eq(strop_rng_create(123456789, &b), STROP_OK);
+  ck_assert_int_eq(strop_rng_create(123456790, &c), STROP_OK);
+  int differ = 0;
+  int same = 0;
+  for (int i = 0; i < 1000; i++) {
+    uint32_t x = strop_rng_next_u32(a);
+    same += x == strop_rng_next_u32(b);
+    differ += x != strop_rng_next_u32(c);
+  }
+  ck_assert_int_eq(same, 1000);
+  ck_assert_int_gt(differ, 990);
+  float fa[64], fb[64];
+  ck_assert_int_eq(strop_rng_normal(a, 0.0f, 1.0f, fa, 64), STROP_OK);
+  ck_assert_int_eq(strop_rng_normal(b, 0.0f, 1.0f, fb, 64), STROP_OK);
+  ck_assert_int_eq(memcmp(fa, fb, sizeof fa), 0);
+  strop_rng_free(a);
+  strop_rng_free(b);
+  strop_rng_free(c);
+}
+END_TEST
+
+#define NSAMP 100000
+
+START_TEST(rng_uniform_stats) {
+  strop_rng *g = NULL;
+  ck_assert_int_eq(strop_rng_create(7, &g), STROP_OK);
+  float *v = malloc(NSAMP * sizeof *v);
+  ck_assert_ptr_nonnull(v);
+  ck_assert_int_eq(strop_rng_uniform(g, 0.0f, 1.0f, v, NSAMP), STROP_OK);
+  /* (no ck_assert inside the loops: in fork mode each one writes to a pipe) */
+  double sum = 0.0;
+  int outside = 0;
+  for (int i = 0; i < NSAMP; i++) {
+    outside += !(v[i] >= 0.0f && v[i] < 1.0f);
+    sum += v[i];
+  }
+  ck_assert_int_eq(outside, 0);
+  /* standard error of the mean is 0.289 / sqrt(1e5) = 0.0009: 0.005 is > 5 sigma */
+  ck_assert_double_eq_tol(sum / NSAMP, 0.5, 0.005);
+  ck_assert_int_eq(strop_rng_uniform(g, -2.0f, 5.0f, v, NSAMP), STROP_OK);
+  sum = 0.0;
+  for (int i = 0; i < NSAMP; i++) {
+    outside += !(v[i] >= -2.0f && v[i] < 5.0f);
+    sum += v[i];
+  }
+  ck_assert_int_eq(outside, 0);
+  ck_assert_double_eq_tol(sum / NSAMP, 1.5, 0.035);
+  /* lo == hi is allowed and gives lo */
+  ck_assert_int_eq(strop_rng_uniform(g, 3.0f, 3.0f, v, 10), STROP_OK);
+  for (int i = 0; i < 10; i++) ck_assert_float_eq(v[i], 3.0f);
+  free(v);
+  strop_rng_free(g);
+}
+END_TEST
+
+START_TEST(rng_normal_stats) {
+  strop_rng *g = NULL;
+  ck_assert_int_eq(strop_rng_create(11, &g), STROP_OK);
+  float *v = malloc(NSAMP * sizeof *v);
+  ck_assert_ptr_nonnull(v);
+  ck_assert_int_eq(strop_rng_normal(g, 0.0f, 1.0f, v, NSAMP), STROP_OK);
+  double sum = 0.0, sq = 0.0;
+  int nonfinite = 0;
+  for (int i = 0; i < NSAMP; i++) {
+    nonfinite += !isfinite(v[i]);
+    sum += v[i];
+  }
+  ck_assert_int_eq(nonfinite, 0);
+  double mean = sum / NSAMP;
+  for (int i = 0; i < NSAMP; i++) sq += (v[i] - mean) * (v[i] - mean);
+  double sd = sqrt(sq / (NSAMP - 1));
+  /* standard errors: mean 1/sqrt(1e5) = 0.0032, std 1/sqrt(2e5) = 0.0022; tolerance 0.015 */
+  ck_assert_double_eq_tol(mean, 0.0, 0.015);
+  ck_assert_double_eq_tol(sd, 1.0, 0.015);
+  ck_assert_int_eq(strop_rng_normal(g, 3.0f, 2.0f, v, NSAMP), STROP_OK);
+  sum = sq = 0.0;
+  for (int i = 0; i < NSAMP; i++) sum += v[i];
+  mean = sum / NSAMP;
+  for (int i = 0; i < NSAMP; i++) sq += (v[i] - mean) * (v[i] - mean);
+  ck_assert_double_eq_tol(mean, 3.0, 0.03);
+  ck_assert_double_eq_tol(sqrt(sq / (NSAMP - 1)), 2.0, 0.03);
+  /* std == 0 is allowed and gives the mean */
+  ck_assert_int_eq(strop_rng_normal(g, -1.5f, 0.0f, v, 10), STROP_OK);
+  for (int i = 0; i < 10; i++) ck_assert_float_eq(v[i], -1.5f);
+  free(v);
+  strop_rng_free(g);
+}
+END_TEST
+
+START_TEST(rng_permutation) {
+  enum { N = 1000 };
+  strop_rng *a = NULL, *b = NULL;
+  ck_assert_int_eq(strop_rng_create(5, &a), STROP_OK);
+  ck_assert_int_eq(strop_rng_create(5, &b), STROP_OK);
+  int64_t *p = malloc(N * sizeof *p), *q = malloc(N * sizeof *q);
+  char *seen = calloc(N, 1);
+  ck_assert(p && q && seen);
+  ck_assert_int_eq(strop_rng_permutation(a, N, p), STROP_OK);
+  ck_assert_int_eq(strop_rng_permutation(b, N, q), STROP_OK);
+  int fixed = 0, bad = 0;
+  for (int64_t i = 0; i < N; i++) {
+    if (p[i] < 0 || p[i] >= N || seen[p[i]]) {
+      bad++;
+      continue;
+    }
+    seen[p[i]] = 1;
+    bad += p[i] != q[i];
+    fixed += p[i] == i;
+  }
+  ck_assert_int_eq(bad, 0); /* each of 0..N-1 exactly once, equal for equal seeds */
+  ck_assert_int_lt(fixed, 10); /* about 1 expected; identity would be 1000 */
+  ck_assert_int_eq(strop_rng_permutation(a, N, q), STROP_OK);
+  ck_assert_int_ne(memcmp(p, q, N * sizeof *p), 0); /* the stream moved on */
+  /* n = 0 with out NULL is a no-op; n = 1 is {0} */
+  ck_assert_int_eq(strop_rng_permutation(a, 0, NULL), STROP_OK);
+  ck_assert_int_eq(strop_rng_permutation(a, 1, p), STROP_OK);
+  ck_assert_int_eq(p[0], 0);
+  free(p);
+  free(q);
+  free(seen);
+  strop_rng_free(a);
+  strop_rng_free(b);
+}
+END_TEST
+
+/* Runs error case i against g; returns its status. */
+static int rng_bad_call(int i, strop_rng *g, float *f, int64_t *p) {
+  switch (i) {
+    case 0: return strop_rng_uniform(NULL, 0.0f, 1.0f, f, 4);
+    case 1: return strop_rng_uniform(g, 0.0f, 1.0f, NULL, 4);
+    case 2: return strop_rng_uniform(g, 1.0f, 0.0f, f, 4);
+    case 3: return strop_rng_uniform(g, 0.0f, NAN, f, 4);
+    case 4: return strop_rng_normal(NULL, 0.0f, 1.0f, f, 4);
+    case 5: return strop_rng_normal(g, 0.0f, 1.0f, NULL, 4);
+    case 6: return strop_rng_normal(g, 0.0f, -0.5f, f, 4);
+    case 7: return strop_rng_normal(g, 0.0f, NAN, f, 4);
+    case 8: return strop_rng_permutation(NULL, 4, p);
+    case 9: return strop_rng_permutation(g, 4, NULL);
+    default: return strop_rng_permutation(g, -1, p);
+  }
+}
+
+START_TEST(rng_errors) {
+  static const char *const needles[] = {
+      "strop_rng_uniform: rng is NULL",     "strop_rng_uniform: out is NULL",
+      "hi (0) must be >= lo (1)",           "must be >= lo",
+      "strop_rng_normal: rng is NULL",      "strop_rng_normal: out is NULL",
+      "std must be >= 0, got -0.5",         "std must be >= 0",
+      "strop_rng_permutation: rng is NULL", "strop_rng_permutation: out is NULL",
+      "n must be >= 0, got -1",
+  };
+  strop_rng *g = NULL, *twin = NULL;
+  ck_assert_int_eq(strop_rng_create(9, &g), STROP_OK);
+  ck_assert_int_eq(strop_rng_create(9, &twin), STROP_OK);
+  float f[4] = {0};
+  int64_t p[4] = {0};
+  strop_clear_error();
+  ck_assert_int_eq(strop_rng_create(9, NULL), STROP_E_INVALID_ARG);
+  ck_assert_str_ne(strop_last_error(), "");
+  for (int i = 0; i < (int)(sizeof needles / sizeof needles[0]); i++) {
+    strop_clear_error();
+    ck_assert_int_eq(rng_bad_call(i, g, f, p), STROP_E_INVALID_ARG);
+    ck_assert_msg(strstr(strop_last_error(), needles[i]) != NULL,
+                  "case %d: sentence '%s' lacks '%s'", i, strop_last_error(), needles[i]);
+    for (int k = 0; k < 4; k++) ck_assert(f[k] == 0.0f && p[k] == 0); /* outputs untouched */
+  }
+  /* failed calls consumed nothing: g is still in step with its untouched twin */
+  for (int i = 0; i < 16; i++) ck_assert_uint_eq(strop_rng_next_u32(g), strop_rng_next_u32(twin));
+  strop_rng_free(g);
+  strop_rng_free(twin);
+  strop_rng_free(NULL);
+}
+END_TEST
+
+static strop_rng *g_rng;
+static int op_rng_create(void *ctx) {
+  (void)ctx;
+  return strop_rng_create(42, &g_rng);
+}
+static void free_rng(void *ctx) {
+  (void)ctx;
+  ck_assert_uint_eq(strop_rng_next_u32(g_rng), STROP_PCG32_SEED42[0]);
+  strop_rng_free(g_rng);
+  g_rng = NULL;
+}
+
+START_TEST(rng_alloc_failures) {
+  ck_assert_int_ge(strop_test_alloc_sweep(op_rng_create, free_rng, NULL), 1);
+  /* after a failed create, *out is NULL */
+  strop_rng *g = (strop_rng *)&g;
+  strop__alloc_fail_at(1);
+  ck_assert_int_eq(strop_rng_create(1, &g), STROP_E_NOMEM);
+  strop__alloc_fail_at(0);
+  ck_assert_ptr_null(g);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "strop_rng_create: out of memory"));
+}
+END_TEST
+
+/* ----------------------------------------------------------------- threads */
+
+START_TEST(threads_set_get) {
+  ck_assert_int_ge(strop_get_num_threads(), 1);
+  ck_assert_int_eq(strop_set_num_threads(1), STROP_OK);
+  ck_assert_int_eq(strop_get_num_threads(), 1);
+  ck_assert_int_eq(strop_set_num_threads(2), STROP_OK);
+  ck_assert_int_eq(strop_get_num_threads(), 2);
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  ck_assert_int_eq(strop_set_num_threads(0), STROP_OK);
+  ck_assert_int_eq(strop_get_num_threads(), cpus < 1 ? 1 : (int)cpus);
+  ck_assert_int_eq(strop_set_num_threads(1), STROP_OK);
+  strop_clear_error();
+  ck_assert_int_eq(strop_set_num_threads(-1), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "strop_set_num_threads: n must be >= 0, got -1"));
+  ck_assert_int_eq(strop_get_num_threads(), 1); /* unchanged by the failed call */
+}
+END_TEST
+
+/* ------------------------------------------------------------------- arena */
+
+static const size_t k_sizes[] = {1, 64, 100, 3000, 65, 700000, 7, 500000, 1 << 20, 33};
+#define N_SIZES (sizeof k_sizes / sizeof k_sizes[0])
+
+static void arena_round(strop__arena *a, void **ptrs) {
+  for (size_t i = 0; i < N_SIZES; i++) {
+    ptrs[i] = strop__arena_alloc(a, k_sizes[i]);
+    ck_assert_ptr_nonnull(ptrs[i]);
+    ck_assert_uint_eq((uintptr_t)ptrs[i] % 64, 0);
+    memset(ptrs[i], (int)i, k_sizes[i]); /* ASan sees an overrun into the next block */
+  }
+  /* blocks never overlap: each still holds its own byte pattern */
+  for (size_t i = 0; i < N_SIZES; i++) {
+    const unsigned char *b = ptrs[i];
+    ck_assert_uint_eq(b[0], (unsigned char)i);
+    ck_assert_uint_eq(b[k_sizes[i] - 1], (unsigned char)i);
+  }
+}
+
+START_TEST(arena_aligned_and_warm) {
+  int64_t live0 = strop__alloc_live();
+  strop__arena a;
+  strop__arena_init(&a);
+  void *ptrs[N_SIZES];
+  arena_round(&a, ptrs); /* cold: spills over several chunks */
+  strop__arena_reset(&a); /* consolidates into one chunk of the peak size */
+  int64_t count = strop__alloc_count();
+  for (int step = 0; step < 5; step++) {
+    arena_round(&a, ptrs);
+    strop__arena_reset(&a);
+    ck_assert_msg(strop__alloc_count() == count, "warm step %d allocated %lld times", step,
+                  (long long)(strop__alloc_count() - count));
+  }
+  void *z = strop__arena_calloc(&a, 200);
+  ck_assert_ptr_nonnull(z);
+  for (int i = 0; i < 200; i++) ck_assert_uint_eq(((unsigned char *)z)[i], 0);
+  strop__arena_destroy(&a);
+  ck_assert_int_eq(strop__alloc_live(), live0);
+  strop__arena_destroy(&a); /* destroying twice is harmless: destroy zeroes it */
+  ck_assert_int_eq(strop__alloc_live(), live0);
+}
+END_TEST
+
+START_TEST(arena_out_of_memory) {
+  int64_t live0 = strop__alloc_live();
+  strop__arena a;
+  strop__arena_init(&a);
+  for (int64_t n = 1; n <= 2; n++) {
+    strop__alloc_fail_at(n); /* the chunk header, then its memory */
+    ck_assert_ptr_null(strop__arena_alloc(&a, 128));
+    strop__alloc_fail_at(0);
+    ck_assert_int_eq(strop__alloc_live(), live0);
+  }
+  ck_assert_ptr_nonnull(strop__arena_alloc(&a, 128));
+  ck_assert_ptr_null(strop__arena_alloc(&a, SIZE_MAX - 10)); /* rounding overflows */
+  strop__arena_destroy(&a);
+  ck_assert_int_eq(strop__alloc_live(), live0);
+}
+END_TEST
+
+/* ----------------------------------------------------------------- version */
+
+START_TEST(version_agrees) {
+  char want[32];
+  snprintf(want, sizeof want, "%d.%d.%d", STROP_VERSION_MAJOR, STROP_VERSION_MINOR,
+           STROP_VERSION_PATCH);
+  ck_assert_ptr_nonnull(strop_version());
+  ck_assert_str_eq(strop_version(), want);
+  ck_assert_int_eq(strop_version_number(), STROP_VERSION_NUMBER);
+  ck_assert_int_eq(STROP_VERSION_NUMBER, STROP_VERSION_MAJOR * 10000 + STROP_VERSION_MINOR * 100 +
+                                             STROP_VERSION_PATCH);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("core");
+  TCase *tc = tcase_create("errors");
+  tcase_add_test(tc, status_names);
+  tcase_add_test(tc, last_error_thread_local);
+  tcase_add_test(tc, last_error_never_null);
+  tcase_add_test(tc, error_sentence_truncates);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("log");
+  tcase_add_test(tc, log_silent_by_default);
+  tcase_add_test(tc, log_handler_receives);
+  tcase_add_test(tc, log_max_level_filters);
+  tcase_add_test(tc, log_null_uninstalls);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("rng");
+  tcase_add_test(tc, rng_pinned_stream);
+  tcase_add_test(tc, rng_same_seed_same_stream);
+  tcase_add_test(tc, rng_uniform_stats);
+  tcase_add_test(tc, rng_normal_stats);
+  tcase_add_test(tc, rng_permutation);
+  tcase_add_test(tc, rng_errors);
+  tcase_add_test(tc, rng_alloc_failures);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("threads");
+  tcase_add_test(tc, threads_set_get);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("arena");
+  tcase_add_test(tc, arena_aligned_and_warm);
+  tcase_add_test(tc, arena_out_of_memory);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("version");
+  tcase_add_test(tc, version_agrees);
+  suite_add_tcase(s, tc);
+  return strop_test_run(s);
+}
