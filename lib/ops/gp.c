@@ -1,0 +1,41 @@
+/* strop — float64 kernels of the tuner's Gaussian process, through OpenBLAS (cblas) and its
+ * bundled LAPACK. The only BLAS/LAPACK calls of lib/tune go through here. */
+#include "ops/gp.h"
+
+#include <cblas.h>
+
+/* LAPACK's Fortran entry point, shipped inside OpenBLAS. */
+void dpotri_(const char *uplo, const int *n, double *a, const int *lda, int *info);
+
+int strop__dpotri_lower(int64_t n, double *a) {
+  /* row-major lower == column-major upper */
+  int nn = (int)n, info = 0;
+  if (n <= 0) return 0;
+  dpotri_("U", &nn, a, &nn, &info);
+  if (info != 0) return info;
+  for (int64_t i = 0; i < n; i++)
+    for (int64_t j = i + 1; j < n; j++) a[i * n + j] = a[j * n + i];
+  return 0;
+}
+
+void strop__dtrsv_lower(int trans, int64_t n, const double *l, double *x) {
+  if (n <= 0) return;
+  cblas_dtrsv(CblasRowMajor, CblasLower, trans ? CblasTrans : CblasNoTrans, CblasNonUnit,
+              (blasint)n, l, (blasint)n, x, 1);
+}
+
+void strop__dtrsm_lower_left(int64_t n, int64_t m, const double *l, double *b) {
+  if (n <= 0 || m <= 0) return;
+  cblas_dtrsm(CblasRowMajor, CblasLeft, CblasLower, CblasNoTrans, CblasNonUnit, (blasint)n,
+              (blasint)m, 1.0, l, (blasint)n, b, (blasint)m);
+}
+
+void strop__dgemv(int64_t m, int64_t n, const double *a, const double *x, double *y) {
+  if (m <= 0) return;
+  if (n <= 0) {
+    for (int64_t i = 0; i < m; i++) y[i] = 0.0;
+    return;
+  }
+  cblas_dgemv(CblasRowMajor, CblasNoTrans, (blasint)m, (blasint)n, 1.0, a, (blasint)n, x, 1,
+              0.0, y, 1);
+}
