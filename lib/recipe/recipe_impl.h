@@ -37,6 +37,9 @@ strop_status strop__run_write_outputs(const strop_recipe *r, strop_run *run);
 /* The SVG plot of loss and accuracy per epoch, stage boundaries marked. */
 strop_status strop__run_plot_svg(const strop_run *run, const char *title, const char *path);
 
+/* Loads (or builds) the recipe's model as a run of that mode would. */
+strop_status strop__recipe_build_model(const strop_recipe *r, int mode, strop_model **out);
+
 /* Validates the whole tree against the schema; errors name file:line:col. */
 strop_status strop__recipe_validate(const char *fn, const strop_recipe *r);
 

@@ -876,6 +876,17 @@ done:
   return s;
 }
 
+strop_status strop__recipe_build_model(const strop_recipe *r, int mode, strop_model **out) {
+  strop_run_options o;
+  strop_run_options_init(&o);
+  o.mode = mode;
+  ctx c;
+  memset(&c, 0, sizeof c);
+  c.r = r;
+  c.o = &o;
+  return build_model(&c, out);
+}
+
 /* ---- the run ---- */
 strop_status strop_recipe_run(const strop_recipe *r, const strop_run_options *user_o,
                               strop_run **out) {

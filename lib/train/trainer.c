@@ -8,6 +8,7 @@
 #include "core/tensor_impl.h"
 #include "graph/graph.h"
 #include "io/checkpoint.h"
+#include "ops/dense.h"
 #include "ops/loss.h"
 #include "optim/optim.h"
 #include "strop/train.h"
@@ -199,10 +200,7 @@ static strop_status check_inputs(const strop_trainer *t, const char *fn, const s
 static int grads_finite(const strop_model *m) {
   for (int i = 0; i < m->n_params; i++) {
     const strop__param *p = m->params[i];
-    if (!p->grad) continue;
-    float acc = 0.0f;
-    for (size_t j = 0; j < p->numel; j++) acc += p->grad[j] * 0.0f; /* NaN/Inf survive */
-    if (acc != 0.0f || isnan(acc)) return 0;
+    if (p->grad && !strop__all_finite(p->grad, p->numel)) return 0;
   }
   return 1;
 }

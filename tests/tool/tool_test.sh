@@ -100,6 +100,7 @@ P
   ;;
 demo_fashion|demo_digits)
   [ -f "$FASHION/train-images-idx3-ubyte.gz" ] || { echo "skip: $FASHION missing"; exit 77; }
+  [ -z "${STROP_SANITIZED:-}" ] || { echo "skip: the demos are too slow under sanitizers"; exit 77; }
   recipe=$src/examples/fashion/finetune.yaml
   [ "$case_name" = demo_digits ] && recipe=$src/examples/digits/finetune.yaml
   [ "$case_name" = demo_digits ] && { [ -f "$SKLEARN/digits.csv.gz" ] || { echo "skip: digits missing"; exit 77; }; }

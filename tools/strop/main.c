@@ -241,7 +241,7 @@ static int cmd_eval(const opts *o) {
   if (rc) return rc;
   strop_recipe *r = NULL;
   if ((rc = load_recipe(o, &r))) return rc;
-  char spec[1024], weights[1024], dir[1024] = "";
+  char spec[2200], weights[2200], dir[1600] = "";
   const char *base = o->args[0];
   const char *slash = strrchr(base, '/');
   char rdir[1024] = "";

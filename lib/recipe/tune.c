@@ -1,0 +1,428 @@
+/* strop — tuning a recipe: the tune: section becomes a search space over recipe key paths;
+ * each trial fine-tunes a clone of the pre-trained model (loaded once) with the trial's
+ * values, reports its metric per epoch to the pruner, and the best values are written back
+ * as a complete recipe. */
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "io/atomic.h"
+#include "io/sbuf.h"
+#include "recipe/recipe_impl.h"
+#include "strop/strop.h"
+
+#define FN "strop_recipe_tune"
+
+void strop_tune_options_init(strop_tune_options *o) {
+  if (!o) return;
+  memset(o, 0, sizeof *o);
+  o->size = sizeof *o;
+  o->resume = 1;
+}
+
+enum { M_VAL_ACC, M_VAL_LOSS, M_TEST_ACC, M_TEST_LOSS, M_TRAIN_LOSS };
+
+typedef struct tctx {
+  const strop_recipe *r;
+  const strop_tune_options *o;
+  strop_model *base;
+  int metric;
+  pthread_mutex_t mu; /* serialises the host's callback */
+} tctx;
+
+typedef struct trial_state {
+  tctx *tc;
+  strop_tuner *t;
+  int64_t id;
+  int64_t epochs;
+  int pruned;
+  int stop_all;
+} trial_state;
+
+static int host_event(tctx *tc, const strop_tune_event *e) {
+  if (!tc->o->on_event) return 0;
+  pthread_mutex_lock(&tc->mu);
+  int rc = tc->o->on_event(e, tc->o->user_data);
+  pthread_mutex_unlock(&tc->mu);
+  return rc;
+}
+
+static int on_run_event(const strop_run_event *e, void *u) {
+  trial_state *ts = u;
+  if (e->kind != STROP_EVENT_PROGRESS || e->progress->phase != STROP_PHASE_EPOCH_END) return 0;
+  const strop_progress *p = e->progress;
+  double v = ts->tc->metric == M_VAL_ACC    ? p->val_metric
+             : ts->tc->metric == M_VAL_LOSS ? p->val_loss
+                                            : p->loss;
+  ts->epochs++;
+  strop_tune_event te;
+  memset(&te, 0, sizeof te);
+  te.size = sizeof te;
+  te.kind = STROP_TUNE_EVENT_EPOCH;
+  te.trial_id = ts->id;
+  te.epoch = ts->epochs;
+  te.value = v;
+  te.tuner = ts->t;
+  if (host_event(ts->tc, &te)) {
+    ts->stop_all = 1;
+    return 1;
+  }
+  if (!isfinite(v)) return 0;
+  int prune = 0;
+  if (strop_tuner_report(ts->t, ts->id, ts->epochs, v, &prune) == STROP_OK && prune) {
+    ts->pruned = 1;
+    return 1;
+  }
+  return 0;
+}
+
+/* The trial's value of parameter i as YAML text. */
+static strop_status value_text(strop_tuner *t, int64_t id, int64_t i, char *buf, size_t cap) {
+  const char *name = strop_tuner_param_name(t, i);
+  int kind = strop_tuner_param_kind(t, i);
+  if (kind == STROP_PARAM_CATEGORICAL) {
+    size_t len;
+    return strop_tuner_trial_categorical(t, id, name, NULL, buf, cap, &len);
+  }
+  if (kind == STROP_PARAM_INT) {
+    int64_t v;
+    strop_status s = strop_tuner_trial_int(t, id, name, &v);
+    if (!s) snprintf(buf, cap, "%lld", (long long)v);
+    return s;
+  }
+  double v;
+  strop_status s = strop_tuner_trial_float(t, id, name, &v);
+  if (!s) snprintf(buf, cap, "%.6g", v);
+  return s;
+}
+
+static strop_status apply_values(strop_tuner *t, int64_t id, strop_recipe *r) {
+  char buf[256];
+  for (int64_t i = 0; i < strop_tuner_num_params(t); i++) {
+    strop_status s = value_text(t, id, i, buf, sizeof buf);
+    if (!s) s = strop_recipe_set(r, strop_tuner_param_name(t, i), buf);
+    if (s) return s;
+  }
+  return STROP_OK;
+}
+
+static double final_value(const tctx *tc, strop_run *run) {
+  int64_t n = strop_run_info(run, STROP_INFO_STAGES), last = -1;
+  for (int64_t i = 0; i < n; i++)
+    if (!strop_run_stage_is_baseline(run, i)) last = i;
+  if (last < 0) return NAN;
+  switch (tc->metric) {
+    case M_VAL_ACC: return strop_run_stage_metric(run, last, 100 + STROP_METRIC_ACCURACY);
+    case M_VAL_LOSS: return strop_run_stage_metric(run, last, 100 + STROP_METRIC_LOSS);
+    case M_TEST_ACC: return strop_run_stage_metric(run, last, STROP_METRIC_ACCURACY);
+    case M_TEST_LOSS: return strop_run_stage_metric(run, last, STROP_METRIC_LOSS);
+    default: {
+      int64_t rows = strop_run_info(run, STROP_INFO_EPOCHS);
+      return rows > 0 ? strop_run_history(run, rows - 1, 2) : NAN;
+    }
+  }
+}
+
+static int trial(strop_tuner *t, int64_t id, double *value_out, void *u) {
+  tctx *tc = u;
+  trial_state ts = {tc, t, id, 0, 0, 0};
+  *value_out = NAN;
+  strop_tune_event te;
+  memset(&te, 0, sizeof te);
+  te.size = sizeof te;
+  te.kind = STROP_TUNE_EVENT_TRIAL_START;
+  te.trial_id = id;
+  te.tuner = t;
+  if (host_event(tc, &te)) return -1;
+  strop_recipe *rc = NULL;
+  strop_status s = strop_recipe_clone(tc->r, &rc);
+  if (!s) s = apply_values(t, id, rc);
+  strop_run *run = NULL;
+  if (!s) {
+    strop_run_options o;
+    strop_run_options_init(&o);
+    o.base_model = tc->base;
+    o.write_outputs = 0;
+    o.baselines = 0;
+    o.epochs_cap = tc->o->epochs_cap;
+    o.on_event = on_run_event;
+    o.user_data = &ts;
+    s = strop_recipe_run(rc, &o, &run);
+  }
+  int status;
+  if (ts.stop_all) {
+    status = -1;
+  } else if (ts.pruned) {
+    status = STROP_TRIAL_PRUNED;
+  } else if (s) {
+    strop__log(STROP_LOG_WARN, "%s: trial %lld failed: %s", FN, (long long)id, strop_last_error());
+    status = STROP_TRIAL_FAILED;
+  } else {
+    *value_out = final_value(tc, run);
+    status = isfinite(*value_out) ? STROP_TRIAL_OK : STROP_TRIAL_FAILED;
+  }
+  strop_run_free(run);
+  strop_recipe_free(rc);
+  te.kind = STROP_TUNE_EVENT_TRIAL_END;
+  te.value = *value_out;
+  te.status = status < 0 ? STROP_TRIAL_FAILED : status;
+  if (host_event(tc, &te)) return -1;
+  return status;
+}
+
+/* ---- the plot: metric per trial (best so far drawn), metric against the first two params ---- */
+static void svg_panel(strop__sbuf *b, double x0, double y0, double w, double h, const char *title,
+                      const double *xs, const double *ys, const int *ok, int64_t n, int logx,
+                      int best_line, int maximize) {
+  double xl = INFINITY, xh = -INFINITY, yl = INFINITY, yh = -INFINITY;
+  for (int64_t i = 0; i < n; i++) {
+    if (!isfinite(ys[i])) continue;
+    double x = logx ? log10(xs[i]) : xs[i];
+    xl = fmin(xl, x);
+    xh = fmax(xh, x);
+    yl = fmin(yl, ys[i]);
+    yh = fmax(yh, ys[i]);
+  }
+  if (!isfinite(xl)) xl = 0, xh = 1, yl = 0, yh = 1;
+  if (xh <= xl) xl -= 0.5, xh += 0.5;
+  if (yh <= yl) yl -= 0.5, yh += 0.5;
+  double py = 0.06 * (yh - yl);
+  yl -= py;
+  yh += py;
+  strop__sbuf_printf(b, "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"#fafafa\" "
+                        "stroke=\"#bbb\"/>\n<text x=\"%.0f\" y=\"%.0f\" font-size=\"14\" "
+                        "text-anchor=\"middle\" font-weight=\"bold\">%s</text>\n",
+                     x0, y0, w, h, x0 + w / 2, y0 - 10, title);
+  for (int k = 0; k <= 4; k++) {
+    double v = yl + (yh - yl) * k / 4, yy = y0 + h * (1 - (v - yl) / (yh - yl));
+    strop__sbuf_printf(b, "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#e3e3e3\"/>"
+                          "<text x=\"%.0f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\">%.4g</text>\n",
+                       x0, x0 + w, yy, yy, x0 - 5, yy + 4, v);
+    double xv = xl + (xh - xl) * k / 4, xx = x0 + w * k / 4;
+    strop__sbuf_printf(b, "<text x=\"%.1f\" y=\"%.0f\" font-size=\"11\" text-anchor=\"middle\">%.3g</text>\n",
+                       xx, y0 + h + 15, logx ? pow(10, xv) : xv);
+  }
+  double best = NAN;
+  int open = 0;
+  for (int64_t i = 0; i < n; i++) {
+    if (!isfinite(ys[i])) continue;
+    double x = x0 + w * ((logx ? log10(xs[i]) : xs[i]) - xl) / (xh - xl);
+    double y = y0 + h * (1 - (ys[i] - yl) / (yh - yl));
+    strop__sbuf_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"%s\" fill-opacity=\"0.8\"/>\n",
+                       x, y, ok[i] ? "#1f77b4" : "#aaaaaa");
+    if (best_line && ok[i]) {
+      if (isnan(best) || (maximize ? ys[i] > best : ys[i] < best)) best = ys[i];
+    }
+    if (best_line && !isnan(best)) {
+      double by = y0 + h * (1 - (best - yl) / (yh - yl));
+      strop__sbuf_printf(b, "%s%.1f,%.1f", open ? " " : "<polyline fill=\"none\" stroke=\"#d62728\" "
+                                                        "stroke-width=\"2\" points=\"", x, by);
+      open = 1;
+    }
+  }
+  if (open) strop__sbuf_puts(b, "\"/>\n");
+}
+
+static strop_status write_plot(const strop_tuner *t, const char *metric, int maximize,
+                               const char *path) {
+  int64_t n = strop_tuner_num_trials(t);
+  int64_t np = strop_tuner_num_params(t);
+  int panels = 1 + (int)(np < 2 ? np : 2);
+  double *xs = strop__calloc((size_t)(n ? n : 1), sizeof *xs), *ys = strop__calloc((size_t)(n ? n : 1), sizeof *ys),
+         *vs = strop__calloc((size_t)(n ? n : 1), sizeof *vs);
+  int *ok = strop__calloc((size_t)(n ? n : 1), sizeof *ok);
+  strop__sbuf b;
+  memset(&b, 0, sizeof b);
+  strop_status s = STROP_OK;
+  if (!xs || !ys || !vs || !ok) {
+    s = STROP__NOMEM(FN);
+    goto done;
+  }
+  for (int64_t i = 0; i < n; i++) {
+    int64_t id = strop_tuner_trial_id(t, i);
+    int st = 0;
+    double v = NAN;
+    if (strop_tuner_trial_result(t, id, &st, &v, NULL, NULL)) {}
+    xs[i] = (double)id;
+    ys[i] = v;
+    ok[i] = st == STROP_TRIAL_OK;
+  }
+  double W = 380.0 * panels + 40, H = 360;
+  strop__sbuf_printf(&b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+                         "font-family=\"DejaVu Sans, Arial, sans-serif\">\n<rect width=\"100%%\" "
+                         "height=\"100%%\" fill=\"white\"/>\n", W, H);
+  char title[160];
+  snprintf(title, sizeof title, "%s per trial (red: best so far; grey: pruned/failed)", metric);
+  svg_panel(&b, 70, 50, 300, 250, title, xs, ys, ok, n, 0, 1, maximize);
+  for (int p = 0; p < panels - 1; p++) {
+    const char *name = strop_tuner_param_name(t, p);
+    int logx = 0;
+    for (int64_t i = 0; i < n; i++) {
+      if (strop_tuner_trial_value(t, strop_tuner_trial_id(t, i), p, &vs[i])) {}
+      if (vs[i] <= 0) logx = -1;
+    }
+    /* log axis for log-scaled floats: detect by range */
+    double lo = INFINITY, hi = -INFINITY;
+    for (int64_t i = 0; i < n; i++) lo = fmin(lo, vs[i]), hi = fmax(hi, vs[i]);
+    logx = logx == 0 && lo > 0 && hi / lo > 50 && strop_tuner_param_kind(t, p) != STROP_PARAM_CATEGORICAL;
+    snprintf(title, sizeof title, "%s against %s", metric, name);
+    svg_panel(&b, 70 + 380.0 * (p + 1), 50, 300, 250, title, vs, ys, ok, n, logx, 0, maximize);
+  }
+  strop__sbuf_puts(&b, "</svg>\n");
+  if (b.oom) s = STROP__NOMEM(FN);
+  else s = strop__write_file_atomic(FN, path, b.s, b.n);
+done:
+  strop__sbuf_free(&b);
+  strop__free(xs);
+  strop__free(ys);
+  strop__free(vs);
+  strop__free(ok);
+  return s;
+}
+
+static strop_status add_params(const strop_recipe *r, const strop__ynode *params, strop_tuner *t) {
+  for (int i = 0; params && i < params->n; i++) {
+    const strop__ynode *p = params->kids[i];
+    const char *key = strop__rd_str(p, "key"), *type = strop__rd_str(p, "type");
+    if (!key)
+      return strop__recipe_err(FN, r, p, STROP_E_FORMAT, "tune.params[%d] needs 'key' (a recipe "
+                               "key path such as optimizer.lr)", i);
+    strop_status s;
+    if (!type || !strcmp(type, "float") || !strcmp(type, "int")) {
+      double lo = NAN, hi = NAN;
+      int lg = 0;
+      if ((s = strop__rd_float(r, p, "low", &lo)) || (s = strop__rd_float(r, p, "high", &hi)) ||
+          (s = strop__rd_bool(r, p, "log", &lg)))
+        return s;
+      if (isnan(lo) || isnan(hi))
+        return strop__recipe_err(FN, r, p, STROP_E_FORMAT, "tune.params[%d] ('%s') needs 'low' and "
+                                 "'high'", i, key);
+      s = type && !strcmp(type, "int") ? strop_tuner_add_int(t, key, (int64_t)lo, (int64_t)hi, lg)
+                                       : strop_tuner_add_float(t, key, lo, hi, lg);
+    } else {
+      const strop__ynode *ch = strop__ynode_get(p, "choices");
+      if (!ch || ch->type != STROP__Y_SEQ || ch->n == 0)
+        return strop__recipe_err(FN, r, p, STROP_E_FORMAT, "tune.params[%d] ('%s') needs "
+                                 "'choices: [...]'", i, key);
+      const char *items[64];
+      int k = 0;
+      for (int j = 0; j < ch->n && k < 64; j++) {
+        if (ch->kids[j]->type != STROP__Y_SCALAR)
+          return strop__recipe_err(FN, r, ch->kids[j], STROP_E_FORMAT, "choices must be values");
+        items[k++] = ch->kids[j]->text;
+      }
+      s = strop_tuner_add_categorical(t, key, items, k);
+    }
+    if (s) {
+      strop__err_prefix("%s: %s:%d:%d: tune.params[%d]", FN, r->file, p->line, p->col, i);
+      return s == STROP_E_INVALID_ARG ? STROP_E_FORMAT : s;
+    }
+  }
+  return STROP_OK;
+}
+
+strop_status strop_recipe_tune(const strop_recipe *r, const strop_tune_options *user_o,
+                               strop_tuner **out) {
+  if (!out) return strop__err(STROP_E_INVALID_ARG, "%s: out is NULL", FN);
+  *out = NULL;
+  if (!r) return strop__err(STROP_E_INVALID_ARG, "%s: recipe is NULL", FN);
+  strop_tune_options o;
+  strop_tune_options_init(&o);
+  if (user_o) {
+    size_t n = user_o->size < sizeof o ? user_o->size : sizeof o;
+    memcpy(&o, user_o, n);
+    o.size = sizeof o;
+  }
+  const strop__ynode *tu = strop__ynode_get(r->root, "tune");
+  if (!tu || strop__ynode_is_null(tu))
+    return strop__recipe_err(FN, r, r->root, STROP_E_FORMAT, "the recipe has no 'tune' section");
+  const strop__ynode *params = strop__ynode_get(tu, "params");
+  if (!params || params->type != STROP__Y_SEQ || params->n == 0)
+    return strop__recipe_err(FN, r, tu, STROP_E_FORMAT, "'tune.params' must list at least one "
+                             "parameter");
+  const char *strategy = strop__rd_str(tu, "strategy"), *metric = strop__rd_str(tu, "metric"),
+             *prune = strop__rd_str(tu, "prune");
+  int64_t trials = 10, seed = 0, initial = -1, grid_points = -1, workers = 1;
+  strop_status s = strop__rd_int(r, r->root, "seed", &seed);
+  if (!s) s = strop__rd_int(r, tu, "seed", &seed);
+  if (!s) s = strop__rd_int(r, tu, "trials", &trials);
+  if (!s) s = strop__rd_int(r, tu, "initial", &initial);
+  if (!s) s = strop__rd_int(r, tu, "grid_points", &grid_points);
+  if (!s) s = strop__rd_int(r, tu, "workers", &workers);
+  if (s) return s;
+  if (o.trials > 0) trials = o.trials;
+  if (!metric) metric = "val_accuracy";
+  tctx tc;
+  memset(&tc, 0, sizeof tc);
+  tc.r = r;
+  tc.o = &o;
+  tc.metric = !strcmp(metric, "val_loss")        ? M_VAL_LOSS
+              : !strcmp(metric, "test_accuracy") ? M_TEST_ACC
+              : !strcmp(metric, "test_loss")     ? M_TEST_LOSS
+              : !strcmp(metric, "train_loss")    ? M_TRAIN_LOSS
+                                                 : M_VAL_ACC;
+  int maximize = tc.metric == M_VAL_ACC || tc.metric == M_TEST_ACC;
+  if (tc.metric == M_VAL_ACC || tc.metric == M_VAL_LOSS) {
+    double vf = 0;
+    const strop__ynode *d = strop__ynode_get(r->root, "data");
+    if ((s = strop__rd_float(r, d, "val_fraction", &vf))) return s;
+    if (vf <= 0)
+      return strop__recipe_err(FN, r, tu, STROP_E_FORMAT, "tune.metric '%s' needs validation data: "
+                               "set data.val_fraction", metric);
+  }
+  int strat = strategy && !strcmp(strategy, "grid")     ? STROP_TUNE_GRID
+              : strategy && !strcmp(strategy, "random") ? STROP_TUNE_RANDOM
+                                                        : STROP_TUNE_BAYES;
+  strop_tuner *t = NULL;
+  if ((s = strop_tuner_create(strat, (uint64_t)seed, maximize ? STROP_TUNE_MAXIMIZE : STROP_TUNE_MINIMIZE, &t)))
+    return s;
+  if ((s = add_params(r, params, t))) goto fail;
+  if (initial >= 0 && (s = strop_tuner_set_int(t, STROP_TUNE_N_INITIAL, initial))) goto fail;
+  if (grid_points > 0 && (s = strop_tuner_set_int(t, STROP_TUNE_GRID_POINTS, grid_points))) goto fail;
+  if (workers > 1 && (s = strop_tuner_set_int(t, STROP_TUNE_N_WORKERS, workers))) goto fail;
+  if (prune && strcmp(prune, "none") &&
+      (s = strop_tuner_set_int(t, STROP_TUNE_PRUNER,
+                               !strcmp(prune, "median") ? STROP_PRUNER_MEDIAN : STROP_PRUNER_HALVING)))
+    goto fail;
+  char path[1024];
+  if (strop__rd_path(r, tu, "trials_file", path, sizeof path)) {
+    struct stat st;
+    if (o.resume && stat(path, &st) == 0 && st.st_size > 0 && (s = strop_tuner_resume(t, path))) goto fail;
+    if ((s = strop_tuner_set_log(t, path))) goto fail;
+  }
+  if ((s = strop__recipe_build_model(r, STROP_RUN_FINETUNE, &tc.base))) goto fail;
+  if (workers > 1 && strop_set_num_threads(1)) {} /* one BLAS thread per trial */
+  pthread_mutex_init(&tc.mu, NULL);
+  int64_t done = 0;
+  for (int64_t i = 0; i < strop_tuner_num_trials(t); i++) {
+    int st = 0;
+    if (strop_tuner_trial_result(t, strop_tuner_trial_id(t, i), &st, NULL, NULL, NULL)) {}
+    done += st != STROP_TRIAL_RUNNING;
+  }
+  s = strop_tuner_run(t, trials > done ? trials - done : 0, trial, &tc);
+  pthread_mutex_destroy(&tc.mu);
+  strop_model_free(tc.base);
+  if (s) goto fail;
+  int64_t best_id;
+  double best;
+  if (strop_tuner_best(t, &best_id, &best) == STROP_OK &&
+      strop__rd_path(r, tu, "best_recipe", path, sizeof path)) {
+    strop_recipe *br = NULL;
+    if ((s = strop_recipe_clone(r, &br)) || (s = apply_values(t, best_id, br)) ||
+        (s = strop_recipe_save(br, path))) {
+      strop_recipe_free(br);
+      goto fail;
+    }
+    strop_recipe_free(br);
+  }
+  if (strop__rd_path(r, tu, "plot", path, sizeof path) && (s = write_plot(t, metric, maximize, path)))
+    goto fail;
+  *out = t;
+  return STROP_OK;
+fail:
+  strop_tuner_free(t);
+  return s;
+}
