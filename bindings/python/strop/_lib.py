@@ -1,0 +1,438 @@
+"""Loading libstrop and declaring every exported function for ctypes.
+
+The library is found, in order, through
+  1. the STROP_LIBRARY environment variable (a path to libstrop.so*),
+  2. the build tree: walking up from this package, the first ``build*/libstrop.so*``
+     (``build/`` first, then the other ``build*`` folders in name order),
+  3. ``ctypes.util.find_library("strop")`` (an installed libstrop0).
+Its run-time version (strop_version_number()) must have the package's major version.
+
+Every function listed in lib/strop.map is declared in ``_DECLS`` below with its restype and
+argtypes; the test suite checks the table against the map. Conventions: handles are
+``c_void_p``, ``strop_x **out`` is ``POINTER(c_void_p)``, data buffers and scalar
+out-parameters are ``c_void_p`` (pass ``array.ctypes.data`` or ``ctypes.byref(x)``), strings are
+``c_char_p`` (bytes) and option structs are the ``ctypes.Structure`` mirrors below.
+"""
+import ctypes
+import ctypes.util
+import glob
+import os
+from ctypes import (CFUNCTYPE, POINTER, Structure, c_char_p, c_double, c_float, c_int,
+                    c_int64, c_size_t, c_uint32, c_uint64, c_void_p)
+
+__all__ = ["lib", "load", "library_path", "PACKAGE_VERSION", "LibraryNotFound",
+           "VersionMismatch", "DECLARED"]
+
+#: The version of these bindings; the library's major version must equal its major.
+PACKAGE_VERSION = (0, 1, 0)
+
+_OUT = POINTER(c_void_p)   # strop_x **out
+_P = c_void_p              # float *, int64_t *, double *, size_t *, int * buffers/out-params
+_STRV = POINTER(c_char_p)  # const char *const *
+
+# ---- callback types (typedefs of the public headers) ------------------------------------
+LOG_FN = CFUNCTYPE(None, c_int, c_char_p, c_void_p)                      # strop_log_fn
+RELEASE_FN = CFUNCTYPE(None, c_void_p)                                   # strop_release_fn
+FILL_FN = CFUNCTYPE(c_int, c_int64, c_void_p, c_void_p, c_void_p, c_size_t,
+                    c_void_p)                                            # strop_dataset_fill_fn
+TRIAL_FN = CFUNCTYPE(c_int, c_void_p, c_int64, POINTER(c_double), c_void_p)  # strop_trial_fn
+
+
+# ---- size-versioned option structs (fields only appended; fill with the _init function) --
+class strop_csv_options(Structure):
+    _fields_ = [("size", c_size_t), ("delimiter", c_int), ("header", c_int),
+                ("skip_lines", c_int64), ("sklearn_header", c_int), ("label_column", c_int64),
+                ("label_name", c_char_p), ("label_mode", c_int), ("num_classes", c_int64)]
+
+
+class strop_progress(Structure):
+    _fields_ = [("size", c_size_t), ("phase", c_int), ("epoch", c_int64), ("epochs", c_int64),
+                ("step", c_int64), ("steps", c_int64), ("global_step", c_int64),
+                ("loss", c_double), ("metric", c_double), ("lr", c_double),
+                ("samples_per_sec", c_double), ("val_loss", c_double),
+                ("val_metric", c_double), ("best_epoch", c_int64), ("elapsed", c_double)]
+
+
+PROGRESS_FN = CFUNCTYPE(c_int, POINTER(strop_progress), c_void_p)         # strop_progress_fn
+
+
+class strop_fit_options(Structure):
+    _fields_ = [("size", c_size_t), ("epochs", c_int64), ("monitor", c_int),
+                ("patience", c_int64), ("min_delta", c_double), ("restore_best", c_int),
+                ("checkpoint_every", c_int64), ("checkpoint_path", c_char_p),
+                ("best_path", c_char_p), ("progress", PROGRESS_FN), ("user_data", c_void_p),
+                ("max_steps", c_int64)]
+
+
+class strop_run_event(Structure):
+    _fields_ = [("size", c_size_t), ("kind", c_int), ("stage", c_int64), ("stages", c_int64),
+                ("name", c_char_p), ("progress", POINTER(strop_progress)),
+                ("test_loss", c_double), ("test_accuracy", c_double),
+                ("trainable", c_int64), ("total", c_int64)]
+
+
+RUN_FN = CFUNCTYPE(c_int, POINTER(strop_run_event), c_void_p)             # strop_run_fn
+
+
+class strop_tune_event(Structure):
+    _fields_ = [("size", c_size_t), ("kind", c_int), ("trial_id", c_int64),
+                ("epoch", c_int64), ("value", c_double), ("status", c_int),
+                ("tuner", c_void_p)]
+
+
+TUNE_FN = CFUNCTYPE(c_int, POINTER(strop_tune_event), c_void_p)           # strop_tune_fn
+
+
+class strop_tune_options(Structure):
+    _fields_ = [("size", c_size_t), ("trials", c_int64), ("epochs_cap", c_int64),
+                ("resume", c_int), ("on_event", TUNE_FN), ("user_data", c_void_p)]
+
+
+class strop_run_options(Structure):
+    _fields_ = [("size", c_size_t), ("mode", c_int), ("write_outputs", c_int),
+                ("baselines", c_int), ("base_model", c_void_p), ("on_event", RUN_FN),
+                ("user_data", c_void_p), ("epochs_cap", c_int64)]
+
+
+# ---- every exported function: (name, restype, argtypes), in lib/strop.map order ------------
+_DECLS = [
+    # core: version, errors, logging, threads, rng
+    ("strop_clear_error", None, []),
+    ("strop_get_num_threads", c_int, []),
+    ("strop_last_error", c_char_p, []),
+    ("strop_rng_create", c_int, [c_uint64, _OUT]),
+    ("strop_rng_free", None, [c_void_p]),
+    ("strop_rng_next_u32", c_uint32, [c_void_p]),
+    ("strop_rng_normal", c_int, [c_void_p, c_float, c_float, _P, c_size_t]),
+    ("strop_rng_permutation", c_int, [c_void_p, c_int64, _P]),
+    ("strop_rng_uniform", c_int, [c_void_p, c_float, c_float, _P, c_size_t]),
+    ("strop_set_log_handler", None, [LOG_FN, c_int, c_void_p]),
+    ("strop_set_num_threads", c_int, [c_int]),
+    ("strop_status_str", c_char_p, [c_int]),
+    ("strop_version", c_char_p, []),
+    ("strop_version_number", c_int, []),
+    # tensor
+    ("strop_tensor_copy", c_int, [c_void_p, _OUT]),
+    ("strop_tensor_copy_from", c_int, [c_void_p, _P, c_size_t]),
+    ("strop_tensor_copy_to", c_int, [c_void_p, _P, c_size_t]),
+    ("strop_tensor_create", c_int, [c_int, _P, _OUT]),
+    ("strop_tensor_data", _P, [c_void_p]),
+    ("strop_tensor_data_const", _P, [c_void_p]),
+    ("strop_tensor_dim", c_int64, [c_void_p, c_int]),
+    ("strop_tensor_fill", c_int, [c_void_p, c_float]),
+    ("strop_tensor_free", None, [c_void_p]),
+    ("strop_tensor_from_data", c_int, [_P, c_size_t, c_int, _P, _OUT]),
+    ("strop_tensor_numel", c_int64, [c_void_p]),
+    ("strop_tensor_rank", c_int, [c_void_p]),
+    ("strop_tensor_reshape", c_int, [c_void_p, c_int, _P, _OUT]),
+    ("strop_tensor_shape", c_int, [c_void_p, _P, c_int]),
+    ("strop_tensor_wrap", c_int, [_P, c_size_t, c_int, _P, _OUT]),
+    # model (graph, layers)
+    ("strop_model_add", c_int, [c_void_p, c_char_p, c_char_p, c_char_p, c_char_p]),
+    ("strop_model_create", c_int, [c_int, _P, _OUT]),
+    ("strop_model_finalize", c_int, [c_void_p, c_uint64]),
+    ("strop_model_forward", c_int, [c_void_p, c_void_p, _OUT]),
+    ("strop_model_free", None, [c_void_p]),
+    ("strop_model_input_shape", c_int, [c_void_p, _P, c_int]),
+    ("strop_model_is_training", c_int, [c_void_p]),
+    ("strop_model_node_info", c_int64, [c_void_p, c_int64, c_int, c_char_p, c_size_t]),
+    ("strop_model_num_nodes", c_int64, [c_void_p]),
+    ("strop_model_num_tensors", c_int64, [c_void_p]),
+    ("strop_model_output_shape", c_int, [c_void_p, _P, c_int]),
+    ("strop_model_param_count", c_int64, [c_void_p, c_int]),
+    ("strop_model_set_tensor", c_int, [c_void_p, c_char_p, _P, c_size_t]),
+    ("strop_model_set_training", c_int, [c_void_p, c_int]),
+    ("strop_model_tensor_name", c_int64, [c_void_p, c_int64, c_char_p, c_size_t]),
+    ("strop_model_tensor_view", c_int, [c_void_p, c_char_p, _OUT]),
+    # io (specs, safetensors, checkpoints)
+    ("strop_load_report_count", c_int64, [c_void_p, c_int]),
+    ("strop_load_report_detail", c_int64, [c_void_p, c_int, c_int64, c_char_p, c_size_t]),
+    ("strop_load_report_free", None, [c_void_p]),
+    ("strop_load_report_name", c_int64, [c_void_p, c_int, c_int64, c_char_p, c_size_t]),
+    ("strop_model_load_spec", c_int, [c_char_p, _OUT]),
+    ("strop_model_load_spec_string", c_int, [c_char_p, _OUT]),
+    ("strop_model_load_weights", c_int, [c_void_p, c_char_p, c_int, _OUT]),
+    ("strop_model_load_weights_remap", c_int, [c_void_p, c_char_p, c_int, c_char_p, c_char_p, _OUT]),
+    ("strop_model_save_spec", c_int, [c_void_p, c_char_p]),
+    ("strop_model_save_weights", c_int, [c_void_p, c_char_p]),
+    ("strop_model_spec_string", c_int64, [c_void_p, c_char_p, c_size_t]),
+    ("strop_st_file_count", c_int64, [c_void_p]),
+    ("strop_st_file_dtype", c_int64, [c_void_p, c_int64, c_char_p, c_size_t]),
+    ("strop_st_file_find", c_int64, [c_void_p, c_char_p]),
+    ("strop_st_file_free", None, [c_void_p]),
+    ("strop_st_file_meta_count", c_int64, [c_void_p]),
+    ("strop_st_file_meta_key", c_int64, [c_void_p, c_int64, c_char_p, c_size_t]),
+    ("strop_st_file_meta_value", c_int64, [c_void_p, c_int64, c_char_p, c_size_t]),
+    ("strop_st_file_name", c_int64, [c_void_p, c_int64, c_char_p, c_size_t]),
+    ("strop_st_file_open", c_int, [c_char_p, _OUT]),
+    ("strop_st_file_read_f32", c_int, [c_void_p, c_int64, _P, c_size_t]),
+    ("strop_st_file_shape", c_int, [c_void_p, c_int64, _P, c_int]),
+    # surgery
+    ("strop_model_clone", c_int, [c_void_p, _OUT]),
+    ("strop_model_freeze", c_int, [c_void_p, c_char_p]),
+    ("strop_model_lora_load", c_int, [c_void_p, c_char_p]),
+    ("strop_model_lora_merge", c_int, [c_void_p]),
+    ("strop_model_lora_save", c_int, [c_void_p, c_char_p]),
+    ("strop_model_lora_unmerge", c_int, [c_void_p]),
+    ("strop_model_memory_estimate", c_int, [c_void_p, c_int64, c_int, _P, _P, _P, _P]),
+    ("strop_model_param_trainable", c_int, [c_void_p, c_char_p]),
+    ("strop_model_summary", c_int64, [c_void_p, c_char_p, c_size_t]),
+    ("strop_model_unfreeze", c_int, [c_void_p, c_char_p]),
+    ("strop_surgery_append", c_int, [c_void_p, c_char_p, c_char_p, c_char_p]),
+    ("strop_surgery_apply", c_int, [c_void_p]),
+    ("strop_surgery_create", c_int, [c_void_p, _OUT]),
+    ("strop_surgery_describe", c_int64, [c_void_p, c_char_p, c_size_t]),
+    ("strop_surgery_free", None, [c_void_p]),
+    ("strop_surgery_freeze", c_int, [c_void_p, c_char_p, c_int]),
+    ("strop_surgery_insert_after", c_int, [c_void_p, c_char_p, c_char_p, c_char_p, c_char_p]),
+    ("strop_surgery_insert_before", c_int, [c_void_p, c_char_p, c_char_p, c_char_p, c_char_p]),
+    ("strop_surgery_lora", c_int, [c_void_p, c_char_p, c_int64, c_float, c_float]),
+    ("strop_surgery_num_edits", c_int64, [c_void_p]),
+    ("strop_surgery_param_group", c_int, [c_void_p, c_char_p, c_float, c_int]),
+    ("strop_surgery_remove", c_int, [c_void_p, c_char_p]),
+    ("strop_surgery_replace", c_int, [c_void_p, c_char_p, c_char_p, c_char_p, c_uint64]),
+    ("strop_surgery_set_seed", c_int, [c_void_p, c_uint64]),
+    ("strop_surgery_truncate", c_int, [c_void_p, c_char_p]),
+    ("strop_surgery_unfreeze", c_int, [c_void_p, c_char_p, c_int]),
+    ("strop_surgery_validate", c_int, [c_void_p]),
+    # data
+    ("strop_batch_iter_add_hflip", c_int, [c_void_p, c_float]),
+    ("strop_batch_iter_add_normalize", c_int, [c_void_p, c_int64, _P, _P]),
+    ("strop_batch_iter_add_random_crop", c_int, [c_void_p, c_int64, c_int64, c_int64]),
+    ("strop_batch_iter_add_resize", c_int, [c_void_p, c_int64, c_int64, c_int]),
+    ("strop_batch_iter_add_scale", c_int, [c_void_p, c_float]),
+    ("strop_batch_iter_create", c_int, [c_void_p, c_int64, c_uint64, c_int, _OUT]),
+    ("strop_batch_iter_free", None, [c_void_p]),
+    ("strop_batch_iter_get_state", c_int, [c_void_p, _P, _P, _P]),
+    ("strop_batch_iter_input_shape", c_int, [c_void_p, _P, c_int]),
+    ("strop_batch_iter_next", c_int, [c_void_p, _OUT, _OUT, _P]),
+    ("strop_batch_iter_num_batches", c_int64, [c_void_p]),
+    ("strop_batch_iter_set_state", c_int, [c_void_p, c_int64, c_int64, c_int64]),
+    ("strop_csv_options_init", None, [POINTER(strop_csv_options)]),
+    ("strop_dataset_channel_stats", c_int, [c_void_p, c_float, _P, _P, c_int64, _P]),
+    ("strop_dataset_class_counts", c_int, [c_void_p, _P, c_int64]),
+    ("strop_dataset_class_name", c_int, [c_void_p, c_int64, c_char_p, c_size_t]),
+    ("strop_dataset_few_shot", c_int, [c_void_p, c_int64, c_uint64, _OUT]),
+    ("strop_dataset_filter_classes", c_int, [c_void_p, _P, c_int64, _OUT]),
+    ("strop_dataset_free", None, [c_void_p]),
+    ("strop_dataset_from_callback", c_int, [c_int64, c_int, _P, c_int, _P, c_int64, FILL_FN, c_void_p, _OUT]),
+    ("strop_dataset_from_memory", c_int, [_P, _P, c_int64, c_int, _P, c_int, _P, c_int64, _OUT]),
+    ("strop_dataset_get", c_int, [c_void_p, c_int64, _P, c_size_t, _P, c_size_t]),
+    ("strop_dataset_input_shape", c_int, [c_void_p, _P, c_int]),
+    ("strop_dataset_load_csv", c_int, [c_char_p, POINTER(strop_csv_options), _OUT]),
+    ("strop_dataset_load_idx", c_int, [c_char_p, c_char_p, c_int64, _OUT]),
+    ("strop_dataset_load_npy", c_int, [c_char_p, c_char_p, c_int64, _OUT]),
+    ("strop_dataset_load_text", c_int, [c_char_p, c_void_p, c_int64, c_int64, _OUT]),
+    ("strop_dataset_load_text_classes", c_int, [_STRV, _P, c_int64, c_void_p, c_int64, c_int64, _OUT]),
+    ("strop_dataset_num_classes", c_int64, [c_void_p]),
+    ("strop_dataset_one_hot", c_int, [c_void_p, _OUT]),
+    ("strop_dataset_reshape", c_int, [c_void_p, c_int, _P, _OUT]),
+    ("strop_dataset_size", c_int64, [c_void_p]),
+    ("strop_dataset_split", c_int, [c_void_p, c_float, c_float, c_uint64, c_int, _OUT, _OUT, _OUT]),
+    ("strop_dataset_subset", c_int, [c_void_p, _P, c_int64, _OUT]),
+    ("strop_dataset_target_shape", c_int, [c_void_p, _P, c_int]),
+    ("strop_dataset_wrap", c_int, [_P, _P, c_int64, c_int, _P, c_int, _P, c_int64, RELEASE_FN, c_void_p, _OUT]),
+    ("strop_vocab_build", c_int, [_STRV, c_int64, c_int, _OUT]),
+    ("strop_vocab_decode", c_int64, [c_void_p, _P, c_int64, c_char_p, c_size_t]),
+    ("strop_vocab_encode", c_int, [c_void_p, c_char_p, c_size_t, _P, c_int64, _P]),
+    ("strop_vocab_free", None, [c_void_p]),
+    ("strop_vocab_load", c_int, [c_char_p, _OUT]),
+    ("strop_vocab_save", c_int, [c_void_p, c_char_p]),
+    ("strop_vocab_size", c_int64, [c_void_p]),
+    # optim
+    ("strop_optimizer_create", c_int, [c_void_p, c_int, _OUT]),
+    ("strop_optimizer_free", None, [c_void_p]),
+    ("strop_optimizer_get_float", c_int, [c_void_p, c_int, _P]),
+    ("strop_optimizer_get_int", c_int, [c_void_p, c_int, _P]),
+    ("strop_optimizer_get_kind", c_int, [c_void_p]),
+    ("strop_optimizer_knob_name", c_char_p, [c_int]),
+    ("strop_optimizer_knob_range", c_int, [c_int, c_int, _P, _P, _P]),
+    ("strop_optimizer_set_float", c_int, [c_void_p, c_int, c_float]),
+    ("strop_optimizer_set_int", c_int, [c_void_p, c_int, c_int]),
+    ("strop_optimizer_step", c_int, [c_void_p]),
+    ("strop_optimizer_step_count", c_int64, [c_void_p]),
+    ("strop_optimizer_sync", c_int, [c_void_p]),
+    ("strop_optimizer_zero_grad", c_int, [c_void_p]),
+    ("strop_scheduler_create", c_int, [c_void_p, c_int, _OUT]),
+    ("strop_scheduler_free", None, [c_void_p]),
+    ("strop_scheduler_get_float", c_int, [c_void_p, c_int, _P]),
+    ("strop_scheduler_get_int", c_int, [c_void_p, c_int, _P]),
+    ("strop_scheduler_get_ints", c_int, [c_void_p, c_int, _P, c_int, _P]),
+    ("strop_scheduler_get_lr", c_double, [c_void_p]),
+    ("strop_scheduler_knob_name", c_char_p, [c_int]),
+    ("strop_scheduler_knob_range", c_int, [c_int, c_int, _P, _P, _P]),
+    ("strop_scheduler_last_step", c_int64, [c_void_p]),
+    ("strop_scheduler_set_float", c_int, [c_void_p, c_int, c_float]),
+    ("strop_scheduler_set_int", c_int, [c_void_p, c_int, c_int]),
+    ("strop_scheduler_set_ints", c_int, [c_void_p, c_int, _P, c_int]),
+    ("strop_scheduler_step", c_int, [c_void_p]),
+    ("strop_scheduler_step_metric", c_int, [c_void_p, c_double]),
+    # train
+    ("strop_fit_options_init", None, [POINTER(strop_fit_options)]),
+    ("strop_metrics_class", c_double, [c_void_p, c_int64, c_int]),
+    ("strop_metrics_confusion", c_int64, [c_void_p, _P, c_int64]),
+    ("strop_metrics_free", None, [c_void_p]),
+    ("strop_metrics_get", c_double, [c_void_p, c_int]),
+    ("strop_metrics_num_classes", c_int64, [c_void_p]),
+    ("strop_trainer_best_epoch", c_int64, [c_void_p]),
+    ("strop_trainer_create", c_int, [c_void_p, c_void_p, _OUT]),
+    ("strop_trainer_eval", c_int, [c_void_p, c_void_p, _OUT]),
+    ("strop_trainer_eval_dataset", c_int, [c_void_p, c_void_p, c_int64, _OUT]),
+    ("strop_trainer_fit", c_int, [c_void_p, c_void_p, c_void_p, POINTER(strop_fit_options)]),
+    ("strop_trainer_free", None, [c_void_p]),
+    ("strop_trainer_get_float", c_int, [c_void_p, c_int, _P]),
+    ("strop_trainer_get_int", c_int, [c_void_p, c_int, _P]),
+    ("strop_trainer_global_step", c_int64, [c_void_p]),
+    ("strop_trainer_history", c_double, [c_void_p, c_int64, c_int]),
+    ("strop_trainer_history_len", c_int64, [c_void_p]),
+    ("strop_trainer_load_checkpoint", c_int, [c_void_p, c_char_p]),
+    ("strop_trainer_save_checkpoint", c_int, [c_void_p, c_char_p]),
+    ("strop_trainer_set_class_weights", c_int, [c_void_p, _P, c_int64]),
+    ("strop_trainer_set_float", c_int, [c_void_p, c_int, c_double]),
+    ("strop_trainer_set_int", c_int, [c_void_p, c_int, c_int64]),
+    ("strop_trainer_set_scheduler", c_int, [c_void_p, c_void_p]),
+    ("strop_trainer_skipped_steps", c_int64, [c_void_p]),
+    ("strop_trainer_step", c_int, [c_void_p, c_void_p, c_void_p, _P]),
+    # recipe
+    ("strop_recipe_clone", c_int, [c_void_p, _OUT]),
+    ("strop_recipe_evaluate", c_int, [c_void_p, c_void_p, c_int, _OUT]),
+    ("strop_recipe_free", None, [c_void_p]),
+    ("strop_recipe_get", c_int64, [c_void_p, c_char_p, c_char_p, c_size_t]),
+    ("strop_recipe_load", c_int, [c_char_p, _OUT]),
+    ("strop_recipe_load_string", c_int, [c_char_p, c_char_p, _OUT]),
+    ("strop_recipe_run", c_int, [c_void_p, POINTER(strop_run_options), _OUT]),
+    ("strop_recipe_save", c_int, [c_void_p, c_char_p]),
+    ("strop_recipe_set", c_int, [c_void_p, c_char_p, c_char_p]),
+    ("strop_recipe_to_string", c_int64, [c_void_p, c_char_p, c_size_t]),
+    ("strop_run_free", None, [c_void_p]),
+    ("strop_run_history", c_double, [c_void_p, c_int64, c_int]),
+    ("strop_run_info", c_int64, [c_void_p, c_int]),
+    ("strop_run_model", c_void_p, [c_void_p]),
+    ("strop_run_options_init", None, [POINTER(strop_run_options)]),
+    ("strop_run_seconds", c_double, [c_void_p]),
+    ("strop_run_stage_is_baseline", c_int, [c_void_p, c_int64]),
+    ("strop_run_stage_metric", c_double, [c_void_p, c_int64, c_int]),
+    ("strop_tune_options_init", None, [POINTER(strop_tune_options)]),
+    ("strop_recipe_tune", c_int, [c_void_p, POINTER(strop_tune_options), _OUT]),
+    ("strop_run_stage_name", c_int64, [c_void_p, c_int64, c_char_p, c_size_t]),
+    # tune
+    ("strop_tuner_add_categorical", c_int, [c_void_p, c_char_p, _STRV, c_int64]),
+    ("strop_tuner_add_float", c_int, [c_void_p, c_char_p, c_double, c_double, c_int]),
+    ("strop_tuner_add_int", c_int, [c_void_p, c_char_p, c_int64, c_int64, c_int]),
+    ("strop_tuner_ask", c_int, [c_void_p, _P]),
+    ("strop_tuner_best", c_int, [c_void_p, _P, _P]),
+    ("strop_tuner_create", c_int, [c_int, c_uint64, c_int, _OUT]),
+    ("strop_tuner_free", None, [c_void_p]),
+    ("strop_tuner_get_float", c_int, [c_void_p, c_int, _P]),
+    ("strop_tuner_get_int", c_int, [c_void_p, c_int, _P]),
+    ("strop_tuner_grid_size", c_int64, [c_void_p]),
+    ("strop_tuner_is_exhausted", c_int, [c_void_p]),
+    ("strop_tuner_knob_name", c_char_p, [c_int]),
+    ("strop_tuner_knob_range", c_int, [c_int, _P, _P, _P]),
+    ("strop_tuner_num_params", c_int64, [c_void_p]),
+    ("strop_tuner_num_trials", c_int64, [c_void_p]),
+    ("strop_tuner_param_kind", c_int, [c_void_p, c_int64]),
+    ("strop_tuner_param_name", c_char_p, [c_void_p, c_int64]),
+    ("strop_tuner_report", c_int, [c_void_p, c_int64, c_int64, c_double, _P]),
+    ("strop_tuner_resume", c_int, [c_void_p, c_char_p]),
+    ("strop_tuner_run", c_int, [c_void_p, c_int64, TRIAL_FN, c_void_p]),
+    ("strop_tuner_set_float", c_int, [c_void_p, c_int, c_double]),
+    ("strop_tuner_set_int", c_int, [c_void_p, c_int, c_int64]),
+    ("strop_tuner_set_log", c_int, [c_void_p, c_char_p]),
+    ("strop_tuner_tell", c_int, [c_void_p, c_int64, c_double, c_int]),
+    ("strop_tuner_trial_categorical", c_int, [c_void_p, c_int64, c_char_p, _P, c_char_p, c_size_t, _P]),
+    ("strop_tuner_trial_float", c_int, [c_void_p, c_int64, c_char_p, _P]),
+    ("strop_tuner_trial_id", c_int64, [c_void_p, c_int64]),
+    ("strop_tuner_trial_int", c_int, [c_void_p, c_int64, c_char_p, _P]),
+    ("strop_tuner_trial_report_at", c_int, [c_void_p, c_int64, c_int64, _P, _P]),
+    ("strop_tuner_trial_result", c_int, [c_void_p, c_int64, _P, _P, _P, _P]),
+    ("strop_tuner_trial_value", c_int, [c_void_p, c_int64, c_int64, _P]),
+]
+
+#: Names of every declared function (the test compares them with lib/strop.map).
+DECLARED = frozenset(d[0] for d in _DECLS)
+
+
+class LibraryNotFound(OSError):
+    """libstrop could not be found or loaded."""
+
+
+class VersionMismatch(ImportError):
+    """The loaded libstrop has another major version than these bindings."""
+
+
+def _missing(name):
+    def stub(*args):
+        from .errors import Unsupported
+        raise Unsupported(f"{name}: not exported by the loaded libstrop (older than the "
+                          f"bindings {'.'.join(map(str, PACKAGE_VERSION))}?)")
+    return stub
+
+
+def _candidates():
+    env = os.environ.get("STROP_LIBRARY")
+    if env:
+        yield env
+        return  # an explicit choice is never overridden
+    here = os.path.dirname(os.path.abspath(__file__))
+    d = here
+    while True:
+        builds = sorted(glob.glob(os.path.join(d, "build*")),
+                        key=lambda p: (os.path.basename(p) != "build", p))
+        for b in builds:
+            for name in ("libstrop.so", "libstrop.so.0"):
+                p = os.path.join(b, name)
+                if os.path.exists(p):
+                    yield p
+                    break
+        parent = os.path.dirname(d)
+        if parent == d:
+            break
+        d = parent
+    found = ctypes.util.find_library("strop")
+    if found:
+        yield found
+
+
+def _declare(cdll):
+    for name, restype, argtypes in _DECLS:
+        try:
+            fn = getattr(cdll, name)
+        except AttributeError:
+            setattr(cdll, name, _missing(name))
+            continue
+        fn.restype = restype
+        fn.argtypes = argtypes
+    return cdll
+
+
+lib = None
+library_path = None
+
+
+def load(path=None):
+    """Loads (once) and returns the declared library; raises LibraryNotFound or
+    VersionMismatch."""
+    global lib, library_path
+    if lib is not None and path is None:
+        return lib
+    tried = []
+    for cand in ([path] if path else _candidates()):
+        try:
+            cdll = ctypes.CDLL(cand)
+        except OSError as e:
+            tried.append(f"{cand}: {e}")
+            continue
+        _declare(cdll)
+        got = cdll.strop_version_number()
+        if got // 10000 != PACKAGE_VERSION[0]:
+            raise VersionMismatch(
+                f"libstrop at {cand} is version {cdll.strop_version().decode()} but these "
+                f"bindings are {'.'.join(map(str, PACKAGE_VERSION))}: the major versions "
+                f"differ; install matching versions or point STROP_LIBRARY at another library")
+        lib, library_path = cdll, cand
+        return lib
+    raise LibraryNotFound(
+        "libstrop not found: set STROP_LIBRARY to the path of libstrop.so, build the library "
+        "(cmake -S . -B build && cmake --build build) or install libstrop0"
+        + ("; tried: " + "; ".join(tried) if tried else ""))

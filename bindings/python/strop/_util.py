@@ -1,0 +1,85 @@
+"""Small helpers shared by the modules: strings, shapes, numpy conversion."""
+import ctypes
+
+import numpy as np
+
+from . import _lib
+from .errors import InvalidArgument, error_for_status
+
+MAX_RANK = 8  # STROP_MAX_RANK
+
+
+def L():
+    return _lib.lib
+
+
+def enc(s):
+    """str/PathLike/bytes/None -> bytes/None for a c_char_p argument."""
+    if s is None:
+        return None
+    if isinstance(s, bytes):
+        return s
+    import os
+    return os.fsencode(s) if not isinstance(s, str) else s.encode("utf-8")
+
+
+def snprintf_string(fn, *args):
+    """Calls an snprintf-style getter fn(*args, buf, cap) -> length; returns str or None (-1)."""
+    n = fn(*args, None, 0)
+    if n < 0:
+        return None
+    buf = ctypes.create_string_buffer(int(n) + 1)
+    fn(*args, buf, n + 1)
+    return buf.value.decode("utf-8", "replace")
+
+
+def checked_string(fn, *args):
+    """As snprintf_string, raising the library's error for -1."""
+    s = snprintf_string(fn, *args)
+    if s is None:
+        raise error_for_status(-1)
+    return s
+
+
+def shape_of(fn, *args):
+    """Calls fn(*args, dims, cap) -> rank; returns a tuple, or None for rank -1."""
+    dims = (ctypes.c_int64 * MAX_RANK)()
+    r = fn(*args, dims, MAX_RANK)
+    if r < 0:
+        return None
+    return tuple(dims[i] for i in range(min(r, MAX_RANK)))
+
+
+def dims_array(shape):
+    shape = tuple(int(d) for d in shape)
+    return len(shape), (ctypes.c_int64 * max(1, len(shape)))(*shape)
+
+
+def as_f32(a, name="array", writable=False):
+    """A float32 C-contiguous numpy array for ``a``: ``a`` itself when it already is one (no
+    copy), else a converted copy. Integers, booleans and other floats are converted; complex,
+    object and string arrays are refused with InvalidArgument."""
+    arr = np.asarray(a)
+    if arr.dtype.kind not in "fiub":
+        raise InvalidArgument(f"{name}: dtype {arr.dtype} cannot be converted to float32")
+    if (arr.dtype == np.float32 and arr.flags.c_contiguous and arr.flags.aligned
+            and (arr.flags.writeable or not writable) and arr.dtype.isnative):
+        return arr
+    return np.array(arr, dtype=np.float32, order="C", copy=True)
+
+
+def is_zero_copy(a):
+    """True when ``a`` goes to the library without a copy (float32, C-contiguous, aligned,
+    writable, native byte order)."""
+    return (isinstance(a, np.ndarray) and a.dtype == np.float32 and a.dtype.isnative
+            and a.flags.c_contiguous and a.flags.aligned and a.flags.writeable)
+
+
+def as_i64(values):
+    arr = np.ascontiguousarray(np.asarray(values, dtype=np.int64).reshape(-1))
+    return arr
+
+
+def ptr(arr):
+    return arr.ctypes.data if arr is not None and arr.size else (
+        arr.ctypes.data if arr is not None else None)

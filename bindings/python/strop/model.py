@@ -1,0 +1,381 @@
+"""Model: a strop_model (a DAG of named layers with PyTorch-named parameters), its files
+(YAML spec, safetensors weights) and the single-call surgery conveniences."""
+import ctypes
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _lib
+from ._handle import Handle
+from ._util import as_f32, checked_string, dims_array, enc, shape_of, snprintf_string
+from .errors import NotFound, check
+from .tensor import Tensor
+
+__all__ = ["Model", "LoadReport", "SafetensorsFile"]
+
+_REPORT_KINDS = (("missing", 0), ("unexpected", 1), ("mismatched", 2), ("loaded", 3))
+
+
+@dataclass
+class LoadReport:
+    """What a weight load found (strop_load_report, copied out): lists of tensor names, and
+    ``details`` mapping each mismatched name to the library's sentence naming both shapes."""
+    missing: list = field(default_factory=list)
+    unexpected: list = field(default_factory=list)
+    mismatched: list = field(default_factory=list)
+    loaded: list = field(default_factory=list)
+    details: dict = field(default_factory=dict)
+
+    @classmethod
+    def _take(cls, handle):
+        lib = _lib.lib
+        rep = cls()
+        try:
+            for attr, kind in _REPORT_KINDS:
+                n = lib.strop_load_report_count(handle, kind)
+                names = getattr(rep, attr)
+                for i in range(max(0, n)):
+                    name = snprintf_string(lib.strop_load_report_name, handle, kind, i)
+                    names.append(name)
+                    if kind == 2:
+                        rep.details[name] = snprintf_string(lib.strop_load_report_detail,
+                                                            handle, kind, i)
+        finally:
+            lib.strop_load_report_free(handle)
+        return rep
+
+
+class Model(Handle):
+    """A neural network. Build one layer by layer::
+
+        m = strop.Model([1, 28, 28])
+        m.add("fc", "linear", "in_features=784 out_features=10")   # after a flatten ...
+        m.finalize(seed=0)
+
+    or load one: ``Model.load("base.yaml", "base.safetensors")``. Parameters are read with
+    ``m["head.weight"]`` (a numpy copy) and written with ``m["head.weight"] = array``.
+    ``close()`` (or ``with``) frees it; optimizers, trainers and surgery plans made on it keep
+    the C model alive until they are closed as well.
+    """
+
+    def __init__(self, input_shape):
+        rank, dims = dims_array(input_shape)
+        out = ctypes.c_void_p()
+        check(_lib.lib.strop_model_create(rank, dims, ctypes.byref(out)))
+        self._own(out.value, _lib.lib.strop_model_free)
+        self._gen = 0
+
+    @classmethod
+    def _adopt(cls, handle, owned=True, parents=()):
+        m = cls.__new__(cls)
+        m._own(handle, _lib.lib.strop_model_free if owned else None, parents)
+        m._gen = 0
+        return m
+
+    # ---- files ----
+    @classmethod
+    def from_spec(cls, path):
+        """A finalized model from a YAML spec file, freshly initialised from its seed."""
+        out = ctypes.c_void_p()
+        check(_lib.lib.strop_model_load_spec(enc(os.fspath(path)), ctypes.byref(out)))
+        return cls._adopt(out.value)
+
+    @classmethod
+    def from_yaml(cls, text):
+        """A finalized model from a YAML spec string."""
+        out = ctypes.c_void_p()
+        check(_lib.lib.strop_model_load_spec_string(enc(text), ctypes.byref(out)))
+        return cls._adopt(out.value)
+
+    @classmethod
+    def load(cls, spec, weights=None, strict=True):
+        """``from_spec(spec)`` then ``load_weights(weights, strict)``."""
+        m = cls.from_spec(spec)
+        if weights is not None:
+            try:
+                m.load_weights(weights, strict=strict)
+            except BaseException:
+                m.close()
+                raise
+        return m
+
+    def load_weights(self, path, strict=True, remap=None):
+        """Loads a safetensors file by PyTorch name. ``strict=False`` is PyTorch's
+        strict=False: what matches by name and shape is loaded and the rest reported.
+        ``remap=("features.", "backbone.")`` renames file tensors by prefix first.
+        Returns a LoadReport."""
+        rep = ctypes.c_void_p()
+        flags = 0 if strict else 1
+        lib = _lib.lib
+        if remap is None:
+            st = lib.strop_model_load_weights(self._h, enc(os.fspath(path)), flags,
+                                              ctypes.byref(rep))
+        else:
+            st = lib.strop_model_load_weights_remap(self._h, enc(os.fspath(path)), flags,
+                                                    enc(remap[0]), enc(remap[1]),
+                                                    ctypes.byref(rep))
+        report = LoadReport._take(rep.value) if rep.value else None
+        check(st)
+        return report
+
+    def save_weights(self, path):
+        check(_lib.lib.strop_model_save_weights(self._h, enc(os.fspath(path))))
+
+    def save_spec(self, path):
+        check(_lib.lib.strop_model_save_spec(self._h, enc(os.fspath(path))))
+
+    def spec(self):
+        """The YAML spec as a string."""
+        return checked_string(_lib.lib.strop_model_spec_string, self._h)
+
+    def save(self, spec_path, weights_path):
+        """Writes the spec and the weights."""
+        self.save_spec(spec_path)
+        self.save_weights(weights_path)
+
+    # ---- building ----
+    def add(self, name, type, options=None, inputs=None):
+        """Appends a node (before finalize). ``options`` is "key=value ..." text or a dict."""
+        if isinstance(options, dict):
+            options = " ".join(f"{k}={_opt(v)}" for k, v in options.items())
+        if isinstance(inputs, (list, tuple)):
+            inputs = ",".join(inputs)
+        check(_lib.lib.strop_model_add(self._h, enc(name), enc(type), enc(options),
+                                       enc(inputs)))
+        return self
+
+    def finalize(self, seed=0):
+        check(_lib.lib.strop_model_finalize(self._h, int(seed)))
+        return self
+
+    # ---- running ----
+    def forward(self, x):
+        """Runs the model on a batch ``x`` of shape (N, *input_shape) and returns a numpy array
+        (N, *output_shape). ``x`` is wrapped without a copy when it is float32 C-contiguous."""
+        lib = _lib.lib
+        h = self._h
+        if isinstance(x, Tensor):
+            th, tmp = x._h, None
+        else:
+            arr = as_f32(x, "forward", writable=True)
+            rank, dims = dims_array(arr.shape)
+            tmp = ctypes.c_void_p()
+            check(lib.strop_tensor_wrap(arr.ctypes.data, arr.size, rank, dims,
+                                        ctypes.byref(tmp)))
+            th = tmp.value
+        out = ctypes.c_void_p()
+        try:
+            check(lib.strop_model_forward(h, th, ctypes.byref(out)))
+            shape = shape_of(lib.strop_tensor_shape, out.value)
+            res = np.empty(shape, dtype=np.float32)
+            check(lib.strop_tensor_copy_to(out.value, res.ctypes.data, res.size))
+            return res
+        finally:
+            lib.strop_tensor_free(out.value)
+            if tmp is not None:
+                lib.strop_tensor_free(tmp.value)
+
+    __call__ = forward
+
+    def predict(self, x, batch_size=256):
+        """Class predictions (argmax of the outputs) in eval mode, batch by batch."""
+        x = as_f32(x, "predict")
+        was = self.training
+        self.training = False
+        try:
+            outs = [self.forward(x[i:i + batch_size]).argmax(axis=1)
+                    for i in range(0, len(x), batch_size)]
+        finally:
+            self.training = was
+        return np.concatenate(outs) if outs else np.empty(0, dtype=np.int64)
+
+    @property
+    def training(self):
+        return bool(_lib.lib.strop_model_is_training(self._h))
+
+    @training.setter
+    def training(self, on):
+        check(_lib.lib.strop_model_set_training(self._h, 1 if on else 0))
+
+    def train(self, on=True):
+        self.training = on
+        return self
+
+    def eval(self):
+        self.training = False
+        return self
+
+    # ---- inspecting ----
+    @property
+    def input_shape(self):
+        return shape_of(_lib.lib.strop_model_input_shape, self._h)
+
+    @property
+    def output_shape(self):
+        """Per-sample output shape, or None before finalize."""
+        return shape_of(_lib.lib.strop_model_output_shape, self._h)
+
+    @property
+    def nodes(self):
+        """[(name, type), ...] in graph order."""
+        lib, h = _lib.lib, self._h
+        return [(snprintf_string(lib.strop_model_node_info, h, i, 0),
+                 snprintf_string(lib.strop_model_node_info, h, i, 1))
+                for i in range(lib.strop_model_num_nodes(h))]
+
+    def tensor_names(self):
+        """Names of every parameter and buffer, in state_dict order."""
+        lib, h = _lib.lib, self._h
+        return [snprintf_string(lib.strop_model_tensor_name, h, i)
+                for i in range(lib.strop_model_num_tensors(h))]
+
+    def param_count(self, trainable_only=False):
+        return _lib.lib.strop_model_param_count(self._h, 1 if trainable_only else 0)
+
+    def tensor(self, name):
+        """A Tensor viewing the named parameter or buffer (writes change the model). It keeps
+        the model alive and becomes stale (StateError) when the model is restructured."""
+        out = ctypes.c_void_p()
+        check(_lib.lib.strop_model_tensor_view(self._h, enc(name), ctypes.byref(out)))
+        return Tensor._adopt(out.value, parents=(self._box,), model=self)
+
+    def __getitem__(self, name):
+        """A numpy copy of the named parameter or buffer."""
+        with self.tensor(name) as t:
+            return t.numpy()
+
+    def __setitem__(self, name, value):
+        arr = as_f32(value, name)
+        check(_lib.lib.strop_model_set_tensor(self._h, enc(name), arr.ctypes.data, arr.size))
+
+    def __contains__(self, name):
+        return name in self.tensor_names()
+
+    def state_dict(self):
+        """{name: numpy copy} of every float parameter and buffer (int64 buffers skipped)."""
+        out = {}
+        for n in self.tensor_names():
+            try:
+                out[n] = self[n]
+            except Exception as e:  # int64 buffers (num_batches_tracked) have no float view
+                from .errors import Unsupported
+                if not isinstance(e, Unsupported):
+                    raise
+        return out
+
+    def load_state_dict(self, tensors):
+        for k, v in tensors.items():
+            self[k] = v
+
+    def summary(self):
+        """The text table of nodes, shapes, parameter counts and trainable flags."""
+        return checked_string(_lib.lib.strop_model_summary, self._h)
+
+    def memory_estimate(self, batch, optimizer_slots=2):
+        """dict(weights, grads, optim_state, activations) in bytes for a training step."""
+        v = [ctypes.c_size_t() for _ in range(4)]
+        check(_lib.lib.strop_model_memory_estimate(self._h, int(batch), int(optimizer_slots),
+                                                   *[ctypes.byref(x) for x in v]))
+        return dict(zip(("weights", "grads", "optim_state", "activations"),
+                        (x.value for x in v)))
+
+    # ---- surgery ----
+    def freeze(self, glob="*"):
+        check(_lib.lib.strop_model_freeze(self._h, enc(glob)))
+        return self
+
+    def unfreeze(self, glob="*"):
+        check(_lib.lib.strop_model_unfreeze(self._h, enc(glob)))
+        return self
+
+    def is_trainable(self, name):
+        r = _lib.lib.strop_model_param_trainable(self._h, enc(name))
+        if r < 0:
+            raise NotFound(f"Model.is_trainable: no parameter named '{name}'")
+        return bool(r)
+
+    def clone(self):
+        out = ctypes.c_void_p()
+        check(_lib.lib.strop_model_clone(self._h, ctypes.byref(out)))
+        return Model._adopt(out.value)
+
+    def surgery(self, seed=None):
+        """A new Surgery plan on this model."""
+        from .surgery import Surgery
+        return Surgery(self, seed)
+
+    def lora_merge(self):
+        check(_lib.lib.strop_model_lora_merge(self._h))
+
+    def lora_unmerge(self):
+        check(_lib.lib.strop_model_lora_unmerge(self._h))
+
+    def lora_save(self, directory):
+        check(_lib.lib.strop_model_lora_save(self._h, enc(os.fspath(directory))))
+
+    def lora_load(self, directory):
+        check(_lib.lib.strop_model_lora_load(self._h, enc(os.fspath(directory))))
+        self._gen += 1
+
+    def __repr__(self):
+        if self.closed:
+            return "<strop.Model closed>"
+        return (f"<strop.Model input={self.input_shape} output={self.output_shape} "
+                f"params={self.param_count()}>")
+
+
+def _opt(v):
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(str(x) for x in v) + "]"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+class SafetensorsFile(Handle):
+    """An open, validated safetensors file (strop_st_file): list and read tensors as float32.
+    ``f.names()``, ``f.dtype(name)``, ``f.shape(name)``, ``f[name]`` (numpy), ``f.metadata``."""
+
+    def __init__(self, path):
+        out = ctypes.c_void_p()
+        check(_lib.lib.strop_st_file_open(enc(os.fspath(path)), ctypes.byref(out)))
+        self._own(out.value, _lib.lib.strop_st_file_free)
+
+    def __len__(self):
+        return _lib.lib.strop_st_file_count(self._h)
+
+    def names(self):
+        lib, h = _lib.lib, self._h
+        return [snprintf_string(lib.strop_st_file_name, h, i) for i in range(len(self))]
+
+    def _index(self, name):
+        i = _lib.lib.strop_st_file_find(self._h, enc(name))
+        if i < 0:
+            raise NotFound(f"SafetensorsFile: no tensor named '{name}'")
+        return i
+
+    def __contains__(self, name):
+        return _lib.lib.strop_st_file_find(self._h, enc(name)) >= 0
+
+    def dtype(self, name):
+        return snprintf_string(_lib.lib.strop_st_file_dtype, self._h, self._index(name))
+
+    def shape(self, name):
+        dims = (ctypes.c_int64 * 8)()
+        r = _lib.lib.strop_st_file_shape(self._h, self._index(name), dims, 8)
+        return tuple(dims[i] for i in range(r))
+
+    def __getitem__(self, name):
+        i = self._index(name)
+        shape = self.shape(name)
+        out = np.empty(shape, dtype=np.float32)
+        check(_lib.lib.strop_st_file_read_f32(self._h, i, out.ctypes.data, out.size))
+        return out
+
+    @property
+    def metadata(self):
+        lib, h = _lib.lib, self._h
+        return {snprintf_string(lib.strop_st_file_meta_key, h, i):
+                snprintf_string(lib.strop_st_file_meta_value, h, i)
+                for i in range(lib.strop_st_file_meta_count(h))}

@@ -1,0 +1,133 @@
+"""Loading the library and the declaration table."""
+import ctypes
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import PKG_ROOT, ROOT, load_strop
+
+strop = load_strop()
+from strop import _lib  # noqa: E402
+
+
+def map_symbols():
+    text = open(os.path.join(ROOT, "lib", "strop.map")).read()
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    return set(re.findall(r"^\s*(strop_\w+)\s*;", text, re.M))
+
+
+def test_every_exported_symbol_is_declared():
+    exported = map_symbols()
+    assert len(exported) > 200
+    missing = sorted(exported - _lib.DECLARED)
+    assert not missing, f"exported but not declared in strop/_lib.py: {missing}"
+    extra = sorted(_lib.DECLARED - exported)
+    assert not extra, f"declared but not exported: {extra}"
+
+
+def test_declarations_are_applied():
+    lib = _lib.lib
+    for name, restype, argtypes in _lib._DECLS:
+        fn = getattr(lib, name)
+        if not hasattr(fn, "argtypes"):  # a stub: the loaded library predates the symbol
+            continue
+        assert fn.restype == restype, name
+        assert list(fn.argtypes) == list(argtypes), name
+
+
+def test_declared_arity_matches_headers():
+    """Counts each prototype's parameters in the public headers against the argtypes."""
+    src = ""
+    inc = os.path.join(ROOT, "include", "strop")
+    for f in sorted(os.listdir(inc)):
+        src += open(os.path.join(inc, f)).read()
+    src = re.sub(r"/\*.*?\*/", "", src, flags=re.S)
+    src = re.sub(r"#.*", "", src)
+    protos = dict((n, a) for n, a in re.findall(r"STROP_API[^;(]*?(\w+)\s*\(([^)]*)\)\s*;", src))
+    for name, _, argtypes in _lib._DECLS:
+        args = protos[name].strip()
+        n = 0 if args in ("", "void") else args.count(",") + 1
+        assert n == len(argtypes), name
+
+
+def test_version():
+    assert strop.version() == "%d.%d.%d" % tuple(
+        (strop.version_number() // 10000, strop.version_number() // 100 % 100,
+         strop.version_number() % 100))
+    assert strop.version_number() // 10000 == _lib.PACKAGE_VERSION[0]
+
+
+def test_mismatched_major_is_refused(monkeypatch):
+    monkeypatch.setattr(_lib, "PACKAGE_VERSION", (_lib.PACKAGE_VERSION[0] + 1, 0, 0))
+    with pytest.raises(_lib.VersionMismatch, match="major versions differ"):
+        _lib.load(_lib.library_path)
+
+
+def test_library_not_found_message():
+    env = dict(os.environ, STROP_LIBRARY="/nonexistent/libstrop.so")
+    r = subprocess.run([sys.executable, "-c", "import strop"], cwd=PKG_ROOT, env=env,
+                       capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "LibraryNotFound" in r.stderr and "STROP_LIBRARY" in r.stderr
+
+
+def test_found_through_build_tree():
+    """Without STROP_LIBRARY the package walks up to a build*/libstrop.so*."""
+    env = {k: v for k, v in os.environ.items() if k != "STROP_LIBRARY"}
+    r = subprocess.run([sys.executable, "-c", "import strop; print(strop._lib.library_path)"],
+                       cwd=PKG_ROOT, env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip("no build tree with libstrop.so above the package")
+    assert "libstrop" in r.stdout
+
+
+def test_status_strings_and_errors():
+    assert strop.status_str(0)
+    assert strop.status_str(-5) != strop.status_str(-6)
+    for status in range(-1, -13, -1):
+        e = strop.errors.error_for_status(status, "msg")
+        assert isinstance(e, strop.StropError) and e.status == status and str(e) == "msg"
+    assert issubclass(strop.IOError, OSError)
+    assert issubclass(strop.InvalidArgument, ValueError)
+    assert issubclass(strop.NotFound, KeyError)
+
+
+def test_error_carries_last_error_sentence():
+    with pytest.raises(strop.InvalidArgument) as ei:
+        strop.Tensor.zeros([2, -3])
+    assert "strop_tensor_create" in str(ei.value)
+    assert str(ei.value) == strop.last_error()
+    strop.clear_error()
+    assert strop.last_error() == ""
+
+
+def test_threads_and_log_handler():
+    n = strop.get_num_threads()
+    strop.set_num_threads(1)
+    assert strop.get_num_threads() == 1
+    strop.set_num_threads(n)
+    with pytest.raises(strop.InvalidArgument):
+        strop.set_num_threads(-1)
+    lines = []
+    strop.set_log_handler(lambda lvl, msg: lines.append((lvl, msg)), "debug")
+    try:
+        m = strop.Model.from_spec(os.path.join(ROOT, "examples", "fashion", "base.yaml"))
+        m.close()
+    finally:
+        strop.set_log_handler(None)
+    assert all(isinstance(m, str) for _, m in lines)
+
+
+def test_missing_symbol_stub():
+    stub = _lib._missing("strop_does_not_exist")
+    with pytest.raises(strop.Unsupported, match="strop_does_not_exist"):
+        stub()
+
+
+def test_c_char_p_and_void_p_conventions():
+    t = strop.Tensor.zeros([2, 3])
+    assert isinstance(_lib.lib.strop_tensor_data(t._h), int)
+    assert ctypes.c_void_p in _lib._DECLS[[d[0] for d in _lib._DECLS].index("strop_tensor_free")][2]
