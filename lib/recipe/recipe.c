@@ -63,7 +63,7 @@ static const field F_DATA[] = {
     {"classes", T_INTS, NULL, NULL},         {"input_shape", T_INTS, NULL, NULL},
     {"label_column", T_STR_OR_INT, NULL, NULL}, {"label_mode", T_ENUM, NULL, LABEL_MODES},
     {"header", T_BOOL, NULL, NULL},          {"sklearn_header", T_BOOL, NULL, NULL},
-    {"delimiter", T_STR, NULL, NULL},        {"few_shot", T_INT, NULL, NULL},
+    {"delimiter", T_STR, NULL, NULL},        {"few_shot", T_INT, NULL, NULL},       {"val_few_shot", T_INT, NULL, NULL},
     {"seed", T_INT, NULL, NULL},             {"val_fraction", T_FLOAT, NULL, NULL},
     {"test_fraction", T_FLOAT, NULL, NULL},  {"stratify", T_BOOL, NULL, NULL},
     {"batch_size", T_INT, NULL, NULL},       {"eval_batch_size", T_INT, NULL, NULL},

@@ -377,10 +377,11 @@ static strop_status load_data(ctx *c) {
   if ((s = shape_set(c, &all, classes, ncls, shape, nshape)) ||
       (s = shape_set(c, &test, classes, ncls, shape, nshape)))
     goto bad;
-  int64_t dseed = (int64_t)c->seed, k = 0, limit = 0, test_limit = 0;
+  int64_t dseed = (int64_t)c->seed, k = 0, vk = 0, limit = 0, test_limit = 0;
   double val_frac = 0, test_frac = 0;
   int stratify = 1;
   if ((s = strop__rd_int(r, d, "seed", &dseed)) || (s = strop__rd_int(r, d, "few_shot", &k)) ||
+      (s = strop__rd_int(r, d, "val_few_shot", &vk)) ||
       (s = strop__rd_float(r, d, "val_fraction", &val_frac)) ||
       (s = strop__rd_float(r, d, "test_fraction", &test_frac)) ||
       (s = strop__rd_bool(r, d, "stratify", &stratify)) ||
@@ -400,8 +401,27 @@ static strop_status load_data(ctx *c) {
     strop_dataset_free(pool);
     pool = tr;
   }
+  if (vk > 0) {
+    /* a validation set drawn from a part of the pool the training sample never sees */
+    if (val_frac <= 0) val_frac = 0.1;
+    strop_dataset *tr = NULL, *vpool = NULL;
+    if ((s = strop_dataset_split(pool, (float)(1.0 - val_frac), (float)val_frac, (uint64_t)dseed + 2,
+                                 flags, &tr, &vpool, NULL))) {
+      strop_dataset_free(pool);
+      goto bad;
+    }
+    strop_dataset_free(pool);
+    pool = tr;
+    s = strop_dataset_few_shot(vpool, vk, (uint64_t)dseed + 5, &val);
+    strop_dataset_free(vpool);
+    if (s) {
+      strop_dataset_free(pool);
+      goto bad;
+    }
+    val_frac = 0;
+  }
   if (k > 0) {
-    /* the few-shot sample first, then validation carved out of it */
+    /* the few-shot sample first, then (without val_few_shot) validation carved out of it */
     strop_dataset *fs = NULL;
     if ((s = strop_dataset_few_shot(pool, k, (uint64_t)dseed, &fs))) {
       strop_dataset_free(pool);

@@ -367,11 +367,13 @@ strop_status strop_recipe_tune(const strop_recipe *r, const strop_tune_options *
   int maximize = tc.metric == M_VAL_ACC || tc.metric == M_TEST_ACC;
   if (tc.metric == M_VAL_ACC || tc.metric == M_VAL_LOSS) {
     double vf = 0;
+    int64_t vk = 0;
     const strop__ynode *d = strop__ynode_get(r->root, "data");
-    if ((s = strop__rd_float(r, d, "val_fraction", &vf))) return s;
-    if (vf <= 0)
+    if ((s = strop__rd_float(r, d, "val_fraction", &vf)) || (s = strop__rd_int(r, d, "val_few_shot", &vk)))
+      return s;
+    if (vf <= 0 && vk <= 0)
       return strop__recipe_err(FN, r, tu, STROP_E_FORMAT, "tune.metric '%s' needs validation data: "
-                               "set data.val_fraction", metric);
+                               "set data.val_fraction or data.val_few_shot", metric);
   }
   int strat = strategy && !strcmp(strategy, "grid")     ? STROP_TUNE_GRID
               : strategy && !strcmp(strategy, "random") ? STROP_TUNE_RANDOM

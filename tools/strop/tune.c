@@ -10,14 +10,22 @@
 
 typedef struct tune_view {
   int quiet, tty;
+  int maximize;
+  double best;
   volatile sig_atomic_t *interrupted;
   int header_done;
   int64_t epoch_line_open;
 } tune_view;
 
+/* the last 18 characters of a key path: its most specific part */
+static const char *tail18(const char *s) {
+  size_t n = strlen(s);
+  return n > 18 ? s + n - 18 : s;
+}
+
 static void header(const strop_tuner *t) {
   printf("%6s", "trial");
-  for (int64_t i = 0; i < strop_tuner_num_params(t); i++) printf(" %16.16s", strop_tuner_param_name(t, i));
+  for (int64_t i = 0; i < strop_tuner_num_params(t); i++) printf(" %18s", tail18(strop_tuner_param_name(t, i)));
   printf(" %10s %8s %10s\n", "metric", "status", "best");
 }
 
@@ -51,18 +59,19 @@ static int on_tune(const strop_tune_event *e, void *u) {
       char buf[64];
       size_t len;
       if (strop_tuner_trial_categorical(t, e->trial_id, name, NULL, buf, sizeof buf, &len)) buf[0] = 0;
-      printf(" %16.16s", buf);
+      printf(" %18.18s", buf);
     } else {
       double x = NAN;
       if (strop_tuner_trial_value(t, e->trial_id, i, &x)) {}
-      printf(" %16.6g", x);
+      printf(" %18.6g", x);
     }
   }
   static const char *const names[] = {"ok", "failed", "pruned", "running"};
-  int64_t bid;
-  double best = NAN;
-  if (strop_tuner_best(t, &bid, &best) != STROP_OK) best = NAN;
-  printf(" %10.4f %8s %10.4f\n", e->value, names[e->status & 3], best);
+  /* this trial is told after the event, so fold it into the best here */
+  if (e->status == STROP_TRIAL_OK && isfinite(e->value) &&
+      (isnan(v->best) || (v->maximize ? e->value > v->best : e->value < v->best)))
+    v->best = e->value;
+  printf(" %10.4f %8s %10.4f\n", e->value, names[e->status & 3], v->best);
   fflush(stdout);
   return 0;
 }
@@ -91,6 +100,10 @@ int tool_cmd_tune(const char *const *args, int nargs, const char *const *sets, i
   v.quiet = quiet || json;
   v.tty = isatty(STDERR_FILENO);
   v.interrupted = interrupted;
+  v.best = NAN;
+  char metric[64] = "val_accuracy";
+  if (strop_recipe_get(r, "tune.metric", metric, sizeof metric) < 0) snprintf(metric, sizeof metric, "val_accuracy");
+  v.maximize = strstr(metric, "accuracy") != NULL;
   strop_tune_options o;
   strop_tune_options_init(&o);
   o.epochs_cap = epochs_cap;
