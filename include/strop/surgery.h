@@ -142,7 +142,15 @@ STROP_API STROP_NODISCARD strop_status strop_surgery_append(strop_surgery *s,
                                                             const char *options);
 
 /**
- * @brief Edit: add LoRA adapters to the linear nodes matching @p glob.
+ * @brief Edit: add LoRA adapters to the linear nodes and attention projections matching
+ *        @p glob.
+ *
+ * A multihead_attention node's projections are addressed as `<node>.q_proj`, `<node>.k_proj`,
+ * `<node>.v_proj` and `<node>.out_proj` (e.g. "blocks.*.attn.q_proj", "*.v_proj"); each
+ * matching projection gets `<node>.<proj>.lora_A.weight` [rank, D] and `.lora_B.weight`
+ * [D, rank] (B zero) and the node's base projections are frozen. Dropout on attention
+ * adapters is not supported (STROP_E_UNSUPPORTED when applied with @p dropout > 0), nor
+ * adding adapters to a node whose adapters are merged (STROP_E_STATE).
  *
  * Each node becomes a `lora_linear` of the same name: its base `<node>.weight` and
  * `<node>.bias` keep their values and are frozen; `<node>.lora_A.weight` [rank, in]

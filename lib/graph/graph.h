@@ -24,6 +24,7 @@ struct strop_model {
   strop__act input;             /* the model input of the current step */
   float **grads;                /* per node, gradient of the node's output (arena) */
   int *upstream_trainable;      /* per node: a trainable param at or before it */
+  int *consumers;               /* per node: how many input slots read its output */
   int64_t batch;
   int step_training;            /* the mode of the current step's forward */
   const float *step_pad_mask;   /* its padding mask (borrowed for the step), or NULL */
@@ -37,6 +38,13 @@ struct strop_model {
  * the previous node. file may be NULL; errors carry opts' line/col when set. */
 strop_status strop__model_add_opts(strop_model *m, const char *name, const char *type,
                                    strop__opts *opts, const char *const *inputs, int n_inputs);
+
+/* Composite pseudo-types (composite.c): a type such as "transformer_block" that
+ * strop__model_add_opts expands into named sub-nodes "<name>.<part>", all or nothing.
+ * find: its index, or -1 when type is not a composite. */
+int strop__composite_find(const char *type);
+strop_status strop__composite_add(strop_model *m, const char *name, int which, strop__opts *opts,
+                                  const char *const *inputs, int n_inputs);
 
 /* Options parsing: "k=v k2=[1,2]" into opts (owned copies); free with strop__opts_free. */
 strop_status strop__opts_parse(const char *fn, const char *text, strop__opts *out);

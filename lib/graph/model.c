@@ -117,9 +117,11 @@ static void free_exec_arrays(strop_model *m) {
   strop__free(m->acts);
   strop__free(m->grads);
   strop__free(m->upstream_trainable);
+  strop__free(m->consumers);
   m->acts = NULL;
   m->grads = NULL;
   m->upstream_trainable = NULL;
+  m->consumers = NULL;
 }
 
 void strop_model_free(strop_model *m) {
@@ -163,6 +165,8 @@ strop_status strop__model_add_opts(strop_model *m, const char *name, const char 
                       "and '.' separators; not 'input')", fn, name ? name : "(null)");
   if (strop__model_node_find(m, name) >= 0)
     return strop__err(STROP_E_INVALID_ARG, "%s: a node named '%s' already exists", fn, name);
+  int composite = strop__composite_find(type);
+  if (composite >= 0) return strop__composite_add(m, name, composite, opts, inputs, n_inputs);
   const strop__layer_vtable *vt = strop__layer_find(type);
   if (!vt) {
     char list[512] = "";
@@ -386,7 +390,8 @@ strop_status strop__model_reindex(strop_model *m) {
   m->acts = strop__calloc(nn, sizeof *m->acts);
   m->grads = strop__calloc(nn, sizeof *m->grads);
   m->upstream_trainable = strop__calloc(nn, sizeof *m->upstream_trainable);
-  if (!m->acts || !m->grads || !m->upstream_trainable) {
+  m->consumers = strop__calloc(nn, sizeof *m->consumers);
+  if (!m->acts || !m->grads || !m->upstream_trainable || !m->consumers) {
     free_exec_arrays(m);
     return strop__err(STROP_E_NOMEM, "model: out of memory indexing parameters");
   }
@@ -470,7 +475,7 @@ strop_status strop__model_forward_exec(strop_model *m, const float *input, int64
                                        const strop__act **out) {
   if (!m->finalized) return strop__err(STROP_E_STATE, "model is not finalized");
   if (m->have_forward) strop__model_step_end(m);
-  strop__exec x = {&m->arena, &m->rng, training, strop__num_threads(), pad_mask};
+  strop__exec x = {&m->arena, &m->rng, training, strop__num_threads(), pad_mask, 0};
   m->input.data = (float *)input;
   m->input.n = n;
   m->input.shape = m->in_shape;
@@ -546,9 +551,13 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
     m->upstream_trainable[i] = up;
     nd->needs_backward = up;
     m->grads[i] = NULL;
+    m->consumers[i] = 0;
   }
+  for (int i = 0; i < nn; i++)
+    for (int j = 0; j < m->nodes[i].n_in; j++)
+      if (m->nodes[i].in[j] >= 0) m->consumers[m->nodes[i].in[j]]++;
   /* backward sees the forward's mode and mask */
-  strop__exec x = {&m->arena, &m->rng, m->step_training, strop__num_threads(), m->step_pad_mask};
+  strop__exec x = {&m->arena, &m->rng, m->step_training, strop__num_threads(), m->step_pad_mask, 0};
   size_t in_bytes = strop__shape_numel(&m->in_shape) * sizeof(float) * (size_t)m->batch;
   m->input_grad = NULL;
   if (m->want_input_grad) {
@@ -560,6 +569,7 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
   for (int i = nn - 1; i >= 0; i--) {
     strop__node *nd = &m->nodes[i];
     if (!m->upstream_trainable[i] || !m->grads[i]) continue;
+    x.din_assign = 0;
     float **din = nd->n_in <= 16 ? din_local
                                  : strop__arena_alloc(&m->arena, (size_t)nd->n_in * sizeof *din);
     if (!din) return strop__err(STROP_E_NOMEM, "backward: out of memory");
@@ -575,7 +585,11 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
       } else if (m->upstream_trainable[k]) {
         if (!m->grads[k]) {
           size_t b = strop__shape_numel(&m->nodes[k].out_shape) * sizeof(float) * (size_t)m->batch;
-          m->grads[k] = strop__arena_calloc(&m->arena, b);
+          /* a sole consumer that can write its input gradient outright skips the zeroing */
+          x.din_assign = (nd->vt->flags & STROP__LAYER_ASSIGNS_DIN) && nd->n_in == 1 &&
+                         m->consumers[k] == 1;
+          m->grads[k] = x.din_assign ? strop__arena_alloc(&m->arena, b)
+                                     : strop__arena_calloc(&m->arena, b);
           if (!m->grads[k]) return strop__err(STROP_E_NOMEM, "backward: out of memory");
         }
         din[j] = m->grads[k];

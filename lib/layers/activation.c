@@ -1,5 +1,7 @@
 /* strop — activation layers: relu, leaky_relu, gelu, silu, tanh, sigmoid (elementwise) and
  * softmax, log_softmax (along one dimension). Kernels are in ops/dense.c. */
+#include <string.h>
+
 #include "layers/layer.h"
 #include "ops/dense.h"
 
@@ -120,14 +122,21 @@ static strop_status act_forward(strop__node *n, const strop__exec *x, const stro
 
 static strop_status act_backward(strop__node *n, const strop__exec *x, const strop__act *in,
                                  const strop__act *out, const float *dout, float *const *din) {
-  (void)x;
   const act_cfg *c = n->cfg;
   float *dx = din[0];
   if (!dx) return STROP_OK;
   size_t cnt = act_numel(&in[0]);
   const float *a = in[0].data, *y = out->data;
   int64_t o, d, k;
-  switch (kind_of(n)) {
+  const int kind = kind_of(n);
+  if (x->din_assign) {
+    if (kind == ACT_RELU) {
+      strop__relu_backward_assign(y, dout, dx, cnt);
+      return STROP_OK;
+    }
+    memset(dx, 0, cnt * sizeof(float));
+  }
+  switch (kind) {
     case ACT_RELU: strop__relu_backward(a, y, dout, dx, cnt); break;
     case ACT_LEAKY: strop__leaky_relu_backward(a, y, dout, dx, cnt, c->negative_slope); break;
     case ACT_GELU: strop__gelu_backward(a, y, dout, dx, cnt, c->approximate); break;
@@ -152,7 +161,7 @@ static strop_status act_backward(strop__node *n, const strop__exec *x, const str
       .type = #NAME,                                                                          \
       .cfg_size = sizeof(act_cfg),                                                            \
       .n_inputs = 1,                                                                          \
-      .flags = 0,                                                                             \
+      .flags = STROP__LAYER_ASSIGNS_DIN,                                                      \
       .parse = PARSE,                                                                         \
       .write = WRITE,                                                                         \
       .infer = INFER,                                                                         \

@@ -1,11 +1,17 @@
 /* strop — multi-head self-attention (torch.nn.MultiheadAttention with batch_first=True and
  * query = key = value) on [N, T, D], with separate q/k/v/out projections named
- * "<node>.q_proj.weight" ..., an optional causal mask and the graph's padding mask. */
+ * "<node>.q_proj.weight" ..., an optional causal mask and the graph's padding mask; and
+ * optional LoRA adapters on any of the four projections ("<node>.q_proj.lora_A.weight"). */
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "layers/init.h"
 #include "layers/layer.h"
+#include "layers/lora.h"
 #include "ops/attention.h"
+#include "ops/lora.h"
 
 typedef struct mha_cfg {
   int64_t embed_dim; /* 0 until inferred */
@@ -13,7 +19,53 @@ typedef struct mha_cfg {
   int bias;
   float dropout;
   int causal;
+  /* LoRA per projection (q, k, v, out): rank (0 = none) and alpha; merged = B A folded into
+   * the base weights. The adapter path runs through W' = W + (alpha / r) B A, which equals
+   * PEFT's x W^T + (alpha / r) (x A^T) B^T without adapter dropout. */
+  int64_t lora_r[4];
+  float lora_alpha[4];
+  int lora_merged;
 } mha_cfg;
+
+const char *const strop__mha_proj_names[4] = {"q_proj", "k_proj", "v_proj", "out_proj"};
+
+static int has_lora(const mha_cfg *c) {
+  return c->lora_r[0] || c->lora_r[1] || c->lora_r[2] || c->lora_r[3];
+}
+
+/* lora_alpha: a number (all four) or [q, k, v, out] */
+static strop_status parse_alpha(strop__opts *o, float *alpha) {
+  for (int i = 0; i < o->n; i++) {
+    if (strcmp(o->v[i].key, "lora_alpha") != 0) continue;
+    o->v[i].used = 1;
+    const char *p = o->v[i].val;
+    while (*p == ' ') p++;
+    int list = *p == '[';
+    if (list) p++;
+    int k = 0;
+    for (;;) {
+      char *end;
+      double v = strtod(p, &end);
+      if (end == p || !(v >= 0.0 && v <= 1e9) || k == 4)
+        return strop__opt_error(o, "lora_alpha", "expected a number >= 0 or a list of 4 "
+                                "([q, k, v, out]), got '%s'", o->v[i].val);
+      alpha[k++] = (float)v;
+      p = end;
+      while (*p == ' ') p++;
+      if (list && *p == ',') {
+        p++;
+        continue;
+      }
+      break;
+    }
+    if ((list && *p != ']') || (!list && *p) || (list && k != 4))
+      return strop__opt_error(o, "lora_alpha", "expected a number >= 0 or a list of 4 "
+                              "([q, k, v, out]), got '%s'", o->v[i].val);
+    if (!list)
+      for (int j = 1; j < 4; j++) alpha[j] = alpha[0];
+  }
+  return STROP_OK;
+}
 
 static const char *const PARAM_NAMES[8] = {
     "q_proj.weight", "q_proj.bias", "k_proj.weight", "k_proj.bias",
@@ -35,7 +87,11 @@ static strop_status mha_parse(void *cfg, strop__opts *o) {
   if (c->embed_dim && c->embed_dim % c->num_heads != 0)
     return strop__opt_error(o, "num_heads", "embed_dim %lld is not divisible by num_heads %lld",
                             (long long)c->embed_dim, (long long)c->num_heads);
-  return strop__opt_bool(o, "causal", &c->causal);
+  if ((st = strop__opt_bool(o, "causal", &c->causal))) return st;
+  for (int i = 0; i < 4; i++) c->lora_alpha[i] = 8.0f;
+  if ((st = strop__opt_ints(o, "lora_r", 4, 0, INT32_MAX, c->lora_r))) return st;
+  if ((st = parse_alpha(o, c->lora_alpha))) return st;
+  return strop__opt_bool(o, "lora_merged", &c->lora_merged);
 }
 
 static void mha_write(const void *cfg, strop__optbuf *b) {
@@ -45,6 +101,12 @@ static void mha_write(const void *cfg, strop__optbuf *b) {
   strop__optbuf_bool(b, "bias", c->bias);
   strop__optbuf_float(b, "dropout", c->dropout);
   strop__optbuf_bool(b, "causal", c->causal);
+  strop__optbuf_ints(b, "lora_r", c->lora_r, 4);
+  char a[128];
+  snprintf(a, sizeof a, "[%.9g, %.9g, %.9g, %.9g]", (double)c->lora_alpha[0],
+           (double)c->lora_alpha[1], (double)c->lora_alpha[2], (double)c->lora_alpha[3]);
+  strop__optbuf_str(b, "lora_alpha", a);
+  strop__optbuf_bool(b, "lora_merged", c->lora_merged);
 }
 
 static strop_status mha_infer(strop__node *n) {
@@ -75,7 +137,70 @@ static strop_status mha_infer(strop__node *n) {
     if (i % 2 == 1 && !c->bias) continue;
     st = strop__node_add_param(n, PARAM_NAMES[i], i % 2 ? 1 : 2, wd, 0);
   }
+  char nm[64];
+  for (int i = 0; i < 4 && st == STROP_OK; i++) {
+    if (!c->lora_r[i]) continue;
+    int64_t ad[2] = {c->lora_r[i], c->embed_dim}, bd[2] = {c->embed_dim, c->lora_r[i]};
+    snprintf(nm, sizeof nm, "%s.lora_A.weight", strop__mha_proj_names[i]);
+    st = strop__node_add_param(n, nm, 2, ad, 0);
+    snprintf(nm, sizeof nm, "%s.lora_B.weight", strop__mha_proj_names[i]);
+    if (!st) st = strop__node_add_param(n, nm, 2, bd, 0);
+  }
+  /* with adapters the base projections are frozen, as in PEFT: only A and B train */
+  if (!st && has_lora(c))
+    for (int i = 0; i < n->n_params; i++)
+      if (!strstr(n->params[i].name, ".lora_")) n->params[i].trainable = 0;
   return st;
+}
+
+static strop__param *adapter(strop__node *n, int proj, int b) {
+  char nm[64];
+  snprintf(nm, sizeof nm, "%s.lora_%c.weight", strop__mha_proj_names[proj], b ? 'B' : 'A');
+  return strop__node_param(n, nm);
+}
+
+static float lora_scale(const mha_cfg *c, int proj) {
+  return c->lora_r[proj] ? c->lora_alpha[proj] / (float)c->lora_r[proj] : 0.0f;
+}
+
+void strop__mha_lora_init_adapters(strop__node *n, int mask, strop__rng *rng) {
+  const mha_cfg *c = n->cfg;
+  for (int i = 0; i < 4; i++) {
+    strop__param *a = adapter(n, i, 0), *b = adapter(n, i, 1);
+    if (!(mask & (1 << i)) || !a || !b) continue;
+    strop__init_kaiming_uniform(a->data, a->numel, c->embed_dim, sqrt(5.0), rng);
+    strop__init_zeros(b->data, b->numel);
+  }
+}
+
+void strop__mha_lora_set(void *cfg, int proj, int64_t r, float alpha) {
+  mha_cfg *c = cfg;
+  c->lora_r[proj] = r;
+  c->lora_alpha[proj] = alpha;
+}
+
+int64_t strop__mha_lora_rank(const strop__node *n, int proj, float *alpha) {
+  const mha_cfg *c = n->cfg;
+  if (alpha) *alpha = c->lora_alpha[proj];
+  return c->lora_r[proj];
+}
+
+int strop__mha_lora_merged(const strop__node *n) { return ((const mha_cfg *)n->cfg)->lora_merged; }
+
+void strop__mha_lora_set_merged(strop__node *n, int merge) {
+  mha_cfg *c = n->cfg;
+  merge = merge ? 1 : 0;
+  if (c->lora_merged == merge || !has_lora(c)) return;
+  for (int i = 0; i < 4; i++) {
+    strop__param *w = strop__node_param(n, PARAM_NAMES[2 * i]);
+    strop__param *a = adapter(n, i, 0), *b = adapter(n, i, 1);
+    if (!c->lora_r[i] || !w || !a || !b || !w->data || !a->data || !b->data) continue;
+    float s = lora_scale(c, i);
+    strop__lora_merge(w->data, a->data, b->data, c->embed_dim, c->lora_r[i], c->embed_dim,
+                      merge ? s : -s);
+    w->version++;
+  }
+  c->lora_merged = merge;
 }
 
 /* PyTorch: in_proj_weight [3D, D] gets xavier_uniform (so each of q/k/v gets the bound of a
@@ -90,6 +215,7 @@ static void mha_init(strop__node *n, strop__rng *rng) {
     else if (i < 6) strop__init_xavier_uniform(p->data, p->numel, d, 3 * d, 1.0, rng);
     else strop__init_pytorch_linear_default(p->data, p->numel, d, rng);
   }
+  strop__mha_lora_init_adapters(n, 15, rng);
 }
 
 static void mha_dims(const strop__node *n, const strop__exec *x, const strop__act *in,
@@ -104,13 +230,37 @@ static void mha_dims(const strop__node *n, const strop__exec *x, const strop__ac
   dm->dropout = c->dropout;
 }
 
-static void mha_weights(strop__node *n, strop__mha_weights *w) {
+/* The weights the kernels run with. An active (unmerged) adapter's projection runs with
+ * W' = W + scale B A, built in eff[proj] (arena, d*d floats each, NULL when not needed). */
+static void mha_weights(strop__node *n, float *const *eff, strop__mha_weights *w) {
+  const mha_cfg *c = n->cfg;
   const float *p[8];
   for (int i = 0; i < 8; i++) {
     strop__param *q = strop__node_param(n, PARAM_NAMES[i]);
     p[i] = q ? q->data : NULL;
   }
+  for (int i = 0; eff && i < 4; i++) {
+    if (!eff[i]) continue;
+    const size_t dd = (size_t)(c->embed_dim * c->embed_dim);
+    memcpy(eff[i], p[2 * i], dd * sizeof(float));
+    strop__lora_merge(eff[i], adapter(n, i, 0)->data, adapter(n, i, 1)->data, c->embed_dim,
+                      c->lora_r[i], c->embed_dim, lora_scale(c, i));
+    p[2 * i] = eff[i];
+  }
   *w = (strop__mha_weights){p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]};
+}
+
+/* Arena buffers of d*d floats for each active adapter (eff[i] NULL otherwise); 0 on OOM. */
+static int lora_buffers(const strop__node *n, const strop__exec *x, float **eff, int zero) {
+  const mha_cfg *c = n->cfg;
+  const size_t bytes = (size_t)(c->embed_dim * c->embed_dim) * sizeof(float);
+  for (int i = 0; i < 4; i++) {
+    eff[i] = NULL;
+    if (!c->lora_r[i] || c->lora_merged) continue;
+    eff[i] = zero ? strop__arena_calloc(x->arena, bytes) : strop__arena_alloc(x->arena, bytes);
+    if (!eff[i]) return 0;
+  }
+  return 1;
 }
 
 static strop_status mha_forward(strop__node *n, const strop__exec *x, const strop__act *in,
@@ -129,8 +279,11 @@ static strop_status mha_forward(strop__node *n, const strop__exec *x, const stro
     return strop__err(STROP_E_NOMEM, "layer '%s' (multihead_attention): out of memory", n->name);
   *cache = (strop__mha_cache){buf, buf + act, buf + 2 * act, buf + 3 * act, buf + 4 * act, keep};
   n->saved = cache;
+  float *eff[4];
+  if (!lora_buffers(n, x, eff, 0))
+    return strop__err(STROP_E_NOMEM, "layer '%s' (multihead_attention): out of memory", n->name);
   strop__mha_weights w;
-  mha_weights(n, &w);
+  mha_weights(n, eff, &w);
   strop__attention_forward(&dm, in[0].data, &w, cache, x->rng, scratch, out->data);
   return STROP_OK;
 }
@@ -148,15 +301,34 @@ static strop_status mha_backward(strop__node *n, const strop__exec *x, const str
       strop__arena_alloc(x->arena, strop__attention_backward_scratch(&dm) * sizeof(float));
   if (!scratch)
     return strop__err(STROP_E_NOMEM, "layer '%s' (multihead_attention): out of memory", n->name);
+  /* W' rebuilt (D^2 r flops, less bookkeeping than keeping the forward's copies) and, for
+   * each active adapter, dW' in a zeroed buffer: dA and dB follow from it, and dW = dW' */
+  const mha_cfg *c = n->cfg;
+  float *eff[4], *deff[4];
+  if (!lora_buffers(n, x, eff, 0) || !lora_buffers(n, x, deff, 1))
+    return strop__err(STROP_E_NOMEM, "layer '%s' (multihead_attention): out of memory", n->name);
   strop__mha_weights w;
-  mha_weights(n, &w);
+  mha_weights(n, eff, &w);
   float *g[8];
   for (int i = 0; i < 8; i++) {
     strop__param *p = strop__node_param(n, PARAM_NAMES[i]);
     g[i] = p && p->trainable ? p->grad : NULL;
   }
+  for (int i = 0; i < 4; i++)
+    if (deff[i]) g[2 * i] = deff[i];
   strop__mha_grads gr = {g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]};
   strop__attention_backward(&dm, in[0].data, &w, cache, dout, scratch, din[0], &gr);
+  for (int i = 0; i < 4; i++) {
+    if (!deff[i]) continue;
+    const size_t dd = (size_t)(c->embed_dim * c->embed_dim);
+    strop__param *wp = strop__node_param(n, PARAM_NAMES[2 * i]);
+    if (wp->trainable && wp->grad)
+      for (size_t e = 0; e < dd; e++) wp->grad[e] += deff[i][e];
+    strop__param *a = adapter(n, i, 0), *b = adapter(n, i, 1);
+    strop__lora_weight_grads(deff[i], a->data, b->data, c->embed_dim, c->lora_r[i],
+                             c->embed_dim, lora_scale(c, i), a->trainable ? a->grad : NULL,
+                             b->trainable ? b->grad : NULL);
+  }
   return STROP_OK;
 }
 

@@ -81,6 +81,8 @@ typedef struct strop__exec {
   int training;        /* 1: train mode (dropout on, batch statistics) */
   int nthreads;
   const float *pad_mask; /* optional [n, T] 1 = keep, 0 = padding, for attention; or NULL */
+  int din_assign;        /* backward of a STROP__LAYER_ASSIGNS_DIN layer: din[0] is NOT zeroed
+                            (this node is its input's only consumer); write every element */
 } strop__exec;
 
 typedef struct strop__node strop__node;
@@ -116,7 +118,9 @@ strop__param *strop__node_param(strop__node *n, const char *suffix);
 enum {
   STROP__LAYER_STOCHASTIC = 1, /* uses exec->rng in train mode */
   STROP__LAYER_BATCHSTATS = 2, /* behaves differently in train mode (batch norm) */
-  STROP__LAYER_ANY_INPUTS = 4  /* accepts any number of inputs >= 1 (add, concat) */
+  STROP__LAYER_ANY_INPUTS = 4, /* accepts any number of inputs >= 1 (add, concat) */
+  STROP__LAYER_ASSIGNS_DIN = 8 /* one input; backward honours exec->din_assign, so the graph
+                                  may skip zeroing the input gradient of a sole consumer */
 };
 
 struct strop__layer_vtable {
@@ -138,7 +142,8 @@ struct strop__layer_vtable {
   strop_status (*forward)(strop__node *n, const strop__exec *x, const strop__act *in,
                           strop__act *out);
   /* Given dout (same layout as out), ADD the input gradients into din[i] (zeroed by the graph;
-   * din[i] == NULL when input i needs no gradient) and ADD parameter gradients into p->grad
+   * din[i] == NULL when input i needs no gradient; with STROP__LAYER_ASSIGNS_DIN and
+   * x->din_assign, din[0] is uninitialised and gets written) and ADD parameter gradients into p->grad
    * for each param with p->trainable && p->grad. in/out are the forward's activations. */
   strop_status (*backward)(strop__node *n, const strop__exec *x, const strop__act *in,
                            const strop__act *out, const float *dout, float *const *din);

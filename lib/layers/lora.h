@@ -26,4 +26,19 @@ void strop__lora_init_adapters(strop__node *n, strop__rng *rng);
  * the node is already in that state. n must be a lora_linear node with its params. */
 void strop__lora_set_merged(strop__node *n, int merge);
 
+/* ---- LoRA on multihead_attention's projections (attention.c) ---- */
+extern const strop__layer_vtable strop__layer_multihead_attention;
+/* "q_proj", "k_proj", "v_proj", "out_proj": proj index 0..3, adapter params
+ * "<node>.<proj>.lora_A.weight" [r, D] and ".lora_B.weight" [D, r] */
+extern const char *const strop__mha_proj_names[4];
+/* Sets the adapter of projection proj in a multihead_attention cfg (r = 0: none). */
+void strop__mha_lora_set(void *cfg, int proj, int64_t r, float alpha);
+/* Its rank (0: none) and alpha. */
+int64_t strop__mha_lora_rank(const strop__node *n, int proj, float *alpha);
+int strop__mha_lora_merged(const strop__node *n);
+/* A ~ kaiming_uniform(a = sqrt(5)), B = 0 for the projections in mask (bit i = proj i). */
+void strop__mha_lora_init_adapters(strop__node *n, int mask, strop__rng *rng);
+/* Folds every adapter of the node into its base weight, or takes them out again. */
+void strop__mha_lora_set_merged(strop__node *n, int merge);
+
 #endif

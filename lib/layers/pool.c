@@ -114,14 +114,16 @@ static strop_status maxpool_forward(strop__node *n, const strop__exec *x, const 
 static strop_status maxpool_backward(strop__node *n, const strop__exec *x, const strop__act *in,
                                      const strop__act *out, const float *dout,
                                      float *const *din) {
-  (void)x;
   (void)out;
   if (!din[0]) return STROP_OK;
   if (!n->saved)
     return strop__err(STROP_E_INTERNAL, "layer '%s' (maxpool2d): backward without forward",
                       n->name);
   strop__pool2d_dims d = pool_dims(n->cfg, &in[0]);
-  strop__maxpool2d_backward(&d, dout, n->saved, din[0]);
+  if (x->din_assign)
+    strop__maxpool2d_backward_assign(&d, dout, n->saved, din[0]);
+  else
+    strop__maxpool2d_backward(&d, dout, n->saved, din[0]);
   return STROP_OK;
 }
 
@@ -194,6 +196,7 @@ const strop__layer_vtable strop__layer_maxpool2d = {
     .type = "maxpool2d",
     .cfg_size = sizeof(pool_cfg),
     .n_inputs = 1,
+    .flags = STROP__LAYER_ASSIGNS_DIN,
     .parse = maxpool_parse,
     .write = maxpool_write,
     .infer = pool_infer,

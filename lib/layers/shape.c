@@ -119,11 +119,14 @@ static strop_status copy_forward(strop__node *n, const strop__exec *x, const str
 static strop_status copy_backward(strop__node *n, const strop__exec *x, const strop__act *in,
                                   const strop__act *out, const float *dout, float *const *din) {
   (void)n;
-  (void)x;
   (void)out;
   if (!din[0]) return STROP_OK;
   size_t cnt = (size_t)in[0].n * strop__shape_numel(&in[0].shape);
   float *dx = din[0];
+  if (x->din_assign) {
+    memcpy(dx, dout, cnt * sizeof(float));
+    return STROP_OK;
+  }
   for (size_t i = 0; i < cnt; i++) dx[i] += dout[i];
   return STROP_OK;
 }
@@ -132,7 +135,7 @@ const strop__layer_vtable strop__layer_flatten = {
     .type = "flatten",
     .cfg_size = sizeof(flatten_cfg),
     .n_inputs = 1,
-    .flags = 0,
+    .flags = STROP__LAYER_ASSIGNS_DIN,
     .parse = flatten_parse,
     .write = flatten_write,
     .infer = flatten_infer,
@@ -145,7 +148,7 @@ const strop__layer_vtable strop__layer_reshape = {
     .type = "reshape",
     .cfg_size = sizeof(reshape_cfg),
     .n_inputs = 1,
-    .flags = 0,
+    .flags = STROP__LAYER_ASSIGNS_DIN,
     .parse = reshape_parse,
     .write = reshape_write,
     .infer = reshape_infer,

@@ -41,7 +41,18 @@ void strop__relu_forward(const float *x, float *y, size_t n) {
 void strop__relu_backward(const float *x, const float *y, const float *dy, float *dx, size_t n) {
   (void)x;
   /* PyTorch's threshold_backward on the result: NaN outputs pass the gradient */
-  for (size_t i = 0; i < n; i++) dx[i] += y[i] <= 0.0f ? 0.0f : dy[i];
+  for (size_t i = 0; i < n; i++) {
+    const float g = dy[i];
+    dx[i] += y[i] <= 0.0f ? 0.0f : g;
+  }
+}
+
+void strop__relu_backward_assign(const float *y, const float *dy, float *dx, size_t n) {
+  /* dy is read unconditionally so the select vectorises (a conditional load would not) */
+  for (size_t i = 0; i < n; i++) {
+    const float g = dy[i];
+    dx[i] = y[i] <= 0.0f ? 0.0f : g;
+  }
 }
 
 void strop__leaky_relu_forward(const float *x, float *y, size_t n, float slope) {
@@ -194,6 +205,18 @@ void strop__log_softmax_backward(const float *y, const float *dy, float *dx, int
       for (int64_t j = 0; j < d; j++) sum += gr[j * inner];
       for (int64_t j = 0; j < d; j++) dr[j * inner] += gr[j * inner] - expf(yr[j * inner]) * sum;
     }
+}
+
+/* ---- checks ---- */
+
+int strop__all_finite(const float *x, size_t n) {
+  uint32_t bad = 0;
+  for (size_t i = 0; i < n; i++) {
+    uint32_t u;
+    memcpy(&u, &x[i], sizeof u);
+    bad |= (u & 0x7f800000u) == 0x7f800000u;
+  }
+  return !bad;
 }
 
 /* ---- dropout ---- */

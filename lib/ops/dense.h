@@ -20,6 +20,8 @@ void strop__linear_backward(const float *x, const float *w, const float *dy, flo
  * and/or y (the output) as the formula needs — both are always passed. */
 void strop__relu_forward(const float *x, float *y, size_t n);
 void strop__relu_backward(const float *x, const float *y, const float *dy, float *dx, size_t n);
+/* dx = (y > 0 ? dy : 0): the backward into an uninitialised dx. */
+void strop__relu_backward_assign(const float *y, const float *dy, float *dx, size_t n);
 void strop__leaky_relu_forward(const float *x, float *y, size_t n, float slope);
 void strop__leaky_relu_backward(const float *x, const float *y, const float *dy, float *dx,
                                 size_t n, float slope);
@@ -43,6 +45,10 @@ void strop__log_softmax_forward(const float *x, float *y, int64_t outer, int64_t
                                 int64_t inner);
 void strop__log_softmax_backward(const float *y, const float *dy, float *dx, int64_t outer,
                                  int64_t d, int64_t inner);
+
+/* 1 when every x[i] is finite (no NaN, no Inf). An exponent-bits test, so the loop vectorises
+ * without reassociating float sums. */
+int strop__all_finite(const float *x, size_t n);
 
 /* Inverted dropout: mask[i] = 1 with probability 1 - p (drawn from rng, which advances),
  * y = x * mask / (1 - p). p = 1 gives zeros. */

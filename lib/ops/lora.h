@@ -20,4 +20,9 @@ void strop__lora_backward(const float *h, const float *a, const float *b, const 
 void strop__lora_merge(float *w, const float *a, const float *b, int64_t in, int64_t r,
                        int64_t out, float scale);
 
+/* Adapter gradients from the gradient of a merged weight W' = W + scale * B A (the adapter
+ * path computed through W'): dA += scale * B^T dW, dB += scale * dW A^T; either may be NULL. */
+void strop__lora_weight_grads(const float *dw, const float *a, const float *b, int64_t in,
+                              int64_t r, int64_t out, float scale, float *da, float *db);
+
 #endif

@@ -3,6 +3,10 @@
 #include "ops/pool.h"
 
 #include <math.h>
+#include <string.h>
+#if defined(__SSE2__)
+#  include <emmintrin.h>
+#endif
 
 /* Kernel taps k in [lo, hi) whose input index start + k * dil falls in [0, in). */
 static void taps(int64_t start, int64_t dil, int64_t k, int64_t in, int64_t *lo, int64_t *hi) {
@@ -14,9 +18,90 @@ static void taps(int64_t start, int64_t dil, int64_t k, int64_t in, int64_t *lo,
   *hi = h;
 }
 
+/* The common 2x2 window, stride 2, no padding or dilation: the windows tile the plane. */
+static int is_2x2(const strop__pool2d_dims *d) {
+  return d->kh == 2 && d->kw == 2 && d->sh == 2 && d->sw == 2 && d->ph == 0 && d->pw == 0 &&
+         d->dh == 1 && d->dw == 1 && 2 * d->oh <= d->h && 2 * d->ow <= d->w;
+}
+
+/* One tap of the scan in the general loop's order and rules, without branches: v replaces m
+ * when it is larger or NaN, unless m already is NaN (the first NaN wins). */
+#define MAX_TAP(v, off)                                     \
+  do {                                                      \
+    const float v_ = (v);                                   \
+    const int u_ = (v_ > m || v_ != v_) && m == m;          \
+    m = u_ ? v_ : m;                                        \
+    k = u_ ? (off) : k;                                     \
+  } while (0)
+
+#if defined(__SSE2__)
+/* Four windows at once (baseline x86-64 SSE2): the taps deinterleaved from two rows, then the
+ * same four MAX_TAP steps as masks. */
+static int64_t maxpool_2x2_row_sse2(const float *r0, const float *r1, float *y, int32_t *a,
+                                    int64_t ow, int32_t base, int32_t W) {
+  const __m128i one = _mm_set1_epi32(1), kw = _mm_set1_epi32(W), kw1 = _mm_set1_epi32(W + 1);
+  const __m128i lane = _mm_setr_epi32(0, 2, 4, 6);
+  int64_t ox = 0;
+  for (; ox + 4 <= ow; ox += 4) {
+    const __m128 a0 = _mm_loadu_ps(r0 + 2 * ox), a1 = _mm_loadu_ps(r0 + 2 * ox + 4);
+    const __m128 b0 = _mm_loadu_ps(r1 + 2 * ox), b1 = _mm_loadu_ps(r1 + 2 * ox + 4);
+    const __m128 t[3] = {_mm_shuffle_ps(a0, a1, _MM_SHUFFLE(3, 1, 3, 1)),
+                         _mm_shuffle_ps(b0, b1, _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm_shuffle_ps(b0, b1, _MM_SHUFFLE(3, 1, 3, 1))};
+    const __m128i off[3] = {one, kw, kw1};
+    __m128 m = _mm_shuffle_ps(a0, a1, _MM_SHUFFLE(2, 0, 2, 0));
+    __m128i k = _mm_setzero_si128();
+    for (int j = 0; j < 3; j++) {
+      const __m128 v = t[j];
+      const __m128 u = _mm_and_ps(_mm_or_ps(_mm_cmpgt_ps(v, m), _mm_cmpunord_ps(v, v)),
+                                  _mm_cmpord_ps(m, m));
+      m = _mm_or_ps(_mm_and_ps(u, v), _mm_andnot_ps(u, m));
+      const __m128i ui = _mm_castps_si128(u);
+      k = _mm_or_si128(_mm_and_si128(ui, off[j]), _mm_andnot_si128(ui, k));
+    }
+    _mm_storeu_ps(y + ox, m);
+    const __m128i idx = _mm_add_epi32(_mm_add_epi32(k, lane),
+                                      _mm_set1_epi32(base + (int32_t)(2 * ox)));
+    _mm_storeu_si128((__m128i *)(void *)(a + ox), idx);
+  }
+  return ox;
+}
+#endif
+
+static void maxpool_2x2_forward(const strop__pool2d_dims *d, const float *x, float *y,
+                                int32_t *argmax) {
+  const int64_t H = d->h, W = d->w, oh = d->oh, ow = d->ow;
+  for (int64_t pl = 0; pl < d->n * d->c; pl++) {
+    const float *xp = x + pl * H * W;
+    float *yp = y + pl * oh * ow;
+    int32_t *ap = argmax + pl * oh * ow;
+    for (int64_t oy = 0; oy < oh; oy++) {
+      const float *r0 = xp + 2 * oy * W, *r1 = r0 + W;
+      const int32_t base = (int32_t)(2 * oy * W);
+      int64_t ox = 0;
+#if defined(__SSE2__)
+      ox = maxpool_2x2_row_sse2(r0, r1, yp + oy * ow, ap + oy * ow, ow, base, (int32_t)W);
+#endif
+      for (; ox < ow; ox++) {
+        float m = r0[2 * ox];
+        int32_t k = 0;
+        MAX_TAP(r0[2 * ox + 1], 1);
+        MAX_TAP(r1[2 * ox], (int32_t)W);
+        MAX_TAP(r1[2 * ox + 1], (int32_t)W + 1);
+        yp[oy * ow + ox] = m;
+        ap[oy * ow + ox] = base + (int32_t)(2 * ox) + k;
+      }
+    }
+  }
+}
+
 void strop__maxpool2d_forward(const strop__pool2d_dims *d, const float *x, float *y,
                               int32_t *argmax) {
   const int64_t H = d->h, W = d->w, oh = d->oh, ow = d->ow;
+  if (is_2x2(d)) {
+    maxpool_2x2_forward(d, x, y, argmax);
+    return;
+  }
   for (int64_t pl = 0; pl < d->n * d->c; pl++) {
     const float *xp = x + pl * H * W;
     float *yp = y + pl * oh * ow;
@@ -46,6 +131,61 @@ void strop__maxpool2d_forward(const strop__pool2d_dims *d, const float *x, float
         ap[oy * ow + ox] = (int32_t)best;
       }
     }
+  }
+}
+
+void strop__maxpool2d_backward_assign(const strop__pool2d_dims *d, const float *dy,
+                                      const int32_t *argmax, float *dx) {
+  const int64_t H = d->h, W = d->w, HW = H * W, oh = d->oh, ow = d->ow, O = oh * ow;
+  if (!is_2x2(d)) {
+    memset(dx, 0, sizeof(float) * (size_t)(d->n * d->c * HW));
+    strop__maxpool2d_backward(d, dy, argmax, dx);
+    return;
+  }
+  /* every input cell lies in at most one window: write each window's four cells, and zero the
+   * odd row and column that no window covers */
+  for (int64_t pl = 0; pl < d->n * d->c; pl++) {
+    float *dxp = dx + pl * HW;
+    const float *dyp = dy + pl * O;
+    const int32_t *ap = argmax + pl * O;
+    for (int64_t oy = 0; oy < oh; oy++) {
+      float *r0 = dxp + 2 * oy * W, *r1 = r0 + W;
+      const int32_t base = (int32_t)(2 * oy * W);
+      int64_t ox = 0;
+#if defined(__SSE2__)
+      {
+        const __m128i kw = _mm_set1_epi32((int32_t)W), kw1 = _mm_set1_epi32((int32_t)W + 1);
+        const __m128i one = _mm_set1_epi32(1), lane = _mm_setr_epi32(0, 2, 4, 6);
+        for (; ox + 4 <= ow; ox += 4) {
+          const __m128 g = _mm_loadu_ps(dyp + oy * ow + ox);
+          const __m128i k = _mm_sub_epi32(
+              _mm_loadu_si128((const __m128i *)(const void *)(ap + oy * ow + ox)),
+              _mm_add_epi32(lane, _mm_set1_epi32(base + (int32_t)(2 * ox))));
+          const __m128 v0 = _mm_and_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(k, _mm_setzero_si128())), g);
+          const __m128 v1 = _mm_and_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(k, one)), g);
+          const __m128 v2 = _mm_and_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(k, kw)), g);
+          const __m128 v3 = _mm_and_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(k, kw1)), g);
+          _mm_storeu_ps(r0 + 2 * ox, _mm_unpacklo_ps(v0, v1));
+          _mm_storeu_ps(r0 + 2 * ox + 4, _mm_unpackhi_ps(v0, v1));
+          _mm_storeu_ps(r1 + 2 * ox, _mm_unpacklo_ps(v2, v3));
+          _mm_storeu_ps(r1 + 2 * ox + 4, _mm_unpackhi_ps(v2, v3));
+        }
+      }
+#endif
+      for (; ox < ow; ox++) {
+        const float g = dyp[oy * ow + ox];
+        const int32_t k = ap[oy * ow + ox] - base - (int32_t)(2 * ox);
+        r0[2 * ox] = k == 0 ? g : 0.0f;
+        r0[2 * ox + 1] = k == 1 ? g : 0.0f;
+        r1[2 * ox] = k == W ? g : 0.0f;
+        r1[2 * ox + 1] = k == W + 1 ? g : 0.0f;
+      }
+      if (W > 2 * ow) {
+        r0[W - 1] = 0.0f;
+        r1[W - 1] = 0.0f;
+      }
+    }
+    if (H > 2 * oh) memset(dxp + (H - 1) * W, 0, sizeof(float) * (size_t)W);
   }
 }
 

@@ -22,6 +22,9 @@ void strop__maxpool2d_forward(const strop__pool2d_dims *d, const float *x, float
 /* ADDS dy into dx at the argmax positions. */
 void strop__maxpool2d_backward(const strop__pool2d_dims *d, const float *dy,
                                const int32_t *argmax, float *dx);
+/* The same into an uninitialised dx: every element of dx is written. */
+void strop__maxpool2d_backward_assign(const strop__pool2d_dims *d, const float *dy,
+                                      const int32_t *argmax, float *dx);
 
 /* Window means; count_include_pad = 1 divides by kh*kw, 0 by the in-image count. */
 void strop__avgpool2d_forward(const strop__pool2d_dims *d, const float *x, float *y,

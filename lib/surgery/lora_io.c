@@ -16,12 +16,57 @@
 
 static int is_lora(const strop__node *n) { return n->vt == &strop__layer_lora_linear; }
 
+/* A multihead_attention node with an adapter on any projection. */
+static int is_lora_attn(const strop__node *n) {
+  if (n->vt != &strop__layer_multihead_attention) return 0;
+  for (int p = 0; p < 4; p++)
+    if (strop__mha_lora_rank(n, p, NULL)) return 1;
+  return 0;
+}
+
+/* One adapted module in PEFT's sense: a lora_linear node (proj -1) or an attention
+ * projection "<node>.<proj>". */
+typedef struct lmodule {
+  const strop__node *n;
+  int proj;
+  char name[300];
+  int64_t r;
+  float alpha, dropout;
+} lmodule;
+
+/* The k-th adapted module in node order; 0 when there are fewer. */
+static int module_at(const strop_model *m, int k, lmodule *out) {
+  for (int i = 0; i < m->n_nodes; i++) {
+    const strop__node *n = &m->nodes[i];
+    if (is_lora(n)) {
+      if (k-- > 0) continue;
+      const strop__lora_cfg *c = n->cfg;
+      *out = (lmodule){n, -1, "", c->r, c->alpha, c->dropout};
+      snprintf(out->name, sizeof out->name, "%s", n->name);
+      return 1;
+    }
+    if (n->vt != &strop__layer_multihead_attention) continue;
+    for (int p = 0; p < 4; p++) {
+      float alpha;
+      int64_t r = strop__mha_lora_rank(n, p, &alpha);
+      if (!r || k-- > 0) continue;
+      *out = (lmodule){n, p, "", r, alpha, 0.0f};
+      snprintf(out->name, sizeof out->name, "%s.%s", n->name, strop__mha_proj_names[p]);
+      return 1;
+    }
+  }
+  return 0;
+}
+
 static strop_status set_merged(const char *fn, strop_model *model, int merge) {
   if (!model) return strop__err(STROP_E_INVALID_ARG, "%s: model is NULL", fn);
   int hits = 0;
   for (int i = 0; i < model->n_nodes; i++)
     if (is_lora(&model->nodes[i])) {
       strop__lora_set_merged(&model->nodes[i], merge);
+      hits++;
+    } else if (is_lora_attn(&model->nodes[i])) {
+      strop__mha_lora_set_merged(&model->nodes[i], merge);
       hits++;
     }
   if (!hits) return strop__err(STROP_E_NOT_FOUND, "%s: the model has no LoRA adapters", fn);
@@ -55,11 +100,9 @@ strop_status strop_model_lora_save(const strop_model *model, const char *dir) {
   static const char fn[] = "strop_model_lora_save";
   if (!model || !dir)
     return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, model ? "dir" : "model");
-  const strop__node *first = NULL;
-  for (int i = 0; i < model->n_nodes && !first; i++)
-    if (is_lora(&model->nodes[i])) first = &model->nodes[i];
-  if (!first) return strop__err(STROP_E_NOT_FOUND, "%s: the model has no LoRA adapters", fn);
-  const strop__lora_cfg *c0 = first->cfg;
+  lmodule c0, mod;
+  if (!module_at(model, 0, &c0))
+    return strop__err(STROP_E_NOT_FOUND, "%s: the model has no LoRA adapters", fn);
   strop__st_writer *w = NULL;
   strop__text cfg;
   memset(&cfg, 0, sizeof cfg);
@@ -69,43 +112,38 @@ strop_status strop_model_lora_save(const strop_model *model, const char *dir) {
   strop_status st = st_path && cfg_path ? strop__st_writer_create(fn, &w) : STROP__NOMEM(fn);
   if (!st) st = strop__st_writer_set_meta(w, "format", "pt");
   strop__text_add(&cfg, "{\n  \"peft_type\": \"LORA\",\n  \"r\": %lld,\n  \"lora_alpha\": ",
-                  (long long)c0->r);
-  json_float(&cfg, c0->alpha);
+                  (long long)c0.r);
+  json_float(&cfg, c0.alpha);
   strop__text_add(&cfg, ",\n  \"lora_dropout\": ");
-  json_float(&cfg, c0->dropout);
+  json_float(&cfg, c0.dropout);
   strop__text_add(&cfg, ",\n  \"bias\": \"none\",\n  \"fan_in_fan_out\": false,\n"
                   "  \"inference_mode\": true,\n  \"init_lora_weights\": true,\n"
                   "  \"task_type\": null,\n  \"base_model_name_or_path\": null,\n"
                   "  \"modules_to_save\": null,\n  \"target_modules\": [");
-  int k = 0;
-  for (int i = 0; !st && i < model->n_nodes; i++) {
-    strop__node *n = &model->nodes[i];
-    if (!is_lora(n)) continue;
-    strop__text_add(&cfg, "%s\"%s\"", k++ ? ", " : "", n->name);
+  for (int k = 0; !st && module_at(model, k, &mod); k++) {
+    strop__text_add(&cfg, "%s\"%s\"", k ? ", " : "", mod.name);
     static const char *const sfx[2] = {"lora_A.weight", "lora_B.weight"};
     for (int j = 0; !st && j < 2; j++) {
-      const strop__param *p = strop__node_param(n, sfx[j]);
+      snprintf(name, sizeof name, "%s.%s", mod.name, sfx[j]);
+      const strop__param *p = strop__node_param((strop__node *)mod.n, name + strlen(mod.n->name) + 1);
       if (!p || !p->data) {
-        st = strop__err(STROP_E_INTERNAL, "%s: node '%s' lacks '%s'", fn, n->name, sfx[j]);
+        st = strop__err(STROP_E_INTERNAL, "%s: module '%s' lacks '%s'", fn, mod.name, sfx[j]);
         break;
       }
-      snprintf(name, sizeof name, PREFIX "%s.%s", n->name, sfx[j]);
+      snprintf(name, sizeof name, PREFIX "%s.%s", mod.name, sfx[j]);
       st = strop__st_writer_add_f32(w, name, p->rank, p->dims, p->data);
     }
   }
-  /* nodes whose rank or alpha differ from the first go to PEFT's per-module patterns */
+  /* modules whose rank or alpha differ from the first go to PEFT's per-module patterns */
   for (int pass = 0; pass < 2; pass++) {
     strop__text_add(&cfg, pass ? "},\n  \"alpha_pattern\": {" : "],\n  \"rank_pattern\": {");
-    k = 0;
-    for (int i = 0; i < model->n_nodes; i++) {
-      const strop__node *n = &model->nodes[i];
-      if (!is_lora(n)) continue;
-      const strop__lora_cfg *c = n->cfg;
-      if (!pass && c->r != c0->r) {
-        strop__text_add(&cfg, "%s\"%s\": %lld", k++ ? ", " : "", n->name, (long long)c->r);
-      } else if (pass && c->alpha != c0->alpha) {
-        strop__text_add(&cfg, "%s\"%s\": ", k++ ? ", " : "", n->name);
-        json_float(&cfg, c->alpha);
+    int n = 0;
+    for (int k = 0; module_at(model, k, &mod); k++) {
+      if (!pass && mod.r != c0.r) {
+        strop__text_add(&cfg, "%s\"%s\": %lld", n++ ? ", " : "", mod.name, (long long)mod.r);
+      } else if (pass && mod.alpha != c0.alpha) {
+        strop__text_add(&cfg, "%s\"%s\": ", n++ ? ", " : "", mod.name);
+        json_float(&cfg, mod.alpha);
       }
     }
   }
@@ -240,11 +278,17 @@ strop_status strop_model_lora_load(strop_model *model, const char *dir) {
   }
   if (!st) st = strop__surgery_run(fn, s, NULL, &c, NULL);
   for (int k = 0; !st && k < nm; k++) {
-    strop__node *n = &c->nodes[strop__model_node_find(c, mods[k].name)];
     static const char *const sfx[2] = {"lora_A.weight", "lora_B.weight"};
     for (int ab = 0; !st && ab < 2; ab++) {
       const strop__st_tensor *t = &f->t[ab ? mods[k].b : mods[k].a];
-      strop__param *p = strop__node_param(n, sfx[ab]);
+      /* by full name: a module is a node (lora_linear) or "<node>.<proj>" (attention) */
+      char full[600];
+      snprintf(full, sizeof full, "%s.%s", mods[k].name, sfx[ab]);
+      strop__param *p = strop__model_param_find(c, full);
+      if (!p) {
+        st = strop__err(STROP_E_INTERNAL, "%s: '%s' missing after adding the adapters", fn, full);
+        break;
+      }
       if (t->dims[0] != p->dims[0] || t->dims[1] != p->dims[1])
         st = strop__err(STROP_E_SHAPE, "%s: %s: '%s' is [%lld, %lld] but module '%s' needs "
                         "[%lld, %lld]", fn, st_path, t->name, (long long)t->dims[0],

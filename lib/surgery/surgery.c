@@ -288,6 +288,7 @@ strop_status strop_surgery_param_group(strop_surgery *s, const char *glob, float
 typedef struct naux {
   int fresh;      /* created by this plan: parameters come from its seed */
   int lora_new;   /* just turned into lora_linear: adapters to initialise */
+  int lora_mask;  /* multihead_attention: the projections (bit i) whose adapters are new */
   int dirty;      /* re-infer even if its input shapes did not change */
   void *pristine; /* fresh nodes: the parsed cfg before any inference */
   uint64_t seed, stream;
@@ -518,7 +519,13 @@ static strop_status infer_node(work *w, int i) {
   strop__rng_seed(&rng, a->seed, a->stream);
   if (need_init && a->fresh && nd->vt->init) nd->vt->init(nd, &rng);
   if (a->lora_new) {
-    if (need_init && !a->fresh) strop__lora_init_adapters(nd, &rng);
+    if (need_init && !a->fresh) {
+      if (nd->vt == &strop__layer_multihead_attention)
+        strop__mha_lora_init_adapters(nd, a->lora_mask, &rng);
+      else
+        strop__lora_init_adapters(nd, &rng);
+    }
+    a->lora_mask = 0;
     for (int j = 0; j < nd->n_params; j++)
       if (!is_adapter(&nd->params[j])) nd->params[j].trainable = 0;
     a->lora_new = 0;
@@ -897,28 +904,97 @@ static strop_status to_lora(work *w, const edit *e, int i, uint64_t stream) {
   return STROP_OK;
 }
 
+/* Adapters on the projections in mask of multihead_attention node i (cfg edited in place; a
+ * node this plan created gets them in its pristine cfg too, as it re-infers from that). */
+static strop_status to_lora_attn(work *w, const edit *e, int i, int mask, uint64_t stream) {
+  strop__node *nd = &w->m->nodes[i];
+  naux *a = &w->aux[i];
+  if (e->dropout > 0.0f)
+    return strop__err(STROP_E_UNSUPPORTED, "node '%s' (multihead_attention): LoRA dropout on "
+                      "attention projections is not supported (dropout %g; use 0)", nd->name,
+                      (double)e->dropout);
+  if (strop__mha_lora_merged(nd))
+    return strop__err(STROP_E_STATE, "node '%s': its adapters are merged; unmerge them before "
+                      "adding more", nd->name);
+  for (int p = 0; p < 4; p++) {
+    if (!(mask & (1 << p))) continue;
+    strop__mha_lora_set(nd->cfg, p, e->rank, e->alpha);
+    if (a->fresh && a->pristine) strop__mha_lora_set(a->pristine, p, e->rank, e->alpha);
+  }
+  if (!a->fresh) {
+    a->seed = w->seed;
+    a->stream = stream;
+  }
+  a->lora_mask |= mask;
+  a->lora_new = a->dirty = 1;
+  return STROP_OK;
+}
+
+/* Which projections of attention node nd the pattern names as "<node>.<proj>" (bit i), not
+ * counting those that already have adapters. */
+static int attn_targets(const strop__node *nd, const char *pat, int *already) {
+  char full[512];
+  int mask = 0;
+  for (int p = 0; p < 4; p++) {
+    snprintf(full, sizeof full, "%s.%s", nd->name, strop__mha_proj_names[p]);
+    if (!strop__glob_match(pat, full)) continue;
+    if (strop__mha_lora_rank(nd, p, NULL)) {
+      if (already) *already = 1;
+      continue;
+    }
+    mask |= 1 << p;
+  }
+  return mask;
+}
+
 static strop_status ed_lora(work *w, const edit *e) {
   strop_model *m = w->m;
   const strop__layer_vtable *lin = strop__layer_find("linear");
+  const strop__layer_vtable *mha = &strop__layer_multihead_attention;
   strop_status st;
+  int exact_proj = 0; /* an exact name of an attention projection */
   if (!strop__glob_is_pattern(e->target)) {
+    for (int i = 0; i < m->n_nodes && !exact_proj; i++) {
+      int already = 0;
+      if (m->nodes[i].vt != mha) continue;
+      int mask = attn_targets(&m->nodes[i], e->target, &already);
+      if (already)
+        return strop__err(STROP_E_INVALID_ARG, "'%s' already has LoRA adapters", e->target);
+      exact_proj = mask != 0;
+    }
+  }
+  if (!exact_proj && !strop__glob_is_pattern(e->target)) {
     int idx;
     if ((st = resolve_one(m, e->target, &idx))) return st;
     if (m->nodes[idx].vt == &strop__layer_lora_linear)
       return strop__err(STROP_E_INVALID_ARG, "node '%s' already has LoRA adapters", e->target);
     if (m->nodes[idx].vt != lin)
-      return strop__err(STROP_E_INVALID_ARG, "node '%s' is %s; LoRA applies to linear nodes",
+      return strop__err(STROP_E_INVALID_ARG, "node '%s' is %s; LoRA applies to linear nodes "
+                        "and attention projections ('<node>.q_proj', k_proj, v_proj, out_proj)",
                         e->target, m->nodes[idx].vt->type);
   }
   int hits = 0;
   for (int i = 0; i < m->n_nodes; i++) {
-    if (m->nodes[i].vt != lin || !strop__glob_match(e->target, m->nodes[i].name)) continue;
     uint64_t stream = ((uint64_t)(w->k + 1) << 32) | (uint64_t)(hits + 2);
+    if (m->nodes[i].vt == mha) {
+      int mask = attn_targets(&m->nodes[i], e->target, NULL);
+      if (!mask) continue;
+      if ((st = to_lora_attn(w, e, i, mask, stream))) return st;
+      for (int p = 0; w->log && p < 4; p++)
+        if (mask & (1 << p))
+          strop__text_add(w->log, "%s'%s.%s'", hits ? ", " : "adapters on ", m->nodes[i].name,
+                          strop__mha_proj_names[p]);
+      hits++;
+      continue;
+    }
+    if (m->nodes[i].vt != lin || !strop__glob_match(e->target, m->nodes[i].name)) continue;
     if ((st = to_lora(w, e, i, stream))) return st;
     if (w->log) strop__text_add(w->log, "%s'%s'", hits ? ", " : "adapters on ", m->nodes[i].name);
     hits++;
   }
-  if (!hits) return strop__err(STROP_E_NOT_FOUND, "no linear node matches '%s'", e->target);
+  if (!hits)
+    return strop__err(STROP_E_NOT_FOUND, "no linear node matches '%s' (nor an attention "
+                      "projection '<node>.q_proj' ...)", e->target);
   if ((st = reinfer(w))) return st;
   if (w->log)
     strop__text_add(w->log, " (r=%lld, alpha=%g, dropout=%g; base frozen, lora_A/lora_B "
