@@ -293,6 +293,53 @@ STROP_API STROP_NODISCARD strop_status strop_trainer_save_checkpoint(const strop
 STROP_API STROP_NODISCARD strop_status strop_trainer_load_checkpoint(strop_trainer *tr,
                                                                      const char *path);
 
+/* ---- export for inference ---- */
+
+/** Flags of strop_model_export(); combine with |. @since 0.1 */
+typedef enum strop_export_flags {
+  STROP_EXPORT_DEFAULT = 0,      /**< Merge LoRA, drop dropout, fold BatchNorm. */
+  STROP_EXPORT_NO_FOLD = 1,      /**< Keep BatchNorm nodes as they are. */
+  STROP_EXPORT_KEEP_DROPOUT = 2  /**< Keep dropout nodes (identity in eval mode anyway). */
+} strop_export_flags;
+
+/**
+ * @brief Saves a fine-tuned model for inference as a YAML spec plus a safetensors weights
+ * file that strop_model_load_spec() + strop_model_load_weights() (strict) or PyTorch load
+ * without the trainer.
+ *
+ * Works on a copy; @p model is not changed. On the copy:
+ * - LoRA adapters are merged into the base weights and every `lora_linear` node becomes a
+ *   plain `linear` of the same name (its `lora_A`/`lora_B` tensors are not written); a
+ *   `multihead_attention` node with adapters on its projections is written without them
+ *   (`lora_r` all 0), their products merged into the projection weights;
+ * - `dropout` nodes are removed and their consumers read the dropout's input (unless
+ *   STROP_EXPORT_KEEP_DROPOUT); a dropout that is the model's output is kept when its input
+ *   cannot become the output;
+ * - a `batchnorm2d` right after a `conv2d`, or a `batchnorm1d` on a [C] input right after a
+ *   `linear`, is folded into that layer with its eval-mode affine map
+ *   (y = (x - running_mean) / sqrt(running_var + eps) * weight + bias): the conv or linear
+ *   gets a bias if it had none and the BatchNorm node is removed. Folding needs running
+ *   statistics and a conv/linear whose output feeds only that BatchNorm; other BatchNorm
+ *   nodes stay (as they do with STROP_EXPORT_NO_FOLD);
+ * - the mode is eval.
+ * Outputs of the exported model equal the eval-mode outputs of @p model up to float
+ * rounding.
+ *
+ * Both files are written atomically (temporary file beside each, fsync, rename): the spec's
+ * temporary file is written first, then the weights are committed, then the spec. Any
+ * failure before that last rename leaves both paths as they were and no temporary file.
+ * @param model        A finalized model; only read.
+ * @param spec_path    The YAML spec to write.
+ * @param weights_path The safetensors file to write (must differ from @p spec_path).
+ * @param flags        STROP_EXPORT_DEFAULT or a combination of strop_export_flags.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL or equal paths, unknown flags);
+ *         STROP_E_STATE (not finalized); STROP_E_IO naming the path; STROP_E_NOMEM.
+ * Thread-safe for distinct paths while no other thread modifies @p model. @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_export(const strop_model *model,
+                                                          const char *spec_path,
+                                                          const char *weights_path, int flags);
+
 STROP_END_DECLS
 
 #endif

@@ -20,6 +20,11 @@ strop_status strop__model_load_st(const char *fn, strop_model *m, const strop__s
 strop_status strop__model_add_to_writer(const char *fn, const strop_model *m,
                                         strop__st_writer *w);
 
+/* The model's YAML spec (what strop_model_save_spec() writes) appended to b, for writers
+ * that commit it together with other files (inference export). Errors name fn. */
+struct strop__sbuf;
+strop_status strop__model_spec_text(const char *fn, const strop_model *m, struct strop__sbuf *b);
+
 /* Limits of the YAML spec reader. */
 #define STROP__SPEC_MAX_BYTES ((size_t)16 * 1024 * 1024)
 #define STROP__SPEC_MAX_DEPTH 32

@@ -749,7 +749,7 @@ static strop_status build_header(strop__st_writer *w, strop__sbuf *h, int **orde
                          (unsigned long long)(offs[i] + t->nbytes));
     }
     strop__sbuf_puts(h, "}");
-    while (h->n % 8) strop__sbuf_puts(h, " ");
+    while (h->n % 8 && !h->oom) strop__sbuf_puts(h, " "); /* oom: n stops growing */
     if (h->oom) st = STROP__NOMEM(fn);
   }
   strop__free(offs);

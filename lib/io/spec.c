@@ -549,6 +549,10 @@ static strop_status spec_text(const char *fn, const strop_model *m, strop__sbuf 
   return STROP_OK;
 }
 
+strop_status strop__model_spec_text(const char *fn, const strop_model *m, strop__sbuf *b) {
+  return spec_text(fn, m, b);
+}
+
 strop_status strop_model_save_spec(const strop_model *model, const char *path) {
   static const char fn[] = "strop_model_save_spec";
   if (!path) return strop__err(STROP_E_INVALID_ARG, "%s: path is NULL", fn);

@@ -274,6 +274,7 @@ _DECLS = [
     ("strop_metrics_free", None, [c_void_p]),
     ("strop_metrics_get", c_double, [c_void_p, c_int]),
     ("strop_metrics_num_classes", c_int64, [c_void_p]),
+    ("strop_model_export", c_int, [c_void_p, c_char_p, c_char_p, c_int]),
     ("strop_trainer_best_epoch", c_int64, [c_void_p]),
     ("strop_trainer_create", c_int, [c_void_p, c_void_p, _OUT]),
     ("strop_trainer_eval", c_int, [c_void_p, c_void_p, _OUT]),

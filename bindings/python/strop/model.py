@@ -134,6 +134,14 @@ class Model(Handle):
         self.save_spec(spec_path)
         self.save_weights(weights_path)
 
+    def export(self, spec_path, weights_path, fold_bn=True, keep_dropout=False):
+        """Writes the model for inference (strop_model_export): LoRA merged into plain linear
+        layers, dropout removed unless ``keep_dropout``, BatchNorm folded into the conv/linear
+        before it where possible when ``fold_bn``; this model is not changed."""
+        flags = (0 if fold_bn else 1) | (2 if keep_dropout else 0)
+        check(_lib.lib.strop_model_export(self._h, enc(os.fspath(spec_path)),
+                                          enc(os.fspath(weights_path)), flags))
+
     # ---- building ----
     def add(self, name, type, options=None, inputs=None):
         """Appends a node (before finalize). ``options`` is "key=value ..." text or a dict."""

@@ -210,7 +210,7 @@ def test_surgery_plan_and_views():
     with m.surgery() as s2:
         s2.insert_after("fc_act", "drop", "dropout", "p=0.1").append("out", "softmax")
         s2.remove("drop").truncate("fc").apply()
-    assert m.output_shape == (64,)
+    assert m.output_shape == (32,)
     m.close()
 
 
@@ -247,7 +247,7 @@ def test_lora(tmp_path):
     with m.surgery() as s:
         s.lora("fc", rank=4, alpha=8).apply()
     np.testing.assert_array_equal(m(x), y0)  # B is zero
-    m["fc.lora_B.weight"] = np.full((64, 4), 0.01, np.float32)
+    m["fc.lora_B.weight"] = np.full((32, 4), 0.01, np.float32)
     m.lora_save(tmp_path)
     m.lora_merge()
     m.lora_unmerge()
