@@ -151,40 +151,53 @@ static void nice_range(double *lo, double *hi) {
   *hi += pad;
 }
 
+/* One curve per stage; baseline stages (a separate run) in grey. */
 static void series(strop__sbuf *b, const panel *p, const strop_run *run, int col, const char *color,
-                   int dashed, int main_only) {
-  int open = 0;
+                   const char *base_color, int dashed) {
   int64_t last_stage = -1;
-  for (int64_t i = 0; i < run->hist_len; i++) {
-    const double *r = run->hist + i * HC_N;
-    int64_t st = (int64_t)r[HC_STAGE];
-    if (main_only && run->st[st].baseline) continue;
-    double v = r[col];
-    if (isnan(v) || st != last_stage) {
-      if (open) strop__sbuf_puts(b, "\"/>\n");
+  int open = 0;
+  for (int64_t i = 0; i <= run->hist_len; i++) {
+    const double *r = i < run->hist_len ? run->hist + i * HC_N : NULL;
+    int64_t st = r ? (int64_t)r[HC_STAGE] : -2;
+    if (open && (!r || st != last_stage || isnan(r[col]))) {
+      strop__sbuf_puts(b, "\"/>\n");
       open = 0;
-      last_stage = st;
-      if (isnan(v)) continue;
     }
+    if (!r) break;
+    last_stage = st;
+    if (isnan(r[col])) continue;
+    const char *c = run->st[st].baseline ? base_color : color;
     if (!open) {
-      strop__sbuf_printf(b, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\"%s points=\"",
-                         color, dashed ? " stroke-dasharray=\"6 4\"" : "");
+      strop__sbuf_printf(b, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\"%s points=\"", c,
+                         dashed ? " stroke-dasharray=\"6 4\"" : "");
       open = 1;
     }
-    strop__sbuf_printf(b, "%.1f,%.1f ", px(p, (double)i), py(p, v));
+    strop__sbuf_printf(b, "%.1f,%.1f ", px(p, (double)i), py(p, r[col]));
   }
-  if (open) strop__sbuf_puts(b, "\"/>\n");
-  for (int64_t i = 0; i < run->hist_len; i++) {
-    const double *r = run->hist + i * HC_N;
-    if (main_only && run->st[(int64_t)r[HC_STAGE]].baseline) continue;
-    if (!isnan(r[col]))
-      strop__sbuf_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"%s\"/>\n",
-                         px(p, (double)i), py(p, r[col]), color);
+}
+
+/* The test value after each stage: a diamond at the stage's last epoch, with its value. */
+static void test_marks(strop__sbuf *b, const panel *p, const strop_run *run, int key, int percent) {
+  for (int64_t st = 0; st < run->n_st; st++) {
+    double v = run->st[st].test[key];
+    int64_t last = -1;
+    for (int64_t i = 0; i < run->hist_len; i++)
+      if ((int64_t)run->hist[i * HC_N + HC_STAGE] == st) last = i;
+    if (isnan(v) || last < 0) continue;
+    double x = px(p, (double)last), y = py(p, v);
+    strop__sbuf_printf(b, "<path d=\"M %.1f %.1f l 6 6 l -6 6 l -6 -6 z\" fill=\"#2ca02c\" "
+                          "stroke=\"white\"/>\n", x, y - 6);
+    if (percent)
+      strop__sbuf_printf(b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" fill=\"#2ca02c\" "
+                            "text-anchor=\"end\">%.1f%%</text>\n", x - 4, y + 18, 100 * v);
+    else
+      strop__sbuf_printf(b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" fill=\"#2ca02c\" "
+                            "text-anchor=\"end\">%.3f</text>\n", x - 4, y - 8, v);
   }
 }
 
 static void draw_panel(strop__sbuf *b, panel *p, const strop_run *run, int ctrain, int cval,
-                       const char *title, int percent) {
+                       int test_key, const char *title, int percent) {
   double lo = INFINITY, hi = -INFINITY;
   for (int64_t i = 0; i < run->hist_len; i++) {
     const double *r = run->hist + i * HC_N;
@@ -195,17 +208,18 @@ static void draw_panel(strop__sbuf *b, panel *p, const strop_run *run, int ctrai
         hi = fmax(hi, r[cols[k]]);
       }
   }
+  for (int64_t st = 0; test_key >= 0 && st < run->n_st; st++)
+    if (!isnan(run->st[st].test[test_key])) {
+      lo = fmin(lo, run->st[st].test[test_key]);
+      hi = fmax(hi, run->st[st].test[test_key]);
+    }
   if (!isfinite(lo)) {
     lo = 0;
     hi = 1;
   }
-  if (percent) {
-    lo = fmax(0.0, lo);
-    hi = fmin(1.0, hi);
-  } else {
-    lo = fmin(0.0, lo);
-  }
   nice_range(&lo, &hi);
+  if (percent) hi = fmin(1.0, hi);
+  lo = fmax(0.0, lo); /* losses, accuracies and errors are never negative */
   p->lo = lo;
   p->hi = hi;
   strop__sbuf_printf(b, "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"#fafafa\" "
@@ -243,12 +257,14 @@ static void draw_panel(strop__sbuf *b, panel *p, const strop_run *run, int ctrai
     if (i > 0)
       strop__sbuf_printf(b, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.0f\" y2=\"%.0f\" stroke=\"#888\" "
                             "stroke-dasharray=\"3 3\"/>\n", xx, xx, p->y, p->y + p->h);
-    strop__sbuf_printf(b, "<text x=\"%.1f\" y=\"%.0f\" font-size=\"11\" fill=\"#555\">", xx + 4, p->y + 14);
+    strop__sbuf_printf(b, "<text x=\"%.1f\" y=\"%.0f\" font-size=\"11\" fill=\"#555\">", xx + 5, p->y + 14);
     xml_text(b, run->st[st].name);
+    if (run->st[st].baseline) strop__sbuf_puts(b, " (baseline)");
     strop__sbuf_puts(b, "</text>\n");
   }
-  series(b, p, run, ctrain, "#1f77b4", 0, 0);
-  series(b, p, run, cval, "#d62728", 1, 0);
+  series(b, p, run, ctrain, "#1f77b4", "#8c8c8c", 0);
+  series(b, p, run, cval, "#d62728", "#bdbdbd", 1);
+  if (test_key >= 0) test_marks(b, p, run, test_key, percent);
 }
 
 strop_status strop__run_plot_svg(const strop_run *run, const char *title, const char *path) {
@@ -264,17 +280,38 @@ strop_status strop__run_plot_svg(const strop_run *run, const char *title, const 
   strop__sbuf_puts(&b, "</text>\n");
   panel lp = {70, 70, 380, 270, 0, 1, run->hist_len};
   panel rp = {560, 70, 380, 270, 0, 1, run->hist_len};
-  draw_panel(&b, &lp, run, HC_TLOSS, HC_VLOSS, "loss", 0);
   int cls = run->info[STROP_INFO_CLASSES] > 0;
-  draw_panel(&b, &rp, run, HC_TACC, HC_VACC, cls ? "accuracy" : "validation MAE", cls);
-  /* legend */
-  double ly = H - 28;
-  strop__sbuf_printf(&b, "<line x1=\"330\" x2=\"360\" y1=\"%.0f\" y2=\"%.0f\" stroke=\"#1f77b4\" "
-                         "stroke-width=\"2\"/><text x=\"366\" y=\"%.0f\" font-size=\"12\">training</text>\n",
-                     ly, ly, ly + 4);
-  strop__sbuf_printf(&b, "<line x1=\"470\" x2=\"500\" y1=\"%.0f\" y2=\"%.0f\" stroke=\"#d62728\" "
-                         "stroke-width=\"2\" stroke-dasharray=\"6 4\"/><text x=\"506\" y=\"%.0f\" "
-                         "font-size=\"12\">validation</text>\n", ly, ly, ly + 4);
+  draw_panel(&b, &lp, run, HC_TLOSS, HC_VLOSS, STROP_METRIC_LOSS, "loss", 0);
+  draw_panel(&b, &rp, run, HC_TACC, HC_VACC, cls ? STROP_METRIC_ACCURACY : -1,
+             cls ? "accuracy" : "validation MAE", cls);
+  /* legend: only what is drawn */
+  int have_val = 0, have_test = 0, have_base = 0;
+  for (int64_t i = 0; i < run->hist_len; i++) have_val |= !isnan(run->hist[i * HC_N + HC_VLOSS]);
+  for (int64_t st = 0; st < run->n_st; st++) {
+    have_test |= !isnan(run->st[st].test[STROP_METRIC_LOSS]);
+    have_base |= run->st[st].baseline;
+  }
+  double lx = 250, ly = H - 28;
+  strop__sbuf_printf(&b, "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.0f\" y2=\"%.0f\" stroke=\"#1f77b4\" "
+                         "stroke-width=\"2\"/><text x=\"%.0f\" y=\"%.0f\" font-size=\"12\">training</text>\n",
+                     lx, lx + 30, ly, ly, lx + 36, ly + 4);
+  lx += 120;
+  if (have_val) {
+    strop__sbuf_printf(&b, "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.0f\" y2=\"%.0f\" stroke=\"#d62728\" "
+                           "stroke-width=\"2\" stroke-dasharray=\"6 4\"/><text x=\"%.0f\" y=\"%.0f\" "
+                           "font-size=\"12\">validation</text>\n", lx, lx + 30, ly, ly, lx + 36, ly + 4);
+    lx += 130;
+  }
+  if (have_test) {
+    strop__sbuf_printf(&b, "<path d=\"M %.0f %.0f l 6 6 l -6 6 l -6 -6 z\" fill=\"#2ca02c\"/>"
+                           "<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\">test, after the stage</text>\n",
+                       lx + 10, ly - 6, lx + 22, ly + 4);
+    lx += 180;
+  }
+  if (have_base)
+    strop__sbuf_printf(&b, "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.0f\" y2=\"%.0f\" stroke=\"#8c8c8c\" "
+                           "stroke-width=\"2\"/><text x=\"%.0f\" y=\"%.0f\" font-size=\"12\">baseline "
+                           "(from scratch)</text>\n", lx, lx + 30, ly, ly, lx + 36, ly + 4);
   strop__sbuf_puts(&b, "</svg>\n");
   if (b.oom) {
     strop__sbuf_free(&b);

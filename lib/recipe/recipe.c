@@ -644,6 +644,39 @@ strop_status strop_recipe_clone(const strop_recipe *r, strop_recipe **out) {
   return STROP_OK;
 }
 
+/* ---- paths ---- */
+static const char *const PATH_KEYS[][2] = {
+    {"model", "spec"},        {"model", "weights"},      {"data", "train_images"},
+    {"data", "train_labels"}, {"data", "test_images"},   {"data", "test_labels"},
+    {"data", "path"},         {"data", "test_path"},     {"data", "x"},
+    {"data", "y"},            {"data", "test_x"},        {"data", "test_y"},
+    {"output", "dir"},        {"tune", "trials_file"},   {"tune", "best_recipe"},
+    {"tune", "plot"}};
+
+strop_status strop__recipe_absolute_paths(strop_recipe *r) {
+  char dir[4096];
+  if (!realpath(r->base_dir[0] ? r->base_dir : ".", dir))
+    return strop__err(STROP_E_IO, "%s: cannot resolve the folder '%s'", r->file, r->base_dir);
+  for (size_t i = 0; i < sizeof PATH_KEYS / sizeof PATH_KEYS[0]; i++) {
+    strop__ynode *sec = strop__ynode_get(r->root, PATH_KEYS[i][0]);
+    strop__ynode *v = strop__ynode_get(sec, PATH_KEYS[i][1]);
+    if (!v || v->type != STROP__Y_SCALAR || strop__ynode_is_null(v) || v->text[0] == '/') continue;
+    size_t n = strlen(dir) + strlen(v->text) + 2;
+    char *t = strop__malloc(n);
+    if (!t) return strop__err(STROP_E_NOMEM, "%s: out of memory", r->file);
+    snprintf(t, n, "%s/%s", dir, v->text);
+    strop__free(v->text);
+    v->text = t;
+    v->len = strlen(t);
+    v->plain = 0;
+  }
+  char *nd = strop__strdup(dir);
+  if (!nd) return strop__err(STROP_E_NOMEM, "%s: out of memory", r->file);
+  strop__free(r->base_dir);
+  r->base_dir = nd;
+  return STROP_OK;
+}
+
 /* ---- key paths ---- */
 typedef struct seg {
   char key[64];

@@ -40,6 +40,10 @@ strop_status strop__run_plot_svg(const strop_run *run, const char *title, const 
 /* Loads (or builds) the recipe's model as a run of that mode would. */
 strop_status strop__recipe_build_model(const strop_recipe *r, int mode, strop_model **out);
 
+/* Rewrites every relative file path of the recipe as an absolute one (so a copy saved in
+ * another folder still finds its files). */
+strop_status strop__recipe_absolute_paths(strop_recipe *r);
+
 /* Validates the whole tree against the schema; errors name file:line:col. */
 strop_status strop__recipe_validate(const char *fn, const strop_recipe *r);
 

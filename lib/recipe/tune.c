@@ -414,7 +414,7 @@ strop_status strop_recipe_tune(const strop_recipe *r, const strop_tune_options *
       strop__rd_path(r, tu, "best_recipe", path, sizeof path)) {
     strop_recipe *br = NULL;
     if ((s = strop_recipe_clone(r, &br)) || (s = apply_values(t, best_id, br)) ||
-        (s = strop_recipe_save(br, path))) {
+        (s = strop__recipe_absolute_paths(br)) || (s = strop_recipe_save(br, path))) {
       strop_recipe_free(br);
       goto fail;
     }

@@ -252,7 +252,8 @@ strop_status strop__trainer_micro_step(strop_trainer *t, const float *x, const f
   int64_t per, classes, tps;
   strop_status s = loss_geometry(t, fn, &per, &classes, &tps);
   if (s) return s;
-  if (t->micro == 0 && (s = strop__model_zero_grad(m))) return s;
+  if (t->micro == 0 && !t->grads_clean && (s = strop__model_zero_grad(m))) return s;
+  t->grads_clean = 0;
   const strop__act *out;
   s = strop__model_forward_exec(m, x, n, 1, NULL, &out);
   if (s) {
@@ -315,6 +316,7 @@ strop_status strop__trainer_micro_step(strop_trainer *t, const float *x, const f
   clip_grads(t);
   if ((s = strop_optimizer_step(t->opt))) return s;
   if ((s = strop__model_zero_grad(m))) return s;
+  t->grads_clean = 1;
   t->global_step++;
   if (t->sched && !t->sched_per_epoch && !strop__sched_is_plateau(t->sched))
     if ((s = strop_scheduler_step(t->sched))) return s;

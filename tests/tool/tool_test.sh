@@ -47,7 +47,7 @@ recipe_errors)
   ;;
 inspect)
   expect 0 "features.0.weight" -- "$strop" inspect "$src/examples/fashion/base.safetensors"
-  expect 0 "[16, 1, 3, 3]" -- "$strop" inspect "$src/examples/fashion/base.safetensors"
+  expect 0 "[32, 1, 3, 3]" -- "$strop" inspect "$src/examples/fashion/base.safetensors"
   "$strop" inspect --json "$src/examples/fashion/base.safetensors" > "$work/i.json" || fail "inspect --json"
   python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['metadata']['format']=='strop'; assert any(t['name']=='head.weight' for t in d['tensors'])" "$work/i.json" || fail "inspect --json output"
   expect 0 "head" -- "$strop" summary "$src/examples/fashion/base.yaml"
@@ -115,6 +115,31 @@ scratch = [s for s in st if s["baseline"]][0]["test_accuracy"]
 print(f"fine-tuned {tuned:.4f} vs scratch {scratch:.4f} on {d['test_size']} test images")
 assert tuned > scratch, (tuned, scratch)
 P
+  ;;
+tune_fashion)
+  [ -f "$FASHION/train-images-idx3-ubyte.gz" ] || { echo "skip: $FASHION missing"; exit 77; }
+  [ -z "${STROP_SANITIZED:-}" ] || { echo "skip: too slow under sanitizers"; exit 77; }
+  recipe=$src/examples/fashion/tune.yaml
+  common=(--epochs 4 --set output.dir="$work/out" --set tune.trials_file="$work/trials.jsonl"
+          --set tune.best_recipe="$work/best.yaml" --set tune.plot="$work/tune.svg")
+  # the recipe's own values, as a baseline
+  "$strop" finetune "$recipe" "${common[@]}" --no-baselines --json --quiet > "$work/default.json" || fail "default run"
+  "$strop" tune "$recipe" "${common[@]}" --set tune.trials=6 --set tune.initial=3 > "$work/table.txt" || fail "tune run"
+  cat "$work/table.txt"
+  [ "$(wc -l < "$work/trials.jsonl")" -eq 6 ] || fail "trials file has $(wc -l < "$work/trials.jsonl") lines, expected 6"
+  grep -q "<svg" "$work/tune.svg" || fail "no tune plot"
+  "$strop" tune "$recipe" "${common[@]}" --set tune.trials=6 --json > "$work/resumed.json" || fail "resume"
+  [ "$(wc -l < "$work/trials.jsonl")" -eq 6 ] || fail "a finished search ran trials again after resuming"
+  python3 - "$work/default.json" "$work/resumed.json" <<'P' || fail "tuning did not reach the default's validation accuracy"
+import json, sys
+d = json.load(open(sys.argv[1])); t = json.load(open(sys.argv[2]))
+default = [s for s in d["stages"] if not s["baseline"]][-1]["val_accuracy"]
+print(f"default values: val accuracy {default:.4f}; best of {t['trials']} trials: {t['best_value']:.4f}")
+assert t["trials"] == 6, t
+assert t["best_value"] >= default, (t["best_value"], default)
+P
+  # the best recipe runs as it is, from anywhere
+  (cd / && "$strop" finetune "$work/best.yaml" --epochs 1 --no-baselines --quiet --set output.dir="$work/out2" >/dev/null) || fail "best recipe does not run"
   ;;
 *) fail "unknown case $case_name" ;;
 esac
