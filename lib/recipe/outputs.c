@@ -340,6 +340,21 @@ strop_status strop__run_write_outputs(const strop_recipe *r, strop_run *run) {
   if (merge && (s = strop_model_lora_merge(run->model))) return s;
   if ((p = OUT_PATH("weights")) && (s = strop_model_save_weights(run->model, p))) return s;
   if ((p = OUT_PATH("spec")) && (s = strop_model_save_spec(run->model, p))) return s;
+  const strop__ynode *ex = strop__ynode_get(out, "export");
+  if (ex && ex->type == STROP__Y_MAP) {
+    const char *es = strop__rd_str(ex, "spec"), *ew = strop__rd_str(ex, "weights");
+    int fold = 1, keep = 0;
+    if ((s = strop__rd_bool(r, ex, "fold_bn", &fold)) || (s = strop__rd_bool(r, ex, "keep_dropout", &keep)))
+      return s;
+    if (!es || !ew)
+      return strop__recipe_err(FN, r, ex, STROP_E_FORMAT, "'output.export' needs 'spec' and 'weights'");
+    char sp[1200], wp[1200];
+    snprintf(sp, sizeof sp, "%s%s%s", dir, dir[0] ? "/" : "", es);
+    snprintf(wp, sizeof wp, "%s%s%s", dir, dir[0] ? "/" : "", ew);
+    if ((s = strop_model_export(run->model, sp, wp, (fold ? 0 : STROP_EXPORT_NO_FOLD) |
+                                                     (keep ? STROP_EXPORT_KEEP_DROPOUT : 0))))
+      return s;
+  }
   if ((p = OUT_PATH("metrics")) && (s = write_metrics(run, p))) return s;
   if ((p = OUT_PATH("report")) && (s = write_report(run, p))) return s;
   if ((p = OUT_PATH("plot"))) {

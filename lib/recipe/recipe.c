@@ -133,7 +133,10 @@ static const field F_STAGE[] = {{"name", T_STR, NULL, NULL},      {"epochs", T_I
                                 {"optimizer", T_MAP, F_OPTIM, NULL},
                                 {"schedule", T_MAP, F_SCHED, NULL},
                                 {"train", T_MAP, F_TRAIN, NULL},  END};
-static const field F_OUTPUT[] = {{"dir", T_STR, NULL, NULL},     {"weights", T_STR, NULL, NULL},
+static const field F_EXPORT[] = {{"spec", T_STR, NULL, NULL},    {"weights", T_STR, NULL, NULL},
+                                 {"fold_bn", T_BOOL, NULL, NULL}, {"keep_dropout", T_BOOL, NULL, NULL},
+                                 END};
+static const field F_OUTPUT[] = {{"export", T_MAP, F_EXPORT, NULL},{"dir", T_STR, NULL, NULL},     {"weights", T_STR, NULL, NULL},
                                  {"spec", T_STR, NULL, NULL},    {"checkpoint", T_STR, NULL, NULL},
                                  {"metrics", T_STR, NULL, NULL}, {"plot", T_STR, NULL, NULL},
                                  {"lora", T_STR, NULL, NULL},    {"report", T_STR, NULL, NULL},
