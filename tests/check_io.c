@@ -990,7 +990,7 @@ static const struct {
     {"", STROP_E_FORMAT, "found an empty document"},
     {"[1, 2]", STROP_E_FORMAT, "a spec is a mapping"},
     {"input: [4]\nlayers:\n  - {name: a, type: relu}\n---\ninput: [4]\n", STROP_E_FORMAT,
-     "<string>:4:1: a spec is one YAML document"},
+     "<string>:4:1: expected one YAML document; found a second"},
     {"input: &x [4]\nlayers:\n  - {name: a, type: relu, p: *x}\n", STROP_E_FORMAT,
      "<string>:3:30: YAML aliases (*x) are not allowed"},
     {"input: [4]\nlayers:\n  - {name: a, type: relu, p: \"\xff\"}\n", STROP_E_FORMAT,

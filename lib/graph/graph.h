@@ -77,6 +77,11 @@ strop_status strop__model_reinit(strop_model *m, uint64_t seed);
 /* Re-infer shapes (and re-declare params) of every node; init = 1 initialises them. */
 strop_status strop__model_infer_all(strop_model *m, uint64_t seed, int init);
 
+/* Free a parameter's memory / an array of n parameters / a node's memory (not the node). */
+void strop__param_release(strop__param *p);
+void strop__params_release(strop__param *v, int n);
+void strop__node_release(strop__node *n);
+
 /* Deep copy (for trials and surgery transactions). */
 strop_status strop__model_clone(const strop_model *src, strop_model **out);
 

@@ -69,7 +69,7 @@ strop__param *strop__node_param(strop__node *n, const char *suffix) {
   return NULL;
 }
 
-static void param_release(strop__param *p) {
+void strop__param_release(strop__param *p) {
   strop__free(p->name);
   strop__free_aligned(p->data);
   if (p->idata != (int64_t *)1) strop__free(p->idata);
@@ -77,14 +77,18 @@ static void param_release(strop__param *p) {
   memset(p, 0, sizeof *p);
 }
 
+void strop__params_release(strop__param *v, int n) {
+  for (int i = 0; i < n; i++) strop__param_release(&v[i]);
+  strop__free(v);
+}
+
 static void node_free_params(strop__node *n) {
-  for (int i = 0; i < n->n_params; i++) param_release(&n->params[i]);
-  strop__free(n->params);
+  strop__params_release(n->params, n->n_params);
   n->params = NULL;
   n->n_params = 0;
 }
 
-static void node_release(strop__node *n) {
+void strop__node_release(strop__node *n) {
   node_free_params(n);
   strop__free(n->name);
   strop__free(n->cfg);
@@ -126,7 +130,7 @@ static void free_exec_arrays(strop_model *m) {
 
 void strop_model_free(strop_model *m) {
   if (!m) return;
-  for (int i = 0; i < m->n_nodes; i++) node_release(&m->nodes[i]);
+  for (int i = 0; i < m->n_nodes; i++) strop__node_release(&m->nodes[i]);
   strop__free(m->nodes);
   strop__free(m->params);
   free_exec_arrays(m);
@@ -257,7 +261,7 @@ strop_status strop__model_add_opts(strop_model *m, const char *name, const char 
   m->nodes[m->n_nodes++] = nd;
   return STROP_OK;
 fail:
-  node_release(&nd);
+  strop__node_release(&nd);
   return s;
 }
 

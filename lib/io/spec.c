@@ -12,33 +12,17 @@
 #include "io/io_internal.h"
 #include "io/json.h"
 #include "io/sbuf.h"
+#include "io/yaml.h"
 
-/* ---- the tree ---- */
+/* ---- the tree: io/yaml.h's bounded YAML tree ---- */
 
-enum { Y_SCALAR, Y_SEQ, Y_MAP };
-
-typedef struct ynode {
-  int type;
-  int line, col; /* 1-based */
-  int plain;     /* scalar written without quotes (so ~, null and "" mean null) */
-  char *text;    /* scalar text, owned */
-  size_t len;
-  struct ynode **kids; /* map: key, value, key, value ... */
-  int n, cap;
-} ynode;
-
-static void ynode_free(ynode *y) {
-  if (!y) return;
-  for (int i = 0; i < y->n; i++) ynode_free(y->kids[i]);
-  strop__free(y->kids);
-  strop__free(y->text);
-  strop__free(y);
-}
+typedef strop__ynode ynode;
+enum { Y_SCALAR = STROP__Y_SCALAR, Y_SEQ = STROP__Y_SEQ, Y_MAP = STROP__Y_MAP };
+#define ynode_free strop__ynode_free
 
 typedef struct yctx {
   const char *fn;
   const char *file;
-  int nodes;
 } yctx;
 
 static strop_status yerr(const yctx *c, int line, int col, strop_status st, const char *fmt, ...)
@@ -55,125 +39,11 @@ static strop_status yerr(const yctx *c, int line, int col, strop_status st, cons
   return strop__err(st, "%s: %s: %s", c->fn, c->file, msg);
 }
 
-static strop_status add_kid(const yctx *c, ynode *parent, ynode *kid) {
-  if (parent->n == parent->cap) {
-    int cap = parent->cap ? parent->cap * 2 : 8;
-    ynode **v = strop__realloc(parent->kids, (size_t)cap * sizeof *v);
-    if (!v) return STROP__NOMEM(c->fn);
-    parent->kids = v;
-    parent->cap = cap;
-  }
-  parent->kids[parent->n++] = kid;
-  return STROP_OK;
-}
-
-static const char *yaml_problem(const yaml_parser_t *p) {
-  return p->problem ? p->problem : "malformed YAML";
-}
-
 /* Parses the text into a tree; *root is NULL for an empty document. */
 static strop_status yaml_to_tree(yctx *c, const char *text, size_t len, ynode **root) {
-  *root = NULL;
-  yaml_parser_t parser;
-  if (!yaml_parser_initialize(&parser)) return STROP__NOMEM(c->fn);
-  yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
-  ynode *stack[STROP__SPEC_MAX_DEPTH + 1];
-  int depth = 0, docs = 0, done = 0;
-  strop_status st = STROP_OK;
-  while (!done && st == STROP_OK) {
-    yaml_event_t ev;
-    if (!yaml_parser_parse(&parser, &ev)) {
-      if (parser.error == YAML_MEMORY_ERROR) {
-        st = STROP__NOMEM(c->fn);
-      } else {
-        yaml_mark_t mk = parser.problem_mark;
-        st = yerr(c, (int)mk.line + 1, (int)mk.column + 1, STROP_E_FORMAT, "%s%s%s",
-                  yaml_problem(&parser), parser.context ? " " : "",
-                  parser.context ? parser.context : "");
-      }
-      break;
-    }
-    int line = (int)ev.start_mark.line + 1, col = (int)ev.start_mark.column + 1;
-    ynode *node = NULL;
-    switch (ev.type) {
-      case YAML_STREAM_END_EVENT:
-        done = 1;
-        break;
-      case YAML_DOCUMENT_START_EVENT:
-        if (++docs > 1)
-          st = yerr(c, line, col, STROP_E_FORMAT, "a spec is one YAML document; found a second");
-        break;
-      case YAML_ALIAS_EVENT:
-        st = yerr(c, line, col, STROP_E_FORMAT,
-                  "YAML aliases (*%s) are not allowed in model specs",
-                  ev.data.alias.anchor ? (const char *)ev.data.alias.anchor : "");
-        break;
-      case YAML_SCALAR_EVENT:
-      case YAML_SEQUENCE_START_EVENT:
-      case YAML_MAPPING_START_EVENT:
-        if (++c->nodes > STROP__SPEC_MAX_NODES) {
-          st = yerr(c, line, col, STROP_E_FORMAT, "more than %d YAML nodes",
-                    STROP__SPEC_MAX_NODES);
-          break;
-        }
-        if (ev.type == YAML_SCALAR_EVENT && ev.data.scalar.length > STROP__SPEC_MAX_SCALAR) {
-          st = yerr(c, line, col, STROP_E_FORMAT, "a scalar of %zu bytes exceeds the limit of %d",
-                    (size_t)ev.data.scalar.length, STROP__SPEC_MAX_SCALAR);
-          break;
-        }
-        if (ev.type != YAML_SCALAR_EVENT && depth >= STROP__SPEC_MAX_DEPTH) {
-          st = yerr(c, line, col, STROP_E_FORMAT, "nesting deeper than %d levels",
-                    STROP__SPEC_MAX_DEPTH);
-          break;
-        }
-        node = strop__calloc(1, sizeof *node);
-        if (!node) {
-          st = STROP__NOMEM(c->fn);
-          break;
-        }
-        node->line = line;
-        node->col = col;
-        if (ev.type == YAML_SCALAR_EVENT) {
-          node->type = Y_SCALAR;
-          node->plain = ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
-          node->len = ev.data.scalar.length;
-          node->text = strop__malloc(node->len + 1);
-          if (!node->text) {
-            ynode_free(node);
-            st = STROP__NOMEM(c->fn);
-            break;
-          }
-          memcpy(node->text, ev.data.scalar.value, node->len);
-          node->text[node->len] = '\0';
-        } else {
-          node->type = ev.type == YAML_SEQUENCE_START_EVENT ? Y_SEQ : Y_MAP;
-        }
-        if (depth > 0) {
-          st = add_kid(c, stack[depth - 1], node);
-          if (st != STROP_OK) {
-            ynode_free(node);
-            break;
-          }
-        } else {
-          *root = node;
-        }
-        if (node->type != Y_SCALAR) stack[depth++] = node;
-        break;
-      case YAML_SEQUENCE_END_EVENT:
-      case YAML_MAPPING_END_EVENT:
-        if (depth > 0) depth--;
-        break;
-      default:
-        break;
-    }
-    yaml_event_delete(&ev);
-  }
-  yaml_parser_delete(&parser);
-  if (st != STROP_OK) {
-    ynode_free(*root);
-    *root = NULL;
-  }
-  return st;
+  static const strop__yaml_limits lim = {STROP__SPEC_MAX_DEPTH, STROP__SPEC_MAX_NODES,
+                                         STROP__SPEC_MAX_SCALAR};
+  return strop__yaml_parse(c->fn, c->file, text, len, &lim, root);
 }
 
 /* ---- reading the spec ---- */
@@ -442,7 +312,7 @@ strop_status strop_model_load_spec(const char *path, strop_model **out) {
   size_t len = 0;
   strop_status st = strop__read_file(fn, path, STROP__SPEC_MAX_BYTES, &text, &len);
   if (st != STROP_OK) return st;
-  yctx c = {fn, path, 0};
+  yctx c = {fn, path};
   st = spec_build(&c, text, len, out);
   strop__free(text);
   return st;
@@ -457,7 +327,7 @@ strop_status strop_model_load_spec_string(const char *yaml, strop_model **out) {
   if (len > STROP__SPEC_MAX_BYTES)
     return strop__err(STROP_E_FORMAT, "%s: the spec is %zu bytes, more than the limit of %zu", fn,
                       len, STROP__SPEC_MAX_BYTES);
-  yctx c = {fn, "<string>", 0};
+  yctx c = {fn, "<string>"};
   return spec_build(&c, yaml, len, out);
 }
 

@@ -303,29 +303,6 @@ typedef struct work {
   int k;          /* index of the running edit */
 } work;
 
-static void param_release(strop__param *p) {
-  strop__free(p->name);
-  strop__free_aligned(p->data);
-  if (p->idata != (int64_t *)1) strop__free(p->idata);
-  strop__free_aligned(p->grad);
-  memset(p, 0, sizeof *p);
-}
-
-static void params_release(strop__param *v, int n) {
-  for (int i = 0; i < n; i++) param_release(&v[i]);
-  strop__free(v);
-}
-
-static void node_release(strop__node *n) {
-  params_release(n->params, n->n_params);
-  strop__free(n->name);
-  strop__free(n->cfg);
-  strop__free(n->in);
-  strop__free(n->in_shapes);
-  for (int i = 0; i < n->n_in; i++) strop__free(n->in_names[i]);
-  strop__free(n->in_names);
-  memset(n, 0, sizeof *n);
-}
 
 static strop_status aux_reserve(work *w, int n) {
   if (n <= w->aux_cap) return STROP_OK;
@@ -360,7 +337,7 @@ static void move_last_to(work *w, int pos) {
 
 static void delete_node(work *w, int idx) {
   strop_model *m = w->m;
-  node_release(&m->nodes[idx]);
+  strop__node_release(&m->nodes[idx]);
   strop__free(w->aux[idx].pristine);
   int rest = m->n_nodes - idx - 1;
   memmove(&m->nodes[idx], &m->nodes[idx + 1], (size_t)rest * sizeof *m->nodes);
@@ -509,12 +486,12 @@ static strop_status infer_node(work *w, int i) {
       st = strop__err(STROP_E_SHAPE, "layer '%s' (%s) would lose its parameter '%s'", nd->name,
                       nd->vt->type, old[t].name);
   if (st) {
-    params_release(nd->params, nd->n_params);
+    strop__params_release(nd->params, nd->n_params);
     nd->params = old;
     nd->n_params = n_old;
     return st;
   }
-  params_release(old, n_old);
+  strop__params_release(old, n_old);
   strop__rng rng;
   strop__rng_seed(&rng, a->seed, a->stream);
   if (need_init && a->fresh && nd->vt->init) nd->vt->init(nd, &rng);

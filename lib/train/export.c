@@ -24,29 +24,6 @@ static const char fn[] = "strop_model_export";
 
 /* ---- node bookkeeping on the clone ---- */
 
-static void param_release(strop__param *p) {
-  strop__free(p->name);
-  strop__free_aligned(p->data);
-  if (p->idata != (int64_t *)1) strop__free(p->idata);
-  strop__free_aligned(p->grad);
-  memset(p, 0, sizeof *p);
-}
-
-static void params_release(strop__param *v, int n) {
-  for (int i = 0; i < n; i++) param_release(&v[i]);
-  strop__free(v);
-}
-
-static void node_release(strop__node *n) {
-  params_release(n->params, n->n_params);
-  strop__free(n->name);
-  strop__free(n->cfg);
-  strop__free(n->in);
-  strop__free(n->in_shapes);
-  for (int i = 0; n->in_names && i < n->n_in; i++) strop__free(n->in_names[i]);
-  strop__free(n->in_names);
-  memset(n, 0, sizeof *n);
-}
 
 /* How many input edges read node idx (an add(x, x) counts twice). */
 static int consumers(const strop_model *m, int idx) {
@@ -95,7 +72,7 @@ static strop_status remove_node(strop_model *m, int idx) {
       c->in[j] = src;
     }
   }
-  node_release(nd);
+  strop__node_release(nd);
   memmove(&m->nodes[idx], &m->nodes[idx + 1], (size_t)(m->n_nodes - idx - 1) * sizeof *nd);
   m->n_nodes--;
   for (int i = 0; i < m->n_nodes; i++)
@@ -198,7 +175,7 @@ static strop_status retype(strop_model *m, int idx, const strop__layer_vtable *v
       else memset(p->data, 0, p->numel * sizeof(float));
     }
   }
-  params_release(old, n_old);
+  strop__params_release(old, n_old);
   if (st) return st;
   if (nd->out_shape.rank != before.rank ||
       memcmp(nd->out_shape.d, before.d, (size_t)before.rank * sizeof *before.d) != 0)
