@@ -454,6 +454,22 @@ START_TEST(resume_is_bit_identical) {
   ck_assert_uint_eq(n1, n3);
   ck_assert_msg(memcmp(w_full, w_resumed, n1 * sizeof *w_full) == 0,
                 "resumed weights differ from the uninterrupted run");
+  /* and in a fresh process: this executable re-run in its --resume mode */
+  char out[300], cmd[1200], self[512];
+  snprintf(out, sizeof out, "%s/resumed.bin", dir);
+  ssize_t sl = readlink("/proc/self/exe", self, sizeof self - 1);
+  ck_assert_int_gt(sl, 0);
+  self[sl] = '\0';
+  snprintf(cmd, sizeof cmd, "'%s' --resume '%s' '%s' > /dev/null", self, b, out);
+  ck_assert_int_eq(system(cmd), 0);
+  size_t len = 0;
+  char *bytes = strop_test_read_file(out, &len);
+  ck_assert_ptr_nonnull(bytes);
+  ck_assert_uint_eq(len, n1 * sizeof *w_full);
+  ck_assert_msg(memcmp(w_full, bytes, len) == 0,
+                "weights resumed in a fresh process differ from the uninterrupted run");
+  free(bytes);
+  unlink(out);
   ck_assert_msg(memcmp(w_full, w_half, n1 * sizeof *w_full) != 0, "the runs did not train");
   free(w_full);
   free(w_half);
@@ -538,7 +554,32 @@ START_TEST(alloc_failures) {
 }
 END_TEST
 
-int main(void) {
+/* --resume CKPT OUT: the second half of resume_is_bit_identical, in a process of its own. */
+static const char *g_resume_ckpt, *g_resume_out;
+START_TEST(resume_half) {
+  float *w;
+  size_t n;
+  int64_t g;
+  run_fit(g_resume_ckpt, NULL, 5, &w, &n, &g);
+  ck_assert_int_eq(g, 12);
+  FILE *f = fopen(g_resume_out, "wb");
+  ck_assert_ptr_nonnull(f);
+  ck_assert_uint_eq(fwrite(w, sizeof *w, n, f), n);
+  fclose(f);
+  free(w);
+}
+END_TEST
+
+int main(int argc, char **argv) {
+  if (argc == 4 && strcmp(argv[1], "--resume") == 0) {
+    g_resume_ckpt = argv[2];
+    g_resume_out = argv[3];
+    Suite *rs = suite_create("train-resume");
+    TCase *rt = tcase_create("resume");
+    tcase_add_test(rt, resume_half);
+    suite_add_tcase(rs, rt);
+    return strop_test_run(rs);
+  }
   Suite *s = suite_create("train");
   TCase *tc = tcase_create("step");
   tcase_add_test(tc, step_learns);
