@@ -278,6 +278,36 @@ START_TEST(run_errors) {
 }
 END_TEST
 
+/* A head-only stage on a frozen trunk trains on cached trunk outputs; the result must be the
+ * one training through the trunk gives. */
+START_TEST(frozen_trunk_cache_is_transparent) {
+  make_files();
+  double acc[2], loss[2], hl[2];
+  for (int k = 0; k < 2; k++) {
+    strop_recipe *r = NULL;
+    ck_assert_int_eq(strop_recipe_load_string(RECIPE, g_dir, &r), STROP_OK);
+    ck_assert_int_eq(strop_recipe_set(r, "stages", "[{name: head, epochs: 4, surgery: [freeze: \"body.*\"]}]"),
+                     STROP_OK);
+    ck_assert_int_eq(strop_recipe_set(r, "train.cache_frozen", k ? "false" : "true"), STROP_OK);
+    strop_run_options o;
+    strop_run_options_init(&o);
+    o.mode = STROP_RUN_TRAIN;
+    o.write_outputs = 0;
+    o.baselines = 0;
+    strop_run *run = NULL;
+    ck_assert_msg(strop_recipe_run(r, &o, &run) == STROP_OK, "%s", strop_last_error());
+    acc[k] = strop_run_stage_metric(run, 0, STROP_METRIC_ACCURACY);
+    loss[k] = strop_run_stage_metric(run, 0, STROP_METRIC_LOSS);
+    hl[k] = strop_run_history(run, 3, 2);
+    strop_run_free(run);
+    strop_recipe_free(r);
+  }
+  ck_assert_double_eq(acc[0], acc[1]);
+  ck_assert_double_eq_tol(loss[0], loss[1], 1e-6 * fabs(loss[1]));
+  ck_assert_double_eq_tol(hl[0], hl[1], 1e-6 * fabs(hl[1]));
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("recipe");
   TCase *tc = tcase_create("parse");
@@ -288,6 +318,7 @@ int main(void) {
   tcase_set_timeout(tc, 300);
   tcase_add_test(tc, run_end_to_end);
   tcase_add_test(tc, run_errors);
+  tcase_add_test(tc, frozen_trunk_cache_is_transparent);
   suite_add_tcase(s, tc);
   return strop_test_run(s);
 }

@@ -82,6 +82,15 @@ void strop__param_release(strop__param *p);
 void strop__params_release(strop__param *v, int n);
 void strop__node_release(strop__node *n);
 
+/* The last node of the model's frozen, deterministic trunk through which every later node
+ * is reached (its output can be cached per sample), or -1 when there is none. */
+int strop__model_frozen_cut(const strop_model *m);
+/* A new model made of the nodes after cut, whose input is the cut node's output; same names,
+ * options, values, trainable flags and parameter groups. */
+strop_status strop__model_split_head(const strop_model *m, int cut, strop_model **out);
+/* Copies values and flags of every parameter of dst that src has by the same name. */
+strop_status strop__model_copy_state(strop_model *dst, const strop_model *src);
+
 /* Deep copy (for trials and surgery transactions). */
 strop_status strop__model_clone(const strop_model *src, strop_model **out);
 

@@ -127,6 +127,7 @@ static const field F_TRAIN[] = {{"epochs", T_INT, NULL, NULL},
                                 {"accumulate", T_INT, NULL, NULL},
                                 {"checkpoint_every", T_INT, NULL, NULL},
                                 {"max_steps", T_INT, NULL, NULL},
+                                {"cache_frozen", T_BOOL, NULL, NULL},
                                 END};
 static const field F_STAGE[] = {{"name", T_STR, NULL, NULL},      {"epochs", T_INT, NULL, NULL},
                                 {"surgery", T_SURGERY, NULL, NULL},

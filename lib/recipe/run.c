@@ -543,8 +543,9 @@ bad:
   return fail(s, "data");
 }
 
-static strop_status make_iter(ctx *c, strop_dataset *ds, int train, uint64_t seed,
-                              strop_batch_iter **out) {
+/* raw: the samples are used as they are (cached features): no transforms */
+static strop_status make_iter_raw(ctx *c, strop_dataset *ds, int train, uint64_t seed, int raw,
+                                  strop_batch_iter **out) {
   int flags = 0;
   if (train && c->shuffle) flags |= STROP_ITER_SHUFFLE;
   if (train && c->drop_last && strop_dataset_size(ds) >= c->batch) flags |= STROP_ITER_DROP_LAST;
@@ -552,6 +553,7 @@ static strop_status make_iter(ctx *c, strop_dataset *ds, int train, uint64_t see
   strop_status s = strop_batch_iter_create(ds, train ? c->batch : c->eval_batch, seed, flags, out);
   if (s) return fail(s, "data");
   strop_batch_iter *it = *out;
+  if (raw) return STROP_OK;
   if (c->scale != 1.0 && (s = strop_batch_iter_add_scale(it, (float)c->scale))) goto bad;
   if (c->resize[0] > 0 && (s = strop_batch_iter_add_resize(it, c->resize[0], c->resize[1], c->resize_mode)))
     goto bad;
@@ -565,6 +567,11 @@ bad:
   strop_batch_iter_free(it);
   *out = NULL;
   return fail(s, "data transforms");
+}
+
+static strop_status make_iter(ctx *c, strop_dataset *ds, int train, uint64_t seed,
+                              strop_batch_iter **out) {
+  return make_iter_raw(c, ds, train, seed, 0, out);
 }
 
 /* ---- optimizer, schedule, trainer settings: a stage's map overrides the top-level one ---- */
@@ -797,18 +804,69 @@ static int emit_event(ctx *c, int kind, const strop__stage_result *sr, strop_mod
   return c->o->on_event(&e, c->o->user_data);
 }
 
-static strop_status evaluate(ctx *c, strop_trainer *t, strop_dataset *ds, double *into) {
+static strop_status evaluate(ctx *c, strop_model *m, strop_dataset *ds, double *into) {
   if (!ds) return STROP_OK;
   strop_batch_iter *it = NULL;
-  strop_status s = make_iter(c, ds, 0, 0, &it);
-  if (s) return s;
+  strop_optimizer *opt = NULL;
+  strop_trainer *t = NULL;
   strop_metrics *mt = NULL;
-  s = strop_trainer_eval(t, it, &mt);
-  strop_batch_iter_free(it);
-  if (s) return fail(s, "evaluation");
-  for (int k = 0; k < RUN_NM; k++) into[k] = strop_metrics_get(mt, k);
+  strop_status s = make_iter(c, ds, 0, 0, &it);
+  if (!s) s = strop_optimizer_create(m, STROP_OPTIM_SGD, &opt);
+  if (!s) s = strop_trainer_create(m, opt, &t);
+  if (!s) s = configure_trainer(c, t);
+  if (!s) s = strop_trainer_eval(t, it, &mt);
+  if (!s)
+    for (int k = 0; k < RUN_NM; k++) into[k] = strop_metrics_get(mt, k);
   strop_metrics_free(mt);
-  return STROP_OK;
+  strop_trainer_free(t);
+  strop_optimizer_free(opt);
+  strop_batch_iter_free(it);
+  return s ? fail(s, "evaluation") : STROP_OK;
+}
+
+/* The frozen trunk's output (node cut) for every sample of ds, as a dataset of features with
+ * the same targets: computed once, so a head-only stage trains on it without the trunk. */
+#define CACHE_MAX_BYTES ((size_t)512 << 20)
+static strop_status cache_features(ctx *c, strop_model *m, int cut, strop_dataset *ds,
+                                   strop_dataset **out) {
+  *out = NULL;
+  if (!ds) return STROP_OK;
+  const strop__shape *fs = &m->nodes[cut].out_shape;
+  size_t per = strop__shape_numel(fs), n = (size_t)strop_dataset_size(ds);
+  int64_t tdims[STROP_MAX_RANK];
+  int trank = strop_dataset_target_shape(ds, tdims, STROP_MAX_RANK);
+  size_t tper = 1;
+  for (int i = 0; i < trank; i++) tper *= (size_t)tdims[i];
+  if (per * n * sizeof(float) > CACHE_MAX_BYTES) return STROP_OK; /* too big: no cache */
+  float *feat = strop__malloc((per * n > 0 ? per * n : 1) * sizeof(float));
+  float *tgt = strop__malloc((tper * n > 0 ? tper * n : 1) * sizeof(float));
+  strop_batch_iter *it = NULL;
+  strop_status s = !feat || !tgt ? STROP__NOMEM(FN) : make_iter(c, ds, 0, 0, &it);
+  size_t done = 0;
+  while (!s) {
+    strop_tensor *x = NULL, *y = NULL;
+    int64_t rows = 0;
+    if ((s = strop_batch_iter_next(it, &x, &y, &rows)) || rows == 0) break;
+    const strop__act *o;
+    if ((s = strop__model_forward_exec(m, strop_tensor_data(x), rows, 0, NULL, &o))) break;
+    memcpy(feat + done * per, m->acts[cut].data, (size_t)rows * per * sizeof(float));
+    strop__model_step_end(m);
+    if ((size_t)strop_tensor_numel(y) != (size_t)rows * tper) {
+      s = strop__err(STROP_E_INTERNAL, "%s: target sizes changed while caching", FN);
+      break;
+    }
+    memcpy(tgt + done * tper, strop_tensor_data(y), (size_t)rows * tper * sizeof(float));
+    done += (size_t)rows;
+  }
+  strop_batch_iter_free(it);
+  if (!s && done != n) s = strop__err(STROP_E_INTERNAL, "%s: cached %zu of %zu samples", FN, done, n);
+  if (!s)
+    s = strop_dataset_from_memory(feat, tgt, (int64_t)n, fs->rank, fs->d, trank, tdims,
+                                  strop_dataset_num_classes(ds) > 0 ? strop_dataset_num_classes(ds) : 0,
+                                  out);
+  strop__free(feat);
+  strop__free(tgt);
+  return s ? fail(s, "caching the frozen trunk's features") : STROP_OK;
 }
 
 /* One stage: its surgery, a fresh optimizer/schedule, fit, then test evaluation. */
@@ -823,28 +881,47 @@ static strop_status run_stage(ctx *c, strop_model *m, const strop__ynode *st, in
   strop_optimizer *opt = NULL;
   strop_scheduler *sch = NULL;
   strop_trainer *t = NULL;
-  if ((s = make_iter(c, c->train, 1, stage_seed, &it))) return s;
-  if (c->val && (s = make_iter(c, c->val, 0, 0, &vit))) goto done;
-  if ((s = build_optimizer(c, m, sub(st, "optimizer"), &opt))) goto done;
+  const strop__ynode *top = section(r, "train"), *tst = sub(st, "train");
+  /* A frozen, deterministic trunk computes the same features every epoch: compute them once
+   * and train the rest of the model on them (unless augmentation makes the inputs random). */
+  strop_model *tm = m, *head = NULL;
+  strop_dataset *ftrain = NULL, *fval = NULL;
+  int cache = 1;
+  int64_t ckpt_every = 0;
+  if ((s = rd2_bool(r, top, tst, "cache_frozen", &cache)) ||
+      (s = rd2_int(r, top, tst, "checkpoint_every", &ckpt_every)))
+    return s;
+  int cut = cache && c->hflip <= 0 && c->crop[0] <= 0 && ckpt_every <= 0 ? strop__model_frozen_cut(m) : -1;
+  if (cut >= 0) {
+    if ((s = cache_features(c, m, cut, c->train, &ftrain)) ||
+        (ftrain && (s = cache_features(c, m, cut, c->val, &fval))))
+      goto done;
+    if (ftrain && (!c->val || fval)) {
+      if ((s = strop__model_split_head(m, cut, &head))) goto done;
+      tm = head;
+    }
+  }
+  if ((s = make_iter_raw(c, head ? ftrain : c->train, 1, stage_seed, head != NULL, &it))) goto done;
+  if (c->val && (s = make_iter_raw(c, head ? fval : c->val, 0, 0, head != NULL, &vit))) goto done;
+  if ((s = build_optimizer(c, tm, sub(st, "optimizer"), &opt))) goto done;
   int per_epoch = 0;
   if ((s = build_schedule(c, opt, sub(st, "schedule"), strop_batch_iter_num_batches(it), epochs, &sch,
                           &per_epoch)))
     goto done;
-  if ((s = strop_trainer_create(m, opt, &t))) goto done;
+  if ((s = strop_trainer_create(tm, opt, &t))) goto done;
   if ((s = configure_trainer(c, t))) goto done;
   if (sch && ((s = strop_trainer_set_scheduler(t, sch)) ||
               (s = strop_trainer_set_int(t, STROP_TRAIN_SCHED_PER_EPOCH, per_epoch))))
     goto done;
-  const strop__ynode *top = section(r, "train"), *tst = sub(st, "train");
   strop_fit_options fo;
   strop_fit_options_init(&fo);
   fo.epochs = epochs;
   double clip_norm = 0, clip_value = 0, min_delta = 0;
-  int64_t patience = 0, accum = 1, ckpt_every = 0, max_steps = 0;
+  int64_t patience = 0, accum = 1, max_steps = 0;
   int restore_best = 0;
   if ((s = rd2_float(r, top, tst, "clip_norm", &clip_norm)) || (s = rd2_float(r, top, tst, "clip_value", &clip_value)) ||
       (s = rd2_float(r, top, tst, "min_delta", &min_delta)) || (s = rd2_int(r, top, tst, "patience", &patience)) ||
-      (s = rd2_int(r, top, tst, "accumulate", &accum)) || (s = rd2_int(r, top, tst, "checkpoint_every", &ckpt_every)) ||
+      (s = rd2_int(r, top, tst, "accumulate", &accum)) ||
       (s = rd2_int(r, top, tst, "max_steps", &max_steps)) || (s = rd2_bool(r, top, tst, "restore_best", &restore_best)))
     goto done;
   if ((s = strop_trainer_set_float(t, STROP_TRAIN_CLIP_NORM, clip_norm)) ||
@@ -883,8 +960,13 @@ static strop_status run_stage(ctx *c, strop_model *m, const strop__ynode *st, in
     goto done;
   }
   c->run->info[STROP_INFO_BEST_EPOCH] = strop_trainer_best_epoch(t);
-  if ((s = evaluate(c, t, c->test, sr->test))) goto done;
-  if ((s = evaluate(c, t, c->val, sr->val))) goto done;
+  if (head) {
+    /* the trained head goes back into the model */
+    if ((s = strop__model_copy_state(m, head))) goto done;
+    m->rng = head->rng;
+  }
+  if ((s = evaluate(c, m, c->test, sr->test))) goto done;
+  if ((s = evaluate(c, m, c->val, sr->val))) goto done;
   if (emit_event(c, STROP_EVENT_STAGE_END, sr, m))
     s = strop__err(STROP_E_CANCELLED, "%s: stopped by the host after stage '%s'", FN, c->stage_name);
 done:
@@ -893,6 +975,9 @@ done:
   strop_optimizer_free(opt);
   strop_batch_iter_free(it);
   strop_batch_iter_free(vit);
+  strop_model_free(head);
+  strop_dataset_free(ftrain);
+  strop_dataset_free(fval);
   return s;
 }
 
