@@ -1,0 +1,150 @@
+/* strop bench — issue 9's frozen-trunk speed, side by side in one process: the small CNN
+ * (conv 32, conv 64, each with ReLU and 2x2 max-pool, linear 3136->128->10, batch 64, Adam)
+ * trained fully, trained with the convolutions frozen (strop_model_freeze), and the model's
+ * plain forward (strop_model_forward, what the frozen trunk should cost). Public API only.
+ *
+ *   bench_frozen [threads] [steps] [repeats]
+ *
+ * Prints each time (best of `repeats` windows of `steps` after a warm-up), the speed-up of the
+ * frozen step over the full one (target >= 2x), and the frozen step over a forward. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "strop/strop.h"
+
+static double now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static void must(strop_status s, const char *what) {
+  if (s != STROP_OK) {
+    fprintf(stderr, "bench_frozen: %s: %s\n", what, strop_last_error());
+    exit(1);
+  }
+}
+
+static strop_model *build_cnn(void) {
+  const int64_t in[3] = {1, 28, 28};
+  strop_model *m = NULL;
+  must(strop_model_create(3, in, &m), "create");
+  must(strop_model_add(m, "features.0", "conv2d", "out_channels=32 kernel_size=3 padding=1", NULL),
+       "conv1");
+  must(strop_model_add(m, "features.1", "relu", NULL, NULL), "relu1");
+  must(strop_model_add(m, "features.2", "maxpool2d", "kernel_size=2", NULL), "pool1");
+  must(strop_model_add(m, "features.3", "conv2d", "out_channels=64 kernel_size=3 padding=1", NULL),
+       "conv2");
+  must(strop_model_add(m, "features.4", "relu", NULL, NULL), "relu2");
+  must(strop_model_add(m, "features.5", "maxpool2d", "kernel_size=2", NULL), "pool2");
+  must(strop_model_add(m, "flatten", "flatten", NULL, NULL), "flatten");
+  must(strop_model_add(m, "classifier.0", "linear", "out_features=128", NULL), "fc1");
+  must(strop_model_add(m, "classifier.1", "relu", NULL, NULL), "relu3");
+  must(strop_model_add(m, "classifier.2", "linear", "out_features=10", NULL), "fc2");
+  must(strop_model_finalize(m, 1), "finalize");
+  return m;
+}
+
+enum { BATCH = 64, POOL = 16 };
+
+typedef struct run {
+  strop_model *m;
+  strop_optimizer *opt;
+  strop_trainer *tr;
+} run;
+
+static void run_init(run *r, int frozen) {
+  r->m = build_cnn();
+  if (frozen) must(strop_model_freeze(r->m, "features.*"), "freeze");
+  must(strop_optimizer_create(r->m, STROP_OPTIM_ADAM, &r->opt), "optimizer");
+  must(strop_trainer_create(r->m, r->opt, &r->tr), "trainer");
+}
+
+static void run_free(run *r) {
+  strop_trainer_free(r->tr);
+  strop_optimizer_free(r->opt);
+  strop_model_free(r->m);
+}
+
+/* seconds per call: best of repeats windows; what = 0 train step, 1 forward */
+static double time_it(run *r, int what, strop_tensor **xs, strop_tensor **ys, int steps,
+                      int repeats) {
+  double best = 1e30;
+  float loss;
+  for (int k = 0, w = 0; w < repeats + 1; w++) {
+    double t0 = now();
+    for (int s = 0; s < steps; s++, k++) {
+      if (what == 0) {
+        must(strop_trainer_step(r->tr, xs[k % POOL], ys[k % POOL], &loss), "step");
+      } else {
+        strop_tensor *out = NULL;
+        must(strop_model_forward(r->m, xs[k % POOL], &out), "forward");
+        strop_tensor_free(out);
+      }
+    }
+    double dt = (now() - t0) / steps;
+    if (w > 0 && dt < best) best = dt; /* window 0 warms up */
+  }
+  return best;
+}
+
+int main(int argc, char **argv) {
+  int threads = argc > 1 ? atoi(argv[1]) : 1;
+  int steps = argc > 2 ? atoi(argv[2]) : 30;
+  int repeats = argc > 3 ? atoi(argv[3]) : 5;
+  if (threads < 1) threads = 1;
+  if (steps < 1) steps = 1;
+  if (repeats < 1) repeats = 1;
+  must(strop_set_num_threads(threads), "threads");
+
+  /* uniform [0, 1) images and uniform labels; xorshift so the data do not depend on strop */
+  uint64_t g = 0x9e3779b97f4a7c15ULL;
+  int64_t xd[4] = {BATCH, 1, 28, 28}, yd[1] = {BATCH};
+  strop_tensor *xs[POOL], *ys[POOL];
+  for (int b = 0; b < POOL; b++) {
+    must(strop_tensor_create(4, xd, &xs[b]), "x");
+    must(strop_tensor_create(1, yd, &ys[b]), "y");
+    float *x = strop_tensor_data(xs[b]), *y = strop_tensor_data(ys[b]);
+    for (int64_t i = 0; i < BATCH * 784; i++) {
+      g ^= g << 13, g ^= g >> 7, g ^= g << 17;
+      x[i] = (float)((double)(g >> 11) * (1.0 / 9007199254740992.0));
+    }
+    for (int64_t i = 0; i < BATCH; i++) y[i] = (float)((i * 7 + b) % 10);
+  }
+
+  run full, frozen;
+  run_init(&full, 0);
+  run_init(&frozen, 1);
+  /* interleaved, so a change of machine load hits both */
+  double t_full = 1e30, t_frozen = 1e30, t_fwd = 1e30;
+  for (int round = 0; round < 2; round++) {
+    double a = time_it(&full, 0, xs, ys, steps, repeats);
+    double b = time_it(&frozen, 0, xs, ys, steps, repeats);
+    double c = time_it(&frozen, 1, xs, ys, steps, repeats);
+    if (a < t_full) t_full = a;
+    if (b < t_frozen) t_frozen = b;
+    if (c < t_fwd) t_fwd = c;
+  }
+  printf("small CNN, batch %d, Adam, %d thread(s); best of %d x %d steps, two interleaved rounds\n",
+         BATCH, threads, repeats, steps);
+  printf("  trainable params: full %lld, frozen trunk %lld\n",
+         (long long)strop_model_param_count(full.m, 1), (long long)strop_model_param_count(frozen.m, 1));
+  printf("  %-34s %9.3f ms  %8.0f samples/s\n", "full fine-tuning step", t_full * 1e3,
+         BATCH / t_full);
+  printf("  %-34s %9.3f ms  %8.0f samples/s\n", "frozen-trunk step (head trains)", t_frozen * 1e3,
+         BATCH / t_frozen);
+  printf("  %-34s %9.3f ms\n", "forward only (strop_model_forward)", t_fwd * 1e3);
+  printf("RESULT bench=frozen threads=%d full_ms=%.3f frozen_ms=%.3f forward_ms=%.3f "
+         "speedup=%.2f frozen_over_forward=%.2f\n",
+         threads, t_full * 1e3, t_frozen * 1e3, t_fwd * 1e3, t_full / t_frozen,
+         t_frozen / t_fwd);
+  run_free(&full);
+  run_free(&frozen);
+  for (int b = 0; b < POOL; b++) {
+    strop_tensor_free(xs[b]);
+    strop_tensor_free(ys[b]);
+  }
+  return 0;
+}
