@@ -30,24 +30,9 @@ static const strop__layer_vtable *const g_family[] = {
 
 /* ------------------------------------------------------------------ helpers */
 
-typedef struct node_spec {
-  const char *name, *type, *opts, *inputs;
-} node_spec;
-
-static void must(strop_status st, const char *what) {
-  ck_assert_msg(st == STROP_OK, "%s: %s (%s)", what, strop_status_str(st), strop_last_error());
-}
-
-static strop_model *build(int rank, const int64_t *shape, const node_spec *nodes, int n_nodes,
-                          uint64_t seed) {
-  strop_model *m = NULL;
-  must(strop_model_create(rank, shape, &m), "strop_model_create");
-  for (int i = 0; i < n_nodes; i++)
-    must(strop_model_add(m, nodes[i].name, nodes[i].type, nodes[i].opts, nodes[i].inputs),
-         nodes[i].name);
-  must(strop_model_finalize(m, seed), "strop_model_finalize");
-  return m;
-}
+typedef strop_test_node node_spec;
+#define must strop_test_must
+#define build strop_test_build
 
 static strop_model *build1(int rank, const int64_t *shape, const char *name, const char *type,
                            const char *opts) {

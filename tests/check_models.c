@@ -18,9 +18,7 @@
 
 /* ------------------------------------------------------------------ helpers */
 
-static void must(strop_status st, const char *what) {
-  ck_assert_msg(st == STROP_OK, "%s: %s (%s)", what, strop_status_str(st), strop_last_error());
-}
+#define must strop_test_must
 
 static void add(strop_model *m, const char *name, const char *type, const char *opts,
                 const char *inputs) {

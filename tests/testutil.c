@@ -79,3 +79,19 @@ int strop_test_alloc_sweep(strop_test_op op, void (*cleanup)(void *ctx), void *c
   ck_abort_msg("allocation sweep did not end");
   return failures;
 }
+
+void strop_test_must(int status, const char *what) {
+  ck_assert_msg(status == STROP_OK, "%s: %s (%s)", what, strop_status_str(status),
+                strop_last_error());
+}
+
+strop_model *strop_test_build(int rank, const int64_t *shape, const strop_test_node *nodes,
+                              int n_nodes, uint64_t seed) {
+  strop_model *m = NULL;
+  strop_test_must(strop_model_create(rank, shape, &m), "strop_model_create");
+  for (int i = 0; i < n_nodes; i++)
+    strop_test_must(strop_model_add(m, nodes[i].name, nodes[i].type, nodes[i].opts, nodes[i].inputs),
+                    nodes[i].name);
+  strop_test_must(strop_model_finalize(m, seed), "strop_model_finalize");
+  return m;
+}

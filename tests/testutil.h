@@ -7,6 +7,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "strop/strop.h"
+
+/* Fails the running test with the status and the library's sentence unless status is OK. */
+void strop_test_must(int status, const char *what);
+
+/* A node for strop_test_build: name, type, options ("k=v ..."), inputs (NULL: previous). */
+typedef struct strop_test_node {
+  const char *name, *type, *opts, *inputs;
+} strop_test_node;
+
+/* Builds and finalizes a model of the given nodes (failing the test on any error). */
+strop_model *strop_test_build(int rank, const int64_t *shape, const strop_test_node *nodes,
+                              int n_nodes, uint64_t seed);
+
 /* Runs the suite and returns the process exit code. */
 int strop_test_run(Suite *s);
 
