@@ -804,24 +804,30 @@ static int emit_event(ctx *c, int kind, const strop__stage_result *sr, strop_mod
   return c->o->on_event(&e, c->o->user_data);
 }
 
-static strop_status evaluate(ctx *c, strop_model *m, strop_dataset *ds, double *into) {
-  if (!ds) return STROP_OK;
+/* Metrics of m on every sample of ds with the recipe's loss and deterministic transforms. */
+static strop_status eval_metrics(ctx *c, strop_model *m, strop_dataset *ds, strop_metrics **out) {
   strop_batch_iter *it = NULL;
   strop_optimizer *opt = NULL;
   strop_trainer *t = NULL;
-  strop_metrics *mt = NULL;
   strop_status s = make_iter(c, ds, 0, 0, &it);
   if (!s) s = strop_optimizer_create(m, STROP_OPTIM_SGD, &opt);
   if (!s) s = strop_trainer_create(m, opt, &t);
   if (!s) s = configure_trainer(c, t);
-  if (!s) s = strop_trainer_eval(t, it, &mt);
-  if (!s)
-    for (int k = 0; k < RUN_NM; k++) into[k] = strop_metrics_get(mt, k);
-  strop_metrics_free(mt);
+  if (!s) s = strop_trainer_eval(t, it, out);
   strop_trainer_free(t);
   strop_optimizer_free(opt);
   strop_batch_iter_free(it);
-  return s ? fail(s, "evaluation") : STROP_OK;
+  return s;
+}
+
+static strop_status evaluate(ctx *c, strop_model *m, strop_dataset *ds, double *into) {
+  if (!ds) return STROP_OK;
+  strop_metrics *mt = NULL;
+  strop_status s = eval_metrics(c, m, ds, &mt);
+  if (s) return fail(s, "evaluation");
+  for (int k = 0; k < RUN_NM; k++) into[k] = strop_metrics_get(mt, k);
+  strop_metrics_free(mt);
+  return STROP_OK;
 }
 
 /* The frozen trunk's output (node cut) for every sample of ds, as a dataset of features with
@@ -1113,17 +1119,7 @@ strop_status strop_recipe_evaluate(const strop_recipe *r, strop_model *model, in
   if (!s && !ds)
     s = strop__err(STROP_E_NOT_FOUND, "%s: %s: the recipe's data has no %s set", fn, r->file,
                    which == STROP_SPLIT_TEST ? "test" : "validation");
-  strop_optimizer *opt = NULL;
-  strop_trainer *t = NULL;
-  strop_batch_iter *it = NULL;
-  if (!s) s = strop_optimizer_create(model, STROP_OPTIM_SGD, &opt);
-  if (!s) s = strop_trainer_create(model, opt, &t);
-  if (!s) s = configure_trainer(&c, t);
-  if (!s) s = make_iter(&c, ds, 0, 0, &it);
-  if (!s) s = strop_trainer_eval(t, it, out);
-  strop_batch_iter_free(it);
-  strop_trainer_free(t);
-  strop_optimizer_free(opt);
+  if (!s) s = eval_metrics(&c, model, ds, out);
   strop_dataset_free(c.train);
   strop_dataset_free(c.val);
   strop_dataset_free(c.test);

@@ -11,6 +11,24 @@ from ._handle import Handle
 from ._util import checked_string, enc, snprintf_string
 from .data import _check_ds
 from .errors import Cancelled, NotFound, check, error_for_status
+
+
+def _finish(st, obj, state, checker):
+    """Ends a C call that ran Python callbacks: re-raises a callback's exception as itself,
+    returns obj after a host-requested stop, else raises the status (closing obj)."""
+    if state.exc is not None:
+        if obj is not None:
+            obj.close()
+        err = error_for_status(st) if st != 0 else None
+        exc, state.exc = state.exc, None
+        raise exc from err
+    if st == Cancelled.status and obj is not None:
+        return obj
+    if st != 0:
+        if obj is not None:
+            obj.close()
+        checker(st)
+    return obj
 from .model import Model
 from .train import Metrics, Progress
 
@@ -128,20 +146,7 @@ class Recipe(Handle):
         out = ctypes.c_void_p()
         st = _lib.lib.strop_recipe_run(self._h, ctypes.byref(o), ctypes.byref(out))
         del cb
-        run = Run._adopt(out.value) if out.value else None
-        if state.exc is not None:
-            if run is not None:
-                run.close()
-            err = error_for_status(st) if st != 0 else None
-            exc, state.exc = state.exc, None
-            raise exc from err
-        if st == Cancelled.status and run is not None:
-            return run
-        if st != 0:
-            if run is not None:
-                run.close()
-            _check_ds(st)
-        return run
+        return _finish(st, Run._adopt(out.value) if out.value else None, state, _check_ds)
 
     def tune(self, trials=0, epochs_cap=0, resume=True, on_event=None):
         """Runs the recipe's ``tune:`` section (strop_recipe_tune) and returns the Tuner with
@@ -175,20 +180,7 @@ class Recipe(Handle):
         out = ctypes.c_void_p()
         st = _lib.lib.strop_recipe_tune(self._h, ctypes.byref(o), ctypes.byref(out))
         del cb
-        tuner = Tuner._adopt(out.value) if out.value else None
-        if state.exc is not None:
-            if tuner is not None:
-                tuner.close()
-            err = error_for_status(st) if st != 0 else None
-            exc, state.exc = state.exc, None
-            raise exc from err
-        if st == Cancelled.status and tuner is not None:
-            return tuner
-        if st != 0:
-            if tuner is not None:
-                tuner.close()
-            check(st)
-        return tuner
+        return _finish(st, Tuner._adopt(out.value) if out.value else None, state, check)
 
     def evaluate(self, model, split="test"):
         """Metrics of ``model`` on a part ("train", "val", "test") of the recipe's data."""
