@@ -468,6 +468,126 @@ START_TEST(threads_set_get) {
 }
 END_TEST
 
+/* -------------------------------------------------------------------- pool */
+
+#include <stdatomic.h>
+
+typedef struct cover_ctx {
+  int64_t n;
+  int chunks;
+  _Atomic int *hits;        /* per item */
+  _Atomic int calls[16];    /* per chunk */
+  int64_t lo[16], hi[16];
+} cover_ctx;
+
+static void cover_fn(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  cover_ctx *c = ctx;
+  atomic_fetch_add(&c->calls[chunk], 1);
+  c->lo[chunk] = lo;
+  c->hi[chunk] = hi;
+  for (int64_t i = lo; i < hi; i++) atomic_fetch_add(&c->hits[i], 1);
+}
+
+/* every item once, every chunk once, chunk c = [n c / chunks, n (c + 1) / chunks) */
+START_TEST(pool_covers_every_item_once) {
+  static const int64_t ns[] = {1, 2, 7, 64, 1000, 20011};
+  for (int t = 1; t <= 4; t++) {
+    ck_assert_int_eq(strop_set_num_threads(t), STROP_OK);
+    for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++) {
+      for (int chunks = 1; chunks <= 9; chunks++) {
+        cover_ctx c = {.n = ns[k], .chunks = chunks};
+        c.hits = calloc((size_t)ns[k], sizeof *c.hits);
+        ck_assert_ptr_nonnull(c.hits);
+        strop__par_run(chunks, ns[k], cover_fn, &c);
+        for (int64_t i = 0; i < ns[k]; i++) ck_assert_int_eq(c.hits[i], 1);
+        int used = chunks > ns[k] ? (int)ns[k] : chunks;
+        for (int ch = 0; ch < 16; ch++) {
+          ck_assert_int_eq(c.calls[ch], ch < used ? 1 : 0);
+          if (ch < used) {
+            ck_assert_int_eq(c.lo[ch], ns[k] * ch / used);
+            ck_assert_int_eq(c.hi[ch], ns[k] * (ch + 1) / used);
+          }
+        }
+        free(c.hits);
+      }
+    }
+  }
+  ck_assert_int_eq(strop_set_num_threads(1), STROP_OK);
+}
+END_TEST
+
+START_TEST(pool_chunk_counts) {
+  ck_assert_int_eq(strop__par_chunks(1, 1000, 1), 1);
+  ck_assert_int_eq(strop__par_chunks(4, 1000, 1), 4);
+  ck_assert_int_eq(strop__par_chunks(4, 1000, 300), 3);
+  ck_assert_int_eq(strop__par_chunks(4, 10, 300), 1);
+  ck_assert_int_eq(strop__par_chunks(4, 0, 1), 1);
+  ck_assert_int_eq(strop__par_chunks(0, 50, 1), 1);
+  ck_assert_int_eq(strop__par_chunks(1000, 1000, 1), 64); /* the caller plus 63 workers */
+}
+END_TEST
+
+typedef struct meet_ctx {
+  _Atomic int started;
+  pthread_t who[2];
+} meet_ctx;
+
+/* each chunk waits (up to ~10 s) for the other to start: both run at once on two threads */
+static void meet_fn(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  (void)lo;
+  (void)hi;
+  meet_ctx *m = ctx;
+  m->who[chunk] = pthread_self();
+  atomic_fetch_add(&m->started, 1);
+  for (int i = 0; i < 10000 && atomic_load(&m->started) < 2; i++) usleep(1000);
+}
+
+START_TEST(pool_runs_chunks_on_two_threads) {
+  ck_assert_int_eq(strop_set_num_threads(2), STROP_OK);
+  for (int round = 0; round < 3; round++) {
+    meet_ctx m = {0};
+    strop__par_run(2, 2, meet_fn, &m);
+    ck_assert_int_eq(atomic_load(&m.started), 2);
+    ck_assert(!pthread_equal(m.who[0], m.who[1]));
+  }
+  ck_assert_int_eq(strop_set_num_threads(1), STROP_OK);
+}
+END_TEST
+
+typedef struct nest_ctx {
+  _Atomic int64_t sum;
+} nest_ctx;
+
+static void inner_fn(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  (void)chunk;
+  nest_ctx *c = ctx;
+  for (int64_t i = lo; i < hi; i++) atomic_fetch_add(&c->sum, i);
+}
+
+static void outer_fn(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  (void)chunk;
+  for (int64_t i = lo; i < hi; i++) strop__par_run(3, 100, inner_fn, ctx); /* nested: serial */
+}
+
+static void *host_thread(void *arg) {
+  nest_ctx *c = arg;
+  for (int k = 0; k < 200; k++) strop__par_run(4, 8, outer_fn, c);
+  return NULL;
+}
+
+/* runs nested inside a run, and runs from several host threads at once, all complete with
+ * every item counted once (the ones that find the pool busy go serially) */
+START_TEST(pool_nested_and_concurrent_runs) {
+  ck_assert_int_eq(strop_set_num_threads(2), STROP_OK);
+  nest_ctx c[3] = {{0}, {0}, {0}};
+  pthread_t t[3];
+  for (int i = 0; i < 3; i++) ck_assert_int_eq(pthread_create(&t[i], NULL, host_thread, &c[i]), 0);
+  for (int i = 0; i < 3; i++) pthread_join(t[i], NULL);
+  for (int i = 0; i < 3; i++) ck_assert_int_eq(atomic_load(&c[i].sum), 200LL * 8 * 4950);
+  ck_assert_int_eq(strop_set_num_threads(1), STROP_OK);
+}
+END_TEST
+
 /* ------------------------------------------------------------------- arena */
 
 static const size_t k_sizes[] = {1, 64, 100, 3000, 65, 700000, 7, 500000, 1 << 20, 33};
@@ -568,6 +688,11 @@ int main(void) {
   suite_add_tcase(s, tc);
   tc = tcase_create("threads");
   tcase_add_test(tc, threads_set_get);
+  tcase_add_test(tc, pool_covers_every_item_once);
+  tcase_add_test(tc, pool_chunk_counts);
+  tcase_add_test(tc, pool_runs_chunks_on_two_threads);
+  tcase_add_test(tc, pool_nested_and_concurrent_runs);
+  tcase_set_timeout(tc, 60);
   suite_add_tcase(s, tc);
   tc = tcase_create("arena");
   tcase_add_test(tc, arena_aligned_and_warm);

@@ -227,6 +227,65 @@ START_TEST(warm_step_no_alloc) {
 }
 END_TEST
 
+/* The batch, GEMMs, activations and pools split across threads: the same thread count gives
+ * the same bits run after run, and other counts agree to float rounding (conv weight
+ * gradients are summed per chunk of images, then the chunks in order). */
+static void run_grads(strop_model *m, const float *x, const float *dout, int64_t n, float *out,
+                      float *grads, size_t *n_grads) {
+  const strop__act *o;
+  ck_assert_int_eq(strop__model_zero_grad(m), STROP_OK);
+  ck_assert_int_eq(strop__model_forward_exec(m, x, n, 1, NULL, &o), STROP_OK);
+  memcpy(out, o->data, sizeof(float) * (size_t)n * strop__shape_numel(&o->shape));
+  ck_assert_int_eq(strop__model_backward(m, dout), STROP_OK);
+  size_t k = 0;
+  for (int i = 0; i < m->n_params; i++)
+    if (m->params[i]->grad) {
+      memcpy(grads + k, m->params[i]->grad, sizeof(float) * m->params[i]->numel);
+      k += m->params[i]->numel;
+    }
+  size_t in = (size_t)n * strop__shape_numel(&m->in_shape);
+  memcpy(grads + k, m->input_grad, sizeof(float) * in);
+  *n_grads = k + in;
+  strop__model_step_end(m);
+}
+
+START_TEST(threads_agree) {
+  int64_t sh[3] = {4, 9, 9};
+  static const strop_test_node nodes[] = {
+      {"c1", "conv2d", "out_channels=6 kernel_size=3 padding=1", NULL},
+      {"r1", "relu", "", NULL},
+      {"g", "conv2d", "out_channels=6 kernel_size=3 groups=3 padding=1 bias=false", NULL},
+      {"pw", "conv2d", "out_channels=5 kernel_size=1", NULL},
+      {"t", "tanh", "", NULL},
+      {"p", "maxpool2d", "kernel_size=2", NULL},
+      {"a", "avgpool2d", "kernel_size=2 stride=1", NULL},
+      {"f", "flatten", "", NULL},
+      {"fc", "linear", "out_features=40", NULL},
+      {"sm", "log_softmax", "", NULL},
+  };
+  strop_model *m = strop_test_build(3, sh, nodes, (int)(sizeof nodes / sizeof nodes[0]), 5);
+  m->want_input_grad = 1;
+  enum { N = 7, IN = N * 4 * 81, OUT = N * 40, G = 20000 };
+  static float x[IN], dout[OUT], out[3][OUT], grads[3][G];
+  for (int i = 0; i < IN; i++) x[i] = sinf(0.37f * (float)i);
+  for (int i = 0; i < OUT; i++) dout[i] = cosf(0.11f * (float)i);
+  size_t ng[3];
+  static const int threads[3] = {1, 3, 3};
+  for (int r = 0; r < 3; r++) {
+    ck_assert_int_eq(strop_set_num_threads(threads[r]), STROP_OK);
+    run_grads(m, x, dout, N, out[r], grads[r], &ng[r]);
+    ck_assert_uint_le(ng[r], G);
+  }
+  ck_assert_uint_eq(ng[0], ng[1]);
+  ck_assert_int_eq(memcmp(out[1], out[2], sizeof out[1]), 0);
+  ck_assert_int_eq(memcmp(grads[1], grads[2], sizeof(float) * ng[1]), 0);
+  ck_assert_double_le(strop_test_max_rel(out[1], out[0], OUT, 1e-6, NULL), 1e-5);
+  ck_assert_double_le(strop_test_max_rel(grads[1], grads[0], ng[0], 1e-4, NULL), 1e-4);
+  ck_assert_int_eq(strop_set_num_threads(0), STROP_OK);
+  strop_model_free(m);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ gradcheck */
 
 static const struct gc_case {
@@ -576,6 +635,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, pool_forward_reference);
   tcase_add_test(tc, bn_forward_reference);
   tcase_add_test(tc, warm_step_no_alloc);
+  tcase_add_test(tc, threads_agree);
   suite_add_tcase(s, tc);
   tc = tcase_create("gradcheck");
   tcase_add_loop_test(tc, gradcheck, 0, N_GC);

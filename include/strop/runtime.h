@@ -11,10 +11,15 @@
 STROP_BEGIN_DECLS
 
 /**
- * @brief Sets the number of threads used by OpenBLAS and by strop's own kernels.
+ * @brief Sets the number of threads strop's kernels use (process-wide, every handle).
  *
- * OpenBLAS's thread pool is process-wide, so this affects every handle and every other
- * user of OpenBLAS in the process. Call it when no training step is running.
+ * strop splits a batch, a GEMM or an optimizer pass across its own pool of worker threads
+ * and runs BLAS single-threaded inside them: the first BLAS call strop makes sets OpenBLAS's
+ * process-wide thread count to 1 (openblas_set_num_threads), so a host that uses OpenBLAS
+ * directly and wants it threaded should set that after strop's first step. Results are
+ * deterministic for a given thread count; they may differ in the last bits between thread
+ * counts (convolution weight gradients are summed per thread, then in thread order).
+ * Call it when no training step is running.
  * @param n Threads, >= 1; 0 restores the default (the number of online CPUs).
  * @return STROP_OK or STROP_E_INVALID_ARG for n < 0. @since 0.1
  */

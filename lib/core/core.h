@@ -68,4 +68,18 @@ void strop__rng_permutation(strop__rng *r, int64_t n, int64_t *out);
 /* ---- threads ---- */
 int strop__num_threads(void);
 
+/* The worker pool (pool.c). A parallel run splits [0, n) into `chunks` contiguous ranges,
+ * chunk c = [n c / chunks, n (c + 1) / chunks), and calls fn(ctx, lo, hi, c) once per chunk on
+ * the caller and the pool's workers. The split depends only on (n, chunks), so per-chunk
+ * scratch indexed by c and a reduction in chunk order give the same numbers whichever thread
+ * ran what. Nested runs, runs while another host thread holds the pool, and runs whose workers
+ * could not be started go serially over the same chunks. fn must not fail: kernels only. */
+typedef void (*strop__par_fn)(void *ctx, int64_t lo, int64_t hi, int chunk);
+/* min(nthreads, n / grain), at least 1: how many chunks a run over n items should use. */
+int strop__par_chunks(int nthreads, int64_t n, int64_t grain);
+void strop__par_run(int chunks, int64_t n, strop__par_fn fn, void *ctx);
+/* strop__par_run with strop__par_chunks(strop__num_threads(), n, grain): for work whose
+ * result does not depend on the split (elementwise maps, disjoint writes). */
+void strop__par_for(int64_t n, int64_t grain, strop__par_fn fn, void *ctx);
+
 #endif

@@ -13,9 +13,6 @@ const char *strop_version(void) {
 }
 int strop_version_number(void) { return STROP_VERSION_NUMBER; }
 
-/* OpenBLAS's own entry points; declared here so only this file and ops/ see BLAS. */
-void openblas_set_num_threads(int num_threads);
-
 static _Atomic int g_threads;
 
 static int default_threads(void) {
@@ -27,8 +24,7 @@ strop_status strop_set_num_threads(int n) {
   if (n < 0)
     return strop__err(STROP_E_INVALID_ARG, "strop_set_num_threads: n must be >= 0, got %d", n);
   if (n == 0) n = default_threads();
-  atomic_store(&g_threads, n);
-  openblas_set_num_threads(n);
+  atomic_store(&g_threads, n); /* BLAS itself runs single-threaded inside (ops/blas.c) */
   return STROP_OK;
 }
 

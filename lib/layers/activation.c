@@ -92,67 +92,85 @@ static size_t act_numel(const strop__act *a) {
 
 static int kind_of(const strop__node *n);
 
+/* One activation call over a range: elements [lo, hi) for the elementwise kinds, rows of the
+ * softmax's outer dimension for the softmaxes (each row is d * inner floats). The split across
+ * threads changes no bit: every output element depends on its own inputs or its own row. */
+typedef struct act_job {
+  const act_cfg *c;
+  int kind, backward, assign;
+  const float *a, *y, *dy;
+  float *out;
+  int64_t d, inner; /* softmax geometry */
+} act_job;
+
+static void act_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  (void)chunk;
+  const act_job *j = ctx;
+  const int soft = j->kind == ACT_SOFTMAX || j->kind == ACT_LOGSOFTMAX;
+  const int64_t off = soft ? lo * j->d * j->inner : lo, rows = hi - lo;
+  const size_t cnt = (size_t)(hi - lo);
+  const float *a = j->a + off, *y = j->y ? j->y + off : NULL, *dy = j->dy ? j->dy + off : NULL;
+  float *o = j->out + off;
+  if (!j->backward) {
+    switch (j->kind) {
+      case ACT_RELU: strop__relu_forward(a, o, cnt); break;
+      case ACT_LEAKY: strop__leaky_relu_forward(a, o, cnt, j->c->negative_slope); break;
+      case ACT_GELU: strop__gelu_forward(a, o, cnt, j->c->approximate); break;
+      case ACT_SILU: strop__silu_forward(a, o, cnt); break;
+      case ACT_TANH: strop__tanh_forward(a, o, cnt); break;
+      case ACT_SIGMOID: strop__sigmoid_forward(a, o, cnt); break;
+      case ACT_SOFTMAX: strop__softmax_forward(a, o, rows, j->d, j->inner); break;
+      default: strop__log_softmax_forward(a, o, rows, j->d, j->inner); break;
+    }
+    return;
+  }
+  if (j->assign) {
+    if (j->kind == ACT_RELU) {
+      strop__relu_backward_assign(y, dy, o, cnt);
+      return;
+    }
+    memset(o, 0, sizeof(float) * (size_t)(soft ? rows * j->d * j->inner : (int64_t)cnt));
+  }
+  switch (j->kind) {
+    case ACT_RELU: strop__relu_backward(a, y, dy, o, cnt); break;
+    case ACT_LEAKY: strop__leaky_relu_backward(a, y, dy, o, cnt, j->c->negative_slope); break;
+    case ACT_GELU: strop__gelu_backward(a, y, dy, o, cnt, j->c->approximate); break;
+    case ACT_SILU: strop__silu_backward(a, y, dy, o, cnt); break;
+    case ACT_TANH: strop__tanh_backward(a, y, dy, o, cnt); break;
+    case ACT_SIGMOID: strop__sigmoid_backward(a, y, dy, o, cnt); break;
+    case ACT_SOFTMAX: strop__softmax_backward(y, dy, o, rows, j->d, j->inner); break;
+    default: strop__log_softmax_backward(y, dy, o, rows, j->d, j->inner); break;
+  }
+}
+
+/* Elements per thread below which a split does not pay for waking a worker. */
+#define ACT_GRAIN 16384
+
+static void act_run(act_job *j, const strop__act *in) {
+  int64_t items = (int64_t)act_numel(in), grain = ACT_GRAIN;
+  if (j->kind == ACT_SOFTMAX || j->kind == ACT_LOGSOFTMAX) {
+    softmax_geom(j->c, in, &items, &j->d, &j->inner);
+    int64_t row = j->d * j->inner;
+    grain = row >= ACT_GRAIN ? 1 : ACT_GRAIN / (row > 0 ? row : 1);
+  }
+  strop__par_for(items, grain, act_range, j);
+}
+
 static strop_status act_forward(strop__node *n, const strop__exec *x, const strop__act *in,
                                 strop__act *out) {
   (void)x;
-  const act_cfg *c = n->cfg;
-  size_t cnt = act_numel(&in[0]);
-  const float *a = in[0].data;
-  float *y = out->data;
-  int64_t o, d, k;
-  switch (kind_of(n)) {
-    case ACT_RELU: strop__relu_forward(a, y, cnt); break;
-    case ACT_LEAKY: strop__leaky_relu_forward(a, y, cnt, c->negative_slope); break;
-    case ACT_GELU: strop__gelu_forward(a, y, cnt, c->approximate); break;
-    case ACT_SILU: strop__silu_forward(a, y, cnt); break;
-    case ACT_TANH: strop__tanh_forward(a, y, cnt); break;
-    case ACT_SIGMOID: strop__sigmoid_forward(a, y, cnt); break;
-    case ACT_SOFTMAX:
-      softmax_geom(c, &in[0], &o, &d, &k);
-      strop__softmax_forward(a, y, o, d, k);
-      break;
-    case ACT_LOGSOFTMAX:
-      softmax_geom(c, &in[0], &o, &d, &k);
-      strop__log_softmax_forward(a, y, o, d, k);
-      break;
-    default: return strop__err(STROP_E_INTERNAL, "layer '%s': unknown activation", n->name);
-  }
+  act_job j = {n->cfg, kind_of(n), 0, 0, in[0].data, NULL, NULL, out->data, 0, 0};
+  if (j.kind < 0) return strop__err(STROP_E_INTERNAL, "layer '%s': unknown activation", n->name);
+  act_run(&j, &in[0]);
   return STROP_OK;
 }
 
 static strop_status act_backward(strop__node *n, const strop__exec *x, const strop__act *in,
                                  const strop__act *out, const float *dout, float *const *din) {
-  const act_cfg *c = n->cfg;
-  float *dx = din[0];
-  if (!dx) return STROP_OK;
-  size_t cnt = act_numel(&in[0]);
-  const float *a = in[0].data, *y = out->data;
-  int64_t o, d, k;
-  const int kind = kind_of(n);
-  if (x->din_assign) {
-    if (kind == ACT_RELU) {
-      strop__relu_backward_assign(y, dout, dx, cnt);
-      return STROP_OK;
-    }
-    memset(dx, 0, cnt * sizeof(float));
-  }
-  switch (kind) {
-    case ACT_RELU: strop__relu_backward(a, y, dout, dx, cnt); break;
-    case ACT_LEAKY: strop__leaky_relu_backward(a, y, dout, dx, cnt, c->negative_slope); break;
-    case ACT_GELU: strop__gelu_backward(a, y, dout, dx, cnt, c->approximate); break;
-    case ACT_SILU: strop__silu_backward(a, y, dout, dx, cnt); break;
-    case ACT_TANH: strop__tanh_backward(a, y, dout, dx, cnt); break;
-    case ACT_SIGMOID: strop__sigmoid_backward(a, y, dout, dx, cnt); break;
-    case ACT_SOFTMAX:
-      softmax_geom(c, &in[0], &o, &d, &k);
-      strop__softmax_backward(y, dout, dx, o, d, k);
-      break;
-    case ACT_LOGSOFTMAX:
-      softmax_geom(c, &in[0], &o, &d, &k);
-      strop__log_softmax_backward(y, dout, dx, o, d, k);
-      break;
-    default: return strop__err(STROP_E_INTERNAL, "layer '%s': unknown activation", n->name);
-  }
+  if (!din[0]) return STROP_OK;
+  act_job j = {n->cfg, kind_of(n), 1, x->din_assign, in[0].data, out->data, dout, din[0], 0, 0};
+  if (j.kind < 0) return strop__err(STROP_E_INTERNAL, "layer '%s': unknown activation", n->name);
+  act_run(&j, &in[0]);
   return STROP_OK;
 }
 

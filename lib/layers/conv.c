@@ -168,9 +168,14 @@ static void conv_init(strop__node *n, strop__rng *rng) {
   if (b) strop__init_pytorch_linear_default(b->data, b->numel, fan_in, rng);
 }
 
+/* The batch splits into one chunk of images per thread. */
+static int conv_chunks(const strop__exec *x, const strop__conv2d_dims *d) {
+  return strop__par_chunks(x->nthreads, d->n, 1);
+}
+
 static float *conv_scratch(strop__node *n, const strop__exec *x, const strop__conv2d_dims *d,
                            int backward, strop_status *st) {
-  size_t fl = strop__conv2d_scratch_floats(d, backward);
+  size_t fl = strop__conv2d_scratch_floats(d, backward, conv_chunks(x, d));
   *st = STROP_OK;
   float *p = strop__arena_alloc(x->arena, fl * sizeof(float));
   if (!p)
@@ -187,7 +192,8 @@ static strop_status conv_forward(strop__node *n, const strop__exec *x, const str
   strop_status st;
   float *scratch = conv_scratch(n, x, &d, 0, &st);
   if (st) return st;
-  strop__conv2d_forward(&d, in[0].data, w->data, b ? b->data : NULL, out->data, scratch);
+  strop__conv2d_forward(&d, in[0].data, w->data, b ? b->data : NULL, out->data, scratch,
+                        conv_chunks(x, &d));
   return STROP_OK;
 }
 
@@ -203,7 +209,8 @@ static strop_status conv_backward(strop__node *n, const strop__exec *x, const st
   strop_status st = STROP_OK;
   float *scratch = conv_scratch(n, x, &d, 1, &st);
   if (st) return st;
-  strop__conv2d_backward(&d, in[0].data, w->data, dout, din[0], dw, db, scratch);
+  strop__conv2d_backward(&d, in[0].data, w->data, dout, din[0], dw, db, scratch,
+                         conv_chunks(x, &d));
   return STROP_OK;
 }
 

@@ -1,11 +1,79 @@
 /* strop — the BLAS/LAPACK boundary: every call into OpenBLAS goes through here. */
 #include <cblas.h>
+#include <stdatomic.h>
+#include <string.h>
 
+#include "core/core.h"
 #include "ops/ops.h"
+
+/* OpenBLAS's own entry points (not in every cblas.h). */
+void openblas_set_num_threads(int num_threads);
+char *openblas_get_corename(void);
+
+/* strop parallelises around BLAS (lib/core/pool.c) and runs every BLAS call single-threaded
+ * inside its own threads: OpenBLAS's pool would oversubscribe the cores under ours, and on the
+ * small per-image GEMMs of a convolution its threading costs more than it gains. */
+static atomic_int g_blas_ready;
+
+static void blas_once(void) {
+  if (atomic_load_explicit(&g_blas_ready, memory_order_acquire)) return;
+  if (atomic_exchange(&g_blas_ready, 1)) return;
+  openblas_set_num_threads(1);
+#if defined(__x86_64__) && defined(__GNUC__)
+  /* OpenBLAS releases before 0.3.22 take AMD Zen 4 for Zen (Haswell kernels) although it has
+   * AVX-512; its SkylakeX kernels run sgemm ~1.8x faster there (bench/README.md). Say so once. */
+  const char *core = openblas_get_corename();
+  if (core && (!strcmp(core, "Haswell") || !strcmp(core, "Zen")) &&
+      __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+    strop__log(STROP_LOG_INFO,
+               "OpenBLAS chose its %s kernels on a CPU with AVX-512; setting "
+               "OPENBLAS_CORETYPE=SKYLAKEX in the environment before the program starts "
+               "makes its sgemm faster on such CPUs (AMD Zen 4)", core);
+#endif
+}
+
+typedef struct gemm_job {
+  int ta, tb, split_m;
+  int64_t m, n, k, lda, ldb, ldc;
+  float alpha, beta;
+  const float *a, *b;
+  float *c;
+} gemm_job;
+
+enum { GEMM_BLOCK = 16 };
+
+static void gemm_call(const gemm_job *j, int64_t m, int64_t n, const float *a, const float *b,
+                      float *c) {
+  cblas_sgemm(CblasRowMajor, j->ta ? CblasTrans : CblasNoTrans,
+              j->tb ? CblasTrans : CblasNoTrans, (blasint)m, (blasint)n, (blasint)j->k,
+              j->alpha, a, (blasint)j->lda, b, (blasint)j->ldb, j->beta, c, (blasint)j->ldc);
+}
+
+/* Chunk [lo, hi) of GEMM_BLOCK-wide blocks of rows of C (split_m) or of its columns. */
+static void gemm_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  (void)chunk;
+  const gemm_job *j = ctx;
+  const int64_t total = j->split_m ? j->m : j->n;
+  int64_t s = lo * GEMM_BLOCK, e = hi * GEMM_BLOCK;
+  if (e > total) e = total;
+  if (s >= e) return;
+  if (j->split_m) {
+    const float *a = j->ta ? j->a + s : j->a + s * j->lda;
+    gemm_call(j, e - s, j->n, a, j->b, j->c + s * j->ldc);
+  } else {
+    const float *b = j->tb ? j->b + s * j->ldb : j->b + s;
+    gemm_call(j, j->m, e - s, j->a, b, j->c + s);
+  }
+}
+
+/* Below this many multiply-adds a GEMM is not worth waking a worker for. */
+#define GEMM_PAR_MIN_MACS (1 << 20)
 
 void strop__sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                   const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
                   int64_t ldc) {
+  blas_once();
   if (m <= 0 || n <= 0) return;
   if (k <= 0) {
     /* BLAS leaves C untouched for k = 0 only when beta = 1; make it explicit */
@@ -13,16 +81,21 @@ void strop__sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, flo
       for (int64_t j = 0; j < n; j++) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
     return;
   }
-  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-              trans_b ? CblasTrans : CblasNoTrans, (blasint)m, (blasint)n, (blasint)k, alpha, a,
-              (blasint)lda, b, (blasint)ldb, beta, c, (blasint)ldc);
+  gemm_job j = {trans_a, trans_b, n < m, m, n, k, lda, ldb, ldc, alpha, beta, a, b, c};
+  const int64_t blocks = ((j.split_m ? m : n) + GEMM_BLOCK - 1) / GEMM_BLOCK;
+  const int threads = (double)m * (double)n * (double)k >= GEMM_PAR_MIN_MACS
+                          ? strop__num_threads() : 1;
+  /* splitting rows or columns of C leaves every element's sum over k as it was */
+  strop__par_run(strop__par_chunks(threads, blocks, 1), blocks, gemm_chunk, &j);
 }
 
 void strop__saxpy(int64_t n, float alpha, const float *x, float *y) {
+  blas_once();
   cblas_saxpy((blasint)n, alpha, x, 1, y, 1);
 }
 
 float strop__sdot(int64_t n, const float *x, const float *y) {
+  blas_once();
   return cblas_sdot((blasint)n, x, 1, y, 1);
 }
 
@@ -31,6 +104,7 @@ void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *inf
 
 int strop__dpotrf_lower(int64_t n, double *a) {
   /* row-major lower == column-major upper */
+  blas_once();
   int nn = (int)n, info = 0;
   dpotrf_("U", &nn, a, &nn, &info);
   if (info != 0) return info;

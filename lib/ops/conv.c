@@ -5,6 +5,7 @@
 
 #include <string.h>
 
+#include "core/core.h"
 #include "ops/ops.h"
 
 int64_t strop__conv_out_len(int64_t in, int64_t k, int64_t stride, int64_t pad, int64_t dil) {
@@ -29,17 +30,25 @@ static int is_pointwise(const strop__conv2d_dims *d) {
 static int fused_bias(const strop__conv2d_dims *d) { return d->groups == 1 && !is_pointwise(d); }
 
 /* Scratch layout: a row of P ones (bias broadcast and bias gradient of the other convs go
- * through the GEMM), padded to 16 floats; the column matrix with room for the extra row of
- * ones; the augmented weight or weight gradient [c_out, K + 1]. */
+ * through the GEMM), padded to 16 floats; the augmented weight [c_out, K + 1] (forward, fused
+ * bias); then per chunk of images a column matrix with room for the extra row of ones and, in
+ * the backward, that chunk's [dW | db] partial sum. */
 static int64_t ones_len(const strop__conv2d_dims *d) { return (d->oh * d->ow + 15) / 16 * 16; }
 static int64_t cols_len(const strop__conv2d_dims *d) {
-  return is_pointwise(d) ? 0 : (d->c_in * d->kh * d->kw + 1) * (d->oh * d->ow);
+  int64_t c = is_pointwise(d) ? 0 : (d->c_in * d->kh * d->kw + 1) * (d->oh * d->ow);
+  return (c + 15) / 16 * 16;
+}
+static int64_t kdim(const strop__conv2d_dims *d) { return d->c_in / d->groups * d->kh * d->kw; }
+/* [c_out, K + 1] for the fused layout; dW [c_out, K] then db [c_out] otherwise */
+static int64_t part_len(const strop__conv2d_dims *d) {
+  return (d->c_out * (kdim(d) + 1) + 15) / 16 * 16;
 }
 
-size_t strop__conv2d_scratch_floats(const strop__conv2d_dims *d, int backward) {
-  (void)backward; /* the backward reuses one column buffer for dW's columns and dX's */
-  int64_t aug = fused_bias(d) ? d->c_out * (d->c_in * d->kh * d->kw + 1) : 0;
-  return (size_t)(ones_len(d) + cols_len(d) + aug);
+size_t strop__conv2d_scratch_floats(const strop__conv2d_dims *d, int backward, int chunks) {
+  if (chunks < 1) chunks = 1;
+  int64_t per = cols_len(d) + (backward ? part_len(d) : 0);
+  int64_t aug = !backward && fused_bias(d) ? part_len(d) : 0;
+  return (size_t)(ones_len(d) + aug + chunks * per);
 }
 
 static float *fill_ones(const strop__conv2d_dims *d, float *scratch) {
@@ -147,89 +156,143 @@ static void col2im(const strop__conv2d_dims *d, float *col, float *dx) {
   }
 }
 
-void strop__conv2d_forward(const strop__conv2d_dims *d, const float *x, const float *w,
-                           const float *b, float *y, float *scratch) {
-  const int64_t G = d->groups, cin_g = d->c_in / G, cout_g = d->c_out / G;
-  const int64_t K = cin_g * d->kh * d->kw, P = d->oh * d->ow, HW = d->h * d->w;
-  const int pw = is_pointwise(d);
-  float *colbuf = scratch + ones_len(d);
-  if (b && fused_bias(d)) {
-    float *waug = colbuf + cols_len(d);
-    for (int64_t c = 0; c < d->c_out; c++) {
-      memcpy(waug + c * (K + 1), w + c * K, sizeof(float) * (size_t)K);
-      waug[c * (K + 1) + K] = b[c];
-    }
+typedef struct conv_job {
+  const strop__conv2d_dims *d;
+  const float *x, *w, *b, *dy, *ones;
+  float *y, *dx, *dw, *db;
+  float *waug;  /* forward, fused bias: [c_out, K + 1] */
+  float *chunk0; /* per-chunk areas start here, each cols_len (+ part_len in the backward) */
+  int64_t per;   /* floats per chunk area */
+  int chunks, fused, partial;
+} conv_job;
+
+static void fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  const conv_job *j = ctx;
+  const strop__conv2d_dims *d = j->d;
+  const int64_t G = d->groups, cout_g = d->c_out / G, K = kdim(d), P = d->oh * d->ow;
+  const int64_t HW = d->h * d->w;
+  float *colbuf = j->chunk0 + chunk * j->per;
+  if (j->fused) {
     for (int64_t p = 0; p < P; p++) colbuf[K * P + p] = 1.0f;
-    for (int64_t n = 0; n < d->n; n++) {
-      im2col(d, x + n * d->c_in * HW, colbuf);
-      strop__sgemm(0, 0, d->c_out, P, K + 1, 1.0f, waug, K + 1, colbuf, P, 0.0f,
-                   y + n * d->c_out * P, P);
+    for (int64_t n = lo; n < hi; n++) {
+      im2col(d, j->x + n * d->c_in * HW, colbuf);
+      strop__sgemm(0, 0, d->c_out, P, K + 1, 1.0f, j->waug, K + 1, colbuf, P, 0.0f,
+                   j->y + n * d->c_out * P, P);
     }
     return;
   }
-  const float *ones = b ? fill_ones(d, scratch) : NULL;
-  for (int64_t n = 0; n < d->n; n++) {
-    const float *xn = x + n * d->c_in * HW;
-    float *yn = y + n * d->c_out * P;
+  for (int64_t n = lo; n < hi; n++) {
+    const float *xn = j->x + n * d->c_in * HW;
+    float *yn = j->y + n * d->c_out * P;
     const float *cols = xn; /* pointwise: the image is its own column matrix */
-    if (!pw) {
+    if (!is_pointwise(d)) {
       im2col(d, xn, colbuf);
       cols = colbuf;
     }
     /* y = b 1^T (a rank-1 GEMM, at BLAS speed), then y += W cols */
-    if (b) strop__sgemm(0, 0, d->c_out, P, 1, 1.0f, b, 1, ones, P, 0.0f, yn, P);
+    if (j->b) strop__sgemm(0, 0, d->c_out, P, 1, 1.0f, j->b, 1, j->ones, P, 0.0f, yn, P);
     for (int64_t g = 0; g < G; g++)
-      strop__sgemm(0, 0, cout_g, P, K, 1.0f, w + g * cout_g * K, K, cols + g * K * P, P,
-                   b ? 1.0f : 0.0f, yn + g * cout_g * P, P);
+      strop__sgemm(0, 0, cout_g, P, K, 1.0f, j->w + g * cout_g * K, K, cols + g * K * P, P,
+                   j->b ? 1.0f : 0.0f, yn + g * cout_g * P, P);
   }
 }
 
-void strop__conv2d_backward(const strop__conv2d_dims *d, const float *x, const float *w,
-                            const float *dy, float *dx, float *dw, float *db, float *scratch) {
-  const int64_t G = d->groups, cin_g = d->c_in / G, cout_g = d->c_out / G;
-  const int64_t K = cin_g * d->kh * d->kw, P = d->oh * d->ow, HW = d->h * d->w;
-  const int pw = is_pointwise(d);
-  float *colbuf = scratch + ones_len(d);
-  /* [dW | db] accumulated together, added into dw and db at the end */
-  float *dwaug = dw && db && fused_bias(d) ? colbuf + cols_len(d) : NULL;
-  if (dwaug) {
-    memset(dwaug, 0, sizeof(float) * (size_t)(d->c_out * (K + 1)));
-    for (int64_t p = 0; p < P; p++) colbuf[K * P + p] = 1.0f;
+void strop__conv2d_forward(const strop__conv2d_dims *d, const float *x, const float *w,
+                           const float *b, float *y, float *scratch, int chunks) {
+  const int64_t K = kdim(d);
+  if (chunks < 1) chunks = 1;
+  conv_job j = {.d = d, .x = x, .w = w, .b = b, .y = y, .chunks = chunks};
+  j.fused = b && fused_bias(d);
+  float *p = scratch + ones_len(d);
+  if (j.fused) {
+    j.waug = p;
+    for (int64_t c = 0; c < d->c_out; c++) {
+      memcpy(j.waug + c * (K + 1), w + c * K, sizeof(float) * (size_t)K);
+      j.waug[c * (K + 1) + K] = b[c];
+    }
+    p += part_len(d);
+  } else if (b) {
+    j.ones = fill_ones(d, scratch);
   }
-  const float *ones = db && !dwaug ? fill_ones(d, scratch) : NULL;
-  for (int64_t n = 0; n < d->n; n++) {
-    const float *xn = x + n * d->c_in * HW;
-    const float *dyn = dy + n * d->c_out * P;
+  j.chunk0 = p;
+  j.per = cols_len(d);
+  strop__par_run(chunks, d->n, fwd_chunk, &j);
+}
+
+static void bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  const conv_job *j = ctx;
+  const strop__conv2d_dims *d = j->d;
+  const int64_t G = d->groups, cout_g = d->c_out / G, K = kdim(d), P = d->oh * d->ow;
+  const int64_t HW = d->h * d->w;
+  const int pw = is_pointwise(d);
+  float *colbuf = j->chunk0 + chunk * j->per;
+  /* where this chunk's weight and bias gradients go: its own zeroed partial (summed in chunk
+   * order afterwards), or straight into dw / db when there is one chunk and no fused layout */
+  float *part = colbuf + cols_len(d);
+  float *dw = j->dw, *db = j->db;
+  if (j->partial) {
+    memset(part, 0, sizeof(float) * (size_t)part_len(d));
+    if (dw) dw = part;
+    if (db) db = j->fused ? NULL : part + d->c_out * K;
+    if (j->fused) for (int64_t p = 0; p < P; p++) colbuf[K * P + p] = 1.0f;
+  }
+  for (int64_t n = lo; n < hi; n++) {
+    const float *xn = j->x + n * d->c_in * HW;
+    const float *dyn = j->dy + n * d->c_out * P;
     /* db += dY 1 */
-    if (ones) strop__sgemm(0, 0, d->c_out, 1, P, 1.0f, dyn, P, ones, 1, 1.0f, db, 1);
+    if (db) strop__sgemm(0, 0, d->c_out, 1, P, 1.0f, dyn, P, j->ones, 1, 1.0f, db, 1);
     if (dw) {
       const float *cols = xn;
       if (!pw) {
         im2col(d, xn, colbuf);
         cols = colbuf;
       }
-      /* dW_g [cout_g, K] += dY_g [cout_g, P] * cols_g^T [P, K] */
-      if (dwaug)
-        strop__sgemm(0, 1, d->c_out, K + 1, P, 1.0f, dyn, P, cols, P, 1.0f, dwaug, K + 1);
+      /* dW_g [cout_g, K] += dY_g [cout_g, P] * cols_g^T [P, K]; fused: [dW | db] at once */
+      if (j->fused)
+        strop__sgemm(0, 1, d->c_out, K + 1, P, 1.0f, dyn, P, cols, P, 1.0f, dw, K + 1);
       else
         for (int64_t g = 0; g < G; g++)
           strop__sgemm(0, 1, cout_g, K, P, 1.0f, dyn + g * cout_g * P, P, cols + g * K * P, P,
                        1.0f, dw + g * cout_g * K, K);
     }
-    if (dx) {
-      float *dxn = dx + n * d->c_in * HW;
+    if (j->dx) {
+      float *dxn = j->dx + n * d->c_in * HW;
       /* dcols_g [K, P] = W_g^T [K, cout_g] * dY_g [cout_g, P]; pointwise adds straight in */
       for (int64_t g = 0; g < G; g++)
-        strop__sgemm(1, 0, K, P, cout_g, 1.0f, w + g * cout_g * K, K, dyn + g * cout_g * P, P,
-                     pw ? 1.0f : 0.0f, pw ? dxn + g * K * P : colbuf + g * K * P, P);
+        strop__sgemm(1, 0, K, P, cout_g, 1.0f, j->w + g * cout_g * K, K, dyn + g * cout_g * P,
+                     P, pw ? 1.0f : 0.0f, pw ? dxn + g * K * P : colbuf + g * K * P, P);
       if (!pw) col2im(d, colbuf, dxn);
     }
   }
-  if (dwaug)
-    for (int64_t c = 0; c < d->c_out; c++) {
-      const float *r = dwaug + c * (K + 1);
-      float *o = dw + c * K;
-      for (int64_t k = 0; k < K; k++) o[k] += r[k];
-      db[c] += r[K];
+}
+
+void strop__conv2d_backward(const strop__conv2d_dims *d, const float *x, const float *w,
+                            const float *dy, float *dx, float *dw, float *db, float *scratch,
+                            int chunks) {
+  const int64_t K = kdim(d);
+  if (chunks < 1) chunks = 1;
+  conv_job j = {.d = d, .x = x, .w = w, .dy = dy, .dx = dx, .dw = dw, .db = db,
+                .chunks = chunks};
+  /* [dW | db] accumulated together through the ones row of the columns */
+  j.fused = dw && db && fused_bias(d);
+  j.partial = (dw || db) && (chunks > 1 || j.fused);
+  if (db && !j.fused) j.ones = fill_ones(d, scratch);
+  j.chunk0 = scratch + ones_len(d);
+  j.per = cols_len(d) + part_len(d);
+  strop__par_run(chunks, d->n, bwd_chunk, &j);
+  if (!j.partial) return;
+  for (int c = 0; c < chunks; c++) {
+    const float *part = j.chunk0 + c * j.per + cols_len(d);
+    if (j.fused) {
+      for (int64_t o = 0; o < d->c_out; o++) {
+        const float *r = part + o * (K + 1);
+        float *dwo = dw + o * K;
+        for (int64_t k = 0; k < K; k++) dwo[k] += r[k];
+        db[o] += r[K];
+      }
+    } else {
+      if (dw) for (int64_t i = 0; i < d->c_out * K; i++) dw[i] += part[i];
+      if (db) for (int64_t o = 0; o < d->c_out; o++) db[o] += part[d->c_out * K + o];
     }
+  }
 }

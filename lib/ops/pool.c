@@ -2,6 +2,8 @@
  * backward; average pooling follows PyTorch's divisor rules. */
 #include "ops/pool.h"
 
+#include "core/core.h"
+
 #include <math.h>
 #include <string.h>
 #if defined(__SSE2__)
@@ -95,7 +97,7 @@ static void maxpool_2x2_forward(const strop__pool2d_dims *d, const float *x, flo
   }
 }
 
-void strop__maxpool2d_forward(const strop__pool2d_dims *d, const float *x, float *y,
+static void maxpool2d_forward_serial(const strop__pool2d_dims *d, const float *x, float *y,
                               int32_t *argmax) {
   const int64_t H = d->h, W = d->w, oh = d->oh, ow = d->ow;
   if (is_2x2(d)) {
@@ -134,12 +136,15 @@ void strop__maxpool2d_forward(const strop__pool2d_dims *d, const float *x, float
   }
 }
 
-void strop__maxpool2d_backward_assign(const strop__pool2d_dims *d, const float *dy,
+static void maxpool2d_backward_serial(const strop__pool2d_dims *d, const float *dy,
+                                      const int32_t *argmax, float *dx);
+
+static void maxpool2d_backward_assign_serial(const strop__pool2d_dims *d, const float *dy,
                                       const int32_t *argmax, float *dx) {
   const int64_t H = d->h, W = d->w, HW = H * W, oh = d->oh, ow = d->ow, O = oh * ow;
   if (!is_2x2(d)) {
     memset(dx, 0, sizeof(float) * (size_t)(d->n * d->c * HW));
-    strop__maxpool2d_backward(d, dy, argmax, dx);
+    maxpool2d_backward_serial(d, dy, argmax, dx);
     return;
   }
   /* every input cell lies in at most one window: write each window's four cells, and zero the
@@ -189,7 +194,7 @@ void strop__maxpool2d_backward_assign(const strop__pool2d_dims *d, const float *
   }
 }
 
-void strop__maxpool2d_backward(const strop__pool2d_dims *d, const float *dy,
+static void maxpool2d_backward_serial(const strop__pool2d_dims *d, const float *dy,
                                const int32_t *argmax, float *dx) {
   const int64_t HW = d->h * d->w, O = d->oh * d->ow;
   for (int64_t pl = 0; pl < d->n * d->c; pl++) {
@@ -207,7 +212,7 @@ static float avg_divisor(int64_t ylo, int64_t yhi, int64_t xlo, int64_t xhi,
   return (float)((yhi - ylo) * (xhi - xlo));
 }
 
-void strop__avgpool2d_forward(const strop__pool2d_dims *d, const float *x, float *y,
+static void avgpool2d_forward_serial(const strop__pool2d_dims *d, const float *x, float *y,
                               int count_include_pad) {
   const int64_t H = d->h, W = d->w, oh = d->oh, ow = d->ow;
   for (int64_t pl = 0; pl < d->n * d->c; pl++) {
@@ -228,7 +233,7 @@ void strop__avgpool2d_forward(const strop__pool2d_dims *d, const float *x, float
   }
 }
 
-void strop__avgpool2d_backward(const strop__pool2d_dims *d, const float *dy, float *dx,
+static void avgpool2d_backward_serial(const strop__pool2d_dims *d, const float *dy, float *dx,
                                int count_include_pad) {
   const int64_t H = d->h, W = d->w, oh = d->oh, ow = d->ow;
   for (int64_t pl = 0; pl < d->n * d->c; pl++) {
@@ -265,4 +270,74 @@ void strop__global_avgpool_backward(int64_t n, int64_t c, int64_t hw, const floa
     const float g = dy[i] / (float)hw;
     for (int64_t j = 0; j < hw; j++) p[j] += g;
   }
+}
+
+/* ---- the public kernels: planes (image, channel) split across threads; each plane's output
+ *      depends on that plane alone, so the split changes no bit ---- */
+
+enum { POOL_MAX_FWD, POOL_MAX_BWD, POOL_MAX_BWD_ASSIGN, POOL_AVG_FWD, POOL_AVG_BWD };
+
+typedef struct pool_job {
+  int op, count_include_pad;
+  const strop__pool2d_dims *d;
+  const float *in;
+  float *out;
+  int32_t *argmax;
+} pool_job;
+
+static void pool_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  (void)chunk;
+  const pool_job *j = ctx;
+  strop__pool2d_dims d = *j->d;
+  const int64_t HW = d.h * d.w, O = d.oh * d.ow;
+  d.n = 1;
+  d.c = hi - lo;
+  switch (j->op) {
+    case POOL_MAX_FWD: maxpool2d_forward_serial(&d, j->in + lo * HW, j->out + lo * O,
+                                                j->argmax + lo * O); break;
+    case POOL_MAX_BWD: maxpool2d_backward_serial(&d, j->in + lo * O, j->argmax + lo * O,
+                                                 j->out + lo * HW); break;
+    case POOL_MAX_BWD_ASSIGN: maxpool2d_backward_assign_serial(&d, j->in + lo * O,
+                                                               j->argmax + lo * O,
+                                                               j->out + lo * HW); break;
+    case POOL_AVG_FWD: avgpool2d_forward_serial(&d, j->in + lo * HW, j->out + lo * O,
+                                                j->count_include_pad); break;
+    default: avgpool2d_backward_serial(&d, j->in + lo * O, j->out + lo * HW,
+                                       j->count_include_pad); break;
+  }
+}
+
+static void pool_run(pool_job *j) {
+  const int64_t plane = j->d->h * j->d->w, grain = plane >= 8192 ? 1 : 8192 / (plane ? plane : 1);
+  strop__par_for(j->d->n * j->d->c, grain, pool_range, j);
+}
+
+void strop__maxpool2d_forward(const strop__pool2d_dims *d, const float *x, float *y,
+                              int32_t *argmax) {
+  pool_job j = {POOL_MAX_FWD, 0, d, x, y, argmax};
+  pool_run(&j);
+}
+
+void strop__maxpool2d_backward(const strop__pool2d_dims *d, const float *dy,
+                               const int32_t *argmax, float *dx) {
+  pool_job j = {POOL_MAX_BWD, 0, d, dy, dx, (int32_t *)argmax};
+  pool_run(&j);
+}
+
+void strop__maxpool2d_backward_assign(const strop__pool2d_dims *d, const float *dy,
+                                      const int32_t *argmax, float *dx) {
+  pool_job j = {POOL_MAX_BWD_ASSIGN, 0, d, dy, dx, (int32_t *)argmax};
+  pool_run(&j);
+}
+
+void strop__avgpool2d_forward(const strop__pool2d_dims *d, const float *x, float *y,
+                              int count_include_pad) {
+  pool_job j = {POOL_AVG_FWD, count_include_pad, d, x, y, NULL};
+  pool_run(&j);
+}
+
+void strop__avgpool2d_backward(const strop__pool2d_dims *d, const float *dy, float *dx,
+                               int count_include_pad) {
+  pool_job j = {POOL_AVG_BWD, count_include_pad, d, dy, dx, NULL};
+  pool_run(&j);
 }

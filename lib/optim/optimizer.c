@@ -461,10 +461,11 @@ static strop_status ensure_state(strop_optimizer *o) {
 /* ---- the update rules (torch/optim/<name>.py, _single_tensor_<name>; float32 element arithmetic,
  *      Python-float scalars computed in double and rounded once, as ATen does) ---- */
 
-static void step_sgd(const strop_optimizer *o, slot *s, double lr, double wd) {
-  float *restrict w = s->p->data;
-  const float *restrict g = s->p->grad;
-  const size_t n = s->numel;
+static void step_sgd(const strop_optimizer *o, slot *s, double lr, double wd, size_t lo,
+                     size_t hi) {
+  float *restrict w = s->p->data + lo;
+  const float *restrict g = s->p->grad + lo;
+  const size_t n = hi - lo;
   const float gs = o->i[STROP_OPT_MAXIMIZE] ? -1.0f : 1.0f;
   const float wdf = (float)wd, mom = (float)o->f[STROP_OPT_MOMENTUM];
   const float damp1 = (float)(1.0 - o->f[STROP_OPT_DAMPENING]);
@@ -478,7 +479,7 @@ static void step_sgd(const strop_optimizer *o, slot *s, double lr, double wd) {
     }
     return;
   }
-  float *restrict buf = s->buf[0];
+  float *restrict buf = s->buf[0] + lo;
   const int first = !s->sgd_buf_valid, nest = o->i[STROP_OPT_NESTEROV];
   for (size_t k = 0; k < n; k++) {
     float d = gs * g[k];
@@ -488,28 +489,20 @@ static void step_sgd(const strop_optimizer *o, slot *s, double lr, double wd) {
     d = nest ? d + mom * b : b;
     w[k] = w[k] + nlr * d;
   }
-  s->sgd_buf_valid = 1;
 }
 
-static void step_adam(const strop_optimizer *o, slot *s, double lr, double wd, int decoupled) {
-  float *restrict w = s->p->data;
-  const float *restrict g = s->p->grad;
-  float *restrict m = s->buf[0];
-  float *restrict v = s->buf[1];
-  float *restrict mx = s->buf[2];
-  const size_t n = s->numel;
-  const double b1 = o->f[STROP_OPT_BETA1], b2 = o->f[STROP_OPT_BETA2];
-  const float gs = o->i[STROP_OPT_MAXIMIZE] ? -1.0f : 1.0f;
-  s->step++;
-  const double step = (double)s->step;
-  const double bc1 = 1.0 - pow(b1, step), bc2 = 1.0 - pow(b2, step);
-  const double step_size = lr / bc1;
-  const float bc2s = (float)sqrt(bc2), nss = (float)(-step_size);
-  const float b1f = (float)b1, b2f = (float)b2, omb1 = (float)(1.0 - b1), omb2 = (float)(1.0 - b2);
-  const float epsf = (float)o->f[STROP_OPT_EPS];
-  const float wdf = (float)wd, dec = (float)(1.0 - lr * wd);
-  const int l2 = !decoupled && wd != 0.0, ams = o->i[STROP_OPT_AMSGRAD];
-  const int dw = decoupled && wd != 0.0;
+#if defined(__GNUC__)
+#  define STROP__INLINE static inline __attribute__((always_inline))
+#else
+#  define STROP__INLINE static inline
+#endif
+
+/* One Adam loop per amsgrad flag: the flag is a constant after inlining, so the loop is
+ * branch-free and vectorisable. */
+STROP__INLINE void adam_loop(float *restrict w, const float *restrict g, float *restrict m,
+                             float *restrict v, float *restrict mx, size_t n, float gs, float b1f,
+                             float b2f, float omb1, float omb2, float epsf, float wdf, float dec,
+                             float bc2s, float nss, int l2, int dw, const int ams) {
   for (size_t k = 0; k < n; k++) {
     float d = gs * g[k];
     float wk = w[k];
@@ -534,11 +527,31 @@ static void step_adam(const strop_optimizer *o, slot *s, double lr, double wd, i
   }
 }
 
-#if defined(__GNUC__)
-#  define STROP__INLINE static inline __attribute__((always_inline))
-#else
-#  define STROP__INLINE static inline
-#endif
+static void step_adam(const strop_optimizer *o, slot *s, double lr, double wd, int decoupled,
+                      size_t lo, size_t hi) {
+  float *restrict w = s->p->data + lo;
+  const float *restrict g = s->p->grad + lo;
+  float *restrict m = s->buf[0] + lo;
+  float *restrict v = s->buf[1] + lo;
+  float *restrict mx = s->buf[2] ? s->buf[2] + lo : NULL;
+  const size_t n = hi - lo;
+  const double b1 = o->f[STROP_OPT_BETA1], b2 = o->f[STROP_OPT_BETA2];
+  const float gs = o->i[STROP_OPT_MAXIMIZE] ? -1.0f : 1.0f;
+  const double step = (double)s->step;
+  const double bc1 = 1.0 - pow(b1, step), bc2 = 1.0 - pow(b2, step);
+  const double step_size = lr / bc1;
+  const float bc2s = (float)sqrt(bc2), nss = (float)(-step_size);
+  const float b1f = (float)b1, b2f = (float)b2, omb1 = (float)(1.0 - b1), omb2 = (float)(1.0 - b2);
+  const float epsf = (float)o->f[STROP_OPT_EPS];
+  const float wdf = (float)wd, dec = (float)(1.0 - lr * wd);
+  const int l2 = !decoupled && wd != 0.0, ams = o->i[STROP_OPT_AMSGRAD];
+  const int dw = decoupled && wd != 0.0;
+  if (ams)
+    adam_loop(w, g, m, v, mx, n, gs, b1f, b2f, omb1, omb2, epsf, wdf, dec, bc2s, nss, l2, dw, 1);
+  else
+    adam_loop(w, g, m, v, mx, n, gs, b1f, b2f, omb1, omb2, epsf, wdf, dec, bc2s, nss, l2, dw, 0);
+}
+
 
 /* One RMSprop loop per (centered, momentum) pair: the flags are constants after inlining, so
  * each loop is branch-free and vectorisable. */
@@ -573,17 +586,18 @@ STROP__INLINE void rmsprop_loop(float *restrict w, const float *restrict g, floa
   }
 }
 
-static void step_rmsprop(const strop_optimizer *o, slot *s, double lr, double wd) {
+static void step_rmsprop(const strop_optimizer *o, slot *s, double lr, double wd, size_t lo,
+                         size_t hi) {
   const float gs = o->i[STROP_OPT_MAXIMIZE] ? -1.0f : 1.0f;
   const double alpha = o->f[STROP_OPT_ALPHA];
   const float af = (float)alpha, oma = (float)(1.0 - alpha), epsf = (float)o->f[STROP_OPT_EPS];
   const float wdf = (float)wd, nlr = (float)(-lr), mom = (float)o->f[STROP_OPT_MOMENTUM];
   const int has_wd = wd != 0.0, centered = o->i[STROP_OPT_CENTERED];
   const int use_mom = o->f[STROP_OPT_MOMENTUM] > 0.0;
-  float *w = s->p->data, *sq = s->buf[0], *mb = s->buf[1], *ga = s->buf[2];
-  const float *g = s->p->grad;
-  const size_t n = s->numel;
-  s->step++;
+  float *w = s->p->data + lo, *sq = s->buf[0] + lo;
+  float *mb = s->buf[1] ? s->buf[1] + lo : NULL, *ga = s->buf[2] ? s->buf[2] + lo : NULL;
+  const float *g = s->p->grad + lo;
+  const size_t n = hi - lo;
   if (centered && use_mom)
     rmsprop_loop(w, g, sq, mb, ga, n, gs, af, oma, epsf, wdf, nlr, mom, has_wd, 1, 1);
   else if (centered)
@@ -594,13 +608,13 @@ static void step_rmsprop(const strop_optimizer *o, slot *s, double lr, double wd
     rmsprop_loop(w, g, sq, mb, ga, n, gs, af, oma, epsf, wdf, nlr, mom, has_wd, 0, 0);
 }
 
-static void step_adagrad(const strop_optimizer *o, slot *s, double lr, double wd) {
-  float *restrict w = s->p->data;
-  const float *restrict g = s->p->grad;
-  float *restrict sum = s->buf[0];
-  const size_t n = s->numel;
+static void step_adagrad(const strop_optimizer *o, slot *s, double lr, double wd, size_t lo,
+                         size_t hi) {
+  float *restrict w = s->p->data + lo;
+  const float *restrict g = s->p->grad + lo;
+  float *restrict sum = s->buf[0] + lo;
+  const size_t n = hi - lo;
   const float gs = o->i[STROP_OPT_MAXIMIZE] ? -1.0f : 1.0f;
-  s->step++;
   const double clr = lr / (1.0 + ((double)s->step - 1.0) * o->f[STROP_OPT_LR_DECAY]);
   const float nclr = (float)(-clr), wdf = (float)wd, epsf = (float)o->f[STROP_OPT_EPS];
   const int has_wd = wd != 0.0;
@@ -614,6 +628,30 @@ static void step_adagrad(const strop_optimizer *o, slot *s, double lr, double wd
   }
 }
 
+/* One parameter's update over elements [lo, hi) (the rules are elementwise, so the split
+ * across threads does not change a bit). */
+typedef struct step_job {
+  const strop_optimizer *o;
+  slot *s;
+  double lr, wd;
+} step_job;
+
+static void step_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  (void)chunk;
+  const step_job *j = ctx;
+  const size_t a = (size_t)lo, b = (size_t)hi;
+  switch (j->o->kind) {
+  case STROP_OPTIM_SGD: step_sgd(j->o, j->s, j->lr, j->wd, a, b); break;
+  case STROP_OPTIM_ADAM: step_adam(j->o, j->s, j->lr, j->wd, 0, a, b); break;
+  case STROP_OPTIM_ADAMW: step_adam(j->o, j->s, j->lr, j->wd, 1, a, b); break;
+  case STROP_OPTIM_RMSPROP: step_rmsprop(j->o, j->s, j->lr, j->wd, a, b); break;
+  default: step_adagrad(j->o, j->s, j->lr, j->wd, a, b); break;
+  }
+}
+
+/* Elements per thread below which splitting an update costs more than it saves. */
+#define STEP_GRAIN 32768
+
 strop_status strop_optimizer_step(strop_optimizer *opt) {
   if (!opt) return strop__err(STROP_E_INVALID_ARG, "strop_optimizer_step: opt is NULL");
   strop_status st = sync(opt);
@@ -623,15 +661,11 @@ strop_status strop_optimizer_step(strop_optimizer *opt) {
   for (int j = 0; j < opt->n_slots; j++) {
     slot *s = &opt->slots[j];
     if (!s->p->grad) continue;
-    const double lr = opt->f[STROP_OPT_LR] * (double)s->p->lr_mult;
-    const double wd = s->p->no_decay ? 0.0 : opt->f[STROP_OPT_WEIGHT_DECAY];
-    switch (opt->kind) {
-    case STROP_OPTIM_SGD: step_sgd(opt, s, lr, wd); break;
-    case STROP_OPTIM_ADAM: step_adam(opt, s, lr, wd, 0); break;
-    case STROP_OPTIM_ADAMW: step_adam(opt, s, lr, wd, 1); break;
-    case STROP_OPTIM_RMSPROP: step_rmsprop(opt, s, lr, wd); break;
-    default: step_adagrad(opt, s, lr, wd); break;
-    }
+    step_job job = {opt, s, opt->f[STROP_OPT_LR] * (double)s->p->lr_mult,
+                    s->p->no_decay ? 0.0 : opt->f[STROP_OPT_WEIGHT_DECAY]};
+    if (opt->kind != STROP_OPTIM_SGD) s->step++;
+    strop__par_for((int64_t)s->numel, STEP_GRAIN, step_range, &job);
+    if (opt->kind == STROP_OPTIM_SGD) s->sgd_buf_valid = 1;
   }
   opt->step_count++;
   return STROP_OK;
