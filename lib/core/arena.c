@@ -75,3 +75,14 @@ void strop__arena_destroy(strop__arena *a) {
   free_chain(a->head);
   memset(a, 0, sizeof *a);
 }
+
+strop__arena_mark strop__arena_get_mark(const strop__arena *a) {
+  strop__arena_mark mk = {a->head, a->head ? a->head->used : 0, a->used_total};
+  return mk;
+}
+
+void strop__arena_rollback(strop__arena *a, strop__arena_mark mark) {
+  if (!a->head || a->head != mark.chunk || a->head->used < mark.used) return;
+  a->head->used = mark.used;
+  a->used_total = mark.total;
+}

@@ -21,5 +21,14 @@ void *strop__arena_calloc(strop__arena *a, size_t bytes);
  * them with one chunk of the peak size so the next step fits in one. */
 void strop__arena_reset(strop__arena *a);
 void strop__arena_destroy(strop__arena *a);
+/* A point to roll back to: everything handed out after it is given back by
+ * strop__arena_rollback (scratch of one kernel call). When the arena grew a new chunk in
+ * between, the rollback does nothing (the next reset consolidates anyway). */
+typedef struct strop__arena_mark {
+  strop__arena_chunk *chunk;
+  size_t used, total;
+} strop__arena_mark;
+strop__arena_mark strop__arena_get_mark(const strop__arena *a);
+void strop__arena_rollback(strop__arena *a, strop__arena_mark mark);
 
 #endif

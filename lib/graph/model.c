@@ -569,6 +569,15 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
     if (!m->input_grad) return strop__err(STROP_E_NOMEM, "backward: out of memory");
   }
   m->grads[nn - 1] = (float *)dout;
+  /* A node's output gradient is dead once its own backward has run: its buffer goes to a
+   * free list that later input gradients are taken from (best fit), so the backward's memory
+   * is a few live gradients rather than one per node. */
+  typedef struct spare { float *p; size_t bytes; } spare;
+  spare *spares = strop__arena_alloc(&m->arena, (size_t)nn * sizeof *spares);
+  if (!spares) return strop__err(STROP_E_NOMEM, "backward: out of memory");
+  size_t *gbytes = strop__arena_alloc(&m->arena, (size_t)nn * sizeof *gbytes);
+  if (!gbytes) return strop__err(STROP_E_NOMEM, "backward: out of memory");
+  int n_spares = 0;
   float *din_local[16];
   for (int i = nn - 1; i >= 0; i--) {
     strop__node *nd = &m->nodes[i];
@@ -592,8 +601,20 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
           /* a sole consumer that can write its input gradient outright skips the zeroing */
           x.din_assign = (nd->vt->flags & STROP__LAYER_ASSIGNS_DIN) && nd->n_in == 1 &&
                          m->consumers[k] == 1;
-          m->grads[k] = x.din_assign ? strop__arena_alloc(&m->arena, b)
-                                     : strop__arena_calloc(&m->arena, b);
+          int best = -1;
+          for (int q = 0; q < n_spares; q++)
+            if (spares[q].bytes >= b && (best < 0 || spares[q].bytes < spares[best].bytes))
+              best = q;
+          if (best >= 0) {
+            m->grads[k] = spares[best].p;
+            gbytes[k] = spares[best].bytes;
+            spares[best] = spares[--n_spares];
+            if (!x.din_assign) memset(m->grads[k], 0, b);
+          } else {
+            m->grads[k] = x.din_assign ? strop__arena_alloc(&m->arena, b)
+                                       : strop__arena_calloc(&m->arena, b);
+            gbytes[k] = b;
+          }
           if (!m->grads[k]) return strop__err(STROP_E_NOMEM, "backward: out of memory");
         }
         din[j] = m->grads[k];
@@ -601,8 +622,16 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
         din[j] = NULL;
       }
     }
+    /* what the layer takes from the arena inside its backward is scratch: given back after */
+    strop__arena_mark mk = strop__arena_get_mark(&m->arena);
     s = nd->vt->backward(nd, &x, ins, &m->acts[i], m->grads[i], din);
     if (s) return s;
+    strop__arena_rollback(&m->arena, mk);
+    if (i != nn - 1) {
+      spares[n_spares].p = m->grads[i];
+      spares[n_spares++].bytes = gbytes[i];
+      m->grads[i] = NULL;
+    }
   }
   return STROP_OK;
 }
