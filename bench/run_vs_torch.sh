@@ -33,10 +33,13 @@ field() { # field NAME LINE
 
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC')  $(uname -m)  $(nproc) cpus  load: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# strop: $BT   torch: $($PY -c 'import torch; print(torch.__version__)' 2>/dev/null)"
+echo "# OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-<unset: OpenBLAS picks its kernels>} (both sides see the same environment)"
 for r in $(seq "$ROUNDS"); do
   for t in $THREADS; do
     for m in $MODELS; do
-      OPENBLAS_NUM_THREADS=$t "$BT" "$m" "$t" "$STEPS" "$REPEATS" | sed "s/^/$t /" >>"$OUT"
+      # strop runs BLAS single-threaded inside its own workers (it sets OpenBLAS to one thread
+      # itself); the variable only spares OpenBLAS from starting idle threads of its own
+      OPENBLAS_NUM_THREADS=1 "$BT" "$m" "$t" "$STEPS" "$REPEATS" | sed "s/^/$t /" >>"$OUT"
       if [ "$t" = 1 ]; then combos="1:1"; else combos="1:1 1:2 2:1 2:2"; fi
       for c in $combos; do
         tt=${c%%:*}; bt=${c##*:}
