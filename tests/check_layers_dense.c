@@ -13,6 +13,7 @@
 #include "layers/layer.h"
 #include "ops/dense.h"
 #include "strop/strop.h"
+#include "ops/vmath.h"
 #include "testutil.h"
 
 /* Referencing the vtables makes a static link pull in every file of the family (the
@@ -160,6 +161,35 @@ END_TEST
 
 /* each backward kernel against a central difference of its forward, in double sums */
 typedef void (*fwd_fn)(const float *x, float *y, size_t n);
+/* The branch-free exp and erfc the GELU and attention loops use, against double libm. */
+START_TEST(vmath_accuracy) {
+  double worst_exp = 0, worst_erfc4 = 0, worst_erfc9 = 0;
+  for (double v = -100; v <= 100; v += 0.0007) {
+    const float f = (float)v;
+    const double ref = exp((double)f);
+    if (ref > 1.2e-38 && ref < 3.4e38)
+      worst_exp = fmax(worst_exp, fabs(strop__vexpf(f) - ref) / ref);
+  }
+  for (double v = -9; v <= 9; v += 0.0001) {
+    const float f = (float)v;
+    const double ref = erfc((double)f), rel = fabs(strop__verfcf(f) - ref) / ref;
+    worst_erfc9 = fmax(worst_erfc9, rel);
+    if (fabs(v) <= 4) worst_erfc4 = fmax(worst_erfc4, rel);
+  }
+  ck_assert_double_le(worst_exp, 1.2e-7);
+  ck_assert_double_le(worst_erfc4, 2e-6);
+  ck_assert_double_le(worst_erfc9, 1e-5);
+  ck_assert_float_eq(strop__vexpf(-INFINITY), 0.0f);
+  ck_assert_float_eq(strop__vexpf(-1000.0f), 0.0f);
+  ck_assert(isinf(strop__vexpf(INFINITY)) && isinf(strop__vexpf(1000.0f)));
+  ck_assert(isnan(strop__vexpf(NAN)) && isnan(strop__verfcf(NAN)));
+  ck_assert_float_eq(strop__verfcf(-INFINITY), 2.0f);
+  ck_assert_float_eq(strop__verfcf(INFINITY), 0.0f);
+  ck_assert_float_eq(strop__vexpf(0.0f), 1.0f);
+  ck_assert_float_eq(strop__verfcf(0.0f), 1.0f);
+}
+END_TEST
+
 static void gelu0(const float *x, float *y, size_t n) { strop__gelu_forward(x, y, n, 0); }
 static void gelu1(const float *x, float *y, size_t n) { strop__gelu_forward(x, y, n, 1); }
 static void leaky(const float *x, float *y, size_t n) { strop__leaky_relu_forward(x, y, n, 0.1f); }
@@ -912,6 +942,7 @@ static Suite *suite(void) {
       {"kernel_activations", kernel_activations},
       {"kernel_activation_grads", kernel_activation_grads},
       {"kernel_softmax_axis", kernel_softmax_axis},
+      {"vmath_accuracy", vmath_accuracy},
       {"kernel_nan", kernel_nan},
       {"kernel_dropout", kernel_dropout},
       {"kernel_init", kernel_init},

@@ -228,6 +228,7 @@ static void mha_dims(const strop__node *n, const strop__exec *x, const strop__ac
   dm->causal = c->causal;
   dm->pad_mask = x->pad_mask;
   dm->dropout = c->dropout;
+  dm->chunks = strop__par_chunks(x->nthreads, dm->n, 1);
 }
 
 /* The weights the kernels run with. An active (unmerged) adapter's projection runs with

@@ -32,6 +32,7 @@ typedef struct strop__mha_dims {
   int causal;             /* 1: position i attends to keys j <= i only */
   const float *pad_mask;  /* [n, t], 1 keep, 0 padding (keys masked out); or NULL */
   float dropout;          /* probability of dropping an attention weight (when keep != NULL) */
+  int chunks;             /* samples split into this many chunks run in parallel (<= 1: one) */
 } strop__mha_dims;
 
 /* Scratch floats the forward and backward need beyond the cache. */

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "ops/ops.h"
+#include "ops/vmath.h"
 
 /* ---- linear ---- */
 
@@ -82,7 +83,7 @@ void strop__gelu_forward(const float *x, float *y, size_t n, int approximate) {
   } else {
     /* PyTorch's 0.5 x (1 + erf(x / sqrt2)), written with erfc so the negative tail does not
      * cancel (1 + erf(-2) loses ~4 digits in float) */
-    for (size_t i = 0; i < n; i++) y[i] = 0.5f * x[i] * erfcf(-x[i] * GELU_SQRT1_2);
+    for (size_t i = 0; i < n; i++) y[i] = 0.5f * x[i] * strop__verfcf(-x[i] * GELU_SQRT1_2);
   }
 }
 
@@ -101,8 +102,8 @@ void strop__gelu_backward(const float *x, const float *y, const float *dy, float
   } else {
     for (size_t i = 0; i < n; i++) {
       float v = x[i];
-      float cdf = 0.5f * erfcf(-v * GELU_SQRT1_2);
-      float pdf = expf(-0.5f * v * v) * GELU_PDF_C;
+      float cdf = 0.5f * strop__verfcf(-v * GELU_SQRT1_2);
+      float pdf = strop__vexpf(-0.5f * v * v) * GELU_PDF_C;
       dx[i] += dy[i] * (cdf + v * pdf);
     }
   }
