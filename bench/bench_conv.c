@@ -62,9 +62,9 @@ int main(int argc, char **argv) {
   };
   strop__rng r;
   strop__rng_seed(&r, 1, 0);
-  const char *thr = getenv("OPENBLAS_NUM_THREADS");
-  printf("bench_conv: batch 64, best of %d iterations, OPENBLAS_NUM_THREADS=%s\n", iters,
-         thr ? thr : "(unset)");
+  /* one thread: the kernels and the floor both run single-threaded BLAS on this thread */
+  if (strop_set_num_threads(1) != STROP_OK) return 1;
+  printf("bench_conv: batch 64, best of %d iterations, 1 thread\n", iters);
   double total_s = 0, total_g = 0;
   for (int c = 0; c < 2; c++) {
     strop__conv2d_dims *d = &cases[c].d;
