@@ -6,6 +6,12 @@
 #
 #   bench/run_vs_torch.sh [build-dir] [steps] [repeats]      (defaults: build 30 5)
 #   MODELS="cnn cnn_frozen" THREADS="1" bench/run_vs_torch.sh build
+#   NATIVE_BLAS=1 bench/run_vs_torch.sh build     both sides with OPENBLAS_CORETYPE and
+#                                                 OPENBLAS_L2_SIZE unset (OpenBLAS detects the CPU)
+#
+# Both processes always see the same environment. Some machines pin OPENBLAS_CORETYPE (and
+# OPENBLAS_L2_SIZE) on purpose because older OpenBLAS builds misbehave on their CPU; the
+# header says which kernel set each side ran (blas_core in the raw lines).
 #
 # On 2 threads PyTorch gets its best setting, not its default: every combination of
 # torch.set_num_threads in {1,2} and OPENBLAS_NUM_THREADS in {1,2} is run and the fastest kept
@@ -21,6 +27,7 @@ ROUNDS=${ROUNDS:-2}
 MODELS=${MODELS:-"mlp_sgd mlp_adam cnn cnn_frozen transformer"}
 THREADS=${THREADS:-"1 2"}
 PY=${PYTHON:-/usr/bin/python3}
+if [ -n "${NATIVE_BLAS:-}" ]; then unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE; fi
 HERE=$(cd "$(dirname "$0")" && pwd)
 BT="$BUILD/bench/bench_train"
 [ -x "$BT" ] || { echo "run_vs_torch.sh: $BT not built (cmake --build $BUILD)" >&2; exit 1; }
@@ -33,7 +40,7 @@ field() { # field NAME LINE
 
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC')  $(uname -m)  $(nproc) cpus  load: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# strop: $BT   torch: $($PY -c 'import torch; print(torch.__version__)' 2>/dev/null)"
-echo "# OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-<unset: OpenBLAS picks its kernels>} (both sides see the same environment)"
+echo "# OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-<unset>} OPENBLAS_L2_SIZE=${OPENBLAS_L2_SIZE:-<unset>} (both sides)"
 for r in $(seq "$ROUNDS"); do
   for t in $THREADS; do
     for m in $MODELS; do
@@ -77,5 +84,6 @@ for t in $THREADS; do
   [ -n "$a" ] && [ -n "$b" ] && printf 'frozen trunk, %s thread(s): cnn %s ms / cnn_frozen %s ms = %s x\n' \
     "$t" "$a" "$b" "$(awk "BEGIN{printf \"%.2f\", $a/$b}")"
 done
+echo "# OpenBLAS kernels: strop $(grep 'impl=strop' "$OUT" | grep -o 'blas_core=[^ ]*' | sort -u | head -n1 | cut -d= -f2), torch $(grep 'impl=torch' "$OUT" | grep -o 'blas_core=[^ ]*' | sort -u | head -n1 | cut -d= -f2)"
 echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 if [ -n "${RAW:-}" ]; then echo; cat "$OUT"; fi

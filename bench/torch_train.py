@@ -166,9 +166,24 @@ def main():
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     train_rss_kb = peak_rss_kb()
     print("RESULT impl=torch model=%s threads=%d blas_threads=%s batch=%d samples_per_s=%.1f "
-          "step_ms=%.3f maxrss_kb=%d train_rss_kb=%d loss=%.4f data=%s" % (
+          "step_ms=%.3f maxrss_kb=%d train_rss_kb=%d blas_core=%s loss=%.4f data=%s" % (
               model_name, threads, os.environ.get("OPENBLAS_NUM_THREADS", "?"), batch,
-              batch / best, best * 1e3, rss_kb, train_rss_kb, loss, data))
+              batch / best, best * 1e3, rss_kb, train_rss_kb, blas_core(), loss, data))
+
+
+def blas_core():
+    """The kernel set of the OpenBLAS this process loaded (torch's BLAS), or '?'."""
+    import ctypes
+    try:
+        with open("/proc/self/maps") as f:
+            libs = {line.split()[-1] for line in f if "libopenblas" in line}
+        for path in sorted(libs):
+            fn = ctypes.CDLL(path).openblas_get_corename
+            fn.restype = ctypes.c_char_p
+            return fn().decode()
+    except (OSError, AttributeError):
+        pass
+    return "?"
 
 
 if __name__ == "__main__":

@@ -45,7 +45,9 @@ static void project_backward(const float *x, const float *w, const float *dy, in
 }
 
 /* Masked softmax of one row of scores s[0..t) for query i of batch b, in place. */
-static void softmax_row(float *s, int64_t t, int64_t i, int causal, const float *pad) {
+/* inlined into the (cloned) per-sample loops so its exp loop gets their vector width */
+static inline __attribute__((always_inline)) void softmax_row(float *s, int64_t t, int64_t i,
+                                                              int causal, const float *pad) {
   int64_t lim = causal ? i + 1 : t;
   float m = -INFINITY;
   for (int64_t j = 0; j < lim; j++)
@@ -80,7 +82,7 @@ typedef struct attn_job {
 } attn_job;
 
 /* Scores, softmax, dropout and P V for samples [b0, b1). */
-static void attn_fwd_samples(void *ctx, int64_t b0, int64_t b1, int chunk) {
+STROP__CLONES static void attn_fwd_samples(void *ctx, int64_t b0, int64_t b1, int chunk) {
   (void)chunk;
   const attn_job *j = ctx;
   const strop__mha_dims *dm = j->dm;
@@ -110,7 +112,7 @@ static void attn_fwd_samples(void *ctx, int64_t b0, int64_t b1, int chunk) {
 }
 
 /* Through P V, dropout, softmax and Q K^T for samples [b0, b1), with this chunk's P', dP. */
-static void attn_bwd_samples(void *ctx, int64_t b0, int64_t b1, int chunk) {
+STROP__CLONES static void attn_bwd_samples(void *ctx, int64_t b0, int64_t b1, int chunk) {
   const attn_job *j = ctx;
   const strop__mha_dims *dm = j->dm;
   const strop__mha_cache *c = j->c;

@@ -1,14 +1,12 @@
 /* strop — the BLAS/LAPACK boundary: every call into OpenBLAS goes through here. */
 #include <cblas.h>
 #include <stdatomic.h>
-#include <string.h>
 
 #include "core/core.h"
 #include "ops/ops.h"
 
-/* OpenBLAS's own entry points (not in every cblas.h). */
+/* OpenBLAS's own entry point (not in every cblas.h). */
 void openblas_set_num_threads(int num_threads);
-char *openblas_get_corename(void);
 
 /* strop parallelises around BLAS (lib/core/pool.c) and runs every BLAS call single-threaded
  * inside its own threads: OpenBLAS's pool would oversubscribe the cores under ours, and on the
@@ -19,18 +17,6 @@ static void blas_once(void) {
   if (atomic_load_explicit(&g_blas_ready, memory_order_acquire)) return;
   if (atomic_exchange(&g_blas_ready, 1)) return;
   openblas_set_num_threads(1);
-#if defined(__x86_64__) && defined(__GNUC__)
-  /* OpenBLAS releases before 0.3.22 take AMD Zen 4 for Zen (Haswell kernels) although it has
-   * AVX-512; its SkylakeX kernels run sgemm ~1.8x faster there (bench/README.md). Say so once. */
-  const char *core = openblas_get_corename();
-  if (core && (!strcmp(core, "Haswell") || !strcmp(core, "Zen")) &&
-      __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
-    strop__log(STROP_LOG_INFO,
-               "OpenBLAS chose its %s kernels on a CPU with AVX-512; setting "
-               "OPENBLAS_CORETYPE=SKYLAKEX in the environment before the program starts "
-               "makes its sgemm faster on such CPUs (AMD Zen 4)", core);
-#endif
 }
 
 typedef struct gemm_job {

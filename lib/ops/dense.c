@@ -73,7 +73,7 @@ void strop__leaky_relu_backward(const float *x, const float *y, const float *dy,
 #define GELU_TANH_B 0.79788456080286535588f
 #define GELU_TANH_K 0.044715f
 
-void strop__gelu_forward(const float *x, float *y, size_t n, int approximate) {
+STROP__CLONES void strop__gelu_forward(const float *x, float *y, size_t n, int approximate) {
   if (approximate) {
     for (size_t i = 0; i < n; i++) {
       float v = x[i];
@@ -87,8 +87,8 @@ void strop__gelu_forward(const float *x, float *y, size_t n, int approximate) {
   }
 }
 
-void strop__gelu_backward(const float *x, const float *y, const float *dy, float *dx, size_t n,
-                          int approximate) {
+STROP__CLONES void strop__gelu_backward(const float *x, const float *y, const float *dy, float *dx,
+                                        size_t n, int approximate) {
   (void)y;
   if (approximate) {
     for (size_t i = 0; i < n; i++) {

@@ -6,6 +6,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Kernels whose loops gain from wider vectors (exp/erfc polynomials) are built three times —
+ * AVX-512, AVX2+FMA and the baseline — and the loader picks one for the CPU (GCC's
+ * target_clones, an ifunc): the library stays a baseline x86-64 build for distributions. The
+ * clones may round differently from each other (FMA), never from run to run on one machine. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
+    !defined(STROP_NO_CLONES)
+#  define STROP__CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#  define STROP__CLONES
+#endif
+
 /* C = alpha * op(A) * op(B) + beta * C, row-major; trans flags 0/1. */
 void strop__sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                   const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,

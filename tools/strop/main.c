@@ -72,7 +72,7 @@ static const char USAGE[] =
     "  --set KEY=VALUE     override a recipe value by key path (optimizer.lr=3e-4,\n"
     "                      stages[1].epochs=5); repeatable\n"
     "  --seed N            override the recipe's seed\n"
-    "  --threads N         threads for OpenBLAS and strop's kernels\n"
+    "  --threads N         threads for strop's kernels (0: every CPU)\n"
     "  --epochs N          cap every stage at N epochs (quick runs)\n"
     "  --no-baselines      skip the recipe's baselines\n"
     "  --weights FILE      (eval) weights to evaluate; default: the recipe's output\n"
