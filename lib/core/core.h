@@ -81,5 +81,7 @@ void strop__par_run(int chunks, int64_t n, strop__par_fn fn, void *ctx);
 /* strop__par_run with strop__par_chunks(strop__num_threads(), n, grain): for work whose
  * result does not depend on the split (elementwise maps, disjoint writes). */
 void strop__par_for(int64_t n, int64_t grain, strop__par_fn fn, void *ctx);
+/* Zeroes n floats, split across threads when n is large. */
+void strop__par_zero(float *p, size_t n);
 
 #endif

@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <string.h>
 #include <time.h>
 
 #include "core.h"
@@ -21,6 +22,7 @@
 #endif
 
 enum { MAX_WORKERS = 63 };
+#define TICKET_CLOSED 0xffffffffu
 /* How long an idle worker spins before it sleeps: a training step's parallel runs are a few
  * hundred microseconds apart, and waking a sleeping thread costs tens of microseconds. */
 #define SPIN_NS 1000000L
@@ -56,15 +58,17 @@ static void claim_all(uint32_t run) {
   for (;;) {
     uint64_t t = atomic_load_explicit(&P.ticket, memory_order_acquire);
     if ((uint32_t)(t >> 32) != run) return;
-    int c = (int)(uint32_t)t;
-    if (c >= atomic_load_explicit(&P.chunks, memory_order_relaxed)) return;
+    const uint32_t c = (uint32_t)t;
+    /* acquire: a chunk count of the next run is only seen after this run's ticket was closed,
+     * so the compare-and-swap below cannot succeed on a stale ticket */
+    if (c >= (uint32_t)atomic_load_explicit(&P.chunks, memory_order_acquire)) return;
     if (!atomic_compare_exchange_weak_explicit(&P.ticket, &t, t + 1, memory_order_acq_rel,
                                                memory_order_acquire))
       continue;
     /* holding an unfinished chunk of this run: the run cannot end, its fields are stable */
     int64_t lo, hi;
-    chunk_range(P.n, atomic_load_explicit(&P.chunks, memory_order_relaxed), c, &lo, &hi);
-    P.fn(P.ctx, lo, hi, c);
+    chunk_range(P.n, atomic_load_explicit(&P.chunks, memory_order_relaxed), (int)c, &lo, &hi);
+    P.fn(P.ctx, lo, hi, (int)c);
     atomic_fetch_sub_explicit(&P.pending, 1, memory_order_acq_rel);
   }
 }
@@ -174,8 +178,8 @@ void strop__par_run(int chunks, int64_t n, strop__par_fn fn, void *ctx) {
   P.fn = fn;
   P.ctx = ctx;
   P.n = n;
-  atomic_store_explicit(&P.chunks, chunks, memory_order_relaxed);
   atomic_store_explicit(&P.pending, chunks, memory_order_relaxed);
+  atomic_store_explicit(&P.chunks, chunks, memory_order_release);
   uint32_t run = run_of_ticket() + 1;
   pthread_mutex_lock(&P.mu);
   atomic_store_explicit(&P.ticket, (uint64_t)run << 32, memory_order_release);
@@ -189,9 +193,21 @@ void strop__par_run(int chunks, int64_t n, strop__par_fn fn, void *ctx) {
     CPU_RELAX();
     if ((spins & 4095) == 0) sched_yield();
   }
+  /* close the run: a worker that loaded this run's ticket late fails its compare-and-swap
+   * instead of claiming a chunk index past the end while the next run is being set up */
+  atomic_store_explicit(&P.ticket, ((uint64_t)run << 32) | TICKET_CLOSED, memory_order_relaxed);
   pthread_mutex_unlock(&P.run_lock);
 }
 
 void strop__par_for(int64_t n, int64_t grain, strop__par_fn fn, void *ctx) {
   strop__par_run(strop__par_chunks(strop__num_threads(), n, grain), n, fn, ctx);
+}
+
+static void zero_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  (void)chunk;
+  memset((float *)ctx + lo, 0, sizeof(float) * (size_t)(hi - lo));
+}
+
+void strop__par_zero(float *p, size_t n) {
+  strop__par_for((int64_t)n, 65536, zero_range, p);
 }

@@ -534,7 +534,7 @@ strop_status strop__model_zero_grad(strop_model *m) {
   strop_status s = strop__model_sync_grads(m);
   if (s) return s;
   for (int i = 0; i < m->n_params; i++)
-    if (m->params[i]->grad) memset(m->params[i]->grad, 0, m->params[i]->numel * sizeof(float));
+    if (m->params[i]->grad) strop__par_zero(m->params[i]->grad, m->params[i]->numel);
   return STROP_OK;
 }
 

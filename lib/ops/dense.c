@@ -3,8 +3,10 @@
 #include "ops/dense.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 
+#include "core/core.h"
 #include "ops/ops.h"
 #include "ops/vmath.h"
 
@@ -210,7 +212,7 @@ void strop__log_softmax_backward(const float *y, const float *dy, float *dx, int
 
 /* ---- checks ---- */
 
-int strop__all_finite(const float *x, size_t n) {
+static int all_finite_serial(const float *x, size_t n) {
   uint32_t bad = 0;
   for (size_t i = 0; i < n; i++) {
     uint32_t u;
@@ -218,6 +220,23 @@ int strop__all_finite(const float *x, size_t n) {
     bad |= (u & 0x7f800000u) == 0x7f800000u;
   }
   return !bad;
+}
+
+typedef struct finite_job {
+  const float *x;
+  _Atomic int bad;
+} finite_job;
+
+static void finite_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  (void)chunk;
+  finite_job *j = ctx;
+  if (!all_finite_serial(j->x + lo, (size_t)(hi - lo))) atomic_store(&j->bad, 1);
+}
+
+int strop__all_finite(const float *x, size_t n) {
+  finite_job j = {x, 0};
+  strop__par_for((int64_t)n, 65536, finite_range, &j);
+  return !atomic_load(&j.bad);
 }
 
 /* ---- dropout ---- */

@@ -677,7 +677,7 @@ strop_status strop_optimizer_zero_grad(strop_optimizer *opt) {
   int n;
   source(opt, &ps, &n);
   for (int k = 0; k < n; k++)
-    if (is_trainable(ps[k]) && ps[k]->grad) memset(ps[k]->grad, 0, ps[k]->numel * sizeof(float));
+    if (is_trainable(ps[k]) && ps[k]->grad) strop__par_zero(ps[k]->grad, ps[k]->numel);
   return STROP_OK;
 }
 
