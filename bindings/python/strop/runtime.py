@@ -36,7 +36,12 @@ def clear_error():
 
 
 def set_num_threads(n):
-    """Threads for OpenBLAS and strop's kernels, process-wide (0 = the default)."""
+    """Threads for strop's kernels, process-wide (0 = every CPU).
+
+    strop splits its work across its own worker threads and runs BLAS single-threaded inside
+    them: its first BLAS call sets OpenBLAS's thread count to 1 for the whole process, which
+    numpy shares when it uses the same OpenBLAS.
+    """
     check(_lib.lib.strop_set_num_threads(int(n)))
 
 
