@@ -9,12 +9,7 @@
 #include "core/core.h"
 #include "ops/conv.h"
 #include "ops/ops.h"
-
-static double now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
+#include "benchutil.h"
 
 static float *randbuf(size_t n, strop__rng *r) {
   float *p = strop__malloc_aligned(n * sizeof *p);
@@ -79,12 +74,12 @@ int main(int argc, char **argv) {
     float *col = randbuf(ncol, &r), *dcol = randbuf(ncol, &r);
     double *ts = malloc((size_t)iters * sizeof *ts), *tg = malloc((size_t)iters * sizeof *tg);
     for (int it = -2; it < iters; it++) { /* two warm-up rounds */
-      double t0 = now();
+      double t0 = bench_now();
       strop__conv2d_forward(d, x, w, b, y, scratch, 1);
       strop__conv2d_backward(d, x, w, dy, cases[c].need_dx ? dx : NULL, dw, db, scratch, 1);
-      double t1 = now();
+      double t1 = bench_now();
       gemm_floor(d, cases[c].need_dx, w, col, dy, y, dw, dcol);
-      double t2 = now();
+      double t2 = bench_now();
       if (it >= 0) {
         ts[it] = t1 - t0;
         tg[it] = t2 - t1;

@@ -6,12 +6,7 @@
 #include <time.h>
 
 #include "strop/strop.h"
-
-static double now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
+#include "benchutil.h"
 
 /* Process CPU time: on a loaded machine it shows the work apart from the waiting. */
 static double cpu(void) {
@@ -25,14 +20,14 @@ static int epoch(strop_dataset *ds, int flags, double *secs, double *checksum) {
   if (strop_batch_iter_create(ds, 64, 1, STROP_ITER_SHUFFLE | flags, &it) != STROP_OK ||
       strop_batch_iter_add_scale(it, 1.0f / 255.0f) != STROP_OK)
     return 1;
-  double t0 = now(), sum = 0;
+  double t0 = bench_now(), sum = 0;
   int64_t rows, total = 0;
   strop_tensor *x, *y;
   while (strop_batch_iter_next(it, &x, &y, &rows) == STROP_OK && rows > 0) {
     sum += strop_tensor_data(x)[0] + strop_tensor_data(y)[rows - 1]; /* touch the batch */
     total += rows;
   }
-  *secs = now() - t0;
+  *secs = bench_now() - t0;
   *checksum = sum;
   strop_batch_iter_free(it);
   return total == strop_dataset_size(ds) ? 0 : 1;
@@ -46,12 +41,12 @@ int main(int argc, char **argv) {
   strop_dataset *ds = NULL;
   double best = 1e9, best_cpu = 1e9;
   for (int rep = 0; rep < 3; rep++) {
-    double t0 = now(), c0 = cpu();
+    double t0 = bench_now(), c0 = cpu();
     if (strop_dataset_load_idx(img, lab, 10, &ds) != STROP_OK) {
       fprintf(stderr, "bench_data: %s\n", strop_last_error());
       return 1;
     }
-    double t = now() - t0, c = cpu() - c0;
+    double t = bench_now() - t0, c = cpu() - c0;
     if (t < best) best = t;
     if (c < best_cpu) best_cpu = c;
     if (rep < 2) strop_dataset_free(ds);

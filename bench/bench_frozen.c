@@ -13,39 +13,7 @@
 #include <time.h>
 
 #include "strop/strop.h"
-
-static double now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static void must(strop_status s, const char *what) {
-  if (s != STROP_OK) {
-    fprintf(stderr, "bench_frozen: %s: %s\n", what, strop_last_error());
-    exit(1);
-  }
-}
-
-static strop_model *build_cnn(void) {
-  const int64_t in[3] = {1, 28, 28};
-  strop_model *m = NULL;
-  must(strop_model_create(3, in, &m), "create");
-  must(strop_model_add(m, "features.0", "conv2d", "out_channels=32 kernel_size=3 padding=1", NULL),
-       "conv1");
-  must(strop_model_add(m, "features.1", "relu", NULL, NULL), "relu1");
-  must(strop_model_add(m, "features.2", "maxpool2d", "kernel_size=2", NULL), "pool1");
-  must(strop_model_add(m, "features.3", "conv2d", "out_channels=64 kernel_size=3 padding=1", NULL),
-       "conv2");
-  must(strop_model_add(m, "features.4", "relu", NULL, NULL), "relu2");
-  must(strop_model_add(m, "features.5", "maxpool2d", "kernel_size=2", NULL), "pool2");
-  must(strop_model_add(m, "flatten", "flatten", NULL, NULL), "flatten");
-  must(strop_model_add(m, "classifier.0", "linear", "out_features=128", NULL), "fc1");
-  must(strop_model_add(m, "classifier.1", "relu", NULL, NULL), "relu3");
-  must(strop_model_add(m, "classifier.2", "linear", "out_features=10", NULL), "fc2");
-  must(strop_model_finalize(m, 1), "finalize");
-  return m;
-}
+#include "benchutil.h"
 
 enum { BATCH = 64, POOL = 16 };
 
@@ -56,10 +24,10 @@ typedef struct run {
 } run;
 
 static void run_init(run *r, int frozen) {
-  r->m = build_cnn();
-  if (frozen) must(strop_model_freeze(r->m, "features.*"), "freeze");
-  must(strop_optimizer_create(r->m, STROP_OPTIM_ADAM, &r->opt), "optimizer");
-  must(strop_trainer_create(r->m, r->opt, &r->tr), "trainer");
+  r->m = bench_build_cnn();
+  if (frozen) bench_must(strop_model_freeze(r->m, "features.*"), "freeze");
+  bench_must(strop_optimizer_create(r->m, STROP_OPTIM_ADAM, &r->opt), "optimizer");
+  bench_must(strop_trainer_create(r->m, r->opt, &r->tr), "trainer");
 }
 
 static void run_free(run *r) {
@@ -74,17 +42,17 @@ static double time_it(run *r, int what, strop_tensor **xs, strop_tensor **ys, in
   double best = 1e30;
   float loss;
   for (int k = 0, w = 0; w < repeats + 1; w++) {
-    double t0 = now();
+    double t0 = bench_now();
     for (int s = 0; s < steps; s++, k++) {
       if (what == 0) {
-        must(strop_trainer_step(r->tr, xs[k % POOL], ys[k % POOL], &loss), "step");
+        bench_must(strop_trainer_step(r->tr, xs[k % POOL], ys[k % POOL], &loss), "step");
       } else {
         strop_tensor *out = NULL;
-        must(strop_model_forward(r->m, xs[k % POOL], &out), "forward");
+        bench_must(strop_model_forward(r->m, xs[k % POOL], &out), "forward");
         strop_tensor_free(out);
       }
     }
-    double dt = (now() - t0) / steps;
+    double dt = (bench_now() - t0) / steps;
     if (w > 0 && dt < best) best = dt; /* window 0 warms up */
   }
   return best;
@@ -97,15 +65,15 @@ int main(int argc, char **argv) {
   if (threads < 1) threads = 1;
   if (steps < 1) steps = 1;
   if (repeats < 1) repeats = 1;
-  must(strop_set_num_threads(threads), "threads");
+  bench_must(strop_set_num_threads(threads), "threads");
 
   /* uniform [0, 1) images and uniform labels; xorshift so the data do not depend on strop */
   uint64_t g = 0x9e3779b97f4a7c15ULL;
   int64_t xd[4] = {BATCH, 1, 28, 28}, yd[1] = {BATCH};
   strop_tensor *xs[POOL], *ys[POOL];
   for (int b = 0; b < POOL; b++) {
-    must(strop_tensor_create(4, xd, &xs[b]), "x");
-    must(strop_tensor_create(1, yd, &ys[b]), "y");
+    bench_must(strop_tensor_create(4, xd, &xs[b]), "x");
+    bench_must(strop_tensor_create(1, yd, &ys[b]), "y");
     float *x = strop_tensor_data(xs[b]), *y = strop_tensor_data(ys[b]);
     for (int64_t i = 0; i < BATCH * 784; i++) {
       g ^= g << 13, g ^= g >> 7, g ^= g << 17;

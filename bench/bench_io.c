@@ -10,15 +10,10 @@
 #include "io/safetensors.h"
 #include "layers/layer.h"
 #include "strop/strop.h"
+#include "benchutil.h"
 
 #define N_T 25
 #define DIM 1000 /* linear 1000 -> 1000: a 1M-float weight and a 1000-float bias */
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int fail(const char *what) {
   fprintf(stderr, "bench_io: %s: %s\n", what, strop_last_error());
@@ -46,19 +41,19 @@ int main(int argc, char **argv) {
   }
   if (strop_model_finalize(m, 1)) return fail("finalize");
 
-  double t0 = now_s();
+  double t0 = bench_now();
   if (strop_model_save_weights(m, path)) return fail("save");
-  double t_save = now_s() - t0;
+  double t_save = bench_now() - t0;
 
   /* open: mmap and validate the header; no tensor data is read */
-  t0 = now_s();
+  t0 = bench_now();
   strop__st_file *f = NULL;
   if (strop__st_open("bench", path, &f)) return fail("open");
-  double t_open = now_s() - t0;
+  double t_open = bench_now() - t0;
   size_t bytes = f->size;
 
   /* zero-copy views, and a pass over the data through them (page cache -> CPU) */
-  t0 = now_s();
+  t0 = bench_now();
   double sum = 0;
   int views = 0;
   for (int i = 0; i < f->n; i++) {
@@ -67,14 +62,14 @@ int main(int argc, char **argv) {
     views++;
     for (size_t k = 0; k < f->t[i].numel; k += 1024) sum += v[k];
   }
-  double t_view = now_s() - t0;
+  double t_view = bench_now() - t0;
   strop__st_close(f);
 
   /* the public path: open, validate, copy into the model's parameters */
-  t0 = now_s();
+  t0 = bench_now();
   strop_load_report *r = NULL;
   if (strop_model_load_weights(m, path, STROP_LOAD_STRICT, &r)) return fail("load");
-  double t_load = now_s() - t0;
+  double t_load = bench_now() - t0;
   int64_t loaded = strop_load_report_count(r, STROP_REPORT_LOADED);
   strop_load_report_free(r);
 

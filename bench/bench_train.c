@@ -25,19 +25,7 @@
 #include <time.h>
 
 #include "strop/strop.h"
-
-static double now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static void must(strop_status s, const char *what) {
-  if (s != STROP_OK) {
-    fprintf(stderr, "bench_train: %s: %s\n", what, strop_last_error());
-    exit(1);
-  }
-}
+#include "benchutil.h"
 
 /* xorshift, so the data do not depend on the library under test */
 static uint64_t g_rng = 0x9e3779b97f4a7c15ULL;
@@ -76,34 +64,13 @@ enum { VOCAB = 1000, SEQ = 64, DMODEL = 128, HEADS = 4, FFN = 512, CLASSES = 10 
 static strop_model *build_mlp(void) {
   const int64_t in[1] = {784};
   strop_model *m = NULL;
-  must(strop_model_create(1, in, &m), "create");
-  must(strop_model_add(m, "fc1", "linear", "out_features=512", NULL), "fc1");
-  must(strop_model_add(m, "relu1", "relu", NULL, NULL), "relu1");
-  must(strop_model_add(m, "fc2", "linear", "out_features=256", NULL), "fc2");
-  must(strop_model_add(m, "relu2", "relu", NULL, NULL), "relu2");
-  must(strop_model_add(m, "fc3", "linear", "out_features=10", NULL), "fc3");
-  must(strop_model_finalize(m, 1), "finalize");
-  return m;
-}
-
-/* torch.nn.Sequential's names: features.{0,3} convs, classifier.{0,2} linears */
-static strop_model *build_cnn(void) {
-  const int64_t in[3] = {1, 28, 28};
-  strop_model *m = NULL;
-  must(strop_model_create(3, in, &m), "create");
-  must(strop_model_add(m, "features.0", "conv2d", "out_channels=32 kernel_size=3 padding=1", NULL),
-       "conv1");
-  must(strop_model_add(m, "features.1", "relu", NULL, NULL), "relu1");
-  must(strop_model_add(m, "features.2", "maxpool2d", "kernel_size=2", NULL), "pool1");
-  must(strop_model_add(m, "features.3", "conv2d", "out_channels=64 kernel_size=3 padding=1", NULL),
-       "conv2");
-  must(strop_model_add(m, "features.4", "relu", NULL, NULL), "relu2");
-  must(strop_model_add(m, "features.5", "maxpool2d", "kernel_size=2", NULL), "pool2");
-  must(strop_model_add(m, "flatten", "flatten", NULL, NULL), "flatten");
-  must(strop_model_add(m, "classifier.0", "linear", "out_features=128", NULL), "fc1");
-  must(strop_model_add(m, "classifier.1", "relu", NULL, NULL), "relu3");
-  must(strop_model_add(m, "classifier.2", "linear", "out_features=10", NULL), "fc2");
-  must(strop_model_finalize(m, 1), "finalize");
+  bench_must(strop_model_create(1, in, &m), "create");
+  bench_must(strop_model_add(m, "fc1", "linear", "out_features=512", NULL), "fc1");
+  bench_must(strop_model_add(m, "relu1", "relu", NULL, NULL), "relu1");
+  bench_must(strop_model_add(m, "fc2", "linear", "out_features=256", NULL), "fc2");
+  bench_must(strop_model_add(m, "relu2", "relu", NULL, NULL), "relu2");
+  bench_must(strop_model_add(m, "fc3", "linear", "out_features=10", NULL), "fc3");
+  bench_must(strop_model_finalize(m, 1), "finalize");
   return m;
 }
 
@@ -112,35 +79,35 @@ static strop_model *build_transformer(void) {
   const int64_t in[1] = {SEQ};
   strop_model *m = NULL;
   char opt[96], ins[96], names[10][32];
-  must(strop_model_create(1, in, &m), "create");
+  bench_must(strop_model_create(1, in, &m), "create");
   snprintf(opt, sizeof opt, "num_embeddings=%d embedding_dim=%d", VOCAB, DMODEL);
-  must(strop_model_add(m, "tok", "embedding", opt, NULL), "tok");
+  bench_must(strop_model_add(m, "tok", "embedding", opt, NULL), "tok");
   snprintf(opt, sizeof opt, "num_embeddings=%d", SEQ);
-  must(strop_model_add(m, "pos", "positional_embedding", opt, NULL), "pos");
+  bench_must(strop_model_add(m, "pos", "positional_embedding", opt, NULL), "pos");
   const char *parts[8] = {"ln1", "attn", "add1", "ln2", "fc1", "gelu", "fc2", "add2"};
   char resid[32] = "pos";
   for (int b = 0; b < 2; b++) {
     for (int i = 0; i < 8; i++) snprintf(names[i], 32, "blocks.%d.%s", b, parts[i]);
-    must(strop_model_add(m, names[0], "layernorm", NULL, NULL), "ln1");
+    bench_must(strop_model_add(m, names[0], "layernorm", NULL, NULL), "ln1");
     snprintf(opt, sizeof opt, "num_heads=%d", HEADS);
-    must(strop_model_add(m, names[1], "multihead_attention", opt, NULL), "attn");
+    bench_must(strop_model_add(m, names[1], "multihead_attention", opt, NULL), "attn");
     snprintf(ins, sizeof ins, "%s,%s", resid, names[1]);
-    must(strop_model_add(m, names[2], "add", NULL, ins), "add1");
-    must(strop_model_add(m, names[3], "layernorm", NULL, NULL), "ln2");
+    bench_must(strop_model_add(m, names[2], "add", NULL, ins), "add1");
+    bench_must(strop_model_add(m, names[3], "layernorm", NULL, NULL), "ln2");
     snprintf(opt, sizeof opt, "out_features=%d", FFN);
-    must(strop_model_add(m, names[4], "linear", opt, NULL), "fc1");
-    must(strop_model_add(m, names[5], "gelu", NULL, NULL), "gelu");
+    bench_must(strop_model_add(m, names[4], "linear", opt, NULL), "fc1");
+    bench_must(strop_model_add(m, names[5], "gelu", NULL, NULL), "gelu");
     snprintf(opt, sizeof opt, "out_features=%d", DMODEL);
-    must(strop_model_add(m, names[6], "linear", opt, NULL), "fc2");
+    bench_must(strop_model_add(m, names[6], "linear", opt, NULL), "fc2");
     snprintf(ins, sizeof ins, "%s,%s", names[2], names[6]);
-    must(strop_model_add(m, names[7], "add", NULL, ins), "add2");
+    bench_must(strop_model_add(m, names[7], "add", NULL, ins), "add2");
     snprintf(resid, sizeof resid, "%s", names[7]);
   }
-  must(strop_model_add(m, "ln_f", "layernorm", NULL, NULL), "ln_f");
-  must(strop_model_add(m, "pool", "mean_pool", NULL, NULL), "pool");
+  bench_must(strop_model_add(m, "ln_f", "layernorm", NULL, NULL), "ln_f");
+  bench_must(strop_model_add(m, "pool", "mean_pool", NULL, NULL), "pool");
   snprintf(opt, sizeof opt, "out_features=%d", CLASSES);
-  must(strop_model_add(m, "head", "linear", opt, NULL), "head");
-  must(strop_model_finalize(m, 1), "finalize");
+  bench_must(strop_model_add(m, "head", "linear", opt, NULL), "head");
+  bench_must(strop_model_finalize(m, 1), "finalize");
   return m;
 }
 
@@ -224,14 +191,14 @@ static double gemm_floor(const char *model, int64_t batch, double *gflop_out, in
   }
   double best = 1e30;
   for (int r = 0; r < repeats + 2; r++) {
-    double t0 = now();
+    double t0 = bench_now();
     for (int i = 0; i < ng; i++)
       for (int c = 0; c < g[i].count; c++)
         cblas_sgemm(CblasRowMajor, g[i].ta ? CblasTrans : CblasNoTrans,
                     g[i].tb ? CblasTrans : CblasNoTrans, (blasint)g[i].m, (blasint)g[i].n,
                     (blasint)g[i].k, 1.0f, A, (blasint)(g[i].ta ? g[i].m : g[i].k), B,
                     (blasint)(g[i].tb ? g[i].k : g[i].n), 0.0f, C, (blasint)g[i].n);
-    double dt = now() - t0;
+    double dt = bench_now() - t0;
     if (r >= 2 && dt < best) best = dt; /* the first two warm the caches and the pool */
   }
   free(A);
@@ -256,7 +223,7 @@ int main(int argc, char **argv) {
   if (threads < 1) threads = 1;
   if (steps < 1) steps = 1;
   if (repeats < 1) repeats = 1;
-  must(strop_set_num_threads(threads), "threads");
+  bench_must(strop_set_num_threads(threads), "threads");
 
   strop_model *m = NULL;
   int kind = STROP_OPTIM_ADAM;
@@ -265,8 +232,8 @@ int main(int argc, char **argv) {
     m = build_mlp();
     if (strcmp(model, "mlp_sgd") == 0) kind = STROP_OPTIM_SGD;
   } else if (strcmp(model, "cnn") == 0 || strcmp(model, "cnn_frozen") == 0) {
-    m = build_cnn();
-    if (strcmp(model, "cnn_frozen") == 0) must(strop_model_freeze(m, "features.*"), "freeze");
+    m = bench_build_cnn();
+    if (strcmp(model, "cnn_frozen") == 0) bench_must(strop_model_freeze(m, "features.*"), "freeze");
   } else if (strcmp(model, "transformer") == 0) {
     m = build_transformer();
     kind = STROP_OPTIM_ADAMW;
@@ -276,15 +243,15 @@ int main(int argc, char **argv) {
     return 2;
   }
   strop_optimizer *opt = NULL;
-  must(strop_optimizer_create(m, kind, &opt), "optimizer");
+  bench_must(strop_optimizer_create(m, kind, &opt), "optimizer");
   if (kind == STROP_OPTIM_SGD) {
-    must(strop_optimizer_set_float(opt, STROP_OPT_LR, 0.01f), "lr");
-    must(strop_optimizer_set_float(opt, STROP_OPT_MOMENTUM, 0.9f), "momentum");
+    bench_must(strop_optimizer_set_float(opt, STROP_OPT_LR, 0.01f), "lr");
+    bench_must(strop_optimizer_set_float(opt, STROP_OPT_MOMENTUM, 0.9f), "momentum");
   } else {
-    must(strop_optimizer_set_float(opt, STROP_OPT_LR, 1e-3f), "lr");
+    bench_must(strop_optimizer_set_float(opt, STROP_OPT_LR, 1e-3f), "lr");
   }
   strop_trainer *tr = NULL;
-  must(strop_trainer_create(m, opt, &tr), "trainer");
+  bench_must(strop_trainer_create(m, opt, &tr), "trainer");
 
   /* a pool of batches, cycled: the first POOL * batch Fashion-MNIST training images (scaled
    * to [0, 1]) when the files are there, else uniform noise with uniform labels; tokens are
@@ -306,13 +273,13 @@ int main(int argc, char **argv) {
   }
   strop_tensor *xs[POOL], *ys[POOL];
   for (int b = 0; b < POOL; b++) {
-    must(strop_tensor_create(rank, in_dims, &xs[b]), "x");
-    must(strop_tensor_create(1, &batch, &ys[b]), "y");
+    bench_must(strop_tensor_create(rank, in_dims, &xs[b]), "x");
+    bench_must(strop_tensor_create(1, &batch, &ys[b]), "y");
     float *x = strop_tensor_data(xs[b]), *y = strop_tensor_data(ys[b]);
     for (int64_t i = 0; i < batch; i++) {
       float *xi = x + (size_t)i * per;
       if (fm) {
-        must(strop_dataset_get(fm, b * batch + i, xi, per, &y[i], 1), "dataset");
+        bench_must(strop_dataset_get(fm, b * batch + i, xi, per, &y[i], 1), "dataset");
         for (size_t j = 0; j < per; j++) xi[j] *= 1.0f / 255.0f;
         continue;
       }
@@ -327,14 +294,14 @@ int main(int argc, char **argv) {
 
   float loss = 0.0f;
   const int warmup = 5;
-  for (int s = 0; s < warmup; s++) must(strop_trainer_step(tr, xs[s % POOL], ys[s % POOL], &loss), "step");
+  for (int s = 0; s < warmup; s++) bench_must(strop_trainer_step(tr, xs[s % POOL], ys[s % POOL], &loss), "step");
   double best = 1e30;
   int k = 0;
   for (int r = 0; r < repeats; r++) {
-    double t0 = now();
+    double t0 = bench_now();
     for (int s = 0; s < steps; s++, k++)
-      must(strop_trainer_step(tr, xs[k % POOL], ys[k % POOL], &loss), "step");
-    double dt = (now() - t0) / steps;
+      bench_must(strop_trainer_step(tr, xs[k % POOL], ys[k % POOL], &loss), "step");
+    double dt = (bench_now() - t0) / steps;
     if (dt < best) best = dt;
   }
   struct rusage ru;

@@ -6,12 +6,7 @@
 #include <time.h>
 
 #include "strop/strop.h"
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "benchutil.h"
 
 /* CPU time of this thread: the cost without the other processes of a loaded machine. */
 static double cpu(void) {
@@ -81,15 +76,15 @@ int main(int argc, char **argv) {
       strop_tuner *t = bayes_with(sizes[k], (uint64_t)(100 + r), path);
       if (!t) return 1;
       /* cold: the first suggestion after the resume */
-      double t0 = now();
+      double t0 = bench_now();
       if (!one_trial(t)) return 1;
-      cold += (now() - t0) / reps;
+      cold += (bench_now() - t0) / reps;
       /* warm: the next ones start the fit from the previous kernel */
       for (int w = 0; w < 3; w++) {
-        t0 = now();
+        t0 = bench_now();
         double c0 = cpu();
         if (!one_trial(t)) return 1;
-        double dt = now() - t0;
+        double dt = bench_now() - t0;
         warm_cpu += cpu() - c0;
         warm += dt;
         warm_max = dt > warm_max ? dt : warm_max;

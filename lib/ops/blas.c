@@ -75,16 +75,6 @@ void strop__sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, flo
   strop__par_run(strop__par_chunks(threads, blocks, 1), blocks, gemm_chunk, &j);
 }
 
-void strop__saxpy(int64_t n, float alpha, const float *x, float *y) {
-  blas_once();
-  cblas_saxpy((blasint)n, alpha, x, 1, y, 1);
-}
-
-float strop__sdot(int64_t n, const float *x, const float *y) {
-  blas_once();
-  return cblas_sdot((blasint)n, x, 1, y, 1);
-}
-
 /* LAPACK's Fortran entry point, shipped inside OpenBLAS. */
 void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info);
 

@@ -21,9 +21,6 @@
 void strop__sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                   const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
                   int64_t ldc);
-/* y += alpha * x */
-void strop__saxpy(int64_t n, float alpha, const float *x, float *y);
-float strop__sdot(int64_t n, const float *x, const float *y);
 /* Float64 LAPACK Cholesky of a row-major symmetric n x n matrix (lower). 0 on success. */
 int strop__dpotrf_lower(int64_t n, double *a);
 

@@ -1,0 +1,39 @@
+/* strop bench — see benchutil.h. */
+#include "benchutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+double bench_now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+void bench_must(strop_status s, const char *what) {
+  if (s != STROP_OK) {
+    fprintf(stderr, "strop bench: %s: %s\n", what, strop_last_error());
+    exit(1);
+  }
+}
+
+strop_model *bench_build_cnn(void) {
+  const int64_t in[3] = {1, 28, 28};
+  strop_model *m = NULL;
+  bench_must(strop_model_create(3, in, &m), "create");
+  bench_must(strop_model_add(m, "features.0", "conv2d", "out_channels=32 kernel_size=3 padding=1",
+                             NULL), "conv1");
+  bench_must(strop_model_add(m, "features.1", "relu", NULL, NULL), "relu1");
+  bench_must(strop_model_add(m, "features.2", "maxpool2d", "kernel_size=2", NULL), "pool1");
+  bench_must(strop_model_add(m, "features.3", "conv2d", "out_channels=64 kernel_size=3 padding=1",
+                             NULL), "conv2");
+  bench_must(strop_model_add(m, "features.4", "relu", NULL, NULL), "relu2");
+  bench_must(strop_model_add(m, "features.5", "maxpool2d", "kernel_size=2", NULL), "pool2");
+  bench_must(strop_model_add(m, "flatten", "flatten", NULL, NULL), "flatten");
+  bench_must(strop_model_add(m, "classifier.0", "linear", "out_features=128", NULL), "fc1");
+  bench_must(strop_model_add(m, "classifier.1", "relu", NULL, NULL), "relu3");
+  bench_must(strop_model_add(m, "classifier.2", "linear", "out_features=10", NULL), "fc2");
+  bench_must(strop_model_finalize(m, 1), "finalize");
+  return m;
+}

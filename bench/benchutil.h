@@ -1,0 +1,17 @@
+/* strop bench — helpers shared by the benchmark programs (not by bench_c_step.c, which
+ * bench_python_overhead.py also compiles alone). */
+#ifndef STROP_BENCHUTIL_H
+#define STROP_BENCHUTIL_H
+
+#include "strop/strop.h"
+
+/* Monotonic wall-clock seconds. */
+double bench_now(void);
+/* Exits with the library's sentence unless s is STROP_OK. */
+void bench_must(strop_status s, const char *what);
+/* Issue 5's small CNN with torch.nn.Sequential's names: conv 1->32 and 32->64 (3x3, pad 1),
+ * each with ReLU and 2x2 max-pool (features.0..5), flatten, linear 3136->128, ReLU,
+ * linear 128->10 (classifier.0..2); input [1, 28, 28]; finalized with seed 1. */
+strop_model *bench_build_cnn(void);
+
+#endif
