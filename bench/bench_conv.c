@@ -70,13 +70,13 @@ int main(int argc, char **argv) {
     float *x = randbuf(nx, &r), *w = randbuf(nw, &r), *b = randbuf((size_t)d->c_out, &r);
     float *dy = randbuf(ny, &r), *y = randbuf(ny, &r), *dx = randbuf(nx, &r);
     float *dw = randbuf(nw, &r), *db = randbuf((size_t)d->c_out, &r);
-    float *scratch = randbuf(strop__conv2d_scratch_floats(d, 1, 1) + strop__conv2d_scratch_floats(d, 0, 1) + 1, &r);
+    float *scratch = randbuf(strop__conv2d_scratch_floats(d, 1, 1, NULL) + strop__conv2d_scratch_floats(d, 0, 1, NULL) + 1, &r);
     float *col = randbuf(ncol, &r), *dcol = randbuf(ncol, &r);
     double *ts = malloc((size_t)iters * sizeof *ts), *tg = malloc((size_t)iters * sizeof *tg);
     for (int it = -2; it < iters; it++) { /* two warm-up rounds */
       double t0 = bench_now();
-      strop__conv2d_forward(d, x, w, b, y, scratch, 1);
-      strop__conv2d_backward(d, x, w, dy, cases[c].need_dx ? dx : NULL, dw, db, scratch, 1);
+      strop__conv2d_forward(d, x, w, b, y, scratch, 1, NULL);
+      strop__conv2d_backward(d, x, w, dy, cases[c].need_dx ? dx : NULL, dw, db, scratch, 1, NULL);
       double t1 = bench_now();
       gemm_floor(d, cases[c].need_dx, w, col, dy, y, dw, dcol);
       double t2 = bench_now();

@@ -10,6 +10,7 @@
 #include "core/core.h"
 #include "graph/graph.h"
 #include "harness.h"
+#include "ops/pool.h"
 #include "strop/strop.h"
 #include "testutil.h"
 
@@ -283,6 +284,163 @@ START_TEST(threads_agree) {
   ck_assert_double_le(strop_test_max_rel(grads[1], grads[0], ng[0], 1e-4, NULL), 1e-4);
   ck_assert_int_eq(strop_set_num_threads(0), STROP_OK);
   strop_model_free(m);
+}
+END_TEST
+
+/* A conv followed by a relu and/or a max-pool runs them in its epilogue, image by image
+ * (lib/ops/conv.c): outputs, every parameter gradient and the input gradient are the unfused
+ * graph's bit for bit, at 1 and 3 threads, also with ties (all-negative windows), NaN inputs,
+ * overlapping, padded and dilated windows and odd sizes; a fan-out or a kept activation stops
+ * the fusion. */
+static const struct fuse_case {
+  int64_t shape[3];
+  int fused_nodes; /* how many nodes the fusion should absorb in this model */
+  strop_test_node nodes[8];
+} FUSE[] = {
+    {{3, 8, 8}, 2, {{"c", "conv2d", "out_channels=5 kernel_size=3 padding=1", NULL},
+                    {"r", "relu", "", NULL},
+                    {"p", "maxpool2d", "kernel_size=2", NULL},
+                    {"f", "flatten", "", NULL},
+                    {"fc", "linear", "out_features=7", NULL}}},
+    {{2, 9, 9}, 4, {{"c", "conv2d", "out_channels=4 kernel_size=3 padding=1", NULL},
+                    {"r", "relu", "", NULL},
+                    {"p", "maxpool2d", "kernel_size=2", NULL},
+                    {"c2", "conv2d", "out_channels=6 kernel_size=2 stride=1", NULL},
+                    {"r2", "relu", "", NULL},
+                    {"p2", "maxpool2d", "kernel_size=3 stride=2 padding=1", NULL},
+                    {"f", "flatten", "", NULL}}},
+    {{4, 11, 10}, 2, {{"c", "conv2d", "out_channels=6 kernel_size=3 stride=2 groups=2 bias=false",
+                       NULL},
+                      {"r", "relu", "", NULL},
+                      {"c2", "conv2d", "out_channels=3 kernel_size=1", NULL},
+                      {"p", "maxpool2d", "kernel_size=2 stride=1 dilation=2", NULL},
+                      {"f", "flatten", "", NULL}}},
+    /* the relu is read twice: the first conv takes it, not the pool after it */
+    {{2, 6, 6}, 2, {{"c", "conv2d", "out_channels=3 kernel_size=3 padding=1", NULL},
+                    {"r", "relu", "", NULL},
+                    {"p", "maxpool2d", "kernel_size=2", "r"},
+                    {"q", "avgpool2d", "kernel_size=2", "r"},
+                    {"s", "add", "", "p,q"},
+                    {"c2", "conv2d", "out_channels=2 kernel_size=1", "s"},
+                    {"r2", "relu", "", NULL},
+                    {"f", "flatten", "", NULL}}},
+};
+#define N_FUSE ((int)(sizeof FUSE / sizeof FUSE[0]))
+
+static int count_fused(const strop_model *m) {
+  int k = 0;
+  for (int i = 0; i < m->n_nodes; i++) k += m->nodes[i].fused < 0;
+  return k;
+}
+
+START_TEST(fused_chains_match_unfused) {
+  const struct fuse_case *fc = &FUSE[_i];
+  int nn = 0;
+  while (nn < 8 && fc->nodes[nn].name) nn++;
+  strop_model *m = strop_test_build(3, fc->shape, fc->nodes, nn, 11);
+  m->want_input_grad = 1;
+  enum { N = 5, CAP = 40000 };
+  const int64_t per = fc->shape[0] * fc->shape[1] * fc->shape[2];
+  int64_t od[4];
+  int orank = strop_model_output_shape(m, od, 4);
+  int64_t on = N;
+  for (int i = 0; i < orank; i++) on *= od[i];
+  ck_assert_int_le(N * per, CAP);
+  ck_assert_int_le(on, CAP);
+  static float x[CAP], dout[CAP], out[2][CAP], grads[2][2 * CAP];
+  for (int variant = 0; variant < 3; variant++) {
+    for (int64_t i = 0; i < N * per; i++) x[i] = sinf(0.37f * (float)i + 0.1f * (float)variant);
+    if (variant == 1) {
+      /* sample 1 all negative after a zeroed conv: every relu output is 0, windows tie */
+      for (int i = 0; i < m->n_params; i++)
+        if (!strcmp(m->params[i]->name, "c.weight"))
+          memset(m->params[i]->data, 0, sizeof(float) * m->params[i]->numel);
+    }
+    if (variant == 2) x[per + 3] = NAN; /* a NaN inside sample 1 */
+    for (int64_t i = 0; i < on; i++) dout[i] = cosf(0.11f * (float)i);
+    for (int t = 1; t <= 3; t += 2) {
+      ck_assert_int_eq(strop_set_num_threads(t), STROP_OK);
+      size_t ng[2];
+      for (int r = 0; r < 2; r++) {
+        m->no_fusion = r;
+        run_grads(m, x, dout, N, out[r], grads[r], &ng[r]);
+        ck_assert_uint_le(ng[r], 2 * CAP);
+        ck_assert_int_eq(count_fused(m), r ? 0 : fc->fused_nodes);
+      }
+      ck_assert_uint_eq(ng[0], ng[1]);
+      ck_assert_msg(memcmp(out[0], out[1], sizeof(float) * (size_t)on) == 0,
+                    "case %d variant %d threads %d: outputs differ", _i, variant, t);
+      for (size_t i = 0; i < ng[0]; i++)
+        ck_assert_msg(memcmp(&grads[0][i], &grads[1][i], sizeof(float)) == 0,
+                      "case %d variant %d threads %d: gradient %zu: fused %.9g, unfused %.9g",
+                      _i, variant, t, i, (double)grads[0][i], (double)grads[1][i]);
+    }
+  }
+  /* an activation the caller keeps (the trunk-output cache) is stored, so no chain runs
+   * through it */
+  m->no_fusion = 0;
+  for (int keep = 0; keep < 2; keep++) {
+    m->keep_act = keep;
+    const strop__act *o;
+    ck_assert_int_eq(strop__model_forward_exec(m, x, N, 0, NULL, &o), STROP_OK);
+    ck_assert_ptr_nonnull(m->acts[keep].data);
+    ck_assert_int_eq(m->nodes[0].fused, keep);
+    strop__model_step_end(m);
+  }
+  m->keep_act = -1;
+  ck_assert_int_eq(strop_set_num_threads(0), STROP_OK);
+  strop_model_free(m);
+}
+END_TEST
+
+/* The 2x2 max-pool kernels (AVX-512 where the CPU has it, SSE2, plain C), with and without
+ * the fused relu, give the same bits: every width from 1 to 37 windows (the vector loops'
+ * tails), odd planes with an uncovered row and column, ties, -0, NaN and infinities; and the
+ * fused relu equals relu then pool. */
+START_TEST(maxpool_kernels_agree) {
+  enum { C = 3, HMAX = 9, WMAX = 75, CAP = 4 * HMAX * WMAX };
+  static float x[CAP], xr[CAP], y[3][CAP], dy[CAP], dx[3][CAP];
+  static int32_t am[3][CAP];
+  static const float special[] = {0.0f, -0.0f, 1.0f, 1.0f, -2.0f, NAN, INFINITY, -INFINITY};
+  for (int64_t ow = 1; ow <= 37; ow++) {
+    for (int odd = 0; odd < 2; odd++) {
+      strop__pool2d_dims d = {2, C / 2 + 1, 2 * 4 + odd, 2 * ow + odd, 2, 2, 2, 2, 0, 0,
+                              1, 1, 4, ow};
+      const int64_t nin = d.n * d.c * d.h * d.w, nout = d.n * d.c * d.oh * d.ow;
+      ck_assert_int_le(nin, CAP);
+      for (int64_t i = 0; i < nin; i++)
+        x[i] = (i * 7 + ow) % 5 == 0 ? special[(i + ow) % 8] : sinf(0.7f * (float)i) - 0.3f;
+      for (int64_t i = 0; i < nout; i++) dy[i] = cosf(0.3f * (float)i) + 1.5f;
+      for (int relu = 0; relu < 2; relu++) {
+        for (int isa = 0; isa < 3; isa++) {
+          strop__pool_isa = isa;
+          strop__maxpool2d_forward_ex(&d, x, y[isa], am[isa], relu);
+          strop__maxpool2d_backward_assign_ex(&d, dy, am[isa], relu ? y[isa] : NULL, dx[isa]);
+        }
+        strop__pool_isa = 0;
+        for (int isa = 1; isa < 3; isa++) {
+          ck_assert_msg(memcmp(y[0], y[isa], sizeof(float) * (size_t)nout) == 0,
+                        "ow %lld odd %d relu %d: forward differs from isa %d", (long long)ow,
+                        odd, relu, isa);
+          ck_assert(memcmp(am[0], am[isa], sizeof(int32_t) * (size_t)nout) == 0);
+          ck_assert_msg(memcmp(dx[0], dx[isa], sizeof(float) * (size_t)nin) == 0,
+                        "ow %lld odd %d relu %d: backward differs from isa %d", (long long)ow,
+                        odd, relu, isa);
+        }
+      }
+      /* fused relu = relu layer then pool layer, forward and (relu's backward) backward */
+      strop__maxpool2d_forward_ex(&d, x, y[0], am[0], 1);
+      strop__maxpool2d_backward_assign_ex(&d, dy, am[0], y[0], dx[0]);
+      for (int64_t i = 0; i < nin; i++) xr[i] = x[i] < 0.0f ? 0.0f : x[i];
+      strop__maxpool2d_forward(&d, xr, y[1], am[1]);
+      strop__maxpool2d_backward_assign(&d, dy, am[1], dx[1]);
+      for (int64_t i = 0; i < nin; i++) dx[1][i] = xr[i] <= 0.0f ? 0.0f : dx[1][i];
+      ck_assert(memcmp(y[0], y[1], sizeof(float) * (size_t)nout) == 0);
+      ck_assert(memcmp(am[0], am[1], sizeof(int32_t) * (size_t)nout) == 0);
+      ck_assert_msg(memcmp(dx[0], dx[1], sizeof(float) * (size_t)nin) == 0,
+                    "ow %lld odd %d: fused relu backward differs", (long long)ow, odd);
+    }
+  }
 }
 END_TEST
 
@@ -636,6 +794,8 @@ static Suite *suite(void) {
   tcase_add_test(tc, bn_forward_reference);
   tcase_add_test(tc, warm_step_no_alloc);
   tcase_add_test(tc, threads_agree);
+  tcase_add_loop_test(tc, fused_chains_match_unfused, 0, N_FUSE);
+  tcase_add_test(tc, maxpool_kernels_agree);
   suite_add_tcase(s, tc);
   tc = tcase_create("gradcheck");
   tcase_add_loop_test(tc, gradcheck, 0, N_GC);

@@ -30,6 +30,9 @@ struct strop_model {
   const float *step_pad_mask;   /* its padding mask (borrowed for the step), or NULL */
   int have_forward;             /* 1 after a forward, until backward/step end */
   int want_input_grad;          /* tests: also compute d loss / d input */
+  int keep_act;                 /* a node whose activation must be stored even where fusion
+                                   would skip it (the trunk-output cache reads it), or -1 */
+  int no_fusion;                /* 1: run every node by itself (tests, benchmarks) */
   float *input_grad;            /* arena, when want_input_grad */
 };
 

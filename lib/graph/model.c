@@ -113,6 +113,7 @@ strop_status strop_model_create(int rank, const int64_t *input_shape, strop_mode
   memcpy(m->in_shape.d, input_shape, (size_t)rank * sizeof *input_shape);
   strop__arena_init(&m->arena);
   strop__rng_seed(&m->rng, 0, 0);
+  m->keep_act = -1;
   *out = m;
   return STROP_OK;
 }
@@ -474,6 +475,39 @@ void strop__model_step_end(strop_model *m) {
   }
 }
 
+static void count_consumers(strop_model *m) {
+  for (int i = 0; i < m->n_nodes; i++) m->consumers[i] = 0;
+  for (int i = 0; i < m->n_nodes; i++)
+    for (int j = 0; j < m->nodes[i].n_in; j++)
+      if (m->nodes[i].in[j] >= 0) m->consumers[m->nodes[i].in[j]]++;
+}
+
+/* Asks each layer that can fuse which of the nodes after it it computes itself (see
+ * strop__layer_vtable.fuse): a chain of sole readers, none of whose outputs but the last is
+ * the model's output or m->keep_act. */
+static void plan_fusion(strop_model *m) {
+  const int nn = m->n_nodes;
+  count_consumers(m);
+  for (int i = 0; i < nn; i++) m->nodes[i].fused = 0;
+  for (int i = 0; i < nn; i++) {
+    strop__node *nd = &m->nodes[i];
+    if (nd->fused < 0 || !nd->vt->fuse) continue;
+    strop__node *next[STROP__FUSE_MAX];
+    int len = 0;
+    for (int j = i; !m->no_fusion && len < STROP__FUSE_MAX && j + 1 < nn; j++) {
+      const strop__node *b = &m->nodes[j + 1];
+      if (j == m->keep_act || m->consumers[j] != 1 || b->n_in != 1 || b->in[0] != j ||
+          b->n_params > 0)
+        break;
+      next[len++] = &m->nodes[j + 1];
+    }
+    int k = nd->vt->fuse(nd, next, len);
+    if (k < 0 || k > len) k = 0; /* a layer's bug must not become the graph's */
+    nd->fused = k;
+    for (int j = 1; j <= k; j++) m->nodes[i + j].fused = -1;
+  }
+}
+
 strop_status strop__model_forward_exec(strop_model *m, const float *input, int64_t n,
                                        int training, const float *pad_mask,
                                        const strop__act **out) {
@@ -486,28 +520,37 @@ strop_status strop__model_forward_exec(strop_model *m, const float *input, int64
   m->batch = n;
   m->step_training = training;
   m->step_pad_mask = pad_mask;
+  plan_fusion(m);
   strop__act ins_local[16];
   for (int i = 0; i < m->n_nodes; i++) {
     strop__node *nd = &m->nodes[i];
+    if (nd->fused < 0) continue; /* computed by the node that fused it */
     strop__act *ins = nd->n_in <= 16 ? ins_local
                                      : strop__arena_alloc(&m->arena, (size_t)nd->n_in * sizeof *ins);
     if (!ins) return strop__err(STROP_E_NOMEM, "layer '%s': out of memory", nd->name);
     for (int j = 0; j < nd->n_in; j++) ins[j] = nd->in[j] < 0 ? m->input : m->acts[nd->in[j]];
-    strop__act *o = &m->acts[i];
-    o->n = n;
-    o->shape = nd->out_shape;
+    /* a fused chain stores only its last node's output */
+    const int last = i + nd->fused;
+    for (int j = i; j <= last; j++) {
+      m->acts[j].data = NULL;
+      m->acts[j].n = n;
+      m->acts[j].shape = m->nodes[j].out_shape;
+      m->nodes[j].saved = NULL;
+    }
+    strop__act *o = &m->acts[last];
+    const strop__node *ln = &m->nodes[last];
     size_t bytes;
-    if (strop__mul_overflow(strop__shape_numel(&nd->out_shape) * sizeof(float), (size_t)n, &bytes))
-      return strop__err(STROP_E_SHAPE, "layer '%s': activation size overflows", nd->name);
+    if (strop__mul_overflow(strop__shape_numel(&ln->out_shape) * sizeof(float), (size_t)n, &bytes))
+      return strop__err(STROP_E_SHAPE, "layer '%s': activation size overflows", ln->name);
     o->data = strop__arena_alloc(&m->arena, bytes);
     if (!o->data) return strop__err(STROP_E_NOMEM, "layer '%s': out of memory for %zu bytes of "
-                                    "activations", nd->name, bytes);
-    nd->saved = NULL;
+                                    "activations", ln->name, bytes);
     strop_status s = nd->vt->forward(nd, &x, ins, o);
     if (s) {
       strop__model_step_end(m);
       return s;
     }
+    i = last;
   }
   m->have_forward = 1;
   *out = &m->acts[m->n_nodes - 1];
@@ -555,11 +598,8 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
     m->upstream_trainable[i] = up;
     nd->needs_backward = up;
     m->grads[i] = NULL;
-    m->consumers[i] = 0;
   }
-  for (int i = 0; i < nn; i++)
-    for (int j = 0; j < m->nodes[i].n_in; j++)
-      if (m->nodes[i].in[j] >= 0) m->consumers[m->nodes[i].in[j]]++;
+  count_consumers(m);
   /* backward sees the forward's mode and mask */
   strop__exec x = {&m->arena, &m->rng, m->step_training, strop__num_threads(), m->step_pad_mask, 0};
   size_t in_bytes = strop__shape_numel(&m->in_shape) * sizeof(float) * (size_t)m->batch;
@@ -580,8 +620,11 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
   int n_spares = 0;
   float *din_local[16];
   for (int i = nn - 1; i >= 0; i--) {
-    strop__node *nd = &m->nodes[i];
     if (!m->upstream_trainable[i] || !m->grads[i]) continue;
+    /* the last node of a fused chain: the chain's first node differentiates all of it */
+    int first = i;
+    while (first > 0 && m->nodes[first].fused < 0) first--;
+    strop__node *nd = &m->nodes[first];
     x.din_assign = 0;
     float **din = nd->n_in <= 16 ? din_local
                                  : strop__arena_alloc(&m->arena, (size_t)nd->n_in * sizeof *din);
@@ -632,6 +675,7 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
       spares[n_spares++].bytes = gbytes[i];
       m->grads[i] = NULL;
     }
+    i = first;
   }
   return STROP_OK;
 }

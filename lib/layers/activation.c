@@ -2,6 +2,7 @@
  * softmax, log_softmax (along one dimension). Kernels are in ops/dense.c. */
 #include <string.h>
 
+#include "layers/fuse.h"
 #include "layers/layer.h"
 #include "ops/dense.h"
 
@@ -210,3 +211,5 @@ static int kind_of(const strop__node *n) {
   if (v == &strop__layer_log_softmax) return ACT_LOGSOFTMAX;
   return -1;
 }
+
+int strop__layer_is_relu(const strop__node *n) { return n->vt == &strop__layer_relu; }

@@ -2,6 +2,7 @@
  * [N, out_channels, OH, OW], weight [out, in/groups, kh, kw]. Math in ops/conv.c. */
 #include <string.h>
 
+#include "layers/fuse.h"
 #include "layers/init.h"
 #include "layers/layer.h"
 #include "ops/conv.h"
@@ -16,6 +17,9 @@ typedef struct conv_cfg {
   int bias;
   int pad_mode;        /* PAD_*; "same" resolves padding (left side) in infer */
   int64_t oh, ow;      /* output size, from infer */
+  /* run time, from conv_fuse: a relu and/or a max-pool computed in the conv's epilogue */
+  int ep_relu, ep_pool;
+  strop__pool2d_dims ep_pd;
 } conv_cfg;
 
 static strop__opt *raw_opt(strop__opts *o, const char *key) {
@@ -173,9 +177,39 @@ static int conv_chunks(const strop__exec *x, const strop__conv2d_dims *d) {
   return strop__par_chunks(x->nthreads, d->n, 1);
 }
 
+/* The epilogue of the fused relu / max-pool, or NULL when nothing is fused. */
+static strop__conv2d_epilogue *conv_epilogue(const conv_cfg *c, strop__conv2d_epilogue *ep) {
+  if (!c->ep_relu && !c->ep_pool) return NULL;
+  memset(ep, 0, sizeof *ep);
+  ep->relu = c->ep_relu;
+  ep->pool = c->ep_pool;
+  ep->pd = c->ep_pd;
+  return ep;
+}
+
+/* A relu, a max-pool, or a relu then a max-pool after the conv run in its epilogue, image by
+ * image while the conv's output is in cache: the two full-size activations are never stored,
+ * and the numbers are the unfused ones (same kernels, same order). */
+static int conv_fuse(strop__node *n, strop__node *const *next, int n_next) {
+  conv_cfg *c = n->cfg;
+  int k = 0;
+  c->ep_relu = c->ep_pool = 0;
+  if (k < n_next && strop__layer_is_relu(next[k])) {
+    c->ep_relu = 1;
+    k++;
+  }
+  if (k < n_next && strop__layer_maxpool_window(next[k], &c->ep_pd)) {
+    c->ep_pool = 1;
+    k++;
+  }
+  return k;
+}
+
 static float *conv_scratch(strop__node *n, const strop__exec *x, const strop__conv2d_dims *d,
                            int backward, strop_status *st) {
-  size_t fl = strop__conv2d_scratch_floats(d, backward, conv_chunks(x, d));
+  strop__conv2d_epilogue ep;
+  size_t fl = strop__conv2d_scratch_floats(d, backward, conv_chunks(x, d),
+                                           conv_epilogue(n->cfg, &ep));
   *st = STROP_OK;
   float *p = strop__arena_alloc(x->arena, fl * sizeof(float));
   if (!p)
@@ -190,16 +224,27 @@ static strop_status conv_forward(strop__node *n, const strop__exec *x, const str
   strop__param *w = strop__node_param(n, "weight"), *b = strop__node_param(n, "bias");
   strop__conv2d_dims d = conv_dims(c, &in[0].shape, in[0].n);
   strop_status st;
+  strop__conv2d_epilogue epb;
+  strop__conv2d_epilogue *ep = conv_epilogue(c, &epb);
+  n->saved = NULL;
+  if (ep && ep->pool) {
+    /* the pool's winners, kept for the backward */
+    size_t cnt = (size_t)(d.n * d.c_out * ep->pd.oh * ep->pd.ow);
+    ep->argmax = strop__arena_alloc(x->arena, (cnt ? cnt : 1) * sizeof(int32_t));
+    if (!ep->argmax)
+      return strop__err(STROP_E_NOMEM, "layer '%s' (conv2d): out of memory for the fused "
+                                       "max-pool's argmax", n->name);
+    n->saved = ep->argmax;
+  }
   float *scratch = conv_scratch(n, x, &d, 0, &st);
   if (st) return st;
   strop__conv2d_forward(&d, in[0].data, w->data, b ? b->data : NULL, out->data, scratch,
-                        conv_chunks(x, &d));
+                        conv_chunks(x, &d), ep);
   return STROP_OK;
 }
 
 static strop_status conv_backward(strop__node *n, const strop__exec *x, const strop__act *in,
                                   const strop__act *out, const float *dout, float *const *din) {
-  (void)out;
   const conv_cfg *c = n->cfg;
   strop__param *w = strop__node_param(n, "weight"), *b = strop__node_param(n, "bias");
   float *dw = w->trainable ? w->grad : NULL;
@@ -207,10 +252,19 @@ static strop_status conv_backward(strop__node *n, const strop__exec *x, const st
   if (!dw && !db && !din[0]) return STROP_OK;
   strop__conv2d_dims d = conv_dims(c, &in[0].shape, in[0].n);
   strop_status st = STROP_OK;
+  strop__conv2d_epilogue epb;
+  strop__conv2d_epilogue *ep = conv_epilogue(c, &epb);
+  if (ep) {
+    if (ep->pool && !n->saved)
+      return strop__err(STROP_E_INTERNAL, "layer '%s' (conv2d): backward without forward",
+                        n->name);
+    ep->argmax = n->saved;
+    ep->y = out->data;
+  }
   float *scratch = conv_scratch(n, x, &d, 1, &st);
   if (st) return st;
   strop__conv2d_backward(&d, in[0].data, w->data, dout, din[0], dw, db, scratch,
-                         conv_chunks(x, &d));
+                         conv_chunks(x, &d), ep);
   return STROP_OK;
 }
 
@@ -225,4 +279,5 @@ const strop__layer_vtable strop__layer_conv2d = {
     .init = conv_init,
     .forward = conv_forward,
     .backward = conv_backward,
+    .fuse = conv_fuse,
 };

@@ -102,6 +102,9 @@ struct strop__node {
   int frozen_stats;               /* 1: BatchNorm uses running stats even in train mode */
   /* run time, set per step by the graph */
   void *saved;                    /* arena memory the layer keeps for its backward */
+  int fused;                      /* from the layer's fuse at each forward: > 0 this node
+                                     computes the next `fused` nodes too; -1 a node so
+                                     computed; 0 neither */
   int needs_backward;             /* graph: some trainable parameter is here or upstream */
   char **in_names;                /* n_in input names as given; resolved to in[] at finalize */
 };
@@ -147,7 +150,19 @@ struct strop__layer_vtable {
    * for each param with p->trainable && p->grad. in/out are the forward's activations. */
   strop_status (*backward)(strop__node *n, const strop__exec *x, const strop__act *in,
                            const strop__act *out, const float *dout, float *const *din);
+  /* Optional fusion, asked before each forward. next[0..n_next) is a chain after this node:
+   * next[0] is the sole reader of this node's output, next[i + 1] the sole reader of next[i]'s,
+   * and none of their outputs but the last may be needed by anyone else. Returns how many of
+   * them, k (a prefix), this layer computes itself until asked again (0: none; a call undoes
+   * an earlier fusion). With k > 0 the graph stores no activation for this node nor the first
+   * k - 1 of next, does not run next[0..k), and calls this layer's forward with out = the
+   * output of next[k - 1] and its backward with that output and its gradient. Fused nodes
+   * must have no parameters. */
+  int (*fuse)(strop__node *n, strop__node *const *next, int n_next);
 };
+
+/* The longest chain the graph offers a layer's fuse. */
+#define STROP__FUSE_MAX 2
 
 /* The registry: look up a layer type by name; NULL if unknown. */
 const strop__layer_vtable *strop__layer_find(const char *type);

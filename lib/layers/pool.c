@@ -1,5 +1,6 @@
 /* strop — pooling layers: maxpool2d and avgpool2d (torch.nn.MaxPool2d / AvgPool2d, floor
  * mode) on [N, C, H, W], and global_avgpool [N, C, H, W] -> [N, C]. Math in ops/pool.c. */
+#include "layers/fuse.h"
 #include "layers/layer.h"
 #include "ops/conv.h"
 #include "ops/pool.h"
@@ -96,6 +97,15 @@ static strop__pool2d_dims pool_dims(const pool_cfg *c, const strop__act *a) {
                           c->padding[0],  c->padding[1], c->dilation[0], c->dilation[1],
                           c->oh,          c->ow};
   return d;
+}
+
+extern const strop__layer_vtable strop__layer_maxpool2d;
+
+int strop__layer_maxpool_window(const strop__node *n, strop__pool2d_dims *d) {
+  if (n->vt != &strop__layer_maxpool2d) return 0;
+  strop__act a = {NULL, 0, n->in_shapes[0]};
+  *d = pool_dims(n->cfg, &a);
+  return 1;
 }
 
 static strop_status maxpool_forward(strop__node *n, const strop__exec *x, const strop__act *in,

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/core.h"
+#include "ops/dense.h"
 #include "ops/ops.h"
 
 int64_t strop__conv_out_len(int64_t in, int64_t k, int64_t stride, int64_t pad, int64_t dil) {
@@ -44,9 +45,18 @@ static int64_t part_len(const strop__conv2d_dims *d) {
   return (d->c_out * (kdim(d) + 1) + 15) / 16 * 16;
 }
 
-size_t strop__conv2d_scratch_floats(const strop__conv2d_dims *d, int backward, int chunks) {
+/* Per chunk, for an epilogue: the image's raw output before the pool (forward) or its
+ * gradient (backward). */
+static int64_t ep_len(const strop__conv2d_dims *d, int backward,
+                      const strop__conv2d_epilogue *ep) {
+  if (!ep || !(ep->pool || (backward && ep->relu))) return 0;
+  return (d->c_out * d->oh * d->ow + 15) / 16 * 16;
+}
+
+size_t strop__conv2d_scratch_floats(const strop__conv2d_dims *d, int backward, int chunks,
+                                    const strop__conv2d_epilogue *ep) {
   if (chunks < 1) chunks = 1;
-  int64_t per = cols_len(d) + (backward ? part_len(d) : 0);
+  int64_t per = cols_len(d) + (backward ? part_len(d) : 0) + ep_len(d, backward, ep);
   int64_t aug = !backward && fused_bias(d) ? part_len(d) : 0;
   return (size_t)(ones_len(d) + aug + chunks * per);
 }
@@ -167,10 +177,31 @@ typedef struct conv_job {
   const float *x, *w, *b, *dy, *ones;
   float *y, *dx, *dw, *db;
   float *waug;  /* forward, fused bias: [c_out, K + 1] */
-  float *chunk0; /* per-chunk areas start here, each cols_len (+ part_len in the backward) */
+  float *chunk0; /* per-chunk areas start here, each cols_len (+ part_len in the backward)
+                    + ep_len */
   int64_t per;   /* floats per chunk area */
   int chunks, fused, partial;
+  const strop__conv2d_epilogue *ep; /* NULL: none */
+  strop__pool2d_dims pd;            /* the epilogue's pool over one image */
 } conv_job;
+
+/* The epilogue's per-chunk buffers: after the columns and (backward) the partial sums. */
+static float *ep_area(const conv_job *j, float *colbuf, int backward) {
+  return colbuf + cols_len(j->d) + (backward ? part_len(j->d) : 0);
+}
+
+/* Forward epilogue of image n, whose raw output is yn: the pool (of the relu) into y, or the
+ * relu in place. */
+static void fwd_epilogue(const conv_job *j, int64_t n, float *yn) {
+  const strop__conv2d_epilogue *ep = j->ep;
+  const int64_t P = j->d->oh * j->d->ow, O = j->pd.oh * j->pd.ow;
+  if (!ep) return;
+  if (ep->pool)
+    strop__maxpool2d_forward_ex(&j->pd, yn, j->y + n * j->d->c_out * O,
+                                ep->argmax + n * j->d->c_out * O, ep->relu);
+  else if (ep->relu)
+    strop__relu_forward(yn, yn, (size_t)(j->d->c_out * P));
+}
 
 static void fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   const conv_job *j = ctx;
@@ -178,18 +209,21 @@ static void fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   const int64_t G = d->groups, cout_g = d->c_out / G, K = kdim(d), P = d->oh * d->ow;
   const int64_t HW = d->h * d->w;
   float *colbuf = j->chunk0 + chunk * j->per;
+  /* with a pool the raw output stays in this chunk's buffer; otherwise it is y itself */
+  float *raw = j->ep && j->ep->pool ? ep_area(j, colbuf, 0) : NULL;
   if (j->fused) {
     for (int64_t p = 0; p < P; p++) colbuf[K * P + p] = 1.0f;
     for (int64_t n = lo; n < hi; n++) {
+      float *yn = raw ? raw : j->y + n * d->c_out * P;
       im2col(d, j->x + n * d->c_in * HW, colbuf);
-      strop__sgemm(0, 0, d->c_out, P, K + 1, 1.0f, j->waug, K + 1, colbuf, P, 0.0f,
-                   j->y + n * d->c_out * P, P);
+      strop__sgemm(0, 0, d->c_out, P, K + 1, 1.0f, j->waug, K + 1, colbuf, P, 0.0f, yn, P);
+      fwd_epilogue(j, n, yn);
     }
     return;
   }
   for (int64_t n = lo; n < hi; n++) {
     const float *xn = j->x + n * d->c_in * HW;
-    float *yn = j->y + n * d->c_out * P;
+    float *yn = raw ? raw : j->y + n * d->c_out * P;
     const float *cols = xn; /* pointwise: the image is its own column matrix */
     if (!is_pointwise(d)) {
       im2col(d, xn, colbuf);
@@ -200,14 +234,35 @@ static void fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
     for (int64_t g = 0; g < G; g++)
       strop__sgemm(0, 0, cout_g, P, K, 1.0f, j->w + g * cout_g * K, K, cols + g * K * P, P,
                    j->b ? 1.0f : 0.0f, yn + g * cout_g * P, P);
+    fwd_epilogue(j, n, yn);
   }
 }
 
+/* The epilogue's pool over one image of c_out planes. */
+static strop__pool2d_dims image_pool(const strop__conv2d_dims *d,
+                                     const strop__conv2d_epilogue *ep) {
+  strop__pool2d_dims pd;
+  memset(&pd, 0, sizeof pd);
+  if (ep && ep->pool) pd = ep->pd;
+  pd.n = 1;
+  pd.c = d->c_out;
+  pd.h = d->oh;
+  pd.w = d->ow;
+  if (!ep || !ep->pool) {
+    pd.oh = d->oh;
+    pd.ow = d->ow;
+  }
+  return pd;
+}
+
 void strop__conv2d_forward(const strop__conv2d_dims *d, const float *x, const float *w,
-                           const float *b, float *y, float *scratch, int chunks) {
+                           const float *b, float *y, float *scratch, int chunks,
+                           const strop__conv2d_epilogue *ep) {
   const int64_t K = kdim(d);
   if (chunks < 1) chunks = 1;
-  conv_job j = {.d = d, .x = x, .w = w, .b = b, .y = y, .chunks = chunks};
+  if (ep && !ep->relu && !ep->pool) ep = NULL;
+  conv_job j = {.d = d, .x = x, .w = w, .b = b, .y = y, .chunks = chunks, .ep = ep,
+                .pd = image_pool(d, ep)};
   j.fused = b && fused_bias(d);
   float *p = scratch + ones_len(d);
   if (j.fused) {
@@ -221,8 +276,24 @@ void strop__conv2d_forward(const strop__conv2d_dims *d, const float *x, const fl
     j.ones = fill_ones(d, scratch);
   }
   j.chunk0 = p;
-  j.per = cols_len(d);
+  j.per = cols_len(d) + ep_len(d, 0, ep);
   strop__par_run(chunks, d->n, fwd_chunk, &j);
+}
+
+/* The gradient of image n's raw output, from the epilogue's output gradient, in buf (the
+ * chunk's epilogue area): the pool's backward into the window winners, with the relu's mask,
+ * which at a winner is the pooled output's sign. */
+static const float *bwd_epilogue(const conv_job *j, int64_t n, float *buf) {
+  const strop__conv2d_epilogue *ep = j->ep;
+  const int64_t P = j->d->oh * j->d->ow, C = j->d->c_out;
+  if (!ep->pool) {
+    strop__relu_backward_assign(ep->y + n * C * P, j->dy + n * C * P, buf, (size_t)(C * P));
+    return buf;
+  }
+  const int64_t O = j->pd.oh * j->pd.ow;
+  strop__maxpool2d_backward_assign_ex(&j->pd, j->dy + n * C * O, ep->argmax + n * C * O,
+                                      ep->relu ? ep->y + n * C * O : NULL, buf);
+  return buf;
 }
 
 static void bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
@@ -244,7 +315,8 @@ static void bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   }
   for (int64_t n = lo; n < hi; n++) {
     const float *xn = j->x + n * d->c_in * HW;
-    const float *dyn = j->dy + n * d->c_out * P;
+    const float *dyn = j->ep ? bwd_epilogue(j, n, ep_area(j, colbuf, 1))
+                             : j->dy + n * d->c_out * P;
     /* db += dY 1 */
     if (db) strop__sgemm(0, 0, d->c_out, 1, P, 1.0f, dyn, P, j->ones, 1, 1.0f, db, 1);
     if (dw) {
@@ -274,17 +346,18 @@ static void bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
 
 void strop__conv2d_backward(const strop__conv2d_dims *d, const float *x, const float *w,
                             const float *dy, float *dx, float *dw, float *db, float *scratch,
-                            int chunks) {
+                            int chunks, const strop__conv2d_epilogue *ep) {
   const int64_t K = kdim(d);
   if (chunks < 1) chunks = 1;
+  if (ep && !ep->relu && !ep->pool) ep = NULL;
   conv_job j = {.d = d, .x = x, .w = w, .dy = dy, .dx = dx, .dw = dw, .db = db,
-                .chunks = chunks};
+                .chunks = chunks, .ep = ep, .pd = image_pool(d, ep)};
   /* [dW | db] accumulated together through the ones row of the columns */
   j.fused = dw && db && fused_bias(d);
   j.partial = (dw || db) && (chunks > 1 || j.fused);
   if (db && !j.fused) j.ones = fill_ones(d, scratch);
   j.chunk0 = scratch + ones_len(d);
-  j.per = cols_len(d) + part_len(d);
+  j.per = cols_len(d) + part_len(d) + ep_len(d, 1, ep);
   strop__par_run(chunks, d->n, bwd_chunk, &j);
   if (!j.partial) return;
   for (int c = 0; c < chunks; c++) {

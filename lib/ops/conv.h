@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ops/pool.h"
+
 /* Geometry of one conv2d call. oh/ow are filled by strop__conv2d_out_size. */
 typedef struct strop__conv2d_dims {
   int64_t n, c_in, h, w;   /* input [n, c_in, h, w] */
@@ -17,6 +19,19 @@ typedef struct strop__conv2d_dims {
   int64_t oh, ow;          /* output spatial size */
 } strop__conv2d_dims;
 
+/* What the convolution applies to each image's output before it leaves the cache, in place of
+ * a ReLU and/or a max-pool layer that follow it (the graph fuses such chains): the same kernels
+ * as those layers, run per image, so the numbers are the unfused ones bit for bit and neither
+ * the raw nor the rectified output is ever stored. */
+typedef struct strop__conv2d_epilogue {
+  int relu;               /* y = relu(y) (strop__relu_forward) */
+  int pool;               /* then y = maxpool(y) with pd's window (pd.n, c, h, w are ignored) */
+  strop__pool2d_dims pd;
+  int32_t *argmax;        /* pool: [n, c_out, pd.oh, pd.ow], written by the forward and read
+                             by the backward (as strop__maxpool2d_forward's) */
+  const float *y;         /* backward with relu: the forward's (final) output */
+} strop__conv2d_epilogue;
+
 /* Output size along one axis, or a value <= 0 when the (dilated) kernel does not fit the
  * padded input: floor((in + 2 pad - dil (k - 1) - 1) / stride) + 1. */
 int64_t strop__conv_out_len(int64_t in, int64_t k, int64_t stride, int64_t pad, int64_t dil);
@@ -26,18 +41,23 @@ void strop__conv2d_out_size(strop__conv2d_dims *d);
 /* Floats of scratch the forward (backward = 0) or the backward (backward = 1) needs when the
  * batch is split into `chunks` chunks run in parallel (strop__par_run); the caller hands that
  * much (64-byte aligned, e.g. from the step arena) and the same `chunks`; always > 0. */
-size_t strop__conv2d_scratch_floats(const strop__conv2d_dims *d, int backward, int chunks);
+size_t strop__conv2d_scratch_floats(const strop__conv2d_dims *d, int backward, int chunks,
+                                    const strop__conv2d_epilogue *ep);
 
 /* y = conv(x, w) + b. x [n, c_in, h, w]; w as above; b [c_out] or NULL; y [n, c_out, oh, ow]
- * (overwritten). */
+ * (overwritten). With an epilogue ep (or NULL), y = maxpool(relu(conv(x, w) + b)) as ep asks,
+ * [n, c_out, pd.oh, pd.ow] with a pool. */
 void strop__conv2d_forward(const strop__conv2d_dims *d, const float *x, const float *w,
-                           const float *b, float *y, float *scratch, int chunks);
+                           const float *b, float *y, float *scratch, int chunks,
+                           const strop__conv2d_epilogue *ep);
 
 /* Given dy [n, c_out, oh, ow]: ADDS d loss / dx into dx, d loss / dw into dw, d loss / db into
  * db; any of the three may be NULL (not wanted). With chunks > 1 the weight and bias gradients
  * are summed per chunk, then the chunks in order: deterministic for a given chunk count. */
+/* With an epilogue, dy is the gradient of the epilogue's output and ep carries the forward's
+ * argmax and output. */
 void strop__conv2d_backward(const strop__conv2d_dims *d, const float *x, const float *w,
                             const float *dy, float *dx, float *dw, float *db, float *scratch,
-                            int chunks);
+                            int chunks, const strop__conv2d_epilogue *ep);
 
 #endif

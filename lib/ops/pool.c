@@ -26,6 +26,11 @@ static int is_2x2(const strop__pool2d_dims *d) {
          d->dh == 1 && d->dw == 1 && 2 * d->oh <= d->h && 2 * d->ow <= d->w;
 }
 
+int strop__pool_isa = 0;
+
+/* relu as strop__relu_forward has it: negatives to +0, -0 and NaN kept */
+#define RELU(v) ((v) < 0.0f ? 0.0f : (v))
+
 /* One tap of the scan in the general loop's order and rules, without branches: v replaces m
  * when it is larger or NaN, unless m already is NaN (the first NaN wins). */
 #define MAX_TAP(v, off)                                     \
@@ -37,16 +42,22 @@ static int is_2x2(const strop__pool2d_dims *d) {
   } while (0)
 
 #if defined(__SSE2__)
+static __m128 relu_sse2(__m128 v, int relu) {
+  return relu ? _mm_andnot_ps(_mm_cmplt_ps(v, _mm_setzero_ps()), v) : v;
+}
+
 /* Four windows at once (baseline x86-64 SSE2): the taps deinterleaved from two rows, then the
  * same four MAX_TAP steps as masks. */
 static int64_t maxpool_2x2_row_sse2(const float *r0, const float *r1, float *y, int32_t *a,
-                                    int64_t ow, int32_t base, int32_t W) {
+                                    int64_t ow, int32_t base, int32_t W, int relu) {
   const __m128i one = _mm_set1_epi32(1), kw = _mm_set1_epi32(W), kw1 = _mm_set1_epi32(W + 1);
   const __m128i lane = _mm_setr_epi32(0, 2, 4, 6);
   int64_t ox = 0;
   for (; ox + 4 <= ow; ox += 4) {
-    const __m128 a0 = _mm_loadu_ps(r0 + 2 * ox), a1 = _mm_loadu_ps(r0 + 2 * ox + 4);
-    const __m128 b0 = _mm_loadu_ps(r1 + 2 * ox), b1 = _mm_loadu_ps(r1 + 2 * ox + 4);
+    const __m128 a0 = relu_sse2(_mm_loadu_ps(r0 + 2 * ox), relu);
+    const __m128 a1 = relu_sse2(_mm_loadu_ps(r0 + 2 * ox + 4), relu);
+    const __m128 b0 = relu_sse2(_mm_loadu_ps(r1 + 2 * ox), relu);
+    const __m128 b1 = relu_sse2(_mm_loadu_ps(r1 + 2 * ox + 4), relu);
     const __m128 t[3] = {_mm_shuffle_ps(a0, a1, _MM_SHUFFLE(3, 1, 3, 1)),
                          _mm_shuffle_ps(b0, b1, _MM_SHUFFLE(2, 0, 2, 0)),
                          _mm_shuffle_ps(b0, b1, _MM_SHUFFLE(3, 1, 3, 1))};
@@ -70,9 +81,96 @@ static int64_t maxpool_2x2_row_sse2(const float *r0, const float *r1, float *y, 
 }
 #endif
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(STROP_NO_CLONES)
+#  define POOL_AVX512 1
+#  include <immintrin.h>
+
+static int use_avx512(void) {
+  return strop__pool_isa == 0 && __builtin_cpu_supports("avx512f");
+}
+
+/* A whole row of windows, 16 at a time, with masked loads and stores for the rest (the
+ * conv outputs this follows are 14 or 7 windows wide): AVX-512 forward of the 2x2 scan. */
+__attribute__((target("avx512f"))) static void maxpool_2x2_row_avx512(
+    const float *r0, const float *r1, float *y, int32_t *a, int64_t ow, int32_t base, int32_t W,
+    int relu) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  const __m512 zero = _mm512_setzero_ps();
+  const __m512i off[3] = {_mm512_set1_epi32(1), _mm512_set1_epi32(W), _mm512_set1_epi32(W + 1)};
+  for (int64_t ox = 0; ox < ow; ox += 16) {
+    const int64_t nv = ow - ox < 16 ? ow - ox : 16, ni = 2 * nv;
+    const __mmask16 mo = (__mmask16)((1u << nv) - 1u);
+    const __mmask16 ml = (__mmask16)(ni >= 16 ? 0xffffu : (1u << ni) - 1u);
+    const __mmask16 mh = (__mmask16)(ni > 16 ? (1u << (ni - 16)) - 1u : 0u);
+    __m512 v[4];
+    for (int r = 0; r < 2; r++) {
+      const float *src = (r ? r1 : r0) + 2 * ox;
+      __m512 lo = _mm512_maskz_loadu_ps(ml, src), hi = _mm512_maskz_loadu_ps(mh, src + 16);
+      if (relu) {
+        lo = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(lo, zero, _CMP_LT_OQ), lo, zero);
+        hi = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(hi, zero, _CMP_LT_OQ), hi, zero);
+      }
+      v[2 * r] = _mm512_permutex2var_ps(lo, even, hi);
+      v[2 * r + 1] = _mm512_permutex2var_ps(lo, odd, hi);
+    }
+    __m512 m = v[0];
+    __m512i k = _mm512_setzero_si512();
+    for (int j = 0; j < 3; j++) {
+      const __m512 t = v[j + 1];
+      const __mmask16 u = (__mmask16)((_mm512_cmp_ps_mask(t, m, _CMP_GT_OQ) |
+                                       _mm512_cmp_ps_mask(t, t, _CMP_UNORD_Q)) &
+                                      _mm512_cmp_ps_mask(m, m, _CMP_ORD_Q));
+      m = _mm512_mask_blend_ps(u, m, t);
+      k = _mm512_mask_blend_epi32(u, k, off[j]);
+    }
+    _mm512_mask_storeu_ps(y + ox, mo, m);
+    const __m512i idx = _mm512_add_epi32(_mm512_add_epi32(k, even),
+                                         _mm512_set1_epi32(base + (int32_t)(2 * ox)));
+    _mm512_mask_storeu_epi32(a + ox, mo, idx);
+  }
+}
+
+/* The backward of one row of windows: each window's gradient (zero where the relu's output,
+ * the pooled value, is <= 0) to its winner, zeros to the other three cells. */
+__attribute__((target("avx512f"))) static void maxpool_2x2_back_row_avx512(
+    const float *g, const int32_t *am, const float *ry, float *r0, float *r1, int64_t ow,
+    int32_t base, int32_t W) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i ilo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i ihi = _mm512_add_epi32(ilo, _mm512_set1_epi32(8));
+  const __m512 zero = _mm512_setzero_ps();
+  for (int64_t ox = 0; ox < ow; ox += 16) {
+    const int64_t nv = ow - ox < 16 ? ow - ox : 16, ni = 2 * nv;
+    const __mmask16 mo = (__mmask16)((1u << nv) - 1u);
+    const __mmask16 ml = (__mmask16)(ni >= 16 ? 0xffffu : (1u << ni) - 1u);
+    const __mmask16 mh = (__mmask16)(ni > 16 ? (1u << (ni - 16)) - 1u : 0u);
+    __m512 gv = _mm512_maskz_loadu_ps(mo, g + ox);
+    if (ry)
+      gv = _mm512_mask_blend_ps(
+          _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(mo, ry + ox), zero, _CMP_LE_OQ), gv, zero);
+    const __m512i k = _mm512_sub_epi32(
+        _mm512_maskz_loadu_epi32(mo, am + ox),
+        _mm512_add_epi32(even, _mm512_set1_epi32(base + (int32_t)(2 * ox))));
+    const __m512 t0 = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(k, _mm512_setzero_si512()), gv);
+    const __m512 t1 = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(k, _mm512_set1_epi32(1)), gv);
+    const __m512 t2 = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(k, _mm512_set1_epi32(W)), gv);
+    const __m512 t3 =
+        _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(k, _mm512_set1_epi32(W + 1)), gv);
+    _mm512_mask_storeu_ps(r0 + 2 * ox, ml, _mm512_permutex2var_ps(t0, ilo, t1));
+    _mm512_mask_storeu_ps(r0 + 2 * ox + 16, mh, _mm512_permutex2var_ps(t0, ihi, t1));
+    _mm512_mask_storeu_ps(r1 + 2 * ox, ml, _mm512_permutex2var_ps(t2, ilo, t3));
+    _mm512_mask_storeu_ps(r1 + 2 * ox + 16, mh, _mm512_permutex2var_ps(t2, ihi, t3));
+  }
+}
+#else
+static int use_avx512(void) { return 0; }
+#endif
+
 static void maxpool_2x2_forward(const strop__pool2d_dims *d, const float *x, float *y,
-                                int32_t *argmax) {
+                                int32_t *argmax, int relu) {
   const int64_t H = d->h, W = d->w, oh = d->oh, ow = d->ow;
+  const int wide = use_avx512();
   for (int64_t pl = 0; pl < d->n * d->c; pl++) {
     const float *xp = x + pl * H * W;
     float *yp = y + pl * oh * ow;
@@ -81,15 +179,25 @@ static void maxpool_2x2_forward(const strop__pool2d_dims *d, const float *x, flo
       const float *r0 = xp + 2 * oy * W, *r1 = r0 + W;
       const int32_t base = (int32_t)(2 * oy * W);
       int64_t ox = 0;
+#if defined(POOL_AVX512)
+      if (wide) {
+        maxpool_2x2_row_avx512(r0, r1, yp + oy * ow, ap + oy * ow, ow, base, (int32_t)W, relu);
+        continue;
+      }
+#else
+      (void)wide;
+#endif
 #if defined(__SSE2__)
-      ox = maxpool_2x2_row_sse2(r0, r1, yp + oy * ow, ap + oy * ow, ow, base, (int32_t)W);
+      if (strop__pool_isa < 2)
+        ox = maxpool_2x2_row_sse2(r0, r1, yp + oy * ow, ap + oy * ow, ow, base, (int32_t)W,
+                                  relu);
 #endif
       for (; ox < ow; ox++) {
-        float m = r0[2 * ox];
+        float m = relu ? RELU(r0[2 * ox]) : r0[2 * ox];
         int32_t k = 0;
-        MAX_TAP(r0[2 * ox + 1], 1);
-        MAX_TAP(r1[2 * ox], (int32_t)W);
-        MAX_TAP(r1[2 * ox + 1], (int32_t)W + 1);
+        MAX_TAP(relu ? RELU(r0[2 * ox + 1]) : r0[2 * ox + 1], 1);
+        MAX_TAP(relu ? RELU(r1[2 * ox]) : r1[2 * ox], (int32_t)W);
+        MAX_TAP(relu ? RELU(r1[2 * ox + 1]) : r1[2 * ox + 1], (int32_t)W + 1);
         yp[oy * ow + ox] = m;
         ap[oy * ow + ox] = base + (int32_t)(2 * ox) + k;
       }
@@ -98,10 +206,10 @@ static void maxpool_2x2_forward(const strop__pool2d_dims *d, const float *x, flo
 }
 
 static void maxpool2d_forward_serial(const strop__pool2d_dims *d, const float *x, float *y,
-                              int32_t *argmax) {
+                                     int32_t *argmax, int relu) {
   const int64_t H = d->h, W = d->w, oh = d->oh, ow = d->ow;
   if (is_2x2(d)) {
-    maxpool_2x2_forward(d, x, y, argmax);
+    maxpool_2x2_forward(d, x, y, argmax, relu);
     return;
   }
   for (int64_t pl = 0; pl < d->n * d->c; pl++) {
@@ -120,7 +228,7 @@ static void maxpool2d_forward_serial(const strop__pool2d_dims *d, const float *x
           const int64_t row = (y0 + ki * d->dh) * W + x0;
           for (int64_t kj = kjlo; kj < kjhi; kj++) {
             const int64_t idx = row + kj * d->dw;
-            const float v = xp[idx];
+            const float v = relu ? RELU(xp[idx]) : xp[idx];
             if (v > m || isnan(v)) {
               m = v;
               best = idx;
@@ -136,35 +244,64 @@ static void maxpool2d_forward_serial(const strop__pool2d_dims *d, const float *x
   }
 }
 
+/* A window's gradient as the relu's backward passes it: zero where the relu's output (the
+ * pooled value ry) is <= 0, as strop__relu_backward_assign. */
+static float masked(const float *dy, const float *ry, int64_t o) {
+  const float g = dy[o];
+  return ry && ry[o] <= 0.0f ? 0.0f : g;
+}
+
+/* ADDS the (masked) window gradients into dx. */
 static void maxpool2d_backward_serial(const strop__pool2d_dims *d, const float *dy,
-                                      const int32_t *argmax, float *dx);
+                                      const int32_t *argmax, const float *ry, float *dx) {
+  const int64_t HW = d->h * d->w, O = d->oh * d->ow;
+  for (int64_t pl = 0; pl < d->n * d->c; pl++) {
+    float *dxp = dx + pl * HW;
+    const float *dyp = dy + pl * O, *ryp = ry ? ry + pl * O : NULL;
+    const int32_t *ap = argmax + pl * O;
+    for (int64_t o = 0; o < O; o++) dxp[ap[o]] += masked(dyp, ryp, o);
+  }
+}
 
 static void maxpool2d_backward_assign_serial(const strop__pool2d_dims *d, const float *dy,
-                                      const int32_t *argmax, float *dx) {
+                                             const int32_t *argmax, const float *ry,
+                                             float *dx) {
   const int64_t H = d->h, W = d->w, HW = H * W, oh = d->oh, ow = d->ow, O = oh * ow;
   if (!is_2x2(d)) {
     memset(dx, 0, sizeof(float) * (size_t)(d->n * d->c * HW));
-    maxpool2d_backward_serial(d, dy, argmax, dx);
+    maxpool2d_backward_serial(d, dy, argmax, ry, dx);
     return;
   }
+  const int wide = use_avx512();
   /* every input cell lies in at most one window: write each window's four cells, and zero the
    * odd row and column that no window covers */
   for (int64_t pl = 0; pl < d->n * d->c; pl++) {
     float *dxp = dx + pl * HW;
-    const float *dyp = dy + pl * O;
+    const float *dyp = dy + pl * O, *ryp = ry ? ry + pl * O : NULL;
     const int32_t *ap = argmax + pl * O;
     for (int64_t oy = 0; oy < oh; oy++) {
       float *r0 = dxp + 2 * oy * W, *r1 = r0 + W;
       const int32_t base = (int32_t)(2 * oy * W);
+      const float *gp = dyp + oy * ow, *rp = ryp ? ryp + oy * ow : NULL;
+      const int32_t *arow = ap + oy * ow;
       int64_t ox = 0;
+#if defined(POOL_AVX512)
+      if (wide) {
+        maxpool_2x2_back_row_avx512(gp, arow, rp, r0, r1, ow, base, (int32_t)W);
+        ox = ow;
+      }
+#else
+      (void)wide;
+#endif
 #if defined(__SSE2__)
-      {
+      if (strop__pool_isa < 2) {
         const __m128i kw = _mm_set1_epi32((int32_t)W), kw1 = _mm_set1_epi32((int32_t)W + 1);
         const __m128i one = _mm_set1_epi32(1), lane = _mm_setr_epi32(0, 2, 4, 6);
         for (; ox + 4 <= ow; ox += 4) {
-          const __m128 g = _mm_loadu_ps(dyp + oy * ow + ox);
+          __m128 g = _mm_loadu_ps(gp + ox);
+          if (rp) g = _mm_andnot_ps(_mm_cmple_ps(_mm_loadu_ps(rp + ox), _mm_setzero_ps()), g);
           const __m128i k = _mm_sub_epi32(
-              _mm_loadu_si128((const __m128i *)(const void *)(ap + oy * ow + ox)),
+              _mm_loadu_si128((const __m128i *)(const void *)(arow + ox)),
               _mm_add_epi32(lane, _mm_set1_epi32(base + (int32_t)(2 * ox))));
           const __m128 v0 = _mm_and_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(k, _mm_setzero_si128())), g);
           const __m128 v1 = _mm_and_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(k, one)), g);
@@ -178,8 +315,8 @@ static void maxpool2d_backward_assign_serial(const strop__pool2d_dims *d, const 
       }
 #endif
       for (; ox < ow; ox++) {
-        const float g = dyp[oy * ow + ox];
-        const int32_t k = ap[oy * ow + ox] - base - (int32_t)(2 * ox);
+        const float g = masked(gp, rp, ox);
+        const int32_t k = arow[ox] - base - (int32_t)(2 * ox);
         r0[2 * ox] = k == 0 ? g : 0.0f;
         r0[2 * ox + 1] = k == 1 ? g : 0.0f;
         r1[2 * ox] = k == W ? g : 0.0f;
@@ -191,17 +328,6 @@ static void maxpool2d_backward_assign_serial(const strop__pool2d_dims *d, const 
       }
     }
     if (H > 2 * oh) memset(dxp + (H - 1) * W, 0, sizeof(float) * (size_t)W);
-  }
-}
-
-static void maxpool2d_backward_serial(const strop__pool2d_dims *d, const float *dy,
-                               const int32_t *argmax, float *dx) {
-  const int64_t HW = d->h * d->w, O = d->oh * d->ow;
-  for (int64_t pl = 0; pl < d->n * d->c; pl++) {
-    float *dxp = dx + pl * HW;
-    const float *dyp = dy + pl * O;
-    const int32_t *ap = argmax + pl * O;
-    for (int64_t o = 0; o < O; o++) dxp[ap[o]] += dyp[o];
   }
 }
 
@@ -283,6 +409,8 @@ typedef struct pool_job {
   const float *in;
   float *out;
   int32_t *argmax;
+  int relu;         /* max forward: pool relu(in) */
+  const float *ry;  /* max backward: the relu's mask, from the pooled output; or NULL */
 } pool_job;
 
 static void pool_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
@@ -294,11 +422,13 @@ static void pool_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
   d.c = hi - lo;
   switch (j->op) {
     case POOL_MAX_FWD: maxpool2d_forward_serial(&d, j->in + lo * HW, j->out + lo * O,
-                                                j->argmax + lo * O); break;
+                                                j->argmax + lo * O, j->relu); break;
     case POOL_MAX_BWD: maxpool2d_backward_serial(&d, j->in + lo * O, j->argmax + lo * O,
+                                                 j->ry ? j->ry + lo * O : NULL,
                                                  j->out + lo * HW); break;
     case POOL_MAX_BWD_ASSIGN: maxpool2d_backward_assign_serial(&d, j->in + lo * O,
                                                                j->argmax + lo * O,
+                                                               j->ry ? j->ry + lo * O : NULL,
                                                                j->out + lo * HW); break;
     case POOL_AVG_FWD: avgpool2d_forward_serial(&d, j->in + lo * HW, j->out + lo * O,
                                                 j->count_include_pad); break;
@@ -314,30 +444,41 @@ static void pool_run(pool_job *j) {
 
 void strop__maxpool2d_forward(const strop__pool2d_dims *d, const float *x, float *y,
                               int32_t *argmax) {
-  pool_job j = {POOL_MAX_FWD, 0, d, x, y, argmax};
+  strop__maxpool2d_forward_ex(d, x, y, argmax, 0);
+}
+
+void strop__maxpool2d_forward_ex(const strop__pool2d_dims *d, const float *x, float *y,
+                                 int32_t *argmax, int relu) {
+  pool_job j = {POOL_MAX_FWD, 0, d, x, y, argmax, relu, NULL};
   pool_run(&j);
 }
 
 void strop__maxpool2d_backward(const strop__pool2d_dims *d, const float *dy,
                                const int32_t *argmax, float *dx) {
-  pool_job j = {POOL_MAX_BWD, 0, d, dy, dx, (int32_t *)argmax};
+  pool_job j = {POOL_MAX_BWD, 0, d, dy, dx, (int32_t *)argmax, 0, NULL};
   pool_run(&j);
 }
 
 void strop__maxpool2d_backward_assign(const strop__pool2d_dims *d, const float *dy,
                                       const int32_t *argmax, float *dx) {
-  pool_job j = {POOL_MAX_BWD_ASSIGN, 0, d, dy, dx, (int32_t *)argmax};
+  strop__maxpool2d_backward_assign_ex(d, dy, argmax, NULL, dx);
+}
+
+void strop__maxpool2d_backward_assign_ex(const strop__pool2d_dims *d, const float *dy,
+                                         const int32_t *argmax, const float *relu_y,
+                                         float *dx) {
+  pool_job j = {POOL_MAX_BWD_ASSIGN, 0, d, dy, dx, (int32_t *)argmax, 0, relu_y};
   pool_run(&j);
 }
 
 void strop__avgpool2d_forward(const strop__pool2d_dims *d, const float *x, float *y,
                               int count_include_pad) {
-  pool_job j = {POOL_AVG_FWD, count_include_pad, d, x, y, NULL};
+  pool_job j = {POOL_AVG_FWD, count_include_pad, d, x, y, NULL, 0, NULL};
   pool_run(&j);
 }
 
 void strop__avgpool2d_backward(const strop__pool2d_dims *d, const float *dy, float *dx,
                                int count_include_pad) {
-  pool_job j = {POOL_AVG_BWD, count_include_pad, d, dy, dx, NULL};
+  pool_job j = {POOL_AVG_BWD, count_include_pad, d, dy, dx, NULL, 0, NULL};
   pool_run(&j);
 }

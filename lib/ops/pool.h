@@ -19,6 +19,10 @@ typedef struct strop__pool2d_dims {
  * h*w plane (the first one on ties; NaN wins, as in PyTorch). */
 void strop__maxpool2d_forward(const strop__pool2d_dims *d, const float *x, float *y,
                               int32_t *argmax);
+/* y = maxpool(relu(x)) (relu as strop__relu_forward) when relu is 1, without storing relu(x):
+ * the same values and argmax as the two layers one after the other. */
+void strop__maxpool2d_forward_ex(const strop__pool2d_dims *d, const float *x, float *y,
+                                 int32_t *argmax, int relu);
 /* ADDS dy into dx at the argmax positions. */
 void strop__maxpool2d_backward(const strop__pool2d_dims *d, const float *dy,
                                const int32_t *argmax, float *dx);
@@ -26,6 +30,14 @@ void strop__maxpool2d_backward(const strop__pool2d_dims *d, const float *dy,
 void strop__maxpool2d_backward_assign(const strop__pool2d_dims *d, const float *dy,
                                       const int32_t *argmax, float *dx);
 
+/* The backward of strop__maxpool2d_forward_ex: as strop__maxpool2d_backward_assign, with the
+ * relu's backward when relu_y (the forward's output y) is not NULL: windows whose y is <= 0
+ * pass no gradient. */
+void strop__maxpool2d_backward_assign_ex(const strop__pool2d_dims *d, const float *dy,
+                                         const int32_t *argmax, const float *relu_y,
+                                         float *dx);
+/* Tests: which max-pool kernels run; 0 the best the CPU has, 1 no AVX-512, 2 plain C. */
+extern int strop__pool_isa;
 /* Window means; count_include_pad = 1 divides by kh*kw, 0 by the in-image count. */
 void strop__avgpool2d_forward(const strop__pool2d_dims *d, const float *x, float *y,
                               int count_include_pad);

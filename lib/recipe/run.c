@@ -849,6 +849,7 @@ static strop_status cache_features(ctx *c, strop_model *m, int cut, strop_datase
   strop_batch_iter *it = NULL;
   strop_status s = !feat || !tgt ? STROP__NOMEM(FN) : make_iter(c, ds, 0, 0, &it);
   size_t done = 0;
+  m->keep_act = cut; /* a fused chain must still store the cut's output */
   while (!s) {
     strop_tensor *x = NULL, *y = NULL;
     int64_t rows = 0;
@@ -864,6 +865,7 @@ static strop_status cache_features(ctx *c, strop_model *m, int cut, strop_datase
     memcpy(tgt + done * tper, strop_tensor_data(y), (size_t)rows * tper * sizeof(float));
     done += (size_t)rows;
   }
+  m->keep_act = -1;
   strop_batch_iter_free(it);
   if (!s && done != n) s = strop__err(STROP_E_INTERNAL, "%s: cached %zu of %zu samples", FN, done, n);
   if (!s)
