@@ -399,8 +399,8 @@ END_TEST
  * fused relu equals relu then pool. */
 START_TEST(maxpool_kernels_agree) {
   enum { C = 3, HMAX = 9, WMAX = 75, CAP = 4 * HMAX * WMAX };
-  static float x[CAP], xr[CAP], y[3][CAP], dy[CAP], dx[3][CAP];
-  static int32_t am[3][CAP];
+  static float x[CAP], xr[CAP], y[3][CAP + 64], dy[CAP], dx[3][CAP + 64];
+  static int32_t am[3][CAP + 64];
   static const float special[] = {0.0f, -0.0f, 1.0f, 1.0f, -2.0f, NAN, INFINITY, -INFINITY};
   for (int64_t ow = 1; ow <= 37; ow++) {
     for (int odd = 0; odd < 2; odd++) {
@@ -413,9 +413,16 @@ START_TEST(maxpool_kernels_agree) {
       for (int64_t i = 0; i < nout; i++) dy[i] = cosf(0.3f * (float)i) + 1.5f;
       for (int relu = 0; relu < 2; relu++) {
         for (int isa = 0; isa < 3; isa++) {
+          /* nothing is written past the end: the vector kernels store whole vectors where
+           * they can */
+          for (int64_t i = nout; i < nout + 64; i++) y[isa][i] = 12345.0f, am[isa][i] = -7;
+          for (int64_t i = nin; i < nin + 64; i++) dx[isa][i] = 12345.0f;
           strop__pool_isa = isa;
           strop__maxpool2d_forward_ex(&d, x, y[isa], am[isa], relu);
           strop__maxpool2d_backward_assign_ex(&d, dy, am[isa], relu ? y[isa] : NULL, dx[isa]);
+          for (int64_t i = nout; i < nout + 64; i++)
+            ck_assert(y[isa][i] == 12345.0f && am[isa][i] == -7);
+          for (int64_t i = nin; i < nin + 64; i++) ck_assert(dx[isa][i] == 12345.0f);
         }
         strop__pool_isa = 0;
         for (int isa = 1; isa < 3; isa++) {
