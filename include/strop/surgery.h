@@ -267,7 +267,9 @@ STROP_API int64_t strop_model_summary(const strop_model *model, char *buf, size_
  * @param[out] optim_state Optimizer state (trainable parameters only).
  * @param[out] activations Every node's output for the batch, plus the output gradients of
  *                         the nodes backward visits (those with a trainable parameter at or
- *                         upstream); layer scratch such as im2col is not counted.
+ *                         upstream); layer scratch such as im2col is not counted. Where
+ *                         a conv2d runs the relu / maxpool2d after it (fusion), their
+ *                         intermediate outputs are not stored, so this is an upper bound.
  * Any output may be NULL.
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL model, batch < 1, slots outside 0..8);
  *         STROP_E_STATE (not finalized). @since 0.1
