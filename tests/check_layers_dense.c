@@ -12,6 +12,7 @@
 #include "layers/init.h"
 #include "layers/layer.h"
 #include "ops/dense.h"
+#include "ops/ops.h"
 #include "strop/strop.h"
 #include "ops/vmath.h"
 #include "testutil.h"
@@ -929,6 +930,114 @@ START_TEST(errors_forward_shape) {
 }
 END_TEST
 
+/* strop's own AVX-512 SGEMM (lib/ops/gemm.c; used where OpenBLAS runs an older kernel set)
+ * against a double-precision reference, on every transpose combination, on shapes that cross
+ * each blocking edge (8-row and 32-column panels, 256-deep and 128-row and 512-column blocks)
+ * and the small CNN's, with alpha and beta (beta 0 must not read C, which holds NaN), padded
+ * leading dimensions, nothing written outside C; and strop__sgemm with it and with OpenBLAS
+ * agrees to float rounding. Skipped where the CPU or build has no AVX-512. */
+START_TEST(own_gemm_matches_reference) {
+  if (!strop__gemm_own_available()) {
+    printf("own_gemm_matches_reference: no AVX-512 here, skipped\n");
+    return;
+  }
+  static const int64_t shapes[][3] = {
+      {1, 1, 1},     {7, 5, 3},      {8, 32, 256},  {9, 33, 257},  {17, 47, 31},
+      {64, 196, 289}, {64, 289, 196}, {288, 196, 64}, {129, 520, 100}, {3, 600, 2},
+      {130, 20, 513},
+  };
+  const int n_shapes = (int)(sizeof shapes / sizeof shapes[0]);
+  const int64_t PAD = 3, GUARD = 40;
+  for (int si = 0; si < n_shapes; si++) {
+    const int64_t m = shapes[si][0], n = shapes[si][1], k = shapes[si][2];
+    for (int t = 0; t < 4; t++) {
+      const int ta = t & 1, tb = t >> 1;
+      const int64_t lda = (ta ? m : k) + PAD, ldb = (tb ? k : n) + PAD, ldc = n + PAD;
+      const int64_t arows = ta ? k : m, brows = tb ? n : k;
+      float *a = malloc(sizeof(float) * (size_t)(arows * lda));
+      float *b = malloc(sizeof(float) * (size_t)(brows * ldb));
+      float *c = malloc(sizeof(float) * (size_t)(m * ldc + GUARD));
+      float *c2 = malloc(sizeof(float) * (size_t)(m * ldc));
+      double *ref = malloc(sizeof(double) * (size_t)(m * n));
+      double *mag = malloc(sizeof(double) * (size_t)(m * n));
+      double *rmag = malloc(sizeof(double) * (size_t)(m * n));
+      for (int64_t i = 0; i < arows * lda; i++) a[i] = sinf(0.37f * (float)i + (float)t);
+      for (int64_t i = 0; i < brows * ldb; i++) b[i] = cosf(0.23f * (float)i - (float)si);
+      /* the exact product and its magnitude, once per shape */
+      double *prod = malloc(sizeof(double) * (size_t)(m * n));
+      for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+          double acc = 0.0, am = 0.0;
+          for (int64_t p = 0; p < k; p++) {
+            const double x = ta ? a[p * lda + i] : a[i * lda + p];
+            const double y = tb ? b[j * ldb + p] : b[p * ldb + j];
+            acc += x * y;
+            am += fabs(x * y);
+          }
+          prod[i * n + j] = acc;
+          mag[i * n + j] = am;
+        }
+      static const float alphas[3] = {1.0f, 0.5f, -2.0f}, betas[3] = {0.0f, 1.0f, 0.25f};
+      for (int ab = 0; ab < 3; ab++) {
+        const float alpha = alphas[ab], beta = betas[ab];
+        for (int64_t i = 0; i < m * ldc + GUARD; i++)
+          c[i] = beta == 0.0f ? NAN : 0.1f * (float)(i % 17);
+        memcpy(c2, c, sizeof(float) * (size_t)(m * ldc));
+        for (int64_t i = 0; i < m; i++)
+          for (int64_t j = 0; j < n; j++) {
+            const double cv = beta != 0.0f ? (double)c[i * ldc + j] : 0.0;
+            ref[i * n + j] = alpha * prod[i * n + j] + beta * cv;
+            rmag[i * n + j] = fabs(alpha) * mag[i * n + j] + fabs(beta * cv) + 1e-30;
+          }
+        ck_assert_int_eq(strop__sgemm_own(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc), 0);
+        /* (Check's assertions are not free: count the misses, assert once) */
+        int64_t bad = -1, bad_pad = -1, bad_guard = -1;
+        for (int64_t i = 0; i < m; i++) {
+          for (int64_t j = 0; j < n && bad < 0; j++)
+            if (!(fabs(c[i * ldc + j] - ref[i * n + j]) <=
+                  2e-6 * rmag[i * n + j] * (1.0 + (double)k / 64.0)))
+              bad = i * n + j;
+          /* the padding after each row of C is left as it was */
+          for (int64_t j = n; j < ldc && i < m - 1 && bad_pad < 0; j++)
+            if (!(beta == 0.0f ? isnan(c[i * ldc + j]) : c[i * ldc + j] == c2[i * ldc + j]))
+              bad_pad = i * ldc + j;
+        }
+        for (int64_t i = m * ldc; i < m * ldc + GUARD && bad_guard < 0; i++)
+          if (!(beta == 0.0f ? isnan(c[i]) : c[i] == 0.1f * (float)(i % 17))) bad_guard = i;
+        ck_assert_msg(bad < 0, "shape %lldx%lldx%lld ta %d tb %d alpha %g beta %g: C[%lld] = "
+                      "%.9g, want %.9g", (long long)m, (long long)n, (long long)k, ta, tb,
+                      (double)alpha, (double)beta, (long long)bad,
+                      bad < 0 ? 0.0 : (double)c[bad / n * ldc + bad % n],
+                      bad < 0 ? 0.0 : ref[bad]);
+        ck_assert_msg(bad_pad < 0 && bad_guard < 0, "wrote outside C: %lld / %lld",
+                      (long long)bad_pad, (long long)bad_guard);
+        /* the threaded entry point, with the own kernel and with OpenBLAS */
+        for (int impl = 1; impl <= 2; impl++) {
+          float *c3 = malloc(sizeof(float) * (size_t)(m * ldc));
+          memcpy(c3, c2, sizeof(float) * (size_t)(m * ldc));
+          strop__gemm_impl = impl;
+          strop__sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c3, ldc);
+          strop__gemm_impl = 0;
+          int64_t miss = -1;
+          for (int64_t i = 0; i < m * n && miss < 0; i++)
+            if (!(fabs(c3[i / n * ldc + i % n] - ref[i]) <=
+                  2e-6 * rmag[i] * (1.0 + (double)k / 64.0)))
+              miss = i;
+          ck_assert_msg(miss < 0, "strop__sgemm impl %d: element %lld", impl, (long long)miss);
+          /* the split across threads changes no bit of the own kernel's result */
+          int same = 1;
+          for (int64_t i = 0; i < m && impl == 2; i++)
+            same &= memcmp(c3 + i * ldc, c + i * ldc, sizeof(float) * (size_t)n) == 0;
+          ck_assert(same);
+          free(c3);
+        }
+      }
+      free(a), free(b), free(c), free(c2), free(ref), free(mag), free(rmag), free(prod);
+    }
+  }
+}
+END_TEST
+
 /* ------------------------------------------------------------------ suite */
 
 static Suite *suite(void) {
@@ -943,6 +1052,7 @@ static Suite *suite(void) {
       {"kernel_activation_grads", kernel_activation_grads},
       {"kernel_softmax_axis", kernel_softmax_axis},
       {"vmath_accuracy", vmath_accuracy},
+      {"own_gemm_matches_reference", own_gemm_matches_reference},
       {"kernel_nan", kernel_nan},
       {"kernel_dropout", kernel_dropout},
       {"kernel_init", kernel_init},

@@ -21,6 +21,7 @@ static void blas_once(void) {
 
 typedef struct gemm_job {
   int ta, tb, split_m;
+  int own; /* strop's AVX-512 kernel (gemm.c) instead of OpenBLAS */
   int64_t m, n, k, lda, ldb, ldc;
   float alpha, beta;
   const float *a, *b;
@@ -31,6 +32,9 @@ enum { GEMM_BLOCK = 16 };
 
 static void gemm_call(const gemm_job *j, int64_t m, int64_t n, const float *a, const float *b,
                       float *c) {
+  if (j->own && strop__sgemm_own(j->ta, j->tb, m, n, j->k, j->alpha, a, j->lda, b, j->ldb,
+                                 j->beta, c, j->ldc) == 0)
+    return;
   cblas_sgemm(CblasRowMajor, j->ta ? CblasTrans : CblasNoTrans,
               j->tb ? CblasTrans : CblasNoTrans, (blasint)m, (blasint)n, (blasint)j->k,
               j->alpha, a, (blasint)j->lda, b, (blasint)j->ldb, j->beta, c, (blasint)j->ldc);
@@ -67,7 +71,8 @@ void strop__sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, flo
       for (int64_t j = 0; j < n; j++) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
     return;
   }
-  gemm_job j = {trans_a, trans_b, n < m, m, n, k, lda, ldb, ldc, alpha, beta, a, b, c};
+  gemm_job j = {trans_a, trans_b, n < m, strop__gemm_use_own(), m, n, k, lda, ldb, ldc,
+                alpha, beta, a, b, c};
   const int64_t blocks = ((j.split_m ? m : n) + GEMM_BLOCK - 1) / GEMM_BLOCK;
   const int threads = (double)m * (double)n * (double)k >= GEMM_PAR_MIN_MACS
                           ? strop__num_threads() : 1;

@@ -21,6 +21,18 @@
 void strop__sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                   const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
                   int64_t ldc);
+/* strop's own SGEMM (gemm.c), same contract as strop__sgemm without the threading: used by
+ * strop__sgemm where the CPU has AVX-512 and OpenBLAS runs an older kernel set. Returns 0, or
+ * -1 when it cannot run here (no AVX-512 build, no packing buffer): the caller falls back. */
+int strop__sgemm_own(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                     const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                     float *c, int64_t ldc);
+/* 1 when this build and CPU can run strop__sgemm_own. */
+int strop__gemm_own_available(void);
+/* 1 when strop__sgemm uses it: strop__gemm_impl 0 decides by the CPU and OpenBLAS's kernels,
+ * 1 forces OpenBLAS, 2 forces the own kernel where available (tests, benchmarks). */
+int strop__gemm_use_own(void);
+extern int strop__gemm_impl;
 /* Float64 LAPACK Cholesky of a row-major symmetric n x n matrix (lower). 0 on success. */
 int strop__dpotrf_lower(int64_t n, double *a);
 
