@@ -183,6 +183,38 @@ __attribute__((target("avx512f"))) static void kernel_8x32(int64_t kc, const flo
   }
 }
 
+/* The same for a tile at most 16 wide (the last panel of an n that is not a multiple of 32):
+ * Bp keeps its 32-wide rows, of which the first 16 are read. */
+__attribute__((target("avx512f"))) static void kernel_8x16(int64_t kc, const float *ap,
+                                                           const float *bp, float *c,
+                                                           int64_t ldc, float alpha, float beta,
+                                                           int64_t mr, int64_t nr) {
+  __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0;
+  __m512 c7 = c0;
+  for (int64_t k = 0; k < kc; k++) {
+    const __m512 b0 = _mm512_loadu_ps(bp);
+    c0 = _mm512_fmadd_ps(_mm512_set1_ps(ap[0]), b0, c0);
+    c1 = _mm512_fmadd_ps(_mm512_set1_ps(ap[1]), b0, c1);
+    c2 = _mm512_fmadd_ps(_mm512_set1_ps(ap[2]), b0, c2);
+    c3 = _mm512_fmadd_ps(_mm512_set1_ps(ap[3]), b0, c3);
+    c4 = _mm512_fmadd_ps(_mm512_set1_ps(ap[4]), b0, c4);
+    c5 = _mm512_fmadd_ps(_mm512_set1_ps(ap[5]), b0, c5);
+    c6 = _mm512_fmadd_ps(_mm512_set1_ps(ap[6]), b0, c6);
+    c7 = _mm512_fmadd_ps(_mm512_set1_ps(ap[7]), b0, c7);
+    ap += MR;
+    bp += NR;
+  }
+  const __m512 acc[MR] = {c0, c1, c2, c3, c4, c5, c6, c7};
+  const __mmask16 m0 = lanes(nr);
+  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+  for (int64_t r = 0; r < mr; r++) {
+    float *cr = c + r * ldc;
+    __m512 v0 = _mm512_mul_ps(va, acc[r]);
+    if (beta != 0.0f) v0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, cr), v0);
+    _mm512_mask_storeu_ps(cr, m0, v0);
+  }
+}
+
 static int corename_has_avx512(void) {
   const char *n = openblas_get_corename();
   static const char *const avx512[] = {"skylakex", "cooperlake", "sapphirerapids", "zen4",
@@ -244,10 +276,17 @@ __attribute__((target("avx512f"))) int strop__sgemm_own(int ta, int tb, int64_t 
           else
             pack_rows_t(a + (ic + i) * lda + pc, lda, rows, kc, d, MR);
         }
-        for (int64_t j = 0; j < nc; j += NR)
-          for (int64_t i = 0; i < mc; i += MR)
-            kernel_8x32(kc, ap + i * kc, bp + j * kc, c + (ic + i) * ldc + jc + j, ldc, alpha,
-                        be, mc - i < MR ? mc - i : MR, nc - j < NR ? nc - j : NR);
+        for (int64_t j = 0; j < nc; j += NR) {
+          const int64_t nr = nc - j < NR ? nc - j : NR;
+          for (int64_t i = 0; i < mc; i += MR) {
+            const int64_t mr = mc - i < MR ? mc - i : MR;
+            float *ct = c + (ic + i) * ldc + jc + j;
+            if (nr <= 16)
+              kernel_8x16(kc, ap + i * kc, bp + j * kc, ct, ldc, alpha, be, mr, nr);
+            else
+              kernel_8x32(kc, ap + i * kc, bp + j * kc, ct, ldc, alpha, be, mr, nr);
+          }
+        }
       }
     }
   }
