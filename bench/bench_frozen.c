@@ -59,13 +59,8 @@ static double time_it(run *r, int what, strop_tensor **xs, strop_tensor **ys, in
 }
 
 int main(int argc, char **argv) {
-  int threads = argc > 1 ? atoi(argv[1]) : 1;
-  int steps = argc > 2 ? atoi(argv[2]) : 30;
-  int repeats = argc > 3 ? atoi(argv[3]) : 5;
-  if (threads < 1) threads = 1;
-  if (steps < 1) steps = 1;
-  if (repeats < 1) repeats = 1;
-  bench_must(strop_set_num_threads(threads), "threads");
+  int threads, steps, repeats;
+  bench_args(argc, argv, 1, 30, &threads, &steps, &repeats);
 
   /* uniform [0, 1) images and uniform labels; xorshift so the data do not depend on strop */
   uint64_t g = 0x9e3779b97f4a7c15ULL;

@@ -217,13 +217,8 @@ int main(int argc, char **argv) {
     return 2;
   }
   const char *model = argv[1];
-  int threads = argc > 2 ? atoi(argv[2]) : 1;
-  int steps = argc > 3 ? atoi(argv[3]) : 50;
-  int repeats = argc > 4 ? atoi(argv[4]) : 5;
-  if (threads < 1) threads = 1;
-  if (steps < 1) steps = 1;
-  if (repeats < 1) repeats = 1;
-  bench_must(strop_set_num_threads(threads), "threads");
+  int threads, steps, repeats;
+  bench_args(argc, argv, 2, 50, &threads, &steps, &repeats);
 
   strop_model *m = NULL;
   int kind = STROP_OPTIM_ADAM;

@@ -18,6 +18,17 @@ void bench_must(strop_status s, const char *what) {
   }
 }
 
+void bench_args(int argc, char **argv, int first, int def_steps, int *threads, int *steps,
+                int *repeats) {
+  *threads = argc > first ? atoi(argv[first]) : 1;
+  *steps = argc > first + 1 ? atoi(argv[first + 1]) : def_steps;
+  *repeats = argc > first + 2 ? atoi(argv[first + 2]) : 5;
+  if (*threads < 1) *threads = 1;
+  if (*steps < 1) *steps = 1;
+  if (*repeats < 1) *repeats = 1;
+  bench_must(strop_set_num_threads(*threads), "threads");
+}
+
 strop_model *bench_build_cnn(void) {
   const int64_t in[3] = {1, 28, 28};
   strop_model *m = NULL;

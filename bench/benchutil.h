@@ -9,6 +9,10 @@
 double bench_now(void);
 /* Exits with the library's sentence unless s is STROP_OK. */
 void bench_must(strop_status s, const char *what);
+/* Reads [threads] [steps] [repeats] from argv[first..] (each at least 1; defaults 1,
+ * def_steps, 5) and sets strop's thread count. */
+void bench_args(int argc, char **argv, int first, int def_steps, int *threads, int *steps,
+                int *repeats);
 /* Issue 5's small CNN with torch.nn.Sequential's names: conv 1->32 and 32->64 (3x3, pad 1),
  * each with ReLU and 2x2 max-pool (features.0..5), flatten, linear 3136->128, ReLU,
  * linear 128->10 (classifier.0..2); input [1, 28, 28]; finalized with seed 1. */

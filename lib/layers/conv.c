@@ -17,9 +17,9 @@ typedef struct conv_cfg {
   int bias;
   int pad_mode;        /* PAD_*; "same" resolves padding (left side) in infer */
   int64_t oh, ow;      /* output size, from infer */
-  /* run time, from conv_fuse: a relu and/or a max-pool computed in the conv's epilogue */
-  int ep_relu, ep_pool;
-  strop__pool2d_dims ep_pd;
+  /* run time, from conv_fuse: a relu and/or a max-pool computed in the conv's epilogue
+   * (relu, pool and pd set; argmax and y are per call) */
+  strop__conv2d_epilogue ep;
 } conv_cfg;
 
 static strop__opt *raw_opt(strop__opts *o, const char *key) {
@@ -179,11 +179,8 @@ static int conv_chunks(const strop__exec *x, const strop__conv2d_dims *d) {
 
 /* The epilogue of the fused relu / max-pool, or NULL when nothing is fused. */
 static strop__conv2d_epilogue *conv_epilogue(const conv_cfg *c, strop__conv2d_epilogue *ep) {
-  if (!c->ep_relu && !c->ep_pool) return NULL;
-  memset(ep, 0, sizeof *ep);
-  ep->relu = c->ep_relu;
-  ep->pool = c->ep_pool;
-  ep->pd = c->ep_pd;
+  if (!c->ep.relu && !c->ep.pool) return NULL;
+  *ep = c->ep;
   return ep;
 }
 
@@ -193,13 +190,13 @@ static strop__conv2d_epilogue *conv_epilogue(const conv_cfg *c, strop__conv2d_ep
 static int conv_fuse(strop__node *n, strop__node *const *next, int n_next) {
   conv_cfg *c = n->cfg;
   int k = 0;
-  c->ep_relu = c->ep_pool = 0;
+  memset(&c->ep, 0, sizeof c->ep);
   if (k < n_next && strop__layer_is_relu(next[k])) {
-    c->ep_relu = 1;
+    c->ep.relu = 1;
     k++;
   }
-  if (k < n_next && strop__layer_maxpool_window(next[k], &c->ep_pd)) {
-    c->ep_pool = 1;
+  if (k < n_next && strop__layer_maxpool_window(next[k], &c->ep.pd)) {
+    c->ep.pool = 1;
     k++;
   }
   return k;

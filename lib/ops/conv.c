@@ -194,13 +194,14 @@ static float *ep_area(const conv_job *j, float *colbuf, int backward) {
  * relu in place. */
 static void fwd_epilogue(const conv_job *j, int64_t n, float *yn) {
   const strop__conv2d_epilogue *ep = j->ep;
-  const int64_t P = j->d->oh * j->d->ow, O = j->pd.oh * j->pd.ow;
+  const int64_t C = j->d->c_out;
   if (!ep) return;
-  if (ep->pool)
-    strop__maxpool2d_forward_ex(&j->pd, yn, j->y + n * j->d->c_out * O,
-                                ep->argmax + n * j->d->c_out * O, ep->relu);
-  else if (ep->relu)
-    strop__relu_forward(yn, yn, (size_t)(j->d->c_out * P));
+  if (ep->pool) {
+    const int64_t O = j->pd.oh * j->pd.ow;
+    strop__maxpool2d_forward_ex(&j->pd, yn, j->y + n * C * O, ep->argmax + n * C * O, ep->relu);
+  } else if (ep->relu) {
+    strop__relu_forward(yn, yn, (size_t)(C * j->d->oh * j->d->ow));
+  }
 }
 
 static void fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
@@ -238,20 +239,17 @@ static void fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   }
 }
 
-/* The epilogue's pool over one image of c_out planes. */
+/* The epilogue's pool over one image of c_out planes (unused without a pool). */
 static strop__pool2d_dims image_pool(const strop__conv2d_dims *d,
                                      const strop__conv2d_epilogue *ep) {
   strop__pool2d_dims pd;
   memset(&pd, 0, sizeof pd);
-  if (ep && ep->pool) pd = ep->pd;
+  if (!ep || !ep->pool) return pd;
+  pd = ep->pd;
   pd.n = 1;
   pd.c = d->c_out;
   pd.h = d->oh;
   pd.w = d->ow;
-  if (!ep || !ep->pool) {
-    pd.oh = d->oh;
-    pd.ow = d->ow;
-  }
   return pd;
 }
 
