@@ -944,7 +944,8 @@ START_TEST(own_gemm_matches_reference) {
   static const int64_t shapes[][3] = {
       {1, 1, 1},     {7, 5, 3},      {8, 32, 256},  {9, 33, 257},  {17, 47, 31},
       {64, 196, 289}, {64, 289, 196}, {288, 196, 64}, {129, 520, 100}, {3, 600, 2},
-      {130, 20, 513},
+      {130, 20, 513}, {64, 512, 784}, {512, 784, 64}, {64, 784, 512}, {40, 10, 300},
+      {300, 70, 9},
   };
   const int n_shapes = (int)(sizeof shapes / sizeof shapes[0]);
   const int64_t PAD = 3, GUARD = 40;
@@ -1011,6 +1012,22 @@ START_TEST(own_gemm_matches_reference) {
                       bad < 0 ? 0.0 : ref[bad]);
         ck_assert_msg(bad_pad < 0 && bad_guard < 0, "wrote outside C: %lld / %lld",
                       (long long)bad_pad, (long long)bad_guard);
+        /* the packed path and the in-place ones (operands read where they lie, or the
+         * transposed product) give the same bits, guard cells included */
+        for (int sup = 1; sup <= 2; sup++) {
+          float *c4 = malloc(sizeof(float) * (size_t)(m * ldc + GUARD));
+          memcpy(c4, c2, sizeof(float) * (size_t)(m * ldc));
+          for (int64_t i = m * ldc; i < m * ldc + GUARD; i++)
+            c4[i] = beta == 0.0f ? NAN : 0.1f * (float)(i % 17);
+          strop__gemm_sup = sup;
+          const int rc = strop__sgemm_own(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c4, ldc);
+          strop__gemm_sup = 0;
+          ck_assert_int_eq(rc, 0);
+          ck_assert_msg(memcmp(c4, c, sizeof(float) * (size_t)(m * ldc + GUARD)) == 0,
+                        "shape %lldx%lldx%lld ta %d tb %d beta %g: path %d differs",
+                        (long long)m, (long long)n, (long long)k, ta, tb, (double)beta, sup);
+          free(c4);
+        }
         /* the threaded entry point, with the own kernel and with OpenBLAS */
         for (int impl = 1; impl <= 2; impl++) {
           float *c3 = malloc(sizeof(float) * (size_t)(m * ldc));

@@ -71,7 +71,7 @@ void strop__sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, flo
       for (int64_t j = 0; j < n; j++) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
     return;
   }
-  gemm_job j = {trans_a, trans_b, n < m, strop__gemm_use_own(), m, n, k, lda, ldb, ldc,
+  gemm_job j = {trans_a, trans_b, n < m, strop__gemm_use_own(trans_a, trans_b, m, n, k), m, n, k, lda, ldb, ldc,
                 alpha, beta, a, b, c};
   const int64_t blocks = ((j.split_m ? m : n) + GEMM_BLOCK - 1) / GEMM_BLOCK;
   const int threads = (double)m * (double)n * (double)k >= GEMM_PAR_MIN_MACS

@@ -12,6 +12,7 @@
 #include "core/core.h"
 
 int strop__gemm_impl = 0;
+int strop__gemm_sup = 0;
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(STROP_NO_CLONES)
 #  include <immintrin.h>
@@ -138,22 +139,29 @@ __attribute__((target("avx512f"))) static void pack_rows_n(const float *src, int
   }
 }
 
-/* C[mr x nr] = alpha * Ap Bp + beta C (C not read when beta is 0). Ap [kc][8], Bp [kc][32]. */
-__attribute__((target("avx512f"))) static void kernel_8x32(int64_t kc, const float *ap,
-                                                           const float *bp, float *c,
-                                                           int64_t ldc, float alpha, float beta,
-                                                           int64_t mr, int64_t nr) {
+#define GEMM_INLINE static inline __attribute__((always_inline, target("avx512f")))
+
+/* The micro-kernels sum over kc the products A(r, k) B(k, 0..31) for the 8 rows r of a tile,
+ * into 16 accumulators (8 for the 16-wide one) in k order. A(r, k) is a[r * rsa + k * csa]: a
+ * packed panel (rsa 1, csa 8), a row-major matrix read in place (rsa lda, csa 1) or a
+ * transposed one (rsa 1, csa lda). Row k of B starts at b + k * ldbk with its 32 (16) columns
+ * contiguous; with `masked`, lanes outside m0 / m1 are not read (a matrix read in place whose
+ * last panel is narrow), otherwise B is a zero-padded packed panel. Products and sums are the
+ * same whichever way the operands are laid out, so every path below gives the same bits. */
+GEMM_INLINE void mk_8x32(int64_t kc, const float *a, int64_t rsa, int64_t csa, const float *b,
+                         int64_t ldbk, int masked, __mmask16 m0, __mmask16 m1, __m512 *out) {
   __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
   __m512 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00;
   __m512 c61 = c00, c70 = c00, c71 = c00;
   for (int64_t k = 0; k < kc; k++) {
-    const __m512 b0 = _mm512_loadu_ps(bp), b1 = _mm512_loadu_ps(bp + 16);
-    /* row r of the tile: broadcast A[r][k], two FMAs into its accumulators */
-#define ROW(r, x0, x1)                          \
-  do {                                          \
-    const __m512 a_ = _mm512_set1_ps(ap[r]);    \
-    x0 = _mm512_fmadd_ps(a_, b0, x0);           \
-    x1 = _mm512_fmadd_ps(a_, b1, x1);           \
+    const __m512 b0 = masked ? _mm512_maskz_loadu_ps(m0, b) : _mm512_loadu_ps(b);
+    const __m512 b1 = masked ? _mm512_maskz_loadu_ps(m1, b + 16) : _mm512_loadu_ps(b + 16);
+    /* row r of the tile: broadcast A(r, k), two FMAs into its accumulators */
+#define ROW(r, x0, x1)                              \
+  do {                                              \
+    const __m512 a_ = _mm512_set1_ps(a[(r) * rsa]); \
+    x0 = _mm512_fmadd_ps(a_, b0, x0);               \
+    x1 = _mm512_fmadd_ps(a_, b1, x1);               \
   } while (0)
     ROW(0, c00, c01);
     ROW(1, c10, c11);
@@ -164,54 +172,208 @@ __attribute__((target("avx512f"))) static void kernel_8x32(int64_t kc, const flo
     ROW(6, c60, c61);
     ROW(7, c70, c71);
 #undef ROW
-    ap += MR;
-    bp += NR;
+    a += csa;
+    b += ldbk;
   }
-  const __m512 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31},
-                             {c40, c41}, {c50, c51}, {c60, c61}, {c70, c71}};
+  out[0] = c00, out[1] = c01, out[2] = c10, out[3] = c11, out[4] = c20, out[5] = c21;
+  out[6] = c30, out[7] = c31, out[8] = c40, out[9] = c41, out[10] = c50, out[11] = c51;
+  out[12] = c60, out[13] = c61, out[14] = c70, out[15] = c71;
+}
+
+/* The same for a tile at most 16 wide (the last panel of an n that is not a multiple of 32);
+ * out has the 8x32 layout, its right halves zero. */
+GEMM_INLINE void mk_8x16(int64_t kc, const float *a, int64_t rsa, int64_t csa, const float *b,
+                         int64_t ldbk, int masked, __mmask16 m0, __m512 *out) {
+  __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0;
+  __m512 c7 = c0;
+  for (int64_t k = 0; k < kc; k++) {
+    const __m512 b0 = masked ? _mm512_maskz_loadu_ps(m0, b) : _mm512_loadu_ps(b);
+    c0 = _mm512_fmadd_ps(_mm512_set1_ps(a[0]), b0, c0);
+    c1 = _mm512_fmadd_ps(_mm512_set1_ps(a[rsa]), b0, c1);
+    c2 = _mm512_fmadd_ps(_mm512_set1_ps(a[2 * rsa]), b0, c2);
+    c3 = _mm512_fmadd_ps(_mm512_set1_ps(a[3 * rsa]), b0, c3);
+    c4 = _mm512_fmadd_ps(_mm512_set1_ps(a[4 * rsa]), b0, c4);
+    c5 = _mm512_fmadd_ps(_mm512_set1_ps(a[5 * rsa]), b0, c5);
+    c6 = _mm512_fmadd_ps(_mm512_set1_ps(a[6 * rsa]), b0, c6);
+    c7 = _mm512_fmadd_ps(_mm512_set1_ps(a[7 * rsa]), b0, c7);
+    a += csa;
+    b += ldbk;
+  }
+  const __m512 z = _mm512_setzero_ps();
+  out[0] = c0, out[2] = c1, out[4] = c2, out[6] = c3, out[8] = c4, out[10] = c5;
+  out[12] = c6, out[14] = c7;
+  for (int r = 0; r < MR; r++) out[2 * r + 1] = z;
+}
+
+/* C[mr x nr] = alpha * acc + beta * C (C not read when beta is 0). */
+GEMM_INLINE void store_tile(const __m512 *acc, float *c, int64_t ldc, float alpha, float beta,
+                            int64_t mr, int64_t nr) {
   const __mmask16 m0 = lanes(nr), m1 = lanes(nr - 16);
   const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
   for (int64_t r = 0; r < mr; r++) {
     float *cr = c + r * ldc;
-    __m512 v0 = _mm512_mul_ps(va, acc[r][0]), v1 = _mm512_mul_ps(va, acc[r][1]);
+    __m512 v0 = _mm512_mul_ps(va, acc[2 * r]), v1 = _mm512_mul_ps(va, acc[2 * r + 1]);
     if (beta != 0.0f) {
       v0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, cr), v0);
       v1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, cr + 16), v1);
     }
     _mm512_mask_storeu_ps(cr, m0, v0);
-    _mm512_mask_storeu_ps(cr + 16, m1, v1);
+    if (m1) _mm512_mask_storeu_ps(cr + 16, m1, v1);
   }
 }
 
-/* The same for a tile at most 16 wide (the last panel of an n that is not a multiple of 32):
- * Bp keeps its 32-wide rows, of which the first 16 are read. */
+/* The packed panels' kernels: Ap [kc][8], Bp [kc][32]. */
+__attribute__((target("avx512f"))) static void kernel_8x32(int64_t kc, const float *ap,
+                                                           const float *bp, float *c,
+                                                           int64_t ldc, float alpha, float beta,
+                                                           int64_t mr, int64_t nr) {
+  __m512 acc[16];
+  mk_8x32(kc, ap, 1, MR, bp, NR, 0, 0xffff, 0xffff, acc);
+  store_tile(acc, c, ldc, alpha, beta, mr, nr);
+}
+
 __attribute__((target("avx512f"))) static void kernel_8x16(int64_t kc, const float *ap,
                                                            const float *bp, float *c,
                                                            int64_t ldc, float alpha, float beta,
                                                            int64_t mr, int64_t nr) {
-  __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0;
-  __m512 c7 = c0;
-  for (int64_t k = 0; k < kc; k++) {
-    const __m512 b0 = _mm512_loadu_ps(bp);
-    c0 = _mm512_fmadd_ps(_mm512_set1_ps(ap[0]), b0, c0);
-    c1 = _mm512_fmadd_ps(_mm512_set1_ps(ap[1]), b0, c1);
-    c2 = _mm512_fmadd_ps(_mm512_set1_ps(ap[2]), b0, c2);
-    c3 = _mm512_fmadd_ps(_mm512_set1_ps(ap[3]), b0, c3);
-    c4 = _mm512_fmadd_ps(_mm512_set1_ps(ap[4]), b0, c4);
-    c5 = _mm512_fmadd_ps(_mm512_set1_ps(ap[5]), b0, c5);
-    c6 = _mm512_fmadd_ps(_mm512_set1_ps(ap[6]), b0, c6);
-    c7 = _mm512_fmadd_ps(_mm512_set1_ps(ap[7]), b0, c7);
-    ap += MR;
-    bp += NR;
+  __m512 acc[16];
+  mk_8x16(kc, ap, 1, MR, bp, NR, 0, 0xffff, acc);
+  store_tile(acc, c, ldc, alpha, beta, mr, nr);
+}
+
+/* A read in place, B read in place (row stride ldb) or packed (ldb NR, zero-padded). Kept out
+ * of line, so that the row offsets of A stay in registers. */
+__attribute__((target("avx512f"), noinline)) static void kernel_direct_full(
+    int64_t kc, const float *a, int64_t rsa, int64_t csa, const float *b, int64_t ldbk,
+    __m512 *acc) {
+  mk_8x32(kc, a, rsa, csa, b, ldbk, 0, 0xffff, 0xffff, acc);
+}
+
+__attribute__((target("avx512f"), noinline)) static void kernel_direct_masked(
+    int64_t kc, const float *a, int64_t rsa, int64_t csa, const float *b, int64_t ldbk,
+    __m512 *acc, int64_t nr) {
+  if (nr <= 16)
+    mk_8x16(kc, a, rsa, csa, b, ldbk, 1, lanes(nr), acc);
+  else
+    mk_8x32(kc, a, rsa, csa, b, ldbk, 1, 0xffff, lanes(nr - 16), acc);
+}
+
+static inline void kernel_direct(int64_t kc, const float *a, int64_t rsa, int64_t csa,
+                                 const float *b, int64_t ldbk, int masked, __m512 *acc,
+                                 int64_t nr) {
+  if (nr == NR || (!masked && nr > 16))
+    kernel_direct_full(kc, a, rsa, csa, b, ldbk, acc);
+  else
+    kernel_direct_masked(kc, a, rsa, csa, b, ldbk, acc, nr);
+}
+
+/* A's rows [i, i + rows) with rows < 8 as an 8-row packed panel over k [0, kc) (zero rows
+ * below), so that the kernels never read past the matrix. */
+static void pack_a_tail(const float *a, int64_t rsa, int64_t csa, int64_t rows, int64_t kc,
+                        float *d) {
+  for (int64_t k = 0; k < kc; k++)
+    for (int64_t r = 0; r < MR; r++) d[k * MR + r] = r < rows ? a[r * rsa + k * csa] : 0.0f;
+}
+
+/* Small-and-skinny path, no packing: C = alpha op(A) B + beta C with B not transposed. A and B
+ * are read in place (a last panel of fewer than 8 rows of A is copied), so the weights of a
+ * layer are not repacked at every step; the tile loop and the k blocks are the packed path's,
+ * and so are the bits. */
+__attribute__((target("avx512f"))) static void sgemm_sup_n(int ta, int64_t m, int64_t n,
+                                                           int64_t k, float alpha,
+                                                           const float *a, int64_t lda,
+                                                           const float *b, int64_t ldb,
+                                                           float beta, float *c, int64_t ldc,
+                                                           float *tail) {
+  const int64_t rsa = ta ? 1 : lda, csa = ta ? lda : 1;
+  __m512 acc[16];
+  for (int64_t j = 0; j < n; j += NR) {
+    const int64_t nr = n - j < NR ? n - j : NR;
+    for (int64_t pc = 0; pc < k; pc += KC) {
+      const int64_t kc = k - pc < KC ? k - pc : KC;
+      const float be = pc == 0 ? beta : 1.0f;
+      for (int64_t i = 0; i < m; i += MR) {
+        const int64_t mr = m - i < MR ? m - i : MR;
+        const float *ai = a + i * rsa + pc * csa;
+        if (mr == MR) {
+          kernel_direct(kc, ai, rsa, csa, b + pc * ldb + j, ldb, nr < NR, acc, nr);
+        } else {
+          pack_a_tail(ai, rsa, csa, mr, kc, tail);
+          kernel_direct(kc, tail, 1, MR, b + pc * ldb + j, ldb, nr < NR, acc, nr);
+        }
+        store_tile(acc, c + i * ldc + j, ldc, alpha, be, mr, nr);
+      }
+    }
   }
-  const __m512 acc[MR] = {c0, c1, c2, c3, c4, c5, c6, c7};
-  const __mmask16 m0 = lanes(nr);
-  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-  for (int64_t r = 0; r < mr; r++) {
-    float *cr = c + r * ldc;
-    __m512 v0 = _mm512_mul_ps(va, acc[r]);
-    if (beta != 0.0f) v0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, cr), v0);
-    _mm512_mask_storeu_ps(cr, m0, v0);
+}
+
+/* t[r * 32 + q] = C[q * ldc + r] for r < rows, q < cols (a tile of C^T), zero elsewhere. */
+__attribute__((target("avx512f"))) static void load_tile_t(const float *c, int64_t ldc,
+                                                           int64_t rows, int64_t cols,
+                                                           float *t) {
+  if (rows == MR && (cols & 7) == 0) {
+    for (int64_t q = 0; q < cols; q += 8) tr8x8(c + q * ldc, ldc, t + q, NR);
+    for (int64_t r = 0; r < MR; r++)
+      for (int64_t q = cols; q < NR; q++) t[r * NR + q] = 0.0f;
+    return;
+  }
+  for (int64_t r = 0; r < MR; r++)
+    for (int64_t q = 0; q < NR; q++) t[r * NR + q] = r < rows && q < cols ? c[q * ldc + r] : 0.0f;
+}
+
+/* C[q * ldc + r] = t[r * 32 + q] for r < rows, q < cols. */
+__attribute__((target("avx512f"))) static void store_tile_t(const float *t, int64_t rows,
+                                                            int64_t cols, float *c,
+                                                            int64_t ldc) {
+  int64_t q = 0;
+  if (rows == MR)
+    for (; q + 8 <= cols; q += 8) tr8x8(t + q, NR, c + q * ldc, ldc);
+  for (; q < cols; q++)
+    for (int64_t r = 0; r < rows; r++) c[q * ldc + r] = t[r * NR + q];
+}
+
+/* Small-and-skinny path for C = alpha A B^T + beta C (both operands k-contiguous, as in a
+ * linear layer's forward): it computes C^T = B A^T, so that the larger B (the weights) is read
+ * in place and only A, k x m, is packed once. Each 8 x 32 tile of C^T stays in a buffer across
+ * the k blocks (alpha acc + beta C in the first, alpha acc + the buffer after: the packed
+ * path's arithmetic) and is written into C transposed once. bp holds k x roundup(m, 32). */
+__attribute__((target("avx512f"))) static void sgemm_sup_t(int64_t m, int64_t n, int64_t k,
+                                                           float alpha, const float *a,
+                                                           int64_t lda, const float *b,
+                                                           int64_t ldb, float beta, float *c,
+                                                           int64_t ldc, float *bp, float *tail) {
+  for (int64_t q = 0; q < m; q += NR)
+    pack_rows_t(a + q * lda, lda, m - q < NR ? m - q : NR, k, bp + q * k, NR);
+  __attribute__((aligned(64))) float t[MR * NR];
+  __m512 acc[16];
+  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta), one = _mm512_set1_ps(1.0f);
+  for (int64_t i = 0; i < n; i += MR) { /* rows of C^T: rows of B */
+    const int64_t mr = n - i < MR ? n - i : MR;
+    for (int64_t q = 0; q < m; q += NR) { /* columns of C^T: rows of A */
+      const int64_t nr = m - q < NR ? m - q : NR;
+      float *ct = c + q * ldc + i;
+      for (int64_t pc = 0; pc < k; pc += KC) {
+        const int64_t kc = k - pc < KC ? k - pc : KC;
+        const float *bi = b + i * ldb + pc;
+        if (mr == MR) {
+          kernel_direct(kc, bi, ldb, 1, bp + q * k + pc * NR, NR, 0, acc, nr);
+        } else {
+          pack_a_tail(bi, ldb, 1, mr, kc, tail);
+          kernel_direct(kc, tail, 1, MR, bp + q * k + pc * NR, NR, 0, acc, nr);
+        }
+        if (pc == 0 && beta != 0.0f) load_tile_t(ct, ldc, mr, nr, t);
+        for (int r = 0; r < MR; r++)
+          for (int h = 0; h < 2; h++) {
+            const __m512 v = _mm512_mul_ps(va, acc[2 * r + h]);
+            float *tr = t + r * NR + 16 * h;
+            if (pc == 0)
+              _mm512_store_ps(tr, beta != 0.0f ? _mm512_fmadd_ps(vb, _mm512_load_ps(tr), v) : v);
+            else
+              _mm512_store_ps(tr, _mm512_fmadd_ps(one, _mm512_load_ps(tr), v));
+          }
+      }
+      store_tile_t(t, mr, nr, ct, ldc);
+    }
   }
 }
 
@@ -232,7 +394,17 @@ static int g_auto = -1; /* 1: the CPU has AVX-512 and OpenBLAS does not use it *
 
 int strop__gemm_own_available(void) { return __builtin_cpu_supports("avx512f") != 0; }
 
-int strop__gemm_use_own(void) {
+/* 1: read both operands in place (sgemm_sup_n), 2: the transposed product with A packed
+ * (sgemm_sup_t), 0: the packed path. In place means a block of op(A), m x KC, is read once per
+ * 32 columns of C, so m is bounded to keep it in L2. */
+static int sup_path(int ta, int tb, int64_t m, int64_t k) {
+  if (strop__gemm_sup == 1) return 0;
+  if (!tb) return strop__gemm_sup == 2 || m * (k < KC ? k : KC) <= 256 * KC ? 1 : 0;
+  if (!ta && k * ((m + NR - 1) / NR * NR) <= (int64_t)BUF_FLOATS) return 2;
+  return 0;
+}
+
+int strop__gemm_use_own(int ta, int tb, int64_t m, int64_t n, int64_t k) {
   if (strop__gemm_impl == 1 || !strop__gemm_own_available()) return 0;
   if (strop__gemm_impl == 2) return 1;
   int v = __atomic_load_n(&g_auto, __ATOMIC_RELAXED);
@@ -240,7 +412,11 @@ int strop__gemm_use_own(void) {
     v = !corename_has_avx512();
     __atomic_store_n(&g_auto, v, __ATOMIC_RELAXED);
   }
-  return v;
+  /* where OpenBLAS runs AVX-512 kernels of its own, only the small and skinny shapes, on
+   * which its packing of both operands at every call costs more than the kernel gains; not
+   * a short k (the tile's stores dominate) nor fewer than 16 rows of B in the transposed
+   * product (the 8-row panels run half empty), where OpenBLAS's small-matrix kernels win */
+  return v || (sup_path(ta, tb, m, k) != 0 && k >= 32 && (!tb || n >= 16));
 }
 
 __attribute__((target("avx512f"))) int strop__sgemm_own(int ta, int tb, int64_t m, int64_t n,
@@ -248,8 +424,19 @@ __attribute__((target("avx512f"))) int strop__sgemm_own(int ta, int tb, int64_t 
                                                          int64_t lda, const float *b,
                                                          int64_t ldb, float beta, float *c,
                                                          int64_t ldc) {
+  __attribute__((aligned(64))) float tail[KC * MR];
+  const int path = sup_path(ta, tb, m, k);
+  if (path == 1) {
+    sgemm_sup_n(ta, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, tail);
+    return 0;
+  }
   gemm_buf *buf = buf_take();
   if (!buf) return -1;
+  if (path == 2) {
+    sgemm_sup_t(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, buf->data, tail);
+    buf_give(buf);
+    return 0;
+  }
   float *ap = buf->data, *bp = ap + MC * KC;
   for (int64_t jc = 0; jc < n; jc += NC) {
     const int64_t nc = n - jc < NC ? n - jc : NC;
@@ -297,7 +484,10 @@ __attribute__((target("avx512f"))) int strop__sgemm_own(int ta, int tb, int64_t 
 #else
 
 int strop__gemm_own_available(void) { return 0; }
-int strop__gemm_use_own(void) { return 0; }
+int strop__gemm_use_own(int ta, int tb, int64_t m, int64_t n, int64_t k) {
+  (void)ta, (void)tb, (void)m, (void)n, (void)k;
+  return 0;
+}
 int strop__sgemm_own(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha,
                      const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
                      float *c, int64_t ldc) {

@@ -29,10 +29,15 @@ int strop__sgemm_own(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, 
                      float *c, int64_t ldc);
 /* 1 when this build and CPU can run strop__sgemm_own. */
 int strop__gemm_own_available(void);
-/* 1 when strop__sgemm uses it: strop__gemm_impl 0 decides by the CPU and OpenBLAS's kernels,
- * 1 forces OpenBLAS, 2 forces the own kernel where available (tests, benchmarks). */
-int strop__gemm_use_own(void);
+/* 1 when strop__sgemm uses it for this product: strop__gemm_impl 0 decides by the CPU,
+ * OpenBLAS's kernels and the shape (where OpenBLAS has AVX-512 kernels, only small and skinny
+ * shapes, which the own kernel reads in place), 1 forces OpenBLAS, 2 forces the own kernel
+ * where available (tests, benchmarks). Decided once per product, before any split. */
+int strop__gemm_use_own(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k);
 extern int strop__gemm_impl;
+/* Within the own kernel: 0 picks the in-place paths by shape, 1 always packs, 2 reads in place
+ * wherever it can (tests: every path gives the same bits). */
+extern int strop__gemm_sup;
 /* Float64 LAPACK Cholesky of a row-major symmetric n x n matrix (lower). 0 on success. */
 int strop__dpotrf_lower(int64_t n, double *a);
 
