@@ -212,7 +212,7 @@ void strop__log_softmax_backward(const float *y, const float *dy, float *dx, int
 
 /* ---- checks ---- */
 
-static int all_finite_serial(const float *x, size_t n) {
+STROP__CLONES static int all_finite_serial(const float *x, size_t n) {
   uint32_t bad = 0;
   for (size_t i = 0; i < n; i++) {
     uint32_t u;

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "graph/graph.h"
+#include "ops/ops.h"
 #include "optim/optim.h"
 
 #define N_KNOBS 14
@@ -461,7 +462,7 @@ static strop_status ensure_state(strop_optimizer *o) {
 /* ---- the update rules (torch/optim/<name>.py, _single_tensor_<name>; float32 element arithmetic,
  *      Python-float scalars computed in double and rounded once, as ATen does) ---- */
 
-static void step_sgd(const strop_optimizer *o, slot *s, double lr, double wd, size_t lo,
+STROP__CLONES static void step_sgd(const strop_optimizer *o, slot *s, double lr, double wd, size_t lo,
                      size_t hi) {
   float *restrict w = s->p->data + lo;
   const float *restrict g = s->p->grad + lo;
@@ -527,7 +528,7 @@ STROP__INLINE void adam_loop(float *restrict w, const float *restrict g, float *
   }
 }
 
-static void step_adam(const strop_optimizer *o, slot *s, double lr, double wd, int decoupled,
+STROP__CLONES static void step_adam(const strop_optimizer *o, slot *s, double lr, double wd, int decoupled,
                       size_t lo, size_t hi) {
   float *restrict w = s->p->data + lo;
   const float *restrict g = s->p->grad + lo;
@@ -586,7 +587,7 @@ STROP__INLINE void rmsprop_loop(float *restrict w, const float *restrict g, floa
   }
 }
 
-static void step_rmsprop(const strop_optimizer *o, slot *s, double lr, double wd, size_t lo,
+STROP__CLONES static void step_rmsprop(const strop_optimizer *o, slot *s, double lr, double wd, size_t lo,
                          size_t hi) {
   const float gs = o->i[STROP_OPT_MAXIMIZE] ? -1.0f : 1.0f;
   const double alpha = o->f[STROP_OPT_ALPHA];
@@ -608,7 +609,7 @@ static void step_rmsprop(const strop_optimizer *o, slot *s, double lr, double wd
     rmsprop_loop(w, g, sq, mb, ga, n, gs, af, oma, epsf, wdf, nlr, mom, has_wd, 0, 0);
 }
 
-static void step_adagrad(const strop_optimizer *o, slot *s, double lr, double wd, size_t lo,
+STROP__CLONES static void step_adagrad(const strop_optimizer *o, slot *s, double lr, double wd, size_t lo,
                          size_t hi) {
   float *restrict w = s->p->data + lo;
   const float *restrict g = s->p->grad + lo;
