@@ -111,7 +111,7 @@ START_TEST(kernel_linear) {
   /* backward with dy = [[1, 0], [0, 2]]: dx = dy W; dW = dy^T x; db = colsum dy; all added */
   const float dy[4] = {1, 0, 0, 2};
   float dx[6] = {1, 1, 1, 1, 1, 1}, dw[6] = {0}, db[2] = {10, 10};
-  strop__linear_backward(x, w, dy, dx, dw, db, 2, 3, 2);
+  strop__linear_backward(x, w, dy, dx, dw, db, 2, 3, 2, 0);
   const float want_dx[6] = {1.5f, 0, 3, 3, 3, 3};
   const float want_dw[6] = {1, 2, 3, -2, 0, 4};
   const float want_db[2] = {11, 12};
@@ -119,7 +119,22 @@ START_TEST(kernel_linear) {
   expect_close(dw, want_dw, 6, 1e-6, "linear dW");
   expect_close(db, want_db, 2, 1e-6, "linear db");
   /* NULL outputs are skipped */
-  strop__linear_backward(x, w, dy, NULL, NULL, NULL, 2, 3, 2);
+  strop__linear_backward(x, w, dy, NULL, NULL, NULL, 2, 3, 2, 0);
+  /* assigning: the old contents (NaN) are not read; dx alone, then the parameters alone */
+  float dx2[6], dw2[6], db2[2];
+  for (int i = 0; i < 6; i++) dx2[i] = dw2[i] = NAN;
+  db2[0] = db2[1] = NAN;
+  strop__linear_backward(x, w, dy, dx2, NULL, NULL, 2, 3, 2, STROP__LB_ASSIGN_DX);
+  const float want_dx2[6] = {0.5f, -1, 2, 2, 2, 2};
+  expect_close(dx2, want_dx2, 6, 1e-6, "linear dx assigned");
+  strop__linear_backward(x, w, dy, NULL, dw2, db2, 2, 3, 2, STROP__LB_ASSIGN_PARAMS);
+  const float want_db2[2] = {1, 2};
+  expect_close(dw2, want_dw, 6, 1e-6, "linear dW assigned");
+  expect_close(db2, want_db2, 2, 1e-6, "linear db assigned");
+  /* an empty batch assigns zeros */
+  db2[0] = db2[1] = NAN;
+  strop__linear_backward(x, w, dy, NULL, NULL, db2, 0, 3, 2, STROP__LB_ASSIGN_PARAMS);
+  ck_assert(db2[0] == 0.0f && db2[1] == 0.0f);
 }
 END_TEST
 

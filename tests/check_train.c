@@ -237,6 +237,65 @@ START_TEST(accumulation_matches_exactly) {
 }
 END_TEST
 
+/* The trainer zeroes gradients lazily: after a step they are only marked stale, and the next
+ * backward writes a linear layer's outright and clears the others (layer norm's here) before
+ * they are added to. Against a twin whose gradients are cleared eagerly before every step
+ * (strop_optimizer_zero_grad): the same weights, even with NaN left in the stale buffers; a
+ * bare strop_optimizer_step on stale gradients sees zeros. */
+START_TEST(lazy_zero_grad_matches_eager) {
+  strop_dataset *ds = blobs(128, 12);
+  strop_model *ms[2] = {NULL, NULL};
+  strop_optimizer *os[2];
+  strop_trainer *ts[2];
+  int64_t in[1] = {8};
+  for (int k = 0; k < 2; k++) {
+    ck_assert_int_eq(strop_model_create(1, in, &ms[k]), STROP_OK);
+    ck_assert_int_eq(strop_model_add(ms[k], "fc1", "linear", "out_features=16", NULL), STROP_OK);
+    ck_assert_int_eq(strop_model_add(ms[k], "ln", "layernorm", NULL, NULL), STROP_OK);
+    ck_assert_int_eq(strop_model_add(ms[k], "act", "relu", NULL, NULL), STROP_OK);
+    ck_assert_int_eq(strop_model_add(ms[k], "head", "linear", "out_features=4", NULL), STROP_OK);
+    ck_assert_int_eq(strop_model_finalize(ms[k], 21), STROP_OK);
+    ck_assert_int_eq(strop_optimizer_create(ms[k], STROP_OPTIM_SGD, &os[k]), STROP_OK);
+    ck_assert_int_eq(strop_optimizer_set_float(os[k], STROP_OPT_LR, 0.1f), STROP_OK);
+    ck_assert_int_eq(strop_optimizer_set_float(os[k], STROP_OPT_MOMENTUM, 0.9f), STROP_OK);
+    ck_assert_int_eq(strop_trainer_create(ms[k], os[k], &ts[k]), STROP_OK);
+  }
+  for (int step = 0; step < 6; step++) {
+    strop_tensor *x, *y;
+    batch(ds, 16 * step, 16, &x, &y);
+    ck_assert_int_eq(strop_optimizer_zero_grad(os[1]), STROP_OK);
+    for (int k = 0; k < 2; k++) ck_assert_int_eq(strop_trainer_step(ts[k], x, y, NULL), STROP_OK);
+    /* model 0's gradients are stale now: poison them */
+    for (int i = 0; i < ms[0]->n_params; i++) {
+      strop__param *p = ms[0]->params[i];
+      if (!p->grad) continue;
+      ck_assert_msg(p->grad_stale, "%s: not marked stale after a step", p->name);
+      for (size_t e = 0; e < p->numel; e++) p->grad[e] = NAN;
+    }
+    strop_tensor_free(x);
+    strop_tensor_free(y);
+  }
+  /* an optimizer step of its own on stale gradients moves by momentum alone, as on zeros */
+  ck_assert_int_eq(strop_optimizer_step(os[0]), STROP_OK);
+  ck_assert_int_eq(strop_optimizer_zero_grad(os[1]), STROP_OK);
+  ck_assert_int_eq(strop_optimizer_step(os[1]), STROP_OK);
+  size_t na, nb;
+  float *wa = weights(ms[0], &na), *wb = weights(ms[1], &nb);
+  ck_assert_uint_eq(na, nb);
+  size_t diff = 0;
+  for (size_t i = 0; i < na; i++) diff += !(wa[i] == wb[i]);
+  ck_assert_msg(diff == 0, "%zu of %zu weights differ", diff, na);
+  free(wa);
+  free(wb);
+  for (int k = 0; k < 2; k++) {
+    strop_trainer_free(ts[k]);
+    strop_optimizer_free(os[k]);
+    strop_model_free(ms[k]);
+  }
+  strop_dataset_free(ds);
+}
+END_TEST
+
 START_TEST(clip_norm_limits_update) {
   strop_dataset *ds = blobs(32, 8);
   rig r = make_rig(9, STROP_OPTIM_SGD, 1.0f);
@@ -586,6 +645,7 @@ int main(int argc, char **argv) {
   tcase_add_test(tc, warm_step_allocates_nothing);
   tcase_add_test(tc, nan_batch_is_skipped);
   tcase_add_test(tc, accumulation_matches_exactly);
+  tcase_add_test(tc, lazy_zero_grad_matches_eager);
   tcase_add_test(tc, clip_norm_limits_update);
   suite_add_tcase(s, tc);
   tc = tcase_create("metrics");

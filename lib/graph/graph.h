@@ -72,6 +72,13 @@ strop_status strop__model_backward(strop_model *m, const float *dout);
 void strop__model_step_end(strop_model *m);
 /* Zero all trainable gradients (allocating them on first use). */
 strop_status strop__model_zero_grad(strop_model *m);
+/* The same, lazily: the gradients are marked stale rather than cleared, and the next backward
+ * writes them outright where the layer can (STROP__LAYER_ASSIGNS_PGRAD) and clears the rest,
+ * so a step does not clear and then re-read every gradient. Until that backward p->grad holds
+ * old values: a reader in between calls strop__param_grad_fresh first. The trainer uses it. */
+strop_status strop__model_zero_grad_lazy(strop_model *m);
+/* Clear p's gradient if it is stale (see above); nothing otherwise. */
+void strop__param_grad_fresh(strop__param *p);
 /* Allocate grad for trainable params lacking one, free it for frozen ones. */
 strop_status strop__model_sync_grads(strop_model *m);
 

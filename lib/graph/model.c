@@ -513,7 +513,7 @@ strop_status strop__model_forward_exec(strop_model *m, const float *input, int64
                                        const strop__act **out) {
   if (!m->finalized) return strop__err(STROP_E_STATE, "model is not finalized");
   if (m->have_forward) strop__model_step_end(m);
-  strop__exec x = {&m->arena, &m->rng, training, strop__num_threads(), pad_mask, 0};
+  strop__exec x = {&m->arena, &m->rng, training, strop__num_threads(), pad_mask, 0, 0};
   m->input.data = (float *)input;
   m->input.n = n;
   m->input.shape = m->in_shape;
@@ -565,20 +565,58 @@ strop_status strop__model_sync_grads(strop_model *m) {
       if (!p->grad) return strop__err(STROP_E_NOMEM, "out of memory for the gradient of '%s'",
                                       p->name);
       memset(p->grad, 0, p->numel * sizeof(float));
+      p->grad_stale = 0;
     } else if ((!p->trainable || p->is_buffer) && p->grad) {
       strop__free_aligned(p->grad);
       p->grad = NULL;
+      p->grad_stale = 0;
     }
   }
   return STROP_OK;
+}
+
+void strop__param_grad_fresh(strop__param *p) {
+  if (p->grad && p->grad_stale) strop__par_zero(p->grad, p->numel);
+  p->grad_stale = 0;
 }
 
 strop_status strop__model_zero_grad(strop_model *m) {
   strop_status s = strop__model_sync_grads(m);
   if (s) return s;
   for (int i = 0; i < m->n_params; i++)
-    if (m->params[i]->grad) strop__par_zero(m->params[i]->grad, m->params[i]->numel);
+    if (m->params[i]->grad) {
+      strop__par_zero(m->params[i]->grad, m->params[i]->numel);
+      m->params[i]->grad_stale = 0;
+    }
   return STROP_OK;
+}
+
+strop_status strop__model_zero_grad_lazy(strop_model *m) {
+  strop_status s = strop__model_sync_grads(m);
+  if (s) return s;
+  for (int i = 0; i < m->n_params; i++) m->params[i]->grad_stale = m->params[i]->grad != NULL;
+  return STROP_OK;
+}
+
+/* Before the backward of nodes [first, last] (a fused chain): 1 when the owner may write its
+ * parameters' gradients outright (all of them stale, and it says it can); otherwise every stale
+ * one among them is cleared now and 0 is returned. */
+static int pgrad_prepare(strop_model *m, int first, int last) {
+  int stale = 0, fresh = 0;
+  for (int q = first; q <= last; q++)
+    for (int j = 0; j < m->nodes[q].n_params; j++) {
+      const strop__param *p = &m->nodes[q].params[j];
+      if (p->grad && p->grad_stale)
+        stale++;
+      else if (p->grad)
+        fresh++;
+    }
+  if (!stale) return 0;
+  if (!fresh && first == last && (m->nodes[first].vt->flags & STROP__LAYER_ASSIGNS_PGRAD))
+    return 1;
+  for (int q = first; q <= last; q++)
+    for (int j = 0; j < m->nodes[q].n_params; j++) strop__param_grad_fresh(&m->nodes[q].params[j]);
+  return 0;
 }
 
 strop_status strop__model_backward(strop_model *m, const float *dout) {
@@ -601,7 +639,7 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
   }
   count_consumers(m);
   /* backward sees the forward's mode and mask */
-  strop__exec x = {&m->arena, &m->rng, m->step_training, strop__num_threads(), m->step_pad_mask, 0};
+  strop__exec x = {&m->arena, &m->rng, m->step_training, strop__num_threads(), m->step_pad_mask, 0, 0};
   size_t in_bytes = strop__shape_numel(&m->in_shape) * sizeof(float) * (size_t)m->batch;
   m->input_grad = NULL;
   if (m->want_input_grad) {
@@ -667,8 +705,11 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
     }
     /* what the layer takes from the arena inside its backward is scratch: given back after */
     strop__arena_mark mk = strop__arena_get_mark(&m->arena);
+    x.pgrad_assign = pgrad_prepare(m, first, i);
     s = nd->vt->backward(nd, &x, ins, &m->acts[i], m->grads[i], din);
     if (s) return s;
+    for (int q = first; q <= i; q++)
+      for (int j = 0; j < m->nodes[q].n_params; j++) m->nodes[q].params[j].grad_stale = 0;
     strop__arena_rollback(&m->arena, mk);
     if (i != nn - 1) {
       spares[n_spares].p = m->grads[i];
@@ -677,6 +718,8 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
     }
     i = first;
   }
+  /* parameters whose nodes the backward did not reach got no gradient: zero */
+  for (int k = 0; k < m->n_params; k++) strop__param_grad_fresh(m->params[k]);
   return STROP_OK;
 }
 

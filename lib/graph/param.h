@@ -13,6 +13,8 @@ typedef struct strop__param {
   float *data;            /* float32 values (64-byte aligned); NULL for an int64 buffer */
   int64_t *idata;         /* int64 buffer such as BatchNorm's num_batches_tracked, else NULL */
   float *grad;            /* gradient, same layout as data; allocated for trainable params */
+  int grad_stale;         /* 1: the gradient is zero but grad still holds old values (a lazy
+                             zero_grad): the next backward writes it outright or clears it */
   int is_buffer;          /* 1: running statistics etc. -- saved and loaded, never trained */
   int trainable;          /* 1: receives gradients and optimizer updates (0 = frozen) */
   float lr_mult;          /* parameter-group learning-rate multiplier (default 1) */

@@ -83,6 +83,8 @@ typedef struct strop__exec {
   const float *pad_mask; /* optional [n, T] 1 = keep, 0 = padding, for attention; or NULL */
   int din_assign;        /* backward of a STROP__LAYER_ASSIGNS_DIN layer: din[0] is NOT zeroed
                             (this node is its input's only consumer); write every element */
+  int pgrad_assign;      /* backward of a STROP__LAYER_ASSIGNS_PGRAD layer: the gradients of
+                            its trainable parameters hold stale values; write, do not add */
 } strop__exec;
 
 typedef struct strop__node strop__node;
@@ -122,8 +124,10 @@ enum {
   STROP__LAYER_STOCHASTIC = 1, /* uses exec->rng in train mode */
   STROP__LAYER_BATCHSTATS = 2, /* behaves differently in train mode (batch norm) */
   STROP__LAYER_ANY_INPUTS = 4, /* accepts any number of inputs >= 1 (add, concat) */
-  STROP__LAYER_ASSIGNS_DIN = 8 /* one input; backward honours exec->din_assign, so the graph
-                                  may skip zeroing the input gradient of a sole consumer */
+  STROP__LAYER_ASSIGNS_DIN = 8, /* one input; backward honours exec->din_assign, so the graph
+                                   may skip zeroing the input gradient of a sole consumer */
+  STROP__LAYER_ASSIGNS_PGRAD = 16 /* backward honours exec->pgrad_assign, so the graph may
+                                     skip zeroing the parameter gradients (lazy zero_grad) */
 };
 
 struct strop__layer_vtable {

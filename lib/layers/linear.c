@@ -79,14 +79,15 @@ static strop_status linear_forward(strop__node *n, const strop__exec *x, const s
 
 static strop_status linear_backward(strop__node *n, const strop__exec *x, const strop__act *in,
                                     const strop__act *out, const float *dout, float *const *din) {
-  (void)x;
   (void)out;
   const linear_cfg *c = n->cfg;
   strop__param *w = strop__node_param(n, "weight"), *b = strop__node_param(n, "bias");
   float *dw = w->trainable ? w->grad : NULL;
   float *db = b && b->trainable ? b->grad : NULL;
   strop__linear_backward(in[0].data, w->data, dout, din[0], dw, db, linear_rows(&in[0]),
-                         c->in_features, c->out_features);
+                         c->in_features, c->out_features,
+                         (x->din_assign ? STROP__LB_ASSIGN_DX : 0) |
+                             (x->pgrad_assign ? STROP__LB_ASSIGN_PARAMS : 0));
   return STROP_OK;
 }
 
@@ -94,7 +95,7 @@ const strop__layer_vtable strop__layer_linear = {
     .type = "linear",
     .cfg_size = sizeof(linear_cfg),
     .n_inputs = 1,
-    .flags = 0,
+    .flags = STROP__LAYER_ASSIGNS_DIN | STROP__LAYER_ASSIGNS_PGRAD,
     .parse = linear_parse,
     .write = linear_write,
     .infer = linear_infer,

@@ -158,7 +158,7 @@ static strop_status lora_backward(strop__node *n, const strop__exec *x, const st
   float *dw = w->trainable ? w->grad : NULL;
   float *db = b && b->trainable ? b->grad : NULL;
   strop__linear_backward(in[0].data, w->data, dout, din[0], dw, db, m, c->in_features,
-                         c->out_features);
+                         c->out_features, 0);
   const lora_saved *sv = n->saved;
   if (c->merged || !sv) return STROP_OK;
   float *da = a->trainable ? a->grad : NULL;

@@ -23,11 +23,18 @@ void strop__linear_forward(const float *x, const float *w, const float *b, float
 }
 
 void strop__linear_backward(const float *x, const float *w, const float *dy, float *dx, float *dw,
-                            float *db, int64_t m, int64_t in, int64_t out) {
-  if (dx) strop__sgemm(0, 0, m, in, out, 1.0f, dy, out, w, in, 1.0f, dx, in);
-  if (dw) strop__sgemm(1, 0, out, in, m, 1.0f, dy, out, x, in, 1.0f, dw, in);
+                            float *db, int64_t m, int64_t in, int64_t out, unsigned assign) {
+  const float bx = assign & STROP__LB_ASSIGN_DX ? 0.0f : 1.0f;
+  const float bp = assign & STROP__LB_ASSIGN_PARAMS ? 0.0f : 1.0f;
+  if (dx) strop__sgemm(0, 0, m, in, out, 1.0f, dy, out, w, in, bx, dx, in);
+  if (dw) strop__sgemm(1, 0, out, in, m, 1.0f, dy, out, x, in, bp, dw, in);
   if (db) {
-    for (int64_t i = 0; i < m; i++) {
+    int64_t i = 0;
+    if (bp == 0.0f) { /* 0 + the first row, as adding into zeros gives (-0 becomes +0) */
+      for (int64_t j = 0; j < out; j++) db[j] = m > 0 ? 0.0f + dy[j] : 0.0f;
+      i = 1;
+    }
+    for (; i < m; i++) {
       const float *r = dy + i * out;
       for (int64_t j = 0; j < out; j++) db[j] += r[j];
     }

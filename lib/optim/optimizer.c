@@ -662,6 +662,7 @@ strop_status strop_optimizer_step(strop_optimizer *opt) {
   for (int j = 0; j < opt->n_slots; j++) {
     slot *s = &opt->slots[j];
     if (!s->p->grad) continue;
+    strop__param_grad_fresh(s->p); /* zero, if the trainer's lazy zero_grad left it stale */
     step_job job = {opt, s, opt->f[STROP_OPT_LR] * (double)s->p->lr_mult,
                     s->p->no_decay ? 0.0 : opt->f[STROP_OPT_WEIGHT_DECAY]};
     if (opt->kind != STROP_OPTIM_SGD) s->step++;
@@ -678,7 +679,10 @@ strop_status strop_optimizer_zero_grad(strop_optimizer *opt) {
   int n;
   source(opt, &ps, &n);
   for (int k = 0; k < n; k++)
-    if (is_trainable(ps[k]) && ps[k]->grad) strop__par_zero(ps[k]->grad, ps[k]->numel);
+    if (is_trainable(ps[k]) && ps[k]->grad) {
+      strop__par_zero(ps[k]->grad, ps[k]->numel);
+      ps[k]->grad_stale = 0;
+    }
   return STROP_OK;
 }
 

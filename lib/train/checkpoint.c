@@ -193,7 +193,7 @@ strop_status strop_trainer_load_checkpoint(strop_trainer *t, const char *path) {
   t->micro = 0;
   t->pending_epoch = have_data ? data_state[0] : -1;
   t->pending_pos = data_state[1];
-  s = strop__model_zero_grad(t->m);
+  s = strop__model_zero_grad_lazy(t->m);
 done:
   strop__ckpt_close(c);
   return s;

@@ -241,7 +241,7 @@ static void clip_grads(strop_trainer *t) {
 
 static strop_status drop_accumulation(strop_trainer *t) {
   t->micro = 0;
-  return strop__model_zero_grad(t->m);
+  return strop__model_zero_grad_lazy(t->m);
 }
 
 /* forward + loss (+ backward); stats of the batch for running metrics. */
@@ -252,7 +252,7 @@ strop_status strop__trainer_micro_step(strop_trainer *t, const float *x, const f
   int64_t per, classes, tps;
   strop_status s = loss_geometry(t, fn, &per, &classes, &tps);
   if (s) return s;
-  if (t->micro == 0 && !t->grads_clean && (s = strop__model_zero_grad(m))) return s;
+  if (t->micro == 0 && !t->grads_clean && (s = strop__model_zero_grad_lazy(m))) return s;
   t->grads_clean = 0;
   const strop__act *out;
   s = strop__model_forward_exec(m, x, n, 1, NULL, &out);
@@ -315,7 +315,7 @@ strop_status strop__trainer_micro_step(strop_trainer *t, const float *x, const f
   }
   clip_grads(t);
   if ((s = strop_optimizer_step(t->opt))) return s;
-  if ((s = strop__model_zero_grad(m))) return s;
+  if ((s = strop__model_zero_grad_lazy(m))) return s;
   t->grads_clean = 1;
   t->global_step++;
   if (t->sched && !t->sched_per_epoch && !strop__sched_is_plateau(t->sched))
