@@ -1,10 +1,12 @@
-/* strop — its own single-precision GEMM for CPUs with AVX-512 whose OpenBLAS runs an older
- * kernel set (OpenBLAS picks kernels by CPU model, and some machines pin an AVX2 set on
- * purpose with OPENBLAS_CORETYPE). The usual blocked scheme: panels of op(B) (KC x 32) and
- * op(A) (8 x KC) are packed, then an 8 x 32 micro-kernel keeps 16 accumulators in zmm
- * registers. Each element of C sums its products in k order within a KC block and adds the
- * blocks in order, whatever part of C a call covers, so splitting C across threads changes
- * no bit. */
+/* strop — its own single-precision GEMM for CPUs with AVX-512: for every product where
+ * OpenBLAS runs an older kernel set (OpenBLAS picks kernels by CPU model, and some machines pin
+ * an AVX2 set on purpose with OPENBLAS_CORETYPE), and for the small and skinny products of a
+ * training step everywhere. Large products use the usual blocked scheme: panels of op(B)
+ * (KC x 32) and op(A) (8 x KC) are packed, then an 8 x 32 micro-kernel keeps 16 accumulators
+ * in zmm registers. Small ones read the operands in place (sgemm_sup_n, sgemm_sup_t). Each
+ * element of C sums its products in k order within a KC block and adds the blocks in order,
+ * on every path and whatever part of C a call covers, so neither the path nor the split of C
+ * across threads changes a bit. */
 #include "ops/ops.h"
 
 #include <pthread.h>
@@ -103,6 +105,10 @@ __attribute__((target("avx512f"))) static inline void tr8x8(const float *s, int6
   _mm256_storeu_ps(d + 7 * dst_ld, _mm256_permute2f128_ps(u3, u7, 0x31));
 }
 
+static __mmask16 lanes(int64_t left) {
+  return left >= 16 ? (__mmask16)0xffff : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1u);
+}
+
 /* rows x kc of a row-major matrix (row stride ld, k contiguous) into dst[k * w + r], rows <= w
  * with the rest of each k row zeroed; w is a multiple of 8 and rows are taken 8 at a time. */
 __attribute__((target("avx512f"))) static void pack_rows_t(const float *src, int64_t ld,
@@ -116,14 +122,13 @@ __attribute__((target("avx512f"))) static void pack_rows_t(const float *src, int
     for (; k < kc; k++)
       for (int64_t i = 0; i < 8; i++) dst[k * w + r + i] = s[i * ld + k];
   }
+  if (r == w) return;
+  const __m512 zero = _mm512_setzero_ps();
   for (int64_t k = 0; k < kc; k++) {
-    for (int64_t i = r; i < rows; i++) dst[k * w + i] = src[i * ld + k];
-    for (int64_t i = rows; i < w; i++) dst[k * w + i] = 0.0f;
+    float *d = dst + k * w;
+    for (int64_t c = r; c < w; c += 16) _mm512_mask_storeu_ps(d + c, lanes(w - c), zero);
+    for (int64_t i = r; i < rows; i++) d[i] = src[i * ld + k];
   }
-}
-
-static __mmask16 lanes(int64_t left) {
-  return left >= 16 ? (__mmask16)0xffff : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1u);
 }
 
 /* kc rows of cols contiguous floats (row stride ld) into dst[k * w + c], zero-padded to w
@@ -397,10 +402,14 @@ int strop__gemm_own_available(void) { return __builtin_cpu_supports("avx512f") !
 /* 1: read both operands in place (sgemm_sup_n), 2: the transposed product with A packed
  * (sgemm_sup_t), 0: the packed path. In place means a block of op(A), m x KC, is read once per
  * 32 columns of C, so m is bounded to keep it in L2. */
-static int sup_path(int ta, int tb, int64_t m, int64_t k) {
+static int sup_path(int ta, int tb, int64_t m, int64_t n, int64_t k) {
   if (strop__gemm_sup == 1) return 0;
   if (!tb) return strop__gemm_sup == 2 || m * (k < KC ? k : KC) <= 256 * KC ? 1 : 0;
-  if (!ta && k * ((m + NR - 1) / NR * NR) <= (int64_t)BUF_FLOATS) return 2;
+  /* (with fewer than 16 rows of B the transposed product's 8-row panels run half empty:
+   * the packed path puts B's rows in the vector lanes instead) */
+  if (!ta && (n >= 16 || strop__gemm_sup == 2) &&
+      k * ((m + NR - 1) / NR * NR) <= (int64_t)BUF_FLOATS)
+    return 2;
   return 0;
 }
 
@@ -414,9 +423,8 @@ int strop__gemm_use_own(int ta, int tb, int64_t m, int64_t n, int64_t k) {
   }
   /* where OpenBLAS runs AVX-512 kernels of its own, only the small and skinny shapes, on
    * which its packing of both operands at every call costs more than the kernel gains; not
-   * a short k (the tile's stores dominate) nor fewer than 16 rows of B in the transposed
-   * product (the 8-row panels run half empty), where OpenBLAS's small-matrix kernels win */
-  return v || (sup_path(ta, tb, m, k) != 0 && k >= 32 && (!tb || n >= 16));
+   * with a short k, where the tile's stores dominate and OpenBLAS's small-matrix kernels win */
+  return v || (sup_path(ta, tb, m, n, k) != 0 && k >= 32);
 }
 
 __attribute__((target("avx512f"))) int strop__sgemm_own(int ta, int tb, int64_t m, int64_t n,
@@ -425,7 +433,7 @@ __attribute__((target("avx512f"))) int strop__sgemm_own(int ta, int tb, int64_t 
                                                          int64_t ldb, float beta, float *c,
                                                          int64_t ldc) {
   __attribute__((aligned(64))) float tail[KC * MR];
-  const int path = sup_path(ta, tb, m, k);
+  const int path = sup_path(ta, tb, m, n, k);
   if (path == 1) {
     sgemm_sup_n(ta, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, tail);
     return 0;
