@@ -432,6 +432,7 @@ __attribute__((target("avx512f"))) int strop__sgemm_own(int ta, int tb, int64_t 
                                                          int64_t lda, const float *b,
                                                          int64_t ldb, float beta, float *c,
                                                          int64_t ldc) {
+  if (m <= 0 || n <= 0 || k <= 0) return -1; /* strop__sgemm handles these itself */
   __attribute__((aligned(64))) float tail[KC * MR];
   const int path = sup_path(ta, tb, m, n, k);
   if (path == 1) {
