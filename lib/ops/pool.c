@@ -279,6 +279,15 @@ static void maxpool2d_backward_assign_serial(const strop__pool2d_dims *d, const 
     float *dxp = dx + pl * HW;
     const float *dyp = dy + pl * O, *ryp = ry ? ry + pl * O : NULL;
     const int32_t *ap = argmax + pl * O;
+    if (pl + 2 < d->n * d->c) { /* the stored planes come from memory: ask two ahead */
+      const char *p0 = (const char *)(dyp + 2 * O), *p1 = (const char *)(ap + 2 * O);
+      const char *p2 = ryp ? (const char *)(ryp + 2 * O) : NULL;
+      for (int64_t off = 0; off < O * 4; off += 64) {
+        __builtin_prefetch(p0 + off);
+        __builtin_prefetch(p1 + off);
+        if (p2) __builtin_prefetch(p2 + off);
+      }
+    }
     for (int64_t oy = 0; oy < oh; oy++) {
       float *r0 = dxp + 2 * oy * W, *r1 = r0 + W;
       const int32_t base = (int32_t)(2 * oy * W);
