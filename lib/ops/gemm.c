@@ -16,7 +16,7 @@
 int strop__gemm_impl = 0;
 int strop__gemm_sup = 0;
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(STROP_NO_CLONES)
+#if defined(__x86_64__) && defined(__GNUC__)
 #  include <immintrin.h>
 
 char *openblas_get_corename(void); /* OpenBLAS's, not in every cblas.h */
