@@ -186,6 +186,49 @@ START_TEST(nan_batch_is_skipped) {
 }
 END_TEST
 
+/* A finite loss with a gradient that overflows: one input feature holds 3e37, but fc1's
+ * weights on it are zero, so the forward never sees it; the head's weights are scaled by 1e6,
+ * so the loss is large but finite, and fc1's weight gradient on that feature (3e37 times a
+ * back-propagated ~1e3) overflows. The guard skips the update: nothing moves, the status and
+ * sentence name the step, and the host may go on. */
+START_TEST(nonfinite_gradient_is_skipped) {
+  strop_dataset *ds = blobs(64, 4);
+  rig r = make_rig(5, STROP_OPTIM_SGD, 1e-2f);
+  ck_assert_int_eq(strop_optimizer_set_float(r.opt, STROP_OPT_MOMENTUM, 0.9f), STROP_OK);
+  strop_tensor *x, *y;
+  batch(ds, 0, 32, &x, &y);
+  ck_assert_int_eq(strop_trainer_step(r.tr, x, y, NULL), STROP_OK);
+  strop__param *w1 = strop__model_param_find(r.m, "fc1.weight");
+  strop__param *hw = strop__model_param_find(r.m, "head.weight");
+  ck_assert(w1 && hw);
+  for (int64_t j = 0; j < w1->dims[0]; j++) w1->data[j * w1->dims[1]] = 0.0f;
+  for (size_t e = 0; e < hw->numel; e++) hw->data[e] *= 1e6f;
+  const float keep = strop_tensor_data(x)[0];
+  strop_tensor_data(x)[0] = 3e37f;
+  size_t n;
+  float *w0 = weights(r.m, &n);
+  float loss = 0;
+  ck_assert_int_eq(strop_trainer_step(r.tr, x, y, &loss), STROP_E_NUMERIC);
+  ck_assert_msg(isfinite(loss), "the loss should be finite here, got %g", (double)loss);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "step 1"));
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "gradient is not finite"));
+  size_t n1;
+  float *wa = weights(r.m, &n1);
+  ck_assert_mem_eq(w0, wa, n * sizeof *w0);
+  ck_assert_int_eq(strop_trainer_skipped_steps(r.tr), 1);
+  /* the host may go on with a sane batch */
+  strop_tensor_data(x)[0] = keep;
+  ck_assert_int_eq(strop_trainer_step(r.tr, x, y, NULL), STROP_OK);
+  ck_assert_int_eq(strop_trainer_global_step(r.tr), 2);
+  free(w0);
+  free(wa);
+  strop_tensor_free(x);
+  strop_tensor_free(y);
+  free_rig(&r);
+  strop_dataset_free(ds);
+}
+END_TEST
+
 /* Accumulation on a model without dropout must equal the big batch to float precision. */
 START_TEST(accumulation_matches_exactly) {
   strop_dataset *ds = blobs(64, 6);
@@ -646,6 +689,7 @@ int main(int argc, char **argv) {
   tcase_add_test(tc, nan_batch_is_skipped);
   tcase_add_test(tc, accumulation_matches_exactly);
   tcase_add_test(tc, lazy_zero_grad_matches_eager);
+  tcase_add_test(tc, nonfinite_gradient_is_skipped);
   tcase_add_test(tc, clip_norm_limits_update);
   suite_add_tcase(s, tc);
   tc = tcase_create("metrics");
