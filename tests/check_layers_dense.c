@@ -127,10 +127,17 @@ START_TEST(kernel_linear) {
   strop__linear_backward(x, w, dy, dx2, NULL, NULL, 2, 3, 2, STROP__LB_ASSIGN_DX);
   const float want_dx2[6] = {0.5f, -1, 2, 2, 2, 2};
   expect_close(dx2, want_dx2, 6, 1e-6, "linear dx assigned");
-  strop__linear_backward(x, w, dy, NULL, dw2, db2, 2, 3, 2, STROP__LB_ASSIGN_PARAMS);
+  /* assigning the parameters' gradients also says whether all of them came out finite */
+  ck_assert_int_eq(strop__linear_backward(x, w, dy, NULL, dw2, db2, 2, 3, 2, STROP__LB_ASSIGN_PARAMS),
+                   1);
   const float want_db2[2] = {1, 2};
   expect_close(dw2, want_dw, 6, 1e-6, "linear dW assigned");
   expect_close(db2, want_db2, 2, 1e-6, "linear db assigned");
+  float dw3[6] = {0}, db3[2] = {0};
+  const float dy_inf[4] = {1, 0, 0, INFINITY};
+  ck_assert_int_eq(strop__linear_backward(x, w, dy_inf, NULL, dw3, db3, 2, 3, 2, STROP__LB_ASSIGN_PARAMS),
+                   0);
+  ck_assert_int_eq(strop__linear_backward(x, w, dy, NULL, dw3, NULL, 2, 3, 2, 0), 0); /* added */
   /* an empty batch assigns zeros */
   db2[0] = db2[1] = NAN;
   strop__linear_backward(x, w, dy, NULL, NULL, db2, 0, 3, 2, STROP__LB_ASSIGN_PARAMS);
@@ -945,6 +952,60 @@ START_TEST(errors_forward_shape) {
 }
 END_TEST
 
+/* strop__sgemm_finite says whether C ends with a NaN or an infinity, on every path (OpenBLAS,
+ * and the own kernel packed and in place): one planted in A or B, one produced by overflow,
+ * one already in C that beta carries, or none — a NaN in C with beta 0 is not read. */
+START_TEST(sgemm_reports_nonfinite) {
+  static const int64_t shapes[][3] = {{1, 1, 1}, {9, 33, 257}, {64, 512, 300}, {40, 10, 300},
+                                      {300, 70, 9}, {600, 20, 40}};
+  const int n_shapes = (int)(sizeof shapes / sizeof shapes[0]);
+  int cases = 0;
+  for (int si = 0; si < n_shapes; si++) {
+    const int64_t m = shapes[si][0], n = shapes[si][1], k = shapes[si][2];
+    for (int t = 0; t < 4; t++) {
+      const int ta = t & 1, tb = t >> 1;
+      const int64_t lda = ta ? m : k, ldb = tb ? k : n, ldc = n;
+      float *a = malloc(sizeof(float) * (size_t)(m * k)), *b = malloc(sizeof(float) * (size_t)(n * k));
+      float *c = malloc(sizeof(float) * (size_t)(m * n));
+      for (int path = 0; path < 4; path++) { /* OpenBLAS; own packed; own in place; own auto */
+        if (path > 0 && !strop__gemm_own_available()) continue;
+        for (int what = 0; what < 5; what++) {
+          for (int64_t i = 0; i < m * k; i++) a[i] = 0.01f * (float)(i % 13) - 0.05f;
+          for (int64_t i = 0; i < n * k; i++) b[i] = 0.02f * (float)(i % 7) - 0.06f;
+          for (int64_t i = 0; i < m * n; i++) c[i] = 1.0f;
+          float beta = 1.0f;
+          int want_finite = 1;
+          const int64_t pa = (m * k) * 3 / 5, pb = (n * k) / 3, pc = (m * n) / 2;
+          if (what == 1) a[pa] = NAN, want_finite = 0;
+          if (what == 2) b[pb] = INFINITY, want_finite = 0;
+          if (what == 3) { /* overflow: every product is 1e30 * 1e30 */
+            for (int64_t i = 0; i < m * k; i++) a[i] = 1e30f;
+            for (int64_t i = 0; i < n * k; i++) b[i] = 1e30f;
+            want_finite = 0;
+          }
+          if (what == 4) c[pc] = -INFINITY, want_finite = 0;
+          if (what == 0) c[pc] = NAN, beta = 0.0f; /* not read */
+          strop__gemm_impl = path == 0 ? 1 : 2;
+          strop__gemm_sup = path == 1 ? 1 : path == 2 ? 2 : 0;
+          const int fin = strop__sgemm_finite(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
+          strop__gemm_impl = 0;
+          strop__gemm_sup = 0;
+          int scan = 1;
+          for (int64_t i = 0; i < m * n; i++) scan &= isfinite(c[i]) != 0;
+          ck_assert_msg(fin == want_finite && scan == want_finite,
+                        "%lldx%lldx%lld ta %d tb %d path %d case %d: said %d, C %s",
+                        (long long)m, (long long)n, (long long)k, ta, tb, path, what, fin,
+                        scan ? "finite" : "not finite");
+          cases++;
+        }
+      }
+      free(a), free(b), free(c);
+    }
+  }
+  ck_assert_int_gt(cases, 100);
+}
+END_TEST
+
 /* strop's own AVX-512 SGEMM (lib/ops/gemm.c; used where OpenBLAS runs an older kernel set)
  * against a double-precision reference, on every transpose combination, on shapes that cross
  * each blocking edge (8-row and 32-column panels, 256-deep and 128-row and 512-column blocks)
@@ -1005,7 +1066,10 @@ START_TEST(own_gemm_matches_reference) {
             ref[i * n + j] = alpha * prod[i * n + j] + beta * cv;
             rmag[i * n + j] = fabs(alpha) * mag[i * n + j] + fabs(beta * cv) + 1e-30;
           }
-        ck_assert_int_eq(strop__sgemm_own(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc), 0);
+        int nonfinite = -1;
+        ck_assert_int_eq(
+            strop__sgemm_own(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, &nonfinite), 0);
+        ck_assert_int_eq(nonfinite, 0);
         /* (Check's assertions are not free: count the misses, assert once) */
         int64_t bad = -1, bad_pad = -1, bad_guard = -1;
         for (int64_t i = 0; i < m; i++) {
@@ -1035,7 +1099,8 @@ START_TEST(own_gemm_matches_reference) {
           for (int64_t i = m * ldc; i < m * ldc + GUARD; i++)
             c4[i] = beta == 0.0f ? NAN : 0.1f * (float)(i % 17);
           strop__gemm_sup = sup;
-          const int rc = strop__sgemm_own(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c4, ldc);
+          const int rc =
+              strop__sgemm_own(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c4, ldc, NULL);
           strop__gemm_sup = 0;
           ck_assert_int_eq(rc, 0);
           ck_assert_msg(memcmp(c4, c, sizeof(float) * (size_t)(m * ldc + GUARD)) == 0,
@@ -1085,6 +1150,7 @@ static Suite *suite(void) {
       {"kernel_softmax_axis", kernel_softmax_axis},
       {"vmath_accuracy", vmath_accuracy},
       {"own_gemm_matches_reference", own_gemm_matches_reference},
+      {"sgemm_reports_nonfinite", sgemm_reports_nonfinite},
       {"kernel_nan", kernel_nan},
       {"kernel_dropout", kernel_dropout},
       {"kernel_init", kernel_init},

@@ -576,8 +576,10 @@ strop_status strop__model_sync_grads(strop_model *m) {
 }
 
 void strop__param_grad_fresh(strop__param *p) {
-  if (p->grad && p->grad_stale) strop__par_zero(p->grad, p->numel);
+  if (!p->grad_stale) return;
+  if (p->grad) strop__par_zero(p->grad, p->numel);
   p->grad_stale = 0;
+  p->grad_checked = 0;
 }
 
 strop_status strop__model_zero_grad(strop_model *m) {
@@ -587,6 +589,7 @@ strop_status strop__model_zero_grad(strop_model *m) {
     if (m->params[i]->grad) {
       strop__par_zero(m->params[i]->grad, m->params[i]->numel);
       m->params[i]->grad_stale = 0;
+      m->params[i]->grad_checked = 0;
     }
   return STROP_OK;
 }
@@ -594,7 +597,10 @@ strop_status strop__model_zero_grad(strop_model *m) {
 strop_status strop__model_zero_grad_lazy(strop_model *m) {
   strop_status s = strop__model_sync_grads(m);
   if (s) return s;
-  for (int i = 0; i < m->n_params; i++) m->params[i]->grad_stale = m->params[i]->grad != NULL;
+  for (int i = 0; i < m->n_params; i++) {
+    m->params[i]->grad_stale = m->params[i]->grad != NULL;
+    m->params[i]->grad_checked = 0;
+  }
   return STROP_OK;
 }
 
@@ -706,6 +712,8 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
     /* what the layer takes from the arena inside its backward is scratch: given back after */
     strop__arena_mark mk = strop__arena_get_mark(&m->arena);
     x.pgrad_assign = pgrad_prepare(m, first, i);
+    for (int q = first; q <= i; q++)
+      for (int j = 0; j < m->nodes[q].n_params; j++) m->nodes[q].params[j].grad_checked = 0;
     s = nd->vt->backward(nd, &x, ins, &m->acts[i], m->grads[i], din);
     if (s) return s;
     for (int q = first; q <= i; q++)

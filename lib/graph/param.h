@@ -15,6 +15,8 @@ typedef struct strop__param {
   float *grad;            /* gradient, same layout as data; allocated for trainable params */
   int grad_stale;         /* 1: the gradient is zero but grad still holds old values (a lazy
                              zero_grad): the next backward writes it outright or clears it */
+  int grad_checked;       /* 1: the last backward wrote grad outright and saw every value
+                             finite (the trainer's guard skips it); cleared before each write */
   int is_buffer;          /* 1: running statistics etc. -- saved and loaded, never trained */
   int trainable;          /* 1: receives gradients and optimizer updates (0 = frozen) */
   float lr_mult;          /* parameter-group learning-rate multiplier (default 1) */

@@ -84,7 +84,9 @@ typedef struct strop__exec {
   int din_assign;        /* backward of a STROP__LAYER_ASSIGNS_DIN layer: din[0] is NOT zeroed
                             (this node is its input's only consumer); write every element */
   int pgrad_assign;      /* backward of a STROP__LAYER_ASSIGNS_PGRAD layer: the gradients of
-                            its trainable parameters hold stale values; write, do not add */
+                            its trainable parameters hold stale values; write, do not add. It
+                            may then set grad_checked on a parameter whose values it saw are
+                            all finite as it wrote them */
 } strop__exec;
 
 typedef struct strop__node strop__node;

@@ -84,10 +84,15 @@ static strop_status linear_backward(strop__node *n, const strop__exec *x, const 
   strop__param *w = strop__node_param(n, "weight"), *b = strop__node_param(n, "bias");
   float *dw = w->trainable ? w->grad : NULL;
   float *db = b && b->trainable ? b->grad : NULL;
-  strop__linear_backward(in[0].data, w->data, dout, din[0], dw, db, linear_rows(&in[0]),
-                         c->in_features, c->out_features,
-                         (x->din_assign ? STROP__LB_ASSIGN_DX : 0) |
-                             (x->pgrad_assign ? STROP__LB_ASSIGN_PARAMS : 0));
+  const int finite = strop__linear_backward(
+      in[0].data, w->data, dout, din[0], dw, db, linear_rows(&in[0]), c->in_features,
+      c->out_features,
+      (x->din_assign ? STROP__LB_ASSIGN_DX : 0) | (x->pgrad_assign ? STROP__LB_ASSIGN_PARAMS : 0));
+  /* written outright and seen finite as written: the trainer's guard need not read them */
+  if (finite) {
+    if (dw) w->grad_checked = 1;
+    if (db) b->grad_checked = 1;
+  }
   return STROP_OK;
 }
 

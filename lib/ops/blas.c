@@ -1,6 +1,8 @@
 /* strop — the BLAS/LAPACK boundary: every call into OpenBLAS goes through here. */
 #include <cblas.h>
 #include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
 
 #include "core/core.h"
 #include "ops/ops.h"
@@ -26,24 +28,42 @@ typedef struct gemm_job {
   float alpha, beta;
   const float *a, *b;
   float *c;
+  int check;         /* strop__sgemm_finite: look at C's final values */
+  atomic_int bad;    /* ... and one of them was NaN or infinite */
 } gemm_job;
 
 enum { GEMM_BLOCK = 16 };
 
-static void gemm_call(const gemm_job *j, int64_t m, int64_t n, const float *a, const float *b,
+/* 1 when an m x n block of C (row stride ldc) holds a NaN or an infinity. */
+static int block_nonfinite(const float *c, int64_t m, int64_t n, int64_t ldc) {
+  uint32_t bad = 0;
+  for (int64_t i = 0; i < m; i++)
+    for (int64_t j = 0; j < n; j++) {
+      uint32_t u;
+      memcpy(&u, &c[i * ldc + j], sizeof u);
+      bad |= (u & 0x7f800000u) == 0x7f800000u;
+    }
+  return bad != 0;
+}
+
+static void gemm_call(gemm_job *j, int64_t m, int64_t n, const float *a, const float *b,
                       float *c) {
+  int bad = 0;
   if (j->own && strop__sgemm_own(j->ta, j->tb, m, n, j->k, j->alpha, a, j->lda, b, j->ldb,
-                                 j->beta, c, j->ldc) == 0)
+                                 j->beta, c, j->ldc, j->check ? &bad : NULL) == 0) {
+    if (bad) atomic_store(&j->bad, 1);
     return;
+  }
   cblas_sgemm(CblasRowMajor, j->ta ? CblasTrans : CblasNoTrans,
               j->tb ? CblasTrans : CblasNoTrans, (blasint)m, (blasint)n, (blasint)j->k,
               j->alpha, a, (blasint)j->lda, b, (blasint)j->ldb, j->beta, c, (blasint)j->ldc);
+  if (j->check && block_nonfinite(c, m, n, j->ldc)) atomic_store(&j->bad, 1);
 }
 
 /* Chunk [lo, hi) of GEMM_BLOCK-wide blocks of rows of C (split_m) or of its columns. */
 static void gemm_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   (void)chunk;
-  const gemm_job *j = ctx;
+  gemm_job *j = ctx;
   const int64_t total = j->split_m ? j->m : j->n;
   int64_t s = lo * GEMM_BLOCK, e = hi * GEMM_BLOCK;
   if (e > total) e = total;
@@ -60,24 +80,37 @@ static void gemm_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
 /* Below this many multiply-adds a GEMM is not worth waking a worker for. */
 #define GEMM_PAR_MIN_MACS (1 << 20)
 
-void strop__sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-                  const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
-                  int64_t ldc) {
+static int sgemm_run(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                     const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                     float *c, int64_t ldc, int check) {
   blas_once();
-  if (m <= 0 || n <= 0) return;
+  if (m <= 0 || n <= 0) return 1;
   if (k <= 0) {
     /* BLAS leaves C untouched for k = 0 only when beta = 1; make it explicit */
     for (int64_t i = 0; i < m; i++)
       for (int64_t j = 0; j < n; j++) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
-    return;
+    return !check || !block_nonfinite(c, m, n, ldc);
   }
-  gemm_job j = {trans_a, trans_b, n < m, strop__gemm_use_own(trans_a, trans_b, m, n, k), m, n, k, lda, ldb, ldc,
-                alpha, beta, a, b, c};
+  gemm_job j = {trans_a, trans_b, n < m, strop__gemm_use_own(trans_a, trans_b, m, n, k),
+                m, n, k, lda, ldb, ldc, alpha, beta, a, b, c, check, 0};
   const int64_t blocks = ((j.split_m ? m : n) + GEMM_BLOCK - 1) / GEMM_BLOCK;
   const int threads = (double)m * (double)n * (double)k >= GEMM_PAR_MIN_MACS
                           ? strop__num_threads() : 1;
   /* splitting rows or columns of C leaves every element's sum over k as it was */
   strop__par_run(strop__par_chunks(threads, blocks, 1), blocks, gemm_chunk, &j);
+  return !atomic_load(&j.bad);
+}
+
+void strop__sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                  const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                  int64_t ldc) {
+  (void)sgemm_run(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, 0);
+}
+
+int strop__sgemm_finite(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                        const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                        float *c, int64_t ldc) {
+  return sgemm_run(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, 1);
 }
 
 /* LAPACK's Fortran entry point, shipped inside OpenBLAS. */

@@ -22,15 +22,21 @@ void strop__linear_forward(const float *x, const float *w, const float *b, float
   strop__sgemm(0, 1, m, out, in, 1.0f, x, in, w, in, beta, y, out);
 }
 
-void strop__linear_backward(const float *x, const float *w, const float *dy, float *dx, float *dw,
-                            float *db, int64_t m, int64_t in, int64_t out, unsigned assign) {
+int strop__linear_backward(const float *x, const float *w, const float *dy, float *dx, float *dw,
+                           float *db, int64_t m, int64_t in, int64_t out, unsigned assign) {
   const float bx = assign & STROP__LB_ASSIGN_DX ? 0.0f : 1.0f;
-  const float bp = assign & STROP__LB_ASSIGN_PARAMS ? 0.0f : 1.0f;
+  const int assign_p = (assign & STROP__LB_ASSIGN_PARAMS) != 0;
+  int finite = assign_p;
   if (dx) strop__sgemm(0, 0, m, in, out, 1.0f, dy, out, w, in, bx, dx, in);
-  if (dw) strop__sgemm(1, 0, out, in, m, 1.0f, dy, out, x, in, bp, dw, in);
+  if (dw) {
+    if (assign_p)
+      finite = strop__sgemm_finite(1, 0, out, in, m, 1.0f, dy, out, x, in, 0.0f, dw, in);
+    else
+      strop__sgemm(1, 0, out, in, m, 1.0f, dy, out, x, in, 1.0f, dw, in);
+  }
   if (db) {
     int64_t i = 0;
-    if (bp == 0.0f) { /* 0 + the first row, as adding into zeros gives (-0 becomes +0) */
+    if (assign_p) { /* 0 + the first row, as adding into zeros gives (-0 becomes +0) */
       for (int64_t j = 0; j < out; j++) db[j] = m > 0 ? 0.0f + dy[j] : 0.0f;
       i = 1;
     }
@@ -38,7 +44,10 @@ void strop__linear_backward(const float *x, const float *w, const float *dy, flo
       const float *r = dy + i * out;
       for (int64_t j = 0; j < out; j++) db[j] += r[j];
     }
+    if (assign_p)
+      for (int64_t j = 0; j < out; j++) finite &= isfinite(db[j]) != 0;
   }
+  return finite;
 }
 
 /* ---- elementwise activations ---- */

@@ -14,10 +14,12 @@ void strop__linear_forward(const float *x, const float *w, const float *b, float
 /* Given dy[m, out]: dx[m, in] += dy W; dw[out, in] += dy^T x; db[out] += sum_m dy.
  * Any of dx, dw, db may be NULL (not wanted). With STROP__LB_ASSIGN_DX dx is written rather
  * than added to (its old contents are not read), with STROP__LB_ASSIGN_PARAMS dw and db; the
- * values are those of adding into zeros. */
+ * values are those of adding into zeros. Returns 1 when it assigned dw and db and every value
+ * it wrote there is finite (checked as it wrote them); 0 otherwise, when a caller that needs
+ * to know must look itself. */
 enum { STROP__LB_ASSIGN_DX = 1, STROP__LB_ASSIGN_PARAMS = 2 };
-void strop__linear_backward(const float *x, const float *w, const float *dy, float *dx, float *dw,
-                            float *db, int64_t m, int64_t in, int64_t out, unsigned assign);
+int strop__linear_backward(const float *x, const float *w, const float *dy, float *dx, float *dw,
+                           float *db, int64_t m, int64_t in, int64_t out, unsigned assign);
 
 /* Elementwise activations over n floats. Backward ADDS into dx; it reads x (the input)
  * and/or y (the output) as the formula needs — both are always passed. */

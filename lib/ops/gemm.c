@@ -210,9 +210,15 @@ GEMM_INLINE void mk_8x16(int64_t kc, const float *a, int64_t rsa, int64_t csa, c
   for (int r = 0; r < MR; r++) out[2 * r + 1] = z;
 }
 
-/* C[mr x nr] = alpha * acc + beta * C (C not read when beta is 0). */
+/* Lanes of v (within m) that are NaN or infinite: v - v is 0 for the finite ones. */
+GEMM_INLINE __mmask16 nonfinite_lanes(__mmask16 m, __m512 v) {
+  return _mm512_mask_cmp_ps_mask(m, _mm512_sub_ps(v, v), _mm512_setzero_ps(), _CMP_NEQ_UQ);
+}
+
+/* C[mr x nr] = alpha * acc + beta * C (C not read when beta is 0). With bad (the last k block:
+ * these are C's final values), lanes that are not finite are or-ed into *bad. */
 GEMM_INLINE void store_tile(const __m512 *acc, float *c, int64_t ldc, float alpha, float beta,
-                            int64_t mr, int64_t nr) {
+                            int64_t mr, int64_t nr, unsigned *bad) {
   const __mmask16 m0 = lanes(nr), m1 = lanes(nr - 16);
   const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
   for (int64_t r = 0; r < mr; r++) {
@@ -222,6 +228,7 @@ GEMM_INLINE void store_tile(const __m512 *acc, float *c, int64_t ldc, float alph
       v0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, cr), v0);
       v1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, cr + 16), v1);
     }
+    if (bad) *bad |= (unsigned)(nonfinite_lanes(m0, v0) | nonfinite_lanes(m1, v1));
     _mm512_mask_storeu_ps(cr, m0, v0);
     if (m1) _mm512_mask_storeu_ps(cr + 16, m1, v1);
   }
@@ -231,19 +238,19 @@ GEMM_INLINE void store_tile(const __m512 *acc, float *c, int64_t ldc, float alph
 __attribute__((target("avx512f"))) static void kernel_8x32(int64_t kc, const float *ap,
                                                            const float *bp, float *c,
                                                            int64_t ldc, float alpha, float beta,
-                                                           int64_t mr, int64_t nr) {
+                                                           int64_t mr, int64_t nr, unsigned *bad) {
   __m512 acc[16];
   mk_8x32(kc, ap, 1, MR, bp, NR, 0, 0xffff, 0xffff, acc);
-  store_tile(acc, c, ldc, alpha, beta, mr, nr);
+  store_tile(acc, c, ldc, alpha, beta, mr, nr, bad);
 }
 
 __attribute__((target("avx512f"))) static void kernel_8x16(int64_t kc, const float *ap,
                                                            const float *bp, float *c,
                                                            int64_t ldc, float alpha, float beta,
-                                                           int64_t mr, int64_t nr) {
+                                                           int64_t mr, int64_t nr, unsigned *bad) {
   __m512 acc[16];
   mk_8x16(kc, ap, 1, MR, bp, NR, 0, 0xffff, acc);
-  store_tile(acc, c, ldc, alpha, beta, mr, nr);
+  store_tile(acc, c, ldc, alpha, beta, mr, nr, bad);
 }
 
 /* A read in place, B read in place (row stride ldb) or packed (ldb NR, zero-padded). Kept out
@@ -289,7 +296,7 @@ __attribute__((target("avx512f"))) static void sgemm_sup_n(int ta, int64_t m, in
                                                            const float *a, int64_t lda,
                                                            const float *b, int64_t ldb,
                                                            float beta, float *c, int64_t ldc,
-                                                           float *tail) {
+                                                           float *tail, unsigned *bad) {
   const int64_t rsa = ta ? 1 : lda, csa = ta ? lda : 1;
   __m512 acc[16];
   for (int64_t j = 0; j < n; j += NR) {
@@ -306,7 +313,7 @@ __attribute__((target("avx512f"))) static void sgemm_sup_n(int ta, int64_t m, in
           pack_a_tail(ai, rsa, csa, mr, kc, tail);
           kernel_direct(kc, tail, 1, MR, b + pc * ldb + j, ldb, nr < NR, acc, nr);
         }
-        store_tile(acc, c + i * ldc + j, ldc, alpha, be, mr, nr);
+        store_tile(acc, c + i * ldc + j, ldc, alpha, be, mr, nr, pc + kc == k ? bad : NULL);
       }
     }
   }
@@ -346,7 +353,8 @@ __attribute__((target("avx512f"))) static void sgemm_sup_t(int64_t m, int64_t n,
                                                            float alpha, const float *a,
                                                            int64_t lda, const float *b,
                                                            int64_t ldb, float beta, float *c,
-                                                           int64_t ldc, float *bp, float *tail) {
+                                                           int64_t ldc, float *bp, float *tail,
+                                                           unsigned *bad) {
   for (int64_t q = 0; q < m; q += NR)
     pack_rows_t(a + q * lda, lda, m - q < NR ? m - q : NR, k, bp + q * k, NR);
   __attribute__((aligned(64))) float t[MR * NR];
@@ -377,6 +385,10 @@ __attribute__((target("avx512f"))) static void sgemm_sup_t(int64_t m, int64_t n,
               _mm512_store_ps(tr, _mm512_fmadd_ps(one, _mm512_load_ps(tr), v));
           }
       }
+      if (bad) /* the buffer holds C's final values: the rows and columns that are C's */
+        for (int r = 0; r < mr; r++)
+          *bad |= (unsigned)(nonfinite_lanes(lanes(nr), _mm512_load_ps(t + r * NR)) |
+                             nonfinite_lanes(lanes(nr - 16), _mm512_load_ps(t + r * NR + 16)));
       store_tile_t(t, mr, nr, ct, ldc);
     }
   }
@@ -431,19 +443,22 @@ __attribute__((target("avx512f"))) int strop__sgemm_own(int ta, int tb, int64_t 
                                                          int64_t k, float alpha, const float *a,
                                                          int64_t lda, const float *b,
                                                          int64_t ldb, float beta, float *c,
-                                                         int64_t ldc) {
+                                                         int64_t ldc, int *nonfinite) {
   if (m <= 0 || n <= 0 || k <= 0) return -1; /* strop__sgemm handles these itself */
   __attribute__((aligned(64))) float tail[KC * MR];
+  unsigned bad_lanes = 0, *bad = nonfinite ? &bad_lanes : NULL;
   const int path = sup_path(ta, tb, m, n, k);
   if (path == 1) {
-    sgemm_sup_n(ta, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, tail);
+    sgemm_sup_n(ta, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, tail, bad);
+    if (nonfinite) *nonfinite = bad_lanes != 0;
     return 0;
   }
   gemm_buf *buf = buf_take();
   if (!buf) return -1;
   if (path == 2) {
-    sgemm_sup_t(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, buf->data, tail);
+    sgemm_sup_t(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, buf->data, tail, bad);
     buf_give(buf);
+    if (nonfinite) *nonfinite = bad_lanes != 0;
     return 0;
   }
   float *ap = buf->data, *bp = ap + MC * KC;
@@ -477,16 +492,18 @@ __attribute__((target("avx512f"))) int strop__sgemm_own(int ta, int tb, int64_t 
           for (int64_t i = 0; i < mc; i += MR) {
             const int64_t mr = mc - i < MR ? mc - i : MR;
             float *ct = c + (ic + i) * ldc + jc + j;
+            unsigned *bt = pc + kc == k ? bad : NULL;
             if (nr <= 16)
-              kernel_8x16(kc, ap + i * kc, bp + j * kc, ct, ldc, alpha, be, mr, nr);
+              kernel_8x16(kc, ap + i * kc, bp + j * kc, ct, ldc, alpha, be, mr, nr, bt);
             else
-              kernel_8x32(kc, ap + i * kc, bp + j * kc, ct, ldc, alpha, be, mr, nr);
+              kernel_8x32(kc, ap + i * kc, bp + j * kc, ct, ldc, alpha, be, mr, nr, bt);
           }
         }
       }
     }
   }
   buf_give(buf);
+  if (nonfinite) *nonfinite = bad_lanes != 0;
   return 0;
 }
 
@@ -499,9 +516,9 @@ int strop__gemm_use_own(int ta, int tb, int64_t m, int64_t n, int64_t k) {
 }
 int strop__sgemm_own(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha,
                      const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
-                     float *c, int64_t ldc) {
+                     float *c, int64_t ldc, int *nonfinite) {
   (void)ta, (void)tb, (void)m, (void)n, (void)k, (void)alpha, (void)a, (void)lda, (void)b;
-  (void)ldb, (void)beta, (void)c, (void)ldc;
+  (void)ldb, (void)beta, (void)c, (void)ldc, (void)nonfinite;
   return -1;
 }
 

@@ -21,13 +21,19 @@
 void strop__sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                   const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
                   int64_t ldc);
+/* The same, and returns 1 when every element of C is finite afterwards, 0 otherwise: the own
+ * kernel looks at each value as it stores it, OpenBLAS's result is scanned by the thread that
+ * wrote it while it is in cache (a gradient checked where it is made, not read back later). */
+int strop__sgemm_finite(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                        const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                        float *c, int64_t ldc);
 /* strop's own SGEMM (gemm.c), same contract as strop__sgemm without the threading: used by
  * strop__sgemm where the CPU has AVX-512 (see strop__gemm_use_own). Returns 0, or -1 when it
  * cannot run here (no AVX-512 build, no packing buffer, an empty product): the caller falls
- * back. */
+ * back. With nonfinite, also sets *nonfinite to whether any element of C ends NaN or infinite. */
 int strop__sgemm_own(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                      const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
-                     float *c, int64_t ldc);
+                     float *c, int64_t ldc, int *nonfinite);
 /* 1 when this build and CPU can run strop__sgemm_own. */
 int strop__gemm_own_available(void);
 /* 1 when strop__sgemm uses it for this product: strop__gemm_impl 0 decides by the CPU,

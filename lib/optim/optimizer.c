@@ -682,6 +682,7 @@ strop_status strop_optimizer_zero_grad(strop_optimizer *opt) {
     if (is_trainable(ps[k]) && ps[k]->grad) {
       strop__par_zero(ps[k]->grad, ps[k]->numel);
       ps[k]->grad_stale = 0;
+      ps[k]->grad_checked = 0;
     }
   return STROP_OK;
 }

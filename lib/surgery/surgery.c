@@ -443,6 +443,7 @@ static strop_status infer_node(work *w, int i) {
       p->idata = q->idata;
       p->grad = q->grad;
       p->grad_stale = q->grad_stale;
+      p->grad_checked = 0;
       p->trainable = q->trainable;
       p->lr_mult = q->lr_mult;
       p->no_decay = q->no_decay;
