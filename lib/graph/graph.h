@@ -79,6 +79,8 @@ strop_status strop__model_zero_grad(strop_model *m);
 strop_status strop__model_zero_grad_lazy(strop_model *m);
 /* Clear p's gradient if it is stale (see above); nothing otherwise. */
 void strop__param_grad_fresh(strop__param *p);
+/* Clear p's gradient (if it has one) now, and its stale and checked marks. */
+void strop__param_zero_grad(strop__param *p);
 /* Allocate grad for trainable params lacking one, free it for frozen ones. */
 strop_status strop__model_sync_grads(strop_model *m);
 

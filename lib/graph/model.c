@@ -575,22 +575,20 @@ strop_status strop__model_sync_grads(strop_model *m) {
   return STROP_OK;
 }
 
-void strop__param_grad_fresh(strop__param *p) {
-  if (!p->grad_stale) return;
+void strop__param_zero_grad(strop__param *p) {
   if (p->grad) strop__par_zero(p->grad, p->numel);
   p->grad_stale = 0;
   p->grad_checked = 0;
 }
 
+void strop__param_grad_fresh(strop__param *p) {
+  if (p->grad_stale) strop__param_zero_grad(p);
+}
+
 strop_status strop__model_zero_grad(strop_model *m) {
   strop_status s = strop__model_sync_grads(m);
   if (s) return s;
-  for (int i = 0; i < m->n_params; i++)
-    if (m->params[i]->grad) {
-      strop__par_zero(m->params[i]->grad, m->params[i]->numel);
-      m->params[i]->grad_stale = 0;
-      m->params[i]->grad_checked = 0;
-    }
+  for (int i = 0; i < m->n_params; i++) strop__param_zero_grad(m->params[i]);
   return STROP_OK;
 }
 
@@ -606,12 +604,14 @@ strop_status strop__model_zero_grad_lazy(strop_model *m) {
 
 /* Before the backward of nodes [first, last] (a fused chain): 1 when the owner may write its
  * parameters' gradients outright (all of them stale, and it says it can); otherwise every stale
- * one among them is cleared now and 0 is returned. */
+ * one among them is cleared now and 0 is returned. Their checked marks are cleared: the
+ * backward is about to write them. */
 static int pgrad_prepare(strop_model *m, int first, int last) {
   int stale = 0, fresh = 0;
   for (int q = first; q <= last; q++)
     for (int j = 0; j < m->nodes[q].n_params; j++) {
-      const strop__param *p = &m->nodes[q].params[j];
+      strop__param *p = &m->nodes[q].params[j];
+      p->grad_checked = 0;
       if (p->grad && p->grad_stale)
         stale++;
       else if (p->grad)
@@ -712,12 +712,10 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
     /* what the layer takes from the arena inside its backward is scratch: given back after */
     strop__arena_mark mk = strop__arena_get_mark(&m->arena);
     x.pgrad_assign = pgrad_prepare(m, first, i);
-    for (int q = first; q <= i; q++)
-      for (int j = 0; j < m->nodes[q].n_params; j++) m->nodes[q].params[j].grad_checked = 0;
     s = nd->vt->backward(nd, &x, ins, &m->acts[i], m->grads[i], din);
     if (s) return s;
-    for (int q = first; q <= i; q++)
-      for (int j = 0; j < m->nodes[q].n_params; j++) m->nodes[q].params[j].grad_stale = 0;
+    if (x.pgrad_assign) /* the layer wrote them outright */
+      for (int j = 0; j < nd->n_params; j++) nd->params[j].grad_stale = 0;
     strop__arena_rollback(&m->arena, mk);
     if (i != nn - 1) {
       spares[n_spares].p = m->grads[i];

@@ -1,10 +1,9 @@
 /* strop — the BLAS/LAPACK boundary: every call into OpenBLAS goes through here. */
 #include <cblas.h>
 #include <stdatomic.h>
-#include <stdint.h>
-#include <string.h>
 
 #include "core/core.h"
+#include "ops/dense.h"
 #include "ops/ops.h"
 
 /* OpenBLAS's own entry point (not in every cblas.h). */
@@ -36,14 +35,9 @@ enum { GEMM_BLOCK = 16 };
 
 /* 1 when an m x n block of C (row stride ldc) holds a NaN or an infinity. */
 static int block_nonfinite(const float *c, int64_t m, int64_t n, int64_t ldc) {
-  uint32_t bad = 0;
   for (int64_t i = 0; i < m; i++)
-    for (int64_t j = 0; j < n; j++) {
-      uint32_t u;
-      memcpy(&u, &c[i * ldc + j], sizeof u);
-      bad |= (u & 0x7f800000u) == 0x7f800000u;
-    }
-  return bad != 0;
+    if (!strop__all_finite_serial(c + i * ldc, (size_t)n)) return 1;
+  return 0;
 }
 
 static void gemm_call(gemm_job *j, int64_t m, int64_t n, const float *a, const float *b,

@@ -44,8 +44,7 @@ int strop__linear_backward(const float *x, const float *w, const float *dy, floa
       const float *r = dy + i * out;
       for (int64_t j = 0; j < out; j++) db[j] += r[j];
     }
-    if (assign_p)
-      for (int64_t j = 0; j < out; j++) finite &= isfinite(db[j]) != 0;
+    if (assign_p) finite = finite && strop__all_finite_serial(db, (size_t)out);
   }
   return finite;
 }
@@ -228,7 +227,7 @@ void strop__log_softmax_backward(const float *y, const float *dy, float *dx, int
 
 /* ---- checks ---- */
 
-STROP__CLONES static int all_finite_serial(const float *x, size_t n) {
+STROP__CLONES int strop__all_finite_serial(const float *x, size_t n) {
   uint32_t bad = 0;
   for (size_t i = 0; i < n; i++) {
     uint32_t u;
@@ -246,7 +245,7 @@ typedef struct finite_job {
 static void finite_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
   (void)chunk;
   finite_job *j = ctx;
-  if (!all_finite_serial(j->x + lo, (size_t)(hi - lo))) atomic_store(&j->bad, 1);
+  if (!strop__all_finite_serial(j->x + lo, (size_t)(hi - lo))) atomic_store(&j->bad, 1);
 }
 
 int strop__all_finite(const float *x, size_t n) {

@@ -52,8 +52,10 @@ void strop__log_softmax_backward(const float *y, const float *dy, float *dx, int
                                  int64_t d, int64_t inner);
 
 /* 1 when every x[i] is finite (no NaN, no Inf). An exponent-bits test, so the loop vectorises
- * without reassociating float sums. */
+ * without reassociating float sums. strop__all_finite splits a long array across threads;
+ * strop__all_finite_serial runs on the calling thread (inside a parallel run). */
 int strop__all_finite(const float *x, size_t n);
+int strop__all_finite_serial(const float *x, size_t n);
 
 /* Inverted dropout: mask[i] = 1 with probability 1 - p (drawn from rng, which advances),
  * y = x * mask / (1 - p). p = 1 gives zeros. */

@@ -679,11 +679,7 @@ strop_status strop_optimizer_zero_grad(strop_optimizer *opt) {
   int n;
   source(opt, &ps, &n);
   for (int k = 0; k < n; k++)
-    if (is_trainable(ps[k]) && ps[k]->grad) {
-      strop__par_zero(ps[k]->grad, ps[k]->numel);
-      ps[k]->grad_stale = 0;
-      ps[k]->grad_checked = 0;
-    }
+    if (is_trainable(ps[k]) && ps[k]->grad) strop__param_zero_grad(ps[k]);
   return STROP_OK;
 }
 
