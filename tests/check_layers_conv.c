@@ -772,7 +772,7 @@ START_TEST(write_options) {
   int64_t sh[3] = {4, 6, 6};
   strop_model *m = one("conv2d", "out_channels=4 kernel_size=[3,1] groups=2 padding=same", 3, sh,
                        "c");
-  strop__optbuf b;
+  strop__opts b;
   memset(&b, 0, sizeof b);
   ck_assert_int_eq(strop__node_write_opts(&m->nodes[0], &b), STROP_OK);
   char text[512] = "";
@@ -780,7 +780,7 @@ START_TEST(write_options) {
     size_t l = strlen(text);
     snprintf(text + l, sizeof text - l, "%s=%s ", b.v[i].key, b.v[i].val);
   }
-  strop__optbuf_free(&b);
+  strop__opts_free(&b);
   ck_assert_ptr_nonnull(strstr(text, "in_channels=4"));
   ck_assert_ptr_nonnull(strstr(text, "padding=same"));
   strop_model *m2 = one("conv2d", text, 3, sh, "c");

@@ -86,8 +86,7 @@ START_TEST(registered) {
   for (size_t i = 0; i < N_FAMILY; i++) {
     const strop__layer_vtable *v = g_family[i];
     ck_assert_ptr_eq(strop__layer_find(v->type), v);
-    ck_assert(v->parse != NULL);
-    ck_assert(v->write != NULL);
+    ck_assert(v->doc != NULL);
     ck_assert(v->infer != NULL);
     ck_assert(v->forward != NULL);
     ck_assert(v->backward != NULL);
@@ -577,7 +576,7 @@ START_TEST(write_options) {
                                          {"p=0.5", NULL, NULL},
                                          {"dim=-1", NULL, NULL}};
   for (int i = 0; i < 4; i++) {
-    strop__optbuf b = {0};
+    strop__opts b = {0};
     must(strop__node_write_opts(&m->nodes[i], &b), "write opts");
     char all[256] = "";
     for (int j = 0; j < b.n; j++) {
@@ -587,7 +586,7 @@ START_TEST(write_options) {
     for (int j = 0; j < 3 && want[i][j]; j++)
       ck_assert_msg(strstr(all, want[i][j]) != NULL, "node %d writes '%s', no '%s'", i, all,
                     want[i][j]);
-    strop__optbuf_free(&b);
+    strop__opts_free(&b);
   }
   strop_model_free(m);
 }

@@ -756,7 +756,7 @@ START_TEST(options_roundtrip) {
   /* write() emits every option, including inferred ones */
   const int64_t shape[2] = {4, 6};
   strop_model *m = build1(2, shape, "attn", "multihead_attention", "num_heads=3 causal=1");
-  strop__optbuf b = {0};
+  strop__opts b = {0};
   must(strop__node_write_opts(&m->nodes[0], &b), "write");
   int seen = 0;
   for (int i = 0; i < b.n; i++) {
@@ -765,7 +765,7 @@ START_TEST(options_roundtrip) {
     if (!strcmp(b.v[i].key, "causal")) seen += !strcmp(b.v[i].val, "true");
   }
   ck_assert_int_eq(seen, 3);
-  strop__optbuf_free(&b);
+  strop__opts_free(&b);
   strop_model_free(m);
   ck_assert_ptr_eq(strop__layer_find("mean_pool"), g_family[4]);
   for (size_t i = 0; i < sizeof g_family / sizeof g_family[0]; i++)

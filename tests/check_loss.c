@@ -104,7 +104,7 @@ START_TEST(forward_reference) {
   /* bce: x = 0 -> ln 2 whatever the target */
   float x0[2] = {0.0f, 0.0f}, yb[2] = {1.0f, 0.0f};
   strop__loss_cfg_init(&c, STROP_LOSS_BCE_WITH_LOGITS);
-  c.reduction = STROP_LOSS_REDUCTION_SUM;
+  c.reduction = STROP__LOSS_REDUCTION_SUM;
   ck_assert_int_eq(strop__loss_eval(&c, x0, 2, 1, yb, 1, &l, g), STROP_OK);
   ck_assert_double_eq_tol(l, 2.0 * log(2.0), 1e-7);
   ck_assert_float_eq_tol(g[0], -0.5f, 1e-7f);

@@ -290,7 +290,7 @@ static void expect_same_model(strop_model *a, strop_model *b) {
     ck_assert_ptr_eq(x->vt, y->vt);
     ck_assert_int_eq(x->n_in, y->n_in);
     for (int j = 0; j < x->n_in; j++) ck_assert_str_eq(x->in_names[j], y->in_names[j]);
-    strop__optbuf ox, oy;
+    strop__opts ox, oy;
     must(strop__node_write_opts(x, &ox), "write");
     must(strop__node_write_opts(y, &oy), "write");
     ck_assert_int_eq(ox.n, oy.n);
@@ -299,8 +299,8 @@ static void expect_same_model(strop_model *a, strop_model *b) {
       ck_assert_msg(!strcmp(ox.v[k].val, oy.v[k].val), "%s.%s: %s vs %s", x->name, ox.v[k].key,
                     ox.v[k].val, oy.v[k].val);
     }
-    strop__optbuf_free(&ox);
-    strop__optbuf_free(&oy);
+    strop__opts_free(&ox);
+    strop__opts_free(&oy);
   }
   ck_assert_int_eq(a->n_params, b->n_params);
   for (int i = 0; i < a->n_params; i++) {
@@ -666,7 +666,7 @@ START_TEST(lora_attn_save_load) {
   ck_assert_ptr_nonnull(strstr(st + 8, "\"base_model.model.attn.q_proj.lora_A.weight\""));
   ck_assert_ptr_nonnull(strstr(st + 8, "\"base_model.model.attn.v_proj.lora_B.weight\""));
   must(strop_model_lora_load(base, dir), "load");
-  ck_assert_int_eq(strop__mha_lora_rank(&base->nodes[0], 2, NULL), 3);
+  ck_assert_int_eq(base->nodes[0].vt->lora->rank(&base->nodes[0], 2, NULL, NULL), 3);
   float x[2 * 5 * 8];
   fill_x(x, 80, 3.0f);
   float *y0 = forward_copy(m, x, 2, 0), *y1 = forward_copy(base, x, 2, 0);

@@ -510,6 +510,64 @@ START_TEST(dag_edits) {
 }
 END_TEST
 
+/* A composite type goes through the same registry as any layer: appended, inserted and put in
+ * place of a node by a plan, it expands into its parts, which train like the rest. */
+START_TEST(composite_edits) {
+  int64_t in[2] = {5, 8};
+  strop_model *m = NULL;
+  OK(strop_model_create(2, in, &m));
+  OK(strop_model_add(m, "proj", "linear", "out_features=8", NULL));
+  OK(strop_model_add(m, "pool", "mean_pool", NULL, NULL));
+  OK(strop_model_add(m, "head", "linear", "out_features=3", NULL));
+  OK(strop_model_finalize(m, 5));
+  strop_surgery *s = NULL;
+  OK(strop_surgery_create(m, &s));
+  OK(strop_surgery_insert_after(s, "proj", "blk", "transformer_block",
+                                "embed_dim=8 num_heads=2 dim_feedforward=16"));
+  OK(strop_surgery_append(s, "out", "linear", "out_features=2"));
+  OK(strop_surgery_apply(s));
+  strop_surgery_free(s);
+  /* proj, 8 parts, pool, head, out */
+  ck_assert_int_eq(strop_model_num_nodes(m), 12);
+  int a1 = strop__model_node_find(m, "blk.add1"), p = strop__model_node_find(m, "pool");
+  ck_assert_int_ge(a1, 0);
+  ck_assert_str_eq(m->nodes[a1].in_names[0], "proj"); /* the residual reads the block input */
+  ck_assert_str_eq(m->nodes[p].in_names[0], "blk.add2");
+  /* the parts were initialised (not left at zero) and differ from each other */
+  strop_tensor *w1 = NULL, *w2 = NULL;
+  OK(strop_model_tensor_view(m, "blk.ff1.weight", &w1));
+  OK(strop_model_tensor_view(m, "blk.attn.q_proj.weight", &w2));
+  ck_assert(strop_tensor_data(w1)[0] != 0.0f && strop_tensor_data(w2)[0] != 0.0f);
+  ck_assert(strop_tensor_data(w1)[0] != strop_tensor_data(w2)[0]);
+  strop_tensor_free(w1);
+  strop_tensor_free(w2);
+  strop_test_gc_opts go;
+  strop_test_gc_defaults(&go);
+  strop_test_gradcheck(m, 2, 3, &go);
+  /* a composite in place of a node: its consumers read the last part */
+  OK(strop_surgery_create(m, &s));
+  OK(strop_surgery_replace(s, "proj", "transformer_block", "embed_dim=8 num_heads=4", 9));
+  OK(strop_surgery_apply(s));
+  strop_surgery_free(s);
+  ck_assert_int_lt(strop__model_node_find(m, "proj"), 0);
+  int a2 = strop__model_node_find(m, "proj.add2"), ln = strop__model_node_find(m, "blk.ln1");
+  ck_assert_int_ge(a2, 0);
+  ck_assert_str_eq(m->nodes[ln].in_names[0], "proj.add2");
+  ck_assert_str_eq(m->nodes[strop__model_node_find(m, "blk.add1")].in_names[0], "proj.add2");
+  /* a part name that exists already fails the whole plan, and names it */
+  strop_model *before = NULL;
+  OK(strop_model_clone(m, &before));
+  OK(strop_surgery_create(m, &s));
+  OK(strop_surgery_append(s, "blk", "transformer_block", "embed_dim=2 num_heads=1"));
+  ck_assert_int_eq(strop_surgery_apply(s), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "edit 1 of 1 (append 'blk')"));
+  strop_surgery_free(s);
+  ck_assert_int_eq(strop_model_num_nodes(m), strop_model_num_nodes(before));
+  strop_model_free(before);
+  strop_model_free(m);
+}
+END_TEST
+
 /* ---- LoRA ---- */
 static strop_model *with_lora(strop_model *base, const char *glob, int64_t r, float alpha,
                               float dropout) {
@@ -1142,6 +1200,7 @@ int main(void) {
   tcase_add_test(tc, replace_head);
   tcase_add_test(tc, insert_remove_truncate_append);
   tcase_add_test(tc, dag_edits);
+  tcase_add_test(tc, composite_edits);
   suite_add_tcase(s, tc);
   tc = tcase_create("lora");
   tcase_add_test(tc, lora_starts_exact_and_trains_adapters);

@@ -38,22 +38,10 @@ struct strop_model {
 
 /* Add a node from parsed options (YAML spec loader, surgery). Takes ownership of nothing;
  * copies the options. inputs: n_inputs names ("input" = model input); n_inputs == 0 means
- * the previous node. file may be NULL; errors carry opts' line/col when set. */
+ * the previous node. file may be NULL; errors carry opts' line/col when set. A composite type
+ * (transformer_block) adds its parts "<name>.<part>", all of them or none. */
 strop_status strop__model_add_opts(strop_model *m, const char *name, const char *type,
                                    strop__opts *opts, const char *const *inputs, int n_inputs);
-
-/* Composite pseudo-types (composite.c): a type such as "transformer_block" that
- * strop__model_add_opts expands into named sub-nodes "<name>.<part>", all or nothing.
- * find: its index, or -1 when type is not a composite. */
-int strop__composite_find(const char *type);
-strop_status strop__composite_add(strop_model *m, const char *name, int which, strop__opts *opts,
-                                  const char *const *inputs, int n_inputs);
-
-/* Options parsing: "k=v k2=[1,2]" into opts (owned copies); free with strop__opts_free. */
-strop_status strop__opts_parse(const char *fn, const char *text, strop__opts *out);
-strop_status strop__opts_add(strop__opts *o, const char *key, const char *val, int line, int col);
-void strop__opts_free(strop__opts *o);
-void strop__optbuf_free(strop__optbuf *b);
 
 /* Rebuild m->params from the nodes (after finalize or any structural change). */
 strop_status strop__model_reindex(strop_model *m);
@@ -89,11 +77,6 @@ strop_status strop__model_reinit(strop_model *m, uint64_t seed);
 /* Re-infer shapes (and re-declare params) of every node; init = 1 initialises them. */
 strop_status strop__model_infer_all(strop_model *m, uint64_t seed, int init);
 
-/* Free a parameter's memory / an array of n parameters / a node's memory (not the node). */
-void strop__param_release(strop__param *p);
-void strop__params_release(strop__param *v, int n);
-void strop__node_release(strop__node *n);
-
 /* The last node of the model's frozen, deterministic trunk through which every later node
  * is reached (its output can be cached per sample), or -1 when there is none. */
 int strop__model_frozen_cut(const strop_model *m);
@@ -105,8 +88,5 @@ strop_status strop__model_copy_state(strop_model *dst, const strop_model *src);
 
 /* Deep copy (for trials and surgery transactions). */
 strop_status strop__model_clone(const strop_model *src, strop_model **out);
-
-/* Per-node options written back (spec save, summary): fills b (free with optbuf_free). */
-strop_status strop__node_write_opts(const strop__node *n, strop__optbuf *b);
 
 #endif

@@ -6,99 +6,6 @@
 #include "core/tensor_impl.h"
 #include "graph/graph.h"
 
-/* ---- shapes ---- */
-size_t strop__shape_numel(const strop__shape *s) {
-  size_t n = 1;
-  for (int i = 0; i < s->rank; i++) n *= (size_t)s->d[i];
-  return n;
-}
-
-const char *strop__shape_str(const strop__shape *s, char *buf, size_t cap) {
-  size_t l = 0;
-  if (cap == 0) return buf;
-  buf[0] = '\0';
-  l += (size_t)snprintf(buf + l, cap - l, "[");
-  for (int i = 0; i < s->rank && l < cap; i++)
-    l += (size_t)snprintf(buf + l, cap - l, "%s%lld", i ? ", " : "", (long long)s->d[i]);
-  if (l < cap) snprintf(buf + l, cap - l, "]");
-  return buf;
-}
-
-/* ---- nodes ---- */
-strop_status strop__node_add_param(strop__node *n, const char *suffix, int rank,
-                                   const int64_t *dims, int is_buffer) {
-  strop__param *v = strop__realloc(n->params, (size_t)(n->n_params + 1) * sizeof *v);
-  if (!v) return strop__err(STROP_E_NOMEM, "layer '%s': out of memory", n->name);
-  n->params = v;
-  strop__param *p = &v[n->n_params];
-  memset(p, 0, sizeof *p);
-  size_t len = strlen(n->name) + strlen(suffix) + 2;
-  p->name = strop__malloc(len);
-  if (!p->name) return strop__err(STROP_E_NOMEM, "layer '%s': out of memory", n->name);
-  snprintf(p->name, len, "%s.%s", n->name, suffix);
-  p->rank = rank;
-  p->numel = 1;
-  for (int i = 0; i < rank; i++) {
-    p->dims[i] = dims[i];
-    p->numel *= (size_t)dims[i];
-  }
-  p->is_buffer = is_buffer;
-  p->trainable = !is_buffer;
-  p->lr_mult = 1.0f;
-  n->n_params++;
-  return STROP_OK;
-}
-
-strop_status strop__node_add_ibuffer(strop__node *n, const char *suffix) {
-  int64_t one = 1;
-  strop_status s = strop__node_add_param(n, suffix, 0, &one, 1);
-  if (s) return s;
-  n->params[n->n_params - 1].rank = 0; /* a scalar, as PyTorch stores it */
-  n->params[n->n_params - 1].numel = 1;
-  n->params[n->n_params - 1].idata = (int64_t *)1; /* marks int64; allocated with the rest */
-  return STROP_OK;
-}
-
-strop__param *strop__node_param(strop__node *n, const char *suffix) {
-  size_t nl = strlen(n->name);
-  for (int i = 0; i < n->n_params; i++) {
-    const char *pn = n->params[i].name;
-    if (strncmp(pn, n->name, nl) == 0 && pn[nl] == '.' && strcmp(pn + nl + 1, suffix) == 0)
-      return &n->params[i];
-  }
-  return NULL;
-}
-
-void strop__param_release(strop__param *p) {
-  strop__free(p->name);
-  strop__free_aligned(p->data);
-  if (p->idata != (int64_t *)1) strop__free(p->idata);
-  strop__free_aligned(p->grad);
-  memset(p, 0, sizeof *p);
-}
-
-void strop__params_release(strop__param *v, int n) {
-  for (int i = 0; i < n; i++) strop__param_release(&v[i]);
-  strop__free(v);
-}
-
-static void node_free_params(strop__node *n) {
-  strop__params_release(n->params, n->n_params);
-  n->params = NULL;
-  n->n_params = 0;
-}
-
-void strop__node_release(strop__node *n) {
-  node_free_params(n);
-  strop__free(n->name);
-  strop__free(n->cfg);
-  strop__free(n->in);
-  strop__free(n->in_shapes);
-  for (int i = 0; n->in_names && i < n->n_in; i++) strop__free(n->in_names[i]);
-  strop__free(n->in_names);
-  memset(n, 0, sizeof *n);
-}
-
 /* ---- model lifetime ---- */
 strop_status strop_model_create(int rank, const int64_t *input_shape, strop_model **out) {
   static const char fn[] = "strop_model_create";
@@ -158,6 +65,10 @@ int strop__model_node_find(const strop_model *m, const char *name) {
   return -1;
 }
 
+static strop_status add_composite(strop_model *m, const char *name,
+                                  const strop__layer_vtable *vt, strop__opts *opts,
+                                  const char *const *inputs, int n_inputs);
+
 strop_status strop__model_add_opts(strop_model *m, const char *name, const char *type,
                                    strop__opts *opts, const char *const *inputs, int n_inputs) {
   static const char fn[] = "strop_model_add";
@@ -170,16 +81,11 @@ strop_status strop__model_add_opts(strop_model *m, const char *name, const char 
                       "and '.' separators; not 'input')", fn, name ? name : "(null)");
   if (strop__model_node_find(m, name) >= 0)
     return strop__err(STROP_E_INVALID_ARG, "%s: a node named '%s' already exists", fn, name);
-  int composite = strop__composite_find(type);
-  if (composite >= 0) return strop__composite_add(m, name, composite, opts, inputs, n_inputs);
   const strop__layer_vtable *vt = strop__layer_find(type);
   if (!vt) {
-    char list[512] = "";
-    for (int i = 0, l = 0; i < strop__layer_count() && l < 480; i++)
-      l += snprintf(list + l, sizeof list - (size_t)l, "%s%s", i ? ", " : "",
-                    strop__layer_at(i)->type);
+    char list[600];
     return strop__err(STROP_E_NOT_FOUND, "%s: layer '%s': unknown type '%s' (known: %s)", fn,
-                      name, type, list);
+                      name, type, strop__layer_names(list, sizeof list));
   }
   if (n_inputs < 0 || (n_inputs > 0 && !inputs))
     return strop__err(STROP_E_INVALID_ARG, "%s: layer '%s': bad inputs", fn, name);
@@ -187,18 +93,18 @@ strop_status strop__model_add_opts(strop_model *m, const char *name, const char 
   if (!(vt->flags & STROP__LAYER_ANY_INPUTS) && want != vt->n_inputs)
     return strop__err(STROP_E_INVALID_ARG, "%s: layer '%s' (%s) takes %d input%s, got %d", fn,
                       name, type, vt->n_inputs, vt->n_inputs == 1 ? "" : "s", want);
+  if (vt->expand) return add_composite(m, name, vt, opts, inputs, n_inputs);
 
   strop__node nd;
   memset(&nd, 0, sizeof nd);
   nd.vt = vt;
   nd.name = strop__strdup(name);
-  nd.cfg = strop__calloc(1, vt->cfg_size ? vt->cfg_size : 1);
   nd.in_names = strop__calloc((size_t)want, sizeof *nd.in_names);
   nd.in = strop__calloc((size_t)want, sizeof *nd.in);
   nd.in_shapes = strop__calloc((size_t)want, sizeof *nd.in_shapes);
   nd.n_in = want;
   strop_status s = STROP_OK;
-  if (!nd.name || !nd.cfg || !nd.in_names || !nd.in || !nd.in_shapes) {
+  if (!nd.name || !nd.in_names || !nd.in || !nd.in_shapes) {
     s = STROP__NOMEM(fn);
     goto fail;
   }
@@ -220,35 +126,8 @@ strop_status strop__model_add_opts(strop_model *m, const char *name, const char 
       goto fail;
     }
   }
-  /* unknown keys first (the usual typo), against the keys the layer writes back */
   opts->layer = name;
-  opts->type = vt->type;
-  {
-    strop__optbuf b;
-    memset(&b, 0, sizeof b);
-    vt->write(nd.cfg, &b);
-    if (b.oom) {
-      strop__optbuf_free(&b);
-      s = STROP__NOMEM(fn);
-      goto fail;
-    }
-    for (int i = 0; i < opts->n && !s; i++) {
-      int known = 0;
-      for (int j = 0; j < b.n && !known; j++) known = strcmp(b.v[j].key, opts->v[i].key) == 0;
-      if (!known) {
-        char list[400] = "";
-        for (int j = 0, l = 0; j < b.n && l < 380; j++)
-          l += snprintf(list + l, sizeof list - (size_t)l, "%s%s", j ? ", " : "", b.v[j].key);
-        s = strop__opt_error(opts, opts->v[i].key, "unknown option (expected one of: %s)",
-                             list[0] ? list : "none");
-      }
-    }
-    strop__optbuf_free(&b);
-    if (s) goto fail;
-  }
-  for (int i = 0; i < opts->n; i++) opts->v[i].used = 0;
-  s = vt->parse(nd.cfg, opts);
-  if (s) goto fail;
+  if ((s = strop__layer_parse(vt, opts, &nd.cfg))) goto fail;
   if (m->n_nodes == m->cap_nodes) {
     int cap = m->cap_nodes ? m->cap_nodes * 2 : 16;
     strop__node *v = strop__realloc(m->nodes, (size_t)cap * sizeof *v);
@@ -264,6 +143,94 @@ strop_status strop__model_add_opts(strop_model *m, const char *name, const char 
 fail:
   strop__node_release(&nd);
   return s;
+}
+
+/* ---- composites: parts built in a scratch model (inputs are only names until finalize, so
+ * they may point into the real model), moved over only when every part was accepted ---- */
+typedef struct expand_ctx {
+  strop__expander e;
+  strop_model *scratch;
+  const char *block; /* the composite's node name */
+  const char *input; /* what it reads */
+  char last[256];    /* the previous part's full name */
+} expand_ctx;
+
+static strop_status expand_add(strop__expander *e, const char *part, const char *type,
+                               const char *const *kv, int n_kv, const char *const *ins, int n_in) {
+  expand_ctx *x = e->ctx;
+  char name[256], full_in[16][256];
+  const char *in_names[16];
+  if (n_in > 16) return strop__err(STROP_E_INTERNAL, "composite part '%s': too many inputs", part);
+  snprintf(name, sizeof name, "%s.%s", x->block, part);
+  for (int i = 0; i < n_in; i++) {
+    if (strcmp(ins[i], STROP__EXPAND_INPUT) == 0)
+      snprintf(full_in[i], sizeof full_in[i], "%s", x->input);
+    else
+      snprintf(full_in[i], sizeof full_in[i], "%s.%s", x->block, ins[i]);
+    in_names[i] = full_in[i];
+  }
+  if (n_in == 0) {
+    in_names[0] = x->last[0] ? x->last : x->input;
+    n_in = 1;
+  }
+  strop__opts o;
+  memset(&o, 0, sizeof o);
+  strop_status st = STROP_OK;
+  for (int i = 0; i < n_kv && !st; i++) st = strop__opts_add(&o, kv[2 * i], kv[2 * i + 1], 0, 0);
+  if (!st) st = strop__model_add_opts(x->scratch, name, type, &o, in_names, n_in);
+  strop__opts_free(&o);
+  if (!st) snprintf(x->last, sizeof x->last, "%s", name);
+  return st;
+}
+
+static strop_status add_composite(strop_model *m, const char *name,
+                                  const strop__layer_vtable *vt, strop__opts *opts,
+                                  const char *const *inputs, int n_inputs) {
+  static const char fn[] = "strop_model_add";
+  if (n_inputs > 1 || (n_inputs && (!inputs[0] || !*inputs[0])))
+    return strop__err(STROP_E_INVALID_ARG, "%s: layer '%s' (%s) takes 1 input, got %d", fn, name,
+                      vt->type, n_inputs);
+  opts->layer = name;
+  void *cfg = NULL;
+  strop_status st = strop__layer_parse(vt, opts, &cfg);
+  if (st) return st;
+  strop_model *scratch = NULL;
+  if ((st = strop_model_create(m->in_shape.rank, m->in_shape.d, &scratch))) {
+    strop__free(cfg);
+    return st;
+  }
+  expand_ctx x;
+  memset(&x, 0, sizeof x);
+  x.e.add = expand_add;
+  x.e.ctx = &x;
+  x.scratch = scratch;
+  x.block = name;
+  x.input = n_inputs ? inputs[0] : (m->n_nodes ? m->nodes[m->n_nodes - 1].name : "input");
+  st = vt->expand(cfg, &x.e);
+  strop__free(cfg);
+  /* part names must be new in the real model too */
+  for (int i = 0; !st && i < scratch->n_nodes; i++)
+    if (strop__model_node_find(m, scratch->nodes[i].name) >= 0)
+      st = strop__err(STROP_E_INVALID_ARG, "%s: layer '%s' (%s): a node named '%s' already "
+                      "exists", fn, name, vt->type, scratch->nodes[i].name);
+  if (!st && m->n_nodes + scratch->n_nodes > m->cap_nodes) {
+    int cap = m->cap_nodes ? m->cap_nodes : 16;
+    while (cap < m->n_nodes + scratch->n_nodes) cap *= 2;
+    strop__node *v = strop__realloc(m->nodes, (size_t)cap * sizeof *v);
+    if (!v) {
+      st = STROP__NOMEM(fn);
+    } else {
+      m->nodes = v;
+      m->cap_nodes = cap;
+    }
+  }
+  if (!st) {
+    memcpy(m->nodes + m->n_nodes, scratch->nodes, (size_t)scratch->n_nodes * sizeof *m->nodes);
+    m->n_nodes += scratch->n_nodes;
+    scratch->n_nodes = 0; /* moved: the scratch model no longer owns them */
+  }
+  strop_model_free(scratch);
+  return st;
 }
 
 strop_status strop_model_add(strop_model *model, const char *name, const char *type,
@@ -408,14 +375,15 @@ static strop_status infer_node(strop_model *m, int i) {
   strop__node *nd = &m->nodes[i];
   for (int j = 0; j < nd->n_in; j++)
     nd->in_shapes[j] = nd->in[j] < 0 ? m->in_shape : m->nodes[nd->in[j]].out_shape;
-  node_free_params(nd);
+  strop__node_clear_params(nd);
   return nd->vt->infer(nd);
 }
 
 static strop_status alloc_params(strop__node *nd) {
   for (int j = 0; j < nd->n_params; j++) {
     strop__param *p = &nd->params[j];
-    if (p->idata == (int64_t *)1) {
+    if (p->is_int64) {
+      if (p->idata) continue;
       p->idata = strop__calloc(1, sizeof(int64_t));
       if (!p->idata) return strop__err(STROP_E_NOMEM, "layer '%s': out of memory", nd->name);
       continue;
@@ -451,7 +419,7 @@ strop_status strop_model_finalize(strop_model *m, uint64_t seed) {
   if (!s) s = strop__model_infer_all(m, seed, 1);
   if (!s) s = strop__model_reindex(m);
   if (s) {
-    for (int i = 0; i < m->n_nodes; i++) node_free_params(&m->nodes[i]);
+    for (int i = 0; i < m->n_nodes; i++) strop__node_clear_params(&m->nodes[i]);
     if (s == STROP_E_SHAPE || s == STROP_E_INVALID_ARG) {
       if (strncmp(strop_last_error(), fn, strlen(fn)) != 0) strop__err_prefix("%s", fn);
     }
@@ -866,16 +834,6 @@ strop_status strop_model_set_tensor(strop_model *m, const char *name, const floa
   return STROP_OK;
 }
 
-strop_status strop__node_write_opts(const strop__node *n, strop__optbuf *b) {
-  memset(b, 0, sizeof *b);
-  n->vt->write(n->cfg, b);
-  if (b->oom) {
-    strop__optbuf_free(b);
-    return strop__err(STROP_E_NOMEM, "layer '%s': out of memory writing options", n->name);
-  }
-  return STROP_OK;
-}
-
 /* ---- clone ---- */
 strop_status strop__model_clone(const strop_model *src, strop_model **out) {
   static const char fn[] = "strop_model_clone";
@@ -897,6 +855,7 @@ strop_status strop__model_clone(const strop_model *src, strop_model **out) {
     b->n_in = a->n_in;
     b->out_shape = a->out_shape;
     b->frozen_stats = a->frozen_stats;
+    memcpy(b->slot, a->slot, sizeof b->slot);
     b->name = strop__strdup(a->name);
     b->cfg = strop__malloc(a->vt->cfg_size ? a->vt->cfg_size : 1);
     b->in = strop__malloc((size_t)a->n_in * sizeof *b->in);

@@ -40,12 +40,8 @@ strop_status strop__model_split_head(const strop_model *m, int cut, strop_model 
   const char *cut_name = m->nodes[cut].name;
   for (int j = cut + 1; j < m->n_nodes && !s; j++) {
     const strop__node *n = &m->nodes[j];
-    strop__optbuf b;
-    if ((s = strop__node_write_opts(n, &b))) break;
     strop__opts o;
-    memset(&o, 0, sizeof o);
-    for (int i = 0; i < b.n && !s; i++) s = strop__opts_add(&o, b.v[i].key, b.v[i].val, 0, 0);
-    strop__optbuf_free(&b);
+    if ((s = strop__node_write_opts(n, &o))) break;
     const char *ins[16];
     int n_in = n->n_in <= 16 ? n->n_in : 16;
     for (int i = 0; i < n_in; i++) ins[i] = strcmp(n->in_names[i], cut_name) ? n->in_names[i] : "input";

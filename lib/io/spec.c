@@ -403,7 +403,7 @@ static strop_status spec_text(const char *fn, const strop_model *m, strop__sbuf 
       }
       strop__sbuf_puts(b, "]\n");
     }
-    strop__optbuf ob;
+    strop__opts ob;
     strop_status st = strop__node_write_opts(nd, &ob);
     if (st != STROP_OK) return st;
     for (int k = 0; k < ob.n; k++) {
@@ -413,7 +413,7 @@ static strop_status spec_text(const char *fn, const strop_model *m, strop__sbuf 
       put_value(b, ob.v[k].val);
       strop__sbuf_puts(b, "\n");
     }
-    strop__optbuf_free(&ob);
+    strop__opts_free(&ob);
   }
   if (b->oom) return STROP__NOMEM(fn);
   return STROP_OK;

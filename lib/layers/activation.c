@@ -2,7 +2,6 @@
  * softmax, log_softmax (along one dimension). Kernels are in ops/dense.c. */
 #include <string.h>
 
-#include "layers/fuse.h"
 #include "layers/layer.h"
 #include "ops/dense.h"
 
@@ -17,42 +16,18 @@ typedef struct act_cfg {
 
 static const char *const gelu_modes[] = {"none", "tanh", NULL};
 
-static strop_status none_parse(void *cfg, strop__opts *o) {
-  (void)cfg;
-  (void)o;
-  return STROP_OK;
-}
-static void none_write(const void *cfg, strop__optbuf *b) {
-  (void)cfg;
-  (void)b;
-}
-
-static strop_status leaky_parse(void *cfg, strop__opts *o) {
-  act_cfg *c = cfg;
-  c->negative_slope = 0.01f;
-  return strop__opt_float(o, "negative_slope", -1e30, 1e30, &c->negative_slope);
-}
-static void leaky_write(const void *cfg, strop__optbuf *b) {
-  strop__optbuf_float(b, "negative_slope", ((const act_cfg *)cfg)->negative_slope);
-}
-
-static strop_status gelu_parse(void *cfg, strop__opts *o) {
-  act_cfg *c = cfg;
-  c->approximate = 0;
-  return strop__opt_enum(o, "approximate", gelu_modes, &c->approximate);
-}
-static void gelu_write(const void *cfg, strop__optbuf *b) {
-  strop__optbuf_str(b, "approximate", gelu_modes[((const act_cfg *)cfg)->approximate]);
-}
-
-static strop_status softmax_parse(void *cfg, strop__opts *o) {
-  act_cfg *c = cfg;
-  c->dim = -1;
-  return strop__opt_int(o, "dim", -(STROP_MAX_RANK + 1), STROP_MAX_RANK, &c->dim);
-}
-static void softmax_write(const void *cfg, strop__optbuf *b) {
-  strop__optbuf_int(b, "dim", ((const act_cfg *)cfg)->dim);
-}
+static const strop__optdef LEAKY_OPTIONS[] = {
+    STROP__OPT_FLOAT(act_cfg, negative_slope, "negative_slope", "0.01", -1e30, 1e30, 0,
+                     "slope for negative inputs"),
+    {NULL}};
+static const strop__optdef GELU_OPTIONS[] = {
+    STROP__OPT_ENUM(act_cfg, approximate, "approximate", "none", gelu_modes,
+                    "none: the exact erf form; tanh: the tanh approximation"),
+    {NULL}};
+static const strop__optdef SOFTMAX_OPTIONS[] = {
+    STROP__OPT_INT(act_cfg, dim, "dim", "-1", -(STROP_MAX_RANK + 1), STROP_MAX_RANK,
+                   "the dimension, counting the batch as 0 (-1: the last)"),
+    {NULL}};
 
 static strop_status same_infer(strop__node *n) {
   n->out_shape = n->in_shapes[0];
@@ -175,28 +150,30 @@ static strop_status act_backward(strop__node *n, const strop__exec *x, const str
   return STROP_OK;
 }
 
-#define ACT_VT(NAME, PARSE, WRITE, INFER)                                                      \
+#define ACT_VT(NAME, DOC, FLAGS, OPTIONS, INFER)                                              \
   const strop__layer_vtable strop__layer_##NAME = {                                           \
       .type = #NAME,                                                                          \
+      .doc = DOC,                                                                             \
       .cfg_size = sizeof(act_cfg),                                                            \
       .n_inputs = 1,                                                                          \
-      .flags = STROP__LAYER_ASSIGNS_DIN,                                                      \
-      .parse = PARSE,                                                                         \
-      .write = WRITE,                                                                         \
+      .flags = STROP__LAYER_ASSIGNS_DIN | (FLAGS),                                            \
+      .options = OPTIONS,                                                                     \
       .infer = INFER,                                                                         \
       .init = NULL,                                                                           \
       .forward = act_forward,                                                                 \
       .backward = act_backward,                                                               \
   };
 
-ACT_VT(relu, none_parse, none_write, same_infer)
-ACT_VT(leaky_relu, leaky_parse, leaky_write, same_infer)
-ACT_VT(gelu, gelu_parse, gelu_write, same_infer)
-ACT_VT(silu, none_parse, none_write, same_infer)
-ACT_VT(tanh, none_parse, none_write, same_infer)
-ACT_VT(sigmoid, none_parse, none_write, same_infer)
-ACT_VT(softmax, softmax_parse, softmax_write, softmax_infer)
-ACT_VT(log_softmax, softmax_parse, softmax_write, softmax_infer)
+ACT_VT(relu, "max(x, 0) (torch.nn.ReLU)", STROP__LAYER_EPILOGUE_RELU, NULL, same_infer)
+ACT_VT(leaky_relu, "x, or negative_slope x below 0 (torch.nn.LeakyReLU)", 0, LEAKY_OPTIONS,
+       same_infer)
+ACT_VT(gelu, "x Phi(x) (torch.nn.GELU)", 0, GELU_OPTIONS, same_infer)
+ACT_VT(silu, "x sigmoid(x) (torch.nn.SiLU)", 0, NULL, same_infer)
+ACT_VT(tanh, "tanh(x) (torch.nn.Tanh)", 0, NULL, same_infer)
+ACT_VT(sigmoid, "1 / (1 + exp(-x)) (torch.nn.Sigmoid)", 0, NULL, same_infer)
+ACT_VT(softmax, "softmax along dim (torch.nn.Softmax)", 0, SOFTMAX_OPTIONS, softmax_infer)
+ACT_VT(log_softmax, "log of softmax along dim (torch.nn.LogSoftmax)", 0, SOFTMAX_OPTIONS,
+       softmax_infer)
 
 /* the vtable's address tells the kind, so one forward/backward serves all eight */
 static int kind_of(const strop__node *n) {
@@ -212,4 +189,3 @@ static int kind_of(const strop__node *n) {
   return -1;
 }
 
-int strop__layer_is_relu(const strop__node *n) { return n->vt == &strop__layer_relu; }

@@ -27,86 +27,64 @@ typedef struct mha_cfg {
   int lora_merged;
 } mha_cfg;
 
-const char *const strop__mha_proj_names[4] = {"q_proj", "k_proj", "v_proj", "out_proj"};
+
+static const char *const PROJ_NAMES[] = {"q_proj", "k_proj", "v_proj", "out_proj", NULL};
 
 static int has_lora(const mha_cfg *c) {
   return c->lora_r[0] || c->lora_r[1] || c->lora_r[2] || c->lora_r[3];
 }
 
-/* lora_alpha: a number (all four) or [q, k, v, out] */
-static strop_status parse_alpha(strop__opts *o, float *alpha) {
-  for (int i = 0; i < o->n; i++) {
-    if (strcmp(o->v[i].key, "lora_alpha") != 0) continue;
-    o->v[i].used = 1;
-    const char *p = o->v[i].val;
-    while (*p == ' ') p++;
-    int list = *p == '[';
-    if (list) p++;
-    int k = 0;
-    for (;;) {
-      char *end;
-      double v = strtod(p, &end);
-      if (end == p || !(v >= 0.0 && v <= 1e9) || k == 4)
-        return strop__opt_error(o, "lora_alpha", "expected a number >= 0 or a list of 4 "
-                                "([q, k, v, out]), got '%s'", o->v[i].val);
-      alpha[k++] = (float)v;
-      p = end;
-      while (*p == ' ') p++;
-      if (list && *p == ',') {
-        p++;
-        continue;
-      }
-      break;
-    }
-    if ((list && *p != ']') || (!list && *p) || (list && k != 4))
-      return strop__opt_error(o, "lora_alpha", "expected a number >= 0 or a list of 4 "
-                              "([q, k, v, out]), got '%s'", o->v[i].val);
-    if (!list)
-      for (int j = 1; j < 4; j++) alpha[j] = alpha[0];
-  }
-  return STROP_OK;
-}
+/* parameter slots: projection i has weight 2i and bias 2i + 1, its adapter A 8 + 2i and B 9 + 2i */
+#define SLOT_W(i) (2 * (i))
+#define SLOT_B(i) (2 * (i) + 1)
+#define SLOT_A(i) (8 + 2 * (i))
+#define SLOT_LB(i) (9 + 2 * (i))
 
-static const char *const PARAM_NAMES[8] = {
-    "q_proj.weight", "q_proj.bias", "k_proj.weight", "k_proj.bias",
-    "v_proj.weight", "v_proj.bias", "out_proj.weight", "out_proj.bias",
-};
+static const strop__paramdef PARAMS[] = {
+    {"q_proj.weight", 0, "[embed_dim, embed_dim]"},
+    {"q_proj.bias", 0, "[embed_dim], when bias is true"},
+    {"k_proj.weight", 0, "[embed_dim, embed_dim]"},
+    {"k_proj.bias", 0, "[embed_dim]"},
+    {"v_proj.weight", 0, "[embed_dim, embed_dim]"},
+    {"v_proj.bias", 0, "[embed_dim]"},
+    {"out_proj.weight", 0, "[embed_dim, embed_dim]"},
+    {"out_proj.bias", 0, "[embed_dim]"},
+    {"q_proj.lora_A.weight", STROP__PD_ADAPTER, "[r, embed_dim], when lora_r[0] > 0"},
+    {"q_proj.lora_B.weight", STROP__PD_ADAPTER, "[embed_dim, r]"},
+    {"k_proj.lora_A.weight", STROP__PD_ADAPTER, "[r, embed_dim], when lora_r[1] > 0"},
+    {"k_proj.lora_B.weight", STROP__PD_ADAPTER, "[embed_dim, r]"},
+    {"v_proj.lora_A.weight", STROP__PD_ADAPTER, "[r, embed_dim], when lora_r[2] > 0"},
+    {"v_proj.lora_B.weight", STROP__PD_ADAPTER, "[embed_dim, r]"},
+    {"out_proj.lora_A.weight", STROP__PD_ADAPTER, "[r, embed_dim], when lora_r[3] > 0"},
+    {"out_proj.lora_B.weight", STROP__PD_ADAPTER, "[embed_dim, r]"},
+    {NULL}};
 
-static strop_status mha_parse(void *cfg, strop__opts *o) {
+
+static const strop__optdef OPTIONS[] = {
+    STROP__OPT_AUTO_INT(mha_cfg, embed_dim, "embed_dim",
+                        "model width D of the [T, D] input; auto: inferred"),
+    {.name = "num_heads", .type = STROP__OT_INT, .off = offsetof(mha_cfg, num_heads), .lo = 1,
+     .hi = INT32_MAX, .example = "2", .doc = "attention heads; must divide embed_dim"},
+    STROP__OPT_BOOL(mha_cfg, bias, "bias", "true", "the projections have biases"),
+    STROP__OPT_FLOAT(mha_cfg, dropout, "dropout", "0", 0, 1, 0,
+                     "dropout on the attention weights in train mode"),
+    STROP__OPT_BOOL(mha_cfg, causal, "causal", "false",
+                    "mask future positions (a decoder's self-attention)"),
+    STROP__OPT_INTS(mha_cfg, lora_r, "lora_r", "[0, 0, 0, 0]", 4, 0, INT32_MAX,
+                    "LoRA rank per projection [q, k, v, out]; 0: no adapter (set by surgery)"),
+    {.name = "lora_alpha", .type = STROP__OT_FLOATS, .off = offsetof(mha_cfg, lora_alpha),
+     .dflt = "[8, 8, 8, 8]", .lo = 0, .hi = 1e9, .n = 4,
+     .doc = "LoRA alpha per projection; the adapter's scale is alpha / r"},
+    STROP__OPT_BOOL(mha_cfg, lora_merged, "lora_merged", "false",
+                    "the adapters are folded into the projection weights"),
+    {NULL}};
+
+static strop_status mha_check(void *cfg, strop__opts *o) {
   mha_cfg *c = cfg;
-  strop_status st;
-  c->bias = 1;
-  if ((st = strop__opt_int(o, "embed_dim", 1, INT32_MAX, &c->embed_dim))) return st;
-  if ((st = strop__opt_require(o, "num_heads"))) return st;
-  if ((st = strop__opt_int(o, "num_heads", INT32_MIN, INT32_MAX, &c->num_heads))) return st;
-  if (c->num_heads < 1)
-    return strop__opt_error(o, "num_heads", "must be at least 1, got %lld",
-                            (long long)c->num_heads);
-  if ((st = strop__opt_bool(o, "bias", &c->bias))) return st;
-  if ((st = strop__opt_float(o, "dropout", 0.0, 1.0, &c->dropout))) return st;
   if (c->embed_dim && c->embed_dim % c->num_heads != 0)
     return strop__opt_error(o, "num_heads", "embed_dim %lld is not divisible by num_heads %lld",
                             (long long)c->embed_dim, (long long)c->num_heads);
-  if ((st = strop__opt_bool(o, "causal", &c->causal))) return st;
-  for (int i = 0; i < 4; i++) c->lora_alpha[i] = 8.0f;
-  if ((st = strop__opt_ints(o, "lora_r", 4, 0, INT32_MAX, c->lora_r))) return st;
-  if ((st = parse_alpha(o, c->lora_alpha))) return st;
-  return strop__opt_bool(o, "lora_merged", &c->lora_merged);
-}
-
-static void mha_write(const void *cfg, strop__optbuf *b) {
-  const mha_cfg *c = cfg;
-  strop__optbuf_int(b, "embed_dim", c->embed_dim);
-  strop__optbuf_int(b, "num_heads", c->num_heads);
-  strop__optbuf_bool(b, "bias", c->bias);
-  strop__optbuf_float(b, "dropout", c->dropout);
-  strop__optbuf_bool(b, "causal", c->causal);
-  strop__optbuf_ints(b, "lora_r", c->lora_r, 4);
-  char a[128];
-  snprintf(a, sizeof a, "[%.9g, %.9g, %.9g, %.9g]", (double)c->lora_alpha[0],
-           (double)c->lora_alpha[1], (double)c->lora_alpha[2], (double)c->lora_alpha[3]);
-  strop__optbuf_str(b, "lora_alpha", a);
-  strop__optbuf_bool(b, "lora_merged", c->lora_merged);
+  return STROP_OK;
 }
 
 static strop_status mha_infer(strop__node *n) {
@@ -135,64 +113,59 @@ static strop_status mha_infer(strop__node *n) {
   strop_status st = STROP_OK;
   for (int i = 0; i < 8 && st == STROP_OK; i++) {
     if (i % 2 == 1 && !c->bias) continue;
-    st = strop__node_add_param(n, PARAM_NAMES[i], i % 2 ? 1 : 2, wd, 0);
+    st = strop__node_declare(n, i, i % 2 ? 1 : 2, wd);
   }
-  char nm[64];
   for (int i = 0; i < 4 && st == STROP_OK; i++) {
     if (!c->lora_r[i]) continue;
     int64_t ad[2] = {c->lora_r[i], c->embed_dim}, bd[2] = {c->embed_dim, c->lora_r[i]};
-    snprintf(nm, sizeof nm, "%s.lora_A.weight", strop__mha_proj_names[i]);
-    st = strop__node_add_param(n, nm, 2, ad, 0);
-    snprintf(nm, sizeof nm, "%s.lora_B.weight", strop__mha_proj_names[i]);
-    if (!st) st = strop__node_add_param(n, nm, 2, bd, 0);
+    st = strop__node_declare(n, SLOT_A(i), 2, ad);
+    if (!st) st = strop__node_declare(n, SLOT_LB(i), 2, bd);
   }
   /* with adapters the base projections are frozen, as in PEFT: only A and B train */
   if (!st && has_lora(c))
     for (int i = 0; i < n->n_params; i++)
-      if (!strstr(n->params[i].name, ".lora_")) n->params[i].trainable = 0;
+      if (!n->params[i].is_adapter) n->params[i].trainable = 0;
   return st;
 }
 
-static strop__param *adapter(strop__node *n, int proj, int b) {
-  char nm[64];
-  snprintf(nm, sizeof nm, "%s.lora_%c.weight", strop__mha_proj_names[proj], b ? 'B' : 'A');
-  return strop__node_param(n, nm);
+static strop__param *adapter(const strop__node *n, int proj, int b) {
+  return strop__node_p(n, b ? SLOT_LB(proj) : SLOT_A(proj));
 }
 
 static float lora_scale(const mha_cfg *c, int proj) {
   return c->lora_r[proj] ? c->lora_alpha[proj] / (float)c->lora_r[proj] : 0.0f;
 }
 
-void strop__mha_lora_init_adapters(strop__node *n, int mask, strop__rng *rng) {
+static void mha_lora_init_adapters(strop__node *n, int mask, strop__rng *rng) {
   const mha_cfg *c = n->cfg;
   for (int i = 0; i < 4; i++) {
     strop__param *a = adapter(n, i, 0), *b = adapter(n, i, 1);
     if (!(mask & (1 << i)) || !a || !b) continue;
-    strop__init_kaiming_uniform(a->data, a->numel, c->embed_dim, sqrt(5.0), rng);
-    strop__init_zeros(b->data, b->numel);
+    strop__lora_init_pair(a, b, c->embed_dim, rng);
   }
 }
 
-void strop__mha_lora_set(void *cfg, int proj, int64_t r, float alpha) {
+static void mha_lora_set(void *cfg, int proj, int64_t r, float alpha) {
   mha_cfg *c = cfg;
   c->lora_r[proj] = r;
   c->lora_alpha[proj] = alpha;
 }
 
-int64_t strop__mha_lora_rank(const strop__node *n, int proj, float *alpha) {
+static int64_t mha_lora_rank(const strop__node *n, int proj, float *alpha, float *dropout) {
   const mha_cfg *c = n->cfg;
   if (alpha) *alpha = c->lora_alpha[proj];
+  if (dropout) *dropout = 0.0f; /* adapter dropout is not supported on projections */
   return c->lora_r[proj];
 }
 
-int strop__mha_lora_merged(const strop__node *n) { return ((const mha_cfg *)n->cfg)->lora_merged; }
+static int mha_lora_merged(const strop__node *n) { return ((const mha_cfg *)n->cfg)->lora_merged; }
 
-void strop__mha_lora_set_merged(strop__node *n, int merge) {
+static void mha_lora_set_merged(strop__node *n, int merge) {
   mha_cfg *c = n->cfg;
   merge = merge ? 1 : 0;
   if (c->lora_merged == merge || !has_lora(c)) return;
   for (int i = 0; i < 4; i++) {
-    strop__param *w = strop__node_param(n, PARAM_NAMES[2 * i]);
+    strop__param *w = strop__node_p(n, SLOT_W(i));
     strop__param *a = adapter(n, i, 0), *b = adapter(n, i, 1);
     if (!c->lora_r[i] || !w || !a || !b || !w->data || !a->data || !b->data) continue;
     float s = lora_scale(c, i);
@@ -209,13 +182,13 @@ static void mha_init(strop__node *n, strop__rng *rng) {
   const mha_cfg *c = n->cfg;
   const int64_t d = c->embed_dim;
   for (int i = 0; i < 8; i++) {
-    strop__param *p = strop__node_param(n, PARAM_NAMES[i]);
+    strop__param *p = strop__node_p(n, i);
     if (!p) continue;
     if (i % 2) strop__init_zeros(p->data, p->numel);
     else if (i < 6) strop__init_xavier_uniform(p->data, p->numel, d, 3 * d, 1.0, rng);
     else strop__init_pytorch_linear_default(p->data, p->numel, d, rng);
   }
-  strop__mha_lora_init_adapters(n, 15, rng);
+  mha_lora_init_adapters(n, 15, rng);
 }
 
 static void mha_dims(const strop__node *n, const strop__exec *x, const strop__act *in,
@@ -237,7 +210,7 @@ static void mha_weights(strop__node *n, float *const *eff, strop__mha_weights *w
   const mha_cfg *c = n->cfg;
   const float *p[8];
   for (int i = 0; i < 8; i++) {
-    strop__param *q = strop__node_param(n, PARAM_NAMES[i]);
+    strop__param *q = strop__node_p(n, i);
     p[i] = q ? q->data : NULL;
   }
   for (int i = 0; eff && i < 4; i++) {
@@ -311,10 +284,7 @@ static strop_status mha_backward(strop__node *n, const strop__exec *x, const str
   strop__mha_weights w;
   mha_weights(n, eff, &w);
   float *g[8];
-  for (int i = 0; i < 8; i++) {
-    strop__param *p = strop__node_param(n, PARAM_NAMES[i]);
-    g[i] = p && p->trainable ? p->grad : NULL;
-  }
+  for (int i = 0; i < 8; i++) g[i] = strop__node_grad(n, i);
   for (int i = 0; i < 4; i++)
     if (deff[i]) g[2 * i] = deff[i];
   strop__mha_grads gr = {g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]};
@@ -322,7 +292,7 @@ static strop_status mha_backward(strop__node *n, const strop__exec *x, const str
   for (int i = 0; i < 4; i++) {
     if (!deff[i]) continue;
     const size_t dd = (size_t)(c->embed_dim * c->embed_dim);
-    strop__param *wp = strop__node_param(n, PARAM_NAMES[2 * i]);
+    strop__param *wp = strop__node_p(n, SLOT_W(i));
     if (wp->trainable && wp->grad)
       for (size_t e = 0; e < dd; e++) wp->grad[e] += deff[i][e];
     strop__param *a = adapter(n, i, 0), *b = adapter(n, i, 1);
@@ -333,15 +303,32 @@ static strop_status mha_backward(strop__node *n, const strop__exec *x, const str
   return STROP_OK;
 }
 
+/* adapters live on the projections; merged for good (export) they go: lora_r all 0 */
+static const char *const NO_LORA[] = {"lora_r", "[0, 0, 0, 0]", "lora_merged", "false", NULL};
+static const strop__lora_ops LORA = {
+    .parts = PROJ_NAMES,
+    .set = mha_lora_set,
+    .rank = mha_lora_rank,
+    .init_adapters = mha_lora_init_adapters,
+    .merged = mha_lora_merged,
+    .set_merged = mha_lora_set_merged,
+    .merged_type = "multihead_attention",
+    .merged_opts = NO_LORA,
+};
+
 const strop__layer_vtable strop__layer_multihead_attention = {
     .type = "multihead_attention",
+    .doc = "multi-head self-attention on [T, D] with separate q/k/v/out projections "
+           "(torch.nn.MultiheadAttention, batch_first, query = key = value)",
     .cfg_size = sizeof(mha_cfg),
     .n_inputs = 1,
     .flags = STROP__LAYER_STOCHASTIC,
-    .parse = mha_parse,
-    .write = mha_write,
+    .options = OPTIONS,
+    .params = PARAMS,
+    .check = mha_check,
     .infer = mha_infer,
     .init = mha_init,
     .forward = mha_forward,
     .backward = mha_backward,
+    .lora = &LORA,
 };

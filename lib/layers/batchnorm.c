@@ -22,39 +22,31 @@ typedef struct bn_saved {
   float *mean, *invstd;
 } bn_saved;
 
-static strop_status bn_parse(void *cfg, strop__opts *o) {
-  bn_cfg *c = cfg;
-  strop_status st;
-  c->eps = 1e-5f;
-  c->momentum = 0.1f;
-  c->affine = 1;
-  c->track_running_stats = 1;
-  if ((st = strop__opt_int(o, "num_features", 1, INT32_MAX, &c->num_features))) return st;
-  if ((st = strop__opt_float(o, "eps", 0.0, 1.0, &c->eps))) return st;
-  for (int i = 0; i < o->n; i++)
-    if (!strcmp(o->v[i].key, "momentum") &&
-        (!strcmp(o->v[i].val, "None") || !strcmp(o->v[i].val, "none") ||
-         !strcmp(o->v[i].val, "null"))) {
-      o->v[i].used = 1;
-      c->momentum = -1.0f;
-    }
-  if (c->momentum >= 0.0f && (st = strop__opt_float(o, "momentum", 0.0, 1.0, &c->momentum)))
-    return st;
-  if ((st = strop__opt_bool(o, "affine", &c->affine))) return st;
-  return strop__opt_bool(o, "track_running_stats", &c->track_running_stats);
-}
+enum { W, B, RM, RV, NBT }; /* parameter slots */
 
-static void bn_write(const void *cfg, strop__optbuf *b) {
-  const bn_cfg *c = cfg;
-  strop__optbuf_int(b, "num_features", c->num_features);
-  strop__optbuf_float(b, "eps", c->eps);
-  if (c->momentum < 0.0f)
-    strop__optbuf_str(b, "momentum", "none");
-  else
-    strop__optbuf_float(b, "momentum", c->momentum);
-  strop__optbuf_bool(b, "affine", c->affine);
-  strop__optbuf_bool(b, "track_running_stats", c->track_running_stats);
-}
+static const double NONE_V[] = {-1, -1, -1};
+
+static const strop__optdef OPTIONS[] = {
+    STROP__OPT_AUTO_INT(bn_cfg, num_features, "num_features",
+                        "channels C (dim 0 of each sample); auto: inferred"),
+    STROP__OPT_FLOAT(bn_cfg, eps, "eps", "1e-05", 0, 1, 0,
+                     "added to the variance for stability"),
+    {.name = "momentum", .type = STROP__OT_FLOAT, .off = offsetof(bn_cfg, momentum),
+     .dflt = "0.1", .lo = 0, .hi = 1, .words = strop__word_none,
+     .word_values = NONE_V,
+     .doc = "weight of a batch in the running statistics; none: cumulative average"},
+    STROP__OPT_BOOL(bn_cfg, affine, "affine", "true", "learn a per-channel weight and bias"),
+    STROP__OPT_BOOL(bn_cfg, track_running_stats, "track_running_stats", "true",
+                    "keep running statistics for eval mode"),
+    {NULL}};
+
+static const strop__paramdef PARAMS[] = {
+    [W] = {"weight", 0, "[C], when affine"},
+    [B] = {"bias", 0, "[C], when affine"},
+    [RM] = {"running_mean", STROP__PD_BUFFER, "[C], when track_running_stats"},
+    [RV] = {"running_var", STROP__PD_BUFFER, "[C]"},
+    [NBT] = {"num_batches_tracked", STROP__PD_INT64, "int64 scalar"},
+    {NULL}};
 
 static strop_status bn_infer_common(strop__node *n, int rank_lo, int rank_hi,
                                     const char *expect) {
@@ -76,13 +68,13 @@ static strop_status bn_infer_common(strop__node *n, int rank_lo, int rank_hi,
   strop_status st = STROP_OK;
   const int64_t *nf = &c->num_features;
   if (c->affine) {
-    if ((st = strop__node_add_param(n, "weight", 1, nf, 0))) return st;
-    if ((st = strop__node_add_param(n, "bias", 1, nf, 0))) return st;
+    if ((st = strop__node_declare(n, W, 1, nf))) return st;
+    if ((st = strop__node_declare(n, B, 1, nf))) return st;
   }
   if (c->track_running_stats) {
-    if ((st = strop__node_add_param(n, "running_mean", 1, nf, 1))) return st;
-    if ((st = strop__node_add_param(n, "running_var", 1, nf, 1))) return st;
-    st = strop__node_add_ibuffer(n, "num_batches_tracked");
+    if ((st = strop__node_declare(n, RM, 1, nf))) return st;
+    if ((st = strop__node_declare(n, RV, 1, nf))) return st;
+    st = strop__node_declare(n, NBT, 0, NULL);
   }
   return st;
 }
@@ -95,11 +87,11 @@ static strop_status bn2d_infer(strop__node *n) { return bn_infer_common(n, 3, 3,
 static void bn_init(strop__node *n, strop__rng *rng) {
   (void)rng;
   strop__param *p;
-  if ((p = strop__node_param(n, "weight"))) strop__init_ones(p->data, p->numel);
-  if ((p = strop__node_param(n, "bias"))) strop__init_zeros(p->data, p->numel);
-  if ((p = strop__node_param(n, "running_mean"))) strop__init_zeros(p->data, p->numel);
-  if ((p = strop__node_param(n, "running_var"))) strop__init_ones(p->data, p->numel);
-  if ((p = strop__node_param(n, "num_batches_tracked")) && p->idata) p->idata[0] = 0;
+  if ((p = strop__node_p(n, W))) strop__init_ones(p->data, p->numel);
+  if ((p = strop__node_p(n, B))) strop__init_zeros(p->data, p->numel);
+  if ((p = strop__node_p(n, RM))) strop__init_zeros(p->data, p->numel);
+  if ((p = strop__node_p(n, RV))) strop__init_ones(p->data, p->numel);
+  if ((p = strop__node_p(n, NBT)) && p->idata) p->idata[0] = 0;
 }
 
 /* channels and the per-channel length l of an activation [n, C, ...] */
@@ -113,10 +105,8 @@ static strop_status bn_forward(strop__node *n, const strop__exec *x, const strop
                                strop__act *out) {
   const bn_cfg *c = n->cfg;
   const int64_t C = c->num_features, l = bn_len(&in[0].shape), N = in[0].n;
-  strop__param *w = strop__node_param(n, "weight"), *b = strop__node_param(n, "bias");
-  strop__param *rm = strop__node_param(n, "running_mean");
-  strop__param *rv = strop__node_param(n, "running_var");
-  strop__param *nbt = strop__node_param(n, "num_batches_tracked");
+  strop__param *w = strop__node_p(n, W), *b = strop__node_p(n, B);
+  strop__param *rm = strop__node_p(n, RM), *rv = strop__node_p(n, RV), *nbt = strop__node_p(n, NBT);
   const float *gamma = w ? w->data : NULL, *beta = b ? b->data : NULL;
   bn_saved *sv = strop__arena_alloc(x->arena, sizeof *sv);
   if (!sv) return strop__err(STROP_E_NOMEM, "layer '%s' (%s): out of memory", n->name, n->vt->type);
@@ -164,17 +154,15 @@ static strop_status bn_backward(strop__node *n, const strop__exec *x, const stro
     return strop__err(STROP_E_INTERNAL, "layer '%s' (%s): backward without forward", n->name,
                       n->vt->type);
   const int64_t C = c->num_features, l = bn_len(&in[0].shape), N = in[0].n;
-  strop__param *w = strop__node_param(n, "weight"), *b = strop__node_param(n, "bias");
-  float *dg = w && w->trainable ? w->grad : NULL;
-  float *dbt = b && b->trainable ? b->grad : NULL;
+  strop__param *w = strop__node_p(n, W);
+  float *dg = strop__node_grad(n, W), *dbt = strop__node_grad(n, B);
   const float *gamma = w ? w->data : NULL;
   if (!dg && !dbt && !din[0]) return STROP_OK;
   if (sv->batch_stats) {
     strop__batchnorm_backward_train(N, C, l, in[0].data, dout, gamma, sv->mean, sv->invstd,
                                     din[0], dg, dbt);
   } else {
-    strop__param *rm = strop__node_param(n, "running_mean");
-    strop__param *rv = strop__node_param(n, "running_var");
+    strop__param *rm = strop__node_p(n, RM), *rv = strop__node_p(n, RV);
     strop__batchnorm_backward_eval(N, C, l, in[0].data, dout, gamma, rm->data, rv->data, c->eps,
                                    din[0], dg, dbt);
   }
@@ -183,11 +171,12 @@ static strop_status bn_backward(strop__node *n, const strop__exec *x, const stro
 
 const strop__layer_vtable strop__layer_batchnorm1d = {
     .type = "batchnorm1d",
+    .doc = "batch normalisation over dim 0 of [C] or [C, L] (torch.nn.BatchNorm1d)",
     .cfg_size = sizeof(bn_cfg),
     .n_inputs = 1,
-    .flags = STROP__LAYER_BATCHSTATS,
-    .parse = bn_parse,
-    .write = bn_write,
+    .flags = STROP__LAYER_BATCHSTATS | STROP__LAYER_FOLDABLE_NORM,
+    .options = OPTIONS,
+    .params = PARAMS,
     .infer = bn1d_infer,
     .init = bn_init,
     .forward = bn_forward,
@@ -196,11 +185,12 @@ const strop__layer_vtable strop__layer_batchnorm1d = {
 
 const strop__layer_vtable strop__layer_batchnorm2d = {
     .type = "batchnorm2d",
+    .doc = "batch normalisation over the channels of [C, H, W] (torch.nn.BatchNorm2d)",
     .cfg_size = sizeof(bn_cfg),
     .n_inputs = 1,
-    .flags = STROP__LAYER_BATCHSTATS,
-    .parse = bn_parse,
-    .write = bn_write,
+    .flags = STROP__LAYER_BATCHSTATS | STROP__LAYER_FOLDABLE_NORM,
+    .options = OPTIONS,
+    .params = PARAMS,
     .infer = bn2d_infer,
     .init = bn_init,
     .forward = bn_forward,

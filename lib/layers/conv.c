@@ -7,60 +7,66 @@
 #include "layers/layer.h"
 #include "ops/conv.h"
 
-enum { PAD_EXPLICIT = 0, PAD_SAME = 1, PAD_VALID = 2 };
-
 typedef struct conv_cfg {
-  int64_t in_channels; /* 0 until inferred when the option is omitted */
+  int64_t in_channels; /* 0 ("auto") until inferred */
   int64_t out_channels;
-  int64_t kernel[2], stride[2], padding[2], dilation[2];
+  int64_t kernel[2], stride[2], padding[2], dilation[2]; /* padding: as given, or a word */
   int64_t groups;
   int bias;
-  int pad_mode;        /* PAD_*; "same" resolves padding (left side) in infer */
+  int padding_mode;    /* only 0, "zeros", is supported */
+  int64_t pad[2];      /* the padding in use, from infer ("same" resolved) */
   int64_t oh, ow;      /* output size, from infer */
   /* run time, from conv_fuse: a relu and/or a max-pool computed in the conv's epilogue
    * (relu, pool and pd set; argmax and y are per call) */
   strop__conv2d_epilogue ep;
 } conv_cfg;
 
-static strop__opt *raw_opt(strop__opts *o, const char *key) {
-  for (int i = 0; i < o->n; i++)
-    if (strcmp(o->v[i].key, key) == 0) return &o->v[i];
-  return NULL;
-}
+enum { W, B }; /* parameter slots */
 
-static strop_status conv_parse(void *cfg, strop__opts *o) {
+#define PAD_SAME (-1)
+#define PAD_VALID (-2)
+
+static const char *const PAD_WORDS[] = {"same", "valid", NULL};
+static const double PAD_V[] = {PAD_SAME, PAD_VALID};
+static const char *const MODES[] = {"zeros", "reflect", "replicate", "circular", NULL};
+
+static const strop__optdef OPTIONS[] = {
+    STROP__OPT_AUTO_INT(conv_cfg, in_channels, "in_channels",
+                        "input channels C of the [C, H, W] input; auto: inferred"),
+    {.name = "out_channels", .type = STROP__OT_INT, .off = offsetof(conv_cfg, out_channels),
+     .lo = 1, .hi = INT32_MAX, .example = "4", .doc = "output channels"},
+    {.name = "kernel_size", .type = STROP__OT_INTS, .off = offsetof(conv_cfg, kernel), .lo = 1,
+     .hi = 1 << 16, .n = 2, .example = "3", .doc = "kernel height and width (one value: both)"},
+    STROP__OPT_INTS(conv_cfg, stride, "stride", "[1, 1]", 2, 1, 1 << 16, "step between windows"),
+    {.name = "padding", .type = STROP__OT_INTS, .off = offsetof(conv_cfg, padding),
+     .dflt = "[0, 0]", .lo = 0, .hi = 1 << 16, .n = 2, .words = PAD_WORDS, .word_values = PAD_V,
+     .doc = "zeros added on each side; same: output size = input size (stride 1); valid: none"},
+    STROP__OPT_INTS(conv_cfg, dilation, "dilation", "[1, 1]", 2, 1, 1 << 16,
+                    "spacing between kernel elements"),
+    STROP__OPT_INT(conv_cfg, groups, "groups", "1", 1, INT32_MAX,
+                   "blocked connections; divides in_channels and out_channels"),
+    STROP__OPT_BOOL(conv_cfg, bias, "bias", "true", "learn an additive bias per channel"),
+    STROP__OPT_ENUM(conv_cfg, padding_mode, "padding_mode", "zeros", MODES,
+                    "only zeros is supported"),
+    {NULL}};
+
+static const strop__paramdef PARAMS[] = {
+    [W] = {"weight", 0, "[out_channels, in_channels / groups, kh, kw]"},
+    [B] = {"bias", 0, "[out_channels], when bias is true"},
+    {NULL}};
+
+static strop_status conv_check(void *cfg, strop__opts *o) {
   conv_cfg *c = cfg;
-  strop_status st;
-  c->stride[0] = c->stride[1] = 1;
-  c->dilation[0] = c->dilation[1] = 1;
-  c->groups = 1;
-  c->bias = 1;
-  if ((st = strop__opt_int(o, "in_channels", 1, INT32_MAX, &c->in_channels))) return st;
-  if ((st = strop__opt_require(o, "out_channels"))) return st;
-  if ((st = strop__opt_int(o, "out_channels", 1, INT32_MAX, &c->out_channels))) return st;
-  if ((st = strop__opt_require(o, "kernel_size"))) return st;
-  if ((st = strop__opt_ints(o, "kernel_size", 2, 1, 1 << 16, c->kernel))) return st;
-  if ((st = strop__opt_ints(o, "stride", 2, 1, 1 << 16, c->stride))) return st;
-  if ((st = strop__opt_ints(o, "dilation", 2, 1, 1 << 16, c->dilation))) return st;
-  if ((st = strop__opt_int(o, "groups", 1, INT32_MAX, &c->groups))) return st;
-  if ((st = strop__opt_bool(o, "bias", &c->bias))) return st;
-  strop__opt *p = raw_opt(o, "padding");
-  if (p && (!strcmp(p->val, "same") || !strcmp(p->val, "valid"))) {
-    p->used = 1;
-    c->pad_mode = p->val[0] == 's' ? PAD_SAME : PAD_VALID;
-    if (c->pad_mode == PAD_SAME && (c->stride[0] != 1 || c->stride[1] != 1))
-      return strop__opt_error(o, "padding", "'same' needs stride 1, got stride [%lld, %lld]",
-                              (long long)c->stride[0], (long long)c->stride[1]);
-  } else if ((st = strop__opt_ints(o, "padding", 2, 0, 1 << 16, c->padding))) {
-    return st;
-  }
-  static const char *const modes[] = {"zeros", "reflect", "replicate", "circular", NULL};
-  int mode = 0;
-  if ((st = strop__opt_enum(o, "padding_mode", modes, &mode))) return st;
-  if (mode != 0)
+  if ((c->padding[0] < 0 || c->padding[1] < 0) && c->padding[0] != c->padding[1])
+    return strop__opt_error(o, "padding", "'same' and 'valid' apply to both sides: give the word "
+                            "alone");
+  if (c->padding[0] == PAD_SAME && (c->stride[0] != 1 || c->stride[1] != 1))
+    return strop__opt_error(o, "padding", "'same' needs stride 1, got stride [%lld, %lld]",
+                            (long long)c->stride[0], (long long)c->stride[1]);
+  if (c->padding_mode != 0)
     return strop__err(STROP_E_UNSUPPORTED,
                       "layer '%s' (conv2d): option 'padding_mode': only 'zeros' is supported, "
-                      "got '%s'", o->layer ? o->layer : "?", modes[mode]);
+                      "got '%s'", o->layer ? o->layer : "?", MODES[c->padding_mode]);
   if (c->out_channels % c->groups)
     return strop__opt_error(o, "groups", "out_channels %lld is not divisible by groups %lld",
                             (long long)c->out_channels, (long long)c->groups);
@@ -68,22 +74,6 @@ static strop_status conv_parse(void *cfg, strop__opts *o) {
     return strop__opt_error(o, "groups", "in_channels %lld is not divisible by groups %lld",
                             (long long)c->in_channels, (long long)c->groups);
   return STROP_OK;
-}
-
-static void conv_write(const void *cfg, strop__optbuf *b) {
-  const conv_cfg *c = cfg;
-  strop__optbuf_int(b, "in_channels", c->in_channels);
-  strop__optbuf_int(b, "out_channels", c->out_channels);
-  strop__optbuf_ints(b, "kernel_size", c->kernel, 2);
-  strop__optbuf_ints(b, "stride", c->stride, 2);
-  if (c->pad_mode == PAD_SAME)
-    strop__optbuf_str(b, "padding", "same");
-  else
-    strop__optbuf_ints(b, "padding", c->padding, 2);
-  strop__optbuf_ints(b, "dilation", c->dilation, 2);
-  strop__optbuf_int(b, "groups", c->groups);
-  strop__optbuf_bool(b, "bias", c->bias);
-  strop__optbuf_str(b, "padding_mode", "zeros");
 }
 
 static strop__conv2d_dims conv_dims(const conv_cfg *c, const strop__shape *s, int64_t n) {
@@ -97,8 +87,8 @@ static strop__conv2d_dims conv_dims(const conv_cfg *c, const strop__shape *s, in
   d.kw = c->kernel[1];
   d.sh = c->stride[0];
   d.sw = c->stride[1];
-  d.ph = c->padding[0];
-  d.pw = c->padding[1];
+  d.ph = c->pad[0];
+  d.pw = c->pad[1];
   d.dh = c->dilation[0];
   d.dw = c->dilation[1];
   d.groups = c->groups;
@@ -131,17 +121,16 @@ static strop_status conv_infer(strop__node *n) {
   int64_t span[2];
   for (int i = 0; i < 2; i++) {
     span[i] = c->dilation[i] * (c->kernel[i] - 1) + 1;
-    if (c->pad_mode == PAD_SAME) c->padding[i] = (span[i] - 1) / 2; /* PyTorch: left = total/2 */
-    if (c->pad_mode == PAD_VALID) c->padding[i] = 0;
+    c->pad[i] = c->padding[i] == PAD_SAME    ? (span[i] - 1) / 2 /* PyTorch: left = total/2 */
+                : c->padding[i] == PAD_VALID ? 0
+                                             : c->padding[i];
   }
-  if (c->pad_mode == PAD_SAME) {
+  if (c->padding[0] == PAD_SAME) {
     c->oh = s->d[1];
     c->ow = s->d[2];
   } else {
-    c->oh = strop__conv_out_len(s->d[1], c->kernel[0], c->stride[0], c->padding[0],
-                                c->dilation[0]);
-    c->ow = strop__conv_out_len(s->d[2], c->kernel[1], c->stride[1], c->padding[1],
-                                c->dilation[1]);
+    c->oh = strop__conv_out_len(s->d[1], c->kernel[0], c->stride[0], c->pad[0], c->dilation[0]);
+    c->ow = strop__conv_out_len(s->d[2], c->kernel[1], c->stride[1], c->pad[1], c->dilation[1]);
   }
   if (c->oh <= 0 || c->ow <= 0 || s->d[1] <= 0 || s->d[2] <= 0)
     return strop__err(STROP_E_SHAPE,
@@ -150,24 +139,24 @@ static strop_status conv_infer(strop__node *n) {
                       "padding %lldx%lld)",
                       n->name, (long long)c->kernel[0], (long long)c->kernel[1],
                       (long long)c->dilation[0], (long long)c->dilation[1], (long long)span[0],
-                      (long long)span[1], (long long)(s->d[1] + 2 * c->padding[0]),
-                      (long long)(s->d[2] + 2 * c->padding[1]),
-                      strop__shape_str(s, buf, sizeof buf), (long long)c->padding[0],
-                      (long long)c->padding[1]);
+                      (long long)span[1], (long long)(s->d[1] + 2 * c->pad[0]),
+                      (long long)(s->d[2] + 2 * c->pad[1]),
+                      strop__shape_str(s, buf, sizeof buf), (long long)c->pad[0],
+                      (long long)c->pad[1]);
   n->out_shape.rank = 3;
   n->out_shape.d[0] = c->out_channels;
   n->out_shape.d[1] = c->oh;
   n->out_shape.d[2] = c->ow;
   int64_t wd[4] = {c->out_channels, c->in_channels / c->groups, c->kernel[0], c->kernel[1]};
-  strop_status st = strop__node_add_param(n, "weight", 4, wd, 0);
-  if (st == STROP_OK && c->bias) st = strop__node_add_param(n, "bias", 1, &c->out_channels, 0);
+  strop_status st = strop__node_declare(n, W, 4, wd);
+  if (st == STROP_OK && c->bias) st = strop__node_declare(n, B, 1, &c->out_channels);
   return st;
 }
 
 static void conv_init(strop__node *n, strop__rng *rng) {
   const conv_cfg *c = n->cfg;
   int64_t fan_in = c->in_channels / c->groups * c->kernel[0] * c->kernel[1];
-  strop__param *w = strop__node_param(n, "weight"), *b = strop__node_param(n, "bias");
+  strop__param *w = strop__node_p(n, W), *b = strop__node_p(n, B);
   if (w) strop__init_pytorch_linear_default(w->data, w->numel, fan_in, rng);
   if (b) strop__init_pytorch_linear_default(b->data, b->numel, fan_in, rng);
 }
@@ -191,7 +180,7 @@ static int conv_fuse(strop__node *n, strop__node *const *next, int n_next) {
   conv_cfg *c = n->cfg;
   int k = 0;
   memset(&c->ep, 0, sizeof c->ep);
-  if (k < n_next && strop__layer_is_relu(next[k])) {
+  if (k < n_next && (next[k]->vt->flags & STROP__LAYER_EPILOGUE_RELU)) {
     c->ep.relu = 1;
     k++;
   }
@@ -218,7 +207,7 @@ static float *conv_scratch(strop__node *n, const strop__exec *x, const strop__co
 static strop_status conv_forward(strop__node *n, const strop__exec *x, const strop__act *in,
                                  strop__act *out) {
   const conv_cfg *c = n->cfg;
-  strop__param *w = strop__node_param(n, "weight"), *b = strop__node_param(n, "bias");
+  strop__param *w = strop__node_p(n, W), *b = strop__node_p(n, B);
   strop__conv2d_dims d = conv_dims(c, &in[0].shape, in[0].n);
   strop_status st;
   strop__conv2d_epilogue epb;
@@ -243,7 +232,7 @@ static strop_status conv_forward(strop__node *n, const strop__exec *x, const str
 static strop_status conv_backward(strop__node *n, const strop__exec *x, const strop__act *in,
                                   const strop__act *out, const float *dout, float *const *din) {
   const conv_cfg *c = n->cfg;
-  strop__param *w = strop__node_param(n, "weight"), *b = strop__node_param(n, "bias");
+  strop__param *w = strop__node_p(n, W), *b = strop__node_p(n, B);
   float *dw = w->trainable ? w->grad : NULL;
   float *db = b && b->trainable ? b->grad : NULL;
   if (!dw && !db && !din[0]) return STROP_OK;
@@ -267,11 +256,13 @@ static strop_status conv_backward(strop__node *n, const strop__exec *x, const st
 
 const strop__layer_vtable strop__layer_conv2d = {
     .type = "conv2d",
+    .doc = "2-D convolution with zero padding on [C, H, W] (torch.nn.Conv2d)",
     .cfg_size = sizeof(conv_cfg),
     .n_inputs = 1,
-    .flags = 0,
-    .parse = conv_parse,
-    .write = conv_write,
+    .flags = STROP__LAYER_FOLD_CF,
+    .options = OPTIONS,
+    .params = PARAMS,
+    .check = conv_check,
     .infer = conv_infer,
     .init = conv_init,
     .forward = conv_forward,

@@ -10,15 +10,10 @@ typedef struct dropout_cfg {
   float p;
 } dropout_cfg;
 
-static strop_status dropout_parse(void *cfg, strop__opts *o) {
-  dropout_cfg *c = cfg;
-  c->p = 0.5f;
-  return strop__opt_float(o, "p", 0.0, 1.0, &c->p);
-}
-
-static void dropout_write(const void *cfg, strop__optbuf *b) {
-  strop__optbuf_float(b, "p", ((const dropout_cfg *)cfg)->p);
-}
+static const strop__optdef OPTIONS[] = {
+    STROP__OPT_FLOAT(dropout_cfg, p, "p", "0.5", 0, 1, 0,
+                     "probability of zeroing a value in train mode"),
+    {NULL}};
 
 static strop_status dropout_infer(strop__node *n) {
   n->out_shape = n->in_shapes[0];
@@ -60,11 +55,11 @@ static strop_status dropout_backward(strop__node *n, const strop__exec *x, const
 
 const strop__layer_vtable strop__layer_dropout = {
     .type = "dropout",
+    .doc = "inverted dropout in train mode, identity in eval mode (torch.nn.Dropout)",
     .cfg_size = sizeof(dropout_cfg),
     .n_inputs = 1,
-    .flags = STROP__LAYER_STOCHASTIC,
-    .parse = dropout_parse,
-    .write = dropout_write,
+    .flags = STROP__LAYER_STOCHASTIC | STROP__LAYER_EVAL_IDENTITY,
+    .options = OPTIONS,
     .infer = dropout_infer,
     .init = NULL,
     .forward = dropout_forward,

@@ -17,15 +17,27 @@ typedef struct embedding_cfg {
   int64_t padding_idx; /* normalised to [0, num_embeddings) in parse; NO_PADDING when absent */
 } embedding_cfg;
 
-static strop_status embedding_parse(void *cfg, strop__opts *o) {
+enum { W }; /* parameter slot */
+
+static const double NONE_V[] = {(double)NO_PADDING, (double)NO_PADDING, (double)NO_PADDING};
+
+static const strop__optdef EMB_OPTIONS[] = {
+    {.name = "num_embeddings", .type = STROP__OT_INT, .off = offsetof(embedding_cfg, num_embeddings),
+     .lo = 1, .hi = INT32_MAX, .example = "10", .doc = "vocabulary size"},
+    {.name = "embedding_dim", .type = STROP__OT_INT, .off = offsetof(embedding_cfg, embedding_dim),
+     .lo = 1, .hi = INT32_MAX, .example = "4", .doc = "width of each vector"},
+    {.name = "padding_idx", .type = STROP__OT_INT, .off = offsetof(embedding_cfg, padding_idx),
+     .dflt = "none", .lo = INT32_MIN, .hi = INT32_MAX, .words = strop__word_none,
+     .word_values = NONE_V,
+     .doc = "an id whose vector gets no gradient (negative: from the end); none: no such id"},
+    {NULL}};
+
+static const strop__paramdef EMB_PARAMS[] = {
+    [W] = {"weight", 0, "[num_embeddings, embedding_dim]"},
+    {NULL}};
+
+static strop_status embedding_check(void *cfg, strop__opts *o) {
   embedding_cfg *c = cfg;
-  strop_status st;
-  c->padding_idx = NO_PADDING;
-  if ((st = strop__opt_require(o, "num_embeddings"))) return st;
-  if ((st = strop__opt_int(o, "num_embeddings", 1, INT32_MAX, &c->num_embeddings))) return st;
-  if ((st = strop__opt_require(o, "embedding_dim"))) return st;
-  if ((st = strop__opt_int(o, "embedding_dim", 1, INT32_MAX, &c->embedding_dim))) return st;
-  if ((st = strop__opt_int(o, "padding_idx", INT32_MIN, INT32_MAX, &c->padding_idx))) return st;
   if (c->padding_idx != NO_PADDING) {
     /* PyTorch accepts -num_embeddings <= padding_idx < num_embeddings, negatives from the end */
     if (c->padding_idx < -c->num_embeddings || c->padding_idx >= c->num_embeddings)
@@ -35,15 +47,6 @@ static strop_status embedding_parse(void *cfg, strop__opts *o) {
     if (c->padding_idx < 0) c->padding_idx += c->num_embeddings;
   }
   return STROP_OK;
-}
-
-/* padding_idx is written only when set (None in PyTorch). The graph learns the known keys by
- * writing a zeroed cfg, where padding_idx is 0, so the key is listed there. */
-static void embedding_write(const void *cfg, strop__optbuf *b) {
-  const embedding_cfg *c = cfg;
-  strop__optbuf_int(b, "num_embeddings", c->num_embeddings);
-  strop__optbuf_int(b, "embedding_dim", c->embedding_dim);
-  if (c->padding_idx != NO_PADDING) strop__optbuf_int(b, "padding_idx", c->padding_idx);
 }
 
 static strop_status embedding_infer(strop__node *n) {
@@ -58,12 +61,12 @@ static strop_status embedding_infer(strop__node *n) {
   n->out_shape.d[s->rank] = c->embedding_dim;
   n->out_shape.rank = s->rank + 1;
   int64_t wd[2] = {c->num_embeddings, c->embedding_dim};
-  return strop__node_add_param(n, "weight", 2, wd, 0);
+  return strop__node_declare(n, W, 2, wd);
 }
 
 static void embedding_init(strop__node *n, strop__rng *rng) {
   const embedding_cfg *c = n->cfg;
-  strop__param *w = strop__node_param(n, "weight");
+  strop__param *w = strop__node_p(n, W);
   strop__init_normal(w->data, w->numel, 0.0f, 1.0f, rng);
   if (c->padding_idx != NO_PADDING)
     strop__init_zeros(w->data + c->padding_idx * c->embedding_dim, (size_t)c->embedding_dim);
@@ -73,7 +76,7 @@ static strop_status embedding_forward(strop__node *n, const strop__exec *x, cons
                                       strop__act *out) {
   (void)x;
   const embedding_cfg *c = n->cfg;
-  const float *w = strop__node_param(n, "weight")->data;
+  const float *w = strop__node_p(n, W)->data;
   const int64_t per = (int64_t)strop__shape_numel(&in[0].shape), d = c->embedding_dim;
   const int64_t total = in[0].n * per;
   const float *ids = in[0].data;
@@ -103,7 +106,7 @@ static strop_status embedding_backward(strop__node *n, const strop__exec *x, con
   (void)out;
   (void)din; /* token ids have no gradient */
   const embedding_cfg *c = n->cfg;
-  float *gw = grad_of(strop__node_param(n, "weight"));
+  float *gw = grad_of(strop__node_p(n, W));
   if (!gw) return STROP_OK;
   const int64_t per = (int64_t)strop__shape_numel(&in[0].shape), d = c->embedding_dim;
   const int64_t total = in[0].n * per;
@@ -119,11 +122,13 @@ static strop_status embedding_backward(strop__node *n, const strop__exec *x, con
 
 const strop__layer_vtable strop__layer_embedding = {
     .type = "embedding",
+    .doc = "token ids (stored as floats) [*] -> vectors [*, embedding_dim] (torch.nn.Embedding)",
     .cfg_size = sizeof(embedding_cfg),
     .n_inputs = 1,
     .flags = 0,
-    .parse = embedding_parse,
-    .write = embedding_write,
+    .options = EMB_OPTIONS,
+    .params = EMB_PARAMS,
+    .check = embedding_check,
     .infer = embedding_infer,
     .init = embedding_init,
     .forward = embedding_forward,
@@ -137,19 +142,17 @@ typedef struct posemb_cfg {
   int64_t embedding_dim;  /* 0 until inferred */
 } posemb_cfg;
 
-static strop_status posemb_parse(void *cfg, strop__opts *o) {
-  posemb_cfg *c = cfg;
-  strop_status st;
-  if ((st = strop__opt_require(o, "num_embeddings"))) return st;
-  if ((st = strop__opt_int(o, "num_embeddings", 1, INT32_MAX, &c->num_embeddings))) return st;
-  return strop__opt_int(o, "embedding_dim", 1, INT32_MAX, &c->embedding_dim);
-}
 
-static void posemb_write(const void *cfg, strop__optbuf *b) {
-  const posemb_cfg *c = cfg;
-  strop__optbuf_int(b, "num_embeddings", c->num_embeddings);
-  strop__optbuf_int(b, "embedding_dim", c->embedding_dim);
-}
+static const strop__optdef POS_OPTIONS[] = {
+    {.name = "num_embeddings", .type = STROP__OT_INT, .off = offsetof(posemb_cfg, num_embeddings),
+     .lo = 1, .hi = INT32_MAX, .example = "16", .doc = "the longest sequence (max_len)"},
+    STROP__OPT_AUTO_INT(posemb_cfg, embedding_dim, "embedding_dim",
+                        "width D of the [T, D] input; auto: inferred"),
+    {NULL}};
+
+static const strop__paramdef POS_PARAMS[] = {
+    [W] = {"weight", 0, "[num_embeddings, embedding_dim]"},
+    {NULL}};
 
 static strop_status posemb_infer(strop__node *n) {
   posemb_cfg *c = n->cfg;
@@ -173,18 +176,18 @@ static strop_status posemb_infer(strop__node *n) {
   c->embedding_dim = s->d[1];
   n->out_shape = *s;
   int64_t wd[2] = {c->num_embeddings, c->embedding_dim};
-  return strop__node_add_param(n, "weight", 2, wd, 0);
+  return strop__node_declare(n, W, 2, wd);
 }
 
 static void posemb_init(strop__node *n, strop__rng *rng) {
-  strop__param *w = strop__node_param(n, "weight");
+  strop__param *w = strop__node_p(n, W);
   strop__init_normal(w->data, w->numel, 0.0f, 1.0f, rng); /* nn.Embedding's N(0, 1) */
 }
 
 static strop_status posemb_forward(strop__node *n, const strop__exec *x, const strop__act *in,
                                    strop__act *out) {
   (void)x;
-  const float *w = strop__node_param(n, "weight")->data;
+  const float *w = strop__node_p(n, W)->data;
   const int64_t per = in[0].shape.d[0] * in[0].shape.d[1]; /* the first T rows of weight */
   for (int64_t b = 0; b < in[0].n; b++) {
     const float *xi = in[0].data + b * per;
@@ -198,7 +201,7 @@ static strop_status posemb_backward(strop__node *n, const strop__exec *x, const 
                                     const strop__act *out, const float *dout, float *const *din) {
   (void)x;
   (void)out;
-  float *gw = grad_of(strop__node_param(n, "weight"));
+  float *gw = grad_of(strop__node_p(n, W));
   const int64_t per = in[0].shape.d[0] * in[0].shape.d[1];
   for (int64_t b = 0; b < in[0].n; b++) {
     const float *dr = dout + b * per;
@@ -214,11 +217,12 @@ static strop_status posemb_backward(strop__node *n, const strop__exec *x, const 
 
 const strop__layer_vtable strop__layer_positional_embedding = {
     .type = "positional_embedding",
+    .doc = "adds a learned position vector: [T, D] + weight[:T]",
     .cfg_size = sizeof(posemb_cfg),
     .n_inputs = 1,
     .flags = 0,
-    .parse = posemb_parse,
-    .write = posemb_write,
+    .options = POS_OPTIONS,
+    .params = POS_PARAMS,
     .infer = posemb_infer,
     .init = posemb_init,
     .forward = posemb_forward,

@@ -6,10 +6,8 @@
 #include "layers/layer.h"
 #include "ops/pool.h"
 
-/* 1 when node n is a relu. */
-int strop__layer_is_relu(const strop__node *n);
-/* 1 when node n is a maxpool2d; its window (kh..dw, oh, ow) then goes into *d, whose n, c, h
- * and w are left for the caller. */
+/* 1 when node n is a max-pool (STROP__LAYER_EPILOGUE_MAXPOOL); its window (kh..dw, oh, ow)
+ * then goes into *d, whose n, c, h and w are left for the caller. */
 int strop__layer_maxpool_window(const strop__node *n, strop__pool2d_dims *d);
 
 #endif

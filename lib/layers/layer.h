@@ -1,11 +1,16 @@
-/* strop — the layer contract. Each layer family fills one const vtable and registers it by
- * its type string in registry.c; the graph drives layers only through this table. */
+/* strop — the layer contract. A layer type is one file with one const descriptor: its name,
+ * its options (a schema from which parsing, validation, writing back, messages and the docs'
+ * table are all derived), its parameters, shape inference, init, forward and backward. It
+ * registers by its type string in registry.c. Layers depend on core and ops only; the graph
+ * drives them through this table and nothing else. */
 #ifndef STROP_LAYER_H
 #define STROP_LAYER_H
 
+#include <stddef.h>
+
 #include "core/arena.h"
 #include "core/core.h"
-#include "graph/param.h"
+#include "layers/param.h"
 
 /* ---- shapes: per sample, without the batch dimension ---- */
 typedef struct strop__shape {
@@ -14,15 +19,17 @@ typedef struct strop__shape {
 } strop__shape;
 
 size_t strop__shape_numel(const strop__shape *s);
-/* "[1, 28, 28]" into buf; returns buf */
+/* "[1, 28, 28]" into buf (truncated to cap); returns buf */
 const char *strop__shape_str(const strop__shape *s, char *buf, size_t cap);
+int strop__shape_eq(const strop__shape *a, const strop__shape *b);
 
-/* ---- options: key=value pairs from the C API string or a YAML mapping ---- */
+/* ---- option lists: key=value pairs from the C API string, a YAML mapping, or written back
+ * by a layer. One type serves reading and writing. ---- */
 typedef struct strop__opt {
   char *key;
   char *val;      /* scalar text, or a flow list "[3, 3]" */
   int line, col;  /* where it came from in a YAML file (0 when not from a file) */
-  int used;       /* set by the getters, so unknown keys can be reported */
+  int used;       /* set while parsing, so unknown keys can be reported */
 } strop__opt;
 
 typedef struct strop__opts {
@@ -33,39 +40,89 @@ typedef struct strop__opts {
   const char *file;   /* source file name or NULL */
 } strop__opts;
 
-/* Getters: return STROP_OK and leave *out at its default when the key is absent; set an
- * error naming layer, key (and file:line:col) when the value does not parse or is out of
- * range. Lists accept a scalar (broadcast to n entries) or [a, b, ...] of exactly n. */
-strop_status strop__opt_int(strop__opts *o, const char *key, int64_t lo, int64_t hi,
-                            int64_t *out);
-strop_status strop__opt_float(strop__opts *o, const char *key, double lo, double hi,
-                              float *out);
-strop_status strop__opt_bool(strop__opts *o, const char *key, int *out);
-/* out gets one of the choices' indices */
-strop_status strop__opt_enum(strop__opts *o, const char *key, const char *const *choices,
-                             int *out);
-strop_status strop__opt_ints(strop__opts *o, const char *key, int n, int64_t lo, int64_t hi,
-                             int64_t *out);
-/* a list of any length 1..max; *n_out gets its length */
-strop_status strop__opt_int_list(strop__opts *o, const char *key, int max, int64_t lo, int64_t hi,
-                                 int64_t *out, int *n_out);
-/* requires the key to be present */
-strop_status strop__opt_require(strop__opts *o, const char *key);
-/* An error for a bad option value, naming file:line:col, layer and key. */
+/* Appends a copy of key and val. */
+strop_status strop__opts_add(strop__opts *o, const char *key, const char *val, int line, int col);
+/* The value of key, or NULL. */
+const char *strop__opts_get(const strop__opts *o, const char *key);
+/* Sets key to val, replacing its value if present (position kept) or appending it. */
+strop_status strop__opts_set(strop__opts *o, const char *key, const char *val);
+void strop__opts_free(strop__opts *o);
+/* Parses "k=v k2=[1, 2]" (separators: spaces, ',' ';' between pairs; ':' also works for '=')
+ * into *out (owned copies). fn names the public function for messages. */
+strop_status strop__opts_parse(const char *fn, const char *text, strop__opts *out);
+/* An error for a bad option value, naming file:line:col (when known), layer, type and key
+ * (key may be NULL for an error about the options as a whole). Returns STROP_E_INVALID_ARG. */
 strop_status strop__opt_error(const strop__opts *o, const char *key, const char *fmt, ...)
     STROP__PRINTF(3, 4);
 
-/* Writer for a layer's options (spec save, summaries): appends "key=value" pairs. */
-typedef struct strop__optbuf {
-  strop__opt *v;
-  int n, cap;
-  int oom;
-} strop__optbuf;
-void strop__optbuf_int(strop__optbuf *b, const char *key, int64_t v);
-void strop__optbuf_float(strop__optbuf *b, const char *key, double v);
-void strop__optbuf_bool(strop__optbuf *b, const char *key, int v);
-void strop__optbuf_str(strop__optbuf *b, const char *key, const char *v);
-void strop__optbuf_ints(strop__optbuf *b, const char *key, const int64_t *v, int n);
+/* ---- the option schema ---- */
+enum {
+  STROP__OT_INT,      /* int64_t; range [lo, hi] */
+  STROP__OT_FLOAT,    /* float; range [lo, hi], ends open with the flags below; never NaN */
+  STROP__OT_BOOL,     /* int 0/1: true/false (also True/False, 1/0, yes/no) */
+  STROP__OT_ENUM,     /* int: index into words */
+  STROP__OT_INTS,     /* int64_t[n]: a list of n, or one value broadcast to all n */
+  STROP__OT_FLOATS,   /* float[n]: a list of n, or one value broadcast to all n */
+  STROP__OT_INT_LIST  /* int64_t[1..n] with its length in the int at count_off */
+};
+enum {
+  STROP__OF_LO_OPEN = 1, /* the lower bound itself is not allowed */
+  STROP__OF_HI_OPEN = 2  /* the upper bound itself is not allowed */
+};
+
+/* One option of a layer type. A word (numeric types) stands for a special value and is what
+ * gets written back when the field holds that value: "auto" for a size inferred from the
+ * input, "none" for PyTorch's None. For INT_LIST a word means "no list" (length 0). */
+typedef struct strop__optdef {
+  const char *name;
+  int type;                   /* STROP__OT_* */
+  size_t off;                 /* offset of the field in the layer's cfg */
+  const char *dflt;           /* the default, exactly as written back; NULL: required */
+  double lo, hi;              /* the range of a value (of each entry of a list) */
+  int n;                      /* INTS, FLOATS: entries; INT_LIST: most entries */
+  size_t count_off;           /* INT_LIST: offset of the int that receives the length */
+  const char *const *words;   /* ENUM: the choices; numeric: words accepted for a number */
+  const double *word_values;  /* numeric: the value each word stores */
+  int flags;                  /* STROP__OF_* */
+  const char *example;        /* required options: a valid value, for tests and docs */
+  const char *doc;            /* one line */
+} strop__optdef;
+
+/* Table-building shorthands (T: the cfg struct, f: its field). */
+#define STROP__OPT_INT(T, f, nm, def, l, h, d) \
+  {.name = nm, .type = STROP__OT_INT, .off = offsetof(T, f), .dflt = def, .lo = l, .hi = h, .doc = d}
+#define STROP__OPT_FLOAT(T, f, nm, def, l, h, fl, d)                                               \
+  {.name = nm, .type = STROP__OT_FLOAT, .off = offsetof(T, f), .dflt = def, .lo = l, .hi = h,     \
+   .flags = fl, .doc = d}
+#define STROP__OPT_BOOL(T, f, nm, def, d) \
+  {.name = nm, .type = STROP__OT_BOOL, .off = offsetof(T, f), .dflt = def, .doc = d}
+#define STROP__OPT_ENUM(T, f, nm, def, w, d) \
+  {.name = nm, .type = STROP__OT_ENUM, .off = offsetof(T, f), .dflt = def, .words = w, .doc = d}
+#define STROP__OPT_INTS(T, f, nm, def, cnt, l, h, d)                                               \
+  {.name = nm, .type = STROP__OT_INTS, .off = offsetof(T, f), .dflt = def, .lo = l, .hi = h,      \
+   .n = cnt, .doc = d}
+
+/* Shared words: "auto" (stores 0: a size inferred from the input) and "none" (PyTorch's None,
+ * also "None" and "null"; what it stores is the option's own sentinel, see strop__word_none_v). */
+extern const char *const strop__word_auto[];
+extern const double strop__word_auto_v[];
+extern const char *const strop__word_none[];
+/* An int option whose default "auto" means "inferred from the input". */
+#define STROP__OPT_AUTO_INT(T, f, nm, d)                                                        \
+  {.name = nm, .type = STROP__OT_INT, .off = offsetof(T, f), .dflt = "auto", .lo = 1,          \
+   .hi = INT32_MAX, .words = strop__word_auto, .word_values = strop__word_auto_v, .doc = d}
+
+/* Reads every option of the schema from o into cfg (zeroed by the caller): defaults for the
+ * absent, errors naming file:line:col, layer, key, range and value for the bad, unknown keys
+ * refused with the list of known ones. */
+strop_status strop__schema_parse(const strop__optdef *defs, void *cfg, strop__opts *o);
+/* Appends every option of cfg to out (defaults included), as the schema writes them. */
+strop_status strop__schema_write(const strop__optdef *defs, const void *cfg, strop__opts *out);
+/* "[1, 2147483647]", "(0, 1)", "relu, gelu" ... the allowed values as text, into buf. */
+const char *strop__optdef_allowed(const strop__optdef *d, char *buf, size_t cap);
+/* "int", "float", "bool", "enum", "int[2]", "float[4]", "int list" */
+const char *strop__optdef_kind(const strop__optdef *d, char *buf, size_t cap);
+int strop__schema_count(const strop__optdef *defs);
 
 /* ---- activations at run time: batch-first, contiguous ---- */
 typedef struct strop__act {
@@ -92,6 +149,9 @@ typedef struct strop__exec {
 typedef struct strop__node strop__node;
 typedef struct strop__layer_vtable strop__layer_vtable;
 
+/* The most parameter slots a layer type may declare. */
+#define STROP__MAX_SLOTS 32
+
 /* A node of the model DAG: one layer instance. */
 struct strop__node {
   char *name;                     /* "features.0" */
@@ -103,6 +163,8 @@ struct strop__node {
   strop__shape out_shape;
   strop__param *params;           /* owned: weights then buffers, in PyTorch state_dict order */
   int n_params;
+  uint8_t slot[STROP__MAX_SLOTS]; /* declared slot -> 1 + index into params, 0 when absent
+                                     (so a zeroed node has none); set by strop__node_declare */
   int frozen_stats;               /* 1: BatchNorm uses running stats even in train mode */
   /* run time, set per step by the graph */
   void *saved;                    /* arena memory the layer keeps for its backward */
@@ -113,14 +175,79 @@ struct strop__node {
   char **in_names;                /* n_in input names as given; resolved to in[] at finalize */
 };
 
-/* Declare a parameter or buffer during infer (called once per name, in state_dict order).
- * suffix is appended to the node name with a '.', e.g. "q_proj.weight". Data is allocated
- * (zeroed) by the graph after infer; layers fill it in init. */
-strop_status strop__node_add_param(strop__node *n, const char *suffix, int rank,
-                                   const int64_t *dims, int is_buffer);
-strop_status strop__node_add_ibuffer(strop__node *n, const char *suffix); /* int64 scalar */
-/* Find a node's param by suffix ("weight"); NULL if absent. */
+/* ---- parameters: declared in the descriptor, created by infer ---- */
+enum {
+  STROP__PD_BUFFER = 1,  /* running statistics and the like: saved, loaded, never trained */
+  STROP__PD_INT64 = 2,   /* an int64 scalar buffer (num_batches_tracked) */
+  STROP__PD_ADAPTER = 4, /* a LoRA adapter: surgery may add it to a node it did not create */
+  STROP__PD_FROZEN = 8   /* created frozen (a LoRA layer's base weight) */
+};
+typedef struct strop__paramdef {
+  const char *name;  /* suffix after the node name: "weight", "q_proj.lora_A.weight" */
+  int flags;         /* STROP__PD_* */
+  const char *doc;
+} strop__paramdef;
+
+/* Declares slot `slot` of the node's type (its name and flags come from the descriptor) with
+ * the given shape, during infer. Slots must be declared in increasing order (the state_dict
+ * order). Data is allocated (zeroed) by the graph after infer; layers fill it in init. */
+strop_status strop__node_declare(strop__node *n, int slot, int rank, const int64_t *dims);
+/* The parameter in slot `slot`, or NULL when this node did not declare it. O(1). */
+static inline strop__param *strop__node_p(const strop__node *n, int slot) {
+  return n->slot[slot] ? &n->params[n->slot[slot] - 1] : NULL;
+}
+/* Its gradient when it is trainable, else NULL. */
+static inline float *strop__node_grad(const strop__node *n, int slot) {
+  const strop__param *p = strop__node_p(n, slot);
+  return p && p->trainable ? p->grad : NULL;
+}
+/* A node's param by suffix ("weight"), or NULL: for code outside the node's layer. */
 strop__param *strop__node_param(strop__node *n, const char *suffix);
+/* Frees a parameter's memory / an array of n parameters / a node's memory (not the node). */
+void strop__param_release(strop__param *p);
+void strop__params_release(strop__param *v, int n);
+void strop__node_release(strop__node *n);
+/* Forgets the node's declared parameters (before a new infer). */
+void strop__node_clear_params(strop__node *n);
+/* The node's options as its schema writes them, into *out (zeroed here; free with
+ * strop__opts_free). */
+strop_status strop__node_write_opts(const strop__node *n, strop__opts *out);
+
+/* ---- composites: a type that expands, when added, into ordinary named sub-nodes
+ * "<name>.<part>" (transformer_block). The graph passes an expander; the layer calls add once
+ * per part, in order. ---- */
+typedef struct strop__expander strop__expander;
+struct strop__expander {
+  /* Adds part `part` of type `type` with options kv[0..2 n_kv) (key, value pairs). ins: the
+   * parts it reads, n_in of them; STROP__EXPAND_INPUT for the composite's own input; n_in 0
+   * reads the previous part (or the composite's input for the first). */
+  strop_status (*add)(strop__expander *e, const char *part, const char *type,
+                      const char *const *kv, int n_kv, const char *const *ins, int n_in);
+  void *ctx;
+};
+#define STROP__EXPAND_INPUT "^"
+
+/* ---- LoRA, for the layer types that take adapters ---- */
+typedef struct strop__lora_ops {
+  /* The parts that take adapters ("q_proj", ...; NULL-terminated), or NULL: the node as a
+   * whole, which surgery turns into `adapter_type` (linear -> lora_linear). */
+  const char *const *parts;
+  const char *adapter_type;
+  /* parts: sets the adapter of part i in cfg (r = 0: none) */
+  void (*set)(void *cfg, int part, int64_t r, float alpha);
+  /* its rank (0: none), alpha and dropout (either may be NULL); part 0 for a whole-node
+   * adapter */
+  int64_t (*rank)(const strop__node *n, int part, float *alpha, float *dropout);
+  /* A ~ kaiming_uniform(a = sqrt(5)), B = 0 for the parts in mask (bit i = part i) */
+  void (*init_adapters)(strop__node *n, int mask, strop__rng *rng);
+  int (*merged)(const strop__node *n);
+  /* folds B A into the base weights (merge = 1) or takes them out again */
+  void (*set_merged)(strop__node *n, int merge);
+  /* after merging, the node is re-typed as this type with these option overrides (NULL: it
+   * keeps its type); e.g. lora_linear -> linear, or attention with lora_r = 0 */
+  const char *merged_type;
+  const char *const *merged_opts; /* key, value pairs, NULL-terminated */
+} strop__lora_ops;
 
 enum {
   STROP__LAYER_STOCHASTIC = 1, /* uses exec->rng in train mode */
@@ -128,20 +255,35 @@ enum {
   STROP__LAYER_ANY_INPUTS = 4, /* accepts any number of inputs >= 1 (add, concat) */
   STROP__LAYER_ASSIGNS_DIN = 8, /* one input; backward honours exec->din_assign, so the graph
                                    may skip zeroing the input gradient of a sole consumer */
-  STROP__LAYER_ASSIGNS_PGRAD = 16 /* backward honours exec->pgrad_assign, so the graph may
-                                     skip zeroing the parameter gradients (lazy zero_grad) */
+  STROP__LAYER_ASSIGNS_PGRAD = 16, /* backward honours exec->pgrad_assign, so the graph may
+                                      skip zeroing the parameter gradients (lazy zero_grad) */
+  STROP__LAYER_FOLDABLE_NORM = 32, /* an eval-mode affine norm over dim 0 of its input with
+                                      weight, bias, running_mean, running_var and an 'eps'
+                                      option: export folds it into the layer before it */
+  STROP__LAYER_FOLD_CF = 64,       /* a norm can fold into it: 'weight' [C, ...] and an
+                                      optional 'bias' [C] ('bias' option), C = dim 0 of its
+                                      output (channels first: conv) */
+  STROP__LAYER_FOLD_CL = 128,      /* the same with C the last dim of its output (linear):
+                                      foldable only when the output is [C] */
+  STROP__LAYER_EPILOGUE_RELU = 256,   /* a relu: a conv may compute it in its epilogue */
+  STROP__LAYER_EPILOGUE_MAXPOOL = 512, /* a max-pool: a conv may compute it in its epilogue */
+  STROP__LAYER_EVAL_IDENTITY = 1024    /* the identity in eval mode (dropout): export drops it */
 };
 
 struct strop__layer_vtable {
   const char *type;      /* registry name, "linear" */
+  const char *doc;       /* one line: what it computes, and its PyTorch counterpart */
   size_t cfg_size;       /* bytes of the config struct (zeroed before parse) */
   int n_inputs;          /* required number of inputs (ignored with STROP__LAYER_ANY_INPUTS) */
   int flags;
-  /* Options -> cfg; set defaults for absent keys. Unknown keys are reported by the graph. */
-  strop_status (*parse)(void *cfg, strop__opts *o);
-  /* cfg -> options (every option, defaults included) */
-  void (*write)(const void *cfg, strop__optbuf *b);
-  /* in_shapes -> out_shape; declare params with strop__node_add_param. Errors name the node,
+  const strop__optdef *options;  /* terminated by a {NULL} entry; NULL: no options */
+  const strop__paramdef *params; /* slots, terminated by {NULL}; NULL: none */
+  /* Optional checks across options after the schema parsed them; may normalise cfg. Errors
+   * through strop__opt_error(o, key, ...). */
+  strop_status (*check)(void *cfg, strop__opts *o);
+  /* A composite: adds its parts through e (then the type has no infer/forward/backward). */
+  strop_status (*expand)(const void *cfg, strop__expander *e);
+  /* in_shapes -> out_shape; declare params with strop__node_declare. Errors name the node,
    * the offending shapes and option (kernel larger than input, d_model % heads ...). */
   strop_status (*infer)(strop__node *n);
   /* Initialise params (PyTorch's default init for this layer) from rng. May be NULL (zeros). */
@@ -165,6 +307,8 @@ struct strop__layer_vtable {
    * output of next[k - 1] and its backward with that output and its gradient. Fused nodes
    * must have no parameters. */
   int (*fuse)(strop__node *n, strop__node *const *next, int n_next);
+  /* LoRA adapters for this type, or NULL. */
+  const strop__lora_ops *lora;
 };
 
 /* The longest chain the graph offers a layer's fuse. */
@@ -172,8 +316,14 @@ struct strop__layer_vtable {
 
 /* The registry: look up a layer type by name; NULL if unknown. */
 const strop__layer_vtable *strop__layer_find(const char *type);
-/* All registered types (for messages and docs). */
+/* All registered types, composites included (for messages, docs and tests). */
 int strop__layer_count(void);
 const strop__layer_vtable *strop__layer_at(int i);
+/* "linear, conv2d, ..." into buf (truncated with "..." to cap); returns buf. */
+const char *strop__layer_names(char *buf, size_t cap);
+
+/* Parses o into a fresh cfg of type vt (caller frees with strop__free): the schema, then the
+ * type's check. */
+strop_status strop__layer_parse(const strop__layer_vtable *vt, strop__opts *o, void **cfg_out);
 
 #endif

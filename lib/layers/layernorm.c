@@ -16,27 +16,25 @@ typedef struct layernorm_saved {
   float *mean, *rstd;
 } layernorm_saved;
 
-static strop_status layernorm_parse(void *cfg, strop__opts *o) {
-  layernorm_cfg *c = cfg;
-  strop_status st;
-  c->eps = 1e-5f;
-  c->elementwise_affine = 1;
-  c->bias = 1;
-  if ((st = strop__opt_int_list(o, "normalized_shape", STROP_MAX_RANK, 1, INT32_MAX, c->shape,
-                                &c->nshape)))
-    return st;
-  if ((st = strop__opt_float(o, "eps", 0.0, 1.0, &c->eps))) return st;
-  if ((st = strop__opt_bool(o, "elementwise_affine", &c->elementwise_affine))) return st;
-  return strop__opt_bool(o, "bias", &c->bias);
-}
+enum { W, B }; /* parameter slots */
 
-static void layernorm_write(const void *cfg, strop__optbuf *b) {
-  const layernorm_cfg *c = cfg;
-  strop__optbuf_ints(b, "normalized_shape", c->shape, c->nshape);
-  strop__optbuf_float(b, "eps", c->eps);
-  strop__optbuf_bool(b, "elementwise_affine", c->elementwise_affine);
-  strop__optbuf_bool(b, "bias", c->bias);
-}
+
+static const strop__optdef OPTIONS[] = {
+    {.name = "normalized_shape", .type = STROP__OT_INT_LIST, .off = offsetof(layernorm_cfg, shape),
+     .count_off = offsetof(layernorm_cfg, nshape), .dflt = "auto", .lo = 1, .hi = INT32_MAX,
+     .n = STROP_MAX_RANK, .words = strop__word_auto, .word_values = strop__word_auto_v,
+     .doc = "the trailing dimensions normalised over; auto: the last dimension of the input"},
+    STROP__OPT_FLOAT(layernorm_cfg, eps, "eps", "1e-05", 0, 1, 0,
+                     "added to the variance for stability"),
+    STROP__OPT_BOOL(layernorm_cfg, elementwise_affine, "elementwise_affine", "true",
+                    "learn a weight (and bias) of normalized_shape"),
+    STROP__OPT_BOOL(layernorm_cfg, bias, "bias", "true", "with elementwise_affine: learn a bias"),
+    {NULL}};
+
+static const strop__paramdef PARAMS[] = {
+    [W] = {"weight", 0, "normalized_shape, when elementwise_affine"},
+    [B] = {"bias", 0, "normalized_shape, when elementwise_affine and bias"},
+    {NULL}};
 
 static strop_status layernorm_infer(strop__node *n) {
   layernorm_cfg *c = n->cfg;
@@ -64,14 +62,14 @@ static strop_status layernorm_infer(strop__node *n) {
                       strop__shape_str(s, buf, sizeof buf));
   n->out_shape = *s;
   if (!c->elementwise_affine) return STROP_OK;
-  strop_status st = strop__node_add_param(n, "weight", c->nshape, c->shape, 0);
-  if (st == STROP_OK && c->bias) st = strop__node_add_param(n, "bias", c->nshape, c->shape, 0);
+  strop_status st = strop__node_declare(n, W, c->nshape, c->shape);
+  if (st == STROP_OK && c->bias) st = strop__node_declare(n, B, c->nshape, c->shape);
   return st;
 }
 
 static void layernorm_init(strop__node *n, strop__rng *rng) {
   (void)rng;
-  strop__param *w = strop__node_param(n, "weight"), *b = strop__node_param(n, "bias");
+  strop__param *w = strop__node_p(n, W), *b = strop__node_p(n, B);
   if (w) strop__init_ones(w->data, w->numel);
   if (b) strop__init_zeros(b->data, b->numel);
 }
@@ -85,7 +83,7 @@ static int64_t norm_size(const layernorm_cfg *c) {
 static strop_status layernorm_forward(strop__node *n, const strop__exec *x, const strop__act *in,
                                       strop__act *out) {
   const layernorm_cfg *c = n->cfg;
-  strop__param *w = strop__node_param(n, "weight"), *b = strop__node_param(n, "bias");
+  strop__param *w = strop__node_p(n, W), *b = strop__node_p(n, B);
   const int64_t d = norm_size(c);
   const int64_t rows = in[0].n * (int64_t)strop__shape_numel(&in[0].shape) / d;
   layernorm_saved *sv = strop__arena_alloc(x->arena, sizeof *sv);
@@ -109,7 +107,7 @@ static strop_status layernorm_backward(strop__node *n, const strop__exec *x, con
   const layernorm_saved *sv = n->saved;
   if (!sv) return strop__err(STROP_E_INTERNAL, "layer '%s' (layernorm): backward without forward",
                              n->name);
-  strop__param *w = strop__node_param(n, "weight"), *b = strop__node_param(n, "bias");
+  strop__param *w = strop__node_p(n, W), *b = strop__node_p(n, B);
   const int64_t d = norm_size(c);
   const int64_t rows = in[0].n * (int64_t)strop__shape_numel(&in[0].shape) / d;
   strop__layernorm_backward(in[0].data, dout, rows, d, w ? w->data : NULL, sv->mean, sv->rstd,
@@ -120,11 +118,13 @@ static strop_status layernorm_backward(strop__node *n, const strop__exec *x, con
 
 const strop__layer_vtable strop__layer_layernorm = {
     .type = "layernorm",
+    .doc = "layer normalisation over the trailing normalized_shape dimensions "
+           "(torch.nn.LayerNorm)",
     .cfg_size = sizeof(layernorm_cfg),
     .n_inputs = 1,
     .flags = 0,
-    .parse = layernorm_parse,
-    .write = layernorm_write,
+    .options = OPTIONS,
+    .params = PARAMS,
     .infer = layernorm_infer,
     .init = layernorm_init,
     .forward = layernorm_forward,

@@ -5,28 +5,36 @@
 #include "ops/dense.h"
 
 typedef struct linear_cfg {
-  int64_t in_features; /* 0 until inferred when the option is omitted */
+  int64_t in_features; /* 0 ("auto") until inferred */
   int64_t out_features;
   int bias;
   int in_given; /* 1: in_features came from the options and is checked, not re-inferred */
 } linear_cfg;
 
-static strop_status linear_parse(void *cfg, strop__opts *o) {
-  linear_cfg *c = cfg;
-  strop_status st;
-  c->bias = 1;
-  if ((st = strop__opt_int(o, "in_features", 1, INT32_MAX, &c->in_features))) return st;
-  c->in_given = c->in_features != 0;
-  if ((st = strop__opt_require(o, "out_features"))) return st;
-  if ((st = strop__opt_int(o, "out_features", 1, INT32_MAX, &c->out_features))) return st;
-  return strop__opt_bool(o, "bias", &c->bias);
-}
+enum { W, B }; /* parameter slots */
 
-static void linear_write(const void *cfg, strop__optbuf *b) {
-  const linear_cfg *c = cfg;
-  strop__optbuf_int(b, "in_features", c->in_features);
-  strop__optbuf_int(b, "out_features", c->out_features);
-  strop__optbuf_bool(b, "bias", c->bias);
+
+static const strop__optdef OPTIONS[] = {
+    STROP__OPT_AUTO_INT(linear_cfg, in_features, "in_features",
+                        "input features (the last dimension of the input); auto: inferred"),
+    {.name = "out_features", .type = STROP__OT_INT, .off = offsetof(linear_cfg, out_features),
+     .lo = 1, .hi = INT32_MAX, .example = "4", .doc = "output features"},
+    STROP__OPT_BOOL(linear_cfg, bias, "bias", "true", "learn an additive bias"),
+    {NULL}};
+
+static const strop__paramdef PARAMS[] = {
+    [W] = {"weight", 0, "[out_features, in_features]"},
+    [B] = {"bias", 0, "[out_features], when bias is true"},
+    {NULL}};
+
+/* LoRA turns a linear node into a lora_linear of the same options (surgery) */
+static const strop__lora_ops LORA = {.adapter_type = "lora_linear"};
+
+static strop_status linear_check(void *cfg, strop__opts *o) {
+  (void)o;
+  linear_cfg *c = cfg;
+  c->in_given = c->in_features != 0;
+  return STROP_OK;
 }
 
 static strop_status linear_infer(strop__node *n) {
@@ -48,14 +56,14 @@ static strop_status linear_infer(strop__node *n) {
   n->out_shape = *s;
   n->out_shape.d[s->rank - 1] = c->out_features;
   int64_t wd[2] = {c->out_features, in};
-  strop_status st = strop__node_add_param(n, "weight", 2, wd, 0);
-  if (st == STROP_OK && c->bias) st = strop__node_add_param(n, "bias", 1, &c->out_features, 0);
+  strop_status st = strop__node_declare(n, W, 2, wd);
+  if (st == STROP_OK && c->bias) st = strop__node_declare(n, B, 1, &c->out_features);
   return st;
 }
 
 static void linear_init(strop__node *n, strop__rng *rng) {
   const linear_cfg *c = n->cfg;
-  strop__param *w = strop__node_param(n, "weight"), *b = strop__node_param(n, "bias");
+  strop__param *w = strop__node_p(n, W), *b = strop__node_p(n, B);
   if (w) strop__init_pytorch_linear_default(w->data, w->numel, c->in_features, rng);
   if (b) strop__init_pytorch_linear_default(b->data, b->numel, c->in_features, rng);
 }
@@ -71,7 +79,7 @@ static strop_status linear_forward(strop__node *n, const strop__exec *x, const s
                                    strop__act *out) {
   (void)x;
   const linear_cfg *c = n->cfg;
-  strop__param *w = strop__node_param(n, "weight"), *b = strop__node_param(n, "bias");
+  strop__param *w = strop__node_p(n, W), *b = strop__node_p(n, B);
   strop__linear_forward(in[0].data, w->data, b ? b->data : NULL, out->data, linear_rows(&in[0]),
                         c->in_features, c->out_features);
   return STROP_OK;
@@ -81,7 +89,7 @@ static strop_status linear_backward(strop__node *n, const strop__exec *x, const 
                                     const strop__act *out, const float *dout, float *const *din) {
   (void)out;
   const linear_cfg *c = n->cfg;
-  strop__param *w = strop__node_param(n, "weight"), *b = strop__node_param(n, "bias");
+  strop__param *w = strop__node_p(n, W), *b = strop__node_p(n, B);
   float *dw = w->trainable ? w->grad : NULL;
   float *db = b && b->trainable ? b->grad : NULL;
   const int finite = strop__linear_backward(
@@ -98,13 +106,16 @@ static strop_status linear_backward(strop__node *n, const strop__exec *x, const 
 
 const strop__layer_vtable strop__layer_linear = {
     .type = "linear",
+    .doc = "y = x W^T + b over the last dimension (torch.nn.Linear)",
     .cfg_size = sizeof(linear_cfg),
     .n_inputs = 1,
-    .flags = STROP__LAYER_ASSIGNS_DIN | STROP__LAYER_ASSIGNS_PGRAD,
-    .parse = linear_parse,
-    .write = linear_write,
+    .flags = STROP__LAYER_ASSIGNS_DIN | STROP__LAYER_ASSIGNS_PGRAD | STROP__LAYER_FOLD_CL,
+    .options = OPTIONS,
+    .params = PARAMS,
+    .check = linear_check,
     .infer = linear_infer,
     .init = linear_init,
     .forward = linear_forward,
     .backward = linear_backward,
+    .lora = &LORA,
 };

@@ -16,35 +16,36 @@ typedef struct lora_saved {
   float *t;        /* h A^T [m, r] */
 } lora_saved;
 
-static strop_status lora_parse(void *cfg, strop__opts *o) {
-  strop__lora_cfg *c = cfg;
-  strop_status st;
-  c->bias = 1;
-  c->r = 8;
-  c->alpha = 8.0f;
-  c->dropout = 0.0f;
-  if ((st = strop__opt_int(o, "in_features", 1, INT32_MAX, &c->in_features))) return st;
-  c->in_given = c->in_features != 0;
-  if ((st = strop__opt_require(o, "out_features"))) return st;
-  if ((st = strop__opt_int(o, "out_features", 1, INT32_MAX, &c->out_features))) return st;
-  if ((st = strop__opt_bool(o, "bias", &c->bias))) return st;
-  if ((st = strop__opt_int(o, "r", 1, INT32_MAX, &c->r))) return st;
-  if ((st = strop__opt_float(o, "alpha", 0.0, 1e9, &c->alpha))) return st;
-  if ((st = strop__opt_float(o, "dropout", 0.0, 1.0, &c->dropout))) return st;
-  if (c->dropout >= 1.0f) return strop__opt_error(o, "dropout", "must be below 1, got %g",
-                                                  (double)c->dropout);
-  return strop__opt_bool(o, "merged", &c->merged);
-}
+enum { W, B, LA, LB }; /* parameter slots */
 
-static void lora_write(const void *cfg, strop__optbuf *b) {
-  const strop__lora_cfg *c = cfg;
-  strop__optbuf_int(b, "in_features", c->in_features);
-  strop__optbuf_int(b, "out_features", c->out_features);
-  strop__optbuf_bool(b, "bias", c->bias);
-  strop__optbuf_int(b, "r", c->r);
-  strop__optbuf_float(b, "alpha", c->alpha);
-  strop__optbuf_float(b, "dropout", c->dropout);
-  strop__optbuf_bool(b, "merged", c->merged);
+
+static const strop__optdef OPTIONS[] = {
+    STROP__OPT_AUTO_INT(strop__lora_cfg, in_features, "in_features",
+                        "input features; auto: inferred"),
+    {.name = "out_features", .type = STROP__OT_INT, .off = offsetof(strop__lora_cfg, out_features),
+     .lo = 1, .hi = INT32_MAX, .example = "4", .doc = "output features"},
+    STROP__OPT_BOOL(strop__lora_cfg, bias, "bias", "true", "the base layer has a bias"),
+    STROP__OPT_INT(strop__lora_cfg, r, "r", "8", 1, INT32_MAX, "the adapter's rank"),
+    STROP__OPT_FLOAT(strop__lora_cfg, alpha, "alpha", "8", 0, 1e9, 0,
+                     "scale alpha / r of the adapter's output (PEFT's lora_alpha)"),
+    STROP__OPT_FLOAT(strop__lora_cfg, dropout, "dropout", "0", 0, 1, STROP__OF_HI_OPEN,
+                     "dropout on the adapter's input in train mode"),
+    STROP__OPT_BOOL(strop__lora_cfg, merged, "merged", "false",
+                    "B A is folded into weight and the adapter path is skipped"),
+    {NULL}};
+
+static const strop__paramdef PARAMS[] = {
+    [W] = {"weight", STROP__PD_FROZEN, "[out_features, in_features], frozen"},
+    [B] = {"bias", STROP__PD_FROZEN, "[out_features], frozen, when bias is true"},
+    [LA] = {"lora_A.weight", STROP__PD_ADAPTER, "[r, in_features]"},
+    [LB] = {"lora_B.weight", STROP__PD_ADAPTER, "[out_features, r]"},
+    {NULL}};
+
+static strop_status lora_check(void *cfg, strop__opts *o) {
+  (void)o;
+  strop__lora_cfg *c = cfg;
+  c->in_given = c->in_features != 0;
+  return STROP_OK;
 }
 
 static strop_status lora_infer(strop__node *n) {
@@ -66,42 +67,41 @@ static strop_status lora_infer(strop__node *n) {
   n->out_shape = *s;
   n->out_shape.d[s->rank - 1] = c->out_features;
   int64_t wd[2] = {c->out_features, in}, ad[2] = {c->r, in}, bd[2] = {c->out_features, c->r};
-  strop_status st = strop__node_add_param(n, "weight", 2, wd, 0);
-  if (!st && c->bias) st = strop__node_add_param(n, "bias", 1, &c->out_features, 0);
-  if (!st) st = strop__node_add_param(n, "lora_A.weight", 2, ad, 0);
-  if (!st) st = strop__node_add_param(n, "lora_B.weight", 2, bd, 0);
-  if (st) return st;
   /* the base layer is frozen, as in PEFT: only the adapter trains */
-  for (int i = 0; i < n->n_params; i++)
-    if (i < (c->bias ? 2 : 1)) n->params[i].trainable = 0;
-  return STROP_OK;
+  strop_status st = strop__node_declare(n, W, 2, wd);
+  if (!st && c->bias) st = strop__node_declare(n, B, 1, &c->out_features);
+  if (!st) st = strop__node_declare(n, LA, 2, ad);
+  if (!st) st = strop__node_declare(n, LB, 2, bd);
+  return st;
 }
 
 float strop__lora_scale(const strop__lora_cfg *c) {
   return c->r > 0 ? c->alpha / (float)c->r : 0.0f;
 }
 
-void strop__lora_init_adapters(strop__node *n, strop__rng *rng) {
+void strop__lora_init_pair(strop__param *a, strop__param *b, int64_t fan_in, strop__rng *rng) {
+  if (a && a->data) strop__init_kaiming_uniform(a->data, a->numel, fan_in, sqrt(5.0), rng);
+  if (b && b->data) strop__init_zeros(b->data, b->numel);
+}
+
+static void lora_init_adapters(strop__node *n, int mask, strop__rng *rng) {
   const strop__lora_cfg *c = n->cfg;
-  strop__param *a = strop__node_param(n, "lora_A.weight"), *b = strop__node_param(n, "lora_B.weight");
-  if (a) strop__init_kaiming_uniform(a->data, a->numel, c->in_features, sqrt(5.0), rng);
-  if (b) strop__init_zeros(b->data, b->numel);
+  if (mask & 1) strop__lora_init_pair(strop__node_p(n, LA), strop__node_p(n, LB), c->in_features, rng);
 }
 
 static void lora_init(strop__node *n, strop__rng *rng) {
   const strop__lora_cfg *c = n->cfg;
-  strop__param *w = strop__node_param(n, "weight"), *b = strop__node_param(n, "bias");
+  strop__param *w = strop__node_p(n, W), *b = strop__node_p(n, B);
   if (w) strop__init_pytorch_linear_default(w->data, w->numel, c->in_features, rng);
   if (b) strop__init_pytorch_linear_default(b->data, b->numel, c->in_features, rng);
-  strop__lora_init_adapters(n, rng);
+  lora_init_adapters(n, 1, rng);
 }
 
-void strop__lora_set_merged(strop__node *n, int merge) {
+static void lora_set_merged(strop__node *n, int merge) {
   strop__lora_cfg *c = n->cfg;
   merge = merge ? 1 : 0;
   if (c->merged == merge) return;
-  strop__param *w = strop__node_param(n, "weight");
-  strop__param *a = strop__node_param(n, "lora_A.weight"), *b = strop__node_param(n, "lora_B.weight");
+  strop__param *w = strop__node_p(n, W), *a = strop__node_p(n, LA), *b = strop__node_p(n, LB);
   if (!w || !a || !b || !w->data || !a->data || !b->data) return;
   float s = strop__lora_scale(c);
   strop__lora_merge(w->data, a->data, b->data, c->in_features, c->r, c->out_features,
@@ -119,8 +119,8 @@ static int64_t lora_rows(const strop__act *a) {
 static strop_status lora_forward(strop__node *n, const strop__exec *x, const strop__act *in,
                                  strop__act *out) {
   const strop__lora_cfg *c = n->cfg;
-  strop__param *w = strop__node_param(n, "weight"), *b = strop__node_param(n, "bias");
-  strop__param *a = strop__node_param(n, "lora_A.weight"), *bb = strop__node_param(n, "lora_B.weight");
+  strop__param *w = strop__node_p(n, W), *b = strop__node_p(n, B);
+  strop__param *a = strop__node_p(n, LA), *bb = strop__node_p(n, LB);
   const int64_t m = lora_rows(&in[0]);
   strop__linear_forward(in[0].data, w->data, b ? b->data : NULL, out->data, m, c->in_features,
                         c->out_features);
@@ -152,8 +152,8 @@ static strop_status lora_backward(strop__node *n, const strop__exec *x, const st
                                   const strop__act *out, const float *dout, float *const *din) {
   (void)out;
   const strop__lora_cfg *c = n->cfg;
-  strop__param *w = strop__node_param(n, "weight"), *b = strop__node_param(n, "bias");
-  strop__param *a = strop__node_param(n, "lora_A.weight"), *bb = strop__node_param(n, "lora_B.weight");
+  strop__param *w = strop__node_p(n, W), *b = strop__node_p(n, B);
+  strop__param *a = strop__node_p(n, LA), *bb = strop__node_p(n, LB);
   const int64_t m = lora_rows(&in[0]);
   float *dw = w->trainable ? w->grad : NULL;
   float *db = b && b->trainable ? b->grad : NULL;
@@ -177,15 +177,38 @@ static strop_status lora_backward(strop__node *n, const strop__exec *x, const st
   return STROP_OK;
 }
 
+static int64_t lora_rank(const strop__node *n, int part, float *alpha, float *dropout) {
+  const strop__lora_cfg *c = n->cfg;
+  if (part != 0) return 0;
+  if (alpha) *alpha = c->alpha;
+  if (dropout) *dropout = c->dropout;
+  return c->r;
+}
+
+static int lora_merged(const strop__node *n) { return ((const strop__lora_cfg *)n->cfg)->merged; }
+
+/* merged for good (export): a plain linear of the base options */
+static const strop__lora_ops LORA = {
+    .rank = lora_rank,
+    .init_adapters = lora_init_adapters,
+    .merged = lora_merged,
+    .set_merged = lora_set_merged,
+    .merged_type = "linear",
+};
+
 const strop__layer_vtable strop__layer_lora_linear = {
     .type = "lora_linear",
+    .doc = "a frozen linear plus a trainable low-rank adapter, (alpha / r) (x A^T) B^T "
+           "(PEFT's lora.Linear)",
     .cfg_size = sizeof(strop__lora_cfg),
     .n_inputs = 1,
     .flags = STROP__LAYER_STOCHASTIC,
-    .parse = lora_parse,
-    .write = lora_write,
+    .options = OPTIONS,
+    .params = PARAMS,
+    .check = lora_check,
     .infer = lora_infer,
     .init = lora_init,
     .forward = lora_forward,
     .backward = lora_backward,
+    .lora = &LORA,
 };

@@ -16,17 +16,6 @@ static int same_shape(const strop__shape *a, const strop__shape *b) {
   return 1;
 }
 
-static strop_status add_parse(void *cfg, strop__opts *o) {
-  (void)cfg;
-  (void)o;
-  return STROP_OK;
-}
-
-static void add_write(const void *cfg, strop__optbuf *b) {
-  (void)cfg;
-  (void)b;
-}
-
 static strop_status add_infer(strop__node *n) {
   char b1[96], b2[96];
   if (n->n_in < 1)
@@ -73,15 +62,10 @@ static strop_status add_backward(strop__node *n, const strop__exec *x, const str
   return STROP_OK;
 }
 
-static strop_status concat_parse(void *cfg, strop__opts *o) {
-  concat_cfg *c = cfg;
-  c->dim = 1;
-  return strop__opt_int(o, "dim", -(STROP_MAX_RANK + 1), STROP_MAX_RANK, &c->dim);
-}
-
-static void concat_write(const void *cfg, strop__optbuf *b) {
-  strop__optbuf_int(b, "dim", ((const concat_cfg *)cfg)->dim);
-}
+static const strop__optdef CONCAT_OPTIONS[] = {
+    STROP__OPT_INT(concat_cfg, dim, "dim", "1", -(STROP_MAX_RANK + 1), STROP_MAX_RANK,
+                   "the dimension, counting the batch as 0 (-1: the last)"),
+    {NULL}};
 
 static strop_status concat_infer(strop__node *n) {
   concat_cfg *c = n->cfg;
@@ -170,9 +154,8 @@ const strop__layer_vtable strop__layer_add = {
     .type = "add",
     .cfg_size = sizeof(int), /* no options; a non-empty block all the same */
     .n_inputs = 0,
+    .doc = "elementwise sum of inputs of one shape (a residual connection)",
     .flags = STROP__LAYER_ANY_INPUTS,
-    .parse = add_parse,
-    .write = add_write,
     .infer = add_infer,
     .init = NULL,
     .forward = add_forward,
@@ -183,9 +166,9 @@ const strop__layer_vtable strop__layer_concat = {
     .type = "concat",
     .cfg_size = sizeof(concat_cfg),
     .n_inputs = 0,
+    .doc = "joins its inputs along dim (torch.cat)",
     .flags = STROP__LAYER_ANY_INPUTS,
-    .parse = concat_parse,
-    .write = concat_write,
+    .options = CONCAT_OPTIONS,
     .infer = concat_infer,
     .init = NULL,
     .forward = concat_forward,

@@ -6,60 +6,51 @@
 #include "ops/pool.h"
 
 typedef struct pool_cfg {
-  int64_t kernel[2], stride[2], padding[2], dilation[2];
+  int64_t kernel[2], stride[2], padding[2], dilation[2]; /* stride 0: "none", the kernel's */
+  int ceil_mode;         /* only false is supported */
   int count_include_pad; /* avgpool only */
+  int64_t st[2];         /* the stride in use, from infer */
   int64_t oh, ow;        /* from infer */
 } pool_cfg;
 
-static strop_status pool_parse(pool_cfg *c, strop__opts *o, int is_max) {
-  strop_status st;
-  c->dilation[0] = c->dilation[1] = 1;
-  c->count_include_pad = 1;
-  if ((st = strop__opt_require(o, "kernel_size"))) return st;
-  if ((st = strop__opt_ints(o, "kernel_size", 2, 1, 1 << 16, c->kernel))) return st;
-  c->stride[0] = c->kernel[0];
-  c->stride[1] = c->kernel[1];
-  if ((st = strop__opt_ints(o, "stride", 2, 1, 1 << 16, c->stride))) return st;
-  if ((st = strop__opt_ints(o, "padding", 2, 0, 1 << 16, c->padding))) return st;
-  if (is_max) {
-    if ((st = strop__opt_ints(o, "dilation", 2, 1, 1 << 16, c->dilation))) return st;
-  } else {
-    if ((st = strop__opt_bool(o, "count_include_pad", &c->count_include_pad))) return st;
-  }
-  int ceil_mode = 0;
-  if ((st = strop__opt_bool(o, "ceil_mode", &ceil_mode))) return st;
-  if (ceil_mode)
+static const double NONE_V[] = {0, 0, 0};
+
+#define POOL_COMMON(stride_doc)                                                               \
+  {.name = "kernel_size", .type = STROP__OT_INTS, .off = offsetof(pool_cfg, kernel), .lo = 1,  \
+   .hi = 1 << 16, .n = 2, .example = "2", .doc = "window height and width (one value: both)"}, \
+      {.name = "stride", .type = STROP__OT_INTS, .off = offsetof(pool_cfg, stride),           \
+       .dflt = "none", .lo = 1, .hi = 1 << 16, .n = 2, .words = strop__word_none,            \
+       .word_values = NONE_V, .doc = stride_doc},                                            \
+      STROP__OPT_INTS(pool_cfg, padding, "padding", "[0, 0]", 2, 0, 1 << 16,                 \
+                      "implicit padding on each side, at most half the window")
+
+static const strop__optdef MAX_OPTIONS[] = {
+    POOL_COMMON("step between windows; none: kernel_size"),
+    STROP__OPT_INTS(pool_cfg, dilation, "dilation", "[1, 1]", 2, 1, 1 << 16,
+                    "spacing between window elements"),
+    STROP__OPT_BOOL(pool_cfg, ceil_mode, "ceil_mode", "false", "only false is supported"),
+    {NULL}};
+
+static const strop__optdef AVG_OPTIONS[] = {
+    POOL_COMMON("step between windows; none: kernel_size"),
+    STROP__OPT_BOOL(pool_cfg, ceil_mode, "ceil_mode", "false", "only false is supported"),
+    STROP__OPT_BOOL(pool_cfg, count_include_pad, "count_include_pad", "true",
+                    "padded zeros count in the average"),
+    {NULL}};
+
+static strop_status pool_check(void *cfg, strop__opts *o) {
+  pool_cfg *c = cfg;
+  if (c->ceil_mode)
     return strop__err(STROP_E_UNSUPPORTED,
                       "layer '%s' (%s): option 'ceil_mode': ceil_mode=true is not supported",
                       o->layer ? o->layer : "?", o->type ? o->type : "?");
+  if (!c->dilation[0]) c->dilation[0] = c->dilation[1] = 1; /* avgpool has none */
   for (int i = 0; i < 2; i++)
     if (c->padding[i] > c->kernel[i] / 2)
       return strop__opt_error(o, "padding",
                               "padding %lld must be at most half of kernel_size %lld",
                               (long long)c->padding[i], (long long)c->kernel[i]);
   return STROP_OK;
-}
-
-static strop_status maxpool_parse(void *cfg, strop__opts *o) { return pool_parse(cfg, o, 1); }
-static strop_status avgpool_parse(void *cfg, strop__opts *o) { return pool_parse(cfg, o, 0); }
-
-static void pool_write_common(const pool_cfg *c, strop__optbuf *b) {
-  strop__optbuf_ints(b, "kernel_size", c->kernel, 2);
-  strop__optbuf_ints(b, "stride", c->stride, 2);
-  strop__optbuf_ints(b, "padding", c->padding, 2);
-  strop__optbuf_bool(b, "ceil_mode", 0);
-}
-
-static void maxpool_write(const void *cfg, strop__optbuf *b) {
-  const pool_cfg *c = cfg;
-  pool_write_common(c, b);
-  strop__optbuf_ints(b, "dilation", c->dilation, 2);
-}
-
-static void avgpool_write(const void *cfg, strop__optbuf *b) {
-  const pool_cfg *c = cfg;
-  pool_write_common(c, b);
-  strop__optbuf_bool(b, "count_include_pad", c->count_include_pad);
 }
 
 static strop_status pool_infer(strop__node *n) {
@@ -71,10 +62,9 @@ static strop_status pool_infer(strop__node *n) {
     return strop__err(STROP_E_SHAPE, "layer '%s' (%s): input must be [C, H, W] per sample, "
                                      "got %s",
                       n->name, type, strop__shape_str(s, buf, sizeof buf));
-  c->oh = strop__conv_out_len(s->d[1], c->kernel[0], c->stride[0], c->padding[0],
-                              c->dilation[0]);
-  c->ow = strop__conv_out_len(s->d[2], c->kernel[1], c->stride[1], c->padding[1],
-                              c->dilation[1]);
+  for (int i = 0; i < 2; i++) c->st[i] = c->stride[i] ? c->stride[i] : c->kernel[i];
+  c->oh = strop__conv_out_len(s->d[1], c->kernel[0], c->st[0], c->padding[0], c->dilation[0]);
+  c->ow = strop__conv_out_len(s->d[2], c->kernel[1], c->st[1], c->padding[1], c->dilation[1]);
   if (c->oh <= 0 || c->ow <= 0 || s->d[1] <= 0 || s->d[2] <= 0)
     return strop__err(STROP_E_SHAPE,
                       "layer '%s' (%s): kernel_size %lldx%lld (dilation %lldx%lld) is larger "
@@ -93,16 +83,15 @@ static strop_status pool_infer(strop__node *n) {
 
 static strop__pool2d_dims pool_dims(const pool_cfg *c, const strop__act *a) {
   strop__pool2d_dims d = {a->n,           a->shape.d[0], a->shape.d[1],  a->shape.d[2],
-                          c->kernel[0],   c->kernel[1],  c->stride[0],   c->stride[1],
+                          c->kernel[0],   c->kernel[1],  c->st[0],       c->st[1],
                           c->padding[0],  c->padding[1], c->dilation[0], c->dilation[1],
                           c->oh,          c->ow};
   return d;
 }
 
-extern const strop__layer_vtable strop__layer_maxpool2d;
 
 int strop__layer_maxpool_window(const strop__node *n, strop__pool2d_dims *d) {
-  if (n->vt != &strop__layer_maxpool2d) return 0;
+  if (!(n->vt->flags & STROP__LAYER_EPILOGUE_MAXPOOL)) return 0;
   strop__act a = {NULL, 0, n->in_shapes[0]};
   *d = pool_dims(n->cfg, &a);
   return 1;
@@ -159,16 +148,6 @@ static strop_status avgpool_backward(strop__node *n, const strop__exec *x, const
 }
 
 /* ---- global average pool ---- */
-static strop_status gap_parse(void *cfg, strop__opts *o) {
-  (void)cfg;
-  (void)o;
-  return STROP_OK;
-}
-
-static void gap_write(const void *cfg, strop__optbuf *b) {
-  (void)cfg;
-  (void)b;
-}
 
 static strop_status gap_infer(strop__node *n) {
   const strop__shape *s = &n->in_shapes[0];
@@ -204,11 +183,12 @@ static strop_status gap_backward(strop__node *n, const strop__exec *x, const str
 
 const strop__layer_vtable strop__layer_maxpool2d = {
     .type = "maxpool2d",
+    .doc = "max over windows of [C, H, W] (torch.nn.MaxPool2d, floor mode)",
     .cfg_size = sizeof(pool_cfg),
     .n_inputs = 1,
-    .flags = STROP__LAYER_ASSIGNS_DIN,
-    .parse = maxpool_parse,
-    .write = maxpool_write,
+    .flags = STROP__LAYER_ASSIGNS_DIN | STROP__LAYER_EPILOGUE_MAXPOOL,
+    .options = MAX_OPTIONS,
+    .check = pool_check,
     .infer = pool_infer,
     .forward = maxpool_forward,
     .backward = maxpool_backward,
@@ -216,10 +196,11 @@ const strop__layer_vtable strop__layer_maxpool2d = {
 
 const strop__layer_vtable strop__layer_avgpool2d = {
     .type = "avgpool2d",
+    .doc = "mean over windows of [C, H, W] (torch.nn.AvgPool2d, floor mode)",
     .cfg_size = sizeof(pool_cfg),
     .n_inputs = 1,
-    .parse = avgpool_parse,
-    .write = avgpool_write,
+    .options = AVG_OPTIONS,
+    .check = pool_check,
     .infer = pool_infer,
     .forward = avgpool_forward,
     .backward = avgpool_backward,
@@ -227,10 +208,9 @@ const strop__layer_vtable strop__layer_avgpool2d = {
 
 const strop__layer_vtable strop__layer_global_avgpool = {
     .type = "global_avgpool",
+    .doc = "mean over H and W: [C, H, W] -> [C] (nn.AdaptiveAvgPool2d(1) then flatten)",
     .cfg_size = 1,
     .n_inputs = 1,
-    .parse = gap_parse,
-    .write = gap_write,
     .infer = gap_infer,
     .forward = gap_forward,
     .backward = gap_backward,

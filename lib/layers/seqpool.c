@@ -10,17 +10,6 @@ typedef struct mean_pool_saved {
   const float *mask;
 } mean_pool_saved;
 
-static strop_status mean_pool_parse(void *cfg, strop__opts *o) {
-  (void)cfg;
-  (void)o;
-  return STROP_OK;
-}
-
-static void mean_pool_write(const void *cfg, strop__optbuf *b) {
-  (void)cfg;
-  (void)b;
-}
-
 static strop_status mean_pool_infer(strop__node *n) {
   const strop__shape *s = &n->in_shapes[0];
   char buf[96];
@@ -105,9 +94,8 @@ const strop__layer_vtable strop__layer_mean_pool = {
     .type = "mean_pool",
     .cfg_size = sizeof(int),
     .n_inputs = 1,
+    .doc = "mean over the sequence, [T, *] -> [*], honouring the batch's padding mask",
     .flags = 0,
-    .parse = mean_pool_parse,
-    .write = mean_pool_write,
     .infer = mean_pool_infer,
     .init = NULL,
     .forward = mean_pool_forward,

@@ -15,21 +15,12 @@ typedef struct reshape_cfg {
   int rank;
 } reshape_cfg;
 
-static strop_status flatten_parse(void *cfg, strop__opts *o) {
-  flatten_cfg *c = cfg;
-  strop_status st;
-  c->start_dim = 1;
-  c->end_dim = -1;
-  if ((st = strop__opt_int(o, "start_dim", -(STROP_MAX_RANK + 1), STROP_MAX_RANK, &c->start_dim)))
-    return st;
-  return strop__opt_int(o, "end_dim", -(STROP_MAX_RANK + 1), STROP_MAX_RANK, &c->end_dim);
-}
-
-static void flatten_write(const void *cfg, strop__optbuf *b) {
-  const flatten_cfg *c = cfg;
-  strop__optbuf_int(b, "start_dim", c->start_dim);
-  strop__optbuf_int(b, "end_dim", c->end_dim);
-}
+static const strop__optdef FLATTEN_OPTIONS[] = {
+    STROP__OPT_INT(flatten_cfg, start_dim, "start_dim", "1", -(STROP_MAX_RANK + 1), STROP_MAX_RANK,
+                   "first dimension merged, counting the batch as 0"),
+    STROP__OPT_INT(flatten_cfg, end_dim, "end_dim", "-1", -(STROP_MAX_RANK + 1), STROP_MAX_RANK,
+                   "last dimension merged (-1: the last)"),
+    {NULL}};
 
 static strop_status flatten_infer(strop__node *n) {
   const flatten_cfg *c = n->cfg;
@@ -56,12 +47,14 @@ static strop_status flatten_infer(strop__node *n) {
   return STROP_OK;
 }
 
-static strop_status reshape_parse(void *cfg, strop__opts *o) {
+static const strop__optdef RESHAPE_OPTIONS[] = {
+    {.name = "shape", .type = STROP__OT_INT_LIST, .off = offsetof(reshape_cfg, shape),
+     .count_off = offsetof(reshape_cfg, rank), .lo = -1, .hi = INT32_MAX, .n = STROP_MAX_RANK,
+     .example = "[-1]", .doc = "the new per-sample shape; one entry may be -1 (inferred)"},
+    {NULL}};
+
+static strop_status reshape_check(void *cfg, strop__opts *o) {
   reshape_cfg *c = cfg;
-  strop_status st;
-  if ((st = strop__opt_require(o, "shape"))) return st;
-  if ((st = strop__opt_int_list(o, "shape", STROP_MAX_RANK, -1, INT32_MAX, c->shape, &c->rank)))
-    return st;
   int neg = 0;
   for (int i = 0; i < c->rank; i++) {
     if (c->shape[i] == 0)
@@ -71,11 +64,6 @@ static strop_status reshape_parse(void *cfg, strop__opts *o) {
   }
   if (neg > 1) return strop__opt_error(o, "shape", "only one entry may be -1, got %d", neg);
   return STROP_OK;
-}
-
-static void reshape_write(const void *cfg, strop__optbuf *b) {
-  const reshape_cfg *c = cfg;
-  strop__optbuf_ints(b, "shape", c->shape, c->rank);
 }
 
 static strop_status reshape_infer(strop__node *n) {
@@ -135,9 +123,9 @@ const strop__layer_vtable strop__layer_flatten = {
     .type = "flatten",
     .cfg_size = sizeof(flatten_cfg),
     .n_inputs = 1,
+    .doc = "merges dimensions start_dim..end_dim into one (torch.nn.Flatten)",
     .flags = STROP__LAYER_ASSIGNS_DIN,
-    .parse = flatten_parse,
-    .write = flatten_write,
+    .options = FLATTEN_OPTIONS,
     .infer = flatten_infer,
     .init = NULL,
     .forward = copy_forward,
@@ -148,9 +136,10 @@ const strop__layer_vtable strop__layer_reshape = {
     .type = "reshape",
     .cfg_size = sizeof(reshape_cfg),
     .n_inputs = 1,
+    .doc = "relabels each sample's dimensions (torch.reshape of each sample)",
     .flags = STROP__LAYER_ASSIGNS_DIN,
-    .parse = reshape_parse,
-    .write = reshape_write,
+    .options = RESHAPE_OPTIONS,
+    .check = reshape_check,
     .infer = reshape_infer,
     .init = NULL,
     .forward = copy_forward,

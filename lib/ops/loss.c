@@ -11,18 +11,18 @@ void strop__loss_cfg_init(strop__loss_cfg *c, int kind) {
   c->delta = 1.0f;
   c->class_weights = NULL;
   c->n_classes = 0;
-  c->reduction = STROP_LOSS_REDUCTION_MEAN;
+  c->reduction = STROP__LOSS_REDUCTION_MEAN;
   c->pos_weight = NULL;
   c->n_pos_weight = 0;
 }
 
 const char *strop__loss_name(int kind) {
   switch (kind) {
-    case STROP_LOSS_CROSS_ENTROPY: return "cross_entropy";
-    case STROP_LOSS_MSE: return "mse";
-    case STROP_LOSS_L1: return "l1";
-    case STROP_LOSS_HUBER: return "huber";
-    case STROP_LOSS_BCE_WITH_LOGITS: return "bce_with_logits";
+    case STROP__LOSS_CROSS_ENTROPY: return "cross_entropy";
+    case STROP__LOSS_MSE: return "mse";
+    case STROP__LOSS_L1: return "l1";
+    case STROP__LOSS_HUBER: return "huber";
+    case STROP__LOSS_BCE_WITH_LOGITS: return "bce_with_logits";
     default: return "unknown";
   }
 }
@@ -100,7 +100,7 @@ static strop_status cross_entropy(const strop__loss_cfg *c, const float *pred, i
     }
   }
   double scale = 1.0;
-  if (c->reduction == STROP_LOSS_REDUCTION_MEAN) scale = wtotal != 0.0 ? 1.0 / wtotal : 0.0;
+  if (c->reduction == STROP__LOSS_REDUCTION_MEAN) scale = wtotal != 0.0 ? 1.0 / wtotal : 0.0;
   *loss_out = total * scale;
   if (dpred && scale != 1.0) {
     float fs = (float)scale;
@@ -114,24 +114,24 @@ static strop_status elementwise(const strop__loss_cfg *c, const float *pred, int
                                 float *dpred) {
   int64_t m = n * per_sample;
   double total = 0.0;
-  double scale = c->reduction == STROP_LOSS_REDUCTION_MEAN ? 1.0 / (double)m : 1.0;
+  double scale = c->reduction == STROP__LOSS_REDUCTION_MEAN ? 1.0 / (double)m : 1.0;
   float fs = (float)scale;
   switch (c->kind) {
-    case STROP_LOSS_MSE:
+    case STROP__LOSS_MSE:
       for (int64_t i = 0; i < m; i++) {
         double d = (double)pred[i] - (double)target[i];
         total += d * d;
         if (dpred) dpred[i] = (float)(2.0 * d * scale);
       }
       break;
-    case STROP_LOSS_L1:
+    case STROP__LOSS_L1:
       for (int64_t i = 0; i < m; i++) {
         float d = pred[i] - target[i];
         total += fabs((double)d);
         if (dpred) dpred[i] = d > 0.0f ? fs : d < 0.0f ? -fs : d == 0.0f ? 0.0f : d;
       }
       break;
-    case STROP_LOSS_HUBER: {
+    case STROP__LOSS_HUBER: {
       double delta = c->delta;
       if (!(delta > 0.0))
         return strop__err(STROP_E_INVALID_ARG, FN ": huber: delta must be > 0, got %g", delta);
@@ -149,7 +149,7 @@ static strop_status elementwise(const strop__loss_cfg *c, const float *pred, int
       }
       break;
     }
-    case STROP_LOSS_BCE_WITH_LOGITS: {
+    case STROP__LOSS_BCE_WITH_LOGITS: {
       const float *pw = c->pos_weight;
       int64_t np = c->n_pos_weight;
       if (pw && (np <= 0 || per_sample % np != 0))
@@ -189,12 +189,12 @@ strop_status strop__loss_eval(const strop__loss_cfg *c, const float *pred, int64
                       "target_per_sample %lld",
                       strop__loss_name(c->kind), (long long)n, (long long)per_sample,
                       (long long)target_per_sample);
-  if (c->reduction != STROP_LOSS_REDUCTION_MEAN && c->reduction != STROP_LOSS_REDUCTION_SUM)
+  if (c->reduction != STROP__LOSS_REDUCTION_MEAN && c->reduction != STROP__LOSS_REDUCTION_SUM)
     return strop__err(STROP_E_INVALID_ARG, FN ": %s: unknown reduction %d",
                       strop__loss_name(c->kind), c->reduction);
-  if (c->kind == STROP_LOSS_CROSS_ENTROPY)
+  if (c->kind == STROP__LOSS_CROSS_ENTROPY)
     return cross_entropy(c, pred, n, per_sample, target, target_per_sample, loss_out, dpred);
-  if (c->kind < STROP_LOSS_MSE || c->kind > STROP_LOSS_BCE_WITH_LOGITS)
+  if (c->kind < STROP__LOSS_MSE || c->kind > STROP__LOSS_BCE_WITH_LOGITS)
     return strop__err(STROP_E_INVALID_ARG, FN ": unknown loss kind %d", c->kind);
   if (target_per_sample != per_sample)
     return strop__err(STROP_E_INVALID_ARG,

@@ -7,20 +7,26 @@
 
 #include "core/core.h"
 
-/* Loss kinds: the public strop_loss_kind numbers (STROP_LOSS_CROSS_ENTROPY = 1 ...). */
-#include "strop/train.h"
+/* Loss kinds, numbered as the public strop_loss_kind (train checks that they agree). */
+enum {
+  STROP__LOSS_CROSS_ENTROPY = 1,
+  STROP__LOSS_MSE = 2,
+  STROP__LOSS_L1 = 3,
+  STROP__LOSS_HUBER = 4,
+  STROP__LOSS_BCE_WITH_LOGITS = 5
+};
 
 /* Reductions; zero (the default of a zeroed config) is PyTorch's default "mean". */
-enum { STROP_LOSS_REDUCTION_MEAN = 0, STROP_LOSS_REDUCTION_SUM = 1 };
+enum { STROP__LOSS_REDUCTION_MEAN = 0, STROP__LOSS_REDUCTION_SUM = 1 };
 
 typedef struct strop__loss_cfg {
-  int kind;                    /* STROP_LOSS_* */
+  int kind;                    /* STROP__LOSS_* */
   float label_smoothing;       /* cross-entropy: [0, 1] */
   int64_t ignore_index;        /* cross-entropy: rows with this target count for nothing (-100) */
   float delta;                 /* huber: the quadratic-to-linear threshold (> 0; 1.0) */
   const float *class_weights;  /* cross-entropy: n_classes weights, or NULL (all ones); borrowed */
   int64_t n_classes;           /* cross-entropy: C; 0 = per_sample / target_per_sample */
-  int reduction;               /* STROP_LOSS_REDUCTION_* */
+  int reduction;               /* STROP__LOSS_REDUCTION_* */
   const float *pos_weight;     /* bce: n_pos_weight weights of positives along the last dim, or NULL */
   int64_t n_pos_weight;
 } strop__loss_cfg;

@@ -4,7 +4,7 @@
 #define STROP_OPTIM_INTERNAL_H
 
 #include "core/core.h"
-#include "graph/param.h"
+#include "layers/param.h"
 #include "strop/optim.h"
 
 /* Element types of a state entry. */

@@ -9,26 +9,26 @@
 #include "io/atomic.h"
 #include "io/json.h"
 #include "io/safetensors.h"
-#include "layers/lora.h"
 #include "surgery/surgery_impl.h"
 
 #define PREFIX "base_model.model."
 
-static int is_lora(const strop__node *n) { return n->vt == &strop__layer_lora_linear; }
-
-/* A multihead_attention node with an adapter on any projection. */
-static int is_lora_attn(const strop__node *n) {
-  if (n->vt != &strop__layer_multihead_attention) return 0;
-  for (int p = 0; p < 4; p++)
-    if (strop__mha_lora_rank(n, p, NULL)) return 1;
-  return 0;
+/* The adapted modules of node n: its parts (bit i) with adapters, or 1 for a whole-node
+ * adapter; 0 when it has none. */
+static int adapted_mask(const strop__node *n) {
+  const strop__lora_ops *lo = n->vt->lora;
+  if (!lo || !lo->rank) return 0;
+  if (!lo->parts) return lo->rank(n, 0, NULL, NULL) > 0;
+  int mask = 0;
+  for (int p = 0; lo->parts[p]; p++)
+    if (lo->rank(n, p, NULL, NULL) > 0) mask |= 1 << p;
+  return mask;
 }
 
-/* One adapted module in PEFT's sense: a lora_linear node (proj -1) or an attention
- * projection "<node>.<proj>". */
+/* One adapted module in PEFT's sense: a whole node with an adapter (lora_linear) or a part
+ * "<node>.<part>" (an attention projection). */
 typedef struct lmodule {
   const strop__node *n;
-  int proj;
   char name[300];
   int64_t r;
   float alpha, dropout;
@@ -38,20 +38,16 @@ typedef struct lmodule {
 static int module_at(const strop_model *m, int k, lmodule *out) {
   for (int i = 0; i < m->n_nodes; i++) {
     const strop__node *n = &m->nodes[i];
-    if (is_lora(n)) {
-      if (k-- > 0) continue;
-      const strop__lora_cfg *c = n->cfg;
-      *out = (lmodule){n, -1, "", c->r, c->alpha, c->dropout};
-      snprintf(out->name, sizeof out->name, "%s", n->name);
-      return 1;
-    }
-    if (n->vt != &strop__layer_multihead_attention) continue;
-    for (int p = 0; p < 4; p++) {
-      float alpha;
-      int64_t r = strop__mha_lora_rank(n, p, &alpha);
-      if (!r || k-- > 0) continue;
-      *out = (lmodule){n, p, "", r, alpha, 0.0f};
-      snprintf(out->name, sizeof out->name, "%s.%s", n->name, strop__mha_proj_names[p]);
+    const int mask = adapted_mask(n);
+    for (int p = 0; p < STROP__MAX_SLOTS; p++) {
+      if (!(mask & (1 << p)) || k-- > 0) continue;
+      const strop__lora_ops *lo = n->vt->lora;
+      out->n = n;
+      out->r = lo->rank(n, p, &out->alpha, &out->dropout);
+      if (lo->parts)
+        snprintf(out->name, sizeof out->name, "%s.%s", n->name, lo->parts[p]);
+      else
+        snprintf(out->name, sizeof out->name, "%s", n->name);
       return 1;
     }
   }
@@ -61,14 +57,12 @@ static int module_at(const strop_model *m, int k, lmodule *out) {
 static strop_status set_merged(const char *fn, strop_model *model, int merge) {
   if (!model) return strop__err(STROP_E_INVALID_ARG, "%s: model is NULL", fn);
   int hits = 0;
-  for (int i = 0; i < model->n_nodes; i++)
-    if (is_lora(&model->nodes[i])) {
-      strop__lora_set_merged(&model->nodes[i], merge);
-      hits++;
-    } else if (is_lora_attn(&model->nodes[i])) {
-      strop__mha_lora_set_merged(&model->nodes[i], merge);
-      hits++;
-    }
+  for (int i = 0; i < model->n_nodes; i++) {
+    strop__node *n = &model->nodes[i];
+    if (!adapted_mask(n) || !n->vt->lora->set_merged) continue;
+    n->vt->lora->set_merged(n, merge);
+    hits++;
+  }
   if (!hits) return strop__err(STROP_E_NOT_FOUND, "%s: the model has no LoRA adapters", fn);
   return STROP_OK;
 }

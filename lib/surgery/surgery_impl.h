@@ -1,8 +1,10 @@
-/* strop — surgery internals shared by the files of lib/surgery: the glob matcher, the plan
- * runner that edits a clone, and a growable text buffer for describe and summary. */
+/* strop — surgery internals shared by the files of lib/surgery: the plan and its edits, the
+ * working copy they run on (plan.c runs it as a transaction, edits.c and lora.c change it,
+ * describe.c reports it), the glob matcher and a growable text buffer. */
 #ifndef STROP_SURGERY_IMPL_H
 #define STROP_SURGERY_IMPL_H
 
+#include "graph/edit.h"
 #include "graph/graph.h"
 #include "strop/surgery.h"
 
@@ -23,6 +25,73 @@ void strop__text_free(strop__text *t);
 /* Copies t into buf snprintf-style and returns the full length, or -1 (NOMEM) when t->oom. */
 int64_t strop__text_out(const char *fn, const strop__text *t, char *buf, size_t cap);
 
+/* ---- the plan ---- */
+enum {
+  STROP__E_FREEZE, STROP__E_UNFREEZE, STROP__E_REPLACE, STROP__E_INSERT_AFTER,
+  STROP__E_INSERT_BEFORE, STROP__E_REMOVE, STROP__E_TRUNCATE, STROP__E_APPEND, STROP__E_LORA,
+  STROP__E_PARAM_GROUP
+};
+extern const char *const strop__edit_kind_names[];
+
+typedef struct strop__edit {
+  int kind;
+  char *target;  /* node or glob; NULL for append */
+  char *name;    /* new node's name (insert, append) */
+  char *type;
+  char *options;
+  uint64_t seed; /* replace */
+  int flags;
+  int64_t rank;
+  float alpha, dropout, lr_mult;
+  int no_decay;
+} strop__edit;
+
+struct strop_surgery {
+  strop_model *model;
+  strop__edit *e;
+  int n, cap;
+  uint64_t seed;
+  int seed_set;
+};
+
+/* ---- the working copy ---- */
+
+/* Per node of the working copy: how the runner treats it. */
+typedef struct strop__naux {
+  int fresh;      /* created by this plan: parameters come from its seed */
+  int lora_new;   /* adapters just added: to initialise */
+  int lora_mask;  /* the parts (bit i) whose adapters are new; 1 for a whole-node adapter */
+  int dirty;      /* re-infer even if its input shapes did not change */
+  void *pristine; /* fresh nodes: the parsed cfg before any inference */
+  uint64_t seed, stream;
+} strop__naux;
+
+typedef struct strop__work {
+  strop__gedit g;    /* the model being edited, a strop__naux per node */
+  strop__text *log;  /* one line per edit, or NULL */
+  uint64_t seed;     /* the plan's seed */
+  int k;             /* index of the running edit */
+} strop__work;
+
+static inline strop__naux *strop__work_aux(const strop__work *w, int i) {
+  return (strop__naux *)strop__gedit_aux(&w->g, i);
+}
+
+/* Runs one edit on the working copy (edits.c); the error says why, without the edit. */
+strop_status strop__edit_run(strop__work *w, const strop__edit *e);
+/* The LoRA edit (lora.c). */
+strop_status strop__edit_lora(strop__work *w, const strop__edit *e);
+/* Re-infers what the last edit may have changed: dirty nodes and nodes whose input shapes
+ * differ from what they were inferred with; initialises what is new (edits.c). */
+strop_status strop__work_reinfer(strop__work *w);
+/* The single node pat names (exactly, or a glob matching one node) into *idx. */
+strop_status strop__work_resolve_one(const strop_model *m, const char *pat, int *idx);
+
+/* describe.c: the head of an edit's line, a node's shape and size, the before/after diff */
+void strop__describe_edit_head(strop__text *log, const strop_surgery *s, int k);
+void strop__describe_node(strop__text *log, const strop_model *m, int i);
+void strop__describe_diff(strop__text *t, const strop_model *a, const strop__work *w);
+
 /* Runs the plan on a clone of its model. On success *out is the edited clone (reindexed) and
  * *flags_only says whether the plan only changes flags (freeze, unfreeze, param_group). log,
  * when not NULL, receives one line per edit. On failure the error names fn, the edit and why;
@@ -31,8 +100,6 @@ strop_status strop__surgery_run(const char *fn, const strop_surgery *s, strop__t
                                 strop_model **out, int *flags_only);
 /* Moves the clone's contents into model and frees the old contents (never fails). */
 void strop__model_swap_in(strop_model *model, strop_model *clone);
-/* Copies trainable/lr_mult/no_decay and frozen_stats from a same-structure clone. */
-void strop__model_copy_flags(strop_model *model, const strop_model *clone);
 
 /* Number of scalar values in params (buffers excluded), trainable only if asked. */
 int64_t strop__node_count(const strop__node *n, int trainable_only);

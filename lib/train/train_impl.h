@@ -6,6 +6,14 @@
 #include "ops/loss.h"
 #include "strop/train.h"
 
+/* ops numbers the loss kinds as the public enum does */
+_Static_assert((int)STROP__LOSS_CROSS_ENTROPY == (int)STROP_LOSS_CROSS_ENTROPY &&
+                   (int)STROP__LOSS_MSE == (int)STROP_LOSS_MSE &&
+                   (int)STROP__LOSS_L1 == (int)STROP_LOSS_L1 &&
+                   (int)STROP__LOSS_HUBER == (int)STROP_LOSS_HUBER &&
+                   (int)STROP__LOSS_BCE_WITH_LOGITS == (int)STROP_LOSS_BCE_WITH_LOGITS,
+               "ops/loss.h and strop/train.h number the losses differently");
+
 /* History columns per epoch (checkpoints store hist_len x H_COLS doubles). */
 enum { H_TRAIN_LOSS, H_TRAIN_ACC, H_VAL_LOSS, H_VAL_ACC, H_VAL_TOP5, H_VAL_F1, H_VAL_MSE,
        H_VAL_MAE, H_COLS };

@@ -1,5 +1,5 @@
-/* strop — a model parameter or buffer as the rest of the library sees it: the graph owns
- * them, optimizers, surgery, io and the trainer read and update them through this struct. */
+/* strop — a model parameter or buffer: declared by its layer (layer.h), owned by its node;
+ * the graph, optimizers, surgery, io and the trainer read and update them through this struct. */
 #ifndef STROP_PARAM_H
 #define STROP_PARAM_H
 
@@ -18,6 +18,8 @@ typedef struct strop__param {
   int grad_checked;       /* 1: the last backward wrote grad outright and saw every value
                              finite (the trainer's guard skips it); cleared before each write */
   int is_buffer;          /* 1: running statistics etc. -- saved and loaded, never trained */
+  int is_int64;           /* 1: an int64 scalar buffer (idata), allocated with the others */
+  int is_adapter;         /* 1: a LoRA adapter tensor (lora_A / lora_B) */
   int trainable;          /* 1: receives gradients and optimizer updates (0 = frozen) */
   float lr_mult;          /* parameter-group learning-rate multiplier (default 1) */
   int no_decay;           /* 1: the optimizer applies no weight decay to it */

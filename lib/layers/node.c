@@ -1,0 +1,122 @@
+/* strop — what every layer shares: per-sample shapes, a node's parameter slots and their
+ * memory, and writing a node's options back through its type's schema. */
+#include <stdio.h>
+#include <string.h>
+
+#include "layers/layer.h"
+
+/* ---- shapes ---- */
+size_t strop__shape_numel(const strop__shape *s) {
+  size_t n = 1;
+  for (int i = 0; i < s->rank; i++) n *= (size_t)s->d[i];
+  return n;
+}
+
+const char *strop__shape_str(const strop__shape *s, char *buf, size_t cap) {
+  size_t l = 0;
+  if (cap == 0) return buf;
+  buf[0] = '\0';
+  l += (size_t)snprintf(buf + l, cap - l, "[");
+  for (int i = 0; i < s->rank && l < cap; i++)
+    l += (size_t)snprintf(buf + l, cap - l, "%s%lld", i ? ", " : "", (long long)s->d[i]);
+  if (l < cap) snprintf(buf + l, cap - l, "]");
+  return buf;
+}
+
+int strop__shape_eq(const strop__shape *a, const strop__shape *b) {
+  if (a->rank != b->rank) return 0;
+  for (int i = 0; i < a->rank; i++)
+    if (a->d[i] != b->d[i]) return 0;
+  return 1;
+}
+
+/* ---- parameter slots ---- */
+strop_status strop__node_declare(strop__node *n, int slot, int rank, const int64_t *dims) {
+  const strop__paramdef *pd = n->vt->params;
+  int count = 0;
+  while (pd && pd[count].name) count++;
+  if (slot < 0 || slot >= count || slot >= STROP__MAX_SLOTS || n->slot[slot] ||
+      n->n_params >= STROP__MAX_SLOTS || rank < 0 || rank > STROP_MAX_RANK)
+    return strop__err(STROP_E_INTERNAL, "layer '%s' (%s): bad parameter slot %d", n->name,
+                      n->vt->type, slot);
+  /* slots come in declaration order, so params[] is in state_dict order */
+  for (int s = slot + 1; s < count && s < STROP__MAX_SLOTS; s++)
+    if (n->slot[s])
+      return strop__err(STROP_E_INTERNAL, "layer '%s' (%s): slot %d declared after slot %d",
+                        n->name, n->vt->type, slot, s);
+  strop__param *v = strop__realloc(n->params, (size_t)(n->n_params + 1) * sizeof *v);
+  if (!v) return strop__err(STROP_E_NOMEM, "layer '%s': out of memory", n->name);
+  n->params = v;
+  strop__param *p = &v[n->n_params];
+  memset(p, 0, sizeof *p);
+  size_t len = strlen(n->name) + strlen(pd[slot].name) + 2;
+  p->name = strop__malloc(len);
+  if (!p->name) return strop__err(STROP_E_NOMEM, "layer '%s': out of memory", n->name);
+  snprintf(p->name, len, "%s.%s", n->name, pd[slot].name);
+  const int flags = pd[slot].flags;
+  p->is_int64 = (flags & STROP__PD_INT64) != 0;
+  p->is_buffer = (flags & (STROP__PD_BUFFER | STROP__PD_INT64)) != 0;
+  p->is_adapter = (flags & STROP__PD_ADAPTER) != 0;
+  p->rank = p->is_int64 ? 0 : rank; /* an int64 buffer is a scalar, as PyTorch stores it */
+  p->numel = 1;
+  for (int i = 0; i < p->rank; i++) {
+    p->dims[i] = dims[i];
+    p->numel *= (size_t)dims[i];
+  }
+  p->trainable = !p->is_buffer && !(flags & STROP__PD_FROZEN);
+  p->lr_mult = 1.0f;
+  n->n_params++;
+  n->slot[slot] = (uint8_t)n->n_params;
+  return STROP_OK;
+}
+
+strop__param *strop__node_param(strop__node *n, const char *suffix) {
+  size_t nl = strlen(n->name);
+  for (int i = 0; i < n->n_params; i++) {
+    const char *pn = n->params[i].name;
+    if (pn && strncmp(pn, n->name, nl) == 0 && pn[nl] == '.' && strcmp(pn + nl + 1, suffix) == 0)
+      return &n->params[i];
+  }
+  return NULL;
+}
+
+void strop__param_release(strop__param *p) {
+  strop__free(p->name);
+  strop__free_aligned(p->data);
+  strop__free(p->idata);
+  strop__free_aligned(p->grad);
+  memset(p, 0, sizeof *p);
+}
+
+void strop__params_release(strop__param *v, int n) {
+  for (int i = 0; i < n; i++) strop__param_release(&v[i]);
+  strop__free(v);
+}
+
+void strop__node_clear_params(strop__node *n) {
+  strop__params_release(n->params, n->n_params);
+  n->params = NULL;
+  n->n_params = 0;
+  memset(n->slot, 0, sizeof n->slot);
+}
+
+void strop__node_release(strop__node *n) {
+  strop__node_clear_params(n);
+  strop__free(n->name);
+  strop__free(n->cfg);
+  strop__free(n->in);
+  strop__free(n->in_shapes);
+  for (int i = 0; n->in_names && i < n->n_in; i++) strop__free(n->in_names[i]);
+  strop__free(n->in_names);
+  memset(n, 0, sizeof *n);
+}
+
+strop_status strop__node_write_opts(const strop__node *n, strop__opts *out) {
+  memset(out, 0, sizeof *out);
+  strop_status st = strop__schema_write(n->vt->options, n->cfg, out);
+  if (st) {
+    strop__opts_free(out);
+    return strop__err(STROP_E_NOMEM, "layer '%s': out of memory writing options", n->name);
+  }
+  return STROP_OK;
+}
