@@ -275,12 +275,136 @@ START_TEST(alloc_failures) {
 }
 END_TEST
 
+/* One getter per fact about a node; each refuses bad arguments with a sentence. */
+START_TEST(node_getters) {
+  strop_model *m = mlp();
+  char buf[128];
+  ck_assert_int_eq(strop_model_node_name(m, 2, buf, sizeof buf), 4);
+  ck_assert_str_eq(buf, "head");
+  ck_assert_int_eq(strop_model_node_type(m, 1, buf, sizeof buf), 4);
+  ck_assert_str_eq(buf, "relu");
+  ck_assert_int_eq(strop_model_node_name(m, 0, NULL, 0), 3); /* the length alone */
+  ck_assert_int_eq(strop_model_node_name(m, 0, buf, 2), 3);  /* truncated */
+  ck_assert_str_eq(buf, "f");
+  int64_t n = strop_model_node_options(m, 0, buf, sizeof buf);
+  ck_assert_str_eq(buf, "in_features=4 out_features=8 bias=true");
+  ck_assert_int_eq(n, (int64_t)strlen(buf));
+  ck_assert_int_eq(strop_model_node_num_inputs(m, 1), 1);
+  ck_assert_int_eq(strop_model_node_input(m, 1, 0, buf, sizeof buf), 3);
+  ck_assert_str_eq(buf, "fc1");
+  ck_assert_int_eq(strop_model_node_input(m, 0, 0, buf, sizeof buf), 5);
+  ck_assert_str_eq(buf, "input");
+  int64_t d[4];
+  ck_assert_int_eq(strop_model_node_output_shape(m, 0, d, 4), 1);
+  ck_assert_int_eq(d[0], 8);
+  /* the deprecated getter still answers as in 0.1 */
+  ck_assert_int_eq(strop_model_node_info(m, 2, 1, buf, sizeof buf), 6);
+  ck_assert_str_eq(buf, "linear");
+  /* errors */
+  strop_clear_error();
+  ck_assert_int_eq(strop_model_node_name(m, 3, buf, sizeof buf), -1);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "node 3 is out of range (the model has 3"));
+  ck_assert_int_eq(strop_model_node_type(NULL, 0, buf, sizeof buf), -1);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "model is NULL"));
+  ck_assert_int_eq(strop_model_node_name(m, 0, NULL, 8), -1);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "buf is NULL"));
+  ck_assert_int_eq(strop_model_node_input(m, 0, 1, buf, sizeof buf), -1);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "has 1 inputs, asked for input 1"));
+  ck_assert_int_eq(strop_model_node_num_inputs(m, -1), -1);
+  ck_assert_int_eq(strop_model_node_output_shape(m, 0, NULL, 4), -1);
+  ck_assert_int_eq(strop_model_node_info(m, 0, 2, buf, sizeof buf), -1);
+  strop_model_free(m);
+}
+END_TEST
+
+/* The layer types as the public API lists them: the registry, with each type's schema. */
+START_TEST(layer_types) {
+  const int n = strop_layer_type_count();
+  ck_assert_int_ge(n, 27);
+  int seen_linear = 0;
+  for (int i = 0; i < n; i++) {
+    const char *t = strop_layer_type_name(i);
+    ck_assert_ptr_nonnull(t);
+    ck_assert_ptr_nonnull(strop_layer_type_doc(t));
+    ck_assert_int_ge(strop_layer_option_count(t), 0);
+    seen_linear |= !strcmp(t, "linear");
+  }
+  ck_assert(seen_linear);
+  ck_assert_ptr_null(strop_layer_type_name(n));
+  ck_assert_ptr_null(strop_layer_type_name(-1));
+  ck_assert_int_eq(strop_layer_type_is_composite("transformer_block"), 1);
+  ck_assert_int_eq(strop_layer_type_is_composite("linear"), 0);
+  ck_assert_int_eq(strop_layer_type_is_composite("nope"), -1);
+  ck_assert_int_eq(strop_layer_option_count("linear"), 3);
+  ck_assert_str_eq(strop_layer_option_name("linear", 1), "out_features");
+  ck_assert_ptr_null(strop_layer_option_default("linear", 1)); /* required */
+  ck_assert_str_eq(strop_layer_option_default("linear", 2), "true");
+  ck_assert_ptr_nonnull(strop_layer_option_doc("linear", 2));
+  char buf[128];
+  ck_assert_int_eq(strop_layer_option_kind("conv2d", 2, buf, sizeof buf), 6);
+  ck_assert_str_eq(buf, "int[2]");
+  ck_assert_int_gt(strop_layer_option_allowed("gelu", 0, buf, sizeof buf), 0);
+  ck_assert_str_eq(buf, "none, tanh");
+  ck_assert_int_eq(strop_layer_param_count("batchnorm2d"), 5);
+  ck_assert_str_eq(strop_layer_param_name("batchnorm2d", 4), "num_batches_tracked");
+  ck_assert_ptr_nonnull(strop_layer_param_doc("batchnorm2d", 4));
+  /* errors */
+  ck_assert_int_eq(strop_layer_option_count("nope"), -1);
+  ck_assert_int_eq(strop_layer_option_count(NULL), -1);
+  ck_assert_ptr_null(strop_layer_option_name("linear", 3));
+  ck_assert_ptr_null(strop_layer_type_doc(NULL));
+  ck_assert_int_eq(strop_layer_option_kind("linear", 9, buf, sizeof buf), -1);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "layer type 'linear' has no option 9"));
+  ck_assert_int_eq(strop_layer_option_allowed("nope", 0, buf, sizeof buf), -1);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "unknown layer type 'nope'"));
+  ck_assert_int_eq(strop_layer_param_count("nope"), -1);
+  ck_assert_ptr_null(strop_layer_param_name("linear", 2));
+}
+END_TEST
+
+/* reinit: the weights a fresh build with that seed gets; flags back to the defaults. */
+START_TEST(reinit_is_a_fresh_build) {
+  strop_model *m = mlp(), *fresh = NULL;
+  int64_t in[1] = {4};
+  ck_assert_int_eq(strop_model_create(1, in, &fresh), STROP_OK);
+  ck_assert_int_eq(strop_model_add(fresh, "fc1", "linear", "out_features=8", NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_add(fresh, "act", "relu", NULL, NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_add(fresh, "head", "linear", "out_features=3", NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_finalize(fresh, 99), STROP_OK);
+  ck_assert_int_eq(strop_model_freeze(m, "fc1*"), STROP_OK);
+  ck_assert_int_eq(strop_model_reinit(m, 99), STROP_OK);
+  for (int64_t i = 0; i < strop_model_num_tensors(m); i++) {
+    char name[64];
+    ck_assert_int_gt(strop_model_tensor_name(m, i, name, sizeof name), 0);
+    strop_tensor *a = NULL, *b = NULL;
+    ck_assert_int_eq(strop_model_tensor_view(m, name, &a), STROP_OK);
+    ck_assert_int_eq(strop_model_tensor_view(fresh, name, &b), STROP_OK);
+    ck_assert_int_eq(memcmp(strop_tensor_data(a), strop_tensor_data(b),
+                            strop_tensor_numel(a) * sizeof(float)), 0);
+    ck_assert_int_eq(strop_model_param_trainable(m, name), 1);
+    strop_tensor_free(a);
+    strop_tensor_free(b);
+  }
+  ck_assert_int_eq(strop_model_reinit(NULL, 1), STROP_E_INVALID_ARG);
+  strop_model *raw = NULL;
+  ck_assert_int_eq(strop_model_create(1, in, &raw), STROP_OK);
+  ck_assert_int_eq(strop_model_reinit(raw, 1), STROP_E_STATE);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "strop_model_reinit"));
+  strop_model_free(raw);
+  strop_model_free(fresh);
+  strop_model_free(m);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("graph");
   TCase *tc = tcase_create("build");
   tcase_add_test(tc, build_mlp);
   tcase_add_test(tc, forward_matches_manual);
   tcase_add_test(tc, clone_is_deep);
+  tcase_add_test(tc, node_getters);
+  tcase_add_test(tc, layer_types);
+  tcase_add_test(tc, reinit_is_a_fresh_build);
   suite_add_tcase(s, tc);
   tc = tcase_create("errors");
   tcase_add_test(tc, build_errors);

@@ -94,11 +94,162 @@ STROP_API int64_t strop_model_num_nodes(const strop_model *model);
 
 /**
  * @brief Name (@p what = 0) or type (@p what = 1) of node @p i, snprintf-style.
+ * @deprecated Use strop_model_node_name() or strop_model_node_type(); kept, with the same
+ *             behaviour, for programs built against 0.1.
  * @return The length of the full string (excluding NUL), or -1 for bad arguments.
  * @since 0.1
  */
 STROP_API int64_t strop_model_node_info(const strop_model *model, int64_t i, int what, char *buf,
                                         size_t cap);
+
+/**
+ * @brief The name of node @p i ("features.0"), in the model's order, into @p buf.
+ * @param[in]  model The model (finalized or not).
+ * @param[in]  i     0 .. strop_model_num_nodes() - 1.
+ * @param[out] buf   Receives the name, NUL-terminated and truncated to @p cap (snprintf
+ *                   style); may be NULL when @p cap is 0, to ask for the length.
+ * @param[in]  cap   Bytes available at @p buf.
+ * @return The full length (excluding the NUL), or -1 (NULL model, @p i out of range, NULL
+ *         @p buf with @p cap > 0) with strop_last_error() set. Thread-safe on a model no one
+ *         modifies. @since 0.2
+ */
+STROP_API int64_t strop_model_node_name(const strop_model *model, int64_t i, char *buf,
+                                        size_t cap);
+
+/**
+ * @brief The layer type of node @p i ("conv2d"), as strop_model_node_name().
+ * @return The full length, or -1 for bad arguments. @since 0.2
+ */
+STROP_API int64_t strop_model_node_type(const strop_model *model, int64_t i, char *buf,
+                                        size_t cap);
+
+/**
+ * @brief The options of node @p i as its layer type writes them back ("in_features=784
+ *        out_features=10 bias=true": every option, defaults included, space-separated
+ *        key=value pairs that strop_model_add() accepts), as strop_model_node_name().
+ * @return The full length, or -1 for bad arguments or out of memory. @since 0.2
+ */
+STROP_API int64_t strop_model_node_options(const strop_model *model, int64_t i, char *buf,
+                                           size_t cap);
+
+/**
+ * @brief The number of inputs of node @p i.
+ * @return It, or -1 for a NULL model or @p i out of range. @since 0.2
+ */
+STROP_API int strop_model_node_num_inputs(const strop_model *model, int64_t i);
+
+/**
+ * @brief The name of input @p j of node @p i ("input" for the model's input), as
+ *        strop_model_node_name().
+ * @return The full length, or -1 for bad arguments. @since 0.2
+ */
+STROP_API int64_t strop_model_node_input(const strop_model *model, int64_t i, int j, char *buf,
+                                         size_t cap);
+
+/**
+ * @brief Per-sample output shape of node @p i of a finalized model into @p dims (up to
+ *        @p cap entries).
+ * @return The rank, or -1 (NULL, not finalized, @p i out of range). @since 0.2
+ */
+STROP_API int strop_model_node_output_shape(const strop_model *model, int64_t i, int64_t *dims,
+                                            int cap);
+
+/**
+ * @brief Gives every parameter and buffer of a finalized model the values
+ *        strop_model_finalize() would give a freshly built copy with @p seed (PyTorch's
+ *        reset_parameters): trainable flags as when built, no group settings, BatchNorm
+ *        statistics live again; the structure, names and mode are kept. This is the
+ *        from-scratch baseline of a fine-tuning comparison.
+ *
+ * The parameters are new memory: tensor views, optimizers and trainers made on the model
+ * before must be made again (as after structural surgery).
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_STATE (not finalized); STROP_E_NOMEM
+ *         (the model is then unchanged). Not thread-safe on the same model. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_reinit(strop_model *model, uint64_t seed);
+
+/* ---- the layer types a model is built from ---- */
+
+/**
+ * @brief The number of registered layer types (composites such as transformer_block
+ *        included). Constant for the library's lifetime. Thread-safe. @since 0.2
+ */
+STROP_API int strop_layer_type_count(void);
+
+/**
+ * @brief The name of layer type @p i (0 .. strop_layer_type_count() - 1), or NULL out of
+ *        range. A static string. Thread-safe. @since 0.2
+ */
+STROP_API const char *strop_layer_type_name(int i);
+
+/**
+ * @brief A one-line description of layer @p type (what it computes and its PyTorch
+ *        counterpart), or NULL for an unknown type. A static string. Thread-safe. @since 0.2
+ */
+STROP_API const char *strop_layer_type_doc(const char *type);
+
+/**
+ * @brief 1 when @p type is a composite: adding it adds its parts "<name>.<part>" (which
+ *        strop_layer_type_doc() lists); 0 for a plain layer; -1 for an unknown type.
+ * @since 0.2
+ */
+STROP_API int strop_layer_type_is_composite(const char *type);
+
+/**
+ * @brief The number of options layer @p type takes, or -1 for an unknown type. @since 0.2
+ */
+STROP_API int strop_layer_option_count(const char *type);
+
+/**
+ * @brief Option @p j of layer @p type: its name, or NULL (unknown type, @p j out of range).
+ *        A static string. @since 0.2
+ */
+STROP_API const char *strop_layer_option_name(const char *type, int j);
+
+/**
+ * @brief Option @p j's default as strop_model_node_options() writes it ("true", "[1, 1]",
+ *        "auto"), or NULL when the option is required or does not exist. A static string.
+ * @since 0.2
+ */
+STROP_API const char *strop_layer_option_default(const char *type, int j);
+
+/**
+ * @brief Option @p j's one-line description, or NULL. A static string. @since 0.2
+ */
+STROP_API const char *strop_layer_option_doc(const char *type, int j);
+
+/**
+ * @brief Option @p j's kind ("int", "float", "bool", "enum", "int[2]", "float[4]",
+ *        "int list") into @p buf, snprintf-style.
+ * @return The full length, or -1 (unknown type or option, NULL @p buf with @p cap > 0).
+ * @since 0.2
+ */
+STROP_API int64_t strop_layer_option_kind(const char *type, int j, char *buf, size_t cap);
+
+/**
+ * @brief The values option @p j allows ("[1, 2147483647] or auto", "[0, 1)", "gelu, relu"),
+ *        snprintf-style.
+ * @return The full length, or -1 for bad arguments. @since 0.2
+ */
+STROP_API int64_t strop_layer_option_allowed(const char *type, int j, char *buf, size_t cap);
+
+/**
+ * @brief The number of parameter and buffer names layer @p type may declare (those its
+ *        options switch off included), or -1 for an unknown type. @since 0.2
+ */
+STROP_API int strop_layer_param_count(const char *type);
+
+/**
+ * @brief Parameter @p j of layer @p type: the suffix after the node's name ("weight",
+ *        "q_proj.lora_A.weight"), or NULL. A static string. @since 0.2
+ */
+STROP_API const char *strop_layer_param_name(const char *type, int j);
+
+/**
+ * @brief Parameter @p j's description (its shape in terms of the options, and when it
+ *        exists), or NULL. A static string. @since 0.2
+ */
+STROP_API const char *strop_layer_param_doc(const char *type, int j);
 
 /** @brief Number of parameter and buffer tensors (the state_dict's length); -1 for NULL.
  *  @since 0.1 */

@@ -47,6 +47,11 @@ void strop__err_prefix(const char *fmt, ...) STROP__PRINTF(1, 2);
 /* Out of memory, with the function name. */
 #define STROP__NOMEM(fn) strop__err(STROP_E_NOMEM, "%s: out of memory", (fn))
 
+/* Copies s into the caller's buf of cap bytes snprintf-style (truncated, NUL-terminated when
+ * cap > 0) and returns strlen(s): the "strings out" rule of the public API. A NULL buf with
+ * cap > 0 is refused: -1 and an error naming fn. */
+int64_t strop__copy_out(const char *fn, const char *s, char *buf, size_t cap);
+
 /* ---- logging ---- */
 void strop__log(int level, const char *fmt, ...) STROP__PRINTF(2, 3);
 

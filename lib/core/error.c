@@ -90,3 +90,17 @@ void strop__log(int level, const char *fmt, ...) {
   va_end(ap);
   fn(level, msg, user);
 }
+
+int64_t strop__copy_out(const char *fn, const char *s, char *buf, size_t cap) {
+  if (!buf && cap) {
+    strop__err(STROP_E_INVALID_ARG, "%s: buf is NULL but cap is %zu", fn, cap);
+    return -1;
+  }
+  size_t n = strlen(s);
+  if (cap) {
+    size_t k = n < cap ? n : cap - 1;
+    memcpy(buf, s, k);
+    buf[k] = '\0';
+  }
+  return (int64_t)n;
+}

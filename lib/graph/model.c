@@ -761,13 +761,92 @@ int strop_model_output_shape(const strop_model *m, int64_t *dims, int cap) {
 int64_t strop_model_num_nodes(const strop_model *m) { return m ? m->n_nodes : -1; }
 
 int64_t strop_model_node_info(const strop_model *m, int64_t i, int what, char *buf, size_t cap) {
-  if (!m || i < 0 || i >= m->n_nodes || (what != 0 && what != 1) || (!buf && cap)) {
-    strop__err(STROP_E_INVALID_ARG, "strop_model_node_info: bad arguments");
+  if (what != 0 && what != 1) {
+    strop__err(STROP_E_INVALID_ARG, "strop_model_node_info: what must be 0 (name) or 1 (type), "
+               "got %d", what);
     return -1;
   }
-  const char *s = what == 0 ? m->nodes[i].name : m->nodes[i].vt->type;
-  if (cap) snprintf(buf, cap, "%s", s);
-  return (int64_t)strlen(s);
+  return what == 0 ? strop_model_node_name(m, i, buf, cap) : strop_model_node_type(m, i, buf, cap);
+}
+
+/* node i of m, or NULL with an error naming fn */
+static const strop__node *node_at(const char *fn, const strop_model *m, int64_t i) {
+  if (!m) {
+    strop__err(STROP_E_INVALID_ARG, "%s: model is NULL", fn);
+    return NULL;
+  }
+  if (i < 0 || i >= m->n_nodes) {
+    strop__err(STROP_E_INVALID_ARG, "%s: node %lld is out of range (the model has %d nodes)", fn,
+               (long long)i, m->n_nodes);
+    return NULL;
+  }
+  return &m->nodes[i];
+}
+
+int64_t strop_model_node_name(const strop_model *m, int64_t i, char *buf, size_t cap) {
+  static const char fn[] = "strop_model_node_name";
+  const strop__node *n = node_at(fn, m, i);
+  return n ? strop__copy_out(fn, n->name, buf, cap) : -1;
+}
+
+int64_t strop_model_node_type(const strop_model *m, int64_t i, char *buf, size_t cap) {
+  static const char fn[] = "strop_model_node_type";
+  const strop__node *n = node_at(fn, m, i);
+  return n ? strop__copy_out(fn, n->vt->type, buf, cap) : -1;
+}
+
+int64_t strop_model_node_options(const strop_model *m, int64_t i, char *buf, size_t cap) {
+  static const char fn[] = "strop_model_node_options";
+  const strop__node *n = node_at(fn, m, i);
+  if (!n) return -1;
+  strop__opts o;
+  if (strop__node_write_opts(n, &o)) return -1;
+  size_t len = 1;
+  for (int k = 0; k < o.n; k++) len += strlen(o.v[k].key) + strlen(o.v[k].val) + 2;
+  char *text = strop__malloc(len);
+  int64_t r = -1;
+  if (text) {
+    size_t l = 0;
+    text[0] = '\0';
+    for (int k = 0; k < o.n; k++)
+      l += (size_t)snprintf(text + l, len - l, "%s%s=%s", k ? " " : "", o.v[k].key, o.v[k].val);
+    r = strop__copy_out(fn, text, buf, cap);
+  } else {
+    strop__err(STROP_E_NOMEM, "%s: out of memory", fn);
+  }
+  strop__free(text);
+  strop__opts_free(&o);
+  return r;
+}
+
+int strop_model_node_num_inputs(const strop_model *m, int64_t i) {
+  const strop__node *n = node_at("strop_model_node_num_inputs", m, i);
+  return n ? n->n_in : -1;
+}
+
+int64_t strop_model_node_input(const strop_model *m, int64_t i, int j, char *buf, size_t cap) {
+  static const char fn[] = "strop_model_node_input";
+  const strop__node *n = node_at(fn, m, i);
+  if (!n) return -1;
+  if (j < 0 || j >= n->n_in) {
+    strop__err(STROP_E_INVALID_ARG, "%s: node '%s' has %d inputs, asked for input %d", fn,
+               n->name, n->n_in, j);
+    return -1;
+  }
+  return strop__copy_out(fn, n->in_names[j], buf, cap);
+}
+
+int strop_model_node_output_shape(const strop_model *m, int64_t i, int64_t *dims, int cap) {
+  static const char fn[] = "strop_model_node_output_shape";
+  const strop__node *n = node_at(fn, m, i);
+  if (!n) return -1;
+  if (!m->finalized || (!dims && cap > 0)) {
+    strop__err(STROP_E_INVALID_ARG, "%s: %s", fn, !m->finalized ? "the model is not finalized"
+                                                                : "dims is NULL");
+    return -1;
+  }
+  for (int k = 0; k < n->out_shape.rank && k < cap; k++) dims[k] = n->out_shape.d[k];
+  return n->out_shape.rank;
 }
 
 int64_t strop_model_num_tensors(const strop_model *m) {
@@ -915,4 +994,26 @@ strop_status strop__model_reinit(strop_model *m, uint64_t seed) {
   for (int i = 0; i < m->n_nodes; i++) m->nodes[i].frozen_stats = 0;
   strop__rng_seed(&m->rng, seed, 0xd0);
   return s;
+}
+
+strop_status strop_model_reinit(strop_model *m, uint64_t seed) {
+  static const char fn[] = "strop_model_reinit";
+  if (!m) return strop__err(STROP_E_INVALID_ARG, "%s: model is NULL", fn);
+  if (!m->finalized) return strop__err(STROP_E_STATE, "%s: the model is not finalized", fn);
+  /* on a copy, so that running out of memory halfway leaves the model as it was */
+  strop_model *c = NULL;
+  strop_status s = strop__model_clone(m, &c);
+  if (!s) s = strop__model_reinit(c, seed);
+  if (s) {
+    strop_model_free(c);
+    if (s == STROP_E_NOMEM) return strop__err(STROP_E_NOMEM, "%s: out of memory", fn);
+    strop__err_prefix("%s", fn);
+    return s;
+  }
+  c->no_fusion = m->no_fusion;
+  strop_model tmp = *m;
+  *m = *c;
+  *c = tmp;
+  strop_model_free(c);
+  return STROP_OK;
 }

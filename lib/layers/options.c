@@ -196,8 +196,11 @@ const char *strop__optdef_allowed(const strop__optdef *d, char *buf, size_t cap)
   fmt_bound(hi, sizeof hi, d->hi, is_float_type(d->type));
   l += (size_t)snprintf(buf, cap, "%c%s, %s%c", (d->flags & STROP__OF_LO_OPEN) ? '(' : '[', lo, hi,
                         (d->flags & STROP__OF_HI_OPEN) ? ')' : ']');
-  for (int i = 0; d->words && d->words[i] && l < cap; i++)
-    l += (size_t)snprintf(buf + l, cap - l, " or %s", d->words[i]);
+  for (int i = 0; d->words && d->words[i] && l < cap; i++) {
+    int alias = 0; /* "None" and "null" spell "none": list a value once */
+    for (int k = 0; k < i && !alias; k++) alias = d->word_values[k] == d->word_values[i];
+    if (!alias) l += (size_t)snprintf(buf + l, cap - l, " or %s", d->words[i]);
+  }
   return buf;
 }
 

@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "graph/graph.h"
+#include "train/frozen.h"
 #include "recipe/recipe_impl.h"
 #include "strop/strop.h"
 #include "strop/recipe.h"
@@ -830,50 +830,18 @@ static strop_status evaluate(ctx *c, strop_model *m, strop_dataset *ds, double *
   return STROP_OK;
 }
 
-/* The frozen trunk's output (node cut) for every sample of ds, as a dataset of features with
- * the same targets: computed once, so a head-only stage trains on it without the trunk. */
+/* The most a frozen trunk's cached outputs may take, per data set. */
 #define CACHE_MAX_BYTES ((size_t)512 << 20)
-static strop_status cache_features(ctx *c, strop_model *m, int cut, strop_dataset *ds,
-                                   strop_dataset **out) {
-  *out = NULL;
-  if (!ds) return STROP_OK;
-  const strop__shape *fs = &m->nodes[cut].out_shape;
-  size_t per = strop__shape_numel(fs), n = (size_t)strop_dataset_size(ds);
-  int64_t tdims[STROP_MAX_RANK];
-  int trank = strop_dataset_target_shape(ds, tdims, STROP_MAX_RANK);
-  size_t tper = 1;
-  for (int i = 0; i < trank; i++) tper *= (size_t)tdims[i];
-  if (per * n * sizeof(float) > CACHE_MAX_BYTES) return STROP_OK; /* too big: no cache */
-  float *feat = strop__malloc((per * n > 0 ? per * n : 1) * sizeof(float));
-  float *tgt = strop__malloc((tper * n > 0 ? tper * n : 1) * sizeof(float));
-  strop_batch_iter *it = NULL;
-  strop_status s = !feat || !tgt ? STROP__NOMEM(FN) : make_iter(c, ds, 0, 0, &it);
-  size_t done = 0;
-  m->keep_act = cut; /* a fused chain must still store the cut's output */
-  while (!s) {
-    strop_tensor *x = NULL, *y = NULL;
-    int64_t rows = 0;
-    if ((s = strop_batch_iter_next(it, &x, &y, &rows)) || rows == 0) break;
-    const strop__act *o;
-    if ((s = strop__model_forward_exec(m, strop_tensor_data(x), rows, 0, NULL, &o))) break;
-    memcpy(feat + done * per, m->acts[cut].data, (size_t)rows * per * sizeof(float));
-    strop__model_step_end(m);
-    if ((size_t)strop_tensor_numel(y) != (size_t)rows * tper) {
-      s = strop__err(STROP_E_INTERNAL, "%s: target sizes changed while caching", FN);
-      break;
-    }
-    memcpy(tgt + done * tper, strop_tensor_data(y), (size_t)rows * tper * sizeof(float));
-    done += (size_t)rows;
-  }
-  m->keep_act = -1;
+
+/* A head trained on the frozen trunk's outputs, computed once (see train/frozen.h). */
+static strop_status frozen_head(ctx *c, strop_model *m, strop__frozen_head *fh) {
+  memset(fh, 0, sizeof *fh);
+  strop_batch_iter *it = NULL, *vit = NULL;
+  strop_status s = make_iter(c, c->train, 0, 0, &it);
+  if (!s && c->val) s = make_iter(c, c->val, 0, 0, &vit);
+  if (!s) s = strop__frozen_head_build(m, it, c->train, vit, c->val, CACHE_MAX_BYTES, fh);
   strop_batch_iter_free(it);
-  if (!s && done != n) s = strop__err(STROP_E_INTERNAL, "%s: cached %zu of %zu samples", FN, done, n);
-  if (!s)
-    s = strop_dataset_from_memory(feat, tgt, (int64_t)n, fs->rank, fs->d, trank, tdims,
-                                  strop_dataset_num_classes(ds) > 0 ? strop_dataset_num_classes(ds) : 0,
-                                  out);
-  strop__free(feat);
-  strop__free(tgt);
+  strop_batch_iter_free(vit);
   return s ? fail(s, "caching the frozen trunk's features") : STROP_OK;
 }
 
@@ -892,23 +860,17 @@ static strop_status run_stage(ctx *c, strop_model *m, const strop__ynode *st, in
   const strop__ynode *top = section(r, "train"), *tst = sub(st, "train");
   /* A frozen, deterministic trunk computes the same features every epoch: compute them once
    * and train the rest of the model on them (unless augmentation makes the inputs random). */
-  strop_model *tm = m, *head = NULL;
-  strop_dataset *ftrain = NULL, *fval = NULL;
+  strop__frozen_head fh = {0};
   int cache = 1;
   int64_t ckpt_every = 0;
   if ((s = rd2_bool(r, top, tst, "cache_frozen", &cache)) ||
       (s = rd2_int(r, top, tst, "checkpoint_every", &ckpt_every)))
     return s;
-  int cut = cache && c->hflip <= 0 && c->crop[0] <= 0 && ckpt_every <= 0 ? strop__model_frozen_cut(m) : -1;
-  if (cut >= 0) {
-    if ((s = cache_features(c, m, cut, c->train, &ftrain)) ||
-        (ftrain && (s = cache_features(c, m, cut, c->val, &fval))))
-      goto done;
-    if (ftrain && (!c->val || fval)) {
-      if ((s = strop__model_split_head(m, cut, &head))) goto done;
-      tm = head;
-    }
-  }
+  if (cache && c->hflip <= 0 && c->crop[0] <= 0 && ckpt_every <= 0 &&
+      strop__frozen_head_possible(m) && (s = frozen_head(c, m, &fh)))
+    goto done;
+  strop_model *tm = fh.head ? fh.head : m, *head = fh.head;
+  strop_dataset *ftrain = fh.train, *fval = fh.val;
   if ((s = make_iter_raw(c, head ? ftrain : c->train, 1, stage_seed, head != NULL, &it))) goto done;
   if (c->val && (s = make_iter_raw(c, head ? fval : c->val, 0, 0, head != NULL, &vit))) goto done;
   if ((s = build_optimizer(c, tm, sub(st, "optimizer"), &opt))) goto done;
@@ -968,11 +930,8 @@ static strop_status run_stage(ctx *c, strop_model *m, const strop__ynode *st, in
     goto done;
   }
   c->run->info[STROP_INFO_BEST_EPOCH] = strop_trainer_best_epoch(t);
-  if (head) {
-    /* the trained head goes back into the model */
-    if ((s = strop__model_copy_state(m, head))) goto done;
-    m->rng = head->rng;
-  }
+  /* the trained head goes back into the model */
+  if (head && (s = strop__frozen_head_commit(&fh, m))) goto done;
   if ((s = evaluate(c, m, c->test, sr->test))) goto done;
   if ((s = evaluate(c, m, c->val, sr->val))) goto done;
   if (emit_event(c, STROP_EVENT_STAGE_END, sr, m))
@@ -983,9 +942,7 @@ done:
   strop_optimizer_free(opt);
   strop_batch_iter_free(it);
   strop_batch_iter_free(vit);
-  strop_model_free(head);
-  strop_dataset_free(ftrain);
-  strop_dataset_free(fval);
+  strop__frozen_head_free(&fh);
   return s;
 }
 
@@ -1072,7 +1029,7 @@ strop_status strop_recipe_run(const strop_recipe *r, const strop_run_options *us
   if (!s && scratch) {
     strop__stage_result *sr = new_stage(run, "scratch", 1);
     if (!sr) s = STROP__NOMEM(FN);
-    if (!s) s = strop__model_reinit(initial, c.seed + 99);
+    if (!s) s = strop_model_reinit(initial, c.seed + 99);
     if (!s) {
       c.stage = n_stages;
       c.stage_name = sr->name;

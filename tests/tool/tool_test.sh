@@ -54,6 +54,11 @@ inspect)
   expect 0 "features.1.running_mean" -- "$strop" inspect "$src/examples/fashion/base.safetensors"
   printf 'not a safetensors file' > "$work/bad.safetensors"
   expect 3 "bad.safetensors" -- "$strop" inspect "$work/bad.safetensors"
+  expect 0 "transformer_block" -- "$strop" layers
+  expect 0 "padding_mode" -- "$strop" layers conv2d
+  expect 0 "| \`kernel_size\` | int[2] | required |" -- "$strop" layers conv2d --markdown
+  expect 3 "unknown layer type 'conv3d'; known: linear, conv2d" -- "$strop" layers conv3d
+  expect 2 "at most one layer type" -- "$strop" layers a b
   ;;
 train_eval_predict)
   [ -f "$SKLEARN/iris.csv" ] || { echo "skip: $SKLEARN/iris.csv missing"; exit 77; }

@@ -238,6 +238,10 @@ void tool_command_help(const char *cmd) {
                   "Prints the layer table: name, type, output shape, parameters, trainable.\n"},
       {"inspect", "usage: strop inspect FILE [--json]\n"
                   "Lists a safetensors weights or checkpoint file: names, dtypes, shapes, metadata.\n"},
+      {"layers", "usage: strop layers [TYPE] [--markdown]\n"
+                 "Lists the layer types a model spec may use; with TYPE, its options (kind,\n"
+                 "default, allowed values) and parameters; --markdown prints docs/formats.md's\n"
+                 "tables.\n"},
   };
   for (size_t i = 0; i < sizeof H / sizeof H[0]; i++)
     if (!strcmp(H[i].cmd, cmd)) {

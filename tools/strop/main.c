@@ -36,6 +36,7 @@ typedef struct opts {
   int no_baselines;
   const char *weights, *spec, *split, *out;
   int top;
+  int markdown;
 } opts;
 
 static int exit_for(strop_status s) {
@@ -66,6 +67,7 @@ static const char USAGE[] =
     "  predict SPEC WEIGHTS INPUT.npy   class scores for each row of INPUT\n"
     "  summary SPEC [WEIGHTS]           the layer table of a model\n"
     "  inspect FILE        tensors, dtypes, shapes and metadata of a safetensors file\n"
+    "  layers [TYPE]       the layer types a spec may use, their options and parameters\n"
     "  version             the library's version\n"
     "\n"
     "options (where they apply):\n"
@@ -81,6 +83,7 @@ static const char USAGE[] =
     "  --top K             (predict) print the K best classes per row (default 1)\n"
     "  --quiet             no progress output\n"
     "  --json              print the final report as JSON on stdout\n"
+    "  --markdown          (layers) print the tables of docs/formats.md\n"
     "  -h, --help          help for a command\n"
     "\n"
     "exit status: 0 success; 1 the job failed (I/O, numeric, out of memory); 2 bad command\n"
@@ -149,6 +152,8 @@ static int parse_args(int argc, char **argv, opts *o) {
       o->json = 1;
     } else if (!strcmp(a, "--no-baselines")) {
       o->no_baselines = 1;
+    } else if (!strcmp(a, "--markdown")) {
+      o->markdown = 1;
     } else if (a[0] == '-' && a[1]) {
       fprintf(stderr, "strop %s: unknown option '%s' (see strop %s --help)\n", o->cmd, a, o->cmd);
       return EXIT_USAGE;
@@ -497,6 +502,7 @@ int main(int argc, char **argv) {
   if (!strcmp(o.cmd, "predict")) return cmd_predict(&o);
   if (!strcmp(o.cmd, "summary")) return cmd_summary(&o);
   if (!strcmp(o.cmd, "inspect")) return cmd_inspect(&o);
+  if (!strcmp(o.cmd, "layers")) return tool_cmd_layers(o.args, o.nargs, o.markdown);
   if (!strcmp(o.cmd, "version")) {
     printf("strop %s\n", strop_version());
     return EXIT_OK;

@@ -38,4 +38,7 @@ int tool_npy_load(const char *path, tool_array *out, char *err, size_t cap);
 int tool_cmd_tune(const char *const *args, int nargs, const char *const *sets, int nsets, int quiet,
                   int json, int64_t epochs_cap, volatile sig_atomic_t *interrupted);
 
+/* strop layers [TYPE] [--markdown]: the layer types, their options and parameters */
+int tool_cmd_layers(const char *const *args, int nargs, int as_markdown);
+
 #endif
