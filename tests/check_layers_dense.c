@@ -659,7 +659,8 @@ START_TEST(gradcheck_activations) {
       {"silu", ""},           {"tanh", ""},
       {"sigmoid", ""},        {"softmax", ""},
       {"softmax", "dim=1"},   {"log_softmax", ""},
-      {"log_softmax", "dim=-2"}};
+      {"log_softmax", "dim=-2"}, {"hardswish", ""},
+      {"hardsigmoid", ""}};
   int64_t s[2] = {3, 4};
   for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++) {
     /* a linear in front, so parameters are checked through the activation too */
@@ -746,6 +747,8 @@ START_TEST(parity_activations) {
       {"gelu", "approximate=none", FIX("dense_gelu"), 1, {7}, 1e-4},
       {"gelu", "approximate=tanh", FIX("dense_gelu_tanh"), 1, {7}, 1e-5},
       {"silu", NULL, FIX("dense_silu"), 1, {7}, 1e-5},
+      {"hardswish", NULL, FIX("dense_hardswish"), 1, {9}, 1e-5},
+      {"hardsigmoid", NULL, FIX("dense_hardsigmoid"), 1, {9}, 1e-5},
       {"tanh", NULL, FIX("dense_tanh"), 2, {3, 5}, 1e-5},
       {"sigmoid", NULL, FIX("dense_sigmoid"), 2, {3, 5}, 1e-5},
       {"softmax", "dim=-1", FIX("dense_softmax"), 2, {4, 5}, 1e-4},

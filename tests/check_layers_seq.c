@@ -358,6 +358,38 @@ START_TEST(gradcheck_layernorm) {
 }
 END_TEST
 
+START_TEST(gradcheck_rmsnorm) {
+  const int64_t shape[3] = {2, 3, 4};
+  node_spec s[2] = {{"rn", "rmsnorm", "normalized_shape=[3, 4] eps=1e-5", NULL},
+                    {"rn1", "rmsnorm", "elementwise_affine=false", NULL}};
+  strop_model *m = build(3, shape, s, 2, 3);
+  strop__param *w = param(m, "rn.weight");
+  for (size_t i = 0; i < w->numel; i++) w->data[i] = 0.5f + 0.1f * (float)i;
+  ck_assert_ptr_null(strop__model_param_find(m, "rn1.weight"));
+  strop_test_gradcheck(m, 2, 15, NULL);
+  strop_model_free(m);
+}
+END_TEST
+
+/* y = x / rms(x) by hand: x = [3, 4] has mean square 12.5 */
+START_TEST(kernel_rmsnorm) {
+  const float x[2] = {3, 4}, g[2] = {2, -1};
+  float y[2], rstd, dx[2] = {0, 0}, dg[2] = {0, 0};
+  strop__rmsnorm_forward(x, 1, 2, g, 0.0f, y, &rstd);
+  const float r = 1.0f / sqrtf(12.5f);
+  ck_assert_float_eq_tol(rstd, r, 1e-7f);
+  ck_assert_float_eq_tol(y[0], 3 * r * 2, 1e-6f);
+  ck_assert_float_eq_tol(y[1], -4 * r, 1e-6f);
+  const float dy[2] = {1, 1};
+  strop__rmsnorm_backward(x, dy, 1, 2, g, &rstd, dx, dg);
+  /* g = dy * gamma = [2, -1]; mean(g x) = (6 - 4) / 2 = 1; dx = r (g - x r^2) */
+  ck_assert_float_eq_tol(dx[0], r * (2 - 3 * r * r), 1e-6f);
+  ck_assert_float_eq_tol(dx[1], r * (-1 - 4 * r * r), 1e-6f);
+  ck_assert_float_eq_tol(dg[0], 3 * r, 1e-6f);
+  ck_assert_float_eq_tol(dg[1], 4 * r, 1e-6f);
+}
+END_TEST
+
 START_TEST(gradcheck_attention) {
   const int64_t shape[2] = {4, 6};
   const char *variants[] = {"num_heads=2", "num_heads=3 causal=true bias=false",
@@ -411,6 +443,15 @@ START_TEST(parity_positional) {
   const int64_t shape[2] = {5, 6};
   strop_model *m = build1(2, shape, "pos", "positional_embedding", "num_embeddings=8");
   strop_test_parity(m, FIX("seq_posemb"), 1e-5);
+  strop_model_free(m);
+}
+END_TEST
+
+/* Hugging Face's LlamaRMSNorm (tests/fixtures/gen_seq.py) */
+START_TEST(parity_rmsnorm) {
+  const int64_t s1[2] = {4, 6};
+  strop_model *m = build1(2, s1, "rn", "rmsnorm", "eps=1e-5");
+  strop_test_parity(m, FIX("seq_rmsnorm"), 1e-4);
   strop_model_free(m);
 }
 END_TEST
@@ -777,6 +818,7 @@ static Suite *suite(void) {
   Suite *s = suite_create("layers_seq");
   TCase *tc = tcase_create("kernels");
   tcase_add_test(tc, kernel_layernorm);
+  tcase_add_test(tc, kernel_rmsnorm);
   tcase_add_test(tc, kernel_attention);
   suite_add_tcase(s, tc);
   tc = tcase_create("forward");
@@ -791,6 +833,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, gradcheck_embedding);
   tcase_add_test(tc, gradcheck_positional);
   tcase_add_test(tc, gradcheck_layernorm);
+  tcase_add_test(tc, gradcheck_rmsnorm);
   tcase_add_test(tc, gradcheck_attention);
   tcase_add_test(tc, gradcheck_mean_pool);
   suite_add_tcase(s, tc);
@@ -798,6 +841,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, parity_embedding);
   tcase_add_test(tc, parity_positional);
   tcase_add_test(tc, parity_layernorm);
+  tcase_add_test(tc, parity_rmsnorm);
   tcase_add_test(tc, parity_attention);
   tcase_add_test(tc, parity_mean_pool);
   suite_add_tcase(s, tc);

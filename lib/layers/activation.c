@@ -5,7 +5,10 @@
 #include "layers/layer.h"
 #include "ops/dense.h"
 
-enum { ACT_RELU, ACT_LEAKY, ACT_GELU, ACT_SILU, ACT_TANH, ACT_SIGMOID, ACT_SOFTMAX, ACT_LOGSOFTMAX };
+enum {
+  ACT_RELU, ACT_LEAKY, ACT_GELU, ACT_SILU, ACT_TANH, ACT_SIGMOID, ACT_HARDSWISH, ACT_HARDSIGMOID,
+  ACT_SOFTMAX, ACT_LOGSOFTMAX
+};
 
 typedef struct act_cfg {
   float negative_slope; /* leaky_relu */
@@ -95,6 +98,8 @@ static void act_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
       case ACT_SILU: strop__silu_forward(a, o, cnt); break;
       case ACT_TANH: strop__tanh_forward(a, o, cnt); break;
       case ACT_SIGMOID: strop__sigmoid_forward(a, o, cnt); break;
+      case ACT_HARDSWISH: strop__hardswish_forward(a, o, cnt); break;
+      case ACT_HARDSIGMOID: strop__hardsigmoid_forward(a, o, cnt); break;
       case ACT_SOFTMAX: strop__softmax_forward(a, o, rows, j->d, j->inner); break;
       default: strop__log_softmax_forward(a, o, rows, j->d, j->inner); break;
     }
@@ -114,6 +119,8 @@ static void act_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
     case ACT_SILU: strop__silu_backward(a, y, dy, o, cnt); break;
     case ACT_TANH: strop__tanh_backward(a, y, dy, o, cnt); break;
     case ACT_SIGMOID: strop__sigmoid_backward(a, y, dy, o, cnt); break;
+    case ACT_HARDSWISH: strop__hardswish_backward(a, y, dy, o, cnt); break;
+    case ACT_HARDSIGMOID: strop__hardsigmoid_backward(a, y, dy, o, cnt); break;
     case ACT_SOFTMAX: strop__softmax_backward(y, dy, o, rows, j->d, j->inner); break;
     default: strop__log_softmax_backward(y, dy, o, rows, j->d, j->inner); break;
   }
@@ -171,6 +178,8 @@ ACT_VT(gelu, "x Phi(x) (torch.nn.GELU)", 0, GELU_OPTIONS, same_infer)
 ACT_VT(silu, "x sigmoid(x) (torch.nn.SiLU)", 0, NULL, same_infer)
 ACT_VT(tanh, "tanh(x) (torch.nn.Tanh)", 0, NULL, same_infer)
 ACT_VT(sigmoid, "1 / (1 + exp(-x)) (torch.nn.Sigmoid)", 0, NULL, same_infer)
+ACT_VT(hardswish, "x relu6(x + 3) / 6 (torch.nn.Hardswish)", 0, NULL, same_infer)
+ACT_VT(hardsigmoid, "relu6(x + 3) / 6 (torch.nn.Hardsigmoid)", 0, NULL, same_infer)
 ACT_VT(softmax, "softmax along dim (torch.nn.Softmax)", 0, SOFTMAX_OPTIONS, softmax_infer)
 ACT_VT(log_softmax, "log of softmax along dim (torch.nn.LogSoftmax)", 0, SOFTMAX_OPTIONS,
        softmax_infer)
@@ -184,6 +193,8 @@ static int kind_of(const strop__node *n) {
   if (v == &strop__layer_silu) return ACT_SILU;
   if (v == &strop__layer_tanh) return ACT_TANH;
   if (v == &strop__layer_sigmoid) return ACT_SIGMOID;
+  if (v == &strop__layer_hardswish) return ACT_HARDSWISH;
+  if (v == &strop__layer_hardsigmoid) return ACT_HARDSIGMOID;
   if (v == &strop__layer_softmax) return ACT_SOFTMAX;
   if (v == &strop__layer_log_softmax) return ACT_LOGSOFTMAX;
   return -1;

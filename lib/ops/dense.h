@@ -36,6 +36,15 @@ void strop__gelu_backward(const float *x, const float *y, const float *dy, float
                           int approximate);
 void strop__silu_forward(const float *x, float *y, size_t n);
 void strop__silu_backward(const float *x, const float *y, const float *dy, float *dx, size_t n);
+/* PyTorch's hard approximations: hardsigmoid(x) = relu6(x + 3) / 6, hardswish(x) = x
+ * hardsigmoid(x); their derivatives as torch defines them at the kinks (hardswish: 0 below
+ * -3, x / 3 + 1/2 on [-3, 3], 1 above; hardsigmoid: 1/6 on (-3, 3), 0 elsewhere). */
+void strop__hardswish_forward(const float *x, float *y, size_t n);
+void strop__hardswish_backward(const float *x, const float *y, const float *dy, float *dx,
+                               size_t n);
+void strop__hardsigmoid_forward(const float *x, float *y, size_t n);
+void strop__hardsigmoid_backward(const float *x, const float *y, const float *dy, float *dx,
+                                 size_t n);
 void strop__tanh_forward(const float *x, float *y, size_t n);
 void strop__tanh_backward(const float *x, const float *y, const float *dy, float *dx, size_t n);
 void strop__sigmoid_forward(const float *x, float *y, size_t n);

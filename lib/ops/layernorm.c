@@ -98,3 +98,61 @@ void strop__layernorm_backward(const float *x, const float *dy, int64_t rows, in
   ln_job j = {.x = x, .dy = dy, .gamma = gamma, .cmean = mean, .crstd = rstd, .d = d, .dx = dx};
   strop__par_for(rows, row_grain(d), ln_backward_dx_chunk, &j);
 }
+
+/* ---- RMS normalization: the mean square in double, as layer norm's statistics ---- */
+static void rms_forward_chunk(void *ctx, int64_t r0, int64_t r1, int chunk) {
+  (void)chunk;
+  const ln_job *jb = ctx;
+  const int64_t d = jb->d;
+  for (int64_t r = r0; r < r1; r++) {
+    const float *xr = jb->x + r * d;
+    float *yr = jb->y + r * d;
+    double ss = 0.0;
+    for (int64_t j = 0; j < d; j++) ss += (double)xr[j] * (double)xr[j];
+    const float rs = (float)(1.0 / sqrt(ss / (double)d + (double)jb->eps));
+    if (jb->rstd) jb->rstd[r] = rs;
+    if (jb->gamma)
+      for (int64_t j = 0; j < d; j++) yr[j] = (xr[j] * rs) * jb->gamma[j];
+    else
+      for (int64_t j = 0; j < d; j++) yr[j] = xr[j] * rs;
+  }
+}
+
+void strop__rmsnorm_forward(const float *x, int64_t rows, int64_t d, const float *gamma,
+                            float eps, float *y, float *rstd) {
+  ln_job j = {.x = x, .gamma = gamma, .d = d, .eps = eps, .y = y, .rstd = rstd};
+  strop__par_for(rows, row_grain(d), rms_forward_chunk, &j);
+}
+
+static void rms_backward_dx_chunk(void *ctx, int64_t r0, int64_t r1, int chunk) {
+  (void)chunk;
+  const ln_job *jb = ctx;
+  const int64_t d = jb->d;
+  for (int64_t r = r0; r < r1; r++) {
+    const float *xr = jb->x + r * d, *dyr = jb->dy + r * d;
+    const float rs = jb->crstd[r];
+    double sgx = 0.0;
+    for (int64_t j = 0; j < d; j++)
+      sgx += (double)dyr[j] * (jb->gamma ? (double)jb->gamma[j] : 1.0) * (double)xr[j];
+    const float b = (float)(sgx / (double)d * (double)rs * (double)rs);
+    float *dxr = jb->dx + r * d;
+    for (int64_t j = 0; j < d; j++) {
+      float g = dyr[j] * (jb->gamma ? jb->gamma[j] : 1.0f);
+      dxr[j] += rs * (g - xr[j] * b);
+    }
+  }
+}
+
+void strop__rmsnorm_backward(const float *x, const float *dy, int64_t rows, int64_t d,
+                             const float *gamma, const float *rstd, float *dx, float *dgamma) {
+  /* the weight's gradient sums over rows: one thread, in row order */
+  if (dgamma)
+    for (int64_t r = 0; r < rows; r++) {
+      const float *xr = x + r * d, *dyr = dy + r * d;
+      const float rs = rstd[r];
+      for (int64_t j = 0; j < d; j++) dgamma[j] += dyr[j] * (xr[j] * rs);
+    }
+  if (!dx) return;
+  ln_job j = {.x = x, .dy = dy, .gamma = gamma, .crstd = rstd, .d = d, .dx = dx};
+  strop__par_for(rows, row_grain(d), rms_backward_dx_chunk, &j);
+}

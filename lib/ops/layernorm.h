@@ -1,5 +1,5 @@
-/* strop — layer normalization kernels: each of `rows` rows of `d` contiguous values is
- * normalized by its own mean and variance, then scaled and shifted per position. */
+/* strop — layer and RMS normalization kernels: each of `rows` rows of `d` contiguous values is
+ * normalized by its own statistics, then scaled (and shifted) per position. */
 #ifndef STROP_OPS_LAYERNORM_H
 #define STROP_OPS_LAYERNORM_H
 
@@ -15,5 +15,15 @@ void strop__layernorm_forward(const float *x, int64_t rows, int64_t d, const flo
 void strop__layernorm_backward(const float *x, const float *dy, int64_t rows, int64_t d,
                                const float *gamma, const float *mean, const float *rstd,
                                float *dx, float *dgamma, float *dbeta);
+
+/* RMS normalization (Llama's RMSNorm): y = x * rstd * gamma per row, rstd = 1 / sqrt(mean(x^2)
+ * + eps); gamma NULL = 1. rstd (rows floats, nullable) keeps what the backward needs. */
+void strop__rmsnorm_forward(const float *x, int64_t rows, int64_t d, const float *gamma,
+                            float eps, float *y, float *rstd);
+
+/* Adds into dx (nullable) and dgamma (nullable) given dy and the forward's x and rstd:
+ * dx = rstd (g - x rstd^2 mean(g x)), g = dy * gamma. */
+void strop__rmsnorm_backward(const float *x, const float *dy, int64_t rows, int64_t d,
+                             const float *gamma, const float *rstd, float *dx, float *dgamma);
 
 #endif
