@@ -396,6 +396,155 @@ START_TEST(reinit_is_a_fresh_build) {
 }
 END_TEST
 
+/* ---- shapes that vary from batch to batch ---- */
+
+/* conv (with a fused relu and max-pool), global pool, linear: any image size */
+static strop_model *cnn_at(int64_t h, int64_t w) {
+  int64_t in[3] = {2, h, w};
+  strop_model *m = NULL;
+  ck_assert_int_eq(strop_model_create(3, in, &m), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "conv", "conv2d", "out_channels=3 kernel_size=3 padding=1",
+                                   NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "act", "relu", NULL, NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "pool", "maxpool2d", "kernel_size=2", NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "gap", "global_avgpool", NULL, NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "head", "linear", "out_features=2", NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_finalize(m, 5), STROP_OK);
+  return m;
+}
+
+/* embedding -> positional embedding (max 8) -> attention -> mean pool -> linear: any T <= 8 */
+static strop_model *seq_at(int64_t t) {
+  int64_t in[1] = {t};
+  strop_model *m = NULL;
+  ck_assert_int_eq(strop_model_create(1, in, &m), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "emb", "embedding", "num_embeddings=10 embedding_dim=4",
+                                   NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "pos", "positional_embedding", "num_embeddings=8", NULL),
+                   STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "attn", "multihead_attention", "num_heads=2 causal=true",
+                                   NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "pool", "mean_pool", NULL, NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "head", "linear", "out_features=3", NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_finalize(m, 6), STROP_OK);
+  return m;
+}
+
+/* Runs a (train-mode) step of n samples of per-sample shape sh through m: the output and
+ * every parameter gradient, concatenated, into a new array of *len floats. */
+static float *step(strop_model *m, const float *x, int64_t n, const strop__shape *sh, size_t *len) {
+  const strop__act *o;
+  ck_assert_int_eq(strop__model_zero_grad(m), STROP_OK);
+  ck_assert_msg(strop__model_forward_shaped(m, x, n, sh, 1, NULL, &o) == STROP_OK, "%s",
+                strop_last_error());
+  size_t out = (size_t)o->n * strop__shape_numel(&o->shape), total = out;
+  for (int i = 0; i < m->n_params; i++) total += m->params[i]->grad ? m->params[i]->numel : 0;
+  float *r = malloc(total * sizeof *r), *dout = malloc(out * sizeof *dout);
+  for (size_t i = 0; i < out; i++) dout[i] = 0.25f * (float)((i * 7) % 5) - 0.5f;
+  memcpy(r, o->data, out * sizeof *r);
+  ck_assert_int_eq(strop__model_backward(m, dout), STROP_OK);
+  size_t k = out;
+  for (int i = 0; i < m->n_params; i++) {
+    strop__param_grad_fresh(m->params[i]);
+    if (!m->params[i]->grad) continue;
+    memcpy(r + k, m->params[i]->grad, m->params[i]->numel * sizeof *r);
+    k += m->params[i]->numel;
+  }
+  strop__model_step_end(m);
+  free(dout);
+  *len = total;
+  return r;
+}
+
+static void same_floats(const float *a, const float *b, size_t n, const char *what) {
+  for (size_t i = 0; i < n; i++)
+    ck_assert_msg(fabsf(a[i] - b[i]) <= 1e-5f * (1.0f + fabsf(b[i])), "%s [%zu]: %g vs %g",
+                  what, i, (double)a[i], (double)b[i]);
+}
+
+/* A model built at one size runs batches of another exactly as a model built at that size. */
+START_TEST(variable_image_size) {
+  strop_model *nominal = cnn_at(8, 8), *big = cnn_at(12, 10);
+  ck_assert_int_eq(strop__model_copy_state(big, nominal), STROP_OK);
+  float x[3 * 2 * 12 * 10];
+  for (int i = 0; i < 3 * 2 * 12 * 10; i++) x[i] = (float)((i * 13) % 17) / 17.0f - 0.4f;
+  const strop__shape sh = {3, {2, 12, 10}};
+  size_t la, lb;
+  float *a = step(nominal, x, 3, &sh, &la), *b = step(big, x, 3, NULL, &lb);
+  ck_assert_uint_eq(la, lb);
+  same_floats(a, b, la, "12x10 images through a model built at 8x8");
+  free(a);
+  free(b);
+  /* and back: the nominal size still runs */
+  a = step(nominal, x, 2, NULL, &la);
+  free(a);
+  /* the public forward takes the other size too */
+  strop_tensor *t = NULL, *y = NULL;
+  int64_t d[4] = {1, 2, 5, 7};
+  ck_assert_int_eq(strop_tensor_create(4, d, &t), STROP_OK);
+  ck_assert_int_eq(strop_model_forward(nominal, t, &y), STROP_OK);
+  ck_assert_int_eq(strop_tensor_dim(y, 1), 2);
+  strop_tensor_free(y);
+  strop_tensor_free(t);
+  /* a size a layer cannot take is refused, naming it and the input */
+  int64_t tiny[4] = {1, 2, 1, 1};
+  ck_assert_int_eq(strop_tensor_create(4, tiny, &t), STROP_OK);
+  ck_assert_int_eq(strop_model_forward(nominal, t, &y), STROP_E_SHAPE);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "input [1, 2, 1, 1]"));
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "layer 'pool' (maxpool2d)"));
+  ck_assert_ptr_null(y);
+  strop_tensor_free(t);
+  strop_model_free(nominal);
+  strop_model_free(big);
+}
+END_TEST
+
+START_TEST(variable_sequence_length) {
+  strop_model *m8 = seq_at(8), *m5 = seq_at(5);
+  ck_assert_int_eq(strop__model_copy_state(m5, m8), STROP_OK);
+  float ids[4 * 5];
+  for (int i = 0; i < 20; i++) ids[i] = (float)((i * 3) % 10);
+  const strop__shape t5 = {1, {5}};
+  size_t la, lb;
+  float *a = step(m8, ids, 4, &t5, &la), *b = step(m5, ids, 4, NULL, &lb);
+  ck_assert_uint_eq(la, lb);
+  same_floats(a, b, la, "T = 5 through a model built for T = 8");
+  free(a);
+  free(b);
+  /* longer than the positional table: refused, naming the layer */
+  float many[9] = {0};
+  const strop__shape t9 = {1, {9}};
+  const strop__act *o;
+  ck_assert_int_eq(strop__model_forward_shaped(m8, many, 1, &t9, 0, NULL, &o), STROP_E_SHAPE);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "sequence length 9 exceeds num_embeddings 8"));
+  strop_model_free(m8);
+  strop_model_free(m5);
+}
+END_TEST
+
+/* Alternating between two shapes already seen allocates nothing. */
+START_TEST(warm_steps_of_seen_shapes_allocate_nothing) {
+  strop_model *m = cnn_at(8, 8);
+  static float x[4 * 2 * 12 * 12], dout[4 * 2];
+  for (size_t i = 0; i < sizeof x / sizeof x[0]; i++) x[i] = (float)(i % 7) / 7.0f;
+  for (int i = 0; i < 8; i++) dout[i] = 0.1f;
+  const strop__shape s1 = {3, {2, 8, 8}}, s2 = {3, {2, 12, 12}};
+  const strop__act *o;
+  for (int k = 0; k < 6; k++) {
+    int64_t before = strop__alloc_count();
+    ck_assert_int_eq(strop__model_zero_grad(m), STROP_OK);
+    ck_assert_int_eq(strop__model_forward_shaped(m, x, 4, k % 2 ? &s2 : &s1, 1, NULL, &o),
+                     STROP_OK);
+    ck_assert_int_eq(strop__model_backward(m, dout), STROP_OK);
+    strop__model_step_end(m);
+    if (k >= 3)
+      ck_assert_msg(strop__alloc_count() == before, "step %d made %lld heap allocations", k,
+                    (long long)(strop__alloc_count() - before));
+  }
+  strop_model_free(m);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("graph");
   TCase *tc = tcase_create("build");
@@ -415,6 +564,11 @@ int main(void) {
   tcase_add_test(tc, dag_gradcheck);
   tcase_add_test(tc, warm_step_allocates_nothing);
   tcase_add_test(tc, frozen_trunk_stops_backward);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("shapes");
+  tcase_add_test(tc, variable_image_size);
+  tcase_add_test(tc, variable_sequence_length);
+  tcase_add_test(tc, warm_steps_of_seen_shapes_allocate_nothing);
   suite_add_tcase(s, tc);
   return strop_test_run(s);
 }

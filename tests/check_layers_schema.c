@@ -43,8 +43,8 @@ START_TEST(every_type_documented) {
     ck_assert_msg(vt->doc && *vt->doc, "%s has no doc", vt->type);
     ck_assert_msg((vt->expand != NULL) != (vt->forward != NULL),
                   "%s: a composite expands, a layer runs; not both, not neither", vt->type);
-    ck_assert_msg(vt->expand || (vt->infer && vt->backward), "%s lacks infer or backward",
-                  vt->type);
+    ck_assert_msg(vt->expand || (vt->shape && vt->infer && vt->backward),
+                  "%s lacks shape, infer or backward", vt->type);
     for (const strop__optdef *d = vt->options; d && d->name; d++) {
       ck_assert_msg(d->doc && *d->doc, "%s.%s has no doc", vt->type, d->name);
       for (const strop__optdef *e = d + 1; e->name; e++)

@@ -33,6 +33,11 @@ struct strop_model {
   int keep_act;                 /* a node whose activation must be stored even where fusion
                                    would skip it (the trunk-output cache reads it), or -1 */
   int no_fusion;                /* 1: run every node by itself (tests, benchmarks) */
+  /* the output shape of every node for the per-sample input shape run_in (a batch's actual
+   * shape may differ from in_shape, the one the parameters were inferred with) */
+  strop__shape *run_shapes;     /* per node; valid when run_valid */
+  strop__shape run_in;
+  int run_valid;
   float *input_grad;            /* arena, when want_input_grad */
 };
 
@@ -53,6 +58,12 @@ int strop__model_node_find(const strop_model *m, const char *name);
 strop_status strop__model_forward_exec(strop_model *m, const float *input, int64_t n,
                                        int training, const float *pad_mask,
                                        const strop__act **out);
+/* The same for a batch of per-sample shape `shape` (NULL: in_shape): any shape of in_shape's
+ * rank that every layer accepts (shorter sequences, other image sizes); a layer that does not
+ * is an error naming it. */
+strop_status strop__model_forward_shaped(strop_model *m, const float *input, int64_t n,
+                                         const strop__shape *shape, int training,
+                                         const float *pad_mask, const strop__act **out);
 /* backward from dout (gradient of the loss w.r.t. the output, same layout); accumulates into
  * trainable params' grad. Visits only nodes with a trainable parameter at or upstream. */
 strop_status strop__model_backward(strop_model *m, const float *dout);

@@ -26,6 +26,9 @@ strop_status strop_model_create(int rank, const int64_t *input_shape, strop_mode
 }
 
 static void free_exec_arrays(strop_model *m) {
+  strop__free(m->run_shapes);
+  m->run_shapes = NULL;
+  m->run_valid = 0;
   strop__free(m->acts);
   strop__free(m->grads);
   strop__free(m->upstream_trainable);
@@ -363,7 +366,8 @@ strop_status strop__model_reindex(strop_model *m) {
   m->grads = strop__calloc(nn, sizeof *m->grads);
   m->upstream_trainable = strop__calloc(nn, sizeof *m->upstream_trainable);
   m->consumers = strop__calloc(nn, sizeof *m->consumers);
-  if (!m->acts || !m->grads || !m->upstream_trainable || !m->consumers) {
+  m->run_shapes = strop__calloc(nn, sizeof *m->run_shapes);
+  if (!m->acts || !m->grads || !m->upstream_trainable || !m->consumers || !m->run_shapes) {
     free_exec_arrays(m);
     return strop__err(STROP_E_NOMEM, "model: out of memory indexing parameters");
   }
@@ -476,15 +480,51 @@ static void plan_fusion(strop_model *m) {
   }
 }
 
+/* Every node's output shape for per-sample input shape in (m->run_shapes), unless they are
+ * the ones already there. A shape a layer refuses is an error naming the layer. */
+static strop_status shape_pass(strop_model *m, const strop__shape *in) {
+  if (m->run_valid && strop__shape_eq(in, &m->run_in)) return STROP_OK;
+  m->run_valid = 0;
+  strop__shape ins_local[16];
+  for (int i = 0; i < m->n_nodes; i++) {
+    const strop__node *nd = &m->nodes[i];
+    strop__shape *ins = ins_local;
+    if (nd->n_in > 16 && !(ins = strop__malloc((size_t)nd->n_in * sizeof *ins)))
+      return strop__err(STROP_E_NOMEM, "layer '%s': out of memory", nd->name);
+    for (int j = 0; j < nd->n_in; j++) ins[j] = nd->in[j] < 0 ? *in : m->run_shapes[nd->in[j]];
+    strop_status s = nd->vt->shape(nd, ins, &m->run_shapes[i]);
+    if (ins != ins_local) strop__free(ins);
+    if (s) return s;
+  }
+  m->run_in = *in;
+  m->run_valid = 1;
+  return STROP_OK;
+}
+
 strop_status strop__model_forward_exec(strop_model *m, const float *input, int64_t n,
                                        int training, const float *pad_mask,
                                        const strop__act **out) {
+  return strop__model_forward_shaped(m, input, n, NULL, training, pad_mask, out);
+}
+
+strop_status strop__model_forward_shaped(strop_model *m, const float *input, int64_t n,
+                                         const strop__shape *shape, int training,
+                                         const float *pad_mask, const strop__act **out) {
   if (!m->finalized) return strop__err(STROP_E_STATE, "model is not finalized");
   if (m->have_forward) strop__model_step_end(m);
+  if (!shape) shape = &m->in_shape;
+  if (shape->rank != m->in_shape.rank) {
+    char a[128], b[128];
+    return strop__err(STROP_E_SHAPE, "input has shape [N, %s, the model expects [N, %s",
+                      strop__shape_str(shape, a, sizeof a) + 1,
+                      strop__shape_str(&m->in_shape, b, sizeof b) + 1);
+  }
+  strop_status s = shape_pass(m, shape);
+  if (s) return s;
   strop__exec x = {&m->arena, &m->rng, training, strop__num_threads(), pad_mask, 0, 0};
   m->input.data = (float *)input;
   m->input.n = n;
-  m->input.shape = m->in_shape;
+  m->input.shape = *shape;
   m->batch = n;
   m->step_training = training;
   m->step_pad_mask = pad_mask;
@@ -502,18 +542,18 @@ strop_status strop__model_forward_exec(strop_model *m, const float *input, int64
     for (int j = i; j <= last; j++) {
       m->acts[j].data = NULL;
       m->acts[j].n = n;
-      m->acts[j].shape = m->nodes[j].out_shape;
+      m->acts[j].shape = m->run_shapes[j];
       m->nodes[j].saved = NULL;
     }
     strop__act *o = &m->acts[last];
     const strop__node *ln = &m->nodes[last];
     size_t bytes;
-    if (strop__mul_overflow(strop__shape_numel(&ln->out_shape) * sizeof(float), (size_t)n, &bytes))
+    if (strop__mul_overflow(strop__shape_numel(&o->shape) * sizeof(float), (size_t)n, &bytes))
       return strop__err(STROP_E_SHAPE, "layer '%s': activation size overflows", ln->name);
     o->data = strop__arena_alloc(&m->arena, bytes);
     if (!o->data) return strop__err(STROP_E_NOMEM, "layer '%s': out of memory for %zu bytes of "
                                     "activations", ln->name, bytes);
-    strop_status s = nd->vt->forward(nd, &x, ins, o);
+    s = nd->vt->forward(nd, &x, ins, o);
     if (s) {
       strop__model_step_end(m);
       return s;
@@ -614,7 +654,7 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
   count_consumers(m);
   /* backward sees the forward's mode and mask */
   strop__exec x = {&m->arena, &m->rng, m->step_training, strop__num_threads(), m->step_pad_mask, 0, 0};
-  size_t in_bytes = strop__shape_numel(&m->in_shape) * sizeof(float) * (size_t)m->batch;
+  size_t in_bytes = strop__shape_numel(&m->input.shape) * sizeof(float) * (size_t)m->batch;
   m->input_grad = NULL;
   if (m->want_input_grad) {
     m->input_grad = strop__arena_calloc(&m->arena, in_bytes);
@@ -652,7 +692,7 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
         din[j] = m->input_grad;
       } else if (m->upstream_trainable[k]) {
         if (!m->grads[k]) {
-          size_t b = strop__shape_numel(&m->nodes[k].out_shape) * sizeof(float) * (size_t)m->batch;
+          size_t b = strop__shape_numel(&m->acts[k].shape) * sizeof(float) * (size_t)m->batch;
           /* a sole consumer that can write its input gradient outright skips the zeroing */
           x.din_assign = (nd->vt->flags & STROP__LAYER_ASSIGNS_DIN) && nd->n_in == 1 &&
                          m->consumers[k] == 1;
@@ -705,22 +745,29 @@ strop_status strop_model_forward(strop_model *m, const strop_tensor *input, stro
   if (!m || !input)
     return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, m ? "input" : "model");
   if (!m->finalized) return strop__err(STROP_E_STATE, "%s: model is not finalized", fn);
-  strop__shape got = {input->rank - 1, {0}};
-  int ok = input->rank == m->in_shape.rank + 1;
-  for (int i = 0; ok && i < m->in_shape.rank; i++) ok = input->dims[i + 1] == m->in_shape.d[i];
-  if (!ok) {
+  /* any per-sample shape of the model's rank that its layers accept: other image sizes,
+   * shorter sequences */
+  if (input->rank != m->in_shape.rank + 1) {
     char a[128], b[128];
     strop__shape full = {input->rank, {0}};
     memcpy(full.d, input->dims, sizeof input->dims);
-    (void)got;
     return strop__err(STROP_E_SHAPE, "%s: input has shape %s, the model expects [N, %s", fn,
                       strop__shape_str(&full, a, sizeof a),
                       strop__shape_str(&m->in_shape, b, sizeof b) + 1);
   }
+  strop__shape per = {m->in_shape.rank, {0}};
+  for (int i = 0; i < per.rank; i++) per.d[i] = input->dims[i + 1];
   const strop__act *o;
-  strop_status s = strop__model_forward_exec(m, input->data, input->dims[0], m->training, NULL, &o);
+  strop_status s =
+      strop__model_forward_shaped(m, input->data, input->dims[0], &per, m->training, NULL, &o);
   if (s) {
-    strop__err_prefix("%s", fn);
+    char a[128];
+    strop__shape full = {input->rank, {0}};
+    memcpy(full.d, input->dims, sizeof input->dims);
+    if (s == STROP_E_SHAPE)
+      strop__err_prefix("%s: input %s", fn, strop__shape_str(&full, a, sizeof a));
+    else
+      strop__err_prefix("%s", fn);
     return s;
   }
   int64_t dims[STROP_MAX_RANK];

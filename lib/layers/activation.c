@@ -32,26 +32,28 @@ static const strop__optdef SOFTMAX_OPTIONS[] = {
                    "the dimension, counting the batch as 0 (-1: the last)"),
     {NULL}};
 
-static strop_status same_infer(strop__node *n) {
-  n->out_shape = n->in_shapes[0];
-  return STROP_OK;
-}
-
 /* dim counts the batch dimension as 0, as in PyTorch; softmax over the batch is refused */
-static strop_status softmax_infer(strop__node *n) {
-  act_cfg *c = n->cfg;
-  const strop__shape *s = &n->in_shapes[0];
+static strop_status softmax_shape(const strop__node *n, const strop__shape *in,
+                                  strop__shape *out) {
+  const act_cfg *c = n->cfg;
+  const strop__shape *s = &in[0];
   int64_t full = s->rank + 1, d = c->dim < 0 ? c->dim + full : c->dim;
   char buf[96];
   if (d < 1 || d >= full)
-    return strop__err(STROP_E_SHAPE,
-                      "layer '%s' (%s): dim %lld is out of range for input [N, %s] (dim counts "
-                      "the batch as 0; use 1..%lld or -1..-%lld)",
-                      n->name, n->vt->type, (long long)c->dim,
-                      strop__shape_str(s, buf, sizeof buf), (long long)(full - 1),
-                      (long long)(full - 1));
-  c->axis = (int)(d - 1);
-  n->out_shape = *s;
+    return strop__shape_error(n, "dim %lld is out of range for input [N, %s] (dim counts the "
+                              "batch as 0; use 1..%lld or -1..-%lld)", (long long)c->dim,
+                              strop__shape_str(s, buf, sizeof buf), (long long)(full - 1),
+                              (long long)(full - 1));
+  *out = *s;
+  return STROP_OK;
+}
+
+static strop_status softmax_infer(strop__node *n) {
+  act_cfg *c = n->cfg;
+  strop_status st = softmax_shape(n, n->in_shapes, &n->out_shape);
+  if (st) return st;
+  const int64_t full = n->in_shapes[0].rank + 1;
+  c->axis = (int)((c->dim < 0 ? c->dim + full : c->dim) - 1);
   return STROP_OK;
 }
 
@@ -157,7 +159,7 @@ static strop_status act_backward(strop__node *n, const strop__exec *x, const str
   return STROP_OK;
 }
 
-#define ACT_VT(NAME, DOC, FLAGS, OPTIONS, INFER)                                              \
+#define ACT_VT(NAME, DOC, FLAGS, OPTIONS, SHAPE, INFER)                                       \
   const strop__layer_vtable strop__layer_##NAME = {                                           \
       .type = #NAME,                                                                          \
       .doc = DOC,                                                                             \
@@ -165,24 +167,28 @@ static strop_status act_backward(strop__node *n, const strop__exec *x, const str
       .n_inputs = 1,                                                                          \
       .flags = STROP__LAYER_ASSIGNS_DIN | (FLAGS),                                            \
       .options = OPTIONS,                                                                     \
+      .shape = SHAPE,                                                                         \
       .infer = INFER,                                                                         \
       .init = NULL,                                                                           \
       .forward = act_forward,                                                                 \
       .backward = act_backward,                                                               \
   };
 
-ACT_VT(relu, "max(x, 0) (torch.nn.ReLU)", STROP__LAYER_EPILOGUE_RELU, NULL, same_infer)
-ACT_VT(leaky_relu, "x, or negative_slope x below 0 (torch.nn.LeakyReLU)", 0, LEAKY_OPTIONS,
-       same_infer)
-ACT_VT(gelu, "x Phi(x) (torch.nn.GELU)", 0, GELU_OPTIONS, same_infer)
-ACT_VT(silu, "x sigmoid(x) (torch.nn.SiLU)", 0, NULL, same_infer)
-ACT_VT(tanh, "tanh(x) (torch.nn.Tanh)", 0, NULL, same_infer)
-ACT_VT(sigmoid, "1 / (1 + exp(-x)) (torch.nn.Sigmoid)", 0, NULL, same_infer)
-ACT_VT(hardswish, "x relu6(x + 3) / 6 (torch.nn.Hardswish)", 0, NULL, same_infer)
-ACT_VT(hardsigmoid, "relu6(x + 3) / 6 (torch.nn.Hardsigmoid)", 0, NULL, same_infer)
-ACT_VT(softmax, "softmax along dim (torch.nn.Softmax)", 0, SOFTMAX_OPTIONS, softmax_infer)
-ACT_VT(log_softmax, "log of softmax along dim (torch.nn.LogSoftmax)", 0, SOFTMAX_OPTIONS,
-       softmax_infer)
+/* an elementwise activation keeps the shape; the softmaxes check their dim */
+#define ACT_SAME(NAME, DOC, FLAGS, OPTIONS) \
+  ACT_VT(NAME, DOC, FLAGS, OPTIONS, strop__shape_same, strop__node_infer_shape)
+#define ACT_SOFT(NAME, DOC) ACT_VT(NAME, DOC, 0, SOFTMAX_OPTIONS, softmax_shape, softmax_infer)
+
+ACT_SAME(relu, "max(x, 0) (torch.nn.ReLU)", STROP__LAYER_EPILOGUE_RELU, NULL)
+ACT_SAME(leaky_relu, "x, or negative_slope x below 0 (torch.nn.LeakyReLU)", 0, LEAKY_OPTIONS)
+ACT_SAME(gelu, "x Phi(x) (torch.nn.GELU)", 0, GELU_OPTIONS)
+ACT_SAME(silu, "x sigmoid(x) (torch.nn.SiLU)", 0, NULL)
+ACT_SAME(tanh, "tanh(x) (torch.nn.Tanh)", 0, NULL)
+ACT_SAME(sigmoid, "1 / (1 + exp(-x)) (torch.nn.Sigmoid)", 0, NULL)
+ACT_SAME(hardswish, "x relu6(x + 3) / 6 (torch.nn.Hardswish)", 0, NULL)
+ACT_SAME(hardsigmoid, "relu6(x + 3) / 6 (torch.nn.Hardsigmoid)", 0, NULL)
+ACT_SOFT(softmax, "softmax along dim (torch.nn.Softmax)")
+ACT_SOFT(log_softmax, "log of softmax along dim (torch.nn.LogSoftmax)")
 
 /* the vtable's address tells the kind, so one forward/backward serves all eight */
 static int kind_of(const strop__node *n) {

@@ -87,30 +87,31 @@ static strop_status mha_check(void *cfg, strop__opts *o) {
   return STROP_OK;
 }
 
-static strop_status mha_infer(strop__node *n) {
-  mha_cfg *c = n->cfg;
-  const strop__shape *s = &n->in_shapes[0];
+/* [T, D] -> [T, D] for any T, D = embed_dim */
+static strop_status mha_shape(const strop__node *n, const strop__shape *in, strop__shape *out) {
+  const mha_cfg *c = n->cfg;
+  const strop__shape *s = &in[0];
   char buf[96];
   if (s->rank != 2)
-    return strop__err(STROP_E_SHAPE,
-                      "layer '%s' (multihead_attention): input must be [T, embed_dim] per "
-                      "sample, got %s",
-                      n->name, strop__shape_str(s, buf, sizeof buf));
+    return strop__shape_error(n, "input must be [T, embed_dim] per sample, got %s",
+                              strop__shape_str(s, buf, sizeof buf));
   if (c->embed_dim && c->embed_dim != s->d[1])
-    return strop__err(STROP_E_SHAPE,
-                      "layer '%s' (multihead_attention): embed_dim is %lld but the input %s has "
-                      "%lld features",
-                      n->name, (long long)c->embed_dim, strop__shape_str(s, buf, sizeof buf),
-                      (long long)s->d[1]);
+    return strop__shape_error(n, "embed_dim is %lld but the input %s has %lld features",
+                              (long long)c->embed_dim, strop__shape_str(s, buf, sizeof buf),
+                              (long long)s->d[1]);
   if (s->d[1] % c->num_heads != 0)
-    return strop__err(STROP_E_SHAPE,
-                      "layer '%s' (multihead_attention): embed_dim %lld is not divisible by "
-                      "num_heads %lld",
-                      n->name, (long long)s->d[1], (long long)c->num_heads);
-  c->embed_dim = s->d[1];
-  n->out_shape = *s;
+    return strop__shape_error(n, "embed_dim %lld is not divisible by num_heads %lld",
+                              (long long)s->d[1], (long long)c->num_heads);
+  *out = *s;
+  return STROP_OK;
+}
+
+static strop_status mha_infer(strop__node *n) {
+  mha_cfg *c = n->cfg;
+  strop_status st = mha_shape(n, n->in_shapes, &n->out_shape);
+  if (st) return st;
+  c->embed_dim = n->in_shapes[0].d[1];
   int64_t wd[2] = {c->embed_dim, c->embed_dim};
-  strop_status st = STROP_OK;
   for (int i = 0; i < 8 && st == STROP_OK; i++) {
     if (i % 2 == 1 && !c->bias) continue;
     st = strop__node_declare(n, i, i % 2 ? 1 : 2, wd);
@@ -326,6 +327,7 @@ const strop__layer_vtable strop__layer_multihead_attention = {
     .options = OPTIONS,
     .params = PARAMS,
     .check = mha_check,
+    .shape = mha_shape,
     .infer = mha_infer,
     .init = mha_init,
     .forward = mha_forward,

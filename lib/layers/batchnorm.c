@@ -48,24 +48,36 @@ static const strop__paramdef PARAMS[] = {
     [NBT] = {"num_batches_tracked", STROP__PD_INT64, "int64 scalar"},
     {NULL}};
 
-static strop_status bn_infer_common(strop__node *n, int rank_lo, int rank_hi,
+/* [C, ...] of rank rank_lo..rank_hi with C = num_features (when known): the same shape */
+static strop_status bn_shape_common(const strop__node *n, const strop__shape *in,
+                                    strop__shape *out, int rank_lo, int rank_hi,
                                     const char *expect) {
-  bn_cfg *c = n->cfg;
-  const strop__shape *s = &n->in_shapes[0];
-  const char *type = n->vt->type;
+  const bn_cfg *c = n->cfg;
+  const strop__shape *s = &in[0];
   char buf[96];
   if (s->rank < rank_lo || s->rank > rank_hi)
-    return strop__err(STROP_E_SHAPE, "layer '%s' (%s): input must be %s per sample, got %s",
-                      n->name, type, expect, strop__shape_str(s, buf, sizeof buf));
+    return strop__shape_error(n, "input must be %s per sample, got %s", expect,
+                              strop__shape_str(s, buf, sizeof buf));
   if (c->num_features && c->num_features != s->d[0])
-    return strop__err(STROP_E_SHAPE,
-                      "layer '%s' (%s): num_features is %lld but the input has %lld channels "
-                      "(input shape %s)",
-                      n->name, type, (long long)c->num_features, (long long)s->d[0],
-                      strop__shape_str(s, buf, sizeof buf));
-  c->num_features = s->d[0];
-  n->out_shape = *s;
-  strop_status st = STROP_OK;
+    return strop__shape_error(n, "num_features is %lld but the input has %lld channels (input "
+                              "shape %s)", (long long)c->num_features, (long long)s->d[0],
+                              strop__shape_str(s, buf, sizeof buf));
+  *out = *s;
+  return STROP_OK;
+}
+
+static strop_status bn1d_shape(const strop__node *n, const strop__shape *in, strop__shape *out) {
+  return bn_shape_common(n, in, out, 1, 2, "[C] or [C, L]");
+}
+static strop_status bn2d_shape(const strop__node *n, const strop__shape *in, strop__shape *out) {
+  return bn_shape_common(n, in, out, 3, 3, "[C, H, W]");
+}
+
+static strop_status bn_infer(strop__node *n) {
+  bn_cfg *c = n->cfg;
+  strop_status st = n->vt->shape(n, n->in_shapes, &n->out_shape);
+  if (st) return st;
+  c->num_features = n->in_shapes[0].d[0];
   const int64_t *nf = &c->num_features;
   if (c->affine) {
     if ((st = strop__node_declare(n, W, 1, nf))) return st;
@@ -78,11 +90,6 @@ static strop_status bn_infer_common(strop__node *n, int rank_lo, int rank_hi,
   }
   return st;
 }
-
-static strop_status bn1d_infer(strop__node *n) {
-  return bn_infer_common(n, 1, 2, "[C] or [C, L]");
-}
-static strop_status bn2d_infer(strop__node *n) { return bn_infer_common(n, 3, 3, "[C, H, W]"); }
 
 static void bn_init(strop__node *n, strop__rng *rng) {
   (void)rng;
@@ -177,7 +184,8 @@ const strop__layer_vtable strop__layer_batchnorm1d = {
     .flags = STROP__LAYER_BATCHSTATS | STROP__LAYER_FOLDABLE_NORM,
     .options = OPTIONS,
     .params = PARAMS,
-    .infer = bn1d_infer,
+    .shape = bn1d_shape,
+    .infer = bn_infer,
     .init = bn_init,
     .forward = bn_forward,
     .backward = bn_backward,
@@ -191,7 +199,8 @@ const strop__layer_vtable strop__layer_batchnorm2d = {
     .flags = STROP__LAYER_BATCHSTATS | STROP__LAYER_FOLDABLE_NORM,
     .options = OPTIONS,
     .params = PARAMS,
-    .infer = bn2d_infer,
+    .shape = bn2d_shape,
+    .infer = bn_infer,
     .init = bn_init,
     .forward = bn_forward,
     .backward = bn_backward,

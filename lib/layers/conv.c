@@ -14,8 +14,8 @@ typedef struct conv_cfg {
   int64_t groups;
   int bias;
   int padding_mode;    /* only 0, "zeros", is supported */
-  int64_t pad[2];      /* the padding in use, from infer ("same" resolved) */
-  int64_t oh, ow;      /* output size, from infer */
+  int in_given;        /* 1: in_channels came from the options and is checked, not inferred */
+  int64_t pad[2];      /* the padding in use ("same" resolved from kernel and dilation) */
   /* run time, from conv_fuse: a relu and/or a max-pool computed in the conv's epilogue
    * (relu, pool and pd set; argmax and y are per call) */
   strop__conv2d_epilogue ep;
@@ -73,6 +73,57 @@ static strop_status conv_check(void *cfg, strop__opts *o) {
   if (c->in_channels && c->in_channels % c->groups)
     return strop__opt_error(o, "groups", "in_channels %lld is not divisible by groups %lld",
                             (long long)c->in_channels, (long long)c->groups);
+  c->in_given = c->in_channels != 0;
+  for (int i = 0; i < 2; i++) {
+    const int64_t span = c->dilation[i] * (c->kernel[i] - 1) + 1;
+    c->pad[i] = c->padding[i] == PAD_SAME    ? (span - 1) / 2 /* PyTorch: left = total / 2 */
+                : c->padding[i] == PAD_VALID ? 0
+                                             : c->padding[i];
+  }
+  return STROP_OK;
+}
+
+/* output size of one axis for an input of `in` (same: the input's) */
+static int64_t out_len(const conv_cfg *c, int i, int64_t in) {
+  return c->padding[0] == PAD_SAME
+             ? in
+             : strop__conv_out_len(in, c->kernel[i], c->stride[i], c->pad[i], c->dilation[i]);
+}
+
+/* [C, H, W] -> [out_channels, OH, OW] for any H and W the kernel fits */
+static strop_status conv_shape(const strop__node *n, const strop__shape *in, strop__shape *out) {
+  const conv_cfg *c = n->cfg;
+  const strop__shape *s = &in[0];
+  char buf[96];
+  if (s->rank != 3)
+    return strop__shape_error(n, "input must be [C, H, W] per sample, got %s",
+                              strop__shape_str(s, buf, sizeof buf));
+  if (c->in_channels && c->in_channels != s->d[0])
+    return strop__shape_error(n, "in_channels is %lld but the input has %lld channels (input "
+                              "shape %s)", (long long)c->in_channels, (long long)s->d[0],
+                              strop__shape_str(s, buf, sizeof buf));
+  if (s->d[0] % c->groups)
+    return strop__shape_error(n, "in_channels %lld (from input shape %s) is not divisible by "
+                              "groups %lld", (long long)s->d[0],
+                              strop__shape_str(s, buf, sizeof buf), (long long)c->groups);
+  const int64_t oh = out_len(c, 0, s->d[1]), ow = out_len(c, 1, s->d[2]);
+  if (oh <= 0 || ow <= 0 || s->d[1] <= 0 || s->d[2] <= 0) {
+    int64_t span[2];
+    for (int i = 0; i < 2; i++) span[i] = c->dilation[i] * (c->kernel[i] - 1) + 1;
+    return strop__shape_error(n, "kernel_size %lldx%lld (dilation %lldx%lld, span %lldx%lld) is "
+                              "larger than the padded input %lldx%lld (input shape %s, padding "
+                              "%lldx%lld)", (long long)c->kernel[0], (long long)c->kernel[1],
+                              (long long)c->dilation[0], (long long)c->dilation[1],
+                              (long long)span[0], (long long)span[1],
+                              (long long)(s->d[1] + 2 * c->pad[0]),
+                              (long long)(s->d[2] + 2 * c->pad[1]),
+                              strop__shape_str(s, buf, sizeof buf), (long long)c->pad[0],
+                              (long long)c->pad[1]);
+  }
+  out->rank = 3;
+  out->d[0] = c->out_channels;
+  out->d[1] = oh;
+  out->d[2] = ow;
   return STROP_OK;
 }
 
@@ -92,63 +143,19 @@ static strop__conv2d_dims conv_dims(const conv_cfg *c, const strop__shape *s, in
   d.dh = c->dilation[0];
   d.dw = c->dilation[1];
   d.groups = c->groups;
-  d.oh = c->oh;
-  d.ow = c->ow;
+  d.oh = out_len(c, 0, d.h);
+  d.ow = out_len(c, 1, d.w);
   return d;
 }
 
 static strop_status conv_infer(strop__node *n) {
   conv_cfg *c = n->cfg;
   const strop__shape *s = &n->in_shapes[0];
-  char buf[96];
-  if (s->rank != 3)
-    return strop__err(STROP_E_SHAPE, "layer '%s' (conv2d): input must be [C, H, W] per sample, "
-                                     "got %s",
-                      n->name, strop__shape_str(s, buf, sizeof buf));
-  if (c->in_channels && c->in_channels != s->d[0])
-    return strop__err(STROP_E_SHAPE,
-                      "layer '%s' (conv2d): in_channels is %lld but the input has %lld channels "
-                      "(input shape %s)",
-                      n->name, (long long)c->in_channels, (long long)s->d[0],
-                      strop__shape_str(s, buf, sizeof buf));
-  if (s->d[0] % c->groups)
-    return strop__err(STROP_E_SHAPE,
-                      "layer '%s' (conv2d): in_channels %lld (from input shape %s) is not "
-                      "divisible by groups %lld",
-                      n->name, (long long)s->d[0], strop__shape_str(s, buf, sizeof buf),
-                      (long long)c->groups);
-  c->in_channels = s->d[0];
-  int64_t span[2];
-  for (int i = 0; i < 2; i++) {
-    span[i] = c->dilation[i] * (c->kernel[i] - 1) + 1;
-    c->pad[i] = c->padding[i] == PAD_SAME    ? (span[i] - 1) / 2 /* PyTorch: left = total/2 */
-                : c->padding[i] == PAD_VALID ? 0
-                                             : c->padding[i];
-  }
-  if (c->padding[0] == PAD_SAME) {
-    c->oh = s->d[1];
-    c->ow = s->d[2];
-  } else {
-    c->oh = strop__conv_out_len(s->d[1], c->kernel[0], c->stride[0], c->pad[0], c->dilation[0]);
-    c->ow = strop__conv_out_len(s->d[2], c->kernel[1], c->stride[1], c->pad[1], c->dilation[1]);
-  }
-  if (c->oh <= 0 || c->ow <= 0 || s->d[1] <= 0 || s->d[2] <= 0)
-    return strop__err(STROP_E_SHAPE,
-                      "layer '%s' (conv2d): kernel_size %lldx%lld (dilation %lldx%lld, span "
-                      "%lldx%lld) is larger than the padded input %lldx%lld (input shape %s, "
-                      "padding %lldx%lld)",
-                      n->name, (long long)c->kernel[0], (long long)c->kernel[1],
-                      (long long)c->dilation[0], (long long)c->dilation[1], (long long)span[0],
-                      (long long)span[1], (long long)(s->d[1] + 2 * c->pad[0]),
-                      (long long)(s->d[2] + 2 * c->pad[1]),
-                      strop__shape_str(s, buf, sizeof buf), (long long)c->pad[0],
-                      (long long)c->pad[1]);
-  n->out_shape.rank = 3;
-  n->out_shape.d[0] = c->out_channels;
-  n->out_shape.d[1] = c->oh;
-  n->out_shape.d[2] = c->ow;
+  if (!c->in_given) c->in_channels = s->rank == 3 ? s->d[0] : 0;
+  strop_status st = conv_shape(n, n->in_shapes, &n->out_shape);
+  if (st) return st;
   int64_t wd[4] = {c->out_channels, c->in_channels / c->groups, c->kernel[0], c->kernel[1]};
-  strop_status st = strop__node_declare(n, W, 4, wd);
+  st = strop__node_declare(n, W, 4, wd);
   if (st == STROP_OK && c->bias) st = strop__node_declare(n, B, 1, &c->out_channels);
   return st;
 }
@@ -166,10 +173,17 @@ static int conv_chunks(const strop__exec *x, const strop__conv2d_dims *d) {
   return strop__par_chunks(x->nthreads, d->n, 1);
 }
 
-/* The epilogue of the fused relu / max-pool, or NULL when nothing is fused. */
-static strop__conv2d_epilogue *conv_epilogue(const conv_cfg *c, strop__conv2d_epilogue *ep) {
+/* The epilogue of the fused relu / max-pool for this call's geometry d, or NULL when nothing
+ * is fused. */
+static strop__conv2d_epilogue *conv_epilogue(const conv_cfg *c, const strop__conv2d_dims *d,
+                                             strop__conv2d_epilogue *ep) {
   if (!c->ep.relu && !c->ep.pool) return NULL;
   *ep = c->ep;
+  if (ep->pool) { /* the pool's window over this call's conv output */
+    strop__pool2d_dims *p = &ep->pd;
+    p->oh = strop__conv_out_len(d->oh, p->kh, p->sh, p->ph, p->dh);
+    p->ow = strop__conv_out_len(d->ow, p->kw, p->sw, p->pw, p->dw);
+  }
   return ep;
 }
 
@@ -195,7 +209,7 @@ static float *conv_scratch(strop__node *n, const strop__exec *x, const strop__co
                            int backward, strop_status *st) {
   strop__conv2d_epilogue ep;
   size_t fl = strop__conv2d_scratch_floats(d, backward, conv_chunks(x, d),
-                                           conv_epilogue(n->cfg, &ep));
+                                           conv_epilogue(n->cfg, d, &ep));
   *st = STROP_OK;
   float *p = strop__arena_alloc(x->arena, fl * sizeof(float));
   if (!p)
@@ -211,7 +225,7 @@ static strop_status conv_forward(strop__node *n, const strop__exec *x, const str
   strop__conv2d_dims d = conv_dims(c, &in[0].shape, in[0].n);
   strop_status st;
   strop__conv2d_epilogue epb;
-  strop__conv2d_epilogue *ep = conv_epilogue(c, &epb);
+  strop__conv2d_epilogue *ep = conv_epilogue(c, &d, &epb);
   n->saved = NULL;
   if (ep && ep->pool) {
     /* the pool's winners, kept for the backward */
@@ -239,7 +253,7 @@ static strop_status conv_backward(strop__node *n, const strop__exec *x, const st
   strop__conv2d_dims d = conv_dims(c, &in[0].shape, in[0].n);
   strop_status st = STROP_OK;
   strop__conv2d_epilogue epb;
-  strop__conv2d_epilogue *ep = conv_epilogue(c, &epb);
+  strop__conv2d_epilogue *ep = conv_epilogue(c, &d, &epb);
   if (ep) {
     if (ep->pool && !n->saved)
       return strop__err(STROP_E_INTERNAL, "layer '%s' (conv2d): backward without forward",
@@ -263,6 +277,7 @@ const strop__layer_vtable strop__layer_conv2d = {
     .options = OPTIONS,
     .params = PARAMS,
     .check = conv_check,
+    .shape = conv_shape,
     .infer = conv_infer,
     .init = conv_init,
     .forward = conv_forward,

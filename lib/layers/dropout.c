@@ -15,11 +15,6 @@ static const strop__optdef OPTIONS[] = {
                      "probability of zeroing a value in train mode"),
     {NULL}};
 
-static strop_status dropout_infer(strop__node *n) {
-  n->out_shape = n->in_shapes[0];
-  return STROP_OK;
-}
-
 static strop_status dropout_forward(strop__node *n, const strop__exec *x, const strop__act *in,
                                     strop__act *out) {
   const dropout_cfg *c = n->cfg;
@@ -60,7 +55,8 @@ const strop__layer_vtable strop__layer_dropout = {
     .n_inputs = 1,
     .flags = STROP__LAYER_STOCHASTIC | STROP__LAYER_EVAL_IDENTITY,
     .options = OPTIONS,
-    .infer = dropout_infer,
+    .shape = strop__shape_same,
+    .infer = strop__node_infer_shape,
     .init = NULL,
     .forward = dropout_forward,
     .backward = dropout_backward,

@@ -49,17 +49,25 @@ static strop_status embedding_check(void *cfg, strop__opts *o) {
   return STROP_OK;
 }
 
-static strop_status embedding_infer(strop__node *n) {
-  embedding_cfg *c = n->cfg;
-  const strop__shape *s = &n->in_shapes[0];
+/* ids [*] -> vectors [*, embedding_dim] */
+static strop_status embedding_shape(const strop__node *n, const strop__shape *in,
+                                    strop__shape *out) {
+  const embedding_cfg *c = n->cfg;
+  const strop__shape *s = &in[0];
   char buf[96];
   if (s->rank + 1 > STROP_MAX_RANK)
-    return strop__err(STROP_E_SHAPE,
-                      "layer '%s' (embedding): input %s has too many dimensions to add one",
-                      n->name, strop__shape_str(s, buf, sizeof buf));
-  n->out_shape = *s;
-  n->out_shape.d[s->rank] = c->embedding_dim;
-  n->out_shape.rank = s->rank + 1;
+    return strop__shape_error(n, "input %s has too many dimensions to add one",
+                              strop__shape_str(s, buf, sizeof buf));
+  *out = *s;
+  out->d[s->rank] = c->embedding_dim;
+  out->rank = s->rank + 1;
+  return STROP_OK;
+}
+
+static strop_status embedding_infer(strop__node *n) {
+  const embedding_cfg *c = n->cfg;
+  strop_status st = embedding_shape(n, n->in_shapes, &n->out_shape);
+  if (st) return st;
   int64_t wd[2] = {c->num_embeddings, c->embedding_dim};
   return strop__node_declare(n, W, 2, wd);
 }
@@ -129,6 +137,7 @@ const strop__layer_vtable strop__layer_embedding = {
     .options = EMB_OPTIONS,
     .params = EMB_PARAMS,
     .check = embedding_check,
+    .shape = embedding_shape,
     .infer = embedding_infer,
     .init = embedding_init,
     .forward = embedding_forward,
@@ -154,27 +163,31 @@ static const strop__paramdef POS_PARAMS[] = {
     [W] = {"weight", 0, "[num_embeddings, embedding_dim]"},
     {NULL}};
 
-static strop_status posemb_infer(strop__node *n) {
-  posemb_cfg *c = n->cfg;
-  const strop__shape *s = &n->in_shapes[0];
+/* [T, D] -> [T, D] for T up to num_embeddings */
+static strop_status posemb_shape(const strop__node *n, const strop__shape *in,
+                                 strop__shape *out) {
+  const posemb_cfg *c = n->cfg;
+  const strop__shape *s = &in[0];
   char buf[96];
   if (s->rank != 2)
-    return strop__err(STROP_E_SHAPE,
-                      "layer '%s' (positional_embedding): input must be [T, D] per sample, got %s",
-                      n->name, strop__shape_str(s, buf, sizeof buf));
+    return strop__shape_error(n, "input must be [T, D] per sample, got %s",
+                              strop__shape_str(s, buf, sizeof buf));
   if (s->d[0] > c->num_embeddings)
-    return strop__err(STROP_E_SHAPE,
-                      "layer '%s' (positional_embedding): sequence length %lld exceeds "
-                      "num_embeddings %lld",
-                      n->name, (long long)s->d[0], (long long)c->num_embeddings);
+    return strop__shape_error(n, "sequence length %lld exceeds num_embeddings %lld",
+                              (long long)s->d[0], (long long)c->num_embeddings);
   if (c->embedding_dim && c->embedding_dim != s->d[1])
-    return strop__err(STROP_E_SHAPE,
-                      "layer '%s' (positional_embedding): embedding_dim is %lld but the input %s "
-                      "has %lld features",
-                      n->name, (long long)c->embedding_dim, strop__shape_str(s, buf, sizeof buf),
-                      (long long)s->d[1]);
-  c->embedding_dim = s->d[1];
-  n->out_shape = *s;
+    return strop__shape_error(n, "embedding_dim is %lld but the input %s has %lld features",
+                              (long long)c->embedding_dim, strop__shape_str(s, buf, sizeof buf),
+                              (long long)s->d[1]);
+  *out = *s;
+  return STROP_OK;
+}
+
+static strop_status posemb_infer(strop__node *n) {
+  posemb_cfg *c = n->cfg;
+  strop_status st = posemb_shape(n, n->in_shapes, &n->out_shape);
+  if (st) return st;
+  c->embedding_dim = n->in_shapes[0].d[1];
   int64_t wd[2] = {c->num_embeddings, c->embedding_dim};
   return strop__node_declare(n, W, 2, wd);
 }
@@ -223,6 +236,7 @@ const strop__layer_vtable strop__layer_positional_embedding = {
     .flags = 0,
     .options = POS_OPTIONS,
     .params = POS_PARAMS,
+    .shape = posemb_shape,
     .infer = posemb_infer,
     .init = posemb_init,
     .forward = posemb_forward,

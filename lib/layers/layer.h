@@ -175,6 +175,19 @@ struct strop__node {
   char **in_names;                /* n_in input names as given; resolved to in[] at finalize */
 };
 
+/* A shape error of node n: "layer 'name' (type): <message>" with the shapes the caller puts in
+ * fmt; returns STROP_E_SHAPE. */
+strop_status strop__shape_error(const strop__node *n, const char *fmt, ...) STROP__PRINTF(2, 3);
+/* out = in[0] (layers that keep the shape: activations, dropout, norms over the last dims). */
+strop_status strop__shape_same(const strop__node *n, const strop__shape *in, strop__shape *out);
+/* out = in[0] when its trailing dimensions are dims[0..nd) (normalized_shape of layernorm and
+ * rmsnorm); a shape error naming them otherwise. */
+strop_status strop__shape_trailing(const strop__node *n, const strop__shape *in,
+                                   const int64_t *dims, int nd, strop__shape *out);
+/* Sets n->out_shape from n->in_shapes through the type's shape function (the usual infer
+ * step for a layer without parameters). */
+strop_status strop__node_infer_shape(strop__node *n);
+
 /* ---- parameters: declared in the descriptor, created by infer ---- */
 enum {
   STROP__PD_BUFFER = 1,  /* running statistics and the like: saved, loaded, never trained */
@@ -283,8 +296,14 @@ struct strop__layer_vtable {
   strop_status (*check)(void *cfg, strop__opts *o);
   /* A composite: adds its parts through e (then the type has no infer/forward/backward). */
   strop_status (*expand)(const void *cfg, strop__expander *e);
-  /* in_shapes -> out_shape; declare params with strop__node_declare. Errors name the node,
-   * the offending shapes and option (kernel larger than input, d_model % heads ...). */
+  /* The output shape for input shapes in[0..n_in) — the nominal ones at build time, each
+   * step's actual ones after (a batch of shorter sequences, larger images): pure, reads only
+   * the node's cfg as infer left it. Errors name the node, the shapes and the option (kernel
+   * larger than the input, a last dimension other than in_features ...). */
+  strop_status (*shape)(const strop__node *n, const strop__shape *in, strop__shape *out);
+  /* At build and after surgery, with the nominal n->in_shapes: resolves the options inferred
+   * from them ("auto"), sets n->out_shape (through shape) and declares the parameters with
+   * strop__node_declare. */
   strop_status (*infer)(strop__node *n);
   /* Initialise params (PyTorch's default init for this layer) from rng. May be NULL (zeros). */
   void (*init)(strop__node *n, strop__rng *rng);

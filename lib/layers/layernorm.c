@@ -36,31 +36,21 @@ static const strop__paramdef PARAMS[] = {
     [B] = {"bias", 0, "normalized_shape, when elementwise_affine and bias"},
     {NULL}};
 
+static strop_status layernorm_shape(const strop__node *n, const strop__shape *in,
+                                    strop__shape *out) {
+  const layernorm_cfg *c = n->cfg;
+  return strop__shape_trailing(n, in, c->shape, c->nshape, out);
+}
+
 static strop_status layernorm_infer(strop__node *n) {
   layernorm_cfg *c = n->cfg;
   const strop__shape *s = &n->in_shapes[0];
-  char buf[96], nb[96];
-  if (s->rank < 1)
-    return strop__err(STROP_E_SHAPE,
-                      "layer '%s' (layernorm): input must have at least one dimension per "
-                      "sample, got %s",
-                      n->name, strop__shape_str(s, buf, sizeof buf));
-  if (c->nshape == 0) { /* omitted: the last dimension, as nn.LayerNorm(x.shape[-1]) */
+  if (c->nshape == 0 && s->rank >= 1) { /* auto: the last dimension, nn.LayerNorm(x.shape[-1]) */
     c->nshape = 1;
     c->shape[0] = s->d[s->rank - 1];
   }
-  strop__shape ns = {c->nshape, {0}};
-  for (int i = 0; i < c->nshape; i++) ns.d[i] = c->shape[i];
-  int ok = c->nshape <= s->rank;
-  for (int i = 0; ok && i < c->nshape; i++)
-    ok = s->d[s->rank - c->nshape + i] == c->shape[i];
-  if (!ok)
-    return strop__err(STROP_E_SHAPE,
-                      "layer '%s' (layernorm): normalized_shape %s does not match the trailing "
-                      "dimensions of the input %s",
-                      n->name, strop__shape_str(&ns, nb, sizeof nb),
-                      strop__shape_str(s, buf, sizeof buf));
-  n->out_shape = *s;
+  strop_status st0 = layernorm_shape(n, n->in_shapes, &n->out_shape);
+  if (st0) return st0;
   if (!c->elementwise_affine) return STROP_OK;
   strop_status st = strop__node_declare(n, W, c->nshape, c->shape);
   if (st == STROP_OK && c->bias) st = strop__node_declare(n, B, c->nshape, c->shape);
@@ -125,6 +115,7 @@ const strop__layer_vtable strop__layer_layernorm = {
     .flags = 0,
     .options = OPTIONS,
     .params = PARAMS,
+    .shape = layernorm_shape,
     .infer = layernorm_infer,
     .init = layernorm_init,
     .forward = layernorm_forward,

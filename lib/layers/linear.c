@@ -37,26 +37,32 @@ static strop_status linear_check(void *cfg, strop__opts *o) {
   return STROP_OK;
 }
 
+/* [*, in_features] -> [*, out_features] */
+static strop_status linear_shape(const strop__node *n, const strop__shape *in, strop__shape *out) {
+  const linear_cfg *c = n->cfg;
+  const strop__shape *s = &in[0];
+  char buf[96];
+  if (s->rank < 1)
+    return strop__shape_error(n, "input must have at least one dimension per sample, got %s",
+                              strop__shape_str(s, buf, sizeof buf));
+  if (c->in_features && s->d[s->rank - 1] != c->in_features)
+    return strop__shape_error(n, "in_features is %lld but the input's last dimension is %lld "
+                              "(input shape %s)", (long long)c->in_features,
+                              (long long)s->d[s->rank - 1], strop__shape_str(s, buf, sizeof buf));
+  *out = *s;
+  out->d[s->rank - 1] = c->out_features;
+  return STROP_OK;
+}
+
 static strop_status linear_infer(strop__node *n) {
   linear_cfg *c = n->cfg;
   const strop__shape *s = &n->in_shapes[0];
-  char buf[96];
-  if (s->rank < 1)
-    return strop__err(STROP_E_SHAPE, "layer '%s' (linear): input must have at least one "
-                                     "dimension per sample, got %s",
-                      n->name, strop__shape_str(s, buf, sizeof buf));
-  int64_t in = s->d[s->rank - 1];
-  if (c->in_given && c->in_features != in)
-    return strop__err(STROP_E_SHAPE,
-                      "layer '%s' (linear): in_features is %lld but the input's last dimension "
-                      "is %lld (input shape %s)",
-                      n->name, (long long)c->in_features, (long long)in,
-                      strop__shape_str(s, buf, sizeof buf));
-  c->in_features = in;
-  n->out_shape = *s;
-  n->out_shape.d[s->rank - 1] = c->out_features;
+  if (!c->in_given) c->in_features = s->rank >= 1 ? s->d[s->rank - 1] : 0;
+  strop_status st = linear_shape(n, n->in_shapes, &n->out_shape);
+  if (st) return st;
+  const int64_t in = c->in_features;
   int64_t wd[2] = {c->out_features, in};
-  strop_status st = strop__node_declare(n, W, 2, wd);
+  st = strop__node_declare(n, W, 2, wd);
   if (st == STROP_OK && c->bias) st = strop__node_declare(n, B, 1, &c->out_features);
   return st;
 }
@@ -113,6 +119,7 @@ const strop__layer_vtable strop__layer_linear = {
     .options = OPTIONS,
     .params = PARAMS,
     .check = linear_check,
+    .shape = linear_shape,
     .infer = linear_infer,
     .init = linear_init,
     .forward = linear_forward,

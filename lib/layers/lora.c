@@ -48,27 +48,33 @@ static strop_status lora_check(void *cfg, strop__opts *o) {
   return STROP_OK;
 }
 
+/* [*, in_features] -> [*, out_features] */
+static strop_status lora_shape(const strop__node *n, const strop__shape *in, strop__shape *out) {
+  const strop__lora_cfg *c = n->cfg;
+  const strop__shape *s = &in[0];
+  char buf[96];
+  if (s->rank < 1)
+    return strop__shape_error(n, "input must have at least one dimension per sample, got %s",
+                              strop__shape_str(s, buf, sizeof buf));
+  if (c->in_features && s->d[s->rank - 1] != c->in_features)
+    return strop__shape_error(n, "in_features is %lld but the input's last dimension is %lld "
+                              "(input shape %s)", (long long)c->in_features,
+                              (long long)s->d[s->rank - 1], strop__shape_str(s, buf, sizeof buf));
+  *out = *s;
+  out->d[s->rank - 1] = c->out_features;
+  return STROP_OK;
+}
+
 static strop_status lora_infer(strop__node *n) {
   strop__lora_cfg *c = n->cfg;
   const strop__shape *s = &n->in_shapes[0];
-  char buf[96];
-  if (s->rank < 1)
-    return strop__err(STROP_E_SHAPE, "layer '%s' (lora_linear): input must have at least one "
-                                     "dimension per sample, got %s",
-                      n->name, strop__shape_str(s, buf, sizeof buf));
-  int64_t in = s->d[s->rank - 1];
-  if (c->in_given && c->in_features != in)
-    return strop__err(STROP_E_SHAPE,
-                      "layer '%s' (lora_linear): in_features is %lld but the input's last "
-                      "dimension is %lld (input shape %s)",
-                      n->name, (long long)c->in_features, (long long)in,
-                      strop__shape_str(s, buf, sizeof buf));
-  c->in_features = in;
-  n->out_shape = *s;
-  n->out_shape.d[s->rank - 1] = c->out_features;
+  if (!c->in_given) c->in_features = s->rank >= 1 ? s->d[s->rank - 1] : 0;
+  strop_status st = lora_shape(n, n->in_shapes, &n->out_shape);
+  if (st) return st;
+  const int64_t in = c->in_features;
   int64_t wd[2] = {c->out_features, in}, ad[2] = {c->r, in}, bd[2] = {c->out_features, c->r};
   /* the base layer is frozen, as in PEFT: only the adapter trains */
-  strop_status st = strop__node_declare(n, W, 2, wd);
+  st = strop__node_declare(n, W, 2, wd);
   if (!st && c->bias) st = strop__node_declare(n, B, 1, &c->out_features);
   if (!st) st = strop__node_declare(n, LA, 2, ad);
   if (!st) st = strop__node_declare(n, LB, 2, bd);
@@ -206,6 +212,7 @@ const strop__layer_vtable strop__layer_lora_linear = {
     .options = OPTIONS,
     .params = PARAMS,
     .check = lora_check,
+    .shape = lora_shape,
     .infer = lora_infer,
     .init = lora_init,
     .forward = lora_forward,

@@ -16,18 +16,19 @@ static int same_shape(const strop__shape *a, const strop__shape *b) {
   return 1;
 }
 
-static strop_status add_infer(strop__node *n) {
+static strop_status add_shape(const strop__node *n, const strop__shape *in,
+                              strop__shape *out) {
   char b1[96], b2[96];
   if (n->n_in < 1)
     return strop__err(STROP_E_SHAPE, "layer '%s' (add): needs at least one input", n->name);
   for (int i = 1; i < n->n_in; i++)
-    if (!same_shape(&n->in_shapes[i], &n->in_shapes[0]))
+    if (!same_shape(&in[i], &in[0]))
       return strop__err(STROP_E_SHAPE,
                         "layer '%s' (add): input %d has shape %s but input 0 has shape %s; add "
                         "needs inputs of the same shape",
-                        n->name, i, strop__shape_str(&n->in_shapes[i], b1, sizeof b1),
-                        strop__shape_str(&n->in_shapes[0], b2, sizeof b2));
-  n->out_shape = n->in_shapes[0];
+                        n->name, i, strop__shape_str(&in[i], b1, sizeof b1),
+                        strop__shape_str(&in[0], b2, sizeof b2));
+  *out = in[0];
   return STROP_OK;
 }
 
@@ -67,12 +68,13 @@ static const strop__optdef CONCAT_OPTIONS[] = {
                    "the dimension, counting the batch as 0 (-1: the last)"),
     {NULL}};
 
-static strop_status concat_infer(strop__node *n) {
-  concat_cfg *c = n->cfg;
+static strop_status concat_shape(const strop__node *n, const strop__shape *in,
+                                 strop__shape *out) {
+  const concat_cfg *c = n->cfg;
   char b1[96], b2[96];
   if (n->n_in < 1)
     return strop__err(STROP_E_SHAPE, "layer '%s' (concat): needs at least one input", n->name);
-  const strop__shape *s0 = &n->in_shapes[0];
+  const strop__shape *s0 = &in[0];
   int64_t full = s0->rank + 1, d = c->dim < 0 ? c->dim + full : c->dim;
   if (d < 1 || d >= full)
     return strop__err(STROP_E_SHAPE,
@@ -83,7 +85,7 @@ static strop_status concat_infer(strop__node *n) {
   int ax = (int)(d - 1);
   strop__shape o = *s0;
   for (int i = 1; i < n->n_in; i++) {
-    const strop__shape *s = &n->in_shapes[i];
+    const strop__shape *s = &in[i];
     int ok = s->rank == s0->rank;
     for (int k = 0; ok && k < s->rank; k++)
       if (k != ax && s->d[k] != s0->d[k]) ok = 0;
@@ -95,8 +97,16 @@ static strop_status concat_infer(strop__node *n) {
                         strop__shape_str(s0, b2, sizeof b2), (long long)c->dim);
     o.d[ax] += s->d[ax];
   }
-  c->axis = ax;
-  n->out_shape = o;
+  *out = o;
+  return STROP_OK;
+}
+
+static strop_status concat_infer(strop__node *n) {
+  concat_cfg *c = n->cfg;
+  strop_status st = concat_shape(n, n->in_shapes, &n->out_shape);
+  if (st) return st;
+  const int64_t full = n->in_shapes[0].rank + 1;
+  c->axis = (int)((c->dim < 0 ? c->dim + full : c->dim) - 1);
   return STROP_OK;
 }
 
@@ -156,7 +166,8 @@ const strop__layer_vtable strop__layer_add = {
     .n_inputs = 0,
     .doc = "elementwise sum of inputs of one shape (a residual connection)",
     .flags = STROP__LAYER_ANY_INPUTS,
-    .infer = add_infer,
+    .shape = add_shape,
+    .infer = strop__node_infer_shape,
     .init = NULL,
     .forward = add_forward,
     .backward = add_backward,
@@ -169,6 +180,7 @@ const strop__layer_vtable strop__layer_concat = {
     .doc = "joins its inputs along dim (torch.cat)",
     .flags = STROP__LAYER_ANY_INPUTS,
     .options = CONCAT_OPTIONS,
+    .shape = concat_shape,
     .infer = concat_infer,
     .init = NULL,
     .forward = concat_forward,

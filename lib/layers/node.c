@@ -1,5 +1,6 @@
 /* strop — what every layer shares: per-sample shapes, a node's parameter slots and their
  * memory, and writing a node's options back through its type's schema. */
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -28,6 +29,46 @@ int strop__shape_eq(const strop__shape *a, const strop__shape *b) {
   for (int i = 0; i < a->rank; i++)
     if (a->d[i] != b->d[i]) return 0;
   return 1;
+}
+
+strop_status strop__shape_error(const strop__node *n, const char *fmt, ...) {
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  return strop__err(STROP_E_SHAPE, "layer '%s' (%s): %s", n->name, n->vt->type, msg);
+}
+
+strop_status strop__shape_same(const strop__node *n, const strop__shape *in, strop__shape *out) {
+  (void)n;
+  *out = in[0];
+  return STROP_OK;
+}
+
+strop_status strop__shape_trailing(const strop__node *n, const strop__shape *in,
+                                   const int64_t *dims, int nd, strop__shape *out) {
+  const strop__shape *s = &in[0];
+  char buf[96], nb[96];
+  if (s->rank < 1)
+    return strop__shape_error(n, "input must have at least one dimension per sample, got %s",
+                              strop__shape_str(s, buf, sizeof buf));
+  strop__shape ns = {nd, {0}};
+  int ok = nd <= s->rank;
+  for (int i = 0; i < nd; i++) {
+    ns.d[i] = dims[i];
+    ok = ok && s->d[s->rank - nd + i] == dims[i];
+  }
+  if (!ok)
+    return strop__shape_error(n, "normalized_shape %s does not match the trailing dimensions of "
+                              "the input %s", strop__shape_str(&ns, nb, sizeof nb),
+                              strop__shape_str(s, buf, sizeof buf));
+  *out = *s;
+  return STROP_OK;
+}
+
+strop_status strop__node_infer_shape(strop__node *n) {
+  return n->vt->shape(n, n->in_shapes, &n->out_shape);
 }
 
 /* ---- parameter slots ---- */

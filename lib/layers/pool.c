@@ -9,8 +9,7 @@ typedef struct pool_cfg {
   int64_t kernel[2], stride[2], padding[2], dilation[2]; /* stride 0: "none", the kernel's */
   int ceil_mode;         /* only false is supported */
   int count_include_pad; /* avgpool only */
-  int64_t st[2];         /* the stride in use, from infer */
-  int64_t oh, ow;        /* from infer */
+  int64_t st[2];         /* the stride in use ("none" resolved to the kernel's) */
 } pool_cfg;
 
 static const double NONE_V[] = {0, 0, 0};
@@ -45,6 +44,7 @@ static strop_status pool_check(void *cfg, strop__opts *o) {
                       "layer '%s' (%s): option 'ceil_mode': ceil_mode=true is not supported",
                       o->layer ? o->layer : "?", o->type ? o->type : "?");
   if (!c->dilation[0]) c->dilation[0] = c->dilation[1] = 1; /* avgpool has none */
+  for (int i = 0; i < 2; i++) c->st[i] = c->stride[i] ? c->stride[i] : c->kernel[i];
   for (int i = 0; i < 2; i++)
     if (c->padding[i] > c->kernel[i] / 2)
       return strop__opt_error(o, "padding",
@@ -53,31 +53,29 @@ static strop_status pool_check(void *cfg, strop__opts *o) {
   return STROP_OK;
 }
 
-static strop_status pool_infer(strop__node *n) {
-  pool_cfg *c = n->cfg;
-  const strop__shape *s = &n->in_shapes[0];
-  const char *type = n->vt->type;
+/* [C, H, W] -> [C, OH, OW] for any H and W the window fits */
+static strop_status pool_shape(const strop__node *n, const strop__shape *in, strop__shape *out) {
+  const pool_cfg *c = n->cfg;
+  const strop__shape *s = &in[0];
   char buf[96];
   if (s->rank != 3)
-    return strop__err(STROP_E_SHAPE, "layer '%s' (%s): input must be [C, H, W] per sample, "
-                                     "got %s",
-                      n->name, type, strop__shape_str(s, buf, sizeof buf));
-  for (int i = 0; i < 2; i++) c->st[i] = c->stride[i] ? c->stride[i] : c->kernel[i];
-  c->oh = strop__conv_out_len(s->d[1], c->kernel[0], c->st[0], c->padding[0], c->dilation[0]);
-  c->ow = strop__conv_out_len(s->d[2], c->kernel[1], c->st[1], c->padding[1], c->dilation[1]);
-  if (c->oh <= 0 || c->ow <= 0 || s->d[1] <= 0 || s->d[2] <= 0)
-    return strop__err(STROP_E_SHAPE,
-                      "layer '%s' (%s): kernel_size %lldx%lld (dilation %lldx%lld) is larger "
-                      "than the padded input %lldx%lld (input shape %s)",
-                      n->name, type, (long long)c->kernel[0], (long long)c->kernel[1],
-                      (long long)c->dilation[0], (long long)c->dilation[1],
-                      (long long)(s->d[1] + 2 * c->padding[0]),
-                      (long long)(s->d[2] + 2 * c->padding[1]),
-                      strop__shape_str(s, buf, sizeof buf));
-  n->out_shape.rank = 3;
-  n->out_shape.d[0] = s->d[0];
-  n->out_shape.d[1] = c->oh;
-  n->out_shape.d[2] = c->ow;
+    return strop__shape_error(n, "input must be [C, H, W] per sample, got %s",
+                              strop__shape_str(s, buf, sizeof buf));
+  const int64_t oh = strop__conv_out_len(s->d[1], c->kernel[0], c->st[0], c->padding[0],
+                                         c->dilation[0]);
+  const int64_t ow = strop__conv_out_len(s->d[2], c->kernel[1], c->st[1], c->padding[1],
+                                         c->dilation[1]);
+  if (oh <= 0 || ow <= 0 || s->d[1] <= 0 || s->d[2] <= 0)
+    return strop__shape_error(n, "kernel_size %lldx%lld (dilation %lldx%lld) is larger than the "
+                              "padded input %lldx%lld (input shape %s)", (long long)c->kernel[0],
+                              (long long)c->kernel[1], (long long)c->dilation[0],
+                              (long long)c->dilation[1], (long long)(s->d[1] + 2 * c->padding[0]),
+                              (long long)(s->d[2] + 2 * c->padding[1]),
+                              strop__shape_str(s, buf, sizeof buf));
+  out->rank = 3;
+  out->d[0] = s->d[0];
+  out->d[1] = oh;
+  out->d[2] = ow;
   return STROP_OK;
 }
 
@@ -85,7 +83,9 @@ static strop__pool2d_dims pool_dims(const pool_cfg *c, const strop__act *a) {
   strop__pool2d_dims d = {a->n,           a->shape.d[0], a->shape.d[1],  a->shape.d[2],
                           c->kernel[0],   c->kernel[1],  c->st[0],       c->st[1],
                           c->padding[0],  c->padding[1], c->dilation[0], c->dilation[1],
-                          c->oh,          c->ow};
+                          0,              0};
+  d.oh = strop__conv_out_len(d.h, d.kh, d.sh, d.ph, d.dh);
+  d.ow = strop__conv_out_len(d.w, d.kw, d.sw, d.pw, d.dw);
   return d;
 }
 
@@ -149,15 +149,14 @@ static strop_status avgpool_backward(strop__node *n, const strop__exec *x, const
 
 /* ---- global average pool ---- */
 
-static strop_status gap_infer(strop__node *n) {
-  const strop__shape *s = &n->in_shapes[0];
+static strop_status gap_shape(const strop__node *n, const strop__shape *in, strop__shape *out) {
+  const strop__shape *s = &in[0];
   char buf[96];
   if (s->rank != 3 || s->d[1] * s->d[2] <= 0)
-    return strop__err(STROP_E_SHAPE, "layer '%s' (global_avgpool): input must be [C, H, W] per "
-                                     "sample with H, W > 0, got %s",
-                      n->name, strop__shape_str(s, buf, sizeof buf));
-  n->out_shape.rank = 1;
-  n->out_shape.d[0] = s->d[0];
+    return strop__shape_error(n, "input must be [C, H, W] per sample with H, W > 0, got %s",
+                              strop__shape_str(s, buf, sizeof buf));
+  out->rank = 1;
+  out->d[0] = s->d[0];
   return STROP_OK;
 }
 
@@ -189,7 +188,8 @@ const strop__layer_vtable strop__layer_maxpool2d = {
     .flags = STROP__LAYER_ASSIGNS_DIN | STROP__LAYER_EPILOGUE_MAXPOOL,
     .options = MAX_OPTIONS,
     .check = pool_check,
-    .infer = pool_infer,
+    .shape = pool_shape,
+    .infer = strop__node_infer_shape,
     .forward = maxpool_forward,
     .backward = maxpool_backward,
 };
@@ -201,7 +201,8 @@ const strop__layer_vtable strop__layer_avgpool2d = {
     .n_inputs = 1,
     .options = AVG_OPTIONS,
     .check = pool_check,
-    .infer = pool_infer,
+    .shape = pool_shape,
+    .infer = strop__node_infer_shape,
     .forward = avgpool_forward,
     .backward = avgpool_backward,
 };
@@ -211,7 +212,8 @@ const strop__layer_vtable strop__layer_global_avgpool = {
     .doc = "mean over H and W: [C, H, W] -> [C] (nn.AdaptiveAvgPool2d(1) then flatten)",
     .cfg_size = 1,
     .n_inputs = 1,
-    .infer = gap_infer,
+    .shape = gap_shape,
+    .infer = strop__node_infer_shape,
     .forward = gap_forward,
     .backward = gap_backward,
 };

@@ -29,30 +29,23 @@ static const strop__paramdef PARAMS[] = {
     [W] = {"weight", 0, "normalized_shape, when elementwise_affine"},
     {NULL}};
 
+static strop_status rmsnorm_shape(const strop__node *n, const strop__shape *in,
+                                    strop__shape *out) {
+  const rmsnorm_cfg *c = n->cfg;
+  return strop__shape_trailing(n, in, c->shape, c->nshape, out);
+}
+
 static strop_status rmsnorm_infer(strop__node *n) {
   rmsnorm_cfg *c = n->cfg;
   const strop__shape *s = &n->in_shapes[0];
-  char buf[96], nb[96];
-  if (s->rank < 1)
-    return strop__err(STROP_E_SHAPE, "layer '%s' (rmsnorm): input must have at least one "
-                      "dimension per sample, got %s", n->name,
-                      strop__shape_str(s, buf, sizeof buf));
-  if (c->nshape == 0) { /* auto: the last dimension */
+  if (c->nshape == 0 && s->rank >= 1) { /* auto: the last dimension, nn.LayerNorm(x.shape[-1]) */
     c->nshape = 1;
     c->shape[0] = s->d[s->rank - 1];
   }
-  strop__shape ns = {c->nshape, {0}};
-  int ok = c->nshape <= s->rank;
-  for (int i = 0; i < c->nshape; i++) {
-    ns.d[i] = c->shape[i];
-    ok = ok && s->d[s->rank - c->nshape + i] == c->shape[i];
-  }
-  if (!ok)
-    return strop__err(STROP_E_SHAPE, "layer '%s' (rmsnorm): normalized_shape %s does not match "
-                      "the trailing dimensions of the input %s", n->name,
-                      strop__shape_str(&ns, nb, sizeof nb), strop__shape_str(s, buf, sizeof buf));
-  n->out_shape = *s;
-  return c->elementwise_affine ? strop__node_declare(n, W, c->nshape, c->shape) : STROP_OK;
+  strop_status st0 = rmsnorm_shape(n, n->in_shapes, &n->out_shape);
+  if (st0) return st0;
+  if (!c->elementwise_affine) return STROP_OK;
+  return strop__node_declare(n, W, c->nshape, c->shape);
 }
 
 static void rmsnorm_init(strop__node *n, strop__rng *rng) {
@@ -105,6 +98,7 @@ const strop__layer_vtable strop__layer_rmsnorm = {
     .n_inputs = 1,
     .options = OPTIONS,
     .params = PARAMS,
+    .shape = rmsnorm_shape,
     .infer = rmsnorm_infer,
     .init = rmsnorm_init,
     .forward = rmsnorm_forward,

@@ -10,15 +10,16 @@ typedef struct mean_pool_saved {
   const float *mask;
 } mean_pool_saved;
 
-static strop_status mean_pool_infer(strop__node *n) {
-  const strop__shape *s = &n->in_shapes[0];
+static strop_status mean_pool_shape(const strop__node *n, const strop__shape *in,
+                                    strop__shape *out) {
+  const strop__shape *s = &in[0];
   char buf[96];
   if (s->rank < 2)
     return strop__err(STROP_E_SHAPE,
                       "layer '%s' (mean_pool): input must be [T, D, ...] per sample, got %s",
                       n->name, strop__shape_str(s, buf, sizeof buf));
-  n->out_shape.rank = s->rank - 1;
-  for (int i = 1; i < s->rank; i++) n->out_shape.d[i - 1] = s->d[i];
+  out->rank = s->rank - 1;
+  for (int i = 1; i < s->rank; i++) out->d[i - 1] = s->d[i];
   return STROP_OK;
 }
 
@@ -96,7 +97,8 @@ const strop__layer_vtable strop__layer_mean_pool = {
     .n_inputs = 1,
     .doc = "mean over the sequence, [T, *] -> [*], honouring the batch's padding mask",
     .flags = 0,
-    .infer = mean_pool_infer,
+    .shape = mean_pool_shape,
+    .infer = strop__node_infer_shape,
     .init = NULL,
     .forward = mean_pool_forward,
     .backward = mean_pool_backward,

@@ -22,9 +22,10 @@ static const strop__optdef FLATTEN_OPTIONS[] = {
                    "last dimension merged (-1: the last)"),
     {NULL}};
 
-static strop_status flatten_infer(strop__node *n) {
+static strop_status flatten_shape(const strop__node *n, const strop__shape *in,
+                                  strop__shape *out) {
   const flatten_cfg *c = n->cfg;
-  const strop__shape *s = &n->in_shapes[0];
+  const strop__shape *s = &in[0];
   int64_t full = s->rank + 1;
   int64_t a = c->start_dim < 0 ? c->start_dim + full : c->start_dim;
   int64_t e = c->end_dim < 0 ? c->end_dim + full : c->end_dim;
@@ -43,7 +44,7 @@ static strop_status flatten_infer(strop__node *n) {
   for (int64_t i = a - 1; i <= e - 1; i++) p *= s->d[i];
   o.d[o.rank++] = p;
   for (int64_t i = e; i < s->rank; i++) o.d[o.rank++] = s->d[i];
-  n->out_shape = o;
+  *out = o;
   return STROP_OK;
 }
 
@@ -66,9 +67,10 @@ static strop_status reshape_check(void *cfg, strop__opts *o) {
   return STROP_OK;
 }
 
-static strop_status reshape_infer(strop__node *n) {
+static strop_status reshape_shape(const strop__node *n, const strop__shape *in,
+                                  strop__shape *out) {
   const reshape_cfg *c = n->cfg;
-  const strop__shape *s = &n->in_shapes[0];
+  const strop__shape *s = &in[0];
   int64_t total = (int64_t)strop__shape_numel(s), known = 1;
   int free_at = -1;
   strop__shape o = {c->rank, {0}};
@@ -91,7 +93,7 @@ static strop_status reshape_infer(strop__node *n) {
                       n->name, strop__shape_str(&want, b1, sizeof b1), (long long)total,
                       strop__shape_str(s, b2, sizeof b2));
   }
-  n->out_shape = o;
+  *out = o;
   return STROP_OK;
 }
 
@@ -126,7 +128,8 @@ const strop__layer_vtable strop__layer_flatten = {
     .doc = "merges dimensions start_dim..end_dim into one (torch.nn.Flatten)",
     .flags = STROP__LAYER_ASSIGNS_DIN,
     .options = FLATTEN_OPTIONS,
-    .infer = flatten_infer,
+    .shape = flatten_shape,
+    .infer = strop__node_infer_shape,
     .init = NULL,
     .forward = copy_forward,
     .backward = copy_backward,
@@ -140,7 +143,8 @@ const strop__layer_vtable strop__layer_reshape = {
     .flags = STROP__LAYER_ASSIGNS_DIN,
     .options = RESHAPE_OPTIONS,
     .check = reshape_check,
-    .infer = reshape_infer,
+    .shape = reshape_shape,
+    .infer = strop__node_infer_shape,
     .init = NULL,
     .forward = copy_forward,
     .backward = copy_backward,
