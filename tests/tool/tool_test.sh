@@ -29,6 +29,37 @@ usage)
   expect 2 "unknown option '--wat'" -- "$strop" train --wat r.yaml
   expect 2 "--set takes KEY=VALUE" -- "$strop" train --set lr r.yaml
   expect 0 "strop 0.1.0" -- "$strop" version
+  expect 0 "strop 0.1.0" -- "$strop" --version
+  expect 0 "usage: strop version" -- "$strop" version --help
+  expect 0 "usage: strop eval" -- "$strop" help eval
+  expect 2 "option '--top' does not apply to train" -- "$strop" train --top 3 r.yaml
+  expect 2 "--split takes one of test|val|train" -- "$strop" eval --split tst r.yaml
+  # Each command's --help lists exactly the options its parser takes: every option of
+  # `strop --help` is either in `strop CMD --help` and accepted, or refused as not applying.
+  all_opts=$("$strop" --help | sed -nE 's/^  (-[a-z], )?(--[a-z-]+)( [^ ]+)?  .*/\2\3/p' | grep -v -- '--version')
+  [ "$(wc -l <<<"$all_opts")" -ge 10 ] || fail "strop --help lists too few options: $all_opts"
+  for cmd in train finetune tune eval predict summary inspect version; do
+    help=$("$strop" "$cmd" --help) || fail "strop $cmd --help failed"
+    while read -r opt placeholder; do
+      case $placeholder in
+        N | K) value=1 ;; KEY=VALUE) value=a=b ;; test*) value=test ;; '') value= ;; *) value=x ;;
+      esac
+      out=$("$strop" "$cmd" "$opt" ${value:+"$value"} 2>&1)
+      if grep -qE "^  (-[a-z], )?$opt( |$)" <<<"$help"; then
+        if grep -qE "unknown option|does not apply|needs a value|takes" <<<"$out"; then
+          fail "strop $cmd --help lists $opt but the parser refuses it: $out"
+        fi
+      else
+        grep -q "does not apply to $cmd" <<<"$out" ||
+          fail "strop $cmd --help omits $opt, which the parser takes: $out"
+      fi
+    done <<<"$all_opts"
+    echo "ok: strop $cmd --help lists what the parser takes"
+  done
+  # and the man page describes every option
+  for opt in $(cut -d' ' -f1 <<<"$all_opts") --version; do
+    grep -qF -- "$(sed 's/-/\\-/g' <<<"$opt")" "$src/docs/man/strop.1" || fail "strop.1 does not describe $opt"
+  done
   ;;
 recipe_errors)
   printf 'model: {spec: a.yaml}\noptimiser: {lr: 1}\n' > "$work/r1.yaml"

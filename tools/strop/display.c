@@ -1,5 +1,5 @@
 /* strop tool — what people see: a progress bar per epoch on a terminal (one plain line per
- * epoch otherwise), the end-of-run report as text or JSON, and per-command help. */
+ * epoch otherwise), the end-of-run report as text or JSON. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -209,42 +209,6 @@ void tool_report_text(FILE *f, const strop_recipe *r, strop_run *run) {
   int64_t best = strop_run_info(run, STROP_INFO_BEST_EPOCH);
   if (best >= 0) fprintf(f, "best epoch of the last stage: %lld\n", (long long)best + 1);
   fprintf(f, "time:       %.1f s\n", strop_run_seconds(run));
-}
-
-void tool_command_help(const char *cmd) {
-  static const struct {
-    const char *cmd, *text;
-  } H[] = {
-      {"train", "usage: strop train RECIPE [--set KEY=VALUE]... [--seed N] [--threads N]\n"
-                "                         [--epochs N] [--no-baselines] [--quiet] [--json]\n"
-                "Builds model.spec with fresh weights and trains it as the recipe says (its\n"
-                "model.weights is not read). Writes the recipe's outputs.\n"},
-      {"finetune", "usage: strop finetune RECIPE [--set KEY=VALUE]... [--seed N] [--threads N]\n"
-                   "                            [--epochs N] [--no-baselines] [--quiet] [--json]\n"
-                   "Loads model.spec and the pre-trained model.weights, applies the surgery,\n"
-                   "runs every stage, evaluates on the test data after each, runs the baselines,\n"
-                   "and writes the outputs (weights, spec, metrics, plot, report).\n"},
-      {"tune", "usage: strop tune RECIPE [--set KEY=VALUE]... [--epochs N] [--quiet] [--json]\n"
-               "Runs the recipe's tune: section: trials of the fine-tune with values drawn by\n"
-               "grid, random or Bayesian search; a live table, a trials file, the best recipe.\n"},
-      {"eval", "usage: strop eval RECIPE [--spec FILE] [--weights FILE] [--split test|val|train]\n"
-               "                        [--json]\n"
-               "Evaluates a model (by default the recipe's output spec and weights) on the\n"
-               "recipe's data: loss, accuracy, top-5, per-class precision/recall/F1, confusion.\n"},
-      {"predict", "usage: strop predict SPEC WEIGHTS INPUT.npy [--top K] [--json]\n"
-                  "Runs the model on every row of INPUT (float32/float64/uint8/int .npy, N x input\n"
-                  "shape) and prints the K most likely classes with their probabilities.\n"},
-      {"summary", "usage: strop summary SPEC [WEIGHTS]\n"
-                  "Prints the layer table: name, type, output shape, parameters, trainable.\n"},
-      {"inspect", "usage: strop inspect FILE [--json]\n"
-                  "Lists a safetensors weights or checkpoint file: names, dtypes, shapes, metadata.\n"},
-  };
-  for (size_t i = 0; i < sizeof H / sizeof H[0]; i++)
-    if (!strcmp(H[i].cmd, cmd)) {
-      fputs(H[i].text, stdout);
-      return;
-    }
-  printf("strop: no help for '%s'; see strop --help\n", cmd);
 }
 
 /* ---- a small .npy reader for predict ---- */
