@@ -43,6 +43,17 @@ if readelf -d "$so" | grep -Eq '\((RUNPATH|RPATH)\).*'"$build"; then
 fi
 step "SONAME $soname, libstrop.so -> libstrop.so.0 -> libstrop.so.$version"
 
+# The man pages name documents (recipes.md, ...): each must be installed in the docdir.
+docdir=$(find "$prefix" -type d -path '*/doc/strop' | head -n1)
+[ -n "$docdir" ] || die "no share/doc/strop installed"
+for man in $(find "$prefix" -name 'strop.1' -o -name 'libstrop.3'); do
+  for doc in $(grep -oE '[a-z_]+\.md' "$man" | sort -u); do
+    [ -f "$docdir/$doc" ] || die "$(basename "$man") names $doc, which is not installed in ${docdir#"$prefix"/}"
+  done
+done
+[ -n "$(find "$prefix" -name strop.1)" ] || die "no strop.1 installed"
+step "man pages installed; every document they name is in ${docdir#"$prefix"/}"
+
 # ---- 1: pkg-config, as the README says: PKG_CONFIG_PATH, --cflags --libs, and an rpath to
 # the installed libdir so the program finds libstrop.so.0 when it runs ----
 export PKG_CONFIG_PATH=$pcdir
