@@ -74,6 +74,16 @@ recipe_errors)
   expect 1 "nope.yaml" -- "$strop" train "$work/r5.yaml"
   expect 1 "no-such-recipe.yaml" -- "$strop" train "$work/no-such-recipe.yaml"
   expect 3 "'lr' must be a number" -- "$strop" finetune "$src/examples/fashion/finetune.yaml" --set optimizer.lr=fast
+  # an error names each function once, and no internal (strop__) name
+  out=$("$strop" finetune "$src/examples/fashion/finetune.yaml" --set optimizer.lr=fast 2>&1)
+  [ "$(grep -o 'strop_recipe_set' <<<"$out" | wc -l)" -eq 1 ] || fail "the message repeats its prefix: $out"
+  printf 'input: [2]\nlayers:\n  - {name: head, type: linear, out_features: 2}\n' > "$work/net.yaml"
+  printf '0,0,0\n1,1,7\n' > "$work/bad.csv"
+  printf 'model: {spec: net.yaml}\ndata: {source: csv, path: bad.csv, num_classes: 2}\noptimizer: {kind: sgd, lr: 0.1}\ntrain: {epochs: 1}\n' > "$work/r6.yaml"
+  out=$("$strop" train "$work/r6.yaml" --quiet 2>&1)
+  grep -q "error" <<<"$out" || fail "a label outside the classes was not refused: $out"
+  if grep -q "strop__" <<<"$out"; then fail "the message names an internal function: $out"; fi
+  echo "ok: $out"
   expect 3 "'model.weights' is required" -- "$strop" finetune "$src/examples/fashion/pretrain.yaml" --epochs 1
   ;;
 inspect)
