@@ -84,6 +84,14 @@ recipe_errors)
   grep -q "error" <<<"$out" || fail "a label outside the classes was not refused: $out"
   if grep -q "strop__" <<<"$out"; then fail "the message names an internal function: $out"; fi
   echo "ok: $out"
+  # a head narrower than the classes is refused before any training, naming both numbers
+  if [ -f "$SKLEARN/iris.csv" ]; then
+    printf 'input: [4]\nlayers:\n  - {name: body, type: linear, out_features: 8}\n  - {name: act, type: relu}\n  - {name: head, type: linear, out_features: 2}\n' > "$work/iris2.yaml"
+    printf 'model: {spec: iris2.yaml}\ndata: {source: csv, path: %s, sklearn_header: true, num_classes: 3}\ntrain: {epochs: 1}\n' "$SKLEARN/iris.csv" > "$work/r7.yaml"
+    expect 3 "3 classes but the model's output 'head' has 2 values per sample" -- "$strop" train "$work/r7.yaml"
+    out=$("$strop" train "$work/r7.yaml" 2>&1)
+    if grep -qE "stage 1|step 0|epoch" <<<"$out"; then fail "the head was checked only after training began: $out"; fi
+  fi
   expect 3 "'model.weights' is required" -- "$strop" finetune "$src/examples/fashion/pretrain.yaml" --epochs 1
   ;;
 inspect)
