@@ -42,6 +42,10 @@ static int ends_with(const char *s, const char *suf) {
   return a >= b && !strcmp(s + a - b, suf);
 }
 
+/* Files number epochs from 1, as the tool's screen does; the C API's history and progress
+ * keep their 0-based index. */
+static double epoch_number(double index) { return isnan(index) ? index : index + 1; }
+
 static strop_status write_metrics(const strop_run *run, const char *path) {
   strop__sbuf b;
   memset(&b, 0, sizeof b);
@@ -59,14 +63,14 @@ static strop_status write_metrics(const strop_run *run, const char *path) {
       strop__sbuf_json_str(&b, name);
       for (int k = 1; k < HC_N; k++) {
         strop__sbuf_printf(&b, ",\"%s\":", cols[k]);
-        num(&b, r[k]);
+        num(&b, k == HC_EPOCH ? epoch_number(r[k]) : r[k]);
       }
       strop__sbuf_puts(&b, "}\n");
     } else {
       strop__sbuf_printf(&b, "%lld,%s", (long long)st, name);
       for (int k = 1; k < HC_N; k++) {
         strop__sbuf_puts(&b, ",");
-        if (!isnan(r[k])) strop__sbuf_printf(&b, "%.6g", r[k]);
+        if (!isnan(r[k])) strop__sbuf_printf(&b, "%.6g", k == HC_EPOCH ? epoch_number(r[k]) : r[k]);
       }
       strop__sbuf_puts(&b, "\n");
     }
@@ -87,8 +91,13 @@ static strop_status write_report(const strop_run *run, const char *path) {
                                      "total_params", "stages", "epochs", "best_epoch", "classes"};
   static const char *const mk[RUN_NM] = {"loss", "accuracy", "top5", "macro_f1", "mse", "mae",
                                          "samples"};
+  int top5 = run->info[STROP_INFO_CLASSES] > 5; /* top-5 says something only with more classes */
   strop__sbuf_puts(&b, "{");
-  for (int i = 0; i < 9; i++) strop__sbuf_printf(&b, "\"%s\":%lld,", info[i], (long long)run->info[i]);
+  for (int i = 0; i < 9; i++) {
+    int64_t v = run->info[i];
+    if (i == STROP_INFO_BEST_EPOCH && v < 0) strop__sbuf_printf(&b, "\"%s\":null,", info[i]);
+    else strop__sbuf_printf(&b, "\"%s\":%lld,", info[i], (long long)(i == STROP_INFO_BEST_EPOCH ? v + 1 : v));
+  }
   strop__sbuf_puts(&b, "\"seconds\":");
   num(&b, run->seconds);
   strop__sbuf_puts(&b, ",\"stages_results\":[");
@@ -97,14 +106,18 @@ static strop_status write_report(const strop_run *run, const char *path) {
     strop__sbuf_puts(&b, i ? ",{\"name\":" : "{\"name\":");
     strop__sbuf_json_str(&b, s->name);
     strop__sbuf_printf(&b, ",\"baseline\":%s,\"test\":{", s->baseline ? "true" : "false");
-    for (int k = 0; k < RUN_NM; k++) {
-      strop__sbuf_printf(&b, "%s\"%s\":", k ? "," : "", mk[k]);
+    for (int k = 0, first = 1; k < RUN_NM; k++) {
+      if (k == STROP_METRIC_TOP5 && !top5) continue;
+      strop__sbuf_printf(&b, "%s\"%s\":", first ? "" : ",", mk[k]);
       num(&b, s->test[k]);
+      first = 0;
     }
     strop__sbuf_puts(&b, "},\"val\":{");
-    for (int k = 0; k < RUN_NM; k++) {
-      strop__sbuf_printf(&b, "%s\"%s\":", k ? "," : "", mk[k]);
+    for (int k = 0, first = 1; k < RUN_NM; k++) {
+      if (k == STROP_METRIC_TOP5 && !top5) continue;
+      strop__sbuf_printf(&b, "%s\"%s\":", first ? "" : ",", mk[k]);
       num(&b, s->val[k]);
+      first = 0;
     }
     strop__sbuf_puts(&b, "}}");
   }

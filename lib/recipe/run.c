@@ -967,7 +967,7 @@ static strop_status run_stage(ctx *c, strop_model *m, const strop__ynode *st, in
     if (s != STROP_E_CANCELLED) fail(s, c->stage_name);
     goto done;
   }
-  c->run->info[STROP_INFO_BEST_EPOCH] = strop_trainer_best_epoch(t);
+  if (!sr->baseline) c->run->info[STROP_INFO_BEST_EPOCH] = strop_trainer_best_epoch(t);
   if (head) {
     /* the trained head goes back into the model */
     if ((s = strop__model_copy_state(m, head))) goto done;
@@ -1106,8 +1106,8 @@ strop_status strop_recipe_run(const strop_recipe *r, const strop_run_options *us
   strop_model_free(initial);
   run->info[STROP_INFO_STAGES] = run->n_st;
   run->info[STROP_INFO_EPOCHS] = run->hist_len;
+  run->seconds = now_sec() - c.t0; /* before the outputs, so report.json has it */
   if (!s && o.write_outputs) s = strop__run_write_outputs(r, run);
-  run->seconds = now_sec() - c.t0;
   strop_dataset_free(c.train);
   strop_dataset_free(c.val);
   strop_dataset_free(c.test);

@@ -127,7 +127,8 @@ data:
   batch_size: 16
 optimizer: {kind: adam, lr: 0.02}
 train: {epochs: 40}
-output: {dir: out, weights: iris.safetensors, spec: iris.yaml, metrics: metrics.jsonl, plot: iris.svg}
+output: {dir: out, weights: iris.safetensors, spec: iris.yaml, metrics: metrics.jsonl, plot: iris.svg,
+         report: report.json}
 Y
   "$strop" train "$work/iris.yaml" --json --quiet > "$work/run.json" || fail "train iris"
   python3 - "$work/run.json" <<'P' || fail "iris accuracy"
@@ -138,10 +139,39 @@ print("iris test accuracy", acc)
 assert d["test_size"] == 45 and d["train_size"] == 105, d
 assert acc > 0.85, acc
 P
-  for f in iris.safetensors iris.yaml metrics.jsonl iris.svg; do [ -s "$work/out/$f" ] || fail "missing output $f"; done
+  for f in iris.safetensors iris.yaml metrics.jsonl iris.svg report.json; do [ -s "$work/out/$f" ] || fail "missing output $f"; done
+  # The files, the --json report and the screen agree: epochs are numbered from 1, the best
+  # epoch is that of the last stage that is not a baseline, the run took time, and top-5 is
+  # not reported for 3 classes.
+  { cat "$work/iris.yaml"; printf 'stages:\n  - {name: a, epochs: 6}\n  - {name: b, epochs: 6}\nbaselines: [scratch]\n'; } \
+    > "$work/iris_stages.yaml"
+  "$strop" train "$work/iris_stages.yaml" --json > "$work/run2.json" 2>/dev/null || fail "train iris in stages"
+  "$strop" train "$work/iris_stages.yaml" --quiet > "$work/run2.txt" || fail "train iris in stages (text)"
+  python3 - "$work/run2.json" "$work/out/report.json" "$work/out/metrics.jsonl" "$work/run2.txt" <<'P' || fail "report"
+import json, re, sys
+run = json.load(open(sys.argv[1])); rep = json.load(open(sys.argv[2]))
+rows = [json.loads(l) for l in open(sys.argv[3])]
+text = open(sys.argv[4]).read()
+assert rep["seconds"] > 0, rep["seconds"]
+assert [s["baseline"] for s in run["stages"]] == [False, False, True], run["stages"]
+main = [r for r in rows if r["stage"] == 1]          # stage b, the last that is not a baseline
+assert [r["epoch"] for r in main] == list(range(1, 7)), [r["epoch"] for r in main]
+assert [r["epoch"] for r in run["history"] if r["stage"] == 2] == list(range(1, 13))
+key = "val_loss" if main[0]["val_loss"] is not None else "train_loss"
+losses = [r[key] for r in main]
+best = 1 + losses.index(min(losses))
+assert rep["best_epoch"] == best == run["best_epoch"], (rep["best_epoch"], run["best_epoch"], best, key)
+m = re.search(r"best epoch of stage '(\w+)': (\d+)", text)
+assert m and m.group(1) == "b" and int(m.group(2)) == best, text
+for st in rep["stages_results"]:
+    assert "top5" not in st["test"], st
+print("report: best epoch", best, "of stage 'b' by", key, "in files, --json and on screen;",
+      f"{rep['seconds']:.2f} s")
+P
   expect 0 "accuracy" -- "$strop" eval "$work/iris.yaml"
   "$strop" eval "$work/iris.yaml" --json > "$work/eval.json" || fail "eval --json"
-  python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['samples']==45 and d['accuracy']>0.85 and len(d['per_class'])==3" "$work/eval.json" || fail "eval json"
+  python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['samples']==45 and d['accuracy']>0.85 and len(d['per_class'])==3 and 'top5' not in d" "$work/eval.json" || fail "eval json"
+  if "$strop" eval "$work/iris.yaml" | grep -qi "top-5"; then fail "eval reports top-5 accuracy for 3 classes"; fi
   python3 -c "import numpy as np; np.save('$work/x.npy', np.array([[5.1,3.5,1.4,0.2],[6.7,3.0,5.2,2.3]], dtype=np.float32))" 2>/dev/null || { echo "skip predict: no numpy"; exit 0; }
   # the model was trained on normalised inputs; predict applies the raw model, so only check the format
   expect 0 "0:" -- "$strop" predict "$work/out/iris.yaml" "$work/out/iris.safetensors" "$work/x.npy" --top 2

@@ -164,8 +164,9 @@ static int cmd_eval(const opts *o) {
     if (o->json) {
       printf("{\"samples\":%.0f,\"loss\":%.6g", n, loss);
       if (C > 0) {
-        printf(",\"accuracy\":%.6g,\"top5\":%.6g,\"macro_f1\":%.6g,\"per_class\":[", acc,
-               strop_metrics_get(mt, STROP_METRIC_TOP5), strop_metrics_get(mt, STROP_METRIC_MACRO_F1));
+        printf(",\"accuracy\":%.6g", acc);
+        if (C > 5) printf(",\"top5\":%.6g", strop_metrics_get(mt, STROP_METRIC_TOP5));
+        printf(",\"macro_f1\":%.6g,\"per_class\":[", strop_metrics_get(mt, STROP_METRIC_MACRO_F1));
         for (int64_t c = 0; c < C; c++)
           printf("%s{\"precision\":%.6g,\"recall\":%.6g,\"f1\":%.6g,\"support\":%.0f}", c ? "," : "",
                  strop_metrics_class(mt, c, STROP_CLASS_PRECISION),
@@ -181,9 +182,9 @@ static int cmd_eval(const opts *o) {
     } else {
       printf("%s on %.0f samples: loss %.4f", weights, n, loss);
       if (C > 0) {
-        printf(", accuracy %.2f%%, top-5 %.2f%%, macro F1 %.3f\n", 100 * acc,
-               100 * strop_metrics_get(mt, STROP_METRIC_TOP5),
-               strop_metrics_get(mt, STROP_METRIC_MACRO_F1));
+        printf(", accuracy %.2f%%", 100 * acc);
+        if (C > 5) printf(", top-5 %.2f%%", 100 * strop_metrics_get(mt, STROP_METRIC_TOP5));
+        printf(", macro F1 %.3f\n", strop_metrics_get(mt, STROP_METRIC_MACRO_F1));
         printf("class  precision  recall     f1  support\n");
         for (int64_t c = 0; c < C; c++)
           printf("%5lld  %9.3f  %6.3f  %5.3f  %7.0f\n", (long long)c,
