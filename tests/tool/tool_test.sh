@@ -140,10 +140,13 @@ assert d["test_size"] == 45 and d["train_size"] == 105, d
 assert acc > 0.85, acc
 P
   for f in iris.safetensors iris.yaml metrics.jsonl iris.svg report.json; do [ -s "$work/out/$f" ] || fail "missing output $f"; done
+  python3 "$src/tests/tool/check_svg.py" "$work/out/iris.svg" --legend training \
+    --legend "test, after each stage" --old "$src/examples/fashion/pretrain.svg" || fail "the training plot"
   # The files, the --json report and the screen agree: epochs are numbered from 1, the best
   # epoch is that of the last stage that is not a baseline, the run took time, and top-5 is
   # not reported for 3 classes.
-  { cat "$work/iris.yaml"; printf 'stages:\n  - {name: a, epochs: 6}\n  - {name: b, epochs: 6}\nbaselines: [scratch]\n'; } \
+  { sed 's/  test_fraction: 0.3/  test_fraction: 0.3\n  val_fraction: 0.2/' "$work/iris.yaml"
+    printf 'stages:\n  - {name: a, epochs: 6}\n  - {name: b, epochs: 6}\nbaselines: [scratch]\n'; } \
     > "$work/iris_stages.yaml"
   "$strop" train "$work/iris_stages.yaml" --json > "$work/run2.json" 2>/dev/null || fail "train iris in stages"
   "$strop" train "$work/iris_stages.yaml" --quiet > "$work/run2.txt" || fail "train iris in stages (text)"
@@ -168,6 +171,8 @@ for st in rep["stages_results"]:
 print("report: best epoch", best, "of stage 'b' by", key, "in files, --json and on screen;",
       f"{rep['seconds']:.2f} s")
 P
+  python3 "$src/tests/tool/check_svg.py" "$work/out/iris.svg" --legend training --legend validation \
+    --legend "baseline (from scratch): training" --legend "baseline: validation" || fail "the staged plot"
   expect 0 "accuracy" -- "$strop" eval "$work/iris.yaml"
   "$strop" eval "$work/iris.yaml" --json > "$work/eval.json" || fail "eval --json"
   python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['samples']==45 and d['accuracy']>0.85 and len(d['per_class'])==3 and 'top5' not in d" "$work/eval.json" || fail "eval json"
@@ -177,6 +182,37 @@ P
   expect 0 "0:" -- "$strop" predict "$work/out/iris.yaml" "$work/out/iris.safetensors" "$work/x.npy" --top 2
   expect 3 "not a whole number of samples" -- bash -c "python3 -c \"import numpy as np; np.save('$work/y.npy', np.zeros(5, dtype=np.float32))\" && '$strop' predict '$work/out/iris.yaml' '$work/out/iris.safetensors' '$work/y.npy'"
   ;;
+tune_iris)
+  # a small search, to check what `strop tune` writes: the trials file, the best recipe and a
+  # well-formed plot with round ticks
+  [ -f "$SKLEARN/iris.csv" ] || { echo "skip: $SKLEARN/iris.csv missing"; exit 77; }
+  printf 'input: [4]\nlayers:\n  - {name: body, type: linear, out_features: 16}\n  - {name: act, type: tanh}\n  - {name: head, type: linear, out_features: 3}\n' > "$work/net.yaml"
+  data="data: {source: csv, path: $SKLEARN/iris.csv, sklearn_header: true, num_classes: 3, test_fraction: 0.3, val_fraction: 0.2, normalize: auto, batch_size: 16}"
+  printf 'seed: 1\nmodel: {spec: net.yaml}\n%s\ntrain: {epochs: 3}\noutput: {dir: ., weights: net.safetensors}\n' "$data" > "$work/pre.yaml"
+  "$strop" train "$work/pre.yaml" --quiet > /dev/null || fail "pre-training the iris net"
+  cat > "$work/tune.yaml" <<Y
+seed: 2
+model: {spec: net.yaml, weights: net.safetensors}
+$data
+optimizer: {kind: adam, lr: 0.02}
+train: {epochs: 6}
+tune:
+  strategy: random
+  trials: 6
+  metric: val_accuracy
+  trials_file: trials.jsonl
+  best_recipe: best.yaml
+  plot: tune.svg
+  params:
+    - {key: optimizer.lr, type: float, low: 1.0e-4, high: 1.0e-1, log: true}
+    - {key: data.batch_size, type: int, low: 8, high: 64}
+Y
+  "$strop" tune "$work/tune.yaml" --quiet > /dev/null || fail "strop tune"
+  [ "$(wc -l < "$work/trials.jsonl")" -eq 6 ] || fail "trials file"
+  [ -s "$work/best.yaml" ] || fail "no best recipe"
+  python3 "$src/tests/tool/check_svg.py" "$work/tune.svg" --legend "a trial" --legend "best so far" ||
+    fail "the tune plot"
+  ;;
 demo_fashion|demo_digits)
   [ -f "$FASHION/train-images-idx3-ubyte.gz" ] || { echo "skip: $FASHION missing"; exit 77; }
   [ -z "${STROP_SANITIZED:-}" ] || { echo "skip: the demos are too slow under sanitizers"; exit 77; }
@@ -185,6 +221,8 @@ demo_fashion|demo_digits)
   [ "$case_name" = demo_digits ] && { [ -f "$SKLEARN/digits.csv.gz" ] || { echo "skip: digits missing"; exit 77; }; }
   epochs=${STROP_DEMO_EPOCHS:-12}
   "$strop" finetune "$recipe" --epochs "$epochs" --json --quiet --set output.dir="$work/out" > "$work/run.json" || fail "demo run"
+  python3 "$src/tests/tool/check_svg.py" "$work/out/training.svg" --legend training \
+    --legend "baseline (from scratch)" || fail "the demo's plot"
   python3 - "$work/run.json" <<'P' || fail "fine-tuning did not beat training from scratch"
 import json, sys
 d = json.load(open(sys.argv[1]))
@@ -206,7 +244,7 @@ tune_fashion)
   "$strop" tune "$recipe" "${common[@]}" --set tune.trials=6 --set tune.initial=3 > "$work/table.txt" || fail "tune run"
   cat "$work/table.txt"
   [ "$(wc -l < "$work/trials.jsonl")" -eq 6 ] || fail "trials file has $(wc -l < "$work/trials.jsonl") lines, expected 6"
-  grep -q "<svg" "$work/tune.svg" || fail "no tune plot"
+  python3 "$src/tests/tool/check_svg.py" "$work/tune.svg" || fail "the tune plot"
   "$strop" tune "$recipe" "${common[@]}" --set tune.trials=6 --json > "$work/resumed.json" || fail "resume"
   [ "$(wc -l < "$work/trials.jsonl")" -eq 6 ] || fail "a finished search ran trials again after resuming"
   python3 - "$work/default.json" "$work/resumed.json" <<'P' || fail "tuning did not reach the default's validation accuracy"
