@@ -1,6 +1,6 @@
 # strop — writes and installs strop.pc at install time, when the real prefix is known
 # (`cmake --install build --prefix P` changes it after configuring). Included by the
-# install(CODE) in CMakeLists.txt with STROP_PC_IN, STROP_PC_OUT, STROP_PC_LIBDIR,
+# install(CODE) in CMakeLists.txt with STROP_PC_IN, STROP_PC_OUT_DIR, STROP_PC_LIBDIR,
 # STROP_PC_INCLUDEDIR (the GNUInstallDirs values) and PROJECT_VERSION set.
 #
 # An install to /usr gets an ordinary .pc (prefix=/usr), as distributions expect; so does one
@@ -27,6 +27,9 @@ foreach(_dir LIBDIR INCLUDEDIR)
   endif()
 endforeach()
 set(STROP_PC_PREFIX "${prefix}")
+# one file per destination, so that installs to several prefixes at once (tests) do not race
+string(MD5 _strop_dest "$ENV{DESTDIR}|${CMAKE_INSTALL_PREFIX}")
+set(STROP_PC_OUT "${STROP_PC_OUT_DIR}/${_strop_dest}/strop.pc")
 configure_file("${STROP_PC_IN}" "${STROP_PC_OUT}" @ONLY)
 if(IS_ABSOLUTE "${STROP_PC_LIBDIR}")
   set(_strop_pc_dest "${STROP_PC_LIBDIR}/pkgconfig")
@@ -34,3 +37,4 @@ else()
   set(_strop_pc_dest "${CMAKE_INSTALL_PREFIX}/${STROP_PC_LIBDIR}/pkgconfig")
 endif()
 file(INSTALL DESTINATION "${_strop_pc_dest}" TYPE FILE FILES "${STROP_PC_OUT}")
+file(REMOVE_RECURSE "${STROP_PC_OUT_DIR}/${_strop_dest}")
