@@ -17,7 +17,8 @@ bindings/python/README.md is compiled, run, parsed or checked, as a reader would
 
 A block is marked by an HTML comment on the line before its fence:
   <!-- doc-test: fragment (why) -->  deliberately a fragment: only the strop_/STROP_ names it
-                                     uses are checked against the public headers.
+                                     uses are checked against the public headers (a Python
+                                     fragment must also parse).
   <!-- doc-test: run -->             a shell block that is run.
   <!-- doc-test: test NAME -->       run by the CTest test NAME (e.g. python_install).
   <!-- doc-test: file PATH -->       the block is the file PATH of the tree, byte for byte, and
@@ -97,7 +98,7 @@ class Checker:
         self.sandbox = os.path.join(self.tmp, "tree")
         os.mkdir(self.sandbox)
         for name in os.listdir(self.src):
-            if name in ("build",) or name.startswith(".git") and name != ".ci":
+            if name == "build" or name.startswith(".git"):
                 continue
             os.symlink(os.path.join(self.src, name), os.path.join(self.sandbox, name))
         os.symlink(self.build, os.path.join(self.sandbox, "build"))
@@ -136,8 +137,14 @@ class Checker:
         return sorted(n for n in names if not re.search(r"\b%s\b" % re.escape(n), self.headers))
 
     def check_fragment(self, b):
+        if b.lang == "python":  # a Python fragment must at least be Python
+            try:
+                compile(b.text, b.where(self.src), "exec")
+            except SyntaxError as e:
+                self.fail(b, f"the Python fragment does not parse: {e}")
+                return False
         bad = self.unknown_names(b.text) if b.lang in ("c", "cmake", "") else []
-        bad = [n for n in bad if n != "strop_static" and not n.startswith("strop_consumer")]
+        bad = [n for n in bad if n != "strop_static"]  # the CMake target strop::strop_static
         if bad:
             self.fail(b, "fragment names what the public headers do not declare: " + ", ".join(bad))
             return False
