@@ -46,11 +46,11 @@ step "SONAME $soname, libstrop.so -> libstrop.so.0 -> libstrop.so.$version"
 # The man pages name documents (recipes.md, ...): each must be installed in the docdir.
 docdir=$(find "$prefix" -type d -path '*/doc/strop' | head -n1)
 [ -n "$docdir" ] || die "no share/doc/strop installed"
-for man in $(find "$prefix" -name 'strop.1' -o -name 'libstrop.3'); do
-  for doc in $(grep -oE '[a-z_]+\.md' "$man" | sort -u); do
+while read -r man; do
+  while read -r doc; do
     [ -f "$docdir/$doc" ] || die "$(basename "$man") names $doc, which is not installed in ${docdir#"$prefix"/}"
-  done
-done
+  done < <(grep -oE '[a-z_]+\.md' "$man" | sort -u)
+done < <(find "$prefix" -name 'strop.1' -o -name 'libstrop.3')
 [ -n "$(find "$prefix" -name strop.1)" ] || die "no strop.1 installed"
 step "man pages installed; every document they name is in ${docdir#"$prefix"/}"
 
@@ -93,6 +93,7 @@ step "an install to /usr (DESTDIR) has prefix=/usr in strop.pc"
 tool=$prefix/bin/strop
 if [ -x "$tool" ]; then
   rp=$(readelf -d "$tool" | sed -nE 's/.*\((RUNPATH|RPATH)\).*\[(.*)\].*/\2/p')
+  # shellcheck disable=SC2016 # the literal text $ORIGIN
   case "$rp" in
     '$ORIGIN/'*) ;;
     *) die "the installed strop tool has RUNPATH '$rp', not one relative to \$ORIGIN" ;;

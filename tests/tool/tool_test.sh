@@ -42,7 +42,7 @@ usage)
     help=$("$strop" "$cmd" --help) || fail "strop $cmd --help failed"
     while read -r opt placeholder; do
       case $placeholder in
-        N | K) value=1 ;; KEY=VALUE) value=a=b ;; test*) value=test ;; '') value= ;; *) value=x ;;
+        N | K) value=1 ;; KEY=VALUE) value=a=b ;; test*) value="test" ;; '') value="" ;; *) value=x ;;
       esac
       out=$("$strop" "$cmd" "$opt" ${value:+"$value"} 2>&1)
       if grep -qE "^  (-[a-z], )?$opt( |$)" <<<"$help"; then
@@ -58,7 +58,7 @@ usage)
   done
   # and the man page describes every option
   for opt in $(cut -d' ' -f1 <<<"$all_opts") --version; do
-    grep -qF -- "$(sed 's/-/\\-/g' <<<"$opt")" "$src/docs/man/strop.1" || fail "strop.1 does not describe $opt"
+    grep -qF -- "${opt//-/\\-}" "$src/docs/man/strop.1" || fail "strop.1 does not describe $opt"
   done
   ;;
 recipe_errors)
