@@ -129,6 +129,27 @@ START_TEST(error_sentence_truncates) {
 }
 END_TEST
 
+START_TEST(error_prefix_names_each_function_once) {
+  /* The context added on the way out does not repeat the function the inner sentence already
+   * names, and an internal function's name (strop__...) gives way to the public caller's. */
+  strop__err(STROP_E_FORMAT, "strop_recipe_set: r.yaml:3:7: 'lr' must be a number, got 'x'");
+  strop__err_prefix("strop_recipe_set: setting '%s' to '%s'", "optimizer.lr", "x");
+  ck_assert_str_eq(strop_last_error(), "strop_recipe_set: setting 'optimizer.lr' to 'x': "
+                                       "r.yaml:3:7: 'lr' must be a number, got 'x'");
+  strop__err(STROP_E_INVALID_ARG, "strop__loss_eval: cross_entropy: sample 3: class 4");
+  strop__err_prefix("strop_trainer_step: step %d", 0);
+  ck_assert_str_eq(strop_last_error(), "strop_trainer_step: step 0: cross_entropy: sample 3: class 4");
+  strop__err(STROP_E_INVALID_ARG, "strop_model_forward: bad input");
+  strop__err_prefix("strop_model_forward");
+  ck_assert_str_eq(strop_last_error(), "strop_model_forward: bad input");
+  /* another public function's name stays: it says where the failure came from */
+  strop__err(STROP_E_IO, "strop_model_load_weights: w.safetensors: no such file");
+  strop__err_prefix("strop_recipe_run: model");
+  ck_assert_str_eq(strop_last_error(),
+                   "strop_recipe_run: model: strop_model_load_weights: w.safetensors: no such file");
+}
+END_TEST
+
 /* --------------------------------------------------------------------- log */
 
 #define MAX_MSGS 8
@@ -670,6 +691,7 @@ int main(void) {
   tcase_add_test(tc, last_error_thread_local);
   tcase_add_test(tc, last_error_never_null);
   tcase_add_test(tc, error_sentence_truncates);
+  tcase_add_test(tc, error_prefix_names_each_function_once);
   suite_add_tcase(s, tc);
   tc = tcase_create("log");
   tcase_add_test(tc, log_silent_by_default);

@@ -1128,6 +1128,48 @@ START_TEST(spec_alloc_sweep) {
 }
 END_TEST
 
+/* A DEBUG log handler hears each model file read and written, with its path. */
+typedef struct dbg_sink {
+  int n;
+  char text[4096];
+} dbg_sink;
+
+static void dbg_record(int level, const char *message, void *user_data) {
+  dbg_sink *s = user_data;
+  if (level != STROP_LOG_DEBUG) return;
+  s->n++;
+  size_t l = strlen(s->text);
+  snprintf(s->text + l, sizeof s->text - l, "%s\n", message);
+}
+
+START_TEST(debug_log_tells_loads_and_saves) {
+  strop_model *m = net(3, NULL), *m2 = NULL;
+  const char *spec = tmp_path("dbg.yaml");
+  char weights[1024];
+  snprintf(weights, sizeof weights, "%s", tmp_path("dbg.safetensors"));
+  ck_assert_int_eq(strop_model_save_spec(m, spec), STROP_OK);
+  dbg_sink sink = {0, ""};
+  strop_set_log_handler(dbg_record, STROP_LOG_DEBUG, &sink);
+  ck_assert_int_eq(strop_model_save_weights(m, weights), STROP_OK);
+  ck_assert_int_eq(strop_model_load_spec(spec, &m2), STROP_OK);
+  ck_assert_int_eq(strop_model_load_weights(m2, weights, STROP_LOAD_STRICT, NULL), STROP_OK);
+  strop_set_log_handler(NULL, 0, NULL);
+  ck_assert_int_ge(sink.n, 3);
+  ck_assert_msg(strstr(sink.text, "strop_model_save_weights") && strstr(sink.text, "strop_model_load_spec") &&
+                    strstr(sink.text, "strop_model_load_weights") && strstr(sink.text, "dbg.yaml") &&
+                    strstr(sink.text, "dbg.safetensors"),
+                "the DEBUG log says:\n%s", sink.text);
+  /* an INFO handler hears none of it */
+  sink.n = 0;
+  strop_set_log_handler(dbg_record, STROP_LOG_INFO, &sink);
+  ck_assert_int_eq(strop_model_load_weights(m2, weights, STROP_LOAD_STRICT, NULL), STROP_OK);
+  strop_set_log_handler(NULL, 0, NULL);
+  ck_assert_int_eq(sink.n, 0);
+  strop_model_free(m2);
+  strop_model_free(m);
+}
+END_TEST
+
 static Suite *io_suite(void) {
   Suite *s = suite_create("io");
   TCase *tc = tcase_create("safetensors");
@@ -1151,6 +1193,7 @@ static Suite *io_suite(void) {
   tcase_add_test(tc, weights_dtype_mismatch);
   tcase_add_test(tc, weights_errors);
   tcase_add_test(tc, weights_alloc_sweep);
+  tcase_add_test(tc, debug_log_tells_loads_and_saves);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("atomic");

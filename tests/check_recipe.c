@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "core/core.h"
+#include "recipe/plot.h"
 #include "strop/strop.h"
 #include "testutil.h"
 
@@ -308,11 +309,49 @@ START_TEST(frozen_trunk_cache_is_transparent) {
 }
 END_TEST
 
+/* Plot axes: round ticks covering the data, steps of 1, 2 or 5 times a power of ten. */
+START_TEST(plot_ticks_are_round) {
+  static const struct {
+    double lo, hi;
+    int max;
+    double want_lo, want_hi, want_step;
+    int decimals;
+  } cases[] = {
+      {0.0, 1.50214, 5, 0.0, 2.0, 0.5, 1},        /* the demo's loss: was 0, 0.394, 0.789 */
+      {0.41, 1.0, 5, 0.4, 1.0, 0.2, 1},           /* accuracy: 40% .. 100% */
+      {0.8731, 0.8846, 5, 0.870, 0.885, 0.005, 3},
+      {3.0, 3.0, 5, 2.6, 3.4, 0.2, 1},            /* one value: a range around it */
+      {-7.0, 23.0, 6, -10.0, 30.0, 10.0, 0},      /* steps of 5 would need 7 intervals */
+      {0.0, 1.0, 1, 0.0, 1.0, 1.0, 0},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    strop__ticks t;
+    strop__plot_ticks(cases[i].lo, cases[i].hi, cases[i].max, &t);
+    ck_assert_msg(fabs(t.step - cases[i].want_step) < 1e-12 && fabs(t.lo - cases[i].want_lo) < 1e-9 &&
+                      fabs(t.hi - cases[i].want_hi) < 1e-9 && t.decimals == cases[i].decimals,
+                  "case %zu: [%g, %g] step %g decimals %d", i, t.lo, t.hi, t.step, t.decimals);
+    ck_assert_int_le(t.n, cases[i].max);
+    ck_assert(t.lo <= cases[i].lo && t.hi >= cases[i].hi);
+    ck_assert_double_eq_tol(strop__plot_tick(&t, t.n), t.hi, 1e-12);
+  }
+  strop__ticks t;
+  strop__plot_ticks(NAN, 1.0, 5, &t);
+  ck_assert(t.lo == 0.0 && t.hi == 1.0);
+  ck_assert_int_eq(strop__plot_int_step(120, 8), 20);
+  ck_assert_int_eq(strop__plot_int_step(12, 8), 2);
+  ck_assert_int_eq(strop__plot_int_step(7, 8), 1);
+  ck_assert_int_eq(strop__plot_int_step(3000, 8), 500);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("recipe");
   TCase *tc = tcase_create("parse");
   tcase_add_test(tc, load_get_set);
   tcase_add_test(tc, validation_errors);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("plot");
+  tcase_add_test(tc, plot_ticks_are_round);
   suite_add_tcase(s, tc);
   tc = tcase_create("run");
   tcase_set_timeout(tc, 300);

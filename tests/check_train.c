@@ -144,6 +144,48 @@ START_TEST(warm_step_allocates_nothing) {
 }
 END_TEST
 
+/* A DEBUG log handler hears a skipped step and each checkpoint written and read. */
+typedef struct dbg_sink {
+  int n;
+  char text[4096];
+} dbg_sink;
+
+static void dbg_record(int level, const char *message, void *user_data) {
+  dbg_sink *s = user_data;
+  if (level != STROP_LOG_DEBUG) return;
+  s->n++;
+  size_t l = strlen(s->text);
+  snprintf(s->text + l, sizeof s->text - l, "%s\n", message);
+}
+
+START_TEST(debug_log_tells_skips_and_checkpoints) {
+  strop_dataset *ds = blobs(64, 4);
+  rig r = make_rig(5, STROP_OPTIM_ADAM, 1e-2f);
+  strop_tensor *x, *y;
+  batch(ds, 0, 32, &x, &y);
+  char dir[] = "/tmp/strop_dbg_XXXXXX", path[64];
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  snprintf(path, sizeof path, "%s/ck.safetensors", dir);
+  dbg_sink sink = {0, ""};
+  strop_set_log_handler(dbg_record, STROP_LOG_DEBUG, &sink);
+  ck_assert_int_eq(strop_trainer_step(r.tr, x, y, NULL), STROP_OK);
+  strop_tensor_data(x)[5] = NAN;
+  ck_assert_int_eq(strop_trainer_step(r.tr, x, y, NULL), STROP_E_NUMERIC);
+  ck_assert_int_eq(strop_trainer_save_checkpoint(r.tr, path), STROP_OK);
+  ck_assert_int_eq(strop_trainer_load_checkpoint(r.tr, path), STROP_OK);
+  strop_set_log_handler(NULL, 0, NULL);
+  ck_assert_msg(strstr(sink.text, "skipped") && strstr(sink.text, "strop_trainer_save_checkpoint") &&
+                    strstr(sink.text, "strop_trainer_load_checkpoint") && strstr(sink.text, "ck.safetensors"),
+                "the DEBUG log says:\n%s", sink.text);
+  unlink(path);
+  rmdir(dir);
+  strop_tensor_free(x);
+  strop_tensor_free(y);
+  free_rig(&r);
+  strop_dataset_free(ds);
+}
+END_TEST
+
 START_TEST(nan_batch_is_skipped) {
   strop_dataset *ds = blobs(64, 4);
   rig r = make_rig(5, STROP_OPTIM_ADAM, 1e-2f);
@@ -691,6 +733,7 @@ int main(int argc, char **argv) {
   tcase_add_test(tc, lazy_zero_grad_matches_eager);
   tcase_add_test(tc, nonfinite_gradient_is_skipped);
   tcase_add_test(tc, clip_norm_limits_update);
+  tcase_add_test(tc, debug_log_tells_skips_and_checkpoints);
   suite_add_tcase(s, tc);
   tc = tcase_create("metrics");
   tcase_add_test(tc, metrics_by_hand);

@@ -136,7 +136,9 @@ typedef enum strop_run_info_key {
   STROP_INFO_TOTAL = 4,       /**< Parameters at the end. */
   STROP_INFO_STAGES = 5,      /**< Stages run (baselines included). */
   STROP_INFO_EPOCHS = 6,      /**< History rows (epochs over all stages). */
-  STROP_INFO_BEST_EPOCH = 7,  /**< Best epoch of the last stage (its monitor). */
+  STROP_INFO_BEST_EPOCH = 7,  /**< Best epoch (by its monitor) of the last stage that is not
+                                   a baseline, as a 0-based index (-1: none); the tool and the
+                                   report files show it plus 1. */
   STROP_INFO_CLASSES = 8      /**< Classes (0 for regression). */
 } strop_run_info_key;
 
@@ -160,7 +162,8 @@ STROP_API int strop_run_stage_is_baseline(const strop_run *run, int64_t stage);
 
 /**
  * @brief History row @p row (epochs over all stages in order): @p key is 0 stage index,
- * 1 epoch within the stage, 2 train loss, 3 train accuracy, 4 val loss, 5 val accuracy,
+ * 1 epoch within the stage (0-based, as strop_progress::epoch; the metrics files and the tool
+ * number epochs from 1), 2 train loss, 3 train accuracy, 4 val loss, 5 val accuracy,
  * 6 learning rate, 7 seconds since the run began. NaN when absent. @since 0.1
  */
 STROP_API double strop_run_history(const strop_run *run, int64_t row, int key);

@@ -188,7 +188,7 @@ typedef enum strop_progress_phase {
 typedef struct strop_progress {
   size_t size;            /**< sizeof(strop_progress) of the library. */
   int phase;              /**< strop_progress_phase. */
-  int64_t epoch;          /**< 0-based epoch. */
+  int64_t epoch;          /**< 0-based epoch index (the strop tool shows epoch + 1). */
   int64_t epochs;         /**< Epochs requested. */
   int64_t step;           /**< Batches done in this epoch. */
   int64_t steps;          /**< Batches per epoch. */
@@ -199,7 +199,8 @@ typedef struct strop_progress {
   double samples_per_sec; /**< Training throughput of this epoch so far. */
   double val_loss;        /**< Epoch end: validation loss (NaN without validation set). */
   double val_metric;      /**< Epoch end: validation accuracy, or MAE for regression. */
-  int64_t best_epoch;     /**< Epoch with the best monitored value so far (-1: none). */
+  int64_t best_epoch;     /**< 0-based epoch with the best monitored value so far
+                               (-1: none). */
   double elapsed;         /**< Seconds since fit started. */
 } strop_progress;
 

@@ -43,6 +43,14 @@ strop_status strop__err(strop_status status, const char *fmt, ...) {
   return status;
 }
 
+/* Length of the function name that starts s and is followed by ": " ("strop_x: ..."), or 0. */
+static size_t leading_name(const char *s) {
+  if (strncmp(s, "strop_", 6) != 0) return 0;
+  size_t n = 6;
+  while ((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= '0' && s[n] <= '9') || s[n] == '_') n++;
+  return s[n] == ':' && s[n + 1] == ' ' ? n : 0;
+}
+
 void strop__err_prefix(const char *fmt, ...) {
   char pre[256], old[ERR_CAP];
   va_list ap;
@@ -50,15 +58,25 @@ void strop__err_prefix(const char *fmt, ...) {
   vsnprintf(pre, sizeof pre, fmt, ap);
   va_end(ap);
   memcpy(old, t_err, ERR_CAP);
-  size_t n = strlen(pre);
+  /* The prefix names the function the caller called; the sentence below it must not name it
+   * again ("strop_recipe_set: ...: strop_recipe_set: ..."), nor an internal helper
+   * (strop__...) the caller never heard of. Another public function's name stays: it tells
+   * where the failure came from. */
+  const char *rest_of_old = old;
+  size_t pn = strlen(pre), on = leading_name(old);
+  size_t pname = 0;
+  while (pname < pn && pre[pname] != ':') pname++;
+  if (on && ((on == pname && !strncmp(old, pre, on)) || !strncmp(old, "strop__", 7)))
+    rest_of_old = old + on + 2;
+  size_t n = pn;
   if (n > ERR_CAP - 3) n = ERR_CAP - 3;
   memcpy(t_err, pre, n);
   t_err[n] = ':';
   t_err[n + 1] = ' ';
   size_t rest = ERR_CAP - n - 3;
-  size_t m = strlen(old);
+  size_t m = strlen(rest_of_old);
   if (m > rest) m = rest;
-  memcpy(t_err + n + 2, old, m);
+  memcpy(t_err + n + 2, rest_of_old, m);
   t_err[n + 2 + m] = '\0';
 }
 

@@ -315,6 +315,9 @@ strop_status strop_model_load_spec(const char *path, strop_model **out) {
   yctx c = {fn, path};
   st = spec_build(&c, text, len, out);
   strop__free(text);
+  if (st == STROP_OK)
+    strop__log(STROP_LOG_DEBUG, "%s: read %s: %lld nodes, %lld parameters", fn, path,
+               (long long)strop_model_num_nodes(*out), (long long)strop_model_param_count(*out, 0));
   return st;
 }
 

@@ -246,6 +246,7 @@ static strop_status load_weights(const char *fn, strop_model *m, const char *pat
   strop_status st = strop__st_open(fn, path, &f);
   if (st != STROP_OK) return st;
   st = strop__model_load_st(fn, m, f, flags, from, to, 0, report_out);
+  if (st == STROP_OK) strop__log(STROP_LOG_DEBUG, "%s: read %s", fn, path);
   strop__st_close(f);
   return st;
 }
@@ -294,5 +295,6 @@ strop_status strop_model_save_weights(const strop_model *model, const char *path
   if (st == STROP_OK) st = strop__st_writer_set_meta(w, "strop_version", strop_version());
   if (st == STROP_OK) st = strop__st_writer_save(w, path);
   strop__st_writer_free(w);
+  if (st == STROP_OK) strop__log(STROP_LOG_DEBUG, "%s: wrote %s", fn, path);
   return st;
 }

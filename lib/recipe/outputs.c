@@ -8,6 +8,7 @@
 
 #include "io/atomic.h"
 #include "io/sbuf.h"
+#include "recipe/plot.h"
 #include "recipe/recipe_impl.h"
 #include "strop/strop.h"
 #include "strop/surgery.h"
@@ -42,6 +43,10 @@ static int ends_with(const char *s, const char *suf) {
   return a >= b && !strcmp(s + a - b, suf);
 }
 
+/* Files number epochs from 1, as the tool's screen does; the C API's history and progress
+ * keep their 0-based index. */
+static double epoch_number(double index) { return isnan(index) ? index : index + 1; }
+
 static strop_status write_metrics(const strop_run *run, const char *path) {
   strop__sbuf b;
   memset(&b, 0, sizeof b);
@@ -59,14 +64,14 @@ static strop_status write_metrics(const strop_run *run, const char *path) {
       strop__sbuf_json_str(&b, name);
       for (int k = 1; k < HC_N; k++) {
         strop__sbuf_printf(&b, ",\"%s\":", cols[k]);
-        num(&b, r[k]);
+        num(&b, k == HC_EPOCH ? epoch_number(r[k]) : r[k]);
       }
       strop__sbuf_puts(&b, "}\n");
     } else {
       strop__sbuf_printf(&b, "%lld,%s", (long long)st, name);
       for (int k = 1; k < HC_N; k++) {
         strop__sbuf_puts(&b, ",");
-        if (!isnan(r[k])) strop__sbuf_printf(&b, "%.6g", r[k]);
+        if (!isnan(r[k])) strop__sbuf_printf(&b, "%.6g", k == HC_EPOCH ? epoch_number(r[k]) : r[k]);
       }
       strop__sbuf_puts(&b, "\n");
     }
@@ -87,8 +92,13 @@ static strop_status write_report(const strop_run *run, const char *path) {
                                      "total_params", "stages", "epochs", "best_epoch", "classes"};
   static const char *const mk[RUN_NM] = {"loss", "accuracy", "top5", "macro_f1", "mse", "mae",
                                          "samples"};
+  int top5 = run->info[STROP_INFO_CLASSES] > 5; /* top-5 says something only with more classes */
   strop__sbuf_puts(&b, "{");
-  for (int i = 0; i < 9; i++) strop__sbuf_printf(&b, "\"%s\":%lld,", info[i], (long long)run->info[i]);
+  for (int i = 0; i < 9; i++) {
+    int64_t v = run->info[i];
+    if (i == STROP_INFO_BEST_EPOCH && v < 0) strop__sbuf_printf(&b, "\"%s\":null,", info[i]);
+    else strop__sbuf_printf(&b, "\"%s\":%lld,", info[i], (long long)(i == STROP_INFO_BEST_EPOCH ? v + 1 : v));
+  }
   strop__sbuf_puts(&b, "\"seconds\":");
   num(&b, run->seconds);
   strop__sbuf_puts(&b, ",\"stages_results\":[");
@@ -97,14 +107,18 @@ static strop_status write_report(const strop_run *run, const char *path) {
     strop__sbuf_puts(&b, i ? ",{\"name\":" : "{\"name\":");
     strop__sbuf_json_str(&b, s->name);
     strop__sbuf_printf(&b, ",\"baseline\":%s,\"test\":{", s->baseline ? "true" : "false");
-    for (int k = 0; k < RUN_NM; k++) {
-      strop__sbuf_printf(&b, "%s\"%s\":", k ? "," : "", mk[k]);
+    for (int k = 0, first = 1; k < RUN_NM; k++) {
+      if (k == STROP_METRIC_TOP5 && !top5) continue;
+      strop__sbuf_printf(&b, "%s\"%s\":", first ? "" : ",", mk[k]);
       num(&b, s->test[k]);
+      first = 0;
     }
     strop__sbuf_puts(&b, "},\"val\":{");
-    for (int k = 0; k < RUN_NM; k++) {
-      strop__sbuf_printf(&b, "%s\"%s\":", k ? "," : "", mk[k]);
+    for (int k = 0, first = 1; k < RUN_NM; k++) {
+      if (k == STROP_METRIC_TOP5 && !top5) continue;
+      strop__sbuf_printf(&b, "%s\"%s\":", first ? "" : ",", mk[k]);
       num(&b, s->val[k]);
+      first = 0;
     }
     strop__sbuf_puts(&b, "}}");
   }
@@ -119,19 +133,10 @@ static strop_status write_report(const strop_run *run, const char *path) {
 }
 
 /* ---- the SVG plot: loss (left) and accuracy (right) per epoch over all stages ---- */
-static void xml_text(strop__sbuf *b, const char *s) {
-  for (; *s; s++) {
-    if (*s == '<') strop__sbuf_puts(b, "&lt;");
-    else if (*s == '>') strop__sbuf_puts(b, "&gt;");
-    else if (*s == '&') strop__sbuf_puts(b, "&amp;");
-    else strop__sbuf_put(b, s, 1);
-  }
-}
-
 typedef struct panel {
   double x, y, w, h;   /* plot area in pixels */
-  double lo, hi;       /* value range */
-  int64_t n;           /* epochs (x from 1 to n) */
+  double lo, hi;       /* value range: the outer ticks */
+  int64_t n;           /* epochs over the whole run (x from 1 to n) */
 } panel;
 
 static double px(const panel *p, double i) {
@@ -141,15 +146,9 @@ static double py(const panel *p, double v) {
   return p->y + p->h * (1.0 - (v - p->lo) / (p->hi - p->lo));
 }
 
-static void nice_range(double *lo, double *hi) {
-  if (!(*hi > *lo)) {
-    *lo -= 0.5;
-    *hi += 0.5;
-  }
-  double pad = 0.05 * (*hi - *lo);
-  *lo -= pad;
-  *hi += pad;
-}
+static const char *const C_TRAIN = "#1f77b4", *const C_VAL = "#d62728", *const C_BASE = "#8c8c8c",
+                         *const C_BASE_VAL = "#bdbdbd", *const C_TEST = "#2ca02c";
+static const char *const DASH = " stroke-dasharray=\"6 4\"";
 
 /* One curve per stage; baseline stages (a separate run) in grey. */
 static void series(strop__sbuf *b, const panel *p, const strop_run *run, int col, const char *color,
@@ -169,7 +168,7 @@ static void series(strop__sbuf *b, const panel *p, const strop_run *run, int col
     const char *c = run->st[st].baseline ? base_color : color;
     if (!open) {
       strop__sbuf_printf(b, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\"%s points=\"", c,
-                         dashed ? " stroke-dasharray=\"6 4\"" : "");
+                         dashed ? DASH : "");
       open = 1;
     }
     strop__sbuf_printf(b, "%.1f,%.1f ", px(p, (double)i), py(p, r[col]));
@@ -185,15 +184,38 @@ static void test_marks(strop__sbuf *b, const panel *p, const strop_run *run, int
       if ((int64_t)run->hist[i * HC_N + HC_STAGE] == st) last = i;
     if (isnan(v) || last < 0) continue;
     double x = px(p, (double)last), y = py(p, v);
-    strop__sbuf_printf(b, "<path d=\"M %.1f %.1f l 6 6 l -6 6 l -6 -6 z\" fill=\"#2ca02c\" "
-                          "stroke=\"white\"/>\n", x, y - 6);
+    strop__sbuf_printf(b, "<path d=\"M %.1f %.1f l 6 6 l -6 6 l -6 -6 z\" fill=\"%s\" "
+                          "stroke=\"white\"/>\n", x, y - 6, C_TEST);
     if (percent)
-      strop__sbuf_printf(b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" fill=\"#2ca02c\" "
-                            "text-anchor=\"end\">%.1f%%</text>\n", x - 4, y + 18, 100 * v);
+      strop__sbuf_printf(b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" fill=\"%s\" "
+                            "text-anchor=\"end\">%.1f%%</text>\n", x - 4, y + 18, C_TEST, 100 * v);
     else
-      strop__sbuf_printf(b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" fill=\"#2ca02c\" "
-                            "text-anchor=\"end\">%.3f</text>\n", x - 4, y - 8, v);
+      strop__sbuf_printf(b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" fill=\"%s\" "
+                            "text-anchor=\"end\">%.3f</text>\n", x - 4, y - 8, C_TEST, v);
   }
+}
+
+/* A stage's name in the band above the plot, centred over its epochs and shortened to fit, so
+ * that no curve runs through it. */
+static void stage_label(strop__sbuf *b, const panel *p, const strop_run *run, int64_t st,
+                        int64_t first, int64_t last) {
+  double half = p->n > 1 ? 0.5 * p->w / (double)(p->n - 1) : p->w / 2;
+  double x0 = fmax(p->x, px(p, (double)first) - half), x1 = fmin(p->x + p->w, px(p, (double)last) + half);
+  char label[96];
+  snprintf(label, sizeof label, "%s%s", run->st[st].name, run->st[st].baseline ? " (baseline)" : "");
+  const double fs = 11, room = x1 - x0 - 4;
+  if (strop__plot_text_width(label, fs) > room) snprintf(label, sizeof label, "%s", run->st[st].name);
+  /* too long: the longest start of the name that fits with an ellipsis after it */
+  for (size_t len = strlen(label); strop__plot_text_width(label, fs) > room;) {
+    do len--;
+    while (len > 0 && ((unsigned char)label[len] & 0xC0) == 0x80);
+    if (len == 0) return; /* not even one letter fits */
+    snprintf(label + len, sizeof label - len, "\xE2\x80\xA6");
+  }
+  strop__sbuf_printf(b, "<text class=\"stage-label\" x=\"%.1f\" y=\"%.0f\" font-size=\"%.0f\" "
+                        "fill=\"#555\" text-anchor=\"middle\">", (x0 + x1) / 2, p->y - 6, fs);
+  strop__plot_text(b, label);
+  strop__sbuf_puts(b, "</text>\n");
 }
 
 static void draw_panel(strop__sbuf *b, panel *p, const strop_run *run, int ctrain, int cval,
@@ -203,13 +225,13 @@ static void draw_panel(strop__sbuf *b, panel *p, const strop_run *run, int ctrai
     const double *r = run->hist + i * HC_N;
     int cols[2] = {ctrain, cval};
     for (int k = 0; k < 2; k++)
-      if (!isnan(r[cols[k]])) {
+      if (isfinite(r[cols[k]])) {
         lo = fmin(lo, r[cols[k]]);
         hi = fmax(hi, r[cols[k]]);
       }
   }
   for (int64_t st = 0; test_key >= 0 && st < run->n_st; st++)
-    if (!isnan(run->st[st].test[test_key])) {
+    if (isfinite(run->st[st].test[test_key])) {
       lo = fmin(lo, run->st[st].test[test_key]);
       hi = fmax(hi, run->st[st].test[test_key]);
     }
@@ -217,101 +239,119 @@ static void draw_panel(strop__sbuf *b, panel *p, const strop_run *run, int ctrai
     lo = 0;
     hi = 1;
   }
-  nice_range(&lo, &hi);
-  if (percent) hi = fmin(1.0, hi);
-  lo = fmax(0.0, lo); /* losses, accuracies and errors are never negative */
-  p->lo = lo;
-  p->hi = hi;
-  strop__sbuf_printf(b, "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"#fafafa\" "
-                        "stroke=\"#bbb\"/>\n", p->x, p->y, p->w, p->h);
+  strop__ticks t;
+  strop__plot_ticks(lo, hi, 5, &t);
+  if (t.lo < 0 && lo >= 0) t.lo = 0; /* losses, accuracies and errors are never negative */
+  p->lo = t.lo;
+  p->hi = t.hi;
+  strop__sbuf_printf(b, "<rect class=\"frame\" x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" "
+                        "fill=\"#fafafa\" stroke=\"#bbb\"/>\n", p->x, p->y, p->w, p->h);
   strop__sbuf_printf(b, "<text x=\"%.0f\" y=\"%.0f\" font-size=\"15\" font-weight=\"bold\" "
-                        "text-anchor=\"middle\">", p->x + p->w / 2, p->y - 12);
-  xml_text(b, title);
+                        "text-anchor=\"middle\">", p->x + p->w / 2, p->y - 26);
+  strop__plot_text(b, title);
   strop__sbuf_puts(b, "</text>\n");
-  /* y grid and labels */
-  for (int k = 0; k <= 4; k++) {
-    double v = lo + (hi - lo) * k / 4.0, yy = py(p, v);
+  /* y grid and round labels */
+  int pct_decimals = t.decimals > 2 ? t.decimals - 2 : 0;
+  for (int k = 0; k <= t.n; k++) {
+    double v = strop__plot_tick(&t, k), yy = py(p, v);
     strop__sbuf_printf(b, "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#e3e3e3\"/>\n",
                        p->x, p->x + p->w, yy, yy);
-    if (percent)
-      strop__sbuf_printf(b, "<text x=\"%.0f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\">%.0f%%</text>\n",
-                         p->x - 6, yy + 4, 100 * v);
-    else
-      strop__sbuf_printf(b, "<text x=\"%.0f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\">%.3g</text>\n",
-                         p->x - 6, yy + 4, v);
-  }
-  /* x labels: epoch numbers over the whole run */
-  int64_t step = p->n > 20 ? (p->n + 9) / 10 : p->n > 10 ? 2 : 1;
-  for (int64_t i = 0; i < p->n; i += step)
-    strop__sbuf_printf(b, "<text x=\"%.1f\" y=\"%.0f\" font-size=\"11\" text-anchor=\"middle\">%lld</text>\n",
-                       px(p, (double)i), p->y + p->h + 16, (long long)i + 1);
-  strop__sbuf_printf(b, "<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\" text-anchor=\"middle\">epoch</text>\n",
-                     p->x + p->w / 2, p->y + p->h + 34);
-  /* stage boundaries */
-  int64_t prev = -1;
-  for (int64_t i = 0; i < run->hist_len; i++) {
-    int64_t st = (int64_t)run->hist[i * HC_N + HC_STAGE];
-    if (st == prev) continue;
-    prev = st;
-    double xx = px(p, (double)i) - (i > 0 && p->n > 1 ? 0.5 * p->w / (double)(p->n - 1) : 0);
-    if (i > 0)
-      strop__sbuf_printf(b, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.0f\" y2=\"%.0f\" stroke=\"#888\" "
-                            "stroke-dasharray=\"3 3\"/>\n", xx, xx, p->y, p->y + p->h);
-    strop__sbuf_printf(b, "<text x=\"%.1f\" y=\"%.0f\" font-size=\"11\" fill=\"#555\">", xx + 5, p->y + 14);
-    xml_text(b, run->st[st].name);
-    if (run->st[st].baseline) strop__sbuf_puts(b, " (baseline)");
+    strop__sbuf_printf(b, "<text class=\"tick-y\" x=\"%.0f\" y=\"%.1f\" font-size=\"11\" "
+                          "text-anchor=\"end\">", p->x - 6, yy + 4);
+    if (percent) strop__sbuf_printf(b, "%.*f%%", pct_decimals, 100 * v);
+    else strop__sbuf_printf(b, "%.*f", t.decimals, v);
     strop__sbuf_puts(b, "</text>\n");
   }
-  series(b, p, run, ctrain, "#1f77b4", "#8c8c8c", 0);
-  series(b, p, run, cval, "#d62728", "#bdbdbd", 1);
+  /* x labels: epoch numbers over the whole run, at multiples of a round step */
+  int64_t step = strop__plot_int_step(p->n, 8);
+  for (int64_t e = step >= 5 || p->n == 1 ? 1 : step; e <= p->n; e = e == 1 && step > 1 ? step : e + step)
+    strop__sbuf_printf(b, "<text class=\"tick-x\" x=\"%.1f\" y=\"%.0f\" font-size=\"11\" "
+                          "text-anchor=\"middle\">%lld</text>\n",
+                       px(p, (double)(e - 1)), p->y + p->h + 16, (long long)e);
+  strop__sbuf_printf(b, "<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\" text-anchor=\"middle\">epoch</text>\n",
+                     p->x + p->w / 2, p->y + p->h + 34);
+  /* stage boundaries, and each stage's name above its epochs */
+  for (int64_t i = 0, first = 0; i < run->hist_len; i++) {
+    int64_t st = (int64_t)run->hist[i * HC_N + HC_STAGE];
+    int last = i + 1 == run->hist_len || (int64_t)run->hist[(i + 1) * HC_N + HC_STAGE] != st;
+    if (i == first && i > 0) {
+      double xx = px(p, (double)i) - (p->n > 1 ? 0.5 * p->w / (double)(p->n - 1) : 0);
+      strop__sbuf_printf(b, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.0f\" y2=\"%.0f\" stroke=\"#888\" "
+                            "stroke-dasharray=\"3 3\"/>\n", xx, xx, p->y, p->y + p->h);
+    }
+    if (last) {
+      stage_label(b, p, run, st, first, i);
+      first = i + 1;
+    }
+  }
+  series(b, p, run, ctrain, C_TRAIN, C_BASE, 0);
+  series(b, p, run, cval, C_VAL, C_BASE_VAL, 1);
   if (test_key >= 0) test_marks(b, p, run, test_key, percent);
+}
+
+/* The legend: one entry per kind of mark actually drawn, centred under the panels. */
+typedef struct legend_entry {
+  const char *color, *text;
+  int dashed, diamond;
+} legend_entry;
+
+static void legend(strop__sbuf *b, const legend_entry *e, int n, double W, double y) {
+  double total = 0;
+  for (int i = 0; i < n; i++) total += 36 + strop__plot_text_width(e[i].text, 12) + 20;
+  double x = (W - total + 20) / 2;
+  for (int i = 0; i < n; i++) {
+    strop__sbuf_puts(b, "<g class=\"legend\">");
+    if (e[i].diamond)
+      strop__sbuf_printf(b, "<path d=\"M %.0f %.0f l 6 6 l -6 6 l -6 -6 z\" fill=\"%s\"/>", x + 15,
+                         y - 6, e[i].color);
+    else
+      strop__sbuf_printf(b, "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.0f\" y2=\"%.0f\" stroke=\"%s\" "
+                            "stroke-width=\"2\"%s/>", x, x + 30, y, y, e[i].color,
+                         e[i].dashed ? DASH : "");
+    strop__sbuf_printf(b, "<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\">", x + 36, y + 4);
+    strop__plot_text(b, e[i].text);
+    strop__sbuf_puts(b, "</text></g>\n");
+    x += 36 + strop__plot_text_width(e[i].text, 12) + 20;
+  }
 }
 
 strop_status strop__run_plot_svg(const strop_run *run, const char *title, const char *path) {
   strop__sbuf b;
   memset(&b, 0, sizeof b);
-  const double W = 980, H = 420;
+  const double W = 980, H = 440;
   strop__sbuf_printf(&b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
                          "viewBox=\"0 0 %.0f %.0f\" font-family=\"DejaVu Sans, Arial, sans-serif\">\n",
                      W, H, W, H);
   strop__sbuf_puts(&b, "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n");
   strop__sbuf_printf(&b, "<text x=\"%.0f\" y=\"24\" font-size=\"17\" text-anchor=\"middle\">", W / 2);
-  xml_text(&b, title);
+  strop__plot_text(&b, title);
   strop__sbuf_puts(&b, "</text>\n");
-  panel lp = {70, 70, 380, 270, 0, 1, run->hist_len};
-  panel rp = {560, 70, 380, 270, 0, 1, run->hist_len};
+  panel lp = {70, 84, 380, 260, 0, 1, run->hist_len};
+  panel rp = {560, 84, 380, 260, 0, 1, run->hist_len};
   int cls = run->info[STROP_INFO_CLASSES] > 0;
   draw_panel(&b, &lp, run, HC_TLOSS, HC_VLOSS, STROP_METRIC_LOSS, "loss", 0);
   draw_panel(&b, &rp, run, HC_TACC, HC_VACC, cls ? STROP_METRIC_ACCURACY : -1,
              cls ? "accuracy" : "validation MAE", cls);
   /* legend: only what is drawn */
-  int have_val = 0, have_test = 0, have_base = 0;
-  for (int64_t i = 0; i < run->hist_len; i++) have_val |= !isnan(run->hist[i * HC_N + HC_VLOSS]);
-  for (int64_t st = 0; st < run->n_st; st++) {
-    have_test |= !isnan(run->st[st].test[STROP_METRIC_LOSS]);
-    have_base |= run->st[st].baseline;
+  int have_val = 0, have_test = 0, have_base = 0, have_base_val = 0;
+  for (int64_t i = 0; i < run->hist_len; i++) {
+    const double *r = run->hist + i * HC_N;
+    int base = run->st[(int64_t)r[HC_STAGE]].baseline, val = !isnan(r[HC_VLOSS]);
+    have_val |= val && !base;
+    have_base |= base;
+    have_base_val |= val && base;
   }
-  double lx = 250, ly = H - 28;
-  strop__sbuf_printf(&b, "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.0f\" y2=\"%.0f\" stroke=\"#1f77b4\" "
-                         "stroke-width=\"2\"/><text x=\"%.0f\" y=\"%.0f\" font-size=\"12\">training</text>\n",
-                     lx, lx + 30, ly, ly, lx + 36, ly + 4);
-  lx += 120;
-  if (have_val) {
-    strop__sbuf_printf(&b, "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.0f\" y2=\"%.0f\" stroke=\"#d62728\" "
-                           "stroke-width=\"2\" stroke-dasharray=\"6 4\"/><text x=\"%.0f\" y=\"%.0f\" "
-                           "font-size=\"12\">validation</text>\n", lx, lx + 30, ly, ly, lx + 36, ly + 4);
-    lx += 130;
-  }
-  if (have_test) {
-    strop__sbuf_printf(&b, "<path d=\"M %.0f %.0f l 6 6 l -6 6 l -6 -6 z\" fill=\"#2ca02c\"/>"
-                           "<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\">test, after the stage</text>\n",
-                       lx + 10, ly - 6, lx + 22, ly + 4);
-    lx += 180;
-  }
+  for (int64_t st = 0; st < run->n_st; st++) have_test |= !isnan(run->st[st].test[STROP_METRIC_LOSS]);
+  legend_entry e[5];
+  int n = 0;
+  e[n++] = (legend_entry){C_TRAIN, "training", 0, 0};
+  if (have_val) e[n++] = (legend_entry){C_VAL, "validation", 1, 0};
+  if (have_test) e[n++] = (legend_entry){C_TEST, "test, after each stage", 0, 1};
   if (have_base)
-    strop__sbuf_printf(&b, "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.0f\" y2=\"%.0f\" stroke=\"#8c8c8c\" "
-                           "stroke-width=\"2\"/><text x=\"%.0f\" y=\"%.0f\" font-size=\"12\">baseline "
-                           "(from scratch)</text>\n", lx, lx + 30, ly, ly, lx + 36, ly + 4);
+    e[n++] = (legend_entry){C_BASE, have_base_val ? "baseline (from scratch): training"
+                                                  : "baseline (from scratch)", 0, 0};
+  if (have_base_val) e[n++] = (legend_entry){C_BASE_VAL, "baseline: validation", 1, 0};
+  legend(&b, e, n, W, H - 24);
   strop__sbuf_puts(&b, "</svg>\n");
   if (b.oom) {
     strop__sbuf_free(&b);

@@ -929,7 +929,7 @@ static strop_status run_stage(ctx *c, strop_model *m, const strop__ynode *st, in
     if (s != STROP_E_CANCELLED) fail(s, c->stage_name);
     goto done;
   }
-  c->run->info[STROP_INFO_BEST_EPOCH] = strop_trainer_best_epoch(t);
+  if (!sr->baseline) c->run->info[STROP_INFO_BEST_EPOCH] = strop_trainer_best_epoch(t);
   /* the trained head goes back into the model */
   if (head && (s = strop__frozen_head_commit(&fh, m))) goto done;
   if ((s = evaluate(c, m, c->test, sr->test))) goto done;
@@ -955,6 +955,28 @@ strop_status strop__recipe_build_model(const strop_recipe *r, int mode, strop_mo
   c.r = r;
   c.o = &o;
   return build_model(&c, out);
+}
+
+/* A classification head must give one output per class (per target position): checked when
+ * the model and the data are known, before anything trains, instead of at the first step's
+ * loss. Other losses (regression, multi-label) are left to the trainer. */
+static strop_status check_head(ctx *c, const strop_model *m) {
+  const strop_recipe *r = c->r;
+  const strop__ynode *L = section(r, "loss");
+  const char *kind = strop__rd_str(L, "kind");
+  if (c->classes <= 0 || (kind && strcmp(kind, "cross_entropy"))) return STROP_OK;
+  int64_t dims[8];
+  int rank = strop_model_output_shape(m, dims, 8);
+  if (rank < 1 || rank > 8 || dims[rank - 1] == c->classes) return STROP_OK;
+  char node[128] = "";
+  if (strop_model_node_info(m, strop_model_num_nodes(m) - 1, 0, node, sizeof node) < 0) node[0] = 0;
+  const strop__ynode *d = section(r, "data");
+  const strop__ynode *at = sub(d, "classes") ? sub(d, "classes") : sub(d, "num_classes") ? sub(d, "num_classes") : d;
+  return strop__recipe_err(FN, r, at, STROP_E_SHAPE,
+                           "the data has %lld classes but the model's output '%s' has %lld values "
+                           "per sample; a cross_entropy head needs one per class (out_features: %lld)",
+                           (long long)c->classes, node, (long long)dims[rank - 1],
+                           (long long)c->classes);
 }
 
 /* ---- the run ---- */
@@ -990,6 +1012,7 @@ strop_status strop_recipe_run(const strop_recipe *r, const strop_run_options *us
   if (!s) s = build_model(&c, &m);
   if (!s) s = load_data(&c);
   if (!s) s = apply_surgery(&c, m, section(r, "surgery"), c.seed + 17, "surgery");
+  if (!s) s = check_head(&c, m);
   /* stages */
   const strop__ynode *stages = section(r, "stages");
   int64_t n_stages = stages ? stages->n : 1;
@@ -1019,6 +1042,7 @@ strop_status strop_recipe_run(const strop_recipe *r, const strop_run_options *us
     c.stage_name = sr->name;
     if (st && (s = apply_surgery(&c, m, sub(st, "surgery"), c.seed + 31 * (uint64_t)(i + 1), name)))
       break;
+    if ((s = check_head(&c, m))) break;
     s = run_stage(&c, m, st, epochs, c.seed + 1000 * (uint64_t)(i + 1), sr);
   }
   run->model = m;
@@ -1039,8 +1063,8 @@ strop_status strop_recipe_run(const strop_recipe *r, const strop_run_options *us
   strop_model_free(initial);
   run->info[STROP_INFO_STAGES] = run->n_st;
   run->info[STROP_INFO_EPOCHS] = run->hist_len;
+  run->seconds = now_sec() - c.t0; /* before the outputs, so report.json has it */
   if (!s && o.write_outputs) s = strop__run_write_outputs(r, run);
-  run->seconds = now_sec() - c.t0;
   strop_dataset_free(c.train);
   strop_dataset_free(c.val);
   strop_dataset_free(c.test);

@@ -11,6 +11,7 @@
 
 #include "io/atomic.h"
 #include "io/sbuf.h"
+#include "recipe/plot.h"
 #include "recipe/recipe_impl.h"
 #include "strop/strop.h"
 
@@ -174,6 +175,21 @@ static int trial(strop_tuner *t, int64_t id, double *value_out, void *u) {
 }
 
 /* ---- the plot: metric per trial (best so far drawn), metric against the first two params ---- */
+/* Ticks of a log axis: the powers of ten, or 1-2-5 within them when the range spans less than
+ * three decades (values are exponents of ten). */
+static void log_ticks(strop__sbuf *b, double x0, double w, double y, double xl, double xh) {
+  static const double mant[] = {1, 2, 5};
+  int fine = xh - xl < 3;
+  for (double e = floor(xl); e <= ceil(xh); e++)
+    for (int m = 0; m < (fine ? 3 : 1); m++) {
+      double v = e + log10(mant[m]);
+      if (v < xl - 1e-9 || v > xh + 1e-9) continue;
+      strop__sbuf_printf(b, "<text class=\"tick-x\" x=\"%.1f\" y=\"%.0f\" font-size=\"11\" "
+                            "text-anchor=\"middle\">%ge%d</text>\n",
+                         x0 + w * (v - xl) / (xh - xl), y, mant[m], (int)e);
+    }
+}
+
 static void svg_panel(strop__sbuf *b, double x0, double y0, double w, double h, const char *title,
                       const double *xs, const double *ys, const int *ok, int64_t n, int logx,
                       int best_line, int maximize) {
@@ -187,43 +203,63 @@ static void svg_panel(strop__sbuf *b, double x0, double y0, double w, double h, 
     yh = fmax(yh, ys[i]);
   }
   if (!isfinite(xl)) xl = 0, xh = 1, yl = 0, yh = 1;
-  if (xh <= xl) xl -= 0.5, xh += 0.5;
-  if (yh <= yl) yl -= 0.5, yh += 0.5;
-  double py = 0.06 * (yh - yl);
-  yl -= py;
-  yh += py;
-  strop__sbuf_printf(b, "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"#fafafa\" "
-                        "stroke=\"#bbb\"/>\n<text x=\"%.0f\" y=\"%.0f\" font-size=\"14\" "
-                        "text-anchor=\"middle\" font-weight=\"bold\">%s</text>\n",
-                     x0, y0, w, h, x0 + w / 2, y0 - 10, title);
-  for (int k = 0; k <= 4; k++) {
-    double v = yl + (yh - yl) * k / 4, yy = y0 + h * (1 - (v - yl) / (yh - yl));
-    strop__sbuf_printf(b, "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#e3e3e3\"/>"
-                          "<text x=\"%.0f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\">%.4g</text>\n",
-                       x0, x0 + w, yy, yy, x0 - 5, yy + 4, v);
-    double xv = xl + (xh - xl) * k / 4, xx = x0 + w * k / 4;
-    strop__sbuf_printf(b, "<text x=\"%.1f\" y=\"%.0f\" font-size=\"11\" text-anchor=\"middle\">%.3g</text>\n",
-                       xx, y0 + h + 15, logx ? pow(10, xv) : xv);
+  strop__ticks ty, tx;
+  strop__plot_ticks(yl, yh, 5, &ty);
+  if (logx) {
+    if (xh - xl < 1e-9) xl -= 0.5, xh += 0.5;
+    double pad = 0.04 * (xh - xl);
+    xl -= pad;
+    xh += pad;
+  } else {
+    strop__plot_ticks(xl, xh, 6, &tx);
+    xl = tx.lo;
+    xh = tx.hi;
   }
+  yl = ty.lo;
+  yh = ty.hi;
+  strop__sbuf_printf(b, "<rect class=\"frame\" x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" "
+                        "fill=\"#fafafa\" stroke=\"#bbb\"/>\n<text x=\"%.0f\" y=\"%.0f\" "
+                        "font-size=\"14\" text-anchor=\"middle\" font-weight=\"bold\">",
+                     x0, y0, w, h, x0 + w / 2, y0 - 10);
+  strop__plot_text(b, title);
+  strop__sbuf_puts(b, "</text>\n");
+  for (int k = 0; k <= ty.n; k++) {
+    double v = strop__plot_tick(&ty, k), yy = y0 + h * (1 - (v - yl) / (yh - yl));
+    strop__sbuf_printf(b, "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#e3e3e3\"/>"
+                          "<text class=\"tick-y\" x=\"%.0f\" y=\"%.1f\" font-size=\"11\" "
+                          "text-anchor=\"end\">%.*f</text>\n",
+                       x0, x0 + w, yy, yy, x0 - 5, yy + 4, ty.decimals, v);
+  }
+  if (logx) {
+    log_ticks(b, x0, w, y0 + h + 15, xl, xh);
+  } else {
+    for (int k = 0; k <= tx.n; k++) {
+      double v = strop__plot_tick(&tx, k);
+      strop__sbuf_printf(b, "<text class=\"tick-x\" x=\"%.1f\" y=\"%.0f\" font-size=\"11\" "
+                            "text-anchor=\"middle\">%.*f</text>\n",
+                         x0 + w * (v - xl) / (xh - xl), y0 + h + 15, tx.decimals, v);
+    }
+  }
+  /* the points, then the best-so-far line over them as one element of its own */
+  strop__sbuf line;
+  memset(&line, 0, sizeof line);
   double best = NAN;
-  int open = 0;
   for (int64_t i = 0; i < n; i++) {
     if (!isfinite(ys[i])) continue;
     double x = x0 + w * ((logx ? log10(xs[i]) : xs[i]) - xl) / (xh - xl);
     double y = y0 + h * (1 - (ys[i] - yl) / (yh - yl));
     strop__sbuf_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"%s\" fill-opacity=\"0.8\"/>\n",
                        x, y, ok[i] ? "#1f77b4" : "#aaaaaa");
-    if (best_line && ok[i]) {
-      if (isnan(best) || (maximize ? ys[i] > best : ys[i] < best)) best = ys[i];
-    }
-    if (best_line && !isnan(best)) {
-      double by = y0 + h * (1 - (best - yl) / (yh - yl));
-      strop__sbuf_printf(b, "%s%.1f,%.1f", open ? " " : "<polyline fill=\"none\" stroke=\"#d62728\" "
-                                                        "stroke-width=\"2\" points=\"", x, by);
-      open = 1;
-    }
+    if (best_line && ok[i] && (isnan(best) || (maximize ? ys[i] > best : ys[i] < best))) best = ys[i];
+    if (best_line && !isnan(best))
+      strop__sbuf_printf(&line, "%s%.1f,%.1f", line.n ? " " : "", x,
+                         y0 + h * (1 - (best - yl) / (yh - yl)));
   }
-  if (open) strop__sbuf_puts(b, "\"/>\n");
+  if (line.n)
+    strop__sbuf_printf(b, "<polyline fill=\"none\" stroke=\"#d62728\" stroke-width=\"2\" "
+                          "points=\"%s\"/>\n", line.s);
+  b->oom |= line.oom;
+  strop__sbuf_free(&line);
 }
 
 static strop_status write_plot(const strop_tuner *t, const char *metric, int maximize,
@@ -250,12 +286,12 @@ static strop_status write_plot(const strop_tuner *t, const char *metric, int max
     ys[i] = v;
     ok[i] = st == STROP_TRIAL_OK;
   }
-  double W = 380.0 * panels + 40, H = 360;
+  double W = 380.0 * panels + 40, H = 370;
   strop__sbuf_printf(&b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
                          "font-family=\"DejaVu Sans, Arial, sans-serif\">\n<rect width=\"100%%\" "
                          "height=\"100%%\" fill=\"white\"/>\n", W, H);
   char title[160];
-  snprintf(title, sizeof title, "%s per trial (red: best so far; grey: pruned/failed)", metric);
+  snprintf(title, sizeof title, "%s per trial", metric);
   svg_panel(&b, 70, 50, 300, 250, title, xs, ys, ok, n, 0, 1, maximize);
   for (int p = 0; p < panels - 1; p++) {
     const char *name = strop_tuner_param_name(t, p);
@@ -271,6 +307,24 @@ static strop_status write_plot(const strop_tuner *t, const char *metric, int max
     snprintf(title, sizeof title, "%s against %s", metric, name);
     svg_panel(&b, 70 + 380.0 * (p + 1), 50, 300, 250, title, vs, ys, ok, n, logx, 0, maximize);
   }
+  /* the legend */
+  int any_bad = 0;
+  for (int64_t i = 0; i < n; i++) any_bad |= !ok[i] && isfinite(ys[i]);
+  double lx = 70, ly = H - 16;
+  strop__sbuf_printf(&b, "<g class=\"legend\"><circle cx=\"%.0f\" cy=\"%.0f\" r=\"4\" fill=\"#1f77b4\"/>"
+                         "<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\">a trial</text></g>\n",
+                     lx, ly - 4, lx + 10, ly);
+  lx += 90;
+  if (any_bad) {
+    strop__sbuf_printf(&b, "<g class=\"legend\"><circle cx=\"%.0f\" cy=\"%.0f\" r=\"4\" fill=\"#aaaaaa\"/>"
+                           "<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\">pruned or failed (its last "
+                           "value)</text></g>\n", lx, ly - 4, lx + 10, ly);
+    lx += 230;
+  }
+  strop__sbuf_printf(&b, "<g class=\"legend\"><line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.0f\" y2=\"%.0f\" "
+                         "stroke=\"#d62728\" stroke-width=\"2\"/><text x=\"%.0f\" y=\"%.0f\" "
+                         "font-size=\"12\">best so far</text></g>\n", lx, lx + 26, ly - 4, ly - 4,
+                     lx + 32, ly);
   strop__sbuf_puts(&b, "</svg>\n");
   if (b.oom) s = STROP__NOMEM(FN);
   else s = strop__write_file_atomic(FN, path, b.s, b.n);

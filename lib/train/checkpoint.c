@@ -75,7 +75,9 @@ strop_status strop_trainer_save_checkpoint(const strop_trainer *t, const char *p
   char step[32];
   snprintf(step, sizeof step, "%lld", (long long)t->global_step);
   if ((s = strop__ckpt_set_meta(w, "global_step", step))) goto fail;
-  return strop__ckpt_commit(w);
+  if ((s = strop__ckpt_commit(w))) return s;
+  strop__log(STROP_LOG_DEBUG, "%s: wrote %s at step %s", fn, path, step);
+  return STROP_OK;
 fail:
   strop__ckpt_abort(w);
   return s;
@@ -196,5 +198,6 @@ strop_status strop_trainer_load_checkpoint(strop_trainer *t, const char *path) {
   s = strop__model_zero_grad_lazy(t->m);
 done:
   strop__ckpt_close(c);
+  if (!s) strop__log(STROP_LOG_DEBUG, "%s: read %s at step %lld", fn, path, (long long)t->global_step);
   return s;
 }

@@ -341,6 +341,7 @@ strop_status strop_trainer_step(strop_trainer *t, const strop_tensor *inputs,
   double l = 0.0;
   s = strop__trainer_micro_step(t, inputs->data, targets->data, n, &l, NULL);
   if (loss) *loss = (float)l;
+  if (s == STROP_E_NUMERIC) strop__log(STROP_LOG_DEBUG, "%s", strop_last_error()); /* skipped */
   return s;
 }
 

@@ -160,7 +160,10 @@ strop_status strop__tune_suggest_bayes(strop_tuner *t, int64_t id, double *value
   strop_status st = strop__gp_init(&gp, n, d, x, y);
   strop__free(x);
   strop__free(y);
-  if (st != STROP_OK) return st;
+  if (st != STROP_OK) {
+    strop__err_prefix("%s", fn);
+    return st;
+  }
 
   strop__rng rng;
   strop__rng_seed(&rng, t->seed ^ 0x9E3779B97F4A7C15ULL, (uint64_t)id);
@@ -177,6 +180,7 @@ strop_status strop__tune_suggest_bayes(strop_tuner *t, int64_t id, double *value
   }
   if (st != STROP_OK) {
     strop__gp_free(&gp);
+    strop__err_prefix("%s", fn); /* the model's sentence names strop__gp_*: name the caller's */
     return st;
   }
   memcpy(t->theta, gp.theta, (size_t)(d + 2) * sizeof *t->theta);

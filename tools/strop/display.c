@@ -1,5 +1,5 @@
 /* strop tool — what people see: a progress bar per epoch on a terminal (one plain line per
- * epoch otherwise), the end-of-run report as text or JSON, and per-command help. */
+ * epoch otherwise), the end-of-run report as text or JSON. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,14 +122,18 @@ void tool_report_json(FILE *f, const char *cmd, const char *recipe, strop_run *r
   fprintf(f, ",\"recipe\":");
   tool_json_str(f, recipe);
   fprintf(f, ",\"train_size\":%lld,\"val_size\":%lld,\"test_size\":%lld,\"classes\":%lld,"
-             "\"trainable_params\":%lld,\"total_params\":%lld,\"best_epoch\":%lld,\"seconds\":",
+             "\"trainable_params\":%lld,\"total_params\":%lld,\"best_epoch\":",
           (long long)strop_run_info(run, STROP_INFO_TRAIN_SIZE),
           (long long)strop_run_info(run, STROP_INFO_VAL_SIZE),
           (long long)strop_run_info(run, STROP_INFO_TEST_SIZE),
           (long long)strop_run_info(run, STROP_INFO_CLASSES),
           (long long)strop_run_info(run, STROP_INFO_TRAINABLE),
-          (long long)strop_run_info(run, STROP_INFO_TOTAL),
-          (long long)strop_run_info(run, STROP_INFO_BEST_EPOCH));
+          (long long)strop_run_info(run, STROP_INFO_TOTAL));
+  /* epochs are numbered from 1 here, as on screen and in the files (the API counts from 0) */
+  int64_t best = strop_run_info(run, STROP_INFO_BEST_EPOCH);
+  if (best >= 0) fprintf(f, "%lld", (long long)best + 1);
+  else fputs("null", f);
+  fprintf(f, ",\"seconds\":");
   jnum(f, strop_run_seconds(run));
   fprintf(f, ",\"stages\":[");
   int64_t n = strop_run_info(run, STROP_INFO_STAGES);
@@ -156,7 +160,7 @@ void tool_report_json(FILE *f, const char *cmd, const char *recipe, strop_run *r
     fprintf(f, "%s{", i ? "," : "");
     for (int k = 0; k < 8; k++) {
       fprintf(f, "%s\"%s\":", k ? "," : "", cols[k]);
-      jnum(f, strop_run_history(run, i, k));
+      jnum(f, strop_run_history(run, i, k) + (k == 1 ? 1 : 0));
     }
     fprintf(f, "}");
   }
@@ -179,6 +183,7 @@ void tool_report_text(FILE *f, const strop_recipe *r, strop_run *run) {
   fprintf(f, "%-22s %6s %10s %10s %10s %10s\n", "stage", "epochs", "val acc", "val loss",
           "test acc", "test loss");
   double last_main = NAN, scratch = NAN, first = NAN;
+  char last_name[64] = "";
   for (int64_t i = 0; i < n; i++) {
     char name[64], label[80];
     strop_run_stage_name(run, i, name, sizeof name);
@@ -201,54 +206,15 @@ void tool_report_text(FILE *f, const strop_recipe *r, strop_run *run) {
     else {
       if (isnan(first)) first = ta;
       last_main = ta;
+      snprintf(last_name, sizeof last_name, "%s", name);
     }
   }
   if (!isnan(last_main) && !isnan(scratch))
     fprintf(f, "fine-tuned: %.2f%% test accuracy vs %.2f%% from scratch (%+.2f points)\n",
             100 * last_main, 100 * scratch, 100 * (last_main - scratch));
   int64_t best = strop_run_info(run, STROP_INFO_BEST_EPOCH);
-  if (best >= 0) fprintf(f, "best epoch of the last stage: %lld\n", (long long)best + 1);
+  if (best >= 0) fprintf(f, "best epoch of stage '%s': %lld\n", last_name, (long long)best + 1);
   fprintf(f, "time:       %.1f s\n", strop_run_seconds(run));
-}
-
-void tool_command_help(const char *cmd) {
-  static const struct {
-    const char *cmd, *text;
-  } H[] = {
-      {"train", "usage: strop train RECIPE [--set KEY=VALUE]... [--seed N] [--threads N]\n"
-                "                         [--epochs N] [--no-baselines] [--quiet] [--json]\n"
-                "Builds model.spec with fresh weights and trains it as the recipe says (its\n"
-                "model.weights is not read). Writes the recipe's outputs.\n"},
-      {"finetune", "usage: strop finetune RECIPE [--set KEY=VALUE]... [--seed N] [--threads N]\n"
-                   "                            [--epochs N] [--no-baselines] [--quiet] [--json]\n"
-                   "Loads model.spec and the pre-trained model.weights, applies the surgery,\n"
-                   "runs every stage, evaluates on the test data after each, runs the baselines,\n"
-                   "and writes the outputs (weights, spec, metrics, plot, report).\n"},
-      {"tune", "usage: strop tune RECIPE [--set KEY=VALUE]... [--epochs N] [--quiet] [--json]\n"
-               "Runs the recipe's tune: section: trials of the fine-tune with values drawn by\n"
-               "grid, random or Bayesian search; a live table, a trials file, the best recipe.\n"},
-      {"eval", "usage: strop eval RECIPE [--spec FILE] [--weights FILE] [--split test|val|train]\n"
-               "                        [--json]\n"
-               "Evaluates a model (by default the recipe's output spec and weights) on the\n"
-               "recipe's data: loss, accuracy, top-5, per-class precision/recall/F1, confusion.\n"},
-      {"predict", "usage: strop predict SPEC WEIGHTS INPUT.npy [--top K] [--json]\n"
-                  "Runs the model on every row of INPUT (float32/float64/uint8/int .npy, N x input\n"
-                  "shape) and prints the K most likely classes with their probabilities.\n"},
-      {"summary", "usage: strop summary SPEC [WEIGHTS]\n"
-                  "Prints the layer table: name, type, output shape, parameters, trainable.\n"},
-      {"inspect", "usage: strop inspect FILE [--json]\n"
-                  "Lists a safetensors weights or checkpoint file: names, dtypes, shapes, metadata.\n"},
-      {"layers", "usage: strop layers [TYPE] [--markdown]\n"
-                 "Lists the layer types a model spec may use; with TYPE, its options (kind,\n"
-                 "default, allowed values) and parameters; --markdown prints docs/formats.md's\n"
-                 "tables.\n"},
-  };
-  for (size_t i = 0; i < sizeof H / sizeof H[0]; i++)
-    if (!strcmp(H[i].cmd, cmd)) {
-      fputs(H[i].text, stdout);
-      return;
-    }
-  printf("strop: no help for '%s'; see strop --help\n", cmd);
 }
 
 /* ---- a small .npy reader for predict ---- */

@@ -20,24 +20,8 @@ static void on_sigint(int sig) {
   g_interrupted = 1;
 }
 
-/* ---- common options ---- */
-typedef struct opts {
-  const char *cmd;
-  const char *args[8];
-  int nargs;
-  const char *sets[64];
-  int nsets;
-  int64_t seed;
-  int have_seed;
-  int threads;
-  int quiet;
-  int json;
-  int64_t epochs_cap;
-  int no_baselines;
-  const char *weights, *spec, *split, *out;
-  int top;
-  int markdown;
-} opts;
+/* ---- the command line: tool_opts, parsed from the tables of options.c ---- */
+typedef tool_opts opts;
 
 static int exit_for(strop_status s) {
   switch (s) {
@@ -54,123 +38,6 @@ static int exit_for(strop_status s) {
 static int report_error(const char *what, strop_status s) {
   fprintf(stderr, "strop %s: error: %s\n  (%s)\n", what, strop_last_error(), strop_status_str(s));
   return exit_for(s);
-}
-
-static const char USAGE[] =
-    "usage: strop COMMAND [options] ARGS\n"
-    "\n"
-    "commands:\n"
-    "  train RECIPE        train a model from fresh weights (e.g. pre-training)\n"
-    "  finetune RECIPE     fine-tune a pre-trained model as the recipe says\n"
-    "  tune RECIPE         search hyperparameters (the recipe's tune: section)\n"
-    "  eval RECIPE         evaluate a model on the recipe's test data\n"
-    "  predict SPEC WEIGHTS INPUT.npy   class scores for each row of INPUT\n"
-    "  summary SPEC [WEIGHTS]           the layer table of a model\n"
-    "  inspect FILE        tensors, dtypes, shapes and metadata of a safetensors file\n"
-    "  layers [TYPE]       the layer types a spec may use, their options and parameters\n"
-    "  version             the library's version\n"
-    "\n"
-    "options (where they apply):\n"
-    "  --set KEY=VALUE     override a recipe value by key path (optimizer.lr=3e-4,\n"
-    "                      stages[1].epochs=5); repeatable\n"
-    "  --seed N            override the recipe's seed\n"
-    "  --threads N         threads for strop's kernels (0: every CPU)\n"
-    "  --epochs N          cap every stage at N epochs (quick runs)\n"
-    "  --no-baselines      skip the recipe's baselines\n"
-    "  --weights FILE      (eval) weights to evaluate; default: the recipe's output\n"
-    "  --spec FILE         (eval) architecture; default: the recipe's output spec\n"
-    "  --split test|val|train   (eval) which data to use (default test)\n"
-    "  --top K             (predict) print the K best classes per row (default 1)\n"
-    "  --quiet             no progress output\n"
-    "  --json              print the final report as JSON on stdout\n"
-    "  --markdown          (layers) print the tables of docs/formats.md\n"
-    "  -h, --help          help for a command\n"
-    "\n"
-    "exit status: 0 success; 1 the job failed (I/O, numeric, out of memory); 2 bad command\n"
-    "line; 3 invalid recipe, model or data (the message names file, line and column);\n"
-    "130 interrupted.\n";
-
-static int parse_args(int argc, char **argv, opts *o) {
-  memset(o, 0, sizeof *o);
-  o->top = 1;
-  if (argc < 2) {
-    fputs(USAGE, stderr);
-    return EXIT_USAGE;
-  }
-  o->cmd = argv[1];
-  if (!strcmp(o->cmd, "-h") || !strcmp(o->cmd, "--help") || !strcmp(o->cmd, "help")) {
-    fputs(USAGE, stdout);
-    return -1;
-  }
-  for (int i = 2; i < argc; i++) {
-    const char *a = argv[i];
-#define NEXT()                                                         \
-  (i + 1 < argc ? argv[++i]                                            \
-                : (fprintf(stderr, "strop: %s needs a value\n", a), (char *)NULL))
-    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-      tool_command_help(o->cmd);
-      return -1;
-    } else if (!strcmp(a, "--set")) {
-      const char *v = NEXT();
-      if (!v) return EXIT_USAGE;
-      if (o->nsets == 64 || !strchr(v, '=')) {
-        fprintf(stderr, "strop: --set takes KEY=VALUE, got '%s'\n", v);
-        return EXIT_USAGE;
-      }
-      o->sets[o->nsets++] = v;
-    } else if (!strcmp(a, "--seed") || !strcmp(a, "--threads") || !strcmp(a, "--epochs") ||
-               !strcmp(a, "--top")) {
-      const char *v = NEXT();
-      if (!v) return EXIT_USAGE;
-      char *end;
-      long long n = strtoll(v, &end, 10);
-      if (*end || end == v || n < 0) {
-        fprintf(stderr, "strop: %s takes a number >= 0, got '%s'\n", a, v);
-        return EXIT_USAGE;
-      }
-      if (a[2] == 's') {
-        o->seed = n;
-        o->have_seed = 1;
-      } else if (a[2] == 't' && a[3] == 'h') {
-        o->threads = (int)n;
-      } else if (a[2] == 'e') {
-        o->epochs_cap = n;
-      } else {
-        o->top = n < 1 ? 1 : (int)n;
-      }
-    } else if (!strcmp(a, "--weights") || !strcmp(a, "--spec") || !strcmp(a, "--split") ||
-               !strcmp(a, "--out")) {
-      const char *v = NEXT();
-      if (!v) return EXIT_USAGE;
-      if (a[2] == 'w') o->weights = v;
-      else if (a[3] == 'p' && a[4] == 'e') o->spec = v;
-      else if (a[2] == 's') o->split = v;
-      else o->out = v;
-    } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
-      o->quiet = 1;
-    } else if (!strcmp(a, "--json")) {
-      o->json = 1;
-    } else if (!strcmp(a, "--no-baselines")) {
-      o->no_baselines = 1;
-    } else if (!strcmp(a, "--markdown")) {
-      o->markdown = 1;
-    } else if (a[0] == '-' && a[1]) {
-      fprintf(stderr, "strop %s: unknown option '%s' (see strop %s --help)\n", o->cmd, a, o->cmd);
-      return EXIT_USAGE;
-    } else {
-      if (o->nargs == 8) {
-        fprintf(stderr, "strop: too many arguments\n");
-        return EXIT_USAGE;
-      }
-      o->args[o->nargs++] = a;
-    }
-#undef NEXT
-  }
-  if (o->threads > 0 && strop_set_num_threads(o->threads) != STROP_OK) {
-    fprintf(stderr, "strop: %s\n", strop_last_error());
-    return EXIT_USAGE;
-  }
-  return 0;
 }
 
 static int need_args(const opts *o, int lo, int hi, const char *what) {
@@ -195,7 +62,7 @@ static int load_recipe(const opts *o, strop_recipe **r) {
       return report_error(o->cmd, s);
     }
   }
-  if (o->have_seed) {
+  if (o->seed >= 0) {
     char v[32];
     snprintf(v, sizeof v, "%lld", (long long)o->seed);
     if ((s = strop_recipe_set(*r, "seed", v))) {
@@ -236,6 +103,17 @@ static int cmd_run(const opts *o, int mode) {
       tool_report_text(stdout, r, run);
   }
   strop_run_free(run);
+  strop_recipe_free(r);
+  return rc;
+}
+
+/* ---- tune ---- */
+static int cmd_tune(const opts *o) {
+  int rc = need_args(o, 1, 1, "one RECIPE file");
+  if (rc) return rc;
+  strop_recipe *r = NULL;
+  if ((rc = load_recipe(o, &r))) return rc;
+  rc = tool_cmd_tune(r, o->args[0], o->quiet, o->json, o->epochs_cap, &g_interrupted);
   strop_recipe_free(r);
   return rc;
 }
@@ -286,8 +164,9 @@ static int cmd_eval(const opts *o) {
     if (o->json) {
       printf("{\"samples\":%.0f,\"loss\":%.6g", n, loss);
       if (C > 0) {
-        printf(",\"accuracy\":%.6g,\"top5\":%.6g,\"macro_f1\":%.6g,\"per_class\":[", acc,
-               strop_metrics_get(mt, STROP_METRIC_TOP5), strop_metrics_get(mt, STROP_METRIC_MACRO_F1));
+        printf(",\"accuracy\":%.6g", acc);
+        if (C > 5) printf(",\"top5\":%.6g", strop_metrics_get(mt, STROP_METRIC_TOP5));
+        printf(",\"macro_f1\":%.6g,\"per_class\":[", strop_metrics_get(mt, STROP_METRIC_MACRO_F1));
         for (int64_t c = 0; c < C; c++)
           printf("%s{\"precision\":%.6g,\"recall\":%.6g,\"f1\":%.6g,\"support\":%.0f}", c ? "," : "",
                  strop_metrics_class(mt, c, STROP_CLASS_PRECISION),
@@ -303,9 +182,9 @@ static int cmd_eval(const opts *o) {
     } else {
       printf("%s on %.0f samples: loss %.4f", weights, n, loss);
       if (C > 0) {
-        printf(", accuracy %.2f%%, top-5 %.2f%%, macro F1 %.3f\n", 100 * acc,
-               100 * strop_metrics_get(mt, STROP_METRIC_TOP5),
-               strop_metrics_get(mt, STROP_METRIC_MACRO_F1));
+        printf(", accuracy %.2f%%", 100 * acc);
+        if (C > 5) printf(", top-5 %.2f%%", 100 * strop_metrics_get(mt, STROP_METRIC_TOP5));
+        printf(", macro F1 %.3f\n", strop_metrics_get(mt, STROP_METRIC_MACRO_F1));
         printf("class  precision  recall     f1  support\n");
         for (int64_t c = 0; c < C; c++)
           printf("%5lld  %9.3f  %6.3f  %5.3f  %7.0f\n", (long long)c,
@@ -491,13 +370,16 @@ static int cmd_predict(const opts *o) {
 
 int main(int argc, char **argv) {
   opts o;
-  int rc = parse_args(argc, argv, &o);
-  if (rc) return rc < 0 ? EXIT_OK : rc;
+  int rc = tool_parse_args(argc, argv, &o);
+  if (rc) return rc == TOOL_EXIT_DONE ? EXIT_OK : rc;
+  if (o.threads > 0 && strop_set_num_threads((int)o.threads) != STROP_OK) {
+    fprintf(stderr, "strop: %s\n", strop_last_error());
+    return EXIT_USAGE;
+  }
   signal(SIGINT, on_sigint);
   if (!strcmp(o.cmd, "train")) return cmd_run(&o, STROP_RUN_TRAIN);
   if (!strcmp(o.cmd, "finetune")) return cmd_run(&o, STROP_RUN_FINETUNE);
-  if (!strcmp(o.cmd, "tune")) return tool_cmd_tune(o.args, o.nargs, o.sets, o.nsets, o.quiet, o.json,
-                                                   o.epochs_cap, &g_interrupted);
+  if (!strcmp(o.cmd, "tune")) return cmd_tune(&o);
   if (!strcmp(o.cmd, "eval")) return cmd_eval(&o);
   if (!strcmp(o.cmd, "predict")) return cmd_predict(&o);
   if (!strcmp(o.cmd, "summary")) return cmd_summary(&o);
@@ -507,6 +389,7 @@ int main(int argc, char **argv) {
     printf("strop %s\n", strop_version());
     return EXIT_OK;
   }
-  fprintf(stderr, "strop: unknown command '%s'\n\n%s", o.cmd, USAGE);
+  fprintf(stderr, "strop: unknown command '%s'\n\n", o.cmd);
+  tool_usage(stderr);
   return EXIT_USAGE;
 }

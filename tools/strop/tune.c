@@ -76,25 +76,9 @@ static int on_tune(const strop_tune_event *e, void *u) {
   return 0;
 }
 
-int tool_cmd_tune(const char *const *args, int nargs, const char *const *sets, int nsets, int quiet,
-                  int json, int64_t epochs_cap, volatile sig_atomic_t *interrupted) {
-  if (nargs != 1) {
-    fprintf(stderr, "strop tune: expected one RECIPE file (see strop tune --help)\n");
-    return 2;
-  }
-  strop_recipe *r = NULL;
-  strop_status s = strop_recipe_load(args[0], &r);
-  for (int i = 0; !s && i < nsets; i++) {
-    char key[256];
-    const char *eq = strchr(sets[i], '=');
-    snprintf(key, sizeof key, "%.*s", (int)(eq - sets[i]), sets[i]);
-    s = strop_recipe_set(r, key, eq + 1);
-  }
-  if (s) {
-    fprintf(stderr, "strop tune: error: %s\n  (%s)\n", strop_last_error(), strop_status_str(s));
-    strop_recipe_free(r);
-    return s == STROP_E_IO ? 1 : 3;
-  }
+int tool_cmd_tune(const strop_recipe *r, const char *path, int quiet, int json, int64_t epochs_cap,
+                  volatile sig_atomic_t *interrupted) {
+  strop_status s;
   tune_view v;
   memset(&v, 0, sizeof v);
   v.quiet = quiet || json;
@@ -110,7 +94,7 @@ int tool_cmd_tune(const char *const *args, int nargs, const char *const *sets, i
   o.on_event = on_tune;
   o.user_data = &v;
   strop_tuner *t = NULL;
-  if (!v.quiet) fprintf(stderr, "strop tune %s\n", args[0]);
+  if (!v.quiet) fprintf(stderr, "strop tune %s\n", path);
   s = strop_recipe_tune(r, &o, &t);
   int rc = 0;
   if (s) {
@@ -141,6 +125,5 @@ int tool_cmd_tune(const char *const *args, int nargs, const char *const *sets, i
     }
   }
   strop_tuner_free(t);
-  strop_recipe_free(r);
   return rc;
 }

@@ -1,22 +1,21 @@
-"""PEP 517 build backend of the strop bindings: setuptools when it is importable (distribution
-builds run without isolation, e.g. Debian's pybuild with python3-setuptools), else a small
-builder of the pure-Python wheel, so that ``pip install bindings/python`` works offline
-(pip's isolated build environment cannot fetch setuptools without an index).
+"""PEP 517 build backend of the strop bindings: a small builder of the pure-Python wheel, so
+that ``pip install bindings/python`` works offline (pip's isolated build environment could not
+fetch setuptools without a package index) and the same wheel comes out everywhere.
 
-The package has no compiled part: the wheel is the ``strop`` folder plus metadata read from
-pyproject.toml."""
+The package has no compiled part: the wheel is the ``strop`` folder, metadata read from
+pyproject.toml, and ``strop/_installed.py``, which records where libstrop is installed as
+``pkg-config --variable=libdir strop`` says while pip builds the wheel (so
+``PKG_CONFIG_PATH=P/lib/pkgconfig pip install bindings/python`` records a prefix P); the
+package looks there when it is imported (see strop/_lib.py for the whole search)."""
 import base64
 import hashlib
 import io
 import os
 import re
+import shutil
+import subprocess
 import tarfile
 import zipfile
-
-try:  # pragma: no cover - depends on the environment
-    from setuptools import build_meta as _st
-except ImportError:  # isolated and offline
-    _st = None
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -57,6 +56,25 @@ def _files():
                 yield full, os.path.relpath(full, ROOT).replace(os.sep, "/")
 
 
+def _installed_module():
+    """The text of strop/_installed.py: libstrop's folder as pkg-config gives it now, if a
+    libstrop.so.0 is there (else None: the package then relies on the other ways)."""
+    libdir = None
+    exe = shutil.which("pkg-config")
+    if exe:
+        try:
+            r = subprocess.run([exe, "--variable=libdir", "strop"], capture_output=True,
+                               text=True, timeout=30)
+            d = r.stdout.strip() if r.returncode == 0 else ""
+            if d and os.path.exists(os.path.join(d, "libstrop.so.0")):
+                libdir = os.path.realpath(d)
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return ('"""Written by the build backend when this package was installed: the folder of\n'
+            'libstrop.so.0 that pkg-config named then, or None."""\n'
+            f"LIBDIR = {libdir!r}\n")
+
+
 def _wheel(wheel_directory, editable=False):
     name, version, meta = _metadata()
     dist = f"{name}-{version}.dist-info"
@@ -75,6 +93,7 @@ def _wheel(wheel_directory, editable=False):
         else:
             for full, arc in _files():
                 add(zf, arc, open(full, "rb").read())
+            add(zf, "strop/_installed.py", _installed_module().encode("utf-8"))
         add(zf, f"{dist}/METADATA", meta.encode("utf-8"))
         add(zf, f"{dist}/WHEEL", b"Wheel-Version: 1.0\nGenerator: strop_build\n"
                                  b"Root-Is-Purelib: true\nTag: py3-none-any\n")
@@ -84,28 +103,22 @@ def _wheel(wheel_directory, editable=False):
 
 
 def get_requires_for_build_wheel(config_settings=None):
-    return _st.get_requires_for_build_wheel(config_settings) if _st else []
+    return []
 
 
 def get_requires_for_build_sdist(config_settings=None):
-    return _st.get_requires_for_build_sdist(config_settings) if _st else []
+    return []
 
 
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
-    if _st:
-        return _st.build_wheel(wheel_directory, config_settings, metadata_directory)
     return _wheel(wheel_directory)
 
 
 def build_editable(wheel_directory, config_settings=None, metadata_directory=None):
-    if _st and hasattr(_st, "build_editable"):
-        return _st.build_editable(wheel_directory, config_settings, metadata_directory)
     return _wheel(wheel_directory, editable=True)
 
 
 def build_sdist(sdist_directory, config_settings=None):
-    if _st:
-        return _st.build_sdist(sdist_directory, config_settings)
     name, version, _ = _metadata()
     base = f"{name}-{version}"
     path = os.path.join(sdist_directory, base + ".tar.gz")

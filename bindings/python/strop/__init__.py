@@ -8,9 +8,10 @@
     trainer = strop.Trainer(model, opt)
     loss = trainer.step(x_batch, y_batch)          # numpy in, float out
 
-See bindings/python/README.md. The library is found through $STROP_LIBRARY, the build tree or
-the system (strop._lib); importing the package fails with strop._lib.LibraryNotFound or
-VersionMismatch when no usable libstrop is found. ``strop.safetensors`` works without it.
+See bindings/python/README.md. The library is found through $STROP_LIBRARY, the build tree (when
+used from the source tree), the folder recorded at install, the dynamic loader or pkg-config
+(strop._lib); importing the package fails with strop._lib.LibraryNotFound or VersionMismatch
+when no usable libstrop is found. ``strop.safetensors`` works without it.
 """
 from . import _lib
 
@@ -33,6 +34,8 @@ from .tune import Trial, TrialFailed, TrialPruned, Tuner  # noqa: E402
 IOError = StropIOError  # noqa: A001 — strop.IOError, as the status is named; a subclass of OSError
 
 __version__ = ".".join(map(str, _lib.PACKAGE_VERSION))
+#: The libstrop file that was loaded (see strop._lib for the search order).
+library_path = _lib.library_path
 
 __all__ = ["Model", "Tensor", "Dataset", "BatchIterator", "Vocab", "Optimizer", "Scheduler",
            "Trainer", "Metrics", "Progress", "Surgery", "Recipe", "Run", "RunEvent", "Tuner",
@@ -41,4 +44,4 @@ __all__ = ["Model", "Tensor", "Dataset", "BatchIterator", "Vocab", "Optimizer", 
            "FormatError", "ShapeError", "NotFound", "StateError", "NumericError",
            "Unsupported", "InternalError", "CallbackError", "Cancelled", "CLASSES_INFER",
            "version", "version_number", "status_str", "last_error", "clear_error",
-           "set_num_threads", "get_num_threads", "set_log_handler", "__version__"]
+           "set_num_threads", "get_num_threads", "set_log_handler", "library_path", "__version__"]

@@ -1,11 +1,21 @@
 """Loading libstrop and declaring every exported function for ctypes.
 
-The library is found, in order, through
-  1. the STROP_LIBRARY environment variable (a path to libstrop.so*),
-  2. the build tree: walking up from this package, the first ``build*/libstrop.so*``
-     (``build/`` first, then the other ``build*`` folders in name order),
-  3. ``ctypes.util.find_library("strop")`` (an installed libstrop0).
-Its run-time version (strop_version_number()) must have the package's major version.
+The library is found, in this order (the first that loads is used):
+  1. ``$STROP_LIBRARY``, a path to libstrop.so*: an override; when it is set nothing else is
+     tried.
+  2. The build tree, only when the package is imported from the source tree's
+     bindings/python: walking up from it, the first ``build*/libstrop.so*`` (``build/``
+     first, then the other ``build*`` folders in name order). An installed package skips this.
+  3. The folder recorded when the package was installed: ``pip install`` asks
+     ``pkg-config --variable=libdir strop`` (so it honours ``PKG_CONFIG_PATH`` at install
+     time) and writes the answer into ``strop/_installed.py``.
+  4. The dynamic loader: ``libstrop.so.0`` by name (``LD_LIBRARY_PATH``, the ``ldconfig``
+     cache, the system folders), then ``ctypes.util.find_library("strop")``.
+  5. ``pkg-config --variable=libdir strop`` now (``PKG_CONFIG_PATH`` at run time).
+  6. CMake's default prefix, ``/usr/local/lib`` (and its multiarch and lib64 folders): a
+     ``sudo cmake --install build`` not yet followed by ``ldconfig``.
+``library_path`` and ``library_source`` say which was used. Its run-time version
+(strop_version_number()) must have the package's major version.
 
 Every function listed in lib/strop.map is declared in ``_DECLS`` below with its restype and
 argtypes; the test suite checks the table against the map. Conventions: handles are
@@ -17,11 +27,13 @@ import ctypes
 import ctypes.util
 import glob
 import os
+import shutil
+import subprocess
 from ctypes import (CFUNCTYPE, POINTER, Structure, c_char_p, c_double, c_float, c_int,
                     c_int64, c_size_t, c_uint32, c_uint64, c_void_p)
 
-__all__ = ["lib", "load", "library_path", "PACKAGE_VERSION", "LibraryNotFound",
-           "VersionMismatch", "DECLARED"]
+__all__ = ["lib", "load", "library_path", "library_source", "PACKAGE_VERSION",
+           "LibraryNotFound", "VersionMismatch", "DECLARED"]
 
 #: The version of these bindings; the library's major version must equal its major.
 PACKAGE_VERSION = (0, 1, 0)
@@ -390,29 +402,93 @@ def _missing(name):
     return stub
 
 
-def _candidates():
-    env = os.environ.get("STROP_LIBRARY")
-    if env:
-        yield env
-        return  # an explicit choice is never overridden
-    here = os.path.dirname(os.path.abspath(__file__))
-    d = here
+_SONAME = "libstrop.so.0"
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _in_source_tree():
+    """True when this package is the source tree's bindings/python/strop (not installed)."""
+    parent = os.path.dirname(_PACKAGE_DIR)
+    return os.path.isfile(os.path.join(parent, "_build", "strop_build.py"))
+
+
+def _build_tree():
+    d = _PACKAGE_DIR
     while True:
         builds = sorted(glob.glob(os.path.join(d, "build*")),
                         key=lambda p: (os.path.basename(p) != "build", p))
         for b in builds:
-            for name in ("libstrop.so", "libstrop.so.0"):
+            for name in ("libstrop.so", _SONAME):
                 p = os.path.join(b, name)
                 if os.path.exists(p):
                     yield p
                     break
         parent = os.path.dirname(d)
         if parent == d:
-            break
+            return
         d = parent
+
+
+def _in_dir(libdir):
+    if libdir:
+        p = os.path.join(libdir, _SONAME)
+        if os.path.exists(p):
+            yield p
+
+
+def pkg_config_libdir():
+    """``pkg-config --variable=libdir strop``, or None (no pkg-config, or no strop.pc)."""
+    exe = shutil.which("pkg-config")
+    if not exe:
+        return None
+    try:
+        r = subprocess.run([exe, "--variable=libdir", "strop"], capture_output=True, text=True,
+                           timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if r.returncode != 0:
+        return None
+    return r.stdout.strip() or None
+
+
+def _recorded():
+    try:
+        from . import _installed  # written by the build backend when the package is installed
+    except ImportError:
+        return
+    yield from _in_dir(getattr(_installed, "LIBDIR", None))
+
+
+def _loader():
+    yield _SONAME
     found = ctypes.util.find_library("strop")
-    if found:
+    if found and found != _SONAME:
         yield found
+
+
+def _default_prefix():
+    for d in ("/usr/local/lib", "/usr/local/lib64") + tuple(
+            sorted(glob.glob("/usr/local/lib/*-linux-gnu*"))):
+        yield from _in_dir(d)
+
+
+def _candidates():
+    """(source, path) pairs in the documented order; see the module's docstring."""
+    env = os.environ.get("STROP_LIBRARY")
+    if env:
+        yield "STROP_LIBRARY", env
+        return  # an explicit choice is never overridden
+    if _in_source_tree():
+        for p in _build_tree():
+            yield "build tree", p
+    for p in _recorded():
+        yield "recorded at install", p
+    for p in _loader():
+        yield "dynamic loader", p
+    for p in _in_dir(pkg_config_libdir()):
+        yield "pkg-config", p
+    for p in _default_prefix():
+        yield "/usr/local", p
 
 
 def _declare(cdll):
@@ -429,20 +505,21 @@ def _declare(cdll):
 
 lib = None
 library_path = None
+library_source = None
 
 
 def load(path=None):
     """Loads (once) and returns the declared library; raises LibraryNotFound or
     VersionMismatch."""
-    global lib, library_path
+    global lib, library_path, library_source
     if lib is not None and path is None:
         return lib
     tried = []
-    for cand in ([path] if path else _candidates()):
+    for how, cand in ([("argument", path)] if path else _candidates()):
         try:
             cdll = ctypes.CDLL(cand)
         except OSError as e:
-            tried.append(f"{cand}: {e}")
+            tried.append(f"{cand} ({how}): {e}")
             continue
         _declare(cdll)
         got = cdll.strop_version_number()
@@ -451,9 +528,11 @@ def load(path=None):
                 f"libstrop at {cand} is version {cdll.strop_version().decode()} but these "
                 f"bindings are {'.'.join(map(str, PACKAGE_VERSION))}: the major versions "
                 f"differ; install matching versions or point STROP_LIBRARY at another library")
-        lib, library_path = cdll, cand
+        lib, library_path, library_source = cdll, cand, how
         return lib
     raise LibraryNotFound(
-        "libstrop not found: set STROP_LIBRARY to the path of libstrop.so, build the library "
-        "(cmake -S . -B build && cmake --build build) or install libstrop0"
-        + ("; tried: " + "; ".join(tried) if tried else ""))
+        "libstrop not found: install it (cmake --install build --prefix P) and reinstall this "
+        "package with PKG_CONFIG_PATH=P/lib/pkgconfig so that it records where, or set "
+        "STROP_LIBRARY to the path of libstrop.so.0"
+        + ("; tried: " + "; ".join(tried) if tried else "")
+        + "; see bindings/python/README.md")

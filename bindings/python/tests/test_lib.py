@@ -2,6 +2,7 @@
 import ctypes
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -82,6 +83,77 @@ def test_found_through_build_tree():
     if r.returncode != 0:
         pytest.skip("no build tree with libstrop.so above the package")
     assert "libstrop" in r.stdout
+
+
+def _installed_copy(tmp_path, recorded=None):
+    """A copy of the package outside the source tree, as pip installs it (with the
+    _installed.py the build backend writes)."""
+    import shutil
+    site = tmp_path / "site-packages"
+    shutil.copytree(os.path.join(PKG_ROOT, "strop"), site / "strop",
+                    ignore=shutil.ignore_patterns("__pycache__", "_installed.py"))
+    (site / "strop" / "_installed.py").write_text(f"LIBDIR = {recorded!r}\n")
+    return site
+
+
+def _where(site, **env_changes):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("STROP_LIBRARY", "PYTHONPATH", "LD_LIBRARY_PATH", "PKG_CONFIG_PATH")}
+    env.update(PYTHONPATH=str(site), **env_changes)
+    r = subprocess.run([sys.executable, "-c", "import strop, strop._lib as l; "
+                        "print(l.library_source); print(strop.library_path)"],
+                       cwd=str(site), env=env, capture_output=True, text=True)
+    return r.returncode, r.stdout.split("\n")[:2], r.stderr
+
+
+def _libdir():
+    d = os.path.dirname(os.path.realpath(_lib.library_path))
+    if not os.path.exists(os.path.join(d, "libstrop.so.0")):
+        pytest.skip(f"no libstrop.so.0 beside {_lib.library_path}")
+    return d
+
+
+def test_installed_package_uses_the_recorded_folder(tmp_path):
+    """pip records pkg-config's libdir at install; an installed package looks there, and not
+    in a build tree."""
+    d = _libdir()
+    rc, (how, path), err = _where(_installed_copy(tmp_path, d))
+    assert rc == 0, err
+    assert how == "recorded at install" and path == os.path.join(d, "libstrop.so.0")
+
+
+def test_installed_package_asks_pkg_config_at_import(tmp_path):
+    if not shutil.which("pkg-config"):
+        pytest.skip("pkg-config is not installed")
+    d = _libdir()
+    (tmp_path / "pc").mkdir()
+    (tmp_path / "pc" / "strop.pc").write_text(
+        f"libdir={d}\nName: strop\nDescription: test\nVersion: 0.1.0\nLibs: -L${{libdir}} -lstrop\n")
+    rc, (how, path), err = _where(_installed_copy(tmp_path), PKG_CONFIG_PATH=str(tmp_path / "pc"))
+    assert rc == 0, err
+    assert how == "pkg-config" and path == os.path.join(d, "libstrop.so.0")
+
+
+def test_installed_package_uses_the_dynamic_loader(tmp_path):
+    d = _libdir()
+    rc, (how, path), err = _where(_installed_copy(tmp_path), LD_LIBRARY_PATH=d)
+    assert rc == 0, err
+    assert how == "dynamic loader" and path == "libstrop.so.0"
+
+
+def test_strop_library_overrides_the_recorded_folder(tmp_path):
+    d = _libdir()
+    rc, (how, path), err = _where(_installed_copy(tmp_path, "/nonexistent"),
+                                  STROP_LIBRARY=os.path.join(d, "libstrop.so.0"))
+    assert rc == 0, err
+    assert how == "STROP_LIBRARY"
+
+
+def test_installed_package_not_found_says_what_to_do(tmp_path):
+    rc, _, err = _where(_installed_copy(tmp_path, "/nonexistent"), PKG_CONFIG_PATH="/nonexistent")
+    if rc == 0:
+        pytest.skip("a libstrop is installed on this system")
+    assert "LibraryNotFound" in err and "PKG_CONFIG_PATH" in err and "STROP_LIBRARY" in err
 
 
 def test_status_strings_and_errors():

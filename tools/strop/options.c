@@ -1,0 +1,242 @@
+/* strop tool — the commands and options, declared once in two tables: the parser reads them,
+ * and `strop --help` and `strop COMMAND --help` are printed from them, so help and parser
+ * cannot disagree about what a command accepts. */
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tool.h"
+
+typedef struct command_info {
+  const char *name;
+  const char *args;     /* positional arguments, as in the usage line */
+  const char *summary;  /* one line for `strop --help` */
+  const char *text;     /* the paragraph of `strop COMMAND --help` */
+} command_info;
+
+static const command_info COMMANDS[] = {
+    {"train", "RECIPE", "train a model from fresh weights (e.g. pre-training)",
+     "Builds model.spec with fresh weights and trains it as the recipe says (its\n"
+     "model.weights is not read). Writes the recipe's outputs.\n"},
+    {"finetune", "RECIPE", "fine-tune a pre-trained model as the recipe says",
+     "Loads model.spec and the pre-trained model.weights, applies the surgery,\n"
+     "runs every stage, evaluates on the test data after each, runs the baselines,\n"
+     "and writes the outputs (weights, spec, metrics, plot, report).\n"},
+    {"tune", "RECIPE", "search hyperparameters (the recipe's tune: section)",
+     "Runs the recipe's tune: section: trials of the fine-tune with values drawn by\n"
+     "grid, random or Bayesian search; a live table, a trials file, the best recipe.\n"},
+    {"eval", "RECIPE", "evaluate a model on the recipe's test data",
+     "Evaluates a model (by default the recipe's output spec and weights) on the\n"
+     "recipe's data: loss, accuracy, top-5 (with more than 5 classes), per-class\n"
+     "precision/recall/F1, confusion.\n"},
+    {"predict", "SPEC WEIGHTS INPUT.npy", "class scores for each row of INPUT",
+     "Runs the model on every row of INPUT (float32/float64/uint8/int .npy, N x input\n"
+     "shape) and prints the K most likely classes with their probabilities.\n"},
+    {"summary", "SPEC [WEIGHTS]", "the layer table of a model",
+     "Prints the layer table: name, type, output shape, parameters, trainable.\n"},
+    {"inspect", "FILE", "tensors, dtypes, shapes and metadata of a safetensors file",
+     "Lists a safetensors weights or checkpoint file: names, dtypes, shapes, metadata.\n"},
+    {"layers", "[TYPE]", "the layer types a spec may use, their options and parameters",
+     "Lists the layer types a model spec may use; with TYPE, its options (kind,\n"
+     "default, allowed values) and parameters; --markdown prints the tables of\n"
+     "docs/formats.md.\n"},
+    {"version", "", "the library's version (also: strop --version)",
+     "Prints the version of the strop library the tool runs on.\n"},
+};
+
+enum { ARG_FLAG, ARG_COUNT, ARG_STRING, ARG_SET };
+
+typedef struct option_info {
+  const char *name, *alias;
+  const char *value;    /* the value's placeholder, NULL for a flag */
+  int kind;
+  size_t field;         /* offsetof(tool_opts, ...) */
+  const char *commands; /* the commands that accept it, separated by spaces */
+  const char *help;
+} option_info;
+
+#define RUNS "train finetune tune"
+static const option_info OPTIONS[] = {
+    {"--set", NULL, "KEY=VALUE", ARG_SET, 0, RUNS " eval",
+     "override a recipe value by key path (optimizer.lr=3e-4,\n"
+     "stages[1].epochs=5); repeatable"},
+    {"--seed", NULL, "N", ARG_COUNT, offsetof(tool_opts, seed), RUNS " eval",
+     "override the recipe's seed"},
+    {"--threads", NULL, "N", ARG_COUNT, offsetof(tool_opts, threads), RUNS " eval predict",
+     "threads for strop's kernels (0: every CPU)"},
+    {"--epochs", NULL, "N", ARG_COUNT, offsetof(tool_opts, epochs_cap), RUNS,
+     "cap every stage at N epochs (quick runs)"},
+    {"--no-baselines", NULL, NULL, ARG_FLAG, offsetof(tool_opts, no_baselines), "train finetune",
+     "skip the recipe's baselines"},
+    {"--weights", NULL, "FILE", ARG_STRING, offsetof(tool_opts, weights), "eval",
+     "weights to evaluate; default: the recipe's output"},
+    {"--spec", NULL, "FILE", ARG_STRING, offsetof(tool_opts, spec), "eval",
+     "architecture; default: the recipe's output spec"},
+    {"--split", NULL, "test|val|train", ARG_STRING, offsetof(tool_opts, split), "eval",
+     "which data to use (default test)"},
+    {"--top", NULL, "K", ARG_COUNT, offsetof(tool_opts, top), "predict",
+     "print the K best classes per row (default 1)"},
+    {"--quiet", "-q", NULL, ARG_FLAG, offsetof(tool_opts, quiet), RUNS,
+     "no progress output"},
+    {"--json", NULL, NULL, ARG_FLAG, offsetof(tool_opts, json), RUNS " eval predict inspect",
+     "print the result as JSON on stdout"},
+    {"--markdown", NULL, NULL, ARG_FLAG, offsetof(tool_opts, markdown), "layers",
+     "print markdown tables (those of docs/formats.md)"},
+    {"--help", "-h", NULL, ARG_FLAG, 0, NULL, "this help"},
+};
+#define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
+#define N_OPTIONS (sizeof OPTIONS / sizeof OPTIONS[0])
+
+static const char EXIT_TEXT[] =
+    "exit status: 0 success; 1 the job failed (I/O, numeric, out of memory); 2 bad command\n"
+    "line; 3 invalid recipe, model or data (the message names file, line and column);\n"
+    "130 interrupted.\n";
+
+static const command_info *find_command(const char *name) {
+  for (size_t i = 0; i < N_COMMANDS; i++)
+    if (!strcmp(COMMANDS[i].name, name)) return &COMMANDS[i];
+  return NULL;
+}
+
+/* Whether option o applies to command cmd (every command takes --help). */
+static int accepts(const option_info *o, const char *cmd) {
+  if (!o->commands) return 1;
+  size_t n = strlen(cmd);
+  for (const char *p = o->commands; (p = strstr(p, cmd)) != NULL; p += n)
+    if ((p == o->commands || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\0')) return 1;
+  return 0;
+}
+
+/* "  --seed N" padded to a column, then the help, continuation lines indented alike; with
+ * for_all, also the commands that take it. */
+static void print_option(FILE *f, const option_info *o, int for_all) {
+  char head[64];
+  snprintf(head, sizeof head, "  %s%s%s%s%s", o->alias ? o->alias : "", o->alias ? ", " : "",
+           o->name, o->value ? " " : "", o->value ? o->value : "");
+  size_t w = strlen(head);
+  fprintf(f, "%s%*s", head, w < 26 ? (int)(26 - w) : 1, "");
+  for (const char *h = o->help; *h; h++) {
+    fputc(*h, f);
+    if (*h == '\n') fprintf(f, "%26s", "");
+  }
+  if (for_all && o->commands) fprintf(f, "\n%26s(%s)", "", o->commands);
+  fputc('\n', f);
+}
+
+void tool_usage(FILE *f) {
+  fputs("usage: strop COMMAND [options] ARGS\n\ncommands:\n", f);
+  for (size_t i = 0; i < N_COMMANDS; i++) {
+    char head[64];
+    snprintf(head, sizeof head, "  %s %s", COMMANDS[i].name, COMMANDS[i].args);
+    size_t w = strlen(head);
+    fprintf(f, "%s%*s%s\n", head, w < 34 ? (int)(34 - w) : 1, "", COMMANDS[i].summary);
+  }
+  fputs("\noptions (strop COMMAND --help lists those of one command):\n", f);
+  for (size_t i = 0; i < N_OPTIONS; i++) print_option(f, &OPTIONS[i], 1);
+  fputs("  --version               the library's version (strop version)\n\n", f);
+  fputs(EXIT_TEXT, f);
+}
+
+int tool_command_help(FILE *f, const char *cmd) {
+  const command_info *c = find_command(cmd);
+  if (!c) {
+    fprintf(stderr, "strop: unknown command '%s' (see strop --help)\n", cmd);
+    return -1;
+  }
+  fprintf(f, "usage: strop %s%s%s [options]\n", c->name, c->args[0] ? " " : "", c->args);
+  fputs(c->text, f);
+  fputs("\noptions:\n", f);
+  for (size_t i = 0; i < N_OPTIONS; i++)
+    if (accepts(&OPTIONS[i], cmd)) print_option(f, &OPTIONS[i], 0);
+  return 0;
+}
+
+int tool_parse_args(int argc, char **argv, tool_opts *o) {
+  memset(o, 0, sizeof *o);
+  o->top = 1;
+  o->seed = -1;
+  if (argc < 2) {
+    tool_usage(stderr);
+    return TOOL_EXIT_USAGE;
+  }
+  o->cmd = argv[1];
+  if (!strcmp(o->cmd, "-h") || !strcmp(o->cmd, "--help") || !strcmp(o->cmd, "help")) {
+    if (argc > 2 && !strcmp(o->cmd, "help"))
+      return tool_command_help(stdout, argv[2]) ? TOOL_EXIT_USAGE : TOOL_EXIT_DONE;
+    tool_usage(stdout);
+    return TOOL_EXIT_DONE;
+  }
+  if (!strcmp(o->cmd, "--version")) o->cmd = "version";
+  if (!find_command(o->cmd)) {
+    fprintf(stderr, "strop: unknown command '%s'\n\n", o->cmd);
+    tool_usage(stderr);
+    return TOOL_EXIT_USAGE;
+  }
+  for (int i = 2; i < argc; i++) {
+    const char *a = argv[i];
+    const option_info *opt = NULL;
+    for (size_t k = 0; k < N_OPTIONS && !opt; k++)
+      if (!strcmp(a, OPTIONS[k].name) || (OPTIONS[k].alias && !strcmp(a, OPTIONS[k].alias)))
+        opt = &OPTIONS[k];
+    if (!opt) {
+      if (a[0] == '-' && a[1]) {
+        fprintf(stderr, "strop %s: unknown option '%s' (see strop %s --help)\n", o->cmd, a, o->cmd);
+        return TOOL_EXIT_USAGE;
+      }
+      if (o->nargs == TOOL_MAX_ARGS) {
+        fprintf(stderr, "strop %s: too many arguments (see strop %s --help)\n", o->cmd, o->cmd);
+        return TOOL_EXIT_USAGE;
+      }
+      o->args[o->nargs++] = a;
+      continue;
+    }
+    if (!strcmp(opt->name, "--help")) {
+      tool_command_help(stdout, o->cmd);
+      return TOOL_EXIT_DONE;
+    }
+    if (!accepts(opt, o->cmd)) {
+      fprintf(stderr, "strop %s: option '%s' does not apply to %s (see strop %s --help)\n",
+              o->cmd, opt->name, o->cmd, o->cmd);
+      return TOOL_EXIT_USAGE;
+    }
+    char *field = (char *)o + opt->field;
+    if (opt->kind == ARG_FLAG) {
+      *(int *)field = 1;
+      continue;
+    }
+    if (i + 1 >= argc) {
+      fprintf(stderr, "strop %s: %s needs a value (%s)\n", o->cmd, opt->name, opt->value);
+      return TOOL_EXIT_USAGE;
+    }
+    const char *v = argv[++i];
+    if (opt->kind == ARG_STRING) {
+      /* a placeholder of alternatives (test|val|train) is the list of valid values */
+      if (strchr(opt->value, '|')) {
+        size_t n = strlen(v);
+        const char *p = strstr(opt->value, v);
+        if (!n || !p || (p != opt->value && p[-1] != '|') || (p[n] != '|' && p[n] != '\0')) {
+          fprintf(stderr, "strop %s: %s takes one of %s, got '%s'\n", o->cmd, opt->name,
+                  opt->value, v);
+          return TOOL_EXIT_USAGE;
+        }
+      }
+      *(const char **)field = v;
+    } else if (opt->kind == ARG_SET) {
+      if (o->nsets == TOOL_MAX_SETS || !strchr(v, '=')) {
+        fprintf(stderr, "strop %s: --set takes KEY=VALUE, got '%s'\n", o->cmd, v);
+        return TOOL_EXIT_USAGE;
+      }
+      o->sets[o->nsets++] = v;
+    } else {
+      char *end;
+      long long n = strtoll(v, &end, 10);
+      if (*end || end == v || n < 0 || n > 2147483647) {
+        fprintf(stderr, "strop %s: %s takes a number >= 0, got '%s'\n", o->cmd, opt->name, v);
+        return TOOL_EXIT_USAGE;
+      }
+      *(int64_t *)field = n;
+    }
+  }
+  if (o->top < 1) o->top = 1;
+  return 0;
+}
