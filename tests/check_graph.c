@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "graph/graph.h"
 #include "harness.h"
@@ -545,6 +546,114 @@ START_TEST(warm_steps_of_seen_shapes_allocate_nothing) {
 }
 END_TEST
 
+/* ---- weight tying ---- */
+
+/* ids [T] -> wte -> lm_head (no bias) whose weight is wte's: GPT-2's tied head */
+static strop_model *tied_lm(int tie) {
+  int64_t in[1] = {3};
+  strop_model *m = NULL;
+  ck_assert_int_eq(strop_model_create(1, in, &m), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "wte", "embedding", "num_embeddings=6 embedding_dim=4",
+                                   NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "act", "tanh", NULL, NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "lm_head", "linear", "out_features=6 bias=false", NULL),
+                   STROP_OK);
+  if (tie) ck_assert_int_eq(strop_model_tie(m, "lm_head.weight", "wte.weight"), STROP_OK);
+  ck_assert_int_eq(strop_model_finalize(m, 3), STROP_OK);
+  return m;
+}
+
+START_TEST(tied_weights_are_one_tensor) {
+  strop_model *m = tied_lm(1);
+  ck_assert_int_eq(strop_model_num_tensors(m), 1); /* one name, the owner's */
+  ck_assert_int_eq(strop_model_param_count(m, 0), 24);
+  /* the output is tanh(E[id]) E^T with the one matrix E */
+  strop_tensor *x = NULL, *y = NULL, *e = NULL;
+  int64_t xd[2] = {1, 3};
+  ck_assert_int_eq(strop_tensor_create(2, xd, &x), STROP_OK);
+  strop_tensor_data(x)[0] = 1;
+  strop_tensor_data(x)[1] = 5;
+  strop_tensor_data(x)[2] = 0;
+  ck_assert_int_eq(strop_model_forward(m, x, &y), STROP_OK);
+  ck_assert_int_eq(strop_model_tensor_view(m, "wte.weight", &e), STROP_OK);
+  const float *E = strop_tensor_data(e), *Y = strop_tensor_data(y);
+  for (int t = 0; t < 3; t++) {
+    const int id = (int)strop_tensor_data(x)[t];
+    for (int v = 0; v < 6; v++) {
+      double want = 0;
+      for (int d = 0; d < 4; d++) want += tanh((double)E[id * 4 + d]) * (double)E[v * 4 + d];
+      ck_assert_msg(fabs(Y[t * 6 + v] - want) < 1e-5, "y[%d][%d] %g vs %g", t, v,
+                    (double)Y[t * 6 + v], want);
+    }
+  }
+  strop_tensor_free(y);
+  strop_tensor_free(e);
+  strop_tensor_free(x);
+  /* the gradient is the sum of both uses: a finite-difference check on the one tensor */
+  strop_test_gc_opts o;
+  strop_test_gc_defaults(&o);
+  o.int_inputs = 1;
+  o.int_max = 6;
+  strop_test_gradcheck(m, 2, 7, &o);
+  /* a freeze of the alias freezes the owner */
+  ck_assert_int_eq(strop_model_freeze(m, "lm_head"), STROP_OK);
+  ck_assert_int_eq(strop_model_param_trainable(m, "wte.weight"), 0);
+  ck_assert_int_eq(strop_model_unfreeze(m, "lm_head.weight"), STROP_OK);
+  ck_assert_int_eq(strop_model_param_trainable(m, "wte.weight"), 1);
+  /* files hold it once; a copy keeps the tie */
+  char path[] = "/tmp/strop_tie_XXXXXX";
+  int fd = mkstemp(path);
+  ck_assert_int_ge(fd, 0);
+  close(fd);
+  ck_assert_int_eq(strop_model_save_weights(m, path), STROP_OK);
+  strop_model *c = tied_lm(1), *u = tied_lm(0);
+  ck_assert_int_eq(strop_model_load_weights(c, path, STROP_LOAD_STRICT, NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_load_weights(u, path, STROP_LOAD_STRICT, NULL), STROP_E_NOT_FOUND);
+  strop_model *k = NULL;
+  ck_assert_int_eq(strop_model_clone(m, &k), STROP_OK);
+  ck_assert_int_eq(strop_model_num_tensors(k), 1);
+  ck_assert_ptr_eq(strop__node_p(&k->nodes[2], 0), k->params[0]);
+  unlink(path);
+  strop_model_free(k);
+  strop_model_free(u);
+  strop_model_free(c);
+  strop_model_free(m);
+}
+END_TEST
+
+START_TEST(tie_errors) {
+  strop_model *m = tied_lm(0);
+  const int64_t before = strop_model_num_tensors(m);
+  ck_assert_int_eq(strop_model_tie(m, "lm_head.weight", "nope.weight"), STROP_E_NOT_FOUND);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "strop_model_tie"));
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "nope.weight"));
+  ck_assert_int_eq(strop_model_num_tensors(m), before);
+  ck_assert_int_eq(strop_model_tie(m, "nonode.weight", "wte.weight"), STROP_E_NOT_FOUND);
+  ck_assert_int_eq(strop_model_tie(m, "lm_head.bias", "wte.weight"), STROP_E_NOT_FOUND);
+  ck_assert_int_eq(strop_model_tie(m, NULL, "wte.weight"), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_tie(m, "lm_head.weight", ""), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_num_tensors(m), before);
+  /* after finalize the tie takes effect at once, and the model still runs */
+  ck_assert_int_eq(strop_model_tie(m, "lm_head.weight", "wte.weight"), STROP_OK);
+  ck_assert_int_eq(strop_model_num_tensors(m), before - 1);
+  /* a cycle is refused and changes nothing */
+  ck_assert_int_eq(strop_model_tie(m, "wte.weight", "lm_head.weight"), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "cycle"));
+  ck_assert_int_eq(strop_model_num_tensors(m), before - 1);
+  strop_model_free(m);
+  /* shapes must agree: checked at finalize */
+  int64_t in[1] = {4};
+  ck_assert_int_eq(strop_model_create(1, in, &m), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "a", "linear", "out_features=4", NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "b", "linear", "out_features=3", NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_tie(m, "b.weight", "a.weight"), STROP_OK);
+  ck_assert_int_eq(strop_model_finalize(m, 1), STROP_E_SHAPE);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "'b.weight' [3, 4] cannot be tied to "
+                                                   "'a.weight' [4, 4]"));
+  strop_model_free(m);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("graph");
   TCase *tc = tcase_create("build");
@@ -564,6 +673,10 @@ int main(void) {
   tcase_add_test(tc, dag_gradcheck);
   tcase_add_test(tc, warm_step_allocates_nothing);
   tcase_add_test(tc, frozen_trunk_stops_backward);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("tying");
+  tcase_add_test(tc, tied_weights_are_one_tensor);
+  tcase_add_test(tc, tie_errors);
   suite_add_tcase(s, tc);
   tc = tcase_create("shapes");
   tcase_add_test(tc, variable_image_size);

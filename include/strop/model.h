@@ -168,6 +168,26 @@ STROP_API int strop_model_node_output_shape(const strop_model *model, int64_t i,
  */
 STROP_API STROP_NODISCARD strop_status strop_model_reinit(strop_model *model, uint64_t seed);
 
+/**
+ * @brief Ties parameter @p param to the tensor @p target: weight tying, as GPT-2's
+ *        lm_head.weight is transformer.wte.weight. The two are one tensor — one name in
+ *        weight files (the target's), the gradients of both uses summed, one optimizer
+ *        state — and a freeze of either name freezes it.
+ *
+ * Before strop_model_finalize() the tie is recorded and checked at finalize; after it, it
+ * takes effect at once: @p param's own values are dropped and it reads @p target's. A spec
+ * says the same with a node's `tie:` mapping (docs/formats.md).
+ * @param[in] model  The model.
+ * @param[in] param  "<node>.<suffix>" of one of its nodes ("lm_head.weight"). Copied.
+ * @param[in] target The name of another parameter of the same shape. Copied.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL or empty names, a cycle); STROP_E_NOT_FOUND (no
+ *         node or parameter by that name, naming it); STROP_E_SHAPE (the shapes differ, naming
+ *         both); STROP_E_NOMEM. On error the model is unchanged. Tensor views of @p param
+ *         become invalid. Not thread-safe on the same model. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_tie(strop_model *model, const char *param,
+                                                       const char *target);
+
 /* ---- the layer types a model is built from ---- */
 
 /**

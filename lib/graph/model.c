@@ -348,14 +348,76 @@ static strop_status resolve_and_sort(strop_model *m) {
   return STROP_OK;
 }
 
+/* Points every tied slot at its owner and frees what the slot held of its own. A target must
+ * be an untied parameter of the same shape. */
+static strop_status resolve_ties(strop_model *m) {
+  for (int i = 0; i < m->n_nodes; i++) {
+    strop__node *nd = &m->nodes[i];
+    for (int j = 0; j < nd->n_params; j++) nd->params[j].tied = NULL;
+  }
+  for (int i = 0; i < m->n_nodes; i++) {
+    strop__node *nd = &m->nodes[i];
+    for (int k = 0; k < nd->n_ties; k++) {
+      strop__param *p = strop__node_param(nd, nd->tie_suffix[k]);
+      if (!p)
+        return strop__err(STROP_E_NOT_FOUND, "layer '%s' (%s) has no parameter '%s' to tie to "
+                          "'%s'", nd->name, nd->vt->type, nd->tie_suffix[k], nd->tie_target[k]);
+      strop__param *q = NULL;
+      for (int a = 0; a < m->n_nodes && !q; a++)
+        for (int b = 0; b < m->nodes[a].n_params && !q; b++)
+          if (!strcmp(m->nodes[a].params[b].name, nd->tie_target[k])) q = &m->nodes[a].params[b];
+      if (!q || q == p)
+        return strop__err(STROP_E_NOT_FOUND, "'%s' is tied to '%s', which is not a parameter "
+                          "of the model", p->name, nd->tie_target[k]);
+      int same = q->rank == p->rank && q->numel == p->numel && !q->is_int64 && !p->is_int64;
+      for (int d = 0; same && d < p->rank; d++) same = q->dims[d] == p->dims[d];
+      if (!same) {
+        char a[96], b[96];
+        strop__shape sp = {p->rank, {0}}, sq = {q->rank, {0}};
+        memcpy(sp.d, p->dims, sizeof sp.d);
+        memcpy(sq.d, q->dims, sizeof sq.d);
+        return strop__err(STROP_E_SHAPE, "'%s' %s cannot be tied to '%s' %s: the shapes differ",
+                          p->name, strop__shape_str(&sp, a, sizeof a), q->name,
+                          strop__shape_str(&sq, b, sizeof b));
+      }
+      p->tied = q; /* chains are followed below */
+    }
+  }
+  /* a tie to a tied slot is a tie to its owner; a cycle has no owner (checked for every slot
+   * before any slot's own memory is dropped, so a failure loses nothing) */
+  for (int i = 0; i < m->n_nodes; i++)
+    for (int j = 0; j < m->nodes[i].n_params; j++) {
+      strop__param *p = &m->nodes[i].params[j], *o = p;
+      int hops = 0;
+      while (o->tied && hops++ <= m->n_nodes * STROP__MAX_SLOTS) o = o->tied;
+      if (o->tied) return strop__err(STROP_E_INVALID_ARG, "'%s' is tied in a cycle", p->name);
+    }
+  for (int i = 0; i < m->n_nodes; i++)
+    for (int j = 0; j < m->nodes[i].n_params; j++) {
+      strop__param *p = &m->nodes[i].params[j], *o = p;
+      while (o->tied) o = o->tied;
+      if (o == p) continue;
+      p->tied = o;
+      strop__free_aligned(p->data);
+      strop__free_aligned(p->grad);
+      p->data = NULL;
+      p->grad = NULL;
+    }
+  return STROP_OK;
+}
+
 strop_status strop__model_reindex(strop_model *m) {
+  strop_status st = resolve_ties(m);
+  if (st) return st;
   int total = 0;
-  for (int i = 0; i < m->n_nodes; i++) total += m->nodes[i].n_params;
+  for (int i = 0; i < m->n_nodes; i++)
+    for (int j = 0; j < m->nodes[i].n_params; j++) total += !m->nodes[i].params[j].tied;
   strop__param **v = strop__malloc((size_t)(total ? total : 1) * sizeof *v);
   if (!v) return strop__err(STROP_E_NOMEM, "model: out of memory indexing parameters");
   int k = 0;
   for (int i = 0; i < m->n_nodes; i++)
-    for (int j = 0; j < m->nodes[i].n_params; j++) v[k++] = &m->nodes[i].params[j];
+    for (int j = 0; j < m->nodes[i].n_params; j++)
+      if (!m->nodes[i].params[j].tied) v[k++] = &m->nodes[i].params[j];
   strop__free(m->params);
   m->params = v;
   m->n_params = total;
@@ -392,7 +454,7 @@ static strop_status alloc_params(strop__node *nd) {
       if (!p->idata) return strop__err(STROP_E_NOMEM, "layer '%s': out of memory", nd->name);
       continue;
     }
-    if (p->data) continue;
+    if (p->data || p->tied) continue;
     p->data = strop__malloc_aligned(p->numel * sizeof(float));
     if (!p->data) return strop__err(STROP_E_NOMEM, "layer '%s': out of memory for '%s'",
                                     nd->name, p->name);
@@ -982,6 +1044,8 @@ strop_status strop__model_clone(const strop_model *src, strop_model **out) {
     b->out_shape = a->out_shape;
     b->frozen_stats = a->frozen_stats;
     memcpy(b->slot, a->slot, sizeof b->slot);
+    for (int k = 0; k < a->n_ties; k++)
+      if (strop__node_add_tie(b, a->tie_suffix[k], a->tie_target[k])) goto oom;
     b->name = strop__strdup(a->name);
     b->cfg = strop__malloc(a->vt->cfg_size ? a->vt->cfg_size : 1);
     b->in = strop__malloc((size_t)a->n_in * sizeof *b->in);
@@ -1005,6 +1069,7 @@ strop_status strop__model_clone(const strop_model *src, strop_model **out) {
       pb->data = NULL;
       pb->idata = NULL;
       pb->grad = NULL;
+      pb->tied = NULL; /* reindex points it at the copy's owner */
       if (!(pb->name = strop__strdup(pa->name))) goto oom;
       if (pa->data) {
         if (!(pb->data = strop__malloc_aligned(pa->numel * sizeof(float)))) goto oom;
@@ -1063,4 +1128,57 @@ strop_status strop_model_reinit(strop_model *m, uint64_t seed) {
   *c = tmp;
   strop_model_free(c);
   return STROP_OK;
+}
+
+strop_status strop_model_tie(strop_model *m, const char *param, const char *target) {
+  static const char fn[] = "strop_model_tie";
+  if (!m || !param || !target || !*param || !*target)
+    return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL or empty", fn,
+                      !m ? "model" : !param || !*param ? "param" : "target");
+  /* the node whose name is the longest prefix of param followed by '.' */
+  int best = -1;
+  size_t best_len = 0;
+  for (int i = 0; i < m->n_nodes; i++) {
+    size_t l = strlen(m->nodes[i].name);
+    if (l > best_len && !strncmp(param, m->nodes[i].name, l) && param[l] == '.' && param[l + 1]) {
+      best = i;
+      best_len = l;
+    }
+  }
+  if (best < 0)
+    return strop__err(STROP_E_NOT_FOUND, "%s: no node of the model owns a parameter named '%s'",
+                      fn, param);
+  strop__node *nd = &m->nodes[best];
+  const char *suffix = param + best_len + 1;
+  /* remember the tie this one replaces, to restore it on failure */
+  char *old = NULL;
+  for (int k = 0; k < nd->n_ties; k++)
+    if (!strcmp(nd->tie_suffix[k], suffix) && !(old = strop__strdup(nd->tie_target[k])))
+      return STROP__NOMEM(fn);
+  const int had = nd->n_ties;
+  strop_status st = strop__node_add_tie(nd, suffix, target);
+  if (!st && m->finalized) {
+    if (!strop__node_param(nd, suffix))
+      st = strop__err(STROP_E_NOT_FOUND, "layer '%s' (%s) has no parameter '%s'", nd->name,
+                      nd->vt->type, suffix);
+    else
+      st = strop__model_reindex(m);
+    if (st) {
+      char msg[1024];
+      snprintf(msg, sizeof msg, "%s", strop_last_error());
+      if (old) {
+        (void)strop__node_add_tie(nd, suffix, old); /* same size: cannot fail for memory */
+      } else if (nd->n_ties > had) {
+        nd->n_ties--;
+        strop__free(nd->tie_suffix[nd->n_ties]);
+        strop__free(nd->tie_target[nd->n_ties]);
+      }
+      (void)strop__model_reindex(m);
+      strop__err(st, "%s: %s", fn, msg);
+    }
+  } else if (st) {
+    strop__err_prefix("%s", fn);
+  }
+  strop__free(old);
+  return st;
 }

@@ -173,6 +173,10 @@ struct strop__node {
                                      computed; 0 neither */
   int needs_backward;             /* graph: some trainable parameter is here or upstream */
   char **in_names;                /* n_in input names as given; resolved to in[] at finalize */
+  /* weight tying: parameter tie_suffix[k] of this node ("weight") is the tensor named
+   * tie_target[k] ("transformer.wte.weight"): one tensor, one name in files, gradients summed */
+  int n_ties;
+  char **tie_suffix, **tie_target;
 };
 
 /* A shape error of node n: "layer 'name' (type): <message>" with the shapes the caller puts in
@@ -205,9 +209,10 @@ typedef struct strop__paramdef {
  * the given shape, during infer. Slots must be declared in increasing order (the state_dict
  * order). Data is allocated (zeroed) by the graph after infer; layers fill it in init. */
 strop_status strop__node_declare(strop__node *n, int slot, int rank, const int64_t *dims);
-/* The parameter in slot `slot`, or NULL when this node did not declare it. O(1). */
+/* The parameter in slot `slot` (its owner when the slot is tied), or NULL when this node did
+ * not declare it. O(1). */
 static inline strop__param *strop__node_p(const strop__node *n, int slot) {
-  return n->slot[slot] ? &n->params[n->slot[slot] - 1] : NULL;
+  return n->slot[slot] ? strop__param_owner(&n->params[n->slot[slot] - 1]) : NULL;
 }
 /* Its gradient when it is trainable, else NULL. */
 static inline float *strop__node_grad(const strop__node *n, int slot) {
@@ -222,6 +227,9 @@ void strop__params_release(strop__param *v, int n);
 void strop__node_release(strop__node *n);
 /* Forgets the node's declared parameters (before a new infer). */
 void strop__node_clear_params(strop__node *n);
+/* Records that parameter `suffix` of node n is the tensor named target (replacing an earlier
+ * tie of that suffix). Copies both strings. */
+strop_status strop__node_add_tie(strop__node *n, const char *suffix, const char *target);
 /* The node's options as its schema writes them, into *out (zeroed here; free with
  * strop__opts_free). */
 strop_status strop__node_write_opts(const strop__node *n, strop__opts *out);

@@ -141,7 +141,41 @@ void strop__node_clear_params(strop__node *n) {
   memset(n->slot, 0, sizeof n->slot);
 }
 
+strop_status strop__node_add_tie(strop__node *n, const char *suffix, const char *target) {
+  char *s = strop__strdup(suffix), *t = strop__strdup(target);
+  if (!s || !t) {
+    strop__free(s);
+    strop__free(t);
+    return strop__err(STROP_E_NOMEM, "layer '%s': out of memory", n->name);
+  }
+  for (int k = 0; k < n->n_ties; k++)
+    if (!strcmp(n->tie_suffix[k], suffix)) {
+      strop__free(s);
+      strop__free(n->tie_target[k]);
+      n->tie_target[k] = t;
+      return STROP_OK;
+    }
+  char **a = strop__realloc(n->tie_suffix, (size_t)(n->n_ties + 1) * sizeof *a);
+  if (a) n->tie_suffix = a;
+  char **b = a ? strop__realloc(n->tie_target, (size_t)(n->n_ties + 1) * sizeof *b) : NULL;
+  if (b) n->tie_target = b;
+  if (!a || !b) {
+    strop__free(s);
+    strop__free(t);
+    return strop__err(STROP_E_NOMEM, "layer '%s': out of memory", n->name);
+  }
+  n->tie_suffix[n->n_ties] = s;
+  n->tie_target[n->n_ties++] = t;
+  return STROP_OK;
+}
+
 void strop__node_release(strop__node *n) {
+  for (int k = 0; k < n->n_ties; k++) {
+    strop__free(n->tie_suffix[k]);
+    strop__free(n->tie_target[k]);
+  }
+  strop__free(n->tie_suffix);
+  strop__free(n->tie_target);
   strop__node_clear_params(n);
   strop__free(n->name);
   strop__free(n->cfg);

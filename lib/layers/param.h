@@ -24,6 +24,12 @@ typedef struct strop__param {
   float lr_mult;          /* parameter-group learning-rate multiplier (default 1) */
   int no_decay;           /* 1: the optimizer applies no weight decay to it */
   int version;            /* bumped whenever data is replaced (surgery, load) */
+  struct strop__param *tied; /* weight tying: this slot is the owner's tensor (data, gradient,
+                                flags are the owner's; this entry holds none); set by the
+                                graph from its node's ties, NULL otherwise */
 } strop__param;
+
+/* The tensor a slot really is: the owner of a tied slot, else the slot itself. */
+static inline strop__param *strop__param_owner(strop__param *p) { return p->tied ? p->tied : p; }
 
 #endif

@@ -80,8 +80,9 @@ strop_status strop__work_resolve_one(const strop_model *m, const char *pat, int 
 
 int64_t strop__node_count(const strop__node *n, int trainable_only) {
   int64_t c = 0;
-  for (int j = 0; j < n->n_params; j++)
-    if (!n->params[j].is_buffer && (!trainable_only || n->params[j].trainable))
+  for (int j = 0; j < n->n_params; j++) /* a tied slot counts with its owner */
+    if (!n->params[j].tied && !n->params[j].is_buffer &&
+        (!trainable_only || n->params[j].trainable))
       c += (int64_t)n->params[j].numel;
   return c;
 }
@@ -96,8 +97,10 @@ static strop_status ed_flags(strop__work *w, const strop__edit *e) {
     strop__node *nd = &m->nodes[i];
     int node_hit = strop__glob_match(g, nd->name), any = 0;
     for (int j = 0; j < nd->n_params; j++) {
-      strop__param *p = &nd->params[j];
-      int hit = node_hit || strop__glob_match(g, p->name);
+      /* a tied slot is its owner's tensor: the flags are the owner's (as in PyTorch, where
+       * both modules hold one Parameter) */
+      strop__param *p = strop__param_owner(&nd->params[j]);
+      int hit = node_hit || strop__glob_match(g, nd->params[j].name);
       if (!hit) continue;
       if (p->is_buffer) {
         if (exact && strcmp(p->name, g) == 0)

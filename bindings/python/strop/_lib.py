@@ -159,6 +159,7 @@ _DECLS = [
     ("strop_model_output_shape", c_int, [c_void_p, _P, c_int]),
     ("strop_model_param_count", c_int64, [c_void_p, c_int]),
     ("strop_model_reinit", c_int, [c_void_p, c_uint64]),
+    ("strop_model_tie", c_int, [c_void_p, c_char_p, c_char_p]),
     ("strop_model_set_tensor", c_int, [c_void_p, c_char_p, _P, c_size_t]),
     ("strop_model_set_training", c_int, [c_void_p, c_int]),
     ("strop_model_tensor_name", c_int64, [c_void_p, c_int64, c_char_p, c_size_t]),
