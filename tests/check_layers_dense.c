@@ -649,6 +649,8 @@ START_TEST(gradcheck_linear) {
   gradcheck(2, s2, b, 1, 2, 12);
   const node_spec c[] = {{"fc", "linear", "in_features=4 out_features=3", NULL}};
   gradcheck(2, s2, c, 1, 2, 13);
+  const node_spec d[] = {{"fc", "linear", "out_features=3 weight_layout=in_out", NULL}};
+  gradcheck(2, s2, d, 1, 2, 14);
 }
 END_TEST
 
@@ -730,6 +732,10 @@ START_TEST(parity_linear) {
   parity(2, s46, b, 1, FIX("dense_linear_3d"), 1e-4);
   const node_spec c[] = {{"fc", "linear", "out_features=2 bias=0", NULL}};
   parity(1, s5, c, 1, FIX("dense_linear_nobias"), 1e-4);
+  /* GPT-2's Conv1D: the weight stored [in, out] */
+  int64_t s45[2] = {4, 5};
+  const node_spec d[] = {{"fc", "linear", "out_features=3 weight_layout=in_out", NULL}};
+  parity(2, s45, d, 1, FIX("dense_linear_in_out"), 1e-4);
 }
 END_TEST
 

@@ -8,8 +8,12 @@ typedef struct linear_cfg {
   int64_t in_features; /* 0 ("auto") until inferred */
   int64_t out_features;
   int bias;
+  int layout;   /* LAYOUT_*: how weight is stored */
   int in_given; /* 1: in_features came from the options and is checked, not re-inferred */
 } linear_cfg;
+
+enum { LAYOUT_OUT_IN, LAYOUT_IN_OUT };
+static const char *const LAYOUTS[] = {"out_in", "in_out", NULL};
 
 enum { W, B }; /* parameter slots */
 
@@ -20,10 +24,12 @@ static const strop__optdef OPTIONS[] = {
     {.name = "out_features", .type = STROP__OT_INT, .off = offsetof(linear_cfg, out_features),
      .lo = 1, .hi = INT32_MAX, .example = "4", .doc = "output features"},
     STROP__OPT_BOOL(linear_cfg, bias, "bias", "true", "learn an additive bias"),
+    STROP__OPT_ENUM(linear_cfg, layout, "weight_layout", "out_in", LAYOUTS,
+                    "out_in: weight [out, in] (nn.Linear); in_out: [in, out] (GPT-2's Conv1D)"),
     {NULL}};
 
 static const strop__paramdef PARAMS[] = {
-    [W] = {"weight", 0, "[out_features, in_features]"},
+    [W] = {"weight", 0, "[out_features, in_features]; [in_features, out_features] with in_out"},
     [B] = {"bias", 0, "[out_features], when bias is true"},
     {NULL}};
 
@@ -62,6 +68,10 @@ static strop_status linear_infer(strop__node *n) {
   if (st) return st;
   const int64_t in = c->in_features;
   int64_t wd[2] = {c->out_features, in};
+  if (c->layout == LAYOUT_IN_OUT) {
+    wd[0] = in;
+    wd[1] = c->out_features;
+  }
   st = strop__node_declare(n, W, 2, wd);
   if (st == STROP_OK && c->bias) st = strop__node_declare(n, B, 1, &c->out_features);
   return st;
@@ -86,8 +96,9 @@ static strop_status linear_forward(strop__node *n, const strop__exec *x, const s
   (void)x;
   const linear_cfg *c = n->cfg;
   strop__param *w = strop__node_p(n, W), *b = strop__node_p(n, B);
-  strop__linear_forward(in[0].data, w->data, b ? b->data : NULL, out->data, linear_rows(&in[0]),
-                        c->in_features, c->out_features);
+  strop__linear_forward_ex(in[0].data, w->data, b ? b->data : NULL, out->data,
+                           linear_rows(&in[0]), c->in_features, c->out_features,
+                           c->layout == LAYOUT_IN_OUT);
   return STROP_OK;
 }
 
@@ -101,7 +112,8 @@ static strop_status linear_backward(strop__node *n, const strop__exec *x, const 
   const int finite = strop__linear_backward(
       in[0].data, w->data, dout, din[0], dw, db, linear_rows(&in[0]), c->in_features,
       c->out_features,
-      (x->din_assign ? STROP__LB_ASSIGN_DX : 0) | (x->pgrad_assign ? STROP__LB_ASSIGN_PARAMS : 0));
+      (x->din_assign ? STROP__LB_ASSIGN_DX : 0) | (x->pgrad_assign ? STROP__LB_ASSIGN_PARAMS : 0) |
+          (c->layout == LAYOUT_IN_OUT ? STROP__LB_W_IN_OUT : 0));
   /* written outright and seen finite as written: the trainer's guard need not read them */
   if (finite) {
     if (dw) w->grad_checked = 1;

@@ -14,12 +14,20 @@
 
 void strop__linear_forward(const float *x, const float *w, const float *b, float *y, int64_t m,
                            int64_t in, int64_t out) {
+  strop__linear_forward_ex(x, w, b, y, m, in, out, 0);
+}
+
+void strop__linear_forward_ex(const float *x, const float *w, const float *b, float *y,
+                              int64_t m, int64_t in, int64_t out, int w_in_out) {
   float beta = 0.0f;
   if (b) {
     for (int64_t i = 0; i < m; i++) memcpy(y + i * out, b, (size_t)out * sizeof(float));
     beta = 1.0f;
   }
-  strop__sgemm(0, 1, m, out, in, 1.0f, x, in, w, in, beta, y, out);
+  if (w_in_out)
+    strop__sgemm(0, 0, m, out, in, 1.0f, x, in, w, out, beta, y, out);
+  else
+    strop__sgemm(0, 1, m, out, in, 1.0f, x, in, w, in, beta, y, out);
 }
 
 int strop__linear_backward(const float *x, const float *w, const float *dy, float *dx, float *dw,
@@ -27,11 +35,17 @@ int strop__linear_backward(const float *x, const float *w, const float *dy, floa
   const float bx = assign & STROP__LB_ASSIGN_DX ? 0.0f : 1.0f;
   const int assign_p = (assign & STROP__LB_ASSIGN_PARAMS) != 0;
   int finite = assign_p;
-  if (dx) strop__sgemm(0, 0, m, in, out, 1.0f, dy, out, w, in, bx, dx, in);
-  if (dw) {
-    if (assign_p)
+  if (assign & STROP__LB_W_IN_OUT) { /* W [in, out]: dx = dy W^T, dW = x^T dy */
+    if (dx) strop__sgemm(0, 1, m, in, out, 1.0f, dy, out, w, out, bx, dx, in);
+    if (dw && assign_p)
+      finite = strop__sgemm_finite(1, 0, in, out, m, 1.0f, x, in, dy, out, 0.0f, dw, out);
+    else if (dw)
+      strop__sgemm(1, 0, in, out, m, 1.0f, x, in, dy, out, 1.0f, dw, out);
+  } else {
+    if (dx) strop__sgemm(0, 0, m, in, out, 1.0f, dy, out, w, in, bx, dx, in);
+    if (dw && assign_p)
       finite = strop__sgemm_finite(1, 0, out, in, m, 1.0f, dy, out, x, in, 0.0f, dw, in);
-    else
+    else if (dw)
       strop__sgemm(1, 0, out, in, m, 1.0f, dy, out, x, in, 1.0f, dw, in);
   }
   if (db) {

@@ -11,13 +11,17 @@
 /* y[m, out] = x[m, in] W[out, in]^T + b[out] (b may be NULL). */
 void strop__linear_forward(const float *x, const float *w, const float *b, float *y, int64_t m,
                            int64_t in, int64_t out);
+/* The same with W stored [in, out] (w_in_out = 1: GPT-2's Conv1D) or [out, in] (0). */
+void strop__linear_forward_ex(const float *x, const float *w, const float *b, float *y,
+                              int64_t m, int64_t in, int64_t out, int w_in_out);
 /* Given dy[m, out]: dx[m, in] += dy W; dw[out, in] += dy^T x; db[out] += sum_m dy.
  * Any of dx, dw, db may be NULL (not wanted). With STROP__LB_ASSIGN_DX dx is written rather
  * than added to (its old contents are not read), with STROP__LB_ASSIGN_PARAMS dw and db; the
  * values are those of adding into zeros. Returns 1 when it assigned dw and db and every value
  * it wrote there is finite (checked as it wrote them); 0 otherwise, when a caller that needs
  * to know must look itself. */
-enum { STROP__LB_ASSIGN_DX = 1, STROP__LB_ASSIGN_PARAMS = 2 };
+/* STROP__LB_W_IN_OUT: W (and dw) are stored [in, out], as strop__linear_forward_ex's w_in_out. */
+enum { STROP__LB_ASSIGN_DX = 1, STROP__LB_ASSIGN_PARAMS = 2, STROP__LB_W_IN_OUT = 4 };
 int strop__linear_backward(const float *x, const float *w, const float *dy, float *dx, float *dw,
                            float *db, int64_t m, int64_t in, int64_t out, unsigned assign);
 

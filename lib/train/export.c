@@ -83,6 +83,13 @@ static int fold_target(const strop_model *m, int i) {
   if (!((f & STROP__LAYER_FOLD_CF) || ((f & STROP__LAYER_FOLD_CL) && pv->out_shape.rank == 1)) ||
       strop__gedit_consumers(m, p) != 1)
     return -1;
+  /* the fold scales weight rows: a weight stored [in, out] has its channels in columns */
+  strop__opts po;
+  if (strop__node_write_opts(pv, &po)) return -1;
+  const char *layout = strop__opts_get(&po, "weight_layout");
+  const int rows_are_channels = !layout || !strcmp(layout, "out_in");
+  strop__opts_free(&po);
+  if (!rows_are_channels) return -1;
   strop__node *b = (strop__node *)bn;
   const strop__param *rm = strop__node_param(b, "running_mean");
   const strop__param *rv = strop__node_param(b, "running_var");
