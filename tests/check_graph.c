@@ -99,7 +99,9 @@ START_TEST(build_errors) {
   ck_assert_int_eq(strop_model_add(m, "x", "linaer", NULL, NULL), STROP_E_NOT_FOUND);
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "unknown type 'linaer'"));
   ck_assert_int_eq(strop_model_add(m, "x", "linear", "out_feature=3", NULL), STROP_E_INVALID_ARG);
-  ck_assert_ptr_nonnull(strstr(strop_last_error(), "option 'out_feature': unknown option (expected one of: in_features, out_features, bias)"));
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "option 'out_feature': unknown option "
+                                                   "(expected one of: in_features, out_features, "
+                                                   "bias, weight_layout)"));
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "layer 'x'"));
   ck_assert_int_eq(strop_model_add(m, "x", "linear", "out_features=-3", NULL), STROP_E_INVALID_ARG);
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "out_features"));
@@ -288,7 +290,7 @@ START_TEST(node_getters) {
   ck_assert_int_eq(strop_model_node_name(m, 0, buf, 2), 3);  /* truncated */
   ck_assert_str_eq(buf, "f");
   int64_t n = strop_model_node_options(m, 0, buf, sizeof buf);
-  ck_assert_str_eq(buf, "in_features=4 out_features=8 bias=true");
+  ck_assert_str_eq(buf, "in_features=4 out_features=8 bias=true weight_layout=out_in");
   ck_assert_int_eq(n, (int64_t)strlen(buf));
   ck_assert_int_eq(strop_model_node_num_inputs(m, 1), 1);
   ck_assert_int_eq(strop_model_node_input(m, 1, 0, buf, sizeof buf), 3);
@@ -336,7 +338,7 @@ START_TEST(layer_types) {
   ck_assert_int_eq(strop_layer_type_is_composite("transformer_block"), 1);
   ck_assert_int_eq(strop_layer_type_is_composite("linear"), 0);
   ck_assert_int_eq(strop_layer_type_is_composite("nope"), -1);
-  ck_assert_int_eq(strop_layer_option_count("linear"), 3);
+  ck_assert_int_eq(strop_layer_option_count("linear"), 4);
   ck_assert_str_eq(strop_layer_option_name("linear", 1), "out_features");
   ck_assert_ptr_null(strop_layer_option_default("linear", 1)); /* required */
   ck_assert_str_eq(strop_layer_option_default("linear", 2), "true");
@@ -352,7 +354,7 @@ START_TEST(layer_types) {
   /* errors */
   ck_assert_int_eq(strop_layer_option_count("nope"), -1);
   ck_assert_int_eq(strop_layer_option_count(NULL), -1);
-  ck_assert_ptr_null(strop_layer_option_name("linear", 3));
+  ck_assert_ptr_null(strop_layer_option_name("linear", 4));
   ck_assert_ptr_null(strop_layer_type_doc(NULL));
   ck_assert_int_eq(strop_layer_option_kind("linear", 9, buf, sizeof buf), -1);
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "layer type 'linear' has no option 9"));

@@ -950,7 +950,7 @@ static const struct {
     {"input: [4]\nlayers:\n  - name: head\n    type: linear\n    in_features: 4\n"
      "    out_feature: 2\n",
      STROP_E_INVALID_ARG, "<string>:6:5: layer 'head' (linear): option 'out_feature': unknown "
-     "option (expected one of: in_features, out_features, bias)"},
+     "option (expected one of: in_features, out_features, bias, weight_layout)"},
     {"input: [4]\nlayers:\n  - {name: head, type: linear, in_features: 4, out_features: -3}\n",
      STROP_E_INVALID_ARG, "<string>:3:"},
     {"input: [4]\nlayers:\n  - name: x\n    type: linearr\n", STROP_E_NOT_FOUND,

@@ -72,30 +72,31 @@ static strop_status drop_dropout(strop__gedit *g) {
   return strop__gedit_relink(m);
 }
 
-/* The node that norm node i can fold into, or -1: its sole input, a layer whose output
- * channels are dim 0 of the norm's input, read by nothing else. */
-static int fold_target(const strop_model *m, int i) {
+/* The node that norm node i can fold into, or -1 in *target: its sole input, a layer whose
+ * output channels are dim 0 of the norm's input, read by nothing else. */
+static strop_status fold_target(const strop_model *m, int i, int *target) {
+  *target = -1;
   const strop__node *bn = &m->nodes[i];
-  if (bn->n_in != 1 || bn->in[0] < 0 || !strop__gedit_removable(m, i, 1)) return -1;
+  if (bn->n_in != 1 || bn->in[0] < 0 || !strop__gedit_removable(m, i, 1)) return STROP_OK;
   const int p = bn->in[0];
   const strop__node *pv = &m->nodes[p];
   const int f = pv->vt->flags;
   if (!((f & STROP__LAYER_FOLD_CF) || ((f & STROP__LAYER_FOLD_CL) && pv->out_shape.rank == 1)) ||
       strop__gedit_consumers(m, p) != 1)
-    return -1;
-  /* the fold scales weight rows: a weight stored [in, out] has its channels in columns */
-  strop__opts po;
-  if (strop__node_write_opts(pv, &po)) return -1;
-  const char *layout = strop__opts_get(&po, "weight_layout");
-  const int rows_are_channels = !layout || !strcmp(layout, "out_in");
-  strop__opts_free(&po);
-  if (!rows_are_channels) return -1;
+    return STROP_OK;
   strop__node *b = (strop__node *)bn;
   const strop__param *rm = strop__node_param(b, "running_mean");
   const strop__param *rv = strop__node_param(b, "running_var");
   if (!rm || !rv || !rm->data || !rv->data || (int64_t)rm->numel != pv->out_shape.d[0])
-    return -1; /* no running statistics: eval mode uses the batch's, nothing to fold */
-  return p;
+    return STROP_OK; /* no running statistics: eval mode uses the batch's, nothing to fold */
+  /* the fold scales weight rows: a weight stored [in, out] has its channels in columns */
+  strop__opts po;
+  strop_status st = strop__node_write_opts(pv, &po);
+  if (st) return st;
+  const char *layout = strop__opts_get(&po, "weight_layout");
+  if (!layout || !strcmp(layout, "out_in")) *target = p;
+  strop__opts_free(&po);
+  return STROP_OK;
 }
 
 static strop_status fold_bn(strop__gedit *g) {
@@ -103,13 +104,15 @@ static strop_status fold_bn(strop__gedit *g) {
   static const char *const bias_on[] = {"bias", "true", NULL};
   for (int i = 0; i < m->n_nodes;) {
     strop__node *bn = &m->nodes[i];
-    int p = (bn->vt->flags & STROP__LAYER_FOLDABLE_NORM) ? fold_target(m, i) : -1;
+    int p = -1;
+    strop_status st = STROP_OK;
+    if ((bn->vt->flags & STROP__LAYER_FOLDABLE_NORM) && (st = fold_target(m, i, &p))) return st;
     if (p < 0) {
       i++;
       continue;
     }
     strop__opts bo;
-    strop_status st = strop__node_write_opts(bn, &bo);
+    st = strop__node_write_opts(bn, &bo);
     if (st) return st;
     const char *eps_s = strop__opts_get(&bo, "eps");
     const double eps = eps_s ? (double)strtof(eps_s, NULL) : 1e-5;
