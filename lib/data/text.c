@@ -147,7 +147,7 @@ strop_status strop_vocab_build(const char *const *paths, int64_t count, int mode
       break;
     }
     strop__file f;
-    st = strop__file_read(fn, paths[k], 1, &f);
+    st = strop__file_read(fn, paths[k], 1, NULL, &f);
     if (st) break;
     for (size_t i = 0; i < f.len;) {
       size_t used;
@@ -217,7 +217,7 @@ strop_status strop_vocab_load(const char *path, strop_vocab **out) {
   if (!out) return strop__err(STROP_E_INVALID_ARG, "%s: out is NULL", fn);
   *out = NULL;
   strop__file f;
-  strop_status st = strop__file_read(fn, path, 0, &f);
+  strop_status st = strop__file_read(fn, path, 0, NULL, &f);
   if (st) return st;
   const char *s = (const char *)f.data, *e = s + f.len;
   char line[128];
@@ -357,7 +357,7 @@ strop_status strop_dataset_load_text(const char *path, const strop_vocab *vocab,
     return strop__err(STROP_E_INVALID_ARG, "%s: need seq_len in [1, 2^24] and stride >= 1, got "
                       "%lld and %lld", fn, (long long)seq_len, (long long)stride);
   strop__file f;
-  strop_status st = strop__file_read(fn, path, 1, &f);
+  strop_status st = strop__file_read(fn, path, 1, NULL, &f);
   if (st) return st;
   int32_t *ids = NULL;
   int64_t T = 0;
@@ -418,7 +418,7 @@ strop_status strop_dataset_load_text_classes(const char *const *paths, const int
   strop_status st = STROP_OK;
   for (int64_t k = 0; k < count && !st; k++) {
     strop__file f;
-    st = strop__file_read(fn, paths[k], 1, &f);
+    st = strop__file_read(fn, paths[k], 1, NULL, &f);
     if (st) break;
     int32_t *ids = NULL;
     int64_t m = 0;

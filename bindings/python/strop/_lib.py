@@ -348,6 +348,8 @@ _DECLS = [
     ("strop_tuner_trial_report_at", c_int, [c_void_p, c_int64, c_int64, _P, _P]),
     ("strop_tuner_trial_result", c_int, [c_void_p, c_int64, _P, _P, _P, _P]),
     ("strop_tuner_trial_value", c_int, [c_void_p, c_int64, c_int64, _P]),
+    # STROP_0.2
+    ("strop_tensor_load_npy", c_int, [c_char_p, _OUT]),
 ]
 
 #: Names of every declared function (the test compares them with lib/strop.map).
