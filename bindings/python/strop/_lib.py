@@ -91,7 +91,7 @@ class strop_tune_options(Structure):
 class strop_run_options(Structure):
     _fields_ = [("size", c_size_t), ("mode", c_int), ("write_outputs", c_int),
                 ("baselines", c_int), ("base_model", c_void_p), ("on_event", RUN_FN),
-                ("user_data", c_void_p), ("epochs_cap", c_int64)]
+                ("user_data", c_void_p), ("epochs_cap", c_int64), ("resume", c_int)]
 
 
 # ---- every exported function: (name, restype, argtypes), in lib/strop.map order ------------
