@@ -26,14 +26,13 @@ void tool_report_json(FILE *f, const char *cmd, const char *recipe, strop_run *r
 void tool_json_str(FILE *f, const char *s);
 void tool_command_help(const char *cmd);
 
-/* A float array read from a .npy file (float32, float64, uint8, int32, int64; C order). */
-typedef struct tool_array {
-  float *data;
-  size_t count;
-  int rank;
-  long long dims[8];
-} tool_array;
-int tool_npy_load(const char *path, tool_array *out, char *err, size_t cap);
+/* A text buffer that grows (free s when done). */
+typedef struct tool_text {
+  char *s;
+  size_t len, cap;
+} tool_text;
+/* Sets t to "[d0, d1, ...]" however long; 0, or -1 out of memory. */
+int tool_shape_text(tool_text *t, const int64_t *dims, int rank);
 
 int tool_cmd_tune(const char *const *args, int nargs, const char *const *sets, int nsets, int quiet,
                   int json, int64_t epochs_cap, volatile sig_atomic_t *interrupted);
