@@ -7,6 +7,7 @@
 #include <string.h>
 #include <dirent.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -1417,9 +1418,17 @@ START_TEST(text_language_model) {
   /* distinct: \n ' ' d h l o r w é ö  => 10 + <unk> */
   ck_assert_int_eq(strop_vocab_size(v), 11);
   const char *vp = put_text("dummy", "");
-  char vpath[600];
+  char vpath[600], stale[700];
   snprintf(vpath, sizeof vpath, "%s.vocab", vp);
+  /* saved through the atomic writer: the temporary of a save killed earlier goes */
+  pid_t dead = fork();
+  if (dead == 0) _exit(0);
+  ck_assert_int_eq(waitpid(dead, NULL, 0), dead);
+  snprintf(stale, sizeof stale, "%s.tmp.%ld.3", vpath, (long)dead);
+  put_file(strrchr(stale, '/') + 1, "x", 1, 0);
+  ck_assert_int_eq(access(stale, F_OK), 0);
   ck_assert_int_eq(strop_vocab_save(v, vpath), STROP_OK);
+  ck_assert_int_ne(access(stale, F_OK), 0);
   ck_assert_int_eq(strop_vocab_load(vpath, &v2), STROP_OK);
   ck_assert_int_eq(strop_vocab_size(v2), 11);
   int64_t ids[32], n;

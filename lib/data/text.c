@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include "data/data_impl.h"
+#include "io/atomic.h"
+#include "io/sbuf.h"
 
 struct strop_vocab {
   int mode;
@@ -179,37 +181,20 @@ strop_status strop_vocab_save(const strop_vocab *vocab, const char *path) {
   const char *fn = "strop_vocab_save";
   if (!vocab || !path)
     return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, vocab ? "path" : "vocab");
-  size_t pl = strlen(path);
-  char *tmp = strop__malloc(pl + 16);
-  if (!tmp) return STROP__NOMEM(fn);
-  snprintf(tmp, pl + 16, "%s.tmp%d", path, (int)getpid());
-  FILE *f = fopen(tmp, "wb");
-  if (!f) {
-    strop_status st = strop__err(STROP_E_IO, "%s: cannot create %s: %s", fn, tmp,
-                                 strerror(errno));
-    strop__free(tmp);
-    return st;
-  }
-  int bad = fprintf(f, "strop-vocab 1 %s %lld\n",
-                    vocab->mode == STROP_TOKENS_BYTES ? "bytes" : "chars",
-                    (long long)vocab->size) < 0;
+  strop__sbuf b;
+  memset(&b, 0, sizeof b);
+  strop__sbuf_printf(&b, "strop-vocab 1 %s %lld\n",
+                     vocab->mode == STROP_TOKENS_BYTES ? "bytes" : "chars",
+                     (long long)vocab->size);
   if (vocab->mode == STROP_TOKENS_CHARS) {
-    bad |= fputs("<unk>\n", f) < 0;
-    for (int64_t i = 1; i < vocab->size && !bad; i++)
-      bad |= fprintf(f, "U+%04X\n", (unsigned)vocab->cps[i]) < 0;
+    strop__sbuf_puts(&b, "<unk>\n");
+    for (int64_t i = 1; i < vocab->size; i++)
+      strop__sbuf_printf(&b, "U+%04X\n", (unsigned)vocab->cps[i]);
   }
-  bad |= fflush(f) != 0;
-  bad |= fsync(fileno(f)) != 0;
-  bad |= fclose(f) != 0;
-  if (bad || rename(tmp, path) != 0) {
-    strop_status st = strop__err(STROP_E_IO, "%s: cannot write %s: %s", fn, path,
-                                 strerror(errno));
-    unlink(tmp);
-    strop__free(tmp);
-    return st;
-  }
-  strop__free(tmp);
-  return STROP_OK;
+  /* the atomic writer: a killed save leaves a temporary the next save removes */
+  strop_status st = b.oom ? STROP__NOMEM(fn) : strop__write_file_atomic(fn, path, b.s, b.n);
+  strop__sbuf_free(&b);
+  return st;
 }
 
 strop_status strop_vocab_load(const char *path, strop_vocab **out) {
