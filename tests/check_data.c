@@ -90,6 +90,18 @@ static size_t make_idx(uint8_t *buf, int type, int rank, const uint32_t *dims,
   return o + n;
 }
 
+/* A version 1.0 NPY file in buf: the header dict, then n bytes of data. Returns its length. */
+static size_t make_npy(char *buf, const char *dict, const void *data, size_t n) {
+  size_t dl = strlen(dict);
+  memcpy(buf, "\x93NUMPY\x01\x00", 8);
+  buf[8] = (char)(dl + 1);
+  buf[9] = 0;
+  memcpy(buf + 10, dict, dl);
+  buf[10 + dl] = '\n';
+  if (n) memcpy(buf + 11 + dl, data, n);
+  return 11 + dl + n;
+}
+
 static int have_fmnist(void) {
   struct stat sb;
   if (stat(FMNIST "/train-images-idx3-ubyte.gz", &sb) == 0) return 1;
@@ -550,16 +562,20 @@ START_TEST(idx_nonfinite_images_refused) {
 }
 END_TEST
 
+/* An int32 IDX label file holding 0, v, 1 (big-endian). */
+static const char *put_labels_i32(const char *name, uint32_t v) {
+  uint8_t lab[12] = {0, 0, 0, 0, (uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8),
+                     (uint8_t)v, 0, 0, 0, 1}, buf[64];
+  uint32_t dl[1] = {3};
+  return put_file(name, buf, make_idx(buf, 0x0C, 1, dl, lab, 12), 0);
+}
+
 START_TEST(labels_are_exact_and_capped) {
-  uint8_t img[3] = {1, 2, 3}, buf[64], lab[12];
-  uint32_t di[1] = {3}, dl[1] = {3};
-  size_t n = make_idx(buf, 0x08, 1, di, img, 3);
-  const char *pi = put_file("img3.idx", buf, n, 0);
-  /* int32 labels 0, 2147483646, 1: one label would make 2^31 + 1 classes */
-  static const uint8_t big[12] = {0, 0, 0, 0, 0x7f, 0xff, 0xff, 0xfe, 0, 0, 0, 1};
-  memcpy(lab, big, sizeof lab);
-  n = make_idx(buf, 0x0C, 1, dl, lab, 12);
-  const char *pl = put_file("lab_huge.idx", buf, n, 0);
+  uint8_t img[3] = {1, 2, 3}, buf[64];
+  uint32_t di[1] = {3};
+  const char *pi = put_file("img3.idx", buf, make_idx(buf, 0x08, 1, di, img, 3), 0);
+  /* one label of 2147483646 would make 2^31 + 1 classes */
+  const char *pl = put_labels_i32("lab_huge.idx", 2147483646u);
   strop_dataset *ds = (strop_dataset *)1;
   strop__alloc_peak_reset();
   int64_t base = strop__alloc_peak();
@@ -569,21 +585,11 @@ START_TEST(labels_are_exact_and_capped) {
   ck_assert_ptr_null(ds);
   ck_assert_int_lt(strop__alloc_peak() - base, 1 << 20);
   /* 2^24 + 1 would come back as 2^24 through a float: refused, not rounded */
-  lab[4] = 1;
-  lab[5] = 0;
-  lab[6] = 0;
-  lab[7] = 1;
-  n = make_idx(buf, 0x0C, 1, dl, lab, 12);
-  pl = put_file("lab_round.idx", buf, n, 0);
+  pl = put_labels_i32("lab_round.idx", (1u << 24) + 1);
   assert_err(strop_dataset_load_idx(pi, pl, STROP_CLASSES_INFER, &ds), STROP_E_FORMAT,
              "label 1 is 16777217, outside [0, 16777216)");
   /* the largest class index is kept exactly */
-  lab[4] = 0;
-  lab[5] = 0xff;
-  lab[6] = 0xff;
-  lab[7] = 0xff;
-  n = make_idx(buf, 0x0C, 1, dl, lab, 12);
-  pl = put_file("lab_max.idx", buf, n, 0);
+  pl = put_labels_i32("lab_max.idx", (1u << 24) - 1);
   ck_assert_int_eq(strop_dataset_load_idx(pi, pl, STROP_CLASSES_INFER, &ds), STROP_OK);
   ck_assert_int_eq(strop_dataset_num_classes(ds), 1 << 24);
   ck_assert_float_eq(label_of(ds, 1), 16777215.0f);
@@ -622,14 +628,11 @@ START_TEST(gzip_stops_at_declared_size) {
   ck_assert_msg(used < (4 << 20), "inflating the bomb took %lld bytes", (long long)used);
   ck_assert_int_eq(strop__alloc_live(), live);
   /* the same for an NPY file: a header of 10 + 60 bytes and 6 bytes of data */
-  const char *dict = "{'descr': '|u1', 'fortran_order': False, 'shape': (2, 3), }";
   char npy_hdr[80];
-  size_t hl = strlen(dict) + 1;
-  ck_assert_uint_eq(hl, 60);
-  memcpy(npy_hdr, "\x93NUMPY\x01\x00\x3c\x00", 10);
-  memcpy(npy_hdr + 10, dict, hl - 1);
-  npy_hdr[9 + hl] = '\n';
-  const char *nb = put_gz_zeros("bomb.npy.gz", npy_hdr, 10 + hl, (size_t)32 << 20);
+  size_t nn = make_npy(npy_hdr, "{'descr': '|u1', 'fortran_order': False, 'shape': (2, 3), }",
+                       NULL, 0);
+  ck_assert_uint_eq(nn, 70);
+  const char *nb = put_gz_zeros("bomb.npy.gz", npy_hdr, nn, (size_t)32 << 20);
   strop__alloc_peak_reset();
   base = strop__alloc_peak();
   strop_tensor *t = (strop_tensor *)1;
@@ -772,15 +775,10 @@ START_TEST(npy_tensor_load) {
                          "a tensor needs rank >= 1 and no zero dimension; the array has rank 2 "
                          "and 0 elements",
                          "the array has rank 0"};
+  static const float zero = 0;
   for (int k = 0; k < 4; k++) {
-    size_t dl = strlen(dicts[k]);
-    memcpy(hdr, "\x93NUMPY\x01\x00", 8);
-    hdr[8] = (char)(dl + 1);
-    hdr[9] = 0;
-    memcpy(hdr + 10, dicts[k], dl);
-    hdr[10 + dl] = '\n';
-    memset(hdr + 11 + dl, 0, 4);
-    const char *pth = put_file("bad_t.npy", hdr, 11 + dl + (k == 3 ? 4 : 0), 0);
+    size_t n = make_npy(hdr, dicts[k], &zero, k == 3 ? sizeof zero : 0);
+    const char *pth = put_file("bad_t.npy", hdr, n, 0);
     t = (strop_tensor *)1;
     assert_err(strop_tensor_load_npy(pth, &t), STROP_E_FORMAT, want[k]);
     ck_assert_ptr_null(t);
@@ -788,14 +786,9 @@ START_TEST(npy_tensor_load) {
     ck_assert_ptr_nonnull(strstr(strop_last_error(), "bad_t.npy"));
   }
   float nan_row[4] = {1, 2, NAN, 4};
-  size_t dl = strlen("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 4), }");
-  memcpy(hdr, "\x93NUMPY\x01\x00", 8);
-  hdr[8] = (char)(dl + 1);
-  hdr[9] = 0;
-  memcpy(hdr + 10, "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 4), }", dl);
-  hdr[10 + dl] = '\n';
-  memcpy(hdr + 11 + dl, nan_row, sizeof nan_row);
-  const char *pn = put_file("nan_row.npy", hdr, 11 + dl + sizeof nan_row, 0);
+  size_t n = make_npy(hdr, "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 4), }", nan_row,
+                      sizeof nan_row);
+  const char *pn = put_file("nan_row.npy", hdr, n, 0);
   assert_err(strop_tensor_load_npy(pn, &t), STROP_E_FORMAT,
              "nan_row.npy: element 2 is not finite (nan)");
   ck_assert_ptr_null(t);
@@ -813,16 +806,10 @@ END_TEST
 
 START_TEST(npy_regression_targets_finite) {
   char hdr[160];
-  const char *dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (5,), }";
-  size_t dl = strlen(dict);
-  memcpy(hdr, "\x93NUMPY\x01\x00", 8);
-  hdr[8] = (char)(dl + 1);
-  hdr[9] = 0;
-  memcpy(hdr + 10, dict, dl);
-  hdr[10 + dl] = '\n';
   float y[5] = {0.5f, 1, INFINITY, 2, 3};
-  memcpy(hdr + 11 + dl, y, sizeof y);
-  const char *p = put_file("y_inf.npy", hdr, 11 + dl + sizeof y, 0);
+  size_t n = make_npy(hdr, "{'descr': '<f4', 'fortran_order': False, 'shape': (5,), }", y,
+                      sizeof y);
+  const char *p = put_file("y_inf.npy", hdr, n, 0);
   strop_dataset *ds = (strop_dataset *)1;
   assert_err(strop_dataset_load_npy(FIX "/x_f4.npy", p, 0, &ds), STROP_E_FORMAT,
              "y_inf.npy: element 2 is not finite (inf)");
@@ -1384,15 +1371,9 @@ START_TEST(npy_broken_inputs) {
                           "{'descr': '<f4', 'fortran_order': False, 'shape': (2, x), }"};
   const char *want[4] = {"'fortran_order' must be True or False", "no 'shape' tuple",
                          "no 'descr' string", "'shape' entry 1 is not a number"};
+  static const double zeros = 0;
   for (int k = 0; k < 4; k++) {
-    size_t dl = strlen(dicts[k]);
-    memcpy(hdr, "\x93NUMPY\x01\x00", 8);
-    hdr[8] = (char)(dl + 1);
-    hdr[9] = 0;
-    memcpy(hdr + 10, dicts[k], dl);
-    hdr[10 + dl] = '\n';
-    memset(hdr + 11 + dl, 0, 8);
-    p = put_file("badhdr.npy", hdr, 11 + dl + 8, 0);
+    p = put_file("badhdr.npy", hdr, make_npy(hdr, dicts[k], &zeros, sizeof zeros), 0);
     assert_err(strop_dataset_load_npy(p, FIX "/y_i8.npy", 3, &ds), STROP_E_FORMAT, want[k]);
     ck_assert_ptr_nonnull(strstr(strop_last_error(), "bad NPY header"));
   }
