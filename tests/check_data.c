@@ -86,7 +86,7 @@ static size_t make_idx(uint8_t *buf, int type, int rank, const uint32_t *dims,
     buf[o++] = (uint8_t)(dims[i] >> 8);
     buf[o++] = (uint8_t)dims[i];
   }
-  memcpy(buf + o, payload, n);
+  if (n) memcpy(buf + o, payload, n);
   return o + n;
 }
 

@@ -190,18 +190,22 @@ strop_status strop__write_file_atomic(const char *fn, const char *path, const vo
 strop_status strop__dir_probe(const char *fn, const char *dir) {
   const char *d = dir[0] ? dir : ".";
   char path[4200];
-  snprintf(path, sizeof path, "%s/.strop-write-test.%ld", d, (long)getpid());
+  snprintf(path, sizeof path, "%s/.strop-write-test.%ld.%u", d, (long)getpid(),
+           atomic_fetch_add(&g_tmp_counter, 1));
   static const char block[4096];
   const char *step = "creating a file";
   int e = 0, fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) {
     e = errno;
   } else {
-    ssize_t w;
-    do w = write(fd, block, sizeof block);
-    while (w < 0 && errno == EINTR);
-    if (w != (ssize_t)sizeof block) {
-      e = w < 0 ? errno : ENOSPC;
+    size_t done = 0;
+    while (done < sizeof block && !e) {
+      ssize_t w = write(fd, block + done, sizeof block - done);
+      if (w > 0) done += (size_t)w;
+      else if (w == 0) e = ENOSPC;
+      else if (errno != EINTR) e = errno;
+    }
+    if (e) {
       step = "writing";
     } else if (fsync(fd) != 0) {
       e = errno;
