@@ -1,10 +1,8 @@
 /* strop — text: byte- and character-level vocabularies (build, save, load, encode, decode) and
  * the datasets built on them: language-modelling windows and per-file text classification. */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "data/data_impl.h"
 #include "io/atomic.h"
