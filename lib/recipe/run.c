@@ -141,28 +141,26 @@ static const strop__ynode *sub(const strop__ynode *map, const char *key) {
   return strop__ynode_is_null(v) ? NULL : v;
 }
 
-/* Adds "strop_recipe_run: where: " to the sentence; one that starts with FN already (an inner
- * step of the runner) gets where after it, so FN is never said twice. */
-static strop_status fail(strop_status s, const char *where) {
+/* The thread's sentence without a leading "strop_recipe_run: " (an inner step of the runner
+ * said it already), copied into rest, so context added in front never says FN twice. */
+static const char *sentence_after_fn(char rest[1024]) {
   const char *e = strop_last_error();
   size_t n = strlen(FN);
-  if (strncmp(e, FN, n) == 0 && e[n] == ':' && e[n + 1] == ' ') {
-    char rest[1024];
-    snprintf(rest, sizeof rest, "%s", e + n + 2);
-    return strop__err(s, "%s: %s: %s", FN, where, rest);
-  }
-  strop__err_prefix("%s: %s", FN, where);
-  return s;
+  snprintf(rest, 1024, "%s", strncmp(e, FN ": ", n + 2) == 0 ? e + n + 2 : e);
+  return rest;
+}
+
+/* Adds "strop_recipe_run: where: " to the sentence. */
+static strop_status fail(strop_status s, const char *where) {
+  char rest[1024];
+  return strop__err(s, "%s: %s: %s", FN, where, sentence_after_fn(rest));
 }
 
 /* Says where the recipe sets data.<key>: "FN: file:line:col: 'key': <the sentence>". */
 static strop_status at_data_key(ctx *c, strop_status s, const char *key) {
   const strop__ynode *d = section(c->r, "data"), *at = strop__ynode_get(d, key);
-  const char *e = strop_last_error();
-  size_t n = strlen(FN);
   char rest[1024];
-  snprintf(rest, sizeof rest, "%s", strncmp(e, FN ": ", n + 2) == 0 ? e + n + 2 : e);
-  return strop__recipe_err(FN, c->r, at ? at : d, s, "'%s': %s", key, rest);
+  return strop__recipe_err(FN, c->r, at ? at : d, s, "'%s': %s", key, sentence_after_fn(rest));
 }
 
 /* A step of the data selection that left a part with no sample is refused at the recipe key
