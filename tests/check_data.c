@@ -7,6 +7,7 @@
 #include <string.h>
 #include <dirent.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -85,8 +86,20 @@ static size_t make_idx(uint8_t *buf, int type, int rank, const uint32_t *dims,
     buf[o++] = (uint8_t)(dims[i] >> 8);
     buf[o++] = (uint8_t)dims[i];
   }
-  memcpy(buf + o, payload, n);
+  if (n) memcpy(buf + o, payload, n);
   return o + n;
+}
+
+/* A version 1.0 NPY file in buf: the header dict, then n bytes of data. Returns its length. */
+static size_t make_npy(char *buf, const char *dict, const void *data, size_t n) {
+  size_t dl = strlen(dict);
+  memcpy(buf, "\x93NUMPY\x01\x00", 8);
+  buf[8] = (char)(dl + 1);
+  buf[9] = 0;
+  memcpy(buf + 10, dict, dl);
+  buf[10 + dl] = '\n';
+  if (n) memcpy(buf + 11 + dl, data, n);
+  return 11 + dl + n;
 }
 
 static int have_fmnist(void) {
@@ -478,12 +491,352 @@ START_TEST(idx_broken_inputs) {
   /* corrupt gzip stream */
   uint8_t gzbad[40] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 0xde, 0xad, 0xbe, 0xef};
   bad = put_file("corrupt.gz", gzbad, sizeof gzbad, 0);
-  assert_err(strop_dataset_load_idx(bad, glab, 5, &ds), STROP_E_IO, "corrupt.gz");
+  assert_err(strop_dataset_load_idx(bad, glab, 5, &ds), STROP_E_FORMAT, "corrupt.gz");
 
   assert_err(strop_dataset_load_idx("/nonexistent/x", glab, 5, &ds), STROP_E_IO,
              "cannot open /nonexistent/x");
   assert_err(strop_dataset_load_idx(good, glab, -2, &ds), STROP_E_INVALID_ARG, "num_classes");
   assert_err(strop_dataset_load_idx(NULL, glab, 5, &ds), STROP_E_INVALID_ARG, "images_path");
+}
+END_TEST
+
+/* ------------------------------------------------------------------ bounds ---- */
+/* Hostile inputs made on the fly: each is refused with its own sentence and the memory an
+ * attempt takes stays bounded (strop__alloc_peak: the most the library held at once). */
+
+static int sanitized(void) { return getenv("STROP_SANITIZED") != NULL; }
+
+/* A gzip file: head (n bytes), then zeros bytes of zeros, written in chunks. */
+static const char *put_gz_zeros(const char *name, const void *head, size_t n, size_t zeros) {
+  static char p[512];
+  snprintf(p, sizeof p, "%s/%s", tmpdir(), name);
+  gzFile g = gzopen(p, "wb9");
+  ck_assert_ptr_nonnull(g);
+  if (n) ck_assert_int_eq(gzwrite(g, head, (unsigned)n), (int)n);
+  static const uint8_t zero[1 << 16];
+  for (size_t left = zeros; left > 0;) {
+    unsigned k = left < sizeof zero ? (unsigned)left : (unsigned)sizeof zero;
+    ck_assert_int_eq(gzwrite(g, zero, k), (int)k);
+    left -= k;
+  }
+  gzclose(g);
+  return p;
+}
+
+static size_t file_size(const char *path) {
+  struct stat sb;
+  ck_assert_int_eq(stat(path, &sb), 0);
+  return (size_t)sb.st_size;
+}
+
+START_TEST(idx_nonfinite_images_refused) {
+  /* float32 and float64 images with NaN or infinity: refused as NPY and CSV refuse them */
+  uint8_t lab[2] = {0, 1}, buf[256], f4[2 * 2 * 4], f8[2 * 2 * 8];
+  uint32_t di[2] = {2, 2}, dl[1] = {2};
+  size_t n = make_idx(buf, 0x08, 1, dl, lab, 2);
+  const char *pl = put_file("lab.idx", buf, n, 0);
+  memset(f4, 0, sizeof f4);
+  f4[12] = 0x7f; /* element 3 = 0x7fc00000, NaN (big-endian) */
+  f4[13] = 0xc0;
+  n = make_idx(buf, 0x0D, 2, di, f4, sizeof f4);
+  const char *pi = put_file("nan_f32.idx", buf, n, 0);
+  strop_dataset *ds = (strop_dataset *)1;
+  int64_t live = strop__alloc_live();
+  assert_err(strop_dataset_load_idx(pi, pl, 2, &ds), STROP_E_FORMAT,
+             "nan_f32.idx: element 3 is not finite (nan)");
+  ck_assert_ptr_null(ds);
+  ck_assert_int_eq(strop__alloc_live(), live);
+  memset(f8, 0, sizeof f8);
+  f8[8] = 0x7f; /* element 1 = +infinity */
+  f8[9] = 0xf0;
+  n = make_idx(buf, 0x0E, 2, di, f8, sizeof f8);
+  pi = put_file("inf_f64.idx.gz", buf, n, 1);
+  assert_err(strop_dataset_load_idx(pi, pl, 2, &ds), STROP_E_FORMAT,
+             "inf_f64.idx.gz: element 1 is not finite (inf)");
+  f8[8] = 0x7f; /* 1e300: finite as a double, infinite as the float it becomes */
+  f8[9] = 0xe3;
+  n = make_idx(buf, 0x0E, 2, di, f8, sizeof f8);
+  pi = put_file("big_f64.idx", buf, n, 0);
+  assert_err(strop_dataset_load_idx(pi, pl, 2, &ds), STROP_E_FORMAT, "element 1 is not finite");
+  ck_assert_int_eq(strop__alloc_live(), live);
+}
+END_TEST
+
+/* An int32 IDX label file holding 0, v, 1 (big-endian). */
+static const char *put_labels_i32(const char *name, uint32_t v) {
+  uint8_t lab[12] = {0, 0, 0, 0, (uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8),
+                     (uint8_t)v, 0, 0, 0, 1}, buf[64];
+  uint32_t dl[1] = {3};
+  return put_file(name, buf, make_idx(buf, 0x0C, 1, dl, lab, 12), 0);
+}
+
+START_TEST(labels_are_exact_and_capped) {
+  uint8_t img[3] = {1, 2, 3}, buf[64];
+  uint32_t di[1] = {3};
+  const char *pi = put_file("img3.idx", buf, make_idx(buf, 0x08, 1, di, img, 3), 0);
+  /* one label of 2147483646 would make 2^31 + 1 classes */
+  const char *pl = put_labels_i32("lab_huge.idx", 2147483646u);
+  strop_dataset *ds = (strop_dataset *)1;
+  strop__alloc_peak_reset();
+  int64_t base = strop__alloc_peak();
+  assert_err(strop_dataset_load_idx(pi, pl, STROP_CLASSES_INFER, &ds), STROP_E_FORMAT,
+             "lab_huge.idx: label 1 is 2147483646, outside [0, 16777216) (class indices stop "
+             "below 2^24)");
+  ck_assert_ptr_null(ds);
+  ck_assert_int_lt(strop__alloc_peak() - base, 1 << 20);
+  /* 2^24 + 1 would come back as 2^24 through a float: refused, not rounded */
+  pl = put_labels_i32("lab_round.idx", (1u << 24) + 1);
+  assert_err(strop_dataset_load_idx(pi, pl, STROP_CLASSES_INFER, &ds), STROP_E_FORMAT,
+             "label 1 is 16777217, outside [0, 16777216)");
+  /* the largest class index is kept exactly */
+  pl = put_labels_i32("lab_max.idx", (1u << 24) - 1);
+  ck_assert_int_eq(strop_dataset_load_idx(pi, pl, STROP_CLASSES_INFER, &ds), STROP_OK);
+  ck_assert_int_eq(strop_dataset_num_classes(ds), 1 << 24);
+  ck_assert_float_eq(label_of(ds, 1), 16777215.0f);
+  strop_dataset_free(ds);
+  assert_err(strop_dataset_load_idx(pi, pl, (1 << 24) + 1, &ds), STROP_E_INVALID_ARG,
+             "num_classes must be in [-1, 2^24], got 16777217");
+  /* the same bound for memory and CSV labels */
+  float x[2] = {0, 1}, y[2] = {0, 16777216.0f};
+  int64_t d[1] = {1};
+  assert_err(strop_dataset_from_memory(x, y, 2, 1, d, 0, NULL, STROP_CLASSES_INFER, &ds),
+             STROP_E_INVALID_ARG, "targets: label 1 is 16777216; class indices stop below 2^24");
+  const char *pc = put_text("big_label.csv", "1,0\n2,16777216\n");
+  assert_err(strop_dataset_load_csv(pc, NULL, &ds), STROP_E_FORMAT,
+             "big_label.csv:2: column 2: label 1.67772e+07 is not a class index");
+}
+END_TEST
+
+START_TEST(gzip_stops_at_declared_size) {
+  /* a gzip "bomb": the header declares 2 x 2 x 2 bytes, the stream inflates to 64 MiB */
+  uint8_t hdr[16];
+  uint32_t di[3] = {2, 2, 2}, dl[1] = {2};
+  size_t hn = make_idx(hdr, 0x08, 3, di, NULL, 0);
+  const char *bomb = put_gz_zeros("bomb.idx.gz", hdr, hn, (size_t)64 << 20);
+  ck_assert_uint_lt(file_size(bomb), 200000);
+  uint8_t lab[2] = {0, 1}, buf[64];
+  size_t n = make_idx(buf, 0x08, 1, dl, lab, 2);
+  const char *pl = put_file("bomb_lab.idx", buf, n, 0);
+  strop_dataset *ds = (strop_dataset *)1;
+  int64_t live = strop__alloc_live();
+  strop__alloc_peak_reset();
+  int64_t base = strop__alloc_peak();
+  assert_err(strop_dataset_load_idx(bomb, pl, 2, &ds), STROP_E_FORMAT,
+             "bomb.idx.gz: the gzip data inflates to more than the 24 bytes its header declares");
+  ck_assert_ptr_null(ds);
+  int64_t used = strop__alloc_peak() - base;
+  ck_assert_msg(used < (4 << 20), "inflating the bomb took %lld bytes", (long long)used);
+  ck_assert_int_eq(strop__alloc_live(), live);
+  /* the same for an NPY file: a header of 10 + 60 bytes and 6 bytes of data */
+  char npy_hdr[80];
+  size_t nn = make_npy(npy_hdr, "{'descr': '|u1', 'fortran_order': False, 'shape': (2, 3), }",
+                       NULL, 0);
+  ck_assert_uint_eq(nn, 70);
+  const char *nb = put_gz_zeros("bomb.npy.gz", npy_hdr, nn, (size_t)32 << 20);
+  strop__alloc_peak_reset();
+  base = strop__alloc_peak();
+  strop_tensor *t = (strop_tensor *)1;
+  assert_err(strop_tensor_load_npy(nb, &t), STROP_E_FORMAT,
+             "bomb.npy.gz: the gzip data inflates to more than the 76 bytes its header declares");
+  ck_assert_ptr_null(t);
+  ck_assert_int_lt(strop__alloc_peak() - base, 4 << 20);
+  /* a file of exactly the declared size still loads, and a gzip'd one as well as a plain one */
+  uint8_t img[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+  n = make_idx(buf, 0x08, 3, di, img, 8);
+  const char *ok = put_file("exact.idx.gz", buf, n, 1);
+  ck_assert_int_eq(strop_dataset_load_idx(ok, pl, 2, &ds), STROP_OK);
+  strop_dataset_free(ds);
+}
+END_TEST
+
+START_TEST(gzip_trailer_not_trusted) {
+  /* a 40-odd byte gzip file whose trailer claims 4 GiB of content */
+  uint8_t lab[2] = {0, 1}, buf[64];
+  uint32_t dl[1] = {2};
+  size_t n = make_idx(buf, 0x08, 1, dl, lab, 2);
+  const char *p = put_file("liar.idx.gz", buf, n, 1);
+  size_t len;
+  uint8_t *gz = (uint8_t *)strop_test_read_file(p, &len);
+  ck_assert_ptr_nonnull(gz);
+  ck_assert_uint_lt(len, 64);
+  memset(gz + len - 4, 0xff, 4);
+  p = put_file("liar.idx.gz", gz, len, 0);
+  free(gz);
+  strop_dataset *ds = (strop_dataset *)1;
+  strop__alloc_peak_reset();
+  int64_t base = strop__alloc_peak();
+  assert_err(strop_dataset_load_idx(p, p, 2, &ds), STROP_E_FORMAT,
+             "liar.idx.gz: corrupt gzip data after 10 bytes: incorrect length check");
+  int64_t used = strop__alloc_peak() - base;
+  ck_assert_msg(used < (1 << 20), "a 4 GiB trailer made the reader take %lld bytes",
+                (long long)used);
+  /* a corrupt stream is invalid data (not an I/O error) and names only the file */
+  uint8_t gzbad[40] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 0xde, 0xad, 0xbe, 0xef};
+  p = put_file("corrupt.csv.gz", gzbad, sizeof gzbad, 0);
+  assert_err(strop_dataset_load_csv(p, NULL, &ds), STROP_E_FORMAT,
+             "corrupt.csv.gz: corrupt gzip data after 0 bytes");
+  ck_assert_ptr_null(strstr(strop_last_error(), "<fd:"));
+  /* a stream cut short */
+  n = make_idx(buf, 0x08, 1, dl, lab, 2);
+  p = put_file("cut.idx.gz", buf, n, 1);
+  gz = (uint8_t *)strop_test_read_file(p, &len);
+  p = put_file("cut.idx.gz", gz, len - 6, 0);
+  free(gz);
+  assert_err(strop_dataset_load_idx(p, p, 2, &ds), STROP_E_FORMAT,
+             "cut.idx.gz: truncated gzip stream after 10 bytes");
+}
+END_TEST
+
+START_TEST(gzip_without_declared_size_is_bounded) {
+  /* CSV declares no size: a stream inflating past max(256 MiB, 64 x its size) is refused */
+  if (sanitized()) return; /* 256 MiB of inflation is slow under the sanitizers */
+  ck_assert_uint_eq(strop__gzip_limit(1000), (size_t)256 << 20);
+  ck_assert_uint_eq(strop__gzip_limit((size_t)10 << 20), (size_t)640 << 20);
+  ck_assert_uint_eq(strop__gzip_limit(SIZE_MAX / 2), SIZE_MAX);
+  const char *p = put_gz_zeros("bomb.csv.gz", "1,0\n", 4, (size_t)300 << 20);
+  strop_dataset *ds = (strop_dataset *)1;
+  strop__alloc_peak_reset();
+  int64_t base = strop__alloc_peak();
+  assert_err(strop_dataset_load_csv(p, NULL, &ds), STROP_E_FORMAT,
+             "bomb.csv.gz: the gzip data inflates to more than 268435456 bytes");
+  /* the buffer doubles as data arrives: its last growth holds the old block beside the new */
+  ck_assert_int_le(strop__alloc_peak() - base, ((int64_t)512 << 20) + (1 << 20));
+}
+END_TEST
+
+START_TEST(non_regular_files_refused) {
+  /* a FIFO would block open() until a writer came: refused at once, as a folder is */
+  char fifo[600];
+  snprintf(fifo, sizeof fifo, "%s/data.fifo", tmpdir());
+  unlink(fifo);
+  ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+  strop_dataset *ds = (strop_dataset *)1;
+  assert_err(strop_dataset_load_csv(fifo, NULL, &ds), STROP_E_IO,
+             "data.fifo is a FIFO (named pipe); give a regular file");
+  ck_assert_ptr_null(ds);
+  assert_err(strop_dataset_load_idx(fifo, fifo, 2, &ds), STROP_E_IO, "is a FIFO");
+  assert_err(strop_dataset_load_npy(fifo, fifo, 2, &ds), STROP_E_IO, "is a FIFO");
+  strop_tensor *t = NULL;
+  assert_err(strop_tensor_load_npy(fifo, &t), STROP_E_IO, "is a FIFO");
+  assert_err(strop_dataset_load_csv(tmpdir(), NULL, &ds), STROP_E_IO, "is a folder");
+  unlink(fifo);
+}
+END_TEST
+
+START_TEST(iter_batch_larger_than_dataset) {
+  /* batch_size 10^12 over 30 samples: buffers for 30 rows, not 10^12 */
+  strop_dataset *ds = toy(30, 3);
+  strop_batch_iter *it = NULL;
+  int64_t live = strop__alloc_live();
+  strop__alloc_peak_reset();
+  int64_t base = strop__alloc_peak();
+  for (int flags = 0; flags <= STROP_ITER_SHUFFLE + STROP_ITER_PREFETCH;
+       flags += STROP_ITER_SHUFFLE + STROP_ITER_PREFETCH) {
+    ck_assert_int_eq(strop_batch_iter_create(ds, (int64_t)1000000000000, 1, flags, &it), STROP_OK);
+    strop_tensor *x = NULL, *y = NULL;
+    int64_t rows = 0;
+    ck_assert_msg(strop_batch_iter_next(it, &x, &y, &rows) == STROP_OK, "%s", strop_last_error());
+    ck_assert_int_eq(rows, 30);
+    ck_assert_int_eq(strop_tensor_dim(x, 0), 30);
+    ck_assert_int_eq(strop_batch_iter_num_batches(it), 1);
+    ck_assert_int_eq(strop_batch_iter_next(it, &x, &y, &rows), STROP_OK);
+    ck_assert_int_eq(rows, 0); /* the epoch ended */
+    strop_batch_iter_free(it);
+  }
+  ck_assert_int_lt(strop__alloc_peak() - base, 1 << 20);
+  ck_assert_int_eq(strop__alloc_live(), live);
+  strop_dataset_free(ds);
+}
+END_TEST
+
+START_TEST(npy_tensor_load) {
+  strop_tensor *t = NULL;
+  ck_assert_int_eq(strop_tensor_load_npy(FIX "/x_f8_fortran.npy", &t), STROP_OK);
+  ck_assert_int_eq(strop_tensor_rank(t), 2);
+  ck_assert_int_eq(strop_tensor_dim(t, 0), 5);
+  ck_assert_int_eq(strop_tensor_dim(t, 1), 3);
+  const float *p = strop_tensor_data_const(t);
+  ck_assert_float_eq(p[3], 0.5f); /* row 1 of x_f4: 3 * 0.5 - 1, C order after the transpose */
+  strop_tensor_free(t);
+  ck_assert_int_eq(strop_tensor_load_npy(FIX "/x_u1.npy", &t), STROP_OK);
+  ck_assert_int_eq(strop_tensor_rank(t), 3);
+  ck_assert_float_eq(strop_tensor_data_const(t)[29], 29.0f);
+  strop_tensor_free(t);
+  /* errors: the sentence names the file and what is wrong; nothing leaks; *out is NULL */
+  int64_t live = strop__alloc_live();
+  char hdr[160];
+  const char *dicts[4] = {"{'descr': '<f4', 'fortran_order': False, 'shape': (-3, 2), }",
+                          "{'descr': '<f4', 'fortran_order': False, 'shape': "
+                          "(18446744073709550832, 2), }",
+                          "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 2), }",
+                          "{'descr': '<f4', 'fortran_order': False, 'shape': (), }"};
+  const char *want[4] = {"'shape' entry 0 is negative",
+                         "NPY shape entry 0 is 18446744073709550832, above the limit of 2^40",
+                         "a tensor needs rank >= 1 and no zero dimension; the array has rank 2 "
+                         "and 0 elements",
+                         "the array has rank 0"};
+  static const float zero = 0;
+  for (int k = 0; k < 4; k++) {
+    size_t n = make_npy(hdr, dicts[k], &zero, k == 3 ? sizeof zero : 0);
+    const char *pth = put_file("bad_t.npy", hdr, n, 0);
+    t = (strop_tensor *)1;
+    assert_err(strop_tensor_load_npy(pth, &t), STROP_E_FORMAT, want[k]);
+    ck_assert_ptr_null(t);
+    ck_assert_ptr_nonnull(strstr(strop_last_error(), "strop_tensor_load_npy: "));
+    ck_assert_ptr_nonnull(strstr(strop_last_error(), "bad_t.npy"));
+  }
+  float nan_row[4] = {1, 2, NAN, 4};
+  size_t n = make_npy(hdr, "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 4), }", nan_row,
+                      sizeof nan_row);
+  const char *pn = put_file("nan_row.npy", hdr, n, 0);
+  assert_err(strop_tensor_load_npy(pn, &t), STROP_E_FORMAT,
+             "nan_row.npy: element 2 is not finite (nan)");
+  ck_assert_ptr_null(t);
+  /* regression targets are data too: NaN is refused there as in the inputs */
+  strop_dataset *ds = NULL;
+  assert_err(strop_dataset_load_npy(FIX "/x_f4.npy", pn, 0, &ds), STROP_E_FORMAT,
+             "5 samples but");
+  assert_err(strop_tensor_load_npy(FIX "/x_f4_be.npy", &t), STROP_E_UNSUPPORTED, "'>f4'");
+  assert_err(strop_tensor_load_npy("/nonexistent.npy", &t), STROP_E_IO, "cannot open");
+  assert_err(strop_tensor_load_npy(NULL, &t), STROP_E_INVALID_ARG, "path is NULL");
+  assert_err(strop_tensor_load_npy(pn, NULL), STROP_E_INVALID_ARG, "out is NULL");
+  ck_assert_int_eq(strop__alloc_live(), live);
+}
+END_TEST
+
+START_TEST(npy_regression_targets_finite) {
+  char hdr[160];
+  float y[5] = {0.5f, 1, INFINITY, 2, 3};
+  size_t n = make_npy(hdr, "{'descr': '<f4', 'fortran_order': False, 'shape': (5,), }", y,
+                      sizeof y);
+  const char *p = put_file("y_inf.npy", hdr, n, 0);
+  strop_dataset *ds = (strop_dataset *)1;
+  assert_err(strop_dataset_load_npy(FIX "/x_f4.npy", p, 0, &ds), STROP_E_FORMAT,
+             "y_inf.npy: element 2 is not finite (inf)");
+  ck_assert_ptr_null(ds);
+}
+END_TEST
+
+static const char *g_npy_path;
+static strop_tensor *g_tensor;
+static int op_tensor_npy(void *ctx) {
+  (void)ctx;
+  return strop_tensor_load_npy(g_npy_path, &g_tensor);
+}
+static void free_tensor(void *ctx) {
+  (void)ctx;
+  strop_tensor_free(g_tensor);
+  g_tensor = NULL;
+}
+
+START_TEST(npy_tensor_alloc_failures) {
+  g_npy_path = FIX "/x_f8_fortran.npy";
+  ck_assert_int_ge(strop_test_alloc_sweep(op_tensor_npy, free_tensor, NULL), 2);
+  size_t len;
+  char *whole = strop_test_read_file(FIX "/x_f4.npy", &len);
+  g_npy_path = put_file("sweep.npy.gz", whole, len, 1);
+  free(whole);
+  ck_assert_int_ge(strop_test_alloc_sweep(op_tensor_npy, free_tensor, NULL), 3);
 }
 END_TEST
 
@@ -1018,15 +1371,9 @@ START_TEST(npy_broken_inputs) {
                           "{'descr': '<f4', 'fortran_order': False, 'shape': (2, x), }"};
   const char *want[4] = {"'fortran_order' must be True or False", "no 'shape' tuple",
                          "no 'descr' string", "'shape' entry 1 is not a number"};
+  static const double zeros = 0;
   for (int k = 0; k < 4; k++) {
-    size_t dl = strlen(dicts[k]);
-    memcpy(hdr, "\x93NUMPY\x01\x00", 8);
-    hdr[8] = (char)(dl + 1);
-    hdr[9] = 0;
-    memcpy(hdr + 10, dicts[k], dl);
-    hdr[10 + dl] = '\n';
-    memset(hdr + 11 + dl, 0, 8);
-    p = put_file("badhdr.npy", hdr, 11 + dl + 8, 0);
+    p = put_file("badhdr.npy", hdr, make_npy(hdr, dicts[k], &zeros, sizeof zeros), 0);
     assert_err(strop_dataset_load_npy(p, FIX "/y_i8.npy", 3, &ds), STROP_E_FORMAT, want[k]);
     ck_assert_ptr_nonnull(strstr(strop_last_error(), "bad NPY header"));
   }
@@ -1052,9 +1399,17 @@ START_TEST(text_language_model) {
   /* distinct: \n ' ' d h l o r w é ö  => 10 + <unk> */
   ck_assert_int_eq(strop_vocab_size(v), 11);
   const char *vp = put_text("dummy", "");
-  char vpath[600];
+  char vpath[600], stale[700];
   snprintf(vpath, sizeof vpath, "%s.vocab", vp);
+  /* saved through the atomic writer: the temporary of a save killed earlier goes */
+  pid_t dead = fork();
+  if (dead == 0) _exit(0);
+  ck_assert_int_eq(waitpid(dead, NULL, 0), dead);
+  snprintf(stale, sizeof stale, "%s.tmp.%ld.3", vpath, (long)dead);
+  put_file(strrchr(stale, '/') + 1, "x", 1, 0);
+  ck_assert_int_eq(access(stale, F_OK), 0);
   ck_assert_int_eq(strop_vocab_save(v, vpath), STROP_OK);
+  ck_assert_int_ne(access(stale, F_OK), 0);
   ck_assert_int_eq(strop_vocab_load(vpath, &v2), STROP_OK);
   ck_assert_int_eq(strop_vocab_size(v2), 11);
   int64_t ids[32], n;
@@ -1456,6 +1811,19 @@ int main(void) {
   tcase_add_test(tc, csv_broken_inputs);
   tcase_add_test(tc, npy_broken_inputs);
   tcase_add_test(tc, alloc_failures);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("bounds");
+  tcase_set_timeout(tc, 120); /* a FIFO that blocks fails here instead of hanging the suite */
+  tcase_add_test(tc, idx_nonfinite_images_refused);
+  tcase_add_test(tc, labels_are_exact_and_capped);
+  tcase_add_test(tc, gzip_stops_at_declared_size);
+  tcase_add_test(tc, gzip_trailer_not_trusted);
+  tcase_add_test(tc, gzip_without_declared_size_is_bounded);
+  tcase_add_test(tc, non_regular_files_refused);
+  tcase_add_test(tc, iter_batch_larger_than_dataset);
+  tcase_add_test(tc, npy_tensor_load);
+  tcase_add_test(tc, npy_regression_targets_finite);
+  tcase_add_test(tc, npy_tensor_alloc_failures);
   suite_add_tcase(s, tc);
   if (!tmpdir()[0]) {
     fprintf(stderr, "check_data: cannot create a scratch directory in /tmp\n");

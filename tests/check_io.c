@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -17,6 +19,7 @@
 #include "io/json.h"
 #include "io/safetensors.h"
 #include "strop/io.h"
+#include "strop/recipe.h"
 #include "strop/strop.h"
 #include "testutil.h"
 
@@ -281,6 +284,9 @@ static const struct {
     {"missing_dtype", "tensor 'a': missing \"dtype\""},
     {"metadata_not_string", "\"__metadata__\" entry 'step' is not a string"},
     {"fractional_dim", "shape[0] is not an integer"},
+    {"zero_then_huge_dim", "shape[1] is 9223372036854775807, above the limit of 2^40"},
+    {"huge_dim_then_zero", "shape[0] is 4611686018427387904, above the limit of 2^40"},
+    {"zero_then_huge_product", "shape [0, 1099511627776, 1099511627776] is too large"},
 };
 
 START_TEST(st_broken_corpus) {
@@ -358,6 +364,59 @@ START_TEST(st_json_strictness) {
   ck_assert(!strop__utf8_valid("\xed\xa0\x80", 3));
   ck_assert(!strop__utf8_valid("\xf4\x90\x80\x80", 4));
   ck_assert(strop__utf8_valid("\xf0\x9f\x98\x80", 4));
+}
+END_TEST
+
+/* Every dimension is bounded whatever the order: a zero elsewhere must not let a huge
+ * dimension through (the tool multiplied dims and overflowed a 128-byte buffer). */
+START_TEST(st_dims_checked_in_any_order) {
+  static const struct {
+    const char *shape, *msg;
+  } bad[] = {
+      {"[0,9223372036854775807]", "shape[1] is 9223372036854775807, above the limit of 2^40"},
+      {"[0,9223372036854775807,9223372036854775807,5]", "shape[1] is 9223372036854775807"},
+      {"[4611686018427387904,3,0]", "shape[0] is 4611686018427387904, above the limit of 2^40"},
+      {"[1099511627776,1099511627776,0]", "shape [1099511627776, 1099511627776, 0] is too large"},
+      {"[0,1099511627776,1099511627776]", "shape [0, 1099511627776, 1099511627776] is too large"},
+      {"[1099511627777]", "shape[0] is 1099511627777, above the limit of 2^40"},
+  };
+  char json[256];
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    snprintf(json, sizeof json, "{\"a\":{\"dtype\":\"F32\",\"shape\":%s,\"data_offsets\":[0,0]}}",
+             bad[i].shape);
+    int64_t live = strop__alloc_live();
+    ck_assert_msg(open_header(json, "", 0) == STROP_E_FORMAT, "%s accepted", bad[i].shape);
+    ERR_HAS(bad[i].msg);
+    ck_assert_int_eq(strop__alloc_live(), live);
+  }
+  /* zeros stay legal: an empty tensor of a bounded shape */
+  ck_assert_int_eq(open_header("{\"a\":{\"dtype\":\"F32\",\"shape\":[0,1099511627776,8],"
+                               "\"data_offsets\":[0,0]}}", "", 0), STROP_OK);
+}
+END_TEST
+
+/* A header of small numbers: the parser stops at its value limit instead of taking 32 bytes
+ * of nodes per byte of header (50 MB took 1.75 GB). */
+START_TEST(st_header_value_count_bounded) {
+  size_t n = 1200000, cap = 64 + 2 * n + 8;
+  char *json = malloc(cap);
+  size_t l = (size_t)snprintf(json, cap, "{\"__metadata__\":{},\"x\":[");
+  for (size_t i = 0; i < n; i++) {
+    json[l++] = '0';
+    json[l++] = ',';
+  }
+  json[l - 1] = ']';
+  json[l++] = '}';
+  json[l] = '\0';
+  int64_t live = strop__alloc_live();
+  strop__alloc_peak_reset();
+  int64_t base = strop__alloc_peak();
+  ck_assert_int_eq(open_header(json, "", 0), STROP_E_FORMAT);
+  ERR_HAS("more than 1048576 JSON values");
+  int64_t used = strop__alloc_peak() - base;
+  ck_assert_msg(used < ((int64_t)110 << 20), "the header took %lld bytes", (long long)used);
+  ck_assert_int_eq(strop__alloc_live(), live);
+  free(json);
 }
 END_TEST
 
@@ -688,6 +747,29 @@ END_TEST
 /* atomic writes                                                                          */
 /* ------------------------------------------------------------------------------------ */
 
+START_TEST(non_regular_files_refused) {
+  /* model, spec and recipe paths: a FIFO is refused at once, not waited on */
+  const char *fifo = tmp_path("model.fifo");
+  ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+  strop_st_file *f = NULL;
+  ck_assert_int_eq(strop_st_file_open(fifo, &f), STROP_E_IO);
+  ERR_HAS("model.fifo is a FIFO (named pipe); give a regular file");
+  strop_model *m = net(3, NULL);
+  ck_assert_int_eq(strop_model_load_weights(m, fifo, 0, NULL), STROP_E_IO);
+  ERR_HAS("is a FIFO");
+  strop_model_free(m);
+  m = NULL;
+  ck_assert_int_eq(strop_model_load_spec(fifo, &m), STROP_E_IO);
+  ERR_HAS("is a FIFO");
+  strop_recipe *r = NULL;
+  ck_assert_int_eq(strop_recipe_load(fifo, &r), STROP_E_IO);
+  ERR_HAS("is a FIFO");
+  ck_assert_int_eq(strop_st_file_open(g_dir, &f), STROP_E_IO);
+  ERR_HAS("is a folder");
+  unlink(fifo);
+}
+END_TEST
+
 /* A write failure after K bytes leaves the old file intact and no temporary file. */
 START_TEST(atomic_write_failure_keeps_old_file) {
   strop_model *m = net(3, NULL);
@@ -732,6 +814,83 @@ START_TEST(atomic_small_helpers) {
   ck_assert_int_eq(strop__read_file("t", g_dir, 100, &s, &n), STROP_E_IO);
   ck_assert_int_eq(strop__write_file_atomic("t", "", "x", 1), STROP_E_INVALID_ARG);
   ck_assert_int_eq(count_temp_files(), 0);
+}
+END_TEST
+
+/* A writer killed mid-write (kill -9) leaves its temporary; the next write to the same target
+ * removes it, and never the temporary of a writer that still runs. */
+START_TEST(atomic_stale_temporaries_removed) {
+  const char *p = tmp_path("ck.safetensors");
+  ck_assert_int_eq(strop__write_file_atomic("t", p, "old", 3), STROP_OK);
+  for (int k = 0; k < 3; k++) {
+    pid_t child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+      strop__afile f;
+      if (strop__afile_open(&f, "t", p) != STROP_OK) _exit(2);
+      static char block[1 << 16];
+      (void)strop__afile_write(&f, block, sizeof block);
+      raise(SIGKILL); /* dies with its temporary half written */
+      _exit(3);
+    }
+    int status;
+    ck_assert_int_eq(waitpid(child, &status, 0), child);
+    ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    ck_assert_int_eq(count_temp_files(), 1); /* each writer removed its dead predecessor's */
+  }
+  ck_assert_int_eq(strop__write_file_atomic("t", p, "new", 3), STROP_OK);
+  ck_assert_int_eq(count_temp_files(), 0);
+  char *now = strop_test_read_file(p, NULL);
+  ck_assert_str_eq(now, "new");
+  free(now);
+
+  /* a live writer in another process keeps its temporary through our write */
+  int go[2], done[2];
+  ck_assert_int_eq(pipe(go), 0);
+  ck_assert_int_eq(pipe(done), 0);
+  pid_t child = fork();
+  ck_assert_int_ge(child, 0);
+  if (child == 0) {
+    strop__afile f;
+    char c = 0;
+    if (strop__afile_open(&f, "t", p) != STROP_OK || strop__afile_write(&f, "live", 4)) _exit(2);
+    if (write(go[1], &c, 1) != 1 || read(done[0], &c, 1) != 1) _exit(3);
+    _exit(strop__afile_commit(&f) == STROP_OK ? 0 : 4);
+  }
+  char c;
+  ck_assert_int_eq(read(go[0], &c, 1), 1);
+  ck_assert_int_eq(strop__write_file_atomic("t", p, "mine", 4), STROP_OK);
+  ck_assert_int_eq(count_temp_files(), 1);
+  ck_assert_int_eq(write(done[1], &c, 1), 1);
+  int status;
+  ck_assert_int_eq(waitpid(child, &status, 0), child);
+  ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  now = strop_test_read_file(p, NULL);
+  ck_assert_str_eq(now, "live"); /* the live writer's rename came last */
+  free(now);
+  close(go[0]);
+  close(go[1]);
+  close(done[0]);
+  close(done[1]);
+
+  /* planted temporaries: a dead pid goes; pid 1 (alive), another target's and odd names stay */
+  pid_t dead = fork();
+  if (dead == 0) _exit(0);
+  ck_assert_int_eq(waitpid(dead, &status, 0), dead);
+  char planted[600];
+  const char *keep[] = {"ck.safetensors.tmp.1.0", "other.safetensors.tmp.%ld.0",
+                        "ck.safetensors.tmp.%ldx.0", "ck.safetensors.tmp.%ld."};
+  snprintf(planted, sizeof planted, "%s/ck.safetensors.tmp.%ld.7", g_dir, (long)dead);
+  ck_assert_int_eq(strop__write_file_atomic("t", planted, "x", 1), STROP_OK);
+  for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++) {
+    char name[128];
+    snprintf(name, sizeof name, keep[i], (long)dead);
+    snprintf(planted, sizeof planted, "%s/%s", g_dir, name);
+    ck_assert_int_eq(strop__write_file_atomic("t", planted, "x", 1), STROP_OK);
+  }
+  ck_assert_int_eq(count_temp_files(), 5);
+  ck_assert_int_eq(strop__write_file_atomic("t", p, "again", 5), STROP_OK);
+  ck_assert_int_eq(count_temp_files(), 4);
 }
 END_TEST
 
@@ -995,6 +1154,8 @@ static const struct {
      "<string>:3:30: YAML aliases (*x) are not allowed"},
     {"input: [4]\nlayers:\n  - {name: a, type: relu, p: \"\xff\"}\n", STROP_E_FORMAT,
      "not valid UTF-8"},
+    {"input: [4]\nlayers:\n  - {name: \"a\\0b\", type: relu}\n", STROP_E_FORMAT,
+     "<string>:3:12: a scalar holds a NUL byte (\\0) at offset 1"},
 };
 
 START_TEST(spec_errors) {
@@ -1181,6 +1342,8 @@ static Suite *io_suite(void) {
   tcase_add_test(tc, st_dtype_copies);
   tcase_add_loop_test(tc, st_broken_corpus, 0, (int)(sizeof g_broken / sizeof g_broken[0]));
   tcase_add_test(tc, st_json_strictness);
+  tcase_add_test(tc, st_dims_checked_in_any_order);
+  tcase_add_test(tc, st_header_value_count_bounded);
   tcase_add_test(tc, st_alloc_sweep);
   suite_add_tcase(s, tc);
 
@@ -1194,12 +1357,14 @@ static Suite *io_suite(void) {
   tcase_add_test(tc, weights_errors);
   tcase_add_test(tc, weights_alloc_sweep);
   tcase_add_test(tc, debug_log_tells_loads_and_saves);
+  tcase_add_test(tc, non_regular_files_refused);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("atomic");
   tcase_add_checked_fixture(tc, make_dir, remove_dir);
   tcase_add_test(tc, atomic_write_failure_keeps_old_file);
   tcase_add_test(tc, atomic_small_helpers);
+  tcase_add_test(tc, atomic_stale_temporaries_removed);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("checkpoint");

@@ -3,8 +3,11 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/core.h"
@@ -151,6 +154,58 @@ START_TEST(validation_errors) {
 }
 END_TEST
 
+/* Nonsense that validation used to let through: each refused at its line and column. */
+START_TEST(range_errors) {
+  static const struct {
+    const char *yaml, *want;
+  } cases[] = {
+      {"data: {val_fraction: -0.5}\n", "<string>:1:22: 'val_fraction' must be in [0, 1), got -0.5"},
+      {"data: {test_fraction: 2}\n", "<string>:1:23: 'test_fraction' must be in [0, 1), got 2"},
+      {"train: {checkpoint_every: -1}\n", "<string>:1:27: 'checkpoint_every' must be >= 0, got -1"},
+      {"train: {max_steps: -1}\n", "<string>:1:20: 'max_steps' must be >= 0, got -1"},
+      {"train: {epochs: -3}\n", "<string>:1:17: 'epochs' must be >= 0, got -3"},
+      {"stages:\n  - {name: a, epochs: -2}\n", "<string>:2:23: 'epochs' must be >= 0, got -2"},
+      {"data: {resize: [0, 0]}\n", "<string>:1:17: 'resize' must be in [1, 65536], got 0"},
+      {"data: {resize: 70000}\n", "'resize' must be in [1, 65536], got 70000"},
+      {"data: {crop: {size: [0, 4]}}\n", "'size' must be in [1, 65536], got 0"},
+      {"stages: []\n", "<string>:1:9: 'stages' must hold >= 1 entries, got 0 (leave the key out"},
+      {"data: {batch_size: 0}\n", "<string>:1:20: 'batch_size' must be >= 1, got 0"},
+      {"data: {eval_batch_size: -4}\n", "'eval_batch_size' must be >= 1, got -4"},
+      {"data: {hflip: 1.5}\n", "'hflip' must be in [0, 1], got 1.5"},
+      {"data: {num_classes: -2}\n", "'num_classes' must be in [-1, 16777216] (-1: infer), got -2"},
+      {"data: {few_shot: -1}\n", "'few_shot' must be >= 0, got -1"},
+      {"data: {classes: [1, -1]}\n", "<string>:1:21: 'classes' must be >= 0, got -1"},
+      {"data: {input_shape: [1, 0]}\n", "'input_shape' must be >= 1, got 0"},
+      {"data: {limit: -5}\n", "'limit' must be >= 0, got -5"},
+      /* a NUL byte would cut a path or a name short */
+      {"data: {path: \"img.idx\\0junk\"}\n", "<string>:1:14: a scalar holds a NUL byte (\\0) at "
+                                             "offset 7"},
+      {"surgery:\n  - freeze: \"a\\0b\"\n", "<string>:2:13: a scalar holds a NUL byte"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    strop_recipe *r = (strop_recipe *)1;
+    int64_t live = strop__alloc_live();
+    int s = strop_recipe_load_string(cases[i].yaml, NULL, &r);
+    ck_assert_msg(s == STROP_E_FORMAT, "case %zu: status %d (%s)", i, s, strop_last_error());
+    ck_assert_ptr_null(r);
+    ck_assert_msg(strstr(strop_last_error(), cases[i].want) != NULL, "case %zu: '%s' lacks '%s'", i,
+                  strop_last_error(), cases[i].want);
+    ck_assert_int_eq(strop__alloc_live(), live);
+  }
+  /* the bounds hold for edits too, and a refused edit changes nothing */
+  strop_recipe *r = NULL;
+  ck_assert_int_eq(strop_recipe_load_string(RECIPE, NULL, &r), STROP_OK);
+  ck_assert_int_eq(strop_recipe_set(r, "data.val_fraction", "-0.5"), STROP_E_FORMAT);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "'val_fraction' must be in [0, 1), got -0.5"));
+  char buf[16];
+  ck_assert_int_eq(strop_recipe_get(r, "data.val_fraction", buf, sizeof buf), 3);
+  ck_assert_str_eq(buf, "0.2");
+  ck_assert_int_eq(strop_recipe_set(r, "data.val_fraction", "0"), STROP_OK); /* bounds are inclusive */
+  ck_assert_int_eq(strop_recipe_set(r, "data.hflip", "1"), STROP_OK);
+  strop_recipe_free(r);
+}
+END_TEST
+
 static int count_events(const strop_run_event *e, void *u) {
   int *n = u;
   ck_assert_uint_eq(e->size, sizeof *e);
@@ -279,6 +334,223 @@ START_TEST(run_errors) {
 }
 END_TEST
 
+/* A data step that leaves a part with no sample names the key and the numbers; it used to
+ * surface as "strop_batch_iter_create: the dataset is empty". */
+START_TEST(data_split_messages) {
+  make_files();
+  char p[300];
+  snprintf(p, sizeof p, "%s/one.csv", g_dir);
+  FILE *f = fopen(p, "w");
+  fputs("1,2,3,4,5,6,0\n", f);
+  fclose(f);
+  static const struct {
+    const char *key, *val, *path, *want;
+  } cases[] = {
+      {"data.val_fraction", "0.2", "one.csv", "'val_fraction' 0.2 of 1 sample leaves the "
+                                              "validation set empty"},
+      {"data.test_fraction", "0.5", "one.csv", "'test_fraction' 0.5 of 1 sample leaves the test "
+                                               "set empty"},
+      {"data.test_fraction", "0.9", "blobs.csv", NULL},
+      {"data.limit", "1", "blobs.csv", "'limit' 1 of 192 samples leaves the training set empty"},
+      {"data.classes", "[3, 9]", "blobs.csv", "'classes': strop_dataset_filter_classes: "
+                                              "classes[1] = 9 out of range for 4 classes"},
+      {"data.few_shot", "500", "blobs.csv", "'few_shot': strop_dataset_few_shot: class 0 has"},
+      {"data.input_shape", "[5]", "blobs.csv", "'input_shape': strop_dataset_reshape: new shape "
+                                               "has 5 elements, the inputs have 6"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    strop_recipe *r = NULL;
+    ck_assert_int_eq(strop_recipe_load_string(RECIPE, g_dir, &r), STROP_OK);
+    ck_assert_int_eq(strop_recipe_set(r, "data.path", cases[i].path), STROP_OK);
+    ck_assert_int_eq(strop_recipe_set(r, "data.test_fraction", "0"), STROP_OK);
+    ck_assert_int_eq(strop_recipe_set(r, cases[i].key, cases[i].val), STROP_OK);
+    strop_run_options o;
+    strop_run_options_init(&o);
+    o.mode = STROP_RUN_TRAIN;
+    o.write_outputs = 0;
+    o.baselines = 0;
+    o.epochs_cap = 1;
+    strop_run *run = NULL;
+    int st = strop_recipe_run(r, &o, &run);
+    strop_run_free(run);
+    strop_recipe_free(r);
+    if (!cases[i].want) {
+      ck_assert_msg(st == STROP_OK, "case %zu: %s", i, strop_last_error());
+      continue;
+    }
+    ck_assert_msg(st != STROP_OK, "case %zu ran", i);
+    ck_assert_msg(strstr(strop_last_error(), cases[i].want) != NULL, "case %zu: '%s' lacks '%s'", i,
+                  strop_last_error(), cases[i].want);
+    ck_assert_msg(strstr(strop_last_error(), "<string>:") != NULL, "case %zu: '%s' has no position",
+                  i, strop_last_error());
+    ck_assert_ptr_null(strstr(strop_last_error() + 1, "strop_recipe_run: strop_recipe_run"));
+  }
+}
+END_TEST
+
+/* Everything a run writes: a reason to fail before the first epoch, not after the last. */
+static int count_epochs(const strop_run_event *e, void *u) {
+  if (e->kind == STROP_EVENT_PROGRESS && e->progress->phase == STROP_PHASE_EPOCH_END) (*(int *)u)++;
+  return 0;
+}
+
+/* Runs RECIPE (one quick stage, no baseline) with the given output folder; 0 or the status. */
+static int run_into(const char *out_dir, int *epochs) {
+  strop_recipe *r = NULL;
+  ck_assert_int_eq(strop_recipe_load_string(RECIPE, g_dir, &r), STROP_OK);
+  ck_assert_int_eq(strop_recipe_set(r, "baselines", "[]"), STROP_OK);
+  ck_assert_int_eq(strop_recipe_set(r, "stages", "[{name: all, epochs: 2}]"), STROP_OK);
+  ck_assert_int_eq(strop_recipe_set(r, "train.checkpoint_every", "4"), STROP_OK);
+  ck_assert_int_eq(strop_recipe_set(r, "output.checkpoint", "ck/ck.safetensors"), STROP_OK);
+  ck_assert_int_eq(strop_recipe_set(r, "output.dir", out_dir), STROP_OK);
+  strop_run_options o;
+  strop_run_options_init(&o);
+  o.mode = STROP_RUN_TRAIN;
+  o.on_event = count_epochs;
+  o.user_data = epochs;
+  strop_run *run = NULL;
+  int st = strop_recipe_run(r, &o, &run);
+  strop_run_free(run);
+  strop_recipe_free(r);
+  return st;
+}
+
+START_TEST(outputs_ready_before_training) {
+  make_files();
+  /* a first run: the folders (with parents) exist before the first periodic checkpoint */
+  int epochs = 0;
+  ck_assert_msg(run_into("new/deeper/out", &epochs) == STROP_OK, "%s", strop_last_error());
+  ck_assert_int_eq(epochs, 2);
+  char p[400];
+  snprintf(p, sizeof p, "%s/new/deeper/out/ck", g_dir);
+  ck_assert_int_gt(file_size(p, "ck.safetensors"), 100);
+  snprintf(p, sizeof p, "%s/new/deeper/out", g_dir);
+  ck_assert_int_gt(file_size(p, "w.safetensors"), 100);
+  /* a folder that cannot be made: the run stops before any epoch, naming it */
+  epochs = 0;
+  ck_assert_int_eq(run_into("blobs.csv/out", &epochs), STROP_E_IO);
+  ck_assert_int_eq(epochs, 0);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "blobs.csv/out"));
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "output (checked before training)"));
+  /* a full disk, as a file size limit of 1 KiB makes one: refused before any epoch */
+  pid_t child = fork();
+  ck_assert_int_ge(child, 0);
+  if (child == 0) {
+    struct rlimit lim = {1024, 1024};
+    signal(SIGXFSZ, SIG_IGN);
+    if (setrlimit(RLIMIT_FSIZE, &lim) != 0) _exit(10);
+    int n = 0, st = run_into("full", &n);
+    const char *e = strop_last_error();
+    if (st != STROP_E_IO) _exit(11);
+    if (n != 0) _exit(12);
+    if (!strstr(e, "/full' cannot take files (writing failed: File too large)")) {
+      fprintf(stderr, "%s\n", e);
+      _exit(13);
+    }
+    _exit(0);
+  }
+  int status;
+  ck_assert_int_eq(waitpid(child, &status, 0), child);
+  ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
+  /* a read-only folder (root writes anywhere: only as another user) */
+  if (geteuid() != 0) {
+    snprintf(p, sizeof p, "%s/ro", g_dir);
+    ck_assert_int_eq(mkdir(p, 0555), 0);
+    epochs = 0;
+    ck_assert_int_eq(run_into("ro", &epochs), STROP_E_IO);
+    ck_assert_int_eq(epochs, 0);
+    ck_assert_ptr_nonnull(strstr(strop_last_error(), "/ro' cannot take files"));
+  }
+}
+END_TEST
+
+/* Stops a run after n epoch ends (over all stages). */
+static int stop_after(const strop_run_event *e, void *u) {
+  int *left = u;
+  if (e->kind == STROP_EVENT_PROGRESS && e->progress->phase == STROP_PHASE_EPOCH_END) return --*left <= 0;
+  return 0;
+}
+
+/* Runs the two-stage RECIPE into out_dir; stop_epochs > 0 stops it after that many epochs. */
+static int run_stages(const char *out_dir, int stop_epochs, int resume, const char *extra_key,
+                      const char *extra_val, char *weights, size_t cap) {
+  strop_recipe *r = NULL;
+  ck_assert_int_eq(strop_recipe_load_string(RECIPE, g_dir, &r), STROP_OK);
+  ck_assert_int_eq(strop_recipe_set(r, "baselines", "[]"), STROP_OK);
+  ck_assert_int_eq(strop_recipe_set(r, "train.checkpoint_every", "3"), STROP_OK);
+  ck_assert_int_eq(strop_recipe_set(r, "output.checkpoint", "ck.safetensors"), STROP_OK);
+  ck_assert_int_eq(strop_recipe_set(r, "output.dir", out_dir), STROP_OK);
+  if (extra_key) ck_assert_int_eq(strop_recipe_set(r, extra_key, extra_val), STROP_OK);
+  strop_run_options o;
+  strop_run_options_init(&o);
+  o.mode = STROP_RUN_TRAIN;
+  o.resume = resume;
+  int left = stop_epochs;
+  if (stop_epochs > 0) {
+    o.on_event = stop_after;
+    o.user_data = &left;
+  }
+  strop_run *run = NULL;
+  int st = strop_recipe_run(r, &o, &run);
+  strop_run_free(run);
+  strop_recipe_free(r);
+  snprintf(weights, cap, "%s/%s/w.safetensors", g_dir, out_dir);
+  return st;
+}
+
+static int same_file(const char *a, const char *b) {
+  size_t na = 0, nb = 0;
+  char *x = strop_test_read_file(a, &na), *y = strop_test_read_file(b, &nb);
+  int same = x && y && na == nb && memcmp(x, y, na) == 0;
+  free(x);
+  free(y);
+  return same;
+}
+
+/* strop finetune --resume: a run stopped after N epochs and resumed ends with the weights
+ * of the uninterrupted run, bit for bit, whichever stage it stopped in. */
+START_TEST(resume_is_bit_identical) {
+  make_files();
+  char ref[400], got[400];
+  ck_assert_msg(run_stages("whole", 0, 0, NULL, NULL, ref, sizeof ref) == STROP_OK, "%s",
+                strop_last_error());
+  for (int stop = 1; stop <= 5; stop += 2) { /* in stage 'head' (3 epochs), then in 'all' */
+    char dir[32];
+    snprintf(dir, sizeof dir, "stopped%d", stop);
+    ck_assert_int_eq(run_stages(dir, stop, 0, NULL, NULL, got, sizeof got), STROP_E_CANCELLED);
+    ck_assert_int_lt(file_size(dir, "w.safetensors"), 0);
+    /* the recipe key does what the option does */
+    int st = stop == 3 ? run_stages(dir, 0, 0, "output.resume", "true", got, sizeof got)
+                       : run_stages(dir, 0, 1, NULL, NULL, got, sizeof got);
+    ck_assert_msg(st == STROP_OK, "stop %d: %s", stop, strop_last_error());
+    ck_assert_msg(same_file(ref, got), "stopped after %d epochs and resumed: other weights", stop);
+  }
+  /* no checkpoint yet: resume starts from the beginning */
+  ck_assert_int_eq(run_stages("fresh", 0, 1, NULL, NULL, got, sizeof got), STROP_OK);
+  ck_assert(same_file(ref, got));
+  /* a checkpoint the recipe's stages did not write is refused, naming both */
+  ck_assert_int_eq(run_stages("stopped1", 1, 0, NULL, NULL, got, sizeof got), STROP_E_CANCELLED);
+  ck_assert_int_eq(run_stages("stopped1", 0, 1, "stages[0].name", "warmup", got, sizeof got),
+                   STROP_E_FORMAT);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "was written by stage 'head', the recipe's "
+                                                   "stage 1 is 'warmup'"));
+  char other[400];
+  snprintf(other, sizeof other, "%s/stopped1/ck.safetensors", g_dir);
+  strop_model *m = NULL;
+  char sp[300];
+  snprintf(sp, sizeof sp, "%s/net.yaml", g_dir);
+  ck_assert_int_eq(strop_model_load_spec(sp, &m), STROP_OK);
+  ck_assert_int_eq(strop_model_save_weights(m, other), STROP_OK); /* weights, not a checkpoint */
+  strop_model_free(m);
+  ck_assert_int_eq(run_stages("stopped1", 0, 1, NULL, NULL, got, sizeof got), STROP_E_FORMAT);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "not a strop checkpoint"));
+  /* resuming needs a checkpoint to resume from */
+  ck_assert_int_eq(run_stages("x", 0, 1, "output.checkpoint", "~", got, sizeof got),
+                   STROP_E_FORMAT);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "resuming needs 'output.checkpoint'"));
+}
+END_TEST
+
 /* A head-only stage on a frozen trunk trains on cached trunk outputs; the result must be the
  * one training through the trunk gives. */
 START_TEST(frozen_trunk_cache_is_transparent) {
@@ -349,6 +621,7 @@ int main(void) {
   TCase *tc = tcase_create("parse");
   tcase_add_test(tc, load_get_set);
   tcase_add_test(tc, validation_errors);
+  tcase_add_test(tc, range_errors);
   suite_add_tcase(s, tc);
   tc = tcase_create("plot");
   tcase_add_test(tc, plot_ticks_are_round);
@@ -358,6 +631,9 @@ int main(void) {
   tcase_add_test(tc, run_end_to_end);
   tcase_add_test(tc, run_errors);
   tcase_add_test(tc, frozen_trunk_cache_is_transparent);
+  tcase_add_test(tc, data_split_messages);
+  tcase_add_test(tc, outputs_ready_before_training);
+  tcase_add_test(tc, resume_is_bit_identical);
   suite_add_tcase(s, tc);
   return strop_test_run(s);
 }

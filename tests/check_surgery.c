@@ -986,6 +986,15 @@ START_TEST(argument_errors) {
   ck_assert_int_eq(strop_model_memory_estimate(m, 0, 0, NULL, NULL, NULL, NULL), STROP_E_INVALID_ARG);
   ck_assert_int_eq(strop_model_memory_estimate(m, 1, 9, NULL, NULL, NULL, NULL), STROP_E_INVALID_ARG);
   ck_assert_int_eq(strop_model_memory_estimate(NULL, 1, 0, NULL, NULL, NULL, NULL), STROP_E_INVALID_ARG);
+  /* a batch whose activations overflow a byte count is an error, not 0 bytes (issue 18) */
+  size_t act = 7;
+  ck_assert_int_eq(strop_model_memory_estimate(m, (int64_t)1 << 62, 2, NULL, NULL, NULL, &act),
+                   STROP_E_SHAPE);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "batch 4611686018427387904: the activations "
+                                                   "overflow a byte count at node"));
+  ck_assert_uint_eq(act, 7);
+  ck_assert_int_eq(strop_model_memory_estimate(m, INT64_MAX, 0, NULL, NULL, NULL, &act),
+                   STROP_E_SHAPE);
   strop_model *cl = NULL;
   ck_assert_int_eq(strop_model_clone(NULL, &cl), STROP_E_INVALID_ARG);
   ck_assert_int_eq(strop_model_clone(m, NULL), STROP_E_INVALID_ARG);

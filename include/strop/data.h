@@ -211,6 +211,24 @@ STROP_API STROP_NODISCARD strop_status strop_dataset_load_npy(const char *x_path
                                                               int64_t num_classes,
                                                               strop_dataset **out);
 
+/**
+ * @brief Reads one NumPy .npy array (plain or gzip-compressed) into a new float32 tensor of
+ *        its shape, with the reader strop_dataset_load_npy() uses.
+ *
+ * Types as strop_dataset_load_npy(); Fortran order is transposed to C order. NaN and
+ * infinity are refused, as the dataset loaders refuse them.
+ * @param[in]  path The .npy file; a regular file (a FIFO or folder is refused, not waited on).
+ * @param[out] out  The tensor, owned by the caller (strop_tensor_free()); NULL on failure.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL argument); STROP_E_IO (cannot open or read,
+ *         not a regular file); STROP_E_FORMAT (bad magic or header, a shape entry negative or
+ *         above 2^40, truncated or extra data, rank 0 or a zero dimension, a non-finite value:
+ *         the sentence names the file and the element index); STROP_E_UNSUPPORTED (dtype or
+ *         format version); STROP_E_NOMEM.
+ * Thread safety: touches no shared state; call it from any thread. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_tensor_load_npy(const char *path,
+                                                             strop_tensor **out);
+
 /* ------------------------------------------------------------------------------------------ */
 /* Text                                                                                         */
 /* ------------------------------------------------------------------------------------------ */

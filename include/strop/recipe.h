@@ -111,6 +111,10 @@ typedef struct strop_run_options {
   strop_run_fn on_event;        /**< Callback, or NULL. */
   void *user_data;              /**< Passed to on_event. */
   int64_t epochs_cap;           /**< > 0: no stage runs more epochs than this (quick runs). */
+  int resume;                   /**< 1: continue from output.checkpoint when it exists, at the
+                                     stage and step it was written (as output.resume: true);
+                                     the result is the uninterrupted run's, bit for bit.
+                                     @since 0.2 */
 } strop_run_options;
 
 /** @brief Fills @p o with the defaults. @since 0.1 */
@@ -118,10 +122,19 @@ STROP_API void strop_run_options_init(strop_run_options *o);
 
 /**
  * @brief Runs the recipe: model, surgery, data, stages, evaluation, baselines, outputs.
+ *
+ * Before any training, the output folder and the folders of the output files are created
+ * (with parents) and each is checked to take a file, so a read-only or full folder fails the
+ * run at once (STROP_E_IO naming it). With resume (@c o->resume or output.resume), a run
+ * continues from output.checkpoint: the stages before the checkpoint's stage apply only their
+ * surgery, that stage picks up at the saved step, the later ones run as usual; without a
+ * checkpoint file the run starts from the beginning.
  * @param[out] out The run's results, owned by the caller (strop_run_free()); also set when a
  *                 stage fails part-way (then partial), NULL only if nothing ran.
- * @return STROP_OK or the first failure's status, with a sentence naming the recipe section.
- * @since 0.1
+ * @return STROP_OK or the first failure's status, with a sentence naming the recipe section;
+ *         STROP_E_IO (an output folder cannot be created or written); STROP_E_FORMAT
+ *         (resuming without output.checkpoint, or from a checkpoint another recipe or stage
+ *         wrote). @since 0.1 (resume and the output checks: 0.2)
  */
 STROP_API STROP_NODISCARD strop_status strop_recipe_run(const strop_recipe *r,
                                                         const strop_run_options *o,

@@ -272,7 +272,8 @@ STROP_API int64_t strop_model_summary(const strop_model *model, char *buf, size_
  *                         intermediate outputs are not stored, so this is an upper bound.
  * Any output may be NULL.
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL model, batch < 1, slots outside 0..8);
- *         STROP_E_STATE (not finalized). @since 0.1
+ *         STROP_E_STATE (not finalized); STROP_E_SHAPE (a byte count overflows size_t, e.g.
+ *         batch = 2^62; the outputs are then left as they were). @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_model_memory_estimate(const strop_model *model,
                                                                    int64_t batch,

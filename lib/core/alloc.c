@@ -6,10 +6,19 @@
 
 #include "core.h"
 
+#if defined(__GLIBC__)
+#  include <malloc.h>
+#  define usable_size(p) malloc_usable_size(p)
+#else
+#  define usable_size(p) ((size_t)0) /* no byte accounting: strop__alloc_peak() stays 0 */
+#endif
+
 static _Atomic int64_t g_count;
 static _Atomic int64_t g_live;
 static _Atomic int64_t g_fail_at; /* 0 = off; else countdown to the failing call */
 static _Atomic int g_failed;
+static _Atomic int64_t g_bytes;      /* usable bytes of the live allocations */
+static _Atomic int64_t g_bytes_peak; /* high-water mark of g_bytes since the last reset */
 
 void strop__alloc_fail_at(int64_t n) {
   atomic_store(&g_fail_at, n < 0 ? 0 : n);
@@ -18,6 +27,15 @@ void strop__alloc_fail_at(int64_t n) {
 int64_t strop__alloc_count(void) { return atomic_load(&g_count); }
 int64_t strop__alloc_live(void) { return atomic_load(&g_live); }
 int strop__alloc_failed(void) { return atomic_load(&g_failed); }
+int64_t strop__alloc_peak(void) { return atomic_load(&g_bytes_peak); }
+void strop__alloc_peak_reset(void) { atomic_store(&g_bytes_peak, atomic_load(&g_bytes)); }
+
+/* Books n more (or, negative, fewer) live bytes and raises the high-water mark. */
+static void book(int64_t n) {
+  int64_t now = atomic_fetch_add(&g_bytes, n) + n, peak = atomic_load(&g_bytes_peak);
+  while (now > peak && !atomic_compare_exchange_weak(&g_bytes_peak, &peak, now)) {
+  }
+}
 
 /* Returns 1 when this allocation must fail by the test hook. */
 static int should_fail(void) {
@@ -43,6 +61,7 @@ void *strop__malloc(size_t n) {
   if (p) {
     atomic_fetch_add(&g_count, 1);
     atomic_fetch_add(&g_live, 1);
+    book((int64_t)usable_size(p));
   }
   return p;
 }
@@ -53,6 +72,7 @@ void *strop__calloc(size_t count, size_t size) {
   if (p) {
     atomic_fetch_add(&g_count, 1);
     atomic_fetch_add(&g_live, 1);
+    book((int64_t)usable_size(p));
   }
   return p;
 }
@@ -60,14 +80,20 @@ void *strop__calloc(size_t count, size_t size) {
 void *strop__realloc(void *p, size_t n) {
   if (!p) return strop__malloc(n);
   if (should_fail()) return NULL;
+  int64_t old = (int64_t)usable_size(p);
   void *q = realloc(p, n ? n : 1);
-  if (q) atomic_fetch_add(&g_count, 1);
+  if (q) {
+    atomic_fetch_add(&g_count, 1);
+    book((int64_t)usable_size(q)); /* a moving realloc holds both blocks for a while */
+    book(-old);
+  }
   return q;
 }
 
 void strop__free(void *p) {
   if (!p) return;
   atomic_fetch_sub(&g_live, 1);
+  book(-(int64_t)usable_size(p));
   free(p);
 }
 
@@ -78,6 +104,7 @@ void *strop__malloc_aligned(size_t n) {
   if (sz < n || posix_memalign(&p, 64, sz ? sz : 64) != 0) return NULL;
   atomic_fetch_add(&g_count, 1);
   atomic_fetch_add(&g_live, 1);
+  book((int64_t)usable_size(p));
   return p;
 }
 

@@ -34,9 +34,18 @@ void strop__alloc_fail_at(int64_t n);
 int64_t strop__alloc_count(void);   /* allocations made since start */
 int64_t strop__alloc_live(void);    /* allocations not yet freed */
 int strop__alloc_failed(void);      /* 1 once the planned failure has happened */
+/* Bytes: the most that was live at once since strop__alloc_peak_reset() (which starts the
+ * mark at what is live now), so a test can bound what an operation takes. */
+int64_t strop__alloc_peak(void);
+void strop__alloc_peak_reset(void);
 
 /* size_t arithmetic that reports overflow (returns 1 on overflow). */
 int strop__mul_overflow(size_t a, size_t b, size_t *out);
+
+/* ---- files ---- */
+/* Opens path for reading when it is a regular file (without waiting on a FIFO or device);
+ * *size_out (may be NULL) gets its size. Errors name fn and the path: STROP_E_IO. */
+strop_status strop__open_input(const char *fn, const char *path, int *fd_out, size_t *size_out);
 
 /* ---- errors ---- */
 /* Sets the thread's error sentence and returns status, so: return strop__err(...). */

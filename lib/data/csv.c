@@ -273,8 +273,9 @@ strop_status strop__csv_parse(const char *buf, size_t len, const char *name,
   if (opt.label_name && !opt.header)
     return strop__err(STROP_E_INVALID_ARG, "%s: label_name '%.64s' needs header = 1", name,
                       opt.label_name);
-  if (opt.label_mode == STROP_CSV_LABEL_INDEX && opt.num_classes < STROP_CLASSES_INFER)
-    return strop__err(STROP_E_INVALID_ARG, "%s: num_classes must be >= -1, got %lld", name,
+  if (opt.label_mode == STROP_CSV_LABEL_INDEX &&
+      (opt.num_classes < STROP_CLASSES_INFER || opt.num_classes > STROP__MAX_CLASSES))
+    return strop__err(STROP_E_INVALID_ARG, "%s: num_classes must be in [-1, 2^24], got %lld", name,
                       (long long)opt.num_classes);
 
   parser ps = {.name = name, .buf = buf, .end = buf + len, .cur = buf, .delim = opt.delimiter};
@@ -404,7 +405,7 @@ strop_status strop__csv_parse(const char *buf, size_t len, const char *name,
       double v;
       if ((st = field_number(&ps, (size_t)label_col, &v))) goto fail;
       if (opt.label_mode == STROP_CSV_LABEL_INDEX &&
-          (v < 0 || v != floor(v) || v > 16777216.0 ||
+          (v < 0 || v != floor(v) || v >= (double)STROP__MAX_CLASSES ||
            (opt.num_classes > 0 && v >= (double)opt.num_classes))) {
         st = strop__err(STROP_E_FORMAT, "%s:%lld: column %lld: label %g is not a class index%s",
                         name, (long long)ps.line, (long long)label_col + 1, v,
@@ -551,7 +552,7 @@ strop_status strop_dataset_load_csv(const char *path, const strop_csv_options *o
     return strop__err(STROP_E_INVALID_ARG, "%s: opt->size is %zu; call strop_csv_options_init",
                       fn, opt->size);
   strop__file f;
-  strop_status st = strop__file_read(fn, path, 1, &f);
+  strop_status st = strop__file_read(fn, path, 1, NULL, &f);
   if (st) return st;
   strop__csv_table t;
   st = strop__csv_parse((const char *)f.data, f.len, path, opt, &t);

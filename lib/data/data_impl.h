@@ -66,6 +66,8 @@ strop_status strop__ds_new_root(const char *fn, int kind, int64_t n, int in_rank
  * integers >= 0 and sets *classes to max + 1. `what` names the source in messages. */
 strop_status strop__check_labels(const char *fn, const char *what, const float *y, int64_t n,
                                  int64_t *classes);
+/* Checks n values are finite: STROP_E_FORMAT "fn: what: element i is not finite (v)". */
+strop_status strop__check_finite(const char *fn, const char *what, const float *v, size_t n);
 /* Reads sample i of ds (view index) into in (in_numel floats) and tgt (tgt_numel floats,
  * one-hot expanded); either may be NULL. Errors name fn. */
 strop_status strop__ds_read(const strop_dataset *ds, const char *fn, int64_t i, float *in,
@@ -75,6 +77,10 @@ strop_status strop__ds_labels(const strop_dataset *ds, const char *fn, int32_t *
 /* Takes one more reference. */
 void strop__ds_ref(strop_dataset *ds);
 
+/* Class labels are stored as floats: a class index is an integer below 2^24, the range a
+ * float holds exactly, which also bounds per-class tables (docs/errors.md, input bounds). */
+#define STROP__MAX_CLASSES ((int64_t)1 << 24)
+
 /* ---- files: whole contents, mmap'd when plain, inflated when gzip ---- */
 typedef struct strop__file {
   const uint8_t *data;
@@ -83,9 +89,19 @@ typedef struct strop__file {
   size_t map_len;
   uint8_t *buf;   /* strop__free on close */
 } strop__file;
-strop_status strop__file_read(const char *fn, const char *path, int allow_map, strop__file *f);
+/* How long a whole file says it is, from its first n bytes: 0 when more bytes are needed to
+ * tell, SIZE_MAX when it cannot tell (the format declares no size, or the parser will refuse
+ * the header), else the length. Lets a gzip file stop inflating where its header says. */
+typedef size_t (*strop__declared_len_fn)(const uint8_t *prefix, size_t n);
+/* A gzip file inflates to at most the larger of these (docs/errors.md): */
+#define STROP__GZ_MIN_LIMIT ((size_t)256 << 20) /* bytes */
+#define STROP__GZ_MAX_RATIO 64                  /* times the compressed size */
+size_t strop__gzip_limit(size_t compressed);
+/* Reads path whole (a regular file only; plain files mapped when allow_map). A gzip file is
+ * inflated, no further than declared() allows (may be NULL) and strop__gzip_limit(). */
+strop_status strop__file_read(const char *fn, const char *path, int allow_map,
+                              strop__declared_len_fn declared, strop__file *f);
 void strop__file_close(strop__file *f);
-/* Detaches the storage from f (for a dataset to keep). */
 
 /* ---- IDX ---- */
 typedef struct strop__idx {
@@ -98,6 +114,8 @@ typedef struct strop__idx {
 } strop__idx;
 /* Parses an IDX header and checks the payload size; name is used in messages. */
 strop_status strop__idx_parse(const uint8_t *buf, size_t len, const char *name, strop__idx *out);
+/* The length an IDX file declares (a strop__declared_len_fn). */
+size_t strop__idx_declared_len(const uint8_t *prefix, size_t n);
 /* Element i as a double (big-endian conversion). */
 double strop__idx_get(const strop__idx *a, size_t i);
 
@@ -125,6 +143,8 @@ typedef struct strop__npy {
   const uint8_t *data;
 } strop__npy;
 strop_status strop__npy_parse(const uint8_t *buf, size_t len, const char *name, strop__npy *out);
+/* The length an NPY file declares (a strop__declared_len_fn). */
+size_t strop__npy_declared_len(const uint8_t *prefix, size_t n);
 /* Writes the elements as floats in C order (transposing Fortran order). */
 void strop__npy_to_float(const strop__npy *a, float *dst);
 

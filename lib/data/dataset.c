@@ -36,8 +36,8 @@ strop_status strop__ds_new_root(const char *fn, int kind, int64_t n, int in_rank
                                (long long)n);
   strop_status st = check_shape(fn, "input", in_rank, in_dims, 1, &in_numel);
   if (st) return st;
-  if (num_classes < STROP_CLASSES_INFER)
-    return strop__err(STROP_E_INVALID_ARG, "%s: num_classes must be >= -1, got %lld", fn,
+  if (num_classes < STROP_CLASSES_INFER || num_classes > STROP__MAX_CLASSES)
+    return strop__err(STROP_E_INVALID_ARG, "%s: num_classes must be in [-1, 2^24], got %lld", fn,
                       (long long)num_classes);
   if (num_classes == 0 && tgt_rank < 1)
     return strop__err(STROP_E_INVALID_ARG,
@@ -70,10 +70,13 @@ strop_status strop__check_labels(const char *fn, const char *what, const float *
   int64_t c = *classes, mx = -1;
   for (int64_t i = 0; i < n; i++) {
     float v = y[i];
-    if (!(v >= 0.0f) || v != floorf(v) || v > 16777216.0f)
+    if (!(v >= 0.0f) || v != floorf(v))
       return strop__err(STROP_E_INVALID_ARG,
                         "%s: %s: label %lld must be a non-negative integer, got %g", fn, what,
                         (long long)i, (double)v);
+    if (v >= (float)STROP__MAX_CLASSES)
+      return strop__err(STROP_E_INVALID_ARG, "%s: %s: label %lld is %.0f; class indices stop "
+                        "below 2^24", fn, what, (long long)i, (double)v);
     if (c > 0 && (int64_t)v >= c)
       return strop__err(STROP_E_INVALID_ARG,
                         "%s: %s: label %lld is %lld, out of range for %lld classes", fn, what,
@@ -81,6 +84,14 @@ strop_status strop__check_labels(const char *fn, const char *what, const float *
     if ((int64_t)v > mx) mx = (int64_t)v;
   }
   if (c == STROP_CLASSES_INFER) *classes = mx + 1;
+  return STROP_OK;
+}
+
+strop_status strop__check_finite(const char *fn, const char *what, const float *v, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (!isfinite(v[i]))
+      return strop__err(STROP_E_FORMAT, "%s: %s: element %zu is not finite (%g)", fn, what, i,
+                        (double)v[i]);
   return STROP_OK;
 }
 
@@ -760,7 +771,9 @@ strop_status strop_dataset_channel_stats(const strop_dataset *ds, float scale, f
   const char *fn = "strop_dataset_channel_stats";
   if (!ds || !channels || (cap > 0 && (!mean || !std)))
     return strop__err(STROP_E_INVALID_ARG, "%s: NULL argument", fn);
-  if (ds->n < 1) return strop__err(STROP_E_INVALID_ARG, "%s: the dataset is empty", fn);
+  if (ds->n < 1)
+    return strop__err(STROP_E_INVALID_ARG, "%s: the dataset has no samples (an empty subset, "
+                      "split or class filter?)", fn);
   int64_t C = ds->in_rank == 3 ? ds->in_dims[0] : 1;
   size_t per = ds->in_numel / (size_t)C;
   *channels = C;

@@ -1,11 +1,10 @@
 /* strop — whole-file input for the dataset parsers: plain files are mmap'd (or read), gzip
- * files inflated in one pass into a buffer sized from the gzip trailer. */
+ * files inflated into a buffer that grows only as data arrives and stops at the size the
+ * format's header declares (or at a bound relative to the compressed size). */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -20,107 +19,22 @@ void strop__file_close(strop__file *f) {
   memset(f, 0, sizeof *f);
 }
 
-/* Inflates a gzip file (possibly several members) into a malloc'd buffer. */
-static strop_status read_gzip(const char *fn, const char *path, int fd, size_t csize,
-                              strop__file *f) {
-  /* ISIZE (last 4 bytes) is the uncompressed size mod 2^32: a good first guess. */
-  uint8_t tail[4];
-  size_t guess = csize * 4 + 1024;
-  if (csize >= 18 && pread(fd, tail, 4, (off_t)(csize - 4)) == 4) {
-    size_t isz = (size_t)tail[0] | (size_t)tail[1] << 8 | (size_t)tail[2] << 16 |
-                 (size_t)tail[3] << 24;
-    if (isz >= csize / 2) guess = isz + 1;
-  }
-  int fd2 = dup(fd);
-  if (fd2 < 0) return strop__err(STROP_E_IO, "%s: %s: %s", fn, path, strerror(errno));
-  gzFile gz = gzdopen(fd2, "rb");
-  if (!gz) {
-    close(fd2);
-    return strop__err(STROP_E_IO, "%s: %s: cannot open gzip stream", fn, path);
-  }
-  gzbuffer(gz, 1u << 17);
-  uint8_t *buf = strop__malloc(guess);
-  if (!buf) {
-    gzclose(gz);
-    return STROP__NOMEM(fn);
-  }
-  size_t cap = guess, len = 0;
-  for (;;) {
-    if (len == cap) {
-      size_t ncap = cap * 2;
-      uint8_t *nb = ncap > cap ? strop__realloc(buf, ncap) : NULL;
-      if (!nb) {
-        strop__free(buf);
-        gzclose(gz);
-        return STROP__NOMEM(fn);
-      }
-      buf = nb;
-      cap = ncap;
-    }
-    size_t want = cap - len;
-    if (want > (1u << 30)) want = 1u << 30;
-    int got = gzread(gz, buf + len, (unsigned)want);
-    if (got < 0) {
-      int zerr = 0;
-      const char *msg = gzerror(gz, &zerr);
-      strop_status st = strop__err(STROP_E_IO, "%s: %s: corrupt gzip data after %zu bytes: %s",
-                                   fn, path, len, msg ? msg : "?");
-      strop__free(buf);
-      gzclose(gz);
-      return st;
-    }
-    if (got == 0) break;
-    len += (size_t)got;
-  }
-  int zerr = 0;
-  const char *emsg = gzerror(gz, &zerr);
-  if (zerr != Z_OK && zerr != Z_BUF_ERROR) {
-    strop_status st = strop__err(STROP_E_IO, "%s: %s: gzip error: %s", fn, path,
-                                 emsg ? emsg : "?");
-    strop__free(buf);
-    gzclose(gz);
-    return st;
-  }
-  if (zerr == Z_BUF_ERROR) {
-    strop__free(buf);
-    gzclose(gz);
-    return strop__err(STROP_E_IO, "%s: %s: truncated gzip stream after %zu bytes", fn, path,
-                      len);
-  }
-  gzclose(gz);
-  f->buf = buf;
-  f->data = buf;
-  f->len = len;
-  return STROP_OK;
+size_t strop__gzip_limit(size_t compressed) {
+  size_t r;
+  if (strop__mul_overflow(compressed, STROP__GZ_MAX_RATIO, &r)) return SIZE_MAX;
+  return r > STROP__GZ_MIN_LIMIT ? r : STROP__GZ_MIN_LIMIT;
 }
 
-strop_status strop__file_read(const char *fn, const char *path, int allow_map, strop__file *f) {
-  memset(f, 0, sizeof *f);
-  if (!path) return strop__err(STROP_E_INVALID_ARG, "%s: path is NULL", fn);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return strop__err(STROP_E_IO, "%s: cannot open %s: %s", fn, path, strerror(errno));
-  struct stat sb;
-  if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-    close(fd);
-    return strop__err(STROP_E_IO, "%s: %s is not a regular file", fn, path);
-  }
-  size_t size = (size_t)sb.st_size;
-  uint8_t magic[2] = {0, 0};
-  strop_status st = STROP_OK;
-  if (size >= 2 && pread(fd, magic, 2, 0) == 2 && magic[0] == 0x1f && magic[1] == 0x8b) {
-    st = read_gzip(fn, path, fd, size, f);
-    close(fd);
-    return st;
-  }
+/* The whole of fd (size bytes) in memory: mapped, else read. */
+static strop_status map_or_read(const char *fn, const char *path, int fd, size_t size,
+                                int allow_map, strop__file *f) {
   if (size == 0) {
-    close(fd);
     f->data = g_empty;
     return STROP_OK;
   }
   if (allow_map) {
     void *m = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
     if (m != MAP_FAILED) {
-      close(fd);
       f->map = m;
       f->map_len = size;
       f->data = m;
@@ -129,26 +43,142 @@ strop_status strop__file_read(const char *fn, const char *path, int allow_map, s
     }
   }
   uint8_t *buf = strop__malloc(size);
-  if (!buf) {
-    close(fd);
-    return STROP__NOMEM(fn);
-  }
+  if (!buf) return STROP__NOMEM(fn);
   size_t got = 0;
   while (got < size) {
     ssize_t r = pread(fd, buf + got, size - got, (off_t)got);
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) {
-      st = strop__err(STROP_E_IO, "%s: %s: read failed after %zu of %zu bytes", fn, path, got,
-                      size);
       strop__free(buf);
-      close(fd);
-      return st;
+      return strop__err(STROP_E_IO, "%s: %s: read failed after %zu of %zu bytes", fn, path, got,
+                        size);
     }
     got += (size_t)r;
   }
-  close(fd);
   f->buf = buf;
   f->data = buf;
   f->len = size;
   return STROP_OK;
+}
+
+/* The message for a stream that goes on past stop bytes of output. */
+static strop_status too_long(const char *fn, const char *path, size_t want, size_t limit,
+                             size_t compressed) {
+  if (want && want <= limit)
+    return strop__err(STROP_E_FORMAT, "%s: %s: the gzip data inflates to more than the %zu bytes "
+                      "its header declares", fn, path, want);
+  return strop__err(STROP_E_FORMAT, "%s: %s: the gzip data inflates to more than %zu bytes, the "
+                    "limit for a compressed file of %zu bytes (the larger of %d MiB and %d times "
+                    "its size)", fn, path, limit, compressed, (int)(STROP__GZ_MIN_LIMIT >> 20),
+                    STROP__GZ_MAX_RATIO);
+}
+
+/* Inflates the gzip file gz (one member or several) into f. The buffer starts small and
+ * doubles as output arrives (the trailer's size field is not trusted), and inflation stops at
+ * the length declared() reads from the first bytes, or at strop__gzip_limit(). */
+static strop_status inflate_all(const char *fn, const char *path, const strop__file *gz,
+                                strop__declared_len_fn declared, strop__file *f) {
+  size_t limit = strop__gzip_limit(gz->len), want = 0; /* want: declared length, 0 = unknown */
+  size_t cap = gz->len < ((size_t)1 << 14) ? ((size_t)1 << 16) : gz->len * 4;
+  if (cap > limit) cap = limit;
+  uint8_t *buf = strop__malloc(cap);
+  if (!buf) return STROP__NOMEM(fn);
+  z_stream z;
+  memset(&z, 0, sizeof z);
+  if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK) {
+    strop__free(buf);
+    return STROP__NOMEM(fn);
+  }
+  size_t len = 0, in = 0;
+  int ended = 0; /* the current member's end was seen */
+  uint8_t extra;
+  strop_status st = STROP_OK;
+  for (;;) {
+    if (ended) {
+      /* another member follows only if its magic does; anything else is ignored (as gzip) */
+      if (gz->len - in < 2 || gz->data[in] != 0x1f || gz->data[in + 1] != 0x8b) break;
+      inflateReset(&z);
+      ended = 0;
+    }
+    size_t stop = want && want < limit ? want : limit; /* output never goes past this */
+    if (len == cap && cap < stop) {
+      size_t ncap = cap > stop / 2 ? stop : cap * 2;
+      uint8_t *nb = strop__realloc(buf, ncap);
+      if (!nb) {
+        st = STROP__NOMEM(fn);
+        break;
+      }
+      buf = nb;
+      cap = ncap;
+    }
+    /* at the stop, one more byte of output would be too many: look for it in a scratch byte */
+    int at_stop = len == stop;
+    size_t room = at_stop ? 1 : (cap < stop ? cap : stop) - len;
+    z.next_in = (Bytef *)(uintptr_t)(gz->data + in);
+    z.avail_in = (uInt)(gz->len - in < (1u << 30) ? gz->len - in : (1u << 30));
+    z.next_out = at_stop ? &extra : buf + len;
+    z.avail_out = (uInt)(room < (1u << 30) ? room : (1u << 30));
+    uInt out_before = z.avail_out, in_before = z.avail_in;
+    int rc = inflate(&z, Z_NO_FLUSH);
+    size_t produced = out_before - z.avail_out;
+    in += in_before - z.avail_in;
+    if (at_stop && produced) {
+      st = too_long(fn, path, want, limit, gz->len);
+      break;
+    }
+    if (!at_stop) len += produced;
+    if (!want && declared) {
+      size_t d = declared(buf, len);
+      if (d == SIZE_MAX) declared = NULL; /* the format cannot tell: only the limit holds */
+      else want = d;
+      if (want && len > want) {
+        st = too_long(fn, path, want, limit, gz->len);
+        break;
+      }
+    }
+    if (rc == Z_STREAM_END) {
+      ended = 1;
+    } else if (rc == Z_MEM_ERROR) {
+      st = STROP__NOMEM(fn);
+      break;
+    } else if (rc != Z_OK && rc != Z_BUF_ERROR) {
+      st = strop__err(STROP_E_FORMAT, "%s: %s: corrupt gzip data after %zu bytes: %s", fn, path,
+                      len, z.msg ? z.msg : "inflate failed");
+      break;
+    } else if (!produced && in_before == z.avail_in) {
+      /* no progress with room to write: the input has run out before the stream's end */
+      st = strop__err(STROP_E_FORMAT, "%s: %s: truncated gzip stream after %zu bytes", fn, path,
+                      len);
+      break;
+    }
+  }
+  inflateEnd(&z);
+  if (st) {
+    strop__free(buf);
+    return st;
+  }
+  f->buf = buf;
+  f->data = len ? buf : g_empty;
+  f->len = len;
+  return STROP_OK;
+}
+
+strop_status strop__file_read(const char *fn, const char *path, int allow_map,
+                              strop__declared_len_fn declared, strop__file *f) {
+  memset(f, 0, sizeof *f);
+  if (!path) return strop__err(STROP_E_INVALID_ARG, "%s: path is NULL", fn);
+  int fd;
+  size_t size;
+  strop_status st = strop__open_input(fn, path, &fd, &size);
+  if (st) return st;
+  uint8_t magic[2] = {0, 0};
+  int gzip = size >= 2 && pread(fd, magic, 2, 0) == 2 && magic[0] == 0x1f && magic[1] == 0x8b;
+  strop__file raw;
+  memset(&raw, 0, sizeof raw);
+  st = map_or_read(fn, path, fd, size, allow_map || gzip, gzip ? &raw : f);
+  close(fd);
+  if (st || !gzip) return st;
+  st = inflate_all(fn, path, &raw, declared, f);
+  strop__file_close(&raw);
+  return st;
 }

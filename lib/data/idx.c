@@ -14,8 +14,10 @@ static size_t type_size(int t) {
   }
 }
 
-strop_status strop__idx_parse(const uint8_t *buf, size_t len, const char *name,
-                              strop__idx *out) {
+/* The header: type, rank, dims and element count; *hdr_out gets its length. The payload is
+ * not looked at. */
+static strop_status parse_header(const uint8_t *buf, size_t len, const char *name,
+                                 strop__idx *out, size_t *hdr_out) {
   memset(out, 0, sizeof *out);
   if (len < 4)
     return strop__err(STROP_E_FORMAT, "%s: %zu bytes is too short for an IDX header", name, len);
@@ -44,7 +46,28 @@ strop_status strop__idx_parse(const uint8_t *buf, size_t len, const char *name,
     if (strop__mul_overflow(count, d, &count) || count > ((size_t)1 << 40))
       return strop__err(STROP_E_FORMAT, "%s: IDX element count overflows", name);
   }
-  size_t bytes = count * es;
+  out->type = buf[2];
+  out->rank = rank;
+  out->count = count;
+  out->elem_size = es;
+  *hdr_out = hdr;
+  return STROP_OK;
+}
+
+size_t strop__idx_declared_len(const uint8_t *prefix, size_t n) {
+  if (n < 4 || n < 4 + 4 * (size_t)prefix[3]) return 0;
+  strop__idx a;
+  size_t hdr;
+  if (parse_header(prefix, n, "", &a, &hdr) != STROP_OK) return SIZE_MAX;
+  return hdr + a.count * a.elem_size;
+}
+
+strop_status strop__idx_parse(const uint8_t *buf, size_t len, const char *name,
+                              strop__idx *out) {
+  size_t hdr;
+  strop_status st = parse_header(buf, len, name, out, &hdr);
+  if (st != STROP_OK) return st;
+  size_t bytes = out->count * out->elem_size;
   if (len - hdr < bytes)
     return strop__err(STROP_E_FORMAT,
                       "%s: truncated IDX payload: %zu bytes after the header, dims need %zu",
@@ -53,10 +76,6 @@ strop_status strop__idx_parse(const uint8_t *buf, size_t len, const char *name,
     return strop__err(STROP_E_FORMAT,
                       "%s: IDX payload has %zu bytes after the header, dims need only %zu",
                       name, len - hdr, bytes);
-  out->type = buf[2];
-  out->rank = rank;
-  out->count = count;
-  out->elem_size = es;
   out->data = buf + hdr;
   return STROP_OK;
 }
@@ -94,13 +113,13 @@ strop_status strop_dataset_load_idx(const char *images_path, const char *labels_
   if (!images_path || !labels_path)
     return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn,
                       images_path ? "labels_path" : "images_path");
-  if (num_classes < STROP_CLASSES_INFER)
-    return strop__err(STROP_E_INVALID_ARG, "%s: num_classes must be >= -1, got %lld", fn,
+  if (num_classes < STROP_CLASSES_INFER || num_classes > STROP__MAX_CLASSES)
+    return strop__err(STROP_E_INVALID_ARG, "%s: num_classes must be in [-1, 2^24], got %lld", fn,
                       (long long)num_classes);
   strop__file fi, fl;
-  strop_status st = strop__file_read(fn, images_path, 1, &fi);
+  strop_status st = strop__file_read(fn, images_path, 1, strop__idx_declared_len, &fi);
   if (st) return st;
-  st = strop__file_read(fn, labels_path, 0, &fl);
+  st = strop__file_read(fn, labels_path, 0, strop__idx_declared_len, &fl);
   if (st) {
     strop__file_close(&fi);
     return st;
@@ -130,12 +149,14 @@ strop_status strop_dataset_load_idx(const char *images_path, const char *labels_
     st = STROP__NOMEM(fn);
     goto fail;
   }
+  /* labels are checked exact, before the float they become could round them */
+  int64_t hi = num_classes > 0 ? num_classes : STROP__MAX_CLASSES;
   for (int64_t i = 0; i < n; i++) {
     double v = strop__idx_get(&lb, (size_t)i);
-    if (num_classes != 0 && (v < 0 || (num_classes > 0 && v >= (double)num_classes))) {
-      st = strop__err(STROP_E_FORMAT, "%s: %s: label %lld is %g, outside [0, %lld)", fn,
-                      labels_path, (long long)i, v,
-                      (long long)(num_classes > 0 ? num_classes : INT64_MAX));
+    if (num_classes != 0 && (v < 0 || v >= (double)hi)) {
+      st = strop__err(STROP_E_FORMAT, "%s: %s: label %lld is %.0f, outside [0, %lld)%s", fn,
+                      labels_path, (long long)i, v, (long long)hi,
+                      num_classes > 0 ? "" : " (class indices stop below 2^24)");
       goto fail;
     }
     y[i] = (float)v;
@@ -180,9 +201,11 @@ strop_status strop_dataset_load_idx(const char *images_path, const char *labels_
       st = STROP__NOMEM(fn);
       goto fail;
     }
-    for (size_t i = 0; i < im.count; i++) x[i] = (float)strop__idx_get(&im, i);
     ds->x_owned = x;
     ds->x = x;
+    for (size_t i = 0; i < im.count; i++) x[i] = (float)strop__idx_get(&im, i);
+    /* NaN and infinity are refused as the NPY and CSV readers refuse them */
+    if ((st = strop__check_finite(fn, images_path, x, im.count))) goto fail;
   }
   strop__file_close(&fi);
   strop__file_close(&fl);

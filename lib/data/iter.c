@@ -297,7 +297,9 @@ strop_status strop_batch_iter_create(strop_dataset *ds, int64_t batch_size, uint
                       (long long)batch_size);
   if (flags & ~(STROP_ITER_SHUFFLE | STROP_ITER_DROP_LAST | STROP_ITER_PREFETCH))
     return strop__err(STROP_E_INVALID_ARG, "%s: unknown flags 0x%x", fn, (unsigned)flags);
-  if (ds->n < 1) return strop__err(STROP_E_INVALID_ARG, "%s: the dataset is empty", fn);
+  if (ds->n < 1)
+    return strop__err(STROP_E_INVALID_ARG, "%s: the dataset has no samples (an empty subset, "
+                      "split or class filter?)", fn);
   if ((flags & STROP_ITER_DROP_LAST) && ds->n < batch_size)
     return strop__err(STROP_E_INVALID_ARG,
                       "%s: drop_last with batch_size %lld > dataset size %lld gives no batches",
@@ -336,12 +338,21 @@ static strop_status start(strop_batch_iter *it, const char *fn) {
     it->s1 = strop__malloc(it->max_numel * sizeof(float));
     if (!it->s0 || !it->s1) return STROP__NOMEM(fn);
   }
+  /* no batch holds more rows than an epoch visits: a batch size above the dataset's size
+   * costs nothing more than the dataset */
+  int64_t rows = it->bs < it->end ? it->bs : it->end;
+  size_t nx, ny;
+  if (strop__mul_overflow((size_t)rows, it->out_numel * sizeof(float), &nx) ||
+      strop__mul_overflow((size_t)rows, ds->tgt_numel * sizeof(float), &ny))
+    return strop__err(STROP_E_SHAPE, "%s: a batch of %lld samples of %zu values overflows the "
+                      "size", fn, (long long)rows, it->out_numel);
+  nx = (size_t)rows * it->out_numel;
+  ny = (size_t)rows * ds->tgt_numel;
   int64_t xd[STROP_MAX_RANK], yd[STROP_MAX_RANK];
-  xd[0] = yd[0] = it->bs;
+  xd[0] = yd[0] = rows;
   memcpy(xd + 1, it->out_dims, (size_t)it->out_rank * sizeof *xd);
   if (ds->tgt_rank) memcpy(yd + 1, ds->tgt_dims, (size_t)ds->tgt_rank * sizeof *yd);
   for (int b = 0; b < ((it->flags & STROP_ITER_PREFETCH) ? 2 : 1); b++) {
-    size_t nx = (size_t)it->bs * it->out_numel, ny = (size_t)it->bs * ds->tgt_numel;
     it->buf[b].x = strop__malloc_aligned(nx * sizeof(float));
     it->buf[b].y = strop__malloc_aligned(ny * sizeof(float));
     if (!it->buf[b].x || !it->buf[b].y) return STROP__NOMEM(fn);

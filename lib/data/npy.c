@@ -24,8 +24,10 @@ static const char *dict_value(const char *h, size_t n, const char *key) {
   return NULL;
 }
 
-strop_status strop__npy_parse(const uint8_t *buf, size_t len, const char *name,
-                              strop__npy *out) {
+/* The header: dtype, order, shape and element count; *data_off gets where the data starts.
+ * The data is not looked at. */
+static strop_status parse_header(const uint8_t *buf, size_t len, const char *name,
+                                 strop__npy *out, size_t *data_off) {
   memset(out, 0, sizeof *out);
   static const uint8_t magic[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
   if (len < 10 || memcmp(buf, magic, 6) != 0)
@@ -93,14 +95,21 @@ strop_status strop__npy_parse(const uint8_t *buf, size_t len, const char *name,
     if (p >= he)
       return strop__err(STROP_E_FORMAT, "%s: bad NPY header: unterminated 'shape'", name);
     if (*p == ')') break;
+    if (*p == '-')
+      return strop__err(STROP_E_FORMAT, "%s: bad NPY header: 'shape' entry %d is negative", name,
+                        rank);
     if (*p < '0' || *p > '9')
       return strop__err(STROP_E_FORMAT, "%s: bad NPY header: 'shape' entry %d is not a number",
                         name, rank);
     uint64_t v = 0;
+    const char *digits = p;
     while (p < he && *p >= '0' && *p <= '9') {
       v = v * 10 + (uint64_t)(*p - '0');
-      if (v > ((uint64_t)1 << 40))
-        return strop__err(STROP_E_FORMAT, "%s: NPY shape entry %d is too large", name, rank);
+      if (v > ((uint64_t)1 << 40)) {
+        while (p < he && *p >= '0' && *p <= '9') p++;
+        return strop__err(STROP_E_FORMAT, "%s: NPY shape entry %d is %.*s, above the limit of "
+                          "2^40", name, rank, (int)(p - digits < 40 ? p - digits : 40), digits);
+      }
       p++;
     }
     if (p < he && *p == 'L') p++;
@@ -112,7 +121,28 @@ strop_status strop__npy_parse(const uint8_t *buf, size_t len, const char *name,
   }
   out->rank = rank;
   out->count = count;
-  size_t bytes = count * out->elem_size, data_off = off + hl;
+  *data_off = off + hl;
+  return STROP_OK;
+}
+
+size_t strop__npy_declared_len(const uint8_t *prefix, size_t n) {
+  if (n < 12) return 0;
+  size_t off = prefix[6] == 1 ? 10 : 12;
+  size_t hl = (size_t)prefix[8] | (size_t)prefix[9] << 8;
+  if (off == 12) hl |= (size_t)prefix[10] << 16 | (size_t)prefix[11] << 24;
+  if (n < off + hl) return 0;
+  strop__npy a;
+  size_t data_off;
+  if (parse_header(prefix, n, "", &a, &data_off) != STROP_OK) return SIZE_MAX;
+  return data_off + a.count * a.elem_size;
+}
+
+strop_status strop__npy_parse(const uint8_t *buf, size_t len, const char *name,
+                              strop__npy *out) {
+  size_t data_off;
+  strop_status st = parse_header(buf, len, name, out, &data_off);
+  if (st != STROP_OK) return st;
+  size_t bytes = out->count * out->elem_size;
   if (len - data_off < bytes)
     return strop__err(STROP_E_FORMAT, "%s: truncated NPY data: %zu bytes, shape needs %zu", name,
                       len - data_off, bytes);
@@ -188,9 +218,9 @@ strop_status strop_dataset_load_npy(const char *x_path, const char *y_path, int6
     return strop__err(STROP_E_INVALID_ARG, "%s: num_classes must be >= -1, got %lld", fn,
                       (long long)num_classes);
   strop__file fx, fy;
-  strop_status st = strop__file_read(fn, x_path, 1, &fx);
+  strop_status st = strop__file_read(fn, x_path, 1, strop__npy_declared_len, &fx);
   if (st) return st;
-  st = strop__file_read(fn, y_path, 1, &fy);
+  st = strop__file_read(fn, y_path, 1, strop__npy_declared_len, &fy);
   if (st) {
     strop__file_close(&fx);
     return st;
@@ -246,11 +276,9 @@ strop_status strop_dataset_load_npy(const char *x_path, const char *y_path, int6
   }
   strop__npy_to_float(&ax, x);
   strop__npy_to_float(&ay, y);
-  for (size_t i = 0; i < ax.count; i++)
-    if (!isfinite(x[i])) {
-      st = strop__err(STROP_E_FORMAT, "%s: %s: element %zu is not finite", fn, x_path, i);
-      goto done;
-    }
+  if ((st = strop__check_finite(fn, x_path, x, ax.count)) ||
+      (num_classes == 0 && (st = strop__check_finite(fn, y_path, y, ay.count))))
+    goto done;
   int64_t C = num_classes;
   if (C != 0) {
     st = strop__check_labels(fn, y_path, y, n, &C);
@@ -273,4 +301,35 @@ done:
   strop__file_close(&fx);
   strop__file_close(&fy);
   return st;
+}
+
+strop_status strop_tensor_load_npy(const char *path, strop_tensor **out) {
+  const char *fn = "strop_tensor_load_npy";
+  if (!out) return strop__err(STROP_E_INVALID_ARG, "%s: out is NULL", fn);
+  *out = NULL;
+  if (!path) return strop__err(STROP_E_INVALID_ARG, "%s: path is NULL", fn);
+  strop__file f;
+  strop_status st = strop__file_read(fn, path, 1, strop__npy_declared_len, &f);
+  if (st) return st;
+  strop__npy a;
+  strop_tensor *t = NULL;
+  st = strop__npy_parse(f.data, f.len, path, &a);
+  if (st) {
+    strop__err_prefix("%s", fn);
+  } else if (a.rank < 1 || a.count == 0) {
+    st = strop__err(STROP_E_FORMAT, "%s: %s: a tensor needs rank >= 1 and no zero dimension; the "
+                    "array has rank %d and %zu elements", fn, path, a.rank, a.count);
+  } else if (!(st = strop_tensor_create(a.rank, a.dims, &t))) {
+    strop__npy_to_float(&a, strop_tensor_data(t));
+    st = strop__check_finite(fn, path, strop_tensor_data(t), a.count);
+  } else {
+    strop__err_prefix("%s: %s", fn, path);
+  }
+  strop__file_close(&f);
+  if (st) {
+    strop_tensor_free(t);
+    return st;
+  }
+  *out = t;
+  return STROP_OK;
 }

@@ -1,12 +1,12 @@
 /* strop — text: byte- and character-level vocabularies (build, save, load, encode, decode) and
  * the datasets built on them: language-modelling windows and per-file text classification. */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "data/data_impl.h"
+#include "io/atomic.h"
+#include "io/sbuf.h"
 
 struct strop_vocab {
   int mode;
@@ -147,7 +147,7 @@ strop_status strop_vocab_build(const char *const *paths, int64_t count, int mode
       break;
     }
     strop__file f;
-    st = strop__file_read(fn, paths[k], 1, &f);
+    st = strop__file_read(fn, paths[k], 1, NULL, &f);
     if (st) break;
     for (size_t i = 0; i < f.len;) {
       size_t used;
@@ -179,37 +179,20 @@ strop_status strop_vocab_save(const strop_vocab *vocab, const char *path) {
   const char *fn = "strop_vocab_save";
   if (!vocab || !path)
     return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, vocab ? "path" : "vocab");
-  size_t pl = strlen(path);
-  char *tmp = strop__malloc(pl + 16);
-  if (!tmp) return STROP__NOMEM(fn);
-  snprintf(tmp, pl + 16, "%s.tmp%d", path, (int)getpid());
-  FILE *f = fopen(tmp, "wb");
-  if (!f) {
-    strop_status st = strop__err(STROP_E_IO, "%s: cannot create %s: %s", fn, tmp,
-                                 strerror(errno));
-    strop__free(tmp);
-    return st;
-  }
-  int bad = fprintf(f, "strop-vocab 1 %s %lld\n",
-                    vocab->mode == STROP_TOKENS_BYTES ? "bytes" : "chars",
-                    (long long)vocab->size) < 0;
+  strop__sbuf b;
+  memset(&b, 0, sizeof b);
+  strop__sbuf_printf(&b, "strop-vocab 1 %s %lld\n",
+                     vocab->mode == STROP_TOKENS_BYTES ? "bytes" : "chars",
+                     (long long)vocab->size);
   if (vocab->mode == STROP_TOKENS_CHARS) {
-    bad |= fputs("<unk>\n", f) < 0;
-    for (int64_t i = 1; i < vocab->size && !bad; i++)
-      bad |= fprintf(f, "U+%04X\n", (unsigned)vocab->cps[i]) < 0;
+    strop__sbuf_puts(&b, "<unk>\n");
+    for (int64_t i = 1; i < vocab->size; i++)
+      strop__sbuf_printf(&b, "U+%04X\n", (unsigned)vocab->cps[i]);
   }
-  bad |= fflush(f) != 0;
-  bad |= fsync(fileno(f)) != 0;
-  bad |= fclose(f) != 0;
-  if (bad || rename(tmp, path) != 0) {
-    strop_status st = strop__err(STROP_E_IO, "%s: cannot write %s: %s", fn, path,
-                                 strerror(errno));
-    unlink(tmp);
-    strop__free(tmp);
-    return st;
-  }
-  strop__free(tmp);
-  return STROP_OK;
+  /* the atomic writer: a killed save leaves a temporary the next save removes */
+  strop_status st = b.oom ? STROP__NOMEM(fn) : strop__write_file_atomic(fn, path, b.s, b.n);
+  strop__sbuf_free(&b);
+  return st;
 }
 
 strop_status strop_vocab_load(const char *path, strop_vocab **out) {
@@ -217,7 +200,7 @@ strop_status strop_vocab_load(const char *path, strop_vocab **out) {
   if (!out) return strop__err(STROP_E_INVALID_ARG, "%s: out is NULL", fn);
   *out = NULL;
   strop__file f;
-  strop_status st = strop__file_read(fn, path, 0, &f);
+  strop_status st = strop__file_read(fn, path, 0, NULL, &f);
   if (st) return st;
   const char *s = (const char *)f.data, *e = s + f.len;
   char line[128];
@@ -357,7 +340,7 @@ strop_status strop_dataset_load_text(const char *path, const strop_vocab *vocab,
     return strop__err(STROP_E_INVALID_ARG, "%s: need seq_len in [1, 2^24] and stride >= 1, got "
                       "%lld and %lld", fn, (long long)seq_len, (long long)stride);
   strop__file f;
-  strop_status st = strop__file_read(fn, path, 1, &f);
+  strop_status st = strop__file_read(fn, path, 1, NULL, &f);
   if (st) return st;
   int32_t *ids = NULL;
   int64_t T = 0;
@@ -418,7 +401,7 @@ strop_status strop_dataset_load_text_classes(const char *const *paths, const int
   strop_status st = STROP_OK;
   for (int64_t k = 0; k < count && !st; k++) {
     strop__file f;
-    st = strop__file_read(fn, paths[k], 1, &f);
+    st = strop__file_read(fn, paths[k], 1, NULL, &f);
     if (st) break;
     int32_t *ids = NULL;
     int64_t m = 0;

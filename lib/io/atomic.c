@@ -2,11 +2,15 @@
  * small whole-file reads. Every file the library writes goes through here. */
 #include "io/atomic.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -22,6 +26,55 @@ static void afile_reset(strop__afile *f) {
   f->fd = -1;
 }
 
+/* The pid of a temporary "<base>.tmp.<pid>.<n>" of the target named base, or 0. */
+static long temp_pid(const char *name, const char *base, size_t bl) {
+  if (strncmp(name, base, bl) != 0 || strncmp(name + bl, ".tmp.", 5) != 0) return 0;
+  const char *p = name + bl + 5;
+  char *end;
+  if (*p < '0' || *p > '9') return 0;
+  long pid = strtol(p, &end, 10);
+  if (*end != '.' || pid <= 0) return 0;
+  p = end + 1;
+  if (*p < '0' || *p > '9') return 0;
+  (void)strtoul(p, &end, 10);
+  return *end == '\0' ? pid : 0;
+}
+
+/* Removes the temporaries that writers killed mid-write (kill -9, power loss) left beside
+ * path. A temporary is stale when its writer's process is gone and nobody holds the lock a
+ * writer keeps on its temporary while it writes (so a writer whose pid this process cannot
+ * see, in another pid namespace, is safe too). Best effort: errors are ignored. */
+static void remove_stale_temps(const char *path) {
+  const char *slash = strrchr(path, '/');
+  const char *base = slash ? slash + 1 : path;
+  char dir[4096];
+  if (!slash) {
+    strcpy(dir, ".");
+  } else {
+    size_t n = slash == path ? 1 : (size_t)(slash - path);
+    if (n >= sizeof dir) return;
+    memcpy(dir, path, n);
+    dir[n] = '\0';
+  }
+  size_t bl = strlen(base);
+  DIR *d = opendir(dir);
+  if (!d) return;
+  long self = (long)getpid();
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    long pid = temp_pid(e->d_name, base, bl);
+    if (pid == 0 || pid == self) continue;
+    if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue; /* alive (or not ours to judge) */
+    int fd = openat(dirfd(d), e->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) continue;
+    struct stat sb;
+    if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && flock(fd, LOCK_EX | LOCK_NB) == 0)
+      (void)unlinkat(dirfd(d), e->d_name, 0);
+    close(fd);
+  }
+  closedir(d);
+}
+
 strop_status strop__afile_open(strop__afile *f, const char *fn, const char *path) {
   f->fd = -1;
   f->path = f->tmp = NULL;
@@ -35,11 +88,15 @@ strop_status strop__afile_open(strop__afile *f, const char *fn, const char *path
     afile_reset(f);
     return STROP__NOMEM(fn);
   }
+  remove_stale_temps(path);
   for (int attempt = 0; attempt < 100; attempt++) {
     snprintf(f->tmp, n, "%s.tmp.%ld.%u", path, (long)getpid(),
              atomic_fetch_add(&g_tmp_counter, 1));
     f->fd = open(f->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (f->fd >= 0) return STROP_OK;
+    if (f->fd >= 0) {
+      (void)flock(f->fd, LOCK_EX | LOCK_NB); /* held until close: "a writer is at work" */
+      return STROP_OK;
+    }
     if (errno != EEXIST) break;
   }
   int e = errno;
@@ -130,23 +187,52 @@ strop_status strop__write_file_atomic(const char *fn, const char *path, const vo
   return strop__afile_commit(&f);
 }
 
+strop_status strop__dir_probe(const char *fn, const char *dir) {
+  const char *d = dir[0] ? dir : ".";
+  char path[4200];
+  snprintf(path, sizeof path, "%s/.strop-write-test.%ld.%u", d, (long)getpid(),
+           atomic_fetch_add(&g_tmp_counter, 1));
+  static const char block[4096];
+  const char *step = "creating a file";
+  int e = 0, fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    e = errno;
+  } else {
+    size_t done = 0;
+    while (done < sizeof block && !e) {
+      ssize_t w = write(fd, block + done, sizeof block - done);
+      if (w > 0) done += (size_t)w;
+      else if (w == 0) e = ENOSPC;
+      else if (errno != EINTR) e = errno;
+    }
+    if (e) {
+      step = "writing";
+    } else if (fsync(fd) != 0) {
+      e = errno;
+      step = "fsync";
+    }
+    close(fd);
+    unlink(path);
+  }
+  if (e)
+    return strop__err(STROP_E_IO, "%s: the folder '%s' cannot take files (%s failed: %s)", fn, d,
+                      step, strerror(e));
+  return STROP_OK;
+}
+
 strop_status strop__read_file(const char *fn, const char *path, size_t max, char **out,
                               size_t *len_out) {
   *out = NULL;
   if (len_out) *len_out = 0;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return strop__err(STROP_E_IO, "%s: cannot open '%s': %s", fn, path, strerror(errno));
-  struct stat sb;
-  if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+  int fd;
+  size_t n;
+  strop_status st = strop__open_input(fn, path, &fd, &n);
+  if (st != STROP_OK) return st;
+  if (n > max) {
     close(fd);
-    return strop__err(STROP_E_IO, "%s: '%s' is not a regular file", fn, path);
+    return strop__err(STROP_E_FORMAT, "%s: '%s' is %zu bytes, more than the limit of %zu", fn,
+                      path, n, max);
   }
-  if ((uint64_t)sb.st_size > max) {
-    close(fd);
-    return strop__err(STROP_E_FORMAT, "%s: '%s' is %lld bytes, more than the limit of %zu", fn,
-                      path, (long long)sb.st_size, max);
-  }
-  size_t n = (size_t)sb.st_size;
   char *buf = strop__malloc(n + 1);
   if (!buf) {
     close(fd);

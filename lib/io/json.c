@@ -64,8 +64,10 @@ static void skip_ws(jp *p) {
   }
 }
 
+/* The index of a new node; -1 out of memory, -2 over STROP__JSON_MAX_NODES. */
 static int new_node(jp *p, int type) {
   strop__json *j = p->j;
+  if (j->n >= STROP__JSON_MAX_NODES) return -2;
   if (j->n == j->cap) {
     int cap = j->cap ? j->cap * 2 : 64;
     strop__jnode *v = strop__realloc(j->nodes, (size_t)cap * sizeof *v);
@@ -332,6 +334,9 @@ static strop_status parse_value(jp *p, int depth, int *out) {
       return jerr(p, "unexpected character, a value was expected");
   }
   int idx = new_node(p, type);
+  if (idx == -2)
+    return strop__err(STROP_E_FORMAT, "at byte %zu: more than %d JSON values (the limit that "
+                      "bounds a header's memory)", p->base + p->i, STROP__JSON_MAX_NODES);
   if (idx < 0) return strop__err(STROP_E_NOMEM, "out of memory");
   *out = idx;
   strop_status st = STROP_OK;

@@ -31,6 +31,12 @@ typedef struct strop__json {
   size_t used, size;
 } strop__json;
 
+/* Values (objects, arrays, strings, numbers, literals) a text may hold: about 64 bytes each,
+ * so a text of small numbers ("0,0,0,...") costs at most 64 MiB (96 while the array grows),
+ * not 32 times its size. A safetensors header needs 6 to 14 per tensor, so this admits
+ * some 75,000 tensors (docs/errors.md, input bounds). */
+#define STROP__JSON_MAX_NODES (1 << 20)
+
 /* Parses text[0..len) (need not be NUL-terminated); trailing JSON whitespace is allowed.
  * Duplicate object keys are an error. On error sets a sentence "at byte N: ..." (N counted
  * from base) and returns STROP_E_FORMAT or STROP_E_NOMEM; out is left empty. */

@@ -177,7 +177,9 @@ static strop_status parse_tensor(const char *fn, strop__st_file *f, const strop_
     return ferr(fn, L, STROP_E_FORMAT, "tensor '%s': rank %d exceeds the maximum %d", nm,
                 sh->count, STROP_MAX_RANK);
   t->rank = sh->count;
-  size_t numel = 1;
+  /* Every dimension is bounded and so is the product of the non-zero ones, whatever their
+   * order: a zero elsewhere must not let [0, 2^63-1] through to code that multiplies dims. */
+  size_t numel = 1, span = 1; /* span: the product of the non-zero dims */
   int overflow = 0, k = 0;
   for (int c = sh->child; c >= 0; c = j->nodes[c].next, k++) {
     const strop__jnode *d = &j->nodes[c];
@@ -190,15 +192,19 @@ static strop_status parse_tensor(const char *fn, strop__st_file *f, const strop_
     if (d->ival < 0)
       return ferr(fn, L, STROP_E_FORMAT, "tensor '%s': shape[%d] is negative (%lld)", nm, k,
                   (long long)d->ival);
+    if ((uint64_t)d->ival > STROP__ST_MAX_DIM)
+      return ferr(fn, L, STROP_E_FORMAT, "tensor '%s': shape[%d] is %lld, above the limit of 2^40 "
+                  "for a dimension", nm, k, (long long)d->ival);
     t->dims[k] = d->ival;
-    if ((uint64_t)d->ival > SIZE_MAX || strop__mul_overflow(numel, (size_t)d->ival, &numel))
-      overflow = 1;
+    if (d->ival && strop__mul_overflow(span, (size_t)d->ival, &span)) overflow = 1;
+    numel *= (size_t)d->ival; /* <= span, or 0 */
   }
   size_t nbytes = 0;
-  if (overflow || strop__mul_overflow(numel, strop__dtype_size(t->dtype), &nbytes) ||
+  if (overflow || strop__mul_overflow(span, strop__dtype_size(t->dtype), &nbytes) ||
       nbytes > (uint64_t)INT64_MAX)
     return ferr(fn, L, STROP_E_FORMAT, "tensor '%s': shape %s is too large (the byte size overflows)",
                 nm, strop__dims_str(t->rank, t->dims, sb, sizeof sb));
+  nbytes = numel * strop__dtype_size(t->dtype);
   t->numel = numel;
   t->nbytes = nbytes;
   if (of->type != STROP__J_ARR || of->count != 2)
@@ -367,13 +373,10 @@ strop_status strop__st_open_mem(const char *fn, const void *buf, size_t len, con
 
 strop_status strop__st_open(const char *fn, const char *path, strop__st_file **out) {
   *out = NULL;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return strop__err(STROP_E_IO, "%s: cannot open '%s': %s", fn, path, strerror(errno));
-  struct stat sb;
-  if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-    close(fd);
-    return strop__err(STROP_E_IO, "%s: '%s' is not a regular file", fn, path);
-  }
+  int fd;
+  size_t size;
+  strop_status st = strop__open_input(fn, path, &fd, &size);
+  if (st != STROP_OK) return st;
   strop__st_file *f = strop__calloc(1, sizeof *f);
   if (!f) {
     close(fd);
@@ -385,7 +388,7 @@ strop_status strop__st_open(const char *fn, const char *path, strop__st_file **o
     strop__st_close(f);
     return STROP__NOMEM(fn);
   }
-  f->size = (size_t)sb.st_size;
+  f->size = size;
   if (f->size >= 8) {
     void *p = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
     if (p == MAP_FAILED) {
@@ -398,7 +401,7 @@ strop_status strop__st_open(const char *fn, const char *path, strop__st_file **o
     f->mapped = 1;
   }
   close(fd);
-  strop_status st = validate(fn, f);
+  st = validate(fn, f);
   if (st != STROP_OK) {
     strop__st_close(f);
     return st;

@@ -28,6 +28,9 @@ int strop__dtype_is_int(int dtype);
 /* Limits of the reader. */
 #define STROP__ST_MAX_HEADER ((uint64_t)100 * 1024 * 1024) /* as the reference library */
 #define STROP__ST_MAX_DEPTH 16
+/* A dimension of a tensor; the product of the non-zero dimensions times the dtype's size must
+ * also fit in int64 (docs/errors.md, input bounds). */
+#define STROP__ST_MAX_DIM ((uint64_t)1 << 40)
 
 typedef struct strop__st_tensor {
   const char *name;   /* NUL-terminated; owned by the file */

@@ -149,6 +149,16 @@ strop_status strop__yaml_parse(const char *fn, const char *file, const char *tex
                     "of %zu", (size_t)ev.data.scalar.length, lim->max_scalar);
           break;
         }
+        /* a "\0" escape would end the C string early: "img.idx\0junk" would read img.idx */
+        const unsigned char *nul = ev.type == YAML_SCALAR_EVENT
+                                       ? memchr(ev.data.scalar.value, 0, ev.data.scalar.length)
+                                       : NULL;
+        if (nul) {
+          st = yerr(fn, file, line, col, STROP_E_FORMAT, "a scalar holds a NUL byte (\\0) at "
+                    "offset %zu; names, paths and values may not contain one",
+                    (size_t)(nul - ev.data.scalar.value));
+          break;
+        }
         if (ev.type != YAML_SCALAR_EVENT && depth >= max_depth) {
           st = yerr(fn, file, line, col, STROP_E_FORMAT, "nesting deeper than %d levels", max_depth);
           break;

@@ -15,7 +15,18 @@
 
 #define FN "strop_recipe_run"
 
-static strop_status mkdirs(const char *path) {
+const char *strop__run_out_path(const strop_recipe *r, const strop__ynode *out, const char *key,
+                                char *buf, size_t cap) {
+  const char *name = strop__rd_str(out, key);
+  if (!name) return NULL;
+  char dir[1024];
+  const strop__ynode *top = strop__ynode_get(r->root, "output");
+  if (!strop__rd_path(r, top, "dir", dir, sizeof dir)) dir[0] = '\0';
+  snprintf(buf, cap, "%s%s%s", dir, dir[0] ? "/" : "", name);
+  return buf;
+}
+
+static strop_status mkdirs(const char *fn, const char *path) {
   char tmp[1024];
   snprintf(tmp, sizeof tmp, "%s", path);
   size_t n = strlen(tmp);
@@ -25,7 +36,7 @@ static strop_status mkdirs(const char *path) {
     char c = tmp[i];
     tmp[i] = '\0';
     if (mkdir(tmp, 0775) != 0 && errno != EEXIST)
-      return strop__err(STROP_E_IO, "%s: cannot create the folder %s: %s", FN, tmp, strerror(errno));
+      return strop__err(STROP_E_IO, "%s: cannot create the folder %s: %s", fn, tmp, strerror(errno));
     tmp[i] = c;
   }
   return STROP_OK;
@@ -362,17 +373,55 @@ strop_status strop__run_plot_svg(const strop_run *run, const char *title, const 
   return s;
 }
 
+/* Creates path's folder (with parents) unless it is one of the seen[0..*n) already, and
+ * proves it can take a file. */
+static strop_status ready_folder_of(const char *path, char seen[][1024], int *n) {
+  char dir[1024];
+  snprintf(dir, sizeof dir, "%s", path);
+  char *slash = strrchr(dir, '/');
+  if (!slash) snprintf(dir, sizeof dir, ".");
+  else if (slash == dir) dir[1] = '\0';
+  else *slash = '\0';
+  for (int i = 0; i < *n; i++)
+    if (!strcmp(seen[i], dir)) return STROP_OK;
+  static const char where[] = FN ": output (checked before training)";
+  strop_status s = mkdirs(where, dir);
+  if (!s) s = strop__dir_probe(where, dir);
+  if (s) return s;
+  if (*n < 16) snprintf(seen[(*n)++], 1024, "%s", dir);
+  return STROP_OK;
+}
+
+strop_status strop__run_prepare_outputs(const strop_recipe *r) {
+  const strop__ynode *out = strop__ynode_get(r->root, "output");
+  if (!out || strop__ynode_is_null(out)) return STROP_OK;
+  static const char *const files[] = {"weights", "spec", "checkpoint", "metrics", "plot",
+                                      "report", "lora"};
+  char seen[16][1024], path[1200], dir[1024];
+  int n = 0;
+  /* the folder itself, even when no file is named (a probe file stands for its contents) */
+  if (!strop__rd_path(r, out, "dir", dir, sizeof dir)) dir[0] = '\0';
+  snprintf(path, sizeof path, "%s%s.", dir, dir[0] ? "/" : "");
+  strop_status s = ready_folder_of(path, seen, &n);
+  for (size_t i = 0; !s && i < sizeof files / sizeof files[0]; i++)
+    if (strop__run_out_path(r, out, files[i], path, sizeof path))
+      s = ready_folder_of(path, seen, &n);
+  const strop__ynode *ex = strop__ynode_get(out, "export");
+  if (!s && ex && ex->type == STROP__Y_MAP)
+    for (int i = 0; !s && i < 2; i++)
+      if (strop__run_out_path(r, ex, i ? "weights" : "spec", path, sizeof path))
+        s = ready_folder_of(path, seen, &n);
+  return s;
+}
+
 strop_status strop__run_write_outputs(const strop_recipe *r, strop_run *run) {
   const strop__ynode *out = strop__ynode_get(r->root, "output");
   if (!out || strop__ynode_is_null(out)) return STROP_OK;
   char dir[1024] = "", path[1200];
   if (!strop__rd_path(r, out, "dir", dir, sizeof dir)) dir[0] = '\0';
-  strop_status s = mkdirs(dir);
+  strop_status s = mkdirs(FN, dir);
   if (s) return s;
-#define OUT_PATH(key)                                                                         \
-  (strop__rd_str(out, key) ? (snprintf(path, sizeof path, "%s%s%s", dir, dir[0] ? "/" : "",   \
-                                       strop__rd_str(out, key)), path)                        \
-                           : NULL)
+#define OUT_PATH(key) strop__run_out_path(r, out, key, path, sizeof path)
   const char *p;
   int merge = 0;
   if ((s = strop__rd_bool(r, out, "merge_lora", &merge))) return s;
@@ -389,8 +438,8 @@ strop_status strop__run_write_outputs(const strop_recipe *r, strop_run *run) {
     if (!es || !ew)
       return strop__recipe_err(FN, r, ex, STROP_E_FORMAT, "'output.export' needs 'spec' and 'weights'");
     char sp[1200], wp[1200];
-    snprintf(sp, sizeof sp, "%s%s%s", dir, dir[0] ? "/" : "", es);
-    snprintf(wp, sizeof wp, "%s%s%s", dir, dir[0] ? "/" : "", ew);
+    strop__run_out_path(r, ex, "spec", sp, sizeof sp);
+    strop__run_out_path(r, ex, "weights", wp, sizeof wp);
     if ((s = strop_model_export(run->model, sp, wp, (fold ? 0 : STROP_EXPORT_NO_FOLD) |
                                                      (keep ? STROP_EXPORT_KEEP_DROPOUT : 0))))
       return s;

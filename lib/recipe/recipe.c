@@ -20,14 +20,31 @@ enum {
   T_SURGERY, T_STR_OR_INT, T_STRS, T_ANY
 };
 
+/* The values a number may take (T_INT, T_FLOAT, each entry of T_INTS and T_FLOATS), or the
+ * entries a list must have (T_SEQMAP): lo <= v <= hi, an end left out where it is open. */
+typedef struct range {
+  double lo, hi;
+  int lo_open, hi_open;
+  const char *text; /* the bounds as the message states them */
+} range;
+
+static const range R_FRACTION = {0, 1, 0, 1, "in [0, 1)"};
+static const range R_PROBABILITY = {0, 1, 0, 0, "in [0, 1]"};
+static const range R_NONNEG = {0, INFINITY, 0, 0, ">= 0"};
+static const range R_ONE_UP = {1, INFINITY, 0, 0, ">= 1"};
+static const range R_IMAGE_SIZE = {1, 65536, 0, 0, "in [1, 65536]"};
+static const range R_PADDING = {0, 1 << 20, 0, 0, "in [0, 1048576]"};
+static const range R_CLASSES = {-1, 1 << 24, 0, 0, "in [-1, 16777216] (-1: infer)"};
+
 typedef struct field {
   const char *key;
   int type;
   const struct field *sub;     /* T_MAP / T_SEQMAP: the fields of the mapping */
   const char *const *choices;  /* T_ENUM / T_STRS: allowed words (NULL-terminated) */
+  const range *range;          /* numbers and lists: their bounds, or NULL for any */
 } field;
 
-#define END {NULL, 0, NULL, NULL}
+#define END {NULL, 0, NULL, NULL, NULL}
 
 static const char *const OPTIM_KINDS[] = {"sgd", "adam", "adamw", "rmsprop", "adagrad", NULL};
 static const char *const SCHED_KINDS[] = {"constant", "step", "multistep", "exponential",
@@ -49,148 +66,193 @@ static const char *const PTYPES[] = {"float", "int", "categorical", NULL};
 static const char *const TMETRICS[] = {"val_accuracy", "val_loss", "test_accuracy", "test_loss",
                                        "train_loss", NULL};
 
-static const field F_MODEL[] = {{"spec", T_STR, NULL, NULL},     {"weights", T_STR, NULL, NULL},
-                                {"strict", T_BOOL, NULL, NULL},  {"remap", T_ANYMAP, NULL, NULL},
-                                {"seed", T_INT, NULL, NULL},     END};
-static const field F_CROP[] = {{"size", T_INTS, NULL, NULL}, {"padding", T_INT, NULL, NULL}, END};
-static const field F_DATA[] = {
-    {"source", T_ENUM, NULL, SOURCES},       {"train_images", T_STR, NULL, NULL},
-    {"train_labels", T_STR, NULL, NULL},     {"test_images", T_STR, NULL, NULL},
-    {"test_labels", T_STR, NULL, NULL},      {"path", T_STR, NULL, NULL},
-    {"test_path", T_STR, NULL, NULL},        {"x", T_STR, NULL, NULL},
-    {"y", T_STR, NULL, NULL},                {"test_x", T_STR, NULL, NULL},
-    {"test_y", T_STR, NULL, NULL},           {"num_classes", T_INT, NULL, NULL},
-    {"classes", T_INTS, NULL, NULL},         {"input_shape", T_INTS, NULL, NULL},
-    {"label_column", T_STR_OR_INT, NULL, NULL}, {"label_mode", T_ENUM, NULL, LABEL_MODES},
-    {"header", T_BOOL, NULL, NULL},          {"sklearn_header", T_BOOL, NULL, NULL},
-    {"delimiter", T_STR, NULL, NULL},        {"few_shot", T_INT, NULL, NULL},       {"val_few_shot", T_INT, NULL, NULL},
-    {"seed", T_INT, NULL, NULL},             {"val_fraction", T_FLOAT, NULL, NULL},
-    {"test_fraction", T_FLOAT, NULL, NULL},  {"stratify", T_BOOL, NULL, NULL},
-    {"batch_size", T_INT, NULL, NULL},       {"eval_batch_size", T_INT, NULL, NULL},
-    {"shuffle", T_BOOL, NULL, NULL},         {"drop_last", T_BOOL, NULL, NULL},
-    {"prefetch", T_BOOL, NULL, NULL},        {"scale", T_FLOAT, NULL, NULL},
-    {"normalize", T_ANY, NULL, NULL},        {"resize", T_INTS, NULL, NULL},
-    {"resize_mode", T_ENUM, NULL, RESIZE_MODES}, {"hflip", T_FLOAT, NULL, NULL},
-    {"crop", T_MAP, F_CROP, NULL},           {"limit", T_INT, NULL, NULL},
-    {"test_limit", T_INT, NULL, NULL},       END};
-static const field F_LOSS[] = {{"kind", T_ENUM, NULL, LOSS_KINDS},
-                               {"label_smoothing", T_FLOAT, NULL, NULL},
-                               {"ignore_index", T_INT, NULL, NULL},
-                               {"delta", T_FLOAT, NULL, NULL},
-                               {"class_weights", T_FLOATS, NULL, NULL},
+static const field F_MODEL[] = {{"spec", T_STR, NULL, NULL, NULL},
+                                {"weights", T_STR, NULL, NULL, NULL},
+                                {"strict", T_BOOL, NULL, NULL, NULL},
+                                {"remap", T_ANYMAP, NULL, NULL, NULL},
+                                {"seed", T_INT, NULL, NULL, NULL},
+                                END};
+static const field F_CROP[] = {{"size", T_INTS, NULL, NULL, &R_IMAGE_SIZE},
+                               {"padding", T_INT, NULL, NULL, &R_PADDING}, END};
+static const field F_DATA[] = {{"source", T_ENUM, NULL, SOURCES, NULL},
+                               {"train_images", T_STR, NULL, NULL, NULL},
+                               {"train_labels", T_STR, NULL, NULL, NULL},
+                               {"test_images", T_STR, NULL, NULL, NULL},
+                               {"test_labels", T_STR, NULL, NULL, NULL},
+                               {"path", T_STR, NULL, NULL, NULL},
+                               {"test_path", T_STR, NULL, NULL, NULL},
+                               {"x", T_STR, NULL, NULL, NULL},
+                               {"y", T_STR, NULL, NULL, NULL},
+                               {"test_x", T_STR, NULL, NULL, NULL},
+                               {"test_y", T_STR, NULL, NULL, NULL},
+                               {"num_classes", T_INT, NULL, NULL, &R_CLASSES},
+                               {"classes", T_INTS, NULL, NULL, &R_NONNEG},
+                               {"input_shape", T_INTS, NULL, NULL, &R_ONE_UP},
+                               {"label_column", T_STR_OR_INT, NULL, NULL, NULL},
+                               {"label_mode", T_ENUM, NULL, LABEL_MODES, NULL},
+                               {"header", T_BOOL, NULL, NULL, NULL},
+                               {"sklearn_header", T_BOOL, NULL, NULL, NULL},
+                               {"delimiter", T_STR, NULL, NULL, NULL},
+                               {"few_shot", T_INT, NULL, NULL, &R_NONNEG},
+                               {"val_few_shot", T_INT, NULL, NULL, &R_NONNEG},
+                               {"seed", T_INT, NULL, NULL, NULL},
+                               {"val_fraction", T_FLOAT, NULL, NULL, &R_FRACTION},
+                               {"test_fraction", T_FLOAT, NULL, NULL, &R_FRACTION},
+                               {"stratify", T_BOOL, NULL, NULL, NULL},
+                               {"batch_size", T_INT, NULL, NULL, &R_ONE_UP},
+                               {"eval_batch_size", T_INT, NULL, NULL, &R_ONE_UP},
+                               {"shuffle", T_BOOL, NULL, NULL, NULL},
+                               {"drop_last", T_BOOL, NULL, NULL, NULL},
+                               {"prefetch", T_BOOL, NULL, NULL, NULL},
+                               {"scale", T_FLOAT, NULL, NULL, NULL},
+                               {"normalize", T_ANY, NULL, NULL, NULL},
+                               {"resize", T_INTS, NULL, NULL, &R_IMAGE_SIZE},
+                               {"resize_mode", T_ENUM, NULL, RESIZE_MODES, NULL},
+                               {"hflip", T_FLOAT, NULL, NULL, &R_PROBABILITY},
+                               {"crop", T_MAP, F_CROP, NULL, NULL},
+                               {"limit", T_INT, NULL, NULL, &R_NONNEG},
+                               {"test_limit", T_INT, NULL, NULL, &R_NONNEG},
                                END};
-static const field F_OPTIM[] = {{"kind", T_ENUM, NULL, OPTIM_KINDS},
-                                {"lr", T_FLOAT, NULL, NULL},
-                                {"momentum", T_FLOAT, NULL, NULL},
-                                {"dampening", T_FLOAT, NULL, NULL},
-                                {"nesterov", T_BOOL, NULL, NULL},
-                                {"weight_decay", T_FLOAT, NULL, NULL},
-                                {"betas", T_FLOATS, NULL, NULL},
-                                {"eps", T_FLOAT, NULL, NULL},
-                                {"amsgrad", T_BOOL, NULL, NULL},
-                                {"alpha", T_FLOAT, NULL, NULL},
-                                {"centered", T_BOOL, NULL, NULL},
-                                {"lr_decay", T_FLOAT, NULL, NULL},
-                                {"initial_accumulator_value", T_FLOAT, NULL, NULL},
-                                END};
-static const field F_SCHED[] = {{"kind", T_ENUM, NULL, SCHED_KINDS},
-                                {"per", T_ENUM, NULL, PER},
-                                {"step_size", T_INT, NULL, NULL},
-                                {"gamma", T_FLOAT, NULL, NULL},
-                                {"milestones", T_INTS, NULL, NULL},
-                                {"t_max", T_INT, NULL, NULL},
-                                {"eta_min", T_FLOAT, NULL, NULL},
-                                {"t_0", T_INT, NULL, NULL},
-                                {"t_mult", T_INT, NULL, NULL},
-                                {"max_lr", T_FLOAT, NULL, NULL},
-                                {"total_steps", T_INT, NULL, NULL},
-                                {"pct_start", T_FLOAT, NULL, NULL},
-                                {"anneal", T_ENUM, NULL, ANNEAL},
-                                {"div_factor", T_FLOAT, NULL, NULL},
-                                {"final_div_factor", T_FLOAT, NULL, NULL},
-                                {"factor", T_FLOAT, NULL, NULL},
-                                {"patience", T_INT, NULL, NULL},
-                                {"threshold", T_FLOAT, NULL, NULL},
-                                {"cooldown", T_INT, NULL, NULL},
-                                {"min_lr", T_FLOAT, NULL, NULL},
-                                {"mode", T_ENUM, NULL, MODES},
-                                {"warmup_steps", T_INT, NULL, NULL},
-                                {"warmup_start_factor", T_FLOAT, NULL, NULL},
-                                END};
-static const field F_TRAIN[] = {{"epochs", T_INT, NULL, NULL},
-                                {"patience", T_INT, NULL, NULL},
-                                {"min_delta", T_FLOAT, NULL, NULL},
-                                {"monitor", T_ENUM, NULL, MONITORS},
-                                {"restore_best", T_BOOL, NULL, NULL},
-                                {"clip_norm", T_FLOAT, NULL, NULL},
-                                {"clip_value", T_FLOAT, NULL, NULL},
-                                {"accumulate", T_INT, NULL, NULL},
-                                {"checkpoint_every", T_INT, NULL, NULL},
-                                {"max_steps", T_INT, NULL, NULL},
-                                {"cache_frozen", T_BOOL, NULL, NULL},
-                                END};
-static const field F_STAGE[] = {{"name", T_STR, NULL, NULL},      {"epochs", T_INT, NULL, NULL},
-                                {"surgery", T_SURGERY, NULL, NULL},
-                                {"optimizer", T_MAP, F_OPTIM, NULL},
-                                {"schedule", T_MAP, F_SCHED, NULL},
-                                {"train", T_MAP, F_TRAIN, NULL},  END};
-static const field F_EXPORT[] = {{"spec", T_STR, NULL, NULL},    {"weights", T_STR, NULL, NULL},
-                                 {"fold_bn", T_BOOL, NULL, NULL}, {"keep_dropout", T_BOOL, NULL, NULL},
-                                 END};
-static const field F_OUTPUT[] = {{"export", T_MAP, F_EXPORT, NULL},{"dir", T_STR, NULL, NULL},     {"weights", T_STR, NULL, NULL},
-                                 {"spec", T_STR, NULL, NULL},    {"checkpoint", T_STR, NULL, NULL},
-                                 {"metrics", T_STR, NULL, NULL}, {"plot", T_STR, NULL, NULL},
-                                 {"lora", T_STR, NULL, NULL},    {"report", T_STR, NULL, NULL},
-                                 {"merge_lora", T_BOOL, NULL, NULL}, END};
-static const field F_TPARAM[] = {{"key", T_STR, NULL, NULL},     {"type", T_ENUM, NULL, PTYPES},
-                                 {"low", T_FLOAT, NULL, NULL},   {"high", T_FLOAT, NULL, NULL},
-                                 {"log", T_BOOL, NULL, NULL},    {"choices", T_ANY, NULL, NULL},
-                                 END};
-static const field F_TUNE[] = {{"strategy", T_ENUM, NULL, STRATEGIES},
-                               {"trials", T_INT, NULL, NULL},
-                               {"seed", T_INT, NULL, NULL},
-                               {"metric", T_ENUM, NULL, TMETRICS},
-                               {"initial", T_INT, NULL, NULL},
-                               {"grid_points", T_INT, NULL, NULL},
-                               {"prune", T_ENUM, NULL, PRUNERS},
-                               {"workers", T_INT, NULL, NULL},
-                               {"trials_file", T_STR, NULL, NULL},
-                               {"best_recipe", T_STR, NULL, NULL},
-                               {"plot", T_STR, NULL, NULL},
-                               {"params", T_SEQMAP, F_TPARAM, NULL},
+static const field F_LOSS[] = {{"kind", T_ENUM, NULL, LOSS_KINDS, NULL},
+                               {"label_smoothing", T_FLOAT, NULL, NULL, NULL},
+                               {"ignore_index", T_INT, NULL, NULL, NULL},
+                               {"delta", T_FLOAT, NULL, NULL, NULL},
+                               {"class_weights", T_FLOATS, NULL, NULL, NULL},
                                END};
-static const field F_TOP[] = {{"description", T_STR, NULL, NULL},
-                              {"seed", T_INT, NULL, NULL},
-                              {"model", T_MAP, F_MODEL, NULL},
-                              {"surgery", T_SURGERY, NULL, NULL},
-                              {"data", T_MAP, F_DATA, NULL},
-                              {"loss", T_MAP, F_LOSS, NULL},
-                              {"optimizer", T_MAP, F_OPTIM, NULL},
-                              {"schedule", T_MAP, F_SCHED, NULL},
-                              {"train", T_MAP, F_TRAIN, NULL},
-                              {"stages", T_SEQMAP, F_STAGE, NULL},
-                              {"output", T_MAP, F_OUTPUT, NULL},
-                              {"baselines", T_STRS, NULL, BASELINES},
-                              {"tune", T_MAP, F_TUNE, NULL},
+static const field F_OPTIM[] = {{"kind", T_ENUM, NULL, OPTIM_KINDS, NULL},
+                                {"lr", T_FLOAT, NULL, NULL, NULL},
+                                {"momentum", T_FLOAT, NULL, NULL, NULL},
+                                {"dampening", T_FLOAT, NULL, NULL, NULL},
+                                {"nesterov", T_BOOL, NULL, NULL, NULL},
+                                {"weight_decay", T_FLOAT, NULL, NULL, NULL},
+                                {"betas", T_FLOATS, NULL, NULL, NULL},
+                                {"eps", T_FLOAT, NULL, NULL, NULL},
+                                {"amsgrad", T_BOOL, NULL, NULL, NULL},
+                                {"alpha", T_FLOAT, NULL, NULL, NULL},
+                                {"centered", T_BOOL, NULL, NULL, NULL},
+                                {"lr_decay", T_FLOAT, NULL, NULL, NULL},
+                                {"initial_accumulator_value", T_FLOAT, NULL, NULL, NULL},
+                                END};
+static const field F_SCHED[] = {{"kind", T_ENUM, NULL, SCHED_KINDS, NULL},
+                                {"per", T_ENUM, NULL, PER, NULL},
+                                {"step_size", T_INT, NULL, NULL, NULL},
+                                {"gamma", T_FLOAT, NULL, NULL, NULL},
+                                {"milestones", T_INTS, NULL, NULL, NULL},
+                                {"t_max", T_INT, NULL, NULL, NULL},
+                                {"eta_min", T_FLOAT, NULL, NULL, NULL},
+                                {"t_0", T_INT, NULL, NULL, NULL},
+                                {"t_mult", T_INT, NULL, NULL, NULL},
+                                {"max_lr", T_FLOAT, NULL, NULL, NULL},
+                                {"total_steps", T_INT, NULL, NULL, NULL},
+                                {"pct_start", T_FLOAT, NULL, NULL, NULL},
+                                {"anneal", T_ENUM, NULL, ANNEAL, NULL},
+                                {"div_factor", T_FLOAT, NULL, NULL, NULL},
+                                {"final_div_factor", T_FLOAT, NULL, NULL, NULL},
+                                {"factor", T_FLOAT, NULL, NULL, NULL},
+                                {"patience", T_INT, NULL, NULL, NULL},
+                                {"threshold", T_FLOAT, NULL, NULL, NULL},
+                                {"cooldown", T_INT, NULL, NULL, NULL},
+                                {"min_lr", T_FLOAT, NULL, NULL, NULL},
+                                {"mode", T_ENUM, NULL, MODES, NULL},
+                                {"warmup_steps", T_INT, NULL, NULL, NULL},
+                                {"warmup_start_factor", T_FLOAT, NULL, NULL, NULL},
+                                END};
+static const field F_TRAIN[] = {{"epochs", T_INT, NULL, NULL, &R_NONNEG},
+                                {"patience", T_INT, NULL, NULL, NULL},
+                                {"min_delta", T_FLOAT, NULL, NULL, NULL},
+                                {"monitor", T_ENUM, NULL, MONITORS, NULL},
+                                {"restore_best", T_BOOL, NULL, NULL, NULL},
+                                {"clip_norm", T_FLOAT, NULL, NULL, NULL},
+                                {"clip_value", T_FLOAT, NULL, NULL, NULL},
+                                {"accumulate", T_INT, NULL, NULL, NULL},
+                                {"checkpoint_every", T_INT, NULL, NULL, &R_NONNEG},
+                                {"max_steps", T_INT, NULL, NULL, &R_NONNEG},
+                                {"cache_frozen", T_BOOL, NULL, NULL, NULL},
+                                END};
+static const field F_STAGE[] = {{"name", T_STR, NULL, NULL, NULL},
+                                {"epochs", T_INT, NULL, NULL, &R_NONNEG},
+                                {"surgery", T_SURGERY, NULL, NULL, NULL},
+                                {"optimizer", T_MAP, F_OPTIM, NULL, NULL},
+                                {"schedule", T_MAP, F_SCHED, NULL, NULL},
+                                {"train", T_MAP, F_TRAIN, NULL, NULL},
+                                END};
+static const field F_EXPORT[] = {{"spec", T_STR, NULL, NULL, NULL},
+                                 {"weights", T_STR, NULL, NULL, NULL},
+                                 {"fold_bn", T_BOOL, NULL, NULL, NULL},
+                                 {"keep_dropout", T_BOOL, NULL, NULL, NULL},
+                                 END};
+static const field F_OUTPUT[] = {{"export", T_MAP, F_EXPORT, NULL, NULL},
+                                 {"dir", T_STR, NULL, NULL, NULL},
+                                 {"weights", T_STR, NULL, NULL, NULL},
+                                 {"spec", T_STR, NULL, NULL, NULL},
+                                 {"checkpoint", T_STR, NULL, NULL, NULL},
+                                 {"metrics", T_STR, NULL, NULL, NULL},
+                                 {"plot", T_STR, NULL, NULL, NULL},
+                                 {"lora", T_STR, NULL, NULL, NULL},
+                                 {"report", T_STR, NULL, NULL, NULL},
+                                 {"merge_lora", T_BOOL, NULL, NULL, NULL},
+                                 {"resume", T_BOOL, NULL, NULL, NULL},
+                                 END};
+static const field F_TPARAM[] = {{"key", T_STR, NULL, NULL, NULL},
+                                 {"type", T_ENUM, NULL, PTYPES, NULL},
+                                 {"low", T_FLOAT, NULL, NULL, NULL},
+                                 {"high", T_FLOAT, NULL, NULL, NULL},
+                                 {"log", T_BOOL, NULL, NULL, NULL},
+                                 {"choices", T_ANY, NULL, NULL, NULL},
+                                 END};
+static const field F_TUNE[] = {{"strategy", T_ENUM, NULL, STRATEGIES, NULL},
+                               {"trials", T_INT, NULL, NULL, NULL},
+                               {"seed", T_INT, NULL, NULL, NULL},
+                               {"metric", T_ENUM, NULL, TMETRICS, NULL},
+                               {"initial", T_INT, NULL, NULL, NULL},
+                               {"grid_points", T_INT, NULL, NULL, NULL},
+                               {"prune", T_ENUM, NULL, PRUNERS, NULL},
+                               {"workers", T_INT, NULL, NULL, NULL},
+                               {"trials_file", T_STR, NULL, NULL, NULL},
+                               {"best_recipe", T_STR, NULL, NULL, NULL},
+                               {"plot", T_STR, NULL, NULL, NULL},
+                               {"params", T_SEQMAP, F_TPARAM, NULL, NULL},
+                               END};
+static const field F_TOP[] = {{"description", T_STR, NULL, NULL, NULL},
+                              {"seed", T_INT, NULL, NULL, NULL},
+                              {"model", T_MAP, F_MODEL, NULL, NULL},
+                              {"surgery", T_SURGERY, NULL, NULL, NULL},
+                              {"data", T_MAP, F_DATA, NULL, NULL},
+                              {"loss", T_MAP, F_LOSS, NULL, NULL},
+                              {"optimizer", T_MAP, F_OPTIM, NULL, NULL},
+                              {"schedule", T_MAP, F_SCHED, NULL, NULL},
+                              {"train", T_MAP, F_TRAIN, NULL, NULL},
+                              {"stages", T_SEQMAP, F_STAGE, NULL, &R_ONE_UP},
+                              {"output", T_MAP, F_OUTPUT, NULL, NULL},
+                              {"baselines", T_STRS, NULL, BASELINES, NULL},
+                              {"tune", T_MAP, F_TUNE, NULL, NULL},
                               END};
 
 /* surgery operations: each list item is a one-key mapping */
-static const field F_OP_FREEZE[] = {{"match", T_STR, NULL, NULL},
-                                    {"keep_bn_stats", T_BOOL, NULL, NULL}, END};
-static const field F_OP_REPLACE[] = {{"node", T_STR, NULL, NULL},  {"type", T_STR, NULL, NULL},
-                                     {"options", T_ANYMAP, NULL, NULL},
-                                     {"seed", T_INT, NULL, NULL},  END};
-static const field F_OP_INSERT[] = {{"node", T_STR, NULL, NULL},  {"name", T_STR, NULL, NULL},
-                                    {"type", T_STR, NULL, NULL},
-                                    {"options", T_ANYMAP, NULL, NULL}, END};
-static const field F_OP_APPEND[] = {{"name", T_STR, NULL, NULL}, {"type", T_STR, NULL, NULL},
-                                    {"options", T_ANYMAP, NULL, NULL}, END};
-static const field F_OP_LORA[] = {{"match", T_STR, NULL, NULL},   {"rank", T_INT, NULL, NULL},
-                                  {"alpha", T_FLOAT, NULL, NULL}, {"dropout", T_FLOAT, NULL, NULL},
+static const field F_OP_FREEZE[] = {{"match", T_STR, NULL, NULL, NULL},
+                                    {"keep_bn_stats", T_BOOL, NULL, NULL, NULL}, END};
+static const field F_OP_REPLACE[] = {{"node", T_STR, NULL, NULL, NULL},
+                                     {"type", T_STR, NULL, NULL, NULL},
+                                     {"options", T_ANYMAP, NULL, NULL, NULL},
+                                     {"seed", T_INT, NULL, NULL, NULL},
+                                     END};
+static const field F_OP_INSERT[] = {{"node", T_STR, NULL, NULL, NULL},
+                                    {"name", T_STR, NULL, NULL, NULL},
+                                    {"type", T_STR, NULL, NULL, NULL},
+                                    {"options", T_ANYMAP, NULL, NULL, NULL},
+                                    END};
+static const field F_OP_APPEND[] = {{"name", T_STR, NULL, NULL, NULL},
+                                    {"type", T_STR, NULL, NULL, NULL},
+                                    {"options", T_ANYMAP, NULL, NULL, NULL},
+                                    END};
+static const field F_OP_LORA[] = {{"match", T_STR, NULL, NULL, NULL},
+                                  {"rank", T_INT, NULL, NULL, NULL},
+                                  {"alpha", T_FLOAT, NULL, NULL, NULL},
+                                  {"dropout", T_FLOAT, NULL, NULL, NULL},
                                   END};
-static const field F_OP_GROUP[] = {{"match", T_STR, NULL, NULL},
-                                   {"lr_mult", T_FLOAT, NULL, NULL},
-                                   {"no_decay", T_BOOL, NULL, NULL}, END};
+static const field F_OP_GROUP[] = {{"match", T_STR, NULL, NULL, NULL},
+                                   {"lr_mult", T_FLOAT, NULL, NULL, NULL},
+                                   {"no_decay", T_BOOL, NULL, NULL, NULL}, END};
 /* key, fields of its mapping form, whether a plain string is accepted */
 static const struct {
   const char *op;
@@ -264,8 +326,22 @@ static void list_words(const char *const *w, char *buf, size_t cap) {
     l += (size_t)snprintf(buf + l, cap - l, "%s%s", i ? ", " : "", w[i]);
 }
 
+static int in_range(const range *g, double v) {
+  return (g->lo_open ? v > g->lo : v >= g->lo) && (g->hi_open ? v < g->hi : v <= g->hi);
+}
+
+/* A number outside its field's range: "'key' must be in [0, 1), got -0.5". */
+static strop_status check_range(const char *fn, const strop_recipe *r, const strop__ynode *v,
+                                const field *f, double x) {
+  if (!f->range || in_range(f->range, x)) return STROP_OK;
+  return strop__recipe_err(fn, r, v, STROP_E_FORMAT, "'%s' must be %s, got %s", f->key,
+                           f->range->text, v->text);
+}
+
 static strop_status check_scalar_list(const char *fn, const strop_recipe *r, const strop__ynode *v,
-                                      const char *key, int is_int) {
+                                      const field *f) {
+  const char *key = f->key;
+  int is_int = f->type == T_INTS;
   const strop__ynode *const *items = (const strop__ynode *const *)v->kids;
   int n = v->n;
   if (v->type == STROP__Y_SCALAR) {
@@ -283,6 +359,8 @@ static strop_status check_scalar_list(const char *fn, const strop_recipe *r, con
       return strop__recipe_err(fn, r, items[i], STROP_E_FORMAT, "'%s' must hold %s, got '%s'",
                                key, is_int ? "integers" : "numbers",
                                items[i]->type == STROP__Y_SCALAR ? items[i]->text : "a collection");
+    strop_status s = check_range(fn, r, items[i], f, is_int ? (double)iv : dv);
+    if (s) return s;
   }
   return STROP_OK;
 }
@@ -339,8 +417,8 @@ static strop_status check_value(const char *fn, const strop_recipe *r, const str
       if (v->type != STROP__Y_SCALAR)
         return strop__recipe_err(fn, r, v, STROP_E_FORMAT, "'%s' must be a single value, got %s",
                                  f->key, strop__ynode_kind(v));
-      int64_t iv;
-      double dv;
+      int64_t iv = 0;
+      double dv = 0;
       int bv;
       if (f->type == T_INT && !parse_int(v->text, &iv))
         return strop__recipe_err(fn, r, v, STROP_E_FORMAT, "'%s' must be an integer, got '%s'",
@@ -348,6 +426,10 @@ static strop_status check_value(const char *fn, const strop_recipe *r, const str
       if (f->type == T_FLOAT && !parse_float(v->text, &dv))
         return strop__recipe_err(fn, r, v, STROP_E_FORMAT, "'%s' must be a number, got '%s'",
                                  f->key, v->text);
+      if (f->type == T_INT || f->type == T_FLOAT) {
+        strop_status s = check_range(fn, r, v, f, f->type == T_INT ? (double)iv : dv);
+        if (s) return s;
+      }
       if (f->type == T_BOOL && !parse_bool(v->text, &bv))
         return strop__recipe_err(fn, r, v, STROP_E_FORMAT, "'%s' must be true or false, got '%s'",
                                  f->key, v->text);
@@ -364,7 +446,7 @@ static strop_status check_value(const char *fn, const strop_recipe *r, const str
     }
     case T_INTS:
     case T_FLOATS:
-      return check_scalar_list(fn, r, v, f->key, f->type == T_INTS);
+      return check_scalar_list(fn, r, v, f);
     case T_STRS: {
       if (v->type != STROP__Y_SEQ)
         return strop__recipe_err(fn, r, v, STROP_E_FORMAT, "'%s' must be a list, got %s", f->key,
@@ -397,6 +479,10 @@ static strop_status check_value(const char *fn, const strop_recipe *r, const str
       if (v->type != STROP__Y_SEQ)
         return strop__recipe_err(fn, r, v, STROP_E_FORMAT, "'%s' must be a list of mappings, got "
                                  "%s", f->key, strop__ynode_kind(v));
+      if (f->range && !in_range(f->range, v->n))
+        return strop__recipe_err(fn, r, v, STROP_E_FORMAT, "'%s' must hold %s entries, got %d%s",
+                                 f->key, f->range->text, v->n,
+                                 v->n ? "" : " (leave the key out for the default)");
       for (int i = 0; i < v->n; i++) {
         if (v->kids[i]->type != STROP__Y_MAP)
           return strop__recipe_err(fn, r, v->kids[i], STROP_E_FORMAT, "%s[%d] must be a mapping",

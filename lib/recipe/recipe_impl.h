@@ -32,6 +32,14 @@ struct strop_run {
   int64_t hist_len, hist_cap;
 };
 
+/* The path of the file a mapping of the output section names under key (output.dir/name),
+ * into buf; NULL when the key is absent. */
+const char *strop__run_out_path(const strop_recipe *r, const strop__ynode *out, const char *key,
+                                char *buf, size_t cap);
+/* Before any training: creates output.dir and the folders of the output files (with
+ * parents) and checks each can take a file, so a read-only or full folder fails the run
+ * before its first epoch, naming the folder. */
+strop_status strop__run_prepare_outputs(const strop_recipe *r);
 /* Writes the output section's files (weights, spec, adapters, metrics, plot, report). */
 strop_status strop__run_write_outputs(const strop_recipe *r, strop_run *run);
 /* The SVG plot of loss and accuracy per epoch, stage boundaries marked. */

@@ -7,12 +7,15 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "io/checkpoint.h"
 #include "train/frozen.h"
 #include "recipe/recipe_impl.h"
 #include "strop/strop.h"
 #include "strop/recipe.h"
 #include "strop/surgery.h"
+#include "train/train_impl.h"
 
 #define FN "strop_recipe_run"
 
@@ -117,6 +120,9 @@ typedef struct ctx {
   /* progress forwarding */
   int64_t stage, stages;
   const char *stage_name;
+  /* resuming: the stage output.checkpoint belongs to (-1: start from the beginning) */
+  int64_t resume_stage;
+  char resume_path[1200];
 } ctx;
 
 static double now_sec(void) {
@@ -135,9 +141,37 @@ static const strop__ynode *sub(const strop__ynode *map, const char *key) {
   return strop__ynode_is_null(v) ? NULL : v;
 }
 
+/* The thread's sentence without a leading "strop_recipe_run: " (an inner step of the runner
+ * said it already), copied into rest, so context added in front never says FN twice. */
+static const char *sentence_after_fn(char rest[1024]) {
+  const char *e = strop_last_error();
+  size_t n = strlen(FN);
+  snprintf(rest, 1024, "%s", strncmp(e, FN ": ", n + 2) == 0 ? e + n + 2 : e);
+  return rest;
+}
+
+/* Adds "strop_recipe_run: where: " to the sentence. */
 static strop_status fail(strop_status s, const char *where) {
-  strop__err_prefix("%s: %s", FN, where);
-  return s;
+  char rest[1024];
+  return strop__err(s, "%s: %s: %s", FN, where, sentence_after_fn(rest));
+}
+
+/* Says where the recipe sets data.<key>: "FN: file:line:col: 'key': <the sentence>". */
+static strop_status at_data_key(ctx *c, strop_status s, const char *key) {
+  const strop__ynode *d = section(c->r, "data"), *at = strop__ynode_get(d, key);
+  char rest[1024];
+  return strop__recipe_err(FN, c->r, at ? at : d, s, "'%s': %s", key, sentence_after_fn(rest));
+}
+
+/* A step of the data selection that left a part with no sample is refused at the recipe key
+ * that asked for it: "'val_fraction' 0.2 of 1 sample leaves the validation set empty". */
+static strop_status require_samples(ctx *c, const strop_dataset *part, const char *key,
+                                    const char *value, int64_t of, const char *what) {
+  if (!part || strop_dataset_size(part) > 0) return STROP_OK;
+  const strop__ynode *d = section(c->r, "data"), *at = strop__ynode_get(d, key);
+  return strop__recipe_err(FN, c->r, at ? at : d, STROP_E_FORMAT, "'%s'%s%s of %lld sample%s "
+                           "leaves the %s set empty", key, value ? " " : "", value ? value : "",
+                           (long long)of, of == 1 ? "" : "s", what);
 }
 
 /* ---- model ---- */
@@ -355,18 +389,19 @@ static strop_status load_sources(ctx *c, strop_dataset **train, strop_dataset **
 static strop_status shape_set(ctx *c, strop_dataset **ds, const int64_t *classes, int ncls,
                               const int64_t *shape, int nshape) {
   strop_status s = STROP_OK;
+  const char *key = "classes";
   if (!*ds) return STROP_OK;
   if (ncls > 0) DERIVE(strop_dataset_filter_classes(*ds, classes, ncls, &nd_));
+  key = "input_shape";
   if (nshape > 0) DERIVE(strop_dataset_reshape(*ds, nshape, shape, &nd_));
 out:
-  (void)c;
-  return s;
+  return s ? at_data_key(c, s, key) : STROP_OK;
 }
 
 static strop_status load_data(ctx *c) {
   const strop_recipe *r = c->r;
   const strop__ynode *d = section(r, "data");
-  strop_dataset *all = NULL, *test = NULL;
+  strop_dataset *all = NULL, *test = NULL, *pool = NULL, *val = NULL;
   strop_status s = load_sources(c, &all, &test);
   if (s) return fail(s, "data");
   int64_t classes[256], shape[8];
@@ -374,8 +409,10 @@ static strop_status load_data(ctx *c) {
   if ((s = strop__rd_ints(r, d, "classes", classes, 256, &ncls)) ||
       (s = strop__rd_ints(r, d, "input_shape", shape, 8, &nshape)))
     goto bad;
+  int64_t n0 = strop_dataset_size(all);
   if ((s = shape_set(c, &all, classes, ncls, shape, nshape)) ||
-      (s = shape_set(c, &test, classes, ncls, shape, nshape)))
+      (s = shape_set(c, &test, classes, ncls, shape, nshape)) ||
+      (s = require_samples(c, all, "classes", NULL, n0, "training")))
     goto bad;
   int64_t dseed = (int64_t)c->seed, k = 0, vk = 0, limit = 0, test_limit = 0;
   double val_frac = 0, test_frac = 0;
@@ -389,78 +426,82 @@ static strop_status load_data(ctx *c) {
     goto bad;
   c->classes = strop_dataset_num_classes(all);
   int flags = stratify && c->classes > 0 ? STROP_SPLIT_STRATIFIED : 0;
-  strop_dataset *pool = all, *val = NULL;
+  char v[32];
+  pool = all;
   all = NULL;
+  /* each step replaces pool (and val, test) by its result; a part left empty is refused at
+   * the key that asked for the step */
   if (!test && test_frac > 0) {
     strop_dataset *tr = NULL;
-    if ((s = strop_dataset_split(pool, (float)(1.0 - test_frac), 0.0f, (uint64_t)dseed + 1, flags,
-                                 &tr, NULL, &test))) {
-      strop_dataset_free(pool);
-      goto bad;
-    }
+    n0 = strop_dataset_size(pool);
+    snprintf(v, sizeof v, "%g", test_frac);
+    s = strop_dataset_split(pool, (float)(1.0 - test_frac), 0.0f, (uint64_t)dseed + 1, flags, &tr,
+                            NULL, &test);
     strop_dataset_free(pool);
     pool = tr;
+    if (s || (s = require_samples(c, test, "test_fraction", v, n0, "test")) ||
+        (s = require_samples(c, pool, "test_fraction", v, n0, "training")))
+      goto bad;
   }
   if (vk > 0) {
     /* a validation set drawn from a part of the pool the training sample never sees */
     if (val_frac <= 0) val_frac = 0.1;
     strop_dataset *tr = NULL, *vpool = NULL;
-    if ((s = strop_dataset_split(pool, (float)(1.0 - val_frac), (float)val_frac, (uint64_t)dseed + 2,
-                                 flags, &tr, &vpool, NULL))) {
-      strop_dataset_free(pool);
-      goto bad;
-    }
+    n0 = strop_dataset_size(pool);
+    snprintf(v, sizeof v, "%g", val_frac);
+    s = strop_dataset_split(pool, (float)(1.0 - val_frac), (float)val_frac, (uint64_t)dseed + 2,
+                            flags, &tr, &vpool, NULL);
     strop_dataset_free(pool);
     pool = tr;
-    s = strop_dataset_few_shot(vpool, vk, (uint64_t)dseed + 5, &val);
+    if (!s) s = require_samples(c, vpool, "val_fraction", v, n0, "validation");
+    if (!s && (s = strop_dataset_few_shot(vpool, vk, (uint64_t)dseed + 5, &val)))
+      s = at_data_key(c, s, "val_few_shot");
     strop_dataset_free(vpool);
-    if (s) {
-      strop_dataset_free(pool);
-      goto bad;
-    }
+    if (s) goto bad;
     val_frac = 0;
   }
   if (k > 0) {
     /* the few-shot sample first, then (without val_few_shot) validation carved out of it */
     strop_dataset *fs = NULL;
-    if ((s = strop_dataset_few_shot(pool, k, (uint64_t)dseed, &fs))) {
-      strop_dataset_free(pool);
-      goto bad;
-    }
+    s = strop_dataset_few_shot(pool, k, (uint64_t)dseed, &fs);
     strop_dataset_free(pool);
     pool = fs;
+    if (s) {
+      s = at_data_key(c, s, "few_shot");
+      goto bad;
+    }
   }
   if (val_frac > 0) {
     strop_dataset *tr = NULL;
-    if ((s = strop_dataset_split(pool, (float)(1.0 - val_frac), (float)val_frac, (uint64_t)dseed + 2,
-                                 flags, &tr, &val, NULL))) {
-      strop_dataset_free(pool);
-      goto bad;
-    }
+    n0 = strop_dataset_size(pool);
+    snprintf(v, sizeof v, "%g", val_frac);
+    s = strop_dataset_split(pool, (float)(1.0 - val_frac), (float)val_frac, (uint64_t)dseed + 2,
+                            flags, &tr, &val, NULL);
     strop_dataset_free(pool);
     pool = tr;
+    if (s || (s = require_samples(c, val, "val_fraction", v, n0, "validation")) ||
+        (s = require_samples(c, pool, "val_fraction", v, n0, "training")))
+      goto bad;
   }
   if (limit > 0 && strop_dataset_size(pool) > limit) {
     strop_dataset *sub_ds = NULL;
-    if ((s = strop_dataset_split(pool, (float)((double)limit / (double)strop_dataset_size(pool)), 0.0f,
-                                 (uint64_t)dseed + 3, flags, &sub_ds, NULL, NULL))) {
-      strop_dataset_free(pool);
-      strop_dataset_free(val);
-      goto bad;
-    }
+    n0 = strop_dataset_size(pool);
+    snprintf(v, sizeof v, "%lld", (long long)limit);
+    s = strop_dataset_split(pool, (float)((double)limit / (double)n0), 0.0f, (uint64_t)dseed + 3,
+                            flags, &sub_ds, NULL, NULL);
     strop_dataset_free(pool);
     pool = sub_ds;
+    if (s || (s = require_samples(c, pool, "limit", v, n0, "training"))) goto bad;
   }
   if (test && test_limit > 0 && strop_dataset_size(test) > test_limit) {
     strop_dataset *sub_ds = NULL;
-    if ((s = strop_dataset_split(test, (float)((double)test_limit / (double)strop_dataset_size(test)),
-                                 0.0f, (uint64_t)dseed + 4, flags, &sub_ds, NULL, NULL))) {
-      strop_dataset_free(pool);
-      strop_dataset_free(val);
-      goto bad;
-    }
+    n0 = strop_dataset_size(test);
+    snprintf(v, sizeof v, "%lld", (long long)test_limit);
+    s = strop_dataset_split(test, (float)((double)test_limit / (double)n0), 0.0f,
+                            (uint64_t)dseed + 4, flags, &sub_ds, NULL, NULL);
     strop_dataset_free(test);
     test = sub_ds;
+    if (s || (s = require_samples(c, test, "test_limit", v, n0, "test"))) goto bad;
   }
   c->train = pool;
   c->val = val;
@@ -510,7 +551,7 @@ static strop_status load_data(ctx *c) {
   if (nm) {
     if (nm->type == STROP__Y_SCALAR && !strcmp(nm->text, "auto")) {
       if ((s = strop_dataset_channel_stats(c->train, (float)scale, c->mean, c->std, 16, &c->n_norm)))
-        return fail(s, "data.normalize");
+        return fail(at_data_key(c, s, "normalize"), "data");
       if (c->n_norm > 16)
         return strop__recipe_err(FN, r, nm, STROP_E_UNSUPPORTED, "normalize: auto supports up to "
                                  "16 channels");
@@ -539,6 +580,8 @@ static strop_status load_data(ctx *c) {
   return STROP_OK;
 bad:
   strop_dataset_free(all);
+  strop_dataset_free(pool);
+  strop_dataset_free(val);
   strop_dataset_free(test);
   return fail(s, "data");
 }
@@ -551,14 +594,19 @@ static strop_status make_iter_raw(ctx *c, strop_dataset *ds, int train, uint64_t
   if (train && c->drop_last && strop_dataset_size(ds) >= c->batch) flags |= STROP_ITER_DROP_LAST;
   if (c->prefetch) flags |= STROP_ITER_PREFETCH;
   strop_status s = strop_batch_iter_create(ds, train ? c->batch : c->eval_batch, seed, flags, out);
-  if (s) return fail(s, "data");
+  if (s) return fail(at_data_key(c, s, train ? "batch_size" : "eval_batch_size"), "data");
   strop_batch_iter *it = *out;
   if (raw) return STROP_OK;
+  const char *key = "scale";
   if (c->scale != 1.0 && (s = strop_batch_iter_add_scale(it, (float)c->scale))) goto bad;
+  key = "resize";
   if (c->resize[0] > 0 && (s = strop_batch_iter_add_resize(it, c->resize[0], c->resize[1], c->resize_mode)))
     goto bad;
+  key = "normalize";
   if (c->have_norm && (s = strop_batch_iter_add_normalize(it, c->n_norm, c->mean, c->std))) goto bad;
+  key = "hflip";
   if (train && c->hflip > 0 && (s = strop_batch_iter_add_hflip(it, (float)c->hflip))) goto bad;
+  key = "crop";
   if (train && c->crop[0] > 0 &&
       (s = strop_batch_iter_add_random_crop(it, c->crop[0], c->crop[1], c->crop_pad)))
     goto bad;
@@ -566,7 +614,7 @@ static strop_status make_iter_raw(ctx *c, strop_dataset *ds, int train, uint64_t
 bad:
   strop_batch_iter_free(it);
   *out = NULL;
-  return fail(s, "data transforms");
+  return fail(at_data_key(c, s, key), "data transforms");
 }
 
 static strop_status make_iter(ctx *c, strop_dataset *ds, int train, uint64_t seed,
@@ -845,9 +893,24 @@ static strop_status frozen_head(ctx *c, strop_model *m, strop__frozen_head *fh) 
   return s ? fail(s, "caching the frozen trunk's features") : STROP_OK;
 }
 
-/* One stage: its surgery, a fresh optimizer/schedule, fit, then test evaluation. */
+/* The stage's epochs so far, from the trainer a checkpoint restored, as history rows. */
+static void history_from_trainer(ctx *c, const strop_trainer *t) {
+  for (int64_t e = 0; e < strop_trainer_history_len(t); e++) {
+    double *row = new_hist_row(c->run);
+    if (!row) return; /* the history is for reports; a short one does not fail the run */
+    row[HC_STAGE] = (double)c->stage;
+    row[HC_EPOCH] = (double)e;
+    row[HC_TLOSS] = strop_trainer_history(t, e, STROP_METRIC_LOSS);
+    row[HC_TACC] = strop_trainer_history(t, e, STROP_METRIC_ACCURACY);
+    row[HC_VLOSS] = strop_trainer_history(t, e, 100 + STROP_METRIC_LOSS);
+    row[HC_VACC] = strop_trainer_history(t, e, 100 + STROP_METRIC_ACCURACY);
+  }
+}
+
+/* One stage: its surgery, a fresh optimizer/schedule, fit, then test evaluation. With resume,
+ * the trainer first takes the state output.checkpoint holds (c->resume_path). */
 static strop_status run_stage(ctx *c, strop_model *m, const strop__ynode *st, int64_t epochs,
-                              uint64_t stage_seed, strop__stage_result *sr) {
+                              uint64_t stage_seed, int resume, strop__stage_result *sr) {
   const strop_recipe *r = c->r;
   strop_status s;
   if (c->o->epochs_cap > 0 && epochs > c->o->epochs_cap) epochs = c->o->epochs_cap;
@@ -866,7 +929,7 @@ static strop_status run_stage(ctx *c, strop_model *m, const strop__ynode *st, in
   if ((s = rd2_bool(r, top, tst, "cache_frozen", &cache)) ||
       (s = rd2_int(r, top, tst, "checkpoint_every", &ckpt_every)))
     return s;
-  if (cache && c->hflip <= 0 && c->crop[0] <= 0 && ckpt_every <= 0 &&
+  if (cache && c->hflip <= 0 && c->crop[0] <= 0 && ckpt_every <= 0 && !resume &&
       strop__frozen_head_possible(m) && (s = frozen_head(c, m, &fh)))
     goto done;
   strop_model *tm = fh.head ? fh.head : m, *head = fh.head;
@@ -909,17 +972,23 @@ static strop_status run_stage(ctx *c, strop_model *m, const strop__ynode *st, in
   fo.min_delta = min_delta;
   fo.restore_best = restore_best;
   fo.max_steps = max_steps;
-  char ckpt[1024];
+  char ckpt[1200];
   const strop__ynode *out = section(r, "output");
-  if (c->o->write_outputs && !sr->baseline && ckpt_every > 0 && out) {
-    char dir[1024] = "";
-    const char *dn = strop__rd_path(r, out, "dir", dir, sizeof dir);
-    const char *cn = strop__rd_str(out, "checkpoint");
-    if (cn) {
-      snprintf(ckpt, sizeof ckpt, "%s%s%s", dn ? dn : "", dn ? "/" : "", cn);
-      fo.checkpoint_every = ckpt_every;
-      fo.checkpoint_path = ckpt;
+  if (c->o->write_outputs && !sr->baseline && ckpt_every > 0 && out &&
+      strop__run_out_path(r, out, "checkpoint", ckpt, sizeof ckpt)) {
+    /* the checkpoint names its stage, so a resumed run knows where to continue */
+    char tag[96];
+    snprintf(tag, sizeof tag, "%lld:%s", (long long)c->stage, c->stage_name);
+    if ((s = strop__trainer_set_checkpoint_meta(t, "recipe.stage", tag))) goto done;
+    fo.checkpoint_every = ckpt_every;
+    fo.checkpoint_path = ckpt;
+  }
+  if (resume) {
+    if ((s = strop_trainer_load_checkpoint(t, c->resume_path))) {
+      fail(s, "resuming");
+      goto done;
     }
+    history_from_trainer(c, t);
   }
   fwd f = {c, c->run};
   fo.progress = on_progress;
@@ -943,6 +1012,52 @@ done:
   strop_batch_iter_free(it);
   strop_batch_iter_free(vit);
   strop__frozen_head_free(&fh);
+  return s;
+}
+
+/* The name of stage i (the stage's name:, else "stage<i+1>"; "train" without stages). */
+static void stage_name(const strop__ynode *stages, int64_t i, char name[64]) {
+  const char *nm = stages ? strop__rd_str(stages->kids[i], "name") : NULL;
+  if (nm) snprintf(name, 64, "%s", nm);
+  else if (stages) snprintf(name, 64, "stage%lld", (long long)i + 1);
+  else snprintf(name, 64, "train");
+}
+
+/* With resume (the option or output.resume), finds which stage output.checkpoint belongs to:
+ * c->resume_stage, or -1 when there is no checkpoint yet (the run starts from the beginning). */
+static strop_status find_resume_point(ctx *c, int resume) {
+  const strop_recipe *r = c->r;
+  const strop__ynode *out = section(r, "output");
+  strop_status s = strop__rd_bool(r, out, "resume", &resume);
+  if (s || !resume) return s;
+  const strop__ynode *stages = section(r, "stages");
+  int64_t n_stages = stages ? stages->n : 1;
+  if (!out || !strop__run_out_path(r, out, "checkpoint", c->resume_path, sizeof c->resume_path))
+    return strop__recipe_err(FN, r, out ? out : r->root, STROP_E_FORMAT, "resuming needs "
+                             "'output.checkpoint' (written every train.checkpoint_every steps)");
+  if (access(c->resume_path, F_OK) != 0) {
+    strop__log(STROP_LOG_INFO, "%s: no checkpoint %s yet: starting from the beginning", FN,
+               c->resume_path);
+    return STROP_OK;
+  }
+  strop__ckpt *ck = NULL;
+  if ((s = strop__ckpt_open(FN, c->resume_path, &ck))) return fail(s, "resuming");
+  const char *tag = strop__ckpt_meta(ck, "recipe.stage");
+  char *end = NULL, name[64] = "";
+  long long k = tag ? strtoll(tag, &end, 10) : -1;
+  if (k >= 0 && k < n_stages) stage_name(stages, k, name);
+  if (!tag || end == tag || *end != ':')
+    s = strop__err(STROP_E_FORMAT, "%s: resuming: %s was not written by a recipe run (no "
+                   "\"recipe.stage\" metadata); remove it to start afresh", FN, c->resume_path);
+  else if (k < 0 || k >= n_stages)
+    s = strop__err(STROP_E_FORMAT, "%s: resuming: %s belongs to stage %lld, the recipe has %lld "
+                   "stage(s)", FN, c->resume_path, k + 1, (long long)n_stages);
+  else if (strcmp(end + 1, name) != 0)
+    s = strop__err(STROP_E_FORMAT, "%s: resuming: %s was written by stage '%.60s', the recipe's "
+                   "stage %lld is '%s'", FN, c->resume_path, end + 1, k + 1, name);
+  else
+    c->resume_stage = k;
+  strop__ckpt_close(ck);
   return s;
 }
 
@@ -1008,6 +1123,10 @@ strop_status strop_recipe_run(const strop_recipe *r, const strop_run_options *us
   int64_t seed = 0;
   strop_status s = strop__rd_int(r, r->root, "seed", &seed);
   c.seed = (uint64_t)seed;
+  c.resume_stage = -1;
+  /* a folder that cannot take the outputs fails now, not after the training */
+  if (!s && o.write_outputs) s = strop__run_prepare_outputs(r);
+  if (!s) s = find_resume_point(&c, o.resume);
   strop_model *m = NULL;
   if (!s) s = build_model(&c, &m);
   if (!s) s = load_data(&c);
@@ -1030,9 +1149,7 @@ strop_status strop_recipe_run(const strop_recipe *r, const strop_run_options *us
     if (st && (s = strop__rd_int(r, st, "epochs", &epochs))) break;
     total_epochs += epochs;
     char name[64];
-    const char *nm = st ? strop__rd_str(st, "name") : NULL;
-    snprintf(name, sizeof name, "%s", nm ? nm : (stages ? "stage" : "train"));
-    if (!nm && stages) snprintf(name, sizeof name, "stage%lld", (long long)i + 1);
+    stage_name(stages, i, name);
     strop__stage_result *sr = new_stage(run, name, 0);
     if (!sr) {
       s = STROP__NOMEM(FN);
@@ -1042,8 +1159,9 @@ strop_status strop_recipe_run(const strop_recipe *r, const strop_run_options *us
     c.stage_name = sr->name;
     if (st && (s = apply_surgery(&c, m, sub(st, "surgery"), c.seed + 31 * (uint64_t)(i + 1), name)))
       break;
+    if (i < c.resume_stage) continue; /* done before the checkpoint: its surgery only */
     if ((s = check_head(&c, m))) break;
-    s = run_stage(&c, m, st, epochs, c.seed + 1000 * (uint64_t)(i + 1), sr);
+    s = run_stage(&c, m, st, epochs, c.seed + 1000 * (uint64_t)(i + 1), i == c.resume_stage, sr);
   }
   run->model = m;
   run->info[STROP_INFO_TRAINABLE] = strop_model_param_count(m, 1);
@@ -1057,7 +1175,7 @@ strop_status strop_recipe_run(const strop_recipe *r, const strop_run_options *us
     if (!s) {
       c.stage = n_stages;
       c.stage_name = sr->name;
-      s = run_stage(&c, initial, NULL, total_epochs, c.seed + 5000, sr);
+      s = run_stage(&c, initial, NULL, total_epochs, c.seed + 5000, 0, sr);
     }
   }
   strop_model_free(initial);

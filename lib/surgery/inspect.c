@@ -81,7 +81,7 @@ strop_status strop_model_memory_estimate(const strop_model *model, int64_t batch
   if (optimizer_slots < 0 || optimizer_slots > 8)
     return strop__err(STROP_E_INVALID_ARG, "%s: optimizer_slots must be in 0..8 (0 SGD, "
                       "1 momentum, 2 Adam), got %d", fn, optimizer_slots);
-  size_t w = 0, g = 0, fwd = 0, bwd = 0;
+  size_t w = 0, g = 0, fwd = 0, bwd = 0, slots;
   /* which nodes backward visits: a trainable parameter at or upstream (as the graph does) */
   int up_cap = model->n_nodes ? model->n_nodes : 1;
   int up_local[256];
@@ -100,14 +100,26 @@ strop_status strop_model_memory_estimate(const strop_model *model, int64_t batch
     }
     for (int j = 0; j < n->n_in && !u; j++) u = n->in[j] >= 0 && up[n->in[j]];
     up[i] = u;
-    size_t out = strop__shape_numel(&n->out_shape) * sizeof(float) * (size_t)batch;
+    size_t out;
+    if (strop__mul_overflow(strop__shape_numel(&n->out_shape) * sizeof(float), (size_t)batch,
+                            &out) ||
+        fwd + out < fwd || (u && bwd + out < bwd)) {
+      if (up != up_local) strop__free(up);
+      return strop__err(STROP_E_SHAPE, "%s: batch %lld: the activations overflow a byte count at "
+                        "node '%s'", fn, (long long)batch, n->name);
+    }
     fwd += out;
     if (u) bwd += out;
   }
   if (up != up_local) strop__free(up);
+  if (fwd + bwd < fwd)
+    return strop__err(STROP_E_SHAPE, "%s: batch %lld: the activations overflow a byte count", fn,
+                      (long long)batch);
   if (weights) *weights = w;
   if (grads) *grads = g;
-  if (optim_state) *optim_state = g * (size_t)optimizer_slots;
+  if (strop__mul_overflow(g, (size_t)optimizer_slots, &slots))
+    return strop__err(STROP_E_SHAPE, "%s: the optimizer state overflows a byte count", fn);
+  if (optim_state) *optim_state = slots;
   if (activations) *activations = fwd + bwd;
   return STROP_OK;
 }

@@ -66,6 +66,14 @@ strop_status strop_trainer_save_checkpoint(const strop_trainer *t, const char *p
   if (t->hist_len > 0 && (s = add_f64(w, "train.history", t->hist,
                                       (size_t)(t->hist_len * H_COLS))))
     goto fail;
+  if (t->have_snapshot) {
+    /* the best epoch's weights, so restore_best after a resume restores what it would have */
+    int64_t bd[1] = {(int64_t)t->snapshot_len}, id[1] = {(int64_t)t->isnapshot_len};
+    if ((s = strop__ckpt_add_f32(w, "train.best", 1, bd, t->snapshot)) ||
+        (t->isnapshot_len && (s = strop__ckpt_add_i64(w, "train.best_buffers", 1, id,
+                                                      t->isnapshot))))
+      goto fail;
+  }
   if (t->train_it) {
     int64_t st[3];
     if ((s = strop_batch_iter_get_state(t->train_it, &st[0], &st[1], &st[2]))) goto fail;
@@ -75,12 +83,29 @@ strop_status strop_trainer_save_checkpoint(const strop_trainer *t, const char *p
   char step[32];
   snprintf(step, sizeof step, "%lld", (long long)t->global_step);
   if ((s = strop__ckpt_set_meta(w, "global_step", step))) goto fail;
+  if (t->ckpt_meta_key && (s = strop__ckpt_set_meta(w, t->ckpt_meta_key, t->ckpt_meta_value)))
+    goto fail;
   if ((s = strop__ckpt_commit(w))) return s;
   strop__log(STROP_LOG_DEBUG, "%s: wrote %s at step %s", fn, path, step);
   return STROP_OK;
 fail:
   strop__ckpt_abort(w);
   return s;
+}
+
+strop_status strop__trainer_set_checkpoint_meta(strop_trainer *t, const char *key,
+                                                const char *value) {
+  char *k = strop__strdup(key), *v = strop__strdup(value);
+  if (!k || !v) {
+    strop__free(k);
+    strop__free(v);
+    return strop__err(STROP_E_NOMEM, "checkpoint: out of memory");
+  }
+  strop__free(t->ckpt_meta_key);
+  strop__free(t->ckpt_meta_value);
+  t->ckpt_meta_key = k;
+  t->ckpt_meta_value = v;
+  return STROP_OK;
 }
 
 static strop_status read_f64(const char *fn, const strop__ckpt *c, const char *name, double *out,
@@ -169,16 +194,41 @@ strop_status strop_trainer_load_checkpoint(strop_trainer *t, const char *path) {
       goto done;
     }
   }
-  if ((s = strop__ckpt_load_model(fn, c, t->m))) {
+  float *best = NULL;
+  int64_t *ibest = NULL;
+  size_t nbest = 0, nibest = 0;
+  if (strop__ckpt_find(c, "train.best")) {
+    for (int i = 0; i < t->m->n_params; i++) {
+      if (t->m->params[i]->data) nbest += t->m->params[i]->numel;
+      if (t->m->params[i]->idata) nibest++;
+    }
+    best = strop__malloc((nbest ? nbest : 1) * sizeof *best);
+    ibest = strop__malloc((nibest ? nibest : 1) * sizeof *ibest);
+    if (!best || !ibest) s = STROP__NOMEM(fn);
+    if (!s) s = strop__ckpt_read_f32(fn, c, "train.best", best, nbest);
+    if (!s && nibest) s = strop__ckpt_read_i64(fn, c, "train.best_buffers", ibest, nibest);
+  }
+  if (s || (s = strop__ckpt_load_model(fn, c, t->m))) {
     strop__free(hist);
+    strop__free(best);
+    strop__free(ibest);
     goto done;
   }
   if ((s = strop_optimizer_sync(t->opt)) ||
       (s = restore_prefix(fn, c, "optim.", t->opt, optim_set)) ||
       (t->sched && (s = restore_prefix(fn, c, "sched.", t->sched, sched_set)))) {
     strop__free(hist);
+    strop__free(best);
+    strop__free(ibest);
     goto done;
   }
+  strop__free(t->snapshot);
+  strop__free(t->isnapshot);
+  t->snapshot = best;
+  t->snapshot_len = nbest;
+  t->isnapshot = ibest;
+  t->isnapshot_len = nibest;
+  t->have_snapshot = best != NULL;
   t->global_step = counters[0];
   t->skipped = counters[1];
   t->ep_correct = counters[2];

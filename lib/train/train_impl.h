@@ -50,12 +50,19 @@ struct strop_trainer {
   int64_t *isnapshot;
   size_t isnapshot_len;
   int have_snapshot;
+  /* one metadata entry every checkpoint of this trainer carries (a recipe's stage), or NULL */
+  char *ckpt_meta_key, *ckpt_meta_value;
 };
 
 /* One micro-batch: forward, loss, backward; an optimizer step every accum calls. */
 strop_status strop__trainer_micro_step(strop_trainer *t, const float *x, const float *y,
                                        int64_t n, double *loss_out, int64_t *correct_out);
 strop_status strop__metrics_new(int64_t classes, strop_metrics **out);
+
+/* Sets the metadata entry key = value that the trainer's checkpoints carry from now on, so
+ * whoever resumes can tell which run (or part of one) wrote them. Copies both strings. */
+strop_status strop__trainer_set_checkpoint_meta(strop_trainer *t, const char *key,
+                                                const char *value);
 
 /* 1 when the scheduler is reduce-on-plateau (fed a metric per epoch, not stepped). */
 int strop__sched_is_plateau(const strop_scheduler *s);

@@ -45,6 +45,8 @@ void strop_trainer_free(strop_trainer *t) {
   strop__free(t->hist);
   strop__free(t->snapshot);
   strop__free(t->isnapshot);
+  strop__free(t->ckpt_meta_key);
+  strop__free(t->ckpt_meta_value);
   strop__free(t);
 }
 

@@ -263,6 +263,96 @@ P
   # the best recipe runs as it is, from anywhere
   (cd / && "$strop" finetune "$work/best.yaml" --epochs 1 --no-baselines --quiet --set output.dir="$work/out2" >/dev/null) || fail "best recipe does not run"
   ;;
+hardening)
+  # hostile inputs of issue 18: each refused with its sentence and the right exit code
+  cd "$work" || fail "cd"
+  awk 'BEGIN { for (i = 0; i < 90; i++) { c = i % 3; printf "%.3f,%.3f,%.3f,%.3f,%d\n", (i * 7 % 11) / 11 + c, (i * 5 % 13) / 13, (i * 3 % 7) / 7 - c, c * 0.5, c } }' > d.csv
+  printf 'input: [4]\nlayers:\n  - {name: body.0, type: linear, out_features: 8}\n  - {name: body.1, type: tanh}\n  - {name: head, type: linear, out_features: 3}\n' > net.yaml
+  cat > r.yaml <<'Y'
+seed: 4
+model: {spec: net.yaml}
+data: {source: csv, path: d.csv, num_classes: 3, batch_size: 8, prefetch: false}
+optimizer: {kind: sgd, lr: 0.05, momentum: 0.9}
+train: {epochs: 6, checkpoint_every: 5}
+output: {dir: out, weights: w.safetensors, spec: s.yaml, checkpoint: ck/ck.safetensors}
+Y
+  # a first run with checkpoint_every: the checkpoint's folder exists before the first one
+  "$strop" train r.yaml --quiet > /dev/null || fail "first run with checkpoint_every"
+  [ -s out/ck/ck.safetensors ] && [ -s out/w.safetensors ] || fail "outputs missing"
+  cp out/w.safetensors whole.safetensors
+  # stopped after one epoch, then --resume: the uninterrupted run's weights, bit for bit
+  rm -rf out
+  "$strop" train r.yaml --quiet --epochs 1 > /dev/null || fail "one epoch"
+  "$strop" train r.yaml --quiet --resume > /dev/null || fail "resume"
+  cmp -s whole.safetensors out/w.safetensors || fail "resumed weights differ from the whole run's"
+  # killed (kill -9) after a periodic checkpoint, then --resume; the killed writer's temporary goes
+  rm -rf out
+  sed 's/epochs: 6/epochs: 400/' r.yaml > long.yaml
+  "$strop" train long.yaml --quiet --epochs 60 > /dev/null || fail "long reference run"
+  cp out/w.safetensors long_whole.safetensors
+  rm -rf out
+  "$strop" train long.yaml --quiet --epochs 60 > /dev/null & pid=$!
+  for _ in $(seq 1 500); do [ -s out/ck/ck.safetensors ] && break; sleep 0.01; done
+  kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+  "$strop" train long.yaml --quiet --epochs 60 --resume > /dev/null || fail "resume after kill -9"
+  cmp -s long_whole.safetensors out/w.safetensors || fail "weights after kill -9 and resume differ"
+  ls out/ck | grep -q '\.tmp\.' && fail "a temporary file of the killed run is left: $(ls out/ck)"
+  # a full output folder (a 1 KiB file size limit) fails before the first epoch, naming it
+  rm -rf out
+  out=$( (trap '' XFSZ; ulimit -f 1; "$strop" train r.yaml) 2>&1); rc=$?
+  [ "$rc" -eq 1 ] || fail "full folder: exit $rc: $out"
+  grep -qF "output (checked before training)" <<<"$out" || fail "full folder: $out"
+  grep -qF "the folder 'out' cannot take files (writing failed: File too large)" <<<"$out" || fail "no folder: $out"
+  grep -q "epoch *1/" <<<"$out" && fail "full folder: training ran first: $out"
+  # an output folder that cannot be made
+  expect 1 "cannot create the folder d.csv/out" -- "$strop" train r.yaml --set output.dir=d.csv/out
+  # resuming needs a checkpoint to resume from
+  expect 3 "resuming needs 'output.checkpoint'" -- "$strop" train r.yaml --resume --set 'output.checkpoint=~'
+  # nonsense values in the recipe, at their line and column
+  expect 3 "'val_fraction' must be in [0, 1), got -0.5" -- "$strop" train r.yaml --set data.val_fraction=-0.5
+  expect 3 "'stages' must hold >= 1 entries, got 0" -- "$strop" train r.yaml --set 'stages=[]'
+  printf '1,2,3,4,0\n' > one.csv
+  expect 3 "'val_fraction' 0.2 of 1 sample leaves the validation set empty" -- "$strop" train r.yaml --set data.path=one.csv --set data.val_fraction=0.2 --set data.num_classes=-1
+  # a corrupt gzip CSV is invalid data (exit 3), and the message names the file only
+  printf '\037\213\010\000\000\000\000\000\000\003\336\255\276\357' > bad.csv.gz
+  expect 3 "bad.csv.gz: corrupt gzip data" -- "$strop" train r.yaml --set data.path=bad.csv.gz
+  "$strop" train r.yaml --set data.path=bad.csv.gz 2>&1 | grep -q '<fd:' && fail "a stray <fd:N> in the message"
+  # a FIFO given as a data path is refused at once instead of blocking
+  mkfifo data.fifo
+  expect 1 "data.fifo is a FIFO (named pipe); give a regular file" -- timeout 60 "$strop" train r.yaml --set data.path=data.fifo
+  # predict: the library's NPY reader; NaN inputs and broken shapes are invalid data
+  "$strop" train r.yaml --quiet > /dev/null || fail "train for predict"
+  npy() { # npy FILE DICT BYTES: a version 1.0 .npy file
+    python3 - "$@" <<'P'
+import struct, sys
+h = sys.argv[2]; h += " " * ((64 - (10 + len(h) + 1) % 64) % 64) + "\n"
+open(sys.argv[1], "wb").write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(h)) + h.encode() + bytes.fromhex(sys.argv[3]))
+P
+  }
+  f4="0000803f000000400000404000008040"   # 1 2 3 4 as <f4
+  npy ok.npy "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 4), }" "$f4"
+  npy nan.npy "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 4), }" "0000803f0000c07f0000404000008040"
+  npy neg.npy "{'descr': '<f4', 'fortran_order': False, 'shape': (-3, 4), }" ""
+  npy huge.npy "{'descr': '<f4', 'fortran_order': False, 'shape': (18446744073709550832, 4), }" ""
+  expect 0 "0:" -- "$strop" predict out/s.yaml out/w.safetensors ok.npy
+  expect 3 "nan.npy: element 1 is not finite (nan)" -- "$strop" predict out/s.yaml out/w.safetensors nan.npy
+  "$strop" predict out/s.yaml out/w.safetensors nan.npy 2>&1 | grep -q 'nan%' && fail "nan% rows printed"
+  expect 3 "neg.npy: bad NPY header: 'shape' entry 0 is negative" -- "$strop" predict out/s.yaml out/w.safetensors neg.npy
+  expect 3 "NPY shape entry 0 is 18446744073709550832, above the limit of 2^40" -- "$strop" predict out/s.yaml out/w.safetensors huge.npy
+  # inspect: shapes with a zero beside a huge dimension are refused by the library; a long
+  # valid shape is printed whole
+  expect 3 "shape[1] is 9223372036854775807, above the limit of 2^40" -- "$strop" inspect "$src/tests/fixtures/io/broken/zero_then_huge_dim.safetensors"
+  expect 3 "shape[0] is 4611686018427387904, above the limit of 2^40" -- "$strop" inspect "$src/tests/fixtures/io/broken/huge_dim_then_zero.safetensors"
+  python3 - <<'P'
+import json, struct
+h = json.dumps({"a": {"dtype": "F32", "shape": [0, 1099511627776, 1099, 1, 1, 1, 1, 8], "data_offsets": [0, 0]},
+                "b": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+open("long.safetensors", "wb").write(struct.pack("<Q", len(h)) + h + b"\0" * 8)
+P
+  expect 0 "[0, 1099511627776, 1099, 1, 1, 1, 1, 8]" -- "$strop" inspect long.safetensors
+  expect 0 "2 elements in all" -- "$strop" inspect long.safetensors
+  "$strop" inspect --json long.safetensors | python3 -c "import json,sys; d=json.load(sys.stdin); assert d['elements'] == 2 and d['tensors'][0]['shape'][1] == 1099511627776, d" || fail "inspect --json"
+  ;;
 *) fail "unknown case $case_name" ;;
 esac
 echo "PASS: $case_name"

@@ -217,97 +217,28 @@ void tool_report_text(FILE *f, const strop_recipe *r, strop_run *run) {
   fprintf(f, "time:       %.1f s\n", strop_run_seconds(run));
 }
 
-/* ---- a small .npy reader for predict ---- */
-int tool_npy_load(const char *path, tool_array *out, char *err, size_t cap) {
-  memset(out, 0, sizeof *out);
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    snprintf(err, cap, "%s: cannot open", path);
-    return -1;
+/* ---- shapes, in a buffer that grows: a shape is never cut short ---- */
+static int text_add(tool_text *t, const char *piece) {
+  size_t n = strlen(piece);
+  if (t->len + n + 1 > t->cap) {
+    size_t cap = (t->len + n + 1) * 2;
+    char *s = realloc(t->s, cap);
+    if (!s) return -1;
+    t->s = s;
+    t->cap = cap;
   }
-  unsigned char pre[10];
-  if (fread(pre, 1, 10, f) != 10 || memcmp(pre, "\x93NUMPY", 6) != 0) {
-    snprintf(err, cap, "%s: not a .npy file", path);
-    fclose(f);
-    return -1;
-  }
-  size_t hl = pre[8] | (size_t)pre[9] << 8;
-  if (pre[6] >= 2) {
-    unsigned char ext[2];
-    if (fread(ext, 1, 2, f) != 2) {
-      fclose(f);
-      snprintf(err, cap, "%s: truncated header", path);
-      return -1;
-    }
-    hl |= (size_t)ext[0] << 16 | (size_t)ext[1] << 24;
-  }
-  if (hl > 65536) {
-    fclose(f);
-    snprintf(err, cap, "%s: header too long", path);
-    return -1;
-  }
-  char hdr[65537];
-  if (fread(hdr, 1, hl, f) != hl) {
-    fclose(f);
-    snprintf(err, cap, "%s: truncated header", path);
-    return -1;
-  }
-  hdr[hl] = '\0';
-  const char *d = strstr(hdr, "'descr':"), *fo = strstr(hdr, "'fortran_order':"), *sh = strstr(hdr, "'shape':");
-  if (!d || !fo || !sh) {
-    fclose(f);
-    snprintf(err, cap, "%s: header lacks descr, fortran_order or shape", path);
-    return -1;
-  }
-  char descr[16] = "";
-  sscanf(d + 8, " '%15[^']'", descr);
-  if (strstr(fo, "True")) {
-    fclose(f);
-    snprintf(err, cap, "%s: Fortran-order arrays are not supported here; save with C order", path);
-    return -1;
-  }
-  const char *p = strchr(sh, '(');
-  size_t count = 1;
-  while (p && *p && *p != ')') {
-    p++;
-    char *end;
-    long long v = strtoll(p, &end, 10);
-    if (end == p) break;
-    if (out->rank < 8) out->dims[out->rank++] = v;
-    count *= (size_t)v;
-    p = end;
-    while (*p == ' ' || *p == ',') p++;
-    p--;
-  }
-  size_t esz = !strcmp(descr, "<f4") || !strcmp(descr, "<i4") ? 4
-               : !strcmp(descr, "<f8") || !strcmp(descr, "<i8") ? 8
-               : !strcmp(descr, "|u1")                           ? 1
-                                                                 : 0;
-  if (!esz) {
-    fclose(f);
-    snprintf(err, cap, "%s: dtype '%s' is not supported (use <f4, <f8, |u1, <i4 or <i8)", path, descr);
-    return -1;
-  }
-  unsigned char *raw = malloc(count * esz + 1);
-  out->data = malloc((count ? count : 1) * sizeof(float));
-  if (!raw || !out->data || fread(raw, esz, count, f) != count) {
-    free(raw);
-    free(out->data);
-    out->data = NULL;
-    fclose(f);
-    snprintf(err, cap, "%s: truncated data (expected %zu values)", path, count);
-    return -1;
-  }
-  fclose(f);
-  for (size_t i = 0; i < count; i++) {
-    const unsigned char *q = raw + i * esz;
-    if (!strcmp(descr, "<f4")) { float v; memcpy(&v, q, 4); out->data[i] = v; }
-    else if (!strcmp(descr, "<f8")) { double v; memcpy(&v, q, 8); out->data[i] = (float)v; }
-    else if (!strcmp(descr, "<i4")) { int32_t v; memcpy(&v, q, 4); out->data[i] = (float)v; }
-    else if (!strcmp(descr, "<i8")) { int64_t v; memcpy(&v, q, 8); out->data[i] = (float)v; }
-    else out->data[i] = (float)q[0];
-  }
-  free(raw);
-  out->count = count;
+  memcpy(t->s + t->len, piece, n + 1);
+  t->len += n;
   return 0;
+}
+
+int tool_shape_text(tool_text *t, const int64_t *dims, int rank) {
+  t->len = 0;
+  if (text_add(t, "[")) return -1;
+  for (int k = 0; k < rank; k++) {
+    char num[32];
+    snprintf(num, sizeof num, "%s%lld", k ? ", " : "", (long long)dims[k]);
+    if (text_add(t, num)) return -1;
+  }
+  return text_add(t, "]");
 }

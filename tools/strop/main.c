@@ -87,6 +87,7 @@ static int cmd_run(const opts *o, int mode) {
   ro.mode = mode;
   ro.baselines = !o->no_baselines;
   ro.epochs_cap = o->epochs_cap;
+  ro.resume = o->resume;
   ro.on_event = tool_progress_event;
   ro.user_data = &pg;
   if (!o->quiet)
@@ -265,35 +266,42 @@ static int cmd_inspect(const opts *o) {
     }
     printf("  %-48s %-6s %s\n", "name", "dtype", "shape");
   }
-  int64_t total = 0;
+  uint64_t total = 0;
+  int total_overflows = 0;
+  tool_text shape = {0};
   for (int64_t i = 0; i < n; i++) {
     int64_t dims[8];
     strop_st_file_name(f, i, name, sizeof name);
     strop_st_file_dtype(f, i, dtype, sizeof dtype);
     int rank = strop_st_file_shape(f, i, dims, 8);
-    int64_t numel = 1;
-    char shape[128];
-    size_t l = 0;
-    shape[l++] = '[';
-    shape[l] = '\0';
-    for (int k = 0; k < rank && k < 8; k++) {
-      numel *= dims[k];
-      l += (size_t)snprintf(shape + l, sizeof shape - l, "%s%lld", k ? ", " : "", (long long)dims[k]);
+    if (tool_shape_text(&shape, dims, rank < 8 ? rank : 8)) {
+      free(shape.s);
+      strop_st_file_free(f);
+      return report_error("inspect", STROP_E_NOMEM);
     }
-    snprintf(shape + l, sizeof shape - l, "]");
-    total += numel;
+    /* the library bounds every dim; the sum over tensors is counted without wrapping */
+    uint64_t numel = 1;
+    for (int k = 0; k < rank && k < 8; k++)
+      numel = dims[k] == 0 || numel <= UINT64_MAX / (uint64_t)dims[k] ? numel * (uint64_t)dims[k]
+                                                                      : UINT64_MAX;
+    if (numel > UINT64_MAX - total) total_overflows = 1;
+    else total += numel;
     if (o->json) {
       printf("%s{\"name\":", i ? "," : "");
       tool_json_str(stdout, name);
-      printf(",\"dtype\":\"%s\",\"shape\":%s}", dtype, shape);
+      printf(",\"dtype\":\"%s\",\"shape\":%s}", dtype, shape.s);
     } else {
-      printf("  %-48s %-6s %s\n", name, dtype, shape);
+      printf("  %-48s %-6s %s\n", name, dtype, shape.s);
     }
   }
+  free(shape.s);
   if (o->json)
-    printf("],\"elements\":%lld}\n", (long long)total);
+    printf(total_overflows ? "],\"elements\":null}\n" : "],\"elements\":%llu}\n",
+           (unsigned long long)total);
+  else if (total_overflows)
+    printf("  more than 2^64 elements in all\n");
   else
-    printf("  %lld elements in all\n", (long long)total);
+    printf("  %llu elements in all\n", (unsigned long long)total);
   strop_st_file_free(f);
   return EXIT_OK;
 }
@@ -303,41 +311,51 @@ static int cmd_predict(const opts *o) {
   int rc = need_args(o, 3, 3, "SPEC WEIGHTS INPUT.npy");
   if (rc) return rc;
   strop_model *m = NULL;
+  strop_tensor *x = NULL, *t = NULL, *y = NULL;
   strop_status s = strop_model_load_spec(o->args[0], &m);
   if (!s) s = strop_model_load_weights(m, o->args[1], STROP_LOAD_STRICT, NULL);
+  /* the library's reader: shapes, dtypes, gzip and NaN/infinity are checked as for datasets */
+  if (!s) s = strop_tensor_load_npy(o->args[2], &x);
   if (s) {
     strop_model_free(m);
     return report_error("predict", s);
   }
   int64_t in[8];
   int rank = strop_model_input_shape(m, in, 8);
-  tool_array x;
-  char err[512];
-  if (tool_npy_load(o->args[2], &x, err, sizeof err)) {
-    fprintf(stderr, "strop predict: %s\n", err);
-    strop_model_free(m);
-    return EXIT_INPUT;
-  }
   int64_t per = 1;
   for (int i = 0; i < rank; i++) per *= in[i];
-  if (x.count % (size_t)per != 0) {
-    fprintf(stderr, "strop predict: %s holds %zu values, not a whole number of samples of %lld "
-                    "values (the model's input)\n", o->args[2], x.count, (long long)per);
-    free(x.data);
+  int64_t count = strop_tensor_numel(x);
+  if (count % per != 0) {
+    tool_text sh = {0};
+    int64_t xd[8];
+    int xr = strop_tensor_shape(x, xd, 8);
+    fprintf(stderr, "strop predict: %s holds %lld values (shape %s), not a whole number of "
+                    "samples of %lld values (the model's input)\n", o->args[2], (long long)count,
+            tool_shape_text(&sh, xd, xr) ? "?" : sh.s, (long long)per);
+    free(sh.s);
+    strop_tensor_free(x);
     strop_model_free(m);
     return EXIT_INPUT;
   }
-  int64_t n = (int64_t)(x.count / (size_t)per), dims[9];
+  int64_t n = count / per, dims[9];
   dims[0] = n;
   for (int i = 0; i < rank; i++) dims[i + 1] = in[i];
-  strop_tensor *t = NULL, *y = NULL;
-  s = strop_tensor_wrap(x.data, x.count, rank + 1, dims, &t);
+  s = strop_tensor_reshape(x, rank + 1, dims, &t);
   if (!s) s = strop_model_forward(m, t, &y);
+  int64_t C = s ? 0 : strop_tensor_numel(y) / n;
+  const float *p = s ? NULL : strop_tensor_data_const(y);
+  for (int64_t k = 0; p && k < n * C; k++)
+    if (!isfinite(p[k])) {
+      /* finite inputs, non-finite scores: the weights are broken; no "nan%" rows */
+      fprintf(stderr, "strop predict: error: the model gives a non-finite score for row %lld "
+                      "(class %lld) of %s: check %s for NaN or infinite weights\n",
+              (long long)(k / C), (long long)(k % C), o->args[2], o->args[1]);
+      rc = EXIT_FAILED;
+      p = NULL;
+    }
   if (s) {
     rc = report_error("predict", s);
-  } else {
-    int64_t C = strop_tensor_numel(y) / n;
-    const float *p = strop_tensor_data_const(y);
+  } else if (p) {
     for (int64_t i = 0; i < n; i++) {
       const float *row = p + i * C;
       /* softmax probabilities for display */
@@ -363,7 +381,7 @@ static int cmd_predict(const opts *o) {
   }
   strop_tensor_free(y);
   strop_tensor_free(t);
-  free(x.data);
+  strop_tensor_free(x);
   strop_model_free(m);
   return rc;
 }

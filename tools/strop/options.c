@@ -30,8 +30,9 @@ static const command_info COMMANDS[] = {
      "recipe's data: loss, accuracy, top-5 (with more than 5 classes), per-class\n"
      "precision/recall/F1, confusion.\n"},
     {"predict", "SPEC WEIGHTS INPUT.npy", "class scores for each row of INPUT",
-     "Runs the model on every row of INPUT (float32/float64/uint8/int .npy, N x input\n"
-     "shape) and prints the K most likely classes with their probabilities.\n"},
+     "Runs the model on every row of INPUT (float32/float64/uint8/int .npy, C or\n"
+     "Fortran order, plain or gzip; N x input shape) and prints the K most likely\n"
+     "classes with their probabilities. NaN or infinite inputs are refused (exit 3).\n"},
     {"summary", "SPEC [WEIGHTS]", "the layer table of a model",
      "Prints the layer table: name, type, output shape, parameters, trainable.\n"},
     {"inspect", "FILE", "tensors, dtypes, shapes and metadata of a safetensors file",
@@ -68,6 +69,9 @@ static const option_info OPTIONS[] = {
      "cap every stage at N epochs (quick runs)"},
     {"--no-baselines", NULL, NULL, ARG_FLAG, offsetof(tool_opts, no_baselines), "train finetune",
      "skip the recipe's baselines"},
+    {"--resume", NULL, NULL, ARG_FLAG, offsetof(tool_opts, resume), "train finetune",
+     "continue from the recipe's output.checkpoint (written every\n"
+     "train.checkpoint_every steps) where a stopped run left it"},
     {"--weights", NULL, "FILE", ARG_STRING, offsetof(tool_opts, weights), "eval",
      "weights to evaluate; default: the recipe's output"},
     {"--spec", NULL, "FILE", ARG_STRING, offsetof(tool_opts, spec), "eval",

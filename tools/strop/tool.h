@@ -26,7 +26,7 @@ typedef struct tool_opts {
   int64_t threads;    /* --threads; 0: not given */
   int64_t epochs_cap; /* --epochs; 0: not given */
   int64_t top;        /* --top (default 1) */
-  int quiet, json, no_baselines, markdown;
+  int quiet, json, no_baselines, markdown, resume;
   const char *weights, *spec, *split;
 } tool_opts;
 /* Parses argv against the tables: 0 when a command is to run, TOOL_EXIT_DONE after printing
@@ -53,14 +53,13 @@ void tool_report_text(FILE *f, const strop_recipe *r, strop_run *run);
 void tool_report_json(FILE *f, const char *cmd, const char *recipe, strop_run *run);
 void tool_json_str(FILE *f, const char *s);
 
-/* A float array read from a .npy file (float32, float64, uint8, int32, int64; C order). */
-typedef struct tool_array {
-  float *data;
-  size_t count;
-  int rank;
-  long long dims[8];
-} tool_array;
-int tool_npy_load(const char *path, tool_array *out, char *err, size_t cap);
+/* A text buffer that grows (free s when done). */
+typedef struct tool_text {
+  char *s;
+  size_t len, cap;
+} tool_text;
+/* Sets t to "[d0, d1, ...]" however long; 0, or -1 out of memory. */
+int tool_shape_text(tool_text *t, const int64_t *dims, int rank);
 
 /* `strop tune`: r is the recipe loaded from path with the command line's --set and --seed. */
 int tool_cmd_tune(const strop_recipe *r, const char *path, int quiet, int json, int64_t epochs_cap,

@@ -103,7 +103,7 @@ class strop_tune_options(Structure):
 class strop_run_options(Structure):
     _fields_ = [("size", c_size_t), ("mode", c_int), ("write_outputs", c_int),
                 ("baselines", c_int), ("base_model", c_void_p), ("on_event", RUN_FN),
-                ("user_data", c_void_p), ("epochs_cap", c_int64)]
+                ("user_data", c_void_p), ("epochs_cap", c_int64), ("resume", c_int)]
 
 
 # ---- every exported function: (name, restype, argtypes), in lib/strop.map order ------------
@@ -381,6 +381,8 @@ _DECLS = [
     ("strop_tuner_trial_report_at", c_int, [c_void_p, c_int64, c_int64, _P, _P]),
     ("strop_tuner_trial_result", c_int, [c_void_p, c_int64, _P, _P, _P, _P]),
     ("strop_tuner_trial_value", c_int, [c_void_p, c_int64, c_int64, _P]),
+    # STROP_0.2
+    ("strop_tensor_load_npy", c_int, [c_char_p, _OUT]),
 ]
 
 #: Names of every declared function (the test compares them with lib/strop.map).

@@ -116,10 +116,11 @@ class Recipe(Handle):
         check(_lib.lib.strop_recipe_save(self._h, enc(os.fspath(path))))
 
     def run(self, mode="finetune", write_outputs=True, baselines=True, base_model=None,
-            on_event=None, epochs_cap=0):
+            on_event=None, epochs_cap=0, resume=False):
         """Runs the recipe. ``on_event(RunEvent)`` is called for stage starts, progress and
         stage ends; returning a true value stops the run (the partial Run is returned); an
-        exception raised in it stops the run and is re-raised here as itself."""
+        exception raised in it stops the run and is re-raised here as itself. ``resume``
+        continues from output.checkpoint when it exists (as ``strop finetune --resume``)."""
         o = _lib.strop_run_options()
         _lib.lib.strop_run_options_init(ctypes.byref(o))
         o.mode = {"finetune": 0, "train": 1}[mode] if isinstance(mode, str) else int(mode)
@@ -127,6 +128,7 @@ class Recipe(Handle):
         o.baselines = 1 if baselines else 0
         o.base_model = base_model._h if base_model is not None else None
         o.epochs_cap = int(epochs_cap)
+        o.resume = 1 if resume else 0
         state = Pending()
         cb = None
         if on_event is not None:

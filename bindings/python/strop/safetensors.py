@@ -14,6 +14,7 @@ even) for the names passed in ``bf16``. This module needs only numpy, not the C 
 """
 import json
 import os
+import re
 import struct
 import tempfile
 
@@ -96,7 +97,61 @@ def save(path, tensors, metadata=None, bf16=()):
         raise
 
 
+_MAX_DIM = 1 << 40  # as the C reader: a dimension above this is refused, even beside a 0
+_MAX_VALUES = 1 << 20  # JSON values a header may hold (the C reader's bound on its memory)
+_INT64_MAX = (1 << 63) - 1
+# JSON tokens (a string, an opening or closing bracket, a number or literal) and a \u0000
+# escape that is not itself escaped
+_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"?|[\[{]|[\]}]|[^\s,:\[\]{}"]+')
+_NUL_ESCAPE = re.compile(rb'(?<!\\)(?:\\\\)*\\u0000')
+
+
+def _scan(text):
+    """Checks what json.loads would not, before it runs: the nesting depth (a deep header
+    made it raise RecursionError), the number of values, and \\u0000 escapes."""
+    depth = values = 0
+    check_nul = b"\\u0000" in text
+    for m in _TOKEN.finditer(text):
+        c = text[m.start()]
+        if c in b"]}":
+            depth -= 1
+            continue
+        values += 1  # a value (or a key, which always has one) at depth + 1
+        if depth + 1 > _MAX_DEPTH:
+            raise SafetensorsError(f"header JSON: at byte {8 + m.start()}: nesting deeper than "
+                                   f"{_MAX_DEPTH} levels")
+        if values > 2 * _MAX_VALUES:
+            raise SafetensorsError(f"header JSON: at byte {8 + m.start()}: more than "
+                                   f"{_MAX_VALUES} JSON values")
+        if c in b"[{":
+            depth += 1
+        elif c == 0x22 and check_nul and _NUL_ESCAPE.search(m.group()):
+            raise SafetensorsError(f"header JSON: at byte {8 + m.start()}: \\u0000 (NUL) inside "
+                                   "a string")
+
+
+def _no_constants(name):
+    raise SafetensorsError(f"header JSON: {name} is not JSON")
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _text(s, what):
+    """A decoded JSON string that is valid Unicode (no lone surrogate) and has no NUL."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SafetensorsError(f"{what} holds a lone surrogate") from None
+    if "\0" in s:
+        raise SafetensorsError(f"{what} contains NUL")
+    return s
+
+
 def _parse_header(data):
+    """Validates the header as the C reader does; every malformed header raises
+    SafetensorsError with a sentence (never RecursionError, TypeError or numpy's errors)."""
     if len(data) < 8:
         raise SafetensorsError(f"file is {len(data)} bytes, too short for the header length")
     (n,) = struct.unpack("<Q", data[:8])
@@ -104,44 +159,69 @@ def _parse_header(data):
         raise SafetensorsError(f"header length {n} exceeds the {len(data) - 8} bytes after it")
     if n > _MAX_HEADER:
         raise SafetensorsError(f"header length {n} exceeds the limit")
+    if n < 2:
+        raise SafetensorsError(f"header length {n} is too small for a JSON object")
+    text = bytes(data[8:8 + n])
+    if text[:1] != b"{":
+        raise SafetensorsError("header does not start with '{' (not a safetensors file?)")
+    _scan(text)
 
     def no_dups(pairs):
         d = {}
         for k, v in pairs:
             if k in d:
-                raise SafetensorsError(f"duplicate key {k!r}")
+                raise SafetensorsError(f"header JSON: duplicate key {k!r}")
             d[k] = v
         return d
 
     try:
-        header = json.loads(bytes(data[8:8 + n]).decode("utf-8"), object_pairs_hook=no_dups)
+        header = json.loads(text.decode("utf-8"), object_pairs_hook=no_dups,
+                            parse_constant=_no_constants)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise SafetensorsError(f"header JSON: {e}") from None
+    except RecursionError:  # defence in depth: _scan bounds the nesting first
+        raise SafetensorsError(f"header JSON nests deeper than {_MAX_DEPTH} levels") from None
     if not isinstance(header, dict):
         raise SafetensorsError("header is not a JSON object")
-
-    def depth(v):
-        if isinstance(v, dict):
-            return 1 + max(map(depth, v.values()), default=0)
-        if isinstance(v, list):
-            return 1 + max(map(depth, v), default=0)
-        return 0
-
-    if depth(header) > _MAX_DEPTH:
-        raise SafetensorsError(f"header JSON nests deeper than {_MAX_DEPTH} levels")
-    meta = header.pop("__metadata__", None) or {}
-    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
-        raise SafetensorsError("__metadata__ must map strings to strings")
+    meta = header.pop("__metadata__", None)
+    if meta is None:
+        meta = {}
+    if not isinstance(meta, dict):
+        raise SafetensorsError('"__metadata__" is not a JSON object')
+    for k, v in meta.items():
+        if not isinstance(v, str):
+            raise SafetensorsError(f'"__metadata__" entry {k!r} is not a string')
+        _text(k, f'"__metadata__" key {k!r}')
+        _text(v, f'"__metadata__" entry {k!r}')
     size = len(data) - 8 - n
     spans = []
     for name, info in header.items():
-        dt, shape, offs = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-        if dt not in _SIZES:
+        _text(name, f"tensor name {name!r}")
+        if not name:
+            raise SafetensorsError("a tensor has an empty name")
+        if not isinstance(info, dict):
+            raise SafetensorsError(f"tensor {name!r}: entry is not a JSON object")
+        for key in ("dtype", "shape", "data_offsets"):
+            if key not in info:
+                raise SafetensorsError(f"tensor {name!r}: missing {key!r}")
+        dt, shape, offs = info["dtype"], info["shape"], info["data_offsets"]
+        if not isinstance(dt, str) or dt not in _SIZES:
             raise SafetensorsError(f"tensor {name!r}: unknown dtype {dt!r}")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
             raise SafetensorsError(f"tensor {name!r}: bad shape {shape!r}")
+        for k, d in enumerate(shape):
+            if d > _MAX_DIM:
+                raise SafetensorsError(f"tensor {name!r}: shape[{k}] is {d}, above the limit "
+                                       "of 2^40")
+        span = 1
+        for d in shape:
+            span *= d or 1
+        if span * _SIZES[dt] > _INT64_MAX:
+            raise SafetensorsError(f"tensor {name!r}: shape {shape} is too large (the byte "
+                                   "size overflows)")
         if (not isinstance(offs, list) or len(offs) != 2
-                or not all(isinstance(o, int) and o >= 0 for o in offs) or offs[0] > offs[1]):
+                or not all(_is_int(o) and 0 <= o <= _INT64_MAX for o in offs)
+                or offs[0] > offs[1]):
             raise SafetensorsError(f"tensor {name!r}: bad data_offsets {offs!r}")
         if offs[1] > size:
             raise SafetensorsError(f"tensor {name!r}: data_offsets {offs} out of range ({size} bytes)")
@@ -184,5 +264,9 @@ def load(path, bf16_as=np.float32):
             arr = np.frombuffer(raw, dtype=DTYPES[dt])
         else:
             raise SafetensorsError(f"tensor {name!r}: dtype {dt} has no numpy equivalent")
-        out[name] = arr.reshape(info["shape"]).copy()
+        try:
+            out[name] = arr.reshape(info["shape"]).copy()
+        except ValueError as e:  # e.g. more dimensions than numpy holds
+            raise SafetensorsError(f"tensor {name!r}: numpy cannot hold shape "
+                                   f"{info['shape']}: {e}") from None
     return out, meta

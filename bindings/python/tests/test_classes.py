@@ -629,6 +629,31 @@ def test_recipe_and_run(tmp_path):
         strop.Recipe.load(tmp_path / "missing.yaml")
 
 
+def test_recipe_resume(tmp_path):
+    """Recipe.run(resume=True) continues a stopped run from output.checkpoint and ends with
+    the uninterrupted run's weights."""
+    def run(out, resume=False, stop_after=0):
+        r = _recipe()
+        r["train.checkpoint_every"] = 1
+        r["output.dir"] = str(tmp_path / out)
+        r["output.checkpoint"] = "ck.safetensors"
+        r["output.weights"] = "w.safetensors"
+        ends = []
+
+        def on_event(e):
+            ends.append(e.kind == "progress" and e.progress.phase == "epoch_end")
+            return stop_after and sum(ends) >= stop_after
+        result = r.run(baselines=False, on_event=on_event, resume=resume)
+        result.close()
+        return tmp_path / out / "w.safetensors"
+
+    whole = run("whole")
+    run("stopped", stop_after=1)
+    assert not (tmp_path / "stopped" / "w.safetensors").exists()
+    resumed = run("stopped", resume=True)
+    assert whole.read_bytes() == resumed.read_bytes()
+
+
 def test_recipe_event_exception():
     r = _recipe()
 

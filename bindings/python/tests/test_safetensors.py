@@ -111,6 +111,93 @@ def test_broken_files_are_refused(name):
         st.load(os.path.join(FIXTURES, "broken", name))
 
 
+def _entry(shape=(2,), dtype="F32", offsets=(0, 8)):
+    return {"dtype": dtype, "shape": list(shape), "data_offsets": list(offsets)}
+
+
+def _raw(header):
+    return json.dumps(header, separators=(",", ":")).encode()
+
+
+# Malformed headers (issue 18): each one made the reader raise RecursionError, AttributeError,
+# TypeError or numpy's ValueError, or let through what the C reader refuses.
+_MALFORMED = {
+    "deep_nesting_100k": b'{"a":' + b"[" * 100000 + b"]" * 100000 + b"}",
+    "deep_nesting_17": b'{"a":' + b"[" * 16 + b"]" * 16 + b"}",
+    "entry_not_object": _raw({"a": 5}),
+    "entry_is_list": _raw({"a": [1, 2]}),
+    "entry_is_null": _raw({"a": None}),
+    "dtype_is_list": _raw({"a": dict(_entry(), dtype=["F32"])}),
+    "dtype_is_object": _raw({"a": dict(_entry(), dtype={"x": 1})}),
+    "dtype_is_number": _raw({"a": dict(_entry(), dtype=4)}),
+    "shape_is_string": _raw({"a": dict(_entry(), shape="2")}),
+    "shape_of_bools": _raw({"a": dict(_entry(), shape=[True, True])}),
+    "shape_of_floats": _raw({"a": dict(_entry(), shape=[2.0])}),
+    "shape_nested": _raw({"a": dict(_entry(), shape=[[2]])}),
+    "offsets_of_bools": _raw({"a": dict(_entry(), data_offsets=[False, True])}),
+    "offsets_beyond_int64": _raw({"a": _entry(offsets=(1 << 64, 1 << 64))}),
+    "offsets_is_object": _raw({"a": dict(_entry(), data_offsets={"0": 8})}),
+    "zero_then_huge_dim": _raw({"a": _entry(shape=(0, (1 << 63) - 1), offsets=(0, 0))}),
+    "huge_dim_then_zero": _raw({"a": _entry(shape=(1 << 62, 3, 0), offsets=(0, 0))}),
+    "zero_then_huge_product": _raw({"a": _entry(shape=(0, 1 << 40, 1 << 40), offsets=(0, 0))}),
+    "rank_100_empty": _raw({"a": _entry(shape=[1] * 99 + [0], offsets=(0, 0))}),
+    "metadata_is_list": _raw({"__metadata__": ["x"], "a": _entry()}),
+    "metadata_value_object": _raw({"__metadata__": {"k": {"v": 1}}, "a": _entry()}),
+    "metadata_value_null": _raw({"__metadata__": {"k": None}, "a": _entry()}),
+    "nan_literal": b'{"a":{"dtype":"F32","shape":[NaN],"data_offsets":[0,8]}}',
+    "infinity_literal": b'{"__metadata__":{"k":Infinity},"a":' + _raw(_entry()) + b"}",
+    "nul_in_key": b'{"a\\u0000b":' + _raw(_entry()) + b"}",
+    "nul_in_metadata": b'{"__metadata__":{"k":"v\\u0000"},"a":' + _raw(_entry()) + b"}",
+    "lone_surrogate_key": b'{"\\ud83d":' + _raw(_entry()) + b"}",
+    "empty_name": _raw({"": _entry()}),
+    "leading_space": b' {"a":' + _raw(_entry()) + b"}",
+    "root_is_list": b"[1,2]",
+    "root_is_string": b'"abc"',
+    "missing_offsets": _raw({"a": {"dtype": "F32", "shape": [2]}}),
+    "unterminated": b'{"a":' + _raw(_entry()),
+    "too_many_values": b'{"__metadata__":{},"x":[' + b"0," * 2200000 + b"0]}",
+}
+
+
+def _malformed_cases():
+    for name in sorted(os.listdir(os.path.join(FIXTURES, "broken"))):
+        if name != "rank_too_large.safetensors":  # rank > 8 is strop's limit, not the format's
+            with open(os.path.join(FIXTURES, "broken", name), "rb") as f:
+                yield pytest.param(f.read(), id="c_corpus/" + name)
+    for name, header in _MALFORMED.items():
+        # the data area fits the entries, so the case fails for its own reason: empty
+        # tensors have none, the others 8 bytes
+        data = b"" if b"[0,0]" in header else b"\0" * 8
+        yield pytest.param(struct.pack("<Q", len(header)) + header + data, id=name)
+
+
+@pytest.mark.parametrize("blob", _malformed_cases())
+def test_malformed_headers_raise_safetensors_error(tmp_path, request, blob):
+    """Every malformed header raises SafetensorsError with a sentence, as the C reader
+    refuses it, and never another exception type."""
+    p = tmp_path / "bad.safetensors"
+    p.write_bytes(blob)
+    # a rank above numpy's is a valid header: only making the arrays fails
+    readers = (st.load,) if "rank_100" in request.node.name else (st.load, st.load_header)
+    for reader in readers:
+        with pytest.raises(Exception) as e:
+            reader(str(p))
+        assert type(e.value) is st.SafetensorsError, repr(e.value)
+        assert str(e.value), "an empty message"
+
+
+def test_deep_but_allowed_nesting_and_zero_dims_load(tmp_path):
+    """The bounds refuse only what they must: 15 levels of extra nesting, a zero beside a
+    dimension of 2^40, and an empty tensor load."""
+    head = (b'{"__metadata__":{"k":"v"},"a":{"dtype":"F32","shape":[0,1099511627776],'
+            b'"data_offsets":[0,0],"x":' + b"[" * 13 + b"]" * 13 + b'},"b":' +
+            _raw(_entry()) + b"}")
+    p = tmp_path / "ok.safetensors"
+    p.write_bytes(struct.pack("<Q", len(head)) + head + b"\0" * 8)
+    t, meta = st.load(str(p))
+    assert t["a"].shape == (0, 1 << 40) and meta == {"k": "v"}
+
+
 def test_reads_committed_torch_fixture():
     t, meta = st.load(os.path.join(FIXTURES, "torch_f32.safetensors"))
     assert meta == {"format": "pt"}
