@@ -46,6 +46,10 @@ int strop__mul_overflow(size_t a, size_t b, size_t *out);
 /* Opens path for reading when it is a regular file (without waiting on a FIFO or device);
  * *size_out (may be NULL) gets its size. Errors name fn and the path: STROP_E_IO. */
 strop_status strop__open_input(const char *fn, const char *path, int *fd_out, size_t *size_out);
+/* Reads a whole (small) file into a NUL-terminated strop__malloc'd buffer, at most max bytes
+ * (a larger file is STROP_E_FORMAT naming its size and the limit). The one whole-file reader. */
+strop_status strop__read_file(const char *fn, const char *path, size_t max, char **out,
+                              size_t *len_out);
 
 /* ---- errors ---- */
 /* Sets the thread's error sentence and returns status, so: return strop__err(...). */
@@ -60,6 +64,14 @@ void strop__err_prefix(const char *fmt, ...) STROP__PRINTF(1, 2);
  * cap > 0) and returns strlen(s): the "strings out" rule of the public API. A NULL buf with
  * cap > 0 is refused: -1 and an error naming fn. */
 int64_t strop__copy_out(const char *fn, const char *s, char *buf, size_t cap);
+
+/* Copies a caller's size-versioned options struct src (its first member is its size_t size)
+ * into dst, which the struct's _init already filled: only the bytes src's size covers, so an
+ * older, shorter struct keeps the newer fields' defaults; dst's size field is set to
+ * dst_size. src NULL leaves dst as it is. A size too small to hold the size field is
+ * STROP_E_INVALID_ARG naming fn and the init function to call. */
+strop_status strop__options_in(const char *fn, const char *init_fn, void *dst, size_t dst_size,
+                               const void *src);
 
 /* ---- logging ---- */
 void strop__log(int level, const char *fmt, ...) STROP__PRINTF(2, 3);

@@ -122,3 +122,17 @@ int64_t strop__copy_out(const char *fn, const char *s, char *buf, size_t cap) {
   }
   return (int64_t)n;
 }
+
+strop_status strop__options_in(const char *fn, const char *init_fn, void *dst, size_t dst_size,
+                               const void *src) {
+  if (!src) return STROP_OK;
+  size_t given;
+  memcpy(&given, src, sizeof given);
+  if (given < sizeof(size_t))
+    return strop__err(STROP_E_INVALID_ARG, "%s: options.size is %zu; call %s first", fn, given,
+                      init_fn);
+  const size_t n = given < dst_size ? given : dst_size;
+  memcpy((char *)dst + sizeof(size_t), (const char *)src + sizeof(size_t), n - sizeof(size_t));
+  memcpy(dst, &dst_size, sizeof dst_size);
+  return STROP_OK;
+}

@@ -17,15 +17,6 @@ void strop_csv_options_init(strop_csv_options *opt) {
   opt->num_classes = STROP_CLASSES_INFER;
 }
 
-/* Reads only the fields the caller's struct covers (older, shorter structs get defaults). */
-static void copy_options(const strop_csv_options *in, strop_csv_options *o) {
-  strop_csv_options_init(o);
-  if (!in) return;
-  size_t n = in->size < sizeof *o ? in->size : sizeof *o;
-  if (n > sizeof(size_t)) memcpy((char *)o + sizeof(size_t), (const char *)in + sizeof(size_t),
-                                 n - sizeof(size_t));
-  o->size = sizeof *o;
-}
 
 typedef struct field {
   const char *p;
@@ -260,7 +251,9 @@ strop_status strop__csv_parse(const char *buf, size_t len, const char *name,
                               const strop_csv_options *opt_in, strop__csv_table *out) {
   memset(out, 0, sizeof *out);
   strop_csv_options opt;
-  copy_options(opt_in, &opt);
+  strop_csv_options_init(&opt);
+  strop_status st0 = strop__options_in(name, "strop_csv_options_init", &opt, sizeof opt, opt_in);
+  if (st0) return st0;
   if (opt.delimiter <= 0 || opt.delimiter > 127 || opt.delimiter == '"' ||
       opt.delimiter == '\n' || opt.delimiter == '\r')
     return strop__err(STROP_E_INVALID_ARG, "%s: delimiter must be an ASCII byte other than a "

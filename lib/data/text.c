@@ -6,7 +6,7 @@
 
 #include "data/data_impl.h"
 #include "io/atomic.h"
-#include "io/sbuf.h"
+#include "core/sbuf.h"
 
 struct strop_vocab {
   int mode;

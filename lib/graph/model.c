@@ -967,8 +967,7 @@ int64_t strop_model_tensor_name(const strop_model *m, int64_t i, char *buf, size
     strop__err(STROP_E_INVALID_ARG, "strop_model_tensor_name: bad arguments");
     return -1;
   }
-  if (cap) snprintf(buf, cap, "%s", m->params[i]->name);
-  return (int64_t)strlen(m->params[i]->name);
+  return strop__copy_out("strop_model_tensor_name", m->params[i]->name, buf, cap);
 }
 
 int64_t strop_model_param_count(const strop_model *m, int trainable_only) {

@@ -220,39 +220,3 @@ strop_status strop__dir_probe(const char *fn, const char *dir) {
   return STROP_OK;
 }
 
-strop_status strop__read_file(const char *fn, const char *path, size_t max, char **out,
-                              size_t *len_out) {
-  *out = NULL;
-  if (len_out) *len_out = 0;
-  int fd;
-  size_t n;
-  strop_status st = strop__open_input(fn, path, &fd, &n);
-  if (st != STROP_OK) return st;
-  if (n > max) {
-    close(fd);
-    return strop__err(STROP_E_FORMAT, "%s: '%s' is %zu bytes, more than the limit of %zu", fn,
-                      path, n, max);
-  }
-  char *buf = strop__malloc(n + 1);
-  if (!buf) {
-    close(fd);
-    return STROP__NOMEM(fn);
-  }
-  size_t got = 0;
-  while (got < n) {
-    ssize_t r = read(fd, buf + got, n - got);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) {
-      int e = r < 0 ? errno : EIO;
-      close(fd);
-      strop__free(buf);
-      return strop__err(STROP_E_IO, "%s: reading '%s': %s", fn, path, strerror(e));
-    }
-    got += (size_t)r;
-  }
-  close(fd);
-  buf[n] = '\0';
-  *out = buf;
-  if (len_out) *len_out = n;
-  return STROP_OK;
-}

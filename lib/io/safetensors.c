@@ -14,7 +14,7 @@
 
 #include "io/atomic.h"
 #include "io/json.h"
-#include "io/sbuf.h"
+#include "core/sbuf.h"
 
 /* ---- dtypes ---- */
 
@@ -587,7 +587,6 @@ void strop__st_writer_free(strop__st_writer *w) {
   strop__free(w);
 }
 
-int strop__st_writer_count(const strop__st_writer *w) { return w ? w->n : 0; }
 
 static strop_status writer_add(strop__st_writer *w, const char *name, int dtype, int rank,
                                const int64_t *dims, const void *data, int copy) {

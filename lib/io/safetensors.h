@@ -101,7 +101,6 @@ strop_status strop__st_writer_add_i64_copy(strop__st_writer *w, const char *name
                                            const int64_t *dims, const int64_t *data);
 /* Sets (or replaces) a __metadata__ entry; both strings copied (valid UTF-8). */
 strop_status strop__st_writer_set_meta(strop__st_writer *w, const char *key, const char *value);
-int strop__st_writer_count(const strop__st_writer *w);
 /* Writes the file atomically (temp file beside it, fsync, rename, fsync folder). The writer
  * stays usable (it can be saved again). */
 strop_status strop__st_writer_save(strop__st_writer *w, const char *path);

@@ -11,7 +11,7 @@
 #include "io/atomic.h"
 #include "io/io_internal.h"
 #include "io/json.h"
-#include "io/sbuf.h"
+#include "core/sbuf.h"
 #include "io/yaml.h"
 
 /* ---- the tree: io/yaml.h's bounded YAML tree ---- */

@@ -30,12 +30,3 @@ void strop__dtrsm_lower_left(int64_t n, int64_t m, const double *l, double *b) {
               (blasint)m, 1.0, l, (blasint)n, b, (blasint)m);
 }
 
-void strop__dgemv(int64_t m, int64_t n, const double *a, const double *x, double *y) {
-  if (m <= 0) return;
-  if (n <= 0) {
-    for (int64_t i = 0; i < m; i++) y[i] = 0.0;
-    return;
-  }
-  cblas_dgemv(CblasRowMajor, CblasNoTrans, (blasint)m, (blasint)n, 1.0, a, (blasint)n, x, 1,
-              0.0, y, 1);
-}

@@ -15,7 +15,5 @@ void strop__dtrsv_lower(int trans, int64_t n, const double *l, double *x);
 /* Solves L X = B in place for B of n rows and m columns (row-major, leading dimension m). */
 void strop__dtrsm_lower_left(int64_t n, int64_t m, const double *l, double *b);
 
-/* y = A x for A of m rows and n columns (row-major). */
-void strop__dgemv(int64_t m, int64_t n, const double *a, const double *x, double *y);
 
 #endif

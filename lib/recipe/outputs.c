@@ -7,7 +7,7 @@
 #include <sys/stat.h>
 
 #include "io/atomic.h"
-#include "io/sbuf.h"
+#include "core/sbuf.h"
 #include "recipe/plot.h"
 #include "recipe/recipe_impl.h"
 #include "strop/strop.h"

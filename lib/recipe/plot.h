@@ -5,7 +5,7 @@
 
 #include <stdint.h>
 
-#include "io/sbuf.h"
+#include "core/sbuf.h"
 
 typedef struct strop__ticks {
   double lo, hi;  /* the axis range: the outer ticks, covering the data */

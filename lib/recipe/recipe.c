@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "io/atomic.h"
-#include "io/sbuf.h"
+#include "core/sbuf.h"
 #include "recipe/recipe_impl.h"
 
 #define RECIPE_MAX_BYTES ((size_t)4 * 1024 * 1024)
@@ -864,8 +864,7 @@ int64_t strop_recipe_get(const strop_recipe *r, const char *key_path, char *buf,
   strop_status st;
   const strop__ynode *v = walk(r->root, segs, n, 0, &st);
   if (!v || v->type != STROP__Y_SCALAR || strop__ynode_is_null(v)) return -1;
-  if (cap) snprintf(buf, cap, "%s", v->text);
-  return (int64_t)v->len;
+  return strop__copy_out("strop_recipe_get", v->text, buf, cap);
 }
 
 strop_status strop_recipe_set(strop_recipe *r, const char *key_path, const char *value) {
@@ -1026,13 +1025,7 @@ int64_t strop_recipe_to_string(const strop_recipe *r, char *buf, size_t cap) {
   strop__sbuf b;
   memset(&b, 0, sizeof b);
   emit(&b, r->root, 0);
-  if (b.oom) {
-    strop__sbuf_free(&b);
-    strop__err(STROP_E_NOMEM, "strop_recipe_to_string: out of memory");
-    return -1;
-  }
-  int64_t n = (int64_t)b.n;
-  if (cap) snprintf(buf, cap, "%s", b.n ? b.s : "");
+  const int64_t n = strop__sbuf_out("strop_recipe_to_string", &b, buf, cap);
   strop__sbuf_free(&b);
   return n;
 }

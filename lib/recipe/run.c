@@ -53,8 +53,7 @@ double strop_run_stage_metric(const strop_run *run, int64_t stage, int key) {
 
 int64_t strop_run_stage_name(const strop_run *run, int64_t stage, char *buf, size_t cap) {
   if (!run || stage < 0 || stage >= run->n_st || (!buf && cap)) return -1;
-  if (cap) snprintf(buf, cap, "%s", run->st[stage].name);
-  return (int64_t)strlen(run->st[stage].name);
+  return strop__copy_out("strop_run_stage_name", run->st[stage].name, buf, cap);
 }
 
 int strop_run_stage_is_baseline(const strop_run *run, int64_t stage) {
@@ -1102,14 +1101,8 @@ strop_status strop_recipe_run(const strop_recipe *r, const strop_run_options *us
   if (!r) return strop__err(STROP_E_INVALID_ARG, "%s: recipe is NULL", FN);
   strop_run_options o;
   strop_run_options_init(&o);
-  if (user_o) {
-    size_t n = user_o->size < sizeof o ? user_o->size : sizeof o;
-    if (n < sizeof(size_t))
-      return strop__err(STROP_E_INVALID_ARG, "%s: options.size is %zu; use strop_run_options_init",
-                        FN, user_o->size);
-    memcpy(&o, user_o, n);
-    o.size = sizeof o;
-  }
+  strop_status st0 = strop__options_in(FN, "strop_run_options_init", &o, sizeof o, user_o);
+  if (st0) return st0;
   strop_run *run = strop__calloc(1, sizeof *run);
   if (!run) return STROP__NOMEM(FN);
   for (int i = 0; i < 9; i++) run->info[i] = 0;

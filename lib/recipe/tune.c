@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 
 #include "io/atomic.h"
-#include "io/sbuf.h"
+#include "core/sbuf.h"
 #include "recipe/plot.h"
 #include "recipe/recipe_impl.h"
 #include "strop/strop.h"
@@ -385,11 +385,8 @@ strop_status strop_recipe_tune(const strop_recipe *r, const strop_tune_options *
   if (!r) return strop__err(STROP_E_INVALID_ARG, "%s: recipe is NULL", FN);
   strop_tune_options o;
   strop_tune_options_init(&o);
-  if (user_o) {
-    size_t n = user_o->size < sizeof o ? user_o->size : sizeof o;
-    memcpy(&o, user_o, n);
-    o.size = sizeof o;
-  }
+  strop_status st0 = strop__options_in(FN, "strop_tune_options_init", &o, sizeof o, user_o);
+  if (st0) return st0;
   const strop__ynode *tu = strop__ynode_get(r->root, "tune");
   if (!tu || strop__ynode_is_null(tu))
     return strop__recipe_err(FN, r, r->root, STROP_E_FORMAT, "the recipe has no 'tune' section");

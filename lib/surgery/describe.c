@@ -24,54 +24,54 @@ static int64_t model_count(const strop_model *m, int trainable_only) {
   return c;
 }
 
-void strop__describe_node(strop__text *log, const strop_model *m, int i) {
+void strop__describe_node(strop__sbuf *log, const strop_model *m, int i) {
   if (!log || i < 0) return;
   const strop__node *nd = &m->nodes[i];
   char b[96];
-  strop__text_add(log, "'%s' (%s) output %s, %lld parameters", nd->name, nd->vt->type,
+  strop__sbuf_printf(log, "'%s' (%s) output %s, %lld parameters", nd->name, nd->vt->type,
                   strop__shape_str(&nd->out_shape, b, sizeof b),
                   (long long)strop__node_count(nd, 0));
 }
 
-void strop__describe_edit_head(strop__text *log, const strop_surgery *s, int k) {
+void strop__describe_edit_head(strop__sbuf *log, const strop_surgery *s, int k) {
   const strop__edit *e = &s->e[k];
-  strop__text_add(log, "edit %d: %s '%s'", k + 1, strop__edit_kind_names[e->kind],
+  strop__sbuf_printf(log, "edit %d: %s '%s'", k + 1, strop__edit_kind_names[e->kind],
                   e->target ? e->target : e->name);
   if (e->kind == STROP__E_INSERT_AFTER || e->kind == STROP__E_INSERT_BEFORE)
-    strop__text_add(log, " new '%s'", e->name);
-  if (e->type) strop__text_add(log, " %s%s%s", e->type, e->options && *e->options ? " " : "",
+    strop__sbuf_printf(log, " new '%s'", e->name);
+  if (e->type) strop__sbuf_printf(log, " %s%s%s", e->type, e->options && *e->options ? " " : "",
                                 e->options ? e->options : "");
-  strop__text_add(log, ": ");
+  strop__sbuf_printf(log, ": ");
 }
 
 /* The before/after comparison at the end of a dry run. */
-void strop__describe_diff(strop__text *t, const strop_model *a, const strop__work *w) {
+void strop__describe_diff(strop__sbuf *t, const strop_model *a, const strop__work *w) {
   const strop_model *b = w->g.m;
   char s1[96], s2[96];
   const char *sep = "";
-  strop__text_add(t, "nodes added:");
+  strop__sbuf_printf(t, "nodes added:");
   for (int i = 0; i < b->n_nodes; i++)
     if (strop__model_node_find(a, b->nodes[i].name) < 0) {
-      strop__text_add(t, "%s %s (%s)", sep, b->nodes[i].name, b->nodes[i].vt->type);
+      strop__sbuf_printf(t, "%s %s (%s)", sep, b->nodes[i].name, b->nodes[i].vt->type);
       sep = ",";
     }
-  strop__text_add(t, "%s\nnodes removed:", *sep ? "" : " none");
+  strop__sbuf_printf(t, "%s\nnodes removed:", *sep ? "" : " none");
   sep = "";
   for (int i = 0; i < a->n_nodes; i++)
     if (strop__model_node_find(b, a->nodes[i].name) < 0) {
-      strop__text_add(t, "%s %s (%s)", sep, a->nodes[i].name, a->nodes[i].vt->type);
+      strop__sbuf_printf(t, "%s %s (%s)", sep, a->nodes[i].name, a->nodes[i].vt->type);
       sep = ",";
     }
-  strop__text_add(t, "%s\nnodes replaced or retyped:", *sep ? "" : " none");
+  strop__sbuf_printf(t, "%s\nnodes replaced or retyped:", *sep ? "" : " none");
   sep = "";
   for (int i = 0; i < b->n_nodes; i++) {
     int j = strop__model_node_find(a, b->nodes[i].name);
     if (j < 0 || (a->nodes[j].vt == b->nodes[i].vt && !strop__work_aux(w, i)->fresh)) continue;
-    strop__text_add(t, "%s %s (%s -> %s)", sep, b->nodes[i].name, a->nodes[j].vt->type,
+    strop__sbuf_printf(t, "%s %s (%s -> %s)", sep, b->nodes[i].name, a->nodes[j].vt->type,
                     b->nodes[i].vt->type);
     sep = ",";
   }
-  strop__text_add(t, "%s\nparameters added:", *sep ? "" : " none");
+  strop__sbuf_printf(t, "%s\nparameters added:", *sep ? "" : " none");
   sep = "";
   for (int i = 0; i < b->n_nodes; i++)
     for (int k = 0; k < b->nodes[i].n_params; k++) {
@@ -82,10 +82,10 @@ void strop__describe_diff(strop__text *t, const strop_model *a, const strop__wor
         if (!strcmp(a->nodes[ja].params[l].name, p->name)) q = &a->nodes[ja].params[l];
       if (q && !strop__work_aux(w, i)->fresh && param_same_shape(p, q)) continue;
       param_dims(p, s1, sizeof s1);
-      strop__text_add(t, "%s %s %s%s", sep, p->name, s1, q ? " (re-initialised)" : "");
+      strop__sbuf_printf(t, "%s %s %s%s", sep, p->name, s1, q ? " (re-initialised)" : "");
       sep = ",";
     }
-  strop__text_add(t, "%s\nparameters removed:", *sep ? "" : " none");
+  strop__sbuf_printf(t, "%s\nparameters removed:", *sep ? "" : " none");
   sep = "";
   for (int i = 0; i < a->n_nodes; i++)
     for (int k = 0; k < a->nodes[i].n_params; k++) {
@@ -96,7 +96,7 @@ void strop__describe_diff(strop__text *t, const strop_model *a, const strop__wor
         found = !strcmp(b->nodes[jb].params[l].name, p->name);
       if (found) continue;
       param_dims(p, s1, sizeof s1);
-      strop__text_add(t, "%s %s %s", sep, p->name, s1);
+      strop__sbuf_printf(t, "%s %s %s", sep, p->name, s1);
       sep = ",";
     }
   int64_t frozen = 0, unfrozen = 0;
@@ -111,12 +111,12 @@ void strop__describe_diff(strop__text *t, const strop_model *a, const strop__wor
       frozen += was && !p->trainable;
       unfrozen += !was && p->trainable;
     }
-  strop__text_add(t, "%s\nparameter tensors newly frozen: %lld, newly trainable: %lld\n",
+  strop__sbuf_printf(t, "%s\nparameter tensors newly frozen: %lld, newly trainable: %lld\n",
                   *sep ? "" : " none", (long long)frozen, (long long)unfrozen);
-  strop__text_add(t, "output shape: %s -> %s\n",
+  strop__sbuf_printf(t, "output shape: %s -> %s\n",
                   strop__shape_str(&a->nodes[a->n_nodes - 1].out_shape, s1, sizeof s1),
                   strop__shape_str(&b->nodes[b->n_nodes - 1].out_shape, s2, sizeof s2));
-  strop__text_add(t, "parameters: %lld -> %lld; trainable: %lld -> %lld\n",
+  strop__sbuf_printf(t, "parameters: %lld -> %lld; trainable: %lld -> %lld\n",
                   (long long)model_count(a, 0), (long long)model_count(b, 0),
                   (long long)model_count(a, 1), (long long)model_count(b, 1));
 }

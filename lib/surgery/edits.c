@@ -138,22 +138,22 @@ static strop_status ed_flags(strop__work *w, const strop__edit *e) {
     return strop__err(STROP_E_NOT_FOUND, "no parameter matches '%s'", g);
   if (!w->log) return STROP_OK;
   if (e->kind == STROP__E_PARAM_GROUP) {
-    strop__text_add(w->log, "%lld parameter tensors (%lld values):", (long long)tensors,
+    strop__sbuf_printf(w->log, "%lld parameter tensors (%lld values):", (long long)tensors,
                     (long long)values);
-    if (e->lr_mult >= 0.0f) strop__text_add(w->log, " lr_mult %g", (double)e->lr_mult);
+    if (e->lr_mult >= 0.0f) strop__sbuf_printf(w->log, " lr_mult %g", (double)e->lr_mult);
     if (e->no_decay >= 0)
-      strop__text_add(w->log, "%s weight decay %s", e->lr_mult >= 0.0f ? "," : "",
+      strop__sbuf_printf(w->log, "%s weight decay %s", e->lr_mult >= 0.0f ? "," : "",
                       e->no_decay ? "off" : "on");
-    strop__text_add(w->log, "\n");
+    strop__sbuf_printf(w->log, "\n");
     return STROP_OK;
   }
   const char *verb = e->kind == STROP__E_FREEZE ? "frozen" : "trainable";
-  strop__text_add(w->log, "%lld parameter tensors (%lld values) %s, %lld of them changed",
+  strop__sbuf_printf(w->log, "%lld parameter tensors (%lld values) %s, %lld of them changed",
                   (long long)tensors, (long long)values, verb, (long long)changed);
   if (bn)
-    strop__text_add(w->log, "; %lld BatchNorm node%s %s inference mode", (long long)bn,
+    strop__sbuf_printf(w->log, "; %lld BatchNorm node%s %s inference mode", (long long)bn,
                     bn == 1 ? "" : "s", e->kind == STROP__E_FREEZE ? "kept in" : "out of");
-  strop__text_add(w->log, "\n");
+  strop__sbuf_printf(w->log, "\n");
   return STROP_OK;
 }
 
@@ -213,10 +213,10 @@ static strop_status ed_replace(strop__work *w, const strop__edit *e) {
   strop__gedit_delete(&w->g, idx + count);
   if ((st = strop__work_reinfer(w))) return st;
   if (w->log) {
-    strop__text_add(w->log, "was %s output %s, %lld parameters; now ", oldtype,
+    strop__sbuf_printf(w->log, "was %s output %s, %lld parameters; now ", oldtype,
                     strop__shape_str(&oldshape, b, sizeof b), (long long)oldcount);
     strop__describe_node(w->log, m, idx + count - 1);
-    strop__text_add(w->log, ", initialised from seed %llu\n", (unsigned long long)e->seed);
+    strop__sbuf_printf(w->log, ", initialised from seed %llu\n", (unsigned long long)e->seed);
   }
   return STROP_OK;
 }
@@ -255,10 +255,10 @@ static strop_status ed_insert(strop__work *w, const strop__edit *e) {
   if ((st = strop__work_reinfer(w))) return st;
   if (w->log) {
     const int end = pos + count - 1;
-    strop__text_add(w->log, "new ");
+    strop__sbuf_printf(w->log, "new ");
     strop__describe_node(w->log, m, end);
-    if (count > 1) strop__text_add(w->log, " (the last of %d nodes)", count);
-    strop__text_add(w->log, "%s\n", end == m->n_nodes - 1 ? ", now the output" : "");
+    if (count > 1) strop__sbuf_printf(w->log, " (the last of %d nodes)", count);
+    strop__sbuf_printf(w->log, "%s\n", end == m->n_nodes - 1 ? ", now the output" : "");
   }
   return STROP_OK;
 }
@@ -280,11 +280,11 @@ static strop_status ed_remove(strop__work *w, const strop__edit *e) {
     snprintf(said, sizeof said, "%s'%s' (%s)", hits > 1 ? ", " : "removed ", nd->name,
              nd->vt->type);
     if ((st = strop__gedit_remove(&w->g, i, 0))) return st;
-    if (w->log) strop__text_add(w->log, "%s", said);
+    if (w->log) strop__sbuf_printf(w->log, "%s", said);
   }
   if (!hits) return strop__err(STROP_E_NOT_FOUND, "no node matches '%s'", e->target);
   if ((st = strop__work_reinfer(w))) return st;
-  if (w->log) strop__text_add(w->log, "; consumers reconnected to their inputs\n");
+  if (w->log) strop__sbuf_printf(w->log, "; consumers reconnected to their inputs\n");
   return STROP_OK;
 }
 
@@ -302,16 +302,16 @@ static strop_status ed_truncate(strop__work *w, const strop__edit *e) {
   int dropped = 0;
   for (int i = m->n_nodes - 1; i >= 0; i--) {
     if (keep[i]) continue;
-    if (w->log) strop__text_add(w->log, "%s'%s'", dropped ? ", " : "dropped ", m->nodes[i].name);
+    if (w->log) strop__sbuf_printf(w->log, "%s'%s'", dropped ? ", " : "dropped ", m->nodes[i].name);
     dropped++;
     strop__gedit_delete(&w->g, i);
   }
   strop__free(keep);
   if ((st = strop__work_reinfer(w))) return st;
   if (w->log) {
-    strop__text_add(w->log, "%s; output is now ", dropped ? "" : "nothing dropped");
+    strop__sbuf_printf(w->log, "%s; output is now ", dropped ? "" : "nothing dropped");
     strop__describe_node(w->log, m, m->n_nodes - 1);
-    strop__text_add(w->log, "\n");
+    strop__sbuf_printf(w->log, "\n");
   }
   return STROP_OK;
 }

@@ -1,6 +1,5 @@
-/* strop — glob matching for surgery targets ("features.*", "blocks.[0-3].*") and the small
- * text buffer that describe and summary write into. */
-#include <stdarg.h>
+/* strop — glob matching for surgery targets ("features.*", "blocks.[0-3].*"): fnmatch-like
+ * over whole hierarchical names. */
 #include <stdio.h>
 #include <string.h>
 
@@ -78,50 +77,3 @@ int strop__glob_match(const char *pat, const char *s) {
 }
 
 int strop__glob_is_pattern(const char *pat) { return strpbrk(pat, "*?[") != NULL; }
-
-void strop__text_add(strop__text *t, const char *fmt, ...) {
-  if (t->oom) return;
-  va_list ap;
-  va_start(ap, fmt);
-  char small[256];
-  int n = vsnprintf(small, sizeof small, fmt, ap);
-  va_end(ap);
-  if (n < 0) return;
-  if (t->len + (size_t)n + 1 > t->cap) {
-    size_t cap = t->cap ? t->cap : 256;
-    while (cap < t->len + (size_t)n + 1) cap *= 2;
-    char *v = strop__realloc(t->s, cap);
-    if (!v) {
-      t->oom = 1;
-      return;
-    }
-    t->s = v;
-    t->cap = cap;
-  }
-  if ((size_t)n < sizeof small) {
-    memcpy(t->s + t->len, small, (size_t)n + 1);
-  } else {
-    va_start(ap, fmt);
-    vsnprintf(t->s + t->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-  }
-  t->len += (size_t)n;
-}
-
-void strop__text_free(strop__text *t) {
-  strop__free(t->s);
-  memset(t, 0, sizeof *t);
-}
-
-int64_t strop__text_out(const char *fn, const strop__text *t, char *buf, size_t cap) {
-  if (t->oom) {
-    STROP__NOMEM(fn);
-    return -1;
-  }
-  if (cap) {
-    size_t n = t->len < cap - 1 ? t->len : cap - 1;
-    if (n) memcpy(buf, t->s, n);
-    buf[n] = '\0';
-  }
-  return (int64_t)t->len;
-}

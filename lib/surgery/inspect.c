@@ -42,9 +42,9 @@ int64_t strop_model_summary(const strop_model *model, char *buf, size_t cap) {
     if (l > ws) ws = l;
   }
   if (wn > 60) wn = 60;
-  strop__text t;
+  strop__sbuf t;
   memset(&t, 0, sizeof t);
-  strop__text_add(&t, "%-*s  %-*s  %-*s  %12s  %s\n", wn, "name", wt, "type", ws, "output",
+  strop__sbuf_printf(&t, "%-*s  %-*s  %-*s  %12s  %s\n", wn, "name", wt, "type", ws, "output",
                   "params", "trainable");
   int64_t total = 0, trainable = 0, buffers = 0;
   for (int i = 0; i < model->n_nodes; i++) {
@@ -55,17 +55,17 @@ int64_t strop_model_summary(const strop_model *model, char *buf, size_t cap) {
     total += c;
     trainable += strop__node_count(n, 1);
     int bn_eval = (n->vt->flags & STROP__LAYER_BATCHSTATS) && n->frozen_stats;
-    strop__text_add(&t, "%-*s  %-*s  %-*s  %12lld  %s%s\n", wn, n->name, wt, n->vt->type, ws,
+    strop__sbuf_printf(&t, "%-*s  %-*s  %-*s  %12lld  %s%s\n", wn, n->name, wt, n->vt->type, ws,
                     model->finalized ? strop__shape_str(&n->out_shape, sh, sizeof sh) : "?",
                     (long long)c, trainable_word(n), bn_eval ? " (bn-eval)" : "");
   }
-  strop__text_add(&t, "input %s; %d nodes; %lld parameters: %lld trainable, %lld frozen; "
+  strop__sbuf_printf(&t, "input %s; %d nodes; %lld parameters: %lld trainable, %lld frozen; "
                   "%lld buffer values\n",
                   strop__shape_str(&model->in_shape, sh, sizeof sh), model->n_nodes,
                   (long long)total, (long long)trainable, (long long)(total - trainable),
                   (long long)buffers);
-  int64_t n = strop__text_out(fn, &t, buf, cap);
-  strop__text_free(&t);
+  int64_t n = strop__sbuf_out(fn, &t, buf, cap);
+  strop__sbuf_free(&t);
   return n;
 }
 

@@ -126,14 +126,14 @@ strop_status strop__edit_lora(strop__work *w, const strop__edit *e) {
       if ((st = add_parts(w, e, i, mask, stream))) return st;
       for (int p = 0; w->log && nd->vt->lora->parts[p]; p++)
         if (mask & (1 << p))
-          strop__text_add(w->log, "%s'%s.%s'", hits ? ", " : "adapters on ", nd->name,
+          strop__sbuf_printf(w->log, "%s'%s.%s'", hits ? ", " : "adapters on ", nd->name,
                           nd->vt->lora->parts[p]);
       hits++;
       continue;
     }
     if (!takes_whole(nd) || !strop__glob_match(e->target, nd->name)) continue;
     if ((st = add_whole(w, e, i, stream))) return st;
-    if (w->log) strop__text_add(w->log, "%s'%s'", hits ? ", " : "adapters on ", nd->name);
+    if (w->log) strop__sbuf_printf(w->log, "%s'%s'", hits ? ", " : "adapters on ", nd->name);
     hits++;
   }
   if (!hits)
@@ -141,7 +141,7 @@ strop_status strop__edit_lora(strop__work *w, const strop__edit *e) {
                       "projection '<node>.q_proj' ...)", e->target);
   if ((st = strop__work_reinfer(w))) return st;
   if (w->log)
-    strop__text_add(w->log, " (r=%lld, alpha=%g, dropout=%g; base frozen, lora_A/lora_B "
+    strop__sbuf_printf(w->log, " (r=%lld, alpha=%g, dropout=%g; base frozen, lora_A/lora_B "
                     "trainable)\n", (long long)e->rank, (double)e->alpha, (double)e->dropout);
   return STROP_OK;
 }

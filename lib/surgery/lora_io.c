@@ -83,11 +83,11 @@ static char *join(const char *dir, const char *file) {
 }
 
 /* a JSON number for a float: integral values without a fraction, as PEFT writes them */
-static void json_float(strop__text *t, double v) {
+static void json_float(strop__sbuf *t, double v) {
   if (v == floor(v) && fabs(v) < 1e15)
-    strop__text_add(t, "%lld", (long long)v);
+    strop__sbuf_printf(t, "%lld", (long long)v);
   else
-    strop__text_add(t, "%.7g", v);
+    strop__sbuf_printf(t, "%.7g", v);
 }
 
 strop_status strop_model_lora_save(const strop_model *model, const char *dir) {
@@ -98,24 +98,24 @@ strop_status strop_model_lora_save(const strop_model *model, const char *dir) {
   if (!module_at(model, 0, &c0))
     return strop__err(STROP_E_NOT_FOUND, "%s: the model has no LoRA adapters", fn);
   strop__st_writer *w = NULL;
-  strop__text cfg;
+  strop__sbuf cfg;
   memset(&cfg, 0, sizeof cfg);
   char *st_path = join(dir, "adapter_model.safetensors");
   char *cfg_path = join(dir, "adapter_config.json");
   char name[512];
   strop_status st = st_path && cfg_path ? strop__st_writer_create(fn, &w) : STROP__NOMEM(fn);
   if (!st) st = strop__st_writer_set_meta(w, "format", "pt");
-  strop__text_add(&cfg, "{\n  \"peft_type\": \"LORA\",\n  \"r\": %lld,\n  \"lora_alpha\": ",
+  strop__sbuf_printf(&cfg, "{\n  \"peft_type\": \"LORA\",\n  \"r\": %lld,\n  \"lora_alpha\": ",
                   (long long)c0.r);
   json_float(&cfg, c0.alpha);
-  strop__text_add(&cfg, ",\n  \"lora_dropout\": ");
+  strop__sbuf_printf(&cfg, ",\n  \"lora_dropout\": ");
   json_float(&cfg, c0.dropout);
-  strop__text_add(&cfg, ",\n  \"bias\": \"none\",\n  \"fan_in_fan_out\": false,\n"
+  strop__sbuf_printf(&cfg, ",\n  \"bias\": \"none\",\n  \"fan_in_fan_out\": false,\n"
                   "  \"inference_mode\": true,\n  \"init_lora_weights\": true,\n"
                   "  \"task_type\": null,\n  \"base_model_name_or_path\": null,\n"
                   "  \"modules_to_save\": null,\n  \"target_modules\": [");
   for (int k = 0; !st && module_at(model, k, &mod); k++) {
-    strop__text_add(&cfg, "%s\"%s\"", k ? ", " : "", mod.name);
+    strop__sbuf_printf(&cfg, "%s\"%s\"", k ? ", " : "", mod.name);
     static const char *const sfx[2] = {"lora_A.weight", "lora_B.weight"};
     for (int j = 0; !st && j < 2; j++) {
       snprintf(name, sizeof name, "%s.%s", mod.name, sfx[j]);
@@ -130,23 +130,23 @@ strop_status strop_model_lora_save(const strop_model *model, const char *dir) {
   }
   /* modules whose rank or alpha differ from the first go to PEFT's per-module patterns */
   for (int pass = 0; pass < 2; pass++) {
-    strop__text_add(&cfg, pass ? "},\n  \"alpha_pattern\": {" : "],\n  \"rank_pattern\": {");
+    strop__sbuf_printf(&cfg, pass ? "},\n  \"alpha_pattern\": {" : "],\n  \"rank_pattern\": {");
     int n = 0;
     for (int k = 0; module_at(model, k, &mod); k++) {
       if (!pass && mod.r != c0.r) {
-        strop__text_add(&cfg, "%s\"%s\": %lld", n++ ? ", " : "", mod.name, (long long)mod.r);
+        strop__sbuf_printf(&cfg, "%s\"%s\": %lld", n++ ? ", " : "", mod.name, (long long)mod.r);
       } else if (pass && mod.alpha != c0.alpha) {
-        strop__text_add(&cfg, "%s\"%s\": ", n++ ? ", " : "", mod.name);
+        strop__sbuf_printf(&cfg, "%s\"%s\": ", n++ ? ", " : "", mod.name);
         json_float(&cfg, mod.alpha);
       }
     }
   }
-  strop__text_add(&cfg, "}\n}\n");
+  strop__sbuf_printf(&cfg, "}\n}\n");
   if (!st && cfg.oom) st = STROP__NOMEM(fn);
   if (!st) st = strop__st_writer_save(w, st_path);
-  if (!st) st = strop__write_file_atomic(fn, cfg_path, cfg.s, cfg.len);
+  if (!st) st = strop__write_file_atomic(fn, cfg_path, cfg.s, cfg.n);
   strop__st_writer_free(w);
-  strop__text_free(&cfg);
+  strop__sbuf_free(&cfg);
   strop__free(st_path);
   strop__free(cfg_path);
   return st;

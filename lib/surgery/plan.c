@@ -272,7 +272,7 @@ static int plan_flags_only(const strop_surgery *s) {
   return 1;
 }
 
-strop_status strop__surgery_run(const char *fn, const strop_surgery *s, strop__text *log,
+strop_status strop__surgery_run(const char *fn, const strop_surgery *s, strop__sbuf *log,
                                 strop_model **out, int *flags_only) {
   *out = NULL;
   if (flags_only) *flags_only = plan_flags_only(s);
@@ -295,7 +295,7 @@ strop_status strop__surgery_run(const char *fn, const strop_surgery *s, strop__t
     st = strop__edit_run(&w, &s->e[k]);
     if (st) {
       st = wrap_error(fn, st, s, k);
-      if (log) strop__text_add(log, "would fail: %s\n", strop_last_error());
+      if (log) strop__sbuf_printf(log, "would fail: %s\n", strop_last_error());
     }
   }
   if (!st && (st = strop__model_reindex(c))) strop__err_prefix("%s", fn);
@@ -392,21 +392,21 @@ int64_t strop_surgery_describe(const strop_surgery *s, char *buf, size_t cap) {
     strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, s ? "buf" : "plan");
     return -1;
   }
-  strop__text t;
+  strop__sbuf t;
   memset(&t, 0, sizeof t);
-  strop__text_add(&t, "surgery plan of %d edit%s on a model of %d nodes\n", s->n,
+  strop__sbuf_printf(&t, "surgery plan of %d edit%s on a model of %d nodes\n", s->n,
                   s->n == 1 ? "" : "s", s->model->n_nodes);
   strop_model *c = NULL;
   strop_status st = strop__surgery_run(fn, s, &t, &c, NULL);
   strop_model_free(c);
   if (st == STROP_E_NOMEM) {
-    strop__text_free(&t);
+    strop__sbuf_free(&t);
     return -1;
   }
   char err[1024];
   snprintf(err, sizeof err, "%s", strop_last_error());
-  int64_t n = strop__text_out(fn, &t, buf, cap);
-  strop__text_free(&t);
+  int64_t n = strop__sbuf_out(fn, &t, buf, cap);
+  strop__sbuf_free(&t);
   if (n >= 0 && st) strop__err(st, "%s", err); /* keep the failing edit's sentence */
   return n;
 }

@@ -1,9 +1,10 @@
 /* strop — surgery internals shared by the files of lib/surgery: the plan and its edits, the
  * working copy they run on (plan.c runs it as a transaction, edits.c and lora.c change it,
- * describe.c reports it), the glob matcher and a growable text buffer. */
+ * describe.c reports it) and the glob matcher. */
 #ifndef STROP_SURGERY_IMPL_H
 #define STROP_SURGERY_IMPL_H
 
+#include "core/sbuf.h"
 #include "graph/edit.h"
 #include "graph/graph.h"
 #include "strop/surgery.h"
@@ -13,17 +14,6 @@
 int strop__glob_match(const char *pat, const char *s);
 /* 1 if pat has any of * ? [ (so it is a pattern, not an exact name) */
 int strop__glob_is_pattern(const char *pat);
-
-/* A growable NUL-terminated string; oom is sticky. */
-typedef struct strop__text {
-  char *s;
-  size_t len, cap;
-  int oom;
-} strop__text;
-void strop__text_add(strop__text *t, const char *fmt, ...) STROP__PRINTF(2, 3);
-void strop__text_free(strop__text *t);
-/* Copies t into buf snprintf-style and returns the full length, or -1 (NOMEM) when t->oom. */
-int64_t strop__text_out(const char *fn, const strop__text *t, char *buf, size_t cap);
 
 /* ---- the plan ---- */
 enum {
@@ -68,7 +58,7 @@ typedef struct strop__naux {
 
 typedef struct strop__work {
   strop__gedit g;    /* the model being edited, a strop__naux per node */
-  strop__text *log;  /* one line per edit, or NULL */
+  strop__sbuf *log;  /* one line per edit, or NULL */
   uint64_t seed;     /* the plan's seed */
   int k;             /* index of the running edit */
 } strop__work;
@@ -88,15 +78,15 @@ strop_status strop__work_reinfer(strop__work *w);
 strop_status strop__work_resolve_one(const strop_model *m, const char *pat, int *idx);
 
 /* describe.c: the head of an edit's line, a node's shape and size, the before/after diff */
-void strop__describe_edit_head(strop__text *log, const strop_surgery *s, int k);
-void strop__describe_node(strop__text *log, const strop_model *m, int i);
-void strop__describe_diff(strop__text *t, const strop_model *a, const strop__work *w);
+void strop__describe_edit_head(strop__sbuf *log, const strop_surgery *s, int k);
+void strop__describe_node(strop__sbuf *log, const strop_model *m, int i);
+void strop__describe_diff(strop__sbuf *t, const strop_model *a, const strop__work *w);
 
 /* Runs the plan on a clone of its model. On success *out is the edited clone (reindexed) and
  * *flags_only says whether the plan only changes flags (freeze, unfreeze, param_group). log,
  * when not NULL, receives one line per edit. On failure the error names fn, the edit and why;
  * *out is NULL. */
-strop_status strop__surgery_run(const char *fn, const strop_surgery *s, strop__text *log,
+strop_status strop__surgery_run(const char *fn, const strop_surgery *s, strop__sbuf *log,
                                 strop_model **out, int *flags_only);
 /* Moves the clone's contents into model and frees the old contents (never fails). */
 void strop__model_swap_in(strop_model *model, strop_model *clone);

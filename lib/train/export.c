@@ -14,7 +14,7 @@
 #include "io/atomic.h"
 #include "io/io_internal.h"
 #include "io/safetensors.h"
-#include "io/sbuf.h"
+#include "core/sbuf.h"
 #include "strop/train.h"
 #include "strop/version.h"
 

@@ -637,14 +637,8 @@ strop_status strop_trainer_fit(strop_trainer *t, strop_batch_iter *train, strop_
     return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, t ? "train" : "trainer");
   strop_fit_options o;
   strop_fit_options_init(&o);
-  if (user_opt) {
-    size_t n = user_opt->size < sizeof o ? user_opt->size : sizeof o;
-    if (n < sizeof(size_t))
-      return strop__err(STROP_E_INVALID_ARG, "%s: options.size is %zu; call strop_fit_options_init",
-                        fn, user_opt->size);
-    memcpy(&o, user_opt, n);
-    o.size = sizeof o;
-  }
+  strop_status st0 = strop__options_in(fn, "strop_fit_options_init", &o, sizeof o, user_opt);
+  if (st0) return st0;
   if (o.epochs < 0) return strop__err(STROP_E_INVALID_ARG, "%s: epochs must be >= 0, got %lld", fn,
                                       (long long)o.epochs);
   if (o.monitor < STROP_MONITOR_VAL_LOSS || o.monitor > STROP_MONITOR_TRAIN_LOSS)

@@ -8,7 +8,7 @@
 
 #include "io/atomic.h"
 #include "io/json.h"
-#include "io/sbuf.h"
+#include "core/sbuf.h"
 #include "tune/tune_impl.h"
 
 static const char *const STATUS_NAMES[] = {"ok", "failed", "pruned", "running"};

@@ -1,5 +1,5 @@
 /* strop — growing text buffer (see sbuf.h). */
-#include "io/sbuf.h"
+#include "core/sbuf.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -77,4 +77,12 @@ void strop__sbuf_free(strop__sbuf *b) {
   b->s = NULL;
   b->n = b->cap = 0;
   b->oom = 0;
+}
+
+int64_t strop__sbuf_out(const char *fn, const strop__sbuf *b, char *buf, size_t cap) {
+  if (b->oom) {
+    STROP__NOMEM(fn);
+    return -1;
+  }
+  return strop__copy_out(fn, b->s ? b->s : "", buf, cap);
 }
