@@ -4,6 +4,7 @@
 #define STROP_OPTIM_INTERNAL_H
 
 #include "core/core.h"
+#include "core/settings.h"
 #include "graph/param.h"
 #include "strop/optim.h"
 
@@ -55,7 +56,12 @@ strop_status strop__sched_state_set(strop_scheduler *s, const char *name, int dt
 /* 1 for a plateau scheduler (fed by strop_scheduler_step_metric), else 0. */
 int strop__sched_is_plateau(const strop_scheduler *s);
 
-/* A float knob as the double nearest its shortest round-tripping decimal (0.95f -> 0.95). */
+/* A float knob as the double nearest its shortest round-tripping decimal (0.95f -> 0.95): what
+ * the deprecated _set_float setters do with their argument. */
 double strop__knob_widen(float v);
+
+/* The settings tables (recipes and the docs generator read them through the engine). */
+extern const strop__settings strop__optimizer_settings;
+extern const strop__settings strop__scheduler_settings;
 
 #endif

@@ -7,6 +7,7 @@
 
 #include "graph/graph.h"
 #include "ops/ops.h"
+#include "core/settings.h"
 #include "optim/optim.h"
 
 #define N_KNOBS 14
@@ -36,38 +37,68 @@ struct strop_optimizer {
   int64_t step_count;
 };
 
-/* ---- knobs ---- */
+/* ---- knobs: the table (the one description of the optimizer's settings) ---- */
 
 enum { K_SGD = 1 << 0, K_ADAM = 1 << 1, K_ADAMW = 1 << 2, K_RMS = 1 << 3, K_ADAGRAD = 1 << 4,
        K_ALL = 31 };
 
-typedef struct knob_def {
-  const char *name;
-  int is_int;
-  int kinds;
-  double lo, hi;
-  int flags; /* open bounds */
-} knob_def;
-
-static const knob_def KNOBS[N_KNOBS] = {
-  [STROP_OPT_LR] = {"lr", 0, K_ALL, 0.0, HUGE_VAL, 0},
-  [STROP_OPT_MOMENTUM] = {"momentum", 0, K_SGD | K_RMS, 0.0, HUGE_VAL, 0},
-  [STROP_OPT_DAMPENING] = {"dampening", 0, K_SGD, 0.0, 1.0, 0},
-  [STROP_OPT_WEIGHT_DECAY] = {"weight_decay", 0, K_ALL, 0.0, HUGE_VAL, 0},
-  [STROP_OPT_NESTEROV] = {"nesterov", 1, K_SGD, 0.0, 1.0, 0},
-  [STROP_OPT_BETA1] = {"beta1", 0, K_ADAM | K_ADAMW, 0.0, 1.0, STROP_KNOB_HI_OPEN},
-  [STROP_OPT_BETA2] = {"beta2", 0, K_ADAM | K_ADAMW, 0.0, 1.0, STROP_KNOB_HI_OPEN},
-  [STROP_OPT_EPS] = {"eps", 0, K_ADAM | K_ADAMW | K_RMS | K_ADAGRAD, 0.0, HUGE_VAL, 0},
-  [STROP_OPT_AMSGRAD] = {"amsgrad", 1, K_ADAM | K_ADAMW, 0.0, 1.0, 0},
-  [STROP_OPT_ALPHA] = {"alpha", 0, K_RMS, 0.0, 1.0, 0},
-  [STROP_OPT_CENTERED] = {"centered", 1, K_RMS, 0.0, 1.0, 0},
-  [STROP_OPT_LR_DECAY] = {"lr_decay", 0, K_ADAGRAD, 0.0, HUGE_VAL, 0},
-  [STROP_OPT_INITIAL_ACCUMULATOR_VALUE] = {"initial_accumulator_value", 0, K_ADAGRAD, 0.0,
-                                           HUGE_VAL, 0},
-  [STROP_OPT_MAXIMIZE] = {"maximize", 1, K_ALL, 0.0, 1.0, 0},
-};
-
 static const char *const KIND_NAMES[5] = {"SGD", "Adam", "AdamW", "RMSprop", "Adagrad"};
+
+#define KNOB(k) [k] = {.key = k, .ident = #k
+#define FLOAT .type = STROP__SET_FLOAT
+#define FLAG .type = STROP__SET_FLAG, .lo = 0, .hi = 1
+static const strop__setting KNOBS[N_KNOBS] = {
+  KNOB(STROP_OPT_LR), .name = "lr", FLOAT, .kinds = K_ALL, .def = 1e-3, .lo = 0, .hi = HUGE_VAL,
+    .per_kind = {K_RMS | K_ADAGRAD, 1e-2, 0},
+    .doc = "Learning rate (SGD's 1e-3 is PyTorch 2's default; PyTorch 1.13 has none)."},
+  KNOB(STROP_OPT_MOMENTUM), .name = "momentum", FLOAT, .kinds = K_SGD | K_RMS, .lo = 0,
+    .hi = HUGE_VAL, .doc = "Momentum factor."},
+  KNOB(STROP_OPT_DAMPENING), .name = "dampening", FLOAT, .kinds = K_SGD, .lo = 0, .hi = 1,
+    .doc = "Dampening of the momentum."},
+  KNOB(STROP_OPT_WEIGHT_DECAY), .name = "weight_decay", FLOAT, .kinds = K_ALL, .lo = 0,
+    .hi = HUGE_VAL, .per_kind = {K_ADAMW, 1e-2, 0},
+    .doc = "Weight decay: L2 added to the gradient; decoupled (p *= 1 - lr * wd) for AdamW."},
+  KNOB(STROP_OPT_NESTEROV), .name = "nesterov", FLAG, .kinds = K_SGD,
+    .doc = "Nesterov momentum; needs momentum > 0 and dampening 0."},
+  KNOB(STROP_OPT_BETA1), .name = "beta1", FLOAT, .kinds = K_ADAM | K_ADAMW, .def = 0.9, .lo = 0,
+    .hi = 1, .flags = STROP__KNOB_HI_OPEN, .doc = "Decay of the first moment (betas[0])."},
+  KNOB(STROP_OPT_BETA2), .name = "beta2", FLOAT, .kinds = K_ADAM | K_ADAMW, .def = 0.999,
+    .lo = 0, .hi = 1, .flags = STROP__KNOB_HI_OPEN,
+    .doc = "Decay of the second moment (betas[1])."},
+  KNOB(STROP_OPT_EPS), .name = "eps", FLOAT, .kinds = K_ADAM | K_ADAMW | K_RMS | K_ADAGRAD,
+    .def = 1e-8, .lo = 0, .hi = HUGE_VAL, .per_kind = {K_ADAGRAD, 1e-10, 0},
+    .doc = "Term added to the denominator."},
+  KNOB(STROP_OPT_AMSGRAD), .name = "amsgrad", FLAG, .kinds = K_ADAM | K_ADAMW,
+    .doc = "Divide by the largest second moment seen so far (AMSGrad)."},
+  KNOB(STROP_OPT_ALPHA), .name = "alpha", FLOAT, .kinds = K_RMS, .def = 0.99, .lo = 0, .hi = 1,
+    .doc = "Smoothing constant of the squared-gradient average."},
+  KNOB(STROP_OPT_CENTERED), .name = "centered", FLAG, .kinds = K_RMS,
+    .doc = "Normalise by the estimated variance of the gradient."},
+  KNOB(STROP_OPT_LR_DECAY), .name = "lr_decay", FLOAT, .kinds = K_ADAGRAD, .lo = 0,
+    .hi = HUGE_VAL, .doc = "Learning-rate decay: lr / (1 + (step - 1) * lr_decay)."},
+  KNOB(STROP_OPT_INITIAL_ACCUMULATOR_VALUE), .name = "initial_accumulator_value", FLOAT,
+    .kinds = K_ADAGRAD, .lo = 0, .hi = HUGE_VAL,
+    .doc = "Starting value of the sum of squared gradients."},
+  KNOB(STROP_OPT_MAXIMIZE), .name = "maximize", FLAG, .kinds = K_ALL,
+    .doc = "Maximise the objective instead of minimising it."},
+};
+#undef KNOB
+#undef FLOAT
+#undef FLAG
+
+const strop__settings strop__optimizer_settings = {"optimizer", KIND_NAMES, 5, "%s", KNOBS,
+                                                   N_KNOBS};
+
+/* The engine's flag bits are the public ones. */
+_Static_assert((int)STROP__KNOB_INT == (int)STROP_KNOB_INT &&
+                   (int)STROP__KNOB_LO_OPEN == (int)STROP_KNOB_LO_OPEN &&
+                   (int)STROP__KNOB_HI_OPEN == (int)STROP_KNOB_HI_OPEN &&
+                   (int)STROP__KNOB_LIST == (int)STROP_KNOB_LIST &&
+                   (int)STROP__KNOB_FLAG == (int)STROP_KNOB_FLAG &&
+                   (int)STROP__KNOB_ENUM == (int)STROP_KNOB_ENUM &&
+                   (int)STROP__KNOB_INF_OK == (int)STROP_KNOB_INF_OK &&
+                   (int)STROP__KNOB_REQUIRED == (int)STROP_KNOB_REQUIRED,
+               "settings flags must equal strop_knob_flags");
 
 /* Buffer names per kind, index = slot->buf index. */
 static const char *const BUF_NAMES[5][N_BUFS] = {
@@ -89,77 +120,17 @@ double strop__knob_widen(float v) {
 }
 
 static void set_defaults(strop_optimizer *o) {
+  double v[N_KNOBS];
+  strop__settings_defaults(&strop__optimizer_settings, o->kind, v);
   for (int k = 0; k < N_KNOBS; k++) {
-    o->f[k] = 0.0;
-    o->i[k] = 0;
-  }
-  switch (o->kind) {
-  case STROP_OPTIM_SGD: o->f[STROP_OPT_LR] = 1e-3; break;
-  case STROP_OPTIM_ADAM:
-  case STROP_OPTIM_ADAMW:
-    o->f[STROP_OPT_LR] = 1e-3;
-    o->f[STROP_OPT_BETA1] = 0.9;
-    o->f[STROP_OPT_BETA2] = 0.999;
-    o->f[STROP_OPT_EPS] = 1e-8;
-    o->f[STROP_OPT_WEIGHT_DECAY] = o->kind == STROP_OPTIM_ADAMW ? 1e-2 : 0.0;
-    break;
-  case STROP_OPTIM_RMSPROP:
-    o->f[STROP_OPT_LR] = 1e-2;
-    o->f[STROP_OPT_ALPHA] = 0.99;
-    o->f[STROP_OPT_EPS] = 1e-8;
-    break;
-  default: /* Adagrad */
-    o->f[STROP_OPT_LR] = 1e-2;
-    o->f[STROP_OPT_EPS] = 1e-10;
-    break;
+    o->f[k] = KNOBS[k].type == STROP__SET_FLOAT ? v[k] : 0.0;
+    o->i[k] = KNOBS[k].type == STROP__SET_FLOAT ? 0 : (int)v[k];
   }
 }
 
-static strop_status knob_check(const char *fn, int kind, int key, int want_int) {
-  if (key < 0 || key >= N_KNOBS)
-    return strop__err(STROP_E_INVALID_ARG, "%s: unknown optimizer knob %d", fn, key);
-  const knob_def *d = &KNOBS[key];
-  if (!(d->kinds & (1 << kind)))
-    return strop__err(STROP_E_INVALID_ARG, "%s: knob '%s' does not apply to %s", fn, d->name,
-                      KIND_NAMES[kind]);
-  if (d->is_int != want_int)
-    return strop__err(STROP_E_INVALID_ARG, "%s: knob '%s' is %s knob; use strop_optimizer_%s_%s",
-                      fn, d->name, d->is_int ? "an int" : "a float",
-                      fn[16] == 's' ? "set" : "get", d->is_int ? "int" : "float");
-  return STROP_OK;
-}
-
-static int in_range(const knob_def *d, double v) {
-  if (isnan(v)) return 0;
-  if ((d->flags & STROP_KNOB_LO_OPEN) ? !(v > d->lo) : !(v >= d->lo)) return 0;
-  if ((d->flags & STROP_KNOB_HI_OPEN) ? !(v < d->hi) : !(v <= d->hi)) return 0;
-  return 1;
-}
-
-static strop_status range_err(const char *fn, const knob_def *d, double v) {
-  return strop__err(STROP_E_INVALID_ARG, "%s: %s must be in %c%g, %g%c, got %g", fn, d->name,
-                    (d->flags & STROP_KNOB_LO_OPEN) ? '(' : '[', d->lo, d->hi,
-                    (d->flags & STROP_KNOB_HI_OPEN) ? ')' : ']', v);
-}
-
-strop_status strop_optimizer_knob_range(int kind, int key, double *lo, double *hi, int *flags) {
-  static const char fn[] = "strop_optimizer_knob_range";
-  if (kind < 0 || kind > STROP_OPTIM_ADAGRAD)
-    return strop__err(STROP_E_INVALID_ARG, "%s: unknown optimizer kind %d", fn, kind);
-  if (key < 0 || key >= N_KNOBS)
-    return strop__err(STROP_E_INVALID_ARG, "%s: unknown optimizer knob %d", fn, key);
-  const knob_def *d = &KNOBS[key];
-  if (!(d->kinds & (1 << kind)))
-    return strop__err(STROP_E_INVALID_ARG, "%s: knob '%s' does not apply to %s", fn, d->name,
-                      KIND_NAMES[kind]);
-  if (lo) *lo = d->lo;
-  if (hi) *hi = d->hi;
-  if (flags) *flags = d->flags | (d->is_int ? STROP_KNOB_INT : 0);
-  return STROP_OK;
-}
-
-const char *strop_optimizer_knob_name(int key) {
-  return key >= 0 && key < N_KNOBS ? KNOBS[key].name : NULL;
+/* The current value of a knob as a double. */
+static double knob_value(const strop_optimizer *o, int key) {
+  return KNOBS[key].type == STROP__SET_FLOAT ? o->f[key] : (double)o->i[key];
 }
 
 /* Nesterov needs momentum > 0 and zero dampening (torch.optim.SGD's rule). */
@@ -172,59 +143,104 @@ static strop_status nesterov_check(const char *fn, const strop_optimizer *o, dou
                     fn, KNOBS[key].name, v, why, mom, damp);
 }
 
-static strop_status set_float_d(strop_optimizer *o, int key, double v, const char *fn) {
-  strop_status st = knob_check(fn, o->kind, key, 0);
+/* The one setter: finds the knob for this kind, checks the setter may take it (`want`), checks
+ * the value and the knobs' combination, then stores it. Nothing changes on error. */
+static strop_status set_knob(strop_optimizer *o, const char *fn, int key, double v, int want) {
+  const strop__setting *s;
+  strop_status st = strop__settings_lookup(&strop__optimizer_settings, fn, o->kind, key, &s);
+  if (!st) st = strop__settings_want(&strop__optimizer_settings, fn, s, want, "set");
+  if (!st) st = strop__setting_check(fn, s, o->kind, v);
   if (st) return st;
-  if (!in_range(&KNOBS[key], v)) return range_err(fn, &KNOBS[key], v);
-  double mom = key == STROP_OPT_MOMENTUM ? v : o->f[STROP_OPT_MOMENTUM];
-  double damp = key == STROP_OPT_DAMPENING ? v : o->f[STROP_OPT_DAMPENING];
-  st = nesterov_check(fn, o, mom, damp, o->i[STROP_OPT_NESTEROV], key, v);
-  if (st) return st;
-  o->f[key] = v;
+  const double mom = key == STROP_OPT_MOMENTUM ? v : o->f[STROP_OPT_MOMENTUM];
+  const double damp = key == STROP_OPT_DAMPENING ? v : o->f[STROP_OPT_DAMPENING];
+  const int nest = key == STROP_OPT_NESTEROV ? (int)v : o->i[STROP_OPT_NESTEROV];
+  if ((st = nesterov_check(fn, o, mom, damp, nest, key, v))) return st;
+  if (s->type == STROP__SET_FLOAT) o->f[key] = v;
+  else o->i[key] = (int)v;
   return STROP_OK;
 }
 
+static strop_status get_knob(const strop_optimizer *o, const char *fn, int key, int want,
+                             double *out) {
+  const strop__setting *s;
+  strop_status st = strop__settings_lookup(&strop__optimizer_settings, fn, o->kind, key, &s);
+  if (!st) st = strop__settings_want(&strop__optimizer_settings, fn, s, want, "get");
+  if (!st) *out = knob_value(o, key);
+  return st;
+}
+
+strop_status strop_optimizer_set_double(strop_optimizer *opt, int key, double value) {
+  static const char fn[] = "strop_optimizer_set_double";
+  if (!opt) return strop__err(STROP_E_INVALID_ARG, "%s: opt is NULL", fn);
+  return set_knob(opt, fn, key, value, STROP__WANT_SCALAR);
+}
+
+strop_status strop_optimizer_get_double(const strop_optimizer *opt, int key, double *value) {
+  static const char fn[] = "strop_optimizer_get_double";
+  if (!opt || !value)
+    return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, !opt ? "opt" : "value");
+  return get_knob(opt, fn, key, STROP__WANT_SCALAR, value);
+}
+
+/* Deprecated since 0.2: the float is widened to the double of its shortest decimal form. */
 strop_status strop_optimizer_set_float(strop_optimizer *opt, int key, float value) {
   static const char fn[] = "strop_optimizer_set_float";
   if (!opt) return strop__err(STROP_E_INVALID_ARG, "%s: opt is NULL", fn);
-  return set_float_d(opt, key, strop__knob_widen(value), fn);
+  return set_knob(opt, fn, key, strop__knob_widen(value), STROP__WANT_FLOAT);
 }
 
 strop_status strop_optimizer_get_float(const strop_optimizer *opt, int key, float *out) {
   static const char fn[] = "strop_optimizer_get_float";
   if (!opt || !out) return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn,
                                       !opt ? "opt" : "out");
-  strop_status st = knob_check(fn, opt->kind, key, 0);
-  if (st) return st;
-  *out = (float)opt->f[key];
-  return STROP_OK;
+  double v = 0.0;
+  strop_status st = get_knob(opt, fn, key, STROP__WANT_FLOAT, &v);
+  if (!st) *out = (float)v;
+  return st;
 }
 
 strop_status strop_optimizer_set_int(strop_optimizer *opt, int key, int value) {
   static const char fn[] = "strop_optimizer_set_int";
   if (!opt) return strop__err(STROP_E_INVALID_ARG, "%s: opt is NULL", fn);
-  strop_status st = knob_check(fn, opt->kind, key, 1);
-  if (st) return st;
-  if (!in_range(&KNOBS[key], (double)value))
-    return strop__err(STROP_E_INVALID_ARG, "%s: %s must be 0 or 1, got %d", fn, KNOBS[key].name,
-                      value);
-  if (key == STROP_OPT_NESTEROV) {
-    st = nesterov_check(fn, opt, opt->f[STROP_OPT_MOMENTUM], opt->f[STROP_OPT_DAMPENING], value,
-                        key, (double)value);
-    if (st) return st;
-  }
-  opt->i[key] = value;
-  return STROP_OK;
+  return set_knob(opt, fn, key, (double)value, STROP__WANT_INT);
 }
 
 strop_status strop_optimizer_get_int(const strop_optimizer *opt, int key, int *out) {
   static const char fn[] = "strop_optimizer_get_int";
   if (!opt || !out) return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn,
                                       !opt ? "opt" : "out");
-  strop_status st = knob_check(fn, opt->kind, key, 1);
-  if (st) return st;
-  *out = opt->i[key];
-  return STROP_OK;
+  double v = 0.0;
+  strop_status st = get_knob(opt, fn, key, STROP__WANT_INT, &v);
+  if (!st) *out = (int)v;
+  return st;
+}
+
+strop_status strop_optimizer_knob_range(int kind, int key, double *lo, double *hi, int *flags) {
+  return strop__settings_range(&strop__optimizer_settings, "strop_optimizer_knob_range", kind,
+                               key, lo, hi, flags);
+}
+
+const char *strop_optimizer_knob_name(int key) {
+  return strop__settings_name(&strop__optimizer_settings, key);
+}
+
+const char *strop_optimizer_knob_doc(int key) {
+  return strop__settings_doc(&strop__optimizer_settings, key);
+}
+
+strop_status strop_optimizer_knob_find(const char *name, int *key) {
+  return strop__settings_find(&strop__optimizer_settings, "strop_optimizer_knob_find", name,
+                              key);
+}
+
+strop_status strop_optimizer_knob_default(int kind, int key, double *value) {
+  return strop__settings_default_of(&strop__optimizer_settings, "strop_optimizer_knob_default",
+                                    kind, key, value);
+}
+
+strop_status strop_optimizer_knob_parse(int key, const char *text, double *value) {
+  return strop__settings_parse(&strop__optimizer_settings, "strop_optimizer_knob_parse", key,
+                               text, value);
 }
 
 double strop__optim_get_lr(const strop_optimizer *o) { return o->f[STROP_OPT_LR]; }

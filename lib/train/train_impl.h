@@ -2,9 +2,14 @@
 #ifndef STROP_TRAIN_IMPL_H
 #define STROP_TRAIN_IMPL_H
 
+#include "core/settings.h"
 #include "graph/graph.h"
 #include "ops/loss.h"
 #include "strop/train.h"
+
+/* The trainer's settings (trainer.c): one entry per strop_train_knob. */
+enum { STROP__TRAIN_N_KNOBS = 8 };
+extern const strop__settings strop__trainer_settings;
 
 /* History columns per epoch (checkpoints store hist_len x H_COLS doubles). */
 enum { H_TRAIN_LOSS, H_TRAIN_ACC, H_VAL_LOSS, H_VAL_ACC, H_VAL_TOP5, H_VAL_F1, H_VAL_MSE,
@@ -15,6 +20,7 @@ struct strop_trainer {
   strop_optimizer *opt;
   strop_scheduler *sched;
   strop__loss_cfg loss;
+  double kv[STROP__TRAIN_N_KNOBS]; /* every knob's value as set (the fields below follow) */
   float *class_weights;
   int64_t n_class_weights;
   double clip_norm, clip_value;
