@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/numfmt.h"
 #include "io/atomic.h"
 #include "io/json.h"
 #include "io/sbuf.h"
@@ -32,9 +33,15 @@ strop_status strop_tuner_set_log(strop_tuner *t, const char *path) {
   return st;
 }
 
+/* The shortest text that reads back to the same double (resume gets every bit), or null. */
 static void put_num(strop__sbuf *b, double v) {
-  if (isfinite(v)) strop__sbuf_printf(b, "%.17g", v);
-  else strop__sbuf_puts(b, "null");
+  char t[STROP__FMT_DOUBLE_MAX];
+  if (isfinite(v)) {
+    strop__fmt_double(v, t, sizeof t);
+    strop__sbuf_puts(b, t);
+  } else {
+    strop__sbuf_puts(b, "null");
+  }
 }
 
 strop_status strop__tune_log_trial(strop_tuner *t, const strop__trial *tr) {
