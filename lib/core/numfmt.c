@@ -12,6 +12,9 @@ size_t strop__fmt_double(double v, char *buf, size_t cap) {
     n = snprintf(tmp, sizeof tmp, "nan");
   } else if (isinf(v)) {
     n = snprintf(tmp, sizeof tmp, v < 0 ? "-inf" : "inf");
+  } else if (v == floor(v) && fabs(v) < 1e16) {
+    n = snprintf(tmp, sizeof tmp, "%.0f", v); /* an integer as one: "10", not "1e+01" */
+    if (v == 0.0 && signbit(v)) n = snprintf(tmp, sizeof tmp, "-0");
   } else {
     /* %.17g always reads back exactly; the first shorter precision that does is the answer */
     for (int prec = 1; prec <= 17; prec++) {
