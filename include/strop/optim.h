@@ -217,12 +217,18 @@ STROP_API STROP_NODISCARD strop_status strop_optimizer_knob_parse(int key, const
 /**
  * @brief Applies one update to every trainable parameter that has a gradient, exactly as
  * `torch.optim` does in float32, with each parameter's learning-rate multiplier and
- * weight-decay switch (parameter groups). Frozen parameters are neither read nor written.
+ * weight-decay switch (parameter groups). Frozen parameters are neither read nor written; the
+ * gradients are only read.
  *
  * State for new trainable parameters is allocated first; if that fails nothing is updated.
- * Non-finite gradients are not checked here (the trainer guards them).
- * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_NOMEM (no parameter changed).
- * @since 0.1
+ * Non-finite gradients are not checked here (the trainer guards them), but no NaN or infinite
+ * value is ever stored: a weight or state value the update would make non-finite keeps its old
+ * value, the parameters after it are not updated, and the call returns STROP_E_NUMERIC naming
+ * the parameter (the values that stayed finite were updated; strop_trainer_step(), which owns
+ * its gradients, refuses such an update whole).
+ * @param opt The optimizer.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_NOMEM (no parameter changed);
+ *         STROP_E_NUMERIC (as above). @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_optimizer_step(strop_optimizer *opt);
 

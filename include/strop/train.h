@@ -170,9 +170,15 @@ STROP_API STROP_NODISCARD strop_status strop_trainer_set_class_weights(strop_tra
  * STROP_TRAIN_ACCUM_STEPS calls — clipping, the optimizer step, zeroing gradients and the
  * per-step scheduler.
  *
- * Numeric guard: if the loss or any gradient is not finite, the update is skipped, weights
- * and optimizer state are untouched, the accumulated gradients are dropped, and
- * STROP_E_NUMERIC is returned with a sentence naming the step; the host may continue.
+ * Numeric guard: if the loss or any gradient is not finite, or the update would make a weight
+ * or an optimizer value NaN or infinite, the step is skipped: the accumulated gradients are
+ * dropped, every parameter and every buffer (BatchNorm's running statistics and batch count,
+ * which the window's forwards had updated) and the model's RNG are put back as they were
+ * before the accumulation window, the step counters and scheduler do not move, and
+ * STROP_E_NUMERIC is returned with a sentence naming the step; the host may continue. The
+ * optimizer's state is untouched when the loss or a gradient was not finite; when the update
+ * itself overflowed, the moments of the values that stayed finite keep that update (see
+ * docs/optim.md).
  * @param inputs  [N, input shape...] of the model.
  * @param targets Class indices [N] (or [N, T]) as floats for cross-entropy; else shaped like
  *                the output.

@@ -37,6 +37,15 @@ strop_status strop__optim_state_at(const strop_optimizer *o, int i, strop__state
 strop_status strop__optim_state_set(strop_optimizer *o, const char *name, int dtype,
                                     const void *data, size_t numel);
 
+/* strop_optimizer_step for a caller that owns the gradients and discards them afterwards (the
+ * trainer): the update uses them as scratch (each gradient slot ends holding the old weight),
+ * so that a step that meets a NaN or infinite value is refused whole: STROP_E_NUMERIC, every
+ * weight and the step counters as before. The moments of a refused step are those of the
+ * elements that stayed finite (advanced) and unchanged for the others. */
+strop_status strop__optim_step_owning_grads(strop_optimizer *opt);
+/* The model an optimizer was created on (NULL for a parameter array). */
+const strop_model *strop__optim_model(const strop_optimizer *o);
+
 /* The learning rate as a double (PyTorch's group['lr']), for schedulers. */
 double strop__optim_get_lr(const strop_optimizer *o);
 void strop__optim_set_lr(strop_optimizer *o, double lr);

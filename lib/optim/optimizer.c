@@ -1,5 +1,6 @@
 /* strop — the optimizers: torch.optim's single-tensor update rules in float32, the same order
  * of operations, per-parameter lr multipliers and decay switches, lazily allocated state. */
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@ typedef struct slot {
   int64_t step;
   int has_state;
   int sgd_buf_valid; /* SGD: momentum buffer holds a value (torch: buf is not None) */
+  int sgd_buf_was_valid; /* its value before the current step (a refused step restores it) */
   float *buf[N_BUFS];
 } slot;
 
@@ -272,6 +274,8 @@ int strop__optim_get_momentum(const strop_optimizer *o, double *m) {
 
 int strop_optimizer_get_kind(const strop_optimizer *opt) { return opt ? opt->kind : -1; }
 
+const strop_model *strop__optim_model(const strop_optimizer *o) { return o ? o->model : NULL; }
+
 int64_t strop_optimizer_step_count(const strop_optimizer *opt) {
   return opt ? opt->step_count : -1;
 }
@@ -476,37 +480,13 @@ static strop_status ensure_state(strop_optimizer *o) {
 }
 
 /* ---- the update rules (torch/optim/<name>.py, _single_tensor_<name>; float32 element arithmetic,
- *      Python-float scalars computed in double and rounded once, as ATen does) ---- */
-
-STROP__CLONES static void step_sgd(const strop_optimizer *o, slot *s, double lr, double wd, size_t lo,
-                     size_t hi) {
-  float *restrict w = s->p->data + lo;
-  const float *restrict g = s->p->grad + lo;
-  const size_t n = hi - lo;
-  const float gs = o->i[STROP_OPT_MAXIMIZE] ? -1.0f : 1.0f;
-  const float wdf = (float)wd, mom = (float)o->f[STROP_OPT_MOMENTUM];
-  const float damp1 = (float)(1.0 - o->f[STROP_OPT_DAMPENING]);
-  const float nlr = (float)(-lr);
-  const int has_wd = wd != 0.0;
-  if (o->f[STROP_OPT_MOMENTUM] == 0.0) {
-    for (size_t k = 0; k < n; k++) {
-      float d = gs * g[k];
-      if (has_wd) d = d + wdf * w[k];
-      w[k] = w[k] + nlr * d;
-    }
-    return;
-  }
-  float *restrict buf = s->buf[0] + lo;
-  const int first = !s->sgd_buf_valid, nest = o->i[STROP_OPT_NESTEROV];
-  for (size_t k = 0; k < n; k++) {
-    float d = gs * g[k];
-    if (has_wd) d = d + wdf * w[k];
-    float b = first ? d : buf[k] * mom + damp1 * d;
-    buf[k] = b;
-    d = nest ? d + mom * b : b;
-    w[k] = w[k] + nlr * d;
-  }
-}
+ *      Python-float scalars computed in double and rounded once, as ATen does) ----
+ *
+ * The numeric guard is folded into each loop, where it costs a compare and a select per value:
+ * an element whose new weight or state would be NaN or infinite keeps its old weight and state,
+ * and the loop reports it. With `backup` (the trainer's step, which owns the gradients and
+ * zeroes them after the update) each element's old weight is written into its gradient slot,
+ * which the update has just read, so a refused step can put every weight back. */
 
 #if defined(__GNUC__)
 #  define STROP__INLINE static inline __attribute__((always_inline))
@@ -514,40 +494,102 @@ STROP__CLONES static void step_sgd(const strop_optimizer *o, slot *s, double lr,
 #  define STROP__INLINE static inline
 #endif
 
-/* One Adam loop per amsgrad flag: the flag is a constant after inlining, so the loop is
- * branch-free and vectorisable. */
-STROP__INLINE void adam_loop(float *restrict w, const float *restrict g, float *restrict m,
-                             float *restrict v, float *restrict mx, size_t n, float gs, float b1f,
-                             float b2f, float omb1, float omb2, float epsf, float wdf, float dec,
-                             float bc2s, float nss, int l2, int dw, const int ams) {
+/* NaN and both infinities fail: the loops test every value they store. */
+#define FINITE(x) (fabsf(x) <= FLT_MAX)
+
+/* SGD: one loop per (momentum, backup) pair, the flags constant after inlining. */
+STROP__INLINE int sgd_loop(float *restrict w, float *restrict g, float *restrict buf, size_t n,
+                           float gs, float wdf, float mom, float damp1, float nlr, int has_wd,
+                           int first, int nest, const int use_mom, const int backup) {
+  int bad = 0;
+  for (size_t k = 0; k < n; k++) {
+    const float wo = w[k];
+    float d = gs * g[k];
+    if (has_wd) d = d + wdf * wo;
+    float wn;
+    int ok;
+    if (use_mom) {
+      const float bo = buf[k];
+      const float b = first ? d : bo * mom + damp1 * d;
+      d = nest ? d + mom * b : b;
+      wn = wo + nlr * d;
+      ok = FINITE(wn) & FINITE(b);
+      buf[k] = ok ? b : bo;
+    } else {
+      wn = wo + nlr * d;
+      ok = FINITE(wn);
+    }
+    w[k] = ok ? wn : wo;
+    if (backup) g[k] = wo;
+    bad |= !ok;
+  }
+  return bad;
+}
+
+STROP__CLONES static int step_sgd(const strop_optimizer *o, slot *s, double lr, double wd,
+                                  size_t lo, size_t hi, int backup) {
+  float *restrict w = s->p->data + lo;
+  float *restrict g = s->p->grad + lo;
+  const size_t n = hi - lo;
+  const float gs = o->i[STROP_OPT_MAXIMIZE] ? -1.0f : 1.0f;
+  const float wdf = (float)wd, mom = (float)o->f[STROP_OPT_MOMENTUM];
+  const float damp1 = (float)(1.0 - o->f[STROP_OPT_DAMPENING]);
+  const float nlr = (float)(-lr);
+  const int has_wd = wd != 0.0;
+  const int first = !s->sgd_buf_valid, nest = o->i[STROP_OPT_NESTEROV];
+  if (o->f[STROP_OPT_MOMENTUM] == 0.0) {
+    if (backup)
+      return sgd_loop(w, g, NULL, n, gs, wdf, mom, damp1, nlr, has_wd, first, nest, 0, 1);
+    return sgd_loop(w, g, NULL, n, gs, wdf, mom, damp1, nlr, has_wd, first, nest, 0, 0);
+  }
+  float *restrict buf = s->buf[0] + lo;
+  if (backup) return sgd_loop(w, g, buf, n, gs, wdf, mom, damp1, nlr, has_wd, first, nest, 1, 1);
+  return sgd_loop(w, g, buf, n, gs, wdf, mom, damp1, nlr, has_wd, first, nest, 1, 0);
+}
+
+/* One Adam loop per (amsgrad, backup) pair: the flags are constants after inlining, so the
+ * loop is branch-free and vectorisable. */
+STROP__INLINE int adam_loop(float *restrict w, float *restrict g, float *restrict m,
+                            float *restrict v, float *restrict mx, size_t n, float gs, float b1f,
+                            float b2f, float omb1, float omb2, float epsf, float wdf, float dec,
+                            float bc2s, float nss, int l2, int dw, const int ams,
+                            const int backup) {
+  int bad = 0;
   for (size_t k = 0; k < n; k++) {
     float d = gs * g[k];
-    float wk = w[k];
+    const float wo = w[k];
+    float wk = wo;
     if (dw) wk = wk * dec; /* param.mul_(1 - lr * weight_decay) */
     if (l2) d = d + wdf * wk;
-    float mk = m[k] * b1f;
+    const float mo = m[k], vo = v[k];
+    float mk = mo * b1f;
     mk = mk + omb1 * d;
-    float vk = v[k] * b2f;
+    float vk = vo * b2f;
     vk = vk + (omb2 * d) * d;
-    m[k] = mk;
-    v[k] = vk;
-    float den;
+    float den, xo = 0.0f, x = 0.0f;
     if (ams) {
-      float x = mx[k];
-      x = vk > x ? vk : x;
-      mx[k] = x;
+      xo = mx[k];
+      x = vk > xo ? vk : xo;
       den = sqrtf(x) / bc2s + epsf;
     } else {
       den = sqrtf(vk) / bc2s + epsf;
     }
-    w[k] = wk + (nss * mk) / den;
+    const float wn = wk + (nss * mk) / den;
+    const int ok = FINITE(wn) & FINITE(mk) & FINITE(vk);
+    m[k] = ok ? mk : mo;
+    v[k] = ok ? vk : vo;
+    if (ams) mx[k] = ok ? x : xo;
+    w[k] = ok ? wn : wo;
+    if (backup) g[k] = wo;
+    bad |= !ok;
   }
+  return bad;
 }
 
-STROP__CLONES static void step_adam(const strop_optimizer *o, slot *s, double lr, double wd, int decoupled,
-                      size_t lo, size_t hi) {
+STROP__CLONES static int step_adam(const strop_optimizer *o, slot *s, double lr, double wd,
+                                   int decoupled, size_t lo, size_t hi, int backup) {
   float *restrict w = s->p->data + lo;
-  const float *restrict g = s->p->grad + lo;
+  float *restrict g = s->p->grad + lo;
   float *restrict m = s->buf[0] + lo;
   float *restrict v = s->buf[1] + lo;
   float *restrict mx = s->buf[2] ? s->buf[2] + lo : NULL;
@@ -563,48 +605,62 @@ STROP__CLONES static void step_adam(const strop_optimizer *o, slot *s, double lr
   const float wdf = (float)wd, dec = (float)(1.0 - lr * wd);
   const int l2 = !decoupled && wd != 0.0, ams = o->i[STROP_OPT_AMSGRAD];
   const int dw = decoupled && wd != 0.0;
-  if (ams)
-    adam_loop(w, g, m, v, mx, n, gs, b1f, b2f, omb1, omb2, epsf, wdf, dec, bc2s, nss, l2, dw, 1);
-  else
-    adam_loop(w, g, m, v, mx, n, gs, b1f, b2f, omb1, omb2, epsf, wdf, dec, bc2s, nss, l2, dw, 0);
+#define ADAM(a, bk) \
+  adam_loop(w, g, m, v, mx, n, gs, b1f, b2f, omb1, omb2, epsf, wdf, dec, bc2s, nss, l2, dw, a, bk)
+  if (ams) return backup ? ADAM(1, 1) : ADAM(1, 0);
+  return backup ? ADAM(0, 1) : ADAM(0, 0);
+#undef ADAM
 }
 
-
 /* One RMSprop loop per (centered, momentum) pair: the flags are constants after inlining, so
- * each loop is branch-free and vectorisable. */
-STROP__INLINE void rmsprop_loop(float *restrict w, const float *restrict g, float *restrict sq,
-                                float *restrict mb, float *restrict ga, size_t n, float gs,
-                                float af, float oma, float epsf, float wdf, float nlr, float mom,
-                                int has_wd, const int centered, const int use_mom) {
+ * each loop is branch-free and vectorisable; backup stays a loop-invariant test. */
+STROP__INLINE int rmsprop_loop(float *restrict w, float *restrict g, float *restrict sq,
+                               float *restrict mb, float *restrict ga, size_t n, float gs,
+                               float af, float oma, float epsf, float wdf, float nlr, float mom,
+                               int has_wd, int backup, const int centered, const int use_mom) {
+  int bad = 0;
   for (size_t k = 0; k < n; k++) {
+    const float wo = w[k];
     float d = gs * g[k];
-    if (has_wd) d = d + wdf * w[k];
-    float q = sq[k] * af;
+    if (has_wd) d = d + wdf * wo;
+    const float qo = sq[k];
+    float q = qo * af;
     q = q + (oma * d) * d;
-    sq[k] = q;
-    float avg;
+    int ok = FINITE(q);
+    float avg, ao = 0.0f, a = 0.0f;
     if (centered) {
-      float a = ga[k] * af;
+      ao = ga[k];
+      a = ao * af;
       a = a + oma * d;
-      ga[k] = a;
       avg = sqrtf(q + (-1.0f * a) * a);
+      ok &= FINITE(a);
     } else {
       avg = sqrtf(q);
     }
     avg = avg + epsf;
+    float wn, bo = 0.0f, b = 0.0f;
     if (use_mom) {
-      float b = mb[k] * mom;
+      bo = mb[k];
+      b = bo * mom;
       b = b + d / avg;
-      mb[k] = b;
-      w[k] = w[k] + nlr * b;
+      wn = wo + nlr * b;
+      ok &= FINITE(b);
     } else {
-      w[k] = w[k] + (nlr * d) / avg;
+      wn = wo + (nlr * d) / avg;
     }
+    ok &= FINITE(wn);
+    sq[k] = ok ? q : qo;
+    if (centered) ga[k] = ok ? a : ao;
+    if (use_mom) mb[k] = ok ? b : bo;
+    w[k] = ok ? wn : wo;
+    if (backup) g[k] = wo;
+    bad |= !ok;
   }
+  return bad;
 }
 
-STROP__CLONES static void step_rmsprop(const strop_optimizer *o, slot *s, double lr, double wd, size_t lo,
-                         size_t hi) {
+STROP__CLONES static int step_rmsprop(const strop_optimizer *o, slot *s, double lr, double wd,
+                                      size_t lo, size_t hi, int backup) {
   const float gs = o->i[STROP_OPT_MAXIMIZE] ? -1.0f : 1.0f;
   const double alpha = o->f[STROP_OPT_ALPHA];
   const float af = (float)alpha, oma = (float)(1.0 - alpha), epsf = (float)o->f[STROP_OPT_EPS];
@@ -613,80 +669,137 @@ STROP__CLONES static void step_rmsprop(const strop_optimizer *o, slot *s, double
   const int use_mom = o->f[STROP_OPT_MOMENTUM] > 0.0;
   float *w = s->p->data + lo, *sq = s->buf[0] + lo;
   float *mb = s->buf[1] ? s->buf[1] + lo : NULL, *ga = s->buf[2] ? s->buf[2] + lo : NULL;
-  const float *g = s->p->grad + lo;
+  float *g = s->p->grad + lo;
   const size_t n = hi - lo;
-  if (centered && use_mom)
-    rmsprop_loop(w, g, sq, mb, ga, n, gs, af, oma, epsf, wdf, nlr, mom, has_wd, 1, 1);
-  else if (centered)
-    rmsprop_loop(w, g, sq, mb, ga, n, gs, af, oma, epsf, wdf, nlr, mom, has_wd, 1, 0);
-  else if (use_mom)
-    rmsprop_loop(w, g, sq, mb, ga, n, gs, af, oma, epsf, wdf, nlr, mom, has_wd, 0, 1);
-  else
-    rmsprop_loop(w, g, sq, mb, ga, n, gs, af, oma, epsf, wdf, nlr, mom, has_wd, 0, 0);
+#define RMS(c, m) \
+  rmsprop_loop(w, g, sq, mb, ga, n, gs, af, oma, epsf, wdf, nlr, mom, has_wd, backup, c, m)
+  if (centered && use_mom) return RMS(1, 1);
+  if (centered) return RMS(1, 0);
+  if (use_mom) return RMS(0, 1);
+  return RMS(0, 0);
+#undef RMS
 }
 
-STROP__CLONES static void step_adagrad(const strop_optimizer *o, slot *s, double lr, double wd, size_t lo,
-                         size_t hi) {
+STROP__INLINE int adagrad_loop(float *restrict w, float *restrict g, float *restrict sum,
+                               size_t n, float gs, float nclr, float wdf, float epsf, int has_wd,
+                               const int backup) {
+  int bad = 0;
+  for (size_t k = 0; k < n; k++) {
+    const float wo = w[k];
+    float d = gs * g[k];
+    if (has_wd) d = d + wdf * wo;
+    const float so = sum[k];
+    const float q = so + d * d;
+    const float sd = sqrtf(q) + epsf;
+    const float wn = wo + (nclr * d) / sd;
+    const int ok = FINITE(wn) & FINITE(q);
+    sum[k] = ok ? q : so;
+    w[k] = ok ? wn : wo;
+    if (backup) g[k] = wo;
+    bad |= !ok;
+  }
+  return bad;
+}
+
+STROP__CLONES static int step_adagrad(const strop_optimizer *o, slot *s, double lr, double wd,
+                                      size_t lo, size_t hi, int backup) {
   float *restrict w = s->p->data + lo;
-  const float *restrict g = s->p->grad + lo;
+  float *restrict g = s->p->grad + lo;
   float *restrict sum = s->buf[0] + lo;
   const size_t n = hi - lo;
   const float gs = o->i[STROP_OPT_MAXIMIZE] ? -1.0f : 1.0f;
   const double clr = lr / (1.0 + ((double)s->step - 1.0) * o->f[STROP_OPT_LR_DECAY]);
   const float nclr = (float)(-clr), wdf = (float)wd, epsf = (float)o->f[STROP_OPT_EPS];
   const int has_wd = wd != 0.0;
-  for (size_t k = 0; k < n; k++) {
-    float d = gs * g[k];
-    if (has_wd) d = d + wdf * w[k];
-    float q = sum[k] + d * d;
-    sum[k] = q;
-    float sd = sqrtf(q) + epsf;
-    w[k] = w[k] + (nclr * d) / sd;
-  }
+  if (backup) return adagrad_loop(w, g, sum, n, gs, nclr, wdf, epsf, has_wd, 1);
+  return adagrad_loop(w, g, sum, n, gs, nclr, wdf, epsf, has_wd, 0);
 }
 
 /* One parameter's update over elements [lo, hi) (the rules are elementwise, so the split
- * across threads does not change a bit). */
+ * across threads does not change a bit). Each chunk reports its non-finite values in bad[]. */
 typedef struct step_job {
   const strop_optimizer *o;
   slot *s;
   double lr, wd;
+  int backup;
+  int bad[64]; /* per chunk: strop__par_chunks makes at most 64 */
 } step_job;
 
 static void step_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
-  (void)chunk;
-  const step_job *j = ctx;
+  step_job *j = ctx;
   const size_t a = (size_t)lo, b = (size_t)hi;
+  int bad;
   switch (j->o->kind) {
-  case STROP_OPTIM_SGD: step_sgd(j->o, j->s, j->lr, j->wd, a, b); break;
-  case STROP_OPTIM_ADAM: step_adam(j->o, j->s, j->lr, j->wd, 0, a, b); break;
-  case STROP_OPTIM_ADAMW: step_adam(j->o, j->s, j->lr, j->wd, 1, a, b); break;
-  case STROP_OPTIM_RMSPROP: step_rmsprop(j->o, j->s, j->lr, j->wd, a, b); break;
-  default: step_adagrad(j->o, j->s, j->lr, j->wd, a, b); break;
+  case STROP_OPTIM_SGD: bad = step_sgd(j->o, j->s, j->lr, j->wd, a, b, j->backup); break;
+  case STROP_OPTIM_ADAM: bad = step_adam(j->o, j->s, j->lr, j->wd, 0, a, b, j->backup); break;
+  case STROP_OPTIM_ADAMW: bad = step_adam(j->o, j->s, j->lr, j->wd, 1, a, b, j->backup); break;
+  case STROP_OPTIM_RMSPROP: bad = step_rmsprop(j->o, j->s, j->lr, j->wd, a, b, j->backup); break;
+  default: bad = step_adagrad(j->o, j->s, j->lr, j->wd, a, b, j->backup); break;
   }
+  j->bad[chunk & 63] |= bad;
 }
 
 /* Elements per thread below which splitting an update costs more than it saves. */
 #define STEP_GRAIN 32768
 
-strop_status strop_optimizer_step(strop_optimizer *opt) {
-  if (!opt) return strop__err(STROP_E_INVALID_ARG, "strop_optimizer_step: opt is NULL");
+/* The update. backup: the caller owns the gradients (they are garbage afterwards), so a step
+ * that met a non-finite value is refused whole: every weight goes back (from the gradient
+ * slots), and the step counters with it. Without backup only the elements that met one keep
+ * their old values. */
+static strop_status optim_step(strop_optimizer *opt, int backup, const char *fn) {
   strop_status st = sync(opt);
   if (st) return st;
   st = ensure_state(opt);
   if (st) return st;
-  for (int j = 0; j < opt->n_slots; j++) {
+  int failed = -1;
+  for (int j = 0; j < opt->n_slots && failed < 0; j++) {
     slot *s = &opt->slots[j];
     if (!s->p->grad) continue;
     strop__param_grad_fresh(s->p); /* zero, if the trainer's lazy zero_grad left it stale */
-    step_job job = {opt, s, opt->f[STROP_OPT_LR] * (double)s->p->lr_mult,
-                    s->p->no_decay ? 0.0 : opt->f[STROP_OPT_WEIGHT_DECAY]};
+    step_job job;
+    memset(&job, 0, sizeof job);
+    job.o = opt;
+    job.s = s;
+    job.lr = opt->f[STROP_OPT_LR] * (double)s->p->lr_mult;
+    job.wd = s->p->no_decay ? 0.0 : opt->f[STROP_OPT_WEIGHT_DECAY];
+    job.backup = backup;
+    s->sgd_buf_was_valid = s->sgd_buf_valid;
     if (opt->kind != STROP_OPTIM_SGD) s->step++;
     strop__par_for((int64_t)s->numel, STEP_GRAIN, step_range, &job);
     if (opt->kind == STROP_OPTIM_SGD) s->sgd_buf_valid = 1;
+    int bad = 0;
+    for (int c = 0; c < 64; c++) bad |= job.bad[c];
+    if (bad) failed = j;
   }
-  opt->step_count++;
-  return STROP_OK;
+  if (failed < 0) {
+    opt->step_count++;
+    return STROP_OK;
+  }
+  const slot *f = &opt->slots[failed];
+  if (!backup) {
+    opt->step_count++;
+    return strop__err(STROP_E_NUMERIC, "%s: the update of '%s' made a value NaN or infinite (lr "
+                      "%g); those values kept their old ones, the rest of the step was applied",
+                      fn, f->name, opt->f[STROP_OPT_LR]);
+  }
+  for (int j = 0; j <= failed; j++) {
+    slot *s = &opt->slots[j];
+    if (!s->p->grad) continue;
+    memcpy(s->p->data, s->p->grad, s->numel * sizeof(float)); /* the old weights */
+    if (opt->kind != STROP_OPTIM_SGD) s->step--;
+    s->sgd_buf_valid = s->sgd_buf_was_valid;
+  }
+  return strop__err(STROP_E_NUMERIC, "%s: the update of '%s' made a value NaN or infinite (lr "
+                    "%g); the update was not applied", fn, f->name, opt->f[STROP_OPT_LR]);
+}
+
+strop_status strop_optimizer_step(strop_optimizer *opt) {
+  if (!opt) return strop__err(STROP_E_INVALID_ARG, "strop_optimizer_step: opt is NULL");
+  return optim_step(opt, 0, "strop_optimizer_step");
+}
+
+strop_status strop__optim_step_owning_grads(strop_optimizer *opt) {
+  return optim_step(opt, 1, "strop_optimizer_step");
 }
 
 strop_status strop_optimizer_zero_grad(strop_optimizer *opt) {

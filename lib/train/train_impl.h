@@ -42,6 +42,12 @@ struct strop_trainer {
   int64_t hist_len, hist_cap;
   /* restored by load_checkpoint, applied by the next fit */
   int64_t pending_epoch, pending_pos;
+  /* the buffers (BatchNorm's running statistics and counters) and the model's RNG as they
+   * were when the current accumulation window began: a skipped step puts them back */
+  float *bsnap;
+  int64_t *bisnap;
+  size_t bsnap_cap, bisnap_cap;
+  strop__rng bsnap_rng;
   /* best weights */
   float *snapshot;
   size_t snapshot_len;

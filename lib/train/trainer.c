@@ -64,6 +64,10 @@ strop_status strop_trainer_create(strop_model *model, strop_optimizer *opt, stro
   if (!model || !opt)
     return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, model ? "opt" : "model");
   if (!model->finalized) return strop__err(STROP_E_STATE, "%s: model is not finalized", fn);
+  if (strop__optim_model(opt) != model)
+    return strop__err(STROP_E_INVALID_ARG, "%s: the optimizer was created on another model: it "
+                      "would update that model's parameters and never these; create it on this "
+                      "one", fn);
   strop_trainer *t = strop__calloc(1, sizeof *t);
   if (!t) return STROP__NOMEM(fn);
   t->m = model;
@@ -83,6 +87,8 @@ void strop_trainer_free(strop_trainer *t) {
   strop__free(t->hist);
   strop__free(t->snapshot);
   strop__free(t->isnapshot);
+  strop__free(t->bsnap);
+  strop__free(t->bisnap);
   strop__free(t);
 }
 
@@ -308,8 +314,70 @@ static void clip_grads(strop_trainer *t) {
   }
 }
 
+/* Copies every buffer of the model (a training forward updates BatchNorm's running mean and
+ * variance and its batch counter) and the model's RNG, at the start of an accumulation window.
+ * They are small; the copies are reused, so a warm step allocates nothing. */
+static strop_status buffers_take(strop_trainer *t) {
+  strop_model *m = t->m;
+  size_t nf = 0, ni = 0;
+  for (int i = 0; i < m->n_params; i++) {
+    const strop__param *p = m->params[i];
+    if (!p->is_buffer) continue;
+    if (p->data) nf += p->numel;
+    if (p->idata) ni += p->numel;
+  }
+  if (nf > t->bsnap_cap) {
+    float *v = strop__realloc(t->bsnap, nf * sizeof *v);
+    if (!v) return STROP__NOMEM("strop_trainer_step");
+    t->bsnap = v;
+    t->bsnap_cap = nf;
+  }
+  if (ni > t->bisnap_cap) {
+    int64_t *v = strop__realloc(t->bisnap, ni * sizeof *v);
+    if (!v) return STROP__NOMEM("strop_trainer_step");
+    t->bisnap = v;
+    t->bisnap_cap = ni;
+  }
+  size_t of = 0, oi = 0;
+  for (int i = 0; i < m->n_params; i++) {
+    const strop__param *p = m->params[i];
+    if (!p->is_buffer) continue;
+    if (p->data) {
+      memcpy(t->bsnap + of, p->data, p->numel * sizeof *p->data);
+      of += p->numel;
+    }
+    if (p->idata) {
+      memcpy(t->bisnap + oi, p->idata, p->numel * sizeof *p->idata);
+      oi += p->numel;
+    }
+  }
+  t->bsnap_rng = m->rng;
+  return STROP_OK;
+}
+
+static void buffers_restore(strop_trainer *t) {
+  strop_model *m = t->m;
+  size_t of = 0, oi = 0;
+  for (int i = 0; i < m->n_params; i++) {
+    strop__param *p = m->params[i];
+    if (!p->is_buffer) continue;
+    if (p->data) {
+      memcpy(p->data, t->bsnap + of, p->numel * sizeof *p->data);
+      of += p->numel;
+    }
+    if (p->idata) {
+      memcpy(p->idata, t->bisnap + oi, p->numel * sizeof *p->idata);
+      oi += p->numel;
+    }
+  }
+  m->rng = t->bsnap_rng;
+}
+
+/* Drops the accumulation window: its gradients, and what its forwards changed in the buffers
+ * and the RNG, so that a skipped step leaves the model exactly as it was before the window. */
 static strop_status drop_accumulation(strop_trainer *t) {
   t->micro = 0;
+  buffers_restore(t);
   return strop__model_zero_grad_lazy(t->m);
 }
 
@@ -322,6 +390,7 @@ strop_status strop__trainer_micro_step(strop_trainer *t, const float *x, const f
   strop_status s = loss_geometry(t, fn, &per, &classes, &tps);
   if (s) return s;
   if (t->micro == 0 && !t->grads_clean && (s = strop__model_zero_grad_lazy(m))) return s;
+  if (t->micro == 0 && (s = buffers_take(t))) return s;
   t->grads_clean = 0;
   const strop__act *out;
   s = strop__model_forward_exec(m, x, n, 1, NULL, &out);
@@ -359,7 +428,7 @@ strop_status strop__trainer_micro_step(strop_trainer *t, const float *x, const f
     t->skipped++;
     drop_accumulation(t);
     return strop__err(STROP_E_NUMERIC, "%s: step %lld: the loss is %s; the update was skipped "
-                      "and the weights are unchanged", fn, (long long)t->global_step,
+                      "and the weights and buffers are unchanged", fn, (long long)t->global_step,
                       isnan(loss) ? "NaN" : "infinite");
   }
   if (t->accum > 1) {
@@ -380,10 +449,20 @@ strop_status strop__trainer_micro_step(strop_trainer *t, const float *x, const f
     t->skipped++;
     drop_accumulation(t);
     return strop__err(STROP_E_NUMERIC, "%s: step %lld: a gradient is not finite; the update was "
-                      "skipped and the weights are unchanged", fn, (long long)t->global_step);
+                      "skipped and the weights and buffers are unchanged", fn,
+                      (long long)t->global_step);
   }
   clip_grads(t);
-  if ((s = strop_optimizer_step(t->opt))) return s;
+  /* the gradients are the trainer's: the update keeps the old weights in them, so an update
+   * that would make a weight NaN or infinite is refused whole */
+  if ((s = strop__optim_step_owning_grads(t->opt))) {
+    if (s == STROP_E_NUMERIC) {
+      t->skipped++;
+      drop_accumulation(t);
+      strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
+    }
+    return s;
+  }
   if ((s = strop__model_zero_grad_lazy(m))) return s;
   t->grads_clean = 1;
   t->global_step++;
