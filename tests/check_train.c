@@ -844,6 +844,71 @@ START_TEST(optimizer_of_another_model_is_refused) {
 }
 END_TEST
 
+/* Issue 18, item 6: a checkpoint of another optimizer kind is refused, naming both kinds, in
+ * both directions (Adam into SGD used to change the weights and then fail; SGD into Adam
+ * loaded without a word and resumed inexactly); and a load that fails late (optimizer state
+ * for a parameter frozen here) changes nothing either. */
+static void save_ckpt(int kind, const char *path) {
+  strop_dataset *ds = blobs(64, 31);
+  rig r = bn_rig(33, kind, 1e-2f);
+  strop_tensor *x, *y;
+  batch(ds, 0, 32, &x, &y);
+  for (int k = 0; k < 3; k++) ck_assert_int_eq(strop_trainer_step(r.tr, x, y, NULL), STROP_OK);
+  ck_assert_int_eq(strop_trainer_save_checkpoint(r.tr, path), STROP_OK);
+  strop_tensor_free(x);
+  strop_tensor_free(y);
+  free_rig(&r);
+  strop_dataset_free(ds);
+}
+
+START_TEST(failed_checkpoint_load_changes_nothing) {
+  char dir[] = "/tmp/strop_ckpt_XXXXXX";
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  char adam[256], sgd[256];
+  snprintf(adam, sizeof adam, "%s/adam.ckpt", dir);
+  snprintf(sgd, sizeof sgd, "%s/sgd.ckpt", dir);
+  save_ckpt(STROP_OPTIM_ADAM, adam);
+  save_ckpt(STROP_OPTIM_SGD, sgd);
+  static const struct {
+    int kind, freeze;
+    const char *file, *a, *b;
+    int status;
+  } cases[] = {{STROP_OPTIM_SGD, 0, "adam.ckpt", "Adam", "SGD", STROP_E_FORMAT},
+               {STROP_OPTIM_ADAM, 0, "sgd.ckpt", "SGD", "Adam", STROP_E_FORMAT},
+               {STROP_OPTIM_ADAM, 1, "adam.ckpt", "fc1.weight", "no trainable parameter",
+                STROP_E_NOT_FOUND}};
+  strop_dataset *ds = blobs(64, 35);
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char path[300];
+    snprintf(path, sizeof path, "%s/%s", dir, cases[i].file);
+    rig r = bn_rig(37, cases[i].kind, 1e-2f);
+    if (cases[i].freeze) ck_assert_int_eq(strop_model_freeze(r.m, "fc1.*"), STROP_OK);
+    strop_tensor *x, *y;
+    batch(ds, 0, 32, &x, &y);
+    ck_assert_int_eq(strop_trainer_step(r.tr, x, y, NULL), STROP_OK);
+    frozen_state before = freeze_state(&r);
+    strop_clear_error();
+    int st = strop_trainer_load_checkpoint(r.tr, path);
+    ck_assert_msg(st == cases[i].status, "case %zu: status %d (%s)", i, st, strop_last_error());
+    ck_assert_msg(strstr(strop_last_error(), cases[i].a) && strstr(strop_last_error(), cases[i].b),
+                  "case %zu: '%s'", i, strop_last_error());
+    assert_state_is(&r, &before);
+    /* the trainer goes on as if nothing happened */
+    ck_assert_int_eq(strop_trainer_step(r.tr, x, y, NULL), STROP_OK);
+    free_state(&before);
+    strop_tensor_free(x);
+    strop_tensor_free(y);
+    free_rig(&r);
+  }
+  /* the same kind still loads */
+  rig r = bn_rig(37, STROP_OPTIM_ADAM, 1e-2f);
+  ck_assert_msg(strop_trainer_load_checkpoint(r.tr, adam) == STROP_OK, "%s", strop_last_error());
+  ck_assert_int_eq(strop_trainer_global_step(r.tr), 3);
+  free_rig(&r);
+  strop_dataset_free(ds);
+}
+END_TEST
+
 static int op_create(void *ctx) {
   (void)ctx;
   return strop_trainer_create(g_m, g_o, &g_t);
@@ -913,6 +978,7 @@ int main(int argc, char **argv) {
   tcase_set_timeout(tc, 600);
   tcase_add_test(tc, fit_early_stopping_restores_best);
   tcase_add_test(tc, resume_is_bit_identical);
+  tcase_add_test(tc, failed_checkpoint_load_changes_nothing);
   tcase_add_test(tc, fashion_mlp_from_scratch);
   suite_add_tcase(s, tc);
   return strop_test_run(s);

@@ -367,11 +367,18 @@ STROP_API STROP_NODISCARD strop_status strop_trainer_save_checkpoint(const strop
 
 /**
  * @brief Restores everything strop_trainer_save_checkpoint() wrote into this trainer's model,
- * optimizer and scheduler, which must have the same structure. The next fit continues where
- * the saved one stopped.
- * @return STROP_OK; STROP_E_IO; STROP_E_FORMAT (not a strop checkpoint, or a tensor missing
- *         or of another shape, naming it); STROP_E_NOMEM. On error nothing is changed.
- * @since 0.1
+ * optimizer and scheduler, which must have the same structure and the same optimizer kind.
+ * The next fit continues where the saved one stopped.
+ *
+ * All or nothing: the file is read and the optimizer's and scheduler's state restored into
+ * staging copies first; the model, optimizer, scheduler and counters change only when all of
+ * it succeeded. A checkpoint written by another optimizer kind (its "optim.kind" metadata, or
+ * for files of 0.1 the names of its state) is refused: its state would not resume exactly.
+ * @param tr The trainer. @param path The checkpoint.
+ * @return STROP_OK; STROP_E_IO; STROP_E_FORMAT (not a strop checkpoint; another optimizer kind,
+ *         naming both; a state tensor this optimizer does not keep); STROP_E_NOT_FOUND or
+ *         STROP_E_SHAPE (a tensor missing or of another shape, naming it); STROP_E_NOMEM. On
+ *         error nothing is changed. @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_trainer_load_checkpoint(strop_trainer *tr,
                                                                      const char *path);

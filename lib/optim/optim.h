@@ -62,6 +62,18 @@ strop_status strop__sched_state_at(const strop_scheduler *s, int i, strop__state
 strop_status strop__sched_state_set(strop_scheduler *s, const char *name, int dtype,
                                     const void *data, size_t numel);
 
+/* Staging for an all-or-nothing restore (trainer checkpoints): _stage makes a copy to restore
+ * into (an optimizer with the same kind, knobs and parameters but no state; a scheduler with
+ * the same knobs and state driving the staged optimizer); _commit moves the copy's contents
+ * into the live handle, which keeps its address, and frees the copy. Commit cannot fail. */
+strop_status strop__optim_stage(const strop_optimizer *o, strop_optimizer **out);
+void strop__optim_commit(strop_optimizer *live, strop_optimizer *staged);
+strop_status strop__sched_stage(const strop_scheduler *s, strop_optimizer *opt,
+                                strop_scheduler **out);
+void strop__sched_commit(strop_scheduler *live, strop_scheduler *staged);
+/* "SGD", "Adam", "AdamW", "RMSprop", "Adagrad" (checkpoint metadata and messages). */
+const char *strop__optim_kind_name(int kind);
+
 /* 1 for a plateau scheduler (fed by strop_scheduler_step_metric), else 0. */
 int strop__sched_is_plateau(const strop_scheduler *s);
 

@@ -867,6 +867,28 @@ strop_status strop_optimizer_create(strop_model *model, int kind, strop_optimize
   return create_common(kind, model, NULL, 0, out, fn);
 }
 
+/* ---- staging (checkpoint loads): a copy with the knobs and no state, then a swap ---- */
+
+strop_status strop__optim_stage(const strop_optimizer *o, strop_optimizer **out) {
+  strop_status st = create_common(o->kind, o->model, o->params, o->n_params, out,
+                                  "strop_trainer_load_checkpoint");
+  if (st) return st;
+  memcpy((*out)->f, o->f, sizeof o->f);
+  memcpy((*out)->i, o->i, sizeof o->i);
+  return STROP_OK;
+}
+
+void strop__optim_commit(strop_optimizer *live, strop_optimizer *staged) {
+  strop_optimizer tmp = *live;
+  *live = *staged;
+  *staged = tmp;
+  strop_optimizer_free(staged);
+}
+
+const char *strop__optim_kind_name(int kind) {
+  return kind >= 0 && kind < 5 ? KIND_NAMES[kind] : "unknown";
+}
+
 void strop_optimizer_free(strop_optimizer *opt) {
   if (!opt) return;
   for (int j = 0; j < opt->n_slots; j++) slot_free(&opt->slots[j]);

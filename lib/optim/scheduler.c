@@ -376,6 +376,35 @@ strop_status strop_scheduler_step_metric(strop_scheduler *sched, double value) {
   return STROP_OK;
 }
 
+strop_status strop__sched_stage(const strop_scheduler *s, strop_optimizer *opt,
+                                strop_scheduler **out) {
+  *out = NULL;
+  strop_scheduler *c = strop__malloc(sizeof *c);
+  if (!c) return STROP__NOMEM("strop_trainer_load_checkpoint");
+  *c = *s;
+  c->opt = opt;
+  c->milestones = NULL;
+  if (s->n_milestones > 0) {
+    c->milestones = strop__malloc((size_t)s->n_milestones * sizeof *c->milestones);
+    if (!c->milestones) {
+      strop__free(c);
+      return STROP__NOMEM("strop_trainer_load_checkpoint");
+    }
+    memcpy(c->milestones, s->milestones, (size_t)s->n_milestones * sizeof *c->milestones);
+  }
+  *out = c;
+  return STROP_OK;
+}
+
+void strop__sched_commit(strop_scheduler *live, strop_scheduler *staged) {
+  strop_optimizer *opt = live->opt;
+  int64_t *ms = live->milestones;
+  *live = *staged;
+  live->opt = opt;
+  live->milestones = ms;
+  strop_scheduler_free(staged);
+}
+
 int strop__sched_is_plateau(const strop_scheduler *s) {
   return s && s->kind == STROP_SCHED_PLATEAU;
 }
