@@ -10,6 +10,10 @@
 #include "core/settings.h"
 #include "strop/tune.h"
 
+/* Trial ids are below 2^53 (exact as doubles, far from overflowing when incremented): a
+ * trials file holding a larger one is refused, and ask stops there. */
+#define STROP__TUNE_MAX_ID ((int64_t)1 << 53)
+
 typedef struct strop__tparam {
   char *name;
   int kind;           /* strop_param_kind */

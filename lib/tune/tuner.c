@@ -662,6 +662,9 @@ strop_status strop__tune_ask_locked(strop_tuner *t, int64_t *trial_id) {
   if (t->exhausted)
     return strop__err(STROP_E_STATE, "%s: the grid is exhausted: all %lld points were asked "
                       "for", fn, (long long)grid_total(t));
+  if (t->next_id >= STROP__TUNE_MAX_ID)
+    return strop__err(STROP_E_STATE, "%s: trial ids are exhausted (the next would be %lld)", fn,
+                      (long long)t->next_id);
   strop_status st = reserve_trial(t, fn);
   if (st != STROP_OK) return st;
   double *values = strop__malloc((size_t)t->n_params * sizeof *values);
