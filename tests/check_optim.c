@@ -912,7 +912,7 @@ START_TEST(infinite_knobs_are_refused) {
   strop_scheduler *s = NULL;
   ck_assert_int_eq(strop_scheduler_create(o, STROP_SCHED_ONE_CYCLE, &s), STROP_OK);
   ck_assert_int_eq(strop_scheduler_set_float(s, STROP_SCH_MAX_LR, INFINITY), STROP_E_INVALID_ARG);
-  ck_assert_int_eq(strop_scheduler_set_float(s, STROP_SCH_DIV_FACTOR, INFINITY),
+  ck_assert_int_eq(strop_scheduler_set_float(s, STROP_SCH_PCT_START, INFINITY),
                    STROP_E_INVALID_ARG);
   strop_scheduler_free(s);
   ck_assert_int_eq(strop_scheduler_create(o, STROP_SCHED_STEP, &s), STROP_OK);

@@ -402,7 +402,8 @@ START_TEST(doubles_round_trip) {
   OK(strop_trainer_set_double(t, STROP_TRAIN_LABEL_SMOOTHING, 0.1));
   OK(strop_trainer_get_double(t, STROP_TRAIN_LABEL_SMOOTHING, &back));
   ck_assert(back == 0.1);
-  OK(strop_trainer_set_double(t, STROP_TRAIN_CLIP_NORM, INFINITY)); /* = no clipping */
+  ERR(strop_trainer_set_double(t, STROP_TRAIN_CLIP_NORM, INFINITY), STROP_E_INVALID_ARG,
+      "clip_norm must be a finite number");
   strop_trainer_free(t);
   OK(strop_optimizer_set_double(g_opt, STROP_OPT_LR, 1e-3));
 }
@@ -455,7 +456,9 @@ START_TEST(recipes_take_every_setting) {
       "'maximize' must be true or false");
   ERR(strop_recipe_load_string("train:\n  clip_norm: nan\n", NULL, &r), STROP_E_FORMAT,
       "'clip_norm' must be a number");
-  OK(strop_recipe_load_string("train:\n  clip_norm: inf\n", NULL, &r)); /* +inf: no clipping */
+  ERR(strop_recipe_load_string("train:\n  clip_norm: inf\n", NULL, &r), STROP_E_FORMAT,
+      "'clip_norm' must be a number");
+  OK(strop_recipe_load_string("schedule:\n  final_div_factor: inf\n", NULL, &r)); /* lr 0 */
   strop_recipe_free(r);
   ERR(strop_recipe_load_string("optimizer:\n  lr: inf\n", NULL, &r), STROP_E_FORMAT,
       "'lr' must be a number");

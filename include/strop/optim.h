@@ -67,7 +67,8 @@ typedef enum strop_knob_flags {
   STROP_KNOB_ENUM = 32,   /**< Named values lo, lo + 1, ..., hi; the names are what the
                                _knob_parse() functions read. @since 0.2 */
   STROP_KNOB_INF_OK = 64, /**< The range's infinite bound is itself accepted, with a documented
-                               meaning (a clip norm of +inf: no clipping). @since 0.2 */
+                               meaning (one-cycle's final_div_factor of +inf: the cycle ends
+                               at lr 0). @since 0.2 */
   STROP_KNOB_REQUIRED = 128 /**< No default: 0 (unset) until the host sets it. @since 0.2 */
 } strop_knob_flags;
 

@@ -40,10 +40,8 @@ typedef enum strop_train_knob {
   STROP_TRAIN_LABEL_SMOOTHING = 1, /**< float in [0, 1]: cross-entropy label smoothing (0). */
   STROP_TRAIN_IGNORE_INDEX = 2,    /**< int: cross-entropy target to ignore (-100). */
   STROP_TRAIN_HUBER_DELTA = 3,     /**< float > 0: Huber threshold (1). */
-  STROP_TRAIN_CLIP_NORM = 4,       /**< float >= 0: clip the global gradient L2 norm; 0 or
-                                        +inf = off (+inf is accepted: STROP_KNOB_INF_OK). */
-  STROP_TRAIN_CLIP_VALUE = 5,      /**< float >= 0: clip each gradient to [-v, v]; 0 or +inf
-                                        = off. */
+  STROP_TRAIN_CLIP_NORM = 4,       /**< float >= 0: clip the global gradient L2 norm; 0 = off. */
+  STROP_TRAIN_CLIP_VALUE = 5,      /**< float >= 0: clip each gradient to [-v, v]; 0 = off. */
   STROP_TRAIN_ACCUM_STEPS = 6,     /**< int >= 1: micro-batches per optimizer step (1). */
   STROP_TRAIN_SCHED_PER_EPOCH = 7  /**< flag 0/1: step the scheduler per epoch, not per
                                         optimizer step (0). */
@@ -79,7 +77,7 @@ STROP_API STROP_NODISCARD strop_status strop_trainer_set_scheduler(strop_trainer
 
 /**
  * @brief Sets any knob as a double, as every object's _set_double does: a float knob any
- * value in its range (finite, or +inf where STROP_KNOB_INF_OK says it means something), an
+ * value in its range (finite: no trainer knob takes infinity), an
  * int or enum knob an integral value (exact up to 2^53), a flag 0 or 1.
  * @param tr The trainer; changed only on success. @param key A strop_train_knob.
  * @param value The value.

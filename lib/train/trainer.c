@@ -40,11 +40,11 @@ static const strop__setting KNOBS[STROP__TRAIN_N_KNOBS] = {
     .type = STROP__SET_FLOAT, .def = 1, .lo = 0, .hi = HUGE_VAL, .flags = STROP__KNOB_LO_OPEN,
     .group = "loss", .doc = "Huber loss: where the quadratic part becomes linear."},
   KNOB(STROP_TRAIN_CLIP_NORM), .name = "clip_norm", .type = STROP__SET_FLOAT, .lo = 0,
-    .hi = HUGE_VAL, .flags = STROP__KNOB_INF_OK, .group = "update",
-    .doc = "Clip the global L2 norm of the gradients to this; 0 or +inf: no clipping."},
+    .hi = HUGE_VAL, .group = "update",
+    .doc = "Clip the global L2 norm of the gradients to this (0: no clipping)."},
   KNOB(STROP_TRAIN_CLIP_VALUE), .name = "clip_value", .type = STROP__SET_FLOAT, .lo = 0,
-    .hi = HUGE_VAL, .flags = STROP__KNOB_INF_OK, .group = "update",
-    .doc = "Clip every gradient value to [-v, v]; 0 or +inf: no clipping."},
+    .hi = HUGE_VAL, .group = "update",
+    .doc = "Clip every gradient value to [-v, v] (0: no clipping)."},
   KNOB(STROP_TRAIN_ACCUM_STEPS), .name = "accum_steps", .alias = "accumulate",
     .type = STROP__SET_INT, .def = 1, .lo = 1, .hi = 1000000, .group = "update",
     .doc = "Micro-batches whose gradients add up to one optimizer step."},
@@ -282,7 +282,7 @@ static int grads_finite(const strop_model *m) {
 
 static void clip_grads(strop_trainer *t) {
   strop_model *m = t->m;
-  if (t->clip_value > 0 && isfinite(t->clip_value)) {
+  if (t->clip_value > 0) {
     float c = (float)t->clip_value;
     for (int i = 0; i < m->n_params; i++) {
       strop__param *p = m->params[i];
@@ -291,7 +291,7 @@ static void clip_grads(strop_trainer *t) {
         p->grad[j] = p->grad[j] > c ? c : (p->grad[j] < -c ? -c : p->grad[j]);
     }
   }
-  if (t->clip_norm > 0 && isfinite(t->clip_norm)) {
+  if (t->clip_norm > 0) {
     /* torch.nn.utils.clip_grad_norm_: total L2 norm over all grads, coef = max/(norm+1e-6) */
     double ss = 0.0;
     for (int i = 0; i < m->n_params; i++) {

@@ -47,8 +47,8 @@ def test_doubles_round_trip(mlp):
     s = strop.Scheduler(opt, "one_cycle", max_lr=0.0123456789, total_steps=10, anneal="linear")
     assert s["max_lr"] == 0.0123456789
     assert s["anneal_strategy"] == 1 and s["anneal"] == 1  # name and recipe spelling
-    tr = strop.Trainer(mlp, opt, accumulate=2, clip_norm=math.inf, loss="huber", delta=0.5)
-    assert tr["accum_steps"] == 2 and tr["clip_norm"] == math.inf
+    tr = strop.Trainer(mlp, opt, accumulate=2, clip_norm=0.5, loss="huber", delta=0.5)
+    assert tr["accum_steps"] == 2 and tr["clip_norm"] == 0.5
     assert tr["loss"] == 4 and tr["huber_delta"] == 0.5
     t = strop.Tuner("random", pruner="median", workers=2, ei_xi=0.03)
     assert t["pruner"] == 1 and t["n_workers"] == 2 and t["ei_xi"] == 0.03
@@ -60,7 +60,9 @@ def test_queries_and_refusals(mlp):
     assert "Nesterov" in strop.Optimizer.knob_doc("nesterov")
     assert strop.Scheduler.knob_default("plateau", "factor") == 0.1
     lo, hi, fl = strop.Trainer.knob_range("clip_norm")
-    assert lo == 0 and hi == math.inf and fl & 64  # STROP_KNOB_INF_OK
+    assert lo == 0 and hi == math.inf and not fl & 64  # no infinity
+    lo, hi, fl = strop.Scheduler.knob_range("one_cycle", "final_div_factor")
+    assert hi == math.inf and fl & 64  # STROP_KNOB_INF_OK: +inf ends the cycle at lr 0
     assert strop.Trainer.knob_name(6) == "accum_steps"
     assert strop.Tuner.knob_default("n_candidates") == 2000
     opt = strop.Optimizer(mlp, "sgd")
