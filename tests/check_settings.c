@@ -53,7 +53,9 @@ static void *make_opt(int kind) {
   return o;
 }
 static void free_opt(void *h) { strop_optimizer_free(h); }
-static strop_status set_opt(void *h, int k, double v) { return strop_optimizer_set_double(h, k, v); }
+static strop_status set_opt(void *h, int k, double v) {
+  return strop_optimizer_set_double(h, k, v);
+}
 static strop_status get_opt(const void *h, int k, double *v) {
   return strop_optimizer_get_double(h, k, v);
 }
@@ -209,7 +211,8 @@ START_TEST(tables_walk) {
     /* names and other spellings are unique across the table */
     for (int j = 0; j < k; j++) {
       const strop__setting *e = strop__settings_at(o->table, j);
-      ck_assert_msg(!strop__setting_matches(e, name) && !(d->alias && strop__setting_matches(e, d->alias)),
+      ck_assert_msg(!strop__setting_matches(e, name) &&
+                        !(d->alias && strop__setting_matches(e, d->alias)),
                     "%s: knobs %d and %d share a name", o->what, j, k);
     }
     if (d->type == STROP__SET_ENUM) { /* one word per value */
@@ -282,7 +285,8 @@ START_TEST(tables_walk) {
         if (fl & STROP_KNOB_HI_OPEN) above = hi;
         refused(o, h, n, k, above, "got");
       }
-      if ((fl & STROP_KNOB_INT) && lo + 0.5 != lo && lo + 0.5 < hi) refused(o, h, n, k, lo + 0.5, ".5");
+      if ((fl & STROP_KNOB_INT) && lo + 0.5 != lo && lo + 0.5 < hi)
+        refused(o, h, n, k, lo + 0.5, ".5");
       /* text forms */
       double pv;
       ck_assert_int_eq(o->parse(k, "nan", &pv), STROP_E_INVALID_ARG);

@@ -301,7 +301,8 @@ START_TEST(nan_batch_keeps_batchnorm_stats) {
     ck_assert_int_eq(strop_trainer_set_int(r.tr, STROP_TRAIN_ACCUM_STEPS, accum), STROP_OK);
     strop_tensor *x, *y;
     batch(ds, 0, 32, &x, &y);
-    for (int k = 0; k < accum; k++) ck_assert_int_eq(strop_trainer_step(r.tr, x, y, NULL), STROP_OK);
+    for (int k = 0; k < accum; k++)
+      ck_assert_int_eq(strop_trainer_step(r.tr, x, y, NULL), STROP_OK);
     frozen_state before = freeze_state(&r);
     ck_assert_int_gt((int)before.nib, 0);
     if (accum == 2) /* a finite first micro-batch updates the statistics, then a NaN one */
@@ -314,7 +315,8 @@ START_TEST(nan_batch_keeps_batchnorm_stats) {
     ck_assert_int_eq(strop_trainer_skipped_steps(r.tr), 1);
     /* the host goes on: a finite step trains, and the statistics give finite outputs */
     strop_tensor_data(x)[5] = keep;
-    for (int k = 0; k < accum; k++) ck_assert_int_eq(strop_trainer_step(r.tr, x, y, NULL), STROP_OK);
+    for (int k = 0; k < accum; k++)
+      ck_assert_int_eq(strop_trainer_step(r.tr, x, y, NULL), STROP_OK);
     strop__param *rv = strop__model_param_find(r.m, "bn.running_var");
     ck_assert_ptr_nonnull(rv);
     ck_assert(strop__all_finite(rv->data, rv->numel));

@@ -102,7 +102,8 @@ static int n_words(const strop__setting *s) {
 size_t strop__setting_range_str(const strop__setting *s, int kind, char *buf, size_t cap) {
   const int f = strop__setting_flags(s, kind);
   size_t l = 0;
-#define PUT(...) (l += (size_t)snprintf(buf + (l < cap ? l : cap), l < cap ? cap - l : 0, __VA_ARGS__))
+#define PUT(...) \
+  (l += (size_t)snprintf(buf + (l < cap ? l : cap), l < cap ? cap - l : 0, __VA_ARGS__))
   if (s->type == STROP__SET_FLAG) {
     PUT("0 or 1");
   } else if (s->type == STROP__SET_ENUM) {

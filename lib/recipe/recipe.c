@@ -20,7 +20,7 @@ static const strop__yaml_limits LIMITS = {24, 100000, 8192};
 /* ---- the schema ---- */
 enum {
   T_INT, T_FLOAT, T_BOOL, T_STR, T_ENUM, T_INTS, T_FLOATS, T_MAP, T_SEQMAP, T_ANYMAP,
-  T_SURGERY, T_STR_OR_INT, T_STRS, T_ANY, T_KNOBS
+  T_SURGERY, T_STR_OR_INT, T_STRS, T_ANY
 };
 
 typedef struct field {
@@ -28,13 +28,9 @@ typedef struct field {
   int type;
   const struct field *sub;     /* T_MAP / T_SEQMAP: the fields of the mapping */
   const char *const *choices;  /* T_ENUM / T_STRS: allowed words (NULL-terminated) */
-  const strop__settings *knobs; /* T_KNOBS: every setting of this object's table ... */
-  const char *group;           /* ... of this group (NULL: all) is a key of the mapping */
 } field;
 
-#define END {NULL, 0, NULL, NULL, NULL, NULL}
-/* The settings of an object as keys of a section, by name or alias, read through its table. */
-#define KNOBS(table, group) {"(settings)", T_KNOBS, NULL, NULL, &(table), group}
+#define END {NULL, 0, NULL, NULL}
 
 static const char *const OPTIM_KINDS[] = {"sgd", "adam", "adamw", "rmsprop", "adagrad", NULL};
 static const char *const SCHED_KINDS[] = {"constant", "step", "multistep", "exponential",
@@ -51,107 +47,107 @@ static const char *const PTYPES[] = {"float", "int", "categorical", NULL};
 static const char *const TMETRICS[] = {"val_accuracy", "val_loss", "test_accuracy", "test_loss",
                                        "train_loss", NULL};
 
-static const field F_MODEL[] = {{"spec", T_STR, NULL, NULL, NULL, NULL},     {"weights", T_STR, NULL, NULL, NULL, NULL},
-                                {"strict", T_BOOL, NULL, NULL, NULL, NULL},  {"remap", T_ANYMAP, NULL, NULL, NULL, NULL},
-                                {"seed", T_INT, NULL, NULL, NULL, NULL},     END};
-static const field F_CROP[] = {{"size", T_INTS, NULL, NULL, NULL, NULL}, {"padding", T_INT, NULL, NULL, NULL, NULL}, END};
+static const field F_MODEL[] = {{"spec", T_STR, NULL, NULL},     {"weights", T_STR, NULL, NULL},
+                                {"strict", T_BOOL, NULL, NULL},  {"remap", T_ANYMAP, NULL, NULL},
+                                {"seed", T_INT, NULL, NULL},     END};
+static const field F_CROP[] = {{"size", T_INTS, NULL, NULL}, {"padding", T_INT, NULL, NULL}, END};
 static const field F_DATA[] = {
-    {"source", T_ENUM, NULL, SOURCES, NULL, NULL},       {"train_images", T_STR, NULL, NULL, NULL, NULL},
-    {"train_labels", T_STR, NULL, NULL, NULL, NULL},     {"test_images", T_STR, NULL, NULL, NULL, NULL},
-    {"test_labels", T_STR, NULL, NULL, NULL, NULL},      {"path", T_STR, NULL, NULL, NULL, NULL},
-    {"test_path", T_STR, NULL, NULL, NULL, NULL},        {"x", T_STR, NULL, NULL, NULL, NULL},
-    {"y", T_STR, NULL, NULL, NULL, NULL},                {"test_x", T_STR, NULL, NULL, NULL, NULL},
-    {"test_y", T_STR, NULL, NULL, NULL, NULL},           {"num_classes", T_INT, NULL, NULL, NULL, NULL},
-    {"classes", T_INTS, NULL, NULL, NULL, NULL},         {"input_shape", T_INTS, NULL, NULL, NULL, NULL},
-    {"label_column", T_STR_OR_INT, NULL, NULL, NULL, NULL}, {"label_mode", T_ENUM, NULL, LABEL_MODES, NULL, NULL},
-    {"header", T_BOOL, NULL, NULL, NULL, NULL},          {"sklearn_header", T_BOOL, NULL, NULL, NULL, NULL},
-    {"delimiter", T_STR, NULL, NULL, NULL, NULL},        {"few_shot", T_INT, NULL, NULL, NULL, NULL},       {"val_few_shot", T_INT, NULL, NULL, NULL, NULL},
-    {"seed", T_INT, NULL, NULL, NULL, NULL},             {"val_fraction", T_FLOAT, NULL, NULL, NULL, NULL},
-    {"test_fraction", T_FLOAT, NULL, NULL, NULL, NULL},  {"stratify", T_BOOL, NULL, NULL, NULL, NULL},
-    {"batch_size", T_INT, NULL, NULL, NULL, NULL},       {"eval_batch_size", T_INT, NULL, NULL, NULL, NULL},
-    {"shuffle", T_BOOL, NULL, NULL, NULL, NULL},         {"drop_last", T_BOOL, NULL, NULL, NULL, NULL},
-    {"prefetch", T_BOOL, NULL, NULL, NULL, NULL},        {"scale", T_FLOAT, NULL, NULL, NULL, NULL},
-    {"normalize", T_ANY, NULL, NULL, NULL, NULL},        {"resize", T_INTS, NULL, NULL, NULL, NULL},
-    {"resize_mode", T_ENUM, NULL, RESIZE_MODES, NULL, NULL}, {"hflip", T_FLOAT, NULL, NULL, NULL, NULL},
-    {"crop", T_MAP, F_CROP, NULL, NULL, NULL},           {"limit", T_INT, NULL, NULL, NULL, NULL},
-    {"test_limit", T_INT, NULL, NULL, NULL, NULL},       END};
-/* loss, optimizer, schedule, train and tune: the structural keys of the section, then every
- * setting of the object's table (a setting added to a table is a recipe key at once) */
-static const field F_LOSS[] = {{"class_weights", T_FLOATS, NULL, NULL, NULL, NULL},
-                               KNOBS(strop__trainer_settings, "loss"), END};
-static const field F_OPTIM[] = {{"kind", T_ENUM, NULL, OPTIM_KINDS, NULL, NULL},
-                                {"betas", T_FLOATS, NULL, NULL, NULL, NULL},
-                                KNOBS(strop__optimizer_settings, NULL), END};
-static const field F_SCHED[] = {{"kind", T_ENUM, NULL, SCHED_KINDS, NULL, NULL},
-                                {"per", T_ENUM, NULL, PER, NULL, NULL},
-                                KNOBS(strop__scheduler_settings, NULL), END};
-static const field F_TRAIN[] = {{"epochs", T_INT, NULL, NULL, NULL, NULL},
-                                {"patience", T_INT, NULL, NULL, NULL, NULL},
-                                {"min_delta", T_FLOAT, NULL, NULL, NULL, NULL},
-                                {"monitor", T_ENUM, NULL, MONITORS, NULL, NULL},
-                                {"restore_best", T_BOOL, NULL, NULL, NULL, NULL},
-                                {"checkpoint_every", T_INT, NULL, NULL, NULL, NULL},
-                                {"max_steps", T_INT, NULL, NULL, NULL, NULL},
-                                {"cache_frozen", T_BOOL, NULL, NULL, NULL, NULL},
-                                KNOBS(strop__trainer_settings, "update"), END};
-static const field F_STAGE[] = {{"name", T_STR, NULL, NULL, NULL, NULL},      {"epochs", T_INT, NULL, NULL, NULL, NULL},
-                                {"surgery", T_SURGERY, NULL, NULL, NULL, NULL},
-                                {"optimizer", T_MAP, F_OPTIM, NULL, NULL, NULL},
-                                {"schedule", T_MAP, F_SCHED, NULL, NULL, NULL},
-                                {"train", T_MAP, F_TRAIN, NULL, NULL, NULL},  END};
-static const field F_EXPORT[] = {{"spec", T_STR, NULL, NULL, NULL, NULL},    {"weights", T_STR, NULL, NULL, NULL, NULL},
-                                 {"fold_bn", T_BOOL, NULL, NULL, NULL, NULL}, {"keep_dropout", T_BOOL, NULL, NULL, NULL, NULL},
+    {"source", T_ENUM, NULL, SOURCES},       {"train_images", T_STR, NULL, NULL},
+    {"train_labels", T_STR, NULL, NULL},     {"test_images", T_STR, NULL, NULL},
+    {"test_labels", T_STR, NULL, NULL},      {"path", T_STR, NULL, NULL},
+    {"test_path", T_STR, NULL, NULL},        {"x", T_STR, NULL, NULL},
+    {"y", T_STR, NULL, NULL},                {"test_x", T_STR, NULL, NULL},
+    {"test_y", T_STR, NULL, NULL},           {"num_classes", T_INT, NULL, NULL},
+    {"classes", T_INTS, NULL, NULL},         {"input_shape", T_INTS, NULL, NULL},
+    {"label_column", T_STR_OR_INT, NULL, NULL}, {"label_mode", T_ENUM, NULL, LABEL_MODES},
+    {"header", T_BOOL, NULL, NULL},          {"sklearn_header", T_BOOL, NULL, NULL},
+    {"delimiter", T_STR, NULL, NULL},        {"few_shot", T_INT, NULL, NULL},       {"val_few_shot", T_INT, NULL, NULL},
+    {"seed", T_INT, NULL, NULL},             {"val_fraction", T_FLOAT, NULL, NULL},
+    {"test_fraction", T_FLOAT, NULL, NULL},  {"stratify", T_BOOL, NULL, NULL},
+    {"batch_size", T_INT, NULL, NULL},       {"eval_batch_size", T_INT, NULL, NULL},
+    {"shuffle", T_BOOL, NULL, NULL},         {"drop_last", T_BOOL, NULL, NULL},
+    {"prefetch", T_BOOL, NULL, NULL},        {"scale", T_FLOAT, NULL, NULL},
+    {"normalize", T_ANY, NULL, NULL},        {"resize", T_INTS, NULL, NULL},
+    {"resize_mode", T_ENUM, NULL, RESIZE_MODES}, {"hflip", T_FLOAT, NULL, NULL},
+    {"crop", T_MAP, F_CROP, NULL},           {"limit", T_INT, NULL, NULL},
+    {"test_limit", T_INT, NULL, NULL},       END};
+/* loss, optimizer, schedule, train and tune hold their structural keys here; every setting of
+ * the object's table is a key of the section too (KNOB_SECTIONS below), so a setting added to a
+ * table is a recipe key at once */
+static const field F_LOSS[] = {{"class_weights", T_FLOATS, NULL, NULL}, END};
+static const field F_OPTIM[] = {{"kind", T_ENUM, NULL, OPTIM_KINDS},
+                                {"betas", T_FLOATS, NULL, NULL},
+                                END};
+static const field F_SCHED[] = {{"kind", T_ENUM, NULL, SCHED_KINDS},
+                                {"per", T_ENUM, NULL, PER},
+                                END};
+static const field F_TRAIN[] = {{"epochs", T_INT, NULL, NULL},
+                                {"patience", T_INT, NULL, NULL},
+                                {"min_delta", T_FLOAT, NULL, NULL},
+                                {"monitor", T_ENUM, NULL, MONITORS},
+                                {"restore_best", T_BOOL, NULL, NULL},
+                                {"checkpoint_every", T_INT, NULL, NULL},
+                                {"max_steps", T_INT, NULL, NULL},
+                                {"cache_frozen", T_BOOL, NULL, NULL},
+                                END};
+static const field F_STAGE[] = {{"name", T_STR, NULL, NULL},      {"epochs", T_INT, NULL, NULL},
+                                {"surgery", T_SURGERY, NULL, NULL},
+                                {"optimizer", T_MAP, F_OPTIM, NULL},
+                                {"schedule", T_MAP, F_SCHED, NULL},
+                                {"train", T_MAP, F_TRAIN, NULL},  END};
+static const field F_EXPORT[] = {{"spec", T_STR, NULL, NULL},    {"weights", T_STR, NULL, NULL},
+                                 {"fold_bn", T_BOOL, NULL, NULL}, {"keep_dropout", T_BOOL, NULL, NULL},
                                  END};
-static const field F_OUTPUT[] = {{"export", T_MAP, F_EXPORT, NULL, NULL, NULL},{"dir", T_STR, NULL, NULL, NULL, NULL},     {"weights", T_STR, NULL, NULL, NULL, NULL},
-                                 {"spec", T_STR, NULL, NULL, NULL, NULL},    {"checkpoint", T_STR, NULL, NULL, NULL, NULL},
-                                 {"metrics", T_STR, NULL, NULL, NULL, NULL}, {"plot", T_STR, NULL, NULL, NULL, NULL},
-                                 {"lora", T_STR, NULL, NULL, NULL, NULL},    {"report", T_STR, NULL, NULL, NULL, NULL},
-                                 {"merge_lora", T_BOOL, NULL, NULL, NULL, NULL}, END};
-static const field F_TPARAM[] = {{"key", T_STR, NULL, NULL, NULL, NULL},     {"type", T_ENUM, NULL, PTYPES, NULL, NULL},
-                                 {"low", T_FLOAT, NULL, NULL, NULL, NULL},   {"high", T_FLOAT, NULL, NULL, NULL, NULL},
-                                 {"log", T_BOOL, NULL, NULL, NULL, NULL},    {"choices", T_ANY, NULL, NULL, NULL, NULL},
+static const field F_OUTPUT[] = {{"export", T_MAP, F_EXPORT, NULL},{"dir", T_STR, NULL, NULL},     {"weights", T_STR, NULL, NULL},
+                                 {"spec", T_STR, NULL, NULL},    {"checkpoint", T_STR, NULL, NULL},
+                                 {"metrics", T_STR, NULL, NULL}, {"plot", T_STR, NULL, NULL},
+                                 {"lora", T_STR, NULL, NULL},    {"report", T_STR, NULL, NULL},
+                                 {"merge_lora", T_BOOL, NULL, NULL}, END};
+static const field F_TPARAM[] = {{"key", T_STR, NULL, NULL},     {"type", T_ENUM, NULL, PTYPES},
+                                 {"low", T_FLOAT, NULL, NULL},   {"high", T_FLOAT, NULL, NULL},
+                                 {"log", T_BOOL, NULL, NULL},    {"choices", T_ANY, NULL, NULL},
                                  END};
-static const field F_TUNE[] = {{"strategy", T_ENUM, NULL, STRATEGIES, NULL, NULL},
-                               {"trials", T_INT, NULL, NULL, NULL, NULL},
-                               {"seed", T_INT, NULL, NULL, NULL, NULL},
-                               {"metric", T_ENUM, NULL, TMETRICS, NULL, NULL},
-                               {"trials_file", T_STR, NULL, NULL, NULL, NULL},
-                               {"best_recipe", T_STR, NULL, NULL, NULL, NULL},
-                               {"plot", T_STR, NULL, NULL, NULL, NULL},
-                               {"params", T_SEQMAP, F_TPARAM, NULL, NULL, NULL},
-                               KNOBS(strop__tuner_settings, NULL), END};
-static const field F_TOP[] = {{"description", T_STR, NULL, NULL, NULL, NULL},
-                              {"seed", T_INT, NULL, NULL, NULL, NULL},
-                              {"model", T_MAP, F_MODEL, NULL, NULL, NULL},
-                              {"surgery", T_SURGERY, NULL, NULL, NULL, NULL},
-                              {"data", T_MAP, F_DATA, NULL, NULL, NULL},
-                              {"loss", T_MAP, F_LOSS, NULL, NULL, NULL},
-                              {"optimizer", T_MAP, F_OPTIM, NULL, NULL, NULL},
-                              {"schedule", T_MAP, F_SCHED, NULL, NULL, NULL},
-                              {"train", T_MAP, F_TRAIN, NULL, NULL, NULL},
-                              {"stages", T_SEQMAP, F_STAGE, NULL, NULL, NULL},
-                              {"output", T_MAP, F_OUTPUT, NULL, NULL, NULL},
-                              {"baselines", T_STRS, NULL, BASELINES, NULL, NULL},
-                              {"tune", T_MAP, F_TUNE, NULL, NULL, NULL},
+static const field F_TUNE[] = {{"strategy", T_ENUM, NULL, STRATEGIES},
+                               {"trials", T_INT, NULL, NULL},
+                               {"seed", T_INT, NULL, NULL},
+                               {"metric", T_ENUM, NULL, TMETRICS},
+                               {"trials_file", T_STR, NULL, NULL},
+                               {"best_recipe", T_STR, NULL, NULL},
+                               {"plot", T_STR, NULL, NULL},
+                               {"params", T_SEQMAP, F_TPARAM, NULL},
+                               END};
+static const field F_TOP[] = {{"description", T_STR, NULL, NULL},
+                              {"seed", T_INT, NULL, NULL},
+                              {"model", T_MAP, F_MODEL, NULL},
+                              {"surgery", T_SURGERY, NULL, NULL},
+                              {"data", T_MAP, F_DATA, NULL},
+                              {"loss", T_MAP, F_LOSS, NULL},
+                              {"optimizer", T_MAP, F_OPTIM, NULL},
+                              {"schedule", T_MAP, F_SCHED, NULL},
+                              {"train", T_MAP, F_TRAIN, NULL},
+                              {"stages", T_SEQMAP, F_STAGE, NULL},
+                              {"output", T_MAP, F_OUTPUT, NULL},
+                              {"baselines", T_STRS, NULL, BASELINES},
+                              {"tune", T_MAP, F_TUNE, NULL},
                               END};
 
 /* surgery operations: each list item is a one-key mapping */
-static const field F_OP_FREEZE[] = {{"match", T_STR, NULL, NULL, NULL, NULL},
-                                    {"keep_bn_stats", T_BOOL, NULL, NULL, NULL, NULL}, END};
-static const field F_OP_REPLACE[] = {{"node", T_STR, NULL, NULL, NULL, NULL},  {"type", T_STR, NULL, NULL, NULL, NULL},
-                                     {"options", T_ANYMAP, NULL, NULL, NULL, NULL},
-                                     {"seed", T_INT, NULL, NULL, NULL, NULL},  END};
-static const field F_OP_INSERT[] = {{"node", T_STR, NULL, NULL, NULL, NULL},  {"name", T_STR, NULL, NULL, NULL, NULL},
-                                    {"type", T_STR, NULL, NULL, NULL, NULL},
-                                    {"options", T_ANYMAP, NULL, NULL, NULL, NULL}, END};
-static const field F_OP_APPEND[] = {{"name", T_STR, NULL, NULL, NULL, NULL}, {"type", T_STR, NULL, NULL, NULL, NULL},
-                                    {"options", T_ANYMAP, NULL, NULL, NULL, NULL}, END};
-static const field F_OP_LORA[] = {{"match", T_STR, NULL, NULL, NULL, NULL},   {"rank", T_INT, NULL, NULL, NULL, NULL},
-                                  {"alpha", T_FLOAT, NULL, NULL, NULL, NULL}, {"dropout", T_FLOAT, NULL, NULL, NULL, NULL},
+static const field F_OP_FREEZE[] = {{"match", T_STR, NULL, NULL},
+                                    {"keep_bn_stats", T_BOOL, NULL, NULL}, END};
+static const field F_OP_REPLACE[] = {{"node", T_STR, NULL, NULL},  {"type", T_STR, NULL, NULL},
+                                     {"options", T_ANYMAP, NULL, NULL},
+                                     {"seed", T_INT, NULL, NULL},  END};
+static const field F_OP_INSERT[] = {{"node", T_STR, NULL, NULL},  {"name", T_STR, NULL, NULL},
+                                    {"type", T_STR, NULL, NULL},
+                                    {"options", T_ANYMAP, NULL, NULL}, END};
+static const field F_OP_APPEND[] = {{"name", T_STR, NULL, NULL}, {"type", T_STR, NULL, NULL},
+                                    {"options", T_ANYMAP, NULL, NULL}, END};
+static const field F_OP_LORA[] = {{"match", T_STR, NULL, NULL},   {"rank", T_INT, NULL, NULL},
+                                  {"alpha", T_FLOAT, NULL, NULL}, {"dropout", T_FLOAT, NULL, NULL},
                                   END};
-static const field F_OP_GROUP[] = {{"match", T_STR, NULL, NULL, NULL, NULL},
-                                   {"lr_mult", T_FLOAT, NULL, NULL, NULL, NULL},
-                                   {"no_decay", T_BOOL, NULL, NULL, NULL, NULL}, END};
+static const field F_OP_GROUP[] = {{"match", T_STR, NULL, NULL},
+                                   {"lr_mult", T_FLOAT, NULL, NULL},
+                                   {"no_decay", T_BOOL, NULL, NULL}, END};
 /* key, fields of its mapping form, whether a plain string is accepted */
 static const struct {
   const char *op;
@@ -162,6 +158,17 @@ static const struct {
                    {"insert_before", F_OP_INSERT, 0}, {"remove", NULL, 1},
                    {"truncate", NULL, 1},            {"append", F_OP_APPEND, 0},
                    {"lora", F_OP_LORA, 0},           {"param_group", F_OP_GROUP, 0}};
+
+/* The sections whose keys include an object's settings (of one group, or all: NULL). */
+static const struct {
+  const field *fields;
+  const strop__settings *knobs;
+  const char *group;
+} KNOB_SECTIONS[] = {{F_LOSS, &strop__trainer_settings, "loss"},
+                     {F_OPTIM, &strop__optimizer_settings, NULL},
+                     {F_SCHED, &strop__scheduler_settings, NULL},
+                     {F_TRAIN, &strop__trainer_settings, "update"},
+                     {F_TUNE, &strop__tuner_settings, NULL}};
 
 /* ---- errors ---- */
 strop_status strop__recipe_err(const char *fn, const strop_recipe *r, const strop__ynode *at,
@@ -211,50 +218,45 @@ static int parse_bool(const char *s, int *out) {
 static strop_status check_map(const char *fn, const strop_recipe *r, const strop__ynode *map,
                               const field *fields, const char *where);
 
-/* The settings of a T_KNOBS field: in its table and group. */
-static const strop__setting *knob_at(const field *f, int key) {
-  const strop__setting *d = strop__settings_at(f->knobs, key);
-  return d && (!f->group || (d->group && !strcmp(d->group, f->group))) ? d : NULL;
+/* An object's setting by key, within a group (NULL: any); NULL when absent. */
+static const strop__setting *knob_at(const strop__settings *t, const char *group, int key) {
+  const strop__setting *d = strop__settings_at(t, key);
+  return d && (!group || (d->group && !strcmp(d->group, group))) ? d : NULL;
 }
 
-/* The setting a key names in a T_KNOBS field, or NULL. */
-static const strop__setting *knob_named(const field *f, const char *key) {
-  for (int k = 0; k < f->knobs->n; k++) {
-    const strop__setting *d = knob_at(f, k);
+/* The setting a key names (by name or alias) in a table and group, or NULL. */
+static const strop__setting *knob_named(const strop__settings *t, const char *group,
+                                        const char *key) {
+  for (int k = 0; t && k < t->n; k++) {
+    const strop__setting *d = knob_at(t, group, k);
     if (d && strop__setting_matches(d, key)) return d;
   }
+  return NULL;
+}
+
+/* The settings table (and group) whose keys a section also takes; NULL for other sections. */
+static const strop__settings *section_knobs(const field *fields, const char **group) {
+  for (size_t i = 0; i < sizeof KNOB_SECTIONS / sizeof KNOB_SECTIONS[0]; i++)
+    if (KNOB_SECTIONS[i].fields == fields) {
+      *group = KNOB_SECTIONS[i].group;
+      return KNOB_SECTIONS[i].knobs;
+    }
+  *group = NULL;
   return NULL;
 }
 
 static void list_keys(const field *fields, char *buf, size_t cap) {
   size_t l = 0;
   buf[0] = '\0';
-  for (int i = 0; fields[i].key && l + 2 < cap; i++) {
-    if (fields[i].type != T_KNOBS) {
-      l += (size_t)snprintf(buf + l, cap - l, "%s%s", l ? ", " : "", fields[i].key);
-      continue;
-    }
-    for (int k = 0; k < fields[i].knobs->n && l + 2 < cap; k++) {
-      const strop__setting *d = knob_at(&fields[i], k);
-      if (d)
-        l += (size_t)snprintf(buf + l, cap - l, "%s%s%s%s", l ? ", " : "", d->name,
-                              d->alias ? "/" : "", d->alias ? d->alias : "");
-    }
-  }
-}
-
-void strop__recipe_knobs(const strop__ynode *top, const strop__ynode *stage,
-                         const strop__settings *t, const char *group,
-                         const strop__ynode **nodes) {
-  const field f = KNOBS(*t, group);
-  for (int k = 0; k < t->n; k++) nodes[k] = NULL;
-  const strop__ynode *maps[2] = {top, stage};
-  for (int m = 0; m < 2; m++) {
-    const strop__ynode *map = maps[m];
-    for (int i = 0; map && map->type == STROP__Y_MAP && i + 1 < map->n; i += 2) {
-      const strop__setting *d = knob_named(&f, map->kids[i]->text);
-      if (d && !strop__ynode_is_null(map->kids[i + 1])) nodes[d->key] = map->kids[i + 1];
-    }
+  for (int i = 0; fields[i].key && l + 2 < cap; i++)
+    l += (size_t)snprintf(buf + l, cap - l, "%s%s", i ? ", " : "", fields[i].key);
+  const char *group;
+  const strop__settings *t = section_knobs(fields, &group);
+  for (int k = 0; t && k < t->n && l + 2 < cap; k++) {
+    const strop__setting *d = knob_at(t, group, k);
+    if (d)
+      l += (size_t)snprintf(buf + l, cap - l, "%s%s%s%s", l ? ", " : "", d->name,
+                            d->alias ? "/" : "", d->alias ? d->alias : "");
   }
 }
 
@@ -263,6 +265,20 @@ static void list_words(const char *const *w, char *buf, size_t cap) {
   buf[0] = '\0';
   for (int i = 0; w[i] && l + 2 < cap; i++)
     l += (size_t)snprintf(buf + l, cap - l, "%s%s", i ? ", " : "", w[i]);
+}
+
+void strop__recipe_knobs(const strop__ynode *top, const strop__ynode *stage,
+                         const strop__settings *t, const char *group,
+                         const strop__ynode **nodes) {
+  for (int k = 0; k < t->n; k++) nodes[k] = NULL;
+  const strop__ynode *maps[2] = {top, stage};
+  for (int m = 0; m < 2; m++) {
+    const strop__ynode *map = maps[m];
+    for (int i = 0; map && map->type == STROP__Y_MAP && i + 1 < map->n; i += 2) {
+      const strop__setting *d = knob_named(t, group, map->kids[i]->text);
+      if (d && !strop__ynode_is_null(map->kids[i + 1])) nodes[d->key] = map->kids[i + 1];
+    }
+  }
 }
 
 static strop_status check_scalar_list(const char *fn, const strop_recipe *r, const strop__ynode *v,
@@ -443,12 +459,12 @@ static strop_status check_map(const char *fn, const strop_recipe *r, const strop
         return strop__recipe_err(fn, r, k, STROP_E_FORMAT, "'%s' appears twice in '%s'", k->text,
                                  where);
     const field *f = NULL;
-    const strop__setting *knob = NULL;
     for (int j = 0; fields[j].key && !f; j++)
-      if (fields[j].type != T_KNOBS && !strcmp(fields[j].key, k->text)) f = &fields[j];
-    for (int j = 0; fields[j].key && !f; j++)
-      if (fields[j].type == T_KNOBS && (knob = knob_named(&fields[j], k->text))) f = &fields[j];
-    if (!f) {
+      if (!strcmp(fields[j].key, k->text)) f = &fields[j];
+    const char *group;
+    const strop__settings *knobs = section_knobs(fields, &group);
+    const strop__setting *knob = f ? NULL : knob_named(knobs, group, k->text);
+    if (!f && !knob) {
       char keys[1400];
       list_keys(fields, keys, sizeof keys);
       return strop__recipe_err(fn, r, k, STROP_E_FORMAT, "unknown key '%s' in '%s' (expected one "

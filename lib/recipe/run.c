@@ -633,7 +633,9 @@ static strop_status apply_knobs(const strop_recipe *r, const strop__ynode *top,
   return STROP_OK;
 }
 
-static strop_status set_opt(void *o, int k, double v) { return strop_optimizer_set_double(o, k, v); }
+static strop_status set_opt(void *o, int k, double v) {
+  return strop_optimizer_set_double(o, k, v);
+}
 static strop_status set_sched(void *o, int k, double v) {
   return strop_scheduler_set_double(o, k, v);
 }
