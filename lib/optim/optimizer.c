@@ -494,7 +494,8 @@ static strop_status ensure_state(strop_optimizer *o) {
 #  define STROP__INLINE static inline
 #endif
 
-/* NaN and both infinities fail: the loops test every value they store. */
+/* NaN and both infinities fail: the loops test every value they store. (They choose every
+ * value to keep before storing any: GCC then if-converts the choices even for SSE2.) */
 #define FINITE(x) (fabsf(x) <= FLT_MAX)
 
 /* SGD: one loop per (momentum, backup) pair, the flags constant after inlining. */
@@ -514,12 +515,14 @@ STROP__INLINE int sgd_loop(float *restrict w, float *restrict g, float *restrict
       d = nest ? d + mom * b : b;
       wn = wo + nlr * d;
       ok = FINITE(wn) & FINITE(b);
-      buf[k] = ok ? b : bo;
+      const float b1 = ok ? b : bo;
+      buf[k] = b1;
     } else {
       wn = wo + nlr * d;
       ok = FINITE(wn);
     }
-    w[k] = ok ? wn : wo;
+    const float w1 = ok ? wn : wo;
+    w[k] = w1;
     if (backup) g[k] = wo;
     bad |= !ok;
   }
@@ -576,10 +579,11 @@ STROP__INLINE int adam_loop(float *restrict w, float *restrict g, float *restric
     }
     const float wn = wk + (nss * mk) / den;
     const int ok = FINITE(wn) & FINITE(mk) & FINITE(vk);
-    m[k] = ok ? mk : mo;
-    v[k] = ok ? vk : vo;
-    if (ams) mx[k] = ok ? x : xo;
-    w[k] = ok ? wn : wo;
+    const float m1 = ok ? mk : mo, v1 = ok ? vk : vo, x1 = ok ? x : xo, w1 = ok ? wn : wo;
+    m[k] = m1;
+    v[k] = v1;
+    if (ams) mx[k] = x1;
+    w[k] = w1;
     if (backup) g[k] = wo;
     bad |= !ok;
   }
@@ -612,12 +616,13 @@ STROP__CLONES static int step_adam(const strop_optimizer *o, slot *s, double lr,
 #undef ADAM
 }
 
-/* One RMSprop loop per (centered, momentum) pair: the flags are constants after inlining, so
- * each loop is branch-free and vectorisable; backup stays a loop-invariant test. */
+/* One RMSprop loop per (centered, momentum, backup) triple: the flags are constants after
+ * inlining, so each loop is branch-free and vectorisable. */
 STROP__INLINE int rmsprop_loop(float *restrict w, float *restrict g, float *restrict sq,
                                float *restrict mb, float *restrict ga, size_t n, float gs,
                                float af, float oma, float epsf, float wdf, float nlr, float mom,
-                               int has_wd, int backup, const int centered, const int use_mom) {
+                               int has_wd, const int centered, const int use_mom,
+                               const int backup) {
   int bad = 0;
   for (size_t k = 0; k < n; k++) {
     const float wo = w[k];
@@ -649,10 +654,11 @@ STROP__INLINE int rmsprop_loop(float *restrict w, float *restrict g, float *rest
       wn = wo + (nlr * d) / avg;
     }
     ok &= FINITE(wn);
-    sq[k] = ok ? q : qo;
-    if (centered) ga[k] = ok ? a : ao;
-    if (use_mom) mb[k] = ok ? b : bo;
-    w[k] = ok ? wn : wo;
+    const float q1 = ok ? q : qo, a1 = ok ? a : ao, b1 = ok ? b : bo, w1 = ok ? wn : wo;
+    sq[k] = q1;
+    if (centered) ga[k] = a1;
+    if (use_mom) mb[k] = b1;
+    w[k] = w1;
     if (backup) g[k] = wo;
     bad |= !ok;
   }
@@ -671,12 +677,18 @@ STROP__CLONES static int step_rmsprop(const strop_optimizer *o, slot *s, double 
   float *mb = s->buf[1] ? s->buf[1] + lo : NULL, *ga = s->buf[2] ? s->buf[2] + lo : NULL;
   float *g = s->p->grad + lo;
   const size_t n = hi - lo;
-#define RMS(c, m) \
-  rmsprop_loop(w, g, sq, mb, ga, n, gs, af, oma, epsf, wdf, nlr, mom, has_wd, backup, c, m)
-  if (centered && use_mom) return RMS(1, 1);
-  if (centered) return RMS(1, 0);
-  if (use_mom) return RMS(0, 1);
-  return RMS(0, 0);
+#define RMS(c, m, bk) \
+  rmsprop_loop(w, g, sq, mb, ga, n, gs, af, oma, epsf, wdf, nlr, mom, has_wd, c, m, bk)
+  if (backup) {
+    if (centered && use_mom) return RMS(1, 1, 1);
+    if (centered) return RMS(1, 0, 1);
+    if (use_mom) return RMS(0, 1, 1);
+    return RMS(0, 0, 1);
+  }
+  if (centered && use_mom) return RMS(1, 1, 0);
+  if (centered) return RMS(1, 0, 0);
+  if (use_mom) return RMS(0, 1, 0);
+  return RMS(0, 0, 0);
 #undef RMS
 }
 
@@ -693,8 +705,9 @@ STROP__INLINE int adagrad_loop(float *restrict w, float *restrict g, float *rest
     const float sd = sqrtf(q) + epsf;
     const float wn = wo + (nclr * d) / sd;
     const int ok = FINITE(wn) & FINITE(q);
-    sum[k] = ok ? q : so;
-    w[k] = ok ? wn : wo;
+    const float s1 = ok ? q : so, w1 = ok ? wn : wo;
+    sum[k] = s1;
+    w[k] = w1;
     if (backup) g[k] = wo;
     bad |= !ok;
   }
