@@ -482,11 +482,14 @@ static strop_status ensure_state(strop_optimizer *o) {
 /* ---- the update rules (torch/optim/<name>.py, _single_tensor_<name>; float32 element arithmetic,
  *      Python-float scalars computed in double and rounded once, as ATen does) ----
  *
- * The numeric guard is folded into each loop, where it costs a compare and a select per value:
- * an element whose new weight or state would be NaN or infinite keeps its old weight and state,
- * and the loop reports it. With `backup` (the trainer's step, which owns the gradients and
- * zeroes them after the update) each element's old weight is written into its gradient slot,
- * which the update has just read, so a refused step can put every weight back. */
+ * The numeric guard is folded into each loop, where it costs a compare or two and a select per
+ * stored value: an element whose new weight or state would be NaN or infinite keeps its old
+ * weight and state, and the loop reports it. A value that can only be non-finite if the new
+ * weight is too (a momentum, a first moment) is not tested on its own; a squared average is,
+ * since an infinite one makes the update 0. With `backup` (the trainer's step, which owns the
+ * gradients and zeroes them after the update) each element's old weight is written into its
+ * gradient slot, which the update has just read, so a refused step puts every weight back and
+ * the loop need not keep the old weight itself. */
 
 #if defined(__GNUC__)
 #  define STROP__INLINE static inline __attribute__((always_inline))
@@ -514,14 +517,14 @@ STROP__INLINE int sgd_loop(float *restrict w, float *restrict g, float *restrict
       const float b = first ? d : bo * mom + damp1 * d;
       d = nest ? d + mom * b : b;
       wn = wo + nlr * d;
-      ok = FINITE(wn) & FINITE(b);
+      ok = FINITE(wn) & FINITE(b); /* (b is implied, but its test keeps SSE2 branch-free) */
       const float b1 = ok ? b : bo;
       buf[k] = b1;
     } else {
       wn = wo + nlr * d;
       ok = FINITE(wn);
     }
-    const float w1 = ok ? wn : wo;
+    const float w1 = (backup | ok) ? wn : wo;
     w[k] = w1;
     if (backup) g[k] = wo;
     bad |= !ok;
@@ -578,8 +581,9 @@ STROP__INLINE int adam_loop(float *restrict w, float *restrict g, float *restric
       den = sqrtf(vk) / bc2s + epsf;
     }
     const float wn = wk + (nss * mk) / den;
-    const int ok = FINITE(wn) & FINITE(mk) & FINITE(vk);
-    const float m1 = ok ? mk : mo, v1 = ok ? vk : vo, x1 = ok ? x : xo, w1 = ok ? wn : wo;
+    const int ok = FINITE(wn) & FINITE(vk); /* mk non-finite makes wn so; x = max(vk, xo) */
+    const float m1 = ok ? mk : mo, v1 = ok ? vk : vo, x1 = ok ? x : xo;
+    const float w1 = (backup | ok) ? wn : wo;
     m[k] = m1;
     v[k] = v1;
     if (ams) mx[k] = x1;
@@ -631,14 +635,12 @@ STROP__INLINE int rmsprop_loop(float *restrict w, float *restrict g, float *rest
     const float qo = sq[k];
     float q = qo * af;
     q = q + (oma * d) * d;
-    int ok = FINITE(q);
     float avg, ao = 0.0f, a = 0.0f;
     if (centered) {
       ao = ga[k];
       a = ao * af;
       a = a + oma * d;
-      avg = sqrtf(q + (-1.0f * a) * a);
-      ok &= FINITE(a);
+      avg = sqrtf(q + (-1.0f * a) * a); /* a non-finite a makes avg, then wn, NaN */
     } else {
       avg = sqrtf(q);
     }
@@ -649,12 +651,12 @@ STROP__INLINE int rmsprop_loop(float *restrict w, float *restrict g, float *rest
       b = bo * mom;
       b = b + d / avg;
       wn = wo + nlr * b;
-      ok &= FINITE(b);
     } else {
       wn = wo + (nlr * d) / avg;
     }
-    ok &= FINITE(wn);
-    const float q1 = ok ? q : qo, a1 = ok ? a : ao, b1 = ok ? b : bo, w1 = ok ? wn : wo;
+    const int ok = FINITE(wn) & FINITE(q); /* an infinite q would make the step 0 */
+    const float q1 = ok ? q : qo, a1 = ok ? a : ao, b1 = ok ? b : bo;
+    const float w1 = (backup | ok) ? wn : wo;
     sq[k] = q1;
     if (centered) ga[k] = a1;
     if (use_mom) mb[k] = b1;
@@ -705,7 +707,7 @@ STROP__INLINE int adagrad_loop(float *restrict w, float *restrict g, float *rest
     const float sd = sqrtf(q) + epsf;
     const float wn = wo + (nclr * d) / sd;
     const int ok = FINITE(wn) & FINITE(q);
-    const float s1 = ok ? q : so, w1 = ok ? wn : wo;
+    const float s1 = ok ? q : so, w1 = (backup | ok) ? wn : wo;
     sum[k] = s1;
     w[k] = w1;
     if (backup) g[k] = wo;
