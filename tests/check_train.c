@@ -863,20 +863,45 @@ static void save_ckpt(int kind, const char *path) {
   strop_dataset_free(ds);
 }
 
+/* A copy of a checkpoint as 0.1 wrote it: without the optim.kind metadata (renamed in place,
+ * so the header keeps its length). */
+static void as_v01(const char *from, const char *to) {
+  size_t len = 0;
+  char *b = strop_test_read_file(from, &len);
+  ck_assert_ptr_nonnull(b);
+  char *k = NULL;
+  for (size_t i = 0; i + 10 <= len && !k; i++)
+    if (!memcmp(b + i, "optim.kind", 10)) k = b + i;
+  ck_assert_ptr_nonnull(k);
+  k[9] = 'x';
+  FILE *f = fopen(to, "wb");
+  ck_assert_ptr_nonnull(f);
+  ck_assert_uint_eq(fwrite(b, 1, len, f), len);
+  fclose(f);
+  free(b);
+}
+
 START_TEST(failed_checkpoint_load_changes_nothing) {
   char dir[] = "/tmp/strop_ckpt_XXXXXX";
   ck_assert_ptr_nonnull(mkdtemp(dir));
-  char adam[256], sgd[256];
+  char adam[256], sgd[256], p01[300];
   snprintf(adam, sizeof adam, "%s/adam.ckpt", dir);
   snprintf(sgd, sizeof sgd, "%s/sgd.ckpt", dir);
   save_ckpt(STROP_OPTIM_ADAM, adam);
   save_ckpt(STROP_OPTIM_SGD, sgd);
+  snprintf(p01, sizeof p01, "%s/adam01.ckpt", dir);
+  as_v01(adam, p01);
+  snprintf(p01, sizeof p01, "%s/sgd01.ckpt", dir);
+  as_v01(sgd, p01);
   static const struct {
     int kind, freeze;
     const char *file, *a, *b;
     int status;
   } cases[] = {{STROP_OPTIM_SGD, 0, "adam.ckpt", "Adam", "SGD", STROP_E_FORMAT},
                {STROP_OPTIM_ADAM, 0, "sgd.ckpt", "SGD", "Adam", STROP_E_FORMAT},
+               /* files of 0.1, without the metadata: the kind is read from the state's names */
+               {STROP_OPTIM_SGD, 0, "adam01.ckpt", "Adam or AdamW", "SGD", STROP_E_FORMAT},
+               {STROP_OPTIM_RMSPROP, 0, "sgd01.ckpt", "SGD", "RMSprop", STROP_E_FORMAT},
                {STROP_OPTIM_ADAM, 1, "adam.ckpt", "fc1.weight", "no trainable parameter",
                 STROP_E_NOT_FOUND}};
   strop_dataset *ds = blobs(64, 35);
