@@ -56,7 +56,7 @@ int main(void) {
   strop_optimizer *opt = NULL;
   strop_trainer *trainer = NULL;
   CHECK(strop_optimizer_create(model, STROP_OPTIM_ADAM, &opt));
-  CHECK(strop_optimizer_set_float(opt, STROP_OPT_LR, 3e-3f));
+  CHECK(strop_optimizer_set_double(opt, STROP_OPT_LR, 3e-3));
   CHECK(strop_trainer_create(model, opt, &trainer));
   for (int epoch = 1; epoch <= 30; epoch++) {
     double sum = 0;

@@ -891,6 +891,77 @@ START_TEST(knob_widening) {
 }
 END_TEST
 
+/* Issue 18, item 2: a knob's range that reaches infinity does not take infinity itself (lr =
+ * +inf used to be accepted and the next step wrote inf into every weight). */
+START_TEST(infinite_knobs_are_refused) {
+  tparams t;
+  tp_init(&t, NULL);
+  strop_optimizer *o = NULL;
+  ck_assert_int_eq(strop__optimizer_create_params(STROP_OPTIM_SGD, t.ptrs, NP, &o), STROP_OK);
+  static const int keys[] = {STROP_OPT_LR, STROP_OPT_MOMENTUM, STROP_OPT_WEIGHT_DECAY};
+  for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+    float before = 0, after = 0;
+    ck_assert_int_eq(strop_optimizer_get_float(o, keys[i], &before), STROP_OK);
+    strop_clear_error();
+    ck_assert_int_eq(strop_optimizer_set_float(o, keys[i], INFINITY), STROP_E_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(strop_last_error(), strop_optimizer_knob_name(keys[i])));
+    ck_assert_ptr_nonnull(strstr(strop_last_error(), "got inf"));
+    ck_assert_int_eq(strop_optimizer_get_float(o, keys[i], &after), STROP_OK);
+    ck_assert(before == after);
+  }
+  strop_scheduler *s = NULL;
+  ck_assert_int_eq(strop_scheduler_create(o, STROP_SCHED_ONE_CYCLE, &s), STROP_OK);
+  ck_assert_int_eq(strop_scheduler_set_float(s, STROP_SCH_MAX_LR, INFINITY), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_scheduler_set_float(s, STROP_SCH_PCT_START, INFINITY),
+                   STROP_E_INVALID_ARG);
+  strop_scheduler_free(s);
+  ck_assert_int_eq(strop_scheduler_create(o, STROP_SCHED_STEP, &s), STROP_OK);
+  ck_assert_int_eq(strop_scheduler_set_float(s, STROP_SCH_GAMMA, INFINITY), STROP_E_INVALID_ARG);
+  strop_scheduler_free(s);
+  strop_optimizer_free(o);
+  tp_free(&t);
+}
+END_TEST
+
+/* Issue 18, item 2, the optimizer's own guard: an update that overflows never stores a NaN or
+ * infinite value; the call says so, naming the parameter, and the gradients are only read. */
+START_TEST(overflow_stores_nothing_nonfinite) {
+  tparams t;
+  tp_init(&t, NULL);
+  static const int kinds[] = {STROP_OPTIM_SGD, STROP_OPTIM_ADAM, STROP_OPTIM_RMSPROP,
+                              STROP_OPTIM_ADAGRAD};
+  for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+    tparams u;
+    tp_init(&u, NULL);
+    strop_optimizer *o = NULL;
+    ck_assert_int_eq(strop__optimizer_create_params(kinds[i], u.ptrs, NP, &o), STROP_OK);
+    ck_assert_int_eq(strop_optimizer_set_float(o, STROP_OPT_LR, 3e38f), STROP_OK);
+    ck_assert_int_eq(strop_optimizer_set_float(o, STROP_OPT_WEIGHT_DECAY, 1e3f), STROP_OK);
+    float g0[24];
+    memcpy(g0, u.p[0].grad, sizeof g0);
+    strop_clear_error();
+    ck_assert_int_eq(strop_optimizer_step(o), STROP_E_NUMERIC);
+    ck_assert_ptr_nonnull(strstr(strop_last_error(), "layer.weight"));
+    ck_assert_mem_eq(g0, u.p[0].grad, sizeof g0);
+    for (int p = 0; p < NP; p++) {
+      float *w = u.p[p].data;
+      for (size_t k = 0; k < u.p[p].numel; k++)
+        ck_assert_msg(isfinite(w[k]), "kind %d: %s[%zu] = %g", kinds[i], PNAMES[p], k,
+                      (double)w[k]);
+    }
+    for (int k = 0; k < strop__optim_state_count(o); k++) {
+      strop__state_entry e;
+      ck_assert_int_eq(strop__optim_state_at(o, k, &e), STROP_OK);
+      if (e.dtype == STROP__STATE_F32)
+        for (size_t j = 0; j < e.numel; j++) ck_assert(isfinite(((float *)e.data)[j]));
+    }
+    strop_optimizer_free(o);
+    tp_free(&u);
+  }
+  tp_free(&t);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("optim");
   TCase *tc = tcase_create("parity");
@@ -912,6 +983,8 @@ int main(void) {
   tcase_add_test(tc, scheduler_errors);
   tcase_add_test(tc, alloc_failures);
   tcase_add_test(tc, knob_widening);
+  tcase_add_test(tc, infinite_knobs_are_refused);
+  tcase_add_test(tc, overflow_stores_nothing_nonfinite);
   suite_add_tcase(s, tc);
   return strop_test_run(s);
 }

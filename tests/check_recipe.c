@@ -616,6 +616,69 @@ START_TEST(plot_ticks_are_round) {
 }
 END_TEST
 
+/* The lr of the run's history row (the optimizer's lr as a double; no schedule: constant). */
+static double run_lr(strop_recipe *r) {
+  strop_run_options o;
+  strop_run_options_init(&o);
+  o.write_outputs = 0;
+  o.baselines = 0;
+  strop_run *run = NULL;
+  ck_assert_msg(strop_recipe_run(r, &o, &run) == STROP_OK, "%s", strop_last_error());
+  ck_assert_int_ge(strop_run_info(run, STROP_INFO_EPOCHS), 1);
+  double lr = strop_run_history(run, 0, 6); /* HC_LR */
+  strop_run_free(run);
+  return lr;
+}
+
+/* A value reaches the optimizer with every bit (no float on the way), and the tuner's sampled
+ * values reach the run and the best recipe it writes back with every digit (no %.6g). */
+START_TEST(tuned_values_keep_every_digit) {
+  make_files();
+  char wp[300];
+  snprintf(wp, sizeof wp, "%s/w0.safetensors", g_dir);
+  char sp[300];
+  snprintf(sp, sizeof sp, "%s/net.yaml", g_dir);
+  strop_model *m = NULL;
+  ck_assert_int_eq(strop_model_load_spec(sp, &m), STROP_OK);
+  ck_assert_int_eq(strop_model_save_weights(m, wp), STROP_OK);
+  strop_model_free(m);
+  strop_recipe *r = NULL;
+  ck_assert_int_eq(strop_recipe_load_string(RECIPE, g_dir, &r), STROP_OK);
+  ck_assert_int_eq(strop_recipe_set(r, "model.weights", "w0.safetensors"), STROP_OK);
+  ck_assert_int_eq(strop_recipe_set(r, "schedule", "{}"), STROP_OK);
+  ck_assert_int_eq(strop_recipe_set(r, "stages", "[{name: all, epochs: 1}]"), STROP_OK);
+  ck_assert_int_eq(strop_recipe_set(r, "baselines", "[]"), STROP_OK);
+  /* set by text: the double the text means, exactly */
+  ck_assert_int_eq(strop_recipe_set(r, "optimizer.lr", "0.000123456789012"), STROP_OK);
+  ck_assert(run_lr(r) == 0.000123456789012);
+  /* tuned: the value drawn is the value written back and the value trained with */
+  ck_assert_int_eq(strop_recipe_set(r, "tune", "{strategy: random, trials: 1, seed: 4, metric: "
+                                               "val_loss, best_recipe: best.yaml, params: [{key: "
+                                               "optimizer.lr, type: float, low: 1.0e-4, high: "
+                                               "2.0e-4}]}"), STROP_OK);
+  strop_tune_options to;
+  strop_tune_options_init(&to);
+  to.epochs_cap = 1;
+  strop_tuner *t = NULL;
+  ck_assert_msg(strop_recipe_tune(r, &to, &t) == STROP_OK, "%s", strop_last_error());
+  double drawn = 0;
+  ck_assert_int_eq(strop_tuner_trial_float(t, strop_tuner_trial_id(t, 0), "optimizer.lr", &drawn),
+                   STROP_OK);
+  strop_tuner_free(t);
+  char bp[300], text[64];
+  snprintf(bp, sizeof bp, "%s/best.yaml", g_dir);
+  strop_recipe *best = NULL;
+  ck_assert_msg(strop_recipe_load(bp, &best) == STROP_OK, "%s", strop_last_error());
+  ck_assert_int_gt(strop_recipe_get(best, "optimizer.lr", text, sizeof text), 8);
+  ck_assert_msg(strtod(text, NULL) == drawn, "drawn %.17g, written back as '%s'", drawn, text);
+  ck_assert_int_eq(strop_recipe_set(best, "tune", "{}"), STROP_OK);
+  double lr = run_lr(best);
+  ck_assert_msg(lr == drawn, "drawn %.17g, trained with %.17g", drawn, lr);
+  strop_recipe_free(best);
+  strop_recipe_free(r);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("recipe");
   TCase *tc = tcase_create("parse");
@@ -634,6 +697,7 @@ int main(void) {
   tcase_add_test(tc, data_split_messages);
   tcase_add_test(tc, outputs_ready_before_training);
   tcase_add_test(tc, resume_is_bit_identical);
+  tcase_add_test(tc, tuned_values_keep_every_digit);
   suite_add_tcase(s, tc);
   return strop_test_run(s);
 }

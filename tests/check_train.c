@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "graph/graph.h"
+#include "ops/dense.h"
 #include "optim/optim.h"
 #include "strop/strop.h"
 #include "strop/train.h"
@@ -224,6 +225,195 @@ START_TEST(nan_batch_is_skipped) {
   strop_tensor_free(x);
   strop_tensor_free(y);
   free_rig(&r);
+  strop_dataset_free(ds);
+}
+END_TEST
+
+/* The model's int64 buffers (BatchNorm's num_batches_tracked), concatenated. */
+static int64_t *ibuffers(strop_model *m, size_t *n_out) {
+  size_t n = 0;
+  for (int i = 0; i < m->n_params; i++) n += m->params[i]->idata ? m->params[i]->numel : 0;
+  int64_t *v = malloc((n ? n : 1) * sizeof *v);
+  size_t o = 0;
+  for (int i = 0; i < m->n_params; i++)
+    if (m->params[i]->idata) {
+      memcpy(v + o, m->params[i]->idata, m->params[i]->numel * sizeof *v);
+      o += m->params[i]->numel;
+    }
+  *n_out = n;
+  return v;
+}
+
+/* Every float32 value of the optimizer's state, concatenated. */
+static float *optim_state(strop_optimizer *o, size_t *n_out, int64_t *steps_sum) {
+  size_t n = 0;
+  int64_t ss = 0;
+  int cnt = strop__optim_state_count(o);
+  for (int i = 0; i < cnt; i++) {
+    strop__state_entry e;
+    ck_assert_int_eq(strop__optim_state_at(o, i, &e), STROP_OK);
+    if (e.dtype == STROP__STATE_F32) n += e.numel;
+    else ss += *(const int64_t *)e.data * (i + 1);
+  }
+  float *v = malloc((n ? n : 1) * sizeof *v);
+  size_t k = 0;
+  for (int i = 0; i < cnt; i++) {
+    strop__state_entry e;
+    ck_assert_int_eq(strop__optim_state_at(o, i, &e), STROP_OK);
+    if (e.dtype != STROP__STATE_F32) continue;
+    memcpy(v + k, e.data, e.numel * sizeof *v);
+    k += e.numel;
+  }
+  *n_out = n;
+  *steps_sum = ss;
+  return v;
+}
+
+/* Everything a skipped step must leave as it was: parameters and float buffers, int64
+ * buffers, optimizer state, the model's RNG, the step counters. */
+typedef struct frozen_state {
+  float *w, *os;
+  int64_t *ib;
+  size_t nw, nos, nib;
+  int64_t steps, gstep, ostep;
+  strop__rng rng;
+} frozen_state;
+
+static frozen_state freeze_state(const rig *r) {
+  frozen_state f;
+  f.w = weights(r->m, &f.nw);
+  f.ib = ibuffers(r->m, &f.nib);
+  f.os = optim_state(r->opt, &f.nos, &f.steps);
+  f.gstep = strop_trainer_global_step(r->tr);
+  f.ostep = strop_optimizer_step_count(r->opt);
+  f.rng = r->m->rng;
+  return f;
+}
+
+static void assert_state_is(const rig *r, const frozen_state *f) {
+  frozen_state g = freeze_state(r);
+  ck_assert_uint_eq(g.nw, f->nw);
+  ck_assert_msg(memcmp(g.w, f->w, f->nw * sizeof *f->w) == 0, "a parameter or buffer moved");
+  ck_assert_uint_eq(g.nib, f->nib);
+  ck_assert_msg(memcmp(g.ib, f->ib, f->nib * sizeof *f->ib) == 0, "an int64 buffer moved");
+  ck_assert_uint_eq(g.nos, f->nos);
+  ck_assert_msg(memcmp(g.os, f->os, f->nos * sizeof *f->os) == 0, "the optimizer state moved");
+  ck_assert_int_eq(g.steps, f->steps);
+  ck_assert_int_eq(g.gstep, f->gstep);
+  ck_assert_int_eq(g.ostep, f->ostep);
+  ck_assert(g.rng.state == f->rng.state && g.rng.inc == f->rng.inc);
+  free(g.w);
+  free(g.ib);
+  free(g.os);
+}
+
+static void free_state(frozen_state *f) {
+  free(f->w);
+  free(f->ib);
+  free(f->os);
+}
+
+/* fc1 -> batchnorm1d -> relu -> dropout -> head: running statistics, a batch counter, and RNG
+ * draws in every training forward. */
+static rig bn_rig(uint64_t seed, int kind, float lr) {
+  rig r;
+  memset(&r, 0, sizeof r);
+  int64_t in[1] = {8};
+  ck_assert_int_eq(strop_model_create(1, in, &r.m), STROP_OK);
+  ck_assert_int_eq(strop_model_add(r.m, "fc1", "linear", "out_features=16", NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_add(r.m, "bn", "batchnorm1d", NULL, NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_add(r.m, "act", "relu", NULL, NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_add(r.m, "drop", "dropout", "p=0.1", NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_add(r.m, "head", "linear", "out_features=4", NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_finalize(r.m, seed), STROP_OK);
+  ck_assert_int_eq(strop_optimizer_create(r.m, kind, &r.opt), STROP_OK);
+  ck_assert_int_eq(strop_optimizer_set_float(r.opt, STROP_OPT_LR, lr), STROP_OK);
+  ck_assert_int_eq(strop_trainer_create(r.m, r.opt, &r.tr), STROP_OK);
+  return r;
+}
+
+/* Issue 18, item 1: a NaN batch is skipped, and it must not poison BatchNorm's running
+ * statistics either (the forward updates them before the loss is known): every parameter,
+ * buffer, the optimizer state and the RNG stay as they were, the next step trains, and an
+ * eval forward is finite. With accumulation the whole window is undone. */
+START_TEST(nan_batch_keeps_batchnorm_stats) {
+  strop_dataset *ds = blobs(64, 4);
+  for (int accum = 1; accum <= 2; accum++) {
+    rig r = bn_rig(5, STROP_OPTIM_ADAM, 1e-2f);
+    ck_assert_int_eq(strop_trainer_set_int(r.tr, STROP_TRAIN_ACCUM_STEPS, accum), STROP_OK);
+    strop_tensor *x, *y;
+    batch(ds, 0, 32, &x, &y);
+    for (int k = 0; k < accum; k++)
+      ck_assert_int_eq(strop_trainer_step(r.tr, x, y, NULL), STROP_OK);
+    frozen_state before = freeze_state(&r);
+    ck_assert_int_gt((int)before.nib, 0);
+    if (accum == 2) /* a finite first micro-batch updates the statistics, then a NaN one */
+      ck_assert_int_eq(strop_trainer_step(r.tr, x, y, NULL), STROP_OK);
+    const float keep = strop_tensor_data(x)[5];
+    strop_tensor_data(x)[5] = NAN;
+    ck_assert_int_eq(strop_trainer_step(r.tr, x, y, NULL), STROP_E_NUMERIC);
+    ck_assert_ptr_nonnull(strstr(strop_last_error(), "skipped"));
+    assert_state_is(&r, &before);
+    ck_assert_int_eq(strop_trainer_skipped_steps(r.tr), 1);
+    /* the host goes on: a finite step trains, and the statistics give finite outputs */
+    strop_tensor_data(x)[5] = keep;
+    for (int k = 0; k < accum; k++)
+      ck_assert_int_eq(strop_trainer_step(r.tr, x, y, NULL), STROP_OK);
+    strop__param *rv = strop__model_param_find(r.m, "bn.running_var");
+    ck_assert_ptr_nonnull(rv);
+    ck_assert(strop__all_finite(rv->data, rv->numel));
+    strop_metrics *mt = NULL;
+    ck_assert_int_eq(strop_trainer_eval_dataset(r.tr, ds, 64, &mt), STROP_OK);
+    ck_assert_msg(isfinite(strop_metrics_get(mt, STROP_METRIC_LOSS)), "eval loss %g",
+                  strop_metrics_get(mt, STROP_METRIC_LOSS));
+    strop_metrics_free(mt);
+    free_state(&before);
+    strop_tensor_free(x);
+    strop_tensor_free(y);
+    free_rig(&r);
+  }
+  strop_dataset_free(ds);
+}
+END_TEST
+
+/* Issue 18, item 2: a finite learning rate large enough to overflow the update. The step is
+ * refused whole: STROP_E_NUMERIC naming the parameter, every weight as before, no counter
+ * moved; with a sane lr the host goes on and every weight is finite. */
+START_TEST(overflowing_update_is_refused) {
+  strop_dataset *ds = blobs(64, 4);
+  static const int kinds[] = {STROP_OPTIM_SGD, STROP_OPTIM_ADAM, STROP_OPTIM_RMSPROP};
+  static const float lrs[] = {3e38f, 3e38f, 3e38f};
+  for (int i = 0; i < 3; i++) {
+    rig r = bn_rig(7, kinds[i], 1e-2f);
+    strop_tensor *x, *y;
+    batch(ds, 0, 32, &x, &y);
+    ck_assert_int_eq(strop_trainer_step(r.tr, x, y, NULL), STROP_OK);
+    ck_assert_int_eq(strop_optimizer_set_float(r.opt, STROP_OPT_LR, lrs[i]), STROP_OK);
+    /* with weight decay in the update, lr * (grad + wd * w) is far beyond float's range */
+    ck_assert_int_eq(strop_optimizer_set_float(r.opt, STROP_OPT_WEIGHT_DECAY, 100.0f), STROP_OK);
+    frozen_state before = freeze_state(&r);
+    ck_assert_int_eq(strop_trainer_step(r.tr, x, y, NULL), STROP_E_NUMERIC);
+    ck_assert_msg(strstr(strop_last_error(), "step 1") && strstr(strop_last_error(), "not applied"),
+                  "%s", strop_last_error());
+    size_t n;
+    float *w = weights(r.m, &n);
+    ck_assert_uint_eq(n, before.nw);
+    ck_assert_msg(memcmp(w, before.w, n * sizeof *w) == 0, "kind %d: a weight moved", kinds[i]);
+    free(w);
+    ck_assert_int_eq(strop_trainer_global_step(r.tr), 1);
+    ck_assert_int_eq(strop_optimizer_step_count(r.opt), 1);
+    ck_assert_int_eq(strop_trainer_skipped_steps(r.tr), 1);
+    ck_assert_int_eq(strop_optimizer_set_float(r.opt, STROP_OPT_LR, 1e-2f), STROP_OK);
+    ck_assert_int_eq(strop_optimizer_set_float(r.opt, STROP_OPT_WEIGHT_DECAY, 0.0f), STROP_OK);
+    ck_assert_int_eq(strop_trainer_step(r.tr, x, y, NULL), STROP_OK);
+    w = weights(r.m, &n);
+    ck_assert(strop__all_finite(w, n));
+    free(w);
+    free_state(&before);
+    strop_tensor_free(x);
+    strop_tensor_free(y);
+    free_rig(&r);
+  }
   strop_dataset_free(ds);
 }
 END_TEST
@@ -679,6 +869,134 @@ END_TEST
 static strop_model *g_m;
 static strop_optimizer *g_o;
 static strop_trainer *g_t;
+/* Issue 18, item 7: an optimizer created on another model would update that model's
+ * parameters while every step returned OK and nothing here trained. */
+START_TEST(optimizer_of_another_model_is_refused) {
+  strop_model *a = mlp(1), *b = mlp(2);
+  strop_optimizer *oa = NULL;
+  ck_assert_int_eq(strop_optimizer_create(a, STROP_OPTIM_SGD, &oa), STROP_OK);
+  strop_trainer *t = (strop_trainer *)1;
+  strop_clear_error();
+  ck_assert_int_eq(strop_trainer_create(b, oa, &t), STROP_E_INVALID_ARG);
+  ck_assert_ptr_null(t);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "another model"));
+  ck_assert_int_eq(strop_trainer_create(a, oa, &t), STROP_OK);
+  strop_trainer_free(t);
+  strop_optimizer_free(oa);
+  strop_model_free(a);
+  strop_model_free(b);
+}
+END_TEST
+
+/* Issue 18, item 6: a checkpoint of another optimizer kind is refused, naming both kinds, in
+ * both directions (Adam into SGD used to change the weights and then fail; SGD into Adam
+ * loaded without a word and resumed inexactly); and a load that fails late (optimizer state
+ * for a parameter frozen here) changes nothing either. */
+static void save_ckpt(int kind, const char *path) {
+  strop_dataset *ds = blobs(64, 31);
+  rig r = bn_rig(33, kind, 1e-2f);
+  strop_tensor *x, *y;
+  batch(ds, 0, 32, &x, &y);
+  for (int k = 0; k < 3; k++) ck_assert_int_eq(strop_trainer_step(r.tr, x, y, NULL), STROP_OK);
+  ck_assert_int_eq(strop_trainer_save_checkpoint(r.tr, path), STROP_OK);
+  strop_tensor_free(x);
+  strop_tensor_free(y);
+  free_rig(&r);
+  strop_dataset_free(ds);
+}
+
+/* A copy of a checkpoint as 0.1 wrote it: without the optim.kind metadata (renamed in place,
+ * so the header keeps its length). */
+static void as_v01(const char *from, const char *to) {
+  size_t len = 0;
+  char *b = strop_test_read_file(from, &len);
+  ck_assert_ptr_nonnull(b);
+  char *k = NULL;
+  for (size_t i = 0; i + 10 <= len && !k; i++)
+    if (!memcmp(b + i, "optim.kind", 10)) k = b + i;
+  ck_assert_ptr_nonnull(k);
+  k[9] = 'x';
+  FILE *f = fopen(to, "wb");
+  ck_assert_ptr_nonnull(f);
+  ck_assert_uint_eq(fwrite(b, 1, len, f), len);
+  fclose(f);
+  free(b);
+}
+
+static rig g_load_rig;
+static frozen_state g_load_before;
+static const char *g_load_path;
+
+static int op_load(void *ctx) {
+  (void)ctx;
+  int st = strop_trainer_load_checkpoint(g_load_rig.tr, g_load_path);
+  if (st) assert_state_is(&g_load_rig, &g_load_before);
+  return st;
+}
+
+START_TEST(failed_checkpoint_load_changes_nothing) {
+  char dir[] = "/tmp/strop_ckpt_XXXXXX";
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  char adam[256], sgd[256], p01[300];
+  snprintf(adam, sizeof adam, "%s/adam.ckpt", dir);
+  snprintf(sgd, sizeof sgd, "%s/sgd.ckpt", dir);
+  save_ckpt(STROP_OPTIM_ADAM, adam);
+  save_ckpt(STROP_OPTIM_SGD, sgd);
+  snprintf(p01, sizeof p01, "%s/adam01.ckpt", dir);
+  as_v01(adam, p01);
+  snprintf(p01, sizeof p01, "%s/sgd01.ckpt", dir);
+  as_v01(sgd, p01);
+  static const struct {
+    int kind, freeze;
+    const char *file, *a, *b;
+    int status;
+  } cases[] = {{STROP_OPTIM_SGD, 0, "adam.ckpt", "Adam", "SGD", STROP_E_FORMAT},
+               {STROP_OPTIM_ADAM, 0, "sgd.ckpt", "SGD", "Adam", STROP_E_FORMAT},
+               /* files of 0.1, without the metadata: the kind is read from the state's names */
+               {STROP_OPTIM_SGD, 0, "adam01.ckpt", "Adam or AdamW", "SGD", STROP_E_FORMAT},
+               {STROP_OPTIM_RMSPROP, 0, "sgd01.ckpt", "SGD", "RMSprop", STROP_E_FORMAT},
+               {STROP_OPTIM_ADAM, 1, "adam.ckpt", "fc1.weight", "no trainable parameter",
+                STROP_E_NOT_FOUND}};
+  strop_dataset *ds = blobs(64, 35);
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char path[300];
+    snprintf(path, sizeof path, "%s/%s", dir, cases[i].file);
+    rig r = bn_rig(37, cases[i].kind, 1e-2f);
+    if (cases[i].freeze) ck_assert_int_eq(strop_model_freeze(r.m, "fc1.*"), STROP_OK);
+    strop_tensor *x, *y;
+    batch(ds, 0, 32, &x, &y);
+    ck_assert_int_eq(strop_trainer_step(r.tr, x, y, NULL), STROP_OK);
+    frozen_state before = freeze_state(&r);
+    strop_clear_error();
+    int st = strop_trainer_load_checkpoint(r.tr, path);
+    ck_assert_msg(st == cases[i].status, "case %zu: status %d (%s)", i, st, strop_last_error());
+    ck_assert_msg(strstr(strop_last_error(), cases[i].a) && strstr(strop_last_error(), cases[i].b),
+                  "case %zu: '%s'", i, strop_last_error());
+    assert_state_is(&r, &before);
+    /* the trainer goes on as if nothing happened */
+    ck_assert_int_eq(strop_trainer_step(r.tr, x, y, NULL), STROP_OK);
+    free_state(&before);
+    strop_tensor_free(x);
+    strop_tensor_free(y);
+    free_rig(&r);
+  }
+  /* the same kind still loads; a load failing at any allocation changes nothing */
+  g_load_rig = bn_rig(37, STROP_OPTIM_ADAM, 1e-2f);
+  strop_tensor *x, *y;
+  batch(ds, 0, 32, &x, &y);
+  ck_assert_int_eq(strop_trainer_step(g_load_rig.tr, x, y, NULL), STROP_OK);
+  g_load_before = freeze_state(&g_load_rig);
+  g_load_path = adam;
+  ck_assert_int_ge(strop_test_alloc_sweep(op_load, NULL, NULL), 2);
+  ck_assert_int_eq(strop_trainer_global_step(g_load_rig.tr), 3);
+  free_state(&g_load_before);
+  strop_tensor_free(x);
+  strop_tensor_free(y);
+  free_rig(&g_load_rig);
+  strop_dataset_free(ds);
+}
+END_TEST
+
 static int op_create(void *ctx) {
   (void)ctx;
   return strop_trainer_create(g_m, g_o, &g_t);
@@ -729,6 +1047,8 @@ int main(int argc, char **argv) {
   tcase_add_test(tc, step_learns);
   tcase_add_test(tc, warm_step_allocates_nothing);
   tcase_add_test(tc, nan_batch_is_skipped);
+  tcase_add_test(tc, nan_batch_keeps_batchnorm_stats);
+  tcase_add_test(tc, overflowing_update_is_refused);
   tcase_add_test(tc, accumulation_matches_exactly);
   tcase_add_test(tc, lazy_zero_grad_matches_eager);
   tcase_add_test(tc, nonfinite_gradient_is_skipped);
@@ -741,11 +1061,13 @@ int main(int argc, char **argv) {
   tc = tcase_create("errors");
   tcase_add_test(tc, step_errors);
   tcase_add_test(tc, alloc_failures);
+  tcase_add_test(tc, optimizer_of_another_model_is_refused);
   suite_add_tcase(s, tc);
   tc = tcase_create("fit");
   tcase_set_timeout(tc, 600);
   tcase_add_test(tc, fit_early_stopping_restores_best);
   tcase_add_test(tc, resume_is_bit_identical);
+  tcase_add_test(tc, failed_checkpoint_load_changes_nothing);
   tcase_add_test(tc, fashion_mlp_from_scratch);
   suite_add_tcase(s, tc);
   return strop_test_run(s);

@@ -972,6 +972,54 @@ START_TEST(resume_errors) {
 }
 END_TEST
 
+/* Issue 18, item 8: numbers read from a trials file are checked, naming the file and line: a
+ * trial id of INT64_MAX made the next id overflow and every later call fail. */
+START_TEST(resume_refuses_unusable_numbers) {
+  char *path = tmp_path("huge.jsonl");
+  static const char *const good =
+      "{\"id\":0,\"status\":\"ok\",\"value\":1,\"seconds\":2,\"values\":{\"optimizer.lr\":0.01,"
+      "\"data.batch_size\":32,\"optimizer.name\":\"adam\"}}\n";
+  static const char *const last =
+      "{\"id\":7,\"status\":\"ok\",\"value\":1,\"seconds\":2,\"values\":{\"optimizer.lr\":0.01,"
+      "\"data.batch_size\":32,\"optimizer.name\":\"adam\"}}\n";
+  static const struct {
+    const char *line, *word;
+  } bad[] = {
+      {"{\"id\":9223372036854775807,\"status\":\"ok\",\"value\":1,\"values\":{\"optimizer.lr\":"
+       "0.01,\"data.batch_size\":32,\"optimizer.name\":\"adam\"}}\n", "\"id\" must be"},
+      {"{\"id\":9007199254740992,\"status\":\"ok\",\"value\":1,\"values\":{\"optimizer.lr\":"
+       "0.01,\"data.batch_size\":32,\"optimizer.name\":\"adam\"}}\n", "\"id\" must be"},
+      {"{\"id\":1,\"status\":\"ok\",\"value\":1,\"seconds\":1e999,\"values\":{\"optimizer.lr\":"
+       "0.01,\"data.batch_size\":32,\"optimizer.name\":\"adam\"}}\n", "\"seconds\""},
+      {"{\"id\":1,\"status\":\"ok\",\"value\":1,\"seconds\":-3,\"values\":{\"optimizer.lr\":"
+       "0.01,\"data.batch_size\":32,\"optimizer.name\":\"adam\"}}\n", "\"seconds\""},
+      {"{\"id\":1,\"status\":\"pruned\",\"value\":1,\"values\":{\"optimizer.lr\":0.01,"
+       "\"data.batch_size\":32,\"optimizer.name\":\"adam\"},\"intermediate\":[[1,1e999]]}\n",
+       "finite value"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    FILE *f = fopen(path, "w");
+    fputs(good, f);
+    fputs(bad[i].line, f);
+    fputs(last, f); /* not the last line: not taken for a torn one */
+    fclose(f);
+    strop_tuner *t = space(STROP_TUNE_RANDOM, 1);
+    ERR(strop_tuner_resume(t, path), STROP_E_FORMAT, bad[i].word);
+    char where[600];
+    snprintf(where, sizeof where, "%s:2:", path);
+    ck_assert_msg(strstr(strop_last_error(), where) != NULL, "no file:line in '%s'",
+                  strop_last_error());
+    ck_assert_int_eq(strop_tuner_num_trials(t), 0); /* unchanged: the search starts over */
+    int64_t id = -1;
+    OK(strop_tuner_ask(t, &id));
+    ck_assert_int_eq(id, 0);
+    OK(strop_tuner_tell(t, id, 1.0, STROP_TRIAL_OK));
+    strop_tuner_free(t);
+  }
+  unlink(path);
+}
+END_TEST
+
 static Suite *tune_suite(void) {
   Suite *s = suite_create("tune");
   TCase *tc = tcase_create("create");
@@ -982,6 +1030,7 @@ static Suite *tune_suite(void) {
   tc = tcase_create("errors");
   tcase_add_test(tc, errors);
   tcase_add_test(tc, resume_errors);
+  tcase_add_test(tc, resume_refuses_unusable_numbers);
   suite_add_tcase(s, tc);
   tc = tcase_create("grid");
   tcase_add_test(tc, grid_order);

@@ -28,10 +28,12 @@ typedef enum strop_optimizer_kind {
 } strop_optimizer_kind;
 
 /**
- * @brief Optimizer knobs. Float knobs are read and written with strop_optimizer_set_float(),
- * int knobs (flags) with strop_optimizer_set_int(). Which knobs apply to which kind, their
- * defaults (PyTorch's) and ranges are in docs/optim.md and strop_optimizer_knob_range().
- * Values are fixed and the list only grows. @since 0.1
+ * @brief Optimizer knobs. Every knob is read and written as a double with
+ * strop_optimizer_set_double() / strop_optimizer_get_double(); flags also with
+ * strop_optimizer_set_int(). Which knobs apply to which kind, their defaults (PyTorch's),
+ * ranges and one-line docs come from strop_optimizer_knob_range(), _knob_default() and
+ * _knob_doc() (the table in docs/optim.md is generated from them). Values are fixed and the
+ * list only grows. @since 0.1
  */
 typedef enum strop_optimizer_knob {
   STROP_OPT_LR = 0,           /**< float, all kinds: learning rate (>= 0). */
@@ -51,12 +53,23 @@ typedef enum strop_optimizer_knob {
   STROP_OPT_MAXIMIZE = 13     /**< int 0/1, all kinds: maximise the objective. */
 } strop_optimizer_knob;
 
-/** @brief Flags reported by the knob-range queries. @since 0.1 */
+/**
+ * @brief Flags reported by the knob-range queries of every object (optimizer, scheduler,
+ * trainer, tuner). An infinite bound means "no limit": infinity itself is a value only for the
+ * knobs flagged STROP_KNOB_INF_OK, and NaN never is. @since 0.1
+ */
 typedef enum strop_knob_flags {
-  STROP_KNOB_INT = 1,     /**< An int knob (set with the _set_int function). */
+  STROP_KNOB_INT = 1,     /**< An integral knob (int, flag or enum): also set with _set_int. */
   STROP_KNOB_LO_OPEN = 2, /**< The lower bound itself is not allowed. */
   STROP_KNOB_HI_OPEN = 4, /**< The upper bound itself is not allowed. */
-  STROP_KNOB_LIST = 8     /**< An int64 list knob (set with strop_scheduler_set_ints()). */
+  STROP_KNOB_LIST = 8,    /**< An int64 list knob (set with strop_scheduler_set_ints()). */
+  STROP_KNOB_FLAG = 16,   /**< A 0/1 flag (false/true). @since 0.2 */
+  STROP_KNOB_ENUM = 32,   /**< Named values lo, lo + 1, ..., hi; the names are what the
+                               _knob_parse() functions read. @since 0.2 */
+  STROP_KNOB_INF_OK = 64, /**< The range's infinite bound is itself accepted, with a documented
+                               meaning (one-cycle's final_div_factor of +inf: the cycle ends
+                               at lr 0). @since 0.2 */
+  STROP_KNOB_REQUIRED = 128 /**< No default: 0 (unset) until the host sets it. @since 0.2 */
 } strop_knob_flags;
 
 /**
@@ -85,20 +98,50 @@ STROP_API void strop_optimizer_free(strop_optimizer *opt);
 STROP_API int strop_optimizer_get_kind(const strop_optimizer *opt);
 
 /**
- * @brief Sets a float knob, e.g. `strop_optimizer_set_float(opt, STROP_OPT_LR, 3e-4f)`.
+ * @brief Sets a knob, e.g. `strop_optimizer_set_double(opt, STROP_OPT_LR, 3e-4)`; the
+ * arithmetic uses the double as PyTorch uses its Python float.
  *
- * The float is widened to the double nearest its shortest decimal form (0.95f is used as
- * 0.95, as PyTorch would), and the arithmetic uses it as PyTorch uses its Python floats.
- * @return STROP_OK; STROP_E_INVALID_ARG (NULL, unknown knob, knob not used by this kind, an
- *         int knob, value out of range or NaN, Nesterov left without momentum or with
- *         dampening): the sentence names the knob and the value; the optimizer is unchanged.
+ * Takes every knob but lists: a float knob any value in its range, an int knob an integral
+ * value, a flag 0 or 1. A value must be finite (no knob of the optimizer takes infinity).
+ * @param opt   The optimizer; changed only on success.
+ * @param key   A strop_optimizer_knob that applies to the optimizer's kind.
+ * @param value The value.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL; unknown knob or one the kind does not use; a
+ *         value that is NaN, infinite, out of range or not integral for an int knob; Nesterov
+ *         left without momentum or with dampening): the sentence names the function, the knob,
+ *         the allowed range and the value; the optimizer is unchanged.
+ * Not thread-safe for one handle. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_optimizer_set_double(strop_optimizer *opt, int key,
+                                                                  double value);
+
+/**
+ * @brief Reads a knob (any but a list) as a double: exactly the double set.
+ * @param opt The optimizer (only read).
+ * @param key A strop_optimizer_knob of the optimizer's kind.
+ * @param[out] value The value (flags and ints as integral doubles).
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, unknown knob or one the kind does not use).
+ * @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_optimizer_get_double(const strop_optimizer *opt,
+                                                                  int key, double *value);
+
+/**
+ * @brief Sets a float knob from a float.
+ * @deprecated Since 0.2: use strop_optimizer_set_double(), which takes the value as it is.
+ * This one widens the float to the double nearest its shortest decimal form (0.95f is used
+ * as 0.95), refuses int knobs, and otherwise behaves as strop_optimizer_set_double().
+ * @param opt The optimizer. @param key A float knob. @param value The value.
+ * @return As strop_optimizer_set_double(); STROP_E_INVALID_ARG also for an int knob.
  * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_optimizer_set_float(strop_optimizer *opt, int key,
                                                                  float value);
 
 /**
- * @brief Reads a float knob into @p out.
+ * @brief Reads a float knob into @p out, rounded to float (strop_optimizer_get_double() reads
+ * it exactly).
+ * @param opt The optimizer. @param key A float knob. @param[out] out The value.
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL, unknown knob, not a float knob of this kind).
  * @since 0.1
  */
@@ -108,38 +151,85 @@ STROP_API STROP_NODISCARD strop_status strop_optimizer_get_float(const strop_opt
 /**
  * @brief Sets an int knob (a 0/1 flag such as STROP_OPT_NESTEROV). Nesterov needs momentum > 0
  * and dampening 0 already set.
- * @return STROP_OK; STROP_E_INVALID_ARG (as strop_optimizer_set_float()). @since 0.1
+ * @param opt The optimizer. @param key An int knob. @param value The value.
+ * @return STROP_OK; STROP_E_INVALID_ARG (as strop_optimizer_set_double(); also for a float
+ *         knob). @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_optimizer_set_int(strop_optimizer *opt, int key,
                                                                int value);
 
-/** @brief Reads an int knob. @return STROP_OK or STROP_E_INVALID_ARG. @since 0.1 */
+/** @brief Reads an int knob. @param opt The optimizer. @param key An int knob.
+ *  @param[out] out The value. @return STROP_OK or STROP_E_INVALID_ARG. @since 0.1 */
 STROP_API STROP_NODISCARD strop_status strop_optimizer_get_int(const strop_optimizer *opt,
                                                                int key, int *out);
 
 /**
  * @brief The valid range of a knob for an optimizer kind.
- * @param[out] lo,hi  Bounds (hi may be HUGE_VAL); either may be NULL.
- * @param[out] flags  strop_knob_flags bits (open bounds, int knob); may be NULL.
+ * @param kind A strop_optimizer_kind. @param key A strop_optimizer_knob.
+ * @param[out] lo,hi  Bounds (hi may be HUGE_VAL: no limit); either may be NULL.
+ * @param[out] flags  strop_knob_flags bits (open bounds, int, flag, infinity accepted); may be
+ *                    NULL.
  * @return STROP_OK; STROP_E_INVALID_ARG (unknown kind or knob, or the knob does not apply
  *         to @p kind). Thread-safe. @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_optimizer_knob_range(int kind, int key, double *lo,
                                                                   double *hi, int *flags);
 
-/** @brief The knob's name ("lr", "beta1", ...), or NULL for an unknown key. Static string;
+/** @brief The knob's name ("lr", "beta1", ...), or NULL for an unknown key: the knobs are the
+ *  keys 0, 1, ... up to the first NULL. @param key A key. @return A static string;
  *  thread-safe. @since 0.1 */
 STROP_API const char *strop_optimizer_knob_name(int key);
 
 /**
+ * @brief The key of a knob by its name (as strop_optimizer_knob_name() gives it) or its
+ * other accepted spelling.
+ * @param name The name. @param[out] key The key.
+ * @return STROP_OK; STROP_E_NOT_FOUND (no such knob; the sentence lists the names);
+ *         STROP_E_INVALID_ARG (NULL). Thread-safe. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_optimizer_knob_find(const char *name, int *key);
+
+/**
+ * @brief A knob's default for an optimizer kind (PyTorch's).
+ * @param kind A strop_optimizer_kind. @param key A strop_optimizer_knob.
+ * @param[out] value The default.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, unknown kind or knob, a knob the kind does not
+ *         use). Thread-safe. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_optimizer_knob_default(int kind, int key,
+                                                                    double *value);
+
+/** @brief One line describing the knob, or NULL for an unknown key. @param key A key.
+ *  @return A static string; thread-safe. @since 0.2 */
+STROP_API const char *strop_optimizer_knob_doc(int key);
+
+/**
+ * @brief Reads a knob's value from text as recipes write it: a number, an integer, or
+ * true/false for a flag.
+ * @param key A strop_optimizer_knob. @param text The text (NUL-terminated).
+ * @param[out] value The value, to pass to strop_optimizer_set_double() (which checks its
+ *                   range).
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, unknown knob, text of the wrong form, naming
+ *         the form expected). Thread-safe. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_optimizer_knob_parse(int key, const char *text,
+                                                                  double *value);
+
+/**
  * @brief Applies one update to every trainable parameter that has a gradient, exactly as
  * `torch.optim` does in float32, with each parameter's learning-rate multiplier and
- * weight-decay switch (parameter groups). Frozen parameters are neither read nor written.
+ * weight-decay switch (parameter groups). Frozen parameters are neither read nor written; the
+ * gradients are only read.
  *
  * State for new trainable parameters is allocated first; if that fails nothing is updated.
- * Non-finite gradients are not checked here (the trainer guards them).
- * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_NOMEM (no parameter changed).
- * @since 0.1
+ * Non-finite gradients are not checked here (the trainer guards them), but no NaN or infinite
+ * value is ever stored: a weight or state value the update would make non-finite keeps its old
+ * value, the parameters after it are not updated, and the call returns STROP_E_NUMERIC naming
+ * the parameter (the values that stayed finite were updated; strop_trainer_step(), which owns
+ * its gradients, refuses such an update whole).
+ * @param opt The optimizer.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_NOMEM (no parameter changed);
+ *         STROP_E_NUMERIC (as above). @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_optimizer_step(strop_optimizer *opt);
 
@@ -181,8 +271,11 @@ typedef enum strop_scheduler_kind {
 } strop_scheduler_kind;
 
 /**
- * @brief Scheduler knobs; see docs/optim.md for defaults and which kinds use them. The warm-up
- * knobs apply to every kind. Values are fixed and the list only grows. @since 0.1
+ * @brief Scheduler knobs; read and written as doubles with strop_scheduler_set_double() (the
+ * list with strop_scheduler_set_ints()). Defaults, ranges and which kinds use them come from
+ * strop_scheduler_knob_default(), _knob_range() and _knob_doc() (docs/optim.md's table is
+ * generated from them). The warm-up knobs apply to every kind. Values are fixed and the list
+ * only grows. @since 0.1
  */
 typedef enum strop_scheduler_knob {
   STROP_SCH_GAMMA = 0,            /**< float: decay factor (step, multistep, exponential). */
@@ -242,22 +335,54 @@ STROP_API STROP_NODISCARD strop_status strop_scheduler_create(strop_optimizer *o
 STROP_API void strop_scheduler_free(strop_scheduler *sched);
 
 /**
- * @brief Sets a float knob (widened as in strop_optimizer_set_float()).
- * @return STROP_OK; STROP_E_INVALID_ARG (NULL, unknown knob or not one of this kind, out of
- *         range or NaN; the sentence names knob and value; nothing changes). @since 0.1
+ * @brief Sets a knob (any but the list): a float knob any finite value in its range, an int
+ * or enum knob an integral value (STROP_ANNEAL_LINEAR ...), a flag 0 or 1. Until the first
+ * strop_scheduler_step() the step-0 lr is applied again.
+ * @param sched The scheduler; changed only on success.
+ * @param key   A strop_scheduler_knob used by the scheduler's kind.
+ * @param value The value.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, unknown knob or not one of this kind, the list,
+ *         NaN, infinite, out of range or not integral; the sentence names the function, knob,
+ *         range and value; nothing changes). Not thread-safe for one handle. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_scheduler_set_double(strop_scheduler *sched, int key,
+                                                                  double value);
+
+/**
+ * @brief Reads a knob (any but the list) as a double, exactly as set.
+ * @param sched The scheduler (only read). @param key A strop_scheduler_knob of its kind.
+ * @param[out] value The value.
+ * @return STROP_OK or STROP_E_INVALID_ARG (NULL, unknown knob or not one of this kind, the
+ *         list). @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_scheduler_get_double(const strop_scheduler *sched,
+                                                                  int key, double *value);
+
+/**
+ * @brief Sets a float knob from a float.
+ * @deprecated Since 0.2: use strop_scheduler_set_double(). This one widens the float as
+ * strop_optimizer_set_float() does and refuses int knobs.
+ * @param sched The scheduler. @param key A float knob. @param value The value.
+ * @return As strop_scheduler_set_double(); STROP_E_INVALID_ARG also for an int knob.
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_scheduler_set_float(strop_scheduler *sched, int key,
                                                                  float value);
 
-/** @brief Reads a float knob. @return STROP_OK or STROP_E_INVALID_ARG. @since 0.1 */
+/** @brief Reads a float knob, rounded to float. @param sched The scheduler.
+ *  @param key A float knob. @param[out] out The value.
+ *  @return STROP_OK or STROP_E_INVALID_ARG. @since 0.1 */
 STROP_API STROP_NODISCARD strop_status strop_scheduler_get_float(const strop_scheduler *sched,
                                                                  int key, float *out);
 
-/** @brief Sets an int knob. @return STROP_OK or STROP_E_INVALID_ARG. @since 0.1 */
+/** @brief Sets an int knob. @param sched The scheduler. @param key An int knob.
+ *  @param value The value. @return STROP_OK or STROP_E_INVALID_ARG (as
+ *  strop_scheduler_set_double(); also for a float knob). @since 0.1 */
 STROP_API STROP_NODISCARD strop_status strop_scheduler_set_int(strop_scheduler *sched, int key,
                                                                int value);
 
-/** @brief Reads an int knob. @return STROP_OK or STROP_E_INVALID_ARG. @since 0.1 */
+/** @brief Reads an int knob. @param sched The scheduler. @param key An int knob.
+ *  @param[out] out The value. @return STROP_OK or STROP_E_INVALID_ARG. @since 0.1 */
 STROP_API STROP_NODISCARD strop_status strop_scheduler_get_int(const strop_scheduler *sched,
                                                                int key, int *out);
 
@@ -281,13 +406,51 @@ STROP_API STROP_NODISCARD strop_status strop_scheduler_get_ints(const strop_sche
 
 /**
  * @brief The valid range of a scheduler knob for a kind (as strop_optimizer_knob_range()).
+ * @param kind A strop_scheduler_kind. @param key A strop_scheduler_knob.
+ * @param[out] lo,hi Bounds (either may be NULL). @param[out] flags strop_knob_flags (may be NULL).
  * @return STROP_OK or STROP_E_INVALID_ARG. Thread-safe. @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_scheduler_knob_range(int kind, int key, double *lo,
                                                                   double *hi, int *flags);
 
-/** @brief The knob's name ("gamma", "T_max", ...), or NULL. Static; thread-safe. @since 0.1 */
+/** @brief The knob's name ("gamma", "T_max", ...), or NULL: the knobs are the keys 0, 1, ...
+ *  up to the first NULL. @param key A key. @return A static string; thread-safe. @since 0.1 */
 STROP_API const char *strop_scheduler_knob_name(int key);
+
+/**
+ * @brief The key of a scheduler knob by its name or its other spelling ("t_max" for "T_max",
+ * "anneal" for "anneal_strategy", as recipes write them).
+ * @param name The name. @param[out] key The key.
+ * @return STROP_OK; STROP_E_NOT_FOUND (listing the names); STROP_E_INVALID_ARG (NULL).
+ * Thread-safe. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_scheduler_knob_find(const char *name, int *key);
+
+/**
+ * @brief A knob's default for a scheduler kind; 0 for a knob flagged STROP_KNOB_REQUIRED
+ * (unset) and for the list (empty).
+ * @param kind A strop_scheduler_kind. @param key A strop_scheduler_knob.
+ * @param[out] value The default.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, unknown kind or knob, not one of the kind).
+ * Thread-safe. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_scheduler_knob_default(int kind, int key,
+                                                                    double *value);
+
+/** @brief One line describing the knob, or NULL for an unknown key. @param key A key.
+ *  @return A static string; thread-safe. @since 0.2 */
+STROP_API const char *strop_scheduler_knob_doc(int key);
+
+/**
+ * @brief Reads a knob's value from text: a number, an integer, true/false for a flag, or one
+ * of an enum's words ("cos", "linear"; "min", "max"; "rel", "abs").
+ * @param key A strop_scheduler_knob (not the list). @param text The text.
+ * @param[out] value The value, for strop_scheduler_set_double().
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, unknown knob, the list, text of the wrong form,
+ *         naming the form expected). Thread-safe. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_scheduler_knob_parse(int key, const char *text,
+                                                                  double *value);
 
 /**
  * @brief Advances the schedule by one step and sets the optimizer's lr (call it after

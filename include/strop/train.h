@@ -29,25 +29,34 @@ typedef enum strop_loss_kind {
   STROP_LOSS_BCE_WITH_LOGITS = 5 /**< Binary cross-entropy on logits (multi-label). */
 } strop_loss_kind;
 
-/** Trainer knobs, for strop_trainer_set_float() / strop_trainer_set_int(). @since 0.1 */
+/**
+ * @brief Trainer knobs, for strop_trainer_set_double() (and the _set_float / _set_int
+ * setters). Names, ranges, defaults and docs come from strop_trainer_knob_name(),
+ * _knob_range(), _knob_default() and _knob_doc(). Values are fixed and the list only grows.
+ * @since 0.1
+ */
 typedef enum strop_train_knob {
-  STROP_TRAIN_LOSS = 0,            /**< int: a strop_loss_kind (default cross-entropy). */
+  STROP_TRAIN_LOSS = 0,            /**< enum: a strop_loss_kind (default cross-entropy). */
   STROP_TRAIN_LABEL_SMOOTHING = 1, /**< float in [0, 1]: cross-entropy label smoothing (0). */
   STROP_TRAIN_IGNORE_INDEX = 2,    /**< int: cross-entropy target to ignore (-100). */
   STROP_TRAIN_HUBER_DELTA = 3,     /**< float > 0: Huber threshold (1). */
   STROP_TRAIN_CLIP_NORM = 4,       /**< float >= 0: clip the global gradient L2 norm; 0 = off. */
   STROP_TRAIN_CLIP_VALUE = 5,      /**< float >= 0: clip each gradient to [-v, v]; 0 = off. */
   STROP_TRAIN_ACCUM_STEPS = 6,     /**< int >= 1: micro-batches per optimizer step (1). */
-  STROP_TRAIN_SCHED_PER_EPOCH = 7  /**< int 0/1: step the scheduler per epoch, not per
+  STROP_TRAIN_SCHED_PER_EPOCH = 7  /**< flag 0/1: step the scheduler per epoch, not per
                                         optimizer step (0). */
 } strop_train_knob;
 
 /**
- * @brief Creates a trainer for @p model with @p opt (created on the same model).
- * Puts the model in train mode while steps run; the default loss is cross-entropy.
+ * @brief Creates a trainer for @p model with @p opt, which must have been created on that
+ * same model. Puts the model in train mode while steps run; the default loss is
+ * cross-entropy.
+ * @param model The model; borrowed, must outlive the trainer.
+ * @param opt   An optimizer created on @p model; borrowed, must outlive the trainer.
  * @param[out] out Owned by the caller; free with strop_trainer_free().
- * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_STATE (model not finalized);
- *         STROP_E_NOMEM. @since 0.1
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL; @p opt was created on another model — it
+ *         would update that model's parameters and never these); STROP_E_STATE (model not
+ *         finalized); STROP_E_NOMEM. @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_trainer_create(strop_model *model,
                                                             strop_optimizer *opt,
@@ -66,19 +75,85 @@ STROP_API void strop_trainer_free(strop_trainer *tr);
 STROP_API STROP_NODISCARD strop_status strop_trainer_set_scheduler(strop_trainer *tr,
                                                                    strop_scheduler *sched);
 
-/** @brief Sets a float knob. @return STROP_OK or STROP_E_INVALID_ARG naming knob and value.
- *  @since 0.1 */
+/**
+ * @brief Sets any knob as a double, as every object's _set_double does: a float knob any
+ * value in its range (finite: no trainer knob takes infinity), an
+ * int or enum knob an integral value (exact up to 2^53), a flag 0 or 1.
+ * @param tr The trainer; changed only on success. @param key A strop_train_knob.
+ * @param value The value.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, unknown knob, NaN, infinite where not accepted,
+ *         out of range, not integral: the sentence names the function, knob, range and value);
+ *         STROP_E_STATE (STROP_TRAIN_ACCUM_STEPS in the middle of an accumulation).
+ * Not thread-safe for one handle. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_trainer_set_double(strop_trainer *tr, int key,
+                                                                double value);
+/**
+ * @brief Reads any knob as a double, exactly as set (STROP_TRAIN_IGNORE_INDEX rounded when
+ * beyond 2^53: read it with strop_trainer_get_int()).
+ * @param tr The trainer (only read). @param key A strop_train_knob. @param[out] value The value.
+ * @return STROP_OK or STROP_E_INVALID_ARG (NULL, unknown knob). @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_trainer_get_double(const strop_trainer *tr, int key,
+                                                                double *value);
+/** @brief Sets a float knob (as strop_trainer_set_double(), float knobs only).
+ *  @param tr The trainer. @param key A float knob. @param value The value.
+ *  @return STROP_OK or STROP_E_INVALID_ARG naming knob and value. @since 0.1 */
 STROP_API STROP_NODISCARD strop_status strop_trainer_set_float(strop_trainer *tr, int key,
                                                                double value);
-/** @brief Sets an int knob. @return STROP_OK or STROP_E_INVALID_ARG. @since 0.1 */
+/** @brief Sets an int, enum or flag knob (exact for every int64 ignore_index).
+ *  @param tr The trainer. @param key An int knob. @param value The value.
+ *  @return STROP_OK, STROP_E_INVALID_ARG or STROP_E_STATE (as strop_trainer_set_double()).
+ *  @since 0.1 */
 STROP_API STROP_NODISCARD strop_status strop_trainer_set_int(strop_trainer *tr, int key,
                                                              int64_t value);
-/** @brief Reads a float knob. @return STROP_OK or STROP_E_INVALID_ARG. @since 0.1 */
+/** @brief Reads a float knob. @param tr The trainer. @param key A float knob.
+ *  @param[out] value The value. @return STROP_OK or STROP_E_INVALID_ARG. @since 0.1 */
 STROP_API STROP_NODISCARD strop_status strop_trainer_get_float(const strop_trainer *tr, int key,
                                                                double *value);
-/** @brief Reads an int knob. @return STROP_OK or STROP_E_INVALID_ARG. @since 0.1 */
+/** @brief Reads an int knob. @param tr The trainer. @param key An int knob.
+ *  @param[out] value The value. @return STROP_OK or STROP_E_INVALID_ARG. @since 0.1 */
 STROP_API STROP_NODISCARD strop_status strop_trainer_get_int(const strop_trainer *tr, int key,
                                                              int64_t *value);
+
+/**
+ * @brief The valid range of a trainer knob.
+ * @param key A strop_train_knob.
+ * @param[out] lo,hi Bounds (an infinite one means no limit); either may be NULL.
+ * @param[out] flags strop_knob_flags bits (int, flag, enum, open bounds, infinity accepted);
+ *                   may be NULL.
+ * @return STROP_OK or STROP_E_INVALID_ARG (unknown knob). Thread-safe. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_trainer_knob_range(int key, double *lo, double *hi,
+                                                                int *flags);
+/** @brief The knob's name ("loss", "clip_norm", ...), or NULL for an unknown key: the knobs are
+ *  the keys 0, 1, ... up to the first NULL. @param key A key.
+ *  @return A static string; thread-safe. @since 0.2 */
+STROP_API const char *strop_trainer_knob_name(int key);
+/**
+ * @brief The key of a trainer knob by its name or its other spelling ("kind" for "loss",
+ * "delta" for "huber_delta", "accumulate" for "accum_steps", as recipes write them).
+ * @param name The name. @param[out] key The key.
+ * @return STROP_OK; STROP_E_NOT_FOUND (listing the names); STROP_E_INVALID_ARG (NULL).
+ * Thread-safe. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_trainer_knob_find(const char *name, int *key);
+/** @brief A knob's default. @param key A strop_train_knob. @param[out] value The default.
+ *  @return STROP_OK or STROP_E_INVALID_ARG (NULL, unknown knob). Thread-safe. @since 0.2 */
+STROP_API STROP_NODISCARD strop_status strop_trainer_knob_default(int key, double *value);
+/** @brief One line describing the knob, or NULL for an unknown key. @param key A key.
+ *  @return A static string; thread-safe. @since 0.2 */
+STROP_API const char *strop_trainer_knob_doc(int key);
+/**
+ * @brief Reads a knob's value from text: a number, an integer, true/false, or a loss name
+ * ("cross_entropy", "mse", "l1", "huber", "bce_with_logits").
+ * @param key A strop_train_knob. @param text The text. @param[out] value The value, for
+ *            strop_trainer_set_double().
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, unknown knob, text of the wrong form, naming the
+ *         form expected). Thread-safe. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_trainer_knob_parse(int key, const char *text,
+                                                                double *value);
 
 /**
  * @brief Sets per-class weights of the cross-entropy loss (copied); NULL or n = 0 clears.
@@ -93,9 +168,15 @@ STROP_API STROP_NODISCARD strop_status strop_trainer_set_class_weights(strop_tra
  * STROP_TRAIN_ACCUM_STEPS calls — clipping, the optimizer step, zeroing gradients and the
  * per-step scheduler.
  *
- * Numeric guard: if the loss or any gradient is not finite, the update is skipped, weights
- * and optimizer state are untouched, the accumulated gradients are dropped, and
- * STROP_E_NUMERIC is returned with a sentence naming the step; the host may continue.
+ * Numeric guard: if the loss or any gradient is not finite, or the update would make a weight
+ * or an optimizer value NaN or infinite, the step is skipped: the accumulated gradients are
+ * dropped, every parameter and every buffer (BatchNorm's running statistics and batch count,
+ * which the window's forwards had updated) and the model's RNG are put back as they were
+ * before the accumulation window, the step counters and scheduler do not move, and
+ * STROP_E_NUMERIC is returned with a sentence naming the step; the host may continue. The
+ * optimizer's state is untouched when the loss or a gradient was not finite; when the update
+ * itself overflowed, the moments of the values that stayed finite keep that update (see
+ * docs/optim.md).
  * @param inputs  [N, input shape...] of the model.
  * @param targets Class indices [N] (or [N, T]) as floats for cross-entropy; else shaped like
  *                the output.
@@ -285,11 +366,18 @@ STROP_API STROP_NODISCARD strop_status strop_trainer_save_checkpoint(const strop
 
 /**
  * @brief Restores everything strop_trainer_save_checkpoint() wrote into this trainer's model,
- * optimizer and scheduler, which must have the same structure. The next fit continues where
- * the saved one stopped.
- * @return STROP_OK; STROP_E_IO; STROP_E_FORMAT (not a strop checkpoint, or a tensor missing
- *         or of another shape, naming it); STROP_E_NOMEM. On error nothing is changed.
- * @since 0.1
+ * optimizer and scheduler, which must have the same structure and the same optimizer kind.
+ * The next fit continues where the saved one stopped.
+ *
+ * All or nothing: the file is read and the optimizer's and scheduler's state restored into
+ * staging copies first; the model, optimizer, scheduler and counters change only when all of
+ * it succeeded. A checkpoint written by another optimizer kind (its "optim.kind" metadata, or
+ * for files of 0.1 the names of its state) is refused: its state would not resume exactly.
+ * @param tr The trainer. @param path The checkpoint.
+ * @return STROP_OK; STROP_E_IO; STROP_E_FORMAT (not a strop checkpoint; another optimizer kind,
+ *         naming both; a state tensor this optimizer does not keep); STROP_E_NOT_FOUND or
+ *         STROP_E_SHAPE (a tensor missing or of another shape, naming it); STROP_E_NOMEM. On
+ *         error nothing is changed. @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_trainer_load_checkpoint(strop_trainer *tr,
                                                                      const char *path);

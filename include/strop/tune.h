@@ -70,9 +70,10 @@ typedef enum strop_tune_pruner {
 } strop_tune_pruner;
 
 /**
- * @brief Tuner knobs, for strop_tuner_set_int() / strop_tuner_set_float(). Defaults in
- * brackets; ranges from strop_tuner_knob_range(). Values are fixed and the list only grows.
- * @since 0.1
+ * @brief Tuner knobs, for strop_tuner_set_double() (and _set_int / _set_float). Defaults in
+ * brackets; ranges, defaults and docs from strop_tuner_knob_range(), _knob_default() and
+ * _knob_doc() (docs/tune.md's table is generated from them). Values are fixed and the list
+ * only grows. @since 0.1
  */
 typedef enum strop_tune_knob {
   STROP_TUNE_N_INITIAL = 0,        /**< int >= 0: random trials before the GP takes over
@@ -154,34 +155,90 @@ STROP_API const char *strop_tuner_param_name(const strop_tuner *t, int64_t index
 STROP_API int strop_tuner_param_kind(const strop_tuner *t, int64_t index);
 
 /**
- * @brief Sets an int knob (strop_tune_knob).
+ * @brief Sets any knob as a double, as every object's _set_double does: a float knob a finite
+ * value in its range, an int or enum knob an integral value (STROP_PRUNER_MEDIAN ...), a flag
+ * 0 or 1.
+ * @param t The tuner; changed only on success. @param key A strop_tune_knob.
+ * @param value The value.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, unknown knob, NaN, infinite, out of range, not
+ *         integral — the sentence names the function, knob, range and value); STROP_E_STATE
+ *         (STROP_TUNE_N_WORKERS while strop_tuner_run() runs). Thread-safe. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_tuner_set_double(strop_tuner *t, int key,
+                                                              double value);
+/**
+ * @brief Reads any knob as a double.
+ * @param t The tuner. @param key A strop_tune_knob. @param[out] value The value.
+ * @return STROP_OK or STROP_E_INVALID_ARG (NULL, unknown knob). Thread-safe. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_tuner_get_double(const strop_tuner *t, int key,
+                                                              double *value);
+/**
+ * @brief Sets an int, enum or flag knob (strop_tune_knob).
+ * @param t The tuner. @param key An int knob. @param value The value.
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL, unknown or float knob, value out of range —
- *         the sentence names knob and value). @since 0.1
+ *         the sentence names knob and value); STROP_E_STATE (as strop_tuner_set_double()).
+ *         @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_tuner_set_int(strop_tuner *t, int key,
                                                            int64_t value);
-/** @brief Sets a float knob. @return As strop_tuner_set_int(). @since 0.1 */
+/** @brief Sets a float knob (as strop_tuner_set_double(), float knobs only; it always took a
+ *  double, so it stays). @param t The tuner. @param key A float knob. @param value The value.
+ *  @return As strop_tuner_set_int(). @since 0.1 */
 STROP_API STROP_NODISCARD strop_status strop_tuner_set_float(strop_tuner *t, int key,
                                                              double value);
-/** @brief Reads an int knob. @return STROP_OK or STROP_E_INVALID_ARG. @since 0.1 */
+/** @brief Reads an int knob. @param t The tuner. @param key An int knob.
+ *  @param[out] value The value. @return STROP_OK or STROP_E_INVALID_ARG. @since 0.1 */
 STROP_API STROP_NODISCARD strop_status strop_tuner_get_int(const strop_tuner *t, int key,
                                                            int64_t *value);
-/** @brief Reads a float knob. @return STROP_OK or STROP_E_INVALID_ARG. @since 0.1 */
+/** @brief Reads a float knob. @param t The tuner. @param key A float knob.
+ *  @param[out] value The value. @return STROP_OK or STROP_E_INVALID_ARG. @since 0.1 */
 STROP_API STROP_NODISCARD strop_status strop_tuner_get_float(const strop_tuner *t, int key,
                                                              double *value);
 
 /**
  * @brief The valid range of a knob.
- * @param[out] lo,hi Bounds (hi may be HUGE_VAL); either may be NULL.
- * @param[out] flags strop_knob_flags bits (STROP_KNOB_INT for an int knob); may be NULL.
+ * @param key A strop_tune_knob.
+ * @param[out] lo,hi Bounds (hi may be HUGE_VAL: no limit); either may be NULL.
+ * @param[out] flags strop_knob_flags bits (STROP_KNOB_INT for an int knob, STROP_KNOB_ENUM,
+ *                   STROP_KNOB_FLAG); may be NULL.
  * @return STROP_OK or STROP_E_INVALID_ARG (unknown knob). Thread-safe. @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_tuner_knob_range(int key, double *lo, double *hi,
                                                               int *flags);
 
-/** @brief The knob's name ("n_initial", "pruner", ...), or NULL. Static; thread-safe.
+/** @brief The knob's name ("n_initial", "pruner", ...), or NULL: the knobs are the keys 0, 1,
+ *  ... up to the first NULL. @param key A key. @return A static string; thread-safe.
  *  @since 0.1 */
 STROP_API const char *strop_tuner_knob_name(int key);
+
+/**
+ * @brief The key of a tuner knob by its name or its other spelling ("initial", "prune",
+ * "workers", as recipes write them).
+ * @param name The name. @param[out] key The key.
+ * @return STROP_OK; STROP_E_NOT_FOUND (listing the names); STROP_E_INVALID_ARG (NULL).
+ * Thread-safe. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_tuner_knob_find(const char *name, int *key);
+
+/** @brief A knob's default. @param key A strop_tune_knob. @param[out] value The default.
+ *  @return STROP_OK or STROP_E_INVALID_ARG (NULL, unknown knob). Thread-safe. @since 0.2 */
+STROP_API STROP_NODISCARD strop_status strop_tuner_knob_default(int key, double *value);
+
+/** @brief One line describing the knob, or NULL for an unknown key. @param key A key.
+ *  @return A static string; thread-safe. @since 0.2 */
+STROP_API const char *strop_tuner_knob_doc(int key);
+
+/**
+ * @brief Reads a knob's value from text: a number, an integer, true/false, or a pruner name
+ * ("none", "median", "halving").
+ * @param key A strop_tune_knob. @param text The text. @param[out] value The value, for
+ *            strop_tuner_set_double().
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, unknown knob, text of the wrong form, naming the
+ *         form expected). Thread-safe. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_tuner_knob_parse(int key, const char *text,
+                                                              double *value);
 
 /**
  * @brief Starts a trial: draws its values by the strategy and returns its id (0, 1, 2 ...;

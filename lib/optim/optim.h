@@ -4,6 +4,7 @@
 #define STROP_OPTIM_INTERNAL_H
 
 #include "core/core.h"
+#include "core/settings.h"
 #include "layers/param.h"
 #include "strop/optim.h"
 
@@ -36,6 +37,15 @@ strop_status strop__optim_state_at(const strop_optimizer *o, int i, strop__state
 strop_status strop__optim_state_set(strop_optimizer *o, const char *name, int dtype,
                                     const void *data, size_t numel);
 
+/* strop_optimizer_step for a caller that owns the gradients and discards them afterwards (the
+ * trainer): the update uses them as scratch (each gradient slot ends holding the old weight),
+ * so that a step that meets a NaN or infinite value is refused whole: STROP_E_NUMERIC, every
+ * weight and the step counters as before. The moments of a refused step are those of the
+ * elements that stayed finite (advanced) and unchanged for the others. */
+strop_status strop__optim_step_owning_grads(strop_optimizer *opt);
+/* The model an optimizer was created on (NULL for a parameter array). */
+const strop_model *strop__optim_model(const strop_optimizer *o);
+
 /* The learning rate as a double (PyTorch's group['lr']), for schedulers. */
 double strop__optim_get_lr(const strop_optimizer *o);
 void strop__optim_set_lr(strop_optimizer *o, double lr);
@@ -52,10 +62,27 @@ strop_status strop__sched_state_at(const strop_scheduler *s, int i, strop__state
 strop_status strop__sched_state_set(strop_scheduler *s, const char *name, int dtype,
                                     const void *data, size_t numel);
 
+/* Staging for an all-or-nothing restore (trainer checkpoints): _stage makes a copy to restore
+ * into (an optimizer with the same kind, knobs and parameters but no state; a scheduler with
+ * the same knobs and state driving the staged optimizer); _commit moves the copy's contents
+ * into the live handle, which keeps its address, and frees the copy. Commit cannot fail. */
+strop_status strop__optim_stage(const strop_optimizer *o, strop_optimizer **out);
+void strop__optim_commit(strop_optimizer *live, strop_optimizer *staged);
+strop_status strop__sched_stage(const strop_scheduler *s, strop_optimizer *opt,
+                                strop_scheduler **out);
+void strop__sched_commit(strop_scheduler *live, strop_scheduler *staged);
+/* "SGD", "Adam", "AdamW", "RMSprop", "Adagrad" (checkpoint metadata and messages). */
+const char *strop__optim_kind_name(int kind);
+
 /* 1 for a plateau scheduler (fed by strop_scheduler_step_metric), else 0. */
 int strop__sched_is_plateau(const strop_scheduler *s);
 
-/* A float knob as the double nearest its shortest round-tripping decimal (0.95f -> 0.95). */
+/* A float knob as the double nearest its shortest round-tripping decimal (0.95f -> 0.95): what
+ * the deprecated _set_float setters do with their argument. */
 double strop__knob_widen(float v);
+
+/* The settings tables (recipes and the docs generator read them through the engine). */
+extern const strop__settings strop__optimizer_settings;
+extern const strop__settings strop__scheduler_settings;
 
 #endif

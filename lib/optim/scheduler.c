@@ -12,48 +12,90 @@
 enum { S_CONST = 1 << 0, S_STEP = 1 << 1, S_MS = 1 << 2, S_EXP = 1 << 3, S_COS = 1 << 4,
        S_CWR = 1 << 5, S_OC = 1 << 6, S_PL = 1 << 7, S_ALL = 255 };
 
-typedef struct sk_def {
-  const char *name;
-  int type; /* 0 float, 1 int, 2 int64 list */
-  int kinds;
-  double lo, hi;
-  int flags;
-} sk_def;
+static const char *const ANNEAL_WORDS[] = {"cos", "linear", NULL};
+static const char *const MODE_WORDS[] = {"min", "max", NULL};
+static const char *const THRESHOLD_WORDS[] = {"rel", "abs", NULL};
 
-static const sk_def SK[N_SK] = {
-  [STROP_SCH_GAMMA] = {"gamma", 0, S_STEP | S_MS | S_EXP, 0.0, HUGE_VAL, 0},
-  [STROP_SCH_STEP_SIZE] = {"step_size", 1, S_STEP, 1.0, INT_MAX, 0},
-  [STROP_SCH_MILESTONES] = {"milestones", 2, S_MS, 1.0, (double)INT64_MAX, 0},
-  [STROP_SCH_T_MAX] = {"T_max", 1, S_COS, 1.0, INT_MAX, 0},
-  [STROP_SCH_ETA_MIN] = {"eta_min", 0, S_COS | S_CWR, 0.0, HUGE_VAL, 0},
-  [STROP_SCH_T_0] = {"T_0", 1, S_CWR, 1.0, INT_MAX, 0},
-  [STROP_SCH_T_MULT] = {"T_mult", 1, S_CWR, 1.0, INT_MAX, 0},
-  [STROP_SCH_MAX_LR] = {"max_lr", 0, S_OC, 0.0, HUGE_VAL, STROP_KNOB_LO_OPEN},
-  [STROP_SCH_TOTAL_STEPS] = {"total_steps", 1, S_OC, 1.0, INT_MAX, 0},
-  [STROP_SCH_PCT_START] = {"pct_start", 0, S_OC, 0.0, 1.0, 0},
-  [STROP_SCH_ANNEAL] = {"anneal_strategy", 1, S_OC, 0.0, 1.0, 0},
-  [STROP_SCH_DIV_FACTOR] = {"div_factor", 0, S_OC, 0.0, HUGE_VAL, STROP_KNOB_LO_OPEN},
-  [STROP_SCH_FINAL_DIV_FACTOR] = {"final_div_factor", 0, S_OC, 0.0, HUGE_VAL,
-                                  STROP_KNOB_LO_OPEN},
-  [STROP_SCH_CYCLE_MOMENTUM] = {"cycle_momentum", 1, S_OC, 0.0, 1.0, 0},
-  [STROP_SCH_BASE_MOMENTUM] = {"base_momentum", 0, S_OC, 0.0, 1.0, STROP_KNOB_HI_OPEN},
-  [STROP_SCH_MAX_MOMENTUM] = {"max_momentum", 0, S_OC, 0.0, 1.0, STROP_KNOB_HI_OPEN},
-  [STROP_SCH_MODE] = {"mode", 1, S_PL, 0.0, 1.0, 0},
-  [STROP_SCH_FACTOR] = {"factor", 0, S_CONST | S_PL, 0.0, 1.0, 0},
-  [STROP_SCH_PATIENCE] = {"patience", 1, S_PL, 0.0, INT_MAX, 0},
-  [STROP_SCH_THRESHOLD] = {"threshold", 0, S_PL, 0.0, HUGE_VAL, 0},
-  [STROP_SCH_THRESHOLD_MODE] = {"threshold_mode", 1, S_PL, 0.0, 1.0, 0},
-  [STROP_SCH_COOLDOWN] = {"cooldown", 1, S_PL, 0.0, INT_MAX, 0},
-  [STROP_SCH_MIN_LR] = {"min_lr", 0, S_PL, 0.0, HUGE_VAL, 0},
-  [STROP_SCH_EPS] = {"eps", 0, S_PL, 0.0, HUGE_VAL, 0},
-  [STROP_SCH_TOTAL_ITERS] = {"total_iters", 1, S_CONST, 0.0, INT_MAX, 0},
-  [STROP_SCH_WARMUP_STEPS] = {"warmup_steps", 1, S_ALL, 0.0, INT_MAX, 0},
-  [STROP_SCH_WARMUP_START_FACTOR] = {"warmup_start_factor", 0, S_ALL, 0.0, 1.0,
-                                     STROP_KNOB_LO_OPEN},
+/* The scheduler's settings, declared once (see core/settings.h). */
+#define KNOB(k) [k] = {.key = k, .ident = #k
+#define FLOAT .type = STROP__SET_FLOAT
+#define INT(lo_) .type = STROP__SET_INT, .lo = lo_, .hi = INT_MAX
+#define FLAG .type = STROP__SET_FLAG, .lo = 0, .hi = 1
+#define ENUM(w) .type = STROP__SET_ENUM, .lo = 0, .hi = 1, .words = w
+#define REQUIRED .flags = STROP__KNOB_REQUIRED
+static const strop__setting SK[N_SK] = {
+  KNOB(STROP_SCH_GAMMA), .name = "gamma", FLOAT, .kinds = S_STEP | S_MS | S_EXP, .def = 0.1,
+    .lo = 0, .hi = HUGE_VAL, .doc = "Factor the lr is multiplied by at each decay."},
+  KNOB(STROP_SCH_STEP_SIZE), .name = "step_size", INT(1), .kinds = S_STEP, REQUIRED,
+    .doc = "Steps between two decays."},
+  KNOB(STROP_SCH_MILESTONES), .name = "milestones", .type = STROP__SET_LIST, .kinds = S_MS,
+    .lo = 1, .hi = (double)INT64_MAX, .doc = "Steps at which the lr decays, increasing."},
+  KNOB(STROP_SCH_T_MAX), .name = "T_max", .alias = "t_max", INT(1), .kinds = S_COS, REQUIRED,
+    .doc = "Steps of half a cosine period."},
+  KNOB(STROP_SCH_ETA_MIN), .name = "eta_min", FLOAT, .kinds = S_COS | S_CWR, .lo = 0,
+    .hi = HUGE_VAL, .doc = "Lowest lr of the cosine."},
+  KNOB(STROP_SCH_T_0), .name = "T_0", .alias = "t_0", INT(1), .kinds = S_CWR, REQUIRED,
+    .doc = "Steps of the first period."},
+  KNOB(STROP_SCH_T_MULT), .name = "T_mult", .alias = "t_mult", INT(1), .kinds = S_CWR,
+    .def = 1, .doc = "Growth factor of the period after each restart."},
+  KNOB(STROP_SCH_MAX_LR), .name = "max_lr", FLOAT, .kinds = S_OC, .lo = 0, .hi = HUGE_VAL,
+    .flags = STROP__KNOB_LO_OPEN | STROP__KNOB_REQUIRED, .doc = "Peak lr of the cycle."},
+  KNOB(STROP_SCH_TOTAL_STEPS), .name = "total_steps", INT(1), .kinds = S_OC, REQUIRED,
+    .doc = "Steps in the cycle."},
+  KNOB(STROP_SCH_PCT_START), .name = "pct_start", FLOAT, .kinds = S_OC, .def = 0.3, .lo = 0,
+    .hi = 1, .doc = "Fraction of the cycle spent raising the lr."},
+  KNOB(STROP_SCH_ANNEAL), .name = "anneal_strategy", .alias = "anneal", ENUM(ANNEAL_WORDS),
+    .kinds = S_OC, .doc = "Shape of the annealing: cos (STROP_ANNEAL_COS) or linear."},
+  KNOB(STROP_SCH_DIV_FACTOR), .name = "div_factor", FLOAT, .kinds = S_OC, .def = 25.0, .lo = 0,
+    .hi = HUGE_VAL, .flags = STROP__KNOB_LO_OPEN | STROP__KNOB_INF_OK,
+    .doc = "The cycle starts at max_lr / div_factor (+inf: at 0)."},
+  KNOB(STROP_SCH_FINAL_DIV_FACTOR), .name = "final_div_factor", FLOAT, .kinds = S_OC,
+    .def = 1e4, .lo = 0, .hi = HUGE_VAL, .flags = STROP__KNOB_LO_OPEN | STROP__KNOB_INF_OK,
+    .doc = "The cycle ends at its starting lr / final_div_factor (+inf: at 0)."},
+  KNOB(STROP_SCH_CYCLE_MOMENTUM), .name = "cycle_momentum", FLAG, .kinds = S_OC, .def = 1,
+    .doc = "Cycle the momentum (Adam's beta1) against the lr."},
+  KNOB(STROP_SCH_BASE_MOMENTUM), .name = "base_momentum", FLOAT, .kinds = S_OC, .def = 0.85,
+    .lo = 0, .hi = 1, .flags = STROP__KNOB_HI_OPEN, .doc = "Lowest momentum of the cycle."},
+  KNOB(STROP_SCH_MAX_MOMENTUM), .name = "max_momentum", FLOAT, .kinds = S_OC, .def = 0.95,
+    .lo = 0, .hi = 1, .flags = STROP__KNOB_HI_OPEN, .doc = "Highest momentum of the cycle."},
+  KNOB(STROP_SCH_MODE), .name = "mode", ENUM(MODE_WORDS), .kinds = S_PL,
+    .doc = "Whether a lower (min) or a higher (max) metric is better."},
+  KNOB(STROP_SCH_FACTOR), .name = "factor", FLOAT, .kinds = S_CONST | S_PL, .def = 1.0, .lo = 0,
+    .hi = 1, .per_kind = {S_PL, 0.1, STROP__KNOB_HI_OPEN},
+    .doc = "Plateau: factor of each reduction; constant: factor of the first total_iters "
+           "steps (1 = constant)."},
+  KNOB(STROP_SCH_PATIENCE), .name = "patience", INT(0), .kinds = S_PL, .def = 10,
+    .doc = "Metric steps without improvement tolerated before a reduction."},
+  KNOB(STROP_SCH_THRESHOLD), .name = "threshold", FLOAT, .kinds = S_PL, .def = 1e-4, .lo = 0,
+    .hi = HUGE_VAL, .doc = "Smallest change that counts as an improvement."},
+  KNOB(STROP_SCH_THRESHOLD_MODE), .name = "threshold_mode", ENUM(THRESHOLD_WORDS),
+    .kinds = S_PL, .doc = "Whether the threshold is relative (rel) or absolute (abs)."},
+  KNOB(STROP_SCH_COOLDOWN), .name = "cooldown", INT(0), .kinds = S_PL,
+    .doc = "Metric steps to wait after a reduction."},
+  KNOB(STROP_SCH_MIN_LR), .name = "min_lr", FLOAT, .kinds = S_PL, .lo = 0, .hi = HUGE_VAL,
+    .doc = "Lowest lr a reduction may set."},
+  KNOB(STROP_SCH_EPS), .name = "eps", FLOAT, .kinds = S_PL, .def = 1e-8, .lo = 0, .hi = HUGE_VAL,
+    .doc = "A reduction smaller than this is not applied."},
+  KNOB(STROP_SCH_TOTAL_ITERS), .name = "total_iters", INT(0), .kinds = S_CONST, .def = 5,
+    .doc = "Steps the constant factor lasts."},
+  KNOB(STROP_SCH_WARMUP_STEPS), .name = "warmup_steps", INT(0), .kinds = S_ALL,
+    .doc = "Steps of linear warm-up before the schedule (0: none)."},
+  KNOB(STROP_SCH_WARMUP_START_FACTOR), .name = "warmup_start_factor", FLOAT, .kinds = S_ALL,
+    .def = 1.0 / 3, .lo = 0, .hi = 1, .flags = STROP__KNOB_LO_OPEN,
+    .doc = "The warm-up's first lr as a fraction of the base lr."},
 };
+#undef KNOB
+#undef FLOAT
+#undef INT
+#undef FLAG
+#undef ENUM
+#undef REQUIRED
 
 static const char *const SKIND_NAMES[8] = {"constant", "step", "multistep", "exponential",
                                            "cosine", "cosine_restarts", "one_cycle", "plateau"};
+
+const strop__settings strop__scheduler_settings = {"scheduler", SKIND_NAMES, 8,
+                                                   "the %s scheduler", SK, N_SK};
 
 struct strop_scheduler {
   strop_optimizer *opt;
@@ -74,73 +116,43 @@ struct strop_scheduler {
 };
 
 static void set_defaults(strop_scheduler *s) {
+  double v[N_SK];
+  strop__settings_defaults(&strop__scheduler_settings, s->kind, v);
   for (int k = 0; k < N_SK; k++) {
-    s->f[k] = 0.0;
-    s->i[k] = 0;
+    /* keys the kind does not use keep the table's default too (the schedules read only their
+     * own, but plateau's factor and constant's share one key) */
+    if (!(SK[k].kinds & (1u << s->kind))) v[k] = SK[k].def;
+    s->f[k] = SK[k].type == STROP__SET_FLOAT ? v[k] : 0.0;
+    s->i[k] = SK[k].type == STROP__SET_FLOAT ? 0 : (int)v[k];
   }
-  s->f[STROP_SCH_GAMMA] = 0.1;
-  s->i[STROP_SCH_T_MULT] = 1;
-  s->f[STROP_SCH_PCT_START] = 0.3;
-  s->f[STROP_SCH_DIV_FACTOR] = 25.0;
-  s->f[STROP_SCH_FINAL_DIV_FACTOR] = 1e4;
-  s->i[STROP_SCH_CYCLE_MOMENTUM] = 1;
-  s->f[STROP_SCH_BASE_MOMENTUM] = 0.85;
-  s->f[STROP_SCH_MAX_MOMENTUM] = 0.95;
-  s->f[STROP_SCH_FACTOR] = s->kind == STROP_SCHED_PLATEAU ? 0.1 : 1.0;
-  s->i[STROP_SCH_PATIENCE] = 10;
-  s->f[STROP_SCH_THRESHOLD] = 1e-4;
-  s->f[STROP_SCH_EPS] = 1e-8;
-  s->i[STROP_SCH_TOTAL_ITERS] = 5;
-  s->f[STROP_SCH_WARMUP_START_FACTOR] = 1.0 / 3;
-}
-
-static sk_def knob_for(int kind, int key) {
-  sk_def d = SK[key];
-  if (key == STROP_SCH_FACTOR && kind == STROP_SCHED_PLATEAU) d.flags |= STROP_KNOB_HI_OPEN;
-  return d;
-}
-
-static strop_status sk_check(const char *fn, int kind, int key, int type, const char *use) {
-  if (key < 0 || key >= N_SK)
-    return strop__err(STROP_E_INVALID_ARG, "%s: unknown scheduler knob %d", fn, key);
-  if (!(SK[key].kinds & (1 << kind)))
-    return strop__err(STROP_E_INVALID_ARG, "%s: knob '%s' does not apply to the %s scheduler",
-                      fn, SK[key].name, SKIND_NAMES[kind]);
-  if (SK[key].type != type) {
-    static const char *const tn[3] = {"a float", "an int", "a list"};
-    static const char *const fnn[3] = {"float", "int", "ints"};
-    return strop__err(STROP_E_INVALID_ARG, "%s: knob '%s' is %s knob; use strop_scheduler_%s_%s",
-                      fn, SK[key].name, tn[SK[key].type], use, fnn[SK[key].type]);
-  }
-  return STROP_OK;
-}
-
-static int sk_in_range(const sk_def *d, double v) {
-  if (isnan(v)) return 0;
-  if ((d->flags & STROP_KNOB_LO_OPEN) ? !(v > d->lo) : !(v >= d->lo)) return 0;
-  if ((d->flags & STROP_KNOB_HI_OPEN) ? !(v < d->hi) : !(v <= d->hi)) return 0;
-  return 1;
 }
 
 strop_status strop_scheduler_knob_range(int kind, int key, double *lo, double *hi, int *flags) {
-  static const char fn[] = "strop_scheduler_knob_range";
-  if (kind < 0 || kind > STROP_SCHED_PLATEAU)
-    return strop__err(STROP_E_INVALID_ARG, "%s: unknown scheduler kind %d", fn, kind);
-  if (key < 0 || key >= N_SK)
-    return strop__err(STROP_E_INVALID_ARG, "%s: unknown scheduler knob %d", fn, key);
-  if (!(SK[key].kinds & (1 << kind)))
-    return strop__err(STROP_E_INVALID_ARG, "%s: knob '%s' does not apply to the %s scheduler",
-                      fn, SK[key].name, SKIND_NAMES[kind]);
-  sk_def d = knob_for(kind, key);
-  if (lo) *lo = d.lo;
-  if (hi) *hi = d.hi;
-  if (flags)
-    *flags = d.flags | (d.type == 1 ? STROP_KNOB_INT : 0) | (d.type == 2 ? STROP_KNOB_LIST : 0);
-  return STROP_OK;
+  return strop__settings_range(&strop__scheduler_settings, "strop_scheduler_knob_range", kind,
+                               key, lo, hi, flags);
 }
 
 const char *strop_scheduler_knob_name(int key) {
-  return key >= 0 && key < N_SK ? SK[key].name : NULL;
+  return strop__settings_name(&strop__scheduler_settings, key);
+}
+
+const char *strop_scheduler_knob_doc(int key) {
+  return strop__settings_doc(&strop__scheduler_settings, key);
+}
+
+strop_status strop_scheduler_knob_find(const char *name, int *key) {
+  return strop__settings_find(&strop__scheduler_settings, "strop_scheduler_knob_find", name,
+                              key);
+}
+
+strop_status strop_scheduler_knob_default(int kind, int key, double *value) {
+  return strop__settings_default_of(&strop__scheduler_settings, "strop_scheduler_knob_default",
+                                    kind, key, value);
+}
+
+strop_status strop_scheduler_knob_parse(int key, const char *text, double *value) {
+  return strop__settings_parse(&strop__scheduler_settings, "strop_scheduler_knob_parse", key,
+                               text, value);
 }
 
 /* ---- the schedules ---- */
@@ -364,6 +376,35 @@ strop_status strop_scheduler_step_metric(strop_scheduler *sched, double value) {
   return STROP_OK;
 }
 
+strop_status strop__sched_stage(const strop_scheduler *s, strop_optimizer *opt,
+                                strop_scheduler **out) {
+  *out = NULL;
+  strop_scheduler *c = strop__malloc(sizeof *c);
+  if (!c) return STROP__NOMEM("strop_trainer_load_checkpoint");
+  *c = *s;
+  c->opt = opt;
+  c->milestones = NULL;
+  if (s->n_milestones > 0) {
+    c->milestones = strop__malloc((size_t)s->n_milestones * sizeof *c->milestones);
+    if (!c->milestones) {
+      strop__free(c);
+      return STROP__NOMEM("strop_trainer_load_checkpoint");
+    }
+    memcpy(c->milestones, s->milestones, (size_t)s->n_milestones * sizeof *c->milestones);
+  }
+  *out = c;
+  return STROP_OK;
+}
+
+void strop__sched_commit(strop_scheduler *live, strop_scheduler *staged) {
+  strop_optimizer *opt = live->opt;
+  int64_t *ms = live->milestones;
+  *live = *staged;
+  live->opt = opt;
+  live->milestones = ms;
+  strop_scheduler_free(staged);
+}
+
 int strop__sched_is_plateau(const strop_scheduler *s) {
   return s && s->kind == STROP_SCHED_PLATEAU;
 }
@@ -376,65 +417,89 @@ int64_t strop_scheduler_last_step(const strop_scheduler *sched) {
 
 /* ---- knobs ---- */
 
+static strop_status find_knob(const strop_scheduler *s, const char *fn, int key, int want,
+                              const char *verb, const strop__setting **out) {
+  strop_status st = strop__settings_lookup(&strop__scheduler_settings, fn, s->kind, key, out);
+  return st ? st : strop__settings_want(&strop__scheduler_settings, fn, *out, want, verb);
+}
+
+/* The one setter of single values: checks through the table, stores, and re-applies step 0
+ * while the schedule has not started. Nothing changes on error. */
+static strop_status set_knob(strop_scheduler *s, const char *fn, int key, double v, int want) {
+  const strop__setting *d;
+  strop_status st = find_knob(s, fn, key, want, "set", &d);
+  if (!st) st = strop__setting_check(fn, d, s->kind, v);
+  if (st) return st;
+  if (d->type == STROP__SET_FLOAT) s->f[key] = v;
+  else s->i[key] = (int)v;
+  if (!s->started) restart(s);
+  return STROP_OK;
+}
+
+static strop_status get_knob(const strop_scheduler *s, const char *fn, int key, int want,
+                             double *out) {
+  const strop__setting *d;
+  strop_status st = find_knob(s, fn, key, want, "get", &d);
+  if (!st) *out = d->type == STROP__SET_FLOAT ? s->f[key] : (double)s->i[key];
+  return st;
+}
+
+strop_status strop_scheduler_set_double(strop_scheduler *sched, int key, double value) {
+  static const char fn[] = "strop_scheduler_set_double";
+  if (!sched) return strop__err(STROP_E_INVALID_ARG, "%s: sched is NULL", fn);
+  return set_knob(sched, fn, key, value, STROP__WANT_SCALAR);
+}
+
+strop_status strop_scheduler_get_double(const strop_scheduler *sched, int key, double *value) {
+  static const char fn[] = "strop_scheduler_get_double";
+  if (!sched || !value)
+    return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, !sched ? "sched" : "value");
+  return get_knob(sched, fn, key, STROP__WANT_SCALAR, value);
+}
+
+/* Deprecated since 0.2: the float is widened to the double of its shortest decimal form. */
 strop_status strop_scheduler_set_float(strop_scheduler *sched, int key, float value) {
   static const char fn[] = "strop_scheduler_set_float";
   if (!sched) return strop__err(STROP_E_INVALID_ARG, "%s: sched is NULL", fn);
-  strop_status st = sk_check(fn, sched->kind, key, 0, "set");
-  if (st) return st;
-  double v = strop__knob_widen(value);
-  sk_def d = knob_for(sched->kind, key);
-  if (!sk_in_range(&d, v))
-    return strop__err(STROP_E_INVALID_ARG, "%s: %s must be in %c%g, %g%c, got %g", fn, d.name,
-                      (d.flags & STROP_KNOB_LO_OPEN) ? '(' : '[', d.lo, d.hi,
-                      (d.flags & STROP_KNOB_HI_OPEN) ? ')' : ']', v);
-  sched->f[key] = v;
-  if (!sched->started) restart(sched);
-  return STROP_OK;
+  return set_knob(sched, fn, key, strop__knob_widen(value), STROP__WANT_FLOAT);
 }
 
 strop_status strop_scheduler_get_float(const strop_scheduler *sched, int key, float *out) {
   static const char fn[] = "strop_scheduler_get_float";
   if (!sched || !out)
     return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, !sched ? "sched" : "out");
-  strop_status st = sk_check(fn, sched->kind, key, 0, "get");
-  if (st) return st;
-  *out = (float)sched->f[key];
-  return STROP_OK;
+  double v = 0.0;
+  strop_status st = get_knob(sched, fn, key, STROP__WANT_FLOAT, &v);
+  if (!st) *out = (float)v;
+  return st;
 }
 
 strop_status strop_scheduler_set_int(strop_scheduler *sched, int key, int value) {
   static const char fn[] = "strop_scheduler_set_int";
   if (!sched) return strop__err(STROP_E_INVALID_ARG, "%s: sched is NULL", fn);
-  strop_status st = sk_check(fn, sched->kind, key, 1, "set");
-  if (st) return st;
-  sk_def d = knob_for(sched->kind, key);
-  if (!sk_in_range(&d, (double)value))
-    return strop__err(STROP_E_INVALID_ARG, "%s: %s must be in [%.0f, %.0f], got %d", fn, d.name,
-                      d.lo, d.hi, value);
-  sched->i[key] = value;
-  if (!sched->started) restart(sched);
-  return STROP_OK;
+  return set_knob(sched, fn, key, (double)value, STROP__WANT_INT);
 }
 
 strop_status strop_scheduler_get_int(const strop_scheduler *sched, int key, int *out) {
   static const char fn[] = "strop_scheduler_get_int";
   if (!sched || !out)
     return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, !sched ? "sched" : "out");
-  strop_status st = sk_check(fn, sched->kind, key, 1, "get");
-  if (st) return st;
-  *out = sched->i[key];
-  return STROP_OK;
+  double v = 0.0;
+  strop_status st = get_knob(sched, fn, key, STROP__WANT_INT, &v);
+  if (!st) *out = (int)v;
+  return st;
 }
 
 strop_status strop_scheduler_set_ints(strop_scheduler *sched, int key, const int64_t *v, int n) {
   static const char fn[] = "strop_scheduler_set_ints";
   if (!sched) return strop__err(STROP_E_INVALID_ARG, "%s: sched is NULL", fn);
-  strop_status st = sk_check(fn, sched->kind, key, 2, "set");
+  const strop__setting *d;
+  strop_status st = find_knob(sched, fn, key, STROP__WANT_LIST, "set", &d);
   if (st) return st;
   if (n < 0 || (n > 0 && !v))
     return strop__err(STROP_E_INVALID_ARG, "%s: %s: bad list (n = %d)", fn, SK[key].name, n);
   for (int k = 0; k < n; k++) {
-    if (v[k] < 1 || (k > 0 && v[k] <= v[k - 1]))
+    if ((double)v[k] < d->lo || (k > 0 && v[k] <= v[k - 1]))
       return strop__err(STROP_E_INVALID_ARG,
                         "%s: %s must be increasing and >= 1, got %lld at index %d", fn,
                         SK[key].name, (long long)v[k], k);
@@ -457,7 +522,8 @@ strop_status strop_scheduler_get_ints(const strop_scheduler *sched, int key, int
   static const char fn[] = "strop_scheduler_get_ints";
   if (!sched || !n_out || cap < 0 || (cap > 0 && !v))
     return strop__err(STROP_E_INVALID_ARG, "%s: NULL or bad argument", fn);
-  strop_status st = sk_check(fn, sched->kind, key, 2, "get");
+  const strop__setting *d;
+  strop_status st = find_knob(sched, fn, key, STROP__WANT_LIST, "get", &d);
   if (st) return st;
   for (int k = 0; k < sched->n_milestones && k < cap; k++) v[k] = sched->milestones[k];
   *n_out = sched->n_milestones;

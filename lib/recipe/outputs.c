@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/numfmt.h"
 #include "io/atomic.h"
 #include "core/sbuf.h"
 #include "recipe/plot.h"
@@ -42,11 +43,15 @@ static strop_status mkdirs(const char *fn, const char *path) {
   return STROP_OK;
 }
 
+/* A number as JSON: the shortest text that reads back to the same double, or null. */
 static void num(strop__sbuf *b, double v) {
-  if (isnan(v) || isinf(v))
+  char t[STROP__FMT_DOUBLE_MAX];
+  if (isnan(v) || isinf(v)) {
     strop__sbuf_puts(b, "null");
-  else
-    strop__sbuf_printf(b, "%.6g", v);
+  } else {
+    strop__fmt_double(v, t, sizeof t);
+    strop__sbuf_puts(b, t);
+  }
 }
 
 static int ends_with(const char *s, const char *suf) {
@@ -82,7 +87,11 @@ static strop_status write_metrics(const strop_run *run, const char *path) {
       strop__sbuf_printf(&b, "%lld,%s", (long long)st, name);
       for (int k = 1; k < HC_N; k++) {
         strop__sbuf_puts(&b, ",");
-        if (!isnan(r[k])) strop__sbuf_printf(&b, "%.6g", k == HC_EPOCH ? epoch_number(r[k]) : r[k]);
+        if (!isnan(r[k])) {
+          char t[STROP__FMT_DOUBLE_MAX];
+          strop__fmt_double(k == HC_EPOCH ? epoch_number(r[k]) : r[k], t, sizeof t);
+          strop__sbuf_puts(&b, t);
+        }
       }
       strop__sbuf_puts(&b, "\n");
     }

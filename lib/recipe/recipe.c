@@ -9,7 +9,10 @@
 
 #include "io/atomic.h"
 #include "core/sbuf.h"
+#include "optim/optim.h"
 #include "recipe/recipe_impl.h"
+#include "train/train_impl.h"
+#include "tune/tune_impl.h"
 
 #define RECIPE_MAX_BYTES ((size_t)4 * 1024 * 1024)
 static const strop__yaml_limits LIMITS = {24, 100000, 8192};
@@ -50,18 +53,13 @@ static const char *const OPTIM_KINDS[] = {"sgd", "adam", "adamw", "rmsprop", "ad
 static const char *const SCHED_KINDS[] = {"constant", "step", "multistep", "exponential",
                                           "cosine", "cosine_restarts", "one_cycle", "plateau",
                                           NULL};
-static const char *const LOSS_KINDS[] = {"cross_entropy", "mse", "l1", "huber",
-                                         "bce_with_logits", NULL};
 static const char *const MONITORS[] = {"val_loss", "val_accuracy", "train_loss", NULL};
 static const char *const SOURCES[] = {"idx", "csv", "npy", NULL};
 static const char *const RESIZE_MODES[] = {"nearest", "bilinear", NULL};
 static const char *const PER[] = {"step", "epoch", NULL};
-static const char *const ANNEAL[] = {"cos", "linear", NULL};
-static const char *const MODES[] = {"min", "max", NULL};
 static const char *const BASELINES[] = {"scratch", NULL};
 static const char *const LABEL_MODES[] = {"index", "names", "names_sorted", NULL};
 static const char *const STRATEGIES[] = {"grid", "random", "bayes", NULL};
-static const char *const PRUNERS[] = {"none", "median", "halving", NULL};
 static const char *const PTYPES[] = {"float", "int", "categorical", NULL};
 static const char *const TMETRICS[] = {"val_accuracy", "val_loss", "test_accuracy", "test_loss",
                                        "train_loss", NULL};
@@ -113,58 +111,22 @@ static const field F_DATA[] = {{"source", T_ENUM, NULL, SOURCES, NULL},
                                {"limit", T_INT, NULL, NULL, &R_NONNEG},
                                {"test_limit", T_INT, NULL, NULL, &R_NONNEG},
                                END};
-static const field F_LOSS[] = {{"kind", T_ENUM, NULL, LOSS_KINDS, NULL},
-                               {"label_smoothing", T_FLOAT, NULL, NULL, NULL},
-                               {"ignore_index", T_INT, NULL, NULL, NULL},
-                               {"delta", T_FLOAT, NULL, NULL, NULL},
-                               {"class_weights", T_FLOATS, NULL, NULL, NULL},
+/* loss, optimizer, schedule, train and tune hold their structural keys here; every setting of
+ * the object's table is a key of the section too (KNOB_SECTIONS below), so a setting added to a
+ * table is a recipe key at once */
+static const field F_LOSS[] = {{"class_weights", T_FLOATS, NULL, NULL, NULL},
                                END};
 static const field F_OPTIM[] = {{"kind", T_ENUM, NULL, OPTIM_KINDS, NULL},
-                                {"lr", T_FLOAT, NULL, NULL, NULL},
-                                {"momentum", T_FLOAT, NULL, NULL, NULL},
-                                {"dampening", T_FLOAT, NULL, NULL, NULL},
-                                {"nesterov", T_BOOL, NULL, NULL, NULL},
-                                {"weight_decay", T_FLOAT, NULL, NULL, NULL},
                                 {"betas", T_FLOATS, NULL, NULL, NULL},
-                                {"eps", T_FLOAT, NULL, NULL, NULL},
-                                {"amsgrad", T_BOOL, NULL, NULL, NULL},
-                                {"alpha", T_FLOAT, NULL, NULL, NULL},
-                                {"centered", T_BOOL, NULL, NULL, NULL},
-                                {"lr_decay", T_FLOAT, NULL, NULL, NULL},
-                                {"initial_accumulator_value", T_FLOAT, NULL, NULL, NULL},
                                 END};
 static const field F_SCHED[] = {{"kind", T_ENUM, NULL, SCHED_KINDS, NULL},
                                 {"per", T_ENUM, NULL, PER, NULL},
-                                {"step_size", T_INT, NULL, NULL, NULL},
-                                {"gamma", T_FLOAT, NULL, NULL, NULL},
-                                {"milestones", T_INTS, NULL, NULL, NULL},
-                                {"t_max", T_INT, NULL, NULL, NULL},
-                                {"eta_min", T_FLOAT, NULL, NULL, NULL},
-                                {"t_0", T_INT, NULL, NULL, NULL},
-                                {"t_mult", T_INT, NULL, NULL, NULL},
-                                {"max_lr", T_FLOAT, NULL, NULL, NULL},
-                                {"total_steps", T_INT, NULL, NULL, NULL},
-                                {"pct_start", T_FLOAT, NULL, NULL, NULL},
-                                {"anneal", T_ENUM, NULL, ANNEAL, NULL},
-                                {"div_factor", T_FLOAT, NULL, NULL, NULL},
-                                {"final_div_factor", T_FLOAT, NULL, NULL, NULL},
-                                {"factor", T_FLOAT, NULL, NULL, NULL},
-                                {"patience", T_INT, NULL, NULL, NULL},
-                                {"threshold", T_FLOAT, NULL, NULL, NULL},
-                                {"cooldown", T_INT, NULL, NULL, NULL},
-                                {"min_lr", T_FLOAT, NULL, NULL, NULL},
-                                {"mode", T_ENUM, NULL, MODES, NULL},
-                                {"warmup_steps", T_INT, NULL, NULL, NULL},
-                                {"warmup_start_factor", T_FLOAT, NULL, NULL, NULL},
                                 END};
 static const field F_TRAIN[] = {{"epochs", T_INT, NULL, NULL, &R_NONNEG},
                                 {"patience", T_INT, NULL, NULL, NULL},
                                 {"min_delta", T_FLOAT, NULL, NULL, NULL},
                                 {"monitor", T_ENUM, NULL, MONITORS, NULL},
                                 {"restore_best", T_BOOL, NULL, NULL, NULL},
-                                {"clip_norm", T_FLOAT, NULL, NULL, NULL},
-                                {"clip_value", T_FLOAT, NULL, NULL, NULL},
-                                {"accumulate", T_INT, NULL, NULL, NULL},
                                 {"checkpoint_every", T_INT, NULL, NULL, &R_NONNEG},
                                 {"max_steps", T_INT, NULL, NULL, &R_NONNEG},
                                 {"cache_frozen", T_BOOL, NULL, NULL, NULL},
@@ -204,10 +166,6 @@ static const field F_TUNE[] = {{"strategy", T_ENUM, NULL, STRATEGIES, NULL},
                                {"trials", T_INT, NULL, NULL, NULL},
                                {"seed", T_INT, NULL, NULL, NULL},
                                {"metric", T_ENUM, NULL, TMETRICS, NULL},
-                               {"initial", T_INT, NULL, NULL, NULL},
-                               {"grid_points", T_INT, NULL, NULL, NULL},
-                               {"prune", T_ENUM, NULL, PRUNERS, NULL},
-                               {"workers", T_INT, NULL, NULL, NULL},
                                {"trials_file", T_STR, NULL, NULL, NULL},
                                {"best_recipe", T_STR, NULL, NULL, NULL},
                                {"plot", T_STR, NULL, NULL, NULL},
@@ -264,6 +222,17 @@ static const struct {
                    {"truncate", NULL, 1},            {"append", F_OP_APPEND, 0},
                    {"lora", F_OP_LORA, 0},           {"param_group", F_OP_GROUP, 0}};
 
+/* The sections whose keys include an object's settings (of one group, or all: NULL). */
+static const struct {
+  const field *fields;
+  const strop__settings *knobs;
+  const char *group;
+} KNOB_SECTIONS[] = {{F_LOSS, &strop__trainer_settings, "loss"},
+                     {F_OPTIM, &strop__optimizer_settings, NULL},
+                     {F_SCHED, &strop__scheduler_settings, NULL},
+                     {F_TRAIN, &strop__trainer_settings, "update"},
+                     {F_TUNE, &strop__tuner_settings, NULL}};
+
 /* ---- errors ---- */
 strop_status strop__recipe_err(const char *fn, const strop_recipe *r, const strop__ynode *at,
                                strop_status st, const char *fmt, ...) {
@@ -312,11 +281,46 @@ static int parse_bool(const char *s, int *out) {
 static strop_status check_map(const char *fn, const strop_recipe *r, const strop__ynode *map,
                               const field *fields, const char *where);
 
+/* An object's setting by key, within a group (NULL: any); NULL when absent. */
+static const strop__setting *knob_at(const strop__settings *t, const char *group, int key) {
+  const strop__setting *d = strop__settings_at(t, key);
+  return d && (!group || (d->group && !strcmp(d->group, group))) ? d : NULL;
+}
+
+/* The setting a key names (by name or alias) in a table and group, or NULL. */
+static const strop__setting *knob_named(const strop__settings *t, const char *group,
+                                        const char *key) {
+  for (int k = 0; t && k < t->n; k++) {
+    const strop__setting *d = knob_at(t, group, k);
+    if (d && strop__setting_matches(d, key)) return d;
+  }
+  return NULL;
+}
+
+/* The settings table (and group) whose keys a section also takes; NULL for other sections. */
+static const strop__settings *section_knobs(const field *fields, const char **group) {
+  for (size_t i = 0; i < sizeof KNOB_SECTIONS / sizeof KNOB_SECTIONS[0]; i++)
+    if (KNOB_SECTIONS[i].fields == fields) {
+      *group = KNOB_SECTIONS[i].group;
+      return KNOB_SECTIONS[i].knobs;
+    }
+  *group = NULL;
+  return NULL;
+}
+
 static void list_keys(const field *fields, char *buf, size_t cap) {
   size_t l = 0;
   buf[0] = '\0';
   for (int i = 0; fields[i].key && l + 2 < cap; i++)
     l += (size_t)snprintf(buf + l, cap - l, "%s%s", i ? ", " : "", fields[i].key);
+  const char *group;
+  const strop__settings *t = section_knobs(fields, &group);
+  for (int k = 0; t && k < t->n && l + 2 < cap; k++) {
+    const strop__setting *d = knob_at(t, group, k);
+    if (d)
+      l += (size_t)snprintf(buf + l, cap - l, "%s%s%s%s", l ? ", " : "", d->name,
+                            d->alias ? "/" : "", d->alias ? d->alias : "");
+  }
 }
 
 static void list_words(const char *const *w, char *buf, size_t cap) {
@@ -336,6 +340,20 @@ static strop_status check_range(const char *fn, const strop_recipe *r, const str
   if (!f->range || in_range(f->range, x)) return STROP_OK;
   return strop__recipe_err(fn, r, v, STROP_E_FORMAT, "'%s' must be %s, got %s", f->key,
                            f->range->text, v->text);
+}
+
+void strop__recipe_knobs(const strop__ynode *top, const strop__ynode *stage,
+                         const strop__settings *t, const char *group,
+                         const strop__ynode **nodes) {
+  for (int k = 0; k < t->n; k++) nodes[k] = NULL;
+  const strop__ynode *maps[2] = {top, stage};
+  for (int m = 0; m < 2; m++) {
+    const strop__ynode *map = maps[m];
+    for (int i = 0; map && map->type == STROP__Y_MAP && i + 1 < map->n; i += 2) {
+      const strop__setting *d = knob_named(t, group, map->kids[i]->text);
+      if (d && !strop__ynode_is_null(map->kids[i + 1])) nodes[d->key] = map->kids[i + 1];
+    }
+  }
 }
 
 static strop_status check_scalar_list(const char *fn, const strop_recipe *r, const strop__ynode *v,
@@ -400,6 +418,26 @@ static strop_status check_surgery(const char *fn, const strop_recipe *r, const s
     snprintf(w, sizeof w, "%s", op);
     strop_status s = check_map(fn, r, arg, SURGERY_OPS[k].sub, w);
     if (s) return s;
+  }
+  return STROP_OK;
+}
+
+/* A setting's value: its table says what form it takes (the range is the object's to check,
+ * with the kind the recipe chooses, when the run sets it). */
+static strop_status check_knob(const char *fn, const strop_recipe *r, const strop__ynode *v,
+                               const char *key, const strop__setting *d) {
+  if (d->type == STROP__SET_LIST) {
+    const field f = {key, T_INTS, NULL, NULL, NULL};
+    return check_scalar_list(fn, r, v, &f);
+  }
+  if (v->type != STROP__Y_SCALAR)
+    return strop__recipe_err(fn, r, v, STROP_E_FORMAT, "'%s' must be a single value, got %s", key,
+                             strop__ynode_kind(v));
+  double x;
+  if (!strop__setting_parse(d, v->text, &x)) {
+    char form[300];
+    return strop__recipe_err(fn, r, v, STROP_E_FORMAT, "'%s' must be %s, got '%s'", key,
+                             strop__setting_form(d, form, sizeof form), v->text);
   }
   return STROP_OK;
 }
@@ -513,14 +551,21 @@ static strop_status check_map(const char *fn, const strop_recipe *r, const strop
     const field *f = NULL;
     for (int j = 0; fields[j].key && !f; j++)
       if (!strcmp(fields[j].key, k->text)) f = &fields[j];
-    if (!f) {
-      char keys[700];
+    const char *group;
+    const strop__settings *knobs = section_knobs(fields, &group);
+    const strop__setting *knob = f ? NULL : knob_named(knobs, group, k->text);
+    if (!f && !knob) {
+      char keys[1400];
       list_keys(fields, keys, sizeof keys);
       return strop__recipe_err(fn, r, k, STROP_E_FORMAT, "unknown key '%s' in '%s' (expected one "
                                "of: %s)", k->text, where, keys);
     }
+    for (int j = 0; knob && j < i; j += 2) /* a setting's name and its other spelling */
+      if (strop__setting_matches(knob, map->kids[j]->text))
+        return strop__recipe_err(fn, r, k, STROP_E_FORMAT, "'%s' and '%s' in '%s' are the same "
+                                 "setting", map->kids[j]->text, k->text, where);
     if (strop__ynode_is_null(v)) continue; /* "key:" with nothing means the default */
-    strop_status s = check_value(fn, r, v, f);
+    strop_status s = knob ? check_knob(fn, r, v, k->text, knob) : check_value(fn, r, v, f);
     if (s) return s;
   }
   return STROP_OK;
@@ -574,9 +619,8 @@ const char *strop__rd_str(const strop__ynode *map, const char *key) {
   return v && v->type == STROP__Y_SCALAR ? v->text : NULL;
 }
 
-static strop_status rd_list(const strop_recipe *r, const strop__ynode *map, const char *key,
-                            int64_t *iout, double *fout, int cap, int *n) {
-  const strop__ynode *v = get(map, key);
+static strop_status rd_list_at(const strop_recipe *r, const strop__ynode *v, const char *key,
+                               int64_t *iout, double *fout, int cap, int *n) {
   *n = 0;
   if (!v) return STROP_OK;
   const strop__ynode *const *items = (const strop__ynode *const *)v->kids;
@@ -601,12 +645,17 @@ static strop_status rd_list(const strop_recipe *r, const strop__ynode *map, cons
 
 strop_status strop__rd_ints(const strop_recipe *r, const strop__ynode *map, const char *key,
                             int64_t *out, int cap, int *n) {
-  return rd_list(r, map, key, out, NULL, cap, n);
+  return rd_list_at(r, get(map, key), key, out, NULL, cap, n);
+}
+
+strop_status strop__rd_ints_at(const strop_recipe *r, const strop__ynode *v, const char *key,
+                               int64_t *out, int cap, int *n) {
+  return rd_list_at(r, v, key, out, NULL, cap, n);
 }
 
 strop_status strop__rd_floats(const strop_recipe *r, const strop__ynode *map, const char *key,
                               double *out, int cap, int *n) {
-  return rd_list(r, map, key, NULL, out, cap, n);
+  return rd_list_at(r, get(map, key), key, NULL, out, cap, n);
 }
 
 const char *strop__rd_path(const strop_recipe *r, const strop__ynode *map, const char *key,

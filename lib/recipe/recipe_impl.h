@@ -3,6 +3,7 @@
 #ifndef STROP_RECIPE_IMPL_H
 #define STROP_RECIPE_IMPL_H
 
+#include "core/settings.h"
 #include "io/yaml.h"
 #include "strop/recipe.h"
 
@@ -70,9 +71,17 @@ strop_status strop__rd_ints(const strop_recipe *r, const strop__ynode *map, cons
                             int64_t *out, int cap, int *n);
 strop_status strop__rd_floats(const strop_recipe *r, const strop__ynode *map, const char *key,
                               double *out, int cap, int *n);
+/* The same list from its value node v (NULL: none); key names it in messages. */
+strop_status strop__rd_ints_at(const strop_recipe *r, const strop__ynode *v, const char *key,
+                               int64_t *out, int cap, int *n);
 /* A path resolved against the recipe's folder, into buf (cap bytes); NULL when absent. */
 const char *strop__rd_path(const strop_recipe *r, const strop__ynode *map, const char *key,
                            char *buf, size_t cap);
+/* The settings a section gives for an object's table (and group; NULL: all): nodes[key] is
+ * the value node of each setting named in stage (by name or alias) or else in top, NULL for
+ * the others. nodes has t->n entries. */
+void strop__recipe_knobs(const strop__ynode *top, const strop__ynode *stage,
+                         const strop__settings *t, const char *group, const strop__ynode **nodes);
 /* An error at a node: "fn: file:line:col: what". */
 strop_status strop__recipe_err(const char *fn, const strop_recipe *r, const strop__ynode *at,
                                strop_status st, const char *fmt, ...) STROP__PRINTF(5, 6);

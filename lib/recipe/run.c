@@ -10,8 +10,10 @@
 #include <unistd.h>
 
 #include "io/checkpoint.h"
+#include "optim/optim.h"
 #include "train/frozen.h"
 #include "recipe/recipe_impl.h"
+#include "train/train_impl.h"
 #include "strop/strop.h"
 #include "strop/recipe.h"
 #include "strop/surgery.h"
@@ -642,6 +644,55 @@ static const char *rd2_str(const strop__ynode *top, const strop__ynode *st, cons
   return v ? v : strop__rd_str(top, key);
 }
 
+/* Every setting a section gives (the stage's over the top-level ones) goes through the
+ * object's double setter, in key order: the table's order is the one its cross-checks need
+ * (momentum before nesterov). A list goes through set_list. */
+typedef strop_status (*set_fn)(void *obj, int key, double v);
+typedef strop_status (*set_list_fn)(void *obj, int key, const int64_t *v, int n);
+
+static strop_status apply_knobs(const strop_recipe *r, const strop__ynode *top,
+                                const strop__ynode *st, const strop__settings *t,
+                                const char *group, void *obj, set_fn set, set_list_fn set_list) {
+  const strop__ynode *nodes[64];
+  if (t->n > 64) return strop__err(STROP_E_INTERNAL, "%s: %s has too many settings", FN, t->object);
+  strop__recipe_knobs(top, st, t, group, nodes);
+  for (int k = 0; k < t->n; k++) {
+    if (!nodes[k]) continue;
+    const strop__setting *d = strop__settings_at(t, k);
+    strop_status s;
+    if (d->type == STROP__SET_LIST) {
+      int64_t v[64];
+      int n = 0;
+      s = strop__rd_ints_at(r, nodes[k], d->name, v, 64, &n);
+      if (!s) s = set_list ? set_list(obj, k, v, n) : STROP_E_INTERNAL;
+    } else {
+      double v;
+      if (!strop__setting_parse(d, nodes[k]->text, &v)) {
+        char form[300];
+        return strop__recipe_err(FN, r, nodes[k], STROP_E_FORMAT, "'%s' must be %s, got '%s'",
+                                 d->name, strop__setting_form(d, form, sizeof form),
+                                 nodes[k]->text);
+      }
+      s = set(obj, k, v);
+    }
+    if (s) return s;
+  }
+  return STROP_OK;
+}
+
+static strop_status set_opt(void *o, int k, double v) {
+  return strop_optimizer_set_double(o, k, v);
+}
+static strop_status set_sched(void *o, int k, double v) {
+  return strop_scheduler_set_double(o, k, v);
+}
+static strop_status set_sched_list(void *o, int k, const int64_t *v, int n) {
+  return strop_scheduler_set_ints(o, k, v, n);
+}
+static strop_status set_trainer(void *o, int k, double v) {
+  return strop_trainer_set_double(o, k, v);
+}
+
 static strop_status build_optimizer(ctx *c, strop_model *m, const strop__ynode *st,
                                     strop_optimizer **out) {
   const strop_recipe *r = c->r;
@@ -653,40 +704,14 @@ static strop_status build_optimizer(ctx *c, strop_model *m, const strop__ynode *
     if (!strcmp(kind, kinds[i])) k = i;
   strop_status s = strop_optimizer_create(m, k, out);
   if (s) return fail(s, "optimizer");
-  static const struct {
-    const char *key;
-    int knob;
-    int is_bool;
-  } knobs[] = {{"lr", STROP_OPT_LR, 0},
-               {"momentum", STROP_OPT_MOMENTUM, 0},
-               {"dampening", STROP_OPT_DAMPENING, 0},
-               {"weight_decay", STROP_OPT_WEIGHT_DECAY, 0},
-               {"eps", STROP_OPT_EPS, 0},
-               {"alpha", STROP_OPT_ALPHA, 0},
-               {"lr_decay", STROP_OPT_LR_DECAY, 0},
-               {"initial_accumulator_value", STROP_OPT_INITIAL_ACCUMULATOR_VALUE, 0},
-               {"nesterov", STROP_OPT_NESTEROV, 1},
-               {"amsgrad", STROP_OPT_AMSGRAD, 1},
-               {"centered", STROP_OPT_CENTERED, 1}};
-  /* momentum before nesterov: the optimizer checks their combination */
-  for (size_t i = 0; i < sizeof knobs / sizeof knobs[0] && !s; i++) {
-    if (knobs[i].is_bool) {
-      int v = -1;
-      if ((s = rd2_bool(r, top, st, knobs[i].key, &v))) break;
-      if (v >= 0) s = strop_optimizer_set_int(*out, knobs[i].knob, v);
-    } else {
-      double v = NAN;
-      if ((s = rd2_float(r, top, st, knobs[i].key, &v))) break;
-      if (!isnan(v)) s = strop_optimizer_set_float(*out, knobs[i].knob, (float)v);
-    }
-  }
+  s = apply_knobs(r, top, st, &strop__optimizer_settings, NULL, *out, set_opt, NULL);
   if (!s) {
     double betas[2];
     int nb = 0;
     const strop__ynode *src = sub(st, "betas") ? st : top;
     if (!(s = strop__rd_floats(r, src, "betas", betas, 2, &nb)) && nb == 2) {
-      if (!(s = strop_optimizer_set_float(*out, STROP_OPT_BETA1, (float)betas[0])))
-        s = strop_optimizer_set_float(*out, STROP_OPT_BETA2, (float)betas[1]);
+      if (!(s = strop_optimizer_set_double(*out, STROP_OPT_BETA1, betas[0])))
+        s = strop_optimizer_set_double(*out, STROP_OPT_BETA2, betas[1]);
     }
   }
   if (s) {
@@ -712,56 +737,24 @@ static strop_status build_schedule(ctx *c, strop_optimizer *opt, const strop__yn
   for (int i = 0; i < 8; i++)
     if (!strcmp(kind, kinds[i])) k = i;
   const char *per = rd2_str(top, st, "per");
-  *per_epoch = per && !strcmp(per, "epoch");
-  int64_t units = *per_epoch ? epochs : epochs * steps_per_epoch;
+  *per_epoch = per ? !strcmp(per, "epoch") : -1;
+  int64_t units = *per_epoch > 0 ? epochs : epochs * steps_per_epoch;
   strop_status s = strop_scheduler_create(opt, k, out);
   if (s) return fail(s, "schedule");
-  static const struct {
-    const char *key;
-    int knob;
-    int is_int;
-  } knobs[] = {{"gamma", STROP_SCH_GAMMA, 0},          {"step_size", STROP_SCH_STEP_SIZE, 1},
-               {"t_max", STROP_SCH_T_MAX, 1},          {"eta_min", STROP_SCH_ETA_MIN, 0},
-               {"t_0", STROP_SCH_T_0, 1},              {"t_mult", STROP_SCH_T_MULT, 1},
-               {"max_lr", STROP_SCH_MAX_LR, 0},        {"total_steps", STROP_SCH_TOTAL_STEPS, 1},
-               {"pct_start", STROP_SCH_PCT_START, 0},  {"div_factor", STROP_SCH_DIV_FACTOR, 0},
-               {"final_div_factor", STROP_SCH_FINAL_DIV_FACTOR, 0},
-               {"factor", STROP_SCH_FACTOR, 0},        {"patience", STROP_SCH_PATIENCE, 1},
-               {"threshold", STROP_SCH_THRESHOLD, 0},  {"cooldown", STROP_SCH_COOLDOWN, 1},
-               {"min_lr", STROP_SCH_MIN_LR, 0},        {"warmup_steps", STROP_SCH_WARMUP_STEPS, 1},
-               {"warmup_start_factor", STROP_SCH_WARMUP_START_FACTOR, 0}};
   /* defaults that depend on the run's length */
-  if (k == 4 && (s = strop_scheduler_set_int(*out, STROP_SCH_T_MAX, units > 0 ? units : 1))) goto bad;
-  if (k == 6) {
-    float base;
-    if ((s = strop_optimizer_get_float(opt, STROP_OPT_LR, &base))) goto bad;
-    if ((s = strop_scheduler_set_float(*out, STROP_SCH_MAX_LR, base)) ||
-        (s = strop_scheduler_set_int(*out, STROP_SCH_TOTAL_STEPS, units > 0 ? units : 1)))
+  if (k == STROP_SCHED_COSINE &&
+      (s = strop_scheduler_set_double(*out, STROP_SCH_T_MAX, (double)(units > 0 ? units : 1))))
+    goto bad;
+  if (k == STROP_SCHED_ONE_CYCLE) {
+    double base;
+    if ((s = strop_optimizer_get_double(opt, STROP_OPT_LR, &base))) goto bad;
+    if ((s = strop_scheduler_set_double(*out, STROP_SCH_MAX_LR, base)) ||
+        (s = strop_scheduler_set_double(*out, STROP_SCH_TOTAL_STEPS,
+                                        (double)(units > 0 ? units : 1))))
       goto bad;
   }
-  for (size_t i = 0; i < sizeof knobs / sizeof knobs[0]; i++) {
-    if (knobs[i].is_int) {
-      int64_t v = INT64_MIN;
-      if ((s = rd2_int(r, top, st, knobs[i].key, &v))) goto bad;
-      if (v != INT64_MIN && (s = strop_scheduler_set_int(*out, knobs[i].knob, v))) goto bad;
-    } else {
-      double v = NAN;
-      if ((s = rd2_float(r, top, st, knobs[i].key, &v))) goto bad;
-      if (!isnan(v) && (s = strop_scheduler_set_float(*out, knobs[i].knob, (float)v))) goto bad;
-    }
-  }
-  int64_t ms[64];
-  int nms = 0;
-  const strop__ynode *src = sub(st, "milestones") ? st : top;
-  if ((s = strop__rd_ints(r, src, "milestones", ms, 64, &nms))) goto bad;
-  if (nms && (s = strop_scheduler_set_ints(*out, STROP_SCH_MILESTONES, ms, nms))) goto bad;
-  const char *an = rd2_str(top, st, "anneal");
-  if (an && (s = strop_scheduler_set_int(*out, STROP_SCH_ANNEAL,
-                                         !strcmp(an, "linear") ? STROP_ANNEAL_LINEAR : STROP_ANNEAL_COS)))
-    goto bad;
-  const char *mode = rd2_str(top, st, "mode");
-  if (mode && (s = strop_scheduler_set_int(*out, STROP_SCH_MODE,
-                                           !strcmp(mode, "max") ? STROP_PLATEAU_MAX : STROP_PLATEAU_MIN)))
+  if ((s = apply_knobs(r, top, st, &strop__scheduler_settings, NULL, *out, set_sched,
+                       set_sched_list)))
     goto bad;
   return STROP_OK;
 bad:
@@ -774,21 +767,8 @@ static strop_status configure_trainer(ctx *c, strop_trainer *t) {
   const strop_recipe *r = c->r;
   const strop__ynode *L = section(r, "loss");
   strop_status s = STROP_OK;
-  const char *kind = strop__rd_str(L, "kind");
-  static const char *const kinds[] = {"cross_entropy", "mse", "l1", "huber", "bce_with_logits"};
-  int k = STROP_LOSS_CROSS_ENTROPY;
-  for (int i = 0; kind && i < 5; i++)
-    if (!strcmp(kind, kinds[i])) k = i + 1;
-  if ((s = strop_trainer_set_int(t, STROP_TRAIN_LOSS, k))) return fail(s, "loss");
-  double v = NAN;
-  int64_t iv = INT64_MIN;
-  if ((s = strop__rd_float(r, L, "label_smoothing", &v))) return s;
-  if (!isnan(v) && (s = strop_trainer_set_float(t, STROP_TRAIN_LABEL_SMOOTHING, v))) return fail(s, "loss");
-  v = NAN;
-  if ((s = strop__rd_float(r, L, "delta", &v))) return s;
-  if (!isnan(v) && (s = strop_trainer_set_float(t, STROP_TRAIN_HUBER_DELTA, v))) return fail(s, "loss");
-  if ((s = strop__rd_int(r, L, "ignore_index", &iv))) return s;
-  if (iv != INT64_MIN && (s = strop_trainer_set_int(t, STROP_TRAIN_IGNORE_INDEX, iv))) return fail(s, "loss");
+  if ((s = apply_knobs(r, L, NULL, &strop__trainer_settings, "loss", t, set_trainer, NULL)))
+    return fail(s, "loss");
   double w[256];
   int nw = 0;
   if ((s = strop__rd_floats(r, L, "class_weights", w, 256, &nw))) return s;
@@ -942,26 +922,25 @@ static strop_status run_stage(ctx *c, strop_model *m, const strop__ynode *st, in
     goto done;
   if ((s = strop_trainer_create(tm, opt, &t))) goto done;
   if ((s = configure_trainer(c, t))) goto done;
+  if ((s = apply_knobs(r, top, tst, &strop__trainer_settings, "update", t, set_trainer, NULL))) {
+    fail(s, "train");
+    goto done;
+  }
   if (sch && ((s = strop_trainer_set_scheduler(t, sch)) ||
-              (s = strop_trainer_set_int(t, STROP_TRAIN_SCHED_PER_EPOCH, per_epoch))))
+              (per_epoch >= 0 &&
+               (s = strop_trainer_set_int(t, STROP_TRAIN_SCHED_PER_EPOCH, per_epoch)))))
     goto done;
   strop_fit_options fo;
   strop_fit_options_init(&fo);
   fo.epochs = epochs;
-  double clip_norm = 0, clip_value = 0, min_delta = 0;
-  int64_t patience = 0, accum = 1, max_steps = 0;
+  double min_delta = 0;
+  int64_t patience = 0, max_steps = 0;
   int restore_best = 0;
-  if ((s = rd2_float(r, top, tst, "clip_norm", &clip_norm)) || (s = rd2_float(r, top, tst, "clip_value", &clip_value)) ||
-      (s = rd2_float(r, top, tst, "min_delta", &min_delta)) || (s = rd2_int(r, top, tst, "patience", &patience)) ||
-      (s = rd2_int(r, top, tst, "accumulate", &accum)) ||
-      (s = rd2_int(r, top, tst, "max_steps", &max_steps)) || (s = rd2_bool(r, top, tst, "restore_best", &restore_best)))
+  if ((s = rd2_float(r, top, tst, "min_delta", &min_delta)) ||
+      (s = rd2_int(r, top, tst, "patience", &patience)) ||
+      (s = rd2_int(r, top, tst, "max_steps", &max_steps)) ||
+      (s = rd2_bool(r, top, tst, "restore_best", &restore_best)))
     goto done;
-  if ((s = strop_trainer_set_float(t, STROP_TRAIN_CLIP_NORM, clip_norm)) ||
-      (s = strop_trainer_set_float(t, STROP_TRAIN_CLIP_VALUE, clip_value)) ||
-      (s = strop_trainer_set_int(t, STROP_TRAIN_ACCUM_STEPS, accum))) {
-    fail(s, "train");
-    goto done;
-  }
   const char *mon = rd2_str(top, tst, "monitor");
   fo.monitor = !mon ? (c->val ? STROP_MONITOR_VAL_LOSS : STROP_MONITOR_TRAIN_LOSS)
                : !strcmp(mon, "val_accuracy") ? STROP_MONITOR_VAL_ACCURACY

@@ -9,10 +9,12 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/numfmt.h"
 #include "io/atomic.h"
 #include "core/sbuf.h"
 #include "recipe/plot.h"
 #include "recipe/recipe_impl.h"
+#include "tune/tune_impl.h"
 #include "strop/strop.h"
 
 #define FN "strop_recipe_tune"
@@ -96,7 +98,7 @@ static strop_status value_text(strop_tuner *t, int64_t id, int64_t i, char *buf,
   }
   double v;
   strop_status s = strop_tuner_trial_float(t, id, name, &v);
-  if (!s) snprintf(buf, cap, "%.6g", v);
+  if (!s) strop__fmt_double(v, buf, cap); /* every digit: the run gets the value drawn */
   return s;
 }
 
@@ -378,6 +380,31 @@ static strop_status add_params(const strop_recipe *r, const strop__ynode *params
   return STROP_OK;
 }
 
+/* Every tuner setting the tune: section gives (initial, prune, workers, grid_points ... by
+ * their names or the recipe's spellings) goes through strop_tuner_set_double. */
+static strop_status apply_tuner_knobs(const strop_recipe *r, const strop__ynode *tu,
+                                      strop_tuner *t) {
+  const strop__ynode *nodes[64];
+  strop__recipe_knobs(tu, NULL, &strop__tuner_settings, NULL, nodes);
+  for (int k = 0; k < strop__tuner_settings.n && k < 64; k++) {
+    if (!nodes[k]) continue;
+    const strop__setting *d = strop__settings_at(&strop__tuner_settings, k);
+    double v;
+    if (!strop__setting_parse(d, nodes[k]->text, &v)) {
+      char form[300];
+      return strop__recipe_err(FN, r, nodes[k], STROP_E_FORMAT, "'%s' must be %s, got '%s'",
+                               d->name, strop__setting_form(d, form, sizeof form),
+                               nodes[k]->text);
+    }
+    strop_status s = strop_tuner_set_double(t, k, v);
+    if (s) {
+      strop__err_prefix("%s: %s:%d:%d: tune", FN, r->file, nodes[k]->line, nodes[k]->col);
+      return s == STROP_E_INVALID_ARG ? STROP_E_FORMAT : s;
+    }
+  }
+  return STROP_OK;
+}
+
 strop_status strop_recipe_tune(const strop_recipe *r, const strop_tune_options *user_o,
                                strop_tuner **out) {
   if (!out) return strop__err(STROP_E_INVALID_ARG, "%s: out is NULL", FN);
@@ -394,15 +421,11 @@ strop_status strop_recipe_tune(const strop_recipe *r, const strop_tune_options *
   if (!params || params->type != STROP__Y_SEQ || params->n == 0)
     return strop__recipe_err(FN, r, tu, STROP_E_FORMAT, "'tune.params' must list at least one "
                              "parameter");
-  const char *strategy = strop__rd_str(tu, "strategy"), *metric = strop__rd_str(tu, "metric"),
-             *prune = strop__rd_str(tu, "prune");
-  int64_t trials = 10, seed = 0, initial = -1, grid_points = -1, workers = 1;
+  const char *strategy = strop__rd_str(tu, "strategy"), *metric = strop__rd_str(tu, "metric");
+  int64_t trials = 10, seed = 0, workers = 1;
   strop_status s = strop__rd_int(r, r->root, "seed", &seed);
   if (!s) s = strop__rd_int(r, tu, "seed", &seed);
   if (!s) s = strop__rd_int(r, tu, "trials", &trials);
-  if (!s) s = strop__rd_int(r, tu, "initial", &initial);
-  if (!s) s = strop__rd_int(r, tu, "grid_points", &grid_points);
-  if (!s) s = strop__rd_int(r, tu, "workers", &workers);
   if (s) return s;
   if (o.trials > 0) trials = o.trials;
   if (!metric) metric = "val_accuracy";
@@ -432,13 +455,8 @@ strop_status strop_recipe_tune(const strop_recipe *r, const strop_tune_options *
   strop_tuner *t = NULL;
   if ((s = strop_tuner_create(strat, (uint64_t)seed, maximize ? STROP_TUNE_MAXIMIZE : STROP_TUNE_MINIMIZE, &t)))
     return s;
-  if ((s = add_params(r, params, t))) goto fail;
-  if (initial >= 0 && (s = strop_tuner_set_int(t, STROP_TUNE_N_INITIAL, initial))) goto fail;
-  if (grid_points > 0 && (s = strop_tuner_set_int(t, STROP_TUNE_GRID_POINTS, grid_points))) goto fail;
-  if (workers > 1 && (s = strop_tuner_set_int(t, STROP_TUNE_N_WORKERS, workers))) goto fail;
-  if (prune && strcmp(prune, "none") &&
-      (s = strop_tuner_set_int(t, STROP_TUNE_PRUNER,
-                               !strcmp(prune, "median") ? STROP_PRUNER_MEDIAN : STROP_PRUNER_HALVING)))
+  if ((s = add_params(r, params, t)) || (s = apply_tuner_knobs(r, tu, t)) ||
+      (s = strop_tuner_get_int(t, STROP_TUNE_N_WORKERS, &workers)))
     goto fail;
   char path[1024];
   if (strop__rd_path(r, tu, "trials_file", path, sizeof path)) {

@@ -83,6 +83,10 @@ strop_status strop_trainer_save_checkpoint(const strop_trainer *t, const char *p
   char step[32];
   snprintf(step, sizeof step, "%lld", (long long)t->global_step);
   if ((s = strop__ckpt_set_meta(w, "global_step", step))) goto fail;
+  /* whose state the optim.* tensors are: a load refuses another kind's */
+  if ((s = strop__ckpt_set_meta(w, "optim.kind",
+                                strop__optim_kind_name(strop_optimizer_get_kind(t->opt)))))
+    goto fail;
   if (t->ckpt_meta_key && (s = strop__ckpt_set_meta(w, t->ckpt_meta_key, t->ckpt_meta_value)))
     goto fail;
   if ((s = strop__ckpt_commit(w))) return s;
@@ -160,6 +164,58 @@ static strop_status restore_prefix(const char *fn, const strop__ckpt *c, const c
   return STROP_OK;
 }
 
+/* The optimizer kinds (bit k: kind k) whose state the checkpoint holds: its "optim.kind"
+ * metadata (written since 0.2), else what the state's names tell (older files: Adam and AdamW
+ * keep the same names; a slot without buffers is plain SGD's); 0 when nothing tells. */
+static unsigned ckpt_optim_kinds(const strop__ckpt *c) {
+  const char *meta = strop__ckpt_meta(c, "optim.kind");
+  if (meta) {
+    for (int k = 0; k < 5; k++)
+      if (!strcmp(meta, strop__optim_kind_name(k))) return 1u << k;
+    return 0;
+  }
+  static const struct {
+    const char *suffix;
+    unsigned kinds;
+  } names[] = {{".exp_avg", 1u << STROP_OPTIM_ADAM | 1u << STROP_OPTIM_ADAMW},
+               {".exp_avg_sq", 1u << STROP_OPTIM_ADAM | 1u << STROP_OPTIM_ADAMW},
+               {".max_exp_avg_sq", 1u << STROP_OPTIM_ADAM | 1u << STROP_OPTIM_ADAMW},
+               {".square_avg", 1u << STROP_OPTIM_RMSPROP},
+               {".grad_avg", 1u << STROP_OPTIM_RMSPROP},
+               {".sum", 1u << STROP_OPTIM_ADAGRAD},
+               {".momentum_buffer", 1u << STROP_OPTIM_SGD | 1u << STROP_OPTIM_RMSPROP}};
+  unsigned kinds = 31;
+  int slots = 0, buffers = 0;
+  for (int i = 0; i < c->n; i++) {
+    const char *n = c->t[i].name;
+    if (strncmp(n, "optim.", 6) || !strcmp(n, "optim.step")) continue;
+    size_t l = strlen(n);
+    if (l > 5 && !strcmp(n + l - 5, ".step")) {
+      slots++;
+      continue;
+    }
+    for (size_t j = 0; j < sizeof names / sizeof names[0]; j++) {
+      size_t sl = strlen(names[j].suffix);
+      if (l > sl && !strcmp(n + l - sl, names[j].suffix)) {
+        kinds &= names[j].kinds;
+        buffers++;
+        break;
+      }
+    }
+  }
+  if (slots > 0 && buffers == 0) return 1u << STROP_OPTIM_SGD;
+  return buffers ? kinds : 0;
+}
+
+static void kinds_text(unsigned kinds, char *buf, size_t cap) {
+  size_t l = 0;
+  buf[0] = '\0';
+  for (int k = 0; k < 5 && l < cap; k++)
+    if (kinds & (1u << k))
+      l += (size_t)snprintf(buf + l, cap - l, "%s%s", l ? " or " : "", strop__optim_kind_name(k));
+  if (!l) snprintf(buf, cap, "an unknown");
+}
+
 strop_status strop_trainer_load_checkpoint(strop_trainer *t, const char *path) {
   static const char fn[] = "strop_trainer_load_checkpoint";
   if (!t || !path)
@@ -167,7 +223,15 @@ strop_status strop_trainer_load_checkpoint(strop_trainer *t, const char *path) {
   strop__ckpt *c = NULL;
   strop_status s = strop__ckpt_open(fn, path, &c);
   if (s) return s;
-  /* read the trainer's own sections first, so a file without them changes nothing */
+  /* Everything is read and restored into staging copies first; the model (which loads all or
+   * nothing), then the optimizer, scheduler, best weights and counters change only once all of
+   * it worked. */
+  strop_optimizer *opt = NULL;
+  strop_scheduler *sched = NULL;
+  double *hist = NULL;
+  float *best = NULL;
+  int64_t *ibest = NULL;
+  size_t nbest = 0, nibest = 0;
   int64_t counters[9];
   double reals[2];
   int64_t data_state[3] = {-1, 0, 0};
@@ -182,21 +246,15 @@ strop_status strop_trainer_load_checkpoint(strop_trainer *t, const char *path) {
                    (long long)hist_len);
     goto done;
   }
-  double *hist = NULL;
   if (hist_len > 0) {
     hist = strop__malloc((size_t)(hist_len * H_COLS) * sizeof *hist);
     if (!hist) {
       s = STROP__NOMEM(fn);
       goto done;
     }
-    if ((s = read_f64(fn, c, "train.history", hist, (size_t)(hist_len * H_COLS)))) {
-      strop__free(hist);
-      goto done;
-    }
+    if ((s = read_f64(fn, c, "train.history", hist, (size_t)(hist_len * H_COLS)))) goto done;
   }
-  float *best = NULL;
-  int64_t *ibest = NULL;
-  size_t nbest = 0, nibest = 0;
+  /* the best epoch's weights, when fit restores them at its end */
   if (strop__ckpt_find(c, "train.best")) {
     for (int i = 0; i < t->m->n_params; i++) {
       if (t->m->params[i]->data) nbest += t->m->params[i]->numel;
@@ -207,20 +265,30 @@ strop_status strop_trainer_load_checkpoint(strop_trainer *t, const char *path) {
     if (!best || !ibest) s = STROP__NOMEM(fn);
     if (!s) s = strop__ckpt_read_f32(fn, c, "train.best", best, nbest);
     if (!s && nibest) s = strop__ckpt_read_i64(fn, c, "train.best_buffers", ibest, nibest);
+    if (s) goto done;
   }
-  if (s || (s = strop__ckpt_load_model(fn, c, t->m))) {
-    strop__free(hist);
-    strop__free(best);
-    strop__free(ibest);
+  const int kind = strop_optimizer_get_kind(t->opt);
+  const unsigned kinds = ckpt_optim_kinds(c);
+  if (kinds && !(kinds & (1u << kind))) {
+    char held[64];
+    kinds_text(kinds, held, sizeof held);
+    s = strop__err(STROP_E_FORMAT, "%s: %s holds the state of %s optimizer, this trainer's is %s; "
+                   "a resume needs the same kind (nothing was loaded)", fn, path, held,
+                   strop__optim_kind_name(kind));
     goto done;
   }
-  if ((s = strop_optimizer_sync(t->opt)) ||
-      (s = restore_prefix(fn, c, "optim.", t->opt, optim_set)) ||
-      (t->sched && (s = restore_prefix(fn, c, "sched.", t->sched, sched_set)))) {
-    strop__free(hist);
-    strop__free(best);
-    strop__free(ibest);
+  if ((s = strop__optim_stage(t->opt, &opt)) ||
+      (t->sched && (s = strop__sched_stage(t->sched, opt, &sched))) ||
+      (s = restore_prefix(fn, c, "optim.", opt, optim_set)) ||
+      (sched && (s = restore_prefix(fn, c, "sched.", sched, sched_set))) ||
+      (s = strop__ckpt_load_model(fn, c, t->m)))
     goto done;
+  /* commit: nothing below fails */
+  strop__optim_commit(t->opt, opt);
+  opt = NULL;
+  if (sched) {
+    strop__sched_commit(t->sched, sched);
+    sched = NULL;
   }
   strop__free(t->snapshot);
   strop__free(t->isnapshot);
@@ -229,6 +297,8 @@ strop_status strop_trainer_load_checkpoint(strop_trainer *t, const char *path) {
   t->isnapshot = ibest;
   t->isnapshot_len = nibest;
   t->have_snapshot = best != NULL;
+  best = NULL;
+  ibest = NULL;
   t->global_step = counters[0];
   t->skipped = counters[1];
   t->ep_correct = counters[2];
@@ -241,12 +311,18 @@ strop_status strop_trainer_load_checkpoint(strop_trainer *t, const char *path) {
   t->best_value = reals[1];
   strop__free(t->hist);
   t->hist = hist;
+  hist = NULL;
   t->hist_len = t->hist_cap = hist_len;
   t->micro = 0;
   t->pending_epoch = have_data ? data_state[0] : -1;
   t->pending_pos = data_state[1];
   s = strop__model_zero_grad_lazy(t->m);
 done:
+  strop_scheduler_free(sched);
+  strop_optimizer_free(opt);
+  strop__free(hist);
+  strop__free(best);
+  strop__free(ibest);
   strop__ckpt_close(c);
   if (!s) strop__log(STROP_LOG_DEBUG, "%s: read %s at step %lld", fn, path, (long long)t->global_step);
   return s;

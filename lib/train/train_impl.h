@@ -2,6 +2,7 @@
 #ifndef STROP_TRAIN_IMPL_H
 #define STROP_TRAIN_IMPL_H
 
+#include "core/settings.h"
 #include "graph/graph.h"
 #include "ops/loss.h"
 #include "strop/train.h"
@@ -14,6 +15,10 @@ _Static_assert((int)STROP__LOSS_CROSS_ENTROPY == (int)STROP_LOSS_CROSS_ENTROPY &
                    (int)STROP__LOSS_BCE_WITH_LOGITS == (int)STROP_LOSS_BCE_WITH_LOGITS,
                "ops/loss.h and strop/train.h number the losses differently");
 
+/* The trainer's settings (trainer.c): one entry per strop_train_knob. */
+enum { STROP__TRAIN_N_KNOBS = 8 };
+extern const strop__settings strop__trainer_settings;
+
 /* History columns per epoch (checkpoints store hist_len x H_COLS doubles). */
 enum { H_TRAIN_LOSS, H_TRAIN_ACC, H_VAL_LOSS, H_VAL_ACC, H_VAL_TOP5, H_VAL_F1, H_VAL_MSE,
        H_VAL_MAE, H_COLS };
@@ -23,6 +28,7 @@ struct strop_trainer {
   strop_optimizer *opt;
   strop_scheduler *sched;
   strop__loss_cfg loss;
+  double kv[STROP__TRAIN_N_KNOBS]; /* every knob's value as set (the fields below follow) */
   float *class_weights;
   int64_t n_class_weights;
   double clip_norm, clip_value;
@@ -44,6 +50,12 @@ struct strop_trainer {
   int64_t hist_len, hist_cap;
   /* restored by load_checkpoint, applied by the next fit */
   int64_t pending_epoch, pending_pos;
+  /* the buffers (BatchNorm's running statistics and counters) and the model's RNG as they
+   * were when the current accumulation window began: a skipped step puts them back */
+  float *bsnap;
+  int64_t *bisnap;
+  size_t bsnap_cap, bisnap_cap;
+  strop__rng bsnap_rng;
   /* best weights */
   float *snapshot;
   size_t snapshot_len;

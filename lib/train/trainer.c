@@ -20,6 +20,43 @@ static double now_sec(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* ---- the settings: declared once (see core/settings.h) ---- */
+
+static const char *const LOSS_WORDS[] = {"cross_entropy", "mse", "l1", "huber",
+                                         "bce_with_logits", NULL};
+
+#define KNOB(k) [k] = {.key = k, .ident = #k, .kinds = 1
+static const strop__setting KNOBS[STROP__TRAIN_N_KNOBS] = {
+  KNOB(STROP_TRAIN_LOSS), .name = "loss", .alias = "kind", .type = STROP__SET_ENUM,
+    .def = STROP_LOSS_CROSS_ENTROPY, .lo = STROP_LOSS_CROSS_ENTROPY,
+    .hi = STROP_LOSS_BCE_WITH_LOGITS, .words = LOSS_WORDS, .group = "loss",
+    .doc = "The loss (a strop_loss_kind)."},
+  KNOB(STROP_TRAIN_LABEL_SMOOTHING), .name = "label_smoothing", .type = STROP__SET_FLOAT,
+    .lo = 0, .hi = 1, .group = "loss", .doc = "Cross-entropy label smoothing."},
+  KNOB(STROP_TRAIN_IGNORE_INDEX), .name = "ignore_index", .type = STROP__SET_INT, .def = -100,
+    .lo = -0x1p63, .hi = 0x1p63, .group = "loss",
+    .doc = "Cross-entropy target that counts for nothing (any int64)."},
+  KNOB(STROP_TRAIN_HUBER_DELTA), .name = "huber_delta", .alias = "delta",
+    .type = STROP__SET_FLOAT, .def = 1, .lo = 0, .hi = HUGE_VAL, .flags = STROP__KNOB_LO_OPEN,
+    .group = "loss", .doc = "Huber loss: where the quadratic part becomes linear."},
+  KNOB(STROP_TRAIN_CLIP_NORM), .name = "clip_norm", .type = STROP__SET_FLOAT, .lo = 0,
+    .hi = HUGE_VAL, .group = "update",
+    .doc = "Clip the global L2 norm of the gradients to this (0: no clipping)."},
+  KNOB(STROP_TRAIN_CLIP_VALUE), .name = "clip_value", .type = STROP__SET_FLOAT, .lo = 0,
+    .hi = HUGE_VAL, .group = "update",
+    .doc = "Clip every gradient value to [-v, v] (0: no clipping)."},
+  KNOB(STROP_TRAIN_ACCUM_STEPS), .name = "accum_steps", .alias = "accumulate",
+    .type = STROP__SET_INT, .def = 1, .lo = 1, .hi = 1000000, .group = "update",
+    .doc = "Micro-batches whose gradients add up to one optimizer step."},
+  KNOB(STROP_TRAIN_SCHED_PER_EPOCH), .name = "sched_per_epoch", .type = STROP__SET_FLAG,
+    .lo = 0, .hi = 1, .group = "update",
+    .doc = "Step the scheduler once per epoch of strop_trainer_fit() instead of per step."},
+};
+#undef KNOB
+
+const strop__settings strop__trainer_settings = {"trainer", NULL, 1, NULL, KNOBS,
+                                                 STROP__TRAIN_N_KNOBS};
+
 strop_status strop_trainer_create(strop_model *model, strop_optimizer *opt, strop_trainer **out) {
   static const char fn[] = "strop_trainer_create";
   if (!out) return strop__err(STROP_E_INVALID_ARG, "%s: out is NULL", fn);
@@ -27,10 +64,15 @@ strop_status strop_trainer_create(strop_model *model, strop_optimizer *opt, stro
   if (!model || !opt)
     return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, model ? "opt" : "model");
   if (!model->finalized) return strop__err(STROP_E_STATE, "%s: model is not finalized", fn);
+  if (strop__optim_model(opt) != model)
+    return strop__err(STROP_E_INVALID_ARG, "%s: the optimizer was created on another model: it "
+                      "would update that model's parameters and never these; create it on this "
+                      "one", fn);
   strop_trainer *t = strop__calloc(1, sizeof *t);
   if (!t) return STROP__NOMEM(fn);
   t->m = model;
   t->opt = opt;
+  strop__settings_defaults(&strop__trainer_settings, 0, t->kv);
   strop__loss_cfg_init(&t->loss, STROP_LOSS_CROSS_ENTROPY);
   t->accum = 1;
   t->best_epoch = -1;
@@ -47,6 +89,8 @@ void strop_trainer_free(strop_trainer *t) {
   strop__free(t->isnapshot);
   strop__free(t->ckpt_meta_key);
   strop__free(t->ckpt_meta_value);
+  strop__free(t->bsnap);
+  strop__free(t->bisnap);
   strop__free(t);
 }
 
@@ -56,39 +100,17 @@ strop_status strop_trainer_set_scheduler(strop_trainer *t, strop_scheduler *s) {
   return STROP_OK;
 }
 
-strop_status strop_trainer_set_float(strop_trainer *t, int key, double v) {
-  static const char fn[] = "strop_trainer_set_float";
-  if (!t) return strop__err(STROP_E_INVALID_ARG, "%s: trainer is NULL", fn);
-  if (!isfinite(v)) return strop__err(STROP_E_INVALID_ARG, "%s: knob %d: value is not finite", fn, key);
-  switch (key) {
-    case STROP_TRAIN_LABEL_SMOOTHING:
-      if (v < 0 || v > 1)
-        return strop__err(STROP_E_INVALID_ARG, "%s: label smoothing must be in [0, 1], got %g", fn, v);
-      t->loss.label_smoothing = (float)v;
-      return STROP_OK;
-    case STROP_TRAIN_HUBER_DELTA:
-      if (v <= 0) return strop__err(STROP_E_INVALID_ARG, "%s: huber delta must be > 0, got %g", fn, v);
-      t->loss.delta = (float)v;
-      return STROP_OK;
-    case STROP_TRAIN_CLIP_NORM:
-    case STROP_TRAIN_CLIP_VALUE:
-      if (v < 0)
-        return strop__err(STROP_E_INVALID_ARG, "%s: %s must be >= 0 (0 = off), got %g", fn,
-                          key == STROP_TRAIN_CLIP_NORM ? "clip norm" : "clip value", v);
-      if (key == STROP_TRAIN_CLIP_NORM) t->clip_norm = v; else t->clip_value = v;
-      return STROP_OK;
-    default:
-      return strop__err(STROP_E_INVALID_ARG, "%s: knob %d is not a float knob", fn, key);
-  }
-}
-
-strop_status strop_trainer_set_int(strop_trainer *t, int key, int64_t v) {
-  static const char fn[] = "strop_trainer_set_int";
-  if (!t) return strop__err(STROP_E_INVALID_ARG, "%s: trainer is NULL", fn);
+/* The one setter: the table checks the knob and the value, then the trainer's fields follow.
+ * exact carries an int64 value that a double would round (ignore_index from _set_int). */
+static strop_status set_knob(strop_trainer *t, const char *fn, int key, double v, int want,
+                             const int64_t *exact) {
+  const strop__setting *s;
+  strop_status st = strop__settings_lookup(&strop__trainer_settings, fn, 0, key, &s);
+  if (!st) st = strop__settings_want(&strop__trainer_settings, fn, s, want, "set");
+  if (!st) st = strop__setting_check(fn, s, 0, v);
+  if (st) return st;
   switch (key) {
     case STROP_TRAIN_LOSS: {
-      if (v < STROP_LOSS_CROSS_ENTROPY || v > STROP_LOSS_BCE_WITH_LOGITS)
-        return strop__err(STROP_E_INVALID_ARG, "%s: unknown loss kind %lld", fn, (long long)v);
       strop__loss_cfg c;
       strop__loss_cfg_init(&c, (int)v);
       c.label_smoothing = t->loss.label_smoothing;
@@ -97,49 +119,101 @@ strop_status strop_trainer_set_int(strop_trainer *t, int key, int64_t v) {
       t->loss = c;
       t->loss.class_weights = t->class_weights;
       t->loss.n_classes = t->n_class_weights;
-      return STROP_OK;
+      break;
     }
-    case STROP_TRAIN_IGNORE_INDEX:
-      t->loss.ignore_index = v;
-      return STROP_OK;
+    case STROP_TRAIN_LABEL_SMOOTHING: t->loss.label_smoothing = (float)v; break;
+    case STROP_TRAIN_IGNORE_INDEX: /* 2^63 is INT64_MAX as a double */
+      t->loss.ignore_index = exact ? *exact : v >= 0x1p63 ? INT64_MAX : (int64_t)v;
+      break;
+    case STROP_TRAIN_HUBER_DELTA: t->loss.delta = (float)v; break;
+    case STROP_TRAIN_CLIP_NORM: t->clip_norm = v; break;
+    case STROP_TRAIN_CLIP_VALUE: t->clip_value = v; break;
     case STROP_TRAIN_ACCUM_STEPS:
-      if (v < 1 || v > 1000000)
-        return strop__err(STROP_E_INVALID_ARG, "%s: accumulation steps must be >= 1, got %lld", fn,
-                          (long long)v);
       if (t->micro)
         return strop__err(STROP_E_STATE, "%s: cannot change accumulation in the middle of one", fn);
-      t->accum = v;
-      return STROP_OK;
-    case STROP_TRAIN_SCHED_PER_EPOCH:
-      t->sched_per_epoch = v ? 1 : 0;
-      return STROP_OK;
-    default:
-      return strop__err(STROP_E_INVALID_ARG, "%s: knob %d is not an int knob", fn, key);
+      t->accum = (int64_t)v;
+      break;
+    default: t->sched_per_epoch = (int)v; break; /* STROP_TRAIN_SCHED_PER_EPOCH */
   }
+  t->kv[key] = v;
+  return STROP_OK;
+}
+
+static strop_status get_knob(const strop_trainer *t, const char *fn, int key, int want,
+                             double *out) {
+  const strop__setting *s;
+  strop_status st = strop__settings_lookup(&strop__trainer_settings, fn, 0, key, &s);
+  if (!st) st = strop__settings_want(&strop__trainer_settings, fn, s, want, "get");
+  if (!st) *out = key == STROP_TRAIN_IGNORE_INDEX ? (double)t->loss.ignore_index : t->kv[key];
+  return st;
+}
+
+strop_status strop_trainer_set_double(strop_trainer *t, int key, double value) {
+  static const char fn[] = "strop_trainer_set_double";
+  if (!t) return strop__err(STROP_E_INVALID_ARG, "%s: trainer is NULL", fn);
+  return set_knob(t, fn, key, value, STROP__WANT_SCALAR, NULL);
+}
+
+strop_status strop_trainer_get_double(const strop_trainer *t, int key, double *value) {
+  static const char fn[] = "strop_trainer_get_double";
+  if (!t || !value) return strop__err(STROP_E_INVALID_ARG, "%s: NULL argument", fn);
+  return get_knob(t, fn, key, STROP__WANT_SCALAR, value);
+}
+
+strop_status strop_trainer_set_float(strop_trainer *t, int key, double v) {
+  static const char fn[] = "strop_trainer_set_float";
+  if (!t) return strop__err(STROP_E_INVALID_ARG, "%s: trainer is NULL", fn);
+  return set_knob(t, fn, key, v, STROP__WANT_FLOAT, NULL);
+}
+
+strop_status strop_trainer_set_int(strop_trainer *t, int key, int64_t v) {
+  static const char fn[] = "strop_trainer_set_int";
+  if (!t) return strop__err(STROP_E_INVALID_ARG, "%s: trainer is NULL", fn);
+  /* 0.1 took any non-zero value as 1 for this flag; the int setter keeps doing so */
+  if (key == STROP_TRAIN_SCHED_PER_EPOCH) v = v != 0;
+  return set_knob(t, fn, key, (double)v, STROP__WANT_INT, &v);
 }
 
 strop_status strop_trainer_get_float(const strop_trainer *t, int key, double *v) {
   static const char fn[] = "strop_trainer_get_float";
   if (!t || !v) return strop__err(STROP_E_INVALID_ARG, "%s: NULL argument", fn);
-  switch (key) {
-    case STROP_TRAIN_LABEL_SMOOTHING: *v = t->loss.label_smoothing; return STROP_OK;
-    case STROP_TRAIN_HUBER_DELTA: *v = t->loss.delta; return STROP_OK;
-    case STROP_TRAIN_CLIP_NORM: *v = t->clip_norm; return STROP_OK;
-    case STROP_TRAIN_CLIP_VALUE: *v = t->clip_value; return STROP_OK;
-    default: return strop__err(STROP_E_INVALID_ARG, "%s: knob %d is not a float knob", fn, key);
-  }
+  return get_knob(t, fn, key, STROP__WANT_FLOAT, v);
 }
 
 strop_status strop_trainer_get_int(const strop_trainer *t, int key, int64_t *v) {
   static const char fn[] = "strop_trainer_get_int";
   if (!t || !v) return strop__err(STROP_E_INVALID_ARG, "%s: NULL argument", fn);
-  switch (key) {
-    case STROP_TRAIN_LOSS: *v = t->loss.kind; return STROP_OK;
-    case STROP_TRAIN_IGNORE_INDEX: *v = t->loss.ignore_index; return STROP_OK;
-    case STROP_TRAIN_ACCUM_STEPS: *v = t->accum; return STROP_OK;
-    case STROP_TRAIN_SCHED_PER_EPOCH: *v = t->sched_per_epoch; return STROP_OK;
-    default: return strop__err(STROP_E_INVALID_ARG, "%s: knob %d is not an int knob", fn, key);
-  }
+  double d = 0.0;
+  strop_status st = get_knob(t, fn, key, STROP__WANT_INT, &d);
+  if (!st) *v = key == STROP_TRAIN_IGNORE_INDEX ? t->loss.ignore_index : (int64_t)d;
+  return st;
+}
+
+strop_status strop_trainer_knob_range(int key, double *lo, double *hi, int *flags) {
+  return strop__settings_range(&strop__trainer_settings, "strop_trainer_knob_range", 0, key, lo,
+                               hi, flags);
+}
+
+const char *strop_trainer_knob_name(int key) {
+  return strop__settings_name(&strop__trainer_settings, key);
+}
+
+const char *strop_trainer_knob_doc(int key) {
+  return strop__settings_doc(&strop__trainer_settings, key);
+}
+
+strop_status strop_trainer_knob_find(const char *name, int *key) {
+  return strop__settings_find(&strop__trainer_settings, "strop_trainer_knob_find", name, key);
+}
+
+strop_status strop_trainer_knob_default(int key, double *value) {
+  return strop__settings_default_of(&strop__trainer_settings, "strop_trainer_knob_default", 0,
+                                    key, value);
+}
+
+strop_status strop_trainer_knob_parse(int key, const char *text, double *value) {
+  return strop__settings_parse(&strop__trainer_settings, "strop_trainer_knob_parse", key, text,
+                               value);
 }
 
 strop_status strop_trainer_set_class_weights(strop_trainer *t, const float *w, int64_t n) {
@@ -242,8 +316,70 @@ static void clip_grads(strop_trainer *t) {
   }
 }
 
+/* Copies every buffer of the model (a training forward updates BatchNorm's running mean and
+ * variance and its batch counter) and the model's RNG, at the start of an accumulation window.
+ * They are small; the copies are reused, so a warm step allocates nothing. */
+static strop_status buffers_take(strop_trainer *t) {
+  strop_model *m = t->m;
+  size_t nf = 0, ni = 0;
+  for (int i = 0; i < m->n_params; i++) {
+    const strop__param *p = m->params[i];
+    if (!p->is_buffer) continue;
+    if (p->data) nf += p->numel;
+    if (p->idata) ni += p->numel;
+  }
+  if (nf > t->bsnap_cap) {
+    float *v = strop__realloc(t->bsnap, nf * sizeof *v);
+    if (!v) return STROP__NOMEM("strop_trainer_step");
+    t->bsnap = v;
+    t->bsnap_cap = nf;
+  }
+  if (ni > t->bisnap_cap) {
+    int64_t *v = strop__realloc(t->bisnap, ni * sizeof *v);
+    if (!v) return STROP__NOMEM("strop_trainer_step");
+    t->bisnap = v;
+    t->bisnap_cap = ni;
+  }
+  size_t of = 0, oi = 0;
+  for (int i = 0; i < m->n_params; i++) {
+    const strop__param *p = m->params[i];
+    if (!p->is_buffer) continue;
+    if (p->data) {
+      memcpy(t->bsnap + of, p->data, p->numel * sizeof *p->data);
+      of += p->numel;
+    }
+    if (p->idata) {
+      memcpy(t->bisnap + oi, p->idata, p->numel * sizeof *p->idata);
+      oi += p->numel;
+    }
+  }
+  t->bsnap_rng = m->rng;
+  return STROP_OK;
+}
+
+static void buffers_restore(strop_trainer *t) {
+  strop_model *m = t->m;
+  size_t of = 0, oi = 0;
+  for (int i = 0; i < m->n_params; i++) {
+    strop__param *p = m->params[i];
+    if (!p->is_buffer) continue;
+    if (p->data) {
+      memcpy(p->data, t->bsnap + of, p->numel * sizeof *p->data);
+      of += p->numel;
+    }
+    if (p->idata) {
+      memcpy(p->idata, t->bisnap + oi, p->numel * sizeof *p->idata);
+      oi += p->numel;
+    }
+  }
+  m->rng = t->bsnap_rng;
+}
+
+/* Drops the accumulation window: its gradients, and what its forwards changed in the buffers
+ * and the RNG, so that a skipped step leaves the model exactly as it was before the window. */
 static strop_status drop_accumulation(strop_trainer *t) {
   t->micro = 0;
+  buffers_restore(t);
   return strop__model_zero_grad_lazy(t->m);
 }
 
@@ -256,6 +392,7 @@ strop_status strop__trainer_micro_step(strop_trainer *t, const float *x, const f
   strop_status s = loss_geometry(t, fn, &per, &classes, &tps);
   if (s) return s;
   if (t->micro == 0 && !t->grads_clean && (s = strop__model_zero_grad_lazy(m))) return s;
+  if (t->micro == 0 && (s = buffers_take(t))) return s;
   t->grads_clean = 0;
   const strop__act *out;
   s = strop__model_forward_exec(m, x, n, 1, NULL, &out);
@@ -293,7 +430,7 @@ strop_status strop__trainer_micro_step(strop_trainer *t, const float *x, const f
     t->skipped++;
     drop_accumulation(t);
     return strop__err(STROP_E_NUMERIC, "%s: step %lld: the loss is %s; the update was skipped "
-                      "and the weights are unchanged", fn, (long long)t->global_step,
+                      "and the weights and buffers are unchanged", fn, (long long)t->global_step,
                       isnan(loss) ? "NaN" : "infinite");
   }
   if (t->accum > 1) {
@@ -314,10 +451,20 @@ strop_status strop__trainer_micro_step(strop_trainer *t, const float *x, const f
     t->skipped++;
     drop_accumulation(t);
     return strop__err(STROP_E_NUMERIC, "%s: step %lld: a gradient is not finite; the update was "
-                      "skipped and the weights are unchanged", fn, (long long)t->global_step);
+                      "skipped and the weights and buffers are unchanged", fn,
+                      (long long)t->global_step);
   }
   clip_grads(t);
-  if ((s = strop_optimizer_step(t->opt))) return s;
+  /* the gradients are the trainer's: the update keeps the old weights in them, so an update
+   * that would make a weight NaN or infinite is refused whole */
+  if ((s = strop__optim_step_owning_grads(t->opt))) {
+    if (s == STROP_E_NUMERIC) {
+      t->skipped++;
+      drop_accumulation(t);
+      strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
+    }
+    return s;
+  }
   if ((s = strop__model_zero_grad_lazy(m))) return s;
   t->grads_clean = 1;
   t->global_step++;

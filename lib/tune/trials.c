@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/numfmt.h"
 #include "io/atomic.h"
 #include "io/json.h"
 #include "core/sbuf.h"
@@ -32,9 +33,15 @@ strop_status strop_tuner_set_log(strop_tuner *t, const char *path) {
   return st;
 }
 
+/* The shortest text that reads back to the same double (resume gets every bit), or null. */
 static void put_num(strop__sbuf *b, double v) {
-  if (isfinite(v)) strop__sbuf_printf(b, "%.17g", v);
-  else strop__sbuf_puts(b, "null");
+  char t[STROP__FMT_DOUBLE_MAX];
+  if (isfinite(v)) {
+    strop__fmt_double(v, t, sizeof t);
+    strop__sbuf_puts(b, t);
+  } else {
+    strop__sbuf_puts(b, "null");
+  }
 }
 
 strop_status strop__tune_log_trial(strop_tuner *t, const strop__trial *tr) {
@@ -118,8 +125,9 @@ static strop_status parse_line(const strop_tuner *t, const rctx *c, const char *
     goto out;
   }
   v = strop__json_get(&j, root, "id");
-  if (!v || v->type != STROP__J_NUM || !v->is_int || v->ival < 0) {
-    st = bad_line(c, "\"id\" must be an integer >= 0", NULL);
+  if (!v || v->type != STROP__J_NUM || !v->is_int || v->ival < 0 ||
+      v->ival >= STROP__TUNE_MAX_ID) {
+    st = bad_line(c, "\"id\" must be an integer in [0, 2^53)", NULL);
     goto out;
   }
   tr->id = v->ival;
@@ -140,6 +148,10 @@ static strop_status parse_line(const strop_tuner *t, const rctx *c, const char *
   if (tr->status == STROP_TRIAL_FAILED) tr->value = NAN;
   v = strop__json_get(&j, root, "seconds");
   tr->seconds = num_of(v, &d) ? d : 0.0;
+  if (!(tr->seconds >= 0.0) || !isfinite(tr->seconds)) {
+    st = bad_line(c, "\"seconds\" must be a finite number >= 0", NULL);
+    goto out;
+  }
   const strop__jnode *vals = strop__json_get(&j, root, "values");
   if (!vals || vals->type != STROP__J_OBJ) {
     st = bad_line(c, "\"values\" must be an object", NULL);
@@ -206,9 +218,9 @@ static strop_status parse_line(const strop_tuner *t, const rctx *c, const char *
       const strop__jnode *s1 = s0 ? strop__json_at(&j, s0->next) : NULL;
       double val;
       if (!s0 || s0->type != STROP__J_NUM || !s0->is_int || !num_of(s1, &val) ||
-          (tr->n_inter > 0 && s0->ival <= tr->inter[tr->n_inter - 1].step)) {
-        st = bad_line(c, "\"intermediate\" entries must be [step, value] with increasing steps",
-                      NULL);
+          !isfinite(val) || (tr->n_inter > 0 && s0->ival <= tr->inter[tr->n_inter - 1].step)) {
+        st = bad_line(c, "\"intermediate\" entries must be [step, finite value] with "
+                      "increasing steps", NULL);
         goto out;
       }
       tr->inter[tr->n_inter].step = s0->ival;

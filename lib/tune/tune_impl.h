@@ -7,7 +7,12 @@
 #include <stdio.h>
 
 #include "core/core.h"
+#include "core/settings.h"
 #include "strop/tune.h"
+
+/* Trial ids are below 2^53 (exact as doubles, far from overflowing when incremented): a
+ * trials file holding a larger one is refused, and ask stops there. */
+#define STROP__TUNE_MAX_ID ((int64_t)1 << 53)
 
 typedef struct strop__tparam {
   char *name;
@@ -66,6 +71,10 @@ static inline double strop__tune_loss(const strop_tuner *t, double v) {
   return t->direction == STROP_TUNE_MAXIMIZE ? -v : v;
 }
 
+/* The tuner's settings table (recipes and the docs generator read it). */
+extern const strop__settings strop__tuner_settings;
+/* Every knob to its default (tuner.c's settings table). */
+void strop__tune_set_defaults(strop_tuner *t);
 double strop__tune_now(void);
 /* A double uniform in [0, 1) from 53 bits. */
 double strop__tune_uniform(strop__rng *r);

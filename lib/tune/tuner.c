@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/settings.h"
 #include "strop/optim.h"
 #include "tune/tune_impl.h"
 
@@ -42,16 +43,7 @@ strop_status strop_tuner_create(int strategy, uint64_t seed, int direction, stro
   t->strategy = strategy;
   t->direction = direction;
   t->seed = seed;
-  t->n_candidates = 2000;
-  t->n_local = 5;
-  t->fit_restarts = 2;
-  t->grid_points = 5;
-  t->pruner = STROP_PRUNER_NONE;
-  t->warmup_trials = 5;
-  t->eta = 3;
-  t->min_resource = 1;
-  t->n_workers = 1;
-  t->ei_xi = 0.01;
+  strop__tune_set_defaults(t);
   *out = t;
   return STROP_OK;
 }
@@ -246,24 +238,46 @@ int strop_tuner_param_kind(const strop_tuner *t, int64_t index) {
   return k;
 }
 
-/* ---- knobs ---- */
+/* ---- knobs: declared once (see core/settings.h) ---- */
 
-typedef struct knob_info {
-  const char *name;
-  int is_int;
-  double lo, hi;
-} knob_info;
+static const char *const PRUNER_WORDS[] = {"none", "median", "halving", NULL};
 
-static const knob_info KNOBS[] = {
-    {"n_initial", 1, 0, 1e9},         {"n_candidates", 1, 1, 1e7},
-    {"n_local", 1, 0, 1000},          {"fit_restarts", 1, 0, 100},
-    {"ei_xi", 0, 0, HUGE_VAL},        {"grid_points", 1, 2, 1e6},
-    {"pruner", 1, 0, 2},              {"prune_warmup_trials", 1, 0, 1e9},
-    {"prune_warmup_steps", 1, 0, 9.2e18}, {"halving_eta", 1, 2, 1e6},
-    {"halving_min_resource", 1, 1, 9.2e18}, {"n_workers", 1, 1, 256},
-    {"fsync", 1, 0, 1},
+#define KNOB(k) [k] = {.key = k, .ident = #k, .kinds = 1
+#define INT(lo_, hi_) .type = STROP__SET_INT, .lo = lo_, .hi = hi_
+static const strop__setting KNOBS[] = {
+  KNOB(STROP_TUNE_N_INITIAL), .name = "n_initial", .alias = "initial", INT(0, 1e9),
+    .doc = "Random trials before the Gaussian process takes over (0: d + 1 in [5, 20])."},
+  KNOB(STROP_TUNE_N_CANDIDATES), .name = "n_candidates", INT(1, 1e7), .def = 2000,
+    .doc = "Random candidates scored by expected improvement per suggestion."},
+  KNOB(STROP_TUNE_N_LOCAL), .name = "n_local", INT(0, 1000), .def = 5,
+    .doc = "Best candidates refined by a coordinate search."},
+  KNOB(STROP_TUNE_FIT_RESTARTS), .name = "fit_restarts", INT(0, 100), .def = 2,
+    .doc = "Random restarts of the kernel fit besides the warm start."},
+  KNOB(STROP_TUNE_EI_XI), .name = "ei_xi", .type = STROP__SET_FLOAT, .def = 0.01, .lo = 0,
+    .hi = HUGE_VAL,
+    .doc = "Expected-improvement margin, in standard deviations of the observed values."},
+  KNOB(STROP_TUNE_GRID_POINTS), .name = "grid_points", INT(2, 1e6), .def = 5,
+    .doc = "Grid values per float or int parameter."},
+  KNOB(STROP_TUNE_PRUNER), .name = "pruner", .alias = "prune", .type = STROP__SET_ENUM, .lo = 0,
+    .hi = 2, .words = PRUNER_WORDS, .doc = "Early stopping of bad trials (a strop_tune_pruner)."},
+  KNOB(STROP_TUNE_PRUNE_WARMUP_TRIALS), .name = "prune_warmup_trials", INT(0, 1e9), .def = 5,
+    .doc = "Median rule: finished trials needed before any pruning."},
+  KNOB(STROP_TUNE_PRUNE_WARMUP_STEPS), .name = "prune_warmup_steps", INT(0, 9.2e18),
+    .doc = "Median rule: steps below this are never pruned."},
+  KNOB(STROP_TUNE_HALVING_ETA), .name = "halving_eta", INT(2, 1e6), .def = 3,
+    .doc = "Successive halving: the reduction factor between rungs."},
+  KNOB(STROP_TUNE_HALVING_MIN_RESOURCE), .name = "halving_min_resource", INT(1, 9.2e18),
+    .def = 1, .doc = "Successive halving: the step of the first rung."},
+  KNOB(STROP_TUNE_N_WORKERS), .name = "n_workers", .alias = "workers", INT(1, 256), .def = 1,
+    .doc = "Trials strop_tuner_run() runs in parallel."},
+  KNOB(STROP_TUNE_FSYNC), .name = "fsync", .type = STROP__SET_FLAG, .lo = 0, .hi = 1,
+    .doc = "Flush the trials file to the disk after each line."},
 };
+#undef KNOB
+#undef INT
 #define N_KNOBS ((int)(sizeof KNOBS / sizeof KNOBS[0]))
+
+const strop__settings strop__tuner_settings = {"tuner", NULL, 1, NULL, KNOBS, N_KNOBS};
 
 static int64_t *int_knob(strop_tuner *t, int key) {
   switch (key) {
@@ -283,71 +297,104 @@ static int64_t *int_knob(strop_tuner *t, int key) {
   }
 }
 
+void strop__tune_set_defaults(strop_tuner *t) {
+  double v[N_KNOBS];
+  strop__settings_defaults(&strop__tuner_settings, 0, v);
+  for (int k = 0; k < N_KNOBS; k++) {
+    int64_t *p = int_knob(t, k);
+    if (p) *p = (int64_t)v[k];
+    else t->ei_xi = v[k];
+  }
+}
+
 strop_status strop_tuner_knob_range(int key, double *lo, double *hi, int *flags) {
-  if (key < 0 || key >= N_KNOBS)
-    return strop__err(STROP_E_INVALID_ARG, "strop_tuner_knob_range: unknown knob %d", key);
-  if (lo) *lo = KNOBS[key].lo;
-  if (hi) *hi = KNOBS[key].hi;
-  if (flags) *flags = KNOBS[key].is_int ? STROP_KNOB_INT : 0;
-  return STROP_OK;
+  return strop__settings_range(&strop__tuner_settings, "strop_tuner_knob_range", 0, key, lo, hi,
+                               flags);
 }
 
 const char *strop_tuner_knob_name(int key) {
-  return key >= 0 && key < N_KNOBS ? KNOBS[key].name : NULL;
+  return strop__settings_name(&strop__tuner_settings, key);
 }
 
-strop_status strop_tuner_set_int(strop_tuner *t, int key, int64_t value) {
-  if (!t) return strop__err(STROP_E_INVALID_ARG, "strop_tuner_set_int: tuner is NULL");
-  if (key < 0 || key >= N_KNOBS || !KNOBS[key].is_int)
-    return strop__err(STROP_E_INVALID_ARG, "strop_tuner_set_int: %d is not an int knob", key);
-  if ((double)value < KNOBS[key].lo || (double)value > KNOBS[key].hi)
-    return strop__err(STROP_E_INVALID_ARG, "strop_tuner_set_int: %s must be in [%.0f, %.0f], "
-                      "got %lld", KNOBS[key].name, KNOBS[key].lo, KNOBS[key].hi,
-                      (long long)value);
+const char *strop_tuner_knob_doc(int key) {
+  return strop__settings_doc(&strop__tuner_settings, key);
+}
+
+strop_status strop_tuner_knob_find(const char *name, int *key) {
+  return strop__settings_find(&strop__tuner_settings, "strop_tuner_knob_find", name, key);
+}
+
+strop_status strop_tuner_knob_default(int key, double *value) {
+  return strop__settings_default_of(&strop__tuner_settings, "strop_tuner_knob_default", 0, key,
+                                    value);
+}
+
+strop_status strop_tuner_knob_parse(int key, const char *text, double *value) {
+  return strop__settings_parse(&strop__tuner_settings, "strop_tuner_knob_parse", key, text,
+                               value);
+}
+
+/* The one setter: the table checks knob and value (before the lock: it reads no state), then
+ * the value is stored under the tuner's mutex. */
+static strop_status set_knob(strop_tuner *t, const char *fn, int key, double v, int want) {
+  if (!t) return strop__err(STROP_E_INVALID_ARG, "%s: tuner is NULL", fn);
+  const strop__setting *s;
+  strop_status st = strop__settings_lookup(&strop__tuner_settings, fn, 0, key, &s);
+  if (!st) st = strop__settings_want(&strop__tuner_settings, fn, s, want, "set");
+  if (!st) st = strop__setting_check(fn, s, 0, v);
+  if (st) return st;
   LOCK(t);
-  strop_status st = STROP_OK;
-  if (key == STROP_TUNE_N_WORKERS && t->running)
-    st = strop__err(STROP_E_STATE, "strop_tuner_set_int: n_workers cannot change while "
-                    "strop_tuner_run is running");
-  else
-    *int_knob(t, key) = value;
+  if (key == STROP_TUNE_N_WORKERS && t->running) {
+    st = strop__err(STROP_E_STATE, "%s: n_workers cannot change while strop_tuner_run is "
+                    "running", fn);
+  } else {
+    int64_t *p = int_knob(t, key);
+    if (p) *p = (int64_t)v;
+    else t->ei_xi = v;
+  }
   UNLOCK(t);
   return st;
 }
 
-strop_status strop_tuner_set_float(strop_tuner *t, int key, double value) {
-  if (!t) return strop__err(STROP_E_INVALID_ARG, "strop_tuner_set_float: tuner is NULL");
-  if (key != STROP_TUNE_EI_XI)
-    return strop__err(STROP_E_INVALID_ARG, "strop_tuner_set_float: %d is not a float knob", key);
-  if (!(value >= 0.0) || !isfinite(value))
-    return strop__err(STROP_E_INVALID_ARG, "strop_tuner_set_float: ei_xi must be finite and "
-                      ">= 0, got %g", value);
+static strop_status get_knob(const strop_tuner *t, const char *fn, int key, int want,
+                             double *out) {
+  if (!t || !out) return strop__err(STROP_E_INVALID_ARG, "%s: tuner or value is NULL", fn);
+  const strop__setting *s;
+  strop_status st = strop__settings_lookup(&strop__tuner_settings, fn, 0, key, &s);
+  if (!st) st = strop__settings_want(&strop__tuner_settings, fn, s, want, "get");
+  if (st) return st;
   LOCK(t);
-  t->ei_xi = value;
+  const int64_t *p = int_knob((strop_tuner *)t, key);
+  *out = p ? (double)*p : t->ei_xi;
   UNLOCK(t);
   return STROP_OK;
+}
+
+strop_status strop_tuner_set_double(strop_tuner *t, int key, double value) {
+  return set_knob(t, "strop_tuner_set_double", key, value, STROP__WANT_SCALAR);
+}
+
+strop_status strop_tuner_get_double(const strop_tuner *t, int key, double *value) {
+  return get_knob(t, "strop_tuner_get_double", key, STROP__WANT_SCALAR, value);
+}
+
+strop_status strop_tuner_set_int(strop_tuner *t, int key, int64_t value) {
+  return set_knob(t, "strop_tuner_set_int", key, (double)value, STROP__WANT_INT);
+}
+
+strop_status strop_tuner_set_float(strop_tuner *t, int key, double value) {
+  return set_knob(t, "strop_tuner_set_float", key, value, STROP__WANT_FLOAT);
 }
 
 strop_status strop_tuner_get_int(const strop_tuner *t, int key, int64_t *value) {
-  if (!t || !value)
-    return strop__err(STROP_E_INVALID_ARG, "strop_tuner_get_int: tuner or value is NULL");
-  if (key < 0 || key >= N_KNOBS || !KNOBS[key].is_int)
-    return strop__err(STROP_E_INVALID_ARG, "strop_tuner_get_int: %d is not an int knob", key);
-  LOCK(t);
-  *value = *int_knob((strop_tuner *)t, key);
-  UNLOCK(t);
-  return STROP_OK;
+  double v = 0.0;
+  strop_status st = get_knob(t, "strop_tuner_get_int", key, STROP__WANT_INT, value ? &v : NULL);
+  if (!st) *value = (int64_t)v;
+  return st;
 }
 
 strop_status strop_tuner_get_float(const strop_tuner *t, int key, double *value) {
-  if (!t || !value)
-    return strop__err(STROP_E_INVALID_ARG, "strop_tuner_get_float: tuner or value is NULL");
-  if (key != STROP_TUNE_EI_XI)
-    return strop__err(STROP_E_INVALID_ARG, "strop_tuner_get_float: %d is not a float knob", key);
-  LOCK(t);
-  *value = t->ei_xi;
-  UNLOCK(t);
-  return STROP_OK;
+  return get_knob(t, "strop_tuner_get_float", key, STROP__WANT_FLOAT, value);
 }
 
 /* ---- encoding between values and the unit cube ---- */
@@ -615,6 +662,9 @@ strop_status strop__tune_ask_locked(strop_tuner *t, int64_t *trial_id) {
   if (t->exhausted)
     return strop__err(STROP_E_STATE, "%s: the grid is exhausted: all %lld points were asked "
                       "for", fn, (long long)grid_total(t));
+  if (t->next_id >= STROP__TUNE_MAX_ID)
+    return strop__err(STROP_E_STATE, "%s: trial ids are exhausted (the next would be %lld)", fn,
+                      (long long)t->next_id);
   strop_status st = reserve_trial(t, fn);
   if (st != STROP_OK) return st;
   double *values = strop__malloc((size_t)t->n_params * sizeof *values);

@@ -353,6 +353,65 @@ P
   expect 0 "2 elements in all" -- "$strop" inspect long.safetensors
   "$strop" inspect --json long.safetensors | python3 -c "import json,sys; d=json.load(sys.stdin); assert d['elements'] == 2 and d['tensors'][0]['shape'][1] == 1099511627776, d" || fail "inspect --json"
   ;;
+nan_batch)
+  # Issue 18, item 1: a batch whose forward overflows (a sample of 3e38s) is skipped, and it must
+  # not leave NaN in BatchNorm's running statistics: finetune exits 0 and saves finite ones.
+  python3 - "$work" <<'P' || fail "writing the data"
+import random, sys
+w = sys.argv[1]
+random.seed(3)
+rows = []
+for i in range(60):
+    c = i % 3
+    x = [random.gauss(0, 0.5) + (2.0 if k == c else 0.0) for k in range(4)]
+    rows.append(x + [c])
+with open(f"{w}/clean.csv", "w") as f:
+    for r in rows:
+        f.write(",".join(f"{v:.5f}" for v in r[:4]) + f",{r[4]}\n")
+with open(f"{w}/poisoned.csv", "w") as f:
+    for i, r in enumerate(rows):
+        x = ["3e38"] * 4 if i == 7 else [f"{v:.5f}" for v in r[:4]]
+        f.write(",".join(x) + f",{r[4]}\n")
+P
+  cat > "$work/net.yaml" <<'Y'
+input: [4]
+layers:
+  - {name: fc1, type: linear, out_features: 8}
+  - {name: bn, type: batchnorm1d}
+  - {name: act, type: relu}
+  - {name: head, type: linear, out_features: 3}
+Y
+  cat > "$work/base.yaml" <<Y
+seed: 1
+model: {spec: net.yaml}
+data: {source: csv, path: clean.csv, num_classes: 3, batch_size: 10}
+optimizer: {kind: adam, lr: 0.01}
+train: {epochs: 2}
+output: {dir: out, weights: base.safetensors}
+Y
+  cat > "$work/ft.yaml" <<Y
+seed: 1
+model: {spec: net.yaml, weights: out/base.safetensors}
+data: {source: csv, path: poisoned.csv, num_classes: 3, batch_size: 10}
+optimizer: {kind: adam, lr: 0.01}
+train: {epochs: 2}
+output: {dir: out, weights: ft.safetensors}
+Y
+  "$strop" train "$work/base.yaml" --quiet > /dev/null || fail "training the base"
+  "$strop" finetune "$work/ft.yaml" --quiet > /dev/null || fail "finetune on a poisoned batch"
+  python3 - "$work/out/ft.safetensors" <<'P' || fail "finetune saved non-finite running statistics"
+import json, math, struct, sys
+raw = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+head = json.loads(raw[8:8 + n])
+for name in ("bn.running_mean", "bn.running_var"):
+    t = head[name]
+    a, b = t["data_offsets"]
+    vals = struct.unpack(f"<{(b - a) // 4}f", raw[8 + n + a:8 + n + b])
+    assert all(math.isfinite(v) for v in vals), (name, vals)
+    print(name, "finite:", ", ".join(f"{v:.4g}" for v in vals))
+P
+  ;;
 *) fail "unknown case $case_name" ;;
 esac
 echo "PASS: $case_name"

@@ -9,6 +9,7 @@ import numpy as np
 
 from . import _lib
 from ._handle import Handle
+from ._knobs import KNOB_INT, KnobTable
 from ._util import as_f32, dims_array, enc
 from .data import BatchIterator, Dataset, _check_ds
 from .errors import Cancelled, InvalidArgument, check, error_for_status
@@ -17,9 +18,8 @@ from .tensor import Tensor
 __all__ = ["Trainer", "Metrics", "Progress", "LOSSES"]
 
 LOSSES = {"cross_entropy": 1, "mse": 2, "l1": 3, "huber": 4, "bce_with_logits": 5}
-TRAIN_KNOBS = {"loss": (0, int), "label_smoothing": (1, float), "ignore_index": (2, int),
-               "huber_delta": (3, float), "clip_norm": (4, float), "clip_value": (5, float),
-               "accum_steps": (6, int), "sched_per_epoch": (7, int)}
+_TR = KnobTable("trainer", kinds=False)  # the trainer's knob table, read from the library
+TRAIN_KNOBS = {n: (k, int if _TR.flags(k) & KNOB_INT else float) for n, k in _TR.keys.items()}
 MONITORS = {"val_loss": 0, "val_accuracy": 1, "train_loss": 2}
 _METRIC_KEYS = ("loss", "accuracy", "top5", "macro_f1", "mse", "mae", "samples")
 
@@ -147,25 +147,38 @@ class Trainer(Handle):
         self.scheduler = scheduler
 
     def __setitem__(self, name, value):
-        if name not in TRAIN_KNOBS:
-            raise InvalidArgument(f"unknown trainer knob '{name}'; known: {', '.join(TRAIN_KNOBS)}")
-        key, typ = TRAIN_KNOBS[name]
-        if name == "loss" and isinstance(value, str):
-            value = LOSSES[value]
-        if typ is int:
-            check(_lib.lib.strop_trainer_set_int(self._h, key, int(value)))
+        key = _TR.key(name)
+        if _TR.flags(key) & KNOB_INT and not isinstance(value, (str, float)):
+            check(_lib.lib.strop_trainer_set_int(self._h, key, int(value)))  # exact int64
         else:
-            check(_lib.lib.strop_trainer_set_float(self._h, key, float(value)))
+            check(_lib.lib.strop_trainer_set_double(self._h, key, _TR.value(key, value)))
 
     def __getitem__(self, name):
-        key, typ = TRAIN_KNOBS[name]
-        if typ is int:
+        key = _TR.key(name)
+        if _TR.flags(key) & KNOB_INT:
             v = ctypes.c_int64()
             check(_lib.lib.strop_trainer_get_int(self._h, key, ctypes.byref(v)))
             return v.value
         v = ctypes.c_double()
-        check(_lib.lib.strop_trainer_get_float(self._h, key, ctypes.byref(v)))
+        check(_lib.lib.strop_trainer_get_double(self._h, key, ctypes.byref(v)))
         return v.value
+
+    @staticmethod
+    def knob_range(name):
+        """(lo, hi, flags) of a trainer knob (flags: strop_knob_flags)."""
+        return _TR.range(_TR.key(name))
+
+    @staticmethod
+    def knob_name(key):
+        return _TR.name(key)
+
+    @staticmethod
+    def knob_default(name):
+        return _TR.default(_TR.key(name))
+
+    @staticmethod
+    def knob_doc(name):
+        return _TR.doc(_TR.key(name))
 
     def set_class_weights(self, weights):
         """Per-class cross-entropy weights (None clears)."""

@@ -7,6 +7,7 @@ import os
 from . import _lib
 from ._callbacks import Pending
 from ._handle import Handle
+from ._knobs import KNOB_INT, KnobTable
 from ._util import enc
 from .errors import Cancelled, InvalidArgument, check, error_for_status
 
@@ -16,9 +17,8 @@ STRATEGIES = {"grid": 0, "random": 1, "bayes": 2}
 DIRECTIONS = {"minimize": 0, "maximize": 1}
 STATUS = {"ok": 0, "failed": 1, "pruned": 2, "running": 3}
 _STATUS_NAMES = {v: k for k, v in STATUS.items()}
-KNOBS = {"n_initial": 0, "n_candidates": 1, "n_local": 2, "fit_restarts": 3, "ei_xi": 4,
-         "grid_points": 5, "pruner": 6, "prune_warmup_trials": 7, "prune_warmup_steps": 8,
-         "halving_eta": 9, "halving_min_resource": 10, "n_workers": 11, "fsync": 12}
+_TU = KnobTable("tuner", kinds=False)  # the tuner's knob table, read from the library
+KNOBS = dict(_TU.keys)
 PRUNERS = {"none": 0, "median": 1, "halving": 2}
 KINDS = {0: "float", 1: "int", 2: "categorical"}
 
@@ -159,41 +159,30 @@ class Tuner(Handle):
         return KINDS[k]
 
     def __setitem__(self, name, value):
-        key = KNOBS[name] if isinstance(name, str) else int(name)
-        if name == "pruner" and isinstance(value, str):
-            value = PRUNERS[value]
-        lo = ctypes.c_double()
-        fl = ctypes.c_int()
-        check(_lib.lib.strop_tuner_knob_range(key, ctypes.byref(lo), None, ctypes.byref(fl)))
-        if fl.value & 1:
-            check(_lib.lib.strop_tuner_set_int(self._h, key, int(value)))
-        else:
-            check(_lib.lib.strop_tuner_set_float(self._h, key, float(value)))
+        key = _TU.key(name)
+        check(_lib.lib.strop_tuner_set_double(self._h, key, _TU.value(key, value)))
 
     def __getitem__(self, name):
-        key = KNOBS[name] if isinstance(name, str) else int(name)
-        fl = ctypes.c_int()
-        check(_lib.lib.strop_tuner_knob_range(key, None, None, ctypes.byref(fl)))
-        if fl.value & 1:
-            v = ctypes.c_int64()
-            check(_lib.lib.strop_tuner_get_int(self._h, key, ctypes.byref(v)))
-            return v.value
+        key = _TU.key(name)
         d = ctypes.c_double()
-        check(_lib.lib.strop_tuner_get_float(self._h, key, ctypes.byref(d)))
-        return d.value
+        check(_lib.lib.strop_tuner_get_double(self._h, key, ctypes.byref(d)))
+        return int(d.value) if _TU.flags(key) & KNOB_INT else d.value
 
     @staticmethod
     def knob_range(name):
-        key = KNOBS[name] if isinstance(name, str) else int(name)
-        lo, hi, fl = ctypes.c_double(), ctypes.c_double(), ctypes.c_int()
-        check(_lib.lib.strop_tuner_knob_range(key, ctypes.byref(lo), ctypes.byref(hi),
-                                              ctypes.byref(fl)))
-        return lo.value, hi.value, fl.value
+        return _TU.range(_TU.key(name))
 
     @staticmethod
     def knob_name(key):
-        n = _lib.lib.strop_tuner_knob_name(int(key))
-        return n.decode() if n else None
+        return _TU.name(key)
+
+    @staticmethod
+    def knob_default(name):
+        return _TU.default(_TU.key(name))
+
+    @staticmethod
+    def knob_doc(name):
+        return _TU.doc(_TU.key(name))
 
     # ---- ask / tell ----
     def ask(self):
