@@ -616,6 +616,19 @@ START_TEST(tied_weights_are_one_tensor) {
   ck_assert_int_eq(strop_model_num_tensors(k), 1);
   ck_assert_ptr_eq(strop__node_p(&k->nodes[2], 0), k->params[0]);
   unlink(path);
+  /* a spec says it too: written back and read again */
+  char spec[4096];
+  ck_assert_int_gt(strop_model_spec_string(m, spec, sizeof spec), 0);
+  ck_assert_ptr_nonnull(strstr(spec, "tie: {weight: wte.weight}"));
+  strop_model *fromspec = NULL;
+  ck_assert_msg(strop_model_load_spec_string(spec, &fromspec) == STROP_OK, "%s", strop_last_error());
+  ck_assert_int_eq(strop_model_num_tensors(fromspec), 1);
+  strop_model_free(fromspec);
+  const char *bad = "input: [3]\nlayers:\n  - {name: e, type: embedding, num_embeddings: 6, "
+                    "embedding_dim: 4}\n  - {name: h, type: linear, out_features: 6, "
+                    "tie: {weight: nope.weight}}\n";
+  ck_assert_int_eq(strop_model_load_spec_string(bad, &fromspec), STROP_E_NOT_FOUND);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "nope.weight"));
   strop_model_free(k);
   strop_model_free(u);
   strop_model_free(c);

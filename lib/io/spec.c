@@ -180,12 +180,13 @@ static strop_status add_layer(yctx *c, strop_model *m, const ynode *L, int index
   snprintf(what, sizeof what, "layers[%d]", index);
   strop_status st = check_map(c, L, what);
   if (st != STROP_OK) return st;
-  const ynode *name = NULL, *type = NULL, *inputs = NULL;
+  const ynode *name = NULL, *type = NULL, *inputs = NULL, *tie = NULL;
   for (int i = 0; i < L->n; i += 2) {
     const char *k = L->kids[i]->text;
     if (strcmp(k, "name") == 0) name = L->kids[i + 1];
     else if (strcmp(k, "type") == 0) type = L->kids[i + 1];
     else if (strcmp(k, "inputs") == 0) inputs = L->kids[i + 1];
+    else if (strcmp(k, "tie") == 0) tie = L->kids[i + 1];
   }
   if (!name || name->type != Y_SCALAR || is_null(name))
     return yerr(c, name ? name->line : L->line, name ? name->col : L->col, STROP_E_FORMAT,
@@ -222,7 +223,7 @@ static strop_status add_layer(yctx *c, strop_model *m, const ynode *L, int index
   for (int i = 0; i < L->n && st == STROP_OK; i += 2) {
     const ynode *k = L->kids[i], *v = L->kids[i + 1];
     if (strcmp(k->text, "name") == 0 || strcmp(k->text, "type") == 0 ||
-        strcmp(k->text, "inputs") == 0)
+        strcmp(k->text, "inputs") == 0 || strcmp(k->text, "tie") == 0)
       continue;
     st = option_text(c, name->text, k, v, &b);
     if (st == STROP_OK) st = strop__opts_add(&o, k->text, b.s ? b.s : "", k->line, k->col);
@@ -238,6 +239,26 @@ static strop_status add_layer(yctx *c, strop_model *m, const ynode *L, int index
     }
   }
   strop__opts_free(&o);
+  /* tie: {suffix: target, ...}: the node's parameter suffix is the tensor target */
+  if (st == STROP_OK && tie) {
+    if (tie->type != Y_MAP)
+      return yerr(c, tie->line, tie->col, STROP_E_FORMAT, "layer '%s': 'tie' must map a "
+                  "parameter of the node to the tensor it is, e.g. tie: {weight: wte.weight}",
+                  name->text);
+    for (int i = 0; i + 1 < tie->n && st == STROP_OK; i += 2) {
+      const ynode *k = tie->kids[i], *v = tie->kids[i + 1];
+      if (v->type != Y_SCALAR || is_null(v))
+        return yerr(c, v->line, v->col, STROP_E_FORMAT, "layer '%s': tie.%s must name a "
+                    "parameter of the model, found %s", name->text, k->text, kind_name(v));
+      size_t len = strlen(name->text) + strlen(k->text) + 2;
+      char *full = strop__malloc(len);
+      if (!full) return STROP__NOMEM("strop_model_load_spec");
+      snprintf(full, len, "%s.%s", name->text, k->text);
+      st = strop_model_tie(m, full, v->text);
+      strop__free(full);
+      if (st) st = relocate_error(c, st, k->line, k->col);
+    }
+  }
   return st;
 }
 
@@ -405,6 +426,16 @@ static strop_status spec_text(const char *fn, const strop_model *m, strop__sbuf 
         put_scalar(b, nd->in_names[j]);
       }
       strop__sbuf_puts(b, "]\n");
+    }
+    if (nd->n_ties) {
+      strop__sbuf_puts(b, "    tie: {");
+      for (int k = 0; k < nd->n_ties; k++) {
+        strop__sbuf_puts(b, k ? ", " : "");
+        put_scalar(b, nd->tie_suffix[k]);
+        strop__sbuf_puts(b, ": ");
+        put_scalar(b, nd->tie_target[k]);
+      }
+      strop__sbuf_puts(b, "}\n");
     }
     strop__opts ob;
     strop_status st = strop__node_write_opts(nd, &ob);
