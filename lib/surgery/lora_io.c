@@ -15,13 +15,13 @@
 
 /* The adapted modules of node n: its parts (bit i) with adapters, or 1 for a whole-node
  * adapter; 0 when it has none. */
-static int adapted_mask(const strop__node *n) {
+static unsigned adapted_mask(const strop__node *n) {
   const strop__lora_ops *lo = n->vt->lora;
   if (!lo || !lo->rank) return 0;
   if (!lo->parts) return lo->rank(n, 0, NULL, NULL) > 0;
-  int mask = 0;
-  for (int p = 0; lo->parts[p]; p++)
-    if (lo->rank(n, p, NULL, NULL) > 0) mask |= 1 << p;
+  unsigned mask = 0;
+  for (int p = 0; lo->parts[p] && p < 32; p++)
+    if (lo->rank(n, p, NULL, NULL) > 0) mask |= 1u << p;
   return mask;
 }
 
@@ -38,9 +38,9 @@ typedef struct lmodule {
 static int module_at(const strop_model *m, int k, lmodule *out) {
   for (int i = 0; i < m->n_nodes; i++) {
     const strop__node *n = &m->nodes[i];
-    const int mask = adapted_mask(n);
-    for (int p = 0; p < STROP__MAX_SLOTS; p++) {
-      if (!(mask & (1 << p)) || k-- > 0) continue;
+    const unsigned mask = adapted_mask(n);
+    for (int p = 0; p < 32; p++) {
+      if (!(mask & (1u << p)) || k-- > 0) continue;
       const strop__lora_ops *lo = n->vt->lora;
       out->n = n;
       out->r = lo->rank(n, p, &out->alpha, &out->dropout);
