@@ -73,6 +73,13 @@ int64_t strop__copy_out(const char *fn, const char *s, char *buf, size_t cap);
 strop_status strop__options_in(const char *fn, const char *init_fn, void *dst, size_t dst_size,
                                const void *src);
 
+/* ---- glob patterns over names (glob.c) ---- */
+/* fnmatch-like over whole names: '*' any run of characters (dots included), '?' one
+ * character, "[0-3]" / "[!ab]" a class, '\' escapes. 1 on a match. */
+int strop__glob_match(const char *pat, const char *s);
+/* 1 if pat has any of * ? [ (so it is a pattern, not an exact name) */
+int strop__glob_is_pattern(const char *pat);
+
 /* ---- logging ---- */
 void strop__log(int level, const char *fmt, ...) STROP__PRINTF(2, 3);
 

@@ -15,6 +15,25 @@ strop_status strop__model_load_st(const char *fn, strop_model *m, const strop__s
                                   int flags, const char *from, const char *to,
                                   int ignore_unexpected, strop_load_report **report_out);
 
+/* How file tensor names become model names. */
+typedef struct strop__load_names {
+  const char *from, *to;        /* one prefix replaced (NULL from: none) */
+  const char *const *prefixes;  /* prefixes a file's names may carry and the model's lack, or
+                                 * the other way round ("transformer."); NULL-terminated */
+  const char *const *ignore;    /* globs of file tensors that are not parameters (GPT-2's
+                                 * "*.attn.bias" masks), skipped; NULL-terminated */
+  int ignore_unexpected;        /* skip whatever matches no parameter (a checkpoint's other
+                                 * sections) instead of reporting it */
+} strop__load_names;
+
+/* Loads the model's tensors from several files (a sharded checkpoint) as one: every model
+ * tensor must come from exactly one file. Validation as strop__model_load_st; messages name
+ * the shard of an unexpected tensor. nm may be NULL (names as they are). */
+strop_status strop__model_load_files(const char *fn, strop_model *m,
+                                     const strop__st_file *const *files, int n_files, int flags,
+                                     const strop__load_names *nm,
+                                     strop_load_report **report_out);
+
 /* Adds every parameter and buffer (borrowed: the model must not change until the writer is
  * saved or freed) under its state_dict name. */
 strop_status strop__model_add_to_writer(const char *fn, const strop_model *m,

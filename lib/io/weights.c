@@ -110,73 +110,117 @@ static int dims_equal(int ra, const int64_t *a, int rb, const int64_t *b) {
   return 1;
 }
 
-strop_status strop__model_load_st(const char *fn, strop_model *m, const strop__st_file *f,
-                                  int flags, const char *from, const char *to,
-                                  int ignore_unexpected, strop_load_report **report_out) {
+/* Shapes agree, counting a scalar [] and a one-element [1] as the same (PyTorch accepts both
+ * for BatchNorm's num_batches_tracked). */
+static int shapes_agree(int ra, const int64_t *a, int rb, const int64_t *b) {
+  if (dims_equal(ra, a, rb, b)) return 1;
+  return ra <= 1 && rb <= 1 && (ra == 0 || a[0] == 1) && (rb == 0 || b[0] == 1);
+}
+
+/* The model's parameter named name (exactly), or -1. */
+static int param_index(const strop_model *m, const char *name) {
+  for (int k = 0; k < m->n_params; k++)
+    if (strcmp(m->params[k]->name, name) == 0) return k;
+  return -1;
+}
+
+/* The model-side name of file tensor fname under the policy nm, into *name (grown as needed):
+ * 1 with *pi the parameter (or -1: unexpected), 0 when the tensor is to be skipped, -1 out of
+ * memory. */
+static int map_name(const strop_model *m, const strop__load_names *nm, const char *fname,
+                    char **name, size_t *cap, int *pi) {
+  const char *from = nm ? nm->from : NULL, *to = nm && nm->to ? nm->to : "";
+  size_t from_len = from ? strlen(from) : 0, longest = 0;
+  for (const char *const *pp = nm ? nm->prefixes : NULL; pp && *pp; pp++)
+    if (strlen(*pp) > longest) longest = strlen(*pp);
+  size_t need = strlen(fname) + strlen(to) + longest + 1;
+  if (need > *cap) {
+    char *q = strop__realloc(*name, need);
+    if (!q) return -1;
+    *name = q;
+    *cap = need;
+  }
+  if (from && strncmp(fname, from, from_len) == 0)
+    snprintf(*name, *cap, "%s%s", to, fname + from_len);
+  else
+    snprintf(*name, *cap, "%s", fname);
+  for (const char *const *g = nm ? nm->ignore : NULL; g && *g; g++)
+    if (strop__glob_match(*g, *name)) return 0;
+  *pi = param_index(m, *name);
+  /* a prefix the file's names carry and the model's lack, or the other way round */
+  for (const char *const *pp = nm ? nm->prefixes : NULL; *pi < 0 && pp && *pp; pp++) {
+    size_t l = strlen(*pp);
+    if (strncmp(*name, *pp, l) == 0 && param_index(m, *name + l) >= 0) {
+      memmove(*name, *name + l, strlen(*name + l) + 1);
+    } else {
+      memmove(*name + l, *name, strlen(*name) + 1);
+      memcpy(*name, *pp, l);
+      if (param_index(m, *name) < 0) memmove(*name, *name + l, strlen(*name + l) + 1);
+    }
+    *pi = param_index(m, *name);
+  }
+  if (*pi < 0 && nm && nm->ignore_unexpected) return 0;
+  return 1;
+}
+
+strop_status strop__model_load_files(const char *fn, strop_model *m,
+                                     const strop__st_file *const *files, int n_files, int flags,
+                                     const strop__load_names *nm,
+                                     strop_load_report **report_out) {
   if (report_out) *report_out = NULL;
   int strict = !(flags & STROP_LOAD_PARTIAL);
-  size_t from_len = from ? strlen(from) : 0;
   strop_load_report *r = strop__calloc(1, sizeof *r);
-  int np = m->n_params;
-  char *matched = strop__calloc((size_t)np + 1, 1);
-  pending *todo = strop__calloc((size_t)f->n + 1, sizeof *todo);
+  int np = m->n_params, n_all = 0;
+  for (int k = 0; k < n_files; k++) n_all += files[k]->n;
+  int *matched = strop__calloc((size_t)np + 1, sizeof *matched); /* 1 + the file it came from */
+  pending *todo = strop__calloc((size_t)n_all + 1, sizeof *todo);
   char *name = NULL;
   size_t name_cap = 0;
   int n_todo = 0;
   strop_status st = STROP_OK;
   if (!r || !matched || !todo) goto oom;
 
-  for (int i = 0; i < f->n; i++) {
-    const strop__st_tensor *t = &f->t[i];
-    /* the model-side name */
-    size_t need = strlen(t->name) + (to ? strlen(to) : 0) + 1;
-    if (need > name_cap) {
-      char *q = strop__realloc(name, need);
-      if (!q) goto oom;
-      name = q;
-      name_cap = need;
-    }
-    if (from && strncmp(t->name, from, from_len) == 0)
-      snprintf(name, name_cap, "%s%s", to ? to : "", t->name + from_len);
-    else
-      snprintf(name, name_cap, "%s", t->name);
-    int pi = -1;
-    for (int k = 0; k < np; k++)
-      if (strcmp(m->params[k]->name, name) == 0) {
-        pi = k;
-        break;
+  for (int k = 0; k < n_files; k++) {
+    const strop__st_file *f = files[k];
+    for (int i = 0; i < f->n; i++) {
+      const strop__st_tensor *t = &f->t[i];
+      int pi = -1;
+      int keep = map_name(m, nm, t->name, &name, &name_cap, &pi);
+      if (keep < 0) goto oom;
+      if (!keep) continue;
+      char detail[700];
+      const char *in_file = n_files > 1 ? f->label : NULL;
+      if (pi < 0) {
+        if (strcmp(name, t->name) != 0 || in_file)
+          snprintf(detail, sizeof detail, "%s (file name '%s'%s%s)", name, t->name,
+                   in_file ? " in " : "", in_file ? in_file : "");
+        else
+          snprintf(detail, sizeof detail, "%s", name);
+        if (!report_add(r, STROP_REPORT_UNEXPECTED, name, detail)) goto oom;
+        continue;
       }
-    char detail[512];
-    if (pi < 0) {
-      if (ignore_unexpected) continue;
-      if (strcmp(name, t->name) != 0)
-        snprintf(detail, sizeof detail, "%s (file name '%s')", name, t->name);
-      else
-        snprintf(detail, sizeof detail, "%s", name);
-      if (!report_add(r, STROP_REPORT_UNEXPECTED, name, detail)) goto oom;
-      continue;
+      strop__param *p = m->params[pi];
+      if (matched[pi]) {
+        snprintf(detail, sizeof detail, "%s (file name '%s'%s%s): a second tensor for it", name,
+                 t->name, in_file ? " in " : "", in_file ? in_file : "");
+        if (!report_add(r, STROP_REPORT_UNEXPECTED, name, detail)) goto oom;
+        continue;
+      }
+      matched[pi] = 1 + k;
+      char fs[160], ms[160];
+      int want_int = p->data == NULL;
+      int dtype_ok = want_int ? strop__dtype_is_int(t->dtype) : strop__dtype_is_float(t->dtype);
+      if (!dtype_ok || !shapes_agree(t->rank, t->dims, p->rank, p->dims)) {
+        snprintf(detail, sizeof detail, "%s: file %s %s, model %s %s", name,
+                 strop__dims_str(t->rank, t->dims, fs, sizeof fs), strop__dtype_name(t->dtype),
+                 strop__dims_str(p->rank, p->dims, ms, sizeof ms), want_int ? "I64" : "F32");
+        if (!report_add(r, STROP_REPORT_MISMATCHED, name, detail)) goto oom;
+        continue;
+      }
+      todo[n_todo].p = p;
+      todo[n_todo].t = t;
+      n_todo++;
     }
-    strop__param *p = m->params[pi];
-    if (matched[pi]) {
-      snprintf(detail, sizeof detail, "%s (file name '%s'): a second tensor for it after "
-               "prefix remapping", name, t->name);
-      if (!report_add(r, STROP_REPORT_UNEXPECTED, name, detail)) goto oom;
-      continue;
-    }
-    matched[pi] = 1;
-    char fs[160], ms[160];
-    int want_int = p->data == NULL;
-    int dtype_ok = want_int ? strop__dtype_is_int(t->dtype) : strop__dtype_is_float(t->dtype);
-    if (!dtype_ok || !dims_equal(t->rank, t->dims, p->rank, p->dims)) {
-      snprintf(detail, sizeof detail, "%s: file %s %s, model %s %s", name,
-               strop__dims_str(t->rank, t->dims, fs, sizeof fs), strop__dtype_name(t->dtype),
-               strop__dims_str(p->rank, p->dims, ms, sizeof ms), want_int ? "I64" : "F32");
-      if (!report_add(r, STROP_REPORT_MISMATCHED, name, detail)) goto oom;
-      continue;
-    }
-    todo[n_todo].p = p;
-    todo[n_todo].t = t;
-    n_todo++;
   }
   for (int k = 0; k < np; k++)
     if (!matched[k] && !report_add(r, STROP_REPORT_MISSING, m->params[k]->name, NULL)) goto oom;
@@ -205,7 +249,7 @@ strop_status strop__model_load_st(const char *fn, strop_model *m, const strop__s
     st = strop__err(r->n[STROP_REPORT_MISMATCHED] ? STROP_E_SHAPE : STROP_E_NOT_FOUND,
                     "%s: %s: strict load: %s; nothing was loaded (STROP_LOAD_PARTIAL loads what "
                     "matches)",
-                    fn, f->label, msg);
+                    fn, n_files == 1 ? files[0]->label : "the checkpoint's files", msg);
     goto done;
   }
   /* The report's LOADED list is built before touching the model, so an allocation failure
@@ -232,6 +276,13 @@ oom:
   strop__free(todo);
   report_free(r);
   return STROP__NOMEM(fn);
+}
+
+strop_status strop__model_load_st(const char *fn, strop_model *m, const strop__st_file *f,
+                                  int flags, const char *from, const char *to,
+                                  int ignore_unexpected, strop_load_report **report_out) {
+  strop__load_names nm = {.from = from, .to = to, .ignore_unexpected = ignore_unexpected};
+  return strop__model_load_files(fn, m, &f, 1, flags, &nm, report_out);
 }
 
 static strop_status load_weights(const char *fn, strop_model *m, const char *path, int flags,

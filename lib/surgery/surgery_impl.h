@@ -1,6 +1,6 @@
 /* strop — surgery internals shared by the files of lib/surgery: the plan and its edits, the
  * working copy they run on (plan.c runs it as a transaction, edits.c and lora.c change it,
- * describe.c reports it) and the glob matcher. */
+ * describe.c reports it). */
 #ifndef STROP_SURGERY_IMPL_H
 #define STROP_SURGERY_IMPL_H
 
@@ -9,11 +9,6 @@
 #include "graph/graph.h"
 #include "strop/surgery.h"
 
-/* fnmatch-like over whole names: '*' any run of characters (dots included), '?' one
- * character, "[0-3]" / "[!ab]" a class, '\' escapes. 1 on a match. */
-int strop__glob_match(const char *pat, const char *s);
-/* 1 if pat has any of * ? [ (so it is a pattern, not an exact name) */
-int strop__glob_is_pattern(const char *pat);
 
 /* ---- the plan ---- */
 enum {

@@ -1,9 +1,9 @@
-/* strop — glob matching for surgery targets ("features.*", "blocks.[0-3].*"): fnmatch-like
- * over whole hierarchical names. */
+/* strop — glob matching over whole hierarchical names ("features.*", "blocks.[0-3].*"):
+ * surgery targets, checkpoint tensors that are not parameters. fnmatch-like. */
 #include <stdio.h>
 #include <string.h>
 
-#include "surgery/surgery_impl.h"
+#include "core/core.h"
 
 /* Matches one class "[...]" at *pp against c; advances *pp past it. -1 if unterminated. */
 static int class_match(const char **pp, char c) {
