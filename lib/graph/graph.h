@@ -87,6 +87,9 @@ strop_status strop__model_sync_grads(strop_model *m);
 strop_status strop__model_reinit(strop_model *m, uint64_t seed);
 /* Re-infer shapes (and re-declare params) of every node; init = 1 initialises them. */
 strop_status strop__model_infer_all(strop_model *m, uint64_t seed, int init);
+/* strop_model_finalize(), leaving the parameters zero when init is 0 (a checkpoint is about
+ * to overwrite every one of them). */
+strop_status strop__model_finalize(strop_model *m, uint64_t seed, int init);
 
 /* The last node of the model's frozen, deterministic trunk through which every later node
  * is reached (its output can be cached per sample), or -1 when there is none. */

@@ -477,12 +477,16 @@ strop_status strop__model_infer_all(strop_model *m, uint64_t seed, int init) {
 }
 
 strop_status strop_model_finalize(strop_model *m, uint64_t seed) {
+  return strop__model_finalize(m, seed, 1);
+}
+
+strop_status strop__model_finalize(strop_model *m, uint64_t seed, int init) {
   static const char fn[] = "strop_model_finalize";
   if (!m) return strop__err(STROP_E_INVALID_ARG, "%s: model is NULL", fn);
   if (m->finalized) return strop__err(STROP_E_STATE, "%s: model is already finalized", fn);
   if (m->n_nodes == 0) return strop__err(STROP_E_INVALID_ARG, "%s: the model has no nodes", fn);
   strop_status s = resolve_and_sort(m);
-  if (!s) s = strop__model_infer_all(m, seed, 1);
+  if (!s) s = strop__model_infer_all(m, seed, init);
   if (!s) s = strop__model_reindex(m);
   if (s) {
     for (int i = 0; i < m->n_nodes; i++) strop__node_clear_params(&m->nodes[i]);

@@ -1,0 +1,72 @@
+/* strop — pre-trained checkpoints as people have them (torchvision state_dicts, PyTorch
+ * modules, Hugging Face folders): one adapter per architecture builds the graph from ordinary
+ * layer types with the checkpoint's own names, and says which file tensors are not parameters.
+ * No layer knows a checkpoint format; this module sits beside io and surgery. */
+#ifndef STROP_PRETRAINED_PRETRAINED_H
+#define STROP_PRETRAINED_PRETRAINED_H
+
+#include "graph/graph.h"
+#include "io/json.h"
+#include "io/safetensors.h"
+#include "strop/pretrained.h"
+
+/* What an adapter is given. */
+typedef struct strop__pt_ctx {
+  const char *fn;            /* the public function, for messages */
+  const char *arch;          /* the architecture's name as asked for or found */
+  const char *config_path;   /* config.json, or NULL (a torchvision file has none) */
+  const strop__json *json;   /* its parsed text, or NULL */
+  const strop__jnode *cfg;   /* the config's root object, or NULL */
+  const strop_pretrained_options *opt;
+  const strop__st_file *const *files; /* the checkpoint's files (read-only, for shapes) */
+  int n_files;
+} strop__pt_ctx;
+
+/* One architecture. */
+typedef struct strop__arch {
+  const char *name;                 /* "resnet18", "gpt2", "llama" */
+  const char *family;               /* "torchvision", "transformers", "torch.nn" */
+  const char *doc;                  /* one line */
+  /* config.json's "architectures" entries (or "model_type") it serves; NULL-terminated */
+  const char *const *hf_names;
+  /* Builds an unfinalized model whose nodes carry the checkpoint's names. */
+  strop_status (*build)(const strop__pt_ctx *c, strop_model **out);
+  /* file tensors that are not parameters (globs: GPT-2's "*.attn.bias" masks); NULL-terminated */
+  const char *const *ignore;
+  /* a prefix file names may carry that the model's do not ("transformer."); NULL-terminated */
+  const char *const *prefixes;
+} strop__arch;
+
+/* The registry (registry.c). */
+const strop__arch *strop__arch_find(const char *name);
+const strop__arch *strop__arch_for_config(const strop__json *j, const strop__jnode *cfg);
+int strop__arch_count(void);
+const strop__arch *strop__arch_at(int i);
+
+/* ---- config.json, read with errors naming the file and the key (config.c) ---- */
+/* An integer field: required when dflt is NULL; checked against [lo, hi]. */
+strop_status strop__pt_int(const strop__pt_ctx *c, const char *key, const int64_t *dflt,
+                           int64_t lo, int64_t hi, int64_t *out);
+strop_status strop__pt_float(const strop__pt_ctx *c, const char *key, const double *dflt,
+                             double lo, double hi, double *out);
+strop_status strop__pt_bool(const strop__pt_ctx *c, const char *key, int dflt, int *out);
+/* A string field, or dflt (may be NULL) when absent; a non-string is an error. */
+strop_status strop__pt_str(const strop__pt_ctx *c, const char *key, const char *dflt,
+                           const char **out);
+
+/* The shape of checkpoint tensor name (looked up as written and under the architecture's
+ * prefixes) into dims (cap entries); its rank, or -1 when no file has it. */
+int strop__pt_shape(const strop__pt_ctx *c, const strop__arch *a, const char *name,
+                    int64_t *dims, int cap);
+
+/* ---- building graphs: one node at a time, options as text (build.c) ---- */
+/* strop_model_add with printf-style options, for adapters' many nodes. inputs as for
+ * strop_model_add (NULL: the previous node). */
+strop_status strop__pt_add(strop_model *m, const char *name, const char *type,
+                           const char *inputs, const char *opts_fmt, ...) STROP__PRINTF(5, 6);
+
+/* torchvision.c */
+extern const strop__arch strop__arch_resnet18, strop__arch_resnet34, strop__arch_resnet50,
+    strop__arch_resnet101;
+
+#endif
