@@ -1,5 +1,6 @@
 """Model: a strop_model (a DAG of named layers with PyTorch-named parameters), its files
 (YAML spec, safetensors weights) and the single-call surgery conveniences."""
+import collections.abc
 import ctypes
 import os
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from ._util import as_f32, checked_string, dims_array, enc, shape_of, snprintf_s
 from .errors import NotFound, check
 from .tensor import Tensor
 
-__all__ = ["Model", "LoadReport", "SafetensorsFile"]
+__all__ = ["Model", "ModelMeta", "LoadReport", "SafetensorsFile"]
 
 _REPORT_KINDS = (("missing", 0), ("unexpected", 1), ("mismatched", 2), ("loaded", 3))
 
@@ -44,6 +45,51 @@ class LoadReport:
         finally:
             lib.strop_load_report_free(handle)
         return rep
+
+
+class ModelMeta(collections.abc.MutableMapping):
+    """The model's metadata (strop_model_set_meta and its getters) as a mapping of str to str:
+    ``m.meta["classes"]``, ``m.meta["my.key"] = "{...}"``, ``del m.meta["my.key"]``. Keys are
+    kept in byte order; the values of the keys strop documents are JSON text
+    (``json.loads(m.meta["classes"])``). It reads and writes the model itself, not a copy."""
+
+    def __init__(self, model):
+        self._m = model
+
+    def __getitem__(self, key):
+        lib, h = _lib.lib, self._m._h
+        n = lib.strop_model_get_meta(h, enc(key), None, 0)
+        if n < 0:
+            raise KeyError(key)
+        buf = ctypes.create_string_buffer(int(n) + 1)
+        lib.strop_model_get_meta(h, enc(key), buf, n + 1)
+        return buf.raw[:n].decode("utf-8")
+
+    def __setitem__(self, key, value):
+        if not isinstance(value, str):
+            raise TypeError(f"Model.meta['{key}']: a value is a str (JSON text for the keys "
+                            f"strop documents), not {type(value).__name__}")
+        check(_lib.lib.strop_model_set_meta(self._m._h, enc(key), enc(value)))
+
+    def __delitem__(self, key):
+        if key not in self:
+            raise KeyError(key)
+        check(_lib.lib.strop_model_set_meta(self._m._h, enc(key), None))
+
+    def __contains__(self, key):
+        return isinstance(key, str) and \
+            _lib.lib.strop_model_get_meta(self._m._h, enc(key), None, 0) >= 0
+
+    def __iter__(self):
+        lib, h = _lib.lib, self._m._h
+        return iter([snprintf_string(lib.strop_model_meta_key, h, i)
+                     for i in range(lib.strop_model_meta_count(h))])
+
+    def __len__(self):
+        return _lib.lib.strop_model_meta_count(self._m._h)
+
+    def __repr__(self):
+        return f"ModelMeta({dict(self.items())!r})"
 
 
 class Model(Handle):
@@ -215,6 +261,11 @@ class Model(Handle):
         return self
 
     # ---- inspecting ----
+    @property
+    def meta(self):
+        """The model's metadata as a mutable mapping of str to str (see ModelMeta)."""
+        return ModelMeta(self)
+
     @property
     def input_shape(self):
         return shape_of(_lib.lib.strop_model_input_shape, self._h)

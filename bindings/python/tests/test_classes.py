@@ -1,5 +1,6 @@
 """Every class of the package: its normal use and its error path."""
 import gc
+import json
 import math
 import os
 import weakref
@@ -169,6 +170,30 @@ def test_model_files_roundtrip(mlp, tmp_path):
         bad = tmp_path / "bad.safetensors"
         bad.write_bytes(b"\x05\0\0\0\0\0\0\0{bad}")
         strop.SafetensorsFile(bad)
+
+
+def test_model_meta_mapping(mlp):
+    meta = mlp.meta
+    assert len(meta) == 0 and dict(meta) == {} and "classes" not in meta
+    meta["zeta"] = "1"
+    meta["classes"] = '[{"label": 5, "name": "Sandal"}]'
+    assert list(meta) == ["classes", "zeta"] and len(mlp.meta) == 2
+    assert json.loads(meta["classes"])[0]["name"] == "Sandal"
+    meta["zeta"] = "\u00e9t\u00e9"
+    assert mlp.meta["zeta"] == "\u00e9t\u00e9"
+    c = mlp.clone()
+    del meta["zeta"]
+    assert "zeta" not in meta and c.meta["zeta"] == "\u00e9t\u00e9"  # the clone's own copy
+    c.close()
+    with pytest.raises(KeyError):
+        meta["zeta"]
+    with pytest.raises(KeyError):
+        del meta["zeta"]
+    with pytest.raises(strop.InvalidArgument, match="printable ASCII"):
+        meta["has space"] = "v"
+    with pytest.raises(TypeError):
+        meta["n"] = 3
+    assert dict(meta) == {"classes": '[{"label": 5, "name": "Sandal"}]'}
 
 
 def test_partial_load_report(tmp_path):
