@@ -103,6 +103,10 @@ inspect)
   expect 0 "features.1.running_mean" -- "$strop" inspect "$src/examples/fashion/base.safetensors"
   printf 'not a safetensors file' > "$work/bad.safetensors"
   expect 3 "bad.safetensors" -- "$strop" inspect "$work/bad.safetensors"
+  # a model's own metadata (strop.meta.*) is shown apart, whole, without the prefix
+  meta=$src/tests/fuzz/corpus/safetensors/hostile_model_meta.safetensors
+  expect 0 'model metadata classes = [{"label": 5, "name": "Sandal"}]' -- "$strop" inspect "$meta"
+  "$strop" inspect --json "$meta" | python3 -c "import json,sys; d=json.load(sys.stdin); assert d['model_metadata'] == {'classes': '[{\"label\": 5, \"name\": \"Sandal\"}]', 'input.scale': '0.00392156862745098'}, d; assert d['metadata']['strop.meta.input.scale'] == '0.00392156862745098'" || fail "inspect --json model_metadata"
   expect 0 "transformer_block" -- "$strop" layers
   expect 0 "padding_mode" -- "$strop" layers conv2d
   expect 0 "| \`kernel_size\` | int[2] | required |" -- "$strop" layers conv2d --markdown

@@ -234,6 +234,20 @@ static int cmd_summary(const opts *o) {
   }
   fputs(buf, stdout);
   free(buf);
+  /* what the weights file said about the model: preprocessing, class names (strop.meta.*) */
+  for (int64_t i = 0; i < strop_model_meta_count(m); i++) {
+    char key[STROP_META_KEY_MAX + 1];
+    if (strop_model_meta_key(m, i, key, sizeof key) < 0) continue;
+    int64_t len = strop_model_get_meta(m, key, NULL, 0);
+    char *val = len >= 0 ? malloc((size_t)len + 1) : NULL;
+    if (!val || strop_model_get_meta(m, key, val, (size_t)len + 1) < 0) {
+      free(val);
+      strop_model_free(m);
+      return report_error("summary", STROP_E_NOMEM);
+    }
+    printf("%s%s = %s\n", i ? "          " : "metadata: ", key, val);
+    free(val);
+  }
   strop_model_free(m);
   return EXIT_OK;
 }
@@ -245,27 +259,43 @@ static int cmd_inspect(const opts *o) {
   strop_status s = strop_st_file_open(o->args[0], &f);
   if (s) return report_error("inspect", s);
   int64_t n = strop_st_file_count(f), nm = strop_st_file_meta_count(f);
-  char name[512], dtype[16], key[256], val[1024];
-  if (o->json) {
-    printf("{\"file\":\"%s\",\"metadata\":{", o->args[0]);
+  char name[512], dtype[16];
+  tool_text key = {0}, val = {0};
+  /* the header's metadata, whole: a model's class names can be long. "strop.meta.<key>"
+   * entries are the model's own metadata (strop_model_set_meta), shown without the prefix */
+  static const char mprefix[] = "strop.meta.";
+  const size_t mpl = sizeof mprefix - 1;
+  for (int pass = 0; pass < 2; pass++) {
+    int first = 1;
+    if (o->json) printf(pass ? "},\"model_metadata\":{" : "{\"file\":\"%s\",\"metadata\":{", o->args[0]);
+    else if (!pass) printf("%s: %lld tensors\n", o->args[0], (long long)n);
     for (int64_t i = 0; i < nm; i++) {
-      strop_st_file_meta_key(f, i, key, sizeof key);
-      strop_st_file_meta_value(f, i, val, sizeof val);
-      printf("%s", i ? "," : "");
-      tool_json_str(stdout, key);
-      printf(":");
-      tool_json_str(stdout, val);
+      if (tool_getter_text(&key, strop_st_file_meta_key, f, i) ||
+          tool_getter_text(&val, strop_st_file_meta_value, f, i)) {
+        free(key.s);
+        free(val.s);
+        strop_st_file_free(f);
+        return report_error("inspect", STROP_E_NOMEM);
+      }
+      int model_key = strncmp(key.s, mprefix, mpl) == 0 && key.s[mpl];
+      if (pass && !model_key) continue;
+      if (o->json) {
+        printf("%s", first ? "" : ",");
+        tool_json_str(stdout, pass ? key.s + mpl : key.s);
+        printf(":");
+        tool_json_str(stdout, val.s);
+      } else if (!pass && !model_key) {
+        printf("  metadata %s = %s\n", key.s, val.s);
+      } else if (pass) {
+        printf("  model metadata %s = %s\n", key.s + mpl, val.s);
+      }
+      first = 0;
     }
-    printf("},\"tensors\":[");
-  } else {
-    printf("%s: %lld tensors\n", o->args[0], (long long)n);
-    for (int64_t i = 0; i < nm; i++) {
-      strop_st_file_meta_key(f, i, key, sizeof key);
-      strop_st_file_meta_value(f, i, val, sizeof val);
-      printf("  metadata %s = %s\n", key, val);
-    }
-    printf("  %-48s %-6s %s\n", "name", "dtype", "shape");
   }
+  free(key.s);
+  free(val.s);
+  if (o->json) printf("},\"tensors\":[");
+  else printf("  %-48s %-6s %s\n", "name", "dtype", "shape");
   uint64_t total = 0;
   int total_overflows = 0;
   tool_text shape = {0};

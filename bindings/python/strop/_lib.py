@@ -189,6 +189,7 @@ _DECLS = [
     ("strop_model_load_spec", c_int, [c_char_p, _OUT]),
     ("strop_model_load_spec_string", c_int, [c_char_p, _OUT]),
     ("strop_model_load_weights", c_int, [c_void_p, c_char_p, c_int, _OUT]),
+    ("strop_model_load_weights_mem", c_int, [c_void_p, c_void_p, c_size_t, c_int, _OUT]),
     ("strop_model_load_weights_remap", c_int, [c_void_p, c_char_p, c_int, c_char_p, c_char_p, _OUT]),
     ("strop_model_save_spec", c_int, [c_void_p, c_char_p]),
     ("strop_model_save_weights", c_int, [c_void_p, c_char_p]),

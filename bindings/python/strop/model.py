@@ -15,6 +15,7 @@ from .tensor import Tensor
 
 __all__ = ["Model", "ModelMeta", "LoadReport", "SafetensorsFile"]
 
+_ONE_BYTE = ctypes.create_string_buffer(1)  # a valid address for an empty buffer
 _REPORT_KINDS = (("missing", 0), ("unexpected", 1), ("mismatched", 2), ("loaded", 3))
 
 
@@ -147,14 +148,26 @@ class Model(Handle):
         return m
 
     def load_weights(self, path, strict=True, remap=None):
-        """Loads a safetensors file by PyTorch name. ``strict=False`` is PyTorch's
+        """Loads a safetensors file by PyTorch name. ``path`` may also be the file's bytes
+        (``bytes``, ``bytearray``, ``memoryview``: a model that is embedded or downloaded), read
+        during the call only (strop_model_load_weights_mem). ``strict=False`` is PyTorch's
         strict=False: what matches by name and shape is loaded and the rest reported.
-        ``remap=("features.", "backbone.")`` renames file tensors by prefix first.
+        ``remap=("features.", "backbone.")`` renames file tensors by prefix first (files only).
+        A strict load takes the file's model metadata (``meta``) when it has any.
         Returns a LoadReport."""
         rep = ctypes.c_void_p()
         flags = 0 if strict else 1
         lib = _lib.lib
-        if remap is None:
+        if isinstance(path, (bytes, bytearray, memoryview)):
+            if remap is not None:
+                from .errors import InvalidArgument
+                raise InvalidArgument("Model.load_weights: remap applies to a file path, not to "
+                                      "weights in memory")
+            data = np.frombuffer(path, dtype=np.uint8)  # no copy; alive until the call returns
+            st = lib.strop_model_load_weights_mem(
+                self._h, data.ctypes.data if data.size else ctypes.addressof(_ONE_BYTE),
+                data.size, flags, ctypes.byref(rep))
+        elif remap is None:
             st = lib.strop_model_load_weights(self._h, enc(os.fspath(path)), flags,
                                               ctypes.byref(rep))
         else:

@@ -196,6 +196,32 @@ def test_model_meta_mapping(mlp):
     assert dict(meta) == {"classes": '[{"label": 5, "name": "Sandal"}]'}
 
 
+def test_weights_from_bytes_and_metadata(mlp, tmp_path):
+    mlp.meta["classes"] = '[{"label": 5, "name": "Sandal"}]'
+    mlp.save_weights(tmp_path / "m.safetensors")
+    data = (tmp_path / "m.safetensors").read_bytes()
+    with strop.SafetensorsFile(tmp_path / "m.safetensors") as f:
+        assert f.metadata["strop.meta.classes"] == mlp.meta["classes"]
+    for buf in (data, bytearray(data), memoryview(data)):
+        m2 = mlp.clone()
+        m2.meta.clear()
+        for n in m2.tensor_names():
+            m2[n] = np.zeros_like(m2[n])
+        rep = m2.load_weights(buf)
+        assert sorted(rep.loaded) == sorted(mlp.tensor_names())
+        for n in mlp.tensor_names():
+            np.testing.assert_array_equal(m2[n], mlp[n])
+        assert dict(m2.meta) == dict(mlp.meta)
+        m2.close()
+    with pytest.raises(strop.FormatError, match="<memory>: .*too short"):
+        mlp.load_weights(b"")
+    with pytest.raises(strop.FormatError, match="<memory>"):
+        mlp.load_weights(data[:-1])
+    with pytest.raises(strop.InvalidArgument, match="remap"):
+        mlp.load_weights(data, remap=("a.", "b."))
+    assert dict(mlp.meta) == {"classes": '[{"label": 5, "name": "Sandal"}]'}
+
+
 def test_partial_load_report(tmp_path):
     base = strop.Model.from_spec(BASE_YAML)
     with base.surgery() as s:
