@@ -1,6 +1,5 @@
 /* strop — the command-line tool: runs recipes (train, finetune, tune), evaluates and applies
  * models, and inspects model and weight files. A thin client of the public API. */
-#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -337,80 +336,52 @@ static int cmd_inspect(const opts *o) {
 }
 
 /* ---- predict ---- */
+/* The model's own preprocessing and class names (its metadata, written by the recipe run)
+ * are applied by the library: raw uint8 images go in as they are. */
 static int cmd_predict(const opts *o) {
   int rc = need_args(o, 3, 3, "SPEC WEIGHTS INPUT.npy");
   if (rc) return rc;
   strop_model *m = NULL;
-  strop_tensor *x = NULL, *t = NULL, *y = NULL;
+  strop_tensor *x = NULL;
+  strop_prediction *p = NULL;
   strop_status s = strop_model_load_spec(o->args[0], &m);
   if (!s) s = strop_model_load_weights(m, o->args[1], STROP_LOAD_STRICT, NULL);
   /* the library's reader: shapes, dtypes, gzip and NaN/infinity are checked as for datasets */
   if (!s) s = strop_tensor_load_npy(o->args[2], &x);
-  if (s) {
-    strop_model_free(m);
-    return report_error("predict", s);
-  }
-  int64_t in[8];
-  int rank = strop_model_input_shape(m, in, 8);
-  int64_t per = 1;
-  for (int i = 0; i < rank; i++) per *= in[i];
-  int64_t count = strop_tensor_numel(x);
-  if (count % per != 0) {
-    tool_text sh = {0};
-    int64_t xd[8];
-    int xr = strop_tensor_shape(x, xd, 8);
-    fprintf(stderr, "strop predict: %s holds %lld values (shape %s), not a whole number of "
-                    "samples of %lld values (the model's input)\n", o->args[2], (long long)count,
-            tool_shape_text(&sh, xd, xr) ? "?" : sh.s, (long long)per);
-    free(sh.s);
-    strop_tensor_free(x);
-    strop_model_free(m);
-    return EXIT_INPUT;
-  }
-  int64_t n = count / per, dims[9];
-  dims[0] = n;
-  for (int i = 0; i < rank; i++) dims[i + 1] = in[i];
-  s = strop_tensor_reshape(x, rank + 1, dims, &t);
-  if (!s) s = strop_model_forward(m, t, &y);
-  int64_t C = s ? 0 : strop_tensor_numel(y) / n;
-  const float *p = s ? NULL : strop_tensor_data_const(y);
-  for (int64_t k = 0; p && k < n * C; k++)
-    if (!isfinite(p[k])) {
-      /* finite inputs, non-finite scores: the weights are broken; no "nan%" rows */
-      fprintf(stderr, "strop predict: error: the model gives a non-finite score for row %lld "
-                      "(class %lld) of %s: check %s for NaN or infinite weights\n",
-              (long long)(k / C), (long long)(k % C), o->args[2], o->args[1]);
-      rc = EXIT_FAILED;
-      p = NULL;
-    }
+  if (!s) s = strop_model_predict(m, x, o->top > 4096 ? 4096 : (int)o->top, &p);
   if (s) {
     rc = report_error("predict", s);
-  } else if (p) {
+  } else {
+    tool_text name = {0};
+    int64_t n = strop_prediction_rows(p);
+    int k = strop_prediction_k(p);
     for (int64_t i = 0; i < n; i++) {
-      const float *row = p + i * C;
-      /* softmax probabilities for display */
-      float mx = row[0];
-      for (int64_t k = 1; k < C; k++) mx = row[k] > mx ? row[k] : mx;
-      double z = 0;
-      for (int64_t k = 0; k < C; k++) z += exp((double)row[k] - mx);
-      int used[4096] = {0};
       if (o->json) printf("%s{\"row\":%lld,\"top\":[", i ? "\n" : "", (long long)i);
       else printf("%lld:", (long long)i);
-      for (int t2 = 0; t2 < o->top && t2 < C && C <= 4096; t2++) {
-        int64_t best = -1;
-        for (int64_t k = 0; k < C; k++)
-          if (!used[k] && (best < 0 || row[k] > row[best])) best = k;
-        used[best] = 1;
-        double prob = exp((double)row[best] - mx) / z;
-        if (o->json) printf("%s{\"class\":%lld,\"p\":%.5f}", t2 ? "," : "", (long long)best, prob);
-        else printf(" %lld (%.1f%%)", (long long)best, 100 * prob);
+      for (int j = 0; j < k; j++) {
+        int64_t len = strop_prediction_name(p, i, j, NULL, 0);
+        if (len >= 0 && (tool_text_reserve(&name, (size_t)len + 1) ||
+                         strop_prediction_name(p, i, j, name.s, (size_t)len + 1) < 0))
+          len = -1;
+        long long label = (long long)strop_prediction_label(p, i, j);
+        double prob = strop_prediction_prob(p, i, j);
+        if (o->json) {
+          printf("%s{\"class\":%lld,\"index\":%lld,\"name\":", j ? "," : "", label,
+                 (long long)strop_prediction_class(p, i, j));
+          if (len >= 0) tool_json_str(stdout, name.s);
+          else printf("null");
+          printf(",\"p\":%.5f}", prob);
+        } else {
+          printf(" %lld%s%s (%.1f%%)", label, len >= 0 ? " " : "", len >= 0 ? name.s : "",
+                 100 * prob);
+        }
       }
       printf(o->json ? "]}" : "\n");
     }
     if (o->json) printf("\n");
+    free(name.s);
   }
-  strop_tensor_free(y);
-  strop_tensor_free(t);
+  strop_prediction_free(p);
   strop_tensor_free(x);
   strop_model_free(m);
   return rc;

@@ -58,6 +58,8 @@ typedef struct tool_text {
   char *s;
   size_t len, cap;
 } tool_text;
+/* Makes room for n bytes in t (its text is kept); 0, or -1 out of memory. */
+int tool_text_reserve(tool_text *t, size_t n);
 /* Sets t to "[d0, d1, ...]" however long; 0, or -1 out of memory. */
 int tool_shape_text(tool_text *t, const int64_t *dims, int rank);
 /* Sets t to the whole string an snprintf-style getter of the library returns for (file, i)

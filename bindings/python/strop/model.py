@@ -13,7 +13,7 @@ from ._util import as_f32, checked_string, dims_array, enc, shape_of, snprintf_s
 from .errors import NotFound, check
 from .tensor import Tensor
 
-__all__ = ["Model", "ModelMeta", "LoadReport", "SafetensorsFile"]
+__all__ = ["Model", "ModelMeta", "Prediction", "LoadReport", "SafetensorsFile"]
 
 _ONE_BYTE = ctypes.create_string_buffer(1)  # a valid address for an empty buffer
 _REPORT_KINDS = (("missing", 0), ("unexpected", 1), ("mismatched", 2), ("loaded", 3))
@@ -91,6 +91,53 @@ class ModelMeta(collections.abc.MutableMapping):
 
     def __repr__(self):
         return f"ModelMeta({dict(self.items())!r})"
+
+
+@dataclass
+class Prediction:
+    """The k most likely classes of each row (strop_model_predict, copied out), best first:
+    ``labels`` (source labels), ``classes`` (output indices), ``probs`` (N, k) arrays and
+    ``names`` (N lists of k names, None where the model has none)."""
+    labels: np.ndarray
+    classes: np.ndarray
+    probs: np.ndarray
+    names: list
+
+    @classmethod
+    def _take(cls, handle):
+        lib = _lib.lib
+        try:
+            n, k = lib.strop_prediction_rows(handle), lib.strop_prediction_k(handle)
+            labels = np.empty((n, k), np.int64)
+            classes = np.empty((n, k), np.int64)
+            probs = np.empty((n, k), np.float64)
+            names = []
+            for i in range(n):
+                row = []
+                for j in range(k):
+                    labels[i, j] = lib.strop_prediction_label(handle, i, j)
+                    classes[i, j] = lib.strop_prediction_class(handle, i, j)
+                    probs[i, j] = lib.strop_prediction_prob(handle, i, j)
+                    row.append(snprintf_string(lib.strop_prediction_name, handle, i, j))
+                names.append(row)
+            return cls(labels, classes, probs, names)
+        finally:
+            lib.strop_prediction_free(handle)
+
+    @classmethod
+    def _join(cls, parts):
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            e = np.empty((0, 1), np.int64)
+            return cls(e, e.copy(), np.empty((0, 1)), [])
+        return cls(np.concatenate([p.labels for p in parts]),
+                   np.concatenate([p.classes for p in parts]),
+                   np.concatenate([p.probs for p in parts]),
+                   [row for p in parts for row in p.names])
+
+    def __len__(self):
+        return len(self.labels)
 
 
 class Model(Handle):
@@ -245,17 +292,37 @@ class Model(Handle):
 
     __call__ = forward
 
-    def predict(self, x, batch_size=256):
-        """Class predictions (argmax of the outputs) in eval mode, batch by batch."""
-        x = as_f32(x, "predict")
-        was = self.training
-        self.training = False
-        try:
-            outs = [self.forward(x[i:i + batch_size]).argmax(axis=1)
-                    for i in range(0, len(x), batch_size)]
-        finally:
-            self.training = was
-        return np.concatenate(outs) if outs else np.empty(0, dtype=np.int64)
+    def predict(self, x, k=None, batch_size=256):
+        """Applies the classifier to raw inputs as its training data were prepared
+        (strop_model_predict): the preprocessing its metadata records (``meta``: input.shape,
+        input.scale, input.resize, input.normalize, written by a recipe run) is applied and the
+        model runs in eval mode (its mode is kept). ``x`` holds N samples of any numeric dtype
+        (uint8 images 0-255 as they come), shaped (N, *sample) or flat.
+
+        Without ``k``: the most likely class of each row, as its source label (the data's own
+        label, e.g. 5 for Sandal when the recipe kept Fashion-MNIST's classes 5-9), a numpy
+        int64 array of shape (N,). With ``k``: a Prediction of the k most likely classes of
+        each row, best first: ``labels`` and ``classes`` (output indices) int64 (N, k),
+        ``probs`` float64 (N, k) (softmax), ``names`` (N lists of k str or None)."""
+        arr = as_f32(x, "predict")
+        lib = _lib.lib
+        kk = 1 if k is None else int(k)
+        rows = len(arr) if arr.ndim >= 2 else None
+        parts = ([arr] if rows is None or rows == 0 else
+                 [arr[i:i + batch_size] for i in range(0, rows, batch_size)])
+        out = []
+        for part in parts:
+            rank, dims = dims_array(part.shape)
+            t, p = ctypes.c_void_p(), ctypes.c_void_p()
+            check(lib.strop_tensor_wrap(part.ctypes.data, part.size, rank, dims,
+                                        ctypes.byref(t)))
+            try:
+                check(lib.strop_model_predict(self._h, t.value, kk, ctypes.byref(p)))
+                out.append(Prediction._take(p.value))
+            finally:
+                lib.strop_tensor_free(t.value)
+        pred = Prediction._join(out)
+        return pred.labels[:, 0] if k is None else pred
 
     @property
     def training(self):

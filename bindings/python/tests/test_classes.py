@@ -222,6 +222,47 @@ def test_weights_from_bytes_and_metadata(mlp, tmp_path):
     assert dict(mlp.meta) == {"classes": '[{"label": 5, "name": "Sandal"}]'}
 
 
+def test_model_predict_applies_saved_preprocessing():
+    m = strop.Model([1, 4, 4])
+    m.add("flat", "flatten").add("head", "linear", "in_features=16 out_features=3").finalize(5)
+    w = np.full((3, 16), -0.5, np.float32)
+    for c in range(3):  # class c looks at quarter c of the image
+        for p in range(16):
+            if (p // 8) * 2 + (p % 4) // 2 == c:
+                w[c, p] = 3.0
+    m["head.weight"] = w
+    m["head.bias"] = [0.1, 0.0, -0.2]
+    m.meta["input.shape"] = "[1, 2, 2]"
+    m.meta["input.scale"] = json.dumps(1 / 255)
+    m.meta["input.resize"] = '{"size": [4, 4], "mode": "nearest"}'
+    m.meta["input.normalize"] = '{"mean": [0.25], "std": [0.5]}'
+    m.meta["classes"] = '[{"label": 7, "name": "seven"}, {"label": 3}, {"label": 9, "name": "nine"}]'
+    raw = np.array([[255, 0, 0, 0], [0, 255, 0, 0], [0, 0, 255, 0]], np.uint8).reshape(3, 2, 2)
+    # the reference: the same preprocessing by hand, then the plain forward
+    x = (np.repeat(np.repeat(raw.astype(np.float32), 2, 1), 2, 2) * np.float32(1 / 255) - 0.25) / 0.5
+    logits = m.forward(x.reshape(3, 1, 4, 4)).astype(np.float64)
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    m.train()
+    assert m.predict(raw).tolist() == [7, 3, 9]
+    assert m.training  # its mode is kept
+    top = m.predict(raw, k=2, batch_size=2)  # in two C calls
+    assert top.labels.shape == (3, 2) and len(top) == 3
+    assert top.classes[:, 0].tolist() == [0, 1, 2]
+    np.testing.assert_allclose(top.probs[:, 0], probs.max(1), rtol=1e-6)
+    assert top.names[0][0] == "seven" and top.names[1][0] is None and top.names[2][0] == "nine"
+    assert (top.probs[:, 0] >= top.probs[:, 1]).all()
+    assert m.predict(raw.reshape(-1), k=5).probs.shape == (3, 3)  # flat input; k capped at C
+    with pytest.raises(strop.InvalidArgument, match="row 1 of the input holds NaN"):
+        m.predict(np.array([[0, 0, 0, 0], [0, np.nan, 0, 0]], np.float32))
+    with pytest.raises(strop.ShapeError, match="not a whole number of samples"):
+        m.predict(np.zeros(5, np.uint8))
+    m.meta["input.scale"] = '"x"'
+    with pytest.raises(strop.FormatError, match="input.scale"):
+        m.predict(raw)
+    m.close()
+
+
 def test_partial_load_report(tmp_path):
     base = strop.Model.from_spec(BASE_YAML)
     with base.surgery() as s:
