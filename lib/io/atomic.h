@@ -31,6 +31,9 @@ strop_status strop__write_file_atomic(const char *fn, const char *path, const vo
 /* Writes, fsyncs and removes a 4 KiB file in dir, so a folder that is read-only, full or
  * missing is reported (naming it) before work whose result would go there. STROP_E_IO. */
 strop_status strop__dir_probe(const char *fn, const char *dir);
+/* Creates the folder path and its missing parents (mkdir -p); an existing folder is fine.
+ * STROP_E_IO naming fn and the folder that could not be made. */
+strop_status strop__mkdirs(const char *fn, const char *path);
 /* Reads a whole (small) file into a NUL-terminated strop__malloc'd buffer, at most max bytes. */
 strop_status strop__read_file(const char *fn, const char *path, size_t max, char **out,
                               size_t *len_out);

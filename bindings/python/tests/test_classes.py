@@ -350,6 +350,25 @@ def test_lora(tmp_path):
         strop.Model.load(BASE_YAML, BASE_ST).lora_merge()
 
 
+def test_lora_saves_the_replaced_head(tmp_path):
+    """PEFT's modules_to_save: base + adapter folder is the fine-tuned model, new head and all."""
+    m = strop.Model.load(BASE_YAML, BASE_ST)
+    with m.surgery(seed=3) as s:
+        s.freeze("*").replace("head", "linear", {"out_features": 7}).lora("fc", rank=4, alpha=8)
+        s.apply()
+    assert json.loads(m.meta["lora.modules_to_save"]) == ["head"]
+    m["fc.lora_B.weight"] = np.full((32, 4), 0.01, np.float32)
+    m["head.bias"] = np.arange(7, dtype=np.float32)
+    x = np.random.default_rng(1).random((2, 1, 28, 28), dtype=np.float32)
+    m.lora_save(tmp_path / "new" / "adapters")  # made when missing
+    cfg = json.loads((tmp_path / "new" / "adapters" / "adapter_config.json").read_text())
+    assert cfg["modules_to_save"] == ["head"] and cfg["target_modules"] == ["fc"]
+    m2 = strop.Model.load(BASE_YAML, BASE_ST)
+    m2.lora_load(tmp_path / "new" / "adapters")
+    assert m2.output_shape == (7,)
+    np.testing.assert_array_equal(m2(x), m(x))
+
+
 # ---- Dataset / BatchIterator / Vocab ----
 def test_dataset_from_numpy_classification(toy_data):
     x, y = toy_data
