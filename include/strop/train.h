@@ -323,6 +323,8 @@ typedef enum strop_export_flags {
  *   statistics and a conv/linear whose output feeds only that BatchNorm; other BatchNorm
  *   nodes stay (as they do with STROP_EXPORT_NO_FOLD);
  * - the mode is eval.
+ * The weights file carries the model's metadata (strop_model_set_meta(), since 0.2), so the
+ * exported model keeps its preprocessing and class names.
  * Outputs of the exported model equal the eval-mode outputs of @p model up to float
  * rounding.
  *
