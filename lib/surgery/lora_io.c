@@ -131,7 +131,7 @@ static int module_at(const strop_model *m, int k, lmodule *out) {
     const strop__node *n = &m->nodes[i];
     const int mask = adapted_mask(n);
     for (int p = 0; p < STROP__MAX_SLOTS; p++) {
-      if (!(mask & (1 << p)) || k-- > 0) continue;
+      if (!((unsigned)mask & (1u << p)) || k-- > 0) continue; /* 32 slots: bit 31 too */
       const strop__lora_ops *lo = n->vt->lora;
       out->n = n;
       out->r = lo->rank(n, p, &out->alpha, &out->dropout);
