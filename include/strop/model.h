@@ -233,7 +233,12 @@ STROP_API STROP_NODISCARD strop_status strop_model_set_meta(strop_model *model, 
 STROP_API int64_t strop_model_get_meta(const strop_model *model, const char *key, char *buf,
                                        size_t cap);
 
-/** @brief The number of metadata entries, or -1 for NULL. @since 0.2 */
+/**
+ * @brief The number of metadata entries.
+ * @param[in] model The model.
+ * @return It (0 .. #STROP_META_MAX_ENTRIES), or -1 for NULL. Thread-safe on a model no one
+ *         modifies. @since 0.2
+ */
 STROP_API int64_t strop_model_meta_count(const strop_model *model);
 
 /**
@@ -244,7 +249,8 @@ STROP_API int64_t strop_model_meta_count(const strop_model *model);
  * @param[out] buf   Receives the key (snprintf style; may be NULL when @p cap is 0).
  * @param[in]  cap   Bytes available at @p buf.
  * @return The key's full length, or -1 (NULL model, @p i out of range, NULL @p buf with
- *         @p cap > 0) with strop_last_error() set. @since 0.2
+ *         @p cap > 0) with strop_last_error() set. Thread-safe on a model no one modifies.
+ *         @since 0.2
  */
 STROP_API int64_t strop_model_meta_key(const strop_model *model, int64_t i, char *buf,
                                        size_t cap);

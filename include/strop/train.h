@@ -389,41 +389,67 @@ STROP_API STROP_NODISCARD strop_status strop_model_predict(strop_model *model,
                                                            const strop_tensor *input, int k,
                                                            strop_prediction **out);
 
-/** @brief The number of rows (N), or -1 for NULL. @since 0.2 */
+/**
+ * @brief The number of rows (N).
+ * @param[in] p The prediction.
+ * @return N, or -1 for NULL. Thread-safe (a prediction is read-only). @since 0.2
+ */
 STROP_API int64_t strop_prediction_rows(const strop_prediction *p);
 
-/** @brief Classes per row (k, at most the model's class count), or -1 for NULL. @since 0.2 */
+/**
+ * @brief Classes per row: k, at most the model's class count.
+ * @param[in] p The prediction.
+ * @return It, or -1 for NULL. Thread-safe. @since 0.2
+ */
 STROP_API int strop_prediction_k(const strop_prediction *p);
 
 /**
  * @brief The output index (0 .. C - 1) of the @p j-th most likely class of row @p row.
- * @return It, or -1 for NULL or @p row / @p j out of range. @since 0.2
+ * @param[in] p   The prediction.
+ * @param[in] row 0 .. strop_prediction_rows() - 1.
+ * @param[in] j   0 (the most likely) .. strop_prediction_k() - 1.
+ * @return It, or -1 for NULL or @p row / @p j out of range. Thread-safe. @since 0.2
  */
 STROP_API int64_t strop_prediction_class(const strop_prediction *p, int64_t row, int j);
 
 /**
  * @brief The source label of that class (5 for Sandal when a recipe kept Fashion-MNIST's
  *        classes 5-9 as outputs 0-4): "classes" of the model's metadata, else the index.
- * @return It, or -1 for bad arguments. @since 0.2
+ * @param[in] p   The prediction.
+ * @param[in] row The row, as for strop_prediction_class().
+ * @param[in] j   The rank of the class in the row, as for strop_prediction_class().
+ * @return It, or -1 for bad arguments. Thread-safe. @since 0.2
  */
 STROP_API int64_t strop_prediction_label(const strop_prediction *p, int64_t row, int j);
 
 /**
  * @brief The softmax probability of that class, in [0, 1].
- * @return It, or NaN for bad arguments. @since 0.2
+ * @param[in] p   The prediction.
+ * @param[in] row The row, as for strop_prediction_class().
+ * @param[in] j   The rank of the class in the row, as for strop_prediction_class().
+ * @return It, or NaN for bad arguments. Thread-safe. @since 0.2
  */
 STROP_API double strop_prediction_prob(const strop_prediction *p, int64_t row, int j);
 
 /**
  * @brief The name of that class into @p buf, snprintf-style.
+ * @param[in]  p   The prediction.
+ * @param[in]  row The row, as for strop_prediction_class().
+ * @param[in]  j   The rank of the class in the row, as for strop_prediction_class().
+ * @param[out] buf Receives the name, NUL-terminated and truncated to @p cap; may be NULL when
+ *                 @p cap is 0, to ask for the length.
+ * @param[in]  cap Bytes available at @p buf.
  * @return The name's full length, or -1 when the class has no name (no "classes" metadata,
- *         or none for it) or for bad arguments (NULL @p buf with @p cap > 0 among them).
- * @since 0.2
+ *         or none for it) or for bad arguments (NULL @p buf with @p cap > 0 among them), with
+ *         strop_last_error() saying which. Thread-safe. @since 0.2
  */
 STROP_API int64_t strop_prediction_name(const strop_prediction *p, int64_t row, int j, char *buf,
                                         size_t cap);
 
-/** @brief Frees a prediction. NULL is a no-op. @since 0.2 */
+/**
+ * @brief Frees a prediction and the names it holds.
+ * @param[in] p The prediction, or NULL (a no-op). @since 0.2
+ */
 STROP_API void strop_prediction_free(strop_prediction *p);
 
 STROP_END_DECLS
