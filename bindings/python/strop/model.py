@@ -292,7 +292,7 @@ class Model(Handle):
 
     __call__ = forward
 
-    def predict(self, x, k=None, batch_size=256):
+    def predict(self, x, batch_size=256, k=None):
         """Applies the classifier to raw inputs as its training data were prepared
         (strop_model_predict): the preprocessing its metadata records (``meta``: input.shape,
         input.scale, input.resize, input.normalize, written by a recipe run) is applied and the
