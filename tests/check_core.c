@@ -10,6 +10,7 @@
 
 #include "core/arena.h"
 #include "core/core.h"
+#include "ops/ops.h"
 #include "strop/strop.h"
 #include "testutil.h"
 
@@ -489,6 +490,71 @@ START_TEST(threads_set_get) {
 }
 END_TEST
 
+/* OpenBLAS's process-wide thread count is the host's: strop runs BLAS single-threaded inside
+ * its own calls and leaves the host's setting as it found it (issue 17). */
+int openblas_get_num_threads(void);
+void openblas_set_num_threads(int num_threads);
+
+static void forward_once(strop_model *m) {
+  float x[2 * 64];
+  for (int i = 0; i < 128; i++) x[i] = (float)(i % 7) - 3.0f;
+  int64_t d[2] = {2, 64};
+  strop_tensor *in = NULL, *out = NULL;
+  ck_assert_int_eq(strop_tensor_from_data(x, 128, 2, d, &in), STROP_OK);
+  ck_assert_int_eq(strop_model_forward(m, in, &out), STROP_OK);
+  strop_tensor_free(in);
+  strop_tensor_free(out);
+}
+
+static void *section_on_a_thread(void *arg) {
+  (void)arg;
+  strop__blas_enter();
+  int n = openblas_get_num_threads();
+  strop__blas_leave();
+  return n == 1 ? NULL : (void *)1;
+}
+
+START_TEST(blas_threads_left_as_the_host_set_them) {
+  int64_t in = 64;
+  strop_model *m = NULL;
+  ck_assert_int_eq(strop_model_create(1, &in, &m), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "fc", "linear", "out_features=64", NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_finalize(m, 1), STROP_OK);
+  const int was = openblas_get_num_threads();
+  /* through OpenBLAS (impl 1) and through whatever the CPU picks (impl 0) */
+  for (int impl = 1; impl >= 0; impl--) {
+    strop__gemm_impl = impl;
+    for (int host = 3; host >= 1; host--) { /* 3 first: before strop's first BLAS call */
+      openblas_set_num_threads(host);
+      forward_once(m);
+      ck_assert_msg(openblas_get_num_threads() == host, "impl %d: the host set %d OpenBLAS "
+                    "threads, strop left %d", impl, host, openblas_get_num_threads());
+      forward_once(m); /* and again: not only the first call */
+      ck_assert_int_eq(openblas_get_num_threads(), host);
+    }
+  }
+  strop__gemm_impl = 0;
+  /* inside a section it is 1; sections nest, and overlap across threads: the host's value
+   * comes back when the last one closes */
+  openblas_set_num_threads(2);
+  strop__blas_enter();
+  ck_assert_int_eq(openblas_get_num_threads(), 1);
+  strop__blas_enter();
+  strop__blas_leave();
+  ck_assert_int_eq(openblas_get_num_threads(), 1);
+  pthread_t th;
+  ck_assert_int_eq(pthread_create(&th, NULL, section_on_a_thread, NULL), 0);
+  void *seen = (void *)2;
+  ck_assert_int_eq(pthread_join(th, &seen), 0);
+  ck_assert_ptr_null(seen); /* 1 inside the other thread's section too */
+  ck_assert_int_eq(openblas_get_num_threads(), 1); /* this thread's section is still open */
+  strop__blas_leave();
+  ck_assert_int_eq(openblas_get_num_threads(), 2);
+  openblas_set_num_threads(was);
+  strop_model_free(m);
+}
+END_TEST
+
 /* -------------------------------------------------------------------- pool */
 
 #include <stdatomic.h>
@@ -710,6 +776,7 @@ int main(void) {
   suite_add_tcase(s, tc);
   tc = tcase_create("threads");
   tcase_add_test(tc, threads_set_get);
+  tcase_add_test(tc, blas_threads_left_as_the_host_set_them);
   tcase_add_test(tc, pool_covers_every_item_once);
   tcase_add_test(tc, pool_chunk_counts);
   tcase_add_test(tc, pool_runs_chunks_on_two_threads);

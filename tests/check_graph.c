@@ -1,6 +1,7 @@
 /* strop tests — graph suite: building DAGs, finalize errors, forward/backward over the DAG,
  * the allocation-free warm step, the frozen-trunk backward stop, clone. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -669,6 +670,194 @@ START_TEST(tie_errors) {
 }
 END_TEST
 
+/* ---- metadata ---- */
+
+static char *meta_of(const strop_model *m, const char *key) {
+  static char buf[4][256];
+  static int k;
+  k = (k + 1) % 4;
+  int64_t n = strop_model_get_meta(m, key, buf[k], sizeof buf[k]);
+  return n < 0 ? NULL : buf[k];
+}
+
+/* Set, replace, remove, list in key order; clone and surgery carry the entries along. */
+START_TEST(meta_set_get_list) {
+  strop_model *m = mlp(), *c = NULL;
+  ck_assert_int_eq(strop_model_meta_count(m), 0);
+  ck_assert_int_eq(strop_model_set_meta(m, "zeta", "1"), STROP_OK);
+  ck_assert_int_eq(strop_model_set_meta(m, "classes", "[{\"label\": 5}]"), STROP_OK);
+  ck_assert_int_eq(strop_model_set_meta(m, "input.scale", "0.5"), STROP_OK);
+  ck_assert_int_eq(strop_model_set_meta(m, "zeta", "\xc3\xa9t\xc3\xa9"), STROP_OK); /* replaced */
+  ck_assert_int_eq(strop_model_set_meta(m, "empty", ""), STROP_OK);
+  ck_assert_int_eq(strop_model_meta_count(m), 4);
+  const char *want[] = {"classes", "empty", "input.scale", "zeta"};
+  char key[64];
+  for (int i = 0; i < 4; i++) {
+    ck_assert_int_eq(strop_model_meta_key(m, i, key, sizeof key), (int64_t)strlen(want[i]));
+    ck_assert_str_eq(key, want[i]);
+  }
+  ck_assert_str_eq(meta_of(m, "zeta"), "\xc3\xa9t\xc3\xa9");
+  ck_assert_str_eq(meta_of(m, "empty"), "");
+  /* the length without a buffer, truncation with a small one */
+  ck_assert_int_eq(strop_model_get_meta(m, "classes", NULL, 0), 14);
+  char small[4];
+  ck_assert_int_eq(strop_model_get_meta(m, "classes", small, sizeof small), 14);
+  ck_assert_str_eq(small, "[{\"");
+  /* absent: -1 and a sentence */
+  strop_clear_error();
+  ck_assert_int_eq(strop_model_get_meta(m, "nope", key, sizeof key), -1);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "no metadata 'nope'"));
+  /* removing */
+  ck_assert_int_eq(strop_model_set_meta(m, "empty", NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_set_meta(m, "empty", NULL), STROP_OK); /* absent: fine */
+  ck_assert_int_eq(strop_model_meta_count(m), 3);
+  /* a clone is a deep copy */
+  ck_assert_int_eq(strop_model_clone(m, &c), STROP_OK);
+  ck_assert_int_eq(strop_model_set_meta(m, "zeta", "2"), STROP_OK);
+  ck_assert_str_eq(meta_of(c, "zeta"), "\xc3\xa9t\xc3\xa9");
+  ck_assert_str_eq(meta_of(c, "input.scale"), "0.5");
+  /* surgery works on a clone and keeps the entries */
+  strop_surgery *sg = NULL;
+  ck_assert_int_eq(strop_surgery_create(m, &sg), STROP_OK);
+  ck_assert_int_eq(strop_surgery_remove(sg, "act"), STROP_OK);
+  ck_assert_int_eq(strop_surgery_apply(sg), STROP_OK);
+  strop_surgery_free(sg);
+  ck_assert_str_eq(meta_of(m, "zeta"), "2");
+  ck_assert_str_eq(meta_of(m, "classes"), "[{\"label\": 5}]");
+  /* a fresh baseline (reinit) keeps them too: they describe the task, not the values */
+  ck_assert_int_eq(strop_model_reinit(m, 3), STROP_OK);
+  ck_assert_int_eq(strop_model_meta_count(m), 3);
+  strop_model_free(c);
+  strop_model_free(m);
+}
+END_TEST
+
+/* Bad arguments: the right status, a sentence, nothing changed, nothing leaked. */
+START_TEST(meta_errors) {
+  strop_model *m = mlp();
+  ck_assert_int_eq(strop_model_set_meta(m, "a", "1"), STROP_OK);
+  int64_t live = strop__alloc_live();
+  static const struct {
+    const char *key, *value, *says;
+  } bad[] = {{NULL, "v", "key '(null)': the key is empty"},
+             {"", "v", "the key is empty"},
+             {"has space", "v", "printable ASCII"},
+             {"tab\tkey", "v", "printable ASCII"},
+             {"a", "\xc3\x28", "'a': the value is not valid UTF-8"},
+             {"b", "\xed\xa0\x80", "not valid UTF-8"}};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    strop_clear_error();
+    ck_assert_int_eq(strop_model_set_meta(m, bad[i].key, bad[i].value), STROP_E_INVALID_ARG);
+    ck_assert_msg(strstr(strop_last_error(), bad[i].says) &&
+                      strstr(strop_last_error(), "strop_model_set_meta: "),
+                  "case %zu: %s", i, strop_last_error());
+  }
+  char longkey[STROP_META_KEY_MAX + 2];
+  memset(longkey, 'k', sizeof longkey - 1);
+  longkey[sizeof longkey - 1] = '\0';
+  ck_assert_int_eq(strop_model_set_meta(m, longkey, "v"), STROP_E_INVALID_ARG);
+  longkey[STROP_META_KEY_MAX] = '\0'; /* exactly the limit */
+  ck_assert_int_eq(strop_model_set_meta(m, longkey, "v"), STROP_OK);
+  ck_assert_int_eq(strop_model_set_meta(m, longkey, NULL), STROP_OK);
+  char *big = malloc(STROP_META_VALUE_MAX + 2);
+  memset(big, 'x', STROP_META_VALUE_MAX + 1);
+  big[STROP_META_VALUE_MAX + 1] = '\0';
+  ck_assert_int_eq(strop_model_set_meta(m, "a", big), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "more than the limit"));
+  free(big);
+  ck_assert_int_eq(strop_model_set_meta(NULL, "a", "1"), STROP_E_INVALID_ARG);
+  /* the entry count is bounded */
+  char k[32];
+  for (int i = 1; i < STROP_META_MAX_ENTRIES; i++) {
+    snprintf(k, sizeof k, "k%04d", i);
+    ck_assert_int_eq(strop_model_set_meta(m, k, "v"), STROP_OK);
+  }
+  ck_assert_int_eq(strop_model_set_meta(m, "one.more", "v"), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "the most it may hold"));
+  ck_assert_int_eq(strop_model_set_meta(m, "k0001", "replacing is fine"), STROP_OK);
+  for (int i = 1; i < STROP_META_MAX_ENTRIES; i++) {
+    snprintf(k, sizeof k, "k%04d", i);
+    ck_assert_int_eq(strop_model_set_meta(m, k, NULL), STROP_OK);
+  }
+  /* the model is as it was */
+  ck_assert_int_eq(strop_model_meta_count(m), 1);
+  ck_assert_str_eq(meta_of(m, "a"), "1");
+  /* getters */
+  char buf[8];
+  strop_clear_error();
+  ck_assert_int_eq(strop_model_get_meta(NULL, "a", buf, sizeof buf), -1);
+  ck_assert_str_ne(strop_last_error(), "");
+  ck_assert_int_eq(strop_model_get_meta(m, NULL, buf, sizeof buf), -1);
+  ck_assert_int_eq(strop_model_get_meta(m, "a", NULL, 4), -1);
+  ck_assert_int_eq(strop_model_meta_count(NULL), -1);
+  strop_clear_error();
+  ck_assert_int_eq(strop_model_meta_key(m, 1, buf, sizeof buf), -1);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "out of range"));
+  ck_assert_int_eq(strop_model_meta_key(m, -1, buf, sizeof buf), -1);
+  ck_assert_int_eq(strop_model_meta_key(NULL, 0, buf, sizeof buf), -1);
+  ck_assert_int_eq(strop_model_meta_key(m, 0, NULL, 4), -1);
+  ck_assert_int_eq(strop__alloc_live(), live);
+  strop_model_free(m);
+}
+END_TEST
+
+static strop_model *g_meta_m, *g_meta_out;
+static int op_meta_model(void *ctx) {
+  (void)ctx;
+  int64_t in = 2;
+  strop_status s = strop_model_create(1, &in, &g_meta_out);
+  for (int i = 0; !s && i < 12; i++) {
+    char k[8];
+    snprintf(k, sizeof k, "k%02d", 11 - i); /* each new key goes first: the arrays shift */
+    s = strop_model_set_meta(g_meta_out, k, "value");
+  }
+  if (!s) s = strop_model_set_meta(g_meta_out, "k05", NULL);
+  if (s) {
+    strop_model_free(g_meta_out);
+    g_meta_out = NULL;
+  }
+  return s;
+}
+static int op_meta_clone(void *ctx) {
+  (void)ctx;
+  return strop_model_clone(g_meta_m, &g_meta_out);
+}
+static void meta_out_free(void *ctx) {
+  (void)ctx;
+  strop_model_free(g_meta_out);
+  g_meta_out = NULL;
+}
+
+/* Running out of memory anywhere leaks nothing; a failed set leaves the entries as they were. */
+START_TEST(meta_alloc_failures) {
+  ck_assert_int_ge(strop_test_alloc_sweep(op_meta_model, meta_out_free, NULL), 12);
+  g_meta_m = mlp();
+  char k[8];
+  for (int i = 0; i < 8; i++) {
+    snprintf(k, sizeof k, "k%d", i);
+    ck_assert_int_eq(strop_model_set_meta(g_meta_m, k, "v"), STROP_OK); /* the arrays are full */
+  }
+  for (int64_t n = 1;; n++) {
+    strop__alloc_fail_at(n);
+    strop_status st = strop_model_set_meta(g_meta_m, "a.new", "value");
+    int hit = strop__alloc_failed();
+    strop__alloc_fail_at(0);
+    if (!hit) {
+      ck_assert_int_eq(st, STROP_OK);
+      break;
+    }
+    ck_assert_int_eq(st, STROP_E_NOMEM);
+    ck_assert_int_eq(strop_model_meta_count(g_meta_m), 8);
+    ck_assert_int_eq(strop_model_get_meta(g_meta_m, "a.new", NULL, 0), -1);
+    ck_assert_int_eq(strop_model_meta_key(g_meta_m, 0, k, sizeof k), 2);
+    ck_assert_str_eq(k, "k0");
+  }
+  ck_assert_int_eq(strop_model_meta_count(g_meta_m), 9);
+  ck_assert_int_ge(strop_test_alloc_sweep(op_meta_clone, meta_out_free, NULL), 18);
+  strop_model_free(g_meta_m);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("graph");
   TCase *tc = tcase_create("build");
@@ -688,6 +877,11 @@ int main(void) {
   tcase_add_test(tc, dag_gradcheck);
   tcase_add_test(tc, warm_step_allocates_nothing);
   tcase_add_test(tc, frozen_trunk_stops_backward);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("metadata");
+  tcase_add_test(tc, meta_set_get_list);
+  tcase_add_test(tc, meta_errors);
+  tcase_add_test(tc, meta_alloc_failures);
   suite_add_tcase(s, tc);
   tc = tcase_create("tying");
   tcase_add_test(tc, tied_weights_are_one_tensor);

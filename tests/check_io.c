@@ -16,6 +16,7 @@
 #include "graph/graph.h"
 #include "io/atomic.h"
 #include "io/checkpoint.h"
+#include "io/io_internal.h"
 #include "io/json.h"
 #include "io/safetensors.h"
 #include "strop/io.h"
@@ -743,6 +744,281 @@ START_TEST(weights_alloc_sweep) {
 }
 END_TEST
 
+/* ---- model metadata in weight files ---- */
+
+static const char *meta_str(const strop_model *m, const char *key) {
+  static char buf[4][512];
+  static int k;
+  k = (k + 1) % 4;
+  return strop_model_get_meta(m, key, buf[k], sizeof buf[k]) < 0 ? NULL : buf[k];
+}
+
+/* Saved as "strop.meta.<key>" beside format/strop_version; a strict load takes them (replacing
+ * what the model had), a partial load or a file without them leaves the model's alone. */
+START_TEST(weights_meta_roundtrip) {
+  strop_model *a = net(3, NULL), *b = net(3, NULL);
+  ck_assert_int_eq(strop_model_set_meta(a, "classes", "[{\"label\": 5, \"name\": \"Sandal\"}]"),
+                   STROP_OK);
+  ck_assert_int_eq(strop_model_set_meta(a, "input.scale", "0.00392156862745098"), STROP_OK);
+  const char *p = tmp_path("meta.safetensors");
+  ck_assert_int_eq(strop_model_save_weights(a, p), STROP_OK);
+  strop__st_file *f = NULL;
+  ck_assert_int_eq(strop__st_open("t", p, &f), STROP_OK);
+  ck_assert_str_eq(strop__st_meta(f, "format"), "strop");
+  ck_assert_str_eq(strop__st_meta(f, "strop.meta.classes"), "[{\"label\": 5, \"name\": \"Sandal\"}]");
+  ck_assert_str_eq(strop__st_meta(f, "strop.meta.input.scale"), "0.00392156862745098");
+  ck_assert_int_eq(f->n_meta, 4);
+  strop__st_close(f);
+  /* strict: the file's entries replace the model's */
+  ck_assert_int_eq(strop_model_set_meta(b, "stale", "1"), STROP_OK);
+  ck_assert_int_eq(strop_model_load_weights(b, p, STROP_LOAD_STRICT, NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_meta_count(b), 2);
+  ck_assert_str_eq(meta_str(b, "classes"), "[{\"label\": 5, \"name\": \"Sandal\"}]");
+  ck_assert_ptr_null(meta_str(b, "stale"));
+  /* partial: kept as they were */
+  ck_assert_int_eq(strop_model_set_meta(a, "classes", "[]"), STROP_OK);
+  ck_assert_int_eq(strop_model_save_weights(a, p), STROP_OK);
+  ck_assert_int_eq(strop_model_load_weights(b, p, STROP_LOAD_PARTIAL, NULL), STROP_OK);
+  ck_assert_str_eq(meta_str(b, "classes"), "[{\"label\": 5, \"name\": \"Sandal\"}]");
+  /* a file without model metadata (PyTorch's): kept as they were */
+  ck_assert_int_eq(strop_model_load_weights(b, FX("torch_f32.safetensors"), 0, NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_meta_count(b), 2);
+  /* a failed strict load changes neither the tensors nor the metadata */
+  strop_model *c = net(5, NULL);
+  ck_assert_int_eq(strop_model_set_meta(c, "mine", "1"), STROP_OK);
+  ck_assert_int_eq(strop_model_load_weights(c, p, STROP_LOAD_STRICT, NULL), STROP_E_SHAPE);
+  ck_assert_int_eq(strop_model_meta_count(c), 1);
+  ck_assert_str_eq(meta_str(c, "mine"), "1");
+  /* export keeps them */
+  ck_assert_int_eq(strop_model_export(a, tmp_path("e.yaml"), tmp_path("e.safetensors"), 0),
+                   STROP_OK);
+  strop_model *e = NULL;
+  ck_assert_int_eq(strop_model_load_spec(tmp_path("e.yaml"), &e), STROP_OK);
+  ck_assert_int_eq(strop_model_load_weights(e, tmp_path("e.safetensors"), 0, NULL), STROP_OK);
+  ck_assert_str_eq(meta_str(e, "classes"), "[]");
+  ck_assert_str_eq(meta_str(e, "input.scale"), "0.00392156862745098");
+  strop_model_free(e);
+  strop_model_free(c);
+  strop_model_free(b);
+  strop_model_free(a);
+}
+END_TEST
+
+/* A file whose model metadata break the bounds of strop_model_set_meta fails a strict load
+ * with STROP_E_FORMAT naming the entry; the model keeps its tensors and metadata. */
+START_TEST(weights_meta_hostile) {
+  strop_model *a = net(3, NULL), *b = net(3, NULL);
+  strop__st_writer *w = NULL;
+  ck_assert_int_eq(strop__st_writer_create("t", &w), STROP_OK);
+  ck_assert_int_eq(strop__model_add_to_writer("t", a, w), STROP_OK);
+  ck_assert_int_eq(strop__st_writer_set_meta(w, "strop.meta.ok", "1"), STROP_OK);
+  ck_assert_int_eq(strop__st_writer_set_meta(w, "strop.meta.a key", "1"), STROP_OK);
+  unsigned char *img = NULL;
+  size_t len = 0;
+  ck_assert_int_eq(strop__st_writer_to_mem(w, &img, &len), STROP_OK);
+  strop__st_writer_free(w);
+  ck_assert_int_eq(strop_model_set_meta(b, "mine", "1"), STROP_OK);
+  float *before, *after;
+  size_t n1, n2;
+  snapshot(b, &before, &n1);
+  ck_assert_int_eq(strop_model_load_weights_mem(b, img, len, STROP_LOAD_STRICT, NULL),
+                   STROP_E_FORMAT);
+  ERR_HAS("strop_model_load_weights_mem: <memory>: \"__metadata__\" entry 'strop.meta.a key'");
+  ERR_HAS("printable ASCII");
+  snapshot(b, &after, &n2);
+  ck_assert(n1 == n2 && memcmp(before, after, n1 * sizeof(float)) == 0);
+  ck_assert_int_eq(strop_model_meta_count(b), 1);
+  ck_assert_str_eq(meta_str(b, "mine"), "1");
+  /* a partial load does not read them */
+  ck_assert_int_eq(strop_model_load_weights_mem(b, img, len, STROP_LOAD_PARTIAL, NULL), STROP_OK);
+  free(before);
+  free(after);
+  strop__free(img);
+  strop_model_free(b);
+  strop_model_free(a);
+}
+END_TEST
+
+/* ---- weights from memory ---- */
+
+/* The same file from disk and from memory (at any alignment) gives the same model: tensors,
+ * report and metadata; the buffer is not kept. */
+START_TEST(weights_mem_equals_file) {
+  static const char *const files[] = {FX("torch_f32.safetensors"), FX("torch_f16.safetensors"),
+                                      FX("torch_bf16.safetensors"), FX("torch_f64.safetensors")};
+  for (size_t k = 0; k < sizeof files / sizeof files[0]; k++) {
+    size_t len = 0;
+    char *bytes = strop_test_read_file(files[k], &len);
+    ck_assert_ptr_nonnull(bytes);
+    for (size_t shift = 0; shift < 3; shift++) {
+      char *buf = malloc(len + shift);
+      memcpy(buf + shift, bytes, len);
+      strop_model *a = net(3, NULL), *b = net(3, NULL);
+      strop_load_report *ra = NULL, *rb = NULL;
+      ck_assert_int_eq(strop_model_load_weights(a, files[k], STROP_LOAD_STRICT, &ra), STROP_OK);
+      ck_assert_int_eq(strop_model_load_weights_mem(b, buf + shift, len, STROP_LOAD_STRICT, &rb),
+                       STROP_OK);
+      memset(buf, 0xff, len + shift); /* not kept: scribbling over it changes nothing */
+      free(buf);
+      for (int kind = 0; kind < 4; kind++)
+        ck_assert_int_eq(strop_load_report_count(ra, kind), strop_load_report_count(rb, kind));
+      float *va, *vb;
+      size_t na, nb;
+      snapshot(a, &va, &na);
+      snapshot(b, &vb, &nb);
+      ck_assert(na == nb && memcmp(va, vb, na * sizeof(float)) == 0);
+      free(va);
+      free(vb);
+      strop_load_report_free(ra);
+      strop_load_report_free(rb);
+      strop_model_free(a);
+      strop_model_free(b);
+    }
+    free(bytes);
+  }
+  /* a strop file with metadata, strict and partial, through both paths */
+  strop_model *src = net(3, NULL);
+  ck_assert_int_eq(strop_model_set_meta(src, "classes", "[{\"label\": 7}]"), STROP_OK);
+  const char *p = tmp_path("m.safetensors");
+  ck_assert_int_eq(strop_model_save_weights(src, p), STROP_OK);
+  size_t len = 0;
+  char *bytes = strop_test_read_file(p, &len);
+  strop_model *a = net(5, NULL), *b = net(5, NULL);
+  strop_load_report *ra = NULL, *rb = NULL;
+  ck_assert_int_eq(strop_model_load_weights(a, p, STROP_LOAD_PARTIAL, &ra), STROP_OK);
+  ck_assert_int_eq(strop_model_load_weights_mem(b, bytes, len, STROP_LOAD_PARTIAL, &rb), STROP_OK);
+  ck_assert_int_eq(strop_load_report_count(rb, STROP_REPORT_MISMATCHED), 2);
+  ck_assert_int_eq(strop_load_report_count(ra, STROP_REPORT_LOADED),
+                   strop_load_report_count(rb, STROP_REPORT_LOADED));
+  strop_load_report_free(ra);
+  strop_load_report_free(rb);
+  ck_assert_int_eq(strop_model_load_weights_mem(b, bytes, len, STROP_LOAD_STRICT, &rb),
+                   STROP_E_SHAPE);
+  ERR_HAS("strop_model_load_weights_mem: <memory>: strict load: 2 mismatched");
+  ck_assert_ptr_nonnull(rb); /* the report, as from a file */
+  strop_load_report_free(rb);
+  strop_model_free(b);
+  b = net(3, NULL);
+  ck_assert_int_eq(strop_model_load_weights_mem(b, bytes, len, STROP_LOAD_STRICT, NULL), STROP_OK);
+  ck_assert_str_eq(meta_str(b, "classes"), "[{\"label\": 7}]");
+  free(bytes);
+  strop_model_free(a);
+  strop_model_free(b);
+  strop_model_free(src);
+}
+END_TEST
+
+/* The broken-file corpus through the memory path: the same status and sentence as from the
+ * file (with "<memory>" for the path), the model untouched, nothing leaked. */
+START_TEST(weights_mem_broken_corpus) {
+  char path[512];
+  snprintf(path, sizeof path, "%s/io/broken/%s.safetensors", STROP_TEST_DATA, g_broken[_i].file);
+  size_t len = 0;
+  char *bytes = strop_test_read_file(path, &len);
+  ck_assert_ptr_nonnull(bytes);
+  strop_model *m = net(3, NULL);
+  ck_assert_int_eq(strop_model_set_meta(m, "mine", "1"), STROP_OK);
+  char from_file[1024];
+  ck_assert_int_eq(strop_model_load_weights(m, path, STROP_LOAD_PARTIAL, NULL), STROP_E_FORMAT);
+  snprintf(from_file, sizeof from_file, "%s", strop_last_error());
+  int64_t live = strop__alloc_live();
+  float *before, *after;
+  size_t n1, n2;
+  snapshot(m, &before, &n1);
+  for (int strict = 0; strict < 2; strict++) {
+    strop_load_report *r = (strop_load_report *)1;
+    strop_clear_error();
+    int st = strop_model_load_weights_mem(m, bytes, len, strict ? 0 : STROP_LOAD_PARTIAL, &r);
+    ck_assert_msg(st == STROP_E_FORMAT, "%s: status %d (%s)", g_broken[_i].file, st,
+                  strop_last_error());
+    ck_assert_ptr_null(r);
+    ERR_HAS(g_broken[_i].msg);
+    ERR_HAS("strop_model_load_weights_mem: <memory>: ");
+    /* the same sentence as from the file, but for the function and the path */
+    const char *tail_file = strstr(from_file, ".safetensors: ") + strlen(".safetensors: ");
+    const char *tail_mem = strstr(strop_last_error(), "<memory>: ") + strlen("<memory>: ");
+    ck_assert_str_eq(tail_mem, tail_file);
+  }
+  snapshot(m, &after, &n2);
+  ck_assert(n1 == n2 && memcmp(before, after, n1 * sizeof(float)) == 0);
+  ck_assert_int_eq(strop_model_meta_count(m), 1);
+  ck_assert_int_eq(strop__alloc_live(), live);
+  free(before);
+  free(after);
+  free(bytes);
+  strop_model_free(m);
+}
+END_TEST
+
+START_TEST(weights_mem_errors) {
+  strop_model *m = net(3, NULL);
+  size_t len = 0;
+  char *bytes = strop_test_read_file(FX("torch_f32.safetensors"), &len);
+  int64_t live = strop__alloc_live();
+  strop_load_report *r = (strop_load_report *)1;
+  strop_clear_error();
+  ck_assert_int_eq(strop_model_load_weights_mem(NULL, bytes, len, 0, &r), STROP_E_INVALID_ARG);
+  ck_assert_ptr_null(r);
+  ERR_HAS("strop_model_load_weights_mem: model is NULL");
+  ck_assert_int_eq(strop_model_load_weights_mem(m, NULL, len, 0, &r), STROP_E_INVALID_ARG);
+  ERR_HAS("data is NULL");
+  ck_assert_int_eq(strop_model_load_weights_mem(m, bytes, len, 4, &r), STROP_E_INVALID_ARG);
+  ERR_HAS("unknown flags 0x4");
+  ck_assert_int_eq(strop_model_load_weights_mem(m, bytes, 0, 0, &r), STROP_E_FORMAT);
+  ERR_HAS("<memory>: file is 0 bytes, too short");
+  ck_assert_int_eq(strop_model_load_weights_mem(m, bytes, len - 1, 0, &r), STROP_E_FORMAT);
+  ck_assert_ptr_null(r);
+  int64_t in = 4;
+  strop_model *open_model = NULL;
+  ck_assert_int_eq(strop_model_create(1, &in, &open_model), STROP_OK);
+  ck_assert_int_eq(strop_model_load_weights_mem(open_model, bytes, len, 0, NULL), STROP_E_STATE);
+  ERR_HAS("not finalized");
+  strop_model_free(open_model);
+  ck_assert_int_eq(strop__alloc_live(), live);
+  free(bytes);
+  strop_model_free(m);
+}
+END_TEST
+
+typedef struct mem_ctx {
+  strop_model *m;
+  const char *data;
+  size_t len;
+  int flags;
+} mem_ctx;
+
+static int op_load_mem(void *ctx) {
+  mem_ctx *c = ctx;
+  strop_load_report *r = NULL;
+  int st = strop_model_load_weights_mem(c->m, c->data, c->len, c->flags, &r);
+  strop_load_report_free(r);
+  return st;
+}
+
+START_TEST(weights_mem_alloc_sweep) {
+  strop_model *src = net(3, NULL);
+  ck_assert_int_eq(strop_model_set_meta(src, "classes", "[1, 2, 3]"), STROP_OK);
+  ck_assert_int_eq(strop_model_set_meta(src, "input.scale", "0.5"), STROP_OK);
+  const char *p = tmp_path("sweep.safetensors");
+  ck_assert_int_eq(strop_model_save_weights(src, p), STROP_OK);
+  size_t len = 0;
+  char *bytes = strop_test_read_file(p, &len);
+  strop_model *m = net(3, NULL);
+  /* as many entries as the file has, so a success leaves as many allocations live */
+  ck_assert_int_eq(strop_model_set_meta(m, "classes", "[0]"), STROP_OK);
+  ck_assert_int_eq(strop_model_set_meta(m, "input.scale", "1"), STROP_OK);
+  mem_ctx c = {m, bytes, len, STROP_LOAD_STRICT};
+  ck_assert_int_gt(strop_test_alloc_sweep(op_load_mem, NULL, &c), 5);
+  ck_assert_str_eq(meta_str(m, "classes"), "[1, 2, 3]");
+  ck_assert_int_eq(strop_model_meta_count(m), 2);
+  c.flags = STROP_LOAD_PARTIAL;
+  ck_assert_int_gt(strop_test_alloc_sweep(op_load_mem, NULL, &c), 5);
+  free(bytes);
+  strop_model_free(m);
+  strop_model_free(src);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------------------ */
 /* atomic writes                                                                          */
 /* ------------------------------------------------------------------------------------ */
@@ -1357,6 +1633,12 @@ static Suite *io_suite(void) {
   tcase_add_test(tc, weights_errors);
   tcase_add_test(tc, weights_alloc_sweep);
   tcase_add_test(tc, debug_log_tells_loads_and_saves);
+  tcase_add_test(tc, weights_meta_roundtrip);
+  tcase_add_test(tc, weights_meta_hostile);
+  tcase_add_test(tc, weights_mem_equals_file);
+  tcase_add_loop_test(tc, weights_mem_broken_corpus, 0, (int)(sizeof g_broken / sizeof g_broken[0]));
+  tcase_add_test(tc, weights_mem_errors);
+  tcase_add_test(tc, weights_mem_alloc_sweep);
   tcase_add_test(tc, non_regular_files_refused);
   suite_add_tcase(s, tc);
 

@@ -334,6 +334,80 @@ START_TEST(run_errors) {
 }
 END_TEST
 
+/* The run records in the model what its data section did to the inputs and which classes its
+ * outputs are (source labels and names, after data.classes kept some); the saved weights
+ * carry them; a key the run does not set is removed from a model that had it. */
+static const char *meta_of(const strop_model *m, const char *key) {
+  static char buf[4][512];
+  static int k;
+  k = (k + 1) % 4;
+  return strop_model_get_meta(m, key, buf[k], sizeof buf[k]) < 0 ? NULL : buf[k];
+}
+
+START_TEST(run_records_model_metadata) {
+  make_files();
+  strop_recipe *r = NULL;
+  ck_assert_int_eq(strop_recipe_load_string(RECIPE, g_dir, &r), STROP_OK);
+  ck_assert_int_eq(strop_recipe_set(r, "data.classes", "[3, 1]"), STROP_OK);
+  ck_assert_int_eq(strop_recipe_set(r, "data.class_names", "[zero, one, two, \"thr\\\"ee\"]"),
+                   STROP_OK);
+  ck_assert_int_eq(strop_recipe_set(r, "data.scale", "0.5"), STROP_OK);
+  ck_assert_int_eq(strop_recipe_set(r, "surgery", "[{replace: {node: head, type: linear, options: "
+                                                  "{out_features: 2}}}]"), STROP_OK);
+  ck_assert_int_eq(strop_recipe_set(r, "baselines", "[]"), STROP_OK);
+  ck_assert_int_eq(strop_recipe_set(r, "stages", "[{epochs: 1}]"), STROP_OK);
+  strop_model *base = NULL;
+  char sp[300];
+  snprintf(sp, sizeof sp, "%s/net.yaml", g_dir);
+  ck_assert_int_eq(strop_model_load_spec(sp, &base), STROP_OK);
+  ck_assert_int_eq(strop_model_set_meta(base, "input.normalize", "{\"mean\": [1], \"std\": [2]}"),
+                   STROP_OK);
+  ck_assert_int_eq(strop_model_set_meta(base, "host.key", "kept"), STROP_OK);
+  strop_run_options o;
+  strop_run_options_init(&o);
+  o.base_model = base;
+  strop_run *run = NULL;
+  ck_assert_msg(strop_recipe_run(r, &o, &run) == STROP_OK, "%s", strop_last_error());
+  strop_model *m = strop_run_model(run);
+  ck_assert_str_eq(meta_of(m, "input.shape"), "[6]");
+  ck_assert_str_eq(meta_of(m, "input.scale"), "0.5");
+  ck_assert_str_eq(meta_of(m, "classes"), "[{\"label\": 3, \"name\": \"thr\\\"ee\"}, "
+                                          "{\"label\": 1, \"name\": \"one\"}]");
+  ck_assert_ptr_null(meta_of(m, "input.normalize")); /* the data section does not normalize */
+  ck_assert_ptr_null(meta_of(m, "input.resize"));
+  ck_assert_str_eq(meta_of(m, "host.key"), "kept");
+  /* the saved weights carry them */
+  char wp[300];
+  snprintf(wp, sizeof wp, "%s/out/w.safetensors", g_dir);
+  strop_model *again = NULL;
+  snprintf(sp, sizeof sp, "%s/out/net.yaml", g_dir);
+  ck_assert_int_eq(strop_model_load_spec(sp, &again), STROP_OK);
+  ck_assert_int_eq(strop_model_load_weights(again, wp, STROP_LOAD_STRICT, NULL), STROP_OK);
+  ck_assert_str_eq(meta_of(again, "classes"), meta_of(m, "classes"));
+  ck_assert_str_eq(meta_of(again, "input.scale"), "0.5");
+  strop_model_free(again);
+  strop_run_free(run);
+  /* the source's own names (CSV label strings) when the recipe gives none; labels without
+   * names have no "name" */
+  ck_assert_int_eq(strop_recipe_set(r, "data.class_names", "null"), STROP_OK);
+  ck_assert_int_eq(strop_recipe_set(r, "output.dir", "out2"), STROP_OK);
+  ck_assert_msg(strop_recipe_run(r, &o, &run) == STROP_OK, "%s", strop_last_error());
+  ck_assert_str_eq(meta_of(strop_run_model(run), "classes"), "[{\"label\": 3}, {\"label\": 1}]");
+  strop_run_free(run);
+  /* one name per source label, or the recipe is refused at the key */
+  ck_assert_int_eq(strop_recipe_set(r, "data.class_names", "[a, b]"), STROP_OK);
+  ck_assert_int_eq(strop_recipe_run(r, &o, &run), STROP_E_FORMAT);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "'class_names' names 2 classes but the data has 4"));
+  strop_run_free(run);
+  strop_recipe *bad = NULL;
+  ck_assert_int_eq(strop_recipe_load_string("data: {class_names: [a, [b]]}\n", g_dir, &bad),
+                   STROP_E_FORMAT);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "'class_names' entries must be strings"));
+  strop_model_free(base);
+  strop_recipe_free(r);
+}
+END_TEST
+
 /* A data step that leaves a part with no sample names the key and the numbers; it used to
  * surface as "strop_batch_iter_create: the dataset is empty". */
 START_TEST(data_split_messages) {
@@ -693,6 +767,7 @@ int main(void) {
   tcase_set_timeout(tc, 300);
   tcase_add_test(tc, run_end_to_end);
   tcase_add_test(tc, run_errors);
+  tcase_add_test(tc, run_records_model_metadata);
   tcase_add_test(tc, frozen_trunk_cache_is_transparent);
   tcase_add_test(tc, data_split_messages);
   tcase_add_test(tc, outputs_ready_before_training);

@@ -718,6 +718,173 @@ START_TEST(lora_save_and_reload) {
 }
 END_TEST
 
+/* PEFT's modules_to_save: a plan that replaced the head and added adapters saves the new head
+ * whole beside the adapters, so the base model + the adapter folder is the fine-tuned model
+ * (the head made anew where its shape differs from the base's). The folder is created. */
+static char *adapter_dir(const char *sub) {
+  static char d[512];
+  snprintf(d, sizeof d, "%s/%s", g_tmp, sub);
+  return d;
+}
+
+static void rm_adapter_dir(const char *sub) {
+  char p[600];
+  snprintf(p, sizeof p, "%s/adapter_model.safetensors", adapter_dir(sub));
+  unlink(p);
+  snprintf(p, sizeof p, "%s/adapter_config.json", adapter_dir(sub));
+  unlink(p);
+  rmdir(adapter_dir(sub));
+}
+
+static char *meta_str(const strop_model *m, const char *key) {
+  static char buf[256];
+  return strop_model_get_meta(m, key, buf, sizeof buf) < 0 ? NULL : buf;
+}
+
+START_TEST(lora_saves_replaced_head) {
+  static const struct {
+    const char *head_opts; /* the new head */
+    int lora_on_head;      /* adapters on the new head too */
+  } cases[] = {{"out_features=5", 0}, {"out_features=3", 0}, {"out_features=5 bias=false", 1}};
+  strop_model *base = mlp();
+  float *x = rand_floats(4 * 4, 5, 1.0f);
+  make_tmp();
+  char sub[64];
+  snprintf(sub, sizeof sub, "nested");
+  ck_assert_int_eq(mkdir(adapter_dir(sub), 0700), 0);
+  snprintf(sub, sizeof sub, "nested/adapters");
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    strop_model *m = NULL;
+    OK(strop_model_clone(base, &m));
+    strop_surgery *s = NULL;
+    OK(strop_surgery_create(m, &s));
+    OK(strop_surgery_freeze(s, "*", 0));
+    OK(strop_surgery_replace(s, "head", "linear", cases[c].head_opts, 9));
+    OK(strop_surgery_lora(s, "fc1", 2, 4.0f, 0.0f));
+    if (cases[c].lora_on_head) OK(strop_surgery_lora(s, "head", 2, 4.0f, 0.0f));
+    OK(strop_surgery_apply(s));
+    strop_surgery_free(s);
+    ck_assert_str_eq(meta_str(m, "lora.modules_to_save"), "[\"head\"]");
+    for (int step = 0; step < 3; step++) sgd_step(m, x, 4, 0.2f, (uint64_t)step);
+    size_t ny = 0;
+    float *want = run(m, x, 4, &ny);
+    OK(strop_model_lora_save(m, adapter_dir(sub))); /* "nested/adapters" did not exist */
+    char path[700];
+    snprintf(path, sizeof path, "%s/adapter_config.json", adapter_dir(sub));
+    char *cfg = strop_test_read_file(path, NULL);
+    ck_assert_ptr_nonnull(cfg);
+    ck_assert_msg(strstr(cfg, "\"modules_to_save\": [\"head\"]"), "%s", cfg);
+    free(cfg);
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", adapter_dir(sub));
+    strop__st_file *f = NULL;
+    OK(strop__st_open("test", path, &f));
+    const strop__st_tensor *hw = strop__st_find(f, "base_model.model.head.weight");
+    ck_assert_ptr_nonnull(hw);
+    ck_assert_int_eq(hw->dims[0], strstr(cases[c].head_opts, "=5") ? 5 : 3);
+    ck_assert_int_eq(strop__st_find(f, "base_model.model.head.bias") != NULL,
+                     strstr(cases[c].head_opts, "bias=false") == NULL);
+    ck_assert_int_eq(strop__st_find(f, "base_model.model.head.lora_A.weight") != NULL,
+                     cases[c].lora_on_head);
+    ck_assert_ptr_null(strop__st_find(f, "base_model.model.fc1.weight")); /* frozen: the base's */
+    strop__st_close(f);
+    /* the base model + the folder = the fine-tuned model */
+    strop_model *again = NULL;
+    OK(strop_model_clone(base, &again));
+    OK(strop_model_lora_load(again, adapter_dir(sub)));
+    size_t ng = 0;
+    float *got = run(again, x, 4, &ng);
+    ck_assert_uint_eq(ng, ny);
+    ck_assert_msg(memcmp(got, want, ny * sizeof *got) == 0, "case %zu: logits differ", c);
+    ck_assert_str_eq(meta_str(again, "lora.modules_to_save"), "[\"head\"]");
+    free(got);
+    free(want);
+    strop_model_free(again);
+    strop_model_free(m);
+    rm_adapter_dir(sub);
+  }
+  rmdir(adapter_dir("nested"));
+  rm_tmp();
+  free(x);
+  strop_model_free(base);
+}
+END_TEST
+
+/* modules_to_save that do not fit the base: refused with the right status, the model as it
+ * was; a list naming no node is refused when saving. */
+START_TEST(lora_modules_to_save_errors) {
+  strop_model *base = cnn(), *m = NULL;
+  OK(strop_model_clone(base, &m));
+  strop_surgery *s = NULL;
+  OK(strop_surgery_create(m, &s));
+  OK(strop_surgery_replace(s, "features.1", "batchnorm2d", "num_features=4 eps=0.001", 3));
+  OK(strop_surgery_lora(s, "head", 2, 4.0f, 0.0f));
+  OK(strop_surgery_apply(s));
+  strop_surgery_free(s);
+  make_tmp();
+  /* a BatchNorm of the same shape: its values (running statistics included) travel */
+  OK(strop_model_lora_save(m, g_tmp));
+  strop_model *again = NULL;
+  OK(strop_model_clone(base, &again));
+  OK(strop_model_lora_load(again, g_tmp));
+  ck_assert(memcmp(strop__model_param_find(again, "features.1.running_var")->data,
+                   strop__model_param_find(m, "features.1.running_var")->data, 4 * 4) == 0);
+  strop_model_free(again);
+  /* a base whose node of that name is something else (a conv of other channels) */
+  int64_t in[3] = {2, 6, 6};
+  strop_model *other = NULL;
+  OK(strop_model_create(3, in, &other));
+  OK(strop_model_add(other, "features.0", "conv2d", "out_channels=4 kernel_size=3 padding=1", NULL));
+  OK(strop_model_add(other, "features.1", "conv2d", "out_channels=4 kernel_size=1", NULL));
+  OK(strop_model_add(other, "pool", "global_avgpool", NULL, NULL));
+  OK(strop_model_add(other, "head", "linear", "out_features=3", NULL));
+  OK(strop_model_finalize(other, 2));
+  snap sn;
+  snap_take(other, &sn);
+  ck_assert_int_eq(strop_model_lora_load(other, g_tmp), STROP_E_SHAPE);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "module 'features.1' of modules_to_save does "
+                                                   "not fit node 'features.1' (conv2d)"));
+  snap_check(other, &sn);
+  snap_free(&sn);
+  ck_assert_ptr_null(meta_str(other, "lora.modules_to_save"));
+  strop_model_free(other);
+  /* a base without that node */
+  strop_model *mlp_base = mlp();
+  snap_take(mlp_base, &sn);
+  ck_assert_int_eq(strop_model_lora_load(mlp_base, g_tmp), STROP_E_NOT_FOUND);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "module 'features.1' of modules_to_save is "
+                                                   "not a node of the model"));
+  snap_check(mlp_base, &sn);
+  snap_free(&sn);
+  strop_model_free(mlp_base);
+  rm_tmp();
+  /* the list, as the host may edit it: names that are not nodes, or not a list */
+  OK(strop_model_set_meta(m, "lora.modules_to_save", "[\"nope\"]"));
+  ck_assert_int_eq(strop_model_lora_save(m, g_tmp), STROP_E_NOT_FOUND);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "names 'nope', which is not a node"));
+  OK(strop_model_set_meta(m, "lora.modules_to_save", "{}"));
+  ck_assert_int_eq(strop_model_lora_save(m, g_tmp), STROP_E_FORMAT);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "is not a JSON list of node names"));
+  /* surgery drops the names of nodes it removes, and the key with the last one */
+  OK(strop_model_set_meta(m, "lora.modules_to_save", "[\"features.1\"]"));
+  OK(strop_surgery_create(m, &s));
+  OK(strop_surgery_truncate(s, "features.0"));
+  OK(strop_surgery_apply(s));
+  strop_surgery_free(s);
+  ck_assert_ptr_null(meta_str(m, "lora.modules_to_save"));
+  /* a folder that cannot be made */
+  OK(strop_model_clone(base, &again));
+  OK(strop_surgery_create(again, &s));
+  OK(strop_surgery_lora(s, "head", 2, 4.0f, 0.0f));
+  OK(strop_surgery_apply(s));
+  strop_surgery_free(s);
+  ck_assert_int_eq(strop_model_lora_save(again, "/proc/strop_no/adapters"), STROP_E_IO);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "cannot create the folder /proc/strop_no"));
+  strop_model_free(again);
+  strop_model_free(m);
+  strop_model_free(base);
+}
+END_TEST
+
 static void load_fixture(strop_model *m, const strop__st_file *f, const char *name) {
   const strop__st_tensor *t = strop__st_find(f, name);
   ck_assert_msg(t != NULL, "fixture lacks %s", name);
@@ -1214,6 +1381,8 @@ int main(void) {
   tc = tcase_create("lora");
   tcase_add_test(tc, lora_starts_exact_and_trains_adapters);
   tcase_add_test(tc, lora_save_and_reload);
+  tcase_add_test(tc, lora_saves_replaced_head);
+  tcase_add_test(tc, lora_modules_to_save_errors);
   tcase_add_test(tc, lora_peft_adapter);
   tcase_add_test(tc, lora_gradcheck);
   tcase_add_test(tc, lora_pytorch_parity);

@@ -94,6 +94,12 @@ typedef struct strop_load_report strop_load_report;
  * buffers (BatchNorm's num_batches_tracked) as I64 or I32. Everything is validated
  * before the model is touched: in strict mode any missing, unexpected or mismatched tensor
  * fails the call naming the first few, and the model is unchanged. The file is memory-mapped.
+ *
+ * Model metadata (strop_model_set_meta()): a strict load of a file that has
+ * "strop.meta.<key>" entries replaces the model's metadata by them (the file describes the
+ * whole model now); a file without such entries (PyTorch's, strop 0.1's) and every partial
+ * load leave the model's metadata as it was. An entry a strict load cannot take (a key or
+ * value outside strop_model_set_meta()'s bounds) fails the load with STROP_E_FORMAT.
  * @param model      A finalized model.
  * @param path       A safetensors file.
  * @param flags      STROP_LOAD_STRICT or STROP_LOAD_PARTIAL.
@@ -110,6 +116,28 @@ STROP_API STROP_NODISCARD strop_status strop_model_load_weights(strop_model *mod
                                                                 strop_load_report **report_out);
 
 /**
+ * @brief As strop_model_load_weights(), from a safetensors file image in memory (a host that
+ *        embeds or downloads its model): the same checks (header bounds, dtypes, offsets,
+ *        strict or partial, metadata), with errors naming "<memory>" where the file's path
+ *        would be.
+ * @param[in,out] model  A finalized model.
+ * @param[in] data       The file's bytes. Read during the call only, never kept or written:
+ *                       the caller may free it as soon as the call returns. Any alignment.
+ * @param[in] size       Bytes at @p data.
+ * @param[in] flags      STROP_LOAD_STRICT or STROP_LOAD_PARTIAL.
+ * @param[out] report_out Optional (NULL to ignore), as for strop_model_load_weights().
+ * @return STROP_OK; STROP_E_FORMAT (not a valid safetensors image: the sentence says what);
+ *         STROP_E_NOT_FOUND / STROP_E_SHAPE (strict: missing, unexpected or mismatched
+ *         tensors); STROP_E_STATE (not finalized); STROP_E_INVALID_ARG (NULL model or data,
+ *         unknown flags); STROP_E_NOMEM. The model is unchanged on error. Thread-safe for
+ *         distinct models (the buffer may be shared). @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_load_weights_mem(strop_model *model,
+                                                                    const void *data, size_t size,
+                                                                    int flags,
+                                                                    strop_load_report **report_out);
+
+/**
  * @brief As strop_model_load_weights(), renaming file tensors first: a name starting with
  *        @p from_prefix has that prefix replaced by @p to_prefix ("features." -> "backbone."
  *        loads features.0.weight into backbone.0.weight). Other names are kept.
@@ -123,8 +151,9 @@ STROP_API STROP_NODISCARD strop_status strop_model_load_weights_remap(
 
 /**
  * @brief Saves every parameter and buffer as a safetensors file (float tensors as F32, int64
- *        buffers as I64, PyTorch names and layouts; metadata "format" = "strop" and
- *        "strop_version"), atomically: a failure leaves any old file intact.
+ *        buffers as I64, PyTorch names and layouts; metadata "format" = "strop",
+ *        "strop_version" and, since 0.2, every model metadata entry as "strop.meta.<key>"),
+ *        atomically: a failure leaves any old file intact.
  * @param model A finalized model.
  * @return STROP_OK; STROP_E_IO; STROP_E_STATE (not finalized); STROP_E_INVALID_ARG;
  *         STROP_E_NOMEM. @since 0.1

@@ -188,6 +188,73 @@ STROP_API STROP_NODISCARD strop_status strop_model_reinit(strop_model *model, ui
 STROP_API STROP_NODISCARD strop_status strop_model_tie(strop_model *model, const char *param,
                                                        const char *target);
 
+/* ---- metadata: what a user of the model needs to know ---- */
+
+/** The longest metadata key, in bytes. @since 0.2 */
+#define STROP_META_KEY_MAX 255
+/** The longest metadata value, in bytes (16 MiB). @since 0.2 */
+#define STROP_META_VALUE_MAX ((size_t)16 << 20)
+/** The most entries a model's metadata holds. @since 0.2 */
+#define STROP_META_MAX_ENTRIES 1024
+
+/**
+ * @brief Sets (or, with @p value NULL, removes) the metadata entry @p key of @p model.
+ *
+ * Every model carries a string -> string dictionary that travels with it: strop_model_clone()
+ * and surgery copy it, strop_model_save_weights() writes it into the safetensors header
+ * (`__metadata__` entries "strop.meta.<key>"), a strict strop_model_load_weights() restores it,
+ * and strop_model_export() keeps it. The recipe runner records there what its data section did
+ * to the inputs and the names of the classes (docs/formats.md lists the keys strop writes and
+ * reads; their values are JSON text). Other keys are the host's.
+ * @param[in,out] model The model (finalized or not).
+ * @param[in] key   1 to #STROP_META_KEY_MAX bytes of printable ASCII without spaces. Copied.
+ * @param[in] value Valid UTF-8 of at most #STROP_META_VALUE_MAX bytes (JSON text for the
+ *                  documented keys), copied; NULL removes the entry (removing an absent key
+ *                  is not an error).
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL model, a bad key, a value too long or not
+ *         UTF-8, a new key beyond #STROP_META_MAX_ENTRIES: the sentence names the key);
+ *         STROP_E_NOMEM. On error the metadata is unchanged. Not thread-safe on the same
+ *         model. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_set_meta(strop_model *model, const char *key,
+                                                            const char *value);
+
+/**
+ * @brief The value of metadata entry @p key into @p buf, snprintf-style.
+ * @param[in]  model The model.
+ * @param[in]  key   The key.
+ * @param[out] buf   Receives the value, NUL-terminated and truncated to @p cap; may be NULL
+ *                   when @p cap is 0, to ask for the length.
+ * @param[in]  cap   Bytes available at @p buf.
+ * @return The value's full length (excluding the NUL), or -1 when the model has no such entry
+ *         or for bad arguments (NULL model or key, NULL @p buf with @p cap > 0), with
+ *         strop_last_error() saying which. Thread-safe on a model no one modifies. @since 0.2
+ */
+STROP_API int64_t strop_model_get_meta(const strop_model *model, const char *key, char *buf,
+                                       size_t cap);
+
+/**
+ * @brief The number of metadata entries.
+ * @param[in] model The model.
+ * @return It (0 .. #STROP_META_MAX_ENTRIES), or -1 for NULL. Thread-safe on a model no one
+ *         modifies. @since 0.2
+ */
+STROP_API int64_t strop_model_meta_count(const strop_model *model);
+
+/**
+ * @brief The key of metadata entry @p i (entries are in byte order of their keys), as
+ *        strop_model_get_meta() returns a value.
+ * @param[in]  model The model.
+ * @param[in]  i     0 .. strop_model_meta_count() - 1.
+ * @param[out] buf   Receives the key (snprintf style; may be NULL when @p cap is 0).
+ * @param[in]  cap   Bytes available at @p buf.
+ * @return The key's full length, or -1 (NULL model, @p i out of range, NULL @p buf with
+ *         @p cap > 0) with strop_last_error() set. Thread-safe on a model no one modifies.
+ *         @since 0.2
+ */
+STROP_API int64_t strop_model_meta_key(const strop_model *model, int64_t i, char *buf,
+                                       size_t cap);
+
 /* ---- the layer types a model is built from ---- */
 
 /**

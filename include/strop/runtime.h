@@ -14,9 +14,11 @@ STROP_BEGIN_DECLS
  * @brief Sets the number of threads strop's kernels use (process-wide, every handle).
  *
  * strop splits a batch, a GEMM or an optimizer pass across its own pool of worker threads
- * and runs BLAS single-threaded inside them: the first BLAS call strop makes sets OpenBLAS's
- * process-wide thread count to 1 (openblas_set_num_threads), so a host that uses OpenBLAS
- * directly and wants it threaded should set that after strop's first step. Results are
+ * and runs BLAS single-threaded inside them. OpenBLAS's thread count is process-wide (the
+ * host's numpy uses it too): strop sets it to 1 (openblas_set_num_threads) only while one of
+ * its calls runs BLAS, and restores the value it found when that work ends, so a host that
+ * uses OpenBLAS directly keeps its own setting (set it when no strop call runs; BLAS calls the
+ * host makes on another thread while a strop call runs BLAS run single-threaded). Results are
  * deterministic for a given thread count; they may differ in the last bits between thread
  * counts (convolution weight gradients are summed per thread, then in thread order).
  * Call it when no training step is running.

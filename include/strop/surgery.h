@@ -303,9 +303,17 @@ STROP_API STROP_NODISCARD strop_status strop_model_lora_unmerge(strop_model *mod
  *        `adapter_model.safetensors` (tensors `base_model.model.<node>.lora_A.weight` and
  *        `.lora_B.weight`, F32) and `adapter_config.json` (r, lora_alpha, target_modules,
  *        lora_dropout, peft_type "LORA", bias "none"; rank_pattern / alpha_pattern when nodes
- *        differ). Each file is written atomically. @p dir must exist.
- * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_NOT_FOUND (no LoRA node);
- *         STROP_E_IO; STROP_E_NOMEM. @since 0.1
+ *        differ). Each file is written atomically.
+ *
+ * Since 0.2 it also writes PEFT's `modules_to_save`: the nodes the model's metadata
+ * "lora.modules_to_save" lists — each node a surgery `replace` made, such as a new head — are
+ * saved whole (every parameter and buffer but the adapters, as `base_model.model.<name>`, the
+ * names PEFT writes) and listed in `adapter_config.json`, so base model + folder gives back
+ * the fine-tuned model (strop_model_lora_load()). @p dir and its missing parents are created.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_NOT_FOUND (no LoRA node, or
+ *         "lora.modules_to_save" names a node the model lacks); STROP_E_FORMAT (that entry
+ *         is not a JSON list of names); STROP_E_IO (naming the folder or file); STROP_E_NOMEM.
+ *         @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_model_lora_save(const strop_model *model,
                                                              const char *dir);
@@ -314,9 +322,15 @@ STROP_API STROP_NODISCARD strop_status strop_model_lora_save(const strop_model *
  * @brief Applies adapters saved by strop_model_lora_save() or by PEFT to a base model: each
  *        module named in the file gets LoRA (rank from the tensors, alpha and dropout from the
  *        config) and the saved A and B, as one transaction.
+ *
+ * Since 0.2 the config's `modules_to_save` are applied too: each listed module (a node of the
+ * model) takes the file's full weights; a linear node whose weights in the file have another
+ * shape (a classifier head for other classes) is first made anew as a linear of that shape.
+ * Those nodes are then listed in the model's "lora.modules_to_save" metadata.
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_IO (missing files); STROP_E_FORMAT
- *         (bad JSON or safetensors, tensors not in pairs); STROP_E_NOT_FOUND (a module the
- *         model lacks); STROP_E_SHAPE (a tensor that does not fit its module);
+ *         (bad JSON or safetensors, tensors not in pairs, a tensor of no listed module);
+ *         STROP_E_NOT_FOUND (a module the model lacks); STROP_E_SHAPE (a tensor that does not
+ *         fit its module, a module_to_save of another shape that is not a linear);
  *         STROP_E_NOMEM. The model is unchanged on error. @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_model_lora_load(strop_model *model,

@@ -411,6 +411,8 @@ typedef enum strop_export_flags {
  *   statistics and a conv/linear whose output feeds only that BatchNorm; other BatchNorm
  *   nodes stay (as they do with STROP_EXPORT_NO_FOLD);
  * - the mode is eval.
+ * The weights file carries the model's metadata (strop_model_set_meta(), since 0.2), so the
+ * exported model keeps its preprocessing and class names.
  * Outputs of the exported model equal the eval-mode outputs of @p model up to float
  * rounding.
  *
@@ -428,6 +430,115 @@ typedef enum strop_export_flags {
 STROP_API STROP_NODISCARD strop_status strop_model_export(const strop_model *model,
                                                           const char *spec_path,
                                                           const char *weights_path, int flags);
+
+/* ---- applying a trained classifier ----
+ * Declared here rather than in model.h: it is evaluation's counterpart for one batch and sits
+ * where evaluation does, above the data pipeline it shares with strop_trainer_eval() (the same
+ * scale, resize and normalize transforms) and above the metadata the recipe runner writes;
+ * model.h is the graph's own API, which knows nothing of data or recipes. */
+
+/**
+ * @brief The top classes a classifier gave each row of a batch (strop_model_predict()):
+ *        output index, source label, name and probability, best first. Read-only once
+ *        made; free with strop_prediction_free(). One handle from one thread at a time.
+ */
+typedef struct strop_prediction strop_prediction;
+
+/**
+ * @brief Applies a classifier to raw inputs as its training data were prepared, and returns
+ *        the @p k most likely classes of every row with their names and probabilities.
+ *
+ * What the model's metadata says (docs/formats.md, model metadata; the recipe runner writes
+ * it) is applied to @p input in the data pipeline's order and with its code: each sample has
+ * the shape "input.shape" (default: the model's input shape), is multiplied by "input.scale",
+ * resized as "input.resize" says and normalized by "input.normalize" — e.g. uint8 images
+ * 0-255 as they come. The model then runs in eval mode (its mode is restored afterwards), its
+ * outputs are taken as logits, and a softmax gives the probabilities. "classes" maps output
+ * index i to its source label and name; without it the label is i and there is no name.
+ * @param[in,out] model A finalized model whose output is one score per class ([C]); its
+ *                      forward state is used, so not const.
+ * @param[in] input     N samples: a float32 tensor whose element count is N times a sample's;
+ *                      when its rank is 2 or more its first dimension must be N ([N, 28, 28]
+ *                      and [N, 1, 28, 28] both hold [1, 28, 28] samples). Every value finite.
+ *                      Only read.
+ * @param[in] k         Classes per row, >= 1; more than the model has gives all of them.
+ * @param[out] out      The prediction, owned by the caller (strop_prediction_free()); NULL
+ *                      on error.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, k < 1, a NaN or infinite input value: the
+ *         sentence names the row); STROP_E_SHAPE (the input does not hold whole samples, or
+ *         the prepared samples do not fit the model, naming both shapes); STROP_E_STATE (not
+ *         finalized); STROP_E_UNSUPPORTED (the output is not one score per class);
+ *         STROP_E_FORMAT (a metadata entry strop reads here is not what docs/formats.md says,
+ *         naming it); STROP_E_NUMERIC (the model gives a non-finite score: broken weights);
+ *         STROP_E_NOMEM. The model is unchanged (but for its forward state). Not thread-safe
+ *         on the same model. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_predict(strop_model *model,
+                                                           const strop_tensor *input, int k,
+                                                           strop_prediction **out);
+
+/**
+ * @brief The number of rows (N).
+ * @param[in] p The prediction.
+ * @return N, or -1 for NULL. Thread-safe (a prediction is read-only). @since 0.2
+ */
+STROP_API int64_t strop_prediction_rows(const strop_prediction *p);
+
+/**
+ * @brief Classes per row: k, at most the model's class count.
+ * @param[in] p The prediction.
+ * @return It, or -1 for NULL. Thread-safe. @since 0.2
+ */
+STROP_API int strop_prediction_k(const strop_prediction *p);
+
+/**
+ * @brief The output index (0 .. C - 1) of the @p j-th most likely class of row @p row.
+ * @param[in] p   The prediction.
+ * @param[in] row 0 .. strop_prediction_rows() - 1.
+ * @param[in] j   0 (the most likely) .. strop_prediction_k() - 1.
+ * @return It, or -1 for NULL or @p row / @p j out of range. Thread-safe. @since 0.2
+ */
+STROP_API int64_t strop_prediction_class(const strop_prediction *p, int64_t row, int j);
+
+/**
+ * @brief The source label of that class (5 for Sandal when a recipe kept Fashion-MNIST's
+ *        classes 5-9 as outputs 0-4): "classes" of the model's metadata, else the index.
+ * @param[in] p   The prediction.
+ * @param[in] row The row, as for strop_prediction_class().
+ * @param[in] j   The rank of the class in the row, as for strop_prediction_class().
+ * @return It, or -1 for bad arguments. Thread-safe. @since 0.2
+ */
+STROP_API int64_t strop_prediction_label(const strop_prediction *p, int64_t row, int j);
+
+/**
+ * @brief The softmax probability of that class, in [0, 1].
+ * @param[in] p   The prediction.
+ * @param[in] row The row, as for strop_prediction_class().
+ * @param[in] j   The rank of the class in the row, as for strop_prediction_class().
+ * @return It, or NaN for bad arguments. Thread-safe. @since 0.2
+ */
+STROP_API double strop_prediction_prob(const strop_prediction *p, int64_t row, int j);
+
+/**
+ * @brief The name of that class into @p buf, snprintf-style.
+ * @param[in]  p   The prediction.
+ * @param[in]  row The row, as for strop_prediction_class().
+ * @param[in]  j   The rank of the class in the row, as for strop_prediction_class().
+ * @param[out] buf Receives the name, NUL-terminated and truncated to @p cap; may be NULL when
+ *                 @p cap is 0, to ask for the length.
+ * @param[in]  cap Bytes available at @p buf.
+ * @return The name's full length, or -1 when the class has no name (no "classes" metadata,
+ *         or none for it) or for bad arguments (NULL @p buf with @p cap > 0 among them), with
+ *         strop_last_error() saying which. Thread-safe. @since 0.2
+ */
+STROP_API int64_t strop_prediction_name(const strop_prediction *p, int64_t row, int j, char *buf,
+                                        size_t cap);
+
+/**
+ * @brief Frees a prediction and the names it holds.
+ * @param[in] p The prediction, or NULL (a no-op). @since 0.2
+ */
+STROP_API void strop_prediction_free(strop_prediction *p);
 
 STROP_END_DECLS
 

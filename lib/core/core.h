@@ -42,6 +42,12 @@ void strop__alloc_peak_reset(void);
 /* size_t arithmetic that reports overflow (returns 1 on overflow). */
 int strop__mul_overflow(size_t a, size_t b, size_t *out);
 
+/* ---- UTF-8 (utf8.c) ---- */
+/* Length of the UTF-8 sequence at s (n >= 1 bytes available), or 0 if it is invalid. */
+size_t strop__utf8_seq(const unsigned char *s, size_t n);
+/* 1 if s[0..n) is valid UTF-8 (no overlongs, surrogates or values above U+10FFFF). */
+int strop__utf8_valid(const char *s, size_t n);
+
 /* ---- files ---- */
 /* Opens path for reading when it is a regular file (without waiting on a FIFO or device);
  * *size_out (may be NULL) gets its size. Errors name fn and the path: STROP_E_IO. */

@@ -4,6 +4,7 @@
 #define STROP_GRAPH_H
 
 #include "core/arena.h"
+#include "graph/meta.h"
 #include "layers/layer.h"
 #include "strop/model.h"
 
@@ -15,6 +16,7 @@ struct strop_model {
   int training;
   strop__rng rng;               /* dropout and init stream; saved in checkpoints */
   uint64_t seed;
+  strop__meta meta;             /* strop_model_set_meta(): copied by clone, kept by surgery */
   /* parameter index over all nodes, rebuilt by strop__model_reindex */
   strop__param **params;
   int n_params;

@@ -45,6 +45,7 @@ void strop_model_free(strop_model *m) {
   strop__free(m->nodes);
   strop__free(m->params);
   free_exec_arrays(m);
+  strop__meta_free(&m->meta);
   strop__arena_destroy(&m->arena);
   strop__free(m);
 }
@@ -1088,6 +1089,7 @@ strop_status strop__model_clone(const strop_model *src, strop_model **out) {
   m->training = src->training;
   m->rng = src->rng;
   m->seed = src->seed;
+  if (strop__meta_copy(&m->meta, &src->meta, fn)) goto oom;
   if (m->finalized && (s = strop__model_reindex(m))) {
     strop_model_free(m);
     return s;

@@ -187,6 +187,23 @@ strop_status strop__write_file_atomic(const char *fn, const char *path, const vo
   return strop__afile_commit(&f);
 }
 
+strop_status strop__mkdirs(const char *fn, const char *path) {
+  char tmp[4096];
+  if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp)
+    return strop__err(STROP_E_IO, "%s: cannot create the folder %.200s...: the path is too long",
+                      fn, path);
+  size_t n = strlen(tmp);
+  for (size_t i = 1; i <= n; i++) {
+    if (tmp[i] != '/' && tmp[i] != '\0') continue;
+    char c = tmp[i];
+    tmp[i] = '\0';
+    if (mkdir(tmp, 0775) != 0 && errno != EEXIST)
+      return strop__err(STROP_E_IO, "%s: cannot create the folder %s: %s", fn, tmp, strerror(errno));
+    tmp[i] = c;
+  }
+  return STROP_OK;
+}
+
 strop_status strop__dir_probe(const char *fn, const char *dir) {
   const char *d = dir[0] ? dir : ".";
   char path[4200];

@@ -31,6 +31,9 @@ strop_status strop__write_file_atomic(const char *fn, const char *path, const vo
 /* Writes, fsyncs and removes a 4 KiB file in dir, so a folder that is read-only, full or
  * missing is reported (naming it) before work whose result would go there. STROP_E_IO. */
 strop_status strop__dir_probe(const char *fn, const char *dir);
+/* Creates the folder path and its missing parents (mkdir -p); an existing folder is fine.
+ * STROP_E_IO naming fn and the folder that could not be made. */
+strop_status strop__mkdirs(const char *fn, const char *path);
 
 /* Test hook: every atomic writer fails once it has written more than n bytes in total
  * (counting from this call); a negative n switches the hook off. */

@@ -39,6 +39,13 @@ strop_status strop__model_load_files(const char *fn, strop_model *m,
 strop_status strop__model_add_to_writer(const char *fn, const strop_model *m,
                                         strop__st_writer *w);
 
+/* The safetensors "__metadata__" prefix of the model's metadata entries ("strop.meta.classes"). */
+#define STROP__META_PREFIX "strop.meta."
+/* Sets the header metadata a model file carries: "format" = "strop", "strop_version", and
+ * every model metadata entry as STROP__META_PREFIX "<key>". */
+strop_status strop__model_meta_to_writer(const char *fn, const strop_model *m,
+                                         strop__st_writer *w);
+
 /* The model's YAML spec (what strop_model_save_spec() writes) appended to b, for writers
  * that commit it together with other files (inference export). Errors name fn. */
 struct strop__sbuf;

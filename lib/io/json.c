@@ -16,46 +16,6 @@ static strop_status jerr(const jp *p, const char *what) {
   return strop__err(STROP_E_FORMAT, "at byte %zu: %s", p->base + p->i, what);
 }
 
-/* Length of the UTF-8 sequence at s (n bytes available), or 0 if invalid. */
-static size_t utf8_seq(const unsigned char *s, size_t n) {
-  unsigned c = s[0];
-  if (c < 0x80) return 1;
-  size_t k;
-  uint32_t cp;
-  if (c >= 0xC2 && c <= 0xDF) {
-    k = 2;
-    cp = c & 0x1F;
-  } else if (c >= 0xE0 && c <= 0xEF) {
-    k = 3;
-    cp = c & 0x0F;
-  } else if (c >= 0xF0 && c <= 0xF4) {
-    k = 4;
-    cp = c & 0x07;
-  } else {
-    return 0;
-  }
-  if (n < k) return 0;
-  for (size_t t = 1; t < k; t++) {
-    if ((s[t] & 0xC0) != 0x80) return 0;
-    cp = (cp << 6) | (s[t] & 0x3F);
-  }
-  if ((k == 3 && cp < 0x800) || (k == 4 && cp < 0x10000) || cp > 0x10FFFF ||
-      (cp >= 0xD800 && cp <= 0xDFFF))
-    return 0;
-  return k;
-}
-
-int strop__utf8_valid(const char *s, size_t n) {
-  const unsigned char *u = (const unsigned char *)s;
-  size_t i = 0;
-  while (i < n) {
-    size_t k = utf8_seq(u + i, n - i);
-    if (!k) return 0;
-    i += k;
-  }
-  return 1;
-}
-
 static void skip_ws(jp *p) {
   while (p->i < p->len) {
     unsigned char c = p->s[p->i];
@@ -164,7 +124,7 @@ static strop_status parse_string(jp *p, const char **out, size_t *len_out) {
       }
       continue;
     }
-    size_t k = utf8_seq(p->s + p->i, p->len - p->i);
+    size_t k = strop__utf8_seq(p->s + p->i, p->len - p->i);
     if (!k) return jerr(p, "invalid UTF-8 inside a string");
     memcpy(dst + n, p->s + p->i, k);
     n += k;
@@ -330,7 +290,7 @@ static strop_status parse_value(jp *p, int depth, int *out) {
         type = STROP__J_NUM;
         break;
       }
-      if (c >= 0x80 && !utf8_seq(p->s + p->i, p->len - p->i)) return jerr(p, "invalid UTF-8");
+      if (c >= 0x80 && !strop__utf8_seq(p->s + p->i, p->len - p->i)) return jerr(p, "invalid UTF-8");
       return jerr(p, "unexpected character, a value was expected");
   }
   int idx = new_node(p, type);

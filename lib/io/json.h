@@ -51,7 +51,4 @@ static inline const strop__jnode *strop__json_at(const strop__json *j, int i) {
   return i >= 0 ? &j->nodes[i] : NULL;
 }
 
-/* 1 if s[0..n) is valid UTF-8 (no overlongs, surrogates or values above U+10FFFF). */
-int strop__utf8_valid(const char *s, size_t n);
-
 #endif

@@ -285,18 +285,60 @@ strop_status strop__model_load_st(const char *fn, strop_model *m, const strop__s
   return strop__model_load_files(fn, m, &f, 1, flags, &nm, report_out);
 }
 
+/* The model metadata a file carries: its "strop.meta.<key>" entries, checked against the
+ * bounds of strop_model_set_meta() (a file is untrusted input). *found says whether there was
+ * any. Errors name fn and the file. */
+static strop_status file_meta(const char *fn, const strop__st_file *f, strop__meta *out,
+                              int *found) {
+  const size_t pl = sizeof STROP__META_PREFIX - 1;
+  *found = 0;
+  for (int i = 0; i < f->n_meta; i++) {
+    if (strncmp(f->meta_keys[i], STROP__META_PREFIX, pl) != 0) continue;
+    *found = 1;
+    strop_status st = strop__meta_set(out, fn, f->meta_keys[i] + pl, f->meta_vals[i]);
+    if (st == STROP_E_INVALID_ARG) {
+      char why[1024];
+      snprintf(why, sizeof why, "%s", strop_last_error() + strlen(fn) + 2);
+      st = strop__err(STROP_E_FORMAT, "%s: %s: \"__metadata__\" entry '%.300s': %s", fn, f->label,
+                      f->meta_keys[i], why);
+    }
+    if (st) return st;
+  }
+  return STROP_OK;
+}
+
+/* Loads an open file into m. A strict load that succeeds also takes the file's model metadata
+ * (when it has any): prepared before the tensors are touched, swapped in after, so the call
+ * changes everything or nothing. */
+static strop_status load_open(const char *fn, strop_model *m, const strop__st_file *f, int flags,
+                              const char *from, const char *to, strop_load_report **report_out) {
+  strop__meta meta;
+  memset(&meta, 0, sizeof meta);
+  int found = 0;
+  strop_status st = flags & STROP_LOAD_PARTIAL ? STROP_OK : file_meta(fn, f, &meta, &found);
+  if (!st) st = strop__model_load_st(fn, m, f, flags, from, to, 0, report_out);
+  if (!st && found) strop__meta_swap(&m->meta, &meta);
+  strop__meta_free(&meta);
+  return st;
+}
+
+static strop_status check_load_args(const char *fn, strop_model *m, int flags) {
+  if (flags & ~STROP_LOAD_PARTIAL)
+    return strop__err(STROP_E_INVALID_ARG, "%s: unknown flags 0x%x", fn, (unsigned)flags);
+  if (!m->finalized) return strop__err(STROP_E_STATE, "%s: model is not finalized", fn);
+  return STROP_OK;
+}
+
 static strop_status load_weights(const char *fn, strop_model *m, const char *path, int flags,
                                  const char *from, const char *to, strop_load_report **report_out) {
   if (report_out) *report_out = NULL;
   if (!m || !path)
     return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, m ? "path" : "model");
-  if (flags & ~STROP_LOAD_PARTIAL)
-    return strop__err(STROP_E_INVALID_ARG, "%s: unknown flags 0x%x", fn, (unsigned)flags);
-  if (!m->finalized) return strop__err(STROP_E_STATE, "%s: model is not finalized", fn);
+  strop_status st = check_load_args(fn, m, flags);
+  if (st) return st;
   strop__st_file *f = NULL;
-  strop_status st = strop__st_open(fn, path, &f);
-  if (st != STROP_OK) return st;
-  st = strop__model_load_st(fn, m, f, flags, from, to, 0, report_out);
+  if ((st = strop__st_open(fn, path, &f))) return st;
+  st = load_open(fn, m, f, flags, from, to, report_out);
   if (st == STROP_OK) strop__log(STROP_LOG_DEBUG, "%s: read %s", fn, path);
   strop__st_close(f);
   return st;
@@ -305,6 +347,24 @@ static strop_status load_weights(const char *fn, strop_model *m, const char *pat
 strop_status strop_model_load_weights(strop_model *model, const char *path, int flags,
                                       strop_load_report **report_out) {
   return load_weights("strop_model_load_weights", model, path, flags, NULL, NULL, report_out);
+}
+
+strop_status strop_model_load_weights_mem(strop_model *model, const void *data, size_t size,
+                                          int flags, strop_load_report **report_out) {
+  static const char fn[] = "strop_model_load_weights_mem";
+  if (report_out) *report_out = NULL;
+  if (!model || !data)
+    return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, model ? "data" : "model");
+  strop_status st = check_load_args(fn, model, flags);
+  if (st) return st;
+  /* the reader validates the buffer as it does a mapped file, and borrows it only until
+   * strop__st_close below: the tensors are copied into the model */
+  strop__st_file *f = NULL;
+  if ((st = strop__st_open_mem(fn, data, size, "<memory>", &f))) return st;
+  st = load_open(fn, model, f, flags, NULL, NULL, report_out);
+  if (st == STROP_OK) strop__log(STROP_LOG_DEBUG, "%s: read %zu bytes", fn, size);
+  strop__st_close(f);
+  return st;
 }
 
 strop_status strop_model_load_weights_remap(strop_model *model, const char *path, int flags,
@@ -334,6 +394,19 @@ strop_status strop__model_add_to_writer(const char *fn, const strop_model *m,
   return STROP_OK;
 }
 
+strop_status strop__model_meta_to_writer(const char *fn, const strop_model *m,
+                                         strop__st_writer *w) {
+  strop_status st = strop__st_writer_set_meta(w, "format", "strop");
+  if (!st) st = strop__st_writer_set_meta(w, "strop_version", strop_version());
+  char key[sizeof STROP__META_PREFIX + STROP_META_KEY_MAX];
+  for (int i = 0; !st && i < m->meta.n; i++) {
+    snprintf(key, sizeof key, STROP__META_PREFIX "%s", m->meta.keys[i]);
+    st = strop__st_writer_set_meta(w, key, m->meta.vals[i]);
+  }
+  if (st == STROP_E_NOMEM) return STROP__NOMEM(fn);
+  return st;
+}
+
 strop_status strop_model_save_weights(const strop_model *model, const char *path) {
   static const char fn[] = "strop_model_save_weights";
   if (!model || !path)
@@ -342,8 +415,7 @@ strop_status strop_model_save_weights(const strop_model *model, const char *path
   strop__st_writer *w = NULL;
   strop_status st = strop__st_writer_create(fn, &w);
   if (st == STROP_OK) st = strop__model_add_to_writer(fn, model, w);
-  if (st == STROP_OK) st = strop__st_writer_set_meta(w, "format", "strop");
-  if (st == STROP_OK) st = strop__st_writer_set_meta(w, "strop_version", strop_version());
+  if (st == STROP_OK) st = strop__model_meta_to_writer(fn, model, w);
   if (st == STROP_OK) st = strop__st_writer_save(w, path);
   strop__st_writer_free(w);
   if (st == STROP_OK) strop__log(STROP_LOG_DEBUG, "%s: wrote %s", fn, path);

@@ -1,23 +1,45 @@
 /* strop — the BLAS/LAPACK boundary: every call into OpenBLAS goes through here. */
 #include <cblas.h>
+#include <pthread.h>
 #include <stdatomic.h>
 
 #include "core/core.h"
 #include "ops/dense.h"
 #include "ops/ops.h"
 
-/* OpenBLAS's own entry point (not in every cblas.h). */
+/* OpenBLAS's own entry points (not in every cblas.h). */
 void openblas_set_num_threads(int num_threads);
+int openblas_get_num_threads(void);
 
 /* strop parallelises around BLAS (lib/core/pool.c) and runs every BLAS call single-threaded
  * inside its own threads: OpenBLAS's pool would oversubscribe the cores under ours, and on the
- * small per-image GEMMs of a convolution its threading costs more than it gains. */
-static atomic_int g_blas_ready;
+ * small per-image GEMMs of a convolution its threading costs more than it gains. But OpenBLAS's
+ * thread count is one setting for the whole process (0.3.21 has no per-call or per-thread
+ * form), which the host's numpy uses too: so it is 1 only while a BLAS section of strop is
+ * open, and the host's own value again when the last one closes. Sections nest (a thread's
+ * inner ones cost a thread-local count) and overlap across threads (the first to open saves
+ * the host's value, the last to close puts it back). Setting the count is cheap once OpenBLAS
+ * has started its threads: it stores a number; measured in docs/guide.md (threads). */
+static pthread_mutex_t g_blas_mu = PTHREAD_MUTEX_INITIALIZER;
+static int g_blas_open;  /* sections open, over every thread */
+static int g_blas_host;  /* the host's count, saved by the first of them */
+static _Thread_local int t_blas_depth;
 
-static void blas_once(void) {
-  if (atomic_load_explicit(&g_blas_ready, memory_order_acquire)) return;
-  if (atomic_exchange(&g_blas_ready, 1)) return;
-  openblas_set_num_threads(1);
+void strop__blas_enter(void) {
+  if (t_blas_depth++ > 0) return;
+  pthread_mutex_lock(&g_blas_mu);
+  if (g_blas_open++ == 0) {
+    g_blas_host = openblas_get_num_threads();
+    if (g_blas_host != 1) openblas_set_num_threads(1);
+  }
+  pthread_mutex_unlock(&g_blas_mu);
+}
+
+void strop__blas_leave(void) {
+  if (--t_blas_depth > 0) return;
+  pthread_mutex_lock(&g_blas_mu);
+  if (--g_blas_open == 0 && g_blas_host != 1) openblas_set_num_threads(g_blas_host);
+  pthread_mutex_unlock(&g_blas_mu);
 }
 
 typedef struct gemm_job {
@@ -48,9 +70,12 @@ static void gemm_call(gemm_job *j, int64_t m, int64_t n, const float *a, const f
     if (bad) atomic_store(&j->bad, 1);
     return;
   }
+  /* the own kernel could not run (no packing buffer): OpenBLAS, in a section of its own */
+  if (j->own) strop__blas_enter();
   cblas_sgemm(CblasRowMajor, j->ta ? CblasTrans : CblasNoTrans,
               j->tb ? CblasTrans : CblasNoTrans, (blasint)m, (blasint)n, (blasint)j->k,
               j->alpha, a, (blasint)j->lda, b, (blasint)j->ldb, j->beta, c, (blasint)j->ldc);
+  if (j->own) strop__blas_leave();
   if (j->check && block_nonfinite(c, m, n, j->ldc)) atomic_store(&j->bad, 1);
 }
 
@@ -77,7 +102,6 @@ static void gemm_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
 static int sgemm_run(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                      const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
                      float *c, int64_t ldc, int check) {
-  blas_once();
   if (m <= 0 || n <= 0) return 1;
   if (k <= 0) {
     /* BLAS leaves C untouched for k = 0 only when beta = 1; make it explicit */
@@ -90,8 +114,11 @@ static int sgemm_run(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, 
   const int64_t blocks = ((j.split_m ? m : n) + GEMM_BLOCK - 1) / GEMM_BLOCK;
   const int threads = (double)m * (double)n * (double)k >= GEMM_PAR_MIN_MACS
                           ? strop__num_threads() : 1;
+  /* the own kernel never calls OpenBLAS: no section to open for it */
+  if (!j.own) strop__blas_enter();
   /* splitting rows or columns of C leaves every element's sum over k as it was */
   strop__par_run(strop__par_chunks(threads, blocks, 1), blocks, gemm_chunk, &j);
+  if (!j.own) strop__blas_leave();
   return !atomic_load(&j.bad);
 }
 
@@ -112,9 +139,10 @@ void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *inf
 
 int strop__dpotrf_lower(int64_t n, double *a) {
   /* row-major lower == column-major upper */
-  blas_once();
   int nn = (int)n, info = 0;
+  strop__blas_enter();
   dpotrf_("U", &nn, a, &nn, &info);
+  strop__blas_leave();
   if (info != 0) return info;
   for (int64_t i = 0; i < n; i++)
     for (int64_t j = i + 1; j < n; j++) a[i * n + j] = 0.0;

@@ -45,6 +45,11 @@ extern int strop__gemm_impl;
 /* Within the own kernel: 0 picks the in-place paths by shape, 1 always packs, 2 reads in place
  * wherever it can (tests: every path gives the same bits). */
 extern int strop__gemm_sup;
+/* A BLAS section: every call into OpenBLAS is inside one. OpenBLAS's process-wide thread
+ * count is 1 while any section is open and the host's own value otherwise (blas.c). Sections
+ * nest and may be open on several threads at once; enter and leave pair up on one thread. */
+void strop__blas_enter(void);
+void strop__blas_leave(void);
 /* Float64 LAPACK Cholesky of a row-major symmetric n x n matrix (lower). 0 on success. */
 int strop__dpotrf_lower(int64_t n, double *a);
 

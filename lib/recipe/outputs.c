@@ -27,23 +27,6 @@ const char *strop__run_out_path(const strop_recipe *r, const strop__ynode *out, 
   return buf;
 }
 
-static strop_status mkdirs(const char *fn, const char *path) {
-  char tmp[1024];
-  snprintf(tmp, sizeof tmp, "%s", path);
-  size_t n = strlen(tmp);
-  if (n == 0) return STROP_OK;
-  for (size_t i = 1; i <= n; i++) {
-    if (tmp[i] != '/' && tmp[i] != '\0') continue;
-    char c = tmp[i];
-    tmp[i] = '\0';
-    if (mkdir(tmp, 0775) != 0 && errno != EEXIST)
-      return strop__err(STROP_E_IO, "%s: cannot create the folder %s: %s", fn, tmp, strerror(errno));
-    tmp[i] = c;
-  }
-  return STROP_OK;
-}
-
-/* A number as JSON: the shortest text that reads back to the same double, or null. */
 static void num(strop__sbuf *b, double v) {
   char t[STROP__FMT_DOUBLE_MAX];
   if (isnan(v) || isinf(v)) {
@@ -394,7 +377,7 @@ static strop_status ready_folder_of(const char *path, char seen[][1024], int *n)
   for (int i = 0; i < *n; i++)
     if (!strcmp(seen[i], dir)) return STROP_OK;
   static const char where[] = FN ": output (checked before training)";
-  strop_status s = mkdirs(where, dir);
+  strop_status s = strop__mkdirs(where, dir);
   if (!s) s = strop__dir_probe(where, dir);
   if (s) return s;
   if (*n < 16) snprintf(seen[(*n)++], 1024, "%s", dir);
@@ -428,7 +411,7 @@ strop_status strop__run_write_outputs(const strop_recipe *r, strop_run *run) {
   if (!out || strop__ynode_is_null(out)) return STROP_OK;
   char dir[1024] = "", path[1200];
   if (!strop__rd_path(r, out, "dir", dir, sizeof dir)) dir[0] = '\0';
-  strop_status s = mkdirs(FN, dir);
+  strop_status s = strop__mkdirs(FN, dir);
   if (s) return s;
 #define OUT_PATH(key) strop__run_out_path(r, out, key, path, sizeof path)
   const char *p;

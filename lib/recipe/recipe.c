@@ -85,6 +85,7 @@ static const field F_DATA[] = {{"source", T_ENUM, NULL, SOURCES, NULL},
                                {"test_y", T_STR, NULL, NULL, NULL},
                                {"num_classes", T_INT, NULL, NULL, &R_CLASSES},
                                {"classes", T_INTS, NULL, NULL, &R_NONNEG},
+                               {"class_names", T_STRS, NULL, NULL, NULL},
                                {"input_shape", T_INTS, NULL, NULL, &R_ONE_UP},
                                {"label_column", T_STR_OR_INT, NULL, NULL, NULL},
                                {"label_mode", T_ENUM, NULL, LABEL_MODES, NULL},
@@ -495,6 +496,9 @@ static strop_status check_value(const char *fn, const strop_recipe *r, const str
           if (!strcmp(f->choices[j], v->kids[i]->text)) goto found;
         if (f->choices) ok = 0;
       found:
+        if (!ok && !f->choices)
+          return strop__recipe_err(fn, r, v->kids[i], STROP_E_FORMAT, "'%s' entries must be "
+                                   "strings, got %s", f->key, strop__ynode_kind(v->kids[i]));
         if (!ok) {
           list_words(f->choices, words, sizeof words);
           return strop__recipe_err(fn, r, v->kids[i], STROP_E_FORMAT, "'%s' entries must be one "

@@ -11,6 +11,7 @@
 
 #include "io/checkpoint.h"
 #include "optim/optim.h"
+#include "core/sbuf.h"
 #include "train/frozen.h"
 #include "recipe/recipe_impl.h"
 #include "train/train_impl.h"
@@ -108,6 +109,9 @@ typedef struct ctx {
   /* data */
   strop_dataset *train, *val, *test;
   int64_t classes;
+  int64_t source_classes;   /* the source's classes, before data.classes kept some */
+  int64_t kept[256];        /* data.classes: the source label of each class kept */
+  int n_kept;
   int64_t batch, eval_batch;
   int shuffle, drop_last, prefetch;
   double scale;
@@ -411,6 +415,16 @@ static strop_status load_data(ctx *c) {
       (s = strop__rd_ints(r, d, "input_shape", shape, 8, &nshape)))
     goto bad;
   int64_t n0 = strop_dataset_size(all);
+  c->source_classes = strop_dataset_num_classes(all);
+  c->n_kept = ncls;
+  memcpy(c->kept, classes, (size_t)ncls * sizeof *classes);
+  const strop__ynode *cn = sub(d, "class_names");
+  if (cn && cn->n != c->source_classes) {
+    s = strop__recipe_err(FN, r, cn, STROP_E_FORMAT, "'class_names' names %d classes but the "
+                          "data has %lld (one name per label of the source, before 'classes' "
+                          "keeps some)", cn->n, (long long)c->source_classes);
+    goto bad;
+  }
   if ((s = shape_set(c, &all, classes, ncls, shape, nshape)) ||
       (s = shape_set(c, &test, classes, ncls, shape, nshape)) ||
       (s = require_samples(c, all, "classes", NULL, n0, "training")))
@@ -1072,6 +1086,75 @@ static strop_status check_head(ctx *c, const strop_model *m) {
                            (long long)c->classes);
 }
 
+/* ---- what the model needs to be used (docs/formats.md, model metadata) ---- */
+
+/* The name of class k of the model's outputs (source label `label`): data.class_names, else
+ * the source's own names (CSV label strings); NULL when unknown or not UTF-8. */
+static const char *class_name(ctx *c, int64_t k, int64_t label, char *buf, size_t cap) {
+  const strop__ynode *cn = sub(section(c->r, "data"), "class_names");
+  if (cn) return label < cn->n ? cn->kids[label]->text : NULL;
+  int len = strop_dataset_class_name(c->train, k, buf, cap);
+  if (len < 0 || (size_t)len >= cap || !strop__utf8_valid(buf, (size_t)len)) return NULL;
+  return buf;
+}
+
+/* Sets key to the buffer's text (NULL: removes it), reporting an allocation failure. */
+static strop_status put_meta(strop_model *m, const char *key, strop__sbuf *b, int set) {
+  if (set && b->oom) return STROP__NOMEM(FN);
+  strop_status s = strop_model_set_meta(m, key, set ? b->s : NULL);
+  b->n = 0;
+  if (b->s) b->s[0] = '\0';
+  return s;
+}
+
+/* Writes into the model's metadata what the data section does to the inputs at evaluation
+ * (scale, resize, normalize, in that order, on samples of input.shape) and what its outputs
+ * are (the classes: source label and name). strop_model_predict and `strop predict` apply
+ * them. Keys the run does not set are removed, so a model fine-tuned from one that had them
+ * keeps none that no longer hold. */
+static strop_status record_meta(ctx *c, strop_model *m) {
+  strop__sbuf b = {0};
+  strop_status s;
+  int64_t dims[8];
+  int rank = strop_dataset_input_shape(c->train, dims, 8);
+  strop__sbuf_puts(&b, "[");
+  for (int i = 0; i < rank && i < 8; i++) strop__sbuf_printf(&b, "%s%lld", i ? ", " : "", (long long)dims[i]);
+  strop__sbuf_puts(&b, "]");
+  if ((s = put_meta(m, "input.shape", &b, 1))) goto done;
+  strop__sbuf_printf(&b, "%.17g", c->scale);
+  if ((s = put_meta(m, "input.scale", &b, c->scale != 1.0))) goto done;
+  strop__sbuf_printf(&b, "{\"size\": [%lld, %lld], \"mode\": \"%s\"}", (long long)c->resize[0],
+                     (long long)c->resize[1],
+                     c->resize_mode == STROP_RESIZE_NEAREST ? "nearest" : "bilinear");
+  if ((s = put_meta(m, "input.resize", &b, c->resize[0] > 0))) goto done;
+  for (int part = 0; part < 2; part++) {
+    strop__sbuf_puts(&b, part ? "], \"std\": [" : "{\"mean\": [");
+    for (int64_t i = 0; i < c->n_norm; i++)
+      strop__sbuf_printf(&b, "%s%.9g", i ? ", " : "", (double)(part ? c->std[i] : c->mean[i]));
+  }
+  strop__sbuf_puts(&b, "]}");
+  if ((s = put_meta(m, "input.normalize", &b, c->have_norm))) goto done;
+  /* one entry per output: [{"label": 5, "name": "Sandal"}, ...] */
+  strop__sbuf_puts(&b, "[");
+  for (int64_t k = 0; k < c->classes && !b.oom && b.n <= STROP_META_VALUE_MAX; k++) {
+    int64_t label = k < c->n_kept ? c->kept[k] : k;
+    char nb[256];
+    const char *name = class_name(c, k, label, nb, sizeof nb);
+    strop__sbuf_printf(&b, "%s{\"label\": %lld", k ? ", " : "", (long long)label);
+    if (name) {
+      strop__sbuf_puts(&b, ", \"name\": ");
+      strop__sbuf_json_str(&b, name);
+    }
+    strop__sbuf_puts(&b, "}");
+  }
+  strop__sbuf_puts(&b, "]");
+  /* more classes than the metadata may hold: the model goes without their list */
+  s = put_meta(m, "classes", &b, c->classes > 0 && b.n <= STROP_META_VALUE_MAX);
+done:
+  strop__sbuf_free(&b);
+  return s ? fail(s, "recording the model's metadata") : STROP_OK;
+}
+
 /* ---- the run ---- */
 strop_status strop_recipe_run(const strop_recipe *r, const strop_run_options *user_o,
                               strop_run **out) {
@@ -1104,6 +1187,7 @@ strop_status strop_recipe_run(const strop_recipe *r, const strop_run_options *us
   if (!s) s = load_data(&c);
   if (!s) s = apply_surgery(&c, m, section(r, "surgery"), c.seed + 17, "surgery");
   if (!s) s = check_head(&c, m);
+  if (!s) s = record_meta(&c, m);
   /* stages */
   const strop__ynode *stages = section(r, "stages");
   int64_t n_stages = stages ? stages->n : 1;

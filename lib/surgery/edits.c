@@ -212,6 +212,10 @@ static strop_status ed_replace(strop__work *w, const strop__edit *e) {
   if (st) return st;
   strop__gedit_delete(&w->g, idx + count);
   if ((st = strop__work_reinfer(w))) return st;
+  /* a replaced node is not the base model's any more: adapter files carry it whole */
+  for (int j = idx; j < idx + count && !st; j++)
+    if (m->nodes[j].n_params > 0) st = strop__mts_add(m, m->nodes[j].name);
+  if (st) return st;
   if (w->log) {
     strop__sbuf_printf(w->log, "was %s output %s, %lld parameters; now ", oldtype,
                     strop__shape_str(&oldshape, b, sizeof b), (long long)oldcount);

@@ -6,12 +6,103 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/sbuf.h"
 #include "io/atomic.h"
 #include "io/json.h"
 #include "io/safetensors.h"
 #include "surgery/surgery_impl.h"
 
 #define PREFIX "base_model.model."
+#define MTS_KEY "lora.modules_to_save"
+
+/* ---- modules_to_save: the list in the model's metadata ---- */
+
+static void names_free(char **v, int n) {
+  for (int i = 0; i < n; i++) strop__free(v[i]);
+  strop__free(v);
+}
+
+strop_status strop__mts_get(const strop_model *m, char ***names, int *n) {
+  *names = NULL;
+  *n = 0;
+  const char *v = strop__meta_get(&m->meta, MTS_KEY);
+  if (!v) return STROP_OK;
+  strop__json j;
+  memset(&j, 0, sizeof j);
+  strop_status st = strop__json_parse(v, strlen(v), 0, 4, &j);
+  if (st == STROP_E_NOMEM) return strop__err(st, "out of memory");
+  const strop__jnode *r = st ? NULL : strop__json_at(&j, 0);
+  int ok = r && r->type == STROP__J_ARR;
+  for (const strop__jnode *c = ok ? strop__json_at(&j, r->child) : NULL; c; c = strop__json_at(&j, c->next))
+    ok = ok && c->type == STROP__J_STR && c->len > 0;
+  if (!ok) {
+    strop__json_free(&j);
+    return strop__err(STROP_E_FORMAT, "the model's metadata '" MTS_KEY "' is not a JSON list of "
+                      "node names (docs/formats.md, model metadata)");
+  }
+  const int count = r->count;
+  char **v2 = strop__calloc((size_t)count + 1, sizeof *v2);
+  int k = 0;
+  for (const strop__jnode *c = v2 ? strop__json_at(&j, r->child) : NULL; c; c = strop__json_at(&j, c->next), k++)
+    if (!(v2[k] = strop__strdup(c->str))) break;
+  strop__json_free(&j);
+  if (!v2 || k < count) {
+    names_free(v2, k);
+    return strop__err(STROP_E_NOMEM, "out of memory");
+  }
+  *names = v2;
+  *n = k;
+  return STROP_OK;
+}
+
+/* Writes the list back as the key's value (removing the key when n is 0). */
+static strop_status mts_put(strop_model *m, char *const *names, int n) {
+  if (!n) return strop__meta_set(&m->meta, "surgery", MTS_KEY, NULL);
+  strop__sbuf b = {0};
+  strop__sbuf_puts(&b, "[");
+  for (int i = 0; i < n; i++) {
+    if (i) strop__sbuf_puts(&b, ", ");
+    strop__sbuf_json_str(&b, names[i]);
+  }
+  strop__sbuf_puts(&b, "]");
+  strop_status st = b.oom ? strop__err(STROP_E_NOMEM, "out of memory")
+                          : strop__meta_set(&m->meta, "surgery", MTS_KEY, b.s);
+  strop__sbuf_free(&b);
+  return st;
+}
+
+strop_status strop__mts_add(strop_model *m, const char *node) {
+  char **names = NULL;
+  int n = 0;
+  strop_status st = strop__mts_get(m, &names, &n);
+  if (st) return st;
+  int have = 0;
+  for (int i = 0; i < n; i++) have |= !strcmp(names[i], node);
+  if (!have) {
+    char **v = strop__realloc(names, ((size_t)n + 1) * sizeof *v);
+    char *d = v ? strop__strdup(node) : NULL;
+    if (v) names = v;
+    if (!d) st = strop__err(STROP_E_NOMEM, "out of memory");
+    else names[n++] = d;
+  }
+  if (!st && !have) st = mts_put(m, names, n);
+  names_free(names, n);
+  return st;
+}
+
+strop_status strop__mts_prune(strop_model *m) {
+  char **names = NULL;
+  int n = 0, kept = 0;
+  strop_status st = strop__mts_get(m, &names, &n);
+  if (st || !n) return st;
+  for (int i = 0; i < n; i++) {
+    if (strop__model_node_find(m, names[i]) >= 0) names[kept++] = names[i];
+    else strop__free(names[i]);
+  }
+  if (kept < n) st = mts_put(m, names, kept);
+  names_free(names, kept);
+  return st;
+}
 
 /* The adapted modules of node n: its parts (bit i) with adapters, or 1 for a whole-node
  * adapter; 0 when it has none. */
@@ -90,6 +181,42 @@ static void json_float(strop__sbuf *t, double v) {
     strop__sbuf_printf(t, "%.7g", v);
 }
 
+/* Adds the full weights of the modules_to_save nodes under PEFT's names (the module's own
+ * state_dict names after "base_model.model.": PEFT drops "modules_to_save.<adapter>." when it
+ * saves) and lists the nodes in cfg. Adapter tensors of such a node stay with the adapters. */
+static strop_status save_modules(const char *fn, const strop_model *m, strop__st_writer *w,
+                                 strop__sbuf *cfg) {
+  char **names = NULL, key[600];
+  int n = 0;
+  strop_status st = strop__mts_get(m, &names, &n);
+  if (st) {
+    strop__err_prefix("%s", fn);
+    return st;
+  }
+  strop__sbuf_printf(cfg, n ? "[" : "null");
+  for (int i = 0; !st && i < n; i++) {
+    int idx = strop__model_node_find(m, names[i]);
+    if (idx < 0) {
+      st = strop__err(STROP_E_NOT_FOUND, "%s: the model's metadata '" MTS_KEY "' names '%s', "
+                      "which is not a node of the model", fn, names[i]);
+      break;
+    }
+    strop__sbuf_printf(cfg, "%s", i ? ", " : "");
+    strop__sbuf_printf(cfg, "\"%s\"", names[i]); /* node names need no JSON escape */
+    const strop__node *nd = &m->nodes[idx];
+    for (int j = 0; !st && j < nd->n_params; j++) {
+      const strop__param *p = &nd->params[j];
+      if (p->is_adapter || p->tied) continue;
+      snprintf(key, sizeof key, PREFIX "%s", p->name);
+      st = p->data ? strop__st_writer_add_f32(w, key, p->rank, p->dims, p->data)
+                   : strop__st_writer_add_i64(w, key, p->rank, p->dims, p->idata);
+    }
+  }
+  if (n) strop__sbuf_printf(cfg, "]");
+  names_free(names, n);
+  return st;
+}
+
 strop_status strop_model_lora_save(const strop_model *model, const char *dir) {
   static const char fn[] = "strop_model_lora_save";
   if (!model || !dir)
@@ -113,7 +240,9 @@ strop_status strop_model_lora_save(const strop_model *model, const char *dir) {
   strop__sbuf_printf(&cfg, ",\n  \"bias\": \"none\",\n  \"fan_in_fan_out\": false,\n"
                   "  \"inference_mode\": true,\n  \"init_lora_weights\": true,\n"
                   "  \"task_type\": null,\n  \"base_model_name_or_path\": null,\n"
-                  "  \"modules_to_save\": null,\n  \"target_modules\": [");
+                  "  \"modules_to_save\": ");
+  if (!st) st = save_modules(fn, model, w, &cfg);
+  strop__sbuf_printf(&cfg, ",\n  \"target_modules\": [");
   for (int k = 0; !st && module_at(model, k, &mod); k++) {
     strop__sbuf_printf(&cfg, "%s\"%s\"", k ? ", " : "", mod.name);
     static const char *const sfx[2] = {"lora_A.weight", "lora_B.weight"};
@@ -143,6 +272,8 @@ strop_status strop_model_lora_save(const strop_model *model, const char *dir) {
   }
   strop__sbuf_printf(&cfg, "}\n}\n");
   if (!st && cfg.oom) st = STROP__NOMEM(fn);
+  /* the folder is made when missing, as an output folder of a recipe is */
+  if (!st) st = strop__mkdirs(fn, dir);
   if (!st) st = strop__st_writer_save(w, st_path);
   if (!st) st = strop__write_file_atomic(fn, cfg_path, cfg.s, cfg.n);
   strop__st_writer_free(w);
@@ -177,6 +308,82 @@ typedef struct lmod {
   int a, b; /* tensor indices in the file, -1 if absent */
 } lmod;
 
+/* A module of the config's modules_to_save: its node in the base model, the file's tensors
+ * of it, and whether its node must be made again (a head of another shape). */
+typedef struct kmod {
+  const char *name; /* in the parsed config */
+  int node;
+  int *t;           /* tensor indices of the file */
+  int nt;
+  int recreate;
+} kmod;
+
+/* The tensor of the file whose name is PREFIX "<module>.<suffix>", or -1. */
+static int file_tensor(const strop__st_file *f, const char *module, const char *suffix) {
+  char key[700];
+  snprintf(key, sizeof key, PREFIX "%s.%s", module, suffix);
+  return strop__st_find_index(f, key);
+}
+
+/* Whether the file's tensors of module k fit its node as it is (every non-adapter tensor, with
+ * its shape, and nothing else); when not, whether a linear of the file's shape can take its
+ * place (PEFT's modules_to_save of a classifier head with another number of classes). */
+static strop_status plan_module(const char *fn, const char *path, const strop_model *m,
+                                const strop__st_file *f, kmod *k, strop_surgery *s) {
+  const strop__node *nd = &m->nodes[k->node];
+  const size_t nl = strlen(k->name) + 1;
+  int fits = 1, own = 0;
+  for (int j = 0; j < nd->n_params; j++) {
+    const strop__param *p = &nd->params[j];
+    if (p->is_adapter || p->tied) continue;
+    own++;
+    int t = file_tensor(f, k->name, p->name + nl);
+    if (t < 0 || f->t[t].rank != p->rank) {
+      fits = 0;
+      continue;
+    }
+    for (int d = 0; d < p->rank; d++) fits &= f->t[t].dims[d] == p->dims[d];
+  }
+  if (fits && own == k->nt) return STROP_OK;
+  /* another shape: a linear (weight [out, in], bias [out] or none) is made anew */
+  int w = file_tensor(f, k->name, "weight"), b = file_tensor(f, k->name, "bias");
+  const int linear = !strcmp(nd->vt->type, "linear") || !strcmp(nd->vt->type, "lora_linear");
+  if (!linear || w < 0 || f->t[w].rank != 2 || k->nt != 1 + (b >= 0) ||
+      (b >= 0 && (f->t[b].rank != 1 || f->t[b].dims[0] != f->t[w].dims[0])))
+    return strop__err(STROP_E_SHAPE, "%s: %s: module '%s' of modules_to_save does not fit node "
+                      "'%s' (%s) of the model, and only a linear node can be made anew from a "
+                      "file's weight [out, in] (and bias [out])", fn, path, k->name, nd->name,
+                      nd->vt->type);
+  char opts[160];
+  snprintf(opts, sizeof opts, "in_features=%lld out_features=%lld bias=%s",
+           (long long)f->t[w].dims[1], (long long)f->t[w].dims[0], b >= 0 ? "true" : "false");
+  k->recreate = 1;
+  return strop_surgery_replace(s, k->name, "linear", opts, 0);
+}
+
+/* Copies the file's tensors of module k into its node of c (after the plan ran). */
+static strop_status fill_module(const char *fn, const char *path, strop_model *c,
+                                const strop__st_file *f, const kmod *k) {
+  const size_t pl = sizeof PREFIX - 1;
+  int idx = strop__model_node_find(c, k->name);
+  if (idx < 0) return strop__err(STROP_E_INTERNAL, "%s: node '%s' lost by the plan", fn, k->name);
+  for (int i = 0; i < k->nt; i++) {
+    const strop__st_tensor *t = &f->t[k->t[i]];
+    strop__param *p = strop__model_param_find(c, t->name + pl);
+    int ok = p && !p->is_adapter && !p->tied && p->rank == t->rank &&
+             (p->data ? strop__dtype_is_float(t->dtype) : strop__dtype_is_int(t->dtype));
+    for (int d = 0; ok && d < p->rank; d++) ok = p->dims[d] == t->dims[d];
+    if (!ok)
+      return strop__err(STROP_E_SHAPE, "%s: %s: '%s' does not fit the model's '%s'", fn, path,
+                        t->name, t->name + pl);
+    strop_status st = p->data ? strop__st_read_f32(fn, t, p->data, p->numel)
+                              : strop__st_read_i64(fn, t, p->idata, p->numel);
+    if (st) return st;
+    p->version++;
+  }
+  return strop__mts_add(c, k->name);
+}
+
 strop_status strop_model_lora_load(strop_model *model, const char *dir) {
   static const char fn[] = "strop_model_lora_load";
   if (!model || !dir)
@@ -189,7 +396,8 @@ strop_status strop_model_lora_load(strop_model *model, const char *dir) {
   memset(&j, 0, sizeof j);
   strop__st_file *f = NULL;
   lmod *mods = NULL;
-  int nm = 0;
+  kmod *keep = NULL;
+  int nm = 0, nk = 0;
   strop_surgery *s = NULL;
   strop_model *c = NULL;
   strop_status st = st_path && cfg_path ? STROP_OK : STROP__NOMEM(fn);
@@ -197,6 +405,7 @@ strop_status strop_model_lora_load(strop_model *model, const char *dir) {
   if (!st && (st = strop__json_parse(text, len, 0, 16, &j)) != STROP_OK)
     strop__err_prefix("%s: %s", fn, cfg_path);
   const strop__jnode *root = st ? NULL : strop__json_at(&j, 0);
+  const strop__jnode *mts = NULL;
   double alpha = 8.0, dropout = 0.0;
   if (!st && root->type != STROP__J_OBJ)
     st = strop__err(STROP_E_FORMAT, "%s: %s: expected a JSON object", fn, cfg_path);
@@ -214,11 +423,34 @@ strop_status strop_model_lora_load(strop_model *model, const char *dir) {
     if (!st && (!(alpha > 0.0) || !(dropout >= 0.0 && dropout < 1.0)))
       st = strop__err(STROP_E_FORMAT, "%s: %s: lora_alpha must be > 0 and lora_dropout in "
                       "[0, 1), got %g and %g", fn, cfg_path, alpha, dropout);
+    mts = strop__json_get(&j, root, "modules_to_save");
+    if (mts && mts->type == STROP__J_NULL) mts = NULL;
+    int ok = !mts || mts->type == STROP__J_ARR;
+    for (const strop__jnode *e = ok && mts ? strop__json_at(&j, mts->child) : NULL; e;
+         e = strop__json_at(&j, e->next))
+      ok = ok && e->type == STROP__J_STR && e->len > 0;
+    if (!st && !ok)
+      st = strop__err(STROP_E_FORMAT, "%s: %s: modules_to_save must be null or a list of module "
+                      "names", fn, cfg_path);
   }
   if (!st) st = strop__st_open(fn, st_path, &f);
   if (!st) mods = strop__calloc((size_t)(f->n ? f->n : 1), sizeof *mods);
   if (!st && !mods) st = STROP__NOMEM(fn);
-  /* group the tensors by module */
+  if (!st && mts) {
+    keep = strop__calloc((size_t)mts->count + 1, sizeof *keep);
+    if (!keep) st = STROP__NOMEM(fn);
+    for (const strop__jnode *e = keep ? strop__json_at(&j, mts->child) : NULL; e && !st;
+         e = strop__json_at(&j, e->next), nk++) {
+      keep[nk].name = e->str;
+      keep[nk].node = strop__model_node_find(model, e->str);
+      keep[nk].t = strop__calloc((size_t)f->n + 1, sizeof *keep[nk].t);
+      if (!keep[nk].t) st = STROP__NOMEM(fn);
+      else if (keep[nk].node < 0)
+        st = strop__err(STROP_E_NOT_FOUND, "%s: %s: module '%s' of modules_to_save is not a "
+                        "node of the model", fn, cfg_path, e->str);
+    }
+  }
+  /* group the tensors: adapters by module; a listed module's own weights by module */
   for (int i = 0; !st && i < f->n; i++) {
     const char *tn = f->t[i].name;
     size_t l = strlen(tn), pl = sizeof PREFIX - 1;
@@ -228,10 +460,21 @@ strop_status strop_model_lora_load(strop_model *model, const char *dir) {
       if (!strcmp(tn + l - 14, ".lora_B.weight")) which = 1;
     }
     if (which < 0) {
-      st = strop__err(STROP_E_FORMAT, "%s: %s: tensor '%s' is not a LoRA adapter of a linear "
-                      "module ('" PREFIX "<module>.lora_A.weight' or '.lora_B.weight')", fn,
-                      st_path, tn);
-      break;
+      int owner = -1;
+      for (int k = 0; l > pl && !strncmp(tn, PREFIX, pl) && k < nk; k++) {
+        size_t kl = strlen(keep[k].name);
+        if (!strncmp(tn + pl, keep[k].name, kl) && tn[pl + kl] == '.' && tn[pl + kl + 1] &&
+            (owner < 0 || kl > strlen(keep[owner].name)))
+          owner = k;
+      }
+      if (owner < 0) {
+        st = strop__err(STROP_E_FORMAT, "%s: %s: tensor '%s' is neither a LoRA adapter of a "
+                        "linear module ('" PREFIX "<module>.lora_A.weight' or '.lora_B.weight') "
+                        "nor a weight of a module in modules_to_save", fn, st_path, tn);
+        break;
+      }
+      keep[owner].t[keep[owner].nt++] = i;
+      continue;
     }
     size_t ml = l - pl - 14;
     int k = 0;
@@ -262,8 +505,10 @@ strop_status strop_model_lora_load(strop_model *model, const char *dir) {
       st = strop__err(STROP_E_FORMAT, "%s: %s: module '%s': lora_A and lora_B must be float "
                       "matrices [r, in] and [out, r]", fn, st_path, mods[k].name);
   }
-  /* one plan: LoRA on every module; then the saved values into the edited copy */
+  /* one plan: the heads to make anew first, then LoRA on every module; then the saved values
+   * into the edited copy */
   if (!st) st = strop_surgery_create(model, &s);
+  for (int k = 0; !st && k < nk; k++) st = plan_module(fn, st_path, model, f, &keep[k], s);
   for (int k = 0; !st && k < nm; k++) {
     const strop__jnode *pa = pattern_for(&j, strop__json_get(&j, root, "alpha_pattern"),
                                          mods[k].name);
@@ -271,6 +516,7 @@ strop_status strop_model_lora_load(strop_model *model, const char *dir) {
     st = strop_surgery_lora(s, mods[k].name, f->t[mods[k].a].dims[0], (float)a, (float)dropout);
   }
   if (!st) st = strop__surgery_run(fn, s, NULL, &c, NULL);
+  for (int k = 0; !st && k < nk; k++) st = fill_module(fn, st_path, c, f, &keep[k]);
   for (int k = 0; !st && k < nm; k++) {
     static const char *const sfx[2] = {"lora_A.weight", "lora_B.weight"};
     for (int ab = 0; !st && ab < 2; ab++) {
@@ -300,6 +546,8 @@ strop_status strop_model_lora_load(strop_model *model, const char *dir) {
   strop_surgery_free(s);
   for (int k = 0; k < nm; k++) strop__free(mods[k].name);
   strop__free(mods);
+  for (int k = 0; keep && k < mts->count; k++) strop__free(keep[k].t);
+  strop__free(keep);
   strop__st_close(f);
   strop__json_free(&j);
   strop__free(text);

@@ -299,6 +299,7 @@ strop_status strop__surgery_run(const char *fn, const strop_surgery *s, strop__s
     }
   }
   if (!st && (st = strop__model_reindex(c))) strop__err_prefix("%s", fn);
+  if (!st && (st = strop__mts_prune(c))) strop__err_prefix("%s", fn);
   if (!st && log) strop__describe_diff(log, s->model, &w);
   strop__gedit_free(&w.g);
   if (st) {

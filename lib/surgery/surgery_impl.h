@@ -86,6 +86,16 @@ strop_status strop__surgery_run(const char *fn, const strop_surgery *s, strop__s
 /* Moves the clone's contents into model and frees the old contents (never fails). */
 void strop__model_swap_in(strop_model *model, strop_model *clone);
 
+/* PEFT's modules_to_save: the nodes whose full weights adapter files carry beside the adapters,
+ * kept in the model's metadata "lora.modules_to_save" (a JSON list of node names; lora_io.c).
+ * get copies the list out (free each name and the array with strop__free; *n is 0 without the
+ * key); add appends a node if it is not listed; prune drops names that are no longer nodes
+ * and removes the key when none is left. Errors (a value that is not a list of names) say so
+ * without a function name. */
+strop_status strop__mts_get(const strop_model *m, char ***names, int *n);
+strop_status strop__mts_add(strop_model *m, const char *node);
+strop_status strop__mts_prune(strop_model *m);
+
 /* Number of scalar values in params (buffers excluded), trainable only if asked. */
 int64_t strop__node_count(const strop__node *n, int trainable_only);
 

@@ -16,7 +16,6 @@
 #include "io/safetensors.h"
 #include "core/sbuf.h"
 #include "strop/train.h"
-#include "strop/version.h"
 
 static const char fn[] = "strop_model_export";
 
@@ -162,8 +161,7 @@ static strop_status write_files(const strop_model *m, const char *spec_path,
   strop__sbuf_free(&text);
   if (!st) st = strop__st_writer_create(fn, &w);
   if (!st) st = strop__model_add_to_writer(fn, m, w);
-  if (!st) st = strop__st_writer_set_meta(w, "format", "strop");
-  if (!st) st = strop__st_writer_set_meta(w, "strop_version", strop_version());
+  if (!st) st = strop__model_meta_to_writer(fn, m, w);
   if (!st) st = strop__st_writer_set_meta(w, "strop_export", "inference");
   if (!st) st = strop__st_writer_save(w, weights_path);
   strop__st_writer_free(w);

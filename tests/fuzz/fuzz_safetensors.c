@@ -1,5 +1,7 @@
 /* strop fuzz target — the safetensors reader from memory: header validation, lookups, dtype
- * conversion, and loading into a small model in partial mode. Never crashes, never leaks. */
+ * conversion, loading into a small model in partial mode, and the public memory loader
+ * (strop_model_load_weights_mem, strict and partial, with the model metadata it takes).
+ * Never crashes, never leaks. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,8 +24,25 @@ static void make_model(void) {
   }
 }
 
+/* The public loader: whatever the input, the model stays usable and its metadata within the
+ * bounds strop_model_set_meta() states. */
+static void load_public(const uint8_t *data, size_t size) {
+  if (!g_model) return;
+  for (int flags = 0; flags < 2; flags++) {
+    strop_load_report *r = NULL;
+    (void)strop_model_load_weights_mem(g_model, data, size, flags, &r);
+    strop_load_report_free(r);
+  }
+  char key[STROP_META_KEY_MAX + 1];
+  for (int64_t i = 0; i < strop_model_meta_count(g_model); i++) {
+    if (strop_model_meta_key(g_model, i, key, sizeof key) < 1) __builtin_trap();
+    if (strop_model_get_meta(g_model, key, NULL, 0) < 0) __builtin_trap();
+  }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   make_model();
+  load_public(data, size);
   strop__st_file *f = NULL;
   if (strop__st_open_mem("fuzz", data, size, "fuzz", &f) != STROP_OK) return 0;
   for (int i = 0; i < f->n; i++) {

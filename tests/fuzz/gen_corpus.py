@@ -60,6 +60,18 @@ def main():
         safetensors(b'{"__metadata__":{},"x":[' + b"0," * 20000 + b"0]}"))
     put("safetensors", "nul_escape.safetensors",
         safetensors(b'{"a\\u0000":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}}'))
+    # safetensors with model metadata (issue 17) for the fuzz model (fc: linear 4 -> 2): entries
+    # a strict load takes, one whose key is only the prefix, one with a space in its key
+    w = struct.pack("<10f", *range(10))
+    tensors = {"fc.weight": {"dtype": "F32", "shape": [2, 4], "data_offsets": [0, 32]},
+               "fc.bias": {"dtype": "F32", "shape": [2], "data_offsets": [32, 40]}}
+    good = {"format": "strop", "strop.meta.classes": '[{"label": 5, "name": "Sandal"}]',
+            "strop.meta.input.scale": "0.00392156862745098"}
+    put("safetensors", "model_meta.safetensors", safetensors(dict(tensors, __metadata__=good), w))
+    put("safetensors", "model_meta_empty_key.safetensors",
+        safetensors(dict(tensors, __metadata__={"strop.meta.": "x"}), w))
+    put("safetensors", "model_meta_bad_key.safetensors",
+        safetensors(dict(tensors, __metadata__={"strop.meta.a key": "x"}), w))
     # CSV (first byte: the options): a label past 2^24, NaN, one row
     put("csv", "big_label.csv", b"\x00" + b"1,2,0\n3,4,16777216\n")
     put("csv", "nan_cell.csv", b"\x00" + b"1,nan,0\n")

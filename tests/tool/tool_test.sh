@@ -14,6 +14,10 @@ expect() {
   [ -z "$want" ] || grep -qF -- "$want" <<<"$out" || fail "'$*' output lacks '$want': $out"
   echo "ok: $* -> $rc"
 }
+# numpy, for the steps that write or read .npy files: the first python3 that has it (a pyenv
+# shim first on PATH may not); empty when none has
+PYNP=
+for py in python3 /usr/bin/python3; do "$py" -c 'import numpy' 2>/dev/null && { PYNP=$py; break; }; done
 FASHION=/usr/share/datasets/fashion-mnist
 SKLEARN=/usr/lib/python3/dist-packages/sklearn/datasets/data
 
@@ -103,6 +107,10 @@ inspect)
   expect 0 "features.1.running_mean" -- "$strop" inspect "$src/examples/fashion/base.safetensors"
   printf 'not a safetensors file' > "$work/bad.safetensors"
   expect 3 "bad.safetensors" -- "$strop" inspect "$work/bad.safetensors"
+  # a model's own metadata (strop.meta.*) is shown apart, whole, without the prefix
+  meta=$src/tests/fuzz/corpus/safetensors/hostile_model_meta.safetensors
+  expect 0 'model metadata classes = [{"label": 5, "name": "Sandal"}]' -- "$strop" inspect "$meta"
+  "$strop" inspect --json "$meta" | python3 -c "import json,sys; d=json.load(sys.stdin); assert d['model_metadata'] == {'classes': '[{\"label\": 5, \"name\": \"Sandal\"}]', 'input.scale': '0.00392156862745098'}, d; assert d['metadata']['strop.meta.input.scale'] == '0.00392156862745098'" || fail "inspect --json model_metadata"
   expect 0 "transformer_block" -- "$strop" layers
   expect 0 "padding_mode" -- "$strop" layers conv2d
   expect 0 "| \`kernel_size\` | int[2] | required |" -- "$strop" layers conv2d --markdown
@@ -182,10 +190,13 @@ P
   "$strop" eval "$work/iris.yaml" --json > "$work/eval.json" || fail "eval --json"
   python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['samples']==45 and d['accuracy']>0.85 and len(d['per_class'])==3 and 'top5' not in d" "$work/eval.json" || fail "eval json"
   if "$strop" eval "$work/iris.yaml" | grep -qi "top-5"; then fail "eval reports top-5 accuracy for 3 classes"; fi
-  python3 -c "import numpy as np; np.save('$work/x.npy', np.array([[5.1,3.5,1.4,0.2],[6.7,3.0,5.2,2.3]], dtype=np.float32))" 2>/dev/null || { echo "skip predict: no numpy"; exit 0; }
-  # the model was trained on normalised inputs; predict applies the raw model, so only check the format
+  "${PYNP:-python3}" -c "import numpy as np; np.save('$work/x.npy', np.array([[5.1,3.5,1.4,0.2],[6.7,3.0,5.2,2.3]], dtype=np.float32))" 2>/dev/null || { echo "skip predict: no numpy"; exit 0; }
+  # the model was trained on normalised inputs: predict applies the normalisation saved with it
+  # and names the classes as the data did (sklearn's header)
   expect 0 "0:" -- "$strop" predict "$work/out/iris.yaml" "$work/out/iris.safetensors" "$work/x.npy" --top 2
-  expect 3 "not a whole number of samples" -- bash -c "python3 -c \"import numpy as np; np.save('$work/y.npy', np.zeros(5, dtype=np.float32))\" && '$strop' predict '$work/out/iris.yaml' '$work/out/iris.safetensors' '$work/y.npy'"
+  expect 0 "0: 0 setosa (" -- "$strop" predict "$work/out/iris.yaml" "$work/out/iris.safetensors" "$work/x.npy"
+  expect 0 "1: 2 virginica (" -- "$strop" predict "$work/out/iris.yaml" "$work/out/iris.safetensors" "$work/x.npy"
+  expect 3 "not a whole number of samples" -- bash -c "'${PYNP:-python3}' -c \"import numpy as np; np.save('$work/y.npy', np.zeros(5, dtype=np.float32))\" && '$strop' predict '$work/out/iris.yaml' '$work/out/iris.safetensors' '$work/y.npy'"
   ;;
 tune_iris)
   # a small search, to check what `strop tune` writes: the trials file, the best recipe and a
@@ -236,6 +247,49 @@ tuned = [s for s in st if not s["baseline"]][-1]["test_accuracy"]
 scratch = [s for s in st if s["baseline"]][0]["test_accuracy"]
 print(f"fine-tuned {tuned:.4f} vs scratch {scratch:.4f} on {d['test_size']} test images")
 assert tuned > scratch, (tuned, scratch)
+P
+  [ "$case_name" = demo_fashion ] || exit 0
+  [ -n "$PYNP" ] || { echo "skip predict: no numpy"; exit 0; }
+  # The fine-tuned model carries its preprocessing and class names: `strop predict` on the raw
+  # uint8 test images of classes 5-9 gives the classes `strop eval` counts, as the source's
+  # labels (5-9, not the outputs 0-4) with their names.
+  "$PYNP" - "$FASHION" "$work" <<'P' || fail "the test images as a uint8 .npy"
+import gzip, sys
+import numpy as np
+d, w = sys.argv[1], sys.argv[2]
+x = np.frombuffer(gzip.open(d + "/t10k-images-idx3-ubyte.gz").read()[16:], np.uint8).reshape(-1, 28, 28)
+y = np.frombuffer(gzip.open(d + "/t10k-labels-idx1-ubyte.gz").read()[8:], np.uint8)
+np.save(w + "/x59.npy", x[y >= 5])
+np.save(w + "/y59.npy", y[y >= 5].astype(np.int64))
+P
+  "$strop" eval "$recipe" --set output.dir="$work/out" --json > "$work/eval.json" || fail "eval"
+  "$strop" predict "$work/out/finetuned.yaml" "$work/out/finetuned.safetensors" "$work/x59.npy" \
+    --json --top 2 > "$work/pred.jsonl" || fail "predict"
+  "$strop" predict "$work/out/finetuned.yaml" "$work/out/finetuned.safetensors" "$work/x59.npy" \
+    > "$work/pred.txt" || fail "predict (text)"
+  "$PYNP" - "$work/eval.json" "$work/pred.jsonl" "$work/y59.npy" "$work/pred.txt" <<'P' || fail "predict and eval disagree"
+import json, re, sys
+import numpy as np
+ev = json.load(open(sys.argv[1]))
+rows = [json.loads(l) for l in open(sys.argv[2])]
+y = np.load(sys.argv[3])
+names = {5: "Sandal", 6: "Shirt", 7: "Sneaker", 8: "Bag", 9: "Ankle boot"}
+assert len(rows) == len(y) == ev["samples"] == 5000, (len(rows), len(y), ev["samples"])
+for r in rows:
+    for t in r["top"]:
+        assert t["class"] in names and t["name"] == names[t["class"]], r
+        assert t["index"] == t["class"] - 5 and 0 <= t["p"] <= 1, r
+    assert r["top"][0]["p"] >= r["top"][1]["p"], r
+pred = np.array([r["top"][0]["class"] for r in rows])
+correct = int((pred == y).sum())
+assert correct == round(ev["accuracy"] * 5000), (correct, ev["accuracy"])
+# per class, as eval counts them (recall of class c = correct ones among the images of c)
+for c, pc in enumerate(ev["per_class"]):
+    mine = int(((pred == y) & (y == c + 5)).sum())
+    assert mine == round(pc["recall"] * pc["support"]), (c, mine, pc)
+text = open(sys.argv[4]).read().splitlines()
+assert len(text) == 5000 and all(re.match(r"^\d+: [5-9] (Sandal|Shirt|Sneaker|Bag|Ankle boot) \(\d+\.\d%\)$", l) for l in text), text[:3]
+print(f"predict: {correct} of 5000 right, as eval counts ({ev['accuracy']:.4f}); labels 5-9 with names")
 P
   ;;
 tune_fashion)

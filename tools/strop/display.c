@@ -242,3 +242,23 @@ int tool_shape_text(tool_text *t, const int64_t *dims, int rank) {
   }
   return text_add(t, "]");
 }
+
+int tool_getter_text(tool_text *t, int64_t (*get)(const strop_st_file *, int64_t, char *, size_t),
+                     const strop_st_file *file, int64_t i) {
+  int64_t n = get(file, i, NULL, 0);
+  if (n < 0) n = 0;
+  if (tool_text_reserve(t, (size_t)n + 1)) return -1;
+  t->s[0] = '\0';
+  if (n > 0) get(file, i, t->s, (size_t)n + 1);
+  t->len = (size_t)n;
+  return 0;
+}
+
+int tool_text_reserve(tool_text *t, size_t n) {
+  if (n <= t->cap) return 0;
+  char *p = realloc(t->s, n);
+  if (!p) return -1;
+  t->s = p;
+  t->cap = n;
+  return 0;
+}

@@ -1,6 +1,5 @@
 /* strop — the command-line tool: runs recipes (train, finetune, tune), evaluates and applies
  * models, and inspects model and weight files. A thin client of the public API. */
-#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -234,6 +233,20 @@ static int cmd_summary(const opts *o) {
   }
   fputs(buf, stdout);
   free(buf);
+  /* what the weights file said about the model: preprocessing, class names (strop.meta.*) */
+  for (int64_t i = 0; i < strop_model_meta_count(m); i++) {
+    char key[STROP_META_KEY_MAX + 1];
+    if (strop_model_meta_key(m, i, key, sizeof key) < 0) continue;
+    int64_t len = strop_model_get_meta(m, key, NULL, 0);
+    char *val = len >= 0 ? malloc((size_t)len + 1) : NULL;
+    if (!val || strop_model_get_meta(m, key, val, (size_t)len + 1) < 0) {
+      free(val);
+      strop_model_free(m);
+      return report_error("summary", STROP_E_NOMEM);
+    }
+    printf("%s%s = %s\n", i ? "          " : "metadata: ", key, val);
+    free(val);
+  }
   strop_model_free(m);
   return EXIT_OK;
 }
@@ -245,27 +258,43 @@ static int cmd_inspect(const opts *o) {
   strop_status s = strop_st_file_open(o->args[0], &f);
   if (s) return report_error("inspect", s);
   int64_t n = strop_st_file_count(f), nm = strop_st_file_meta_count(f);
-  char name[512], dtype[16], key[256], val[1024];
-  if (o->json) {
-    printf("{\"file\":\"%s\",\"metadata\":{", o->args[0]);
+  char name[512], dtype[16];
+  tool_text key = {0}, val = {0};
+  /* the header's metadata, whole: a model's class names can be long. "strop.meta.<key>"
+   * entries are the model's own metadata (strop_model_set_meta), shown without the prefix */
+  static const char mprefix[] = "strop.meta.";
+  const size_t mpl = sizeof mprefix - 1;
+  for (int pass = 0; pass < 2; pass++) {
+    int first = 1;
+    if (o->json) printf(pass ? "},\"model_metadata\":{" : "{\"file\":\"%s\",\"metadata\":{", o->args[0]);
+    else if (!pass) printf("%s: %lld tensors\n", o->args[0], (long long)n);
     for (int64_t i = 0; i < nm; i++) {
-      strop_st_file_meta_key(f, i, key, sizeof key);
-      strop_st_file_meta_value(f, i, val, sizeof val);
-      printf("%s", i ? "," : "");
-      tool_json_str(stdout, key);
-      printf(":");
-      tool_json_str(stdout, val);
+      if (tool_getter_text(&key, strop_st_file_meta_key, f, i) ||
+          tool_getter_text(&val, strop_st_file_meta_value, f, i)) {
+        free(key.s);
+        free(val.s);
+        strop_st_file_free(f);
+        return report_error("inspect", STROP_E_NOMEM);
+      }
+      int model_key = strncmp(key.s, mprefix, mpl) == 0 && key.s[mpl];
+      if (pass && !model_key) continue;
+      if (o->json) {
+        printf("%s", first ? "" : ",");
+        tool_json_str(stdout, pass ? key.s + mpl : key.s);
+        printf(":");
+        tool_json_str(stdout, val.s);
+      } else if (!pass && !model_key) {
+        printf("  metadata %s = %s\n", key.s, val.s);
+      } else if (pass) {
+        printf("  model metadata %s = %s\n", key.s + mpl, val.s);
+      }
+      first = 0;
     }
-    printf("},\"tensors\":[");
-  } else {
-    printf("%s: %lld tensors\n", o->args[0], (long long)n);
-    for (int64_t i = 0; i < nm; i++) {
-      strop_st_file_meta_key(f, i, key, sizeof key);
-      strop_st_file_meta_value(f, i, val, sizeof val);
-      printf("  metadata %s = %s\n", key, val);
-    }
-    printf("  %-48s %-6s %s\n", "name", "dtype", "shape");
   }
+  free(key.s);
+  free(val.s);
+  if (o->json) printf("},\"tensors\":[");
+  else printf("  %-48s %-6s %s\n", "name", "dtype", "shape");
   uint64_t total = 0;
   int total_overflows = 0;
   tool_text shape = {0};
@@ -307,80 +336,52 @@ static int cmd_inspect(const opts *o) {
 }
 
 /* ---- predict ---- */
+/* The model's own preprocessing and class names (its metadata, written by the recipe run)
+ * are applied by the library: raw uint8 images go in as they are. */
 static int cmd_predict(const opts *o) {
   int rc = need_args(o, 3, 3, "SPEC WEIGHTS INPUT.npy");
   if (rc) return rc;
   strop_model *m = NULL;
-  strop_tensor *x = NULL, *t = NULL, *y = NULL;
+  strop_tensor *x = NULL;
+  strop_prediction *p = NULL;
   strop_status s = strop_model_load_spec(o->args[0], &m);
   if (!s) s = strop_model_load_weights(m, o->args[1], STROP_LOAD_STRICT, NULL);
   /* the library's reader: shapes, dtypes, gzip and NaN/infinity are checked as for datasets */
   if (!s) s = strop_tensor_load_npy(o->args[2], &x);
-  if (s) {
-    strop_model_free(m);
-    return report_error("predict", s);
-  }
-  int64_t in[8];
-  int rank = strop_model_input_shape(m, in, 8);
-  int64_t per = 1;
-  for (int i = 0; i < rank; i++) per *= in[i];
-  int64_t count = strop_tensor_numel(x);
-  if (count % per != 0) {
-    tool_text sh = {0};
-    int64_t xd[8];
-    int xr = strop_tensor_shape(x, xd, 8);
-    fprintf(stderr, "strop predict: %s holds %lld values (shape %s), not a whole number of "
-                    "samples of %lld values (the model's input)\n", o->args[2], (long long)count,
-            tool_shape_text(&sh, xd, xr) ? "?" : sh.s, (long long)per);
-    free(sh.s);
-    strop_tensor_free(x);
-    strop_model_free(m);
-    return EXIT_INPUT;
-  }
-  int64_t n = count / per, dims[9];
-  dims[0] = n;
-  for (int i = 0; i < rank; i++) dims[i + 1] = in[i];
-  s = strop_tensor_reshape(x, rank + 1, dims, &t);
-  if (!s) s = strop_model_forward(m, t, &y);
-  int64_t C = s ? 0 : strop_tensor_numel(y) / n;
-  const float *p = s ? NULL : strop_tensor_data_const(y);
-  for (int64_t k = 0; p && k < n * C; k++)
-    if (!isfinite(p[k])) {
-      /* finite inputs, non-finite scores: the weights are broken; no "nan%" rows */
-      fprintf(stderr, "strop predict: error: the model gives a non-finite score for row %lld "
-                      "(class %lld) of %s: check %s for NaN or infinite weights\n",
-              (long long)(k / C), (long long)(k % C), o->args[2], o->args[1]);
-      rc = EXIT_FAILED;
-      p = NULL;
-    }
+  if (!s) s = strop_model_predict(m, x, o->top > 4096 ? 4096 : (int)o->top, &p);
   if (s) {
     rc = report_error("predict", s);
-  } else if (p) {
+  } else {
+    tool_text name = {0};
+    int64_t n = strop_prediction_rows(p);
+    int k = strop_prediction_k(p);
     for (int64_t i = 0; i < n; i++) {
-      const float *row = p + i * C;
-      /* softmax probabilities for display */
-      float mx = row[0];
-      for (int64_t k = 1; k < C; k++) mx = row[k] > mx ? row[k] : mx;
-      double z = 0;
-      for (int64_t k = 0; k < C; k++) z += exp((double)row[k] - mx);
-      int used[4096] = {0};
       if (o->json) printf("%s{\"row\":%lld,\"top\":[", i ? "\n" : "", (long long)i);
       else printf("%lld:", (long long)i);
-      for (int t2 = 0; t2 < o->top && t2 < C && C <= 4096; t2++) {
-        int64_t best = -1;
-        for (int64_t k = 0; k < C; k++)
-          if (!used[k] && (best < 0 || row[k] > row[best])) best = k;
-        used[best] = 1;
-        double prob = exp((double)row[best] - mx) / z;
-        if (o->json) printf("%s{\"class\":%lld,\"p\":%.5f}", t2 ? "," : "", (long long)best, prob);
-        else printf(" %lld (%.1f%%)", (long long)best, 100 * prob);
+      for (int j = 0; j < k; j++) {
+        int64_t len = strop_prediction_name(p, i, j, NULL, 0);
+        if (len >= 0 && (tool_text_reserve(&name, (size_t)len + 1) ||
+                         strop_prediction_name(p, i, j, name.s, (size_t)len + 1) < 0))
+          len = -1;
+        long long label = (long long)strop_prediction_label(p, i, j);
+        double prob = strop_prediction_prob(p, i, j);
+        if (o->json) {
+          printf("%s{\"class\":%lld,\"index\":%lld,\"name\":", j ? "," : "", label,
+                 (long long)strop_prediction_class(p, i, j));
+          if (len >= 0) tool_json_str(stdout, name.s);
+          else printf("null");
+          printf(",\"p\":%.5f}", prob);
+        } else {
+          printf(" %lld%s%s (%.1f%%)", label, len >= 0 ? " " : "", len >= 0 ? name.s : "",
+                 100 * prob);
+        }
       }
       printf(o->json ? "]}" : "\n");
     }
     if (o->json) printf("\n");
+    free(name.s);
   }
-  strop_tensor_free(y);
-  strop_tensor_free(t);
+  strop_prediction_free(p);
   strop_tensor_free(x);
   strop_model_free(m);
   return rc;

@@ -29,10 +29,13 @@ static const command_info COMMANDS[] = {
      "Evaluates a model (by default the recipe's output spec and weights) on the\n"
      "recipe's data: loss, accuracy, top-5 (with more than 5 classes), per-class\n"
      "precision/recall/F1, confusion.\n"},
-    {"predict", "SPEC WEIGHTS INPUT.npy", "class scores for each row of INPUT",
+    {"predict", "SPEC WEIGHTS INPUT.npy", "the classes of each row of INPUT, with their names",
      "Runs the model on every row of INPUT (float32/float64/uint8/int .npy, C or\n"
-     "Fortran order, plain or gzip; N x input shape) and prints the K most likely\n"
-     "classes with their probabilities. NaN or infinite inputs are refused (exit 3).\n"},
+     "Fortran order, plain or gzip; N samples) as its training data were prepared:\n"
+     "the scale, resize and normalization its recipe used, saved in WEIGHTS, are\n"
+     "applied (raw uint8 images go in as they are). Prints the K most likely classes\n"
+     "of each row: label (as in the source data), name, probability. NaN or infinite\n"
+     "inputs are refused (exit 3).\n"},
     {"summary", "SPEC [WEIGHTS]", "the layer table of a model",
      "Prints the layer table: name, type, output shape, parameters, trainable.\n"},
     {"inspect", "FILE", "tensors, dtypes, shapes and metadata of a safetensors file",

@@ -58,8 +58,14 @@ typedef struct tool_text {
   char *s;
   size_t len, cap;
 } tool_text;
+/* Makes room for n bytes in t (its text is kept); 0, or -1 out of memory. */
+int tool_text_reserve(tool_text *t, size_t n);
 /* Sets t to "[d0, d1, ...]" however long; 0, or -1 out of memory. */
 int tool_shape_text(tool_text *t, const int64_t *dims, int rank);
+/* Sets t to the whole string an snprintf-style getter of the library returns for (file, i)
+ * ("" when the getter refuses); 0, or -1 out of memory. */
+int tool_getter_text(tool_text *t, int64_t (*get)(const strop_st_file *, int64_t, char *, size_t),
+                     const strop_st_file *file, int64_t i);
 
 /* `strop tune`: r is the recipe loaded from path with the command line's --set and --seed. */
 int tool_cmd_tune(const strop_recipe *r, const char *path, int quiet, int json, int64_t epochs_cap,

@@ -21,7 +21,7 @@ from .data import CLASSES_INFER, BatchIterator, Dataset, Vocab  # noqa: E402
 from .errors import (Cancelled, CallbackError, FormatError, InternalError,  # noqa: E402
                      InvalidArgument, NotFound, NumericError, OutOfMemory, ShapeError,
                      StateError, StropError, StropIOError, Unsupported)
-from .model import LoadReport, Model, SafetensorsFile  # noqa: E402
+from .model import LoadReport, Model, ModelMeta, Prediction, SafetensorsFile  # noqa: E402
 from .optim import Optimizer, Scheduler  # noqa: E402
 from .recipe import Recipe, Run, RunEvent  # noqa: E402
 from .runtime import (Rng, clear_error, get_num_threads, last_error,  # noqa: E402
@@ -39,7 +39,8 @@ library_path = _lib.library_path
 
 __all__ = ["Model", "Tensor", "Dataset", "BatchIterator", "Vocab", "Optimizer", "Scheduler",
            "Trainer", "Metrics", "Progress", "Surgery", "Recipe", "Run", "RunEvent", "Tuner",
-           "Trial", "TrialPruned", "TrialFailed", "LoadReport", "SafetensorsFile", "Rng",
+           "Trial", "TrialPruned", "TrialFailed", "LoadReport", "SafetensorsFile", "ModelMeta",
+           "Prediction", "Rng",
            "StropError", "InvalidArgument", "OutOfMemory", "StropIOError", "IOError",
            "FormatError", "ShapeError", "NotFound", "StateError", "NumericError",
            "Unsupported", "InternalError", "CallbackError", "Cancelled", "CLASSES_INFER",

@@ -57,6 +57,11 @@ class strop_csv_options(Structure):
                 ("label_name", c_char_p), ("label_mode", c_int), ("num_classes", c_int64)]
 
 
+class strop_pretrained_options(Structure):
+    _fields_ = [("size", c_size_t), ("flags", c_int), ("image_size", c_int64),
+                ("max_length", c_int64), ("seed", c_uint64)]
+
+
 class strop_progress(Structure):
     _fields_ = [("size", c_size_t), ("phase", c_int), ("epoch", c_int64), ("epochs", c_int64),
                 ("step", c_int64), ("steps", c_int64), ("global_step", c_int64),
@@ -145,8 +150,11 @@ _DECLS = [
     ("strop_model_finalize", c_int, [c_void_p, c_uint64]),
     ("strop_model_forward", c_int, [c_void_p, c_void_p, _OUT]),
     ("strop_model_free", None, [c_void_p]),
+    ("strop_model_get_meta", c_int64, [c_void_p, c_char_p, c_char_p, c_size_t]),
     ("strop_model_input_shape", c_int, [c_void_p, _P, c_int]),
     ("strop_model_is_training", c_int, [c_void_p]),
+    ("strop_model_meta_count", c_int64, [c_void_p]),
+    ("strop_model_meta_key", c_int64, [c_void_p, c_int64, c_char_p, c_size_t]),
     ("strop_model_node_info", c_int64, [c_void_p, c_int64, c_int, c_char_p, c_size_t]),
     ("strop_model_node_input", c_int64, [c_void_p, c_int64, c_int, c_char_p, c_size_t]),
     ("strop_model_node_name", c_int64, [c_void_p, c_int64, c_char_p, c_size_t]),
@@ -160,6 +168,7 @@ _DECLS = [
     ("strop_model_param_count", c_int64, [c_void_p, c_int]),
     ("strop_model_reinit", c_int, [c_void_p, c_uint64]),
     ("strop_model_tie", c_int, [c_void_p, c_char_p, c_char_p]),
+    ("strop_model_set_meta", c_int, [c_void_p, c_char_p, c_char_p]),
     ("strop_model_set_tensor", c_int, [c_void_p, c_char_p, _P, c_size_t]),
     ("strop_model_set_training", c_int, [c_void_p, c_int]),
     ("strop_model_tensor_name", c_int64, [c_void_p, c_int64, c_char_p, c_size_t]),
@@ -185,6 +194,13 @@ _DECLS = [
     ("strop_model_load_spec", c_int, [c_char_p, _OUT]),
     ("strop_model_load_spec_string", c_int, [c_char_p, _OUT]),
     ("strop_model_load_weights", c_int, [c_void_p, c_char_p, c_int, _OUT]),
+    ("strop_model_load_weights_mem", c_int, [c_void_p, c_void_p, c_size_t, c_int, _OUT]),
+    ("strop_pretrained_options_init", None, [POINTER(strop_pretrained_options)]),
+    ("strop_model_load_pretrained", c_int, [c_char_p, c_char_p,
+                                            POINTER(strop_pretrained_options), _OUT, _OUT]),
+    ("strop_pretrained_arch_count", c_int, []),
+    ("strop_pretrained_arch_name", c_char_p, [c_int]),
+    ("strop_pretrained_arch_doc", c_char_p, [c_char_p]),
     ("strop_model_load_weights_remap", c_int, [c_void_p, c_char_p, c_int, c_char_p, c_char_p, _OUT]),
     ("strop_model_save_spec", c_int, [c_void_p, c_char_p]),
     ("strop_model_save_weights", c_int, [c_void_p, c_char_p]),
@@ -320,6 +336,14 @@ _DECLS = [
     ("strop_metrics_get", c_double, [c_void_p, c_int]),
     ("strop_metrics_num_classes", c_int64, [c_void_p]),
     ("strop_model_export", c_int, [c_void_p, c_char_p, c_char_p, c_int]),
+    ("strop_model_predict", c_int, [c_void_p, c_void_p, c_int, _OUT]),
+    ("strop_prediction_class", c_int64, [c_void_p, c_int64, c_int]),
+    ("strop_prediction_free", None, [c_void_p]),
+    ("strop_prediction_k", c_int, [c_void_p]),
+    ("strop_prediction_label", c_int64, [c_void_p, c_int64, c_int]),
+    ("strop_prediction_name", c_int64, [c_void_p, c_int64, c_int, c_char_p, c_size_t]),
+    ("strop_prediction_prob", c_double, [c_void_p, c_int64, c_int]),
+    ("strop_prediction_rows", c_int64, [c_void_p]),
     ("strop_trainer_best_epoch", c_int64, [c_void_p]),
     ("strop_trainer_create", c_int, [c_void_p, c_void_p, _OUT]),
     ("strop_trainer_eval", c_int, [c_void_p, c_void_p, _OUT]),

@@ -1,5 +1,6 @@
 """Model: a strop_model (a DAG of named layers with PyTorch-named parameters), its files
 (YAML spec, safetensors weights) and the single-call surgery conveniences."""
+import collections.abc
 import ctypes
 import os
 from dataclasses import dataclass, field
@@ -12,8 +13,9 @@ from ._util import as_f32, checked_string, dims_array, enc, shape_of, snprintf_s
 from .errors import NotFound, check
 from .tensor import Tensor
 
-__all__ = ["Model", "LoadReport", "SafetensorsFile"]
+__all__ = ["Model", "ModelMeta", "Prediction", "LoadReport", "SafetensorsFile"]
 
+_ONE_BYTE = ctypes.create_string_buffer(1)  # a valid address for an empty buffer
 _REPORT_KINDS = (("missing", 0), ("unexpected", 1), ("mismatched", 2), ("loaded", 3))
 
 
@@ -44,6 +46,98 @@ class LoadReport:
         finally:
             lib.strop_load_report_free(handle)
         return rep
+
+
+class ModelMeta(collections.abc.MutableMapping):
+    """The model's metadata (strop_model_set_meta and its getters) as a mapping of str to str:
+    ``m.meta["classes"]``, ``m.meta["my.key"] = "{...}"``, ``del m.meta["my.key"]``. Keys are
+    kept in byte order; the values of the keys strop documents are JSON text
+    (``json.loads(m.meta["classes"])``). It reads and writes the model itself, not a copy."""
+
+    def __init__(self, model):
+        self._m = model
+
+    def __getitem__(self, key):
+        lib, h = _lib.lib, self._m._h
+        n = lib.strop_model_get_meta(h, enc(key), None, 0)
+        if n < 0:
+            raise KeyError(key)
+        buf = ctypes.create_string_buffer(int(n) + 1)
+        lib.strop_model_get_meta(h, enc(key), buf, n + 1)
+        return buf.raw[:n].decode("utf-8")
+
+    def __setitem__(self, key, value):
+        if not isinstance(value, str):
+            raise TypeError(f"Model.meta['{key}']: a value is a str (JSON text for the keys "
+                            f"strop documents), not {type(value).__name__}")
+        check(_lib.lib.strop_model_set_meta(self._m._h, enc(key), enc(value)))
+
+    def __delitem__(self, key):
+        if key not in self:
+            raise KeyError(key)
+        check(_lib.lib.strop_model_set_meta(self._m._h, enc(key), None))
+
+    def __contains__(self, key):
+        return isinstance(key, str) and \
+            _lib.lib.strop_model_get_meta(self._m._h, enc(key), None, 0) >= 0
+
+    def __iter__(self):
+        lib, h = _lib.lib, self._m._h
+        return iter([snprintf_string(lib.strop_model_meta_key, h, i)
+                     for i in range(lib.strop_model_meta_count(h))])
+
+    def __len__(self):
+        return _lib.lib.strop_model_meta_count(self._m._h)
+
+    def __repr__(self):
+        return f"ModelMeta({dict(self.items())!r})"
+
+
+@dataclass
+class Prediction:
+    """The k most likely classes of each row (strop_model_predict, copied out), best first:
+    ``labels`` (source labels), ``classes`` (output indices), ``probs`` (N, k) arrays and
+    ``names`` (N lists of k names, None where the model has none)."""
+    labels: np.ndarray
+    classes: np.ndarray
+    probs: np.ndarray
+    names: list
+
+    @classmethod
+    def _take(cls, handle):
+        lib = _lib.lib
+        try:
+            n, k = lib.strop_prediction_rows(handle), lib.strop_prediction_k(handle)
+            labels = np.empty((n, k), np.int64)
+            classes = np.empty((n, k), np.int64)
+            probs = np.empty((n, k), np.float64)
+            names = []
+            for i in range(n):
+                row = []
+                for j in range(k):
+                    labels[i, j] = lib.strop_prediction_label(handle, i, j)
+                    classes[i, j] = lib.strop_prediction_class(handle, i, j)
+                    probs[i, j] = lib.strop_prediction_prob(handle, i, j)
+                    row.append(snprintf_string(lib.strop_prediction_name, handle, i, j))
+                names.append(row)
+            return cls(labels, classes, probs, names)
+        finally:
+            lib.strop_prediction_free(handle)
+
+    @classmethod
+    def _join(cls, parts):
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            e = np.empty((0, 1), np.int64)
+            return cls(e, e.copy(), np.empty((0, 1)), [])
+        return cls(np.concatenate([p.labels for p in parts]),
+                   np.concatenate([p.classes for p in parts]),
+                   np.concatenate([p.probs for p in parts]),
+                   [row for p in parts for row in p.names])
+
+    def __len__(self):
+        return len(self.labels)
 
 
 class Model(Handle):
@@ -100,15 +194,62 @@ class Model(Handle):
                 raise
         return m
 
+    @classmethod
+    def from_pretrained(cls, path, arch=None, strict=True, image_size=0, max_length=0, seed=0):
+        """A pre-trained network with its checkpoint's own names (strop_model_load_pretrained):
+        ``path`` is a Hugging Face model folder (config.json says the architecture) or a
+        safetensors state_dict of a torchvision model (``arch="resnet18"``). ``strict=False``
+        loads what matches and initialises the rest from ``seed``; ``image_size`` and
+        ``max_length`` are the input size the model is declared for (0: the architecture's or
+        config's own). Returns the model in eval mode; ``Model.pretrained_archs()`` lists the
+        architectures."""
+        lib = _lib.lib
+        opt = _lib.strop_pretrained_options()
+        lib.strop_pretrained_options_init(ctypes.byref(opt))
+        opt.flags = 0 if strict else 1
+        opt.image_size = int(image_size)
+        opt.max_length = int(max_length)
+        opt.seed = int(seed)
+        out, rep = ctypes.c_void_p(), ctypes.c_void_p()
+        st = lib.strop_model_load_pretrained(enc(os.fspath(path)),
+                                             enc(arch) if arch is not None else None,
+                                             ctypes.byref(opt), ctypes.byref(out),
+                                             ctypes.byref(rep))
+        report = LoadReport._take(rep.value) if rep.value else None
+        check(st)
+        m = cls._adopt(out.value)
+        m.load_report = report
+        return m
+
+    @staticmethod
+    def pretrained_archs():
+        """{name: one line} of the architectures Model.from_pretrained knows."""
+        lib = _lib.lib
+        names = [lib.strop_pretrained_arch_name(i).decode()
+                 for i in range(lib.strop_pretrained_arch_count())]
+        return {n: lib.strop_pretrained_arch_doc(enc(n)).decode() for n in names}
+
     def load_weights(self, path, strict=True, remap=None):
-        """Loads a safetensors file by PyTorch name. ``strict=False`` is PyTorch's
+        """Loads a safetensors file by PyTorch name. ``path`` may also be the file's bytes
+        (``bytes``, ``bytearray``, ``memoryview``: a model that is embedded or downloaded), read
+        during the call only (strop_model_load_weights_mem). ``strict=False`` is PyTorch's
         strict=False: what matches by name and shape is loaded and the rest reported.
-        ``remap=("features.", "backbone.")`` renames file tensors by prefix first.
+        ``remap=("features.", "backbone.")`` renames file tensors by prefix first (files only).
+        A strict load takes the file's model metadata (``meta``) when it has any.
         Returns a LoadReport."""
         rep = ctypes.c_void_p()
         flags = 0 if strict else 1
         lib = _lib.lib
-        if remap is None:
+        if isinstance(path, (bytes, bytearray, memoryview)):
+            if remap is not None:
+                from .errors import InvalidArgument
+                raise InvalidArgument("Model.load_weights: remap applies to a file path, not to "
+                                      "weights in memory")
+            data = np.frombuffer(path, dtype=np.uint8)  # no copy; alive until the call returns
+            st = lib.strop_model_load_weights_mem(
+                self._h, data.ctypes.data if data.size else ctypes.addressof(_ONE_BYTE),
+                data.size, flags, ctypes.byref(rep))
+        elif remap is None:
             st = lib.strop_model_load_weights(self._h, enc(os.fspath(path)), flags,
                                               ctypes.byref(rep))
         else:
@@ -186,17 +327,37 @@ class Model(Handle):
 
     __call__ = forward
 
-    def predict(self, x, batch_size=256):
-        """Class predictions (argmax of the outputs) in eval mode, batch by batch."""
-        x = as_f32(x, "predict")
-        was = self.training
-        self.training = False
-        try:
-            outs = [self.forward(x[i:i + batch_size]).argmax(axis=1)
-                    for i in range(0, len(x), batch_size)]
-        finally:
-            self.training = was
-        return np.concatenate(outs) if outs else np.empty(0, dtype=np.int64)
+    def predict(self, x, batch_size=256, k=None):
+        """Applies the classifier to raw inputs as its training data were prepared
+        (strop_model_predict): the preprocessing its metadata records (``meta``: input.shape,
+        input.scale, input.resize, input.normalize, written by a recipe run) is applied and the
+        model runs in eval mode (its mode is kept). ``x`` holds N samples of any numeric dtype
+        (uint8 images 0-255 as they come), shaped (N, *sample) or flat.
+
+        Without ``k``: the most likely class of each row, as its source label (the data's own
+        label, e.g. 5 for Sandal when the recipe kept Fashion-MNIST's classes 5-9), a numpy
+        int64 array of shape (N,). With ``k``: a Prediction of the k most likely classes of
+        each row, best first: ``labels`` and ``classes`` (output indices) int64 (N, k),
+        ``probs`` float64 (N, k) (softmax), ``names`` (N lists of k str or None)."""
+        arr = as_f32(x, "predict")
+        lib = _lib.lib
+        kk = 1 if k is None else int(k)
+        rows = len(arr) if arr.ndim >= 2 else None
+        parts = ([arr] if rows is None or rows == 0 else
+                 [arr[i:i + batch_size] for i in range(0, rows, batch_size)])
+        out = []
+        for part in parts:
+            rank, dims = dims_array(part.shape)
+            t, p = ctypes.c_void_p(), ctypes.c_void_p()
+            check(lib.strop_tensor_wrap(part.ctypes.data, part.size, rank, dims,
+                                        ctypes.byref(t)))
+            try:
+                check(lib.strop_model_predict(self._h, t.value, kk, ctypes.byref(p)))
+                out.append(Prediction._take(p.value))
+            finally:
+                lib.strop_tensor_free(t.value)
+        pred = Prediction._join(out)
+        return pred.labels[:, 0] if k is None else pred
 
     @property
     def training(self):
@@ -215,6 +376,11 @@ class Model(Handle):
         return self
 
     # ---- inspecting ----
+    @property
+    def meta(self):
+        """The model's metadata as a mutable mapping of str to str (see ModelMeta)."""
+        return ModelMeta(self)
+
     @property
     def input_shape(self):
         return shape_of(_lib.lib.strop_model_input_shape, self._h)

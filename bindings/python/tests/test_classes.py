@@ -1,5 +1,6 @@
 """Every class of the package: its normal use and its error path."""
 import gc
+import json
 import math
 import os
 import weakref
@@ -171,6 +172,97 @@ def test_model_files_roundtrip(mlp, tmp_path):
         strop.SafetensorsFile(bad)
 
 
+def test_model_meta_mapping(mlp):
+    meta = mlp.meta
+    assert len(meta) == 0 and dict(meta) == {} and "classes" not in meta
+    meta["zeta"] = "1"
+    meta["classes"] = '[{"label": 5, "name": "Sandal"}]'
+    assert list(meta) == ["classes", "zeta"] and len(mlp.meta) == 2
+    assert json.loads(meta["classes"])[0]["name"] == "Sandal"
+    meta["zeta"] = "\u00e9t\u00e9"
+    assert mlp.meta["zeta"] == "\u00e9t\u00e9"
+    c = mlp.clone()
+    del meta["zeta"]
+    assert "zeta" not in meta and c.meta["zeta"] == "\u00e9t\u00e9"  # the clone's own copy
+    c.close()
+    with pytest.raises(KeyError):
+        meta["zeta"]
+    with pytest.raises(KeyError):
+        del meta["zeta"]
+    with pytest.raises(strop.InvalidArgument, match="printable ASCII"):
+        meta["has space"] = "v"
+    with pytest.raises(TypeError):
+        meta["n"] = 3
+    assert dict(meta) == {"classes": '[{"label": 5, "name": "Sandal"}]'}
+
+
+def test_weights_from_bytes_and_metadata(mlp, tmp_path):
+    mlp.meta["classes"] = '[{"label": 5, "name": "Sandal"}]'
+    mlp.save_weights(tmp_path / "m.safetensors")
+    data = (tmp_path / "m.safetensors").read_bytes()
+    with strop.SafetensorsFile(tmp_path / "m.safetensors") as f:
+        assert f.metadata["strop.meta.classes"] == mlp.meta["classes"]
+    for buf in (data, bytearray(data), memoryview(data)):
+        m2 = mlp.clone()
+        m2.meta.clear()
+        for n in m2.tensor_names():
+            m2[n] = np.zeros_like(m2[n])
+        rep = m2.load_weights(buf)
+        assert sorted(rep.loaded) == sorted(mlp.tensor_names())
+        for n in mlp.tensor_names():
+            np.testing.assert_array_equal(m2[n], mlp[n])
+        assert dict(m2.meta) == dict(mlp.meta)
+        m2.close()
+    with pytest.raises(strop.FormatError, match="<memory>: .*too short"):
+        mlp.load_weights(b"")
+    with pytest.raises(strop.FormatError, match="<memory>"):
+        mlp.load_weights(data[:-1])
+    with pytest.raises(strop.InvalidArgument, match="remap"):
+        mlp.load_weights(data, remap=("a.", "b."))
+    assert dict(mlp.meta) == {"classes": '[{"label": 5, "name": "Sandal"}]'}
+
+
+def test_model_predict_applies_saved_preprocessing():
+    m = strop.Model([1, 4, 4])
+    m.add("flat", "flatten").add("head", "linear", "in_features=16 out_features=3").finalize(5)
+    w = np.full((3, 16), -0.5, np.float32)
+    for c in range(3):  # class c looks at quarter c of the image
+        for p in range(16):
+            if (p // 8) * 2 + (p % 4) // 2 == c:
+                w[c, p] = 3.0
+    m["head.weight"] = w
+    m["head.bias"] = [0.1, 0.0, -0.2]
+    m.meta["input.shape"] = "[1, 2, 2]"
+    m.meta["input.scale"] = json.dumps(1 / 255)
+    m.meta["input.resize"] = '{"size": [4, 4], "mode": "nearest"}'
+    m.meta["input.normalize"] = '{"mean": [0.25], "std": [0.5]}'
+    m.meta["classes"] = '[{"label": 7, "name": "seven"}, {"label": 3}, {"label": 9, "name": "nine"}]'
+    raw = np.array([[255, 0, 0, 0], [0, 255, 0, 0], [0, 0, 255, 0]], np.uint8).reshape(3, 2, 2)
+    # the reference: the same preprocessing by hand, then the plain forward
+    x = (np.repeat(np.repeat(raw.astype(np.float32), 2, 1), 2, 2) * np.float32(1 / 255) - 0.25) / 0.5
+    logits = m.forward(x.reshape(3, 1, 4, 4)).astype(np.float64)
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    m.train()
+    assert m.predict(raw).tolist() == [7, 3, 9]
+    assert m.training  # its mode is kept
+    top = m.predict(raw, k=2, batch_size=2)  # in two C calls
+    assert top.labels.shape == (3, 2) and len(top) == 3
+    assert top.classes[:, 0].tolist() == [0, 1, 2]
+    np.testing.assert_allclose(top.probs[:, 0], probs.max(1), rtol=1e-6)
+    assert top.names[0][0] == "seven" and top.names[1][0] is None and top.names[2][0] == "nine"
+    assert (top.probs[:, 0] >= top.probs[:, 1]).all()
+    assert m.predict(raw.reshape(-1), k=5).probs.shape == (3, 3)  # flat input; k capped at C
+    with pytest.raises(strop.InvalidArgument, match="row 1 of the input holds NaN"):
+        m.predict(np.array([[0, 0, 0, 0], [0, np.nan, 0, 0]], np.float32))
+    with pytest.raises(strop.ShapeError, match="not a whole number of samples"):
+        m.predict(np.zeros(5, np.uint8))
+    m.meta["input.scale"] = '"x"'
+    with pytest.raises(strop.FormatError, match="input.scale"):
+        m.predict(raw)
+    m.close()
+
+
 def test_partial_load_report(tmp_path):
     base = strop.Model.from_spec(BASE_YAML)
     with base.surgery() as s:
@@ -256,6 +348,25 @@ def test_lora(tmp_path):
     np.testing.assert_allclose(m2(x), m(x), rtol=1e-5, atol=1e-5)
     with pytest.raises(strop.NotFound):
         strop.Model.load(BASE_YAML, BASE_ST).lora_merge()
+
+
+def test_lora_saves_the_replaced_head(tmp_path):
+    """PEFT's modules_to_save: base + adapter folder is the fine-tuned model, new head and all."""
+    m = strop.Model.load(BASE_YAML, BASE_ST)
+    with m.surgery(seed=3) as s:
+        s.freeze("*").replace("head", "linear", {"out_features": 7}).lora("fc", rank=4, alpha=8)
+        s.apply()
+    assert json.loads(m.meta["lora.modules_to_save"]) == ["head"]
+    m["fc.lora_B.weight"] = np.full((32, 4), 0.01, np.float32)
+    m["head.bias"] = np.arange(7, dtype=np.float32)
+    x = np.random.default_rng(1).random((2, 1, 28, 28), dtype=np.float32)
+    m.lora_save(tmp_path / "new" / "adapters")  # made when missing
+    cfg = json.loads((tmp_path / "new" / "adapters" / "adapter_config.json").read_text())
+    assert cfg["modules_to_save"] == ["head"] and cfg["target_modules"] == ["fc"]
+    m2 = strop.Model.load(BASE_YAML, BASE_ST)
+    m2.lora_load(tmp_path / "new" / "adapters")
+    assert m2.output_shape == (7,)
+    np.testing.assert_array_equal(m2(x), m(x))
 
 
 # ---- Dataset / BatchIterator / Vocab ----
