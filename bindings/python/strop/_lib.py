@@ -89,7 +89,7 @@ RUN_FN = CFUNCTYPE(c_int, POINTER(strop_run_event), c_void_p)             # stro
 class strop_tune_event(Structure):
     _fields_ = [("size", c_size_t), ("kind", c_int), ("trial_id", c_int64),
                 ("epoch", c_int64), ("value", c_double), ("status", c_int),
-                ("tuner", c_void_p)]
+                ("tuner", c_void_p), ("path", c_char_p), ("key", c_char_p), ("count", c_int64)]
 
 
 TUNE_FN = CFUNCTYPE(c_int, POINTER(strop_tune_event), c_void_p)           # strop_tune_fn
@@ -97,7 +97,8 @@ TUNE_FN = CFUNCTYPE(c_int, POINTER(strop_tune_event), c_void_p)           # stro
 
 class strop_tune_options(Structure):
     _fields_ = [("size", c_size_t), ("trials", c_int64), ("epochs_cap", c_int64),
-                ("resume", c_int), ("on_event", TUNE_FN), ("user_data", c_void_p)]
+                ("resume", c_int), ("on_event", TUNE_FN), ("user_data", c_void_p),
+                ("time_budget", c_double)]
 
 
 class strop_run_options(Structure):

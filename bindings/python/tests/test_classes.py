@@ -749,6 +749,37 @@ def test_recipe_event_exception():
     run.close()
 
 
+def test_recipe_tune_interrupt_resume_budget(tmp_path):
+    """Recipe.tune: a stop asked during a trial records it as interrupted; the next search
+    says what it resumed and runs that trial first; time_budget reaches the tuner."""
+    r = _recipe()
+    r["tune"] = ("{strategy: random, trials: 3, metric: train_loss, trials_file: %s, "
+                 "params: [{key: optimizer.lr, type: float, low: 1.0e-4, high: 1.0e-2, "
+                 "log: true}]}" % (tmp_path / "trials.jsonl"))
+    events = []
+
+    def stop_in_second(e):
+        events.append(e)
+        return e["kind"] == "epoch" and e["trial_id"] == 1
+    with pytest.raises(strop.Cancelled):
+        r.tune(on_event=stop_in_second)
+    ends = [e for e in events if e["kind"] == "trial_end"]
+    assert [e["status"] for e in ends] == ["ok", "interrupted"]
+    events.clear()
+    t = r.tune(on_event=events.append)
+    resumed = [e for e in events if e["kind"] == "resumed"]
+    assert len(resumed) == 1 and resumed[0]["count"] == 1
+    assert resumed[0]["path"].endswith("trials.jsonl")
+    assert [e["trial_id"] for e in events if e["kind"] == "trial_start"] == [1, 2]
+    assert [e["key"] for e in events if e["kind"] == "output"] == ["tune.trials_file"]
+    assert len(t) == 3 and t["time_budget"] == 0
+    t.close()
+    r["tune.trials_file"] = str(tmp_path / "timed.jsonl")
+    t = r.tune(time_budget=1e-9)
+    assert t["time_budget"] == 1e-9 and len(t) <= 1
+    t.close()
+
+
 # ---- Tuner ----
 def test_tuner_ask_tell():
     t = strop.Tuner("grid", seed=1, direction="minimize", grid_points=3)
