@@ -50,8 +50,9 @@ static void abbreviate(const char *name, int width, char *out) {
   if (n > (size_t)width) {
     buf[width - 1] = '~';
     buf[width] = '\0';
+    n = (size_t)width;
   }
-  snprintf(out, COL_MAX + 1, "%s", buf);
+  memcpy(out, buf, n + 1); /* (width <= COL_MAX: out holds it) */
 }
 
 static void setup_columns(tune_view *v, const strop_tuner *t) {
