@@ -17,6 +17,8 @@
 
 static char g_dir[64];
 
+#define OK_T(x) ck_assert_msg((x) == STROP_OK, "%s", strop_last_error())
+
 /* A directory with a small CSV (4 blobs in 6-D, label last) and a spec. */
 static void make_files(void) {
   snprintf(g_dir, sizeof g_dir, "/tmp/strop_recipe_XXXXXX");
@@ -753,6 +755,219 @@ START_TEST(tuned_values_keep_every_digit) {
 }
 END_TEST
 
+/* ---- strop_recipe_tune (issue 17) ---- */
+
+/* The blobs recipe with pre-trained weights, two stages of 3 epochs, no outputs, and a tune:
+ * section whose only parameter is the second stage's learning rate. */
+static strop_recipe *tune_recipe(const char *extra_tune) {
+  make_files();
+  char sp[300], wp[300];
+  snprintf(sp, sizeof sp, "%s/net.yaml", g_dir);
+  snprintf(wp, sizeof wp, "%s/w0.safetensors", g_dir);
+  strop_model *m = NULL;
+  ck_assert_int_eq(strop_model_load_spec(sp, &m), STROP_OK);
+  ck_assert_int_eq(strop_model_save_weights(m, wp), STROP_OK);
+  strop_model_free(m);
+  strop_recipe *r = NULL;
+  ck_assert_int_eq(strop_recipe_load_string(RECIPE, g_dir, &r), STROP_OK);
+  ck_assert_int_eq(strop_recipe_set(r, "model.weights", "w0.safetensors"), STROP_OK);
+  ck_assert_int_eq(strop_recipe_set(r, "schedule", "{}"), STROP_OK);
+  ck_assert_int_eq(strop_recipe_set(r, "train", "{monitor: val_accuracy}"), STROP_OK);
+  ck_assert_int_eq(strop_recipe_set(r, "stages[1].epochs", "3"), STROP_OK);
+  ck_assert_int_eq(strop_recipe_set(r, "baselines", "[]"), STROP_OK);
+  char tune[600];
+  snprintf(tune, sizeof tune, "{strategy: grid, grid_points: 4, seed: 1, metric: val_loss, "
+           "trials_file: trials.jsonl, params: [{key: \"stages[1].optimizer.lr\", type: float, "
+           "low: 1.0e-3, high: 10, log: true}]%s}", extra_tune ? extra_tune : "");
+  strop_test_must(strop_recipe_set(r, "tune", tune), "tune section");
+  return r;
+}
+
+typedef struct tune_log {
+  int starts, ends, epochs, resumed, outputs;
+  int64_t first_start, resumed_count, stop_in_trial, stop_at_epoch;
+  int64_t end_ids[32];
+  int end_status[32];
+  double end_value[32];
+  char output_keys[160];
+} tune_log;
+
+static int log_tune(const strop_tune_event *e, void *u) {
+  tune_log *l = u;
+  ck_assert_uint_eq(e->size, sizeof *e);
+  switch (e->kind) {
+    case STROP_TUNE_EVENT_TRIAL_START:
+      if (l->starts++ == 0) l->first_start = e->trial_id;
+      return 0;
+    case STROP_TUNE_EVENT_EPOCH:
+      l->epochs++;
+      return e->trial_id == l->stop_in_trial && e->epoch == l->stop_at_epoch;
+    case STROP_TUNE_EVENT_TRIAL_END:
+      if (l->ends < 32) {
+        l->end_ids[l->ends] = e->trial_id;
+        l->end_status[l->ends] = e->status;
+        l->end_value[l->ends] = e->value;
+      }
+      l->ends++;
+      return 0;
+    case STROP_TUNE_EVENT_RESUMED:
+      l->resumed++;
+      l->resumed_count = e->count;
+      ck_assert_str_eq(e->key, "tune.trials_file");
+      ck_assert_ptr_nonnull(strstr(e->path, "trials.jsonl"));
+      return 0;
+    case STROP_TUNE_EVENT_OUTPUT:
+      l->outputs++;
+      snprintf(l->output_keys + strlen(l->output_keys),
+               sizeof l->output_keys - strlen(l->output_keys), "%s ", e->key);
+      ck_assert_ptr_nonnull(e->path);
+      return 0;
+    default: return 0;
+  }
+}
+
+/* Trials that differ only in the second stage's learning rate are judged on that stage only:
+ * the pruner sees its epochs, counted from 1, never the first stage's (where every trial is
+ * the same and a trial used to be cut, with the value of the others, before its setting ran).
+ * A pruned trial's value is its last reported one, in the event as in the tuner. */
+START_TEST(tune_prunes_on_the_last_stage) {
+  strop_recipe *r = tune_recipe(", pruner: median, prune_warmup_trials: 1");
+  strop_tune_options o;
+  strop_tune_options_init(&o);
+  tune_log l;
+  memset(&l, 0, sizeof l);
+  l.stop_in_trial = -1;
+  o.on_event = log_tune;
+  o.user_data = &l;
+  strop_tuner *t = NULL;
+  ck_assert_msg(strop_recipe_tune(r, &o, &t) == STROP_OK, "%s", strop_last_error());
+  ck_assert_int_eq(strop_tuner_num_trials(t), 4);
+  ck_assert_int_eq(l.ends, 4);
+  int pruned = 0;
+  for (int i = 0; i < 4; i++) {
+    int64_t id = l.end_ids[i], n = 0;
+    int st;
+    double v;
+    OK_T(strop_tuner_trial_result(t, id, &st, &v, NULL, &n));
+    ck_assert_int_eq(st, l.end_status[i]);
+    ck_assert_msg(n >= 1 && n <= 3, "trial %lld: %lld reports (the last stage has 3 epochs)",
+                  (long long)id, (long long)n);
+    if (st == STROP_TRIAL_OK) ck_assert_int_eq(n, 3);
+    for (int64_t k = 0; k < n; k++) {
+      int64_t step;
+      OK_T(strop_tuner_trial_report_at(t, id, k, &step, NULL));
+      ck_assert_int_eq(step, k + 1);
+    }
+    if (st == STROP_TRIAL_PRUNED) {
+      pruned++;
+      double last;
+      OK_T(strop_tuner_trial_report_at(t, id, n - 1, NULL, &last));
+      ck_assert_msg(l.end_value[i] == last && v == last, "pruned trial %lld: event %g, tuner %g, "
+                    "last report %g", (long long)id, l.end_value[i], v, last);
+    }
+  }
+  ck_assert_int_ge(l.epochs, 4 * 3 + 4); /* the first stage ran in full in every trial */
+  ck_assert_int_ge(pruned, 1); /* (the median rule cut at least one: its value is checked) */
+  strop_tuner_free(t);
+  strop_recipe_free(r);
+}
+END_TEST
+
+/* The host's stop during a trial records it as interrupted; the next run says what it resumed
+ * and runs that trial first, with its values; a finished search runs nothing and still writes
+ * its files. */
+START_TEST(tune_interrupt_and_resume) {
+  strop_recipe *r = tune_recipe(", best_recipe: best.yaml, plot: tune.svg");
+  strop_tune_options o;
+  strop_tune_options_init(&o);
+  tune_log l;
+  memset(&l, 0, sizeof l);
+  l.stop_in_trial = 1;
+  l.stop_at_epoch = 2;
+  o.on_event = log_tune;
+  o.user_data = &l;
+  strop_tuner *t = (strop_tuner *)1;
+  ck_assert_int_eq(strop_recipe_tune(r, &o, &t), STROP_E_CANCELLED);
+  ck_assert_ptr_null(t);
+  ck_assert_int_eq(l.ends, 2);
+  ck_assert_int_eq(l.end_status[1], STROP_TRIAL_INTERRUPTED);
+  ck_assert(isnan(l.end_value[1]));
+  ck_assert_int_eq(l.resumed, 0);
+  /* the rerun: 1 finished trial read, trial 1 first */
+  memset(&l, 0, sizeof l);
+  l.stop_in_trial = -1;
+  ck_assert_msg(strop_recipe_tune(r, &o, &t) == STROP_OK, "%s", strop_last_error());
+  ck_assert_int_eq(l.resumed, 1);
+  ck_assert_int_eq(l.resumed_count, 1);
+  ck_assert_int_eq(l.first_start, 1);
+  ck_assert_int_eq(l.starts, 3);
+  ck_assert_int_eq(strop_tuner_num_trials(t), 4);
+  for (int64_t i = 0; i < 4; i++) {
+    int st;
+    OK_T(strop_tuner_trial_result(t, strop_tuner_trial_id(t, i), &st, NULL, NULL, NULL));
+    ck_assert_int_eq(st, STROP_TRIAL_OK);
+  }
+  ck_assert_str_eq(l.output_keys, "tune.trials_file tune.best_recipe tune.plot ");
+  strop_tuner_free(t);
+  /* finished: nothing runs, the files are written again */
+  memset(&l, 0, sizeof l);
+  l.stop_in_trial = -1;
+  ck_assert_msg(strop_recipe_tune(r, &o, &t) == STROP_OK, "%s", strop_last_error());
+  ck_assert_int_eq(l.resumed_count, 4);
+  ck_assert_int_eq(l.starts, 0);
+  ck_assert_int_eq(l.outputs, 3);
+  strop_tuner_free(t);
+  /* more trials than the file has: only the missing ones run (a grid of 4 has no more) */
+  o.trials = 6;
+  memset(&l, 0, sizeof l);
+  l.stop_in_trial = -1;
+  ck_assert_msg(strop_recipe_tune(r, &o, &t) == STROP_OK, "%s", strop_last_error());
+  ck_assert_int_eq(l.starts, 0);
+  strop_tuner_free(t);
+  strop_recipe_free(r);
+}
+END_TEST
+
+/* tune.best_recipe at the path of an output file is refused before any trial; the time budget
+ * of the options reaches the tuner. */
+START_TEST(tune_errors_and_budget) {
+  strop_recipe *r = tune_recipe(", best_recipe: out/net.yaml");
+  strop_tune_options o;
+  strop_tune_options_init(&o);
+  strop_tuner *t = NULL;
+  ck_assert_int_eq(strop_recipe_tune(r, &o, &t), STROP_E_FORMAT);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "output.spec"));
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "overwrite"));
+  ck_assert_int_eq(strop_recipe_set(r, "tune.best_recipe", "trials.jsonl"), STROP_OK);
+  ck_assert_int_eq(strop_recipe_tune(r, &o, &t), STROP_E_FORMAT);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "tune.trials_file"));
+  ck_assert_int_eq(strop_recipe_set(r, "tune.best_recipe", "best.yaml"), STROP_OK);
+  o.time_budget = -1;
+  ck_assert_int_eq(strop_recipe_tune(r, &o, &t), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "time_budget"));
+  /* a budget spent at once: no trial starts (the grid has 4) */
+  o.time_budget = 1e-9;
+  ck_assert_msg(strop_recipe_tune(r, &o, &t) == STROP_OK, "%s", strop_last_error());
+  ck_assert_int_le(strop_tuner_num_trials(t), 1);
+  double v;
+  ck_assert_int_eq(strop_tuner_get_double(t, STROP_TUNE_TIME_BUDGET, &v), STROP_OK);
+  ck_assert(v == 1e-9);
+  strop_tuner_free(t);
+  /* the recipe key sets it too */
+  char tf[300];
+  snprintf(tf, sizeof tf, "%s/trials.jsonl", g_dir);
+  unlink(tf);
+  o.time_budget = 0;
+  ck_assert_int_eq(strop_recipe_set(r, "tune.time", "1.0e-9"), STROP_OK);
+  ck_assert_msg(strop_recipe_tune(r, &o, &t) == STROP_OK, "%s", strop_last_error());
+  ck_assert_int_le(strop_tuner_num_trials(t), 1);
+  ck_assert_int_eq(strop_tuner_get_double(t, STROP_TUNE_TIME_BUDGET, &v), STROP_OK);
+  ck_assert(v == 1e-9);
+  strop_tuner_free(t);
+  strop_recipe_free(r);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("recipe");
   TCase *tc = tcase_create("parse");
@@ -773,6 +988,12 @@ int main(void) {
   tcase_add_test(tc, outputs_ready_before_training);
   tcase_add_test(tc, resume_is_bit_identical);
   tcase_add_test(tc, tuned_values_keep_every_digit);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("tune");
+  tcase_set_timeout(tc, 300);
+  tcase_add_test(tc, tune_prunes_on_the_last_stage);
+  tcase_add_test(tc, tune_interrupt_and_resume);
+  tcase_add_test(tc, tune_errors_and_budget);
   suite_add_tcase(s, tc);
   return strop_test_run(s);
 }

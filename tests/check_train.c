@@ -1016,6 +1016,378 @@ START_TEST(alloc_failures) {
 }
 END_TEST
 
+/* ---- a loss the host computes ---- */
+
+/* The host's MSE exactly as ops/loss.c computes it: the sum of squares in double, each
+ * gradient 2 d / count rounded once to float. */
+static double host_mse(const float *pred, const float *y, size_t m, float *d) {
+  double total = 0.0, scale = 1.0 / (double)m;
+  for (size_t i = 0; i < m; i++) {
+    double e = (double)pred[i] - (double)y[i];
+    total += e * e;
+    d[i] = (float)(2.0 * e * scale);
+  }
+  return total * scale;
+}
+
+/* The host's cross-entropy (mean over rows, no weights, no smoothing), in the operations of
+ * ops/loss.c: the max, the sum of exp in double, log-sum-exp, the softmax minus the one-hot,
+ * then one float scale by 1 / rows. */
+static double host_ce(const float *z, const float *y, int64_t rows, int64_t C, float *g) {
+  double total = 0.0;
+  for (int64_t r = 0; r < rows; r++) {
+    const float *zr = z + r * C;
+    float *gr = g + r * C;
+    int64_t t = (int64_t)y[r];
+    double m = zr[0];
+    for (int64_t j = 1; j < C; j++)
+      if (zr[j] > m) m = zr[j];
+    double s = 0.0;
+    for (int64_t j = 0; j < C; j++) s += exp((double)zr[j] - m);
+    double lse = m + log(s);
+    total += (1.0 - 0.0) * 1.0 * (lse - (double)zr[t]);
+    for (int64_t j = 0; j < C; j++) gr[j] = (float)(exp((double)zr[j] - lse) * 1.0 - 0.0 * 1.0);
+    gr[t] -= (float)((1.0 - 0.0) * 1.0);
+  }
+  double scale = 1.0 / (double)rows;
+  float fs = (float)scale;
+  for (int64_t i = 0; i < rows * C; i++) g[i] *= fs;
+  return total * scale;
+}
+
+/* Every gradient of the model, read through the public API (frozen ones skipped). */
+static float *grads_of(strop_model *m, size_t *n_out) {
+  size_t n = 0;
+  for (int i = 0; i < m->n_params; i++)
+    if (!m->params[i]->is_buffer && m->params[i]->trainable) n += m->params[i]->numel;
+  float *g = malloc((n ? n : 1) * sizeof *g);
+  size_t o = 0;
+  for (int i = 0; i < m->n_params; i++) {
+    const strop__param *p = m->params[i];
+    if (p->is_buffer || !p->trainable) continue;
+    strop_test_must(strop_model_get_grad(m, p->name, g + o, p->numel), "get_grad");
+    o += p->numel;
+  }
+  *n_out = n;
+  return g;
+}
+
+static void assert_same_floats(const float *a, const float *b, size_t n, const char *what) {
+  size_t diff = 0, first = n;
+  for (size_t i = 0; i < n; i++)
+    if (memcmp(&a[i], &b[i], sizeof *a)) {
+      diff++;
+      if (first == n) first = i;
+    }
+  ck_assert_msg(diff == 0, "%s: %zu of %zu values differ (first at %zu: %.9g vs %.9g)", what,
+                diff, n, first, first < n ? (double)a[first] : 0.0,
+                first < n ? (double)b[first] : 0.0);
+}
+
+/* A custom loss through forward / backward / apply against the built-in one on a twin: the
+ * losses, every gradient after each micro-batch, and every weight, buffer and optimizer value
+ * after each update are equal bit for bit. BatchNorm, dropout (the RNG), Adam, accumulation
+ * over 2 micro-batches and clipping are in the loop. */
+static void host_loss_matches_builtin(int loss_kind) {
+  strop_dataset *ds = blobs(256, 31);
+  rig a = bn_rig(17, STROP_OPTIM_ADAM, 3e-3f), b = bn_rig(17, STROP_OPTIM_ADAM, 3e-3f);
+  rig *rs[2] = {&a, &b};
+  for (int k = 0; k < 2; k++) {
+    strop_test_must(strop_trainer_set_int(rs[k]->tr, STROP_TRAIN_LOSS, loss_kind), "loss");
+    strop_test_must(strop_trainer_set_int(rs[k]->tr, STROP_TRAIN_ACCUM_STEPS, 2), "accum");
+    strop_test_must(strop_trainer_set_float(rs[k]->tr, STROP_TRAIN_CLIP_NORM, 0.5), "clip");
+  }
+  for (int step = 0; step < 8; step++) {
+    strop_tensor *x, *y, *out = NULL, *dout = NULL;
+    batch(ds, 16 * step, 16, &x, &y);
+    strop_tensor *target = y;
+    if (loss_kind == STROP_LOSS_MSE) { /* regress a one-hot of the class */
+      int64_t td[2] = {16, 4};
+      strop_test_must(strop_tensor_create(2, td, &target), "target");
+      for (int64_t i = 0; i < 16; i++)
+        for (int c = 0; c < 4; c++)
+          strop_tensor_data(target)[i * 4 + c] = (float)(strop_tensor_data(y)[i] == (float)c);
+    }
+    float builtin = 0.0f;
+    strop_test_must(strop_trainer_step(a.tr, x, target, &builtin), "builtin step");
+    strop_test_must(strop_trainer_forward(b.tr, x, &out), "forward");
+    strop_test_must(strop_tensor_copy(out, &dout), "dout");
+    double host = loss_kind == STROP_LOSS_MSE
+                      ? host_mse(strop_tensor_data(out), strop_tensor_data(target), 64,
+                                 strop_tensor_data(dout))
+                      : host_ce(strop_tensor_data(out), strop_tensor_data(y), 16, 4,
+                                strop_tensor_data(dout));
+    float hl = (float)host;
+    ck_assert_msg(memcmp(&hl, &builtin, sizeof hl) == 0, "step %d: loss %.9g vs built-in %.9g",
+                  step, (double)hl, (double)builtin);
+    strop_test_must(strop_trainer_backward(b.tr, dout), "backward");
+    if (step % 2 == 0) { /* mid-window: the gradients are there to compare */
+      size_t na, nb;
+      float *ga = grads_of(a.m, &na), *gb = grads_of(b.m, &nb);
+      ck_assert_uint_eq(na, nb);
+      ck_assert_msg(na > 0 && gb[0] != 0.0f, "no gradient to compare");
+      assert_same_floats(gb, ga, na, "gradients");
+      free(ga);
+      free(gb);
+    }
+    strop_test_must(strop_trainer_apply(b.tr), "apply");
+    frozen_state fa = freeze_state(&a);
+    assert_state_is(&b, &fa);
+    free_state(&fa);
+    if (target != y) strop_tensor_free(target);
+    strop_tensor_free(out);
+    strop_tensor_free(dout);
+    strop_tensor_free(x);
+    strop_tensor_free(y);
+  }
+  ck_assert_int_eq(strop_trainer_global_step(b.tr), 4);
+  free_rig(&a);
+  free_rig(&b);
+  strop_dataset_free(ds);
+}
+
+START_TEST(host_mse_equals_builtin) { host_loss_matches_builtin(STROP_LOSS_MSE); }
+END_TEST
+
+START_TEST(host_cross_entropy_equals_builtin) {
+  host_loss_matches_builtin(STROP_LOSS_CROSS_ENTROPY);
+}
+END_TEST
+
+/* Gradients the host makes: written before strop_optimizer_step (no trainer), the update is
+ * w - lr g exactly; read back as written; a frozen parameter is neither read nor written. */
+START_TEST(host_gradients_and_optimizer_step) {
+  strop_model *m = mlp(23);
+  strop_optimizer *o = NULL;
+  strop_test_must(strop_model_freeze(m, "fc1.*"), "freeze");
+  strop_test_must(strop_optimizer_create(m, STROP_OPTIM_SGD, &o), "optimizer");
+  strop_test_must(strop_optimizer_set_double(o, STROP_OPT_LR, 0.5), "lr");
+  float g[64], back[64], w0[64];
+  for (int i = 0; i < 64; i++) g[i] = 0.25f * (float)(i % 7) - 0.5f;
+  float zero[64];
+  strop_test_must(strop_model_get_grad(m, "head.weight", zero, 64), "get before any");
+  for (int i = 0; i < 64; i++) ck_assert(zero[i] == 0.0f);
+  strop_test_must(strop_model_set_grad(m, "head.weight", g, 64), "set");
+  strop_test_must(strop_model_get_grad(m, "head.weight", back, 64), "get");
+  ck_assert_mem_eq(back, g, sizeof g);
+  strop_tensor *w = NULL;
+  strop_test_must(strop_model_tensor_view(m, "head.weight", &w), "view");
+  memcpy(w0, strop_tensor_data(w), sizeof w0);
+  size_t nf;
+  float *fc0 = weights(m, &nf);
+  strop_test_must(strop_optimizer_step(o), "step");
+  for (int i = 0; i < 64; i++)
+    ck_assert_msg(strop_tensor_data(w)[i] == w0[i] - 0.5f * g[i], "weight %d", i);
+  /* head.bias had a zero gradient (allocated by the first set_grad): unchanged; fc1 frozen */
+  float *fc1 = weights(m, &nf);
+  for (size_t i = 0; i < nf; i++)
+    if (i < 8 * 16 + 16) ck_assert(fc1[i] == fc0[i]); /* fc1.weight, fc1.bias come first */
+  ck_assert_int_eq(strop_model_get_grad(m, "fc1.weight", back, 128), STROP_E_STATE);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "frozen"));
+  free(fc0);
+  free(fc1);
+  strop_tensor_free(w);
+  strop_optimizer_free(o);
+  strop_model_free(m);
+}
+END_TEST
+
+/* A trainer's backward from the host respects frozen parameters and adds up micro-batches;
+ * a host write between backward and apply is what the update applies. */
+START_TEST(host_backward_then_host_write) {
+  strop_dataset *ds = blobs(64, 41);
+  rig r = make_rig(43, STROP_OPTIM_SGD, 0.5f);
+  strop_test_must(strop_model_freeze(r.m, "fc1.*"), "freeze");
+  strop_tensor *x, *y, *out = NULL;
+  batch(ds, 0, 8, &x, &y);
+  strop_test_must(strop_trainer_forward(r.tr, x, &out), "forward");
+  strop_tensor *dout = NULL;
+  strop_test_must(strop_tensor_copy(out, &dout), "dout");
+  for (int64_t i = 0; i < strop_tensor_numel(dout); i++) strop_tensor_data(dout)[i] = 0.125f;
+  strop_test_must(strop_trainer_backward(r.tr, dout), "backward");
+  float gb[4];
+  strop_test_must(strop_model_get_grad(r.m, "head.bias", gb, 4), "get");
+  for (int i = 0; i < 4; i++) ck_assert_float_eq(gb[i], 1.0f); /* 8 rows of 0.125 */
+  ck_assert_int_eq(strop_model_get_grad(r.m, "fc1.bias", gb, 16), STROP_E_STATE);
+  /* the host's own gradient for the bias replaces the backward's */
+  float mine[4] = {2, -2, 0, 4};
+  strop_test_must(strop_model_set_grad(r.m, "head.bias", mine, 4), "set");
+  strop_tensor *bias = NULL;
+  strop_test_must(strop_model_tensor_view(r.m, "head.bias", &bias), "view");
+  float b0[4];
+  memcpy(b0, strop_tensor_data(bias), sizeof b0);
+  strop_test_must(strop_trainer_apply(r.tr), "apply");
+  for (int i = 0; i < 4; i++) ck_assert(strop_tensor_data(bias)[i] == b0[i] - 0.5f * mine[i]);
+  ck_assert_int_eq(strop_trainer_global_step(r.tr), 1);
+  /* after the update the gradients read zero, and a window starts from zero */
+  strop_test_must(strop_model_get_grad(r.m, "head.bias", gb, 4), "get after");
+  for (int i = 0; i < 4; i++) ck_assert(gb[i] == 0.0f);
+  strop_test_must(strop_model_set_grad(r.m, "head.bias", mine, 4), "set before a window");
+  strop_tensor_free(out);
+  strop_test_must(strop_trainer_forward(r.tr, x, &out), "forward 2");
+  strop_test_must(strop_model_get_grad(r.m, "head.bias", gb, 4), "get in window");
+  for (int i = 0; i < 4; i++) ck_assert(gb[i] == 0.0f);
+  strop_trainer_discard_forward(r.tr);
+  strop_trainer_discard_forward(r.tr); /* nothing pending: no error */
+  strop_tensor_free(bias);
+  strop_tensor_free(out);
+  strop_tensor_free(dout);
+  strop_tensor_free(x);
+  strop_tensor_free(y);
+  free_rig(&r);
+  strop_dataset_free(ds);
+}
+END_TEST
+
+/* Every error path of the host's step: the right status, a sentence, nothing changed. */
+START_TEST(host_errors) {
+  strop_dataset *ds = blobs(64, 51);
+  rig r = bn_rig(53, STROP_OPTIM_ADAM, 1e-2f);
+  strop_tensor *x, *y, *out = (strop_tensor *)1, *bad = NULL, *dout = NULL;
+  batch(ds, 0, 8, &x, &y);
+  int64_t bd[2] = {8, 7};
+  strop_test_must(strop_tensor_create(2, bd, &bad), "bad");
+  frozen_state f0 = freeze_state(&r);
+  /* NULLs */
+  ck_assert_int_eq(strop_trainer_forward(NULL, x, &out), STROP_E_INVALID_ARG);
+  ck_assert_ptr_null(out);
+  ck_assert_int_eq(strop_trainer_forward(r.tr, NULL, &out), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_trainer_forward(r.tr, x, NULL), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_trainer_backward(NULL, x), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_trainer_backward(r.tr, NULL), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_trainer_apply(NULL), STROP_E_INVALID_ARG);
+  ck_assert_str_ne(strop_last_error(), "");
+  strop_trainer_discard_forward(NULL);
+  /* inputs of another shape */
+  ck_assert_int_eq(strop_trainer_forward(r.tr, bad, &out), STROP_E_SHAPE);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "[8, 7]"));
+  ck_assert_ptr_null(out);
+  /* a backward without a forward */
+  ck_assert_int_eq(strop_trainer_backward(r.tr, bad), STROP_E_STATE);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "strop_trainer_forward first"));
+  /* nothing has a window yet: apply does nothing */
+  ck_assert_int_eq(strop_trainer_apply(r.tr), STROP_OK);
+  assert_state_is(&r, &f0);
+  /* dout of another shape: refused, the forward stays pending, apply refuses to run over it */
+  strop_test_must(strop_trainer_forward(r.tr, x, &out), "forward");
+  ck_assert_int_eq(strop_trainer_backward(r.tr, bad), STROP_E_SHAPE);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "[8, 4]"));
+  ck_assert_int_eq(strop_trainer_apply(r.tr), STROP_E_STATE);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "pending"));
+  /* a NaN in dout is a skipped step: everything as before the window (BatchNorm's running
+   * statistics, which the forward moved, included) */
+  strop_test_must(strop_tensor_copy(out, &dout), "dout");
+  strop_tensor_data(dout)[3] = NAN;
+  ck_assert_int_eq(strop_trainer_backward(r.tr, dout), STROP_E_NUMERIC);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "dout[3]"));
+  ck_assert_int_eq(strop_trainer_skipped_steps(r.tr), 1);
+  f0.rng = r.m->rng; /* (the RNG is put back too, but compare the rest first) */
+  assert_state_is(&r, &f0);
+  ck_assert_int_eq(strop_trainer_backward(r.tr, dout), STROP_E_STATE); /* nothing pending */
+  /* another forward on the model drops the pending one */
+  strop_tensor_free(out);
+  strop_test_must(strop_trainer_forward(r.tr, x, &out), "forward again");
+  strop_tensor *eval_out = NULL;
+  strop_test_must(strop_model_forward(r.m, x, &eval_out), "model forward");
+  strop_tensor_data(dout)[3] = 0.0f;
+  ck_assert_int_eq(strop_trainer_backward(r.tr, dout), STROP_E_STATE);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "gone"));
+  ck_assert_int_eq(strop_trainer_apply(r.tr), STROP_OK); /* the drop ended it */
+  /* gradients in and out */
+  float buf[128], keep[128];
+  for (int i = 0; i < 128; i++) keep[i] = buf[i] = 7.0f;
+  ck_assert_int_eq(strop_model_get_grad(NULL, "head.weight", buf, 64), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_get_grad(r.m, NULL, buf, 64), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_get_grad(r.m, "head.weight", NULL, 64), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_get_grad(r.m, "head.wieght", buf, 64), STROP_E_NOT_FOUND);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "head.wieght"));
+  ck_assert_int_eq(strop_model_get_grad(r.m, "head.weight", buf, 63), STROP_E_SHAPE);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "63"));
+  ck_assert_int_eq(strop_model_get_grad(r.m, "bn.running_mean", buf, 16), STROP_E_STATE);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "buffer"));
+  ck_assert_mem_eq(buf, keep, sizeof buf);
+  ck_assert_int_eq(strop_model_set_grad(NULL, "head.weight", buf, 64), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_set_grad(r.m, "head.weight", NULL, 64), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_set_grad(r.m, "nope", buf, 64), STROP_E_NOT_FOUND);
+  ck_assert_int_eq(strop_model_set_grad(r.m, "head.weight", buf, 65), STROP_E_SHAPE);
+  ck_assert_int_eq(strop_model_set_grad(r.m, "bn.num_batches_tracked", buf, 1), STROP_E_STATE);
+  float g[64];
+  strop_test_must(strop_model_get_grad(r.m, "head.weight", g, 64), "get");
+  for (int i = 0; i < 64; i++) ck_assert(g[i] == 0.0f); /* the failed sets wrote nothing */
+  strop_model *unfinished = NULL;
+  int64_t in[1] = {8};
+  strop_test_must(strop_model_create(1, in, &unfinished), "create");
+  strop_test_must(strop_model_add(unfinished, "fc", "linear", "out_features=2", NULL), "add");
+  ck_assert_int_eq(strop_model_get_grad(unfinished, "fc.weight", buf, 16), STROP_E_STATE);
+  ck_assert_int_eq(strop_model_set_grad(unfinished, "fc.weight", buf, 16), STROP_E_STATE);
+  strop_model_free(unfinished);
+  free_state(&f0);
+  strop_tensor_free(eval_out);
+  strop_tensor_free(out);
+  strop_tensor_free(dout);
+  strop_tensor_free(bad);
+  strop_tensor_free(x);
+  strop_tensor_free(y);
+  free_rig(&r);
+  strop_dataset_free(ds);
+}
+END_TEST
+
+/* A host's NaN written into a gradient between backward and apply is caught by the guard. */
+START_TEST(host_written_nan_is_skipped) {
+  strop_dataset *ds = blobs(64, 61);
+  rig r = make_rig(63, STROP_OPTIM_ADAM, 1e-2f);
+  strop_tensor *x, *y, *out = NULL, *dout = NULL;
+  batch(ds, 0, 8, &x, &y);
+  frozen_state f0 = freeze_state(&r);
+  strop_test_must(strop_trainer_forward(r.tr, x, &out), "forward");
+  strop_test_must(strop_tensor_copy(out, &dout), "dout");
+  strop_test_must(strop_trainer_backward(r.tr, dout), "backward");
+  float g[4] = {0, NAN, 0, 0};
+  strop_test_must(strop_model_set_grad(r.m, "head.bias", g, 4), "set");
+  ck_assert_int_eq(strop_trainer_apply(r.tr), STROP_E_NUMERIC);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "strop_trainer_apply: step 0"));
+  f0.rng = r.m->rng;
+  assert_state_is(&r, &f0);
+  free_state(&f0);
+  strop_tensor_free(out);
+  strop_tensor_free(dout);
+  strop_tensor_free(x);
+  strop_tensor_free(y);
+  free_rig(&r);
+  strop_dataset_free(ds);
+}
+END_TEST
+
+/* A warm forward + backward + apply failing at any allocation (the output's copy): STROP_E_NOMEM,
+ * nothing leaked. (Cold, the gradients, the arena and the buffers' copy are allocated on first
+ * use and kept by the model and trainer, as by strop_trainer_step.) */
+static rig g_host_rig;
+static strop_tensor *g_host_x;
+static int op_host_step(void *ctx) {
+  (void)ctx;
+  strop_tensor *out = NULL;
+  int s = strop_trainer_forward(g_host_rig.tr, g_host_x, &out);
+  if (!s) s = strop_trainer_backward(g_host_rig.tr, out);
+  if (!s) s = strop_trainer_apply(g_host_rig.tr);
+  strop_tensor_free(out);
+  return s;
+}
+
+START_TEST(host_alloc_failures) {
+  strop_dataset *ds = blobs(16, 71);
+  strop_tensor *y;
+  g_host_rig = make_rig(73, STROP_OPTIM_ADAM, 1e-3f);
+  batch(ds, 0, 8, &g_host_x, &y);
+  strop_test_must(op_host_step(NULL), "a first step");
+  ck_assert_int_ge(strop_test_alloc_sweep(op_host_step, NULL, NULL), 1);
+  strop_tensor_free(g_host_x);
+  strop_tensor_free(y);
+  free_rig(&g_host_rig);
+  strop_dataset_free(ds);
+}
+END_TEST
+
 /* --resume CKPT OUT: the second half of resume_is_bit_identical, in a process of its own. */
 static const char *g_resume_ckpt, *g_resume_out;
 START_TEST(resume_half) {
@@ -1062,6 +1434,15 @@ int main(int argc, char **argv) {
   tcase_add_test(tc, step_errors);
   tcase_add_test(tc, alloc_failures);
   tcase_add_test(tc, optimizer_of_another_model_is_refused);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("host_loss");
+  tcase_add_test(tc, host_mse_equals_builtin);
+  tcase_add_test(tc, host_cross_entropy_equals_builtin);
+  tcase_add_test(tc, host_gradients_and_optimizer_step);
+  tcase_add_test(tc, host_backward_then_host_write);
+  tcase_add_test(tc, host_errors);
+  tcase_add_test(tc, host_written_nan_is_skipped);
+  tcase_add_test(tc, host_alloc_failures);
   suite_add_tcase(s, tc);
   tc = tcase_create("fit");
   tcase_set_timeout(tc, 600);

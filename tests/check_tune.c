@@ -758,6 +758,127 @@ START_TEST(failed_trials_recorded) {
 }
 END_TEST
 
+/* Issue 17: a trial the host stops (Ctrl-C: the callback returns a negative value) is recorded
+ * as interrupted, not failed -- the Bayesian model would count a failure as the worst value --
+ * and it is asked again first, with its id and values, in this run and after a resume. */
+START_TEST(interrupted_trial_is_asked_again) {
+  char *path = tmp_path("interrupted.jsonl");
+  unlink(path);
+  strop_tuner *t = NULL;
+  OK(strop_tuner_create(STROP_TUNE_BAYES, 8, STROP_TUNE_MINIMIZE, &t));
+  OK(strop_tuner_add_float(t, "x", -1, 1, 0));
+  OK(strop_tuner_add_float(t, "y", -1, 1, 0));
+  OK(strop_tuner_set_int(t, STROP_TUNE_N_INITIAL, 3));
+  OK(strop_tuner_set_log(t, path));
+  run_ud u = {0, 0, 4, PTHREAD_MUTEX_INITIALIZER};
+  ck_assert_int_eq(strop_tuner_run(t, 10, quad_trial, &u), STROP_E_CANCELLED);
+  ck_assert_int_eq(strop_tuner_num_trials(t), 5);
+  int st;
+  double v, x4, y4;
+  OK(strop_tuner_trial_result(t, 4, &st, &v, NULL, NULL));
+  ck_assert_int_eq(st, STROP_TRIAL_INTERRUPTED);
+  ck_assert(isnan(v));
+  OK(strop_tuner_trial_float(t, 4, "x", &x4));
+  OK(strop_tuner_trial_float(t, 4, "y", &y4));
+  /* in this run: asked again first, same id and values, from its first step */
+  int64_t id;
+  OK(strop_tuner_ask(t, &id));
+  ck_assert_int_eq(id, 4);
+  ck_assert_int_eq(strop_tuner_num_trials(t), 5);
+  OK(strop_tuner_trial_result(t, 4, &st, NULL, NULL, NULL));
+  ck_assert_int_eq(st, STROP_TRIAL_RUNNING);
+  int prune;
+  OK(strop_tuner_report(t, 4, 1, 0.5, &prune)); /* steps start again */
+  OK(strop_tuner_tell(t, 4, 0, STROP_TRIAL_INTERRUPTED)); /* stopped again */
+  strop_tuner_free(t);
+  /* resumed: the file says interrupted; the first ask gives it again */
+  strop_tuner *b = NULL;
+  OK(strop_tuner_create(STROP_TUNE_BAYES, 8, STROP_TUNE_MINIMIZE, &b));
+  OK(strop_tuner_add_float(b, "x", -1, 1, 0));
+  OK(strop_tuner_add_float(b, "y", -1, 1, 0));
+  OK(strop_tuner_resume(b, path));
+  OK(strop_tuner_set_log(b, path));
+  ck_assert_int_eq(strop_tuner_num_trials(b), 5);
+  OK(strop_tuner_trial_result(b, 4, &st, NULL, NULL, NULL));
+  ck_assert_int_eq(st, STROP_TRIAL_INTERRUPTED);
+  OK(strop_tuner_ask(b, &id));
+  ck_assert_int_eq(id, 4);
+  double x, y;
+  OK(strop_tuner_trial_float(b, 4, "x", &x));
+  OK(strop_tuner_trial_float(b, 4, "y", &y));
+  ck_assert(x == x4 && y == y4);
+  OK(strop_tuner_tell(b, 4, 0.125, STROP_TRIAL_OK));
+  OK(strop_tuner_ask(b, &id));
+  ck_assert_int_eq(id, 5); /* then the search goes on */
+  strop_tuner_free(b);
+  /* the file has lines 4 (interrupted) twice and 4 (ok): the last one stands */
+  strop_tuner *c = NULL;
+  OK(strop_tuner_create(STROP_TUNE_BAYES, 8, STROP_TUNE_MINIMIZE, &c));
+  OK(strop_tuner_add_float(c, "x", -1, 1, 0));
+  OK(strop_tuner_add_float(c, "y", -1, 1, 0));
+  OK(strop_tuner_resume(c, path));
+  ck_assert_int_eq(strop_tuner_num_trials(c), 5);
+  OK(strop_tuner_trial_result(c, 4, &st, &v, NULL, NULL));
+  ck_assert_int_eq(st, STROP_TRIAL_OK);
+  ck_assert(v == 0.125);
+  strop_tuner_free(c);
+  /* a host tells interrupted itself; a grid that is exhausted still gives it again */
+  strop_tuner *g = NULL;
+  OK(strop_tuner_create(STROP_TUNE_GRID, 1, STROP_TUNE_MINIMIZE, &g));
+  const char *ab[] = {"a", "b"};
+  OK(strop_tuner_add_categorical(g, "c", ab, 2));
+  int64_t i0, i1;
+  OK(strop_tuner_ask(g, &i0));
+  OK(strop_tuner_ask(g, &i1));
+  OK(strop_tuner_tell(g, i0, 1.0, STROP_TRIAL_OK));
+  OK(strop_tuner_tell(g, i1, NAN, STROP_TRIAL_INTERRUPTED));
+  OK(strop_tuner_ask(g, &id)); /* both points were asked: the interrupted one again */
+  ck_assert_int_eq(id, i1);
+  OK(strop_tuner_tell(g, i1, 2.0, STROP_TRIAL_OK));
+  ERR(strop_tuner_ask(g, &id), STROP_E_STATE, "exhausted");
+  strop_tuner_free(g);
+  unlink(path);
+}
+END_TEST
+
+/* No trial starts once STROP_TUNE_TIME_BUDGET seconds have passed; the run returns OK. */
+static int slow_trial(strop_tuner *t, int64_t id, double *value_out, void *user_data) {
+  (void)t;
+  (void)id;
+  (void)user_data;
+  usleep(20000);
+  *value_out = 1.0;
+  return STROP_TRIAL_OK;
+}
+
+START_TEST(time_budget_stops_the_run) {
+  strop_tuner *t = NULL;
+  OK(strop_tuner_create(STROP_TUNE_RANDOM, 2, STROP_TUNE_MINIMIZE, &t));
+  OK(strop_tuner_add_float(t, "x", -1, 1, 0));
+  double v;
+  OK(strop_tuner_get_double(t, STROP_TUNE_TIME_BUDGET, &v));
+  ck_assert(v == 0.0); /* no limit by default */
+  ERR(strop_tuner_set_double(t, STROP_TUNE_TIME_BUDGET, -1), STROP_E_INVALID_ARG, "time_budget");
+  ERR(strop_tuner_set_double(t, STROP_TUNE_TIME_BUDGET, INFINITY), STROP_E_INVALID_ARG,
+      "time_budget");
+  int key;
+  OK(strop_tuner_knob_find("time", &key));
+  ck_assert_int_eq(key, STROP_TUNE_TIME_BUDGET);
+  OK(strop_tuner_set_double(t, STROP_TUNE_TIME_BUDGET, 0.05));
+  /* 100 trials of at least 20 ms each cannot fit in 50 ms: the budget ends the run */
+  OK(strop_tuner_run(t, 100, slow_trial, NULL));
+  int64_t n = strop_tuner_num_trials(t);
+  ck_assert_int_ge(n, 1);
+  ck_assert_int_lt(n, 100);
+  for (int64_t i = 0; i < n; i++) {
+    int st;
+    OK(strop_tuner_trial_result(t, strop_tuner_trial_id(t, i), &st, NULL, NULL, NULL));
+    ck_assert_int_eq(st, STROP_TRIAL_OK); /* the running one finished */
+  }
+  strop_tuner_free(t);
+}
+END_TEST
+
 START_TEST(parallel_workers) {
   strop_tuner *t = NULL;
   OK(strop_tuner_create(STROP_TUNE_BAYES, 4, STROP_TUNE_MINIMIZE, &t));
@@ -1052,6 +1173,8 @@ static Suite *tune_suite(void) {
   suite_add_tcase(s, tc);
   tc = tcase_create("run");
   tcase_add_test(tc, failed_trials_recorded);
+  tcase_add_test(tc, interrupted_trial_is_asked_again);
+  tcase_add_test(tc, time_budget_stops_the_run);
   tcase_add_test(tc, parallel_workers);
   suite_add_tcase(s, tc);
   tc = tcase_create("io");

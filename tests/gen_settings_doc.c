@@ -4,7 +4,8 @@
  *
  *   gen_settings_doc --check DOCS_DIR   (the CTest test settings_docs)
  *   gen_settings_doc --write DOCS_DIR   (after changing a table)
- *   gen_settings_doc --print NAME       (optimizer, scheduler, trainer or tuner)
+ *   gen_settings_doc --print NAME       (optimizer, scheduler, trainer, tuner, or recipe:SECTION
+ *                                        such as recipe:tune: a section's own keys)
  *
  * A table sits between "<!-- BEGIN settings:NAME ... -->" and "<!-- END settings:NAME -->". */
 #include <stdio.h>
@@ -13,6 +14,7 @@
 
 #include "core/settings.h"
 #include "optim/optim.h"
+#include "recipe/recipe_impl.h"
 #include "train/train_impl.h"
 #include "tune/tune_impl.h"
 
@@ -159,8 +161,49 @@ static void gen_by_kind(text *t, const strop__settings *s) {
   }
 }
 
+/* A recipe section's own keys ("recipe:tune"): the schema's keys and types joined with their
+ * lines (strop__tune_key_docs); a key without a line, or a line without a key, is an error. */
+static void gen_recipe_keys(text *t, const char *section) {
+  const strop__key_doc *docs = strop__tune_key_docs;
+  put(t, "| key | type | meaning |\n|---|---|---|\n");
+  const char *key, *type;
+  const char *const *words;
+  int n = 0;
+  for (int i = 0; strop__recipe_schema_key(section, i, &key, &type, &words) == 1; i++, n++) {
+    const char *doc = NULL;
+    for (int k = 0; docs[k].key; k++)
+      if (!strcmp(docs[k].section, section) && !strcmp(docs[k].key, key)) doc = docs[k].doc;
+    if (!doc) {
+      fprintf(stderr, "gen_settings_doc: the recipe key '%s.%s' has no line in "
+              "lib/recipe/tune.c's strop__tune_key_docs\n", section, key);
+      exit(2);
+    }
+    put(t, "| `%s` | ", key);
+    if (words)
+      for (int w = 0; words[w]; w++) put(t, "%s`%s`", w ? ", " : "", words[w]);
+    else
+      put(t, "%s", type);
+    put(t, " | %s |\n", doc);
+  }
+  if (n == 0) {
+    fprintf(stderr, "gen_settings_doc: no recipe section '%s'\n", section);
+    exit(2);
+  }
+  for (int k = 0; docs[k].key; k++) {
+    int found = 0;
+    for (int i = 0; !found && strop__recipe_schema_key(section, i, &key, &type, &words) == 1; i++)
+      found = !strcmp(docs[k].key, key);
+    if (!strcmp(docs[k].section, section) && !found) {
+      fprintf(stderr, "gen_settings_doc: strop__tune_key_docs documents '%s.%s', which the "
+              "recipe schema does not have\n", section, docs[k].key);
+      exit(2);
+    }
+  }
+}
+
 static void generate(const char *name, text *t) {
-  if (!strcmp(name, "optimizer")) gen_optimizer(t);
+  if (!strncmp(name, "recipe:", 7)) gen_recipe_keys(t, name + 7);
+  else if (!strcmp(name, "optimizer")) gen_optimizer(t);
   else if (!strcmp(name, "scheduler")) gen_by_kind(t, &strop__scheduler_settings);
   else if (!strcmp(name, "trainer")) gen_by_kind(t, &strop__trainer_settings);
   else if (!strcmp(name, "tuner")) gen_by_kind(t, &strop__tuner_settings);
@@ -186,7 +229,7 @@ static char *read_all(const char *path) {
 static const struct {
   const char *file, *table;
 } BLOCKS[] = {{"optim.md", "optimizer"}, {"optim.md", "scheduler"}, {"recipes.md", "trainer"},
-              {"tune.md", "tuner"}};
+              {"tune.md", "recipe:tune"}, {"tune.md", "recipe:tune.params"}, {"tune.md", "tuner"}};
 
 /* Replaces (or compares) every generated table of one file. Returns the number that differ. */
 static int one_file(const char *dir, const char *file, int write) {

@@ -210,22 +210,36 @@ STROP_API STROP_NODISCARD strop_status strop_recipe_evaluate(const strop_recipe 
 
 struct strop_tuner;
 
-/** What a tuning event is about. @since 0.1 */
+/** What a tuning event is about. Kinds are only added: ignore one you do not know.
+ *  @since 0.1 */
 typedef enum strop_tune_event_kind {
   STROP_TUNE_EVENT_TRIAL_START = 0, /**< A trial begins (its values are in the tuner). */
   STROP_TUNE_EVENT_EPOCH = 1,       /**< A trial reported its metric after an epoch. */
-  STROP_TUNE_EVENT_TRIAL_END = 2    /**< A trial ended: status and value. */
+  STROP_TUNE_EVENT_TRIAL_END = 2,   /**< A trial ended: status and value. */
+  STROP_TUNE_EVENT_RESUMED = 3,     /**< Before any trial: the trials file @c path was read;
+                                         @c count trials in it are finished (the tuner has them
+                                         and those to run again). @since 0.2 */
+  STROP_TUNE_EVENT_OUTPUT = 4       /**< After the search: the file @c path that the recipe's
+                                         key @c key names was written. @since 0.2 */
 } strop_tune_event_kind;
 
 /** An event of strop_recipe_tune(); fields only appended, read those within @c size. */
 typedef struct strop_tune_event {
   size_t size;                     /**< sizeof(strop_tune_event). */
   int kind;                        /**< strop_tune_event_kind. */
-  int64_t trial_id;                /**< The trial. */
+  int64_t trial_id;                /**< The trial (-1 for the events of the whole search). */
   int64_t epoch;                   /**< STROP_TUNE_EVENT_EPOCH: epochs done over all stages. */
-  double value;                    /**< The epoch's metric, or the trial's final value. */
+  double value;                    /**< The epoch's metric, or the trial's final value (a pruned
+                                        trial's: its last reported one). */
   int status;                      /**< STROP_TUNE_EVENT_TRIAL_END: a strop_trial_status. */
   const struct strop_tuner *tuner; /**< The tuner, to read values and the best so far. */
+  const char *path;                /**< STROP_TUNE_EVENT_RESUMED, _OUTPUT: the file, as the
+                                        recipe's folder resolves it; else NULL. @since 0.2 */
+  const char *key;                 /**< STROP_TUNE_EVENT_RESUMED, _OUTPUT: its recipe key
+                                        ("tune.trials_file", "tune.best_recipe", "tune.plot");
+                                        else NULL. @since 0.2 */
+  int64_t count;                   /**< STROP_TUNE_EVENT_RESUMED: the finished trials read.
+                                        @since 0.2 */
 } strop_tune_event;
 
 /**
@@ -237,11 +251,14 @@ typedef int (*strop_tune_fn)(const strop_tune_event *e, void *user_data);
 /** Options of strop_recipe_tune(); fill with strop_tune_options_init(). @since 0.1 */
 typedef struct strop_tune_options {
   size_t size;           /**< sizeof(strop_tune_options). */
-  int64_t trials;        /**< > 0: run this many trials instead of tune.trials. */
+  int64_t trials;        /**< > 0: the search has this many trials in all (those finished in
+                              the trials file count) instead of tune.trials. */
   int64_t epochs_cap;    /**< > 0: no stage of a trial runs more epochs than this. */
   int resume;            /**< 1 (default): continue from tune.trials_file when it exists. */
   strop_tune_fn on_event;/**< Callback, or NULL. */
   void *user_data;       /**< Passed to on_event. */
+  double time_budget;    /**< > 0: no trial starts after this many seconds (the running ones
+                              finish), instead of tune.time_budget. @since 0.2 */
 } strop_tune_options;
 
 /** @brief Fills @p o with the defaults. @since 0.1 */
@@ -250,15 +267,20 @@ STROP_API void strop_tune_options_init(strop_tune_options *o);
 /**
  * @brief Runs the recipe's @c tune: section: loads the pre-trained model once, and for each
  * trial clones it, sets the trial's values by key path in a copy of the recipe, fine-tunes
- * (no outputs, no baselines), reports the metric after every epoch to the pruner, and tells
- * the result. Failed trials are recorded and the search goes on. Writes tune.trials_file (one
- * JSON line per trial; a rerun resumes from it), tune.best_recipe (the recipe with the best
- * values, runnable by `strop finetune`) and tune.plot (SVG: metric per trial, and metric
- * against the value of each of the first two parameters).
- * @param[out] out The tuner with every trial, owned by the caller (strop_tuner_free()).
- * @return STROP_OK; STROP_E_FORMAT (no tune section, a bad parameter key: the sentence names
- *         file:line:col); STROP_E_CANCELLED; the statuses of loading the model and data.
- * @since 0.1
+ * (no outputs, no baselines), reports the metric after every epoch of the last stage to the
+ * pruner (so a trial is judged only once all its settings took effect; earlier stages run in
+ * full), and tells the result. Failed trials are recorded and the search goes on. Writes
+ * tune.trials_file (one JSON line per trial; a rerun resumes from it, running the trials still
+ * missing from tune.trials and, first, those interrupted), tune.best_recipe (the recipe with
+ * the best values, runnable by `strop finetune`) and tune.plot (SVG: metric per trial, and
+ * metric against the value of each of the first two parameters). A host callback that asks to
+ * stop interrupts the running trials (recorded as STROP_TRIAL_INTERRUPTED, run again first on
+ * resume); asked at a trial's end, it lets that trial's result stand.
+ * @param[out] out The tuner with every trial, owned by the caller (strop_tuner_free()); NULL
+ *                 on error.
+ * @return STROP_OK; STROP_E_FORMAT (no tune section, a bad parameter key, tune.best_recipe at
+ *         the path of another output file: the sentence names file:line:col);
+ *         STROP_E_CANCELLED; the statuses of loading the model and data. @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_recipe_tune(const strop_recipe *r,
                                                          const strop_tune_options *o,

@@ -193,6 +193,128 @@ STROP_API STROP_NODISCARD strop_status strop_trainer_step(strop_trainer *tr,
 /** Number of optimizer steps taken (after accumulation). -1 for NULL. @since 0.1 */
 STROP_API int64_t strop_trainer_global_step(const strop_trainer *tr);
 
+/* ---- a loss the host computes: forward, backward from the host's gradient, apply ---- */
+
+/**
+ * @brief The forward half of a training step whose loss the host computes (distillation,
+ * a contrastive or a reward-weighted loss): runs the model in train mode on @p inputs, keeps
+ * what the backward needs, and returns a copy of the output.
+ *
+ * strop_trainer_forward() + strop_trainer_backward() + strop_trainer_apply() is
+ * strop_trainer_step() with the loss taken out: the same accumulation window
+ * (STROP_TRAIN_ACCUM_STEPS), frozen parameters, backward stop below the lowest trainable node,
+ * clipping, numeric guard and scheduler. The first forward of a window starts it from zero
+ * gradients and notes the buffers (BatchNorm's running statistics) and the model's RNG, which a
+ * skipped step puts back. The step's activations (and a copy of @p inputs) are held in the
+ * model until strop_trainer_backward() or strop_trainer_discard_forward(); another forward of
+ * this trainer replaces them, and any other forward on the model (strop_model_forward(), an
+ * evaluation, strop_trainer_step()) drops them (the backward then returns STROP_E_STATE).
+ * @param tr     The trainer; the forward of a step is pending after the call.
+ * @param inputs [N, input shape...] of the model; copied (may be freed after the call).
+ * @param[out] out A new tensor [N, output shape...] holding the output, owned by the caller
+ *                 (strop_tensor_free()); NULL on error.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_SHAPE (inputs of another shape, naming
+ *         both); STROP_E_NOMEM. On error nothing is pending and the gradients are unchanged.
+ * Not thread-safe for one trainer or its model. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_trainer_forward(strop_trainer *tr,
+                                                             const strop_tensor *inputs,
+                                                             strop_tensor **out);
+
+/**
+ * @brief The backward half: takes d loss / d output from the host and adds the parameters'
+ * gradients to the window's (trainable parameters only; the backward stops below the lowest
+ * trainable node), then releases the forward's activations.
+ *
+ * As strop_trainer_step() does with its own loss's gradient, @p dout is divided by
+ * STROP_TRAIN_ACCUM_STEPS (in float, on a copy), so that the micro-batches of a window add up
+ * to the gradient of their mean: give the gradient of this micro-batch's loss. A @p dout with a
+ * NaN or infinite value is a skipped step (as a non-finite loss is): the window's gradients are
+ * dropped, the buffers and the RNG put back, the skip counted, and STROP_E_NUMERIC returned.
+ * @param tr   The trainer, with a forward pending.
+ * @param dout The gradient of the loss with respect to the output of strop_trainer_forward(),
+ *             the output's shape [N, output shape...]; only read.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_STATE (no forward pending, or another
+ *         forward on the model dropped it); STROP_E_SHAPE (@p dout's shape differs from the
+ *         output's, naming both; the forward stays pending); STROP_E_NUMERIC (as above);
+ *         STROP_E_NOMEM (the window is dropped as for a skipped step). Not thread-safe for one
+ *         trainer or its model. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_trainer_backward(strop_trainer *tr,
+                                                              const strop_tensor *dout);
+
+/**
+ * @brief Ends the optimizer step of the window once STROP_TRAIN_ACCUM_STEPS backwards were
+ * made since the last one (call it after every backward, as strop_trainer_step() would run):
+ * the numeric guard on the gradients, clipping, the optimizer's update of every trainable
+ * parameter, zeroing the gradients, the step count and the per-step scheduler. Before that
+ * many backwards it does nothing and returns STROP_OK.
+ *
+ * The gradients it applies are whatever the parameters hold: the backwards' sum, and what the
+ * host changed with strop_model_set_grad() since the window's first forward. A skipped step
+ * (a gradient not finite, or an update that would make a weight NaN or infinite) leaves every
+ * weight, buffer, optimizer value and counter as it was before the window and returns
+ * STROP_E_NUMERIC, naming the step; the host may go on.
+ * @param tr The trainer.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_STATE (a forward is pending: make its
+ *         backward, or strop_trainer_discard_forward(), first); STROP_E_NUMERIC;
+ *         STROP_E_NOMEM (nothing updated). Not thread-safe for one trainer or its model.
+ * @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_trainer_apply(strop_trainer *tr);
+
+/**
+ * @brief Drops a pending forward of strop_trainer_forward() without a backward, freeing its
+ * activations (the host decided not to learn from that batch). What the forward did to the
+ * buffers (BatchNorm's running statistics) and to the model's RNG stays, as after any
+ * training-mode forward. Nothing pending is no error.
+ * @param tr The trainer (NULL is a no-op). Not thread-safe for one trainer or its model.
+ * @since 0.2
+ */
+STROP_API void strop_trainer_discard_forward(strop_trainer *tr);
+
+/**
+ * @brief Copies the gradient of a trainable parameter: what the backwards of the current
+ * window have added up (strop_trainer_backward(), strop_trainer_step() before its update) and
+ * the host has written (strop_model_set_grad()). Zero before any backward and after an
+ * update (the trainer and strop_optimizer_zero_grad() clear them).
+ *
+ * A copy rather than a view: the trainer clears gradients lazily and reuses their memory
+ * during an update, so a pointer into them would change meaning under the host.
+ * @param model The model; only read.
+ * @param name  A parameter's name as strop_model_tensor_name() gives it ("head.weight").
+ * @param[out] out   Receives @p count floats (the parameter's layout).
+ * @param count The parameter's number of values.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_STATE (not finalized; the parameter is
+ *         frozen or a buffer: it has no gradient); STROP_E_NOT_FOUND (no such parameter, naming
+ *         it); STROP_E_SHAPE (@p count differs, naming both). @p out is unchanged on error.
+ * Thread-safe while no other thread changes the model. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_get_grad(const strop_model *model,
+                                                            const char *name, float *out,
+                                                            size_t count);
+
+/**
+ * @brief Replaces the gradient of a trainable parameter with @p count floats of the host
+ * (copied): a gradient made outside strop, or a backward's gradient changed (a penalty's term
+ * added) before strop_trainer_apply() or strop_optimizer_step() applies it.
+ *
+ * The trainer starts each accumulation window from zero gradients at its first forward, so
+ * write them after the backward of a window and before its apply; strop_optimizer_step() on
+ * its own applies whatever is there. Values are stored as given: the trainer's guard checks
+ * them at the apply, strop_optimizer_step() does not.
+ * @param model The model.
+ * @param name  A trainable parameter's name.
+ * @param data  @p count floats in the parameter's layout; only read.
+ * @param count The parameter's number of values.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_STATE (not finalized; frozen or a
+ *         buffer); STROP_E_NOT_FOUND; STROP_E_SHAPE; STROP_E_NOMEM (the first gradient of the
+ *         model could not be allocated). On error the model is unchanged. Not thread-safe on
+ *         one model. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_set_grad(strop_model *model, const char *name,
+                                                            const float *data, size_t count);
+
 /* ---- metrics ---- */
 
 /** @brief Results of an evaluation; read with strop_metrics_get(). */

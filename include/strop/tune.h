@@ -56,7 +56,10 @@ typedef enum strop_trial_status {
   STROP_TRIAL_OK = 0,      /**< Finished with a value. */
   STROP_TRIAL_FAILED = 1,  /**< Failed (divergence, numeric error...): recorded, no value. */
   STROP_TRIAL_PRUNED = 2,  /**< Stopped early by the pruner (or the host). */
-  STROP_TRIAL_RUNNING = 3  /**< Asked for and not yet told. */
+  STROP_TRIAL_RUNNING = 3, /**< Asked for and not yet told. */
+  STROP_TRIAL_INTERRUPTED = 4 /**< Stopped by the host before it finished (Ctrl-C, a time
+                                   limit): no value, not an observation; the next ask (also
+                                   after a resume) gives it again. @since 0.2 */
 } strop_trial_status;
 
 /** Early-stopping rules of STROP_TUNE_PRUNER. @since 0.1 */
@@ -96,7 +99,10 @@ typedef enum strop_tune_knob {
   STROP_TUNE_HALVING_ETA = 9,      /**< int >= 2: successive-halving reduction factor [3]. */
   STROP_TUNE_HALVING_MIN_RESOURCE = 10, /**< int >= 1: step of the first rung [1]. */
   STROP_TUNE_N_WORKERS = 11,       /**< int >= 1: parallel trials in strop_tuner_run() [1]. */
-  STROP_TUNE_FSYNC = 12            /**< int 0/1: fsync the trials file after each line [0]. */
+  STROP_TUNE_FSYNC = 12,           /**< int 0/1: fsync the trials file after each line [0]. */
+  STROP_TUNE_TIME_BUDGET = 13      /**< float >= 0: seconds after which strop_tuner_run()
+                                        starts no new trial (the running ones finish)
+                                        [0 = no limit]. @since 0.2 */
 } strop_tune_knob;
 
 /**
@@ -245,6 +251,10 @@ STROP_API STROP_NODISCARD strop_status strop_tuner_knob_parse(int key, const cha
  * after strop_tuner_resume() it continues after the largest id in the file). The space is
  * frozen from the first call on.
  *
+ * A trial told STROP_TRIAL_INTERRUPTED (in this run, or read from the trials file) is given
+ * again first, the one with the lowest id: its id and values, with no intermediate values
+ * (since 0.2).
+ *
  * Bayes suggests from the trials told so far; trials still running count as observed at the
  * mean of the observed values (a "constant liar"), so parallel asks spread out.
  * @param[out] trial_id The new trial's id.
@@ -334,7 +344,11 @@ STROP_API STROP_NODISCARD strop_status strop_tuner_report(strop_tuner *t, int64_
  * value takes the last reported value. Failed trials do not stop the search; the Bayesian
  * model sees them at the worst value observed so far (so it steers away), and they never
  * become the best. Pruned trials enter the model at their value and never become the best.
- * @param status STROP_TRIAL_OK, STROP_TRIAL_FAILED or STROP_TRIAL_PRUNED.
+ * An interrupted trial (since 0.2) has no value (@p value is ignored) and is no observation:
+ * the next ask gives it again, so a search stopped by the host re-runs it rather than
+ * counting it as a failure.
+ * @param status STROP_TRIAL_OK, STROP_TRIAL_FAILED, STROP_TRIAL_PRUNED or
+ *               STROP_TRIAL_INTERRUPTED.
  * @return STROP_OK; STROP_E_NOT_FOUND (unknown id); STROP_E_STATE (already told);
  *         STROP_E_INVALID_ARG (NULL, bad status); STROP_E_IO (the trials file could not be
  *         written — the trial is recorded all the same); STROP_E_NOMEM. @since 0.1
@@ -396,7 +410,9 @@ typedef int (*strop_trial_fn)(strop_tuner *t, int64_t trial_id, double *value_ou
  * @brief Runs up to @p n_trials new trials through @p fn: ask, call, tell. With
  * STROP_TUNE_N_WORKERS > 1, that many threads each ask and tell under the tuner's mutex, and
  * each calls @p fn concurrently (the host's fn must then be thread-safe). A grid search
- * stops early when exhausted (and returns STROP_OK).
+ * stops early when exhausted, and no trial starts once STROP_TUNE_TIME_BUDGET seconds have
+ * passed since the call began (both return STROP_OK). Interrupted trials are asked again
+ * first and count among the @p n_trials.
  * @return STROP_OK; STROP_E_CANCELLED (fn returned a negative value); STROP_E_IO (the trials
  *         file could not be written; the search stops); STROP_E_STATE (already running);
  *         STROP_E_INVALID_ARG (NULL, n_trials < 0, no parameter); STROP_E_NOMEM.
@@ -418,7 +434,9 @@ STROP_API STROP_NODISCARD strop_status strop_tuner_set_log(strop_tuner *t, const
  * @brief Loads a trials file written by a previous run of the same search (same parameters)
  * so a restarted search continues: every finished trial is recorded with its id, values,
  * intermediate values, status and time; new ids continue after the largest; the grid skips
- * visited points; random and Bayes draw as if the run had not stopped. Call it after the
+ * visited points; random and Bayes draw as if the run had not stopped; a trial the file
+ * records as interrupted is asked again first (a later line of the same id replaces such a
+ * line). Call it after the
  * parameters are added and before the first ask. A truncated last line (a crash mid-write) is
  * ignored.
  * @return STROP_OK; STROP_E_IO (cannot read); STROP_E_FORMAT (malformed line, unknown or

@@ -234,6 +234,53 @@ static const struct {
                      {F_TRAIN, &strop__trainer_settings, "update"},
                      {F_TUNE, &strop__tuner_settings, NULL}};
 
+/* ---- the schema, for the docs generator ---- */
+
+static const char *type_word(int type) {
+  switch (type) {
+    case T_INT: return "int";
+    case T_FLOAT: return "number";
+    case T_BOOL: return "true/false";
+    case T_STR: return "text";
+    case T_ENUM: return "word";
+    case T_INTS: return "int list";
+    case T_FLOATS: return "number list";
+    case T_MAP: case T_ANYMAP: return "mapping";
+    case T_SEQMAP: return "list of mappings";
+    case T_SURGERY: return "surgery list";
+    case T_STR_OR_INT: return "text or int";
+    case T_STRS: return "word list";
+    default: return "any";
+  }
+}
+
+int strop__recipe_schema_key(const char *section, int i, const char **key, const char **type,
+                             const char *const **words) {
+  const field *fields = F_TOP;
+  char seg[64];
+  for (const char *p = section; p && *p;) {
+    const char *dot = strchr(p, '.');
+    size_t n = dot ? (size_t)(dot - p) : strlen(p);
+    if (n >= sizeof seg) return -1;
+    memcpy(seg, p, n);
+    seg[n] = '\0';
+    const field *f = NULL;
+    for (int k = 0; fields[k].key && !f; k++)
+      if (!strcmp(fields[k].key, seg)) f = &fields[k];
+    if (!f || !f->sub) return -1;
+    fields = f->sub;
+    p = dot ? dot + 1 : NULL;
+  }
+  for (int k = 0; fields[k].key; k++)
+    if (k == i) {
+      *key = fields[k].key;
+      *type = type_word(fields[k].type);
+      *words = fields[k].choices;
+      return 1;
+    }
+  return 0;
+}
+
 /* ---- errors ---- */
 strop_status strop__recipe_err(const char *fn, const strop_recipe *r, const strop__ynode *at,
                                strop_status st, const char *fmt, ...) {

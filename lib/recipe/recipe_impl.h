@@ -53,6 +53,20 @@ strop_status strop__recipe_build_model(const strop_recipe *r, int mode, strop_mo
  * another folder still finds its files). */
 strop_status strop__recipe_absolute_paths(strop_recipe *r);
 
+/* The docs generator's view of the schema: key i of a section ("tune", "tune.params"; ""
+ * for the top level), its type in a word and its allowed words (or NULL). 1 while there is
+ * one, 0 past the last, -1 for an unknown section. */
+int strop__recipe_schema_key(const char *section, int i, const char **key, const char **type,
+                             const char *const **words);
+
+/* One line of documentation per structural key of a recipe section (lib/recipe/tune.c for the
+ * tune: section). The docs generator fails when a key of the schema has none, or one names a
+ * key the schema lacks. */
+typedef struct strop__key_doc {
+  const char *section, *key, *doc;
+} strop__key_doc;
+extern const strop__key_doc strop__tune_key_docs[];
+
 /* Validates the whole tree against the schema; errors name file:line:col. */
 strop_status strop__recipe_validate(const char *fn, const strop_recipe *r);
 

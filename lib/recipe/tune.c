@@ -19,6 +19,36 @@
 
 #define FN "strop_recipe_tune"
 
+/* The tune: section's own keys (its settings are the tuner's knob table), one line each: the
+ * docs generator joins them with the schema of recipe.c and fails on a key without a line. */
+const strop__key_doc strop__tune_key_docs[] = {
+    {"tune", "strategy", "the search strategy (default `bayes`)"},
+    {"tune", "trials", "trials of the search in all (default 10), those finished in the trials "
+                       "file counted; `strop tune --trials N` overrides it"},
+    {"tune", "seed", "seeds every random choice of the search (default: the recipe's `seed`)"},
+    {"tune", "metric", "what a trial is scored by after its last stage (default "
+                       "`val_accuracy`; accuracies are maximised, losses minimised); the pruner "
+                       "reads it after each epoch of the last stage"},
+    {"tune", "trials_file", "a JSON-lines file of the finished trials, appended as they end; a "
+                            "second run resumes from it (path, relative to the recipe)"},
+    {"tune", "best_recipe", "the recipe with the best trial's values and absolute paths, "
+                            "written at the end, runnable by `strop finetune` (path; not a file "
+                            "the `output` section names)"},
+    {"tune", "plot", "an SVG of the metric per trial and against the first two parameters "
+                     "(path)"},
+    {"tune", "params", "the search space: one mapping per parameter (below)"},
+    {"tune.params", "key", "the recipe key path the parameter sets: `optimizer.lr`, "
+                           "`data.batch_size`, `\"stages[1].epochs\"` (quoted in a flow "
+                           "mapping)"},
+    {"tune.params", "type", "the kind of value (default `float`)"},
+    {"tune.params", "low", "float and int: the lowest value (required)"},
+    {"tune.params", "high", "float and int: the highest value (required, > low)"},
+    {"tune.params", "log", "float and int: draw on a log scale (default false; needs low > 0, "
+                           "or >= 1 for an int)"},
+    {"tune.params", "choices", "categorical: the values, a list of scalars written into the "
+                               "recipe as they are"},
+    {NULL, NULL, NULL}};
+
 void strop_tune_options_init(strop_tune_options *o) {
   if (!o) return;
   memset(o, 0, sizeof *o);
@@ -33,18 +63,35 @@ typedef struct tctx {
   const strop_tune_options *o;
   strop_model *base;
   int metric;
-  pthread_mutex_t mu; /* serialises the host's callback */
+  int stop;           /* the host asked to stop at a trial's end: no trial runs after it */
+  pthread_mutex_t mu; /* serialises the host's callback (and guards stop) */
 } tctx;
 
 typedef struct trial_state {
   tctx *tc;
   strop_tuner *t;
   int64_t id;
-  int64_t epochs;
+  int64_t epochs;       /* epochs over all stages */
+  int64_t stage, stages; /* the running stage, and how many the run has */
+  int64_t steps;        /* epochs of the last stage reported to the pruner */
+  double last;          /* the last value reported (NaN: none) */
   int pruned;
   int stop_all;
 } trial_state;
 
+/* An event of the search as a whole (no trial). */
+static strop_tune_event search_event(int kind, const strop_tuner *t) {
+  strop_tune_event te;
+  memset(&te, 0, sizeof te);
+  te.size = sizeof te;
+  te.kind = kind;
+  te.trial_id = -1;
+  te.value = NAN;
+  te.tuner = t;
+  return te;
+}
+
+/* Passes e to the host; its non-zero answer (stop) is returned. */
 static int host_event(tctx *tc, const strop_tune_event *e) {
   if (!tc->o->on_event) return 0;
   pthread_mutex_lock(&tc->mu);
@@ -53,29 +100,35 @@ static int host_event(tctx *tc, const strop_tune_event *e) {
   return rc;
 }
 
+/* The pruner sees the last stage only, its epochs counted from 1: a trial is judged once all
+ * its settings took effect, so trials that differ only in a later stage's setting are never
+ * cut (with equal values) before that stage runs. */
 static int on_run_event(const strop_run_event *e, void *u) {
   trial_state *ts = u;
+  if (e->kind == STROP_EVENT_STAGE_START) {
+    ts->stage = e->stage;
+    ts->stages = e->stages;
+    return 0;
+  }
   if (e->kind != STROP_EVENT_PROGRESS || e->progress->phase != STROP_PHASE_EPOCH_END) return 0;
   const strop_progress *p = e->progress;
   double v = ts->tc->metric == M_VAL_ACC    ? p->val_metric
              : ts->tc->metric == M_VAL_LOSS ? p->val_loss
                                             : p->loss;
   ts->epochs++;
-  strop_tune_event te;
-  memset(&te, 0, sizeof te);
-  te.size = sizeof te;
-  te.kind = STROP_TUNE_EVENT_EPOCH;
+  strop_tune_event te = search_event(STROP_TUNE_EVENT_EPOCH, ts->t);
   te.trial_id = ts->id;
   te.epoch = ts->epochs;
   te.value = v;
-  te.tuner = ts->t;
   if (host_event(ts->tc, &te)) {
     ts->stop_all = 1;
     return 1;
   }
-  if (!isfinite(v)) return 0;
+  if (ts->stage != ts->stages - 1 || !isfinite(v)) return 0;
   int prune = 0;
-  if (strop_tuner_report(ts->t, ts->id, ts->epochs, v, &prune) == STROP_OK && prune) {
+  if (strop_tuner_report(ts->t, ts->id, ++ts->steps, v, &prune) != STROP_OK) return 0;
+  ts->last = v;
+  if (prune) {
     ts->pruned = 1;
     return 1;
   }
@@ -131,14 +184,14 @@ static double final_value(const tctx *tc, strop_run *run) {
 
 static int trial(strop_tuner *t, int64_t id, double *value_out, void *u) {
   tctx *tc = u;
-  trial_state ts = {tc, t, id, 0, 0, 0};
+  trial_state ts = {tc, t, id, 0, 0, 1, 0, NAN, 0, 0};
   *value_out = NAN;
-  strop_tune_event te;
-  memset(&te, 0, sizeof te);
-  te.size = sizeof te;
-  te.kind = STROP_TUNE_EVENT_TRIAL_START;
+  pthread_mutex_lock(&tc->mu);
+  int stop = tc->stop;
+  pthread_mutex_unlock(&tc->mu);
+  if (stop) return -1; /* asked after the host's stop: interrupted before it began */
+  strop_tune_event te = search_event(STROP_TUNE_EVENT_TRIAL_START, t);
   te.trial_id = id;
-  te.tuner = t;
   if (host_event(tc, &te)) return -1;
   strop_recipe *rc = NULL;
   strop_status s = strop_recipe_clone(tc->r, &rc);
@@ -160,6 +213,7 @@ static int trial(strop_tuner *t, int64_t id, double *value_out, void *u) {
     status = -1;
   } else if (ts.pruned) {
     status = STROP_TRIAL_PRUNED;
+    *value_out = ts.last; /* what the table, the plot and the trials file show */
   } else if (s) {
     strop__log(STROP_LOG_WARN, "%s: trial %lld failed: %s", FN, (long long)id, strop_last_error());
     status = STROP_TRIAL_FAILED;
@@ -171,8 +225,12 @@ static int trial(strop_tuner *t, int64_t id, double *value_out, void *u) {
   strop_recipe_free(rc);
   te.kind = STROP_TUNE_EVENT_TRIAL_END;
   te.value = *value_out;
-  te.status = status < 0 ? STROP_TRIAL_FAILED : status;
-  if (host_event(tc, &te)) return -1;
+  te.status = status < 0 ? STROP_TRIAL_INTERRUPTED : status;
+  if (host_event(tc, &te)) { /* this trial's result stands; none runs after it */
+    pthread_mutex_lock(&tc->mu);
+    tc->stop = 1;
+    pthread_mutex_unlock(&tc->mu);
+  }
   return status;
 }
 
@@ -405,6 +463,40 @@ static strop_status apply_tuner_knobs(const strop_recipe *r, const strop__ynode 
   return STROP_OK;
 }
 
+/* Trials with a result: ok, failed or pruned (not those running or interrupted). */
+static int64_t finished_trials(const strop_tuner *t) {
+  int64_t done = 0;
+  for (int64_t i = 0; i < strop_tuner_num_trials(t); i++) {
+    int st = STROP_TRIAL_RUNNING;
+    if (strop_tuner_trial_result(t, strop_tuner_trial_id(t, i), &st, NULL, NULL, NULL)) {}
+    done += st == STROP_TRIAL_OK || st == STROP_TRIAL_FAILED || st == STROP_TRIAL_PRUNED;
+  }
+  return done;
+}
+
+/* tune.best_recipe must not be a file the search or the run of the tuned recipe writes (the
+ * run would overwrite the recipe with a model spec, say). */
+static strop_status check_best_recipe_path(const strop_recipe *r, const strop__ynode *tu) {
+  char best[1024], other[1200];
+  if (!strop__rd_path(r, tu, "best_recipe", best, sizeof best)) return STROP_OK;
+  static const char *const tune_keys[] = {"trials_file", "plot"};
+  static const char *const out_keys[] = {"weights", "spec", "checkpoint", "metrics", "plot",
+                                         "report"};
+  const strop__ynode *out = strop__ynode_get(r->root, "output");
+  for (size_t i = 0; i < sizeof tune_keys / sizeof tune_keys[0]; i++)
+    if (strop__rd_path(r, tu, tune_keys[i], other, sizeof other) && !strcmp(best, other))
+      return strop__recipe_err(FN, r, strop__ynode_get(tu, "best_recipe"), STROP_E_FORMAT,
+                               "'tune.best_recipe' and 'tune.%s' are the same file '%s'",
+                               tune_keys[i], best);
+  for (size_t i = 0; out && i < sizeof out_keys / sizeof out_keys[0]; i++)
+    if (strop__run_out_path(r, out, out_keys[i], other, sizeof other) && !strcmp(best, other))
+      return strop__recipe_err(FN, r, strop__ynode_get(tu, "best_recipe"), STROP_E_FORMAT,
+                               "'tune.best_recipe' is '%s', where 'output.%s' is written too: "
+                               "running the tuned recipe would overwrite it; name one of them "
+                               "otherwise", best, out_keys[i]);
+  return STROP_OK;
+}
+
 strop_status strop_recipe_tune(const strop_recipe *r, const strop_tune_options *user_o,
                                strop_tuner **out) {
   if (!out) return strop__err(STROP_E_INVALID_ARG, "%s: out is NULL", FN);
@@ -455,45 +547,71 @@ strop_status strop_recipe_tune(const strop_recipe *r, const strop_tune_options *
   strop_tuner *t = NULL;
   if ((s = strop_tuner_create(strat, (uint64_t)seed, maximize ? STROP_TUNE_MAXIMIZE : STROP_TUNE_MINIMIZE, &t)))
     return s;
+  pthread_mutex_init(&tc.mu, NULL);
   if ((s = add_params(r, params, t)) || (s = apply_tuner_knobs(r, tu, t)) ||
-      (s = strop_tuner_get_int(t, STROP_TUNE_N_WORKERS, &workers)))
+      (o.time_budget != 0 && (s = strop_tuner_set_double(t, STROP_TUNE_TIME_BUDGET,
+                                                          o.time_budget))) ||
+      (s = strop_tuner_get_int(t, STROP_TUNE_N_WORKERS, &workers)) ||
+      (s = check_best_recipe_path(r, tu)))
     goto fail;
   char path[1024];
   if (strop__rd_path(r, tu, "trials_file", path, sizeof path)) {
     struct stat st;
-    if (o.resume && stat(path, &st) == 0 && st.st_size > 0 && (s = strop_tuner_resume(t, path))) goto fail;
+    if (o.resume && stat(path, &st) == 0 && st.st_size > 0) {
+      if ((s = strop_tuner_resume(t, path))) goto fail;
+      strop_tune_event te = search_event(STROP_TUNE_EVENT_RESUMED, t);
+      te.path = path;
+      te.key = "tune.trials_file";
+      te.count = finished_trials(t);
+      if (host_event(&tc, &te)) {
+        s = strop__err(STROP_E_CANCELLED, "%s: stopped by the host's callback before the first "
+                       "trial", FN);
+        goto fail;
+      }
+    }
     if ((s = strop_tuner_set_log(t, path))) goto fail;
   }
   if ((s = strop__recipe_build_model(r, STROP_RUN_FINETUNE, &tc.base))) goto fail;
   if (workers > 1 && strop_set_num_threads(1)) {} /* one BLAS thread per trial */
-  pthread_mutex_init(&tc.mu, NULL);
-  int64_t done = 0;
-  for (int64_t i = 0; i < strop_tuner_num_trials(t); i++) {
-    int st = 0;
-    if (strop_tuner_trial_result(t, strop_tuner_trial_id(t, i), &st, NULL, NULL, NULL)) {}
-    done += st != STROP_TRIAL_RUNNING;
-  }
+  /* tune.trials counts the finished trials of the file too; interrupted ones run again first */
+  int64_t done = finished_trials(t);
   s = strop_tuner_run(t, trials > done ? trials - done : 0, trial, &tc);
-  pthread_mutex_destroy(&tc.mu);
   strop_model_free(tc.base);
   if (s) goto fail;
+  /* the files written, told to the host in the order written */
+  static const char *const keys[] = {"tune.trials_file", "tune.best_recipe", "tune.plot"};
+  char written[3][1024];
+  int wrote[3] = {0, 0, 0};
+  wrote[0] = strop__rd_path(r, tu, "trials_file", written[0], sizeof written[0]) != NULL;
   int64_t best_id;
   double best;
   if (strop_tuner_best(t, &best_id, &best) == STROP_OK &&
-      strop__rd_path(r, tu, "best_recipe", path, sizeof path)) {
+      strop__rd_path(r, tu, "best_recipe", written[1], sizeof written[1])) {
     strop_recipe *br = NULL;
     if ((s = strop_recipe_clone(r, &br)) || (s = apply_values(t, best_id, br)) ||
-        (s = strop__recipe_absolute_paths(br)) || (s = strop_recipe_save(br, path))) {
+        (s = strop__recipe_absolute_paths(br)) || (s = strop_recipe_save(br, written[1]))) {
       strop_recipe_free(br);
       goto fail;
     }
     strop_recipe_free(br);
+    wrote[1] = 1;
   }
-  if (strop__rd_path(r, tu, "plot", path, sizeof path) && (s = write_plot(t, metric, maximize, path)))
-    goto fail;
+  if (strop__rd_path(r, tu, "plot", written[2], sizeof written[2])) {
+    if ((s = write_plot(t, metric, maximize, written[2]))) goto fail;
+    wrote[2] = 1;
+  }
+  for (int i = 0; i < 3; i++) {
+    if (!wrote[i]) continue;
+    strop_tune_event te = search_event(STROP_TUNE_EVENT_OUTPUT, t);
+    te.path = written[i];
+    te.key = keys[i];
+    if (host_event(&tc, &te)) break; /* the search is over: nothing left to stop */
+  }
+  pthread_mutex_destroy(&tc.mu);
   *out = t;
   return STROP_OK;
 fail:
+  pthread_mutex_destroy(&tc.mu);
   strop_tuner_free(t);
   return s;
 }

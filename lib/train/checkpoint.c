@@ -314,6 +314,7 @@ strop_status strop_trainer_load_checkpoint(strop_trainer *t, const char *path) {
   hist = NULL;
   t->hist_len = t->hist_cap = hist_len;
   t->micro = 0;
+  strop_trainer_discard_forward(t); /* its activations belong to the old weights */
   t->pending_epoch = have_data ? data_state[0] : -1;
   t->pending_pos = data_state[1];
   s = strop__model_zero_grad_lazy(t->m);

@@ -35,8 +35,8 @@ struct strop_trainer {
   int64_t accum;          /* micro-batches per optimizer step */
   int sched_per_epoch;
   int64_t micro;          /* micro-batches accumulated so far */
-  int grads_clean;        /* 1: the trainer zeroed the gradients after its last update and
-                             nothing ran backward since, so the next step need not zero again */
+  int host_pending;       /* 1: strop_trainer_forward ran and its backward (or discard) has not:
+                             the model holds that step's activations */
   int64_t global_step;    /* optimizer steps */
   int64_t skipped;        /* steps dropped by the numeric guard */
   /* fit state: the running epoch, saved in checkpoints for an exact resume */

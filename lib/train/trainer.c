@@ -383,6 +383,71 @@ static strop_status drop_accumulation(strop_trainer *t) {
   return strop__model_zero_grad_lazy(t->m);
 }
 
+/* Before a training forward: the first of a window starts from zero gradients (lazily: they
+ * are only marked, see strop__model_zero_grad_lazy) and notes the buffers and the RNG, which
+ * a skipped step puts back. A forward of the host's still pending is dropped. */
+static strop_status window_begin(strop_trainer *t) {
+  strop_status s;
+  if (t->host_pending) {
+    strop__model_step_end(t->m);
+    t->host_pending = 0;
+  }
+  if (t->micro == 0 && ((s = strop__model_zero_grad_lazy(t->m)) || (s = buffers_take(t))))
+    return s;
+  return STROP_OK;
+}
+
+/* The backward of one micro-batch from dpred (arena memory: d loss / d output, n x per),
+ * divided by the window's length; ends the step's activations and counts the micro-batch. A
+ * failure drops the window. */
+static strop_status window_backward(strop_trainer *t, const char *fn, float *dpred, size_t cnt) {
+  if (t->accum > 1) {
+    float inv = 1.0f / (float)t->accum;
+    for (size_t i = 0; i < cnt; i++) dpred[i] *= inv;
+  }
+  strop_status s = strop__model_backward(t->m, dpred);
+  strop__model_step_end(t->m);
+  if (s) {
+    drop_accumulation(t);
+    strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
+    return s;
+  }
+  t->micro++;
+  return STROP_OK;
+}
+
+/* Once the window holds accum micro-batches: the guard, clipping, the update, zeroing, the
+ * counters and the per-step scheduler. Before that, nothing. */
+static strop_status window_end(strop_trainer *t, const char *fn) {
+  strop_model *m = t->m;
+  strop_status s;
+  if (t->micro < t->accum) return STROP_OK;
+  t->micro = 0;
+  if (!grads_finite(m)) {
+    t->skipped++;
+    drop_accumulation(t);
+    return strop__err(STROP_E_NUMERIC, "%s: step %lld: a gradient is not finite; the update was "
+                      "skipped and the weights and buffers are unchanged", fn,
+                      (long long)t->global_step);
+  }
+  clip_grads(t);
+  /* the gradients are the trainer's: the update keeps the old weights in them, so an update
+   * that would make a weight NaN or infinite is refused whole */
+  if ((s = strop__optim_step_owning_grads(t->opt))) {
+    if (s == STROP_E_NUMERIC) {
+      t->skipped++;
+      drop_accumulation(t);
+      strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
+    }
+    return s;
+  }
+  if ((s = strop__model_zero_grad_lazy(m))) return s;
+  t->global_step++;
+  if (t->sched && !t->sched_per_epoch && !strop__sched_is_plateau(t->sched))
+    if ((s = strop_scheduler_step(t->sched))) return s;
+  return STROP_OK;
+}
+
 /* forward + loss (+ backward); stats of the batch for running metrics. */
 strop_status strop__trainer_micro_step(strop_trainer *t, const float *x, const float *y,
                                        int64_t n, double *loss_out, int64_t *correct_out) {
@@ -390,10 +455,7 @@ strop_status strop__trainer_micro_step(strop_trainer *t, const float *x, const f
   strop_model *m = t->m;
   int64_t per, classes, tps;
   strop_status s = loss_geometry(t, fn, &per, &classes, &tps);
-  if (s) return s;
-  if (t->micro == 0 && !t->grads_clean && (s = strop__model_zero_grad_lazy(m))) return s;
-  if (t->micro == 0 && (s = buffers_take(t))) return s;
-  t->grads_clean = 0;
+  if (s || (s = window_begin(t))) return s;
   const strop__act *out;
   s = strop__model_forward_exec(m, x, n, 1, NULL, &out);
   if (s) {
@@ -433,44 +495,8 @@ strop_status strop__trainer_micro_step(strop_trainer *t, const float *x, const f
                       "and the weights and buffers are unchanged", fn, (long long)t->global_step,
                       isnan(loss) ? "NaN" : "infinite");
   }
-  if (t->accum > 1) {
-    float inv = 1.0f / (float)t->accum;
-    size_t cnt = (size_t)n * (size_t)per;
-    for (size_t i = 0; i < cnt; i++) dpred[i] *= inv;
-  }
-  s = strop__model_backward(m, dpred);
-  strop__model_step_end(m);
-  if (s) {
-    drop_accumulation(t);
-    strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
-    return s;
-  }
-  if (++t->micro < t->accum) return STROP_OK;
-  t->micro = 0;
-  if (!grads_finite(m)) {
-    t->skipped++;
-    drop_accumulation(t);
-    return strop__err(STROP_E_NUMERIC, "%s: step %lld: a gradient is not finite; the update was "
-                      "skipped and the weights and buffers are unchanged", fn,
-                      (long long)t->global_step);
-  }
-  clip_grads(t);
-  /* the gradients are the trainer's: the update keeps the old weights in them, so an update
-   * that would make a weight NaN or infinite is refused whole */
-  if ((s = strop__optim_step_owning_grads(t->opt))) {
-    if (s == STROP_E_NUMERIC) {
-      t->skipped++;
-      drop_accumulation(t);
-      strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
-    }
-    return s;
-  }
-  if ((s = strop__model_zero_grad_lazy(m))) return s;
-  t->grads_clean = 1;
-  t->global_step++;
-  if (t->sched && !t->sched_per_epoch && !strop__sched_is_plateau(t->sched))
-    if ((s = strop_scheduler_step(t->sched))) return s;
-  return STROP_OK;
+  if ((s = window_backward(t, fn, dpred, (size_t)n * (size_t)per))) return s;
+  return window_end(t, fn);
 }
 
 strop_status strop_trainer_step(strop_trainer *t, const strop_tensor *inputs,
@@ -492,6 +518,114 @@ strop_status strop_trainer_step(strop_trainer *t, const strop_tensor *inputs,
   if (loss) *loss = (float)l;
   if (s == STROP_E_NUMERIC) strop__log(STROP_LOG_DEBUG, "%s", strop_last_error()); /* skipped */
   return s;
+}
+
+/* ---- a loss the host computes ---- */
+
+/* The output's shape [N, out...] as dims; its rank, or -1 when too many. */
+static int output_dims(const strop_model *m, int64_t n, int64_t *dims) {
+  const strop__shape *os = &m->nodes[m->n_nodes - 1].out_shape;
+  if (os->rank + 1 > STROP_MAX_RANK) return -1;
+  dims[0] = n;
+  for (int i = 0; i < os->rank; i++) dims[i + 1] = os->d[i];
+  return os->rank + 1;
+}
+
+strop_status strop_trainer_forward(strop_trainer *t, const strop_tensor *inputs,
+                                   strop_tensor **out) {
+  static const char fn[] = "strop_trainer_forward";
+  if (!out) return strop__err(STROP_E_INVALID_ARG, "%s: out is NULL", fn);
+  *out = NULL;
+  if (!t || !inputs)
+    return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, t ? "inputs" : "trainer");
+  strop_model *m = t->m;
+  strop_status s = check_inputs(t, fn, inputs);
+  if (s || (s = window_begin(t))) return s;
+  int64_t n = inputs->dims[0], dims[STROP_MAX_RANK];
+  int rank = output_dims(m, n, dims);
+  if (rank < 0)
+    return strop__err(STROP_E_SHAPE, "%s: the output's rank exceeds %d", fn, STROP_MAX_RANK);
+  /* the backward reads the input again: a copy, so the host may free its tensor meanwhile */
+  float *x = strop__arena_alloc(&m->arena, inputs->numel * sizeof *x);
+  if (!x) return STROP__NOMEM(fn);
+  memcpy(x, inputs->data, inputs->numel * sizeof *x);
+  const strop__act *o;
+  s = strop__model_forward_exec(m, x, n, 1, NULL, &o);
+  if (s) {
+    strop__model_step_end(m); /* also the input's copy when the forward failed early */
+    strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
+    return s;
+  }
+  s = strop_tensor_from_data(o->data, (size_t)n * strop__shape_numel(&o->shape), rank, dims, out);
+  if (s) {
+    strop__model_step_end(m);
+    return s == STROP_E_NOMEM ? STROP__NOMEM(fn) : s;
+  }
+  t->host_pending = 1;
+  return STROP_OK;
+}
+
+strop_status strop_trainer_backward(strop_trainer *t, const strop_tensor *dout) {
+  static const char fn[] = "strop_trainer_backward";
+  if (!t || !dout)
+    return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, t ? "dout" : "trainer");
+  strop_model *m = t->m;
+  if (!t->host_pending || !m->have_forward) {
+    int dropped = t->host_pending;
+    t->host_pending = 0;
+    return strop__err(STROP_E_STATE, "%s: %s", fn,
+                      dropped ? "the forward's activations are gone: another forward ran on the "
+                                "model since strop_trainer_forward (a model forward, an "
+                                "evaluation or a step); run strop_trainer_forward again"
+                              : "no forward is pending: call strop_trainer_forward first");
+  }
+  int64_t dims[STROP_MAX_RANK];
+  int rank = output_dims(m, m->batch, dims), same = rank == dout->rank;
+  for (int i = 0; same && i < rank; i++) same = dims[i] == dout->dims[i];
+  if (!same) {
+    char a[128], b[128];
+    strop__shape want = {rank, {0}}, got = {dout->rank, {0}};
+    memcpy(want.d, dims, (size_t)rank * sizeof *dims);
+    memcpy(got.d, dout->dims, sizeof dout->dims);
+    return strop__err(STROP_E_SHAPE, "%s: dout has shape %s, the output of the forward has %s",
+                      fn, strop__shape_str(&got, a, sizeof a), strop__shape_str(&want, b, sizeof b));
+  }
+  t->host_pending = 0;
+  if (!strop__all_finite(dout->data, dout->numel)) {
+    size_t i = 0;
+    while (isfinite(dout->data[i])) i++;
+    strop__model_step_end(m);
+    t->skipped++;
+    drop_accumulation(t);
+    return strop__err(STROP_E_NUMERIC, "%s: step %lld: dout[%zu] is %g; the update was skipped "
+                      "and the weights and buffers are unchanged", fn, (long long)t->global_step,
+                      i, (double)dout->data[i]);
+  }
+  /* a copy in the step's memory: the backward may use its output gradient as scratch */
+  float *d = strop__arena_alloc(&m->arena, dout->numel * sizeof *d);
+  if (!d) {
+    strop__model_step_end(m);
+    drop_accumulation(t);
+    return STROP__NOMEM(fn);
+  }
+  memcpy(d, dout->data, dout->numel * sizeof *d);
+  return window_backward(t, fn, d, dout->numel);
+}
+
+strop_status strop_trainer_apply(strop_trainer *t) {
+  static const char fn[] = "strop_trainer_apply";
+  if (!t) return strop__err(STROP_E_INVALID_ARG, "%s: trainer is NULL", fn);
+  if (t->host_pending)
+    return strop__err(STROP_E_STATE, "%s: a forward is pending: pass its gradient to "
+                      "strop_trainer_backward, or drop it with strop_trainer_discard_forward, "
+                      "first", fn);
+  return window_end(t, fn);
+}
+
+void strop_trainer_discard_forward(strop_trainer *t) {
+  if (!t || !t->host_pending) return;
+  strop__model_step_end(t->m);
+  t->host_pending = 0;
 }
 
 /* ---- metrics ---- */
@@ -616,6 +750,7 @@ int64_t strop_metrics_confusion(const strop_metrics *mt, int64_t *out, int64_t c
 static strop_status eval_iter(strop_trainer *t, strop_batch_iter *it, strop_metrics **out) {
   static const char fn[] = "strop_trainer_eval";
   strop_model *m = t->m;
+  strop_trainer_discard_forward(t); /* its forward would drop the activations anyway */
   int64_t per, classes, tps;
   strop_status s = loss_geometry(t, fn, &per, &classes, &tps);
   if (s) return s;

@@ -13,7 +13,17 @@ typedef struct run_ctx {
   strop_status st;    /* first error that stops the search */
   char msg[512];      /* its sentence (errors are per thread) */
   int stop;
+  int out_of_time;    /* STROP_TUNE_TIME_BUDGET ended the search */
+  double t0;          /* when the run began */
 } run_ctx;
+
+/* Whether an interrupted trial waits to be asked again (mutex held): an exhausted grid still
+ * gives those. */
+static int has_interrupted(const strop_tuner *t) {
+  for (int64_t i = 0; i < t->n_trials; i++)
+    if (t->trials[i].status == STROP_TRIAL_INTERRUPTED) return 1;
+  return 0;
+}
 
 /* Records the first failure with its sentence (mutex held). */
 static void fail(run_ctx *c, strop_status st) {
@@ -28,7 +38,12 @@ static void *worker(void *arg) {
   strop_tuner *t = c->t;
   for (;;) {
     pthread_mutex_lock(&t->mu);
-    if (c->stop || c->started >= c->n_trials || t->exhausted) {
+    if (!c->stop && t->time_budget > 0 && strop__tune_now() - c->t0 >= t->time_budget) {
+      c->stop = c->out_of_time = 1;
+      strop__log(STROP_LOG_INFO, "strop_tuner_run: the time budget of %g s is spent after %lld "
+                 "trials; no new trial starts", t->time_budget, (long long)c->started);
+    }
+    if (c->stop || c->started >= c->n_trials || (t->exhausted && !has_interrupted(t))) {
       pthread_mutex_unlock(&t->mu);
       break;
     }
@@ -49,10 +64,13 @@ static void *worker(void *arg) {
 
     double value = NAN;
     int rc = c->fn(t, id, &value, c->user_data);
-    int status = rc == STROP_TRIAL_OK       ? STROP_TRIAL_OK
+    /* a trial the host stopped has no result: interrupted, to be run again, not failed (the
+     * Bayesian model would count a failure as the worst value) */
+    int status = rc < 0                     ? STROP_TRIAL_INTERRUPTED
+                 : rc == STROP_TRIAL_OK     ? STROP_TRIAL_OK
                  : rc == STROP_TRIAL_PRUNED ? STROP_TRIAL_PRUNED
                                             : STROP_TRIAL_FAILED;
-    if (status == STROP_TRIAL_FAILED) value = NAN;
+    if (status == STROP_TRIAL_FAILED || status == STROP_TRIAL_INTERRUPTED) value = NAN;
 
     pthread_mutex_lock(&t->mu);
     st = strop__tune_tell_locked(t, id, value, status);
@@ -93,6 +111,7 @@ strop_status strop_tuner_run(strop_tuner *t, int64_t n_trials, strop_trial_fn fn
   c.n_trials = n_trials;
   c.fn = fn;
   c.user_data = user_data;
+  c.t0 = strop__tune_now();
   if (n_workers > n_trials) n_workers = n_trials;
   if (n_workers <= 1) {
     worker(&c);

@@ -12,7 +12,8 @@
 #include "core/sbuf.h"
 #include "tune/tune_impl.h"
 
-static const char *const STATUS_NAMES[] = {"ok", "failed", "pruned", "running"};
+/* by strop_trial_status; a running trial is never written */
+static const char *const STATUS_NAMES[] = {"ok", "failed", "pruned", "running", "interrupted"};
 
 strop_status strop_tuner_set_log(strop_tuner *t, const char *path) {
   static const char fn[] = "strop_tuner_set_log";
@@ -133,19 +134,21 @@ static strop_status parse_line(const strop_tuner *t, const rctx *c, const char *
   tr->id = v->ival;
   v = strop__json_get(&j, root, "status");
   tr->status = -1;
-  for (int k = 0; v && v->type == STROP__J_STR && k < 3; k++)
-    if (strcmp(v->str, STATUS_NAMES[k]) == 0) tr->status = k;
+  for (int k = 0; v && v->type == STROP__J_STR && k < 5; k++)
+    if (k != STROP_TRIAL_RUNNING && strcmp(v->str, STATUS_NAMES[k]) == 0) tr->status = k;
   if (tr->status < 0) {
-    st = bad_line(c, "\"status\" must be \"ok\", \"failed\" or \"pruned\"", NULL);
+    st = bad_line(c, "\"status\" must be \"ok\", \"failed\", \"pruned\" or \"interrupted\"",
+                  NULL);
     goto out;
   }
+  int no_value = tr->status == STROP_TRIAL_FAILED || tr->status == STROP_TRIAL_INTERRUPTED;
   v = strop__json_get(&j, root, "value");
   tr->value = num_of(v, &d) ? d : NAN;
-  if (tr->status != STROP_TRIAL_FAILED && !isfinite(tr->value)) {
+  if (!no_value && !isfinite(tr->value)) {
     st = bad_line(c, "\"value\" must be a number for an ok or pruned trial", NULL);
     goto out;
   }
-  if (tr->status == STROP_TRIAL_FAILED) tr->value = NAN;
+  if (no_value) tr->value = NAN;
   v = strop__json_get(&j, root, "seconds");
   tr->seconds = num_of(v, &d) ? d : 0.0;
   if (!(tr->seconds >= 0.0) || !isfinite(tr->seconds)) {
@@ -234,9 +237,11 @@ out:
   return st;
 }
 
+/* By id, then by line: the lines of one id in the order written. */
 static int cmp_trial(const void *a, const void *b) {
-  int64_t x = ((const strop__trial *)a)->id, y = ((const strop__trial *)b)->id;
-  return x < y ? -1 : x > y;
+  const strop__trial *p = a, *q = b;
+  if (p->id != q->id) return p->id < q->id ? -1 : 1;
+  return p->line < q->line ? -1 : p->line > q->line;
 }
 
 strop_status strop_tuner_resume(strop_tuner *t, const char *path) {
@@ -279,18 +284,41 @@ strop_status strop_tuner_resume(strop_tuner *t, const char *path) {
         st = STROP_OK;
         break;
       }
-      if (st == STROP_OK) got[n_got++] = tr;
+      if (st == STROP_OK) {
+        tr.line = c.line;
+        got[n_got++] = tr;
+      }
     }
     pos = nl ? end + 1 : len;
   }
   if (st == STROP_OK && n_got > 0) {
     qsort(got, (size_t)n_got, sizeof *got, cmp_trial);
-    for (int64_t i = 1; i < n_got; i++)
-      if (got[i].id == got[i - 1].id) {
-        st = strop__err(STROP_E_FORMAT, "%s: %s: trial id %lld appears twice", fn, path,
-                        (long long)got[i].id);
-        break;
+    /* an interrupted trial asked again is written again: its later line replaces it. got[k]
+     * receives got[i]; on an error, [0, k) and [i, n_got) own their values, the rest were
+     * moved. */
+    int64_t k = 0, i = 0;
+    for (; i < n_got; i++) {
+      if (k > 0 && got[i].id == got[k - 1].id) {
+        if (got[k - 1].status != STROP_TRIAL_INTERRUPTED) {
+          st = strop__err(STROP_E_FORMAT, "%s: %s:%lld: trial id %lld appears twice (line %lld "
+                          "is not an interrupted trial that a later line may replace)", fn,
+                          path, (long long)got[i].line, (long long)got[i].id,
+                          (long long)got[k - 1].line);
+          break;
+        }
+        strop__tune_trial_clear(&got[k - 1]);
+        got[k - 1] = got[i];
+      } else {
+        got[k++] = got[i];
       }
+    }
+    if (st != STROP_OK) {
+      for (int64_t q = 0; q < k; q++) strop__tune_trial_clear(&got[q]);
+      for (int64_t q = i; q < n_got; q++) strop__tune_trial_clear(&got[q]);
+      n_got = 0;
+    } else {
+      n_got = k;
+    }
   }
   if (st == STROP_OK && n_got > 0) {
     strop__trial *nt = strop__realloc(t->trials, (size_t)n_got * sizeof *nt);

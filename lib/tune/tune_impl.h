@@ -41,6 +41,8 @@ typedef struct strop__trial {
   double t_start, seconds;
   int pruned;          /* the pruner said stop */
   int64_t rung;        /* successive halving: next rung to reach */
+  int64_t line;        /* resume: the trials file's line it came from (a later one of the same
+                          id replaces an interrupted one) */
 } strop__trial;
 
 struct strop_tuner {
@@ -58,7 +60,7 @@ struct strop_tuner {
   /* knobs */
   int64_t n_initial, n_candidates, n_local, fit_restarts, grid_points, pruner;
   int64_t warmup_trials, warmup_steps, eta, min_resource, n_workers, fsync;
-  double ei_xi;
+  double ei_xi, time_budget;
   /* GP hyperparameters of the last fit (warm start) */
   double *theta;
   int64_t n_theta;

@@ -272,6 +272,10 @@ static const strop__setting KNOBS[] = {
     .doc = "Trials strop_tuner_run() runs in parallel."},
   KNOB(STROP_TUNE_FSYNC), .name = "fsync", .type = STROP__SET_FLAG, .lo = 0, .hi = 1,
     .doc = "Flush the trials file to the disk after each line."},
+  KNOB(STROP_TUNE_TIME_BUDGET), .name = "time_budget", .alias = "time", .type = STROP__SET_FLOAT,
+    .lo = 0, .hi = HUGE_VAL,
+    .doc = "Seconds after which strop_tuner_run() starts no new trial; the running ones finish "
+           "(0: no limit)."},
 };
 #undef KNOB
 #undef INT
@@ -297,14 +301,22 @@ static int64_t *int_knob(strop_tuner *t, int key) {
   }
 }
 
+static double *float_knob(strop_tuner *t, int key) {
+  return key == STROP_TUNE_EI_XI ? &t->ei_xi : key == STROP_TUNE_TIME_BUDGET ? &t->time_budget
+                                                                             : NULL;
+}
+
+/* Stores v in the field of key (an int knob's field holds it as an integer). */
+static void knob_store(strop_tuner *t, int key, double v) {
+  int64_t *p = int_knob(t, key);
+  if (p) *p = (int64_t)v;
+  else *float_knob(t, key) = v;
+}
+
 void strop__tune_set_defaults(strop_tuner *t) {
   double v[N_KNOBS];
   strop__settings_defaults(&strop__tuner_settings, 0, v);
-  for (int k = 0; k < N_KNOBS; k++) {
-    int64_t *p = int_knob(t, k);
-    if (p) *p = (int64_t)v[k];
-    else t->ei_xi = v[k];
-  }
+  for (int k = 0; k < N_KNOBS; k++) knob_store(t, k, v[k]);
 }
 
 strop_status strop_tuner_knob_range(int key, double *lo, double *hi, int *flags) {
@@ -348,9 +360,7 @@ static strop_status set_knob(strop_tuner *t, const char *fn, int key, double v, 
     st = strop__err(STROP_E_STATE, "%s: n_workers cannot change while strop_tuner_run is "
                     "running", fn);
   } else {
-    int64_t *p = int_knob(t, key);
-    if (p) *p = (int64_t)v;
-    else t->ei_xi = v;
+    knob_store(t, key, v);
   }
   UNLOCK(t);
   return st;
@@ -365,7 +375,7 @@ static strop_status get_knob(const strop_tuner *t, const char *fn, int key, int 
   if (st) return st;
   LOCK(t);
   const int64_t *p = int_knob((strop_tuner *)t, key);
-  *out = p ? (double)*p : t->ei_xi;
+  *out = p ? (double)*p : *float_knob((strop_tuner *)t, key);
   UNLOCK(t);
   return STROP_OK;
 }
@@ -654,11 +664,34 @@ strop_status strop__tune_push_trial(strop_tuner *t, const strop__trial *tr) {
   return STROP_OK;
 }
 
+/* Gives an interrupted trial again (the lowest id): running, from its first step. 1 if one
+ * was found. */
+static int reask_interrupted(strop_tuner *t, int64_t *trial_id) {
+  for (int64_t i = 0; i < t->n_trials; i++) {
+    strop__trial *tr = &t->trials[i];
+    if (tr->status != STROP_TRIAL_INTERRUPTED) continue;
+    tr->status = STROP_TRIAL_RUNNING;
+    tr->value = NAN;
+    tr->n_inter = 0;
+    tr->pruned = 0;
+    tr->rung = 0;
+    tr->seconds = 0.0;
+    tr->t_start = strop__tune_now();
+    *trial_id = tr->id;
+    return 1;
+  }
+  return 0;
+}
+
 strop_status strop__tune_ask_locked(strop_tuner *t, int64_t *trial_id) {
   static const char fn[] = "strop_tuner_ask";
   if (t->n_params == 0)
     return strop__err(STROP_E_INVALID_ARG, "%s: the search space is empty; add a parameter "
                       "first", fn);
+  if (reask_interrupted(t, trial_id)) {
+    t->frozen = 1;
+    return STROP_OK;
+  }
   if (t->exhausted)
     return strop__err(STROP_E_STATE, "%s: the grid is exhausted: all %lld points were asked "
                       "for", fn, (long long)grid_total(t));
@@ -943,9 +976,10 @@ strop_status strop_tuner_report(strop_tuner *t, int64_t trial_id, int64_t step, 
 strop_status strop__tune_tell_locked(strop_tuner *t, int64_t trial_id, double value,
                                      int status) {
   static const char fn[] = "strop_tuner_tell";
-  if (status != STROP_TRIAL_OK && status != STROP_TRIAL_FAILED && status != STROP_TRIAL_PRUNED)
-    return strop__err(STROP_E_INVALID_ARG, "%s: trial %lld: status must be ok (0), failed (1) "
-                      "or pruned (2), got %d", fn, (long long)trial_id, status);
+  if (status != STROP_TRIAL_OK && status != STROP_TRIAL_FAILED &&
+      status != STROP_TRIAL_PRUNED && status != STROP_TRIAL_INTERRUPTED)
+    return strop__err(STROP_E_INVALID_ARG, "%s: trial %lld: status must be ok (0), failed (1), "
+                      "pruned (2) or interrupted (4), got %d", fn, (long long)trial_id, status);
   strop__trial *tr;
   strop_status st = find_trial(t, fn, trial_id, &tr);
   if (st != STROP_OK) return st;
@@ -953,9 +987,10 @@ strop_status strop__tune_tell_locked(strop_tuner *t, int64_t trial_id, double va
     return strop__err(STROP_E_STATE, "%s: trial %lld was already told", fn, (long long)trial_id);
   if (status == STROP_TRIAL_PRUNED && isnan(value) && tr->n_inter > 0)
     value = tr->inter[tr->n_inter - 1].value;
-  if (!isfinite(value) && status != STROP_TRIAL_FAILED) status = STROP_TRIAL_FAILED;
+  if (!isfinite(value) && status != STROP_TRIAL_FAILED && status != STROP_TRIAL_INTERRUPTED)
+    status = STROP_TRIAL_FAILED;
   tr->status = status;
-  tr->value = status == STROP_TRIAL_FAILED ? NAN : value;
+  tr->value = status == STROP_TRIAL_FAILED || status == STROP_TRIAL_INTERRUPTED ? NAN : value;
   tr->seconds = strop__tune_now() - tr->t_start;
   return strop__tune_log_trial(t, tr);
 }

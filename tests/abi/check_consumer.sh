@@ -49,7 +49,7 @@ docdir=$(find "$prefix" -type d -path '*/doc/strop' | head -n1)
 while read -r man; do
   while read -r doc; do
     [ -f "$docdir/$doc" ] || die "$(basename "$man") names $doc, which is not installed in ${docdir#"$prefix"/}"
-  done < <(grep -oE '[a-z_]+\.md' "$man" | sort -u)
+  done < <(grep -oE '[a-z_-]+\.md' "$man" | sort -u)
 done < <(find "$prefix" -name 'strop.1' -o -name 'libstrop.3')
 [ -n "$(find "$prefix" -name strop.1)" ] || die "no strop.1 installed"
 step "man pages installed; every document they name is in ${docdir#"$prefix"/}"

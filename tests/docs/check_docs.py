@@ -158,7 +158,7 @@ class Checker:
         c = os.path.join(self.tmp, f"block{n}.c")
         open(c, "w").write(b.text)
         flags = ["-std=c11", "-Wall", "-Werror", "-I", os.path.join(self.src, "include")]
-        link = ["-L", self.build, "-lstrop", "-Wl,-rpath," + self.build]
+        link = ["-L", self.build, "-lstrop", "-lm", "-Wl,-rpath," + self.build]
         if re.search(r"\bint\s+main\s*\(", b.text):
             exe = os.path.join(self.tmp, f"block{n}")
             if not self.run([self.a.cc, *flags, *self.san, c, "-o", exe, *link, *self.san], b,

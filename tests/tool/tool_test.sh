@@ -46,7 +46,7 @@ usage)
     help=$("$strop" "$cmd" --help) || fail "strop $cmd --help failed"
     while read -r opt placeholder; do
       case $placeholder in
-        N | K) value=1 ;; KEY=VALUE) value=a=b ;; test*) value="test" ;; '') value="" ;; *) value=x ;;
+        N | K | SECONDS) value=1 ;; KEY=VALUE) value=a=b ;; test*) value="test" ;; '') value="" ;; *) value=x ;;
       esac
       out=$("$strop" "$cmd" "$opt" ${value:+"$value"} 2>&1)
       if grep -qE "^  (-[a-z], )?$opt( |$)" <<<"$help"; then
@@ -228,6 +228,100 @@ Y
   [ -s "$work/best.yaml" ] || fail "no best recipe"
   python3 "$src/tests/tool/check_svg.py" "$work/tune.svg" --legend "a trial" --legend "best so far" ||
     fail "the tune plot"
+  # a second run resumes the finished search: it says so, runs nothing, names the best values
+  # and where the tuned recipe is
+  "$strop" tune "$work/tune.yaml" > "$work/again.txt" 2>&1 || fail "strop tune again"
+  cat "$work/again.txt"
+  grep -q "^resuming 6 finished trials from .*trials.jsonl" "$work/again.txt" || fail "no 'resuming' line"
+  grep -q "^nothing left to do" "$work/again.txt" || fail "no 'nothing left to do' line"
+  grep -q "^best: trial [0-9]*, val_accuracy " "$work/again.txt" || fail "no best line"
+  grep -q "^  optimizer.lr = " "$work/again.txt" || fail "the best values are not named"
+  grep -q "^tuned recipe written to .*best.yaml" "$work/again.txt" || fail "the tuned recipe is not named"
+  [ "$(wc -l < "$work/trials.jsonl")" -eq 6 ] || fail "a finished search ran trials again"
+  out=$("$strop" tune "$work/tune.yaml" --trials 8 --json) || fail "--trials 8"
+  grep -q '"trials":8,"resumed":6,"ran":2' <<<"$out" || fail "--trials 8 ran: $out"
+  [ "$(wc -l < "$work/trials.jsonl")" -eq 8 ] || fail "--trials 8: the trials file"
+  # Two stages, the second one's lr tuned, median pruning: the pruner sees the last stage's
+  # epochs only (steps 1-3), never the first's; a pruned trial shows its last value in the
+  # table and in the trials file; the column header keeps the end of the key path
+  cat > "$work/stages.yaml" <<Y
+seed: 2
+model: {spec: net.yaml, weights: net.safetensors}
+$data
+optimizer: {kind: adam, lr: 0.02}
+stages:
+  - {name: head, epochs: 3, surgery: [{freeze: "body.*"}]}
+  - {name: all, epochs: 3, surgery: [{unfreeze: "*"}]}
+tune:
+  strategy: random
+  trials: 8
+  metric: val_loss
+  prune: median
+  prune_warmup_trials: 1
+  trials_file: stages.jsonl
+  best_recipe: stages-best.yaml
+  params:
+    - {key: "stages[1].optimizer.lr", type: float, low: 1.0e-4, high: 3.0, log: true}
+    - {key: data.batch_size, type: int, low: 8, high: 64}
+Y
+  "$strop" tune "$work/stages.yaml" > "$work/table.txt" || fail "strop tune (stages)"
+  cat "$work/table.txt"
+  grep -q " s\[1\].optimizer.lr " "$work/table.txt" || fail "the header is not abbreviated from the left"
+  grep -q "es\[1\]" "$work/table.txt" && ! grep -q "stages\[1\]" "$work/table.txt" && fail "a header cut from the left"
+  python3 - "$work/stages.jsonl" "$work/table.txt" <<'P' || fail "pruning on the last stage / pruned values"
+import json, sys
+trials = [json.loads(l) for l in open(sys.argv[1])]
+rows = {int(l.split()[0]): l.split() for l in open(sys.argv[2]) if l.split() and l.split()[0].isdigit()}
+for t in trials:
+    steps = [s for s, _ in t["intermediate"]]
+    assert steps == list(range(1, len(steps) + 1)) and 1 <= len(steps) <= 3, (t["id"], steps)
+    if t["status"] == "ok":
+        assert len(steps) == 3, t
+    row = rows[t["id"]]
+    assert row[-2] == t["status"], (row, t["status"])
+    if t["status"] == "pruned":
+        assert t["value"] == t["intermediate"][-1][1], t
+        assert row[-3] == "%.4f" % t["value"], (row, t["value"])
+print("pruned:", sum(t["status"] == "pruned" for t in trials), "of", len(trials))
+P
+  # tune.best_recipe where the tuned recipe's run writes its model spec: refused before a trial
+  expect 3 "would overwrite it" -- "$strop" tune "$work/stages.yaml" --set output.dir="$work" --set output.spec=stages-best.yaml
+  # --time: no trial starts after the budget (the running one finishes); 200 trials of 300
+  # epochs cannot fit in 1 s
+  "$strop" tune "$work/stages.yaml" --quiet --time 1 --trials 200 --set tune.trials_file=timed.jsonl \
+    --set 'stages[1].epochs=300' > /dev/null || fail "--time"
+  n=$(wc -l < "$work/timed.jsonl")
+  [ "$n" -ge 1 ] && [ "$n" -lt 200 ] || fail "--time 1 ran $n trials"
+  # Ctrl-C: the running trial is recorded as interrupted (not failed), exit 130; the next run
+  # says it resumes and runs that trial first, with its values
+  rm -f "$work/int.jsonl"
+  "$strop" tune "$work/stages.yaml" --trials 200 --set tune.trials_file=int.jsonl \
+    --set 'stages[1].epochs=300' > "$work/int.txt" 2>&1 &
+  pid=$!
+  for _ in $(seq 600); do
+    [ -f "$work/int.jsonl" ] && [ "$(wc -l < "$work/int.jsonl")" -ge 2 ] && break
+    sleep 0.05
+  done
+  kill -INT "$pid"
+  wait "$pid"; rc=$?
+  cat "$work/int.txt"
+  [ "$rc" -eq 130 ] || fail "Ctrl-C: exit $rc, expected 130"
+  grep -q "recorded as interrupted" "$work/int.txt" || fail "Ctrl-C: no message"
+  last=$(tail -n 1 "$work/int.jsonl")
+  grep -q '"status":"interrupted"' <<<"$last" || fail "the last trial is not recorded as interrupted: $last"
+  lines=$(wc -l < "$work/int.jsonl")
+  "$strop" tune "$work/stages.yaml" --trials "$lines" --set tune.trials_file=int.jsonl \
+    --set 'stages[1].epochs=3' > "$work/resume.txt" 2>&1 || fail "resuming after Ctrl-C"
+  cat "$work/resume.txt"
+  grep -q "interrupted one runs again first" "$work/resume.txt" || fail "the resume does not say it re-runs"
+  python3 - "$work/int.jsonl" "$lines" <<'P' || fail "the interrupted trial was not run again first"
+import json, sys
+t = [json.loads(l) for l in open(sys.argv[1])]
+n = int(sys.argv[2])
+stopped, again = t[n - 1], t[n]
+assert stopped["status"] == "interrupted" and again["id"] == stopped["id"], (stopped, again)
+assert again["values"] == stopped["values"] and again["status"] != "interrupted", again
+P
   ;;
 demo_fashion|demo_digits)
   [ -f "$FASHION/train-images-idx3-ubyte.gz" ] || { echo "skip: $FASHION missing"; exit 77; }
@@ -300,8 +394,12 @@ tune_fashion)
           --set tune.best_recipe="$work/best.yaml" --set tune.plot="$work/tune.svg")
   # the recipe's own values, as a baseline
   "$strop" finetune "$recipe" "${common[@]}" --no-baselines --json --quiet > "$work/default.json" || fail "default run"
-  "$strop" tune "$recipe" "${common[@]}" --set tune.trials=6 --set tune.initial=3 > "$work/table.txt" || fail "tune run"
+  "$strop" tune "$recipe" "${common[@]}" --trials 6 --set tune.initial=3 > "$work/table.txt" || fail "tune run"
   cat "$work/table.txt"
+  # the headers keep the end of the key paths; the last lines name the best values and the recipe
+  grep -q " s\[0\].optimizer.lr " "$work/table.txt" || fail "header s[0].optimizer.lr"
+  grep -q "^  stages\[1\].optimizer.lr = " "$work/table.txt" || fail "the best values"
+  grep -q "^tuned recipe written to $work/best.yaml" "$work/table.txt" || fail "where the tuned recipe is"
   [ "$(wc -l < "$work/trials.jsonl")" -eq 6 ] || fail "trials file has $(wc -l < "$work/trials.jsonl") lines, expected 6"
   python3 "$src/tests/tool/check_svg.py" "$work/tune.svg" || fail "the tune plot"
   "$strop" tune "$recipe" "${common[@]}" --set tune.trials=6 --json > "$work/resumed.json" || fail "resume"

@@ -113,7 +113,7 @@ static int cmd_tune(const opts *o) {
   if (rc) return rc;
   strop_recipe *r = NULL;
   if ((rc = load_recipe(o, &r))) return rc;
-  rc = tool_cmd_tune(r, o->args[0], o->quiet, o->json, o->epochs_cap, &g_interrupted);
+  rc = tool_cmd_tune(r, o->args[0], o, &g_interrupted);
   strop_recipe_free(r);
   return rc;
 }

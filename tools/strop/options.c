@@ -24,7 +24,9 @@ static const command_info COMMANDS[] = {
      "and writes the outputs (weights, spec, metrics, plot, report).\n"},
     {"tune", "RECIPE", "search hyperparameters (the recipe's tune: section)",
      "Runs the recipe's tune: section: trials of the fine-tune with values drawn by\n"
-     "grid, random or Bayesian search; a live table, a trials file, the best recipe.\n"},
+     "grid, random or Bayesian search; a live table, a trials file, the best recipe.\n"
+     "A second run resumes from the trials file: it runs the trials still missing and,\n"
+     "first, one that Ctrl-C interrupted.\n"},
     {"eval", "RECIPE", "evaluate a model on the recipe's test data",
      "Evaluates a model (by default the recipe's output spec and weights) on the\n"
      "recipe's data: loss, accuracy, top-5 (with more than 5 classes), per-class\n"
@@ -70,6 +72,12 @@ static const option_info OPTIONS[] = {
      "threads for strop's kernels (0: every CPU)"},
     {"--epochs", NULL, "N", ARG_COUNT, offsetof(tool_opts, epochs_cap), RUNS,
      "cap every stage at N epochs (quick runs)"},
+    {"--trials", NULL, "N", ARG_COUNT, offsetof(tool_opts, trials), "tune",
+     "N trials in all, those in the trials file counted\n"
+     "(instead of tune.trials)"},
+    {"--time", NULL, "SECONDS", ARG_COUNT, offsetof(tool_opts, time_budget), "tune",
+     "start no trial after SECONDS; the running ones finish\n"
+     "(instead of tune.time_budget)"},
     {"--no-baselines", NULL, NULL, ARG_FLAG, offsetof(tool_opts, no_baselines), "train finetune",
      "skip the recipe's baselines"},
     {"--resume", NULL, NULL, ARG_FLAG, offsetof(tool_opts, resume), "train finetune",

@@ -25,6 +25,8 @@ typedef struct tool_opts {
   int64_t seed;       /* --seed; -1: the recipe's */
   int64_t threads;    /* --threads; 0: not given */
   int64_t epochs_cap; /* --epochs; 0: not given */
+  int64_t trials;     /* --trials; 0: not given */
+  int64_t time_budget; /* --time, seconds; 0: not given */
   int64_t top;        /* --top (default 1) */
   int quiet, json, no_baselines, markdown, resume;
   const char *weights, *spec, *split;
@@ -67,8 +69,9 @@ int tool_shape_text(tool_text *t, const int64_t *dims, int rank);
 int tool_getter_text(tool_text *t, int64_t (*get)(const strop_st_file *, int64_t, char *, size_t),
                      const strop_st_file *file, int64_t i);
 
-/* `strop tune`: r is the recipe loaded from path with the command line's --set and --seed. */
-int tool_cmd_tune(const strop_recipe *r, const char *path, int quiet, int json, int64_t epochs_cap,
+/* `strop tune`: r is the recipe loaded from path with the command line's --set and --seed;
+ * o gives --quiet, --json, --epochs, --trials and --time. */
+int tool_cmd_tune(const strop_recipe *r, const char *path, const tool_opts *o,
                   volatile sig_atomic_t *interrupted);
 
 /* strop layers [TYPE] [--markdown]: the layer types, their options and parameters */

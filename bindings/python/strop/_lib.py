@@ -94,7 +94,7 @@ RUN_FN = CFUNCTYPE(c_int, POINTER(strop_run_event), c_void_p)             # stro
 class strop_tune_event(Structure):
     _fields_ = [("size", c_size_t), ("kind", c_int), ("trial_id", c_int64),
                 ("epoch", c_int64), ("value", c_double), ("status", c_int),
-                ("tuner", c_void_p)]
+                ("tuner", c_void_p), ("path", c_char_p), ("key", c_char_p), ("count", c_int64)]
 
 
 TUNE_FN = CFUNCTYPE(c_int, POINTER(strop_tune_event), c_void_p)           # strop_tune_fn
@@ -102,7 +102,8 @@ TUNE_FN = CFUNCTYPE(c_int, POINTER(strop_tune_event), c_void_p)           # stro
 
 class strop_tune_options(Structure):
     _fields_ = [("size", c_size_t), ("trials", c_int64), ("epochs_cap", c_int64),
-                ("resume", c_int), ("on_event", TUNE_FN), ("user_data", c_void_p)]
+                ("resume", c_int), ("on_event", TUNE_FN), ("user_data", c_void_p),
+                ("time_budget", c_double)]
 
 
 class strop_run_options(Structure):
@@ -344,11 +345,17 @@ _DECLS = [
     ("strop_prediction_name", c_int64, [c_void_p, c_int64, c_int, c_char_p, c_size_t]),
     ("strop_prediction_prob", c_double, [c_void_p, c_int64, c_int]),
     ("strop_prediction_rows", c_int64, [c_void_p]),
+    ("strop_model_get_grad", c_int, [c_void_p, c_char_p, _P, c_size_t]),
+    ("strop_model_set_grad", c_int, [c_void_p, c_char_p, _P, c_size_t]),
+    ("strop_trainer_apply", c_int, [c_void_p]),
+    ("strop_trainer_backward", c_int, [c_void_p, c_void_p]),
     ("strop_trainer_best_epoch", c_int64, [c_void_p]),
     ("strop_trainer_create", c_int, [c_void_p, c_void_p, _OUT]),
+    ("strop_trainer_discard_forward", None, [c_void_p]),
     ("strop_trainer_eval", c_int, [c_void_p, c_void_p, _OUT]),
     ("strop_trainer_eval_dataset", c_int, [c_void_p, c_void_p, c_int64, _OUT]),
     ("strop_trainer_fit", c_int, [c_void_p, c_void_p, c_void_p, POINTER(strop_fit_options)]),
+    ("strop_trainer_forward", c_int, [c_void_p, c_void_p, _OUT]),
     ("strop_trainer_free", None, [c_void_p]),
     ("strop_trainer_get_double", c_int, [c_void_p, c_int, _P]),
     ("strop_trainer_get_float", c_int, [c_void_p, c_int, _P]),

@@ -423,6 +423,21 @@ class Model(Handle):
         arr = as_f32(value, name)
         check(_lib.lib.strop_model_set_tensor(self._h, enc(name), arr.ctypes.data, arr.size))
 
+    def grad(self, name):
+        """A numpy copy of the named trainable parameter's gradient (zeros before any backward
+        and after an update)."""
+        with self.tensor(name) as t:
+            shape = t.shape
+        g = np.empty(shape, dtype=np.float32)
+        check(_lib.lib.strop_model_get_grad(self._h, enc(name), g.ctypes.data, g.size))
+        return g
+
+    def set_grad(self, name, value):
+        """Replaces the named trainable parameter's gradient with ``value`` (copied), for an
+        optimizer step on gradients made or changed in Python."""
+        arr = as_f32(value, name)
+        check(_lib.lib.strop_model_set_grad(self._h, enc(name), arr.ctypes.data, arr.size))
+
     def __contains__(self, name):
         return name in self.tensor_names()
 

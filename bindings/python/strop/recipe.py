@@ -150,30 +150,37 @@ class Recipe(Handle):
         del cb
         return _finish(st, Run._adopt(out.value) if out.value else None, state, _check_ds)
 
-    def tune(self, trials=0, epochs_cap=0, resume=True, on_event=None):
+    def tune(self, trials=0, epochs_cap=0, resume=True, on_event=None, time_budget=0.0):
         """Runs the recipe's ``tune:`` section (strop_recipe_tune) and returns the Tuner with
-        every trial. ``on_event(dict)`` gets trial_start / epoch / trial_end events (possibly
-        from several threads); a true return value stops the search, an exception stops it
-        and is re-raised here as itself."""
+        every trial. ``trials`` counts the finished trials of the trials file too;
+        ``time_budget`` (seconds) starts no trial after it. ``on_event(dict)`` gets
+        trial_start / epoch / trial_end events (possibly from several threads), "resumed"
+        (``path``, ``count`` finished trials read) before the first and "output" (``key``,
+        ``path``) for each file written; a true return value stops the search (the running
+        trials are recorded as interrupted and run first by the next search), an exception
+        stops it and is re-raised here as itself."""
         from .tune import Tuner, _STATUS_NAMES
         o = _lib.strop_tune_options()
         _lib.lib.strop_tune_options_init(ctypes.byref(o))
         o.trials = int(trials)
         o.epochs_cap = int(epochs_cap)
         o.resume = 1 if resume else 0
+        o.time_budget = float(time_budget)
         state = Pending()
         cb = None
         if on_event is not None:
-            kinds = {0: "trial_start", 1: "epoch", 2: "trial_end"}
+            kinds = {0: "trial_start", 1: "epoch", 2: "trial_end", 3: "resumed", 4: "output"}
 
             def trampoline(e, _user):
                 try:
                     ev = e.contents
-                    return 1 if on_event({"kind": kinds.get(ev.kind, ev.kind),
-                                          "trial_id": ev.trial_id, "epoch": ev.epoch,
-                                          "value": ev.value,
-                                          "status": _STATUS_NAMES.get(ev.status, ev.status)}) \
-                        else 0
+                    d = {"kind": kinds.get(ev.kind, ev.kind), "trial_id": ev.trial_id,
+                         "epoch": ev.epoch, "value": ev.value,
+                         "status": _STATUS_NAMES.get(ev.status, ev.status)}
+                    if ev.kind >= 3:
+                        d.update(path=ev.path.decode() if ev.path else None,
+                                 key=ev.key.decode() if ev.key else None, count=ev.count)
+                    return 1 if on_event(d) else 0
                 except BaseException as exc:  # noqa: B902 — re-raised below
                     state.capture(exc)
                     return 1

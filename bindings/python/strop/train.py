@@ -10,7 +10,7 @@ import numpy as np
 from . import _lib
 from ._handle import Handle
 from ._knobs import KNOB_INT, KnobTable
-from ._util import as_f32, dims_array, enc
+from ._util import as_f32, dims_array, enc, shape_of
 from .data import BatchIterator, Dataset, _check_ds
 from .errors import Cancelled, InvalidArgument, check, error_for_status
 from .tensor import Tensor
@@ -110,6 +110,13 @@ class Trainer(Handle):
     in place; class-index ``y`` may be integers) and returns the loss. ``fit(train_iter,
     val_iter, epochs=..., progress=callable)`` runs the loop in C; ``evaluate`` returns
     Metrics.
+
+    A loss computed in Python (distillation, contrastive, a reward): ``out = forward(x)``
+    returns the output as a numpy array and keeps the step's activations; ``backward(dout)``
+    takes d loss / d output (``out``'s shape) and adds the parameters' gradients; ``apply()``
+    makes the optimizer step once ``accum_steps`` backwards were made. Together they are
+    ``step`` with the loss taken out (the same accumulation, clipping and numeric guard);
+    ``Model.grad(name)`` / ``Model.set_grad(name, g)`` read and write the gradients between.
     """
 
     def __init__(self, model, optimizer, scheduler=None, **knobs):
@@ -204,6 +211,46 @@ class Trainer(Handle):
             if ty is not None and ty[1]:
                 lib.strop_tensor_free(ty[0])
         return self._loss.value
+
+    # ---- a loss the host computes ----
+    def forward(self, x):
+        """The forward of a training step: the model's output on ``x`` as a new numpy array.
+        The activations are held until ``backward`` (or ``discard_forward``)."""
+        lib = _lib.lib
+        tx = None
+        out = ctypes.c_void_p()
+        try:
+            tx = _as_handle(x)
+            check(lib.strop_trainer_forward(self._h, tx[0], ctypes.byref(out)))
+            res = np.empty(shape_of(lib.strop_tensor_shape, out.value), dtype=np.float32)
+            check(lib.strop_tensor_copy_to(out.value, res.ctypes.data, res.size))
+            return res
+        finally:
+            lib.strop_tensor_free(out.value)
+            if tx is not None and tx[1]:
+                lib.strop_tensor_free(tx[0])
+
+    def backward(self, dout):
+        """Adds the gradients of the pending forward's parameters for ``dout`` = d loss /
+        d output (the output's shape); raises NumericError (a skipped step) when ``dout`` is
+        not finite."""
+        lib = _lib.lib
+        td = None
+        try:
+            td = _as_handle(dout)
+            check(lib.strop_trainer_backward(self._h, td[0]))
+        finally:
+            if td is not None and td[1]:
+                lib.strop_tensor_free(td[0])
+
+    def apply(self):
+        """The optimizer step of the window, once ``accum_steps`` backwards were made (before
+        that, nothing): guard, clipping, update, zeroing, scheduler."""
+        check(_lib.lib.strop_trainer_apply(self._h))
+
+    def discard_forward(self):
+        """Drops a pending forward without a backward."""
+        _lib.lib.strop_trainer_discard_forward(self._h)
 
     @property
     def global_step(self):

@@ -15,7 +15,7 @@ __all__ = ["Tuner", "Trial", "TrialPruned", "TrialFailed"]
 
 STRATEGIES = {"grid": 0, "random": 1, "bayes": 2}
 DIRECTIONS = {"minimize": 0, "maximize": 1}
-STATUS = {"ok": 0, "failed": 1, "pruned": 2, "running": 3}
+STATUS = {"ok": 0, "failed": 1, "pruned": 2, "running": 3, "interrupted": 4}
 _STATUS_NAMES = {v: k for k, v in STATUS.items()}
 _TU = KnobTable("tuner", kinds=False)  # the tuner's knob table, read from the library
 KNOBS = dict(_TU.keys)
@@ -228,7 +228,8 @@ class Tuner(Handle):
     def run(self, fn, n_trials):
         """Runs ``n_trials`` trials through ``fn(trial) -> value`` (strop_tuner_run). Raise
         TrialPruned or TrialFailed inside ``fn`` to end a trial that way; any other exception
-        stops the search (the trial is recorded as failed) and is re-raised here as itself.
+        (KeyboardInterrupt too) stops the search -- the trial is recorded as "interrupted" and
+        is asked again first by the next run or a resume -- and is re-raised here as itself.
         With the n_workers knob > 1, ``fn`` runs on several threads at once."""
         state = Pending()
 

@@ -644,6 +644,88 @@ def test_trainer_errors(mlp, toy_data, tmp_path):
         tr.evaluate([1, 2])
 
 
+def _twin_mlps():
+    ms = []
+    for _ in range(2):
+        m = strop.Model([8])
+        m.add("fc1", "linear", "out_features=16").add("act", "tanh")
+        m.add("fc2", "linear", "out_features=3").finalize(seed=7)
+        ms.append(m)
+    return ms
+
+
+def test_trainer_host_loss_equals_builtin_mse(toy_data):
+    """forward / backward / apply with an MSE computed in numpy = the built-in MSE, bit for bit:
+    losses, gradients and weights after several Adam steps with accumulation."""
+    x, y = toy_data
+    target = np.eye(3, dtype=np.float32)[y]
+    ma, mb = _twin_mlps()
+    ta = strop.Trainer(ma, strop.Optimizer(ma, "adam", lr=0.01), loss="mse", accum_steps=2)
+    tb = strop.Trainer(mb, strop.Optimizer(mb, "adam", lr=0.01), accum_steps=2)
+    names = [n for n in ma.tensor_names()]
+    for step in range(6):
+        xs, ts = x[16 * step:16 * step + 16], target[16 * step:16 * step + 16]
+        builtin = ta.step(xs, ts)
+        out = tb.forward(xs)
+        d = out.astype(np.float64) - ts.astype(np.float64)
+        total = 0.0
+        for e in d.ravel():  # in order, as the library sums
+            total += e * e
+        scale = 1.0 / d.size
+        assert np.float32(total * scale) == np.float32(builtin)
+        tb.backward((2.0 * d * scale).astype(np.float32))
+        if step % 2 == 0:  # mid-window: compare the gradients
+            for n in names:
+                assert np.array_equal(ma.grad(n), mb.grad(n)), n
+        tb.apply()
+    for n in names:
+        assert np.array_equal(ma[n], mb[n]), n
+    assert ta.global_step == tb.global_step == 3
+
+
+def test_trainer_host_gradients_and_errors(mlp, toy_data):
+    x, y = toy_data
+    opt = strop.Optimizer(mlp, "sgd", lr=0.5)
+    tr = strop.Trainer(mlp, opt)
+    with pytest.raises(strop.StateError, match="strop_trainer_forward first"):
+        tr.backward(np.zeros((4, 3), np.float32))
+    out = tr.forward(x[:4])
+    assert out.shape == (4, 3) and out.dtype == np.float32
+    with pytest.raises(strop.ShapeError, match=r"\[4, 3\]"):
+        tr.backward(np.zeros((4, 2), np.float32))
+    with pytest.raises(strop.StateError, match="pending"):
+        tr.apply()
+    bad = np.zeros((4, 3), np.float32)
+    bad[1, 2] = np.nan
+    with pytest.raises(strop.NumericError):
+        tr.backward(bad)
+    assert tr.skipped_steps == 1
+    tr.forward(x[:4])
+    tr.backward(np.full((4, 3), 0.25, np.float32))
+    assert np.array_equal(mlp.grad("fc2.bias"), np.ones(3, np.float32))  # 4 rows of 0.25
+    mine = np.array([2.0, -2.0, 4.0], np.float32)
+    mlp.set_grad("fc2.bias", mine)
+    b0 = mlp["fc2.bias"]
+    tr.apply()
+    assert np.array_equal(mlp["fc2.bias"], b0 - np.float32(0.5) * mine)
+    assert not mlp.grad("fc2.bias").any()  # cleared by the update
+    tr.forward(x[:4])
+    tr.discard_forward()
+    # gradients made in Python, applied by the optimizer alone
+    g = np.full((3, 16), 0.5, np.float32)
+    mlp.set_grad("fc2.weight", g)
+    w0 = mlp["fc2.weight"]
+    opt.step()
+    assert np.array_equal(mlp["fc2.weight"], w0 - np.float32(0.5) * g)
+    with pytest.raises(strop.NotFound):
+        mlp.grad("nope")
+    with pytest.raises(strop.ShapeError):
+        mlp.set_grad("fc2.bias", np.zeros(4, np.float32))
+    mlp.freeze("fc1.*")
+    with pytest.raises(strop.StateError, match="frozen"):
+        mlp.grad("fc1.weight")
+
+
 def test_trainer_keeps_everything_alive(toy_data):
     x, y = toy_data
     m = strop.Model([8])
@@ -776,6 +858,37 @@ def test_recipe_event_exception():
     run = r.run(write_outputs=False, baselines=False, on_event=lambda e: e.kind == "progress")
     assert run is not None
     run.close()
+
+
+def test_recipe_tune_interrupt_resume_budget(tmp_path):
+    """Recipe.tune: a stop asked during a trial records it as interrupted; the next search
+    says what it resumed and runs that trial first; time_budget reaches the tuner."""
+    r = _recipe()
+    r["tune"] = ("{strategy: random, trials: 3, metric: train_loss, trials_file: %s, "
+                 "params: [{key: optimizer.lr, type: float, low: 1.0e-4, high: 1.0e-2, "
+                 "log: true}]}" % (tmp_path / "trials.jsonl"))
+    events = []
+
+    def stop_in_second(e):
+        events.append(e)
+        return e["kind"] == "epoch" and e["trial_id"] == 1
+    with pytest.raises(strop.Cancelled):
+        r.tune(on_event=stop_in_second)
+    ends = [e for e in events if e["kind"] == "trial_end"]
+    assert [e["status"] for e in ends] == ["ok", "interrupted"]
+    events.clear()
+    t = r.tune(on_event=events.append)
+    resumed = [e for e in events if e["kind"] == "resumed"]
+    assert len(resumed) == 1 and resumed[0]["count"] == 1
+    assert resumed[0]["path"].endswith("trials.jsonl")
+    assert [e["trial_id"] for e in events if e["kind"] == "trial_start"] == [1, 2]
+    assert [e["key"] for e in events if e["kind"] == "output"] == ["tune.trials_file"]
+    assert len(t) == 3 and t["time_budget"] == 0
+    t.close()
+    r["tune.trials_file"] = str(tmp_path / "timed.jsonl")
+    t = r.tune(time_budget=1e-9)
+    assert t["time_budget"] == 1e-9 and len(t) <= 1
+    t.close()
 
 
 # ---- Tuner ----
