@@ -542,7 +542,8 @@ static Suite *suite(void) {
     TCase *tv = tcase_create("torchvision");
     tcase_set_timeout(tv, 600);
     tcase_add_test(tv, torchvision_resnet18);
-    tcase_add_test(tv, torchvision_resnet50);
+    /* a sanitized build runs ResNet-50 some 20 times slower: ResNet-18 covers the code */
+    if (!getenv("STROP_SANITIZED")) tcase_add_test(tv, torchvision_resnet50);
     tcase_add_test(tv, torchvision_forms);
     suite_add_tcase(s, tv);
   }
