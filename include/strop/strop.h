@@ -17,5 +17,6 @@
 #include "train.h"
 #include "recipe.h"
 #include "tune.h"
+#include "text.h"
 
 #endif

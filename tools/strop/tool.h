@@ -27,6 +27,7 @@ typedef struct tool_opts {
   int64_t epochs_cap; /* --epochs; 0: not given */
   int64_t top;        /* --top (default 1) */
   int quiet, json, no_baselines, markdown;
+  int decode, no_special; /* tokenize */
   const char *weights, *spec, *split;
 } tool_opts;
 /* Parses argv against the tables: 0 when a command is to run, TOOL_EXIT_DONE after printing
@@ -68,5 +69,8 @@ int tool_cmd_tune(const strop_recipe *r, const char *path, int quiet, int json, 
 
 /* strop layers [TYPE] [--markdown]: the layer types, their options and parameters */
 int tool_cmd_layers(const char *const *args, int nargs, int as_markdown);
+
+/* strop tokenize TOKENIZER [FILE] [--decode] [--no-special] */
+int tool_cmd_tokenize(const char *const *args, int nargs, int decode, int no_special);
 
 #endif
