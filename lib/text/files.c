@@ -401,10 +401,15 @@ static strop_status load_file(const char *path, const strop_tokenizer_options *o
   const char *base = base_of(path);
   strop_status st = dir ? strop__tx_read_file(FN, path, MAX_FILE, &data, &n) : STROP__NOMEM(FN);
   if (st) goto done;
-  int json = n && (data[0] == '{' || data[0] == ' ' || data[0] == '\n' || data[0] == '\t' ||
-                   data[0] == '\r');
-  if (ends_with(base, ".json") || json) {
-    int kind = strop__tx_json_kind(data, n);
+  /* by name first; a file named otherwise is JSON when it parses as a JSON object */
+  int kind = 0;
+  if (!ends_with(base, ".model")) {
+    size_t i = 0;
+    while (i < n && (data[i] == ' ' || data[i] == '\n' || data[i] == '\t' || data[i] == '\r')) i++;
+    if (ends_with(base, ".json") || (i < n && data[i] == '{')) kind = strop__tx_json_kind(data, n);
+    if (ends_with(base, ".json") && !kind) kind = 1; /* its loader says what is wrong */
+  }
+  if (kind) {
     if (kind != 2) { /* tokenizer.json (or broken JSON, which its loader describes) */
       st = strop__tx_load_json(data, n, path, out);
       goto done;

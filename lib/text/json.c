@@ -586,6 +586,7 @@ static strop_status opt_string(const jctx *c, const json_t *j, const char *key, 
   if (!v || json_is_null(v)) return STROP_OK;
   if (!json_is_string(v)) return jerr(c, STROP_E_FORMAT, where, "'%s' must be a string", key);
   *n = json_string_length(v);
+  if (!*n) return STROP_OK; /* "" means none, as null does */
   *out = strop__tx_strndup(json_string_value(v), *n);
   return *out ? STROP_OK : STROP__NOMEM(FN);
 }

@@ -493,7 +493,8 @@ static strop_status unigram(const tx_model *m, tx_work *w, const char *s, uint32
   unode *best = strop__tx_scratch(w, 3, ((size_t)n + 1) * sizeof *best);
   if (!best) return STROP__NOMEM("strop__tx_model_tokenize");
   for (uint32_t i = 0; i <= n; i++) best[i] = (unode){0, -1, -1};
-  const double unk_score = m->min_score - 10.0; /* kUnkPenalty */
+  /* kUnkPenalty; SentencePiece subtracts in float */
+  const double unk_score = m->spm ? (double)((float)m->min_score - 10.0f) : m->min_score - 10.0;
   for (uint32_t at = 0; at < n;) {
     size_t mblen;
     strop__tx_utf8_get(s + at, &mblen);
@@ -501,7 +502,8 @@ static strop_status unigram(const tx_model *m, tx_work *w, const char *s, uint32
     int single = 0;
     int32_t node = 0;
     if (m->spm) {
-      /* SentencePiece computes in float */
+      /* SentencePiece's arithmetic to the bit: path scores are stored as float, a piece's
+       * candidate is computed and compared in double, the unknown one in float */
       float here = (float)best[at].score;
       for (uint32_t j = at; j < n; j++) {
         node = strop__tx_trie_step(&m->trie, node, (uint8_t)s[j]);
@@ -510,11 +512,11 @@ static strop_status unigram(const tx_model *m, tx_work *w, const char *s, uint32
         if (id < 0) continue;
         if (m->ptype[id] == TX_SP_UNUSED) continue;
         uint32_t len = j + 1 - at;
-        float sc = m->ptype[id] == TX_SP_USER ? (float)len * (float)m->max_score - 0.1f
-                                               : m->score[id];
-        float cand = sc + here;
+        double sc = m->ptype[id] == TX_SP_USER ? (double)((float)len * (float)m->max_score) - 0.1
+                                                : (double)m->score[id];
+        double cand = sc + (double)here;
         unode *t = &best[j + 1];
-        if (t->from < 0 || cand > (float)t->score) *t = (unode){cand, (int32_t)at, id};
+        if (t->from < 0 || cand > t->score) *t = (unode){(double)(float)cand, (int32_t)at, id};
         if (len == mblen) single = 1;
       }
       if (!single) {

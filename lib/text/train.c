@@ -459,6 +459,7 @@ strop_status strop_tokenizer_train_bpe(const char *const *paths, int64_t n,
         st = q_push(&q, (qent){pr.v[j].count, changed[i]});
       }
     }
+    if (st) break;
   }
   strop__free(buf);
   if (st) goto done;

@@ -480,7 +480,12 @@ strop_status strop__tx_pattern_compile(tx_pattern *p, int kind, const char *src,
     return strop__err(STROP_E_FORMAT, "%s: %s: regex /%.*s/ does not compile at offset %zu: %s",
                       fn, where, (int)(n > 200 ? 200 : n), src, (size_t)erroff, (char *)msg);
   }
-  (void)pcre2_jit_compile(p->re, PCRE2_JIT_COMPLETE); /* the interpreter runs without it */
+  /* without JIT (not built in, or the pattern needs what it lacks) the interpreter runs; only
+   * running out of memory is a failure */
+  if (pcre2_jit_compile(p->re, PCRE2_JIT_COMPLETE) == PCRE2_ERROR_NOMEMORY) {
+    strop__tx_pattern_free(p);
+    return STROP__NOMEM(fn);
+  }
   return STROP_OK;
 }
 
