@@ -162,6 +162,17 @@ strop_status strop__tx_finish(strop_tokenizer *tok, const char *fn) {
   tok->anorm = norm;
   tok->have_araw = nraw > 0;
   tok->have_anorm = nnorm > 0;
+  /* every id a template adds must be a token of the vocabulary */
+  for (int i = 0; i < tok->npost; i++)
+    for (int k = 0; k < tok->post[i].nsp; k++)
+      for (int j = 0; j < tok->post[i].sp[k].n; j++) {
+        int32_t id = tok->post[i].sp[k].ids[j];
+        size_t n;
+        if (id < 0 || id >= tok->size || !strop__tx_id_str(tok, id, &n))
+          return strop__err(STROP_E_FORMAT, "%s: %s: post_processor: special token \"%.60s\" has "
+                            "id %d, which is not in the vocabulary", fn, tok->source,
+                            tok->post[i].sp[k].name, id);
+      }
   /* roles: the model's unk, the post-processor's tokens, then tokens named like them */
   if (tok->role[STROP_ROLE_UNK] < 0) tok->role[STROP_ROLE_UNK] = tok->model.unk;
   for (int i = 0; i < tok->npost; i++) {
