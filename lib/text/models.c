@@ -78,10 +78,11 @@ static int cache_get(const tx_cache *c, const char *s, size_t n, uint32_t flags,
   if (!c->nslot || n > CACHE_MAX_KEY) return 0;
   uint64_t h = cache_hash(s, n, flags);
   size_t m = c->nslot - 1, i = (size_t)h & m;
-  while (c->hash[i]) {
-    if (c->hash[i] == h && c->klen[i] == n && !memcmp(c->kpool + c->koff[i], s, n)) {
-      *v = c->vpool + c->voff[i];
-      *vn = c->vlen[i];
+  while (c->slot[i].hash) {
+    const tx_centry *e = &c->slot[i];
+    if (e->hash == h && e->klen == n && !memcmp(c->kpool + e->koff, s, n)) {
+      *v = c->vpool + e->voff;
+      *vn = e->vlen;
       return 1;
     }
     i = (i + 1) & m;
@@ -96,15 +97,8 @@ static strop_status cache_put(tx_cache *c, const char *s, size_t n, uint32_t fla
   if (c->n >= CACHE_MAX_ENTRIES) strop__tx_cache_clear(c);
   if (!c->nslot) {
     size_t ns = 2 * CACHE_MAX_ENTRIES;
-    c->hash = strop__calloc(ns, sizeof *c->hash);
-    c->koff = strop__malloc(ns * sizeof *c->koff);
-    c->klen = strop__malloc(ns * sizeof *c->klen);
-    c->voff = strop__malloc(ns * sizeof *c->voff);
-    c->vlen = strop__malloc(ns * sizeof *c->vlen);
-    if (!c->hash || !c->koff || !c->klen || !c->voff || !c->vlen) {
-      strop__tx_cache_free(c);
-      return STROP__NOMEM("strop__tx_model_tokenize");
-    }
+    c->slot = strop__calloc(ns, sizeof *c->slot);
+    if (!c->slot) return STROP__NOMEM("strop__tx_model_tokenize");
     c->nslot = ns;
   }
   if (c->kn + n > UINT32_MAX || c->vn + vn > UINT32_MAX) strop__tx_cache_clear(c);
@@ -113,14 +107,10 @@ static strop_status cache_put(tx_cache *c, const char *s, size_t n, uint32_t fla
     return STROP__NOMEM("strop__tx_model_tokenize");
   uint64_t h = cache_hash(s, n, flags);
   size_t m = c->nslot - 1, i = (size_t)h & m;
-  while (c->hash[i]) i = (i + 1) & m;
+  while (c->slot[i].hash) i = (i + 1) & m;
   memcpy(c->kpool + c->kn, s, n);
   memcpy(c->vpool + c->vn, v, vn * sizeof *v);
-  c->hash[i] = h;
-  c->koff[i] = (uint32_t)c->kn;
-  c->klen[i] = (uint32_t)n;
-  c->voff[i] = (uint32_t)c->vn;
-  c->vlen[i] = (uint32_t)vn;
+  c->slot[i] = (tx_centry){h, (uint32_t)c->kn, (uint32_t)n, (uint32_t)c->vn, (uint32_t)vn};
   c->kn += n;
   c->vn += vn;
   c->n++;
@@ -160,7 +150,8 @@ typedef struct bcand {
   double pri;          /* smaller merges first: the rank, or minus the piece's score */
   int32_t left, right;
   int32_t to;
-  uint32_t size;
+  uint32_t size;       /* SentencePiece: the merged piece's bytes */
+  int32_t a, b;        /* the symbols' ids when it was found (still valid while equal) */
 } bcand;
 
 static int cand_less(const bcand *a, const bcand *b) {
@@ -249,12 +240,12 @@ static strop_status bpe_candidate(const tx_model *m, tx_work *w, bheap *h, const
     if (id < 0) return STROP_OK;
     int t = m->ptype[id];
     if (t != TX_SP_NORMAL && t != TX_SP_USER && t != TX_SP_UNUSED) return STROP_OK;
-    return heap_push(w, h, (bcand){-(double)m->score[id], l, r, id, size});
+    return heap_push(w, h, (bcand){-(double)m->score[id], l, r, id, size, 0, 0});
   }
   if (sym[l].id < 0 || sym[r].id < 0) return STROP_OK;
-  int64_t k = strop__tx_pairs_find(&m->merges, sym[l].id, sym[r].id);
-  if (k < 0) return STROP_OK;
-  return heap_push(w, h, (bcand){(double)m->merges.rank[k], l, r, m->merges.to[k], 0});
+  const tx_pair *k = strop__tx_pairs_find(&m->merges, sym[l].id, sym[r].id);
+  if (!k) return STROP_OK;
+  return heap_push(w, h, (bcand){(double)k->rank, l, r, k->to, 0, sym[l].id, sym[r].id});
 }
 
 /* SentencePiece's resegmentation of unused pieces: split them back into what formed them. */
@@ -380,9 +371,8 @@ static strop_status bpe(const tx_model *m, tx_work *w, const char *s, uint32_t n
         }
         rev[nrev++] = (rev_merge){c.to, l->end - l->start};
       }
-    } else {
-      int64_t k = strop__tx_pairs_find(&m->merges, l->id, r->id);
-      if (k < 0 || m->merges.to[k] != c.to) continue;
+    } else if (l->id != c.a || r->id != c.b) {
+      continue;
     }
     l->id = c.to;
     l->end = r->end;

@@ -21,6 +21,14 @@
 #define TX_NONE UINT32_MAX
 
 /* ---- small helpers (util.c) ---- */
+/* A 64-bit key to a well-spread hash (every input bit reaches the low bits that index). */
+static inline uint64_t strop__tx_mix64(uint64_t k) {
+  k ^= k >> 33;
+  k *= 0xff51afd7ed558ccdull;
+  k ^= k >> 33;
+  k *= 0xc4ceb9fe1a85ec53ull;
+  return k ^ (k >> 33);
+}
 /* Grows *p (elements of elem bytes, capacity *cap) to hold at least need elements. */
 strop_status strop__tx_reserve(void **p, size_t *cap, size_t need, size_t elem);
 uint64_t strop__tx_hash(const void *p, size_t n);
@@ -71,23 +79,26 @@ static inline const char *strop__tx_vocab_str(const tx_vocab *v, int32_t id, siz
 }
 
 /* ---- id pairs -> (rank, merged id): BPE merges ---- */
+typedef struct tx_pair {
+  uint64_t key;         /* a << 32 | b; UINT64_MAX empty */
+  int32_t rank, to;
+} tx_pair;
 typedef struct tx_pairs {
-  uint64_t *key;        /* a << 32 | b; UINT64_MAX empty */
-  int32_t *rank, *to;
+  tx_pair *slot;        /* one cache line holds a pair's key and its answer */
   size_t nslot, n;
 } tx_pairs;
 void strop__tx_pairs_free(tx_pairs *p);
 strop_status strop__tx_pairs_put(tx_pairs *p, int32_t a, int32_t b, int32_t rank, int32_t to);
-/* Index of the pair's slot, or -1. */
-static inline int64_t strop__tx_pairs_find(const tx_pairs *p, int32_t a, int32_t b) {
-  if (!p->nslot) return -1;
+/* The pair's entry, or NULL. */
+static inline const tx_pair *strop__tx_pairs_find(const tx_pairs *p, int32_t a, int32_t b) {
+  if (!p->nslot) return NULL;
   uint64_t k = (uint64_t)(uint32_t)a << 32 | (uint32_t)b;
-  size_t m = p->nslot - 1, i = (size_t)((k * 0x9E3779B97F4A7C15ull) >> 20) & m;
-  while (p->key[i] != UINT64_MAX) {
-    if (p->key[i] == k) return (int64_t)i;
+  size_t m = p->nslot - 1, i = (size_t)strop__tx_mix64(k) & m;
+  while (p->slot[i].key != UINT64_MAX) {
+    if (p->slot[i].key == k) return &p->slot[i];
     i = (i + 1) & m;
   }
-  return -1;
+  return NULL;
 }
 
 /* ---- a byte trie (transitions hashed): prefix searches of vocabularies, added tokens ---- */
@@ -108,7 +119,7 @@ static inline int32_t strop__tx_trie_step(const tx_trie *t, int32_t node, uint8_
   if (node == 0) return t->root[b];
   if (!t->nslot) return -1;
   uint64_t k = ((uint64_t)(uint32_t)node << 8 | b) + 1;
-  size_t m = t->nslot - 1, i = (size_t)((k * 0x9E3779B97F4A7C15ull) >> 24) & m;
+  size_t m = t->nslot - 1, i = (size_t)strop__tx_mix64(k) & m;
   while (t->ekey[i]) {
     if (t->ekey[i] == k) return t->echild[i];
     i = (i + 1) & m;
@@ -336,9 +347,12 @@ enum { TX_FROM_JSON, TX_FROM_SPM, TX_FROM_GPT2, TX_FROM_BERT, TX_FROM_TRAIN };
 #define TX_ROLES 7
 
 /* The cache of one model: piece bytes -> tokens (id, start, end within the piece). */
+typedef struct tx_centry {
+  uint64_t hash;        /* 0: empty */
+  uint32_t koff, klen, voff, vlen;
+} tx_centry;
 typedef struct tx_cache {
-  uint64_t *hash;
-  uint32_t *koff, *klen, *voff, *vlen;
+  tx_centry *slot;
   size_t nslot, n;
   char *kpool;
   size_t kn, kcap;

@@ -104,7 +104,7 @@ static void pairs_free(pairs *p) {
 static int64_t pair_index(pairs *p, uint64_t key, int create, strop_status *st) {
   *st = STROP_OK;
   if (p->nslot) {
-    size_t m = p->nslot - 1, j = (size_t)((key * 0x9E3779B97F4A7C15ull) >> 20) & m;
+    size_t m = p->nslot - 1, j = (size_t)strop__tx_mix64(key) & m;
     while (p->slot[j] >= 0) {
       if (p->v[p->slot[j]].key == key) return p->slot[j];
       j = (j + 1) & m;
@@ -120,7 +120,7 @@ static int64_t pair_index(pairs *p, uint64_t key, int create, strop_status *st) 
     }
     memset(slot, 0xFF, ns * sizeof *slot);
     for (size_t i = 0; i < p->n; i++) {
-      size_t j = (size_t)((p->v[i].key * 0x9E3779B97F4A7C15ull) >> 20) & (ns - 1);
+      size_t j = (size_t)strop__tx_mix64(p->v[i].key) & (ns - 1);
       while (slot[j] >= 0) j = (j + 1) & (ns - 1);
       slot[j] = (int32_t)i;
     }
@@ -136,7 +136,7 @@ static int64_t pair_index(pairs *p, uint64_t key, int create, strop_status *st) 
     *st = STROP__NOMEM(FN);
     return -1;
   }
-  size_t m = p->nslot - 1, j = (size_t)((key * 0x9E3779B97F4A7C15ull) >> 20) & m;
+  size_t m = p->nslot - 1, j = (size_t)strop__tx_mix64(key) & m;
   while (p->slot[j] >= 0) j = (j + 1) & m;
   p->slot[j] = (int32_t)p->n;
   p->v[p->n] = (pstat){key, 0, NULL, 0, 0, 0};

@@ -309,47 +309,30 @@ strop_status strop__tx_vocab_move(tx_vocab *v, int32_t from, int32_t to) {
 
 /* ---- pairs ---- */
 void strop__tx_pairs_free(tx_pairs *p) {
-  strop__free(p->key);
-  strop__free(p->rank);
-  strop__free(p->to);
+  strop__free(p->slot);
   memset(p, 0, sizeof *p);
 }
 
-static void pairs_insert(uint64_t *key, int32_t *rank, int32_t *to, size_t nslot, uint64_t k,
-                         int32_t r, int32_t t) {
-  size_t m = nslot - 1, i = (size_t)((k * 0x9E3779B97F4A7C15ull) >> 20) & m;
-  while (key[i] != UINT64_MAX && key[i] != k) i = (i + 1) & m;
-  key[i] = k;
-  rank[i] = r;
-  to[i] = t;
+static void pairs_insert(tx_pair *slot, size_t nslot, tx_pair e) {
+  size_t m = nslot - 1, i = (size_t)strop__tx_mix64(e.key) & m;
+  while (slot[i].key != UINT64_MAX && slot[i].key != e.key) i = (i + 1) & m;
+  slot[i] = e;
 }
 
 strop_status strop__tx_pairs_put(tx_pairs *p, int32_t a, int32_t b, int32_t rank, int32_t to) {
   if ((p->n + 1) * 2 > p->nslot) {
     size_t ns = p->nslot ? p->nslot * 2 : 1024;
-    uint64_t *key = strop__malloc(ns * sizeof *key);
-    int32_t *rk = strop__malloc(ns * sizeof *rk);
-    int32_t *t = strop__malloc(ns * sizeof *t);
-    if (!key || !rk || !t) {
-      strop__free(key);
-      strop__free(rk);
-      strop__free(t);
-      return STROP__NOMEM("strop__tx_pairs_put");
-    }
-    memset(key, 0xFF, ns * sizeof *key);
+    tx_pair *slot = strop__malloc(ns * sizeof *slot);
+    if (!slot) return STROP__NOMEM("strop__tx_pairs_put");
+    for (size_t i = 0; i < ns; i++) slot[i].key = UINT64_MAX;
     for (size_t i = 0; i < p->nslot; i++)
-      if (p->key[i] != UINT64_MAX) pairs_insert(key, rk, t, ns, p->key[i], p->rank[i], p->to[i]);
-    strop__free(p->key);
-    strop__free(p->rank);
-    strop__free(p->to);
-    p->key = key;
-    p->rank = rk;
-    p->to = t;
+      if (p->slot[i].key != UINT64_MAX) pairs_insert(slot, ns, p->slot[i]);
+    strop__free(p->slot);
+    p->slot = slot;
     p->nslot = ns;
   }
-  uint64_t k = (uint64_t)(uint32_t)a << 32 | (uint32_t)b;
-  if (strop__tx_pairs_find(p, a, b) >= 0) return STROP_OK; /* the first (best) rank stays */
-  pairs_insert(p->key, p->rank, p->to, p->nslot, k, rank, to);
+  if (strop__tx_pairs_find(p, a, b)) return STROP_OK; /* the first (best) rank stays */
+  pairs_insert(p->slot, p->nslot, (tx_pair){(uint64_t)(uint32_t)a << 32 | (uint32_t)b, rank, to});
   p->n++;
   return STROP_OK;
 }
@@ -384,7 +367,7 @@ static strop_status trie_grow_edges(tx_trie *t) {
   }
   for (size_t i = 0; i < t->nslot; i++) {
     if (!t->ekey[i]) continue;
-    size_t m = ns - 1, j = (size_t)((t->ekey[i] * 0x9E3779B97F4A7C15ull) >> 24) & m;
+    size_t m = ns - 1, j = (size_t)strop__tx_mix64(t->ekey[i]) & m;
     while (k[j]) j = (j + 1) & m;
     k[j] = t->ekey[i];
     c[j] = t->echild[i];
@@ -414,7 +397,7 @@ strop_status strop__tx_trie_add(tx_trie *t, const char *s, size_t n, int32_t val
         t->root[b] = next;
       } else {
         uint64_t k = ((uint64_t)(uint32_t)node << 8 | b) + 1;
-        size_t m = t->nslot - 1, j = (size_t)((k * 0x9E3779B97F4A7C15ull) >> 24) & m;
+        size_t m = t->nslot - 1, j = (size_t)strop__tx_mix64(k) & m;
         while (t->ekey[j]) j = (j + 1) & m;
         t->ekey[j] = k;
         t->echild[j] = next;
@@ -714,17 +697,13 @@ void strop__tx_enc_free(tx_enc *e) {
 
 /* ---- the piece cache ---- */
 void strop__tx_cache_free(tx_cache *c) {
-  strop__free(c->hash);
-  strop__free(c->koff);
-  strop__free(c->klen);
-  strop__free(c->voff);
-  strop__free(c->vlen);
+  strop__free(c->slot);
   strop__free(c->kpool);
   strop__free(c->vpool);
   memset(c, 0, sizeof *c);
 }
 
 void strop__tx_cache_clear(tx_cache *c) {
-  if (c->hash) memset(c->hash, 0, c->nslot * sizeof *c->hash);
+  if (c->slot) memset(c->slot, 0, c->nslot * sizeof *c->slot);
   c->n = c->kn = c->vn = 0;
 }
