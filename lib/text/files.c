@@ -113,14 +113,9 @@ static strop_status add_bytelevel(strop_tokenizer *t, int add_prefix_space) {
                                    strlen(strop__tx_gpt2_regex), FN, "ByteLevel");
 }
 
-strop_status strop__tx_load_gpt2(const char *vocab, size_t vn, const char *merges, size_t mn,
+strop_status strop__tx_load_gpt2(struct json_t *root, const char *merges, size_t mn,
                                  const char *where, int add_prefix_space, strop_tokenizer **out) {
   *out = NULL;
-  json_error_t err;
-  json_t *root = json_loadb(vocab, vn, JSON_ALLOW_NUL, &err);
-  if (!root)
-    return strop__err(STROP_E_FORMAT, "%s: %s:%d:%d: not valid JSON: %s", FN, where, err.line,
-                      err.column, err.text);
   strop_tokenizer *t = NULL;
   strop_status st = strop__tx_new(where, TX_FROM_GPT2, &t);
   if (st) goto done;
@@ -214,7 +209,6 @@ strop_status strop__tx_load_gpt2(const char *vocab, size_t vn, const char *merge
     goto done;
   st = strop__tx_finish(t, FN);
 done:
-  json_decref(root);
   if (st) {
     strop_tokenizer_free(t);
     return st;
@@ -394,24 +388,47 @@ static int config_flag(const char *dir, const char *key) {
   return v;
 }
 
+static strop_status gpt2_pair(json_t *vocab, const char *vocab_path, const char *merges_path,
+                              const char *dir, const strop_tokenizer_options *o,
+                              strop_tokenizer **out) {
+  char *mdata = NULL;
+  size_t mn = 0;
+  strop_status st = strop__tx_read_file(FN, merges_path, MAX_FILE, &mdata, &mn);
+  if (st) return st;
+  int aps = o->add_prefix_space >= 0 ? o->add_prefix_space : config_flag(dir, "add_prefix_space");
+  st = strop__tx_load_gpt2(vocab, mdata, mn, vocab_path, aps > 0, out);
+  strop__free(mdata);
+  return st;
+}
+
 static strop_status load_file(const char *path, const strop_tokenizer_options *o,
                               strop_tokenizer **out) {
-  char *data = NULL, *dir = dir_of(path), *other = NULL, *odata = NULL;
-  size_t n = 0, on = 0;
+  char *data = NULL, *dir = dir_of(path), *other = NULL;
+  size_t n = 0;
+  json_t *root = NULL;
   const char *base = base_of(path);
   strop_status st = dir ? strop__tx_read_file(FN, path, MAX_FILE, &data, &n) : STROP__NOMEM(FN);
   if (st) goto done;
-  /* by name first; a file named otherwise is JSON when it parses as a JSON object */
-  int kind = 0;
+  /* by name first; a file named otherwise is JSON when it starts like a JSON object */
+  int json = 0;
   if (!ends_with(base, ".model")) {
     size_t i = 0;
     while (i < n && (data[i] == ' ' || data[i] == '\n' || data[i] == '\t' || data[i] == '\r')) i++;
-    if (ends_with(base, ".json") || (i < n && data[i] == '{')) kind = strop__tx_json_kind(data, n);
-    if (ends_with(base, ".json") && !kind) kind = 1; /* its loader says what is wrong */
+    json = ends_with(base, ".json") || (i < n && data[i] == '{');
   }
-  if (kind) {
-    if (kind != 2) { /* tokenizer.json (or broken JSON, which its loader describes) */
-      st = strop__tx_load_json(data, n, path, out);
+  if (json) {
+    if ((st = strop__tx_parse_json(data, n, FN, path, &root))) {
+      if (!ends_with(base, ".json")) { /* not JSON after all: a SentencePiece model? */
+        strop_clear_error();
+        st = strop__tx_load_spm((const uint8_t *)data, n, path, o->add_bos > 0, o->add_eos > 0,
+                                out);
+      }
+      goto done;
+    }
+    strop__free(data); /* the tree holds what is needed */
+    data = NULL;
+    if (!json_is_object(root) || json_is_object(json_object_get(root, "model"))) {
+      st = strop__tx_load_json_root(root, path, out); /* it says what is wrong */
       goto done;
     }
     /* a vocabulary: GPT-2's merges beside it */
@@ -428,18 +445,19 @@ static strop_status load_file(const char *path, const strop_tokenizer_options *o
                       "or vocab.bpe beside it", FN, path);
       goto done;
     }
-    if ((st = strop__tx_read_file(FN, other, MAX_FILE, &odata, &on))) goto done;
-    int aps = o->add_prefix_space >= 0 ? o->add_prefix_space : config_flag(dir, "add_prefix_space");
-    st = strop__tx_load_gpt2(data, n, odata, on, path, aps > 0, out);
+    st = gpt2_pair(root, path, other, dir, o, out);
   } else if (!strcmp(base, "merges.txt") || !strcmp(base, "vocab.bpe")) {
     other = join(dir, !strcmp(base, "vocab.bpe") ? "encoder.json" : "vocab.json");
+    char *vdata = NULL;
+    size_t vn = 0;
     if (!other) {
       st = STROP__NOMEM(FN);
       goto done;
     }
-    if ((st = strop__tx_read_file(FN, other, MAX_FILE, &odata, &on))) goto done;
-    int aps = o->add_prefix_space >= 0 ? o->add_prefix_space : config_flag(dir, "add_prefix_space");
-    st = strop__tx_load_gpt2(odata, on, data, n, other, aps > 0, out);
+    if ((st = strop__tx_read_file(FN, other, MAX_FILE, &vdata, &vn))) goto done;
+    st = strop__tx_parse_json(vdata, vn, FN, other, &root);
+    strop__free(vdata);
+    if (!st) st = gpt2_pair(root, other, path, dir, o, out);
   } else if (ends_with(base, ".txt")) {
     int lower = o->lowercase >= 0 ? o->lowercase : config_flag(dir, "do_lower_case");
     st = strop__tx_load_bert(data, n, path, lower != 0, out);
@@ -447,8 +465,8 @@ static strop_status load_file(const char *path, const strop_tokenizer_options *o
     st = strop__tx_load_spm((const uint8_t *)data, n, path, o->add_bos > 0, o->add_eos > 0, out);
   }
 done:
+  json_decref(root);
   strop__free(data);
-  strop__free(odata);
   strop__free(other);
   strop__free(dir);
   return st;

@@ -971,14 +971,30 @@ static strop_status parse_added(const jctx *c, const json_t *a) {
   return STROP_OK;
 }
 
+strop_status strop__tx_parse_json(const char *data, size_t n, const char *fn,
+                                  const char *where, struct json_t **root) {
+  json_error_t err;
+  *root = json_loadb(data, n, JSON_ALLOW_NUL, &err);
+  if (!*root)
+    return strop__err(STROP_E_FORMAT, "%s: %s:%d:%d: not valid JSON: %s", fn, where, err.line,
+                      err.column, err.text);
+  return STROP_OK;
+}
+
 strop_status strop__tx_load_json(const char *data, size_t n, const char *where,
                                  strop_tokenizer **out) {
   *out = NULL;
-  json_error_t err;
-  json_t *root = json_loadb(data, n, JSON_ALLOW_NUL, &err);
-  if (!root)
-    return strop__err(STROP_E_FORMAT, "%s: %s:%d:%d: not valid JSON: %s", FN, where, err.line,
-                      err.column, err.text);
+  json_t *root;
+  strop_status st = strop__tx_parse_json(data, n, FN, where, &root);
+  if (st) return st;
+  st = strop__tx_load_json_root(root, where, out);
+  json_decref(root);
+  return st;
+}
+
+strop_status strop__tx_load_json_root(struct json_t *root, const char *where,
+                                      strop_tokenizer **out) {
+  *out = NULL;
   strop_tokenizer *tok = NULL;
   strop_status st = STROP_OK;
   jctx c = {where, NULL};
@@ -1017,21 +1033,12 @@ strop_status strop__tx_load_json(const char *data, size_t n, const char *where,
   }
   st = strop__tx_finish(tok, FN);
 done:
-  json_decref(root);
   if (st) {
     strop_tokenizer_free(tok);
     return st;
   }
   *out = tok;
   return STROP_OK;
-}
-
-int strop__tx_json_kind(const char *data, size_t n) {
-  json_t *root = json_loadb(data, n, JSON_ALLOW_NUL, NULL);
-  int kind = 0;
-  if (json_is_object(root)) kind = json_is_object(json_object_get(root, "model")) ? 1 : 2;
-  json_decref(root);
-  return kind;
 }
 
 /* ---- writing ---- */

@@ -407,12 +407,15 @@ strop_status strop__tx_normalize_str(strop_tokenizer *tok, const char *s, size_t
 int64_t strop__tx_decode(strop_tokenizer *tok, const int64_t *ids, int64_t n, int skip_special,
                          char *buf, size_t cap, const char *fn);
 
-/* json.c: tokenizer.json from memory; where names the file in messages. */
+/* json.c: tokenizer.json from memory or a parsed tree; where names the file in messages. */
+struct json_t;
+strop_status strop__tx_parse_json(const char *data, size_t n, const char *fn,
+                                  const char *where, struct json_t **root);
 strop_status strop__tx_load_json(const char *data, size_t n, const char *where,
                                  strop_tokenizer **out);
+strop_status strop__tx_load_json_root(struct json_t *root, const char *where,
+                                      strop_tokenizer **out);
 strop_status strop__tx_save_json(const strop_tokenizer *tok, char **out, size_t *outn);
-/* 1: a JSON object with a "model" object (tokenizer.json), 2: another JSON object, 0: else. */
-int strop__tx_json_kind(const char *data, size_t n);
 /* spm.c: a SentencePiece ModelProto from memory. */
 strop_status strop__tx_load_spm(const uint8_t *data, size_t n, const char *where, int add_bos,
                                 int add_eos, strop_tokenizer **out);
@@ -420,7 +423,8 @@ strop_status strop__tx_load_spm(const uint8_t *data, size_t n, const char *where
 strop_status strop__tx_read_file(const char *fn, const char *path, size_t max, char **out,
                                  size_t *n);
 strop_status strop__tx_write_file(const char *fn, const char *path, const char *data, size_t n);
-strop_status strop__tx_load_gpt2(const char *vocab, size_t vn, const char *merges, size_t mn,
+/* GPT-2's vocabulary (a parsed JSON object of token: id) with merges.txt's text. */
+strop_status strop__tx_load_gpt2(struct json_t *vocab, const char *merges, size_t mn,
                                  const char *where, int add_prefix_space, strop_tokenizer **out);
 strop_status strop__tx_load_bert(const char *vocab, size_t vn, const char *where, int lowercase,
                                  strop_tokenizer **out);
