@@ -956,6 +956,13 @@ START_TEST(train_save_reload) {
   ck_assert_str_eq(decode_of(t, ids1, 0), probe);
   const char *saved = put_text("trained.json", "");
   strop_test_must(strop_tokenizer_save(t, saved), "save");
+  {
+    /* merges as "a b", which every version of Hugging Face's reader takes */
+    size_t n;
+    char *f = strop_test_read_file(saved, &n);
+    ck_assert_ptr_nonnull(strstr(f, "\"\xc4\xa0 the\""));
+    free(f);
+  }
   strop_tokenizer *u = NULL;
   strop_test_must(strop_tokenizer_load(saved, NULL, &u), "reload");
   ck_assert_str_eq(ids_of(u, probe, NULL), ids1);
@@ -1104,7 +1111,12 @@ static int op_load_encode_json(void *ctx) {
   strop_tokenizer *t = NULL;
   strop_status st = strop__tx_load_json(json, strlen(json), "sweep.json", &t);
   if (st) return st;
-  const char *texts[2] = {"UNaffable Hellos, Café! 日本", "hello world"};
+  int64_t added;
+  if ((st = strop_tokenizer_add_token(t, "<added>", STROP_TOKEN_NORMALIZED, &added))) {
+    strop_tokenizer_free(t);
+    return st;
+  }
+  const char *texts[2] = {"UNaffable Hellos, Café! 日本", "hello <ADDED> world"};
   const char *pairs[2] = {"hello", NULL};
   int64_t ids[64], types[64], mask[64], offs[128], w;
   strop_encode_options o;

@@ -1341,15 +1341,42 @@ static json_t *model_json(const tx_model *m) {
     if (s && json_object_setn_new_nocheck(vocab, s, n, json_integer(id))) goto nomem;
   }
   if (m->kind == TX_M_BPE) {
+    /* "a b" as every version of Hugging Face's reader takes it, unless a token has a space
+     * (then [a, b], which newer versions read) */
+    int pairs = 0;
+    for (int32_t i = 0; i < m->nmerges && !pairs; i++)
+      for (int k = 0; k < 2 && !pairs; k++) {
+        size_t n = 0;
+        const char *t = strop__tx_vocab_str(&m->vocab, k ? m->merge_b[i] : m->merge_a[i], &n);
+        pairs = memchr(t, ' ', n) != NULL;
+      }
     json_t *mg = json_array();
     JSET(o, "merges", mg);
+    char *buf = NULL;
+    size_t cap = 0;
     for (int32_t i = 0; i < m->nmerges; i++) {
       size_t an = 0, bn = 0;
       const char *a = strop__tx_vocab_str(&m->vocab, m->merge_a[i], &an);
       const char *b = strop__tx_vocab_str(&m->vocab, m->merge_b[i], &bn);
-      json_t *e = json_pack("[s%, s%]", a, an, b, bn);
-      if (!e || json_array_append_new(mg, e)) goto nomem;
+      json_t *e;
+      if (pairs) {
+        e = json_pack("[s%, s%]", a, an, b, bn);
+      } else {
+        if (strop__tx_reserve((void **)&buf, &cap, an + bn + 2, 1)) {
+          strop__free(buf);
+          goto nomem;
+        }
+        memcpy(buf, a, an);
+        buf[an] = ' ';
+        memcpy(buf + an + 1, b, bn);
+        e = jstrn(buf, an + bn + 1);
+      }
+      if (!e || json_array_append_new(mg, e)) {
+        strop__free(buf);
+        goto nomem;
+      }
     }
+    strop__free(buf);
   }
   return o;
 nomem:
