@@ -797,6 +797,13 @@ START_TEST(spm_protobuf_unigram_and_bpe) {
   ck_assert_str_eq(decode_of(t, "7 0", 0), "ab \xe2\x81\x87 ");
   ck_assert_int_eq(strop_tokenizer_special_id(t, STROP_ROLE_BOS), 1);
   ck_assert_int_eq(strop_tokenizer_special_id(t, STROP_ROLE_EOS), 2);
+  /* a token added to a SentencePiece model: cut out before normalization, decoded as it is */
+  int64_t nid;
+  strop_test_must(strop_tokenizer_add_token(t, "<mask>", STROP_TOKEN_SPECIAL, &nid), "add");
+  ck_assert_int_eq(nid, 11);
+  IDS(t, "ab<mask>ab", "7 11 7");
+  ck_assert_str_eq(decode_of(t, "7 11 7", 0), "ab<mask> ab");
+  ck_assert_str_eq(decode_of(t, "7 11 7", 1), "ab ab");
   /* no tokenizer.json form for SentencePiece's rules */
   ck_assert_int_eq(strop_tokenizer_save(t, put_text("x.json", "")), STROP_E_UNSUPPORTED);
   strop_tokenizer_free(t);

@@ -280,6 +280,17 @@ static int64_t decode_spm(strop_tokenizer *tok, const tx_dec *d, const int64_t *
   int bos_ws = 1, bos_seen = 0;
   for (int64_t i = 0; i <= n && !st; i++) {
     int32_t id = i < n ? (int32_t)ids[i] : -1;
+    /* a token added to the model: its text as it is (special ones left out on request) */
+    if (id >= 0 && tok->added_idx[id] >= 0 && id >= m->vocab.n) {
+      const tx_added *a = &tok->added[tok->added_idx[id]];
+      if (nb) {
+        st = put_lossy(out, bytes, nb, 1);
+        nb = 0;
+      }
+      if (!st && !(skip_special && (a->flags & STROP_TOKEN_SPECIAL)))
+        st = sl_put(out, a->content, a->len);
+      continue;
+    }
     int t = id >= 0 ? m->ptype[id] : 0;
     if (id >= 0 && t == TX_SP_BYTE) {
       size_t k = 0;
