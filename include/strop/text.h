@@ -69,8 +69,11 @@ typedef struct strop_tokenizer_options {
   int add_eos;          /**< SentencePiece .model: 1 puts the model's EOS id last. Default 0. */
 } strop_tokenizer_options;
 
-/** @brief Fills @p opt with the defaults listed in strop_tokenizer_options. NULL is a no-op.
- *  Thread-safe. @since 0.2 */
+/**
+ * @brief Fills @p opt with the defaults listed in strop_tokenizer_options.
+ * @param[out] opt The options to fill; NULL is a no-op.
+ * Thread-safe. @since 0.2
+ */
 STROP_API void strop_tokenizer_options_init(strop_tokenizer_options *opt);
 
 /**
@@ -112,28 +115,36 @@ STROP_API STROP_NODISCARD strop_status strop_tokenizer_load(const char *path,
 STROP_API STROP_NODISCARD strop_status strop_tokenizer_save(const strop_tokenizer *tok,
                                                             const char *path);
 
-/** @brief Frees the tokenizer; NULL is a no-op. @since 0.2 */
+/**
+ * @brief Frees the tokenizer and everything it holds.
+ * @param[in] tok A tokenizer from strop_tokenizer_load() or strop_tokenizer_train_bpe(); NULL
+ *                is a no-op. It must not be in use by another thread.
+ * @since 0.2
+ */
 STROP_API void strop_tokenizer_free(strop_tokenizer *tok);
 
 /**
  * @brief The number of ids: one more than the largest id of the model's vocabulary and the
  * added tokens (the rows an embedding needs).
- * @return The size, or -1 for NULL. @since 0.2
+ * @param[in] tok The tokenizer (only read).
+ * @return The size, or -1 for NULL @p tok. Safe while no thread changes @p tok. @since 0.2
  */
 STROP_API int64_t strop_tokenizer_vocab_size(const strop_tokenizer *tok);
 
 /**
  * @brief The id of a token string: an added token's id, else the model's.
- * @param[in] tok   The tokenizer.
- * @param[in] token The token as the vocabulary writes it ("Ġthe", "##ing", "▁the", "[CLS]").
- * @return The id, or -1 when the token is not in the vocabulary or an argument is NULL
- *         (strop_last_error() says which). @since 0.2
+ * @param[in] tok   The tokenizer (only read).
+ * @param[in] token The token as the vocabulary writes it ("Ġthe", "##ing", "▁the", "[CLS]"),
+ *                  NUL-terminated.
+ * @return The id, or -1 when the token is not in the vocabulary (STROP_E_NOT_FOUND's sentence)
+ *         or an argument is NULL (STROP_E_INVALID_ARG's); strop_last_error() says which.
+ *         Safe while no thread changes @p tok. @since 0.2
  */
 STROP_API int64_t strop_tokenizer_token_to_id(const strop_tokenizer *tok, const char *token);
 
 /**
  * @brief The token string of an id, snprintf style.
- * @param[in]  tok The tokenizer.
+ * @param[in]  tok The tokenizer (only read).
  * @param[in]  id  0 .. strop_tokenizer_vocab_size() - 1.
  * @param[out] buf Receives the token, NUL-terminated and truncated to @p cap; may be NULL when
  *                 @p cap is 0, to ask for the length.
@@ -147,8 +158,10 @@ STROP_API int64_t strop_tokenizer_id_to_token(const strop_tokenizer *tok, int64_
 /**
  * @brief The flags of an id: STROP_TOKEN_ADDED and the added token's flags, or 0 for an
  * ordinary vocabulary token.
- * @return A combination of strop_token_flag, or -1 for NULL @p tok or an id out of range.
- * @since 0.2
+ * @param[in] tok The tokenizer (only read).
+ * @param[in] id  0 .. strop_tokenizer_vocab_size() - 1.
+ * @return A combination of strop_token_flag, or -1 for NULL @p tok or an id out of range
+ *         (with strop_last_error() set). Safe while no thread changes @p tok. @since 0.2
  */
 STROP_API int strop_tokenizer_token_flags(const strop_tokenizer *tok, int64_t id);
 
@@ -156,7 +169,7 @@ STROP_API int strop_tokenizer_token_flags(const strop_tokenizer *tok, int64_t id
  * @brief Adds a token that is cut out of the text before the model sees it, as Hugging Face's
  * add_tokens() / add_special_tokens() do. A token already in the vocabulary keeps its id (and
  * gets the flags); a new one gets the id strop_tokenizer_vocab_size().
- * @param[in]  tok     The tokenizer.
+ * @param[in]  tok     The tokenizer (changed; one thread at a time).
  * @param[in]  content The token text, non-empty UTF-8.
  * @param[in]  flags   A combination of STROP_TOKEN_SPECIAL, _SINGLE_WORD, _LSTRIP, _RSTRIP and
  *                     _NORMALIZED.
@@ -172,14 +185,16 @@ STROP_API STROP_NODISCARD strop_status strop_tokenizer_add_token(strop_tokenizer
  * @brief The id the tokenizer knows for a role: from the SentencePiece model (unk/bos/eos/pad
  * ids), the tokenizer.json (the model's unk_token, the post-processor's cls/sep or bos/eos, the
  * padding section) or tokens named like them ([PAD], <pad>, [MASK], <mask>, ...).
- * @return The id, or -1 when none is known (not an error) or for NULL @p tok or a bad role.
- * @since 0.2
+ * @param[in] tok  The tokenizer (only read).
+ * @param[in] role A strop_token_role.
+ * @return The id, or -1 when none is known (not an error, strop_last_error() untouched) or for
+ *         NULL @p tok or a bad role. Safe while no thread changes @p tok. @since 0.2
  */
 STROP_API int64_t strop_tokenizer_special_id(const strop_tokenizer *tok, int role);
 
 /**
  * @brief Sets the id of a role (for example the pad id a batch pads with).
- * @param[in] tok  The tokenizer.
+ * @param[in] tok  The tokenizer (changed; one thread at a time).
  * @param[in] role A strop_token_role.
  * @param[in] id   An id in [0, strop_tokenizer_vocab_size()), or -1 to forget the role.
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL @p tok, a bad role or id). @since 0.2
@@ -233,8 +248,11 @@ typedef struct strop_encode_options {
   int64_t pad_type_id;        /**< The type id of padding, default 0. */
 } strop_encode_options;
 
-/** @brief Fills @p opt with the defaults listed in strop_encode_options. NULL is a no-op.
- *  Thread-safe. @since 0.2 */
+/**
+ * @brief Fills @p opt with the defaults listed in strop_encode_options.
+ * @param[out] opt The options to fill; NULL is a no-op.
+ * Thread-safe. @since 0.2
+ */
 STROP_API void strop_encode_options_init(strop_encode_options *opt);
 
 /**
@@ -242,7 +260,7 @@ STROP_API void strop_encode_options_init(strop_encode_options *opt);
  *
  * Special tokens, truncation and STROP_PAD_MAX_LENGTH padding follow @p opt
  * (STROP_PAD_LONGEST has nothing to pad for one text).
- * @param[in]  tok   The tokenizer.
+ * @param[in]  tok   The tokenizer (its work buffers and cache change: one thread at a time).
  * @param[in]  text  @p len bytes of UTF-8 (invalid bytes read as U+FFFD); may be NULL when
  *                   @p len is 0. An empty text gives only the template's special tokens.
  * @param[in]  len   Length of @p text in bytes, < 2^31.
@@ -267,7 +285,7 @@ STROP_API STROP_NODISCARD strop_status strop_tokenizer_encode(strop_tokenizer *t
  * Each row is one text (with its pair, when @p pairs is given) after special tokens and
  * truncation; rows are padded as @p opt says. width is the longest row (or max_length for
  * STROP_PAD_MAX_LENGTH, when no row is longer), rounded up to pad_to_multiple_of.
- * @param[in]  tok      The tokenizer.
+ * @param[in]  tok      The tokenizer (its work buffers and cache change: one thread at a time).
  * @param[in]  texts    @p n NUL-terminated UTF-8 texts.
  * @param[in]  pairs    NULL, or @p n second texts of the pairs (an entry may be NULL: that
  *                      row has no pair).
@@ -300,7 +318,7 @@ STROP_API STROP_NODISCARD strop_status strop_tokenizer_encode_batch(
  *
  * Without a decoder the tokens are joined with spaces, as Hugging Face does. Bytes that do not
  * form valid UTF-8 (a byte-level or byte-fallback sequence cut in the middle) become U+FFFD.
- * @param[in]  tok          The tokenizer.
+ * @param[in]  tok          The tokenizer (its work buffers change: one thread at a time).
  * @param[in]  ids          @p n ids; may be NULL when @p n is 0.
  * @param[in]  n            Number of ids, >= 0.
  * @param[in]  skip_special 1: special tokens (added tokens flagged STROP_TOKEN_SPECIAL, and a
@@ -333,8 +351,11 @@ typedef struct strop_bpe_train_options {
                                            Default 0 (no limit). */
 } strop_bpe_train_options;
 
-/** @brief Fills @p opt with the defaults listed in strop_bpe_train_options. NULL is a no-op.
- *  Thread-safe. @since 0.2 */
+/**
+ * @brief Fills @p opt with the defaults listed in strop_bpe_train_options.
+ * @param[out] opt The options to fill; NULL is a no-op.
+ * Thread-safe. @since 0.2
+ */
 STROP_API void strop_bpe_train_options_init(strop_bpe_train_options *opt);
 
 /**
