@@ -4,7 +4,9 @@
 # SentencePiece's C++ encoder (python3-sentencepiece's batch encode, num_threads=1, and the
 # spm_encode tool) on a unigram and a BPE model trained here. Every side encodes the same lines
 # one at a time after loading, single-threaded; the load is not timed. Prints MB/s, tokens/s and
-# strop's ratio to each reference (best of ROUNDS runs per row). Nothing here is a test.
+# strop's ratio to each reference (best of ROUNDS runs per row). Last, the time strop takes to
+# load a 10 MB tokenizer.json (a BPE of ~190,000 tokens and merges made up here), beside
+# Python's json.load of the same file. Nothing here is a test.
 #
 #   bench/run_tokenizers.sh [build-dir]          (default build; ROUNDS=3)
 #
@@ -109,3 +111,34 @@ for m in unigram bpe; do
   C=$(best spm_cli "$W/$m.model" "$W/text.txt")
   printf '%-28s %10s   (spm_encode tool, load and output included)\n' "spm-$m spm_encode" "$(field mb_s "$C")"
 done
+
+# a 10 MB tokenizer.json: byte-level BPE whose merges join random earlier tokens
+if [ ! -f "$W/big.json" ]; then
+  "$PY" - "$W/big.json" <<'P'
+import json, random, sys
+random.seed(0)
+bs = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+cs, n = bs[:], 0
+for b in range(256):
+    if b not in bs:
+        bs.append(b); cs.append(256 + n); n += 1
+vocab = {chr(c): i for i, c in enumerate(cs)}
+toks, merges, size = list(vocab), [], 0
+while size < 13_200_000:
+    a = random.choice(toks[-5000:] if len(toks) > 6000 and random.random() < 0.5 else toks[:2000])
+    b = random.choice(toks[:1000])
+    t = a + b
+    if t in vocab or len(t) > 16:
+        continue
+    vocab[t] = len(vocab); toks.append(t); merges.append(a + " " + b)
+    size += 2 * len(t.encode()) + len(a.encode()) + len(b.encode()) + 16
+json.dump({"version": "1.0", "model": {"type": "BPE", "vocab": vocab, "merges": merges},
+           "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False},
+           "decoder": {"type": "ByteLevel"}}, open(sys.argv[1], "w", encoding="utf-8"),
+          ensure_ascii=False)
+P
+fi
+echo hello > "$W/one.txt"
+LOAD=$(i=0; while [ $i -lt "$ROUNDS" ]; do "$BT" "$W/big.json" "$W/one.txt" | tr ' ' '\n' | sed -n 's/^load_s=//p'; i=$((i + 1)); done | sort -n | head -n1)
+J=$("$PY" -c 'import json, sys, time; t = time.perf_counter(); json.load(open(sys.argv[1], encoding="utf-8")); print(f"{time.perf_counter() - t:.3f}")' "$W/big.json")
+echo "tokenizer.json of $(wc -c < "$W/big.json") bytes: strop_tokenizer_load $LOAD s (best of $ROUNDS); Python's json.load alone $J s"

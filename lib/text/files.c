@@ -126,6 +126,7 @@ strop_status strop__tx_load_gpt2(struct json_t *root, const char *merges, size_t
                     FN, where);
     goto done;
   }
+  if ((st = strop__tx_vocab_reserve(&m->vocab, json_object_size(root)))) goto done;
   const char *key;
   size_t klen;
   json_t *val;

@@ -537,6 +537,10 @@ static strop_status parse_dec(const jctx *c, const json_t *j, const char *where,
 /* ---- models ---- */
 static strop_status vocab_object(const jctx *c, const json_t *v, tx_model *m, const char *where) {
   if (!json_is_object(v)) return jerr(c, STROP_E_FORMAT, where, "'vocab' must be an object");
+  if (json_object_size(v) >= TX_MAX_IDS)
+    return jerr(c, STROP_E_FORMAT, where, "%zu tokens are too many", json_object_size(v));
+  strop_status st = strop__tx_vocab_reserve(&m->vocab, json_object_size(v));
+  if (st) return st;
   const char *key;
   size_t klen;
   json_t *val;
@@ -554,8 +558,7 @@ static strop_status vocab_object(const jctx *c, const json_t *v, tx_model *m, co
       return jerr(c, STROP_E_FORMAT, where, "id %d is given to both \"%.60s\" and \"%.*s\"", id,
                   key, (int)(on > 60 ? 60 : on), o);
     }
-    strop_status st = strop__tx_vocab_put(&m->vocab, id, key, klen);
-    if (st) return st;
+    if ((st = strop__tx_vocab_put(&m->vocab, id, key, klen))) return st;
   }
   return STROP_OK;
 }
@@ -714,6 +717,7 @@ static strop_status parse_model(const jctx *c, const json_t *j) {
       return jerr(c, STROP_E_FORMAT, "model.vocab", "has %zu entries", n);
     m->dscore = strop__malloc(n * sizeof *m->dscore);
     if (!m->dscore) return STROP__NOMEM(FN);
+    if ((st = strop__tx_vocab_reserve(&m->vocab, n))) return st;
     for (size_t i = 0; i < n; i++) {
       json_t *e = json_array_get(v, i);
       if (!json_is_array(e) || json_array_size(e) != 2 || !json_is_string(json_array_get(e, 0)) ||

@@ -68,6 +68,8 @@ typedef struct tx_vocab {
 } tx_vocab;
 void strop__tx_vocab_free(tx_vocab *v);
 int32_t strop__tx_vocab_find(const tx_vocab *v, const char *s, size_t n);
+/* Sizes the hash for count tokens (so filling it never rehashes). */
+strop_status strop__tx_vocab_reserve(tx_vocab *v, size_t count);
 /* Gives id the token s (id must not have one yet and s must not be present). */
 strop_status strop__tx_vocab_put(tx_vocab *v, int32_t id, const char *s, size_t n);
 /* Gives token of id `from` the id `to` (which has none); `from` is left without a token. */

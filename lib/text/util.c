@@ -252,6 +252,12 @@ static strop_status vocab_rehash(tx_vocab *v, size_t nslot) {
   return STROP_OK;
 }
 
+strop_status strop__tx_vocab_reserve(tx_vocab *v, size_t count) {
+  size_t ns = v->nslot ? v->nslot : 64;
+  while (ns < 2 * count && ns < (size_t)1 << 30) ns *= 2;
+  return ns > v->nslot ? vocab_rehash(v, ns) : STROP_OK;
+}
+
 strop_status strop__tx_vocab_put(tx_vocab *v, int32_t id, const char *s, size_t n) {
   if (id < 0 || id >= TX_MAX_IDS || n >= TX_MAX_TOKEN_BYTES || (id < v->n && v->len[id] != TX_NONE))
     return strop__err(STROP_E_INTERNAL, "strop__tx_vocab_put: bad id %d or length %zu", id, n);
