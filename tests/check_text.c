@@ -278,13 +278,13 @@ END_TEST
 
 static strop_tokenizer *char_tok(const char *normalizer) {
   /* every character its own token: a WordLevel over a Split that isolates characters */
-  static char json[4096];
+  static char json[16384];
   snprintf(json, sizeof json,
-           "{\"normalizer\": %s, \"pre_tokenizer\": {\"type\": \"Split\", \"pattern\":"
+           "{\"normalizer\": %.12000s, \"pre_tokenizer\": {\"type\": \"Split\", \"pattern\":"
            " {\"Regex\": \".\"}, \"behavior\": \"Isolated\"}, \"model\": {\"type\": \"WordLevel\","
            " \"unk_token\": \"?\", \"vocab\": {\"?\": 0, \"a\": 1, \"b\": 2, \"e\": 3,"
            " \"\xcc\x81\": 4, \"\xc3\xa9\": 5, \"f\": 6, \"i\": 7, \" \": 8, \"x\": 9, \"B\": 10,"
-           " \"\xe2\x96\x81\": 11, \"\xc3\x89\": 12}}}",
+           " \"\xe2\x96\x81\": 11, \"\xc3\x89\": 12, \"H\": 13}}}",
            normalizer);
   return J(json);
 }
@@ -332,6 +332,56 @@ START_TEST(other_normalizers) {
   strop_tokenizer_free(t);
   t = char_tok("{\"type\": \"BertNormalizer\", \"lowercase\": false}");
   IDS(t, "\xc3\x89", "12"); /* strip_accents follows lowercase: kept */
+  strop_tokenizer_free(t);
+}
+END_TEST
+
+static char *b64(const uint8_t *d, size_t n) {
+  static const char T[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  char *s = malloc((n + 2) / 3 * 4 + 1), *o = s;
+  for (size_t i = 0; i < n; i += 3) {
+    uint32_t v = (uint32_t)d[i] << 16 | (i + 1 < n ? (uint32_t)d[i + 1] << 8 : 0) |
+                 (i + 2 < n ? d[i + 2] : 0);
+    *o++ = T[v >> 18];
+    *o++ = T[(v >> 12) & 63];
+    *o++ = i + 1 < n ? T[(v >> 6) & 63] : '=';
+    *o++ = i + 2 < n ? T[v & 63] : '=';
+  }
+  *o = '\0';
+  return s;
+}
+
+START_TEST(precompiled_charsmap) {
+  /* the character map of a SentencePiece model trained with two custom rules (the fuzz seed
+   * tests/fuzz/corpus/spm_model/charsmap.model): U+FF28 -> H, U+3000 -> space */
+  size_t n;
+  char *model = strop_test_read_file(STROP_SOURCE_DIR "/tests/fuzz/corpus/spm_model/charsmap.model",
+                                     &n);
+  ck_assert_ptr_nonnull(model);
+  strop_tokenizer *spm = NULL;
+  strop_test_must(strop__tx_load_spm((const uint8_t *)model, n, "charsmap.model", 0, 0, &spm),
+                  "charsmap.model");
+  free(model);
+  char *blob = b64(spm->norm[0].map.blob, spm->norm[0].map.nblob);
+  strop_tokenizer_free(spm);
+  char norm[12000];
+  ck_assert_uint_lt(strlen(blob), 11000);
+  snprintf(norm, sizeof norm, "{\"type\": \"Precompiled\", \"precompiled_charsmap\": \"%s\"}",
+           blob);
+  free(blob);
+  strop_tokenizer *t = char_tok(norm);
+  /* Ｈ　x -> H, space, x; offsets keep the original characters */
+  IDS(t, "\xef\xbc\xa8\xe3\x80\x80x", "13 8 9");
+  ck_assert_str_eq(offsets_of(t, "\xef\xbc\xa8\xe3\x80\x80x"), "0-3 3-6 6-7");
+  /* and saved as base64 again, it loads to the same */
+  char *out;
+  size_t outn;
+  strop_test_must(strop__tx_save_json(t, &out, &outn), "save");
+  strop_tokenizer *u = NULL;
+  strop_test_must(strop__tx_load_json(out, outn, "saved.json", &u), "reload");
+  strop__free(out);
+  IDS(u, "\xef\xbc\xa8\xe3\x80\x80x", "13 8 9");
+  strop_tokenizer_free(u);
   strop_tokenizer_free(t);
 }
 END_TEST
@@ -1187,7 +1237,7 @@ static Suite *suite(void) {
       {"models", {bpe_merges_in_rank_order, bpe_continuing_prefix_and_ignore_merges,
                   wordpiece_bert_pipeline, unigram_viterbi_and_byte_fallback,
                   wordlevel_and_old_files}},
-      {"normalizers", {unicode_normal_forms, other_normalizers}},
+      {"normalizers", {unicode_normal_forms, other_normalizers, precompiled_charsmap}},
       {"pre_tokenizers", {split_behaviours, pre_tokenizers, metaspace_prepend_schemes}},
       {"added_tokens", {added_token_flags, add_token_at_run_time}},
       {"post_processors", {templates_and_type_ids, bert_and_roberta_processing}},
