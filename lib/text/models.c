@@ -9,6 +9,9 @@
 /* ---- derived tables ---- */
 strop_status strop__tx_model_finish(tx_model *m, const char *fn, const char *where) {
   char buf[8];
+  m->max_len = 0;
+  for (int32_t id = 0; id < m->vocab.n; id++)
+    if (m->vocab.len[id] != TX_NONE && m->vocab.len[id] > m->max_len) m->max_len = m->vocab.len[id];
   for (int b = 0; b < 256; b++) {
     snprintf(buf, sizeof buf, "<0x%02X>", b);
     m->byte_id[b] = strop__tx_vocab_find(&m->vocab, buf, 6);
@@ -434,7 +437,12 @@ static strop_status wordpiece(const tx_model *m, tx_work *w, const char *s, uint
   if (!buf) return STROP__NOMEM("strop__tx_model_tokenize");
   uint32_t start = 0;
   while (start < n) {
+    /* no piece is longer than the longest token: start the search there */
     uint32_t end = n;
+    if ((size_t)(end - start) > m->max_len) {
+      end = start + (uint32_t)m->max_len;
+      while (end > start && ((unsigned char)s[end] & 0xC0) == 0x80) end--;
+    }
     int32_t id = -1;
     while (start < end) {
       size_t k = 0;

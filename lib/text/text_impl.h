@@ -280,6 +280,7 @@ typedef struct tx_model {
   int32_t byte_id[256];       /* <0xXX> ids, -1 none */
   int32_t bytechar_id[256];   /* id of GPT-2's character of each byte, -1 none */
   int64_t max_chars;          /* WordPiece: max_input_chars_per_word */
+  size_t max_len;             /* bytes of the longest token */
   tx_trie trie;               /* Unigram: every piece */
   double min_score, max_score;
   int has_user;               /* SentencePiece: user-defined pieces present */
