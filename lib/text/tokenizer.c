@@ -570,9 +570,14 @@ strop_status strop_tokenizer_encode_batch(strop_tokenizer *tok, const char *cons
                       : n < 1 ? "n must be >= 1" : "cap < 0");
   if (cap > 0 && !ids && !type_ids && !mask && !offsets)
     return strop__err(STROP_E_INVALID_ARG, "%s: cap > 0 but every output is NULL", fn);
-  for (int64_t i = 0; i < n; i++)
+  for (int64_t i = 0; i < n; i++) {
     if (!texts[i])
       return strop__err(STROP_E_INVALID_ARG, "%s: texts[%lld] is NULL", fn, (long long)i);
+    size_t len = strlen(texts[i]), plen = pairs && pairs[i] ? strlen(pairs[i]) : 0;
+    if (len > TX_MAX_TEXT || plen > TX_MAX_TEXT)
+      return strop__err(STROP_E_INVALID_ARG, "%s: row %lld: a text of %zu bytes exceeds the "
+                        "limit of 2^31 - 1", fn, (long long)i, len > plen ? len : plen);
+  }
   strop_encode_options o;
   resolve_opt(opt, &o);
   strop_status st = check_opt(tok, &o, fn);
