@@ -18,5 +18,6 @@
 #include "recipe.h"
 #include "tune.h"
 #include "pretrained.h"
+#include "text.h"
 
 #endif

@@ -119,7 +119,7 @@ usage)
   # `strop --help` is either in `strop CMD --help` and accepted, or refused as not applying.
   all_opts=$("$strop" --help | sed -nE 's/^  (-[a-z], )?(--[a-z-]+)( [^ ]+)?  .*/\2\3/p' | grep -v -- '--version')
   [ "$(wc -l <<<"$all_opts")" -ge 10 ] || fail "strop --help lists too few options: $all_opts"
-  for cmd in train finetune tune eval predict summary inspect import version; do
+  for cmd in train finetune tune eval predict summary inspect import tokenize version; do
     help=$("$strop" "$cmd" --help) || fail "strop $cmd --help failed"
     while read -r opt placeholder; do
       case $placeholder in
@@ -640,6 +640,34 @@ for name in ("bn.running_mean", "bn.running_var"):
     assert all(math.isfinite(v) for v in vals), (name, vals)
     print(name, "finite:", ", ".join(f"{v:.4g}" for v in vals))
 P
+  ;;
+tokenize)
+  # a small WordPiece tokenizer.json: encode lines (file and stdin), decode back, errors
+  cat > "$work/tok.json" <<'J'
+{"normalizer": {"type": "BertNormalizer"}, "pre_tokenizer": {"type": "BertPreTokenizer"},
+ "post_processor": {"type": "BertProcessing", "sep": ["[SEP]", 3], "cls": ["[CLS]", 2]},
+ "decoder": {"type": "WordPiece"},
+ "added_tokens": [{"id": 2, "content": "[CLS]", "special": true},
+                  {"id": 3, "content": "[SEP]", "special": true}],
+ "model": {"type": "WordPiece", "unk_token": "[UNK]", "vocab": {"[PAD]": 0, "[UNK]": 1,
+  "[CLS]": 2, "[SEP]": 3, "hello": 4, "world": 5, "##s": 6, "!": 7}}}
+J
+  printf 'Hello worlds!\n\nhi\n' > "$work/in.txt"
+  out=$("$strop" tokenize "$work/tok.json" "$work/in.txt") || fail "tokenize a file"
+  [ "$out" = "$(printf '2 4 5 6 7 3\n2 3\n2 1 3')" ] || fail "tokenize printed: $out"
+  out=$(printf 'Hello\n' | "$strop" tokenize --no-special "$work/tok.json") || fail "tokenize stdin"
+  [ "$out" = "4" ] || fail "tokenize --no-special printed: $out"
+  out=$(printf '2 4 5 6 7 3\n\n' | "$strop" tokenize --decode "$work/tok.json") || fail "decode"
+  [ "$out" = "$(printf '[CLS] hello worlds! [SEP]\n')" ] || fail "decode printed: $out"
+  out=$(printf '2 4 5 6 7 3\n' | "$strop" tokenize --decode --no-special "$work/tok.json")
+  [ "$out" = "hello worlds!" ] || fail "decode --no-special printed: $out"
+  expect 3 "line 1: '4x' is not an id" -- bash -c "printf '4x\n' | '$strop' tokenize --decode '$work/tok.json'"
+  expect 3 "ids[0] = 99 is not an id" -- bash -c "printf '99\n' | '$strop' tokenize --decode '$work/tok.json'"
+  printf '{"model": {"type": "Mystery"}}' > "$work/bad.json"
+  expect 3 "type 'Mystery' is not supported" -- "$strop" tokenize "$work/bad.json"
+  expect 1 "cannot open" -- "$strop" tokenize "$work/none.json"
+  expect 2 "expected TOKENIZER [FILE]" -- "$strop" tokenize
+  expect 0 "usage: strop tokenize" -- "$strop" tokenize --help
   ;;
 *) fail "unknown case $case_name" ;;
 esac

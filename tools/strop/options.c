@@ -52,6 +52,12 @@ static const command_info COMMANDS[] = {
      "Lists the layer types a model spec may use; with TYPE, its options (kind,\n"
      "default, allowed values) and parameters; --markdown prints the tables of\n"
      "docs/formats.md.\n"},
+    {"tokenize", "TOKENIZER [FILE]", "token ids of each line of FILE (or stdin), or back",
+     "Loads TOKENIZER (a tokenizer.json, a SentencePiece .model, GPT-2's vocab.json\n"
+     "with merges.txt beside it, BERT's vocab.txt, or a folder holding one of them)\n"
+     "and prints the ids of each input line, space-separated, one line per line;\n"
+     "the tokenizer's special tokens ([CLS], BOS, ...) are added. With --decode\n"
+     "each input line holds ids and the text they stand for is printed.\n"},
     {"version", "", "the library's version (also: strop --version)",
      "Prints the version of the strop library the tool runs on.\n"},
 };
@@ -117,6 +123,10 @@ static const option_info OPTIONS[] = {
      "list the architectures strop reads"},
     {"--markdown", NULL, NULL, ARG_FLAG, offsetof(tool_opts, markdown), "layers",
      "print markdown tables (those of docs/formats.md)"},
+    {"--decode", NULL, NULL, ARG_FLAG, offsetof(tool_opts, decode), "tokenize",
+     "read lines of ids and print their text"},
+    {"--no-special", NULL, NULL, ARG_FLAG, offsetof(tool_opts, no_special), "tokenize",
+     "no special tokens: none added when encoding,\nnone printed when decoding"},
     {"--help", "-h", NULL, ARG_FLAG, 0, NULL, "this help"},
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])

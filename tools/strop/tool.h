@@ -31,6 +31,7 @@ typedef struct tool_opts {
   int64_t image_size; /* --image-size; 0: not given */
   int64_t max_length; /* --max-length; 0: not given */
   int quiet, json, no_baselines, markdown, resume, list;
+  int decode, no_special; /* tokenize */
   const char *weights, *spec, *split;
   const char *arch, *output, *weights_out; /* import */
 } tool_opts;
@@ -79,5 +80,8 @@ int tool_cmd_tune(const strop_recipe *r, const char *path, const tool_opts *o,
 
 /* strop layers [TYPE] [--markdown]: the layer types, their options and parameters */
 int tool_cmd_layers(const char *const *args, int nargs, int as_markdown);
+
+/* strop tokenize TOKENIZER [FILE] [--decode] [--no-special] */
+int tool_cmd_tokenize(const char *const *args, int nargs, int decode, int no_special);
 
 #endif

@@ -7,6 +7,7 @@
     opt = strop.Optimizer(model, "adam", lr=3e-3)
     trainer = strop.Trainer(model, opt)
     loss = trainer.step(x_batch, y_batch)          # numpy in, float out
+    tok = strop.Tokenizer.from_file("gpt2/")       # tokenizer.json, .model, vocab files
 
 See bindings/python/README.md. The library is found through $STROP_LIBRARY, the build tree (when
 used from the source tree), the folder recorded at install, the dynamic loader or pkg-config
@@ -28,6 +29,7 @@ from .runtime import (Rng, clear_error, get_num_threads, last_error,  # noqa: E4
                       set_log_handler, set_num_threads, status_str, version, version_number)
 from .surgery import Surgery  # noqa: E402
 from .tensor import Tensor  # noqa: E402
+from .text import Tokenizer  # noqa: E402
 from .train import Metrics, Progress, Trainer  # noqa: E402
 from .tune import Trial, TrialFailed, TrialPruned, Tuner  # noqa: E402
 
@@ -39,7 +41,7 @@ library_path = _lib.library_path
 
 __all__ = ["Model", "Tensor", "Dataset", "BatchIterator", "Vocab", "Optimizer", "Scheduler",
            "Trainer", "Metrics", "Progress", "Surgery", "Recipe", "Run", "RunEvent", "Tuner",
-           "Trial", "TrialPruned", "TrialFailed", "LoadReport", "SafetensorsFile", "ModelMeta",
+           "Trial", "TrialPruned", "TrialFailed", "Tokenizer", "LoadReport", "SafetensorsFile", "ModelMeta",
            "Prediction", "Rng",
            "StropError", "InvalidArgument", "OutOfMemory", "StropIOError", "IOError",
            "FormatError", "ShapeError", "NotFound", "StateError", "NumericError",

@@ -106,6 +106,24 @@ class strop_tune_options(Structure):
                 ("time_budget", c_double)]
 
 
+class strop_tokenizer_options(Structure):
+    _fields_ = [("size", c_size_t), ("lowercase", c_int), ("add_prefix_space", c_int),
+                ("add_bos", c_int), ("add_eos", c_int)]
+
+
+class strop_encode_options(Structure):
+    _fields_ = [("size", c_size_t), ("add_special_tokens", c_int), ("max_length", c_int64),
+                ("truncation", c_int), ("truncation_side", c_int), ("padding", c_int),
+                ("padding_side", c_int), ("pad_to_multiple_of", c_int64), ("pad_id", c_int64),
+                ("pad_type_id", c_int64)]
+
+
+class strop_bpe_train_options(Structure):
+    _fields_ = [("size", c_size_t), ("vocab_size", c_int64), ("min_frequency", c_int64),
+                ("special_tokens", POINTER(c_char_p)), ("num_special_tokens", c_int64),
+                ("add_prefix_space", c_int), ("max_token_length", c_int64)]
+
+
 class strop_run_options(Structure):
     _fields_ = [("size", c_size_t), ("mode", c_int), ("write_outputs", c_int),
                 ("baselines", c_int), ("base_model", c_void_p), ("on_event", RUN_FN),
@@ -440,6 +458,28 @@ _DECLS = [
     ("strop_tuner_trial_value", c_int, [c_void_p, c_int64, c_int64, _P]),
     # STROP_0.2
     ("strop_tensor_load_npy", c_int, [c_char_p, _OUT]),
+    # text: tokenizers
+    ("strop_bpe_train_options_init", None, [POINTER(strop_bpe_train_options)]),
+    ("strop_encode_options_init", None, [POINTER(strop_encode_options)]),
+    ("strop_tokenizer_add_token", c_int, [c_void_p, c_char_p, c_int, _P]),
+    ("strop_tokenizer_decode", c_int64, [c_void_p, _P, c_int64, c_int, c_char_p, c_size_t]),
+    ("strop_tokenizer_encode", c_int, [c_void_p, c_char_p, c_size_t,
+                                       POINTER(strop_encode_options), _P, c_int64, _P]),
+    ("strop_tokenizer_encode_batch", c_int, [c_void_p, _STRV, _STRV, c_int64,
+                                             POINTER(strop_encode_options), _P, _P, _P, _P,
+                                             c_int64, _P]),
+    ("strop_tokenizer_free", None, [c_void_p]),
+    ("strop_tokenizer_id_to_token", c_int64, [c_void_p, c_int64, c_char_p, c_size_t]),
+    ("strop_tokenizer_load", c_int, [c_char_p, POINTER(strop_tokenizer_options), _OUT]),
+    ("strop_tokenizer_options_init", None, [POINTER(strop_tokenizer_options)]),
+    ("strop_tokenizer_save", c_int, [c_void_p, c_char_p]),
+    ("strop_tokenizer_set_special_id", c_int, [c_void_p, c_int, c_int64]),
+    ("strop_tokenizer_special_id", c_int64, [c_void_p, c_int]),
+    ("strop_tokenizer_token_flags", c_int, [c_void_p, c_int64]),
+    ("strop_tokenizer_token_to_id", c_int64, [c_void_p, c_char_p]),
+    ("strop_tokenizer_train_bpe", c_int, [_STRV, c_int64, POINTER(strop_bpe_train_options),
+                                          _OUT]),
+    ("strop_tokenizer_vocab_size", c_int64, [c_void_p]),
 ]
 
 #: Names of every declared function (the test compares them with lib/strop.map).

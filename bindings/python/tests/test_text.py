@@ -1,0 +1,155 @@
+"""strop.Tokenizer: loading, encoding (single, pairs, batches as numpy arrays), decoding,
+lookups, added tokens, training and saving, and the errors each raises."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conftest import load_strop
+
+strop = load_strop()
+
+BERT = {
+    "normalizer": {"type": "BertNormalizer", "lowercase": True},
+    "pre_tokenizer": {"type": "BertPreTokenizer"},
+    "post_processor": {"type": "BertProcessing", "sep": ["[SEP]", 3], "cls": ["[CLS]", 2]},
+    "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": True},
+    "added_tokens": [{"id": i, "content": t, "special": True}
+                     for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])],
+    "model": {"type": "WordPiece", "unk_token": "[UNK]", "vocab": {
+        "[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "[MASK]": 4, "un": 5, "##aff": 6,
+        "##able": 7, "hello": 8, "##s": 9, ",": 10, "world": 11, "cafe": 12}},
+}
+
+
+@pytest.fixture
+def bert(tmp_path):
+    p = tmp_path / "tokenizer.json"
+    p.write_text(json.dumps(BERT), encoding="utf-8")
+    with strop.Tokenizer.from_file(tmp_path) as t:  # the folder finds tokenizer.json
+        yield t
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    p = tmp_path / "corpus.txt"
+    p.write_text("the cat sat on the mat\nthe dog sat on the log\n" * 20, encoding="utf-8")
+    return p
+
+
+def test_encode_decode(bert):
+    assert bert.vocab_size == 13
+    assert bert.encode("UNaffable Hellos, Café") == [2, 5, 6, 7, 8, 9, 10, 12, 3]
+    assert bert.encode("hello", add_special_tokens=False) == [8]
+    assert bert.decode([2, 5, 6, 7, 8, 10, 11, 3]) == "[CLS] unaffable hello, world [SEP]"
+    assert bert.decode(np.array([2, 8, 3]), skip_special_tokens=True) == "hello"
+    assert bert.decode([]) == ""
+
+
+def test_pairs_offsets_and_types(bert):
+    r = bert.encode("hello", "worlds", return_offsets=True)
+    assert r["input_ids"].tolist() == [2, 8, 3, 11, 9, 3]
+    assert r["token_type_ids"].tolist() == [0, 0, 0, 1, 1, 1]
+    assert r["offsets"].tolist() == [[0, 0], [0, 5], [0, 0], [0, 5], [5, 6], [0, 0]]
+    assert bert.encode("hello", "world") == [2, 8, 3, 11, 3]
+
+
+def test_encode_batch_padding_and_truncation(bert):
+    b = bert.encode_batch(["hello", "hello world hello", ""])
+    assert set(b) == {"input_ids", "token_type_ids", "attention_mask"}
+    assert b["input_ids"].dtype == np.int64 and b["input_ids"].shape == (3, 5)
+    assert b["input_ids"][0].tolist() == [2, 8, 3, 0, 0]
+    assert b["attention_mask"].sum(axis=1).tolist() == [3, 5, 2]
+    b = bert.encode_batch(["hello", "hello world hello"], padding="longest", padding_side="left")
+    assert b["input_ids"][0].tolist() == [0, 0, 2, 8, 3]
+    b = bert.encode_batch(["hello world hello world"], max_length=4, padding="max_length")
+    assert b["input_ids"].tolist() == [[2, 8, 11, 3]]
+    b = bert.encode_batch(["hello"], max_length=8, padding="max_length", pad_to_multiple_of=3)
+    assert b["input_ids"].shape == (1, 9)
+    b = bert.encode_batch(["hello world hello"], ["world world"], max_length=6)
+    assert b["input_ids"].tolist() == [[2, 8, 11, 3, 11, 3]]
+    assert b["token_type_ids"].tolist() == [[0, 0, 0, 0, 1, 1]]
+    b = bert.encode_batch(["a longer text than the guess " * 40])  # the buffer grows
+    assert b["input_ids"].shape[1] > 200
+    with pytest.raises(strop.InvalidArgument, match="row 0"):
+        bert.encode_batch(["hello"], ["world world world"], max_length=4,
+                          truncation="only_first")
+    with pytest.raises(strop.InvalidArgument):
+        bert.encode_batch("hello")
+    with pytest.raises(strop.InvalidArgument):
+        bert.encode_batch(["x"], padding="sideways")
+
+
+def test_lookups_and_special_ids(bert):
+    assert bert.token_to_id("hello") == 8
+    assert bert.token_to_id("nope") is None
+    assert bert.id_to_token(9) == "##s"
+    with pytest.raises(strop.InvalidArgument):
+        bert.id_to_token(99)
+    assert bert.special_id("pad") == 0 and bert.special_id("cls") == 2
+    assert bert.special_id("mask") == 4 and bert.special_id("bos") is None
+    bert.set_special_id("pad", 1)
+    assert bert.special_id("pad") == 1
+    with pytest.raises(strop.InvalidArgument):
+        bert.set_special_id("pad", 1000)
+    assert bert.token_flags(2) == 32 | 1  # added, special
+    assert bert.token_flags(8) == 0
+
+
+def test_added_tokens(bert):
+    i = bert.add_token("<new>", special=True)
+    assert i == 13 and bert.vocab_size == 14
+    assert bert.encode("hello<new>world", add_special_tokens=False) == [8, 13, 11]
+    assert bert.decode([8, 13, 11], skip_special_tokens=True) == "hello world"
+    with pytest.raises(strop.InvalidArgument):
+        bert.add_token("")
+
+
+def test_train_save_reload(tmp_path, corpus):
+    t = strop.Tokenizer.train_bpe([corpus], 270, special_tokens=["<|endoftext|>", "<pad>"])
+    assert t.vocab_size == 270
+    assert t.special_id("pad") == 1
+    ids = t.encode("the cat sat on the log")
+    assert len(ids) < 10
+    assert t.decode(ids) == "the cat sat on the log"
+    path = tmp_path / "trained.json"
+    t.save(path)
+    u = strop.Tokenizer.from_file(path)
+    assert u.encode("the cat sat on the log") == ids
+    assert json.loads(path.read_text(encoding="utf-8"))["model"]["type"] == "BPE"
+    t.close()
+    u.close()
+    assert "closed" in repr(u)
+    with pytest.raises(strop.StateError):
+        u.encode("x")
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(strop.StropIOError):
+        strop.Tokenizer.from_file(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"model": {"type": "Fancy"}}')
+    with pytest.raises(strop.Unsupported, match="Fancy"):
+        strop.Tokenizer.from_file(bad)
+    bad.write_text('{"model": ')
+    with pytest.raises(strop.FormatError, match="bad.json"):
+        strop.Tokenizer.from_file(bad)
+    with pytest.raises(strop.NotFound):
+        strop.Tokenizer.from_file(tmp_path)  # a folder without tokenizer files
+    with pytest.raises(TypeError):
+        strop.Tokenizer()
+    with pytest.raises(strop.StropIOError):
+        strop.Tokenizer.train_bpe([tmp_path / "none.txt"], 300)
+    with pytest.raises(strop.InvalidArgument):
+        strop.Tokenizer.train_bpe([bad], 10)
+
+
+def test_invalid_utf8_bytes(bert, corpus):
+    # bytes that are not UTF-8 read as U+FFFD, which BERT's cleaning drops
+    assert bert.encode(b"hello \xff world", add_special_tokens=False) == [8, 11]
+    # a byte-level BPE keeps it: U+FFFD's three bytes, and decodes it back as U+FFFD
+    t = strop.Tokenizer.train_bpe([corpus], 260)
+    ids = t.encode(b"a\xffb")
+    assert t.decode(ids) == "a\ufffdb"
+    assert os.fspath(bert.__class__.__module__) == "strop.text"
