@@ -194,6 +194,7 @@ static int conv_fuse(strop__node *n, strop__node *const *next, int n_next) {
   conv_cfg *c = n->cfg;
   int k = 0;
   memset(&c->ep, 0, sizeof c->ep);
+  if (c->groups > 1 && c->groups == c->in_channels) return 0; /* depthwise: a direct kernel */
   if (k < n_next && (next[k]->vt->flags & STROP__LAYER_EPILOGUE_RELU)) {
     c->ep.relu = 1;
     k++;
