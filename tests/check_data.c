@@ -13,6 +13,7 @@
 
 #include "core/core.h"
 #include "data/data_impl.h"
+#include "ops/resize.h"
 #include "strop/strop.h"
 #include "testutil.h"
 

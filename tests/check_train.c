@@ -98,6 +98,98 @@ static void batch(strop_dataset *ds, int64_t start, int64_t n, strop_tensor **x,
                                        strop_tensor_data(*y) + i, 1), STROP_OK);
 }
 
+/* A small CNN declared for side x side images; global average pooling makes any size work. */
+static strop_model *cnn(int64_t side, uint64_t seed) {
+  const int64_t in[3] = {2, side, side};
+  strop_model *m = NULL;
+  strop_test_must(strop_model_create(3, in, &m), "create");
+  strop_test_must(strop_model_add(m, "conv", "conv2d", "out_channels=4 kernel_size=3 padding=1",
+                                  NULL), "conv");
+  strop_test_must(strop_model_add(m, "bn", "batchnorm2d", NULL, NULL), "bn");
+  strop_test_must(strop_model_add(m, "act", "relu", NULL, NULL), "relu");
+  strop_test_must(strop_model_add(m, "pool", "global_avgpool", NULL, NULL), "pool");
+  strop_test_must(strop_model_add(m, "head", "linear", "out_features=3", NULL), "head");
+  strop_test_must(strop_model_finalize(m, seed), "finalize");
+  return m;
+}
+
+/* A batch of images of another size than the model is declared for trains, evaluates and runs
+ * the host path exactly as a model declared for that size does (same weights, same bits). */
+START_TEST(other_input_sizes_train_alike) {
+  strop_model *declared8 = cnn(8, 3), *declared11 = cnn(11, 3);
+  strop_model *ms[2] = {declared8, declared11};
+  float losses[2][3];
+  float *w[2];
+  size_t nw = 0;
+  const int64_t xd[4] = {5, 2, 11, 11}, yd[1] = {5};
+  float x[5 * 2 * 11 * 11], y[5] = {0, 1, 2, 1, 0};
+  for (size_t i = 0; i < sizeof x / sizeof *x; i++) x[i] = (float)sin(0.37 * (double)i);
+  for (int k = 0; k < 2; k++) {
+    strop_optimizer *opt = NULL;
+    strop_trainer *tr = NULL;
+    strop_test_must(strop_optimizer_create(ms[k], STROP_OPTIM_ADAMW, &opt), "opt");
+    strop_test_must(strop_trainer_create(ms[k], opt, &tr), "trainer");
+    strop_tensor *tx = NULL, *ty = NULL;
+    strop_test_must(strop_tensor_wrap(x, sizeof x / sizeof *x, 4, xd, &tx), "x");
+    strop_test_must(strop_tensor_wrap(y, 5, 1, yd, &ty), "y");
+    for (int i = 0; i < 2; i++) strop_test_must(strop_trainer_step(tr, tx, ty, &losses[k][i]), "step");
+    /* the host path: forward, the output's shape, backward */
+    strop_tensor *out = NULL;
+    strop_test_must(strop_trainer_forward(tr, tx, &out), "host forward");
+    ck_assert_int_eq(strop_tensor_rank(out), 2);
+    strop_tensor *dout = NULL;
+    strop_test_must(strop_tensor_copy(out, &dout), "dout");
+    strop_test_must(strop_tensor_fill(dout, 0.01f), "fill");
+    strop_test_must(strop_trainer_backward(tr, dout), "host backward");
+    strop_test_must(strop_trainer_apply(tr), "apply");
+    losses[k][2] = strop_tensor_data(out)[4];
+    strop_tensor_free(out);
+    strop_tensor_free(dout);
+    /* evaluation of that size */
+    strop_dataset *ds = NULL;
+    strop_test_must(strop_dataset_from_memory(x, y, 5, 3, (const int64_t[]){2, 11, 11}, 0, NULL,
+                                              3, &ds), "dataset");
+    strop_metrics *mt = NULL;
+    strop_test_must(strop_trainer_eval_dataset(tr, ds, 2, &mt), "eval");
+    ck_assert(strop_metrics_get(mt, STROP_METRIC_LOSS) >= 0);
+    strop_metrics_free(mt);
+    strop_dataset_free(ds);
+    w[k] = weights(ms[k], &nw);
+    strop_tensor_free(tx);
+    strop_tensor_free(ty);
+    strop_trainer_free(tr);
+    strop_optimizer_free(opt);
+  }
+  ck_assert_mem_eq(losses[0], losses[1], sizeof losses[0]);
+  ck_assert_mem_eq(w[0], w[1], nw * sizeof *w[0]);
+  /* a rank the model cannot take, and a size a layer refuses, name what is wrong */
+  strop_optimizer *opt = NULL;
+  strop_trainer *tr = NULL;
+  strop_test_must(strop_optimizer_create(declared8, STROP_OPTIM_SGD, &opt), "opt");
+  strop_test_must(strop_trainer_create(declared8, opt, &tr), "trainer");
+  strop_tensor *bad = NULL, *ty = NULL;
+  strop_test_must(strop_tensor_wrap(x, 5 * 2 * 11 * 11, 3, (const int64_t[]){5, 2, 121}, &bad),
+                  "bad");
+  strop_test_must(strop_tensor_wrap(y, 5, 1, yd, &ty), "y");
+  ck_assert_int_eq(strop_trainer_step(tr, bad, ty, NULL), STROP_E_SHAPE);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "the model expects [N, 2, 8, 8]"));
+  strop_tensor_free(bad);
+  strop_test_must(strop_tensor_wrap(x, 5 * 3 * 11 * 11, 4, (const int64_t[]){5, 3, 11, 11}, &bad),
+                  "bad channels");
+  ck_assert_int_eq(strop_trainer_step(tr, bad, ty, NULL), STROP_E_SHAPE);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "conv"));
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "declared for [N, 2, 8, 8]"));
+  strop_tensor_free(bad);
+  strop_tensor_free(ty);
+  strop_trainer_free(tr);
+  strop_optimizer_free(opt);
+  free(w[0]);
+  free(w[1]);
+  strop_model_free(declared8);
+  strop_model_free(declared11);
+}
+END_TEST
+
 START_TEST(step_learns) {
   strop_dataset *ds = blobs(512, 1);
   rig r = make_rig(3, STROP_OPTIM_ADAM, 1e-2f);
@@ -1426,6 +1518,7 @@ int main(int argc, char **argv) {
   tcase_add_test(tc, nonfinite_gradient_is_skipped);
   tcase_add_test(tc, clip_norm_limits_update);
   tcase_add_test(tc, debug_log_tells_skips_and_checkpoints);
+  tcase_add_test(tc, other_input_sizes_train_alike);
   suite_add_tcase(s, tc);
   tc = tcase_create("metrics");
   tcase_add_test(tc, metrics_by_hand);

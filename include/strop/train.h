@@ -177,7 +177,9 @@ STROP_API STROP_NODISCARD strop_status strop_trainer_set_class_weights(strop_tra
  * optimizer's state is untouched when the loss or a gradient was not finite; when the update
  * itself overflowed, the moments of the values that stayed finite keep that update (see
  * docs/optim.md).
- * @param inputs  [N, input shape...] of the model.
+ * @param inputs  [N, input shape...] of the model: the declared per-sample shape, or another of
+ *                its rank that every layer takes (images of another size, a shorter sequence);
+ *                one that a layer refuses is STROP_E_SHAPE naming the layer.
  * @param targets Class indices [N] (or [N, T]) as floats for cross-entropy; else shaped like
  *                the output.
  * @param[out] loss The batch loss (may be NULL).
@@ -210,7 +212,9 @@ STROP_API int64_t strop_trainer_global_step(const strop_trainer *tr);
  * this trainer replaces them, and any other forward on the model (strop_model_forward(), an
  * evaluation, strop_trainer_step()) drops them (the backward then returns STROP_E_STATE).
  * @param tr     The trainer; the forward of a step is pending after the call.
- * @param inputs [N, input shape...] of the model; copied (may be freed after the call).
+ * @param inputs [N, input shape...] of the model (or another per-sample shape of its rank that
+ *               every layer takes, as for strop_trainer_step()); copied (may be freed after
+ *               the call).
  * @param[out] out A new tensor [N, output shape...] holding the output, owned by the caller
  *                 (strop_tensor_free()); NULL on error.
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_SHAPE (inputs of another shape, naming

@@ -148,10 +148,4 @@ size_t strop__npy_declared_len(const uint8_t *prefix, size_t n);
 /* Writes the elements as floats in C order (transposing Fortran order). */
 void strop__npy_to_float(const strop__npy *a, float *dst);
 
-/* ---- image kernels shared by transforms and tests ---- */
-void strop__resize_bilinear(const float *src, int64_t c, int64_t ih, int64_t iw, float *dst,
-                            int64_t oh, int64_t ow);
-void strop__resize_nearest(const float *src, int64_t c, int64_t ih, int64_t iw, float *dst,
-                           int64_t oh, int64_t ow);
-
 #endif

@@ -66,6 +66,10 @@ strop_status strop__model_forward_exec(strop_model *m, const float *input, int64
 strop_status strop__model_forward_shaped(strop_model *m, const float *input, int64_t n,
                                          const strop__shape *shape, int training,
                                          const float *pad_mask, const strop__act **out);
+/* The per-sample output shape for per-sample input shape in (a batch's actual shape, of
+ * in_shape's rank); errors name the layer that refuses it. Caches the shape pass, as a forward
+ * of that shape does. */
+strop_status strop__model_out_shape(strop_model *m, const strop__shape *in, strop__shape *out);
 /* backward from dout (gradient of the loss w.r.t. the output, same layout); accumulates into
  * trainable params' grad. Visits only nodes with a trainable parameter at or upstream. */
 strop_status strop__model_backward(strop_model *m, const float *dout);

@@ -568,6 +568,12 @@ static strop_status shape_pass(strop_model *m, const strop__shape *in) {
   return STROP_OK;
 }
 
+strop_status strop__model_out_shape(strop_model *m, const strop__shape *in, strop__shape *out) {
+  strop_status s = shape_pass(m, in);
+  if (!s) *out = m->run_shapes[m->n_nodes - 1];
+  return s;
+}
+
 strop_status strop__model_forward_exec(strop_model *m, const float *input, int64_t n,
                                        int training, const float *pad_mask,
                                        const strop__act **out) {

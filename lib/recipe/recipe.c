@@ -64,8 +64,13 @@ static const char *const PTYPES[] = {"float", "int", "categorical", NULL};
 static const char *const TMETRICS[] = {"val_accuracy", "val_loss", "test_accuracy", "test_loss",
                                        "train_loss", NULL};
 
+static const range R_MAX_LENGTH = {1, 16777216, 0, 0, "in [1, 16777216]"};
 static const field F_MODEL[] = {{"spec", T_STR, NULL, NULL, NULL},
                                 {"weights", T_STR, NULL, NULL, NULL},
+                                {"pretrained", T_STR, NULL, NULL, NULL},
+                                {"arch", T_STR, NULL, NULL, NULL},
+                                {"image_size", T_INT, NULL, NULL, &R_IMAGE_SIZE},
+                                {"max_length", T_INT, NULL, NULL, &R_MAX_LENGTH},
                                 {"strict", T_BOOL, NULL, NULL, NULL},
                                 {"remap", T_ANYMAP, NULL, NULL, NULL},
                                 {"seed", T_INT, NULL, NULL, NULL},
@@ -836,7 +841,8 @@ strop_status strop_recipe_clone(const strop_recipe *r, strop_recipe **out) {
 
 /* ---- paths ---- */
 static const char *const PATH_KEYS[][2] = {
-    {"model", "spec"},        {"model", "weights"},      {"data", "train_images"},
+    {"model", "spec"},        {"model", "weights"},      {"model", "pretrained"},
+    {"data", "train_images"},
     {"data", "train_labels"}, {"data", "test_images"},   {"data", "test_labels"},
     {"data", "path"},         {"data", "test_path"},     {"data", "x"},
     {"data", "y"},            {"data", "test_x"},        {"data", "test_y"},

@@ -180,6 +180,36 @@ static strop_status require_samples(ctx *c, const strop_dataset *part, const cha
 }
 
 /* ---- model ---- */
+/* model.pretrained: a checkpoint as people have it (strop_model_load_pretrained), with its own
+ * names. `strop train` keeps the architecture and starts from fresh weights (the seed's). */
+static strop_status load_pretrained(ctx *c, const strop__ynode *msec, const char *path,
+                                    strop_model **out) {
+  const strop_recipe *r = c->r;
+  if (sub(msec, "spec") || sub(msec, "weights") || sub(msec, "remap"))
+    return strop__recipe_err(FN, r, msec, STROP_E_FORMAT, "'model.pretrained' brings its own "
+                             "architecture and weights: leave out 'spec', 'weights' and "
+                             "'remap'");
+  strop_pretrained_options po;
+  strop_pretrained_options_init(&po);
+  int strict = 1;
+  int64_t v = 0;
+  strop_status s = strop__rd_bool(r, msec, "strict", &strict);
+  if (!s && sub(msec, "image_size") && !(s = strop__rd_int(r, msec, "image_size", &v)))
+    po.image_size = v;
+  if (!s && sub(msec, "max_length") && !(s = strop__rd_int(r, msec, "max_length", &v)))
+    po.max_length = v;
+  if (s) return s;
+  po.flags = strict ? STROP_LOAD_STRICT : STROP_LOAD_PARTIAL;
+  po.seed = c->seed;
+  if ((s = strop_model_load_pretrained(path, strop__rd_str(msec, "arch"), &po, out, NULL)))
+    return s;
+  if (c->o->mode != STROP_RUN_FINETUNE && (s = strop_model_reinit(*out, c->seed))) {
+    strop_model_free(*out);
+    *out = NULL;
+  }
+  return s;
+}
+
 static strop_status build_model(ctx *c, strop_model **out) {
   const strop_recipe *r = c->r;
   *out = NULL;
@@ -188,10 +218,16 @@ static strop_status build_model(ctx *c, strop_model **out) {
     return s ? fail(s, "model") : STROP_OK;
   }
   const strop__ynode *msec = section(r, "model");
-  char spec[1024], weights[1024];
+  char spec[1024], weights[1024], pre[1024];
+  if (msec && strop__rd_path(r, msec, "pretrained", pre, sizeof pre))
+    return load_pretrained(c, msec, pre, out);
+  if (msec && (sub(msec, "arch") || sub(msec, "image_size") || sub(msec, "max_length")))
+    return strop__recipe_err(FN, r, msec, STROP_E_FORMAT, "'model.arch', 'model.image_size' "
+                             "and 'model.max_length' go with 'model.pretrained'");
   if (!msec || !strop__rd_path(r, msec, "spec", spec, sizeof spec))
     return strop__recipe_err(FN, r, msec ? msec : r->root, STROP_E_FORMAT,
-                             "'model.spec' is required: the architecture file");
+                             "'model.spec' (the architecture file) or 'model.pretrained' (a "
+                             "checkpoint folder or file) is required");
   strop_status s = strop_model_load_spec(spec, out);
   if (s) return s;
   const char *w = strop__rd_path(r, msec, "weights", weights, sizeof weights);

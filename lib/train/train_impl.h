@@ -35,6 +35,7 @@ struct strop_trainer {
   int64_t accum;          /* micro-batches per optimizer step */
   int sched_per_epoch;
   int64_t micro;          /* micro-batches accumulated so far */
+  strop__shape host_out;  /* the output shape (per sample) of the pending host forward */
   int host_pending;       /* 1: strop_trainer_forward ran and its backward (or discard) has not:
                              the model holds that step's activations */
   int64_t global_step;    /* optimizer steps */
@@ -66,9 +67,11 @@ struct strop_trainer {
   char *ckpt_meta_key, *ckpt_meta_value;
 };
 
-/* One micro-batch: forward, loss, backward; an optimizer step every accum calls. */
-strop_status strop__trainer_micro_step(strop_trainer *t, const float *x, const float *y,
-                                       int64_t n, double *loss_out, int64_t *correct_out);
+/* One micro-batch of per-sample input shape `shape` (NULL: the model's declared one): forward,
+ * loss, backward; an optimizer step every accum calls. */
+strop_status strop__trainer_micro_step(strop_trainer *t, const float *x,
+                                       const strop__shape *shape, const float *y, int64_t n,
+                                       double *loss_out, int64_t *correct_out);
 strop_status strop__metrics_new(int64_t classes, strop_metrics **out);
 
 /* Sets the metadata entry key = value that the trainer's checkpoints carry from now on, so

@@ -242,10 +242,10 @@ int64_t strop_trainer_skipped_steps(const strop_trainer *t) { return t ? t->skip
 
 /* ---- the step ---- */
 
-/* Output geometry for the loss: per-sample numel, classes, and targets per sample. */
-static strop_status loss_geometry(const strop_trainer *t, const char *fn, int64_t *per_sample,
-                                  int64_t *classes, int64_t *tps) {
-  const strop__shape *os = &t->m->nodes[t->m->n_nodes - 1].out_shape;
+/* Output geometry for the loss, from the per-sample output shape os: per-sample numel,
+ * classes, and targets per sample. */
+static strop_status loss_geometry(const strop_trainer *t, const char *fn, const strop__shape *os,
+                                  int64_t *per_sample, int64_t *classes, int64_t *tps) {
   *per_sample = (int64_t)strop__shape_numel(os);
   if (t->loss.kind == STROP_LOSS_CROSS_ENTROPY) {
     *classes = os->d[os->rank - 1];
@@ -260,17 +260,32 @@ static strop_status loss_geometry(const strop_trainer *t, const char *fn, int64_
   return STROP_OK;
 }
 
-static strop_status check_inputs(const strop_trainer *t, const char *fn, const strop_tensor *x) {
-  const strop_model *m = t->m;
-  int ok = x->rank == m->in_shape.rank + 1;
-  for (int i = 0; ok && i < m->in_shape.rank; i++) ok = x->dims[i + 1] == m->in_shape.d[i];
-  if (ok) return STROP_OK;
+/* The model's declared output shape (per sample). */
+static const strop__shape *declared_out(const strop_model *m) {
+  return &m->nodes[m->n_nodes - 1].out_shape;
+}
+
+/* The per-sample shapes of a batch x: its input shape (*in) and the output shape the model
+ * gives it (*out). The batch may differ from the declared input shape wherever every layer
+ * accepts it (other image sizes, shorter sequences); the rank must be the declared one. */
+static strop_status batch_shapes(strop_trainer *t, const char *fn, const strop_tensor *x,
+                                 strop__shape *in, strop__shape *out) {
+  strop_model *m = t->m;
   char a[128], b[128];
   strop__shape full = {x->rank, {0}};
   memcpy(full.d, x->dims, sizeof x->dims);
-  return strop__err(STROP_E_SHAPE, "%s: inputs have shape %s, the model expects [N, %s", fn,
-                    strop__shape_str(&full, a, sizeof a),
-                    strop__shape_str(&m->in_shape, b, sizeof b) + 1);
+  if (x->rank != m->in_shape.rank + 1)
+    return strop__err(STROP_E_SHAPE, "%s: inputs have shape %s, the model expects [N, %s", fn,
+                      strop__shape_str(&full, a, sizeof a),
+                      strop__shape_str(&m->in_shape, b, sizeof b) + 1);
+  in->rank = m->in_shape.rank;
+  for (int i = 0; i < in->rank; i++) in->d[i] = x->dims[i + 1];
+  strop_status s = strop__model_out_shape(m, in, out);
+  if (s == STROP_E_SHAPE || s == STROP_E_INVALID_ARG)
+    strop__err_prefix("%s: inputs of shape %s (the model is declared for [N, %s)", fn,
+                      strop__shape_str(&full, a, sizeof a),
+                      strop__shape_str(&m->in_shape, b, sizeof b) + 1);
+  return s;
 }
 
 static int grads_finite(const strop_model *m) {
@@ -449,15 +464,18 @@ static strop_status window_end(strop_trainer *t, const char *fn) {
 }
 
 /* forward + loss (+ backward); stats of the batch for running metrics. */
-strop_status strop__trainer_micro_step(strop_trainer *t, const float *x, const float *y,
-                                       int64_t n, double *loss_out, int64_t *correct_out) {
+strop_status strop__trainer_micro_step(strop_trainer *t, const float *x,
+                                       const strop__shape *shape, const float *y, int64_t n,
+                                       double *loss_out, int64_t *correct_out) {
   static const char fn[] = "strop_trainer_step";
   strop_model *m = t->m;
   int64_t per, classes, tps;
-  strop_status s = loss_geometry(t, fn, &per, &classes, &tps);
+  strop__shape os = *declared_out(m);
+  strop_status s = shape ? strop__model_out_shape(m, shape, &os) : STROP_OK;
+  if (!s) s = loss_geometry(t, fn, &os, &per, &classes, &tps);
   if (s || (s = window_begin(t))) return s;
   const strop__act *out;
-  s = strop__model_forward_exec(m, x, n, 1, NULL, &out);
+  s = strop__model_forward_shaped(m, x, n, shape, 1, NULL, &out);
   if (s) {
     strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
     return s;
@@ -505,16 +523,17 @@ strop_status strop_trainer_step(strop_trainer *t, const strop_tensor *inputs,
   if (!t || !inputs || !targets)
     return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn,
                       !t ? "trainer" : !inputs ? "inputs" : "targets");
-  strop_status s = check_inputs(t, fn, inputs);
+  strop__shape in, os;
+  strop_status s = batch_shapes(t, fn, inputs, &in, &os);
   if (s) return s;
   int64_t n = inputs->dims[0], per, classes, tps;
-  if ((s = loss_geometry(t, fn, &per, &classes, &tps))) return s;
+  if ((s = loss_geometry(t, fn, &os, &per, &classes, &tps))) return s;
   if ((int64_t)targets->numel != n * tps || targets->dims[0] != n)
     return strop__err(STROP_E_SHAPE, "%s: %lld targets for a batch of %lld needs %lld per sample "
                       "(%lld in all)", fn, (long long)targets->numel, (long long)n,
                       (long long)tps, (long long)(n * tps));
   double l = 0.0;
-  s = strop__trainer_micro_step(t, inputs->data, targets->data, n, &l, NULL);
+  s = strop__trainer_micro_step(t, inputs->data, &in, targets->data, n, &l, NULL);
   if (loss) *loss = (float)l;
   if (s == STROP_E_NUMERIC) strop__log(STROP_LOG_DEBUG, "%s", strop_last_error()); /* skipped */
   return s;
@@ -522,9 +541,9 @@ strop_status strop_trainer_step(strop_trainer *t, const strop_tensor *inputs,
 
 /* ---- a loss the host computes ---- */
 
-/* The output's shape [N, out...] as dims; its rank, or -1 when too many. */
-static int output_dims(const strop_model *m, int64_t n, int64_t *dims) {
-  const strop__shape *os = &m->nodes[m->n_nodes - 1].out_shape;
+/* The output's shape [N, out...] as dims, for per-sample output shape os; its rank, or -1 when
+ * too many. */
+static int output_dims(const strop__shape *os, int64_t n, int64_t *dims) {
   if (os->rank + 1 > STROP_MAX_RANK) return -1;
   dims[0] = n;
   for (int i = 0; i < os->rank; i++) dims[i + 1] = os->d[i];
@@ -539,10 +558,11 @@ strop_status strop_trainer_forward(strop_trainer *t, const strop_tensor *inputs,
   if (!t || !inputs)
     return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, t ? "inputs" : "trainer");
   strop_model *m = t->m;
-  strop_status s = check_inputs(t, fn, inputs);
+  strop__shape in, os;
+  strop_status s = batch_shapes(t, fn, inputs, &in, &os);
   if (s || (s = window_begin(t))) return s;
   int64_t n = inputs->dims[0], dims[STROP_MAX_RANK];
-  int rank = output_dims(m, n, dims);
+  int rank = output_dims(&os, n, dims);
   if (rank < 0)
     return strop__err(STROP_E_SHAPE, "%s: the output's rank exceeds %d", fn, STROP_MAX_RANK);
   /* the backward reads the input again: a copy, so the host may free its tensor meanwhile */
@@ -550,7 +570,7 @@ strop_status strop_trainer_forward(strop_trainer *t, const strop_tensor *inputs,
   if (!x) return STROP__NOMEM(fn);
   memcpy(x, inputs->data, inputs->numel * sizeof *x);
   const strop__act *o;
-  s = strop__model_forward_exec(m, x, n, 1, NULL, &o);
+  s = strop__model_forward_shaped(m, x, n, &in, 1, NULL, &o);
   if (s) {
     strop__model_step_end(m); /* also the input's copy when the forward failed early */
     strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
@@ -561,6 +581,7 @@ strop_status strop_trainer_forward(strop_trainer *t, const strop_tensor *inputs,
     strop__model_step_end(m);
     return s == STROP_E_NOMEM ? STROP__NOMEM(fn) : s;
   }
+  t->host_out = os;
   t->host_pending = 1;
   return STROP_OK;
 }
@@ -580,7 +601,7 @@ strop_status strop_trainer_backward(strop_trainer *t, const strop_tensor *dout) 
                               : "no forward is pending: call strop_trainer_forward first");
   }
   int64_t dims[STROP_MAX_RANK];
-  int rank = output_dims(m, m->batch, dims), same = rank == dout->rank;
+  int rank = output_dims(&t->host_out, m->batch, dims), same = rank == dout->rank;
   for (int i = 0; same && i < rank; i++) same = dims[i] == dout->dims[i];
   if (!same) {
     char a[128], b[128];
@@ -752,7 +773,7 @@ static strop_status eval_iter(strop_trainer *t, strop_batch_iter *it, strop_metr
   strop_model *m = t->m;
   strop_trainer_discard_forward(t); /* its forward would drop the activations anyway */
   int64_t per, classes, tps;
-  strop_status s = loss_geometry(t, fn, &per, &classes, &tps);
+  strop_status s = loss_geometry(t, fn, declared_out(m), &per, &classes, &tps);
   if (s) return s;
   strop_metrics *mt = NULL;
   if ((s = strop__metrics_new(t->loss.kind == STROP_LOSS_CROSS_ENTROPY ? classes : 0, &mt)))
@@ -762,7 +783,10 @@ static strop_status eval_iter(strop_trainer *t, strop_batch_iter *it, strop_metr
     int64_t rows = 0;
     if ((s = strop_batch_iter_next(it, &x, &y, &rows))) break;
     if (rows == 0) break;
-    if ((s = check_inputs(t, fn, x))) break;
+    strop__shape in, os;
+    if ((s = batch_shapes(t, fn, x, &in, &os)) ||
+        (s = loss_geometry(t, fn, &os, &per, &classes, &tps)))
+      break;
     if ((int64_t)y->numel != rows * tps) {
       s = strop__err(STROP_E_SHAPE, "%s: the data gives %lld target values per sample, the model's "
                      "output and loss need %lld", fn, (long long)(y->numel / (size_t)rows),
@@ -770,7 +794,7 @@ static strop_status eval_iter(strop_trainer *t, strop_batch_iter *it, strop_metr
       break;
     }
     const strop__act *o;
-    if ((s = strop__model_forward_exec(m, x->data, rows, 0, NULL, &o))) {
+    if ((s = strop__model_forward_shaped(m, x->data, rows, &in, 0, NULL, &o))) {
       strop__err_prefix("%s", fn);
       break;
     }
@@ -933,7 +957,7 @@ strop_status strop_trainer_fit(strop_trainer *t, strop_batch_iter *train, strop_
   if (s) return s;
   strop_model *m = t->m;
   int64_t per, classes, tps;
-  if ((s = loss_geometry(t, fn, &per, &classes, &tps))) return s;
+  if ((s = loss_geometry(t, fn, declared_out(m), &per, &classes, &tps))) return s;
 
   /* resume where a loaded checkpoint stopped */
   if (t->pending_epoch >= 0) {
@@ -975,7 +999,10 @@ strop_status strop_trainer_fit(strop_trainer *t, strop_batch_iter *train, strop_
     int64_t rows = 0;
     if ((s = strop_batch_iter_next(train, &x, &y, &rows))) break;
     if (rows > 0) {
-      if ((s = check_inputs(t, fn, x))) break;
+      strop__shape in, os;
+      if ((s = batch_shapes(t, fn, x, &in, &os)) ||
+          (s = loss_geometry(t, fn, &os, &per, &classes, &tps)))
+        break;
       if ((int64_t)y->numel != rows * tps) {
         s = strop__err(STROP_E_SHAPE, "%s: the data gives %lld target values per sample, the "
                        "model's output and loss need %lld", fn,
@@ -985,7 +1012,7 @@ strop_status strop_trainer_fit(strop_trainer *t, strop_batch_iter *train, strop_
       double l = 0.0;
       int64_t correct = 0;
       int64_t gs_before = t->global_step;
-      s = strop__trainer_micro_step(t, x->data, y->data, rows, &l, &correct);
+      s = strop__trainer_micro_step(t, x->data, &in, y->data, rows, &l, &correct);
       if (s == STROP_E_NUMERIC) {
         strop__log(STROP_LOG_WARN, "%s", strop_last_error());
         s = STROP_OK;

@@ -22,6 +22,83 @@ FASHION=/usr/share/datasets/fashion-mnist
 SKLEARN=/usr/lib/python3/dist-packages/sklearn/datasets/data
 
 case $case_name in
+import)
+  # strop import and recipes' model.pretrained on a torchvision ResNet-18 state_dict: names
+  # and shapes as torchvision writes them (values random; numpy writes the safetensors file)
+  [ -n "$PYNP" ] || { echo "skipped: no python3 with numpy"; exit 77; }
+  expect 0 "resnet18" -- "$strop" import --list
+  expect 0 "usage: strop import" -- "$strop" import --help
+  "$PYNP" - "$work/r18.safetensors" "$work/x.npy" "$work/y.npy" <<'PY' || fail "writing the ResNet-18 file"
+import json, struct, sys
+import numpy as np
+rng = np.random.default_rng(0)
+t = {}
+def conv(name, cout, cin, k):
+    t[name + ".weight"] = rng.normal(0, (2.0 / (cin * k * k)) ** 0.5, (cout, cin, k, k))
+def bn(name, c):
+    t[name + ".weight"] = np.ones(c); t[name + ".bias"] = np.zeros(c)
+    t[name + ".running_mean"] = np.zeros(c); t[name + ".running_var"] = np.ones(c)
+    t[name + ".num_batches_tracked"] = np.array(0, dtype=np.int64)
+conv("conv1", 64, 3, 7); bn("bn1", 64)
+cin = 64
+for layer, planes in enumerate((64, 128, 256, 512), 1):
+    for b in range(2):
+        p = "layer%d.%d" % (layer, b)
+        conv(p + ".conv1", planes, cin, 3); bn(p + ".bn1", planes)
+        conv(p + ".conv2", planes, planes, 3); bn(p + ".bn2", planes)
+        if b == 0 and layer > 1:
+            conv(p + ".downsample.0", planes, cin, 1); bn(p + ".downsample.1", planes)
+        cin = planes
+t["fc.weight"] = rng.normal(0, 0.04, (1000, 512)); t["fc.bias"] = np.zeros(1000)
+header, blobs, off = {}, [], 0
+for k, a in t.items():
+    a = a.astype("<i8" if a.dtype == np.int64 else "<f4")
+    raw = a.tobytes()
+    header[k] = {"dtype": "I64" if a.dtype.kind == "i" else "F32", "shape": list(a.shape),
+                 "data_offsets": [off, off + len(raw)]}
+    blobs.append(raw); off += len(raw)
+h = json.dumps(header).encode()
+open(sys.argv[1], "wb").write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+np.save(sys.argv[2], rng.uniform(0, 1, (24, 3, 32, 32)).astype(np.float32))
+np.save(sys.argv[3], np.arange(24) % 3)
+PY
+  expect 0 "every tensor loaded; spec written to $work/r18.yaml" -- \
+    "$strop" import "$work/r18.safetensors" --arch resnet18 --image-size 32 -o "$work/r18.yaml"
+  grep -q "name: layer4.1.conv2" "$work/r18.yaml" || fail "the spec lacks layer4.1.conv2"
+  expect 0 "fc" -- "$strop" summary "$work/r18.yaml" "$work/r18.safetensors"
+  expect 0 "weights written to $work/one.safetensors" -- \
+    "$strop" import "$work/r18.safetensors" --arch resnet18 -o "$work/r18b.yaml" --weights-out "$work/one.safetensors"
+  expect 0 "layer1.0.conv1.weight" -- "$strop" inspect "$work/one.safetensors"
+  expect 0 "name: conv1" -- "$strop" import "$work/r18.safetensors" --arch resnet18
+  expect 3 "single safetensors file" -- "$strop" import "$work/r18.safetensors"
+  expect 3 "resnet9000" -- "$strop" import "$work/r18.safetensors" --arch resnet9000
+  expect 1 "no such file or folder" -- "$strop" import "$work/nope" --arch resnet18
+  expect 3 "missing" -- "$strop" import "$work/r18.safetensors" --arch resnet34
+  expect 2 "no PATH with --list" -- "$strop" import --list "$work/r18.safetensors"
+  # a recipe starts from the checkpoint itself: a new head on the frozen trunk, one epoch
+  cat >"$work/r.yaml" <<EOF
+seed: 1
+model: {pretrained: r18.safetensors, arch: resnet18, image_size: 32}
+surgery:
+  - replace: {node: fc, type: linear, options: {out_features: 3}}
+  - freeze: "*"
+  - unfreeze: "fc"
+data: {source: npy, x: x.npy, y: y.npy, test_fraction: 0.25, batch_size: 6}
+optimizer: {kind: adam, lr: 0.001}
+stages: [{epochs: 1}]
+output: {dir: out, weights: tuned.safetensors, spec: tuned.yaml}
+EOF
+  expect 0 "test acc" -- "$strop" finetune "$work/r.yaml" --no-baselines -q
+  # the fine-tuned file is still a torchvision ResNet-18 (of 3 classes: fc's rows say so)
+  expect 0 "every tensor loaded" -- "$strop" import "$work/out/tuned.safetensors" --arch resnet18 -o "$work/x.yaml"
+  grep -q "out_features: 3" "$work/x.yaml" || fail "the re-imported head is not 3 classes"
+  expect 0 "fc" -- "$strop" summary "$work/out/tuned.yaml" "$work/out/tuned.safetensors"
+  cat >"$work/bad.yaml" <<EOF
+model: {pretrained: r18.safetensors, spec: r18.yaml}
+data: {source: npy, x: x.npy, y: y.npy}
+EOF
+  expect 3 "brings its own architecture" -- "$strop" finetune "$work/bad.yaml"
+  ;;
 usage)
   expect 0 "finetune RECIPE" -- "$strop" --help
   expect 0 "usage: strop finetune" -- "$strop" finetune --help
@@ -42,7 +119,7 @@ usage)
   # `strop --help` is either in `strop CMD --help` and accepted, or refused as not applying.
   all_opts=$("$strop" --help | sed -nE 's/^  (-[a-z], )?(--[a-z-]+)( [^ ]+)?  .*/\2\3/p' | grep -v -- '--version')
   [ "$(wc -l <<<"$all_opts")" -ge 10 ] || fail "strop --help lists too few options: $all_opts"
-  for cmd in train finetune tune eval predict summary inspect version; do
+  for cmd in train finetune tune eval predict summary inspect import version; do
     help=$("$strop" "$cmd" --help) || fail "strop $cmd --help failed"
     while read -r opt placeholder; do
       case $placeholder in

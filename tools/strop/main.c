@@ -28,7 +28,8 @@ static int exit_for(strop_status s) {
     case STROP_E_FORMAT:
     case STROP_E_NOT_FOUND:
     case STROP_E_SHAPE:
-    case STROP_E_INVALID_ARG: return EXIT_INPUT;
+    case STROP_E_INVALID_ARG:
+    case STROP_E_UNSUPPORTED: return EXIT_INPUT; /* a model or setting strop does not read */
     case STROP_E_CANCELLED: return EXIT_INTERRUPTED;
     default: return EXIT_FAILED;
   }
@@ -251,6 +252,56 @@ static int cmd_summary(const opts *o) {
   return EXIT_OK;
 }
 
+/* ---- import ---- */
+static int cmd_import(const opts *o) {
+  if (o->list) {
+    int rc = need_args(o, 0, 0, "no PATH with --list");
+    if (rc) return rc;
+    for (int i = 0; i < strop_pretrained_arch_count(); i++) {
+      const char *name = strop_pretrained_arch_name(i);
+      printf("%-22s %s\n", name, strop_pretrained_arch_doc(name));
+    }
+    return EXIT_OK;
+  }
+  int rc = need_args(o, 1, 1, "one checkpoint PATH (a folder or a .safetensors file)");
+  if (rc) return rc;
+  strop_pretrained_options po;
+  strop_pretrained_options_init(&po);
+  po.image_size = o->image_size;
+  po.max_length = o->max_length;
+  strop_model *m = NULL;
+  strop_status s = strop_model_load_pretrained(o->args[0], o->arch, &po, &m, NULL);
+  if (s) return report_error("import", s);
+  if (o->output) s = strop_model_save_spec(m, o->output);
+  if (!s && o->weights_out) s = strop_model_save_weights(m, o->weights_out);
+  if (s) {
+    strop_model_free(m);
+    return report_error("import", s);
+  }
+  if (!o->output) {
+    int64_t n = strop_model_spec_string(m, NULL, 0);
+    char *buf = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (!buf || strop_model_spec_string(m, buf, (size_t)n + 1) < 0) {
+      free(buf);
+      strop_model_free(m);
+      return report_error("import", STROP_E_NOMEM);
+    }
+    fputs(buf, stdout);
+    free(buf);
+  } else {
+    fprintf(stderr, "strop import: %s: %lld nodes, %lld parameters, every tensor loaded; spec "
+            "written to %s\n", o->args[0], (long long)strop_model_num_nodes(m),
+            (long long)strop_model_param_count(m, 0), o->output);
+    if (o->weights_out)
+      fprintf(stderr, "strop import: weights written to %s\n", o->weights_out);
+    else
+      fprintf(stderr, "strop import: the spec's tensor names are the checkpoint's: load them "
+              "from its safetensors file(s), or write one file with --weights-out\n");
+  }
+  strop_model_free(m);
+  return EXIT_OK;
+}
+
 static int cmd_inspect(const opts *o) {
   int rc = need_args(o, 1, 1, "one FILE");
   if (rc) return rc;
@@ -403,6 +454,7 @@ int main(int argc, char **argv) {
   if (!strcmp(o.cmd, "predict")) return cmd_predict(&o);
   if (!strcmp(o.cmd, "summary")) return cmd_summary(&o);
   if (!strcmp(o.cmd, "inspect")) return cmd_inspect(&o);
+  if (!strcmp(o.cmd, "import")) return cmd_import(&o);
   if (!strcmp(o.cmd, "layers")) return tool_cmd_layers(o.args, o.nargs, o.markdown);
   if (!strcmp(o.cmd, "version")) {
     printf("strop %s\n", strop_version());

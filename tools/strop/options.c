@@ -42,6 +42,12 @@ static const command_info COMMANDS[] = {
      "Prints the layer table: name, type, output shape, parameters, trainable.\n"},
     {"inspect", "FILE", "tensors, dtypes, shapes and metadata of a safetensors file",
      "Lists a safetensors weights or checkpoint file: names, dtypes, shapes, metadata.\n"},
+    {"import", "PATH", "a pre-trained checkpoint as a model spec strop can edit",
+     "Reads a checkpoint as people have it — a Hugging Face model folder (config.json\n"
+     "and model.safetensors or its shards) or a torchvision state_dict saved as\n"
+     "safetensors (name it with --arch) — checks that every tensor loads, and writes\n"
+     "the equivalent YAML spec with the checkpoint's own names, so recipes and surgery\n"
+     "use it like any other spec. --list names the architectures.\n"},
     {"layers", "[TYPE]", "the layer types a spec may use, their options and parameters",
      "Lists the layer types a model spec may use; with TYPE, its options (kind,\n"
      "default, allowed values) and parameters; --markdown prints the tables of\n"
@@ -95,6 +101,20 @@ static const option_info OPTIONS[] = {
      "no progress output"},
     {"--json", NULL, NULL, ARG_FLAG, offsetof(tool_opts, json), RUNS " eval predict inspect",
      "print the result as JSON on stdout"},
+    {"--arch", NULL, "NAME", ARG_STRING, offsetof(tool_opts, arch), "import",
+     "the architecture (resnet18, ...); default: config.json's"},
+    {"--image-size", NULL, "N", ARG_COUNT, offsetof(tool_opts, image_size), "import",
+     "declare the model for N x N images (default: the\n"
+     "architecture's)"},
+    {"--max-length", NULL, "N", ARG_COUNT, offsetof(tool_opts, max_length), "import",
+     "declare the model for sequences of up to N tokens\n"
+     "(default: config.json's)"},
+    {"--output", "-o", "SPEC", ARG_STRING, offsetof(tool_opts, output), "import",
+     "write the spec to SPEC (default: print it)"},
+    {"--weights-out", NULL, "FILE", ARG_STRING, offsetof(tool_opts, weights_out), "import",
+     "also write the weights as one safetensors file"},
+    {"--list", NULL, NULL, ARG_FLAG, offsetof(tool_opts, list), "import",
+     "list the architectures strop reads"},
     {"--markdown", NULL, NULL, ARG_FLAG, offsetof(tool_opts, markdown), "layers",
      "print markdown tables (those of docs/formats.md)"},
     {"--help", "-h", NULL, ARG_FLAG, 0, NULL, "this help"},

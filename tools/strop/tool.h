@@ -28,8 +28,11 @@ typedef struct tool_opts {
   int64_t trials;     /* --trials; 0: not given */
   int64_t time_budget; /* --time, seconds; 0: not given */
   int64_t top;        /* --top (default 1) */
-  int quiet, json, no_baselines, markdown, resume;
+  int64_t image_size; /* --image-size; 0: not given */
+  int64_t max_length; /* --max-length; 0: not given */
+  int quiet, json, no_baselines, markdown, resume, list;
   const char *weights, *spec, *split;
+  const char *arch, *output, *weights_out; /* import */
 } tool_opts;
 /* Parses argv against the tables: 0 when a command is to run, TOOL_EXIT_DONE after printing
  * help, TOOL_EXIT_USAGE (with a message on stderr) for a bad command line. */
