@@ -231,6 +231,68 @@ START_TEST(frozen_trunk_stops_backward) {
 }
 END_TEST
 
+/* A frozen trunk's activations are dead once read: the forward reuses their memory (and the
+ * trunk's scratch), keeping only what a backward reads, so the step's arena is a fraction of
+ * a fully trainable one's; the output and the head's gradient are the same bits. Unfreezing
+ * a trunk parameter between forward and backward is refused, not computed from reused
+ * memory. */
+static strop_model *deep_mlp(void) {
+  int64_t in[1] = {64};
+  strop_model *m = NULL;
+  ck_assert_int_eq(strop_model_create(1, in, &m), STROP_OK);
+  for (int i = 0; i < 12; i++) {
+    char name[32];
+    snprintf(name, sizeof name, "trunk.%d", 2 * i);
+    ck_assert_int_eq(strop_model_add(m, name, "linear", "out_features=64", NULL), STROP_OK);
+    snprintf(name, sizeof name, "trunk.%d", 2 * i + 1);
+    ck_assert_int_eq(strop_model_add(m, name, "tanh", NULL, NULL), STROP_OK);
+  }
+  ck_assert_int_eq(strop_model_add(m, "head", "linear", "out_features=3", NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_finalize(m, 5), STROP_OK);
+  return m;
+}
+
+static size_t step_peak(strop_model *m, const float *x, const float *dout, float *out,
+                        float *head_grad) {
+  const strop__act *o;
+  ck_assert_int_eq(strop__model_zero_grad(m), STROP_OK);
+  const size_t before = m->arena.peak;
+  m->arena.peak = 0;
+  ck_assert_int_eq(strop__model_forward_exec(m, x, 32, 1, NULL, &o), STROP_OK);
+  memcpy(out, o->data, 32 * 3 * sizeof *out);
+  ck_assert_int_eq(strop__model_backward(m, dout), STROP_OK);
+  const size_t peak = m->arena.peak > m->arena.used_total ? m->arena.peak : m->arena.used_total;
+  memcpy(head_grad, strop__model_param_find(m, "head.weight")->grad, 3 * 64 * sizeof(float));
+  strop__model_step_end(m);
+  if (before > m->arena.peak) m->arena.peak = before;
+  return peak;
+}
+
+START_TEST(frozen_trunk_keeps_only_live_activations) {
+  static float x[32 * 64], dout[32 * 3];
+  float out_full[96], out_frozen[96], g_full[192], g_frozen[192];
+  for (int i = 0; i < 32 * 64; i++) x[i] = sinf(0.1f * (float)i);
+  for (int i = 0; i < 96; i++) dout[i] = cosf((float)i);
+  strop_model *m = deep_mlp();
+  const size_t full = step_peak(m, x, dout, out_full, g_full);
+  strop_test_must(strop_model_freeze(m, "trunk.*"), "freeze");
+  const size_t frozen = step_peak(m, x, dout, out_frozen, g_frozen);
+  ck_assert_msg(frozen * 3 < full, "frozen trunk step used %zu bytes of arena, full %zu", frozen,
+                full);
+  ck_assert(memcmp(out_full, out_frozen, sizeof out_full) == 0);
+  ck_assert(memcmp(g_full, g_frozen, sizeof g_full) == 0);
+  /* the trunk's activations are gone: its backward cannot run on them */
+  const strop__act *o;
+  ck_assert_int_eq(strop__model_zero_grad(m), STROP_OK);
+  ck_assert_int_eq(strop__model_forward_exec(m, x, 32, 1, NULL, &o), STROP_OK);
+  strop__model_param_find(m, "trunk.20.weight")->trainable = 1;
+  ck_assert_int_eq(strop__model_backward(m, dout), STROP_E_STATE);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "trunk.20"));
+  strop__model_step_end(m);
+  strop_model_free(m);
+}
+END_TEST
+
 START_TEST(clone_is_deep) {
   strop_model *m = residual(), *c = NULL;
   ck_assert_int_eq(strop__model_clone(m, &c), STROP_OK);
@@ -877,6 +939,7 @@ int main(void) {
   tcase_add_test(tc, dag_gradcheck);
   tcase_add_test(tc, warm_step_allocates_nothing);
   tcase_add_test(tc, frozen_trunk_stops_backward);
+  tcase_add_test(tc, frozen_trunk_keeps_only_live_activations);
   suite_add_tcase(s, tc);
   tc = tcase_create("metadata");
   tcase_add_test(tc, meta_set_get_list);

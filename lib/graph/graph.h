@@ -41,6 +41,10 @@ struct strop_model {
   strop__shape run_in;
   int run_valid;
   float *input_grad;            /* arena, when want_input_grad */
+  /* per node (arena, from the forward until the step ends): 1 when no backward reads the
+   * node's output, so the forward handed its memory to a later node once its last reader had
+   * run (a frozen trunk keeps only what is live, not every activation) */
+  uint8_t *released;
 };
 
 /* Add a node from parsed options (YAML spec loader, surgery). Takes ownership of nothing;

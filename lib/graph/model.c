@@ -507,6 +507,7 @@ void strop__model_step_end(strop_model *m) {
   strop__arena_reset(&m->arena);
   m->have_forward = 0;
   m->input_grad = NULL;
+  m->released = NULL;
   for (int i = 0; i < m->n_nodes; i++) {
     m->nodes[i].saved = NULL;
     m->acts[i].data = NULL;
@@ -519,6 +520,21 @@ static void count_consumers(strop_model *m) {
   for (int i = 0; i < m->n_nodes; i++)
     for (int j = 0; j < m->nodes[i].n_in; j++)
       if (m->nodes[i].in[j] >= 0) m->consumers[m->nodes[i].in[j]]++;
+}
+
+/* Which nodes have a trainable parameter at or upstream of them (so a backward visits them):
+ * m->upstream_trainable and each node's needs_backward. */
+static void mark_upstream(strop_model *m) {
+  for (int i = 0; i < m->n_nodes; i++) {
+    strop__node *nd = &m->nodes[i];
+    int up = 0;
+    for (int j = 0; j < nd->n_params && !up; j++)
+      up = nd->params[j].trainable && !nd->params[j].is_buffer;
+    for (int j = 0; j < nd->n_in && !up; j++)
+      up = nd->in[j] < 0 ? m->want_input_grad : m->upstream_trainable[nd->in[j]];
+    m->upstream_trainable[i] = up;
+    nd->needs_backward = up;
+  }
 }
 
 /* Asks each layer that can fuse which of the nodes after it it computes itself (see
@@ -602,6 +618,35 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
   m->step_training = training;
   m->step_pad_mask = pad_mask;
   plan_fusion(m);
+  /* Activation lifetimes. A node's output is kept to the end of the step when a backward may
+   * read it (it is the input or the output of a node with a trainable parameter at or before
+   * it), or it is the model's output or m->keep_act; any other output is dead once its last
+   * reader has run, and its memory goes to a free list that later outputs are taken from
+   * (best fit). Such a node keeps nothing for a backward either: what its forward takes from
+   * the arena beyond its output (scratch, saved tensors) is given back right after it. */
+  const int nn = m->n_nodes;
+  mark_upstream(m);
+  uint8_t *keep = strop__arena_calloc(&m->arena, (size_t)nn);
+  int *left = strop__arena_alloc(&m->arena, (size_t)nn * sizeof *left);
+  m->released = strop__arena_calloc(&m->arena, (size_t)nn);
+  typedef struct spare { float *p; size_t bytes; } spare;
+  spare *spares = strop__arena_alloc(&m->arena, (size_t)nn * sizeof *spares);
+  size_t *abytes = strop__arena_alloc(&m->arena, (size_t)nn * sizeof *abytes);
+  if (!keep || !left || !m->released || !spares || !abytes) {
+    strop__model_step_end(m);
+    return strop__err(STROP_E_NOMEM, "forward: out of memory");
+  }
+  int n_spares = 0;
+  for (int i = 0; i < nn; i++) {
+    const strop__node *nd = &m->nodes[i];
+    left[i] = m->consumers[i];
+    if (nd->fused < 0 || !m->upstream_trainable[i]) continue;
+    keep[i + (nd->fused > 0 ? nd->fused : 0)] = 1;
+    for (int j = 0; j < nd->n_in; j++)
+      if (nd->in[j] >= 0) keep[nd->in[j]] = 1;
+  }
+  keep[nn - 1] = 1;
+  if (m->keep_act >= 0 && m->keep_act < nn) keep[m->keep_act] = 1;
   strop__act ins_local[16];
   for (int i = 0; i < m->n_nodes; i++) {
     strop__node *nd = &m->nodes[i];
@@ -623,13 +668,39 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
     size_t bytes;
     if (strop__mul_overflow(strop__shape_numel(&o->shape) * sizeof(float), (size_t)n, &bytes))
       return strop__err(STROP_E_SHAPE, "layer '%s': activation size overflows", ln->name);
-    o->data = strop__arena_alloc(&m->arena, bytes);
-    if (!o->data) return strop__err(STROP_E_NOMEM, "layer '%s': out of memory for %zu bytes of "
-                                    "activations", ln->name, bytes);
+    int best = -1;
+    for (int q = 0; q < n_spares; q++)
+      if (spares[q].bytes >= bytes && (best < 0 || spares[q].bytes < spares[best].bytes)) best = q;
+    if (best >= 0) {
+      o->data = spares[best].p;
+      abytes[last] = spares[best].bytes;
+      spares[best] = spares[--n_spares];
+    } else {
+      o->data = strop__arena_alloc(&m->arena, bytes);
+      abytes[last] = bytes;
+    }
+    if (!o->data) {
+      strop__model_step_end(m);
+      return strop__err(STROP_E_NOMEM, "layer '%s': out of memory for %zu bytes of "
+                        "activations", ln->name, bytes);
+    }
+    const int scratch_only = !m->upstream_trainable[i];
+    strop__arena_mark mk = strop__arena_get_mark(&m->arena);
     s = nd->vt->forward(nd, &x, ins, o);
     if (s) {
       strop__model_step_end(m);
       return s;
+    }
+    if (scratch_only) {
+      strop__arena_rollback(&m->arena, mk);
+      for (int j = i; j <= last; j++) m->nodes[j].saved = NULL;
+    }
+    for (int j = 0; j < nd->n_in; j++) {
+      const int k = nd->in[j];
+      if (k < 0 || --left[k] > 0 || keep[k] || m->released[k]) continue;
+      m->released[k] = 1; /* its last reader has run and no backward reads it */
+      spares[n_spares].p = m->acts[k].data;
+      spares[n_spares++].bytes = abytes[k];
     }
     i = last;
   }
@@ -712,17 +783,19 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
   strop_status s = strop__model_sync_grads(m);
   if (s) return s;
   int nn = m->n_nodes;
-  /* which nodes have a trainable parameter at or upstream of them */
-  for (int i = 0; i < nn; i++) {
-    strop__node *nd = &m->nodes[i];
-    int up = 0;
-    for (int j = 0; j < nd->n_params && !up; j++)
-      up = nd->params[j].trainable && !nd->params[j].is_buffer;
-    for (int j = 0; j < nd->n_in && !up; j++)
-      up = nd->in[j] < 0 ? m->want_input_grad : m->upstream_trainable[nd->in[j]];
-    m->upstream_trainable[i] = up;
-    nd->needs_backward = up;
-    m->grads[i] = NULL;
+  mark_upstream(m);
+  for (int i = 0; i < nn; i++) m->grads[i] = NULL;
+  /* what the backward reads must be what the forward kept: the nodes that need a backward
+   * are the ones they were then, unless a parameter was unfrozen in between */
+  for (int i = 0; m->released && i < nn; i++) {
+    const strop__node *nd = &m->nodes[i];
+    if (!m->upstream_trainable[i] || nd->fused < 0) continue;
+    int bad = m->released[i + (nd->fused > 0 ? nd->fused : 0)];
+    for (int j = 0; j < nd->n_in && !bad; j++) bad = nd->in[j] >= 0 && m->released[nd->in[j]];
+    if (bad)
+      return strop__err(STROP_E_STATE, "backward: layer '%s' needs activations its forward did "
+                        "not keep (a parameter became trainable after the forward); run the "
+                        "forward again", nd->name);
   }
   count_consumers(m);
   /* backward sees the forward's mode and mask */
