@@ -181,8 +181,10 @@ static strop_status act_backward(strop__node *n, const strop__exec *x, const str
   ACT_VT(NAME, DOC, FLAGS, OPTIONS, strop__shape_same, strop__node_infer_shape)
 #define ACT_SOFT(NAME, DOC) ACT_VT(NAME, DOC, 0, SOFTMAX_OPTIONS, softmax_shape, softmax_infer)
 
-ACT_SAME(relu, "max(x, 0) (torch.nn.ReLU)", STROP__LAYER_EPILOGUE_RELU, NULL)
-ACT_SAME(relu6, "min(max(x, 0), 6) (torch.nn.ReLU6, MobileNetV2's activation)", 0, NULL)
+ACT_SAME(relu, "max(x, 0) (torch.nn.ReLU)", STROP__LAYER_EPILOGUE_RELU | STROP__LAYER_IN_PLACE,
+         NULL)
+ACT_SAME(relu6, "min(max(x, 0), 6) (torch.nn.ReLU6, MobileNetV2's activation)",
+         STROP__LAYER_IN_PLACE, NULL)
 ACT_SAME(leaky_relu, "x, or negative_slope x below 0 (torch.nn.LeakyReLU)", 0, LEAKY_OPTIONS)
 ACT_SAME(gelu, "x Phi(x) (torch.nn.GELU)", 0, GELU_OPTIONS)
 ACT_SAME(silu, "x sigmoid(x) (torch.nn.SiLU)", 0, NULL)

@@ -237,10 +237,14 @@ static strop_status conv_forward(strop__node *n, const strop__exec *x, const str
                                        "max-pool's argmax", n->name);
     n->saved = ep->argmax;
   }
+  /* the columns are scratch: given back to the arena once the output is computed, so a
+   * forward does not hold every conv's lowering until the step ends */
+  strop__arena_mark mk = strop__arena_get_mark(x->arena);
   float *scratch = conv_scratch(n, x, &d, 0, &st);
   if (st) return st;
   strop__conv2d_forward(&d, in[0].data, w->data, b ? b->data : NULL, out->data, scratch,
                         conv_chunks(x, &d), ep);
+  strop__arena_rollback(x->arena, mk);
   return STROP_OK;
 }
 

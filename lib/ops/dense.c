@@ -148,8 +148,8 @@ void strop__relu6_forward(const float *x, float *y, size_t n) {
 
 void strop__relu6_backward(const float *x, const float *y, const float *dy, float *dx,
                            size_t n) {
-  (void)y;
-  for (size_t i = 0; i < n; i++) dx[i] += x[i] > 0.0f && x[i] < 6.0f ? dy[i] : 0.0f;
+  (void)x; /* 0 < y < 6 exactly where 0 < x < 6 (NaN: neither), so the output suffices */
+  for (size_t i = 0; i < n; i++) dx[i] += y[i] > 0.0f && y[i] < 6.0f ? dy[i] : 0.0f;
 }
 
 void strop__hardswish_forward(const float *x, float *y, size_t n) {
