@@ -36,27 +36,6 @@ static double urand(void) {
   return (double)(g_rng >> 11) * (1.0 / 9007199254740992.0);
 }
 
-/* Peak RSS since the last reset_peak_rss() (VmHWM), in kB; -1 when /proc is not there. */
-static long peak_rss_kb(void) {
-  FILE *f = fopen("/proc/self/status", "r");
-  char line[256];
-  long kb = -1;
-  if (!f) return -1;
-  while (fgets(line, sizeof line, f))
-    if (strncmp(line, "VmHWM:", 6) == 0) kb = atol(line + 6);
-  fclose(f);
-  return kb;
-}
-
-/* Linux: writing 5 to clear_refs resets VmHWM to the current RSS, so the training phase's
- * peak is not the data loader's. */
-static void reset_peak_rss(void) {
-  FILE *f = fopen("/proc/self/clear_refs", "w");
-  if (!f) return;
-  fputs("5", f);
-  fclose(f);
-}
-
 /* ---- the models ---- */
 
 enum { VOCAB = 1000, SEQ = 64, DMODEL = 128, HEADS = 4, FFN = 512, CLASSES = 10 };
@@ -285,7 +264,7 @@ int main(int argc, char **argv) {
   }
   const char *data = fm ? "fashion-mnist" : batch == 32 ? "synthetic-tokens" : "synthetic";
   strop_dataset_free(fm);
-  reset_peak_rss();
+  bench_reset_peak_rss();
 
   float loss = 0.0f;
   const int warmup = 5;
@@ -301,7 +280,7 @@ int main(int argc, char **argv) {
   }
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
-  long rss_kb = ru.ru_maxrss, train_rss_kb = peak_rss_kb();
+  long rss_kb = ru.ru_maxrss, train_rss_kb = bench_peak_rss_kb();
 
   double gflop = 0;
   /* STROP_BENCH_NO_FLOOR=1: skip the floor (for profiling the step alone) */

@@ -3,6 +3,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 double bench_now(void) {
@@ -27,6 +28,24 @@ void bench_args(int argc, char **argv, int first, int def_steps, int *threads, i
   if (*steps < 1) *steps = 1;
   if (*repeats < 1) *repeats = 1;
   bench_must(strop_set_num_threads(*threads), "threads");
+}
+
+long bench_peak_rss_kb(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  long kb = -1;
+  if (!f) return -1;
+  while (fgets(line, sizeof line, f))
+    if (strncmp(line, "VmHWM:", 6) == 0) kb = atol(line + 6);
+  fclose(f);
+  return kb;
+}
+
+void bench_reset_peak_rss(void) {
+  FILE *f = fopen("/proc/self/clear_refs", "w");
+  if (!f) return;
+  fputs("5", f);
+  fclose(f);
 }
 
 strop_model *bench_build_cnn(void) {

@@ -13,6 +13,11 @@ void bench_must(strop_status s, const char *what);
  * def_steps, 5) and sets strop's thread count. */
 void bench_args(int argc, char **argv, int first, int def_steps, int *threads, int *steps,
                 int *repeats);
+/* Peak RSS since the last bench_reset_peak_rss() (VmHWM), in kB; -1 without /proc. */
+long bench_peak_rss_kb(void);
+/* Linux: writing 5 to clear_refs resets VmHWM to the current RSS, so a training phase's peak
+ * is not the data loader's. */
+void bench_reset_peak_rss(void);
 /* Issue 5's small CNN with torch.nn.Sequential's names: conv 1->32 and 32->64 (3x3, pad 1),
  * each with ReLU and 2x2 max-pool (features.0..5), flatten, linear 3136->128, ReLU,
  * linear 128->10 (classifier.0..2); input [1, 28, 28]; finalized with seed 1. */

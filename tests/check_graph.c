@@ -231,6 +231,130 @@ START_TEST(frozen_trunk_stops_backward) {
 }
 END_TEST
 
+/* A frozen trunk's activations are dead once read: the forward reuses their memory (and the
+ * trunk's scratch), keeping only what a backward reads, so the step's arena is a fraction of
+ * a fully trainable one's; the output and the head's gradient are the same bits. Unfreezing
+ * a trunk parameter between forward and backward is refused, not computed from reused
+ * memory. */
+static strop_model *deep_mlp(void) {
+  int64_t in[1] = {64};
+  strop_model *m = NULL;
+  ck_assert_int_eq(strop_model_create(1, in, &m), STROP_OK);
+  for (int i = 0; i < 12; i++) {
+    char name[32];
+    snprintf(name, sizeof name, "trunk.%d", 2 * i);
+    ck_assert_int_eq(strop_model_add(m, name, "linear", "out_features=64", NULL), STROP_OK);
+    snprintf(name, sizeof name, "trunk.%d", 2 * i + 1);
+    ck_assert_int_eq(strop_model_add(m, name, "tanh", NULL, NULL), STROP_OK);
+  }
+  ck_assert_int_eq(strop_model_add(m, "head", "linear", "out_features=3", NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_finalize(m, 5), STROP_OK);
+  return m;
+}
+
+static size_t step_peak(strop_model *m, const float *x, const float *dout, float *out,
+                        float *head_grad) {
+  const strop__act *o;
+  ck_assert_int_eq(strop__model_zero_grad(m), STROP_OK);
+  const size_t before = m->arena.peak;
+  m->arena.peak = 0;
+  ck_assert_int_eq(strop__model_forward_exec(m, x, 32, 1, NULL, &o), STROP_OK);
+  memcpy(out, o->data, 32 * 3 * sizeof *out);
+  ck_assert_int_eq(strop__model_backward(m, dout), STROP_OK);
+  const size_t peak = m->arena.peak > m->arena.used_total ? m->arena.peak : m->arena.used_total;
+  memcpy(head_grad, strop__model_param_find(m, "head.weight")->grad, 3 * 64 * sizeof(float));
+  strop__model_step_end(m);
+  if (before > m->arena.peak) m->arena.peak = before;
+  return peak;
+}
+
+START_TEST(frozen_trunk_keeps_only_live_activations) {
+  static float x[32 * 64], dout[32 * 3];
+  float out_full[96], out_frozen[96], g_full[192], g_frozen[192];
+  for (int i = 0; i < 32 * 64; i++) x[i] = sinf(0.1f * (float)i);
+  for (int i = 0; i < 96; i++) dout[i] = cosf((float)i);
+  strop_model *m = deep_mlp();
+  const size_t full = step_peak(m, x, dout, out_full, g_full);
+  strop_test_must(strop_model_freeze(m, "trunk.*"), "freeze");
+  const size_t frozen = step_peak(m, x, dout, out_frozen, g_frozen);
+  ck_assert_msg(frozen * 3 < full, "frozen trunk step used %zu bytes of arena, full %zu", frozen,
+                full);
+  ck_assert(memcmp(out_full, out_frozen, sizeof out_full) == 0);
+  ck_assert(memcmp(g_full, g_frozen, sizeof g_full) == 0);
+  /* the trunk's activations are gone: its backward cannot run on them */
+  const strop__act *o;
+  ck_assert_int_eq(strop__model_zero_grad(m), STROP_OK);
+  ck_assert_int_eq(strop__model_forward_exec(m, x, 32, 1, NULL, &o), STROP_OK);
+  strop__model_param_find(m, "trunk.20.weight")->trainable = 1;
+  ck_assert_int_eq(strop__model_backward(m, dout), STROP_E_STATE);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "trunk.20"));
+  strop__model_step_end(m);
+  strop_model_free(m);
+}
+END_TEST
+
+/* A relu after a batch norm or a residual sum writes over its input (neither's backward reads
+ * its own output, and relu's backward reads only relu's), a sum's inputs and a pool's input
+ * are not kept for backwards that never read them, the convolution gives its columns back,
+ * and the backward hands dead activations to the gradients: a conv-bn-relu-residual stack
+ * holds 5 of its 7 full-size activations after the forward, and the output and every
+ * gradient are the same bits as with every activation kept (keep_all, the former layout). */
+static size_t conv_stack_step(strop_model *m, const float *x, const float *dout, float *out,
+                              float *grads) {
+  const strop__act *o;
+  ck_assert_int_eq(strop__model_zero_grad(m), STROP_OK);
+  const size_t before = m->arena.used_total;
+  ck_assert_int_eq(strop__model_forward_exec(m, x, 4, 1, NULL, &o), STROP_OK);
+  const size_t used = m->arena.used_total - before;
+  memcpy(out, o->data, 12 * sizeof *out);
+  if (!m->keep_all) {
+    ck_assert_ptr_eq(m->acts[1].data, m->acts[2].data); /* b1 -> r1 in place */
+    ck_assert_ptr_eq(m->acts[5].data, m->acts[6].data); /* s -> r2 in place */
+    ck_assert_int_eq(m->released[4], STROP__ACT_RELEASED); /* b2: the sum does not keep it */
+  }
+  ck_assert_int_eq(strop__model_backward(m, dout), STROP_OK);
+  size_t k = 0;
+  for (int i = 0; i < m->n_params; i++)
+    if (m->params[i]->grad) {
+      memcpy(grads + k, m->params[i]->grad, m->params[i]->numel * sizeof *grads);
+      k += m->params[i]->numel;
+    }
+  strop__model_step_end(m);
+  return used;
+}
+
+START_TEST(in_place_and_unread_activations) {
+  static const strop_test_node nodes[] = {
+      {"c1", "conv2d", "out_channels=8 kernel_size=3 padding=1 bias=false", "input"},
+      {"b1", "batchnorm2d", NULL, NULL},
+      {"r1", "relu", NULL, NULL},
+      {"c2", "conv2d", "out_channels=8 kernel_size=3 padding=1 bias=false", NULL},
+      {"b2", "batchnorm2d", NULL, NULL},
+      {"s", "add", NULL, "b2,r1"},
+      {"r2", "relu", NULL, NULL},
+      {"p", "maxpool2d", "kernel_size=2", NULL},
+      {"g", "global_avgpool", NULL, NULL},
+      {"head", "linear", "out_features=3", NULL}};
+  const int64_t shape[3] = {8, 12, 12};
+  strop_model *m = strop_test_build(3, shape, nodes, 10, 3);
+  static float x[4 * 8 * 144], g_all[2 * 8 * 8 * 9 + 64 + 200], g_live[2 * 8 * 8 * 9 + 64 + 200];
+  float dout[12], out_all[12], out_live[12];
+  for (int i = 0; i < 4 * 8 * 144; i++) x[i] = sinf(0.3f * (float)i);
+  for (int i = 0; i < 12; i++) dout[i] = cosf((float)i);
+  m->keep_all = 1;
+  const size_t used_all = conv_stack_step(m, x, dout, out_all, g_all);
+  m->keep_all = 0;
+  const size_t used_live = conv_stack_step(m, x, dout, out_live, g_live);
+  const size_t act = 4 * 8 * 144 * sizeof(float); /* one [8, 12, 12] activation of the batch */
+  ck_assert_msg(used_live < 6 * act && used_all > 7 * act,
+                "the forward used %zu bytes (all kept: %zu), %zu per activation", used_live,
+                used_all, act);
+  ck_assert(memcmp(out_all, out_live, sizeof out_all) == 0);
+  ck_assert(memcmp(g_all, g_live, sizeof g_all) == 0);
+  strop_model_free(m);
+}
+END_TEST
+
 START_TEST(clone_is_deep) {
   strop_model *m = residual(), *c = NULL;
   ck_assert_int_eq(strop__model_clone(m, &c), STROP_OK);
@@ -877,6 +1001,8 @@ int main(void) {
   tcase_add_test(tc, dag_gradcheck);
   tcase_add_test(tc, warm_step_allocates_nothing);
   tcase_add_test(tc, frozen_trunk_stops_backward);
+  tcase_add_test(tc, frozen_trunk_keeps_only_live_activations);
+  tcase_add_test(tc, in_place_and_unread_activations);
   suite_add_tcase(s, tc);
   tc = tcase_create("metadata");
   tcase_add_test(tc, meta_set_get_list);

@@ -10,6 +10,7 @@
 #include "core/core.h"
 #include "graph/graph.h"
 #include "harness.h"
+#include "ops/conv.h"
 #include "ops/pool.h"
 #include "strop/strop.h"
 #include "testutil.h"
@@ -163,6 +164,114 @@ START_TEST(pool_forward_reference) {
   ck_assert_int_eq(o->shape.rank, 1);
   ck_assert_float_eq_tol(o->data[0], 5.0f, 1e-6f);
   strop__model_step_end(m);
+  strop_model_free(m);
+}
+END_TEST
+
+/* AdaptiveAvgPool2d's windows: rows and columns [floor(i H / oh), ceil((i + 1) H / oh)) */
+START_TEST(adaptive_forward_reference) {
+  int64_t sh[3] = {1, 3, 3};
+  float x[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+  const strop__act *o;
+  /* 3x3 -> 2x2: overlapping 2x2 windows */
+  strop_model *m = one("adaptive_avgpool2d", "output_size=2", 3, sh, "p");
+  ck_assert_int_eq(strop__model_forward_exec(m, x, 1, 0, NULL, &o), STROP_OK);
+  const float want[4] = {3, 4, 6, 7};
+  expect_close(o->data, want, 4, 1e-6);
+  strop__model_step_end(m);
+  strop_model_free(m);
+  /* 3x3 -> 1x2: rows [0, 3), columns [0, 2) and [1, 3) */
+  m = one("adaptive_avgpool2d", "output_size=[1, 2]", 3, sh, "p");
+  ck_assert_int_eq(strop__model_forward_exec(m, x, 1, 0, NULL, &o), STROP_OK);
+  ck_assert(o->shape.rank == 3 && o->shape.d[1] == 1 && o->shape.d[2] == 2);
+  const float want2[2] = {4.5f, 5.5f};
+  expect_close(o->data, want2, 2, 1e-6);
+  strop__model_step_end(m);
+  strop_model_free(m);
+  /* output_size 1 keeps [C, 1, 1]; the graph runs it at any input size */
+  m = one("adaptive_avgpool2d", "output_size=1", 3, sh, "p");
+  int64_t out[3];
+  ck_assert_int_eq(strop_model_output_shape(m, out, 3), 3);
+  ck_assert(out[0] == 1 && out[1] == 1 && out[2] == 1);
+  ck_assert_int_eq(strop__model_forward_exec(m, x, 1, 0, NULL, &o), STROP_OK);
+  ck_assert_float_eq_tol(o->data[0], 5.0f, 1e-6f);
+  strop__model_step_end(m);
+  strop_model_free(m);
+}
+END_TEST
+
+/* The direct depthwise kernel and the grouped im2col + GEMM path compute the same values and
+ * gradients (strides, dilation, channel multipliers, odd sizes), at 1 and 2 threads. */
+START_TEST(depthwise_matches_gemm) {
+  static const strop__conv2d_dims cases[] = {
+      /* n, c_in, h, w, c_out, kh, kw, sh, sw, ph, pw, dh, dw, groups */
+      {3, 4, 9, 7, 4, 3, 3, 1, 1, 1, 1, 1, 1, 4, 0, 0},
+      {2, 5, 11, 10, 5, 5, 5, 2, 2, 2, 2, 1, 1, 5, 0, 0},
+      {2, 3, 8, 8, 6, 3, 3, 2, 1, 1, 0, 1, 1, 3, 0, 0},
+      {2, 2, 9, 9, 2, 3, 3, 1, 1, 2, 2, 2, 2, 2, 0, 0},
+      {1, 6, 1, 3, 6, 3, 3, 1, 1, 1, 1, 1, 1, 6, 0, 0},
+  };
+  strop__rng r;
+  strop__rng_seed(&r, 9, 0);
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+    strop__conv2d_dims d = cases[k];
+    strop__conv2d_out_size(&d);
+    const size_t nx = (size_t)(d.n * d.c_in * d.h * d.w), ny = (size_t)(d.n * d.c_out * d.oh * d.ow);
+    const size_t nw = (size_t)(d.c_out * d.kh * d.kw);
+    float *x = malloc(nx * 4), *w = malloc(nw * 4), *b = malloc((size_t)d.c_out * 4);
+    float *dy = malloc(ny * 4), *y[2], *dx[2], *dw[2], *db[2];
+    for (size_t i = 0; i < nx; i++) x[i] = 2 * strop__rng_uniform(&r) - 1;
+    for (size_t i = 0; i < nw; i++) w[i] = 2 * strop__rng_uniform(&r) - 1;
+    for (int64_t i = 0; i < d.c_out; i++) b[i] = 2 * strop__rng_uniform(&r) - 1;
+    for (size_t i = 0; i < ny; i++) dy[i] = 2 * strop__rng_uniform(&r) - 1;
+    for (int v = 0; v < 2; v++) {
+      strop__conv_depthwise_direct = v;
+      for (int threads = 1; threads <= 2; threads++) {
+        ck_assert_int_eq(strop_set_num_threads(threads), STROP_OK);
+        const int chunks = strop__par_chunks(threads, d.n, 1);
+        size_t sf = strop__conv2d_scratch_floats(&d, 0, chunks, NULL);
+        size_t sb = strop__conv2d_scratch_floats(&d, 1, chunks, NULL);
+        float *scratch = strop__malloc_aligned((sf > sb ? sf : sb) * 4);
+        y[v] = calloc(ny, 4), dx[v] = calloc(nx, 4), dw[v] = calloc(nw, 4);
+        db[v] = calloc((size_t)d.c_out, 4);
+        strop__conv2d_forward(&d, x, w, b, y[v], scratch, chunks, NULL);
+        strop__conv2d_backward(&d, x, w, dy, dx[v], dw[v], db[v], scratch, chunks, NULL);
+        strop__free_aligned(scratch);
+        if (threads == 2) break;
+        free(y[v]), free(dx[v]), free(dw[v]), free(db[v]);
+      }
+    }
+    strop__conv_depthwise_direct = 1;
+    ck_assert_int_eq(strop_set_num_threads(1), STROP_OK);
+    expect_close(y[1], y[0], ny, 1e-5);
+    expect_close(dx[1], dx[0], nx, 1e-5);
+    expect_close(dw[1], dw[0], nw, 1e-5);
+    expect_close(db[1], db[0], (size_t)d.c_out, 1e-5);
+    for (int v = 0; v < 2; v++) free(y[v]), free(dx[v]), free(dw[v]), free(db[v]);
+    free(x), free(w), free(b), free(dy);
+  }
+}
+END_TEST
+
+/* squeeze_excitation expands into torchvision's SqueezeExcitation names */
+START_TEST(squeeze_excitation_parts) {
+  int64_t sh[3] = {8, 5, 5};
+  strop_model *m = one("squeeze_excitation", "input_channels=8 squeeze_channels=2", 3, sh, "se");
+  static const char *const want[] = {"se.fc1.weight", "se.fc1.bias", "se.fc2.weight",
+                                     "se.fc2.bias"};
+  ck_assert_int_eq(strop_model_num_tensors(m), 4);
+  for (int i = 0; i < 4; i++) {
+    char name[64];
+    ck_assert_int_gt(strop_model_tensor_name(m, i, name, sizeof name), 0);
+    ck_assert_str_eq(name, want[i]);
+  }
+  static const char *const nodes[] = {"se.avgpool", "se.fc1", "se.activation", "se.fc2",
+                                      "se.scale_activation", "se.mul"};
+  ck_assert_int_eq(m->n_nodes, 6);
+  for (int i = 0; i < 6; i++) ck_assert_str_eq(m->nodes[i].name, nodes[i]);
+  int64_t out[3];
+  ck_assert_int_eq(strop_model_output_shape(m, out, 3), 3);
+  ck_assert(out[0] == 8 && out[1] == 5 && out[2] == 5);
   strop_model_free(m);
 }
 END_TEST
@@ -470,6 +579,13 @@ static const struct gc_case {
     {"avgpool2d", "kernel_size=3 stride=2 padding=1", 3, {2, 7, 6}, 2},
     {"avgpool2d", "kernel_size=3 stride=2 padding=1 count_include_pad=false", 3, {2, 7, 6}, 2},
     {"global_avgpool", "", 3, {3, 4, 5}, 2},
+    {"adaptive_avgpool2d", "output_size=[2, 3]", 3, {2, 5, 7}, 2},
+    {"adaptive_avgpool2d", "output_size=4", 3, {2, 3, 3}, 2},
+    {"conv2d", "out_channels=4 kernel_size=5 stride=2 padding=2 groups=4", 3, {4, 7, 6}, 2},
+    {"conv2d", "out_channels=3 kernel_size=3 dilation=2 padding=2 groups=3", 3, {3, 6, 5}, 2},
+    {"squeeze_excitation", "input_channels=4 squeeze_channels=2 scale_activation=hardsigmoid",
+     3, {4, 3, 3}, 2},
+    {"relu6", "", 3, {2, 3, 3}, 2},
     {"batchnorm2d", "", 3, {3, 4, 4}, 3},
     {"batchnorm1d", "", 1, {4, 0, 0}, 6},
     {"batchnorm1d", "affine=false", 2, {3, 5, 0}, 3},
@@ -534,6 +650,11 @@ static const struct px_case {
     {"conv_avgpool_pad", "pool", 1e-5},
     {"conv_avgpool_pad_exclude", "pool", 1e-5},
     {"conv_global_avgpool", "pool", 1e-5},
+    {"conv_adaptive_uneven", "pool", 1e-5},
+    {"conv_adaptive_up", "pool", 1e-5},
+    {"conv_depthwise5_s2", "conv", 1e-4},
+    {"conv_depthwise_dilated", "conv", 1e-4},
+    {"conv_squeeze_excitation", "se", 1e-4},
     {"conv_bn2d_train", "bn", 1e-5},
     {"conv_bn2d_eval", "bn", 1e-5},
     {"conv_bn1d_train", "bn", 1e-5},
@@ -737,6 +858,14 @@ START_TEST(errors) {
   expect_error("batchnorm2d", "", 1, s1, STROP_E_SHAPE, 0, "[C, H, W]");
   expect_error("batchnorm1d", "", 3, s3, STROP_E_SHAPE, 0, "[C] or [C, L]");
   expect_error("global_avgpool", "", 1, s1, STROP_E_SHAPE, 0, "[C, H, W]");
+  expect_error("adaptive_avgpool2d", "output_size=2", 1, s1, STROP_E_SHAPE, 0, "[C, H, W]");
+  expect_error("adaptive_avgpool2d", "output_size=0", 3, s3, STROP_E_INVALID_ARG, 1,
+               "output_size");
+  expect_error("adaptive_avgpool2d", "", 3, s3, STROP_E_INVALID_ARG, 1, "output_size");
+  expect_error("squeeze_excitation", "input_channels=4", 3, s3, STROP_E_INVALID_ARG, 1,
+               "squeeze_channels");
+  expect_error("squeeze_excitation", "input_channels=4 squeeze_channels=2", 3, s3,
+               STROP_E_SHAPE, 0, "in_channels is 4 but the input has 3 channels");
   /* bad options */
   expect_error("conv2d", "out_channels=4 kernel_size=3 stride=2 padding=same", 3, s3,
                STROP_E_INVALID_ARG, 1, "'same' needs stride 1");
@@ -799,6 +928,9 @@ static Suite *suite(void) {
   tcase_add_test(tc, conv_forward_reference);
   tcase_add_test(tc, pool_forward_reference);
   tcase_add_test(tc, bn_forward_reference);
+  tcase_add_test(tc, adaptive_forward_reference);
+  tcase_add_test(tc, depthwise_matches_gemm);
+  tcase_add_test(tc, squeeze_excitation_parts);
   tcase_add_test(tc, warm_step_no_alloc);
   tcase_add_test(tc, threads_agree);
   tcase_add_loop_test(tc, fused_chains_match_unfused, 0, N_FUSE);

@@ -11,6 +11,7 @@
 #include "harness.h"
 #include "layers/init.h"
 #include "layers/layer.h"
+#include "ops/broadcast.h"
 #include "ops/dense.h"
 #include "ops/ops.h"
 #include "strop/strop.h"
@@ -22,13 +23,15 @@
 extern const strop__layer_vtable strop__layer_linear, strop__layer_relu, strop__layer_leaky_relu,
     strop__layer_gelu, strop__layer_silu, strop__layer_tanh, strop__layer_sigmoid,
     strop__layer_softmax, strop__layer_log_softmax, strop__layer_flatten, strop__layer_reshape,
-    strop__layer_dropout, strop__layer_add, strop__layer_concat;
+    strop__layer_dropout, strop__layer_add, strop__layer_concat, strop__layer_relu6,
+    strop__layer_mul;
 static const strop__layer_vtable *const g_family[] = {
     &strop__layer_linear,  &strop__layer_relu,        &strop__layer_leaky_relu,
     &strop__layer_gelu,    &strop__layer_silu,        &strop__layer_tanh,
     &strop__layer_sigmoid, &strop__layer_softmax,     &strop__layer_log_softmax,
     &strop__layer_flatten, &strop__layer_reshape,     &strop__layer_dropout,
-    &strop__layer_add,     &strop__layer_concat};
+    &strop__layer_add,     &strop__layer_concat,      &strop__layer_relu6,
+    &strop__layer_mul};
 #define N_FAMILY (sizeof g_family / sizeof g_family[0])
 
 #define FIX(name) STROP_TEST_DATA "/layers/" name ".safetensors"
@@ -178,6 +181,59 @@ START_TEST(kernel_activations) {
   expect_close(y, smax, 5, 2e-6, "softmax");
   strop__log_softmax_forward(g_x5, y, 1, 5, 1);
   expect_close(y, lsmax, 5, 2e-6, "log_softmax");
+}
+END_TEST
+
+/* relu6 clamps to [0, 6]; its gradient passes strictly inside, as torch's hardtanh_backward
+ * (0 at x = 0 and at x = 6). */
+START_TEST(kernel_relu6) {
+  const float x[6] = {-1, 0, 3, 6, 7.5f, 5.999f}, dy[6] = {1, 1, 1, 1, 1, 2};
+  const float want[6] = {0, 0, 3, 6, 6, 5.999f}, want_dx[6] = {0, 0, 1, 0, 0, 2};
+  float y[6], dx[6] = {0};
+  strop__relu6_forward(x, y, 6);
+  expect_close(y, want, 6, 0, "relu6");
+  strop__relu6_backward(x, y, dy, dx, 6);
+  expect_close(dx, want_dx, 6, 0, "relu6 backward");
+}
+END_TEST
+
+/* The broadcast geometry collapses to the fewest dimensions, and the product and its sums
+ * over broadcast dimensions are the ones worked by hand. */
+START_TEST(kernel_mul_broadcast) {
+  strop__bcast g;
+  int64_t out[8];
+  /* [C, H, W] * [C, 1, 1]: [C, HW] with b's strides (1, 0) */
+  const int64_t chw[3] = {3, 4, 5}, c11[3] = {3, 1, 1}, c[1] = {3}, w[1] = {5};
+  ck_assert_int_eq(strop__bcast_init(3, chw, 3, c11, 0, out, &g), 3);
+  ck_assert_int_eq(g.rank, 2);
+  ck_assert(g.d[0] == 3 && g.d[1] == 20 && g.sb[0] == 1 && g.sb[1] == 0 && g.sa[1] == 1);
+  ck_assert(g.na == 60 && g.nb == 3 && g.ny == 60);
+  /* same shapes: one dimension */
+  ck_assert_int_eq(strop__bcast_init(3, chw, 3, chw, 0, out, &g), 3);
+  ck_assert(g.rank == 1 && g.d[0] == 60);
+  /* [C, H, W] * [C]: NumPy aligns C with W (3 vs 5: refused at dimension 2); left aligned it
+   * scales channels */
+  ck_assert_int_eq(strop__bcast_init(3, chw, 1, c, 0, out, NULL), -3);
+  ck_assert_int_eq(strop__bcast_init(3, chw, 1, c, 1, out, &g), 3);
+  ck_assert(g.rank == 2 && g.sb[1] == 0);
+  ck_assert_int_eq(strop__bcast_init(1, w, 3, chw, 0, out, &g), 3); /* [W] * [C, H, W] */
+  ck_assert(out[0] == 3 && out[1] == 4 && out[2] == 5 && g.rank == 2 && g.sa[0] == 0);
+
+  /* two samples of a [2, 3] times b [2, 1]: rows scaled */
+  const int64_t a23[2] = {2, 3}, b21[2] = {2, 1};
+  ck_assert_int_eq(strop__bcast_init(2, a23, 2, b21, 0, out, &g), 2);
+  const float a[12] = {1, 2, 3, 4, 5, 6, -1, -2, -3, -4, -5, -6}, b[4] = {2, -1, 0.5f, 3};
+  const float want[12] = {2, 4, 6, -4, -5, -6, -0.5f, -1, -1.5f, -12, -15, -18};
+  float y[12], da[12] = {0}, db[4] = {0}, dy[12];
+  strop__mul_forward(&g, 2, a, b, y);
+  expect_close(y, want, 12, 0, "mul forward");
+  for (int i = 0; i < 12; i++) dy[i] = (float)(i % 3 + 1);
+  strop__mul_backward(&g, 2, a, b, dy, da, db);
+  /* da = dy * b (broadcast); db = row sums of dy * a */
+  const float want_da[12] = {2, 4, 6, -1, -2, -3, 0.5f, 1, 1.5f, 3, 6, 9};
+  const float want_db[4] = {1 + 4 + 9, 4 + 10 + 18, -(1 + 4 + 9), -(4 + 10 + 18)};
+  expect_close(da, want_da, 12, 0, "mul da");
+  expect_close(db, want_db, 4, 0, "mul db");
 }
 END_TEST
 
@@ -662,7 +718,7 @@ START_TEST(gradcheck_activations) {
       {"sigmoid", ""},        {"softmax", ""},
       {"softmax", "dim=1"},   {"log_softmax", ""},
       {"log_softmax", "dim=-2"}, {"hardswish", ""},
-      {"hardsigmoid", ""}};
+      {"hardsigmoid", ""},    {"relu6", ""}};
   int64_t s[2] = {3, 4};
   for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++) {
     /* a linear in front, so parameters are checked through the activation too */
@@ -699,6 +755,24 @@ START_TEST(gradcheck_merge) {
   const node_spec c[] = {{"fa", "linear", "out_features=3", "input"},
                          {"c", "concat", NULL, "input,fa"}};
   gradcheck(2, s, c, 2, 2, 43);
+  /* mul: same shapes, [T, D] * [D] (right-aligned), [D] * [T, D], [T, D] * [T] left-aligned;
+   * the input reaches the product through both operands */
+  const node_spec d[] = {{"fa", "linear", "out_features=3", "input"},
+                         {"m", "mul", NULL, "fa,input"}};
+  gradcheck(2, s, d, 2, 2, 44);
+  int64_t s34[2] = {3, 4};
+  const node_spec e[] = {{"fa", "linear", "out_features=4", "input"},
+                         {"p", "mean_pool", NULL, "fa"},
+                         {"m", "mul", NULL, "input,p"}};
+  gradcheck(2, s34, e, 3, 2, 45);
+  const node_spec f[] = {{"fa", "linear", "out_features=4", "input"},
+                         {"p", "mean_pool", NULL, "fa"},
+                         {"m", "mul", NULL, "p,input"}};
+  gradcheck(2, s34, f, 3, 2, 46);
+  const node_spec g[] = {{"fa", "linear", "out_features=1", "input"},
+                         {"f", "flatten", NULL, "fa"},
+                         {"m", "mul", "align=left", "input,f"}};
+  gradcheck(2, s34, g, 3, 2, 47);
 }
 END_TEST
 
@@ -755,6 +829,7 @@ START_TEST(parity_activations) {
       {"silu", NULL, FIX("dense_silu"), 1, {7}, 1e-5},
       {"hardswish", NULL, FIX("dense_hardswish"), 1, {9}, 1e-5},
       {"hardsigmoid", NULL, FIX("dense_hardsigmoid"), 1, {9}, 1e-5},
+      {"relu6", NULL, FIX("dense_relu6"), 1, {9}, 1e-5},
       {"tanh", NULL, FIX("dense_tanh"), 2, {3, 5}, 1e-5},
       {"sigmoid", NULL, FIX("dense_sigmoid"), 2, {3, 5}, 1e-5},
       {"softmax", "dim=-1", FIX("dense_softmax"), 2, {4, 5}, 1e-4},
@@ -785,6 +860,22 @@ START_TEST(parity_merge) {
   parity(2, s34, b, 3, FIX("dense_concat"), 1e-4);
   const node_spec c[] = {{"t", "tanh", NULL, "input"}, {"c", "concat", NULL, "input,t"}};
   parity(2, s34, c, 2, FIX("dense_concat_dim1"), 1e-5);
+  /* mul, as tests/fixtures/gen_dense.py's MulPool, MulSame, MulRows, MulChannels */
+  int64_t s345[3] = {3, 4, 5}, s45[2] = {4, 5};
+  const node_spec d[] = {{"p", "adaptive_avgpool2d", "output_size=1", "input"},
+                         {"m", "mul", NULL, "p,input"}};
+  parity(3, s345, d, 2, FIX("dense_mul_pool"), 1e-4);
+  const node_spec e[] = {{"fc", "linear", "out_features=5", "input"},
+                         {"t", "tanh", NULL, "fc"},
+                         {"m", "mul", NULL, "input,t"}};
+  parity(2, s45, e, 3, FIX("dense_mul_same"), 1e-4);
+  const node_spec f[] = {{"fc", "linear", "out_features=5", "input"},
+                         {"p", "mean_pool", NULL, "fc"},
+                         {"m", "mul", NULL, "input,p"}};
+  parity(2, s45, f, 3, FIX("dense_mul_rows"), 1e-4);
+  const node_spec g[] = {{"p", "global_avgpool", NULL, "input"},
+                         {"m", "mul", "align=left", "input,p"}};
+  parity(3, s345, g, 2, FIX("dense_mul_channels"), 1e-4);
 }
 END_TEST
 
@@ -942,6 +1033,12 @@ START_TEST(errors_shapes) {
   expect_error(finalize_err(3, s234, k, 1), STROP_E_SHAPE, "cat", "dim 4");
   const node_spec l[] = {{"cat", "concat", "dim=0", "input,input"}};
   expect_error(finalize_err(3, s234, l, 1), STROP_E_SHAPE, "cat", "dim 0");
+  const node_spec m[] = {{"fa", "linear", "out_features=3", "input"},
+                         {"mul", "mul", NULL, "input,fa"}};
+  expect_error(finalize_err(3, s234, m, 2), STROP_E_SHAPE, "mul", "[2, 3, 3]");
+  const node_spec n[] = {{"fa", "linear", "out_features=2", "input"},
+                         {"mul", "mul", "align=left", "input,fa"}};
+  expect_error(finalize_err(3, s234, n, 2), STROP_E_SHAPE, "mul", "left-aligned");
 }
 END_TEST
 
@@ -1160,6 +1257,8 @@ static Suite *suite(void) {
       {"own_gemm_matches_reference", own_gemm_matches_reference},
       {"sgemm_reports_nonfinite", sgemm_reports_nonfinite},
       {"kernel_nan", kernel_nan},
+      {"kernel_relu6", kernel_relu6},
+      {"kernel_mul_broadcast", kernel_mul_broadcast},
       {"kernel_dropout", kernel_dropout},
       {"kernel_init", kernel_init},
       {"forward_linear", forward_linear},

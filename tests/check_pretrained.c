@@ -67,6 +67,9 @@ START_TEST(arch_list) {
     seen += !strcmp(name, "resnet18") || !strcmp(name, "resnet50");
   }
   ck_assert_int_eq(seen, 2);
+  ck_assert_ptr_nonnull(strop_pretrained_arch_doc("mobilenet_v2"));
+  ck_assert_ptr_nonnull(strop_pretrained_arch_doc("mobilenet_v3_small"));
+  ck_assert_ptr_nonnull(strop_pretrained_arch_doc("mobilenet_v3_large"));
   ck_assert_ptr_null(strop_pretrained_arch_name(n));
   ck_assert_ptr_null(strop_pretrained_arch_name(-1));
   ck_assert_ptr_null(strop_pretrained_arch_doc("resnet9000"));
@@ -103,6 +106,51 @@ static void make_resnet18(const char *path, int64_t image_size) {
   strop_model_free(m);
   unlink(empty);
 }
+
+/* MobileNets built without a file (a partial load of an empty one): torchvision's tensor
+ * counts and parameter counts (torchvision.models.<arch>(), 1000 classes), and a forward at
+ * another image size than declared. */
+START_TEST(mobilenet_built) {
+  static const struct {
+    const char *arch;
+    int tensors;
+    int64_t params;
+    const char *name; /* a tensor as torchvision names it */
+  } c[] = {{"mobilenet_v2", 314, 3504872, "features.17.conv.2.weight"},
+           {"mobilenet_v3_small", 244, 2542856, "features.4.block.2.fc1.bias"},
+           {"mobilenet_v3_large", 312, 5483032, "features.15.block.3.1.running_var"}};
+  const char *empty = path_in(g_tmp, "empty.safetensors");
+  FILE *f = fopen(empty, "wb");
+  ck_assert_ptr_nonnull(f);
+  const unsigned char len[8] = {8, 0, 0, 0, 0, 0, 0, 0};
+  fwrite(len, 1, 8, f);
+  fwrite("{}      ", 1, 8, f);
+  ck_assert_int_eq(fclose(f), 0);
+  for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+    strop_pretrained_options o;
+    strop_pretrained_options_init(&o);
+    o.flags = STROP_LOAD_PARTIAL;
+    o.image_size = 64;
+    strop_model *m = NULL;
+    strop_test_must(strop_model_load_pretrained(empty, c[i].arch, &o, &m, NULL), c[i].arch);
+    ck_assert_int_eq(strop_model_num_tensors(m), c[i].tensors);
+    ck_assert_int_eq(strop_model_param_count(m, 0), c[i].params);
+    strop_tensor *v = NULL;
+    strop_test_must(strop_model_tensor_view(m, c[i].name, &v), c[i].name);
+    strop_tensor_free(v);
+    const int64_t xd[4] = {1, 3, 40, 48};
+    float *x = calloc(3 * 40 * 48, sizeof *x);
+    strop_tensor *in = NULL, *out = NULL;
+    strop_test_must(strop_tensor_wrap(x, 3 * 40 * 48, 4, xd, &in), "wrap");
+    strop_test_must(strop_model_forward(m, in, &out), "forward at 40x48");
+    ck_assert_int_eq(strop_tensor_numel(out), 1000);
+    strop_tensor_free(in);
+    strop_tensor_free(out);
+    free(x);
+    strop_model_free(m);
+  }
+}
+END_TEST
 
 START_TEST(own_checkpoint_round_trip) {
   const char *p = path_in(g_tmp, "r18.safetensors");
@@ -295,6 +343,30 @@ static strop_model *load(const char *file, const char *arch, int64_t image_size)
   return m;
 }
 
+/* The classifier's dropout node of an architecture (MobileNets keep torchvision's p = 0.2),
+ * or NULL. */
+static const char *dropout_node(const char *arch) {
+  if (!strcmp(arch, "mobilenet_v2")) return "classifier.0";
+  if (!strncmp(arch, "mobilenet_v3", 12)) return "classifier.2";
+  return NULL;
+}
+
+/* load(), with the classifier's dropout replaced by p = 0 through a surgery plan as a user
+ * would turn it off: the generator builds torchvision's model with dropout=0.0, so train-mode
+ * logits and gradients are deterministic on both sides. */
+static strop_model *load_for_parity(const char *file, const char *arch) {
+  strop_model *m = load(file, arch, 64);
+  const char *drop = dropout_node(arch);
+  if (drop) {
+    strop_surgery *s = NULL;
+    strop_test_must(strop_surgery_create(m, &s), "surgery");
+    strop_test_must(strop_surgery_replace(s, drop, "dropout", "p=0", 0), "replace dropout");
+    strop_test_must(strop_surgery_apply(s), "apply");
+    strop_surgery_free(s);
+  }
+  return m;
+}
+
 /* Eval-mode logits of x through m against the reference's key. */
 static void check_logits(strop_model *m, const strop_st_file *rf, const char *key, double tol) {
   size_t nx, ny;
@@ -322,7 +394,7 @@ static void parity(const char *arch) {
   snprintf(rpath, sizeof rpath, "%s/%s.ref.safetensors", dir, arch);
   strop_st_file *rf = NULL;
   strop_test_must(strop_st_file_open(rpath, &rf), rpath);
-  strop_model *m = load(wpath, arch, 64);
+  strop_model *m = load_for_parity(wpath, arch);
 
   /* eval logits */
   check_logits(m, rf, "eval.output", 1e-4);
@@ -408,7 +480,7 @@ static void parity(const char *arch) {
   strop_model_free(m);
 
   /* one AdamW step through the trainer, from the file again */
-  m = load(wpath, arch, 64);
+  m = load_for_parity(wpath, arch);
   strop_optimizer *opt = NULL;
   strop_trainer *tr = NULL;
   strop_test_must(strop_optimizer_create(m, STROP_OPTIM_ADAMW, &opt), "optimizer");
@@ -497,6 +569,47 @@ START_TEST(torchvision_resnet50) {
 }
 END_TEST
 
+/* MobileNets (fixtures from tests/pretrained/gen_mobilenet.py; the driver may generate a
+ * subset, e.g. under a sanitizer): the same parity as ResNet's, and torchvision's default
+ * dropout in the classifier, active in train mode. */
+static const char *const MOBILENETS[] = {"mobilenet_v2", "mobilenet_v3_small",
+                                         "mobilenet_v3_large"};
+
+static int have_fixture(const char *arch) {
+  char p[512];
+  snprintf(p, sizeof p, "%s/%s.ref.safetensors", fixtures(), arch);
+  return access(p, R_OK) == 0;
+}
+
+START_TEST(torchvision_mobilenet) {
+  const char *arch = MOBILENETS[_i];
+  if (!have_fixture(arch)) {
+    printf("%s: no fixture, not checked\n", arch);
+    return;
+  }
+  parity(arch);
+  /* train mode runs torchvision's dropout: two forwards of one batch differ; eval is the
+   * identity */
+  char wpath[512];
+  snprintf(wpath, sizeof wpath, "%s/%s.safetensors", fixtures(), arch);
+  strop_model *m = load(wpath, arch, 64);
+  float *x = calloc(2 * 3 * 64 * 64, sizeof *x);
+  for (int i = 0; i < 2 * 3 * 64 * 64; i++) x[i] = (float)sin(0.37 * i);
+  const strop__act *o = NULL;
+  float a[20], b[20];
+  strop_test_must(strop__model_forward_exec(m, x, 2, 1, NULL, &o), "train forward");
+  memcpy(a, o->data, sizeof a);
+  strop__model_step_end(m);
+  strop_test_must(strop__model_forward_exec(m, x, 2, 1, NULL, &o), "train forward");
+  memcpy(b, o->data, sizeof b);
+  strop__model_step_end(m);
+  ck_assert_msg(memcmp(a, b, sizeof a) != 0, "%s: dropout left train-mode logits unchanged "
+                "(%g %g)", arch, a[0], b[0]);
+  free(x);
+  strop_model_free(m);
+}
+END_TEST
+
 START_TEST(torchvision_forms) {
   const char *dir = fixtures();
   char rpath[512], p[512];
@@ -536,6 +649,7 @@ static Suite *suite(void) {
   tcase_add_checked_fixture(tc, tmp_setup, tmp_teardown);
   tcase_add_test(tc, arch_list);
   tcase_add_test(tc, own_checkpoint_round_trip);
+  tcase_add_test(tc, mobilenet_built);
   tcase_add_test(tc, bad_inputs);
   suite_add_tcase(s, tc);
   if (fixtures()) {
@@ -546,6 +660,11 @@ static Suite *suite(void) {
     if (!getenv("STROP_SANITIZED")) tcase_add_test(tv, torchvision_resnet50);
     tcase_add_test(tv, torchvision_forms);
     suite_add_tcase(s, tv);
+    TCase *mb = tcase_create("mobilenet");
+    tcase_set_timeout(mb, 600);
+    tcase_add_loop_test(mb, torchvision_mobilenet, 0,
+                        (int)(sizeof MOBILENETS / sizeof MOBILENETS[0]));
+    suite_add_tcase(s, mb);
   }
   return s;
 }

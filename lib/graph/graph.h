@@ -8,6 +8,8 @@
 #include "layers/layer.h"
 #include "strop/model.h"
 
+enum { STROP__ACT_KEPT = 0, STROP__ACT_RELEASED = 1, STROP__ACT_MOVED = 2 };
+
 struct strop_model {
   strop__shape in_shape;        /* per-sample input shape */
   strop__node *nodes;           /* in insertion order, which is a topological order */
@@ -35,12 +37,20 @@ struct strop_model {
   int keep_act;                 /* a node whose activation must be stored even where fusion
                                    would skip it (the trunk-output cache reads it), or -1 */
   int no_fusion;                /* 1: run every node by itself (tests, benchmarks) */
+  int keep_all;                 /* 1: keep every activation to the end of the step and run
+                                   nothing in place (tests: the reference layout) */
   /* the output shape of every node for the per-sample input shape run_in (a batch's actual
    * shape may differ from in_shape, the one the parameters were inferred with) */
   strop__shape *run_shapes;     /* per node; valid when run_valid */
   strop__shape run_in;
   int run_valid;
   float *input_grad;            /* arena, when want_input_grad */
+  /* per node (arena, from the forward until the step ends), STROP__ACT_*: what became of the
+   * node's output memory. RELEASED: no backward reads the output, so the forward handed its
+   * memory to a later node once its last reader had run (a frozen trunk keeps only what is
+   * live), or the backward did once every reader's backward had run; MOVED: an in-place
+   * reader (relu after a batch norm) wrote its own output over it */
+  uint8_t *released;
 };
 
 /* Add a node from parsed options (YAML spec loader, surgery). Takes ownership of nothing;

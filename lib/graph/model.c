@@ -507,6 +507,7 @@ void strop__model_step_end(strop_model *m) {
   strop__arena_reset(&m->arena);
   m->have_forward = 0;
   m->input_grad = NULL;
+  m->released = NULL;
   for (int i = 0; i < m->n_nodes; i++) {
     m->nodes[i].saved = NULL;
     m->acts[i].data = NULL;
@@ -519,6 +520,38 @@ static void count_consumers(strop_model *m) {
   for (int i = 0; i < m->n_nodes; i++)
     for (int j = 0; j < m->nodes[i].n_in; j++)
       if (m->nodes[i].in[j] >= 0) m->consumers[m->nodes[i].in[j]]++;
+}
+
+/* Which nodes have a trainable parameter at or upstream of them (so a backward visits them):
+ * m->upstream_trainable and each node's needs_backward. */
+static void mark_upstream(strop_model *m) {
+  for (int i = 0; i < m->n_nodes; i++) {
+    strop__node *nd = &m->nodes[i];
+    int up = 0;
+    for (int j = 0; j < nd->n_params && !up; j++)
+      up = nd->params[j].trainable && !nd->params[j].is_buffer;
+    for (int j = 0; j < nd->n_in && !up; j++)
+      up = nd->in[j] < 0 ? m->want_input_grad : m->upstream_trainable[nd->in[j]];
+    m->upstream_trainable[i] = up;
+    nd->needs_backward = up;
+  }
+}
+
+/* The model's output and m->keep_act: stored whole to the end of the forward, whoever reads
+ * them. */
+static int keep_always(const strop_model *m, int i) {
+  return i == m->n_nodes - 1 || i == m->keep_act;
+}
+
+/* Whether the backward of the unit of nodes [first, last] (a node, or a fused chain run by
+ * its first node) reads the unit's output, and its inputs' data (their shapes it may). */
+static int unit_reads_out(const strop_model *m, int first, int last) {
+  return first != last || !(m->nodes[first].vt->flags & STROP__LAYER_OUT_UNREAD);
+}
+
+static int unit_reads_in(const strop_model *m, int first, int last) {
+  return first != last ||
+         !(m->nodes[first].vt->flags & (STROP__LAYER_IN_UNREAD | STROP__LAYER_IN_PLACE));
 }
 
 /* Asks each layer that can fuse which of the nodes after it it computes itself (see
@@ -602,6 +635,35 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
   m->step_training = training;
   m->step_pad_mask = pad_mask;
   plan_fusion(m);
+  /* Activation lifetimes. A node's output is kept to the end of the step when a backward may
+   * read it (it is the input or the output of a node with a trainable parameter at or before
+   * it), or it is the model's output or m->keep_act; any other output is dead once its last
+   * reader has run, and its memory goes to a free list that later outputs are taken from
+   * (best fit). Such a node keeps nothing for a backward either: what its forward takes from
+   * the arena beyond its output (scratch, saved tensors) is given back right after it. */
+  const int nn = m->n_nodes;
+  mark_upstream(m);
+  uint8_t *keep = strop__arena_calloc(&m->arena, (size_t)nn);
+  int *left = strop__arena_alloc(&m->arena, (size_t)nn * sizeof *left);
+  m->released = strop__arena_calloc(&m->arena, (size_t)nn);
+  typedef struct spare { float *p; size_t bytes; } spare;
+  spare *spares = strop__arena_alloc(&m->arena, (size_t)nn * sizeof *spares);
+  size_t *abytes = strop__arena_alloc(&m->arena, (size_t)nn * sizeof *abytes);
+  if (!keep || !left || !m->released || !spares || !abytes) {
+    strop__model_step_end(m);
+    return strop__err(STROP_E_NOMEM, "forward: out of memory");
+  }
+  int n_spares = 0;
+  for (int i = 0; i < nn; i++) {
+    const strop__node *nd = &m->nodes[i];
+    left[i] = m->consumers[i];
+    if (nd->fused < 0 || !m->upstream_trainable[i]) continue;
+    const int last = i + (nd->fused > 0 ? nd->fused : 0);
+    if (unit_reads_out(m, i, last)) keep[last] = 1;
+    for (int j = 0; j < nd->n_in && unit_reads_in(m, i, last); j++)
+      if (nd->in[j] >= 0) keep[nd->in[j]] = 1;
+  }
+  for (int i = 0; i < nn; i++) keep[i] |= keep_always(m, i) || m->keep_all;
   strop__act ins_local[16];
   for (int i = 0; i < m->n_nodes; i++) {
     strop__node *nd = &m->nodes[i];
@@ -623,13 +685,56 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
     size_t bytes;
     if (strop__mul_overflow(strop__shape_numel(&o->shape) * sizeof(float), (size_t)n, &bytes))
       return strop__err(STROP_E_SHAPE, "layer '%s': activation size overflows", ln->name);
-    o->data = strop__arena_alloc(&m->arena, bytes);
-    if (!o->data) return strop__err(STROP_E_NOMEM, "layer '%s': out of memory for %zu bytes of "
-                                    "activations", ln->name, bytes);
+    /* An in-place layer (relu after a batch norm or a residual sum) that is its input's sole
+     * reader writes over it when nothing else needs that input: not the input's own backward
+     * (the producer never reads its output), not a fused chain, not the model's input, output
+     * or kept activation. Then the input's memory is this node's and is not released. */
+    const int k0 = nd->n_in == 1 ? nd->in[0] : -1;
+    int best = -1;
+    if (k0 >= 0 && last == i && !m->keep_all && (nd->vt->flags & STROP__LAYER_IN_PLACE) &&
+        m->consumers[k0] == 1 && !keep_always(m, k0) && m->nodes[k0].fused == 0 &&
+        (!m->upstream_trainable[k0] || !unit_reads_out(m, k0, k0)) &&
+        m->acts[k0].data && m->released[k0] == STROP__ACT_KEPT) {
+      o->data = m->acts[k0].data;
+      abytes[last] = abytes[k0];
+      m->released[k0] = STROP__ACT_MOVED;
+    } else {
+      for (int q = 0; q < n_spares; q++)
+        if (spares[q].bytes >= bytes && (best < 0 || spares[q].bytes < spares[best].bytes))
+          best = q;
+    }
+    if (o->data) {
+      /* in place */
+    } else if (best >= 0) {
+      o->data = spares[best].p;
+      abytes[last] = spares[best].bytes;
+      spares[best] = spares[--n_spares];
+    } else {
+      o->data = strop__arena_alloc(&m->arena, bytes);
+      abytes[last] = bytes;
+    }
+    if (!o->data) {
+      strop__model_step_end(m);
+      return strop__err(STROP_E_NOMEM, "layer '%s': out of memory for %zu bytes of "
+                        "activations", ln->name, bytes);
+    }
+    const int scratch_only = !m->upstream_trainable[i] && !m->keep_all;
+    strop__arena_mark mk = strop__arena_get_mark(&m->arena);
     s = nd->vt->forward(nd, &x, ins, o);
     if (s) {
       strop__model_step_end(m);
       return s;
+    }
+    if (scratch_only) {
+      strop__arena_rollback(&m->arena, mk);
+      for (int j = i; j <= last; j++) m->nodes[j].saved = NULL;
+    }
+    for (int j = 0; j < nd->n_in; j++) {
+      const int k = nd->in[j];
+      if (k < 0 || --left[k] > 0 || keep[k] || m->released[k]) continue;
+      m->released[k] = STROP__ACT_RELEASED; /* its last reader has run, no backward reads it */
+      spares[n_spares].p = m->acts[k].data;
+      spares[n_spares++].bytes = abytes[k];
     }
     i = last;
   }
@@ -712,17 +817,21 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
   strop_status s = strop__model_sync_grads(m);
   if (s) return s;
   int nn = m->n_nodes;
-  /* which nodes have a trainable parameter at or upstream of them */
-  for (int i = 0; i < nn; i++) {
-    strop__node *nd = &m->nodes[i];
-    int up = 0;
-    for (int j = 0; j < nd->n_params && !up; j++)
-      up = nd->params[j].trainable && !nd->params[j].is_buffer;
-    for (int j = 0; j < nd->n_in && !up; j++)
-      up = nd->in[j] < 0 ? m->want_input_grad : m->upstream_trainable[nd->in[j]];
-    m->upstream_trainable[i] = up;
-    nd->needs_backward = up;
-    m->grads[i] = NULL;
+  mark_upstream(m);
+  for (int i = 0; i < nn; i++) m->grads[i] = NULL;
+  /* what the backward reads must be what the forward kept: the nodes that need a backward
+   * are the ones they were then, unless a parameter was unfrozen in between */
+  for (int i = 0; m->released && i < nn; i++) {
+    const strop__node *nd = &m->nodes[i];
+    if (!m->upstream_trainable[i] || nd->fused < 0) continue;
+    const int last = i + (nd->fused > 0 ? nd->fused : 0);
+    int bad = unit_reads_out(m, i, last) && m->released[last] == STROP__ACT_RELEASED;
+    for (int j = 0; j < nd->n_in && !bad && unit_reads_in(m, i, last); j++)
+      bad = nd->in[j] >= 0 && m->released[nd->in[j]] == STROP__ACT_RELEASED;
+    if (bad)
+      return strop__err(STROP_E_STATE, "backward: layer '%s' needs activations its forward did "
+                        "not keep (a parameter became trainable after the forward); run the "
+                        "forward again", nd->name);
   }
   count_consumers(m);
   /* backward sees the forward's mode and mask */
@@ -736,15 +845,28 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
   m->grads[nn - 1] = (float *)dout;
   /* A node's output gradient is dead once its own backward has run: its buffer goes to a
    * free list that later input gradients are taken from (best fit), so the backward's memory
-   * is a few live gradients rather than one per node. */
+   * is a few live gradients rather than one per node. Activations join the list once their
+   * readers are done (below): room for one gradient and one activation per node. */
   typedef struct spare { float *p; size_t bytes; } spare;
-  spare *spares = strop__arena_alloc(&m->arena, (size_t)nn * sizeof *spares);
+  spare *spares = strop__arena_alloc(&m->arena, 2 * (size_t)nn * sizeof *spares);
   if (!spares) return strop__err(STROP_E_NOMEM, "backward: out of memory");
   size_t *gbytes = strop__arena_alloc(&m->arena, (size_t)nn * sizeof *gbytes);
   if (!gbytes) return strop__err(STROP_E_NOMEM, "backward: out of memory");
   int n_spares = 0;
   float *din_local[16];
   for (int i = nn - 1; i >= 0; i--) {
+    /* Every reader of node i + 1's output (its consumers, after it, and its own backward) is
+     * behind us: a stored activation nothing else shares becomes a spare for the gradients
+     * still to come. The model's output and a kept activation stay. */
+    const int d = i + 1;
+    if (d < nn && m->released && m->released[d] == STROP__ACT_KEPT && m->acts[d].data &&
+        !keep_always(m, d) && !m->keep_all) {
+      spares[n_spares].p = m->acts[d].data;
+      spares[n_spares++].bytes = strop__shape_numel(&m->acts[d].shape) * sizeof(float) *
+                                 (size_t)m->batch;
+      m->released[d] = STROP__ACT_RELEASED;
+      m->acts[d].data = NULL;
+    }
     if (!m->upstream_trainable[i] || !m->grads[i]) continue;
     /* the last node of a fused chain: the chain's first node differentiates all of it */
     int first = i;

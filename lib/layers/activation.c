@@ -1,4 +1,4 @@
-/* strop — activation layers: relu, leaky_relu, gelu, silu, tanh, sigmoid (elementwise) and
+/* strop — activation layers: relu, relu6, leaky_relu, gelu, silu, tanh, sigmoid (elementwise) and
  * softmax, log_softmax (along one dimension). Kernels are in ops/dense.c. */
 #include <string.h>
 
@@ -6,7 +6,7 @@
 #include "ops/dense.h"
 
 enum {
-  ACT_RELU, ACT_LEAKY, ACT_GELU, ACT_SILU, ACT_TANH, ACT_SIGMOID, ACT_HARDSWISH, ACT_HARDSIGMOID,
+  ACT_RELU, ACT_RELU6, ACT_LEAKY, ACT_GELU, ACT_SILU, ACT_TANH, ACT_SIGMOID, ACT_HARDSWISH, ACT_HARDSIGMOID,
   ACT_SOFTMAX, ACT_LOGSOFTMAX
 };
 
@@ -95,6 +95,7 @@ static void act_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
   if (!j->backward) {
     switch (j->kind) {
       case ACT_RELU: strop__relu_forward(a, o, cnt); break;
+      case ACT_RELU6: strop__relu6_forward(a, o, cnt); break;
       case ACT_LEAKY: strop__leaky_relu_forward(a, o, cnt, j->c->negative_slope); break;
       case ACT_GELU: strop__gelu_forward(a, o, cnt, j->c->approximate); break;
       case ACT_SILU: strop__silu_forward(a, o, cnt); break;
@@ -116,6 +117,7 @@ static void act_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
   }
   switch (j->kind) {
     case ACT_RELU: strop__relu_backward(a, y, dy, o, cnt); break;
+    case ACT_RELU6: strop__relu6_backward(a, y, dy, o, cnt); break;
     case ACT_LEAKY: strop__leaky_relu_backward(a, y, dy, o, cnt, j->c->negative_slope); break;
     case ACT_GELU: strop__gelu_backward(a, y, dy, o, cnt, j->c->approximate); break;
     case ACT_SILU: strop__silu_backward(a, y, dy, o, cnt); break;
@@ -179,7 +181,10 @@ static strop_status act_backward(strop__node *n, const strop__exec *x, const str
   ACT_VT(NAME, DOC, FLAGS, OPTIONS, strop__shape_same, strop__node_infer_shape)
 #define ACT_SOFT(NAME, DOC) ACT_VT(NAME, DOC, 0, SOFTMAX_OPTIONS, softmax_shape, softmax_infer)
 
-ACT_SAME(relu, "max(x, 0) (torch.nn.ReLU)", STROP__LAYER_EPILOGUE_RELU, NULL)
+ACT_SAME(relu, "max(x, 0) (torch.nn.ReLU)", STROP__LAYER_EPILOGUE_RELU | STROP__LAYER_IN_PLACE,
+         NULL)
+ACT_SAME(relu6, "min(max(x, 0), 6) (torch.nn.ReLU6, MobileNetV2's activation)",
+         STROP__LAYER_IN_PLACE, NULL)
 ACT_SAME(leaky_relu, "x, or negative_slope x below 0 (torch.nn.LeakyReLU)", 0, LEAKY_OPTIONS)
 ACT_SAME(gelu, "x Phi(x) (torch.nn.GELU)", 0, GELU_OPTIONS)
 ACT_SAME(silu, "x sigmoid(x) (torch.nn.SiLU)", 0, NULL)
@@ -194,6 +199,7 @@ ACT_SOFT(log_softmax, "log of softmax along dim (torch.nn.LogSoftmax)")
 static int kind_of(const strop__node *n) {
   const strop__layer_vtable *v = n->vt;
   if (v == &strop__layer_relu) return ACT_RELU;
+  if (v == &strop__layer_relu6) return ACT_RELU6;
   if (v == &strop__layer_leaky_relu) return ACT_LEAKY;
   if (v == &strop__layer_gelu) return ACT_GELU;
   if (v == &strop__layer_silu) return ACT_SILU;

@@ -194,6 +194,7 @@ static int conv_fuse(strop__node *n, strop__node *const *next, int n_next) {
   conv_cfg *c = n->cfg;
   int k = 0;
   memset(&c->ep, 0, sizeof c->ep);
+  if (c->groups > 1 && c->groups == c->in_channels) return 0; /* depthwise: a direct kernel */
   if (k < n_next && (next[k]->vt->flags & STROP__LAYER_EPILOGUE_RELU)) {
     c->ep.relu = 1;
     k++;
@@ -236,10 +237,14 @@ static strop_status conv_forward(strop__node *n, const strop__exec *x, const str
                                        "max-pool's argmax", n->name);
     n->saved = ep->argmax;
   }
+  /* the columns are scratch: given back to the arena once the output is computed, so a
+   * forward does not hold every conv's lowering until the step ends */
+  strop__arena_mark mk = strop__arena_get_mark(x->arena);
   float *scratch = conv_scratch(n, x, &d, 0, &st);
   if (st) return st;
   strop__conv2d_forward(&d, in[0].data, w->data, b ? b->data : NULL, out->data, scratch,
                         conv_chunks(x, &d), ep);
+  strop__arena_rollback(x->arena, mk);
   return STROP_OK;
 }
 

@@ -288,7 +288,14 @@ enum {
                                       foldable only when the output is [C] */
   STROP__LAYER_EPILOGUE_RELU = 256,   /* a relu: a conv may compute it in its epilogue */
   STROP__LAYER_EPILOGUE_MAXPOOL = 512, /* a max-pool: a conv may compute it in its epilogue */
-  STROP__LAYER_EVAL_IDENTITY = 1024    /* the identity in eval mode (dropout): export drops it */
+  STROP__LAYER_EVAL_IDENTITY = 1024,   /* the identity in eval mode (dropout): export drops it */
+  STROP__LAYER_IN_PLACE = 2048,    /* one input, elementwise: the forward may write its output
+                                      over its input (out->data == in[0].data) and the backward
+                                      never reads in[0].data (relu: the output says it all) */
+  STROP__LAYER_OUT_UNREAD = 4096,  /* the backward never reads the node's own output (batch
+                                      norm, add), so a sole in-place reader may overwrite it */
+  STROP__LAYER_IN_UNREAD = 8192    /* the backward never reads its inputs' data, only their
+                                      shapes (add, the pools): they need not be kept for it */
 };
 
 struct strop__layer_vtable {

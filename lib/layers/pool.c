@@ -1,5 +1,6 @@
-/* strop — pooling layers: maxpool2d and avgpool2d (torch.nn.MaxPool2d / AvgPool2d, floor
- * mode) on [N, C, H, W], and global_avgpool [N, C, H, W] -> [N, C]. Math in ops/pool.c. */
+/* strop — pooling layers on [N, C, H, W]: maxpool2d and avgpool2d (torch.nn.MaxPool2d /
+ * AvgPool2d, floor mode), adaptive_avgpool2d (torch.nn.AdaptiveAvgPool2d) and global_avgpool
+ * [N, C, H, W] -> [N, C]. Math in ops/pool.c. */
 #include "layers/fuse.h"
 #include "layers/layer.h"
 #include "ops/conv.h"
@@ -147,6 +148,70 @@ static strop_status avgpool_backward(strop__node *n, const strop__exec *x, const
   return STROP_OK;
 }
 
+/* ---- adaptive average pool ---- */
+
+typedef struct adapt_cfg {
+  int64_t size[2]; /* output_size */
+} adapt_cfg;
+
+static const strop__optdef ADAPT_OPTIONS[] = {
+    {.name = "output_size", .type = STROP__OT_INTS, .off = offsetof(adapt_cfg, size), .lo = 1,
+     .hi = 1 << 16, .n = 2, .example = "1",
+     .doc = "output height and width (one value: both); 1 keeps the [C, 1, 1] shape"},
+    {NULL}};
+
+/* [C, H, W] -> [C, oh, ow] for any H, W >= 1 (windows may repeat input cells when the output
+ * is larger, as in PyTorch) */
+static strop_status adapt_shape(const strop__node *n, const strop__shape *in,
+                                strop__shape *out) {
+  const adapt_cfg *c = n->cfg;
+  const strop__shape *s = &in[0];
+  char buf[96];
+  if (s->rank != 3 || s->d[1] <= 0 || s->d[2] <= 0)
+    return strop__shape_error(n, "input must be [C, H, W] per sample with H, W > 0, got %s",
+                              strop__shape_str(s, buf, sizeof buf));
+  out->rank = 3;
+  out->d[0] = s->d[0];
+  out->d[1] = c->size[0];
+  out->d[2] = c->size[1];
+  return STROP_OK;
+}
+
+static strop__pool2d_dims adapt_dims(const adapt_cfg *c, const strop__act *a) {
+  strop__pool2d_dims d = {0};
+  d.n = a->n;
+  d.c = a->shape.d[0];
+  d.h = a->shape.d[1];
+  d.w = a->shape.d[2];
+  d.oh = c->size[0];
+  d.ow = c->size[1];
+  return d;
+}
+
+static strop_status adapt_forward(strop__node *n, const strop__exec *x, const strop__act *in,
+                                  strop__act *out) {
+  (void)x;
+  strop__pool2d_dims d = adapt_dims(n->cfg, &in[0]);
+  if (d.oh == 1 && d.ow == 1) /* the global mean, the common case (squeeze-excitation) */
+    strop__global_avgpool_forward(d.n, d.c, d.h * d.w, in[0].data, out->data);
+  else
+    strop__adaptive_avgpool2d_forward(&d, in[0].data, out->data);
+  return STROP_OK;
+}
+
+static strop_status adapt_backward(strop__node *n, const strop__exec *x, const strop__act *in,
+                                   const strop__act *out, const float *dout, float *const *din) {
+  (void)x;
+  (void)out;
+  if (!din[0]) return STROP_OK;
+  strop__pool2d_dims d = adapt_dims(n->cfg, &in[0]);
+  if (d.oh == 1 && d.ow == 1)
+    strop__global_avgpool_backward(d.n, d.c, d.h * d.w, dout, din[0]);
+  else
+    strop__adaptive_avgpool2d_backward(&d, dout, din[0]);
+  return STROP_OK;
+}
+
 /* ---- global average pool ---- */
 
 static strop_status gap_shape(const strop__node *n, const strop__shape *in, strop__shape *out) {
@@ -185,7 +250,7 @@ const strop__layer_vtable strop__layer_maxpool2d = {
     .doc = "max over windows of [C, H, W] (torch.nn.MaxPool2d, floor mode)",
     .cfg_size = sizeof(pool_cfg),
     .n_inputs = 1,
-    .flags = STROP__LAYER_ASSIGNS_DIN | STROP__LAYER_EPILOGUE_MAXPOOL,
+    .flags = STROP__LAYER_ASSIGNS_DIN | STROP__LAYER_EPILOGUE_MAXPOOL | STROP__LAYER_IN_UNREAD,
     .options = MAX_OPTIONS,
     .check = pool_check,
     .shape = pool_shape,
@@ -199,6 +264,7 @@ const strop__layer_vtable strop__layer_avgpool2d = {
     .doc = "mean over windows of [C, H, W] (torch.nn.AvgPool2d, floor mode)",
     .cfg_size = sizeof(pool_cfg),
     .n_inputs = 1,
+    .flags = STROP__LAYER_IN_UNREAD,
     .options = AVG_OPTIONS,
     .check = pool_check,
     .shape = pool_shape,
@@ -212,8 +278,23 @@ const strop__layer_vtable strop__layer_global_avgpool = {
     .doc = "mean over H and W: [C, H, W] -> [C] (nn.AdaptiveAvgPool2d(1) then flatten)",
     .cfg_size = 1,
     .n_inputs = 1,
+    .flags = STROP__LAYER_IN_UNREAD,
     .shape = gap_shape,
     .infer = strop__node_infer_shape,
     .forward = gap_forward,
     .backward = gap_backward,
+};
+
+const strop__layer_vtable strop__layer_adaptive_avgpool2d = {
+    .type = "adaptive_avgpool2d",
+    .doc = "mean over output_size windows of [C, H, W], uneven where H or W does not divide: "
+           "[C, H, W] -> [C, oh, ow] (torch.nn.AdaptiveAvgPool2d)",
+    .cfg_size = sizeof(adapt_cfg),
+    .n_inputs = 1,
+    .flags = STROP__LAYER_IN_UNREAD,
+    .options = ADAPT_OPTIONS,
+    .shape = adapt_shape,
+    .infer = strop__node_infer_shape,
+    .forward = adapt_forward,
+    .backward = adapt_backward,
 };

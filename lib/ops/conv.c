@@ -1,6 +1,7 @@
 /* strop — 2-D convolution by lowering to GEMM: im2col + strop__sgemm forward; backward dW by
  * GEMM with the recomputed columns, dX by GEMM into columns then col2im. 1x1 stride-1 convs
- * read and write the images directly (no columns). */
+ * read and write the images directly (no columns); depthwise convs (a group per input
+ * channel) run a direct stencil per plane. */
 #include "ops/conv.h"
 
 #include <string.h>
@@ -23,6 +24,15 @@ void strop__conv2d_out_size(strop__conv2d_dims *d) {
 
 static int is_pointwise(const strop__conv2d_dims *d) {
   return d->kh == 1 && d->kw == 1 && d->sh == 1 && d->sw == 1 && d->ph == 0 && d->pw == 0;
+}
+
+/* One group per input channel (MobileNet's 3x3 and 5x5 convs): a GEMM per group would be
+ * 1 x P x kh kw, so these run the direct kernel below instead. Not with an epilogue (the
+ * layer does not fuse one into a depthwise conv). */
+int strop__conv_depthwise_direct = 1;
+
+static int depthwise(const strop__conv2d_dims *d, const strop__conv2d_epilogue *ep) {
+  return strop__conv_depthwise_direct && d->groups == d->c_in && d->groups > 1 && (!ep || (!ep->relu && !ep->pool));
 }
 
 /* Ungrouped lowered convs fold the bias into the GEMM: the columns get an extra row of ones
@@ -56,6 +66,7 @@ static int64_t ep_len(const strop__conv2d_dims *d, int backward,
 size_t strop__conv2d_scratch_floats(const strop__conv2d_dims *d, int backward, int chunks,
                                     const strop__conv2d_epilogue *ep) {
   if (chunks < 1) chunks = 1;
+  if (depthwise(d, ep)) return 16; /* the direct kernel needs none */
   int64_t per = cols_len(d) + (backward ? part_len(d) : 0) + ep_len(d, backward, ep);
   int64_t aug = !backward && fused_bias(d) ? part_len(d) : 0;
   return (size_t)(ones_len(d) + aug + chunks * per);
@@ -253,12 +264,134 @@ static strop__pool2d_dims image_pool(const strop__conv2d_dims *d,
   return pd;
 }
 
+/* ---- depthwise: input channel c feeds output channels c m .. c m + m - 1 (m = c_out / c_in),
+ *      each a kh x kw stencil over its own plane ---- */
+
+typedef struct dw_job {
+  const strop__conv2d_dims *d;
+  const float *x, *w, *b, *dy;
+  float *y, *dx, *dw, *db;
+} dw_job;
+
+/* y plane [oh, ow] = b + the stencil of weights k [kh, kw] over plane x [h, w] */
+static void dw_plane_fwd(const strop__conv2d_dims *d, const float *x, const float *k, float b,
+                         float *y) {
+  const int64_t OW = d->ow, W = d->w, P = d->oh * OW;
+  for (int64_t p = 0; p < P; p++) y[p] = b;
+  for (int64_t ki = 0; ki < d->kh; ki++) {
+    int64_t offy = ki * d->dh - d->ph, ylo, yhi;
+    valid_range(offy, d->sh, d->h, d->oh, &ylo, &yhi);
+    for (int64_t kj = 0; kj < d->kw; kj++) {
+      int64_t offx = kj * d->dw - d->pw, xlo, xhi;
+      valid_range(offx, d->sw, W, OW, &xlo, &xhi);
+      const float wv = k[ki * d->kw + kj];
+      for (int64_t oy = ylo; oy < yhi; oy++) {
+        const float *restrict src = x + (oy * d->sh + offy) * W + offx;
+        float *restrict dst = y + oy * OW;
+        if (d->sw == 1) {
+          for (int64_t ox = xlo; ox < xhi; ox++) dst[ox] += wv * src[ox];
+        } else {
+          const int64_t s = d->sw;
+          for (int64_t ox = xlo; ox < xhi; ox++) dst[ox] += wv * src[ox * s];
+        }
+      }
+    }
+  }
+}
+
+/* The backward of one output plane: dk [kh, kw] and *db gain the sums, dx plane (if any)
+ * gains the stencil's transpose. */
+static void dw_plane_bwd(const strop__conv2d_dims *d, const float *x, const float *k,
+                         const float *dy, float *dx, float *dk, float *db) {
+  const int64_t OW = d->ow, W = d->w, P = d->oh * OW;
+  if (db) {
+    float s = 0.0f;
+    for (int64_t p = 0; p < P; p++) s += dy[p];
+    *db += s;
+  }
+  for (int64_t ki = 0; ki < d->kh; ki++) {
+    int64_t offy = ki * d->dh - d->ph, ylo, yhi;
+    valid_range(offy, d->sh, d->h, d->oh, &ylo, &yhi);
+    for (int64_t kj = 0; kj < d->kw; kj++) {
+      int64_t offx = kj * d->dw - d->pw, xlo, xhi;
+      valid_range(offx, d->sw, W, OW, &xlo, &xhi);
+      const float wv = k[ki * d->kw + kj];
+      float acc = 0.0f;
+      for (int64_t oy = ylo; oy < yhi; oy++) {
+        const int64_t r = (oy * d->sh + offy) * W + offx;
+        const float *restrict g = dy + oy * OW;
+        if (d->sw == 1) {
+          const float *restrict src = x + r;
+          if (dk)
+            for (int64_t ox = xlo; ox < xhi; ox++) acc += g[ox] * src[ox];
+          if (dx) {
+            float *restrict dst = dx + r;
+            for (int64_t ox = xlo; ox < xhi; ox++) dst[ox] += wv * g[ox];
+          }
+        } else {
+          const int64_t s = d->sw;
+          const float *restrict src = x + r;
+          if (dk)
+            for (int64_t ox = xlo; ox < xhi; ox++) acc += g[ox] * src[ox * s];
+          if (dx) {
+            float *restrict dst = dx + r;
+            for (int64_t ox = xlo; ox < xhi; ox++) dst[ox * s] += wv * g[ox];
+          }
+        }
+      }
+      if (dk) dk[ki * d->kw + kj] += acc;
+    }
+  }
+}
+
+/* forward: items are (image, output channel) planes, each written by one call */
+static void dw_fwd_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  (void)chunk;
+  const dw_job *j = ctx;
+  const strop__conv2d_dims *d = j->d;
+  const int64_t m = d->c_out / d->c_in, K = d->kh * d->kw, HW = d->h * d->w,
+                P = d->oh * d->ow;
+  for (int64_t i = lo; i < hi; i++) {
+    const int64_t n = i / d->c_out, o = i % d->c_out;
+    dw_plane_fwd(d, j->x + (n * d->c_in + o / m) * HW, j->w + o * K, j->b ? j->b[o] : 0.0f,
+                 j->y + i * P);
+  }
+}
+
+/* backward: items are input channels; each owns its m output channels' weight and bias
+ * gradients and its own dx planes, and sums over the batch in order, so any split of the
+ * channels gives the same bits */
+static void dw_bwd_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  (void)chunk;
+  const dw_job *j = ctx;
+  const strop__conv2d_dims *d = j->d;
+  const int64_t m = d->c_out / d->c_in, K = d->kh * d->kw, HW = d->h * d->w,
+                P = d->oh * d->ow;
+  for (int64_t c = lo; c < hi; c++)
+    for (int64_t o = c * m; o < (c + 1) * m; o++)
+      for (int64_t n = 0; n < d->n; n++)
+        dw_plane_bwd(d, j->x + (n * d->c_in + c) * HW, j->w + o * K,
+                     j->dy + (n * d->c_out + o) * P, j->dx ? j->dx + (n * d->c_in + c) * HW : NULL,
+                     j->dw ? j->dw + o * K : NULL, j->db ? j->db + o : NULL);
+}
+
+/* planes per thread below which a split does not pay */
+static int64_t dw_grain(const strop__conv2d_dims *d) {
+  const int64_t work = d->oh * d->ow * d->kh * d->kw;
+  return work >= 16384 ? 1 : 16384 / (work ? work : 1);
+}
+
 void strop__conv2d_forward(const strop__conv2d_dims *d, const float *x, const float *w,
                            const float *b, float *y, float *scratch, int chunks,
                            const strop__conv2d_epilogue *ep) {
   const int64_t K = kdim(d);
   if (chunks < 1) chunks = 1;
   if (ep && !ep->relu && !ep->pool) ep = NULL;
+  if (depthwise(d, ep)) {
+    dw_job dj = {.d = d, .x = x, .w = w, .b = b, .y = y};
+    strop__par_for(d->n * d->c_out, dw_grain(d), dw_fwd_range, &dj);
+    return;
+  }
   conv_job j = {.d = d, .x = x, .w = w, .b = b, .y = y, .chunks = chunks, .ep = ep,
                 .pd = image_pool(d, ep)};
   j.fused = b && fused_bias(d);
@@ -348,6 +481,11 @@ void strop__conv2d_backward(const strop__conv2d_dims *d, const float *x, const f
   const int64_t K = kdim(d);
   if (chunks < 1) chunks = 1;
   if (ep && !ep->relu && !ep->pool) ep = NULL;
+  if (depthwise(d, ep)) {
+    dw_job dj = {.d = d, .x = x, .w = w, .dy = dy, .dx = dx, .dw = dw, .db = db};
+    strop__par_for(d->c_in, (dw_grain(d) + d->n - 1) / d->n, dw_bwd_range, &dj);
+    return;
+  }
   conv_job j = {.d = d, .x = x, .w = w, .dy = dy, .dx = dx, .dw = dw, .db = db,
                 .chunks = chunks, .ep = ep, .pd = image_pool(d, ep)};
   /* [dW | db] accumulated together through the ones row of the columns */

@@ -32,6 +32,10 @@ typedef struct strop__conv2d_epilogue {
   const float *y;         /* backward with relu: the forward's (final) output */
 } strop__conv2d_epilogue;
 
+/* Tests and benches: 1 (the default) runs depthwise convs (groups = c_in) through the direct
+ * stencil kernel, 0 through the grouped im2col + GEMM path like any other. */
+extern int strop__conv_depthwise_direct;
+
 /* Output size along one axis, or a value <= 0 when the (dilated) kernel does not fit the
  * padded input: floor((in + 2 pad - dil (k - 1) - 1) / stride) + 1. */
 int64_t strop__conv_out_len(int64_t in, int64_t k, int64_t stride, int64_t pad, int64_t dil);

@@ -142,6 +142,16 @@ STROP__CLONES void strop__gelu_backward(const float *x, const float *y, const fl
 
 static inline float relu6(float v) { return v < 0.0f ? 0.0f : v > 6.0f ? 6.0f : v; }
 
+void strop__relu6_forward(const float *x, float *y, size_t n) {
+  for (size_t i = 0; i < n; i++) y[i] = relu6(x[i]);
+}
+
+void strop__relu6_backward(const float *x, const float *y, const float *dy, float *dx,
+                           size_t n) {
+  (void)x; /* 0 < y < 6 exactly where 0 < x < 6 (NaN: neither), so the output suffices */
+  for (size_t i = 0; i < n; i++) dx[i] += y[i] > 0.0f && y[i] < 6.0f ? dy[i] : 0.0f;
+}
+
 void strop__hardswish_forward(const float *x, float *y, size_t n) {
   for (size_t i = 0; i < n; i++) y[i] = x[i] * relu6(x[i] + 3.0f) / 6.0f;
 }

@@ -43,6 +43,11 @@ void strop__silu_backward(const float *x, const float *y, const float *dy, float
 /* PyTorch's hard approximations: hardsigmoid(x) = relu6(x + 3) / 6, hardswish(x) = x
  * hardsigmoid(x); their derivatives as torch defines them at the kinks (hardswish: 0 below
  * -3, x / 3 + 1/2 on [-3, 3], 1 above; hardsigmoid: 1/6 on (-3, 3), 0 elsewhere). */
+/* relu6(x) = min(max(x, 0), 6) (torch.nn.ReLU6, which is Hardtanh(0, 6)); its gradient passes
+ * only strictly inside (0, 6), as torch's hardtanh_backward has it. The backward reads y only
+ * (x may be NULL or overwritten: the layer runs in place). */
+void strop__relu6_forward(const float *x, float *y, size_t n);
+void strop__relu6_backward(const float *x, const float *y, const float *dy, float *dx, size_t n);
 void strop__hardswish_forward(const float *x, float *y, size_t n);
 void strop__hardswish_backward(const float *x, const float *y, const float *dy, float *dx,
                                size_t n);

@@ -407,10 +407,56 @@ void strop__global_avgpool_backward(int64_t n, int64_t c, int64_t hw, const floa
   }
 }
 
+/* ---- adaptive average pooling: output cell (i, j) averages rows [floor(i H / oh),
+ *      ceil((i + 1) H / oh)) and the same for columns, as PyTorch's AdaptiveAvgPool2d ---- */
+
+static int64_t adapt_start(int64_t i, int64_t in, int64_t out) { return i * in / out; }
+static int64_t adapt_end(int64_t i, int64_t in, int64_t out) {
+  return ((i + 1) * in + out - 1) / out;
+}
+
+static void adaptive_forward_serial(const strop__pool2d_dims *d, const float *x, float *y) {
+  const int64_t H = d->h, W = d->w, OH = d->oh, OW = d->ow;
+  for (int64_t p = 0; p < d->n * d->c; p++) {
+    const float *xp = x + p * H * W;
+    float *yp = y + p * OH * OW;
+    for (int64_t i = 0; i < OH; i++) {
+      const int64_t y0 = adapt_start(i, H, OH), y1 = adapt_end(i, H, OH);
+      for (int64_t j = 0; j < OW; j++) {
+        const int64_t x0 = adapt_start(j, W, OW), x1 = adapt_end(j, W, OW);
+        float s = 0.0f;
+        for (int64_t r = y0; r < y1; r++)
+          for (int64_t c = x0; c < x1; c++) s += xp[r * W + c];
+        yp[i * OW + j] = s / (float)((y1 - y0) * (x1 - x0));
+      }
+    }
+  }
+}
+
+static void adaptive_backward_serial(const strop__pool2d_dims *d, const float *dy, float *dx) {
+  const int64_t H = d->h, W = d->w, OH = d->oh, OW = d->ow;
+  for (int64_t p = 0; p < d->n * d->c; p++) {
+    const float *gp = dy + p * OH * OW;
+    float *xp = dx + p * H * W;
+    for (int64_t i = 0; i < OH; i++) {
+      const int64_t y0 = adapt_start(i, H, OH), y1 = adapt_end(i, H, OH);
+      for (int64_t j = 0; j < OW; j++) {
+        const int64_t x0 = adapt_start(j, W, OW), x1 = adapt_end(j, W, OW);
+        const float g = gp[i * OW + j] / (float)((y1 - y0) * (x1 - x0));
+        for (int64_t r = y0; r < y1; r++)
+          for (int64_t c = x0; c < x1; c++) xp[r * W + c] += g;
+      }
+    }
+  }
+}
+
 /* ---- the public kernels: planes (image, channel) split across threads; each plane's output
  *      depends on that plane alone, so the split changes no bit ---- */
 
-enum { POOL_MAX_FWD, POOL_MAX_BWD, POOL_MAX_BWD_ASSIGN, POOL_AVG_FWD, POOL_AVG_BWD };
+enum {
+  POOL_MAX_FWD, POOL_MAX_BWD, POOL_MAX_BWD_ASSIGN, POOL_AVG_FWD, POOL_AVG_BWD, POOL_ADAPT_FWD,
+  POOL_ADAPT_BWD
+};
 
 typedef struct pool_job {
   int op, count_include_pad;
@@ -441,8 +487,10 @@ static void pool_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
                                                                j->out + lo * HW); break;
     case POOL_AVG_FWD: avgpool2d_forward_serial(&d, j->in + lo * HW, j->out + lo * O,
                                                 j->count_include_pad); break;
-    default: avgpool2d_backward_serial(&d, j->in + lo * O, j->out + lo * HW,
-                                       j->count_include_pad); break;
+    case POOL_AVG_BWD: avgpool2d_backward_serial(&d, j->in + lo * O, j->out + lo * HW,
+                                                 j->count_include_pad); break;
+    case POOL_ADAPT_FWD: adaptive_forward_serial(&d, j->in + lo * HW, j->out + lo * O); break;
+    default: adaptive_backward_serial(&d, j->in + lo * O, j->out + lo * HW); break;
   }
 }
 
@@ -489,5 +537,15 @@ void strop__avgpool2d_forward(const strop__pool2d_dims *d, const float *x, float
 void strop__avgpool2d_backward(const strop__pool2d_dims *d, const float *dy, float *dx,
                                int count_include_pad) {
   pool_job j = {POOL_AVG_BWD, count_include_pad, d, dy, dx, NULL, 0, NULL};
+  pool_run(&j);
+}
+
+void strop__adaptive_avgpool2d_forward(const strop__pool2d_dims *d, const float *x, float *y) {
+  pool_job j = {POOL_ADAPT_FWD, 0, d, x, y, NULL, 0, NULL};
+  pool_run(&j);
+}
+
+void strop__adaptive_avgpool2d_backward(const strop__pool2d_dims *d, const float *dy, float *dx) {
+  pool_job j = {POOL_ADAPT_BWD, 0, d, dy, dx, NULL, 0, NULL};
   pool_run(&j);
 }

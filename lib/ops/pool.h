@@ -1,5 +1,5 @@
 /* strop — 2-D pooling kernels on NCHW: max (with argmax for the backward), average (zero
- * padding counted or not) and global average. Private to the library. */
+ * padding counted or not), adaptive average and global average. Private to the library. */
 #ifndef STROP_OPS_POOL_H
 #define STROP_OPS_POOL_H
 
@@ -44,6 +44,12 @@ void strop__avgpool2d_forward(const strop__pool2d_dims *d, const float *x, float
 /* ADDS the gradient into dx. */
 void strop__avgpool2d_backward(const strop__pool2d_dims *d, const float *dy, float *dx,
                                int count_include_pad);
+
+/* PyTorch's AdaptiveAvgPool2d to d->oh x d->ow (only n, c, h, w, oh, ow of d are read):
+ * output cell (i, j) is the mean of rows [floor(i h / oh), ceil((i + 1) h / oh)) and the
+ * columns likewise, so windows may be uneven and overlap. The backward ADDS into dx. */
+void strop__adaptive_avgpool2d_forward(const strop__pool2d_dims *d, const float *x, float *y);
+void strop__adaptive_avgpool2d_backward(const strop__pool2d_dims *d, const float *dy, float *dx);
 
 /* [n, c, hw] -> [n, c] means, and its backward (ADDS dy / hw into dx). */
 void strop__global_avgpool_forward(int64_t n, int64_t c, int64_t hw, const float *x, float *y);

@@ -67,6 +67,7 @@ strop_status strop__pt_add(strop_model *m, const char *name, const char *type,
 
 /* torchvision.c */
 extern const strop__arch strop__arch_resnet18, strop__arch_resnet34, strop__arch_resnet50,
-    strop__arch_resnet101;
+    strop__arch_resnet101, strop__arch_mobilenet_v2, strop__arch_mobilenet_v3_small,
+    strop__arch_mobilenet_v3_large;
 
 #endif

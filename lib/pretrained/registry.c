@@ -6,6 +6,7 @@
 
 static const strop__arch *const ARCHS[] = {
     &strop__arch_resnet18, &strop__arch_resnet34, &strop__arch_resnet50, &strop__arch_resnet101,
+    &strop__arch_mobilenet_v2, &strop__arch_mobilenet_v3_small, &strop__arch_mobilenet_v3_large,
 };
 #define N_ARCHS ((int)(sizeof ARCHS / sizeof ARCHS[0]))
 

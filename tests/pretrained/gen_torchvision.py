@@ -54,28 +54,11 @@ def bf16_round(a):
     return u.astype("<u4").view("<f4")
 
 
-def make(arch, out):
-    torch.manual_seed(0)
-    model = getattr(torchvision.models, arch)(weights=None, num_classes=10)
-    g = torch.Generator().manual_seed(1)
-    # the last BatchNorm of each residual branch gets small weights, as in a trained ResNet
-    # (torchvision's zero_init_residual goes further): without that, activations grow block
-    # by block and train-mode gradients become too ill-conditioned to compare in float32
-    last = {n for n, _ in model.named_modules() if n.endswith(".bn3") or
-            (arch in ("resnet18", "resnet34") and n.endswith(".bn2"))}
-    with torch.no_grad():
-        for n, m in model.named_modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) * 0.2 - 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-                w = torch.rand(m.weight.shape, generator=g)
-                m.weight.copy_(w * 0.2 + 0.1 if n in last else w + 0.5)
-                m.bias.copy_(torch.rand(m.bias.shape, generator=g) * 0.2 - 0.1)
-                m.num_batches_tracked.fill_(7)
-    sd = state(model)
-    safetensors_np.save(os.path.join(out, arch + ".safetensors"), sd)
-
-    g.manual_seed(int(os.environ.get("STROP_PT_SEED", "1")) * 1000 + 7)
+def answers(model):
+    """PyTorch's answers on model (float32, train mode on exit, moved to float64): the input
+    batch, eval and train logits, loss, every gradient, the state after one AdamW step and
+    PyTorch's own float32 error on each, as the reference files hold them."""
+    g = torch.Generator().manual_seed(int(os.environ.get("STROP_PT_SEED", "1")) * 1000 + 7)
     x = torch.rand(4, 3, 64, 64, generator=g) * 2 - 1
     y = torch.tensor([3, 7, 1, 0])
     ref = {"x": x.numpy(), "y": y.numpy().astype(np.float32)}
@@ -113,6 +96,31 @@ def make(arch, out):
     opt.step()
     for k, v in state(model).items():
         ref["after." + k] = v.astype(np.float32) if v.dtype == np.float64 else v
+    return ref
+
+
+def make(arch, out):
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, arch)(weights=None, num_classes=10)
+    g = torch.Generator().manual_seed(1)
+    # the last BatchNorm of each residual branch gets small weights, as in a trained ResNet
+    # (torchvision's zero_init_residual goes further): without that, activations grow block
+    # by block and train-mode gradients become too ill-conditioned to compare in float32
+    last = {n for n, _ in model.named_modules() if n.endswith(".bn3") or
+            (arch in ("resnet18", "resnet34") and n.endswith(".bn2"))}
+    with torch.no_grad():
+        for n, m in model.named_modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) * 0.2 - 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+                w = torch.rand(m.weight.shape, generator=g)
+                m.weight.copy_(w * 0.2 + 0.1 if n in last else w + 0.5)
+                m.bias.copy_(torch.rand(m.bias.shape, generator=g) * 0.2 - 0.1)
+                m.num_batches_tracked.fill_(7)
+    sd = state(model)
+    safetensors_np.save(os.path.join(out, arch + ".safetensors"), sd)
+    ref = answers(model)
+    x = torch.from_numpy(ref["x"]).double()
 
     if arch == "resnet18":
         floats = [k for k, v in sd.items() if v.dtype == np.float32]

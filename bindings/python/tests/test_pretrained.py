@@ -1,5 +1,6 @@
-"""Model.from_pretrained: torchvision's ResNet-18 as a safetensors state_dict, loaded with its
-own names; the same logits as torchvision's module when python3-torchvision is installed."""
+"""Model.from_pretrained: torchvision's ResNet-18 and MobileNets as safetensors state_dicts,
+loaded with their own names; the same logits as torchvision's modules when
+python3-torchvision is installed."""
 import json
 import os
 import struct
@@ -31,6 +32,8 @@ def test_archs_are_listed():
     archs = strop.Model.pretrained_archs()
     assert "resnet18" in archs and "resnet50" in archs
     assert "torchvision" in archs["resnet18"]
+    for name in ("mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"):
+        assert "torchvision" in archs[name]
 
 
 def test_partial_then_strict_round_trip(tmp_path):
@@ -67,6 +70,29 @@ def test_torchvision_logits(tmp_path):
                       {k: v.numpy() for k, v in tv.state_dict().items()})
     m = strop.Model.from_pretrained(tmp_path / "r18.safetensors", arch="resnet18")
     x = np.random.default_rng(1).uniform(-1, 1, (2, 3, 48, 48)).astype(np.float32)
+    with torch.no_grad():
+        want = tv(torch.from_numpy(x)).numpy()
+    got = m.forward(x)
+    assert got.shape == (2, 7)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    m.close()
+
+
+@pytest.mark.parametrize("arch", ["mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"])
+def test_torchvision_mobilenet_logits(tmp_path, arch):
+    torch = pytest.importorskip("torch")
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    tv = getattr(torchvision.models, arch)(weights=None, num_classes=7).eval()
+    with torch.no_grad():  # logits of a useful size: torchvision's init gives ~1e-10
+        for mod in tv.modules():
+            if isinstance(mod, torch.nn.Linear):
+                mod.weight.normal_(0, 0.1)
+    write_safetensors(tmp_path / "mn.safetensors",
+                      {k: v.numpy() for k, v in tv.state_dict().items()})
+    m = strop.Model.from_pretrained(tmp_path / "mn.safetensors", arch=arch, image_size=64)
+    assert len(m.load_report.loaded) == len(tv.state_dict())
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 3, 80, 72)).astype(np.float32)
     with torch.no_grad():
         want = tv(torch.from_numpy(x)).numpy()
     got = m.forward(x)
