@@ -243,6 +243,9 @@ static strop_status mha_forward(strop__node *n, const strop__exec *x, const stro
   const mha_cfg *c = n->cfg;
   strop__mha_dims dm;
   mha_dims(n, x, in, &dm);
+  strop_status st;
+  dm.pad_mask = strop__exec_mask(n, x, dm.t, &st);
+  if (st) return st;
   const size_t act = (size_t)(dm.n * dm.t * dm.d), att = (size_t)(dm.n * dm.heads * dm.t * dm.t);
   const int drop = x->training && c->dropout > 0.0f;
   strop__mha_cache *cache = strop__arena_alloc(x->arena, sizeof *cache);

@@ -149,21 +149,34 @@ const strop__layer_vtable strop__layer_embedding = {
 typedef struct posemb_cfg {
   int64_t num_embeddings; /* the longest sequence (max_len) */
   int64_t embedding_dim;  /* 0 until inferred */
+  int positions;          /* POS_*: which row each position takes */
+  int64_t offset;         /* row of the first position (RoBERTa: padding_idx + 1) */
+  int leading_one;        /* weight stored [1, num_embeddings, D] (torchvision's ViT) */
 } posemb_cfg;
 
+enum { POS_ARANGE, POS_MASK };
+static const char *const POS_MODES[] = {"arange", "mask", NULL};
 
 static const strop__optdef POS_OPTIONS[] = {
     {.name = "num_embeddings", .type = STROP__OT_INT, .off = offsetof(posemb_cfg, num_embeddings),
      .lo = 1, .hi = INT32_MAX, .example = "16", .doc = "the longest sequence (max_len)"},
     STROP__OPT_AUTO_INT(posemb_cfg, embedding_dim, "embedding_dim",
                         "width D of the [T, D] input; auto: inferred"),
+    STROP__OPT_ENUM(posemb_cfg, positions, "positions", "arange", POS_MODES,
+                    "arange: position t takes row offset + t; mask: the k-th token of the "
+                    "batch's padding mask takes row offset + k, padding row max(offset - 1, 0) "
+                    "(left padding then gives each token the position it has alone)"),
+    STROP__OPT_INT(posemb_cfg, offset, "offset", "0", 0, INT32_MAX,
+                   "row of the first position (RoBERTa: padding_idx + 1)"),
+    STROP__OPT_BOOL(posemb_cfg, leading_one, "leading_one", "false",
+                    "weight stored [1, num_embeddings, D] (torchvision's encoder.pos_embedding)"),
     {NULL}};
 
 static const strop__paramdef POS_PARAMS[] = {
-    [W] = {"weight", 0, "[num_embeddings, embedding_dim]"},
+    [W] = {"weight", 0, "[num_embeddings, embedding_dim] ([1, ...] with leading_one)"},
     {NULL}};
 
-/* [T, D] -> [T, D] for T up to num_embeddings */
+/* [T, D] -> [T, D] for offset + T up to num_embeddings */
 static strop_status posemb_shape(const strop__node *n, const strop__shape *in,
                                  strop__shape *out) {
   const posemb_cfg *c = n->cfg;
@@ -172,9 +185,10 @@ static strop_status posemb_shape(const strop__node *n, const strop__shape *in,
   if (s->rank != 2)
     return strop__shape_error(n, "input must be [T, D] per sample, got %s",
                               strop__shape_str(s, buf, sizeof buf));
-  if (s->d[0] > c->num_embeddings)
-    return strop__shape_error(n, "sequence length %lld exceeds num_embeddings %lld",
-                              (long long)s->d[0], (long long)c->num_embeddings);
+  if (s->d[0] + c->offset > c->num_embeddings)
+    return strop__shape_error(n, "sequence length %lld%s exceeds num_embeddings %lld",
+                              (long long)s->d[0], c->offset ? " after the offset" : "",
+                              (long long)c->num_embeddings);
   if (c->embedding_dim && c->embedding_dim != s->d[1])
     return strop__shape_error(n, "embedding_dim is %lld but the input %s has %lld features",
                               (long long)c->embedding_dim, strop__shape_str(s, buf, sizeof buf),
@@ -188,8 +202,8 @@ static strop_status posemb_infer(strop__node *n) {
   strop_status st = posemb_shape(n, n->in_shapes, &n->out_shape);
   if (st) return st;
   c->embedding_dim = n->in_shapes[0].d[1];
-  int64_t wd[2] = {c->num_embeddings, c->embedding_dim};
-  return strop__node_declare(n, W, 2, wd);
+  int64_t wd[3] = {1, c->num_embeddings, c->embedding_dim};
+  return c->leading_one ? strop__node_declare(n, W, 3, wd) : strop__node_declare(n, W, 2, wd + 1);
 }
 
 static void posemb_init(strop__node *n, strop__rng *rng) {
@@ -197,40 +211,62 @@ static void posemb_init(strop__node *n, strop__rng *rng) {
   strop__init_normal(w->data, w->numel, 0.0f, 1.0f, rng); /* nn.Embedding's N(0, 1) */
 }
 
+/* The row position t of sample b takes. */
+static int64_t posemb_row(const posemb_cfg *c, const float *mask, int64_t t, int64_t *count) {
+  if (!mask) return c->offset + t;
+  if (mask[t] == 0.0f) return c->offset > 0 ? c->offset - 1 : 0;
+  return c->offset + (*count)++;
+}
+
 static strop_status posemb_forward(strop__node *n, const strop__exec *x, const strop__act *in,
                                    strop__act *out) {
-  (void)x;
+  const posemb_cfg *c = n->cfg;
   const float *w = strop__node_p(n, W)->data;
-  const int64_t per = in[0].shape.d[0] * in[0].shape.d[1]; /* the first T rows of weight */
+  const int64_t t_len = in[0].shape.d[0], d = in[0].shape.d[1], per = t_len * d;
+  strop_status st = STROP_OK;
+  const float *mask = c->positions == POS_MASK ? strop__exec_mask(n, x, t_len, &st) : NULL;
+  if (st) return st;
   for (int64_t b = 0; b < in[0].n; b++) {
     const float *xi = in[0].data + b * per;
     float *yi = out->data + b * per;
-    for (int64_t j = 0; j < per; j++) yi[j] = xi[j] + w[j];
+    int64_t count = 0;
+    for (int64_t t = 0; t < t_len; t++) {
+      const float *wr = w + posemb_row(c, mask ? mask + b * t_len : NULL, t, &count) * d;
+      for (int64_t j = 0; j < d; j++) yi[t * d + j] = xi[t * d + j] + wr[j];
+    }
   }
   return STROP_OK;
 }
 
 static strop_status posemb_backward(strop__node *n, const strop__exec *x, const strop__act *in,
                                     const strop__act *out, const float *dout, float *const *din) {
-  (void)x;
   (void)out;
+  const posemb_cfg *c = n->cfg;
   float *gw = grad_of(strop__node_p(n, W));
-  const int64_t per = in[0].shape.d[0] * in[0].shape.d[1];
+  const int64_t t_len = in[0].shape.d[0], d = in[0].shape.d[1], per = t_len * d;
+  strop_status st = STROP_OK;
+  const float *mask = c->positions == POS_MASK ? strop__exec_mask(n, x, t_len, &st) : NULL;
+  if (st) return st;
   for (int64_t b = 0; b < in[0].n; b++) {
     const float *dr = dout + b * per;
     if (din[0]) {
       float *dx = din[0] + b * per;
       for (int64_t j = 0; j < per; j++) dx[j] += dr[j];
     }
-    if (gw)
-      for (int64_t j = 0; j < per; j++) gw[j] += dr[j];
+    if (!gw) continue;
+    int64_t count = 0;
+    for (int64_t t = 0; t < t_len; t++) {
+      float *gr = gw + posemb_row(c, mask ? mask + b * t_len : NULL, t, &count) * d;
+      for (int64_t j = 0; j < d; j++) gr[j] += dr[t * d + j];
+    }
   }
   return STROP_OK;
 }
 
 const strop__layer_vtable strop__layer_positional_embedding = {
     .type = "positional_embedding",
-    .doc = "adds a learned position vector: [T, D] + weight[:T]",
+    .doc = "adds a learned position vector: [T, D] + weight[offset:offset + T] (GPT-2's wpe, "
+           "BERT's position_embeddings), positions counted over the padding mask if asked",
     .cfg_size = sizeof(posemb_cfg),
     .n_inputs = 1,
     .flags = 0,

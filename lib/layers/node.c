@@ -40,6 +40,18 @@ strop_status strop__shape_error(const strop__node *n, const char *fmt, ...) {
   return strop__err(STROP_E_SHAPE, "layer '%s' (%s): %s", n->name, n->vt->type, msg);
 }
 
+const float *strop__exec_mask(const strop__node *n, const strop__exec *x, int64_t t,
+                              strop_status *st) {
+  *st = STROP_OK;
+  if (!x->pad_mask) return NULL;
+  if (x->pad_len != t) {
+    *st = strop__shape_error(n, "the batch's padding mask has %lld positions per sample, this "
+                             "layer's sequence has %lld", (long long)x->pad_len, (long long)t);
+    return NULL;
+  }
+  return x->pad_mask;
+}
+
 strop_status strop__shape_same(const strop__node *n, const strop__shape *in, strop__shape *out) {
   (void)n;
   *out = in[0];

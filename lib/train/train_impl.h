@@ -66,9 +66,11 @@ struct strop_trainer {
   char *ckpt_meta_key, *ckpt_meta_value;
 };
 
-/* One micro-batch: forward, loss, backward; an optimizer step every accum calls. */
-strop_status strop__trainer_micro_step(strop_trainer *t, const float *x, const float *y,
-                                       int64_t n, double *loss_out, int64_t *correct_out);
+/* One micro-batch: forward, loss, backward; an optimizer step every accum calls. x is
+ * [n, shape] (shape NULL: the model's declared input shape), mask [n, shape[0]] or NULL. */
+strop_status strop__trainer_micro_step(strop_trainer *t, const float *x, const strop__shape *shape,
+                                       const float *mask, const float *y, int64_t n,
+                                       double *loss_out, int64_t *correct_out);
 strop_status strop__metrics_new(int64_t classes, strop_metrics **out);
 
 /* Sets the metadata entry key = value that the trainer's checkpoints carry from now on, so
