@@ -711,6 +711,15 @@ static int pgrad_prepare(strop_model *m, int first, int last) {
     for (int j = 0; j < m->nodes[q].n_params; j++) {
       strop__param *p = &m->nodes[q].params[j];
       p->grad_checked = 0;
+      if (p->tied) {
+        /* a tied slot adds into its owner's gradient, which another node also adds to: the
+         * owner is made fresh now (cleared if stale) and never written outright here */
+        strop__param *o = p->tied;
+        o->grad_checked = 0;
+        strop__param_grad_fresh(o);
+        if (o->grad) fresh++;
+        continue;
+      }
       if (p->grad && p->grad_stale)
         stale++;
       else if (p->grad)

@@ -154,8 +154,8 @@ typedef struct posemb_cfg {
   int leading_one;        /* weight stored [1, num_embeddings, D] (torchvision's ViT) */
 } posemb_cfg;
 
-enum { POS_ARANGE, POS_MASK };
-static const char *const POS_MODES[] = {"arange", "mask", NULL};
+enum { POS_ARANGE, POS_MASK, POS_CONSTANT };
+static const char *const POS_MODES[] = {"arange", "mask", "constant", NULL};
 
 static const strop__optdef POS_OPTIONS[] = {
     {.name = "num_embeddings", .type = STROP__OT_INT, .off = offsetof(posemb_cfg, num_embeddings),
@@ -165,7 +165,9 @@ static const strop__optdef POS_OPTIONS[] = {
     STROP__OPT_ENUM(posemb_cfg, positions, "positions", "arange", POS_MODES,
                     "arange: position t takes row offset + t; mask: the k-th token of the "
                     "batch's padding mask takes row offset + k, padding row max(offset - 1, 0) "
-                    "(left padding then gives each token the position it has alone)"),
+                    "(left padding then gives each token the position it has alone); constant: "
+                    "every position takes row offset (BERT's token_type_embeddings for "
+                    "token type offset)"),
     STROP__OPT_INT(posemb_cfg, offset, "offset", "0", 0, INT32_MAX,
                    "row of the first position (RoBERTa: padding_idx + 1)"),
     STROP__OPT_BOOL(posemb_cfg, leading_one, "leading_one", "false",
@@ -185,7 +187,8 @@ static strop_status posemb_shape(const strop__node *n, const strop__shape *in,
   if (s->rank != 2)
     return strop__shape_error(n, "input must be [T, D] per sample, got %s",
                               strop__shape_str(s, buf, sizeof buf));
-  if (s->d[0] + c->offset > c->num_embeddings)
+  if (c->positions == POS_CONSTANT ? c->offset >= c->num_embeddings
+                                    : s->d[0] + c->offset > c->num_embeddings)
     return strop__shape_error(n, "sequence length %lld%s exceeds num_embeddings %lld",
                               (long long)s->d[0], c->offset ? " after the offset" : "",
                               (long long)c->num_embeddings);
@@ -213,6 +216,7 @@ static void posemb_init(strop__node *n, strop__rng *rng) {
 
 /* The row position t of sample b takes. */
 static int64_t posemb_row(const posemb_cfg *c, const float *mask, int64_t t, int64_t *count) {
+  if (c->positions == POS_CONSTANT) return c->offset;
   if (!mask) return c->offset + t;
   if (mask[t] == 0.0f) return c->offset > 0 ? c->offset - 1 : 0;
   return c->offset + (*count)++;

@@ -29,7 +29,12 @@ int strop__pt_shape(const strop__pt_ctx *c, const strop__arch *a, const char *na
     const char *want = name;
     if (pass >= 0) {
       if (!a->prefixes || !a->prefixes[pass]) break;
-      snprintf(buf, sizeof buf, "%s%s", a->prefixes[pass], name);
+      /* a file whose names lack the prefix the model's carry, or the other way round */
+      const size_t l = strlen(a->prefixes[pass]);
+      if (!strncmp(name, a->prefixes[pass], l))
+        snprintf(buf, sizeof buf, "%s", name + l);
+      else
+        snprintf(buf, sizeof buf, "%s%s", a->prefixes[pass], name);
       want = buf;
     }
     for (int k = 0; k < c->n_files; k++) {
