@@ -372,6 +372,74 @@ START_TEST(lora_on_conv1d_layout) {
 }
 END_TEST
 
+/* gated_mlp: finite differences, and the fused layer equals the same math written with
+ * separate linear nodes (down(silu(gate(x)) * up(x)) computed here by hand). */
+START_TEST(gated_mlp_gradcheck_and_lora) {
+  const int64_t shape[2] = {3, 6};
+  static const char *const variants[] = {"intermediate_size=10",
+                                         "intermediate_size=8 bias=true activation=gelu",
+                                         "intermediate_size=8 activation=gelu_tanh"};
+  strop_test_gc_opts o;
+  strop_test_gc_defaults(&o);
+  o.tol = 3e-2;
+  o.max_per_tensor = 16;
+  for (int v = 0; v < 3; v++) {
+    strop_test_node nodes[1] = {{"mlp", "gated_mlp", variants[v], NULL}};
+    strop_model *m = build(2, shape, nodes, 1);
+    strop_test_gradcheck(m, 2, 40 + (uint64_t)v, &o);
+    strop_model_free(m);
+  }
+  /* forward against the formula */
+  strop_test_node nodes[1] = {{"mlp", "gated_mlp", "intermediate_size=5", NULL}};
+  strop_model *m = build(2, shape, nodes, 1);
+  float x[18];
+  for (int i = 0; i < 18; i++) x[i] = sinf(0.9f * (float)i);
+  const float *wg = param(m, "mlp.gate_proj.weight"), *wu = param(m, "mlp.up_proj.weight"),
+              *wd = param(m, "mlp.down_proj.weight");
+  const strop__act *out;
+  strop_test_must(strop__model_forward_exec(m, x, 1, 0, NULL, &out), "forward");
+  for (int r = 0; r < 3; r++) {
+    double h[5];
+    for (int f = 0; f < 5; f++) {
+      double g = 0, u = 0;
+      for (int i = 0; i < 6; i++) {
+        g += wg[f * 6 + i] * x[r * 6 + i];
+        u += wu[f * 6 + i] * x[r * 6 + i];
+      }
+      h[f] = g / (1 + exp(-g)) * u;
+    }
+    for (int j = 0; j < 6; j++) {
+      double y = 0;
+      for (int f = 0; f < 5; f++) y += wd[j * 5 + f] * h[f];
+      ck_assert_msg(fabs(out->data[r * 6 + j] - y) < 1e-5, "[%d, %d] %g vs %g", r, j,
+                    (double)out->data[r * 6 + j], y);
+    }
+  }
+  strop__model_step_end(m);
+  /* LoRA on up_proj and down_proj by name, as PEFT targets them; merged, the same function */
+  strop_surgery *sg = NULL;
+  strop_test_must(strop_surgery_create(m, &sg), "surgery");
+  strop_test_must(strop_surgery_lora(sg, "mlp.up_proj", 2, 4.0f, 0.0f), "lora up");
+  strop_test_must(strop_surgery_lora(sg, "*.down_proj", 3, 6.0f, 0.0f), "lora down");
+  strop_test_must(strop_surgery_apply(sg), "apply");
+  strop_surgery_free(sg);
+  ck_assert_int_eq(strop_model_param_count(m, 1), 2 * 6 + 5 * 2 + 3 * 5 + 6 * 3);
+  float *bu = param(m, "mlp.up_proj.lora_B.weight"), *bd = param(m, "mlp.down_proj.lora_B.weight");
+  for (int e = 0; e < 10; e++) bu[e] = 0.1f * (float)(e % 3) - 0.1f;
+  for (int e = 0; e < 18; e++) bd[e] = 0.05f * (float)(e % 4) - 0.07f;
+  strop_test_gradcheck(m, 2, 50, &o);
+  float before[18];
+  strop_test_must(strop__model_forward_exec(m, x, 1, 0, NULL, &out), "adapted");
+  memcpy(before, out->data, sizeof before);
+  strop__model_step_end(m);
+  strop_test_must(strop_model_lora_merge(m), "merge");
+  strop_test_must(strop__model_forward_exec(m, x, 1, 0, NULL, &out), "merged");
+  for (int i = 0; i < 18; i++) ck_assert(fabsf(before[i] - out->data[i]) < 1e-5f);
+  strop__model_step_end(m);
+  strop_model_free(m);
+}
+END_TEST
+
 /* Shapes and options the core refuses, each with its own sentence. */
 START_TEST(core_errors) {
   strop_model *m = NULL;
@@ -416,6 +484,9 @@ static Suite *suite(void) {
   tc = tcase_create("storage");
   tcase_add_test(tc, mha_packed_equals_separate);
   tcase_add_test(tc, lora_on_conv1d_layout);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("mlp");
+  tcase_add_test(tc, gated_mlp_gradcheck_and_lora);
   suite_add_tcase(s, tc);
   tc = tcase_create("errors");
   tcase_add_test(tc, core_errors);
