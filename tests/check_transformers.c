@@ -265,6 +265,24 @@ static void parity(const char *name, loader load) {
   char spath[512];
   snprintf(spath, sizeof spath, "%s/%s.stepped.safetensors", dir, name);
   strop_test_must(strop_model_save_weights(m, spath), "save");
+  /* and as a Hugging Face folder, which strop loads back to the same model */
+  snprintf(spath, sizeof spath, "%s/%s.saved", dir, name);
+  if (!strncmp(name, "torchnn", 7)) {
+    ck_assert_int_eq(strop_model_save_pretrained(m, spath), STROP_E_STATE);
+    ck_assert(strstr(strop_last_error(), "strop_model_save_weights"));
+  } else {
+    strop_test_must(strop_model_save_pretrained(m, spath), "save_pretrained");
+    strop_model *back = load_hf(dir, strrchr(spath, '/') + 1, NULL);
+    strop_tensor *o1 = NULL, *o2 = NULL;
+    strop_test_must(strop_model_set_training(m, 0), "eval");
+    strop_test_must(strop_model_forward_masked(m, x, mask, &o1), "stepped");
+    strop_test_must(strop_model_forward_masked(back, x, mask, &o2), "reloaded");
+    ck_assert(memcmp(strop_tensor_data(o1), strop_tensor_data(o2),
+                     (size_t)strop_tensor_numel(o1) * sizeof(float)) == 0);
+    strop_tensor_free(o1);
+    strop_tensor_free(o2);
+    strop_model_free(back);
+  }
   free(want_loss);
   strop_tensor_free(x);
   strop_tensor_free(mask);
@@ -546,6 +564,89 @@ START_TEST(tied_gradients_through_the_trainer) {
 }
 END_TEST
 
+/* save_pretrained of a model strop made from a folder: LoRA folded in, a new head's labels,
+ * the config otherwise as read; and its errors. */
+START_TEST(save_pretrained_api) {
+  char src[400], dst[400];
+  snprintf(src, sizeof src, "%s/src", g_tmp);
+  make_folder(src, "{\"architectures\": [\"LlamaForSequenceClassification\"], \"model_type\": "
+              "\"llama\", \"vocab_size\": 20, \"hidden_size\": 16, \"intermediate_size\": 24, "
+              "\"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"num_key_value_heads\": 2, "
+              "\"max_position_embeddings\": 32, \"pad_token_id\": 0, \"rope_theta\": 1e4, "
+              "\"id2label\": {\"0\": \"neg\", \"1\": \"pos\"}, \"custom\": [1, \"a\\\"b\", null]}");
+  strop_model *m = NULL;
+  strop_test_must(strop_model_load_pretrained(src, NULL, NULL, &m, NULL), "load");
+  /* LoRA on q and v, trained a little (B made non-zero), and a head of 3 classes */
+  strop_surgery *sg = NULL;
+  strop_test_must(strop_surgery_create(m, &sg), "surgery");
+  strop_test_must(strop_surgery_lora(sg, "*.[qv]_proj", 2, 4.0f, 0.0f), "lora");
+  strop_test_must(strop_surgery_replace(sg, "score", "linear", "out_features=3 bias=false", 5), "head");
+  strop_test_must(strop_surgery_apply(sg), "apply");
+  strop_surgery_free(sg);
+  strop_tensor *b = NULL;
+  strop_test_must(strop_model_tensor_view(m, "model.layers.0.self_attn.v_proj.lora_B.weight", &b),
+                  "B");
+  for (int64_t i = 0; i < strop_tensor_numel(b); i++) strop_tensor_data(b)[i] = 0.01f * (float)(i % 7);
+  strop_tensor_free(b);
+  snprintf(dst, sizeof dst, "%s/out/nested", g_tmp);
+  strop_test_must(strop_model_save_pretrained(m, dst), "save");
+  strop_model *back = NULL;
+  strop_load_report *r = NULL;
+  strop_test_must(strop_model_load_pretrained(dst, NULL, NULL, &back, &r), "reload");
+  ck_assert_int_eq(strop_load_report_count(r, STROP_REPORT_UNEXPECTED), 0);
+  strop_load_report_free(r);
+  const int64_t xd[2] = {2, 6}, md[2] = {2, 6};
+  strop_tensor *x = NULL, *mk = NULL, *o1 = NULL, *o2 = NULL;
+  strop_test_must(strop_tensor_create(2, xd, &x), "x");
+  strop_test_must(strop_tensor_create(2, md, &mk), "mask");
+  for (int i = 0; i < 12; i++) {
+    strop_tensor_data(x)[i] = i % 6 < 4 + i / 6 ? (float)(1 + i % 19) : 0.0f;
+    strop_tensor_data(mk)[i] = i % 6 < 4 + i / 6 ? 1.0f : 0.0f;
+  }
+  strop_test_must(strop_model_forward_masked(m, x, mk, &o1), "adapted");
+  strop_test_must(strop_model_forward_masked(back, x, mk, &o2), "merged file");
+  ck_assert_int_eq(strop_tensor_numel(o2), 6);
+  for (int i = 0; i < 6; i++)
+    ck_assert_msg(fabsf(strop_tensor_data(o1)[i] - strop_tensor_data(o2)[i]) < 1e-5f, "[%d] %g vs %g",
+                  i, (double)strop_tensor_data(o1)[i], (double)strop_tensor_data(o2)[i]);
+  /* the config: labels for 3 classes, float32, the rest as it was */
+  size_t len = 0;
+  char *cfg = strop_test_read_file(in_dir(dst, "config.json"), &len);
+  ck_assert_ptr_nonnull(cfg);
+  ck_assert_msg(strstr(cfg, "\"LABEL_2\": 2") && strstr(cfg, "\"torch_dtype\": \"float32\"") &&
+                    strstr(cfg, "\"a\\\"b\"") && !strstr(cfg, "\"neg\""),
+                "%s", cfg);
+  free(cfg);
+  /* errors: the model is left as it was */
+  const int64_t n_before = strop_model_num_tensors(m);
+  ck_assert_int_eq(strop_model_save_pretrained(NULL, dst), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_save_pretrained(m, NULL), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_save_pretrained(m, ""), STROP_E_INVALID_ARG);
+  ck_assert_int_ne(strlen(strop_last_error()), 0);
+  /* a folder that cannot be made: a file is in the way */
+  char blocked[600];
+  snprintf(blocked, sizeof blocked, "%s/config.json/sub", dst);
+  ck_assert_int_eq(strop_model_save_pretrained(m, blocked), STROP_E_IO);
+  ck_assert(strstr(strop_last_error(), "config.json"));
+  ck_assert_int_eq(strop_model_num_tensors(m), n_before);
+  /* a model that did not come from a folder */
+  const int64_t shape[1] = {4};
+  strop_model *plain = NULL;
+  strop_test_must(strop_model_create(1, shape, &plain), "create");
+  strop_test_must(strop_model_add(plain, "fc", "linear", "out_features=2", NULL), "fc");
+  strop_test_must(strop_model_finalize(plain, 1), "finalize");
+  ck_assert_int_eq(strop_model_save_pretrained(plain, dst), STROP_E_STATE);
+  ck_assert(strstr(strop_last_error(), "pretrained.config"));
+  strop_model_free(plain);
+  strop_tensor_free(x);
+  strop_tensor_free(mk);
+  strop_tensor_free(o1);
+  strop_tensor_free(o2);
+  strop_model_free(back);
+  strop_model_free(m);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("transformers");
   TCase *tc = tcase_create("api");
@@ -553,6 +654,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, arch_list);
   tcase_add_test(tc, broken_folders);
   tcase_add_test(tc, tied_gradients_through_the_trainer);
+  tcase_add_test(tc, save_pretrained_api);
   suite_add_tcase(s, tc);
   if (!fixtures()) return s;
   tc = tcase_create("torchnn");

@@ -296,6 +296,9 @@ strop_status strop_model_load_pretrained(const char *path, const char *arch_name
     st = strop__model_load_files(fn, m, (const strop__st_file *const *)j.files, j.n_files,
                                  opt.flags, &nm, report_out);
   }
+  /* what strop_model_save_pretrained needs to write the folder back */
+  if (!st) st = strop__meta_set(&m->meta, fn, STROP__PT_META_ARCH, a->name);
+  if (!st && j.config_text) st = strop__meta_set(&m->meta, fn, STROP__PT_META_CONFIG, j.config_text);
   if (!st) strop__log(STROP_LOG_INFO, "%s: %s (%s) from %s", fn, a->name, a->family, path);
   job_free(&j);
   if (st) {

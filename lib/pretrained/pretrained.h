@@ -37,6 +37,11 @@ typedef struct strop__arch {
   const char *const *prefixes;
 } strop__arch;
 
+/* What a load keeps in the model's metadata, so the model can be saved back as the folder it
+ * came from (save.c): the architecture's name and config.json's text. */
+#define STROP__PT_META_ARCH "pretrained.arch"
+#define STROP__PT_META_CONFIG "pretrained.config"
+
 /* The registry (registry.c). */
 const strop__arch *strop__arch_find(const char *name);
 const strop__arch *strop__arch_for_config(const strop__json *j, const strop__jnode *cfg);
