@@ -124,16 +124,30 @@ static strop_model *ld_torchnn_post(const char *d, const char *n) { return load_
 static strop_model *ld_torchnn_pre(const char *d, const char *n) { return load_torchnn(d, n, "true"); }
 static strop_model *ld_auto(const char *d, const char *n) { return load_hf(d, n, NULL); }
 
+/* torchvision's ViT: a state_dict file, the architecture named, the image size from the file */
+static strop_model *ld_vit(const char *d, const char *n) {
+  char p[512];
+  snprintf(p, sizeof p, "%s/%s.safetensors", d, n);
+  strop_model *m = NULL;
+  strop_test_must(strop_model_load_pretrained(p, "vit_b_16", NULL, &m, NULL), p);
+  return m;
+}
+
+/* the padding mask of the reference, or NULL (images) */
+static strop_tensor *ref_mask(const strop_st_file *f) {
+  return strop_st_file_find(f, "mask") >= 0 ? ref_tensor(f, "mask") : NULL;
+}
+
 /* Eval-mode logits of the reference's padded batch, with its mask. */
 static void check_eval(strop_model *m, const strop_st_file *rf, const char *key, double floor) {
-  strop_tensor *x = ref_tensor(rf, "x"), *mask = ref_tensor(rf, "mask"), *out = NULL;
+  strop_tensor *x = ref_tensor(rf, "x"), *mask = ref_mask(rf), *out = NULL;
   size_t n;
   float *want = ref_read(rf, key, &n);
   strop_test_must(strop_model_forward_masked(m, x, mask, &out), "forward");
   ck_assert_int_eq(strop_tensor_numel(out), (int64_t)n);
   /* per-token logits at padded positions mean nothing: compare tokens only */
   const int64_t rows = strop_tensor_dim(x, 0) * strop_tensor_dim(x, 1);
-  const int per_token = (int64_t)n % rows == 0 && strop_tensor_rank(out) == 3;
+  const int per_token = mask && (int64_t)n % rows == 0 && strop_tensor_rank(out) == 3;
   float *got = strop_tensor_data(out);
   if (per_token) {
     const size_t v = n / (size_t)rows;
@@ -188,7 +202,7 @@ static void parity(const char *name, loader load) {
   strop_test_must(strop_optimizer_set_double(opt, STROP_OPT_LR, 1e-3), "lr");
   strop_test_must(strop_optimizer_set_double(opt, STROP_OPT_WEIGHT_DECAY, 0.01), "wd");
   strop_test_must(strop_trainer_create(m, opt, &tr), "trainer");
-  strop_tensor *x = ref_tensor(rf, "x"), *mask = ref_tensor(rf, "mask"), *y = ref_tensor(rf, "y");
+  strop_tensor *x = ref_tensor(rf, "x"), *mask = ref_mask(rf), *y = ref_tensor(rf, "y");
   strop_tensor *out = NULL, *dout = NULL;
   strop_test_must(strop_trainer_forward_masked(tr, x, mask, &out), "train forward");
   strop_test_must(strop_tensor_copy(out, &dout), "copy");
@@ -267,7 +281,7 @@ static void parity(const char *name, loader load) {
   strop_test_must(strop_model_save_weights(m, spath), "save");
   /* and as a Hugging Face folder, which strop loads back to the same model */
   snprintf(spath, sizeof spath, "%s/%s.saved", dir, name);
-  if (!strncmp(name, "torchnn", 7)) {
+  if (!strncmp(name, "torchnn", 7) || !strcmp(name, "vit")) {
     ck_assert_int_eq(strop_model_save_pretrained(m, spath), STROP_E_STATE);
     ck_assert(strstr(strop_last_error(), "strop_model_save_weights"));
   } else {
@@ -319,6 +333,51 @@ START_TEST(distilbert_cls) { parity("distilbert_cls", ld_auto); }
 END_TEST
 
 /* The forms people have: the hub's GPT-2 file, BF16, shards. */
+START_TEST(vit) { parity("vit", ld_vit); }
+END_TEST
+
+/* declared for the checkpoint's 32 x 32, run at 48 x 48: torchvision's logits after its
+ * interpolate_embeddings */
+START_TEST(vit_other_size) {
+  const char *dir = fixtures();
+  char rpath[512];
+  snprintf(rpath, sizeof rpath, "%s/vit.ref.safetensors", dir);
+  strop_st_file *rf = NULL;
+  strop_test_must(strop_st_file_open(rpath, &rf), rpath);
+  strop_model *m = ld_vit(dir, "vit");
+  int64_t dims[3];
+  ck_assert_int_eq(strop_model_input_shape(m, dims, 3), 3);
+  ck_assert_int_eq(dims[1], 32);
+  strop_tensor *x = ref_tensor(rf, "x48"), *out = NULL;
+  size_t n;
+  float *want = ref_read(rf, "eval48.output", &n);
+  strop_test_must(strop_model_forward(m, x, &out), "forward at 48");
+  const double e = rel_to_max(strop_tensor_data(out), want, n, 1e-3);
+  ck_assert_msg(e < 1e-4, "48 x 48: worst error %.3g of the largest logit", e);
+  /* and it trains there: a step changes the 32 x 32 table through the resize */
+  strop_optimizer *opt = NULL;
+  strop_trainer *tr = NULL;
+  strop_test_must(strop_optimizer_create(m, STROP_OPTIM_SGD, &opt), "optimizer");
+  strop_test_must(strop_trainer_create(m, opt, &tr), "trainer");
+  const int64_t yd[1] = {2};
+  strop_tensor *y = NULL;
+  strop_test_must(strop_tensor_create(1, yd, &y), "y");
+  strop_tensor_data(y)[0] = 1;
+  strop_tensor_data(y)[1] = 3;
+  float loss = 0;
+  strop_test_must(strop_trainer_step(tr, x, y, &loss), "step at 48");
+  ck_assert(isfinite(loss));
+  strop_tensor_free(y);
+  strop_trainer_free(tr);
+  strop_optimizer_free(opt);
+  free(want);
+  strop_tensor_free(x);
+  strop_tensor_free(out);
+  strop_model_free(m);
+  strop_st_file_free(rf);
+}
+END_TEST
+
 START_TEST(forms) {
   const char *dir = fixtures();
   char rpath[512];
@@ -680,6 +739,11 @@ static Suite *suite(void) {
   tcase_add_test(tc, bert_cls);
   tcase_add_test(tc, roberta_cls);
   tcase_add_test(tc, distilbert_cls);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("vit");
+  tcase_set_timeout(tc, 600);
+  tcase_add_test(tc, vit);
+  tcase_add_test(tc, vit_other_size);
   suite_add_tcase(s, tc);
   tc = tcase_create("forms");
   tcase_add_test(tc, forms);

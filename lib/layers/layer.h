@@ -211,7 +211,8 @@ enum {
   STROP__PD_FROZEN = 8   /* created frozen (a LoRA layer's base weight) */
 };
 typedef struct strop__paramdef {
-  const char *name;  /* suffix after the node name: "weight", "q_proj.lora_A.weight" */
+  const char *name;  /* suffix after the node name: "weight", "q_proj.lora_A.weight"; "" names
+                        the parameter as the node itself ("class_token") */
   int flags;         /* STROP__PD_* */
   const char *doc;
 } strop__paramdef;

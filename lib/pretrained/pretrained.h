@@ -97,7 +97,7 @@ int64_t strop__hf_classes(const strop__pt_ctx *c, const strop__arch *a, const ch
 extern const strop__arch strop__arch_gpt2_lm, strop__arch_gpt2_cls, strop__arch_llama_lm,
     strop__arch_llama_cls, strop__arch_bert, strop__arch_bert_cls, strop__arch_roberta,
     strop__arch_roberta_cls, strop__arch_distilbert, strop__arch_distilbert_cls,
-    strop__arch_vit_b_16, strop__arch_vit;
+    strop__arch_vit_b_16;
 
 /* torchvision.c */
 extern const strop__arch strop__arch_resnet18, strop__arch_resnet34, strop__arch_resnet50,

@@ -124,8 +124,14 @@ def lm_targets(ids, mask):
 
 def references(model, ids, mask, y, lm, labels=None):
     """eval.output, loss, grad.*, after.* (float64 on the float32 values) and tol.*"""
-    ref = {"x": ids.numpy().astype(np.float32), "mask": mask.numpy().astype(np.float32),
-           "y": y.numpy().astype(np.float32)}
+    ref = {"x": ids.numpy().astype(np.float32), "y": y.numpy().astype(np.float32)}
+    if mask is not None:
+        ref["mask"] = mask.numpy().astype(np.float32)
+
+    def run(m, dtype):
+        if mask is None:  # images
+            return m(ids.to(dtype))
+        return m(ids, mask.to(dtype))
 
     def loss_of(logits):
         if lm:  # modeling_*: shift inside the model
@@ -135,17 +141,17 @@ def references(model, ids, mask, y, lm, labels=None):
 
     m32 = copy.deepcopy(model)
     m32.train()
-    out32 = m32(ids, mask)
+    out32 = run(m32, torch.float32)
     loss_of(out32).backward()
     m64 = copy.deepcopy(model).double()
     m64.eval()
     with torch.no_grad():
-        ref["eval.output"] = m64(ids, mask.double()).float().numpy()
+        ref["eval.output"] = run(m64, torch.float64).float().numpy()
     ref["tol.eval.output"] = rel_err(out32, ref["eval.output"])
     m64.train()
     opt = torch.optim.AdamW(m64.parameters(), lr=1e-3, weight_decay=0.01)
     opt.zero_grad()
-    loss = loss_of(m64(ids, mask.double()))
+    loss = loss_of(run(m64, torch.float64))
     loss.backward()
     ref["loss"] = np.array([loss.item()], dtype=np.float32)
     g32 = dict(m32.named_parameters())
@@ -347,6 +353,30 @@ def torchnn(out):
         save_ref(out, name, references(model, ids, mask, torch.tensor([0, 2, 1, 0]), False))
 
 
+def vit(out):
+    """torchvision 0.14's VisionTransformer at a small size; the same checkpoint at 48 x 48
+    through torchvision's interpolate_embeddings"""
+    from torchvision.models.vision_transformer import VisionTransformer, interpolate_embeddings
+    g = torch.Generator().manual_seed(15)
+    torch.manual_seed(12)
+    kw = dict(patch_size=8, num_layers=2, num_heads=2, hidden_dim=128, mlp_dim=256, num_classes=5)
+    model = VisionTransformer(image_size=32, **kw)
+    randomise(model, g)
+    sd = state(model)
+    safetensors_np.save(os.path.join(out, "vit.safetensors"), sd)
+    x = torch.rand(4, 3, 32, 32, generator=g) * 2 - 1
+    ref = references(model, x, None, torch.tensor([4, 0, 2, 1]), False)
+    big = VisionTransformer(image_size=48, **kw)
+    big.load_state_dict(interpolate_embeddings(48, 8, {k: torch.from_numpy(v) for k, v in sd.items()}),
+                        strict=True)
+    big.double().eval()
+    x48 = torch.rand(2, 3, 48, 48, generator=g) * 2 - 1
+    with torch.no_grad():
+        ref["eval48.output"] = big(x48.double()).float().numpy()
+    ref["x48"] = x48.numpy()
+    save_ref(out, "vit", ref)
+
+
 def main():
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
@@ -355,6 +385,7 @@ def main():
     llama(out)
     bert(out)
     torchnn(out)
+    vit(out)
 
 
 if __name__ == "__main__":

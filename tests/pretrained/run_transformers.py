@@ -56,6 +56,10 @@ def main():
         tied = {"lm_head.weight"}
 
         def module_for(case):
+            if case == "vit":
+                from torchvision.models.vision_transformer import VisionTransformer
+                return VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
+                                         hidden_dim=128, mlp_dim=256, num_classes=5)
             if case.startswith("torchnn"):
                 return G.TorchEncoderClassifier(case.endswith("pre"),
                                                 "gelu" if case.endswith("pre") else "relu")
@@ -73,7 +77,8 @@ def main():
                 raise SystemExit(f"missing {missing}, unexpected {unexpected}")
 
         cases = ["torchnn_post", "torchnn_pre", "gpt2_lm", "gpt2_cls", "llama_lm", "qwen2_lm",
-                 "mistral_lm", "llama_cls", "bert", "bert_cls", "roberta_cls", "distilbert_cls"]
+                 "mistral_lm", "llama_cls", "bert", "bert_cls", "roberta_cls", "distilbert_cls",
+                 "vit"]
         for case in cases:
             ref = safetensors_np.load(os.path.join(tmp, case + ".ref.safetensors"))[0]
             theirs = module_for(case)
@@ -89,17 +94,22 @@ def main():
                     print(f"{case}: {saved}/model.safetensors lacks metadata format=pt")
                     return 1
                 forms.append(("save_pretrained folder", t))
-            x = torch.from_numpy(ref["x"]).long()
-            mask = torch.from_numpy(ref["mask"])
+            images = "mask" not in ref
+            x = torch.from_numpy(ref["x"]) if images else torch.from_numpy(ref["x"]).long()
+            mask = None if images else torch.from_numpy(ref["mask"])
+
+            def run(model):
+                return model(x) if images else model(x, mask)
+
             theirs.eval()
             with torch.no_grad():
-                b = theirs(x, mask)
+                b = run(theirs)
             for what, tensors in forms:
                 mine = module_for(case)
                 load_strict(mine, tensors)
                 mine.eval()
                 with torch.no_grad():
-                    a = mine(x, mask)
+                    a = run(mine)
                 keep = mask > 0 if a.dim() == 3 else torch.ones(a.shape[0], dtype=torch.bool)
                 err = float((a[keep] - b[keep]).abs().max() / b[keep].abs().max())
                 print(f"{case}: strop's stepped {what} loads in PyTorch (strict); eval logits "
