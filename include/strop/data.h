@@ -331,6 +331,30 @@ STROP_API STROP_NODISCARD strop_status strop_dataset_load_text_classes(
     const char *const *paths, const int64_t *labels, int64_t count, const strop_vocab *vocab,
     int64_t seq_len, int64_t stride, strop_dataset **out);
 
+/**
+ * @brief Gives the samples of a dataset padding masks: which positions of each sample's
+ *        sequence are tokens (1) and which are padding (0), Hugging Face's attention_mask.
+ *
+ * Batches of the dataset (and of every view made from it: splits, subsets, few-shot
+ * selections) then carry their rows' masks (strop_batch_iter_mask()), which strop_trainer_fit()
+ * and strop_trainer_eval() pass to the model as strop_trainer_step_masked() does. Set them
+ * before making iterators over the dataset or its views.
+ * @param ds    A dataset made by a source (not a view); changed.
+ * @param mask  n x T values, 0 or 1, T the first dimension of a sample's input shape (its
+ *              sequence); copied. NULL removes the masks.
+ * @param count The number of values at @p mask: n x T.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL @p ds, a view, a value other than 0 or 1,
+ *         naming the sample and position); STROP_E_SHAPE (@p count is not n x T, naming
+ *         both); STROP_E_NOMEM. On error the dataset is unchanged. Not thread-safe for the
+ *         dataset and its views. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_dataset_set_mask(strop_dataset *ds, const float *mask,
+                                                              size_t count);
+
+/** @brief 1 when the dataset's samples carry padding masks (strop_dataset_set_mask()), 0
+ *  otherwise or for NULL. Thread-safe. @since 0.2 */
+STROP_API int strop_dataset_has_mask(const strop_dataset *ds);
+
 /* ------------------------------------------------------------------------------------------ */
 /* Accessors                                                                                    */
 /* ------------------------------------------------------------------------------------------ */
@@ -532,6 +556,16 @@ STROP_API STROP_NODISCARD strop_status strop_batch_iter_next(strop_batch_iter *i
                                                              strop_tensor **inputs,
                                                              strop_tensor **targets,
                                                              int64_t *rows);
+
+/**
+ * @brief The padding mask of the batch strop_batch_iter_next() last returned, when the
+ *        dataset carries masks (strop_dataset_set_mask()).
+ * @param it The iterator; only read.
+ * @return A borrowed tensor [rows, T] of 1 (token) and 0 (padding), with the same lifetime as
+ *         the batch's inputs; NULL when the dataset has no masks, before the first batch, at
+ *         the end of an epoch, or for NULL. Not thread-safe for one iterator. @since 0.2
+ */
+STROP_API const strop_tensor *strop_batch_iter_mask(const strop_batch_iter *it);
 
 /** @brief Batches per epoch (with drop_last taken into account), or -1 for NULL. @since 0.1 */
 STROP_API int64_t strop_batch_iter_num_batches(const strop_batch_iter *it);

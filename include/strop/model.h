@@ -67,6 +67,33 @@ STROP_API STROP_NODISCARD strop_status strop_model_forward(strop_model *model,
                                                            const strop_tensor *input,
                                                            strop_tensor **out);
 
+/**
+ * @brief strop_model_forward() on a batch of sequences some of which are padded: @p mask says
+ *        which positions are tokens (1) and which are padding (0).
+ *
+ * The sequence is the first per-sample dimension of @p input (token ids [N, T], or features
+ * [N, T, D]); T may be any length the model's layers accept (up to the longest its position
+ * embeddings cover), so batches of different lengths run through one model. Attention layers
+ * give padded keys no weight, mean_pool and token_pool skip padded positions, and
+ * positional_embedding with positions=mask counts only tokens: a sample's outputs at its
+ * tokens are those of the sample alone, whether the batch pads it on the right or the left.
+ * Outputs at padded positions are computed but mean nothing.
+ * @param[in]  model The model (finalized).
+ * @param[in]  input [N, T, ...]; only read.
+ * @param[in]  mask  [N, T] of 1 (token) and 0 (padding), Hugging Face's attention_mask; or
+ *                   NULL, which is strop_model_forward(). Only read (copied for the call).
+ * @param[out] out   A new tensor [N, output shape...], owned by the caller; NULL on error.
+ * @return STROP_OK; STROP_E_SHAPE (the input or the mask has a shape the model does not take,
+ *         naming both, or a layer's sequence differs from the mask's length, naming the layer);
+ *         STROP_E_INVALID_ARG (NULL model, input or out; a mask value other than 0 or 1,
+ *         naming the sample and position); STROP_E_STATE (not finalized); STROP_E_NOMEM. The
+ *         model is unchanged on error. Not thread-safe on one model. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_forward_masked(strop_model *model,
+                                                                  const strop_tensor *input,
+                                                                  const strop_tensor *mask,
+                                                                  strop_tensor **out);
+
 /** @brief Switches train (1) or eval (0) mode. @return STROP_OK or STROP_E_INVALID_ARG.
  *  @since 0.1 */
 STROP_API STROP_NODISCARD strop_status strop_model_set_training(strop_model *model, int training);

@@ -63,6 +63,31 @@ STROP_API STROP_NODISCARD strop_status strop_model_load_pretrained(
     const char *path, const char *arch, const strop_pretrained_options *opt, strop_model **out,
     strop_load_report **report_out);
 
+/**
+ * @brief Writes a model loaded from a Hugging Face folder (and fine-tuned, changed by surgery,
+ *        given LoRA adapters) back as one: @p dir/config.json and @p dir/model.safetensors,
+ *        which transformers' from_pretrained (and strop_model_load_pretrained()) load.
+ *
+ * The weights carry the checkpoint's own names and layouts (Conv1D [in, out], packed q/k/v),
+ * float32, tied weights once under the name the checkpoint stores them by (GPT-2's
+ * transformer.wte.weight, no lm_head.weight), and the safetensors metadata "format": "pt"
+ * that transformers requires. LoRA adapters are folded into their base weights in the file
+ * (the model itself keeps them as they are), as PEFT's merge_and_unload would; to save the
+ * adapters alone use strop_model_lora_save(). config.json is the one the load read (kept in
+ * the model's metadata as "pretrained.config"), with torch_dtype "float32" and, for a
+ * classifier whose head now has another number of classes, id2label / label2id of LABEL_i.
+ * @p dir is created when missing; each file is replaced atomically (weights first), so a
+ * crash leaves the old file or the new one, never a torn file.
+ * @param[in] model The model; only read.
+ * @param[in] dir   The folder.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL or empty); STROP_E_STATE (not finalized, or not
+ *         loaded from a Hugging Face folder: use strop_model_save_weights()); STROP_E_IO (the
+ *         folder or a file cannot be written, naming it); STROP_E_NOMEM. The model is unchanged
+ *         in every case. Thread-safe while no other thread changes the model. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_save_pretrained(const strop_model *model,
+                                                                   const char *dir);
+
 /** @brief Number of architectures strop_model_load_pretrained() knows. @since 0.2 */
 STROP_API int strop_pretrained_arch_count(void);
 

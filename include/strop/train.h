@@ -192,6 +192,29 @@ STROP_API STROP_NODISCARD strop_status strop_trainer_step(strop_trainer *tr,
                                                           const strop_tensor *targets,
                                                           float *loss);
 
+/**
+ * @brief strop_trainer_step() on a batch of padded sequences: @p mask says which positions are
+ *        tokens (1) and which padding (0), as for strop_model_forward_masked().
+ *
+ * Batches may differ in sequence length from step to step (and from the model's declared
+ * input shape), up to what the model's layers accept; the targets follow the batch's output
+ * (for a language model's [N, T] targets, this batch's T; padded positions take the loss's
+ * ignore_index, -100 by default). A warm step of a shape already seen makes no heap allocation.
+ * @param tr      The trainer.
+ * @param inputs  [N, T, ...]; only read.
+ * @param mask    [N, T] of 0 and 1, or NULL (strop_trainer_step()); only read.
+ * @param targets As for strop_trainer_step(), for this batch's output shape.
+ * @param[out] loss The batch loss (may be NULL).
+ * @return As strop_trainer_step(); STROP_E_SHAPE also for a mask not [N, T] (naming both) or
+ *         a layer that refuses the batch's length (naming it); STROP_E_INVALID_ARG for a mask
+ *         value other than 0 or 1. Not thread-safe for one trainer or its model. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_trainer_step_masked(strop_trainer *tr,
+                                                                 const strop_tensor *inputs,
+                                                                 const strop_tensor *mask,
+                                                                 const strop_tensor *targets,
+                                                                 float *loss);
+
 /** Number of optimizer steps taken (after accumulation). -1 for NULL. @since 0.1 */
 STROP_API int64_t strop_trainer_global_step(const strop_trainer *tr);
 
@@ -224,6 +247,19 @@ STROP_API int64_t strop_trainer_global_step(const strop_trainer *tr);
 STROP_API STROP_NODISCARD strop_status strop_trainer_forward(strop_trainer *tr,
                                                              const strop_tensor *inputs,
                                                              strop_tensor **out);
+
+/**
+ * @brief strop_trainer_forward() on a batch of padded sequences with its padding @p mask
+ *        [N, T] (1 token, 0 padding; NULL: strop_trainer_forward()), as
+ *        strop_trainer_step_masked() runs it. The mask is copied with the step.
+ * @return As strop_trainer_forward(); STROP_E_SHAPE or STROP_E_INVALID_ARG for a bad mask, as
+ *         strop_trainer_step_masked(). Not thread-safe for one trainer or its model.
+ * @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_trainer_forward_masked(strop_trainer *tr,
+                                                                    const strop_tensor *inputs,
+                                                                    const strop_tensor *mask,
+                                                                    strop_tensor **out);
 
 /**
  * @brief The backward half: takes d loss / d output from the host and adds the parameters'

@@ -51,6 +51,9 @@ struct strop_dataset {
   int64_t *starts;     /* TOKENS: start of sample i in tokens */
   int lm;              /* TOKENS: 1 = targets are the shifted window */
   int64_t seq_len;
+  float *mask;         /* padding masks [n, mask_len] of the root's samples (1 token, 0
+                          padding), or NULL; shared by every view of the root */
+  int64_t mask_len;
 };
 
 /* The root that owns the storage of ds. */
@@ -72,6 +75,9 @@ strop_status strop__check_finite(const char *fn, const char *what, const float *
  * one-hot expanded); either may be NULL. Errors name fn. */
 strop_status strop__ds_read(const strop_dataset *ds, const char *fn, int64_t i, float *in,
                             float *tgt);
+/* The padding mask of sample i of ds (view index) into out (mask_len floats): a no-op
+ * returning 0 when the dataset has none, else 1. */
+int strop__ds_read_mask(const strop_dataset *ds, int64_t i, float *out);
 /* All n labels of a classification dataset with scalar targets, malloc'd (strop__free). */
 strop_status strop__ds_labels(const strop_dataset *ds, const char *fn, int32_t **out);
 /* Takes one more reference. */

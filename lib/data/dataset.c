@@ -118,6 +118,7 @@ void strop_dataset_free(strop_dataset *ds) {
     strop__free(ds->buf_owned);
     strop__free(ds->tokens);
     strop__free(ds->starts);
+    strop__free(ds->mask);
     if (ds->release) ds->release(ds->release_ud);
   }
   strop__free(ds);
@@ -300,6 +301,49 @@ strop_status strop__ds_read(const strop_dataset *ds, const char *fn, int64_t i, 
     }
   }
   return STROP_OK;
+}
+
+int strop__ds_read_mask(const strop_dataset *ds, int64_t i, float *out) {
+  const strop_dataset *rt = strop__ds_root(ds);
+  if (!rt->mask) return 0;
+  int64_t r = ds->idx ? ds->idx[i] : i;
+  memcpy(out, rt->mask + r * rt->mask_len, (size_t)rt->mask_len * sizeof *out);
+  return 1;
+}
+
+strop_status strop_dataset_set_mask(strop_dataset *ds, const float *mask, size_t count) {
+  static const char fn[] = "strop_dataset_set_mask";
+  if (!ds) return strop__err(STROP_E_INVALID_ARG, "%s: ds is NULL", fn);
+  if (ds->root)
+    return strop__err(STROP_E_INVALID_ARG, "%s: the dataset is a view (a split, subset or "
+                      "reshape): set the masks on the dataset it was made from", fn);
+  if (!mask) {
+    strop__free(ds->mask);
+    ds->mask = NULL;
+    ds->mask_len = 0;
+    return STROP_OK;
+  }
+  const int64_t t = ds->in_rank > 0 ? ds->in_dims[0] : 1;
+  if (count != (size_t)ds->n * (size_t)t)
+    return strop__err(STROP_E_SHAPE, "%s: %zu mask values for %lld samples of %lld positions "
+                      "need %lld", fn, count, (long long)ds->n, (long long)t,
+                      (long long)(ds->n * t));
+  for (size_t i = 0; i < count; i++)
+    if (mask[i] != 0.0f && mask[i] != 1.0f)
+      return strop__err(STROP_E_INVALID_ARG, "%s: mask value %g at sample %lld, position %lld: "
+                        "it must be 1 (a token) or 0 (padding)", fn, (double)mask[i],
+                        (long long)(i / (size_t)t), (long long)(i % (size_t)t));
+  float *m = strop__malloc(count * sizeof *m);
+  if (!m) return STROP__NOMEM(fn);
+  memcpy(m, mask, count * sizeof *m);
+  strop__free(ds->mask);
+  ds->mask = m;
+  ds->mask_len = t;
+  return STROP_OK;
+}
+
+int strop_dataset_has_mask(const strop_dataset *ds) {
+  return ds && strop__ds_root(ds)->mask ? 1 : 0;
 }
 
 strop_status strop_dataset_get(const strop_dataset *ds, int64_t index, float *input,

@@ -43,10 +43,12 @@ struct strop_batch_iter {
   float *s0, *s1;
 
   struct {
-    float *x, *y;
-    strop_tensor *tx, *ty;
+    float *x, *y, *m;
+    strop_tensor *tx, *ty, *tm;
   } buf[2];
   int cur;
+  int64_t mask_len;             /* positions of a sample's padding mask; 0: no masks */
+  const strop_tensor *last_mask; /* the mask of the batch last returned, or NULL */
 
   int threaded;
   pthread_t th;
@@ -189,8 +191,14 @@ static strop_status fill_batch(strop_batch_iter *it, int64_t epoch, int64_t pos,
       memcpy(xo, res, it->out_numel * sizeof(float));
     }
   }
+  if (it->mask_len)
+    for (int64_t r = 0; r < rows; r++) {
+      int64_t j = (it->flags & STROP_ITER_SHUFFLE) ? it->perm[pos + r] : pos + r;
+      (void)strop__ds_read_mask(it->ds, j, it->buf[b].m + r * it->mask_len);
+    }
   set_rows(it->buf[b].tx, rows);
   set_rows(it->buf[b].ty, rows);
+  if (it->mask_len) set_rows(it->buf[b].tm, rows);
   *rows_out = rows;
   return STROP_OK;
 }
@@ -298,7 +306,23 @@ static strop_status start(strop_batch_iter *it, const char *fn) {
   xd[0] = yd[0] = rows;
   memcpy(xd + 1, it->out_dims, (size_t)it->out_rank * sizeof *xd);
   if (ds->tgt_rank) memcpy(yd + 1, ds->tgt_dims, (size_t)ds->tgt_rank * sizeof *yd);
+  it->mask_len = strop__ds_root(ds)->mask ? strop__ds_root(ds)->mask_len : 0;
+  if (it->mask_len && (it->out_rank < 1 || it->out_dims[0] != it->mask_len))
+    return strop__err(STROP_E_SHAPE, "%s: the dataset's padding masks have %lld positions per "
+                      "sample, its batches' inputs %lld (a reshape or a transform changed the "
+                      "sequence)", fn, (long long)it->mask_len,
+                      (long long)(it->out_rank ? it->out_dims[0] : 0));
   for (int b = 0; b < ((it->flags & STROP_ITER_PREFETCH) ? 2 : 1); b++) {
+    if (it->mask_len) {
+      const int64_t md[2] = {rows, it->mask_len};
+      const size_t nm = (size_t)rows * (size_t)it->mask_len;
+      if (!(it->buf[b].m = strop__malloc_aligned(nm * sizeof(float)))) return STROP__NOMEM(fn);
+      strop_status st = strop_tensor_wrap(it->buf[b].m, nm, 2, md, &it->buf[b].tm);
+      if (st) {
+        strop__err_prefix("%s", fn);
+        return st;
+      }
+    }
     it->buf[b].x = strop__malloc_aligned(nx * sizeof(float));
     it->buf[b].y = strop__malloc_aligned(ny * sizeof(float));
     if (!it->buf[b].x || !it->buf[b].y) return STROP__NOMEM(fn);
@@ -336,10 +360,13 @@ static void release_buffers(strop_batch_iter *it) {
   for (int b = 0; b < nbuf; b++) {
     strop_tensor_free(it->buf[b].tx);
     strop_tensor_free(it->buf[b].ty);
+    strop_tensor_free(it->buf[b].tm);
     strop__free_aligned(it->buf[b].x);
     strop__free_aligned(it->buf[b].y);
+    strop__free_aligned(it->buf[b].m);
   }
   memset(it->buf, 0, sizeof it->buf);
+  it->last_mask = NULL;
   strop__free(it->perm);
   strop__free(it->s0);
   strop__free(it->s1);
@@ -354,6 +381,7 @@ strop_status strop_batch_iter_next(strop_batch_iter *it, strop_tensor **inputs,
   if (targets) *targets = NULL;
   if (rows) *rows = 0;
   if (!it) return strop__err(STROP_E_INVALID_ARG, "%s: it is NULL", fn);
+  it->last_mask = NULL;
   if (!it->started) {
     strop_status st = start(it, fn);
     if (st) {
@@ -403,7 +431,12 @@ strop_status strop_batch_iter_next(strop_batch_iter *it, strop_tensor **inputs,
   if (inputs) *inputs = it->buf[b].tx;
   if (targets) *targets = it->buf[b].ty;
   if (rows) *rows = got;
+  it->last_mask = it->buf[b].tm;
   return STROP_OK;
+}
+
+const strop_tensor *strop_batch_iter_mask(const strop_batch_iter *it) {
+  return it ? it->last_mask : NULL;
 }
 
 int64_t strop_batch_iter_num_batches(const strop_batch_iter *it) { return it ? it->nb : -1; }

@@ -31,7 +31,8 @@ struct strop_model {
   int *consumers;               /* per node: how many input slots read its output */
   int64_t batch;
   int step_training;            /* the mode of the current step's forward */
-  const float *step_pad_mask;   /* its padding mask (borrowed for the step), or NULL */
+  const float *step_pad_mask;   /* its padding mask (an arena copy), or NULL */
+  int64_t step_pad_len;         /* positions per sample of step_pad_mask */
   int have_forward;             /* 1 after a forward, until backward/step end */
   int want_input_grad;          /* tests: also compute d loss / d input */
   int keep_act;                 /* a node whose activation must be stored even where fusion
@@ -76,10 +77,16 @@ strop_status strop__model_forward_exec(strop_model *m, const float *input, int64
 strop_status strop__model_forward_shaped(strop_model *m, const float *input, int64_t n,
                                          const strop__shape *shape, int training,
                                          const float *pad_mask, const strop__act **out);
-/* The per-sample output shape for per-sample input shape in (a batch's actual shape, of
- * in_shape's rank); errors name the layer that refuses it. Caches the shape pass, as a forward
- * of that shape does. */
-strop_status strop__model_out_shape(strop_model *m, const strop__shape *in, strop__shape *out);
+/* Checks a padding mask given to function fn for a batch of n samples whose sequences
+ * (the first per-sample dimension of the input) have t positions: NULL is fine; otherwise
+ * [n, t] of 0 and 1. Errors name fn, the shapes, the
+ * first bad value and where. */
+strop_status strop__model_check_mask(const char *fn, const strop_tensor *mask, int64_t n,
+                                     int64_t t);
+/* The per-sample output shape for per-sample input shape in (any shape of the model's rank
+ * that every layer accepts): the shape pass a forward of that shape runs (and reuses). Errors
+ * (STROP_E_SHAPE) name the layer that refuses it. */
+strop_status strop__model_output_for(strop_model *m, const strop__shape *in, strop__shape *out);
 /* backward from dout (gradient of the loss w.r.t. the output, same layout); accumulates into
  * trainable params' grad. Visits only nodes with a trainable parameter at or upstream. */
 strop_status strop__model_backward(strop_model *m, const float *dout);

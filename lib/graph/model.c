@@ -601,10 +601,18 @@ static strop_status shape_pass(strop_model *m, const strop__shape *in) {
   return STROP_OK;
 }
 
-strop_status strop__model_out_shape(strop_model *m, const strop__shape *in, strop__shape *out) {
+strop_status strop__model_output_for(strop_model *m, const strop__shape *in, strop__shape *out) {
+  if (!m->finalized) return strop__err(STROP_E_STATE, "model is not finalized");
+  if (in->rank != m->in_shape.rank) {
+    char a[128], b[128];
+    return strop__err(STROP_E_SHAPE, "input has shape [N, %s, the model expects [N, %s",
+                      strop__shape_str(in, a, sizeof a) + 1,
+                      strop__shape_str(&m->in_shape, b, sizeof b) + 1);
+  }
   strop_status s = shape_pass(m, in);
-  if (!s) *out = m->run_shapes[m->n_nodes - 1];
-  return s;
+  if (s) return s;
+  *out = m->run_shapes[m->n_nodes - 1];
+  return STROP_OK;
 }
 
 strop_status strop__model_forward_exec(strop_model *m, const float *input, int64_t n,
@@ -627,13 +635,23 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
   }
   strop_status s = shape_pass(m, shape);
   if (s) return s;
-  strop__exec x = {&m->arena, &m->rng, training, strop__num_threads(), pad_mask, 0, 0};
+  /* the mask lives as long as the step (the backward reads it; the caller's may go) */
+  float *mask = NULL;
+  const int64_t mask_len = pad_mask ? (shape->rank > 0 ? shape->d[0] : 1) : 0;
+  if (pad_mask) {
+    const size_t bytes = (size_t)n * (size_t)mask_len * sizeof *mask;
+    if (!(mask = strop__arena_alloc(&m->arena, bytes)))
+      return strop__err(STROP_E_NOMEM, "out of memory for the padding mask");
+    memcpy(mask, pad_mask, bytes);
+  }
+  strop__exec x = {&m->arena, &m->rng, training, strop__num_threads(), mask, 0, 0, mask_len};
   m->input.data = (float *)input;
   m->input.n = n;
   m->input.shape = *shape;
   m->batch = n;
   m->step_training = training;
-  m->step_pad_mask = pad_mask;
+  m->step_pad_mask = mask;
+  m->step_pad_len = mask_len;
   plan_fusion(m);
   /* Activation lifetimes. A node's output is kept to the end of the step when a backward may
    * read it (it is the input or the output of a node with a trainable parameter at or before
@@ -798,6 +816,15 @@ static int pgrad_prepare(strop_model *m, int first, int last) {
     for (int j = 0; j < m->nodes[q].n_params; j++) {
       strop__param *p = &m->nodes[q].params[j];
       p->grad_checked = 0;
+      if (p->tied) {
+        /* a tied slot adds into its owner's gradient, which another node also adds to: the
+         * owner is made fresh now (cleared if stale) and never written outright here */
+        strop__param *o = p->tied;
+        o->grad_checked = 0;
+        strop__param_grad_fresh(o);
+        if (o->grad) fresh++;
+        continue;
+      }
       if (p->grad && p->grad_stale)
         stale++;
       else if (p->grad)
@@ -835,7 +862,8 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
   }
   count_consumers(m);
   /* backward sees the forward's mode and mask */
-  strop__exec x = {&m->arena, &m->rng, m->step_training, strop__num_threads(), m->step_pad_mask, 0, 0};
+  strop__exec x = {&m->arena, &m->rng, m->step_training, strop__num_threads(),
+                   m->step_pad_mask, 0, 0, m->step_pad_len};
   size_t in_bytes = strop__shape_numel(&m->input.shape) * sizeof(float) * (size_t)m->batch;
   m->input_grad = NULL;
   if (m->want_input_grad) {
@@ -933,8 +961,33 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
 }
 
 /* ---- public run and inspection ---- */
+strop_status strop__model_check_mask(const char *fn, const strop_tensor *mask, int64_t n,
+                                     int64_t t) {
+  if (!mask) return STROP_OK;
+  if (mask->rank != 2 || mask->dims[0] != n || mask->dims[1] != t) {
+    char a[128];
+    strop__shape got = {mask->rank, {0}};
+    memcpy(got.d, mask->dims, sizeof mask->dims);
+    return strop__err(STROP_E_SHAPE, "%s: the padding mask has shape %s, the batch needs "
+                      "[%lld, %lld] (samples, positions)", fn, strop__shape_str(&got, a, sizeof a),
+                      (long long)n, (long long)t);
+  }
+  for (size_t i = 0; i < mask->numel; i++)
+    if (mask->data[i] != 0.0f && mask->data[i] != 1.0f)
+      return strop__err(STROP_E_INVALID_ARG, "%s: the padding mask holds %g at sample %lld, "
+                        "position %lld: it must be 1 (a token) or 0 (padding)", fn,
+                        (double)mask->data[i], (long long)(i / (size_t)t),
+                        (long long)(i % (size_t)t));
+  return STROP_OK;
+}
+
 strop_status strop_model_forward(strop_model *m, const strop_tensor *input, strop_tensor **out) {
-  static const char fn[] = "strop_model_forward";
+  return strop_model_forward_masked(m, input, NULL, out);
+}
+
+strop_status strop_model_forward_masked(strop_model *m, const strop_tensor *input,
+                                        const strop_tensor *mask, strop_tensor **out) {
+  const char *fn = mask ? "strop_model_forward_masked" : "strop_model_forward";
   if (!out) return strop__err(STROP_E_INVALID_ARG, "%s: out is NULL", fn);
   *out = NULL;
   if (!m || !input)
@@ -952,9 +1005,11 @@ strop_status strop_model_forward(strop_model *m, const strop_tensor *input, stro
   }
   strop__shape per = {m->in_shape.rank, {0}};
   for (int i = 0; i < per.rank; i++) per.d[i] = input->dims[i + 1];
+  strop_status s = strop__model_check_mask(fn, mask, input->dims[0], per.rank ? per.d[0] : 1);
+  if (s) return s;
   const strop__act *o;
-  strop_status s =
-      strop__model_forward_shaped(m, input->data, input->dims[0], &per, m->training, NULL, &o);
+  s = strop__model_forward_shaped(m, input->data, input->dims[0], &per, m->training,
+                                  mask ? mask->data : NULL, &o);
   if (s) {
     char a[128];
     strop__shape full = {input->rank, {0}};

@@ -21,7 +21,8 @@ typedef struct strop__load_names {
   const char *const *prefixes;  /* prefixes a file's names may carry and the model's lack, or
                                  * the other way round ("transformer."); NULL-terminated */
   const char *const *ignore;    /* globs of file tensors that are not parameters (GPT-2's
-                                 * "*.attn.bias" masks), skipped; NULL-terminated */
+                                 * "*.attn.bias" masks), skipped when no parameter has their
+                                 * name; NULL-terminated */
   int ignore_unexpected;        /* skip whatever matches no parameter (a checkpoint's other
                                  * sections) instead of reporting it */
 } strop__load_names;

@@ -144,8 +144,6 @@ static int map_name(const strop_model *m, const strop__load_names *nm, const cha
     snprintf(*name, *cap, "%s%s", to, fname + from_len);
   else
     snprintf(*name, *cap, "%s", fname);
-  for (const char *const *g = nm ? nm->ignore : NULL; g && *g; g++)
-    if (strop__glob_match(*g, *name)) return 0;
   *pi = param_index(m, *name);
   /* a prefix the file's names carry and the model's lack, or the other way round */
   for (const char *const *pp = nm ? nm->prefixes : NULL; *pi < 0 && pp && *pp; pp++) {
@@ -160,6 +158,10 @@ static int map_name(const strop_model *m, const strop__load_names *nm, const cha
     *pi = param_index(m, *name);
   }
   if (*pi < 0 && nm && nm->ignore_unexpected) return 0;
+  /* tensors the policy says are not parameters, unless the model has them (lm_head.weight is
+   * a duplicate of the embedding in a tied model's file, a parameter in an untied one) */
+  for (const char *const *g = nm ? nm->ignore : NULL; *pi < 0 && g && *g; g++)
+    if (strop__glob_match(*g, *name)) return 0;
   return 1;
 }
 

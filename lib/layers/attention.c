@@ -1,7 +1,9 @@
 /* strop — multi-head self-attention (torch.nn.MultiheadAttention with batch_first=True and
- * query = key = value) on [N, T, D], with separate q/k/v/out projections named
- * "<node>.q_proj.weight" ..., an optional causal mask and the graph's padding mask; and
- * optional LoRA adapters on any of the four projections ("<node>.q_proj.lora_A.weight"). */
+ * query = key = value) on [N, T, D], with q/k/v projections stored separately
+ * ("<node>.q_proj.weight" ...) or packed as torch stores them ("<node>.in_proj_weight"
+ * [3D, D]), the output projection "<node>.out_proj", an optional causal mask and the graph's
+ * padding mask; and optional LoRA adapters on any of the four projections
+ * ("<node>.q_proj.lora_A.weight", on the packed rows of q when packed). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +27,7 @@ typedef struct mha_cfg {
   int64_t lora_r[4];
   float lora_alpha[4];
   int lora_merged;
+  int packed; /* q, k, v in one in_proj_weight [3D, D] / in_proj_bias [3D] */
 } mha_cfg;
 
 
@@ -34,13 +37,18 @@ static int has_lora(const mha_cfg *c) {
   return c->lora_r[0] || c->lora_r[1] || c->lora_r[2] || c->lora_r[3];
 }
 
-/* parameter slots: projection i has weight 2i and bias 2i + 1, its adapter A 8 + 2i and B 9 + 2i */
-#define SLOT_W(i) (2 * (i))
-#define SLOT_B(i) (2 * (i) + 1)
-#define SLOT_A(i) (8 + 2 * (i))
-#define SLOT_LB(i) (9 + 2 * (i))
+/* parameter slots: the packed in_proj weight and bias; projection i has weight 2 + 2i and bias
+ * 3 + 2i (q, k, v when separate; out always), its adapter A 10 + 2i and B 11 + 2i */
+#define SLOT_IN_W 0
+#define SLOT_IN_B 1
+#define SLOT_W(i) (2 + 2 * (i))
+#define SLOT_B(i) (3 + 2 * (i))
+#define SLOT_A(i) (10 + 2 * (i))
+#define SLOT_LB(i) (11 + 2 * (i))
 
 static const strop__paramdef PARAMS[] = {
+    {"in_proj_weight", 0, "[3 embed_dim, embed_dim]: q, k, v stacked, when packed"},
+    {"in_proj_bias", 0, "[3 embed_dim], when packed and bias is true"},
     {"q_proj.weight", 0, "[embed_dim, embed_dim]"},
     {"q_proj.bias", 0, "[embed_dim], when bias is true"},
     {"k_proj.weight", 0, "[embed_dim, embed_dim]"},
@@ -77,6 +85,9 @@ static const strop__optdef OPTIONS[] = {
      .doc = "LoRA alpha per projection; the adapter's scale is alpha / r"},
     STROP__OPT_BOOL(mha_cfg, lora_merged, "lora_merged", "false",
                     "the adapters are folded into the projection weights"),
+    STROP__OPT_BOOL(mha_cfg, packed, "packed", "false",
+                    "q, k, v stored as one in_proj_weight [3 D, D] and in_proj_bias "
+                    "(torch.nn.MultiheadAttention's layout); false: q_proj, k_proj, v_proj"),
     {NULL}};
 
 static strop_status mha_check(void *cfg, strop__opts *o) {
@@ -111,10 +122,14 @@ static strop_status mha_infer(strop__node *n) {
   strop_status st = mha_shape(n, n->in_shapes, &n->out_shape);
   if (st) return st;
   c->embed_dim = n->in_shapes[0].d[1];
-  int64_t wd[2] = {c->embed_dim, c->embed_dim};
-  for (int i = 0; i < 8 && st == STROP_OK; i++) {
-    if (i % 2 == 1 && !c->bias) continue;
-    st = strop__node_declare(n, i, i % 2 ? 1 : 2, wd);
+  int64_t wd[2] = {c->embed_dim, c->embed_dim}, pd[2] = {3 * c->embed_dim, c->embed_dim};
+  if (c->packed) {
+    st = strop__node_declare(n, SLOT_IN_W, 2, pd);
+    if (!st && c->bias) st = strop__node_declare(n, SLOT_IN_B, 1, pd);
+  }
+  for (int i = c->packed ? 3 : 0; i < 4 && st == STROP_OK; i++) {
+    st = strop__node_declare(n, SLOT_W(i), 2, wd);
+    if (!st && c->bias) st = strop__node_declare(n, SLOT_B(i), 1, wd);
   }
   for (int i = 0; i < 4 && st == STROP_OK; i++) {
     if (!c->lora_r[i]) continue;
@@ -127,6 +142,32 @@ static strop_status mha_infer(strop__node *n) {
     for (int i = 0; i < n->n_params; i++)
       if (!n->params[i].is_adapter) n->params[i].trainable = 0;
   return st;
+}
+
+/* Projection i's weight (bias 0) or bias (1): its parameter, and in *off where its rows
+ * start in it (q, k, v are thirds of in_proj when packed). */
+static strop__param *proj_param(const strop__node *n, int i, int bias, size_t *off) {
+  const mha_cfg *c = n->cfg;
+  const size_t part = (size_t)(bias ? c->embed_dim : c->embed_dim * c->embed_dim);
+  if (c->packed && i < 3) {
+    *off = (size_t)i * part;
+    return strop__node_p(n, bias ? SLOT_IN_B : SLOT_IN_W);
+  }
+  *off = 0;
+  return strop__node_p(n, bias ? SLOT_B(i) : SLOT_W(i));
+}
+
+static float *proj_data(const strop__node *n, int i, int bias) {
+  size_t off;
+  strop__param *p = proj_param(n, i, bias, &off);
+  return p && p->data ? p->data + off : NULL;
+}
+
+/* its gradient when trainable, else NULL */
+static float *proj_grad(const strop__node *n, int i, int bias) {
+  size_t off;
+  strop__param *p = proj_param(n, i, bias, &off);
+  return p && p->trainable && p->grad ? p->grad + off : NULL;
 }
 
 static strop__param *adapter(const strop__node *n, int proj, int b) {
@@ -166,11 +207,12 @@ static void mha_lora_set_merged(strop__node *n, int merge) {
   merge = merge ? 1 : 0;
   if (c->lora_merged == merge || !has_lora(c)) return;
   for (int i = 0; i < 4; i++) {
-    strop__param *w = strop__node_p(n, SLOT_W(i));
+    size_t off;
+    strop__param *w = proj_param(n, i, 0, &off);
     strop__param *a = adapter(n, i, 0), *b = adapter(n, i, 1);
     if (!c->lora_r[i] || !w || !a || !b || !w->data || !a->data || !b->data) continue;
     float s = lora_scale(c, i);
-    strop__lora_merge(w->data, a->data, b->data, c->embed_dim, c->lora_r[i], c->embed_dim,
+    strop__lora_merge(w->data + off, a->data, b->data, c->embed_dim, c->lora_r[i], c->embed_dim,
                       merge ? s : -s);
     w->version++;
   }
@@ -182,11 +224,11 @@ static void mha_lora_set_merged(strop__node *n, int merge) {
 static void mha_init(strop__node *n, strop__rng *rng) {
   const mha_cfg *c = n->cfg;
   const int64_t d = c->embed_dim;
-  for (int i = 0; i < 8; i++) {
+  for (int i = 0; i < 10; i++) {
     strop__param *p = strop__node_p(n, i);
     if (!p) continue;
     if (i % 2) strop__init_zeros(p->data, p->numel);
-    else if (i < 6) strop__init_xavier_uniform(p->data, p->numel, d, 3 * d, 1.0, rng);
+    else if (i != SLOT_W(3)) strop__init_xavier_uniform(p->data, p->numel, d, 3 * d, 1.0, rng);
     else strop__init_pytorch_linear_default(p->data, p->numel, d, rng);
   }
   mha_lora_init_adapters(n, 15, rng);
@@ -210,10 +252,7 @@ static void mha_dims(const strop__node *n, const strop__exec *x, const strop__ac
 static void mha_weights(strop__node *n, float *const *eff, strop__mha_weights *w) {
   const mha_cfg *c = n->cfg;
   const float *p[8];
-  for (int i = 0; i < 8; i++) {
-    strop__param *q = strop__node_p(n, i);
-    p[i] = q ? q->data : NULL;
-  }
+  for (int i = 0; i < 8; i++) p[i] = proj_data(n, i / 2, i % 2);
   for (int i = 0; eff && i < 4; i++) {
     if (!eff[i]) continue;
     const size_t dd = (size_t)(c->embed_dim * c->embed_dim);
@@ -243,6 +282,9 @@ static strop_status mha_forward(strop__node *n, const strop__exec *x, const stro
   const mha_cfg *c = n->cfg;
   strop__mha_dims dm;
   mha_dims(n, x, in, &dm);
+  strop_status st;
+  dm.pad_mask = strop__exec_mask(n, x, dm.t, &st);
+  if (st) return st;
   const size_t act = (size_t)(dm.n * dm.t * dm.d), att = (size_t)(dm.n * dm.heads * dm.t * dm.t);
   const int drop = x->training && c->dropout > 0.0f;
   strop__mha_cache *cache = strop__arena_alloc(x->arena, sizeof *cache);
@@ -285,7 +327,7 @@ static strop_status mha_backward(strop__node *n, const strop__exec *x, const str
   strop__mha_weights w;
   mha_weights(n, eff, &w);
   float *g[8];
-  for (int i = 0; i < 8; i++) g[i] = strop__node_grad(n, i);
+  for (int i = 0; i < 8; i++) g[i] = proj_grad(n, i / 2, i % 2);
   for (int i = 0; i < 4; i++)
     if (deff[i]) g[2 * i] = deff[i];
   strop__mha_grads gr = {g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]};
@@ -293,9 +335,9 @@ static strop_status mha_backward(strop__node *n, const strop__exec *x, const str
   for (int i = 0; i < 4; i++) {
     if (!deff[i]) continue;
     const size_t dd = (size_t)(c->embed_dim * c->embed_dim);
-    strop__param *wp = strop__node_p(n, SLOT_W(i));
-    if (wp->trainable && wp->grad)
-      for (size_t e = 0; e < dd; e++) wp->grad[e] += deff[i][e];
+    float *wg = proj_grad(n, i, 0);
+    if (wg)
+      for (size_t e = 0; e < dd; e++) wg[e] += deff[i][e];
     strop__param *a = adapter(n, i, 0), *b = adapter(n, i, 1);
     strop__lora_weight_grads(deff[i], a->data, b->data, c->embed_dim, c->lora_r[i],
                              c->embed_dim, lora_scale(c, i), a->trainable ? a->grad : NULL,
@@ -319,8 +361,8 @@ static const strop__lora_ops LORA = {
 
 const strop__layer_vtable strop__layer_multihead_attention = {
     .type = "multihead_attention",
-    .doc = "multi-head self-attention on [T, D] with separate q/k/v/out projections "
-           "(torch.nn.MultiheadAttention, batch_first, query = key = value)",
+    .doc = "multi-head self-attention on [T, D] with its q/k/v/out projections, q/k/v packed "
+           "or separate (torch.nn.MultiheadAttention, batch_first, query = key = value)",
     .cfg_size = sizeof(mha_cfg),
     .n_inputs = 1,
     .flags = STROP__LAYER_STOCHASTIC,

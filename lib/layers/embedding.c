@@ -149,21 +149,69 @@ const strop__layer_vtable strop__layer_embedding = {
 typedef struct posemb_cfg {
   int64_t num_embeddings; /* the longest sequence (max_len) */
   int64_t embedding_dim;  /* 0 until inferred */
+  int positions;          /* POS_*: which row each position takes */
+  int64_t offset;         /* row of the first position (RoBERTa: padding_idx + 1) */
+  int leading_one;        /* weight stored [1, num_embeddings, D] (torchvision's ViT) */
+  int bare_name;          /* the weight is named as the node ("encoder.pos_embedding") */
+  int interpolate;        /* INTERP_*: another sequence length resizes the grid */
+  int64_t prefix;         /* rows before the grid (a class token's) */
 } posemb_cfg;
 
+enum { POS_ARANGE, POS_MASK, POS_CONSTANT };
+static const char *const POS_MODES[] = {"arange", "mask", "constant", NULL};
+enum { INTERP_NONE, INTERP_BICUBIC };
+static const char *const INTERPS[] = {"none", "bicubic", NULL};
 
 static const strop__optdef POS_OPTIONS[] = {
     {.name = "num_embeddings", .type = STROP__OT_INT, .off = offsetof(posemb_cfg, num_embeddings),
      .lo = 1, .hi = INT32_MAX, .example = "16", .doc = "the longest sequence (max_len)"},
     STROP__OPT_AUTO_INT(posemb_cfg, embedding_dim, "embedding_dim",
                         "width D of the [T, D] input; auto: inferred"),
+    STROP__OPT_ENUM(posemb_cfg, positions, "positions", "arange", POS_MODES,
+                    "arange: position t takes row offset + t; mask: the k-th token of the "
+                    "batch's padding mask takes row offset + k, padding row max(offset - 1, 0) "
+                    "(left padding then gives each token the position it has alone); constant: "
+                    "every position takes row offset (BERT's token_type_embeddings for "
+                    "token type offset)"),
+    STROP__OPT_INT(posemb_cfg, offset, "offset", "0", 0, INT32_MAX,
+                   "row of the first position (RoBERTa: padding_idx + 1)"),
+    STROP__OPT_BOOL(posemb_cfg, leading_one, "leading_one", "false",
+                    "weight stored [1, num_embeddings, D] (torchvision's encoder.pos_embedding)"),
+    STROP__OPT_BOOL(posemb_cfg, bare_name, "bare_name", "false",
+                    "the weight is named as the node itself (torchvision's "
+                    "encoder.pos_embedding) rather than <node>.weight"),
+    STROP__OPT_ENUM(posemb_cfg, interpolate, "interpolate", "none", INTERPS,
+                    "bicubic: a sequence of prefix + g^2 positions other than num_embeddings "
+                    "resizes the square grid of rows after the prefix to g x g (torchvision's "
+                    "interpolate_embeddings: bicubic, align_corners), so a ViT runs at any image "
+                    "size with its checkpoint's table"),
+    STROP__OPT_INT(posemb_cfg, prefix, "prefix", "1", 0, INT32_MAX,
+                   "with interpolate: rows before the grid (the class token's)"),
     {NULL}};
 
+enum { W_BARE = 1 };
 static const strop__paramdef POS_PARAMS[] = {
-    [W] = {"weight", 0, "[num_embeddings, embedding_dim]"},
+    [W] = {"weight", 0, "[num_embeddings, embedding_dim] ([1, ...] with leading_one)"},
+    [W_BARE] = {"", 0, "the same, named as the node, with bare_name"},
     {NULL}};
 
-/* [T, D] -> [T, D] for T up to num_embeddings */
+static strop__param *posemb_w(const strop__node *n) {
+  strop__param *p = strop__node_p(n, W);
+  return p ? p : strop__node_p(n, W_BARE);
+}
+
+/* the side of a square grid of cnt rows, or 0 */
+static int64_t grid_side(int64_t cnt) {
+  int64_t g = (int64_t)llround(sqrt((double)cnt));
+  return cnt > 0 && g * g == cnt ? g : 0;
+}
+
+/* 1 when a sequence of t positions runs through the bicubic grid resize */
+static int posemb_resized(const posemb_cfg *c, int64_t t) {
+  return c->interpolate == INTERP_BICUBIC && t != c->num_embeddings;
+}
+
+/* [T, D] -> [T, D] for offset + T up to num_embeddings (any prefix + g^2 with interpolate) */
 static strop_status posemb_shape(const strop__node *n, const strop__shape *in,
                                  strop__shape *out) {
   const posemb_cfg *c = n->cfg;
@@ -172,9 +220,18 @@ static strop_status posemb_shape(const strop__node *n, const strop__shape *in,
   if (s->rank != 2)
     return strop__shape_error(n, "input must be [T, D] per sample, got %s",
                               strop__shape_str(s, buf, sizeof buf));
-  if (s->d[0] > c->num_embeddings)
-    return strop__shape_error(n, "sequence length %lld exceeds num_embeddings %lld",
-                              (long long)s->d[0], (long long)c->num_embeddings);
+  if (posemb_resized(c, s->d[0])) {
+    if (!grid_side(c->num_embeddings - c->prefix) || !grid_side(s->d[0] - c->prefix))
+      return strop__shape_error(n, "bicubic interpolation needs square grids after %lld prefix "
+                                "rows: num_embeddings %lld, sequence %lld",
+                                (long long)c->prefix, (long long)c->num_embeddings,
+                                (long long)s->d[0]);
+  } else if (c->positions == POS_CONSTANT ? c->offset >= c->num_embeddings
+                                          : s->d[0] + c->offset > c->num_embeddings) {
+    return strop__shape_error(n, "sequence length %lld%s exceeds num_embeddings %lld",
+                              (long long)s->d[0], c->offset ? " after the offset" : "",
+                              (long long)c->num_embeddings);
+  }
   if (c->embedding_dim && c->embedding_dim != s->d[1])
     return strop__shape_error(n, "embedding_dim is %lld but the input %s has %lld features",
                               (long long)c->embedding_dim, strop__shape_str(s, buf, sizeof buf),
@@ -188,49 +245,147 @@ static strop_status posemb_infer(strop__node *n) {
   strop_status st = posemb_shape(n, n->in_shapes, &n->out_shape);
   if (st) return st;
   c->embedding_dim = n->in_shapes[0].d[1];
-  int64_t wd[2] = {c->num_embeddings, c->embedding_dim};
-  return strop__node_declare(n, W, 2, wd);
+  int64_t wd[3] = {1, c->num_embeddings, c->embedding_dim};
+  const int slot = c->bare_name ? W_BARE : W;
+  return c->leading_one ? strop__node_declare(n, slot, 3, wd)
+                        : strop__node_declare(n, slot, 2, wd + 1);
 }
 
 static void posemb_init(strop__node *n, strop__rng *rng) {
-  strop__param *w = strop__node_p(n, W);
+  strop__param *w = posemb_w(n);
   strop__init_normal(w->data, w->numel, 0.0f, 1.0f, rng); /* nn.Embedding's N(0, 1) */
+}
+
+/* The row position t of sample b takes. */
+static int64_t posemb_row(const posemb_cfg *c, const float *mask, int64_t t, int64_t *count) {
+  if (c->positions == POS_CONSTANT) return c->offset;
+  if (!mask) return c->offset + t;
+  if (mask[t] == 0.0f) return c->offset > 0 ? c->offset - 1 : 0;
+  return c->offset + (*count)++;
+}
+
+/* PyTorch's bicubic taps (A = -0.75, align_corners) of output coordinate o of `out` from an
+ * input of `in`: four clamped indices and weights */
+static void cubic_taps(int64_t o, int64_t in, int64_t out, int64_t idx[4], double wt[4]) {
+  const double scale = out > 1 ? (double)(in - 1) / (double)(out - 1) : 0.0;
+  const double real = scale * (double)o;
+  const int64_t i0 = (int64_t)floor(real);
+  const double t = real - (double)i0, a = -0.75;
+  /* cubic_convolution2(t + 1), cubic_convolution1(t), (1 - t), cubic_convolution2(2 - t) */
+  const double x0 = t + 1, x1 = t, x2 = 1 - t, x3 = 2 - t;
+  wt[0] = ((a * x0 - 5 * a) * x0 + 8 * a) * x0 - 4 * a;
+  wt[1] = ((a + 2) * x1 - (a + 3)) * x1 * x1 + 1;
+  wt[2] = ((a + 2) * x2 - (a + 3)) * x2 * x2 + 1;
+  wt[3] = ((a * x3 - 5 * a) * x3 + 8 * a) * x3 - 4 * a;
+  for (int k = 0; k < 4; k++) {
+    int64_t v = i0 - 1 + k;
+    idx[k] = v < 0 ? 0 : v >= in ? in - 1 : v;
+  }
+}
+
+/* table [t, d] from the weight w [num, d]: the prefix rows, then the grid resized. With
+ * adjoint = 1, the other way: dw += the resize's transpose applied to dtable. */
+static void posemb_resize(const posemb_cfg *c, int64_t t, int64_t d, const float *w, float *table,
+                          int adjoint, const float *dtable, float *dw) {
+  const int64_t p = c->prefix, gi = grid_side(c->num_embeddings - p), go = grid_side(t - p);
+  for (int64_t r = 0; r < p; r++)
+    for (int64_t j = 0; j < d; j++) {
+      if (adjoint) dw[r * d + j] += dtable[r * d + j];
+      else table[r * d + j] = w[r * d + j];
+    }
+  for (int64_t oy = 0; oy < go; oy++) {
+    int64_t iy[4], ix[4];
+    double wy[4], wx[4];
+    cubic_taps(oy, gi, go, iy, wy);
+    for (int64_t ox = 0; ox < go; ox++) {
+      cubic_taps(ox, gi, go, ix, wx);
+      const int64_t orow = p + oy * go + ox;
+      if (!adjoint)
+        for (int64_t j = 0; j < d; j++) table[orow * d + j] = 0.0f;
+      for (int a = 0; a < 4; a++)
+        for (int b = 0; b < 4; b++) {
+          const float k = (float)(wy[a] * wx[b]);
+          const int64_t irow = p + iy[a] * gi + ix[b];
+          if (adjoint)
+            for (int64_t j = 0; j < d; j++) dw[irow * d + j] += k * dtable[orow * d + j];
+          else
+            for (int64_t j = 0; j < d; j++) table[orow * d + j] += k * w[irow * d + j];
+        }
+    }
+  }
 }
 
 static strop_status posemb_forward(strop__node *n, const strop__exec *x, const strop__act *in,
                                    strop__act *out) {
-  (void)x;
-  const float *w = strop__node_p(n, W)->data;
-  const int64_t per = in[0].shape.d[0] * in[0].shape.d[1]; /* the first T rows of weight */
+  const posemb_cfg *c = n->cfg;
+  const float *w = posemb_w(n)->data;
+  const int64_t t_len = in[0].shape.d[0], d = in[0].shape.d[1], per = t_len * d;
+  strop_status st = STROP_OK;
+  const float *mask = c->positions == POS_MASK ? strop__exec_mask(n, x, t_len, &st) : NULL;
+  if (st) return st;
+  if (posemb_resized(c, t_len)) {
+    float *table = strop__arena_alloc(x->arena, (size_t)per * sizeof *table);
+    if (!table)
+      return strop__err(STROP_E_NOMEM, "layer '%s' (positional_embedding): out of memory",
+                        n->name);
+    posemb_resize(c, t_len, d, w, table, 0, NULL, NULL);
+    for (int64_t b = 0; b < in[0].n; b++)
+      for (int64_t j = 0; j < per; j++) out->data[b * per + j] = in[0].data[b * per + j] + table[j];
+    return STROP_OK;
+  }
   for (int64_t b = 0; b < in[0].n; b++) {
     const float *xi = in[0].data + b * per;
     float *yi = out->data + b * per;
-    for (int64_t j = 0; j < per; j++) yi[j] = xi[j] + w[j];
+    int64_t count = 0;
+    for (int64_t t = 0; t < t_len; t++) {
+      const float *wr = w + posemb_row(c, mask ? mask + b * t_len : NULL, t, &count) * d;
+      for (int64_t j = 0; j < d; j++) yi[t * d + j] = xi[t * d + j] + wr[j];
+    }
   }
   return STROP_OK;
 }
 
 static strop_status posemb_backward(strop__node *n, const strop__exec *x, const strop__act *in,
                                     const strop__act *out, const float *dout, float *const *din) {
-  (void)x;
   (void)out;
-  float *gw = grad_of(strop__node_p(n, W));
-  const int64_t per = in[0].shape.d[0] * in[0].shape.d[1];
+  const posemb_cfg *c = n->cfg;
+  float *gw = grad_of(posemb_w(n));
+  const int64_t t_len = in[0].shape.d[0], d = in[0].shape.d[1], per = t_len * d;
+  strop_status st = STROP_OK;
+  const float *mask = c->positions == POS_MASK ? strop__exec_mask(n, x, t_len, &st) : NULL;
+  if (st) return st;
+  float *dtable = NULL;
+  if (gw && posemb_resized(c, t_len)) {
+    dtable = strop__arena_calloc(x->arena, (size_t)per * sizeof *dtable);
+    if (!dtable)
+      return strop__err(STROP_E_NOMEM, "layer '%s' (positional_embedding): out of memory",
+                        n->name);
+  }
   for (int64_t b = 0; b < in[0].n; b++) {
     const float *dr = dout + b * per;
     if (din[0]) {
       float *dx = din[0] + b * per;
       for (int64_t j = 0; j < per; j++) dx[j] += dr[j];
     }
-    if (gw)
-      for (int64_t j = 0; j < per; j++) gw[j] += dr[j];
+    if (!gw) continue;
+    if (dtable) {
+      for (int64_t j = 0; j < per; j++) dtable[j] += dr[j];
+      continue;
+    }
+    int64_t count = 0;
+    for (int64_t t = 0; t < t_len; t++) {
+      float *gr = gw + posemb_row(c, mask ? mask + b * t_len : NULL, t, &count) * d;
+      for (int64_t j = 0; j < d; j++) gr[j] += dr[t * d + j];
+    }
   }
+  if (dtable) posemb_resize(c, t_len, d, NULL, NULL, 1, dtable, gw);
   return STROP_OK;
 }
 
 const strop__layer_vtable strop__layer_positional_embedding = {
     .type = "positional_embedding",
-    .doc = "adds a learned position vector: [T, D] + weight[:T]",
+    .doc = "adds a learned position vector: [T, D] + weight[offset:offset + T] (GPT-2's wpe, "
+           "BERT's position_embeddings), positions counted over the padding mask if asked",
     .cfg_size = sizeof(posemb_cfg),
     .n_inputs = 1,
     .flags = 0,

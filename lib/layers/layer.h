@@ -137,14 +137,20 @@ typedef struct strop__exec {
   strop__rng *rng;     /* the model's generator (dropout) */
   int training;        /* 1: train mode (dropout on, batch statistics) */
   int nthreads;
-  const float *pad_mask; /* optional [n, T] 1 = keep, 0 = padding, for attention; or NULL */
+  const float *pad_mask; /* optional [n, pad_len] 1 = token, 0 = padding (the batch's
+                            attention mask, T the first per-sample dimension of the model's
+                            input); valid for the whole step (forward and backward); or NULL.
+                            Attention masks padded keys, pooling skips padded positions; a
+                            layer whose sequence length differs from pad_len refuses it */
   int din_assign;        /* backward of a STROP__LAYER_ASSIGNS_DIN layer: din[0] is NOT zeroed
                             (this node is its input's only consumer); write every element */
   int pgrad_assign;      /* backward of a STROP__LAYER_ASSIGNS_PGRAD layer: the gradients of
                             its trainable parameters hold stale values; write, do not add. It
                             may then set grad_checked on a parameter whose values it saw are
                             all finite as it wrote them */
+  int64_t pad_len;       /* positions per sample of pad_mask (0 when there is none) */
 } strop__exec;
+
 
 typedef struct strop__node strop__node;
 typedef struct strop__layer_vtable strop__layer_vtable;
@@ -182,6 +188,11 @@ struct strop__node {
 /* A shape error of node n: "layer 'name' (type): <message>" with the shapes the caller puts in
  * fmt; returns STROP_E_SHAPE. */
 strop_status strop__shape_error(const strop__node *n, const char *fmt, ...) STROP__PRINTF(2, 3);
+/* The step's padding mask [n, t] for a layer whose sequence has t positions: NULL when the
+ * step has none (st = STROP_OK) or when its length is not t (st = STROP_E_SHAPE, an error
+ * naming the node and both lengths). */
+const float *strop__exec_mask(const strop__node *n, const strop__exec *x, int64_t t,
+                              strop_status *st);
 /* out = in[0] (layers that keep the shape: activations, dropout, norms over the last dims). */
 strop_status strop__shape_same(const strop__node *n, const strop__shape *in, strop__shape *out);
 /* out = in[0] when its trailing dimensions are dims[0..nd) (normalized_shape of layernorm and
@@ -200,7 +211,8 @@ enum {
   STROP__PD_FROZEN = 8   /* created frozen (a LoRA layer's base weight) */
 };
 typedef struct strop__paramdef {
-  const char *name;  /* suffix after the node name: "weight", "q_proj.lora_A.weight" */
+  const char *name;  /* suffix after the node name: "weight", "q_proj.lora_A.weight"; "" names
+                        the parameter as the node itself ("class_token") */
   int flags;         /* STROP__PD_* */
   const char *doc;
 } strop__paramdef;

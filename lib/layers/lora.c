@@ -17,6 +17,7 @@ typedef struct lora_saved {
 } lora_saved;
 
 enum { W, B, LA, LB }; /* parameter slots */
+static const char *const LAYOUTS[] = {"out_in", "in_out", NULL};
 
 
 static const strop__optdef OPTIONS[] = {
@@ -32,10 +33,14 @@ static const strop__optdef OPTIONS[] = {
                      "dropout on the adapter's input in train mode"),
     STROP__OPT_BOOL(strop__lora_cfg, merged, "merged", "false",
                     "B A is folded into weight and the adapter path is skipped"),
+    STROP__OPT_ENUM(strop__lora_cfg, layout, "weight_layout", "out_in", LAYOUTS,
+                    "the base weight: out_in [out, in] (nn.Linear); in_out [in, out] (GPT-2's "
+                    "Conv1D, PEFT's fan_in_fan_out)"),
     {NULL}};
 
 static const strop__paramdef PARAMS[] = {
-    [W] = {"weight", STROP__PD_FROZEN, "[out_features, in_features], frozen"},
+    [W] = {"weight", STROP__PD_FROZEN, "[out_features, in_features] ([in, out] with in_out), "
+                                       "frozen"},
     [B] = {"bias", STROP__PD_FROZEN, "[out_features], frozen, when bias is true"},
     [LA] = {"lora_A.weight", STROP__PD_ADAPTER, "[r, in_features]"},
     [LB] = {"lora_B.weight", STROP__PD_ADAPTER, "[out_features, r]"},
@@ -73,6 +78,10 @@ static strop_status lora_infer(strop__node *n) {
   if (st) return st;
   const int64_t in = c->in_features;
   int64_t wd[2] = {c->out_features, in}, ad[2] = {c->r, in}, bd[2] = {c->out_features, c->r};
+  if (c->layout) {
+    wd[0] = in;
+    wd[1] = c->out_features;
+  }
   /* the base layer is frozen, as in PEFT: only the adapter trains */
   st = strop__node_declare(n, W, 2, wd);
   if (!st && c->bias) st = strop__node_declare(n, B, 1, &c->out_features);
@@ -110,8 +119,9 @@ static void lora_set_merged(strop__node *n, int merge) {
   strop__param *w = strop__node_p(n, W), *a = strop__node_p(n, LA), *b = strop__node_p(n, LB);
   if (!w || !a || !b || !w->data || !a->data || !b->data) return;
   float s = strop__lora_scale(c);
-  strop__lora_merge(w->data, a->data, b->data, c->in_features, c->r, c->out_features,
-                    merge ? s : -s);
+  (c->layout ? strop__lora_merge_t : strop__lora_merge)(w->data, a->data, b->data,
+                                                         c->in_features, c->r, c->out_features,
+                                                         merge ? s : -s);
   w->version++;
   c->merged = merge;
 }
@@ -128,8 +138,8 @@ static strop_status lora_forward(strop__node *n, const strop__exec *x, const str
   strop__param *w = strop__node_p(n, W), *b = strop__node_p(n, B);
   strop__param *a = strop__node_p(n, LA), *bb = strop__node_p(n, LB);
   const int64_t m = lora_rows(&in[0]);
-  strop__linear_forward(in[0].data, w->data, b ? b->data : NULL, out->data, m, c->in_features,
-                        c->out_features);
+  strop__linear_forward_ex(in[0].data, w->data, b ? b->data : NULL, out->data, m,
+                           c->in_features, c->out_features, c->layout);
   n->saved = NULL;
   if (c->merged) return STROP_OK;
   lora_saved *sv = strop__arena_alloc(x->arena, sizeof *sv);
@@ -164,7 +174,7 @@ static strop_status lora_backward(strop__node *n, const strop__exec *x, const st
   float *dw = w->trainable ? w->grad : NULL;
   float *db = b && b->trainable ? b->grad : NULL;
   strop__linear_backward(in[0].data, w->data, dout, din[0], dw, db, m, c->in_features,
-                         c->out_features, 0);
+                         c->out_features, c->layout ? STROP__LB_W_IN_OUT : 0);
   const lora_saved *sv = n->saved;
   if (c->merged || !sv) return STROP_OK;
   float *da = a->trainable ? a->grad : NULL;

@@ -15,6 +15,7 @@ typedef struct strop__lora_cfg {
   float alpha;         /* scale = alpha / r, as PEFT's lora_alpha */
   float dropout;       /* on the adapter's input, train mode only */
   int merged;          /* 1: B A is folded into weight; the adapter path is skipped */
+  int layout;          /* the base weight: 0 [out, in] (nn.Linear), 1 [in, out] (Conv1D) */
 } strop__lora_cfg;
 
 /* alpha / r */

@@ -40,6 +40,18 @@ strop_status strop__shape_error(const strop__node *n, const char *fmt, ...) {
   return strop__err(STROP_E_SHAPE, "layer '%s' (%s): %s", n->name, n->vt->type, msg);
 }
 
+const float *strop__exec_mask(const strop__node *n, const strop__exec *x, int64_t t,
+                              strop_status *st) {
+  *st = STROP_OK;
+  if (!x->pad_mask) return NULL;
+  if (x->pad_len != t) {
+    *st = strop__shape_error(n, "the batch's padding mask has %lld positions per sample, this "
+                             "layer's sequence has %lld", (long long)x->pad_len, (long long)t);
+    return NULL;
+  }
+  return x->pad_mask;
+}
+
 strop_status strop__shape_same(const strop__node *n, const strop__shape *in, strop__shape *out) {
   (void)n;
   *out = in[0];
@@ -93,7 +105,8 @@ strop_status strop__node_declare(strop__node *n, int slot, int rank, const int64
   size_t len = strlen(n->name) + strlen(pd[slot].name) + 2;
   p->name = strop__malloc(len);
   if (!p->name) return strop__err(STROP_E_NOMEM, "layer '%s': out of memory", n->name);
-  snprintf(p->name, len, "%s.%s", n->name, pd[slot].name);
+  /* an empty slot name: the parameter is named as its node (torchvision's class_token) */
+  snprintf(p->name, len, "%s%s%s", n->name, pd[slot].name[0] ? "." : "", pd[slot].name);
   const int flags = pd[slot].flags;
   p->is_int64 = (flags & STROP__PD_INT64) != 0;
   p->is_buffer = (flags & (STROP__PD_BUFFER | STROP__PD_INT64)) != 0;
@@ -115,7 +128,8 @@ strop__param *strop__node_param(strop__node *n, const char *suffix) {
   size_t nl = strlen(n->name);
   for (int i = 0; i < n->n_params; i++) {
     const char *pn = n->params[i].name;
-    if (pn && strncmp(pn, n->name, nl) == 0 && pn[nl] == '.' && strcmp(pn + nl + 1, suffix) == 0)
+    if (pn && strncmp(pn, n->name, nl) == 0 &&
+        ((pn[nl] == '.' && strcmp(pn + nl + 1, suffix) == 0) || (!pn[nl] && !*suffix)))
       return &n->params[i];
   }
   return NULL;

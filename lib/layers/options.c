@@ -417,7 +417,12 @@ static void fmt_number(const strop__optdef *d, double v, char *buf, size_t cap) 
       return;
     }
   if (is_float_type(d->type)) {
-    /* the shortest text that reads back as the same float: 0.1 rather than 0.100000001 */
+    /* the shortest text that reads back as the same float: 0.1 rather than 0.100000001, and
+     * whole numbers whole (10000 rather than 1e+04) */
+    if (v == floor(v) && fabs(v) < 1e15) {
+      snprintf(buf, cap, "%.0f", v);
+      return;
+    }
     for (int prec = 1; prec <= 9; prec++) {
       snprintf(buf, cap, "%.*g", prec, v);
       if (strtof(buf, NULL) == (float)v) break;

@@ -12,7 +12,8 @@
   X(sigmoid) X(softmax) X(log_softmax) X(flatten) X(reshape) X(embedding)                \
   X(positional_embedding) X(multihead_attention) X(add) X(concat) X(mean_pool) X(lora_linear) \
   X(transformer_block) X(rmsnorm) X(hardswish) X(hardsigmoid)                            \
-  X(relu6) X(mul) X(adaptive_avgpool2d) X(squeeze_excitation)
+  X(relu6) X(mul) X(adaptive_avgpool2d) X(squeeze_excitation) X(token_pool) X(attention)   \
+  X(transformer_encoder_layer) X(transformer_encoder) X(gated_mlp) X(transpose) X(class_token)
 LAYERS(L)
 #undef L
 

@@ -69,69 +69,81 @@ static inline __attribute__((always_inline)) void softmax_row(float *s, int64_t 
   for (int64_t j = lim; j < t; j++) s[j] = 0.0f;
 }
 
-/* Work shared by the per-sample parts of the forward and the backward. */
-typedef struct attn_job {
-  const strop__mha_dims *dm;
-  const strop__mha_weights *w;
-  const strop__mha_cache *c;
+/* ---- the core: scaled dot products of projected q, k, v, heads as strided views ---- */
+
+typedef struct core_job {
+  const strop__sdpa_dims *dm;
+  const float *q, *k, *v;
+  float *p;
+  uint8_t *keep;
   strop__rng *rng;
   float *scratch; /* forward: dropout's t*t; backward: the per-chunk P', dP areas */
   const float *dctx;
-  float *dq, *dk, *dv;
-  float scale;
-} attn_job;
+  float *ctx, *dq, *dk, *dv;
+  int accumulate;
+} core_job;
 
 /* Scores, softmax, dropout and P V for samples [b0, b1). */
-STROP__CLONES static void attn_fwd_samples(void *ctx, int64_t b0, int64_t b1, int chunk) {
+STROP__CLONES static void core_fwd_samples(void *ctx, int64_t b0, int64_t b1, int chunk) {
   (void)chunk;
-  const attn_job *j = ctx;
-  const strop__mha_dims *dm = j->dm;
-  const strop__mha_cache *c = j->c;
-  const int64_t t = dm->t, d = dm->d, h = dm->heads, hd = d / h;
+  const core_job *j = ctx;
+  const strop__sdpa_dims *dm = j->dm;
+  const int64_t t = dm->t, h = dm->heads, hd = dm->head_dim, group = h / dm->kv_heads;
+  const int64_t ldo = h * hd;
   const float p = dm->dropout, keep_scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
   float *scratch = j->scratch;
   for (int64_t b = b0; b < b1; b++) {
     const float *pad = dm->pad_mask ? dm->pad_mask + b * t : NULL;
     for (int64_t hh = 0; hh < h; hh++) {
-      const int64_t off = b * t * d + hh * hd;
-      float *P = c->p + (b * h + hh) * t * t;
-      strop__sgemm(0, 1, t, t, hd, j->scale, c->q + off, d, c->k + off, d, 0.0f, P, t);
+      const int64_t kvh = hh / group;
+      const float *qh = j->q + b * t * dm->ldq + hh * hd;
+      const float *kh = j->k + b * t * dm->ldk + kvh * hd;
+      const float *vh = j->v + b * t * dm->ldv + kvh * hd;
+      float *P = j->p + (b * h + hh) * t * t;
+      strop__sgemm(0, 1, t, t, hd, dm->scale, qh, dm->ldq, kh, dm->ldk, 0.0f, P, t);
       for (int64_t i = 0; i < t; i++) softmax_row(P + i * t, t, i, dm->causal, pad);
       const float *Pu = P;
-      if (c->keep) {
-        uint8_t *keep = c->keep + (b * h + hh) * t * t;
+      if (j->keep) {
+        uint8_t *keep = j->keep + (b * h + hh) * t * t;
         for (int64_t e = 0; e < t * t; e++) {
           keep[e] = strop__rng_uniform(j->rng) >= p;
           scratch[e] = keep[e] ? P[e] * keep_scale : 0.0f;
         }
         Pu = scratch;
       }
-      strop__sgemm(0, 0, t, hd, t, 1.0f, Pu, t, c->v + off, d, 0.0f, c->ctx + off, d);
+      strop__sgemm(0, 0, t, hd, t, 1.0f, Pu, t, vh, dm->ldv, 0.0f, j->ctx + b * t * ldo + hh * hd,
+                   ldo);
     }
   }
 }
 
-/* Through P V, dropout, softmax and Q K^T for samples [b0, b1), with this chunk's P', dP. */
-STROP__CLONES static void attn_bwd_samples(void *ctx, int64_t b0, int64_t b1, int chunk) {
-  const attn_job *j = ctx;
-  const strop__mha_dims *dm = j->dm;
-  const strop__mha_cache *c = j->c;
-  const int64_t t = dm->t, d = dm->d, h = dm->heads, hd = d / h;
+/* Through P V, dropout, softmax and the scores for samples [b0, b1), with this chunk's P', dP. */
+STROP__CLONES static void core_bwd_samples(void *ctx, int64_t b0, int64_t b1, int chunk) {
+  const core_job *j = ctx;
+  const strop__sdpa_dims *dm = j->dm;
+  const int64_t t = dm->t, h = dm->heads, hd = dm->head_dim, group = h / dm->kv_heads;
+  const int64_t ldo = h * hd;
   const float p = dm->dropout, keep_scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
   float *Pd = j->scratch + chunk * 2 * t * t, *dP = Pd + t * t;
   for (int64_t b = b0; b < b1; b++) {
     for (int64_t hh = 0; hh < h; hh++) {
-      const int64_t off = b * t * d + hh * hd;
-      const float *P = c->p + (b * h + hh) * t * t;
-      const uint8_t *keep = c->keep ? c->keep + (b * h + hh) * t * t : NULL;
+      const int64_t kvh = hh / group;
+      /* the first head of a group writes its kv head's gradient unless asked to add */
+      const float beta_kv = (j->accumulate || hh % group) ? 1.0f : 0.0f;
+      const float beta_q = j->accumulate ? 1.0f : 0.0f;
+      const int64_t qo = b * t * dm->ldq + hh * hd, ko = b * t * dm->ldk + kvh * hd,
+                    vo = b * t * dm->ldv + kvh * hd;
+      const float *dc = j->dctx + b * t * ldo + hh * hd;
+      const float *P = j->p + (b * h + hh) * t * t;
+      const uint8_t *keep = j->keep ? j->keep + (b * h + hh) * t * t : NULL;
       const float *Pu = P;
       if (keep) {
         for (int64_t e = 0; e < t * t; e++) Pd[e] = keep[e] ? P[e] * keep_scale : 0.0f;
         Pu = Pd;
       }
       /* dV = P'^T dctx ; dP' = dctx V^T */
-      strop__sgemm(1, 0, t, hd, t, 1.0f, Pu, t, j->dctx + off, d, 0.0f, j->dv + off, d);
-      strop__sgemm(0, 1, t, t, hd, 1.0f, j->dctx + off, d, c->v + off, d, 0.0f, dP, t);
+      if (j->dv) strop__sgemm(1, 0, t, hd, t, 1.0f, Pu, t, dc, ldo, beta_kv, j->dv + vo, dm->ldv);
+      strop__sgemm(0, 1, t, t, hd, 1.0f, dc, ldo, j->v + vo, dm->ldv, 0.0f, dP, t);
       /* through dropout, then softmax: dS = P * (dP - sum_k P dP) */
       for (int64_t i = 0; i < t; i++) {
         const float *pr = P + i * t;
@@ -144,25 +156,65 @@ STROP__CLONES static void attn_bwd_samples(void *ctx, int64_t b0, int64_t b1, in
         for (int64_t jj = 0; jj < t; jj++) dr[jj] = pr[jj] * (dr[jj] - dot);
       }
       /* S = scale Q K^T: dQ = scale dS K, dK = scale dS^T Q */
-      strop__sgemm(0, 0, t, hd, t, j->scale, dP, t, c->k + off, d, 0.0f, j->dq + off, d);
-      strop__sgemm(1, 0, t, hd, t, j->scale, dP, t, c->q + off, d, 0.0f, j->dk + off, d);
+      if (j->dq)
+        strop__sgemm(0, 0, t, hd, t, dm->scale, dP, t, j->k + ko, dm->ldk, beta_q, j->dq + qo,
+                     dm->ldq);
+      if (j->dk)
+        strop__sgemm(1, 0, t, hd, t, dm->scale, dP, t, j->q + qo, dm->ldq, beta_kv, j->dk + ko,
+                     dm->ldk);
     }
   }
+}
+
+static int sdpa_chunks(const strop__sdpa_dims *dm) { return dm->chunks > 1 ? dm->chunks : 1; }
+
+size_t strop__sdpa_forward_scratch(const strop__sdpa_dims *dm) { return (size_t)(dm->t * dm->t); }
+
+size_t strop__sdpa_backward_scratch(const strop__sdpa_dims *dm) {
+  return (size_t)(sdpa_chunks(dm) * 2 * dm->t * dm->t);
+}
+
+void strop__sdpa_forward(const strop__sdpa_dims *dm, const float *q, const float *k,
+                         const float *v, float *p, uint8_t *keep, strop__rng *rng,
+                         float *scratch, float *ctx) {
+  core_job j = {.dm = dm, .q = q, .k = k, .v = v, .p = p, .keep = keep, .rng = rng,
+                .scratch = scratch, .ctx = ctx};
+  if (keep) /* dropout draws from one generator in sample order: one chunk */
+    core_fwd_samples(&j, 0, dm->n, 0);
+  else
+    strop__par_run(sdpa_chunks(dm), dm->n, core_fwd_samples, &j);
+}
+
+void strop__sdpa_backward(const strop__sdpa_dims *dm, const float *q, const float *k,
+                          const float *v, const float *p, const uint8_t *keep, const float *dctx,
+                          float *scratch, float *dq, float *dk, float *dv, int accumulate) {
+  core_job j = {.dm = dm, .q = q, .k = k, .v = v, .p = (float *)p, .keep = (uint8_t *)keep,
+                .scratch = scratch, .dctx = dctx, .dq = dq, .dk = dk, .dv = dv,
+                .accumulate = accumulate};
+  strop__par_run(sdpa_chunks(dm), dm->n, core_bwd_samples, &j);
+}
+
+/* ---- multi-head self-attention with its projections ---- */
+
+static void core_dims(const strop__mha_dims *dm, strop__sdpa_dims *cd) {
+  const int64_t hd = dm->d / dm->heads;
+  *cd = (strop__sdpa_dims){.n = dm->n, .t = dm->t, .heads = dm->heads, .kv_heads = dm->heads,
+                           .head_dim = hd, .ldq = dm->d, .ldk = dm->d, .ldv = dm->d,
+                           .causal = dm->causal, .pad_mask = dm->pad_mask,
+                           .dropout = dm->dropout, .scale = (float)(1.0 / sqrt((double)hd)),
+                           .chunks = dm->chunks};
 }
 
 void strop__attention_forward(const strop__mha_dims *dm, const float *x,
                               const strop__mha_weights *w, const strop__mha_cache *c,
                               strop__rng *rng, float *scratch, float *y) {
-  const int64_t n = dm->n, t = dm->t, d = dm->d, h = dm->heads, hd = d / h, rows = n * t;
-  const float scale = (float)(1.0 / sqrt((double)hd));
+  const int64_t rows = dm->n * dm->t, d = dm->d;
   project(x, w->wq, w->bq, rows, d, c->q);
   project(x, w->wk, w->bk, rows, d, c->k);
   project(x, w->wv, w->bv, rows, d, c->v);
-  attn_job j = {.dm = dm, .w = w, .c = c, .rng = rng, .scratch = scratch, .scale = scale};
-  if (c->keep) /* dropout draws from one generator in sample order: one chunk */
-    attn_fwd_samples(&j, 0, n, 0);
-  else
-    strop__par_run(chunks_of(dm), n, attn_fwd_samples, &j);
+  strop__sdpa_dims cd;
+  core_dims(dm, &cd);
+  strop__sdpa_forward(&cd, c->q, c->k, c->v, c->p, c->keep, rng, scratch, c->ctx);
   project(c->ctx, w->wo, w->bo, rows, d, y);
 }
 
@@ -170,19 +222,59 @@ void strop__attention_backward(const strop__mha_dims *dm, const float *x,
                                const strop__mha_weights *w, const strop__mha_cache *c,
                                const float *dy, float *scratch, float *dx,
                                const strop__mha_grads *g) {
-  const int64_t n = dm->n, t = dm->t, d = dm->d, h = dm->heads, hd = d / h, rows = n * t;
-  const float scale = (float)(1.0 / sqrt((double)hd));
+  const int64_t rows = dm->n * dm->t, d = dm->d;
   float *dctx = scratch, *dq = dctx + rows * d, *dk = dq + rows * d, *dv = dk + rows * d;
   float *Pd = dv + rows * d; /* per-chunk areas from here */
 
   project_backward(c->ctx, w->wo, dy, rows, d, NULL, g->wo, g->bo);
   strop__sgemm(0, 0, rows, d, d, 1.0f, dy, d, w->wo, d, 0.0f, dctx, d);
-  attn_job j = {.dm = dm, .w = w, .c = c, .scratch = Pd, .dctx = dctx, .dq = dq, .dk = dk,
-                .dv = dv, .scale = scale};
-  strop__par_run(chunks_of(dm), n, attn_bwd_samples, &j);
+  strop__sdpa_dims cd;
+  core_dims(dm, &cd);
+  strop__sdpa_backward(&cd, c->q, c->k, c->v, c->p, c->keep, dctx, Pd, dq, dk, dv, 0);
   project_backward(x, w->wq, dq, rows, d, dx, g->wq, g->bq);
   /* The key bias adds q_i . b_k to every score of row i: softmax ignores that shift, so its
    * gradient is exactly zero (PyTorch returns rounding noise of ~1e-8); skip the sum. */
   project_backward(x, w->wk, dk, rows, d, dx, g->wk, NULL);
   project_backward(x, w->wv, dv, rows, d, dx, g->wv, g->bv);
+}
+
+/* ---- rotary position embeddings ---- */
+
+void strop__rope_tables(int64_t t, int64_t rot_dim, double theta, double factor, float *cos_t,
+                        float *sin_t) {
+  const int64_t half = rot_dim / 2;
+  for (int64_t i = 0; i < half; i++) {
+    /* Llama's inv_freq = 1 / theta^(2i / dim), linear scaling divides the position */
+    const double inv = 1.0 / pow(theta, (double)(2 * i) / (double)rot_dim);
+    for (int64_t pos = 0; pos < t; pos++) {
+      const double a = ((double)pos / factor) * inv;
+      cos_t[pos * half + i] = (float)cos(a);
+      sin_t[pos * half + i] = (float)sin(a);
+    }
+  }
+}
+
+void strop__rope_apply(const float *x, int64_t ldx, float *y, int64_t ldy, int64_t n, int64_t t,
+                       int64_t heads, int64_t head_dim, int64_t rot, const float *cos_t,
+                       const float *sin_t, int inverse) {
+  const int64_t half = rot / 2;
+  const float sg = inverse ? -1.0f : 1.0f;
+  for (int64_t b = 0; b < n; b++)
+    for (int64_t pos = 0; pos < t; pos++) {
+      const float *cr = cos_t + pos * half, *sr = sin_t + pos * half;
+      const float *xr = x + (b * t + pos) * ldx;
+      float *yr = y + (b * t + pos) * ldy;
+      for (int64_t h = 0; h < heads; h++) {
+        const float *xh = xr + h * head_dim;
+        float *yh = yr + h * head_dim;
+        /* rotate_half: (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin); the inverse (the
+         * backward) rotates by -angle; y += so gradients add */
+        for (int64_t i = 0; i < half; i++) {
+          const float x1 = xh[i], x2 = xh[i + half], c = cr[i], sn = sg * sr[i];
+          yh[i] += x1 * c - x2 * sn;
+          yh[i + half] += x2 * c + x1 * sn;
+        }
+        for (int64_t i = rot; i < head_dim; i++) yh[i] += xh[i]; /* partial rotary: the rest */
+      }
+    }
 }

@@ -35,6 +35,47 @@ typedef struct strop__mha_dims {
   int chunks;             /* samples split into this many chunks run in parallel (<= 1: one) */
 } strop__mha_dims;
 
+/* ---- the core: attention of already-projected q, k, v (any row strides), as
+ * torch.nn.functional.scaled_dot_product_attention; grouped-query attention when kv_heads <
+ * heads (query head h reads key/value head h / (heads / kv_heads)). ---- */
+typedef struct strop__sdpa_dims {
+  int64_t n, t, heads, kv_heads, head_dim;
+  int64_t ldq, ldk, ldv;  /* row strides (floats) of q, k, v: heads*head_dim when separate,
+                             wider when they are views into one packed [t, q|k|v] tensor */
+  int causal;
+  const float *pad_mask;  /* [n, t], 1 keep, 0 padding (keys masked out); or NULL */
+  float dropout;          /* on the attention weights, when keep != NULL */
+  float scale;            /* of the scores, usually 1 / sqrt(head_dim) */
+  int chunks;             /* samples split into this many chunks run in parallel */
+} strop__sdpa_dims;
+
+size_t strop__sdpa_forward_scratch(const strop__sdpa_dims *dm);
+size_t strop__sdpa_backward_scratch(const strop__sdpa_dims *dm);
+/* ctx [n*t, heads*head_dim] = softmax(mask(scale q k^T)) v per head; p [n, heads, t, t] gets
+ * the weights before dropout (kept for the backward); keep [n, heads, t, t] (NULL: no
+ * dropout) the dropout flags drawn from rng. A query row whose keys are all masked gets
+ * all-zero weights. */
+void strop__sdpa_forward(const strop__sdpa_dims *dm, const float *q, const float *k,
+                         const float *v, float *p, uint8_t *keep, strop__rng *rng,
+                         float *scratch, float *ctx);
+/* Given dctx, writes (accumulate = 0) or adds (1) dq, dk, dv in q's, k's and v's layouts; any
+ * may be NULL (not needed). */
+void strop__sdpa_backward(const strop__sdpa_dims *dm, const float *q, const float *k,
+                          const float *v, const float *p, const uint8_t *keep, const float *dctx,
+                          float *scratch, float *dq, float *dk, float *dv, int accumulate);
+
+/* ---- rotary position embeddings (Llama's rotate_half convention) ---- */
+/* cos and sin of position p times 1 / theta^(2i / rot_dim), positions divided by factor
+ * (linear scaling): [t, rot_dim / 2] each. */
+void strop__rope_tables(int64_t t, int64_t rot_dim, double theta, double factor, float *cos_t,
+                        float *sin_t);
+/* y += rotate(x) per head: the first rot values of each head (of head_dim) rotated in halves
+ * with the tables of strop__rope_tables(t, rot, ...), the rest as they are; inverse = 1
+ * rotates back (the backward). x and y rows [n*t] with strides ldx, ldy. */
+void strop__rope_apply(const float *x, int64_t ldx, float *y, int64_t ldy, int64_t n, int64_t t,
+                       int64_t heads, int64_t head_dim, int64_t rot, const float *cos_t,
+                       const float *sin_t, int inverse);
+
 /* Scratch floats the forward and backward need beyond the cache. */
 size_t strop__attention_forward_scratch(const strop__mha_dims *dm);
 size_t strop__attention_backward_scratch(const strop__mha_dims *dm);

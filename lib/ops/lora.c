@@ -25,6 +25,11 @@ void strop__lora_merge(float *w, const float *a, const float *b, int64_t in, int
   strop__sgemm(0, 0, out, in, r, scale, b, r, a, in, 1.0f, w, in);
 }
 
+void strop__lora_merge_t(float *w, const float *a, const float *b, int64_t in, int64_t r,
+                         int64_t out, float scale) {
+  strop__sgemm(1, 1, in, out, r, scale, a, in, b, r, 1.0f, w, out);
+}
+
 void strop__lora_weight_grads(const float *dw, const float *a, const float *b, int64_t in,
                               int64_t r, int64_t out, float scale, float *da, float *db) {
   if (da) strop__sgemm(1, 0, r, in, out, scale, b, r, dw, in, 1.0f, da, in);

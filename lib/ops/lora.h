@@ -17,6 +17,9 @@ void strop__lora_backward(const float *h, const float *a, const float *b, const 
                           int64_t in, int64_t r, int64_t out, float scale);
 
 /* W[out, in] += scale * B A (merge; pass -scale to unmerge). */
+/* The same for a weight stored [in, out] (GPT-2's Conv1D): w += scale (b a)^T. */
+void strop__lora_merge_t(float *w, const float *a, const float *b, int64_t in, int64_t r,
+                         int64_t out, float scale);
 void strop__lora_merge(float *w, const float *a, const float *b, int64_t in, int64_t r,
                        int64_t out, float scale);
 

@@ -29,7 +29,12 @@ int strop__pt_shape(const strop__pt_ctx *c, const strop__arch *a, const char *na
     const char *want = name;
     if (pass >= 0) {
       if (!a->prefixes || !a->prefixes[pass]) break;
-      snprintf(buf, sizeof buf, "%s%s", a->prefixes[pass], name);
+      /* a file whose names lack the prefix the model's carry, or the other way round */
+      const size_t l = strlen(a->prefixes[pass]);
+      if (!strncmp(name, a->prefixes[pass], l))
+        snprintf(buf, sizeof buf, "%s", name + l);
+      else
+        snprintf(buf, sizeof buf, "%s%s", a->prefixes[pass], name);
       want = buf;
     }
     for (int k = 0; k < c->n_files; k++) {
@@ -291,6 +296,9 @@ strop_status strop_model_load_pretrained(const char *path, const char *arch_name
     st = strop__model_load_files(fn, m, (const strop__st_file *const *)j.files, j.n_files,
                                  opt.flags, &nm, report_out);
   }
+  /* what strop_model_save_pretrained needs to write the folder back */
+  if (!st) st = strop__meta_set(&m->meta, fn, STROP__PT_META_ARCH, a->name);
+  if (!st && j.config_text) st = strop__meta_set(&m->meta, fn, STROP__PT_META_CONFIG, j.config_text);
   if (!st) strop__log(STROP_LOG_INFO, "%s: %s (%s) from %s", fn, a->name, a->family, path);
   job_free(&j);
   if (st) {

@@ -37,6 +37,11 @@ typedef struct strop__arch {
   const char *const *prefixes;
 } strop__arch;
 
+/* What a load keeps in the model's metadata, so the model can be saved back as the folder it
+ * came from (save.c): the architecture's name and config.json's text. */
+#define STROP__PT_META_ARCH "pretrained.arch"
+#define STROP__PT_META_CONFIG "pretrained.config"
+
 /* The registry (registry.c). */
 const strop__arch *strop__arch_find(const char *name);
 const strop__arch *strop__arch_for_config(const strop__json *j, const strop__jnode *cfg);
@@ -64,6 +69,35 @@ int strop__pt_shape(const strop__pt_ctx *c, const strop__arch *a, const char *na
  * strop_model_add (NULL: the previous node). */
 strop_status strop__pt_add(strop_model *m, const char *name, const char *type,
                            const char *inputs, const char *opts_fmt, ...) STROP__PRINTF(5, 6);
+
+/* ---- what the Hugging Face adapters share (hf.c) ---- */
+/* A model of token ids [T]: T is the options' max_length, else max_positions (the config's
+ * n_positions / max_position_embeddings). */
+strop_status strop__hf_text_model(const strop__pt_ctx *c, int64_t max_positions,
+                                  strop_model **out);
+/* An activation as config.json names it ("gelu_new"): strop's layer type and options. */
+typedef struct strop__hf_activation {
+  const char *hf_name, *type, *opts;
+} strop__hf_activation;
+strop_status strop__hf_act(const strop__pt_ctx *c, const char *key, const char *dflt,
+                           strop__hf_activation *out);
+/* An error naming config key `key` when checkpoint tensor `tensor` has another size than
+ * want in dimension dim (nothing when the file lacks the tensor: the strict load says so). */
+strop_status strop__hf_check_dims(const strop__pt_ctx *c, const strop__arch *a,
+                                  const char *tensor, int dim, int64_t want, const char *key);
+/* An error unless b divides a (heads into a width), naming both keys. */
+strop_status strop__hf_divides(const strop__pt_ctx *c, const char *key_a, int64_t a,
+                               const char *key_b, int64_t b);
+/* The classes of a sequence-classification head: head.weight's rows, else config.json's
+ * id2label or num_labels, else fallback. */
+int64_t strop__hf_classes(const strop__pt_ctx *c, const strop__arch *a, const char *head,
+                          int64_t fallback);
+
+/* gpt2.c, llama.c, bert.c, vit.c */
+extern const strop__arch strop__arch_gpt2_lm, strop__arch_gpt2_cls, strop__arch_llama_lm,
+    strop__arch_llama_cls, strop__arch_bert, strop__arch_bert_cls, strop__arch_roberta,
+    strop__arch_roberta_cls, strop__arch_distilbert, strop__arch_distilbert_cls,
+    strop__arch_vit_b_16;
 
 /* torchvision.c */
 extern const strop__arch strop__arch_resnet18, strop__arch_resnet34, strop__arch_resnet50,

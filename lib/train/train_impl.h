@@ -35,7 +35,6 @@ struct strop_trainer {
   int64_t accum;          /* micro-batches per optimizer step */
   int sched_per_epoch;
   int64_t micro;          /* micro-batches accumulated so far */
-  strop__shape host_out;  /* the output shape (per sample) of the pending host forward */
   int host_pending;       /* 1: strop_trainer_forward ran and its backward (or discard) has not:
                              the model holds that step's activations */
   int64_t global_step;    /* optimizer steps */
@@ -67,10 +66,10 @@ struct strop_trainer {
   char *ckpt_meta_key, *ckpt_meta_value;
 };
 
-/* One micro-batch of per-sample input shape `shape` (NULL: the model's declared one): forward,
- * loss, backward; an optimizer step every accum calls. */
-strop_status strop__trainer_micro_step(strop_trainer *t, const float *x,
-                                       const strop__shape *shape, const float *y, int64_t n,
+/* One micro-batch: forward, loss, backward; an optimizer step every accum calls. x is
+ * [n, shape] (shape NULL: the model's declared input shape), mask [n, shape[0]] or NULL. */
+strop_status strop__trainer_micro_step(strop_trainer *t, const float *x, const strop__shape *shape,
+                                       const float *mask, const float *y, int64_t n,
                                        double *loss_out, int64_t *correct_out);
 strop_status strop__metrics_new(int64_t classes, strop_metrics **out);
 

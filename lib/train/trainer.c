@@ -242,10 +242,11 @@ int64_t strop_trainer_skipped_steps(const strop_trainer *t) { return t ? t->skip
 
 /* ---- the step ---- */
 
-/* Output geometry for the loss, from the per-sample output shape os: per-sample numel,
- * classes, and targets per sample. */
-static strop_status loss_geometry(const strop_trainer *t, const char *fn, const strop__shape *os,
-                                  int64_t *per_sample, int64_t *classes, int64_t *tps) {
+/* What the loss sees of a per-sample output shape os: values per sample, classes (the last
+ * dimension, cross-entropy) and targets per sample. */
+static strop_status loss_geometry_of(const strop_trainer *t, const char *fn,
+                                     const strop__shape *os, int64_t *per_sample,
+                                     int64_t *classes, int64_t *tps) {
   *per_sample = (int64_t)strop__shape_numel(os);
   if (t->loss.kind == STROP_LOSS_CROSS_ENTROPY) {
     *classes = os->d[os->rank - 1];
@@ -260,32 +261,49 @@ static strop_status loss_geometry(const strop_trainer *t, const char *fn, const 
   return STROP_OK;
 }
 
-/* The model's declared output shape (per sample). */
-static const strop__shape *declared_out(const strop_model *m) {
-  return &m->nodes[m->n_nodes - 1].out_shape;
+/* The same for the model's declared output shape. */
+static strop_status loss_geometry(const strop_trainer *t, const char *fn, int64_t *per_sample,
+                                  int64_t *classes, int64_t *tps) {
+  return loss_geometry_of(t, fn, &t->m->nodes[t->m->n_nodes - 1].out_shape, per_sample, classes,
+                          tps);
 }
 
-/* The per-sample shapes of a batch x: its input shape (*in) and the output shape the model
- * gives it (*out). The batch may differ from the declared input shape wherever every layer
- * accepts it (other image sizes, shorter sequences); the rank must be the declared one. */
-static strop_status batch_shapes(strop_trainer *t, const char *fn, const strop_tensor *x,
-                                 strop__shape *in, strop__shape *out) {
+/* A batch as the model runs it: its per-sample input shape and its output's geometry. */
+typedef struct batch_geom {
+  strop__shape in;
+  int64_t n, per, classes, tps;
+} batch_geom;
+
+/* Inputs x of the model's rank in a shape every layer takes (sequences of any length up to
+ * what the position embeddings cover, images where the architecture allows), and a padding
+ * mask [N, T] of 0 and 1 (or NULL): errors name fn; *g gets the batch's geometry. */
+static strop_status check_batch(strop_trainer *t, const char *fn, const strop_tensor *x,
+                                const strop_tensor *mask, batch_geom *g) {
   strop_model *m = t->m;
-  char a[128], b[128];
-  strop__shape full = {x->rank, {0}};
-  memcpy(full.d, x->dims, sizeof x->dims);
-  if (x->rank != m->in_shape.rank + 1)
+  if (x->rank != m->in_shape.rank + 1) {
+    char a[128], b[128];
+    strop__shape full = {x->rank, {0}};
+    memcpy(full.d, x->dims, sizeof x->dims);
     return strop__err(STROP_E_SHAPE, "%s: inputs have shape %s, the model expects [N, %s", fn,
                       strop__shape_str(&full, a, sizeof a),
                       strop__shape_str(&m->in_shape, b, sizeof b) + 1);
-  in->rank = m->in_shape.rank;
-  for (int i = 0; i < in->rank; i++) in->d[i] = x->dims[i + 1];
-  strop_status s = strop__model_out_shape(m, in, out);
-  if (s == STROP_E_SHAPE || s == STROP_E_INVALID_ARG)
+  }
+  g->n = x->dims[0];
+  g->in.rank = m->in_shape.rank;
+  for (int i = 0; i < g->in.rank; i++) g->in.d[i] = x->dims[i + 1];
+  strop__shape os;
+  strop_status s = strop__model_output_for(m, &g->in, &os);
+  if (s) {
+    char a[128], b[128];
+    strop__shape full = {x->rank, {0}};
+    memcpy(full.d, x->dims, sizeof x->dims);
     strop__err_prefix("%s: inputs of shape %s (the model is declared for [N, %s)", fn,
                       strop__shape_str(&full, a, sizeof a),
                       strop__shape_str(&m->in_shape, b, sizeof b) + 1);
-  return s;
+    return s;
+  }
+  if ((s = strop__model_check_mask(fn, mask, g->n, g->in.rank ? g->in.d[0] : 1))) return s;
+  return loss_geometry_of(t, fn, &os, &g->per, &g->classes, &g->tps);
 }
 
 static int grads_finite(const strop_model *m) {
@@ -464,18 +482,21 @@ static strop_status window_end(strop_trainer *t, const char *fn) {
 }
 
 /* forward + loss (+ backward); stats of the batch for running metrics. */
-strop_status strop__trainer_micro_step(strop_trainer *t, const float *x,
-                                       const strop__shape *shape, const float *y, int64_t n,
+strop_status strop__trainer_micro_step(strop_trainer *t, const float *x, const strop__shape *shape,
+                                       const float *mask, const float *y, int64_t n,
                                        double *loss_out, int64_t *correct_out) {
   static const char fn[] = "strop_trainer_step";
   strop_model *m = t->m;
   int64_t per, classes, tps;
-  strop__shape os = *declared_out(m);
-  strop_status s = shape ? strop__model_out_shape(m, shape, &os) : STROP_OK;
-  if (!s) s = loss_geometry(t, fn, &os, &per, &classes, &tps);
-  if (s || (s = window_begin(t))) return s;
+  strop__shape os;
+  strop_status s = strop__model_output_for(m, shape ? shape : &m->in_shape, &os);
+  if (s) {
+    strop__err_prefix("%s", fn);
+    return s;
+  }
+  if ((s = loss_geometry_of(t, fn, &os, &per, &classes, &tps)) || (s = window_begin(t))) return s;
   const strop__act *out;
-  s = strop__model_forward_shaped(m, x, n, shape, 1, NULL, &out);
+  s = strop__model_forward_shaped(m, x, n, shape, 1, mask, &out);
   if (s) {
     strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
     return s;
@@ -519,21 +540,27 @@ strop_status strop__trainer_micro_step(strop_trainer *t, const float *x,
 
 strop_status strop_trainer_step(strop_trainer *t, const strop_tensor *inputs,
                                 const strop_tensor *targets, float *loss) {
-  static const char fn[] = "strop_trainer_step";
+  return strop_trainer_step_masked(t, inputs, NULL, targets, loss);
+}
+
+strop_status strop_trainer_step_masked(strop_trainer *t, const strop_tensor *inputs,
+                                       const strop_tensor *mask, const strop_tensor *targets,
+                                       float *loss) {
+  const char *fn = mask ? "strop_trainer_step_masked" : "strop_trainer_step";
   if (!t || !inputs || !targets)
     return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn,
                       !t ? "trainer" : !inputs ? "inputs" : "targets");
-  strop__shape in, os;
-  strop_status s = batch_shapes(t, fn, inputs, &in, &os);
+  batch_geom g;
+  strop_status s = check_batch(t, fn, inputs, mask, &g);
   if (s) return s;
-  int64_t n = inputs->dims[0], per, classes, tps;
-  if ((s = loss_geometry(t, fn, &os, &per, &classes, &tps))) return s;
+  const int64_t n = g.n, tps = g.tps;
   if ((int64_t)targets->numel != n * tps || targets->dims[0] != n)
     return strop__err(STROP_E_SHAPE, "%s: %lld targets for a batch of %lld needs %lld per sample "
                       "(%lld in all)", fn, (long long)targets->numel, (long long)n,
                       (long long)tps, (long long)(n * tps));
   double l = 0.0;
-  s = strop__trainer_micro_step(t, inputs->data, &in, targets->data, n, &l, NULL);
+  s = strop__trainer_micro_step(t, inputs->data, &g.in, mask ? mask->data : NULL, targets->data,
+                                n, &l, NULL);
   if (loss) *loss = (float)l;
   if (s == STROP_E_NUMERIC) strop__log(STROP_LOG_DEBUG, "%s", strop_last_error()); /* skipped */
   return s;
@@ -541,8 +568,7 @@ strop_status strop_trainer_step(strop_trainer *t, const strop_tensor *inputs,
 
 /* ---- a loss the host computes ---- */
 
-/* The output's shape [N, out...] as dims, for per-sample output shape os; its rank, or -1 when
- * too many. */
+/* The output's shape [N, os...] as dims; its rank, or -1 when too many. */
 static int output_dims(const strop__shape *os, int64_t n, int64_t *dims) {
   if (os->rank + 1 > STROP_MAX_RANK) return -1;
   dims[0] = n;
@@ -552,36 +578,44 @@ static int output_dims(const strop__shape *os, int64_t n, int64_t *dims) {
 
 strop_status strop_trainer_forward(strop_trainer *t, const strop_tensor *inputs,
                                    strop_tensor **out) {
-  static const char fn[] = "strop_trainer_forward";
+  return strop_trainer_forward_masked(t, inputs, NULL, out);
+}
+
+strop_status strop_trainer_forward_masked(strop_trainer *t, const strop_tensor *inputs,
+                                          const strop_tensor *mask, strop_tensor **out) {
+  const char *fn = mask ? "strop_trainer_forward_masked" : "strop_trainer_forward";
   if (!out) return strop__err(STROP_E_INVALID_ARG, "%s: out is NULL", fn);
   *out = NULL;
   if (!t || !inputs)
     return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, t ? "inputs" : "trainer");
   strop_model *m = t->m;
-  strop__shape in, os;
-  strop_status s = batch_shapes(t, fn, inputs, &in, &os);
+  batch_geom g;
+  strop_status s = check_batch(t, fn, inputs, mask, &g);
   if (s || (s = window_begin(t))) return s;
-  int64_t n = inputs->dims[0], dims[STROP_MAX_RANK];
-  int rank = output_dims(&os, n, dims);
-  if (rank < 0)
-    return strop__err(STROP_E_SHAPE, "%s: the output's rank exceeds %d", fn, STROP_MAX_RANK);
-  /* the backward reads the input again: a copy, so the host may free its tensor meanwhile */
+  const int64_t n = g.n;
+  /* the backward reads the input again: a copy, so the host may free its tensor meanwhile
+   * (the forward copies the mask itself) */
   float *x = strop__arena_alloc(&m->arena, inputs->numel * sizeof *x);
   if (!x) return STROP__NOMEM(fn);
   memcpy(x, inputs->data, inputs->numel * sizeof *x);
   const strop__act *o;
-  s = strop__model_forward_shaped(m, x, n, &in, 1, NULL, &o);
+  s = strop__model_forward_shaped(m, x, n, &g.in, 1, mask ? mask->data : NULL, &o);
   if (s) {
     strop__model_step_end(m); /* also the input's copy when the forward failed early */
     strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
     return s;
+  }
+  int64_t dims[STROP_MAX_RANK];
+  int rank = output_dims(&o->shape, n, dims);
+  if (rank < 0) {
+    strop__model_step_end(m);
+    return strop__err(STROP_E_SHAPE, "%s: the output's rank exceeds %d", fn, STROP_MAX_RANK);
   }
   s = strop_tensor_from_data(o->data, (size_t)n * strop__shape_numel(&o->shape), rank, dims, out);
   if (s) {
     strop__model_step_end(m);
     return s == STROP_E_NOMEM ? STROP__NOMEM(fn) : s;
   }
-  t->host_out = os;
   t->host_pending = 1;
   return STROP_OK;
 }
@@ -601,7 +635,8 @@ strop_status strop_trainer_backward(strop_trainer *t, const strop_tensor *dout) 
                               : "no forward is pending: call strop_trainer_forward first");
   }
   int64_t dims[STROP_MAX_RANK];
-  int rank = output_dims(&t->host_out, m->batch, dims), same = rank == dout->rank;
+  int rank = output_dims(&m->acts[m->n_nodes - 1].shape, m->batch, dims),
+      same = rank == dout->rank;
   for (int i = 0; same && i < rank; i++) same = dims[i] == dout->dims[i];
   if (!same) {
     char a[128], b[128];
@@ -773,7 +808,7 @@ static strop_status eval_iter(strop_trainer *t, strop_batch_iter *it, strop_metr
   strop_model *m = t->m;
   strop_trainer_discard_forward(t); /* its forward would drop the activations anyway */
   int64_t per, classes, tps;
-  strop_status s = loss_geometry(t, fn, declared_out(m), &per, &classes, &tps);
+  strop_status s = loss_geometry(t, fn, &per, &classes, &tps);
   if (s) return s;
   strop_metrics *mt = NULL;
   if ((s = strop__metrics_new(t->loss.kind == STROP_LOSS_CROSS_ENTROPY ? classes : 0, &mt)))
@@ -783,10 +818,11 @@ static strop_status eval_iter(strop_trainer *t, strop_batch_iter *it, strop_metr
     int64_t rows = 0;
     if ((s = strop_batch_iter_next(it, &x, &y, &rows))) break;
     if (rows == 0) break;
-    strop__shape in, os;
-    if ((s = batch_shapes(t, fn, x, &in, &os)) ||
-        (s = loss_geometry(t, fn, &os, &per, &classes, &tps)))
-      break;
+    const strop_tensor *mask = strop_batch_iter_mask(it);
+    batch_geom g;
+    if ((s = check_batch(t, fn, x, mask, &g))) break;
+    per = g.per;
+    tps = g.tps;
     if ((int64_t)y->numel != rows * tps) {
       s = strop__err(STROP_E_SHAPE, "%s: the data gives %lld target values per sample, the model's "
                      "output and loss need %lld", fn, (long long)(y->numel / (size_t)rows),
@@ -794,7 +830,8 @@ static strop_status eval_iter(strop_trainer *t, strop_batch_iter *it, strop_metr
       break;
     }
     const strop__act *o;
-    if ((s = strop__model_forward_shaped(m, x->data, rows, &in, 0, NULL, &o))) {
+    if ((s = strop__model_forward_shaped(m, x->data, rows, &g.in, 0, mask ? mask->data : NULL,
+                                         &o))) {
       strop__err_prefix("%s", fn);
       break;
     }
@@ -957,7 +994,7 @@ strop_status strop_trainer_fit(strop_trainer *t, strop_batch_iter *train, strop_
   if (s) return s;
   strop_model *m = t->m;
   int64_t per, classes, tps;
-  if ((s = loss_geometry(t, fn, declared_out(m), &per, &classes, &tps))) return s;
+  if ((s = loss_geometry(t, fn, &per, &classes, &tps))) return s;
 
   /* resume where a loaded checkpoint stopped */
   if (t->pending_epoch >= 0) {
@@ -999,10 +1036,10 @@ strop_status strop_trainer_fit(strop_trainer *t, strop_batch_iter *train, strop_
     int64_t rows = 0;
     if ((s = strop_batch_iter_next(train, &x, &y, &rows))) break;
     if (rows > 0) {
-      strop__shape in, os;
-      if ((s = batch_shapes(t, fn, x, &in, &os)) ||
-          (s = loss_geometry(t, fn, &os, &per, &classes, &tps)))
-        break;
+      const strop_tensor *mask = strop_batch_iter_mask(train);
+      batch_geom g;
+      if ((s = check_batch(t, fn, x, mask, &g))) break;
+      tps = g.tps;
       if ((int64_t)y->numel != rows * tps) {
         s = strop__err(STROP_E_SHAPE, "%s: the data gives %lld target values per sample, the "
                        "model's output and loss need %lld", fn,
@@ -1012,7 +1049,8 @@ strop_status strop_trainer_fit(strop_trainer *t, strop_batch_iter *train, strop_
       double l = 0.0;
       int64_t correct = 0;
       int64_t gs_before = t->global_step;
-      s = strop__trainer_micro_step(t, x->data, &in, y->data, rows, &l, &correct);
+      s = strop__trainer_micro_step(t, x->data, &g.in, mask ? mask->data : NULL, y->data, rows,
+                                    &l, &correct);
       if (s == STROP_E_NUMERIC) {
         strop__log(STROP_LOG_WARN, "%s", strop_last_error());
         s = STROP_OK;

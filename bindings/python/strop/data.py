@@ -223,6 +223,22 @@ class Dataset(Handle):
     def __len__(self):
         return _lib.lib.strop_dataset_size(self._h)
 
+    def set_mask(self, mask):
+        """Gives the samples padding masks (n, T) of 1 (token) and 0 (padding): batches then
+        carry them (``BatchIterator.mask``) and ``Trainer.fit`` / ``evaluate`` pass them to the
+        model (strop_dataset_set_mask). ``None`` removes them. Only on a dataset made by a
+        source, before making views or iterators."""
+        if mask is None:
+            check(_lib.lib.strop_dataset_set_mask(self._h, None, 0))
+            return
+        m = as_f32(mask, "mask")
+        check(_lib.lib.strop_dataset_set_mask(self._h, m.ctypes.data, m.size))
+
+    @property
+    def has_mask(self):
+        """True when the samples carry padding masks."""
+        return bool(_lib.lib.strop_dataset_has_mask(self._h))
+
     @property
     def input_shape(self):
         return shape_of(_lib.lib.strop_dataset_input_shape, self._h)
@@ -424,11 +440,22 @@ class BatchIterator(Handle):
         if rows.value == 0:
             return None
         out = []
+        m = lib.strop_batch_iter_mask(self._h)
+        self._last_mask = None
+        if m:
+            self._last_mask = np.empty(shape_of(lib.strop_tensor_shape, m), dtype=np.float32)
+            check(lib.strop_tensor_copy_to(m, self._last_mask.ctypes.data, self._last_mask.size))
         for t in (x.value, y.value):
             a = np.empty(shape_of(lib.strop_tensor_shape, t), dtype=np.float32)
             check(lib.strop_tensor_copy_to(t, a.ctypes.data, a.size))
             out.append(a)
         return tuple(out)
+
+    @property
+    def mask(self):
+        """The padding mask (rows, T) of the batch ``next_batch`` last returned, when the
+        dataset carries masks; else None."""
+        return getattr(self, "_last_mask", None)
 
     def __iter__(self):
         """One epoch from the current position."""

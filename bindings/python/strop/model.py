@@ -263,6 +263,13 @@ class Model(Handle):
     def save_weights(self, path):
         check(_lib.lib.strop_model_save_weights(self._h, enc(os.fspath(path))))
 
+    def save_pretrained(self, path):
+        """Writes a model loaded by ``from_pretrained`` from a Hugging Face folder back as one
+        (strop_model_save_pretrained): ``path/config.json`` and ``path/model.safetensors``
+        (format=pt, tied weights once, LoRA adapters folded in), which transformers'
+        ``from_pretrained`` loads. The folder is created when missing."""
+        check(_lib.lib.strop_model_save_pretrained(self._h, enc(os.fspath(path))))
+
     def save_spec(self, path):
         check(_lib.lib.strop_model_save_spec(self._h, enc(os.fspath(path))))
 
@@ -299,31 +306,38 @@ class Model(Handle):
         return self
 
     # ---- running ----
-    def forward(self, x):
+    def forward(self, x, mask=None):
         """Runs the model on a batch ``x`` of shape (N, *input_shape) and returns a numpy array
-        (N, *output_shape). ``x`` is wrapped without a copy when it is float32 C-contiguous."""
+        (N, *output_shape). ``x`` is wrapped without a copy when it is float32 C-contiguous.
+        ``mask`` (N, T) of 1 (token) and 0 (padding), Hugging Face's attention_mask, for a batch
+        of padded sequences (strop_model_forward_masked); T may be any length the model takes."""
         lib = _lib.lib
         h = self._h
-        if isinstance(x, Tensor):
-            th, tmp = x._h, None
-        else:
-            arr = as_f32(x, "forward", writable=True)
+        tmps = []
+
+        def wrap(a, what):
+            if isinstance(a, Tensor):
+                return a._h
+            arr = as_f32(a, what, writable=True)
             rank, dims = dims_array(arr.shape)
-            tmp = ctypes.c_void_p()
-            check(lib.strop_tensor_wrap(arr.ctypes.data, arr.size, rank, dims,
-                                        ctypes.byref(tmp)))
-            th = tmp.value
+            t = ctypes.c_void_p()
+            check(lib.strop_tensor_wrap(arr.ctypes.data, arr.size, rank, dims, ctypes.byref(t)))
+            tmps.append((t, arr))
+            return t.value
+
         out = ctypes.c_void_p()
         try:
-            check(lib.strop_model_forward(h, th, ctypes.byref(out)))
+            th = wrap(x, "forward")
+            tm = wrap(mask, "mask") if mask is not None else None
+            check(lib.strop_model_forward_masked(h, th, tm, ctypes.byref(out)))
             shape = shape_of(lib.strop_tensor_shape, out.value)
             res = np.empty(shape, dtype=np.float32)
             check(lib.strop_tensor_copy_to(out.value, res.ctypes.data, res.size))
             return res
         finally:
             lib.strop_tensor_free(out.value)
-            if tmp is not None:
-                lib.strop_tensor_free(tmp.value)
+            for t, _ in tmps:
+                lib.strop_tensor_free(t.value)
 
     __call__ = forward
 

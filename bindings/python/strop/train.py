@@ -196,39 +196,46 @@ class Trainer(Handle):
         check(_lib.lib.strop_trainer_set_class_weights(self._h, w.ctypes.data, w.size))
 
     # ---- steps ----
-    def step(self, x, y):
-        """One training (micro-)step on a batch; returns the loss as a float."""
+    def step(self, x, y, mask=None):
+        """One training (micro-)step on a batch; returns the loss as a float. ``mask`` (N, T)
+        of 1/0 for a batch of padded sequences (strop_trainer_step_masked); the batch's length
+        may differ from step to step."""
         lib = _lib.lib
         h = self._h
-        tx = ty = None
+        tx = ty = tm = None
         try:
             tx = _as_handle(x)
             ty = _as_handle(y)
-            check(lib.strop_trainer_step(h, tx[0], ty[0], self._loss_ref))
+            tm = _as_handle(mask) if mask is not None else None
+            check(lib.strop_trainer_step_masked(h, tx[0], tm[0] if tm else None, ty[0],
+                                                self._loss_ref))
         finally:
-            if tx is not None and tx[1]:
-                lib.strop_tensor_free(tx[0])
-            if ty is not None and ty[1]:
-                lib.strop_tensor_free(ty[0])
+            for t in (tx, ty, tm):
+                if t is not None and t[1]:
+                    lib.strop_tensor_free(t[0])
         return self._loss.value
 
     # ---- a loss the host computes ----
-    def forward(self, x):
+    def forward(self, x, mask=None):
         """The forward of a training step: the model's output on ``x`` as a new numpy array.
-        The activations are held until ``backward`` (or ``discard_forward``)."""
+        The activations are held until ``backward`` (or ``discard_forward``). ``mask`` as for
+        ``step``."""
         lib = _lib.lib
-        tx = None
+        tx = tm = None
         out = ctypes.c_void_p()
         try:
             tx = _as_handle(x)
-            check(lib.strop_trainer_forward(self._h, tx[0], ctypes.byref(out)))
+            tm = _as_handle(mask) if mask is not None else None
+            check(lib.strop_trainer_forward_masked(self._h, tx[0], tm[0] if tm else None,
+                                                   ctypes.byref(out)))
             res = np.empty(shape_of(lib.strop_tensor_shape, out.value), dtype=np.float32)
             check(lib.strop_tensor_copy_to(out.value, res.ctypes.data, res.size))
             return res
         finally:
             lib.strop_tensor_free(out.value)
-            if tx is not None and tx[1]:
-                lib.strop_tensor_free(tx[0])
+            for t in (tx, tm):
+                if t is not None and t[1]:
+                    lib.strop_tensor_free(t[0])
 
     def backward(self, dout):
         """Adds the gradients of the pending forward's parameters for ``dout`` = d loss /

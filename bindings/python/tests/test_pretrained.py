@@ -99,3 +99,101 @@ def test_torchvision_mobilenet_logits(tmp_path, arch):
     assert got.shape == (2, 7)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
     m.close()
+
+
+# ---- Hugging Face folders: padding masks, variable lengths, save_pretrained ----
+LLAMA_CLS = {"architectures": ["LlamaForSequenceClassification"], "model_type": "llama",
+             "vocab_size": 20, "hidden_size": 16, "intermediate_size": 24,
+             "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2,
+             "max_position_embeddings": 32, "pad_token_id": 0,
+             "id2label": {"0": "neg", "1": "pos"}}
+
+
+def llama_folder(tmp_path, name="src"):
+    """A Llama classifier folder written by strop: a partial load of an empty file, saved."""
+    d = tmp_path / name
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps(LLAMA_CLS))
+    write_safetensors(d / "model.safetensors", {})
+    m = strop.Model.from_pretrained(d, strict=False, seed=4)
+    m.save_weights(d / "model.safetensors")
+    m.close()
+    return d
+
+
+def padded(lengths, width, left=False):
+    rng = np.random.default_rng(2)
+    ids = np.zeros((len(lengths), width), np.float32)
+    mask = np.zeros_like(ids)
+    for i, n in enumerate(lengths):
+        s = width - n if left else 0
+        ids[i, s:s + n] = rng.integers(1, 20, n)
+        mask[i, s:s + n] = 1
+    return ids, mask
+
+
+def test_masked_forward_equals_each_sample_alone(tmp_path):
+    m = strop.Model.from_pretrained(llama_folder(tmp_path))
+    for left in (False, True):
+        ids, mask = padded([5, 9, 3], 12, left)
+        batch = m.forward(ids, mask)
+        for i in range(3):
+            tok = ids[i][mask[i] > 0][None, :]
+            np.testing.assert_allclose(batch[i], m(tok)[0], rtol=1e-5, atol=1e-5)
+    with pytest.raises(strop.StropError, match="0 or 1|must be 1"):
+        m.forward(ids, mask * 0.5)
+    with pytest.raises(strop.StropError, match="padding mask"):
+        m.forward(ids, mask[:, :5])
+    m.close()
+
+
+def test_masked_steps_of_any_length(tmp_path):
+    m = strop.Model.from_pretrained(llama_folder(tmp_path))
+    opt = strop.Optimizer(m, "adamw", lr=1e-3)
+    tr = strop.Trainer(m, opt)
+    for width in (12, 7, 12):
+        ids, mask = padded([5, 7, 3], width)
+        loss = tr.step(ids, np.array([0, 1, 1]), mask=mask)
+        assert np.isfinite(loss)
+    out = tr.forward(*padded([4, 2], 6))
+    assert out.shape == (2, 2)
+    tr.backward(np.full((2, 2), 0.1, np.float32))
+    tr.apply()
+    # a dataset that carries masks gives them to its batches and to evaluation
+    ids, mask = padded([5, 9, 3, 6], 12)
+    ds = strop.Dataset.from_numpy(ids, np.array([0, 1, 1, 0]), num_classes=2, copy=True)
+    assert not ds.has_mask
+    ds.set_mask(mask)
+    assert ds.has_mask
+    it = ds.batches(2)
+    xb, _ = it.next_batch()
+    np.testing.assert_array_equal(it.mask, mask[:2])
+    metrics = tr.evaluate(ds, batch_size=3)
+    want = np.mean([-np.log(np.exp(z[c]) / np.exp(z).sum()) for z, c in
+                    ((m(ids[i][mask[i] > 0][None, :])[0], c) for i, c in enumerate([0, 1, 1, 0]))])
+    assert metrics.loss == pytest.approx(want, rel=1e-4)
+    ds.set_mask(None)
+    assert not ds.has_mask
+    m.close()
+
+
+def test_save_pretrained_round_trip(tmp_path):
+    m = strop.Model.from_pretrained(llama_folder(tmp_path))
+    tr = strop.Trainer(m, strop.Optimizer(m, "sgd", lr=0.1))
+    ids, mask = padded([5, 9, 3], 12)
+    tr.step(ids, np.array([0, 1, 0]), mask=mask)
+    out = tmp_path / "fine-tuned" / "model"
+    m.save_pretrained(out)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["architectures"] == ["LlamaForSequenceClassification"]
+    assert cfg["torch_dtype"] == "float32" and cfg["id2label"] == {"0": "neg", "1": "pos"}
+    header = (out / "model.safetensors").read_bytes()
+    n = struct.unpack("<Q", header[:8])[0]
+    assert json.loads(header[8:8 + n])["__metadata__"]["format"] == "pt"
+    m2 = strop.Model.from_pretrained(out)
+    np.testing.assert_array_equal(m.forward(ids, mask), m2.forward(ids, mask))
+    plain = strop.Model([4]).add("fc", "linear", "out_features=2").finalize()
+    with pytest.raises(strop.StropError, match="pretrained.config"):
+        plain.save_pretrained(tmp_path / "x")
+    for h in (m, m2, plain):
+        h.close()

@@ -1,0 +1,113 @@
+/* strop bench — fine-tuning steps of language models loaded through
+ * strop_model_load_pretrained from a Hugging Face folder (config.json + weights), the same
+ * shapes torch_llm.py runs in PyTorch: a causal-LM step (forward, next-token cross-entropy,
+ * backward, AdamW) on batch x tokens of random ids.
+ *
+ *   bench_llm gpt2|llama [threads] [steps] [repeats] [layers] [batch] [tokens]
+ *
+ * gpt2: GPT-2 small's shape (12 layers, d 768, 12 heads, vocab 50257); llama: a Llama-shaped
+ * model of the same width (12 layers, d 768, 12 heads with 4 key/value heads, SwiGLU 2048,
+ * vocab 32000, RMSNorm, rotary embeddings). `layers` shrinks either for a smoke run. The
+ * weights are random (a partial load of an empty file initialises them from a seed): the step
+ * costs the same. Prints one RESULT line like bench_train's. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "benchutil.h"
+
+static void write_file(const char *path, const void *data, size_t n) {
+  FILE *f = fopen(path, "wb");
+  if (!f || fwrite(data, 1, n, f) != n || fclose(f) != 0) {
+    fprintf(stderr, "bench_llm: cannot write %s\n", path);
+    exit(1);
+  }
+}
+
+static long peak_rss_kb(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  long kb = 0;
+  while (f && fgets(line, sizeof line, f))
+    if (!strncmp(line, "VmHWM:", 6)) kb = strtol(line + 6, NULL, 10);
+  if (f) fclose(f);
+  return kb;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2 || (strcmp(argv[1], "gpt2") && strcmp(argv[1], "llama"))) {
+    fprintf(stderr, "usage: bench_llm gpt2|llama [threads] [steps] [repeats] [layers] [batch] "
+                    "[tokens]\n");
+    return 2;
+  }
+  const int gpt2 = !strcmp(argv[1], "gpt2");
+  int threads, steps, repeats;
+  bench_args(argc, argv, 2, 3, &threads, &steps, &repeats);
+  const int layers = argc > 5 ? atoi(argv[5]) : 12;
+  const int64_t batch = argc > 6 ? atoi(argv[6]) : 4, tokens = argc > 7 ? atoi(argv[7]) : 128;
+  const int64_t vocab = gpt2 ? 50257 : 32000;
+
+  char dir[] = "/tmp/strop_bench_llm_XXXXXX", path[600], cfg[1024];
+  if (!mkdtemp(dir)) return 1;
+  if (gpt2)
+    snprintf(cfg, sizeof cfg, "{\"architectures\": [\"GPT2LMHeadModel\"], \"model_type\": "
+             "\"gpt2\", \"n_layer\": %d, \"n_embd\": 768, \"n_head\": 12, \"vocab_size\": 50257, "
+             "\"n_positions\": 1024, \"resid_pdrop\": 0.0, \"embd_pdrop\": 0.0, \"attn_pdrop\": "
+             "0.0}", layers);
+  else
+    snprintf(cfg, sizeof cfg, "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": "
+             "\"llama\", \"num_hidden_layers\": %d, \"hidden_size\": 768, "
+             "\"num_attention_heads\": 12, \"num_key_value_heads\": 4, \"intermediate_size\": "
+             "2048, \"vocab_size\": 32000, \"max_position_embeddings\": 2048, "
+             "\"tie_word_embeddings\": false}", layers);
+  snprintf(path, sizeof path, "%s/config.json", dir);
+  write_file(path, cfg, strlen(cfg));
+  snprintf(path, sizeof path, "%s/model.safetensors", dir);
+  write_file(path, "\x08\0\0\0\0\0\0\0{}      ", 16);
+  strop_pretrained_options o;
+  strop_pretrained_options_init(&o);
+  o.flags = STROP_LOAD_PARTIAL;
+  o.seed = 1;
+  strop_model *m = NULL;
+  bench_must(strop_model_load_pretrained(dir, NULL, &o, &m, NULL), "load");
+  unlink(path);
+  snprintf(path, sizeof path, "%s/config.json", dir);
+  unlink(path);
+  rmdir(dir);
+
+  strop_optimizer *opt = NULL;
+  strop_trainer *tr = NULL;
+  bench_must(strop_optimizer_create(m, STROP_OPTIM_ADAMW, &opt), "optimizer");
+  bench_must(strop_optimizer_set_float(opt, STROP_OPT_LR, 1e-4f), "lr");
+  bench_must(strop_trainer_create(m, opt, &tr), "trainer");
+  const int64_t dims[2] = {batch, tokens};
+  strop_tensor *x = NULL, *y = NULL;
+  bench_must(strop_tensor_create(2, dims, &x), "x");
+  bench_must(strop_tensor_create(2, dims, &y), "y");
+  srand(7);
+  for (int64_t i = 0; i < batch * tokens; i++)
+    strop_tensor_data(x)[i] = (float)(rand() % (int)vocab);
+  for (int64_t i = 0; i < batch * tokens; i++) /* next-token targets; the last is ignored */
+    strop_tensor_data(y)[i] = (i + 1) % tokens ? strop_tensor_data(x)[i + 1] : -100.0f;
+  float loss = 0;
+  bench_must(strop_trainer_step(tr, x, y, &loss), "warm-up");
+  double best = 1e30;
+  for (int r = 0; r < repeats; r++) {
+    const double t0 = bench_now();
+    for (int s = 0; s < steps; s++) bench_must(strop_trainer_step(tr, x, y, &loss), "step");
+    const double dt = (bench_now() - t0) / steps;
+    if (dt < best) best = dt;
+  }
+  printf("RESULT impl=strop model=%s threads=%d layers=%d batch=%lld tokens=%lld step_ms=%.1f "
+         "tokens_per_s=%.1f params=%lld loss=%.4f peak_rss_kb=%ld\n", argv[1], threads, layers,
+         (long long)batch, (long long)tokens, best * 1e3, (double)(batch * tokens) / best,
+         (long long)strop_model_param_count(m, 0), (double)loss, peak_rss_kb());
+  strop_tensor_free(x);
+  strop_tensor_free(y);
+  strop_trainer_free(tr);
+  strop_optimizer_free(opt);
+  strop_model_free(m);
+  return 0;
+}

@@ -1,0 +1,68 @@
+#!/usr/bin/python3
+"""strop bench — PyTorch's side of bench_llm.c: the same causal-LM fine-tuning step (forward,
+next-token cross-entropy, backward, AdamW) on the reference modules of
+tests/pretrained/hf_reference.py (transformers 4.44's GPT-2 and Llama semantics) at the same
+shapes, random ids.
+
+    torch_llm.py gpt2|llama [threads] [steps] [repeats] [layers] [batch] [tokens]
+
+Prints one RESULT line like bench_llm's."""
+import os
+import resource
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "pretrained"))
+import hf_reference as R  # noqa: E402
+
+
+def main():
+    name = sys.argv[1]
+    args = [int(a) for a in sys.argv[2:]]
+    threads, steps, repeats, layers, batch, tokens = (args + [1, 3, 5, 12, 4, 128][len(args):])[:6]
+    torch.set_num_threads(threads)
+    torch.manual_seed(1)
+    if name == "gpt2":
+        cfg = dict(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=layers, n_head=12,
+                   n_inner=None, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                   layer_norm_epsilon=1e-5)
+        model = R.GPT2LMHeadModel(cfg)
+    else:
+        cfg = dict(model_type="llama", vocab_size=32000, hidden_size=768, intermediate_size=2048,
+                   num_hidden_layers=layers, num_attention_heads=12, num_key_value_heads=4,
+                   max_position_embeddings=2048, rms_norm_eps=1e-6, rope_theta=10000.0)
+        model = R.LlamaForCausalLM(cfg)
+    model.train()
+    vocab = cfg["vocab_size"]
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    ids = torch.randint(0, vocab, (batch, tokens))
+    mask = torch.ones(batch, tokens)
+
+    def step():
+        opt.zero_grad()
+        logits = model(ids, mask)
+        loss = F.cross_entropy(logits[:, :-1].reshape(-1, vocab), ids[:, 1:].reshape(-1))
+        loss.backward()
+        opt.step()
+        return float(loss)
+
+    loss = step()
+    best = 1e30
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            loss = step()
+        best = min(best, (time.perf_counter() - t0) / steps)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"RESULT impl=torch model={name} threads={threads} layers={layers} batch={batch} "
+          f"tokens={tokens} step_ms={best * 1e3:.1f} tokens_per_s={batch * tokens / best:.1f} "
+          f"params={params} loss={loss:.4f} "
+          f"peak_rss_kb={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}")
+
+
+if __name__ == "__main__":
+    main()

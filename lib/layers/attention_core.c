@@ -1,0 +1,277 @@
+/* strop — attention: scaled dot-product attention of already-projected queries, keys and
+ * values (torch.nn.functional.scaled_dot_product_attention), so each projection is an ordinary
+ * linear node with the checkpoint's own name (Llama's q_proj, BERT's self.query, GPT-2's packed
+ * c_attn) that LoRA, freezing and surgery reach like any other. Grouped-query attention, rotary
+ * position embeddings, causal and padding masks, dropout on the weights. */
+#include <math.h>
+#include <string.h>
+
+#include "layers/layer.h"
+#include "ops/attention.h"
+
+typedef struct attn_cfg {
+  int64_t num_heads;
+  int64_t num_kv_heads; /* 0 ("auto") until inferred: num_heads */
+  int64_t head_dim;     /* 0 ("auto") until inferred from the query width */
+  int causal;
+  float dropout;
+  float scale;          /* 0: "auto", 1 / sqrt(head_dim) */
+  int rope;             /* ROPE_* */
+  float rope_theta;
+  float rope_factor;    /* linear rope scaling: positions divided by it */
+  int64_t rope_dim;     /* 0 ("auto"): the whole head is rotated */
+} attn_cfg;
+
+enum { ROPE_NONE, ROPE_HALF };
+static const char *const ROPES[] = {"none", "rotate_half", NULL};
+
+static const char *const AUTO_WORD[] = {"auto", NULL};
+static const double AUTO_ZERO[] = {0.0};
+
+static const strop__optdef OPTIONS[] = {
+    {.name = "num_heads", .type = STROP__OT_INT, .off = offsetof(attn_cfg, num_heads), .lo = 1,
+     .hi = INT32_MAX, .example = "2", .doc = "query heads"},
+    STROP__OPT_AUTO_INT(attn_cfg, num_kv_heads, "num_kv_heads",
+                        "key/value heads (grouped-query attention: num_heads is a multiple of "
+                        "it, Llama's num_key_value_heads); auto: num_heads"),
+    STROP__OPT_AUTO_INT(attn_cfg, head_dim, "head_dim",
+                        "width of a head; auto: the query width / num_heads"),
+    STROP__OPT_BOOL(attn_cfg, causal, "causal", "false",
+                    "mask future positions (a decoder's self-attention)"),
+    STROP__OPT_FLOAT(attn_cfg, dropout, "dropout", "0", 0, 1, STROP__OF_HI_OPEN,
+                     "dropout on the attention weights in train mode"),
+    {.name = "scale", .type = STROP__OT_FLOAT, .off = offsetof(attn_cfg, scale), .dflt = "auto",
+     .lo = 0, .hi = 1e9, .words = AUTO_WORD, .word_values = AUTO_ZERO,
+     .doc = "the scores' scale; auto: 1 / sqrt(head_dim)"},
+    STROP__OPT_ENUM(attn_cfg, rope, "rope", "none", ROPES,
+                    "rotary position embeddings on queries and keys: rotate_half is Llama's "
+                    "(GPT-NeoX's) convention"),
+    STROP__OPT_FLOAT(attn_cfg, rope_theta, "rope_theta", "10000", 1, 1e12, 0,
+                     "the rotary base (Llama's rope_theta)"),
+    STROP__OPT_FLOAT(attn_cfg, rope_factor, "rope_factor", "1", 0, 1e6, STROP__OF_LO_OPEN,
+                     "linear rope scaling: positions are divided by it (rope_scaling "
+                     "{type: linear, factor})"),
+    STROP__OPT_AUTO_INT(attn_cfg, rope_dim, "rope_dim",
+                        "leading values of each head that rotate (partial rotary); auto: all"),
+    {NULL}};
+
+static strop_status attn_check(void *cfg, strop__opts *o) {
+  attn_cfg *c = cfg;
+  if (c->num_kv_heads && c->num_heads % c->num_kv_heads)
+    return strop__opt_error(o, "num_kv_heads", "num_heads %lld is not a multiple of "
+                            "num_kv_heads %lld", (long long)c->num_heads,
+                            (long long)c->num_kv_heads);
+  if (c->rope_dim && c->rope_dim % 2)
+    return strop__opt_error(o, "rope_dim", "must be even, got %lld", (long long)c->rope_dim);
+  return STROP_OK;
+}
+
+/* The geometry the inputs give: heads, kv heads, head width. */
+typedef struct geom {
+  int64_t h, kvh, hd;
+} geom;
+
+static strop_status attn_geom(const strop__node *n, const strop__shape *in, int n_in, geom *g) {
+  const attn_cfg *c = n->cfg;
+  char a[96], b[96], d[96];
+  g->h = c->num_heads;
+  g->kvh = c->num_kv_heads ? c->num_kv_heads : c->num_heads;
+  if (n_in != 1 && n_in != 3)
+    return strop__shape_error(n, "takes 1 input (q, k and v packed) or 3 (q, k, v), got %d",
+                              n_in);
+  for (int i = 0; i < n_in; i++)
+    if (in[i].rank != 2 || in[i].d[0] != in[0].d[0])
+      return strop__shape_error(n, "inputs must be [T, width] per sample with one T, got %s%s%s",
+                                strop__shape_str(&in[0], a, sizeof a), n_in > 1 ? " and " : "",
+                                n_in > 1 ? strop__shape_str(&in[i], b, sizeof b) : "");
+  const int64_t units = n_in == 1 ? g->h + 2 * g->kvh : g->h;
+  g->hd = c->head_dim ? c->head_dim : in[0].d[1] / units;
+  if (g->hd < 1 || in[0].d[1] != units * g->hd)
+    return strop__shape_error(n, "%s %s is not %lld heads of %s%lld", n_in == 1 ? "the packed "
+                              "q|k|v input" : "the query input", strop__shape_str(&in[0], a,
+                              sizeof a), (long long)units, c->head_dim ? "" : "equal width ",
+                              (long long)(g->hd < 1 ? 1 : g->hd));
+  if (n_in == 3 && (in[1].d[1] != g->kvh * g->hd || in[2].d[1] != g->kvh * g->hd))
+    return strop__shape_error(n, "keys %s and values %s must be %lld heads of %lld (the query's "
+                              "%s has %lld heads)", strop__shape_str(&in[1], a, sizeof a),
+                              strop__shape_str(&in[2], b, sizeof b), (long long)g->kvh,
+                              (long long)g->hd, strop__shape_str(&in[0], d, sizeof d),
+                              (long long)g->h);
+  if (c->rope && (c->rope_dim > g->hd || (!c->rope_dim && g->hd % 2)))
+    return strop__shape_error(n, "rotary embeddings need an even rope_dim within head_dim %lld",
+                              (long long)g->hd);
+  return STROP_OK;
+}
+
+/* [T, q width] (and k, v) -> [T, heads * head_dim] */
+static strop_status attn_shape(const strop__node *n, const strop__shape *in, strop__shape *out) {
+  geom g;
+  strop_status st = attn_geom(n, in, n->n_in, &g);
+  if (st) return st;
+  out->rank = 2;
+  out->d[0] = in[0].d[0];
+  out->d[1] = g.h * g.hd;
+  return STROP_OK;
+}
+
+static strop_status attn_infer(strop__node *n) {
+  attn_cfg *c = n->cfg;
+  strop_status st = attn_shape(n, n->in_shapes, &n->out_shape);
+  if (st) return st;
+  geom g;
+  (void)attn_geom(n, n->in_shapes, n->n_in, &g);
+  c->num_kv_heads = g.kvh;
+  return STROP_OK;
+}
+
+/* What the forward keeps for the backward. */
+typedef struct attn_saved {
+  strop__sdpa_dims dm;
+  const float *q, *k, *v; /* what the scores used: the inputs, or rotated copies */
+  float *p;
+  uint8_t *keep;
+  const float *cos_t, *sin_t;
+  int64_t rot;            /* rotated values per head (0: no rotary) */
+} attn_saved;
+
+static strop_status oom(const strop__node *n) {
+  return strop__err(STROP_E_NOMEM, "layer '%s' (attention): out of memory", n->name);
+}
+
+/* Views of q, k, v in the inputs and their row strides. */
+static void views(const strop__act *in, int n_in, const geom *g, const float **q,
+                  const float **k, const float **v, int64_t ld[3]) {
+  if (n_in == 1) {
+    const int64_t w = (g->h + 2 * g->kvh) * g->hd;
+    *q = in[0].data;
+    *k = in[0].data + g->h * g->hd;
+    *v = *k + g->kvh * g->hd;
+    ld[0] = ld[1] = ld[2] = w;
+  } else {
+    *q = in[0].data;
+    *k = in[1].data;
+    *v = in[2].data;
+    ld[0] = g->h * g->hd;
+    ld[1] = ld[2] = g->kvh * g->hd;
+  }
+}
+
+static strop_status attn_forward(strop__node *n, const strop__exec *x, const strop__act *in,
+                                 strop__act *out) {
+  const attn_cfg *c = n->cfg;
+  geom g;
+  strop__shape shp[3];
+  for (int i = 0; i < n->n_in; i++) shp[i] = in[i].shape;
+  strop_status st = attn_geom(n, shp, n->n_in, &g);
+  if (st) return st;
+  const int64_t nb = in[0].n, t = in[0].shape.d[0];
+  attn_saved *sv = strop__arena_alloc(x->arena, sizeof *sv);
+  if (!sv) return oom(n);
+  memset(sv, 0, sizeof *sv);
+  int64_t ld[3];
+  views(in, n->n_in, &g, &sv->q, &sv->k, &sv->v, ld);
+  sv->dm = (strop__sdpa_dims){.n = nb, .t = t, .heads = g.h, .kv_heads = g.kvh, .head_dim = g.hd,
+                              .ldq = ld[0], .ldk = ld[1], .ldv = ld[2], .causal = c->causal,
+                              .dropout = c->dropout,
+                              .scale = c->scale > 0 ? c->scale
+                                                    : (float)(1.0 / sqrt((double)g.hd)),
+                              .chunks = strop__par_chunks(x->nthreads, nb, 1)};
+  sv->dm.pad_mask = strop__exec_mask(n, x, t, &st);
+  if (st) return st;
+  if (c->rope) {
+    sv->rot = c->rope_dim ? c->rope_dim : g.hd;
+    const size_t half = (size_t)(t * (sv->rot / 2));
+    float *cs = strop__arena_alloc(x->arena, 2 * half * sizeof *cs + 1);
+    const size_t qn = (size_t)(nb * t * g.h * g.hd), kn = (size_t)(nb * t * g.kvh * g.hd);
+    float *qr = strop__arena_calloc(x->arena, qn * sizeof *qr);
+    float *kr = strop__arena_calloc(x->arena, kn * sizeof *kr);
+    if (!cs || !qr || !kr) return oom(n);
+    strop__rope_tables(t, sv->rot, c->rope_theta, c->rope_factor, cs, cs + half);
+    sv->cos_t = cs;
+    sv->sin_t = cs + half;
+    const int64_t ldq = g.h * g.hd, ldk = g.kvh * g.hd;
+    strop__rope_apply(sv->q, ld[0], qr, ldq, nb, t, g.h, g.hd, sv->rot, sv->cos_t, sv->sin_t, 0);
+    strop__rope_apply(sv->k, ld[1], kr, ldk, nb, t, g.kvh, g.hd, sv->rot, sv->cos_t, sv->sin_t,
+                      0);
+    sv->q = qr;
+    sv->k = kr;
+    sv->dm.ldq = ldq;
+    sv->dm.ldk = ldk;
+  }
+  const size_t att = (size_t)(nb * g.h * t * t);
+  const int drop = x->training && c->dropout > 0.0f;
+  sv->p = strop__arena_alloc(x->arena, att * sizeof *sv->p);
+  sv->keep = drop ? strop__arena_alloc(x->arena, att) : NULL;
+  float *scratch =
+      strop__arena_alloc(x->arena, strop__sdpa_forward_scratch(&sv->dm) * sizeof(float));
+  if (!sv->p || (drop && !sv->keep) || !scratch) return oom(n);
+  strop__sdpa_forward(&sv->dm, sv->q, sv->k, sv->v, sv->p, sv->keep, x->rng, scratch, out->data);
+  n->saved = sv;
+  return STROP_OK;
+}
+
+static strop_status attn_backward(strop__node *n, const strop__exec *x, const strop__act *in,
+                                  const strop__act *out, const float *dout, float *const *din) {
+  (void)out;
+  const attn_saved *sv = n->saved;
+  if (!sv)
+    return strop__err(STROP_E_INTERNAL, "layer '%s' (attention): backward without forward",
+                      n->name);
+  const strop__sdpa_dims *dm = &sv->dm;
+  geom g = {dm->heads, dm->kv_heads, dm->head_dim};
+  float *scratch =
+      strop__arena_alloc(x->arena, strop__sdpa_backward_scratch(dm) * sizeof(float));
+  if (!scratch) return oom(n);
+  /* the gradients' places in the inputs' gradients (the graph zeroed them: add) */
+  const float *q0, *k0, *v0;
+  int64_t ld[3];
+  views(in, n->n_in, &g, &q0, &k0, &v0, ld);
+  float *dq = NULL, *dk = NULL, *dv = NULL;
+  if (n->n_in == 1) {
+    if (din[0]) {
+      dq = din[0];
+      dk = din[0] + g.h * g.hd;
+      dv = dk + g.kvh * g.hd;
+    }
+  } else {
+    dq = din[0];
+    dk = din[1];
+    dv = din[2];
+  }
+  if (!sv->rot) {
+    strop__sdpa_backward(dm, sv->q, sv->k, sv->v, sv->p, sv->keep, dout, scratch, dq, dk, dv, 1);
+    return STROP_OK;
+  }
+  /* through the rotation: gradients of the rotated q and k, then rotated back */
+  const int64_t nt = dm->n * dm->t;
+  float *dqr = dq ? strop__arena_calloc(x->arena, (size_t)(nt * dm->ldq) * sizeof(float)) : NULL;
+  float *dkr = dk ? strop__arena_calloc(x->arena, (size_t)(nt * dm->ldk) * sizeof(float)) : NULL;
+  if ((dq && !dqr) || (dk && !dkr)) return oom(n);
+  strop__sdpa_backward(dm, sv->q, sv->k, sv->v, sv->p, sv->keep, dout, scratch, dqr, dkr, dv, 1);
+  if (dq) {
+    strop__rope_apply(dqr, dm->ldq, dq, ld[0], dm->n, dm->t, g.h, g.hd, sv->rot, sv->cos_t,
+                      sv->sin_t, 1);
+  }
+  if (dk) {
+    strop__rope_apply(dkr, dm->ldk, dk, ld[1], dm->n, dm->t, g.kvh, g.hd, sv->rot, sv->cos_t,
+                      sv->sin_t, 1);
+  }
+  return STROP_OK;
+}
+
+const strop__layer_vtable strop__layer_attention = {
+    .type = "attention",
+    .doc = "scaled dot-product attention of projected queries, keys and values, [T, q] (+ [T, "
+           "k], [T, v], or one packed [T, q|k|v]) -> [T, heads * head_dim] "
+           "(torch.nn.functional.scaled_dot_product_attention): grouped-query heads, rotary "
+           "embeddings, causal and padding masks",
+    .cfg_size = sizeof(attn_cfg),
+    .n_inputs = 1,
+    .flags = STROP__LAYER_STOCHASTIC | STROP__LAYER_ANY_INPUTS,
+    .options = OPTIONS,
+    .check = attn_check,
+    .shape = attn_shape,
+    .infer = attn_infer,
+    .forward = attn_forward,
+    .backward = attn_backward,
+};

@@ -1,0 +1,497 @@
+/* strop tests — attention as checkpoints have it: the `attention` core (grouped-query heads,
+ * rotary embeddings with Llama's rotate_half convention, linear rope scaling, packed q|k|v
+ * input, causal and padding masks) against a float64 reference written from the published
+ * formulas, finite-difference gradients; multihead_attention's packed storage (torch's
+ * in_proj_weight) equal to the separate one, with LoRA; lora_linear on a Conv1D [in, out]
+ * weight (PEFT's fan_in_fan_out). */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "graph/graph.h"
+#include "harness.h"
+#include "strop/strop.h"
+#include "testutil.h"
+
+static strop_model *build(int rank, const int64_t *shape, const strop_test_node *nodes, int n) {
+  return strop_test_build(rank, shape, nodes, n, 3);
+}
+
+static float *param(strop_model *m, const char *name) {
+  strop__param *p = strop__model_param_find(m, name);
+  ck_assert_msg(p != NULL, "no parameter %s", name);
+  return p->data;
+}
+
+/* ---- a float64 reference: heads, GQA, rotate_half rope, masks ---- */
+typedef struct ref_cfg {
+  int64_t t, h, kvh, hd, rot;
+  double theta, factor;
+  int causal;
+} ref_cfg;
+
+static void ref_rope(const ref_cfg *c, double *v, int64_t pos) {
+  const int64_t half = c->rot / 2;
+  for (int64_t i = 0; i < half; i++) {
+    const double a = (pos / c->factor) / pow(c->theta, (double)(2 * i) / (double)c->rot);
+    const double x1 = v[i], x2 = v[i + half];
+    v[i] = x1 * cos(a) - x2 * sin(a);
+    v[i + half] = x2 * cos(a) + x1 * sin(a);
+  }
+}
+
+/* one sample: q [t, h*hd], k, v [t, kvh*hd] -> out [t, h*hd] */
+static void ref_attention(const ref_cfg *c, const float *q, const float *k, const float *v,
+                          const float *mask, double *out) {
+  const int64_t t = c->t, hd = c->hd, group = c->h / c->kvh;
+  double *qr = malloc(sizeof(double) * (size_t)(t * hd)), *kr = malloc(sizeof(double) * (size_t)(t * hd));
+  double *s = malloc(sizeof(double) * (size_t)t);
+  for (int64_t h = 0; h < c->h; h++) {
+    const int64_t g = h / group;
+    for (int64_t p = 0; p < t; p++) {
+      for (int64_t i = 0; i < hd; i++) {
+        qr[p * hd + i] = q[p * c->h * hd + h * hd + i];
+        kr[p * hd + i] = k[p * c->kvh * hd + g * hd + i];
+      }
+      if (c->rot) {
+        ref_rope(c, qr + p * hd, p);
+        ref_rope(c, kr + p * hd, p);
+      }
+    }
+    for (int64_t i = 0; i < t; i++) {
+      double mx = -INFINITY, sum = 0;
+      for (int64_t j = 0; j < t; j++) {
+        int ok = (!c->causal || j <= i) && (!mask || mask[j] != 0.0f);
+        double d = 0;
+        for (int64_t e = 0; e < hd; e++) d += qr[i * hd + e] * kr[j * hd + e];
+        s[j] = ok ? d / sqrt((double)hd) : -INFINITY;
+        if (s[j] > mx) mx = s[j];
+      }
+      for (int64_t j = 0; j < t; j++) sum += s[j] = isinf(s[j]) ? 0.0 : exp(s[j] - mx);
+      for (int64_t e = 0; e < hd; e++) {
+        double acc = 0;
+        for (int64_t j = 0; j < t; j++) acc += s[j] / sum * v[j * c->kvh * hd + g * hd + e];
+        out[i * c->h * hd + h * hd + e] = acc;
+      }
+    }
+  }
+  free(qr);
+  free(kr);
+  free(s);
+}
+
+/* The core on packed (1 input) and separate (3 inputs) q, k, v against the reference. */
+static void check_core(int packed, const char *opts, const ref_cfg *rc, int with_mask) {
+  const int64_t t = rc->t, qw = rc->h * rc->hd, kw = rc->kvh * rc->hd, w = qw + 2 * kw;
+  const int64_t shape[2] = {t, w};
+  char qo[64], ko[64];
+  snprintf(qo, sizeof qo, "shape=[%lld, %lld]", (long long)t, (long long)qw);
+  snprintf(ko, sizeof ko, "shape=[%lld, %lld]", (long long)t, (long long)kw);
+  /* separate inputs: three linear maps of the input picking q, k, v (identity blocks) */
+  strop_test_node sep[4] = {{"q", "linear", NULL, "input"},
+                            {"k", "linear", NULL, "input"},
+                            {"v", "linear", NULL, "input"},
+                            {"attn", "attention", opts, "q,k,v"}};
+  char oq[64], ok[64];
+  snprintf(oq, sizeof oq, "out_features=%lld bias=false", (long long)qw);
+  snprintf(ok, sizeof ok, "out_features=%lld bias=false", (long long)kw);
+  sep[0].opts = oq;
+  sep[1].opts = ok;
+  sep[2].opts = ok;
+  strop_test_node pk[1] = {{"attn", "attention", opts, NULL}};
+  strop_model *m = packed ? build(2, shape, pk, 1) : build(2, shape, sep, 4);
+  if (!packed) {
+    float *wq = param(m, "q.weight"), *wk = param(m, "k.weight"), *wv = param(m, "v.weight");
+    memset(wq, 0, sizeof(float) * (size_t)(qw * w));
+    memset(wk, 0, sizeof(float) * (size_t)(kw * w));
+    memset(wv, 0, sizeof(float) * (size_t)(kw * w));
+    for (int64_t i = 0; i < qw; i++) wq[i * w + i] = 1;
+    for (int64_t i = 0; i < kw; i++) wk[i * w + qw + i] = 1;
+    for (int64_t i = 0; i < kw; i++) wv[i * w + qw + kw + i] = 1;
+  }
+  const int64_t nb = 2;
+  float *x = malloc(sizeof(float) * (size_t)(nb * t * w));
+  for (int64_t i = 0; i < nb * t * w; i++) x[i] = sinf(0.37f * (float)i) * 1.3f;
+  float mask[2 * 16];
+  for (int64_t i = 0; i < nb * t; i++) mask[i] = (i % t == 1 || i == 2 * t - 1) ? 0.0f : 1.0f;
+  const strop__act *o;
+  strop_test_must(strop__model_forward_exec(m, x, nb, 0, with_mask ? mask : NULL, &o), "forward");
+  double *want = malloc(sizeof(double) * (size_t)(t * qw));
+  float *qs = malloc(sizeof(float) * (size_t)(t * qw)), *ks = malloc(sizeof(float) * (size_t)(t * kw)),
+        *vs = malloc(sizeof(float) * (size_t)(t * kw));
+  for (int64_t b = 0; b < nb; b++) {
+    for (int64_t p = 0; p < t; p++) {
+      const float *row = x + (b * t + p) * w;
+      memcpy(qs + p * qw, row, sizeof(float) * (size_t)qw);
+      memcpy(ks + p * kw, row + qw, sizeof(float) * (size_t)kw);
+      memcpy(vs + p * kw, row + qw + kw, sizeof(float) * (size_t)kw);
+    }
+    ref_attention(rc, qs, ks, vs, with_mask ? mask + b * t : NULL, want);
+    for (int64_t i = 0; i < t * qw; i++) {
+      const float got = o->data[b * t * qw + i];
+      ck_assert_msg(fabs(got - want[i]) < 2e-5 * (1 + fabs(want[i])),
+                    "%s %s: sample %lld [%lld]: %.8g vs reference %.8g", packed ? "packed" : "separate",
+                    opts, (long long)b, (long long)i, (double)got, want[i]);
+    }
+  }
+  strop__model_step_end(m);
+  free(qs);
+  free(ks);
+  free(vs);
+  free(want);
+  free(x);
+  strop_model_free(m);
+}
+
+START_TEST(core_matches_reference) {
+  static const struct {
+    const char *opts;
+    ref_cfg rc;
+  } cases[] = {
+      {"num_heads=2", {6, 2, 2, 4, 0, 1e4, 1, 0}},
+      {"num_heads=4 num_kv_heads=2 causal=true", {7, 4, 2, 3, 0, 1e4, 1, 1}},
+      {"num_heads=2 rope=rotate_half", {5, 2, 2, 4, 4, 1e4, 1, 0}},
+      {"num_heads=4 num_kv_heads=1 rope=rotate_half rope_theta=500000 rope_factor=4 causal=true",
+       {9, 4, 1, 6, 6, 5e5, 4, 1}},
+      {"num_heads=2 num_kv_heads=2 rope=rotate_half rope_dim=2", {5, 2, 2, 4, 2, 1e4, 1, 0}},
+  };
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++)
+    for (int packed = 0; packed < 2; packed++)
+      for (int mask = 0; mask < 2; mask++) check_core(packed, cases[k].opts, &cases[k].rc, mask);
+}
+END_TEST
+
+/* Finite differences through projections into the core: every option at once. */
+START_TEST(core_gradcheck) {
+  const int64_t shape[2] = {5, 6};
+  static const char *const variants[] = {
+      "num_heads=4 num_kv_heads=2 rope=rotate_half causal=true",
+      "num_heads=2 rope=rotate_half rope_factor=2 rope_dim=2",
+      "num_heads=2 num_kv_heads=1 dropout=0.3 scale=0.7",
+  };
+  strop_test_gc_opts o;
+  strop_test_gc_defaults(&o);
+  o.tol = 3e-2;
+  o.max_per_tensor = 16;
+  for (int v = 0; v < 3; v++) {
+    const int gqa = v != 1;
+    strop_test_node sep[5] = {{"q", "linear", "out_features=8", "input"},
+                              {"k", "linear", gqa ? "out_features=4" : "out_features=8", "input"},
+                              {"v", "linear", gqa ? "out_features=4" : "out_features=8", "input"},
+                              {"attn", "attention", variants[v], "q,k,v"},
+                              {"o", "linear", "out_features=6", NULL}};
+    strop_model *m = build(2, shape, sep, 5);
+    strop_test_gradcheck(m, 2, 20 + (uint64_t)v, &o);
+    strop_model_free(m);
+    /* packed: one linear gives q|k|v */
+    strop_test_node pk[3] = {{"qkv", "linear", gqa ? "out_features=16" : "out_features=24", NULL},
+                             {"attn", "attention", variants[v], NULL},
+                             {"o", "linear", "out_features=6", NULL}};
+    m = build(2, shape, pk, 3);
+    strop_test_gradcheck(m, 2, 30 + (uint64_t)v, &o);
+    strop_model_free(m);
+  }
+}
+END_TEST
+
+/* multihead_attention = linear q, k, v + attention + linear out with the same weights. */
+START_TEST(mha_equals_core) {
+  const int64_t shape[2] = {6, 8};
+  strop_test_node a[1] = {{"attn", "multihead_attention", "num_heads=2 causal=true", NULL}};
+  strop_test_node b[5] = {{"q", "linear", "out_features=8", "input"},
+                          {"k", "linear", "out_features=8", "input"},
+                          {"v", "linear", "out_features=8", "input"},
+                          {"core", "attention", "num_heads=2 causal=true", "q,k,v"},
+                          {"o", "linear", "out_features=8", NULL}};
+  strop_model *ma = build(2, shape, a, 1), *mb = build(2, shape, b, 5);
+  static const char *const pairs[][2] = {
+      {"attn.q_proj.weight", "q.weight"}, {"attn.q_proj.bias", "q.bias"},
+      {"attn.k_proj.weight", "k.weight"}, {"attn.k_proj.bias", "k.bias"},
+      {"attn.v_proj.weight", "v.weight"}, {"attn.v_proj.bias", "v.bias"},
+      {"attn.out_proj.weight", "o.weight"}, {"attn.out_proj.bias", "o.bias"}};
+  for (int i = 0; i < 8; i++) {
+    strop__param *p = strop__model_param_find(ma, pairs[i][0]);
+    for (size_t e = 0; e < p->numel; e++) p->data[e] = 0.2f * sinf((float)(e * 3 + i));
+    memcpy(param(mb, pairs[i][1]), p->data, p->numel * sizeof(float));
+  }
+  float x[2 * 6 * 8];
+  for (int i = 0; i < 96; i++) x[i] = cosf(0.3f * (float)i);
+  const float mask[12] = {1, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 1};
+  const strop__act *oa, *ob;
+  strop_test_must(strop__model_forward_exec(ma, x, 2, 0, mask, &oa), "mha");
+  strop_test_must(strop__model_forward_exec(mb, x, 2, 0, mask, &ob), "core");
+  for (int i = 0; i < 96; i++)
+    ck_assert_msg(fabsf(oa->data[i] - ob->data[i]) < 1e-5f, "[%d] %g vs %g", i,
+                  (double)oa->data[i], (double)ob->data[i]);
+  strop_model_free(ma);
+  strop_model_free(mb);
+}
+END_TEST
+
+/* torch's packed in_proj_weight: the same function as the separate projections, the same
+ * gradients (in their rows), the same LoRA adapters on q and v, merged and unmerged. */
+START_TEST(mha_packed_equals_separate) {
+  const int64_t shape[2] = {5, 6};
+  strop_test_node s[2] = {{"attn", "multihead_attention", "num_heads=3", NULL},
+                          {"pool", "mean_pool", NULL, NULL}};
+  strop_test_node p[2] = {{"attn", "multihead_attention", "num_heads=3 packed=true", NULL},
+                          {"pool", "mean_pool", NULL, NULL}};
+  strop_model *ms = build(2, shape, s, 2), *mp = build(2, shape, p, 2);
+  ck_assert_int_eq(strop_model_num_tensors(mp), 4);
+  char name[64];
+  strop_model_tensor_name(mp, 0, name, sizeof name);
+  ck_assert_str_eq(name, "attn.in_proj_weight");
+  strop_model_tensor_name(mp, 1, name, sizeof name);
+  ck_assert_str_eq(name, "attn.in_proj_bias");
+  /* the same initialisation stream: torch's xavier over [3D, D] either way */
+  float *inw = param(mp, "attn.in_proj_weight"), *inb = param(mp, "attn.in_proj_bias");
+  static const char *const proj[3] = {"q_proj", "k_proj", "v_proj"};
+  for (int i = 0; i < 3; i++) {
+    char wn[64], bn[64];
+    snprintf(wn, sizeof wn, "attn.%s.weight", proj[i]);
+    snprintf(bn, sizeof bn, "attn.%s.bias", proj[i]);
+    ck_assert(memcmp(inw + i * 36, param(ms, wn), 36 * sizeof(float)) == 0);
+    for (int e = 0; e < 6; e++) inb[i * 6 + e] = 0.05f * (float)(e - i);
+    memcpy(param(ms, bn), inb + i * 6, 6 * sizeof(float));
+  }
+  memcpy(param(mp, "attn.out_proj.weight"), param(ms, "attn.out_proj.weight"), 36 * sizeof(float));
+  for (int round = 0; round < 2; round++) {
+    if (round == 1) { /* LoRA on q and v of both */
+      strop_model *both[2] = {ms, mp};
+      for (int k = 0; k < 2; k++) {
+        strop_surgery *sg = NULL;
+        strop_test_must(strop_surgery_create(both[k], &sg), "surgery");
+        strop_test_must(strop_surgery_set_seed(sg, 9), "seed");
+        strop_test_must(strop_surgery_lora(sg, "attn.[qv]_proj", 2, 4.0f, 0.0f), "lora");
+        strop_test_must(strop_surgery_apply(sg), "apply");
+        strop_surgery_free(sg);
+        for (int i = 0; i < 2; i++) {
+          snprintf(name, sizeof name, "attn.%s.lora_B.weight", i ? "v_proj" : "q_proj");
+          float *bw = param(both[k], name);
+          for (int e = 0; e < 12; e++) bw[e] = 0.1f * (float)(e % 5) - 0.2f;
+        }
+      }
+      ck_assert(memcmp(param(ms, "attn.q_proj.lora_A.weight"), param(mp, "attn.q_proj.lora_A.weight"),
+                       12 * sizeof(float)) == 0);
+    }
+    float x[2 * 5 * 6];
+    for (int i = 0; i < 60; i++) x[i] = sinf(0.7f * (float)i);
+    float dout[12];
+    for (int i = 0; i < 12; i++) dout[i] = 0.3f * (float)(i % 4) - 0.4f;
+    const strop__act *os, *op;
+    strop_model *pair[2] = {ms, mp};
+    float outs[2][12];
+    for (int k = 0; k < 2; k++) {
+      strop_test_must(strop__model_zero_grad(pair[k]), "zero");
+      strop_test_must(strop__model_forward_exec(pair[k], x, 2, 1, NULL, k ? &op : &os), "forward");
+      memcpy(outs[k], (k ? op : os)->data, sizeof outs[k]);
+      strop_test_must(strop__model_backward(pair[k], dout), "backward");
+      strop__model_step_end(pair[k]);
+    }
+    for (int i = 0; i < 12; i++) ck_assert(fabsf(outs[0][i] - outs[1][i]) < 1e-6f);
+    for (int i = 0; i < 3 && round == 0; i++) {
+      char wn[64];
+      snprintf(wn, sizeof wn, "attn.%s.weight", proj[i]);
+      const float *gs = strop__model_param_find(ms, wn)->grad;
+      const float *gp = strop__model_param_find(mp, "attn.in_proj_weight")->grad + i * 36;
+      for (int e = 0; e < 36; e++) ck_assert(fabsf(gs[e] - gp[e]) < 1e-6f);
+    }
+    if (round == 1) {
+      const float *ga = strop__model_param_find(ms, "attn.v_proj.lora_A.weight")->grad;
+      const float *gb = strop__model_param_find(mp, "attn.v_proj.lora_A.weight")->grad;
+      for (int e = 0; e < 12; e++) ck_assert(fabsf(ga[e] - gb[e]) < 1e-6f);
+      /* merged: the packed rows of q and v change, the function does not */
+      strop_test_must(strop_model_lora_merge(mp), "merge");
+      strop_test_must(strop__model_forward_exec(mp, x, 2, 0, NULL, &op), "merged");
+      strop_test_must(strop__model_forward_exec(ms, x, 2, 0, NULL, &os), "separate");
+      for (int i = 0; i < 12; i++) ck_assert(fabsf(os->data[i] - op->data[i]) < 1e-5f);
+      strop__model_step_end(mp);
+      strop__model_step_end(ms);
+    }
+  }
+  strop_model_free(ms);
+  strop_model_free(mp);
+}
+END_TEST
+
+/* GPT-2's Conv1D weight [in, out] under LoRA (PEFT's fan_in_fan_out): the same adapter names
+ * and function as on nn.Linear's [out, in]; merge folds B A into the transposed weight. */
+START_TEST(lora_on_conv1d_layout) {
+  const int64_t shape[1] = {6};
+  strop_test_node a[1] = {{"c_attn", "linear", "out_features=9", NULL}};
+  strop_test_node b[1] = {{"c_attn", "linear", "out_features=9 weight_layout=in_out", NULL}};
+  strop_model *ma = build(1, shape, a, 1), *mb = build(1, shape, b, 1);
+  float *wb = param(mb, "c_attn.weight"), wa[54];
+  memcpy(wa, param(ma, "c_attn.weight"), sizeof wa);
+  for (int o = 0; o < 9; o++)
+    for (int i = 0; i < 6; i++) wb[i * 9 + o] = wa[o * 6 + i];
+  memcpy(param(mb, "c_attn.bias"), param(ma, "c_attn.bias"), 9 * sizeof(float));
+  strop_model *both[2] = {ma, mb};
+  for (int k = 0; k < 2; k++) {
+    strop_surgery *sg = NULL;
+    strop_test_must(strop_surgery_create(both[k], &sg), "surgery");
+    strop_test_must(strop_surgery_set_seed(sg, 4), "seed");
+    strop_test_must(strop_surgery_lora(sg, "c_attn", 3, 6.0f, 0.0f), "lora");
+    strop_test_must(strop_surgery_apply(sg), "apply");
+    strop_surgery_free(sg);
+    float *lb = param(both[k], "c_attn.lora_B.weight");
+    for (int e = 0; e < 27; e++) lb[e] = 0.05f * (float)(e % 7) - 0.1f;
+  }
+  ck_assert_int_eq(strop_model_param_count(mb, 1), 3 * 6 + 9 * 3);
+  char opts[256];
+  strop_model_node_options(mb, 0, opts, sizeof opts);
+  ck_assert_msg(strstr(opts, "weight_layout=in_out"), "%s", opts);
+  float x[3 * 6], dout[3 * 9];
+  for (int i = 0; i < 18; i++) x[i] = sinf((float)i);
+  for (int i = 0; i < 27; i++) dout[i] = cosf((float)i);
+  float outs[2][27], ga[2][18];
+  for (int k = 0; k < 2; k++) {
+    const strop__act *o;
+    strop_test_must(strop__model_zero_grad(both[k]), "zero");
+    strop_test_must(strop__model_forward_exec(both[k], x, 3, 1, NULL, &o), "forward");
+    memcpy(outs[k], o->data, sizeof outs[k]);
+    strop_test_must(strop__model_backward(both[k], dout), "backward");
+    memcpy(ga[k], strop__model_param_find(both[k], "c_attn.lora_A.weight")->grad, sizeof ga[k]);
+    strop__model_step_end(both[k]);
+  }
+  for (int i = 0; i < 27; i++) ck_assert(fabsf(outs[0][i] - outs[1][i]) < 1e-5f);
+  for (int i = 0; i < 18; i++) ck_assert(fabsf(ga[0][i] - ga[1][i]) < 1e-5f);
+  strop_test_must(strop_model_lora_merge(mb), "merge");
+  const strop__act *o;
+  strop_test_must(strop__model_forward_exec(mb, x, 3, 0, NULL, &o), "merged");
+  for (int i = 0; i < 27; i++) ck_assert(fabsf(outs[0][i] - o->data[i]) < 1e-5f);
+  strop__model_step_end(mb);
+  strop_test_must(strop_model_lora_unmerge(mb), "unmerge");
+  for (int o2 = 0; o2 < 9; o2++)
+    for (int i = 0; i < 6; i++)
+      ck_assert(fabsf(param(mb, "c_attn.weight")[i * 9 + o2] - wa[o2 * 6 + i]) < 1e-5f);
+  strop_model_free(ma);
+  strop_model_free(mb);
+}
+END_TEST
+
+/* gated_mlp: finite differences, and the fused layer equals the same math written with
+ * separate linear nodes (down(silu(gate(x)) * up(x)) computed here by hand). */
+START_TEST(gated_mlp_gradcheck_and_lora) {
+  const int64_t shape[2] = {3, 6};
+  static const char *const variants[] = {"intermediate_size=10",
+                                         "intermediate_size=8 bias=true activation=gelu",
+                                         "intermediate_size=8 activation=gelu_tanh"};
+  strop_test_gc_opts o;
+  strop_test_gc_defaults(&o);
+  o.tol = 3e-2;
+  o.max_per_tensor = 16;
+  for (int v = 0; v < 3; v++) {
+    strop_test_node nodes[1] = {{"mlp", "gated_mlp", variants[v], NULL}};
+    strop_model *m = build(2, shape, nodes, 1);
+    strop_test_gradcheck(m, 2, 40 + (uint64_t)v, &o);
+    strop_model_free(m);
+  }
+  /* forward against the formula */
+  strop_test_node nodes[1] = {{"mlp", "gated_mlp", "intermediate_size=5", NULL}};
+  strop_model *m = build(2, shape, nodes, 1);
+  float x[18];
+  for (int i = 0; i < 18; i++) x[i] = sinf(0.9f * (float)i);
+  const float *wg = param(m, "mlp.gate_proj.weight"), *wu = param(m, "mlp.up_proj.weight"),
+              *wd = param(m, "mlp.down_proj.weight");
+  const strop__act *out;
+  strop_test_must(strop__model_forward_exec(m, x, 1, 0, NULL, &out), "forward");
+  for (int r = 0; r < 3; r++) {
+    double h[5];
+    for (int f = 0; f < 5; f++) {
+      double g = 0, u = 0;
+      for (int i = 0; i < 6; i++) {
+        g += wg[f * 6 + i] * x[r * 6 + i];
+        u += wu[f * 6 + i] * x[r * 6 + i];
+      }
+      h[f] = g / (1 + exp(-g)) * u;
+    }
+    for (int j = 0; j < 6; j++) {
+      double y = 0;
+      for (int f = 0; f < 5; f++) y += wd[j * 5 + f] * h[f];
+      ck_assert_msg(fabs(out->data[r * 6 + j] - y) < 1e-5, "[%d, %d] %g vs %g", r, j,
+                    (double)out->data[r * 6 + j], y);
+    }
+  }
+  strop__model_step_end(m);
+  /* LoRA on up_proj and down_proj by name, as PEFT targets them; merged, the same function */
+  strop_surgery *sg = NULL;
+  strop_test_must(strop_surgery_create(m, &sg), "surgery");
+  strop_test_must(strop_surgery_lora(sg, "mlp.up_proj", 2, 4.0f, 0.0f), "lora up");
+  strop_test_must(strop_surgery_lora(sg, "*.down_proj", 3, 6.0f, 0.0f), "lora down");
+  strop_test_must(strop_surgery_apply(sg), "apply");
+  strop_surgery_free(sg);
+  ck_assert_int_eq(strop_model_param_count(m, 1), 2 * 6 + 5 * 2 + 3 * 5 + 6 * 3);
+  float *bu = param(m, "mlp.up_proj.lora_B.weight"), *bd = param(m, "mlp.down_proj.lora_B.weight");
+  for (int e = 0; e < 10; e++) bu[e] = 0.1f * (float)(e % 3) - 0.1f;
+  for (int e = 0; e < 18; e++) bd[e] = 0.05f * (float)(e % 4) - 0.07f;
+  strop_test_gradcheck(m, 2, 50, &o);
+  float before[18];
+  strop_test_must(strop__model_forward_exec(m, x, 1, 0, NULL, &out), "adapted");
+  memcpy(before, out->data, sizeof before);
+  strop__model_step_end(m);
+  strop_test_must(strop_model_lora_merge(m), "merge");
+  strop_test_must(strop__model_forward_exec(m, x, 1, 0, NULL, &out), "merged");
+  for (int i = 0; i < 18; i++) ck_assert(fabsf(before[i] - out->data[i]) < 1e-5f);
+  strop__model_step_end(m);
+  strop_model_free(m);
+}
+END_TEST
+
+/* Shapes and options the core refuses, each with its own sentence. */
+START_TEST(core_errors) {
+  strop_model *m = NULL;
+  const int64_t shape[2] = {4, 12};
+  strop_test_must(strop_model_create(2, shape, &m), "create");
+  ck_assert_int_eq(strop_model_add(m, "a", "attention", "num_heads=3 num_kv_heads=2", NULL),
+                   STROP_E_INVALID_ARG);
+  ck_assert(strstr(strop_last_error(), "num_kv_heads"));
+  ck_assert_int_eq(strop_model_add(m, "a", "attention", "num_heads=2 rope_dim=3", NULL),
+                   STROP_E_INVALID_ARG);
+  ck_assert(strstr(strop_last_error(), "rope_dim"));
+  /* 12 packed values are not 5 heads of q, k and v */
+  strop_test_must(strop_model_add(m, "a", "attention", "num_heads=5", NULL), "add");
+  ck_assert_int_eq(strop_model_finalize(m, 1), STROP_E_SHAPE);
+  ck_assert_msg(strstr(strop_last_error(), "'a'") && strstr(strop_last_error(), "packed"), "%s",
+                strop_last_error());
+  strop_model_free(m);
+  /* keys of another width than num_kv_heads * head_dim */
+  strop_test_must(strop_model_create(2, shape, &m), "create");
+  strop_test_must(strop_model_add(m, "q", "linear", "out_features=8", "input"), "q");
+  strop_test_must(strop_model_add(m, "k", "linear", "out_features=6", "input"), "k");
+  strop_test_must(strop_model_add(m, "a", "attention", "num_heads=2", "q,k,k"), "a");
+  ck_assert_int_eq(strop_model_finalize(m, 1), STROP_E_SHAPE);
+  ck_assert_msg(strstr(strop_last_error(), "keys"), "%s", strop_last_error());
+  strop_model_free(m);
+  /* two inputs */
+  strop_test_must(strop_model_create(2, shape, &m), "create");
+  strop_test_must(strop_model_add(m, "a", "attention", "num_heads=2", "input,input"), "a");
+  ck_assert_int_eq(strop_model_finalize(m, 1), STROP_E_SHAPE);
+  ck_assert_msg(strstr(strop_last_error(), "1 input"), "%s", strop_last_error());
+  strop_model_free(m);
+}
+END_TEST
+
+static Suite *suite(void) {
+  Suite *s = suite_create("attention");
+  TCase *tc = tcase_create("core");
+  tcase_add_test(tc, core_matches_reference);
+  tcase_add_test(tc, core_gradcheck);
+  tcase_add_test(tc, mha_equals_core);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("storage");
+  tcase_add_test(tc, mha_packed_equals_separate);
+  tcase_add_test(tc, lora_on_conv1d_layout);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("mlp");
+  tcase_add_test(tc, gated_mlp_gradcheck_and_lora);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("errors");
+  tcase_add_test(tc, core_errors);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) { return strop_test_run(suite()); }
