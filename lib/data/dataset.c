@@ -345,9 +345,15 @@ strop_status strop_dataset_get(const strop_dataset *ds, int64_t index, float *in
   if (index < 0 || index >= ds->n)
     return strop__err(STROP_E_INVALID_ARG, "%s: index %lld out of range [0, %lld)", fn,
                       (long long)index, (long long)ds->n);
-  if (input && input_cap < ds->in_numel)
+  size_t need = ds->in_numel;
+  if (ds->var_size) {
+    int64_t d[STROP_MAX_RANK];
+    (void)strop__ds_sample_dims(ds, index, d);
+    need = (size_t)(d[0] * d[1] * d[2]);
+  }
+  if (input && input_cap < need)
     return strop__err(STROP_E_INVALID_ARG, "%s: input_cap %zu < input size %zu", fn, input_cap,
-                      ds->in_numel);
+                      need);
   if (target && target_cap < ds->tgt_numel)
     return strop__err(STROP_E_INVALID_ARG, "%s: target_cap %zu < target size %zu", fn,
                       target_cap, ds->tgt_numel);

@@ -184,6 +184,7 @@ done:
 typedef struct png_src {
   const uint8_t *buf;
   size_t len, pos;
+  int oom; /* an allocation failed (libpng then reports "out of memory" as an error) */
   char msg[256];
 } png_src;
 
@@ -210,8 +211,9 @@ static void png_warn(png_structp png, png_const_charp msg) {
 
 /* libpng's allocations go through strop's allocator, so the failure sweep reaches them */
 static png_voidp png_alloc(png_structp png, png_alloc_size_t n) {
-  (void)png;
-  return strop__malloc(n ? n : 1);
+  void *p = strop__malloc(n ? n : 1);
+  if (!p) ((png_src *)png_get_mem_ptr(png))->oom = 1;
+  return p;
 }
 static void png_dealloc(png_structp png, png_voidp p) {
   (void)png;
@@ -221,9 +223,9 @@ static void png_dealloc(png_structp png, png_voidp p) {
 static strop_status png_run(const char *fn, const uint8_t *buf, size_t len, const char *name,
                             int channels, int64_t max_pixels, uint8_t **pixels,
                             strop__image_info *info) {
-  png_src src = {buf, len, 0, {0}};
+  png_src src = {buf, len, 0, 0, {0}};
   png_structp png = png_create_read_struct_2(PNG_LIBPNG_VER_STRING, &src, png_fail, png_warn,
-                                             NULL, png_alloc, png_dealloc);
+                                             &src, png_alloc, png_dealloc);
   png_infop pinfo = png ? png_create_info_struct(png) : NULL;
   uint8_t *volatile out = NULL;
   uint8_t *volatile tmp = NULL;
@@ -234,6 +236,7 @@ static strop_status png_run(const char *fn, const uint8_t *buf, size_t len, cons
     return STROP__NOMEM(fn);
   }
   if (setjmp(png_jmpbuf(png))) {
+    if (st == STROP_OK && src.oom) st = STROP__NOMEM(fn);
     if (st == STROP_OK)
       st = strop__err(STROP_E_FORMAT, "%s: %s: not a readable PNG: %s", fn, name,
                       src.msg[0] ? src.msg : "broken data");

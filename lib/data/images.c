@@ -221,6 +221,7 @@ static strop_status dir_names(const char *dir, char ***out, int64_t *n) {
 }
 
 static void names_free(char **v, int64_t n) {
+  if (!v) return;
   for (int64_t i = 0; i < n; i++) strop__free(v[i]);
   strop__free(v);
 }
@@ -324,7 +325,8 @@ static strop_status walk_root(const char *root, list *l, char ***classes, int64_
   for (int64_t i = 0; i < nn; i++) {
     char *p = join(root, names[i]);
     if (!p) {
-      names_free(names, nn);
+      for (int64_t k = i; k < nn; k++) strop__free(names[k]);
+      names_free(names, m);
       return STROP__NOMEM(FN);
     }
     if (is_dir(p)) {
