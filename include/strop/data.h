@@ -328,6 +328,20 @@ STROP_API int strop_dataset_skipped(const strop_dataset *ds, int64_t i, char *bu
 STROP_API int strop_dataset_image_path(const strop_dataset *ds, int64_t index, char *buf,
                                        size_t cap);
 
+/**
+ * @brief Reads one JPEG or PNG file into a new tensor of shape (C, H, W), floats in [0, 255],
+ * with the decoder and conversions of strop_dataset_load_images().
+ * @param[in]  path     The file.
+ * @param[in]  channels 1, 3 or 4 (see strop_image_options.channels).
+ * @param[out] out      The tensor, owned by the caller (strop_tensor_free()); NULL on failure.
+ * @return STROP_OK; STROP_E_INVALID_ARG; STROP_E_IO; STROP_E_FORMAT (empty, truncated, corrupt
+ *         or non-image data, more than STROP_IMAGE_MAX_PIXELS pixels: the sentence names the
+ *         file); STROP_E_UNSUPPORTED (CMYK JPEG, 16-bit PNG); STROP_E_NOMEM.
+ * Thread safety: touches no shared state. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_image_load(const char *path, int channels,
+                                                        strop_tensor **out);
+
 /* ------------------------------------------------------------------------------------------ */
 /* Text                                                                                         */
 /* ------------------------------------------------------------------------------------------ */

@@ -719,3 +719,34 @@ int strop_dataset_image_path(const strop_dataset *ds, int64_t index, char *buf, 
   }
   return (int)(n > INT32_MAX ? INT32_MAX : n);
 }
+
+strop_status strop_image_load(const char *path, int channels, strop_tensor **out) {
+  static const char fn[] = "strop_image_load";
+  if (!out) return strop__err(STROP_E_INVALID_ARG, "%s: out is NULL", fn);
+  *out = NULL;
+  if (!path) return strop__err(STROP_E_INVALID_ARG, "%s: path is NULL", fn);
+  if (channels != 1 && channels != 3 && channels != 4)
+    return strop__err(STROP_E_INVALID_ARG, "%s: channels must be 1, 3 or 4, got %d", fn, channels);
+  uint8_t *buf = NULL, *px = NULL;
+  size_t len = 0;
+  strop_status st = read_file(fn, path, 0, &buf, &len, NULL);
+  if (st) return st;
+  strop__image_info info;
+  st = strop__image_decode(fn, buf, len, path, channels, STROP_IMAGE_MAX_PIXELS, &px, &info);
+  strop__free(buf);
+  if (st) return st;
+  int64_t dims[3] = {channels, info.height, info.width};
+  strop_tensor *t = NULL;
+  if ((st = strop_tensor_create(3, dims, &t))) {
+    strop__free(px);
+    strop__err_prefix("%s", fn);
+    return st;
+  }
+  float *d = strop_tensor_data(t);
+  size_t npix = (size_t)info.height * (size_t)info.width;
+  for (int k = 0; k < channels; k++)
+    for (size_t p = 0; p < npix; p++) d[(size_t)k * npix + p] = (float)px[p * (size_t)channels + (size_t)k];
+  strop__free(px);
+  *out = t;
+  return STROP_OK;
+}
