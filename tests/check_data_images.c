@@ -662,10 +662,10 @@ static int op_load(void *ctx) {
   if (st) return st;
   float *x = malloc(3 * 4 * 4 * sizeof *x), t;
   strop_batch_iter *it = NULL;
-  st = strop_batch_iter_create(g_loaded, 2, 1, STROP_ITER_PREFETCH, &it);
+  /* no prefetch: a worker preparing the next batch would fail allocations nobody waits for */
+  st = strop_batch_iter_create(g_loaded, 2, 1, 0, &it);
   if (!st) st = strop_batch_iter_add_resize_shorter(it, 5, 0, STROP_RESIZE_BILINEAR_AA);
   if (!st) st = strop_batch_iter_add_center_crop(it, 4, 4);
-  if (!st) st = strop_batch_iter_set_workers(it, 2);
   int64_t rows;
   if (!st) st = strop_batch_iter_next(it, NULL, NULL, &rows);
   strop_batch_iter_free(it);

@@ -173,6 +173,9 @@ typedef struct strop__image_info {
   int64_t width, height;
   int channels;   /* as stored: 1 grey, 2 grey + alpha, 3 colour, 4 colour + alpha */
 } strop__image_info;
+/* Set by the fuzz targets only: PNG checksums are not checked, so mutated files reach the
+ * decoding paths. */
+extern int strop__image_fuzzing;
 /* The format of a buffer from its magic bytes, or 0. */
 int strop__image_format(const uint8_t *buf, size_t len);
 /* Reads the header only: size and stored channels. Refuses (STROP_E_FORMAT, naming `name`)
