@@ -203,7 +203,13 @@ void strop__rrc_params(int64_t h, int64_t w, const float scale[2], const float r
 void strop__color_jitter_step(float *img, int64_t c, int64_t h, int64_t w, int which, float f,
                               float *grey);
 
-/* Reads root sample r of an image dataset into in (C x H x W floats in [0, 255]). */
-strop_status strop__images_read(const strop_dataset *rt, const char *fn, int64_t r, float *in);
+/* Reads root sample r of an image dataset into in (C x H x W floats in [0, 255], each
+ * multiplied by scale: 1 for the values themselves). */
+strop_status strop__images_read(const strop_dataset *rt, const char *fn, int64_t r, float *in,
+                                float scale);
+/* strop__ds_read with every input value multiplied by scale as it is read (float(v) * scale,
+ * the product a following scale transform would compute); targets as strop__ds_read. */
+strop_status strop__ds_read_scaled(const strop_dataset *ds, const char *fn, int64_t i, float *in,
+                                   float *tgt, float scale);
 
 #endif

@@ -250,7 +250,7 @@ static strop_status root_read(const strop_dataset *rt, const char *fn, int64_t r
     }
     case STROP__DS_IMAGES:
       if (in) {
-        strop_status st = strop__images_read(rt, fn, r, in);
+        strop_status st = strop__images_read(rt, fn, r, in, 1.0f);
         if (st) return st;
       }
       if (tgt) tgt[0] = rt->y[r];
@@ -315,6 +315,27 @@ strop_status strop__ds_read(const strop_dataset *ds, const char *fn, int64_t i, 
     }
   }
   return STROP_OK;
+}
+
+strop_status strop__ds_read_scaled(const strop_dataset *ds, const char *fn, int64_t i, float *in,
+                                   float *tgt, float scale) {
+  const strop_dataset *rt = strop__ds_root(ds);
+  if (rt->kind != STROP__DS_IMAGES || !in) {
+    strop_status st = strop__ds_read(ds, fn, i, in, tgt);
+    if (st || !in) return st;
+    size_t n = ds->in_numel;
+    if (ds->var_size) {
+      int64_t d[STROP_MAX_RANK];
+      (void)strop__ds_sample_dims(ds, i, d);
+      n = (size_t)(d[0] * d[1] * d[2]);
+    }
+    for (size_t k = 0; k < n; k++) in[k] *= scale;
+    return STROP_OK;
+  }
+  int64_t r = ds->idx ? ds->idx[i] : i;
+  strop_status st = strop__images_read(rt, fn, r, in, scale);
+  if (st || !tgt) return st;
+  return strop__ds_read(ds, fn, i, NULL, tgt);
 }
 
 int strop__ds_sample_dims(const strop_dataset *ds, int64_t i, int64_t *dims) {

@@ -162,14 +162,15 @@ static strop_status jpeg_run(const char *fn, const uint8_t *buf, size_t len, con
     goto done;
   }
   while (cinfo.output_scanline < cinfo.output_height) {
-    JSAMPROW rp = row;
     size_t y = cinfo.output_scanline;
+    uint8_t *dst = out + y * (size_t)w * (size_t)channels;
+    JSAMPROW rp = stored == channels ? dst : row; /* no conversion: straight into place */
     if (jpeg_read_scanlines(&cinfo, &rp, 1) != 1) {
       st = strop__err(STROP_E_FORMAT, "%s: %s: the JPEG ends at row %zu of %lld", fn, name, y,
                       (long long)h);
       goto done;
     }
-    convert_row(row, stored, out + y * (size_t)w * (size_t)channels, channels, (size_t)w);
+    if (stored != channels) convert_row(row, stored, dst, channels, (size_t)w);
   }
   jpeg_finish_decompress(&cinfo);
   *pixels = out;

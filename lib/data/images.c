@@ -80,7 +80,8 @@ static strop_status probe_file(const char *fn, const char *path, int64_t max_pix
   return st;
 }
 
-strop_status strop__images_read(const strop_dataset *rt, const char *fn, int64_t r, float *in) {
+strop_status strop__images_read(const strop_dataset *rt, const char *fn, int64_t r, float *in,
+                                float scale) {
   const char *path = rt->img_paths + rt->img_off[r];
   int64_t h = rt->img_hw[2 * r], w = rt->img_hw[2 * r + 1];
   int c = rt->img_c;
@@ -117,11 +118,21 @@ strop_status strop__images_read(const strop_dataset *rt, const char *fn, int64_t
         atomic_fetch_sub(&m->img_cache_used, bytes);
     }
   }
-  /* interleaved bytes -> planar floats in [0, 255] */
-  for (int k = 0; k < c; k++) {
-    float *d = in + (size_t)k * npix;
-    const uint8_t *s = px + k;
-    for (size_t p = 0; p < npix; p++) d[p] = (float)s[p * (size_t)c];
+  /* interleaved bytes -> planar floats in [0, 255], times scale (the float product a scale
+   * transform would compute next) */
+  if (c == 3) {
+    float *d0 = in, *d1 = in + npix, *d2 = in + 2 * npix;
+    for (size_t p = 0; p < npix; p++) {
+      d0[p] = (float)px[3 * p] * scale;
+      d1[p] = (float)px[3 * p + 1] * scale;
+      d2[p] = (float)px[3 * p + 2] * scale;
+    }
+  } else {
+    for (int k = 0; k < c; k++) {
+      float *d = in + (size_t)k * npix;
+      const uint8_t *s = px + k;
+      for (size_t p = 0; p < npix; p++) d[p] = (float)s[p * (size_t)c] * scale;
+    }
   }
   strop__free(own);
   return STROP_OK;

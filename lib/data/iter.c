@@ -318,14 +318,14 @@ void strop__color_jitter_step(float *img, int64_t c, int64_t h, int64_t w, int w
 
 /* ---------------------------------------------------------------- the pipeline ---- */
 
-/* Runs transforms [0, count) on one sample in s0 of shape (c, h, w); returns the buffer
+/* Runs transforms [first, count) on one sample in s0 of shape (c, h, w); returns the buffer
  * holding the result (s0 or s1) and its size in *ph, *pw. sample names the sample in errors. */
-static strop_status run_transforms(const strop_batch_iter *it, int count, int64_t c, int64_t *ph,
-                                   int64_t *pw, const scratch *sc, float *s0, float *s1,
-                                   strop__rng *r, int64_t sample, float **result) {
+static strop_status run_transforms(const strop_batch_iter *it, int first, int count, int64_t c,
+                                   int64_t *ph, int64_t *pw, const scratch *sc, float *s0,
+                                   float *s1, strop__rng *r, int64_t sample, float **result) {
   float *a = s0, *b = s1;
   int64_t h = *ph, w = *pw;
-  for (int t = 0; t < count; t++) {
+  for (int t = first; t < count; t++) {
     const xform *x = &it->xf[t];
     size_t plane = (size_t)(h * w), numel = (size_t)c * plane;
     float *tmp;
@@ -505,13 +505,16 @@ static strop_status fill_row(const strop_batch_iter *it, int64_t epoch, int64_t 
   int64_t c = rank == 3 ? d[0] : 1, h = rank >= 2 ? d[rank - 2] : 1;
   int64_t w = rank >= 2 ? d[rank - 1] : (int64_t)it->ds->in_numel;
   float *res;
+  /* a leading scale is applied as the samples are read: the same products, one pass less */
+  int first = it->xf[0].type == XF_SCALE ? 1 : 0;
+  float scale = first ? it->xf[0].a : 1.0f;
   if (it->inplace) {
     /* scale / normalize / flip / jitter only: work in the output row, no scratch copies */
-    if ((st = strop__ds_read(it->ds, fn, j, xo, yo))) return st;
-    return run_transforms(it, it->nxf, c, &h, &w, sc, xo, sc->s1, &rng, j, &res);
+    if ((st = strop__ds_read_scaled(it->ds, fn, j, xo, yo, scale))) return st;
+    return run_transforms(it, first, it->nxf, c, &h, &w, sc, xo, sc->s1, &rng, j, &res);
   }
-  if ((st = strop__ds_read(it->ds, fn, j, sc->s0, yo))) return st;
-  st = run_transforms(it, it->nxf, c, &h, &w, sc, sc->s0, sc->s1, &rng, j, &res);
+  if ((st = strop__ds_read_scaled(it->ds, fn, j, sc->s0, yo, scale))) return st;
+  st = run_transforms(it, first, it->nxf, c, &h, &w, sc, sc->s0, sc->s1, &rng, j, &res);
   if (st) return st;
   if ((size_t)(c * h * w) != it->out_numel)
     return strop__err(STROP_E_INTERNAL, "%s: sample %lld came out %lld x %lld", fn, (long long)j,
@@ -1036,7 +1039,7 @@ strop_status strop_batch_iter_add_normalize(strop_batch_iter *it, int64_t channe
       int64_t sh = rank >= 2 ? d[rank - 2] : 1;
       int64_t sw = rank >= 2 ? d[rank - 1] : (int64_t)it->ds->in_numel;
       float *p = NULL;
-      st = run_transforms(it, it->nxf, c, &sh, &sw, &sc, sc.s0, sc.s1, &r, i, &p);
+      st = run_transforms(it, 0, it->nxf, c, &sh, &sw, &sc, sc.s0, sc.s1, &r, i, &p);
       if (st) break;
       size_t plane = (size_t)(sh * sw);
       cnt += (double)plane;
