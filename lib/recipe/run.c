@@ -427,6 +427,17 @@ static strop_status load_sources(ctx *c, strop_dataset **train, strop_dataset **
                                "class folders, or a CSV/JSON-lines list of path,label)");
     if ((s = strop_dataset_load_images(a, &io, train))) return s;
     if (strop__rd_path(r, d, "test_path", b, sizeof b)) s = strop_dataset_load_images(b, &io, test);
+    for (int k = 0; !s && k < 2; k++) {
+      strop_dataset *part = k ? *test : *train;
+      if (part && nc > 0 && strop_dataset_num_classes(part) > nc)
+        s = strop__recipe_err(FN, r, sub(d, "num_classes"), STROP_E_FORMAT, "%s has %lld classes, "
+                              "more than num_classes %lld", k ? b : a,
+                              (long long)strop_dataset_num_classes(part), (long long)nc);
+    }
+    if (s && *test) {
+      strop_dataset_free(*test);
+      *test = NULL;
+    }
   } else {
     if (!strop__rd_path(r, d, "x", a, sizeof a) || !strop__rd_path(r, d, "y", b, sizeof b))
       return strop__recipe_err(FN, r, d, STROP_E_FORMAT, "npy data needs 'x' and 'y'");
