@@ -493,7 +493,8 @@ STROP_API int strop_dataset_class_name(const strop_dataset *ds, int64_t cls, cha
 
 /**
  * @brief Reads sample @p index into the caller's buffers.
- * @param input  Room for @p input_cap floats (>= the input element count), or NULL.
+ * @param input  Room for @p input_cap floats (>= the input element count; for images that
+ *               differ in size, >= this sample's, see strop_dataset_sample_shape()), or NULL.
  * @param target Room for @p target_cap floats (>= the target element count), or NULL.
  * @return STROP_OK; STROP_E_INVALID_ARG (index out of range, capacity too small);
  *         STROP_E_CALLBACK (the host's fill callback failed; its message is included).
@@ -667,7 +668,8 @@ STROP_API STROP_NODISCARD strop_status strop_batch_iter_next(strop_batch_iter *i
 STROP_API int64_t strop_batch_iter_num_batches(const strop_batch_iter *it);
 
 /**
- * @brief Per-sample input shape of the batches (after resize and crop transforms).
+ * @brief Per-sample input shape of the batches (after resize and crop transforms); height and
+ * width are 0 while the transforms added so far leave images of several sizes.
  * @return The rank (may exceed @p cap), or -1 for NULL. @since 0.1
  */
 STROP_API int strop_batch_iter_input_shape(const strop_batch_iter *it, int64_t *dims, int cap);
