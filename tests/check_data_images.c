@@ -244,6 +244,50 @@ START_TEST(workers_give_the_same_batches) {
 }
 END_TEST
 
+/* The in-memory cache: the same batches with no cache, a cache too small for every image, and
+ * one that holds them all, over three epochs and two workers reading it at once. */
+START_TEST(cache_gives_the_same_batches) {
+  NEED_FIXTURES();
+  char root[512];
+  pathf(root, sizeof root, fix(), "folder");
+  const size_t caps[3] = {0, 6000, (size_t)1 << 24};
+  float *first = NULL;
+  size_t per = 3 * 12 * 12, total = per * 7 * 3;
+  for (int v = 0; v < 3; v++) {
+    strop_image_options o;
+    strop_image_options_init(&o);
+    o.cache_bytes = caps[v];
+    strop_dataset *ds = NULL;
+    strop_test_must(strop_dataset_load_images(root, &o, &ds), "load");
+    strop_batch_iter *it = NULL;
+    strop_test_must(strop_batch_iter_create(ds, 2, 5, STROP_ITER_SHUFFLE | STROP_ITER_PREFETCH,
+                                            &it), "iter");
+    strop_test_must(strop_batch_iter_set_workers(it, 2), "workers");
+    strop_test_must(strop_batch_iter_add_resize_shorter(it, 14, 0, STROP_RESIZE_BILINEAR_AA), "r");
+    strop_test_must(strop_batch_iter_add_center_crop(it, 12, 12), "c");
+    if (!first) first = malloc(total * sizeof *first);
+    size_t at = 0;
+    for (int e = 0; e < 3; e++)
+      for (;;) {
+        strop_tensor *x = NULL;
+        int64_t rows = 0;
+        strop_test_must(strop_batch_iter_next(it, &x, NULL, &rows), "next");
+        if (!rows) break;
+        if (v == 0)
+          memcpy(first + at, strop_tensor_data(x), (size_t)rows * per * sizeof(float));
+        else
+          ck_assert_msg(!memcmp(first + at, strop_tensor_data(x), (size_t)rows * per * sizeof(float)),
+                        "cache %zu differs at %zu", caps[v], at);
+        at += (size_t)rows * per;
+      }
+    ck_assert_uint_eq(at, total);
+    strop_batch_iter_free(it);
+    strop_dataset_free(ds);
+  }
+  free(first);
+}
+END_TEST
+
 /* A list file (CSV and JSON lines, names and integers), skip_bad and the report, a file broken
  * past its header failing the batch that reads it. */
 START_TEST(lists_and_bad_files) {
@@ -700,6 +744,7 @@ int main(void) {
   tc = tcase_create("source");
   tcase_add_test(tc, folder_order_is_imagefolders);
   tcase_add_test(tc, workers_give_the_same_batches);
+  tcase_add_test(tc, cache_gives_the_same_batches);
   tcase_add_test(tc, lists_and_bad_files);
   suite_add_tcase(s, tc);
   tc = tcase_create("transforms");
