@@ -13,6 +13,8 @@
 #include "core/core.h"
 #include "recipe/plot.h"
 #include "strop/strop.h"
+#include <png.h>
+
 #include "testutil.h"
 
 static char g_dir[64];
@@ -79,6 +81,7 @@ static const char *RECIPE =
     "  metrics: metrics.csv\n"
     "  plot: plot.svg\n"
     "  report: report.json\n";
+
 
 START_TEST(load_get_set) {
   strop_recipe *r = NULL;
@@ -968,6 +971,95 @@ START_TEST(tune_errors_and_budget) {
 }
 END_TEST
 
+/* An image folder through a recipe: the imagenet preset with sizes of its own, a random resized
+ * crop and colour jitter in training, the resize and centre crop to evaluate; the model records
+ * the evaluation pipeline (input.resize with the shorter side, input.center_crop, ImageNet's
+ * normalization) and strop_model_predict applies it to an image of another size. PNG files are
+ * written here with libpng. */
+static void write_png(const char *path, int w, int h, int seed) {
+  png_image img;
+  memset(&img, 0, sizeof img);
+  img.version = PNG_IMAGE_VERSION;
+  img.width = (png_uint_32)w;
+  img.height = (png_uint_32)h;
+  img.format = PNG_FORMAT_RGB;
+  unsigned char *px = malloc((size_t)(w * h * 3));
+  for (int i = 0; i < w * h * 3; i++) px[i] = (unsigned char)((i * 37 + seed * 101) % 251);
+  ck_assert_int_ne(png_image_write_to_file(&img, path, 0, px, 0, NULL), 0);
+  free(px);
+}
+
+START_TEST(run_images_preset) {
+  make_files();
+  char p[512];
+  snprintf(p, sizeof p, "%s/imgs", g_dir);
+  mkdir(p, 0755);
+  for (int c = 0; c < 2; c++)
+    for (int i = 0; i < 6; i++) {
+      snprintf(p, sizeof p, "%s/imgs/%s", g_dir, c ? "dog" : "cat");
+      mkdir(p, 0755);
+      snprintf(p, sizeof p, "%s/imgs/%s/%d.png", g_dir, c ? "dog" : "cat", i);
+      write_png(p, 20 + 3 * i, 17 + 2 * c, 10 * c + i);
+    }
+  snprintf(p, sizeof p, "%s/net_img.yaml", g_dir);
+  FILE *f = fopen(p, "w");
+  fputs("input: [3, 16, 16]\nlayers:\n"
+        "  - {name: conv, type: conv2d, in_channels: 3, out_channels: 4, kernel_size: 3}\n"
+        "  - {name: act, type: relu}\n"
+        "  - {name: flat, type: flatten}\n"
+        "  - {name: head, type: linear, in_features: 784, out_features: 2}\n", f);
+  fclose(f);
+  const char *text =
+      "seed: 1\n"
+      "model: {spec: net_img.yaml}\n"
+      "data:\n"
+      "  source: images\n"
+      "  path: imgs\n"
+      "  preset: imagenet\n"
+      "  resize_shorter: 18\n"
+      "  center_crop: 16\n"
+      "  random_resized_crop: {size: 16, scale: [0.5, 1.0]}\n"
+      "  color_jitter: {brightness: 0.2, hue: 0.05}\n"
+      "  test_fraction: 0.25\n"
+      "  batch_size: 3\n"
+      "  workers: 2\n"
+      "optimizer: {kind: sgd, lr: 0.01}\n"
+      "stages: [{epochs: 2}]\n"
+      "output: {dir: out_img, weights: w.safetensors, spec: net.yaml}\n";
+  strop_recipe *r = NULL;
+  ck_assert_msg(strop_recipe_load_string(text, g_dir, &r) == STROP_OK, "%s", strop_last_error());
+  strop_run *run = NULL;
+  strop_run_options o;
+  strop_run_options_init(&o);
+  o.mode = STROP_RUN_TRAIN;
+  ck_assert_msg(strop_recipe_run(r, &o, &run) == STROP_OK, "%s", strop_last_error());
+  strop_model *m = strop_run_model(run);
+  ck_assert_str_eq(meta_of(m, "input.resize"), "{\"shorter\": 18, \"mode\": \"bilinear_aa\"}");
+  ck_assert_str_eq(meta_of(m, "input.center_crop"), "{\"size\": [16, 16]}");
+  ck_assert_str_eq(meta_of(m, "input.normalize"),
+                   "{\"mean\": [0.485000014, 0.456, 0.405999988], \"std\": [0.229000002, "
+                   "0.224000007, 0.224999994]}");
+  ck_assert_str_eq(meta_of(m, "classes"), "[{\"label\": 0, \"name\": \"cat\"}, {\"label\": 1, "
+                                          "\"name\": \"dog\"}]");
+  /* an image of another size goes through the recorded pipeline */
+  int64_t d[4] = {1, 3, 31, 45};
+  strop_tensor *x = NULL;
+  strop_prediction *pr = NULL;
+  ck_assert_int_eq(strop_tensor_create(4, d, &x), STROP_OK);
+  ck_assert_msg(strop_model_predict(m, x, 1, &pr) == STROP_OK, "%s", strop_last_error());
+  ck_assert_int_eq(strop_prediction_rows(pr), 1);
+  strop_prediction_free(pr);
+  strop_tensor_free(x);
+  strop_run_free(run);
+  /* resize and resize_shorter together are refused at the key */
+  ck_assert_int_eq(strop_recipe_set(r, "data.resize", "[16, 16]"), STROP_OK);
+  ck_assert_int_eq(strop_recipe_run(r, &o, &run), STROP_E_FORMAT);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "not both"));
+  strop_recipe_free(r);
+}
+END_TEST
+
+
 int main(void) {
   Suite *s = suite_create("recipe");
   TCase *tc = tcase_create("parse");
@@ -983,6 +1075,7 @@ int main(void) {
   tcase_add_test(tc, run_end_to_end);
   tcase_add_test(tc, run_errors);
   tcase_add_test(tc, run_records_model_metadata);
+  tcase_add_test(tc, run_images_preset);
   tcase_add_test(tc, frozen_trunk_cache_is_transparent);
   tcase_add_test(tc, data_split_messages);
   tcase_add_test(tc, outputs_ready_before_training);

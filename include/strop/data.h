@@ -230,6 +230,119 @@ STROP_API STROP_NODISCARD strop_status strop_tensor_load_npy(const char *path,
                                                              strop_tensor **out);
 
 /* ------------------------------------------------------------------------------------------ */
+/* Images                                                                                       */
+/* ------------------------------------------------------------------------------------------ */
+
+/** Default of strop_image_options.max_pixels: PIL's decompression-bomb limit (89,478,485
+ *  pixels, about 9459 x 9459). @since 0.2 */
+#define STROP_IMAGE_MAX_PIXELS ((int64_t)89478485)
+
+/**
+ * @brief Options of strop_dataset_load_images(). Fill with strop_image_options_init(), then
+ * change fields; fields are only ever appended. @since 0.2
+ */
+typedef struct strop_image_options {
+  size_t size;          /**< sizeof(strop_image_options), set by the init function. */
+  int channels;         /**< Channels of every sample: 3 (RGB, default), 1 (greyscale, PIL's
+                             luma L = (299 R + 587 G + 114 B) / 1000 in 16-bit fixed point) or
+                             4 (RGBA). Files are converted as PIL's Image.convert() does:
+                             greyscale replicated, alpha dropped or 255, a palette expanded
+                             (its transparency becomes alpha). */
+  int skip_bad;         /**< 0 (default): a file that cannot be read is an error naming it.
+                             1: such files are left out at load and listed by
+                             strop_dataset_skipped(). */
+  int64_t max_pixels;   /**< Width x height above which a file is refused before anything is
+                             allocated for its pixels (decompression bombs); default
+                             STROP_IMAGE_MAX_PIXELS, at most 2^34. */
+  size_t cache_bytes;   /**< Decoded pixels (1 byte per channel) kept in memory, up to this
+                             many bytes, so later epochs skip decoding; default 0 (none). */
+} strop_image_options;
+
+/** @brief Fills @p opt with the defaults listed in strop_image_options. NULL is a no-op.
+ *  @since 0.2 */
+STROP_API void strop_image_options_init(strop_image_options *opt);
+
+/**
+ * @brief Opens a folder of JPEG and PNG images, or a list of them, as a classification dataset.
+ *
+ * @p path is either
+ * - a folder laid out as torchvision's ImageFolder: `path/<class>/<file>` (files may sit in
+ *   sub-folders of a class folder). Classes are the sub-folders, numbered in byte-wise sorted
+ *   order of their names, which become the class names; within a class, files come in the
+ *   order of torchvision's sorted walk. Files ending in `.jpg`, `.jpeg` or `.png` (any case) are
+ *   images; torchvision's other image extensions (`.bmp`, `.ppm`, `.pgm`, `.tif`, `.tiff`,
+ *   `.webp`) are refused (or skipped), and every other file is ignored, as torchvision
+ *   ignores it; or
+ * - a list file: CSV lines `path,label` (a first line `path,label` is a header) or, for a name
+ *   ending in `.jsonl` or `.json`, JSON lines `{"path": "a/1.jpg", "label": "cat"}`. Relative
+ *   paths are relative to the list's folder. When every label is an integer >= 0 the labels
+ *   are class indices (num_classes = largest + 1); otherwise they are class names, numbered
+ *   in byte-wise sorted order.
+ *
+ * The header of every file is read now (its size, and whether it is an image strop reads);
+ * pixels are decoded when a sample is read — by a batch iterator, on its prefetch thread.
+ * Samples are (C, H, W) floats in [0, 255] (add a scale of 1/255 for [0, 1]). When the images
+ * differ in size, strop_dataset_input_shape() gives the largest height and width (a bound),
+ * strop_dataset_sample_shape() each sample's own shape, and a batch iterator needs a transform
+ * that gives every sample one size (resize to a fixed size, a centre crop, a random resized
+ * crop) before its first batch.
+ *
+ * EXIF orientation is not applied (neither PIL's Image.open nor torchvision applies it).
+ * @param[in]  path A folder or a list file.
+ * @param[in]  opt  Options, or NULL for the defaults.
+ * @param[out] out  The dataset, owned by the caller; NULL on failure.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL path or out, bad options); STROP_E_IO (a path
+ *         that cannot be opened or read); STROP_E_FORMAT (no class folders, a class folder
+ *         without images, an empty list, a bad list line — file:line —, an empty, truncated,
+ *         corrupt or non-image file, an image above max_pixels; each names the file);
+ *         STROP_E_UNSUPPORTED (a CMYK/YCCK JPEG, a 16-bit PNG, another image format);
+ *         STROP_E_NOMEM. With skip_bad, file errors other than STROP_E_NOMEM skip the file
+ *         instead, and only a set where no file can be read fails. A file that turns out
+ *         broken past its header fails the batch that reads it (STROP_E_FORMAT, naming it).
+ * Thread safety: touches no shared state. The dataset may be read from several threads at
+ * once (the cache is shared safely). @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_dataset_load_images(const char *path,
+                                                                 const strop_image_options *opt,
+                                                                 strop_dataset **out);
+
+/**
+ * @brief Number of files strop_dataset_load_images() skipped (skip_bad), 0 for datasets of
+ * other sources, -1 for NULL. Views report their source's count. @since 0.2
+ */
+STROP_API int64_t strop_dataset_skipped_count(const strop_dataset *ds);
+
+/**
+ * @brief Why skipped file @p i was left out: the error sentence naming the file, snprintf
+ * style into @p buf (always NUL-terminated when @p cap > 0; may be NULL when @p cap is 0).
+ * @return The sentence's length without the NUL, or -1 for NULL or @p i out of range.
+ * Reads only @p ds. @since 0.2
+ */
+STROP_API int strop_dataset_skipped(const strop_dataset *ds, int64_t i, char *buf, size_t cap);
+
+/**
+ * @brief The file of sample @p index of an image dataset (or a view of one), snprintf style.
+ * @return The path's length without the NUL, or -1 for NULL, an index out of range or a
+ *         dataset of another source. Reads only @p ds. @since 0.2
+ */
+STROP_API int strop_dataset_image_path(const strop_dataset *ds, int64_t index, char *buf,
+                                       size_t cap);
+
+/**
+ * @brief Reads one JPEG or PNG file into a new tensor of shape (C, H, W), floats in [0, 255],
+ * with the decoder and conversions of strop_dataset_load_images().
+ * @param[in]  path     The file.
+ * @param[in]  channels 1, 3 or 4 (see strop_image_options.channels).
+ * @param[out] out      The tensor, owned by the caller (strop_tensor_free()); NULL on failure.
+ * @return STROP_OK; STROP_E_INVALID_ARG; STROP_E_IO; STROP_E_FORMAT (empty, truncated, corrupt
+ *         or non-image data, more than STROP_IMAGE_MAX_PIXELS pixels: the sentence names the
+ *         file); STROP_E_UNSUPPORTED (CMYK JPEG, 16-bit PNG); STROP_E_NOMEM.
+ * Thread safety: touches no shared state. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_image_load(const char *path, int channels,
+                                                        strop_tensor **out);
+
+/* ------------------------------------------------------------------------------------------ */
 /* Text                                                                                         */
 /* ------------------------------------------------------------------------------------------ */
 
@@ -374,6 +487,23 @@ STROP_API int strop_dataset_input_shape(const strop_dataset *ds, int64_t *dims, 
  */
 STROP_API int strop_dataset_target_shape(const strop_dataset *ds, int64_t *dims, int cap);
 
+/**
+ * @brief Copies the input shape of sample @p index into @p dims (up to @p cap entries): the
+ * dataset's input shape, except for images that differ in size, where it is that image's
+ * (C, H, W).
+ * @return The rank (may exceed @p cap), or -1 for NULL or an index out of range.
+ * Reads only @p ds. @since 0.2
+ */
+STROP_API int strop_dataset_sample_shape(const strop_dataset *ds, int64_t index, int64_t *dims,
+                                         int cap);
+
+/**
+ * @brief 1 when the samples differ in shape (images of several sizes: the input shape is then
+ * a bound, see strop_dataset_load_images()), 0 when they all have the input shape, -1 for
+ * NULL. @since 0.2
+ */
+STROP_API int strop_dataset_varies(const strop_dataset *ds);
+
 /** @brief Number of classes; 0 for regression; -1 for NULL. @since 0.1 */
 STROP_API int64_t strop_dataset_num_classes(const strop_dataset *ds);
 
@@ -387,7 +517,8 @@ STROP_API int strop_dataset_class_name(const strop_dataset *ds, int64_t cls, cha
 
 /**
  * @brief Reads sample @p index into the caller's buffers.
- * @param input  Room for @p input_cap floats (>= the input element count), or NULL.
+ * @param input  Room for @p input_cap floats (>= the input element count; for images that
+ *               differ in size, >= this sample's, see strop_dataset_sample_shape()), or NULL.
  * @param target Room for @p target_cap floats (>= the target element count), or NULL.
  * @return STROP_OK; STROP_E_INVALID_ARG (index out of range, capacity too small);
  *         STROP_E_CALLBACK (the host's fill callback failed; its message is included).
@@ -571,7 +702,8 @@ STROP_API const strop_tensor *strop_batch_iter_mask(const strop_batch_iter *it);
 STROP_API int64_t strop_batch_iter_num_batches(const strop_batch_iter *it);
 
 /**
- * @brief Per-sample input shape of the batches (after resize and crop transforms).
+ * @brief Per-sample input shape of the batches (after resize and crop transforms); height and
+ * width are 0 while the transforms added so far leave images of several sizes.
  * @return The rank (may exceed @p cap), or -1 for NULL. @since 0.1
  */
 STROP_API int strop_batch_iter_input_shape(const strop_batch_iter *it, int64_t *dims, int cap);
@@ -598,8 +730,12 @@ STROP_API STROP_NODISCARD strop_status strop_batch_iter_set_state(strop_batch_it
 
 /** Interpolation of strop_batch_iter_add_resize(). @since 0.1 */
 typedef enum strop_resize_mode {
-  STROP_RESIZE_NEAREST = 0,  /**< As PyTorch's F.interpolate(mode='nearest'). */
-  STROP_RESIZE_BILINEAR = 1  /**< As F.interpolate(mode='bilinear', align_corners=False). */
+  STROP_RESIZE_NEAREST = 0,    /**< As PyTorch's F.interpolate(mode='nearest'). */
+  STROP_RESIZE_BILINEAR = 1,   /**< As F.interpolate(mode='bilinear', align_corners=False). */
+  STROP_RESIZE_BILINEAR_AA = 2 /**< As F.interpolate(mode='bilinear', align_corners=False,
+                                    antialias=True): torchvision's Resize(antialias=True) on
+                                    float tensors (docs/data.md says how it differs from PIL's
+                                    resize). @since 0.2 */
 } strop_resize_mode;
 
 /**
@@ -656,6 +792,96 @@ STROP_API STROP_NODISCARD strop_status strop_batch_iter_add_random_crop(strop_ba
 STROP_API STROP_NODISCARD strop_status strop_batch_iter_add_resize(strop_batch_iter *it,
                                                                    int64_t height, int64_t width,
                                                                    int mode);
+
+/**
+ * @brief Appends torchvision's Resize(size) with an int size: the shorter side becomes
+ * @p size and the longer int(size x longer / shorter), as torchvision computes it; when
+ * @p max_size > 0 and the longer side would exceed it, both are scaled so it equals max_size.
+ *
+ * The output size follows each image's own size, so on images of several sizes a transform
+ * that fixes the size (a centre crop, a resize to a fixed size) must follow it.
+ * @param[in,out] it  The iterator, before its first batch.
+ * @param[in] size     The shorter side, in [1, 65536].
+ * @param[in] max_size 0 for no limit, else in (size, 65536].
+ * @param[in] mode     A strop_resize_mode; STROP_RESIZE_BILINEAR_AA is torchvision's default
+ *                     for Resize(antialias=True).
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, sizes out of range, unknown mode);
+ *         STROP_E_SHAPE (inputs not images of rank 2 or 3); STROP_E_STATE (after the first
+ *         batch); STROP_E_NOMEM. On failure the iterator is unchanged.
+ * One thread at a time per iterator. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_batch_iter_add_resize_shorter(strop_batch_iter *it,
+                                                                           int64_t size,
+                                                                           int64_t max_size,
+                                                                           int mode);
+
+/**
+ * @brief Appends torchvision's CenterCrop((height, width)): the crop at offsets
+ * round((H - height) / 2) and round((W - width) / 2) (Python's rounding, half to even); an
+ * image smaller than the crop is zero-padded around its centre first, as torchvision pads it.
+ * @param[in,out] it The iterator, before its first batch.
+ * @param[in] height, width The crop, each in [1, 65536].
+ * @return STROP_OK; STROP_E_INVALID_ARG; STROP_E_SHAPE (not images); STROP_E_STATE;
+ *         STROP_E_NOMEM. On failure the iterator is unchanged. One thread at a time per
+ *         iterator. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_batch_iter_add_center_crop(strop_batch_iter *it,
+                                                                        int64_t height,
+                                                                        int64_t width);
+
+/**
+ * @brief Appends torchvision's RandomResizedCrop((height, width), scale, ratio): a region of
+ * a random share of the area in [scale_min, scale_max] and an aspect ratio whose logarithm is
+ * uniform in [log ratio_min, log ratio_max] (ten tries, then the central crop of the nearest
+ * allowed ratio — torchvision's rule), resized to @p height x @p width.
+ *
+ * The draws come from the iterator's (seed, epoch, position), so they are resumable and do
+ * not depend on the number of workers; they are not torch's random numbers.
+ * @param[in,out] it The iterator, before its first batch.
+ * @param[in] height, width Output size, each in [1, 65536].
+ * @param[in] scale_min, scale_max 0 < scale_min <= scale_max <= 1 (torchvision: 0.08, 1).
+ * @param[in] ratio_min, ratio_max 0 < ratio_min <= ratio_max (torchvision: 3/4, 4/3).
+ * @param[in] mode A strop_resize_mode.
+ * @return STROP_OK; STROP_E_INVALID_ARG; STROP_E_SHAPE (not images); STROP_E_STATE;
+ *         STROP_E_NOMEM. On failure the iterator is unchanged. One thread at a time per
+ *         iterator. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_batch_iter_add_random_resized_crop(
+    strop_batch_iter *it, int64_t height, int64_t width, float scale_min, float scale_max,
+    float ratio_min, float ratio_max, int mode);
+
+/**
+ * @brief Appends torchvision's ColorJitter(brightness, contrast, saturation, hue) for float
+ * images in [0, 1] (add it after a scale of 1/255): a random order of the four adjustments,
+ * each with a factor uniform in [max(0, 1 - v), 1 + v] ([-hue, hue] for the hue), and every
+ * result clamped to [0, 1] as torchvision clamps it. Saturation and hue leave a 1-channel
+ * image unchanged, as torchvision does. A value of 0 turns its adjustment off.
+ * @param[in,out] it The iterator, before its first batch; inputs of 1 or 3 channels.
+ * @param[in] brightness, contrast, saturation >= 0 and finite.
+ * @param[in] hue In [0, 0.5].
+ * @return STROP_OK; STROP_E_INVALID_ARG; STROP_E_SHAPE (not images of 1 or 3 channels);
+ *         STROP_E_STATE; STROP_E_NOMEM. On failure the iterator is unchanged. One thread at a
+ *         time per iterator. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_batch_iter_add_color_jitter(strop_batch_iter *it,
+                                                                         float brightness,
+                                                                         float contrast,
+                                                                         float saturation,
+                                                                         float hue);
+
+/**
+ * @brief Sets the number of prefetch threads that prepare the next batch (decoding files,
+ * running the transforms), each taking the batch's samples one at a time. The batches are the
+ * same whatever the number.
+ * @param[in,out] it The iterator, created with STROP_ITER_PREFETCH (needed above 1), before
+ *                its first batch.
+ * @param[in] workers In [1, 64]; default 1.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, out of range); STROP_E_STATE (after the first
+ *         batch, or more than 1 without STROP_ITER_PREFETCH). On failure the iterator is
+ *         unchanged. One thread at a time per iterator. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_batch_iter_set_workers(strop_batch_iter *it,
+                                                                    int workers);
 
 /** @brief Stops the worker thread, frees the iterator and drops its dataset reference.
  *  NULL is a no-op. @since 0.1 */

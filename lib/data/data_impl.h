@@ -9,7 +9,8 @@
 #include "strop/data.h"
 
 /* Root storage kinds. */
-enum { STROP__DS_F32 = 1, STROP__DS_U8 = 2, STROP__DS_TOKENS = 3, STROP__DS_CALLBACK = 4 };
+enum { STROP__DS_F32 = 1, STROP__DS_U8 = 2, STROP__DS_TOKENS = 3, STROP__DS_CALLBACK = 4,
+       STROP__DS_IMAGES = 5 };
 
 /* One struct for roots and views. A root owns storage; a view (root != NULL) holds one
  * reference to its root and describes a selection (idx), a relabelling and a shape. Views of
@@ -54,6 +55,20 @@ struct strop_dataset {
   float *mask;         /* padding masks [n, mask_len] of the root's samples (1 token, 0
                           padding), or NULL; shared by every view of the root */
   int64_t mask_len;
+
+  /* IMAGES: files decoded when read; y holds the labels */
+  int var_size;        /* views too: samples differ in H and W; in_dims bounds each axis and
+                          in_numel any sample's element count */
+  char *img_paths;     /* NUL-terminated paths, one after another */
+  int64_t *img_off;    /* start of sample i's path */
+  int32_t *img_hw;     /* height, width of sample i (from its header) */
+  int img_c;           /* channels delivered: 1, 3 or 4 */
+  int64_t img_max_pixels;
+  _Atomic(uint8_t *) *img_cache; /* decoded pixels kept (NULL: no cache) */
+  size_t img_cache_cap;
+  _Atomic size_t img_cache_used;
+  char **img_skipped;  /* sentences of the files skipped at load */
+  int64_t img_nskipped, img_ignored;
 };
 
 /* The root that owns the storage of ds. */
@@ -78,6 +93,9 @@ strop_status strop__ds_read(const strop_dataset *ds, const char *fn, int64_t i, 
 /* The padding mask of sample i of ds (view index) into out (mask_len floats): a no-op
  * returning 0 when the dataset has none, else 1. */
 int strop__ds_read_mask(const strop_dataset *ds, int64_t i, float *out);
+/* The per-sample input shape of sample i (view index): in_dims, or an image's own size for a
+ * dataset whose sizes vary. Returns the rank. */
+int strop__ds_sample_dims(const strop_dataset *ds, int64_t i, int64_t *dims);
 /* All n labels of a classification dataset with scalar targets, malloc'd (strop__free). */
 strop_status strop__ds_labels(const strop_dataset *ds, const char *fn, int32_t **out);
 /* Takes one more reference. */
@@ -153,5 +171,51 @@ strop_status strop__npy_parse(const uint8_t *buf, size_t len, const char *name, 
 size_t strop__npy_declared_len(const uint8_t *prefix, size_t n);
 /* Writes the elements as floats in C order (transposing Fortran order). */
 void strop__npy_to_float(const strop__npy *a, float *dst);
+
+/* ---- images (image.c: the decoders; images.c: the source) ---- */
+enum { STROP__IMG_JPEG = 1, STROP__IMG_PNG = 2 };
+typedef struct strop__image_info {
+  int format;     /* STROP__IMG_* */
+  int64_t width, height;
+  int channels;   /* as stored: 1 grey, 2 grey + alpha, 3 colour, 4 colour + alpha */
+} strop__image_info;
+/* Set by the fuzz targets only: PNG checksums are not checked, so mutated files reach the
+ * decoding paths. */
+extern int strop__image_fuzzing;
+/* The format of a buffer from its magic bytes, or 0. */
+int strop__image_format(const uint8_t *buf, size_t len);
+/* Reads the header only: size and stored channels. Refuses (STROP_E_FORMAT, naming `name`)
+ * an empty, unknown, broken or over-large (width x height > max_pixels) file and
+ * (STROP_E_UNSUPPORTED) CMYK/YCCK JPEGs and 16-bit PNGs. */
+strop_status strop__image_probe(const char *fn, const uint8_t *buf, size_t len, const char *name,
+                                int64_t max_pixels, strop__image_info *info);
+/* Decodes into *pixels (strop__malloc'd, height x width x channels bytes, interleaved), with
+ * channels 1 (L), 3 (RGB) or 4 (RGBA) converted as PIL's Image.convert does. Truncated or
+ * corrupt data is STROP_E_FORMAT; nothing is allocated past the pixel limit. */
+strop_status strop__image_decode(const char *fn, const uint8_t *buf, size_t len,
+                                 const char *name, int channels, int64_t max_pixels,
+                                 uint8_t **pixels, strop__image_info *info);
+/* ---- image transforms of the iterator (iter.c), reachable by the parity tests ---- */
+/* The draws of RandomResizedCrop: with sv and av non-NULL, a scale value in [s0, s1) and an
+ * aspect ratio exp(uniform(l0, l1)); with sv NULL, an integer in [0, l1) returned. */
+typedef double (*strop__rrc_draw_fn)(void *ctx, float s0, float s1, float l0, float l1,
+                                     float *sv, float *av);
+/* torchvision's RandomResizedCrop.get_params rule: ten tries of an area share and an aspect
+ * ratio, then the central crop of the nearest allowed ratio. out = {top, left, h, w}. */
+void strop__rrc_params(int64_t h, int64_t w, const float scale[2], const float ratio[2],
+                       strop__rrc_draw_fn draw, void *ctx, int64_t out[4]);
+/* One ColorJitter step on a float image in [0, 1] (torchvision's functional_tensor): which
+ * 0 brightness, 1 contrast, 2 saturation, 3 hue, with factor f; grey has room for h x w. */
+void strop__color_jitter_step(float *img, int64_t c, int64_t h, int64_t w, int which, float f,
+                              float *grey);
+
+/* Reads root sample r of an image dataset into in (C x H x W floats in [0, 255], each
+ * multiplied by scale: 1 for the values themselves). */
+strop_status strop__images_read(const strop_dataset *rt, const char *fn, int64_t r, float *in,
+                                float scale);
+/* strop__ds_read with every input value multiplied by scale as it is read (float(v) * scale,
+ * the product a following scale transform would compute); targets as strop__ds_read. */
+strop_status strop__ds_read_scaled(const strop_dataset *ds, const char *fn, int64_t i, float *in,
+                                   float *tgt, float scale);
 
 #endif

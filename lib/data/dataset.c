@@ -119,6 +119,14 @@ void strop_dataset_free(strop_dataset *ds) {
     strop__free(ds->tokens);
     strop__free(ds->starts);
     strop__free(ds->mask);
+    strop__free(ds->img_paths);
+    strop__free(ds->img_off);
+    strop__free(ds->img_hw);
+    if (ds->img_cache) {
+      for (int64_t i = 0; i < ds->n; i++) strop__free(atomic_load(&ds->img_cache[i]));
+      strop__free((void *)ds->img_cache);
+    }
+    free_names(ds->img_skipped, ds->img_nskipped);
     if (ds->release) ds->release(ds->release_ud);
   }
   strop__free(ds);
@@ -241,6 +249,13 @@ static strop_status root_read(const strop_dataset *rt, const char *fn, int64_t r
       }
       return STROP_OK;
     }
+    case STROP__DS_IMAGES:
+      if (in) {
+        strop_status st = strop__images_read(rt, fn, r, in, 1.0f);
+        if (st) return st;
+      }
+      if (tgt) tgt[0] = rt->y[r];
+      return STROP_OK;
     case STROP__DS_CALLBACK: {
       char msg[512];
       msg[0] = '\0';
@@ -346,6 +361,48 @@ int strop_dataset_has_mask(const strop_dataset *ds) {
   return ds && strop__ds_root(ds)->mask ? 1 : 0;
 }
 
+strop_status strop__ds_read_scaled(const strop_dataset *ds, const char *fn, int64_t i, float *in,
+                                   float *tgt, float scale) {
+  const strop_dataset *rt = strop__ds_root(ds);
+  if (rt->kind != STROP__DS_IMAGES || !in) {
+    strop_status st = strop__ds_read(ds, fn, i, in, tgt);
+    if (st || !in) return st;
+    size_t n = ds->in_numel;
+    if (ds->var_size) {
+      int64_t d[STROP_MAX_RANK];
+      (void)strop__ds_sample_dims(ds, i, d);
+      n = (size_t)(d[0] * d[1] * d[2]);
+    }
+    for (size_t k = 0; k < n; k++) in[k] *= scale;
+    return STROP_OK;
+  }
+  int64_t r = ds->idx ? ds->idx[i] : i;
+  strop_status st = strop__images_read(rt, fn, r, in, scale);
+  if (st || !tgt) return st;
+  return strop__ds_read(ds, fn, i, NULL, tgt);
+}
+
+int strop__ds_sample_dims(const strop_dataset *ds, int64_t i, int64_t *dims) {
+  memcpy(dims, ds->in_dims, (size_t)ds->in_rank * sizeof *dims);
+  if (ds->var_size) {
+    const strop_dataset *rt = strop__ds_root(ds);
+    int64_t r = ds->idx ? ds->idx[i] : i;
+    dims[1] = rt->img_hw[2 * r];
+    dims[2] = rt->img_hw[2 * r + 1];
+  }
+  return ds->in_rank;
+}
+
+int strop_dataset_sample_shape(const strop_dataset *ds, int64_t index, int64_t *dims, int cap) {
+  if (!ds || index < 0 || index >= ds->n || (!dims && cap > 0)) return -1;
+  int64_t d[STROP_MAX_RANK];
+  int rank = strop__ds_sample_dims(ds, index, d);
+  for (int k = 0; k < rank && k < cap; k++) dims[k] = d[k];
+  return rank;
+}
+
+int strop_dataset_varies(const strop_dataset *ds) { return ds ? ds->var_size : -1; }
+
 strop_status strop_dataset_get(const strop_dataset *ds, int64_t index, float *input,
                                size_t input_cap, float *target, size_t target_cap) {
   const char *fn = "strop_dataset_get";
@@ -353,9 +410,15 @@ strop_status strop_dataset_get(const strop_dataset *ds, int64_t index, float *in
   if (index < 0 || index >= ds->n)
     return strop__err(STROP_E_INVALID_ARG, "%s: index %lld out of range [0, %lld)", fn,
                       (long long)index, (long long)ds->n);
-  if (input && input_cap < ds->in_numel)
+  size_t need = ds->in_numel;
+  if (ds->var_size) {
+    int64_t d[STROP_MAX_RANK];
+    (void)strop__ds_sample_dims(ds, index, d);
+    need = (size_t)(d[0] * d[1] * d[2]);
+  }
+  if (input && input_cap < need)
     return strop__err(STROP_E_INVALID_ARG, "%s: input_cap %zu < input size %zu", fn, input_cap,
-                      ds->in_numel);
+                      need);
   if (target && target_cap < ds->tgt_numel)
     return strop__err(STROP_E_INVALID_ARG, "%s: target_cap %zu < target size %zu", fn,
                       target_cap, ds->tgt_numel);
@@ -494,6 +557,7 @@ static strop_status view_new(const strop_dataset *ds, const char *fn, const int6
   v->in_rank = ds->in_rank;
   memcpy(v->in_dims, ds->in_dims, sizeof v->in_dims);
   v->in_numel = ds->in_numel;
+  v->var_size = ds->var_size;
   v->tgt_rank = ds->tgt_rank;
   memcpy(v->tgt_dims, ds->tgt_dims, sizeof v->tgt_dims);
   v->tgt_numel = ds->tgt_numel;
@@ -799,6 +863,9 @@ strop_status strop_dataset_reshape(const strop_dataset *ds, int rank, const int6
   size_t numel;
   strop_status st = check_shape(fn, "input", rank, dims, 1, &numel);
   if (st) return st;
+  if (ds->var_size)
+    return strop__err(STROP_E_SHAPE, "%s: the images differ in size; resize or crop them in a "
+                      "batch iterator instead", fn);
   if (numel != ds->in_numel)
     return strop__err(STROP_E_SHAPE, "%s: new shape has %zu elements, the inputs have %zu", fn,
                       numel, ds->in_numel);
@@ -820,6 +887,7 @@ strop_status strop_dataset_channel_stats(const strop_dataset *ds, float scale, f
                       "split or class filter?)", fn);
   int64_t C = ds->in_rank == 3 ? ds->in_dims[0] : 1;
   size_t per = ds->in_numel / (size_t)C;
+  double cnt = 0;
   *channels = C;
   double *acc = strop__calloc((size_t)C * 2, sizeof *acc);
   float *buf = strop__malloc(ds->in_numel * sizeof *buf);
@@ -835,6 +903,12 @@ strop_status strop_dataset_channel_stats(const strop_dataset *ds, float scale, f
       strop__free(buf);
       return st;
     }
+    if (ds->var_size) {
+      int64_t d[STROP_MAX_RANK];
+      (void)strop__ds_sample_dims(ds, i, d);
+      per = (size_t)(d[1] * d[2]);
+    }
+    cnt += (double)per;
     for (int64_t c = 0; c < C; c++) {
       double s = 0, s2 = 0;
       const float *p = buf + (size_t)c * per;
@@ -847,7 +921,6 @@ strop_status strop_dataset_channel_stats(const strop_dataset *ds, float scale, f
       acc[2 * c + 1] += s2;
     }
   }
-  double cnt = (double)ds->n * (double)per;
   for (int64_t c = 0; c < C && c < cap; c++) {
     double m = acc[2 * c] / cnt, var = acc[2 * c + 1] / cnt - m * m;
     mean[c] = (float)m;

@@ -8,19 +8,32 @@
 #include "data/data_impl.h"
 #include "ops/resize.h"
 
-enum { XF_SCALE = 1, XF_NORMALIZE, XF_HFLIP, XF_CROP, XF_RESIZE };
+enum {
+  XF_SCALE = 1, XF_NORMALIZE, XF_HFLIP, XF_CROP, XF_RESIZE, XF_RESIZE_SHORT, XF_CENTER_CROP,
+  XF_RRC, XF_JITTER
+};
 
 typedef struct xform {
   int type;
   float a;              /* scale factor, flip probability */
-  int64_t c, h, w;      /* input image shape at this stage (c = 1 for rank 2) */
-  int64_t oh, ow, pad;  /* output size (crop, resize), padding (crop) */
+  int64_t c;            /* channels at this stage */
+  int64_t oh, ow, pad;  /* output size (crops, resize), padding (crop); RESIZE_SHORT: oh the
+                           shorter side, ow the longer side's limit (0: none) */
   int mode;             /* resize mode */
   float *mean, *std;    /* normalize: c values each */
+  float p[4];           /* RRC: scale and ratio ranges; JITTER: brightness, contrast,
+                           saturation, hue */
 } xform;
 
-/* Job states of the prefetch worker. */
+/* Job states of the prefetch workers. */
 enum { JOB_NONE = 0, JOB_QUEUED, JOB_RUNNING, JOB_DONE };
+
+/* Scratch of one thread filling rows: two stage buffers and a resize workspace. */
+typedef struct scratch {
+  float *s0, *s1, *work;
+} scratch;
+
+#define MAX_WORKERS 64
 
 struct strop_batch_iter {
   strop_dataset *ds;
@@ -37,10 +50,11 @@ struct strop_batch_iter {
   xform *xf;
   int nxf;
   int inplace; /* 1 while no transform changes the shape (no crop, no resize) */
-  int out_rank;                 /* per-sample shape after transforms */
+  int var;     /* 1 while the image size at the end of the pipeline varies per sample */
+  int out_rank;                 /* per-sample shape after transforms (0 for a varying size) */
   int64_t out_dims[STROP_MAX_RANK];
-  size_t out_numel, max_numel;  /* max_numel: largest stage, sizes the scratch */
-  float *s0, *s1;
+  size_t out_numel, max_numel, max_work; /* largest stage and resize workspace, in floats */
+  scratch main_s;               /* the calling thread's */
 
   struct {
     float *x, *y, *m;
@@ -50,12 +64,14 @@ struct strop_batch_iter {
   int64_t mask_len;             /* positions of a sample's padding mask; 0: no masks */
   const strop_tensor *last_mask; /* the mask of the batch last returned, or NULL */
 
-  int threaded;
-  pthread_t th;
+  int nworkers;                 /* prefetch threads (1 unless set) */
+  int threaded;                 /* threads started */
+  pthread_t th[MAX_WORKERS];
+  scratch ws[MAX_WORKERS];
   pthread_mutex_t mu;
   pthread_cond_t cv;
   int job, stop;
-  int64_t job_epoch, job_pos, job_rows;
+  int64_t job_epoch, job_pos, job_rows, job_claimed, job_finished;
   int job_buf;
   strop_status job_st;
   char job_msg[1024];
@@ -75,73 +91,382 @@ static void sample_rng(const strop_batch_iter *it, int64_t epoch, int64_t pos, s
   strop__rng_seed(r, h, 0x7866ULL);
 }
 
-/* Runs transforms [0, count) on one sample in s0 (shape of the dataset input); returns the
- * buffer holding the result (s0 or s1). */
-static float *run_transforms(const strop_batch_iter *it, int count, float *s0, float *s1,
-                             strop__rng *r) {
+/* ------------------------------------------------------------------ geometry ---- */
+
+/* torchvision's _compute_resized_output_size for Resize(size) with an int size: the shorter
+ * side becomes `size`, the longer int(size * long / short), both scaled down when the longer
+ * exceeds max_size (0: no limit). */
+static void short_side_size(int64_t h, int64_t w, int64_t size, int64_t max_size, int64_t *oh,
+                            int64_t *ow) {
+  int64_t s = w <= h ? w : h, l = w <= h ? h : w;
+  int64_t ns = size, nl = (int64_t)((double)(size * l) / (double)s);
+  if (max_size > 0 && nl > max_size) {
+    ns = (int64_t)((double)(max_size * ns) / (double)nl);
+    nl = max_size;
+  }
+  *ow = w <= h ? ns : nl;
+  *oh = w <= h ? nl : ns;
+}
+
+/* Python's round() of a half-integer or integer: half to even. */
+static int64_t round_even(double v) { return (int64_t)nearbyint(v); }
+
+/* torchvision's CenterCrop offsets: zero padding centred (floor on the top/left) when the crop
+ * is larger, else round((in - crop) / 2) with Python's rounding. */
+static int64_t center_offset(int64_t in, int64_t crop) {
+  if (crop > in) return -((crop - in) / 2);
+  return round_even((double)(in - crop) / 2.0);
+}
+
+void strop__rrc_params(int64_t h, int64_t w, const float scale[2], const float ratio[2],
+                       strop__rrc_draw_fn draw, void *ctx, int64_t out[4]) {
+  double area = (double)h * (double)w;
+  float lr0 = logf(ratio[0]), lr1 = logf(ratio[1]);
+  for (int attempt = 0; attempt < 10; attempt++) {
+    float sv, av;
+    draw(ctx, scale[0], scale[1], lr0, lr1, &sv, &av);
+    double target = area * (double)sv;
+    int64_t cw = (int64_t)nearbyint(sqrt(target * (double)av));
+    int64_t ch = (int64_t)nearbyint(sqrt(target / (double)av));
+    if (cw > 0 && cw <= w && ch > 0 && ch <= h) {
+      out[0] = (int64_t)draw(ctx, 0, 0, 0, (float)(h - ch + 1), NULL, NULL);
+      out[1] = (int64_t)draw(ctx, 0, 0, 0, (float)(w - cw + 1), NULL, NULL);
+      out[2] = ch;
+      out[3] = cw;
+      return;
+    }
+  }
+  /* fallback: the central crop of the nearest allowed ratio */
+  double in_ratio = (double)w / (double)h;
+  double rmin = ratio[0] < ratio[1] ? ratio[0] : ratio[1];
+  double rmax = ratio[0] < ratio[1] ? ratio[1] : ratio[0];
+  int64_t cw, ch;
+  if (in_ratio < rmin) {
+    cw = w;
+    ch = (int64_t)nearbyint((double)cw / rmin);
+  } else if (in_ratio > rmax) {
+    ch = h;
+    cw = (int64_t)nearbyint((double)ch * rmax);
+  } else {
+    cw = w;
+    ch = h;
+  }
+  out[0] = (h - ch) / 2;
+  out[1] = (w - cw) / 2;
+  out[2] = ch;
+  out[3] = cw;
+}
+
+/* The iterator's draws: scale uniform in [s0, s1), exp of a uniform log-ratio, both in float
+ * as torch draws them; an integer in [0, n) when sv is NULL. */
+static double rng_draw(void *ctx, float s0, float s1, float l0, float l1, float *sv, float *av) {
+  strop__rng *r = ctx;
+  if (!sv) return (double)strop__rng_below(r, (uint64_t)l1);
+  float u = strop__rng_uniform(r), v = strop__rng_uniform(r);
+  *sv = s0 + (s1 - s0) * u;
+  *av = expf(l0 + (l1 - l0) * v);
+  return 0;
+}
+
+/* The size after transform x of an input of h x w. */
+static void xf_out_size(const xform *x, int64_t h, int64_t w, int64_t *oh, int64_t *ow) {
+  switch (x->type) {
+    case XF_CROP:
+    case XF_RESIZE:
+    case XF_CENTER_CROP:
+    case XF_RRC:
+      *oh = x->oh;
+      *ow = x->ow;
+      return;
+    case XF_RESIZE_SHORT:
+      short_side_size(h, w, x->oh, x->ow, oh, ow);
+      return;
+    default:
+      *oh = h;
+      *ow = w;
+  }
+}
+
+/* Resizes the region (iy, ix, ih, iw) of a [c, H, W] image to oh x ow and writes the window
+ * (oy, ox, wh, ww) of the result to dst. Modes other than antialiased bilinear go through tmp
+ * (room for the region and the full result). */
+static void resize_region(const float *src, int64_t c, int64_t H, int64_t W, int64_t iy,
+                          int64_t ix, int64_t ih, int64_t iw, int64_t oh, int64_t ow, int64_t oy,
+                          int64_t ox, int64_t wh, int64_t ww, int mode, float *dst, float *work) {
+  if (mode == STROP_RESIZE_BILINEAR_AA) {
+    strop__resize_aa_args a = {c, H, W, iy, ix, ih, iw, oh, ow, oy, ox, wh, ww};
+    strop__resize_bilinear_aa(src, &a, dst, work);
+    return;
+  }
+  const float *reg = src;
+  float *region = work, *full = work + (size_t)c * (size_t)(ih * iw);
+  if (iy || ix || ih != H || iw != W) {
+    for (int64_t k = 0; k < c; k++)
+      for (int64_t y = 0; y < ih; y++)
+        memcpy(region + (size_t)((k * ih + y) * iw),
+               src + (size_t)((k * H + iy + y) * W + ix), (size_t)iw * sizeof(float));
+    reg = region;
+  }
+  int whole = !oy && !ox && wh == oh && ww == ow;
+  float *to = whole ? dst : full;
+  if (mode == STROP_RESIZE_BILINEAR)
+    strop__resize_bilinear(reg, c, ih, iw, to, oh, ow);
+  else
+    strop__resize_nearest(reg, c, ih, iw, to, oh, ow);
+  if (!whole)
+    for (int64_t k = 0; k < c; k++)
+      for (int64_t y = 0; y < wh; y++)
+        memcpy(dst + (size_t)((k * wh + y) * ww), full + (size_t)((k * oh + oy + y) * ow + ox),
+               (size_t)ww * sizeof(float));
+}
+
+/* Workspace resize_region needs. */
+static size_t resize_work(int64_t c, int64_t ih, int64_t iw, int64_t oh, int64_t ow, int mode) {
+  if (mode == STROP_RESIZE_BILINEAR_AA) {
+    strop__resize_aa_args a = {c, ih, iw, 0, 0, ih, iw, oh, ow, 0, 0, oh, ow};
+    return strop__resize_aa_work(&a);
+  }
+  return (size_t)c * (size_t)(ih * iw + oh * ow);
+}
+
+/* ---------------------------------------------------------------- colour jitter ---- */
+
+/* torchvision's functional_tensor on float images in [0, 1]: _blend clamps to [0, 1];
+ * grey is 0.2989 R + 0.587 G + 0.114 B. */
+static void blend(float *a, const float *b, float bconst, size_t n, float f) {
+  float g = (float)(1.0 - (double)f); /* Python computes 1 - ratio in double */
+  for (size_t k = 0; k < n; k++) {
+    float v = f * a[k] + g * (b ? b[k] : bconst);
+    a[k] = v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
+  }
+}
+
+static void grey_of(const float *img, size_t plane, float *g) {
+  for (size_t k = 0; k < plane; k++)
+    g[k] = 0.2989f * img[k] + 0.587f * img[plane + k] + 0.114f * img[2 * plane + k];
+}
+
+/* torchvision's _rgb2hsv / _hsv2rgb with the hue shifted by f (adjust_hue). */
+static void shift_hue(float *img, size_t plane, float f) {
+  for (size_t k = 0; k < plane; k++) {
+    float r = img[k], g = img[plane + k], b = img[2 * plane + k];
+    float maxc = fmaxf(r, fmaxf(g, b)), minc = fminf(r, fminf(g, b));
+    int eqc = maxc == minc;
+    float cr = maxc - minc;
+    float ones = 1.0f;
+    float s = cr / (eqc ? ones : maxc);
+    float crd = eqc ? ones : cr;
+    float rc = (maxc - r) / crd, gc = (maxc - g) / crd, bc = (maxc - b) / crd;
+    float hr = (maxc == r) ? (bc - gc) : 0.0f;
+    float hg = (maxc == g && maxc != r) ? (2.0f + rc - bc) : 0.0f;
+    float hb = (maxc != g && maxc != r) ? (4.0f + gc - rc) : 0.0f;
+    float h = hr + hg + hb;
+    h = fmodf(h / 6.0f + 1.0f, 1.0f);
+    /* adjust_hue: (h + f) % 1.0 (Python's modulo: the result takes the divisor's sign) */
+    h = fmodf(h + f, 1.0f);
+    if (h < 0.0f) h += 1.0f;
+    float v = maxc;
+    float i = floorf(h * 6.0f);
+    float fr = h * 6.0f - i;
+    int ii = (int)i % 6;
+    float p = fminf(fmaxf(v * (1.0f - s), 0.0f), 1.0f);
+    float q = fminf(fmaxf(v * (1.0f - s * fr), 0.0f), 1.0f);
+    float t = fminf(fmaxf(v * (1.0f - s * (1.0f - fr)), 0.0f), 1.0f);
+    float o[3];
+    switch (ii) {
+      case 0: o[0] = v; o[1] = t; o[2] = p; break;
+      case 1: o[0] = q; o[1] = v; o[2] = p; break;
+      case 2: o[0] = p; o[1] = v; o[2] = t; break;
+      case 3: o[0] = p; o[1] = q; o[2] = v; break;
+      case 4: o[0] = t; o[1] = p; o[2] = v; break;
+      default: o[0] = v; o[1] = p; o[2] = q; break;
+    }
+    img[k] = o[0];
+    img[plane + k] = o[1];
+    img[2 * plane + k] = o[2];
+  }
+}
+
+void strop__color_jitter_step(float *img, int64_t c, int64_t h, int64_t w, int which,
+                              float f, float *grey) {
+  size_t plane = (size_t)(h * w), n = (size_t)c * plane;
+  switch (which) {
+    case 0: /* brightness: blend with black */
+      blend(img, NULL, 0.0f, n, f);
+      break;
+    case 1: { /* contrast: blend with the mean grey level */
+      double sum = 0;
+      if (c == 3) {
+        grey_of(img, plane, grey);
+        for (size_t k = 0; k < plane; k++) sum += grey[k];
+      } else {
+        for (size_t k = 0; k < n; k++) sum += img[k];
+        plane = n;
+      }
+      blend(img, NULL, (float)(sum / (double)plane), n, f);
+      break;
+    }
+    case 2: /* saturation: blend with the grey image (a grey image is left as it is) */
+      if (c == 3) {
+        grey_of(img, plane, grey);
+        for (int64_t k = 0; k < c; k++) blend(img + (size_t)k * plane, grey, 0, plane, f);
+      }
+      break;
+    default: /* hue (a grey image is left as it is) */
+      if (c == 3) shift_hue(img, plane, f);
+      break;
+  }
+}
+
+/* ---------------------------------------------------------------- the pipeline ---- */
+
+/* Runs transforms [first, count) on one sample in s0 of shape (c, h, w); returns the buffer
+ * holding the result (s0 or s1) and its size in *ph, *pw. sample names the sample in errors. */
+static strop_status run_transforms(const strop_batch_iter *it, int first, int count, int64_t c,
+                                   int64_t *ph, int64_t *pw, const scratch *sc, float *s0,
+                                   float *s1, strop__rng *r, int64_t sample, float **result) {
   float *a = s0, *b = s1;
-  for (int t = 0; t < count; t++) {
+  int64_t h = *ph, w = *pw;
+  for (int t = first; t < count; t++) {
     const xform *x = &it->xf[t];
-    size_t plane = (size_t)(x->h * x->w), numel = (size_t)x->c * plane;
+    size_t plane = (size_t)(h * w), numel = (size_t)c * plane;
+    float *tmp;
     switch (x->type) {
       case XF_SCALE:
         for (size_t k = 0; k < numel; k++) a[k] *= x->a;
         break;
       case XF_NORMALIZE:
-        for (int64_t c = 0; c < x->c; c++) {
-          float m = x->mean[c], inv = 1.0f / x->std[c];
-          float *p = a + (size_t)c * plane;
-          for (size_t k = 0; k < plane; k++) p[k] = (p[k] - m) * inv;
+        for (int64_t k = 0; k < c; k++) {
+          float m = x->mean[k], inv = 1.0f / x->std[k];
+          float *p = a + (size_t)k * plane;
+          for (size_t q = 0; q < plane; q++) p[q] = (p[q] - m) * inv;
         }
         break;
       case XF_HFLIP:
         if (strop__rng_uniform(r) < x->a)
-          for (size_t row = 0; row < (size_t)x->c * (size_t)x->h; row++) {
-            float *p = a + row * (size_t)x->w;
-            for (int64_t i = 0, j = x->w - 1; i < j; i++, j--) {
-              float tmp = p[i];
+          for (size_t row = 0; row < (size_t)c * (size_t)h; row++) {
+            float *p = a + row * (size_t)w;
+            for (int64_t i = 0, j = w - 1; i < j; i++, j--) {
+              float v = p[i];
               p[i] = p[j];
-              p[j] = tmp;
+              p[j] = v;
             }
           }
         break;
       case XF_CROP: {
-        int64_t ph = x->h + 2 * x->pad, pw = x->w + 2 * x->pad;
-        int64_t top = (int64_t)strop__rng_below(r, (uint64_t)(ph - x->oh + 1));
-        int64_t left = (int64_t)strop__rng_below(r, (uint64_t)(pw - x->ow + 1));
-        for (int64_t c = 0; c < x->c; c++)
+        int64_t ph2 = h + 2 * x->pad, pw2 = w + 2 * x->pad;
+        if (x->oh > ph2 || x->ow > pw2)
+          return strop__err(STROP_E_SHAPE, "strop_batch_iter_next: sample %lld: crop %lld x %lld "
+                            "exceeds the padded image %lld x %lld", (long long)sample,
+                            (long long)x->oh, (long long)x->ow, (long long)ph2, (long long)pw2);
+        int64_t top = (int64_t)strop__rng_below(r, (uint64_t)(ph2 - x->oh + 1));
+        int64_t left = (int64_t)strop__rng_below(r, (uint64_t)(pw2 - x->ow + 1));
+        for (int64_t k = 0; k < c; k++)
           for (int64_t y = 0; y < x->oh; y++) {
             int64_t sy = top + y - x->pad;
-            float *d = b + (size_t)((c * x->oh + y) * x->ow);
+            float *d = b + (size_t)((k * x->oh + y) * x->ow);
             for (int64_t xx = 0; xx < x->ow; xx++) {
               int64_t sx = left + xx - x->pad;
-              d[xx] = (sy >= 0 && sy < x->h && sx >= 0 && sx < x->w)
-                          ? a[(size_t)((c * x->h + sy) * x->w + sx)]
+              d[xx] = (sy >= 0 && sy < h && sx >= 0 && sx < w)
+                          ? a[(size_t)((k * h + sy) * w + sx)]
                           : 0.0f;
             }
           }
-        float *tmp = a;
+        h = x->oh;
+        w = x->ow;
+        tmp = a;
         a = b;
         b = tmp;
         break;
       }
-      case XF_RESIZE: {
-        if (x->mode == STROP_RESIZE_BILINEAR)
-          strop__resize_bilinear(a, x->c, x->h, x->w, b, x->oh, x->ow);
-        else
-          strop__resize_nearest(a, x->c, x->h, x->w, b, x->oh, x->ow);
-        float *tmp = a;
+      case XF_CENTER_CROP: {
+        int64_t top = center_offset(h, x->oh), left = center_offset(w, x->ow);
+        for (int64_t k = 0; k < c; k++)
+          for (int64_t y = 0; y < x->oh; y++) {
+            int64_t sy = top + y;
+            float *d = b + (size_t)((k * x->oh + y) * x->ow);
+            for (int64_t xx = 0; xx < x->ow; xx++) {
+              int64_t sx = left + xx;
+              d[xx] = (sy >= 0 && sy < h && sx >= 0 && sx < w)
+                          ? a[(size_t)((k * h + sy) * w + sx)]
+                          : 0.0f;
+            }
+          }
+        h = x->oh;
+        w = x->ow;
+        tmp = a;
         a = b;
         b = tmp;
+        break;
+      }
+      case XF_RESIZE:
+      case XF_RESIZE_SHORT: {
+        int64_t oh, ow;
+        xf_out_size(x, h, w, &oh, &ow);
+        /* a centre crop right after, inside the resized image: only its window is computed
+         * (the same values: each output depends on its own position only) */
+        const xform *nx = t + 1 < count ? &it->xf[t + 1] : NULL;
+        if (x->mode == STROP_RESIZE_BILINEAR_AA && nx && nx->type == XF_CENTER_CROP &&
+            nx->oh <= oh && nx->ow <= ow) {
+          resize_region(a, c, h, w, 0, 0, h, w, oh, ow, center_offset(oh, nx->oh),
+                        center_offset(ow, nx->ow), nx->oh, nx->ow, x->mode, b, sc->work);
+          oh = nx->oh;
+          ow = nx->ow;
+          t++;
+        } else if (oh == h && ow == w && x->mode == STROP_RESIZE_BILINEAR_AA) {
+          break; /* torch copies an unchanged size */
+        } else {
+          resize_region(a, c, h, w, 0, 0, h, w, oh, ow, 0, 0, oh, ow, x->mode, b, sc->work);
+        }
+        h = oh;
+        w = ow;
+        tmp = a;
+        a = b;
+        b = tmp;
+        break;
+      }
+      case XF_RRC: {
+        int64_t prm[4];
+        strop__rrc_params(h, w, x->p, x->p + 2, rng_draw, r, prm);
+        resize_region(a, c, h, w, prm[0], prm[1], prm[2], prm[3], x->oh, x->ow, 0, 0, x->oh,
+                      x->ow, x->mode, b, sc->work);
+        h = x->oh;
+        w = x->ow;
+        tmp = a;
+        a = b;
+        b = tmp;
+        break;
+      }
+      case XF_JITTER: {
+        /* torchvision's ColorJitter.get_params: an order of the four, then a factor for each
+         * one that is on, applied in that order (the grey plane lives in b, free here) */
+        int order[4] = {0, 1, 2, 3};
+        for (int i = 3; i > 0; i--) {
+          int j = (int)strop__rng_below(r, (uint64_t)(i + 1));
+          int v = order[i];
+          order[i] = order[j];
+          order[j] = v;
+        }
+        float f[4] = {1.0f, 1.0f, 1.0f, 0.0f};
+        for (int k = 0; k < 4; k++) {
+          float m = x->p[k];
+          if (m <= 0.0f) continue;
+          float lo = k == 3 ? -m : fmaxf(0.0f, 1.0f - m), hi = k == 3 ? m : 1.0f + m;
+          f[k] = lo + (hi - lo) * strop__rng_uniform(r);
+        }
+        for (int k = 0; k < 4; k++)
+          if (x->p[order[k]] > 0.0f) strop__color_jitter_step(a, c, h, w, order[k], f[order[k]], b);
         break;
       }
       default:
         break;
     }
   }
-  return a;
+  *ph = h;
+  *pw = w;
+  *result = a;
+  return STROP_OK;
 }
-
 /* ------------------------------------------------------------------ batches ---- */
 
 static void ensure_perm(strop_batch_iter *it, int64_t epoch) {
@@ -160,36 +485,57 @@ static void set_rows(strop_tensor *t, int64_t rows) {
   t->numel = per * (size_t)rows;
 }
 
-/* Fills buffer b with the batch at (epoch, pos). Allocates nothing. */
+/* Rows of the batch at (epoch, pos) in buffer b. */
+static int64_t batch_rows(const strop_batch_iter *it, int64_t pos) {
+  return it->end - pos < it->bs ? it->end - pos : it->bs;
+}
+
+/* Fills row r of buffer b with the sample at epoch position pos + r, using scratch sc.
+ * The order (perm) must be ready. Allocates nothing but what decoding a file needs. */
+static strop_status fill_row(const strop_batch_iter *it, int64_t epoch, int64_t pos, int b,
+                             int64_t r, const scratch *sc) {
+  const char *fn = "strop_batch_iter_next";
+  int64_t j = (it->flags & STROP_ITER_SHUFFLE) ? it->perm[pos + r] : pos + r;
+  float *xo = it->buf[b].x + (size_t)r * it->out_numel;
+  float *yo = it->buf[b].y + (size_t)r * it->ds->tgt_numel;
+  strop_status st;
+  if (it->nxf == 0) return strop__ds_read(it->ds, fn, j, xo, yo);
+  strop__rng rng;
+  sample_rng(it, epoch, pos + r, &rng);
+  int64_t d[STROP_MAX_RANK];
+  int rank = strop__ds_sample_dims(it->ds, j, d);
+  int64_t c = rank == 3 ? d[0] : 1, h = rank >= 2 ? d[rank - 2] : 1;
+  int64_t w = rank >= 2 ? d[rank - 1] : (int64_t)it->ds->in_numel;
+  float *res;
+  /* a leading scale is applied as the samples are read: the same products, one pass less */
+  int first = it->xf[0].type == XF_SCALE ? 1 : 0;
+  float scale = first ? it->xf[0].a : 1.0f;
+  if (it->inplace) {
+    /* scale / normalize / flip / jitter only: work in the output row, no scratch copies */
+    if ((st = strop__ds_read_scaled(it->ds, fn, j, xo, yo, scale))) return st;
+    return run_transforms(it, first, it->nxf, c, &h, &w, sc, xo, sc->s1, &rng, j, &res);
+  }
+  if ((st = strop__ds_read_scaled(it->ds, fn, j, sc->s0, yo, scale))) return st;
+  st = run_transforms(it, first, it->nxf, c, &h, &w, sc, sc->s0, sc->s1, &rng, j, &res);
+  if (st) return st;
+  if ((size_t)(c * h * w) != it->out_numel)
+    return strop__err(STROP_E_INTERNAL, "%s: sample %lld came out %lld x %lld", fn, (long long)j,
+                      (long long)h, (long long)w);
+  memcpy(xo, res, it->out_numel * sizeof(float));
+  return STROP_OK;
+}
+
+/* Names the file behind a failed sample of an image dataset (its sentence usually does). */
+static strop_status row_error(const strop_batch_iter *it, strop_status st) { (void)it; return st; }
+
+/* Fills buffer b with the batch at (epoch, pos) on the calling thread. */
 static strop_status fill_batch(strop_batch_iter *it, int64_t epoch, int64_t pos, int b,
                                int64_t *rows_out) {
-  const char *fn = "strop_batch_iter_next";
-  int64_t rows = it->end - pos < it->bs ? it->end - pos : it->bs;
+  int64_t rows = batch_rows(it, pos);
   if (it->flags & STROP_ITER_SHUFFLE) ensure_perm(it, epoch);
-  float *x = it->buf[b].x, *y = it->buf[b].y;
-  size_t tn = it->ds->tgt_numel;
   for (int64_t r = 0; r < rows; r++) {
-    int64_t j = (it->flags & STROP_ITER_SHUFFLE) ? it->perm[pos + r] : pos + r;
-    float *xo = x + (size_t)r * it->out_numel, *yo = y + (size_t)r * tn;
-    strop_status st;
-    if (it->nxf == 0) {
-      st = strop__ds_read(it->ds, fn, j, xo, yo);
-      if (st) return st;
-    } else if (it->inplace) {
-      /* scale / normalize / flip only: work in the output row, no scratch copies */
-      st = strop__ds_read(it->ds, fn, j, xo, yo);
-      if (st) return st;
-      strop__rng rng;
-      sample_rng(it, epoch, pos + r, &rng);
-      (void)run_transforms(it, it->nxf, xo, NULL, &rng);
-    } else {
-      st = strop__ds_read(it->ds, fn, j, it->s0, yo);
-      if (st) return st;
-      strop__rng rng;
-      sample_rng(it, epoch, pos + r, &rng);
-      float *res = run_transforms(it, it->nxf, it->s0, it->s1, &rng);
-      memcpy(xo, res, it->out_numel * sizeof(float));
-    }
+    strop_status st = fill_row(it, epoch, pos, b, r, &it->main_s);
+    if (st) return row_error(it, st);
   }
   if (it->mask_len)
     for (int64_t r = 0; r < rows; r++) {
@@ -203,39 +549,71 @@ static strop_status fill_batch(strop_batch_iter *it, int64_t epoch, int64_t pos,
   return STROP_OK;
 }
 
+typedef struct worker_arg {
+  strop_batch_iter *it;
+  int id;
+} worker_arg;
+
+/* A prefetch worker: claims rows of the queued batch one at a time; the one that finishes the
+ * last row marks the job done. Every row's randomness comes from its own position, so the
+ * batches do not depend on the number of workers. */
 static void *worker_main(void *arg) {
-  strop_batch_iter *it = arg;
+  strop_batch_iter *it = ((worker_arg *)arg)->it;
+  int id = ((worker_arg *)arg)->id;
+  strop__free(arg);
   pthread_mutex_lock(&it->mu);
   for (;;) {
-    while (!it->stop && it->job != JOB_QUEUED) pthread_cond_wait(&it->cv, &it->mu);
+    while (!it->stop && !((it->job == JOB_QUEUED || it->job == JOB_RUNNING) &&
+                          it->job_claimed < it->job_rows))
+      pthread_cond_wait(&it->cv, &it->mu);
     if (it->stop) break;
-    it->job = JOB_RUNNING;
-    int64_t e = it->job_epoch, p = it->job_pos;
+    if (it->job == JOB_QUEUED) {
+      it->job = JOB_RUNNING;
+      if (it->flags & STROP_ITER_SHUFFLE) ensure_perm(it, it->job_epoch);
+    }
+    int64_t r = it->job_claimed++, e = it->job_epoch, p = it->job_pos;
     int b = it->job_buf;
+    int failed = it->job_st != STROP_OK;
     pthread_mutex_unlock(&it->mu);
-    int64_t rows = 0;
-    strop_status st = fill_batch(it, e, p, b, &rows);
+    strop_status st = failed ? STROP_OK : fill_row(it, e, p, b, r, &it->ws[id]);
     pthread_mutex_lock(&it->mu);
-    it->job_rows = rows;
-    it->job_st = st;
-    if (st) {
+    if (st && !it->job_st) {
+      it->job_st = st;
       strncpy(it->job_msg, strop_last_error(), sizeof it->job_msg - 1);
       it->job_msg[sizeof it->job_msg - 1] = '\0';
     }
-    it->job = JOB_DONE;
-    pthread_cond_broadcast(&it->cv);
+    if (++it->job_finished == it->job_rows) {
+      if (!it->job_st) {
+        set_rows(it->buf[b].tx, it->job_rows);
+        set_rows(it->buf[b].ty, it->job_rows);
+      }
+      it->job = JOB_DONE;
+      pthread_cond_broadcast(&it->cv);
+    }
   }
   pthread_mutex_unlock(&it->mu);
   return NULL;
 }
 
-/* Waits until the worker is not running a job and drops any queued or finished one. */
+/* Waits until no worker runs a job and drops any queued or finished one. */
 static void quiesce(strop_batch_iter *it) {
   if (!it->threaded) return;
   pthread_mutex_lock(&it->mu);
   while (it->job == JOB_RUNNING) pthread_cond_wait(&it->cv, &it->mu);
   it->job = JOB_NONE;
   pthread_mutex_unlock(&it->mu);
+}
+
+/* Queues the batch at (epoch, pos) into buffer b. Called with mu held. */
+static void queue_job(strop_batch_iter *it, int64_t epoch, int64_t pos, int b) {
+  it->job_epoch = epoch;
+  it->job_pos = pos;
+  it->job_buf = b;
+  it->job_rows = batch_rows(it, pos);
+  it->job_claimed = it->job_finished = 0;
+  it->job_st = STROP_OK;
+  it->job = JOB_QUEUED;
+  pthread_cond_broadcast(&it->cv);
 }
 
 /* ------------------------------------------------------------------ public ---- */
@@ -275,23 +653,95 @@ strop_status strop_batch_iter_create(strop_dataset *ds, int64_t batch_size, uint
   it->out_rank = ds->in_rank;
   memcpy(it->out_dims, ds->in_dims, sizeof it->out_dims);
   it->out_numel = it->max_numel = ds->in_numel;
-  it->inplace = 1;
+  it->inplace = !ds->var_size;
+  it->var = ds->var_size;
+  if (it->var) it->out_dims[1] = it->out_dims[2] = 0;
+  it->nworkers = 1;
   strop__ds_ref(ds);
   *out = it;
   return STROP_OK;
 }
 
+/* The largest stage (floats) and resize workspace of transforms [0, count) over every sample
+ * size of the dataset (one size unless the images vary). */
+static void plan_scratch(const strop_batch_iter *it, int count, size_t *max_numel,
+                         size_t *max_work) {
+  const strop_dataset *ds = it->ds;
+  size_t mx = ds->in_numel, mw = 1;
+  int64_t ns = ds->var_size ? ds->n : 1;
+  for (int64_t i = 0; i < ns; i++) {
+    int64_t d[STROP_MAX_RANK];
+    int rank = strop__ds_sample_dims(ds, i, d);
+    int64_t c = rank == 3 ? d[0] : 1, h = rank >= 2 ? d[rank - 2] : 1;
+    int64_t w = rank >= 2 ? d[rank - 1] : (int64_t)ds->in_numel;
+    for (int t = 0; t < count; t++) {
+      const xform *x = &it->xf[t];
+      int64_t oh, ow;
+      xf_out_size(x, h, w, &oh, &ow);
+      size_t need = 0;
+      if (x->type == XF_RESIZE || x->type == XF_RESIZE_SHORT || x->type == XF_RRC)
+        need = resize_work(c, h, w, oh, ow, x->mode);
+      if (x->type == XF_JITTER) need = (size_t)(h * w);
+      if (need > mw) mw = need;
+      h = oh;
+      w = ow;
+      if ((size_t)(c * h * w) > mx) mx = (size_t)(c * h * w);
+    }
+  }
+  *max_numel = mx;
+  *max_work = mw;
+}
+
+static void scratch_free(scratch *sc) {
+  strop__free(sc->s0);
+  strop__free(sc->s1);
+  strop__free(sc->work);
+  memset(sc, 0, sizeof *sc);
+}
+
+static strop_status scratch_alloc(const strop_batch_iter *it, const char *fn, scratch *sc) {
+  if (!it->nxf) return STROP_OK;
+  sc->s0 = strop__malloc(it->max_numel * sizeof(float));
+  sc->s1 = strop__malloc(it->max_numel * sizeof(float));
+  sc->work = strop__malloc(it->max_work * sizeof(float));
+  if (!sc->s0 || !sc->s1 || !sc->work) {
+    scratch_free(sc);
+    return STROP__NOMEM(fn);
+  }
+  return STROP_OK;
+}
+
+/* Stops and joins the first k workers. */
+static void stop_workers(strop_batch_iter *it, int k) {
+  pthread_mutex_lock(&it->mu);
+  it->stop = 1;
+  pthread_cond_broadcast(&it->cv);
+  pthread_mutex_unlock(&it->mu);
+  for (int i = 0; i < k; i++) pthread_join(it->th[i], NULL);
+}
+
 static strop_status start(strop_batch_iter *it, const char *fn) {
   strop_dataset *ds = it->ds;
+  if (it->var) {
+    int64_t a[3], b[3], k = 1;
+    (void)strop__ds_sample_dims(ds, 0, a);
+    for (; k < ds->n; k++) {
+      (void)strop__ds_sample_dims(ds, k, b);
+      if (b[1] != a[1] || b[2] != a[2]) break;
+    }
+    if (k == ds->n) k = 0, b[1] = a[1], b[2] = a[2];
+    return strop__err(STROP_E_SHAPE, "%s: the images differ in size (sample 0 is %lld x %lld, "
+                      "sample %lld is %lld x %lld): add a resize to a fixed size, a centre crop "
+                      "or a random resized crop before the first batch", fn, (long long)a[2],
+                      (long long)a[1], (long long)k, (long long)b[2], (long long)b[1]);
+  }
   if (it->flags & STROP_ITER_SHUFFLE) {
     it->perm = strop__malloc((size_t)it->n * sizeof *it->perm);
     if (!it->perm) return STROP__NOMEM(fn);
   }
-  if (it->nxf && !it->inplace) {
-    it->s0 = strop__malloc(it->max_numel * sizeof(float));
-    it->s1 = strop__malloc(it->max_numel * sizeof(float));
-    if (!it->s0 || !it->s1) return STROP__NOMEM(fn);
-  }
+  plan_scratch(it, it->nxf, &it->max_numel, &it->max_work);
+  strop_status sst = scratch_alloc(it, fn, &it->main_s);
+  if (sst) return sst;
   /* no batch holds more rows than an epoch visits: a batch size above the dataset's size
    * costs nothing more than the dataset */
   int64_t rows = it->bs < it->end ? it->bs : it->end;
@@ -338,16 +788,38 @@ static strop_status start(strop_batch_iter *it, const char *fn) {
     it->cur = 1;
   }
   if (it->flags & STROP_ITER_PREFETCH) {
+    for (int k = 0; k < it->nworkers; k++) {
+      strop_status st = scratch_alloc(it, fn, &it->ws[k]);
+      if (st) return st;
+    }
     if (pthread_mutex_init(&it->mu, NULL) != 0)
       return strop__err(STROP_E_INTERNAL, "%s: cannot create a mutex", fn);
     if (pthread_cond_init(&it->cv, NULL) != 0) {
       pthread_mutex_destroy(&it->mu);
       return strop__err(STROP_E_INTERNAL, "%s: cannot create a condition variable", fn);
     }
-    if (pthread_create(&it->th, NULL, worker_main, it) != 0) {
+    int k = 0, oom = 0;
+    for (; k < it->nworkers; k++) {
+      worker_arg *wa = strop__malloc(sizeof *wa);
+      if (!wa) {
+        oom = 1;
+        break;
+      }
+      wa->it = it;
+      wa->id = k;
+      if (pthread_create(&it->th[k], NULL, worker_main, wa) != 0) {
+        strop__free(wa);
+        break;
+      }
+    }
+    if (k < it->nworkers) {
+      stop_workers(it, k);
+      it->stop = 0;
       pthread_cond_destroy(&it->cv);
       pthread_mutex_destroy(&it->mu);
-      return strop__err(STROP_E_INTERNAL, "%s: cannot start the prefetch thread", fn);
+      if (oom) return STROP__NOMEM(fn);
+      return strop__err(STROP_E_INTERNAL, "%s: cannot start prefetch thread %d of %d", fn, k + 1,
+                        it->nworkers);
     }
     it->threaded = 1;
   }
@@ -368,10 +840,9 @@ static void release_buffers(strop_batch_iter *it) {
   memset(it->buf, 0, sizeof it->buf);
   it->last_mask = NULL;
   strop__free(it->perm);
-  strop__free(it->s0);
-  strop__free(it->s1);
   it->perm = NULL;
-  it->s0 = it->s1 = NULL;
+  scratch_free(&it->main_s);
+  for (int k = 0; k < MAX_WORKERS; k++) scratch_free(&it->ws[k]);
 }
 
 strop_status strop_batch_iter_next(strop_batch_iter *it, strop_tensor **inputs,
@@ -421,11 +892,8 @@ strop_status strop_batch_iter_next(strop_batch_iter *it, strop_tensor **inputs,
   it->pos += got;
   if (it->threaded) {
     pthread_mutex_lock(&it->mu);
-    it->job_epoch = it->pos >= it->end ? it->epoch + 1 : it->epoch;
-    it->job_pos = it->pos >= it->end ? 0 : it->pos;
-    it->job_buf = 1 - b;
-    it->job = JOB_QUEUED;
-    pthread_cond_broadcast(&it->cv);
+    queue_job(it, it->pos >= it->end ? it->epoch + 1 : it->epoch,
+              it->pos >= it->end ? 0 : it->pos, 1 - b);
     pthread_mutex_unlock(&it->mu);
   }
   if (inputs) *inputs = it->buf[b].tx;
@@ -477,11 +945,7 @@ strop_status strop_batch_iter_set_state(strop_batch_iter *it, int64_t epoch, int
 void strop_batch_iter_free(strop_batch_iter *it) {
   if (!it) return;
   if (it->threaded) {
-    pthread_mutex_lock(&it->mu);
-    it->stop = 1;
-    pthread_cond_broadcast(&it->cv);
-    pthread_mutex_unlock(&it->mu);
-    pthread_join(it->th, NULL);
+    stop_workers(it, it->nworkers);
     pthread_cond_destroy(&it->cv);
     pthread_mutex_destroy(&it->mu);
   }
@@ -506,7 +970,7 @@ static strop_status xf_begin(strop_batch_iter *it, const char *fn, int image, in
     return strop__err(STROP_E_STATE, "%s: transforms must be added before the first batch", fn);
   if (it->out_rank == 3) {
     *c = it->out_dims[0];
-    *h = it->out_dims[1];
+    *h = it->out_dims[1]; /* 0 while the images differ in size */
     *w = it->out_dims[2];
   } else if (it->out_rank == 2) {
     *c = 1;
@@ -544,6 +1008,8 @@ static void xf_set_out(strop_batch_iter *it, int64_t oh, int64_t ow) {
   size_t c = it->out_rank == 3 ? (size_t)it->out_dims[0] : 1;
   it->out_numel = c * (size_t)oh * (size_t)ow;
   if (it->out_numel > it->max_numel) it->max_numel = it->out_numel;
+  it->inplace = 0;
+  it->var = 0;
 }
 
 strop_status strop_batch_iter_add_scale(strop_batch_iter *it, float factor) {
@@ -554,7 +1020,7 @@ strop_status strop_batch_iter_add_scale(strop_batch_iter *it, float factor) {
   if (!isfinite(factor))
     return strop__err(STROP_E_INVALID_ARG, "%s: factor must be finite, got %g", fn,
                       (double)factor);
-  xform x = {.type = XF_SCALE, .a = factor, .c = c, .h = h, .w = w};
+  xform x = {.type = XF_SCALE, .a = factor, .c = c};
   return xf_push(it, fn, &x);
 }
 
@@ -573,7 +1039,7 @@ strop_status strop_batch_iter_add_normalize(strop_batch_iter *it, int64_t channe
     if (!(std[k] > 0.0f) || !isfinite(mean[k]) || !isfinite(std[k]))
       return strop__err(STROP_E_INVALID_ARG, "%s: channel %lld: std must be > 0 and finite, got "
                         "mean %g std %g", fn, (long long)k, (double)mean[k], (double)std[k]);
-  xform x = {.type = XF_NORMALIZE, .c = c, .h = h, .w = w};
+  xform x = {.type = XF_NORMALIZE, .c = c};
   x.mean = strop__malloc((size_t)c * sizeof(float));
   x.std = strop__malloc((size_t)c * sizeof(float));
   if (!x.mean || !x.std) {
@@ -586,22 +1052,30 @@ strop_status strop_batch_iter_add_normalize(strop_batch_iter *it, int64_t channe
   } else {
     /* statistics of the pipeline so far, random transforms drawn from a fixed seed */
     double *acc = strop__calloc((size_t)c * 2, sizeof *acc);
-    float *s0 = strop__malloc(it->max_numel * sizeof(float));
-    float *s1 = strop__malloc(it->max_numel * sizeof(float));
-    if (!acc || !s0 || !s1) {
+    scratch sc = {0};
+    plan_scratch(it, it->nxf, &it->max_numel, &it->max_work);
+    st = scratch_alloc(it, fn, &sc);
+    if (!acc || st) {
       strop__free(acc);
-      strop__free(s0);
-      strop__free(s1);
+      scratch_free(&sc);
       st = STROP__NOMEM(fn);
       goto fail;
     }
-    size_t plane = (size_t)(h * w);
+    double cnt = 0;
     for (int64_t i = 0; i < it->n && !st; i++) {
-      st = strop__ds_read(it->ds, fn, i, s0, NULL);
+      st = strop__ds_read(it->ds, fn, i, sc.s0, NULL);
       if (st) break;
       strop__rng r;
       strop__rng_seed(&r, (uint64_t)i, 0x73746174ULL);
-      const float *p = run_transforms(it, it->nxf, s0, s1, &r);
+      int64_t d[STROP_MAX_RANK];
+      int rank = strop__ds_sample_dims(it->ds, i, d);
+      int64_t sh = rank >= 2 ? d[rank - 2] : 1;
+      int64_t sw = rank >= 2 ? d[rank - 1] : (int64_t)it->ds->in_numel;
+      float *p = NULL;
+      st = run_transforms(it, 0, it->nxf, c, &sh, &sw, &sc, sc.s0, sc.s1, &r, i, &p);
+      if (st) break;
+      size_t plane = (size_t)(sh * sw);
+      cnt += (double)plane;
       for (int64_t k = 0; k < c; k++) {
         double s = 0, s2 = 0;
         for (size_t q = 0; q < plane; q++) {
@@ -614,7 +1088,6 @@ strop_status strop_batch_iter_add_normalize(strop_batch_iter *it, int64_t channe
       }
     }
     if (!st) {
-      double cnt = (double)it->n * (double)plane;
       for (int64_t k = 0; k < c; k++) {
         double m = acc[2 * k] / cnt, var = acc[2 * k + 1] / cnt - m * m;
         double sd = sqrt(var > 0 ? var : 0);
@@ -623,8 +1096,7 @@ strop_status strop_batch_iter_add_normalize(strop_batch_iter *it, int64_t channe
       }
     }
     strop__free(acc);
-    strop__free(s0);
-    strop__free(s1);
+    scratch_free(&sc);
     if (st) goto fail;
   }
   st = xf_push(it, fn, &x);
@@ -643,7 +1115,7 @@ strop_status strop_batch_iter_add_hflip(strop_batch_iter *it, float p) {
   if (st) return st;
   if (!(p >= 0.0f && p <= 1.0f))
     return strop__err(STROP_E_INVALID_ARG, "%s: p must be in [0, 1], got %g", fn, (double)p);
-  xform x = {.type = XF_HFLIP, .a = p, .c = c, .h = h, .w = w};
+  xform x = {.type = XF_HFLIP, .a = p, .c = c};
   return xf_push(it, fn, &x);
 }
 
@@ -657,16 +1129,13 @@ strop_status strop_batch_iter_add_random_crop(strop_batch_iter *it, int64_t heig
     return strop__err(STROP_E_INVALID_ARG,
                       "%s: need height, width >= 1 and padding >= 0, got %lld x %lld pad %lld",
                       fn, (long long)height, (long long)width, (long long)padding);
-  if (height > h + 2 * padding || width > w + 2 * padding)
+  if (h > 0 && (height > h + 2 * padding || width > w + 2 * padding))
     return strop__err(STROP_E_SHAPE, "%s: crop %lld x %lld exceeds the padded image %lld x %lld",
                       fn, (long long)height, (long long)width, (long long)(h + 2 * padding),
                       (long long)(w + 2 * padding));
-  xform x = {.type = XF_CROP, .c = c, .h = h, .w = w, .oh = height, .ow = width, .pad = padding};
+  xform x = {.type = XF_CROP, .c = c, .oh = height, .ow = width, .pad = padding};
   st = xf_push(it, fn, &x);
-  if (!st) {
-    xf_set_out(it, height, width);
-    it->inplace = 0;
-  }
+  if (!st) xf_set_out(it, height, width);
   return st;
 }
 
@@ -679,13 +1148,115 @@ strop_status strop_batch_iter_add_resize(strop_batch_iter *it, int64_t height, i
   if (height < 1 || width < 1 || height > 1 << 16 || width > 1 << 16)
     return strop__err(STROP_E_INVALID_ARG, "%s: size must be in [1, 65536], got %lld x %lld", fn,
                       (long long)height, (long long)width);
-  if (mode != STROP_RESIZE_NEAREST && mode != STROP_RESIZE_BILINEAR)
+  if (mode != STROP_RESIZE_NEAREST && mode != STROP_RESIZE_BILINEAR &&
+      mode != STROP_RESIZE_BILINEAR_AA)
     return strop__err(STROP_E_INVALID_ARG, "%s: unknown mode %d", fn, mode);
-  xform x = {.type = XF_RESIZE, .c = c, .h = h, .w = w, .oh = height, .ow = width, .mode = mode};
+  xform x = {.type = XF_RESIZE, .c = c, .oh = height, .ow = width, .mode = mode};
   st = xf_push(it, fn, &x);
-  if (!st) {
-    xf_set_out(it, height, width);
-    it->inplace = 0;
-  }
+  if (!st) xf_set_out(it, height, width);
   return st;
+}
+
+strop_status strop_batch_iter_add_resize_shorter(strop_batch_iter *it, int64_t size,
+                                                 int64_t max_size, int mode) {
+  const char *fn = "strop_batch_iter_add_resize_shorter";
+  int64_t c = 1, h = 1, w = 1;
+  strop_status st = xf_begin(it, fn, 1, &c, &h, &w);
+  if (st) return st;
+  if (size < 1 || size > 1 << 16 || max_size < 0 || max_size > 1 << 16)
+    return strop__err(STROP_E_INVALID_ARG, "%s: size must be in [1, 65536] and max_size in "
+                      "[0, 65536], got %lld and %lld", fn, (long long)size, (long long)max_size);
+  if (max_size > 0 && max_size <= size)
+    return strop__err(STROP_E_INVALID_ARG, "%s: max_size %lld must be larger than size %lld", fn,
+                      (long long)max_size, (long long)size);
+  if (mode != STROP_RESIZE_NEAREST && mode != STROP_RESIZE_BILINEAR &&
+      mode != STROP_RESIZE_BILINEAR_AA)
+    return strop__err(STROP_E_INVALID_ARG, "%s: unknown mode %d", fn, mode);
+  xform x = {.type = XF_RESIZE_SHORT, .c = c, .oh = size, .ow = max_size, .mode = mode};
+  st = xf_push(it, fn, &x);
+  if (st) return st;
+  it->inplace = 0;
+  if (h > 0) {
+    int64_t oh, ow;
+    xf_out_size(&x, h, w, &oh, &ow);
+    xf_set_out(it, oh, ow);
+  }
+  return STROP_OK;
+}
+
+strop_status strop_batch_iter_add_center_crop(strop_batch_iter *it, int64_t height,
+                                              int64_t width) {
+  const char *fn = "strop_batch_iter_add_center_crop";
+  int64_t c = 1, h = 1, w = 1;
+  strop_status st = xf_begin(it, fn, 1, &c, &h, &w);
+  if (st) return st;
+  if (height < 1 || width < 1 || height > 1 << 16 || width > 1 << 16)
+    return strop__err(STROP_E_INVALID_ARG, "%s: size must be in [1, 65536], got %lld x %lld", fn,
+                      (long long)height, (long long)width);
+  xform x = {.type = XF_CENTER_CROP, .c = c, .oh = height, .ow = width};
+  st = xf_push(it, fn, &x);
+  if (!st) xf_set_out(it, height, width);
+  return st;
+}
+
+strop_status strop_batch_iter_add_random_resized_crop(strop_batch_iter *it, int64_t height,
+                                                      int64_t width, float scale_min,
+                                                      float scale_max, float ratio_min,
+                                                      float ratio_max, int mode) {
+  const char *fn = "strop_batch_iter_add_random_resized_crop";
+  int64_t c = 1, h = 1, w = 1;
+  strop_status st = xf_begin(it, fn, 1, &c, &h, &w);
+  if (st) return st;
+  if (height < 1 || width < 1 || height > 1 << 16 || width > 1 << 16)
+    return strop__err(STROP_E_INVALID_ARG, "%s: size must be in [1, 65536], got %lld x %lld", fn,
+                      (long long)height, (long long)width);
+  if (!(scale_min > 0.0f && scale_min <= scale_max && scale_max <= 1.0f))
+    return strop__err(STROP_E_INVALID_ARG, "%s: need 0 < scale_min <= scale_max <= 1, got %g "
+                      "and %g", fn, (double)scale_min, (double)scale_max);
+  if (!(ratio_min > 0.0f && ratio_min <= ratio_max && isfinite(ratio_max)))
+    return strop__err(STROP_E_INVALID_ARG, "%s: need 0 < ratio_min <= ratio_max (finite), got "
+                      "%g and %g", fn, (double)ratio_min, (double)ratio_max);
+  if (mode != STROP_RESIZE_NEAREST && mode != STROP_RESIZE_BILINEAR &&
+      mode != STROP_RESIZE_BILINEAR_AA)
+    return strop__err(STROP_E_INVALID_ARG, "%s: unknown mode %d", fn, mode);
+  xform x = {.type = XF_RRC, .c = c, .oh = height, .ow = width, .mode = mode,
+             .p = {scale_min, scale_max, ratio_min, ratio_max}};
+  st = xf_push(it, fn, &x);
+  if (!st) xf_set_out(it, height, width);
+  return st;
+}
+
+strop_status strop_batch_iter_add_color_jitter(strop_batch_iter *it, float brightness,
+                                               float contrast, float saturation, float hue) {
+  const char *fn = "strop_batch_iter_add_color_jitter";
+  int64_t c = 1, h = 1, w = 1;
+  strop_status st = xf_begin(it, fn, 1, &c, &h, &w);
+  if (st) return st;
+  if (c != 1 && c != 3)
+    return strop__err(STROP_E_SHAPE, "%s: colour jitter needs 1 or 3 channels, got %lld", fn,
+                      (long long)c);
+  if (!(brightness >= 0.0f && contrast >= 0.0f && saturation >= 0.0f && hue >= 0.0f &&
+        isfinite(brightness) && isfinite(contrast) && isfinite(saturation) && hue <= 0.5f))
+    return strop__err(STROP_E_INVALID_ARG, "%s: need brightness, contrast, saturation >= 0 and "
+                      "hue in [0, 0.5], got %g %g %g %g", fn, (double)brightness,
+                      (double)contrast, (double)saturation, (double)hue);
+  xform x = {.type = XF_JITTER, .c = c, .p = {brightness, contrast, saturation, hue}};
+  st = xf_push(it, fn, &x);
+  if (!st) it->inplace = it->inplace && 1;
+  return st;
+}
+
+strop_status strop_batch_iter_set_workers(strop_batch_iter *it, int workers) {
+  const char *fn = "strop_batch_iter_set_workers";
+  if (!it) return strop__err(STROP_E_INVALID_ARG, "%s: it is NULL", fn);
+  if (it->started)
+    return strop__err(STROP_E_STATE, "%s: set the workers before the first batch", fn);
+  if (workers < 1 || workers > MAX_WORKERS)
+    return strop__err(STROP_E_INVALID_ARG, "%s: workers must be in [1, %d], got %d", fn,
+                      MAX_WORKERS, workers);
+  if (!(it->flags & STROP_ITER_PREFETCH) && workers > 1)
+    return strop__err(STROP_E_STATE, "%s: workers prepare batches ahead: create the iterator "
+                      "with STROP_ITER_PREFETCH", fn);
+  it->nworkers = workers;
+  return STROP_OK;
 }

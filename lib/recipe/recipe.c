@@ -38,6 +38,12 @@ static const range R_ONE_UP = {1, INFINITY, 0, 0, ">= 1"};
 static const range R_IMAGE_SIZE = {1, 65536, 0, 0, "in [1, 65536]"};
 static const range R_PADDING = {0, 1 << 20, 0, 0, "in [0, 1048576]"};
 static const range R_CLASSES = {-1, 1 << 24, 0, 0, "in [-1, 16777216] (-1: infer)"};
+static const range R_CHANNELS = {1, 4, 0, 0, "1, 3 or 4"};
+static const range R_WORKERS = {1, 64, 0, 0, "in [1, 64]"};
+static const range R_SHARE = {0, 1, 1, 0, "in (0, 1]"};
+static const range R_RATIO = {0, INFINITY, 1, 1, "> 0 and finite"};
+static const range R_JITTER = {0, 1e6, 0, 0, ">= 0"};
+static const range R_HUE = {0, 0.5, 0, 0, "in [0, 0.5]"};
 
 typedef struct field {
   const char *key;
@@ -54,8 +60,9 @@ static const char *const SCHED_KINDS[] = {"constant", "step", "multistep", "expo
                                           "cosine", "cosine_restarts", "one_cycle", "plateau",
                                           NULL};
 static const char *const MONITORS[] = {"val_loss", "val_accuracy", "train_loss", NULL};
-static const char *const SOURCES[] = {"idx", "csv", "npy", NULL};
-static const char *const RESIZE_MODES[] = {"nearest", "bilinear", NULL};
+static const char *const SOURCES[] = {"idx", "csv", "npy", "images", NULL};
+static const char *const RESIZE_MODES[] = {"nearest", "bilinear", "bilinear_aa", NULL};
+static const char *const PRESETS[] = {"imagenet", NULL};
 static const char *const PER[] = {"step", "epoch", NULL};
 static const char *const BASELINES[] = {"scratch", NULL};
 static const char *const LABEL_MODES[] = {"index", "names", "names_sorted", NULL};
@@ -77,6 +84,13 @@ static const field F_MODEL[] = {{"spec", T_STR, NULL, NULL, NULL},
                                 END};
 static const field F_CROP[] = {{"size", T_INTS, NULL, NULL, &R_IMAGE_SIZE},
                                {"padding", T_INT, NULL, NULL, &R_PADDING}, END};
+static const field F_RRC[] = {{"size", T_INTS, NULL, NULL, &R_IMAGE_SIZE},
+                              {"scale", T_FLOATS, NULL, NULL, &R_SHARE},
+                              {"ratio", T_FLOATS, NULL, NULL, &R_RATIO}, END};
+static const field F_JITTER[] = {{"brightness", T_FLOAT, NULL, NULL, &R_JITTER},
+                                 {"contrast", T_FLOAT, NULL, NULL, &R_JITTER},
+                                 {"saturation", T_FLOAT, NULL, NULL, &R_JITTER},
+                                 {"hue", T_FLOAT, NULL, NULL, &R_HUE}, END};
 static const field F_DATA[] = {{"source", T_ENUM, NULL, SOURCES, NULL},
                                {"train_images", T_STR, NULL, NULL, NULL},
                                {"train_labels", T_STR, NULL, NULL, NULL},
@@ -114,6 +128,17 @@ static const field F_DATA[] = {{"source", T_ENUM, NULL, SOURCES, NULL},
                                {"resize_mode", T_ENUM, NULL, RESIZE_MODES, NULL},
                                {"hflip", T_FLOAT, NULL, NULL, &R_PROBABILITY},
                                {"crop", T_MAP, F_CROP, NULL, NULL},
+                               {"channels", T_INT, NULL, NULL, &R_CHANNELS},
+                               {"skip_bad", T_BOOL, NULL, NULL, NULL},
+                               {"max_pixels", T_INT, NULL, NULL, &R_ONE_UP},
+                               {"cache_mb", T_INT, NULL, NULL, &R_NONNEG},
+                               {"workers", T_INT, NULL, NULL, &R_WORKERS},
+                               {"preset", T_ENUM, NULL, PRESETS, NULL},
+                               {"resize_shorter", T_INT, NULL, NULL, &R_IMAGE_SIZE},
+                               {"max_size", T_INT, NULL, NULL, &R_NONNEG},
+                               {"center_crop", T_INTS, NULL, NULL, &R_IMAGE_SIZE},
+                               {"random_resized_crop", T_MAP, F_RRC, NULL, NULL},
+                               {"color_jitter", T_MAP, F_JITTER, NULL, NULL},
                                {"limit", T_INT, NULL, NULL, &R_NONNEG},
                                {"test_limit", T_INT, NULL, NULL, &R_NONNEG},
                                END};

@@ -122,6 +122,13 @@ typedef struct ctx {
   int resize_mode;
   double hflip;
   int64_t crop[2], crop_pad;
+  int workers;
+  int64_t resize_shorter, max_size; /* 0: none */
+  int shorter_mode;                 /* mode of resize_shorter and random_resized_crop */
+  int64_t center_crop[2];           /* 0: none */
+  int64_t rrc[2];                   /* random_resized_crop size, 0: none (training only) */
+  float rrc_scale[2], rrc_ratio[2];
+  float jitter[4];                  /* color_jitter (training only); all 0: none */
   /* progress forwarding */
   int64_t stage, stages;
   const char *stage_name;
@@ -403,6 +410,34 @@ static strop_status load_sources(ctx *c, strop_dataset **train, strop_dataset **
       return strop__recipe_err(FN, r, d, STROP_E_FORMAT, "csv data needs 'path'");
     if ((s = strop_dataset_load_csv(a, &co, train))) return s;
     if (strop__rd_path(r, d, "test_path", b, sizeof b)) s = strop_dataset_load_csv(b, &co, test);
+  } else if (!strcmp(src, "images")) {
+    strop_image_options io;
+    strop_image_options_init(&io);
+    int64_t ch = 3, maxpx = io.max_pixels, cache_mb = 0;
+    int skip = 0;
+    if ((s = strop__rd_int(r, d, "channels", &ch)) || (s = strop__rd_bool(r, d, "skip_bad", &skip)) ||
+        (s = strop__rd_int(r, d, "max_pixels", &maxpx)) || (s = strop__rd_int(r, d, "cache_mb", &cache_mb)))
+      return s;
+    io.channels = (int)ch;
+    io.skip_bad = skip;
+    io.max_pixels = maxpx;
+    io.cache_bytes = (size_t)cache_mb << 20;
+    if (!strop__rd_path(r, d, "path", a, sizeof a))
+      return strop__recipe_err(FN, r, d, STROP_E_FORMAT, "images data needs 'path' (a folder of "
+                               "class folders, or a CSV/JSON-lines list of path,label)");
+    if ((s = strop_dataset_load_images(a, &io, train))) return s;
+    if (strop__rd_path(r, d, "test_path", b, sizeof b)) s = strop_dataset_load_images(b, &io, test);
+    for (int k = 0; !s && k < 2; k++) {
+      strop_dataset *part = k ? *test : *train;
+      if (part && nc > 0 && strop_dataset_num_classes(part) > nc)
+        s = strop__recipe_err(FN, r, sub(d, "num_classes"), STROP_E_FORMAT, "%s has %lld classes, "
+                              "more than num_classes %lld", k ? b : a,
+                              (long long)strop_dataset_num_classes(part), (long long)nc);
+    }
+    if (s && *test) {
+      strop_dataset_free(*test);
+      *test = NULL;
+    }
   } else {
     if (!strop__rd_path(r, d, "x", a, sizeof a) || !strop__rd_path(r, d, "y", b, sizeof b))
       return strop__recipe_err(FN, r, d, STROP_E_FORMAT, "npy data needs 'x' and 'y'");
@@ -584,7 +619,81 @@ static strop_status load_data(ctx *c) {
     c->resize[1] = resize[1];
   }
   const char *rm = strop__rd_str(d, "resize_mode");
-  c->resize_mode = rm && !strcmp(rm, "nearest") ? STROP_RESIZE_NEAREST : STROP_RESIZE_BILINEAR;
+  c->resize_mode = rm && !strcmp(rm, "nearest") ? STROP_RESIZE_NEAREST
+                   : rm && !strcmp(rm, "bilinear_aa") ? STROP_RESIZE_BILINEAR_AA
+                                                      : STROP_RESIZE_BILINEAR;
+  /* torchvision's image transforms antialias (as PIL does) unless the recipe says otherwise */
+  c->shorter_mode = rm ? c->resize_mode : STROP_RESIZE_BILINEAR_AA;
+  const char *preset = strop__rd_str(d, "preset");
+  int imagenet = preset && !strcmp(preset, "imagenet");
+  int64_t workers = 1, cc[2];
+  int ncc = 0;
+  c->resize_shorter = imagenet ? 256 : 0;
+  c->max_size = 0;
+  c->center_crop[0] = c->center_crop[1] = imagenet ? 224 : 0;
+  if ((s = strop__rd_int(r, d, "workers", &workers)) ||
+      (s = strop__rd_int(r, d, "resize_shorter", &c->resize_shorter)) ||
+      (s = strop__rd_int(r, d, "max_size", &c->max_size)) ||
+      (s = strop__rd_ints(r, d, "center_crop", cc, 2, &ncc)))
+    return fail(s, "data");
+  c->workers = (int)workers;
+  if (nresize && sub(d, "resize_shorter"))
+    return strop__recipe_err(FN, r, sub(d, "resize_shorter"), STROP_E_FORMAT, "give 'resize' "
+                             "(a fixed size) or 'resize_shorter' (torchvision's Resize(int)), not both");
+  if (nresize) c->resize_shorter = 0;
+  if (ncc) {
+    c->center_crop[0] = cc[0];
+    c->center_crop[1] = ncc == 1 ? cc[0] : cc[1];
+  }
+  if (imagenet) {
+    /* torchvision's ImageNet recipes: ToTensor, then Resize(256) + CenterCrop(224) to
+     * evaluate, RandomResizedCrop(224) + RandomHorizontalFlip() to train; ImageNet's
+     * mean and std. Keys the data section gives win. */
+    if (!sub(d, "scale")) c->scale = 1.0 / 255.0;
+    if (!sub(d, "hflip")) c->hflip = 0.5;
+  }
+  const strop__ynode *rrc = sub(d, "random_resized_crop");
+  c->rrc[0] = c->rrc[1] = imagenet ? 224 : 0;
+  c->rrc_scale[0] = 0.08f;
+  c->rrc_scale[1] = 1.0f;
+  c->rrc_ratio[0] = 3.0f / 4.0f;
+  c->rrc_ratio[1] = 4.0f / 3.0f;
+  if (rrc) {
+    int64_t sz[2];
+    double sc[2], ra[2];
+    int nsz = 0, nsc = 0, nra = 0;
+    if ((s = strop__rd_ints(r, rrc, "size", sz, 2, &nsz)) ||
+        (s = strop__rd_floats(r, rrc, "scale", sc, 2, &nsc)) ||
+        (s = strop__rd_floats(r, rrc, "ratio", ra, 2, &nra)))
+      return fail(s, "data.random_resized_crop");
+    if (!nsz && !c->rrc[0])
+      return strop__recipe_err(FN, r, rrc, STROP_E_FORMAT, "random_resized_crop needs 'size'");
+    if (nsz) {
+      c->rrc[0] = sz[0];
+      c->rrc[1] = nsz == 1 ? sz[0] : sz[1];
+    }
+    if ((nsc && nsc != 2) || (nra && nra != 2) || (nsc && sc[0] > sc[1]) || (nra && ra[0] > ra[1]))
+      return strop__recipe_err(FN, r, rrc, STROP_E_FORMAT, "random_resized_crop: 'scale' and "
+                               "'ratio' are [low, high] with low <= high");
+    if (nsc) {
+      c->rrc_scale[0] = (float)sc[0];
+      c->rrc_scale[1] = (float)sc[1];
+    }
+    if (nra) {
+      c->rrc_ratio[0] = (float)ra[0];
+      c->rrc_ratio[1] = (float)ra[1];
+    }
+  }
+  const strop__ynode *cj = sub(d, "color_jitter");
+  memset(c->jitter, 0, sizeof c->jitter);
+  if (cj) {
+    static const char *const keys[4] = {"brightness", "contrast", "saturation", "hue"};
+    for (int q = 0; q < 4; q++) {
+      double jv = 0;
+      if ((s = strop__rd_float(r, cj, keys[q], &jv))) return fail(s, "data.color_jitter");
+      c->jitter[q] = (float)jv;
+    }
+  }
   const strop__ynode *cr = sub(d, "crop");
   c->crop[0] = c->crop[1] = 0;
   c->crop_pad = 0;
@@ -599,6 +708,13 @@ static strop_status load_data(ctx *c) {
   }
   const strop__ynode *nm = sub(d, "normalize");
   c->have_norm = 0;
+  if (!nm && imagenet) {
+    static const float mean[3] = {0.485f, 0.456f, 0.406f}, sd[3] = {0.229f, 0.224f, 0.225f};
+    memcpy(c->mean, mean, sizeof mean);
+    memcpy(c->std, sd, sizeof sd);
+    c->n_norm = 3;
+    c->have_norm = 1;
+  }
   if (nm) {
     if (nm->type == STROP__Y_SCALAR && !strcmp(nm->text, "auto")) {
       if ((s = strop_dataset_channel_stats(c->train, (float)scale, c->mean, c->std, 16, &c->n_norm)))
@@ -647,11 +763,34 @@ static strop_status make_iter_raw(ctx *c, strop_dataset *ds, int train, uint64_t
   strop_status s = strop_batch_iter_create(ds, train ? c->batch : c->eval_batch, seed, flags, out);
   if (s) return fail(at_data_key(c, s, train ? "batch_size" : "eval_batch_size"), "data");
   strop_batch_iter *it = *out;
+  const char *key = "workers";
+  if (c->prefetch && c->workers > 1 && (s = strop_batch_iter_set_workers(it, c->workers))) goto bad;
   if (raw) return STROP_OK;
-  const char *key = "scale";
+  /* the order of torchvision's pipelines: the values scaled (ToTensor), the geometry (in
+   * training a random resized crop takes the place of resize and centre crop), colour, then
+   * normalize */
+  key = "scale";
   if (c->scale != 1.0 && (s = strop_batch_iter_add_scale(it, (float)c->scale))) goto bad;
+  int rrc = train && c->rrc[0] > 0;
   key = "resize";
-  if (c->resize[0] > 0 && (s = strop_batch_iter_add_resize(it, c->resize[0], c->resize[1], c->resize_mode)))
+  if (!rrc && c->resize[0] > 0 && (s = strop_batch_iter_add_resize(it, c->resize[0], c->resize[1], c->resize_mode)))
+    goto bad;
+  key = "resize_shorter";
+  if (!rrc && c->resize_shorter > 0 &&
+      (s = strop_batch_iter_add_resize_shorter(it, c->resize_shorter, c->max_size, c->shorter_mode)))
+    goto bad;
+  key = "center_crop";
+  if (!rrc && c->center_crop[0] > 0 &&
+      (s = strop_batch_iter_add_center_crop(it, c->center_crop[0], c->center_crop[1])))
+    goto bad;
+  key = "random_resized_crop";
+  if (rrc && (s = strop_batch_iter_add_random_resized_crop(it, c->rrc[0], c->rrc[1], c->rrc_scale[0],
+                                                           c->rrc_scale[1], c->rrc_ratio[0],
+                                                           c->rrc_ratio[1], c->shorter_mode)))
+    goto bad;
+  key = "color_jitter";
+  if (train && (c->jitter[0] > 0 || c->jitter[1] > 0 || c->jitter[2] > 0 || c->jitter[3] > 0) &&
+      (s = strop_batch_iter_add_color_jitter(it, c->jitter[0], c->jitter[1], c->jitter[2], c->jitter[3])))
     goto bad;
   key = "normalize";
   if (c->have_norm && (s = strop_batch_iter_add_normalize(it, c->n_norm, c->mean, c->std))) goto bad;
@@ -958,7 +1097,8 @@ static strop_status run_stage(ctx *c, strop_model *m, const strop__ynode *st, in
   if ((s = rd2_bool(r, top, tst, "cache_frozen", &cache)) ||
       (s = rd2_int(r, top, tst, "checkpoint_every", &ckpt_every)))
     return s;
-  if (cache && c->hflip <= 0 && c->crop[0] <= 0 && ckpt_every <= 0 && !resume &&
+  if (cache && c->hflip <= 0 && c->crop[0] <= 0 && c->rrc[0] <= 0 && c->jitter[0] <= 0 &&
+      c->jitter[1] <= 0 && c->jitter[2] <= 0 && c->jitter[3] <= 0 && ckpt_every <= 0 && !resume &&
       strop__frozen_head_possible(m) && (s = frozen_head(c, m, &fh)))
     goto done;
   strop_model *tm = fh.head ? fh.head : m, *head = fh.head;
@@ -1134,6 +1274,11 @@ static const char *class_name(ctx *c, int64_t k, int64_t label, char *buf, size_
   return buf;
 }
 
+static const char *mode_word(int mode) {
+  return mode == STROP_RESIZE_NEAREST ? "nearest"
+         : mode == STROP_RESIZE_BILINEAR_AA ? "bilinear_aa" : "bilinear";
+}
+
 /* Sets key to the buffer's text (NULL: removes it), reporting an allocation failure. */
 static strop_status put_meta(strop_model *m, const char *key, strop__sbuf *b, int set) {
   if (set && b->oom) return STROP__NOMEM(FN);
@@ -1159,10 +1304,19 @@ static strop_status record_meta(ctx *c, strop_model *m) {
   if ((s = put_meta(m, "input.shape", &b, 1))) goto done;
   strop__sbuf_printf(&b, "%.17g", c->scale);
   if ((s = put_meta(m, "input.scale", &b, c->scale != 1.0))) goto done;
-  strop__sbuf_printf(&b, "{\"size\": [%lld, %lld], \"mode\": \"%s\"}", (long long)c->resize[0],
-                     (long long)c->resize[1],
-                     c->resize_mode == STROP_RESIZE_NEAREST ? "nearest" : "bilinear");
-  if ((s = put_meta(m, "input.resize", &b, c->resize[0] > 0))) goto done;
+  if (c->resize[0] > 0)
+    strop__sbuf_printf(&b, "{\"size\": [%lld, %lld], \"mode\": \"%s\"}", (long long)c->resize[0],
+                       (long long)c->resize[1], mode_word(c->resize_mode));
+  else if (c->max_size > 0)
+    strop__sbuf_printf(&b, "{\"shorter\": %lld, \"max_size\": %lld, \"mode\": \"%s\"}",
+                       (long long)c->resize_shorter, (long long)c->max_size, mode_word(c->shorter_mode));
+  else
+    strop__sbuf_printf(&b, "{\"shorter\": %lld, \"mode\": \"%s\"}", (long long)c->resize_shorter,
+                       mode_word(c->shorter_mode));
+  if ((s = put_meta(m, "input.resize", &b, c->resize[0] > 0 || c->resize_shorter > 0))) goto done;
+  strop__sbuf_printf(&b, "{\"size\": [%lld, %lld]}", (long long)c->center_crop[0],
+                     (long long)c->center_crop[1]);
+  if ((s = put_meta(m, "input.center_crop", &b, c->center_crop[0] > 0))) goto done;
   for (int part = 0; part < 2; part++) {
     strop__sbuf_puts(&b, part ? "], \"std\": [" : "{\"mean\": [");
     for (int64_t i = 0; i < c->n_norm; i++)

@@ -41,7 +41,9 @@ typedef struct prep {
   int have_scale;
   double scale;
   int64_t resize[2];              /* 0: none */
+  int64_t shorter, max_size;      /* resize of the shorter side (0: none) */
   int resize_mode;
+  int64_t center_crop[2];         /* 0: none */
   int64_t n_norm;                 /* 0: none */
   float *mean, *std;
 } prep;
@@ -136,28 +138,65 @@ static strop_status read_prep(const strop_model *m, prep *p) {
     if (!ok) return bad_meta("input.scale", "a finite number");
     p->have_scale = 1;
   }
-  /* input.resize: {"size": [h, w], "mode": "bilinear" | "nearest"} */
+  /* input.resize: {"size": [h, w], "mode": M} or {"shorter": s, "max_size": m, "mode": M},
+   * M "bilinear" (default), "nearest" or "bilinear_aa" */
   memset(&j, 0, sizeof j);
   if ((st = parse_meta(m, "input.resize", &j, &have))) return st;
   if (have) {
     const strop__jnode *r = strop__json_at(&j, 0);
     const strop__jnode *sz = r->type == STROP__J_OBJ ? strop__json_get(&j, r, "size") : NULL;
+    const strop__jnode *sh = r->type == STROP__J_OBJ ? strop__json_get(&j, r, "shorter") : NULL;
+    const strop__jnode *mx = r->type == STROP__J_OBJ ? strop__json_get(&j, r, "max_size") : NULL;
     const strop__jnode *md = r->type == STROP__J_OBJ ? strop__json_get(&j, r, "mode") : NULL;
-    int ok = sz && sz->type == STROP__J_ARR && sz->count == 2 &&
-             (!md || (md->type == STROP__J_STR &&
-                      (!strcmp(md->str, "bilinear") || !strcmp(md->str, "nearest"))));
+    int ok = (!md || (md->type == STROP__J_STR &&
+                      (!strcmp(md->str, "bilinear") || !strcmp(md->str, "nearest") ||
+                       !strcmp(md->str, "bilinear_aa"))));
+    if (sz) {
+      ok = ok && !sh && !mx && sz->type == STROP__J_ARR && sz->count == 2;
+      int k = 0;
+      for (const strop__jnode *c = ok ? strop__json_at(&j, sz->child) : NULL; c;
+           c = strop__json_at(&j, c->next), k++) {
+        if (c->type != STROP__J_NUM || !c->is_int || c->ival < 1 || c->ival > 65536) ok = 0;
+        else p->resize[k] = c->ival;
+      }
+    } else {
+      ok = ok && sh && sh->type == STROP__J_NUM && sh->is_int && sh->ival >= 1 &&
+           sh->ival <= 65536 &&
+           (!mx || (mx->type == STROP__J_NUM && mx->is_int && mx->ival > sh->ival &&
+                    mx->ival <= 65536));
+      if (ok) {
+        p->shorter = sh->ival;
+        p->max_size = mx ? mx->ival : 0;
+      }
+    }
+    p->resize_mode = md && !strcmp(md->str, "nearest")       ? STROP_RESIZE_NEAREST
+                     : md && !strcmp(md->str, "bilinear_aa") ? STROP_RESIZE_BILINEAR_AA
+                                                             : STROP_RESIZE_BILINEAR;
+    strop__json_free(&j);
+    if (!ok) {
+      p->resize[0] = p->shorter = 0;
+      return bad_meta("input.resize", "{\"size\": [h, w]} or {\"shorter\": s, \"max_size\": m} "
+                      "with sizes in [1, 65536] and a \"mode\" of \"bilinear\", \"nearest\" or "
+                      "\"bilinear_aa\"");
+    }
+  }
+  /* input.center_crop: {"size": [h, w]} */
+  memset(&j, 0, sizeof j);
+  if ((st = parse_meta(m, "input.center_crop", &j, &have))) return st;
+  if (have) {
+    const strop__jnode *r = strop__json_at(&j, 0);
+    const strop__jnode *sz = r->type == STROP__J_OBJ ? strop__json_get(&j, r, "size") : NULL;
+    int ok = sz && sz->type == STROP__J_ARR && sz->count == 2;
     int k = 0;
     for (const strop__jnode *c = ok ? strop__json_at(&j, sz->child) : NULL; c;
          c = strop__json_at(&j, c->next), k++) {
       if (c->type != STROP__J_NUM || !c->is_int || c->ival < 1 || c->ival > 65536) ok = 0;
-      else p->resize[k] = c->ival;
+      else p->center_crop[k] = c->ival;
     }
-    p->resize_mode = md && !strcmp(md->str, "nearest") ? STROP_RESIZE_NEAREST : STROP_RESIZE_BILINEAR;
     strop__json_free(&j);
     if (!ok) {
-      p->resize[0] = 0;
-      return bad_meta("input.resize", "{\"size\": [h, w], \"mode\": \"bilinear\" or \"nearest\"} "
-                      "with sizes in [1, 65536]");
+      p->center_crop[0] = 0;
+      return bad_meta("input.center_crop", "{\"size\": [h, w]} with sizes in [1, 65536]");
     }
   }
   /* input.normalize: {"mean": [...], "std": [...]} */
@@ -274,6 +313,12 @@ strop_status strop_model_predict(strop_model *m, const strop_tensor *input, int 
   int64_t dims[STROP_MAX_RANK];
   const int rank = strop_tensor_shape(input, dims, STROP_MAX_RANK);
   const size_t numel = strop_tensor_numel(input);
+  /* images of any size when the pipeline gives them one ([N, C, H, W] of the recorded C) */
+  if ((pp.resize[0] > 0 || pp.shorter > 0 || pp.center_crop[0] > 0) && pp.rank == 3 && rank == 4 &&
+      dims[1] == pp.dims[0] && dims[2] > 0 && dims[3] > 0) {
+    pp.dims[1] = dims[2];
+    pp.dims[2] = dims[3];
+  }
   size_t per = 1;
   for (int i = 0; i < pp.rank; i++) per *= (size_t)pp.dims[i];
   const int64_t n = (int64_t)(numel / per);
@@ -316,6 +361,12 @@ strop_status strop_model_predict(strop_model *m, const strop_tensor *input, int 
   if (pp.have_scale && (st = strop_batch_iter_add_scale(it, (float)pp.scale))) goto wrapped;
   if (pp.resize[0] > 0 &&
       (st = strop_batch_iter_add_resize(it, pp.resize[0], pp.resize[1], pp.resize_mode)))
+    goto wrapped;
+  if (pp.shorter > 0 &&
+      (st = strop_batch_iter_add_resize_shorter(it, pp.shorter, pp.max_size, pp.resize_mode)))
+    goto wrapped;
+  if (pp.center_crop[0] > 0 &&
+      (st = strop_batch_iter_add_center_crop(it, pp.center_crop[0], pp.center_crop[1])))
     goto wrapped;
   if (pp.n_norm > 0 && (st = strop_batch_iter_add_normalize(it, pp.n_norm, pp.mean, pp.std)))
     goto wrapped;

@@ -400,6 +400,63 @@ assert stopped["status"] == "interrupted" and again["id"] == stopped["id"], (sto
 assert again["values"] == stopped["values"] and again["status"] != "interrupted", again
 P
   ;;
+demo_fashion_png)
+  # The Fashion demo from PNG files written from the IDX set (at test time: nothing generated is
+  # committed): the images of classes 5-9 as one PNG each, listed in the IDX order with their
+  # labels, give the same samples in the same order, so the run gives the IDX run's accuracy
+  # exactly. A folder laid out as ImageFolder (root/<label>/<n>.png) loads the same images in
+  # class order. `strop predict` on a PNG file then gives what the .npy row gives.
+  [ -f "$FASHION/train-images-idx3-ubyte.gz" ] || { echo "skip: $FASHION missing"; exit 77; }
+  [ -z "${STROP_SANITIZED:-}" ] || { echo "skip: the demos are too slow under sanitizers"; exit 77; }
+  /usr/bin/python3 -c 'import PIL, numpy' 2>/dev/null || { echo "skip: python3-pil missing"; exit 77; }
+  /usr/bin/python3 - "$FASHION" "$work" <<'P' || fail "writing the PNG files"
+import gzip, os, sys
+import numpy as np
+from PIL import Image
+d, w = sys.argv[1], sys.argv[2]
+for part, pre in (("train", "train"), ("test", "t10k")):
+    x = np.frombuffer(gzip.open(f"{d}/{pre}-images-idx3-ubyte.gz").read()[16:], np.uint8).reshape(-1, 28, 28)
+    y = np.frombuffer(gzip.open(f"{d}/{pre}-labels-idx1-ubyte.gz").read()[8:], np.uint8)
+    root = f"{w}/png/{part}"
+    lines = ["path,label"]
+    for i in np.nonzero(y >= 5)[0]:
+        os.makedirs(f"{root}/{y[i]}", exist_ok=True)
+        rel = f"{y[i]}/{i:05d}.png"
+        Image.fromarray(x[i], "L").save(f"{root}/{rel}")
+        lines.append(f"{rel},{y[i]}")
+    open(f"{root}/list.csv", "w").write("\n".join(lines) + "\n")
+    if part == "test":
+        np.save(f"{w}/x_first.npy", x[np.nonzero(y >= 5)[0][:1]])
+P
+  recipe=$src/examples/fashion/finetune.yaml
+  epochs=${STROP_DEMO_EPOCHS:-12}
+  "$strop" finetune "$recipe" --epochs "$epochs" --json --quiet --set output.dir="$work/idx" > "$work/idx.json" || fail "IDX run"
+  png_set=(--set data.source=images --set "data.path=$work/png/train/list.csv"
+           --set "data.test_path=$work/png/test/list.csv" --set data.channels=1)
+  "$strop" finetune "$recipe" --epochs "$epochs" --json --quiet --set output.dir="$work/pngout" \
+    "${png_set[@]}" > "$work/png.json" || fail "PNG run"
+  /usr/bin/python3 - "$work/idx.json" "$work/png.json" <<'P' || fail "the PNG run differs from the IDX run"
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+for sa, sb in zip(a["stages"], b["stages"]):
+    print(f"{sa['name']:>8}: IDX test accuracy {sa['test_accuracy']:.4f}, PNG {sb['test_accuracy']:.4f}")
+    assert sa["test_accuracy"] == sb["test_accuracy"], (sa, sb)
+assert a["test_size"] == b["test_size"] == 5000 and a["train_size"] == b["train_size"]
+P
+  # the same images as ImageFolder lays them out: classes are the folder names 5-9
+  rm "$work/png/train/list.csv" "$work/png/test/list.csv"
+  "$strop" finetune "$recipe" --epochs 2 --json --quiet --set output.dir="$work/folder" "${png_set[@]}" \
+    --set "data.path=$work/png/train" --set "data.test_path=$work/png/test" \
+    --set 'data.classes=[0, 1, 2, 3, 4]' --set 'data.class_names=[Sandal, Shirt, Sneaker, Bag, Ankle boot]' \
+    > "$work/folder.json" || fail "ImageFolder run"
+  /usr/bin/python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["test_size"] == 5000, d["test_size"]; print("folder run:", d["stages"][-1]["test_accuracy"])' "$work/folder.json" || fail "ImageFolder sizes"
+  # strop predict on a PNG file: the first test image of classes 5-9, as its .npy row says
+  first=$(/usr/bin/python3 -c 'import glob,sys; print(min(glob.glob(sys.argv[1] + "/*/*.png"), key=lambda p: p[-9:]))' "$work/png/test")
+  "$strop" predict "$work/pngout/finetuned.yaml" "$work/pngout/finetuned.safetensors" "$first" --top 2 > "$work/p_png.txt" || fail "predict PNG"
+  "$strop" predict "$work/pngout/finetuned.yaml" "$work/pngout/finetuned.safetensors" "$work/x_first.npy" --top 2 > "$work/p_npy.txt" || fail "predict npy"
+  sed 's/^0: [^:]*:/0:/' "$work/p_png.txt" | cmp -s - "$work/p_npy.txt" || fail "predict on the PNG ($(cat "$work/p_png.txt")) differs from the .npy row ($(cat "$work/p_npy.txt"))"
+  echo "ok: predict on $first: $(cat "$work/p_png.txt")"
+  ;;
 demo_fashion|demo_digits)
   [ -f "$FASHION/train-images-idx3-ubyte.gz" ] || { echo "skip: $FASHION missing"; exit 77; }
   [ -z "${STROP_SANITIZED:-}" ] || { echo "skip: the demos are too slow under sanitizers"; exit 77; }

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -387,51 +388,106 @@ static int cmd_inspect(const opts *o) {
 }
 
 /* ---- predict ---- */
+static int is_image_path(const char *p) {
+  size_t n = strlen(p);
+  static const char *const ext[] = {".jpg", ".jpeg", ".png"};
+  for (int i = 0; i < 3; i++) {
+    size_t m = strlen(ext[i]);
+    if (n > m && !strcasecmp(p + n - m, ext[i])) return 1;
+  }
+  return 0;
+}
+
+/* Prints the rows of p, numbered from row0; file (when not NULL) names the row's image. */
+static strop_status print_prediction(const opts *o, const strop_prediction *p, int64_t row0,
+                                     const char *file) {
+  tool_text name = {0};
+  int64_t n = strop_prediction_rows(p);
+  int k = strop_prediction_k(p);
+  for (int64_t i = 0; i < n; i++) {
+    if (o->json) {
+      printf("%s{\"row\":%lld,", row0 + i ? "\n" : "", (long long)(row0 + i));
+      if (file) {
+        printf("\"file\":");
+        tool_json_str(stdout, file);
+        printf(",");
+      }
+      printf("\"top\":[");
+    } else {
+      printf("%lld:", (long long)(row0 + i));
+      if (file) printf(" %s:", file);
+    }
+    for (int j = 0; j < k; j++) {
+      int64_t len = strop_prediction_name(p, i, j, NULL, 0);
+      if (len >= 0 && (tool_text_reserve(&name, (size_t)len + 1) ||
+                       strop_prediction_name(p, i, j, name.s, (size_t)len + 1) < 0))
+        len = -1;
+      long long label = (long long)strop_prediction_label(p, i, j);
+      double prob = strop_prediction_prob(p, i, j);
+      if (o->json) {
+        printf("%s{\"class\":%lld,\"index\":%lld,\"name\":", j ? "," : "", label,
+               (long long)strop_prediction_class(p, i, j));
+        if (len >= 0) tool_json_str(stdout, name.s);
+        else printf("null");
+        printf(",\"p\":%.5f}", prob);
+      } else {
+        printf(" %lld%s%s (%.1f%%)", label, len >= 0 ? " " : "", len >= 0 ? name.s : "",
+               100 * prob);
+      }
+    }
+    printf(o->json ? "]}" : "\n");
+  }
+  free(name.s);
+  return STROP_OK;
+}
+
 /* The model's own preprocessing and class names (its metadata, written by the recipe run)
- * are applied by the library: raw uint8 images go in as they are. */
+ * are applied by the library: raw uint8 images go in as they are. INPUT is one .npy array, or
+ * JPEG/PNG files (each a row, decoded with the model's channels; any size when the metadata
+ * resizes or crops). */
 static int cmd_predict(const opts *o) {
-  int rc = need_args(o, 3, 3, "SPEC WEIGHTS INPUT.npy");
+  int rc = need_args(o, 3, TOOL_MAX_ARGS, "SPEC WEIGHTS INPUT.npy, or SPEC WEIGHTS IMAGE...");
   if (rc) return rc;
   strop_model *m = NULL;
   strop_tensor *x = NULL;
   strop_prediction *p = NULL;
   strop_status s = strop_model_load_spec(o->args[0], &m);
   if (!s) s = strop_model_load_weights(m, o->args[1], STROP_LOAD_STRICT, NULL);
+  int images = is_image_path(o->args[2]);
+  if (!images && o->nargs > 3) {
+    strop_model_free(m);
+    return need_args(o, 3, 3, "one INPUT.npy (or JPEG/PNG files)");
+  }
+  for (int f = 2; images && !s && f < o->nargs; f++) {
+    /* one image at a time: sizes differ; the rows are printed as one prediction's */
+    int64_t md[8];
+    int channels = strop_model_input_shape(m, md, 8) == 3 ? (int)md[0] : 3;
+    strop_tensor *img = NULL, *one = NULL;
+    strop_prediction *q = NULL;
+    s = strop_image_load(o->args[f], channels, &img);
+    int64_t d[4] = {1, 0, 0, 0};
+    if (!s) {
+      (void)strop_tensor_shape(img, d + 1, 3);
+      s = strop_tensor_reshape(img, 4, d, &one);
+    }
+    if (!s) s = strop_model_predict(m, one, o->top > 4096 ? 4096 : (int)o->top, &q);
+    strop_tensor_free(img);
+    strop_tensor_free(one);
+    if (!s) s = print_prediction(o, q, f - 2, o->args[f]);
+    strop_prediction_free(q);
+  }
+  if (images) {
+    if (s) rc = report_error("predict", s);
+    else if (o->json) printf("\n");
+    strop_model_free(m);
+    return rc;
+  }
   /* the library's reader: shapes, dtypes, gzip and NaN/infinity are checked as for datasets */
   if (!s) s = strop_tensor_load_npy(o->args[2], &x);
   if (!s) s = strop_model_predict(m, x, o->top > 4096 ? 4096 : (int)o->top, &p);
-  if (s) {
-    rc = report_error("predict", s);
-  } else {
-    tool_text name = {0};
-    int64_t n = strop_prediction_rows(p);
-    int k = strop_prediction_k(p);
-    for (int64_t i = 0; i < n; i++) {
-      if (o->json) printf("%s{\"row\":%lld,\"top\":[", i ? "\n" : "", (long long)i);
-      else printf("%lld:", (long long)i);
-      for (int j = 0; j < k; j++) {
-        int64_t len = strop_prediction_name(p, i, j, NULL, 0);
-        if (len >= 0 && (tool_text_reserve(&name, (size_t)len + 1) ||
-                         strop_prediction_name(p, i, j, name.s, (size_t)len + 1) < 0))
-          len = -1;
-        long long label = (long long)strop_prediction_label(p, i, j);
-        double prob = strop_prediction_prob(p, i, j);
-        if (o->json) {
-          printf("%s{\"class\":%lld,\"index\":%lld,\"name\":", j ? "," : "", label,
-                 (long long)strop_prediction_class(p, i, j));
-          if (len >= 0) tool_json_str(stdout, name.s);
-          else printf("null");
-          printf(",\"p\":%.5f}", prob);
-        } else {
-          printf(" %lld%s%s (%.1f%%)", label, len >= 0 ? " " : "", len >= 0 ? name.s : "",
-                 100 * prob);
-        }
-      }
-      printf(o->json ? "]}" : "\n");
-    }
-    if (o->json) printf("\n");
-    free(name.s);
-  }
+  if (s) rc = report_error("predict", s);
+  else if (!(s = print_prediction(o, p, 0, NULL)) && o->json) printf("\n");
+  if (s && !rc) rc = report_error("predict", s);
   strop_prediction_free(p);
   strop_tensor_free(x);
   strop_model_free(m);

@@ -31,11 +31,12 @@ static const command_info COMMANDS[] = {
      "Evaluates a model (by default the recipe's output spec and weights) on the\n"
      "recipe's data: loss, accuracy, top-5 (with more than 5 classes), per-class\n"
      "precision/recall/F1, confusion.\n"},
-    {"predict", "SPEC WEIGHTS INPUT.npy", "the classes of each row of INPUT, with their names",
+    {"predict", "SPEC WEIGHTS INPUT.npy|IMAGE...", "the classes of each row of INPUT (or each image), with their names",
      "Runs the model on every row of INPUT (float32/float64/uint8/int .npy, C or\n"
-     "Fortran order, plain or gzip; N samples) as its training data were prepared:\n"
-     "the scale, resize and normalization its recipe used, saved in WEIGHTS, are\n"
-     "applied (raw uint8 images go in as they are). Prints the K most likely classes\n"
+     "Fortran order, plain or gzip; N samples), or on each JPEG/PNG IMAGE, as its\n"
+     "training data were prepared: the scale, resize, centre crop and normalization\n"
+     "its recipe used, saved in WEIGHTS, are applied (raw uint8 images go in as they\n"
+     "are; an image of any size when the recipe resized or cropped). Prints the K most likely classes\n"
      "of each row: label (as in the source data), name, probability. NaN or infinite\n"
      "inputs are refused (exit 3).\n"},
     {"summary", "SPEC [WEIGHTS]", "the layer table of a model",

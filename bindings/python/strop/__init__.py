@@ -18,7 +18,7 @@ from . import _lib
 
 _lib.load()
 
-from .data import CLASSES_INFER, BatchIterator, Dataset, Vocab  # noqa: E402
+from .data import CLASSES_INFER, BatchIterator, Dataset, Vocab, load_image  # noqa: E402
 from .errors import (Cancelled, CallbackError, FormatError, InternalError,  # noqa: E402
                      InvalidArgument, NotFound, NumericError, OutOfMemory, ShapeError,
                      StateError, StropError, StropIOError, Unsupported)
@@ -42,7 +42,7 @@ library_path = _lib.library_path
 __all__ = ["Model", "Tensor", "Dataset", "BatchIterator", "Vocab", "Optimizer", "Scheduler",
            "Trainer", "Metrics", "Progress", "Surgery", "Recipe", "Run", "RunEvent", "Tuner",
            "Trial", "TrialPruned", "TrialFailed", "Tokenizer", "LoadReport", "SafetensorsFile", "ModelMeta",
-           "Prediction", "Rng",
+           "Prediction", "Rng", "load_image",
            "StropError", "InvalidArgument", "OutOfMemory", "StropIOError", "IOError",
            "FormatError", "ShapeError", "NotFound", "StateError", "NumericError",
            "Unsupported", "InternalError", "CallbackError", "Cancelled", "CLASSES_INFER",

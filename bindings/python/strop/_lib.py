@@ -57,6 +57,11 @@ class strop_csv_options(Structure):
                 ("label_name", c_char_p), ("label_mode", c_int), ("num_classes", c_int64)]
 
 
+class strop_image_options(Structure):
+    _fields_ = [("size", c_size_t), ("channels", c_int), ("skip_bad", c_int),
+                ("max_pixels", c_int64), ("cache_bytes", c_size_t)]
+
+
 class strop_pretrained_options(Structure):
     _fields_ = [("size", c_size_t), ("flags", c_int), ("image_size", c_int64),
                 ("max_length", c_int64), ("seed", c_uint64)]
@@ -266,10 +271,14 @@ _DECLS = [
     ("strop_surgery_unfreeze", c_int, [c_void_p, c_char_p, c_int]),
     ("strop_surgery_validate", c_int, [c_void_p]),
     # data
+    ("strop_batch_iter_add_center_crop", c_int, [c_void_p, c_int64, c_int64]),
+    ("strop_batch_iter_add_color_jitter", c_int, [c_void_p, c_float, c_float, c_float, c_float]),
     ("strop_batch_iter_add_hflip", c_int, [c_void_p, c_float]),
     ("strop_batch_iter_add_normalize", c_int, [c_void_p, c_int64, _P, _P]),
     ("strop_batch_iter_add_random_crop", c_int, [c_void_p, c_int64, c_int64, c_int64]),
+    ("strop_batch_iter_add_random_resized_crop", c_int, [c_void_p, c_int64, c_int64, c_float, c_float, c_float, c_float, c_int]),
     ("strop_batch_iter_add_resize", c_int, [c_void_p, c_int64, c_int64, c_int]),
+    ("strop_batch_iter_add_resize_shorter", c_int, [c_void_p, c_int64, c_int64, c_int]),
     ("strop_batch_iter_add_scale", c_int, [c_void_p, c_float]),
     ("strop_batch_iter_create", c_int, [c_void_p, c_int64, c_uint64, c_int, _OUT]),
     ("strop_batch_iter_free", None, [c_void_p]),
@@ -279,6 +288,7 @@ _DECLS = [
     ("strop_batch_iter_mask", c_void_p, [c_void_p]),
     ("strop_batch_iter_num_batches", c_int64, [c_void_p]),
     ("strop_batch_iter_set_state", c_int, [c_void_p, c_int64, c_int64, c_int64]),
+    ("strop_batch_iter_set_workers", c_int, [c_void_p, c_int]),
     ("strop_csv_options_init", None, [POINTER(strop_csv_options)]),
     ("strop_dataset_channel_stats", c_int, [c_void_p, c_float, _P, _P, c_int64, _P]),
     ("strop_dataset_class_counts", c_int, [c_void_p, _P, c_int64]),
@@ -291,19 +301,27 @@ _DECLS = [
     ("strop_dataset_from_callback", c_int, [c_int64, c_int, _P, c_int, _P, c_int64, FILL_FN, c_void_p, _OUT]),
     ("strop_dataset_from_memory", c_int, [_P, _P, c_int64, c_int, _P, c_int, _P, c_int64, _OUT]),
     ("strop_dataset_get", c_int, [c_void_p, c_int64, _P, c_size_t, _P, c_size_t]),
+    ("strop_dataset_image_path", c_int, [c_void_p, c_int64, c_char_p, c_size_t]),
     ("strop_dataset_input_shape", c_int, [c_void_p, _P, c_int]),
     ("strop_dataset_load_csv", c_int, [c_char_p, POINTER(strop_csv_options), _OUT]),
     ("strop_dataset_load_idx", c_int, [c_char_p, c_char_p, c_int64, _OUT]),
+    ("strop_dataset_load_images", c_int, [c_char_p, POINTER(strop_image_options), _OUT]),
     ("strop_dataset_load_npy", c_int, [c_char_p, c_char_p, c_int64, _OUT]),
     ("strop_dataset_load_text", c_int, [c_char_p, c_void_p, c_int64, c_int64, _OUT]),
     ("strop_dataset_load_text_classes", c_int, [_STRV, _P, c_int64, c_void_p, c_int64, c_int64, _OUT]),
     ("strop_dataset_num_classes", c_int64, [c_void_p]),
     ("strop_dataset_one_hot", c_int, [c_void_p, _OUT]),
     ("strop_dataset_reshape", c_int, [c_void_p, c_int, _P, _OUT]),
+    ("strop_dataset_sample_shape", c_int, [c_void_p, c_int64, _P, c_int]),
     ("strop_dataset_size", c_int64, [c_void_p]),
+    ("strop_dataset_skipped", c_int, [c_void_p, c_int64, c_char_p, c_size_t]),
+    ("strop_dataset_skipped_count", c_int64, [c_void_p]),
     ("strop_dataset_split", c_int, [c_void_p, c_float, c_float, c_uint64, c_int, _OUT, _OUT, _OUT]),
     ("strop_dataset_subset", c_int, [c_void_p, _P, c_int64, _OUT]),
     ("strop_dataset_target_shape", c_int, [c_void_p, _P, c_int]),
+    ("strop_dataset_varies", c_int, [c_void_p]),
+    ("strop_image_load", c_int, [c_char_p, c_int, _OUT]),
+    ("strop_image_options_init", None, [POINTER(strop_image_options)]),
     ("strop_dataset_wrap", c_int, [_P, _P, c_int64, c_int, _P, c_int, _P, c_int64, RELEASE_FN, c_void_p, _OUT]),
     ("strop_vocab_build", c_int, [_STRV, c_int64, c_int, _OUT]),
     ("strop_vocab_decode", c_int64, [c_void_p, _P, c_int64, c_char_p, c_size_t]),

@@ -10,10 +10,33 @@ from ._handle import Handle
 from ._util import as_f32, as_i64, dims_array, enc, shape_of, snprintf_string
 from .errors import InvalidArgument, check, error_for_status
 
-__all__ = ["Dataset", "BatchIterator", "Vocab", "CLASSES_INFER"]
+__all__ = ["Dataset", "BatchIterator", "Vocab", "CLASSES_INFER", "load_image"]
 
 CLASSES_INFER = -1
 _CSV_LABEL_MODES = {"index": 0, "names": 1, "names_sorted": 2, "regression": 3}
+_RESIZE_MODES = {"nearest": 0, "bilinear": 1, "bilinear_aa": 2}
+
+
+def _mode(mode):
+    return _RESIZE_MODES[mode] if isinstance(mode, str) else int(mode)
+
+
+def _text_of(fn, *args):
+    n = fn(*args, None, 0)
+    if n < 0:
+        return None
+    buf = ctypes.create_string_buffer(n + 1)
+    fn(*args, buf, n + 1)
+    return buf.value.decode("utf-8", "surrogateescape")
+
+
+def load_image(path, channels=3):
+    """One JPEG or PNG file as a float32 array (C, H, W) of values in [0, 255]
+    (strop_image_load: PIL's conversions to 1, 3 or 4 channels)."""
+    from .tensor import Tensor
+    out = ctypes.c_void_p()
+    check(_lib.lib.strop_image_load(enc(os.fspath(path)), int(channels), ctypes.byref(out)))
+    return Tensor._adopt(out.value).numpy()
 
 
 def _check_ds(status):
@@ -200,6 +223,51 @@ class Dataset(Handle):
         return cls._adopt(out.value)
 
     @classmethod
+    def load_images(cls, path, channels=None, skip_bad=None, max_pixels=None, cache_bytes=None):
+        """A folder of class folders of JPEG/PNG images (torchvision's ImageFolder order), or
+        a CSV / JSON-lines list of path,label (strop_dataset_load_images). Samples are
+        (C, H, W) in [0, 255]; images of several sizes need a resize or crop in the iterator
+        (``resize_shorter``, ``center_crop``, ``random_resized_crop``)."""
+        o = _lib.strop_image_options()
+        _lib.lib.strop_image_options_init(ctypes.byref(o))
+        if channels is not None:
+            o.channels = int(channels)
+        if skip_bad is not None:
+            o.skip_bad = int(bool(skip_bad))
+        if max_pixels is not None:
+            o.max_pixels = int(max_pixels)
+        if cache_bytes is not None:
+            o.cache_bytes = int(cache_bytes)
+        out = ctypes.c_void_p()
+        check(_lib.lib.strop_dataset_load_images(enc(os.fspath(path)), ctypes.byref(o),
+                                                 ctypes.byref(out)))
+        return cls._adopt(out.value)
+
+    @property
+    def skipped(self):
+        """Why each file load_images(skip_bad=True) left out was refused: a list of sentences."""
+        lib = _lib.lib
+        return [_text_of(lib.strop_dataset_skipped, self._h, i)
+                for i in range(lib.strop_dataset_skipped_count(self._h))]
+
+    def image_path(self, index):
+        """The file of sample ``index`` of an image dataset, or None for other sources."""
+        return _text_of(_lib.lib.strop_dataset_image_path, self._h, int(index))
+
+    @property
+    def varies(self):
+        """True when the samples differ in shape (images of several sizes)."""
+        return _lib.lib.strop_dataset_varies(self._h) == 1
+
+    def sample_shape(self, index):
+        """The input shape of sample ``index`` (an image's own size)."""
+        dims = (ctypes.c_int64 * 8)()
+        n = _lib.lib.strop_dataset_sample_shape(self._h, int(index), dims, 8)
+        if n < 0:
+            raise InvalidArgument(f"sample_shape: index {index} out of range")
+        return tuple(dims[:n])
+
+    @classmethod
     def load_text(cls, path, vocab, seq_len, stride=None):
         """A language-modelling dataset of windows of ``seq_len`` token ids."""
         out = ctypes.c_void_p()
@@ -267,7 +335,8 @@ class Dataset(Handle):
         index = int(index)
         if index < 0:
             index += len(self)
-        x = np.empty(self.input_shape, dtype=np.float32)
+        x = np.empty(self.sample_shape(index) if self.varies else self.input_shape,
+                     dtype=np.float32)
         ts = self.target_shape
         y = np.empty(ts if ts else (1,), dtype=np.float32)
         _check_ds(_lib.lib.strop_dataset_get(self._h, index, x.ctypes.data, x.size,
@@ -360,7 +429,8 @@ class BatchIterator(Handle):
     """Batches of a dataset, epoch after epoch (strop_batch_iter). Iterating yields one epoch
     of (inputs, targets) numpy copies; ``next_batch()`` returns the next batch or None at the
     end of an epoch. Add transforms (``scale``, ``normalize``, ``hflip``, ``random_crop``,
-    ``resize``) before the first batch. Pass it to ``Trainer.fit``/``Trainer.evaluate``."""
+    ``resize``, ``resize_shorter``, ``center_crop``, ``random_resized_crop``, ``color_jitter``)
+    and ``workers`` before the first batch. Pass it to ``Trainer.fit``/``Trainer.evaluate``."""
 
     def __init__(self, dataset, batch_size=32, seed=0, shuffle=False, drop_last=False,
                  prefetch=False):
@@ -403,8 +473,41 @@ class BatchIterator(Handle):
         return self
 
     def resize(self, height, width, mode="bilinear"):
-        m = {"nearest": 0, "bilinear": 1}[mode] if isinstance(mode, str) else int(mode)
-        check(_lib.lib.strop_batch_iter_add_resize(self._h, int(height), int(width), m))
+        """To height x width; mode "bilinear", "nearest" or "bilinear_aa" (antialiased)."""
+        check(_lib.lib.strop_batch_iter_add_resize(self._h, int(height), int(width),
+                                                   _mode(mode)))
+        return self
+
+    def resize_shorter(self, size, max_size=0, mode="bilinear_aa"):
+        """torchvision's Resize(size): the shorter side to ``size``."""
+        check(_lib.lib.strop_batch_iter_add_resize_shorter(self._h, int(size), int(max_size),
+                                                           _mode(mode)))
+        return self
+
+    def center_crop(self, height, width=None):
+        """torchvision's CenterCrop((height, width)) (zero padding when larger)."""
+        check(_lib.lib.strop_batch_iter_add_center_crop(self._h, int(height),
+                                                        int(height if width is None else width)))
+        return self
+
+    def random_resized_crop(self, height, width=None, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+                            mode="bilinear_aa"):
+        """torchvision's RandomResizedCrop((height, width), scale, ratio)."""
+        check(_lib.lib.strop_batch_iter_add_random_resized_crop(
+            self._h, int(height), int(height if width is None else width), float(scale[0]),
+            float(scale[1]), float(ratio[0]), float(ratio[1]), _mode(mode)))
+        return self
+
+    def color_jitter(self, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0):
+        """torchvision's ColorJitter on values in [0, 1] (add ``scale(1/255)`` first)."""
+        check(_lib.lib.strop_batch_iter_add_color_jitter(self._h, float(brightness),
+                                                         float(contrast), float(saturation),
+                                                         float(hue)))
+        return self
+
+    def workers(self, n):
+        """The number of prefetch threads (the iterator needs prefetch=True above 1)."""
+        check(_lib.lib.strop_batch_iter_set_workers(self._h, int(n)))
         return self
 
     @property
