@@ -94,13 +94,21 @@ STROP_API int64_t strop_model_num_nodes(const strop_model *model);
 
 /**
  * @brief Name (@p what = 0) or type (@p what = 1) of node @p i, snprintf-style.
- * @deprecated Use strop_model_node_name() or strop_model_node_type(); kept, with the same
- *             behaviour, for programs built against 0.1.
- * @return The length of the full string (excluding NUL), or -1 for bad arguments.
+ * @deprecated Since 0.2: use strop_model_node_name() or strop_model_node_type(), one getter
+ *             per fact. Kept, with its symbol and behaviour, for programs built against 0.1:
+ *             it calls one of them.
+ * @param[in]  model The model (finalized or not).
+ * @param[in]  i     0 .. strop_model_num_nodes() - 1.
+ * @param[in]  what  0 for the name, 1 for the layer type.
+ * @param[out] buf   Receives the string, NUL-terminated and truncated to @p cap; may be NULL
+ *                   when @p cap is 0.
+ * @param[in]  cap   Bytes available at @p buf.
+ * @return The full length (excluding the NUL), or -1 (NULL model, @p i out of range, @p what
+ *         not 0 or 1, NULL @p buf with @p cap > 0) with strop_last_error() set.
  * @since 0.1
  */
-STROP_API int64_t strop_model_node_info(const strop_model *model, int64_t i, int what, char *buf,
-                                        size_t cap);
+STROP_API STROP_DEPRECATED int64_t
+    strop_model_node_info(const strop_model *model, int64_t i, int what, char *buf, size_t cap);
 
 /**
  * @brief The name of node @p i ("features.0"), in the model's order, into @p buf.

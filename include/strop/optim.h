@@ -130,23 +130,30 @@ STROP_API STROP_NODISCARD strop_status strop_optimizer_get_double(const strop_op
  * @brief Sets a float knob from a float.
  * @deprecated Since 0.2: use strop_optimizer_set_double(), which takes the value as it is.
  * This one widens the float to the double nearest its shortest decimal form (0.95f is used
- * as 0.95), refuses int knobs, and otherwise behaves as strop_optimizer_set_double().
- * @param opt The optimizer. @param key A float knob. @param value The value.
- * @return As strop_optimizer_set_double(); STROP_E_INVALID_ARG also for an int knob.
+ * as 0.95), refuses int knobs, and otherwise behaves as strop_optimizer_set_double(). Kept,
+ * with its symbol and behaviour, for programs built against 0.1.
+ * @param[in,out] opt   The optimizer; changed only on success.
+ * @param[in]     key   A float knob (strop_optimizer_knob) of the optimizer's kind.
+ * @param[in]     value The value.
+ * @return STROP_OK; STROP_E_INVALID_ARG (as strop_optimizer_set_double(), and for an int
+ *         knob).
  * @since 0.1
  */
-STROP_API STROP_NODISCARD strop_status strop_optimizer_set_float(strop_optimizer *opt, int key,
-                                                                 float value);
+STROP_API STROP_DEPRECATED STROP_NODISCARD strop_status
+    strop_optimizer_set_float(strop_optimizer *opt, int key, float value);
 
 /**
- * @brief Reads a float knob into @p out, rounded to float (strop_optimizer_get_double() reads
- * it exactly).
- * @param opt The optimizer. @param key A float knob. @param[out] out The value.
+ * @brief Reads a float knob into @p out, rounded to float.
+ * @deprecated Since 0.2: use strop_optimizer_get_double(), which reads the value exactly as
+ * set. Kept, with its symbol and behaviour, for programs built against 0.1.
+ * @param[in]  opt The optimizer (only read).
+ * @param[in]  key A float knob (strop_optimizer_knob) of the optimizer's kind.
+ * @param[out] out The value, rounded to float; unchanged on error.
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL, unknown knob, not a float knob of this kind).
  * @since 0.1
  */
-STROP_API STROP_NODISCARD strop_status strop_optimizer_get_float(const strop_optimizer *opt,
-                                                                 int key, float *out);
+STROP_API STROP_DEPRECATED STROP_NODISCARD strop_status
+    strop_optimizer_get_float(const strop_optimizer *opt, int key, float *out);
 
 /**
  * @brief Sets an int knob (a 0/1 flag such as STROP_OPT_NESTEROV). Nesterov needs momentum > 0
@@ -361,19 +368,31 @@ STROP_API STROP_NODISCARD strop_status strop_scheduler_get_double(const strop_sc
 /**
  * @brief Sets a float knob from a float.
  * @deprecated Since 0.2: use strop_scheduler_set_double(). This one widens the float as
- * strop_optimizer_set_float() does and refuses int knobs.
- * @param sched The scheduler. @param key A float knob. @param value The value.
- * @return As strop_scheduler_set_double(); STROP_E_INVALID_ARG also for an int knob.
+ * strop_optimizer_set_float() does, refuses int knobs, and otherwise behaves as
+ * strop_scheduler_set_double(). Kept, with its symbol and behaviour, for programs built
+ * against 0.1.
+ * @param[in,out] sched The scheduler; changed only on success.
+ * @param[in]     key   A float knob (strop_scheduler_knob) of the scheduler's kind.
+ * @param[in]     value The value.
+ * @return STROP_OK; STROP_E_INVALID_ARG (as strop_scheduler_set_double(), and for an int
+ *         knob).
  * @since 0.1
  */
-STROP_API STROP_NODISCARD strop_status strop_scheduler_set_float(strop_scheduler *sched, int key,
-                                                                 float value);
+STROP_API STROP_DEPRECATED STROP_NODISCARD strop_status
+    strop_scheduler_set_float(strop_scheduler *sched, int key, float value);
 
-/** @brief Reads a float knob, rounded to float. @param sched The scheduler.
- *  @param key A float knob. @param[out] out The value.
- *  @return STROP_OK or STROP_E_INVALID_ARG. @since 0.1 */
-STROP_API STROP_NODISCARD strop_status strop_scheduler_get_float(const strop_scheduler *sched,
-                                                                 int key, float *out);
+/**
+ * @brief Reads a float knob into @p out, rounded to float.
+ * @deprecated Since 0.2: use strop_scheduler_get_double(), which reads the value exactly as
+ * set. Kept, with its symbol and behaviour, for programs built against 0.1.
+ * @param[in]  sched The scheduler (only read).
+ * @param[in]  key   A float knob (strop_scheduler_knob) of the scheduler's kind.
+ * @param[out] out   The value, rounded to float; unchanged on error.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, unknown knob, not a float knob of this kind).
+ * @since 0.1
+ */
+STROP_API STROP_DEPRECATED STROP_NODISCARD strop_status
+    strop_scheduler_get_float(const strop_scheduler *sched, int key, float *out);
 
 /** @brief Sets an int knob. @param sched The scheduler. @param key An int knob.
  *  @param value The value. @return STROP_OK or STROP_E_INVALID_ARG (as
