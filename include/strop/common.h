@@ -65,13 +65,17 @@
 #  define STROP_DEPRECATED
 #endif
 
-#ifdef __cplusplus
 /** @brief Opens C linkage (`extern "C" {`) in C++; nothing in C. @since 0.1 */
+#ifdef __cplusplus
 #  define STROP_BEGIN_DECLS extern "C" {
-/** @brief Closes what STROP_BEGIN_DECLS opened. @since 0.1 */
-#  define STROP_END_DECLS }
 #else
 #  define STROP_BEGIN_DECLS
+#endif
+
+/** @brief Closes what #STROP_BEGIN_DECLS opened. @since 0.1 */
+#ifdef __cplusplus
+#  define STROP_END_DECLS }
+#else
 #  define STROP_END_DECLS
 #endif
 
