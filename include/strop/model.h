@@ -7,37 +7,59 @@
 #include "error.h"
 #include "tensor.h"
 
-/** @file model.h @brief The model graph: build, inspect, run. @since 0.1 */
+/**
+ * @file model.h
+ * @brief The model graph: build, run, inspect nodes and layer types, parameters, metadata.
+ * @since 0.1
+ */
 
 STROP_BEGIN_DECLS
 
 /**
  * @brief A neural network: named nodes in a DAG, each a layer with named parameters.
- * One handle from one thread at a time; distinct models are independent.
+ *
+ * Parameter names and layouts follow PyTorch's state_dict ("features.0.weight", linear
+ * weights [out, in]). One handle from one thread at a time (@ref threads); distinct models
+ * are independent.
+ * @since 0.1
  */
 typedef struct strop_model strop_model;
 
 /**
  * @brief Creates an empty model whose input has the given per-sample shape (no batch dim),
  *        e.g. {1, 28, 28} for grey images or {64} for a sequence of 64 token ids.
- * @param[out] out The model, owned by the caller (strop_model_free()).
- * @return STROP_OK, STROP_E_INVALID_ARG (bad rank or dims), STROP_E_NOMEM. @since 0.1
+ * @param[in]  rank        Number of per-sample dimensions, 1 .. #STROP_MAX_RANK.
+ * @param[in]  input_shape @p rank sizes, each > 0; copied.
+ * @param[out] out         The model, owned by the caller (strop_model_free()); NULL on
+ *                         error.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, bad rank or size); STROP_E_SHAPE (the element
+ *         count overflows); STROP_E_NOMEM.
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_model_create(int rank, const int64_t *input_shape,
                                                           strop_model **out);
 
 /**
  * @brief Appends a node to a model that is not finalized yet.
- * @param name    Unique hierarchical name ("features.0", "head"); letters, digits, '_' and '.'.
- * @param type    A registered layer type ("linear", "conv2d", ...; see docs/formats.md).
- * @param options The layer's options as "key=value" pairs separated by spaces or commas;
- *                lists in brackets: "in_channels=1 out_channels=32 kernel_size=3 padding=1",
- *                "kernel_size=[3,5]". NULL or "" for none. Copied.
- * @param inputs  Comma-separated names of the input nodes, "input" for the model input;
- *                NULL or "" means the previous node (the model input for the first node).
- * @return STROP_OK; STROP_E_NOT_FOUND (unknown type or input name); STROP_E_INVALID_ARG
- *         (duplicate or bad name, bad or unknown option: the sentence names the key);
- *         STROP_E_STATE (already finalized); STROP_E_NOMEM. The model is unchanged on error.
+ *
+ * Input names are only recorded here; they are resolved by strop_model_finalize(), so a
+ * node may name one added after it.
+ * @param[in,out] model   The model, not finalized; unchanged on error.
+ * @param[in]     name    Unique hierarchical name ("features.0", "head"): letters, digits,
+ *                        '_' and '-', with '.' between parts; not "input". Copied.
+ * @param[in]     type    A registered layer type ("linear", "conv2d", ...; see
+ *                        strop_layer_type_name() and docs/formats.md). Copied.
+ * @param[in]     options The layer's options as "key=value" pairs separated by spaces or
+ *                        commas; lists in brackets: "in_channels=1 out_channels=32
+ *                        kernel_size=3 padding=1", "kernel_size=[3,5]". NULL or "" for none.
+ *                        Copied.
+ * @param[in]     inputs  Comma-separated names of the input nodes (at most 16), "input" for
+ *                        the model input; NULL or "" means the previous node (the model input
+ *                        for the first node). Copied.
+ * @return STROP_OK; STROP_E_NOT_FOUND (unknown type, naming the known ones);
+ *         STROP_E_INVALID_ARG (NULL model or type, a duplicate or bad name, a wrong number of
+ *         inputs, a bad or unknown option: the sentence names the key); STROP_E_STATE
+ *         (already finalized); STROP_E_NOMEM.
  * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_model_add(strop_model *model, const char *name,
@@ -45,51 +67,96 @@ STROP_API STROP_NODISCARD strop_status strop_model_add(strop_model *model, const
                                                        const char *inputs);
 
 /**
- * @brief Infers every node's output shape, allocates the parameters and initialises them
- *        (PyTorch's default initialisers) from @p seed. The last node is the output.
- * @return STROP_OK; STROP_E_SHAPE (a shape conflict, naming nodes and shapes);
- *         STROP_E_INVALID_ARG (a cycle, no nodes); STROP_E_STATE (already finalized);
- *         STROP_E_NOMEM. On error the model stays unfinalized and may be freed. @since 0.1
+ * @brief Resolves the inputs, orders the nodes, infers every node's output shape, allocates
+ *        the parameters and initialises them (PyTorch's default initialisers) from @p seed.
+ *        The last node is the output.
+ * @param[in,out] model The model, with at least one node and not yet finalized.
+ * @param[in]     seed  Seed of the initialisation (and of the model's random stream, which
+ *                      dropout draws from).
+ * @return STROP_OK; STROP_E_NOT_FOUND (an unknown input or tie target, naming it);
+ *         STROP_E_SHAPE (a shape conflict, naming nodes and shapes); STROP_E_INVALID_ARG
+ *         (NULL, no nodes, a cycle, options a layer refuses for its input shape);
+ *         STROP_E_STATE (already finalized); STROP_E_NOMEM. On error the model stays
+ *         unfinalized (and may be freed).
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_model_finalize(strop_model *model, uint64_t seed);
 
 /**
- * @brief Runs the model on a batch: @p input has shape [N, input shape...].
+ * @brief Runs the model on a batch.
  *
  * Uses the model's mode (strop_model_set_training()); a new model is in eval mode, so this
  * is inference: dropout off, BatchNorm with running statistics. In train mode BatchNorm
- * updates its running statistics, as PyTorch does.
- * @param[out] out A new tensor [N, output shape...], owned by the caller.
- * @return STROP_OK; STROP_E_SHAPE (input shape differs, naming both); STROP_E_STATE (not
- *         finalized); STROP_E_INVALID_ARG; STROP_E_NOMEM. NaN inputs propagate. @since 0.1
+ * updates its running statistics, as PyTorch does. It drops a pending forward of
+ * strop_trainer_forward() on this model.
+ * @param[in,out] model A finalized model (its buffers change in train mode).
+ * @param[in]     input [N, input shape...]: the declared per-sample shape, or another of its
+ *                      rank that every layer takes (images of another size, a shorter
+ *                      sequence). Only read.
+ * @param[out]    out   A new tensor [N, output shape...], owned by the caller
+ *                      (strop_tensor_free()); NULL on error.
+ * @return STROP_OK; STROP_E_SHAPE (an input shape a layer refuses, naming both);
+ *         STROP_E_STATE (not finalized); STROP_E_INVALID_ARG (NULL); STROP_E_NOMEM. NaN
+ *         inputs propagate.
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_model_forward(strop_model *model,
                                                            const strop_tensor *input,
                                                            strop_tensor **out);
 
-/** @brief Switches train (1) or eval (0) mode. @return STROP_OK or STROP_E_INVALID_ARG.
- *  @since 0.1 */
+/**
+ * @brief Switches train or eval mode (dropout, BatchNorm statistics).
+ * @param[in,out] model    The model.
+ * @param[in]     training Non-zero for train mode, 0 for eval mode.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL).
+ * @since 0.1
+ */
 STROP_API STROP_NODISCARD strop_status strop_model_set_training(strop_model *model, int training);
 
-/** @brief 1 in train mode, 0 in eval mode or for NULL. @since 0.1 */
+/**
+ * @brief The model's mode.
+ * @param[in] model The model.
+ * @return 1 in train mode, 0 in eval mode or for NULL.
+ * @since 0.1
+ */
 STROP_API int strop_model_is_training(const strop_model *model);
 
-/** @brief Frees the model and its parameters. NULL is a no-op. @since 0.1 */
+/**
+ * @brief Frees the model and its parameters. Tensor views of its parameters
+ *        (strop_model_tensor_view()) must not be used afterwards.
+ * @param[in] model The model, or NULL (a no-op).
+ * @since 0.1
+ */
 STROP_API void strop_model_free(strop_model *model);
 
 /**
  * @brief Per-sample input shape into @p dims (up to @p cap entries).
- * @return The rank, or -1 for NULL arguments. @since 0.1
+ * @param[in]  model The model (finalized or not).
+ * @param[out] dims  Receives the first min(rank, @p cap) sizes; may be NULL when @p cap is 0.
+ * @param[in]  cap   Entries available at @p dims.
+ * @return The rank (may exceed @p cap), or -1 for a NULL model, or NULL @p dims with
+ *         @p cap > 0.
+ * @since 0.1
  */
 STROP_API int strop_model_input_shape(const strop_model *model, int64_t *dims, int cap);
 
 /**
  * @brief Per-sample output shape of the finalized model into @p dims (up to @p cap).
- * @return The rank, or -1 when NULL or not finalized. @since 0.1
+ * @param[in]  model A finalized model.
+ * @param[out] dims  Receives the first min(rank, @p cap) sizes; may be NULL when @p cap is 0.
+ * @param[in]  cap   Entries available at @p dims.
+ * @return The rank (may exceed @p cap), or -1 when NULL or not finalized, or NULL @p dims
+ *         with @p cap > 0.
+ * @since 0.1
  */
 STROP_API int strop_model_output_shape(const strop_model *model, int64_t *dims, int cap);
 
-/** @brief Number of nodes, or -1 for NULL. @since 0.1 */
+/**
+ * @brief Number of nodes (a composite counts as its parts).
+ * @param[in] model The model.
+ * @return The count, or -1 for NULL.
+ * @since 0.1
+ */
 STROP_API int64_t strop_model_num_nodes(const strop_model *model);
 
 /**
@@ -119,14 +186,21 @@ STROP_API STROP_DEPRECATED int64_t
  * @param[in]  cap   Bytes available at @p buf.
  * @return The full length (excluding the NUL), or -1 (NULL model, @p i out of range, NULL
  *         @p buf with @p cap > 0) with strop_last_error() set. Thread-safe on a model no one
- *         modifies. @since 0.2
+ *         modifies.
+ * @since 0.2
  */
 STROP_API int64_t strop_model_node_name(const strop_model *model, int64_t i, char *buf,
                                         size_t cap);
 
 /**
  * @brief The layer type of node @p i ("conv2d"), as strop_model_node_name().
- * @return The full length, or -1 for bad arguments. @since 0.2
+ * @param[in]  model The model (finalized or not).
+ * @param[in]  i     0 .. strop_model_num_nodes() - 1.
+ * @param[out] buf   Receives the type, snprintf-style; may be NULL when @p cap is 0.
+ * @param[in]  cap   Bytes available at @p buf.
+ * @return The full length, or -1 for bad arguments (as strop_model_node_name()).
+ *         Thread-safe on a model no one modifies.
+ * @since 0.2
  */
 STROP_API int64_t strop_model_node_type(const strop_model *model, int64_t i, char *buf,
                                         size_t cap);
@@ -135,21 +209,38 @@ STROP_API int64_t strop_model_node_type(const strop_model *model, int64_t i, cha
  * @brief The options of node @p i as its layer type writes them back ("in_features=784
  *        out_features=10 bias=true": every option, defaults included, space-separated
  *        key=value pairs that strop_model_add() accepts), as strop_model_node_name().
- * @return The full length, or -1 for bad arguments or out of memory. @since 0.2
+ * @param[in]  model The model (finalized or not).
+ * @param[in]  i     0 .. strop_model_num_nodes() - 1.
+ * @param[out] buf   Receives the text, snprintf-style; may be NULL when @p cap is 0.
+ * @param[in]  cap   Bytes available at @p buf.
+ * @return The full length, or -1 for bad arguments or out of memory (strop_last_error()
+ *         says which). Thread-safe on a model no one modifies.
+ * @since 0.2
  */
 STROP_API int64_t strop_model_node_options(const strop_model *model, int64_t i, char *buf,
                                            size_t cap);
 
 /**
  * @brief The number of inputs of node @p i.
- * @return It, or -1 for a NULL model or @p i out of range. @since 0.2
+ * @param[in] model The model (finalized or not).
+ * @param[in] i     0 .. strop_model_num_nodes() - 1.
+ * @return The count, or -1 for a NULL model or @p i out of range (with strop_last_error()
+ *         set). Thread-safe on a model no one modifies.
+ * @since 0.2
  */
 STROP_API int strop_model_node_num_inputs(const strop_model *model, int64_t i);
 
 /**
  * @brief The name of input @p j of node @p i ("input" for the model's input), as
  *        strop_model_node_name().
- * @return The full length, or -1 for bad arguments. @since 0.2
+ * @param[in]  model The model (finalized or not).
+ * @param[in]  i     0 .. strop_model_num_nodes() - 1.
+ * @param[in]  j     0 .. strop_model_node_num_inputs() - 1.
+ * @param[out] buf   Receives the name, snprintf-style; may be NULL when @p cap is 0.
+ * @param[in]  cap   Bytes available at @p buf.
+ * @return The full length, or -1 for bad arguments (with strop_last_error() set).
+ *         Thread-safe on a model no one modifies.
+ * @since 0.2
  */
 STROP_API int64_t strop_model_node_input(const strop_model *model, int64_t i, int j, char *buf,
                                          size_t cap);
@@ -157,7 +248,14 @@ STROP_API int64_t strop_model_node_input(const strop_model *model, int64_t i, in
 /**
  * @brief Per-sample output shape of node @p i of a finalized model into @p dims (up to
  *        @p cap entries).
- * @return The rank, or -1 (NULL, not finalized, @p i out of range). @since 0.2
+ * @param[in]  model A finalized model.
+ * @param[in]  i     0 .. strop_model_num_nodes() - 1.
+ * @param[out] dims  Receives the first min(rank, @p cap) sizes; may be NULL when @p cap is 0.
+ * @param[in]  cap   Entries available at @p dims.
+ * @return The rank (may exceed @p cap), or -1 (NULL, not finalized, @p i out of range, NULL
+ *         @p dims with @p cap > 0) with strop_last_error() set. Thread-safe on a model no one
+ *         modifies.
+ * @since 0.2
  */
 STROP_API int strop_model_node_output_shape(const strop_model *model, int64_t i, int64_t *dims,
                                             int cap);
@@ -171,8 +269,11 @@ STROP_API int strop_model_node_output_shape(const strop_model *model, int64_t i,
  *
  * The parameters are new memory: tensor views, optimizers and trainers made on the model
  * before must be made again (as after structural surgery).
+ * @param[in,out] model A finalized model.
+ * @param[in]     seed  Seed of the initialisation, as for strop_model_finalize().
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_STATE (not finalized); STROP_E_NOMEM
- *         (the model is then unchanged). Not thread-safe on the same model. @since 0.2
+ *         (the model is then unchanged).
+ * @since 0.2
  */
 STROP_API STROP_NODISCARD strop_status strop_model_reinit(strop_model *model, uint64_t seed);
 
@@ -185,24 +286,25 @@ STROP_API STROP_NODISCARD strop_status strop_model_reinit(strop_model *model, ui
  * Before strop_model_finalize() the tie is recorded and checked at finalize; after it, it
  * takes effect at once: @p param's own values are dropped and it reads @p target's. A spec
  * says the same with a node's `tie:` mapping (docs/formats.md).
- * @param[in] model  The model.
- * @param[in] param  "<node>.<suffix>" of one of its nodes ("lm_head.weight"). Copied.
- * @param[in] target The name of another parameter of the same shape. Copied.
+ * @param[in,out] model  The model.
+ * @param[in]     param  "<node>.<suffix>" of one of its nodes ("lm_head.weight"). Copied.
+ * @param[in]     target The name of another parameter of the same shape. Copied.
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL or empty names, a cycle); STROP_E_NOT_FOUND (no
  *         node or parameter by that name, naming it); STROP_E_SHAPE (the shapes differ, naming
  *         both); STROP_E_NOMEM. On error the model is unchanged. Tensor views of @p param
- *         become invalid. Not thread-safe on the same model. @since 0.2
+ *         become invalid.
+ * @since 0.2
  */
 STROP_API STROP_NODISCARD strop_status strop_model_tie(strop_model *model, const char *param,
                                                        const char *target);
 
 /* ---- metadata: what a user of the model needs to know ---- */
 
-/** The longest metadata key, in bytes. @since 0.2 */
+/** @brief The longest metadata key, in bytes. @since 0.2 */
 #define STROP_META_KEY_MAX 255
-/** The longest metadata value, in bytes (16 MiB). @since 0.2 */
+/** @brief The longest metadata value, in bytes (16 MiB). @since 0.2 */
 #define STROP_META_VALUE_MAX ((size_t)16 << 20)
-/** The most entries a model's metadata holds. @since 0.2 */
+/** @brief The most entries a model's metadata holds. @since 0.2 */
 #define STROP_META_MAX_ENTRIES 1024
 
 /**
@@ -215,14 +317,15 @@ STROP_API STROP_NODISCARD strop_status strop_model_tie(strop_model *model, const
  * to the inputs and the names of the classes (docs/formats.md lists the keys strop writes and
  * reads; their values are JSON text). Other keys are the host's.
  * @param[in,out] model The model (finalized or not).
- * @param[in] key   1 to #STROP_META_KEY_MAX bytes of printable ASCII without spaces. Copied.
- * @param[in] value Valid UTF-8 of at most #STROP_META_VALUE_MAX bytes (JSON text for the
- *                  documented keys), copied; NULL removes the entry (removing an absent key
- *                  is not an error).
+ * @param[in]     key   1 to #STROP_META_KEY_MAX bytes of printable ASCII without spaces.
+ *                      Copied.
+ * @param[in]     value Valid UTF-8 of at most #STROP_META_VALUE_MAX bytes (JSON text for the
+ *                      documented keys), copied; NULL removes the entry (removing an absent
+ *                      key is not an error).
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL model, a bad key, a value too long or not
  *         UTF-8, a new key beyond #STROP_META_MAX_ENTRIES: the sentence names the key);
- *         STROP_E_NOMEM. On error the metadata is unchanged. Not thread-safe on the same
- *         model. @since 0.2
+ *         STROP_E_NOMEM. On error the metadata is unchanged.
+ * @since 0.2
  */
 STROP_API STROP_NODISCARD strop_status strop_model_set_meta(strop_model *model, const char *key,
                                                             const char *value);
@@ -236,7 +339,8 @@ STROP_API STROP_NODISCARD strop_status strop_model_set_meta(strop_model *model, 
  * @param[in]  cap   Bytes available at @p buf.
  * @return The value's full length (excluding the NUL), or -1 when the model has no such entry
  *         or for bad arguments (NULL model or key, NULL @p buf with @p cap > 0), with
- *         strop_last_error() saying which. Thread-safe on a model no one modifies. @since 0.2
+ *         strop_last_error() saying which. Thread-safe on a model no one modifies.
+ * @since 0.2
  */
 STROP_API int64_t strop_model_get_meta(const strop_model *model, const char *key, char *buf,
                                        size_t cap);
@@ -245,7 +349,8 @@ STROP_API int64_t strop_model_get_meta(const strop_model *model, const char *key
  * @brief The number of metadata entries.
  * @param[in] model The model.
  * @return It (0 .. #STROP_META_MAX_ENTRIES), or -1 for NULL. Thread-safe on a model no one
- *         modifies. @since 0.2
+ *         modifies.
+ * @since 0.2
  */
 STROP_API int64_t strop_model_meta_count(const strop_model *model);
 
@@ -258,7 +363,7 @@ STROP_API int64_t strop_model_meta_count(const strop_model *model);
  * @param[in]  cap   Bytes available at @p buf.
  * @return The key's full length, or -1 (NULL model, @p i out of range, NULL @p buf with
  *         @p cap > 0) with strop_last_error() set. Thread-safe on a model no one modifies.
- *         @since 0.2
+ * @since 0.2
  */
 STROP_API int64_t strop_model_meta_key(const strop_model *model, int64_t i, char *buf,
                                        size_t cap);
@@ -267,56 +372,85 @@ STROP_API int64_t strop_model_meta_key(const strop_model *model, int64_t i, char
 
 /**
  * @brief The number of registered layer types (composites such as transformer_block
- *        included). Constant for the library's lifetime. Thread-safe. @since 0.2
+ *        included).
+ * @return The count; constant for the library's lifetime. Thread-safe.
+ * @since 0.2
  */
 STROP_API int strop_layer_type_count(void);
 
 /**
- * @brief The name of layer type @p i (0 .. strop_layer_type_count() - 1), or NULL out of
- *        range. A static string. Thread-safe. @since 0.2
+ * @brief The name of layer type @p i.
+ * @param[in] i 0 .. strop_layer_type_count() - 1.
+ * @return A static string ("linear"), or NULL out of range. Thread-safe.
+ * @since 0.2
  */
 STROP_API const char *strop_layer_type_name(int i);
 
 /**
- * @brief A one-line description of layer @p type (what it computes and its PyTorch
- *        counterpart), or NULL for an unknown type. A static string. Thread-safe. @since 0.2
+ * @brief A one-line description of layer @p type: what it computes and its PyTorch
+ *        counterpart.
+ * @param[in] type A layer type name.
+ * @return A static string, or NULL for an unknown type or NULL. Thread-safe.
+ * @since 0.2
  */
 STROP_API const char *strop_layer_type_doc(const char *type);
 
 /**
- * @brief 1 when @p type is a composite: adding it adds its parts "<name>.<part>" (which
- *        strop_layer_type_doc() lists); 0 for a plain layer; -1 for an unknown type.
+ * @brief Whether @p type is a composite: adding it adds its parts "<name>.<part>" (which
+ *        strop_layer_type_doc() lists).
+ * @param[in] type A layer type name.
+ * @return 1 for a composite, 0 for a plain layer, -1 for an unknown type or NULL.
+ *         Thread-safe.
  * @since 0.2
  */
 STROP_API int strop_layer_type_is_composite(const char *type);
 
 /**
- * @brief The number of options layer @p type takes, or -1 for an unknown type. @since 0.2
+ * @brief The number of options layer @p type takes.
+ * @param[in] type A layer type name.
+ * @return The count, or -1 for an unknown type or NULL. Thread-safe.
+ * @since 0.2
  */
 STROP_API int strop_layer_option_count(const char *type);
 
 /**
- * @brief Option @p j of layer @p type: its name, or NULL (unknown type, @p j out of range).
- *        A static string. @since 0.2
+ * @brief The name of option @p j of layer @p type.
+ * @param[in] type A layer type name.
+ * @param[in] j    0 .. strop_layer_option_count() - 1.
+ * @return A static string, or NULL (unknown type, @p j out of range). Thread-safe.
+ * @since 0.2
  */
 STROP_API const char *strop_layer_option_name(const char *type, int j);
 
 /**
  * @brief Option @p j's default as strop_model_node_options() writes it ("true", "[1, 1]",
- *        "auto"), or NULL when the option is required or does not exist. A static string.
+ *        "auto").
+ * @param[in] type A layer type name.
+ * @param[in] j    0 .. strop_layer_option_count() - 1.
+ * @return A static string, or NULL when the option is required or does not exist.
+ *         Thread-safe.
  * @since 0.2
  */
 STROP_API const char *strop_layer_option_default(const char *type, int j);
 
 /**
- * @brief Option @p j's one-line description, or NULL. A static string. @since 0.2
+ * @brief Option @p j's one-line description.
+ * @param[in] type A layer type name.
+ * @param[in] j    0 .. strop_layer_option_count() - 1.
+ * @return A static string, or NULL (unknown type, @p j out of range). Thread-safe.
+ * @since 0.2
  */
 STROP_API const char *strop_layer_option_doc(const char *type, int j);
 
 /**
  * @brief Option @p j's kind ("int", "float", "bool", "enum", "int[2]", "float[4]",
  *        "int list") into @p buf, snprintf-style.
- * @return The full length, or -1 (unknown type or option, NULL @p buf with @p cap > 0).
+ * @param[in]  type A layer type name.
+ * @param[in]  j    0 .. strop_layer_option_count() - 1.
+ * @param[out] buf  Receives the kind; may be NULL when @p cap is 0.
+ * @param[in]  cap  Bytes available at @p buf.
+ * @return The full length, or -1 (unknown type or option, NULL @p buf with @p cap > 0) with
+ *         strop_last_error() set. Thread-safe.
  * @since 0.2
  */
 STROP_API int64_t strop_layer_option_kind(const char *type, int j, char *buf, size_t cap);
@@ -324,42 +458,72 @@ STROP_API int64_t strop_layer_option_kind(const char *type, int j, char *buf, si
 /**
  * @brief The values option @p j allows ("[1, 2147483647] or auto", "[0, 1)", "gelu, relu"),
  *        snprintf-style.
- * @return The full length, or -1 for bad arguments. @since 0.2
+ * @param[in]  type A layer type name.
+ * @param[in]  j    0 .. strop_layer_option_count() - 1.
+ * @param[out] buf  Receives the text; may be NULL when @p cap is 0.
+ * @param[in]  cap  Bytes available at @p buf.
+ * @return The full length, or -1 (unknown type or option, NULL @p buf with @p cap > 0) with
+ *         strop_last_error() set. Thread-safe.
+ * @since 0.2
  */
 STROP_API int64_t strop_layer_option_allowed(const char *type, int j, char *buf, size_t cap);
 
 /**
  * @brief The number of parameter and buffer names layer @p type may declare (those its
- *        options switch off included), or -1 for an unknown type. @since 0.2
+ *        options switch off included).
+ * @param[in] type A layer type name.
+ * @return The count, or -1 for an unknown type or NULL. Thread-safe.
+ * @since 0.2
  */
 STROP_API int strop_layer_param_count(const char *type);
 
 /**
  * @brief Parameter @p j of layer @p type: the suffix after the node's name ("weight",
- *        "q_proj.lora_A.weight"), or NULL. A static string. @since 0.2
+ *        "q_proj.lora_A.weight").
+ * @param[in] type A layer type name.
+ * @param[in] j    0 .. strop_layer_param_count() - 1.
+ * @return A static string, or NULL (unknown type, @p j out of range). Thread-safe.
+ * @since 0.2
  */
 STROP_API const char *strop_layer_param_name(const char *type, int j);
 
 /**
- * @brief Parameter @p j's description (its shape in terms of the options, and when it
- *        exists), or NULL. A static string. @since 0.2
+ * @brief Parameter @p j's description: its shape in terms of the options, and when it
+ *        exists.
+ * @param[in] type A layer type name.
+ * @param[in] j    0 .. strop_layer_param_count() - 1.
+ * @return A static string, or NULL (unknown type, @p j out of range). Thread-safe.
+ * @since 0.2
  */
 STROP_API const char *strop_layer_param_doc(const char *type, int j);
 
-/** @brief Number of parameter and buffer tensors (the state_dict's length); -1 for NULL.
- *  @since 0.1 */
+/**
+ * @brief Number of parameter and buffer tensors (the state_dict's length).
+ * @param[in] model The model.
+ * @return The count (0 before finalize), or -1 for NULL.
+ * @since 0.1
+ */
 STROP_API int64_t strop_model_num_tensors(const strop_model *model);
 
 /**
  * @brief Name of state tensor @p i (state_dict order) into @p buf, snprintf-style.
- * @return The full length, or -1 for bad arguments. @since 0.1
+ * @param[in]  model A finalized model.
+ * @param[in]  i     0 .. strop_model_num_tensors() - 1.
+ * @param[out] buf   Receives the name; may be NULL when @p cap is 0.
+ * @param[in]  cap   Bytes available at @p buf.
+ * @return The full length, or -1 (NULL or unfinalized model, @p i out of range, NULL @p buf
+ *         with @p cap > 0) with strop_last_error() set.
+ * @since 0.1
  */
 STROP_API int64_t strop_model_tensor_name(const strop_model *model, int64_t i, char *buf,
                                           size_t cap);
 
 /**
- * @brief Number of scalar parameters (buffers excluded); trainable ones only if
- *        @p trainable_only. -1 for NULL. @since 0.1
+ * @brief Number of scalar parameters (buffers excluded).
+ * @param[in] model          The model.
+ * @param[in] trainable_only Non-zero to count trainable parameters only.
+ * @return The count (0 before finalize), or -1 for NULL.
+ * @since 0.1
  */
 STROP_API int64_t strop_model_param_count(const strop_model *model, int trainable_only);
 
@@ -367,11 +531,16 @@ STROP_API int64_t strop_model_param_count(const strop_model *model, int trainabl
  * @brief A view of the named parameter or float buffer.
  *
  * The view borrows the model's memory: valid while the model lives and is not restructured
- * (surgery, weight loading that changes shapes); writes through it change the model.
- * @param[out] out A tensor handle owned by the caller (free it with strop_tensor_free();
- *                 that does not free the model's memory).
- * @return STROP_OK; STROP_E_NOT_FOUND (naming the tensor); STROP_E_UNSUPPORTED (an int64
- *         buffer); STROP_E_STATE (not finalized); STROP_E_NOMEM. @since 0.1
+ * (surgery, strop_model_reinit(), a tie, weight loading that changes shapes); writes through
+ * it change the model.
+ * @param[in,out] model A finalized model.
+ * @param[in]     name  The tensor's state_dict name ("head.weight").
+ * @param[out]    out   A tensor handle owned by the caller (free it with strop_tensor_free();
+ *                      that does not free the model's memory); NULL on error.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_NOT_FOUND (naming the tensor);
+ *         STROP_E_UNSUPPORTED (an int64 buffer); STROP_E_STATE (not finalized);
+ *         STROP_E_NOMEM.
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_model_tensor_view(strop_model *model,
                                                                const char *name,
@@ -379,8 +548,14 @@ STROP_API STROP_NODISCARD strop_status strop_model_tensor_view(strop_model *mode
 
 /**
  * @brief Copies @p count floats into the named parameter or buffer.
- * @return STROP_OK; STROP_E_NOT_FOUND; STROP_E_SHAPE (count differs, naming both sizes);
- *         STROP_E_INVALID_ARG. @since 0.1
+ * @param[in,out] model A finalized model.
+ * @param[in]     name  The tensor's state_dict name.
+ * @param[in]     data  The values, in the tensor's row-major layout; copied. An int64 buffer
+ *                      (BatchNorm's num_batches_tracked) takes its one value, converted.
+ * @param[in]     count Floats at @p data: the tensor's element count.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_NOT_FOUND (naming the tensor);
+ *         STROP_E_SHAPE (@p count differs, naming both sizes); STROP_E_STATE (not finalized).
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_model_set_tensor(strop_model *model,
                                                               const char *name,

@@ -39,8 +39,9 @@
  *   negative code, and leaves a sentence naming the function, the argument and the values in
  *   strop_last_error(). The statuses each function lists under "Returns" are the ones it
  *   returns; a program must treat any other negative value as a failure too (the list of
- *   codes only grows). Results go through out-parameters; what a failing call leaves in
- *   them is said by each function (a handle out-parameter is mostly set to NULL).
+ *   codes only grows). ::STROP_E_INTERNAL (a broken invariant: a bug in strop) may come
+ *   from any call and is not listed. Results go through out-parameters; what a failing call
+ *   leaves in them is said by each function (a handle out-parameter is mostly set to NULL).
  * - **Ownership.** A handle returned through a `**out` parameter belongs to the caller, who
  *   frees it with the `_free` function its documentation names (every `_free` takes NULL).
  *   A pointer returned as the result is borrowed: it lives as long as the object it came
