@@ -436,7 +436,8 @@ typedef enum strop_class_metric {
  * @param[out]    out The metrics, owned by the caller (strop_metrics_free()); NULL on error.
  * @return STROP_OK; STROP_E_SHAPE (batches and model disagree, naming both shapes);
  *         STROP_E_INVALID_ARG (NULL; a target that is not a class index in range);
- *         STROP_E_CALLBACK (a callback dataset failed); STROP_E_NOMEM.
+ *         STROP_E_CALLBACK (a callback dataset failed); STROP_E_UNSUPPORTED (cross-entropy over
+ *         more than 65536 classes: no confusion matrix is kept that large); STROP_E_NOMEM.
  * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_trainer_eval(strop_trainer *tr,
