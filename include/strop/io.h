@@ -1,5 +1,5 @@
-/* strop — model files: YAML architecture specs, safetensors weights (PyTorch's names and
- * layouts), load reports for partial loading, and a listing API for safetensors files. */
+/* strop — what a weight load found (load reports) and a listing API for safetensors files.
+ * The strop_model_* functions that read and write model files are declared in model.h. */
 #ifndef STROP_IO_H
 #define STROP_IO_H
 
@@ -9,88 +9,20 @@
 
 /**
  * @file io.h
- * @brief Model specs (YAML), weights (safetensors), load reports, safetensors listing.
+ * @brief Load reports and the safetensors listing API.
+ *
+ * The functions that load and save a model's spec and weights (strop_model_load_spec(),
+ * strop_model_load_weights(), strop_model_save_weights() ...) are declared in model.h with
+ * every other strop_model_* function, together with the load flags and the
+ * strop_load_report type whose getters are here.
  * @since 0.1
  */
 
 STROP_BEGIN_DECLS
 
 /* ------------------------------------------------------------------------------------ */
-/* Architecture specs                                                                     */
+/* Load reports (strop_model_load_weights(), strop_model_load_pretrained())               */
 /* ------------------------------------------------------------------------------------ */
-
-/**
- * @brief Loads a model architecture from a YAML spec file and finalizes it.
- *
- * The spec gives the per-sample `input:` shape, an optional `seed:` (default 0) and the
- * `layers:` list; see docs/formats.md. Parameters are freshly initialised from the seed.
- * Errors name the file, line and column and what was expected, e.g.
- * "strop_model_load_spec: model.yaml:14:9: layer 'head': unknown option 'out_feature'".
- * Hostile input is bounded: YAML aliases are refused, nesting depth, node count, scalar
- * length and file size (16 MiB) are limited.
- * @param[in]  path The spec file; read during the call.
- * @param[out] out  The finalized model, owned by the caller (strop_model_free()); NULL on
- *                  error.
- * @return STROP_OK; STROP_E_IO (cannot read the file); STROP_E_FORMAT (not YAML, wrong
- *         structure, limits exceeded); STROP_E_INVALID_ARG (NULL, a layer's options or
- *         name) / STROP_E_NOT_FOUND (an unknown type or input) / STROP_E_SHAPE (a shape
- *         conflict), as strop_model_add() and strop_model_finalize() return them;
- *         STROP_E_NOMEM. Thread-safe (it touches no shared state).
- * @since 0.1
- */
-STROP_API STROP_NODISCARD strop_status strop_model_load_spec(const char *path, strop_model **out);
-
-/**
- * @brief As strop_model_load_spec(), from a NUL-terminated YAML string; errors name
- *        "<string>" as the file.
- * @param[in]  yaml The spec text, at most 16 MiB; only read during the call.
- * @param[out] out  The finalized model, owned by the caller (strop_model_free()); NULL on
- *                  error.
- * @return STROP_OK; the statuses of strop_model_load_spec() but STROP_E_IO (STROP_E_FORMAT
- *         also for a string over the limit). Thread-safe.
- * @since 0.1
- */
-STROP_API STROP_NODISCARD strop_status strop_model_load_spec_string(const char *yaml,
-                                                                    strop_model **out);
-
-/**
- * @brief Writes the model's architecture (input shape, seed, every node with its type, inputs,
- *        ties and all options, defaults included) as a YAML spec, atomically (temporary file
- *        in the same folder, fsync, rename). Loading the result gives a model with the same
- *        nodes, options and shapes. Weights are not part of a spec (strop_model_save_weights()).
- * @param[in] model A model with at least one node (finalized or not); only read.
- * @param[in] path  The file to write.
- * @return STROP_OK; STROP_E_INVALID_ARG (NULL, no nodes); STROP_E_IO (naming the path; the
- *         old file, if any, is intact); STROP_E_NOMEM.
- * @since 0.1
- */
-STROP_API STROP_NODISCARD strop_status strop_model_save_spec(const strop_model *model,
-                                                             const char *path);
-
-/**
- * @brief The model's YAML spec (as strop_model_save_spec() writes it) into the caller's
- *        buffer, snprintf-style.
- * @param[in]  model A model with at least one node (finalized or not); only read.
- * @param[out] buf   Buffer of @p cap bytes (may be NULL when @p cap is 0); always
- *                   NUL-terminated when @p cap > 0.
- * @param[in]  cap   Bytes available at @p buf.
- * @return The full length of the spec (excluding the NUL), or -1 on error (NULL model, no
- *         nodes, NULL @p buf with @p cap > 0, out of memory; strop_last_error() says which).
- * @since 0.1
- */
-STROP_API int64_t strop_model_spec_string(const strop_model *model, char *buf, size_t cap);
-
-/* ------------------------------------------------------------------------------------ */
-/* Weights                                                                                */
-/* ------------------------------------------------------------------------------------ */
-
-/** @brief Load flags of strop_model_load_weights() and its variants. @since 0.1 */
-enum {
-  /** Default: every model tensor must be in the file with its shape, and nothing else. */
-  STROP_LOAD_STRICT = 0,
-  /** PyTorch's strict=False: load what matches by name and shape, report the rest. */
-  STROP_LOAD_PARTIAL = 1
-};
 
 /** @brief Entry kinds of a load report (strop_load_report_count()). @since 0.1 */
 enum {
@@ -99,104 +31,6 @@ enum {
   STROP_REPORT_MISMATCHED = 2, /**< Present in both with another shape or dtype. */
   STROP_REPORT_LOADED = 3      /**< Tensors copied into the model. */
 };
-
-/**
- * @brief What a weight load found: missing, unexpected, mismatched and loaded tensor names.
- *
- * Read-only once made: its getters may run on several threads at once.
- * Owned by the caller once returned; free with strop_load_report_free().
- * @since 0.1
- */
-typedef struct strop_load_report strop_load_report;
-
-/**
- * @brief Loads parameters and buffers from a safetensors file by PyTorch name.
- *
- * Float tensors may be stored as F32, F16, BF16 or F64 (converted to float32); int64
- * buffers (BatchNorm's num_batches_tracked) as I64 or I32. Everything is validated
- * before the model is touched: in strict mode any missing, unexpected or mismatched tensor
- * fails the call naming the first few, and the model is unchanged. The file is memory-mapped
- * during the call.
- *
- * Model metadata (strop_model_set_meta()): a strict load of a file that has
- * "strop.meta.<key>" entries replaces the model's metadata by them (the file describes the
- * whole model now); a file without such entries (PyTorch's, strop 0.1's) and every partial
- * load leave the model's metadata as it was. An entry a strict load cannot take (a key or
- * value outside strop_model_set_meta()'s bounds) fails the load with STROP_E_FORMAT.
- * @param[in,out] model      A finalized model; unchanged on error.
- * @param[in]     path       A safetensors file.
- * @param[in]     flags      ::STROP_LOAD_STRICT or ::STROP_LOAD_PARTIAL.
- * @param[out]    report_out Optional (NULL to ignore): the report, owned by the caller
- *                           (strop_load_report_free()); set when the file's tensors were
- *                           matched against the model (on success, and when a strict load
- *                           fails on names or shapes), else NULL.
- * @return STROP_OK; STROP_E_IO (the file cannot be opened or mapped); STROP_E_FORMAT (a
- *         malformed file or metadata entry: the sentence says what); STROP_E_NOT_FOUND
- *         (strict: missing or unexpected tensors); STROP_E_SHAPE (strict: a shape or dtype
- *         mismatch); STROP_E_STATE (not finalized); STROP_E_INVALID_ARG (NULL, unknown
- *         flags); STROP_E_NOMEM.
- * @since 0.1
- */
-STROP_API STROP_NODISCARD strop_status strop_model_load_weights(strop_model *model,
-                                                                const char *path, int flags,
-                                                                strop_load_report **report_out);
-
-/**
- * @brief As strop_model_load_weights(), from a safetensors file image in memory (a host that
- *        embeds or downloads its model): the same checks (header bounds, dtypes, offsets,
- *        strict or partial, metadata), with errors naming "<memory>" where the file's path
- *        would be.
- * @param[in,out] model      A finalized model; unchanged on error.
- * @param[in]     data       The file's bytes. Read during the call only, never kept or
- *                           written: the caller may free it as soon as the call returns. Any
- *                           alignment.
- * @param[in]     size       Bytes at @p data.
- * @param[in]     flags      ::STROP_LOAD_STRICT or ::STROP_LOAD_PARTIAL.
- * @param[out]    report_out Optional (NULL to ignore), as for strop_model_load_weights().
- * @return STROP_OK; STROP_E_FORMAT (not a valid safetensors image: the sentence says what);
- *         STROP_E_NOT_FOUND / STROP_E_SHAPE (strict: missing, unexpected or mismatched
- *         tensors); STROP_E_STATE (not finalized); STROP_E_INVALID_ARG (NULL model or data,
- *         unknown flags); STROP_E_NOMEM. Thread-safe for distinct models (the buffer may be
- *         shared).
- * @since 0.2
- */
-STROP_API STROP_NODISCARD strop_status strop_model_load_weights_mem(strop_model *model,
-                                                                    const void *data, size_t size,
-                                                                    int flags,
-                                                                    strop_load_report **report_out);
-
-/**
- * @brief As strop_model_load_weights(), renaming file tensors first: a name starting with
- *        @p from_prefix has that prefix replaced by @p to_prefix ("features." -> "backbone."
- *        loads features.0.weight into backbone.0.weight). Other names are kept.
- * @param[in,out] model       A finalized model; unchanged on error.
- * @param[in]     path        A safetensors file.
- * @param[in]     flags       ::STROP_LOAD_STRICT or ::STROP_LOAD_PARTIAL.
- * @param[in]     from_prefix Prefix in the file ("" matches every name).
- * @param[in]     to_prefix   Replacement (may be "").
- * @param[out]    report_out  Optional (NULL to ignore), as for strop_model_load_weights();
- *                            its names are the model's (after renaming).
- * @return STROP_OK; the statuses of strop_model_load_weights() (STROP_E_INVALID_ARG also for
- *         a NULL prefix).
- * @since 0.1
- */
-STROP_API STROP_NODISCARD strop_status strop_model_load_weights_remap(
-    strop_model *model, const char *path, int flags, const char *from_prefix,
-    const char *to_prefix, strop_load_report **report_out);
-
-/**
- * @brief Saves every parameter and buffer as a safetensors file (float tensors as F32, int64
- *        buffers as I64, PyTorch names and layouts; metadata "format" = "strop",
- *        "strop_version" and, since 0.2, every model metadata entry as "strop.meta.<key>"),
- *        atomically: a failure leaves any old file intact.
- * @param[in] model A finalized model; only read.
- * @param[in] path  The file to write.
- * @return STROP_OK; STROP_E_IO (naming the path); STROP_E_STATE (not finalized);
- *         STROP_E_INVALID_ARG (NULL); STROP_E_NOMEM.
- * @since 0.1
- */
-STROP_API STROP_NODISCARD strop_status strop_model_save_weights(const strop_model *model,
-                                                                const char *path);
 
 /**
  * @brief Number of report entries of @p kind.

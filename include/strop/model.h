@@ -1,5 +1,6 @@
-/* strop — models: a DAG of named layer nodes with PyTorch-named parameters. Build one from
- * C, run inference on a batch, read and write its parameters by name. */
+/* strop — models: a DAG of named layer nodes with PyTorch-named parameters. Every
+ * strop_model_* function is declared here: build, run, inspect, parameters and gradients,
+ * metadata, files, LoRA adapters, prediction. */
 #ifndef STROP_MODEL_H
 #define STROP_MODEL_H
 
@@ -9,7 +10,14 @@
 
 /**
  * @file model.h
- * @brief The model graph: build, run, inspect nodes and layer types, parameters, metadata.
+ * @brief Models: build, run, inspect nodes and layer types, parameters and gradients,
+ *        metadata, copies and summaries, files (specs, weights, pre-trained checkpoints,
+ *        export), LoRA adapters, prediction — every strop_model_* function.
+ *
+ * The types of other modules these functions take are declared here once, as typedefs of
+ * incomplete structs, and completed where they belong: strop_load_report (its getters in
+ * io.h), strop_pretrained_options (its fields in pretrained.h), strop_prediction (its getters
+ * in train.h). Those headers include this one and do not repeat the typedefs.
  * @since 0.1
  */
 
@@ -560,6 +568,511 @@ STROP_API STROP_NODISCARD strop_status strop_model_tensor_view(strop_model *mode
 STROP_API STROP_NODISCARD strop_status strop_model_set_tensor(strop_model *model,
                                                               const char *name,
                                                               const float *data, size_t count);
+
+/* ---- parameters: trainable or frozen, and their gradients ---- */
+
+/**
+ * @brief Freezes the parameters matching @p glob (a one-edit plan, applied; BatchNorm nodes
+ *        whose parameters are all frozen go to inference mode).
+ * @param[in,out] model A finalized model; unchanged on error.
+ * @param[in]     glob  Parameter or node name, or a glob, as strop_surgery_freeze() takes it.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL model, NULL or empty glob, a buffer's name);
+ *         STROP_E_NOT_FOUND (nothing matches); STROP_E_STATE (not finalized); STROP_E_NOMEM.
+ * @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_freeze(strop_model *model, const char *glob);
+
+/**
+ * @brief Unfreezes the parameters matching @p glob (and takes BatchNorm nodes out of the
+ *        inference mode freezing put them in); see strop_model_freeze().
+ * @param[in,out] model A finalized model; unchanged on error.
+ * @param[in]     glob  Parameter or node name, or a glob.
+ * @return STROP_OK; the statuses of strop_model_freeze().
+ * @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_unfreeze(strop_model *model,
+                                                            const char *glob);
+
+/**
+ * @brief Whether the named parameter is trainable.
+ * @param[in] model The model.
+ * @param[in] name  A parameter's state_dict name.
+ * @return 1 trainable, 0 frozen or a buffer, -1 for NULL arguments or an unknown name (no
+ *         error sentence).
+ * @since 0.1
+ */
+STROP_API int strop_model_param_trainable(const strop_model *model, const char *name);
+
+/**
+ * @brief Copies the gradient of a trainable parameter: what the backwards of the current
+ *        window have added up (strop_trainer_backward(), strop_trainer_step() before its
+ *        update) and the host has written (strop_model_set_grad()). Zero before any backward
+ *        and after an update (the trainer and strop_optimizer_zero_grad() clear them).
+ *
+ * A copy rather than a view: the trainer clears gradients lazily and reuses their memory
+ * during an update, so a pointer into them would change meaning under the host.
+ * @param[in]  model The model; only read.
+ * @param[in]  name  A parameter's name as strop_model_tensor_name() gives it ("head.weight").
+ * @param[out] out   Receives @p count floats (the parameter's layout); unchanged on error.
+ * @param[in]  count The parameter's number of values.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_STATE (not finalized; the parameter is
+ *         frozen or a buffer: it has no gradient); STROP_E_NOT_FOUND (no such parameter, naming
+ *         it); STROP_E_SHAPE (@p count differs, naming both). Thread-safe while no other
+ *         thread changes the model.
+ * @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_get_grad(const strop_model *model,
+                                                            const char *name, float *out,
+                                                            size_t count);
+
+/**
+ * @brief Replaces the gradient of a trainable parameter with @p count floats of the host: a
+ *        gradient made outside strop, or a backward's gradient changed (a penalty's term
+ *        added) before strop_trainer_apply() or strop_optimizer_step() applies it.
+ *
+ * The trainer starts each accumulation window from zero gradients at its first forward, so
+ * write them after the backward of a window and before its apply; strop_optimizer_step() on
+ * its own applies whatever is there. Values are stored as given: the trainer's guard checks
+ * them at the apply, strop_optimizer_step() does not.
+ * @param[in,out] model The model.
+ * @param[in]     name  A trainable parameter's name.
+ * @param[in]     data  @p count floats in the parameter's layout; copied.
+ * @param[in]     count The parameter's number of values.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_STATE (not finalized; frozen or a
+ *         buffer); STROP_E_NOT_FOUND; STROP_E_SHAPE; STROP_E_NOMEM (the first gradient of the
+ *         model could not be allocated). On error the model is unchanged.
+ * @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_set_grad(strop_model *model, const char *name,
+                                                            const float *data, size_t count);
+
+/* ---- copies, summaries, memory ---- */
+
+/**
+ * @brief Deep copy of a model: structure, parameters, buffers, flags, ties, metadata, mode
+ *        and RNG state (not gradients or a pending step).
+ * @param[in]  model The model (finalized or not); only read.
+ * @param[out] out   The copy, owned by the caller (strop_model_free()); NULL on error.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_NOMEM.
+ * @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_clone(const strop_model *model,
+                                                         strop_model **out);
+
+/**
+ * @brief A text table of the model: node name, type, output shape ("?" before finalize),
+ *        parameter count and trainable (yes / no / partial / - for none; "bn-eval" marks
+ *        BatchNorm kept in inference mode), then the totals.
+ * @param[in]  model The model; only read.
+ * @param[out] buf   Receives the table, snprintf-style; may be NULL when @p cap is 0.
+ * @param[in]  cap   Bytes available at @p buf.
+ * @return The full length (excluding NUL); -1 for a NULL model, a NULL @p buf with
+ *         @p cap > 0, or out of memory.
+ * @since 0.1
+ */
+STROP_API int64_t strop_model_summary(const strop_model *model, char *buf, size_t cap);
+
+/**
+ * @brief Estimates the memory a training step will take, in bytes.
+ * @param[in]  model           A finalized model; only read.
+ * @param[in]  batch           Batch size >= 1.
+ * @param[in]  optimizer_slots Values of optimizer state per trainable value, 0 .. 8: 0 (SGD),
+ *                             1 (SGD with momentum), 2 (Adam, AdamW).
+ * @param[out] weights         Parameters and buffers; may be NULL.
+ * @param[out] grads           Gradients (trainable parameters only); may be NULL.
+ * @param[out] optim_state     Optimizer state (trainable parameters only); may be NULL.
+ * @param[out] activations     Every node's output for the batch, plus the output gradients
+ *                             of the nodes backward visits (those with a trainable parameter
+ *                             at or upstream); layer scratch such as im2col is not counted.
+ *                             Where a conv2d runs the relu / maxpool2d after it (fusion),
+ *                             their intermediate outputs are not stored, so this is an upper
+ *                             bound. May be NULL.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL model, batch < 1, slots outside 0..8);
+ *         STROP_E_STATE (not finalized); STROP_E_SHAPE (a byte count overflows size_t, e.g.
+ *         batch = 2^62: do not use the outputs); STROP_E_NOMEM (a model of more than 256
+ *         nodes needs a scratch array).
+ * @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_memory_estimate(const strop_model *model,
+                                                                   int64_t batch,
+                                                                   int optimizer_slots,
+                                                                   size_t *weights,
+                                                                   size_t *grads,
+                                                                   size_t *optim_state,
+                                                                   size_t *activations);
+
+/* ---- files: architecture specs, weights, pre-trained checkpoints, export ---- */
+
+/** @brief Load flags of strop_model_load_weights() and its variants. @since 0.1 */
+enum {
+  /** Default: every model tensor must be in the file with its shape, and nothing else. */
+  STROP_LOAD_STRICT = 0,
+  /** PyTorch's strict=False: load what matches by name and shape, report the rest. */
+  STROP_LOAD_PARTIAL = 1
+};
+
+/**
+ * @brief What a weight load found: missing, unexpected, mismatched and loaded tensor names.
+ *
+ * Read-only once made: its getters may run on several threads at once.
+ * Owned by the caller once returned; free with strop_load_report_free().
+ * @since 0.1
+ */
+typedef struct strop_load_report strop_load_report;
+
+/**
+ * @brief Loads a model architecture from a YAML spec file and finalizes it.
+ *
+ * The spec gives the per-sample `input:` shape, an optional `seed:` (default 0) and the
+ * `layers:` list; see docs/formats.md. Parameters are freshly initialised from the seed.
+ * Errors name the file, line and column and what was expected, e.g.
+ * "strop_model_load_spec: model.yaml:14:9: layer 'head': unknown option 'out_feature'".
+ * Hostile input is bounded: YAML aliases are refused, nesting depth, node count, scalar
+ * length and file size (16 MiB) are limited.
+ * @param[in]  path The spec file; read during the call.
+ * @param[out] out  The finalized model, owned by the caller (strop_model_free()); NULL on
+ *                  error.
+ * @return STROP_OK; STROP_E_IO (cannot read the file); STROP_E_FORMAT (not YAML, wrong
+ *         structure, limits exceeded); STROP_E_INVALID_ARG (NULL, a layer's options or
+ *         name) / STROP_E_NOT_FOUND (an unknown type or input) / STROP_E_SHAPE (a shape
+ *         conflict), as strop_model_add() and strop_model_finalize() return them;
+ *         STROP_E_NOMEM. Thread-safe (it touches no shared state).
+ * @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_load_spec(const char *path, strop_model **out);
+
+/**
+ * @brief As strop_model_load_spec(), from a NUL-terminated YAML string; errors name
+ *        "<string>" as the file.
+ * @param[in]  yaml The spec text, at most 16 MiB; only read during the call.
+ * @param[out] out  The finalized model, owned by the caller (strop_model_free()); NULL on
+ *                  error.
+ * @return STROP_OK; the statuses of strop_model_load_spec() but STROP_E_IO (STROP_E_FORMAT
+ *         also for a string over the limit). Thread-safe.
+ * @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_load_spec_string(const char *yaml,
+                                                                    strop_model **out);
+
+/**
+ * @brief Writes the model's architecture (input shape, seed, every node with its type, inputs,
+ *        ties and all options, defaults included) as a YAML spec, atomically (temporary file
+ *        in the same folder, fsync, rename). Loading the result gives a model with the same
+ *        nodes, options and shapes. Weights are not part of a spec (strop_model_save_weights()).
+ * @param[in] model A model with at least one node (finalized or not); only read.
+ * @param[in] path  The file to write.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, no nodes); STROP_E_IO (naming the path; the
+ *         old file, if any, is intact); STROP_E_NOMEM.
+ * @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_save_spec(const strop_model *model,
+                                                             const char *path);
+
+/**
+ * @brief The model's YAML spec (as strop_model_save_spec() writes it) into the caller's
+ *        buffer, snprintf-style.
+ * @param[in]  model A model with at least one node (finalized or not); only read.
+ * @param[out] buf   Buffer of @p cap bytes (may be NULL when @p cap is 0); always
+ *                   NUL-terminated when @p cap > 0.
+ * @param[in]  cap   Bytes available at @p buf.
+ * @return The full length of the spec (excluding the NUL), or -1 on error (NULL model, no
+ *         nodes, NULL @p buf with @p cap > 0, out of memory; strop_last_error() says which).
+ * @since 0.1
+ */
+STROP_API int64_t strop_model_spec_string(const strop_model *model, char *buf, size_t cap);
+
+/**
+ * @brief Loads parameters and buffers from a safetensors file by PyTorch name.
+ *
+ * Float tensors may be stored as F32, F16, BF16 or F64 (converted to float32); int64
+ * buffers (BatchNorm's num_batches_tracked) as I64 or I32. Everything is validated
+ * before the model is touched: in strict mode any missing, unexpected or mismatched tensor
+ * fails the call naming the first few, and the model is unchanged. The file is memory-mapped
+ * during the call.
+ *
+ * Model metadata (strop_model_set_meta()): a strict load of a file that has
+ * "strop.meta.<key>" entries replaces the model's metadata by them (the file describes the
+ * whole model now); a file without such entries (PyTorch's, strop 0.1's) and every partial
+ * load leave the model's metadata as it was. An entry a strict load cannot take (a key or
+ * value outside strop_model_set_meta()'s bounds) fails the load with STROP_E_FORMAT.
+ * @param[in,out] model      A finalized model; unchanged on error.
+ * @param[in]     path       A safetensors file.
+ * @param[in]     flags      ::STROP_LOAD_STRICT or ::STROP_LOAD_PARTIAL.
+ * @param[out]    report_out Optional (NULL to ignore): the report, owned by the caller
+ *                           (strop_load_report_free()); set when the file's tensors were
+ *                           matched against the model (on success, and when a strict load
+ *                           fails on names or shapes), else NULL.
+ * @return STROP_OK; STROP_E_IO (the file cannot be opened or mapped); STROP_E_FORMAT (a
+ *         malformed file or metadata entry: the sentence says what); STROP_E_NOT_FOUND
+ *         (strict: missing or unexpected tensors); STROP_E_SHAPE (strict: a shape or dtype
+ *         mismatch); STROP_E_STATE (not finalized); STROP_E_INVALID_ARG (NULL, unknown
+ *         flags); STROP_E_NOMEM.
+ * @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_load_weights(strop_model *model,
+                                                                const char *path, int flags,
+                                                                strop_load_report **report_out);
+
+/**
+ * @brief As strop_model_load_weights(), from a safetensors file image in memory (a host that
+ *        embeds or downloads its model): the same checks (header bounds, dtypes, offsets,
+ *        strict or partial, metadata), with errors naming "<memory>" where the file's path
+ *        would be.
+ * @param[in,out] model      A finalized model; unchanged on error.
+ * @param[in]     data       The file's bytes. Read during the call only, never kept or
+ *                           written: the caller may free it as soon as the call returns. Any
+ *                           alignment.
+ * @param[in]     size       Bytes at @p data.
+ * @param[in]     flags      ::STROP_LOAD_STRICT or ::STROP_LOAD_PARTIAL.
+ * @param[out]    report_out Optional (NULL to ignore), as for strop_model_load_weights().
+ * @return STROP_OK; STROP_E_FORMAT (not a valid safetensors image: the sentence says what);
+ *         STROP_E_NOT_FOUND / STROP_E_SHAPE (strict: missing, unexpected or mismatched
+ *         tensors); STROP_E_STATE (not finalized); STROP_E_INVALID_ARG (NULL model or data,
+ *         unknown flags); STROP_E_NOMEM. Thread-safe for distinct models (the buffer may be
+ *         shared).
+ * @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_load_weights_mem(strop_model *model,
+                                                                    const void *data, size_t size,
+                                                                    int flags,
+                                                                    strop_load_report **report_out);
+
+/**
+ * @brief As strop_model_load_weights(), renaming file tensors first: a name starting with
+ *        @p from_prefix has that prefix replaced by @p to_prefix ("features." -> "backbone."
+ *        loads features.0.weight into backbone.0.weight). Other names are kept.
+ * @param[in,out] model       A finalized model; unchanged on error.
+ * @param[in]     path        A safetensors file.
+ * @param[in]     flags       ::STROP_LOAD_STRICT or ::STROP_LOAD_PARTIAL.
+ * @param[in]     from_prefix Prefix in the file ("" matches every name).
+ * @param[in]     to_prefix   Replacement (may be "").
+ * @param[out]    report_out  Optional (NULL to ignore), as for strop_model_load_weights();
+ *                            its names are the model's (after renaming).
+ * @return STROP_OK; the statuses of strop_model_load_weights() (STROP_E_INVALID_ARG also for
+ *         a NULL prefix).
+ * @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_load_weights_remap(
+    strop_model *model, const char *path, int flags, const char *from_prefix,
+    const char *to_prefix, strop_load_report **report_out);
+
+/**
+ * @brief Saves every parameter and buffer as a safetensors file (float tensors as F32, int64
+ *        buffers as I64, PyTorch names and layouts; metadata "format" = "strop",
+ *        "strop_version" and, since 0.2, every model metadata entry as "strop.meta.<key>"),
+ *        atomically: a failure leaves any old file intact.
+ * @param[in] model A finalized model; only read.
+ * @param[in] path  The file to write.
+ * @return STROP_OK; STROP_E_IO (naming the path); STROP_E_STATE (not finalized);
+ *         STROP_E_INVALID_ARG (NULL); STROP_E_NOMEM.
+ * @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_save_weights(const strop_model *model,
+                                                                const char *path);
+
+/**
+ * @brief Options of strop_model_load_pretrained(); the struct and its init function are
+ *        defined in pretrained.h.
+ * @since 0.2
+ */
+typedef struct strop_pretrained_options strop_pretrained_options;
+
+/**
+ * @brief Builds a pre-trained network from its checkpoint, with the checkpoint's own tensor
+ *        names and layouts, and loads its weights.
+ *
+ * @p path is either a Hugging Face model folder (config.json with "architectures" or
+ * "model_type", and model.safetensors or the shards model.safetensors.index.json lists) or
+ * one safetensors file (a torchvision state_dict: name the architecture). The result is a
+ * finalized model in eval mode like any other: surgery, training, strop_model_save_weights()
+ * (which writes the same names and layouts back, so PyTorch loads the file with
+ * strict=True). Float tensors may be stored as F32, F16, BF16 or F64. The list of
+ * architectures: strop_pretrained_arch_count(), strop_pretrained_arch_name(), and
+ * docs/pretrained.md.
+ * @param[in]  path       A folder or a .safetensors file; read during the call.
+ * @param[in]  arch       An architecture name ("resnet18"), or NULL to take it from
+ *                        config.json.
+ * @param[in]  opt        Options (strop_pretrained_options_init()), or NULL for the defaults;
+ *                        only read.
+ * @param[out] out        The model, owned by the caller (strop_model_free()); NULL on error.
+ * @param[out] report_out Optional (NULL to ignore): what the load matched, as for
+ *                        strop_model_load_weights(); owned by the caller
+ *                        (strop_load_report_free()).
+ * @return STROP_OK; STROP_E_IO (a file cannot be read: the sentence names it, and for a
+ *         sharded folder the missing shard); STROP_E_FORMAT (a malformed config.json or file,
+ *         a config field missing or out of range: the sentence names the file and key);
+ *         STROP_E_UNSUPPORTED (an architecture strop does not know, naming those it does);
+ *         STROP_E_NOT_FOUND / STROP_E_SHAPE (strict: missing, unexpected or mismatched
+ *         tensors, named); STROP_E_INVALID_ARG (NULL @p path or @p out, an uninitialised
+ *         @p opt, unknown flags, image_size or max_length out of range, no architecture named
+ *         for a single file or a folder without config.json); STROP_E_NOMEM. Nothing is
+ *         returned half-loaded. Thread-safe (it touches no shared state).
+ * @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_load_pretrained(
+    const char *path, const char *arch, const strop_pretrained_options *opt, strop_model **out,
+    strop_load_report **report_out);
+
+/** @brief Flags of strop_model_export(); combine with |. @since 0.1 */
+typedef enum strop_export_flags {
+  STROP_EXPORT_DEFAULT = 0,      /**< Merge LoRA, drop dropout, fold BatchNorm. */
+  STROP_EXPORT_NO_FOLD = 1,      /**< Keep BatchNorm nodes as they are. */
+  STROP_EXPORT_KEEP_DROPOUT = 2  /**< Keep dropout nodes (identity in eval mode anyway). */
+} strop_export_flags;
+
+/**
+ * @brief Saves a fine-tuned model for inference as a YAML spec plus a safetensors weights
+ *        file that strop_model_load_spec() + strop_model_load_weights() (strict) or PyTorch
+ *        load without the trainer.
+ *
+ * Works on a copy; @p model is not changed. On the copy:
+ * - LoRA adapters are merged into the base weights and every `lora_linear` node becomes a
+ *   plain `linear` of the same name (its `lora_A`/`lora_B` tensors are not written); a
+ *   `multihead_attention` node with adapters on its projections is written without them
+ *   (`lora_r` all 0), their products merged into the projection weights;
+ * - `dropout` nodes are removed and their consumers read the dropout's input (unless
+ *   ::STROP_EXPORT_KEEP_DROPOUT); a dropout that is the model's output is kept when its input
+ *   cannot become the output;
+ * - a `batchnorm2d` right after a `conv2d`, or a `batchnorm1d` on a [C] input right after a
+ *   `linear`, is folded into that layer with its eval-mode affine map
+ *   (y = (x - running_mean) / sqrt(running_var + eps) * weight + bias): the conv or linear
+ *   gets a bias if it had none and the BatchNorm node is removed. Folding needs running
+ *   statistics and a conv/linear whose output feeds only that BatchNorm; other BatchNorm
+ *   nodes stay (as they do with ::STROP_EXPORT_NO_FOLD);
+ * - the mode is eval.
+ *
+ * The weights file carries the model's metadata (strop_model_set_meta(), since 0.2), so the
+ * exported model keeps its preprocessing and class names. Outputs of the exported model equal
+ * the eval-mode outputs of @p model up to float rounding.
+ *
+ * Both files are written atomically (temporary file beside each, fsync, rename): the spec's
+ * temporary file is written first, then the weights are committed, then the spec. Any
+ * failure before that last rename leaves both paths as they were and no temporary file.
+ * @param[in] model        A finalized model; only read.
+ * @param[in] spec_path    The YAML spec to write.
+ * @param[in] weights_path The safetensors file to write (must differ from @p spec_path).
+ * @param[in] flags        ::STROP_EXPORT_DEFAULT or a combination of ::strop_export_flags.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, empty or equal paths, unknown flags);
+ *         STROP_E_STATE (not finalized); STROP_E_IO naming the path; STROP_E_NOMEM.
+ *         Thread-safe for distinct paths while no other thread modifies @p model.
+ * @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_export(const strop_model *model,
+                                                          const char *spec_path,
+                                                          const char *weights_path, int flags);
+
+/* ---- LoRA adapters (added by surgery: strop_surgery_lora()) ---- */
+
+/**
+ * @brief Folds every LoRA adapter into its base weight (W += scale · B A) so inference costs
+ *        a plain linear; the adapters are kept, so strop_model_lora_unmerge() restores the
+ *        split (to float rounding). Merged adapters get no gradient. Adapters already merged
+ *        are left as they are.
+ * @param[in,out] model The model.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_NOT_FOUND (no LoRA node).
+ * @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_lora_merge(strop_model *model);
+
+/**
+ * @brief Takes merged adapters back out of the base weights (W -= scale · B A); adapters
+ *        not merged are left as they are.
+ * @param[in,out] model The model.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_NOT_FOUND (no LoRA node).
+ * @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_lora_unmerge(strop_model *model);
+
+/**
+ * @brief Saves the LoRA adapters alone in Hugging Face PEFT's layout: @p dir /
+ *        `adapter_model.safetensors` (tensors `base_model.model.<node>.lora_A.weight` and
+ *        `.lora_B.weight`, F32) and `adapter_config.json` (r, lora_alpha, target_modules,
+ *        lora_dropout, peft_type "LORA", bias "none"; rank_pattern / alpha_pattern when nodes
+ *        differ). Each file is written atomically.
+ *
+ * Since 0.2 it also writes PEFT's `modules_to_save`: the nodes the model's metadata
+ * "lora.modules_to_save" lists — each node a surgery `replace` made, such as a new head — are
+ * saved whole (every parameter and buffer but the adapters, as `base_model.model.<name>`, the
+ * names PEFT writes) and listed in `adapter_config.json`, so base model + folder gives back
+ * the fine-tuned model (strop_model_lora_load()). @p dir and its missing parents are created.
+ * @param[in] model The model with adapters; only read.
+ * @param[in] dir   The folder to write.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_NOT_FOUND (no LoRA node, or
+ *         "lora.modules_to_save" names a node the model lacks); STROP_E_FORMAT (that entry
+ *         is not a JSON list of names); STROP_E_IO (naming the folder or file); STROP_E_NOMEM.
+ * @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_lora_save(const strop_model *model,
+                                                             const char *dir);
+
+/**
+ * @brief Applies adapters saved by strop_model_lora_save() or by PEFT to a base model: each
+ *        module named in the file gets LoRA (rank from the tensors, alpha and dropout from the
+ *        config) and the saved A and B, as one transaction.
+ *
+ * Since 0.2 the config's `modules_to_save` are applied too: each listed module (a node of the
+ * model) takes the file's full weights; a linear node whose weights in the file have another
+ * shape (a classifier head for other classes) is first made anew as a linear of that shape.
+ * Those nodes are then listed in the model's "lora.modules_to_save" metadata.
+ * @param[in,out] model A finalized base model; unchanged on error.
+ * @param[in]     dir   The adapter folder.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_IO (missing or unreadable files);
+ *         STROP_E_FORMAT (bad JSON or safetensors, a bad lora_alpha or lora_dropout, tensors
+ *         not in pairs, a tensor of no listed module); STROP_E_UNSUPPORTED (a peft_type other
+ *         than LORA, an adapter variant strop does not implement, dropout on attention
+ *         adapters); STROP_E_NOT_FOUND (a module the model lacks); STROP_E_SHAPE (a tensor
+ *         that does not fit its module, a module_to_save of another shape that is not a
+ *         linear); STROP_E_STATE (not finalized, or a module whose adapters are merged);
+ *         STROP_E_NOMEM.
+ * @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_lora_load(strop_model *model,
+                                                             const char *dir);
+
+/* ---- applying a trained classifier ---- */
+
+/**
+ * @brief The top classes a classifier gave each row of a batch (strop_model_predict()):
+ *        output index, source label, name and probability, best first.
+ *
+ * Read-only once made: its getters may run on several threads at once. Free with
+ * strop_prediction_free().
+ * @since 0.2
+ */
+typedef struct strop_prediction strop_prediction;
+
+/**
+ * @brief Applies a classifier to raw inputs as its training data were prepared, and returns
+ *        the @p k most likely classes of every row with their names and probabilities.
+ *
+ * What the model's metadata says (docs/formats.md, model metadata; the recipe runner writes
+ * it) is applied to @p input in the data pipeline's order and with its code: each sample has
+ * the shape "input.shape" (default: the model's input shape), is multiplied by "input.scale",
+ * resized as "input.resize" says and normalized by "input.normalize" — e.g. uint8 images
+ * 0-255 as they come. The model then runs in eval mode (its mode is restored afterwards), its
+ * outputs are taken as logits, and a softmax gives the probabilities. "classes" maps output
+ * index i to its source label and name; without it the label is i and there is no name.
+ * @param[in,out] model A finalized model whose output is one score per class ([C]); its
+ *                      forward state is used, so not const.
+ * @param[in]     input N samples: a float32 tensor whose element count is N times a sample's;
+ *                      when its rank is 2 or more its first dimension must be N ([N, 28, 28]
+ *                      and [N, 1, 28, 28] both hold [1, 28, 28] samples). Every value finite.
+ *                      Only read.
+ * @param[in]     k     Classes per row, >= 1; more than the model has gives all of them.
+ * @param[out]    out   The prediction, owned by the caller (strop_prediction_free()); NULL
+ *                      on error.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, k < 1, a NaN or infinite input value: the
+ *         sentence names the row); STROP_E_SHAPE (the input does not hold whole samples, or
+ *         the prepared samples do not fit the model, naming both shapes); STROP_E_STATE (not
+ *         finalized); STROP_E_UNSUPPORTED (the output is not one score per class);
+ *         STROP_E_FORMAT (a metadata entry strop reads here is not what docs/formats.md says,
+ *         naming it); STROP_E_NUMERIC (the model gives a non-finite score: broken weights);
+ *         STROP_E_NOMEM. The model is unchanged (but for its forward state).
+ * @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_predict(strop_model *model,
+                                                           const strop_tensor *input, int k,
+                                                           strop_prediction **out);
 
 STROP_END_DECLS
 

@@ -1,6 +1,5 @@
 /* strop — layer surgery: a plan of edits on a model (freeze, replace, insert, remove,
- * truncate, append, LoRA, parameter groups) applied as one transaction; LoRA merge and
- * PEFT-compatible adapter files; clone, summary and memory estimate of a model. */
+ * truncate, append, LoRA, parameter groups) applied as one transaction. */
 #ifndef STROP_SURGERY_H
 #define STROP_SURGERY_H
 
@@ -11,7 +10,12 @@
 /**
  * @file surgery.h
  * @brief Editing pre-trained models for fine-tuning: a plan of edits applied as one
- *        transaction; freeze, clone, summary and memory estimate; LoRA merge and PEFT files.
+ *        transaction.
+ *
+ * The one-call edits and model tools that surgery uses — strop_model_freeze(),
+ * strop_model_unfreeze(), strop_model_clone(), strop_model_summary(),
+ * strop_model_memory_estimate(), and LoRA's strop_model_lora_merge(), _unmerge(), _save() and
+ * _load() — are declared in model.h with every other strop_model_* function.
  * @since 0.1
  */
 
@@ -293,161 +297,6 @@ STROP_API int64_t strop_surgery_describe(const strop_surgery *s, char *buf, size
  * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_surgery_apply(strop_surgery *s);
-
-/* ---- single-call conveniences ---- */
-
-/**
- * @brief Freezes the parameters matching @p glob (a one-edit plan, applied; BatchNorm nodes
- *        whose parameters are all frozen go to inference mode).
- * @param[in,out] model A finalized model; unchanged on error.
- * @param[in]     glob  Parameter or node name, or a glob, as strop_surgery_freeze() takes it.
- * @return STROP_OK; STROP_E_INVALID_ARG (NULL model, NULL or empty glob, a buffer's name);
- *         STROP_E_NOT_FOUND (nothing matches); STROP_E_STATE (not finalized); STROP_E_NOMEM.
- * @since 0.1
- */
-STROP_API STROP_NODISCARD strop_status strop_model_freeze(strop_model *model, const char *glob);
-
-/**
- * @brief Unfreezes the parameters matching @p glob (and takes BatchNorm nodes out of the
- *        inference mode freezing put them in); see strop_model_freeze().
- * @param[in,out] model A finalized model; unchanged on error.
- * @param[in]     glob  Parameter or node name, or a glob.
- * @return STROP_OK; the statuses of strop_model_freeze().
- * @since 0.1
- */
-STROP_API STROP_NODISCARD strop_status strop_model_unfreeze(strop_model *model,
-                                                            const char *glob);
-
-/**
- * @brief Whether the named parameter is trainable.
- * @param[in] model The model.
- * @param[in] name  A parameter's state_dict name.
- * @return 1 trainable, 0 frozen or a buffer, -1 for NULL arguments or an unknown name (no
- *         error sentence).
- * @since 0.1
- */
-STROP_API int strop_model_param_trainable(const strop_model *model, const char *name);
-
-/**
- * @brief Deep copy of a model: structure, parameters, buffers, flags, ties, metadata, mode
- *        and RNG state (not gradients or a pending step).
- * @param[in]  model The model (finalized or not); only read.
- * @param[out] out   The copy, owned by the caller (strop_model_free()); NULL on error.
- * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_NOMEM.
- * @since 0.1
- */
-STROP_API STROP_NODISCARD strop_status strop_model_clone(const strop_model *model,
-                                                         strop_model **out);
-
-/**
- * @brief A text table of the model: node name, type, output shape ("?" before finalize),
- *        parameter count and trainable (yes / no / partial / - for none; "bn-eval" marks
- *        BatchNorm kept in inference mode), then the totals.
- * @param[in]  model The model; only read.
- * @param[out] buf   Receives the table, snprintf-style; may be NULL when @p cap is 0.
- * @param[in]  cap   Bytes available at @p buf.
- * @return The full length (excluding NUL); -1 for a NULL model, a NULL @p buf with
- *         @p cap > 0, or out of memory.
- * @since 0.1
- */
-STROP_API int64_t strop_model_summary(const strop_model *model, char *buf, size_t cap);
-
-/**
- * @brief Estimates the memory a training step will take, in bytes.
- * @param[in]  model           A finalized model; only read.
- * @param[in]  batch           Batch size >= 1.
- * @param[in]  optimizer_slots Values of optimizer state per trainable value, 0 .. 8: 0 (SGD),
- *                             1 (SGD with momentum), 2 (Adam, AdamW).
- * @param[out] weights         Parameters and buffers; may be NULL.
- * @param[out] grads           Gradients (trainable parameters only); may be NULL.
- * @param[out] optim_state     Optimizer state (trainable parameters only); may be NULL.
- * @param[out] activations     Every node's output for the batch, plus the output gradients
- *                             of the nodes backward visits (those with a trainable parameter
- *                             at or upstream); layer scratch such as im2col is not counted.
- *                             Where a conv2d runs the relu / maxpool2d after it (fusion),
- *                             their intermediate outputs are not stored, so this is an upper
- *                             bound. May be NULL.
- * @return STROP_OK; STROP_E_INVALID_ARG (NULL model, batch < 1, slots outside 0..8);
- *         STROP_E_STATE (not finalized); STROP_E_SHAPE (a byte count overflows size_t, e.g.
- *         batch = 2^62: do not use the outputs); STROP_E_NOMEM (a model of more than 256
- *         nodes needs a scratch array).
- * @since 0.1
- */
-STROP_API STROP_NODISCARD strop_status strop_model_memory_estimate(const strop_model *model,
-                                                                   int64_t batch,
-                                                                   int optimizer_slots,
-                                                                   size_t *weights,
-                                                                   size_t *grads,
-                                                                   size_t *optim_state,
-                                                                   size_t *activations);
-
-/* ---- LoRA adapters ---- */
-
-/**
- * @brief Folds every LoRA adapter into its base weight (W += scale · B A) so inference costs
- *        a plain linear; the adapters are kept, so strop_model_lora_unmerge() restores the
- *        split (to float rounding). Merged adapters get no gradient. Adapters already merged
- *        are left as they are.
- * @param[in,out] model The model.
- * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_NOT_FOUND (no LoRA node).
- * @since 0.1
- */
-STROP_API STROP_NODISCARD strop_status strop_model_lora_merge(strop_model *model);
-
-/**
- * @brief Takes merged adapters back out of the base weights (W -= scale · B A); adapters
- *        not merged are left as they are.
- * @param[in,out] model The model.
- * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_NOT_FOUND (no LoRA node).
- * @since 0.1
- */
-STROP_API STROP_NODISCARD strop_status strop_model_lora_unmerge(strop_model *model);
-
-/**
- * @brief Saves the LoRA adapters alone in Hugging Face PEFT's layout: @p dir /
- *        `adapter_model.safetensors` (tensors `base_model.model.<node>.lora_A.weight` and
- *        `.lora_B.weight`, F32) and `adapter_config.json` (r, lora_alpha, target_modules,
- *        lora_dropout, peft_type "LORA", bias "none"; rank_pattern / alpha_pattern when nodes
- *        differ). Each file is written atomically.
- *
- * Since 0.2 it also writes PEFT's `modules_to_save`: the nodes the model's metadata
- * "lora.modules_to_save" lists — each node a surgery `replace` made, such as a new head — are
- * saved whole (every parameter and buffer but the adapters, as `base_model.model.<name>`, the
- * names PEFT writes) and listed in `adapter_config.json`, so base model + folder gives back
- * the fine-tuned model (strop_model_lora_load()). @p dir and its missing parents are created.
- * @param[in] model The model with adapters; only read.
- * @param[in] dir   The folder to write.
- * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_NOT_FOUND (no LoRA node, or
- *         "lora.modules_to_save" names a node the model lacks); STROP_E_FORMAT (that entry
- *         is not a JSON list of names); STROP_E_IO (naming the folder or file); STROP_E_NOMEM.
- * @since 0.1
- */
-STROP_API STROP_NODISCARD strop_status strop_model_lora_save(const strop_model *model,
-                                                             const char *dir);
-
-/**
- * @brief Applies adapters saved by strop_model_lora_save() or by PEFT to a base model: each
- *        module named in the file gets LoRA (rank from the tensors, alpha and dropout from the
- *        config) and the saved A and B, as one transaction.
- *
- * Since 0.2 the config's `modules_to_save` are applied too: each listed module (a node of the
- * model) takes the file's full weights; a linear node whose weights in the file have another
- * shape (a classifier head for other classes) is first made anew as a linear of that shape.
- * Those nodes are then listed in the model's "lora.modules_to_save" metadata.
- * @param[in,out] model A finalized base model; unchanged on error.
- * @param[in]     dir   The adapter folder.
- * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_IO (missing or unreadable files);
- *         STROP_E_FORMAT (bad JSON or safetensors, a bad lora_alpha or lora_dropout, tensors
- *         not in pairs, a tensor of no listed module); STROP_E_UNSUPPORTED (a peft_type other
- *         than LORA, an adapter variant strop does not implement, dropout on attention
- *         adapters); STROP_E_NOT_FOUND (a module the model lacks); STROP_E_SHAPE (a tensor
- *         that does not fit its module, a module_to_save of another shape that is not a
- *         linear); STROP_E_STATE (not finalized, or a module whose adapters are merged);
- *         STROP_E_NOMEM.
- * @since 0.1
- */
-STROP_API STROP_NODISCARD strop_status strop_model_lora_load(strop_model *model,
-                                                             const char *dir);
 
 STROP_END_DECLS
 

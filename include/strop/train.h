@@ -12,7 +12,12 @@
 
 /**
  * @file train.h
- * @brief Training steps, evaluation, the fit loop, checkpoints, export and prediction.
+ * @brief Training steps, evaluation, the fit loop, checkpoints, and the results of a
+ *        prediction.
+ *
+ * The strop_model_* functions the trainer's users also call — strop_model_get_grad(),
+ * strop_model_set_grad(), strop_model_export() and strop_model_predict() — are declared in
+ * model.h with every other strop_model_* function.
  * @since 0.1
  */
 
@@ -355,49 +360,6 @@ STROP_API STROP_NODISCARD strop_status strop_trainer_apply(strop_trainer *tr);
  */
 STROP_API void strop_trainer_discard_forward(strop_trainer *tr);
 
-/**
- * @brief Copies the gradient of a trainable parameter: what the backwards of the current
- *        window have added up (strop_trainer_backward(), strop_trainer_step() before its
- *        update) and the host has written (strop_model_set_grad()). Zero before any backward
- *        and after an update (the trainer and strop_optimizer_zero_grad() clear them).
- *
- * A copy rather than a view: the trainer clears gradients lazily and reuses their memory
- * during an update, so a pointer into them would change meaning under the host.
- * @param[in]  model The model; only read.
- * @param[in]  name  A parameter's name as strop_model_tensor_name() gives it ("head.weight").
- * @param[out] out   Receives @p count floats (the parameter's layout); unchanged on error.
- * @param[in]  count The parameter's number of values.
- * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_STATE (not finalized; the parameter is
- *         frozen or a buffer: it has no gradient); STROP_E_NOT_FOUND (no such parameter, naming
- *         it); STROP_E_SHAPE (@p count differs, naming both). Thread-safe while no other
- *         thread changes the model.
- * @since 0.2
- */
-STROP_API STROP_NODISCARD strop_status strop_model_get_grad(const strop_model *model,
-                                                            const char *name, float *out,
-                                                            size_t count);
-
-/**
- * @brief Replaces the gradient of a trainable parameter with @p count floats of the host: a
- *        gradient made outside strop, or a backward's gradient changed (a penalty's term
- *        added) before strop_trainer_apply() or strop_optimizer_step() applies it.
- *
- * The trainer starts each accumulation window from zero gradients at its first forward, so
- * write them after the backward of a window and before its apply; strop_optimizer_step() on
- * its own applies whatever is there. Values are stored as given: the trainer's guard checks
- * them at the apply, strop_optimizer_step() does not.
- * @param[in,out] model The model.
- * @param[in]     name  A trainable parameter's name.
- * @param[in]     data  @p count floats in the parameter's layout; copied.
- * @param[in]     count The parameter's number of values.
- * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_STATE (not finalized; frozen or a
- *         buffer); STROP_E_NOT_FOUND; STROP_E_SHAPE; STROP_E_NOMEM (the first gradient of the
- *         model could not be allocated). On error the model is unchanged.
- * @since 0.2
- */
-STROP_API STROP_NODISCARD strop_status strop_model_set_grad(strop_model *model, const char *name,
-                                                            const float *data, size_t count);
-
 /* ---- metrics ---- */
 
 /**
@@ -679,104 +641,8 @@ STROP_API STROP_NODISCARD strop_status strop_trainer_save_checkpoint(const strop
 STROP_API STROP_NODISCARD strop_status strop_trainer_load_checkpoint(strop_trainer *tr,
                                                                      const char *path);
 
-/* ---- export for inference ---- */
-
-/** @brief Flags of strop_model_export(); combine with |. @since 0.1 */
-typedef enum strop_export_flags {
-  STROP_EXPORT_DEFAULT = 0,      /**< Merge LoRA, drop dropout, fold BatchNorm. */
-  STROP_EXPORT_NO_FOLD = 1,      /**< Keep BatchNorm nodes as they are. */
-  STROP_EXPORT_KEEP_DROPOUT = 2  /**< Keep dropout nodes (identity in eval mode anyway). */
-} strop_export_flags;
-
-/**
- * @brief Saves a fine-tuned model for inference as a YAML spec plus a safetensors weights
- *        file that strop_model_load_spec() + strop_model_load_weights() (strict) or PyTorch
- *        load without the trainer.
- *
- * Works on a copy; @p model is not changed. On the copy:
- * - LoRA adapters are merged into the base weights and every `lora_linear` node becomes a
- *   plain `linear` of the same name (its `lora_A`/`lora_B` tensors are not written); a
- *   `multihead_attention` node with adapters on its projections is written without them
- *   (`lora_r` all 0), their products merged into the projection weights;
- * - `dropout` nodes are removed and their consumers read the dropout's input (unless
- *   ::STROP_EXPORT_KEEP_DROPOUT); a dropout that is the model's output is kept when its input
- *   cannot become the output;
- * - a `batchnorm2d` right after a `conv2d`, or a `batchnorm1d` on a [C] input right after a
- *   `linear`, is folded into that layer with its eval-mode affine map
- *   (y = (x - running_mean) / sqrt(running_var + eps) * weight + bias): the conv or linear
- *   gets a bias if it had none and the BatchNorm node is removed. Folding needs running
- *   statistics and a conv/linear whose output feeds only that BatchNorm; other BatchNorm
- *   nodes stay (as they do with ::STROP_EXPORT_NO_FOLD);
- * - the mode is eval.
- *
- * The weights file carries the model's metadata (strop_model_set_meta(), since 0.2), so the
- * exported model keeps its preprocessing and class names. Outputs of the exported model equal
- * the eval-mode outputs of @p model up to float rounding.
- *
- * Both files are written atomically (temporary file beside each, fsync, rename): the spec's
- * temporary file is written first, then the weights are committed, then the spec. Any
- * failure before that last rename leaves both paths as they were and no temporary file.
- * @param[in] model        A finalized model; only read.
- * @param[in] spec_path    The YAML spec to write.
- * @param[in] weights_path The safetensors file to write (must differ from @p spec_path).
- * @param[in] flags        ::STROP_EXPORT_DEFAULT or a combination of ::strop_export_flags.
- * @return STROP_OK; STROP_E_INVALID_ARG (NULL, empty or equal paths, unknown flags);
- *         STROP_E_STATE (not finalized); STROP_E_IO naming the path; STROP_E_NOMEM.
- *         Thread-safe for distinct paths while no other thread modifies @p model.
- * @since 0.1
- */
-STROP_API STROP_NODISCARD strop_status strop_model_export(const strop_model *model,
-                                                          const char *spec_path,
-                                                          const char *weights_path, int flags);
-
-/* ---- applying a trained classifier ----
- * Declared here rather than in model.h: it is evaluation's counterpart for one batch and sits
- * where evaluation does, above the data pipeline it shares with strop_trainer_eval() (the same
- * scale, resize and normalize transforms) and above the metadata the recipe runner writes;
- * model.h is the graph's own API, which knows nothing of data or recipes. */
-
-/**
- * @brief The top classes a classifier gave each row of a batch (strop_model_predict()):
- *        output index, source label, name and probability, best first.
- *
- * Read-only once made: its getters may run on several threads at once. Free with
- * strop_prediction_free().
- * @since 0.2
- */
-typedef struct strop_prediction strop_prediction;
-
-/**
- * @brief Applies a classifier to raw inputs as its training data were prepared, and returns
- *        the @p k most likely classes of every row with their names and probabilities.
- *
- * What the model's metadata says (docs/formats.md, model metadata; the recipe runner writes
- * it) is applied to @p input in the data pipeline's order and with its code: each sample has
- * the shape "input.shape" (default: the model's input shape), is multiplied by "input.scale",
- * resized as "input.resize" says and normalized by "input.normalize" — e.g. uint8 images
- * 0-255 as they come. The model then runs in eval mode (its mode is restored afterwards), its
- * outputs are taken as logits, and a softmax gives the probabilities. "classes" maps output
- * index i to its source label and name; without it the label is i and there is no name.
- * @param[in,out] model A finalized model whose output is one score per class ([C]); its
- *                      forward state is used, so not const.
- * @param[in]     input N samples: a float32 tensor whose element count is N times a sample's;
- *                      when its rank is 2 or more its first dimension must be N ([N, 28, 28]
- *                      and [N, 1, 28, 28] both hold [1, 28, 28] samples). Every value finite.
- *                      Only read.
- * @param[in]     k     Classes per row, >= 1; more than the model has gives all of them.
- * @param[out]    out   The prediction, owned by the caller (strop_prediction_free()); NULL
- *                      on error.
- * @return STROP_OK; STROP_E_INVALID_ARG (NULL, k < 1, a NaN or infinite input value: the
- *         sentence names the row); STROP_E_SHAPE (the input does not hold whole samples, or
- *         the prepared samples do not fit the model, naming both shapes); STROP_E_STATE (not
- *         finalized); STROP_E_UNSUPPORTED (the output is not one score per class);
- *         STROP_E_FORMAT (a metadata entry strop reads here is not what docs/formats.md says,
- *         naming it); STROP_E_NUMERIC (the model gives a non-finite score: broken weights);
- *         STROP_E_NOMEM. The model is unchanged (but for its forward state).
- * @since 0.2
- */
-STROP_API STROP_NODISCARD strop_status strop_model_predict(strop_model *model,
-                                                           const strop_tensor *input, int k,
-                                                           strop_prediction **out);
+/* ---- the results of strop_model_predict() (declared in model.h with the strop_prediction
+ * type; it runs evaluation's data pipeline, which lives here in train) ---- */
 
 /**
  * @brief The number of rows (N).

@@ -12,7 +12,8 @@ parameter or return value. This adds what Doxygen does not know (STYLE.md, docs/
   of lib/strop.map that exports it (0.2 = STROP_0.2);
 - enum values and struct fields are described;
 - @deprecated and the STROP_DEPRECATED attribute go together, and the text names the
-  replacement (a strop_ function).
+  replacement (a strop_ function);
+- every strop_model_* function is declared in model.h.
 
 Usage: check_apidoc.py XML_DIR INCLUDE_DIR STROP_MAP [--stats]
   --stats prints counts of each kind of gap and exits 0 (run on an EXTRACT_ALL=YES tree to
@@ -129,6 +130,9 @@ def main():
                 detail = m.find("detaileddescription")
                 if kind == "function":
                     nfunc += 1
+                    if name.startswith("strop_model_") and loc.get("file") != "strop/model.h":
+                        gap("strop_model_* outside model.h", where,
+                            "every strop_model_* function is declared in model.h (docs/abi.md)")
                     if not brief:
                         gap("function without a brief", where, "no @brief")
                     documented = {}
