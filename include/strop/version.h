@@ -8,7 +8,7 @@
 /** @file version.h @brief Compile-time and run-time version. @since 0.1 */
 
 #define STROP_VERSION_MAJOR 0 /**< Major version of these headers. */
-#define STROP_VERSION_MINOR 1 /**< Minor version of these headers. */
+#define STROP_VERSION_MINOR 2 /**< Minor version of these headers. */
 #define STROP_VERSION_PATCH 0 /**< Patch version of these headers. */
 /** The headers' version as one number: major * 10000 + minor * 100 + patch. */
 #define STROP_VERSION_NUMBER \
