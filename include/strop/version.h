@@ -18,7 +18,7 @@
 /** @brief Major version of these headers. @since 0.1 */
 #define STROP_VERSION_MAJOR 0
 /** @brief Minor version of these headers. @since 0.1 */
-#define STROP_VERSION_MINOR 1
+#define STROP_VERSION_MINOR 2
 /** @brief Patch version of these headers. @since 0.1 */
 #define STROP_VERSION_PATCH 0
 /** @brief The headers' version as one number: major * 10000 + minor * 100 + patch. @since 0.1 */
