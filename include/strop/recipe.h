@@ -4,6 +4,7 @@
 #define STROP_RECIPE_H
 
 #include "common.h"
+#include "dist.h"
 #include "error.h"
 #include "model.h"
 #include "train.h"
@@ -114,6 +115,12 @@ typedef struct strop_run_options {
   int resume;                   /**< 1: continue from output.checkpoint when it exists, at the
                                      stage and step it was written (as output.resume: true);
                                      the result is the uninterrupted run's, bit for bit.
+                                     @since 0.2 */
+  strop_dist *dist;             /**< A group (strop_dist_init_mpi()) to run the stages
+                                     data-parallel on, or NULL: every rank calls
+                                     strop_recipe_run() with the same recipe; data.batch_size
+                                     is the global batch; only rank 0 writes outputs and
+                                     checkpoints; evaluations are reduced. Borrowed.
                                      @since 0.2 */
 } strop_run_options;
 

@@ -106,6 +106,18 @@ strop_status strop__dist_bcast(strop_dist *d, const char *fn, void *v, size_t by
   return d->ops.broadcast(d->ctx, v, bytes, root) ? failed(d, fn, "broadcast") : STROP_OK;
 }
 
+strop_status strop__dist_agree(strop_dist *d, const char *fn, strop_status st, const char *what) {
+  if (!d || d->size == 1) return st;
+  double failed_ranks = st != STROP_OK;
+  strop_status s = strop__dist_sum_double(d, fn, &failed_ranks, 1);
+  if (st) return st;
+  if (s) return s;
+  if (failed_ranks > 0)
+    return strop__err(STROP_E_IO, "%s: %s failed on %g of %d ranks; rank %d stops with %s", fn,
+                      what, failed_ranks, d->size, d->rank, failed_ranks > 1 ? "them" : "it");
+  return STROP_OK;
+}
+
 void strop__dist_share(const strop_dist *d, int64_t n, int64_t *off, int64_t *cnt) {
   int64_t r = d ? d->rank : 0, p = d ? d->size : 1;
   int64_t q = n / p, extra = n % p;

@@ -18,6 +18,11 @@ strop_status strop__dist_sum_float(strop_dist *d, const char *fn, float *v, int6
 strop_status strop__dist_sum_double(strop_dist *d, const char *fn, double *v, int64_t n);
 strop_status strop__dist_bcast(strop_dist *d, const char *fn, void *v, size_t bytes, int root);
 
+/* The ranks agree on whether a step that only some of them ran (rank 0 writing a file) went
+ * well: st is this rank's outcome; returns st where it failed, STROP_E_IO saying how many
+ * ranks failed elsewhere, or the collective's failure. With d NULL: st. */
+strop_status strop__dist_agree(strop_dist *d, const char *fn, strop_status st, const char *what);
+
 /* Rows [*off, *off + *cnt) of a batch of n rows that rank takes: contiguous, sizes differ by at
  * most one, rank 0 first (so the ranks' rows in order are the batch). */
 void strop__dist_share(const strop_dist *d, int64_t n, int64_t *off, int64_t *cnt);

@@ -1183,15 +1183,7 @@ static strop_status save_on_rank0(strop_trainer *t, const char *path) {
   static const char fn[] = "strop_trainer_fit";
   strop_status s = STROP_OK;
   if (strop_dist_rank(t->dist) == 0) s = strop_trainer_save_checkpoint(t, path);
-  if (!dist_on(t)) return s;
-  double bad = s != STROP_OK;
-  strop_status s2 = strop__dist_sum_double(t->dist, fn, &bad, 1);
-  if (s) return s;
-  if (s2) return s2;
-  if (bad > 0)
-    return strop__err(STROP_E_IO, "%s: rank 0 could not write the checkpoint %s; rank %d stops "
-                      "with it", fn, path, t->dist->rank);
-  return STROP_OK;
+  return strop__dist_agree(t->dist, fn, s, "writing the checkpoint");
 }
 
 static double lr_now(const strop_trainer *t) { return strop__optim_get_lr(t->opt); }
