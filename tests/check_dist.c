@@ -339,6 +339,57 @@ START_TEST(nan_on_one_rank_skips_on_all) {
 }
 END_TEST
 
+/* Rank 1's share holds a class index out of range: rank 1 fails with that error, rank 0 with
+ * one saying a rank failed (it does not wait for rank 1 forever), both drop the step. */
+static void bad_label_body(strop_dist *d, rank_job *j) {
+  strop_model *m = sc_model(5, 0);
+  strop_optimizer *opt = NULL;
+  strop_trainer *t = NULL;
+  strop_test_must(strop_optimizer_create(m, STROP_OPTIM_SGD, &opt), "optimizer");
+  strop_test_must(strop_trainer_create(m, opt, &t), "trainer");
+  strop_test_must(strop_trainer_set_dist(t, d), "set_dist");
+  size_t n0, n1;
+  float *before = sc_weights(m, &n0);
+  int64_t xd[2] = {4, 8}, yd[1] = {4};
+  strop_tensor *x = NULL, *y = NULL;
+  strop_test_must(strop_tensor_create(2, xd, &x), "x");
+  strop_test_must(strop_tensor_create(1, yd, &y), "y");
+  if (j->rc.rank == 1) strop_tensor_data(y)[2] = 7.0f; /* 4 classes */
+  j->out[0] = strop_trainer_step(t, x, y, NULL);
+  snprintf(j->run.error, sizeof j->run.error, "%s", strop_last_error());
+  j->out[1] = strop_trainer_global_step(t);
+  float *after = sc_weights(m, &n1);
+  j->out[2] = n0 == n1 && memcmp(before, after, n0 * sizeof *before) == 0;
+  /* the next step works on both */
+  strop_tensor_data(y)[2] = 1.0f;
+  j->out[3] = strop_trainer_step(t, x, y, NULL);
+  free(before);
+  free(after);
+  strop_tensor_free(x);
+  strop_tensor_free(y);
+  strop_trainer_free(t);
+  strop_optimizer_free(opt);
+  strop_model_free(m);
+}
+
+START_TEST(a_rank_that_fails_its_part_stops_the_others) {
+  rank_job jobs[2];
+  memset(jobs, 0, sizeof jobs);
+  jobs[0].body = jobs[1].body = bad_label_body;
+  world w;
+  run_ranks(&w, 2, jobs);
+  ck_assert_int_eq(jobs[1].out[0], STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(jobs[1].run.error, "class index 7"));
+  ck_assert_int_eq(jobs[0].out[0], STROP_E_IO);
+  ck_assert_ptr_nonnull(strstr(jobs[0].run.error, "1 of 2 ranks failed their part"));
+  for (int i = 0; i < 2; i++) {
+    ck_assert_int_eq(jobs[i].out[1], 0);
+    ck_assert_msg(jobs[i].out[2], "rank %d's weights changed", i);
+    ck_assert_int_eq(jobs[i].out[3], STROP_OK);
+  }
+}
+END_TEST
+
 /* Evaluation on 2 ranks (each its share of each batch) gives the whole data's metrics. */
 static void eval_body(strop_dist *d, rank_job *j) {
   strop_dataset *ds = sc_blobs(101, 3);
@@ -554,6 +605,10 @@ int main(void) {
   tcase_add_test(tc, nan_on_one_rank_skips_on_all);
   tcase_add_test(tc, eval_metrics_are_reduced);
   tcase_add_test(tc, failed_collective_is_an_error_on_all_ranks);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("failures"); /* a rank waiting for a failed one forever is a timeout */
+  tcase_set_timeout(tc, 30);
+  tcase_add_test(tc, a_rank_that_fails_its_part_stops_the_others);
   suite_add_tcase(s, tc);
   return strop_test_run(s);
 }

@@ -566,7 +566,7 @@ static double loss_den(const strop_trainer *t, const float *y, int64_t n, int64_
 }
 
 /* What the ranks tell each other about a micro-batch before its backward. */
-enum { DH_DEN, DH_BAD, DH_LOSS, DH_CORRECT, DH_N };
+enum { DH_DEN, DH_BAD, DH_LOSS, DH_CORRECT, DH_FAIL, DH_N };
 
 /* Sums the ranks' headers h: on return h holds the global sums. A loss that is not finite on
  * any rank skips the step on every rank (the same decision everywhere); *loss_out and
@@ -579,6 +579,12 @@ static strop_status dist_header(strop_trainer *t, const char *fn, double *h, dou
     strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
     return s;
   }
+  if (h[DH_FAIL] > 0) {
+    drop_accumulation(t);
+    return strop__err(STROP_E_IO, "%s: step %lld: %g of %d ranks failed their part of the step; "
+                      "rank %d dropped it too", fn, (long long)t->global_step, h[DH_FAIL],
+                      t->dist->size, t->dist->rank);
+  }
   if (h[DH_BAD] > 0) {
     t->skipped++;
     drop_accumulation(t);
@@ -589,6 +595,17 @@ static strop_status dist_header(strop_trainer *t, const char *fn, double *h, dou
   *loss_out = h[DH_DEN] > 0 ? h[DH_LOSS] / h[DH_DEN] : 0.0;
   if (correct_out) *correct_out = (int64_t)h[DH_CORRECT];
   return STROP_OK;
+}
+
+/* This rank's part of a step failed with s (its sentence is set): the other ranks, waiting for
+ * the header, are told, so that every rank drops the window rather than wait for this one. */
+static strop_status dist_fail(strop_trainer *t, const char *fn, strop_status s) {
+  if (!dist_on(t)) return s;
+  double h[DH_N] = {0};
+  h[DH_FAIL] = 1;
+  (void)strop__dist_sum_double(t->dist, fn, h, DH_N);
+  (void)drop_accumulation(t);
+  return s;
 }
 
 /* Once the window holds accum micro-batches: the guard, clipping, the update, zeroing, the
@@ -653,19 +670,19 @@ strop_status strop__trainer_micro_step(strop_trainer *t, const float *x, const s
   s = strop__model_forward_shaped(m, x, n, shape, 1, mask, &out);
   if (s) {
     strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
-    return s;
+    return dist_fail(t, fn, s);
   }
   float *dpred = strop__arena_alloc(&m->arena, (size_t)n * (size_t)per * sizeof(float));
   if (!dpred) {
     strop__model_step_end(m);
-    return STROP__NOMEM(fn);
+    return dist_fail(t, fn, STROP__NOMEM(fn));
   }
   double loss = 0.0;
   s = strop__loss_eval(&t->loss, out->data, n, per, y, tps, &loss, dpred);
   if (s) {
     strop__model_step_end(m);
     strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
-    return s;
+    return dist_fail(t, fn, s);
   }
   if (correct_out && classes > 0) {
     int64_t c = 0;
