@@ -47,7 +47,11 @@ typedef struct strop_dist_ops {
   void (*destroy)(void *ctx);
 } strop_dist_ops;
 
-/** @brief Fills @p ops with its size and NULL callbacks. NULL is a no-op. @since 0.2 */
+/**
+ * @brief Fills @p ops with its size and NULL callbacks.
+ * @param[out] ops The struct to fill; NULL is a no-op.
+ * @since 0.2
+ */
 STROP_API void strop_dist_ops_init(strop_dist_ops *ops);
 
 /**
@@ -79,14 +83,25 @@ STROP_API STROP_NODISCARD strop_status strop_dist_init_mpi(void *mpi_comm, strop
 STROP_API STROP_NODISCARD strop_status strop_dist_custom(const strop_dist_ops *ops, void *ctx,
                                                          strop_dist **out);
 
-/** @brief This process's rank in @p d (0 for NULL: one process is rank 0 of 1). @since 0.2 */
+/**
+ * @brief This process's rank in the group.
+ * @param[in] d The group, or NULL (one process).
+ * @return The rank, 0 .. size-1; 0 for NULL (one process is rank 0 of 1).
+ * @since 0.2
+ */
 STROP_API int strop_dist_rank(const strop_dist *d);
 
-/** @brief The number of ranks in @p d (1 for NULL). @since 0.2 */
+/**
+ * @brief The number of ranks in the group.
+ * @param[in] d The group, or NULL (one process).
+ * @return The number of ranks (>= 1); 1 for NULL.
+ * @since 0.2
+ */
 STROP_API int strop_dist_size(const strop_dist *d);
 
 /**
  * @brief Waits until every rank of @p d has called it (a collective).
+ * @param[in,out] d The group.
  * @return STROP_OK; STROP_E_INVALID_ARG (@p d NULL); STROP_E_IO (MPI failed) or
  *         STROP_E_CALLBACK (a custom barrier failed). @since 0.2
  */
@@ -96,15 +111,20 @@ STROP_API STROP_NODISCARD strop_status strop_dist_barrier(strop_dist *d);
  * @brief Ends every process of the group with exit status @p code (MPI_Abort): what a host
  * calls when its rank failed and the others would otherwise wait for it forever. strop never
  * calls it by itself.
- * @return STROP_E_INVALID_ARG (@p d NULL) or STROP_E_UNSUPPORTED (a custom group without
- *         abort_all); it does not return otherwise. @since 0.2
+ * @param[in,out] d    The group.
+ * @param[in]     code The exit status every process ends with.
+ * @return Never STROP_OK: STROP_E_INVALID_ARG (@p d NULL), STROP_E_UNSUPPORTED (a custom
+ *         group without abort_all), STROP_E_INTERNAL (abort_all returned); with a working
+ *         abort_all it does not return. @since 0.2
  */
 STROP_API strop_status strop_dist_abort(strop_dist *d, int code);
 
 /**
  * @brief Frees the group (MPI: frees the duplicated communicator, and finalises MPI when strop
- * initialised it and this was its last group). NULL is a no-op. Not a collective, but with MPI
- * finalising waits for the other ranks: call it on every rank. @since 0.2
+ * initialised it and this was its last group; a custom group: calls its destroy). Not a
+ * collective, but with MPI finalising waits for the other ranks: call it on every rank.
+ * @param[in] d The group; NULL is a no-op.
+ * @since 0.2
  */
 STROP_API void strop_dist_free(strop_dist *d);
 

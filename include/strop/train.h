@@ -100,8 +100,9 @@ STROP_API void strop_trainer_free(strop_trainer *tr);
  * - strop_trainer_backward() with a host's loss: the gradients are averaged over the ranks.
  * - A step skipped by the numeric guard on one rank is skipped on all; float buffers
  *   (BatchNorm's running statistics) are averaged over the ranks after each step.
- * @param tr The trainer; no accumulation window or forward may be open.
- * @param d  The group; borrowed, must outlive the trainer (or the next call), or NULL.
+ * Thread safety: one thread per trainer, as every trainer call.
+ * @param[in,out] tr The trainer; no accumulation window or forward may be open.
+ * @param[in,out] d  The group; borrowed, must outlive the trainer (or the next call), or NULL.
  * @return STROP_OK; STROP_E_INVALID_ARG (@p tr NULL); STROP_E_STATE (in the middle of an
  *         accumulation window or with a forward pending); the broadcast's failure
  *         (STROP_E_IO for MPI, STROP_E_CALLBACK for a custom group). Then the trainer keeps
