@@ -250,6 +250,81 @@ START_TEST(frozen_parameters_are_never_sent) {
 }
 END_TEST
 
+/* A small CNN with BatchNorm on random 2x6x6 images: its running statistics are averaged
+ * over the ranks after each step (the ranks stay identical, buffers included); once the
+ * BatchNorm is frozen its statistics are neither sent nor changed. */
+static void bn_body(strop_dist *d, rank_job *j) {
+  const int64_t in[3] = {2, 6, 6};
+  strop_model *m = NULL;
+  strop_test_must(strop_model_create(3, in, &m), "create");
+  strop_test_must(strop_model_add(m, "conv", "conv2d", "out_channels=4 kernel_size=3 padding=1",
+                                  NULL), "conv");
+  strop_test_must(strop_model_add(m, "bn", "batchnorm2d", NULL, NULL), "bn");
+  strop_test_must(strop_model_add(m, "act", "relu", NULL, NULL), "relu");
+  strop_test_must(strop_model_add(m, "pool", "global_avgpool", NULL, NULL), "pool");
+  strop_test_must(strop_model_add(m, "head", "linear", "out_features=3", NULL), "head");
+  strop_test_must(strop_model_finalize(m, 3), "finalize");
+  if (j->out[0]) strop_test_must(strop_model_freeze(m, "conv.*"), "freeze conv");
+  if (j->out[0]) strop_test_must(strop_model_freeze(m, "bn.*"), "freeze bn");
+  int64_t n = 64, dims[3] = {2, 6, 6};
+  float *x = malloc((size_t)n * 72 * sizeof *x), *y = malloc((size_t)n * sizeof *y);
+  strop_rng *g = NULL;
+  strop_test_must(strop_rng_create(11, &g), "rng");
+  strop_test_must(strop_rng_normal(g, 0.5f, 1, x, (size_t)n * 72), "x");
+  for (int64_t i = 0; i < n; i++) y[i] = (float)(i % 3);
+  strop_dataset *ds = NULL;
+  strop_test_must(strop_dataset_from_memory(x, y, n, 3, dims, 0, NULL, 3, &ds), "dataset");
+  strop_optimizer *opt = NULL;
+  strop_trainer *t = NULL;
+  strop_batch_iter *it = NULL;
+  strop_test_must(strop_optimizer_create(m, STROP_OPTIM_SGD, &opt), "optimizer");
+  strop_test_must(strop_trainer_create(m, opt, &t), "trainer");
+  strop_test_must(strop_trainer_set_dist(t, d), "set_dist");
+  strop_test_must(strop_batch_iter_create(ds, 16, 5, STROP_ITER_SHUFFLE, &it), "iter");
+  size_t nw;
+  float *before = sc_weights(m, &nw);
+  strop_fit_options o;
+  strop_fit_options_init(&o);
+  o.epochs = 1;
+  j->run.status = strop_trainer_fit(t, it, NULL, &o);
+  j->run.w = sc_weights(m, &j->run.n);
+  /* the running mean and variance: 8 floats after conv's 4*2*9+4 and bn's 4+4 */
+  const float *rs = j->run.w + 72 + 4 + 8, *rs0 = before + 72 + 4 + 8;
+  j->out[1] = memcmp(rs, rs0, 8 * sizeof *rs) != 0;
+  free(before);
+  strop_batch_iter_free(it);
+  strop_trainer_free(t);
+  strop_optimizer_free(opt);
+  strop_dataset_free(ds);
+  strop_rng_free(g);
+  free(x);
+  free(y);
+  strop_model_free(m);
+}
+
+START_TEST(batchnorm_statistics_are_averaged_unless_frozen) {
+  for (int frozen = 0; frozen < 2; frozen++) {
+    rank_job jobs[2];
+    memset(jobs, 0, sizeof jobs);
+    for (int i = 0; i < 2; i++) {
+      jobs[i].body = bn_body;
+      jobs[i].out[0] = frozen;
+    }
+    world w;
+    run_ranks(&w, 2, jobs);
+    for (int i = 0; i < 2; i++)
+      ck_assert_msg(jobs[i].run.status == STROP_OK, "rank %d: %s", i, jobs[i].run.error);
+    ck_assert_uint_eq(jobs[0].run.n, jobs[1].run.n);
+    ck_assert_msg(memcmp(jobs[0].run.w, jobs[1].run.w, jobs[0].run.n * sizeof(float)) == 0,
+                  "the ranks' weights or running statistics differ (frozen %d)", frozen);
+    /* unfrozen: the statistics moved; frozen: untouched, and 4 steps moved the head only */
+    ck_assert_int_eq(jobs[0].out[1], !frozen);
+    if (frozen) ck_assert_int_eq(w.floats, 4 * (3 * 4 + 3));
+    free_runs(jobs, 2);
+  }
+}
+END_TEST
+
 static int path_exists(const char *p) { return access(p, F_OK) == 0; }
 
 /* Only rank 0 writes a checkpoint (rank 1 is given another path, which stays absent), and one
@@ -601,6 +676,7 @@ int main(void) {
   tcase_add_test(tc, two_ranks_match_one_process_adam);
   tcase_add_test(tc, uneven_shares_and_an_empty_one);
   tcase_add_test(tc, frozen_parameters_are_never_sent);
+  tcase_add_test(tc, batchnorm_statistics_are_averaged_unless_frozen);
   tcase_add_test(tc, two_rank_checkpoint_resumes_in_one_process);
   tcase_add_test(tc, nan_on_one_rank_skips_on_all);
   tcase_add_test(tc, eval_metrics_are_reduced);

@@ -70,6 +70,8 @@ struct strop_trainer {
   strop_dist *dist;
   float *bucket;
   size_t bucket_cap;
+  strop__param **dlist; /* the tensors of one all-reduce pass (trainer.c: dist_list) */
+  int dlist_cap;
 };
 
 /* One micro-batch: forward, loss, backward; an optimizer step every accum calls. x is

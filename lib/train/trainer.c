@@ -92,6 +92,7 @@ void strop_trainer_free(strop_trainer *t) {
   strop__free(t->bsnap);
   strop__free(t->bisnap);
   strop__free(t->bucket);
+  strop__free(t->dlist);
   strop__free(t);
 }
 
@@ -479,30 +480,63 @@ static int dist_on(const strop_trainer *t) { return t->dist && t->dist->size > 1
  * LoRA adapters) costs a few messages per step, not one per tensor. */
 enum { BUCKET_FLOATS = 1 << 20 };
 
-/* The values one all-reduce pass moves of p: its gradient (which = 0; trainable parameters
- * only, frozen ones have none) or its float buffer (which = 1: running statistics). */
-static float *dist_values(strop__param *p, int which) {
-  if (which == 0) return p->grad;
-  return p->is_buffer ? p->data : NULL;
+/* The tensors one all-reduce pass moves, into t->dlist: the trainable gradients (which 0;
+ * frozen parameters have none), or (which 1) the float buffers a training forward updates —
+ * those of batch-statistics layers whose statistics are not frozen, so a frozen BatchNorm's
+ * running statistics are never sent (nor changed by the averaging). Both lists follow from the
+ * model alone, so every rank makes the same one. Gradients are made fresh (a lazily zeroed one
+ * that this rank's backward never reached is zero) and lose their checked mark: another
+ * rank's values may not be finite. */
+static strop_status dist_list(strop_trainer *t, const char *fn, int which, int *n_out) {
+  strop_model *m = t->m;
+  int n = 0, cap = 0;
+  for (int pass = 0; pass < 2; pass++) {
+    if (pass == 1 && cap > t->dlist_cap) {
+      strop__param **v = strop__realloc(t->dlist, (size_t)cap * sizeof *v);
+      if (!v) return STROP__NOMEM(fn);
+      t->dlist = v;
+      t->dlist_cap = cap;
+    }
+    n = 0;
+    if (which == 0) {
+      for (int i = 0; i < m->n_params; i++) {
+        strop__param *p = m->params[i];
+        if (!p->grad) continue;
+        if (pass == 1) {
+          strop__param_grad_fresh(p);
+          p->grad_checked = 0;
+          t->dlist[n] = p;
+        }
+        n++;
+      }
+    } else {
+      for (int i = 0; i < m->n_nodes; i++) {
+        strop__node *nd = &m->nodes[i];
+        if (!(nd->vt->flags & STROP__LAYER_BATCHSTATS) || nd->frozen_stats) continue;
+        for (int k = 0; k < nd->n_params; k++) {
+          strop__param *p = &nd->params[k];
+          if (!p->is_buffer || !p->data || p->tied) continue;
+          if (pass == 1) t->dlist[n] = p;
+          n++;
+        }
+      }
+    }
+    cap = n;
+  }
+  *n_out = n;
+  return STROP_OK;
 }
 
-/* Sums every parameter's gradient (which 0) or float buffer (which 1) over the ranks. The
- * bucket is allocated once (the smaller of BUCKET_FLOATS and what the model has), so a warm
- * step allocates nothing. Gradients are made fresh first (a lazily zeroed one that this rank's
- * backward never reached is zero) and lose their checked mark: another rank's values may not
- * be finite. */
+/* Sums the tensors of dist_list(which) over the ranks (buffers: then divides by the ranks,
+ * their mean). The lists and the bucket are allocated once (the bucket: the smaller of
+ * BUCKET_FLOATS and what the list holds), so a warm step allocates nothing. */
 static strop_status dist_sum_params(strop_trainer *t, const char *fn, int which) {
-  strop_model *m = t->m;
+  int n = 0;
+  strop_status s = dist_list(t, fn, which, &n);
+  if (s) return s;
   size_t total = 0;
-  for (int i = 0; i < m->n_params; i++) {
-    strop__param *p = m->params[i];
-    if (which == 0 && p->grad) {
-      strop__param_grad_fresh(p);
-      p->grad_checked = 0;
-    }
-    if (dist_values(p, which) && p->numel <= BUCKET_FLOATS) total += p->numel;
-  }
-  if (total == 0 && which == 1) return STROP_OK;
+  for (int i = 0; i < n; i++)
+    if (t->dlist[i]->numel <= BUCKET_FLOATS) total += t->dlist[i]->numel;
   size_t cap = total < BUCKET_FLOATS ? total : BUCKET_FLOATS;
   if (cap > t->bucket_cap) {
     float *b = strop__realloc(t->bucket, cap * sizeof *b);
@@ -510,25 +544,23 @@ static strop_status dist_sum_params(strop_trainer *t, const char *fn, int which)
     t->bucket = b;
     t->bucket_cap = cap;
   }
-  strop_status s = STROP_OK;
   size_t fill = 0;
   int first = 0;
-  for (int i = 0; i <= m->n_params && !s; i++) {
-    strop__param *p = i < m->n_params ? m->params[i] : NULL;
-    float *v = p ? dist_values(p, which) : NULL;
-    if (p && !v) continue;
-    if (p && p->numel > BUCKET_FLOATS) {
+  for (int i = 0; i <= n && !s; i++) {
+    strop__param *p = i < n ? t->dlist[i] : NULL;
+    float *v = p ? (which == 0 ? p->grad : p->data) : NULL;
+    if (p && p->numel > BUCKET_FLOATS) { /* alone, in place */
       s = strop__dist_sum_float(t->dist, fn, v, (int64_t)p->numel);
       continue;
     }
-    if (!p || fill + p->numel > cap) { /* the bucket is full (or the last): send it */
+    if ((!p || fill + p->numel > cap) && fill > 0) { /* the bucket is full (or the last) */
       if ((s = strop__dist_sum_float(t->dist, fn, t->bucket, (int64_t)fill))) break;
       size_t o = 0;
       for (int j = first; j < i; j++) {
-        float *w = dist_values(m->params[j], which);
-        if (!w || m->params[j]->numel > BUCKET_FLOATS) continue;
-        memcpy(w, t->bucket + o, m->params[j]->numel * sizeof *w);
-        o += m->params[j]->numel;
+        strop__param *q = t->dlist[j];
+        if (q->numel > BUCKET_FLOATS) continue;
+        memcpy(which == 0 ? q->grad : q->data, t->bucket + o, q->numel * sizeof(float));
+        o += q->numel;
       }
       fill = 0;
       first = i;
@@ -541,10 +573,8 @@ static strop_status dist_sum_params(strop_trainer *t, const char *fn, int which)
   if (s) strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
   if (!s && which == 1) { /* the ranks' running statistics, averaged */
     float inv = 1.0f / (float)t->dist->size;
-    for (int i = 0; i < m->n_params; i++) {
-      float *v = dist_values(m->params[i], 1);
-      for (size_t j = 0; v && j < m->params[i]->numel; j++) v[j] *= inv;
-    }
+    for (int i = 0; i < n; i++)
+      for (size_t j = 0; j < t->dlist[i]->numel; j++) t->dlist[i]->data[j] *= inv;
   }
   return s;
 }
