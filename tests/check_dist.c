@@ -254,7 +254,7 @@ END_TEST
  * over the ranks after each step (the ranks stay identical, buffers included); once the
  * BatchNorm is frozen its statistics are neither sent nor changed. */
 static void bn_body(strop_dist *d, rank_job *j) {
-  const int64_t in[3] = {2, 6, 6};
+  const int64_t side = j->out[3] ? j->out[3] : 6, in[3] = {2, side, side};
   strop_model *m = NULL;
   strop_test_must(strop_model_create(3, in, &m), "create");
   strop_test_must(strop_model_add(m, "conv", "conv2d", "out_channels=4 kernel_size=3 padding=1",
@@ -266,7 +266,7 @@ static void bn_body(strop_dist *d, rank_job *j) {
   strop_test_must(strop_model_finalize(m, 3), "finalize");
   if (j->out[0]) strop_test_must(strop_model_freeze(m, "conv.*"), "freeze conv");
   if (j->out[0]) strop_test_must(strop_model_freeze(m, "bn.*"), "freeze bn");
-  int64_t n = 64, dims[3] = {2, 6, 6};
+  int64_t n = j->out[2] ? j->out[2] : 64, dims[3] = {2, side, side};
   float *x = malloc((size_t)n * 72 * sizeof *x), *y = malloc((size_t)n * sizeof *y);
   strop_rng *g = NULL;
   strop_test_must(strop_rng_create(11, &g), "rng");
@@ -287,6 +287,7 @@ static void bn_body(strop_dist *d, rank_job *j) {
   strop_fit_options_init(&o);
   o.epochs = 1;
   j->run.status = strop_trainer_fit(t, it, NULL, &o);
+  snprintf(j->run.error, sizeof j->run.error, "%s", j->run.status ? strop_last_error() : "");
   j->run.w = sc_weights(m, &j->run.n);
   /* the running mean and variance: 8 floats after conv's 4*2*9+4 and bn's 4+4 */
   const float *rs = j->run.w + 72 + 4 + 8, *rs0 = before + 72 + 4 + 8;
@@ -322,6 +323,26 @@ START_TEST(batchnorm_statistics_are_averaged_unless_frozen) {
     if (frozen) ck_assert_int_eq(w.floats, 4 * (3 * 4 + 3));
     free_runs(jobs, 2);
   }
+}
+END_TEST
+
+/* 67 1x1 images in batches of 16: the last batch has 3 rows, which 2 ranks cannot split 2/1
+ * (a BatchNorm in training mode needs 2 values per channel): rank 0 takes all 3 and the fit
+ * goes on, as one process's would. */
+START_TEST(batchnorm_never_gets_a_one_row_share) {
+  rank_job jobs[2];
+  memset(jobs, 0, sizeof jobs);
+  for (int i = 0; i < 2; i++) {
+    jobs[i].body = bn_body;
+    jobs[i].out[2] = 67;
+    jobs[i].out[3] = 1;
+  }
+  world w;
+  run_ranks(&w, 2, jobs);
+  for (int i = 0; i < 2; i++)
+    ck_assert_msg(jobs[i].run.status == STROP_OK, "rank %d: %s", i, jobs[i].run.error);
+  ck_assert(memcmp(jobs[0].run.w, jobs[1].run.w, jobs[0].run.n * sizeof(float)) == 0);
+  free_runs(jobs, 2);
 }
 END_TEST
 
@@ -677,6 +698,7 @@ int main(void) {
   tcase_add_test(tc, uneven_shares_and_an_empty_one);
   tcase_add_test(tc, frozen_parameters_are_never_sent);
   tcase_add_test(tc, batchnorm_statistics_are_averaged_unless_frozen);
+  tcase_add_test(tc, batchnorm_never_gets_a_one_row_share);
   tcase_add_test(tc, two_rank_checkpoint_resumes_in_one_process);
   tcase_add_test(tc, nan_on_one_rank_skips_on_all);
   tcase_add_test(tc, eval_metrics_are_reduced);

@@ -120,7 +120,15 @@ strop_status strop__dist_agree(strop_dist *d, const char *fn, strop_status st, c
 
 void strop__dist_share(const strop_dist *d, int64_t n, int64_t *off, int64_t *cnt) {
   int64_t r = d ? d->rank : 0, p = d ? d->size : 1;
-  int64_t q = n / p, extra = n % p;
-  *off = r * q + (r < extra ? r : extra);
-  *cnt = q + (r < extra);
+  if (n >= 2 * p || n < 2) { /* every share has 2 rows or more (or rank 0 has the only one) */
+    int64_t q = n / p, extra = n % p;
+    *off = r * q + (r < extra ? r : extra);
+    *cnt = q + (r < extra);
+    return;
+  }
+  /* a small batch: pairs (the last rank with rows takes the odd one), never a share of one
+   * row, which a batch-statistics layer could not normalise though the whole batch could be */
+  int64_t pairs = n / 2;
+  *off = r < pairs ? 2 * r : n;
+  *cnt = r < pairs ? 2 + (r == pairs - 1 ? n % 2 : 0) : 0;
 }

@@ -23,8 +23,9 @@ strop_status strop__dist_bcast(strop_dist *d, const char *fn, void *v, size_t by
  * ranks failed elsewhere, or the collective's failure. With d NULL: st. */
 strop_status strop__dist_agree(strop_dist *d, const char *fn, strop_status st, const char *what);
 
-/* Rows [*off, *off + *cnt) of a batch of n rows that rank takes: contiguous, sizes differ by at
- * most one, rank 0 first (so the ranks' rows in order are the batch). */
+/* Rows [*off, *off + *cnt) of a batch of n rows that rank takes: contiguous, rank 0 first (so
+ * the ranks' rows in order are the batch); sizes differ by at most one when n >= 2 x ranks,
+ * else shares of 2 rows (3 for the last) and empty ones: never 1 row of a larger batch. */
 void strop__dist_share(const strop_dist *d, int64_t n, int64_t *off, int64_t *cnt);
 
 /* The MPI implementation (mpi.c): fills d's ops, ctx, rank and size. */
