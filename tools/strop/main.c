@@ -158,15 +158,12 @@ static int cmd_run(const opts *o, int mode) {
 static int cmd_tune(const opts *o) {
   int rc = need_args(o, 1, 1, "one RECIPE file");
   if (rc) return rc;
-  if (launched_ranks() > 1) { /* N searches would write the same trials file */
-    fprintf(stderr, "strop tune: error: launched as one of %d ranks; strop tune does not "
-            "spread trials over ranks yet: run it as one process\n", launched_ranks());
-    return EXIT_USAGE;
-  }
+  strop_dist *d = NULL;
+  if ((rc = join_ranks(o->cmd, &d))) return rc;
   strop_recipe *r = NULL;
-  if ((rc = load_recipe(o, &r))) return rc;
-  rc = tool_cmd_tune(r, o->args[0], o, &g_interrupted);
+  if (!(rc = load_recipe(o, &r))) rc = tool_cmd_tune(r, o->args[0], o, d, &g_interrupted);
   strop_recipe_free(r);
+  leave_ranks(d, rc);
   return rc;
 }
 
