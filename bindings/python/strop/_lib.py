@@ -108,7 +108,7 @@ TUNE_FN = CFUNCTYPE(c_int, POINTER(strop_tune_event), c_void_p)           # stro
 class strop_tune_options(Structure):
     _fields_ = [("size", c_size_t), ("trials", c_int64), ("epochs_cap", c_int64),
                 ("resume", c_int), ("on_event", TUNE_FN), ("user_data", c_void_p),
-                ("time_budget", c_double)]
+                ("time_budget", c_double), ("dist", c_void_p)]
 
 
 class strop_tokenizer_options(Structure):
