@@ -98,8 +98,12 @@ STROP_API void strop_trainer_free(strop_trainer *tr);
  * - strop_trainer_step() takes the rank's own rows; the loss it reports, and the gradient,
  *   are those of the mean over all ranks' rows together.
  * - strop_trainer_backward() with a host's loss: the gradients are averaged over the ranks.
- * - A step skipped by the numeric guard on one rank is skipped on all; float buffers
- *   (BatchNorm's running statistics) are averaged over the ranks after each step.
+ * - A step skipped by the numeric guard on one rank is skipped on all; the running
+ *   statistics of BatchNorms that train are averaged over the ranks after each step.
+ * - strop_trainer_eval() and strop_trainer_eval_dataset() give each rank its share of every
+ *   batch and sum the metrics: like the steps, they are collectives (every rank calls them).
+ * - A rank whose part of a step fails (a bad target, an allocation) returns its error; the
+ *   others return STROP_E_IO saying a rank failed, and all drop the step.
  * Thread safety: one thread per trainer, as every trainer call.
  * @param[in,out] tr The trainer; no accumulation window or forward may be open.
  * @param[in,out] d  The group; borrowed, must outlive the trainer (or the next call), or NULL.
