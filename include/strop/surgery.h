@@ -232,6 +232,42 @@ STROP_API STROP_NODISCARD strop_status strop_model_freeze(strop_model *model, co
 STROP_API STROP_NODISCARD strop_status strop_model_unfreeze(strop_model *model,
                                                             const char *glob);
 
+/** How a model holds its frozen weights (strop_model_set_frozen_dtype()). @since 0.2 */
+typedef enum strop_dtype {
+  STROP_DTYPE_F32 = 0,  /**< float32, as trainable parameters always are (the default). */
+  STROP_DTYPE_BF16 = 1, /**< bfloat16: the top 16 bits of a float32, rounded to nearest even. */
+  STROP_DTYPE_INT8 = 2  /**< int8 with one float32 scale per output channel (symmetric,
+                             absmax / 127): the weight is q · scale. */
+} strop_dtype;
+
+/**
+ * @brief Chooses how the model holds its frozen weights: the weights of `linear` and
+ *        `lora_linear` nodes (a LoRA layer's base) that are frozen, not tied and not adapters
+ *        are converted now to @p dtype, and so are those frozen later (strop_model_freeze(),
+ *        surgery, loading weights into them); a weight unfrozen later, or every one when
+ *        @p dtype is STROP_DTYPE_F32, is widened back to float32 (exactly: the values it
+ *        holds, not the float32 ones it came from). Other parameters, gradients and optimizer
+ *        state stay float32. Products with such a weight run on BF16 inputs with FP32 sums
+ *        (vdpbf16ps) where the CPU has AVX512_BF16, else widen the weight while packing it for
+ *        the float32 GEMM (STROP_BF16_FALLBACK=1 in the environment forces that path);
+ *        docs/performance.md states the tolerances. Saving writes float32. A model without
+ *        frozen weights records the choice and converts nothing.
+ * @param[in,out] model A finalized model.
+ * @param[in]     dtype A ::strop_dtype value.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL model, @p dtype not a ::strop_dtype);
+ *         STROP_E_STATE (not finalized); STROP_E_NOMEM (the model is then unchanged: every
+ *         conversion is prepared before any weight is replaced).
+ * Not thread-safe on one model (it replaces weights). @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_set_frozen_dtype(strop_model *model,
+                                                                    int dtype);
+
+/**
+ * @brief The model's frozen-weight dtype (strop_model_set_frozen_dtype()).
+ * @return A ::strop_dtype value; -1 for NULL. Thread-safe (reads only). @since 0.2
+ */
+STROP_API int strop_model_frozen_dtype(const strop_model *model);
+
 /**
  * @brief Whether the named parameter is trainable.
  * @return 1 trainable, 0 frozen or a buffer, -1 for NULL arguments or an unknown name.
@@ -262,7 +298,9 @@ STROP_API int64_t strop_model_summary(const strop_model *model, char *buf, size_
  * @param batch           Batch size >= 1.
  * @param optimizer_slots Values of optimizer state per trainable value: 0 (SGD), 1 (SGD with
  *                        momentum), 2 (Adam, AdamW).
- * @param[out] weights     Parameters and buffers.
+ * @param[out] weights     Parameters and buffers, as they are held (a frozen weight in BF16
+ *                         takes 2 bytes a value, in int8 1 byte plus a scale per output
+ *                         channel; strop_model_set_frozen_dtype()).
  * @param[out] grads       Gradients (trainable parameters only).
  * @param[out] optim_state Optimizer state (trainable parameters only).
  * @param[out] activations Every node's output for the batch, plus the output gradients of
@@ -289,7 +327,8 @@ STROP_API STROP_NODISCARD strop_status strop_model_memory_estimate(const strop_m
  * @brief Folds every LoRA adapter into its base weight (W += scale · B A) so inference costs
  *        a plain linear; the adapters are kept, so strop_model_lora_unmerge() restores the
  *        split (to float rounding). Merged adapters get no gradient. Adapters already merged
- *        are left as they are.
+ *        are left as they are. Base weights held in BF16 or int8 are widened first and the
+ *        model's frozen dtype becomes STROP_DTYPE_F32 (since 0.2: a merged base stays float32).
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_NOT_FOUND (no LoRA node). @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_model_lora_merge(strop_model *model);
