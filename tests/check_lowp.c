@@ -18,10 +18,23 @@ static const int64_t IN[2] = {12, 32};
 enum { T = 12, D = 32, CLASSES = 4 };
 
 static strop_model *text_model(uint64_t seed) {
-  static const strop_test_node nodes[] = {
+  const strop_test_node nodes[] = {
       {"fc1", "linear", "out_features=64", NULL},
       {"act1", "gelu", NULL, NULL},
       {"fc2", "linear", "out_features=32", NULL},
+      {"act2", "gelu", NULL, NULL},
+      {"flat", "flatten", NULL, NULL},
+      {"head", "linear", "out_features=4", NULL},
+  };
+  return strop_test_build(2, IN, nodes, 6, seed);
+}
+
+/* The same with fc2's weight stored [in, out] (GPT-2's Conv1D layout). */
+static strop_model *text_model_in_out(uint64_t seed) {
+  const strop_test_node nodes[] = {
+      {"fc1", "linear", "out_features=64", NULL},
+      {"act1", "gelu", NULL, NULL},
+      {"fc2", "linear", "out_features=32 weight_layout=in_out", NULL},
       {"act2", "gelu", NULL, NULL},
       {"flat", "flatten", NULL, NULL},
       {"head", "linear", "out_features=4", NULL},
@@ -89,6 +102,19 @@ START_TEST(bf16_rounding) {
     ck_assert_float_le(fabsf(x - y), fabsf(x) * 0x1p-8f);
     ck_assert_uint_eq(strop__bf16_from_f32(y), strop__bf16_from_f32(x)); /* idempotent */
   }
+  /* either layout widens back to W's own layout; [in, out] is stored transposed */
+  float w[3 * 5], back[3 * 5];
+  for (int i = 0; i < 15; i++) w[i] = 1.0f + (float)i * 0x1p-10f;
+  for (int sc = 0; sc < 2; sc++) {
+    strop__lowp q;
+    ck_assert_int_eq(strop__lowp_make(&q, STROP__LOWP_BF16, w, 3, 5, sc), 0);
+    ck_assert_uint_eq(strop__lowp_bytes(&q), 15 * sizeof(uint16_t));
+    strop__lowp_expand(&q, back);
+    for (int i = 0; i < 15; i++)
+      ck_assert_float_eq(back[i], strop__bf16_to_f32(strop__bf16_from_f32(w[i])));
+    if (sc) ck_assert_uint_eq(((uint16_t *)q.v)[1], strop__bf16_from_f32(w[5])); /* W(1, 0) */
+    strop__lowp_free(&q);
+  }
 }
 END_TEST
 
@@ -118,14 +144,14 @@ END_TEST
 /* ---- forward ---- */
 
 /* The fallback gives the bits of an FP32 model whose frozen weights hold the same values. */
-static void forward_exact(int dtype) {
-  strop_model *m = text_model(7), *r = NULL;
+static void forward_exact(int dtype, int in_out) {
+  strop_model *m = in_out ? text_model_in_out(7) : text_model(7), *r = NULL;
   OK(strop_model_freeze(m, "fc*"));
   OK(strop_model_clone(m, &r));
   OK(strop_model_set_frozen_dtype(m, dtype));
   ck_assert_int_eq(strop_model_frozen_dtype(m), dtype);
   round_like(r, "fc1.weight", dtype, 0);
-  round_like(r, "fc2.weight", dtype, 0);
+  round_like(r, "fc2.weight", dtype, in_out);
   float x[3 * T * D];
   inputs(x, sizeof x / sizeof *x, 0.0);
   strop__bf16_impl = 1;
@@ -138,21 +164,28 @@ static void forward_exact(int dtype) {
   strop_model_free(r);
 }
 
-START_TEST(bf16_fallback_exact) { forward_exact(STROP_DTYPE_BF16); }
+START_TEST(bf16_fallback_exact) {
+  forward_exact(STROP_DTYPE_BF16, 0);
+  forward_exact(STROP_DTYPE_BF16, 1);
+}
 END_TEST
-START_TEST(int8_exact) { forward_exact(STROP_DTYPE_INT8); }
+START_TEST(int8_exact) {
+  forward_exact(STROP_DTYPE_INT8, 0);
+  forward_exact(STROP_DTYPE_INT8, 1);
+}
 END_TEST
 
 /* vdpbf16ps (where the CPU has it) rounds the inputs to BF16 too: within 1% of the output's
  * scale of the FP32 model on the same rounded weights. */
 START_TEST(bf16_dot_tolerance) {
   if (!strop__bf16_dot_enabled()) return; /* the fallback is tested above */
-  strop_model *m = text_model(9), *r = NULL;
+  const int in_out = _i; /* both layouts take the vdpbf16ps product */
+  strop_model *m = in_out ? text_model_in_out(9) : text_model(9), *r = NULL;
   OK(strop_model_freeze(m, "fc*"));
   OK(strop_model_clone(m, &r));
   OK(strop_model_set_frozen_dtype(m, STROP_DTYPE_BF16));
   round_like(r, "fc1.weight", STROP__LOWP_BF16, 0);
-  round_like(r, "fc2.weight", STROP__LOWP_BF16, 0);
+  round_like(r, "fc2.weight", STROP__LOWP_BF16, in_out);
   float x[5 * T * D];
   inputs(x, sizeof x / sizeof *x, 1.0);
   strop_tensor *a = forward(m, x, 5), *b = forward(r, x, 5);
@@ -521,7 +554,7 @@ static Suite *suite(void) {
   c = tcase_create("forward");
   tcase_add_test(c, bf16_fallback_exact);
   tcase_add_test(c, int8_exact);
-  tcase_add_test(c, bf16_dot_tolerance);
+  tcase_add_loop_test(c, bf16_dot_tolerance, 0, 2);
   tcase_add_test(c, bf16_kernel_edges);
   suite_add_tcase(s, c);
   c = tcase_create("train");

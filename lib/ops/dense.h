@@ -26,8 +26,8 @@ enum { STROP__LB_ASSIGN_DX = 1, STROP__LB_ASSIGN_PARAMS = 2, STROP__LB_W_IN_OUT 
 int strop__linear_backward(const float *x, const float *w, const float *dy, float *dx, float *dw,
                            float *db, int64_t m, int64_t in, int64_t out, unsigned assign);
 
-/* The same two with W held in BF16 or int8 (ops/lowp.h; w->rows x w->cols is W's stored
- * layout, [out, in] or [in, out] with w_in_out). A BF16 W [out, in] on a CPU with AVX512_BF16
+/* The same two with W held in BF16 or int8 (ops/lowp.h; w->rows x w->cols is W's layout,
+ * [out, in] or [in, out] with w_in_out). A BF16 W on a CPU with AVX512_BF16
  * multiplies BF16 x BF16 with FP32 sums (x rounded to BF16); every other case widens W to FP32
  * while packing it for the FP32 GEMM, which gives the bits of strop__linear_forward_ex on those
  * FP32 values. Backward gives dx only (a weight so held is frozen), written (assign_dx) or

@@ -55,7 +55,12 @@ int strop__lowp_make(strop__lowp *q, int dtype, const float *w, int64_t rows, in
   if (dtype == STROP__LOWP_BF16) {
     uint16_t *v = strop__malloc_aligned(n * sizeof *v + 1);
     if (!v) return -1;
-    strop__bf16_round_n(w, v, n);
+    if (!scale_cols)
+      strop__bf16_round_n(w, v, n);
+    else /* stored [out, in]: v[c * rows + r] = W(r, c) */
+      for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++)
+          v[c * rows + r] = strop__bf16_from_f32(w[r * cols + c]);
     t.v = v;
   } else if (dtype == STROP__LOWP_INT8) {
     const int64_t ns = scale_cols ? cols : rows;
@@ -115,9 +120,14 @@ void strop__lowp_free(strop__lowp *q) {
 
 void strop__lowp_expand(const strop__lowp *q, float *dst) {
   const size_t n = (size_t)q->rows * (size_t)q->cols;
-  if (q->dtype == STROP__LOWP_BF16) {
+  if (q->dtype == STROP__LOWP_BF16 && !q->scale_cols) {
     const uint16_t *v = q->v;
     for (size_t i = 0; i < n; i++) dst[i] = strop__bf16_to_f32(v[i]);
+  } else if (q->dtype == STROP__LOWP_BF16) {
+    const uint16_t *v = q->v;
+    for (int64_t r = 0; r < q->rows; r++)
+      for (int64_t c = 0; c < q->cols; c++)
+        dst[r * q->cols + c] = strop__bf16_to_f32(v[c * q->rows + r]);
   } else if (q->dtype == STROP__LOWP_INT8) {
     const int8_t *v = q->v;
     for (int64_t r = 0; r < q->rows; r++)

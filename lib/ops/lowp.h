@@ -10,9 +10,12 @@
 /* The storage of a weight; the numbers are the public strop_dtype's. */
 enum { STROP__LOWP_F32 = 0, STROP__LOWP_BF16 = 1, STROP__LOWP_INT8 = 2 };
 
-/* A rows x cols weight (row-major) in BF16 or int8. For int8, scale holds one FP32 per output
- * channel: per row (scale_cols 0: W [out, in]) or per column (scale_cols 1: W [in, out]), and
- * the value is (float)q * scale. dtype STROP__LOWP_F32 (all zero) means "not held here". */
+/* A rows x cols weight (row-major) in BF16 or int8. scale_cols 1 says the output channels are
+ * W's columns (W [in, out], GPT-2's Conv1D), 0 its rows (W [out, in]). For int8, scale holds
+ * one FP32 per output channel and the value is (float)q * scale. A BF16 W [in, out] is stored
+ * transposed (v is cols x rows), so that the vdpbf16ps product reads each output channel's
+ * inputs contiguously whatever the layout; strop__lowp_expand gives W in its own layout.
+ * dtype STROP__LOWP_F32 (all zero) means "not held here". */
 typedef struct strop__lowp {
   int dtype;
   int scale_cols;
@@ -51,7 +54,8 @@ extern int strop__bf16_impl;
 /* 1 when the vdpbf16ps kernel runs for BF16 weights here (CPU, build, strop__bf16_impl, the
  * environment). */
 int strop__bf16_dot_enabled(void);
-/* C[m, n] = A[m, k] B[n, k]^T + beta C with B a BF16 weight (q->rows n, q->cols k) and A FP32
+/* C[m, n] = A[m, k] B[n, k]^T + beta C with B a BF16 weight stored [n, k] (q [out, in]: rows n,
+ * cols k; or q [in, out] stored transposed: rows k, cols n) and A FP32
  * rounded to BF16 on the way in (into abf, m * roundup(k, 32) uint16_t, caller's scratch): the
  * vdpbf16ps product, FP32 accumulation. Only where strop__bf16_dot_enabled(). beta 0 or 1. */
 void strop__bf16_gemm_nt(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
