@@ -483,6 +483,48 @@ START_TEST(lora_on_held_base) {
 }
 END_TEST
 
+/* Tied weights stay float32 (the embedding reads the tensor as float32), either way round;
+ * tying to a weight already held is refused. */
+START_TEST(tied_weights_stay_f32) {
+  for (int way = 0; way < 2; way++) {
+    strop_model *m = NULL;
+    const int64_t in[1] = {5};
+    OK(strop_model_create(1, in, &m));
+    OK(strop_model_add(m, "wte", "embedding", "num_embeddings=6 embedding_dim=8", NULL));
+    OK(strop_model_add(m, "lm_head", "linear", "out_features=6 bias=false", NULL));
+    OK(way ? strop_model_tie(m, "wte.weight", "lm_head.weight")
+           : strop_model_tie(m, "lm_head.weight", "wte.weight"));
+    OK(strop_model_finalize(m, 3));
+    OK(strop_model_freeze(m, "*"));
+    size_t w0 = 0, w1 = 0;
+    OK(strop_model_memory_estimate(m, 1, 0, &w0, NULL, NULL, NULL));
+    OK(strop_model_set_frozen_dtype(m, STROP_DTYPE_BF16));
+    OK(strop_model_memory_estimate(m, 1, 0, &w1, NULL, NULL, NULL));
+    ck_assert_uint_eq(w0, w1);
+    float ids[2 * 5] = {0, 1, 2, 3, 4, 5, 4, 3, 2, 1};
+    strop_tensor *x = NULL, *y = NULL;
+    OK(strop_tensor_wrap(ids, 10, 2, (const int64_t[]){2, 5}, &x));
+    OK(strop_model_forward(m, x, &y));
+    strop_tensor_free(x);
+    strop_model_free(m);
+  }
+  /* a tie to a weight held in BF16 is refused, the model unchanged */
+  strop_model *m = NULL;
+  const int64_t in[1] = {8};
+  OK(strop_model_create(1, in, &m));
+  OK(strop_model_add(m, "a", "linear", "out_features=8 bias=false", NULL));
+  OK(strop_model_add(m, "b", "linear", "out_features=8 bias=false", NULL));
+  OK(strop_model_finalize(m, 3));
+  OK(strop_model_freeze(m, "a"));
+  OK(strop_model_set_frozen_dtype(m, STROP_DTYPE_BF16));
+  const int64_t n = strop_model_num_tensors(m);
+  ck_assert_int_eq(strop_model_tie(m, "b.weight", "a.weight"), STROP_E_STATE);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "'a.weight' is frozen and held in bf16"));
+  ck_assert_int_eq(strop_model_num_tensors(m), n);
+  strop_model_free(m);
+}
+END_TEST
+
 /* ---- errors ---- */
 
 START_TEST(errors) {
@@ -568,6 +610,7 @@ static Suite *suite(void) {
   tcase_add_test(c, freeze_unfreeze);
   tcase_add_test(c, save_load);
   tcase_add_test(c, lora_on_held_base);
+  tcase_add_test(c, tied_weights_stay_f32);
   suite_add_tcase(s, c);
   c = tcase_create("errors");
   tcase_add_test(c, errors);

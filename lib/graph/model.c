@@ -401,6 +401,7 @@ static strop_status resolve_ties(strop_model *m) {
       p->tied = o;
       strop__free_aligned(p->data);
       strop__free_aligned(p->grad);
+      strop__lowp_free(&p->lowp);
       p->data = NULL;
       p->grad = NULL;
     }
@@ -1350,6 +1351,13 @@ strop_status strop_model_tie(strop_model *m, const char *param, const char *targ
                       fn, param);
   strop__node *nd = &m->nodes[best];
   const char *suffix = param + best_len + 1;
+  /* every reader of a tied tensor reads float32: not one held in BF16 / int8 */
+  const strop__param *tp = m->finalized ? strop__model_param_find(m, target) : NULL;
+  if (tp && strop__param_owner((strop__param *)tp)->lowp.dtype)
+    return strop__err(STROP_E_STATE, "%s: '%s' is frozen and held in %s (the model's frozen "
+                      "dtype); strop_model_set_frozen_dtype(model, STROP_DTYPE_F32) first", fn,
+                      target, strop__param_owner((strop__param *)tp)->lowp.dtype ==
+                      STROP__LOWP_BF16 ? "bf16" : "int8");
   /* remember the tie this one replaces, to restore it on failure */
   char *old = NULL;
   for (int k = 0; k < nd->n_ties; k++)
