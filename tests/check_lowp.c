@@ -208,12 +208,12 @@ END_TEST
  * 32): against a double sum of the same BF16-rounded operands, to FP32 summation error. */
 START_TEST(bf16_kernel_edges) {
   if (!strop__bf16_dot_enabled()) return;
-  static const int64_t shapes[][3] = {{1, 1, 1}, {5, 7, 45}, {4, 4, 32}, {9, 33, 70}, {3, 2, 300}};
+  static const int64_t shapes[][3] = {{1, 1, 1}, {5, 7, 45}, {4, 4, 32}, {9, 33, 70}, {3, 2, 300}, {17, 65, 64}};
   for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++) {
     const int64_t m = shapes[sh][0], n = shapes[sh][1], k = shapes[sh][2];
     float *a = malloc((size_t)(m * k) * sizeof *a), *w = malloc((size_t)(n * k) * sizeof *w);
     float *c = malloc((size_t)(m * n) * sizeof *c);
-    uint16_t *abf = malloc((size_t)(m * ((k + 31) / 32 * 32)) * sizeof *abf);
+    void *abf = strop__malloc_aligned(strop__bf16_gemm_scratch(m, n, k));
     for (int64_t i = 0; i < m * k; i++) a[i] = (float)sin(0.3 * (double)i);
     for (int64_t i = 0; i < n * k; i++) w[i] = (float)cos(0.7 * (double)i);
     for (int64_t i = 0; i < m * n; i++) c[i] = 0.5f;
@@ -238,7 +238,7 @@ START_TEST(bf16_kernel_edges) {
     free(a);
     free(w);
     free(c);
-    free(abf);
+    strop__free_aligned(abf);
   }
 }
 END_TEST

@@ -67,8 +67,7 @@ int strop__linear_forward_lowp(const float *x, const strop__lowp *w, const float
                                int64_t m, int64_t in, int64_t out, int w_in_out) {
   if (w->dtype == STROP__LOWP_BF16 && w->scale_cols == w_in_out && m > 0 &&
       strop__bf16_dot_enabled()) {
-    const size_t ka = (size_t)(in + 31) / 32 * 32;
-    uint16_t *abf = strop__lowp_scratch_take((size_t)m * ka * sizeof *abf);
+    void *abf = strop__lowp_scratch_take(strop__bf16_gemm_scratch(m, out, in));
     if (!abf) return -1;
     float beta = 0.0f;
     if (b) {

@@ -207,58 +207,91 @@ typedef struct bf16_job {
   const uint16_t *a, *b;
   float beta;
   float *c;
+  uint32_t *panels; /* one KA/2 x 32 panel of B's pairs per chunk */
 } bf16_job;
 
-/* A 4 x 4 tile of C: rows i..i+3 of A (bf16, row stride ka, zero-padded to ka) against rows
- * j..j+3 of B (bf16, row stride k); rows past the edges are read from the last row and not
- * stored. 16 accumulators of 16 lanes, each lane the sum of pairs k = 32 t + 2 l, 2 l + 1. */
-BF16_TARGET static void tile4x4(const bf16_job *J, int64_t i, int64_t j) {
-  const int64_t mr = J->m - i < 4 ? J->m - i : 4, nr = J->n - j < 4 ? J->n - j : 4;
-  const uint16_t *a[4], *b[4];
-  for (int r = 0; r < 4; r++) {
-    a[r] = J->a + (i + (r < mr ? r : mr - 1)) * J->ka;
-    b[r] = J->b + (j + (r < nr ? r : nr - 1)) * J->k;
-  }
-  __m512 acc[4][4];
-  for (int r = 0; r < 4; r++)
-    for (int s = 0; s < 4; s++) acc[r][s] = _mm512_setzero_ps();
-  for (int64_t kk = 0; kk < J->k; kk += 32) {
-    const __mmask32 mk = J->k - kk >= 32 ? (__mmask32)0xffffffffu
-                                         : (__mmask32)((1u << (J->k - kk)) - 1u);
-    __m512bh va[4], vb[4];
-    for (int r = 0; r < 4; r++) {
-      va[r] = (__m512bh)_mm512_loadu_si512(a[r] + kk);
-      vb[r] = (__m512bh)_mm512_maskz_loadu_epi16(mk, b[r] + kk);
+enum { BNR = 32, BMR = 8 };
+
+/* B's rows j0 .. j0+31 (zero past n) as pairs: p[q * 32 + c] = W(j0 + c, 2q) | W(j0 + c, 2q + 1)
+ * << 16, zero past k; so that one 32-bit broadcast of A's pair (2q, 2q + 1) against a row of
+ * the panel is one vdpbf16ps for 16 columns. */
+static void pack_panel(const bf16_job *J, int64_t j0, uint32_t *p) {
+  const int64_t kp = J->ka / 2;
+  for (int64_t c = 0; c < BNR; c++) {
+    if (j0 + c >= J->n) {
+      for (int64_t q = 0; q < kp; q++) p[q * BNR + c] = 0;
+      continue;
     }
-    for (int r = 0; r < 4; r++)
-      for (int s = 0; s < 4; s++) acc[r][s] = _mm512_dpbf16_ps(acc[r][s], va[r], vb[s]);
+    const uint16_t *w = J->b + (j0 + c) * J->k;
+    int64_t q = 0;
+    for (; 2 * q + 1 < J->k; q++) p[q * BNR + c] = (uint32_t)w[2 * q] | (uint32_t)w[2 * q + 1] << 16;
+    for (; q < kp; q++) p[q * BNR + c] = 2 * q < J->k ? (uint32_t)w[2 * q] : 0u;
   }
-  for (int r = 0; r < mr; r++)
-    for (int s = 0; s < nr; s++) {
-      float *cp = J->c + (i + r) * J->ldc + j + s;
-      const float v = _mm512_reduce_add_ps(acc[r][s]);
-      *cp = J->beta != 0.0f ? *cp + v : v;
-    }
 }
 
-/* columns of C (rows of B) [16 lo, 16 hi) */
+/* C rows i .. i+7 (rows past m read the last row and are not stored) x the panel's 32 columns:
+ * 16 accumulators, each lane summing its column's pairs in k order (FP32). */
+BF16_TARGET static void kernel_8x32(const bf16_job *J, int64_t i, int64_t j0, const uint32_t *p) {
+  const int64_t kp = J->ka / 2, mr = J->m - i < BMR ? J->m - i : BMR;
+  const int64_t nr = J->n - j0 < BNR ? J->n - j0 : BNR;
+  const uint32_t *a[BMR];
+  for (int r = 0; r < BMR; r++)
+    a[r] = (const uint32_t *)(const void *)(J->a + (i + (r < mr ? r : mr - 1)) * J->ka);
+  __m512 acc[BMR][2];
+  for (int r = 0; r < BMR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  for (int64_t q = 0; q < kp; q++) {
+    const __m512bh b0 = (__m512bh)_mm512_load_si512(p + q * BNR);
+    const __m512bh b1 = (__m512bh)_mm512_load_si512(p + q * BNR + 16);
+    for (int r = 0; r < BMR; r++) {
+      const __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[r][q]);
+      acc[r][0] = _mm512_dpbf16_ps(acc[r][0], av, b0);
+      acc[r][1] = _mm512_dpbf16_ps(acc[r][1], av, b1);
+    }
+  }
+  const __mmask16 m0 = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1u);
+  const __mmask16 m1 = nr >= 32 ? (__mmask16)0xffff
+                                : nr <= 16 ? (__mmask16)0 : (__mmask16)((1u << (nr - 16)) - 1u);
+  for (int64_t r = 0; r < mr; r++) {
+    float *cr = J->c + (i + r) * J->ldc + j0;
+    __m512 v0 = acc[r][0], v1 = acc[r][1];
+    if (J->beta != 0.0f) {
+      v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, cr), v0);
+      v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, cr + 16), v1);
+    }
+    _mm512_mask_storeu_ps(cr, m0, v0);
+    if (m1) _mm512_mask_storeu_ps(cr + 16, m1, v1);
+  }
+}
+
+/* column blocks [lo, hi) of 32 */
 static void bf16_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
-  (void)chunk;
   const bf16_job *J = ctx;
-  int64_t j1 = hi * 16 < J->n ? hi * 16 : J->n;
-  for (int64_t j = lo * 16; j < j1; j += 4)
-    for (int64_t i = 0; i < J->m; i += 4) tile4x4(J, i, j);
+  uint32_t *p = J->panels + (size_t)chunk * (size_t)(J->ka / 2) * BNR;
+  for (int64_t jb = lo; jb < hi; jb++) {
+    pack_panel(J, jb * BNR, p);
+    for (int64_t i = 0; i < J->m; i += BMR) kernel_8x32(J, i, jb * BNR, p);
+  }
+}
+
+size_t strop__bf16_gemm_scratch(int64_t m, int64_t n, int64_t k) {
+  (void)n;
+  const size_t ka = (size_t)(k + 31) / 32 * 32;
+  return (size_t)m * ka * sizeof(uint16_t) +
+         (size_t)(strop__num_threads() + 1) * (ka / 2) * BNR * sizeof(uint32_t) + 64;
 }
 
 void strop__bf16_gemm_nt(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
-                         const strop__lowp *q, float beta, float *c, int64_t ldc, uint16_t *abf) {
+                         const strop__lowp *q, float beta, float *c, int64_t ldc, void *work) {
   const int64_t ka = (k + 31) / 32 * 32;
+  uint16_t *abf = work;
   for (int64_t i = 0; i < m; i++) {
     strop__bf16_round_n(a + i * lda, abf + i * ka, (size_t)k);
     for (int64_t t = k; t < ka; t++) abf[i * ka + t] = 0;
   }
-  bf16_job J = {m, n, k, ka, ldc, abf, q->v, beta, c};
-  const int64_t blocks = (n + 15) / 16;
+  /* the panels follow A's rows, 64-byte aligned (m * ka * 2 is a multiple of 64) */
+  bf16_job J = {m, n, k, ka, ldc, abf, q->v, beta, c,
+                (uint32_t *)(void *)(abf + (size_t)m * (size_t)ka)};
+  const int64_t blocks = (n + BNR - 1) / BNR;
   const int threads = (double)m * (double)n * (double)k >= (double)(1 << 20)
                           ? strop__num_threads() : 1;
   strop__par_run(strop__par_chunks(threads, blocks, 1), blocks, bf16_chunk, &J);
@@ -267,10 +300,14 @@ void strop__bf16_gemm_nt(int64_t m, int64_t n, int64_t k, const float *a, int64_
 #else
 
 int strop__bf16_dot_enabled(void) { return 0; }
+size_t strop__bf16_gemm_scratch(int64_t m, int64_t n, int64_t k) {
+  (void)m, (void)n, (void)k;
+  return 0;
+}
 void strop__bf16_gemm_nt(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
-                         const strop__lowp *q, float beta, float *c, int64_t ldc, uint16_t *abf) {
+                         const strop__lowp *q, float beta, float *c, int64_t ldc, void *work) {
   (void)m, (void)n, (void)k, (void)a, (void)lda, (void)q, (void)beta, (void)c, (void)ldc;
-  (void)abf;
+  (void)work;
 }
 
 #endif

@@ -55,10 +55,13 @@ extern int strop__bf16_impl;
  * environment). */
 int strop__bf16_dot_enabled(void);
 /* C[m, n] = A[m, k] B[n, k]^T + beta C with B a BF16 weight stored [n, k] (q [out, in]: rows n,
- * cols k; or q [in, out] stored transposed: rows k, cols n) and A FP32
- * rounded to BF16 on the way in (into abf, m * roundup(k, 32) uint16_t, caller's scratch): the
- * vdpbf16ps product, FP32 accumulation. Only where strop__bf16_dot_enabled(). beta 0 or 1. */
+ * cols k; or q [in, out] stored transposed: rows k, cols n) and A FP32, rounded to BF16 on the
+ * way in: the vdpbf16ps product, FP32 sums in k order for every element (whatever the split
+ * across threads). Panels of 32 of B's rows are packed as (k, k + 1) pairs per column, A's
+ * pairs broadcast: an 8 x 32 tile keeps 16 accumulators. work: 64-byte aligned,
+ * strop__bf16_gemm_scratch(m, n, k) bytes. Only where strop__bf16_dot_enabled(); beta 0 or 1. */
+size_t strop__bf16_gemm_scratch(int64_t m, int64_t n, int64_t k);
 void strop__bf16_gemm_nt(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
-                         const strop__lowp *q, float beta, float *c, int64_t ldc, uint16_t *abf);
+                         const strop__lowp *q, float beta, float *c, int64_t ldc, void *work);
 
 #endif
