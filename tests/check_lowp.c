@@ -506,6 +506,7 @@ START_TEST(tied_weights_stay_f32) {
     OK(strop_tensor_wrap(ids, 10, 2, (const int64_t[]){2, 5}, &x));
     OK(strop_model_forward(m, x, &y));
     strop_tensor_free(x);
+    strop_tensor_free(y);
     strop_model_free(m);
   }
   /* a tie to a weight held in BF16 is refused, the model unchanged */

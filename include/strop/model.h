@@ -620,7 +620,7 @@ STROP_API STROP_NODISCARD strop_status strop_model_freeze(strop_model *model, co
 STROP_API STROP_NODISCARD strop_status strop_model_unfreeze(strop_model *model,
                                                             const char *glob);
 
-/** How a model holds its frozen weights (strop_model_set_frozen_dtype()). @since 0.2 */
+/** @brief How a model holds its frozen weights (strop_model_set_frozen_dtype()). @since 0.2 */
 typedef enum strop_dtype {
   STROP_DTYPE_F32 = 0,  /**< float32, as trainable parameters always are (the default). */
   STROP_DTYPE_BF16 = 1, /**< bfloat16: the top 16 bits of a float32, rounded to nearest even. */
