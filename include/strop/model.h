@@ -98,6 +98,59 @@ STROP_API STROP_NODISCARD strop_status strop_model_forward_masked(strop_model *m
  *  @since 0.1 */
 STROP_API STROP_NODISCARD strop_status strop_model_set_training(strop_model *model, int training);
 
+/**
+ * @brief Turns activation checkpointing on (per block) or off: a training step's forward keeps
+ *        only each checkpointed block's input, and its backward runs the block's forward again
+ *        before differentiating it, trading about one more forward for the block activations.
+ *
+ * A block is a run of consecutive nodes whose names share a dotted prefix that @p pattern
+ * names: with a glob (`*`, `?`, `[...]`, as in surgery), the shortest proper prefix of the
+ * node's name that the glob matches (`"transformer.h.*"` makes `transformer.h.0`,
+ * `transformer.h.1`, ... blocks; `"layer?.?"` ResNet's `layer2.1`); with `"auto"`, the
+ * shortest prefix whose last component is a number or ends in `_<number>` (GPT-2's
+ * `transformer.h.3`, Llama's `model.layers.3`, BERT's `bert.encoder.layer.3`, ResNet's
+ * `layer2.1`, MobileNet's `features.5`, ViT's `encoder.layers.encoder_layer_3`).
+ * A block is checkpointed in a step when a backward goes through it, nothing after it reads
+ * any of its nodes' outputs but the last one's, and it holds neither the model's output nor a
+ * node whose activation the trainer caches; other blocks run as usual.
+ *
+ * Results are bit-identical to a step without checkpointing: the recompute draws the same
+ * dropout masks (the generator's state is kept per block) and batch norm does not update its
+ * running statistics a second time. Eval-mode forwards are unaffected. The setting is kept by
+ * strop_model_clone() and surgery, but not saved in files.
+ *
+ * @param[in,out] model   The model.
+ * @param[in]     pattern `"auto"`, a glob over node-name prefixes, or NULL / `""` (off, the
+ *                        default). Copied.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL model, a pattern over 200 characters);
+ *         STROP_E_NOT_FOUND (the model is finalized and @p pattern makes no block of two or
+ *         more nodes; the setting is then unchanged); STROP_E_NOMEM. A forward awaiting its
+ *         backward is dropped. Not thread-safe on one model. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_set_checkpointing(strop_model *model,
+                                                                     const char *pattern);
+
+/**
+ * @brief The checkpointing pattern (strop_model_set_checkpointing()), "" when it is off.
+ * @param[in]  model The model.
+ * @param[out] buf   Receives the pattern, NUL-terminated and truncated to @p cap bytes; may be
+ *                   NULL when @p cap is 0.
+ * @param[in]  cap   Capacity of @p buf in bytes.
+ * @return The pattern's full length (snprintf-style); -1 for a NULL model or a NULL @p buf with
+ *         @p cap > 0 (strop_last_error() says which). Thread-safe on distinct models. @since 0.2
+ */
+STROP_API int64_t strop_model_get_checkpointing(const strop_model *model, char *buf, size_t cap);
+
+/**
+ * @brief How many blocks the model's checkpointing pattern forms (0 when checkpointing is off or
+ *        the model is not finalized). Whether each one is checkpointed in a step depends on the
+ *        step (see strop_model_set_checkpointing()).
+ * @param[in] model The model.
+ * @return The count; -1 for a NULL model or out of memory (strop_last_error() says which).
+ *         @since 0.2
+ */
+STROP_API int64_t strop_model_checkpoint_blocks(const strop_model *model);
+
 /** @brief 1 in train mode, 0 in eval mode or for NULL. @since 0.1 */
 STROP_API int strop_model_is_training(const strop_model *model);
 

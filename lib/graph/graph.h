@@ -52,7 +52,21 @@ struct strop_model {
    * live), or the backward did once every reader's backward had run; MOVED: an in-place
    * reader (relu after a batch norm) wrote its own output over it */
   uint8_t *released;
+  /* activation checkpointing (strop_model_set_checkpointing): "auto", a glob, or NULL (off) */
+  char *ckpt_pattern;
+  /* per node (arena, from the forward until the step ends; NULL without checkpointing): the
+   * first node of the checkpointed block holding it, or -1. For a block's first node b0:
+   * ckpt_last[b0] its last node and ckpt_rng[b0] the model's generator as the block's forward
+   * found it, so the recompute in the backward draws the same dropout masks */
+  int *ckpt_first, *ckpt_last;
+  strop__rng *ckpt_rng;
 };
+
+/* Groups the nodes into the blocks that pattern names ("auto" or a glob over dotted name
+ * prefixes; see strop_model_set_checkpointing): first[i] = the first node of the run of
+ * consecutive nodes (in execution order) that share i's block name, or -1 when i is in no block
+ * or its run is a single node. Returns how many blocks there are. */
+int strop__model_blocks(const strop_model *m, const char *pattern, int *first);
 
 /* Add a node from parsed options (YAML spec loader, surgery). Takes ownership of nothing;
  * copies the options. inputs: n_inputs names ("input" = model input); n_inputs == 0 means
