@@ -283,6 +283,61 @@ STROP_API STROP_NODISCARD strop_status strop_model_memory_estimate(const strop_m
                                                                    size_t *optim_state,
                                                                    size_t *activations);
 
+/**
+ * @brief Predicts the peak memory of one training step, in bytes, by planning the step: one
+ *        forward and backward in train mode on zeros, in memory of their own, at the batch
+ *        itself when it is at most 4 and otherwise at 2 and 4 samples, extrapolated linearly.
+ *
+ * Unlike strop_model_memory_estimate(), the step memory follows what a step really holds:
+ * the activations that the backward reads (frozen parts keep only what is live, in-place
+ * layers share memory, checkpointed blocks keep their inputs and recompute one block at a
+ * time), the tensors layers save for their backward, the gradients of activations, layer
+ * scratch, and the loss's gradient (as large as the output). The planning costs about as much
+ * compute as a step on 6 samples, and changes nothing in the model (its generator, running
+ * statistics, gradients stay as they were; a forward awaiting its backward is dropped).
+ *
+ * @param[in,out] model         A finalized model (only borrowed for the planning).
+ * @param[in]     batch         Samples per step, in [1, 2^40].
+ * @param[in]     sample_shape  The per-sample input shape of the steps (a sequence length or
+ *                              image size the model accepts), or NULL for the model's input
+ *                              shape; read only.
+ * @param[in]     rank          Entries of @p sample_shape (the model's input rank); ignored
+ *                              when it is NULL.
+ * @param[in]     optimizer_slots Values of optimizer state per trainable value: 0 (SGD),
+ *                              1 (momentum), 2 (Adam, AdamW).
+ * @param[out]    activations   The step memory at @p batch (may be NULL).
+ * @param[out]    peak          Weights and buffers + gradients + optimizer state + step memory
+ *                              (may be NULL): what the library holds at the step's peak.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL model, batch or slots out of range, a dimension
+ *         < 1); STROP_E_STATE (not finalized); STROP_E_SHAPE (a sample shape of another rank or
+ *         that a layer refuses, naming it; a byte count overflows); STROP_E_NOMEM (the
+ *         planning itself ran out of memory). Outputs are written only on success. Not
+ *         thread-safe on one model. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_step_memory(strop_model *model, int64_t batch,
+                                                               const int64_t *sample_shape,
+                                                               int rank, int optimizer_slots,
+                                                               size_t *activations,
+                                                               size_t *peak);
+
+/**
+ * @brief Says before training whether a training step fits in @p limit bytes: as
+ *        strop_model_step_memory(), and when the peak is over the limit, STROP_E_NOMEM with a
+ *        sentence giving the figures (weights, gradients, optimizer state, step memory) and
+ *        what would make it fit: activation checkpointing (planned again with "auto" when it
+ *        is off and the model has blocks), the largest batch that fits, frozen weights in BF16
+ *        or 8 bits, freezing more of the model.
+ * @param limit Bytes the step may take (e.g. the cgroup's or RLIMIT_AS, less what the host
+ *              holds besides).
+ * @return STROP_OK when it fits; STROP_E_NOMEM with the sentence when it does not; otherwise
+ *         as strop_model_step_memory(). The model is unchanged. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_check_memory(strop_model *model,
+                                                                int64_t batch,
+                                                                const int64_t *sample_shape,
+                                                                int rank, int optimizer_slots,
+                                                                size_t limit);
+
 /* ---- LoRA adapters ---- */
 
 /**

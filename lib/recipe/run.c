@@ -269,6 +269,19 @@ bad:
   return s;
 }
 
+/* model.checkpointing: "auto", a glob over block names (strop_model_set_checkpointing), or
+ * "off"; set once the surgery has made the model's final graph. */
+static strop_status set_checkpointing(ctx *c, strop_model *m) {
+  const strop__ynode *msec = section(c->r, "model");
+  const char *p = msec ? strop__rd_str(msec, "checkpointing") : NULL;
+  if (!p || !strcmp(p, "off")) return STROP_OK;
+  strop_status s = strop_model_set_checkpointing(m, p);
+  if (!s) return STROP_OK;
+  char rest[1024];
+  return strop__recipe_err(FN, c->r, strop__ynode_get(msec, "checkpointing"), s,
+                           "'model.checkpointing': %s", sentence_after_fn(rest));
+}
+
 /* ---- surgery ---- */
 static strop_status apply_surgery(ctx *c, strop_model *m, const strop__ynode *ops,
                                   uint64_t seed, const char *where) {
@@ -1376,6 +1389,7 @@ strop_status strop_recipe_run(const strop_recipe *r, const strop_run_options *us
   if (!s) s = build_model(&c, &m);
   if (!s) s = load_data(&c);
   if (!s) s = apply_surgery(&c, m, section(r, "surgery"), c.seed + 17, "surgery");
+  if (!s) s = set_checkpointing(&c, m);
   if (!s) s = check_head(&c, m);
   if (!s) s = record_meta(&c, m);
   /* stages */
