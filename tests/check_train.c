@@ -1100,6 +1100,78 @@ static void free_t(void *ctx) {
   g_t = NULL;
 }
 
+/* Two checkpointed blocks of linear -> batchnorm1d -> relu -> dropout, then a head. */
+static rig ckpt_rig(void) {
+  rig r;
+  memset(&r, 0, sizeof r);
+  int64_t in[1] = {8};
+  ck_assert_int_eq(strop_model_create(1, in, &r.m), STROP_OK);
+  static const char *const part[4][3] = {{"fc", "linear", "out_features=1024"},
+                                         {"bn", "batchnorm1d", NULL},
+                                         {"act", "relu", NULL},
+                                         {"drop", "dropout", "p=0.2"}};
+  for (int b = 0; b < 2; b++)
+    for (int k = 0; k < 4; k++) {
+      char name[32];
+      snprintf(name, sizeof name, "blocks.%d.%s", b, part[k][0]);
+      ck_assert_int_eq(strop_model_add(r.m, name, part[k][1], part[k][2], NULL), STROP_OK);
+    }
+  ck_assert_int_eq(strop_model_add(r.m, "head", "linear", "out_features=4", NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_finalize(r.m, 9), STROP_OK);
+  ck_assert_int_eq(strop_model_set_checkpointing(r.m, "auto"), STROP_OK);
+  ck_assert_int_eq(strop_model_checkpoint_blocks(r.m), 2);
+  ck_assert_int_eq(strop_optimizer_create(r.m, STROP_OPTIM_ADAM, &r.opt), STROP_OK);
+  ck_assert_int_eq(strop_trainer_create(r.m, r.opt, &r.tr), STROP_OK);
+  return r;
+}
+
+/* An allocation failing anywhere in a checkpointed step (the recompute included) is
+ * STROP_E_NOMEM with a sentence, and leaves weights, running statistics, the optimizer state
+ * and the generator as they were; the same step then runs, and nothing leaks. */
+START_TEST(checkpointed_step_alloc_failures) {
+  strop_dataset *ds = blobs(256, 4);
+  strop_tensor *x, *y;
+  batch(ds, 0, 256, &x, &y);
+  int failures = 0;
+  rig warm = ckpt_rig(); /* the GEMM's process-wide buffers are made once, here */
+  ck_assert_int_eq(strop_trainer_step(warm.tr, x, y, NULL), STROP_OK);
+  free_rig(&warm);
+  for (int64_t n = 1; n < 10000; n++) {
+    const int64_t live = strop__alloc_live();
+    rig r = ckpt_rig();
+    /* a first step makes the optimizer state, so the sweep's step is one in the middle */
+    ck_assert_int_eq(strop_trainer_step(r.tr, x, y, NULL), STROP_OK);
+    strop__model_step_end(r.m);
+    strop__arena_destroy(&r.m->arena); /* cold again: the step allocates its memory anew */
+    frozen_state before = freeze_state(&r);
+    strop_clear_error();
+    strop__alloc_fail_at(n);
+    const int st = strop_trainer_step(r.tr, x, y, NULL);
+    const int hit = strop__alloc_failed();
+    strop__alloc_fail_at(0);
+    if (hit && st != STROP_OK) { /* (an allocation the step can do without may fail too) */
+      failures++;
+      ck_assert_msg(st == STROP_E_NOMEM, "allocation %lld failed, status %d (%s)", (long long)n,
+                    st, strop_last_error());
+      ck_assert(strop_last_error()[0] != '\0');
+      assert_state_is(&r, &before);
+      ck_assert_int_eq(strop_trainer_step(r.tr, x, y, NULL), STROP_OK);
+    } else {
+      ck_assert_msg(st == STROP_OK, "%s", strop_last_error());
+    }
+    free_state(&before);
+    free_rig(&r);
+    ck_assert_int_eq(strop__alloc_live(), live);
+    if (!hit) break;
+  }
+  fprintf(stderr, "checkpointed step: %d allocation failures\n", failures);
+  ck_assert_int_ge(failures, 8);
+  strop_tensor_free(x);
+  strop_tensor_free(y);
+  strop_dataset_free(ds);
+}
+END_TEST
+
 START_TEST(alloc_failures) {
   g_m = mlp(1);
   ck_assert_int_eq(strop_optimizer_create(g_m, STROP_OPTIM_SGD, &g_o), STROP_OK);
@@ -1646,6 +1718,7 @@ int main(int argc, char **argv) {
   suite_add_tcase(s, tc);
   tc = tcase_create("memory");
   tcase_add_test(tc, step_memory_predicts_the_peak);
+  tcase_add_test(tc, checkpointed_step_alloc_failures);
   tcase_set_timeout(tc, 300);
   suite_add_tcase(s, tc);
   tc = tcase_create("metrics");
