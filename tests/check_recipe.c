@@ -312,6 +312,8 @@ START_TEST(run_errors) {
       {"data.classes", "[7]", "7", STROP_E_INVALID_ARG},
       {"model.checkpointing", "\"blocks.*\"", "'model.checkpointing': "
        "strop_model_set_checkpointing: 'blocks.*' names no block", STROP_E_NOT_FOUND},
+      {"train.memory_limit_mb", "0.5", "'train.memory_limit_mb' 0.5, stage 'head': "
+       "strop_model_check_memory: a training step of batch 16 needs", STROP_E_NOMEM},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     strop_recipe *r = NULL;

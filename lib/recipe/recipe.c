@@ -162,6 +162,7 @@ static const field F_TRAIN[] = {{"epochs", T_INT, NULL, NULL, &R_NONNEG},
                                 {"checkpoint_every", T_INT, NULL, NULL, &R_NONNEG},
                                 {"max_steps", T_INT, NULL, NULL, &R_NONNEG},
                                 {"cache_frozen", T_BOOL, NULL, NULL, NULL},
+                                {"memory_limit_mb", T_FLOAT, NULL, NULL, &R_NONNEG},
                                 END};
 static const field F_STAGE[] = {{"name", T_STR, NULL, NULL, NULL},
                                 {"epochs", T_INT, NULL, NULL, &R_NONNEG},

@@ -1119,6 +1119,20 @@ static strop_status run_stage(ctx *c, strop_model *m, const strop__ynode *st, in
   if ((s = make_iter_raw(c, head ? ftrain : c->train, 1, stage_seed, head != NULL, &it))) goto done;
   if (c->val && (s = make_iter_raw(c, head ? fval : c->val, 0, 0, head != NULL, &vit))) goto done;
   if ((s = build_optimizer(c, tm, sub(st, "optimizer"), &opt))) goto done;
+  /* train.memory_limit_mb: a step that would not fit is refused before training, saying what
+   * would make it fit */
+  double limit_mb = 0;
+  if ((s = rd2_float(r, top, tst, "memory_limit_mb", &limit_mb))) goto done;
+  if (limit_mb > 0 &&
+      (s = strop_model_check_memory(tm, c->batch, NULL, 0, strop__optim_values_per_param(opt),
+                                    (size_t)(limit_mb * 1e6)))) {
+    char rest[1024];
+    const strop__ynode *at = strop__ynode_get(tst ? tst : top, "memory_limit_mb");
+    s = strop__recipe_err(FN, r, at ? at : strop__ynode_get(top, "memory_limit_mb"), s,
+                          "'train.memory_limit_mb' %g, stage '%s': %s", limit_mb, c->stage_name,
+                          sentence_after_fn(rest));
+    goto done;
+  }
   int per_epoch = 0;
   if ((s = build_schedule(c, opt, sub(st, "schedule"), strop_batch_iter_num_batches(it), epochs, &sch,
                           &per_epoch)))

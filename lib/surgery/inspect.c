@@ -133,7 +133,8 @@ strop_status strop_model_memory_estimate(const strop_model *model, int64_t batch
 typedef struct step_figures {
   size_t weights, grads, optim, act; /* act: step memory at batch: the step arena as it holds
                                         it once warm (with the loss's gradient), and the GEMM's
-                                        packing buffers */
+                                        packing buffers (gemm) */
+  size_t gemm;
   double act_fixed, act_per_sample;  /* act = fixed + per_sample batch, as extrapolated */
 } step_figures;
 
@@ -168,7 +169,8 @@ static strop_status plan_figures(const char *fn, strop_model *m, int64_t batch,
   if (!(act < (double)SIZE_MAX / 4))
     return strop__err(STROP_E_SHAPE, "%s: batch %lld: the step's memory overflows a byte count",
                       fn, (long long)batch);
-  f->act = strop__arena_footprint(act > 0 ? (size_t)act : 0) + strop__gemm_buffer_bytes();
+  f->gemm = strop__gemm_buffer_bytes();
+  f->act = strop__arena_footprint(act > 0 ? (size_t)act : 0) + f->gemm;
   return STROP_OK;
 }
 
@@ -218,11 +220,12 @@ strop_status strop_model_step_memory(strop_model *model, int64_t batch,
   return STROP_OK;
 }
 
-/* "1.23 GB" */
+/* "1.23 GB", "12.5 MB", "300 kB" */
 static const char *mb(size_t bytes, char *buf, size_t cap) {
   const double v = (double)bytes;
   if (v >= 1e9) snprintf(buf, cap, "%.2f GB", v / 1e9);
-  else snprintf(buf, cap, "%.1f MB", v / 1e6);
+  else if (v >= 1e6) snprintf(buf, cap, "%.1f MB", v / 1e6);
+  else snprintf(buf, cap, "%.0f kB", v / 1e3);
   return buf;
 }
 
@@ -264,8 +267,12 @@ strop_status strop_model_check_memory(strop_model *model, int64_t batch,
                          figures_peak(&g) <= limit ? ", which fits" : "");
     }
   }
-  const double room = (double)limit - (double)(f.weights + f.grads + f.optim) - f.act_fixed;
-  const double fit = f.act_per_sample > 0 ? room / f.act_per_sample : 0;
+  /* the largest batch whose arena (at least its smallest chunk) fits beside the rest */
+  const double room = (double)limit - (double)(f.weights + f.grads + f.optim + f.gemm);
+  double fit = 0;
+  if (room >= (double)strop__arena_footprint(0) && f.act_per_sample > 0)
+    fit = (room - f.act_fixed) / f.act_per_sample;
+  if (fit > (double)batch - 1) fit = (double)batch - 1; /* (rounding at the edge) */
   if (fit >= 1)
     strop__sbuf_printf(&t, " a batch of %lld fits;", (long long)fit);
   else
