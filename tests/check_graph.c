@@ -446,7 +446,7 @@ static void ckpt_same_state(const strop_model *a, const strop_model *b) {
  * twice), and the step's activation memory shrinks. */
 START_TEST(checkpointing_resnet_blocks_bit_identical) {
   strop_test_node nodes[64];
-  char names[6][8][32], ins[6][40];
+  char names[6][8][32], ins[6][72];
   int n = 0;
   nodes[n++] = (strop_test_node){"conv1", "conv2d", "out_channels=8 kernel_size=3 padding=1 "
                                  "bias=false", "input"};

@@ -61,6 +61,10 @@ struct strop_model {
   int *ckpt_first, *ckpt_last;
   strop__rng *ckpt_rng;
   int probe;                    /* 1 while strop__model_probe_step runs: no state changes */
+  /* the forward's free list at its end (arena; model.c's entries): memory of outputs no one
+   * reads any more, which the backward takes its gradients and recomputes from */
+  void *fwd_free;
+  int n_fwd_free;
 };
 
 /* Groups the nodes into the blocks that pattern names ("auto" or a glob over dotted name

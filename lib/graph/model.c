@@ -511,6 +511,8 @@ void strop__model_step_end(strop_model *m) {
   m->released = NULL;
   m->ckpt_first = m->ckpt_last = NULL;
   m->ckpt_rng = NULL;
+  m->fwd_free = NULL;
+  m->n_fwd_free = 0;
   for (int i = 0; i < m->n_nodes; i++) {
     m->nodes[i].saved = NULL;
     m->acts[i].data = NULL;
@@ -929,6 +931,8 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
     i = last;
   }
   m->have_forward = 1;
+  m->fwd_free = spares;
+  m->n_fwd_free = n_spares;
   *out = &m->acts[m->n_nodes - 1];
   return STROP_OK;
 }
@@ -1166,7 +1170,10 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
   if (!spares) return strop__err(STROP_E_NOMEM, "backward: out of memory");
   size_t *gbytes = strop__arena_alloc(&m->arena, (size_t)nn * sizeof *gbytes);
   if (!gbytes) return strop__err(STROP_E_NOMEM, "backward: out of memory");
-  int n_spares = 0;
+  /* what the forward released already (a frozen trunk's outputs, checkpointed blocks' insides) */
+  int n_spares = m->n_fwd_free;
+  if (n_spares) memcpy(spares, m->fwd_free, (size_t)n_spares * sizeof *spares);
+  m->n_fwd_free = 0;
   ckpt_region reg = {-1, -1, {0}, NULL, 0, {{0}}, 0, NULL};
   if (m->ckpt_first) {
     reg.snap = strop__arena_alloc(&m->arena, 2 * (size_t)nn * sizeof *reg.snap);
