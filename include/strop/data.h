@@ -7,8 +7,9 @@
 #include "error.h"
 #include "tensor.h"
 
-/** @file data.h
- *  @brief Datasets, splits, batch iteration and transforms. @since 0.1
+/**
+ * @file data.h
+ * @brief Datasets, splits, batch iteration, transforms and vocabularies.
  *
  * A dataset is N samples; each has an input of a fixed per-sample shape (float32) and a
  * target: a class index stored as a float (target rank 0) or a float tensor of a fixed shape
@@ -24,6 +25,7 @@
  * from several threads at once, except datasets with a host callback, whose callback is called
  * on whichever thread reads. A batch iterator is used by one thread at a time; with prefetch on
  * it runs one worker thread of its own.
+ * @since 0.1
  */
 
 STROP_BEGIN_DECLS
@@ -37,7 +39,8 @@ typedef struct strop_batch_iter strop_batch_iter;
 /** @brief A token vocabulary for text datasets; see strop_vocab_build(). @since 0.1 */
 typedef struct strop_vocab strop_vocab;
 
-/** Passed as @c num_classes: classification with (largest label + 1) classes. @since 0.1 */
+/** @brief Passed as @c num_classes: classification with (largest label + 1) classes.
+ *  @since 0.1 */
 #define STROP_CLASSES_INFER (-1)
 
 /* ------------------------------------------------------------------------------------------ */
@@ -47,39 +50,60 @@ typedef struct strop_vocab strop_vocab;
 /**
  * @brief Creates a dataset holding a copy of the host's arrays.
  *
- * @param inputs      @p n samples of @p in_dims each, row-major, one after another. Copied.
- * @param targets     For classification, @p n class indices stored as floats; for regression,
- *                    @p n samples of @p tgt_dims each. Copied.
- * @param n           Number of samples, >= 1.
- * @param in_rank     Rank of one input, 1..STROP_MAX_RANK.
- * @param in_dims     @p in_rank sizes, each > 0.
- * @param tgt_rank    0 for classification (one class index per sample; @p tgt_dims may be
- *                    NULL); 1..STROP_MAX_RANK for regression.
- * @param tgt_dims    @p tgt_rank sizes for regression.
- * @param num_classes > 0: classification, every label must be an integer in [0, num_classes);
- *                    STROP_CLASSES_INFER: classification with (largest label + 1) classes;
- *                    0: regression.
- * @param[out] out    The new dataset, owned by the caller; NULL on failure.
- * @return STROP_OK; STROP_E_INVALID_ARG for NULL pointers, bad ranks/sizes, or a label that is
- *         not an integer in range (the message names the sample and the value);
- *         STROP_E_SHAPE on size overflow; STROP_E_NOMEM.
- * Thread-safe (no shared state). @since 0.1
+ * @param[in]  inputs      @p n samples of @p in_dims each, row-major, one after another.
+ *                         Copied; every value finite.
+ * @param[in]  targets     For classification, @p n class indices stored as floats; for
+ *                         regression, @p n samples of @p tgt_dims each. Copied.
+ * @param[in]  n           Number of samples, >= 1.
+ * @param[in]  in_rank     Rank of one input, 1 .. #STROP_MAX_RANK.
+ * @param[in]  in_dims     @p in_rank sizes, each > 0; copied.
+ * @param[in]  tgt_rank    0 for classification (one class index per sample; @p tgt_dims may
+ *                         be NULL); 1 .. #STROP_MAX_RANK for regression.
+ * @param[in]  tgt_dims    @p tgt_rank sizes for regression; copied.
+ * @param[in]  num_classes > 0: classification, every label must be an integer in
+ *                         [0, num_classes); #STROP_CLASSES_INFER: classification with
+ *                         (largest label + 1) classes; 0: regression. At most 2^24.
+ * @param[out] out         The new dataset, owned by the caller (strop_dataset_free()); NULL
+ *                         on failure.
+ * @return STROP_OK; STROP_E_INVALID_ARG for NULL pointers, bad ranks/sizes, a non-finite
+ *         value, or a label that is not an integer in range (the message names the sample and
+ *         the value); STROP_E_SHAPE on size overflow; STROP_E_NOMEM. Thread-safe (no shared
+ *         state).
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_dataset_from_memory(
     const float *inputs, const float *targets, int64_t n, int in_rank, const int64_t *in_dims,
     int tgt_rank, const int64_t *tgt_dims, int64_t num_classes, strop_dataset **out);
 
-/** @brief Releases host buffers lent to strop_dataset_wrap(). @since 0.1 */
+/**
+ * @brief Releases host buffers lent to strop_dataset_wrap().
+ * @param[in] user_data The pointer given to strop_dataset_wrap().
+ * @since 0.1
+ */
 typedef void (*strop_release_fn)(void *user_data);
 
 /**
  * @brief Creates a dataset that borrows the host's arrays without copying.
  *
- * Arguments as strop_dataset_from_memory(). The arrays must stay valid and unchanged until
- * @p release is called, which happens once, when the last handle that shares them (the dataset,
- * its views, iterators over them) is freed. @p release may be NULL. On failure @p release is not
- * called and the buffers stay the caller's. Labels are validated once, here.
- * @return As strop_dataset_from_memory(). @since 0.1
+ * The arrays must stay valid and unchanged until @p release is called, which happens once,
+ * when the last handle that shares them (the dataset, its views, iterators over them) is
+ * freed, on the thread that frees it. On failure @p release is not called and the buffers stay
+ * the caller's. Labels and values are validated once, here.
+ * @param[in]  inputs      As strop_dataset_from_memory(), borrowed.
+ * @param[in]  targets     As strop_dataset_from_memory(), borrowed.
+ * @param[in]  n           As strop_dataset_from_memory().
+ * @param[in]  in_rank     As strop_dataset_from_memory().
+ * @param[in]  in_dims     As strop_dataset_from_memory() (copied).
+ * @param[in]  tgt_rank    As strop_dataset_from_memory().
+ * @param[in]  tgt_dims    As strop_dataset_from_memory() (copied).
+ * @param[in]  num_classes As strop_dataset_from_memory().
+ * @param[in]  release     Called with @p user_data when the arrays are no longer used; may
+ *                         be NULL.
+ * @param[in]  user_data   Passed to @p release; never dereferenced.
+ * @param[out] out         The new dataset, owned by the caller (strop_dataset_free()); NULL
+ *                         on failure.
+ * @return STROP_OK; the statuses of strop_dataset_from_memory().
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_dataset_wrap(
     const float *inputs, const float *targets, int64_t n, int in_rank, const int64_t *in_dims,
@@ -88,16 +112,19 @@ STROP_API STROP_NODISCARD strop_status strop_dataset_wrap(
 
 /**
  * @brief Host callback that writes sample @p index into the given buffers.
- * @param index       0..n-1.
- * @param input       Room for one input (the element count of the input shape).
- * @param target      Room for one target (1 float for classification: the class index).
- * @param message     A buffer of @p message_cap bytes (NUL-terminated, empty on entry) where the
- *                    host may write why it failed.
- * @param message_cap Capacity of @p message, >= 256.
- * @param user_data   As given at creation.
+ *
+ * It may be called on an iterator's prefetch worker thread, never concurrently for one
+ * iterator; datasets shared between threads may have it called from several at once.
+ * @param[in]  index       0 .. n - 1.
+ * @param[out] input       Room for one input (the element count of the input shape).
+ * @param[out] target      Room for one target (1 float for classification: the class index).
+ * @param[out] message     A buffer of @p message_cap bytes (NUL-terminated, empty on entry)
+ *                         where the host may write why it failed.
+ * @param[in]  message_cap Capacity of @p message, >= 256.
+ * @param[in]  user_data   As given at creation.
  * @return 0 on success; anything else stops the read (the epoch, for an iterator) with
  *         STROP_E_CALLBACK and the host's message in strop_last_error().
- * It may be called on an iterator's prefetch worker thread, never concurrently for one iterator.
+ * @since 0.1
  */
 typedef int (*strop_dataset_fill_fn)(int64_t index, float *input, float *target, char *message,
                                      size_t message_cap, void *user_data);
@@ -105,12 +132,23 @@ typedef int (*strop_dataset_fill_fn)(int64_t index, float *input, float *target,
 /**
  * @brief Creates a dataset whose samples the host produces on demand.
  *
- * Shape arguments as strop_dataset_from_memory(); @p num_classes must be 0 or > 0 here
- * (STROP_CLASSES_INFER is refused: nothing is read up front). Class-based operations (class
- * counts, filters, few-shot, stratified splits) call @p fill for every sample to learn labels.
- * @param n    Number of samples, >= 1.
- * @param fill The callback; @p user_data is passed back to it and never dereferenced.
- * @return STROP_OK, STROP_E_INVALID_ARG, STROP_E_NOMEM. @since 0.1
+ * Class-based operations (class counts, filters, few-shot, stratified splits) call @p fill
+ * for every sample to learn labels; a label the callback gives that is not a class in range
+ * is a callback failure (STROP_E_CALLBACK) when read.
+ * @param[in]  n           Number of samples, >= 1.
+ * @param[in]  in_rank     As strop_dataset_from_memory().
+ * @param[in]  in_dims     As strop_dataset_from_memory() (copied).
+ * @param[in]  tgt_rank    As strop_dataset_from_memory() (ignored for classification).
+ * @param[in]  tgt_dims    As strop_dataset_from_memory() (copied).
+ * @param[in]  num_classes 0 (regression) or > 0; #STROP_CLASSES_INFER is refused: nothing
+ *                         is read up front.
+ * @param[in]  fill        The callback.
+ * @param[in]  user_data   Passed back to @p fill; never dereferenced.
+ * @param[out] out         The new dataset, owned by the caller (strop_dataset_free()); NULL
+ *                         on failure.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL @p out or @p fill, bad shapes or
+ *         @p num_classes); STROP_E_SHAPE (size overflow); STROP_E_NOMEM.
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_dataset_from_callback(
     int64_t n, int in_rank, const int64_t *in_dims, int tgt_rank, const int64_t *tgt_dims,
@@ -124,22 +162,24 @@ STROP_API STROP_NODISCARD strop_status strop_dataset_from_callback(
  * uint8 images stay uint8 in memory and become floats in [0, 255] when read (add a scale
  * transform to an iterator for [0, 1]). An images file of dims (N, H, W) gives inputs of shape
  * (1, H, W); other ranks give inputs of shape dims[1:] (rank 1 gives shape (1)).
- * @param images_path Path of the images file.
- * @param labels_path Path of the labels file: rank 1, integer type, N entries.
- * @param num_classes As in strop_dataset_from_memory(); > 0 makes a label >= num_classes an
- *                    error. For Fashion-MNIST pass 10 (or STROP_CLASSES_INFER).
- * @param[out] out    The new dataset, owned by the caller.
+ * @param[in]  images_path Path of the images file.
+ * @param[in]  labels_path Path of the labels file: rank 1, integer type, N entries.
+ * @param[in]  num_classes As in strop_dataset_from_memory(); > 0 makes a label >= num_classes
+ *                         an error. For Fashion-MNIST pass 10 (or #STROP_CLASSES_INFER).
+ * @param[out] out         The new dataset, owned by the caller (strop_dataset_free()); NULL on
+ *                         failure.
  * @return STROP_OK; STROP_E_IO (cannot open/read; gzip stream broken); STROP_E_FORMAT (bad
- *         magic, unknown type, truncated or oversized payload, count mismatch between the files,
- *         a label out of range) — the message names the file and the values;
- *         STROP_E_INVALID_ARG; STROP_E_NOMEM. @since 0.1
+ *         magic, unknown type, truncated or oversized payload, count mismatch between the
+ *         files, a label out of range) — the message names the file and the values;
+ *         STROP_E_INVALID_ARG (NULL, bad @p num_classes); STROP_E_NOMEM. Thread-safe.
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_dataset_load_idx(const char *images_path,
                                                               const char *labels_path,
                                                               int64_t num_classes,
                                                               strop_dataset **out);
 
-/** How the label column of a CSV file is read. @since 0.1 */
+/** @brief How the label column of a CSV file is read. @since 0.1 */
 typedef enum strop_csv_label_mode {
   STROP_CSV_LABEL_INDEX = 0,       /**< Integer class indices (sklearn's files). */
   STROP_CSV_LABEL_NAMES = 1,       /**< Strings, numbered in order of first appearance. */
@@ -169,8 +209,11 @@ typedef struct strop_csv_options {
                                  default STROP_CLASSES_INFER. */
 } strop_csv_options;
 
-/** @brief Fills @p opt with the defaults listed in strop_csv_options. NULL is a no-op.
- *  @since 0.1 */
+/**
+ * @brief Fills @p opt with the defaults listed in strop_csv_options (and its size).
+ * @param[out] opt The options, or NULL (a no-op).
+ * @since 0.1
+ */
 STROP_API void strop_csv_options_init(strop_csv_options *opt);
 
 /**
@@ -178,13 +221,16 @@ STROP_API void strop_csv_options_init(strop_csv_options *opt);
  *
  * gzip-compressed files are detected by their magic bytes. Blank lines are skipped; fields may
  * be double-quoted; spaces around fields are ignored; CRLF line ends are accepted.
- * @param path Path of the file.
- * @param opt  Options, or NULL for the defaults.
- * @param[out] out The new dataset (inputs of shape (features)), owned by the caller.
+ * @param[in]  path The file.
+ * @param[in]  opt  Options (strop_csv_options_init()), or NULL for the defaults; only read
+ *                  during the call.
+ * @param[out] out  The new dataset (inputs of shape (features)), owned by the caller
+ *                  (strop_dataset_free()); NULL on failure.
  * @return STROP_OK; STROP_E_IO; STROP_E_FORMAT for a ragged row, an empty, non-numeric or
  *         non-finite cell, a bad label or a header mismatch (the message names file, line and
- *         column); STROP_E_NOT_FOUND for an unknown label_name; STROP_E_INVALID_ARG;
- *         STROP_E_NOMEM. @since 0.1
+ *         column); STROP_E_NOT_FOUND for an unknown label_name; STROP_E_INVALID_ARG (NULL, an
+ *         uninitialised or inconsistent @p opt); STROP_E_NOMEM. Thread-safe.
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_dataset_load_csv(const char *path,
                                                               const strop_csv_options *opt,
@@ -196,15 +242,18 @@ STROP_API STROP_NODISCARD strop_status strop_dataset_load_csv(const char *path,
  * Types little-endian float32, float64, int32, int64 and uint8 (`<f4 <f8 <i4 <i8 |u1`), any
  * rank; Fortran-order arrays are transposed to C order. The first dimension is the sample
  * count: x of shape (N, ...) gives inputs of shape dims[1:] ((1) for rank 1).
- * @param x_path      Inputs file.
- * @param y_path      Targets file, first dimension N. For classification it holds N integer
- *                    labels (shape (N) or (N, 1)); for regression (@p num_classes 0) targets
- *                    are shape dims[1:] ((1) for rank 1).
- * @param num_classes As in strop_dataset_from_memory().
- * @param[out] out    The new dataset, owned by the caller.
+ * @param[in]  x_path      Inputs file.
+ * @param[in]  y_path      Targets file, first dimension N. For classification it holds N
+ *                         integer labels (shape (N) or (N, 1)); for regression
+ *                         (@p num_classes 0) targets are shape dims[1:] ((1) for rank 1).
+ * @param[in]  num_classes As in strop_dataset_from_memory().
+ * @param[out] out         The new dataset, owned by the caller (strop_dataset_free()); NULL on
+ *                         failure.
  * @return STROP_OK; STROP_E_IO; STROP_E_FORMAT (bad magic, bad header, truncated data, count
- *         mismatch, bad labels); STROP_E_UNSUPPORTED (big-endian or other dtypes, object
- *         arrays); STROP_E_INVALID_ARG; STROP_E_NOMEM. @since 0.1
+ *         mismatch, bad labels, non-finite values); STROP_E_UNSUPPORTED (big-endian or other
+ *         dtypes, object arrays); STROP_E_INVALID_ARG (NULL, bad @p num_classes);
+ *         STROP_E_NOMEM. Thread-safe.
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_dataset_load_npy(const char *x_path,
                                                               const char *y_path,
@@ -223,8 +272,8 @@ STROP_API STROP_NODISCARD strop_status strop_dataset_load_npy(const char *x_path
  *         not a regular file); STROP_E_FORMAT (bad magic or header, a shape entry negative or
  *         above 2^40, truncated or extra data, rank 0 or a zero dimension, a non-finite value:
  *         the sentence names the file and the element index); STROP_E_UNSUPPORTED (dtype or
- *         format version); STROP_E_NOMEM.
- * Thread safety: touches no shared state; call it from any thread. @since 0.2
+ *         format version); STROP_E_NOMEM. Thread-safe (it touches no shared state).
+ * @since 0.2
  */
 STROP_API STROP_NODISCARD strop_status strop_tensor_load_npy(const char *path,
                                                              strop_tensor **out);
@@ -233,8 +282,8 @@ STROP_API STROP_NODISCARD strop_status strop_tensor_load_npy(const char *path,
 /* Images                                                                                       */
 /* ------------------------------------------------------------------------------------------ */
 
-/** Default of strop_image_options.max_pixels: PIL's decompression-bomb limit (89,478,485
- *  pixels, about 9459 x 9459). @since 0.2 */
+/** @brief Default of strop_image_options.max_pixels: PIL's decompression-bomb limit
+ *  (89,478,485 pixels, about 9459 x 9459). @since 0.2 */
 #define STROP_IMAGE_MAX_PIXELS ((int64_t)89478485)
 
 /**
@@ -258,8 +307,11 @@ typedef struct strop_image_options {
                              many bytes, so later epochs skip decoding; default 0 (none). */
 } strop_image_options;
 
-/** @brief Fills @p opt with the defaults listed in strop_image_options. NULL is a no-op.
- *  @since 0.2 */
+/**
+ * @brief Fills @p opt with the defaults listed in strop_image_options (and its size).
+ * @param[out] opt The options, or NULL (a no-op).
+ * @since 0.2
+ */
 STROP_API void strop_image_options_init(strop_image_options *opt);
 
 /**
@@ -307,23 +359,37 @@ STROP_API STROP_NODISCARD strop_status strop_dataset_load_images(const char *pat
                                                                  strop_dataset **out);
 
 /**
- * @brief Number of files strop_dataset_load_images() skipped (skip_bad), 0 for datasets of
- * other sources, -1 for NULL. Views report their source's count. @since 0.2
+ * @brief Number of files strop_dataset_load_images() skipped (skip_bad).
+ * @param[in] ds The dataset; views report their source's count.
+ * @return The count; 0 for datasets of other sources; -1 for NULL. Reads only @p ds.
+ * @since 0.2
  */
 STROP_API int64_t strop_dataset_skipped_count(const strop_dataset *ds);
 
 /**
  * @brief Why skipped file @p i was left out: the error sentence naming the file, snprintf
- * style into @p buf (always NUL-terminated when @p cap > 0; may be NULL when @p cap is 0).
+ * style.
+ * @param[in]  ds  The dataset.
+ * @param[in]  i   0 .. strop_dataset_skipped_count() - 1.
+ * @param[out] buf Receives the sentence, always NUL-terminated when @p cap > 0; may be NULL
+ *                 when @p cap is 0.
+ * @param[in]  cap Bytes available at @p buf.
  * @return The sentence's length without the NUL, or -1 for NULL or @p i out of range.
- * Reads only @p ds. @since 0.2
+ *         Reads only @p ds.
+ * @since 0.2
  */
 STROP_API int strop_dataset_skipped(const strop_dataset *ds, int64_t i, char *buf, size_t cap);
 
 /**
  * @brief The file of sample @p index of an image dataset (or a view of one), snprintf style.
+ * @param[in]  ds    The dataset.
+ * @param[in]  index 0 .. strop_dataset_size() - 1.
+ * @param[out] buf   Receives the path, NUL-terminated when @p cap > 0; may be NULL when
+ *                   @p cap is 0.
+ * @param[in]  cap   Bytes available at @p buf.
  * @return The path's length without the NUL, or -1 for NULL, an index out of range or a
- *         dataset of another source. Reads only @p ds. @since 0.2
+ *         dataset of another source. Reads only @p ds.
+ * @since 0.2
  */
 STROP_API int strop_dataset_image_path(const strop_dataset *ds, int64_t index, char *buf,
                                        size_t cap);
@@ -346,7 +412,7 @@ STROP_API STROP_NODISCARD strop_status strop_image_load(const char *path, int ch
 /* Text                                                                                         */
 /* ------------------------------------------------------------------------------------------ */
 
-/** Tokenisation of text. @since 0.1 */
+/** @brief Tokenisation of text. @since 0.1 */
 typedef enum strop_token_mode {
   STROP_TOKENS_BYTES = 0, /**< One token per byte; the vocabulary is always the 256 bytes. */
   STROP_TOKENS_CHARS = 1  /**< One token per UTF-8 character (invalid bytes read as U+FFFD);
@@ -355,41 +421,60 @@ typedef enum strop_token_mode {
 
 /**
  * @brief Builds a vocabulary from text files.
- * @param paths  @p count file paths (UTF-8 text; gzip accepted).
- * @param count  Number of paths, >= 1 (for STROP_TOKENS_BYTES the files are not read).
- * @param mode   A strop_token_mode.
- * @param[out] out The vocabulary (characters sorted by code point after `<unk>`), owned by the
- *             caller; free with strop_vocab_free().
- * @return STROP_OK, STROP_E_IO, STROP_E_INVALID_ARG, STROP_E_NOMEM. @since 0.1
+ * @param[in]  paths @p count file paths (UTF-8 text; gzip accepted); read during the call.
+ * @param[in]  count Number of paths, >= 1 (for ::STROP_TOKENS_BYTES the files are not read
+ *                   and @p paths may be NULL).
+ * @param[in]  mode  A ::strop_token_mode.
+ * @param[out] out   The vocabulary (characters sorted by code point after `<unk>`), owned by
+ *                   the caller (strop_vocab_free()); NULL on failure.
+ * @return STROP_OK; STROP_E_IO (a file cannot be read); STROP_E_FORMAT (a broken gzip stream,
+ *         a file over the size limit); STROP_E_INVALID_ARG (NULL, unknown mode, no paths);
+ *         STROP_E_NOMEM. Thread-safe.
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_vocab_build(const char *const *paths, int64_t count,
                                                          int mode, strop_vocab **out);
 
 /**
  * @brief Loads a vocabulary written by strop_vocab_save().
- * @return STROP_OK, STROP_E_IO, STROP_E_FORMAT (names the line), STROP_E_INVALID_ARG,
- *         STROP_E_NOMEM. @since 0.1
+ * @param[in]  path The file.
+ * @param[out] out  The vocabulary, owned by the caller (strop_vocab_free()); NULL on failure.
+ * @return STROP_OK; STROP_E_IO; STROP_E_FORMAT (names the line); STROP_E_INVALID_ARG (NULL);
+ *         STROP_E_NOMEM. Thread-safe.
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_vocab_load(const char *path, strop_vocab **out);
 
 /**
  * @brief Saves the vocabulary as text: a line `strop-vocab 1 <bytes|chars> <size>`, then one
- * token per line (`<unk>` or `U+XXXX`). Written to a temporary file and renamed.
- * @return STROP_OK, STROP_E_IO, STROP_E_INVALID_ARG. Reads only @p vocab. @since 0.1
+ *        token per line (`<unk>` or `U+XXXX`). Written to a temporary file and renamed.
+ * @param[in] vocab The vocabulary; only read.
+ * @param[in] path  The file to write.
+ * @return STROP_OK; STROP_E_IO; STROP_E_INVALID_ARG (NULL); STROP_E_NOMEM.
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_vocab_save(const strop_vocab *vocab,
                                                         const char *path);
 
-/** @brief Number of tokens, or -1 for NULL. @since 0.1 */
+/**
+ * @brief Number of tokens.
+ * @param[in] vocab The vocabulary.
+ * @return The count (256 for bytes), or -1 for NULL.
+ * @since 0.1
+ */
 STROP_API int64_t strop_vocab_size(const strop_vocab *vocab);
 
 /**
  * @brief Turns UTF-8 text into token ids.
- * @param text  @p len bytes.
- * @param ids   Room for @p cap ids; may be NULL when @p cap is 0.
- * @param[out] count The number of tokens of the text (may exceed @p cap: then only @p cap were
- *             written).
- * @return STROP_OK or STROP_E_INVALID_ARG. @since 0.1
+ * @param[in]  vocab The vocabulary (only read: may be shared between threads).
+ * @param[in]  text  @p len bytes; may be NULL when @p len is 0.
+ * @param[in]  len   Bytes at @p text.
+ * @param[out] ids   Room for @p cap ids; may be NULL when @p cap is 0.
+ * @param[in]  cap   Entries available at @p ids.
+ * @param[out] count The number of tokens of the text (may exceed @p cap: then only @p cap
+ *                   were written).
+ * @return STROP_OK; STROP_E_INVALID_ARG (a NULL argument).
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_vocab_encode(const strop_vocab *vocab,
                                                           const char *text, size_t len,
@@ -398,16 +483,24 @@ STROP_API STROP_NODISCARD strop_status strop_vocab_encode(const strop_vocab *voc
 
 /**
  * @brief Turns token ids back into UTF-8 text (`<unk>` becomes U+FFFD), snprintf style.
- * @param buf A buffer of @p cap bytes, always NUL-terminated when @p cap > 0; may be NULL when
- *            @p cap is 0.
+ * @param[in]  vocab The vocabulary.
+ * @param[in]  ids   @p n token ids, each in [0, strop_vocab_size()).
+ * @param[in]  n     Number of ids.
+ * @param[out] buf   A buffer of @p cap bytes, always NUL-terminated when @p cap > 0; may be
+ *                   NULL when @p cap is 0.
+ * @param[in]  cap   Bytes available at @p buf.
  * @return The length the full text needs (without the NUL), or -1 for NULL arguments or an id
- *         out of range (strop_last_error() says which). @since 0.1
+ *         out of range (strop_last_error() says which).
+ * @since 0.1
  */
 STROP_API int64_t strop_vocab_decode(const strop_vocab *vocab, const int64_t *ids, int64_t n,
                                      char *buf, size_t cap);
 
-/** @brief Frees the vocabulary; NULL is a no-op. Datasets built with it keep no pointer to it.
- *  @since 0.1 */
+/**
+ * @brief Frees the vocabulary. Datasets built with it keep no pointer to it.
+ * @param[in] vocab The vocabulary, or NULL (a no-op).
+ * @since 0.1
+ */
 STROP_API void strop_vocab_free(strop_vocab *vocab);
 
 /**
@@ -416,13 +509,16 @@ STROP_API void strop_vocab_free(strop_vocab *vocab);
  * The file becomes token ids t[0..T); sample i has input t[s..s+L) and target t[s+1..s+L+1)
  * with s = i * @p stride, both stored as float ids of shape (L). num_classes is the vocabulary
  * size.
- * @param path    A UTF-8 text file (gzip accepted).
- * @param vocab   The vocabulary (read only; not retained).
- * @param seq_len L, >= 1.
- * @param stride  Offset between samples, >= 1 (L for non-overlapping windows).
- * @param[out] out The dataset, owned by the caller.
- * @return STROP_OK; STROP_E_IO; STROP_E_FORMAT when the text has fewer than L + 1 tokens;
- *         STROP_E_INVALID_ARG; STROP_E_NOMEM. @since 0.1
+ * @param[in]  path    A UTF-8 text file (gzip accepted).
+ * @param[in]  vocab   The vocabulary (read only; not retained).
+ * @param[in]  seq_len L, 1 .. 2^24.
+ * @param[in]  stride  Offset between samples, >= 1 (L for non-overlapping windows).
+ * @param[out] out     The dataset, owned by the caller (strop_dataset_free()); NULL on
+ *                     failure.
+ * @return STROP_OK; STROP_E_IO; STROP_E_FORMAT when the text has fewer than L + 1 tokens (or a
+ *         broken gzip stream); STROP_E_INVALID_ARG (NULL, @p seq_len or @p stride out of
+ *         range); STROP_E_NOMEM. Thread-safe.
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_dataset_load_text(const char *path,
                                                                const strop_vocab *vocab,
@@ -431,14 +527,20 @@ STROP_API STROP_NODISCARD strop_status strop_dataset_load_text(const char *path,
 
 /**
  * @brief A text-classification dataset: each file is cut into windows of L tokens (every
- * @p stride tokens; a file shorter than L gives one window padded with token 0), each labelled
- * with its file's class.
- * @param paths   @p count files.
- * @param labels  @p count class indices, >= 0; num_classes is the largest + 1.
- * @param count   >= 1.
- * @param vocab, seq_len, stride As strop_dataset_load_text().
- * @return STROP_OK, STROP_E_IO, STROP_E_FORMAT (an empty file), STROP_E_INVALID_ARG,
- *         STROP_E_NOMEM. @since 0.1
+ *        @p stride tokens; a file shorter than L gives one window padded with token 0), each
+ *        labelled with its file's class.
+ * @param[in]  paths   @p count files.
+ * @param[in]  labels  @p count class indices in [0, 2^24); num_classes is the largest + 1.
+ * @param[in]  count   >= 1.
+ * @param[in]  vocab   As strop_dataset_load_text().
+ * @param[in]  seq_len As strop_dataset_load_text().
+ * @param[in]  stride  As strop_dataset_load_text().
+ * @param[out] out     The dataset, owned by the caller (strop_dataset_free()); NULL on
+ *                     failure.
+ * @return STROP_OK; STROP_E_IO; STROP_E_FORMAT (an empty file, a broken gzip stream);
+ *         STROP_E_INVALID_ARG (NULL, a label or length out of range); STROP_E_NOMEM.
+ *         Thread-safe.
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_dataset_load_text_classes(
     const char *const *paths, const int64_t *labels, int64_t count, const strop_vocab *vocab,
@@ -452,10 +554,10 @@ STROP_API STROP_NODISCARD strop_status strop_dataset_load_text_classes(
  * selections) then carry their rows' masks (strop_batch_iter_mask()), which strop_trainer_fit()
  * and strop_trainer_eval() pass to the model as strop_trainer_step_masked() does. Set them
  * before making iterators over the dataset or its views.
- * @param ds    A dataset made by a source (not a view); changed.
- * @param mask  n x T values, 0 or 1, T the first dimension of a sample's input shape (its
- *              sequence); copied. NULL removes the masks.
- * @param count The number of values at @p mask: n x T.
+ * @param[in,out] ds    A dataset made by a source (not a view); changed.
+ * @param[in]     mask  n x T values, 0 or 1, T the first dimension of a sample's input shape (its
+ *                     sequence); copied. NULL removes the masks.
+ * @param[in]     count The number of values at @p mask: n x T.
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL @p ds, a view, a value other than 0 or 1,
  *         naming the sample and position); STROP_E_SHAPE (@p count is not n x T, naming
  *         both); STROP_E_NOMEM. On error the dataset is unchanged. Not thread-safe for the
@@ -464,65 +566,108 @@ STROP_API STROP_NODISCARD strop_status strop_dataset_load_text_classes(
 STROP_API STROP_NODISCARD strop_status strop_dataset_set_mask(strop_dataset *ds, const float *mask,
                                                               size_t count);
 
-/** @brief 1 when the dataset's samples carry padding masks (strop_dataset_set_mask()), 0
- *  otherwise or for NULL. Thread-safe. @since 0.2 */
+/**
+ * @brief Whether the dataset's samples carry padding masks (strop_dataset_set_mask()).
+ * @param[in] ds The dataset (or a view of it).
+ * @return 1 when they do; 0 otherwise or for NULL. Thread-safe.
+ * @since 0.2
+ */
 STROP_API int strop_dataset_has_mask(const strop_dataset *ds);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Accessors                                                                                    */
 /* ------------------------------------------------------------------------------------------ */
 
-/** @brief Number of samples (may be 0 for a view), or -1 for NULL. Thread-safe. @since 0.1 */
+/**
+ * @brief Number of samples.
+ * @param[in] ds The dataset.
+ * @return The count (may be 0 for a view), or -1 for NULL. Thread-safe.
+ * @since 0.1
+ */
 STROP_API int64_t strop_dataset_size(const strop_dataset *ds);
 
 /**
  * @brief Copies the per-sample input shape into @p dims (up to @p cap entries).
- * @return The rank (may exceed @p cap), or -1 for NULL. @since 0.1
+ * @param[in]  ds   The dataset.
+ * @param[out] dims Receives the first min(rank, @p cap) sizes; may be NULL when @p cap is 0.
+ * @param[in]  cap  Entries available at @p dims.
+ * @return The rank (may exceed @p cap), or -1 for NULL (or NULL @p dims with @p cap > 0).
+ *         Thread-safe.
+ * @since 0.1
  */
 STROP_API int strop_dataset_input_shape(const strop_dataset *ds, int64_t *dims, int cap);
 
 /**
  * @brief Copies the per-sample target shape into @p dims (up to @p cap entries).
- * @return The rank: 0 for a class index, or -1 for NULL. @since 0.1
+ * @param[in]  ds   The dataset.
+ * @param[out] dims Receives the first min(rank, @p cap) sizes; may be NULL when @p cap is 0.
+ * @param[in]  cap  Entries available at @p dims.
+ * @return The rank: 0 for a class index; -1 for NULL (or NULL @p dims with @p cap > 0).
+ *         Thread-safe.
+ * @since 0.1
  */
 STROP_API int strop_dataset_target_shape(const strop_dataset *ds, int64_t *dims, int cap);
 
 /**
- * @brief Copies the input shape of sample @p index into @p dims (up to @p cap entries): the
- * dataset's input shape, except for images that differ in size, where it is that image's
- * (C, H, W).
- * @return The rank (may exceed @p cap), or -1 for NULL or an index out of range.
- * Reads only @p ds. @since 0.2
+ * @brief The input shape of sample @p index: the dataset's input shape, except for images
+ * that differ in size, where it is that image's (C, H, W).
+ * @param[in]  ds    The dataset.
+ * @param[in]  index 0 .. strop_dataset_size() - 1.
+ * @param[out] dims  Receives the first min(rank, @p cap) sizes; may be NULL when @p cap is 0.
+ * @param[in]  cap   Entries available at @p dims.
+ * @return The rank (may exceed @p cap), or -1 for NULL or an index out of range. Reads only
+ *         @p ds.
+ * @since 0.2
  */
 STROP_API int strop_dataset_sample_shape(const strop_dataset *ds, int64_t index, int64_t *dims,
                                          int cap);
 
 /**
- * @brief 1 when the samples differ in shape (images of several sizes: the input shape is then
- * a bound, see strop_dataset_load_images()), 0 when they all have the input shape, -1 for
- * NULL. @since 0.2
+ * @brief Whether the samples differ in shape (images of several sizes: the input shape is
+ * then a bound, see strop_dataset_load_images()).
+ * @param[in] ds The dataset.
+ * @return 1 when they differ; 0 when they all have the input shape; -1 for NULL.
+ * @since 0.2
  */
 STROP_API int strop_dataset_varies(const strop_dataset *ds);
 
-/** @brief Number of classes; 0 for regression; -1 for NULL. @since 0.1 */
+/**
+ * @brief Number of classes.
+ * @param[in] ds The dataset.
+ * @return The count; 0 for regression; -1 for NULL. Thread-safe.
+ * @since 0.1
+ */
 STROP_API int64_t strop_dataset_num_classes(const strop_dataset *ds);
 
 /**
  * @brief The name of class @p cls (CSV label strings, sklearn class names), snprintf style.
- * @return The length of the name (without the NUL), or -1 when the class has no name or @p cls
- *         is out of range. @since 0.1
+ * @param[in]  ds  The dataset.
+ * @param[in]  cls 0 .. strop_dataset_num_classes() - 1.
+ * @param[out] buf Receives the name; may be NULL (nothing is written).
+ * @param[in]  cap Bytes available at @p buf.
+ * @return The length of the name (without the NUL), or -1 when the class has no name or
+ *         @p cls is out of range (no error sentence). Thread-safe.
+ * @since 0.1
  */
 STROP_API int strop_dataset_class_name(const strop_dataset *ds, int64_t cls, char *buf,
                                        size_t cap);
 
 /**
  * @brief Reads sample @p index into the caller's buffers.
- * @param input  Room for @p input_cap floats (>= the input element count; for images that
- *               differ in size, >= this sample's, see strop_dataset_sample_shape()), or NULL.
- * @param target Room for @p target_cap floats (>= the target element count), or NULL.
- * @return STROP_OK; STROP_E_INVALID_ARG (index out of range, capacity too small);
- *         STROP_E_CALLBACK (the host's fill callback failed; its message is included).
- * Thread-safe for datasets without a callback. @since 0.1
+ * @param[in]  ds         The dataset.
+ * @param[in]  index      0 .. strop_dataset_size() - 1.
+ * @param[out] input      Room for @p input_cap floats (>= the input element count; for
+ *                        images that differ in size, >= this sample's, see
+ *                        strop_dataset_sample_shape()), or NULL.
+ * @param[in]  input_cap  Floats available at @p input.
+ * @param[out] target     Room for @p target_cap floats (>= the target element count), or
+ *                        NULL.
+ * @param[in]  target_cap Floats available at @p target.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL dataset, index out of range, capacity too
+ *         small); STROP_E_CALLBACK (the host's fill callback failed or gave a bad label; its
+ *         message is included); STROP_E_NOMEM (a callback dataset read with a NULL buffer).
+ *         Thread-safe for datasets without a callback.
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_dataset_get(const strop_dataset *ds, int64_t index,
                                                          float *input, size_t input_cap,
@@ -530,16 +675,21 @@ STROP_API STROP_NODISCARD strop_status strop_dataset_get(const strop_dataset *ds
 
 /**
  * @brief Counts samples per class into @p counts[0..num_classes).
- * @param cap Capacity of @p counts, >= num_classes.
- * @return STROP_OK; STROP_E_INVALID_ARG; STROP_E_UNSUPPORTED for a dataset whose target is
- *         not one class index; STROP_E_CALLBACK; STROP_E_NOMEM. @since 0.1
+ * @param[in]  ds     A classification dataset.
+ * @param[out] counts Receives one count per class.
+ * @param[in]  cap    Capacity of @p counts, >= num_classes.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, @p cap too small); STROP_E_UNSUPPORTED for a
+ *         dataset whose target is not one class index; STROP_E_CALLBACK; STROP_E_NOMEM.
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_dataset_class_counts(const strop_dataset *ds,
                                                                   int64_t *counts, int64_t cap);
 
 /**
  * @brief Drops a reference. The storage is released (and a wrap's release callback called)
- * when the last dataset, view or iterator sharing it is freed. NULL is a no-op. @since 0.1
+ *        when the last dataset, view or iterator sharing it is freed.
+ * @param[in] ds The dataset, or NULL (a no-op).
+ * @since 0.1
  */
 STROP_API void strop_dataset_free(strop_dataset *ds);
 
@@ -549,8 +699,13 @@ STROP_API void strop_dataset_free(strop_dataset *ds);
 
 /**
  * @brief A view of the samples at @p indices, in that order (repeats allowed).
- * @return STROP_OK, STROP_E_INVALID_ARG (index out of range: names its position),
- *         STROP_E_NOMEM. @since 0.1
+ * @param[in]  ds      The source; the view shares its storage.
+ * @param[in]  indices @p count indices in [0, strop_dataset_size()); copied.
+ * @param[in]  count   Number of indices, >= 0 (0 gives an empty view).
+ * @param[out] out     The view, owned by the caller (strop_dataset_free()); NULL on failure.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, an index out of range: names its position);
+ *         STROP_E_NOMEM.
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_dataset_subset(const strop_dataset *ds,
                                                             const int64_t *indices,
@@ -558,9 +713,13 @@ STROP_API STROP_NODISCARD strop_status strop_dataset_subset(const strop_dataset 
 
 /**
  * @brief Keeps the samples of the listed classes and renumbers them: class @p classes[i]
- * becomes class i (e.g. {5,6,7,8,9} keeps classes 5–9 as 0–4). Order of samples is kept.
- * @param classes @p count distinct class indices, each in [0, num_classes).
- * @return STROP_OK; STROP_E_INVALID_ARG (a class out of range or repeated);
+ *        becomes class i (e.g. {5,6,7,8,9} keeps classes 5–9 as 0–4). Order of samples is
+ *        kept.
+ * @param[in]  ds      A classification dataset; the view shares its storage.
+ * @param[in]  classes @p count distinct class indices, each in [0, num_classes); copied.
+ * @param[in]  count   Number of classes, >= 1.
+ * @param[out] out     The view, owned by the caller (strop_dataset_free()); NULL on failure.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, a class out of range or repeated);
  *         STROP_E_UNSUPPORTED (not a classification dataset); STROP_E_CALLBACK; STROP_E_NOMEM.
  * @since 0.1
  */
@@ -571,29 +730,44 @@ STROP_API STROP_NODISCARD strop_status strop_dataset_filter_classes(const strop_
 
 /**
  * @brief A few-shot subset: exactly @p k samples of every class, drawn at random with
- * @p seed (same seed, same subset), kept in the source's order.
- * @return STROP_OK; STROP_E_INVALID_ARG (k < 1, or a class with fewer than k samples: the
- *         message names it); STROP_E_UNSUPPORTED; STROP_E_CALLBACK; STROP_E_NOMEM. @since 0.1
+ *        @p seed (same seed, same subset), kept in the source's order.
+ * @param[in]  ds   A classification dataset; the view shares its storage.
+ * @param[in]  k    Samples per class, >= 1.
+ * @param[in]  seed Seed of the draw.
+ * @param[out] out  The view, owned by the caller (strop_dataset_free()); NULL on failure.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, k < 1, or a class with fewer than k samples:
+ *         the message names it); STROP_E_UNSUPPORTED (not a classification dataset);
+ *         STROP_E_CALLBACK; STROP_E_NOMEM.
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_dataset_few_shot(const strop_dataset *ds, int64_t k,
                                                               uint64_t seed,
                                                               strop_dataset **out);
 
-/** Flags of strop_dataset_split(). @since 0.1 */
-#define STROP_SPLIT_STRATIFIED 1 /**< Split every class in the same proportions. */
+/** @brief Flag of strop_dataset_split(): split every class in the same proportions.
+ *  @since 0.1 */
+#define STROP_SPLIT_STRATIFIED 1
 
 /**
  * @brief Splits into train / validation / test views, disjoint and together covering the set.
  *
  * Sizes are round(n * train_frac) and round(n * val_frac); test gets the rest. With
- * STROP_SPLIT_STRATIFIED the rounding is per class, so each class's share in each part is within
- * one sample of its exact proportion. Membership is random from @p seed; each part keeps the
- * source's order.
- * @param train_frac, val_frac In [0, 1], summing to at most 1.
- * @param flags 0 or STROP_SPLIT_STRATIFIED (classification datasets only).
- * @param[out] train, val, test The parts, owned by the caller; any may be NULL to not receive
- *             that part. Parts may be empty (size 0). All NULL on failure.
- * @return STROP_OK, STROP_E_INVALID_ARG, STROP_E_UNSUPPORTED, STROP_E_CALLBACK, STROP_E_NOMEM.
+ * #STROP_SPLIT_STRATIFIED the rounding is per class, so each class's share in each part is
+ * within one sample of its exact proportion. Membership is random from @p seed; each part
+ * keeps the source's order.
+ * @param[in]  ds         The source; the parts share its storage.
+ * @param[in]  train_frac In [0, 1].
+ * @param[in]  val_frac   In [0, 1]; @p train_frac + @p val_frac <= 1.
+ * @param[in]  seed       Seed of the draw.
+ * @param[in]  flags      0 or #STROP_SPLIT_STRATIFIED (classification datasets only).
+ * @param[out] train      The training part, owned by the caller (strop_dataset_free()); may
+ *                        be NULL to not receive it. Parts may be empty (size 0).
+ * @param[out] val        The validation part, as @p train.
+ * @param[out] test       The test part, as @p train.
+ * All parts are NULL on failure.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL dataset, fractions out of range, unknown
+ *         flags); STROP_E_UNSUPPORTED (stratified on a dataset that is not classification);
+ *         STROP_E_CALLBACK; STROP_E_NOMEM.
  * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_dataset_split(const strop_dataset *ds,
@@ -605,17 +779,26 @@ STROP_API STROP_NODISCARD strop_status strop_dataset_split(const strop_dataset *
 
 /**
  * @brief A view whose targets are one-hot: every class-index target value becomes
- * num_classes floats (shape target_shape + (num_classes)).
- * @return STROP_OK, STROP_E_UNSUPPORTED (regression or already one-hot), STROP_E_INVALID_ARG,
- *         STROP_E_NOMEM. @since 0.1
+ *        num_classes floats (shape target_shape + (num_classes)).
+ * @param[in]  ds  A classification dataset; the view shares its storage.
+ * @param[out] out The view, owned by the caller (strop_dataset_free()); NULL on failure.
+ * @return STROP_OK; STROP_E_UNSUPPORTED (regression or already one-hot); STROP_E_SHAPE (a
+ *         target rank that leaves no room for the class axis); STROP_E_INVALID_ARG (NULL);
+ *         STROP_E_NOMEM.
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_dataset_one_hot(const strop_dataset *ds,
                                                              strop_dataset **out);
 
 /**
  * @brief A view with another per-sample input shape of the same element count (e.g. sklearn
- * digits' 64 features as (1, 8, 8)).
- * @return STROP_OK, STROP_E_SHAPE (counts differ), STROP_E_INVALID_ARG, STROP_E_NOMEM.
+ *        digits' 64 features as (1, 8, 8)).
+ * @param[in]  ds   The source; the view shares its storage.
+ * @param[in]  rank 1 .. #STROP_MAX_RANK.
+ * @param[in]  dims @p rank sizes, each > 0; copied.
+ * @param[out] out  The view, owned by the caller (strop_dataset_free()); NULL on failure.
+ * @return STROP_OK; STROP_E_SHAPE (the counts differ); STROP_E_INVALID_ARG (NULL, a bad rank
+ *         or size); STROP_E_NOMEM.
  * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_dataset_reshape(const strop_dataset *ds, int rank,
@@ -624,12 +807,17 @@ STROP_API STROP_NODISCARD strop_status strop_dataset_reshape(const strop_dataset
 
 /**
  * @brief Per-channel mean and (population) standard deviation of the inputs, in double
- * precision. The channel is the first input dimension for inputs of rank 3 (C, H, W); inputs
- * of other ranks have one channel.
- * @param scale Every value is multiplied by @p scale first (e.g. 1/255), 1 for none.
- * @param mean, std Room for @p cap floats each.
+ *        precision. The channel is the first input dimension for inputs of rank 3 (C, H, W);
+ *        inputs of other ranks have one channel.
+ * @param[in]  ds       The dataset.
+ * @param[in]  scale    Every value is multiplied by @p scale first (e.g. 1/255), 1 for none.
+ * @param[out] mean     Room for @p cap floats.
+ * @param[out] std      Room for @p cap floats.
+ * @param[in]  cap      Entries available at @p mean and @p std.
  * @param[out] channels The number of channels (may exceed @p cap: then only @p cap written).
- * @return STROP_OK, STROP_E_INVALID_ARG (empty dataset), STROP_E_CALLBACK. @since 0.1
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, an empty dataset); STROP_E_CALLBACK;
+ *         STROP_E_NOMEM.
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_dataset_channel_stats(const strop_dataset *ds,
                                                                    float scale, float *mean,
@@ -640,28 +828,35 @@ STROP_API STROP_NODISCARD strop_status strop_dataset_channel_stats(const strop_d
 /* Batch iteration                                                                              */
 /* ------------------------------------------------------------------------------------------ */
 
-/** Flags of strop_batch_iter_create(). @since 0.1 */
-#define STROP_ITER_SHUFFLE 1   /**< A new random order every epoch, a pure function of
-                                    (seed, epoch). */
-#define STROP_ITER_DROP_LAST 2 /**< Skip the last, partial batch of each epoch. */
-#define STROP_ITER_PREFETCH 4  /**< Prepare the next batch on a worker thread. */
+/** @brief Flag of strop_batch_iter_create(): a new random order every epoch, a pure function
+ *  of (seed, epoch). @since 0.1 */
+#define STROP_ITER_SHUFFLE 1
+/** @brief Flag of strop_batch_iter_create(): skip the last, partial batch of each epoch.
+ *  @since 0.1 */
+#define STROP_ITER_DROP_LAST 2
+/** @brief Flag of strop_batch_iter_create(): prepare the next batch on a worker thread.
+ *  @since 0.1 */
+#define STROP_ITER_PREFETCH 4
 
 /**
  * @brief Creates an iterator that yields batches of @p batch_size samples, epoch after epoch.
  *
- * Epoch e visits every sample once, in index order or (STROP_ITER_SHUFFLE) in a permutation
+ * Epoch e visits every sample once, in index order or (#STROP_ITER_SHUFFLE) in a permutation
  * drawn from (@p seed, e) alone, so a run resumed from strop_batch_iter_get_state() sees exactly
- * the batches it would have seen. Random transforms draw from (seed, epoch, position) too. The
- * iterator keeps @p ds alive.
- * @param ds         The dataset.
- * @param batch_size >= 1.
- * @param seed       Seed of the shuffling and of random transforms.
- * @param flags      STROP_ITER_SHUFFLE | STROP_ITER_DROP_LAST | STROP_ITER_PREFETCH, or 0.
- * @param[out] out   The iterator, owned by the caller; free with strop_batch_iter_free().
+ * the batches it would have seen. Random transforms draw from (seed, epoch, position) too.
+ * Buffers and the worker thread are set up by the first strop_batch_iter_next().
+ * @param[in]  ds         The dataset; the iterator keeps a reference to it (the caller may
+ *                        free its own handle).
+ * @param[in]  batch_size >= 1.
+ * @param[in]  seed       Seed of the shuffling and of random transforms.
+ * @param[in]  flags      #STROP_ITER_SHUFFLE | #STROP_ITER_DROP_LAST | #STROP_ITER_PREFETCH,
+ *                        or 0.
+ * @param[out] out        The iterator, owned by the caller (strop_batch_iter_free()); NULL
+ *                        on failure.
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL, batch_size < 1, unknown flags, drop_last with a
  *         dataset smaller than one batch, an empty dataset); STROP_E_SHAPE (sample rank 8
  *         leaves no room for the batch axis); STROP_E_NOMEM.
- * Buffers and the worker thread are set up by the first strop_batch_iter_next(). @since 0.1
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_batch_iter_create(strop_dataset *ds,
                                                                int64_t batch_size, uint64_t seed,
@@ -671,17 +866,20 @@ STROP_API STROP_NODISCARD strop_status strop_batch_iter_create(strop_dataset *ds
 /**
  * @brief The next batch of the current epoch.
  *
- * @param[out] inputs  A borrowed tensor (rows, input shape after transforms), or NULL at the
- *                     end of an epoch. It belongs to the iterator and stays valid and
- *                     unchanged until the next call of next, set_state or free on @p it.
- * @param[out] targets A borrowed tensor (rows) of class indices, or (rows, target shape), or
- *                     NULL at the end of an epoch; same lifetime.
- * @param[out] rows    Samples in the batch: @p batch_size, fewer for the last batch of an
- *                     epoch, or 0 when the epoch has ended — the call after that begins the
- *                     next epoch. Any of the three may be NULL.
+ * @param[in,out] it      The iterator.
+ * @param[out]    inputs  A borrowed tensor (rows, input shape after transforms), or NULL at
+ *                        the end of an epoch. It belongs to the iterator and stays valid and
+ *                        unchanged until the next call of next, set_state or free on @p it.
+ * @param[out]    targets A borrowed tensor (rows) of class indices, or (rows, target shape),
+ *                        or NULL at the end of an epoch; same lifetime.
+ * @param[out]    rows    Samples in the batch: the batch size, fewer for the last batch of an
+ *                        epoch, or 0 when the epoch has ended — the call after that begins
+ *                        the next epoch. Any of the three may be NULL.
  * @return STROP_OK; STROP_E_CALLBACK (a host fill callback failed: the batch is not consumed,
- *         so calling again retries it); STROP_E_INVALID_ARG; STROP_E_NOMEM or
- *         STROP_E_INTERNAL (worker thread cannot start) on the first call. @since 0.1
+ *         so calling again retries it); STROP_E_INVALID_ARG (NULL iterator); on the first call
+ *         also STROP_E_SHAPE (a batch's byte size overflows), STROP_E_NOMEM or
+ *         STROP_E_INTERNAL (the worker thread cannot start).
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_batch_iter_next(strop_batch_iter *it,
                                                              strop_tensor **inputs,
@@ -691,27 +889,41 @@ STROP_API STROP_NODISCARD strop_status strop_batch_iter_next(strop_batch_iter *i
 /**
  * @brief The padding mask of the batch strop_batch_iter_next() last returned, when the
  *        dataset carries masks (strop_dataset_set_mask()).
- * @param it The iterator; only read.
+ * @param[in] it The iterator; only read.
  * @return A borrowed tensor [rows, T] of 1 (token) and 0 (padding), with the same lifetime as
  *         the batch's inputs; NULL when the dataset has no masks, before the first batch, at
  *         the end of an epoch, or for NULL. Not thread-safe for one iterator. @since 0.2
  */
 STROP_API const strop_tensor *strop_batch_iter_mask(const strop_batch_iter *it);
 
-/** @brief Batches per epoch (with drop_last taken into account), or -1 for NULL. @since 0.1 */
+/**
+ * @brief Batches per epoch (with drop_last taken into account).
+ * @param[in] it The iterator.
+ * @return The count, or -1 for NULL.
+ * @since 0.1
+ */
 STROP_API int64_t strop_batch_iter_num_batches(const strop_batch_iter *it);
 
 /**
  * @brief Per-sample input shape of the batches (after resize and crop transforms); height and
  * width are 0 while the transforms added so far leave images of several sizes.
- * @return The rank (may exceed @p cap), or -1 for NULL. @since 0.1
+ * @param[in]  it   The iterator.
+ * @param[out] dims Receives the first min(rank, @p cap) sizes; may be NULL when @p cap is 0.
+ * @param[in]  cap  Entries available at @p dims.
+ * @return The rank (may exceed @p cap), or -1 for NULL.
+ * @since 0.1
  */
 STROP_API int strop_batch_iter_input_shape(const strop_batch_iter *it, int64_t *dims, int cap);
 
 /**
  * @brief The iterator's position, for a checkpoint: the epoch, the samples of it already
- * returned, and the seed (bit pattern of the uint64 seed).
- * @return STROP_OK or STROP_E_INVALID_ARG. @since 0.1
+ *        returned, and the seed.
+ * @param[in]  it       The iterator.
+ * @param[out] epoch    The current epoch.
+ * @param[out] position Samples of the epoch already returned.
+ * @param[out] seed     The bit pattern of the uint64 seed.
+ * @return STROP_OK; STROP_E_INVALID_ARG (a NULL argument).
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_batch_iter_get_state(const strop_batch_iter *it,
                                                                   int64_t *epoch,
@@ -720,15 +932,20 @@ STROP_API STROP_NODISCARD strop_status strop_batch_iter_get_state(const strop_ba
 
 /**
  * @brief Moves the iterator to a state from strop_batch_iter_get_state(); a pending prefetch
- * is discarded and the previously returned batch tensors become invalid.
- * @return STROP_OK; STROP_E_INVALID_ARG (epoch < 0, position outside [0, size]). @since 0.1
+ *        is discarded and the previously returned batch tensors become invalid.
+ * @param[in,out] it       The iterator.
+ * @param[in]     epoch    >= 0.
+ * @param[in]     position In [0, dataset size].
+ * @param[in]     seed     The seed's bit pattern, as read.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, epoch < 0, position outside [0, size]).
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_batch_iter_set_state(strop_batch_iter *it,
                                                                   int64_t epoch,
                                                                   int64_t position,
                                                                   int64_t seed);
 
-/** Interpolation of strop_batch_iter_add_resize(). @since 0.1 */
+/** @brief Interpolation of strop_batch_iter_add_resize(). @since 0.1 */
 typedef enum strop_resize_mode {
   STROP_RESIZE_NEAREST = 0,    /**< As PyTorch's F.interpolate(mode='nearest'). */
   STROP_RESIZE_BILINEAR = 1,   /**< As F.interpolate(mode='bilinear', align_corners=False). */
@@ -744,21 +961,29 @@ typedef enum strop_resize_mode {
  * Transforms run at batch time, on each sample, in the order they were added; they must all be
  * added before the first batch (later: STROP_E_STATE). Image transforms read inputs as (C, H, W)
  * for rank 3 and (H, W) for rank 2; other ranks are refused with STROP_E_SHAPE.
- * @return STROP_OK, STROP_E_INVALID_ARG (NULL, non-finite factor), STROP_E_STATE,
- *         STROP_E_NOMEM. @since 0.1
+ * @param[in,out] it     The iterator.
+ * @param[in]     factor A finite factor.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, non-finite factor); STROP_E_STATE;
+ *         STROP_E_NOMEM.
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_batch_iter_add_scale(strop_batch_iter *it,
                                                                   float factor);
 
 /**
  * @brief Appends (x - mean[c]) / std[c] per channel c.
- * @param channels Number of channels of the input at this point of the pipeline (the first
- *                 dimension for rank 3, else 1).
- * @param mean, std @p channels values each; std > 0. Both NULL: computed now from every sample
- *                 of the dataset passed through the transforms added so far (random ones drawn
- *                 from a fixed seed); a constant channel gets std 1.
- * @return STROP_OK, STROP_E_INVALID_ARG, STROP_E_SHAPE (channel count differs), STROP_E_STATE,
- *         STROP_E_CALLBACK, STROP_E_NOMEM. @since 0.1
+ * @param[in,out] it       The iterator.
+ * @param[in]     channels Number of channels of the input at this point of the pipeline (the
+ *                         first dimension for rank 3, else 1).
+ * @param[in]     mean     @p channels values (copied), or NULL with @p std NULL: then both
+ *                         are computed now from every sample of the dataset passed through
+ *                         the transforms added so far (random ones drawn from a fixed seed);
+ *                         a constant channel gets std 1.
+ * @param[in]     std      @p channels values > 0 (copied), or NULL with @p mean.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL iterator, one of mean and std NULL, a std <= 0
+ *         or non-finite value); STROP_E_SHAPE (channel count differs); STROP_E_STATE;
+ *         STROP_E_CALLBACK (computing the statistics); STROP_E_NOMEM.
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_batch_iter_add_normalize(strop_batch_iter *it,
                                                                       int64_t channels,
@@ -767,16 +992,25 @@ STROP_API STROP_NODISCARD strop_status strop_batch_iter_add_normalize(strop_batc
 
 /**
  * @brief Appends a random horizontal flip (the last dimension reversed) with probability @p p.
- * @return STROP_OK, STROP_E_INVALID_ARG (p outside [0, 1]), STROP_E_SHAPE, STROP_E_STATE,
- *         STROP_E_NOMEM. @since 0.1
+ * @param[in,out] it The iterator.
+ * @param[in]     p  Probability in [0, 1].
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, p outside [0, 1]); STROP_E_SHAPE (not an
+ *         image); STROP_E_STATE; STROP_E_NOMEM.
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_batch_iter_add_hflip(strop_batch_iter *it, float p);
 
 /**
  * @brief Appends a random crop of @p height x @p width from the image zero-padded by
- * @p padding on every side (torchvision's RandomCrop(size, padding)).
- * @return STROP_OK, STROP_E_INVALID_ARG (sizes < 1, padding < 0), STROP_E_SHAPE (crop larger
- *         than the padded image), STROP_E_STATE, STROP_E_NOMEM. @since 0.1
+ *        @p padding on every side (torchvision's RandomCrop(size, padding)).
+ * @param[in,out] it      The iterator.
+ * @param[in]     height  >= 1.
+ * @param[in]     width   >= 1.
+ * @param[in]     padding 0 .. 2^20.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, sizes < 1, padding out of range);
+ *         STROP_E_SHAPE (not an image, or a crop larger than the padded image); STROP_E_STATE;
+ *         STROP_E_NOMEM.
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_batch_iter_add_random_crop(strop_batch_iter *it,
                                                                         int64_t height,
@@ -785,8 +1019,12 @@ STROP_API STROP_NODISCARD strop_status strop_batch_iter_add_random_crop(strop_ba
 
 /**
  * @brief Appends a resize of every image to @p height x @p width.
- * @param mode A strop_resize_mode.
- * @return STROP_OK, STROP_E_INVALID_ARG, STROP_E_SHAPE, STROP_E_STATE, STROP_E_NOMEM.
+ * @param[in,out] it     The iterator.
+ * @param[in]     height 1 .. 65536.
+ * @param[in]     width  1 .. 65536.
+ * @param[in]     mode   A ::strop_resize_mode.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, sizes out of range, unknown mode);
+ *         STROP_E_SHAPE (not an image); STROP_E_STATE; STROP_E_NOMEM.
  * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_batch_iter_add_resize(strop_batch_iter *it,
@@ -883,8 +1121,11 @@ STROP_API STROP_NODISCARD strop_status strop_batch_iter_add_color_jitter(strop_b
 STROP_API STROP_NODISCARD strop_status strop_batch_iter_set_workers(strop_batch_iter *it,
                                                                     int workers);
 
-/** @brief Stops the worker thread, frees the iterator and drops its dataset reference.
- *  NULL is a no-op. @since 0.1 */
+/**
+ * @brief Stops the worker thread, frees the iterator and drops its dataset reference.
+ * @param[in] it The iterator, or NULL (a no-op).
+ * @since 0.1
+ */
 STROP_API void strop_batch_iter_free(strop_batch_iter *it);
 
 STROP_END_DECLS

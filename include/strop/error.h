@@ -4,13 +4,20 @@
 
 #include "common.h"
 
-/** @file error.h @brief Status codes, error messages and logging. @since 0.1 */
+/**
+ * @file error.h
+ * @brief Status codes, the per-thread error sentence, and the host's log handler.
+ * @since 0.1
+ */
 
 STROP_BEGIN_DECLS
 
 /**
  * @brief Result of every fallible call. 0 is success; failures are negative.
- * The numbers are fixed and the list only grows. @since 0.1
+ *
+ * The numbers are fixed and the list only grows: treat a negative value you do not know as a
+ * failure. strop_status_str() names a status; strop_last_error() says what went wrong.
+ * @since 0.1
  */
 typedef enum strop_status {
   STROP_OK = 0,                /**< Success. */
@@ -30,8 +37,10 @@ typedef enum strop_status {
 
 /**
  * @brief A short constant description of a status ("invalid argument").
- * @return A static string; "unknown status" for a number not in the list.
- * Thread-safe. @since 0.1
+ * @param[in] status A ::strop_status, or any int.
+ * @return A static string owned by the library; "unknown status" for a number not in the
+ *         list. Never NULL. Thread-safe.
+ * @since 0.1
  */
 STROP_API const char *strop_status_str(int status);
 
@@ -41,15 +50,20 @@ STROP_API const char *strop_status_str(int status);
  * It names the function, the argument and the values, e.g.
  * "strop_tensor_create: dims[1] must be > 0, got -3". Calls that succeed do not clear it.
  * @return A thread-local string owned by the library, valid until the next failing call
- *         on the same thread; never NULL (empty if nothing failed yet).
+ *         on the same thread; never NULL (empty if nothing failed yet). Thread-safe: each
+ *         thread reads its own.
  * @since 0.1
  */
 STROP_API const char *strop_last_error(void);
 
-/** @brief Clears the calling thread's error sentence. @since 0.1 */
+/**
+ * @brief Clears the calling thread's error sentence (strop_last_error() returns "" after).
+ * Thread-safe: it clears only the calling thread's.
+ * @since 0.1
+ */
 STROP_API void strop_clear_error(void);
 
-/** Log levels, most severe first. @since 0.1 */
+/** @brief Log levels, most severe first. @since 0.1 */
 typedef enum strop_log_level {
   STROP_LOG_ERROR = 0, /**< Failures. */
   STROP_LOG_WARN = 1,  /**< Suspicious input that was accepted. */
@@ -59,20 +73,26 @@ typedef enum strop_log_level {
 
 /**
  * @brief A host function that receives log messages.
- * @param level     One of strop_log_level.
- * @param message   The message, without a trailing newline; valid only during the call.
- * @param user_data The pointer given to strop_set_log_handler().
+ *
  * It may be called from any thread that calls into strop or from the library's own
- * worker threads; it must not call back into strop.
+ * worker threads, also from several at once; it must not call back into strop.
+ * @param[in] level     One of ::strop_log_level.
+ * @param[in] message   The message, without a trailing newline; borrowed, valid only during
+ *                      the call.
+ * @param[in] user_data The pointer given to strop_set_log_handler().
+ * @since 0.1
  */
 typedef void (*strop_log_fn)(int level, const char *message, void *user_data);
 
 /**
  * @brief Installs the process-wide log handler. The default is none: strop is silent.
- * @param fn        The handler, or NULL to silence logging again.
- * @param max_level Messages with a level above this are dropped.
- * @param user_data Passed back to @p fn; the library never dereferences it.
- * Thread-safe (serialised internally). @since 0.1
+ *
+ * Thread-safe (serialised internally); a message being delivered when the handler changes
+ * may still reach the old one.
+ * @param[in] fn        The handler, or NULL to silence logging again.
+ * @param[in] max_level Messages with a level above this (a ::strop_log_level) are dropped.
+ * @param[in] user_data Passed back to @p fn; the library never dereferences it.
+ * @since 0.1
  */
 STROP_API void strop_set_log_handler(strop_log_fn fn, int max_level, void *user_data);
 

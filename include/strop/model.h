@@ -1,5 +1,6 @@
-/* strop — models: a DAG of named layer nodes with PyTorch-named parameters. Build one from
- * C, run inference on a batch, read and write its parameters by name. */
+/* strop — models: a DAG of named layer nodes with PyTorch-named parameters. Every
+ * strop_model_* function is declared here: build, run, inspect, parameters and gradients,
+ * metadata, files, LoRA adapters, prediction. */
 #ifndef STROP_MODEL_H
 #define STROP_MODEL_H
 
@@ -7,37 +8,66 @@
 #include "error.h"
 #include "tensor.h"
 
-/** @file model.h @brief The model graph: build, inspect, run. @since 0.1 */
+/**
+ * @file model.h
+ * @brief Models: build, run, inspect nodes and layer types, parameters and gradients,
+ *        metadata, copies and summaries, files (specs, weights, pre-trained checkpoints,
+ *        export), LoRA adapters, prediction — every strop_model_* function.
+ *
+ * The types of other modules these functions take are declared here once, as typedefs of
+ * incomplete structs, and completed where they belong: strop_load_report (its getters in
+ * io.h), strop_pretrained_options (its fields in pretrained.h), strop_prediction (its getters
+ * in train.h). Those headers include this one and do not repeat the typedefs.
+ * @since 0.1
+ */
 
 STROP_BEGIN_DECLS
 
 /**
  * @brief A neural network: named nodes in a DAG, each a layer with named parameters.
- * One handle from one thread at a time; distinct models are independent.
+ *
+ * Parameter names and layouts follow PyTorch's state_dict ("features.0.weight", linear
+ * weights [out, in]). One handle from one thread at a time (@ref threads); distinct models
+ * are independent.
+ * @since 0.1
  */
 typedef struct strop_model strop_model;
 
 /**
  * @brief Creates an empty model whose input has the given per-sample shape (no batch dim),
  *        e.g. {1, 28, 28} for grey images or {64} for a sequence of 64 token ids.
- * @param[out] out The model, owned by the caller (strop_model_free()).
- * @return STROP_OK, STROP_E_INVALID_ARG (bad rank or dims), STROP_E_NOMEM. @since 0.1
+ * @param[in]  rank        Number of per-sample dimensions, 1 .. #STROP_MAX_RANK.
+ * @param[in]  input_shape @p rank sizes, each > 0; copied.
+ * @param[out] out         The model, owned by the caller (strop_model_free()); NULL on
+ *                         error.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, bad rank or size); STROP_E_SHAPE (the element
+ *         count overflows); STROP_E_NOMEM.
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_model_create(int rank, const int64_t *input_shape,
                                                           strop_model **out);
 
 /**
  * @brief Appends a node to a model that is not finalized yet.
- * @param name    Unique hierarchical name ("features.0", "head"); letters, digits, '_' and '.'.
- * @param type    A registered layer type ("linear", "conv2d", ...; see docs/formats.md).
- * @param options The layer's options as "key=value" pairs separated by spaces or commas;
- *                lists in brackets: "in_channels=1 out_channels=32 kernel_size=3 padding=1",
- *                "kernel_size=[3,5]". NULL or "" for none. Copied.
- * @param inputs  Comma-separated names of the input nodes, "input" for the model input;
- *                NULL or "" means the previous node (the model input for the first node).
- * @return STROP_OK; STROP_E_NOT_FOUND (unknown type or input name); STROP_E_INVALID_ARG
- *         (duplicate or bad name, bad or unknown option: the sentence names the key);
- *         STROP_E_STATE (already finalized); STROP_E_NOMEM. The model is unchanged on error.
+ *
+ * Input names are only recorded here; they are resolved by strop_model_finalize(), so a
+ * node may name one added after it.
+ * @param[in,out] model   The model, not finalized; unchanged on error.
+ * @param[in]     name    Unique hierarchical name ("features.0", "head"): letters, digits,
+ *                        '_' and '-', with '.' between parts; not "input". Copied.
+ * @param[in]     type    A registered layer type ("linear", "conv2d", ...; see
+ *                        strop_layer_type_name() and docs/formats.md). Copied.
+ * @param[in]     options The layer's options as "key=value" pairs separated by spaces or
+ *                        commas; lists in brackets: "in_channels=1 out_channels=32
+ *                        kernel_size=3 padding=1", "kernel_size=[3,5]". NULL or "" for none.
+ *                        Copied.
+ * @param[in]     inputs  Comma-separated names of the input nodes (at most 16), "input" for
+ *                        the model input; NULL or "" means the previous node (the model input
+ *                        for the first node). Copied.
+ * @return STROP_OK; STROP_E_NOT_FOUND (unknown type, naming the known ones);
+ *         STROP_E_INVALID_ARG (NULL model or type, a duplicate or bad name, a wrong number of
+ *         inputs, a bad or unknown option: the sentence names the key); STROP_E_STATE
+ *         (already finalized); STROP_E_NOMEM.
  * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_model_add(strop_model *model, const char *name,
@@ -45,23 +75,38 @@ STROP_API STROP_NODISCARD strop_status strop_model_add(strop_model *model, const
                                                        const char *inputs);
 
 /**
- * @brief Infers every node's output shape, allocates the parameters and initialises them
- *        (PyTorch's default initialisers) from @p seed. The last node is the output.
- * @return STROP_OK; STROP_E_SHAPE (a shape conflict, naming nodes and shapes);
- *         STROP_E_INVALID_ARG (a cycle, no nodes); STROP_E_STATE (already finalized);
- *         STROP_E_NOMEM. On error the model stays unfinalized and may be freed. @since 0.1
+ * @brief Resolves the inputs, orders the nodes, infers every node's output shape, allocates
+ *        the parameters and initialises them (PyTorch's default initialisers) from @p seed.
+ *        The last node is the output.
+ * @param[in,out] model The model, with at least one node and not yet finalized.
+ * @param[in]     seed  Seed of the initialisation (and of the model's random stream, which
+ *                      dropout draws from).
+ * @return STROP_OK; STROP_E_NOT_FOUND (an unknown input or tie target, naming it);
+ *         STROP_E_SHAPE (a shape conflict, naming nodes and shapes); STROP_E_INVALID_ARG
+ *         (NULL, no nodes, a cycle, options a layer refuses for its input shape);
+ *         STROP_E_STATE (already finalized); STROP_E_NOMEM. On error the model stays
+ *         unfinalized (and may be freed).
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_model_finalize(strop_model *model, uint64_t seed);
 
 /**
- * @brief Runs the model on a batch: @p input has shape [N, input shape...].
+ * @brief Runs the model on a batch.
  *
  * Uses the model's mode (strop_model_set_training()); a new model is in eval mode, so this
  * is inference: dropout off, BatchNorm with running statistics. In train mode BatchNorm
- * updates its running statistics, as PyTorch does.
- * @param[out] out A new tensor [N, output shape...], owned by the caller.
- * @return STROP_OK; STROP_E_SHAPE (input shape differs, naming both); STROP_E_STATE (not
- *         finalized); STROP_E_INVALID_ARG; STROP_E_NOMEM. NaN inputs propagate. @since 0.1
+ * updates its running statistics, as PyTorch does. It drops a pending forward of
+ * strop_trainer_forward() on this model.
+ * @param[in,out] model A finalized model (its buffers change in train mode).
+ * @param[in]     input [N, input shape...]: the declared per-sample shape, or another of its
+ *                      rank that every layer takes (images of another size, a shorter
+ *                      sequence). Only read.
+ * @param[out]    out   A new tensor [N, output shape...], owned by the caller
+ *                      (strop_tensor_free()); NULL on error.
+ * @return STROP_OK; STROP_E_SHAPE (an input shape a layer refuses, naming both);
+ *         STROP_E_STATE (not finalized); STROP_E_INVALID_ARG (NULL); STROP_E_NOMEM. NaN
+ *         inputs propagate.
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_model_forward(strop_model *model,
                                                            const strop_tensor *input,
@@ -94,8 +139,13 @@ STROP_API STROP_NODISCARD strop_status strop_model_forward_masked(strop_model *m
                                                                   const strop_tensor *mask,
                                                                   strop_tensor **out);
 
-/** @brief Switches train (1) or eval (0) mode. @return STROP_OK or STROP_E_INVALID_ARG.
- *  @since 0.1 */
+/**
+ * @brief Switches train or eval mode (dropout, BatchNorm statistics).
+ * @param[in,out] model    The model.
+ * @param[in]     training Non-zero for train mode, 0 for eval mode.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL).
+ * @since 0.1
+ */
 STROP_API STROP_NODISCARD strop_status strop_model_set_training(strop_model *model, int training);
 
 /**
@@ -151,36 +201,69 @@ STROP_API int64_t strop_model_get_checkpointing(const strop_model *model, char *
  */
 STROP_API int64_t strop_model_checkpoint_blocks(const strop_model *model);
 
-/** @brief 1 in train mode, 0 in eval mode or for NULL. @since 0.1 */
+/**
+ * @brief The model's mode.
+ * @param[in] model The model.
+ * @return 1 in train mode, 0 in eval mode or for NULL.
+ * @since 0.1
+ */
 STROP_API int strop_model_is_training(const strop_model *model);
 
-/** @brief Frees the model and its parameters. NULL is a no-op. @since 0.1 */
+/**
+ * @brief Frees the model and its parameters. Tensor views of its parameters
+ *        (strop_model_tensor_view()) must not be used afterwards.
+ * @param[in] model The model, or NULL (a no-op).
+ * @since 0.1
+ */
 STROP_API void strop_model_free(strop_model *model);
 
 /**
  * @brief Per-sample input shape into @p dims (up to @p cap entries).
- * @return The rank, or -1 for NULL arguments. @since 0.1
+ * @param[in]  model The model (finalized or not).
+ * @param[out] dims  Receives the first min(rank, @p cap) sizes; may be NULL when @p cap is 0.
+ * @param[in]  cap   Entries available at @p dims.
+ * @return The rank (may exceed @p cap), or -1 for a NULL model, or NULL @p dims with
+ *         @p cap > 0.
+ * @since 0.1
  */
 STROP_API int strop_model_input_shape(const strop_model *model, int64_t *dims, int cap);
 
 /**
  * @brief Per-sample output shape of the finalized model into @p dims (up to @p cap).
- * @return The rank, or -1 when NULL or not finalized. @since 0.1
+ * @param[in]  model A finalized model.
+ * @param[out] dims  Receives the first min(rank, @p cap) sizes; may be NULL when @p cap is 0.
+ * @param[in]  cap   Entries available at @p dims.
+ * @return The rank (may exceed @p cap), or -1 when NULL or not finalized, or NULL @p dims
+ *         with @p cap > 0.
+ * @since 0.1
  */
 STROP_API int strop_model_output_shape(const strop_model *model, int64_t *dims, int cap);
 
-/** @brief Number of nodes, or -1 for NULL. @since 0.1 */
+/**
+ * @brief Number of nodes (a composite counts as its parts).
+ * @param[in] model The model.
+ * @return The count, or -1 for NULL.
+ * @since 0.1
+ */
 STROP_API int64_t strop_model_num_nodes(const strop_model *model);
 
 /**
  * @brief Name (@p what = 0) or type (@p what = 1) of node @p i, snprintf-style.
- * @deprecated Use strop_model_node_name() or strop_model_node_type(); kept, with the same
- *             behaviour, for programs built against 0.1.
- * @return The length of the full string (excluding NUL), or -1 for bad arguments.
+ * @deprecated Since 0.2: use strop_model_node_name() or strop_model_node_type(), one getter
+ *             per fact. Kept, with its symbol and behaviour, for programs built against 0.1:
+ *             it calls one of them.
+ * @param[in]  model The model (finalized or not).
+ * @param[in]  i     0 .. strop_model_num_nodes() - 1.
+ * @param[in]  what  0 for the name, 1 for the layer type.
+ * @param[out] buf   Receives the string, NUL-terminated and truncated to @p cap; may be NULL
+ *                   when @p cap is 0.
+ * @param[in]  cap   Bytes available at @p buf.
+ * @return The full length (excluding the NUL), or -1 (NULL model, @p i out of range, @p what
+ *         not 0 or 1, NULL @p buf with @p cap > 0) with strop_last_error() set.
  * @since 0.1
  */
-STROP_API int64_t strop_model_node_info(const strop_model *model, int64_t i, int what, char *buf,
-                                        size_t cap);
+STROP_API STROP_DEPRECATED int64_t
+    strop_model_node_info(const strop_model *model, int64_t i, int what, char *buf, size_t cap);
 
 /**
  * @brief The name of node @p i ("features.0"), in the model's order, into @p buf.
@@ -191,14 +274,21 @@ STROP_API int64_t strop_model_node_info(const strop_model *model, int64_t i, int
  * @param[in]  cap   Bytes available at @p buf.
  * @return The full length (excluding the NUL), or -1 (NULL model, @p i out of range, NULL
  *         @p buf with @p cap > 0) with strop_last_error() set. Thread-safe on a model no one
- *         modifies. @since 0.2
+ *         modifies.
+ * @since 0.2
  */
 STROP_API int64_t strop_model_node_name(const strop_model *model, int64_t i, char *buf,
                                         size_t cap);
 
 /**
  * @brief The layer type of node @p i ("conv2d"), as strop_model_node_name().
- * @return The full length, or -1 for bad arguments. @since 0.2
+ * @param[in]  model The model (finalized or not).
+ * @param[in]  i     0 .. strop_model_num_nodes() - 1.
+ * @param[out] buf   Receives the type, snprintf-style; may be NULL when @p cap is 0.
+ * @param[in]  cap   Bytes available at @p buf.
+ * @return The full length, or -1 for bad arguments (as strop_model_node_name()).
+ *         Thread-safe on a model no one modifies.
+ * @since 0.2
  */
 STROP_API int64_t strop_model_node_type(const strop_model *model, int64_t i, char *buf,
                                         size_t cap);
@@ -207,21 +297,38 @@ STROP_API int64_t strop_model_node_type(const strop_model *model, int64_t i, cha
  * @brief The options of node @p i as its layer type writes them back ("in_features=784
  *        out_features=10 bias=true": every option, defaults included, space-separated
  *        key=value pairs that strop_model_add() accepts), as strop_model_node_name().
- * @return The full length, or -1 for bad arguments or out of memory. @since 0.2
+ * @param[in]  model The model (finalized or not).
+ * @param[in]  i     0 .. strop_model_num_nodes() - 1.
+ * @param[out] buf   Receives the text, snprintf-style; may be NULL when @p cap is 0.
+ * @param[in]  cap   Bytes available at @p buf.
+ * @return The full length, or -1 for bad arguments or out of memory (strop_last_error()
+ *         says which). Thread-safe on a model no one modifies.
+ * @since 0.2
  */
 STROP_API int64_t strop_model_node_options(const strop_model *model, int64_t i, char *buf,
                                            size_t cap);
 
 /**
  * @brief The number of inputs of node @p i.
- * @return It, or -1 for a NULL model or @p i out of range. @since 0.2
+ * @param[in] model The model (finalized or not).
+ * @param[in] i     0 .. strop_model_num_nodes() - 1.
+ * @return The count, or -1 for a NULL model or @p i out of range (with strop_last_error()
+ *         set). Thread-safe on a model no one modifies.
+ * @since 0.2
  */
 STROP_API int strop_model_node_num_inputs(const strop_model *model, int64_t i);
 
 /**
  * @brief The name of input @p j of node @p i ("input" for the model's input), as
  *        strop_model_node_name().
- * @return The full length, or -1 for bad arguments. @since 0.2
+ * @param[in]  model The model (finalized or not).
+ * @param[in]  i     0 .. strop_model_num_nodes() - 1.
+ * @param[in]  j     0 .. strop_model_node_num_inputs() - 1.
+ * @param[out] buf   Receives the name, snprintf-style; may be NULL when @p cap is 0.
+ * @param[in]  cap   Bytes available at @p buf.
+ * @return The full length, or -1 for bad arguments (with strop_last_error() set).
+ *         Thread-safe on a model no one modifies.
+ * @since 0.2
  */
 STROP_API int64_t strop_model_node_input(const strop_model *model, int64_t i, int j, char *buf,
                                          size_t cap);
@@ -229,7 +336,14 @@ STROP_API int64_t strop_model_node_input(const strop_model *model, int64_t i, in
 /**
  * @brief Per-sample output shape of node @p i of a finalized model into @p dims (up to
  *        @p cap entries).
- * @return The rank, or -1 (NULL, not finalized, @p i out of range). @since 0.2
+ * @param[in]  model A finalized model.
+ * @param[in]  i     0 .. strop_model_num_nodes() - 1.
+ * @param[out] dims  Receives the first min(rank, @p cap) sizes; may be NULL when @p cap is 0.
+ * @param[in]  cap   Entries available at @p dims.
+ * @return The rank (may exceed @p cap), or -1 (NULL, not finalized, @p i out of range, NULL
+ *         @p dims with @p cap > 0) with strop_last_error() set. Thread-safe on a model no one
+ *         modifies.
+ * @since 0.2
  */
 STROP_API int strop_model_node_output_shape(const strop_model *model, int64_t i, int64_t *dims,
                                             int cap);
@@ -243,8 +357,11 @@ STROP_API int strop_model_node_output_shape(const strop_model *model, int64_t i,
  *
  * The parameters are new memory: tensor views, optimizers and trainers made on the model
  * before must be made again (as after structural surgery).
+ * @param[in,out] model A finalized model.
+ * @param[in]     seed  Seed of the initialisation, as for strop_model_finalize().
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_STATE (not finalized); STROP_E_NOMEM
- *         (the model is then unchanged). Not thread-safe on the same model. @since 0.2
+ *         (the model is then unchanged).
+ * @since 0.2
  */
 STROP_API STROP_NODISCARD strop_status strop_model_reinit(strop_model *model, uint64_t seed);
 
@@ -257,24 +374,25 @@ STROP_API STROP_NODISCARD strop_status strop_model_reinit(strop_model *model, ui
  * Before strop_model_finalize() the tie is recorded and checked at finalize; after it, it
  * takes effect at once: @p param's own values are dropped and it reads @p target's. A spec
  * says the same with a node's `tie:` mapping (docs/formats.md).
- * @param[in] model  The model.
- * @param[in] param  "<node>.<suffix>" of one of its nodes ("lm_head.weight"). Copied.
- * @param[in] target The name of another parameter of the same shape. Copied.
+ * @param[in,out] model  The model.
+ * @param[in]     param  "<node>.<suffix>" of one of its nodes ("lm_head.weight"). Copied.
+ * @param[in]     target The name of another parameter of the same shape. Copied.
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL or empty names, a cycle); STROP_E_NOT_FOUND (no
  *         node or parameter by that name, naming it); STROP_E_SHAPE (the shapes differ, naming
  *         both); STROP_E_NOMEM. On error the model is unchanged. Tensor views of @p param
- *         become invalid. Not thread-safe on the same model. @since 0.2
+ *         become invalid.
+ * @since 0.2
  */
 STROP_API STROP_NODISCARD strop_status strop_model_tie(strop_model *model, const char *param,
                                                        const char *target);
 
 /* ---- metadata: what a user of the model needs to know ---- */
 
-/** The longest metadata key, in bytes. @since 0.2 */
+/** @brief The longest metadata key, in bytes. @since 0.2 */
 #define STROP_META_KEY_MAX 255
-/** The longest metadata value, in bytes (16 MiB). @since 0.2 */
+/** @brief The longest metadata value, in bytes (16 MiB). @since 0.2 */
 #define STROP_META_VALUE_MAX ((size_t)16 << 20)
-/** The most entries a model's metadata holds. @since 0.2 */
+/** @brief The most entries a model's metadata holds. @since 0.2 */
 #define STROP_META_MAX_ENTRIES 1024
 
 /**
@@ -287,14 +405,15 @@ STROP_API STROP_NODISCARD strop_status strop_model_tie(strop_model *model, const
  * to the inputs and the names of the classes (docs/formats.md lists the keys strop writes and
  * reads; their values are JSON text). Other keys are the host's.
  * @param[in,out] model The model (finalized or not).
- * @param[in] key   1 to #STROP_META_KEY_MAX bytes of printable ASCII without spaces. Copied.
- * @param[in] value Valid UTF-8 of at most #STROP_META_VALUE_MAX bytes (JSON text for the
- *                  documented keys), copied; NULL removes the entry (removing an absent key
- *                  is not an error).
+ * @param[in]     key   1 to #STROP_META_KEY_MAX bytes of printable ASCII without spaces.
+ *                      Copied.
+ * @param[in]     value Valid UTF-8 of at most #STROP_META_VALUE_MAX bytes (JSON text for the
+ *                      documented keys), copied; NULL removes the entry (removing an absent
+ *                      key is not an error).
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL model, a bad key, a value too long or not
  *         UTF-8, a new key beyond #STROP_META_MAX_ENTRIES: the sentence names the key);
- *         STROP_E_NOMEM. On error the metadata is unchanged. Not thread-safe on the same
- *         model. @since 0.2
+ *         STROP_E_NOMEM. On error the metadata is unchanged.
+ * @since 0.2
  */
 STROP_API STROP_NODISCARD strop_status strop_model_set_meta(strop_model *model, const char *key,
                                                             const char *value);
@@ -308,7 +427,8 @@ STROP_API STROP_NODISCARD strop_status strop_model_set_meta(strop_model *model, 
  * @param[in]  cap   Bytes available at @p buf.
  * @return The value's full length (excluding the NUL), or -1 when the model has no such entry
  *         or for bad arguments (NULL model or key, NULL @p buf with @p cap > 0), with
- *         strop_last_error() saying which. Thread-safe on a model no one modifies. @since 0.2
+ *         strop_last_error() saying which. Thread-safe on a model no one modifies.
+ * @since 0.2
  */
 STROP_API int64_t strop_model_get_meta(const strop_model *model, const char *key, char *buf,
                                        size_t cap);
@@ -317,7 +437,8 @@ STROP_API int64_t strop_model_get_meta(const strop_model *model, const char *key
  * @brief The number of metadata entries.
  * @param[in] model The model.
  * @return It (0 .. #STROP_META_MAX_ENTRIES), or -1 for NULL. Thread-safe on a model no one
- *         modifies. @since 0.2
+ *         modifies.
+ * @since 0.2
  */
 STROP_API int64_t strop_model_meta_count(const strop_model *model);
 
@@ -330,7 +451,7 @@ STROP_API int64_t strop_model_meta_count(const strop_model *model);
  * @param[in]  cap   Bytes available at @p buf.
  * @return The key's full length, or -1 (NULL model, @p i out of range, NULL @p buf with
  *         @p cap > 0) with strop_last_error() set. Thread-safe on a model no one modifies.
- *         @since 0.2
+ * @since 0.2
  */
 STROP_API int64_t strop_model_meta_key(const strop_model *model, int64_t i, char *buf,
                                        size_t cap);
@@ -339,56 +460,85 @@ STROP_API int64_t strop_model_meta_key(const strop_model *model, int64_t i, char
 
 /**
  * @brief The number of registered layer types (composites such as transformer_block
- *        included). Constant for the library's lifetime. Thread-safe. @since 0.2
+ *        included).
+ * @return The count; constant for the library's lifetime. Thread-safe.
+ * @since 0.2
  */
 STROP_API int strop_layer_type_count(void);
 
 /**
- * @brief The name of layer type @p i (0 .. strop_layer_type_count() - 1), or NULL out of
- *        range. A static string. Thread-safe. @since 0.2
+ * @brief The name of layer type @p i.
+ * @param[in] i 0 .. strop_layer_type_count() - 1.
+ * @return A static string ("linear"), or NULL out of range. Thread-safe.
+ * @since 0.2
  */
 STROP_API const char *strop_layer_type_name(int i);
 
 /**
- * @brief A one-line description of layer @p type (what it computes and its PyTorch
- *        counterpart), or NULL for an unknown type. A static string. Thread-safe. @since 0.2
+ * @brief A one-line description of layer @p type: what it computes and its PyTorch
+ *        counterpart.
+ * @param[in] type A layer type name.
+ * @return A static string, or NULL for an unknown type or NULL. Thread-safe.
+ * @since 0.2
  */
 STROP_API const char *strop_layer_type_doc(const char *type);
 
 /**
- * @brief 1 when @p type is a composite: adding it adds its parts "<name>.<part>" (which
- *        strop_layer_type_doc() lists); 0 for a plain layer; -1 for an unknown type.
+ * @brief Whether @p type is a composite: adding it adds its parts "<name>.<part>" (which
+ *        strop_layer_type_doc() lists).
+ * @param[in] type A layer type name.
+ * @return 1 for a composite, 0 for a plain layer, -1 for an unknown type or NULL.
+ *         Thread-safe.
  * @since 0.2
  */
 STROP_API int strop_layer_type_is_composite(const char *type);
 
 /**
- * @brief The number of options layer @p type takes, or -1 for an unknown type. @since 0.2
+ * @brief The number of options layer @p type takes.
+ * @param[in] type A layer type name.
+ * @return The count, or -1 for an unknown type or NULL. Thread-safe.
+ * @since 0.2
  */
 STROP_API int strop_layer_option_count(const char *type);
 
 /**
- * @brief Option @p j of layer @p type: its name, or NULL (unknown type, @p j out of range).
- *        A static string. @since 0.2
+ * @brief The name of option @p j of layer @p type.
+ * @param[in] type A layer type name.
+ * @param[in] j    0 .. strop_layer_option_count() - 1.
+ * @return A static string, or NULL (unknown type, @p j out of range). Thread-safe.
+ * @since 0.2
  */
 STROP_API const char *strop_layer_option_name(const char *type, int j);
 
 /**
  * @brief Option @p j's default as strop_model_node_options() writes it ("true", "[1, 1]",
- *        "auto"), or NULL when the option is required or does not exist. A static string.
+ *        "auto").
+ * @param[in] type A layer type name.
+ * @param[in] j    0 .. strop_layer_option_count() - 1.
+ * @return A static string, or NULL when the option is required or does not exist.
+ *         Thread-safe.
  * @since 0.2
  */
 STROP_API const char *strop_layer_option_default(const char *type, int j);
 
 /**
- * @brief Option @p j's one-line description, or NULL. A static string. @since 0.2
+ * @brief Option @p j's one-line description.
+ * @param[in] type A layer type name.
+ * @param[in] j    0 .. strop_layer_option_count() - 1.
+ * @return A static string, or NULL (unknown type, @p j out of range). Thread-safe.
+ * @since 0.2
  */
 STROP_API const char *strop_layer_option_doc(const char *type, int j);
 
 /**
  * @brief Option @p j's kind ("int", "float", "bool", "enum", "int[2]", "float[4]",
  *        "int list") into @p buf, snprintf-style.
- * @return The full length, or -1 (unknown type or option, NULL @p buf with @p cap > 0).
+ * @param[in]  type A layer type name.
+ * @param[in]  j    0 .. strop_layer_option_count() - 1.
+ * @param[out] buf  Receives the kind; may be NULL when @p cap is 0.
+ * @param[in]  cap  Bytes available at @p buf.
+ * @return The full length, or -1 (unknown type or option, NULL @p buf with @p cap > 0) with
+ *         strop_last_error() set. Thread-safe.
  * @since 0.2
  */
 STROP_API int64_t strop_layer_option_kind(const char *type, int j, char *buf, size_t cap);
@@ -396,42 +546,72 @@ STROP_API int64_t strop_layer_option_kind(const char *type, int j, char *buf, si
 /**
  * @brief The values option @p j allows ("[1, 2147483647] or auto", "[0, 1)", "gelu, relu"),
  *        snprintf-style.
- * @return The full length, or -1 for bad arguments. @since 0.2
+ * @param[in]  type A layer type name.
+ * @param[in]  j    0 .. strop_layer_option_count() - 1.
+ * @param[out] buf  Receives the text; may be NULL when @p cap is 0.
+ * @param[in]  cap  Bytes available at @p buf.
+ * @return The full length, or -1 (unknown type or option, NULL @p buf with @p cap > 0) with
+ *         strop_last_error() set. Thread-safe.
+ * @since 0.2
  */
 STROP_API int64_t strop_layer_option_allowed(const char *type, int j, char *buf, size_t cap);
 
 /**
  * @brief The number of parameter and buffer names layer @p type may declare (those its
- *        options switch off included), or -1 for an unknown type. @since 0.2
+ *        options switch off included).
+ * @param[in] type A layer type name.
+ * @return The count, or -1 for an unknown type or NULL. Thread-safe.
+ * @since 0.2
  */
 STROP_API int strop_layer_param_count(const char *type);
 
 /**
  * @brief Parameter @p j of layer @p type: the suffix after the node's name ("weight",
- *        "q_proj.lora_A.weight"), or NULL. A static string. @since 0.2
+ *        "q_proj.lora_A.weight").
+ * @param[in] type A layer type name.
+ * @param[in] j    0 .. strop_layer_param_count() - 1.
+ * @return A static string, or NULL (unknown type, @p j out of range). Thread-safe.
+ * @since 0.2
  */
 STROP_API const char *strop_layer_param_name(const char *type, int j);
 
 /**
- * @brief Parameter @p j's description (its shape in terms of the options, and when it
- *        exists), or NULL. A static string. @since 0.2
+ * @brief Parameter @p j's description: its shape in terms of the options, and when it
+ *        exists.
+ * @param[in] type A layer type name.
+ * @param[in] j    0 .. strop_layer_param_count() - 1.
+ * @return A static string, or NULL (unknown type, @p j out of range). Thread-safe.
+ * @since 0.2
  */
 STROP_API const char *strop_layer_param_doc(const char *type, int j);
 
-/** @brief Number of parameter and buffer tensors (the state_dict's length); -1 for NULL.
- *  @since 0.1 */
+/**
+ * @brief Number of parameter and buffer tensors (the state_dict's length).
+ * @param[in] model The model.
+ * @return The count (0 before finalize), or -1 for NULL.
+ * @since 0.1
+ */
 STROP_API int64_t strop_model_num_tensors(const strop_model *model);
 
 /**
  * @brief Name of state tensor @p i (state_dict order) into @p buf, snprintf-style.
- * @return The full length, or -1 for bad arguments. @since 0.1
+ * @param[in]  model A finalized model.
+ * @param[in]  i     0 .. strop_model_num_tensors() - 1.
+ * @param[out] buf   Receives the name; may be NULL when @p cap is 0.
+ * @param[in]  cap   Bytes available at @p buf.
+ * @return The full length, or -1 (NULL or unfinalized model, @p i out of range, NULL @p buf
+ *         with @p cap > 0) with strop_last_error() set.
+ * @since 0.1
  */
 STROP_API int64_t strop_model_tensor_name(const strop_model *model, int64_t i, char *buf,
                                           size_t cap);
 
 /**
- * @brief Number of scalar parameters (buffers excluded); trainable ones only if
- *        @p trainable_only. -1 for NULL. @since 0.1
+ * @brief Number of scalar parameters (buffers excluded).
+ * @param[in] model          The model.
+ * @param[in] trainable_only Non-zero to count trainable parameters only.
+ * @return The count (0 before finalize), or -1 for NULL.
+ * @since 0.1
  */
 STROP_API int64_t strop_model_param_count(const strop_model *model, int trainable_only);
 
@@ -439,11 +619,16 @@ STROP_API int64_t strop_model_param_count(const strop_model *model, int trainabl
  * @brief A view of the named parameter or float buffer.
  *
  * The view borrows the model's memory: valid while the model lives and is not restructured
- * (surgery, weight loading that changes shapes); writes through it change the model.
- * @param[out] out A tensor handle owned by the caller (free it with strop_tensor_free();
- *                 that does not free the model's memory).
- * @return STROP_OK; STROP_E_NOT_FOUND (naming the tensor); STROP_E_UNSUPPORTED (an int64
- *         buffer); STROP_E_STATE (not finalized); STROP_E_NOMEM. @since 0.1
+ * (surgery, strop_model_reinit(), a tie, weight loading that changes shapes); writes through
+ * it change the model.
+ * @param[in,out] model A finalized model.
+ * @param[in]     name  The tensor's state_dict name ("head.weight").
+ * @param[out]    out   A tensor handle owned by the caller (free it with strop_tensor_free();
+ *                      that does not free the model's memory); NULL on error.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_NOT_FOUND (naming the tensor);
+ *         STROP_E_UNSUPPORTED (an int64 buffer); STROP_E_STATE (not finalized);
+ *         STROP_E_NOMEM.
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_model_tensor_view(strop_model *model,
                                                                const char *name,
@@ -451,12 +636,609 @@ STROP_API STROP_NODISCARD strop_status strop_model_tensor_view(strop_model *mode
 
 /**
  * @brief Copies @p count floats into the named parameter or buffer.
- * @return STROP_OK; STROP_E_NOT_FOUND; STROP_E_SHAPE (count differs, naming both sizes);
- *         STROP_E_INVALID_ARG. @since 0.1
+ * @param[in,out] model A finalized model.
+ * @param[in]     name  The tensor's state_dict name.
+ * @param[in]     data  The values, in the tensor's row-major layout; copied. An int64 buffer
+ *                      (BatchNorm's num_batches_tracked) takes its one value, converted.
+ * @param[in]     count Floats at @p data: the tensor's element count.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_NOT_FOUND (naming the tensor);
+ *         STROP_E_SHAPE (@p count differs, naming both sizes); STROP_E_STATE (not finalized).
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_model_set_tensor(strop_model *model,
                                                               const char *name,
                                                               const float *data, size_t count);
+
+/* ---- parameters: trainable or frozen, and their gradients ---- */
+
+/**
+ * @brief Freezes the parameters matching @p glob (a one-edit plan, applied; BatchNorm nodes
+ *        whose parameters are all frozen go to inference mode).
+ * @param[in,out] model A finalized model; unchanged on error.
+ * @param[in]     glob  Parameter or node name, or a glob, as strop_surgery_freeze() takes it.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL model, NULL or empty glob, a buffer's name);
+ *         STROP_E_NOT_FOUND (nothing matches); STROP_E_STATE (not finalized); STROP_E_NOMEM.
+ * @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_freeze(strop_model *model, const char *glob);
+
+/**
+ * @brief Unfreezes the parameters matching @p glob (and takes BatchNorm nodes out of the
+ *        inference mode freezing put them in); see strop_model_freeze().
+ * @param[in,out] model A finalized model; unchanged on error.
+ * @param[in]     glob  Parameter or node name, or a glob.
+ * @return STROP_OK; the statuses of strop_model_freeze().
+ * @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_unfreeze(strop_model *model,
+                                                            const char *glob);
+
+/**
+ * @brief Whether the named parameter is trainable.
+ * @param[in] model The model.
+ * @param[in] name  A parameter's state_dict name.
+ * @return 1 trainable, 0 frozen or a buffer, -1 for NULL arguments or an unknown name (no
+ *         error sentence).
+ * @since 0.1
+ */
+STROP_API int strop_model_param_trainable(const strop_model *model, const char *name);
+
+/**
+ * @brief Copies the gradient of a trainable parameter: what the backwards of the current
+ *        window have added up (strop_trainer_backward(), strop_trainer_step() before its
+ *        update) and the host has written (strop_model_set_grad()). Zero before any backward
+ *        and after an update (the trainer and strop_optimizer_zero_grad() clear them).
+ *
+ * A copy rather than a view: the trainer clears gradients lazily and reuses their memory
+ * during an update, so a pointer into them would change meaning under the host.
+ * @param[in]  model The model; only read.
+ * @param[in]  name  A parameter's name as strop_model_tensor_name() gives it ("head.weight").
+ * @param[out] out   Receives @p count floats (the parameter's layout); unchanged on error.
+ * @param[in]  count The parameter's number of values.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_STATE (not finalized; the parameter is
+ *         frozen or a buffer: it has no gradient); STROP_E_NOT_FOUND (no such parameter, naming
+ *         it); STROP_E_SHAPE (@p count differs, naming both). Thread-safe while no other
+ *         thread changes the model.
+ * @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_get_grad(const strop_model *model,
+                                                            const char *name, float *out,
+                                                            size_t count);
+
+/**
+ * @brief Replaces the gradient of a trainable parameter with @p count floats of the host: a
+ *        gradient made outside strop, or a backward's gradient changed (a penalty's term
+ *        added) before strop_trainer_apply() or strop_optimizer_step() applies it.
+ *
+ * The trainer starts each accumulation window from zero gradients at its first forward, so
+ * write them after the backward of a window and before its apply; strop_optimizer_step() on
+ * its own applies whatever is there. Values are stored as given: the trainer's guard checks
+ * them at the apply, strop_optimizer_step() does not.
+ * @param[in,out] model The model.
+ * @param[in]     name  A trainable parameter's name.
+ * @param[in]     data  @p count floats in the parameter's layout; copied.
+ * @param[in]     count The parameter's number of values.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_STATE (not finalized; frozen or a
+ *         buffer); STROP_E_NOT_FOUND; STROP_E_SHAPE; STROP_E_NOMEM (the first gradient of the
+ *         model could not be allocated). On error the model is unchanged.
+ * @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_set_grad(strop_model *model, const char *name,
+                                                            const float *data, size_t count);
+
+/* ---- copies, summaries, memory ---- */
+
+/**
+ * @brief Deep copy of a model: structure, parameters, buffers, flags, ties, metadata, mode
+ *        and RNG state (not gradients or a pending step).
+ * @param[in]  model The model (finalized or not); only read.
+ * @param[out] out   The copy, owned by the caller (strop_model_free()); NULL on error.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_NOMEM.
+ * @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_clone(const strop_model *model,
+                                                         strop_model **out);
+
+/**
+ * @brief A text table of the model: node name, type, output shape ("?" before finalize),
+ *        parameter count and trainable (yes / no / partial / - for none; "bn-eval" marks
+ *        BatchNorm kept in inference mode), then the totals.
+ * @param[in]  model The model; only read.
+ * @param[out] buf   Receives the table, snprintf-style; may be NULL when @p cap is 0.
+ * @param[in]  cap   Bytes available at @p buf.
+ * @return The full length (excluding NUL); -1 for a NULL model, a NULL @p buf with
+ *         @p cap > 0, or out of memory.
+ * @since 0.1
+ */
+STROP_API int64_t strop_model_summary(const strop_model *model, char *buf, size_t cap);
+
+/**
+ * @brief Estimates the memory a training step will take, in bytes.
+ * @param[in]  model           A finalized model; only read.
+ * @param[in]  batch           Batch size >= 1.
+ * @param[in]  optimizer_slots Values of optimizer state per trainable value, 0 .. 8: 0 (SGD),
+ *                             1 (SGD with momentum), 2 (Adam, AdamW).
+ * @param[out] weights         Parameters and buffers; may be NULL.
+ * @param[out] grads           Gradients (trainable parameters only); may be NULL.
+ * @param[out] optim_state     Optimizer state (trainable parameters only); may be NULL.
+ * @param[out] activations     Every node's output for the batch, plus the output gradients
+ *                             of the nodes backward visits (those with a trainable parameter
+ *                             at or upstream); layer scratch such as im2col is not counted.
+ *                             Where a conv2d runs the relu / maxpool2d after it (fusion),
+ *                             their intermediate outputs are not stored, so this is an upper
+ *                             bound. May be NULL.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL model, batch < 1, slots outside 0..8);
+ *         STROP_E_STATE (not finalized); STROP_E_SHAPE (a byte count overflows size_t, e.g.
+ *         batch = 2^62: do not use the outputs); STROP_E_NOMEM (a model of more than 256
+ *         nodes needs a scratch array).
+ * @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_memory_estimate(const strop_model *model,
+                                                                   int64_t batch,
+                                                                   int optimizer_slots,
+                                                                   size_t *weights,
+                                                                   size_t *grads,
+                                                                   size_t *optim_state,
+                                                                   size_t *activations);
+
+/**
+ * @brief Predicts the peak memory of one training step, in bytes, by planning the step: one
+ *        forward and backward in train mode on zeros, in memory of their own, at the batch
+ *        itself when it is at most 4 and otherwise at 2 and 4 samples, extrapolated linearly.
+ *
+ * Unlike strop_model_memory_estimate(), the step memory follows what a step really holds:
+ * the activations that the backward reads (frozen parts keep only what is live, in-place
+ * layers share memory, checkpointed blocks keep their inputs and recompute one block at a
+ * time), the tensors layers save for their backward, the gradients of activations, layer
+ * scratch, and the loss's gradient (as large as the output). The planning costs about as much
+ * compute as a step on 6 samples, and changes nothing in the model (its generator, running
+ * statistics, gradients stay as they were; a forward awaiting its backward is dropped).
+ *
+ * @param[in,out] model         A finalized model (only borrowed for the planning).
+ * @param[in]     batch         Samples per step, in [1, 2^40].
+ * @param[in]     sample_shape  The per-sample input shape of the steps (a sequence length or
+ *                              image size the model accepts), or NULL for the model's input
+ *                              shape; read only.
+ * @param[in]     rank          Entries of @p sample_shape (the model's input rank); ignored
+ *                              when it is NULL.
+ * @param[in]     optimizer_slots Values of optimizer state per trainable value: 0 (SGD),
+ *                              1 (momentum), 2 (Adam, AdamW).
+ * @param[out]    activations   The step memory at @p batch (may be NULL).
+ * @param[out]    peak          Weights and buffers + gradients + optimizer state + step memory
+ *                              (may be NULL): what the library holds at the step's peak.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL model, batch or slots out of range, a dimension
+ *         < 1); STROP_E_STATE (not finalized); STROP_E_SHAPE (a sample shape of another rank or
+ *         that a layer refuses, naming it; a byte count overflows); STROP_E_NOMEM (the
+ *         planning itself ran out of memory). Outputs are written only on success. Not
+ *         thread-safe on one model. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_step_memory(strop_model *model, int64_t batch,
+                                                               const int64_t *sample_shape,
+                                                               int rank, int optimizer_slots,
+                                                               size_t *activations,
+                                                               size_t *peak);
+
+/**
+ * @brief Says before training whether a training step fits in @p limit bytes: as
+ *        strop_model_step_memory(), and when the peak is over the limit, STROP_E_NOMEM with a
+ *        sentence giving the figures (weights, gradients, optimizer state, step memory) and
+ *        what would make it fit: activation checkpointing (planned again with "auto" when it
+ *        is off and the model has blocks), the largest batch that fits, frozen weights in BF16
+ *        or 8 bits, freezing more of the model.
+ * @param[in,out] model           A finalized model (only borrowed for the planning).
+ * @param[in]     batch           Samples per step, in [1, 2^40].
+ * @param[in]     sample_shape    The per-sample input shape, or NULL for the model's; read only.
+ * @param[in]     rank            Entries of @p sample_shape; ignored when it is NULL.
+ * @param[in]     optimizer_slots Values of optimizer state per trainable value (0, 1, 2, ...).
+ * @param[in]     limit           Bytes the step may take (e.g. the cgroup's or RLIMIT_AS, less
+ *                                what the host holds besides).
+ * @return STROP_OK when it fits; STROP_E_NOMEM with the sentence when it does not; otherwise
+ *         as strop_model_step_memory(). The model is unchanged. Not thread-safe on one model.
+ * @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_check_memory(strop_model *model,
+                                                                int64_t batch,
+                                                                const int64_t *sample_shape,
+                                                                int rank, int optimizer_slots,
+                                                                size_t limit);
+
+/* ---- files: architecture specs, weights, pre-trained checkpoints, export ---- */
+
+/** @brief Load flags of strop_model_load_weights() and its variants. @since 0.1 */
+enum {
+  /** Default: every model tensor must be in the file with its shape, and nothing else. */
+  STROP_LOAD_STRICT = 0,
+  /** PyTorch's strict=False: load what matches by name and shape, report the rest. */
+  STROP_LOAD_PARTIAL = 1
+};
+
+/**
+ * @brief What a weight load found: missing, unexpected, mismatched and loaded tensor names.
+ *
+ * Read-only once made: its getters may run on several threads at once.
+ * Owned by the caller once returned; free with strop_load_report_free().
+ * @since 0.1
+ */
+typedef struct strop_load_report strop_load_report;
+
+/**
+ * @brief Loads a model architecture from a YAML spec file and finalizes it.
+ *
+ * The spec gives the per-sample `input:` shape, an optional `seed:` (default 0) and the
+ * `layers:` list; see docs/formats.md. Parameters are freshly initialised from the seed.
+ * Errors name the file, line and column and what was expected, e.g.
+ * "strop_model_load_spec: model.yaml:14:9: layer 'head': unknown option 'out_feature'".
+ * Hostile input is bounded: YAML aliases are refused, nesting depth, node count, scalar
+ * length and file size (16 MiB) are limited.
+ * @param[in]  path The spec file; read during the call.
+ * @param[out] out  The finalized model, owned by the caller (strop_model_free()); NULL on
+ *                  error.
+ * @return STROP_OK; STROP_E_IO (cannot read the file); STROP_E_FORMAT (not YAML, wrong
+ *         structure, limits exceeded); STROP_E_INVALID_ARG (NULL, a layer's options or
+ *         name) / STROP_E_NOT_FOUND (an unknown type or input) / STROP_E_SHAPE (a shape
+ *         conflict), as strop_model_add() and strop_model_finalize() return them;
+ *         STROP_E_NOMEM. Thread-safe (it touches no shared state).
+ * @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_load_spec(const char *path, strop_model **out);
+
+/**
+ * @brief As strop_model_load_spec(), from a NUL-terminated YAML string; errors name
+ *        "<string>" as the file.
+ * @param[in]  yaml The spec text, at most 16 MiB; only read during the call.
+ * @param[out] out  The finalized model, owned by the caller (strop_model_free()); NULL on
+ *                  error.
+ * @return STROP_OK; the statuses of strop_model_load_spec() but STROP_E_IO (STROP_E_FORMAT
+ *         also for a string over the limit). Thread-safe.
+ * @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_load_spec_string(const char *yaml,
+                                                                    strop_model **out);
+
+/**
+ * @brief Writes the model's architecture (input shape, seed, every node with its type, inputs,
+ *        ties and all options, defaults included) as a YAML spec, atomically (temporary file
+ *        in the same folder, fsync, rename). Loading the result gives a model with the same
+ *        nodes, options and shapes. Weights are not part of a spec (strop_model_save_weights()).
+ * @param[in] model A model with at least one node (finalized or not); only read.
+ * @param[in] path  The file to write.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, no nodes); STROP_E_IO (naming the path; the
+ *         old file, if any, is intact); STROP_E_NOMEM.
+ * @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_save_spec(const strop_model *model,
+                                                             const char *path);
+
+/**
+ * @brief The model's YAML spec (as strop_model_save_spec() writes it) into the caller's
+ *        buffer, snprintf-style.
+ * @param[in]  model A model with at least one node (finalized or not); only read.
+ * @param[out] buf   Buffer of @p cap bytes (may be NULL when @p cap is 0); always
+ *                   NUL-terminated when @p cap > 0.
+ * @param[in]  cap   Bytes available at @p buf.
+ * @return The full length of the spec (excluding the NUL), or -1 on error (NULL model, no
+ *         nodes, NULL @p buf with @p cap > 0, out of memory; strop_last_error() says which).
+ * @since 0.1
+ */
+STROP_API int64_t strop_model_spec_string(const strop_model *model, char *buf, size_t cap);
+
+/**
+ * @brief Loads parameters and buffers from a safetensors file by PyTorch name.
+ *
+ * Float tensors may be stored as F32, F16, BF16 or F64 (converted to float32); int64
+ * buffers (BatchNorm's num_batches_tracked) as I64 or I32. Everything is validated
+ * before the model is touched: in strict mode any missing, unexpected or mismatched tensor
+ * fails the call naming the first few, and the model is unchanged. The file is memory-mapped
+ * during the call.
+ *
+ * Model metadata (strop_model_set_meta()): a strict load of a file that has
+ * "strop.meta.<key>" entries replaces the model's metadata by them (the file describes the
+ * whole model now); a file without such entries (PyTorch's, strop 0.1's) and every partial
+ * load leave the model's metadata as it was. An entry a strict load cannot take (a key or
+ * value outside strop_model_set_meta()'s bounds) fails the load with STROP_E_FORMAT.
+ * @param[in,out] model      A finalized model; unchanged on error.
+ * @param[in]     path       A safetensors file.
+ * @param[in]     flags      ::STROP_LOAD_STRICT or ::STROP_LOAD_PARTIAL.
+ * @param[out]    report_out Optional (NULL to ignore): the report, owned by the caller
+ *                           (strop_load_report_free()); set when the file's tensors were
+ *                           matched against the model (on success, and when a strict load
+ *                           fails on names or shapes), else NULL.
+ * @return STROP_OK; STROP_E_IO (the file cannot be opened or mapped); STROP_E_FORMAT (a
+ *         malformed file or metadata entry: the sentence says what); STROP_E_NOT_FOUND
+ *         (strict: missing or unexpected tensors); STROP_E_SHAPE (strict: a shape or dtype
+ *         mismatch); STROP_E_STATE (not finalized); STROP_E_INVALID_ARG (NULL, unknown
+ *         flags); STROP_E_NOMEM.
+ * @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_load_weights(strop_model *model,
+                                                                const char *path, int flags,
+                                                                strop_load_report **report_out);
+
+/**
+ * @brief As strop_model_load_weights(), from a safetensors file image in memory (a host that
+ *        embeds or downloads its model): the same checks (header bounds, dtypes, offsets,
+ *        strict or partial, metadata), with errors naming "<memory>" where the file's path
+ *        would be.
+ * @param[in,out] model      A finalized model; unchanged on error.
+ * @param[in]     data       The file's bytes. Read during the call only, never kept or
+ *                           written: the caller may free it as soon as the call returns. Any
+ *                           alignment.
+ * @param[in]     size       Bytes at @p data.
+ * @param[in]     flags      ::STROP_LOAD_STRICT or ::STROP_LOAD_PARTIAL.
+ * @param[out]    report_out Optional (NULL to ignore), as for strop_model_load_weights().
+ * @return STROP_OK; STROP_E_FORMAT (not a valid safetensors image: the sentence says what);
+ *         STROP_E_NOT_FOUND / STROP_E_SHAPE (strict: missing, unexpected or mismatched
+ *         tensors); STROP_E_STATE (not finalized); STROP_E_INVALID_ARG (NULL model or data,
+ *         unknown flags); STROP_E_NOMEM. Thread-safe for distinct models (the buffer may be
+ *         shared).
+ * @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_load_weights_mem(strop_model *model,
+                                                                    const void *data, size_t size,
+                                                                    int flags,
+                                                                    strop_load_report **report_out);
+
+/**
+ * @brief As strop_model_load_weights(), renaming file tensors first: a name starting with
+ *        @p from_prefix has that prefix replaced by @p to_prefix ("features." -> "backbone."
+ *        loads features.0.weight into backbone.0.weight). Other names are kept.
+ * @param[in,out] model       A finalized model; unchanged on error.
+ * @param[in]     path        A safetensors file.
+ * @param[in]     flags       ::STROP_LOAD_STRICT or ::STROP_LOAD_PARTIAL.
+ * @param[in]     from_prefix Prefix in the file ("" matches every name).
+ * @param[in]     to_prefix   Replacement (may be "").
+ * @param[out]    report_out  Optional (NULL to ignore), as for strop_model_load_weights();
+ *                            its names are the model's (after renaming).
+ * @return STROP_OK; the statuses of strop_model_load_weights() (STROP_E_INVALID_ARG also for
+ *         a NULL prefix).
+ * @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_load_weights_remap(
+    strop_model *model, const char *path, int flags, const char *from_prefix,
+    const char *to_prefix, strop_load_report **report_out);
+
+/**
+ * @brief Saves every parameter and buffer as a safetensors file (float tensors as F32, int64
+ *        buffers as I64, PyTorch names and layouts; metadata "format" = "strop",
+ *        "strop_version" and, since 0.2, every model metadata entry as "strop.meta.<key>"),
+ *        atomically: a failure leaves any old file intact.
+ * @param[in] model A finalized model; only read.
+ * @param[in] path  The file to write.
+ * @return STROP_OK; STROP_E_IO (naming the path); STROP_E_STATE (not finalized);
+ *         STROP_E_INVALID_ARG (NULL); STROP_E_NOMEM.
+ * @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_save_weights(const strop_model *model,
+                                                                const char *path);
+
+/**
+ * @brief Options of strop_model_load_pretrained(); the struct and its init function are
+ *        defined in pretrained.h.
+ * @since 0.2
+ */
+typedef struct strop_pretrained_options strop_pretrained_options;
+
+/**
+ * @brief Builds a pre-trained network from its checkpoint, with the checkpoint's own tensor
+ *        names and layouts, and loads its weights.
+ *
+ * @p path is either a Hugging Face model folder (config.json with "architectures" or
+ * "model_type", and model.safetensors or the shards model.safetensors.index.json lists) or
+ * one safetensors file (a torchvision state_dict: name the architecture). The result is a
+ * finalized model in eval mode like any other: surgery, training, strop_model_save_weights()
+ * (which writes the same names and layouts back, so PyTorch loads the file with
+ * strict=True). Float tensors may be stored as F32, F16, BF16 or F64. The list of
+ * architectures: strop_pretrained_arch_count(), strop_pretrained_arch_name(), and
+ * docs/pretrained.md.
+ * @param[in]  path       A folder or a .safetensors file; read during the call.
+ * @param[in]  arch       An architecture name ("resnet18"), or NULL to take it from
+ *                        config.json.
+ * @param[in]  opt        Options (strop_pretrained_options_init()), or NULL for the defaults;
+ *                        only read.
+ * @param[out] out        The model, owned by the caller (strop_model_free()); NULL on error.
+ * @param[out] report_out Optional (NULL to ignore): what the load matched, as for
+ *                        strop_model_load_weights(); owned by the caller
+ *                        (strop_load_report_free()).
+ * @return STROP_OK; STROP_E_IO (a file cannot be read: the sentence names it, and for a
+ *         sharded folder the missing shard); STROP_E_FORMAT (a malformed config.json or file,
+ *         a config field missing or out of range: the sentence names the file and key);
+ *         STROP_E_UNSUPPORTED (an architecture strop does not know, naming those it does);
+ *         STROP_E_NOT_FOUND / STROP_E_SHAPE (strict: missing, unexpected or mismatched
+ *         tensors, named); STROP_E_INVALID_ARG (NULL @p path or @p out, an uninitialised
+ *         @p opt, unknown flags, image_size or max_length out of range, no architecture named
+ *         for a single file or a folder without config.json); STROP_E_NOMEM. Nothing is
+ *         returned half-loaded. Thread-safe (it touches no shared state).
+ * @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_load_pretrained(
+    const char *path, const char *arch, const strop_pretrained_options *opt, strop_model **out,
+    strop_load_report **report_out);
+
+/**
+ * @brief Writes a model loaded from a Hugging Face folder (and fine-tuned, changed by surgery,
+ *        given LoRA adapters) back as one: @p dir/config.json and @p dir/model.safetensors,
+ *        which transformers' from_pretrained (and strop_model_load_pretrained()) load.
+ *
+ * The weights carry the checkpoint's own names and layouts (Conv1D [in, out], packed q/k/v),
+ * float32, tied weights once under the name the checkpoint stores them by (GPT-2's
+ * transformer.wte.weight, no lm_head.weight), and the safetensors metadata "format": "pt"
+ * that transformers requires. LoRA adapters are folded into their base weights in the file
+ * (the model itself keeps them as they are), as PEFT's merge_and_unload would; to save the
+ * adapters alone use strop_model_lora_save(). config.json is the one the load read (kept in
+ * the model's metadata as "pretrained.config"), with torch_dtype "float32" and, for a
+ * classifier whose head now has another number of classes, id2label / label2id of LABEL_i.
+ * @p dir is created when missing; each file is replaced atomically (weights first), so a
+ * crash leaves the old file or the new one, never a torn file.
+ * @param[in] model The model; only read.
+ * @param[in] dir   The folder.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL or empty); STROP_E_STATE (not finalized, or not
+ *         loaded from a Hugging Face folder: use strop_model_save_weights()); STROP_E_IO (the
+ *         folder or a file cannot be written, naming it); STROP_E_NOMEM. The model is unchanged
+ *         in every case. Thread-safe while no other thread changes the model. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_save_pretrained(const strop_model *model,
+                                                                   const char *dir);
+
+/** @brief Flags of strop_model_export(); combine with |. @since 0.1 */
+typedef enum strop_export_flags {
+  STROP_EXPORT_DEFAULT = 0,      /**< Merge LoRA, drop dropout, fold BatchNorm. */
+  STROP_EXPORT_NO_FOLD = 1,      /**< Keep BatchNorm nodes as they are. */
+  STROP_EXPORT_KEEP_DROPOUT = 2  /**< Keep dropout nodes (identity in eval mode anyway). */
+} strop_export_flags;
+
+/**
+ * @brief Saves a fine-tuned model for inference as a YAML spec plus a safetensors weights
+ *        file that strop_model_load_spec() + strop_model_load_weights() (strict) or PyTorch
+ *        load without the trainer.
+ *
+ * Works on a copy; @p model is not changed. On the copy:
+ * - LoRA adapters are merged into the base weights and every `lora_linear` node becomes a
+ *   plain `linear` of the same name (its `lora_A`/`lora_B` tensors are not written); a
+ *   `multihead_attention` node with adapters on its projections is written without them
+ *   (`lora_r` all 0), their products merged into the projection weights;
+ * - `dropout` nodes are removed and their consumers read the dropout's input (unless
+ *   ::STROP_EXPORT_KEEP_DROPOUT); a dropout that is the model's output is kept when its input
+ *   cannot become the output;
+ * - a `batchnorm2d` right after a `conv2d`, or a `batchnorm1d` on a [C] input right after a
+ *   `linear`, is folded into that layer with its eval-mode affine map
+ *   (y = (x - running_mean) / sqrt(running_var + eps) * weight + bias): the conv or linear
+ *   gets a bias if it had none and the BatchNorm node is removed. Folding needs running
+ *   statistics and a conv/linear whose output feeds only that BatchNorm; other BatchNorm
+ *   nodes stay (as they do with ::STROP_EXPORT_NO_FOLD);
+ * - the mode is eval.
+ *
+ * The weights file carries the model's metadata (strop_model_set_meta(), since 0.2), so the
+ * exported model keeps its preprocessing and class names. Outputs of the exported model equal
+ * the eval-mode outputs of @p model up to float rounding.
+ *
+ * Both files are written atomically (temporary file beside each, fsync, rename): the spec's
+ * temporary file is written first, then the weights are committed, then the spec. Any
+ * failure before that last rename leaves both paths as they were and no temporary file.
+ * @param[in] model        A finalized model; only read.
+ * @param[in] spec_path    The YAML spec to write.
+ * @param[in] weights_path The safetensors file to write (must differ from @p spec_path).
+ * @param[in] flags        ::STROP_EXPORT_DEFAULT or a combination of ::strop_export_flags.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, empty or equal paths, unknown flags);
+ *         STROP_E_STATE (not finalized); STROP_E_IO naming the path; STROP_E_NOMEM.
+ *         Thread-safe for distinct paths while no other thread modifies @p model.
+ * @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_export(const strop_model *model,
+                                                          const char *spec_path,
+                                                          const char *weights_path, int flags);
+
+/* ---- LoRA adapters (added by surgery: strop_surgery_lora()) ---- */
+
+/**
+ * @brief Folds every LoRA adapter into its base weight (W += scale · B A) so inference costs
+ *        a plain linear; the adapters are kept, so strop_model_lora_unmerge() restores the
+ *        split (to float rounding). Merged adapters get no gradient. Adapters already merged
+ *        are left as they are.
+ * @param[in,out] model The model.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_NOT_FOUND (no LoRA node).
+ * @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_lora_merge(strop_model *model);
+
+/**
+ * @brief Takes merged adapters back out of the base weights (W -= scale · B A); adapters
+ *        not merged are left as they are.
+ * @param[in,out] model The model.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_NOT_FOUND (no LoRA node).
+ * @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_lora_unmerge(strop_model *model);
+
+/**
+ * @brief Saves the LoRA adapters alone in Hugging Face PEFT's layout: @p dir /
+ *        `adapter_model.safetensors` (tensors `base_model.model.<node>.lora_A.weight` and
+ *        `.lora_B.weight`, F32) and `adapter_config.json` (r, lora_alpha, target_modules,
+ *        lora_dropout, peft_type "LORA", bias "none"; rank_pattern / alpha_pattern when nodes
+ *        differ). Each file is written atomically.
+ *
+ * Since 0.2 it also writes PEFT's `modules_to_save`: the nodes the model's metadata
+ * "lora.modules_to_save" lists — each node a surgery `replace` made, such as a new head — are
+ * saved whole (every parameter and buffer but the adapters, as `base_model.model.<name>`, the
+ * names PEFT writes) and listed in `adapter_config.json`, so base model + folder gives back
+ * the fine-tuned model (strop_model_lora_load()). @p dir and its missing parents are created.
+ * @param[in] model The model with adapters; only read.
+ * @param[in] dir   The folder to write.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_NOT_FOUND (no LoRA node, or
+ *         "lora.modules_to_save" names a node the model lacks); STROP_E_FORMAT (that entry
+ *         is not a JSON list of names); STROP_E_IO (naming the folder or file); STROP_E_NOMEM.
+ * @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_lora_save(const strop_model *model,
+                                                             const char *dir);
+
+/**
+ * @brief Applies adapters saved by strop_model_lora_save() or by PEFT to a base model: each
+ *        module named in the file gets LoRA (rank from the tensors, alpha and dropout from the
+ *        config) and the saved A and B, as one transaction.
+ *
+ * Since 0.2 the config's `modules_to_save` are applied too: each listed module (a node of the
+ * model) takes the file's full weights; a linear node whose weights in the file have another
+ * shape (a classifier head for other classes) is first made anew as a linear of that shape.
+ * Those nodes are then listed in the model's "lora.modules_to_save" metadata.
+ * @param[in,out] model A finalized base model; unchanged on error.
+ * @param[in]     dir   The adapter folder.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_IO (missing or unreadable files);
+ *         STROP_E_FORMAT (bad JSON or safetensors, a bad lora_alpha or lora_dropout, tensors
+ *         not in pairs, a tensor of no listed module); STROP_E_UNSUPPORTED (a peft_type other
+ *         than LORA, an adapter variant strop does not implement, dropout on attention
+ *         adapters); STROP_E_NOT_FOUND (a module the model lacks); STROP_E_SHAPE (a tensor
+ *         that does not fit its module, a module_to_save of another shape that is not a
+ *         linear); STROP_E_STATE (not finalized, or a module whose adapters are merged);
+ *         STROP_E_NOMEM.
+ * @since 0.1
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_lora_load(strop_model *model,
+                                                             const char *dir);
+
+/* ---- applying a trained classifier ---- */
+
+/**
+ * @brief The top classes a classifier gave each row of a batch (strop_model_predict()):
+ *        output index, source label, name and probability, best first.
+ *
+ * Read-only once made: its getters may run on several threads at once. Free with
+ * strop_prediction_free().
+ * @since 0.2
+ */
+typedef struct strop_prediction strop_prediction;
+
+/**
+ * @brief Applies a classifier to raw inputs as its training data were prepared, and returns
+ *        the @p k most likely classes of every row with their names and probabilities.
+ *
+ * What the model's metadata says (docs/formats.md, model metadata; the recipe runner writes
+ * it) is applied to @p input in the data pipeline's order and with its code: each sample has
+ * the shape "input.shape" (default: the model's input shape), is multiplied by "input.scale",
+ * resized as "input.resize" says and normalized by "input.normalize" — e.g. uint8 images
+ * 0-255 as they come. The model then runs in eval mode (its mode is restored afterwards), its
+ * outputs are taken as logits, and a softmax gives the probabilities. "classes" maps output
+ * index i to its source label and name; without it the label is i and there is no name.
+ * @param[in,out] model A finalized model whose output is one score per class ([C]); its
+ *                      forward state is used, so not const.
+ * @param[in]     input N samples: a float32 tensor whose element count is N times a sample's;
+ *                      when its rank is 2 or more its first dimension must be N ([N, 28, 28]
+ *                      and [N, 1, 28, 28] both hold [1, 28, 28] samples). Every value finite.
+ *                      Only read.
+ * @param[in]     k     Classes per row, >= 1; more than the model has gives all of them.
+ * @param[out]    out   The prediction, owned by the caller (strop_prediction_free()); NULL
+ *                      on error.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, k < 1, a NaN or infinite input value: the
+ *         sentence names the row); STROP_E_SHAPE (the input does not hold whole samples, or
+ *         the prepared samples do not fit the model, naming both shapes); STROP_E_STATE (not
+ *         finalized); STROP_E_UNSUPPORTED (the output is not one score per class);
+ *         STROP_E_FORMAT (a metadata entry strop reads here is not what docs/formats.md says,
+ *         naming it); STROP_E_NUMERIC (the model gives a non-finite score: broken weights);
+ *         STROP_E_NOMEM. The model is unchanged (but for its forward state).
+ * @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_predict(strop_model *model,
+                                                           const strop_tensor *input, int k,
+                                                           strop_prediction **out);
 
 STROP_END_DECLS
 

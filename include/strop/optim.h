@@ -7,14 +7,21 @@
 #include "error.h"
 #include "model.h"
 
-/** @file optim.h @brief Optimizers and learning-rate schedulers. @since 0.1 */
+/**
+ * @file optim.h
+ * @brief Optimizers and learning-rate schedulers.
+ * @since 0.1
+ */
 
 STROP_BEGIN_DECLS
 
 /**
  * @brief An optimizer bound to a model: it updates the model's trainable parameters from
- * their gradients. Frozen parameters are skipped and get no state. One handle from one thread
- * at a time; the model must outlive the optimizer. @since 0.1
+ *        their gradients.
+ *
+ * Frozen parameters are skipped and get no state. The model must outlive the optimizer; the
+ * two count as one handle for threads (@ref threads).
+ * @since 0.1
  */
 typedef struct strop_optimizer strop_optimizer;
 
@@ -74,15 +81,17 @@ typedef enum strop_knob_flags {
 
 /**
  * @brief Creates an optimizer over the trainable parameters of a finalized model, with
- * PyTorch's default knobs for @p kind (SGD's lr, which PyTorch 1.13 requires, defaults to 1e-3).
+ *        PyTorch's default knobs for @p kind (SGD's lr, which PyTorch 1.13 requires, defaults
+ *        to 1e-3).
  *
  * The optimizer follows the model: each strop_optimizer_step() notices parameters that became
  * trainable or frozen (surgery between stages) and adds or drops their state, as
  * strop_optimizer_sync() does. Moment buffers are allocated on the first step of each
  * trainable parameter; a frozen parameter never gets any.
- * @param model The model; borrowed, must outlive the optimizer.
- * @param kind  One of strop_optimizer_kind.
- * @param[out] out The optimizer, owned by the caller (strop_optimizer_free()); NULL on error.
+ * @param[in,out] model The model; borrowed, must outlive the optimizer.
+ * @param[in]     kind  One of ::strop_optimizer_kind.
+ * @param[out]    out   The optimizer, owned by the caller (strop_optimizer_free()); NULL on
+ *                      error.
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL, unknown kind); STROP_E_STATE (model not
  *         finalized); STROP_E_NOMEM.
  * @since 0.1
@@ -90,36 +99,44 @@ typedef enum strop_knob_flags {
 STROP_API STROP_NODISCARD strop_status strop_optimizer_create(strop_model *model, int kind,
                                                               strop_optimizer **out);
 
-/** @brief Frees the optimizer and its state; the model is untouched. NULL is a no-op.
- *  @since 0.1 */
+/**
+ * @brief Frees the optimizer and its state; the model is untouched.
+ * @param[in] opt The optimizer, or NULL (a no-op).
+ * @since 0.1
+ */
 STROP_API void strop_optimizer_free(strop_optimizer *opt);
 
-/** @brief The optimizer's strop_optimizer_kind, or -1 for NULL. @since 0.1 */
+/**
+ * @brief The optimizer's algorithm.
+ * @param[in] opt The optimizer.
+ * @return Its ::strop_optimizer_kind, or -1 for NULL.
+ * @since 0.1
+ */
 STROP_API int strop_optimizer_get_kind(const strop_optimizer *opt);
 
 /**
  * @brief Sets a knob, e.g. `strop_optimizer_set_double(opt, STROP_OPT_LR, 3e-4)`; the
- * arithmetic uses the double as PyTorch uses its Python float.
+ *        arithmetic uses the double as PyTorch uses its Python float.
  *
  * Takes every knob but lists: a float knob any value in its range, an int knob an integral
  * value, a flag 0 or 1. A value must be finite (no knob of the optimizer takes infinity).
- * @param opt   The optimizer; changed only on success.
- * @param key   A strop_optimizer_knob that applies to the optimizer's kind.
- * @param value The value.
+ * @param[in,out] opt   The optimizer; changed only on success.
+ * @param[in]     key   A ::strop_optimizer_knob that applies to the optimizer's kind.
+ * @param[in]     value The value.
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL; unknown knob or one the kind does not use; a
  *         value that is NaN, infinite, out of range or not integral for an int knob; Nesterov
  *         left without momentum or with dampening): the sentence names the function, the knob,
  *         the allowed range and the value; the optimizer is unchanged.
- * Not thread-safe for one handle. @since 0.2
+ * @since 0.2
  */
 STROP_API STROP_NODISCARD strop_status strop_optimizer_set_double(strop_optimizer *opt, int key,
                                                                   double value);
 
 /**
  * @brief Reads a knob (any but a list) as a double: exactly the double set.
- * @param opt The optimizer (only read).
- * @param key A strop_optimizer_knob of the optimizer's kind.
- * @param[out] value The value (flags and ints as integral doubles).
+ * @param[in]  opt   The optimizer (only read).
+ * @param[in]  key   A ::strop_optimizer_knob of the optimizer's kind.
+ * @param[out] value The value (flags and ints as integral doubles); unchanged on error.
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL, unknown knob or one the kind does not use).
  * @since 0.2
  */
@@ -130,96 +147,129 @@ STROP_API STROP_NODISCARD strop_status strop_optimizer_get_double(const strop_op
  * @brief Sets a float knob from a float.
  * @deprecated Since 0.2: use strop_optimizer_set_double(), which takes the value as it is.
  * This one widens the float to the double nearest its shortest decimal form (0.95f is used
- * as 0.95), refuses int knobs, and otherwise behaves as strop_optimizer_set_double().
- * @param opt The optimizer. @param key A float knob. @param value The value.
- * @return As strop_optimizer_set_double(); STROP_E_INVALID_ARG also for an int knob.
+ * as 0.95), refuses int knobs, and otherwise behaves as strop_optimizer_set_double(). Kept,
+ * with its symbol and behaviour, for programs built against 0.1.
+ * @param[in,out] opt   The optimizer; changed only on success.
+ * @param[in]     key   A float knob (strop_optimizer_knob) of the optimizer's kind.
+ * @param[in]     value The value.
+ * @return STROP_OK; STROP_E_INVALID_ARG (as strop_optimizer_set_double(), and for an int
+ *         knob).
  * @since 0.1
  */
-STROP_API STROP_NODISCARD strop_status strop_optimizer_set_float(strop_optimizer *opt, int key,
-                                                                 float value);
+STROP_API STROP_DEPRECATED STROP_NODISCARD strop_status
+    strop_optimizer_set_float(strop_optimizer *opt, int key, float value);
 
 /**
- * @brief Reads a float knob into @p out, rounded to float (strop_optimizer_get_double() reads
- * it exactly).
- * @param opt The optimizer. @param key A float knob. @param[out] out The value.
+ * @brief Reads a float knob into @p out, rounded to float.
+ * @deprecated Since 0.2: use strop_optimizer_get_double(), which reads the value exactly as
+ * set. Kept, with its symbol and behaviour, for programs built against 0.1.
+ * @param[in]  opt The optimizer (only read).
+ * @param[in]  key A float knob (strop_optimizer_knob) of the optimizer's kind.
+ * @param[out] out The value, rounded to float; unchanged on error.
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL, unknown knob, not a float knob of this kind).
  * @since 0.1
  */
-STROP_API STROP_NODISCARD strop_status strop_optimizer_get_float(const strop_optimizer *opt,
-                                                                 int key, float *out);
+STROP_API STROP_DEPRECATED STROP_NODISCARD strop_status
+    strop_optimizer_get_float(const strop_optimizer *opt, int key, float *out);
 
 /**
- * @brief Sets an int knob (a 0/1 flag such as STROP_OPT_NESTEROV). Nesterov needs momentum > 0
- * and dampening 0 already set.
- * @param opt The optimizer. @param key An int knob. @param value The value.
+ * @brief Sets an int knob (a 0/1 flag such as ::STROP_OPT_NESTEROV). Nesterov needs momentum
+ *        > 0 and dampening 0 already set.
+ * @param[in,out] opt   The optimizer; changed only on success.
+ * @param[in]     key   An int knob of the optimizer's kind.
+ * @param[in]     value The value.
  * @return STROP_OK; STROP_E_INVALID_ARG (as strop_optimizer_set_double(); also for a float
- *         knob). @since 0.1
+ *         knob).
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_optimizer_set_int(strop_optimizer *opt, int key,
                                                                int value);
 
-/** @brief Reads an int knob. @param opt The optimizer. @param key An int knob.
- *  @param[out] out The value. @return STROP_OK or STROP_E_INVALID_ARG. @since 0.1 */
+/**
+ * @brief Reads an int knob.
+ * @param[in]  opt The optimizer (only read).
+ * @param[in]  key An int knob of the optimizer's kind.
+ * @param[out] out The value; unchanged on error.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, unknown knob, not an int knob of this kind).
+ * @since 0.1
+ */
 STROP_API STROP_NODISCARD strop_status strop_optimizer_get_int(const strop_optimizer *opt,
                                                                int key, int *out);
 
 /**
  * @brief The valid range of a knob for an optimizer kind.
- * @param kind A strop_optimizer_kind. @param key A strop_optimizer_knob.
- * @param[out] lo,hi  Bounds (hi may be HUGE_VAL: no limit); either may be NULL.
- * @param[out] flags  strop_knob_flags bits (open bounds, int, flag, infinity accepted); may be
- *                    NULL.
+ * @param[in]  kind  A ::strop_optimizer_kind.
+ * @param[in]  key   A ::strop_optimizer_knob.
+ * @param[out] lo    Lower bound; may be NULL.
+ * @param[out] hi    Upper bound (HUGE_VAL: no limit); may be NULL.
+ * @param[out] flags ::strop_knob_flags bits (open bounds, int, flag, infinity accepted); may
+ *                   be NULL.
  * @return STROP_OK; STROP_E_INVALID_ARG (unknown kind or knob, or the knob does not apply
- *         to @p kind). Thread-safe. @since 0.1
+ *         to @p kind). Thread-safe.
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_optimizer_knob_range(int kind, int key, double *lo,
                                                                   double *hi, int *flags);
 
-/** @brief The knob's name ("lr", "beta1", ...), or NULL for an unknown key: the knobs are the
- *  keys 0, 1, ... up to the first NULL. @param key A key. @return A static string;
- *  thread-safe. @since 0.1 */
+/**
+ * @brief The knob's name ("lr", "beta1", ...): the knobs are the keys 0, 1, ... up to the
+ *        first NULL.
+ * @param[in] key A key.
+ * @return A static string, or NULL for an unknown key. Thread-safe.
+ * @since 0.1
+ */
 STROP_API const char *strop_optimizer_knob_name(int key);
 
 /**
  * @brief The key of a knob by its name (as strop_optimizer_knob_name() gives it) or its
- * other accepted spelling.
- * @param name The name. @param[out] key The key.
+ *        other accepted spelling.
+ * @param[in]  name The name.
+ * @param[out] key  The key; unchanged on error.
  * @return STROP_OK; STROP_E_NOT_FOUND (no such knob; the sentence lists the names);
- *         STROP_E_INVALID_ARG (NULL). Thread-safe. @since 0.2
+ *         STROP_E_INVALID_ARG (NULL). Thread-safe.
+ * @since 0.2
  */
 STROP_API STROP_NODISCARD strop_status strop_optimizer_knob_find(const char *name, int *key);
 
 /**
  * @brief A knob's default for an optimizer kind (PyTorch's).
- * @param kind A strop_optimizer_kind. @param key A strop_optimizer_knob.
- * @param[out] value The default.
+ * @param[in]  kind  A ::strop_optimizer_kind.
+ * @param[in]  key   A ::strop_optimizer_knob.
+ * @param[out] value The default; unchanged on error.
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL, unknown kind or knob, a knob the kind does not
- *         use). Thread-safe. @since 0.2
+ *         use). Thread-safe.
+ * @since 0.2
  */
 STROP_API STROP_NODISCARD strop_status strop_optimizer_knob_default(int kind, int key,
                                                                     double *value);
 
-/** @brief One line describing the knob, or NULL for an unknown key. @param key A key.
- *  @return A static string; thread-safe. @since 0.2 */
+/**
+ * @brief One line describing the knob.
+ * @param[in] key A key.
+ * @return A static string, or NULL for an unknown key. Thread-safe.
+ * @since 0.2
+ */
 STROP_API const char *strop_optimizer_knob_doc(int key);
 
 /**
  * @brief Reads a knob's value from text as recipes write it: a number, an integer, or
- * true/false for a flag.
- * @param key A strop_optimizer_knob. @param text The text (NUL-terminated).
+ *        true/false for a flag.
+ * @param[in]  key   A ::strop_optimizer_knob.
+ * @param[in]  text  The text (NUL-terminated).
  * @param[out] value The value, to pass to strop_optimizer_set_double() (which checks its
- *                   range).
+ *                   range); unchanged on error.
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL, unknown knob, text of the wrong form, naming
- *         the form expected). Thread-safe. @since 0.2
+ *         the form expected). Thread-safe.
+ * @since 0.2
  */
 STROP_API STROP_NODISCARD strop_status strop_optimizer_knob_parse(int key, const char *text,
                                                                   double *value);
 
 /**
  * @brief Applies one update to every trainable parameter that has a gradient, exactly as
- * `torch.optim` does in float32, with each parameter's learning-rate multiplier and
- * weight-decay switch (parameter groups). Frozen parameters are neither read nor written; the
- * gradients are only read.
+ *        `torch.optim` does in float32, with each parameter's learning-rate multiplier and
+ *        weight-decay switch (parameter groups). Frozen parameters are neither read nor
+ *        written; the gradients are only read.
  *
  * State for new trainable parameters is allocated first; if that fails nothing is updated.
  * Non-finite gradients are not checked here (the trainer guards them), but no NaN or infinite
@@ -227,34 +277,47 @@ STROP_API STROP_NODISCARD strop_status strop_optimizer_knob_parse(int key, const
  * value, the parameters after it are not updated, and the call returns STROP_E_NUMERIC naming
  * the parameter (the values that stayed finite were updated; strop_trainer_step(), which owns
  * its gradients, refuses such an update whole).
- * @param opt The optimizer.
+ * @param[in,out] opt The optimizer; its model's parameters change.
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_NOMEM (no parameter changed);
- *         STROP_E_NUMERIC (as above). @since 0.1
+ *         STROP_E_NUMERIC (as above).
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_optimizer_step(strop_optimizer *opt);
 
 /**
  * @brief Sets the gradient of every trainable parameter to zero.
- * @return STROP_OK or STROP_E_INVALID_ARG (NULL). @since 0.1
+ * @param[in,out] opt The optimizer; its model's gradients change.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL).
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_optimizer_zero_grad(strop_optimizer *opt);
 
 /**
  * @brief Re-reads which parameters are trainable: keeps the state of those still trainable
- * (matched by name and size), drops the state of frozen or removed ones and prepares new ones
- * (their buffers come on their first step). strop_optimizer_step() does this by itself.
- * @return STROP_OK; STROP_E_INVALID_ARG; STROP_E_NOMEM (the optimizer is unchanged).
+ *        (matched by name and size), drops the state of frozen or removed ones and prepares
+ *        new ones (their buffers come on their first step). strop_optimizer_step() does this
+ *        by itself.
+ * @param[in,out] opt The optimizer.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_NOMEM (the optimizer is unchanged).
  * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_optimizer_sync(strop_optimizer *opt);
 
-/** @brief Number of successful strop_optimizer_step() calls (restored from checkpoints);
- *  -1 for NULL. @since 0.1 */
+/**
+ * @brief Number of successful strop_optimizer_step() calls (restored from checkpoints).
+ * @param[in] opt The optimizer.
+ * @return The count, or -1 for NULL.
+ * @since 0.1
+ */
 STROP_API int64_t strop_optimizer_step_count(const strop_optimizer *opt);
 
 /**
  * @brief A learning-rate scheduler driving one optimizer's learning rate (and, for one-cycle,
- * its momentum). The optimizer must outlive the scheduler. One thread at a time. @since 0.1
+ *        its momentum).
+ *
+ * The optimizer must outlive the scheduler; the two (and the optimizer's model) count as one
+ * handle for threads (@ref threads).
+ * @since 0.1
  */
 typedef struct strop_scheduler strop_scheduler;
 
@@ -318,42 +381,52 @@ typedef enum strop_scheduler_choice {
 } strop_scheduler_choice;
 
 /**
- * @brief Creates a scheduler on an optimizer. The optimizer's current lr becomes the base lr
- * (PyTorch's `initial_lr`), so set the lr first. As in PyTorch, the schedule's first lr
- * (step 0) is applied to the optimizer at once, and again after every knob change until the
- * first strop_scheduler_step().
- * @param opt  Borrowed; must outlive the scheduler.
- * @param kind One of strop_scheduler_kind.
- * @param[out] out The scheduler, owned by the caller (strop_scheduler_free()).
- * @return STROP_OK; STROP_E_INVALID_ARG (NULL, unknown kind); STROP_E_NOMEM. @since 0.1
+ * @brief Creates a scheduler on an optimizer.
+ *
+ * The optimizer's current lr becomes the base lr (PyTorch's `initial_lr`), so set the lr
+ * first. As in PyTorch, the schedule's first lr (step 0) is applied to the optimizer at once,
+ * and again after every knob change until the first strop_scheduler_step().
+ * @param[in,out] opt  The optimizer; borrowed, must outlive the scheduler. Its lr changes.
+ * @param[in]     kind One of ::strop_scheduler_kind.
+ * @param[out]    out  The scheduler, owned by the caller (strop_scheduler_free()); NULL on
+ *                     error.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, unknown kind); STROP_E_NOMEM.
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_scheduler_create(strop_optimizer *opt, int kind,
                                                               strop_scheduler **out);
 
-/** @brief Frees the scheduler; the optimizer keeps its current lr. NULL is a no-op.
- *  @since 0.1 */
+/**
+ * @brief Frees the scheduler; the optimizer keeps its current lr.
+ * @param[in] sched The scheduler, or NULL (a no-op).
+ * @since 0.1
+ */
 STROP_API void strop_scheduler_free(strop_scheduler *sched);
 
 /**
- * @brief Sets a knob (any but the list): a float knob any finite value in its range, an int
- * or enum knob an integral value (STROP_ANNEAL_LINEAR ...), a flag 0 or 1. Until the first
- * strop_scheduler_step() the step-0 lr is applied again.
- * @param sched The scheduler; changed only on success.
- * @param key   A strop_scheduler_knob used by the scheduler's kind.
- * @param value The value.
+ * @brief Sets a knob (any but the list): a float knob any finite value in its range (or an
+ *        infinity its range flags ::STROP_KNOB_INF_OK), an int or enum knob an integral
+ *        value (::STROP_ANNEAL_LINEAR ...), a flag 0 or 1. Until the first
+ *        strop_scheduler_step() the step-0 lr is applied again.
+ * @param[in,out] sched The scheduler; changed only on success.
+ * @param[in]     key   A ::strop_scheduler_knob used by the scheduler's kind.
+ * @param[in]     value The value.
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL, unknown knob or not one of this kind, the list,
- *         NaN, infinite, out of range or not integral; the sentence names the function, knob,
- *         range and value; nothing changes). Not thread-safe for one handle. @since 0.2
+ *         NaN, infinite where not accepted, out of range or not integral; the sentence names
+ *         the function, knob, range and value; nothing changes).
+ * @since 0.2
  */
 STROP_API STROP_NODISCARD strop_status strop_scheduler_set_double(strop_scheduler *sched, int key,
                                                                   double value);
 
 /**
  * @brief Reads a knob (any but the list) as a double, exactly as set.
- * @param sched The scheduler (only read). @param key A strop_scheduler_knob of its kind.
- * @param[out] value The value.
- * @return STROP_OK or STROP_E_INVALID_ARG (NULL, unknown knob or not one of this kind, the
- *         list). @since 0.2
+ * @param[in]  sched The scheduler (only read).
+ * @param[in]  key   A ::strop_scheduler_knob of its kind.
+ * @param[out] value The value; unchanged on error.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, unknown knob or not one of this kind, the
+ *         list).
+ * @since 0.2
  */
 STROP_API STROP_NODISCARD strop_status strop_scheduler_get_double(const strop_scheduler *sched,
                                                                   int key, double *value);
@@ -361,44 +434,79 @@ STROP_API STROP_NODISCARD strop_status strop_scheduler_get_double(const strop_sc
 /**
  * @brief Sets a float knob from a float.
  * @deprecated Since 0.2: use strop_scheduler_set_double(). This one widens the float as
- * strop_optimizer_set_float() does and refuses int knobs.
- * @param sched The scheduler. @param key A float knob. @param value The value.
- * @return As strop_scheduler_set_double(); STROP_E_INVALID_ARG also for an int knob.
+ * strop_optimizer_set_float() does, refuses int knobs, and otherwise behaves as
+ * strop_scheduler_set_double(). Kept, with its symbol and behaviour, for programs built
+ * against 0.1.
+ * @param[in,out] sched The scheduler; changed only on success.
+ * @param[in]     key   A float knob (strop_scheduler_knob) of the scheduler's kind.
+ * @param[in]     value The value.
+ * @return STROP_OK; STROP_E_INVALID_ARG (as strop_scheduler_set_double(), and for an int
+ *         knob).
  * @since 0.1
  */
-STROP_API STROP_NODISCARD strop_status strop_scheduler_set_float(strop_scheduler *sched, int key,
-                                                                 float value);
+STROP_API STROP_DEPRECATED STROP_NODISCARD strop_status
+    strop_scheduler_set_float(strop_scheduler *sched, int key, float value);
 
-/** @brief Reads a float knob, rounded to float. @param sched The scheduler.
- *  @param key A float knob. @param[out] out The value.
- *  @return STROP_OK or STROP_E_INVALID_ARG. @since 0.1 */
-STROP_API STROP_NODISCARD strop_status strop_scheduler_get_float(const strop_scheduler *sched,
-                                                                 int key, float *out);
+/**
+ * @brief Reads a float knob into @p out, rounded to float.
+ * @deprecated Since 0.2: use strop_scheduler_get_double(), which reads the value exactly as
+ * set. Kept, with its symbol and behaviour, for programs built against 0.1.
+ * @param[in]  sched The scheduler (only read).
+ * @param[in]  key   A float knob (strop_scheduler_knob) of the scheduler's kind.
+ * @param[out] out   The value, rounded to float; unchanged on error.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, unknown knob, not a float knob of this kind).
+ * @since 0.1
+ */
+STROP_API STROP_DEPRECATED STROP_NODISCARD strop_status
+    strop_scheduler_get_float(const strop_scheduler *sched, int key, float *out);
 
-/** @brief Sets an int knob. @param sched The scheduler. @param key An int knob.
- *  @param value The value. @return STROP_OK or STROP_E_INVALID_ARG (as
- *  strop_scheduler_set_double(); also for a float knob). @since 0.1 */
+/**
+ * @brief Sets an int, enum or flag knob.
+ * @param[in,out] sched The scheduler; changed only on success.
+ * @param[in]     key   An int knob of the scheduler's kind.
+ * @param[in]     value The value.
+ * @return STROP_OK; STROP_E_INVALID_ARG (as strop_scheduler_set_double(); also for a float
+ *         knob).
+ * @since 0.1
+ */
 STROP_API STROP_NODISCARD strop_status strop_scheduler_set_int(strop_scheduler *sched, int key,
                                                                int value);
 
-/** @brief Reads an int knob. @param sched The scheduler. @param key An int knob.
- *  @param[out] out The value. @return STROP_OK or STROP_E_INVALID_ARG. @since 0.1 */
+/**
+ * @brief Reads an int, enum or flag knob.
+ * @param[in]  sched The scheduler (only read).
+ * @param[in]  key   An int knob of the scheduler's kind.
+ * @param[out] out   The value; unchanged on error.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, unknown knob, not an int knob of this kind).
+ * @since 0.1
+ */
 STROP_API STROP_NODISCARD strop_status strop_scheduler_get_int(const strop_scheduler *sched,
                                                                int key, int *out);
 
 /**
- * @brief Sets an int64 list knob (STROP_SCH_MILESTONES); @p v is copied.
- * @param n Number of values, >= 0 (0 clears the list; @p v may then be NULL).
- * @return STROP_OK; STROP_E_INVALID_ARG (not a list knob, n < 0, values not increasing or
- *         < 1); STROP_E_NOMEM. Nothing changes on error. @since 0.1
+ * @brief Sets an int64 list knob (::STROP_SCH_MILESTONES).
+ * @param[in,out] sched The scheduler; changed only on success.
+ * @param[in]     key   A list knob of the scheduler's kind.
+ * @param[in]     v     @p n values, increasing, each >= 1; copied. May be NULL when @p n
+ *                      is 0.
+ * @param[in]     n     Number of values, >= 0 (0 clears the list).
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL scheduler, not a list knob of this kind,
+ *         n < 0, values not increasing or < 1); STROP_E_NOMEM. Nothing changes on error.
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_scheduler_set_ints(strop_scheduler *sched, int key,
                                                                 const int64_t *v, int n);
 
 /**
  * @brief Copies an int64 list knob into @p v (at most @p cap values) and its length into
- * @p n_out (which may exceed @p cap: call again with a larger buffer).
- * @return STROP_OK or STROP_E_INVALID_ARG. @since 0.1
+ *        @p n_out (which may exceed @p cap: call again with a larger buffer).
+ * @param[in]  sched The scheduler (only read).
+ * @param[in]  key   A list knob of the scheduler's kind.
+ * @param[out] v     Room for @p cap values; may be NULL when @p cap is 0.
+ * @param[in]  cap   Entries available at @p v, >= 0.
+ * @param[out] n_out The list's length.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL, @p cap < 0, not a list knob of this kind).
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_scheduler_get_ints(const strop_scheduler *sched,
                                                                 int key, int64_t *v, int cap,
@@ -406,74 +514,107 @@ STROP_API STROP_NODISCARD strop_status strop_scheduler_get_ints(const strop_sche
 
 /**
  * @brief The valid range of a scheduler knob for a kind (as strop_optimizer_knob_range()).
- * @param kind A strop_scheduler_kind. @param key A strop_scheduler_knob.
- * @param[out] lo,hi Bounds (either may be NULL). @param[out] flags strop_knob_flags (may be NULL).
- * @return STROP_OK or STROP_E_INVALID_ARG. Thread-safe. @since 0.1
+ * @param[in]  kind  A ::strop_scheduler_kind.
+ * @param[in]  key   A ::strop_scheduler_knob.
+ * @param[out] lo    Lower bound; may be NULL.
+ * @param[out] hi    Upper bound (HUGE_VAL: no limit); may be NULL.
+ * @param[out] flags ::strop_knob_flags bits; may be NULL.
+ * @return STROP_OK; STROP_E_INVALID_ARG (unknown kind or knob, or one the kind does not use).
+ *         Thread-safe.
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_scheduler_knob_range(int kind, int key, double *lo,
                                                                   double *hi, int *flags);
 
-/** @brief The knob's name ("gamma", "T_max", ...), or NULL: the knobs are the keys 0, 1, ...
- *  up to the first NULL. @param key A key. @return A static string; thread-safe. @since 0.1 */
+/**
+ * @brief The knob's name ("gamma", "T_max", ...): the knobs are the keys 0, 1, ... up to the
+ *        first NULL.
+ * @param[in] key A key.
+ * @return A static string, or NULL for an unknown key. Thread-safe.
+ * @since 0.1
+ */
 STROP_API const char *strop_scheduler_knob_name(int key);
 
 /**
  * @brief The key of a scheduler knob by its name or its other spelling ("t_max" for "T_max",
- * "anneal" for "anneal_strategy", as recipes write them).
- * @param name The name. @param[out] key The key.
+ *        "anneal" for "anneal_strategy", as recipes write them).
+ * @param[in]  name The name.
+ * @param[out] key  The key; unchanged on error.
  * @return STROP_OK; STROP_E_NOT_FOUND (listing the names); STROP_E_INVALID_ARG (NULL).
- * Thread-safe. @since 0.2
+ *         Thread-safe.
+ * @since 0.2
  */
 STROP_API STROP_NODISCARD strop_status strop_scheduler_knob_find(const char *name, int *key);
 
 /**
- * @brief A knob's default for a scheduler kind; 0 for a knob flagged STROP_KNOB_REQUIRED
- * (unset) and for the list (empty).
- * @param kind A strop_scheduler_kind. @param key A strop_scheduler_knob.
- * @param[out] value The default.
+ * @brief A knob's default for a scheduler kind; 0 for a knob flagged ::STROP_KNOB_REQUIRED
+ *        (unset) and for the list (empty).
+ * @param[in]  kind  A ::strop_scheduler_kind.
+ * @param[in]  key   A ::strop_scheduler_knob.
+ * @param[out] value The default; unchanged on error.
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL, unknown kind or knob, not one of the kind).
- * Thread-safe. @since 0.2
+ *         Thread-safe.
+ * @since 0.2
  */
 STROP_API STROP_NODISCARD strop_status strop_scheduler_knob_default(int kind, int key,
                                                                     double *value);
 
-/** @brief One line describing the knob, or NULL for an unknown key. @param key A key.
- *  @return A static string; thread-safe. @since 0.2 */
+/**
+ * @brief One line describing the knob.
+ * @param[in] key A key.
+ * @return A static string, or NULL for an unknown key. Thread-safe.
+ * @since 0.2
+ */
 STROP_API const char *strop_scheduler_knob_doc(int key);
 
 /**
  * @brief Reads a knob's value from text: a number, an integer, true/false for a flag, or one
- * of an enum's words ("cos", "linear"; "min", "max"; "rel", "abs").
- * @param key A strop_scheduler_knob (not the list). @param text The text.
- * @param[out] value The value, for strop_scheduler_set_double().
+ *        of an enum's words ("cos", "linear"; "min", "max"; "rel", "abs").
+ * @param[in]  key   A ::strop_scheduler_knob (not the list).
+ * @param[in]  text  The text.
+ * @param[out] value The value, for strop_scheduler_set_double(); unchanged on error.
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL, unknown knob, the list, text of the wrong form,
- *         naming the form expected). Thread-safe. @since 0.2
+ *         naming the form expected). Thread-safe.
+ * @since 0.2
  */
 STROP_API STROP_NODISCARD strop_status strop_scheduler_knob_parse(int key, const char *text,
                                                                   double *value);
 
 /**
  * @brief Advances the schedule by one step and sets the optimizer's lr (call it after
- * strop_optimizer_step(), as in PyTorch). For the plateau kind it only advances the warm-up.
+ *        strop_optimizer_step(), as in PyTorch). For the plateau kind it only advances the
+ *        warm-up.
+ * @param[in,out] sched The scheduler; its optimizer's lr changes.
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_STATE (a required knob is unset, or
- *         one-cycle went past total_steps; nothing changes). @since 0.1
+ *         one-cycle went past total_steps; nothing changes).
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_scheduler_step(strop_scheduler *sched);
 
 /**
  * @brief Feeds a monitored metric to a plateau scheduler (ReduceLROnPlateau.step(metric)).
+ * @param[in,out] sched A ::STROP_SCHED_PLATEAU scheduler; its optimizer's lr may change.
+ * @param[in]     value The metric (not NaN).
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL, not a plateau scheduler, NaN metric).
  * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_scheduler_step_metric(strop_scheduler *sched,
                                                                    double value);
 
-/** @brief The lr the scheduler last set (double, as PyTorch keeps it); 0 for NULL.
- *  @since 0.1 */
+/**
+ * @brief The lr the scheduler last set (double, as PyTorch keeps it).
+ * @param[in] sched The scheduler.
+ * @return The lr, or 0 for NULL.
+ * @since 0.1
+ */
 STROP_API double strop_scheduler_get_lr(const strop_scheduler *sched);
 
-/** @brief Number of strop_scheduler_step() calls so far (PyTorch's last_epoch); -1 for NULL.
- *  @since 0.1 */
+/**
+ * @brief Number of strop_scheduler_step() calls so far (PyTorch's last_epoch).
+ * @param[in] sched The scheduler.
+ * @return The count, or -1 for NULL.
+ * @since 0.1
+ */
 STROP_API int64_t strop_scheduler_last_step(const strop_scheduler *sched);
 
 STROP_END_DECLS

@@ -8,13 +8,23 @@
 #include "io.h"
 #include "model.h"
 
+/**
+ * @file pretrained.h
+ * @brief Pre-trained checkpoints: torchvision state_dicts and Hugging Face model folders —
+ *        the options of strop_model_load_pretrained() (declared in model.h) and the list of
+ *        architectures it knows.
+ * @since 0.2
+ */
+
 STROP_BEGIN_DECLS
 
 /**
  * @brief Options of strop_model_load_pretrained(). Fill with strop_pretrained_options_init(),
- * then change fields; fields are only ever appended. @since 0.2
+ *        then change fields; fields are only ever appended. Its typedef is in model.h (which
+ *        declares strop_model_load_pretrained()), so it is not repeated here.
+ * @since 0.2
  */
-typedef struct strop_pretrained_options {
+struct strop_pretrained_options {
   size_t size;          /**< sizeof(strop_pretrained_options), set by the init function. */
   int flags;            /**< STROP_LOAD_STRICT (default: every tensor, nothing else) or
                              STROP_LOAD_PARTIAL (load what matches; the rest keeps its
@@ -26,77 +36,36 @@ typedef struct strop_pretrained_options {
                              (default): what config.json says (n_positions,
                              max_position_embeddings). */
   uint64_t seed;        /**< Initialises what a partial load leaves out. Default 0. */
-} strop_pretrained_options;
+};
 
-/** @brief Fills @p opt with the defaults listed in strop_pretrained_options. NULL is a no-op.
- *  @since 0.2 */
+/**
+ * @brief Fills @p opt with the defaults listed in strop_pretrained_options (and its size).
+ * @param[out] opt The options, or NULL (a no-op).
+ * @since 0.2
+ */
 STROP_API void strop_pretrained_options_init(strop_pretrained_options *opt);
 
 /**
- * @brief Builds a pre-trained network from its checkpoint, with the checkpoint's own tensor
- *        names and layouts, and loads its weights.
- *
- * @p path is either a Hugging Face model folder (config.json with "architectures" or
- * "model_type", and model.safetensors or the shards model.safetensors.index.json lists) or
- * one safetensors file (a torchvision state_dict: name the architecture). The result is a
- * finalized model in eval mode like any other: surgery, training, strop_model_save_weights()
- * (which writes the same names and layouts back, so PyTorch loads the file with
- * strict=True). Float tensors may be stored as F32, F16, BF16 or F64. The list of
- * architectures: strop_pretrained_arch_count(), strop_pretrained_arch_name(), and
- * docs/pretrained.md.
- *
- * @param path  A folder or a .safetensors file.
- * @param arch  An architecture name ("resnet18"), or NULL to take it from config.json.
- * @param opt   Options, or NULL for the defaults.
- * @param[out] out The model, owned by the caller (strop_model_free()); NULL on error.
- * @param[out] report_out Optional (NULL to ignore): what the load matched, as for
- *                   strop_model_load_weights(); owned by the caller.
- * @return STROP_OK; STROP_E_IO (a file cannot be read: the sentence names it, and for a
- *         sharded folder the missing shard); STROP_E_FORMAT (a malformed config.json or file,
- *         a config field missing or out of range: the sentence names the file and key);
- *         STROP_E_UNSUPPORTED (an architecture strop does not know, naming those it does);
- *         STROP_E_NOT_FOUND / STROP_E_SHAPE (strict: missing, unexpected or mismatched
- *         tensors, named); STROP_E_INVALID_ARG; STROP_E_NOMEM. Nothing is returned half-loaded.
+ * @brief Number of architectures strop_model_load_pretrained() knows.
+ * @return The count; constant for the library's lifetime. Thread-safe.
  * @since 0.2
  */
-STROP_API STROP_NODISCARD strop_status strop_model_load_pretrained(
-    const char *path, const char *arch, const strop_pretrained_options *opt, strop_model **out,
-    strop_load_report **report_out);
-
-/**
- * @brief Writes a model loaded from a Hugging Face folder (and fine-tuned, changed by surgery,
- *        given LoRA adapters) back as one: @p dir/config.json and @p dir/model.safetensors,
- *        which transformers' from_pretrained (and strop_model_load_pretrained()) load.
- *
- * The weights carry the checkpoint's own names and layouts (Conv1D [in, out], packed q/k/v),
- * float32, tied weights once under the name the checkpoint stores them by (GPT-2's
- * transformer.wte.weight, no lm_head.weight), and the safetensors metadata "format": "pt"
- * that transformers requires. LoRA adapters are folded into their base weights in the file
- * (the model itself keeps them as they are), as PEFT's merge_and_unload would; to save the
- * adapters alone use strop_model_lora_save(). config.json is the one the load read (kept in
- * the model's metadata as "pretrained.config"), with torch_dtype "float32" and, for a
- * classifier whose head now has another number of classes, id2label / label2id of LABEL_i.
- * @p dir is created when missing; each file is replaced atomically (weights first), so a
- * crash leaves the old file or the new one, never a torn file.
- * @param[in] model The model; only read.
- * @param[in] dir   The folder.
- * @return STROP_OK; STROP_E_INVALID_ARG (NULL or empty); STROP_E_STATE (not finalized, or not
- *         loaded from a Hugging Face folder: use strop_model_save_weights()); STROP_E_IO (the
- *         folder or a file cannot be written, naming it); STROP_E_NOMEM. The model is unchanged
- *         in every case. Thread-safe while no other thread changes the model. @since 0.2
- */
-STROP_API STROP_NODISCARD strop_status strop_model_save_pretrained(const strop_model *model,
-                                                                   const char *dir);
-
-/** @brief Number of architectures strop_model_load_pretrained() knows. @since 0.2 */
 STROP_API int strop_pretrained_arch_count(void);
 
-/** @brief Name of architecture @p i ("resnet18"), or NULL out of range. Static storage.
- *  @since 0.2 */
+/**
+ * @brief Name of architecture @p i ("resnet18").
+ * @param[in] i 0 .. strop_pretrained_arch_count() - 1.
+ * @return A static string, or NULL out of range. Thread-safe.
+ * @since 0.2
+ */
 STROP_API const char *strop_pretrained_arch_name(int i);
 
-/** @brief One line on architecture @p name (its family and what it reads), or NULL for an
- *  unknown name. Static storage. @since 0.2 */
+/**
+ * @brief One line on architecture @p name: its family and what it reads.
+ * @param[in] name An architecture name.
+ * @return A static string, or NULL for an unknown name or NULL. Thread-safe.
+ * @since 0.2
+ */
 STROP_API const char *strop_pretrained_arch_doc(const char *name);
 
 STROP_END_DECLS

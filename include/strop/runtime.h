@@ -6,7 +6,11 @@
 #include "common.h"
 #include "error.h"
 
-/** @file runtime.h @brief Threads and the portable random generator. @since 0.1 */
+/**
+ * @file runtime.h
+ * @brief Threads and the portable random generator.
+ * @since 0.1
+ */
 
 STROP_BEGIN_DECLS
 
@@ -21,53 +25,89 @@ STROP_BEGIN_DECLS
  * host makes on another thread while a strop call runs BLAS run single-threaded). Results are
  * deterministic for a given thread count; they may differ in the last bits between thread
  * counts (convolution weight gradients are summed per thread, then in thread order).
- * Call it when no training step is running.
- * @param n Threads, >= 1; 0 restores the default (the number of online CPUs).
- * @return STROP_OK or STROP_E_INVALID_ARG for n < 0. @since 0.1
+ *
+ * A process-wide setting: call it when no strop call is running on any thread.
+ * @param[in] n Threads, >= 1; 0 restores the default (the number of online CPUs).
+ * @return STROP_OK; STROP_E_INVALID_ARG for @p n < 0 (the setting is then unchanged).
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_set_num_threads(int n);
 
-/** @brief The thread count last set (or the default). Thread-safe. @since 0.1 */
+/**
+ * @brief The thread count last set with strop_set_num_threads(), or the default.
+ * @return The count, >= 1. Thread-safe.
+ * @since 0.1
+ */
 STROP_API int strop_get_num_threads(void);
 
 /**
  * @brief A seedable random generator (PCG32) that yields the same numbers on every
- * platform for the same seed. One handle from one thread at a time.
+ *        platform for the same seed: the stream the library's own sampling uses, for hosts
+ *        that reproduce it. One handle from one thread at a time.
+ * @since 0.1
  */
 typedef struct strop_rng strop_rng;
 
 /**
  * @brief Creates a generator seeded with @p seed.
- * @param[out] out Owned by the caller; free with strop_rng_free().
- * @return STROP_OK, STROP_E_INVALID_ARG, STROP_E_NOMEM. @since 0.1
+ * @param[in]  seed Any value; equal seeds give equal streams.
+ * @param[out] out  The generator, owned by the caller (strop_rng_free()); NULL on error.
+ * @return STROP_OK; STROP_E_INVALID_ARG (@p out is NULL); STROP_E_NOMEM.
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_rng_create(uint64_t seed, strop_rng **out);
 
-/** @brief Frees the generator; NULL is a no-op. @since 0.1 */
+/**
+ * @brief Frees the generator.
+ * @param[in] rng The generator, or NULL (a no-op).
+ * @since 0.1
+ */
 STROP_API void strop_rng_free(strop_rng *rng);
 
 /**
  * @brief Fills @p out with @p n floats uniform in [lo, hi).
- * @return STROP_OK or STROP_E_INVALID_ARG (NULL, hi < lo). @since 0.1
+ * @param[in,out] rng The generator; advances by @p n draws.
+ * @param[in]     lo  Lower bound (included).
+ * @param[in]     hi  Upper bound (excluded), >= @p lo.
+ * @param[out]    out Room for @p n floats; may be NULL when @p n is 0.
+ * @param[in]     n   Number of values.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL @p rng or @p out, @p hi < @p lo or NaN; nothing
+ *         is drawn).
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_rng_uniform(strop_rng *rng, float lo, float hi,
                                                          float *out, size_t n);
 
 /**
  * @brief Fills @p out with @p n normal samples of the given mean and standard deviation.
- * @return STROP_OK or STROP_E_INVALID_ARG (NULL, std < 0). @since 0.1
+ * @param[in,out] rng  The generator.
+ * @param[in]     mean Mean of the distribution.
+ * @param[in]     std  Standard deviation, >= 0.
+ * @param[out]    out  Room for @p n floats; may be NULL when @p n is 0.
+ * @param[in]     n    Number of values.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL @p rng or @p out, @p std < 0 or NaN).
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_rng_normal(strop_rng *rng, float mean, float std,
                                                         float *out, size_t n);
 
 /**
- * @brief Writes a uniformly random permutation of 0..n-1 into @p out.
- * @return STROP_OK or STROP_E_INVALID_ARG (NULL, n < 0). @since 0.1
+ * @brief Writes a uniformly random permutation of 0 .. @p n - 1 into @p out.
+ * @param[in,out] rng The generator.
+ * @param[in]     n   Number of elements, >= 0.
+ * @param[out]    out Room for @p n values; may be NULL when @p n is 0.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL @p rng or @p out, @p n < 0).
+ * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_rng_permutation(strop_rng *rng, int64_t n,
                                                              int64_t *out);
 
-/** @brief The next raw 32-bit output; 0 for a NULL generator. @since 0.1 */
+/**
+ * @brief The next raw 32-bit output of the generator.
+ * @param[in,out] rng The generator.
+ * @return The value; 0 for a NULL generator.
+ * @since 0.1
+ */
 STROP_API uint32_t strop_rng_next_u32(strop_rng *rng);
 
 STROP_END_DECLS

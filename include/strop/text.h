@@ -31,7 +31,7 @@ STROP_BEGIN_DECLS
 /** @brief A loaded or trained tokenizer; see the file overview. @since 0.2 */
 typedef struct strop_tokenizer strop_tokenizer;
 
-/** Flags of an added token (strop_tokenizer_add_token(), strop_tokenizer_token_flags()),
+/** @brief Flags of an added token (strop_tokenizer_add_token(), strop_tokenizer_token_flags()),
  *  with Hugging Face's meaning. @since 0.2 */
 typedef enum strop_token_flag {
   STROP_TOKEN_SPECIAL = 1,     /**< Special: skipped by decoding with skip_special set. */
@@ -42,7 +42,7 @@ typedef enum strop_token_flag {
   STROP_TOKEN_ADDED = 32       /**< Reported only: the token is an added token. */
 } strop_token_flag;
 
-/** Roles a tokenizer may know a token for (strop_tokenizer_special_id()). @since 0.2 */
+/** @brief Roles a tokenizer may know a token for (strop_tokenizer_special_id()). @since 0.2 */
 typedef enum strop_token_role {
   STROP_ROLE_UNK = 0,  /**< The model's unknown token. */
   STROP_ROLE_PAD = 1,  /**< Padding. */
@@ -184,7 +184,7 @@ STROP_API STROP_NODISCARD strop_status strop_tokenizer_add_token(strop_tokenizer
 /**
  * @brief The id the tokenizer knows for a role: from the SentencePiece model (unk/bos/eos/pad
  * ids), the tokenizer.json (the model's unk_token, the post-processor's cls/sep or bos/eos, the
- * padding section) or tokens named like them ([PAD], <pad>, [MASK], <mask>, ...).
+ * padding section) or tokens named like them (`[PAD]`, `<pad>`, `[MASK]`, `<mask>`, ...).
  * @param[in] tok  The tokenizer (only read).
  * @param[in] role A strop_token_role.
  * @return The id, or -1 when none is known (not an error, strop_last_error() untouched) or for
@@ -202,7 +202,7 @@ STROP_API int64_t strop_tokenizer_special_id(const strop_tokenizer *tok, int rol
 STROP_API STROP_NODISCARD strop_status strop_tokenizer_set_special_id(strop_tokenizer *tok,
                                                                       int role, int64_t id);
 
-/** How strop_encode_options::truncation shortens what exceeds max_length. @since 0.2 */
+/** @brief How strop_encode_options::truncation shortens what exceeds max_length. @since 0.2 */
 typedef enum strop_truncation {
   STROP_TRUNCATE_NONE = 0,          /**< Never truncate. */
   STROP_TRUNCATE_LONGEST_FIRST = 1, /**< Shorten the longer of a pair first (Hugging Face's
@@ -211,7 +211,7 @@ typedef enum strop_truncation {
   STROP_TRUNCATE_ONLY_SECOND = 3    /**< Shorten only the second text of a pair. */
 } strop_truncation;
 
-/** How strop_encode_options::padding fills the rows of a batch. @since 0.2 */
+/** @brief How strop_encode_options::padding fills the rows of a batch. @since 0.2 */
 typedef enum strop_padding {
   STROP_PAD_NONE = 0,       /**< No padding tokens: a row's tail (to the longest row) holds the
                                  pad id, or 0 without one, with mask 0. */
@@ -219,7 +219,7 @@ typedef enum strop_padding {
   STROP_PAD_MAX_LENGTH = 2  /**< Pad every row to max_length. */
 } strop_padding;
 
-/** The side that strop_encode_options truncates or pads on. @since 0.2 */
+/** @brief The side that strop_encode_options truncates or pads on. @since 0.2 */
 typedef enum strop_side {
   STROP_SIDE_RIGHT = 0, /**< The end of the sequence. */
   STROP_SIDE_LEFT = 1   /**< The start of the sequence. */

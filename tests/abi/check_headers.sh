@@ -60,6 +60,30 @@ for b in "${headers[@]}"; do
   grep -qx "$b" "$tmp/deps.txt" || { echo "FAIL: strop.h does not include $b"; fail=1; }
 done
 
+# STROP_DEPRECATED: a call to a deprecated function warns (an error under -Werror) in C and
+# C++, and STROP_NO_DEPRECATION_WARNINGS silences it, as common.h promises.
+printf '%s\n' '#include <strop/strop.h>' \
+  'int strop_header_test_deprecated(const strop_model *m, char *buf, size_t cap);' \
+  'int strop_header_test_deprecated(const strop_model *m, char *buf, size_t cap) {' \
+  '  return (int)strop_model_node_info(m, 0, 0, buf, cap);' '}' >"$tmp/deprecated.c"
+cp "$tmp/deprecated.c" "$tmp/deprecated.cpp"
+for lang in c cpp; do
+  if [ "$lang" = c ]; then comp=("$cc" "${cflags[@]}"); else comp=("$cxx" "${cxxflags[@]}" -x c++); fi
+  if "${comp[@]}" -c "$tmp/deprecated.$lang" -o "$tmp/deprecated.o" 2>"$tmp/err"; then
+    echo "FAIL: calling strop_model_node_info() ($lang) does not warn: STROP_DEPRECATED is missing"
+    fail=1
+  elif ! grep -q "deprecated" "$tmp/err"; then
+    echo "FAIL: calling strop_model_node_info() ($lang) fails, but not for being deprecated:"
+    sed 's/^/    /' "$tmp/err"; fail=1
+  fi
+  if ! "${comp[@]}" -DSTROP_NO_DEPRECATION_WARNINGS -c "$tmp/deprecated.$lang" \
+      -o "$tmp/deprecated.o" 2>"$tmp/err"; then
+    echo "FAIL: STROP_NO_DEPRECATION_WARNINGS does not silence the deprecation ($lang):"
+    sed 's/^/    /' "$tmp/err"; fail=1
+  fi
+  n=$((n + 2))
+done
+
 if [ "$fail" -ne 0 ]; then
   echo "abi_headers: FAILED"
   exit 1

@@ -109,8 +109,9 @@ usage)
   expect 2 "--seed takes a number" -- "$strop" train --seed x r.yaml
   expect 2 "unknown option '--wat'" -- "$strop" train --wat r.yaml
   expect 2 "--set takes KEY=VALUE" -- "$strop" train --set lr r.yaml
-  expect 0 "strop 0.1.0" -- "$strop" version
-  expect 0 "strop 0.1.0" -- "$strop" --version
+  ver=$(sed -nE 's/^project\(strop VERSION ([0-9.]+).*/\1/p' "$src/CMakeLists.txt")
+  expect 0 "strop $ver" -- "$strop" version
+  expect 0 "strop $ver" -- "$strop" --version
   expect 0 "usage: strop version" -- "$strop" version --help
   expect 0 "usage: strop eval" -- "$strop" help eval
   expect 2 "option '--top' does not apply to train" -- "$strop" train --top 3 r.yaml

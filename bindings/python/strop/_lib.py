@@ -36,7 +36,7 @@ __all__ = ["lib", "load", "library_path", "library_source", "PACKAGE_VERSION",
            "LibraryNotFound", "VersionMismatch", "DECLARED"]
 
 #: The version of these bindings; the library's major version must equal its major.
-PACKAGE_VERSION = (0, 1, 0)
+PACKAGE_VERSION = (0, 2, 0)
 
 _OUT = POINTER(c_void_p)   # strop_x **out
 _P = c_void_p              # float *, int64_t *, double *, size_t *, int * buffers/out-params
