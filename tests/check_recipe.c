@@ -1101,8 +1101,10 @@ START_TEST(run_images_preset) {
   strop_run_free(run);
   /* resize and resize_shorter together are refused at the key */
   ck_assert_int_eq(strop_recipe_set(r, "data.resize", "[16, 16]"), STROP_OK);
+  run = NULL;
   ck_assert_int_eq(strop_recipe_run(r, &o, &run), STROP_E_FORMAT);
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "not both"));
+  strop_run_free(run); /* a failed run may still hand back what it has */
   strop_recipe_free(r);
 }
 END_TEST
