@@ -398,6 +398,154 @@ static void free_m(void *ctx) {
   g_m = NULL;
 }
 
+/* ---- activation checkpointing ---- */
+
+/* Several SGD steps of model m in train mode on fixed data: every step's parameter gradients
+ * are appended to grads (cap floats), the weights move by -0.05 grad. Returns the arena's
+ * high-water mark over the last step (the first sized the arena: one chunk since). */
+static size_t ckpt_steps(strop_model *m, const float *x, int64_t n, int64_t out_numel,
+                         float *grads, size_t cap) {
+  float *dout = malloc((size_t)(n * out_numel) * sizeof *dout);
+  ck_assert_ptr_nonnull(dout);
+  for (int64_t i = 0; i < n * out_numel; i++) dout[i] = cosf(0.7f * (float)i) / (float)n;
+  size_t k = 0;
+  for (int step = 0; step < 3; step++) {
+    const strop__act *o;
+    if (step == 2) m->arena.peak = 0;
+    ck_assert_int_eq(strop__model_zero_grad(m), STROP_OK);
+    ck_assert_int_eq(strop__model_forward_exec(m, x, n, 1, NULL, &o), STROP_OK);
+    ck_assert_int_eq(strop__model_backward(m, dout), STROP_OK);
+    for (int i = 0; i < m->n_params; i++) {
+      strop__param *p = m->params[i];
+      if (!p->grad) continue;
+      ck_assert_uint_le(k + p->numel, cap);
+      memcpy(grads + k, p->grad, p->numel * sizeof *grads);
+      k += p->numel;
+      for (size_t j = 0; j < p->numel; j++) p->data[j] -= 0.05f * p->grad[j];
+    }
+    strop__model_step_end(m);
+  }
+  free(dout);
+  return m->arena.peak;
+}
+
+/* Every parameter and buffer (running statistics, batch counts) of a and b hold the same bits. */
+static void ckpt_same_state(const strop_model *a, const strop_model *b) {
+  ck_assert_int_eq(a->n_params, b->n_params);
+  for (int i = 0; i < a->n_params; i++) {
+    const strop__param *p = a->params[i], *q = b->params[i];
+    if (p->data)
+      ck_assert_msg(!memcmp(p->data, q->data, p->numel * sizeof(float)), "'%s' differs", p->name);
+    else
+      ck_assert_int_eq(p->idata[0], q->idata[0]);
+  }
+}
+
+/* Residual blocks with batch norm in train mode: the same gradients, weights and running
+ * statistics with layerN.M checkpointed as without (the recompute does not count a batch
+ * twice), and the step's activation memory shrinks. */
+START_TEST(checkpointing_resnet_blocks_bit_identical) {
+  strop_test_node nodes[64];
+  char names[6][8][32], ins[6][72];
+  int n = 0;
+  nodes[n++] = (strop_test_node){"conv1", "conv2d", "out_channels=8 kernel_size=3 padding=1 "
+                                 "bias=false", "input"};
+  nodes[n++] = (strop_test_node){"bn1", "batchnorm2d", NULL, NULL};
+  nodes[n++] = (strop_test_node){"relu", "relu", NULL, NULL};
+  static const char *const part[7] = {"conv1", "bn1", "relu1", "conv2", "bn2", "add", "relu2"};
+  static const char *const type[7] = {"conv2d", "batchnorm2d", "relu", "conv2d", "batchnorm2d",
+                                      "add", "relu"};
+  for (int b = 0; b < 6; b++) {
+    for (int k = 0; k < 7; k++) snprintf(names[b][k], sizeof names[b][k], "layer1.%d.%s", b, part[k]);
+    snprintf(ins[b], sizeof ins[b], "%s,%s", names[b][4], b ? names[b - 1][6] : "relu");
+    for (int k = 0; k < 7; k++)
+      nodes[n++] = (strop_test_node){names[b][k], type[k],
+                                     k == 0 || k == 3 ? "out_channels=8 kernel_size=3 padding=1 "
+                                                        "bias=false" : NULL,
+                                     k == 5 ? ins[b] : NULL};
+  }
+  nodes[n++] = (strop_test_node){"pool", "global_avgpool", NULL, NULL};
+  nodes[n++] = (strop_test_node){"fc", "linear", "out_features=5", NULL};
+  const int64_t shape[3] = {3, 16, 16};
+  strop_model *plain = strop_test_build(3, shape, nodes, n, 11), *ck = NULL;
+  ck_assert_int_eq(strop__model_clone(plain, &ck), STROP_OK);
+  ck_assert_int_eq(strop_model_set_checkpointing(ck, "auto"), STROP_OK);
+  ck_assert_int_eq(strop_model_checkpoint_blocks(ck), 6);
+  char buf[16];
+  ck_assert_int_eq(strop_model_get_checkpointing(ck, buf, sizeof buf), 4);
+  ck_assert_str_eq(buf, "auto");
+  static float x[4 * 3 * 256], ga[40000], gb[40000];
+  for (int i = 0; i < 4 * 3 * 256; i++) x[i] = sinf(0.37f * (float)i);
+  const size_t peak_plain = ckpt_steps(plain, x, 4, 5, ga, 40000);
+  const size_t peak_ck = ckpt_steps(ck, x, 4, 5, gb, 40000);
+  ck_assert(!memcmp(ga, gb, sizeof ga));
+  ckpt_same_state(plain, ck);
+  /* 6 blocks of 4 or 5 kept [8, 16, 16] activations each, against their inputs and one
+   * block's recompute */
+  const size_t act = 4 * 8 * 256 * sizeof(float);
+  ck_assert_msg(peak_ck + 8 * act < peak_plain, "peak with checkpointing %zu, without %zu "
+                "(%zu per activation)", peak_ck, peak_plain, act);
+  /* a glob names the same blocks */
+  ck_assert_int_eq(strop_model_set_checkpointing(ck, "layer1.?"), STROP_OK);
+  ck_assert_int_eq(strop_model_checkpoint_blocks(ck), 6);
+  strop_model_free(ck);
+  strop_model_free(plain);
+}
+END_TEST
+
+/* Transformer blocks with dropout: the recompute draws the same masks, so gradients and weights
+ * are the same bits; the generator ends where it would have. */
+START_TEST(checkpointing_transformer_dropout_bit_identical) {
+  static const strop_test_node nodes[] = {
+      {"proj", "linear", "out_features=16", "input"},
+      {"blocks.0", "transformer_block", "embed_dim=16 num_heads=2 dropout=0.2", NULL},
+      {"blocks.1", "transformer_block", "embed_dim=16 num_heads=2 dropout=0.2", NULL},
+      {"blocks.2", "transformer_block", "embed_dim=16 num_heads=2 dropout=0.2", NULL},
+      {"pool", "mean_pool", NULL, NULL},
+      {"head", "linear", "out_features=4", NULL}};
+  const int64_t shape[2] = {12, 8};
+  strop_model *plain = strop_test_build(2, shape, nodes, 6, 5), *ck = NULL;
+  ck_assert_int_eq(strop__model_clone(plain, &ck), STROP_OK);
+  ck_assert_int_eq(strop_model_set_checkpointing(ck, "blocks.*"), STROP_OK);
+  ck_assert_int_eq(strop_model_checkpoint_blocks(ck), 3);
+  static float x[6 * 12 * 8], ga[60000], gb[60000];
+  for (int i = 0; i < 6 * 12 * 8; i++) x[i] = sinf(0.11f * (float)i) + 0.1f * cosf((float)i);
+  const size_t peak_plain = ckpt_steps(plain, x, 6, 4, ga, 60000);
+  const size_t peak_ck = ckpt_steps(ck, x, 6, 4, gb, 60000);
+  ck_assert(!memcmp(ga, gb, sizeof ga));
+  ckpt_same_state(plain, ck);
+  ck_assert(plain->rng.state == ck->rng.state);
+  ck_assert_msg(peak_ck < peak_plain, "peak with checkpointing %zu, without %zu", peak_ck,
+                peak_plain);
+  /* eval mode and checkpointing off are untouched */
+  ck_assert_int_eq(strop_model_set_checkpointing(ck, NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_get_checkpointing(ck, NULL, 0), 0);
+  ck_assert_int_eq(strop_model_checkpoint_blocks(ck), 0);
+  strop_model_free(ck);
+  strop_model_free(plain);
+}
+END_TEST
+
+START_TEST(checkpointing_errors) {
+  strop_model *m = mlp();
+  ck_assert_int_eq(strop_model_set_checkpointing(NULL, "auto"), STROP_E_INVALID_ARG);
+  ck_assert_str_ne(strop_last_error(), "");
+  ck_assert_int_eq(strop_model_set_checkpointing(m, "blocks.*"), STROP_E_NOT_FOUND);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "blocks.*"));
+  ck_assert_int_eq(strop_model_set_checkpointing(m, "auto"), STROP_E_NOT_FOUND);
+  char longp[300];
+  memset(longp, 'a', sizeof longp - 1);
+  longp[sizeof longp - 1] = '\0';
+  ck_assert_int_eq(strop_model_set_checkpointing(m, longp), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_get_checkpointing(m, NULL, 0), 0); /* unchanged: off */
+  ck_assert_int_eq(strop_model_get_checkpointing(NULL, NULL, 0), -1);
+  char b[4];
+  ck_assert_int_eq(strop_model_get_checkpointing(m, NULL, sizeof b), -1);
+  ck_assert_int_eq(strop_model_checkpoint_blocks(NULL), -1);
+  strop_model_free(m);
+}
+END_TEST
+
 START_TEST(alloc_failures) {
   ck_assert_int_ge(strop_test_alloc_sweep(op_build, free_m, NULL), 5);
 }
@@ -1003,6 +1151,11 @@ int main(void) {
   tcase_add_test(tc, frozen_trunk_stops_backward);
   tcase_add_test(tc, frozen_trunk_keeps_only_live_activations);
   tcase_add_test(tc, in_place_and_unread_activations);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("checkpointing");
+  tcase_add_test(tc, checkpointing_resnet_blocks_bit_identical);
+  tcase_add_test(tc, checkpointing_transformer_dropout_bit_identical);
+  tcase_add_test(tc, checkpointing_errors);
   suite_add_tcase(s, tc);
   tc = tcase_create("metadata");
   tcase_add_test(tc, meta_set_get_list);

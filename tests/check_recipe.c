@@ -310,6 +310,10 @@ START_TEST(run_errors) {
       {"surgery", "[{replace: {node: head, type: linear, options: {out_features: 0}}}]",
        "out_features", STROP_E_INVALID_ARG},
       {"data.classes", "[7]", "7", STROP_E_INVALID_ARG},
+      {"model.checkpointing", "\"blocks.*\"", "'model.checkpointing': "
+       "strop_model_set_checkpointing: 'blocks.*' names no block", STROP_E_NOT_FOUND},
+      {"train.memory_limit_mb", "0.5", "'train.memory_limit_mb' 0.5, stage 'head': "
+       "strop_model_check_memory: a training step of batch 16 needs", STROP_E_NOMEM},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     strop_recipe *r = NULL;
@@ -657,6 +661,50 @@ START_TEST(frozen_trunk_cache_is_transparent) {
   ck_assert_double_eq(acc[0], acc[1]);
   ck_assert_double_eq_tol(loss[0], loss[1], 1e-6 * fabs(loss[1]));
   ck_assert_double_eq_tol(hl[0], hl[1], 1e-6 * fabs(hl[1]));
+}
+END_TEST
+
+/* model.checkpointing recomputes blocks in the backward: the same losses and accuracy, to the
+ * bit, as without. */
+START_TEST(checkpointing_is_transparent) {
+  make_files();
+  char p[300];
+  snprintf(p, sizeof p, "%s/net_blocks.yaml", g_dir);
+  FILE *f = fopen(p, "w");
+  ck_assert_ptr_nonnull(f);
+  fputs("input: [6]\nlayers:\n"
+        "  - {name: stem, type: linear, out_features: 16}\n"
+        "  - {name: blocks.0.fc, type: linear, out_features: 16}\n"
+        "  - {name: blocks.0.act, type: gelu}\n"
+        "  - {name: blocks.0.drop, type: dropout, p: 0.2}\n"
+        "  - {name: blocks.1.fc, type: linear, out_features: 16}\n"
+        "  - {name: blocks.1.act, type: gelu}\n"
+        "  - {name: blocks.1.drop, type: dropout, p: 0.2}\n"
+        "  - {name: head, type: linear, out_features: 4}\n", f);
+  fclose(f);
+  double acc[2], loss[2], hl[2];
+  for (int k = 0; k < 2; k++) {
+    strop_recipe *r = NULL;
+    ck_assert_int_eq(strop_recipe_load_string(RECIPE, g_dir, &r), STROP_OK);
+    ck_assert_int_eq(strop_recipe_set(r, "model.spec", "net_blocks.yaml"), STROP_OK);
+    ck_assert_int_eq(strop_recipe_set(r, "stages", "[{name: all, epochs: 3}]"), STROP_OK);
+    ck_assert_int_eq(strop_recipe_set(r, "model.checkpointing", k ? "off" : "auto"), STROP_OK);
+    strop_run_options o;
+    strop_run_options_init(&o);
+    o.mode = STROP_RUN_TRAIN;
+    o.write_outputs = 0;
+    o.baselines = 0;
+    strop_run *run = NULL;
+    ck_assert_msg(strop_recipe_run(r, &o, &run) == STROP_OK, "%s", strop_last_error());
+    acc[k] = strop_run_stage_metric(run, 0, STROP_METRIC_ACCURACY);
+    loss[k] = strop_run_stage_metric(run, 0, STROP_METRIC_LOSS);
+    hl[k] = strop_run_history(run, 2, 2);
+    strop_run_free(run);
+    strop_recipe_free(r);
+  }
+  ck_assert_double_eq(acc[0], acc[1]);
+  ck_assert_double_eq(loss[0], loss[1]);
+  ck_assert_double_eq(hl[0], hl[1]);
 }
 END_TEST
 
@@ -1086,6 +1134,7 @@ START_TEST(run_images_preset) {
   strop_run_free(run);
   /* resize and resize_shorter together are refused at the key */
   ck_assert_int_eq(strop_recipe_set(r, "data.resize", "[16, 16]"), STROP_OK);
+  run = NULL;
   ck_assert_int_eq(strop_recipe_run(r, &o, &run), STROP_E_FORMAT);
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "not both"));
   strop_run_free(run); /* the partial run (its model was built before the data failed) */
@@ -1112,6 +1161,7 @@ int main(void) {
   tcase_add_test(tc, run_images_preset);
   tcase_add_test(tc, frozen_trunk_cache_is_transparent);
   tcase_add_test(tc, frozen_dtype_key);
+  tcase_add_test(tc, checkpointing_is_transparent);
   tcase_add_test(tc, data_split_messages);
   tcase_add_test(tc, outputs_ready_before_training);
   tcase_add_test(tc, resume_is_bit_identical);

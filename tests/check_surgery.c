@@ -1224,6 +1224,72 @@ START_TEST(describe_dry_run) {
 }
 END_TEST
 
+/* strop_model_step_memory and strop_model_check_memory refuse bad arguments with a sentence
+ * and leave the model as it was; a limit below the planned peak is STROP_E_NOMEM naming the
+ * figures and what would fit: checkpointing where there are blocks, a smaller batch. */
+START_TEST(step_memory_errors_and_advice) {
+  strop_model *m = mlp();
+  size_t act = 7, peak = 7;
+  ck_assert_int_eq(strop_model_step_memory(NULL, 4, NULL, 0, 2, &act, &peak), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "model is NULL"));
+  ck_assert_int_eq(strop_model_step_memory(m, 0, NULL, 0, 2, &act, &peak), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "batch must be"));
+  ck_assert_int_eq(strop_model_step_memory(m, 4, NULL, 0, 9, &act, &peak), STROP_E_INVALID_ARG);
+  const int64_t bad_rank[2] = {4, 4}, bad_dim[1] = {0};
+  ck_assert_int_eq(strop_model_step_memory(m, 4, bad_rank, 2, 2, &act, &peak), STROP_E_SHAPE);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "rank 2"));
+  ck_assert_int_eq(strop_model_step_memory(m, 4, bad_dim, 1, 2, &act, &peak), STROP_E_INVALID_ARG);
+  const int64_t other[1] = {5}; /* a linear layer refuses another width, naming itself */
+  ck_assert_int_eq(strop_model_step_memory(m, 4, other, 1, 2, &act, &peak), STROP_E_SHAPE);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "fc1"));
+  ck_assert_uint_eq(act, 7);
+  ck_assert_uint_eq(peak, 7);
+  ck_assert_int_eq(strop_model_check_memory(NULL, 4, NULL, 0, 2, 1 << 30), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_check_memory(m, -1, NULL, 0, 2, 1 << 30), STROP_E_INVALID_ARG);
+  strop_model *nf = NULL;
+  int64_t in4[1] = {4};
+  OK(strop_model_create(1, in4, &nf));
+  ck_assert_int_eq(strop_model_step_memory(nf, 4, NULL, 0, 2, &act, &peak), STROP_E_STATE);
+  strop_model_free(nf);
+  /* a working prediction, then a limit it exceeds */
+  snap sn;
+  snap_take(m, &sn);
+  OK(strop_model_step_memory(m, 16, NULL, 0, 2, &act, &peak));
+  ck_assert_uint_gt(peak, act);
+  OK(strop_model_check_memory(m, 16, NULL, 0, 2, peak));
+  ck_assert_int_eq(strop_model_check_memory(m, 16, NULL, 0, 2, peak - 1), STROP_E_NOMEM);
+  const char *e = strop_last_error();
+  ck_assert_ptr_nonnull(strstr(e, "strop_model_check_memory: a training step of batch 16 needs"));
+  ck_assert_ptr_nonnull(strstr(e, "optimizer state"));
+  ck_assert_ptr_nonnull(strstr(e, "BF16 or 8 bits"));
+  /* the GEMM's buffers and the arena's smallest chunk do not shrink with the batch */
+  ck_assert_ptr_nonnull(strstr(e, "no batch fits"));
+  snap_check(m, &sn);
+  snap_free(&sn);
+  strop_model_free(m);
+  /* with blocks, checkpointing is named with what it would bring */
+  int64_t in[1] = {64};
+  OK(strop_model_create(1, in, &m));
+  for (int b = 0; b < 4; b++) {
+    char n1[32], n2[32], n3[32];
+    snprintf(n1, sizeof n1, "blocks.%d.fc", b);
+    snprintf(n2, sizeof n2, "blocks.%d.act", b);
+    snprintf(n3, sizeof n3, "blocks.%d.fc2", b);
+    OK(strop_model_add(m, n1, "linear", "out_features=256", NULL));
+    OK(strop_model_add(m, n2, "gelu", NULL, NULL));
+    OK(strop_model_add(m, n3, "linear", "out_features=64", NULL));
+  }
+  OK(strop_model_add(m, "head", "linear", "out_features=2", NULL));
+  OK(strop_model_finalize(m, 3));
+  OK(strop_model_step_memory(m, 4096, NULL, 0, 2, &act, &peak));
+  ck_assert_int_eq(strop_model_check_memory(m, 4096, NULL, 0, 2, peak / 2), STROP_E_NOMEM);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "activation checkpointing"));
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "a batch of "));
+  ck_assert_int_eq(strop_model_get_checkpointing(m, NULL, 0), 0); /* still off */
+  strop_model_free(m);
+}
+END_TEST
+
 START_TEST(summary_and_memory) {
   strop_model *m = cnn();
   OK(strop_model_freeze(m, "features.[0-1]"));
@@ -1394,6 +1460,7 @@ int main(void) {
   tc = tcase_create("inspect");
   tcase_add_test(tc, describe_dry_run);
   tcase_add_test(tc, summary_and_memory);
+  tcase_add_test(tc, step_memory_errors_and_advice);
   suite_add_tcase(s, tc);
   tc = tcase_create("alloc");
   tcase_add_test(tc, alloc_sweep_plan);

@@ -149,6 +149,59 @@ STROP_API STROP_NODISCARD strop_status strop_model_forward_masked(strop_model *m
 STROP_API STROP_NODISCARD strop_status strop_model_set_training(strop_model *model, int training);
 
 /**
+ * @brief Turns activation checkpointing on (per block) or off: a training step's forward keeps
+ *        only each checkpointed block's input, and its backward runs the block's forward again
+ *        before differentiating it, trading about one more forward for the block activations.
+ *
+ * A block is a run of consecutive nodes whose names share a dotted prefix that @p pattern
+ * names: with a glob (`*`, `?`, `[...]`, as in surgery), the shortest proper prefix of the
+ * node's name that the glob matches (`"transformer.h.*"` makes `transformer.h.0`,
+ * `transformer.h.1`, ... blocks; `"layer?.?"` ResNet's `layer2.1`); with `"auto"`, the
+ * shortest prefix whose last component is a number or ends in `_<number>` (GPT-2's
+ * `transformer.h.3`, Llama's `model.layers.3`, BERT's `bert.encoder.layer.3`, ResNet's
+ * `layer2.1`, MobileNet's `features.5`, ViT's `encoder.layers.encoder_layer_3`).
+ * A block is checkpointed in a step when a backward goes through it, nothing after it reads
+ * any of its nodes' outputs but the last one's, and it holds neither the model's output nor a
+ * node whose activation the trainer caches; other blocks run as usual.
+ *
+ * Results are bit-identical to a step without checkpointing: the recompute draws the same
+ * dropout masks (the generator's state is kept per block) and batch norm does not update its
+ * running statistics a second time. Eval-mode forwards are unaffected. The setting is kept by
+ * strop_model_clone() and surgery, but not saved in files.
+ *
+ * @param[in,out] model   The model.
+ * @param[in]     pattern `"auto"`, a glob over node-name prefixes, or NULL / `""` (off, the
+ *                        default). Copied.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL model, a pattern over 200 characters);
+ *         STROP_E_NOT_FOUND (the model is finalized and @p pattern makes no block of two or
+ *         more nodes; the setting is then unchanged); STROP_E_NOMEM. A forward awaiting its
+ *         backward is dropped. Not thread-safe on one model. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_set_checkpointing(strop_model *model,
+                                                                     const char *pattern);
+
+/**
+ * @brief The checkpointing pattern (strop_model_set_checkpointing()), "" when it is off.
+ * @param[in]  model The model.
+ * @param[out] buf   Receives the pattern, NUL-terminated and truncated to @p cap bytes; may be
+ *                   NULL when @p cap is 0.
+ * @param[in]  cap   Capacity of @p buf in bytes.
+ * @return The pattern's full length (snprintf-style); -1 for a NULL model or a NULL @p buf with
+ *         @p cap > 0 (strop_last_error() says which). Thread-safe on distinct models. @since 0.2
+ */
+STROP_API int64_t strop_model_get_checkpointing(const strop_model *model, char *buf, size_t cap);
+
+/**
+ * @brief How many blocks the model's checkpointing pattern forms (0 when checkpointing is off or
+ *        the model is not finalized). Whether each one is checkpointed in a step depends on the
+ *        step (see strop_model_set_checkpointing()).
+ * @param[in] model The model.
+ * @return The count; -1 for a NULL model or out of memory (strop_last_error() says which).
+ *         @since 0.2
+ */
+STROP_API int64_t strop_model_checkpoint_blocks(const strop_model *model);
+
+/**
  * @brief The model's mode.
  * @param[in] model The model.
  * @return 1 in train mode, 0 in eval mode or for NULL.
@@ -768,6 +821,67 @@ STROP_API STROP_NODISCARD strop_status strop_model_memory_estimate(const strop_m
                                                                    size_t *grads,
                                                                    size_t *optim_state,
                                                                    size_t *activations);
+
+/**
+ * @brief Predicts the peak memory of one training step, in bytes, by planning the step: one
+ *        forward and backward in train mode on zeros, in memory of their own, at the batch
+ *        itself when it is at most 4 and otherwise at 2 and 4 samples, extrapolated linearly.
+ *
+ * Unlike strop_model_memory_estimate(), the step memory follows what a step really holds:
+ * the activations that the backward reads (frozen parts keep only what is live, in-place
+ * layers share memory, checkpointed blocks keep their inputs and recompute one block at a
+ * time), the tensors layers save for their backward, the gradients of activations, layer
+ * scratch, and the loss's gradient (as large as the output). The planning costs about as much
+ * compute as a step on 6 samples, and changes nothing in the model (its generator, running
+ * statistics, gradients stay as they were; a forward awaiting its backward is dropped).
+ *
+ * @param[in,out] model         A finalized model (only borrowed for the planning).
+ * @param[in]     batch         Samples per step, in [1, 2^40].
+ * @param[in]     sample_shape  The per-sample input shape of the steps (a sequence length or
+ *                              image size the model accepts), or NULL for the model's input
+ *                              shape; read only.
+ * @param[in]     rank          Entries of @p sample_shape (the model's input rank); ignored
+ *                              when it is NULL.
+ * @param[in]     optimizer_slots Values of optimizer state per trainable value: 0 (SGD),
+ *                              1 (momentum), 2 (Adam, AdamW).
+ * @param[out]    activations   The step memory at @p batch (may be NULL).
+ * @param[out]    peak          Weights and buffers + gradients + optimizer state + step memory
+ *                              (may be NULL): what the library holds at the step's peak.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL model, batch or slots out of range, a dimension
+ *         < 1); STROP_E_STATE (not finalized); STROP_E_SHAPE (a sample shape of another rank or
+ *         that a layer refuses, naming it; a byte count overflows); STROP_E_NOMEM (the
+ *         planning itself ran out of memory). Outputs are written only on success. Not
+ *         thread-safe on one model. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_step_memory(strop_model *model, int64_t batch,
+                                                               const int64_t *sample_shape,
+                                                               int rank, int optimizer_slots,
+                                                               size_t *activations,
+                                                               size_t *peak);
+
+/**
+ * @brief Says before training whether a training step fits in @p limit bytes: as
+ *        strop_model_step_memory(), and when the peak is over the limit, STROP_E_NOMEM with a
+ *        sentence giving the figures (weights, gradients, optimizer state, step memory) and
+ *        what would make it fit: activation checkpointing (planned again with "auto" when it
+ *        is off and the model has blocks), the largest batch that fits, frozen weights in BF16
+ *        or 8 bits, freezing more of the model.
+ * @param[in,out] model           A finalized model (only borrowed for the planning).
+ * @param[in]     batch           Samples per step, in [1, 2^40].
+ * @param[in]     sample_shape    The per-sample input shape, or NULL for the model's; read only.
+ * @param[in]     rank            Entries of @p sample_shape; ignored when it is NULL.
+ * @param[in]     optimizer_slots Values of optimizer state per trainable value (0, 1, 2, ...).
+ * @param[in]     limit           Bytes the step may take (e.g. the cgroup's or RLIMIT_AS, less
+ *                                what the host holds besides).
+ * @return STROP_OK when it fits; STROP_E_NOMEM with the sentence when it does not; otherwise
+ *         as strop_model_step_memory(). The model is unchanged. Not thread-safe on one model.
+ * @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_check_memory(strop_model *model,
+                                                                int64_t batch,
+                                                                const int64_t *sample_shape,
+                                                                int rank, int optimizer_slots,
+                                                                size_t limit);
 
 /* ---- files: architecture specs, weights, pre-trained checkpoints, export ---- */
 

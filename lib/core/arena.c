@@ -25,13 +25,19 @@ static strop__arena_chunk *chunk_new(size_t cap) {
   return c;
 }
 
+enum { MIN_CHUNK = 1 << 20 };
+
+size_t strop__arena_footprint(size_t peak) {
+  return peak > (size_t)MIN_CHUNK ? peak : (size_t)MIN_CHUNK;
+}
+
 void *strop__arena_alloc(strop__arena *a, size_t bytes) {
   size_t need = (bytes + 63) & ~(size_t)63;
   if (need < bytes) return NULL;
   if (need == 0) need = 64;
   strop__arena_chunk *c = a->head;
   if (!c || c->cap - c->used < need) {
-    size_t cap = need > ((size_t)1 << 20) ? need : ((size_t)1 << 20);
+    size_t cap = strop__arena_footprint(need);
     if (c && cap < c->cap * 2 && c->cap * 2 > need) cap = c->cap * 2;
     strop__arena_chunk *n = chunk_new(cap);
     if (!n) return NULL;
@@ -82,7 +88,18 @@ strop__arena_mark strop__arena_get_mark(const strop__arena *a) {
 }
 
 void strop__arena_rollback(strop__arena *a, strop__arena_mark mark) {
-  if (!a->head || a->head != mark.chunk || a->head->used < mark.used) return;
-  a->head->used = mark.used;
+  /* chunks grown since the mark hold only what is given back: they go (a step that outgrew
+   * the arena, e.g. its first, then peaks at what it holds rather than at all it ever took) */
+  strop__arena_chunk *c = a->head;
+  while (c && c != mark.chunk) c = c->next;
+  if (c != mark.chunk) return; /* a mark from before a reset */
+  while (a->head != mark.chunk) {
+    strop__arena_chunk *n = a->head->next;
+    strop__free_aligned(a->head->mem);
+    strop__free(a->head);
+    a->head = n;
+  }
+  if (a->head && a->head->used < mark.used) return;
+  if (a->head) a->head->used = mark.used;
   a->used_total = mark.total;
 }

@@ -21,9 +21,12 @@ void *strop__arena_calloc(strop__arena *a, size_t bytes);
  * them with one chunk of the peak size so the next step fits in one. */
 void strop__arena_reset(strop__arena *a);
 void strop__arena_destroy(strop__arena *a);
+/* What an arena holds from the heap once warm when its steps peak at `peak` bytes: one chunk
+ * of that size, or of the smallest chunk size. */
+size_t strop__arena_footprint(size_t peak);
 /* A point to roll back to: everything handed out after it is given back by
- * strop__arena_rollback (scratch of one kernel call). When the arena grew a new chunk in
- * between, the rollback does nothing (the next reset consolidates anyway). */
+ * strop__arena_rollback (scratch of one kernel call, a checkpointed block's recompute). Chunks
+ * the arena grew in between are freed. */
 typedef struct strop__arena_mark {
   strop__arena_chunk *chunk;
   size_t used, total;

@@ -54,7 +54,35 @@ struct strop_model {
    * live), or the backward did once every reader's backward had run; MOVED: an in-place
    * reader (relu after a batch norm) wrote its own output over it */
   uint8_t *released;
+  /* activation checkpointing (strop_model_set_checkpointing): "auto", a glob, or NULL (off) */
+  char *ckpt_pattern;
+  /* per node (arena, from the forward until the step ends; NULL without checkpointing): the
+   * first node of the checkpointed block holding it, or -1. For a block's first node b0:
+   * ckpt_last[b0] its last node and ckpt_rng[b0] the model's generator as the block's forward
+   * found it, so the recompute in the backward draws the same dropout masks */
+  int *ckpt_first, *ckpt_last;
+  strop__rng *ckpt_rng;
+  int probe;                    /* 1 while strop__model_probe_step runs: no state changes */
+  /* the forward's free list at its end (arena; model.c's entries): memory of outputs no one
+   * reads any more, which the backward takes its gradients and recomputes from */
+  void *fwd_free;
+  int n_fwd_free;
 };
+
+/* Groups the nodes into the blocks that pattern names ("auto" or a glob over dotted name
+ * prefixes; see strop_model_set_checkpointing): first[i] = the first node of the run of
+ * consecutive nodes (in execution order) that share i's block name, or -1 when i is in no block
+ * or its run is a single node. Returns how many blocks there are. */
+int strop__model_blocks(const strop_model *m, const char *pattern, int *first);
+
+/* Plans a training step of n samples of per-sample shape `shape` (NULL: in_shape) by running
+ * one: a forward in train mode and a backward, on zeros, in an arena of its own, with the
+ * model's generator, running statistics, parameter gradients and pending step left as they
+ * were (a pending forward is dropped). *arena_peak: the most step memory it held at once
+ * (activations kept under liveness and checkpointing, saved tensors, gradients, scratch);
+ * *out_bytes: the output's size, which the loss's gradient takes again. Errors as a step's. */
+strop_status strop__model_probe_step(strop_model *m, int64_t n, const strop__shape *shape,
+                                     size_t *arena_peak, size_t *out_bytes);
 
 /* Add a node from parsed options (YAML spec loader, surgery). Takes ownership of nothing;
  * copies the options. inputs: n_inputs names ("input" = model input); n_inputs == 0 means

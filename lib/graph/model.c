@@ -47,6 +47,7 @@ void strop_model_free(strop_model *m) {
   free_exec_arrays(m);
   strop__meta_free(&m->meta);
   strop__arena_destroy(&m->arena);
+  strop__free(m->ckpt_pattern);
   strop__free(m);
 }
 
@@ -509,6 +510,10 @@ void strop__model_step_end(strop_model *m) {
   m->have_forward = 0;
   m->input_grad = NULL;
   m->released = NULL;
+  m->ckpt_first = m->ckpt_last = NULL;
+  m->ckpt_rng = NULL;
+  m->fwd_free = NULL;
+  m->n_fwd_free = 0;
   for (int i = 0; i < m->n_nodes; i++) {
     m->nodes[i].saved = NULL;
     m->acts[i].data = NULL;
@@ -555,12 +560,165 @@ static int unit_reads_in(const strop_model *m, int first, int last) {
          !(m->nodes[first].vt->flags & (STROP__LAYER_IN_UNREAD | STROP__LAYER_IN_PLACE));
 }
 
+/* A free list of step memory: activations and gradients no one reads any more. */
+typedef struct spare {
+  float *p;
+  size_t bytes;
+} spare;
+
+/* Takes the smallest entry of at least `bytes` off the list (*got its size), or NULL. */
+static float *spare_take(spare *sp, int *n, size_t bytes, size_t *got) {
+  int best = -1;
+  for (int q = 0; q < *n; q++)
+    if (sp[q].bytes >= bytes && (best < 0 || sp[q].bytes < sp[best].bytes)) best = q;
+  if (best < 0) return NULL;
+  float *p = sp[best].p;
+  *got = sp[best].bytes;
+  sp[best] = sp[--*n];
+  return p;
+}
+
+static size_t act_bytes(const strop_model *m, int k) {
+  return strop__shape_numel(&m->acts[k].shape) * sizeof(float) * (size_t)m->batch;
+}
+
+/* ---- activation checkpointing ---- */
+
+/* The length of the block name of node `name` under pattern: its shortest proper dotted prefix
+ * that the glob matches, or with "auto" whose last component is a number or ends in "_<number>"
+ * (transformer.h.3, layer2.1, features.5, encoder.layers.encoder_layer_7); 0 when none. */
+static size_t block_key(const char *pattern, const char *name) {
+  const int is_auto = !strcmp(pattern, "auto");
+  char pre[256];
+  size_t start = 0; /* of the current component */
+  for (size_t p = 0; name[p]; p++) {
+    if (name[p] != '.') continue;
+    if (is_auto) {
+      size_t d = p;
+      while (d > start && name[d - 1] >= '0' && name[d - 1] <= '9') d--;
+      if (d < p && (d == start || (d > start + 1 && name[d - 1] == '_'))) return p;
+    } else if (p < sizeof pre) {
+      memcpy(pre, name, p);
+      pre[p] = '\0';
+      if (strop__glob_match(pattern, pre)) return p;
+    }
+    start = p + 1;
+  }
+  return 0;
+}
+
+int strop__model_blocks(const strop_model *m, const char *pattern, int *first) {
+  int blocks = 0;
+  size_t klen = 0;
+  for (int i = 0; i < m->n_nodes; i++) {
+    const char *name = m->nodes[i].name;
+    const size_t k = pattern ? block_key(pattern, name) : 0;
+    first[i] = -1;
+    /* the same block as node i - 1: the same name prefix */
+    if (k && i > 0 && k == klen && !strncmp(name, m->nodes[i - 1].name, k)) {
+      int b0 = first[i - 1] >= 0 ? first[i - 1] : i - 1;
+      if (first[i - 1] < 0) {
+        first[i - 1] = b0;
+        blocks++;
+      }
+      first[i] = b0;
+    }
+    klen = k;
+  }
+  return blocks;
+}
+
+/* The checkpointed blocks of this step (m->ckpt_*), after count_consumers and mark_upstream:
+ * the blocks of m->ckpt_pattern through which the step can recompute, that is those whose
+ * nodes' outputs are read only inside the block but for the last node's, that hold neither the
+ * model's output nor m->keep_act, and that a backward visits. */
+static strop_status plan_checkpoints(strop_model *m) {
+  const int nn = m->n_nodes;
+  m->ckpt_first = m->ckpt_last = NULL;
+  m->ckpt_rng = NULL;
+  if (!m->ckpt_pattern || m->keep_all) return STROP_OK;
+  int *first = strop__arena_alloc(&m->arena, (size_t)nn * sizeof *first);
+  int *last = strop__arena_alloc(&m->arena, (size_t)nn * sizeof *last);
+  strop__rng *rng = strop__arena_calloc(&m->arena, (size_t)nn * sizeof *rng);
+  if (!first || !last || !rng) return strop__err(STROP_E_NOMEM, "forward: out of memory");
+  if (!strop__model_blocks(m, m->ckpt_pattern, first)) return STROP_OK;
+  for (int i = 0; i < nn; i++) last[i] = -1;
+  for (int i = 0; i < nn; i++)
+    if (first[i] >= 0) last[first[i]] = i;
+  for (int b0 = 0; b0 < nn; b0++) {
+    if (first[b0] != b0) continue;
+    const int b1 = last[b0];
+    int ok = 0;
+    for (int j = b0; j <= b1; j++) ok |= m->upstream_trainable[j];
+    for (int j = b0; j <= b1 && ok; j++) ok = j != nn - 1 && j != m->keep_act;
+    /* a reader after the block of anything but its last node */
+    for (int i = b1 + 1; i < nn && ok; i++)
+      for (int k = 0; k < m->nodes[i].n_in && ok; k++)
+        ok = m->nodes[i].in[k] < b0 || m->nodes[i].in[k] >= b1;
+    if (!ok)
+      for (int j = b0; j <= b1; j++) first[j] = -1;
+  }
+  m->ckpt_first = first;
+  m->ckpt_last = last;
+  m->ckpt_rng = rng;
+  return STROP_OK;
+}
+
+strop_status strop_model_set_checkpointing(strop_model *m, const char *pattern) {
+  static const char fn[] = "strop_model_set_checkpointing";
+  if (!m) return strop__err(STROP_E_INVALID_ARG, "%s: model is NULL", fn);
+  if (pattern && !*pattern) pattern = NULL;
+  if (pattern && strlen(pattern) > 200)
+    return strop__err(STROP_E_INVALID_ARG, "%s: the pattern is %zu characters long, at most "
+                      "200", fn, strlen(pattern));
+  if (pattern && m->finalized) {
+    int *first = strop__malloc((size_t)m->n_nodes * sizeof *first);
+    if (!first) return STROP__NOMEM(fn);
+    const int blocks = strop__model_blocks(m, pattern, first);
+    strop__free(first);
+    if (!blocks)
+      return strop__err(STROP_E_NOT_FOUND, "%s: '%s' names no block of two or more "
+                        "consecutive nodes (e.g. 'transformer.h.*' for nodes "
+                        "'transformer.h.3.attn', ...; or 'auto')", fn, pattern);
+  }
+  char *copy = NULL;
+  if (pattern && !(copy = strop__strdup(pattern))) return STROP__NOMEM(fn);
+  if (m->have_forward) strop__model_step_end(m); /* the step's plan followed the old pattern */
+  strop__free(m->ckpt_pattern);
+  m->ckpt_pattern = copy;
+  return STROP_OK;
+}
+
+int64_t strop_model_get_checkpointing(const strop_model *m, char *buf, size_t cap) {
+  static const char fn[] = "strop_model_get_checkpointing";
+  if (!m) {
+    strop__err(STROP_E_INVALID_ARG, "%s: model is NULL", fn);
+    return -1;
+  }
+  return strop__copy_out(fn, m->ckpt_pattern ? m->ckpt_pattern : "", buf, cap);
+}
+
+int64_t strop_model_checkpoint_blocks(const strop_model *m) {
+  if (!m) {
+    strop__err(STROP_E_INVALID_ARG, "strop_model_checkpoint_blocks: model is NULL");
+    return -1;
+  }
+  if (!m->ckpt_pattern || !m->finalized) return 0;
+  int *first = strop__malloc((size_t)m->n_nodes * sizeof *first);
+  if (!first) {
+    strop__err(STROP_E_NOMEM, "strop_model_checkpoint_blocks: out of memory");
+    return -1;
+  }
+  const int blocks = strop__model_blocks(m, m->ckpt_pattern, first);
+  strop__free(first);
+  return blocks;
+}
+
 /* Asks each layer that can fuse which of the nodes after it it computes itself (see
  * strop__layer_vtable.fuse): a chain of sole readers, none of whose outputs but the last is
  * the model's output or m->keep_act. */
 static void plan_fusion(strop_model *m) {
   const int nn = m->n_nodes;
-  count_consumers(m);
   for (int i = 0; i < nn; i++) m->nodes[i].fused = 0;
   for (int i = 0; i < nn; i++) {
     strop__node *nd = &m->nodes[i];
@@ -570,8 +728,8 @@ static void plan_fusion(strop_model *m) {
     for (int j = i; !m->no_fusion && len < STROP__FUSE_MAX && j + 1 < nn; j++) {
       const strop__node *b = &m->nodes[j + 1];
       if (j == m->keep_act || m->consumers[j] != 1 || b->n_in != 1 || b->in[0] != j ||
-          b->n_params > 0)
-        break;
+          b->n_params > 0 || (m->ckpt_first && m->ckpt_first[j + 1] != m->ckpt_first[i]))
+        break; /* nor does a chain cross the edge of a checkpointed block */
       next[len++] = &m->nodes[j + 1];
     }
     int k = nd->vt->fuse(nd, next, len);
@@ -645,7 +803,8 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
       return strop__err(STROP_E_NOMEM, "out of memory for the padding mask");
     memcpy(mask, pad_mask, bytes);
   }
-  strop__exec x = {&m->arena, &m->rng, training, strop__num_threads(), mask, 0, 0, mask_len};
+  strop__exec x = {&m->arena, &m->rng, training, strop__num_threads(), mask, 0, 0, mask_len,
+                   m->probe};
   m->input.data = (float *)input;
   m->input.n = n;
   m->input.shape = *shape;
@@ -653,19 +812,26 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
   m->step_training = training;
   m->step_pad_mask = mask;
   m->step_pad_len = mask_len;
+  const int nn = m->n_nodes;
+  count_consumers(m);
+  mark_upstream(m);
+  if ((s = plan_checkpoints(m))) {
+    strop__model_step_end(m);
+    return s;
+  }
   plan_fusion(m);
   /* Activation lifetimes. A node's output is kept to the end of the step when a backward may
    * read it (it is the input or the output of a node with a trainable parameter at or before
    * it), or it is the model's output or m->keep_act; any other output is dead once its last
    * reader has run, and its memory goes to a free list that later outputs are taken from
    * (best fit). Such a node keeps nothing for a backward either: what its forward takes from
-   * the arena beyond its output (scratch, saved tensors) is given back right after it. */
-  const int nn = m->n_nodes;
-  mark_upstream(m);
+   * the arena beyond its output (scratch, saved tensors) is given back right after it.
+   * A checkpointed block is run the same way (its backward recomputes what it needs), but for
+   * its inputs from outside it, which are kept (keep 2) for that recompute. */
+  const int *ckf = m->ckpt_first;
   uint8_t *keep = strop__arena_calloc(&m->arena, (size_t)nn);
   int *left = strop__arena_alloc(&m->arena, (size_t)nn * sizeof *left);
   m->released = strop__arena_calloc(&m->arena, (size_t)nn);
-  typedef struct spare { float *p; size_t bytes; } spare;
   spare *spares = strop__arena_alloc(&m->arena, (size_t)nn * sizeof *spares);
   size_t *abytes = strop__arena_alloc(&m->arena, (size_t)nn * sizeof *abytes);
   if (!keep || !left || !m->released || !spares || !abytes) {
@@ -676,13 +842,19 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
   for (int i = 0; i < nn; i++) {
     const strop__node *nd = &m->nodes[i];
     left[i] = m->consumers[i];
+    if (ckf && ckf[i] >= 0) {
+      for (int j = 0; j < nd->n_in; j++)
+        if (nd->in[j] >= 0 && nd->in[j] < ckf[i]) keep[nd->in[j]] = 2;
+      continue;
+    }
     if (nd->fused < 0 || !m->upstream_trainable[i]) continue;
     const int last = i + (nd->fused > 0 ? nd->fused : 0);
     if (unit_reads_out(m, i, last)) keep[last] = 1;
     for (int j = 0; j < nd->n_in && unit_reads_in(m, i, last); j++)
       if (nd->in[j] >= 0) keep[nd->in[j]] = 1;
   }
-  for (int i = 0; i < nn; i++) keep[i] |= keep_always(m, i) || m->keep_all;
+  for (int i = 0; i < nn; i++)
+    if (!keep[i]) keep[i] = keep_always(m, i) || m->keep_all;
   strop__act ins_local[16];
   for (int i = 0; i < m->n_nodes; i++) {
     strop__node *nd = &m->nodes[i];
@@ -712,6 +884,7 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
     int best = -1;
     if (k0 >= 0 && last == i && !m->keep_all && (nd->vt->flags & STROP__LAYER_IN_PLACE) &&
         m->consumers[k0] == 1 && !keep_always(m, k0) && m->nodes[k0].fused == 0 &&
+        keep[k0] != 2 &&
         (!m->upstream_trainable[k0] || !unit_reads_out(m, k0, k0)) &&
         m->acts[k0].data && m->released[k0] == STROP__ACT_KEPT) {
       o->data = m->acts[k0].data;
@@ -737,7 +910,8 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
       return strop__err(STROP_E_NOMEM, "layer '%s': out of memory for %zu bytes of "
                         "activations", ln->name, bytes);
     }
-    const int scratch_only = !m->upstream_trainable[i] && !m->keep_all;
+    const int scratch_only = (!m->upstream_trainable[i] || (ckf && ckf[i] >= 0)) && !m->keep_all;
+    if (ckf && ckf[i] == i) m->ckpt_rng[i] = m->rng;
     strop__arena_mark mk = strop__arena_get_mark(&m->arena);
     s = nd->vt->forward(nd, &x, ins, o);
     if (s) {
@@ -758,6 +932,8 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
     i = last;
   }
   m->have_forward = 1;
+  m->fwd_free = spares;
+  m->n_fwd_free = n_spares;
   *out = &m->acts[m->n_nodes - 1];
   return STROP_OK;
 }
@@ -839,6 +1015,110 @@ static int pgrad_prepare(strop_model *m, int first, int last) {
   return 0;
 }
 
+/* The backward of a checkpointed block [b0, b1] runs inside a region of step memory that
+ * ends when the backward has passed b0: the recomputed activations, the layers' saved tensors
+ * and the block's inner gradients are given back at once (the arena rolled back, the free list
+ * as it was), so each block's recompute reuses the memory of the one after it. */
+typedef struct ckpt_region {
+  int b0, b1;              /* the block, b0 = -1: no region open */
+  strop__arena_mark mark;  /* the arena where the region began */
+  spare *snap;             /* the free list then (2 n_nodes entries) */
+  int n_snap;
+  spare back[2];           /* memory from before the region the block no longer needs: its
+                              last node's first output and output gradient */
+  int n_back;
+  uint8_t *reserved;       /* per node: a gradient taken before the region and not yet written
+                              (zeroed or assigned by its first writer, as if taken then) */
+} ckpt_region;
+
+/* Opens the region of block [b0, b1] and runs the block's forward again: the same inputs, the
+ * same generator state (so dropout draws the same masks), batch norm leaving its running
+ * statistics alone, every activation and saved tensor its backward reads kept. */
+static strop_status ckpt_recompute(strop_model *m, int b0, int b1, strop__exec *x,
+                                   spare *spares, int *n_spares, size_t *gbytes,
+                                   ckpt_region *r) {
+  /* the gradients of the block's inputs outlive the region: they are taken before it */
+  for (int j = b0; j <= b1; j++)
+    for (int q = 0; q < m->nodes[j].n_in; q++) {
+      const int k = m->nodes[j].in[q];
+      if (k < 0 || k >= b0 || !m->upstream_trainable[k] || m->grads[k]) continue;
+      const size_t b = act_bytes(m, k);
+      size_t got = b;
+      float *p = spare_take(spares, n_spares, b, &got);
+      if (!p) p = strop__arena_alloc(&m->arena, b);
+      if (!p) return strop__err(STROP_E_NOMEM, "backward: out of memory");
+      m->grads[k] = p;
+      gbytes[k] = got;
+      r->reserved[k] = 1;
+    }
+  r->n_back = 0;
+  if (m->released[b1] == STROP__ACT_KEPT && m->acts[b1].data)
+    r->back[r->n_back++] = (spare){m->acts[b1].data, act_bytes(m, b1)};
+  r->back[r->n_back++] = (spare){m->grads[b1], gbytes[b1]};
+  memcpy(r->snap, spares, (size_t)*n_spares * sizeof *spares);
+  r->n_snap = *n_spares;
+  r->mark = strop__arena_get_mark(&m->arena);
+  r->b0 = b0;
+  r->b1 = b1;
+  const strop__rng now = m->rng;
+  m->rng = m->ckpt_rng[b0];
+  x->recompute = 1;
+  strop_status s = STROP_OK;
+  strop__act ins_local[16];
+  for (int i = b0; i <= b1 && !s; i++) {
+    strop__node *nd = &m->nodes[i];
+    const int last = i + (nd->fused > 0 ? nd->fused : 0);
+    strop__act *ins = nd->n_in <= 16 ? ins_local
+                                     : strop__arena_alloc(&m->arena, (size_t)nd->n_in * sizeof *ins);
+    if (!ins) {
+      s = strop__err(STROP_E_NOMEM, "backward: layer '%s': out of memory", nd->name);
+      break;
+    }
+    for (int j = 0; j < nd->n_in; j++) ins[j] = nd->in[j] < 0 ? m->input : m->acts[nd->in[j]];
+    for (int j = i; j <= last; j++) {
+      m->acts[j].data = NULL;
+      m->acts[j].n = m->batch;
+      m->acts[j].shape = m->run_shapes[j];
+      m->nodes[j].saved = NULL;
+      m->released[j] = STROP__ACT_KEPT;
+    }
+    const size_t bytes = act_bytes(m, last);
+    size_t got;
+    strop__act *o = &m->acts[last];
+    if (!(o->data = spare_take(spares, n_spares, bytes, &got)))
+      o->data = strop__arena_alloc(&m->arena, bytes);
+    if (!o->data)
+      s = strop__err(STROP_E_NOMEM, "backward: layer '%s': out of memory for %zu bytes of "
+                     "recomputed activations", m->nodes[last].name, bytes);
+    else
+      s = nd->vt->forward(nd, x, ins, o);
+    i = last;
+  }
+  x->recompute = 0;
+  m->rng = now;
+  return s;
+}
+
+/* Closes the region: the block's memory is given back, and what it took from before. */
+static void ckpt_end(strop_model *m, ckpt_region *r, spare *spares, int *n_spares) {
+  for (int k = 0; k < r->b0; k++)
+    if (r->reserved[k]) { /* a gradient no reader in the block wrote: zero */
+      memset(m->grads[k], 0, act_bytes(m, k));
+      r->reserved[k] = 0;
+    }
+  memcpy(spares, r->snap, (size_t)r->n_snap * sizeof *spares);
+  *n_spares = r->n_snap;
+  for (int q = 0; q < r->n_back; q++) spares[(*n_spares)++] = r->back[q];
+  strop__arena_rollback(&m->arena, r->mark);
+  for (int j = r->b0; j <= r->b1; j++) {
+    m->acts[j].data = NULL;
+    m->released[j] = STROP__ACT_RELEASED;
+    m->nodes[j].saved = NULL;
+    m->grads[j] = NULL;
+  }
+  r->b0 = -1;
+}
+
 strop_status strop__model_backward(strop_model *m, const float *dout) {
   if (!m->have_forward)
     return strop__err(STROP_E_STATE, "backward: no forward pass to differentiate");
@@ -851,6 +1131,17 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
    * are the ones they were then, unless a parameter was unfrozen in between */
   for (int i = 0; m->released && i < nn; i++) {
     const strop__node *nd = &m->nodes[i];
+    if (m->ckpt_first && m->ckpt_first[i] >= 0) {
+      /* a checkpointed block: the recompute makes what its backward reads, from its inputs */
+      int bad = 0;
+      for (int j = 0; j < nd->n_in && !bad; j++)
+        bad = nd->in[j] >= 0 && nd->in[j] < m->ckpt_first[i] &&
+              m->released[nd->in[j]] == STROP__ACT_RELEASED;
+      if (bad)
+        return strop__err(STROP_E_STATE, "backward: layer '%s' needs activations its forward "
+                          "did not keep; run the forward again", nd->name);
+      continue;
+    }
     if (!m->upstream_trainable[i] || nd->fused < 0) continue;
     const int last = i + (nd->fused > 0 ? nd->fused : 0);
     int bad = unit_reads_out(m, i, last) && m->released[last] == STROP__ACT_RELEASED;
@@ -864,7 +1155,7 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
   count_consumers(m);
   /* backward sees the forward's mode and mask */
   strop__exec x = {&m->arena, &m->rng, m->step_training, strop__num_threads(),
-                   m->step_pad_mask, 0, 0, m->step_pad_len};
+                   m->step_pad_mask, 0, 0, m->step_pad_len, m->probe};
   size_t in_bytes = strop__shape_numel(&m->input.shape) * sizeof(float) * (size_t)m->batch;
   m->input_grad = NULL;
   if (m->want_input_grad) {
@@ -876,14 +1167,23 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
    * free list that later input gradients are taken from (best fit), so the backward's memory
    * is a few live gradients rather than one per node. Activations join the list once their
    * readers are done (below): room for one gradient and one activation per node. */
-  typedef struct spare { float *p; size_t bytes; } spare;
   spare *spares = strop__arena_alloc(&m->arena, 2 * (size_t)nn * sizeof *spares);
   if (!spares) return strop__err(STROP_E_NOMEM, "backward: out of memory");
   size_t *gbytes = strop__arena_alloc(&m->arena, (size_t)nn * sizeof *gbytes);
   if (!gbytes) return strop__err(STROP_E_NOMEM, "backward: out of memory");
-  int n_spares = 0;
+  /* what the forward released already (a frozen trunk's outputs, checkpointed blocks' insides) */
+  int n_spares = m->n_fwd_free;
+  if (n_spares) memcpy(spares, m->fwd_free, (size_t)n_spares * sizeof *spares);
+  m->n_fwd_free = 0;
+  ckpt_region reg = {-1, -1, {0}, NULL, 0, {{0}}, 0, NULL};
+  if (m->ckpt_first) {
+    reg.snap = strop__arena_alloc(&m->arena, 2 * (size_t)nn * sizeof *reg.snap);
+    reg.reserved = strop__arena_calloc(&m->arena, (size_t)nn);
+    if (!reg.snap || !reg.reserved) return strop__err(STROP_E_NOMEM, "backward: out of memory");
+  }
   float *din_local[16];
   for (int i = nn - 1; i >= 0; i--) {
+    if (reg.b0 > i) ckpt_end(m, &reg, spares, &n_spares);
     /* Every reader of node i + 1's output (its consumers, after it, and its own backward) is
      * behind us: a stored activation nothing else shares becomes a spare for the gradients
      * still to come. The model's output and a kept activation stay. */
@@ -897,6 +1197,9 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
       m->acts[d].data = NULL;
     }
     if (!m->upstream_trainable[i] || !m->grads[i]) continue;
+    if (m->ckpt_first && m->ckpt_first[i] >= 0 && m->ckpt_last[m->ckpt_first[i]] == i &&
+        (s = ckpt_recompute(m, m->ckpt_first[i], i, &x, spares, &n_spares, gbytes, &reg)))
+      return s;
     /* the last node of a fused chain: the chain's first node differentiates all of it */
     int first = i;
     while (first > 0 && m->nodes[first].fused < 0) first--;
@@ -935,6 +1238,12 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
             gbytes[k] = b;
           }
           if (!m->grads[k]) return strop__err(STROP_E_NOMEM, "backward: out of memory");
+        } else if (reg.reserved && reg.reserved[k]) {
+          /* taken before a recompute, not written yet: as if taken now */
+          x.din_assign = (nd->vt->flags & STROP__LAYER_ASSIGNS_DIN) && nd->n_in == 1 &&
+                         m->consumers[k] == 1;
+          if (!x.din_assign) memset(m->grads[k], 0, act_bytes(m, k));
+          reg.reserved[k] = 0;
         }
         din[j] = m->grads[k];
       } else {
@@ -956,6 +1265,7 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
     }
     i = first;
   }
+  if (reg.b0 >= 0) ckpt_end(m, &reg, spares, &n_spares);
   /* parameters whose nodes the backward did not reach got no gradient: zero */
   for (int k = 0; k < m->n_params; k++) strop__param_grad_fresh(m->params[k]);
   return STROP_OK;
@@ -1285,6 +1595,7 @@ strop_status strop__model_clone(const strop_model *src, strop_model **out) {
   m->rng = src->rng;
   m->seed = src->seed;
   m->frozen_dtype = src->frozen_dtype;
+  if (src->ckpt_pattern && !(m->ckpt_pattern = strop__strdup(src->ckpt_pattern))) goto oom;
   if (strop__meta_copy(&m->meta, &src->meta, fn)) goto oom;
   if (m->finalized && (s = strop__model_reindex(m))) {
     strop_model_free(m);

@@ -60,6 +60,9 @@ strop_status strop__model_split_head(const strop_model *m, int cut, strop_model 
     h->nodes[hb].frozen_stats = a->frozen_stats;
   }
   if (!s) s = strop__model_copy_state(h, m);
+  /* the head trains as the model would: checkpointed where its blocks are */
+  if (!s && m->ckpt_pattern && !(h->ckpt_pattern = strop__strdup(m->ckpt_pattern)))
+    s = strop__err(STROP_E_NOMEM, "%s: out of memory", fn);
   if (s) {
     strop_model_free(h);
     return s;

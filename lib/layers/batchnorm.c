@@ -139,7 +139,7 @@ static strop_status bn_forward(strop__node *n, const strop__exec *x, const strop
   float *var = buf + 2 * C;
   strop__batchnorm_forward_train(N, C, l, in[0].data, gamma, beta, c->eps, out->data, sv->mean,
                                  sv->invstd, var);
-  if (x->training && c->track_running_stats) {
+  if (x->training && c->track_running_stats && !x->recompute) {
     float m = c->momentum;
     if (nbt && nbt->idata) {
       nbt->idata[0] += 1;

@@ -149,6 +149,10 @@ typedef struct strop__exec {
                             may then set grad_checked on a parameter whose values it saw are
                             all finite as it wrote them */
   int64_t pad_len;       /* positions per sample of pad_mask (0 when there is none) */
+  int recompute;         /* 1: the backward runs a checkpointed block's forward again (same
+                            inputs, same RNG draws), or the step is a memory probe: compute as
+                            usual but change no state of the model (batch norm's running
+                            statistics and batch count) */
 } strop__exec;
 
 

@@ -32,6 +32,7 @@ typedef struct gemm_buf { struct gemm_buf *next; float *data; } gemm_buf;
 static pthread_mutex_t g_buf_mu = PTHREAD_MUTEX_INITIALIZER;
 static gemm_buf *g_free_bufs;
 static int g_bufs_made;
+static size_t g_buf_count; /* made so far (atomic: buf_new also runs outside g_buf_mu) */
 
 static gemm_buf *buf_new(void) {
   gemm_buf *g = strop__malloc(sizeof *g);
@@ -41,7 +42,13 @@ static gemm_buf *buf_new(void) {
     strop__free(g);
     return NULL;
   }
+  __atomic_add_fetch(&g_buf_count, 1, __ATOMIC_RELAXED);
   return g;
+}
+
+size_t strop__gemm_buffer_bytes(void) {
+  const size_t n = __atomic_load_n(&g_buf_count, __ATOMIC_RELAXED);
+  return n * (sizeof(gemm_buf) + sizeof(float) * (size_t)BUF_FLOATS);
 }
 
 static gemm_buf *buf_take(void) {
@@ -509,6 +516,7 @@ __attribute__((target("avx512f"))) int strop__sgemm_own(int ta, int tb, int64_t 
 
 #else
 
+size_t strop__gemm_buffer_bytes(void) { return 0; }
 int strop__gemm_own_available(void) { return 0; }
 int strop__gemm_use_own(int ta, int tb, int64_t m, int64_t n, int64_t k) {
   (void)ta, (void)tb, (void)m, (void)n, (void)k;

@@ -31,6 +31,9 @@ strop_status strop__optimizer_create_params(int kind, strop__param **params, int
  * SGD momentum_buffer; Adam/AdamW exp_avg, exp_avg_sq, max_exp_avg_sq (amsgrad); RMSprop
  * square_avg, momentum_buffer (momentum > 0), grad_avg (centered); Adagrad sum. */
 int strop__optim_state_count(const strop_optimizer *o);
+/* Values of state the optimizer keeps per trainable value with its current settings (Adam 2,
+ * with amsgrad 3; SGD 0, with momentum 1): the optimizer_slots of a memory estimate. */
+int strop__optim_values_per_param(const strop_optimizer *o);
 strop_status strop__optim_state_at(const strop_optimizer *o, int i, strop__state_entry *out);
 /* Restores one entry by name (copying data). STROP_E_NOT_FOUND: no such trainable parameter
  * or buffer for this kind; STROP_E_SHAPE: wrong dtype or numel; STROP_E_NOMEM. */

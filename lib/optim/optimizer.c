@@ -432,6 +432,12 @@ static int bufs_needed(const strop_optimizer *o) {
   }
 }
 
+int strop__optim_values_per_param(const strop_optimizer *o) {
+  int n = 0;
+  for (int need = bufs_needed(o); need; need >>= 1) n += need & 1;
+  return n;
+}
+
 static float *buf_alloc(const strop_optimizer *o, size_t numel, int b) {
   size_t bytes;
   if (strop__mul_overflow(numel ? numel : 1, sizeof(float), &bytes)) return NULL;

@@ -84,6 +84,7 @@ static const field F_MODEL[] = {{"spec", T_STR, NULL, NULL, NULL},
                                 {"remap", T_ANYMAP, NULL, NULL, NULL},
                                 {"seed", T_INT, NULL, NULL, NULL},
                                 {"frozen_dtype", T_ENUM, NULL, strop__recipe_frozen_dtypes, NULL},
+                                {"checkpointing", T_STR, NULL, NULL, NULL},
                                 END};
 static const field F_CROP[] = {{"size", T_INTS, NULL, NULL, &R_IMAGE_SIZE},
                                {"padding", T_INT, NULL, NULL, &R_PADDING}, END};
@@ -164,6 +165,7 @@ static const field F_TRAIN[] = {{"epochs", T_INT, NULL, NULL, &R_NONNEG},
                                 {"checkpoint_every", T_INT, NULL, NULL, &R_NONNEG},
                                 {"max_steps", T_INT, NULL, NULL, &R_NONNEG},
                                 {"cache_frozen", T_BOOL, NULL, NULL, NULL},
+                                {"memory_limit_mb", T_FLOAT, NULL, NULL, &R_NONNEG},
                                 END};
 static const field F_STAGE[] = {{"name", T_STR, NULL, NULL, NULL},
                                 {"epochs", T_INT, NULL, NULL, &R_NONNEG},

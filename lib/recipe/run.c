@@ -283,6 +283,19 @@ bad:
   return s;
 }
 
+/* model.checkpointing: "auto", a glob over block names (strop_model_set_checkpointing), or
+ * "off"; set once the surgery has made the model's final graph. */
+static strop_status set_checkpointing(ctx *c, strop_model *m) {
+  const strop__ynode *msec = section(c->r, "model");
+  const char *p = msec ? strop__rd_str(msec, "checkpointing") : NULL;
+  if (!p || !strcmp(p, "off")) return STROP_OK;
+  strop_status s = strop_model_set_checkpointing(m, p);
+  if (!s) return STROP_OK;
+  char rest[1024];
+  return strop__recipe_err(FN, c->r, strop__ynode_get(msec, "checkpointing"), s,
+                           "'model.checkpointing': %s", sentence_after_fn(rest));
+}
+
 /* ---- surgery ---- */
 static strop_status apply_surgery(ctx *c, strop_model *m, const strop__ynode *ops,
                                   uint64_t seed, const char *where) {
@@ -1121,6 +1134,20 @@ static strop_status run_stage(ctx *c, strop_model *m, const strop__ynode *st, in
   if ((s = make_iter_raw(c, head ? ftrain : c->train, 1, stage_seed, head != NULL, &it))) goto done;
   if (c->val && (s = make_iter_raw(c, head ? fval : c->val, 0, 0, head != NULL, &vit))) goto done;
   if ((s = build_optimizer(c, tm, sub(st, "optimizer"), &opt))) goto done;
+  /* train.memory_limit_mb: a step that would not fit is refused before training, saying what
+   * would make it fit */
+  double limit_mb = 0;
+  if ((s = rd2_float(r, top, tst, "memory_limit_mb", &limit_mb))) goto done;
+  if (limit_mb > 0 &&
+      (s = strop_model_check_memory(tm, c->batch, NULL, 0, strop__optim_values_per_param(opt),
+                                    (size_t)(limit_mb * 1e6)))) {
+    char rest[1024];
+    const strop__ynode *at = strop__ynode_get(tst ? tst : top, "memory_limit_mb");
+    s = strop__recipe_err(FN, r, at ? at : strop__ynode_get(top, "memory_limit_mb"), s,
+                          "'train.memory_limit_mb' %g, stage '%s': %s", limit_mb, c->stage_name,
+                          sentence_after_fn(rest));
+    goto done;
+  }
   int per_epoch = 0;
   if ((s = build_schedule(c, opt, sub(st, "schedule"), strop_batch_iter_num_batches(it), epochs, &sch,
                           &per_epoch)))
@@ -1399,6 +1426,7 @@ strop_status strop_recipe_run(const strop_recipe *r, const strop_run_options *us
   if (!s) s = set_frozen_dtype(&c, m);
   if (!s) s = load_data(&c);
   if (!s) s = apply_surgery(&c, m, section(r, "surgery"), c.seed + 17, "surgery");
+  if (!s) s = set_checkpointing(&c, m);
   if (!s) s = check_head(&c, m);
   if (!s) s = record_meta(&c, m);
   /* stages */

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "ops/ops.h"
 #include "surgery/surgery_impl.h"
 
 strop_status strop_model_clone(const strop_model *model, strop_model **out) {
@@ -92,6 +93,10 @@ strop_status strop_model_memory_estimate(const strop_model *model, int64_t batch
     int u = 0;
     for (int j = 0; j < n->n_params; j++) {
       const strop__param *p = &n->params[j];
+      if (p->tied) { /* the tensor of another slot: counted there */
+        u |= !p->is_buffer && p->tied->trainable;
+        continue;
+      }
       w += strop__param_bytes(p);
       if (!p->is_buffer && p->trainable) {
         g += p->numel * sizeof(float);
@@ -122,4 +127,160 @@ strop_status strop_model_memory_estimate(const strop_model *model, int64_t batch
   if (optim_state) *optim_state = slots;
   if (activations) *activations = fwd + bwd;
   return STROP_OK;
+}
+
+/* ---- the peak of a training step, planned ---- */
+typedef struct step_figures {
+  size_t weights, grads, optim, act; /* act: step memory at batch: the step arena as it holds
+                                        it once warm (with the loss's gradient), and the GEMM's
+                                        packing buffers (gemm) */
+  size_t gemm;
+  double act_fixed, act_per_sample;  /* act = fixed + per_sample batch, as extrapolated */
+} step_figures;
+
+static size_t figures_peak(const step_figures *f) {
+  return f->weights + f->grads + f->optim + f->act;
+}
+
+/* Step memory grows with the batch as a + b n (activations, saved tensors and gradients are per
+ * sample; scratch and per-step arrays are not): planned at the batch itself when it is small,
+ * otherwise at 2 and 4 samples and extrapolated. */
+static strop_status plan_figures(const char *fn, strop_model *m, int64_t batch,
+                                 const strop__shape *shape, int slots, step_figures *f) {
+  strop_status s = strop_model_memory_estimate(m, batch, slots, &f->weights, &f->grads,
+                                               &f->optim, NULL);
+  if (s) return s;
+  const int64_t n1 = batch <= 4 ? batch : 2, n2 = batch <= 4 ? batch : 4;
+  size_t a1 = 0, a2 = 0, o1 = 0, o2 = 0;
+  s = strop__model_probe_step(m, n1, shape, &a1, &o1);
+  if (!s && n2 != n1) s = strop__model_probe_step(m, n2, shape, &a2, &o2);
+  if (s) {
+    strop__err_prefix("%s: planning a step of batch %lld", fn, (long long)batch);
+    return s;
+  }
+  if (n2 == n1) {
+    f->act_per_sample = (double)(a1 + o1) / (double)n1;
+    f->act_fixed = 0;
+  } else {
+    f->act_per_sample = ((double)(a2 + o2) - (double)(a1 + o1)) / (double)(n2 - n1);
+    f->act_fixed = (double)(a1 + o1) - f->act_per_sample * (double)n1;
+  }
+  const double act = f->act_fixed + f->act_per_sample * (double)batch;
+  if (!(act < (double)SIZE_MAX / 4))
+    return strop__err(STROP_E_SHAPE, "%s: batch %lld: the step's memory overflows a byte count",
+                      fn, (long long)batch);
+  f->gemm = strop__gemm_buffer_bytes();
+  f->act = strop__arena_footprint(act > 0 ? (size_t)act : 0) + f->gemm;
+  return STROP_OK;
+}
+
+static strop_status sample_shape_in(const char *fn, const strop_model *m, const int64_t *dims,
+                                    int rank, strop__shape *out) {
+  if (!dims) {
+    *out = m->in_shape;
+    return STROP_OK;
+  }
+  if (rank != m->in_shape.rank)
+    return strop__err(STROP_E_SHAPE, "%s: sample_shape has rank %d, the model's input %d", fn,
+                      rank, m->in_shape.rank);
+  out->rank = rank;
+  for (int i = 0; i < rank; i++) {
+    if (dims[i] < 1)
+      return strop__err(STROP_E_INVALID_ARG, "%s: sample_shape[%d] must be >= 1, got %lld", fn,
+                        i, (long long)dims[i]);
+    out->d[i] = dims[i];
+  }
+  return STROP_OK;
+}
+
+static strop_status step_args(const char *fn, strop_model *m, int64_t batch, int slots) {
+  if (!m) return strop__err(STROP_E_INVALID_ARG, "%s: model is NULL", fn);
+  if (!m->finalized) return strop__err(STROP_E_STATE, "%s: the model is not finalized", fn);
+  if (batch < 1 || batch > ((int64_t)1 << 40))
+    return strop__err(STROP_E_INVALID_ARG, "%s: batch must be in [1, 2^40], got %lld", fn,
+                      (long long)batch);
+  if (slots < 0 || slots > 8)
+    return strop__err(STROP_E_INVALID_ARG, "%s: optimizer_slots must be in 0..8 (0 SGD, "
+                      "1 momentum, 2 Adam), got %d", fn, slots);
+  return STROP_OK;
+}
+
+strop_status strop_model_step_memory(strop_model *model, int64_t batch,
+                                     const int64_t *sample_shape, int rank,
+                                     int optimizer_slots, size_t *activations, size_t *peak) {
+  static const char fn[] = "strop_model_step_memory";
+  strop_status s = step_args(fn, model, batch, optimizer_slots);
+  strop__shape shape;
+  if (!s) s = sample_shape_in(fn, model, sample_shape, rank, &shape);
+  step_figures f;
+  if (!s) s = plan_figures(fn, model, batch, &shape, optimizer_slots, &f);
+  if (s) return s;
+  if (activations) *activations = f.act;
+  if (peak) *peak = figures_peak(&f);
+  return STROP_OK;
+}
+
+/* "1.23 GB", "12.5 MB", "300 kB" */
+static const char *mb(size_t bytes, char *buf, size_t cap) {
+  const double v = (double)bytes;
+  if (v >= 1e9) snprintf(buf, cap, "%.2f GB", v / 1e9);
+  else if (v >= 1e6) snprintf(buf, cap, "%.1f MB", v / 1e6);
+  else snprintf(buf, cap, "%.0f kB", v / 1e3);
+  return buf;
+}
+
+strop_status strop_model_check_memory(strop_model *model, int64_t batch,
+                                      const int64_t *sample_shape, int rank,
+                                      int optimizer_slots, size_t limit) {
+  static const char fn[] = "strop_model_check_memory";
+  strop_status s = step_args(fn, model, batch, optimizer_slots);
+  strop__shape shape;
+  if (!s) s = sample_shape_in(fn, model, sample_shape, rank, &shape);
+  step_figures f;
+  if (!s) s = plan_figures(fn, model, batch, &shape, optimizer_slots, &f);
+  if (s) return s;
+  const size_t peak = figures_peak(&f);
+  if (peak <= limit) return STROP_OK;
+  char a[32], b[32], c[32], d[32], e[32], l[32];
+  strop__sbuf t;
+  memset(&t, 0, sizeof t);
+  strop__sbuf_printf(&t, "%s: a training step of batch %lld needs about %s at its peak "
+                     "(weights and buffers %s, gradients %s, optimizer state %s, step memory %s),"
+                     " over the limit of %s; to fit:", fn, (long long)batch, mb(peak, a, sizeof a),
+                     mb(f.weights, b, sizeof b), mb(f.grads, c, sizeof c), mb(f.optim, d, sizeof d),
+                     mb(f.act, e, sizeof e), mb(limit, l, sizeof l));
+  /* with checkpointing: planned again with "auto" when the model has blocks and it is off */
+  if (!model->ckpt_pattern && strop_model_set_checkpointing(model, "auto") == STROP_OK) {
+    step_figures g;
+    s = plan_figures(fn, model, batch, &shape, optimizer_slots, &g);
+    strop__free(model->ckpt_pattern); /* off again (setting NULL cannot fail, but is checked) */
+    model->ckpt_pattern = NULL;
+    if (s) {
+      strop__sbuf_free(&t);
+      return s;
+    }
+    if (g.act < f.act) {
+      strop__sbuf_printf(&t, " activation checkpointing (strop_model_set_checkpointing(model, "
+                         "\"auto\"), recipe key model.checkpointing: auto) takes the step "
+                         "memory to %s (peak %s%s);", mb(g.act, a, sizeof a),
+                         mb(figures_peak(&g), b, sizeof b),
+                         figures_peak(&g) <= limit ? ", which fits" : "");
+    }
+  }
+  /* the largest batch whose arena (at least its smallest chunk) fits beside the rest */
+  const double room = (double)limit - (double)(f.weights + f.grads + f.optim + f.gemm);
+  double fit = 0;
+  if (room >= (double)strop__arena_footprint(0) && f.act_per_sample > 0)
+    fit = (room - f.act_fixed) / f.act_per_sample;
+  if (fit > (double)batch - 1) fit = (double)batch - 1; /* (rounding at the edge) */
+  if (fit >= 1)
+    strop__sbuf_printf(&t, " a batch of %lld fits;", (long long)fit);
+  else
+    strop__sbuf_printf(&t, " no batch fits with these weights;");
+  strop__sbuf_printf(&t, " frozen weights in BF16 or 8 bits (issue 21) halve or quarter what "
+                     "the frozen part holds; freezing more of the model drops its gradients and "
+                     "optimizer state (%s now)", mb(f.grads + f.optim, a, sizeof a));
+  s = strop__err(STROP_E_NOMEM, "%s", t.s && !t.oom ? t.s : fn);
+  strop__sbuf_free(&t);
+  return s;
 }

@@ -697,20 +697,25 @@ strop_status strop__trainer_micro_step(strop_trainer *t, const float *x, const s
     return window_end(t, fn);
   }
   const strop__act *out;
+  /* a failure from here on drops the window: the forward may have moved running statistics
+   * and the generator before it failed (out of memory halfway) */
   s = strop__model_forward_shaped(m, x, n, shape, 1, mask, &out);
   if (s) {
+    drop_accumulation(t);
     strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
     return dist_fail(t, fn, s);
   }
   float *dpred = strop__arena_alloc(&m->arena, (size_t)n * (size_t)per * sizeof(float));
   if (!dpred) {
     strop__model_step_end(m);
+    drop_accumulation(t);
     return dist_fail(t, fn, STROP__NOMEM(fn));
   }
   double loss = 0.0;
   s = strop__loss_eval(&t->loss, out->data, n, per, y, tps, &loss, dpred);
   if (s) {
     strop__model_step_end(m);
+    drop_accumulation(t);
     strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
     return dist_fail(t, fn, s);
   }
@@ -820,6 +825,7 @@ strop_status strop_trainer_forward_masked(strop_trainer *t, const strop_tensor *
   s = strop__model_forward_shaped(m, x, n, &g.in, 1, mask ? mask->data : NULL, &o);
   if (s) {
     strop__model_step_end(m); /* also the input's copy when the forward failed early */
+    drop_accumulation(t);     /* what the forward moved before it failed */
     strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
     return s;
   }

@@ -10,7 +10,7 @@ import numpy as np
 from . import _lib
 from ._handle import Handle
 from ._util import as_f32, checked_string, dims_array, enc, shape_of, snprintf_string
-from .errors import NotFound, check
+from .errors import NotFound, check, error_for_status
 from .tensor import Tensor
 
 __all__ = ["Model", "ModelMeta", "Prediction", "LoadReport", "SafetensorsFile"]
@@ -381,6 +381,26 @@ class Model(Handle):
     def training(self, on):
         check(_lib.lib.strop_model_set_training(self._h, 1 if on else 0))
 
+    @property
+    def checkpointing(self):
+        """Activation checkpointing: "auto", a glob over block names ("transformer.h.*"), or
+        None (off). Setting it recomputes each block in the backward instead of keeping its
+        activations, with the same results; see docs/performance.md."""
+        s = checked_string(_lib.lib.strop_model_get_checkpointing, self._h)
+        return s or None
+
+    @checkpointing.setter
+    def checkpointing(self, pattern):
+        check(_lib.lib.strop_model_set_checkpointing(self._h, enc(pattern) if pattern else None))
+
+    @property
+    def checkpoint_blocks(self):
+        """How many blocks the checkpointing pattern forms (0 when off)."""
+        n = _lib.lib.strop_model_checkpoint_blocks(self._h)
+        if n < 0:
+            raise error_for_status(-1)
+        return n
+
     def train(self, on=True):
         self.training = on
         return self
@@ -482,6 +502,24 @@ class Model(Handle):
                                                    *[ctypes.byref(x) for x in v]))
         return dict(zip(("weights", "grads", "optim_state", "activations"),
                         (x.value for x in v)))
+
+    def step_memory(self, batch, sample_shape=None, optimizer_slots=2, limit=None):
+        """dict(step, peak) in bytes: the planned peak of a training step (weights, gradients,
+        optimizer state and the step's own memory under liveness and checkpointing). With
+        limit (bytes), raises the library's out-of-memory error, naming what would fit, when
+        the peak is over it."""
+        dims, rank = None, 0
+        if sample_shape is not None:
+            rank = len(sample_shape)
+            dims = (ctypes.c_int64 * max(rank, 1))(*[int(d) for d in sample_shape])
+        if limit is not None:
+            check(_lib.lib.strop_model_check_memory(self._h, int(batch), dims, rank,
+                                                    int(optimizer_slots), int(limit)))
+        step, peak = ctypes.c_size_t(), ctypes.c_size_t()
+        check(_lib.lib.strop_model_step_memory(self._h, int(batch), dims, rank,
+                                               int(optimizer_slots), ctypes.byref(step),
+                                               ctypes.byref(peak)))
+        return {"step": step.value, "peak": peak.value}
 
     # ---- surgery ----
     def freeze(self, glob="*"):

@@ -124,6 +124,31 @@ def test_model_build_forward_and_params(mlp):
     assert set(mlp.state_dict()) == set(mlp.tensor_names())
 
 
+def test_checkpointing_and_step_memory():
+    m = strop.Model([8])
+    for b in range(3):
+        m.add(f"blocks.{b}.fc", "linear", "out_features=16")
+        m.add(f"blocks.{b}.act", "gelu")
+    m.add("head", "linear", "out_features=3")
+    m.finalize(seed=1)
+    assert m.checkpointing is None and m.checkpoint_blocks == 0
+    plain = m.step_memory(32)
+    assert plain["peak"] > plain["step"] > 0
+    m.checkpointing = "auto"
+    assert m.checkpointing == "auto" and m.checkpoint_blocks == 3
+    m.checkpointing = "blocks.*"
+    assert m.checkpoint_blocks == 3
+    with pytest.raises(strop.NotFound, match="names no block"):
+        m.checkpointing = "layers.*"
+    assert m.checkpointing == "blocks.*"
+    assert m.step_memory(32, sample_shape=[8])["peak"] > 0
+    with pytest.raises(strop.OutOfMemory, match="a batch of|no batch fits"):
+        m.step_memory(32, limit=1000)
+    m.checkpointing = None
+    assert m.checkpointing is None
+    m.close()
+
+
 def test_model_errors(mlp, tmp_path):
     with pytest.raises(strop.ShapeError, match="strop_model_forward"):
         mlp.forward(np.zeros((2, 7), np.float32))
