@@ -52,6 +52,9 @@ struct strop_model {
    * live), or the backward did once every reader's backward had run; MOVED: an in-place
    * reader (relu after a batch norm) wrote its own output over it */
   uint8_t *released;
+  /* incremental decoding (lib/generate): set around a forward that computes later positions
+   * of cached sequences, NULL otherwise; the forwards pass it to the layers */
+  const strop__decode *decode;
 };
 
 /* Add a node from parsed options (YAML spec loader, surgery). Takes ownership of nothing;
