@@ -183,7 +183,7 @@ END_TEST
  * repetition penalty */
 static void greedy_reference(strop_model *m, const int64_t *prompt, int64_t np, int64_t want,
                              float penalty, int64_t *out) {
-  int64_t seq[T];
+  int64_t seq[T + 1]; /* the last new id is stored, never fed */
   memcpy(seq, prompt, (size_t)np * sizeof *seq);
   for (int64_t k = 0; k < want; k++) {
     const int64_t n = np + k;
