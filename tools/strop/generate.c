@@ -129,7 +129,6 @@ int tool_cmd_generate(const tool_opts *o, volatile sig_atomic_t *interrupted) {
     goto done;
   }
   /* the prompt as the tokenizer reads it back (special tokens left out), then the new text */
-  s.ids[0] = 0;
   {
     char buf[1];
     int64_t len = strop_tokenizer_decode(tok, prompt, np, 1, buf, 0);
