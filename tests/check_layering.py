@@ -19,6 +19,7 @@ LEVEL = {
     "layers": 2,
     "graph": 3,
     "io": 4, "surgery": 4, "data": 4, "optim": 4, "train": 4, "tune": 4, "pretrained": 4,
+    "generate": 4,
     "recipe": 5,
     "tools": 6, "bindings": 6,
 }
@@ -27,7 +28,7 @@ PUBLIC = {
     "common": "core", "error": "core", "runtime": "core", "tensor": "core", "version": "core",
     "model": "graph", "io": "io", "surgery": "surgery", "data": "data", "optim": "optim",
     "train": "train", "tune": "tune", "recipe": "recipe", "strop": "recipe", "text": "text",
-    "pretrained": "pretrained", "dist": "dist",
+    "pretrained": "pretrained", "dist": "dist", "generate": "generate",
 }
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')
 

@@ -104,5 +104,6 @@
 #include "tune.h"
 #include "pretrained.h"
 #include "text.h"
+#include "generate.h"
 
 #endif

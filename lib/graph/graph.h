@@ -67,6 +67,9 @@ struct strop_model {
    * reads any more, which the backward takes its gradients and recomputes from */
   void *fwd_free;
   int n_fwd_free;
+  /* incremental decoding (lib/generate): set around a forward that computes later positions
+   * of cached sequences, NULL otherwise; the forwards pass it to the layers */
+  const strop__decode *decode;
 };
 
 /* Groups the nodes into the blocks that pattern names ("auto" or a glob over dotted name

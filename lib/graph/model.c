@@ -804,7 +804,7 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
     memcpy(mask, pad_mask, bytes);
   }
   strop__exec x = {&m->arena, &m->rng, training, strop__num_threads(), mask, 0, 0, mask_len,
-                   m->probe};
+                   m->probe, m->decode};
   m->input.data = (float *)input;
   m->input.n = n;
   m->input.shape = *shape;
@@ -1155,7 +1155,7 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
   count_consumers(m);
   /* backward sees the forward's mode and mask */
   strop__exec x = {&m->arena, &m->rng, m->step_training, strop__num_threads(),
-                   m->step_pad_mask, 0, 0, m->step_pad_len, m->probe};
+                   m->step_pad_mask, 0, 0, m->step_pad_len, m->probe, NULL};
   size_t in_bytes = strop__shape_numel(&m->input.shape) * sizeof(float) * (size_t)m->batch;
   m->input_grad = NULL;
   if (m->want_input_grad) {

@@ -156,6 +156,81 @@ static void views(const strop__act *in, int n_in, const geom *g, const float **q
   }
 }
 
+strop__kv_cache *strop__decode_cache(const strop__decode *d, const strop__node *n) {
+  for (int i = 0; d && i < d->n_kv; i++)
+    if (d->kv[i].node == n) return &d->kv[i];
+  return NULL;
+}
+
+/* An incremental decoding step: the t new rows' keys (rotated at their absolute positions)
+ * and values go into the node's cache at [pos, pos + t), and the new queries attend to the
+ * whole cached sequence. Keeps nothing for a backward (decoding is eval only). */
+static strop_status attn_decode(strop__node *n, const strop__exec *x, const geom *g,
+                                const float *q, const float *k, const float *v,
+                                const int64_t ld[3], int64_t nb, int64_t t, float *out) {
+  const attn_cfg *c = n->cfg;
+  const strop__decode *d = x->decode;
+  strop__kv_cache *kc = strop__decode_cache(d, n);
+  const int64_t w = g->kvh * g->hd, pos = d->pos, cap = d->cap;
+  if (!kc)
+    return strop__err(STROP_E_INTERNAL, "layer '%s' (attention): no key/value cache for an "
+                      "incremental step", n->name);
+  if (pos < 0 || pos + t > cap)
+    return strop__err(STROP_E_SHAPE, "layer '%s' (attention): positions %lld to %lld do not fit "
+                      "the key/value cache of %lld positions", n->name, (long long)pos,
+                      (long long)(pos + t - 1), (long long)cap);
+  if (!kc->k) {
+    const size_t cells = (size_t)(nb * cap * w);
+    kc->k = strop__calloc(cells, sizeof(float));
+    kc->v = strop__calloc(cells, sizeof(float));
+    if (!kc->k || !kc->v) {
+      strop__free(kc->k);
+      strop__free(kc->v);
+      kc->k = kc->v = NULL;
+      return oom(n);
+    }
+    kc->batch = nb;
+    kc->width = w;
+  } else if (kc->batch != nb || kc->width != w) {
+    return strop__err(STROP_E_SHAPE, "layer '%s' (attention): a step of %lld sequences of %lld "
+                      "key values per position, the cache holds %lld of %lld", n->name,
+                      (long long)nb, (long long)w, (long long)kc->batch, (long long)kc->width);
+  }
+  const int64_t rot = c->rope ? (c->rope_dim ? c->rope_dim : g->hd) : 0;
+  const size_t half = (size_t)(t * (rot / 2));
+  float *cs = NULL, *qr = NULL;
+  if (rot) {
+    cs = strop__arena_alloc(x->arena, 2 * half * sizeof *cs + 1);
+    qr = strop__arena_calloc(x->arena, (size_t)(nb * t * g->h * g->hd) * sizeof *qr);
+    if (!cs || !qr) return oom(n);
+    strop__rope_tables_from(pos, t, rot, c->rope_theta, c->rope_factor, cs, cs + half);
+    strop__rope_apply(q, ld[0], qr, g->h * g->hd, nb, t, g->h, g->hd, rot, cs, cs + half, 0);
+  }
+  for (int64_t b = 0; b < nb; b++) {
+    float *kd = kc->k + (b * cap + pos) * w, *vd = kc->v + (b * cap + pos) * w;
+    const float *ks = k + b * t * ld[1], *vs = v + b * t * ld[2];
+    if (rot) {
+      memset(kd, 0, (size_t)(t * w) * sizeof *kd); /* rope_apply adds */
+      strop__rope_apply(ks, ld[1], kd, w, 1, t, g->kvh, g->hd, rot, cs, cs + half, 0);
+    }
+    for (int64_t i = 0; i < t; i++) {
+      if (!rot) memcpy(kd + i * w, ks + i * ld[1], (size_t)w * sizeof *kd);
+      memcpy(vd + i * w, vs + i * ld[2], (size_t)w * sizeof *vd);
+    }
+  }
+  strop__sdpa_dims dm = {.n = nb, .t = t, .heads = g->h, .kv_heads = g->kvh, .head_dim = g->hd,
+                         .ldq = rot ? g->h * g->hd : ld[0], .ldk = w, .ldv = w,
+                         .causal = c->causal,
+                         .scale = c->scale > 0 ? c->scale : (float)(1.0 / sqrt((double)g->hd)),
+                         .chunks = strop__par_chunks(x->nthreads, nb, 1)};
+  float *scratch =
+      strop__arena_alloc(x->arena, strop__sdpa_cached_scratch(&dm, pos) * sizeof(float));
+  if (!scratch) return oom(n);
+  strop__sdpa_cached(&dm, pos, cap, rot ? qr : q, kc->k, kc->v, scratch, out);
+  n->saved = NULL;
+  return STROP_OK;
+}
+
 static strop_status attn_forward(strop__node *n, const strop__exec *x, const strop__act *in,
                                  strop__act *out) {
   const attn_cfg *c = n->cfg;
@@ -170,6 +245,7 @@ static strop_status attn_forward(strop__node *n, const strop__exec *x, const str
   memset(sv, 0, sizeof *sv);
   int64_t ld[3];
   views(in, n->n_in, &g, &sv->q, &sv->k, &sv->v, ld);
+  if (x->decode) return attn_decode(n, x, &g, sv->q, sv->k, sv->v, ld, nb, t, out->data);
   sv->dm = (strop__sdpa_dims){.n = nb, .t = t, .heads = g.h, .kv_heads = g.kvh, .head_dim = g.hd,
                               .ldq = ld[0], .ldk = ld[1], .ldv = ld[2], .causal = c->causal,
                               .dropout = c->dropout,

@@ -321,7 +321,9 @@ static strop_status posemb_forward(strop__node *n, const strop__exec *x, const s
   const float *w = posemb_w(n)->data;
   const int64_t t_len = in[0].shape.d[0], d = in[0].shape.d[1], per = t_len * d;
   strop_status st = STROP_OK;
-  const float *mask = c->positions == POS_MASK ? strop__exec_mask(n, x, t_len, &st) : NULL;
+  /* a decoding step has no padding (its rows continue unpadded sequences) */
+  const float *mask =
+      c->positions == POS_MASK && !x->decode ? strop__exec_mask(n, x, t_len, &st) : NULL;
   if (st) return st;
   if (posemb_resized(c, t_len)) {
     float *table = strop__arena_alloc(x->arena, (size_t)per * sizeof *table);
@@ -333,12 +335,15 @@ static strop_status posemb_forward(strop__node *n, const strop__exec *x, const s
       for (int64_t j = 0; j < per; j++) out->data[b * per + j] = in[0].data[b * per + j] + table[j];
     return STROP_OK;
   }
+  /* incremental decoding: the rows are positions [pos, pos + T) of longer sequences */
+  const int64_t t0 = x->decode ? x->decode->pos : 0;
   for (int64_t b = 0; b < in[0].n; b++) {
     const float *xi = in[0].data + b * per;
     float *yi = out->data + b * per;
-    int64_t count = 0;
+    int64_t count = t0;
     for (int64_t t = 0; t < t_len; t++) {
-      const float *wr = w + posemb_row(c, mask ? mask + b * t_len : NULL, t, &count) * d;
+      const float *wr =
+          w + posemb_row(c, mask ? mask + b * t_len : NULL, t0 + t, &count) * d;
       for (int64_t j = 0; j < d; j++) yi[t * d + j] = xi[t * d + j] + wr[j];
     }
   }

@@ -132,6 +132,26 @@ typedef struct strop__act {
 } strop__act;
 
 /* What a forward/backward call may use. */
+/* Incremental decoding (generation, lib/generate): a step computes positions [pos, pos + T)
+ * of sequences whose earlier positions' keys and values each attention node keeps in its
+ * cache. The cache memory is the heap's (it outlives the step arena): the attention layer
+ * allocates k and v on first use, the owner of the strop__decode frees them. */
+typedef struct strop__kv_cache {
+  const struct strop__node *node; /* the attention node it belongs to */
+  float *k, *v;                   /* [batch, cap, width] keys (rotated) and values, or NULL */
+  int64_t batch, width;           /* set by the layer with k and v */
+} strop__kv_cache;
+
+typedef struct strop__decode {
+  int64_t pos;           /* absolute position of the step's first row */
+  int64_t cap;           /* positions each cache holds */
+  strop__kv_cache *kv;   /* one per attention node */
+  int n_kv;
+} strop__decode;
+
+/* The cache of node n in d, or NULL. */
+strop__kv_cache *strop__decode_cache(const strop__decode *d, const struct strop__node *n);
+
 typedef struct strop__exec {
   strop__arena *arena; /* scratch and saved tensors; reset after each step */
   strop__rng *rng;     /* the model's generator (dropout) */
@@ -153,6 +173,9 @@ typedef struct strop__exec {
                             inputs, same RNG draws), or the step is a memory probe: compute as
                             usual but change no state of the model (batch norm's running
                             statistics and batch count) */
+  const strop__decode *decode; /* incremental decoding (eval only), or NULL: a layer that
+                                  sees positions (attention, positional_embedding) reads its
+                                  offset and cache from here */
 } strop__exec;
 
 

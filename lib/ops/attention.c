@@ -194,6 +194,47 @@ void strop__sdpa_backward(const strop__sdpa_dims *dm, const float *q, const floa
   strop__par_run(sdpa_chunks(dm), dm->n, core_bwd_samples, &j);
 }
 
+/* ---- incremental decoding: new queries against cached keys and values ---- */
+
+typedef struct cached_job {
+  const strop__sdpa_dims *dm;
+  int64_t past, cap;
+  const float *q, *k, *v;
+  float *scratch, *ctx;
+} cached_job;
+
+STROP__CLONES static void cached_samples(void *ctx, int64_t b0, int64_t b1, int chunk) {
+  const cached_job *j = ctx;
+  const strop__sdpa_dims *dm = j->dm;
+  const int64_t t = dm->t, h = dm->heads, hd = dm->head_dim, group = h / dm->kv_heads;
+  const int64_t len = j->past + t, ldo = h * hd;
+  float *S = j->scratch + (int64_t)chunk * t * len;
+  for (int64_t b = b0; b < b1; b++)
+    for (int64_t hh = 0; hh < h; hh++) {
+      const int64_t kvh = hh / group;
+      const float *qh = j->q + b * t * dm->ldq + hh * hd;
+      const float *kh = j->k + b * j->cap * dm->ldk + kvh * hd;
+      const float *vh = j->v + b * j->cap * dm->ldv + kvh * hd;
+      strop__sgemm(0, 1, t, len, hd, dm->scale, qh, dm->ldq, kh, dm->ldk, 0.0f, S, len);
+      /* query i sits at position past + i: causal over the whole cached sequence */
+      for (int64_t i = 0; i < t; i++)
+        softmax_row(S + i * len, len, dm->causal ? j->past + i : len - 1, 1, NULL);
+      strop__sgemm(0, 0, t, hd, len, 1.0f, S, len, vh, dm->ldv, 0.0f, j->ctx + b * t * ldo + hh * hd,
+                   ldo);
+    }
+}
+
+size_t strop__sdpa_cached_scratch(const strop__sdpa_dims *dm, int64_t past) {
+  return (size_t)(sdpa_chunks(dm) * dm->t * (past + dm->t));
+}
+
+void strop__sdpa_cached(const strop__sdpa_dims *dm, int64_t past, int64_t cap, const float *q,
+                        const float *k, const float *v, float *scratch, float *ctx) {
+  cached_job j = {.dm = dm, .past = past, .cap = cap, .q = q, .k = k, .v = v,
+                  .scratch = scratch, .ctx = ctx};
+  strop__par_run(sdpa_chunks(dm), dm->n, cached_samples, &j);
+}
+
 /* ---- multi-head self-attention with its projections ---- */
 
 static void core_dims(const strop__mha_dims *dm, strop__sdpa_dims *cd) {
@@ -242,12 +283,17 @@ void strop__attention_backward(const strop__mha_dims *dm, const float *x,
 
 void strop__rope_tables(int64_t t, int64_t rot_dim, double theta, double factor, float *cos_t,
                         float *sin_t) {
+  strop__rope_tables_from(0, t, rot_dim, theta, factor, cos_t, sin_t);
+}
+
+void strop__rope_tables_from(int64_t p0, int64_t t, int64_t rot_dim, double theta, double factor,
+                             float *cos_t, float *sin_t) {
   const int64_t half = rot_dim / 2;
   for (int64_t i = 0; i < half; i++) {
     /* Llama's inv_freq = 1 / theta^(2i / dim), linear scaling divides the position */
     const double inv = 1.0 / pow(theta, (double)(2 * i) / (double)rot_dim);
     for (int64_t pos = 0; pos < t; pos++) {
-      const double a = ((double)pos / factor) * inv;
+      const double a = ((double)(p0 + pos) / factor) * inv;
       cos_t[pos * half + i] = (float)cos(a);
       sin_t[pos * half + i] = (float)sin(a);
     }

@@ -64,11 +64,22 @@ void strop__sdpa_backward(const strop__sdpa_dims *dm, const float *q, const floa
                           const float *v, const float *p, const uint8_t *keep, const float *dctx,
                           float *scratch, float *dq, float *dk, float *dv, int accumulate);
 
+/* Incremental decoding: dm->t new queries at positions [past, past + t) against the keys and
+ * values of positions [0, past + t), kept per sample in k and v as [cap, ldk] / [cap, ldv]
+ * rows (sample b at b * cap rows); dm->causal masks the keys after each query's position,
+ * pad_mask and dropout are ignored. ctx [n*t, heads*head_dim]. */
+size_t strop__sdpa_cached_scratch(const strop__sdpa_dims *dm, int64_t past);
+void strop__sdpa_cached(const strop__sdpa_dims *dm, int64_t past, int64_t cap, const float *q,
+                        const float *k, const float *v, float *scratch, float *ctx);
+
 /* ---- rotary position embeddings (Llama's rotate_half convention) ---- */
 /* cos and sin of position p times 1 / theta^(2i / rot_dim), positions divided by factor
  * (linear scaling): [t, rot_dim / 2] each. */
 void strop__rope_tables(int64_t t, int64_t rot_dim, double theta, double factor, float *cos_t,
                         float *sin_t);
+/* The same for positions [p0, p0 + t) (an incremental decoding step's rows). */
+void strop__rope_tables_from(int64_t p0, int64_t t, int64_t rot_dim, double theta, double factor,
+                             float *cos_t, float *sin_t);
 /* y += rotate(x) per head: the first rot values of each head (of head_dim) rotated in halves
  * with the tables of strop__rope_tables(t, rot, ...), the rest as they are; inverse = 1
  * rotates back (the backward). x and y rows [n*t] with strides ldx, ldy. */

@@ -391,7 +391,7 @@ int64_t strop__tx_decode(strop_tokenizer *tok, const int64_t *ids, int64_t n, in
       size_t w = 0;
       for (size_t i = 0; i < a.count && w + 1 < cap; i++) {
         size_t k = a.len[i] < cap - 1 - w ? a.len[i] : cap - 1 - w;
-        memcpy(buf + w, STR(&a, i), k);
+        if (k) memcpy(buf + w, STR(&a, i), k); /* an empty piece may have no storage */
         w += k;
       }
       buf[w] = '\0';

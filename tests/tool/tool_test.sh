@@ -120,11 +120,11 @@ usage)
   # `strop --help` is either in `strop CMD --help` and accepted, or refused as not applying.
   all_opts=$("$strop" --help | sed -nE 's/^  (-[a-z], )?(--[a-z-]+)( [^ ]+)?  .*/\2\3/p' | grep -v -- '--version')
   [ "$(wc -l <<<"$all_opts")" -ge 10 ] || fail "strop --help lists too few options: $all_opts"
-  for cmd in train finetune tune eval predict summary inspect import tokenize version; do
+  for cmd in train finetune tune eval predict summary inspect import tokenize generate version; do
     help=$("$strop" "$cmd" --help) || fail "strop $cmd --help failed"
     while read -r opt placeholder; do
       case $placeholder in
-        N | K | SECONDS) value=1 ;; KEY=VALUE) value=a=b ;; test*) value="test" ;; '') value="" ;; *) value=x ;;
+        N | K | SECONDS | T | P) value=1 ;; KEY=VALUE) value=a=b ;; test*) value="test" ;; '') value="" ;; *) value=x ;;
       esac
       out=$("$strop" "$cmd" "$opt" ${value:+"$value"} 2>&1)
       if grep -qE "^  (-[a-z], )?$opt( |$)" <<<"$help"; then
@@ -726,6 +726,58 @@ J
   expect 1 "cannot open" -- "$strop" tokenize "$work/none.json"
   expect 2 "expected TOKENIZER [FILE]" -- "$strop" tokenize
   expect 0 "usage: strop tokenize" -- "$strop" tokenize --help
+  ;;
+generate)
+  # a tiny GPT-2 folder (numpy writes random weights) with the WordPiece tokenizer.json of the
+  # tokenize case: greedy, seeded sampling, top-k 1 = greedy, errors
+  [ -n "$PYNP" ] || { echo "skipped: no python3 with numpy"; exit 77; }
+  mkdir -p "$work/gpt"
+  cat > "$work/gpt/tokenizer.json" <<'J'
+{"normalizer": {"type": "BertNormalizer"}, "pre_tokenizer": {"type": "BertPreTokenizer"},
+ "decoder": {"type": "WordPiece"},
+ "added_tokens": [{"id": 2, "content": "[CLS]", "special": true},
+                  {"id": 3, "content": "[SEP]", "special": true}],
+ "model": {"type": "WordPiece", "unk_token": "[UNK]", "vocab": {"[PAD]": 0, "[UNK]": 1,
+  "[CLS]": 2, "[SEP]": 3, "hello": 4, "world": 5, "##s": 6, "!": 7}}}
+J
+  "$PYNP" - "$work/gpt" "$src/tests/fixtures" <<'PY' || fail "writing the GPT-2 folder"
+import json, os, sys
+import numpy as np
+sys.path.insert(0, sys.argv[2])
+import safetensors_np
+d, V, P, E = sys.argv[1], 8, 16, 8
+json.dump({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": V,
+           "n_positions": P, "n_embd": E, "n_layer": 1, "n_head": 2}, open(os.path.join(d, "config.json"), "w"))
+rng = np.random.default_rng(0)
+t = {"transformer.wte.weight": (V, E), "transformer.wpe.weight": (P, E),
+     "transformer.h.0.ln_1.weight": (E,), "transformer.h.0.ln_1.bias": (E,),
+     "transformer.h.0.attn.c_attn.weight": (E, 3 * E), "transformer.h.0.attn.c_attn.bias": (3 * E,),
+     "transformer.h.0.attn.c_proj.weight": (E, E), "transformer.h.0.attn.c_proj.bias": (E,),
+     "transformer.h.0.ln_2.weight": (E,), "transformer.h.0.ln_2.bias": (E,),
+     "transformer.h.0.mlp.c_fc.weight": (E, 4 * E), "transformer.h.0.mlp.c_fc.bias": (4 * E,),
+     "transformer.h.0.mlp.c_proj.weight": (4 * E, E), "transformer.h.0.mlp.c_proj.bias": (E,),
+     "transformer.ln_f.weight": (E,), "transformer.ln_f.bias": (E,)}
+t = {k: rng.normal(0, 0.8, s).astype(np.float32) for k, s in t.items()}
+safetensors_np.save(os.path.join(d, "model.safetensors"), t, metadata={"format": "pt"})
+PY
+  greedy=$("$strop" generate "$work/gpt" --prompt "hello world" --max-tokens 6) || fail "generate"
+  [ "${greedy#hello world}" != "$greedy" ] || fail "generate does not start with the prompt: $greedy"
+  [ "$greedy" != "hello world" ] || fail "generate added nothing"
+  again=$("$strop" generate "$work/gpt" --prompt "hello world" --max-tokens 6 --threads 1)
+  [ "$again" = "$greedy" ] || fail "greedy differs between runs: '$greedy' / '$again'"
+  a=$("$strop" generate "$work/gpt" --prompt "hello" --max-tokens 12 --temperature 1.5 --seed 7)
+  b=$("$strop" generate "$work/gpt" --prompt "hello" --max-tokens 12 --temperature 1.5 --seed 7)
+  [ "$a" = "$b" ] || fail "the same seed sampled '$a' and '$b'"
+  k1=$("$strop" generate "$work/gpt" --prompt "hello world" --max-tokens 6 --temperature 3 --top-k 1 --seed 9)
+  [ "$k1" = "$greedy" ] || fail "top-k 1 gave '$k1', greedy '$greedy'"
+  p=$("$strop" generate "$work/gpt" --prompt "hello world" --max-tokens 6 --temperature 3 --top-p 0.000001)
+  [ "$p" = "$greedy" ] || fail "a tiny top-p gave '$p', greedy '$greedy'"
+  expect 0 "usage: strop generate" -- "$strop" generate --help
+  expect 2 "expected MODEL_DIR" -- "$strop" generate
+  expect 2 "--temperature takes a number" -- "$strop" generate "$work/gpt" --temperature hot
+  expect 3 "top_p must be in (0, 1]" -- "$strop" generate "$work/gpt" --prompt hello --top-p 2
+  expect 2 "neither a beginning- nor an end-of-sequence token" -- "$strop" generate "$work/gpt"
+  expect 1 "" -- "$strop" generate "$work/none"
   ;;
 *) fail "unknown case $case_name" ;;
 esac

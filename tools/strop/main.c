@@ -559,6 +559,7 @@ int main(int argc, char **argv) {
   if (!strcmp(o.cmd, "inspect")) return cmd_inspect(&o);
   if (!strcmp(o.cmd, "import")) return cmd_import(&o);
   if (!strcmp(o.cmd, "layers")) return tool_cmd_layers(o.args, o.nargs, o.markdown);
+  if (!strcmp(o.cmd, "generate")) return tool_cmd_generate(&o, &g_interrupted);
   if (!strcmp(o.cmd, "tokenize")) return tool_cmd_tokenize(o.args, o.nargs, o.decode, o.no_special);
   if (!strcmp(o.cmd, "version")) {
     printf("strop %s\n", strop_version());

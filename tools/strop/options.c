@@ -59,11 +59,19 @@ static const command_info COMMANDS[] = {
      "and prints the ids of each input line, space-separated, one line per line;\n"
      "the tokenizer's special tokens ([CLS], BOS, ...) are added. With --decode\n"
      "each input line holds ids and the text they stand for is printed.\n"},
+    {"generate", "MODEL_DIR", "continue a prompt with a causal language model",
+     "Loads a Hugging Face causal language model folder (config.json, the\n"
+     "safetensors weights and tokenizer.json: GPT-2, Llama family) and prints the\n"
+     "prompt followed by the text it generates, token by token as it comes. Greedy\n"
+     "by default; with --temperature above 0 it samples (--top-k, --top-p, --seed).\n"
+     "It stops at the tokenizer's end-of-sequence token, after --max-tokens tokens, or\n"
+     "when the model's context is full. Without --prompt it starts from the\n"
+     "beginning-of-sequence token (or the end-of-sequence one, as GPT-2 does).\n"},
     {"version", "", "the library's version (also: strop --version)",
      "Prints the version of the strop library the tool runs on.\n"},
 };
 
-enum { ARG_FLAG, ARG_COUNT, ARG_STRING, ARG_SET };
+enum { ARG_FLAG, ARG_COUNT, ARG_STRING, ARG_SET, ARG_REAL };
 
 typedef struct option_info {
   const char *name, *alias;
@@ -79,9 +87,10 @@ static const option_info OPTIONS[] = {
     {"--set", NULL, "KEY=VALUE", ARG_SET, 0, RUNS " eval",
      "override a recipe value by key path (optimizer.lr=3e-4,\n"
      "stages[1].epochs=5); repeatable"},
-    {"--seed", NULL, "N", ARG_COUNT, offsetof(tool_opts, seed), RUNS " eval",
-     "override the recipe's seed"},
-    {"--threads", NULL, "N", ARG_COUNT, offsetof(tool_opts, threads), RUNS " eval predict",
+    {"--seed", NULL, "N", ARG_COUNT, offsetof(tool_opts, seed), RUNS " eval generate",
+     "override the recipe's seed (generate: the sampling\nseed, default 0)"},
+    {"--threads", NULL, "N", ARG_COUNT, offsetof(tool_opts, threads),
+     RUNS " eval predict generate",
      "threads for strop's kernels (0: every CPU)"},
     {"--epochs", NULL, "N", ARG_COUNT, offsetof(tool_opts, epochs_cap), RUNS,
      "cap every stage at N epochs (quick runs)"},
@@ -128,6 +137,16 @@ static const option_info OPTIONS[] = {
      "read lines of ids and print their text"},
     {"--no-special", NULL, NULL, ARG_FLAG, offsetof(tool_opts, no_special), "tokenize",
      "no special tokens: none added when encoding,\nnone printed when decoding"},
+    {"--prompt", NULL, "TEXT", ARG_STRING, offsetof(tool_opts, prompt), "generate",
+     "the text to continue"},
+    {"--max-tokens", NULL, "N", ARG_COUNT, offsetof(tool_opts, max_tokens), "generate",
+     "most tokens to generate (default 50)"},
+    {"--temperature", NULL, "T", ARG_REAL, offsetof(tool_opts, temperature), "generate",
+     "0 (default): greedy; above 0: sample at this\ntemperature"},
+    {"--top-k", NULL, "K", ARG_COUNT, offsetof(tool_opts, top_k), "generate",
+     "sample among the K most likely tokens (default 0: all)"},
+    {"--top-p", NULL, "P", ARG_REAL, offsetof(tool_opts, top_p), "generate",
+     "sample among the most likely tokens that make up\nprobability P (default 1: all)"},
     {"--help", "-h", NULL, ARG_FLAG, 0, NULL, "this help"},
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
@@ -201,6 +220,8 @@ int tool_parse_args(int argc, char **argv, tool_opts *o) {
   memset(o, 0, sizeof *o);
   o->top = 1;
   o->seed = -1;
+  o->max_tokens = 50;
+  o->top_p = 1.0;
   if (argc < 2) {
     tool_usage(stderr);
     return TOOL_EXIT_USAGE;
@@ -273,6 +294,14 @@ int tool_parse_args(int argc, char **argv, tool_opts *o) {
         return TOOL_EXIT_USAGE;
       }
       o->sets[o->nsets++] = v;
+    } else if (opt->kind == ARG_REAL) {
+      char *end;
+      double x = strtod(v, &end);
+      if (*end || end == v || !(x >= 0.0 && x <= 1e6)) {
+        fprintf(stderr, "strop %s: %s takes a number >= 0, got '%s'\n", o->cmd, opt->name, v);
+        return TOOL_EXIT_USAGE;
+      }
+      *(double *)field = x;
     } else {
       char *end;
       long long n = strtoll(v, &end, 10);

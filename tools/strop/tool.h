@@ -34,6 +34,9 @@ typedef struct tool_opts {
   int decode, no_special; /* tokenize */
   const char *weights, *spec, *split;
   const char *arch, *output, *weights_out; /* import */
+  const char *prompt;                      /* generate */
+  int64_t max_tokens, top_k;
+  double temperature, top_p;
 } tool_opts;
 /* Parses argv against the tables: 0 when a command is to run, TOOL_EXIT_DONE after printing
  * help, TOOL_EXIT_USAGE (with a message on stderr) for a bad command line. */
@@ -81,6 +84,10 @@ int tool_cmd_tune(const strop_recipe *r, const char *path, const tool_opts *o,
 
 /* strop layers [TYPE] [--markdown]: the layer types, their options and parameters */
 int tool_cmd_layers(const char *const *args, int nargs, int as_markdown);
+
+/* strop generate MODEL_DIR [--prompt TEXT] [--max-tokens N] [--temperature T] [--top-k K]
+ * [--top-p P] [--seed S]; interrupted (Ctrl-C) ends it with exit 130 */
+int tool_cmd_generate(const tool_opts *o, volatile sig_atomic_t *interrupted);
 
 /* strop tokenize TOKENIZER [FILE] [--decode] [--no-special] */
 int tool_cmd_tokenize(const char *const *args, int nargs, int decode, int no_special);

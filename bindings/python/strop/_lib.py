@@ -129,6 +129,17 @@ class strop_bpe_train_options(Structure):
                 ("add_prefix_space", c_int), ("max_token_length", c_int64)]
 
 
+TOKEN_FN = CFUNCTYPE(c_int, c_int64, c_void_p)                           # strop_token_callback
+
+
+class strop_generate_options(Structure):
+    _fields_ = [("size", c_size_t), ("max_new_tokens", c_int64), ("temperature", c_float),
+                ("top_k", c_int64), ("top_p", c_float), ("repetition_penalty", c_float),
+                ("seed", c_uint64), ("stop_ids", c_void_p), ("num_stop_ids", c_int64),
+                ("stop_strings", POINTER(c_char_p)), ("num_stop_strings", c_int64),
+                ("tokenizer", c_void_p), ("on_token", TOKEN_FN), ("user_data", c_void_p)]
+
+
 class strop_run_options(Structure):
     _fields_ = [("size", c_size_t), ("mode", c_int), ("write_outputs", c_int),
                 ("baselines", c_int), ("base_model", c_void_p), ("on_event", RUN_FN),
@@ -357,6 +368,10 @@ _DECLS = [
     ("strop_dist_rank", c_int, [c_void_p]),
     ("strop_dist_size", c_int, [c_void_p]),
     ("strop_trainer_set_dist", c_int, [c_void_p, c_void_p]),
+    # text generation
+    ("strop_generate", c_int, [c_void_p, _P, c_int64, POINTER(strop_generate_options), _P,
+                               c_int64, _P]),
+    ("strop_generate_options_init", None, [POINTER(strop_generate_options)]),
     ("strop_dataset_wrap", c_int, [_P, _P, c_int64, c_int, _P, c_int, _P, c_int64, RELEASE_FN, c_void_p, _OUT]),
     ("strop_vocab_build", c_int, [_STRV, c_int64, c_int, _OUT]),
     ("strop_vocab_decode", c_int64, [c_void_p, _P, c_int64, c_char_p, c_size_t]),

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _lib
+from ._callbacks import Pending
 from ._handle import Handle
 from ._util import as_f32, checked_string, dims_array, enc, shape_of, snprintf_string
 from .errors import NotFound, check, error_for_status
@@ -340,6 +341,59 @@ class Model(Handle):
                 lib.strop_tensor_free(t.value)
 
     __call__ = forward
+
+    def generate(self, ids, max_new_tokens=32, *, temperature=0.0, top_k=0, top_p=1.0,
+                 repetition_penalty=1.0, seed=0, stop_ids=(), stop_strings=(), tokenizer=None,
+                 on_token=None):
+        """Continues the prompt ``ids`` (a sequence of token ids) with a causal language model
+        (strop_generate: a key/value cache, one position per new token) and returns the new
+        ids as a list (the prompt is not repeated). Greedy when ``temperature`` is 0, otherwise
+        sampled with ``top_k``, ``top_p`` and ``seed`` (the same seed gives the same ids).
+        Generation ends after ``max_new_tokens``, after one of ``stop_ids`` (kept in the
+        output), once the decoded output contains one of ``stop_strings`` (they need the
+        model's ``tokenizer``), or when the context is full. ``on_token(id)`` is called with
+        each new id; a true return stops the generation there (the ids so far are returned);
+        an exception it raises is re-raised here."""
+        lib = _lib.lib
+        prompt = np.ascontiguousarray(np.asarray(ids, dtype=np.int64).reshape(-1))
+        n = max(int(max_new_tokens), 0)
+        out = np.zeros(max(n, 1), dtype=np.int64)
+        count = ctypes.c_int64(0)
+        o = _lib.strop_generate_options()
+        lib.strop_generate_options_init(ctypes.byref(o))
+        o.max_new_tokens = int(max_new_tokens)
+        o.temperature = float(temperature)
+        o.top_k = int(top_k)
+        o.top_p = float(top_p)
+        o.repetition_penalty = float(repetition_penalty)
+        o.seed = int(seed) & 0xFFFFFFFFFFFFFFFF
+        stops = np.ascontiguousarray(np.asarray(list(stop_ids), dtype=np.int64))
+        if stops.size:
+            o.stop_ids = stops.ctypes.data
+            o.num_stop_ids = stops.size
+        strings = [s.encode("utf-8") for s in stop_strings]
+        arr = (ctypes.c_char_p * max(len(strings), 1))(*strings)
+        if strings:
+            o.stop_strings = arr
+            o.num_stop_strings = len(strings)
+        if tokenizer is not None:
+            o.tokenizer = tokenizer._h
+        pending = Pending()
+        if on_token is not None:
+            def call(tok, _user):
+                try:
+                    return 1 if on_token(int(tok)) else 0
+                except BaseException as e:  # carried back to the caller
+                    pending.capture(e)
+                    return 1
+            o.on_token = _lib.TOKEN_FN(call)
+        st = lib.strop_generate(self._h, prompt.ctypes.data,
+                                prompt.size, ctypes.byref(o), out.ctypes.data, n,
+                                ctypes.byref(count))
+        pending.reraise()
+        if st != -12:  # STROP_E_CANCELLED: on_token asked to stop; the ids so far stand
+            check(st)
+        return [int(i) for i in out[:count.value]]
 
     def predict(self, x, batch_size=256, k=None):
         """Applies the classifier to raw inputs as its training data were prepared

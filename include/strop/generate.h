@@ -1,0 +1,117 @@
+/* strop — text generation from a causal decoder (GPT-2, Llama family) with a key/value cache:
+ * greedy or sampled (temperature, top-k, top-p, repetition penalty), stop ids and strings, a
+ * per-token callback that streams and cancels. */
+#ifndef STROP_GENERATE_H
+#define STROP_GENERATE_H
+
+#include "common.h"
+#include "error.h"
+#include "model.h"
+#include "text.h"
+
+/** @file generate.h
+ *  @brief Text generation with a key/value cache. @since 0.2
+ *
+ * strop_generate() continues a prompt of token ids with a causal language model whose input is
+ * [T] token ids and whose output is [T, vocab] logits (what strop_model_load_pretrained() builds
+ * from a Hugging Face GPT-2 or Llama-family folder). The prompt runs through the model once;
+ * after that each new token costs one position: every attention node keeps the keys and values
+ * of the positions before in a cache that lives for the call, outside the training arena, so a
+ * host may generate between training steps. Positions continue across steps (a learned
+ * position embedding takes the position's row, rotary embeddings rotate by the absolute
+ * position).
+ *
+ * Each step turns the last position's logits into the next token, in Hugging Face's order:
+ * repetition penalty (over the prompt and the tokens so far), then greedy choice when
+ * temperature is 0, otherwise temperature, top-k, top-p and a draw from a generator seeded with
+ * the options' seed (the same seed gives the same ids).
+ *
+ * Threads: the model is used by one thread at a time (the call runs forwards on it); distinct
+ * models are independent.
+ */
+
+STROP_BEGIN_DECLS
+
+/** @brief Called with each new token id, in order; a non-zero return cancels the generation
+ *  (strop_generate() then returns STROP_E_CANCELLED with the ids so far). @since 0.2 */
+typedef int (*strop_token_callback)(int64_t id, void *user_data);
+
+/**
+ * @brief Options of strop_generate(). Fill with strop_generate_options_init(); fields are only
+ * ever appended. @since 0.2
+ */
+typedef struct strop_generate_options {
+  size_t size;                 /**< sizeof(strop_generate_options), set by the init function. */
+  int64_t max_new_tokens;      /**< Most tokens to generate, >= 0. Default 32. */
+  float temperature;           /**< 0 (default): greedy, the most likely token each step;
+                                    > 0: sample from softmax(logits / temperature). */
+  int64_t top_k;               /**< Sampling: keep only the top_k most likely tokens; 0
+                                    (default): all. */
+  float top_p;                 /**< Sampling: keep the smallest set of most likely tokens whose
+                                    probabilities sum to at least top_p, in (0, 1]; 1 (default):
+                                    all. */
+  float repetition_penalty;    /**< > 0; 1 (default): none. The logit of a token already in the
+                                    prompt or the output is divided by it when positive and
+                                    multiplied by it when negative (CTRL's penalty, as Hugging
+                                    Face applies it, greedy or not). */
+  uint64_t seed;               /**< Seed of the sampling generator. Default 0. */
+  const int64_t *stop_ids;     /**< NULL, or num_stop_ids ids that end the generation (an
+                                    end-of-sequence id); the stop id is part of the output. */
+  int64_t num_stop_ids;        /**< Entries of stop_ids. Default 0. */
+  const char *const *stop_strings; /**< NULL, or num_stop_strings non-empty strings: the
+                                    generation ends once the decoded output contains one of
+                                    them (the token that completed it is part of the output).
+                                    Needs tokenizer. */
+  int64_t num_stop_strings;    /**< Entries of stop_strings. Default 0. */
+  strop_tokenizer *tokenizer;  /**< The model's tokenizer, to decode the output for
+                                    stop_strings; NULL (default) when there are none. Borrowed
+                                    for the call; its work buffers change. */
+  strop_token_callback on_token; /**< Called with each new id (after it is stored in the
+                                    output); NULL (default): none. */
+  void *user_data;             /**< Passed to on_token. */
+} strop_generate_options;
+
+/**
+ * @brief Fills @p opt with the defaults listed in strop_generate_options.
+ * @param[out] opt The options to fill; NULL is a no-op.
+ * Thread-safe. @since 0.2
+ */
+STROP_API void strop_generate_options_init(strop_generate_options *opt);
+
+/**
+ * @brief Continues @p prompt with up to max_new_tokens tokens from a causal language model.
+ *
+ * Generation ends after max_new_tokens tokens, after a stop id, once the output contains a stop
+ * string, when @p cap ids have been written, or when prompt and output fill the model's
+ * context (the sequence length of its input shape, n_positions or max_length); the reason is
+ * not an error. The model runs in eval mode (dropout off) whatever its training flag, which is
+ * left as it was; its parameters are not changed.
+ * @param[in,out] model    A finalized model with input [T] of token ids and output [T, vocab]
+ *                         logits, built from layers that can run one position at a time
+ *                         (embedding, positional_embedding, causal attention, linear, norms,
+ *                         activations, gated_mlp, add, dropout); a model with any other layer,
+ *                         or with non-causal attention, is refused with STROP_E_UNSUPPORTED
+ *                         naming it. Its step state is used by the call.
+ * @param[in]  prompt      @p n_prompt ids in [0, vocab).
+ * @param[in]  n_prompt    Number of prompt ids, >= 1 and below the model's context length.
+ * @param[in]  opt         Options, or NULL for the defaults.
+ * @param[out] ids         Receives the new ids (the prompt is not repeated); room for @p cap.
+ * @param[in]  cap         Capacity of @p ids, >= 0.
+ * @param[out] count       The number of ids written.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL arguments, an id out of range — the sentence
+ *         names its index and value —, bad options, stop strings without a tokenizer);
+ *         STROP_E_UNSUPPORTED (a layer or model shape that cannot run incrementally, named);
+ *         STROP_E_STATE (model not finalized); STROP_E_CANCELLED (on_token returned non-zero:
+ *         @p ids and @p count hold the tokens so far, the one passed to the callback included);
+ *         STROP_E_NOMEM. On any other error @p count is 0. The model's parameters and
+ *         training flag are unchanged in every case.
+ * @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_generate(strop_model *model, const int64_t *prompt,
+                                                      int64_t n_prompt,
+                                                      const strop_generate_options *opt,
+                                                      int64_t *ids, int64_t cap, int64_t *count);
+
+STROP_END_DECLS
+
+#endif

@@ -1,0 +1,325 @@
+/* strop — text generation: a causal decoder run one position at a time over key/value caches
+ * (strop__decode, read by the attention and positional_embedding layers), and the choice of
+ * each next token (repetition penalty, greedy, temperature, top-k, top-p) as Hugging Face's
+ * generate() makes it. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/core.h"
+#include "graph/graph.h"
+#include "strop/generate.h"
+
+static const char FN[] = "strop_generate";
+
+void strop_generate_options_init(strop_generate_options *opt) {
+  if (!opt) return;
+  memset(opt, 0, sizeof *opt);
+  opt->size = sizeof *opt;
+  opt->max_new_tokens = 32;
+  opt->temperature = 0.0f;
+  opt->top_k = 0;
+  opt->top_p = 1.0f;
+  opt->repetition_penalty = 1.0f;
+}
+
+/* The layer types whose output at a position depends on that position's input alone, so a
+ * step over new positions needs nothing of the earlier ones; attention (from its cache) and
+ * positional_embedding (from the step's offset) read the decoding state themselves. */
+static const char *const PER_POSITION[] = {
+    "embedding", "linear", "lora_linear", "layernorm", "rmsnorm", "dropout", "relu",
+    "leaky_relu", "gelu", "silu", "tanh", "sigmoid", "hardswish", "hardsigmoid", "relu6", "add",
+    "mul", "gated_mlp", "positional_embedding", NULL};
+
+static int per_position(const char *type) {
+  for (int i = 0; PER_POSITION[i]; i++)
+    if (!strcmp(PER_POSITION[i], type)) return 1;
+  return 0;
+}
+
+/* 1 when the node's option `key` is written back as "true" */
+static strop_status opt_true(const strop__node *nd, const char *key, int *yes) {
+  strop__opts o;
+  strop_status st = strop__node_write_opts(nd, &o);
+  if (st) return st;
+  const char *v = strop__opts_get(&o, key);
+  *yes = v && !strcmp(v, "true");
+  strop__opts_free(&o);
+  return STROP_OK;
+}
+
+/* A causal language model every node of which can run incrementally; the number of its
+ * attention nodes in *n_attn. */
+static strop_status check_model(const strop_model *m, int64_t *ctx, int64_t *vocab, int *n_attn) {
+  char buf[96];
+  if (!m->finalized) return strop__err(STROP_E_STATE, "%s: model is not finalized", FN);
+  if (m->in_shape.rank != 1 || m->n_nodes < 1)
+    return strop__err(STROP_E_UNSUPPORTED, "%s: the model's input is [N, %s, not [N, T] token "
+                      "ids", FN, strop__shape_str(&m->in_shape, buf, sizeof buf) + 1);
+  const int64_t t = m->in_shape.d[0];
+  const strop__shape *os = &m->nodes[m->n_nodes - 1].out_shape;
+  if (os->rank != 2 || os->d[0] != t)
+    return strop__err(STROP_E_UNSUPPORTED, "%s: the model's output is [N, %s, not [N, %lld, "
+                      "vocab] logits per position", FN, strop__shape_str(os, buf, sizeof buf) + 1,
+                      (long long)t);
+  *n_attn = 0;
+  for (int i = 0; i < m->n_nodes; i++) {
+    const strop__node *nd = &m->nodes[i];
+    const char *type = nd->vt->type;
+    if (!strcmp(type, "attention")) {
+      int causal = 0;
+      strop_status st = opt_true(nd, "causal", &causal);
+      if (st) return st;
+      if (!causal)
+        return strop__err(STROP_E_UNSUPPORTED, "%s: layer '%s' (attention) is not causal: its "
+                          "positions see later ones, which do not exist yet while generating",
+                          FN, nd->name);
+      (*n_attn)++;
+    } else if (!per_position(type)) {
+      return strop__err(STROP_E_UNSUPPORTED, "%s: layer '%s' (%s) cannot run one position at a "
+                        "time with a key/value cache", FN, nd->name, type);
+    }
+    if (nd->out_shape.rank < 1 || nd->out_shape.d[0] != t)
+      return strop__err(STROP_E_UNSUPPORTED, "%s: layer '%s' (%s) has output %s: a decoder's "
+                        "nodes keep the %lld positions as their first dimension", FN, nd->name,
+                        type, strop__shape_str(&nd->out_shape, buf, sizeof buf), (long long)t);
+  }
+  *ctx = t;
+  *vocab = os->d[1];
+  return STROP_OK;
+}
+
+static strop_status read_options(const strop_generate_options *opt, strop_generate_options *o) {
+  strop_generate_options_init(o);
+  if (opt) {
+    if (opt->size < sizeof opt->size)
+      return strop__err(STROP_E_INVALID_ARG, "%s: opt->size is %zu: fill opt with "
+                        "strop_generate_options_init()", FN, opt->size);
+    const size_t k = opt->size < sizeof *o ? opt->size : sizeof *o;
+    memcpy((char *)o + sizeof o->size, (const char *)opt + sizeof o->size, k - sizeof o->size);
+  }
+  if (o->max_new_tokens < 0)
+    return strop__err(STROP_E_INVALID_ARG, "%s: max_new_tokens must be >= 0, got %lld", FN,
+                      (long long)o->max_new_tokens);
+  if (!(o->temperature >= 0.0f) || isinf(o->temperature))
+    return strop__err(STROP_E_INVALID_ARG, "%s: temperature must be finite and >= 0, got %g",
+                      FN, (double)o->temperature);
+  if (o->top_k < 0)
+    return strop__err(STROP_E_INVALID_ARG, "%s: top_k must be >= 0, got %lld", FN,
+                      (long long)o->top_k);
+  if (!(o->top_p > 0.0f && o->top_p <= 1.0f))
+    return strop__err(STROP_E_INVALID_ARG, "%s: top_p must be in (0, 1], got %g", FN,
+                      (double)o->top_p);
+  if (!(o->repetition_penalty > 0.0f) || isinf(o->repetition_penalty))
+    return strop__err(STROP_E_INVALID_ARG, "%s: repetition_penalty must be finite and > 0, "
+                      "got %g", FN, (double)o->repetition_penalty);
+  if (o->num_stop_ids < 0 || (o->num_stop_ids > 0 && !o->stop_ids))
+    return strop__err(STROP_E_INVALID_ARG, "%s: num_stop_ids is %lld with stop_ids %s", FN,
+                      (long long)o->num_stop_ids, o->stop_ids ? "set" : "NULL");
+  if (o->num_stop_strings < 0 || (o->num_stop_strings > 0 && !o->stop_strings))
+    return strop__err(STROP_E_INVALID_ARG, "%s: num_stop_strings is %lld with stop_strings %s",
+                      FN, (long long)o->num_stop_strings, o->stop_strings ? "set" : "NULL");
+  for (int64_t i = 0; i < o->num_stop_strings; i++)
+    if (!o->stop_strings[i] || !o->stop_strings[i][0])
+      return strop__err(STROP_E_INVALID_ARG, "%s: stop_strings[%lld] is %s", FN, (long long)i,
+                        o->stop_strings[i] ? "empty" : "NULL");
+  if (o->num_stop_strings > 0 && !o->tokenizer)
+    return strop__err(STROP_E_INVALID_ARG, "%s: stop_strings need the model's tokenizer to "
+                      "decode the output: set tokenizer", FN);
+  return STROP_OK;
+}
+
+/* ---- choosing the next token ---- */
+
+typedef struct cand {
+  float v;
+  int64_t id;
+} cand;
+
+/* descending by value, ties by id, so the order (and a seeded draw) is deterministic */
+static int cand_desc(const void *a, const void *b) {
+  const cand *x = a, *y = b;
+  if (x->v != y->v) return x->v > y->v ? -1 : 1;
+  return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static int64_t argmax(const float *l, int64_t v) {
+  int64_t best = 0;
+  for (int64_t i = 1; i < v; i++)
+    if (l[i] > l[best]) best = i;
+  return best;
+}
+
+/* Temperature, top-k (ties with the k-th kept, as Hugging Face keeps them), top-p (the
+ * smallest prefix of the sorted tokens reaching top_p, at least one) and a draw. */
+static int64_t sample(const strop_generate_options *o, float *l, int64_t v, cand *c,
+                      strop__rng *rng) {
+  const float inv_t = 1.0f / o->temperature;
+  for (int64_t i = 0; i < v; i++) c[i] = (cand){l[i] * inv_t, i};
+  qsort(c, (size_t)v, sizeof *c, cand_desc);
+  int64_t n = v;
+  if (o->top_k > 0 && o->top_k < v) {
+    n = o->top_k;
+    while (n < v && c[n].v == c[o->top_k - 1].v) n++;
+  }
+  const float mx = c[0].v;
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; i++) sum += exp((double)(c[i].v - mx));
+  if (o->top_p < 1.0f) {
+    double cum = 0.0;
+    int64_t keep = 0;
+    while (keep < n) {
+      cum += exp((double)(c[keep].v - mx)) / sum;
+      keep++;
+      if (cum >= (double)o->top_p) break;
+    }
+    n = keep;
+    sum = 0.0;
+    for (int64_t i = 0; i < n; i++) sum += exp((double)(c[i].v - mx));
+  }
+  const double u = (double)strop__rng_uniform(rng) * sum;
+  double acc = 0.0;
+  for (int64_t i = 0; i < n; i++) {
+    acc += exp((double)(c[i].v - mx));
+    if (u < acc) return c[i].id;
+  }
+  return c[n - 1].id;
+}
+
+static int64_t next_token(const strop_generate_options *o, float *l, int64_t v,
+                          const uint8_t *seen, cand *c, strop__rng *rng) {
+  if (o->repetition_penalty != 1.0f)
+    for (int64_t i = 0; i < v; i++)
+      if (seen[i]) l[i] = l[i] < 0.0f ? l[i] * o->repetition_penalty
+                                      : l[i] / o->repetition_penalty;
+  return o->temperature > 0.0f ? sample(o, l, v, c, rng) : argmax(l, v);
+}
+
+/* ---- the incremental forward ---- */
+
+/* Runs ids[0..t) at positions [dec->pos, dec->pos + t) and copies the last position's logits
+ * into logits[vocab]. */
+static strop_status step(strop_model *m, strop__decode *dec, const int64_t *ids, int64_t t,
+                         float *in, int64_t vocab, float *logits) {
+  for (int64_t i = 0; i < t; i++) in[i] = (float)ids[i];
+  const strop__shape shape = {1, {t}};
+  const strop__act *o = NULL;
+  m->decode = dec;
+  strop_status st = strop__model_forward_shaped(m, in, 1, &shape, 0, NULL, &o);
+  m->decode = NULL;
+  if (st) {
+    strop__err_prefix("%s: at position %lld", FN, (long long)dec->pos);
+    strop__model_step_end(m);
+    return st;
+  }
+  memcpy(logits, o->data + (t - 1) * vocab, (size_t)vocab * sizeof *logits);
+  strop__model_step_end(m);
+  dec->pos += t;
+  return STROP_OK;
+}
+
+/* 1 when the decoded output contains a stop string (decoding errors: 0, generation goes on) */
+static int hit_stop_string(const strop_generate_options *o, const int64_t *ids, int64_t n,
+                           char **text, size_t *cap) {
+  const int64_t len = strop_tokenizer_decode(o->tokenizer, ids, n, 0, *text, *cap);
+  if (len < 0) return 0;
+  if ((size_t)len >= *cap) {
+    char *bigger = strop__realloc(*text, (size_t)len + 1);
+    if (!bigger) return 0;
+    *text = bigger;
+    *cap = (size_t)len + 1;
+    if (strop_tokenizer_decode(o->tokenizer, ids, n, 0, *text, *cap) != len) return 0;
+  }
+  for (int64_t i = 0; i < o->num_stop_strings; i++)
+    if (strstr(*text, o->stop_strings[i])) return 1;
+  return 0;
+}
+
+static int is_stop_id(const strop_generate_options *o, int64_t id) {
+  for (int64_t i = 0; i < o->num_stop_ids; i++)
+    if (o->stop_ids[i] == id) return 1;
+  return 0;
+}
+
+strop_status strop_generate(strop_model *model, const int64_t *prompt, int64_t n_prompt,
+                            const strop_generate_options *opt, int64_t *ids, int64_t cap,
+                            int64_t *count) {
+  if (!count) return strop__err(STROP_E_INVALID_ARG, "%s: count is NULL", FN);
+  *count = 0;
+  if (!model || !prompt || (!ids && cap > 0))
+    return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", FN,
+                      !model ? "model" : !prompt ? "prompt" : "ids");
+  if (cap < 0) return strop__err(STROP_E_INVALID_ARG, "%s: cap must be >= 0, got %lld", FN,
+                                 (long long)cap);
+  strop_generate_options o;
+  int64_t ctx = 0, vocab = 0;
+  int n_attn = 0;
+  strop_status st = read_options(opt, &o);
+  if (st || (st = check_model(model, &ctx, &vocab, &n_attn))) return st;
+  if (n_prompt < 1 || n_prompt > ctx)
+    return strop__err(STROP_E_INVALID_ARG, "%s: the prompt has %lld ids; the model takes 1 to "
+                      "%lld", FN, (long long)n_prompt, (long long)ctx);
+  for (int64_t i = 0; i < n_prompt; i++)
+    if (prompt[i] < 0 || prompt[i] >= vocab)
+      return strop__err(STROP_E_INVALID_ARG, "%s: prompt[%lld] is %lld, outside the vocabulary "
+                        "0 .. %lld", FN, (long long)i, (long long)prompt[i],
+                        (long long)(vocab - 1));
+  const int64_t want = o.max_new_tokens < cap ? o.max_new_tokens : cap;
+  if (want == 0) return STROP_OK;
+  /* the last new token is never fed back: positions up to prompt + want - 1 */
+  const int64_t positions = n_prompt + want - 1 < ctx ? n_prompt + want - 1 : ctx;
+  strop__decode dec = {.pos = 0, .cap = positions > n_prompt ? positions : n_prompt,
+                       .kv = strop__calloc((size_t)(n_attn ? n_attn : 1), sizeof *dec.kv),
+                       .n_kv = n_attn};
+  float *logits = strop__malloc((size_t)vocab * sizeof *logits);
+  float *in = strop__malloc((size_t)n_prompt * sizeof *in);
+  uint8_t *seen = strop__calloc((size_t)vocab, 1);
+  cand *c = o.temperature > 0.0f ? strop__malloc((size_t)vocab * sizeof *c) : NULL;
+  int64_t *all = o.num_stop_strings ? strop__malloc((size_t)want * sizeof *all) : NULL;
+  size_t text_cap = 256;
+  char *text = o.num_stop_strings ? strop__malloc(text_cap) : NULL;
+  if (!dec.kv || !logits || !in || !seen || (o.temperature > 0.0f && !c) ||
+      (o.num_stop_strings && (!all || !text))) {
+    st = STROP__NOMEM(FN);
+    goto done;
+  }
+  for (int i = 0, k = 0; i < model->n_nodes; i++)
+    if (!strcmp(model->nodes[i].vt->type, "attention")) dec.kv[k++].node = &model->nodes[i];
+  for (int64_t i = 0; i < n_prompt; i++) seen[prompt[i]] = 1;
+  strop__rng rng;
+  strop__rng_seed(&rng, o.seed, 0x67656e6572617465ULL /* "generate" */);
+  if ((st = step(model, &dec, prompt, n_prompt, in, vocab, logits))) goto done;
+  int64_t n = 0;
+  for (;;) {
+    const int64_t id = next_token(&o, logits, vocab, seen, c, &rng);
+    ids[n++] = id;
+    *count = n;
+    seen[id] = 1;
+    if (all) all[n - 1] = id;
+    if (o.on_token && o.on_token(id, o.user_data)) {
+      st = strop__err(STROP_E_CANCELLED, "%s: the token callback cancelled after %lld tokens",
+                      FN, (long long)n);
+      break;
+    }
+    if (n >= want || is_stop_id(&o, id) ||
+        (all && hit_stop_string(&o, all, n, &text, &text_cap)) || dec.pos >= ctx)
+      break;
+    if ((st = step(model, &dec, &id, 1, in, vocab, logits))) {
+      *count = 0;
+      break;
+    }
+  }
+done:
+  for (int i = 0; dec.kv && i < dec.n_kv; i++) {
+    strop__free(dec.kv[i].k);
+    strop__free(dec.kv[i].v);
+  }
+  strop__free(dec.kv);
+  strop__free(logits);
+  strop__free(in);
+  strop__free(seen);
+  strop__free(c);
+  strop__free(all);
+  strop__free(text);
+  return st;
+}

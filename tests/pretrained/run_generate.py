@@ -1,0 +1,87 @@
+#!/usr/bin/python3
+"""strop — strop_generate against PyTorch greedy loops over the same weights:
+  1. gen_transformers.py's GPT-2 and Llama-family folders (reference modules of hf_reference.py,
+     transformers 4.44's semantics: learned positions; rotary with linear scaling, grouped-query
+     heads) are written into a temporary folder;
+  2. for a few prompts, a greedy loop in PyTorch re-runs the growing prefix through the module
+     and takes the argmax of the last position's logits (with Hugging Face's repetition penalty
+     in some cases), and writes prompts and ids to NAME.generate.safetensors;
+  3. the check_generate suite runs with STROP_GEN_FIXTURES pointing there (its pytorch TCase).
+Exits 77 (CTest: skipped) when torch is missing: `bash .ci/deps --full` installs it.
+Usage: run_generate.py CHECK_GENERATE_BINARY"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def greedy(torch, model, prompt, n, penalty):
+    """transformers' greedy search: RepetitionPenaltyLogitsProcessor, then argmax"""
+    seq = torch.tensor([prompt], dtype=torch.long)
+    out = []
+    with torch.no_grad():
+        for _ in range(n):
+            logits = model(seq, torch.ones(seq.shape))[:, -1, :]
+            if penalty != 1.0:
+                score = torch.gather(logits, 1, seq)
+                score = torch.where(score < 0, score * penalty, score / penalty)
+                logits = logits.scatter(1, seq, score)
+            nxt = int(torch.argmax(logits, dim=-1)[0])
+            out.append(nxt)
+            seq = torch.cat([seq, torch.tensor([[nxt]])], dim=1)
+    return out
+
+
+def main():
+    try:
+        import numpy as np
+        import torch
+    except ImportError as e:
+        print(f"skipped: {e} (bash .ci/deps --full installs python3-torch)")
+        return 77
+    sys.path.insert(0, os.path.join(HERE, "..", "fixtures"))
+    sys.path.insert(0, HERE)
+    import hf_reference as R
+    import safetensors_np
+
+    binary = sys.argv[1]
+    tmp = tempfile.mkdtemp(prefix="strop_gen_")
+    try:
+        subprocess.run([sys.executable, os.path.join(HERE, "gen_transformers.py"), tmp], check=True)
+        torch.set_num_threads(1)
+        g = torch.Generator().manual_seed(20)
+        for name, cls in (("gpt2_lm", R.GPT2LMHeadModel), ("llama_lm", R.LlamaForCausalLM)):
+            d = os.path.join(tmp, name)
+            with open(os.path.join(d, "config.json")) as f:
+                cfg = json.load(f)
+            model = cls(cfg)
+            sd = safetensors_np.load(os.path.join(d, "model.safetensors"))[0]
+            missing, unexpected = model.load_state_dict(
+                {k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in sd.items()},
+                strict=False)
+            assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
+            if "lm_head.weight" in missing:
+                model.lm_head.weight = model.transformer.wte.weight
+            model.eval()
+            vocab = cfg["vocab_size"]
+            ref = {}
+            # prompts of 1, 5 and 9 tokens; 12 new tokens each (within the 32 / 64 positions)
+            for c, (plen, penalty) in enumerate(((1, 1.0), (5, 1.0), (9, 1.3), (5, 0.8))):
+                prompt = torch.randint(3, vocab, (plen,), generator=g).tolist()
+                ids = greedy(torch, model, prompt, 12, penalty)
+                ref[f"case{c}.prompt"] = np.array(prompt, dtype=np.float32)
+                ref[f"case{c}.ids"] = np.array(ids, dtype=np.float32)
+                ref[f"case{c}.penalty"] = np.array([penalty], dtype=np.float32)
+            safetensors_np.save(os.path.join(tmp, name + ".generate.safetensors"), ref)
+        env = dict(os.environ, STROP_GEN_FIXTURES=tmp, CK_RUN_CASE="pytorch")
+        return 0 if subprocess.run([binary], env=env).returncode == 0 else 1
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
