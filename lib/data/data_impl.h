@@ -52,6 +52,10 @@ struct strop_dataset {
   int64_t *starts;     /* TOKENS: start of sample i in tokens */
   int lm;              /* TOKENS: 1 = targets are the shifted window */
   int64_t seq_len;
+  int32_t *lm_targets; /* TOKENS with lm: the target of every position of tokens (the next
+                          token, or -100 where no loss is taken), or NULL: targets are the
+                          stream shifted by one */
+  int trim;            /* with masks: each batch is cut to its longest sample (right padding) */
   float *mask;         /* padding masks [n, mask_len] of the root's samples (1 token, 0
                           padding), or NULL; shared by every view of the root */
   int64_t mask_len;

@@ -685,6 +685,9 @@ void strop_trainer_discard_forward(strop_trainer *t) {
 }
 
 /* ---- metrics ---- */
+/* Classes up to which an evaluation keeps a confusion matrix (8 MB of counts). */
+#define STROP__MAX_CONFUSION 1024
+
 struct strop_metrics {
   double loss_sum;
   int64_t samples;   /* samples */
@@ -692,6 +695,7 @@ struct strop_metrics {
   int64_t correct, top5;
   double se, ae;     /* regression sums */
   int64_t values;    /* regression values counted */
+  double tok_loss;   /* cross-entropy: batch losses weighted by their counted predictions */
   int64_t classes;
   int64_t *confusion; /* classes x classes */
 };
@@ -700,12 +704,9 @@ strop_status strop__metrics_new(int64_t classes, strop_metrics **out) {
   strop_metrics *mt = strop__calloc(1, sizeof *mt);
   if (!mt) return strop__err(STROP_E_NOMEM, "metrics: out of memory");
   mt->classes = classes;
-  if (classes > 0) {
-    if (classes > 65536) {
-      strop__free(mt);
-      return strop__err(STROP_E_UNSUPPORTED, "metrics: %lld classes is more than a confusion "
-                        "matrix is kept for", (long long)classes);
-    }
+  /* a language model's vocabulary (tens of thousands of ids) keeps no confusion matrix: its
+   * C x C counts would take gigabytes; per-class metrics are then NaN */
+  if (classes > 0 && classes <= STROP__MAX_CONFUSION) {
     mt->confusion = strop__calloc((size_t)(classes * classes), sizeof *mt->confusion);
     if (!mt->confusion) {
       strop__free(mt);
@@ -727,7 +728,7 @@ static void metrics_add(strop_metrics *mt, const float *pred, const float *y, in
   mt->loss_sum += batch_loss * (double)n;
   mt->samples += n;
   if (mt->classes > 0) {
-    int64_t C = mt->classes;
+    int64_t C = mt->classes, counted = mt->rows;
     for (int64_t r = 0; r < n * tps; r++) {
       const float *row = pred + r * C;
       int64_t tgt = (int64_t)y[r];
@@ -741,8 +742,11 @@ static void metrics_add(strop_metrics *mt, const float *pred, const float *y, in
       mt->rows++;
       mt->correct += best == tgt;
       mt->top5 += higher < 5;
-      mt->confusion[tgt * C + best]++;
+      if (mt->confusion) mt->confusion[tgt * C + best]++;
     }
+    /* the loss is a mean over the predictions not ignored (ignore_index): weighting it by their
+     * count gives the per-token mean of a language model's eval */
+    mt->tok_loss += batch_loss * (double)(mt->rows - counted);
   } else {
     for (int64_t i = 0; i < n * per; i++) {
       double d = (double)pred[i] - (double)y[i];
@@ -757,10 +761,13 @@ double strop_metrics_get(const strop_metrics *mt, int key) {
   if (!mt) return NAN;
   switch (key) {
     case STROP_METRIC_LOSS: return mt->samples ? mt->loss_sum / (double)mt->samples : NAN;
+    case STROP_METRIC_PERPLEXITY:
+      return mt->classes > 0 && mt->rows ? exp(mt->tok_loss / (double)mt->rows) : NAN;
+    case STROP_METRIC_TOKENS: return mt->classes > 0 ? (double)mt->rows : NAN;
     case STROP_METRIC_ACCURACY: return mt->rows ? (double)mt->correct / (double)mt->rows : NAN;
     case STROP_METRIC_TOP5: return mt->rows ? (double)mt->top5 / (double)mt->rows : NAN;
     case STROP_METRIC_MACRO_F1: {
-      if (!mt->classes || !mt->rows) return NAN;
+      if (!mt->confusion || !mt->rows) return NAN;
       double s = 0.0;
       for (int64_t c = 0; c < mt->classes; c++) {
         double f = strop_metrics_class(mt, c, STROP_CLASS_F1);
@@ -778,7 +785,7 @@ double strop_metrics_get(const strop_metrics *mt, int key) {
 int64_t strop_metrics_num_classes(const strop_metrics *mt) { return mt ? mt->classes : 0; }
 
 double strop_metrics_class(const strop_metrics *mt, int64_t cls, int which) {
-  if (!mt || cls < 0 || cls >= mt->classes) return NAN;
+  if (!mt || !mt->confusion || cls < 0 || cls >= mt->classes) return NAN;
   int64_t C = mt->classes, tp = mt->confusion[cls * C + cls], row = 0, col = 0;
   for (int64_t k = 0; k < C; k++) {
     row += mt->confusion[cls * C + k];
@@ -797,6 +804,7 @@ double strop_metrics_class(const strop_metrics *mt, int64_t cls, int which) {
 
 int64_t strop_metrics_confusion(const strop_metrics *mt, int64_t *out, int64_t cap) {
   if (!mt || (!out && cap > 0)) return -1;
+  if (!mt->confusion) return 0;
   int64_t n = mt->classes * mt->classes;
   for (int64_t i = 0; i < n && i < cap; i++) out[i] = mt->confusion[i];
   return n;
