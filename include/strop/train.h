@@ -495,8 +495,8 @@ STROP_API int64_t strop_metrics_num_classes(const strop_metrics *m);
  * @param[in] cls   0 .. strop_metrics_num_classes() - 1.
  * @param[in] which A ::strop_class_metric.
  * @return The value (0 when the class was never predicted or never the target); NaN for NULL,
- *         @p cls out of range, an unknown @p which, or metrics of more than 1024 classes
- *         (no confusion matrix is kept, since 0.2).
+ *         @p cls out of range, an unknown @p which, or metrics of a prediction per position
+ *         over more than 1024 classes (no confusion matrix is kept, since 0.2).
  * @since 0.1
  */
 STROP_API double strop_metrics_class(const strop_metrics *m, int64_t cls, int which);
@@ -505,8 +505,8 @@ STROP_API double strop_metrics_class(const strop_metrics *m, int64_t cls, int wh
  * @param[in]  m   The metrics.
  * @param[out] out Receives the first min(C*C, @p cap) entries; may be NULL when @p cap is 0.
  * @param[in]  cap Entries available at @p out.
- * @return The number of entries (C*C); 0 when no matrix is kept (more than 1024 classes,
- *         such as a language model's vocabulary: since 0.2); -1 for NULL (or NULL @p out with
+ * @return The number of entries (C*C); 0 when no matrix is kept (a prediction per position
+ *         over more than 1024 classes, such as a language model's vocabulary: since 0.2); -1 for NULL (or NULL @p out with
  *         @p cap > 0).
  * @since 0.1
  */

@@ -685,7 +685,8 @@ void strop_trainer_discard_forward(strop_trainer *t) {
 }
 
 /* ---- metrics ---- */
-/* Classes up to which an evaluation keeps a confusion matrix (8 MB of counts). */
+/* Classes per position up to which an evaluation of sequences keeps a confusion matrix (8 MB
+ * of counts). */
 #define STROP__MAX_CONFUSION 1024
 
 struct strop_metrics {
@@ -700,13 +701,16 @@ struct strop_metrics {
   int64_t *confusion; /* classes x classes */
 };
 
-strop_status strop__metrics_new(int64_t classes, strop_metrics **out) {
+strop_status strop__metrics_new(int64_t classes, int per_position, strop_metrics **out) {
+  if (classes > 65536 && !per_position)
+    return strop__err(STROP_E_UNSUPPORTED, "metrics: %lld classes is more than a confusion "
+                      "matrix is kept for", (long long)classes);
   strop_metrics *mt = strop__calloc(1, sizeof *mt);
   if (!mt) return strop__err(STROP_E_NOMEM, "metrics: out of memory");
   mt->classes = classes;
-  /* a language model's vocabulary (tens of thousands of ids) keeps no confusion matrix: its
-   * C x C counts would take gigabytes; per-class metrics are then NaN */
-  if (classes > 0 && classes <= STROP__MAX_CONFUSION) {
+  /* a language model's vocabulary (classes per position, tens of thousands of ids) keeps no
+   * confusion matrix: its C x C counts would take gigabytes; per-class metrics are then NaN */
+  if (classes > 0 && (!per_position || classes <= STROP__MAX_CONFUSION)) {
     mt->confusion = strop__calloc((size_t)(classes * classes), sizeof *mt->confusion);
     if (!mt->confusion) {
       strop__free(mt);
@@ -819,7 +823,8 @@ static strop_status eval_iter(strop_trainer *t, strop_batch_iter *it, strop_metr
   strop_status s = loss_geometry(t, fn, &per, &classes, &tps);
   if (s) return s;
   strop_metrics *mt = NULL;
-  if ((s = strop__metrics_new(t->loss.kind == STROP_LOSS_CROSS_ENTROPY ? classes : 0, &mt)))
+  if ((s = strop__metrics_new(t->loss.kind == STROP_LOSS_CROSS_ENTROPY ? classes : 0, tps > 1,
+                              &mt)))
     return s;
   for (;;) {
     strop_tensor *x = NULL, *y = NULL;
