@@ -159,6 +159,13 @@ strop_status strop__csv_parse(const char *buf, size_t len, const char *name,
                               const strop_csv_options *opt, strop__csv_table *out);
 void strop__csv_table_free(strop__csv_table *t);
 
+/* ---- text datasets (textdata.c) ---- */
+/* strop_dataset_load_text_file on the file's bytes (data, len), named path in messages; opt
+ * complete and checked, its format resolved (not STROP_TEXT_AUTO). Used by the fuzz target. */
+strop_status strop__text_dataset_parse(const uint8_t *data, size_t len, const char *path,
+                                       strop_tokenizer *tok, const strop_text_options *opt,
+                                       strop_dataset **out);
+
 /* ---- NPY ---- */
 enum { STROP__NPY_F4 = 1, STROP__NPY_F8, STROP__NPY_U1, STROP__NPY_I4, STROP__NPY_I8 };
 typedef struct strop__npy {

@@ -707,6 +707,21 @@ strop_status strop_dataset_load_text_file(const char *path, strop_tokenizer *tok
   if (o.task != STROP_TEXT_CLASSIFY && (V < 1 || V > STROP__MAX_CLASSES))
     return strop__err(STROP_E_INVALID_ARG, "%s: the tokenizer's %lld ids are not a vocabulary "
                       "of 1 .. 2^24", FN, (long long)V);
+  o.format = format;
+  strop__file f;
+  strop_status st = strop__file_read(FN, path, 1, NULL, &f);
+  if (st) return st;
+  st = strop__text_dataset_parse(f.data, f.len, path, tok, &o, out);
+  strop__file_close(&f);
+  return st;
+}
+
+strop_status strop__text_dataset_parse(const uint8_t *data, size_t len, const char *path,
+                                       strop_tokenizer *tok, const strop_text_options *opt,
+                                       strop_dataset **out) {
+  strop_text_options o = *opt;
+  int format = o.format;
+  int64_t V = strop_tokenizer_vocab_size(tok);
   const char *names[NFIELDS] = {NULL, NULL, NULL};
   names[F_TEXT] = o.text_field ? o.text_field
                   : o.task == STROP_TEXT_PROMPT_RESPONSE ? "prompt" : "text";
@@ -716,27 +731,22 @@ strop_status strop_dataset_load_text_file(const char *path, strop_tokenizer *tok
   } else if (o.task == STROP_TEXT_PROMPT_RESPONSE) {
     names[F_SECOND] = o.response_field ? o.response_field : "response";
   }
-
-  strop__file f;
-  strop_status st = strop__file_read(FN, path, 1, NULL, &f);
-  if (st) return st;
   records rs = {0};
-  st = check_utf8(path, f.data, f.len);
+  strop_status st = check_utf8(path, data, len);
   if (!st) {
     if (format == STROP_TEXT_JSONL) {
-      st = read_jsonl(path, (const char *)f.data, f.len, names, &rs);
+      st = read_jsonl(path, (const char *)data, len, names, &rs);
     } else if (format == STROP_TEXT_CSV) {
-      st = read_csv(path, (const char *)f.data, f.len, names, &rs);
+      st = read_csv(path, (const char *)data, len, names, &rs);
     } else {
       record rec;
       memset(&rec, 0, sizeof rec);
       rec.line = 1;
-      rec.f[F_TEXT] = dup_n((const char *)f.data, f.len);
+      rec.f[F_TEXT] = dup_n((const char *)data, len);
       st = rec.f[F_TEXT] ? records_push(&rs, &rec) : STROP__NOMEM(FN);
       if (st) strop__free(rec.f[F_TEXT]);
     }
   }
-  strop__file_close(&f);
   if (!st && rs.n == 0)
     st = strop__err(STROP_E_FORMAT, "%s: %s: no records", FN, path);
   for (int64_t i = 0; i < rs.n && !st; i++) {
