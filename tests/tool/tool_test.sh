@@ -707,7 +707,15 @@ text_finetune)
   [ -r "$FORT" ] || { echo "skipped: package fortunes missing"; exit 77; }
   lib=$(cd "$(dirname "$strop")/../.." && pwd)/libstrop.so
   [ -r "$lib" ] || { echo "skipped: no libstrop.so two folders above the tool"; exit 77; }
-  STROP_LIBRARY=$lib PYTHONPATH=$src/bindings/python /usr/bin/python3 - "$FORT" "$work" <<'PY' || fail "writing the GPT-2 folder"
+  # a sanitized library loads into python3 only after its runtime (leaks of python3 itself
+  # are not the library's)
+  pre=
+  if ldd "$lib" | grep -q libasan; then
+    pre=$(ldd "$lib" | awk '/libasan/ {print $3}')
+    [ -n "$pre" ] && ubsan=$(ldd "$lib" | awk '/libubsan/ {print $3}') && pre="$pre${ubsan:+ $ubsan}"
+  fi
+  LD_PRELOAD=$pre ASAN_OPTIONS=detect_leaks=0 STROP_LIBRARY=$lib PYTHONPATH=$src/bindings/python \
+    /usr/bin/python3 - "$FORT" "$work" <<'PY' || fail "writing the GPT-2 folder"
 import json, os, struct, sys
 import strop
 fort, work = sys.argv[1], sys.argv[2]
