@@ -641,7 +641,7 @@ START_TEST(load_errors) {
 END_TEST
 
 START_TEST(transform_errors) {
-  float x[2 * 6 * 5] = {0}, y[2] = {0, 1};
+  float x[2 * 2 * 6 * 5] = {0}, y[2] = {0, 1};
   int64_t d[3] = {2, 6, 5}, shape[4];
   strop_dataset *ds = NULL;
   strop_test_must(strop_dataset_from_memory(x, y, 2, 3, d, 0, NULL, 2, &ds), "mem");

@@ -15,7 +15,7 @@ import sys
 
 LEVEL = {
     "core": 0,
-    "ops": 1, "text": 1,
+    "ops": 1, "text": 1, "dist": 1,
     "layers": 2,
     "graph": 3,
     "io": 4, "surgery": 4, "data": 4, "optim": 4, "train": 4, "tune": 4, "pretrained": 4,
@@ -27,7 +27,7 @@ PUBLIC = {
     "common": "core", "error": "core", "runtime": "core", "tensor": "core", "version": "core",
     "model": "graph", "io": "io", "surgery": "surgery", "data": "data", "optim": "optim",
     "train": "train", "tune": "tune", "recipe": "recipe", "strop": "recipe", "text": "text",
-    "pretrained": "pretrained",
+    "pretrained": "pretrained", "dist": "dist",
 }
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')
 

@@ -1128,7 +1128,7 @@ START_TEST(run_images_preset) {
   ck_assert_int_eq(strop_recipe_set(r, "data.resize", "[16, 16]"), STROP_OK);
   ck_assert_int_eq(strop_recipe_run(r, &o, &run), STROP_E_FORMAT);
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "not both"));
-  strop_run_free(run); /* a failed run may still return its partial results */
+  strop_run_free(run); /* the partial run (its model was built before the data failed) */
   strop_recipe_free(r);
 }
 END_TEST

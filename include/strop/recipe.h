@@ -4,6 +4,7 @@
 #define STROP_RECIPE_H
 
 #include "common.h"
+#include "dist.h"
 #include "error.h"
 #include "model.h"
 #include "train.h"
@@ -181,6 +182,12 @@ typedef struct strop_run_options {
   int resume;                   /**< 1: continue from output.checkpoint when it exists, at the
                                      stage and step it was written (as output.resume: true);
                                      the result is the uninterrupted run's, bit for bit.
+                                     @since 0.2 */
+  strop_dist *dist;             /**< A group (strop_dist_init_mpi()) to run the stages
+                                     data-parallel on, or NULL: every rank calls
+                                     strop_recipe_run() with the same recipe; data.batch_size
+                                     is the global batch; only rank 0 writes outputs and
+                                     checkpoints; evaluations are reduced. Borrowed.
                                      @since 0.2 */
 } strop_run_options;
 
@@ -402,6 +409,14 @@ typedef struct strop_tune_options {
   void *user_data;       /**< Passed to on_event. */
   double time_budget;    /**< > 0: no trial starts after this many seconds (the running ones
                               finish), instead of tune.time_budget. @since 0.2 */
+  strop_dist *dist;      /**< A group to spread the trials over, or NULL: every rank calls
+                              strop_recipe_tune() with the same recipe and holds the same
+                              search; each round, rank r runs the r-th of the next trials (alone,
+                              on its own data) and the ranks share the results, so grid and
+                              random search find the same best as one process; only rank 0
+                              writes the trials file and outputs. Trials are not pruned (their
+                              epochs run on other ranks than the pruner's record).
+                              Borrowed. @since 0.2 */
 } strop_tune_options;
 
 /**

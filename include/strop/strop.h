@@ -98,6 +98,7 @@
 #include "surgery.h"
 #include "data.h"
 #include "optim.h"
+#include "dist.h"
 #include "train.h"
 #include "recipe.h"
 #include "tune.h"

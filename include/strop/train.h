@@ -5,6 +5,7 @@
 
 #include "common.h"
 #include "data.h"
+#include "dist.h"
 #include "error.h"
 #include "model.h"
 #include "optim.h"
@@ -81,6 +82,37 @@ STROP_API STROP_NODISCARD strop_status strop_trainer_create(strop_model *model,
  * @since 0.1
  */
 STROP_API void strop_trainer_free(strop_trainer *tr);
+
+/**
+ * @brief Makes the trainer one rank of a data-parallel group (NULL: back to one process).
+ *
+ * A collective: every rank of @p d calls it, on models of the same architecture. It first
+ * copies rank 0's parameters and buffers to the others, so all ranks start equal. From then
+ * on each step all-reduces the trainable gradients (frozen parameters are never sent; a LoRA
+ * fine-tune moves only its adapters) so every rank applies the same update:
+ * - strop_trainer_fit() treats each batch of its iterator as the global batch (build the
+ *   iterator with the same data, batch size and seed on every rank) and gives each rank its
+ *   contiguous share of the batch's rows; the gradient is that of the loss's mean over the
+ *   whole global batch, uneven shares included; evaluation metrics are summed over ranks;
+ *   only rank 0 writes checkpoints.
+ * - strop_trainer_step() takes the rank's own rows; the loss it reports, and the gradient,
+ *   are those of the mean over all ranks' rows together.
+ * - strop_trainer_backward() with a host's loss: the gradients are averaged over the ranks.
+ * - A step skipped by the numeric guard on one rank is skipped on all; the running
+ *   statistics of BatchNorms that train are averaged over the ranks after each step.
+ * - strop_trainer_eval() and strop_trainer_eval_dataset() give each rank its share of every
+ *   batch and sum the metrics: like the steps, they are collectives (every rank calls them).
+ * - A rank whose part of a step fails (a bad target, an allocation) returns its error; the
+ *   others return STROP_E_IO saying a rank failed, and all drop the step.
+ * Thread safety: one thread per trainer, as every trainer call.
+ * @param[in,out] tr The trainer; no accumulation window or forward may be open.
+ * @param[in,out] d  The group; borrowed, must outlive the trainer (or the next call), or NULL.
+ * @return STROP_OK; STROP_E_INVALID_ARG (@p tr NULL); STROP_E_STATE (in the middle of an
+ *         accumulation window or with a forward pending); the broadcast's failure
+ *         (STROP_E_IO for MPI, STROP_E_CALLBACK for a custom group). Then the trainer keeps
+ *         the group it had. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_trainer_set_dist(strop_trainer *tr, strop_dist *d);
 
 /**
  * @brief Attaches a scheduler. It is stepped after each optimizer step, or after each epoch

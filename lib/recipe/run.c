@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dist/dist_impl.h"
 #include "io/checkpoint.h"
 #include "optim/optim.h"
 #include "core/sbuf.h"
@@ -1087,6 +1088,7 @@ static strop_status eval_metrics(ctx *c, strop_model *m, strop_dataset *ds, stro
   if (!s) s = strop_optimizer_create(m, STROP_OPTIM_SGD, &opt);
   if (!s) s = strop_trainer_create(m, opt, &t);
   if (!s) s = configure_trainer(c, t);
+  if (!s && c->o->dist) s = strop_trainer_set_dist(t, c->o->dist); /* each rank a share */
   if (!s) s = strop_trainer_eval(t, it, out);
   strop_trainer_free(t);
   strop_optimizer_free(opt);
@@ -1170,6 +1172,8 @@ static strop_status run_stage(ctx *c, strop_model *m, const strop__ynode *st, in
     goto done;
   if ((s = strop_trainer_create(tm, opt, &t))) goto done;
   if ((s = configure_trainer(c, t))) goto done;
+  /* data parallel: the ranks start from rank 0's weights; only rank 0 writes checkpoints */
+  if (c->o->dist && (s = strop_trainer_set_dist(t, c->o->dist))) goto done;
   if ((s = apply_knobs(r, top, tst, &strop__trainer_settings, "update", t, set_trainer, NULL))) {
     fail(s, "train");
     goto done;
@@ -1438,8 +1442,13 @@ strop_status strop_recipe_run(const strop_recipe *r, const strop_run_options *us
   strop_status s = strop__rd_int(r, r->root, "seed", &seed);
   c.seed = (uint64_t)seed;
   c.resume_stage = -1;
+  /* in a group only rank 0 writes (the others would write the same files); all ranks learn
+   * whether it can */
+  const int writer = strop_dist_rank(o.dist) == 0;
   /* a folder that cannot take the outputs fails now, not after the training */
-  if (!s && o.write_outputs) s = strop__run_prepare_outputs(r);
+  if (!s && o.write_outputs)
+    s = strop__dist_agree(o.dist, FN, writer ? strop__run_prepare_outputs(r) : STROP_OK,
+                          "preparing the output folder");
   if (!s) s = find_resume_point(&c, o.resume);
   strop_model *m = NULL;
   if (!s) s = build_model(&c, &m);
@@ -1497,7 +1506,9 @@ strop_status strop_recipe_run(const strop_recipe *r, const strop_run_options *us
   run->info[STROP_INFO_STAGES] = run->n_st;
   run->info[STROP_INFO_EPOCHS] = run->hist_len;
   run->seconds = now_sec() - c.t0; /* before the outputs, so report.json has it */
-  if (!s && o.write_outputs) s = strop__run_write_outputs(r, run);
+  if (!s && o.write_outputs)
+    s = strop__dist_agree(o.dist, FN, writer ? strop__run_write_outputs(r, run) : STROP_OK,
+                          "writing the outputs");
   strop_dataset_free(c.train);
   strop_dataset_free(c.val);
   strop_dataset_free(c.test);

@@ -12,6 +12,7 @@
 #include "core/numfmt.h"
 #include "io/atomic.h"
 #include "core/sbuf.h"
+#include "dist/dist_impl.h"
 #include "recipe/plot.h"
 #include "recipe/recipe_impl.h"
 #include "tune/tune_impl.h"
@@ -64,6 +65,7 @@ typedef struct tctx {
   strop_model *base;
   int metric;
   int stop;           /* the host asked to stop at a trial's end: no trial runs after it */
+  int no_prune;       /* over ranks: the pruner is not fed */
   pthread_mutex_t mu; /* serialises the host's callback (and guards stop) */
 } tctx;
 
@@ -124,7 +126,7 @@ static int on_run_event(const strop_run_event *e, void *u) {
     ts->stop_all = 1;
     return 1;
   }
-  if (ts->stage != ts->stages - 1 || !isfinite(v)) return 0;
+  if (ts->stage != ts->stages - 1 || !isfinite(v) || ts->tc->no_prune) return 0;
   int prune = 0;
   if (strop_tuner_report(ts->t, ts->id, ++ts->steps, v, &prune) != STROP_OK) return 0;
   ts->last = v;
@@ -232,6 +234,69 @@ static int trial(strop_tuner *t, int64_t id, double *value_out, void *u) {
     pthread_mutex_unlock(&tc->mu);
   }
   return status;
+}
+
+/* The search over a group's ranks: every rank holds the same tuner (same seed, same results
+ * told in the same order), so every rank asks the same next trials; each round rank r runs
+ * the r-th of them, the ranks sum their results (each slot is written by one rank only, a NaN
+ * stays NaN) and every rank tells them all, in order. The budget is checked alike (a rank out
+ * of time stops all). */
+static strop_status run_over_ranks(strop_tuner *t, int64_t n, tctx *tc, strop_dist *d) {
+  const int size = d->size, rank = d->rank;
+  double *res = strop__malloc((size_t)(2 * size + 1) * sizeof *res);
+  int64_t *ids = strop__malloc((size_t)size * sizeof *ids);
+  strop_status s = res && ids ? STROP_OK : STROP__NOMEM(FN);
+  double budget = 0, t0 = strop__tune_now();
+  if (!s) s = strop_tuner_get_double(t, STROP_TUNE_TIME_BUDGET, &budget);
+  int64_t started = 0;
+  while (!s && started < n) {
+    int k = 0;
+    for (; k < size && started + k < n; k++) {
+      if ((s = strop_tuner_ask(t, &ids[k]))) {
+        if (s == STROP_E_STATE && strop_tuner_is_exhausted(t)) { /* a grid with no point left */
+          strop_clear_error();
+          s = STROP_OK;
+        }
+        break;
+      }
+    }
+    if (s || k == 0) break;
+    started += k;
+    memset(res, 0, (size_t)(2 * size + 1) * sizeof *res);
+    if (rank < k) {
+      double v = NAN;
+      int rc = trial(t, ids[rank], &v, tc);
+      res[2 * rank] = v;
+      res[2 * rank + 1] = rc;
+    }
+    res[2 * size] = budget > 0 && strop__tune_now() - t0 >= budget;
+    if ((s = strop__dist_sum_double(d, FN, res, 2 * size + 1))) break;
+    int stop = res[2 * size] > 0;
+    for (int i = 0; i < k && !s; i++) {
+      int rc = (int)res[2 * i + 1];
+      /* as strop_tuner_run: a trial the host stopped is interrupted (to be run again) */
+      int status = rc < 0                     ? STROP_TRIAL_INTERRUPTED
+                   : rc == STROP_TRIAL_OK     ? STROP_TRIAL_OK
+                   : rc == STROP_TRIAL_PRUNED ? STROP_TRIAL_PRUNED
+                                              : STROP_TRIAL_FAILED;
+      double v = status == STROP_TRIAL_OK || status == STROP_TRIAL_PRUNED ? res[2 * i] : NAN;
+      s = strop_tuner_tell(t, ids[i], v, status);
+      if (rc < 0) stop = 1;
+      if (s || i == rank) continue;
+      /* the host hears of the other ranks' trials too, once they are done */
+      strop_tune_event te = search_event(STROP_TUNE_EVENT_TRIAL_START, t);
+      te.trial_id = ids[i];
+      int hs = host_event(tc, &te);
+      te.kind = STROP_TUNE_EVENT_TRIAL_END;
+      te.value = v;
+      te.status = status;
+      if (hs || host_event(tc, &te)) stop = 1;
+    }
+    if (stop) break;
+  }
+  strop__free(res);
+  strop__free(ids);
+  return s;
 }
 
 /* ---- the plot: metric per trial (best so far drawn), metric against the first two params ---- */
@@ -569,13 +634,19 @@ strop_status strop_recipe_tune(const strop_recipe *r, const strop_tune_options *
         goto fail;
       }
     }
-    if ((s = strop_tuner_set_log(t, path))) goto fail;
+    /* over ranks only rank 0 writes it (every rank read it above) */
+    if (strop_dist_rank(o.dist) == 0 && (s = strop_tuner_set_log(t, path))) goto fail;
   }
   if ((s = strop__recipe_build_model(r, STROP_RUN_FINETUNE, &tc.base))) goto fail;
   if (workers > 1 && strop_set_num_threads(1)) {} /* one BLAS thread per trial */
   /* tune.trials counts the finished trials of the file too; interrupted ones run again first */
   int64_t done = finished_trials(t);
-  s = strop_tuner_run(t, trials > done ? trials - done : 0, trial, &tc);
+  if (strop_dist_size(o.dist) > 1) {
+    tc.no_prune = 1;
+    s = run_over_ranks(t, trials > done ? trials - done : 0, &tc, o.dist);
+  } else {
+    s = strop_tuner_run(t, trials > done ? trials - done : 0, trial, &tc);
+  }
   strop_model_free(tc.base);
   if (s) goto fail;
   /* the files written, told to the host in the order written */
@@ -585,7 +656,9 @@ strop_status strop_recipe_tune(const strop_recipe *r, const strop_tune_options *
   wrote[0] = strop__rd_path(r, tu, "trials_file", written[0], sizeof written[0]) != NULL;
   int64_t best_id;
   double best;
-  if (strop_tuner_best(t, &best_id, &best) == STROP_OK &&
+  const int writer = strop_dist_rank(o.dist) == 0; /* over ranks: rank 0 writes */
+  wrote[0] = wrote[0] && writer;
+  if (writer && strop_tuner_best(t, &best_id, &best) == STROP_OK &&
       strop__rd_path(r, tu, "best_recipe", written[1], sizeof written[1])) {
     strop_recipe *br = NULL;
     if ((s = strop_recipe_clone(r, &br)) || (s = apply_values(t, best_id, br)) ||
@@ -596,7 +669,7 @@ strop_status strop_recipe_tune(const strop_recipe *r, const strop_tune_options *
     strop_recipe_free(br);
     wrote[1] = 1;
   }
-  if (strop__rd_path(r, tu, "plot", written[2], sizeof written[2])) {
+  if (writer && strop__rd_path(r, tu, "plot", written[2], sizeof written[2])) {
     if ((s = write_plot(t, metric, maximize, written[2]))) goto fail;
     wrote[2] = 1;
   }

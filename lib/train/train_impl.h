@@ -3,6 +3,7 @@
 #define STROP_TRAIN_IMPL_H
 
 #include "core/settings.h"
+#include "dist/dist_impl.h"
 #include "graph/graph.h"
 #include "ops/loss.h"
 #include "strop/train.h"
@@ -64,6 +65,13 @@ struct strop_trainer {
   int have_snapshot;
   /* one metadata entry every checkpoint of this trainer carries (a recipe's stage), or NULL */
   char *ckpt_meta_key, *ckpt_meta_value;
+  /* data parallel: the group (borrowed, NULL: one process) and the buffer gradients are
+   * packed into for the all-reduce */
+  strop_dist *dist;
+  float *bucket;
+  size_t bucket_cap;
+  strop__param **dlist; /* the tensors of one all-reduce pass (trainer.c: dist_list) */
+  int dlist_cap;
 };
 
 /* One micro-batch: forward, loss, backward; an optimizer step every accum calls. x is

@@ -91,12 +91,34 @@ void strop_trainer_free(strop_trainer *t) {
   strop__free(t->ckpt_meta_value);
   strop__free(t->bsnap);
   strop__free(t->bisnap);
+  strop__free(t->bucket);
+  strop__free(t->dlist);
   strop__free(t);
 }
 
 strop_status strop_trainer_set_scheduler(strop_trainer *t, strop_scheduler *s) {
   if (!t) return strop__err(STROP_E_INVALID_ARG, "strop_trainer_set_scheduler: trainer is NULL");
   t->sched = s;
+  return STROP_OK;
+}
+
+strop_status strop_trainer_set_dist(strop_trainer *t, strop_dist *d) {
+  static const char fn[] = "strop_trainer_set_dist";
+  if (!t) return strop__err(STROP_E_INVALID_ARG, "%s: trainer is NULL", fn);
+  if (t->micro || t->host_pending)
+    return strop__err(STROP_E_STATE, "%s: %s is open; finish it first", fn,
+                      t->micro ? "an accumulation window" : "a forward");
+  /* all ranks start from rank 0's weights and buffers, whatever each initialised or loaded */
+  strop_model *m = t->m;
+  for (int i = 0; d && d->size > 1 && i < m->n_params; i++) {
+    strop__param *p = m->params[i];
+    strop_status s = STROP_OK;
+    if (p->data) s = strop__dist_bcast(d, fn, p->data, p->numel * sizeof *p->data, 0);
+    if (!s && p->idata) s = strop__dist_bcast(d, fn, p->idata, p->numel * sizeof *p->idata, 0);
+    if (s) return s;
+    if (d->rank != 0 && (p->data || p->idata)) p->version++; /* replaced, as a load would */
+  }
+  t->dist = d;
   return STROP_OK;
 }
 
@@ -449,6 +471,173 @@ static strop_status window_backward(strop_trainer *t, const char *fn, float *dpr
   return STROP_OK;
 }
 
+/* ---- data parallel (a group of ranks, see strop_trainer_set_dist) ---- */
+
+static int dist_on(const strop_trainer *t) { return t->dist && t->dist->size > 1; }
+
+/* Floats per all-reduce: whole parameters are packed until the next would overflow it (one
+ * larger than a bucket goes alone, in place), so a model of many small tensors (biases, norms,
+ * LoRA adapters) costs a few messages per step, not one per tensor. */
+enum { BUCKET_FLOATS = 1 << 20 };
+
+/* The tensors one all-reduce pass moves, into t->dlist: the trainable gradients (which 0;
+ * frozen parameters have none), or (which 1) the float buffers a training forward updates —
+ * those of batch-statistics layers whose statistics are not frozen, so a frozen BatchNorm's
+ * running statistics are never sent (nor changed by the averaging). Both lists follow from the
+ * model alone, so every rank makes the same one. Gradients are made fresh (a lazily zeroed one
+ * that this rank's backward never reached is zero) and lose their checked mark: another
+ * rank's values may not be finite. */
+static strop_status dist_list(strop_trainer *t, const char *fn, int which, int *n_out) {
+  strop_model *m = t->m;
+  int n = 0, cap = 0;
+  for (int pass = 0; pass < 2; pass++) {
+    if (pass == 1 && cap > t->dlist_cap) {
+      strop__param **v = strop__realloc(t->dlist, (size_t)cap * sizeof *v);
+      if (!v) return STROP__NOMEM(fn);
+      t->dlist = v;
+      t->dlist_cap = cap;
+    }
+    n = 0;
+    if (which == 0) {
+      for (int i = 0; i < m->n_params; i++) {
+        strop__param *p = m->params[i];
+        if (!p->grad) continue;
+        if (pass == 1) {
+          strop__param_grad_fresh(p);
+          p->grad_checked = 0;
+          t->dlist[n] = p;
+        }
+        n++;
+      }
+    } else {
+      for (int i = 0; i < m->n_nodes; i++) {
+        strop__node *nd = &m->nodes[i];
+        if (!(nd->vt->flags & STROP__LAYER_BATCHSTATS) || nd->frozen_stats) continue;
+        for (int k = 0; k < nd->n_params; k++) {
+          strop__param *p = &nd->params[k];
+          if (!p->is_buffer || !p->data || p->tied) continue;
+          if (pass == 1) t->dlist[n] = p;
+          n++;
+        }
+      }
+    }
+    cap = n;
+  }
+  *n_out = n;
+  return STROP_OK;
+}
+
+/* Sums the tensors of dist_list(which) over the ranks (buffers: then divides by the ranks,
+ * their mean). The lists and the bucket are allocated once (the bucket: the smaller of
+ * BUCKET_FLOATS and what the list holds), so a warm step allocates nothing. */
+static strop_status dist_sum_params(strop_trainer *t, const char *fn, int which) {
+  int n = 0;
+  strop_status s = dist_list(t, fn, which, &n);
+  if (s) return s;
+  size_t total = 0;
+  for (int i = 0; i < n; i++)
+    if (t->dlist[i]->numel <= BUCKET_FLOATS) total += t->dlist[i]->numel;
+  size_t cap = total < BUCKET_FLOATS ? total : BUCKET_FLOATS;
+  if (cap > t->bucket_cap) {
+    float *b = strop__realloc(t->bucket, cap * sizeof *b);
+    if (!b) return STROP__NOMEM(fn);
+    t->bucket = b;
+    t->bucket_cap = cap;
+  }
+  size_t fill = 0;
+  int first = 0;
+  for (int i = 0; i <= n && !s; i++) {
+    strop__param *p = i < n ? t->dlist[i] : NULL;
+    float *v = p ? (which == 0 ? p->grad : p->data) : NULL;
+    if (p && p->numel > BUCKET_FLOATS) { /* alone, in place */
+      s = strop__dist_sum_float(t->dist, fn, v, (int64_t)p->numel);
+      continue;
+    }
+    if ((!p || fill + p->numel > cap) && fill > 0) { /* the bucket is full (or the last) */
+      if ((s = strop__dist_sum_float(t->dist, fn, t->bucket, (int64_t)fill))) break;
+      size_t o = 0;
+      for (int j = first; j < i; j++) {
+        strop__param *q = t->dlist[j];
+        if (q->numel > BUCKET_FLOATS) continue;
+        memcpy(which == 0 ? q->grad : q->data, t->bucket + o, q->numel * sizeof(float));
+        o += q->numel;
+      }
+      fill = 0;
+      first = i;
+    }
+    if (p) {
+      memcpy(t->bucket + fill, v, p->numel * sizeof *v);
+      fill += p->numel;
+    }
+  }
+  if (s) strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
+  if (!s && which == 1) { /* the ranks' running statistics, averaged */
+    float inv = 1.0f / (float)t->dist->size;
+    for (int i = 0; i < n; i++)
+      for (size_t j = 0; j < t->dlist[i]->numel; j++) t->dlist[i]->data[j] *= inv;
+  }
+  return s;
+}
+
+/* The divisor of the loss's mean over n rows (cross-entropy: the summed class weight of the
+ * rows not ignored, as ops/loss.c divides; the others: every value), so that the ranks can
+ * scale their local means into the mean over the global batch. */
+static double loss_den(const strop_trainer *t, const float *y, int64_t n, int64_t per,
+                       int64_t tps) {
+  if (t->loss.kind != STROP_LOSS_CROSS_ENTROPY) return (double)n * (double)per;
+  double w = 0.0;
+  for (int64_t r = 0; r < n * tps; r++) {
+    if ((double)y[r] == (double)t->loss.ignore_index) continue;
+    int64_t c = (int64_t)y[r];
+    w += t->loss.class_weights && c >= 0 && c < t->loss.n_classes
+             ? (double)t->loss.class_weights[c] : 1.0;
+  }
+  return w;
+}
+
+/* What the ranks tell each other about a micro-batch before its backward. */
+enum { DH_DEN, DH_BAD, DH_LOSS, DH_CORRECT, DH_FAIL, DH_N };
+
+/* Sums the ranks' headers h: on return h holds the global sums. A loss that is not finite on
+ * any rank skips the step on every rank (the same decision everywhere); *loss_out and
+ * *correct_out get the global batch's values. On failure the window is dropped. */
+static strop_status dist_header(strop_trainer *t, const char *fn, double *h, double *loss_out,
+                                int64_t *correct_out) {
+  strop_status s = strop__dist_sum_double(t->dist, fn, h, DH_N);
+  if (s) {
+    drop_accumulation(t);
+    strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
+    return s;
+  }
+  if (h[DH_FAIL] > 0) {
+    drop_accumulation(t);
+    return strop__err(STROP_E_IO, "%s: step %lld: %g of %d ranks failed their part of the step; "
+                      "rank %d dropped it too", fn, (long long)t->global_step, h[DH_FAIL],
+                      t->dist->size, t->dist->rank);
+  }
+  if (h[DH_BAD] > 0) {
+    t->skipped++;
+    drop_accumulation(t);
+    return strop__err(STROP_E_NUMERIC, "%s: step %lld: the loss is not finite on %g of %d ranks; "
+                      "the update was skipped on every rank and the weights and buffers are "
+                      "unchanged", fn, (long long)t->global_step, h[DH_BAD], t->dist->size);
+  }
+  *loss_out = h[DH_DEN] > 0 ? h[DH_LOSS] / h[DH_DEN] : 0.0;
+  if (correct_out) *correct_out = (int64_t)h[DH_CORRECT];
+  return STROP_OK;
+}
+
+/* This rank's part of a step failed with s (its sentence is set): the other ranks, waiting for
+ * the header, are told, so that every rank drops the window rather than wait for this one. */
+static strop_status dist_fail(strop_trainer *t, const char *fn, strop_status s) {
+  if (!dist_on(t)) return s;
+  double h[DH_N] = {0};
+  h[DH_FAIL] = 1;
+  (void)strop__dist_sum_double(t->dist, fn, h, DH_N);
+  (void)drop_accumulation(t);
+  return s;
+}
+
 /* Once the window holds accum micro-batches: the guard, clipping, the update, zeroing, the
  * counters and the per-step scheduler. Before that, nothing. */
 static strop_status window_end(strop_trainer *t, const char *fn) {
@@ -456,6 +645,12 @@ static strop_status window_end(strop_trainer *t, const char *fn) {
   strop_status s;
   if (t->micro < t->accum) return STROP_OK;
   t->micro = 0;
+  /* every rank then holds the same gradients and buffers, so the guard and the update below
+   * decide and do the same everywhere */
+  if (dist_on(t) && ((s = dist_sum_params(t, fn, 0)) || (s = dist_sum_params(t, fn, 1)))) {
+    drop_accumulation(t);
+    return s;
+  }
   if (!grads_finite(m)) {
     t->skipped++;
     drop_accumulation(t);
@@ -495,23 +690,29 @@ strop_status strop__trainer_micro_step(strop_trainer *t, const float *x, const s
     return s;
   }
   if ((s = loss_geometry_of(t, fn, &os, &per, &classes, &tps)) || (s = window_begin(t))) return s;
+  if (n == 0 && dist_on(t)) { /* this rank's share of the batch is empty: it still takes part */
+    double h[DH_N] = {0};
+    if ((s = dist_header(t, fn, h, loss_out, correct_out))) return s;
+    t->micro++;
+    return window_end(t, fn);
+  }
   const strop__act *out;
   s = strop__model_forward_shaped(m, x, n, shape, 1, mask, &out);
   if (s) {
     strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
-    return s;
+    return dist_fail(t, fn, s);
   }
   float *dpred = strop__arena_alloc(&m->arena, (size_t)n * (size_t)per * sizeof(float));
   if (!dpred) {
     strop__model_step_end(m);
-    return STROP__NOMEM(fn);
+    return dist_fail(t, fn, STROP__NOMEM(fn));
   }
   double loss = 0.0;
   s = strop__loss_eval(&t->loss, out->data, n, per, y, tps, &loss, dpred);
   if (s) {
     strop__model_step_end(m);
     strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
-    return s;
+    return dist_fail(t, fn, s);
   }
   if (correct_out && classes > 0) {
     int64_t c = 0;
@@ -526,6 +727,23 @@ strop_status strop__trainer_micro_step(strop_trainer *t, const float *x, const s
     *correct_out = c;
   }
   *loss_out = loss;
+  if (dist_on(t)) {
+    /* each rank's mean, weighted by its share of the divisor, adds up to the global mean */
+    double den = loss_den(t, y, n, per, tps);
+    double h[DH_N] = {0};
+    h[DH_DEN] = den;
+    h[DH_BAD] = !isfinite(loss);
+    h[DH_LOSS] = isfinite(loss) ? loss * den : 0.0;
+    h[DH_CORRECT] = correct_out && classes > 0 ? (double)*correct_out : 0.0;
+    if ((s = dist_header(t, fn, h, loss_out, correct_out))) {
+      strop__model_step_end(m);
+      return s;
+    }
+    float sc = h[DH_DEN] > 0 ? (float)(den / h[DH_DEN]) : 0.0f;
+    for (size_t i = 0; i < (size_t)n * (size_t)per; i++) dpred[i] *= sc;
+    if ((s = window_backward(t, fn, dpred, (size_t)n * (size_t)per))) return s;
+    return window_end(t, fn);
+  }
   if (!isfinite(loss)) {
     strop__model_step_end(m);
     t->skipped++;
@@ -665,6 +883,10 @@ strop_status strop_trainer_backward(strop_trainer *t, const strop_tensor *dout) 
     return STROP__NOMEM(fn);
   }
   memcpy(d, dout->data, dout->numel * sizeof *d);
+  if (dist_on(t)) { /* the ranks' gradients are averaged, as PyTorch's DDP does */
+    float inv = 1.0f / (float)t->dist->size;
+    for (size_t i = 0; i < dout->numel; i++) d[i] *= inv;
+  }
   return window_backward(t, fn, d, dout->numel);
 }
 
@@ -814,6 +1036,40 @@ int64_t strop_metrics_confusion(const strop_metrics *mt, int64_t *out, int64_t c
   return n;
 }
 
+/* Sums a rank's metrics over the group, so every rank holds those of the whole data. */
+static strop_status dist_sum_metrics(strop_trainer *t, const char *fn, strop_metrics *mt) {
+  enum { FIXED = 9 };
+  /* a vocabulary's per-position metrics keep no confusion matrix */
+  size_t cm = mt->confusion ? (size_t)(mt->classes * mt->classes) : 0, k = FIXED + cm;
+  double *v = strop__malloc(k * sizeof *v);
+  if (!v) return STROP__NOMEM(fn);
+  v[0] = mt->loss_sum;
+  v[1] = (double)mt->samples;
+  v[2] = (double)mt->rows;
+  v[3] = (double)mt->correct;
+  v[4] = (double)mt->top5;
+  v[5] = mt->se;
+  v[6] = mt->ae;
+  v[7] = (double)mt->values;
+  v[8] = mt->tok_loss;
+  for (size_t i = 0; i < cm; i++) v[FIXED + i] = (double)mt->confusion[i];
+  strop_status s = strop__dist_sum_double(t->dist, fn, v, (int64_t)k);
+  if (!s) { /* counts below 2^53 are exact in a double */
+    mt->loss_sum = v[0];
+    mt->samples = (int64_t)v[1];
+    mt->rows = (int64_t)v[2];
+    mt->correct = (int64_t)v[3];
+    mt->top5 = (int64_t)v[4];
+    mt->se = v[5];
+    mt->ae = v[6];
+    mt->values = (int64_t)v[7];
+    mt->tok_loss = v[8];
+    for (size_t i = 0; i < cm; i++) mt->confusion[i] = (int64_t)v[FIXED + i];
+  }
+  strop__free(v);
+  return s;
+}
+
 /* ---- evaluation ---- */
 static strop_status eval_iter(strop_trainer *t, strop_batch_iter *it, strop_metrics **out) {
   static const char fn[] = "strop_trainer_eval";
@@ -842,21 +1098,28 @@ static strop_status eval_iter(strop_trainer *t, strop_batch_iter *it, strop_metr
                      (long long)tps);
       break;
     }
+    /* in a group, each rank evaluates its share of the batch; the sums are added at the end */
+    int64_t off = 0, cnt = rows;
+    if (dist_on(t)) strop__dist_share(t->dist, rows, &off, &cnt);
+    if (cnt == 0) continue;
+    const float *xs = x->data + (size_t)off * (x->numel / (size_t)rows);
+    const float *ms = mask ? mask->data + (size_t)off * (mask->numel / (size_t)rows) : NULL;
+    const float *ys = y->data + (size_t)off * (size_t)tps;
     const strop__act *o;
-    if ((s = strop__model_forward_shaped(m, x->data, rows, &g.in, 0, mask ? mask->data : NULL,
-                                         &o))) {
+    if ((s = strop__model_forward_shaped(m, xs, cnt, &g.in, 0, ms, &o))) {
       strop__err_prefix("%s", fn);
       break;
     }
     double loss = 0.0;
-    s = strop__loss_eval(&t->loss, o->data, rows, per, y->data, tps, &loss, NULL);
-    if (!s) metrics_add(mt, o->data, y->data, rows, per, tps, loss);
+    s = strop__loss_eval(&t->loss, o->data, cnt, per, ys, tps, &loss, NULL);
+    if (!s) metrics_add(mt, o->data, ys, cnt, per, tps, loss);
     strop__model_step_end(m);
     if (s) {
       strop__err_prefix("%s", fn);
       break;
     }
   }
+  if (!s && dist_on(t)) s = dist_sum_metrics(t, fn, mt);
   if (s) {
     strop_metrics_free(mt);
     return s;
@@ -977,6 +1240,15 @@ void strop_fit_options_init(strop_fit_options *o) {
   o->monitor = STROP_MONITOR_VAL_LOSS;
 }
 
+/* A checkpoint of the fit: written by rank 0 only (the ranks hold the same state), and the
+ * ranks agree on whether it was, so none goes on alone when rank 0 failed. */
+static strop_status save_on_rank0(strop_trainer *t, const char *path) {
+  static const char fn[] = "strop_trainer_fit";
+  strop_status s = STROP_OK;
+  if (strop_dist_rank(t->dist) == 0) s = strop_trainer_save_checkpoint(t, path);
+  return strop__dist_agree(t->dist, fn, s, "writing the checkpoint");
+}
+
 static double lr_now(const strop_trainer *t) { return strop__optim_get_lr(t->opt); }
 
 static int better(int monitor, double v, double best, double min_delta) {
@@ -1062,8 +1334,14 @@ strop_status strop_trainer_fit(strop_trainer *t, strop_batch_iter *train, strop_
       double l = 0.0;
       int64_t correct = 0;
       int64_t gs_before = t->global_step;
-      s = strop__trainer_micro_step(t, x->data, &g.in, mask ? mask->data : NULL, y->data, rows,
-                                    &l, &correct);
+      /* in a group the batch is the global one: this rank runs its share, and the step
+       * reports the loss and hits of the whole batch */
+      int64_t off = 0, cnt = rows;
+      if (dist_on(t)) strop__dist_share(t->dist, rows, &off, &cnt);
+      s = strop__trainer_micro_step(t, x->data + (size_t)off * (x->numel / (size_t)rows), &g.in,
+                                    mask ? mask->data + (size_t)off * (mask->numel / (size_t)rows)
+                                         : NULL,
+                                    y->data + (size_t)off * (size_t)tps, cnt, &l, &correct);
       if (s == STROP_E_NUMERIC) {
         strop__log(STROP_LOG_WARN, "%s", strop_last_error());
         s = STROP_OK;
@@ -1080,7 +1358,7 @@ strop_status strop_trainer_fit(strop_trainer *t, strop_batch_iter *train, strop_
       fit_steps += t->global_step > gs_before;
       if (o.checkpoint_every > 0 && t->global_step > gs_before &&
           t->global_step % o.checkpoint_every == 0) {
-        if ((s = strop_trainer_save_checkpoint(t, o.checkpoint_path))) break;
+        if ((s = save_on_rank0(t, o.checkpoint_path))) break;
       }
       if (o.progress) {
         double el = now_sec();
@@ -1141,7 +1419,7 @@ strop_status strop_trainer_fit(strop_trainer *t, strop_batch_iter *train, strop_
       t->best_epoch = epoch;
       t->bad_epochs = 0;
       if (o.restore_best && (s = snapshot_take(t))) break;
-      if (o.best_path && (s = strop_trainer_save_checkpoint(t, o.best_path))) break;
+      if (o.best_path && (s = save_on_rank0(t, o.best_path))) break;
     } else {
       t->bad_epochs++;
     }
@@ -1184,7 +1462,7 @@ strop_status strop_trainer_fit(strop_trainer *t, strop_batch_iter *train, strop_
   if (o.restore_best && t->have_snapshot) snapshot_restore(t);
   if (!s && o.checkpoint_path) {
     t->train_it = train;
-    s = strop_trainer_save_checkpoint(t, o.checkpoint_path);
+    s = save_on_rank0(t, o.checkpoint_path);
     t->train_it = NULL;
   }
   (void)m;

@@ -75,14 +75,55 @@ static int load_recipe(const opts *o, strop_recipe **r) {
   return 0;
 }
 
+/* ---- launched by mpirun: the ranks of one data-parallel run ---- */
+
+/* The number of processes mpirun (Open MPI, or a PMI launcher: MPICH, Slurm) started, from
+ * the environment it gives each one; 1 when not launched so. */
+static int launched_ranks(void) {
+  const char *v = getenv("OMPI_COMM_WORLD_SIZE");
+  if (!v) v = getenv("PMI_SIZE");
+  int n = v ? atoi(v) : 1;
+  return n > 1 ? n : 1;
+}
+
+/* Joins the group when mpirun started several of us: *d is the group (NULL alone) and the
+ * ranks other than 0 print nothing but errors. Non-zero (an exit code) when that fails. */
+static int join_ranks(const char *cmd, strop_dist **d) {
+  *d = NULL;
+  if (launched_ranks() == 1) return 0;
+  strop_status s = strop_dist_init_mpi(NULL, d);
+  if (s) {
+    /* N copies each training alone and writing the same files would be worse than stopping */
+    fprintf(stderr, "strop %s: error: launched as one of %d ranks, but %s\n", cmd,
+            launched_ranks(), strop_last_error());
+    return EXIT_FAILED;
+  }
+  if (strop_dist_rank(*d) != 0 && !freopen("/dev/null", "w", stdout)) return EXIT_FAILED;
+  return 0;
+}
+
+/* Ends the group: on a failure, every rank (MPI_Abort), so none waits for this one forever. */
+static void leave_ranks(strop_dist *d, int rc) {
+  if (d && rc) {
+    fflush(stderr);
+    (void)strop_dist_abort(d, rc);
+  }
+  strop_dist_free(d);
+}
+
 /* ---- train / finetune ---- */
 static int cmd_run(const opts *o, int mode) {
   int rc = need_args(o, 1, 1, "one RECIPE file");
   if (rc) return rc;
+  strop_dist *d = NULL;
+  if ((rc = join_ranks(o->cmd, &d))) return rc;
   strop_recipe *r = NULL;
-  if ((rc = load_recipe(o, &r))) return rc;
+  if ((rc = load_recipe(o, &r))) {
+    leave_ranks(d, rc);
+    return rc;
+  }
   tool_progress pg;
-  tool_progress_init(&pg, o->quiet, &g_interrupted);
+  tool_progress_init(&pg, o->quiet || strop_dist_rank(d) != 0, &g_interrupted);
   strop_run_options ro;
   strop_run_options_init(&ro);
   ro.mode = mode;
@@ -91,8 +132,11 @@ static int cmd_run(const opts *o, int mode) {
   ro.resume = o->resume;
   ro.on_event = tool_progress_event;
   ro.user_data = &pg;
-  if (!o->quiet)
-    fprintf(stderr, "strop %s %s\n", o->cmd, o->args[0]);
+  ro.dist = d;
+  if (!o->quiet && strop_dist_rank(d) == 0) {
+    if (d) fprintf(stderr, "strop %s %s on %d ranks\n", o->cmd, o->args[0], strop_dist_size(d));
+    else fprintf(stderr, "strop %s %s\n", o->cmd, o->args[0]);
+  }
   strop_run *run = NULL;
   strop_status s = strop_recipe_run(r, &ro, &run);
   tool_progress_end(&pg);
@@ -106,6 +150,7 @@ static int cmd_run(const opts *o, int mode) {
   }
   strop_run_free(run);
   strop_recipe_free(r);
+  leave_ranks(d, rc);
   return rc;
 }
 
@@ -113,10 +158,12 @@ static int cmd_run(const opts *o, int mode) {
 static int cmd_tune(const opts *o) {
   int rc = need_args(o, 1, 1, "one RECIPE file");
   if (rc) return rc;
+  strop_dist *d = NULL;
+  if ((rc = join_ranks(o->cmd, &d))) return rc;
   strop_recipe *r = NULL;
-  if ((rc = load_recipe(o, &r))) return rc;
-  rc = tool_cmd_tune(r, o->args[0], o, &g_interrupted);
+  if (!(rc = load_recipe(o, &r))) rc = tool_cmd_tune(r, o->args[0], o, d, &g_interrupted);
   strop_recipe_free(r);
+  leave_ranks(d, rc);
   return rc;
 }
 

@@ -74,9 +74,10 @@ int tool_getter_text(tool_text *t, int64_t (*get)(const strop_st_file *, int64_t
                      const strop_st_file *file, int64_t i);
 
 /* `strop tune`: r is the recipe loaded from path with the command line's --set and --seed;
- * o gives --quiet, --json, --epochs, --trials and --time. */
+ * o gives --quiet, --json, --epochs, --trials and --time; d the ranks mpirun started (NULL:
+ * one process), of which only rank 0 prints. */
 int tool_cmd_tune(const strop_recipe *r, const char *path, const tool_opts *o,
-                  volatile sig_atomic_t *interrupted);
+                  strop_dist *d, volatile sig_atomic_t *interrupted);
 
 /* strop layers [TYPE] [--markdown]: the layer types, their options and parameters */
 int tool_cmd_layers(const char *const *args, int nargs, int as_markdown);

@@ -244,10 +244,10 @@ static void print_summary(const tune_view *v, const strop_tuner *t, const char *
 }
 
 int tool_cmd_tune(const strop_recipe *r, const char *path, const tool_opts *opts,
-                  volatile sig_atomic_t *interrupted) {
+                  strop_dist *d, volatile sig_atomic_t *interrupted) {
   tune_view v;
   memset(&v, 0, sizeof v);
-  v.quiet = opts->quiet || opts->json;
+  v.quiet = opts->quiet || opts->json || strop_dist_rank(d) != 0;
   v.tty = isatty(STDERR_FILENO);
   v.interrupted = interrupted;
   v.best = NAN;
@@ -264,8 +264,10 @@ int tool_cmd_tune(const strop_recipe *r, const char *path, const tool_opts *opts
   o.time_budget = (double)opts->time_budget;
   o.on_event = on_tune_first;
   o.user_data = &v;
+  o.dist = d;
   strop_tuner *t = NULL;
-  if (!v.quiet) fprintf(stderr, "strop tune %s\n", path);
+  if (!v.quiet && d) fprintf(stderr, "strop tune %s on %d ranks\n", path, strop_dist_size(d));
+  else if (!v.quiet) fprintf(stderr, "strop tune %s\n", path);
   strop_status s = strop_recipe_tune(r, &o, &t);
   if (v.epoch_line_open) fprintf(stderr, "\n");
   int rc = 0;

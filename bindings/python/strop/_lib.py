@@ -116,7 +116,7 @@ TUNE_FN = CFUNCTYPE(c_int, POINTER(strop_tune_event), c_void_p)           # stro
 class strop_tune_options(Structure):
     _fields_ = [("size", c_size_t), ("trials", c_int64), ("epochs_cap", c_int64),
                 ("resume", c_int), ("on_event", TUNE_FN), ("user_data", c_void_p),
-                ("time_budget", c_double)]
+                ("time_budget", c_double), ("dist", c_void_p)]
 
 
 class strop_tokenizer_options(Structure):
@@ -140,7 +140,25 @@ class strop_bpe_train_options(Structure):
 class strop_run_options(Structure):
     _fields_ = [("size", c_size_t), ("mode", c_int), ("write_outputs", c_int),
                 ("baselines", c_int), ("base_model", c_void_p), ("on_event", RUN_FN),
-                ("user_data", c_void_p), ("epochs_cap", c_int64), ("resume", c_int)]
+                ("user_data", c_void_p), ("epochs_cap", c_int64), ("resume", c_int),
+                ("dist", c_void_p)]
+
+
+# strop_dist_ops: a host's collectives (include/strop/dist.h)
+DIST_INT_FN = CFUNCTYPE(c_int, c_void_p)
+DIST_SUM_FLOAT_FN = CFUNCTYPE(c_int, c_void_p, POINTER(c_float), c_int64)
+DIST_SUM_DOUBLE_FN = CFUNCTYPE(c_int, c_void_p, POINTER(c_double), c_int64)
+DIST_BCAST_FN = CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t, c_int)
+DIST_ABORT_FN = CFUNCTYPE(None, c_void_p, c_int)
+DIST_DESTROY_FN = CFUNCTYPE(None, c_void_p)
+
+
+class strop_dist_ops(Structure):
+    _fields_ = [("size", c_size_t), ("rank", DIST_INT_FN), ("world_size", DIST_INT_FN),
+                ("allreduce_sum_float", DIST_SUM_FLOAT_FN),
+                ("allreduce_sum_double", DIST_SUM_DOUBLE_FN), ("broadcast", DIST_BCAST_FN),
+                ("barrier", DIST_INT_FN), ("abort_all", DIST_ABORT_FN),
+                ("destroy", DIST_DESTROY_FN)]
 
 
 # ---- every exported function: (name, restype, argtypes), in lib/strop.map order ------------
@@ -333,6 +351,16 @@ _DECLS = [
     ("strop_dataset_varies", c_int, [c_void_p]),
     ("strop_image_load", c_int, [c_char_p, c_int, _OUT]),
     ("strop_image_options_init", None, [POINTER(strop_image_options)]),
+    # data-parallel training (issue 22)
+    ("strop_dist_abort", c_int, [c_void_p, c_int]),
+    ("strop_dist_barrier", c_int, [c_void_p]),
+    ("strop_dist_custom", c_int, [POINTER(strop_dist_ops), c_void_p, _OUT]),
+    ("strop_dist_free", None, [c_void_p]),
+    ("strop_dist_init_mpi", c_int, [c_void_p, _OUT]),
+    ("strop_dist_ops_init", None, [POINTER(strop_dist_ops)]),
+    ("strop_dist_rank", c_int, [c_void_p]),
+    ("strop_dist_size", c_int, [c_void_p]),
+    ("strop_trainer_set_dist", c_int, [c_void_p, c_void_p]),
     ("strop_dataset_wrap", c_int, [_P, _P, c_int64, c_int, _P, c_int, _P, c_int64, RELEASE_FN, c_void_p, _OUT]),
     ("strop_vocab_build", c_int, [_STRV, c_int64, c_int, _OUT]),
     ("strop_vocab_decode", c_int64, [c_void_p, _P, c_int64, c_char_p, c_size_t]),

@@ -1,0 +1,712 @@
+/* strop tests — dist suite: the collective interface and the data-parallel trainer, with the
+ * ranks played by threads over a host-style (custom) collective, so the default build tests it. */
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dist_scenario.h"
+#include "testutil.h"
+
+/* ---- a fake group: N threads, collectives through shared slots and a barrier ---- */
+enum { MAXR = 4 };
+
+typedef struct world {
+  int size;
+  pthread_barrier_t bar;
+  void *slot[MAXR];
+  int64_t floats;      /* floats all-reduced (counted once, by rank 0) */
+  int64_t calls;       /* collectives so far (rank 0's count; all ranks make the same) */
+  int64_t fail_at;     /* > 0: every rank's collective number fail_at fails */
+} world;
+
+typedef struct rank_ctx {
+  world *w;
+  int rank;
+  int64_t calls;
+} rank_ctx;
+
+static int f_rank(void *c) { return ((rank_ctx *)c)->rank; }
+static int f_size(void *c) { return ((rank_ctx *)c)->w->size; }
+
+static int failing(rank_ctx *r) {
+  r->calls++;
+  if (r->rank == 0) r->w->calls = r->calls;
+  return r->w->fail_at > 0 && r->calls == r->w->fail_at;
+}
+
+/* Sums in rank order on every rank, so all ranks get the same bits (as MPI's reductions). */
+#define SUM_IN_RANK_ORDER(T)                                                   \
+  rank_ctx *r = c;                                                             \
+  world *w = r->w;                                                             \
+  if (failing(r)) return 1;                                                    \
+  w->slot[r->rank] = v;                                                        \
+  pthread_barrier_wait(&w->bar);                                               \
+  T *acc = malloc((size_t)(n ? n : 1) * sizeof *acc);                          \
+  for (int64_t i = 0; i < n; i++) {                                            \
+    T s = ((T *)w->slot[0])[i];                                                \
+    for (int k = 1; k < w->size; k++) s += ((T *)w->slot[k])[i];               \
+    acc[i] = s;                                                                \
+  }                                                                            \
+  pthread_barrier_wait(&w->bar);                                               \
+  memcpy(v, acc, (size_t)n * sizeof *acc);                                     \
+  free(acc);
+
+static int f_sum_float(void *c, float *v, int64_t n) {
+  SUM_IN_RANK_ORDER(float)
+  if (r->rank == 0) w->floats += n;
+  return 0;
+}
+
+static int f_sum_double(void *c, double *v, int64_t n) {
+  SUM_IN_RANK_ORDER(double)
+  return 0;
+}
+
+static int f_bcast(void *c, void *v, size_t bytes, int root) {
+  rank_ctx *r = c;
+  world *w = r->w;
+  if (failing(r)) return 1;
+  w->slot[r->rank] = v;
+  pthread_barrier_wait(&w->bar);
+  if (r->rank != root) memcpy(v, w->slot[root], bytes);
+  pthread_barrier_wait(&w->bar);
+  return 0;
+}
+
+static int f_barrier(void *c) {
+  rank_ctx *r = c;
+  if (failing(r)) return 1;
+  pthread_barrier_wait(&r->w->bar);
+  return 0;
+}
+
+static strop_dist *fake_dist(rank_ctx *rc) {
+  strop_dist_ops ops;
+  strop_dist_ops_init(&ops);
+  ops.rank = f_rank;
+  ops.world_size = f_size;
+  ops.allreduce_sum_float = f_sum_float;
+  ops.allreduce_sum_double = f_sum_double;
+  ops.broadcast = f_bcast;
+  ops.barrier = f_barrier;
+  strop_dist *d = NULL;
+  strop_status s = strop_dist_custom(&ops, rc, &d);
+  return s ? NULL : d;
+}
+
+/* ---- running a scenario on thread ranks ---- */
+typedef struct rank_job {
+  world *w;
+  rank_ctx rc;
+  sc_run run;
+  void (*body)(strop_dist *d, struct rank_job *j); /* NULL: sc_fit */
+  int64_t out[4];
+} rank_job;
+
+static void *rank_main(void *p) {
+  rank_job *j = p;
+  strop_dist *d = fake_dist(&j->rc);
+  if (!d) {
+    j->run.status = STROP_E_INTERNAL;
+    return NULL;
+  }
+  if (j->body) j->body(d, j);
+  else sc_fit(d, &j->run);
+  strop_dist_free(d);
+  return NULL;
+}
+
+/* Runs size ranks of jobs[i] (run and body prepared by the caller) to the end. */
+static void run_ranks(world *w, int size, rank_job *jobs) {
+  memset(w, 0, sizeof *w);
+  w->size = size;
+  pthread_barrier_init(&w->bar, NULL, (unsigned)size);
+  pthread_t th[MAXR];
+  for (int i = 0; i < size; i++) {
+    jobs[i].w = w;
+    jobs[i].rc.w = w;
+    jobs[i].rc.rank = i;
+    jobs[i].rc.calls = 0;
+    ck_assert_int_eq(pthread_create(&th[i], NULL, rank_main, &jobs[i]), 0);
+  }
+  for (int i = 0; i < size; i++) pthread_join(th[i], NULL);
+  pthread_barrier_destroy(&w->bar);
+}
+
+static void free_runs(rank_job *jobs, int size) {
+  for (int i = 0; i < size; i++) free(jobs[i].run.w);
+}
+
+/* The group's ranks hold the same weights, bit for bit, and those of one process within tol. */
+static double compare_to_one_process(rank_job *jobs, int size, sc_run *one, double tol) {
+  ck_assert_msg(one->status == STROP_OK, "one process: %s", one->error);
+  for (int i = 0; i < size; i++) {
+    ck_assert_msg(jobs[i].run.status == STROP_OK, "rank %d: %s", i, jobs[i].run.error);
+    ck_assert_uint_eq(jobs[i].run.n, one->n);
+    ck_assert_int_eq(jobs[i].run.global_step, one->global_step);
+    ck_assert_msg(memcmp(jobs[i].run.w, jobs[0].run.w, one->n * sizeof(float)) == 0,
+                  "rank %d's weights differ from rank 0's", i);
+  }
+  double rel = sc_max_rel(jobs[0].run.w, one->w, one->n);
+  ck_assert_msg(rel <= tol, "the group's weights differ from one process's by %g (> %g)", rel,
+                tol);
+  return rel;
+}
+
+/* The tolerance, relative to max(|w|, 1e-2): the ranks' gradients are the same sums as one
+ * process's in another order (each rank sums its rows, then the ranks' sums are added), so
+ * each step's gradient differs by a few float ulps (~1e-7 relative); 20 steps accumulate
+ * that in the weights (and momentum carries it on), measured at 1.8e-6 for SGD and 1.3e-6
+ * for Adam here. 2e-5 is an order of magnitude above; Adam divides by sqrt(v), which can
+ * amplify a tiny difference where a gradient is near zero: 1e-4 there. A wrong scaling (the
+ * ranks' means averaged instead of the global batch's mean) is off by far more: ~3. */
+#define TOL_SGD 2e-5
+#define TOL_ADAM 1e-4
+
+static sc_run scenario(int64_t samples, int64_t batch, int64_t steps, int64_t epochs, int optim) {
+  sc_run r;
+  memset(&r, 0, sizeof r);
+  r.samples = samples;
+  r.batch = batch;
+  r.steps = steps;
+  r.epochs = epochs;
+  r.optim = optim;
+  return r;
+}
+
+START_TEST(two_ranks_match_one_process) {
+  sc_run one = scenario(640, 64, 20, 3, STROP_OPTIM_SGD);
+  sc_fit(NULL, &one);
+  rank_job jobs[2];
+  memset(jobs, 0, sizeof jobs);
+  for (int i = 0; i < 2; i++) jobs[i].run = one, jobs[i].run.w = NULL;
+  world w;
+  run_ranks(&w, 2, jobs);
+  ck_assert_int_eq(one.global_step, 20);
+  double rel = compare_to_one_process(jobs, 2, &one, TOL_SGD);
+  printf("dist: 2 ranks vs 1 process after 20 SGD steps, batch 64: max rel diff %.3g\n", rel);
+  free_runs(jobs, 2);
+  free(one.w);
+}
+END_TEST
+
+START_TEST(two_ranks_match_one_process_adam) {
+  sc_run one = scenario(640, 64, 20, 3, STROP_OPTIM_ADAM);
+  sc_fit(NULL, &one);
+  rank_job jobs[2];
+  memset(jobs, 0, sizeof jobs);
+  for (int i = 0; i < 2; i++) jobs[i].run = one, jobs[i].run.w = NULL;
+  world w;
+  run_ranks(&w, 2, jobs);
+  double rel = compare_to_one_process(jobs, 2, &one, TOL_ADAM);
+  printf("dist: 2 ranks vs 1 process after 20 Adam steps, batch 64: max rel diff %.3g\n", rel);
+  free_runs(jobs, 2);
+  free(one.w);
+}
+END_TEST
+
+/* 129 samples in batches of 64 on 3 ranks: shares of 22/21/21 rows, and a last batch of one
+ * row, which leaves two ranks with nothing to run; the mean is still the global batch's. */
+START_TEST(uneven_shares_and_an_empty_one) {
+  sc_run one = scenario(129, 64, 0, 2, STROP_OPTIM_SGD);
+  sc_fit(NULL, &one);
+  ck_assert_int_eq(one.global_step, 6);
+  rank_job jobs[3];
+  memset(jobs, 0, sizeof jobs);
+  for (int i = 0; i < 3; i++) jobs[i].run = one, jobs[i].run.w = NULL;
+  world w;
+  run_ranks(&w, 3, jobs);
+  compare_to_one_process(jobs, 3, &one, TOL_SGD);
+  /* the epoch's loss in the history is the global batches' too */
+  for (int i = 0; i < 3; i++)
+    ck_assert_msg(fabs(jobs[i].run.last_loss - one.last_loss) <= 1e-5 * fabs(one.last_loss),
+                  "rank %d's epoch loss %.9g, one process %.9g", i, jobs[i].run.last_loss,
+                  one.last_loss);
+  free_runs(jobs, 3);
+  free(one.w);
+}
+END_TEST
+
+/* With fc1 frozen, a step moves the head's 132 gradients and nothing of fc1. */
+START_TEST(frozen_parameters_are_never_sent) {
+  sc_run one = scenario(256, 64, 8, 2, STROP_OPTIM_SGD);
+  one.frozen_fc1 = 1;
+  rank_job jobs[2];
+  memset(jobs, 0, sizeof jobs);
+  for (int i = 0; i < 2; i++) jobs[i].run = one;
+  world w;
+  run_ranks(&w, 2, jobs);
+  for (int i = 0; i < 2; i++)
+    ck_assert_msg(jobs[i].run.status == STROP_OK, "rank %d: %s", i, jobs[i].run.error);
+  ck_assert_int_eq(jobs[0].run.global_step, 8);
+  ck_assert_int_eq(w.floats, 8 * (32 * 4 + 4));
+  sc_fit(NULL, &one);
+  compare_to_one_process(jobs, 2, &one, TOL_SGD);
+  free_runs(jobs, 2);
+  free(one.w);
+}
+END_TEST
+
+/* A small CNN with BatchNorm on random 2x6x6 images: its running statistics are averaged
+ * over the ranks after each step (the ranks stay identical, buffers included); once the
+ * BatchNorm is frozen its statistics are neither sent nor changed. */
+static void bn_body(strop_dist *d, rank_job *j) {
+  const int64_t side = j->out[3] ? j->out[3] : 6, in[3] = {2, side, side};
+  strop_model *m = NULL;
+  strop_test_must(strop_model_create(3, in, &m), "create");
+  strop_test_must(strop_model_add(m, "conv", "conv2d", "out_channels=4 kernel_size=3 padding=1",
+                                  NULL), "conv");
+  strop_test_must(strop_model_add(m, "bn", "batchnorm2d", NULL, NULL), "bn");
+  strop_test_must(strop_model_add(m, "act", "relu", NULL, NULL), "relu");
+  strop_test_must(strop_model_add(m, "pool", "global_avgpool", NULL, NULL), "pool");
+  strop_test_must(strop_model_add(m, "head", "linear", "out_features=3", NULL), "head");
+  strop_test_must(strop_model_finalize(m, 3), "finalize");
+  if (j->out[0]) strop_test_must(strop_model_freeze(m, "conv.*"), "freeze conv");
+  if (j->out[0]) strop_test_must(strop_model_freeze(m, "bn.*"), "freeze bn");
+  int64_t n = j->out[2] ? j->out[2] : 64, dims[3] = {2, side, side};
+  float *x = malloc((size_t)n * 72 * sizeof *x), *y = malloc((size_t)n * sizeof *y);
+  strop_rng *g = NULL;
+  strop_test_must(strop_rng_create(11, &g), "rng");
+  strop_test_must(strop_rng_normal(g, 0.5f, 1, x, (size_t)n * 72), "x");
+  for (int64_t i = 0; i < n; i++) y[i] = (float)(i % 3);
+  strop_dataset *ds = NULL;
+  strop_test_must(strop_dataset_from_memory(x, y, n, 3, dims, 0, NULL, 3, &ds), "dataset");
+  strop_optimizer *opt = NULL;
+  strop_trainer *t = NULL;
+  strop_batch_iter *it = NULL;
+  strop_test_must(strop_optimizer_create(m, STROP_OPTIM_SGD, &opt), "optimizer");
+  strop_test_must(strop_trainer_create(m, opt, &t), "trainer");
+  strop_test_must(strop_trainer_set_dist(t, d), "set_dist");
+  strop_test_must(strop_batch_iter_create(ds, 16, 5, STROP_ITER_SHUFFLE, &it), "iter");
+  size_t nw;
+  float *before = sc_weights(m, &nw);
+  strop_fit_options o;
+  strop_fit_options_init(&o);
+  o.epochs = 1;
+  j->run.status = strop_trainer_fit(t, it, NULL, &o);
+  snprintf(j->run.error, sizeof j->run.error, "%s", j->run.status ? strop_last_error() : "");
+  j->run.w = sc_weights(m, &j->run.n);
+  /* the running mean and variance: 8 floats after conv's 4*2*9+4 and bn's 4+4 */
+  const float *rs = j->run.w + 72 + 4 + 8, *rs0 = before + 72 + 4 + 8;
+  j->out[1] = memcmp(rs, rs0, 8 * sizeof *rs) != 0;
+  free(before);
+  strop_batch_iter_free(it);
+  strop_trainer_free(t);
+  strop_optimizer_free(opt);
+  strop_dataset_free(ds);
+  strop_rng_free(g);
+  free(x);
+  free(y);
+  strop_model_free(m);
+}
+
+START_TEST(batchnorm_statistics_are_averaged_unless_frozen) {
+  for (int frozen = 0; frozen < 2; frozen++) {
+    rank_job jobs[2];
+    memset(jobs, 0, sizeof jobs);
+    for (int i = 0; i < 2; i++) {
+      jobs[i].body = bn_body;
+      jobs[i].out[0] = frozen;
+    }
+    world w;
+    run_ranks(&w, 2, jobs);
+    for (int i = 0; i < 2; i++)
+      ck_assert_msg(jobs[i].run.status == STROP_OK, "rank %d: %s", i, jobs[i].run.error);
+    ck_assert_uint_eq(jobs[0].run.n, jobs[1].run.n);
+    ck_assert_msg(memcmp(jobs[0].run.w, jobs[1].run.w, jobs[0].run.n * sizeof(float)) == 0,
+                  "the ranks' weights or running statistics differ (frozen %d)", frozen);
+    /* unfrozen: the statistics moved; frozen: untouched, and 4 steps moved the head only */
+    ck_assert_int_eq(jobs[0].out[1], !frozen);
+    if (frozen) ck_assert_int_eq(w.floats, 4 * (3 * 4 + 3));
+    free_runs(jobs, 2);
+  }
+}
+END_TEST
+
+/* 67 1x1 images in batches of 16: the last batch has 3 rows, which 2 ranks cannot split 2/1
+ * (a BatchNorm in training mode needs 2 values per channel): rank 0 takes all 3 and the fit
+ * goes on, as one process's would. */
+START_TEST(batchnorm_never_gets_a_one_row_share) {
+  rank_job jobs[2];
+  memset(jobs, 0, sizeof jobs);
+  for (int i = 0; i < 2; i++) {
+    jobs[i].body = bn_body;
+    jobs[i].out[2] = 67;
+    jobs[i].out[3] = 1;
+  }
+  world w;
+  run_ranks(&w, 2, jobs);
+  for (int i = 0; i < 2; i++)
+    ck_assert_msg(jobs[i].run.status == STROP_OK, "rank %d: %s", i, jobs[i].run.error);
+  ck_assert(memcmp(jobs[0].run.w, jobs[1].run.w, jobs[0].run.n * sizeof(float)) == 0);
+  free_runs(jobs, 2);
+}
+END_TEST
+
+static int path_exists(const char *p) { return access(p, F_OK) == 0; }
+
+/* Only rank 0 writes a checkpoint (rank 1 is given another path, which stays absent), and one
+ * process resumed from it continues as the uninterrupted run. */
+START_TEST(two_rank_checkpoint_resumes_in_one_process) {
+  char dir[] = "/tmp/strop_dist_XXXXXX";
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  char a[256], b[256];
+  snprintf(a, sizeof a, "%s/rank0.ckpt", dir);
+  snprintf(b, sizeof b, "%s/rank1.ckpt", dir);
+  sc_run full = scenario(320, 64, 20, 5, STROP_OPTIM_SGD);
+  sc_fit(NULL, &full);
+  rank_job jobs[2];
+  memset(jobs, 0, sizeof jobs);
+  for (int i = 0; i < 2; i++) {
+    jobs[i].run = scenario(320, 64, 7, 5, STROP_OPTIM_SGD); /* stops mid-epoch 2 */
+    jobs[i].run.ckpt_out = i ? b : a;
+  }
+  world w;
+  run_ranks(&w, 2, jobs);
+  for (int i = 0; i < 2; i++)
+    ck_assert_msg(jobs[i].run.status == STROP_OK, "rank %d: %s", i, jobs[i].run.error);
+  ck_assert(path_exists(a));
+  ck_assert(!path_exists(b));
+  sc_run rest = scenario(320, 64, 13, 5, STROP_OPTIM_SGD);
+  rest.ckpt_in = a;
+  sc_fit(NULL, &rest);
+  ck_assert_msg(rest.status == STROP_OK, "%s", rest.error);
+  ck_assert_int_eq(rest.global_step, 20);
+  double rel = sc_max_rel(rest.w, full.w, full.n);
+  ck_assert_msg(rel <= TOL_SGD, "resumed weights differ from the uninterrupted run by %g", rel);
+  free_runs(jobs, 2);
+  free(rest.w);
+  free(full.w);
+  unlink(a);
+  rmdir(dir);
+}
+END_TEST
+
+/* A batch whose loss is NaN on rank 1 only: every rank skips the step, weights unchanged. */
+static void nan_body(strop_dist *d, rank_job *j) {
+  strop_model *m = sc_model(5, 0);
+  strop_optimizer *opt = NULL;
+  strop_trainer *t = NULL;
+  strop_test_must(strop_optimizer_create(m, STROP_OPTIM_SGD, &opt), "optimizer");
+  strop_test_must(strop_trainer_create(m, opt, &t), "trainer");
+  strop_test_must(strop_trainer_set_dist(t, d), "set_dist");
+  size_t n0, n1;
+  float *before = sc_weights(m, &n0);
+  int64_t xd[2] = {4, 8}, yd[1] = {4};
+  strop_tensor *x = NULL, *y = NULL;
+  strop_test_must(strop_tensor_create(2, xd, &x), "x");
+  strop_test_must(strop_tensor_create(1, yd, &y), "y");
+  float *xv = strop_tensor_data(x);
+  for (int i = 0; i < 32; i++) xv[i] = 0.1f * (float)(i % 7);
+  if (j->rc.rank == 1) xv[3] = NAN;
+  float loss = 0;
+  j->out[0] = strop_trainer_step(t, x, y, &loss);
+  j->out[1] = strop_trainer_skipped_steps(t);
+  j->out[2] = strop_trainer_global_step(t);
+  float *after = sc_weights(m, &n1);
+  j->out[3] = n0 == n1 && memcmp(before, after, n0 * sizeof *before) == 0;
+  /* and a good step right after works on both */
+  xv[3] = 0.5f;
+  strop_test_must(strop_trainer_step(t, x, y, &loss), "good step");
+  free(before);
+  free(after);
+  strop_tensor_free(x);
+  strop_tensor_free(y);
+  strop_trainer_free(t);
+  strop_optimizer_free(opt);
+  strop_model_free(m);
+}
+
+START_TEST(nan_on_one_rank_skips_on_all) {
+  rank_job jobs[2];
+  memset(jobs, 0, sizeof jobs);
+  jobs[0].body = jobs[1].body = nan_body;
+  world w;
+  run_ranks(&w, 2, jobs);
+  for (int i = 0; i < 2; i++) {
+    ck_assert_int_eq(jobs[i].out[0], STROP_E_NUMERIC);
+    ck_assert_int_eq(jobs[i].out[1], 1);
+    ck_assert_int_eq(jobs[i].out[2], 0);
+    ck_assert_msg(jobs[i].out[3], "rank %d's weights changed on a skipped step", i);
+  }
+}
+END_TEST
+
+/* Rank 1's share holds a class index out of range: rank 1 fails with that error, rank 0 with
+ * one saying a rank failed (it does not wait for rank 1 forever), both drop the step. */
+static void bad_label_body(strop_dist *d, rank_job *j) {
+  strop_model *m = sc_model(5, 0);
+  strop_optimizer *opt = NULL;
+  strop_trainer *t = NULL;
+  strop_test_must(strop_optimizer_create(m, STROP_OPTIM_SGD, &opt), "optimizer");
+  strop_test_must(strop_trainer_create(m, opt, &t), "trainer");
+  strop_test_must(strop_trainer_set_dist(t, d), "set_dist");
+  size_t n0, n1;
+  float *before = sc_weights(m, &n0);
+  int64_t xd[2] = {4, 8}, yd[1] = {4};
+  strop_tensor *x = NULL, *y = NULL;
+  strop_test_must(strop_tensor_create(2, xd, &x), "x");
+  strop_test_must(strop_tensor_create(1, yd, &y), "y");
+  if (j->rc.rank == 1) strop_tensor_data(y)[2] = 7.0f; /* 4 classes */
+  j->out[0] = strop_trainer_step(t, x, y, NULL);
+  snprintf(j->run.error, sizeof j->run.error, "%s", strop_last_error());
+  j->out[1] = strop_trainer_global_step(t);
+  float *after = sc_weights(m, &n1);
+  j->out[2] = n0 == n1 && memcmp(before, after, n0 * sizeof *before) == 0;
+  /* the next step works on both */
+  strop_tensor_data(y)[2] = 1.0f;
+  j->out[3] = strop_trainer_step(t, x, y, NULL);
+  free(before);
+  free(after);
+  strop_tensor_free(x);
+  strop_tensor_free(y);
+  strop_trainer_free(t);
+  strop_optimizer_free(opt);
+  strop_model_free(m);
+}
+
+START_TEST(a_rank_that_fails_its_part_stops_the_others) {
+  rank_job jobs[2];
+  memset(jobs, 0, sizeof jobs);
+  jobs[0].body = jobs[1].body = bad_label_body;
+  world w;
+  run_ranks(&w, 2, jobs);
+  ck_assert_int_eq(jobs[1].out[0], STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(jobs[1].run.error, "class index 7"));
+  ck_assert_int_eq(jobs[0].out[0], STROP_E_IO);
+  ck_assert_ptr_nonnull(strstr(jobs[0].run.error, "1 of 2 ranks failed their part"));
+  for (int i = 0; i < 2; i++) {
+    ck_assert_int_eq(jobs[i].out[1], 0);
+    ck_assert_msg(jobs[i].out[2], "rank %d's weights changed", i);
+    ck_assert_int_eq(jobs[i].out[3], STROP_OK);
+  }
+}
+END_TEST
+
+/* Evaluation on 2 ranks (each its share of each batch) gives the whole data's metrics. */
+static void eval_body(strop_dist *d, rank_job *j) {
+  strop_dataset *ds = sc_blobs(101, 3);
+  strop_model *m = sc_model(9, 0);
+  strop_optimizer *opt = NULL;
+  strop_trainer *t = NULL;
+  strop_metrics *mt = NULL;
+  strop_test_must(strop_optimizer_create(m, STROP_OPTIM_SGD, &opt), "optimizer");
+  strop_test_must(strop_trainer_create(m, opt, &t), "trainer");
+  if (d) strop_test_must(strop_trainer_set_dist(t, d), "set_dist");
+  strop_test_must(strop_trainer_eval_dataset(t, ds, 32, &mt), "eval");
+  j->out[0] = (int64_t)strop_metrics_get(mt, STROP_METRIC_SAMPLES);
+  j->out[1] = llround(1e6 * strop_metrics_get(mt, STROP_METRIC_ACCURACY));
+  j->out[2] = llround(1e6 * strop_metrics_get(mt, STROP_METRIC_LOSS));
+  int64_t cm[16];
+  ck_assert_int_eq(strop_metrics_confusion(mt, cm, 16), 16);
+  j->out[3] = 0;
+  for (int i = 0; i < 16; i++) j->out[3] = j->out[3] * 7 + cm[i];
+  strop_metrics_free(mt);
+  strop_trainer_free(t);
+  strop_optimizer_free(opt);
+  strop_model_free(m);
+  strop_dataset_free(ds);
+}
+
+START_TEST(eval_metrics_are_reduced) {
+  rank_job one;
+  memset(&one, 0, sizeof one);
+  eval_body(NULL, &one);
+  ck_assert_int_eq(one.out[0], 101);
+  rank_job jobs[2];
+  memset(jobs, 0, sizeof jobs);
+  jobs[0].body = jobs[1].body = eval_body;
+  world w;
+  run_ranks(&w, 2, jobs);
+  for (int i = 0; i < 2; i++) {
+    ck_assert_int_eq(jobs[i].out[0], one.out[0]);
+    ck_assert_int_eq(jobs[i].out[1], one.out[1]);
+    ck_assert(llabs(jobs[i].out[2] - one.out[2]) <= 1); /* the loss, to 1e-6 */
+    ck_assert_int_eq(jobs[i].out[3], one.out[3]);
+  }
+}
+END_TEST
+
+/* A collective that fails ends the fit on every rank with the callback's status. */
+START_TEST(failed_collective_is_an_error_on_all_ranks) {
+  rank_job jobs[2];
+  memset(jobs, 0, sizeof jobs);
+  for (int i = 0; i < 2; i++) jobs[i].run = scenario(640, 64, 20, 3, STROP_OPTIM_SGD);
+  world w;
+  memset(&w, 0, sizeof w);
+  /* run_ranks clears the world: set the failure through a first job's hook instead */
+  jobs[0].rc.calls = 0;
+  pthread_barrier_init(&w.bar, NULL, 2);
+  w.size = 2;
+  w.fail_at = 40;
+  pthread_t th[2];
+  for (int i = 0; i < 2; i++) {
+    jobs[i].w = &w;
+    jobs[i].rc.w = &w;
+    jobs[i].rc.rank = i;
+    ck_assert_int_eq(pthread_create(&th[i], NULL, rank_main, &jobs[i]), 0);
+  }
+  for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+  pthread_barrier_destroy(&w.bar);
+  for (int i = 0; i < 2; i++) {
+    ck_assert_int_eq(jobs[i].run.status, STROP_E_CALLBACK);
+    ck_assert_msg(strstr(jobs[i].run.error, "all-reduce failed") != NULL, "%s",
+                  jobs[i].run.error);
+    ck_assert_int_lt(jobs[i].run.global_step, 20);
+  }
+  free_runs(jobs, 2);
+}
+END_TEST
+
+/* ---- errors ---- */
+static int one_rank(void *c) { (void)c; return 0; }
+static int two_ranks(void *c) { (void)c; return 2; }
+static int zero_ranks(void *c) { (void)c; return 0; }
+static int ok_f(void *c, float *v, int64_t n) { (void)c; (void)v; (void)n; return 0; }
+static int ok_d(void *c, double *v, int64_t n) { (void)c; (void)v; (void)n; return 0; }
+static int ok_b(void *c, void *v, size_t b, int r) { (void)c; (void)v; (void)b; (void)r; return 0; }
+static int ok_bar(void *c) { (void)c; return 0; }
+static int g_destroyed;
+static void count_destroy(void *c) { (void)c; g_destroyed++; }
+
+static strop_dist_ops full_ops(void) {
+  strop_dist_ops o;
+  strop_dist_ops_init(&o);
+  o.rank = one_rank;
+  o.world_size = two_ranks;
+  o.allreduce_sum_float = ok_f;
+  o.allreduce_sum_double = ok_d;
+  o.broadcast = ok_b;
+  o.barrier = ok_bar;
+  return o;
+}
+
+START_TEST(dist_errors) {
+  strop_dist *d = (strop_dist *)&d;
+  strop_dist_ops o = full_ops();
+  ck_assert_int_eq(strop_dist_custom(&o, NULL, NULL), STROP_E_INVALID_ARG);
+  ck_assert_str_ne(strop_last_error(), "");
+  ck_assert_int_eq(strop_dist_custom(NULL, NULL, &d), STROP_E_INVALID_ARG);
+  ck_assert_ptr_null(d);
+  o.broadcast = NULL;
+  ck_assert_int_eq(strop_dist_custom(&o, NULL, &d), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "ops->broadcast is NULL"));
+  o = full_ops();
+  o.world_size = zero_ranks;
+  ck_assert_int_eq(strop_dist_custom(&o, NULL, &d), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "rank 0 of 0 ranks"));
+  o = full_ops();
+  o.size = 4; /* an options struct from nowhere */
+  ck_assert_int_eq(strop_dist_custom(&o, NULL, &d), STROP_E_INVALID_ARG);
+  ck_assert_ptr_null(d);
+  /* a good one; destroy is called once, by free */
+  o = full_ops();
+  o.destroy = count_destroy;
+  g_destroyed = 0;
+  strop_test_must(strop_dist_custom(&o, NULL, &d), "custom");
+  ck_assert_int_eq(strop_dist_rank(d), 0);
+  ck_assert_int_eq(strop_dist_size(d), 2);
+  ck_assert_int_eq(strop_dist_barrier(d), STROP_OK);
+  ck_assert_int_eq(strop_dist_abort(d, 3), STROP_E_UNSUPPORTED); /* no abort_all given */
+  ck_assert_str_ne(strop_last_error(), "");
+  strop_dist_free(d);
+  ck_assert_int_eq(g_destroyed, 1);
+  strop_dist_free(NULL);
+  ck_assert_int_eq(strop_dist_rank(NULL), 0);
+  ck_assert_int_eq(strop_dist_size(NULL), 1);
+  ck_assert_int_eq(strop_dist_barrier(NULL), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_dist_abort(NULL, 1), STROP_E_INVALID_ARG);
+  strop_dist_ops_init(NULL);
+  ck_assert_int_eq(strop_dist_init_mpi(NULL, NULL), STROP_E_INVALID_ARG);
+#ifndef STROP_WITH_MPI
+  d = (strop_dist *)&d;
+  ck_assert_int_eq(strop_dist_init_mpi(NULL, &d), STROP_E_UNSUPPORTED);
+  ck_assert_ptr_null(d);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "-DSTROP_WITH_MPI=ON"));
+#endif
+}
+END_TEST
+
+START_TEST(set_dist_errors) {
+  ck_assert_int_eq(strop_trainer_set_dist(NULL, NULL), STROP_E_INVALID_ARG);
+  ck_assert_str_ne(strop_last_error(), "");
+  strop_model *m = sc_model(5, 0);
+  strop_optimizer *opt = NULL;
+  strop_trainer *t = NULL;
+  strop_test_must(strop_optimizer_create(m, STROP_OPTIM_SGD, &opt), "optimizer");
+  strop_test_must(strop_trainer_create(m, opt, &t), "trainer");
+  strop_test_must(strop_trainer_set_int(t, STROP_TRAIN_ACCUM_STEPS, 2), "accum");
+  int64_t xd[2] = {2, 8}, yd[1] = {2};
+  strop_tensor *x = NULL, *y = NULL;
+  strop_test_must(strop_tensor_create(2, xd, &x), "x");
+  strop_test_must(strop_tensor_create(1, yd, &y), "y");
+  strop_test_must(strop_trainer_step(t, x, y, NULL), "step"); /* half a window */
+  strop_dist_ops o = full_ops();
+  strop_dist *d = NULL;
+  strop_test_must(strop_dist_custom(&o, NULL, &d), "custom");
+  size_t n0, n1;
+  float *before = sc_weights(m, &n0);
+  ck_assert_int_eq(strop_trainer_set_dist(t, d), STROP_E_STATE);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "accumulation window"));
+  float *after = sc_weights(m, &n1);
+  ck_assert(memcmp(before, after, n0 * sizeof *before) == 0);
+  /* NULL goes back to one process at any step boundary */
+  strop_test_must(strop_trainer_step(t, x, y, NULL), "step");
+  strop_test_must(strop_trainer_set_dist(t, NULL), "set_dist NULL");
+  free(before);
+  free(after);
+  strop_dist_free(d);
+  strop_tensor_free(x);
+  strop_tensor_free(y);
+  strop_trainer_free(t);
+  strop_optimizer_free(opt);
+  strop_model_free(m);
+}
+END_TEST
+
+static strop_dist *g_sweep_d;
+static int op_custom(void *c) {
+  (void)c;
+  strop_dist_ops o = full_ops();
+  return strop_dist_custom(&o, NULL, &g_sweep_d);
+}
+static void free_custom(void *c) {
+  (void)c;
+  strop_dist_free(g_sweep_d);
+  g_sweep_d = NULL;
+}
+
+START_TEST(alloc_failures) {
+  ck_assert_int_ge(strop_test_alloc_sweep(op_custom, free_custom, NULL), 1);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("dist");
+  TCase *tc = tcase_create("errors");
+  tcase_add_test(tc, dist_errors);
+  tcase_add_test(tc, set_dist_errors);
+  tcase_add_test(tc, alloc_failures);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("data_parallel");
+  tcase_set_timeout(tc, 600);
+  tcase_add_test(tc, two_ranks_match_one_process);
+  tcase_add_test(tc, two_ranks_match_one_process_adam);
+  tcase_add_test(tc, uneven_shares_and_an_empty_one);
+  tcase_add_test(tc, frozen_parameters_are_never_sent);
+  tcase_add_test(tc, batchnorm_statistics_are_averaged_unless_frozen);
+  tcase_add_test(tc, batchnorm_never_gets_a_one_row_share);
+  tcase_add_test(tc, two_rank_checkpoint_resumes_in_one_process);
+  tcase_add_test(tc, nan_on_one_rank_skips_on_all);
+  tcase_add_test(tc, eval_metrics_are_reduced);
+  tcase_add_test(tc, failed_collective_is_an_error_on_all_ranks);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("failures"); /* a rank waiting for a failed one forever is a timeout */
+  tcase_set_timeout(tc, 30);
+  tcase_add_test(tc, a_rank_that_fails_its_part_stops_the_others);
+  suite_add_tcase(s, tc);
+  return strop_test_run(s);
+}
