@@ -9,7 +9,12 @@
  * model of the same width (12 layers, d 768, 12 heads with 4 key/value heads, SwiGLU 2048,
  * vocab 32000, RMSNorm, rotary embeddings). `layers` shrinks either for a smoke run. The
  * weights are random (a partial load of an empty file initialises them from a seed): the step
- * costs the same. Prints one RESULT line like bench_train's. */
+ * costs the same. Prints one RESULT line like bench_train's.
+ *
+ * LORA=r in the environment: a LoRA fine-tune instead of a full one — every weight frozen, LoRA
+ * adapters of rank r (alpha 2r) on the attention projections (GPT-2's c_attn, Llama's q_proj and
+ * v_proj). FROZEN_DTYPE=f32|bf16|int8: how the frozen weights are held
+ * (strop_model_set_frozen_dtype; docs/performance.md). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,6 +82,28 @@ int main(int argc, char **argv) {
   unlink(path);
   rmdir(dir);
 
+  const char *lora = getenv("LORA"), *fdt = getenv("FROZEN_DTYPE");
+  const int rank = lora ? atoi(lora) : 0;
+  if (rank > 0) {
+    strop_surgery *s = NULL;
+    bench_must(strop_surgery_create(m, &s), "surgery");
+    bench_must(strop_surgery_freeze(s, "*", 0), "freeze");
+    if (gpt2) {
+      bench_must(strop_surgery_lora(s, "*.attn.c_attn", rank, 2.0f * (float)rank, 0.0f), "lora");
+    } else {
+      bench_must(strop_surgery_lora(s, "*.q_proj", rank, 2.0f * (float)rank, 0.0f), "lora q");
+      bench_must(strop_surgery_lora(s, "*.v_proj", rank, 2.0f * (float)rank, 0.0f), "lora v");
+    }
+    bench_must(strop_surgery_apply(s), "apply");
+    strop_surgery_free(s);
+  }
+  int dtype = STROP_DTYPE_F32;
+  if (fdt && !strcmp(fdt, "bf16")) dtype = STROP_DTYPE_BF16;
+  if (fdt && !strcmp(fdt, "int8")) dtype = STROP_DTYPE_INT8;
+  bench_must(strop_model_set_frozen_dtype(m, dtype), "frozen dtype");
+  size_t wbytes = 0;
+  bench_must(strop_model_memory_estimate(m, batch, 2, &wbytes, NULL, NULL, NULL), "estimate");
+
   strop_optimizer *opt = NULL;
   strop_trainer *tr = NULL;
   bench_must(strop_optimizer_create(m, STROP_OPTIM_ADAMW, &opt), "optimizer");
@@ -101,9 +128,11 @@ int main(int argc, char **argv) {
     if (dt < best) best = dt;
   }
   printf("RESULT impl=strop model=%s threads=%d layers=%d batch=%lld tokens=%lld step_ms=%.1f "
-         "tokens_per_s=%.1f params=%lld loss=%.4f peak_rss_kb=%ld\n", argv[1], threads, layers,
+         "tokens_per_s=%.1f params=%lld loss=%.4f peak_rss_kb=%ld lora=%d frozen_dtype=%s "
+         "weights_mb=%.1f\n", argv[1], threads, layers,
          (long long)batch, (long long)tokens, best * 1e3, (double)(batch * tokens) / best,
-         (long long)strop_model_param_count(m, 0), (double)loss, peak_rss_kb());
+         (long long)strop_model_param_count(m, 0), (double)loss, peak_rss_kb(), rank,
+         fdt ? fdt : "f32", (double)wbytes / 1048576.0);
   strop_tensor_free(x);
   strop_tensor_free(y);
   strop_trainer_free(tr);

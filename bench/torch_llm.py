@@ -6,7 +6,9 @@ shapes, random ids.
 
     torch_llm.py gpt2|llama [threads] [steps] [repeats] [layers] [batch] [tokens]
 
-Prints one RESULT line like bench_llm's."""
+Prints one RESULT line like bench_llm's. As there, LORA=r in the environment fine-tunes LoRA
+adapters of rank r (alpha 2r) on the attention projections with every other weight frozen;
+AUTOCAST=1 runs forward and loss under torch.autocast("cpu", dtype=torch.bfloat16)."""
 import os
 import resource
 import sys
@@ -18,6 +20,24 @@ import torch.nn.functional as F
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "pretrained"))
 import hf_reference as R  # noqa: E402
+
+
+class LoRA(torch.nn.Module):
+    """y = base(x) + (alpha / r) x A^T B^T, A Kaiming-uniform, B zero (PEFT's), base frozen."""
+
+    def __init__(self, base, r, alpha):
+        super().__init__()
+        self.base = base
+        w = base.weight
+        fan_in, fan_out = (w.shape[0], w.shape[1]) if type(base).__name__ == "Conv1D" else \
+            (w.shape[1], w.shape[0])
+        self.A = torch.nn.Parameter(torch.empty(r, fan_in))
+        torch.nn.init.kaiming_uniform_(self.A, a=5 ** 0.5)
+        self.B = torch.nn.Parameter(torch.zeros(fan_out, r))
+        self.scale = alpha / r
+
+    def forward(self, x):
+        return self.base(x) + (x @ self.A.t() @ self.B.t()) * self.scale
 
 
 def main():
@@ -38,14 +58,26 @@ def main():
         model = R.LlamaForCausalLM(cfg)
     model.train()
     vocab = cfg["vocab_size"]
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    rank = int(os.environ.get("LORA", "0"))
+    if rank > 0:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        targets = ("c_attn",) if name == "gpt2" else ("q_proj", "v_proj")
+        for mod in list(model.modules()):
+            for t in targets:
+                if hasattr(mod, t):
+                    setattr(mod, t, LoRA(getattr(mod, t), rank, 2.0 * rank))
+    autocast = os.environ.get("AUTOCAST", "0") == "1"
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     ids = torch.randint(0, vocab, (batch, tokens))
     mask = torch.ones(batch, tokens)
 
     def step():
         opt.zero_grad()
-        logits = model(ids, mask)
-        loss = F.cross_entropy(logits[:, :-1].reshape(-1, vocab), ids[:, 1:].reshape(-1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            logits = model(ids, mask)
+            loss = F.cross_entropy(logits[:, :-1].reshape(-1, vocab).float(),
+                                   ids[:, 1:].reshape(-1))
         loss.backward()
         opt.step()
         return float(loss)
@@ -60,7 +92,7 @@ def main():
     params = sum(p.numel() for p in model.parameters())
     print(f"RESULT impl=torch model={name} threads={threads} layers={layers} batch={batch} "
           f"tokens={tokens} step_ms={best * 1e3:.1f} tokens_per_s={batch * tokens / best:.1f} "
-          f"params={params} loss={loss:.4f} "
+          f"params={params} loss={loss:.4f} lora={rank} autocast={int(autocast)} "
           f"peak_rss_kb={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}")
 
 

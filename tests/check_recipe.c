@@ -733,6 +733,39 @@ START_TEST(frozen_trunk_cache_is_transparent) {
 }
 END_TEST
 
+/* model.frozen_dtype: the weights a stage freezes are held in it; a bad word is refused. */
+START_TEST(frozen_dtype_key) {
+  make_files();
+  static const char *const words[] = {"bf16", "int8"};
+  for (int k = 0; k < 2; k++) {
+    strop_recipe *r = NULL;
+    ck_assert_int_eq(strop_recipe_load_string(RECIPE, g_dir, &r), STROP_OK);
+    ck_assert_int_eq(strop_recipe_set(r, "model.frozen_dtype", words[k]), STROP_OK);
+    ck_assert_int_eq(strop_recipe_set(r, "stages", "[{name: head, epochs: 2, surgery: [freeze: \"body.*\"]}]"),
+                     STROP_OK);
+    strop_run_options o;
+    strop_run_options_init(&o);
+    o.mode = STROP_RUN_TRAIN;
+    o.write_outputs = 0;
+    o.baselines = 0;
+    strop_run *run = NULL;
+    ck_assert_msg(strop_recipe_run(r, &o, &run) == STROP_OK, "%s", strop_last_error());
+    strop_model *m = strop_run_model(run);
+    ck_assert_int_eq(strop_model_frozen_dtype(m), k + 1);
+    strop_tensor *t = NULL;
+    ck_assert_int_eq(strop_model_tensor_view(m, "body.0.weight", &t), STROP_E_UNSUPPORTED);
+    ck_assert(isfinite(strop_run_stage_metric(run, 0, STROP_METRIC_LOSS)));
+    strop_run_free(run);
+    strop_recipe_free(r);
+  }
+  strop_recipe *r = NULL;
+  ck_assert_int_eq(strop_recipe_load_string(RECIPE, g_dir, &r), STROP_OK);
+  ck_assert_int_ne(strop_recipe_set(r, "model.frozen_dtype", "fp8"), STROP_OK);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "frozen_dtype"));
+  strop_recipe_free(r);
+}
+END_TEST
+
 /* Plot axes: round ticks covering the data, steps of 1, 2 or 5 times a power of ten. */
 START_TEST(plot_ticks_are_round) {
   static const struct {
@@ -1152,6 +1185,7 @@ int main(void) {
   tcase_add_test(tc, run_text_classification);
   tcase_add_test(tc, run_images_preset);
   tcase_add_test(tc, frozen_trunk_cache_is_transparent);
+  tcase_add_test(tc, frozen_dtype_key);
   tcase_add_test(tc, data_split_messages);
   tcase_add_test(tc, outputs_ready_before_training);
   tcase_add_test(tc, resume_is_bit_identical);

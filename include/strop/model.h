@@ -620,6 +620,44 @@ STROP_API STROP_NODISCARD strop_status strop_model_freeze(strop_model *model, co
 STROP_API STROP_NODISCARD strop_status strop_model_unfreeze(strop_model *model,
                                                             const char *glob);
 
+/** @brief How a model holds its frozen weights (strop_model_set_frozen_dtype()). @since 0.2 */
+typedef enum strop_dtype {
+  STROP_DTYPE_F32 = 0,  /**< float32, as trainable parameters always are (the default). */
+  STROP_DTYPE_BF16 = 1, /**< bfloat16: the top 16 bits of a float32, rounded to nearest even. */
+  STROP_DTYPE_INT8 = 2  /**< int8 with one float32 scale per output channel (symmetric,
+                             absmax / 127): the weight is q · scale. */
+} strop_dtype;
+
+/**
+ * @brief Chooses how the model holds its frozen weights: the weights of `linear` and
+ *        `lora_linear` nodes (a LoRA layer's base) that are frozen, not tied and not adapters
+ *        are converted now to @p dtype, and so are those frozen later (strop_model_freeze(),
+ *        surgery, loading weights into them); a weight unfrozen later, or every one when
+ *        @p dtype is STROP_DTYPE_F32, is widened back to float32 (exactly: the values it
+ *        holds, not the float32 ones it came from). Other parameters, gradients and optimizer
+ *        state stay float32. Products with such a weight run on BF16 inputs with FP32 sums
+ *        (vdpbf16ps) where the CPU has AVX512_BF16, else widen the weight while packing it for
+ *        the float32 GEMM (STROP_BF16_FALLBACK=1 in the environment forces that path);
+ *        docs/performance.md states the tolerances. strop_model_tensor_view() refuses a held
+ *        weight, strop_model_set_tensor() rounds into it; saving writes float32. A model
+ *        without frozen weights records the choice and converts nothing.
+ * @param[in,out] model A finalized model.
+ * @param[in]     dtype A ::strop_dtype value.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL model, @p dtype not a ::strop_dtype);
+ *         STROP_E_STATE (not finalized); STROP_E_NOMEM (the model is then unchanged: every
+ *         conversion is prepared before any weight is replaced).
+ * Not thread-safe on one model (it replaces weights). @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_set_frozen_dtype(strop_model *model,
+                                                                    int dtype);
+
+/**
+ * @brief The model's frozen-weight dtype (strop_model_set_frozen_dtype()).
+ * @param[in] model The model.
+ * @return A ::strop_dtype value; -1 for NULL. Thread-safe (reads only). @since 0.2
+ */
+STROP_API int strop_model_frozen_dtype(const strop_model *model);
+
 /**
  * @brief Whether the named parameter is trainable.
  * @param[in] model The model.
@@ -705,7 +743,10 @@ STROP_API int64_t strop_model_summary(const strop_model *model, char *buf, size_
  * @param[in]  batch           Batch size >= 1.
  * @param[in]  optimizer_slots Values of optimizer state per trainable value, 0 .. 8: 0 (SGD),
  *                             1 (SGD with momentum), 2 (Adam, AdamW).
- * @param[out] weights         Parameters and buffers; may be NULL.
+ * @param[out] weights         Parameters and buffers, as they are held (a frozen weight in
+ *                             BF16 takes 2 bytes a value, in int8 1 byte plus a float32
+ *                             scale per output channel: strop_model_set_frozen_dtype());
+ *                             may be NULL.
  * @param[out] grads           Gradients (trainable parameters only); may be NULL.
  * @param[out] optim_state     Optimizer state (trainable parameters only); may be NULL.
  * @param[out] activations     Every node's output for the batch, plus the output gradients
@@ -1019,9 +1060,12 @@ STROP_API STROP_NODISCARD strop_status strop_model_export(const strop_model *mod
  * @brief Folds every LoRA adapter into its base weight (W += scale · B A) so inference costs
  *        a plain linear; the adapters are kept, so strop_model_lora_unmerge() restores the
  *        split (to float rounding). Merged adapters get no gradient. Adapters already merged
- *        are left as they are.
+ *        are left as they are. Base weights held in BF16 or int8 are widened to float32 first
+ *        and the model's frozen dtype becomes STROP_DTYPE_F32 (since 0.2: a base rounded again
+ *        after the merge would not unmerge exactly).
  * @param[in,out] model The model.
- * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_NOT_FOUND (no LoRA node).
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_NOT_FOUND (no LoRA node);
+ *         STROP_E_NOMEM (widening a held base; the model is then unchanged).
  * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_model_lora_merge(strop_model *model);

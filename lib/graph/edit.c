@@ -290,7 +290,7 @@ strop_status strop__gedit_reinfer(strop_model *m, int i, int policy, int *n_new)
   for (int j = 0; !st && j < nd->n_params; j++) {
     strop__param *p = &nd->params[j];
     const strop__param *q = by_name(old, n_old, p->name);
-    if (q && same_shape(p, q) && (q->data || q->idata)) continue;
+    if (q && same_shape(p, q) && (q->data || q->idata || q->lowp.dtype)) continue;
     if (q) {
       p->trainable = q->trainable && !p->is_buffer;
       p->lr_mult = q->lr_mult;
@@ -316,9 +316,11 @@ strop_status strop__gedit_reinfer(strop_model *m, int i, int policy, int *n_new)
     for (int j = 0; j < nd->n_params; j++) {
       strop__param *p = &nd->params[j];
       strop__param *q = (strop__param *)by_name(old, n_old, p->name);
-      if (!q || p->data || p->idata) continue;
+      if (!q || p->data || p->idata || p->lowp.dtype) continue;
       p->data = q->data;
       p->idata = q->idata;
+      p->lowp = q->lowp;
+      memset(&q->lowp, 0, sizeof q->lowp);
       p->grad = q->grad;
       p->grad_stale = q->grad_stale;
       p->grad_checked = 0;

@@ -401,6 +401,7 @@ static strop_status resolve_ties(strop_model *m) {
       p->tied = o;
       strop__free_aligned(p->data);
       strop__free_aligned(p->grad);
+      strop__lowp_free(&p->lowp);
       p->data = NULL;
       p->grad = NULL;
     }
@@ -455,7 +456,7 @@ static strop_status alloc_params(strop__node *nd) {
       if (!p->idata) return strop__err(STROP_E_NOMEM, "layer '%s': out of memory", nd->name);
       continue;
     }
-    if (p->data || p->tied) continue;
+    if (p->data || p->tied || p->lowp.dtype) continue;
     p->data = strop__malloc_aligned(p->numel * sizeof(float));
     if (!p->data) return strop__err(STROP_E_NOMEM, "layer '%s': out of memory for '%s'",
                                     nd->name, p->name);
@@ -1183,6 +1184,11 @@ strop_status strop_model_tensor_view(strop_model *m, const char *name, strop_ten
   if (!m->finalized) return strop__err(STROP_E_STATE, "%s: model is not finalized", fn);
   strop__param *p = strop__model_param_find(m, name);
   if (!p) return strop__err(STROP_E_NOT_FOUND, "%s: no parameter or buffer named '%s'", fn, name);
+  if (p->lowp.dtype)
+    return strop__err(STROP_E_UNSUPPORTED, "%s: '%s' is frozen and held in %s (the model's "
+                      "frozen dtype), not float32: strop_model_set_frozen_dtype(model, "
+                      "STROP_DTYPE_F32) or unfreezing it gives it float32 values to view", fn,
+                      name, p->lowp.dtype == STROP__LOWP_BF16 ? "bf16" : "int8");
   if (!p->data)
     return strop__err(STROP_E_UNSUPPORTED, "%s: '%s' is an int64 buffer, not float", fn, name);
   int64_t one = 1;
@@ -1200,7 +1206,11 @@ strop_status strop_model_set_tensor(strop_model *m, const char *name, const floa
   if (!p) return strop__err(STROP_E_NOT_FOUND, "%s: no parameter or buffer named '%s'", fn, name);
   if (count != p->numel)
     return strop__err(STROP_E_SHAPE, "%s: '%s' has %zu elements, got %zu", fn, name, p->numel, count);
-  if (p->data) {
+  if (p->lowp.dtype) {
+    if (strop__param_assign(p, data))
+      return strop__err(STROP_E_NOMEM, "%s: out of memory converting '%s' to its frozen dtype "
+                        "(unchanged)", fn, name);
+  } else if (p->data) {
     memcpy(p->data, data, count * sizeof(float));
   } else {
     p->idata[0] = (int64_t)data[0];
@@ -1256,7 +1266,9 @@ strop_status strop__model_clone(const strop_model *src, strop_model **out) {
       pb->data = NULL;
       pb->idata = NULL;
       pb->grad = NULL;
+      memset(&pb->lowp, 0, sizeof pb->lowp);
       pb->tied = NULL; /* reindex points it at the copy's owner */
+      if (pa->lowp.dtype && strop__lowp_copy(&pb->lowp, &pa->lowp)) goto oom;
       if (!(pb->name = strop__strdup(pa->name))) goto oom;
       if (pa->data) {
         if (!(pb->data = strop__malloc_aligned(pa->numel * sizeof(float)))) goto oom;
@@ -1272,6 +1284,7 @@ strop_status strop__model_clone(const strop_model *src, strop_model **out) {
   m->training = src->training;
   m->rng = src->rng;
   m->seed = src->seed;
+  m->frozen_dtype = src->frozen_dtype;
   if (strop__meta_copy(&m->meta, &src->meta, fn)) goto oom;
   if (m->finalized && (s = strop__model_reindex(m))) {
     strop_model_free(m);
@@ -1338,6 +1351,13 @@ strop_status strop_model_tie(strop_model *m, const char *param, const char *targ
                       fn, param);
   strop__node *nd = &m->nodes[best];
   const char *suffix = param + best_len + 1;
+  /* every reader of a tied tensor reads float32: not one held in BF16 / int8 */
+  const strop__param *tp = m->finalized ? strop__model_param_find(m, target) : NULL;
+  if (tp && strop__param_owner((strop__param *)tp)->lowp.dtype)
+    return strop__err(STROP_E_STATE, "%s: '%s' is frozen and held in %s (the model's frozen "
+                      "dtype); strop_model_set_frozen_dtype(model, STROP_DTYPE_F32) first", fn,
+                      target, strop__param_owner((strop__param *)tp)->lowp.dtype ==
+                      STROP__LOWP_BF16 ? "bf16" : "int8");
   /* remember the tie this one replaces, to restore it on failure */
   char *old = NULL;
   for (int k = 0; k < nd->n_ties; k++)

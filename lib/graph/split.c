@@ -66,6 +66,7 @@ strop_status strop__model_split_head(const strop_model *m, int cut, strop_model 
   }
   h->training = m->training;
   h->rng = m->rng;
+  h->frozen_dtype = m->frozen_dtype;
   *out = h;
   return STROP_OK;
 }
@@ -77,10 +78,23 @@ strop_status strop__model_copy_state(strop_model *dst, const strop_model *src) {
     for (int j = 0; j < src->n_params && !q; j++)
       if (strcmp(src->params[j]->name, p->name) == 0) q = src->params[j];
     if (!q) continue;
-    if (q->numel != p->numel || !q->data != !p->data)
+    if (q->numel != p->numel || q->is_int64 != p->is_int64)
       return strop__err(STROP_E_SHAPE, "copying '%s': %zu values into %zu", p->name, q->numel,
                         p->numel);
-    if (p->data) memcpy(p->data, q->data, p->numel * sizeof(float));
+    /* the copy takes the source's storage (FP32, or a frozen weight's BF16 / int8) */
+    if (q->lowp.dtype) {
+      strop__lowp t;
+      if (strop__lowp_copy(&t, &q->lowp))
+        return strop__err(STROP_E_NOMEM, "copying '%s': out of memory", p->name);
+      strop__lowp_free(&p->lowp);
+      strop__free_aligned(p->data);
+      p->data = NULL;
+      p->lowp = t;
+    } else if (q->data) {
+      if (strop__param_convert(p, STROP__LOWP_F32))
+        return strop__err(STROP_E_NOMEM, "copying '%s': out of memory", p->name);
+      memcpy(p->data, q->data, p->numel * sizeof(float));
+    }
     if (p->idata && q->idata) p->idata[0] = q->idata[0];
     p->trainable = q->trainable;
     p->lr_mult = q->lr_mult;

@@ -165,6 +165,29 @@ static int map_name(const strop_model *m, const strop__load_names *nm, const cha
   return 1;
 }
 
+/* A tensor into a frozen weight held in BF16 or int8: read as FP32 (a BF16 file's values are
+ * exact there), then rounded or quantised into the weight's storage. */
+static strop_status read_lowp(const char *fn, const strop__st_tensor *t, strop__param *p) {
+  float *v = strop__malloc_aligned(p->numel * sizeof *v);
+  if (!v) return strop__err(STROP_E_NOMEM, "%s: out of memory reading '%s'", fn, p->name);
+  strop_status st = strop__st_read_f32(fn, t, v, p->numel);
+  if (!st && strop__param_assign(p, v))
+    st = strop__err(STROP_E_NOMEM, "%s: out of memory converting '%s' to its frozen dtype", fn,
+                    p->name);
+  strop__free_aligned(v);
+  return st;
+}
+
+/* A frozen weight held in BF16 or int8 is written as the FP32 values it stands for. */
+static strop_status add_lowp(const char *fn, strop__st_writer *w, const strop__param *p) {
+  float *tmp = NULL;
+  const float *v = strop__param_f32(p, &tmp);
+  if (!v) return strop__err(STROP_E_NOMEM, "%s: out of memory widening '%s'", fn, p->name);
+  strop_status st = strop__st_writer_add_f32_copy(w, p->name, p->rank, p->dims, v);
+  strop__free_aligned(tmp);
+  return st;
+}
+
 strop_status strop__model_load_files(const char *fn, strop_model *m,
                                      const strop__st_file *const *files, int n_files, int flags,
                                      const strop__load_names *nm,
@@ -210,7 +233,7 @@ strop_status strop__model_load_files(const char *fn, strop_model *m,
       }
       matched[pi] = 1 + k;
       char fs[160], ms[160];
-      int want_int = p->data == NULL;
+      int want_int = p->is_int64;
       int dtype_ok = want_int ? strop__dtype_is_int(t->dtype) : strop__dtype_is_float(t->dtype);
       if (!dtype_ok || !shapes_agree(t->rank, t->dims, p->rank, p->dims)) {
         snprintf(detail, sizeof detail, "%s: file %s %s, model %s %s", name,
@@ -260,7 +283,8 @@ strop_status strop__model_load_files(const char *fn, strop_model *m,
     if (!report_add(r, STROP_REPORT_LOADED, todo[i].p->name, NULL)) goto oom;
   for (int i = 0; i < n_todo; i++) {
     strop__param *p = todo[i].p;
-    if (p->data) st = strop__st_read_f32(fn, todo[i].t, p->data, p->numel);
+    if (p->lowp.dtype) st = read_lowp(fn, todo[i].t, p);
+    else if (p->data) st = strop__st_read_f32(fn, todo[i].t, p->data, p->numel);
     else st = strop__st_read_i64(fn, todo[i].t, p->idata, p->numel);
     if (st != STROP_OK) goto done; /* not reached: dtypes were checked above */
     p->version++;
@@ -388,7 +412,8 @@ strop_status strop__model_add_to_writer(const char *fn, const strop_model *m,
   for (int i = 0; i < m->n_params; i++) {
     const strop__param *p = m->params[i];
     strop_status st;
-    if (p->data) st = strop__st_writer_add_f32(w, p->name, p->rank, p->dims, p->data);
+    if (p->lowp.dtype) st = add_lowp(fn, w, p);
+    else if (p->data) st = strop__st_writer_add_f32(w, p->name, p->rank, p->dims, p->data);
     else if (p->idata) st = strop__st_writer_add_i64(w, p->name, p->rank, p->dims, p->idata);
     else st = strop__err(STROP_E_INTERNAL, "%s: tensor '%s' has no data", fn, p->name);
     if (st != STROP_OK) return st;

@@ -231,8 +231,36 @@ static inline float *strop__node_grad(const strop__node *n, int slot) {
   const strop__param *p = strop__node_p(n, slot);
   return p && p->trainable ? p->grad : NULL;
 }
+/* y = x W^T + b for a linear-shaped layer (linear, lora_linear's base) whose weight w may be
+ * held in BF16 or int8 (param.h's lowp): the FP32 kernel, or the lowp one; STROP_E_NOMEM
+ * naming the node when the lowp kernel's scratch cannot be had. */
+strop_status strop__linear_forward_w(const strop__node *n, const strop__param *w, const float *x,
+                                     const float *b, float *y, int64_t m, int64_t in,
+                                     int64_t out, int w_in_out);
+/* The backward of a weight held in lowp (frozen): dx (assigned with din_assign, else added) and
+ * the bias gradient db when the bias trains (assigned with pgrad_assign, else added). */
+strop_status strop__linear_backward_w(const strop__node *n, const strop__param *w,
+                                      strop__param *b, const float *x, const float *dy,
+                                      float *dx, float *db, int64_t m, int64_t in, int64_t out,
+                                      int w_in_out, int din_assign, int pgrad_assign);
 /* A node's param by suffix ("weight"), or NULL: for code outside the node's layer. */
 strop__param *strop__node_param(strop__node *n, const char *suffix);
+/* The storage p would take as the model's frozen dtype `dtype` (STROP__LOWP_*): dtype for a
+ * frozen weight its layer reads through the lowp kernels (lowp_ok), not tied and not the owner
+ * of a tie (tie_target 1), else STROP__LOWP_F32. */
+int strop__param_lowp_target(const strop__param *p, int dtype, int tie_target);
+/* The storage p has now (STROP__LOWP_F32 for FP32 data and int64 buffers). */
+static inline int strop__param_dtype(const strop__param *p) { return p->lowp.dtype; }
+/* Holds p as dtype, converting its values (FP32 -> BF16 rounds to nearest even, -> int8
+ * quantises per output channel; back to FP32 widens exactly). 0, or -1 when out of memory
+ * with p as it was. */
+int strop__param_convert(strop__param *p, int dtype);
+/* Sets p's values from the numel floats v, in the storage p has now (rounded or quantised
+ * when p is held in lowp). 0, or -1 when out of memory with p as it was. */
+int strop__param_assign(strop__param *p, const float *v);
+/* p's values as FP32: p->data, or a widened copy into *tmp (strop__malloc_aligned; the caller
+ * frees it) when p is held in lowp. NULL when out of memory (or p has no float data). */
+const float *strop__param_f32(const strop__param *p, float **tmp);
 /* Frees a parameter's memory / an array of n parameters / a node's memory (not the node). */
 void strop__param_release(strop__param *p);
 void strop__params_release(strop__param *v, int n);

@@ -73,6 +73,7 @@ static strop_status linear_infer(strop__node *n) {
     wd[1] = c->out_features;
   }
   st = strop__node_declare(n, W, 2, wd);
+  if (st == STROP_OK) n->params[n->slot[W] - 1].lowp_ok = c->layout == LAYOUT_IN_OUT ? 2 : 1;
   if (st == STROP_OK && c->bias) st = strop__node_declare(n, B, 1, &c->out_features);
   return st;
 }
@@ -91,15 +92,41 @@ static int64_t linear_rows(const strop__act *a) {
   return m;
 }
 
+strop_status strop__linear_forward_w(const strop__node *n, const strop__param *w, const float *x,
+                                     const float *b, float *y, int64_t m, int64_t in,
+                                     int64_t out, int w_in_out) {
+  if (!w->lowp.dtype) {
+    strop__linear_forward_ex(x, w->data, b, y, m, in, out, w_in_out);
+    return STROP_OK;
+  }
+  if (strop__linear_forward_lowp(x, &w->lowp, b, y, m, in, out, w_in_out))
+    return strop__err(STROP_E_NOMEM, "layer '%s' (%s): out of memory widening '%s' for its "
+                      "product", n->name, n->vt->type, w->name);
+  return STROP_OK;
+}
+
+strop_status strop__linear_backward_w(const strop__node *n, const strop__param *w,
+                                      strop__param *b, const float *x, const float *dy,
+                                      float *dx, float *db, int64_t m, int64_t in, int64_t out,
+                                      int w_in_out, int din_assign, int pgrad_assign) {
+  if (strop__linear_backward_lowp(&w->lowp, dy, dx, m, in, out, w_in_out, din_assign))
+    return strop__err(STROP_E_NOMEM, "layer '%s' (%s): out of memory widening '%s' for its "
+                      "backward", n->name, n->vt->type, w->name);
+  if (db && strop__linear_backward(x, NULL, dy, NULL, NULL, db, m, in, out,
+                                   pgrad_assign ? STROP__LB_ASSIGN_PARAMS : 0) &&
+      pgrad_assign)
+    b->grad_checked = 1;
+  return STROP_OK;
+}
+
 static strop_status linear_forward(strop__node *n, const strop__exec *x, const strop__act *in,
                                    strop__act *out) {
   (void)x;
   const linear_cfg *c = n->cfg;
   strop__param *w = strop__node_p(n, W), *b = strop__node_p(n, B);
-  strop__linear_forward_ex(in[0].data, w->data, b ? b->data : NULL, out->data,
-                           linear_rows(&in[0]), c->in_features, c->out_features,
-                           c->layout == LAYOUT_IN_OUT);
-  return STROP_OK;
+  return strop__linear_forward_w(n, w, in[0].data, b ? b->data : NULL, out->data,
+                                 linear_rows(&in[0]), c->in_features, c->out_features,
+                                 c->layout == LAYOUT_IN_OUT);
 }
 
 static strop_status linear_backward(strop__node *n, const strop__exec *x, const strop__act *in,
@@ -109,6 +136,11 @@ static strop_status linear_backward(strop__node *n, const strop__exec *x, const 
   strop__param *w = strop__node_p(n, W), *b = strop__node_p(n, B);
   float *dw = w->trainable ? w->grad : NULL;
   float *db = b && b->trainable ? b->grad : NULL;
+  if (w->lowp.dtype) /* held in BF16 or int8: frozen, so dx only (a bias may still train) */
+    return strop__linear_backward_w(n, w, b, in[0].data, dout, din[0], db,
+                                    linear_rows(&in[0]), c->in_features, c->out_features,
+                                    c->layout == LAYOUT_IN_OUT, x->din_assign,
+                                    x->pgrad_assign);
   const int finite = strop__linear_backward(
       in[0].data, w->data, dout, din[0], dw, db, linear_rows(&in[0]), c->in_features,
       c->out_features,

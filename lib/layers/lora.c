@@ -84,6 +84,7 @@ static strop_status lora_infer(strop__node *n) {
   }
   /* the base layer is frozen, as in PEFT: only the adapter trains */
   st = strop__node_declare(n, W, 2, wd);
+  if (!st) n->params[n->slot[W] - 1].lowp_ok = c->layout ? 2 : 1;
   if (!st && c->bias) st = strop__node_declare(n, B, 1, &c->out_features);
   if (!st) st = strop__node_declare(n, LA, 2, ad);
   if (!st) st = strop__node_declare(n, LB, 2, bd);
@@ -138,9 +139,10 @@ static strop_status lora_forward(strop__node *n, const strop__exec *x, const str
   strop__param *w = strop__node_p(n, W), *b = strop__node_p(n, B);
   strop__param *a = strop__node_p(n, LA), *bb = strop__node_p(n, LB);
   const int64_t m = lora_rows(&in[0]);
-  strop__linear_forward_ex(in[0].data, w->data, b ? b->data : NULL, out->data, m,
-                           c->in_features, c->out_features, c->layout);
   n->saved = NULL;
+  strop_status st = strop__linear_forward_w(n, w, in[0].data, b ? b->data : NULL, out->data, m,
+                                            c->in_features, c->out_features, c->layout);
+  if (st) return st;
   if (c->merged) return STROP_OK;
   lora_saved *sv = strop__arena_alloc(x->arena, sizeof *sv);
   float *t = strop__arena_alloc(x->arena, (size_t)m * (size_t)c->r * sizeof(float) + 1);
@@ -173,8 +175,14 @@ static strop_status lora_backward(strop__node *n, const strop__exec *x, const st
   const int64_t m = lora_rows(&in[0]);
   float *dw = w->trainable ? w->grad : NULL;
   float *db = b && b->trainable ? b->grad : NULL;
-  strop__linear_backward(in[0].data, w->data, dout, din[0], dw, db, m, c->in_features,
-                         c->out_features, c->layout ? STROP__LB_W_IN_OUT : 0);
+  if (w->lowp.dtype) {
+    strop_status st = strop__linear_backward_w(n, w, b, in[0].data, dout, din[0], db, m,
+                                               c->in_features, c->out_features, c->layout, 0, 0);
+    if (st) return st;
+  } else {
+    strop__linear_backward(in[0].data, w->data, dout, din[0], dw, db, m, c->in_features,
+                           c->out_features, c->layout ? STROP__LB_W_IN_OUT : 0);
+  }
   const lora_saved *sv = n->saved;
   if (c->merged || !sv) return STROP_OK;
   float *da = a->trainable ? a->grad : NULL;

@@ -135,11 +135,63 @@ strop__param *strop__node_param(strop__node *n, const char *suffix) {
   return NULL;
 }
 
+int strop__param_lowp_target(const strop__param *p, int dtype, int tie_target) {
+  if (!dtype || !p->lowp_ok || p->trainable || p->is_buffer || p->is_adapter || p->tied ||
+      tie_target || p->rank != 2)
+    return STROP__LOWP_F32;
+  return dtype;
+}
+
+int strop__param_convert(strop__param *p, int dtype) {
+  if (p->lowp.dtype == dtype) return 0;
+  if (dtype == STROP__LOWP_F32) {
+    float *d = strop__malloc_aligned(p->numel * sizeof *d);
+    if (!d) return -1;
+    strop__lowp_expand(&p->lowp, d);
+    strop__lowp_free(&p->lowp);
+    p->data = d;
+    return 0;
+  }
+  float *tmp = NULL;
+  const float *v = strop__param_f32(p, &tmp);
+  strop__lowp q;
+  const int bad = !v || strop__lowp_make(&q, dtype, v, p->dims[0], p->dims[1], p->lowp_ok == 2);
+  strop__free_aligned(tmp);
+  if (bad) return -1;
+  strop__lowp_free(&p->lowp);
+  strop__free_aligned(p->data);
+  p->data = NULL;
+  p->lowp = q;
+  return 0;
+}
+
+int strop__param_assign(strop__param *p, const float *v) {
+  if (!p->lowp.dtype) {
+    memcpy(p->data, v, p->numel * sizeof *v);
+    return 0;
+  }
+  strop__lowp q;
+  if (strop__lowp_make(&q, p->lowp.dtype, v, p->lowp.rows, p->lowp.cols, p->lowp.scale_cols))
+    return -1;
+  strop__lowp_free(&p->lowp);
+  p->lowp = q;
+  return 0;
+}
+
+const float *strop__param_f32(const strop__param *p, float **tmp) {
+  *tmp = NULL;
+  if (!p->lowp.dtype) return p->data;
+  if (!(*tmp = strop__malloc_aligned(p->numel * sizeof **tmp))) return NULL;
+  strop__lowp_expand(&p->lowp, *tmp);
+  return *tmp;
+}
+
 void strop__param_release(strop__param *p) {
   strop__free(p->name);
   strop__free_aligned(p->data);
   strop__free(p->idata);
   strop__free_aligned(p->grad);
+  strop__lowp_free(&p->lowp);
   memset(p, 0, sizeof *p);
 }
 

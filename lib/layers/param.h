@@ -4,13 +4,15 @@
 #define STROP_PARAM_H
 
 #include "core/core.h"
+#include "ops/lowp.h"
 
 typedef struct strop__param {
   char *name;             /* full PyTorch-style name, "features.0.weight"; owned */
   int rank;
   int64_t dims[STROP_MAX_RANK];
   size_t numel;
-  float *data;            /* float32 values (64-byte aligned); NULL for an int64 buffer */
+  float *data;            /* float32 values (64-byte aligned); NULL for an int64 buffer and
+                             for a weight held in lowp */
   int64_t *idata;         /* int64 buffer such as BatchNorm's num_batches_tracked, else NULL */
   float *grad;            /* gradient, same layout as data; allocated for trainable params */
   int grad_stale;         /* 1: the gradient is zero but grad still holds old values (a lazy
@@ -24,6 +26,11 @@ typedef struct strop__param {
   float lr_mult;          /* parameter-group learning-rate multiplier (default 1) */
   int no_decay;           /* 1: the optimizer applies no weight decay to it */
   int version;            /* bumped whenever data is replaced (surgery, load) */
+  int lowp_ok;            /* the layer reads this weight through the lowp kernels (ops/lowp.h)
+                             when it is so held: 1 [out, in] (a scale per row), 2 [in, out]
+                             (a scale per column); 0 never (set by the layer's infer) */
+  strop__lowp lowp;       /* a frozen weight held in BF16 or int8 (the model's frozen dtype,
+                             lib/surgery/storage.c): data is then NULL; dtype 0 otherwise */
   struct strop__param *tied; /* weight tying: this slot is the owner's tensor (data, gradient,
                                 flags are the owner's; this entry holds none); set by the
                                 graph from its node's ties, NULL otherwise */
@@ -31,5 +38,11 @@ typedef struct strop__param {
 
 /* The tensor a slot really is: the owner of a tied slot, else the slot itself. */
 static inline strop__param *strop__param_owner(strop__param *p) { return p->tied ? p->tied : p; }
+
+/* Bytes the values take: FP32, BF16 or int8 + scales, or an int64. */
+static inline size_t strop__param_bytes(const strop__param *p) {
+  if (p->lowp.dtype) return strop__lowp_bytes(&p->lowp);
+  return p->data || !p->is_int64 ? p->numel * sizeof(float) : sizeof(int64_t);
+}
 
 #endif

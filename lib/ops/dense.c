@@ -63,6 +63,42 @@ int strop__linear_backward(const float *x, const float *w, const float *dy, floa
   return finite;
 }
 
+int strop__linear_forward_lowp(const float *x, const strop__lowp *w, const float *b, float *y,
+                               int64_t m, int64_t in, int64_t out, int w_in_out) {
+  if (w->dtype == STROP__LOWP_BF16 && w->scale_cols == w_in_out && m > 0 &&
+      strop__bf16_dot_enabled()) {
+    void *abf = strop__lowp_scratch_take(strop__bf16_gemm_scratch(m, out, in));
+    if (!abf) return -1;
+    float beta = 0.0f;
+    if (b) {
+      for (int64_t i = 0; i < m; i++) memcpy(y + i * out, b, (size_t)out * sizeof(float));
+      beta = 1.0f;
+    }
+    strop__bf16_gemm_nt(m, out, in, x, in, w, beta, y, out, abf);
+    strop__lowp_scratch_give(abf);
+    return 0;
+  }
+  float *wf = strop__lowp_scratch_take((size_t)w->rows * (size_t)w->cols * sizeof(float));
+  if (!wf) return -1;
+  strop__lowp_expand(w, wf);
+  strop__linear_forward_ex(x, wf, b, y, m, in, out, w_in_out);
+  strop__lowp_scratch_give(wf);
+  return 0;
+}
+
+int strop__linear_backward_lowp(const strop__lowp *w, const float *dy, float *dx, int64_t m,
+                                int64_t in, int64_t out, int w_in_out, int assign_dx) {
+  if (!dx) return 0;
+  float *wf = strop__lowp_scratch_take((size_t)w->rows * (size_t)w->cols * sizeof(float));
+  if (!wf) return -1;
+  strop__lowp_expand(w, wf);
+  (void)strop__linear_backward(NULL, wf, dy, dx, NULL, NULL, m, in, out,
+                               (assign_dx ? STROP__LB_ASSIGN_DX : 0) |
+                                   (w_in_out ? STROP__LB_W_IN_OUT : 0));
+  strop__lowp_scratch_give(wf);
+  return 0;
+}
+
 /* ---- elementwise activations ---- */
 
 /* "x < 0 ? 0 : x" rather than fmaxf so NaN propagates, as in PyTorch */

@@ -146,6 +146,8 @@ strop_status strop_model_save_pretrained(const strop_model *model, const char *d
   /* adapters folded into their base weights, on a copy: the file holds the model as
    * transformers computes it (PEFT's merge_and_unload) */
   if ((st = strop__model_clone(model, &c))) goto done;
+  /* the file holds float32: weights held in BF16 or int8 are widened on the copy */
+  if ((st = strop_model_set_frozen_dtype(c, STROP_DTYPE_F32))) goto done;
   st = strop_model_lora_merge(c);
   if (st == STROP_E_NOT_FOUND) st = STROP_OK;
   if (st) goto done;

@@ -66,6 +66,8 @@ static const char *const TEXT_PADDING[] = {"longest", "max_length", NULL};
 static const char *const RESIZE_MODES[] = {"nearest", "bilinear", "bilinear_aa", NULL};
 static const char *const PRESETS[] = {"imagenet", NULL};
 static const char *const PER[] = {"step", "epoch", NULL};
+/* model.frozen_dtype: the index is the strop_dtype */
+const char *const strop__recipe_frozen_dtypes[] = {"f32", "bf16", "int8", NULL};
 static const char *const BASELINES[] = {"scratch", NULL};
 static const char *const LABEL_MODES[] = {"index", "names", "names_sorted", NULL};
 static const char *const STRATEGIES[] = {"grid", "random", "bayes", NULL};
@@ -83,6 +85,7 @@ static const field F_MODEL[] = {{"spec", T_STR, NULL, NULL, NULL},
                                 {"strict", T_BOOL, NULL, NULL, NULL},
                                 {"remap", T_ANYMAP, NULL, NULL, NULL},
                                 {"seed", T_INT, NULL, NULL, NULL},
+                                {"frozen_dtype", T_ENUM, NULL, strop__recipe_frozen_dtypes, NULL},
                                 END};
 static const field F_CROP[] = {{"size", T_INTS, NULL, NULL, &R_IMAGE_SIZE},
                                {"padding", T_INT, NULL, NULL, &R_PADDING}, END};

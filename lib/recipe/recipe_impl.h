@@ -80,6 +80,8 @@ strop_status strop__rd_bool(const strop_recipe *r, const strop__ynode *map, cons
                             int *out);
 /* Borrowed scalar text, or NULL when absent. */
 const char *strop__rd_str(const strop__ynode *map, const char *key);
+/* model.frozen_dtype's words, in strop_dtype order */
+extern const char *const strop__recipe_frozen_dtypes[];
 /* A list of ints/floats (or one scalar, as a list of one); *n gets the count (<= cap). */
 strop_status strop__rd_ints(const strop_recipe *r, const strop__ynode *map, const char *key,
                             int64_t *out, int cap, int *n);

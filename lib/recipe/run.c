@@ -221,6 +221,19 @@ static strop_status load_pretrained(ctx *c, const strop__ynode *msec, const char
   return s;
 }
 
+/* model.frozen_dtype: set before any surgery, so the weights it freezes take it */
+static strop_status set_frozen_dtype(ctx *c, strop_model *m) {
+  const strop__ynode *msec = section(c->r, "model");
+  const char *v = msec ? strop__rd_str(msec, "frozen_dtype") : NULL;
+  if (!v) return STROP_OK;
+  for (int d = 0; strop__recipe_frozen_dtypes[d]; d++)
+    if (!strcmp(v, strop__recipe_frozen_dtypes[d])) {
+      strop_status s = strop_model_set_frozen_dtype(m, d);
+      return s ? fail(s, "model.frozen_dtype") : STROP_OK;
+    }
+  return STROP_OK; /* not reached: the recipe's schema checked the word */
+}
+
 static strop_status build_model(ctx *c, strop_model **out) {
   const strop_recipe *r = c->r;
   *out = NULL;
@@ -1452,6 +1465,7 @@ strop_status strop_recipe_run(const strop_recipe *r, const strop_run_options *us
   if (!s) s = find_resume_point(&c, o.resume);
   strop_model *m = NULL;
   if (!s) s = build_model(&c, &m);
+  if (!s) s = set_frozen_dtype(&c, m);
   if (!s) s = load_data(&c);
   if (!s) s = apply_surgery(&c, m, section(r, "surgery"), c.seed + 17, "surgery");
   if (!s) s = check_head(&c, m);

@@ -92,7 +92,7 @@ strop_status strop_model_memory_estimate(const strop_model *model, int64_t batch
     int u = 0;
     for (int j = 0; j < n->n_params; j++) {
       const strop__param *p = &n->params[j];
-      w += p->data ? p->numel * sizeof(float) : sizeof(int64_t);
+      w += strop__param_bytes(p);
       if (!p->is_buffer && p->trainable) {
         g += p->numel * sizeof(float);
         u = 1;

@@ -148,6 +148,18 @@ static int module_at(const strop_model *m, int k, lmodule *out) {
 static strop_status set_merged(const char *fn, strop_model *model, int merge) {
   if (!model) return strop__err(STROP_E_INVALID_ARG, "%s: model is NULL", fn);
   int hits = 0;
+  /* adapters fold into FP32 bases only: bases held in BF16 or int8 are widened first, and the
+   * model's frozen dtype becomes FP32 (a merged base would not unmerge exactly if rounded) */
+  for (int i = 0; i < model->n_nodes && model->frozen_dtype; i++) {
+    strop__node *n = &model->nodes[i];
+    if (!adapted_mask(n)) continue;
+    for (int j = 0; j < n->n_params; j++)
+      if (n->params[j].lowp.dtype) {
+        strop_status st = strop__model_store(fn, model, STROP_DTYPE_F32);
+        if (st) return st;
+        break;
+      }
+  }
   for (int i = 0; i < model->n_nodes; i++) {
     strop__node *n = &model->nodes[i];
     if (!adapted_mask(n) || !n->vt->lora->set_merged) continue;

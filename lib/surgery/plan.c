@@ -346,6 +346,8 @@ static strop_status apply_flags_in_place(const char *fn, strop_surgery *s) {
     if (st) st = wrap_error(fn, st, s, k);
   }
   strop__gedit_free(&w.g);
+  /* weights frozen or unfrozen take the model's frozen dtype (or go back to FP32) */
+  if (!st) st = strop__model_store(fn, m, m->frozen_dtype);
   for (int i = 0; i < m->n_params; i++) {
     strop__param *p = m->params[i];
     if (st) {
@@ -373,6 +375,10 @@ strop_status strop_surgery_apply(strop_surgery *s) {
   if (plan_flags_only(s)) return apply_flags_in_place(fn, s);
   strop_model *c = NULL;
   if ((st = strop__surgery_run(fn, s, NULL, &c, NULL))) return st;
+  if ((st = strop__model_store(fn, c, c->frozen_dtype))) {
+    strop_model_free(c);
+    return st;
+  }
   strop__model_swap_in(s->model, c);
   return STROP_OK;
 }

@@ -85,6 +85,10 @@ strop_status strop__surgery_run(const char *fn, const strop_surgery *s, strop__s
                                 strop_model **out, int *flags_only);
 /* Moves the clone's contents into model and frees the old contents (never fails). */
 void strop__model_swap_in(strop_model *model, strop_model *clone);
+/* Makes every parameter hold the frozen dtype `dtype` (storage.c: frozen linear weights in it,
+ * the rest FP32) and records it as the model's; all or nothing (STROP_E_NOMEM naming fn and
+ * the weight, the model unchanged). */
+strop_status strop__model_store(const char *fn, strop_model *m, int dtype);
 
 /* PEFT's modules_to_save: the nodes whose full weights adapter files carry beside the adapters,
  * kept in the model's metadata "lora.modules_to_save" (a JSON list of node names; lora_io.c).

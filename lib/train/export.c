@@ -8,6 +8,8 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+
+#include "strop/surgery.h"
 #include <string.h>
 
 #include "graph/edit.h"
@@ -197,6 +199,8 @@ strop_status strop_model_export(const strop_model *model, const char *spec_path,
   m->training = 0;
   strop__gedit g;
   st = strop__gedit_init(&g, m, 0, NULL);
+  /* the exported model is float32: weights held in BF16 or int8 are widened on the copy */
+  if (!st) st = strop_model_set_frozen_dtype(m, STROP_DTYPE_F32);
   if (!st) st = merge_lora(m);
   if (!st && !(flags & STROP_EXPORT_KEEP_DROPOUT)) st = drop_dropout(&g);
   if (!st && !(flags & STROP_EXPORT_NO_FOLD)) st = fold_bn(&g);

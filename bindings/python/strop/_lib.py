@@ -271,6 +271,8 @@ _DECLS = [
     # surgery
     ("strop_model_clone", c_int, [c_void_p, _OUT]),
     ("strop_model_freeze", c_int, [c_void_p, c_char_p]),
+    ("strop_model_frozen_dtype", c_int, [c_void_p]),
+    ("strop_model_set_frozen_dtype", c_int, [c_void_p, c_int]),
     ("strop_model_lora_load", c_int, [c_void_p, c_char_p]),
     ("strop_model_lora_merge", c_int, [c_void_p]),
     ("strop_model_lora_save", c_int, [c_void_p, c_char_p]),

@@ -492,6 +492,29 @@ class Model(Handle):
         check(_lib.lib.strop_model_unfreeze(self._h, enc(glob)))
         return self
 
+    #: strop_dtype values by name (model.frozen_dtype)
+    FROZEN_DTYPES = ("f32", "bf16", "int8")
+
+    @property
+    def frozen_dtype(self):
+        """How frozen linear weights are held: "f32" (default), "bf16" or "int8" (a scale per
+        output channel). Setting it converts the frozen weights now and those frozen later;
+        trainable parameters stay float32 (strop_model_set_frozen_dtype)."""
+        return self.FROZEN_DTYPES[_lib.lib.strop_model_frozen_dtype(self._h)]
+
+    @frozen_dtype.setter
+    def frozen_dtype(self, dtype):
+        self.set_frozen_dtype(dtype)
+
+    def set_frozen_dtype(self, dtype):
+        """Sets frozen_dtype ("f32", "bf16", "int8"); returns the model."""
+        if dtype not in self.FROZEN_DTYPES:
+            from .errors import InvalidArgument
+            raise InvalidArgument(f"Model.set_frozen_dtype: dtype must be one of "
+                                  f"{', '.join(self.FROZEN_DTYPES)}, got {dtype!r}")
+        check(_lib.lib.strop_model_set_frozen_dtype(self._h, self.FROZEN_DTYPES.index(dtype)))
+        return self
+
     def is_trainable(self, name):
         r = _lib.lib.strop_model_param_trainable(self._h, enc(name))
         if r < 0:

@@ -1,0 +1,313 @@
+/* strop — BF16 and int8 weights: conversions, and the BF16 x BF16 -> FP32 product on
+ * AVX512_BF16 (vdpbf16ps). The fallback is not here: a layer widens the weight to FP32 and runs
+ * the FP32 GEMM, so it gives the bits of an FP32 model whose weights hold the same values. */
+#include "ops/lowp.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/core.h"
+
+int strop__bf16_impl = 0;
+
+uint16_t strop__bf16_from_f32(float x) {
+  uint32_t u;
+  memcpy(&u, &x, sizeof u);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u); /* quiet NaN */
+  u += 0x7fffu + ((u >> 16) & 1u); /* to nearest, ties to even (overflow rounds to Inf) */
+  return (uint16_t)(u >> 16);
+}
+
+float strop__bf16_to_f32(uint16_t h) {
+  const uint32_t u = (uint32_t)h << 16;
+  float x;
+  memcpy(&x, &u, sizeof x);
+  return x;
+}
+
+void strop__bf16_round_n(const float *x, uint16_t *out, size_t n) {
+  for (size_t i = 0; i < n; i++) out[i] = strop__bf16_from_f32(x[i]);
+}
+
+/* absmax / 127 over the n values x[0], x[stride], ... (0 when they are all zero) */
+static float absmax_scale(const float *x, int64_t n, int64_t stride) {
+  float a = 0.0f;
+  for (int64_t i = 0; i < n; i++) {
+    const float v = fabsf(x[i * stride]);
+    if (v > a) a = v;
+  }
+  return isfinite(a) ? a / 127.0f : 0.0f;
+}
+
+static int8_t quantize(float w, float scale) {
+  if (!(scale > 0.0f)) return 0;
+  float r = nearbyintf(w / scale);
+  if (!(r == r)) r = 0.0f;
+  return (int8_t)(r > 127.0f ? 127 : r < -127.0f ? -127 : (int)r);
+}
+
+int strop__lowp_make(strop__lowp *q, int dtype, const float *w, int64_t rows, int64_t cols,
+                     int scale_cols) {
+  const size_t n = (size_t)rows * (size_t)cols;
+  strop__lowp t = {dtype, scale_cols, rows, cols, NULL, NULL};
+  if (dtype == STROP__LOWP_BF16) {
+    uint16_t *v = strop__malloc_aligned(n * sizeof *v + 1);
+    if (!v) return -1;
+    if (!scale_cols)
+      strop__bf16_round_n(w, v, n);
+    else /* stored [out, in]: v[c * rows + r] = W(r, c) */
+      for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++)
+          v[c * rows + r] = strop__bf16_from_f32(w[r * cols + c]);
+    t.v = v;
+  } else if (dtype == STROP__LOWP_INT8) {
+    const int64_t ns = scale_cols ? cols : rows;
+    int8_t *v = strop__malloc_aligned(n + 1);
+    float *s = strop__malloc((size_t)ns * sizeof *s + 1);
+    if (!v || !s) {
+      strop__free_aligned(v);
+      strop__free(s);
+      return -1;
+    }
+    for (int64_t c = 0; c < ns; c++)
+      s[c] = scale_cols ? absmax_scale(w + c, rows, cols) : absmax_scale(w + c * cols, cols, 1);
+    for (int64_t r = 0; r < rows; r++)
+      for (int64_t c = 0; c < cols; c++)
+        v[r * cols + c] = quantize(w[r * cols + c], s[scale_cols ? c : r]);
+    t.v = v;
+    t.scale = s;
+  } else {
+    return -1;
+  }
+  *q = t;
+  return 0;
+}
+
+size_t strop__lowp_bytes(const strop__lowp *q) {
+  const size_t n = (size_t)q->rows * (size_t)q->cols;
+  if (q->dtype == STROP__LOWP_BF16) return n * sizeof(uint16_t);
+  if (q->dtype == STROP__LOWP_INT8)
+    return n + (size_t)(q->scale_cols ? q->cols : q->rows) * sizeof(float);
+  return 0;
+}
+
+int strop__lowp_copy(strop__lowp *dst, const strop__lowp *src) {
+  strop__lowp t = *src;
+  const size_t n = (size_t)src->rows * (size_t)src->cols;
+  const size_t vb = src->dtype == STROP__LOWP_BF16 ? n * sizeof(uint16_t) : n;
+  const size_t sb = src->scale ? (size_t)(src->scale_cols ? src->cols : src->rows) * sizeof(float)
+                               : 0;
+  t.v = strop__malloc_aligned(vb + 1);
+  t.scale = sb ? strop__malloc(sb) : NULL;
+  if (!t.v || (sb && !t.scale)) {
+    strop__free_aligned(t.v);
+    strop__free(t.scale);
+    return -1;
+  }
+  memcpy(t.v, src->v, vb);
+  if (sb) memcpy(t.scale, src->scale, sb);
+  *dst = t;
+  return 0;
+}
+
+void strop__lowp_free(strop__lowp *q) {
+  strop__free_aligned(q->v);
+  strop__free(q->scale);
+  memset(q, 0, sizeof *q);
+}
+
+void strop__lowp_expand(const strop__lowp *q, float *dst) {
+  const size_t n = (size_t)q->rows * (size_t)q->cols;
+  if (q->dtype == STROP__LOWP_BF16 && !q->scale_cols) {
+    const uint16_t *v = q->v;
+    for (size_t i = 0; i < n; i++) dst[i] = strop__bf16_to_f32(v[i]);
+  } else if (q->dtype == STROP__LOWP_BF16) {
+    const uint16_t *v = q->v;
+    for (int64_t r = 0; r < q->rows; r++)
+      for (int64_t c = 0; c < q->cols; c++)
+        dst[r * q->cols + c] = strop__bf16_to_f32(v[c * q->rows + r]);
+  } else if (q->dtype == STROP__LOWP_INT8) {
+    const int8_t *v = q->v;
+    for (int64_t r = 0; r < q->rows; r++)
+      for (int64_t c = 0; c < q->cols; c++)
+        dst[r * q->cols + c] = (float)v[r * q->cols + c] * q->scale[q->scale_cols ? c : r];
+  }
+}
+
+typedef struct scratch {
+  struct scratch *next;
+  size_t cap;
+  /* the buffer follows, 64-byte aligned */
+} scratch;
+enum { HDR = 64 };
+static pthread_mutex_t g_scr_mu = PTHREAD_MUTEX_INITIALIZER;
+static scratch *g_scr;
+
+void *strop__lowp_scratch_take(size_t bytes) {
+  pthread_mutex_lock(&g_scr_mu);
+  scratch **pp = &g_scr, *s = NULL;
+  for (; *pp; pp = &(*pp)->next)
+    if ((*pp)->cap >= bytes) break;
+  if (!*pp) pp = &g_scr; /* none is large enough: replace the first one */
+  if (*pp) {
+    s = *pp;
+    *pp = s->next;
+  }
+  pthread_mutex_unlock(&g_scr_mu);
+  if (s && s->cap >= bytes) return (char *)s + HDR;
+  strop__free_aligned(s);
+  s = strop__malloc_aligned(HDR + bytes);
+  if (!s) return NULL;
+  s->cap = bytes;
+  return (char *)s + HDR;
+}
+
+void strop__lowp_scratch_give(void *p) {
+  if (!p) return;
+  scratch *s = (scratch *)(void *)((char *)p - HDR);
+  pthread_mutex_lock(&g_scr_mu);
+  s->next = g_scr;
+  g_scr = s;
+  pthread_mutex_unlock(&g_scr_mu);
+}
+
+__attribute__((destructor)) static void scratch_release(void) {
+  pthread_mutex_lock(&g_scr_mu);
+  while (g_scr) {
+    scratch *s = g_scr;
+    g_scr = s->next;
+    strop__free_aligned(s);
+  }
+  pthread_mutex_unlock(&g_scr_mu);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && (__GNUC__ >= 10 || defined(__clang__))
+#  include <immintrin.h>
+#  define HAVE_DPBF16 1
+
+static int g_env = -1; /* 1: STROP_BF16_FALLBACK is set (non-empty, not "0") */
+
+int strop__bf16_dot_enabled(void) {
+  if (strop__bf16_impl == 1) return 0;
+  int e = __atomic_load_n(&g_env, __ATOMIC_RELAXED);
+  if (e < 0) {
+    const char *v = getenv("STROP_BF16_FALLBACK");
+    e = v && *v && strcmp(v, "0") != 0;
+    __atomic_store_n(&g_env, e, __ATOMIC_RELAXED);
+  }
+  return !e && __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw");
+}
+
+#  define BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512bf16")))
+
+typedef struct bf16_job {
+  int64_t m, n, k, ka, ldc;
+  const uint16_t *a, *b;
+  float beta;
+  float *c;
+  uint32_t *panels; /* one KA/2 x 32 panel of B's pairs per chunk */
+} bf16_job;
+
+enum { BNR = 32, BMR = 8 };
+
+/* B's rows j0 .. j0+31 (zero past n) as pairs: p[q * 32 + c] = W(j0 + c, 2q) | W(j0 + c, 2q + 1)
+ * << 16, zero past k; so that one 32-bit broadcast of A's pair (2q, 2q + 1) against a row of
+ * the panel is one vdpbf16ps for 16 columns. */
+static void pack_panel(const bf16_job *J, int64_t j0, uint32_t *p) {
+  const int64_t kp = J->ka / 2;
+  for (int64_t c = 0; c < BNR; c++) {
+    if (j0 + c >= J->n) {
+      for (int64_t q = 0; q < kp; q++) p[q * BNR + c] = 0;
+      continue;
+    }
+    const uint16_t *w = J->b + (j0 + c) * J->k;
+    int64_t q = 0;
+    for (; 2 * q + 1 < J->k; q++) p[q * BNR + c] = (uint32_t)w[2 * q] | (uint32_t)w[2 * q + 1] << 16;
+    for (; q < kp; q++) p[q * BNR + c] = 2 * q < J->k ? (uint32_t)w[2 * q] : 0u;
+  }
+}
+
+/* C rows i .. i+7 (rows past m read the last row and are not stored) x the panel's 32 columns:
+ * 16 accumulators, each lane summing its column's pairs in k order (FP32). */
+BF16_TARGET static void kernel_8x32(const bf16_job *J, int64_t i, int64_t j0, const uint32_t *p) {
+  const int64_t kp = J->ka / 2, mr = J->m - i < BMR ? J->m - i : BMR;
+  const int64_t nr = J->n - j0 < BNR ? J->n - j0 : BNR;
+  const uint32_t *a[BMR];
+  for (int r = 0; r < BMR; r++)
+    a[r] = (const uint32_t *)(const void *)(J->a + (i + (r < mr ? r : mr - 1)) * J->ka);
+  __m512 acc[BMR][2];
+  for (int r = 0; r < BMR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  for (int64_t q = 0; q < kp; q++) {
+    const __m512bh b0 = (__m512bh)_mm512_load_si512(p + q * BNR);
+    const __m512bh b1 = (__m512bh)_mm512_load_si512(p + q * BNR + 16);
+    for (int r = 0; r < BMR; r++) {
+      const __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[r][q]);
+      acc[r][0] = _mm512_dpbf16_ps(acc[r][0], av, b0);
+      acc[r][1] = _mm512_dpbf16_ps(acc[r][1], av, b1);
+    }
+  }
+  const __mmask16 m0 = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1u);
+  const __mmask16 m1 = nr >= 32 ? (__mmask16)0xffff
+                                : nr <= 16 ? (__mmask16)0 : (__mmask16)((1u << (nr - 16)) - 1u);
+  for (int64_t r = 0; r < mr; r++) {
+    float *cr = J->c + (i + r) * J->ldc + j0;
+    __m512 v0 = acc[r][0], v1 = acc[r][1];
+    if (J->beta != 0.0f) {
+      v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, cr), v0);
+      v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, cr + 16), v1);
+    }
+    _mm512_mask_storeu_ps(cr, m0, v0);
+    if (m1) _mm512_mask_storeu_ps(cr + 16, m1, v1);
+  }
+}
+
+/* column blocks [lo, hi) of 32 */
+static void bf16_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  const bf16_job *J = ctx;
+  uint32_t *p = J->panels + (size_t)chunk * (size_t)(J->ka / 2) * BNR;
+  for (int64_t jb = lo; jb < hi; jb++) {
+    pack_panel(J, jb * BNR, p);
+    for (int64_t i = 0; i < J->m; i += BMR) kernel_8x32(J, i, jb * BNR, p);
+  }
+}
+
+size_t strop__bf16_gemm_scratch(int64_t m, int64_t n, int64_t k) {
+  (void)n;
+  const size_t ka = (size_t)(k + 31) / 32 * 32;
+  return (size_t)m * ka * sizeof(uint16_t) +
+         (size_t)(strop__num_threads() + 1) * (ka / 2) * BNR * sizeof(uint32_t) + 64;
+}
+
+void strop__bf16_gemm_nt(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                         const strop__lowp *q, float beta, float *c, int64_t ldc, void *work) {
+  const int64_t ka = (k + 31) / 32 * 32;
+  uint16_t *abf = work;
+  for (int64_t i = 0; i < m; i++) {
+    strop__bf16_round_n(a + i * lda, abf + i * ka, (size_t)k);
+    for (int64_t t = k; t < ka; t++) abf[i * ka + t] = 0;
+  }
+  /* the panels follow A's rows, 64-byte aligned (m * ka * 2 is a multiple of 64) */
+  bf16_job J = {m, n, k, ka, ldc, abf, q->v, beta, c,
+                (uint32_t *)(void *)(abf + (size_t)m * (size_t)ka)};
+  const int64_t blocks = (n + BNR - 1) / BNR;
+  const int threads = (double)m * (double)n * (double)k >= (double)(1 << 20)
+                          ? strop__num_threads() : 1;
+  strop__par_run(strop__par_chunks(threads, blocks, 1), blocks, bf16_chunk, &J);
+}
+
+#else
+
+int strop__bf16_dot_enabled(void) { return 0; }
+size_t strop__bf16_gemm_scratch(int64_t m, int64_t n, int64_t k) {
+  (void)m, (void)n, (void)k;
+  return 0;
+}
+void strop__bf16_gemm_nt(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                         const strop__lowp *q, float beta, float *c, int64_t ldc, void *work) {
+  (void)m, (void)n, (void)k, (void)a, (void)lda, (void)q, (void)beta, (void)c, (void)ldc;
+  (void)work;
+}
+
+#endif

@@ -1,0 +1,67 @@
+/* strop — frozen weights held in fewer bits: BF16 (the top half of an FP32) or int8 with one
+ * FP32 scale per output channel (symmetric, absmax), their conversions, and the BF16 product
+ * on AVX512_BF16 (vdpbf16ps, FP32 accumulation) with its exact fallback (widen, FP32 GEMM). */
+#ifndef STROP_OPS_LOWP_H
+#define STROP_OPS_LOWP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The storage of a weight; the numbers are the public strop_dtype's. */
+enum { STROP__LOWP_F32 = 0, STROP__LOWP_BF16 = 1, STROP__LOWP_INT8 = 2 };
+
+/* A rows x cols weight (row-major) in BF16 or int8. scale_cols 1 says the output channels are
+ * W's columns (W [in, out], GPT-2's Conv1D), 0 its rows (W [out, in]). For int8, scale holds
+ * one FP32 per output channel and the value is (float)q * scale. A BF16 W [in, out] is stored
+ * transposed (v is cols x rows), so that the vdpbf16ps product reads each output channel's
+ * inputs contiguously whatever the layout; strop__lowp_expand gives W in its own layout.
+ * dtype STROP__LOWP_F32 (all zero) means "not held here". */
+typedef struct strop__lowp {
+  int dtype;
+  int scale_cols;
+  int64_t rows, cols;
+  void *v;      /* uint16_t[rows * cols] (BF16) or int8_t[rows * cols]; 64-byte aligned */
+  float *scale; /* int8: rows (or cols) scales; NULL for BF16 */
+} strop__lowp;
+
+/* Round-to-nearest-even FP32 -> BF16 (NaN stays NaN, quiet); BF16 -> FP32 is exact. */
+uint16_t strop__bf16_from_f32(float x);
+float strop__bf16_to_f32(uint16_t h);
+void strop__bf16_round_n(const float *x, uint16_t *out, size_t n);
+
+/* Makes q from the FP32 weight w (rows x cols): 0, or -1 when out of memory (q untouched). */
+int strop__lowp_make(strop__lowp *q, int dtype, const float *w, int64_t rows, int64_t cols,
+                     int scale_cols);
+/* A deep copy: 0, or -1 when out of memory (dst untouched). */
+int strop__lowp_copy(strop__lowp *dst, const strop__lowp *src);
+void strop__lowp_free(strop__lowp *q);
+/* The FP32 values q stands for, exactly, into dst (rows * cols floats). */
+void strop__lowp_expand(const strop__lowp *q, float *dst);
+/* Bytes q holds (values and scales). */
+size_t strop__lowp_bytes(const strop__lowp *q);
+
+/* Scratch for widening a weight (or rounding an activation) around one product: a buffer of
+ * at least `bytes`, 64-byte aligned, from a process-wide list so that a warm training step
+ * allocates nothing (the list holds one buffer per product running at once, each the size of
+ * the largest weight seen); NULL when out of memory. Give it back with strop__lowp_scratch_give. */
+void *strop__lowp_scratch_take(size_t bytes);
+void strop__lowp_scratch_give(void *p);
+
+/* Which BF16 product strop__lowp_gemm_nt runs: 0 decides by the CPU (vdpbf16ps when it has
+ * AVX512_BF16 and STROP_BF16_FALLBACK is not set in the environment), 1 forces the exact
+ * fallback (tests run both paths on one machine). */
+extern int strop__bf16_impl;
+/* 1 when the vdpbf16ps kernel runs for BF16 weights here (CPU, build, strop__bf16_impl, the
+ * environment). */
+int strop__bf16_dot_enabled(void);
+/* C[m, n] = A[m, k] B[n, k]^T + beta C with B a BF16 weight stored [n, k] (q [out, in]: rows n,
+ * cols k; or q [in, out] stored transposed: rows k, cols n) and A FP32, rounded to BF16 on the
+ * way in: the vdpbf16ps product, FP32 sums in k order for every element (whatever the split
+ * across threads). Panels of 32 of B's rows are packed as (k, k + 1) pairs per column, A's
+ * pairs broadcast: an 8 x 32 tile keeps 16 accumulators. work: 64-byte aligned,
+ * strop__bf16_gemm_scratch(m, n, k) bytes. Only where strop__bf16_dot_enabled(); beta 0 or 1. */
+size_t strop__bf16_gemm_scratch(int64_t m, int64_t n, int64_t k);
+void strop__bf16_gemm_nt(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                         const strop__lowp *q, float beta, float *c, int64_t ldc, void *work);
+
+#endif

@@ -1,0 +1,84 @@
+/* strop — the storage of frozen weights: the model's frozen dtype (FP32, BF16 or int8 with
+ * per-channel scales) and the one transactional pass that makes every parameter hold it. */
+#include <string.h>
+
+#include "surgery/surgery_impl.h"
+
+static const char *dtype_name(int d) {
+  return d == STROP__LOWP_BF16 ? "bf16" : d == STROP__LOWP_INT8 ? "int8" : "f32";
+}
+
+/* 1 when p is the owner of some other slot's tie (its memory is read through that slot). */
+static int is_tie_target(const strop_model *m, const strop__param *p) {
+  for (int i = 0; i < m->n_nodes; i++)
+    for (int j = 0; j < m->nodes[i].n_params; j++)
+      if (strop__param_owner(&m->nodes[i].params[j]) == p && &m->nodes[i].params[j] != p)
+        return 1;
+  return 0;
+}
+
+/* The new storage of one parameter, made before any parameter is touched. */
+typedef struct pending {
+  strop__param *p;
+  float *data;
+  strop__lowp lowp;
+} pending;
+
+strop_status strop__model_store(const char *fn, strop_model *m, int dtype) {
+  int n = 0;
+  pending *v = strop__calloc((size_t)(m->n_params ? m->n_params : 1), sizeof *v);
+  if (!v) return STROP__NOMEM(fn);
+  for (int i = 0; i < m->n_params; i++) {
+    strop__param *p = m->params[i];
+    if (p->is_int64) continue;
+    const int want = strop__param_lowp_target(p, dtype, is_tie_target(m, p));
+    if (want == p->lowp.dtype) continue;
+    pending *q = &v[n++];
+    q->p = p;
+    int bad;
+    if (want == STROP__LOWP_F32) {
+      bad = !(q->data = strop__malloc_aligned(p->numel * sizeof(float)));
+      if (!bad) strop__lowp_expand(&p->lowp, q->data);
+    } else {
+      float *tmp = NULL;
+      const float *src = strop__param_f32(p, &tmp);
+      bad = !src ||
+            strop__lowp_make(&q->lowp, want, src, p->dims[0], p->dims[1], p->lowp_ok == 2);
+      strop__free_aligned(tmp);
+    }
+    if (bad) {
+      for (int k = 0; k < n; k++) {
+        strop__free_aligned(v[k].data);
+        strop__lowp_free(&v[k].lowp);
+      }
+      strop__free(v);
+      return strop__err(STROP_E_NOMEM, "%s: out of memory converting '%s' (%zu values) to %s; "
+                        "the model is unchanged", fn, p->name, p->numel, dtype_name(want));
+    }
+  }
+  for (int k = 0; k < n; k++) {
+    strop__param *p = v[k].p;
+    strop__free_aligned(p->data);
+    strop__lowp_free(&p->lowp);
+    p->data = v[k].data;
+    p->lowp = v[k].lowp;
+    p->version++;
+  }
+  strop__free(v);
+  m->frozen_dtype = dtype;
+  return STROP_OK;
+}
+
+strop_status strop_model_set_frozen_dtype(strop_model *model, int dtype) {
+  static const char fn[] = "strop_model_set_frozen_dtype";
+  if (!model) return strop__err(STROP_E_INVALID_ARG, "%s: model is NULL", fn);
+  if (dtype != STROP_DTYPE_F32 && dtype != STROP_DTYPE_BF16 && dtype != STROP_DTYPE_INT8)
+    return strop__err(STROP_E_INVALID_ARG, "%s: dtype must be STROP_DTYPE_F32 (0), "
+                      "STROP_DTYPE_BF16 (1) or STROP_DTYPE_INT8 (2), got %d", fn, dtype);
+  if (!model->finalized) return strop__err(STROP_E_STATE, "%s: the model is not finalized", fn);
+  return strop__model_store(fn, model, dtype);
+}
+
+int strop_model_frozen_dtype(const strop_model *model) {
+  return model ? model->frozen_dtype : -1;
+}

@@ -1,0 +1,623 @@
+/* strop tests — frozen weights held in BF16 or int8 (strop_model_set_frozen_dtype): the
+ * conversions, exactness of the fallback path, the vdpbf16ps path within its tolerance, the
+ * backward through a frozen low-precision linear, LoRA fine-tunes, memory and errors. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/core.h"
+#include "ops/lowp.h"
+#include "testutil.h"
+
+#define OK(x) strop_test_must((x), #x)
+
+/* A text-like model: 12 positions of 32 features, per-position linears, a head. */
+static const int64_t IN[2] = {12, 32};
+enum { T = 12, D = 32, CLASSES = 4 };
+
+static strop_model *text_model(uint64_t seed) {
+  const strop_test_node nodes[] = {
+      {"fc1", "linear", "out_features=64", NULL},
+      {"act1", "gelu", NULL, NULL},
+      {"fc2", "linear", "out_features=32", NULL},
+      {"act2", "gelu", NULL, NULL},
+      {"flat", "flatten", NULL, NULL},
+      {"head", "linear", "out_features=4", NULL},
+  };
+  return strop_test_build(2, IN, nodes, 6, seed);
+}
+
+/* The same with fc2's weight stored [in, out] (GPT-2's Conv1D layout). */
+static strop_model *text_model_in_out(uint64_t seed) {
+  const strop_test_node nodes[] = {
+      {"fc1", "linear", "out_features=64", NULL},
+      {"act1", "gelu", NULL, NULL},
+      {"fc2", "linear", "out_features=32 weight_layout=in_out", NULL},
+      {"act2", "gelu", NULL, NULL},
+      {"flat", "flatten", NULL, NULL},
+      {"head", "linear", "out_features=4", NULL},
+  };
+  return strop_test_build(2, IN, nodes, 6, seed);
+}
+
+/* LoRA (rank 4) on fc1 and fc2, whose weights freeze; the head trains. */
+static strop_model *lora_model(uint64_t seed) {
+  strop_model *m = text_model(seed);
+  strop_surgery *s = NULL;
+  OK(strop_surgery_create(m, &s));
+  OK(strop_surgery_set_seed(s, seed + 1));
+  OK(strop_surgery_freeze(s, "fc*", 0));
+  OK(strop_surgery_lora(s, "fc*", 4, 8.0f, 0.0f));
+  OK(strop_surgery_apply(s));
+  strop_surgery_free(s);
+  return m;
+}
+
+static void inputs(float *x, size_t n, double phase) {
+  for (size_t i = 0; i < n; i++) x[i] = (float)(sin(0.731 * (double)i + phase) * 1.5);
+}
+
+/* Replaces the FP32 weight `name` of r by what dtype holds of it (rounded / quantised). */
+static void round_like(strop_model *r, const char *name, int dtype, int scale_cols) {
+  strop_tensor *t = NULL;
+  OK(strop_model_tensor_view(r, name, &t));
+  int64_t d[2];
+  ck_assert_int_eq(strop_tensor_shape(t, d, 2), 2);
+  const size_t n = (size_t)(d[0] * d[1]);
+  float *v = malloc(n * sizeof *v);
+  strop__lowp q;
+  ck_assert_int_eq(strop__lowp_make(&q, dtype, strop_tensor_data(t), d[0], d[1], scale_cols), 0);
+  strop__lowp_expand(&q, v);
+  strop__lowp_free(&q);
+  OK(strop_model_set_tensor(r, name, v, n));
+  free(v);
+  strop_tensor_free(t);
+}
+
+static strop_tensor *forward(strop_model *m, const float *x, int64_t n) {
+  strop_tensor *tx = NULL, *y = NULL;
+  const int64_t xd[3] = {n, T, D};
+  OK(strop_tensor_wrap((float *)x, (size_t)(n * T * D), 3, xd, &tx));
+  OK(strop_model_forward(m, tx, &y));
+  strop_tensor_free(tx);
+  return y;
+}
+
+/* ---- conversions ---- */
+
+START_TEST(bf16_rounding) {
+  /* to nearest, ties to even, NaN stays NaN, BF16 -> FP32 exact */
+  ck_assert_uint_eq(strop__bf16_from_f32(1.0f), 0x3f80);
+  ck_assert_uint_eq(strop__bf16_from_f32(1.0f + 0x1p-8f), 0x3f80);         /* tie, even below */
+  ck_assert_uint_eq(strop__bf16_from_f32(1.0f + 0x1p-7f + 0x1p-8f), 0x3f82); /* tie, even above */
+  ck_assert_uint_eq(strop__bf16_from_f32(1.0f + 0x1p-8f + 0x1p-20f), 0x3f81);
+  ck_assert_uint_eq(strop__bf16_from_f32(-2.0f), 0xc000);
+  ck_assert(isnan(strop__bf16_to_f32(strop__bf16_from_f32(NAN))));
+  ck_assert(isinf(strop__bf16_to_f32(strop__bf16_from_f32(INFINITY))));
+  for (int i = 0; i < 1000; i++) {
+    const float x = (float)sin(i * 0.37) * (float)(i + 1);
+    const float y = strop__bf16_to_f32(strop__bf16_from_f32(x));
+    ck_assert_float_le(fabsf(x - y), fabsf(x) * 0x1p-8f);
+    ck_assert_uint_eq(strop__bf16_from_f32(y), strop__bf16_from_f32(x)); /* idempotent */
+  }
+  /* either layout widens back to W's own layout; [in, out] is stored transposed */
+  float w[3 * 5], back[3 * 5];
+  for (int i = 0; i < 15; i++) w[i] = 1.0f + (float)i * 0x1p-10f;
+  for (int sc = 0; sc < 2; sc++) {
+    strop__lowp q;
+    ck_assert_int_eq(strop__lowp_make(&q, STROP__LOWP_BF16, w, 3, 5, sc), 0);
+    ck_assert_uint_eq(strop__lowp_bytes(&q), 15 * sizeof(uint16_t));
+    strop__lowp_expand(&q, back);
+    for (int i = 0; i < 15; i++)
+      ck_assert_float_eq(back[i], strop__bf16_to_f32(strop__bf16_from_f32(w[i])));
+    if (sc) ck_assert_uint_eq(((uint16_t *)q.v)[1], strop__bf16_from_f32(w[5])); /* W(1, 0) */
+    strop__lowp_free(&q);
+  }
+}
+END_TEST
+
+START_TEST(int8_quantisation) {
+  /* one scale per output channel, absmax / 127; |w - q s| <= s / 2 */
+  float w[3 * 5] = {0.5f, -1.0f, 0.25f, 0.0f, 0.1f, 0, 0, 0, 0, 0, 100.0f, -3.0f, 2.0f, 1.0f, 0};
+  for (int sc = 0; sc < 2; sc++) {
+    strop__lowp q;
+    ck_assert_int_eq(strop__lowp_make(&q, STROP__LOWP_INT8, w, 3, 5, sc), 0);
+    ck_assert_uint_eq(strop__lowp_bytes(&q), 15 + (sc ? 5 : 3) * sizeof(float));
+    float back[15];
+    strop__lowp_expand(&q, back);
+    for (int i = 0; i < 15; i++) {
+      const float s = q.scale[sc ? i % 5 : i / 5];
+      ck_assert_float_le(fabsf(back[i] - w[i]), s * 0.5f + 1e-6f);
+    }
+    if (!sc) {
+      ck_assert_float_eq(q.scale[0], 1.0f / 127.0f);
+      ck_assert_float_eq(q.scale[1], 0.0f); /* an all-zero row */
+      ck_assert_int_eq(((int8_t *)q.v)[10], 127);
+    }
+    strop__lowp_free(&q);
+  }
+}
+END_TEST
+
+/* ---- forward ---- */
+
+/* The fallback gives the bits of an FP32 model whose frozen weights hold the same values. */
+static void forward_exact(int dtype, int in_out) {
+  strop_model *m = in_out ? text_model_in_out(7) : text_model(7), *r = NULL;
+  OK(strop_model_freeze(m, "fc*"));
+  OK(strop_model_clone(m, &r));
+  OK(strop_model_set_frozen_dtype(m, dtype));
+  ck_assert_int_eq(strop_model_frozen_dtype(m), dtype);
+  round_like(r, "fc1.weight", dtype, 0);
+  round_like(r, "fc2.weight", dtype, in_out);
+  float x[3 * T * D];
+  inputs(x, sizeof x / sizeof *x, 0.0);
+  strop__bf16_impl = 1;
+  strop_tensor *a = forward(m, x, 3), *b = forward(r, x, 3);
+  strop__bf16_impl = 0;
+  ck_assert_mem_eq(strop_tensor_data(a), strop_tensor_data(b), 3 * CLASSES * sizeof(float));
+  strop_tensor_free(a);
+  strop_tensor_free(b);
+  strop_model_free(m);
+  strop_model_free(r);
+}
+
+START_TEST(bf16_fallback_exact) {
+  forward_exact(STROP_DTYPE_BF16, 0);
+  forward_exact(STROP_DTYPE_BF16, 1);
+}
+END_TEST
+START_TEST(int8_exact) {
+  forward_exact(STROP_DTYPE_INT8, 0);
+  forward_exact(STROP_DTYPE_INT8, 1);
+}
+END_TEST
+
+/* vdpbf16ps (where the CPU has it) rounds the inputs to BF16 too: within 1% of the output's
+ * scale of the FP32 model on the same rounded weights. */
+START_TEST(bf16_dot_tolerance) {
+  if (!strop__bf16_dot_enabled()) return; /* the fallback is tested above */
+  const int in_out = _i; /* both layouts take the vdpbf16ps product */
+  strop_model *m = in_out ? text_model_in_out(9) : text_model(9), *r = NULL;
+  OK(strop_model_freeze(m, "fc*"));
+  OK(strop_model_clone(m, &r));
+  OK(strop_model_set_frozen_dtype(m, STROP_DTYPE_BF16));
+  round_like(r, "fc1.weight", STROP__LOWP_BF16, 0);
+  round_like(r, "fc2.weight", STROP__LOWP_BF16, in_out);
+  float x[5 * T * D];
+  inputs(x, sizeof x / sizeof *x, 1.0);
+  strop_tensor *a = forward(m, x, 5), *b = forward(r, x, 5);
+  const float *pa = strop_tensor_data(a), *pb = strop_tensor_data(b);
+  float scale = 0.0f, err = 0.0f;
+  for (int i = 0; i < 5 * CLASSES; i++) {
+    scale = fmaxf(scale, fabsf(pb[i]));
+    err = fmaxf(err, fabsf(pa[i] - pb[i]));
+  }
+  ck_assert_float_gt(err, 0.0f); /* it did run the BF16 product */
+  ck_assert_msg(err <= 0.01f * scale, "max |diff| %g, output scale %g", err, scale);
+  strop_tensor_free(a);
+  strop_tensor_free(b);
+  strop_model_free(m);
+  strop_model_free(r);
+}
+END_TEST
+
+/* The vdpbf16ps kernel on shapes with edges (m, n not multiples of its 4 x 4 tile, k not of
+ * 32): against a double sum of the same BF16-rounded operands, to FP32 summation error. */
+START_TEST(bf16_kernel_edges) {
+  if (!strop__bf16_dot_enabled()) return;
+  static const int64_t shapes[][3] = {{1, 1, 1}, {5, 7, 45}, {4, 4, 32}, {9, 33, 70}, {3, 2, 300}, {17, 65, 64}};
+  for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++) {
+    const int64_t m = shapes[sh][0], n = shapes[sh][1], k = shapes[sh][2];
+    float *a = malloc((size_t)(m * k) * sizeof *a), *w = malloc((size_t)(n * k) * sizeof *w);
+    float *c = malloc((size_t)(m * n) * sizeof *c);
+    void *abf = strop__malloc_aligned(strop__bf16_gemm_scratch(m, n, k));
+    for (int64_t i = 0; i < m * k; i++) a[i] = (float)sin(0.3 * (double)i);
+    for (int64_t i = 0; i < n * k; i++) w[i] = (float)cos(0.7 * (double)i);
+    for (int64_t i = 0; i < m * n; i++) c[i] = 0.5f;
+    strop__lowp q;
+    ck_assert_int_eq(strop__lowp_make(&q, STROP__LOWP_BF16, w, n, k, 0), 0);
+    strop__bf16_gemm_nt(m, n, k, a, k, &q, 1.0f, c, n, abf);
+    for (int64_t i = 0; i < m; i++)
+      for (int64_t j = 0; j < n; j++) {
+        double ref = 0.5, mag = 0;
+        for (int64_t t = 0; t < k; t++) {
+          const double p = (double)strop__bf16_to_f32(strop__bf16_from_f32(a[i * k + t])) *
+                           (double)strop__bf16_to_f32(((uint16_t *)q.v)[j * k + t]);
+          ref += p;
+          mag += fabs(p);
+        }
+        ck_assert_msg(fabs((double)c[i * n + j] - ref) <= 1e-6 * (mag + 1),
+                      "[%lld x %lld x %lld] C(%lld, %lld) = %g, want %g", (long long)m,
+                      (long long)n, (long long)k, (long long)i, (long long)j,
+                      (double)c[i * n + j], ref);
+      }
+    strop__lowp_free(&q);
+    free(a);
+    free(w);
+    free(c);
+    strop__free_aligned(abf);
+  }
+}
+END_TEST
+
+/* ---- training ---- */
+
+typedef struct run {
+  float loss[80];
+  float *adapter; /* fc1.lora_A.weight after the run */
+  size_t n_adapter;
+} run;
+
+/* steps of Adam on a fixed teacher's labels; the model's frozen dtype as given */
+static run train(strop_model *m, int steps, double lr) {
+  run out;
+  memset(&out, 0, sizeof out);
+  strop_optimizer *opt = NULL;
+  strop_trainer *tr = NULL;
+  OK(strop_optimizer_create(m, STROP_OPTIM_ADAM, &opt));
+  OK(strop_optimizer_set_double(opt, STROP_OPT_LR, lr));
+  OK(strop_trainer_create(m, opt, &tr));
+  enum { N = 16 };
+  static float x[N * T * D], y[N];
+  const int64_t xd[3] = {N, T, D}, yd[1] = {N};
+  for (int s = 0; s < steps; s++) {
+    inputs(x, N * T * D, 0.1 * (s % 8));
+    for (int i = 0; i < N; i++) { /* the label: which quarter the first features' sum is in */
+      double acc = 0;
+      for (int k = 0; k < 2 * D; k++) acc += x[(size_t)i * T * D + (size_t)k];
+      y[i] = (float)(acc < -3 ? 0 : acc < 0 ? 1 : acc < 3 ? 2 : 3);
+    }
+    strop_tensor *tx = NULL, *ty = NULL;
+    OK(strop_tensor_wrap(x, N * T * D, 3, xd, &tx));
+    OK(strop_tensor_wrap(y, N, 1, yd, &ty));
+    OK(strop_trainer_step(tr, tx, ty, &out.loss[s]));
+    strop_tensor_free(tx);
+    strop_tensor_free(ty);
+  }
+  strop_tensor *a = NULL;
+  OK(strop_model_tensor_view(m, "fc1.lora_A.weight", &a));
+  out.n_adapter = (size_t)strop_tensor_numel(a);
+  out.adapter = malloc(out.n_adapter * sizeof(float));
+  memcpy(out.adapter, strop_tensor_data(a), out.n_adapter * sizeof(float));
+  strop_tensor_free(a);
+  strop_trainer_free(tr);
+  strop_optimizer_free(opt);
+  return out;
+}
+
+/* The gradient reaches fc1's adapter through fc2's frozen BF16 (or int8) weight: on the
+ * fallback, losses and adapters are bit for bit those of the FP32 model on rounded weights. */
+static void backward_exact(int dtype) {
+  strop_model *m = lora_model(3), *r = NULL;
+  OK(strop_model_clone(m, &r));
+  OK(strop_model_set_frozen_dtype(m, dtype));
+  round_like(r, "fc1.weight", dtype, 0);
+  round_like(r, "fc2.weight", dtype, 0);
+  strop__bf16_impl = 1;
+  run a = train(m, 6, 1e-2), b = train(r, 6, 1e-2);
+  strop__bf16_impl = 0;
+  ck_assert_mem_eq(a.loss, b.loss, 6 * sizeof(float));
+  ck_assert_uint_eq(a.n_adapter, b.n_adapter);
+  ck_assert_mem_eq(a.adapter, b.adapter, a.n_adapter * sizeof(float));
+  /* and the adapter below did learn (lora_B starts at zero, lora_A moves from step 2) */
+  strop_model *fresh = lora_model(3);
+  strop_tensor *a0 = NULL;
+  OK(strop_model_tensor_view(fresh, "fc1.lora_A.weight", &a0));
+  ck_assert_int_ne(memcmp(strop_tensor_data(a0), a.adapter, a.n_adapter * sizeof(float)), 0);
+  strop_tensor_free(a0);
+  strop_model_free(fresh);
+  free(a.adapter);
+  free(b.adapter);
+  strop_model_free(m);
+  strop_model_free(r);
+}
+
+START_TEST(bf16_backward_exact) { backward_exact(STROP_DTYPE_BF16); }
+END_TEST
+START_TEST(int8_backward_exact) { backward_exact(STROP_DTYPE_INT8); }
+END_TEST
+
+/* A LoRA fine-tune with the base in BF16 (vdpbf16ps where the CPU has it) or int8 follows the
+ * FP32 base's loss curve: every step within 0.02 of the FP32 loss (measured: 0.0016), and it
+ * learns. */
+static void finetune_close(int dtype) {
+  enum { STEPS = 60 };
+  strop_model *f = lora_model(11), *q = NULL;
+  OK(strop_model_clone(f, &q));
+  OK(strop_model_set_frozen_dtype(q, dtype));
+  run a = train(f, STEPS, 5e-3), b = train(q, STEPS, 5e-3);
+  double worst = 0;
+  for (int s = 0; s < STEPS; s++) {
+    const double d = fabs((double)a.loss[s] - (double)b.loss[s]);
+    ck_assert_msg(d <= 0.02, "step %d: fp32 loss %g, %s loss %g", s,
+                  (double)a.loss[s], dtype == STROP_DTYPE_BF16 ? "bf16" : "int8",
+                  (double)b.loss[s]);
+    if (d > worst) worst = d;
+  }
+  if (getenv("STROP_LOWP_VERBOSE"))
+    fprintf(stderr, "dtype %d: worst |loss diff| %g; fp32 %g -> %g, held %g -> %g\n", dtype,
+            worst, (double)a.loss[0], (double)a.loss[STEPS - 1], (double)b.loss[0],
+            (double)b.loss[STEPS - 1]);
+  double first = 0, last = 0;
+  for (int s = 0; s < 8; s++) first += b.loss[s], last += b.loss[STEPS - 8 + s];
+  ck_assert_msg(last < 0.8 * first, "no learning: %g -> %g", first / 8, last / 8);
+  free(a.adapter);
+  free(b.adapter);
+  strop_model_free(f);
+  strop_model_free(q);
+}
+
+START_TEST(bf16_finetune) { finetune_close(STROP_DTYPE_BF16); }
+END_TEST
+START_TEST(int8_finetune) { finetune_close(STROP_DTYPE_INT8); }
+END_TEST
+
+/* ---- storage, memory, round trips ---- */
+
+START_TEST(memory_halves) {
+  strop_model *m = text_model(5);
+  OK(strop_model_freeze(m, "fc*"));
+  size_t w32 = 0, w16 = 0, w8 = 0, g32 = 0, g16 = 0;
+  OK(strop_model_memory_estimate(m, 4, 2, &w32, &g32, NULL, NULL));
+  OK(strop_model_set_frozen_dtype(m, STROP_DTYPE_BF16));
+  OK(strop_model_memory_estimate(m, 4, 2, &w16, &g16, NULL, NULL));
+  const size_t frozen = 64 * 32 + 32 * 64; /* fc1 and fc2 weights; their biases stay FP32 */
+  ck_assert_uint_eq(w32 - w16, frozen * 2);
+  ck_assert_uint_eq(g32, g16);
+  OK(strop_model_set_frozen_dtype(m, STROP_DTYPE_INT8));
+  OK(strop_model_memory_estimate(m, 4, 2, &w8, NULL, NULL, NULL));
+  ck_assert_uint_eq(w32 - w8, frozen * 3 - (64 + 32) * sizeof(float));
+  strop_model_free(m);
+}
+END_TEST
+
+/* Unfreezing widens back to FP32 (the held values); freezing later converts; F32 undoes. */
+START_TEST(freeze_unfreeze) {
+  strop_model *m = text_model(5), *r = NULL;
+  OK(strop_model_clone(m, &r));
+  /* nothing frozen: the choice is recorded, nothing converted */
+  size_t w0 = 0, w1 = 0;
+  OK(strop_model_memory_estimate(m, 1, 0, &w0, NULL, NULL, NULL));
+  OK(strop_model_set_frozen_dtype(m, STROP_DTYPE_BF16));
+  OK(strop_model_memory_estimate(m, 1, 0, &w1, NULL, NULL, NULL));
+  ck_assert_uint_eq(w0, w1);
+  strop_tensor *t = NULL;
+  OK(strop_model_tensor_view(m, "fc1.weight", &t));
+  strop_tensor_free(t);
+  /* freezing converts; a view is refused, naming the weight and the way out */
+  OK(strop_model_freeze(m, "fc1.*"));
+  ck_assert_int_eq(strop_model_tensor_view(m, "fc1.weight", &t), STROP_E_UNSUPPORTED);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "'fc1.weight' is frozen and held in bf16"));
+  OK(strop_model_tensor_view(m, "fc2.weight", &t)); /* still trainable: FP32 */
+  strop_tensor_free(t);
+  OK(strop_model_unfreeze(m, "fc1.*"));
+  round_like(r, "fc1.weight", STROP__LOWP_BF16, 0);
+  strop_tensor *a = NULL, *b = NULL;
+  OK(strop_model_tensor_view(m, "fc1.weight", &a));
+  OK(strop_model_tensor_view(r, "fc1.weight", &b));
+  ck_assert_mem_eq(strop_tensor_data(a), strop_tensor_data(b), 64 * 32 * sizeof(float));
+  strop_tensor_free(a);
+  strop_tensor_free(b);
+  /* set_tensor into a held weight rounds; F32 brings it back as values */
+  OK(strop_model_freeze(m, "fc1.*"));
+  float v[64 * 32];
+  for (int i = 0; i < 64 * 32; i++) v[i] = 1.0f + 0x1p-12f * (float)(i % 7);
+  OK(strop_model_set_tensor(m, "fc1.weight", v, 64 * 32));
+  OK(strop_model_set_frozen_dtype(m, STROP_DTYPE_F32));
+  OK(strop_model_tensor_view(m, "fc1.weight", &a));
+  for (int i = 0; i < 64 * 32; i++) ck_assert_float_eq(strop_tensor_data(a)[i], 1.0f);
+  strop_tensor_free(a);
+  strop_model_free(m);
+  strop_model_free(r);
+}
+END_TEST
+
+/* Saving writes FP32 (the held values); loading into a held weight rounds as it reads. */
+START_TEST(save_load) {
+  char path[] = "/tmp/strop_lowp_XXXXXX.safetensors";
+  int fd = mkstemps(path, 12);
+  ck_assert_int_ge(fd, 0);
+  close(fd);
+  strop_model *m = text_model(4), *r = NULL, *l = NULL;
+  OK(strop_model_freeze(m, "fc2.*"));
+  OK(strop_model_clone(m, &r));
+  OK(strop_model_set_frozen_dtype(m, STROP_DTYPE_BF16));
+  OK(strop_model_save_weights(m, path));
+  round_like(r, "fc2.weight", STROP__LOWP_BF16, 0);
+  l = text_model(99);
+  OK(strop_model_load_weights(l, path, 0, NULL));
+  strop_tensor *a = NULL, *b = NULL;
+  OK(strop_model_tensor_view(l, "fc2.weight", &a));
+  OK(strop_model_tensor_view(r, "fc2.weight", &b));
+  ck_assert_mem_eq(strop_tensor_data(a), strop_tensor_data(b), 32 * 64 * sizeof(float));
+  strop_tensor_free(a);
+  strop_tensor_free(b);
+  /* into a model that holds fc2 in BF16: the same forward as m */
+  strop_model *h = text_model(98);
+  OK(strop_model_freeze(h, "fc2.*"));
+  OK(strop_model_set_frozen_dtype(h, STROP_DTYPE_BF16));
+  OK(strop_model_load_weights(h, path, 0, NULL));
+  float x[2 * T * D];
+  inputs(x, sizeof x / sizeof *x, 2.0);
+  strop_tensor *ya = forward(m, x, 2), *yb = forward(h, x, 2);
+  ck_assert_mem_eq(strop_tensor_data(ya), strop_tensor_data(yb), 2 * CLASSES * sizeof(float));
+  strop_tensor_free(ya);
+  strop_tensor_free(yb);
+  strop_model_free(h);
+  remove(path);
+  strop_model_free(m);
+  strop_model_free(r);
+  strop_model_free(l);
+}
+END_TEST
+
+/* LoRA added on a weight already held in BF16 keeps it so; merging widens it first. */
+START_TEST(lora_on_held_base) {
+  strop_model *m = text_model(8);
+  OK(strop_model_freeze(m, "fc*"));
+  OK(strop_model_set_frozen_dtype(m, STROP_DTYPE_BF16));
+  size_t w0 = 0;
+  OK(strop_model_memory_estimate(m, 1, 0, &w0, NULL, NULL, NULL));
+  strop_surgery *s = NULL;
+  OK(strop_surgery_create(m, &s));
+  OK(strop_surgery_lora(s, "fc2", 2, 4.0f, 0.0f));
+  OK(strop_surgery_apply(s));
+  strop_surgery_free(s);
+  strop_tensor *t = NULL;
+  ck_assert_int_eq(strop_model_tensor_view(m, "fc2.weight", &t), STROP_E_UNSUPPORTED);
+  float x[T * D];
+  inputs(x, sizeof x / sizeof *x, 0.5);
+  strop__bf16_impl = 1; /* the fallback: the same bits as the widened FP32 weights */
+  strop_tensor *before = forward(m, x, 1);
+  OK(strop_model_lora_merge(m));
+  ck_assert_int_eq(strop_model_frozen_dtype(m), STROP_DTYPE_F32);
+  strop_tensor *after = forward(m, x, 1); /* lora_B is zero: the merge adds nothing */
+  strop__bf16_impl = 0;
+  ck_assert_mem_eq(strop_tensor_data(before), strop_tensor_data(after), CLASSES * sizeof(float));
+  strop_tensor_free(before);
+  strop_tensor_free(after);
+  strop_model_free(m);
+}
+END_TEST
+
+/* Tied weights stay float32 (the embedding reads the tensor as float32), either way round;
+ * tying to a weight already held is refused. */
+START_TEST(tied_weights_stay_f32) {
+  for (int way = 0; way < 2; way++) {
+    strop_model *m = NULL;
+    const int64_t in[1] = {5};
+    OK(strop_model_create(1, in, &m));
+    OK(strop_model_add(m, "wte", "embedding", "num_embeddings=6 embedding_dim=8", NULL));
+    OK(strop_model_add(m, "lm_head", "linear", "out_features=6 bias=false", NULL));
+    OK(way ? strop_model_tie(m, "wte.weight", "lm_head.weight")
+           : strop_model_tie(m, "lm_head.weight", "wte.weight"));
+    OK(strop_model_finalize(m, 3));
+    OK(strop_model_freeze(m, "*"));
+    size_t w0 = 0, w1 = 0;
+    OK(strop_model_memory_estimate(m, 1, 0, &w0, NULL, NULL, NULL));
+    OK(strop_model_set_frozen_dtype(m, STROP_DTYPE_BF16));
+    OK(strop_model_memory_estimate(m, 1, 0, &w1, NULL, NULL, NULL));
+    ck_assert_uint_eq(w0, w1);
+    float ids[2 * 5] = {0, 1, 2, 3, 4, 5, 4, 3, 2, 1};
+    strop_tensor *x = NULL, *y = NULL;
+    OK(strop_tensor_wrap(ids, 10, 2, (const int64_t[]){2, 5}, &x));
+    OK(strop_model_forward(m, x, &y));
+    strop_tensor_free(x);
+    strop_tensor_free(y);
+    strop_model_free(m);
+  }
+  /* a tie to a weight held in BF16 is refused, the model unchanged */
+  strop_model *m = NULL;
+  const int64_t in[1] = {8};
+  OK(strop_model_create(1, in, &m));
+  OK(strop_model_add(m, "a", "linear", "out_features=8 bias=false", NULL));
+  OK(strop_model_add(m, "b", "linear", "out_features=8 bias=false", NULL));
+  OK(strop_model_finalize(m, 3));
+  OK(strop_model_freeze(m, "a"));
+  OK(strop_model_set_frozen_dtype(m, STROP_DTYPE_BF16));
+  const int64_t n = strop_model_num_tensors(m);
+  ck_assert_int_eq(strop_model_tie(m, "b.weight", "a.weight"), STROP_E_STATE);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "'a.weight' is frozen and held in bf16"));
+  ck_assert_int_eq(strop_model_num_tensors(m), n);
+  strop_model_free(m);
+}
+END_TEST
+
+/* ---- errors ---- */
+
+START_TEST(errors) {
+  ck_assert_int_eq(strop_model_set_frozen_dtype(NULL, STROP_DTYPE_BF16), STROP_E_INVALID_ARG);
+  ck_assert_str_ne(strop_last_error(), "");
+  ck_assert_int_eq(strop_model_frozen_dtype(NULL), -1);
+  strop_model *m = text_model(1);
+  OK(strop_model_freeze(m, "fc1.*"));
+  ck_assert_int_eq(strop_model_set_frozen_dtype(m, 3), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "got 3"));
+  ck_assert_int_eq(strop_model_set_frozen_dtype(m, -1), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_frozen_dtype(m), STROP_DTYPE_F32);
+  strop_tensor *t = NULL;
+  OK(strop_model_tensor_view(m, "fc1.weight", &t)); /* unchanged: still FP32 */
+  strop_tensor_free(t);
+  strop_model *u = NULL;
+  OK(strop_model_create(2, IN, &u));
+  OK(strop_model_add(u, "fc", "linear", "out_features=3", NULL));
+  ck_assert_int_eq(strop_model_set_frozen_dtype(u, STROP_DTYPE_BF16), STROP_E_STATE);
+  ck_assert_str_ne(strop_last_error(), "");
+  strop_model_free(u);
+  strop_model_free(m);
+}
+END_TEST
+
+/* Each failing allocation while converting leaves the model as it was. */
+static strop_model *g_m;
+static float g_orig[64 * 32];
+
+static int op_convert(void *ctx) {
+  const int dtype = *(const int *)ctx;
+  int st = strop_model_set_frozen_dtype(g_m, dtype);
+  if (st) {
+    ck_assert_int_eq(strop_model_frozen_dtype(g_m), STROP_DTYPE_F32);
+    strop_tensor *t = NULL; /* (only the n-th allocation fails: this one succeeds) */
+    OK(strop_model_tensor_view(g_m, "fc1.weight", &t));
+    ck_assert_mem_eq(strop_tensor_data(t), g_orig, sizeof g_orig);
+    strop_tensor_free(t);
+  }
+  return st;
+}
+
+static void back_to_f32(void *ctx) {
+  (void)ctx;
+  OK(strop_model_set_frozen_dtype(g_m, STROP_DTYPE_F32));
+  OK(strop_model_set_tensor(g_m, "fc1.weight", g_orig, 64 * 32));
+}
+
+START_TEST(alloc_sweep_convert) {
+  for (int dtype = 1; dtype <= 2; dtype++) {
+    g_m = text_model(2);
+    OK(strop_model_freeze(g_m, "fc*"));
+    strop_tensor *t = NULL;
+    OK(strop_model_tensor_view(g_m, "fc1.weight", &t));
+    memcpy(g_orig, strop_tensor_data(t), sizeof g_orig);
+    strop_tensor_free(t);
+    ck_assert_int_ge(strop_test_alloc_sweep(op_convert, back_to_f32, &dtype), 2);
+    strop_model_free(g_m);
+  }
+}
+END_TEST
+
+static Suite *suite(void) {
+  Suite *s = suite_create("lowp");
+  TCase *c = tcase_create("convert");
+  tcase_add_test(c, bf16_rounding);
+  tcase_add_test(c, int8_quantisation);
+  suite_add_tcase(s, c);
+  c = tcase_create("forward");
+  tcase_add_test(c, bf16_fallback_exact);
+  tcase_add_test(c, int8_exact);
+  tcase_add_loop_test(c, bf16_dot_tolerance, 0, 2);
+  tcase_add_test(c, bf16_kernel_edges);
+  suite_add_tcase(s, c);
+  c = tcase_create("train");
+  tcase_add_test(c, bf16_backward_exact);
+  tcase_add_test(c, int8_backward_exact);
+  tcase_add_test(c, bf16_finetune);
+  tcase_add_test(c, int8_finetune);
+  suite_add_tcase(s, c);
+  c = tcase_create("storage");
+  tcase_add_test(c, memory_halves);
+  tcase_add_test(c, freeze_unfreeze);
+  tcase_add_test(c, save_load);
+  tcase_add_test(c, lora_on_held_base);
+  tcase_add_test(c, tied_weights_stay_f32);
+  suite_add_tcase(s, c);
+  c = tcase_create("errors");
+  tcase_add_test(c, errors);
+  tcase_add_test(c, alloc_sweep_convert);
+  suite_add_tcase(s, c);
+  return s;
+}
+
+int main(void) { return strop_test_run(suite()); }
