@@ -530,6 +530,89 @@ START_TEST(eval_metrics_are_reduced) {
 }
 END_TEST
 
+static char g_lm_dir[64], g_lm_tok[128], g_lm_text[128];
+
+/* Writes the word-level tokenizer (w0 .. w1098 and <unk>) and a corpus of 61 of its words. */
+static void lm_files(void) {
+  snprintf(g_lm_dir, sizeof g_lm_dir, "/tmp/strop_dist_lm_XXXXXX");
+  if (!mkdtemp(g_lm_dir)) return;
+  snprintf(g_lm_tok, sizeof g_lm_tok, "%s/tokenizer.json", g_lm_dir);
+  snprintf(g_lm_text, sizeof g_lm_text, "%s/corpus.txt", g_lm_dir);
+  FILE *f = fopen(g_lm_tok, "w");
+  if (!f) return;
+  fputs("{\"pre_tokenizer\": {\"type\": \"Whitespace\"}, \"model\": {\"type\": "
+        "\"WordLevel\", \"unk_token\": \"<unk>\", \"vocab\": {\"<unk>\": 0", f);
+  for (int i = 1; i < 1100; i++) fprintf(f, ", \"w%d\": %d", i - 1, i);
+  fputs("}}}", f);
+  fclose(f);
+  f = fopen(g_lm_text, "w");
+  if (!f) return;
+  for (int i = 0; i < 61; i++) fprintf(f, "w%d ", (i * 53 + 7) % 1099);
+  fclose(f);
+}
+
+/* A language model's evaluation on 2 ranks (a vocabulary of 1100 words): the per-token
+ * perplexity and the token count are the whole data's, and its vocabulary's missing confusion matrix is not read (regression: the
+ * reduction summed a C x C matrix the metrics do not keep, and left the per-token loss out). */
+static void lm_eval_body(strop_dist *d, rank_job *j) {
+  enum { T = 6, V = 1100 };
+  /* a word-level tokenizer of V words and a corpus of them, packed into windows of T */
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, lm_files);
+  strop_tokenizer *tok = NULL;
+  strop_test_must(strop_tokenizer_load(g_lm_tok, NULL, &tok), "tokenizer");
+  strop_text_options o;
+  strop_text_options_init(&o);
+  o.task = STROP_TEXT_CAUSAL_LM;
+  o.max_length = T;
+  o.padding = STROP_PAD_MAX_LENGTH;
+  strop_dataset *ds = NULL;
+  strop_test_must(strop_dataset_load_text_file(g_lm_text, tok, &o, &ds), "dataset");
+  strop_tokenizer_free(tok);
+  char spec[400];
+  snprintf(spec, sizeof spec, "input: [%d]\nlayers:\n  - {name: emb, type: embedding, "
+           "num_embeddings: %d, embedding_dim: 8}\n  - {name: head, type: linear, "
+           "in_features: 8, out_features: %d}\n", T, V, V);
+  strop_model *m = NULL;
+  strop_test_must(strop_model_load_spec_string(spec, &m), "model");
+  strop_optimizer *opt = NULL;
+  strop_trainer *t = NULL;
+  strop_metrics *mt = NULL;
+  strop_test_must(strop_optimizer_create(m, STROP_OPTIM_SGD, &opt), "optimizer");
+  strop_test_must(strop_trainer_create(m, opt, &t), "trainer");
+  if (d) strop_test_must(strop_trainer_set_dist(t, d), "set_dist");
+  strop_test_must(strop_trainer_eval_dataset(t, ds, 4, &mt), "eval");
+  j->out[0] = llround(1e6 * log(strop_metrics_get(mt, STROP_METRIC_PERPLEXITY)));
+  j->out[1] = (int64_t)strop_metrics_get(mt, STROP_METRIC_TOKENS);
+  j->out[2] = strop_metrics_confusion(mt, NULL, 0);
+  j->out[3] = llround(1e6 * strop_metrics_get(mt, STROP_METRIC_TOKEN_ACCURACY));
+  strop_metrics_free(mt);
+  strop_trainer_free(t);
+  strop_optimizer_free(opt);
+  strop_model_free(m);
+  strop_dataset_free(ds);
+}
+
+START_TEST(lm_eval_metrics_are_reduced) {
+  rank_job one;
+  memset(&one, 0, sizeof one);
+  lm_eval_body(NULL, &one);
+  ck_assert_int_eq(one.out[1], 60); /* 61 words: 60 next-word targets in 10 windows */
+  ck_assert_int_eq(one.out[2], 0);
+  rank_job jobs[2];
+  memset(jobs, 0, sizeof jobs);
+  jobs[0].body = jobs[1].body = lm_eval_body;
+  world w;
+  run_ranks(&w, 2, jobs);
+  for (int i = 0; i < 2; i++) {
+    ck_assert(llabs(jobs[i].out[0] - one.out[0]) <= 2); /* log perplexity, to 2e-6 */
+    ck_assert_int_eq(jobs[i].out[1], one.out[1]);
+    ck_assert_int_eq(jobs[i].out[2], 0);
+    ck_assert_int_eq(jobs[i].out[3], one.out[3]);
+  }
+}
+END_TEST
+
 /* A collective that fails ends the fit on every rank with the callback's status. */
 START_TEST(failed_collective_is_an_error_on_all_ranks) {
   rank_job jobs[2];
@@ -702,6 +785,7 @@ int main(void) {
   tcase_add_test(tc, two_rank_checkpoint_resumes_in_one_process);
   tcase_add_test(tc, nan_on_one_rank_skips_on_all);
   tcase_add_test(tc, eval_metrics_are_reduced);
+  tcase_add_test(tc, lm_eval_metrics_are_reduced);
   tcase_add_test(tc, failed_collective_is_an_error_on_all_ranks);
   suite_add_tcase(s, tc);
   tc = tcase_create("failures"); /* a rank waiting for a failed one forever is a timeout */

@@ -182,6 +182,9 @@ START_TEST(range_errors) {
       {"data: {classes: [1, -1]}\n", "<string>:1:21: 'classes' must be >= 0, got -1"},
       {"data: {input_shape: [1, 0]}\n", "'input_shape' must be >= 1, got 0"},
       {"data: {limit: -5}\n", "'limit' must be >= 0, got -5"},
+      {"data: {max_length: 0}\n", "'max_length' must be in [1, 16777216], got 0"},
+      {"data: {task: translate}\n", "'task' must be one of classify, causal_lm, prompt_response"},
+      {"data: {padding: left}\n", "'padding' must be one of longest, max_length"},
       /* a NUL byte would cut a path or a name short */
       {"data: {path: \"img.idx\\0junk\"}\n", "<string>:1:14: a scalar holds a NUL byte (\\0) at "
                                              "offset 7"},
@@ -352,6 +355,76 @@ static const char *meta_of(const strop_model *m, const char *key) {
   k = (k + 1) % 4;
   return strop_model_get_meta(m, key, buf[k], sizeof buf[k]) < 0 ? NULL : buf[k];
 }
+
+/* Text data: a JSON Lines classification file tokenised with data.tokenizer trains a pooled
+ * embedding classifier; the model records input.tokenizer and the label names. A language
+ * model task records no classes; a text source without a tokenizer is named. */
+START_TEST(run_text_classification) {
+  make_files();
+  char p[256];
+  snprintf(p, sizeof p, "%s/tokenizer.json", g_dir);
+  FILE *f = fopen(p, "w");
+  ck_assert_ptr_nonnull(f);
+  fputs("{\"pre_tokenizer\": {\"type\": \"Whitespace\"}, \"model\": {\"type\": \"WordLevel\","
+        " \"unk_token\": \"<unk>\", \"vocab\": {\"<pad>\": 0, \"<unk>\": 1, \"good\": 2,"
+        " \"bad\": 3, \"very\": 4, \"film\": 5}}}", f);
+  fclose(f);
+  snprintf(p, sizeof p, "%s/text_net.yaml", g_dir);
+  f = fopen(p, "w");
+  ck_assert_ptr_nonnull(f);
+  fputs("input: [8]\nlayers:\n  - {name: emb, type: embedding, num_embeddings: 6, "
+        "embedding_dim: 8}\n  - {name: pool, type: mean_pool}\n"
+        "  - {name: head, type: linear, out_features: 2}\n", f);
+  fclose(f);
+  snprintf(p, sizeof p, "%s/reviews.jsonl", g_dir);
+  f = fopen(p, "w");
+  ck_assert_ptr_nonnull(f);
+  for (int i = 0; i < 40; i++)
+    fprintf(f, "{\"review\": \"%s%s film\", \"y\": \"%s\"}\n", i % 3 ? "very " : "",
+            i % 2 ? "good" : "bad", i % 2 ? "pos" : "neg");
+  fclose(f);
+  static const char text_recipe[] =
+      "seed: 1\n"
+      "model: {spec: text_net.yaml}\n"
+      "data: {source: jsonl, path: reviews.jsonl, tokenizer: tokenizer.json, text: review,"
+      " label: y, max_length: 8, test_fraction: 0.25, batch_size: 8}\n"
+      "optimizer: {kind: adam, lr: 0.05}\n"
+      "train: {epochs: 15}\n";
+  strop_recipe *r = NULL;
+  OK_T(strop_recipe_load_string(text_recipe, g_dir, &r));
+  strop_run_options ro;
+  strop_run_options_init(&ro);
+  ro.mode = STROP_RUN_TRAIN;
+  strop_run *run = NULL;
+  OK_T(strop_recipe_run(r, &ro, &run));
+  strop_model *m = strop_run_model(run);
+  char want[400];
+  snprintf(want, sizeof want, "{\"path\": \"%s/tokenizer.json\", \"max_length\": 8, \"task\": "
+           "\"classify\"}", g_dir);
+  ck_assert_str_eq(meta_of(m, "input.tokenizer"), want);
+  ck_assert_str_eq(meta_of(m, "classes"), "[{\"label\": 0, \"name\": \"neg\"}, "
+                                          "{\"label\": 1, \"name\": \"pos\"}]");
+  ck_assert_msg(strop_run_stage_metric(run, 0, STROP_METRIC_ACCURACY) > 0.9, "accuracy %g",
+                strop_run_stage_metric(run, 0, STROP_METRIC_ACCURACY));
+  strop_run_free(run);
+  strop_recipe_free(r);
+  /* no tokenizer and no pretrained folder */
+  OK_T(strop_recipe_load_string(text_recipe, g_dir, &r));
+  OK_T(strop_recipe_set(r, "data.tokenizer", "null"));
+  ck_assert_int_eq(strop_recipe_run(r, &ro, &run), STROP_E_FORMAT);
+  ck_assert_msg(strstr(strop_last_error(), "jsonl text data needs 'tokenizer'"), "%s",
+                strop_last_error());
+  strop_run_free(run); /* a failed run may still report what it did */
+  /* a bad record is named by file and line, at the recipe's key */
+  OK_T(strop_recipe_set(r, "data.tokenizer", "tokenizer.json"));
+  OK_T(strop_recipe_set(r, "data.label", "z"));
+  ck_assert_int_eq(strop_recipe_run(r, &ro, &run), STROP_E_FORMAT);
+  ck_assert_msg(strstr(strop_last_error(), "reviews.jsonl:1: no field \"z\""), "%s",
+                strop_last_error());
+  strop_run_free(run);
+  strop_recipe_free(r);
+}
+END_TEST
 
 START_TEST(run_records_model_metadata) {
   make_files();
@@ -1158,6 +1231,7 @@ int main(void) {
   tcase_add_test(tc, run_end_to_end);
   tcase_add_test(tc, run_errors);
   tcase_add_test(tc, run_records_model_metadata);
+  tcase_add_test(tc, run_text_classification);
   tcase_add_test(tc, run_images_preset);
   tcase_add_test(tc, frozen_trunk_cache_is_transparent);
   tcase_add_test(tc, frozen_dtype_key);

@@ -6,6 +6,7 @@
 #include "common.h"
 #include "error.h"
 #include "tensor.h"
+#include "text.h"
 
 /**
  * @file data.h
@@ -545,6 +546,95 @@ STROP_API STROP_NODISCARD strop_status strop_dataset_load_text(const char *path,
 STROP_API STROP_NODISCARD strop_status strop_dataset_load_text_classes(
     const char *const *paths, const int64_t *labels, int64_t count, const strop_vocab *vocab,
     int64_t seq_len, int64_t stride, strop_dataset **out);
+
+/** @brief File formats of strop_dataset_load_text_file(). @since 0.2 */
+typedef enum strop_text_format {
+  STROP_TEXT_AUTO = 0,  /**< From the name: .jsonl, .ndjson, .json: JSON Lines; .csv: CSV;
+                             anything else plain text (a trailing .gz is looked through). */
+  STROP_TEXT_JSONL = 1, /**< One JSON object per line; blank lines are skipped. */
+  STROP_TEXT_CSV = 2,   /**< RFC 4180 CSV, comma-separated, a header row naming the columns;
+                             quoted fields may hold commas, quotes ("") and newlines. */
+  STROP_TEXT_PLAIN = 3  /**< The whole file is one document (::STROP_TEXT_CAUSAL_LM only). */
+} strop_text_format;
+
+/** @brief Tasks of strop_dataset_load_text_file(): what a sample's targets are. @since 0.2 */
+typedef enum strop_text_task {
+  STROP_TEXT_CLASSIFY = 0,       /**< A text (or text pair) and its class: input [L] ids, a
+                                      scalar class target. */
+  STROP_TEXT_CAUSAL_LM = 1,      /**< Next-token prediction: input [L] ids, target [L] ids
+                                      (the input shifted by one; -100 at padding). */
+  STROP_TEXT_PROMPT_RESPONSE = 2 /**< A prompt and its response, one sample each: as
+                                      ::STROP_TEXT_CAUSAL_LM, with the targets of the prompt's
+                                      tokens -100 (no loss on the prompt). */
+} strop_text_task;
+
+/**
+ * @brief Options of strop_dataset_load_text_file(). Fill with strop_text_options_init(), then
+ * change fields; fields are only ever appended. @since 0.2
+ */
+typedef struct strop_text_options {
+  size_t size;                 /**< sizeof(strop_text_options), set by the init function. */
+  int format;                  /**< A strop_text_format, default ::STROP_TEXT_AUTO. */
+  int task;                    /**< A strop_text_task, default ::STROP_TEXT_CLASSIFY. */
+  const char *text_field;      /**< The text's field (JSON) or column (CSV); NULL (default):
+                                    "text", and "prompt" for ::STROP_TEXT_PROMPT_RESPONSE. */
+  const char *pair_field;      /**< ::STROP_TEXT_CLASSIFY: the second text of a pair, encoded
+                                    with the first as the tokenizer's pair template says; NULL
+                                    (default): single texts. */
+  const char *label_field;     /**< ::STROP_TEXT_CLASSIFY: the class; NULL (default): "label".
+                                    Integers >= 0 are class indices; otherwise each distinct
+                                    string is a class, numbered in byte order and named. */
+  const char *response_field;  /**< ::STROP_TEXT_PROMPT_RESPONSE: NULL (default): "response". */
+  const char *prompt_template; /**< ::STROP_TEXT_PROMPT_RESPONSE: NULL (default), or a chat
+                                    template whose every "{prompt}" is replaced by the prompt
+                                    before encoding (e.g. "### Question:\n{prompt}\n### Answer:\n"). */
+  int64_t max_length;          /**< L, the sequence length of every sample, special tokens
+                                    included; 1 .. 2^24, default 128. */
+  int truncate;                /**< 1 (default): longer texts are truncated (pairs longest
+                                    first, as Hugging Face); 0: refused, naming file and line. */
+  int padding;                 /**< ::STROP_PAD_LONGEST (default): each batch is cut to its
+                                    longest sample; ::STROP_PAD_MAX_LENGTH: every batch is L
+                                    long. */
+  int pack;                    /**< ::STROP_TEXT_CAUSAL_LM: 1 (default) joins every text (an
+                                    EOS id after each, when the tokenizer has one and the text
+                                    does not end with it) into one stream cut into windows of
+                                    L; 0: one sample per text, truncated to L + 1 ids. */
+  int64_t stride;              /**< Packed windows start every @c stride tokens; 0 (default): L. */
+  int64_t num_classes;         /**< ::STROP_TEXT_CLASSIFY with integer labels: the class
+                                    count, or #STROP_CLASSES_INFER (default: largest + 1). */
+} strop_text_options;
+
+/**
+ * @brief Fills @p opt with the defaults listed in strop_text_options (and its size).
+ * @param[out] opt The options to fill; NULL is a no-op.
+ * Thread-safe. @since 0.2
+ */
+STROP_API void strop_text_options_init(strop_text_options *opt);
+
+/**
+ * @brief A text dataset from a JSON Lines, CSV or plain-text file, tokenised once with @p tok.
+ *
+ * Every sample is stored as L token ids (the tokenizer's post-processor adds its special
+ * tokens; padding uses its pad id, or 0) with a padding mask (strop_dataset_has_mask()), so
+ * batches carry masks (strop_batch_iter_mask()) and, with ::STROP_PAD_LONGEST, are only as long
+ * as their longest row. Splits, subsets, few-shot selections and stratified splits work as on
+ * any dataset. Texts must be valid UTF-8: invalid bytes are refused (not replaced), naming file,
+ * line and byte. Empty texts (and empty responses) are refused, as are records without a
+ * needed field, non-string texts, labels that are neither a string nor an integer >= 0, bad
+ * JSON (file:line:column) and, with @c truncate 0, samples longer than L.
+ * @param[in]  path The file (gzip accepted).
+ * @param[in]  tok  The tokenizer (its cache changes while loading: one thread at a time; not
+ *                  retained).
+ * @param[in]  opt  Options (strop_text_options_init()), or NULL for the defaults; only read.
+ * @param[out] out  The dataset, owned by the caller (strop_dataset_free()); NULL on failure.
+ * @return STROP_OK; STROP_E_IO (the file cannot be read); STROP_E_FORMAT (bad JSON or CSV,
+ *         invalid UTF-8, a missing field or column, an empty or over-long text, no samples, a
+ *         label out of range); STROP_E_INVALID_ARG (NULL @p path, @p tok or @p out, options out
+ *         of range, a plain file for a task other than causal LM); STROP_E_NOMEM. Thread-safe
+ *         for distinct tokenizers. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_dataset_load_text_file(
+    const char *path, strop_tokenizer *tok, const strop_text_options *opt, strop_dataset **out);
 
 /**
  * @brief Gives the samples of a dataset padding masks: which positions of each sample's

@@ -450,7 +450,16 @@ typedef enum strop_metric_key {
   STROP_METRIC_MACRO_F1 = 3,  /**< Classification: unweighted mean of per-class F1. */
   STROP_METRIC_MSE = 4,       /**< Regression: mean squared error. */
   STROP_METRIC_MAE = 5,       /**< Regression: mean absolute error. */
-  STROP_METRIC_SAMPLES = 6    /**< Number of samples evaluated. */
+  STROP_METRIC_SAMPLES = 6,   /**< Number of samples evaluated. */
+  STROP_METRIC_PERPLEXITY = 7, /**< Cross-entropy: exp of the mean loss per counted prediction
+                                    (a language model's per-token perplexity: positions whose
+                                    target is the ignore_index, such as padding and prompts, do
+                                    not count). @since 0.2 */
+  STROP_METRIC_TOKEN_ACCURACY = 1, /**< Cross-entropy over sequences: the fraction of counted
+                                        positions whose top-1 prediction is the target, the same
+                                        value as ::STROP_METRIC_ACCURACY. @since 0.2 */
+  STROP_METRIC_TOKENS = 8      /**< Cross-entropy: predictions counted (tokens, for a language
+                                    model). @since 0.2 */
 } strop_metric_key;
 
 /** @brief Per-class metric kinds of strop_metrics_class(). @since 0.1 */
@@ -518,7 +527,8 @@ STROP_API int64_t strop_metrics_num_classes(const strop_metrics *m);
  * @param[in] cls   0 .. strop_metrics_num_classes() - 1.
  * @param[in] which A ::strop_class_metric.
  * @return The value (0 when the class was never predicted or never the target); NaN for NULL,
- *         @p cls out of range or an unknown @p which.
+ *         @p cls out of range, an unknown @p which, or metrics of a prediction per position
+ *         over more than 1024 classes (no confusion matrix is kept, since 0.2).
  * @since 0.1
  */
 STROP_API double strop_metrics_class(const strop_metrics *m, int64_t cls, int which);
@@ -527,7 +537,9 @@ STROP_API double strop_metrics_class(const strop_metrics *m, int64_t cls, int wh
  * @param[in]  m   The metrics.
  * @param[out] out Receives the first min(C*C, @p cap) entries; may be NULL when @p cap is 0.
  * @param[in]  cap Entries available at @p out.
- * @return The number of entries (C*C), or -1 for NULL (or NULL @p out with @p cap > 0).
+ * @return The number of entries (C*C); 0 when no matrix is kept (a prediction per position
+ *         over more than 1024 classes, such as a language model's vocabulary: since 0.2); -1 for NULL (or NULL @p out with
+ *         @p cap > 0).
  * @since 0.1
  */
 STROP_API int64_t strop_metrics_confusion(const strop_metrics *m, int64_t *out, int64_t cap);

@@ -52,6 +52,10 @@ struct strop_dataset {
   int64_t *starts;     /* TOKENS: start of sample i in tokens */
   int lm;              /* TOKENS: 1 = targets are the shifted window */
   int64_t seq_len;
+  int32_t *lm_targets; /* TOKENS with lm: the target of every position of tokens (the next
+                          token, or -100 where no loss is taken), or NULL: targets are the
+                          stream shifted by one */
+  int trim;            /* with masks: each batch is cut to its longest sample (right padding) */
   float *mask;         /* padding masks [n, mask_len] of the root's samples (1 token, 0
                           padding), or NULL; shared by every view of the root */
   int64_t mask_len;
@@ -154,6 +158,13 @@ typedef struct strop__csv_table {
 strop_status strop__csv_parse(const char *buf, size_t len, const char *name,
                               const strop_csv_options *opt, strop__csv_table *out);
 void strop__csv_table_free(strop__csv_table *t);
+
+/* ---- text datasets (textdata.c) ---- */
+/* strop_dataset_load_text_file on the file's bytes (data, len), named path in messages; opt
+ * complete and checked, its format resolved (not STROP_TEXT_AUTO). Used by the fuzz target. */
+strop_status strop__text_dataset_parse(const uint8_t *data, size_t len, const char *path,
+                                       strop_tokenizer *tok, const strop_text_options *opt,
+                                       strop_dataset **out);
 
 /* ---- NPY ---- */
 enum { STROP__NPY_F4 = 1, STROP__NPY_F8, STROP__NPY_U1, STROP__NPY_I4, STROP__NPY_I8 };

@@ -118,6 +118,7 @@ void strop_dataset_free(strop_dataset *ds) {
     strop__free(ds->buf_owned);
     strop__free(ds->tokens);
     strop__free(ds->starts);
+    strop__free(ds->lm_targets);
     strop__free(ds->mask);
     strop__free(ds->img_paths);
     strop__free(ds->img_off);
@@ -242,7 +243,10 @@ static strop_status root_read(const strop_dataset *rt, const char *fn, int64_t r
       if (in)
         for (int64_t k = 0; k < rt->seq_len; k++) in[k] = k < avail ? (float)t[k] : 0.0f;
       if (tgt) {
-        if (rt->lm)
+        if (rt->lm_targets)
+          for (int64_t k = 0; k < rt->seq_len; k++)
+            tgt[k] = (float)rt->lm_targets[rt->starts[r] + k];
+        else if (rt->lm)
           for (int64_t k = 0; k < rt->seq_len; k++) tgt[k] = (float)t[k + 1];
         else
           tgt[0] = rt->y[r];

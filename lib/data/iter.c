@@ -537,16 +537,51 @@ static strop_status fill_batch(strop_batch_iter *it, int64_t epoch, int64_t pos,
     strop_status st = fill_row(it, epoch, pos, b, r, &it->main_s);
     if (st) return row_error(it, st);
   }
-  if (it->mask_len)
-    for (int64_t r = 0; r < rows; r++) {
-      int64_t j = (it->flags & STROP_ITER_SHUFFLE) ? it->perm[pos + r] : pos + r;
-      (void)strop__ds_read_mask(it->ds, j, it->buf[b].m + r * it->mask_len);
-    }
   set_rows(it->buf[b].tx, rows);
   set_rows(it->buf[b].ty, rows);
-  if (it->mask_len) set_rows(it->buf[b].tm, rows);
   *rows_out = rows;
   return STROP_OK;
+}
+
+/* Sets the sequence length (dims[1]) of a [rows, T, ...] batch tensor. */
+static void set_len(strop_tensor *t, int64_t len) {
+  t->dims[1] = len;
+  set_rows(t, t->dims[0]);
+}
+
+/* The padding masks of the batch at (epoch, pos) in buffer b, on the calling thread once its
+ * rows are filled (by this thread or the workers, which read no masks). With a dataset that
+ * trims its batches (text datasets with STROP_PAD_LONGEST), the rows are then cut to the
+ * longest row's last token: the inputs, the masks and per-position targets alike. */
+static void batch_masks(strop_batch_iter *it, int64_t epoch, int64_t pos, int b, int64_t rows) {
+  const int64_t T = it->mask_len;
+  if (!T) return;
+  if (it->flags & STROP_ITER_SHUFFLE) ensure_perm(it, epoch);
+  float *m = it->buf[b].m;
+  for (int64_t r = 0; r < rows; r++) {
+    int64_t j = (it->flags & STROP_ITER_SHUFFLE) ? it->perm[pos + r] : pos + r;
+    (void)strop__ds_read_mask(it->ds, j, m + r * T);
+  }
+  set_rows(it->buf[b].tm, rows);
+  if (!strop__ds_root(it->ds)->trim || it->out_rank != 1) return;
+  int64_t len = 1;
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t k = T - 1; k >= len; k--)
+      if (m[r * T + k] != 0.0f) {
+        len = k + 1;
+        break;
+      }
+  const int per_pos = it->ds->tgt_rank == 1 && it->ds->tgt_dims[0] == T;
+  float *x = it->buf[b].x, *y = it->buf[b].y;
+  if (len < T)
+    for (int64_t r = 1; r < rows; r++) {
+      memmove(x + r * len, x + r * T, (size_t)len * sizeof *x);
+      memmove(m + r * len, m + r * T, (size_t)len * sizeof *m);
+      if (per_pos) memmove(y + r * len, y + r * T, (size_t)len * sizeof *y);
+    }
+  set_len(it->buf[b].tx, len);
+  set_len(it->buf[b].tm, len);
+  if (per_pos) set_len(it->buf[b].ty, len);
 }
 
 typedef struct worker_arg {
@@ -888,6 +923,7 @@ strop_status strop_batch_iter_next(strop_batch_iter *it, strop_tensor **inputs,
     st = fill_batch(it, it->epoch, it->pos, b, &got);
   }
   if (st) return st;
+  batch_masks(it, it->epoch, it->pos, b, got);
   it->cur = b;
   it->pos += got;
   if (it->threaded) {

@@ -94,7 +94,7 @@ static strop_status write_report(const strop_run *run, const char *path) {
   static const char *const info[] = {"train_size", "val_size", "test_size", "trainable_params",
                                      "total_params", "stages", "epochs", "best_epoch", "classes"};
   static const char *const mk[RUN_NM] = {"loss", "accuracy", "top5", "macro_f1", "mse", "mae",
-                                         "samples"};
+                                         "samples", "perplexity", "tokens"};
   int top5 = run->info[STROP_INFO_CLASSES] > 5; /* top-5 says something only with more classes */
   strop__sbuf_puts(&b, "{");
   for (int i = 0; i < 9; i++) {

@@ -60,7 +60,9 @@ static const char *const SCHED_KINDS[] = {"constant", "step", "multistep", "expo
                                           "cosine", "cosine_restarts", "one_cycle", "plateau",
                                           NULL};
 static const char *const MONITORS[] = {"val_loss", "val_accuracy", "train_loss", NULL};
-static const char *const SOURCES[] = {"idx", "csv", "npy", "images", NULL};
+static const char *const SOURCES[] = {"idx", "csv", "npy", "images", "jsonl", "text", NULL};
+static const char *const TEXT_TASKS[] = {"classify", "causal_lm", "prompt_response", NULL};
+static const char *const TEXT_PADDING[] = {"longest", "max_length", NULL};
 static const char *const RESIZE_MODES[] = {"nearest", "bilinear", "bilinear_aa", NULL};
 static const char *const PRESETS[] = {"imagenet", NULL};
 static const char *const PER[] = {"step", "epoch", NULL};
@@ -144,6 +146,18 @@ static const field F_DATA[] = {{"source", T_ENUM, NULL, SOURCES, NULL},
                                {"random_resized_crop", T_MAP, F_RRC, NULL, NULL},
                                {"color_jitter", T_MAP, F_JITTER, NULL, NULL},
                                {"limit", T_INT, NULL, NULL, &R_NONNEG},
+                               {"tokenizer", T_STR, NULL, NULL, NULL},
+                               {"task", T_ENUM, NULL, TEXT_TASKS, NULL},
+                               {"text", T_STR, NULL, NULL, NULL},
+                               {"text_pair", T_STR, NULL, NULL, NULL},
+                               {"label", T_STR, NULL, NULL, NULL},
+                               {"response", T_STR, NULL, NULL, NULL},
+                               {"prompt_template", T_STR, NULL, NULL, NULL},
+                               {"max_length", T_INT, NULL, NULL, &R_MAX_LENGTH},
+                               {"truncate", T_BOOL, NULL, NULL, NULL},
+                               {"padding", T_ENUM, NULL, TEXT_PADDING, NULL},
+                               {"pack", T_BOOL, NULL, NULL, NULL},
+                               {"stride", T_INT, NULL, NULL, &R_NONNEG},
                                {"test_limit", T_INT, NULL, NULL, &R_NONNEG},
                                END};
 /* loss, optimizer, schedule, train and tune hold their structural keys here; every setting of
@@ -876,6 +890,7 @@ static const char *const PATH_KEYS[][2] = {
     {"data", "train_labels"}, {"data", "test_images"},   {"data", "test_labels"},
     {"data", "path"},         {"data", "test_path"},     {"data", "x"},
     {"data", "y"},            {"data", "test_x"},        {"data", "test_y"},
+    {"data", "tokenizer"},
     {"output", "dir"},        {"tune", "trials_file"},   {"tune", "best_recipe"},
     {"tune", "plot"}};
 

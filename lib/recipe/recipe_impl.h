@@ -15,7 +15,7 @@ struct strop_recipe {
 
 /* ---- run results ---- */
 enum { HC_STAGE, HC_EPOCH, HC_TLOSS, HC_TACC, HC_VLOSS, HC_VACC, HC_LR, HC_TIME, HC_N };
-enum { RUN_NM = 7 }; /* metric keys kept per evaluation: STROP_METRIC_LOSS .. SAMPLES */
+enum { RUN_NM = 9 }; /* metric keys kept per evaluation: STROP_METRIC_LOSS .. TOKENS */
 
 typedef struct strop__stage_result {
   char name[64];

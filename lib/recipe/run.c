@@ -130,6 +130,9 @@ typedef struct ctx {
   int64_t rrc[2];                   /* random_resized_crop size, 0: none (training only) */
   float rrc_scale[2], rrc_ratio[2];
   float jitter[4];                  /* color_jitter (training only); all 0: none */
+  int text_task;                    /* text data: 1 + its strop_text_task; 0: not text */
+  int64_t text_len;                 /* text data: max_length */
+  char tokenizer[1024];             /* text data: the tokenizer's path */
   /* progress forwarding */
   int64_t stage, stages;
   const char *stage_name;
@@ -389,6 +392,9 @@ done:
 }
 
 /* ---- data ---- */
+static strop_status load_text(ctx *c, const strop__ynode *d, const char *src, int64_t nc,
+                              strop_dataset **train, strop_dataset **test);
+
 static strop_status load_sources(ctx *c, strop_dataset **train, strop_dataset **test) {
   const strop_recipe *r = c->r;
   const strop__ynode *d = section(r, "data");
@@ -408,6 +414,9 @@ static strop_status load_sources(ctx *c, strop_dataset **train, strop_dataset **
     if (strop__rd_path(r, d, "test_images", a, sizeof a) &&
         strop__rd_path(r, d, "test_labels", b, sizeof b))
       s = strop_dataset_load_idx(a, b, nc, test);
+  } else if (!strcmp(src, "jsonl") || !strcmp(src, "text") ||
+             (!strcmp(src, "csv") && sub(d, "tokenizer"))) {
+    s = load_text(c, d, src, nc, train, test);
   } else if (!strcmp(src, "csv")) {
     strop_csv_options co;
     strop_csv_options_init(&co);
@@ -479,6 +488,53 @@ static strop_status load_sources(ctx *c, strop_dataset **train, strop_dataset **
   return s;
 }
 
+/* Text sources (jsonl, text, csv with a tokenizer): strop_dataset_load_text_file with the
+ * tokenizer of data.tokenizer, else of the model.pretrained folder. */
+static strop_status load_text(ctx *c, const strop__ynode *d, const char *src, int64_t nc,
+                              strop_dataset **train, strop_dataset **test) {
+  const strop_recipe *r = c->r;
+  char a[1024], b[1024];
+  if (!strop__rd_path(r, d, "tokenizer", c->tokenizer, sizeof c->tokenizer) &&
+      !strop__rd_path(r, section(r, "model"), "pretrained", c->tokenizer, sizeof c->tokenizer))
+    return strop__recipe_err(FN, r, d, STROP_E_FORMAT, "%s text data needs 'tokenizer' (a "
+                             "tokenizer.json, vocab.txt, .model file or a folder with one), or "
+                             "a model.pretrained folder holding one", src);
+  strop_text_options to;
+  strop_text_options_init(&to);
+  to.format = !strcmp(src, "jsonl") ? STROP_TEXT_JSONL
+              : !strcmp(src, "csv") ? STROP_TEXT_CSV : STROP_TEXT_PLAIN;
+  const char *task = strop__rd_str(d, "task"), *pad = strop__rd_str(d, "padding");
+  to.task = !task || !strcmp(task, "classify") ? STROP_TEXT_CLASSIFY
+            : !strcmp(task, "causal_lm") ? STROP_TEXT_CAUSAL_LM : STROP_TEXT_PROMPT_RESPONSE;
+  to.padding = pad && !strcmp(pad, "max_length") ? STROP_PAD_MAX_LENGTH : STROP_PAD_LONGEST;
+  to.text_field = strop__rd_str(d, "text");
+  to.pair_field = strop__rd_str(d, "text_pair");
+  to.label_field = strop__rd_str(d, "label");
+  to.response_field = strop__rd_str(d, "response");
+  to.prompt_template = strop__rd_str(d, "prompt_template");
+  to.num_classes = nc;
+  /* the model's own context length unless the data says otherwise */
+  strop_status s = strop__rd_int(r, section(r, "model"), "max_length", &to.max_length);
+  if (!s) s = strop__rd_int(r, d, "max_length", &to.max_length);
+  if (!s) s = strop__rd_bool(r, d, "truncate", &to.truncate);
+  if (!s) s = strop__rd_bool(r, d, "pack", &to.pack);
+  if (!s) s = strop__rd_int(r, d, "stride", &to.stride);
+  if (s) return s;
+  if (!strop__rd_path(r, d, "path", a, sizeof a))
+    return strop__recipe_err(FN, r, d, STROP_E_FORMAT, "%s data needs 'path'", src);
+  strop_tokenizer *tok = NULL;
+  if ((s = strop_tokenizer_load(c->tokenizer, NULL, &tok)))
+    return at_data_key(c, s, sub(d, "tokenizer") ? "tokenizer" : "source");
+  s = strop_dataset_load_text_file(a, tok, &to, train);
+  if (!s && strop__rd_path(r, d, "test_path", b, sizeof b))
+    s = strop_dataset_load_text_file(b, tok, &to, test);
+  strop_tokenizer_free(tok);
+  if (s) return at_data_key(c, s, *train ? "test_path" : "path");
+  c->text_task = 1 + to.task;
+  c->text_len = to.max_length;
+  return STROP_OK;
+}
+
 /* Replaces *ds by f(*ds) (the derived view keeps what it needs alive). */
 #define DERIVE(call)              \
   do {                            \
@@ -538,7 +594,9 @@ static strop_status load_data(ctx *c) {
       (s = strop__rd_int(r, d, "limit", &limit)) || (s = strop__rd_int(r, d, "test_limit", &test_limit)))
     goto bad;
   c->classes = strop_dataset_num_classes(all);
-  int flags = stratify && c->classes > 0 ? STROP_SPLIT_STRATIFIED : 0;
+  /* a language model's targets are sequences: nothing to stratify */
+  int lm = c->text_task > 1 + STROP_TEXT_CLASSIFY;
+  int flags = stratify && c->classes > 0 && !lm ? STROP_SPLIT_STRATIFIED : 0;
   char v[32];
   pool = all;
   all = NULL;
@@ -1382,8 +1440,19 @@ static strop_status record_meta(ctx *c, strop_model *m) {
     strop__sbuf_puts(&b, "}");
   }
   strop__sbuf_puts(&b, "]");
-  /* more classes than the metadata may hold: the model goes without their list */
-  s = put_meta(m, "classes", &b, c->classes > 0 && b.n <= STROP_META_VALUE_MAX);
+  /* more classes than the metadata may hold: the model goes without their list; a language
+   * model's outputs are its vocabulary, which input.tokenizer names */
+  s = put_meta(m, "classes", &b, c->classes > 0 && b.n <= STROP_META_VALUE_MAX &&
+                                     c->text_task <= 1 + STROP_TEXT_CLASSIFY);
+  if (s) goto done;
+  if (c->text_task) {
+    static const char *const tasks[] = {"classify", "causal_lm", "prompt_response"};
+    strop__sbuf_puts(&b, "{\"path\": ");
+    strop__sbuf_json_str(&b, c->tokenizer);
+    strop__sbuf_printf(&b, ", \"max_length\": %lld, \"task\": \"%s\"}", (long long)c->text_len,
+                       tasks[c->text_task - 1]);
+  }
+  s = put_meta(m, "input.tokenizer", &b, c->text_task != 0);
 done:
   strop__sbuf_free(&b);
   return s ? fail(s, "recording the model's metadata") : STROP_OK;

@@ -79,7 +79,7 @@ struct strop_trainer {
 strop_status strop__trainer_micro_step(strop_trainer *t, const float *x, const strop__shape *shape,
                                        const float *mask, const float *y, int64_t n,
                                        double *loss_out, int64_t *correct_out);
-strop_status strop__metrics_new(int64_t classes, strop_metrics **out);
+strop_status strop__metrics_new(int64_t classes, int per_position, strop_metrics **out);
 
 /* Sets the metadata entry key = value that the trainer's checkpoints carry from now on, so
  * whoever resumes can tell which run (or part of one) wrote them. Copies both strings. */

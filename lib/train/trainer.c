@@ -913,6 +913,10 @@ void strop_trainer_discard_forward(strop_trainer *t) {
 }
 
 /* ---- metrics ---- */
+/* Classes per position up to which an evaluation of sequences keeps a confusion matrix (8 MB
+ * of counts). */
+#define STROP__MAX_CONFUSION 1024
+
 struct strop_metrics {
   double loss_sum;
   int64_t samples;   /* samples */
@@ -920,20 +924,21 @@ struct strop_metrics {
   int64_t correct, top5;
   double se, ae;     /* regression sums */
   int64_t values;    /* regression values counted */
+  double tok_loss;   /* cross-entropy: batch losses weighted by their counted predictions */
   int64_t classes;
   int64_t *confusion; /* classes x classes */
 };
 
-strop_status strop__metrics_new(int64_t classes, strop_metrics **out) {
+strop_status strop__metrics_new(int64_t classes, int per_position, strop_metrics **out) {
+  if (classes > 65536 && !per_position)
+    return strop__err(STROP_E_UNSUPPORTED, "metrics: %lld classes is more than a confusion "
+                      "matrix is kept for", (long long)classes);
   strop_metrics *mt = strop__calloc(1, sizeof *mt);
   if (!mt) return strop__err(STROP_E_NOMEM, "metrics: out of memory");
   mt->classes = classes;
-  if (classes > 0) {
-    if (classes > 65536) {
-      strop__free(mt);
-      return strop__err(STROP_E_UNSUPPORTED, "metrics: %lld classes is more than a confusion "
-                        "matrix is kept for", (long long)classes);
-    }
+  /* a language model's vocabulary (classes per position, tens of thousands of ids) keeps no
+   * confusion matrix: its C x C counts would take gigabytes; per-class metrics are then NaN */
+  if (classes > 0 && (!per_position || classes <= STROP__MAX_CONFUSION)) {
     mt->confusion = strop__calloc((size_t)(classes * classes), sizeof *mt->confusion);
     if (!mt->confusion) {
       strop__free(mt);
@@ -955,7 +960,7 @@ static void metrics_add(strop_metrics *mt, const float *pred, const float *y, in
   mt->loss_sum += batch_loss * (double)n;
   mt->samples += n;
   if (mt->classes > 0) {
-    int64_t C = mt->classes;
+    int64_t C = mt->classes, counted = mt->rows;
     for (int64_t r = 0; r < n * tps; r++) {
       const float *row = pred + r * C;
       int64_t tgt = (int64_t)y[r];
@@ -969,8 +974,11 @@ static void metrics_add(strop_metrics *mt, const float *pred, const float *y, in
       mt->rows++;
       mt->correct += best == tgt;
       mt->top5 += higher < 5;
-      mt->confusion[tgt * C + best]++;
+      if (mt->confusion) mt->confusion[tgt * C + best]++;
     }
+    /* the loss is a mean over the predictions not ignored (ignore_index): weighting it by their
+     * count gives the per-token mean of a language model's eval */
+    mt->tok_loss += batch_loss * (double)(mt->rows - counted);
   } else {
     for (int64_t i = 0; i < n * per; i++) {
       double d = (double)pred[i] - (double)y[i];
@@ -985,10 +993,13 @@ double strop_metrics_get(const strop_metrics *mt, int key) {
   if (!mt) return NAN;
   switch (key) {
     case STROP_METRIC_LOSS: return mt->samples ? mt->loss_sum / (double)mt->samples : NAN;
+    case STROP_METRIC_PERPLEXITY:
+      return mt->classes > 0 && mt->rows ? exp(mt->tok_loss / (double)mt->rows) : NAN;
+    case STROP_METRIC_TOKENS: return mt->classes > 0 ? (double)mt->rows : NAN;
     case STROP_METRIC_ACCURACY: return mt->rows ? (double)mt->correct / (double)mt->rows : NAN;
     case STROP_METRIC_TOP5: return mt->rows ? (double)mt->top5 / (double)mt->rows : NAN;
     case STROP_METRIC_MACRO_F1: {
-      if (!mt->classes || !mt->rows) return NAN;
+      if (!mt->confusion || !mt->rows) return NAN;
       double s = 0.0;
       for (int64_t c = 0; c < mt->classes; c++) {
         double f = strop_metrics_class(mt, c, STROP_CLASS_F1);
@@ -1006,7 +1017,7 @@ double strop_metrics_get(const strop_metrics *mt, int key) {
 int64_t strop_metrics_num_classes(const strop_metrics *mt) { return mt ? mt->classes : 0; }
 
 double strop_metrics_class(const strop_metrics *mt, int64_t cls, int which) {
-  if (!mt || cls < 0 || cls >= mt->classes) return NAN;
+  if (!mt || !mt->confusion || cls < 0 || cls >= mt->classes) return NAN;
   int64_t C = mt->classes, tp = mt->confusion[cls * C + cls], row = 0, col = 0;
   for (int64_t k = 0; k < C; k++) {
     row += mt->confusion[cls * C + k];
@@ -1025,6 +1036,7 @@ double strop_metrics_class(const strop_metrics *mt, int64_t cls, int which) {
 
 int64_t strop_metrics_confusion(const strop_metrics *mt, int64_t *out, int64_t cap) {
   if (!mt || (!out && cap > 0)) return -1;
+  if (!mt->confusion) return 0;
   int64_t n = mt->classes * mt->classes;
   for (int64_t i = 0; i < n && i < cap; i++) out[i] = mt->confusion[i];
   return n;
@@ -1032,8 +1044,9 @@ int64_t strop_metrics_confusion(const strop_metrics *mt, int64_t *out, int64_t c
 
 /* Sums a rank's metrics over the group, so every rank holds those of the whole data. */
 static strop_status dist_sum_metrics(strop_trainer *t, const char *fn, strop_metrics *mt) {
-  enum { FIXED = 8 };
-  size_t cm = (size_t)(mt->classes * mt->classes), k = FIXED + cm;
+  enum { FIXED = 9 };
+  /* a vocabulary's per-position metrics keep no confusion matrix */
+  size_t cm = mt->confusion ? (size_t)(mt->classes * mt->classes) : 0, k = FIXED + cm;
   double *v = strop__malloc(k * sizeof *v);
   if (!v) return STROP__NOMEM(fn);
   v[0] = mt->loss_sum;
@@ -1044,6 +1057,7 @@ static strop_status dist_sum_metrics(strop_trainer *t, const char *fn, strop_met
   v[5] = mt->se;
   v[6] = mt->ae;
   v[7] = (double)mt->values;
+  v[8] = mt->tok_loss;
   for (size_t i = 0; i < cm; i++) v[FIXED + i] = (double)mt->confusion[i];
   strop_status s = strop__dist_sum_double(t->dist, fn, v, (int64_t)k);
   if (!s) { /* counts below 2^53 are exact in a double */
@@ -1055,6 +1069,7 @@ static strop_status dist_sum_metrics(strop_trainer *t, const char *fn, strop_met
     mt->se = v[5];
     mt->ae = v[6];
     mt->values = (int64_t)v[7];
+    mt->tok_loss = v[8];
     for (size_t i = 0; i < cm; i++) mt->confusion[i] = (int64_t)v[FIXED + i];
   }
   strop__free(v);
@@ -1070,7 +1085,8 @@ static strop_status eval_iter(strop_trainer *t, strop_batch_iter *it, strop_metr
   strop_status s = loss_geometry(t, fn, &per, &classes, &tps);
   if (s) return s;
   strop_metrics *mt = NULL;
-  if ((s = strop__metrics_new(t->loss.kind == STROP_LOSS_CROSS_ENTROPY ? classes : 0, &mt)))
+  if ((s = strop__metrics_new(t->loss.kind == STROP_LOSS_CROSS_ENTROPY ? classes : 0, tps > 1,
+                              &mt)))
     return s;
   for (;;) {
     strop_tensor *x = NULL, *y = NULL;

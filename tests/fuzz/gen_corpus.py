@@ -76,6 +76,15 @@ def main():
     put("csv", "big_label.csv", b"\x00" + b"1,2,0\n3,4,16777216\n")
     put("csv", "nan_cell.csv", b"\x00" + b"1,nan,0\n")
     put("csv", "one_row.csv", b"\x00" + b"1,2,3,4,0\n")
+    # text data (first byte: the options, 0 = JSON Lines classification, max_length 1): bad
+    # JSON, invalid UTF-8, an unclosed CSV quote, a huge label, a prompt/response pair
+    put("textdata", "bad_json.jsonl", b"\x40" + b'{"text": "the cat", "label": 0}\n{"text": \n')
+    put("textdata", "bad_utf8.jsonl", b"\x40" + b'{"text": "c\xc3\x28t", "label": 0}\n')
+    put("textdata", "open_quote.csv", b"\x41" + b'text,label\n"the cat,0\n')
+    put("textdata", "big_label.jsonl", b"\x80" + b'{"text": "a", "label": 99999999999}\n')
+    put("textdata", "pair.jsonl", b"\xd0" + b'{"text": "the cats", "pair": "a dog.", "label": "x"}\n')
+    put("textdata", "prompt.jsonl", b"\xe8" + b'{"prompt": "the", "response": "cat"}\n')
+    put("textdata", "packed.txt", b"\x66" + b"the cat. the dog. a cat. " * 8)
     # spec: a NUL byte in a name, by escape
     put("spec", "nul_name.yaml", b'input: [4]\nlayers:\n  - {name: "a\\0b", type: relu}\n')
 

@@ -699,6 +699,84 @@ for name in ("bn.running_mean", "bn.running_var"):
     print(name, "finite:", ", ".join(f"{v:.4g}" for v in vals))
 P
   ;;
+text_finetune)
+  # a GPT-2 folder and a byte-level BPE trained on fortunes, both written by strop (through the
+  # Python bindings: a partial load of an empty file, saved), fine-tuned by `strop finetune` on
+  # a JSON Lines file: the loss goes down and the test perplexity is printed and reported
+  FORT=/usr/share/games/fortunes/fortunes
+  [ -r "$FORT" ] || { echo "skipped: package fortunes missing"; exit 77; }
+  lib=$(cd "$(dirname "$strop")/../.." && pwd)/libstrop.so
+  [ -r "$lib" ] || { echo "skipped: no libstrop.so two folders above the tool"; exit 77; }
+  # a sanitized library loads into python3 only after its runtime (leaks of python3 itself
+  # are not the library's)
+  pre=
+  if ldd "$lib" | grep -q libasan; then
+    pre=$(ldd "$lib" | awk '/libasan/ {print $3}')
+    [ -n "$pre" ] && ubsan=$(ldd "$lib" | awk '/libubsan/ {print $3}') && pre="$pre${ubsan:+ $ubsan}"
+  fi
+  LD_PRELOAD=$pre ASAN_OPTIONS=detect_leaks=0 STROP_LIBRARY=$lib PYTHONPATH=$src/bindings/python \
+    /usr/bin/python3 - "$FORT" "$work" <<'PY' || fail "writing the GPT-2 folder"
+import json, os, struct, sys
+import strop
+fort, work = sys.argv[1], sys.argv[2]
+raw = open(fort, "rb").read().decode("utf-8", "replace")
+texts = [t.strip() for t in raw.split("\n%\n") if t.strip() and len(t.strip()) < 200][:240]
+with open(work + "/corpus.txt", "w") as f:
+    f.write("\n".join(texts) + "\n")
+tok = strop.Tokenizer.train_bpe([work + "/corpus.txt"], vocab_size=400,
+                                special_tokens=["<|endoftext|>"])
+d = work + "/gpt2"
+os.mkdir(d)
+tok.save(d + "/tokenizer.json")
+cfg = {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": tok.vocab_size,
+       "n_positions": 64, "n_embd": 32, "n_layer": 2, "n_head": 2, "bos_token_id": 0,
+       "eos_token_id": 0}
+with open(d + "/config.json", "w") as f:
+    json.dump(cfg, f)
+with open(d + "/model.safetensors", "wb") as f:
+    f.write(struct.pack("<Q", 2) + b"{}")
+m = strop.Model.from_pretrained(d, strict=False, seed=1)
+m.save_weights(d + "/model.safetensors")
+m.close()
+with open(work + "/train.jsonl", "w") as f:
+    for t in texts:
+        f.write(json.dumps({"text": t}) + "\n")
+PY
+  cat > "$work/lm.yaml" <<Y
+seed: 3
+model: {pretrained: gpt2}
+data:
+  source: jsonl
+  path: train.jsonl
+  task: causal_lm
+  max_length: 64
+  test_fraction: 0.2
+  batch_size: 8
+optimizer: {kind: adamw, lr: 0.003}
+train: {epochs: 6}
+output: {dir: out, report: report.json, weights: lm.safetensors}
+Y
+  "$strop" finetune "$work/lm.yaml" > "$work/lm.txt" 2> "$work/lm.err" || fail "finetune: $(cat "$work/lm.err")"
+  cat "$work/lm.txt"
+  grep -q "test perplexity" "$work/lm.txt" || fail "no perplexity printed"
+  python3 - "$work/out/report.json" "$work/lm.err" <<'P' || fail "the loss did not go down"
+import json, math, re, sys
+rep = json.load(open(sys.argv[1]))
+test = rep["stages_results"][-1]["test"]
+assert math.isclose(test["perplexity"], math.exp(test["loss"]), rel_tol=1e-6), test
+assert test["tokens"] > test["samples"] > 0, test
+losses = [float(x) for x in re.findall(r"loss ([0-9.]+)", open(sys.argv[2]).read())]
+assert len(losses) >= 6 and losses[-1] < 0.7 * losses[0], losses
+P
+  # the model records its tokenizer; a missing tokenizer and a bad task are named
+  "$strop" inspect "$work/out/lm.safetensors" | grep -q 'input.tokenizer = {"path": ".*gpt2", "max_length": 64, "task": "causal_lm"}' ||
+    fail "input.tokenizer metadata: $("$strop" inspect "$work/out/lm.safetensors" 2>&1 | grep -i tokenizer)"
+  sed 's/task: causal_lm/task: summarize/' "$work/lm.yaml" > "$work/bad.yaml"
+  expect 3 "bad.yaml:6:9: 'task' must be one of classify, causal_lm, prompt_response" -- "$strop" finetune "$work/bad.yaml"
+  printf '{"text": "a"}\n{"text": "b",\n' > "$work/broken.jsonl"
+  sed 's/train.jsonl/broken.jsonl/' "$work/lm.yaml" > "$work/bad2.yaml"
+  expect 3 "broken.jsonl:2:" -- "$strop" finetune "$work/bad2.yaml"
+  ;;
 tokenize)
   # a small WordPiece tokenizer.json: encode lines (file and stdin), decode back, errors
   cat > "$work/tok.json" <<'J'

@@ -202,6 +202,17 @@ void tool_report_text(FILE *f, const strop_recipe *r, strop_run *run) {
     if (isnan(ta)) snprintf(s3, sizeof s3, "-"); else snprintf(s3, sizeof s3, "%.2f%%", 100 * ta);
     if (isnan(tl)) snprintf(s4, sizeof s4, "-"); else snprintf(s4, sizeof s4, "%.4f", tl);
     fprintf(f, "%-22s %6lld %10s %10s %10s %10s\n", label, (long long)ep, s1, s2, s3, s4);
+    /* a prediction per token (a language model): its perplexity, over the counted tokens */
+    for (int part = 0; part < 2; part++) {
+      int off = part ? 0 : 100;
+      double toks = strop_run_stage_metric(run, i, off + STROP_METRIC_TOKENS),
+             smp = strop_run_stage_metric(run, i, off + STROP_METRIC_SAMPLES),
+             ppl = strop_run_stage_metric(run, i, off + STROP_METRIC_PERPLEXITY);
+      if (!isnan(ppl) && toks > smp)
+        fprintf(f, "%-22s %s perplexity %.4f over %.0f tokens (per-token accuracy %.2f%%)\n", "",
+                part ? "test" : "val ", ppl, toks,
+                100 * strop_run_stage_metric(run, i, off + STROP_METRIC_TOKEN_ACCURACY));
+    }
     if (base) scratch = ta;
     else {
       if (isnan(first)) first = ta;

@@ -62,6 +62,14 @@ class strop_image_options(Structure):
                 ("max_pixels", c_int64), ("cache_bytes", c_size_t)]
 
 
+class strop_text_options(Structure):
+    _fields_ = [("size", c_size_t), ("format", c_int), ("task", c_int),
+                ("text_field", c_char_p), ("pair_field", c_char_p), ("label_field", c_char_p),
+                ("response_field", c_char_p), ("prompt_template", c_char_p),
+                ("max_length", c_int64), ("truncate", c_int), ("padding", c_int),
+                ("pack", c_int), ("stride", c_int64), ("num_classes", c_int64)]
+
+
 class strop_pretrained_options(Structure):
     _fields_ = [("size", c_size_t), ("flags", c_int), ("image_size", c_int64),
                 ("max_length", c_int64), ("seed", c_uint64)]
@@ -342,6 +350,9 @@ _DECLS = [
     ("strop_dataset_load_csv", c_int, [c_char_p, POINTER(strop_csv_options), _OUT]),
     ("strop_dataset_load_idx", c_int, [c_char_p, c_char_p, c_int64, _OUT]),
     ("strop_dataset_load_images", c_int, [c_char_p, POINTER(strop_image_options), _OUT]),
+    ("strop_dataset_load_text_file", c_int, [c_char_p, c_void_p, POINTER(strop_text_options),
+                                             _OUT]),
+    ("strop_text_options_init", None, [POINTER(strop_text_options)]),
     ("strop_dataset_load_npy", c_int, [c_char_p, c_char_p, c_int64, _OUT]),
     ("strop_dataset_load_text", c_int, [c_char_p, c_void_p, c_int64, c_int64, _OUT]),
     ("strop_dataset_load_text_classes", c_int, [_STRV, _P, c_int64, c_void_p, c_int64, c_int64, _OUT]),

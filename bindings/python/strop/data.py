@@ -14,6 +14,9 @@ __all__ = ["Dataset", "BatchIterator", "Vocab", "CLASSES_INFER", "load_image"]
 
 CLASSES_INFER = -1
 _CSV_LABEL_MODES = {"index": 0, "names": 1, "names_sorted": 2, "regression": 3}
+_TEXT_TASKS = {"classify": 0, "causal_lm": 1, "prompt_response": 2}
+_TEXT_FORMATS = {"auto": 0, "jsonl": 1, "csv": 2, "plain": 3}
+_TEXT_PADDING = {"longest": 1, "max_length": 2}
 _RESIZE_MODES = {"nearest": 0, "bilinear": 1, "bilinear_aa": 2}
 
 
@@ -213,6 +216,46 @@ class Dataset(Handle):
         out = ctypes.c_void_p()
         check(_lib.lib.strop_dataset_load_csv(enc(os.fspath(path)), ctypes.byref(o),
                                               ctypes.byref(out)))
+        return cls._adopt(out.value)
+
+    @classmethod
+    def load_text_file(cls, path, tokenizer, *, task="classify", format=None, text=None,
+                       pair=None, label=None, response=None, prompt_template=None,
+                       max_length=None, truncate=None, padding=None, pack=None, stride=None,
+                       num_classes=None):
+        """A text dataset from a JSON Lines, CSV or plain-text file, tokenised once with
+        ``tokenizer`` (a strop.Tokenizer) into samples of ``max_length`` ids with padding
+        masks (strop_dataset_load_text_file). ``task`` is "classify", "causal_lm" or
+        "prompt_response"; ``format`` "jsonl", "csv" or "plain" (None: from the file name);
+        ``padding`` "longest" (batches cut to their longest row) or "max_length"; the field
+        names, ``truncate``, ``pack``, ``stride`` and ``num_classes`` as strop_text_options
+        (None keeps the library's default)."""
+        o = _lib.strop_text_options()
+        _lib.lib.strop_text_options_init(ctypes.byref(o))
+        o.task = _TEXT_TASKS[task] if isinstance(task, str) else int(task)
+        if format is not None:
+            o.format = _TEXT_FORMATS[format] if isinstance(format, str) else int(format)
+        keep = []  # the encoded strings live until the call returns
+        for field, value in (("text_field", text), ("pair_field", pair), ("label_field", label),
+                             ("response_field", response), ("prompt_template", prompt_template)):
+            if value is not None:
+                keep.append(enc(value))
+                setattr(o, field, keep[-1])
+        if max_length is not None:
+            o.max_length = int(max_length)
+        if truncate is not None:
+            o.truncate = int(bool(truncate))
+        if padding is not None:
+            o.padding = _TEXT_PADDING[padding] if isinstance(padding, str) else int(padding)
+        if pack is not None:
+            o.pack = int(bool(pack))
+        if stride is not None:
+            o.stride = int(stride)
+        if num_classes is not None:
+            o.num_classes = int(num_classes)
+        out = ctypes.c_void_p()
+        check(_lib.lib.strop_dataset_load_text_file(enc(os.fspath(path)), tokenizer._h,
+                                                    ctypes.byref(o), ctypes.byref(out)))
         return cls._adopt(out.value)
 
     @classmethod

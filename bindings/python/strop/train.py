@@ -21,7 +21,8 @@ LOSSES = {"cross_entropy": 1, "mse": 2, "l1": 3, "huber": 4, "bce_with_logits": 
 _TR = KnobTable("trainer", kinds=False)  # the trainer's knob table, read from the library
 TRAIN_KNOBS = {n: (k, int if _TR.flags(k) & KNOB_INT else float) for n, k in _TR.keys.items()}
 MONITORS = {"val_loss": 0, "val_accuracy": 1, "train_loss": 2}
-_METRIC_KEYS = ("loss", "accuracy", "top5", "macro_f1", "mse", "mae", "samples")
+_METRIC_KEYS = ("loss", "accuracy", "top5", "macro_f1", "mse", "mae", "samples", "perplexity",
+                "tokens")
 
 
 @dataclass
@@ -35,6 +36,8 @@ class Metrics:
     mse: float = math.nan
     mae: float = math.nan
     samples: int = 0
+    perplexity: float = math.nan  # cross-entropy: exp of the loss per counted prediction (token)
+    tokens: int = 0               # cross-entropy: predictions counted (tokens of a language model)
     num_classes: int = 0
     precision: np.ndarray = field(default_factory=lambda: np.zeros(0))
     recall: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -50,15 +53,18 @@ class Metrics:
             for i, k in enumerate(_METRIC_KEYS):
                 setattr(m, k, lib.strop_metrics_get(h, i))
             m.samples = int(m.samples) if not math.isnan(m.samples) else 0
+            m.tokens = int(m.tokens) if not math.isnan(m.tokens) else 0
             c = lib.strop_metrics_num_classes(h)
             m.num_classes = c
             per = [np.array([lib.strop_metrics_class(h, k, w) for k in range(c)])
                    for w in range(4)]
             m.precision, m.recall, m.f1, m.support = per
-            conf = np.zeros(c * c, dtype=np.int64)
-            if c:
+            # a prediction per token over a vocabulary keeps no confusion matrix (0 entries)
+            kept = lib.strop_metrics_confusion(h, None, 0) if c else 0
+            conf = np.zeros(c * c if kept > 0 else 0, dtype=np.int64)
+            if conf.size:
                 lib.strop_metrics_confusion(h, conf.ctypes.data, conf.size)
-            m.confusion = conf.reshape(c, c)
+            m.confusion = conf.reshape(c, c) if conf.size else np.zeros((0, 0), np.int64)
         finally:
             lib.strop_metrics_free(h)
         return m

@@ -153,3 +153,48 @@ def test_invalid_utf8_bytes(bert, corpus):
     ids = t.encode(b"a\xffb")
     assert t.decode(ids) == "a\ufffdb"
     assert os.fspath(bert.__class__.__module__) == "strop.text"
+
+
+# ---- text datasets (Dataset.load_text_file) ----
+
+def test_text_dataset_classify_pairs_and_batches(bert, tmp_path):
+    p = tmp_path / "pairs.jsonl"
+    rows = [("hello", "world", "yes"), ("unaffable hellos", "hello", "no"), ("cafe", "cafe", "yes")]
+    p.write_text("".join(json.dumps({"a": a, "b": b, "label": y}) + "\n" for a, b, y in rows))
+    ds = strop.Dataset.load_text_file(p, bert, text="a", pair="b", max_length=10)
+    assert len(ds) == 3 and ds.num_classes == 2 and ds.has_mask
+    assert [ds.class_name(c) for c in range(2)] == ["no", "yes"]
+    for i, (a, b, y) in enumerate(rows):
+        x, label = ds[i]
+        want = bert.encode(a, b)
+        assert x[:len(want)].tolist() == want and not x[len(want):].any()
+        assert label == (1.0 if y == "yes" else 0.0)
+    # batches are as long as their longest row, the mask says which positions are tokens
+    it = ds.batches(batch_size=2)
+    x, y = it.next_batch()
+    assert x.shape == (2, 9) and it.mask.shape == (2, 9)
+    assert it.mask.sum(axis=1).tolist() == [5.0, 9.0]
+
+
+def test_text_dataset_prompt_response_and_errors(corpus, tmp_path):
+    tok = strop.Tokenizer.train_bpe([corpus], vocab_size=280, special_tokens=["<|endoftext|>"])
+    tok.set_special_id("eos", 0)
+    p = tmp_path / "pr.jsonl"
+    p.write_text(json.dumps({"prompt": "the cat", "response": " sat on the mat"}) + "\n")
+    ds = strop.Dataset.load_text_file(p, tok, task="prompt_response", max_length=16)
+    x, t = ds[0]
+    prompt = tok.encode("the cat")
+    seq = prompt + tok.encode(" sat on the mat", add_special_tokens=False) + [0]
+    n = len(seq) - 1
+    assert x[:n].tolist() == seq[:-1]
+    assert t[:len(prompt) - 1].tolist() == [-100] * (len(prompt) - 1)
+    assert t[len(prompt) - 1:n].tolist() == seq[len(prompt):]
+    assert (t[n:] == -100).all()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "response": "b"}\n{"prompt": "a"}\n')
+    with pytest.raises(strop.StropError, match=r"bad\.jsonl:2: no field \"response\""):
+        strop.Dataset.load_text_file(bad, tok, task="prompt_response")
+    with pytest.raises(strop.StropError, match="only the causal-LM task"):
+        strop.Dataset.load_text_file(corpus, tok)
+    lm = strop.Dataset.load_text_file(corpus, tok, task="causal_lm", max_length=8)
+    assert lm.target_shape == (8,) and lm.num_classes == tok.vocab_size

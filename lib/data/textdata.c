@@ -1,0 +1,816 @@
+/* strop — text datasets: JSON Lines, CSV and plain-text files tokenised once with a
+ * strop_tokenizer into fixed slots of L ids with padding masks, for classification (texts and
+ * text pairs), causal language modelling (packed windows or one sample per text) and
+ * prompt/response pairs whose prompt takes no loss. JSON is read with jansson, the library's
+ * one JSON implementation (lib/text reads tokenizer.json with it). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "data/data_impl.h"
+
+#define FN "strop_dataset_load_text_file"
+#define IGNORE_ID (-100)
+
+enum { F_TEXT = 0, F_SECOND = 1, F_LABEL = 2, NFIELDS = 3 };
+
+/* One record: up to three strings (text; pair or response; label), malloc'd, and its line. */
+typedef struct record {
+  char *f[NFIELDS];
+  int64_t line;
+} record;
+
+typedef struct records {
+  record *r;
+  int64_t n, cap;
+} records;
+
+static void records_free(records *rs) {
+  for (int64_t i = 0; i < rs->n; i++)
+    for (int k = 0; k < NFIELDS; k++) strop__free(rs->r[i].f[k]);
+  strop__free(rs->r);
+  memset(rs, 0, sizeof *rs);
+}
+
+static strop_status records_push(records *rs, record *rec) {
+  if (rs->n == rs->cap) {
+    int64_t nc = rs->cap ? rs->cap * 2 : 64;
+    record *nr = strop__realloc(rs->r, (size_t)nc * sizeof *nr);
+    if (!nr) return STROP__NOMEM(FN);
+    rs->r = nr;
+    rs->cap = nc;
+  }
+  rs->r[rs->n++] = *rec;
+  memset(rec, 0, sizeof *rec);
+  return STROP_OK;
+}
+
+static char *dup_n(const char *s, size_t n) {
+  char *d = strop__malloc(n + 1);
+  if (!d) return NULL;
+  memcpy(d, s, n);
+  d[n] = '\0';
+  return d;
+}
+
+/* Offset of the first byte of s[0..n) that does not start valid UTF-8 (overlong forms,
+ * surrogates and code points above U+10FFFF included), or -1. */
+static int64_t utf8_invalid_at(const uint8_t *s, size_t n) {
+  size_t i = 0;
+  while (i < n) {
+    uint8_t c = s[i];
+    if (c < 0x80) {
+      i++;
+      continue;
+    }
+    int len;
+    uint32_t cp, min;
+    if ((c & 0xE0) == 0xC0) len = 2, cp = c & 0x1Fu, min = 0x80;
+    else if ((c & 0xF0) == 0xE0) len = 3, cp = c & 0x0Fu, min = 0x800;
+    else if ((c & 0xF8) == 0xF0) len = 4, cp = c & 0x07u, min = 0x10000;
+    else return (int64_t)i;
+    if ((size_t)len > n - i) return (int64_t)i;
+    for (int k = 1; k < len; k++) {
+      if ((s[i + (size_t)k] & 0xC0) != 0x80) return (int64_t)i;
+      cp = cp << 6 | (s[i + (size_t)k] & 0x3Fu);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return (int64_t)i;
+    i += (size_t)len;
+  }
+  return -1;
+}
+
+/* Line number (1-based) of byte offset off in buf. */
+static int64_t line_of(const uint8_t *buf, size_t off) {
+  int64_t line = 1;
+  for (size_t i = 0; i < off; i++) line += buf[i] == '\n';
+  return line;
+}
+
+static strop_status check_utf8(const char *path, const uint8_t *buf, size_t n) {
+  int64_t bad = utf8_invalid_at(buf, n);
+  if (bad < 0) return STROP_OK;
+  size_t ls = (size_t)bad;
+  while (ls > 0 && buf[ls - 1] != '\n') ls--;
+  return strop__err(STROP_E_FORMAT, "%s: %s:%lld: invalid UTF-8 (byte 0x%02X at byte %lld of "
+                    "the line): texts must be UTF-8, invalid bytes are refused, not replaced",
+                    FN, path, (long long)line_of(buf, (size_t)bad), (unsigned)buf[bad],
+                    (long long)((size_t)bad - ls + 1));
+}
+
+/* ------------------------------------------------------------------ JSON Lines ---- */
+
+/* Copies field `name` of object o (a string; for the label also an integer >= 0). */
+static strop_status json_field(const char *path, int64_t line, json_t *o, const char *name,
+                               int is_label, char **out) {
+  json_t *v = json_object_get(o, name);
+  if (!v) {
+    const char *key;
+    json_t *val;
+    char have[160];
+    size_t hn = 0;
+    have[0] = '\0';
+    json_object_foreach(o, key, val) {
+      (void)val;
+      int w = snprintf(have + hn, sizeof have - hn, "%s\"%s\"", hn ? ", " : "", key);
+      if (w < 0 || (size_t)w >= sizeof have - hn) break;
+      hn += (size_t)w;
+    }
+    return strop__err(STROP_E_FORMAT, "%s: %s:%lld: no field \"%s\" (the object has %s)", FN,
+                      path, (long long)line, name, hn ? have : "no fields");
+  }
+  if (json_is_string(v)) {
+    *out = dup_n(json_string_value(v), json_string_length(v));
+    return *out ? STROP_OK : STROP__NOMEM(FN);
+  }
+  if (is_label && json_is_integer(v) && json_integer_value(v) >= 0) {
+    char b[32];
+    snprintf(b, sizeof b, "%lld", (long long)json_integer_value(v));
+    *out = dup_n(b, strlen(b));
+    return *out ? STROP_OK : STROP__NOMEM(FN);
+  }
+  return strop__err(STROP_E_FORMAT, "%s: %s:%lld: field \"%s\" must be %s", FN, path,
+                    (long long)line, name, is_label ? "a string or an integer >= 0" : "a string");
+}
+
+static strop_status read_jsonl(const char *path, const char *buf, size_t n,
+                               const char *const names[NFIELDS], records *rs) {
+  int64_t line = 0;
+  size_t pos = 0;
+  record rec;
+  memset(&rec, 0, sizeof rec);
+  while (pos < n) {
+    const char *nl = memchr(buf + pos, '\n', n - pos);
+    size_t end = nl ? (size_t)(nl - buf) : n;
+    line++;
+    size_t a = pos, b = end;
+    pos = nl ? end + 1 : n;
+    while (a < b && (buf[a] == ' ' || buf[a] == '\t' || buf[a] == '\r')) a++;
+    while (b > a && (buf[b - 1] == ' ' || buf[b - 1] == '\t' || buf[b - 1] == '\r')) b--;
+    if (a == b) continue;
+    json_error_t err;
+    json_t *o = json_loadb(buf + a, b - a, JSON_REJECT_DUPLICATES, &err);
+    if (!o)
+      return strop__err(STROP_E_FORMAT, "%s: %s:%lld:%d: not valid JSON: %s", FN, path,
+                        (long long)line, err.column, err.text);
+    strop_status st = STROP_OK;
+    if (!json_is_object(o))
+      st = strop__err(STROP_E_FORMAT, "%s: %s:%lld: expected a JSON object, found %s", FN, path,
+                      (long long)line, json_is_array(o) ? "an array" : "a value");
+    for (int k = 0; k < NFIELDS && !st; k++)
+      if (names[k]) st = json_field(path, line, o, names[k], k == F_LABEL, &rec.f[k]);
+    json_decref(o);
+    rec.line = line;
+    if (!st) st = records_push(rs, &rec);
+    if (st) {
+      for (int k = 0; k < NFIELDS; k++) strop__free(rec.f[k]);
+      return st;
+    }
+  }
+  return STROP_OK;
+}
+
+/* ------------------------------------------------------------------ CSV ---- */
+
+typedef struct csv_row {
+  char **v;
+  int64_t n, cap;
+} csv_row;
+
+static void row_clear(csv_row *r) {
+  for (int64_t i = 0; i < r->n; i++) strop__free(r->v[i]);
+  r->n = 0;
+}
+
+static strop_status row_add(csv_row *r, char *field) {
+  if (!field) return STROP__NOMEM(FN);
+  if (r->n == r->cap) {
+    int64_t nc = r->cap ? r->cap * 2 : 8;
+    char **nv = strop__realloc(r->v, (size_t)nc * sizeof *nv);
+    if (!nv) {
+      strop__free(field);
+      return STROP__NOMEM(FN);
+    }
+    r->v = nv;
+    r->cap = nc;
+  }
+  r->v[r->n++] = field;
+  return STROP_OK;
+}
+
+/* Reads the record at *pos into row (fields unquoted); advances *pos and *line. Returns 0 with
+ * row->n == 0 at the end of the buffer. */
+static strop_status csv_record(const char *path, const char *buf, size_t n, size_t *pos,
+                               int64_t *line, csv_row *row) {
+  row_clear(row);
+  size_t p = *pos;
+  if (p >= n) return STROP_OK;
+  int64_t start_line = *line;
+  char *tmp = NULL;
+  size_t tn = 0, tcap = 0;
+  for (;;) {
+    tn = 0;
+    if (p < n && buf[p] == '"') {
+      p++;
+      for (;;) {
+        if (p >= n) {
+          strop__free(tmp);
+          return strop__err(STROP_E_FORMAT, "%s: %s:%lld: a quoted field is not closed", FN,
+                            path, (long long)start_line);
+        }
+        char c = buf[p++];
+        if (c == '"') {
+          if (p < n && buf[p] == '"') p++;
+          else break;
+        }
+        if (c == '\n') (*line)++;
+        if (tn + 1 >= tcap) {
+          size_t nc = tcap ? tcap * 2 : 64;
+          char *nt = strop__realloc(tmp, nc);
+          if (!nt) {
+            strop__free(tmp);
+            return STROP__NOMEM(FN);
+          }
+          tmp = nt;
+          tcap = nc;
+        }
+        tmp[tn++] = c;
+      }
+      if (p < n && buf[p] != ',' && buf[p] != '\n' && buf[p] != '\r') {
+        strop__free(tmp);
+        return strop__err(STROP_E_FORMAT, "%s: %s:%lld: '%c' after a closing quote (a quote "
+                          "inside a quoted field is written \"\")", FN, path, (long long)*line,
+                          buf[p]);
+      }
+      strop_status st = row_add(row, dup_n(tmp ? tmp : "", tn));
+      if (st) {
+        strop__free(tmp);
+        return st;
+      }
+    } else {
+      size_t a = p;
+      while (p < n && buf[p] != ',' && buf[p] != '\n') p++;
+      size_t b = p;
+      if (b > a && buf[b - 1] == '\r' && (p >= n || buf[p] == '\n')) b--;
+      strop_status st = row_add(row, dup_n(buf + a, b - a));
+      if (st) {
+        strop__free(tmp);
+        return st;
+      }
+    }
+    if (p < n && buf[p] == '\r') p++;
+    if (p < n && buf[p] == ',') {
+      p++;
+      continue;
+    }
+    if (p < n && buf[p] == '\n') {
+      p++;
+      (*line)++;
+    }
+    break;
+  }
+  strop__free(tmp);
+  *pos = p;
+  return STROP_OK;
+}
+
+static strop_status read_csv(const char *path, const char *buf, size_t n,
+                             const char *const names[NFIELDS], records *rs) {
+  csv_row row = {0};
+  size_t pos = 0;
+  int64_t line = 1;
+  int64_t col[NFIELDS] = {-1, -1, -1}, width = 0;
+  strop_status st = csv_record(path, buf, n, &pos, &line, &row);
+  if (!st && row.n == 0) st = strop__err(STROP_E_FORMAT, "%s: %s: empty file", FN, path);
+  if (!st) {
+    width = row.n;
+    for (int k = 0; k < NFIELDS && !st; k++) {
+      if (!names[k]) continue;
+      for (int64_t j = 0; j < row.n; j++)
+        if (!strcmp(row.v[j], names[k])) col[k] = j;
+      if (col[k] < 0) {
+        char have[160];
+        size_t hn = 0;
+        have[0] = '\0';
+        for (int64_t j = 0; j < row.n; j++) {
+          int w = snprintf(have + hn, sizeof have - hn, "%s\"%s\"", j ? ", " : "", row.v[j]);
+          if (w < 0 || (size_t)w >= sizeof have - hn) break;
+          hn += (size_t)w;
+        }
+        st = strop__err(STROP_E_FORMAT, "%s: %s:1: no column \"%s\" in the header (%s)", FN,
+                        path, names[k], have);
+      }
+    }
+  }
+  while (!st) {
+    int64_t rec_line = line;
+    st = csv_record(path, buf, n, &pos, &line, &row);
+    if (st || row.n == 0) break;
+    if (row.n == 1 && row.v[0][0] == '\0') continue; /* a blank line */
+    if (row.n != width) {
+      st = strop__err(STROP_E_FORMAT, "%s: %s:%lld: %lld fields, the header has %lld", FN, path,
+                      (long long)rec_line, (long long)row.n, (long long)width);
+      break;
+    }
+    record rec;
+    memset(&rec, 0, sizeof rec);
+    rec.line = rec_line;
+    for (int k = 0; k < NFIELDS; k++)
+      if (col[k] >= 0) {
+        rec.f[k] = row.v[col[k]];
+        row.v[col[k]] = NULL;
+      }
+    st = records_push(rs, &rec);
+    if (st)
+      for (int k = 0; k < NFIELDS; k++) strop__free(rec.f[k]);
+  }
+  row_clear(&row);
+  strop__free(row.v);
+  return st;
+}
+
+/* ------------------------------------------------------------------ tokens ---- */
+
+/* Growable id buffer. */
+typedef struct ids_buf {
+  int64_t *v;
+  int64_t n, cap;
+} ids_buf;
+
+static strop_status ids_reserve(ids_buf *b, int64_t need) {
+  if (need <= b->cap) return STROP_OK;
+  int64_t nc = b->cap ? b->cap : 256;
+  while (nc < need) nc *= 2;
+  int64_t *nv = strop__realloc(b->v, (size_t)nc * sizeof *nv);
+  if (!nv) return STROP__NOMEM(FN);
+  b->v = nv;
+  b->cap = nc;
+  return STROP_OK;
+}
+
+/* Encodes text (and pair) into b->v[0..b->n). */
+static strop_status encode(strop_tokenizer *tok, const char *text, const char *pair,
+                           const strop_encode_options *eo, ids_buf *b) {
+  const char *texts[1] = {text}, *pairs[1] = {pair};
+  int64_t width = 0;
+  for (;;) {
+    strop_status st = strop_tokenizer_encode_batch(tok, texts, pair ? pairs : NULL, 1, eo, b->v,
+                                                   NULL, NULL, NULL, b->cap, &width);
+    if (st) return st;
+    if (width <= b->cap) break;
+    if ((st = ids_reserve(b, width))) return st;
+  }
+  b->n = width;
+  return STROP_OK;
+}
+
+/* The slots of the dataset under construction: n samples of L ids, masks and targets. */
+typedef struct slots {
+  int64_t L, n, cap;
+  int lm;
+  int32_t *tok, *tgt;
+  float *mask, *y;
+} slots;
+
+static void slots_free(slots *s) {
+  strop__free(s->tok);
+  strop__free(s->tgt);
+  strop__free(s->mask);
+  strop__free(s->y);
+}
+
+/* A new slot (zeroed mask, ignore targets, pad ids); its index in *idx. */
+static strop_status slot_new(slots *s, int32_t pad, int64_t *idx) {
+  if (s->n == s->cap) {
+    int64_t nc = s->cap ? s->cap * 2 : 64;
+    size_t per = (size_t)s->L;
+    int32_t *nt = strop__realloc(s->tok, (size_t)nc * per * sizeof *nt);
+    if (!nt) return STROP__NOMEM(FN);
+    s->tok = nt;
+    float *nm = strop__realloc(s->mask, (size_t)nc * per * sizeof *nm);
+    if (!nm) return STROP__NOMEM(FN);
+    s->mask = nm;
+    if (s->lm) {
+      int32_t *ng = strop__realloc(s->tgt, (size_t)nc * per * sizeof *ng);
+      if (!ng) return STROP__NOMEM(FN);
+      s->tgt = ng;
+    } else {
+      float *ny = strop__realloc(s->y, (size_t)nc * sizeof *ny);
+      if (!ny) return STROP__NOMEM(FN);
+      s->y = ny;
+    }
+    s->cap = nc;
+  }
+  int64_t i = s->n++;
+  for (int64_t k = 0; k < s->L; k++) {
+    s->tok[i * s->L + k] = pad;
+    s->mask[i * s->L + k] = 0.0f;
+    if (s->lm) s->tgt[i * s->L + k] = IGNORE_ID;
+  }
+  *idx = i;
+  return STROP_OK;
+}
+
+/* Fills an LM slot from seq[0..m) (m >= 2, m <= L + 1): inputs seq[0..m-1), targets
+ * seq[1..m), the first `masked` targets ignored. */
+static strop_status lm_slot(slots *s, int32_t pad, const int64_t *seq, int64_t m,
+                            int64_t masked) {
+  int64_t i;
+  strop_status st = slot_new(s, pad, &i);
+  if (st) return st;
+  for (int64_t k = 0; k + 1 < m; k++) {
+    s->tok[i * s->L + k] = (int32_t)seq[k];
+    s->mask[i * s->L + k] = 1.0f;
+    s->tgt[i * s->L + k] = k + 1 < masked ? IGNORE_ID : (int32_t)seq[k + 1];
+  }
+  return STROP_OK;
+}
+
+/* Replaces every "{prompt}" of tmpl with prompt; *out malloc'd. */
+static strop_status apply_template(const char *tmpl, const char *prompt, char **out) {
+  static const char key[] = "{prompt}";
+  size_t kl = sizeof key - 1, pl = strlen(prompt), n = 0;
+  for (const char *p = tmpl; (p = strstr(p, key)) != NULL; p += kl) n++;
+  size_t len = strlen(tmpl) + n * pl - n * kl;
+  char *o = strop__malloc(len + 1), *w = o;
+  if (!o) return STROP__NOMEM(FN);
+  for (const char *p = tmpl;;) {
+    const char *q = strstr(p, key);
+    size_t seg = q ? (size_t)(q - p) : strlen(p);
+    memcpy(w, p, seg);
+    w += seg;
+    if (!q) break;
+    memcpy(w, prompt, pl);
+    w += pl;
+    p = q + kl;
+  }
+  *w = '\0';
+  *out = o;
+  return STROP_OK;
+}
+
+static int is_index(const char *s) {
+  if (!*s || strlen(s) > 8) return 0;
+  for (const char *p = s; *p; p++)
+    if (*p < '0' || *p > '9') return 0;
+  return 1;
+}
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The labels of the records: integers, or strings numbered in byte order (names in *names). */
+static strop_status make_labels(const char *path, const records *rs, int64_t want_classes,
+                                float *y, int64_t *classes, char ***names) {
+  int numeric = 1;
+  for (int64_t i = 0; i < rs->n && numeric; i++) numeric = is_index(rs->r[i].f[F_LABEL]);
+  *names = NULL;
+  if (numeric) {
+    int64_t mx = -1;
+    for (int64_t i = 0; i < rs->n; i++) {
+      int64_t v = atoll(rs->r[i].f[F_LABEL]);
+      if (want_classes > 0 && v >= want_classes)
+        return strop__err(STROP_E_FORMAT, "%s: %s:%lld: label %lld is not a class in [0, %lld)",
+                          FN, path, (long long)rs->r[i].line, (long long)v,
+                          (long long)want_classes);
+      y[i] = (float)v;
+      if (v > mx) mx = v;
+    }
+    *classes = want_classes > 0 ? want_classes : mx + 1;
+    return STROP_OK;
+  }
+  if (want_classes > 0)
+    return strop__err(STROP_E_FORMAT, "%s: %s: num_classes %lld is given but the labels are "
+                      "names (e.g. \"%.40s\"), not class indices", FN, path,
+                      (long long)want_classes, rs->r[0].f[F_LABEL]);
+  char **sorted = strop__malloc((size_t)rs->n * sizeof *sorted);
+  if (!sorted) return STROP__NOMEM(FN);
+  for (int64_t i = 0; i < rs->n; i++) sorted[i] = rs->r[i].f[F_LABEL];
+  qsort(sorted, (size_t)rs->n, sizeof *sorted, cmp_str);
+  int64_t C = 0;
+  for (int64_t i = 0; i < rs->n; i++)
+    if (!C || strcmp(sorted[i], sorted[C - 1])) sorted[C++] = sorted[i];
+  if (C > STROP__MAX_CLASSES) {
+    strop__free(sorted);
+    return strop__err(STROP_E_FORMAT, "%s: %s: %lld distinct labels, more than 2^24", FN, path,
+                      (long long)C);
+  }
+  char **nm = strop__calloc((size_t)C, sizeof *nm);
+  strop_status st = nm ? STROP_OK : STROP__NOMEM(FN);
+  for (int64_t c = 0; c < C && !st; c++)
+    if (!(nm[c] = dup_n(sorted[c], strlen(sorted[c])))) st = STROP__NOMEM(FN);
+  for (int64_t i = 0; i < rs->n && !st; i++) {
+    char *const *hit = bsearch(&rs->r[i].f[F_LABEL], sorted, (size_t)C, sizeof *sorted, cmp_str);
+    y[i] = (float)(hit - sorted);
+  }
+  strop__free(sorted);
+  if (st) {
+    if (nm)
+      for (int64_t c = 0; c < C; c++) strop__free(nm[c]);
+    strop__free(nm);
+    return st;
+  }
+  *names = nm;
+  *classes = C;
+  return STROP_OK;
+}
+
+static strop_status too_long(const char *path, int64_t line, const char *what, int64_t have,
+                             int64_t limit) {
+  return strop__err(STROP_E_FORMAT, "%s: %s:%lld: %s has %lld tokens, more than %lld "
+                    "(max_length; truncate is off)", FN, path, (long long)line, what,
+                    (long long)have, (long long)limit);
+}
+
+/* ------------------------------------------------------------------ public ---- */
+
+void strop_text_options_init(strop_text_options *opt) {
+  if (!opt) return;
+  memset(opt, 0, sizeof *opt);
+  opt->size = sizeof *opt;
+  opt->format = STROP_TEXT_AUTO;
+  opt->task = STROP_TEXT_CLASSIFY;
+  opt->max_length = 128;
+  opt->truncate = 1;
+  opt->padding = STROP_PAD_LONGEST;
+  opt->pack = 1;
+  opt->stride = 0;
+  opt->num_classes = STROP_CLASSES_INFER;
+}
+
+static int ends_with(const char *s, const char *suf) {
+  size_t a = strlen(s), b = strlen(suf);
+  return a >= b && !strcmp(s + a - b, suf);
+}
+
+static int format_of(const char *path) {
+  char base[512];
+  snprintf(base, sizeof base, "%s", path);
+  if (ends_with(base, ".gz")) base[strlen(base) - 3] = '\0';
+  if (ends_with(base, ".jsonl") || ends_with(base, ".ndjson") || ends_with(base, ".json"))
+    return STROP_TEXT_JSONL;
+  if (ends_with(base, ".csv")) return STROP_TEXT_CSV;
+  return STROP_TEXT_PLAIN;
+}
+
+/* The records' samples into s. */
+static strop_status build(const char *path, strop_tokenizer *tok, const strop_text_options *o,
+                          const records *rs, int32_t pad, slots *s) {
+  const int64_t L = s->L;
+  strop_encode_options eo;
+  strop_encode_options_init(&eo);
+  eo.padding = STROP_PAD_NONE;
+  ids_buf b = {0}, seq = {0};
+  strop_status st = STROP_OK;
+  int64_t eos = strop_tokenizer_special_id(tok, STROP_ROLE_EOS);
+  if (o->task == STROP_TEXT_CLASSIFY) {
+    if (o->truncate) {
+      eo.max_length = L;
+      eo.truncation = STROP_TRUNCATE_LONGEST_FIRST;
+    }
+    for (int64_t i = 0; i < rs->n && !st; i++) {
+      const record *r = &rs->r[i];
+      if ((st = encode(tok, r->f[F_TEXT], r->f[F_SECOND], &eo, &b))) {
+        strop__err_prefix("%s: %s:%lld", FN, path, (long long)r->line);
+        break;
+      }
+      if (b.n > L) {
+        st = too_long(path, r->line, "the text", b.n, L);
+        break;
+      }
+      int64_t k;
+      if ((st = slot_new(s, pad, &k))) break;
+      for (int64_t j = 0; j < b.n; j++) {
+        s->tok[k * L + j] = (int32_t)b.v[j];
+        s->mask[k * L + j] = 1.0f;
+      }
+    }
+  } else if (o->task == STROP_TEXT_CAUSAL_LM) {
+    for (int64_t i = 0; i < rs->n && !st; i++) {
+      const record *r = &rs->r[i];
+      if ((st = encode(tok, r->f[F_TEXT], NULL, &eo, &b))) {
+        strop__err_prefix("%s: %s:%lld", FN, path, (long long)r->line);
+        break;
+      }
+      if (eos >= 0 && (b.n == 0 || b.v[b.n - 1] != eos)) {
+        if ((st = ids_reserve(&b, b.n + 1))) break;
+        b.v[b.n++] = eos;
+      }
+      if (o->pack) {
+        if ((st = ids_reserve(&seq, seq.n + b.n))) break;
+        memcpy(seq.v + seq.n, b.v, (size_t)b.n * sizeof *b.v);
+        seq.n += b.n;
+        continue;
+      }
+      if (b.n > L + 1 && !o->truncate) {
+        st = too_long(path, r->line, "the text", b.n, L + 1);
+        break;
+      }
+      if (b.n < 2) {
+        st = strop__err(STROP_E_FORMAT, "%s: %s:%lld: the text gives %lld token: a causal-LM "
+                        "sample needs at least 2", FN, path, (long long)r->line, (long long)b.n);
+        break;
+      }
+      st = lm_slot(s, pad, b.v, b.n < L + 1 ? b.n : L + 1, 0);
+    }
+    if (!st && o->pack) {
+      int64_t T = seq.n, S = o->stride > 0 ? o->stride : L;
+      if (T < 2)
+        st = strop__err(STROP_E_FORMAT, "%s: %s: the texts give %lld token(s): causal-LM "
+                        "windows need at least 2", FN, path, (long long)T);
+      for (int64_t at = 0; !st; at += S) {
+        int64_t m = T - at < L + 1 ? T - at : L + 1;
+        st = lm_slot(s, pad, seq.v + at, m, 0);
+        if (at + L >= T - 1) break;
+      }
+    }
+  } else {
+    eo.add_special_tokens = 1;
+    strop_encode_options eo_resp = eo;
+    eo_resp.add_special_tokens = 0;
+    for (int64_t i = 0; i < rs->n && !st; i++) {
+      const record *r = &rs->r[i];
+      char *prompt = NULL;
+      if (o->prompt_template && (st = apply_template(o->prompt_template, r->f[F_TEXT], &prompt)))
+        break;
+      st = encode(tok, prompt ? prompt : r->f[F_TEXT], NULL, &eo, &seq);
+      strop__free(prompt);
+      if (!st) st = encode(tok, r->f[F_SECOND], NULL, &eo_resp, &b);
+      if (st) {
+        strop__err_prefix("%s: %s:%lld", FN, path, (long long)r->line);
+        break;
+      }
+      int64_t P = seq.n;
+      if ((st = ids_reserve(&seq, P + b.n + 1))) break;
+      memcpy(seq.v + P, b.v, (size_t)b.n * sizeof *b.v);
+      seq.n += b.n;
+      if (eos >= 0 && seq.v[seq.n - 1] != eos) seq.v[seq.n++] = eos;
+      if (P >= L) {
+        st = strop__err(STROP_E_FORMAT, "%s: %s:%lld: the prompt takes %lld tokens, and "
+                        "max_length %lld leaves no room for the response", FN, path,
+                        (long long)r->line, (long long)P, (long long)L);
+        break;
+      }
+      if (seq.n > L + 1 && !o->truncate) {
+        st = too_long(path, r->line, "prompt and response", seq.n - 1, L);
+        break;
+      }
+      st = lm_slot(s, pad, seq.v, seq.n < L + 1 ? seq.n : L + 1, P);
+    }
+  }
+  strop__free(b.v);
+  strop__free(seq.v);
+  return st;
+}
+
+strop_status strop_dataset_load_text_file(const char *path, strop_tokenizer *tok,
+                                          const strop_text_options *opt, strop_dataset **out) {
+  if (!out) return strop__err(STROP_E_INVALID_ARG, "%s: out is NULL", FN);
+  *out = NULL;
+  if (!path || !tok)
+    return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", FN, path ? "tok" : "path");
+  strop_text_options o;
+  strop_text_options_init(&o);
+  if (opt) {
+    if (opt->size < offsetof(strop_text_options, format) + sizeof opt->format)
+      return strop__err(STROP_E_INVALID_ARG, "%s: opt->size %zu is too small (use "
+                        "strop_text_options_init())", FN, opt->size);
+    memcpy(&o, opt, opt->size < sizeof o ? opt->size : sizeof o);
+    o.size = sizeof o;
+  }
+  if (o.format < STROP_TEXT_AUTO || o.format > STROP_TEXT_PLAIN)
+    return strop__err(STROP_E_INVALID_ARG, "%s: unknown format %d", FN, o.format);
+  if (o.task < STROP_TEXT_CLASSIFY || o.task > STROP_TEXT_PROMPT_RESPONSE)
+    return strop__err(STROP_E_INVALID_ARG, "%s: unknown task %d", FN, o.task);
+  if (o.max_length < 1 || o.max_length > ((int64_t)1 << 24))
+    return strop__err(STROP_E_INVALID_ARG, "%s: max_length must be in [1, 2^24], got %lld", FN,
+                      (long long)o.max_length);
+  if (o.stride < 0 || o.stride > o.max_length)
+    return strop__err(STROP_E_INVALID_ARG, "%s: stride must be in [0, max_length %lld], got "
+                      "%lld", FN, (long long)o.max_length, (long long)o.stride);
+  if (o.padding != STROP_PAD_LONGEST && o.padding != STROP_PAD_MAX_LENGTH)
+    return strop__err(STROP_E_INVALID_ARG, "%s: padding must be STROP_PAD_LONGEST or "
+                      "STROP_PAD_MAX_LENGTH, got %d", FN, o.padding);
+  if (o.num_classes != STROP_CLASSES_INFER &&
+      (o.num_classes < 1 || o.num_classes > STROP__MAX_CLASSES))
+    return strop__err(STROP_E_INVALID_ARG, "%s: num_classes must be -1 or in [1, 2^24], got "
+                      "%lld", FN, (long long)o.num_classes);
+  int format = o.format == STROP_TEXT_AUTO ? format_of(path) : o.format;
+  if (format == STROP_TEXT_PLAIN && o.task != STROP_TEXT_CAUSAL_LM)
+    return strop__err(STROP_E_INVALID_ARG, "%s: %s is read as plain text, which has no fields: "
+                      "only the causal-LM task reads it (JSON Lines and CSV files end in .jsonl "
+                      "and .csv, or set the format)", FN, path);
+  int64_t V = strop_tokenizer_vocab_size(tok);
+  if (o.task != STROP_TEXT_CLASSIFY && (V < 1 || V > STROP__MAX_CLASSES))
+    return strop__err(STROP_E_INVALID_ARG, "%s: the tokenizer's %lld ids are not a vocabulary "
+                      "of 1 .. 2^24", FN, (long long)V);
+  o.format = format;
+  strop__file f;
+  strop_status st = strop__file_read(FN, path, 1, NULL, &f);
+  if (st) return st;
+  st = strop__text_dataset_parse(f.data, f.len, path, tok, &o, out);
+  strop__file_close(&f);
+  return st;
+}
+
+strop_status strop__text_dataset_parse(const uint8_t *data, size_t len, const char *path,
+                                       strop_tokenizer *tok, const strop_text_options *opt,
+                                       strop_dataset **out) {
+  strop_text_options o = *opt;
+  int format = o.format;
+  int64_t V = strop_tokenizer_vocab_size(tok);
+  const char *names[NFIELDS] = {NULL, NULL, NULL};
+  names[F_TEXT] = o.text_field ? o.text_field
+                  : o.task == STROP_TEXT_PROMPT_RESPONSE ? "prompt" : "text";
+  if (o.task == STROP_TEXT_CLASSIFY) {
+    names[F_SECOND] = o.pair_field;
+    names[F_LABEL] = o.label_field ? o.label_field : "label";
+  } else if (o.task == STROP_TEXT_PROMPT_RESPONSE) {
+    names[F_SECOND] = o.response_field ? o.response_field : "response";
+  }
+  records rs = {0};
+  strop_status st = check_utf8(path, data, len);
+  if (!st) {
+    if (format == STROP_TEXT_JSONL) {
+      st = read_jsonl(path, (const char *)data, len, names, &rs);
+    } else if (format == STROP_TEXT_CSV) {
+      st = read_csv(path, (const char *)data, len, names, &rs);
+    } else {
+      record rec;
+      memset(&rec, 0, sizeof rec);
+      rec.line = 1;
+      rec.f[F_TEXT] = dup_n((const char *)data, len);
+      st = rec.f[F_TEXT] ? records_push(&rs, &rec) : STROP__NOMEM(FN);
+      if (st) strop__free(rec.f[F_TEXT]);
+    }
+  }
+  if (!st && rs.n == 0)
+    st = strop__err(STROP_E_FORMAT, "%s: %s: no records", FN, path);
+  for (int64_t i = 0; i < rs.n && !st; i++) {
+    const record *r = &rs.r[i];
+    for (int k = 0; k < F_LABEL && !st; k++)
+      if (names[k] && r->f[k][0] == '\0')
+        st = strop__err(STROP_E_FORMAT, "%s: %s:%lld: the %s \"%s\" is empty", FN, path,
+                        (long long)r->line, format == STROP_TEXT_CSV ? "column" : "field",
+                        names[k]);
+      else if (names[k] && strlen(r->f[k]) >= ((size_t)1 << 31))
+        st = strop__err(STROP_E_FORMAT, "%s: %s:%lld: the text is 2 GiB or longer", FN, path,
+                        (long long)r->line);
+  }
+  if (st) {
+    records_free(&rs);
+    return st;
+  }
+
+  slots s;
+  memset(&s, 0, sizeof s);
+  s.L = o.max_length;
+  s.lm = o.task != STROP_TEXT_CLASSIFY;
+  int64_t padid = strop_tokenizer_special_id(tok, STROP_ROLE_PAD);
+  int32_t pad = padid >= 0 && padid < INT32_MAX ? (int32_t)padid : 0;
+  st = build(path, tok, &o, &rs, pad, &s);
+  int64_t classes = V;
+  char **cnames = NULL;
+  if (!st && !s.lm) st = make_labels(path, &rs, o.num_classes, s.y, &classes, &cnames);
+  records_free(&rs);
+  strop_dataset *ds = NULL;
+  int64_t dims[1] = {s.L};
+  if (!st)
+    st = strop__ds_new_root(FN, STROP__DS_TOKENS, s.n, 1, dims, s.lm ? 1 : 0, s.lm ? dims : NULL,
+                            classes, &ds);
+  if (st) {
+    if (cnames)
+      for (int64_t c = 0; c < classes; c++) strop__free(cnames[c]);
+    strop__free(cnames);
+    slots_free(&s);
+    return st;
+  }
+  ds->starts = strop__malloc((size_t)s.n * sizeof *ds->starts);
+  if (!ds->starts) {
+    if (cnames)
+      for (int64_t c = 0; c < classes; c++) strop__free(cnames[c]);
+    strop__free(cnames);
+    slots_free(&s);
+    strop_dataset_free(ds);
+    return STROP__NOMEM(FN);
+  }
+  for (int64_t i = 0; i < s.n; i++) ds->starts[i] = i * s.L;
+  ds->tokens = s.tok;
+  ds->ntokens = s.n * s.L;
+  ds->seq_len = s.L;
+  ds->mask = s.mask;
+  ds->mask_len = s.L;
+  ds->trim = o.padding == STROP_PAD_LONGEST;
+  ds->class_names = cnames;
+  if (s.lm) {
+    ds->lm = 1;
+    ds->lm_targets = s.tgt;
+  } else {
+    ds->y = ds->y_owned = s.y;
+  }
+  *out = ds;
+  return STROP_OK;
+}
