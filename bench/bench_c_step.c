@@ -1,9 +1,10 @@
+/* SPDX-License-Identifier: MIT */
 /* strop bench — the C side of bench_python_overhead.py: the small CNN (conv 32, conv 64, each
  * with ReLU and 2x2 max-pool, linear 3136->128->10), batch 64, Adam, trained with
  * strop_trainer_step() on wrapped buffers, as a host program would. Prints the median and
  * best step time. Usage: bench_c_step [steps] [warmup] */
 #ifndef _POSIX_C_SOURCE
-#define _POSIX_C_SOURCE 200809L /* clock_gettime */
+#  define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #endif
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,12 +25,12 @@ static int cmp_d(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
-#define CHECK(call)                                                       \
-  do {                                                                    \
-    if ((call) != STROP_OK) {                                             \
+#define CHECK(call)                                                         \
+  do {                                                                      \
+    if ((call) != STROP_OK) {                                               \
       fprintf(stderr, "bench_c_step: %s: %s\n", #call, strop_last_error()); \
-      return 1;                                                           \
-    }                                                                     \
+      return 1;                                                             \
+    }                                                                       \
   } while (0)
 
 int main(int argc, char **argv) {
@@ -38,10 +39,12 @@ int main(int argc, char **argv) {
   int64_t in[3] = {1, 28, 28};
   strop_model *m = NULL;
   CHECK(strop_model_create(3, in, &m));
-  CHECK(strop_model_add(m, "c1", "conv2d", "in_channels=1 out_channels=32 kernel_size=3 padding=1", NULL));
+  CHECK(strop_model_add(m, "c1", "conv2d",
+                        "in_channels=1 out_channels=32 kernel_size=3 padding=1", NULL));
   CHECK(strop_model_add(m, "r1", "relu", NULL, NULL));
   CHECK(strop_model_add(m, "p1", "maxpool2d", "kernel_size=2", NULL));
-  CHECK(strop_model_add(m, "c2", "conv2d", "in_channels=32 out_channels=64 kernel_size=3 padding=1", NULL));
+  CHECK(strop_model_add(m, "c2", "conv2d",
+                        "in_channels=32 out_channels=64 kernel_size=3 padding=1", NULL));
   CHECK(strop_model_add(m, "r2", "relu", NULL, NULL));
   CHECK(strop_model_add(m, "p2", "maxpool2d", "kernel_size=2", NULL));
   CHECK(strop_model_add(m, "flat", "flatten", NULL, NULL));
@@ -65,7 +68,8 @@ int main(int argc, char **argv) {
   float loss = 0;
   for (int s = -warm; s < steps; s++) {
     double t0 = now();
-    strop_tensor *tx = NULL, *ty = NULL; /* the host wraps its buffers each step, as Python does */
+    strop_tensor *tx = NULL,
+                 *ty = NULL; /* the host wraps its buffers each step, as Python does */
     CHECK(strop_tensor_wrap(x, BATCH * 784, 4, xd, &tx));
     CHECK(strop_tensor_wrap(y, BATCH, 1, yd, &ty));
     CHECK(strop_trainer_step(tr, tx, ty, &loss));
@@ -78,7 +82,9 @@ int main(int argc, char **argv) {
   for (int s = 0; s < steps; s++) sum += t[s];
   printf("c_step: steps %d median_ms %.4f min_ms %.4f mean_ms %.4f loss %.4f\n", steps,
          1e3 * t[steps / 2], 1e3 * t[0], 1e3 * sum / steps, loss);
-  free(t); free(x); free(y);
+  free(t);
+  free(x);
+  free(y);
   strop_rng_free(rng);
   strop_trainer_free(tr);
   strop_optimizer_free(opt);

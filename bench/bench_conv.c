@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop bench — conv2d forward+backward of the small CNN's two conv layers (batch 64:
  * conv 1->32 3x3 pad 1 on 28x28, conv 32->64 3x3 pad 1 on 14x14) against the bare
  * strop__sgemm calls of the same shapes: the "GEMM floor". Target: GEMM share >= 70%. */
@@ -70,7 +71,9 @@ int main(int argc, char **argv) {
     float *x = randbuf(nx, &r), *w = randbuf(nw, &r), *b = randbuf((size_t)d->c_out, &r);
     float *dy = randbuf(ny, &r), *y = randbuf(ny, &r), *dx = randbuf(nx, &r);
     float *dw = randbuf(nw, &r), *db = randbuf((size_t)d->c_out, &r);
-    float *scratch = randbuf(strop__conv2d_scratch_floats(d, 1, 1, NULL) + strop__conv2d_scratch_floats(d, 0, 1, NULL) + 1, &r);
+    float *scratch = randbuf(strop__conv2d_scratch_floats(d, 1, 1, NULL) +
+                                 strop__conv2d_scratch_floats(d, 0, 1, NULL) + 1,
+                             &r);
     float *col = randbuf(ncol, &r), *dcol = randbuf(ncol, &r);
     double *ts = malloc((size_t)iters * sizeof *ts), *tg = malloc((size_t)iters * sizeof *tg);
     for (int it = -2; it < iters; it++) { /* two warm-up rounds */
@@ -89,7 +92,8 @@ int main(int argc, char **argv) {
     qsort(tg, (size_t)iters, sizeof *tg, cmp_d);
     /* the best run of each: the machine is shared, and contention only ever adds time */
     double s = ts[0], g = tg[0];
-    double gflop = 2.0 * (double)d->n * (double)(d->c_out * K * P) * (cases[c].need_dx ? 3 : 2) * 1e-9;
+    double gflop = 2.0 * (double)d->n * (double)(d->c_out * K * P) * (cases[c].need_dx ? 3 : 2) *
+                   1e-9;
     printf("%-30s strop fwd+bwd %8.3f ms (%6.1f GFLOP/s)  GEMM floor %8.3f ms  GEMM share %5.1f%%"
            "  (medians %.3f / %.3f ms)\n",
            cases[c].name, s * 1e3, gflop / s, g * 1e3, 100.0 * g / s, ts[iters / 2] * 1e3,
@@ -103,7 +107,8 @@ int main(int argc, char **argv) {
     strop__free_aligned(dw), strop__free_aligned(db), strop__free_aligned(scratch);
     strop__free_aligned(col), strop__free_aligned(dcol);
   }
-  printf("%-30s strop fwd+bwd %8.3f ms                    GEMM floor %8.3f ms  GEMM share %5.1f%%\n",
-         "both convs", total_s * 1e3, total_g * 1e3, 100.0 * total_g / total_s);
+  printf(
+      "%-30s strop fwd+bwd %8.3f ms                    GEMM floor %8.3f ms  GEMM share %5.1f%%\n",
+      "both convs", total_s * 1e3, total_g * 1e3, 100.0 * total_g / total_s);
   return 0;
 }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop bench — the data path: load the 60k Fashion-MNIST training set from the .gz files
  * (target < 1 s) and iterate one shuffled epoch in batches of 64 scaled to [0, 1], with and
  * without the prefetch thread. Usage: bench_data [dir] (default /usr/share/datasets/fashion-mnist). */
@@ -52,7 +53,8 @@ int main(int argc, char **argv) {
     if (rep < 2) strop_dataset_free(ds);
   }
   printf("load Fashion-MNIST train (60000 x 1x28x28, gzip): %.3f s wall, %.3f s cpu (best of 3; "
-         "target < 1 s)\n", best, best_cpu);
+         "target < 1 s)\n",
+         best, best_cpu);
   for (int pf = 0; pf < 2; pf++) {
     double secs, sum;
     if (epoch(ds, pf ? STROP_ITER_PREFETCH : 0, &secs, &sum)) {
@@ -60,7 +62,8 @@ int main(int argc, char **argv) {
       return 1;
     }
     printf("one shuffled epoch, batch 64, scale 1/255, prefetch %-3s: %.3f s (%.1f us/batch)"
-           " [checksum %.3f]\n", pf ? "on" : "off", secs, secs / 938.0 * 1e6, sum);
+           " [checksum %.3f]\n",
+           pf ? "on" : "off", secs, secs / 938.0 * 1e6, sum);
   }
   strop_dataset_free(ds);
   return 0;

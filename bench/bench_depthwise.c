@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop bench — depthwise conv2d (groups = channels) forward+backward at MobileNetV2's sizes
  * (batch 16, 224x224 input), strop's direct kernel against its grouped im2col + GEMM path;
  * bench/torch_depthwise.py times PyTorch on the same shapes. Usage: bench_depthwise [iters]
@@ -17,9 +18,9 @@ static float *randbuf(size_t n, strop__rng *r) {
 }
 
 /* the depthwise layers of MobileNetV2 at 224x224: channels, input size, stride */
-static const int CASES[][3] = {{32, 112, 1},  {96, 112, 2}, {144, 56, 1}, {144, 56, 2},
-                               {192, 28, 1},  {384, 14, 1}, {576, 14, 1}, {576, 14, 2},
-                               {960, 7, 1}};
+static const int CASES[][3] = {{32, 112, 1}, {96, 112, 2}, {144, 56, 1},
+                               {144, 56, 2}, {192, 28, 1}, {384, 14, 1},
+                               {576, 14, 1}, {576, 14, 2}, {960, 7, 1}};
 
 static double run(const strop__conv2d_dims *d, int iters, float *x, float *w, float *b, float *y,
                   float *dy, float *dx, float *dw, float *db) {

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop bench — issue 9's frozen-trunk speed, side by side in one process: the small CNN
  * (conv 32, conv 64, each with ReLU and 2x2 max-pool, linear 3136->128->10, batch 64, Adam)
  * trained fully, trained with the convolutions frozen (strop_model_freeze), and the model's
@@ -90,10 +91,12 @@ int main(int argc, char **argv) {
     if (b < t_frozen) t_frozen = b;
     if (c < t_fwd) t_fwd = c;
   }
-  printf("small CNN, batch %d, Adam, %d thread(s); best of %d x %d steps, two interleaved rounds\n",
-         BATCH, threads, repeats, steps);
+  printf(
+      "small CNN, batch %d, Adam, %d thread(s); best of %d x %d steps, two interleaved rounds\n",
+      BATCH, threads, repeats, steps);
   printf("  trainable params: full %lld, frozen trunk %lld\n",
-         (long long)strop_model_param_count(full.m, 1), (long long)strop_model_param_count(frozen.m, 1));
+         (long long)strop_model_param_count(full.m, 1),
+         (long long)strop_model_param_count(frozen.m, 1));
   printf("  %-34s %9.3f ms  %8.0f samples/s\n", "full fine-tuning step", t_full * 1e3,
          BATCH / t_full);
   printf("  %-34s %9.3f ms  %8.0f samples/s\n", "frozen-trunk step (head trains)", t_frozen * 1e3,
@@ -101,8 +104,7 @@ int main(int argc, char **argv) {
   printf("  %-34s %9.3f ms\n", "forward only (strop_model_forward)", t_fwd * 1e3);
   printf("RESULT bench=frozen threads=%d full_ms=%.3f frozen_ms=%.3f forward_ms=%.3f "
          "speedup=%.2f frozen_over_forward=%.2f\n",
-         threads, t_full * 1e3, t_frozen * 1e3, t_fwd * 1e3, t_full / t_frozen,
-         t_frozen / t_fwd);
+         threads, t_full * 1e3, t_frozen * 1e3, t_fwd * 1e3, t_full / t_frozen, t_frozen / t_fwd);
   run_free(&full);
   run_free(&frozen);
   for (int b = 0; b < POOL; b++) {

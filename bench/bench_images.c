@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop bench — image folders: images/s of decode + resize + crop + normalise into 224x224
  * batches of 32 (torchvision's ImageNet eval and train pipelines) with W prefetch workers, and
  * with a torchvision ResNet-18 checkpoint, the share of a fine-tuning step spent waiting for
@@ -25,7 +26,8 @@ static strop_batch_iter *pipeline(strop_dataset *ds, int64_t batch, int workers,
                "random resized crop");
     bench_must(strop_batch_iter_add_hflip(it, 0.5f), "flip");
   } else {
-    bench_must(strop_batch_iter_add_resize_shorter(it, 256, 0, STROP_RESIZE_BILINEAR_AA), "resize");
+    bench_must(strop_batch_iter_add_resize_shorter(it, 256, 0, STROP_RESIZE_BILINEAR_AA),
+               "resize");
     bench_must(strop_batch_iter_add_center_crop(it, 224, 224), "crop");
   }
   bench_must(strop_batch_iter_add_normalize(it, 3, k_mean, k_std), "normalize");
@@ -52,7 +54,8 @@ static double throughput(strop_dataset *ds, int workers, int train, int batches)
 
 int main(int argc, char **argv) {
   if (argc < 2) {
-    fprintf(stderr, "usage: bench_images FOLDER [workers] [batches] [resnet18.safetensors] [steps] [threads]\n");
+    fprintf(stderr, "usage: bench_images FOLDER [workers] [batches] [resnet18.safetensors] "
+                    "[steps] [threads]\n");
     return 2;
   }
   int workers = argc > 2 ? atoi(argv[2]) : 1, batches = argc > 3 ? atoi(argv[3]) : 20;
@@ -97,8 +100,8 @@ int main(int argc, char **argv) {
       s++;
     }
     printf("ResNet-18 full fine-tune, batch 16, %d thread(s), %d worker(s): %.2f s/step, %.1f "
-           "images/s, waiting for data %.1f%% of a step (%d steps)\n", threads, workers,
-           total / done, 16.0 * done / total, 100.0 * wait / total, done);
+           "images/s, waiting for data %.1f%% of a step (%d steps)\n",
+           threads, workers, total / done, 16.0 * done / total, 100.0 * wait / total, done);
     strop_batch_iter_free(it);
     strop_trainer_free(tr);
     strop_optimizer_free(opt);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop benchmark — safetensors speed: write a 100 MB F32 file (25 tensors of 1M floats),
  * then open it (mmap + full header validation), view it without copying, and load it into a
  * model of 25 linear layers. Usage: bench_io [folder] (default /tmp). Target: load << 1 s. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop bench — fine-tuning steps of language models loaded through
  * strop_model_load_pretrained from a Hugging Face folder (config.json + weights), the same
  * shapes torch_llm.py runs in PyTorch: a causal-LM step (forward, next-token cross-entropy,
@@ -57,16 +58,20 @@ int main(int argc, char **argv) {
   char dir[] = "/tmp/strop_bench_llm_XXXXXX", path[600], cfg[1024];
   if (!mkdtemp(dir)) return 1;
   if (gpt2)
-    snprintf(cfg, sizeof cfg, "{\"architectures\": [\"GPT2LMHeadModel\"], \"model_type\": "
+    snprintf(cfg, sizeof cfg,
+             "{\"architectures\": [\"GPT2LMHeadModel\"], \"model_type\": "
              "\"gpt2\", \"n_layer\": %d, \"n_embd\": 768, \"n_head\": 12, \"vocab_size\": 50257, "
              "\"n_positions\": 1024, \"resid_pdrop\": 0.0, \"embd_pdrop\": 0.0, \"attn_pdrop\": "
-             "0.0}", layers);
+             "0.0}",
+             layers);
   else
-    snprintf(cfg, sizeof cfg, "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": "
+    snprintf(cfg, sizeof cfg,
+             "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": "
              "\"llama\", \"num_hidden_layers\": %d, \"hidden_size\": 768, "
              "\"num_attention_heads\": 12, \"num_key_value_heads\": 4, \"intermediate_size\": "
              "2048, \"vocab_size\": 32000, \"max_position_embeddings\": 2048, "
-             "\"tie_word_embeddings\": false}", layers);
+             "\"tie_word_embeddings\": false}",
+             layers);
   snprintf(path, sizeof path, "%s/config.json", dir);
   write_file(path, cfg, strlen(cfg));
   snprintf(path, sizeof path, "%s/model.safetensors", dir);
@@ -129,10 +134,10 @@ int main(int argc, char **argv) {
   }
   printf("RESULT impl=strop model=%s threads=%d layers=%d batch=%lld tokens=%lld step_ms=%.1f "
          "tokens_per_s=%.1f params=%lld loss=%.4f peak_rss_kb=%ld lora=%d frozen_dtype=%s "
-         "weights_mb=%.1f\n", argv[1], threads, layers,
-         (long long)batch, (long long)tokens, best * 1e3, (double)(batch * tokens) / best,
-         (long long)strop_model_param_count(m, 0), (double)loss, peak_rss_kb(), rank,
-         fdt ? fdt : "f32", (double)wbytes / 1048576.0);
+         "weights_mb=%.1f\n",
+         argv[1], threads, layers, (long long)batch, (long long)tokens, best * 1e3,
+         (double)(batch * tokens) / best, (long long)strop_model_param_count(m, 0), (double)loss,
+         peak_rss_kb(), rank, fdt ? fdt : "f32", (double)wbytes / 1048576.0);
   strop_tensor_free(x);
   strop_tensor_free(y);
   strop_trainer_free(tr);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop bench — issue 19's speed targets, the strop side of bench/run_pretrained.sh
  * (bench/torch_pretrained.py is PyTorch's): a torchvision ResNet-18 loaded through
  * strop_model_load_pretrained, fine-tuned at 224x224, batch 16, with AdamW (lr 1e-3), either
@@ -42,7 +43,7 @@ static double urand(void) {
 
 /* ResNet-18's convolutions at 224x224: c_in, c_out, k, stride, input size, how many */
 static const int RESNET18_CONVS[][6] = {
-    {3, 64, 7, 2, 224, 1},   {64, 64, 3, 1, 56, 4},                           /* conv1, layer1 */
+    {3, 64, 7, 2, 224, 1},   {64, 64, 3, 1, 56, 4},                            /* conv1, layer1 */
     {64, 128, 3, 2, 56, 1},  {128, 128, 3, 1, 28, 3}, {64, 128, 1, 2, 56, 1},  /* layer2 */
     {128, 256, 3, 2, 28, 1}, {256, 256, 3, 1, 14, 3}, {128, 256, 1, 2, 28, 1}, /* layer3 */
     {256, 512, 3, 2, 14, 1}, {512, 512, 3, 1, 7, 3},  {256, 512, 1, 2, 14, 1}, /* layer4 */
@@ -54,11 +55,12 @@ static double conv_floor(int threads, int backward, int repeats) {
   double total = 0;
   for (size_t k = 0; k < sizeof RESNET18_CONVS / sizeof RESNET18_CONVS[0]; k++) {
     const int *c = RESNET18_CONVS[k];
-    strop__conv2d_dims d = {BATCH, c[0], c[4], c[4], c[1], c[2], c[2], c[3], c[3],
-                            c[2] / 2, c[2] / 2, 1, 1, 1, 0, 0};
+    strop__conv2d_dims d = {BATCH, c[0],     c[4],     c[4], c[1], c[2], c[2], c[3],
+                            c[3],  c[2] / 2, c[2] / 2, 1,    1,    1,    0,    0};
     strop__conv2d_out_size(&d);
     const int chunks = strop__par_chunks(threads, d.n, 1);
-    const size_t nx = (size_t)(d.n * d.c_in * d.h * d.w), ny = (size_t)(d.n * d.c_out * d.oh * d.ow);
+    const size_t nx = (size_t)(d.n * d.c_in * d.h * d.w),
+                 ny = (size_t)(d.n * d.c_out * d.oh * d.ow);
     const size_t nw = (size_t)(d.c_out * d.c_in * d.kh * d.kw);
     size_t sf = strop__conv2d_scratch_floats(&d, 0, chunks, NULL);
     size_t sb = strop__conv2d_scratch_floats(&d, 1, chunks, NULL);
@@ -112,7 +114,8 @@ static int train(const char *ckpt, const char *mode, int threads, int steps, int
   }
   bench_reset_peak_rss();
   float loss = 0;
-  for (int s = 0; s < 3; s++) bench_must(strop_trainer_step(tr, xs[s % POOL], ys[s % POOL], &loss), "step");
+  for (int s = 0; s < 3; s++)
+    bench_must(strop_trainer_step(tr, xs[s % POOL], ys[s % POOL], &loss), "step");
   double best = 1e30;
   int k = 0;
   for (int r = 0; r < repeats; r++) {
@@ -143,8 +146,8 @@ static int train(const char *ckpt, const char *mode, int threads, int steps, int
       for (int c = 1; c < CLASSES; c++) mx = fmax(mx, z[i * CLASSES + c]);
       for (int c = 0; c < CLASSES; c++) sum += exp(z[i * CLASSES + c] - mx);
       for (int c = 0; c < CLASSES; c++)
-        g[i * CLASSES + c] =
-            (float)((exp(z[i * CLASSES + c] - mx) / sum - (c == (int)y[i])) / BATCH);
+        g[i * CLASSES + c] = (float)((exp(z[i * CLASSES + c] - mx) / sum - (c == (int)y[i])) /
+                                     BATCH);
     }
     strop_tensor_free(out);
     double c = bench_now();

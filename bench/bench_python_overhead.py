@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """strop bench — the overhead of the Python bindings on a training step of the small CNN
 (conv 32, conv 64, each with ReLU and 2x2 max-pool, linear 3136->128->10, batch 64, Adam):
 Trainer.step(numpy x, numpy y) against the same loop in C (bench/bench_c_step.c), both on the

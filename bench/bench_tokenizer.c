@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop bench — tokenizer encode throughput: load a tokenizer, then encode every line of a text
  * file one call per line (as a data pipeline would), once, timed without the load. Prints one
  * line of key=value pairs that bench/run_tokenizers.sh reads.
@@ -65,8 +66,9 @@ int main(int argc, char **argv) {
     }
     double s = bench_now() - t0;
     printf("impl=strop pass=%d lines=%zu bytes=%ld tokens=%lld load_s=%.3f seconds=%.4f "
-           "mb_s=%.2f tok_s=%.0f\n", p + 1, nl, size, (long long)tokens, load, s,
-           (double)size / 1e6 / s, (double)tokens / s);
+           "mb_s=%.2f tok_s=%.0f\n",
+           p + 1, nl, size, (long long)tokens, load, s, (double)size / 1e6 / s,
+           (double)tokens / s);
   }
   strop_tokenizer_free(tok);
   free(off);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop bench — training throughput of the issue-5 models through the public API only, for the
  * side-by-side run against PyTorch (bench/run_vs_torch.sh, bench/torch_train.py).
  *
@@ -95,7 +96,10 @@ char *openblas_get_corename(void);
 
 /* ---- the GEMM floor: the step's GEMMs as (count, trans_a, trans_b, m, n, k) ---- */
 
-typedef struct gemm { int count, ta, tb; int64_t m, n, k; } gemm;
+typedef struct gemm {
+  int count, ta, tb;
+  int64_t m, n, k;
+} gemm;
 
 /* a linear layer of rows x in -> out: forward, dW, and dX when the input needs a gradient */
 static int add_linear(gemm *g, int k, int64_t rows, int64_t in, int64_t out, int fwd_only,
@@ -134,12 +138,12 @@ static int model_gemms(const char *model, int64_t batch, gemm *g) {
     const int64_t rows = batch * SEQ, hd = DMODEL / HEADS, bh = batch * HEADS;
     for (int b = 0; b < 2; b++) {
       for (int p = 0; p < 4; p++) k = add_linear(g, k, rows, DMODEL, DMODEL, 0, 1);
-      g[k++] = (gemm){(int)bh, 0, 1, SEQ, SEQ, hd};  /* S = Q K^T */
-      g[k++] = (gemm){(int)bh, 0, 0, SEQ, hd, SEQ};  /* ctx = P V */
-      g[k++] = (gemm){(int)bh, 1, 0, SEQ, hd, SEQ};  /* dV = P^T dctx */
-      g[k++] = (gemm){(int)bh, 0, 1, SEQ, SEQ, hd};  /* dP = dctx V^T */
-      g[k++] = (gemm){(int)bh, 0, 0, SEQ, hd, SEQ};  /* dQ = dS K */
-      g[k++] = (gemm){(int)bh, 1, 0, SEQ, hd, SEQ};  /* dK = dS^T Q */
+      g[k++] = (gemm){(int)bh, 0, 1, SEQ, SEQ, hd}; /* S = Q K^T */
+      g[k++] = (gemm){(int)bh, 0, 0, SEQ, hd, SEQ}; /* ctx = P V */
+      g[k++] = (gemm){(int)bh, 1, 0, SEQ, hd, SEQ}; /* dV = P^T dctx */
+      g[k++] = (gemm){(int)bh, 0, 1, SEQ, SEQ, hd}; /* dP = dctx V^T */
+      g[k++] = (gemm){(int)bh, 0, 0, SEQ, hd, SEQ}; /* dQ = dS K */
+      g[k++] = (gemm){(int)bh, 1, 0, SEQ, hd, SEQ}; /* dK = dS^T Q */
       k = add_linear(g, k, rows, DMODEL, FFN, 0, 1);
       k = add_linear(g, k, rows, FFN, DMODEL, 0, 1);
     }
@@ -207,7 +211,8 @@ int main(int argc, char **argv) {
     if (strcmp(model, "mlp_sgd") == 0) kind = STROP_OPTIM_SGD;
   } else if (strcmp(model, "cnn") == 0 || strcmp(model, "cnn_frozen") == 0) {
     m = bench_build_cnn();
-    if (strcmp(model, "cnn_frozen") == 0) bench_must(strop_model_freeze(m, "features.*"), "freeze");
+    if (strcmp(model, "cnn_frozen") == 0)
+      bench_must(strop_model_freeze(m, "features.*"), "freeze");
   } else if (strcmp(model, "transformer") == 0) {
     m = build_transformer();
     kind = STROP_OPTIM_ADAMW;
@@ -268,7 +273,8 @@ int main(int argc, char **argv) {
 
   float loss = 0.0f;
   const int warmup = 5;
-  for (int s = 0; s < warmup; s++) bench_must(strop_trainer_step(tr, xs[s % POOL], ys[s % POOL], &loss), "step");
+  for (int s = 0; s < warmup; s++)
+    bench_must(strop_trainer_step(tr, xs[s % POOL], ys[s % POOL], &loss), "step");
   double best = 1e30;
   int k = 0;
   for (int r = 0; r < repeats; r++) {
@@ -304,8 +310,8 @@ int main(int argc, char **argv) {
          "floor_1thread_ms=%.3f floor_blas_threads_ms=%.3f blas_core=%s loss=%.4f data=%s\n",
          model, threads, (long long)batch, (double)batch / best, best * 1e3, rss_kb, train_rss_kb,
          floor_s * 1e3, gflop, best / floor_s, floor_one * 1e3,
-         threads > 1 ? floor_blas_t * 1e3 : floor_one * 1e3, openblas_get_corename(), (double)loss,
-         data);
+         threads > 1 ? floor_blas_t * 1e3 : floor_one * 1e3, openblas_get_corename(),
+         (double)loss, data);
 
   for (int b = 0; b < POOL; b++) {
     strop_tensor_free(xs[b]);

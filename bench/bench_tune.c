@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop bench — the tuner's own overhead: time per Bayesian suggestion (Gaussian-process fit
  * plus expected-improvement candidate search) at 10, 50 and 100 observed trials, 4-d space. */
 #include <math.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop bench — see benchutil.h. */
 #include "benchutil.h"
 
@@ -52,12 +53,14 @@ strop_model *bench_build_cnn(void) {
   const int64_t in[3] = {1, 28, 28};
   strop_model *m = NULL;
   bench_must(strop_model_create(3, in, &m), "create");
-  bench_must(strop_model_add(m, "features.0", "conv2d", "out_channels=32 kernel_size=3 padding=1",
-                             NULL), "conv1");
+  bench_must(
+      strop_model_add(m, "features.0", "conv2d", "out_channels=32 kernel_size=3 padding=1", NULL),
+      "conv1");
   bench_must(strop_model_add(m, "features.1", "relu", NULL, NULL), "relu1");
   bench_must(strop_model_add(m, "features.2", "maxpool2d", "kernel_size=2", NULL), "pool1");
-  bench_must(strop_model_add(m, "features.3", "conv2d", "out_channels=64 kernel_size=3 padding=1",
-                             NULL), "conv2");
+  bench_must(
+      strop_model_add(m, "features.3", "conv2d", "out_channels=64 kernel_size=3 padding=1", NULL),
+      "conv2");
   bench_must(strop_model_add(m, "features.4", "relu", NULL, NULL), "relu2");
   bench_must(strop_model_add(m, "features.5", "maxpool2d", "kernel_size=2", NULL), "pool2");
   bench_must(strop_model_add(m, "flatten", "flatten", NULL, NULL), "flatten");

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop bench — helpers shared by the benchmark programs (not by bench_c_step.c, which
  * bench_python_overhead.py also compiles alone). */
 #ifndef STROP_BENCHUTIL_H

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """strop bench — peak RSS of a GPT-2-small-shaped full fine-tune step (AdamW, batch x tokens,
 random weights of the real shapes, a Hugging Face folder written on the fly) with and without
 activation checkpointing, beside PyTorch's reference GPT-2 module (tests/pretrained/

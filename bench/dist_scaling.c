@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop bench — data-parallel scaling (issue 22): one fine-tuning epoch of the Fashion base CNN
  * on the ranks mpirun starts, through a host-style collective that times every all-reduce.
  * Prints, from rank 0: ranks, epoch seconds, seconds inside all-reduces, bytes per step and
@@ -12,8 +13,8 @@
 
 typedef struct timed {
   MPI_Comm comm;
-  double secs;        /* inside the collectives */
-  int64_t bytes;      /* this rank's payload handed to all-reduces */
+  double secs;   /* inside the collectives */
+  int64_t bytes; /* this rank's payload handed to all-reduces */
   int64_t reduces;
 } timed;
 
@@ -108,7 +109,8 @@ int main(int argc, char **argv) {
            strop_dist_size(d), head ? "head" : "full", (long long)samples, (long long)batch,
            (long long)steps, epoch, tm.secs, 100 * tm.secs / epoch,
            steps ? (double)tm.bytes / (double)steps : 0.0,
-           (long long)strop_model_param_count(m, 1), (long long)strop_model_param_count(m, 1) * 4);
+           (long long)strop_model_param_count(m, 1),
+           (long long)strop_model_param_count(m, 1) * 4);
   strop_batch_iter_free(it);
   strop_trainer_free(t);
   strop_optimizer_free(opt);

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # strop bench — data-parallel scaling (issue 22): the Fashion base CNN, one epoch fine-tuned
 # (full, and head only) on 1 and 2 MPI ranks of this machine; docs/scaling.md reads the lines.
 # Usage: bench/dist_scaling.sh [MPI_BUILD_DIR=build-mpi] [SAMPLES=4096] [BATCH=64]

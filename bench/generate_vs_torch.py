@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """strop bench — generation tokens/s, side by side in one process with the same thread count
 (issue 20's target: with its key/value cache strop is at least 2x a PyTorch loop that re-runs
 the growing prefix, and at least equal to a PyTorch loop with a cache):

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """strop bench — image folders against torchvision: writes N JPEGs of about 500x375 (PIL,
 quality 90, 10 class folders) into a temporary folder, then measures images/s of torchvision's
 ImageFolder + DataLoader (batch 32, the same number of workers) and of bench_images on the same

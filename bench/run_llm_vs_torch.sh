@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # strop bench — GPT-2-small-shaped and Llama-shaped causal-LM fine-tuning steps (batch 4 x 128
 # tokens, AdamW) in strop (bench_llm, the models loaded through strop_model_load_pretrained
 # from a Hugging Face folder) and in PyTorch (torch_llm.py on the reference modules of

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # strop bench — a GPT-2-small-shaped LoRA fine-tuning step (rank 8 on c_attn, batch 4 x 128
 # tokens, AdamW on the adapters) with the frozen base held in FP32, BF16 and int8
 # (strop_model_set_frozen_dtype; docs/performance.md), side by side with PyTorch on the same

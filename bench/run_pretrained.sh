@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # strop bench — issue 19's speed and memory targets, strop and PyTorch side by side in one run:
 # torchvision's ResNet-18 at 224x224, batch 16, AdamW, full fine-tune and frozen trunk
 # (everything but fc frozen), at 1 and 2 threads: images/s, the ratio strop/PyTorch (targets:

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # strop bench — tokenizer encode throughput, side by side in one run on the same text: strop
 # (bench_tokenizer) against GPT-2's reference encoder gpt-3-encoder under node, and against
 # SentencePiece's C++ encoder (python3-sentencepiece's batch encode, num_threads=1, and the

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # strop bench — the issue-5 headline: train the same models in strop (bench_train) and in
 # PyTorch (torch_train.py, Debian's python3-torch under /usr/bin/python3) on this machine in one
 # run, at 1 and 2 threads, and print samples/s, the ratio strop/PyTorch, the peak RSS of each

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """strop bench — PyTorch's depthwise conv2d (groups = channels) forward+backward on the shapes
 of bench_depthwise.c (MobileNetV2's depthwise layers, batch 16, 224x224 input).
 Usage: torch_depthwise.py [iters] [threads]."""

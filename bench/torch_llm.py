@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """strop bench — PyTorch's side of bench_llm.c: the same causal-LM fine-tuning step (forward,
 next-token cross-entropy, backward, AdamW) on the reference modules of
 tests/pretrained/hf_reference.py (transformers 4.44's GPT-2 and Llama semantics) at the same

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """strop bench: the PyTorch side of bench/run_pretrained.sh (issue 19's speed targets).
 
     torch_pretrained.py write OUT ARCH [CLASSES]   torchvision ARCH (weights=None) state_dict

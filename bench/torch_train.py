@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """strop bench: the PyTorch side of bench/run_vs_torch.sh.
 
 Trains one of the issue-5 models on synthetic data with the same shapes, batch, optimizer and

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # strop — writes and installs strop.pc at install time, when the real prefix is known
 # (`cmake --install build --prefix P` changes it after configuring). Included by the
 # install(CODE) in CMakeLists.txt with STROP_PC_IN, STROP_PC_OUT_DIR, STROP_PC_LIBDIR,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop example — knowledge distillation from C, with a loss the host computes. The teacher
  * is the bundled Fashion-MNIST base CNN (classes 0-4, 93% accurate); the student a small MLP.
  * Only 20 images per class have labels; the teacher also sees 5,000 images nobody labelled.
@@ -14,23 +15,23 @@
 
 #include <strop/strop.h>
 
-#define FASHION "/usr/share/datasets/fashion-mnist/"   /* Debian's dataset-fashion-mnist */
+#define FASHION "/usr/share/datasets/fashion-mnist/" /* Debian's dataset-fashion-mnist */
 
-#define CHECK(call)                                                                   \
-  do {                                                                                \
-    strop_status s_ = (call);                                                         \
-    if (s_ != STROP_OK) {                                                             \
+#define CHECK(call)                                                                      \
+  do {                                                                                   \
+    strop_status s_ = (call);                                                            \
+    if (s_ != STROP_OK) {                                                                \
       fprintf(stderr, "%s: %s (%s)\n", #call, strop_last_error(), strop_status_str(s_)); \
-      exit(1);                                                                        \
-    }                                                                                 \
+      exit(1);                                                                           \
+    }                                                                                    \
   } while (0)
 
 enum {
-  CLASSES = 5,       /* the teacher's classes 0-4 */
-  LABELLED = 20,     /* labelled images per class */
-  TRANSFER = 1000,   /* images per class the teacher labels (the 20 among them) */
+  CLASSES = 5,     /* the teacher's classes 0-4 */
+  LABELLED = 20,   /* labelled images per class */
+  TRANSFER = 1000, /* images per class the teacher labels (the 20 among them) */
   BATCH = 50,
-  STEPS = 400        /* optimizer steps of each student */
+  STEPS = 400 /* optimizer steps of each student */
 };
 static const double T = 4.0;     /* temperature of the soft targets */
 static const double ALPHA = 0.9; /* weight of the distillation term where a label exists */
@@ -118,8 +119,8 @@ int main(int argc, char **argv) {
   /* The teacher: the pre-trained CNN, in eval mode (BatchNorm's running statistics). */
   strop_model *teacher = NULL;
   CHECK(strop_model_load_spec("examples/fashion/base.yaml", &teacher));
-  CHECK(strop_model_load_weights(teacher, "examples/fashion/base.safetensors",
-                                 STROP_LOAD_STRICT, NULL));
+  CHECK(strop_model_load_weights(teacher, "examples/fashion/base.safetensors", STROP_LOAD_STRICT,
+                                 NULL));
   CHECK(strop_model_set_training(teacher, 0));
 
   /* Data: classes 0-4; 1,000 training images per class for the teacher to label, 20 of each
@@ -138,8 +139,8 @@ int main(int argc, char **argv) {
   strop_batch_iter *test_it = NULL;
   CHECK(strop_batch_iter_create(test, 500, 0, 0, &test_it));
   CHECK(strop_batch_iter_add_scale(test_it, 1.0f / 255.0f));
-  printf("%-36s test accuracy %.2f%%\n", "teacher (the base CNN):",
-         100 * accuracy(teacher, test_it));
+  printf("%-36s test accuracy %.2f%%\n",
+         "teacher (the base CNN):", 100 * accuracy(teacher, test_it));
 
   /* The two students, from the same initial weights, each for STEPS optimizer steps. */
   double acc[2];
@@ -158,12 +159,12 @@ int main(int argc, char **argv) {
     double sum = 0.0;
     for (int step = 1; step <= STEPS; step++) {
       strop_tensor *x = NULL, *y = NULL; /* borrowed from the iterator */
-      if (!distill) { /* the labels alone: the trainer's own cross-entropy */
+      if (!distill) {                    /* the labels alone: the trainer's own cross-entropy */
         next_batch(lab, &x, &y);
         float loss = 0.0f;
         CHECK(strop_trainer_step(tr, x, y, &loss));
         sum += loss;
-      } else {        /* the teacher's knowledge: the host's loss */
+      } else { /* the teacher's knowledge: the host's loss */
         /* nine batches in ten from the images the teacher labels (their labels unread),
          * the tenth from the 100 labelled ones */
         int with_labels = step % 10 == 0;
@@ -171,13 +172,13 @@ int main(int argc, char **argv) {
         strop_tensor *t_out = NULL, *s_out = NULL, *dz = NULL;
         int has_label[BATCH];
         for (int64_t r = 0; r < rows; r++) has_label[r] = with_labels;
-        CHECK(strop_model_forward(teacher, x, &t_out));  /* the teacher's logits */
-        CHECK(strop_trainer_forward(tr, x, &s_out));     /* the student's, kept */
-        CHECK(strop_tensor_copy(s_out, &dz));            /* [rows, 5] for the gradient */
+        CHECK(strop_model_forward(teacher, x, &t_out)); /* the teacher's logits */
+        CHECK(strop_trainer_forward(tr, x, &s_out));    /* the student's, kept */
+        CHECK(strop_tensor_copy(s_out, &dz));           /* [rows, 5] for the gradient */
         sum += distill_loss(strop_tensor_data(s_out), strop_tensor_data(t_out),
                             strop_tensor_data(y), has_label, rows, strop_tensor_data(dz));
-        CHECK(strop_trainer_backward(tr, dz));           /* d loss / d logits */
-        CHECK(strop_trainer_apply(tr));                  /* the optimizer step */
+        CHECK(strop_trainer_backward(tr, dz)); /* d loss / d logits */
+        CHECK(strop_trainer_apply(tr));        /* the optimizer step */
         strop_tensor_free(dz);
         strop_tensor_free(s_out);
         strop_tensor_free(t_out);

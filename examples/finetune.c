@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop example — fine-tuning from C, one step at a time under the host's control:
  * load the bundled Fashion-MNIST base CNN, replace its head for five new classes, freeze
  * the trunk, train on 20 images per class, evaluate on the test set, save the result.
@@ -7,16 +8,16 @@
 
 #include <strop/strop.h>
 
-#define FASHION "/usr/share/datasets/fashion-mnist/"   /* Debian's dataset-fashion-mnist */
+#define FASHION "/usr/share/datasets/fashion-mnist/" /* Debian's dataset-fashion-mnist */
 
 /* Every call returns a strop_status; on failure strop_last_error() says what and where. */
-#define CHECK(call)                                                                   \
-  do {                                                                                \
-    strop_status s_ = (call);                                                         \
-    if (s_ != STROP_OK) {                                                             \
+#define CHECK(call)                                                                      \
+  do {                                                                                   \
+    strop_status s_ = (call);                                                            \
+    if (s_ != STROP_OK) {                                                                \
       fprintf(stderr, "%s: %s (%s)\n", #call, strop_last_error(), strop_status_str(s_)); \
-      exit(1);                                                                        \
-    }                                                                                 \
+      exit(1);                                                                           \
+    }                                                                                    \
   } while (0)
 
 int main(void) {
@@ -31,7 +32,7 @@ int main(void) {
   CHECK(strop_surgery_create(model, &plan));
   CHECK(strop_surgery_replace(plan, "head", "linear", "out_features=5", 42));
   CHECK(strop_surgery_freeze(plan, "features.*", 0));
-  CHECK(strop_surgery_apply(plan));             /* all edits or none */
+  CHECK(strop_surgery_apply(plan)); /* all edits or none */
   strop_surgery_free(plan);
   printf("trainable parameters: %lld of %lld\n", (long long)strop_model_param_count(model, 1),
          (long long)strop_model_param_count(model, 0));
@@ -62,10 +63,10 @@ int main(void) {
     double sum = 0;
     int batches = 0;
     for (;;) {
-      strop_tensor *x = NULL, *y = NULL;        /* borrowed from the iterator */
+      strop_tensor *x = NULL, *y = NULL; /* borrowed from the iterator */
       int64_t rows = 0;
       CHECK(strop_batch_iter_next(it, &x, &y, &rows));
-      if (rows == 0) break;                     /* end of the epoch */
+      if (rows == 0) break; /* end of the epoch */
       float loss = 0;
       CHECK(strop_trainer_step(trainer, x, y, &loss));
       sum += loss;
@@ -77,7 +78,8 @@ int main(void) {
   /* 5. Evaluate on the 5,000 test images and save (PyTorch loads the weights as they are). */
   strop_metrics *m = NULL;
   CHECK(strop_trainer_eval(trainer, test_it, &m));
-  printf("test accuracy %.2f%% on %.0f images\n", 100 * strop_metrics_get(m, STROP_METRIC_ACCURACY),
+  printf("test accuracy %.2f%% on %.0f images\n",
+         100 * strop_metrics_get(m, STROP_METRIC_ACCURACY),
          strop_metrics_get(m, STROP_METRIC_SAMPLES));
   CHECK(strop_model_save_weights(model, "finetuned.safetensors"));
   CHECK(strop_model_save_spec(model, "finetuned.yaml"));

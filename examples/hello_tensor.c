@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop example — the smallest tour of the API: make a tensor, fill it, view it with another
  * shape, read it back, and see what a failing call reports. Build: see examples/CMakeLists.txt. */
 #include <stdio.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tests — attention as checkpoints have it: the `attention` core (grouped-query heads,
  * rotary embeddings with Llama's rotate_half convention, linear rope scaling, packed q|k|v
  * input, causal and padding masks) against a float64 reference written from the published
@@ -46,7 +47,8 @@ static void ref_rope(const ref_cfg *c, double *v, int64_t pos) {
 static void ref_attention(const ref_cfg *c, const float *q, const float *k, const float *v,
                           const float *mask, double *out) {
   const int64_t t = c->t, hd = c->hd, group = c->h / c->kvh;
-  double *qr = malloc(sizeof(double) * (size_t)(t * hd)), *kr = malloc(sizeof(double) * (size_t)(t * hd));
+  double *qr = malloc(sizeof(double) * (size_t)(t * hd)),
+         *kr = malloc(sizeof(double) * (size_t)(t * hd));
   double *s = malloc(sizeof(double) * (size_t)t);
   for (int64_t h = 0; h < c->h; h++) {
     const int64_t g = h / group;
@@ -119,7 +121,8 @@ static void check_core(int packed, const char *opts, const ref_cfg *rc, int with
   const strop__act *o;
   strop_test_must(strop__model_forward_exec(m, x, nb, 0, with_mask ? mask : NULL, &o), "forward");
   double *want = malloc(sizeof(double) * (size_t)(t * qw));
-  float *qs = malloc(sizeof(float) * (size_t)(t * qw)), *ks = malloc(sizeof(float) * (size_t)(t * kw)),
+  float *qs = malloc(sizeof(float) * (size_t)(t * qw)),
+        *ks = malloc(sizeof(float) * (size_t)(t * kw)),
         *vs = malloc(sizeof(float) * (size_t)(t * kw));
   for (int64_t b = 0; b < nb; b++) {
     for (int64_t p = 0; p < t; p++) {
@@ -132,8 +135,9 @@ static void check_core(int packed, const char *opts, const ref_cfg *rc, int with
     for (int64_t i = 0; i < t * qw; i++) {
       const float got = o->data[b * t * qw + i];
       ck_assert_msg(fabs(got - want[i]) < 2e-5 * (1 + fabs(want[i])),
-                    "%s %s: sample %lld [%lld]: %.8g vs reference %.8g", packed ? "packed" : "separate",
-                    opts, (long long)b, (long long)i, (double)got, want[i]);
+                    "%s %s: sample %lld [%lld]: %.8g vs reference %.8g",
+                    packed ? "packed" : "separate", opts, (long long)b, (long long)i, (double)got,
+                    want[i]);
     }
   }
   strop__model_step_end(m);
@@ -207,9 +211,9 @@ START_TEST(mha_equals_core) {
                           {"o", "linear", "out_features=8", NULL}};
   strop_model *ma = build(2, shape, a, 1), *mb = build(2, shape, b, 5);
   static const char *const pairs[][2] = {
-      {"attn.q_proj.weight", "q.weight"}, {"attn.q_proj.bias", "q.bias"},
-      {"attn.k_proj.weight", "k.weight"}, {"attn.k_proj.bias", "k.bias"},
-      {"attn.v_proj.weight", "v.weight"}, {"attn.v_proj.bias", "v.bias"},
+      {"attn.q_proj.weight", "q.weight"},   {"attn.q_proj.bias", "q.bias"},
+      {"attn.k_proj.weight", "k.weight"},   {"attn.k_proj.bias", "k.bias"},
+      {"attn.v_proj.weight", "v.weight"},   {"attn.v_proj.bias", "v.bias"},
       {"attn.out_proj.weight", "o.weight"}, {"attn.out_proj.bias", "o.bias"}};
   for (int i = 0; i < 8; i++) {
     strop__param *p = strop__model_param_find(ma, pairs[i][0]);
@@ -256,7 +260,8 @@ START_TEST(mha_packed_equals_separate) {
     for (int e = 0; e < 6; e++) inb[i * 6 + e] = 0.05f * (float)(e - i);
     memcpy(param(ms, bn), inb + i * 6, 6 * sizeof(float));
   }
-  memcpy(param(mp, "attn.out_proj.weight"), param(ms, "attn.out_proj.weight"), 36 * sizeof(float));
+  memcpy(param(mp, "attn.out_proj.weight"), param(ms, "attn.out_proj.weight"),
+         36 * sizeof(float));
   for (int round = 0; round < 2; round++) {
     if (round == 1) { /* LoRA on q and v of both */
       strop_model *both[2] = {ms, mp};
@@ -273,8 +278,8 @@ START_TEST(mha_packed_equals_separate) {
           for (int e = 0; e < 12; e++) bw[e] = 0.1f * (float)(e % 5) - 0.2f;
         }
       }
-      ck_assert(memcmp(param(ms, "attn.q_proj.lora_A.weight"), param(mp, "attn.q_proj.lora_A.weight"),
-                       12 * sizeof(float)) == 0);
+      ck_assert(memcmp(param(ms, "attn.q_proj.lora_A.weight"),
+                       param(mp, "attn.q_proj.lora_A.weight"), 12 * sizeof(float)) == 0);
     }
     float x[2 * 5 * 6];
     for (int i = 0; i < 60; i++) x[i] = sinf(0.7f * (float)i);
@@ -285,7 +290,8 @@ START_TEST(mha_packed_equals_separate) {
     float outs[2][12];
     for (int k = 0; k < 2; k++) {
       strop_test_must(strop__model_zero_grad(pair[k]), "zero");
-      strop_test_must(strop__model_forward_exec(pair[k], x, 2, 1, NULL, k ? &op : &os), "forward");
+      strop_test_must(strop__model_forward_exec(pair[k], x, 2, 1, NULL, k ? &op : &os),
+                      "forward");
       memcpy(outs[k], (k ? op : os)->data, sizeof outs[k]);
       strop_test_must(strop__model_backward(pair[k], dout), "backward");
       strop__model_step_end(pair[k]);
@@ -424,7 +430,8 @@ START_TEST(gated_mlp_gradcheck_and_lora) {
   strop_test_must(strop_surgery_apply(sg), "apply");
   strop_surgery_free(sg);
   ck_assert_int_eq(strop_model_param_count(m, 1), 2 * 6 + 5 * 2 + 3 * 5 + 6 * 3);
-  float *bu = param(m, "mlp.up_proj.lora_B.weight"), *bd = param(m, "mlp.down_proj.lora_B.weight");
+  float *bu = param(m, "mlp.up_proj.lora_B.weight"),
+        *bd = param(m, "mlp.down_proj.lora_B.weight");
   for (int e = 0; e < 10; e++) bu[e] = 0.1f * (float)(e % 3) - 0.1f;
   for (int e = 0; e < 18; e++) bd[e] = 0.05f * (float)(e % 4) - 0.07f;
   strop_test_gradcheck(m, 2, 50, &o);

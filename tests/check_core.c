@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tests — core suite: status names, the per-thread error sentence, logging, the PCG32
  * generator, thread settings, the step arena, the version, allocation failures. */
 #include <limits.h>
@@ -139,15 +140,17 @@ START_TEST(error_prefix_names_each_function_once) {
                                        "r.yaml:3:7: 'lr' must be a number, got 'x'");
   strop__err(STROP_E_INVALID_ARG, "strop__loss_eval: cross_entropy: sample 3: class 4");
   strop__err_prefix("strop_trainer_step: step %d", 0);
-  ck_assert_str_eq(strop_last_error(), "strop_trainer_step: step 0: cross_entropy: sample 3: class 4");
+  ck_assert_str_eq(strop_last_error(),
+                   "strop_trainer_step: step 0: cross_entropy: sample 3: class 4");
   strop__err(STROP_E_INVALID_ARG, "strop_model_forward: bad input");
   strop__err_prefix("strop_model_forward");
   ck_assert_str_eq(strop_last_error(), "strop_model_forward: bad input");
   /* another public function's name stays: it says where the failure came from */
   strop__err(STROP_E_IO, "strop_model_load_weights: w.safetensors: no such file");
   strop__err_prefix("strop_recipe_run: model");
-  ck_assert_str_eq(strop_last_error(),
-                   "strop_recipe_run: model: strop_model_load_weights: w.safetensors: no such file");
+  ck_assert_str_eq(
+      strop_last_error(),
+      "strop_recipe_run: model: strop_model_load_weights: w.safetensors: no such file");
 }
 END_TEST
 
@@ -382,7 +385,7 @@ START_TEST(rng_permutation) {
     bad += p[i] != q[i];
     fixed += p[i] == i;
   }
-  ck_assert_int_eq(bad, 0); /* each of 0..N-1 exactly once, equal for equal seeds */
+  ck_assert_int_eq(bad, 0);    /* each of 0..N-1 exactly once, equal for equal seeds */
   ck_assert_int_lt(fixed, 10); /* about 1 expected; identity would be 1000 */
   ck_assert_int_eq(strop_rng_permutation(a, N, q), STROP_OK);
   ck_assert_int_ne(memcmp(p, q, N * sizeof *p), 0); /* the stream moved on */
@@ -417,11 +420,16 @@ static int rng_bad_call(int i, strop_rng *g, float *f, int64_t *p) {
 
 START_TEST(rng_errors) {
   static const char *const needles[] = {
-      "strop_rng_uniform: rng is NULL",     "strop_rng_uniform: out is NULL",
-      "hi (0) must be >= lo (1)",           "must be >= lo",
-      "strop_rng_normal: rng is NULL",      "strop_rng_normal: out is NULL",
-      "std must be >= 0, got -0.5",         "std must be >= 0",
-      "strop_rng_permutation: rng is NULL", "strop_rng_permutation: out is NULL",
+      "strop_rng_uniform: rng is NULL",
+      "strop_rng_uniform: out is NULL",
+      "hi (0) must be >= lo (1)",
+      "must be >= lo",
+      "strop_rng_normal: rng is NULL",
+      "strop_rng_normal: out is NULL",
+      "std must be >= 0, got -0.5",
+      "std must be >= 0",
+      "strop_rng_permutation: rng is NULL",
+      "strop_rng_permutation: out is NULL",
       "n must be >= 0, got -1",
   };
   strop_rng *g = NULL, *twin = NULL;
@@ -485,7 +493,8 @@ START_TEST(threads_set_get) {
   ck_assert_int_eq(strop_set_num_threads(1), STROP_OK);
   strop_clear_error();
   ck_assert_int_eq(strop_set_num_threads(-1), STROP_E_INVALID_ARG);
-  ck_assert_ptr_nonnull(strstr(strop_last_error(), "strop_set_num_threads: n must be >= 0, got -1"));
+  ck_assert_ptr_nonnull(
+      strstr(strop_last_error(), "strop_set_num_threads: n must be >= 0, got -1"));
   ck_assert_int_eq(strop_get_num_threads(), 1); /* unchanged by the failed call */
 }
 END_TEST
@@ -527,8 +536,10 @@ START_TEST(blas_threads_left_as_the_host_set_them) {
     for (int host = 3; host >= 1; host--) { /* 3 first: before strop's first BLAS call */
       openblas_set_num_threads(host);
       forward_once(m);
-      ck_assert_msg(openblas_get_num_threads() == host, "impl %d: the host set %d OpenBLAS "
-                    "threads, strop left %d", impl, host, openblas_get_num_threads());
+      ck_assert_msg(openblas_get_num_threads() == host,
+                    "impl %d: the host set %d OpenBLAS "
+                    "threads, strop left %d",
+                    impl, host, openblas_get_num_threads());
       forward_once(m); /* and again: not only the first call */
       ck_assert_int_eq(openblas_get_num_threads(), host);
     }
@@ -546,7 +557,7 @@ START_TEST(blas_threads_left_as_the_host_set_them) {
   ck_assert_int_eq(pthread_create(&th, NULL, section_on_a_thread, NULL), 0);
   void *seen = (void *)2;
   ck_assert_int_eq(pthread_join(th, &seen), 0);
-  ck_assert_ptr_null(seen); /* 1 inside the other thread's section too */
+  ck_assert_ptr_null(seen);                        /* 1 inside the other thread's section too */
   ck_assert_int_eq(openblas_get_num_threads(), 1); /* this thread's section is still open */
   strop__blas_leave();
   ck_assert_int_eq(openblas_get_num_threads(), 2);
@@ -562,8 +573,8 @@ END_TEST
 typedef struct cover_ctx {
   int64_t n;
   int chunks;
-  _Atomic int *hits;        /* per item */
-  _Atomic int calls[16];    /* per chunk */
+  _Atomic int *hits;     /* per item */
+  _Atomic int calls[16]; /* per chunk */
   int64_t lo[16], hi[16];
 } cover_ctx;
 
@@ -668,7 +679,8 @@ START_TEST(pool_nested_and_concurrent_runs) {
   ck_assert_int_eq(strop_set_num_threads(2), STROP_OK);
   nest_ctx c[3] = {{0}, {0}, {0}};
   pthread_t t[3];
-  for (int i = 0; i < 3; i++) ck_assert_int_eq(pthread_create(&t[i], NULL, host_thread, &c[i]), 0);
+  for (int i = 0; i < 3; i++)
+    ck_assert_int_eq(pthread_create(&t[i], NULL, host_thread, &c[i]), 0);
   for (int i = 0; i < 3; i++) pthread_join(t[i], NULL);
   for (int i = 0; i < 3; i++) ck_assert_int_eq(atomic_load(&c[i].sum), 200LL * 8 * 4950);
   ck_assert_int_eq(strop_set_num_threads(1), STROP_OK);
@@ -700,7 +712,7 @@ START_TEST(arena_aligned_and_warm) {
   strop__arena a;
   strop__arena_init(&a);
   void *ptrs[N_SIZES];
-  arena_round(&a, ptrs); /* cold: spills over several chunks */
+  arena_round(&a, ptrs);  /* cold: spills over several chunks */
   strop__arena_reset(&a); /* consolidates into one chunk of the peak size */
   int64_t count = strop__alloc_count();
   for (int step = 0; step < 5; step++) {
@@ -745,8 +757,8 @@ START_TEST(version_agrees) {
   ck_assert_ptr_nonnull(strop_version());
   ck_assert_str_eq(strop_version(), want);
   ck_assert_int_eq(strop_version_number(), STROP_VERSION_NUMBER);
-  ck_assert_int_eq(STROP_VERSION_NUMBER, STROP_VERSION_MAJOR * 10000 + STROP_VERSION_MINOR * 100 +
-                                             STROP_VERSION_PATCH);
+  ck_assert_int_eq(STROP_VERSION_NUMBER,
+                   STROP_VERSION_MAJOR * 10000 + STROP_VERSION_MINOR * 100 + STROP_VERSION_PATCH);
 }
 END_TEST
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tests — datasets suite: memory and callback sources, IDX/CSV/NPY/text parsers (real
  * Fashion-MNIST and sklearn files when installed), task shaping, the batch iterator, transforms
  * against PyTorch references, broken inputs and allocation failures. */
@@ -324,10 +325,10 @@ START_TEST(idx_fashion_mnist) {
   ck_assert_int_eq(strop_dataset_load_idx(FMNIST "/train-images-idx3-ubyte.gz",
                                           FMNIST "/train-labels-idx1-ubyte.gz", 10, &tr),
                    STROP_OK);
-  ck_assert_int_eq(strop_dataset_load_idx(FMNIST "/t10k-images-idx3-ubyte.gz",
-                                          FMNIST "/t10k-labels-idx1-ubyte.gz",
-                                          STROP_CLASSES_INFER, &te),
-                   STROP_OK);
+  ck_assert_int_eq(
+      strop_dataset_load_idx(FMNIST "/t10k-images-idx3-ubyte.gz",
+                             FMNIST "/t10k-labels-idx1-ubyte.gz", STROP_CLASSES_INFER, &te),
+      STROP_OK);
   ck_assert_int_eq(strop_dataset_size(tr), 60000);
   ck_assert_int_eq(strop_dataset_size(te), 10000);
   ck_assert_int_eq(strop_dataset_num_classes(te), 10);
@@ -380,8 +381,9 @@ START_TEST(idx_fashion_few_shot_pipeline) {
   ck_assert_int_eq(strop_dataset_class_counts(fs, counts, 5), STROP_OK);
   for (int c = 0; c < 5; c++) ck_assert_int_eq(counts[c], 20);
   strop_batch_iter *it = NULL;
-  ck_assert_int_eq(strop_batch_iter_create(fs, 16, 7, STROP_ITER_SHUFFLE | STROP_ITER_PREFETCH,
-                                           &it), STROP_OK);
+  ck_assert_int_eq(
+      strop_batch_iter_create(fs, 16, 7, STROP_ITER_SHUFFLE | STROP_ITER_PREFETCH, &it),
+      STROP_OK);
   ck_assert_int_eq(strop_batch_iter_add_scale(it, 1.0f / 255.0f), STROP_OK);
   ck_assert_int_eq(strop_batch_iter_num_batches(it), 7);
   strop_tensor *x, *y;
@@ -459,7 +461,8 @@ START_TEST(idx_broken_inputs) {
 
   buf[0] = 0x12; /* wrong magic */
   const char *bad = put_file("magic.idx", buf, n, 0);
-  assert_err(strop_dataset_load_idx(good, bad, 2, &ds), STROP_E_FORMAT, "bad IDX magic 0x12000801");
+  assert_err(strop_dataset_load_idx(good, bad, 2, &ds), STROP_E_FORMAT,
+             "bad IDX magic 0x12000801");
   ck_assert_ptr_null(ds);
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "strop_dataset_load_idx: "));
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "magic.idx"));
@@ -475,8 +478,7 @@ START_TEST(idx_broken_inputs) {
 
   n = make_idx(buf, 0x08, 1, dl3, lab, 3); /* count mismatch */
   bad = put_file("lab3.idx", buf, n, 0);
-  assert_err(strop_dataset_load_idx(good, bad, 10, &ds), STROP_E_FORMAT,
-             "has 2 images but");
+  assert_err(strop_dataset_load_idx(good, bad, 10, &ds), STROP_E_FORMAT, "has 2 images but");
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "has 3 labels"));
 
   uint8_t lab9[2] = {0, 9}; /* label out of range */
@@ -565,8 +567,10 @@ END_TEST
 
 /* An int32 IDX label file holding 0, v, 1 (big-endian). */
 static const char *put_labels_i32(const char *name, uint32_t v) {
-  uint8_t lab[12] = {0, 0, 0, 0, (uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8),
-                     (uint8_t)v, 0, 0, 0, 1}, buf[64];
+  uint8_t lab[12] =
+      {0, 0, 0, 0, (uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v,
+       0, 0, 0, 1},
+          buf[64];
   uint32_t dl[1] = {3};
   return put_file(name, buf, make_idx(buf, 0x0C, 1, dl, lab, 12), 0);
 }
@@ -733,7 +737,8 @@ START_TEST(iter_batch_larger_than_dataset) {
   int64_t base = strop__alloc_peak();
   for (int flags = 0; flags <= STROP_ITER_SHUFFLE + STROP_ITER_PREFETCH;
        flags += STROP_ITER_SHUFFLE + STROP_ITER_PREFETCH) {
-    ck_assert_int_eq(strop_batch_iter_create(ds, (int64_t)1000000000000, 1, flags, &it), STROP_OK);
+    ck_assert_int_eq(strop_batch_iter_create(ds, (int64_t)1000000000000, 1, flags, &it),
+                     STROP_OK);
     strop_tensor *x = NULL, *y = NULL;
     int64_t rows = 0;
     ck_assert_msg(strop_batch_iter_next(it, &x, &y, &rows) == STROP_OK, "%s", strop_last_error());
@@ -893,8 +898,7 @@ START_TEST(few_shot_exact_k) {
   strop_dataset_free(a);
   strop_dataset_free(b);
   strop_dataset_free(c);
-  assert_err(strop_dataset_few_shot(ds, 200, 1, &a), STROP_E_INVALID_ARG,
-             "fewer than k = 200");
+  assert_err(strop_dataset_few_shot(ds, 200, 1, &a), STROP_E_INVALID_ARG, "fewer than k = 200");
   assert_err(strop_dataset_few_shot(ds, 0, 1, &a), STROP_E_INVALID_ARG, "k must be >= 1");
   strop_dataset_free(ds);
 }
@@ -951,8 +955,8 @@ START_TEST(split_stratified_ratios) {
   free(y);
   ck_assert_int_eq(strop_dataset_class_counts(ds, total, 3), STROP_OK);
   const float fr[3] = {0.6f, 0.25f, 0.15f};
-  ck_assert_int_eq(strop_dataset_split(ds, fr[0], fr[1], 11, STROP_SPLIT_STRATIFIED, &tr, &va,
-                                       &te), STROP_OK);
+  ck_assert_int_eq(
+      strop_dataset_split(ds, fr[0], fr[1], 11, STROP_SPLIT_STRATIFIED, &tr, &va, &te), STROP_OK);
   strop_dataset *parts[3] = {tr, va, te};
   for (int p = 0; p < 3; p++) {
     ck_assert_int_eq(strop_dataset_class_counts(parts[p], part, 3), STROP_OK);
@@ -1036,7 +1040,7 @@ START_TEST(iter_order_and_epochs) {
     ck_assert_mem_eq(a, b, sizeof(int64_t) * 150);
     ck_assert(memcmp(a, c, sizeof(int64_t) * 150) != 0);
     ck_assert(memcmp(a, a + 50, sizeof(int64_t) * 50) != 0); /* a new order each epoch */
-    for (int e = 0; e < 3; e++) { /* each epoch a permutation */
+    for (int e = 0; e < 3; e++) {                            /* each epoch a permutation */
       char seen[50] = {0};
       for (int i = 0; i < 50; i++) seen[a[e * 50 + i]]++;
       for (int i = 0; i < 50; i++) ck_assert_int_eq(seen[i], 1);
@@ -1070,7 +1074,8 @@ START_TEST(iter_state_resume) {
     ck_assert_int_eq(collect(ref, 4, all, 300), 148);
     strop_batch_iter_free(ref);
     /* run 1 epoch + 3 batches, save, resume in a fresh iterator (different seed at creation) */
-    ck_assert_int_eq(strop_batch_iter_create(ds, 5, 1234, STROP_ITER_SHUFFLE | pf, &it), STROP_OK);
+    ck_assert_int_eq(strop_batch_iter_create(ds, 5, 1234, STROP_ITER_SHUFFLE | pf, &it),
+                     STROP_OK);
     int64_t part[300];
     ck_assert_int_eq(collect(it, 1, part, 300), 37);
     strop_tensor *x;
@@ -1105,8 +1110,8 @@ START_TEST(iter_prefetch_matches_sync) {
                                           FMNIST "/t10k-labels-idx1-ubyte.gz", 10, &ds),
                    STROP_OK);
   strop_batch_iter *a = NULL, *b = NULL;
-  ck_assert_int_eq(strop_batch_iter_create(ds, 64, 3, STROP_ITER_SHUFFLE | STROP_ITER_PREFETCH,
-                                           &a), STROP_OK);
+  ck_assert_int_eq(
+      strop_batch_iter_create(ds, 64, 3, STROP_ITER_SHUFFLE | STROP_ITER_PREFETCH, &a), STROP_OK);
   ck_assert_int_eq(strop_batch_iter_create(ds, 64, 3, STROP_ITER_SHUFFLE, &b), STROP_OK);
   for (int k = 0; k < 2; k++) {
     strop_batch_iter *it = k ? b : a;
@@ -1212,13 +1217,12 @@ START_TEST(csv_sklearn_files) {
 END_TEST
 
 START_TEST(csv_options) {
-  const char *p = put_text("hdr.csv",
-                           "a; species ;b\n"
-                           "1.5; \"cat\"; 2\n"
-                           "\n"
-                           "2.5;dog;3e1\r\n"
-                           "3.5;cat;-4\n"
-                           "4.5;ant;5\n");
+  const char *p = put_text("hdr.csv", "a; species ;b\n"
+                                      "1.5; \"cat\"; 2\n"
+                                      "\n"
+                                      "2.5;dog;3e1\r\n"
+                                      "3.5;cat;-4\n"
+                                      "4.5;ant;5\n");
   strop_csv_options o;
   strop_csv_options_init(&o);
   o.header = 1;
@@ -1312,7 +1316,8 @@ END_TEST
 START_TEST(npy_fixtures) {
   strop_dataset *ds = NULL;
   ck_assert_msg(strop_dataset_load_npy(FIX "/x_f4.npy", FIX "/y_i8.npy", STROP_CLASSES_INFER,
-                                       &ds) == STROP_OK, "%s", strop_last_error());
+                                       &ds) == STROP_OK,
+                "%s", strop_last_error());
   ck_assert_int_eq(strop_dataset_size(ds), 5);
   ck_assert_int_eq(strop_dataset_num_classes(ds), 3);
   float in[8], t[4], ref[8];
@@ -1386,8 +1391,8 @@ START_TEST(npy_broken_inputs) {
   free(whole);
   assert_err(strop_dataset_load_npy(p, FIX "/y_i8.npy", 3, &ds), STROP_E_FORMAT,
              "truncated NPY data: 56 bytes, shape needs 60");
-  assert_err(strop_dataset_load_npy(FIX "/x_f4.npy", FIX "/y_f4_reg.npy", 3, &ds),
-             STROP_E_FORMAT, "class labels");
+  assert_err(strop_dataset_load_npy(FIX "/x_f4.npy", FIX "/y_f4_reg.npy", 3, &ds), STROP_E_FORMAT,
+             "class labels");
 }
 END_TEST
 
@@ -1498,10 +1503,8 @@ START_TEST(resize_matches_torch) {
     for (size_t k = 0; k < ni; k++) in[k] = strtof(s, &s);
     s = strstr(s, "out ") + 4;
     for (size_t k = 0; k < no; k++) ref[k] = strtof(s, &s);
-    if (strcmp(mode, "bilinear") == 0)
-      strop__resize_bilinear(in, c, ih, iw, out, oh, ow);
-    else
-      strop__resize_nearest(in, c, ih, iw, out, oh, ow);
+    if (strcmp(mode, "bilinear") == 0) strop__resize_bilinear(in, c, ih, iw, out, oh, ow);
+    else strop__resize_nearest(in, c, ih, iw, out, oh, ow);
     size_t where;
     double err = strop_test_max_rel(out, ref, no, 1.0, &where);
     ck_assert_msg(err <= 1e-6, "%s %dx%dx%d -> %dx%d: error %g at %zu (%g vs %g)", mode, c, ih,
@@ -1513,10 +1516,11 @@ START_TEST(resize_matches_torch) {
     ck_assert_int_eq(strop_dataset_from_memory(in, y, 1, 3, dims, 0, NULL, 1, &ds), STROP_OK);
     strop_batch_iter *it = NULL;
     ck_assert_int_eq(strop_batch_iter_create(ds, 1, 0, 0, &it), STROP_OK);
-    ck_assert_int_eq(strop_batch_iter_add_resize(it, oh, ow, strcmp(mode, "bilinear") == 0
-                                                                 ? STROP_RESIZE_BILINEAR
-                                                                 : STROP_RESIZE_NEAREST),
-                     STROP_OK);
+    ck_assert_int_eq(
+        strop_batch_iter_add_resize(
+            it, oh, ow,
+            strcmp(mode, "bilinear") == 0 ? STROP_RESIZE_BILINEAR : STROP_RESIZE_NEAREST),
+        STROP_OK);
     strop_tensor *x;
     ck_assert_int_eq(strop_batch_iter_next(it, &x, NULL, NULL), STROP_OK);
     ck_assert_mem_eq(strop_tensor_data(x), out, no * sizeof(float));
@@ -1613,7 +1617,8 @@ START_TEST(api_errors) {
   int64_t ch;
   assert_err(strop_dataset_channel_stats(out, 1.0f, m, sd, 1, &ch), STROP_E_INVALID_ARG, "empty");
   strop_dataset_free(out);
-  assert_err(strop_dataset_channel_stats(ds, 1.0f, NULL, sd, 1, &ch), STROP_E_INVALID_ARG, "NULL");
+  assert_err(strop_dataset_channel_stats(ds, 1.0f, NULL, sd, 1, &ch), STROP_E_INVALID_ARG,
+             "NULL");
   ck_assert_int_eq(strop_dataset_class_counts(ds, (int64_t[1]){0}, 1), STROP_E_INVALID_ARG);
   ck_assert_int_eq(strop_dataset_class_name(ds, 0, NULL, 0), -1);
   ck_assert_int_eq(strop_dataset_input_shape(NULL, NULL, 0), -1);
@@ -1652,7 +1657,8 @@ START_TEST(api_errors) {
   assert_err(strop_batch_iter_add_normalize(it, 1, m, NULL), STROP_E_INVALID_ARG, "both");
   m[0] = 0;
   sd[0] = 0;
-  assert_err(strop_batch_iter_add_normalize(it, 1, m, sd), STROP_E_INVALID_ARG, "std must be > 0");
+  assert_err(strop_batch_iter_add_normalize(it, 1, m, sd), STROP_E_INVALID_ARG,
+             "std must be > 0");
   ck_assert_int_eq(strop_batch_iter_set_state(it, 0, 10, 0), STROP_OK); /* at the end */
   int64_t rows = -1;
   ck_assert_int_eq(strop_batch_iter_next(it, NULL, NULL, &rows), STROP_OK);
@@ -1690,7 +1696,8 @@ START_TEST(api_errors) {
   assert_err(strop_dataset_load_text_classes(&empty, lab, 1, v, 4, 4, &tx), STROP_E_INVALID_ARG,
              "labels[0] = -1");
   assert_err(strop_dataset_load_text(empty, v, 0, 1, &tx), STROP_E_INVALID_ARG, "seq_len");
-  assert_err(strop_dataset_load_text(empty, NULL, 4, 1, &tx), STROP_E_INVALID_ARG, "vocab is NULL");
+  assert_err(strop_dataset_load_text(empty, NULL, 4, 1, &tx), STROP_E_INVALID_ARG,
+             "vocab is NULL");
   strop_vocab_free(v);
   strop_vocab_free(NULL);
 }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tests — image folders and torchvision's transforms: the JPEG/PNG wrappers against PIL,
  * the folder order against ImageFolder, each transform against torchvision (fixtures written at
  * test time by tests/images/gen_images.py into $STROP_IMG_FIXTURES; without it those tests
@@ -16,12 +17,12 @@
 
 static const char *fix(void) { return getenv("STROP_IMG_FIXTURES"); }
 
-#define NEED_FIXTURES()                                                            \
-  do {                                                                             \
-    if (!fix()) {                                                                  \
+#define NEED_FIXTURES()                                                                    \
+  do {                                                                                     \
+    if (!fix()) {                                                                          \
       fprintf(stderr, "%s: skipped (run through tests/images/run_images.py)\n", __func__); \
-      return;                                                                      \
-    }                                                                              \
+      return;                                                                              \
+    }                                                                                      \
   } while (0)
 
 static char g_tmp[256];
@@ -79,8 +80,9 @@ START_TEST(decode_equals_pil) {
     for (int m = 0; m < 3; m++) {
       uint8_t *px = NULL;
       strop__image_info info;
-      strop_test_must(strop__image_decode("t", buf, len, name, ch[m], STROP_IMAGE_MAX_PIXELS, &px,
-                                          &info), name);
+      strop_test_must(
+          strop__image_decode("t", buf, len, name, ch[m], STROP_IMAGE_MAX_PIXELS, &px, &info),
+          name);
       char rn[700];
       snprintf(rn, sizeof rn, "%s.%s.npy", name, modes[m]);
       strop_tensor *ref = npy(dir, rn);
@@ -157,7 +159,8 @@ START_TEST(folder_order_is_imagefolders) {
   const strop__jnode *smp = strop__json_get(&j, &j.nodes[0], "samples");
   ck_assert_int_eq(strop_dataset_num_classes(ds), cls->count);
   int k = 0;
-  for (const strop__jnode *c = strop__json_at(&j, cls->child); c; c = strop__json_at(&j, c->next)) {
+  for (const strop__jnode *c = strop__json_at(&j, cls->child); c;
+       c = strop__json_at(&j, c->next)) {
     char name[64];
     ck_assert_int_eq(strop_dataset_class_name(ds, k++, name, sizeof name), (int)c->len);
     ck_assert_str_eq(name, c->str);
@@ -165,7 +168,8 @@ START_TEST(folder_order_is_imagefolders) {
   ck_assert_int_eq(strop_dataset_size(ds), smp->count);
   ck_assert_int_eq(strop_dataset_varies(ds), 1);
   int64_t i = 0;
-  for (const strop__jnode *s = strop__json_at(&j, smp->child); s; s = strop__json_at(&j, s->next), i++) {
+  for (const strop__jnode *s = strop__json_at(&j, smp->child); s;
+       s = strop__json_at(&j, s->next), i++) {
     const strop__jnode *rel = strop__json_at(&j, s->child), *lab = strop__json_at(&j, rel->next);
     char want[1024], got[1024];
     snprintf(want, sizeof want, "%s/%s", root, rel->str);
@@ -213,9 +217,9 @@ START_TEST(workers_give_the_same_batches) {
     int flags = STROP_ITER_SHUFFLE | (variant ? STROP_ITER_PREFETCH : 0);
     strop_test_must(strop_batch_iter_create(ds, 3, 42, flags, &it), "iter");
     strop_test_must(strop_batch_iter_add_scale(it, 1.0f / 255.0f), "scale");
-    strop_test_must(strop_batch_iter_add_random_resized_crop(it, 20, 24, 0.08f, 1.0f, 0.75f,
-                                                             4.0f / 3.0f,
-                                                             STROP_RESIZE_BILINEAR_AA), "rrc");
+    strop_test_must(strop_batch_iter_add_random_resized_crop(
+                        it, 20, 24, 0.08f, 1.0f, 0.75f, 4.0f / 3.0f, STROP_RESIZE_BILINEAR_AA),
+                    "rrc");
     strop_test_must(strop_batch_iter_add_hflip(it, 0.5f), "flip");
     strop_test_must(strop_batch_iter_add_color_jitter(it, 0.4f, 0.4f, 0.4f, 0.1f), "jitter");
     if (variant == 2) strop_test_must(strop_batch_iter_set_workers(it, 3), "workers");
@@ -229,8 +233,7 @@ START_TEST(workers_give_the_same_batches) {
         strop_test_must(strop_batch_iter_next(it, &x, NULL, &rows), "next");
         if (!rows) break;
         const float *p = strop_tensor_data(x);
-        if (variant == 0)
-          memcpy(first + at, p, (size_t)rows * per * sizeof(float));
+        if (variant == 0) memcpy(first + at, p, (size_t)rows * per * sizeof(float));
         else
           ck_assert_msg(!memcmp(first + at, p, (size_t)rows * per * sizeof(float)),
                         "variant %d differs at %zu", variant, at);
@@ -260,10 +263,11 @@ START_TEST(cache_gives_the_same_batches) {
     strop_dataset *ds = NULL;
     strop_test_must(strop_dataset_load_images(root, &o, &ds), "load");
     strop_batch_iter *it = NULL;
-    strop_test_must(strop_batch_iter_create(ds, 2, 5, STROP_ITER_SHUFFLE | STROP_ITER_PREFETCH,
-                                            &it), "iter");
+    strop_test_must(
+        strop_batch_iter_create(ds, 2, 5, STROP_ITER_SHUFFLE | STROP_ITER_PREFETCH, &it), "iter");
     strop_test_must(strop_batch_iter_set_workers(it, 2), "workers");
-    strop_test_must(strop_batch_iter_add_resize_shorter(it, 14, 0, STROP_RESIZE_BILINEAR_AA), "r");
+    strop_test_must(strop_batch_iter_add_resize_shorter(it, 14, 0, STROP_RESIZE_BILINEAR_AA),
+                    "r");
     strop_test_must(strop_batch_iter_add_center_crop(it, 12, 12), "c");
     if (!first) first = malloc(total * sizeof *first);
     size_t at = 0;
@@ -273,11 +277,11 @@ START_TEST(cache_gives_the_same_batches) {
         int64_t rows = 0;
         strop_test_must(strop_batch_iter_next(it, &x, NULL, &rows), "next");
         if (!rows) break;
-        if (v == 0)
-          memcpy(first + at, strop_tensor_data(x), (size_t)rows * per * sizeof(float));
+        if (v == 0) memcpy(first + at, strop_tensor_data(x), (size_t)rows * per * sizeof(float));
         else
-          ck_assert_msg(!memcmp(first + at, strop_tensor_data(x), (size_t)rows * per * sizeof(float)),
-                        "cache %zu differs at %zu", caps[v], at);
+          ck_assert_msg(
+              !memcmp(first + at, strop_tensor_data(x), (size_t)rows * per * sizeof(float)),
+              "cache %zu differs at %zu", caps[v], at);
         at += (size_t)rows * per;
       }
     ck_assert_uint_eq(at, total);
@@ -295,9 +299,10 @@ START_TEST(lists_and_bad_files) {
   char p[1024], q[1024];
   const char *t = tmpdir();
   char csv[4096];
-  snprintf(csv, sizeof csv, "path,label\n%s/decode/rgb.png,zebra\n%s/decode/grey.jpg, ant \n"
-           "%s/bad/text.jpg,ant\n%s/bad/bomb.png,zebra\n%s/bad/empty.png,ant\n", fix(), fix(),
-           fix(), fix(), fix());
+  snprintf(csv, sizeof csv,
+           "path,label\n%s/decode/rgb.png,zebra\n%s/decode/grey.jpg, ant \n"
+           "%s/bad/text.jpg,ant\n%s/bad/bomb.png,zebra\n%s/bad/empty.png,ant\n",
+           fix(), fix(), fix(), fix(), fix());
   put(pathf(p, sizeof p, t, "list.csv"), csv, strlen(csv));
   strop_dataset *ds = NULL;
   ck_assert_int_eq(strop_dataset_load_images(p, NULL, &ds), STROP_E_FORMAT);
@@ -322,8 +327,10 @@ START_TEST(lists_and_bad_files) {
   const char *jl = "{\"path\": \"../PLACEHOLDER\", \"label\": 2}\n";
   (void)jl;
   char jsonl[2048];
-  snprintf(jsonl, sizeof jsonl, "{\"path\": \"%s/decode/rgb.png\", \"label\": 2}\n\n"
-           "{\"path\": \"%s/bad/truncated.jpg\", \"label\": 0}\n", fix(), fix());
+  snprintf(jsonl, sizeof jsonl,
+           "{\"path\": \"%s/decode/rgb.png\", \"label\": 2}\n\n"
+           "{\"path\": \"%s/bad/truncated.jpg\", \"label\": 0}\n",
+           fix(), fix());
   put(pathf(q, sizeof q, t, "list.jsonl"), jsonl, strlen(jsonl));
   strop_test_must(strop_dataset_load_images(q, NULL, &ds), "jsonl");
   ck_assert_int_eq(strop_dataset_num_classes(ds), 3);
@@ -418,11 +425,16 @@ START_TEST(transforms_equal_torchvision) {
     add_fn add;
     const char *ref;
   } cases[] = {
-      {a_short64, "resize_shorter_64.npy"},   {a_short200, "resize_shorter_200.npy"},
-      {a_short64max80, "resize_shorter_64_max80.npy"}, {a_fixed37x91, "resize_fixed_37x91.npy"},
-      {a_fixed120x41, "resize_fixed_120x41.npy"}, {a_cc57x91, "center_crop_57x91.npy"},
-      {a_cc150x170, "center_crop_150x170.npy"}, {a_r64c56, "resize64_crop56.npy"},
-      {a_norm, "normalize.npy"},              {a_eval, "eval_preset.npy"},
+      {a_short64, "resize_shorter_64.npy"},
+      {a_short200, "resize_shorter_200.npy"},
+      {a_short64max80, "resize_shorter_64_max80.npy"},
+      {a_fixed37x91, "resize_fixed_37x91.npy"},
+      {a_fixed120x41, "resize_fixed_120x41.npy"},
+      {a_cc57x91, "center_crop_57x91.npy"},
+      {a_cc150x170, "center_crop_150x170.npy"},
+      {a_r64c56, "resize64_crop56.npy"},
+      {a_norm, "normalize.npy"},
+      {a_eval, "eval_preset.npy"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
     double e = run_on_x(cases[i].add, cases[i].ref);
@@ -438,7 +450,8 @@ START_TEST(resized_crop_equals_torchvision) {
   char dir[512];
   pathf(dir, sizeof dir, fix(), "transforms");
   strop_tensor *x = npy(dir, "x.npy");
-  int64_t boxes[3][6] = {{3, 7, 50, 90, 32, 32}, {0, 0, 120, 160, 24, 40}, {60, 100, 11, 9, 33, 33}};
+  int64_t boxes[3][6] = {
+      {3, 7, 50, 90, 32, 32}, {0, 0, 120, 160, 24, 40}, {60, 100, 11, 9, 33, 33}};
   for (int b = 0; b < 3; b++) {
     int64_t *q = boxes[b];
     char name[128];
@@ -471,8 +484,9 @@ START_TEST(color_jitter_equals_torchvision) {
     const char *name;
     int which;
     float f;
-  } cases[] = {{"brightness_1.3", 0, 1.3f}, {"brightness_0.6", 0, 0.6f}, {"contrast_1.4", 1, 1.4f},
-               {"contrast_0.5", 1, 0.5f},   {"saturation_1.5", 2, 1.5f}, {"saturation_0.3", 2, 0.3f},
+  } cases[] = {{"brightness_1.3", 0, 1.3f}, {"brightness_0.6", 0, 0.6f},
+               {"contrast_1.4", 1, 1.4f},   {"contrast_0.5", 1, 0.5f},
+               {"saturation_1.5", 2, 1.5f}, {"saturation_0.3", 2, 0.3f},
                {"hue_0.2", 3, 0.2f},        {"hue_-0.37", 3, -0.37f}};
   size_t n = (size_t)strop_tensor_numel(x);
   float *img = malloc(n * sizeof *img), *grey = malloc(n / 3 * sizeof *grey);
@@ -487,7 +501,8 @@ START_TEST(color_jitter_equals_torchvision) {
     double worst = 0;
     for (size_t k = 0; k < n; k++)
       if (fabs((double)img[k] - r[k]) > worst) worst = fabs((double)img[k] - r[k]);
-    if (getenv("STROP_IMG_VERBOSE")) fprintf(stderr, "jitter %-16s max |diff| %.3g\n", cases[i].name, worst);
+    if (getenv("STROP_IMG_VERBOSE"))
+      fprintf(stderr, "jitter %-16s max |diff| %.3g\n", cases[i].name, worst);
     ck_assert_msg(worst <= (cases[i].which == 3 ? 2e-6 : 1e-6), "%s: max |diff| %g", rn, worst);
     strop_tensor_free(ref);
   }
@@ -503,7 +518,8 @@ typedef struct replay {
   const strop__jnode *d;
 } replay;
 
-static double replay_draw(void *ctx, float s0, float s1, float l0, float l1, float *sv, float *av) {
+static double replay_draw(void *ctx, float s0, float s1, float l0, float l1, float *sv,
+                          float *av) {
   (void)s0;
   (void)s1;
   (void)l0;
@@ -533,14 +549,16 @@ START_TEST(rrc_rule_equals_torchvision) {
   NEED_FIXTURES();
   char p[600];
   size_t len;
-  char *text = strop_test_read_file(pathf(p, sizeof p, fix(), "transforms/rrc_params.json"), &len);
+  char *text = strop_test_read_file(pathf(p, sizeof p, fix(), "transforms/rrc_params.json"),
+                                    &len);
   strop__json j;
   strop_test_must(strop__json_parse(text, len, 0, 8, &j), "rrc_params.json");
   int cases = 0, fallbacks = 0;
   for (const strop__jnode *c = strop__json_at(&j, j.nodes[0].child); c;
        c = strop__json_at(&j, c->next), cases++) {
     int64_t h = strop__json_get(&j, c, "h")->ival, w = strop__json_get(&j, c, "w")->ival;
-    const strop__jnode *sc = strop__json_get(&j, c, "scale"), *ra = strop__json_get(&j, c, "ratio");
+    const strop__jnode *sc = strop__json_get(&j, c, "scale"),
+                       *ra = strop__json_get(&j, c, "ratio");
     float scale[2], ratio[2];
     scale[0] = (float)strtod(strop__json_at(&j, sc->child)->str, NULL);
     scale[1] = (float)strtod(strop__json_at(&j, strop__json_at(&j, sc->child)->next)->str, NULL);
@@ -553,7 +571,8 @@ START_TEST(rrc_rule_equals_torchvision) {
     const strop__jnode *want = strop__json_at(&j, strop__json_get(&j, c, "box")->child);
     for (int k = 0; k < 4; k++, want = strop__json_at(&j, want->next))
       ck_assert_msg(box[k] == want->ival, "case %d (%lld x %lld): box[%d] %lld, torchvision %lld",
-                    cases, (long long)h, (long long)w, k, (long long)box[k], (long long)want->ival);
+                    cases, (long long)h, (long long)w, k, (long long)box[k],
+                    (long long)want->ival);
     if (strop__json_get(&j, c, "draws")->count == 30) fallbacks++;
   }
   ck_assert_int_eq(cases, 200);
@@ -664,7 +683,8 @@ START_TEST(transform_errors) {
   ck_assert_int_eq(strop_batch_iter_add_random_resized_crop(it, 2, 2, 0.1f, 1, 0.5f, 2, 7),
                    STROP_E_INVALID_ARG);
   ck_assert_int_eq(strop_batch_iter_add_color_jitter(NULL, 0.1f, 0, 0, 0), STROP_E_INVALID_ARG);
-  ck_assert_int_eq(strop_batch_iter_add_color_jitter(it, 0.1f, 0, 0, 0), STROP_E_SHAPE); /* 2 ch */
+  ck_assert_int_eq(strop_batch_iter_add_color_jitter(it, 0.1f, 0, 0, 0),
+                   STROP_E_SHAPE); /* 2 ch */
   ck_assert_int_eq(strop_batch_iter_set_workers(NULL, 2), STROP_E_INVALID_ARG);
   ck_assert_int_eq(strop_batch_iter_set_workers(it, 0), STROP_E_INVALID_ARG);
   ck_assert_int_eq(strop_batch_iter_set_workers(it, 2), STROP_E_STATE); /* no prefetch */

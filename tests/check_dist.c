@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tests — dist suite: the collective interface and the data-parallel trainer, with the
  * ranks played by threads over a host-style (custom) collective, so the default build tests it. */
 #include <math.h>
@@ -17,9 +18,9 @@ typedef struct world {
   int size;
   pthread_barrier_t bar;
   void *slot[MAXR];
-  int64_t floats;      /* floats all-reduced (counted once, by rank 0) */
-  int64_t calls;       /* collectives so far (rank 0's count; all ranks make the same) */
-  int64_t fail_at;     /* > 0: every rank's collective number fail_at fails */
+  int64_t floats;  /* floats all-reduced (counted once, by rank 0) */
+  int64_t calls;   /* collectives so far (rank 0's count; all ranks make the same) */
+  int64_t fail_at; /* > 0: every rank's collective number fail_at fails */
 } world;
 
 typedef struct rank_ctx {
@@ -38,20 +39,20 @@ static int failing(rank_ctx *r) {
 }
 
 /* Sums in rank order on every rank, so all ranks get the same bits (as MPI's reductions). */
-#define SUM_IN_RANK_ORDER(T)                                                   \
-  rank_ctx *r = c;                                                             \
-  world *w = r->w;                                                             \
-  if (failing(r)) return 1;                                                    \
-  w->slot[r->rank] = v;                                                        \
-  pthread_barrier_wait(&w->bar);                                               \
-  T *acc = malloc((size_t)(n ? n : 1) * sizeof *acc);                          \
-  for (int64_t i = 0; i < n; i++) {                                            \
-    T s = ((T *)w->slot[0])[i];                                                \
-    for (int k = 1; k < w->size; k++) s += ((T *)w->slot[k])[i];               \
-    acc[i] = s;                                                                \
-  }                                                                            \
-  pthread_barrier_wait(&w->bar);                                               \
-  memcpy(v, acc, (size_t)n * sizeof *acc);                                     \
+#define SUM_IN_RANK_ORDER(T)                                     \
+  rank_ctx *r = c;                                               \
+  world *w = r->w;                                               \
+  if (failing(r)) return 1;                                      \
+  w->slot[r->rank] = v;                                          \
+  pthread_barrier_wait(&w->bar);                                 \
+  T *acc = malloc((size_t)(n ? n : 1) * sizeof *acc);            \
+  for (int64_t i = 0; i < n; i++) {                              \
+    T s = ((T *)w->slot[0])[i];                                  \
+    for (int k = 1; k < w->size; k++) s += ((T *)w->slot[k])[i]; \
+    acc[i] = s;                                                  \
+  }                                                              \
+  pthread_barrier_wait(&w->bar);                                 \
+  memcpy(v, acc, (size_t)n * sizeof *acc);                       \
   free(acc);
 
 static int f_sum_float(void *c, float *v, int64_t n) {
@@ -257,8 +258,9 @@ static void bn_body(strop_dist *d, rank_job *j) {
   const int64_t side = j->out[3] ? j->out[3] : 6, in[3] = {2, side, side};
   strop_model *m = NULL;
   strop_test_must(strop_model_create(3, in, &m), "create");
-  strop_test_must(strop_model_add(m, "conv", "conv2d", "out_channels=4 kernel_size=3 padding=1",
-                                  NULL), "conv");
+  strop_test_must(
+      strop_model_add(m, "conv", "conv2d", "out_channels=4 kernel_size=3 padding=1", NULL),
+      "conv");
   strop_test_must(strop_model_add(m, "bn", "batchnorm2d", NULL, NULL), "bn");
   strop_test_must(strop_model_add(m, "act", "relu", NULL, NULL), "relu");
   strop_test_must(strop_model_add(m, "pool", "global_avgpool", NULL, NULL), "pool");
@@ -541,7 +543,8 @@ static void lm_files(void) {
   FILE *f = fopen(g_lm_tok, "w");
   if (!f) return;
   fputs("{\"pre_tokenizer\": {\"type\": \"Whitespace\"}, \"model\": {\"type\": "
-        "\"WordLevel\", \"unk_token\": \"<unk>\", \"vocab\": {\"<unk>\": 0", f);
+        "\"WordLevel\", \"unk_token\": \"<unk>\", \"vocab\": {\"<unk>\": 0",
+        f);
   for (int i = 1; i < 1100; i++) fprintf(f, ", \"w%d\": %d", i - 1, i);
   fputs("}}}", f);
   fclose(f);
@@ -570,9 +573,11 @@ static void lm_eval_body(strop_dist *d, rank_job *j) {
   strop_test_must(strop_dataset_load_text_file(g_lm_text, tok, &o, &ds), "dataset");
   strop_tokenizer_free(tok);
   char spec[400];
-  snprintf(spec, sizeof spec, "input: [%d]\nlayers:\n  - {name: emb, type: embedding, "
+  snprintf(spec, sizeof spec,
+           "input: [%d]\nlayers:\n  - {name: emb, type: embedding, "
            "num_embeddings: %d, embedding_dim: 8}\n  - {name: head, type: linear, "
-           "in_features: 8, out_features: %d}\n", T, V, V);
+           "in_features: 8, out_features: %d}\n",
+           T, V, V);
   strop_model *m = NULL;
   strop_test_must(strop_model_load_spec_string(spec, &m), "model");
   strop_optimizer *opt = NULL;
@@ -645,15 +650,46 @@ START_TEST(failed_collective_is_an_error_on_all_ranks) {
 END_TEST
 
 /* ---- errors ---- */
-static int one_rank(void *c) { (void)c; return 0; }
-static int two_ranks(void *c) { (void)c; return 2; }
-static int zero_ranks(void *c) { (void)c; return 0; }
-static int ok_f(void *c, float *v, int64_t n) { (void)c; (void)v; (void)n; return 0; }
-static int ok_d(void *c, double *v, int64_t n) { (void)c; (void)v; (void)n; return 0; }
-static int ok_b(void *c, void *v, size_t b, int r) { (void)c; (void)v; (void)b; (void)r; return 0; }
-static int ok_bar(void *c) { (void)c; return 0; }
+static int one_rank(void *c) {
+  (void)c;
+  return 0;
+}
+static int two_ranks(void *c) {
+  (void)c;
+  return 2;
+}
+static int zero_ranks(void *c) {
+  (void)c;
+  return 0;
+}
+static int ok_f(void *c, float *v, int64_t n) {
+  (void)c;
+  (void)v;
+  (void)n;
+  return 0;
+}
+static int ok_d(void *c, double *v, int64_t n) {
+  (void)c;
+  (void)v;
+  (void)n;
+  return 0;
+}
+static int ok_b(void *c, void *v, size_t b, int r) {
+  (void)c;
+  (void)v;
+  (void)b;
+  (void)r;
+  return 0;
+}
+static int ok_bar(void *c) {
+  (void)c;
+  return 0;
+}
 static int g_destroyed;
-static void count_destroy(void *c) { (void)c; g_destroyed++; }
+static void count_destroy(void *c) {
+  (void)c;
+  g_destroyed++;
+}
 
 static strop_dist_ops full_ops(void) {
   strop_dist_ops o;

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """strop — docs that are generated stay generated: every block of docs/*.md (and README.md)
 between
     <!-- BEGIN GENERATED: strop ARGS... -->

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tests — export for inference: BatchNorm folded into conv/linear, dropout removed,
  * LoRA merged into plain linear, reloaded models matching the original's eval outputs, and
  * the error paths (state, paths, injected write and allocation failures) leaving nothing. */
@@ -91,8 +92,8 @@ static void warm_bn(strop_model *m, uint64_t seed) {
     size_t l = strlen(p->name);
     int is_bn_w = 0;
     for (int k = 0; k < m->n_nodes; k++)
-      if (strstr(m->nodes[k].vt->type, "batchnorm") && strncmp(p->name, m->nodes[k].name,
-                                                               strlen(m->nodes[k].name)) == 0)
+      if (strstr(m->nodes[k].vt->type, "batchnorm") &&
+          strncmp(p->name, m->nodes[k].name, strlen(m->nodes[k].name)) == 0)
         is_bn_w = !p->is_buffer;
     if (!is_bn_w) continue;
     float *v = rand_floats(p->numel, seed + (uint64_t)i,
@@ -124,8 +125,8 @@ static strop_model *cnn(void) {
   int64_t in[3] = {2, 8, 8};
   strop_model *m = NULL;
   OK(strop_model_create(3, in, &m));
-  OK(strop_model_add(m, "features.0", "conv2d", "out_channels=4 kernel_size=3 padding=1 bias=false",
-                     NULL));
+  OK(strop_model_add(m, "features.0", "conv2d",
+                     "out_channels=4 kernel_size=3 padding=1 bias=false", NULL));
   OK(strop_model_add(m, "features.1", "batchnorm2d", NULL, NULL));
   OK(strop_model_add(m, "features.2", "relu", NULL, NULL));
   OK(strop_model_add(m, "features.3", "maxpool2d", "kernel_size=2", NULL));

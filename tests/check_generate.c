@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — generation suite: the key/value cache's incremental steps against full forwards
  * (GPT-2- and Llama-shaped graphs: learned positions, packed q|k|v, rotary with linear
  * scaling, grouped-query heads), strop_generate against loops over full forwards (greedy,
@@ -116,8 +117,8 @@ static double incremental_vs_full(strop_model *m, const int64_t *steps, int n_st
   float *full = full_logits(m, ids, n, V);
   int n_attn = 0;
   for (int i = 0; i < m->n_nodes; i++) n_attn += !strcmp(m->nodes[i].vt->type, "attention");
-  strop__decode dec = {.pos = 0, .cap = n, .kv = calloc((size_t)n_attn, sizeof *dec.kv),
-                       .n_kv = n_attn};
+  strop__decode dec = {
+      .pos = 0, .cap = n, .kv = calloc((size_t)n_attn, sizeof *dec.kv), .n_kv = n_attn};
   for (int i = 0, k = 0; i < m->n_nodes; i++)
     if (!strcmp(m->nodes[i].vt->type, "attention")) dec.kv[k++].node = &m->nodes[i];
   double worst = 0;
@@ -130,8 +131,7 @@ static double incremental_vs_full(strop_model *m, const int64_t *steps, int n_st
     strop_test_must(strop__model_forward_shaped(m, in, 1, &shape, 0, NULL, &o), "step");
     m->decode = NULL;
     ck_assert_int_eq(o->shape.d[0], steps[s]);
-    double e = strop_test_max_rel(o->data, full + dec.pos * V, (size_t)(steps[s] * V), 1.0,
-                                  NULL);
+    double e = strop_test_max_rel(o->data, full + dec.pos * V, (size_t)(steps[s] * V), 1.0, NULL);
     if (e > worst) worst = e;
     strop__model_step_end(m);
     dec.pos += steps[s];
@@ -417,7 +417,8 @@ START_TEST(stop_strings) {
   o.stop_strings = stops;
   o.num_stop_strings = 2;
   o.tokenizer = tok;
-  strop_test_must(strop_generate(m, prompt, 3, &o, ids, 12, &count), "generate with stop strings");
+  strop_test_must(strop_generate(m, prompt, 3, &o, ids, 12, &count),
+                  "generate with stop strings");
   ck_assert_int_le(count, 6);
   ck_assert_mem_eq(ids, all, (size_t)count * sizeof *ids);
   /* it stopped at the first token whose text contains the string */

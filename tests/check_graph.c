@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tests — graph suite: building DAGs, finalize errors, forward/backward over the DAG,
  * the allocation-free warm step, the frozen-trunk backward stop, clone. */
 #include <math.h>
@@ -64,8 +65,10 @@ START_TEST(forward_matches_manual) {
   ck_assert_int_eq(strop_tensor_dim(out, 0), 2);
   ck_assert_int_eq(strop_tensor_dim(out, 1), 3);
   /* recompute by hand from the parameters */
-  strop__param *w1 = strop__model_param_find(m, "fc1.weight"), *b1 = strop__model_param_find(m, "fc1.bias");
-  strop__param *w2 = strop__model_param_find(m, "head.weight"), *b2 = strop__model_param_find(m, "head.bias");
+  strop__param *w1 = strop__model_param_find(m, "fc1.weight"),
+               *b1 = strop__model_param_find(m, "fc1.bias");
+  strop__param *w2 = strop__model_param_find(m, "head.weight"),
+               *b2 = strop__model_param_find(m, "head.bias");
   for (int n = 0; n < 2; n++) {
     float h[8];
     for (int j = 0; j < 8; j++) {
@@ -95,7 +98,8 @@ START_TEST(build_errors) {
   strop_model *m = NULL;
   ck_assert_int_eq(strop_model_create(1, in, &m), STROP_OK);
   ck_assert_int_eq(strop_model_add(m, "fc1", "linear", "out_features=8", NULL), STROP_OK);
-  ck_assert_int_eq(strop_model_add(m, "fc1", "linear", "out_features=8", NULL), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_add(m, "fc1", "linear", "out_features=8", NULL),
+                   STROP_E_INVALID_ARG);
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "already exists"));
   ck_assert_int_eq(strop_model_add(m, "x", "linaer", NULL, NULL), STROP_E_NOT_FOUND);
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "unknown type 'linaer'"));
@@ -104,7 +108,8 @@ START_TEST(build_errors) {
                                                    "(expected one of: in_features, out_features, "
                                                    "bias, weight_layout)"));
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "layer 'x'"));
-  ck_assert_int_eq(strop_model_add(m, "x", "linear", "out_features=-3", NULL), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_add(m, "x", "linear", "out_features=-3", NULL),
+                   STROP_E_INVALID_ARG);
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "out_features"));
   ck_assert_int_eq(strop_model_add(m, "x", "linear", "out_features", NULL), STROP_E_INVALID_ARG);
   ck_assert_int_eq(strop_model_add(m, "bad name", "relu", NULL, NULL), STROP_E_INVALID_ARG);
@@ -308,8 +313,8 @@ static size_t conv_stack_step(strop_model *m, const float *x, const float *dout,
   const size_t used = m->arena.used_total - before;
   memcpy(out, o->data, 12 * sizeof *out);
   if (!m->keep_all) {
-    ck_assert_ptr_eq(m->acts[1].data, m->acts[2].data); /* b1 -> r1 in place */
-    ck_assert_ptr_eq(m->acts[5].data, m->acts[6].data); /* s -> r2 in place */
+    ck_assert_ptr_eq(m->acts[1].data, m->acts[2].data);    /* b1 -> r1 in place */
+    ck_assert_ptr_eq(m->acts[5].data, m->acts[6].data);    /* s -> r2 in place */
     ck_assert_int_eq(m->released[4], STROP__ACT_RELEASED); /* b2: the sum does not keep it */
   }
   ck_assert_int_eq(strop__model_backward(m, dout), STROP_OK);
@@ -436,8 +441,7 @@ static void ckpt_same_state(const strop_model *a, const strop_model *b) {
     const strop__param *p = a->params[i], *q = b->params[i];
     if (p->data)
       ck_assert_msg(!memcmp(p->data, q->data, p->numel * sizeof(float)), "'%s' differs", p->name);
-    else
-      ck_assert_int_eq(p->idata[0], q->idata[0]);
+    else ck_assert_int_eq(p->idata[0], q->idata[0]);
   }
 }
 
@@ -448,20 +452,24 @@ START_TEST(checkpointing_resnet_blocks_bit_identical) {
   strop_test_node nodes[64];
   char names[6][8][32], ins[6][72];
   int n = 0;
-  nodes[n++] = (strop_test_node){"conv1", "conv2d", "out_channels=8 kernel_size=3 padding=1 "
-                                 "bias=false", "input"};
+  nodes[n++] = (strop_test_node){"conv1", "conv2d",
+                                 "out_channels=8 kernel_size=3 padding=1 "
+                                 "bias=false",
+                                 "input"};
   nodes[n++] = (strop_test_node){"bn1", "batchnorm2d", NULL, NULL};
   nodes[n++] = (strop_test_node){"relu", "relu", NULL, NULL};
   static const char *const part[7] = {"conv1", "bn1", "relu1", "conv2", "bn2", "add", "relu2"};
-  static const char *const type[7] = {"conv2d", "batchnorm2d", "relu", "conv2d", "batchnorm2d",
-                                      "add", "relu"};
+  static const char *const type[7] = {"conv2d",      "batchnorm2d", "relu", "conv2d",
+                                      "batchnorm2d", "add",         "relu"};
   for (int b = 0; b < 6; b++) {
-    for (int k = 0; k < 7; k++) snprintf(names[b][k], sizeof names[b][k], "layer1.%d.%s", b, part[k]);
+    for (int k = 0; k < 7; k++)
+      snprintf(names[b][k], sizeof names[b][k], "layer1.%d.%s", b, part[k]);
     snprintf(ins[b], sizeof ins[b], "%s,%s", names[b][4], b ? names[b - 1][6] : "relu");
     for (int k = 0; k < 7; k++)
       nodes[n++] = (strop_test_node){names[b][k], type[k],
                                      k == 0 || k == 3 ? "out_channels=8 kernel_size=3 padding=1 "
-                                                        "bias=false" : NULL,
+                                                        "bias=false"
+                                                      : NULL,
                                      k == 5 ? ins[b] : NULL};
   }
   nodes[n++] = (strop_test_node){"pool", "global_avgpool", NULL, NULL};
@@ -483,8 +491,10 @@ START_TEST(checkpointing_resnet_blocks_bit_identical) {
   /* 6 blocks of 4 or 5 kept [8, 16, 16] activations each, against their inputs and one
    * block's recompute */
   const size_t act = 4 * 8 * 256 * sizeof(float);
-  ck_assert_msg(peak_ck + 8 * act < peak_plain, "peak with checkpointing %zu, without %zu "
-                "(%zu per activation)", peak_ck, peak_plain, act);
+  ck_assert_msg(peak_ck + 8 * act < peak_plain,
+                "peak with checkpointing %zu, without %zu "
+                "(%zu per activation)",
+                peak_ck, peak_plain, act);
   /* a glob names the same blocks */
   ck_assert_int_eq(strop_model_set_checkpointing(ck, "layer1.?"), STROP_OK);
   ck_assert_int_eq(strop_model_checkpoint_blocks(ck), 6);
@@ -655,8 +665,9 @@ START_TEST(reinit_is_a_fresh_build) {
     strop_tensor *a = NULL, *b = NULL;
     ck_assert_int_eq(strop_model_tensor_view(m, name, &a), STROP_OK);
     ck_assert_int_eq(strop_model_tensor_view(fresh, name, &b), STROP_OK);
-    ck_assert_int_eq(memcmp(strop_tensor_data(a), strop_tensor_data(b),
-                            strop_tensor_numel(a) * sizeof(float)), 0);
+    ck_assert_int_eq(
+        memcmp(strop_tensor_data(a), strop_tensor_data(b), strop_tensor_numel(a) * sizeof(float)),
+        0);
     ck_assert_int_eq(strop_model_param_trainable(m, name), 1);
     strop_tensor_free(a);
     strop_tensor_free(b);
@@ -679,8 +690,9 @@ static strop_model *cnn_at(int64_t h, int64_t w) {
   int64_t in[3] = {2, h, w};
   strop_model *m = NULL;
   ck_assert_int_eq(strop_model_create(3, in, &m), STROP_OK);
-  ck_assert_int_eq(strop_model_add(m, "conv", "conv2d", "out_channels=3 kernel_size=3 padding=1",
-                                   NULL), STROP_OK);
+  ck_assert_int_eq(
+      strop_model_add(m, "conv", "conv2d", "out_channels=3 kernel_size=3 padding=1", NULL),
+      STROP_OK);
   ck_assert_int_eq(strop_model_add(m, "act", "relu", NULL, NULL), STROP_OK);
   ck_assert_int_eq(strop_model_add(m, "pool", "maxpool2d", "kernel_size=2", NULL), STROP_OK);
   ck_assert_int_eq(strop_model_add(m, "gap", "global_avgpool", NULL, NULL), STROP_OK);
@@ -694,12 +706,14 @@ static strop_model *seq_at(int64_t t) {
   int64_t in[1] = {t};
   strop_model *m = NULL;
   ck_assert_int_eq(strop_model_create(1, in, &m), STROP_OK);
-  ck_assert_int_eq(strop_model_add(m, "emb", "embedding", "num_embeddings=10 embedding_dim=4",
-                                   NULL), STROP_OK);
+  ck_assert_int_eq(
+      strop_model_add(m, "emb", "embedding", "num_embeddings=10 embedding_dim=4", NULL),
+      STROP_OK);
   ck_assert_int_eq(strop_model_add(m, "pos", "positional_embedding", "num_embeddings=8", NULL),
                    STROP_OK);
-  ck_assert_int_eq(strop_model_add(m, "attn", "multihead_attention", "num_heads=2 causal=true",
-                                   NULL), STROP_OK);
+  ck_assert_int_eq(
+      strop_model_add(m, "attn", "multihead_attention", "num_heads=2 causal=true", NULL),
+      STROP_OK);
   ck_assert_int_eq(strop_model_add(m, "pool", "mean_pool", NULL, NULL), STROP_OK);
   ck_assert_int_eq(strop_model_add(m, "head", "linear", "out_features=3", NULL), STROP_OK);
   ck_assert_int_eq(strop_model_finalize(m, 6), STROP_OK);
@@ -708,7 +722,8 @@ static strop_model *seq_at(int64_t t) {
 
 /* Runs a (train-mode) step of n samples of per-sample shape sh through m: the output and
  * every parameter gradient, concatenated, into a new array of *len floats. */
-static float *step(strop_model *m, const float *x, int64_t n, const strop__shape *sh, size_t *len) {
+static float *step(strop_model *m, const float *x, int64_t n, const strop__shape *sh,
+                   size_t *len) {
   const strop__act *o;
   ck_assert_int_eq(strop__model_zero_grad(m), STROP_OK);
   ck_assert_msg(strop__model_forward_shaped(m, x, n, sh, 1, NULL, &o) == STROP_OK, "%s",
@@ -734,8 +749,8 @@ static float *step(strop_model *m, const float *x, int64_t n, const strop__shape
 
 static void same_floats(const float *a, const float *b, size_t n, const char *what) {
   for (size_t i = 0; i < n; i++)
-    ck_assert_msg(fabsf(a[i] - b[i]) <= 1e-5f * (1.0f + fabsf(b[i])), "%s [%zu]: %g vs %g",
-                  what, i, (double)a[i], (double)b[i]);
+    ck_assert_msg(fabsf(a[i] - b[i]) <= 1e-5f * (1.0f + fabsf(b[i])), "%s [%zu]: %g vs %g", what,
+                  i, (double)a[i], (double)b[i]);
 }
 
 /* A model built at one size runs batches of another exactly as a model built at that size. */
@@ -828,8 +843,8 @@ static strop_model *tied_lm(int tie) {
   int64_t in[1] = {3};
   strop_model *m = NULL;
   ck_assert_int_eq(strop_model_create(1, in, &m), STROP_OK);
-  ck_assert_int_eq(strop_model_add(m, "wte", "embedding", "num_embeddings=6 embedding_dim=4",
-                                   NULL), STROP_OK);
+  ck_assert_int_eq(
+      strop_model_add(m, "wte", "embedding", "num_embeddings=6 embedding_dim=4", NULL), STROP_OK);
   ck_assert_int_eq(strop_model_add(m, "act", "tanh", NULL, NULL), STROP_OK);
   ck_assert_int_eq(strop_model_add(m, "lm_head", "linear", "out_features=6 bias=false", NULL),
                    STROP_OK);
@@ -894,7 +909,8 @@ START_TEST(tied_weights_are_one_tensor) {
   ck_assert_int_gt(strop_model_spec_string(m, spec, sizeof spec), 0);
   ck_assert_ptr_nonnull(strstr(spec, "tie: {weight: wte.weight}"));
   strop_model *fromspec = NULL;
-  ck_assert_msg(strop_model_load_spec_string(spec, &fromspec) == STROP_OK, "%s", strop_last_error());
+  ck_assert_msg(strop_model_load_spec_string(spec, &fromspec) == STROP_OK, "%s",
+                strop_last_error());
   ck_assert_int_eq(strop_model_num_tensors(fromspec), 1);
   strop_model_free(fromspec);
   const char *bad = "input: [3]\nlayers:\n  - {name: e, type: embedding, num_embeddings: 6, "

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tests — model files: safetensors reader/writer and its broken-file corpus, weights
  * round trips with PyTorch fixtures (tests/fixtures/gen_io.py), load reports, atomic writes,
  * checkpoints, and YAML specs (round trip, errors with positions, hostile input). */
@@ -67,7 +68,7 @@ static int count_temp_files(void) {
   return n;
 }
 
-#define ERR_HAS(s) \
+#define ERR_HAS(s)                                                                \
   ck_assert_msg(strstr(strop_last_error(), (s)) != NULL, "error '%s' lacks '%s'", \
                 strop_last_error(), (s))
 
@@ -153,12 +154,14 @@ END_TEST
 
 /* F16 bit patterns: normal, negative, subnormal, infinities, NaN, signed zero. */
 START_TEST(st_half_conversion) {
-  static const uint16_t h[] = {0x3C00, 0xC000, 0x0001, 0x7C00, 0xFC00, 0x7E00, 0x8000, 0x3555,
-                               0x03FF, 0x7BFF};
+  static const uint16_t h[] = {0x3C00, 0xC000, 0x0001, 0x7C00, 0xFC00,
+                               0x7E00, 0x8000, 0x3555, 0x03FF, 0x7BFF};
   size_t n = sizeof h / sizeof h[0];
   char json[160];
-  int hl = snprintf(json, sizeof json, "{\"h\":{\"dtype\":\"F16\",\"shape\":[%zu],"
-                    "\"data_offsets\":[0,%zu]}}", n, 2 * n);
+  int hl = snprintf(json, sizeof json,
+                    "{\"h\":{\"dtype\":\"F16\",\"shape\":[%zu],"
+                    "\"data_offsets\":[0,%zu]}}",
+                    n, 2 * n);
   unsigned char buf[512];
   for (int i = 0; i < 8; i++) buf[i] = (unsigned char)((uint64_t)hl >> (8 * i));
   memcpy(buf + 8, json, (size_t)hl);
@@ -245,7 +248,8 @@ START_TEST(st_dtype_copies) {
       }
       float x[256], y[256];
       ck_assert(a->numel <= 256 || a->numel == 432);
-      float *xa = a->numel <= 256 ? x : malloc(a->numel * 4), *ya = a->numel <= 256 ? y : malloc(a->numel * 4);
+      float *xa = a->numel <= 256 ? x : malloc(a->numel * 4),
+            *ya = a->numel <= 256 ? y : malloc(a->numel * 4);
       ck_assert_int_eq(strop__st_read_f32("t", a, xa, a->numel), STROP_OK);
       ck_assert_int_eq(strop__st_read_f32("t", b, ya, b->numel), STROP_OK);
       double e = strop_test_max_rel(ya, xa, a->numel, 1e-2, NULL);
@@ -326,9 +330,13 @@ START_TEST(st_json_strictness) {
   const char *d = "\0\0\0\0\0\0\0\0";
   /* escapes and surrogate pairs decode; the name is then found by its UTF-8 bytes */
   ck_assert_int_eq(open_header("{\"\\u00e9\\ud83d\\ude00\\n\":{\"dtype\":\"U8\",\"shape\":[8],"
-                               "\"data_offsets\":[0,8]}}   ", d, 8), STROP_OK);
+                               "\"data_offsets\":[0,8]}}   ",
+                               d, 8),
+                   STROP_OK);
   ck_assert_int_eq(open_header("{\"a\":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[0,8]},"
-                               "\"__metadata__\":{}}", d, 8), STROP_OK);
+                               "\"__metadata__\":{}}",
+                               d, 8),
+                   STROP_OK);
   ck_assert_int_eq(open_header("{}", "", 0), STROP_OK);
   ck_assert_int_eq(open_header("{\"\\ud83d\":{}}", d, 0), STROP_E_FORMAT);
   ERR_HAS("unpaired high surrogate");
@@ -337,24 +345,32 @@ START_TEST(st_json_strictness) {
   ck_assert_int_eq(open_header("{\"a\\u0000\":{}}", d, 0), STROP_E_FORMAT);
   ck_assert_int_eq(open_header("{\"a\tb\":{}}", d, 0), STROP_E_FORMAT);
   ERR_HAS("control character");
-  ck_assert_int_eq(open_header("{\"a\":{\"dtype\":\"U8\",\"shape\":[08],\"data_offsets\":[0,8]}}",
-                               d, 8), STROP_E_FORMAT);
+  ck_assert_int_eq(
+      open_header("{\"a\":{\"dtype\":\"U8\",\"shape\":[08],\"data_offsets\":[0,8]}}", d, 8),
+      STROP_E_FORMAT);
   ERR_HAS("leading zero");
-  ck_assert_int_eq(open_header("{\"a\":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[0,8]}}x",
-                               d, 8), STROP_E_FORMAT);
+  ck_assert_int_eq(
+      open_header("{\"a\":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[0,8]}}x", d, 8),
+      STROP_E_FORMAT);
   ERR_HAS("unexpected text after the end");
-  ck_assert_int_eq(open_header("{\"a\":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[0,8],}}",
-                               d, 8), STROP_E_FORMAT);
-  ck_assert_int_eq(open_header("{\"a\":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[0]}}", d,
-                               8), STROP_E_FORMAT);
+  ck_assert_int_eq(
+      open_header("{\"a\":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[0,8],}}", d, 8),
+      STROP_E_FORMAT);
+  ck_assert_int_eq(
+      open_header("{\"a\":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[0]}}", d, 8),
+      STROP_E_FORMAT);
   ERR_HAS("array of 2 integers");
-  ck_assert_int_eq(open_header("{\"a\":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[8,0]}}", d,
-                               8), STROP_E_FORMAT);
+  ck_assert_int_eq(
+      open_header("{\"a\":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[8,0]}}", d, 8),
+      STROP_E_FORMAT);
   ERR_HAS("reversed");
   ck_assert_int_eq(open_header("{\"a\":{\"dtype\":\"U8\",\"shape\":[99999999999999999999],"
-                               "\"data_offsets\":[0,8]}}", d, 8), STROP_E_FORMAT);
-  ck_assert_int_eq(open_header("{\"\":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[0,8]}}", d,
-                               8), STROP_E_FORMAT);
+                               "\"data_offsets\":[0,8]}}",
+                               d, 8),
+                   STROP_E_FORMAT);
+  ck_assert_int_eq(
+      open_header("{\"\":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[0,8]}}", d, 8),
+      STROP_E_FORMAT);
   ERR_HAS("empty name");
   ck_assert_int_eq(open_header("{\"a\":[1]}", d, 0), STROP_E_FORMAT);
   ERR_HAS("not a JSON object");
@@ -392,7 +408,9 @@ START_TEST(st_dims_checked_in_any_order) {
   }
   /* zeros stay legal: an empty tensor of a bounded shape */
   ck_assert_int_eq(open_header("{\"a\":{\"dtype\":\"F32\",\"shape\":[0,1099511627776,8],"
-                               "\"data_offsets\":[0,0]}}", "", 0), STROP_OK);
+                               "\"data_offsets\":[0,0]}}",
+                               "", 0),
+                   STROP_OK);
 }
 END_TEST
 
@@ -442,7 +460,8 @@ static const char *k_net_spec =
     "input: [1, 6, 6]\n"
     "seed: 7\n"
     "layers:\n"
-    "  - {name: conv, type: conv2d, in_channels: 1, out_channels: 4, kernel_size: 3, padding: 1}\n"
+    "  - {name: conv, type: conv2d, in_channels: 1, out_channels: 4, kernel_size: 3, padding: "
+    "1}\n"
     "  - {name: bn, type: batchnorm2d, num_features: 4}\n"
     "  - {name: act, type: relu}\n"
     "  - {name: flat, type: flatten}\n"
@@ -588,8 +607,8 @@ START_TEST(weights_strict_and_partial) {
   ck_assert(n1 == n2 && memcmp(before, after, n1 * sizeof(float)) == 0);
   free(after);
 
-  ck_assert_int_eq(strop_model_load_weights(m, FX("torch_f32.safetensors"), STROP_LOAD_PARTIAL,
-                                            &r), STROP_OK);
+  ck_assert_int_eq(
+      strop_model_load_weights(m, FX("torch_f32.safetensors"), STROP_LOAD_PARTIAL, &r), STROP_OK);
   ck_assert_int_eq(strop_load_report_count(r, STROP_REPORT_LOADED), 7);
   ck_assert_int_eq(strop_load_report_count(r, STROP_REPORT_MISMATCHED), 2);
   strop_load_report_free(r);
@@ -606,8 +625,8 @@ START_TEST(weights_strict_and_partial) {
                    STROP_E_NOT_FOUND);
   ERR_HAS("2 missing (extra.weight, extra.bias)");
   strop_load_report_free(r);
-  ck_assert_int_eq(strop_model_load_weights(m, FX("torch_f32.safetensors"), STROP_LOAD_PARTIAL,
-                                            &r), STROP_OK);
+  ck_assert_int_eq(
+      strop_model_load_weights(m, FX("torch_f32.safetensors"), STROP_LOAD_PARTIAL, &r), STROP_OK);
   ck_assert_int_eq(strop_load_report_count(r, STROP_REPORT_MISSING), 2);
   ck_assert_int_eq(strop_load_report_count(r, STROP_REPORT_LOADED), 9);
   strop_load_report_free(r);
@@ -618,8 +637,9 @@ START_TEST(weights_strict_and_partial) {
                    STROP_E_NOT_FOUND);
   ERR_HAS("7 missing (conv.weight, conv.bias, bn.weight, bn.bias and 3 more); 7 unexpected "
           "(features.conv.weight");
-  ck_assert_int_eq(strop_model_load_weights(m, FX("torch_prefixed.safetensors"),
-                                            STROP_LOAD_PARTIAL, &r), STROP_OK);
+  ck_assert_int_eq(
+      strop_model_load_weights(m, FX("torch_prefixed.safetensors"), STROP_LOAD_PARTIAL, &r),
+      STROP_OK);
   ck_assert_int_eq(strop_load_report_count(r, STROP_REPORT_UNEXPECTED), 7);
   ck_assert_int_eq(strop_load_report_count(r, STROP_REPORT_LOADED), 2);
   strop_load_report_free(r);
@@ -642,15 +662,17 @@ START_TEST(weights_prefix_remap) {
   ck_assert_int_eq(strop_model_load_spec_string(spec, &m), STROP_OK);
   strop_load_report *r = NULL;
   ck_assert_int_eq(strop_model_load_weights_remap(m, FX("torch_prefixed.safetensors"), 0,
-                                                  "features.", "backbone.", &r), STROP_OK);
+                                                  "features.", "backbone.", &r),
+                   STROP_OK);
   ck_assert_int_eq(strop_load_report_count(r, STROP_REPORT_LOADED), 9);
   strop_load_report_free(r);
   float *y = run_ref_input(m), want[6];
   ref_output("output", want);
   ck_assert(strop_test_max_rel(y, want, 6, 1e-3, NULL) <= 1e-5);
   free(y);
-  ck_assert_int_eq(strop_model_load_weights_remap(m, FX("torch_prefixed.safetensors"), 0, NULL,
-                                                  "x", &r), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(
+      strop_model_load_weights_remap(m, FX("torch_prefixed.safetensors"), 0, NULL, "x", &r),
+      STROP_E_INVALID_ARG);
   ck_assert_ptr_null(r);
   strop_model_free(m);
 }
@@ -664,7 +686,8 @@ START_TEST(weights_dtype_mismatch) {
   int64_t iw[36] = {0}, wd[4] = {4, 1, 3, 3};
   float nbt = 2.0f;
   ck_assert_int_eq(strop__st_writer_add_i64(w, "conv.weight", 4, wd, iw), STROP_OK);
-  ck_assert_int_eq(strop__st_writer_add_f32(w, "bn.num_batches_tracked", 0, NULL, &nbt), STROP_OK);
+  ck_assert_int_eq(strop__st_writer_add_f32(w, "bn.num_batches_tracked", 0, NULL, &nbt),
+                   STROP_OK);
   const char *p = tmp_path("dt.safetensors");
   ck_assert_int_eq(strop__st_writer_save(w, p), STROP_OK);
   strop__st_writer_free(w);
@@ -690,7 +713,8 @@ START_TEST(weights_errors) {
   ck_assert_int_eq(strop_model_add(m, "fc", "linear", "in_features=4 out_features=2", NULL),
                    STROP_OK);
   strop_load_report *r = (strop_load_report *)1;
-  ck_assert_int_eq(strop_model_load_weights(m, FX("torch_f32.safetensors"), 0, &r), STROP_E_STATE);
+  ck_assert_int_eq(strop_model_load_weights(m, FX("torch_f32.safetensors"), 0, &r),
+                   STROP_E_STATE);
   ck_assert_ptr_null(r);
   ck_assert_int_eq(strop_model_save_weights(m, tmp_path("x")), STROP_E_STATE);
   ck_assert_int_eq(strop_model_finalize(m, 1), STROP_OK);
@@ -698,10 +722,12 @@ START_TEST(weights_errors) {
   ck_assert_int_eq(strop_model_load_weights(m, NULL, 0, NULL), STROP_E_INVALID_ARG);
   ck_assert_int_eq(strop_model_load_weights(m, "x", 8, NULL), STROP_E_INVALID_ARG);
   ERR_HAS("unknown flags");
-  ck_assert_int_eq(strop_model_load_weights(m, tmp_path("missing.safetensors"), 0, &r), STROP_E_IO);
+  ck_assert_int_eq(strop_model_load_weights(m, tmp_path("missing.safetensors"), 0, &r),
+                   STROP_E_IO);
   ck_assert_ptr_null(r);
-  ck_assert_int_eq(strop_model_load_weights(m, STROP_TEST_DATA "/io/broken/gap.safetensors", 0,
-                                            NULL), STROP_E_FORMAT);
+  ck_assert_int_eq(
+      strop_model_load_weights(m, STROP_TEST_DATA "/io/broken/gap.safetensors", 0, NULL),
+      STROP_E_FORMAT);
   ERR_HAS("strop_model_load_weights: ");
   ERR_HAS("gap of 8 bytes");
   ck_assert_int_eq(strop_model_save_weights(NULL, "x"), STROP_E_INVALID_ARG);
@@ -765,7 +791,8 @@ START_TEST(weights_meta_roundtrip) {
   strop__st_file *f = NULL;
   ck_assert_int_eq(strop__st_open("t", p, &f), STROP_OK);
   ck_assert_str_eq(strop__st_meta(f, "format"), "strop");
-  ck_assert_str_eq(strop__st_meta(f, "strop.meta.classes"), "[{\"label\": 5, \"name\": \"Sandal\"}]");
+  ck_assert_str_eq(strop__st_meta(f, "strop.meta.classes"),
+                   "[{\"label\": 5, \"name\": \"Sandal\"}]");
   ck_assert_str_eq(strop__st_meta(f, "strop.meta.input.scale"), "0.00392156862745098");
   ck_assert_int_eq(f->n_meta, 4);
   strop__st_close(f);
@@ -886,7 +913,8 @@ START_TEST(weights_mem_equals_file) {
   strop_model *a = net(5, NULL), *b = net(5, NULL);
   strop_load_report *ra = NULL, *rb = NULL;
   ck_assert_int_eq(strop_model_load_weights(a, p, STROP_LOAD_PARTIAL, &ra), STROP_OK);
-  ck_assert_int_eq(strop_model_load_weights_mem(b, bytes, len, STROP_LOAD_PARTIAL, &rb), STROP_OK);
+  ck_assert_int_eq(strop_model_load_weights_mem(b, bytes, len, STROP_LOAD_PARTIAL, &rb),
+                   STROP_OK);
   ck_assert_int_eq(strop_load_report_count(rb, STROP_REPORT_MISMATCHED), 2);
   ck_assert_int_eq(strop_load_report_count(ra, STROP_REPORT_LOADED),
                    strop_load_report_count(rb, STROP_REPORT_LOADED));
@@ -899,7 +927,8 @@ START_TEST(weights_mem_equals_file) {
   strop_load_report_free(rb);
   strop_model_free(b);
   b = net(3, NULL);
-  ck_assert_int_eq(strop_model_load_weights_mem(b, bytes, len, STROP_LOAD_STRICT, NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_load_weights_mem(b, bytes, len, STROP_LOAD_STRICT, NULL),
+                   STROP_OK);
   ck_assert_str_eq(meta_str(b, "classes"), "[{\"label\": 7}]");
   free(bytes);
   strop_model_free(a);
@@ -1384,7 +1413,8 @@ static const struct {
 } g_spec_errors[] = {
     {"input: [4]\nlayers:\n  - name: head\n    type: linear\n    in_features: 4\n"
      "    out_feature: 2\n",
-     STROP_E_INVALID_ARG, "<string>:6:5: layer 'head' (linear): option 'out_feature': unknown "
+     STROP_E_INVALID_ARG,
+     "<string>:6:5: layer 'head' (linear): option 'out_feature': unknown "
      "option (expected one of: in_features, out_features, bias, weight_layout)"},
     {"input: [4]\nlayers:\n  - {name: head, type: linear, in_features: 4, out_features: -3}\n",
      STROP_E_INVALID_ARG, "<string>:3:"},
@@ -1481,9 +1511,9 @@ START_TEST(spec_hostile) {
   /* billion laughs */
   size_t n = (size_t)sprintf(y, "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
   for (int i = 1; i < 10; i++)
-    n += (size_t)sprintf(y + n, "%c: &%c [*%c, *%c, *%c, *%c, *%c, *%c, *%c, *%c, *%c]\n", 'a' + i,
-                         'a' + i, 'a' + i - 1, 'a' + i - 1, 'a' + i - 1, 'a' + i - 1, 'a' + i - 1,
-                         'a' + i - 1, 'a' + i - 1, 'a' + i - 1, 'a' + i - 1);
+    n += (size_t)sprintf(y + n, "%c: &%c [*%c, *%c, *%c, *%c, *%c, *%c, *%c, *%c, *%c]\n",
+                         'a' + i, 'a' + i, 'a' + i - 1, 'a' + i - 1, 'a' + i - 1, 'a' + i - 1,
+                         'a' + i - 1, 'a' + i - 1, 'a' + i - 1, 'a' + i - 1, 'a' + i - 1);
   double t0 = now_s();
   ck_assert_int_eq(strop_model_load_spec_string(y, &m), STROP_E_FORMAT);
   ERR_HAS("aliases");
@@ -1592,9 +1622,10 @@ START_TEST(debug_log_tells_loads_and_saves) {
   ck_assert_int_eq(strop_model_load_weights(m2, weights, STROP_LOAD_STRICT, NULL), STROP_OK);
   strop_set_log_handler(NULL, 0, NULL);
   ck_assert_int_ge(sink.n, 3);
-  ck_assert_msg(strstr(sink.text, "strop_model_save_weights") && strstr(sink.text, "strop_model_load_spec") &&
-                    strstr(sink.text, "strop_model_load_weights") && strstr(sink.text, "dbg.yaml") &&
-                    strstr(sink.text, "dbg.safetensors"),
+  ck_assert_msg(strstr(sink.text, "strop_model_save_weights") &&
+                    strstr(sink.text, "strop_model_load_spec") &&
+                    strstr(sink.text, "strop_model_load_weights") &&
+                    strstr(sink.text, "dbg.yaml") && strstr(sink.text, "dbg.safetensors"),
                 "the DEBUG log says:\n%s", sink.text);
   /* an INFO handler hears none of it */
   sink.n = 0;
@@ -1636,7 +1667,8 @@ static Suite *io_suite(void) {
   tcase_add_test(tc, weights_meta_roundtrip);
   tcase_add_test(tc, weights_meta_hostile);
   tcase_add_test(tc, weights_mem_equals_file);
-  tcase_add_loop_test(tc, weights_mem_broken_corpus, 0, (int)(sizeof g_broken / sizeof g_broken[0]));
+  tcase_add_loop_test(tc, weights_mem_broken_corpus, 0,
+                      (int)(sizeof g_broken / sizeof g_broken[0]));
   tcase_add_test(tc, weights_mem_errors);
   tcase_add_test(tc, weights_mem_alloc_sweep);
   tcase_add_test(tc, non_regular_files_refused);

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """strop — the include layering, checked: every #include "..." in lib/, tools/ and bindings'
 C files must point down (or sideways within a level) the architecture of DESIGN.md:
 

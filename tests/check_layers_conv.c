@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tests — conv layer family: conv2d (stride, padding incl. "same", dilation, groups,
  * depthwise, 1x1), maxpool2d, avgpool2d, global_avgpool, batchnorm1d/2d (train, eval, frozen
  * statistics). Forward reference values, finite differences, PyTorch parity through
@@ -149,7 +150,8 @@ START_TEST(pool_forward_reference) {
   float ones[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
   m = one("avgpool2d", "kernel_size=3 stride=1 padding=1", 3, sh, "p");
   ck_assert_int_eq(strop__model_forward_exec(m, ones, 1, 0, NULL, &o), STROP_OK);
-  const float winc[9] = {4 / 9.f, 6 / 9.f, 4 / 9.f, 6 / 9.f, 1, 6 / 9.f, 4 / 9.f, 6 / 9.f, 4 / 9.f};
+  const float winc[9] = {4 / 9.f, 6 / 9.f, 4 / 9.f, 6 / 9.f, 1,
+                         6 / 9.f, 4 / 9.f, 6 / 9.f, 4 / 9.f};
   expect_close(o->data, winc, 9, 1e-6);
   strop__model_step_end(m);
   strop_model_free(m);
@@ -216,7 +218,8 @@ START_TEST(depthwise_matches_gemm) {
   for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
     strop__conv2d_dims d = cases[k];
     strop__conv2d_out_size(&d);
-    const size_t nx = (size_t)(d.n * d.c_in * d.h * d.w), ny = (size_t)(d.n * d.c_out * d.oh * d.ow);
+    const size_t nx = (size_t)(d.n * d.c_in * d.h * d.w),
+                 ny = (size_t)(d.n * d.c_out * d.oh * d.ow);
     const size_t nw = (size_t)(d.c_out * d.kh * d.kw);
     float *x = malloc(nx * 4), *w = malloc(nw * 4), *b = malloc((size_t)d.c_out * 4);
     float *dy = malloc(ny * 4), *y[2], *dx[2], *dw[2], *db[2];
@@ -265,7 +268,7 @@ START_TEST(squeeze_excitation_parts) {
     ck_assert_int_gt(strop_model_tensor_name(m, i, name, sizeof name), 0);
     ck_assert_str_eq(name, want[i]);
   }
-  static const char *const nodes[] = {"se.avgpool", "se.fc1", "se.activation", "se.fc2",
+  static const char *const nodes[] = {"se.avgpool",          "se.fc1", "se.activation", "se.fc2",
                                       "se.scale_activation", "se.mul"};
   ck_assert_int_eq(m->n_nodes, 6);
   for (int i = 0; i < 6; i++) ck_assert_str_eq(m->nodes[i].name, nodes[i]);
@@ -312,8 +315,9 @@ START_TEST(warm_step_no_alloc) {
   int64_t sh[3] = {2, 8, 8};
   strop_model *m = NULL;
   ck_assert_int_eq(strop_model_create(3, sh, &m), STROP_OK);
-  ck_assert_int_eq(strop_model_add(m, "c", "conv2d", "out_channels=4 kernel_size=3 padding=1", NULL),
-                   STROP_OK);
+  ck_assert_int_eq(
+      strop_model_add(m, "c", "conv2d", "out_channels=4 kernel_size=3 padding=1", NULL),
+      STROP_OK);
   ck_assert_int_eq(strop_model_add(m, "bn", "batchnorm2d", "", NULL), STROP_OK);
   ck_assert_int_eq(strop_model_add(m, "p", "maxpool2d", "kernel_size=2", NULL), STROP_OK);
   ck_assert_int_eq(strop_model_add(m, "a", "avgpool2d", "kernel_size=2", NULL), STROP_OK);
@@ -406,33 +410,40 @@ static const struct fuse_case {
   int fused_nodes; /* how many nodes the fusion should absorb in this model */
   strop_test_node nodes[8];
 } FUSE[] = {
-    {{3, 8, 8}, 2, {{"c", "conv2d", "out_channels=5 kernel_size=3 padding=1", NULL},
-                    {"r", "relu", "", NULL},
-                    {"p", "maxpool2d", "kernel_size=2", NULL},
-                    {"f", "flatten", "", NULL},
-                    {"fc", "linear", "out_features=7", NULL}}},
-    {{2, 9, 9}, 4, {{"c", "conv2d", "out_channels=4 kernel_size=3 padding=1", NULL},
-                    {"r", "relu", "", NULL},
-                    {"p", "maxpool2d", "kernel_size=2", NULL},
-                    {"c2", "conv2d", "out_channels=6 kernel_size=2 stride=1", NULL},
-                    {"r2", "relu", "", NULL},
-                    {"p2", "maxpool2d", "kernel_size=3 stride=2 padding=1", NULL},
-                    {"f", "flatten", "", NULL}}},
-    {{4, 11, 10}, 2, {{"c", "conv2d", "out_channels=6 kernel_size=3 stride=2 groups=2 bias=false",
-                       NULL},
-                      {"r", "relu", "", NULL},
-                      {"c2", "conv2d", "out_channels=3 kernel_size=1", NULL},
-                      {"p", "maxpool2d", "kernel_size=2 stride=1 dilation=2", NULL},
-                      {"f", "flatten", "", NULL}}},
+    {{3, 8, 8},
+     2,
+     {{"c", "conv2d", "out_channels=5 kernel_size=3 padding=1", NULL},
+      {"r", "relu", "", NULL},
+      {"p", "maxpool2d", "kernel_size=2", NULL},
+      {"f", "flatten", "", NULL},
+      {"fc", "linear", "out_features=7", NULL}}},
+    {{2, 9, 9},
+     4,
+     {{"c", "conv2d", "out_channels=4 kernel_size=3 padding=1", NULL},
+      {"r", "relu", "", NULL},
+      {"p", "maxpool2d", "kernel_size=2", NULL},
+      {"c2", "conv2d", "out_channels=6 kernel_size=2 stride=1", NULL},
+      {"r2", "relu", "", NULL},
+      {"p2", "maxpool2d", "kernel_size=3 stride=2 padding=1", NULL},
+      {"f", "flatten", "", NULL}}},
+    {{4, 11, 10},
+     2,
+     {{"c", "conv2d", "out_channels=6 kernel_size=3 stride=2 groups=2 bias=false", NULL},
+      {"r", "relu", "", NULL},
+      {"c2", "conv2d", "out_channels=3 kernel_size=1", NULL},
+      {"p", "maxpool2d", "kernel_size=2 stride=1 dilation=2", NULL},
+      {"f", "flatten", "", NULL}}},
     /* the relu is read twice: the first conv takes it, not the pool after it */
-    {{2, 6, 6}, 2, {{"c", "conv2d", "out_channels=3 kernel_size=3 padding=1", NULL},
-                    {"r", "relu", "", NULL},
-                    {"p", "maxpool2d", "kernel_size=2", "r"},
-                    {"q", "avgpool2d", "kernel_size=2", "r"},
-                    {"s", "add", "", "p,q"},
-                    {"c2", "conv2d", "out_channels=2 kernel_size=1", "s"},
-                    {"r2", "relu", "", NULL},
-                    {"f", "flatten", "", NULL}}},
+    {{2, 6, 6},
+     2,
+     {{"c", "conv2d", "out_channels=3 kernel_size=3 padding=1", NULL},
+      {"r", "relu", "", NULL},
+      {"p", "maxpool2d", "kernel_size=2", "r"},
+      {"q", "avgpool2d", "kernel_size=2", "r"},
+      {"s", "add", "", "p,q"},
+      {"c2", "conv2d", "out_channels=2 kernel_size=1", "s"},
+      {"r2", "relu", "", NULL},
+      {"f", "flatten", "", NULL}}},
 };
 #define N_FUSE ((int)(sizeof FUSE / sizeof FUSE[0]))
 
@@ -481,8 +492,8 @@ START_TEST(fused_chains_match_unfused) {
                     "case %d variant %d threads %d: outputs differ", _i, variant, t);
       for (size_t i = 0; i < ng[0]; i++)
         ck_assert_msg(memcmp(&grads[0][i], &grads[1][i], sizeof(float)) == 0,
-                      "case %d variant %d threads %d: gradient %zu: fused %.9g, unfused %.9g",
-                      _i, variant, t, i, (double)grads[0][i], (double)grads[1][i]);
+                      "case %d variant %d threads %d: gradient %zu: fused %.9g, unfused %.9g", _i,
+                      variant, t, i, (double)grads[0][i], (double)grads[1][i]);
     }
   }
   /* an activation the caller keeps (the trunk-output cache) is stored, so no chain runs
@@ -513,8 +524,8 @@ START_TEST(maxpool_kernels_agree) {
   static const float special[] = {0.0f, -0.0f, 1.0f, 1.0f, -2.0f, NAN, INFINITY, -INFINITY};
   for (int64_t ow = 1; ow <= 37; ow++) {
     for (int odd = 0; odd < 2; odd++) {
-      strop__pool2d_dims d = {2, C / 2 + 1, 2 * 4 + odd, 2 * ow + odd, 2, 2, 2, 2, 0, 0,
-                              1, 1, 4, ow};
+      strop__pool2d_dims d = {2, C / 2 + 1, 2 * 4 + odd, 2 * ow + odd, 2, 2, 2, 2, 0, 0, 1,
+                              1, 4,         ow};
       const int64_t nin = d.n * d.c * d.h * d.w, nout = d.n * d.c * d.oh * d.ow;
       ck_assert_int_le(nin, CAP);
       for (int64_t i = 0; i < nin; i++)
@@ -536,8 +547,8 @@ START_TEST(maxpool_kernels_agree) {
         strop__pool_isa = 0;
         for (int isa = 1; isa < 3; isa++) {
           ck_assert_msg(memcmp(y[0], y[isa], sizeof(float) * (size_t)nout) == 0,
-                        "ow %lld odd %d relu %d: forward differs from isa %d", (long long)ow,
-                        odd, relu, isa);
+                        "ow %lld odd %d relu %d: forward differs from isa %d", (long long)ow, odd,
+                        relu, isa);
           ck_assert(memcmp(am[0], am[isa], sizeof(int32_t) * (size_t)nout) == 0);
           ck_assert_msg(memcmp(dx[0], dx[isa], sizeof(float) * (size_t)nin) == 0,
                         "ow %lld odd %d relu %d: backward differs from isa %d", (long long)ow,
@@ -583,8 +594,11 @@ static const struct gc_case {
     {"adaptive_avgpool2d", "output_size=4", 3, {2, 3, 3}, 2},
     {"conv2d", "out_channels=4 kernel_size=5 stride=2 padding=2 groups=4", 3, {4, 7, 6}, 2},
     {"conv2d", "out_channels=3 kernel_size=3 dilation=2 padding=2 groups=3", 3, {3, 6, 5}, 2},
-    {"squeeze_excitation", "input_channels=4 squeeze_channels=2 scale_activation=hardsigmoid",
-     3, {4, 3, 3}, 2},
+    {"squeeze_excitation",
+     "input_channels=4 squeeze_channels=2 scale_activation=hardsigmoid",
+     3,
+     {4, 3, 3},
+     2},
     {"relu6", "", 3, {2, 3, 3}, 2},
     {"batchnorm2d", "", 3, {3, 4, 4}, 3},
     {"batchnorm1d", "", 1, {4, 0, 0}, 6},
@@ -792,8 +806,8 @@ START_TEST(frozen_stats_parity) {
     }
     strop__model_step_end(m);
     float *rm = fx_get(&f, "bn.running_mean", &n);
-    ck_assert(memcmp(strop__model_param_find(m, "bn.running_mean")->data, rm,
-                     n * sizeof(float)) == 0);
+    ck_assert(
+        memcmp(strop__model_param_find(m, "bn.running_mean")->data, rm, n * sizeof(float)) == 0);
     ck_assert_int_eq(strop__model_param_find(m, "bn.num_batches_tracked")->idata[0], 3);
     free(rm);
     free(x);
@@ -864,8 +878,8 @@ START_TEST(errors) {
   expect_error("adaptive_avgpool2d", "", 3, s3, STROP_E_INVALID_ARG, 1, "output_size");
   expect_error("squeeze_excitation", "input_channels=4", 3, s3, STROP_E_INVALID_ARG, 1,
                "squeeze_channels");
-  expect_error("squeeze_excitation", "input_channels=4 squeeze_channels=2", 3, s3,
-               STROP_E_SHAPE, 0, "in_channels is 4 but the input has 3 channels");
+  expect_error("squeeze_excitation", "input_channels=4 squeeze_channels=2", 3, s3, STROP_E_SHAPE,
+               0, "in_channels is 4 but the input has 3 channels");
   /* bad options */
   expect_error("conv2d", "out_channels=4 kernel_size=3 stride=2 padding=same", 3, s3,
                STROP_E_INVALID_ARG, 1, "'same' needs stride 1");

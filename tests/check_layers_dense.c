@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tests — the dense layer family: linear, activations, softmax/log_softmax, flatten,
  * reshape, dropout, add, concat. Kernels, forward references, gradchecks, PyTorch parity. */
 #include <math.h>
@@ -26,11 +27,11 @@ extern const strop__layer_vtable strop__layer_linear, strop__layer_relu, strop__
     strop__layer_dropout, strop__layer_add, strop__layer_concat, strop__layer_relu6,
     strop__layer_mul;
 static const strop__layer_vtable *const g_family[] = {
-    &strop__layer_linear,  &strop__layer_relu,        &strop__layer_leaky_relu,
-    &strop__layer_gelu,    &strop__layer_silu,        &strop__layer_tanh,
-    &strop__layer_sigmoid, &strop__layer_softmax,     &strop__layer_log_softmax,
-    &strop__layer_flatten, &strop__layer_reshape,     &strop__layer_dropout,
-    &strop__layer_add,     &strop__layer_concat,      &strop__layer_relu6,
+    &strop__layer_linear,  &strop__layer_relu,    &strop__layer_leaky_relu,
+    &strop__layer_gelu,    &strop__layer_silu,    &strop__layer_tanh,
+    &strop__layer_sigmoid, &strop__layer_softmax, &strop__layer_log_softmax,
+    &strop__layer_flatten, &strop__layer_reshape, &strop__layer_dropout,
+    &strop__layer_add,     &strop__layer_concat,  &strop__layer_relu6,
     &strop__layer_mul};
 #define N_FAMILY (sizeof g_family / sizeof g_family[0])
 
@@ -130,15 +131,15 @@ START_TEST(kernel_linear) {
   const float want_dx2[6] = {0.5f, -1, 2, 2, 2, 2};
   expect_close(dx2, want_dx2, 6, 1e-6, "linear dx assigned");
   /* assigning the parameters' gradients also says whether all of them came out finite */
-  ck_assert_int_eq(strop__linear_backward(x, w, dy, NULL, dw2, db2, 2, 3, 2, STROP__LB_ASSIGN_PARAMS),
-                   1);
+  ck_assert_int_eq(
+      strop__linear_backward(x, w, dy, NULL, dw2, db2, 2, 3, 2, STROP__LB_ASSIGN_PARAMS), 1);
   const float want_db2[2] = {1, 2};
   expect_close(dw2, want_dw, 6, 1e-6, "linear dW assigned");
   expect_close(db2, want_db2, 2, 1e-6, "linear db assigned");
   float dw3[6] = {0}, db3[2] = {0};
   const float dy_inf[4] = {1, 0, 0, INFINITY};
-  ck_assert_int_eq(strop__linear_backward(x, w, dy_inf, NULL, dw3, db3, 2, 3, 2, STROP__LB_ASSIGN_PARAMS),
-                   0);
+  ck_assert_int_eq(
+      strop__linear_backward(x, w, dy_inf, NULL, dw3, db3, 2, 3, 2, STROP__LB_ASSIGN_PARAMS), 0);
   ck_assert_int_eq(strop__linear_backward(x, w, dy, NULL, dw3, NULL, 2, 3, 2, 0), 0); /* added */
   /* an empty batch assigns zeros */
   db2[0] = db2[1] = NAN;
@@ -270,7 +271,9 @@ END_TEST
 
 static void gelu0(const float *x, float *y, size_t n) { strop__gelu_forward(x, y, n, 0); }
 static void gelu1(const float *x, float *y, size_t n) { strop__gelu_forward(x, y, n, 1); }
-static void leaky(const float *x, float *y, size_t n) { strop__leaky_relu_forward(x, y, n, 0.1f); }
+static void leaky(const float *x, float *y, size_t n) {
+  strop__leaky_relu_forward(x, y, n, 0.1f);
+}
 static void gelu0_b(const float *x, const float *y, const float *dy, float *dx, size_t n) {
   strop__gelu_backward(x, y, dy, dx, n, 0);
 }
@@ -319,17 +322,13 @@ START_TEST(kernel_softmax_axis) {
   float x[12], y[12], row[3], ry[3];
   for (int i = 0; i < 12; i++) x[i] = sinf((float)i * 1.3f) * 2.0f;
   for (int form = 0; form < 2; form++) {
-    if (form)
-      strop__log_softmax_forward(x, y, 2, 3, 2);
-    else
-      strop__softmax_forward(x, y, 2, 3, 2);
+    if (form) strop__log_softmax_forward(x, y, 2, 3, 2);
+    else strop__softmax_forward(x, y, 2, 3, 2);
     for (int o = 0; o < 2; o++)
       for (int k = 0; k < 2; k++) {
         for (int j = 0; j < 3; j++) row[j] = x[o * 6 + j * 2 + k];
-        if (form)
-          strop__log_softmax_forward(row, ry, 1, 3, 1);
-        else
-          strop__softmax_forward(row, ry, 1, 3, 1);
+        if (form) strop__log_softmax_forward(row, ry, 1, 3, 1);
+        else strop__softmax_forward(row, ry, 1, 3, 1);
         for (int j = 0; j < 3; j++) ck_assert_float_eq_tol(y[o * 6 + j * 2 + k], ry[j], 1e-6f);
       }
   }
@@ -344,8 +343,9 @@ END_TEST
 START_TEST(kernel_nan) {
   const float x[4] = {NAN, 1.0f, -1.0f, 0.5f};
   float y[4];
-  fwd_fn fs[] = {strop__relu_forward, leaky, gelu0, gelu1, strop__silu_forward,
-                 strop__tanh_forward, strop__sigmoid_forward};
+  fwd_fn fs[] = {
+      strop__relu_forward,   leaky, gelu0, gelu1, strop__silu_forward, strop__tanh_forward,
+      strop__sigmoid_forward};
   for (size_t i = 0; i < sizeof fs / sizeof fs[0]; i++) {
     fs[i](x, y, 4);
     ck_assert_msg(isnan(y[0]), "activation %zu drops a NaN", i);
@@ -508,10 +508,12 @@ START_TEST(forward_activations) {
       {"tanh", "", {-0.96402758f, -0.462117157f, 0, 0.462117157f, 0.96402758f}},
       {"sigmoid", "", {0.119202922f, 0.377540669f, 0.5f, 0.622459331f, 0.880797078f}},
       {"softmax", "", {0.0125547088f, 0.0562663014f, 0.092767448f, 0.152947665f, 0.685463877f}},
-      {"softmax", "dim=1", {0.0125547088f, 0.0562663014f, 0.092767448f, 0.152947665f,
-                            0.685463877f}},
-      {"log_softmax", "dim=-1", {-4.37765948f, -2.87765948f, -2.37765948f, -1.87765948f,
-                                 -0.377659477f}},
+      {"softmax",
+       "dim=1",
+       {0.0125547088f, 0.0562663014f, 0.092767448f, 0.152947665f, 0.685463877f}},
+      {"log_softmax",
+       "dim=-1",
+       {-4.37765948f, -2.87765948f, -2.37765948f, -1.87765948f, -0.377659477f}},
       {"dropout", "p=0.5", {-2, -0.5f, 0, 0.5f, 2}}, /* eval mode: identity */
       {"flatten", "", {-2, -0.5f, 0, 0.5f, 2}},
       {"reshape", "shape=[5]", {-2, -0.5f, 0, 0.5f, 2}},
@@ -711,14 +713,20 @@ START_TEST(gradcheck_linear) {
 END_TEST
 
 START_TEST(gradcheck_activations) {
-  static const char *const acts[][2] = {
-      {"relu", ""},           {"leaky_relu", "negative_slope=0.2"},
-      {"gelu", ""},           {"gelu", "approximate=tanh"},
-      {"silu", ""},           {"tanh", ""},
-      {"sigmoid", ""},        {"softmax", ""},
-      {"softmax", "dim=1"},   {"log_softmax", ""},
-      {"log_softmax", "dim=-2"}, {"hardswish", ""},
-      {"hardsigmoid", ""},    {"relu6", ""}};
+  static const char *const acts[][2] = {{"relu", ""},
+                                        {"leaky_relu", "negative_slope=0.2"},
+                                        {"gelu", ""},
+                                        {"gelu", "approximate=tanh"},
+                                        {"silu", ""},
+                                        {"tanh", ""},
+                                        {"sigmoid", ""},
+                                        {"softmax", ""},
+                                        {"softmax", "dim=1"},
+                                        {"log_softmax", ""},
+                                        {"log_softmax", "dim=-2"},
+                                        {"hardswish", ""},
+                                        {"hardsigmoid", ""},
+                                        {"relu6", ""}};
   int64_t s[2] = {3, 4};
   for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++) {
     /* a linear in front, so parameters are checked through the activation too */
@@ -1061,8 +1069,8 @@ END_TEST
  * and the own kernel packed and in place): one planted in A or B, one produced by overflow,
  * one already in C that beta carries, or none — a NaN in C with beta 0 is not read. */
 START_TEST(sgemm_reports_nonfinite) {
-  static const int64_t shapes[][3] = {{1, 1, 1}, {9, 33, 257}, {64, 512, 300}, {40, 10, 300},
-                                      {300, 70, 9}, {600, 20, 40}};
+  static const int64_t shapes[][3] = {{1, 1, 1},     {9, 33, 257}, {64, 512, 300},
+                                      {40, 10, 300}, {300, 70, 9}, {600, 20, 40}};
   const int n_shapes = (int)(sizeof shapes / sizeof shapes[0]);
   int cases = 0;
   for (int si = 0; si < n_shapes; si++) {
@@ -1070,7 +1078,8 @@ START_TEST(sgemm_reports_nonfinite) {
     for (int t = 0; t < 4; t++) {
       const int ta = t & 1, tb = t >> 1;
       const int64_t lda = ta ? m : k, ldb = tb ? k : n, ldc = n;
-      float *a = malloc(sizeof(float) * (size_t)(m * k)), *b = malloc(sizeof(float) * (size_t)(n * k));
+      float *a = malloc(sizeof(float) * (size_t)(m * k)),
+            *b = malloc(sizeof(float) * (size_t)(n * k));
       float *c = malloc(sizeof(float) * (size_t)(m * n));
       for (int path = 0; path < 4; path++) { /* OpenBLAS; own packed; own in place; own auto */
         if (path > 0 && !strop__gemm_own_available()) continue;
@@ -1092,14 +1101,15 @@ START_TEST(sgemm_reports_nonfinite) {
           if (what == 0) c[pc] = NAN, beta = 0.0f; /* not read */
           strop__gemm_impl = path == 0 ? 1 : 2;
           strop__gemm_sup = path == 1 ? 1 : path == 2 ? 2 : 0;
-          const int fin = strop__sgemm_finite(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
+          const int fin = strop__sgemm_finite(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, beta, c,
+                                              ldc);
           strop__gemm_impl = 0;
           strop__gemm_sup = 0;
           int scan = 1;
           for (int64_t i = 0; i < m * n; i++) scan &= isfinite(c[i]) != 0;
           ck_assert_msg(fin == want_finite && scan == want_finite,
-                        "%lldx%lldx%lld ta %d tb %d path %d case %d: said %d, C %s",
-                        (long long)m, (long long)n, (long long)k, ta, tb, path, what, fin,
+                        "%lldx%lldx%lld ta %d tb %d path %d case %d: said %d, C %s", (long long)m,
+                        (long long)n, (long long)k, ta, tb, path, what, fin,
                         scan ? "finite" : "not finite");
           cases++;
         }
@@ -1123,10 +1133,10 @@ START_TEST(own_gemm_matches_reference) {
     return;
   }
   static const int64_t shapes[][3] = {
-      {1, 1, 1},     {7, 5, 3},      {8, 32, 256},  {9, 33, 257},  {17, 47, 31},
-      {64, 196, 289}, {64, 289, 196}, {288, 196, 64}, {129, 520, 100}, {3, 600, 2},
-      {130, 20, 513}, {64, 512, 784}, {512, 784, 64}, {64, 784, 512}, {40, 10, 300},
-      {300, 70, 9},
+      {1, 1, 1},       {7, 5, 3},      {8, 32, 256},   {9, 33, 257},
+      {17, 47, 31},    {64, 196, 289}, {64, 289, 196}, {288, 196, 64},
+      {129, 520, 100}, {3, 600, 2},    {130, 20, 513}, {64, 512, 784},
+      {512, 784, 64},  {64, 784, 512}, {40, 10, 300},  {300, 70, 9},
   };
   const int n_shapes = (int)(sizeof shapes / sizeof shapes[0]);
   const int64_t PAD = 3, GUARD = 40;
@@ -1173,7 +1183,8 @@ START_TEST(own_gemm_matches_reference) {
           }
         int nonfinite = -1;
         ck_assert_int_eq(
-            strop__sgemm_own(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, &nonfinite), 0);
+            strop__sgemm_own(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, &nonfinite),
+            0);
         ck_assert_int_eq(nonfinite, 0);
         /* (Check's assertions are not free: count the misses, assert once) */
         int64_t bad = -1, bad_pad = -1, bad_guard = -1;
@@ -1189,9 +1200,11 @@ START_TEST(own_gemm_matches_reference) {
         }
         for (int64_t i = m * ldc; i < m * ldc + GUARD && bad_guard < 0; i++)
           if (!(beta == 0.0f ? isnan(c[i]) : c[i] == 0.1f * (float)(i % 17))) bad_guard = i;
-        ck_assert_msg(bad < 0, "shape %lldx%lldx%lld ta %d tb %d alpha %g beta %g: C[%lld] = "
-                      "%.9g, want %.9g", (long long)m, (long long)n, (long long)k, ta, tb,
-                      (double)alpha, (double)beta, (long long)bad,
+        ck_assert_msg(bad < 0,
+                      "shape %lldx%lldx%lld ta %d tb %d alpha %g beta %g: C[%lld] = "
+                      "%.9g, want %.9g",
+                      (long long)m, (long long)n, (long long)k, ta, tb, (double)alpha,
+                      (double)beta, (long long)bad,
                       bad < 0 ? 0.0 : (double)c[bad / n * ldc + bad % n],
                       bad < 0 ? 0.0 : ref[bad]);
         ck_assert_msg(bad_pad < 0 && bad_guard < 0, "wrote outside C: %lld / %lld",
@@ -1204,13 +1217,13 @@ START_TEST(own_gemm_matches_reference) {
           for (int64_t i = m * ldc; i < m * ldc + GUARD; i++)
             c4[i] = beta == 0.0f ? NAN : 0.1f * (float)(i % 17);
           strop__gemm_sup = sup;
-          const int rc =
-              strop__sgemm_own(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c4, ldc, NULL);
+          const int rc = strop__sgemm_own(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c4, ldc,
+                                          NULL);
           strop__gemm_sup = 0;
           ck_assert_int_eq(rc, 0);
           ck_assert_msg(memcmp(c4, c, sizeof(float) * (size_t)(m * ldc + GUARD)) == 0,
-                        "shape %lldx%lldx%lld ta %d tb %d beta %g: path %d differs",
-                        (long long)m, (long long)n, (long long)k, ta, tb, (double)beta, sup);
+                        "shape %lldx%lldx%lld ta %d tb %d beta %g: path %d differs", (long long)m,
+                        (long long)n, (long long)k, ta, tb, (double)beta, sup);
           free(c4);
         }
         /* the threaded entry point, with the own kernel and with OpenBLAS */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tests — the layer contract: every registered type (composites included) walked through
  * its option schema — defaults written back as declared, written options read back to the
  * same, every out-of-range or malformed value refused with a sentence naming the option — and
@@ -16,7 +17,8 @@ static void required_opts(const strop__layer_vtable *vt, strop__opts *o) {
   memset(o, 0, sizeof *o);
   for (const strop__optdef *d = vt->options; d && d->name; d++) {
     if (d->dflt) continue;
-    ck_assert_msg(d->example != NULL, "%s: required option '%s' has no example", vt->type, d->name);
+    ck_assert_msg(d->example != NULL, "%s: required option '%s' has no example", vt->type,
+                  d->name);
     ck_assert_int_eq(strop__opts_add(o, d->name, d->example, 0, 0), STROP_OK);
   }
   o->layer = "t";
@@ -117,10 +119,8 @@ static void expect_refused(const strop__layer_vtable *vt, const char *key, const
 }
 
 static void fmt(char *buf, size_t cap, double v, int is_float) {
-  if (is_float)
-    snprintf(buf, cap, "%.17g", v);
-  else
-    snprintf(buf, cap, "%.0f", v);
+  if (is_float) snprintf(buf, cap, "%.17g", v);
+  else snprintf(buf, cap, "%.0f", v);
 }
 
 START_TEST(bad_values_refused) {
@@ -132,33 +132,34 @@ START_TEST(bad_values_refused) {
     for (const strop__optdef *d = vt->options; d && d->name; d++) {
       const int is_float = d->type == STROP__OT_FLOAT || d->type == STROP__OT_FLOATS;
       switch (d->type) {
-      case STROP__OT_BOOL: expect_refused(vt, d->name, "maybe"); break;
-      case STROP__OT_ENUM: expect_refused(vt, d->name, "no_such_word"); break;
-      default:
-        expect_refused(vt, d->name, "abc");
-        expect_refused(vt, d->name, "");
-        if (is_float) expect_refused(vt, d->name, "nan");
-        if (d->lo > -INFINITY) {
-          fmt(v, sizeof v, (d->flags & STROP__OF_LO_OPEN) ? d->lo : d->lo - fabs(d->lo) - 1,
-              is_float);
-          expect_refused(vt, d->name, v);
-        }
-        if (d->hi < INFINITY) {
-          fmt(v, sizeof v, (d->flags & STROP__OF_HI_OPEN) ? d->hi : d->hi + fabs(d->hi) + 1, is_float);
-          expect_refused(vt, d->name, v);
-          if (is_float) expect_refused(vt, d->name, "inf");
-        }
-        if (d->type != STROP__OT_INT && d->type != STROP__OT_FLOAT) {
-          snprintf(v, sizeof v, "[%s", d->example ? d->example : "1");
-          expect_refused(vt, d->name, v); /* unclosed */
-          /* one entry too many */
-          size_t l = (size_t)snprintf(v, sizeof v, "[");
-          for (int k = 0; k <= d->n && l < sizeof v - 8; k++)
-            l += (size_t)snprintf(v + l, sizeof v - l, "%s1", k ? ", " : "");
-          snprintf(v + l, sizeof v - l, "]");
-          expect_refused(vt, d->name, v);
-        }
-        break;
+        case STROP__OT_BOOL: expect_refused(vt, d->name, "maybe"); break;
+        case STROP__OT_ENUM: expect_refused(vt, d->name, "no_such_word"); break;
+        default:
+          expect_refused(vt, d->name, "abc");
+          expect_refused(vt, d->name, "");
+          if (is_float) expect_refused(vt, d->name, "nan");
+          if (d->lo > -INFINITY) {
+            fmt(v, sizeof v, (d->flags & STROP__OF_LO_OPEN) ? d->lo : d->lo - fabs(d->lo) - 1,
+                is_float);
+            expect_refused(vt, d->name, v);
+          }
+          if (d->hi < INFINITY) {
+            fmt(v, sizeof v, (d->flags & STROP__OF_HI_OPEN) ? d->hi : d->hi + fabs(d->hi) + 1,
+                is_float);
+            expect_refused(vt, d->name, v);
+            if (is_float) expect_refused(vt, d->name, "inf");
+          }
+          if (d->type != STROP__OT_INT && d->type != STROP__OT_FLOAT) {
+            snprintf(v, sizeof v, "[%s", d->example ? d->example : "1");
+            expect_refused(vt, d->name, v); /* unclosed */
+            /* one entry too many */
+            size_t l = (size_t)snprintf(v, sizeof v, "[");
+            for (int k = 0; k <= d->n && l < sizeof v - 8; k++)
+              l += (size_t)snprintf(v + l, sizeof v - l, "%s1", k ? ", " : "");
+            snprintf(v + l, sizeof v - l, "]");
+            expect_refused(vt, d->name, v);
+          }
+          break;
       }
       checked++;
     }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tests — the sequence layer family: embedding, positional_embedding, layernorm,
  * multihead_attention, mean_pool, and a 2-block pre-norm transformer classifier end to end.
  * Kernel and forward references, finite-difference gradchecks, PyTorch parity (fixtures from
@@ -63,8 +64,8 @@ static void expect_close(const float *got, const float *want, size_t n, double t
                          const char *what) {
   size_t at = 0;
   double rel = strop_test_max_rel(got, want, n, 1e-4, &at);
-  ck_assert_msg(rel <= tol, "%s: [%zu] %.8g vs %.8g (rel %.3g > %.3g)", what, at,
-                (double)got[at], (double)want[at], rel, tol);
+  ck_assert_msg(rel <= tol, "%s: [%zu] %.8g vs %.8g (rel %.3g > %.3g)", what, at, (double)got[at],
+                (double)want[at], rel, tol);
 }
 
 /* A failing add/finalize: status, and the sentence names the node and contains `needle`. */
@@ -78,8 +79,8 @@ static void expect_build_error(int rank, const int64_t *shape, const char *type,
                 strop_last_error(), want);
   ck_assert_msg(strstr(strop_last_error(), "seq.bad") != NULL, "'%s' does not name the node",
                 strop_last_error());
-  ck_assert_msg(strstr(strop_last_error(), needle) != NULL, "'%s' lacks '%s'",
-                strop_last_error(), needle);
+  ck_assert_msg(strstr(strop_last_error(), needle) != NULL, "'%s' lacks '%s'", strop_last_error(),
+                needle);
   strop_model_free(m);
 }
 
@@ -183,7 +184,8 @@ START_TEST(kernel_attention) {
       ck_assert(fabs(s - 1.0) < 1e-5);
       int b = r / (H * T), i = r % T;
       for (int j = 0; j < T; j++)
-        if ((causal && j > i) || (mask && mask[b * T + j] == 0.0f)) ck_assert(p[r * T + j] == 0.0f);
+        if ((causal && j > i) || (mask && mask[b * T + j] == 0.0f))
+          ck_assert(p[r * T + j] == 0.0f);
     }
   }
   /* every key padded: zero weights, output = the output bias (no NaN) */
@@ -201,8 +203,9 @@ END_TEST
 
 START_TEST(forward_embedding) {
   const int64_t shape[1] = {4};
-  strop_model *m = build1(1, shape, "tok", "embedding", "num_embeddings=5 embedding_dim=3 "
-                                                          "padding_idx=-1");
+  strop_model *m = build1(1, shape, "tok", "embedding",
+                          "num_embeddings=5 embedding_dim=3 "
+                          "padding_idx=-1");
   strop__param *w = param(m, "tok.weight");
   ck_assert_int_eq(w->dims[0], 5);
   ck_assert_int_eq(w->dims[1], 3);
@@ -243,9 +246,14 @@ START_TEST(forward_layernorm) {
   float x[8] = {1, 2, 3, 4, -2, 0, 0, 2};
   float *y = fwd(m, x, 1, 0, NULL, NULL);
   double s1 = 1.0 / sqrt(1.25), s2 = 1.0 / sqrt(2.0);
-  const float want[8] = {(float)(-1.5 * s1), (float)(-0.5 * s1), (float)(0.5 * s1),
-                         (float)(1.5 * s1),  (float)(-2 * s2),   0.0f,
-                         0.0f,               (float)(2 * s2)};
+  const float want[8] = {(float)(-1.5 * s1),
+                         (float)(-0.5 * s1),
+                         (float)(0.5 * s1),
+                         (float)(1.5 * s1),
+                         (float)(-2 * s2),
+                         0.0f,
+                         0.0f,
+                         (float)(2 * s2)};
   expect_close(y, want, 8, 1e-6, "layernorm");
   free(y);
   /* weight and bias: ones and zeros */
@@ -269,7 +277,8 @@ START_TEST(forward_attention_uniform) {
                             causal ? "num_heads=2 causal=true" : "num_heads=2");
     ck_assert_int_eq(strop_model_num_tensors(m), 8);
     float *wq = param(m, "attn.q_proj.weight")->data, *wk = param(m, "attn.k_proj.weight")->data;
-    float *wv = param(m, "attn.v_proj.weight")->data, *wo = param(m, "attn.out_proj.weight")->data;
+    float *wv = param(m, "attn.v_proj.weight")->data,
+          *wo = param(m, "attn.out_proj.weight")->data;
     float *bv = param(m, "attn.v_proj.bias")->data, *bo = param(m, "attn.out_proj.bias")->data;
     /* PyTorch init: biases zero */
     for (int i = 0; i < D; i++) ck_assert(bv[i] == 0.0f && bo[i] == 0.0f);
@@ -321,8 +330,9 @@ END_TEST
  * 3e-2 through attention's softmax and the transformer's depth. */
 START_TEST(gradcheck_embedding) {
   const int64_t shape[1] = {5};
-  strop_model *m = build1(1, shape, "tok", "embedding", "num_embeddings=7 embedding_dim=4 "
-                                                          "padding_idx=2");
+  strop_model *m = build1(1, shape, "tok", "embedding",
+                          "num_embeddings=7 embedding_dim=4 "
+                          "padding_idx=2");
   strop_test_gc_opts o;
   strop_test_gc_defaults(&o);
   o.int_inputs = 1;
@@ -531,8 +541,8 @@ static double parity_fixture(strop_model *m, const char *rel, double out_tol, do
   must(strop__model_forward_exec(m, in, batch, 1, mask, &o), "forward");
   size_t at = 0;
   double worst = strop_test_max_rel(o->data, out, nout, 1e-4, &at);
-  ck_assert_msg(worst <= out_tol, "%s: output[%zu] %.8g vs torch %.8g (rel %.3g > %.3g)", rel,
-                at, (double)o->data[at], (double)out[at], worst, out_tol);
+  ck_assert_msg(worst <= out_tol, "%s: output[%zu] %.8g vs torch %.8g (rel %.3g > %.3g)", rel, at,
+                (double)o->data[at], (double)out[at], worst, out_tol);
   must(strop__model_backward(m, dout), "backward");
   for (int i = -1; i < m->n_params; i++) {
     strop__param *p = i >= 0 ? m->params[i] : NULL;
@@ -643,12 +653,13 @@ static strop_model *transformer(float drop, uint64_t seed) {
   snprintf(o_drop, sizeof o_drop, "p=%g", (double)drop);
   must(strop_model_create(1, shape, &m), "create");
   must(strop_model_add(m, "tok", "embedding", "num_embeddings=13 embedding_dim=16 padding_idx=0",
-                       NULL), "tok");
+                       NULL),
+       "tok");
   must(strop_model_add(m, "pos", "positional_embedding", "num_embeddings=8", NULL), "pos");
   const char *resid = "pos";
   char names[2][10][32];
   for (int b = 0; b < 2; b++) {
-    const char *parts[10] = {"ln1", "attn", "drop1", "add1", "ln2",
+    const char *parts[10] = {"ln1", "attn", "drop1", "add1",  "ln2",
                              "fc1", "gelu", "fc2",   "drop2", "add2"};
     for (int i = 0; i < 10; i++) snprintf(names[b][i], 32, "blocks.%d.%s", b, parts[i]);
     must(strop_model_add(m, names[b][0], "layernorm", "normalized_shape=16", NULL), "ln1");
@@ -749,14 +760,15 @@ START_TEST(errors_options) {
                      "num_heads");
   expect_build_error(2, td, "multihead_attention", "num_heads=4", STROP_E_SHAPE,
                      "embed_dim 6 is not divisible by num_heads 4");
-  expect_build_error(2, td, "multihead_attention", "embed_dim=8 num_heads=3",
-                     STROP_E_INVALID_ARG, "not divisible");
+  expect_build_error(2, td, "multihead_attention", "embed_dim=8 num_heads=3", STROP_E_INVALID_ARG,
+                     "not divisible");
   expect_build_error(2, td, "multihead_attention", "embed_dim=8 num_heads=2", STROP_E_SHAPE,
                      "embed_dim is 8");
   expect_build_error(2, td, "multihead_attention", NULL, STROP_E_INVALID_ARG, "num_heads");
-  expect_build_error(2, td, "multihead_attention", "num_heads=2 dropout=1.5",
-                     STROP_E_INVALID_ARG, "dropout");
-  expect_build_error(3, t3, "multihead_attention", "num_heads=2", STROP_E_SHAPE, "[T, embed_dim]");
+  expect_build_error(2, td, "multihead_attention", "num_heads=2 dropout=1.5", STROP_E_INVALID_ARG,
+                     "dropout");
+  expect_build_error(3, t3, "multihead_attention", "num_heads=2", STROP_E_SHAPE,
+                     "[T, embed_dim]");
   expect_build_error(1, t1, "mean_pool", NULL, STROP_E_SHAPE, "[T, D");
 }
 END_TEST
@@ -765,7 +777,8 @@ START_TEST(errors_token_ids) {
   const int64_t shape[1] = {3};
   strop_model *m = build1(1, shape, "tok", "embedding", "num_embeddings=5 embedding_dim=2");
   const float bad[3][6] = {{0, 1, 2, 3, 5, 0}, {0, -1, 2, 3, 4, 0}, {0, 1, 2.5f, 3, 4, 0}};
-  const char *want[3] = {"token id 5 at sample 1, position 1", "token id -1 at sample 0, position 1",
+  const char *want[3] = {"token id 5 at sample 1, position 1",
+                         "token id -1 at sample 0, position 1",
                          "token id 2.5 at sample 0, position 2"};
   for (int c = 0; c < 3; c++) {
     const strop__act *o;

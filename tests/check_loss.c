@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tests — loss suite: cross-entropy (class weights, label smoothing, ignore_index, [N,T,C]),
  * MSE, L1, Huber and BCE-with-logits against PyTorch fixtures, finite differences of the
  * gradient, and errors. Fixtures: tests/fixtures/gen_loss.py. */
@@ -67,10 +68,24 @@ static void check_fixture(const char *name) {
 }
 
 static const char *const FIXTURES[] = {
-    "ce_basic", "ce_sum", "ce_weights", "ce_smoothing", "ce_weights_smoothing",
-    "ce_weights_smoothing_ignore", "ce_weights_smoothing_ignore_sum", "ce_ignore_class2",
-    "ce_seq", "mse_mean", "mse_sum", "l1_mean", "l1_sum", "huber_mean", "huber_delta",
-    "bce_mean", "bce_pos_weight", "bce_pos_weight_sum",
+    "ce_basic",
+    "ce_sum",
+    "ce_weights",
+    "ce_smoothing",
+    "ce_weights_smoothing",
+    "ce_weights_smoothing_ignore",
+    "ce_weights_smoothing_ignore_sum",
+    "ce_ignore_class2",
+    "ce_seq",
+    "mse_mean",
+    "mse_sum",
+    "l1_mean",
+    "l1_sum",
+    "huber_mean",
+    "huber_delta",
+    "bce_mean",
+    "bce_pos_weight",
+    "bce_pos_weight_sum",
 };
 #define N_FIXTURES ((int)(sizeof FIXTURES / sizeof FIXTURES[0]))
 
@@ -214,8 +229,8 @@ END_TEST
 
 static void expect_err(strop_status st, strop_status want, const char *needle) {
   ck_assert_int_eq(st, want);
-  ck_assert_msg(strstr(strop_last_error(), needle) != NULL, "'%s' lacks '%s'",
-                strop_last_error(), needle);
+  ck_assert_msg(strstr(strop_last_error(), needle) != NULL, "'%s' lacks '%s'", strop_last_error(),
+                needle);
 }
 
 START_TEST(errors) {
@@ -240,8 +255,7 @@ START_TEST(errors) {
   expect_err(strop__loss_eval(&c, z, 2, 4, y_seq, 2, &l, g), STROP_E_INVALID_ARG,
              "sample 1, position 1: class index 9");
   c.n_classes = 3;
-  expect_err(strop__loss_eval(&c, z, 2, 4, y_seq, 1, &l, g), STROP_E_INVALID_ARG,
-             "do not split");
+  expect_err(strop__loss_eval(&c, z, 2, 4, y_seq, 1, &l, g), STROP_E_INVALID_ARG, "do not split");
   c.n_classes = 0;
   c.label_smoothing = 1.5f;
   expect_err(strop__loss_eval(&c, z, 2, 4, y_seq, 1, &l, g), STROP_E_INVALID_ARG,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tests — frozen weights held in BF16 or int8 (strop_model_set_frozen_dtype): the
  * conversions, exactness of the fallback path, the vdpbf16ps path within its tolerance, the
  * backward through a frozen low-precision linear, LoRA fine-tunes, memory and errors. */
@@ -90,7 +91,7 @@ static strop_tensor *forward(strop_model *m, const float *x, int64_t n) {
 START_TEST(bf16_rounding) {
   /* to nearest, ties to even, NaN stays NaN, BF16 -> FP32 exact */
   ck_assert_uint_eq(strop__bf16_from_f32(1.0f), 0x3f80);
-  ck_assert_uint_eq(strop__bf16_from_f32(1.0f + 0x1p-8f), 0x3f80);         /* tie, even below */
+  ck_assert_uint_eq(strop__bf16_from_f32(1.0f + 0x1p-8f), 0x3f80);           /* tie, even below */
   ck_assert_uint_eq(strop__bf16_from_f32(1.0f + 0x1p-7f + 0x1p-8f), 0x3f82); /* tie, even above */
   ck_assert_uint_eq(strop__bf16_from_f32(1.0f + 0x1p-8f + 0x1p-20f), 0x3f81);
   ck_assert_uint_eq(strop__bf16_from_f32(-2.0f), 0xc000);
@@ -179,7 +180,7 @@ END_TEST
  * scale of the FP32 model on the same rounded weights. */
 START_TEST(bf16_dot_tolerance) {
   if (!strop__bf16_dot_enabled()) return; /* the fallback is tested above */
-  const int in_out = _i; /* both layouts take the vdpbf16ps product */
+  const int in_out = _i;                  /* both layouts take the vdpbf16ps product */
   strop_model *m = in_out ? text_model_in_out(9) : text_model(9), *r = NULL;
   OK(strop_model_freeze(m, "fc*"));
   OK(strop_model_clone(m, &r));
@@ -208,7 +209,8 @@ END_TEST
  * 32): against a double sum of the same BF16-rounded operands, to FP32 summation error. */
 START_TEST(bf16_kernel_edges) {
   if (!strop__bf16_dot_enabled()) return;
-  static const int64_t shapes[][3] = {{1, 1, 1}, {5, 7, 45}, {4, 4, 32}, {9, 33, 70}, {3, 2, 300}, {17, 65, 64}};
+  static const int64_t shapes[][3] = {{1, 1, 1},   {5, 7, 45},  {4, 4, 32},
+                                      {9, 33, 70}, {3, 2, 300}, {17, 65, 64}};
   for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++) {
     const int64_t m = shapes[sh][0], n = shapes[sh][1], k = shapes[sh][2];
     float *a = malloc((size_t)(m * k) * sizeof *a), *w = malloc((size_t)(n * k) * sizeof *w);
@@ -332,9 +334,8 @@ static void finetune_close(int dtype) {
   double worst = 0;
   for (int s = 0; s < STEPS; s++) {
     const double d = fabs((double)a.loss[s] - (double)b.loss[s]);
-    ck_assert_msg(d <= 0.02, "step %d: fp32 loss %g, %s loss %g", s,
-                  (double)a.loss[s], dtype == STROP_DTYPE_BF16 ? "bf16" : "int8",
-                  (double)b.loss[s]);
+    ck_assert_msg(d <= 0.02, "step %d: fp32 loss %g, %s loss %g", s, (double)a.loss[s],
+                  dtype == STROP_DTYPE_BF16 ? "bf16" : "int8", (double)b.loss[s]);
     if (d > worst) worst = d;
   }
   if (getenv("STROP_LOWP_VERBOSE"))

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tests — padding masks and sequences of any length through the public API
  * (strop_model_forward_masked, strop_trainer_step_masked / _forward_masked, datasets that carry
  * masks): a batch padded to 32 tokens, on the right or on the left, gives every sample the
@@ -32,10 +33,14 @@ static strop_model *seq_model(int causal, const char *pool, int64_t t_max) {
       {"emb", "embedding", "num_embeddings=20 embedding_dim=8", NULL},
       {"pos", "positional_embedding", pos, NULL},
       {"blk", "transformer_block", blk, NULL},
-      {"pool", !pool ? "layernorm" : !strcmp(pool, "mean") ? "mean_pool" : "token_pool",
-       !pool ? "normalized_shape=8"
-             : !strcmp(pool, "first") ? "which=first"
-             : !strcmp(pool, "last") ? "which=last" : NULL,
+      {"pool",
+       !pool                   ? "layernorm"
+       : !strcmp(pool, "mean") ? "mean_pool"
+                               : "token_pool",
+       !pool                    ? "normalized_shape=8"
+       : !strcmp(pool, "first") ? "which=first"
+       : !strcmp(pool, "last")  ? "which=last"
+                                : NULL,
        NULL},
       {"head", "linear", "out_features=5", NULL},
   };
@@ -169,7 +174,8 @@ static void check_gradients(int causal, int left) {
     strop_test_must(strop_trainer_forward(a.tr, x, &out), "alone forward");
     strop_test_must(strop_tensor_copy(out, &dout), "copy");
     for (int64_t i = 0; i < LENS[s]; i++)
-      for (int c = 0; c < CLASSES; c++) strop_tensor_data(dout)[i * CLASSES + c] = dout_at(s, i, c);
+      for (int c = 0; c < CLASSES; c++)
+        strop_tensor_data(dout)[i * CLASSES + c] = dout_at(s, i, c);
     strop_test_must(strop_trainer_backward(a.tr, dout), "alone backward");
     strop_tensor_free(x);
     strop_tensor_free(out);
@@ -200,9 +206,11 @@ static void check_gradients(int causal, int left) {
     double top = 1e-6;
     for (size_t k = 0; k < n; k++) top = fmax(top, fabs((double)ga[k]));
     for (size_t k = 0; k < n; k++)
-      ck_assert_msg(fabs((double)gb[k] - ga[k]) <= 1e-4 * top, "%s %s: grad %s[%zu] %.8g in "
-                    "the batch, %.8g alone", causal ? "causal" : "bidirectional",
-                    left ? "left" : "right", name, k, (double)gb[k], (double)ga[k]);
+      ck_assert_msg(fabs((double)gb[k] - ga[k]) <= 1e-4 * top,
+                    "%s %s: grad %s[%zu] %.8g in "
+                    "the batch, %.8g alone",
+                    causal ? "causal" : "bidirectional", left ? "left" : "right", name, k,
+                    (double)gb[k], (double)ga[k]);
     free(ga);
     free(gb);
     checked++;
@@ -311,8 +319,10 @@ START_TEST(dataset_masks) {
     strop_tensor_free(x);
     strop_tensor_free(y);
   }
-  ck_assert_msg(fabs(strop_metrics_get(mt, STROP_METRIC_LOSS) - want) < 1e-5, "eval loss %.8g, "
-                "alone %.8g", strop_metrics_get(mt, STROP_METRIC_LOSS), want);
+  ck_assert_msg(fabs(strop_metrics_get(mt, STROP_METRIC_LOSS) - want) < 1e-5,
+                "eval loss %.8g, "
+                "alone %.8g",
+                strop_metrics_get(mt, STROP_METRIC_LOSS), want);
   strop_metrics_free(mt);
   /* and fit trains on it */
   strop_batch_iter *train = NULL;
@@ -357,10 +367,12 @@ START_TEST(errors) {
   /* a mask of the wrong shape */
   const int64_t d[2] = {N_SAMPLES, T_MAX - 1};
   strop_tensor *short_mask = tensor(2, d);
-  for (int64_t i = 0; i < strop_tensor_numel(short_mask); i++) strop_tensor_data(short_mask)[i] = 1;
+  for (int64_t i = 0; i < strop_tensor_numel(short_mask); i++)
+    strop_tensor_data(short_mask)[i] = 1;
   ck_assert_int_eq(strop_model_forward_masked(r.m, ids, short_mask, &out), STROP_E_SHAPE);
   ck_assert_msg(strstr(strop_last_error(), "strop_model_forward_masked") &&
-                    strstr(strop_last_error(), "[4, 31]") && strstr(strop_last_error(), "[4, 32]"),
+                    strstr(strop_last_error(), "[4, 31]") &&
+                    strstr(strop_last_error(), "[4, 32]"),
                 "%s", strop_last_error());
   ck_assert_int_eq(strop_trainer_forward_masked(r.tr, ids, short_mask, &out), STROP_E_SHAPE);
   ck_assert(strstr(strop_last_error(), "strop_trainer_forward_masked"));
@@ -385,9 +397,9 @@ START_TEST(errors) {
   strop_tensor *ylong = tensor(2, ly);
   memset(strop_tensor_data(ylong), 0, sizeof(float) * (T_MAX + 1));
   ck_assert_int_eq(strop_trainer_step(r.tr, too_long, ylong, NULL), STROP_E_SHAPE);
-  ck_assert_msg(strstr(strop_last_error(), "strop_trainer_step") &&
-                    strstr(strop_last_error(), "'pos'"),
-                "%s", strop_last_error());
+  ck_assert_msg(
+      strstr(strop_last_error(), "strop_trainer_step") && strstr(strop_last_error(), "'pos'"),
+      "%s", strop_last_error());
   /* targets of another length than the batch's output */
   ck_assert_int_eq(strop_trainer_step_masked(r.tr, ids, mask, ylong, NULL), STROP_E_SHAPE);
   ck_assert_int_eq(strop_trainer_global_step(r.tr), 0);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tests — whole models built through the API: a small ResNet-style CNN end to end
  * against PyTorch (tests/fixtures/gen_models.py) and by finite differences; the
  * transformer_block composite against the same block built node by node, and in specs; LoRA
@@ -139,8 +140,8 @@ static double model_parity(strop_model *m, const char *rel, double out_tol, doub
 static void basic_block(strop_model *m, const char *name, const char *in, int64_t cout,
                         int stride, int project, const char *act) {
   char n[10][64], o[128], ins[160];
-  static const char *const part[10] = {"conv1", "bn1", "relu1", "conv2", "bn2",
-                                       "downsample.0", "downsample.1", "add", "relu", ""};
+  static const char *const part[10] = {"conv1",        "bn1",          "relu1", "conv2", "bn2",
+                                       "downsample.0", "downsample.1", "add",   "relu",  ""};
   for (int i = 0; i < 9; i++) snprintf(n[i], sizeof n[i], "%s.%s", name, part[i]);
   snprintf(o, sizeof o, "out_channels=%lld kernel_size=3 stride=%d padding=1 bias=false",
            (long long)cout, stride);
@@ -152,8 +153,8 @@ static void basic_block(strop_model *m, const char *name, const char *in, int64_
   add(m, n[4], "batchnorm2d", NULL, NULL);
   const char *shortcut = in;
   if (project) {
-    snprintf(o, sizeof o, "out_channels=%lld kernel_size=1 stride=%d bias=false",
-             (long long)cout, stride);
+    snprintf(o, sizeof o, "out_channels=%lld kernel_size=1 stride=%d bias=false", (long long)cout,
+             stride);
     add(m, n[5], "conv2d", o, in);
     add(m, n[6], "batchnorm2d", NULL, NULL);
     shortcut = n[6];
@@ -247,12 +248,13 @@ static strop_model *classifier(int composite, float drop, const char *act, uint6
     char blk[32];
     snprintf(blk, sizeof blk, "blocks.%d", b);
     if (composite) {
-      snprintf(o, sizeof o, "embed_dim=16 num_heads=4 dim_feedforward=32 dropout=%g activation=%s",
+      snprintf(o, sizeof o,
+               "embed_dim=16 num_heads=4 dim_feedforward=32 dropout=%g activation=%s",
                (double)drop, act);
       add(m, blk, "transformer_block", o, NULL);
     } else {
-      static const char *const part[10] = {"ln1", "attn", "drop1", "add1", "ln2",
-                                           "ff1", "act",  "drop_ff", "ff2", "drop2"};
+      static const char *const part[10] = {"ln1", "attn", "drop1",   "add1", "ln2",
+                                           "ff1", "act",  "drop_ff", "ff2",  "drop2"};
       for (int i = 0; i < 10; i++) snprintf(nm[i], sizeof nm[i], "%s.%s", blk, part[i]);
       snprintf(nm[10], sizeof nm[10], "%s.add2", blk);
       add(m, nm[0], "layernorm", "normalized_shape=16", NULL);
@@ -421,14 +423,14 @@ START_TEST(block_errors) {
   }
   /* a clash on a sub-node's name, found after part of the block was built */
   add(m, "blk.ff2", "relu", NULL, NULL);
-  ck_assert_int_eq(strop_model_add(m, "blk", "transformer_block", "embed_dim=8 num_heads=2",
-                                   "ln0"),
-                   STROP_E_INVALID_ARG);
+  ck_assert_int_eq(
+      strop_model_add(m, "blk", "transformer_block", "embed_dim=8 num_heads=2", "ln0"),
+      STROP_E_INVALID_ARG);
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "blk.ff2"));
   ck_assert_int_eq(m->n_nodes, 2);
-  ck_assert_int_eq(strop_model_add(m, "blk", "transformer_block", "embed_dim=8 num_heads=2",
-                                   "ln0,blk.ff2"),
-                   STROP_E_INVALID_ARG);
+  ck_assert_int_eq(
+      strop_model_add(m, "blk", "transformer_block", "embed_dim=8 num_heads=2", "ln0,blk.ff2"),
+      STROP_E_INVALID_ARG);
   ck_assert_int_eq(m->n_nodes, 2);
   /* then a good one, reading a named input, and the model runs */
   add(m, "blk2", "transformer_block", "embed_dim=8 num_heads=2", "ln0");
@@ -743,9 +745,9 @@ START_TEST(lora_attn_errors) {
   const int64_t shape[2] = {5, 8};
   strop_model *b = NULL;
   must(strop_model_create(2, shape, &b), "create");
-  ck_assert_int_eq(strop_model_add(b, "a", "multihead_attention", "num_heads=2 lora_alpha=[1,2]",
-                                   NULL),
-                   STROP_E_INVALID_ARG);
+  ck_assert_int_eq(
+      strop_model_add(b, "a", "multihead_attention", "num_heads=2 lora_alpha=[1,2]", NULL),
+      STROP_E_INVALID_ARG);
   ck_assert_int_eq(strop_model_add(b, "a", "multihead_attention", "num_heads=2 lora_r=-1", NULL),
                    STROP_E_INVALID_ARG);
   strop_model_free(b);

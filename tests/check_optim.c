@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tests — optim suite: optimizers and schedulers against torch.optim fixtures
  * (tests/fixtures/gen_optim.py), frozen parameters, groups, state save/restore, errors. */
 #include <math.h>
@@ -127,39 +128,59 @@ typedef struct ocfg {
   knob k[8];
 } ocfg;
 
-#define KF(key, v) {key, v, 0}
-#define KI(key, v) {key, (float)(v), 1}
-#define KEND {-1, 0, 0}
+#define KF(key, v) \
+  { key, v, 0 }
+#define KI(key, v) \
+  { key, (float)(v), 1 }
+#define KEND \
+  { -1, 0, 0 }
 
 static const ocfg OCFGS[] = {
-  {"sgd_plain", STROP_OPTIM_SGD, 0, {KF(STROP_OPT_LR, 0.1f), KEND}},
-  {"sgd_momentum", STROP_OPTIM_SGD, 0,
-   {KF(STROP_OPT_LR, 0.05f), KF(STROP_OPT_MOMENTUM, 0.9f), KF(STROP_OPT_DAMPENING, 0.1f),
-    KF(STROP_OPT_WEIGHT_DECAY, 0.01f), KEND}},
-  {"sgd_nesterov", STROP_OPTIM_SGD, 1,
-   {KF(STROP_OPT_LR, 0.05f), KF(STROP_OPT_MOMENTUM, 0.9f), KI(STROP_OPT_NESTEROV, 1),
-    KF(STROP_OPT_WEIGHT_DECAY, 0.001f), KEND}},
-  {"sgd_maximize", STROP_OPTIM_SGD, 0,
-   {KF(STROP_OPT_LR, 0.1f), KF(STROP_OPT_MOMENTUM, 0.5f), KI(STROP_OPT_MAXIMIZE, 1), KEND}},
-  {"adam_default", STROP_OPTIM_ADAM, 0, {KF(STROP_OPT_LR, 0.01f), KEND}},
-  {"adam_wd_amsgrad", STROP_OPTIM_ADAM, 1,
-   {KF(STROP_OPT_LR, 0.01f), KF(STROP_OPT_BETA1, 0.8f), KF(STROP_OPT_BETA2, 0.99f),
-    KF(STROP_OPT_EPS, 1e-6f), KF(STROP_OPT_WEIGHT_DECAY, 0.1f), KI(STROP_OPT_AMSGRAD, 1), KEND}},
-  {"adamw_default", STROP_OPTIM_ADAMW, 0, {KF(STROP_OPT_LR, 0.01f), KEND}},
-  {"adamw_amsgrad", STROP_OPTIM_ADAMW, 1,
-   {KF(STROP_OPT_LR, 0.005f), KF(STROP_OPT_BETA1, 0.85f), KF(STROP_OPT_BETA2, 0.995f),
-    KF(STROP_OPT_WEIGHT_DECAY, 0.05f), KI(STROP_OPT_AMSGRAD, 1), KEND}},
-  {"rmsprop_default", STROP_OPTIM_RMSPROP, 0, {KF(STROP_OPT_LR, 0.01f), KEND}},
-  {"rmsprop_momentum_centered", STROP_OPTIM_RMSPROP, 1,
-   {KF(STROP_OPT_LR, 0.001f), KF(STROP_OPT_ALPHA, 0.9f), KF(STROP_OPT_MOMENTUM, 0.8f),
-    KI(STROP_OPT_CENTERED, 1), KF(STROP_OPT_WEIGHT_DECAY, 0.01f), KEND}},
-  {"rmsprop_centered", STROP_OPTIM_RMSPROP, 0,
-   {KF(STROP_OPT_LR, 0.01f), KI(STROP_OPT_CENTERED, 1), KF(STROP_OPT_EPS, 1e-6f), KEND}},
-  {"adagrad_default", STROP_OPTIM_ADAGRAD, 0, {KF(STROP_OPT_LR, 0.01f), KEND}},
-  {"adagrad_all", STROP_OPTIM_ADAGRAD, 1,
-   {KF(STROP_OPT_LR, 0.1f), KF(STROP_OPT_LR_DECAY, 0.01f),
-    KF(STROP_OPT_INITIAL_ACCUMULATOR_VALUE, 0.1f), KF(STROP_OPT_EPS, 1e-8f),
-    KF(STROP_OPT_WEIGHT_DECAY, 0.01f), KEND}},
+    {"sgd_plain", STROP_OPTIM_SGD, 0, {KF(STROP_OPT_LR, 0.1f), KEND}},
+    {"sgd_momentum",
+     STROP_OPTIM_SGD,
+     0,
+     {KF(STROP_OPT_LR, 0.05f), KF(STROP_OPT_MOMENTUM, 0.9f), KF(STROP_OPT_DAMPENING, 0.1f),
+      KF(STROP_OPT_WEIGHT_DECAY, 0.01f), KEND}},
+    {"sgd_nesterov",
+     STROP_OPTIM_SGD,
+     1,
+     {KF(STROP_OPT_LR, 0.05f), KF(STROP_OPT_MOMENTUM, 0.9f), KI(STROP_OPT_NESTEROV, 1),
+      KF(STROP_OPT_WEIGHT_DECAY, 0.001f), KEND}},
+    {"sgd_maximize",
+     STROP_OPTIM_SGD,
+     0,
+     {KF(STROP_OPT_LR, 0.1f), KF(STROP_OPT_MOMENTUM, 0.5f), KI(STROP_OPT_MAXIMIZE, 1), KEND}},
+    {"adam_default", STROP_OPTIM_ADAM, 0, {KF(STROP_OPT_LR, 0.01f), KEND}},
+    {"adam_wd_amsgrad",
+     STROP_OPTIM_ADAM,
+     1,
+     {KF(STROP_OPT_LR, 0.01f), KF(STROP_OPT_BETA1, 0.8f), KF(STROP_OPT_BETA2, 0.99f),
+      KF(STROP_OPT_EPS, 1e-6f), KF(STROP_OPT_WEIGHT_DECAY, 0.1f), KI(STROP_OPT_AMSGRAD, 1),
+      KEND}},
+    {"adamw_default", STROP_OPTIM_ADAMW, 0, {KF(STROP_OPT_LR, 0.01f), KEND}},
+    {"adamw_amsgrad",
+     STROP_OPTIM_ADAMW,
+     1,
+     {KF(STROP_OPT_LR, 0.005f), KF(STROP_OPT_BETA1, 0.85f), KF(STROP_OPT_BETA2, 0.995f),
+      KF(STROP_OPT_WEIGHT_DECAY, 0.05f), KI(STROP_OPT_AMSGRAD, 1), KEND}},
+    {"rmsprop_default", STROP_OPTIM_RMSPROP, 0, {KF(STROP_OPT_LR, 0.01f), KEND}},
+    {"rmsprop_momentum_centered",
+     STROP_OPTIM_RMSPROP,
+     1,
+     {KF(STROP_OPT_LR, 0.001f), KF(STROP_OPT_ALPHA, 0.9f), KF(STROP_OPT_MOMENTUM, 0.8f),
+      KI(STROP_OPT_CENTERED, 1), KF(STROP_OPT_WEIGHT_DECAY, 0.01f), KEND}},
+    {"rmsprop_centered",
+     STROP_OPTIM_RMSPROP,
+     0,
+     {KF(STROP_OPT_LR, 0.01f), KI(STROP_OPT_CENTERED, 1), KF(STROP_OPT_EPS, 1e-6f), KEND}},
+    {"adagrad_default", STROP_OPTIM_ADAGRAD, 0, {KF(STROP_OPT_LR, 0.01f), KEND}},
+    {"adagrad_all",
+     STROP_OPTIM_ADAGRAD,
+     1,
+     {KF(STROP_OPT_LR, 0.1f), KF(STROP_OPT_LR_DECAY, 0.01f),
+      KF(STROP_OPT_INITIAL_ACCUMULATOR_VALUE, 0.1f), KF(STROP_OPT_EPS, 1e-8f),
+      KF(STROP_OPT_WEIGHT_DECAY, 0.01f), KEND}},
 };
 #define N_OCFGS ((int)(sizeof OCFGS / sizeof OCFGS[0]))
 
@@ -167,8 +188,7 @@ static void apply_cfg(strop_optimizer *o, tparams *t, const ocfg *c) {
   for (int i = 0; c->k[i].key >= 0; i++) {
     if (c->k[i].is_int)
       ck_assert_int_eq(strop_optimizer_set_int(o, c->k[i].key, (int)c->k[i].v), STROP_OK);
-    else
-      ck_assert_int_eq(strop_optimizer_set_float(o, c->k[i].key, c->k[i].v), STROP_OK);
+    else ck_assert_int_eq(strop_optimizer_set_float(o, c->k[i].key, c->k[i].v), STROP_OK);
   }
   if (c->groups) {
     t->p[1].no_decay = 1;   /* layer.bias: torch group weight_decay 0 */
@@ -248,47 +268,91 @@ typedef struct scfg {
 } scfg;
 
 static const scfg SCFGS[] = {
-  {"constant_default", STROP_SCHED_CONSTANT, {KEND}, {0}, 0},
-  {"constant", STROP_SCHED_CONSTANT, {KF(STROP_SCH_FACTOR, 0.5f), KI(STROP_SCH_TOTAL_ITERS, 4), KEND},
-   {0}, 0},
-  {"step", STROP_SCHED_STEP, {KI(STROP_SCH_STEP_SIZE, 7), KF(STROP_SCH_GAMMA, 0.5f), KEND}, {0}, 0},
-  {"multistep", STROP_SCHED_MULTISTEP, {KF(STROP_SCH_GAMMA, 0.3f), KEND}, {5, 12, 30}, 3},
-  {"exponential", STROP_SCHED_EXPONENTIAL, {KF(STROP_SCH_GAMMA, 0.95f), KEND}, {0}, 0},
-  {"cosine", STROP_SCHED_COSINE, {KI(STROP_SCH_T_MAX, 20), KF(STROP_SCH_ETA_MIN, 0.001f), KEND},
-   {0}, 0},
-  {"cosine_restarts", STROP_SCHED_COSINE_RESTARTS,
-   {KI(STROP_SCH_T_0, 5), KI(STROP_SCH_T_MULT, 2), KF(STROP_SCH_ETA_MIN, 0.01f), KEND}, {0}, 0},
-  {"one_cycle_cos", STROP_SCHED_ONE_CYCLE,
-   {KF(STROP_SCH_MAX_LR, 1.0f), KI(STROP_SCH_TOTAL_STEPS, 50), KEND}, {0}, 0},
-  {"one_cycle_linear", STROP_SCHED_ONE_CYCLE,
-   {KF(STROP_SCH_MAX_LR, 0.5f), KI(STROP_SCH_TOTAL_STEPS, 60), KF(STROP_SCH_PCT_START, 0.25f),
-    KI(STROP_SCH_ANNEAL, STROP_ANNEAL_LINEAR), KF(STROP_SCH_DIV_FACTOR, 10.0f),
-    KF(STROP_SCH_FINAL_DIV_FACTOR, 100.0f), KEND}, {0}, 0},
-  {"warmup_constant", STROP_SCHED_CONSTANT,
-   {KI(STROP_SCH_WARMUP_STEPS, 5), KF(STROP_SCH_WARMUP_START_FACTOR, 0.1f),
-    KF(STROP_SCH_FACTOR, 0.5f), KI(STROP_SCH_TOTAL_ITERS, 4), KEND}, {0}, 0},
-  {"warmup_cosine", STROP_SCHED_COSINE,
-   {KI(STROP_SCH_WARMUP_STEPS, 5), KF(STROP_SCH_WARMUP_START_FACTOR, 0.1f),
-    KI(STROP_SCH_T_MAX, 30), KF(STROP_SCH_ETA_MIN, 0.001f), KEND}, {0}, 0},
-  {"warmup_step", STROP_SCHED_STEP,
-   {KI(STROP_SCH_WARMUP_STEPS, 8), KF(STROP_SCH_WARMUP_START_FACTOR, 0.25f),
-    KI(STROP_SCH_STEP_SIZE, 10), KF(STROP_SCH_GAMMA, 0.5f), KEND}, {0}, 0},
-  {"warmup_multistep", STROP_SCHED_MULTISTEP,
-   {KI(STROP_SCH_WARMUP_STEPS, 3), KF(STROP_SCH_WARMUP_START_FACTOR, 0.5f),
-    KF(STROP_SCH_GAMMA, 0.1f), KEND}, {4, 20}, 2},
-  {"warmup_exponential", STROP_SCHED_EXPONENTIAL,
-   {KI(STROP_SCH_WARMUP_STEPS, 10), KF(STROP_SCH_WARMUP_START_FACTOR, 0.2f),
-    KF(STROP_SCH_GAMMA, 0.9f), KEND}, {0}, 0},
-  {"warmup_restarts", STROP_SCHED_COSINE_RESTARTS,
-   {KI(STROP_SCH_WARMUP_STEPS, 4), KF(STROP_SCH_WARMUP_START_FACTOR, 0.1f), KI(STROP_SCH_T_0, 6),
-    KI(STROP_SCH_T_MULT, 1), KF(STROP_SCH_ETA_MIN, 0.0f), KEND}, {0}, 0},
-  {"plateau_min_rel", STROP_SCHED_PLATEAU,
-   {KF(STROP_SCH_FACTOR, 0.5f), KI(STROP_SCH_PATIENCE, 2), KF(STROP_SCH_THRESHOLD, 0.01f),
-    KI(STROP_SCH_COOLDOWN, 1), KF(STROP_SCH_MIN_LR, 0.01f), KEND}, {0}, 0},
-  {"plateau_max_abs", STROP_SCHED_PLATEAU,
-   {KI(STROP_SCH_MODE, STROP_PLATEAU_MAX), KF(STROP_SCH_FACTOR, 0.2f), KI(STROP_SCH_PATIENCE, 1),
-    KF(STROP_SCH_THRESHOLD, 0.05f), KI(STROP_SCH_THRESHOLD_MODE, STROP_THRESHOLD_ABS),
-    KI(STROP_SCH_COOLDOWN, 0), KF(STROP_SCH_MIN_LR, 0.0f), KEND}, {0}, 0},
+    {"constant_default", STROP_SCHED_CONSTANT, {KEND}, {0}, 0},
+    {"constant",
+     STROP_SCHED_CONSTANT,
+     {KF(STROP_SCH_FACTOR, 0.5f), KI(STROP_SCH_TOTAL_ITERS, 4), KEND},
+     {0},
+     0},
+    {"step",
+     STROP_SCHED_STEP,
+     {KI(STROP_SCH_STEP_SIZE, 7), KF(STROP_SCH_GAMMA, 0.5f), KEND},
+     {0},
+     0},
+    {"multistep", STROP_SCHED_MULTISTEP, {KF(STROP_SCH_GAMMA, 0.3f), KEND}, {5, 12, 30}, 3},
+    {"exponential", STROP_SCHED_EXPONENTIAL, {KF(STROP_SCH_GAMMA, 0.95f), KEND}, {0}, 0},
+    {"cosine",
+     STROP_SCHED_COSINE,
+     {KI(STROP_SCH_T_MAX, 20), KF(STROP_SCH_ETA_MIN, 0.001f), KEND},
+     {0},
+     0},
+    {"cosine_restarts",
+     STROP_SCHED_COSINE_RESTARTS,
+     {KI(STROP_SCH_T_0, 5), KI(STROP_SCH_T_MULT, 2), KF(STROP_SCH_ETA_MIN, 0.01f), KEND},
+     {0},
+     0},
+    {"one_cycle_cos",
+     STROP_SCHED_ONE_CYCLE,
+     {KF(STROP_SCH_MAX_LR, 1.0f), KI(STROP_SCH_TOTAL_STEPS, 50), KEND},
+     {0},
+     0},
+    {"one_cycle_linear",
+     STROP_SCHED_ONE_CYCLE,
+     {KF(STROP_SCH_MAX_LR, 0.5f), KI(STROP_SCH_TOTAL_STEPS, 60), KF(STROP_SCH_PCT_START, 0.25f),
+      KI(STROP_SCH_ANNEAL, STROP_ANNEAL_LINEAR), KF(STROP_SCH_DIV_FACTOR, 10.0f),
+      KF(STROP_SCH_FINAL_DIV_FACTOR, 100.0f), KEND},
+     {0},
+     0},
+    {"warmup_constant",
+     STROP_SCHED_CONSTANT,
+     {KI(STROP_SCH_WARMUP_STEPS, 5), KF(STROP_SCH_WARMUP_START_FACTOR, 0.1f),
+      KF(STROP_SCH_FACTOR, 0.5f), KI(STROP_SCH_TOTAL_ITERS, 4), KEND},
+     {0},
+     0},
+    {"warmup_cosine",
+     STROP_SCHED_COSINE,
+     {KI(STROP_SCH_WARMUP_STEPS, 5), KF(STROP_SCH_WARMUP_START_FACTOR, 0.1f),
+      KI(STROP_SCH_T_MAX, 30), KF(STROP_SCH_ETA_MIN, 0.001f), KEND},
+     {0},
+     0},
+    {"warmup_step",
+     STROP_SCHED_STEP,
+     {KI(STROP_SCH_WARMUP_STEPS, 8), KF(STROP_SCH_WARMUP_START_FACTOR, 0.25f),
+      KI(STROP_SCH_STEP_SIZE, 10), KF(STROP_SCH_GAMMA, 0.5f), KEND},
+     {0},
+     0},
+    {"warmup_multistep",
+     STROP_SCHED_MULTISTEP,
+     {KI(STROP_SCH_WARMUP_STEPS, 3), KF(STROP_SCH_WARMUP_START_FACTOR, 0.5f),
+      KF(STROP_SCH_GAMMA, 0.1f), KEND},
+     {4, 20},
+     2},
+    {"warmup_exponential",
+     STROP_SCHED_EXPONENTIAL,
+     {KI(STROP_SCH_WARMUP_STEPS, 10), KF(STROP_SCH_WARMUP_START_FACTOR, 0.2f),
+      KF(STROP_SCH_GAMMA, 0.9f), KEND},
+     {0},
+     0},
+    {"warmup_restarts",
+     STROP_SCHED_COSINE_RESTARTS,
+     {KI(STROP_SCH_WARMUP_STEPS, 4), KF(STROP_SCH_WARMUP_START_FACTOR, 0.1f),
+      KI(STROP_SCH_T_0, 6), KI(STROP_SCH_T_MULT, 1), KF(STROP_SCH_ETA_MIN, 0.0f), KEND},
+     {0},
+     0},
+    {"plateau_min_rel",
+     STROP_SCHED_PLATEAU,
+     {KF(STROP_SCH_FACTOR, 0.5f), KI(STROP_SCH_PATIENCE, 2), KF(STROP_SCH_THRESHOLD, 0.01f),
+      KI(STROP_SCH_COOLDOWN, 1), KF(STROP_SCH_MIN_LR, 0.01f), KEND},
+     {0},
+     0},
+    {"plateau_max_abs",
+     STROP_SCHED_PLATEAU,
+     {KI(STROP_SCH_MODE, STROP_PLATEAU_MAX), KF(STROP_SCH_FACTOR, 0.2f),
+      KI(STROP_SCH_PATIENCE, 1), KF(STROP_SCH_THRESHOLD, 0.05f),
+      KI(STROP_SCH_THRESHOLD_MODE, STROP_THRESHOLD_ABS), KI(STROP_SCH_COOLDOWN, 0),
+      KF(STROP_SCH_MIN_LR, 0.0f), KEND},
+     {0},
+     0},
 };
 #define N_SCFGS ((int)(sizeof SCFGS / sizeof SCFGS[0]))
 
@@ -307,8 +371,7 @@ static strop_scheduler *sched_make(strop_optimizer *o, const scfg *c) {
   for (int i = 0; c->k[i].key >= 0; i++) {
     if (c->k[i].is_int)
       ck_assert_int_eq(strop_scheduler_set_int(s, c->k[i].key, (int)c->k[i].v), STROP_OK);
-    else
-      ck_assert_int_eq(strop_scheduler_set_float(s, c->k[i].key, c->k[i].v), STROP_OK);
+    else ck_assert_int_eq(strop_scheduler_set_float(s, c->k[i].key, c->k[i].v), STROP_OK);
   }
   if (c->n_ms)
     ck_assert_int_eq(strop_scheduler_set_ints(s, STROP_SCH_MILESTONES, c->ms, c->n_ms), STROP_OK);
@@ -344,10 +407,8 @@ START_TEST(scheduler_parity) {
   for (int k = 0; k <= SCHED_STEPS; k++) {
     if (k > 0) {
       ck_assert_int_eq(strop_optimizer_step(o), STROP_OK);
-      if (metrics)
-        ck_assert_int_eq(strop_scheduler_step_metric(s, metrics[k - 1]), STROP_OK);
-      else
-        ck_assert_int_eq(strop_scheduler_step(s), STROP_OK);
+      if (metrics) ck_assert_int_eq(strop_scheduler_step_metric(s, metrics[k - 1]), STROP_OK);
+      else ck_assert_int_eq(strop_scheduler_step(s), STROP_OK);
     }
     check_lr(c->name, k, strop_scheduler_get_lr(s), want[k]);
     check_lr(c->name, k, strop__optim_get_lr(o), want[k]);
@@ -531,7 +592,8 @@ static int save_optim(const strop_optimizer *o, saved *out) {
 
 START_TEST(state_roundtrip) {
   fixture f = fx_load("optimizers.safetensors");
-  static const int pick[] = {2, 5, 7, 9, 12}; /* sgd_nesterov, adam/adamw amsgrad, rmsprop, adagrad */
+  static const int pick[] = {2, 5, 7, 9,
+                             12}; /* sgd_nesterov, adam/adamw amsgrad, rmsprop, adagrad */
   for (int pi = 0; pi < 5; pi++) {
     const ocfg *c = &OCFGS[pick[pi]];
     tparams a, b;
@@ -566,8 +628,8 @@ START_TEST(state_roundtrip) {
     apply_cfg(ob, &b, c);
     sb = sched_make(ob, sc);
     for (int i = 0; i < n; i++) {
-      ck_assert_int_eq(strop__optim_state_set(ob, st[i].name, st[i].dtype, st[i].data,
-                                              st[i].numel), STROP_OK);
+      ck_assert_int_eq(
+          strop__optim_state_set(ob, st[i].name, st[i].dtype, st[i].data, st[i].numel), STROP_OK);
       free(st[i].data);
     }
     for (int i = 0; i < ns; i++) {
@@ -610,12 +672,14 @@ START_TEST(state_errors) {
   ck_assert_int_eq(strop__optim_state_set(o, "optim.nope.exp_avg", STROP__STATE_F32, v, 24),
                    STROP_E_NOT_FOUND);
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "nope"));
-  ck_assert_int_eq(strop__optim_state_set(o, "optim.frozen.weight.exp_avg", STROP__STATE_F32, v,
-                                          5), STROP_E_NOT_FOUND);
+  ck_assert_int_eq(
+      strop__optim_state_set(o, "optim.frozen.weight.exp_avg", STROP__STATE_F32, v, 5),
+      STROP_E_NOT_FOUND);
   ck_assert_int_eq(strop__optim_state_set(o, "optim.layer.weight.sum", STROP__STATE_F32, v, 24),
                    STROP_E_NOT_FOUND);
-  ck_assert_int_eq(strop__optim_state_set(o, "optim.layer.weight.exp_avg", STROP__STATE_F32, v,
-                                          23), STROP_E_SHAPE);
+  ck_assert_int_eq(
+      strop__optim_state_set(o, "optim.layer.weight.exp_avg", STROP__STATE_F32, v, 23),
+      STROP_E_SHAPE);
   ck_assert_int_eq(strop__optim_state_set(o, "optim.layer.weight.step", STROP__STATE_F32, v, 1),
                    STROP_E_SHAPE);
   ck_assert_int_eq(strop__optim_state_set(o, "bogus", STROP__STATE_I64, &one, 1),
@@ -689,8 +753,8 @@ START_TEST(knob_errors) {
   ck_assert_int_eq(strop_optimizer_knob_range(STROP_OPTIM_ADAM, STROP_OPT_BETA1, &lo, &hi, &fl),
                    STROP_OK);
   ck_assert(lo == 0.0 && hi == 1.0 && (fl & STROP_KNOB_HI_OPEN) && !(fl & STROP_KNOB_INT));
-  ck_assert_int_eq(strop_optimizer_knob_range(STROP_OPTIM_SGD, STROP_OPT_NESTEROV, NULL, NULL,
-                                              &fl), STROP_OK);
+  ck_assert_int_eq(
+      strop_optimizer_knob_range(STROP_OPTIM_SGD, STROP_OPT_NESTEROV, NULL, NULL, &fl), STROP_OK);
   ck_assert(fl & STROP_KNOB_INT);
   ck_assert_int_eq(strop_optimizer_knob_range(STROP_OPTIM_SGD, STROP_OPT_BETA1, &lo, &hi, &fl),
                    STROP_E_INVALID_ARG);
@@ -744,7 +808,8 @@ START_TEST(scheduler_errors) {
 
   ck_assert_int_eq(strop_scheduler_create(o, STROP_SCHED_MULTISTEP, &s), STROP_OK);
   int64_t bad[3] = {5, 5, 9};
-  ck_assert_int_eq(strop_scheduler_set_ints(s, STROP_SCH_MILESTONES, bad, 3), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_scheduler_set_ints(s, STROP_SCH_MILESTONES, bad, 3),
+                   STROP_E_INVALID_ARG);
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "milestones must be increasing"));
   int64_t good[2] = {3, 8}, back[4] = {0};
   int n = 0;
@@ -771,14 +836,16 @@ START_TEST(scheduler_errors) {
 
   double lo, hi;
   int fl;
-  ck_assert_int_eq(strop_scheduler_knob_range(STROP_SCHED_PLATEAU, STROP_SCH_FACTOR, &lo, &hi, &fl),
-                   STROP_OK);
+  ck_assert_int_eq(
+      strop_scheduler_knob_range(STROP_SCHED_PLATEAU, STROP_SCH_FACTOR, &lo, &hi, &fl), STROP_OK);
   ck_assert(hi == 1.0 && (fl & STROP_KNOB_HI_OPEN));
-  ck_assert_int_eq(strop_scheduler_knob_range(STROP_SCHED_CONSTANT, STROP_SCH_FACTOR, &lo, &hi,
-                                              &fl), STROP_OK);
+  ck_assert_int_eq(
+      strop_scheduler_knob_range(STROP_SCHED_CONSTANT, STROP_SCH_FACTOR, &lo, &hi, &fl),
+      STROP_OK);
   ck_assert(!(fl & STROP_KNOB_HI_OPEN));
-  ck_assert_int_eq(strop_scheduler_knob_range(STROP_SCHED_MULTISTEP, STROP_SCH_MILESTONES, NULL,
-                                              NULL, &fl), STROP_OK);
+  ck_assert_int_eq(
+      strop_scheduler_knob_range(STROP_SCHED_MULTISTEP, STROP_SCH_MILESTONES, NULL, NULL, &fl),
+      STROP_OK);
   ck_assert(fl & STROP_KNOB_LIST);
   ck_assert_int_eq(strop_scheduler_knob_range(STROP_SCHED_STEP, STROP_SCH_T_0, NULL, NULL, NULL),
                    STROP_E_INVALID_ARG);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tests — predict suite (lib/train/predict.c, beside the trainer's own suite as export
  * has one): the model's saved preprocessing applied to raw inputs, eval mode, softmax, top-k
  * with source labels and names, and every way a call is refused. */
@@ -32,13 +33,16 @@ static strop_model *classifier(void) {
 static void set_prep(strop_model *m) {
   strop_test_must(strop_model_set_meta(m, "input.shape", "[1, 2, 2]"), "shape");
   strop_test_must(strop_model_set_meta(m, "input.scale", "0.00392156862745098"), "scale");
-  strop_test_must(strop_model_set_meta(m, "input.resize",
-                                       "{\"size\": [4, 4], \"mode\": \"nearest\"}"), "resize");
-  strop_test_must(strop_model_set_meta(m, "input.normalize",
-                                       "{\"mean\": [0.25], \"std\": [0.5]}"), "normalize");
+  strop_test_must(
+      strop_model_set_meta(m, "input.resize", "{\"size\": [4, 4], \"mode\": \"nearest\"}"),
+      "resize");
+  strop_test_must(
+      strop_model_set_meta(m, "input.normalize", "{\"mean\": [0.25], \"std\": [0.5]}"),
+      "normalize");
   strop_test_must(strop_model_set_meta(m, "classes",
                                        "[{\"label\": 7, \"name\": \"seven\"}, {\"label\": 3}, "
-                                       "{\"label\": 9, \"name\": \"nine \\u00e9\"}]"), "classes");
+                                       "{\"label\": 9, \"name\": \"nine \\u00e9\"}]"),
+                  "classes");
 }
 
 /* Raw pixels 0-255: row r lights pixel r of its 2x2 image (row 3: all dark). */
@@ -160,16 +164,16 @@ START_TEST(predict_errors) {
   ck_assert_int_eq(strop_model_predict(m, x, 1, &p), STROP_OK); /* warm: arena, GEMM buffers */
   strop_prediction_free(p);
   int64_t live = strop__alloc_live();
-#define REFUSED(call, status, says)                                                        \
-  do {                                                                                     \
-    strop_clear_error();                                                                   \
-    p = (strop_prediction *)1;                                                             \
-    int st_ = (call);                                                                      \
-    ck_assert_msg(st_ == (status), "%s: status %d (%s)", #call, st_, strop_last_error());  \
-    ck_assert_msg(strstr(strop_last_error(), (says)) &&                                    \
-                      strstr(strop_last_error(), "strop_model_predict: "),                 \
-                  "%s: '%s' lacks '%s'", #call, strop_last_error(), (says));               \
-    ck_assert_ptr_null(p);                                                                 \
+#define REFUSED(call, status, says)                                                       \
+  do {                                                                                    \
+    strop_clear_error();                                                                  \
+    p = (strop_prediction *)1;                                                            \
+    int st_ = (call);                                                                     \
+    ck_assert_msg(st_ == (status), "%s: status %d (%s)", #call, st_, strop_last_error()); \
+    ck_assert_msg(strstr(strop_last_error(), (says)) &&                                   \
+                      strstr(strop_last_error(), "strop_model_predict: "),                \
+                  "%s: '%s' lacks '%s'", #call, strop_last_error(), (says));              \
+    ck_assert_ptr_null(p);                                                                \
   } while (0)
   REFUSED(strop_model_predict(NULL, x, 1, &p), STROP_E_INVALID_ARG, "model is NULL");
   REFUSED(strop_model_predict(m, NULL, 1, &p), STROP_E_INVALID_ARG, "input is NULL");
@@ -188,8 +192,9 @@ START_TEST(predict_errors) {
   REFUSED(strop_model_predict(m, xn, 1, &p), STROP_E_INVALID_ARG, "an infinity");
   int64_t five = 5, d2[2] = {2, 8};
   ck_assert_int_eq(strop_tensor_from_data(bad, 5, 1, &five, &xs), STROP_OK);
-  REFUSED(strop_model_predict(m, xs, 1, &p), STROP_E_SHAPE,
-          "the input [5] holds 5 values, not a whole number of samples of [1, 2, 2] (4 values each)");
+  REFUSED(
+      strop_model_predict(m, xs, 1, &p), STROP_E_SHAPE,
+      "the input [5] holds 5 values, not a whole number of samples of [1, 2, 2] (4 values each)");
   ck_assert_int_eq(strop_tensor_from_data(&RAW[0][0], 16, 2, d2, &xd), STROP_OK);
   REFUSED(strop_model_predict(m, xd, 1, &p), STROP_E_SHAPE,
           "holds 4 samples of [1, 2, 2] but its first dimension says 2");
@@ -216,21 +221,24 @@ START_TEST(predict_errors) {
     ck_assert_int_eq(strop_model_set_meta(m, metas[i].key, saved), STROP_OK);
   }
   /* a normalize of another channel count: the pipeline refuses it, the sentence says where */
-  ck_assert_int_eq(strop_model_set_meta(m, "input.normalize", "{\"mean\": [0, 0], \"std\": [1, 1]}"),
-                   STROP_OK);
+  ck_assert_int_eq(
+      strop_model_set_meta(m, "input.normalize", "{\"mean\": [0, 0], \"std\": [1, 1]}"),
+      STROP_OK);
   REFUSED(strop_model_predict(m, x, 1, &p), STROP_E_SHAPE, "strop_batch_iter_add_normalize");
-  ck_assert_int_eq(strop_model_set_meta(m, "input.normalize", "{\"mean\": [0.25], \"std\": [0.5]}"),
-                   STROP_OK);
+  ck_assert_int_eq(
+      strop_model_set_meta(m, "input.normalize", "{\"mean\": [0.25], \"std\": [0.5]}"), STROP_OK);
   /* samples the model cannot take after the preprocessing */
   ck_assert_int_eq(strop_model_set_meta(m, "input.resize", "{\"size\": [3, 3]}"), STROP_OK);
   REFUSED(strop_model_predict(m, x, 1, &p), STROP_E_SHAPE, "[4, 1, 3, 3]");
-  ck_assert_int_eq(strop_model_set_meta(m, "input.resize", "{\"size\": [4, 4], \"mode\": \"nearest\"}"),
-                   STROP_OK);
+  ck_assert_int_eq(
+      strop_model_set_meta(m, "input.resize", "{\"size\": [4, 4], \"mode\": \"nearest\"}"),
+      STROP_OK);
   /* broken weights */
   strop__param *w = strop__model_param_find(m, "head.bias");
   float keep = w->data[1];
   w->data[1] = NAN;
-  REFUSED(strop_model_predict(m, x, 1, &p), STROP_E_NUMERIC, "non-finite score (nan) for row 0, class 1");
+  REFUSED(strop_model_predict(m, x, 1, &p), STROP_E_NUMERIC,
+          "non-finite score (nan) for row 0, class 1");
   w->data[1] = keep;
   /* not finalized; not a classifier */
   int64_t four = 4;

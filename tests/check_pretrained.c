@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tests — pre-trained checkpoints (lib/pretrained).
  *
  * Without PyTorch: the architecture list, and every broken input a user can hand
@@ -194,8 +195,8 @@ START_TEST(bad_inputs) {
   make_resnet18(p, 32);
 
   /* arguments */
-  expect_error(strop_model_load_pretrained(NULL, "resnet18", NULL, &m, NULL),
-               STROP_E_INVALID_ARG, (const char *[]){"path", NULL});
+  expect_error(strop_model_load_pretrained(NULL, "resnet18", NULL, &m, NULL), STROP_E_INVALID_ARG,
+               (const char *[]){"path", NULL});
   ck_assert_ptr_null(m);
   expect_error(strop_model_load_pretrained(p, "resnet18", NULL, NULL, NULL), STROP_E_INVALID_ARG,
                (const char *[]){"out", NULL});
@@ -417,8 +418,8 @@ static void parity(const char *arch) {
     for (int64_t c = 1; c < classes; c++) mx = z[c] > mx ? z[c] : mx;
     for (int64_t c = 0; c < classes; c++) s += exp(z[c] - mx);
     for (int64_t c = 0; c < classes; c++)
-      dout[b * classes + c] =
-          (float)((exp(z[c] - mx) / s - (c == (int64_t)y[b])) / (double)batch);
+      dout[b * classes + c] = (float)((exp(z[c] - mx) / s - (c == (int64_t)y[b])) /
+                                      (double)batch);
   }
   strop_test_must(strop__model_backward(m, dout), "backward");
   /* Every gradient within 3x PyTorch's own float32 error on it (at least 2e-3 of its largest
@@ -455,7 +456,8 @@ static void parity(const char *arch) {
       }
       const double cosine = dot / sqrt(na * nb + 1e-300), ratio = sqrt(na / (nb + 1e-300));
       printf("%s: %s differs by %.3g of its largest entry (PyTorch's float32: %.3g): a ReLU "
-             "kink; cosine %.5f, norm ratio %.4f\n", arch, key, e, tol / 3, cosine, ratio);
+             "kink; cosine %.5f, norm ratio %.4f\n",
+             arch, key, e, tol / 3, cosine, ratio);
       ck_assert_msg(cosine >= 0.99 && fabs(ratio - 1) <= 0.05,
                     "%s: cosine %.5f, norm ratio %.4f with PyTorch's", key, cosine, ratio);
       kinked++;
@@ -475,7 +477,8 @@ static void parity(const char *arch) {
   const double global = sqrt(diff2 / norm2);
   ck_assert_msg(global < 5e-2, "all gradients: relative error %.3g in norm", global);
   printf("%s: %d gradients match PyTorch, %d of them only in direction and norm (ReLU kinks); "
-         "all together to %.2g in norm\n", arch, checked, kinked, global);
+         "all together to %.2g in norm\n",
+         arch, checked, kinked, global);
   free(dout);
   strop_model_free(m);
 
@@ -541,7 +544,8 @@ static void parity(const char *arch) {
     free(a);
   }
   printf("%s: one AdamW step matches PyTorch (%.2f%% of the weights had gradients too small to "
-         "fix the sign of their step)\n", arch, 100.0 * (double)n_loose / (double)n_all);
+         "fix the sign of their step)\n",
+         arch, 100.0 * (double)n_loose / (double)n_all);
   /* saved for tests/pretrained/run_torchvision.py to reload in torchvision, strict=True */
   char spath[512];
   snprintf(spath, sizeof spath, "%s/%s.stepped.safetensors", dir, arch);
@@ -559,14 +563,10 @@ static void parity(const char *arch) {
   strop_st_file_free(rf);
 }
 
-START_TEST(torchvision_resnet18) {
-  parity("resnet18");
-}
+START_TEST(torchvision_resnet18) { parity("resnet18"); }
 END_TEST
 
-START_TEST(torchvision_resnet50) {
-  parity("resnet50");
-}
+START_TEST(torchvision_resnet50) { parity("resnet50"); }
 END_TEST
 
 /* MobileNets (fixtures from tests/pretrained/gen_mobilenet.py; the driver may generate a
@@ -603,8 +603,10 @@ START_TEST(torchvision_mobilenet) {
   strop_test_must(strop__model_forward_exec(m, x, 2, 1, NULL, &o), "train forward");
   memcpy(b, o->data, sizeof b);
   strop__model_step_end(m);
-  ck_assert_msg(memcmp(a, b, sizeof a) != 0, "%s: dropout left train-mode logits unchanged "
-                "(%g %g)", arch, a[0], b[0]);
+  ck_assert_msg(memcmp(a, b, sizeof a) != 0,
+                "%s: dropout left train-mode logits unchanged "
+                "(%g %g)",
+                arch, a[0], b[0]);
   free(x);
   strop_model_free(m);
 }

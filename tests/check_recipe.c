@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tests — recipe suite: parsing and validation errors with positions, key-path edits,
  * write-back, and running a small recipe end to end (stages, surgery, baseline, outputs). */
 #include <math.h>
@@ -45,43 +46,42 @@ static void make_files(void) {
   fputs("input: [6]\nlayers:\n"
         "  - {name: body.0, type: linear, out_features: 16}\n"
         "  - {name: body.1, type: relu}\n"
-        "  - {name: head, type: linear, out_features: 4}\n", f);
+        "  - {name: head, type: linear, out_features: 4}\n",
+        f);
   fclose(f);
 }
 
-static const char *RECIPE =
-    "description: blobs\n"
-    "seed: 3\n"
-    "model:\n"
-    "  spec: net.yaml\n"
-    "data:\n"
-    "  source: csv\n"
-    "  path: blobs.csv\n"
-    "  num_classes: 4\n"
-    "  test_fraction: 0.25\n"
-    "  val_fraction: 0.2\n"
-    "  batch_size: 16\n"
-    "  prefetch: false\n"
-    "optimizer: {kind: adam, lr: 0.01}\n"
-    "schedule: {kind: cosine}\n"
-    "train: {epochs: 4, monitor: val_accuracy, restore_best: true}\n"
-    "stages:\n"
-    "  - name: head\n"
-    "    epochs: 3\n"
-    "    surgery:\n"
-    "      - freeze: \"body.*\"\n"
-    "  - name: all\n"
-    "    surgery: [unfreeze: \"*\"]\n"
-    "    optimizer: {lr: 0.003}\n"
-    "baselines: [scratch]\n"
-    "output:\n"
-    "  dir: out\n"
-    "  weights: w.safetensors\n"
-    "  spec: net.yaml\n"
-    "  metrics: metrics.csv\n"
-    "  plot: plot.svg\n"
-    "  report: report.json\n";
-
+static const char *RECIPE = "description: blobs\n"
+                            "seed: 3\n"
+                            "model:\n"
+                            "  spec: net.yaml\n"
+                            "data:\n"
+                            "  source: csv\n"
+                            "  path: blobs.csv\n"
+                            "  num_classes: 4\n"
+                            "  test_fraction: 0.25\n"
+                            "  val_fraction: 0.2\n"
+                            "  batch_size: 16\n"
+                            "  prefetch: false\n"
+                            "optimizer: {kind: adam, lr: 0.01}\n"
+                            "schedule: {kind: cosine}\n"
+                            "train: {epochs: 4, monitor: val_accuracy, restore_best: true}\n"
+                            "stages:\n"
+                            "  - name: head\n"
+                            "    epochs: 3\n"
+                            "    surgery:\n"
+                            "      - freeze: \"body.*\"\n"
+                            "  - name: all\n"
+                            "    surgery: [unfreeze: \"*\"]\n"
+                            "    optimizer: {lr: 0.003}\n"
+                            "baselines: [scratch]\n"
+                            "output:\n"
+                            "  dir: out\n"
+                            "  weights: w.safetensors\n"
+                            "  spec: net.yaml\n"
+                            "  metrics: metrics.csv\n"
+                            "  plot: plot.svg\n"
+                            "  report: report.json\n";
 
 START_TEST(load_get_set) {
   strop_recipe *r = NULL;
@@ -96,8 +96,10 @@ START_TEST(load_get_set) {
   ck_assert_str_eq(buf, "3e-4");
   ck_assert_int_eq(strop_recipe_set(r, "stages[1].epochs", "7"), STROP_OK);
   ck_assert_int_eq(strop_recipe_get(r, "stages[1].epochs", buf, sizeof buf), 1);
-  ck_assert_int_eq(strop_recipe_set(r, "loss.label_smoothing", "0.1"), STROP_OK); /* creates loss */
-  ck_assert_int_eq(strop_recipe_set(r, "surgery", "[{lora: {match: \"body.0\", rank: 2}}]"), STROP_OK);
+  ck_assert_int_eq(strop_recipe_set(r, "loss.label_smoothing", "0.1"),
+                   STROP_OK); /* creates loss */
+  ck_assert_int_eq(strop_recipe_set(r, "surgery", "[{lora: {match: \"body.0\", rank: 2}}]"),
+                   STROP_OK);
   ck_assert_int_eq(strop_recipe_get(r, "surgery[0].lora.rank", buf, sizeof buf), 1);
   /* bad edits leave the recipe unchanged */
   ck_assert_int_eq(strop_recipe_set(r, "optimizer.lr", "fast"), STROP_E_FORMAT);
@@ -130,14 +132,16 @@ START_TEST(validation_errors) {
   } cases[] = {
       {"model: {spec: a.yaml}\noptimiser: {lr: 1}\n",
        "<string>:2:1: unknown key 'optimiser' in 'recipe' (expected one of: description, seed, "
-       "model, surgery, data, loss, optimizer, schedule, train, stages, output, baselines, tune)"},
+       "model, surgery, data, loss, optimizer, schedule, train, stages, output, baselines, "
+       "tune)"},
       {"optimizer:\n  kind: adamm\n", "<string>:2:9: 'kind' must be one of sgd, adam, adamw, "
                                       "rmsprop, adagrad, got 'adamm'"},
       {"train: {epochs: ten}\n", "<string>:1:17: 'epochs' must be an integer, got 'ten'"},
       {"data: [1, 2]\n", "'data' must be a mapping, got a list"},
       {"surgery:\n  - freez: x\n", "<string>:2:5: unknown surgery operation 'freez'"},
       {"surgery:\n  - replace: head\n", "'replace' needs a mapping of its arguments"},
-      {"stages:\n  - name: a\n    epoch: 3\n", "<string>:3:5: unknown key 'epoch' in 'stages[0]'"},
+      {"stages:\n  - name: a\n    epoch: 3\n",
+       "<string>:3:5: unknown key 'epoch' in 'stages[0]'"},
       {"seed: 1\nseed: 2\n", "'seed' appears twice"},
       {"a: *x\n", "YAML"},
       {"model: {spec: [\n", "<string>:"},
@@ -148,8 +152,8 @@ START_TEST(validation_errors) {
     int s = strop_recipe_load_string(cases[i].yaml, NULL, &r);
     ck_assert_msg(s == STROP_E_FORMAT, "case %zu: status %d (%s)", i, s, strop_last_error());
     ck_assert_ptr_null(r);
-    ck_assert_msg(strstr(strop_last_error(), cases[i].want) != NULL, "case %zu: '%s' lacks '%s'", i,
-                  strop_last_error(), cases[i].want);
+    ck_assert_msg(strstr(strop_last_error(), cases[i].want) != NULL, "case %zu: '%s' lacks '%s'",
+                  i, strop_last_error(), cases[i].want);
   }
   strop_recipe *r = NULL;
   ck_assert_int_eq(strop_recipe_load("/nonexistent/recipe.yaml", &r), STROP_E_IO);
@@ -164,9 +168,11 @@ START_TEST(range_errors) {
   static const struct {
     const char *yaml, *want;
   } cases[] = {
-      {"data: {val_fraction: -0.5}\n", "<string>:1:22: 'val_fraction' must be in [0, 1), got -0.5"},
+      {"data: {val_fraction: -0.5}\n",
+       "<string>:1:22: 'val_fraction' must be in [0, 1), got -0.5"},
       {"data: {test_fraction: 2}\n", "<string>:1:23: 'test_fraction' must be in [0, 1), got 2"},
-      {"train: {checkpoint_every: -1}\n", "<string>:1:27: 'checkpoint_every' must be >= 0, got -1"},
+      {"train: {checkpoint_every: -1}\n",
+       "<string>:1:27: 'checkpoint_every' must be >= 0, got -1"},
       {"train: {max_steps: -1}\n", "<string>:1:20: 'max_steps' must be >= 0, got -1"},
       {"train: {epochs: -3}\n", "<string>:1:17: 'epochs' must be >= 0, got -3"},
       {"stages:\n  - {name: a, epochs: -2}\n", "<string>:2:23: 'epochs' must be >= 0, got -2"},
@@ -177,7 +183,8 @@ START_TEST(range_errors) {
       {"data: {batch_size: 0}\n", "<string>:1:20: 'batch_size' must be >= 1, got 0"},
       {"data: {eval_batch_size: -4}\n", "'eval_batch_size' must be >= 1, got -4"},
       {"data: {hflip: 1.5}\n", "'hflip' must be in [0, 1], got 1.5"},
-      {"data: {num_classes: -2}\n", "'num_classes' must be in [-1, 16777216] (-1: infer), got -2"},
+      {"data: {num_classes: -2}\n",
+       "'num_classes' must be in [-1, 16777216] (-1: infer), got -2"},
       {"data: {few_shot: -1}\n", "'few_shot' must be >= 0, got -1"},
       {"data: {classes: [1, -1]}\n", "<string>:1:21: 'classes' must be >= 0, got -1"},
       {"data: {input_shape: [1, 0]}\n", "'input_shape' must be >= 1, got 0"},
@@ -196,8 +203,8 @@ START_TEST(range_errors) {
     int s = strop_recipe_load_string(cases[i].yaml, NULL, &r);
     ck_assert_msg(s == STROP_E_FORMAT, "case %zu: status %d (%s)", i, s, strop_last_error());
     ck_assert_ptr_null(r);
-    ck_assert_msg(strstr(strop_last_error(), cases[i].want) != NULL, "case %zu: '%s' lacks '%s'", i,
-                  strop_last_error(), cases[i].want);
+    ck_assert_msg(strstr(strop_last_error(), cases[i].want) != NULL, "case %zu: '%s' lacks '%s'",
+                  i, strop_last_error(), cases[i].want);
     ck_assert_int_eq(strop__alloc_live(), live);
   }
   /* the bounds hold for edits too, and a refused edit changes nothing */
@@ -208,7 +215,8 @@ START_TEST(range_errors) {
   char buf[16];
   ck_assert_int_eq(strop_recipe_get(r, "data.val_fraction", buf, sizeof buf), 3);
   ck_assert_str_eq(buf, "0.2");
-  ck_assert_int_eq(strop_recipe_set(r, "data.val_fraction", "0"), STROP_OK); /* bounds are inclusive */
+  ck_assert_int_eq(strop_recipe_set(r, "data.val_fraction", "0"),
+                   STROP_OK); /* bounds are inclusive */
   ck_assert_int_eq(strop_recipe_set(r, "data.hflip", "1"), STROP_OK);
   strop_recipe_free(r);
 }
@@ -246,7 +254,8 @@ START_TEST(run_end_to_end) {
   strop_run *run = NULL;
   ck_assert_msg(strop_recipe_run(r, &o, &run) == STROP_OK, "%s", strop_last_error());
   ck_assert_int_eq(strop_run_info(run, STROP_INFO_TEST_SIZE), 60);
-  ck_assert_int_eq(strop_run_info(run, STROP_INFO_TRAIN_SIZE) + strop_run_info(run, STROP_INFO_VAL_SIZE), 180);
+  ck_assert_int_eq(
+      strop_run_info(run, STROP_INFO_TRAIN_SIZE) + strop_run_info(run, STROP_INFO_VAL_SIZE), 180);
   ck_assert_int_eq(strop_run_info(run, STROP_INFO_CLASSES), 4);
   ck_assert_int_eq(strop_run_info(run, STROP_INFO_STAGES), 3);
   ck_assert_int_eq(strop_run_info(run, STROP_INFO_EPOCHS), 3 + 4 + 7); /* scratch: 3 + 4 epochs */
@@ -285,8 +294,10 @@ START_TEST(run_end_to_end) {
   /* fine-tuning from the saved weights with a replaced head */
   ck_assert_int_eq(strop_recipe_set(r, "model.spec", "out/net.yaml"), STROP_OK);
   ck_assert_int_eq(strop_recipe_set(r, "model.weights", "out/w.safetensors"), STROP_OK);
-  ck_assert_int_eq(strop_recipe_set(r, "surgery", "[{replace: {node: head, type: linear, options: "
-                                                  "{out_features: 4}}}]"), STROP_OK);
+  ck_assert_int_eq(strop_recipe_set(r, "surgery",
+                                    "[{replace: {node: head, type: linear, options: "
+                                    "{out_features: 4}}}]"),
+                   STROP_OK);
   ck_assert_int_eq(strop_recipe_set(r, "baselines", "[]"), STROP_OK);
   ck_assert_int_eq(strop_recipe_set(r, "output.dir", "out2"), STROP_OK);
   strop_run *run2 = NULL;
@@ -313,10 +324,14 @@ START_TEST(run_errors) {
       {"surgery", "[{replace: {node: head, type: linear, options: {out_features: 0}}}]",
        "out_features", STROP_E_INVALID_ARG},
       {"data.classes", "[7]", "7", STROP_E_INVALID_ARG},
-      {"model.checkpointing", "\"blocks.*\"", "'model.checkpointing': "
-       "strop_model_set_checkpointing: 'blocks.*' names no block", STROP_E_NOT_FOUND},
-      {"train.memory_limit_mb", "0.5", "'train.memory_limit_mb' 0.5, stage 'head': "
-       "strop_model_check_memory: a training step of batch 16 needs", STROP_E_NOMEM},
+      {"model.checkpointing", "\"blocks.*\"",
+       "'model.checkpointing': "
+       "strop_model_set_checkpointing: 'blocks.*' names no block",
+       STROP_E_NOT_FOUND},
+      {"train.memory_limit_mb", "0.5",
+       "'train.memory_limit_mb' 0.5, stage 'head': "
+       "strop_model_check_memory: a training step of batch 16 needs",
+       STROP_E_NOMEM},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     strop_recipe *r = NULL;
@@ -330,8 +345,8 @@ START_TEST(run_errors) {
     int s = strop_recipe_run(r, &o, &run);
     ck_assert_msg(s == cases[i].status, "case %zu: status %d, want %d: %s", i, s, cases[i].status,
                   strop_last_error());
-    ck_assert_msg(strstr(strop_last_error(), cases[i].want) != NULL, "case %zu: '%s' lacks '%s'", i,
-                  strop_last_error(), cases[i].want);
+    ck_assert_msg(strstr(strop_last_error(), cases[i].want) != NULL, "case %zu: '%s' lacks '%s'",
+                  i, strop_last_error(), cases[i].want);
     strop_run_free(run);
     strop_recipe_free(r);
   }
@@ -367,14 +382,16 @@ START_TEST(run_text_classification) {
   ck_assert_ptr_nonnull(f);
   fputs("{\"pre_tokenizer\": {\"type\": \"Whitespace\"}, \"model\": {\"type\": \"WordLevel\","
         " \"unk_token\": \"<unk>\", \"vocab\": {\"<pad>\": 0, \"<unk>\": 1, \"good\": 2,"
-        " \"bad\": 3, \"very\": 4, \"film\": 5}}}", f);
+        " \"bad\": 3, \"very\": 4, \"film\": 5}}}",
+        f);
   fclose(f);
   snprintf(p, sizeof p, "%s/text_net.yaml", g_dir);
   f = fopen(p, "w");
   ck_assert_ptr_nonnull(f);
   fputs("input: [8]\nlayers:\n  - {name: emb, type: embedding, num_embeddings: 6, "
         "embedding_dim: 8}\n  - {name: pool, type: mean_pool}\n"
-        "  - {name: head, type: linear, out_features: 2}\n", f);
+        "  - {name: head, type: linear, out_features: 2}\n",
+        f);
   fclose(f);
   snprintf(p, sizeof p, "%s/reviews.jsonl", g_dir);
   f = fopen(p, "w");
@@ -399,8 +416,10 @@ START_TEST(run_text_classification) {
   OK_T(strop_recipe_run(r, &ro, &run));
   strop_model *m = strop_run_model(run);
   char want[400];
-  snprintf(want, sizeof want, "{\"path\": \"%s/tokenizer.json\", \"max_length\": 8, \"task\": "
-           "\"classify\"}", g_dir);
+  snprintf(want, sizeof want,
+           "{\"path\": \"%s/tokenizer.json\", \"max_length\": 8, \"task\": "
+           "\"classify\"}",
+           g_dir);
   ck_assert_str_eq(meta_of(m, "input.tokenizer"), want);
   ck_assert_str_eq(meta_of(m, "classes"), "[{\"label\": 0, \"name\": \"neg\"}, "
                                           "{\"label\": 1, \"name\": \"pos\"}]");
@@ -434,8 +453,10 @@ START_TEST(run_records_model_metadata) {
   ck_assert_int_eq(strop_recipe_set(r, "data.class_names", "[zero, one, two, \"thr\\\"ee\"]"),
                    STROP_OK);
   ck_assert_int_eq(strop_recipe_set(r, "data.scale", "0.5"), STROP_OK);
-  ck_assert_int_eq(strop_recipe_set(r, "surgery", "[{replace: {node: head, type: linear, options: "
-                                                  "{out_features: 2}}}]"), STROP_OK);
+  ck_assert_int_eq(strop_recipe_set(r, "surgery",
+                                    "[{replace: {node: head, type: linear, options: "
+                                    "{out_features: 2}}}]"),
+                   STROP_OK);
   ck_assert_int_eq(strop_recipe_set(r, "baselines", "[]"), STROP_OK);
   ck_assert_int_eq(strop_recipe_set(r, "stages", "[{epochs: 1}]"), STROP_OK);
   strop_model *base = NULL;
@@ -479,7 +500,8 @@ START_TEST(run_records_model_metadata) {
   /* one name per source label, or the recipe is refused at the key */
   ck_assert_int_eq(strop_recipe_set(r, "data.class_names", "[a, b]"), STROP_OK);
   ck_assert_int_eq(strop_recipe_run(r, &o, &run), STROP_E_FORMAT);
-  ck_assert_ptr_nonnull(strstr(strop_last_error(), "'class_names' names 2 classes but the data has 4"));
+  ck_assert_ptr_nonnull(
+      strstr(strop_last_error(), "'class_names' names 2 classes but the data has 4"));
   strop_run_free(run);
   strop_recipe *bad = NULL;
   ck_assert_int_eq(strop_recipe_load_string("data: {class_names: [a, [b]]}\n", g_dir, &bad),
@@ -502,17 +524,21 @@ START_TEST(data_split_messages) {
   static const struct {
     const char *key, *val, *path, *want;
   } cases[] = {
-      {"data.val_fraction", "0.2", "one.csv", "'val_fraction' 0.2 of 1 sample leaves the "
-                                              "validation set empty"},
-      {"data.test_fraction", "0.5", "one.csv", "'test_fraction' 0.5 of 1 sample leaves the test "
-                                               "set empty"},
+      {"data.val_fraction", "0.2", "one.csv",
+       "'val_fraction' 0.2 of 1 sample leaves the "
+       "validation set empty"},
+      {"data.test_fraction", "0.5", "one.csv",
+       "'test_fraction' 0.5 of 1 sample leaves the test "
+       "set empty"},
       {"data.test_fraction", "0.9", "blobs.csv", NULL},
       {"data.limit", "1", "blobs.csv", "'limit' 1 of 192 samples leaves the training set empty"},
-      {"data.classes", "[3, 9]", "blobs.csv", "'classes': strop_dataset_filter_classes: "
-                                              "classes[1] = 9 out of range for 4 classes"},
+      {"data.classes", "[3, 9]", "blobs.csv",
+       "'classes': strop_dataset_filter_classes: "
+       "classes[1] = 9 out of range for 4 classes"},
       {"data.few_shot", "500", "blobs.csv", "'few_shot': strop_dataset_few_shot: class 0 has"},
-      {"data.input_shape", "[5]", "blobs.csv", "'input_shape': strop_dataset_reshape: new shape "
-                                               "has 5 elements, the inputs have 6"},
+      {"data.input_shape", "[5]", "blobs.csv",
+       "'input_shape': strop_dataset_reshape: new shape "
+       "has 5 elements, the inputs have 6"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     strop_recipe *r = NULL;
@@ -535,10 +561,10 @@ START_TEST(data_split_messages) {
       continue;
     }
     ck_assert_msg(st != STROP_OK, "case %zu ran", i);
-    ck_assert_msg(strstr(strop_last_error(), cases[i].want) != NULL, "case %zu: '%s' lacks '%s'", i,
-                  strop_last_error(), cases[i].want);
-    ck_assert_msg(strstr(strop_last_error(), "<string>:") != NULL, "case %zu: '%s' has no position",
-                  i, strop_last_error());
+    ck_assert_msg(strstr(strop_last_error(), cases[i].want) != NULL, "case %zu: '%s' lacks '%s'",
+                  i, strop_last_error(), cases[i].want);
+    ck_assert_msg(strstr(strop_last_error(), "<string>:") != NULL,
+                  "case %zu: '%s' has no position", i, strop_last_error());
     ck_assert_ptr_null(strstr(strop_last_error() + 1, "strop_recipe_run: strop_recipe_run"));
   }
 }
@@ -546,7 +572,8 @@ END_TEST
 
 /* Everything a run writes: a reason to fail before the first epoch, not after the last. */
 static int count_epochs(const strop_run_event *e, void *u) {
-  if (e->kind == STROP_EVENT_PROGRESS && e->progress->phase == STROP_PHASE_EPOCH_END) (*(int *)u)++;
+  if (e->kind == STROP_EVENT_PROGRESS && e->progress->phase == STROP_PHASE_EPOCH_END)
+    (*(int *)u)++;
   return 0;
 }
 
@@ -623,7 +650,8 @@ END_TEST
 /* Stops a run after n epoch ends (over all stages). */
 static int stop_after(const strop_run_event *e, void *u) {
   int *left = u;
-  if (e->kind == STROP_EVENT_PROGRESS && e->progress->phase == STROP_PHASE_EPOCH_END) return --*left <= 0;
+  if (e->kind == STROP_EVENT_PROGRESS && e->progress->phase == STROP_PHASE_EPOCH_END)
+    return --*left <= 0;
   return 0;
 }
 
@@ -679,7 +707,8 @@ START_TEST(resume_is_bit_identical) {
     int st = stop == 3 ? run_stages(dir, 0, 0, "output.resume", "true", got, sizeof got)
                        : run_stages(dir, 0, 1, NULL, NULL, got, sizeof got);
     ck_assert_msg(st == STROP_OK, "stop %d: %s", stop, strop_last_error());
-    ck_assert_msg(same_file(ref, got), "stopped after %d epochs and resumed: other weights", stop);
+    ck_assert_msg(same_file(ref, got), "stopped after %d epochs and resumed: other weights",
+                  stop);
   }
   /* no checkpoint yet: resume starts from the beginning */
   ck_assert_int_eq(run_stages("fresh", 0, 1, NULL, NULL, got, sizeof got), STROP_OK);
@@ -715,8 +744,9 @@ START_TEST(frozen_trunk_cache_is_transparent) {
   for (int k = 0; k < 2; k++) {
     strop_recipe *r = NULL;
     ck_assert_int_eq(strop_recipe_load_string(RECIPE, g_dir, &r), STROP_OK);
-    ck_assert_int_eq(strop_recipe_set(r, "stages", "[{name: head, epochs: 4, surgery: [freeze: \"body.*\"]}]"),
-                     STROP_OK);
+    ck_assert_int_eq(
+        strop_recipe_set(r, "stages", "[{name: head, epochs: 4, surgery: [freeze: \"body.*\"]}]"),
+        STROP_OK);
     ck_assert_int_eq(strop_recipe_set(r, "train.cache_frozen", k ? "false" : "true"), STROP_OK);
     strop_run_options o;
     strop_run_options_init(&o);
@@ -753,7 +783,8 @@ START_TEST(checkpointing_is_transparent) {
         "  - {name: blocks.1.fc, type: linear, out_features: 16}\n"
         "  - {name: blocks.1.act, type: gelu}\n"
         "  - {name: blocks.1.drop, type: dropout, p: 0.2}\n"
-        "  - {name: head, type: linear, out_features: 4}\n", f);
+        "  - {name: head, type: linear, out_features: 4}\n",
+        f);
   fclose(f);
   double acc[2], loss[2], hl[2];
   for (int k = 0; k < 2; k++) {
@@ -789,8 +820,9 @@ START_TEST(frozen_dtype_key) {
     strop_recipe *r = NULL;
     ck_assert_int_eq(strop_recipe_load_string(RECIPE, g_dir, &r), STROP_OK);
     ck_assert_int_eq(strop_recipe_set(r, "model.frozen_dtype", words[k]), STROP_OK);
-    ck_assert_int_eq(strop_recipe_set(r, "stages", "[{name: head, epochs: 2, surgery: [freeze: \"body.*\"]}]"),
-                     STROP_OK);
+    ck_assert_int_eq(
+        strop_recipe_set(r, "stages", "[{name: head, epochs: 2, surgery: [freeze: \"body.*\"]}]"),
+        STROP_OK);
     strop_run_options o;
     strop_run_options_init(&o);
     o.mode = STROP_RUN_TRAIN;
@@ -822,17 +854,18 @@ START_TEST(plot_ticks_are_round) {
     double want_lo, want_hi, want_step;
     int decimals;
   } cases[] = {
-      {0.0, 1.50214, 5, 0.0, 2.0, 0.5, 1},        /* the demo's loss: was 0, 0.394, 0.789 */
-      {0.41, 1.0, 5, 0.4, 1.0, 0.2, 1},           /* accuracy: 40% .. 100% */
+      {0.0, 1.50214, 5, 0.0, 2.0, 0.5, 1}, /* the demo's loss: was 0, 0.394, 0.789 */
+      {0.41, 1.0, 5, 0.4, 1.0, 0.2, 1},    /* accuracy: 40% .. 100% */
       {0.8731, 0.8846, 5, 0.870, 0.885, 0.005, 3},
-      {3.0, 3.0, 5, 2.6, 3.4, 0.2, 1},            /* one value: a range around it */
-      {-7.0, 23.0, 6, -10.0, 30.0, 10.0, 0},      /* steps of 5 would need 7 intervals */
+      {3.0, 3.0, 5, 2.6, 3.4, 0.2, 1},       /* one value: a range around it */
+      {-7.0, 23.0, 6, -10.0, 30.0, 10.0, 0}, /* steps of 5 would need 7 intervals */
       {0.0, 1.0, 1, 0.0, 1.0, 1.0, 0},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     strop__ticks t;
     strop__plot_ticks(cases[i].lo, cases[i].hi, cases[i].max, &t);
-    ck_assert_msg(fabs(t.step - cases[i].want_step) < 1e-12 && fabs(t.lo - cases[i].want_lo) < 1e-9 &&
+    ck_assert_msg(fabs(t.step - cases[i].want_step) < 1e-12 &&
+                      fabs(t.lo - cases[i].want_lo) < 1e-9 &&
                       fabs(t.hi - cases[i].want_hi) < 1e-9 && t.decimals == cases[i].decimals,
                   "case %zu: [%g, %g] step %g decimals %d", i, t.lo, t.hi, t.step, t.decimals);
     ck_assert_int_le(t.n, cases[i].max);
@@ -885,10 +918,12 @@ START_TEST(tuned_values_keep_every_digit) {
   ck_assert_int_eq(strop_recipe_set(r, "optimizer.lr", "0.000123456789012"), STROP_OK);
   ck_assert(run_lr(r) == 0.000123456789012);
   /* tuned: the value drawn is the value written back and the value trained with */
-  ck_assert_int_eq(strop_recipe_set(r, "tune", "{strategy: random, trials: 1, seed: 4, metric: "
-                                               "val_loss, best_recipe: best.yaml, params: [{key: "
-                                               "optimizer.lr, type: float, low: 1.0e-4, high: "
-                                               "2.0e-4}]}"), STROP_OK);
+  ck_assert_int_eq(strop_recipe_set(r, "tune",
+                                    "{strategy: random, trials: 1, seed: 4, metric: "
+                                    "val_loss, best_recipe: best.yaml, params: [{key: "
+                                    "optimizer.lr, type: float, low: 1.0e-4, high: "
+                                    "2.0e-4}]}"),
+                   STROP_OK);
   strop_tune_options to;
   strop_tune_options_init(&to);
   to.epochs_cap = 1;
@@ -933,9 +968,11 @@ static strop_recipe *tune_recipe(const char *extra_tune) {
   ck_assert_int_eq(strop_recipe_set(r, "stages[1].epochs", "3"), STROP_OK);
   ck_assert_int_eq(strop_recipe_set(r, "baselines", "[]"), STROP_OK);
   char tune[600];
-  snprintf(tune, sizeof tune, "{strategy: grid, grid_points: 4, seed: 1, metric: val_loss, "
+  snprintf(tune, sizeof tune,
+           "{strategy: grid, grid_points: 4, seed: 1, metric: val_loss, "
            "trials_file: trials.jsonl, params: [{key: \"stages[1].optimizer.lr\", type: float, "
-           "low: 1.0e-3, high: 10, log: true}]%s}", extra_tune ? extra_tune : "");
+           "low: 1.0e-3, high: 10, log: true}]%s}",
+           extra_tune ? extra_tune : "");
   strop_test_must(strop_recipe_set(r, "tune", tune), "tune section");
   return r;
 }
@@ -1019,8 +1056,10 @@ START_TEST(tune_prunes_on_the_last_stage) {
       pruned++;
       double last;
       OK_T(strop_tuner_trial_report_at(t, id, n - 1, NULL, &last));
-      ck_assert_msg(l.end_value[i] == last && v == last, "pruned trial %lld: event %g, tuner %g, "
-                    "last report %g", (long long)id, l.end_value[i], v, last);
+      ck_assert_msg(l.end_value[i] == last && v == last,
+                    "pruned trial %lld: event %g, tuner %g, "
+                    "last report %g",
+                    (long long)id, l.end_value[i], v, last);
     }
   }
   ck_assert_int_ge(l.epochs, 4 * 3 + 4); /* the first stage ran in full in every trial */
@@ -1161,25 +1200,25 @@ START_TEST(run_images_preset) {
         "  - {name: conv, type: conv2d, in_channels: 3, out_channels: 4, kernel_size: 3}\n"
         "  - {name: act, type: relu}\n"
         "  - {name: flat, type: flatten}\n"
-        "  - {name: head, type: linear, in_features: 784, out_features: 2}\n", f);
+        "  - {name: head, type: linear, in_features: 784, out_features: 2}\n",
+        f);
   fclose(f);
-  const char *text =
-      "seed: 1\n"
-      "model: {spec: net_img.yaml}\n"
-      "data:\n"
-      "  source: images\n"
-      "  path: imgs\n"
-      "  preset: imagenet\n"
-      "  resize_shorter: 18\n"
-      "  center_crop: 16\n"
-      "  random_resized_crop: {size: 16, scale: [0.5, 1.0]}\n"
-      "  color_jitter: {brightness: 0.2, hue: 0.05}\n"
-      "  test_fraction: 0.25\n"
-      "  batch_size: 3\n"
-      "  workers: 2\n"
-      "optimizer: {kind: sgd, lr: 0.01}\n"
-      "stages: [{epochs: 2}]\n"
-      "output: {dir: out_img, weights: w.safetensors, spec: net.yaml}\n";
+  const char *text = "seed: 1\n"
+                     "model: {spec: net_img.yaml}\n"
+                     "data:\n"
+                     "  source: images\n"
+                     "  path: imgs\n"
+                     "  preset: imagenet\n"
+                     "  resize_shorter: 18\n"
+                     "  center_crop: 16\n"
+                     "  random_resized_crop: {size: 16, scale: [0.5, 1.0]}\n"
+                     "  color_jitter: {brightness: 0.2, hue: 0.05}\n"
+                     "  test_fraction: 0.25\n"
+                     "  batch_size: 3\n"
+                     "  workers: 2\n"
+                     "optimizer: {kind: sgd, lr: 0.01}\n"
+                     "stages: [{epochs: 2}]\n"
+                     "output: {dir: out_img, weights: w.safetensors, spec: net.yaml}\n";
   strop_recipe *r = NULL;
   ck_assert_msg(strop_recipe_load_string(text, g_dir, &r) == STROP_OK, "%s", strop_last_error());
   strop_run *run = NULL;
@@ -1214,7 +1253,6 @@ START_TEST(run_images_preset) {
   strop_recipe_free(r);
 }
 END_TEST
-
 
 int main(void) {
   Suite *s = suite_create("recipe");

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tests — settings suite: every object's knob table walked through the public queries
  * (names, lookup, defaults, ranges, refusals that leave the handle as it was), the error paths
  * of the queries, recipes that take every setting, and the shortest round-trip formatter. */
@@ -18,12 +19,12 @@
 #define OK(x) ck_assert_int_eq((x), STROP_OK)
 
 /* The error path contract: the status, and a sentence that mentions `word`. */
-#define ERR(call, status, word)                                                        \
-  do {                                                                                 \
-    strop_clear_error();                                                               \
-    ck_assert_int_eq((call), (status));                                                \
+#define ERR(call, status, word)                                                           \
+  do {                                                                                    \
+    strop_clear_error();                                                                  \
+    ck_assert_int_eq((call), (status));                                                   \
     ck_assert_msg(strstr(strop_last_error(), (word)) != NULL, "sentence '%s' lacks '%s'", \
-                  strop_last_error(), (word));                                         \
+                  strop_last_error(), (word));                                            \
   } while (0)
 
 /* ---- the four objects behind one set of function pointers (public API only) ---- */
@@ -102,7 +103,9 @@ static void *make_tuner(int kind) {
   return t;
 }
 static void free_tuner(void *h) { strop_tuner_free(h); }
-static strop_status set_tuner(void *h, int k, double v) { return strop_tuner_set_double(h, k, v); }
+static strop_status set_tuner(void *h, int k, double v) {
+  return strop_tuner_set_double(h, k, v);
+}
 static strop_status get_tuner(const void *h, int k, double *v) {
   return strop_tuner_get_double(h, k, v);
 }
@@ -116,20 +119,20 @@ static strop_status def_tuner(int kind, int k, double *v) {
 }
 
 static const obj_api OBJS[] = {
-  {"optimizer", &strop__optimizer_settings, 5, strop_optimizer_knob_name,
-   strop_optimizer_knob_doc, strop_optimizer_knob_find, strop_optimizer_knob_range,
-   strop_optimizer_knob_default, strop_optimizer_knob_parse, make_opt, free_opt, set_opt,
-   get_opt},
-  {"scheduler", &strop__scheduler_settings, 8, strop_scheduler_knob_name,
-   strop_scheduler_knob_doc, strop_scheduler_knob_find, strop_scheduler_knob_range,
-   strop_scheduler_knob_default, strop_scheduler_knob_parse, make_sched, free_sched, set_sched,
-   get_sched},
-  {"trainer", &strop__trainer_settings, 1, strop_trainer_knob_name, strop_trainer_knob_doc,
-   strop_trainer_knob_find, range_trainer, def_trainer, strop_trainer_knob_parse, make_trainer,
-   free_trainer, set_trainer, get_trainer},
-  {"tuner", &strop__tuner_settings, 1, strop_tuner_knob_name, strop_tuner_knob_doc,
-   strop_tuner_knob_find, range_tuner, def_tuner, strop_tuner_knob_parse, make_tuner,
-   free_tuner, set_tuner, get_tuner},
+    {"optimizer", &strop__optimizer_settings, 5, strop_optimizer_knob_name,
+     strop_optimizer_knob_doc, strop_optimizer_knob_find, strop_optimizer_knob_range,
+     strop_optimizer_knob_default, strop_optimizer_knob_parse, make_opt, free_opt, set_opt,
+     get_opt},
+    {"scheduler", &strop__scheduler_settings, 8, strop_scheduler_knob_name,
+     strop_scheduler_knob_doc, strop_scheduler_knob_find, strop_scheduler_knob_range,
+     strop_scheduler_knob_default, strop_scheduler_knob_parse, make_sched, free_sched, set_sched,
+     get_sched},
+    {"trainer", &strop__trainer_settings, 1, strop_trainer_knob_name, strop_trainer_knob_doc,
+     strop_trainer_knob_find, range_trainer, def_trainer, strop_trainer_knob_parse, make_trainer,
+     free_trainer, set_trainer, get_trainer},
+    {"tuner", &strop__tuner_settings, 1, strop_tuner_knob_name, strop_tuner_knob_doc,
+     strop_tuner_knob_find, range_tuner, def_tuner, strop_tuner_knob_parse, make_tuner,
+     free_tuner, set_tuner, get_tuner},
 };
 #define N_OBJS ((int)(sizeof OBJS / sizeof OBJS[0]))
 
@@ -211,9 +214,9 @@ START_TEST(tables_walk) {
     /* names and other spellings are unique across the table */
     for (int j = 0; j < k; j++) {
       const strop__setting *e = strop__settings_at(o->table, j);
-      ck_assert_msg(!strop__setting_matches(e, name) &&
-                        !(d->alias && strop__setting_matches(e, d->alias)),
-                    "%s: knobs %d and %d share a name", o->what, j, k);
+      ck_assert_msg(
+          !strop__setting_matches(e, name) && !(d->alias && strop__setting_matches(e, d->alias)),
+          "%s: knobs %d and %d share a name", o->what, j, k);
     }
     if (d->type == STROP__SET_ENUM) { /* one word per value */
       int w = 0;
@@ -321,7 +324,7 @@ START_TEST(query_errors) {
   ERR(o->find("lr", NULL), STROP_E_INVALID_ARG, "key");
   ERR(o->find("no_such_knob", &key), STROP_E_NOT_FOUND, "no_such_knob");
   ck_assert_ptr_nonnull(strstr(strop_last_error(), o->name(0))); /* lists the known names */
-  ck_assert_int_eq(key, 7); /* untouched */
+  ck_assert_int_eq(key, 7);                                      /* untouched */
   ERR(o->range(0, n, &lo, &hi, &fl), STROP_E_INVALID_ARG, "unknown knob");
   ERR(o->range(0, -1, &lo, &hi, &fl), STROP_E_INVALID_ARG, "unknown knob");
   ERR(o->def(0, n, &v), STROP_E_INVALID_ARG, "unknown knob");
@@ -401,8 +404,7 @@ START_TEST(doubles_round_trip) {
   OK(strop_trainer_set_int(t, STROP_TRAIN_SCHED_PER_EPOCH, 5)); /* 0.1's "non-zero is 1" */
   OK(strop_trainer_get_int(t, STROP_TRAIN_SCHED_PER_EPOCH, &i64));
   ck_assert(i64 == 1);
-  ERR(strop_trainer_set_double(t, STROP_TRAIN_SCHED_PER_EPOCH, 5), STROP_E_INVALID_ARG,
-      "0 or 1");
+  ERR(strop_trainer_set_double(t, STROP_TRAIN_SCHED_PER_EPOCH, 5), STROP_E_INVALID_ARG, "0 or 1");
   OK(strop_trainer_set_double(t, STROP_TRAIN_LABEL_SMOOTHING, 0.1));
   OK(strop_trainer_get_double(t, STROP_TRAIN_LABEL_SMOOTHING, &back));
   ck_assert(back == 0.1);
@@ -436,8 +438,8 @@ START_TEST(recipes_take_every_setting) {
         else strop__setting_format(d, strop__setting_default(d, 0), val, sizeof val);
         snprintf(yaml, sizeof yaml, "%s:\n  %s: %s\n", sec[i].section, key, val);
         strop_recipe *r = NULL;
-        ck_assert_msg(strop_recipe_load_string(yaml, NULL, &r) == STROP_OK, "%s: %s",
-                      yaml, strop_last_error());
+        ck_assert_msg(strop_recipe_load_string(yaml, NULL, &r) == STROP_OK, "%s: %s", yaml,
+                      strop_last_error());
         strop_recipe_free(r);
       }
       if (d->alias) {
@@ -475,9 +477,17 @@ START_TEST(fmt_double_round_trips) {
   static const struct {
     double v;
     const char *want;
-  } cases[] = {{0.001, "0.001"}, {1e-5, "1e-05"}, {0.000123456789012, "0.000123456789012"},
-               {10, "10"}, {-100, "-100"}, {0.1, "0.1"}, {1.0 / 3, "0.3333333333333333"},
-               {-0.0, "-0"}, {1e300, "1e+300"}, {INFINITY, "inf"}, {-INFINITY, "-inf"}};
+  } cases[] = {{0.001, "0.001"},
+               {1e-5, "1e-05"},
+               {0.000123456789012, "0.000123456789012"},
+               {10, "10"},
+               {-100, "-100"},
+               {0.1, "0.1"},
+               {1.0 / 3, "0.3333333333333333"},
+               {-0.0, "-0"},
+               {1e300, "1e+300"},
+               {INFINITY, "inf"},
+               {-INFINITY, "-inf"}};
   char buf[STROP__FMT_DOUBLE_MAX];
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     strop__fmt_double(cases[i].v, buf, sizeof buf);
@@ -488,8 +498,8 @@ START_TEST(fmt_double_round_trips) {
   /* any double reads back exactly, in at most 24 characters */
   strop_rng *g = NULL;
   OK(strop_rng_create(11, &g));
-  double extremes[] = {DBL_MAX, DBL_MIN, DBL_TRUE_MIN, -DBL_MAX, 9007199254740993.0, 1e16,
-                       0x1p63, 5e-324};
+  double extremes[] = {DBL_MAX, DBL_MIN, DBL_TRUE_MIN, -DBL_MAX, 9007199254740993.0,
+                       1e16,    0x1p63,  5e-324};
   for (int i = 0; i < 20000; i++) {
     double v;
     if (i < (int)(sizeof extremes / sizeof extremes[0])) {

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tests — surgery suite: freeze with a frozen BatchNorm trunk through training steps,
  * replace/insert/remove/truncate/append, LoRA (exactness at start, training, merge, PEFT
  * files, gradcheck, PyTorch parity), the transaction on every kind of error, describe,
@@ -121,7 +122,8 @@ typedef struct snap {
 
 static void snap_take(const strop_model *m, snap *s) {
   memset(s, 0, sizeof *s);
-  ck_assert_int_lt(strop_model_summary(m, s->summary, sizeof s->summary), (int64_t)sizeof s->summary);
+  ck_assert_int_lt(strop_model_summary(m, s->summary, sizeof s->summary),
+                   (int64_t)sizeof s->summary);
   s->n = m->n_params;
   s->names = calloc((size_t)s->n + 1, sizeof *s->names);
   s->data = calloc((size_t)s->n + 1, sizeof *s->data);
@@ -175,8 +177,7 @@ static void snap_check(const strop_model *m, const snap *s) {
     if (p->data)
       ck_assert_msg(memcmp(p->data, s->data[i], p->numel * sizeof(float)) == 0, "%s changed",
                     p->name);
-    else
-      ck_assert_int_eq(p->idata[0], s->idata[i]);
+    else ck_assert_int_eq(p->idata[0], s->idata[i]);
   }
   for (int i = 0; i < m->n_nodes && i < 64; i++)
     ck_assert_int_eq(m->nodes[i].frozen_stats, s->frozen_stats[i]);
@@ -259,10 +260,8 @@ static void frozen_trunk_training(int use_optimizer) {
     int head = strncmp(p->name, "head.", 5) == 0;
     int same = p->data ? memcmp(p->data, before.data[i], p->numel * sizeof(float)) == 0
                        : p->idata[0] == before.idata[i];
-    if (head)
-      ck_assert_msg(!same, "%s did not move", p->name);
-    else
-      ck_assert_msg(same, "%s changed although frozen", p->name); /* BN buffers too */
+    if (head) ck_assert_msg(!same, "%s did not move", p->name);
+    else ck_assert_msg(same, "%s changed although frozen", p->name); /* BN buffers too */
     if (!head) ck_assert_msg(p->grad == NULL, "%s has a gradient", p->name);
   }
   snap_free(&before);
@@ -833,7 +832,8 @@ START_TEST(lora_modules_to_save_errors) {
   int64_t in[3] = {2, 6, 6};
   strop_model *other = NULL;
   OK(strop_model_create(3, in, &other));
-  OK(strop_model_add(other, "features.0", "conv2d", "out_channels=4 kernel_size=3 padding=1", NULL));
+  OK(strop_model_add(other, "features.0", "conv2d", "out_channels=4 kernel_size=3 padding=1",
+                     NULL));
   OK(strop_model_add(other, "features.1", "conv2d", "out_channels=4 kernel_size=1", NULL));
   OK(strop_model_add(other, "pool", "global_avgpool", NULL, NULL));
   OK(strop_model_add(other, "head", "linear", "out_features=3", NULL));
@@ -941,8 +941,8 @@ static strop_model *lora_single(int64_t rank, int in_rank, const int64_t *in_sha
 START_TEST(lora_gradcheck) {
   int64_t in[2] = {3, 5};
   for (int drop = 0; drop < 2; drop++) {
-    strop_model *m = lora_single(2, 2, in, drop ? "out_features=4 r=2 alpha=3 dropout=0.3"
-                                                : "out_features=4 r=2 alpha=3");
+    strop_model *m = lora_single(
+        2, 2, in, drop ? "out_features=4 r=2 alpha=3 dropout=0.3" : "out_features=4 r=2 alpha=3");
     /* a non-zero B so A's gradient is not trivially zero; the base trainable too */
     strop__param *b = strop__model_param_find(m, "fc.lora_B.weight");
     strop__rng g;
@@ -959,8 +959,8 @@ END_TEST
 START_TEST(lora_pytorch_parity) {
   int64_t in1[1] = {6}, in2[2] = {3, 7};
   strop_model *m = lora_single(3, 1, in1, "out_features=4 r=3 alpha=6");
-  ck_assert_double_le(strop_test_parity(m, STROP_TEST_DATA "/surgery/lora_eval.safetensors", 1e-5),
-                      1e-5);
+  ck_assert_double_le(
+      strop_test_parity(m, STROP_TEST_DATA "/surgery/lora_eval.safetensors", 1e-5), 1e-5);
   strop_model_free(m);
   m = lora_single(2, 2, in2, "out_features=5 r=2 alpha=3");
   ck_assert_double_le(strop_test_parity(m, STROP_TEST_DATA "/surgery/lora_seq.safetensors", 1e-5),
@@ -970,8 +970,18 @@ START_TEST(lora_pytorch_parity) {
 END_TEST
 
 /* ---- errors: each leaves the model as it was and names the edit ---- */
-typedef enum { OP_FREEZE, OP_UNFREEZE, OP_REPLACE, OP_INS_AFTER, OP_INS_BEFORE, OP_REMOVE,
-               OP_TRUNCATE, OP_APPEND, OP_LORA, OP_GROUP } op_kind;
+typedef enum {
+  OP_FREEZE,
+  OP_UNFREEZE,
+  OP_REPLACE,
+  OP_INS_AFTER,
+  OP_INS_BEFORE,
+  OP_REMOVE,
+  OP_TRUNCATE,
+  OP_APPEND,
+  OP_LORA,
+  OP_GROUP
+} op_kind;
 
 typedef struct bad_case {
   op_kind op;
@@ -982,29 +992,30 @@ typedef struct bad_case {
 
 static strop_status add_op(strop_surgery *s, const bad_case *k) {
   switch (k->op) {
-  case OP_FREEZE: return strop_surgery_freeze(s, k->a, 0);
-  case OP_UNFREEZE: return strop_surgery_unfreeze(s, k->a, 0);
-  case OP_REPLACE: return strop_surgery_replace(s, k->a, k->b, k->c, 1);
-  case OP_INS_AFTER: return strop_surgery_insert_after(s, k->a, k->b, k->c, k->d);
-  case OP_INS_BEFORE: return strop_surgery_insert_before(s, k->a, k->b, k->c, k->d);
-  case OP_REMOVE: return strop_surgery_remove(s, k->a);
-  case OP_TRUNCATE: return strop_surgery_truncate(s, k->a);
-  case OP_APPEND: return strop_surgery_append(s, k->a, k->b, k->c);
-  case OP_LORA: return strop_surgery_lora(s, k->a, 2, 4.0f, 0.0f);
-  case OP_GROUP: return strop_surgery_param_group(s, k->a, 0.5f, -1);
+    case OP_FREEZE: return strop_surgery_freeze(s, k->a, 0);
+    case OP_UNFREEZE: return strop_surgery_unfreeze(s, k->a, 0);
+    case OP_REPLACE: return strop_surgery_replace(s, k->a, k->b, k->c, 1);
+    case OP_INS_AFTER: return strop_surgery_insert_after(s, k->a, k->b, k->c, k->d);
+    case OP_INS_BEFORE: return strop_surgery_insert_before(s, k->a, k->b, k->c, k->d);
+    case OP_REMOVE: return strop_surgery_remove(s, k->a);
+    case OP_TRUNCATE: return strop_surgery_truncate(s, k->a);
+    case OP_APPEND: return strop_surgery_append(s, k->a, k->b, k->c);
+    case OP_LORA: return strop_surgery_lora(s, k->a, 2, 4.0f, 0.0f);
+    case OP_GROUP: return strop_surgery_param_group(s, k->a, 0.5f, -1);
   }
   return STROP_E_INTERNAL;
 }
 
-static const char *const op_names[] = {"freeze", "unfreeze", "replace", "insert_after",
-                                       "insert_before", "remove", "truncate", "append", "lora",
-                                       "param_group"};
+static const char *const op_names[] = {"freeze",        "unfreeze",   "replace",  "insert_after",
+                                       "insert_before", "remove",     "truncate", "append",
+                                       "lora",          "param_group"};
 
 START_TEST(every_edit_fails_cleanly) {
   static const bad_case cases[] = {
       {OP_FREEZE, "nope*", 0, 0, 0, STROP_E_NOT_FOUND, "no parameter matches 'nope*'"},
       {OP_UNFREEZE, "features.1.running_var", 0, 0, 0, STROP_E_INVALID_ARG, "is a buffer"},
-      {OP_REPLACE, "nope", "linear", "out_features=2", 0, STROP_E_NOT_FOUND, "no node named 'nope'"},
+      {OP_REPLACE, "nope", "linear", "out_features=2", 0, STROP_E_NOT_FOUND,
+       "no node named 'nope'"},
       {OP_REPLACE, "features.*", "relu", NULL, 0, STROP_E_INVALID_ARG, "matches 5 nodes"},
       {OP_REPLACE, "features.3", "conv2d", "out_channels=5 kernel_size=3", 0, STROP_E_SHAPE,
        "layer 'features.4' (batchnorm2d): num_features is 6 but the input has 5 channels"},
@@ -1012,12 +1023,14 @@ START_TEST(every_edit_fails_cleanly) {
       {OP_INS_AFTER, "nope", "x", "relu", NULL, STROP_E_NOT_FOUND, "no node named 'nope'"},
       {OP_INS_AFTER, "pool", "x", "linear", "out_features=7", STROP_E_SHAPE,
        "layer 'head' (linear): parameter 'head.weight' would change shape from [3, 6] to [3, 7]"},
-      {OP_INS_BEFORE, "features.1", "bad name", "relu", NULL, STROP_E_INVALID_ARG, "bad node name"},
+      {OP_INS_BEFORE, "features.1", "bad name", "relu", NULL, STROP_E_INVALID_ARG,
+       "bad node name"},
       {OP_REMOVE, "features.0", 0, 0, 0, STROP_E_SHAPE, "features.1"},
       {OP_REMOVE, "pool", 0, 0, 0, STROP_E_SHAPE, "layer 'head'"},
       {OP_REMOVE, "zz*", 0, 0, 0, STROP_E_NOT_FOUND, "no node matches"},
       {OP_TRUNCATE, "nope", 0, 0, 0, STROP_E_NOT_FOUND, "no node named 'nope'"},
-      {OP_APPEND, "x", "linear", "in_features=7 out_features=2", 0, STROP_E_SHAPE, "in_features is 7"},
+      {OP_APPEND, "x", "linear", "in_features=7 out_features=2", 0, STROP_E_SHAPE,
+       "in_features is 7"},
       {OP_APPEND, "x", "batchnorm2d", NULL, 0, STROP_E_SHAPE, "batchnorm2d"},
       {OP_LORA, "features.0", 0, 0, 0, STROP_E_INVALID_ARG, "is conv2d; LoRA applies to linear"},
       {OP_LORA, "features.*", 0, 0, 0, STROP_E_NOT_FOUND, "no linear node matches"},
@@ -1078,14 +1091,19 @@ START_TEST(argument_errors) {
   ck_assert_int_eq(strop_surgery_freeze(s, NULL, 0), STROP_E_INVALID_ARG);
   ck_assert_int_eq(strop_surgery_freeze(s, "", 0), STROP_E_INVALID_ARG);
   ck_assert_int_eq(strop_surgery_freeze(s, "*", 4), STROP_E_INVALID_ARG);
-  ck_assert_int_eq(strop_surgery_replace(s, "head", "linaer", "out_features=2", 0), STROP_E_NOT_FOUND);
+  ck_assert_int_eq(strop_surgery_replace(s, "head", "linaer", "out_features=2", 0),
+                   STROP_E_NOT_FOUND);
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "unknown layer type 'linaer'"));
-  ck_assert_int_eq(strop_surgery_replace(s, "head", "linear", "out_feature=2", 0), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_surgery_replace(s, "head", "linear", "out_feature=2", 0),
+                   STROP_E_INVALID_ARG);
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "out_feature"));
-  ck_assert_int_eq(strop_surgery_replace(s, "head", "linear", "out_features=-2", 0), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_surgery_replace(s, "head", "linear", "out_features=-2", 0),
+                   STROP_E_INVALID_ARG);
   ck_assert_int_eq(strop_surgery_replace(s, "head", "linear", NULL, 0), STROP_E_INVALID_ARG);
-  ck_assert_int_eq(strop_surgery_replace(s, NULL, "linear", "out_features=2", 0), STROP_E_INVALID_ARG);
-  ck_assert_int_eq(strop_surgery_insert_after(s, "head", NULL, "relu", NULL), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_surgery_replace(s, NULL, "linear", "out_features=2", 0),
+                   STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_surgery_insert_after(s, "head", NULL, "relu", NULL),
+                   STROP_E_INVALID_ARG);
   ck_assert_int_eq(strop_surgery_append(s, "x", NULL, NULL), STROP_E_INVALID_ARG);
   ck_assert_int_eq(strop_surgery_remove(s, ""), STROP_E_INVALID_ARG);
   ck_assert_int_eq(strop_surgery_truncate(s, NULL), STROP_E_INVALID_ARG);
@@ -1150,9 +1168,12 @@ START_TEST(argument_errors) {
   snap_check(m2, &s2);
   snap_free(&s2);
   strop_model_free(m2);
-  ck_assert_int_eq(strop_model_memory_estimate(m, 0, 0, NULL, NULL, NULL, NULL), STROP_E_INVALID_ARG);
-  ck_assert_int_eq(strop_model_memory_estimate(m, 1, 9, NULL, NULL, NULL, NULL), STROP_E_INVALID_ARG);
-  ck_assert_int_eq(strop_model_memory_estimate(NULL, 1, 0, NULL, NULL, NULL, NULL), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_memory_estimate(m, 0, 0, NULL, NULL, NULL, NULL),
+                   STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_memory_estimate(m, 1, 9, NULL, NULL, NULL, NULL),
+                   STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_memory_estimate(NULL, 1, 0, NULL, NULL, NULL, NULL),
+                   STROP_E_INVALID_ARG);
   /* a batch whose activations overflow a byte count is an error, not 0 bytes (issue 18) */
   size_t act = 7;
   ck_assert_int_eq(strop_model_memory_estimate(m, (int64_t)1 << 62, 2, NULL, NULL, NULL, &act),
@@ -1191,14 +1212,19 @@ START_TEST(describe_dry_run) {
   char *buf = malloc((size_t)n + 1);
   ck_assert_int_eq(strop_surgery_describe(s, buf, (size_t)n + 1), n);
   ck_assert_uint_eq(strlen(buf), (size_t)n);
-  static const char *const want[] = {
-      "edit 1: freeze 'features.*'", "edit 2: replace 'head' linear out_features=5",
-      "edit 3: insert_after 'pool' new 'drop' dropout p=0.1", "edit 4: append 'proj'",
-      "edit 5: lora 'head'", "edit 6: param_group '*.bias'", "edit 7: remove 'features.2'",
-      "nodes added: drop (dropout), proj (linear)", "nodes removed: features.2 (relu)",
-      "nodes replaced or retyped: head (linear -> lora_linear)",
-      "head.lora_A.weight [2, 6]", "output shape: [3] -> [2]",
-      "parameters: 339 -> 387; trainable: 339 -> 34"};
+  static const char *const want[] = {"edit 1: freeze 'features.*'",
+                                     "edit 2: replace 'head' linear out_features=5",
+                                     "edit 3: insert_after 'pool' new 'drop' dropout p=0.1",
+                                     "edit 4: append 'proj'",
+                                     "edit 5: lora 'head'",
+                                     "edit 6: param_group '*.bias'",
+                                     "edit 7: remove 'features.2'",
+                                     "nodes added: drop (dropout), proj (linear)",
+                                     "nodes removed: features.2 (relu)",
+                                     "nodes replaced or retyped: head (linear -> lora_linear)",
+                                     "head.lora_A.weight [2, 6]",
+                                     "output shape: [3] -> [2]",
+                                     "parameters: 339 -> 387; trainable: 339 -> 34"};
   for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
     ck_assert_msg(strstr(buf, want[i]) != NULL, "describe lacks '%s':\n%s", want[i], buf);
   /* a small buffer gets a truncated, terminated prefix */
@@ -1230,7 +1256,8 @@ END_TEST
 START_TEST(step_memory_errors_and_advice) {
   strop_model *m = mlp();
   size_t act = 7, peak = 7;
-  ck_assert_int_eq(strop_model_step_memory(NULL, 4, NULL, 0, 2, &act, &peak), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_step_memory(NULL, 4, NULL, 0, 2, &act, &peak),
+                   STROP_E_INVALID_ARG);
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "model is NULL"));
   ck_assert_int_eq(strop_model_step_memory(m, 0, NULL, 0, 2, &act, &peak), STROP_E_INVALID_ARG);
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "batch must be"));
@@ -1238,7 +1265,8 @@ START_TEST(step_memory_errors_and_advice) {
   const int64_t bad_rank[2] = {4, 4}, bad_dim[1] = {0};
   ck_assert_int_eq(strop_model_step_memory(m, 4, bad_rank, 2, 2, &act, &peak), STROP_E_SHAPE);
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "rank 2"));
-  ck_assert_int_eq(strop_model_step_memory(m, 4, bad_dim, 1, 2, &act, &peak), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_step_memory(m, 4, bad_dim, 1, 2, &act, &peak),
+                   STROP_E_INVALID_ARG);
   const int64_t other[1] = {5}; /* a linear layer refuses another width, naming itself */
   ck_assert_int_eq(strop_model_step_memory(m, 4, other, 1, 2, &act, &peak), STROP_E_SHAPE);
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "fc1"));
@@ -1315,7 +1343,8 @@ START_TEST(summary_and_memory) {
       ck_assert_msg(hit && hit <= end, "row %s lacks '%s' in\n%s", rows[r][0], rows[r][k], buf);
     }
   }
-  ck_assert_ptr_nonnull(strstr(buf, "339 parameters: 249 trainable, 90 frozen; 22 buffer values"));
+  ck_assert_ptr_nonnull(
+      strstr(buf, "339 parameters: 249 trainable, 90 frozen; 22 buffer values"));
   char tiny[8];
   ck_assert_int_eq(strop_model_summary(m, tiny, sizeof tiny), n);
   ck_assert_uint_eq(strlen(tiny), 7);
@@ -1399,8 +1428,9 @@ static void transaction_sweep(int flags_only, int lora_load) {
   for (int64_t k = 1; k < 10000; k++) {
     strop_clear_error();
     strop__alloc_fail_at(k);
-    strop_status st = lora_load ? strop_model_lora_load(m, STROP_TEST_DATA "/surgery/peft_adapter")
-                                : strop_surgery_apply(s);
+    strop_status st = lora_load
+                          ? strop_model_lora_load(m, STROP_TEST_DATA "/surgery/peft_adapter")
+                          : strop_surgery_apply(s);
     int hit = strop__alloc_failed();
     strop__alloc_fail_at(0);
     if (!hit) {

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tests — tensor suite: create, wrap, views, accessors, errors, allocation failures. */
 #include <stdlib.h>
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tests — the text suite: tokenizer.json components one by one (normalizers,
  * pre-tokenizers, models, post-processors, decoders), added tokens, offsets, invalid UTF-8,
  * batches with truncation and padding, SentencePiece protobufs, vocabulary files, training and
@@ -179,7 +180,8 @@ static const char WP_JSON[] =
 static const char UNI_JSON[] =
     "{\"model\": {\"type\": \"Unigram\", \"unk_id\": 0, \"byte_fallback\": true, \"vocab\": ["
     "[\"<unk>\", 0.0], [\"a\", -1.0], [\"b\", -2.0], [\"ab\", -1.5], [\"c\", -3.0],"
-    " [\"<0x64>\", -10.0], [\"\xe2\x96\x81\", -1.0], [\"\xe2\x96\x81" "a\", -0.4]]},"
+    " [\"<0x64>\", -10.0], [\"\xe2\x96\x81\", -1.0], [\"\xe2\x96\x81"
+    "a\", -0.4]]},"
     " \"pre_tokenizer\": {\"type\": \"Metaspace\", \"replacement\": \"\xe2\x96\x81\","
     " \"prepend_scheme\": \"always\", \"split\": true},"
     " \"decoder\": {\"type\": \"Metaspace\", \"replacement\": \"\xe2\x96\x81\","
@@ -219,8 +221,9 @@ START_TEST(bpe_continuing_prefix_and_ignore_merges) {
   /* a ##b merges to "ab" (the prefix of the second part dropped), then ab ##c</w> */
   TOKS(t, "abc", "abc</w>");
   strop_tokenizer_free(t);
-  t = J("{\"model\": {\"type\": \"BPE\", \"ignore_merges\": true, \"vocab\": {\"h\": 0,"
-        " \"e\": 1, \"y\": 2, \"he\": 3, \"hey\": 4, \"ey\": 5}, \"merges\": [\"e y\", \"h e\"]}}");
+  t = J(
+      "{\"model\": {\"type\": \"BPE\", \"ignore_merges\": true, \"vocab\": {\"h\": 0,"
+      " \"e\": 1, \"y\": 2, \"he\": 3, \"hey\": 4, \"ey\": 5}, \"merges\": [\"e y\", \"h e\"]}}");
   /* ignore_merges: a word in the vocabulary is one token even where merges would not make it */
   TOKS(t, "hey", "hey");
   strop_tokenizer_free(t);
@@ -255,7 +258,9 @@ END_TEST
 START_TEST(unigram_viterbi_and_byte_fallback) {
   strop_tokenizer *t = J(UNI_JSON);
   /* "▁abc": ▁a(-0.4) b(-2) c(-3) beats ▁(-1) ab(-1.5) c(-3) */
-  TOKS(t, "abc", "\xe2\x96\x81" "a|b|c");
+  TOKS(t, "abc",
+       "\xe2\x96\x81"
+       "a|b|c");
   TOKS(t, "bab", "\xe2\x96\x81|b|ab");
   /* unknown characters fuse into one piece; with byte pieces for its bytes they become those */
   TOKS(t, "dd", "\xe2\x96\x81|<0x64>|<0x64>");
@@ -267,8 +272,9 @@ END_TEST
 
 START_TEST(wordlevel_and_old_files) {
   /* no "type": told apart by the fields, as Hugging Face does for old files */
-  strop_tokenizer *t = J("{\"model\": {\"vocab\": {\"[UNK]\": 0, \"hi\": 1, \"there\": 2},"
-                         " \"unk_token\": \"[UNK]\"}, \"pre_tokenizer\": {\"type\": \"Whitespace\"}}");
+  strop_tokenizer *t = J(
+      "{\"model\": {\"vocab\": {\"[UNK]\": 0, \"hi\": 1, \"there\": 2},"
+      " \"unk_token\": \"[UNK]\"}, \"pre_tokenizer\": {\"type\": \"Whitespace\"}}");
   IDS(t, "hi there you", "1 2 0");
   strop_tokenizer_free(t);
 }
@@ -279,13 +285,14 @@ END_TEST
 static strop_tokenizer *char_tok(const char *normalizer) {
   /* every character its own token: a WordLevel over a Split that isolates characters */
   static char json[16384];
-  snprintf(json, sizeof json,
-           "{\"normalizer\": %.12000s, \"pre_tokenizer\": {\"type\": \"Split\", \"pattern\":"
-           " {\"Regex\": \".\"}, \"behavior\": \"Isolated\"}, \"model\": {\"type\": \"WordLevel\","
-           " \"unk_token\": \"?\", \"vocab\": {\"?\": 0, \"a\": 1, \"b\": 2, \"e\": 3,"
-           " \"\xcc\x81\": 4, \"\xc3\xa9\": 5, \"f\": 6, \"i\": 7, \" \": 8, \"x\": 9, \"B\": 10,"
-           " \"\xe2\x96\x81\": 11, \"\xc3\x89\": 12, \"H\": 13}}}",
-           normalizer);
+  snprintf(
+      json, sizeof json,
+      "{\"normalizer\": %.12000s, \"pre_tokenizer\": {\"type\": \"Split\", \"pattern\":"
+      " {\"Regex\": \".\"}, \"behavior\": \"Isolated\"}, \"model\": {\"type\": \"WordLevel\","
+      " \"unk_token\": \"?\", \"vocab\": {\"?\": 0, \"a\": 1, \"b\": 2, \"e\": 3,"
+      " \"\xcc\x81\": 4, \"\xc3\xa9\": 5, \"f\": 6, \"i\": 7, \" \": 8, \"x\": 9, \"B\": 10,"
+      " \"\xe2\x96\x81\": 11, \"\xc3\x89\": 12, \"H\": 13}}}",
+      normalizer);
   return J(json);
 }
 
@@ -314,13 +321,17 @@ START_TEST(other_normalizers) {
   strop_tokenizer_free(t);
   t = char_tok("{\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"NFD\"},"
                " {\"type\": \"StripAccents\"}]}");
-  IDS(t, "\xc3\xa9" "a", "3 1");
+  IDS(t,
+      "\xc3\xa9"
+      "a",
+      "3 1");
   strop_tokenizer_free(t);
   t = char_tok("{\"type\": \"Replace\", \"pattern\": {\"String\": \" \"}, \"content\":"
                " \"\xe2\x96\x81\"}");
   IDS(t, "a b", "1 11 2");
   strop_tokenizer_free(t);
-  t = char_tok("{\"type\": \"Replace\", \"pattern\": {\"Regex\": \"[ab]+\"}, \"content\": \"x\"}");
+  t = char_tok(
+      "{\"type\": \"Replace\", \"pattern\": {\"Regex\": \"[ab]+\"}, \"content\": \"x\"}");
   IDS(t, "abba e", "9 8 3");
   ck_assert_str_eq(offsets_of(t, "abba e"), "0-4 4-5 5-6");
   strop_tokenizer_free(t);
@@ -355,8 +366,8 @@ START_TEST(precompiled_charsmap) {
   /* the character map of a SentencePiece model trained with two custom rules (the fuzz seed
    * tests/fuzz/corpus/spm_model/charsmap.model): U+FF28 -> H, U+3000 -> space */
   size_t n;
-  char *model = strop_test_read_file(STROP_SOURCE_DIR "/tests/fuzz/corpus/spm_model/charsmap.model",
-                                     &n);
+  char *model = strop_test_read_file(
+      STROP_SOURCE_DIR "/tests/fuzz/corpus/spm_model/charsmap.model", &n);
   ck_assert_ptr_nonnull(model);
   strop_tokenizer *spm = NULL;
   strop_test_must(strop__tx_load_spm((const uint8_t *)model, n, "charsmap.model", 0, 0, &spm),
@@ -392,7 +403,8 @@ static const char *split_with(const char *pretok, const char *text) {
   static char json[2048];
   snprintf(json, sizeof json,
            "{\"pre_tokenizer\": %s, \"model\": {\"type\": \"WordLevel\", \"unk_token\": \"?\","
-           " \"vocab\": {\"?\": 0}}}", pretok);
+           " \"vocab\": {\"?\": 0}}}",
+           pretok);
   strop_tokenizer *t = J(json);
   /* the pieces, read back through offsets */
   static char out[1024];
@@ -403,7 +415,8 @@ static const char *split_with(const char *pretok, const char *text) {
     char *end;
     long a = strtol(p, &end, 10);
     long b = strtol(end + 1, &end, 10);
-    k += (size_t)snprintf(out + k, sizeof out - k, "%s%.*s", k ? "|" : "", (int)(b - a), text + a);
+    k += (size_t)snprintf(out + k, sizeof out - k, "%s%.*s", k ? "|" : "", (int)(b - a),
+                          text + a);
     p = *end ? end + 1 : end;
   }
   strop_tokenizer_free(t);
@@ -411,17 +424,21 @@ static const char *split_with(const char *pretok, const char *text) {
 }
 
 START_TEST(split_behaviours) {
-#define SPLIT(b) "{\"type\": \"Split\", \"pattern\": {\"String\": \"-\"}, \"behavior\": \"" b "\"}"
+#define SPLIT(b) \
+  "{\"type\": \"Split\", \"pattern\": {\"String\": \"-\"}, \"behavior\": \"" b "\"}"
   ck_assert_str_eq(split_with(SPLIT("Removed"), "a-b--c"), "a|b|c");
   ck_assert_str_eq(split_with(SPLIT("Isolated"), "a-b--c"), "a|-|b|-|-|c");
   ck_assert_str_eq(split_with(SPLIT("MergedWithPrevious"), "a-b--c"), "a-|b-|-|c");
   ck_assert_str_eq(split_with(SPLIT("MergedWithNext"), "a-b--c"), "a|-b|-|-c");
   ck_assert_str_eq(split_with(SPLIT("Contiguous"), "a-b--c"), "a|-|b|--|c");
   ck_assert_str_eq(split_with("{\"type\": \"Split\", \"pattern\": {\"Regex\": \"[a-c]\"},"
-                              " \"behavior\": \"Removed\", \"invert\": true}", "a-b--c"),
+                              " \"behavior\": \"Removed\", \"invert\": true}",
+                              "a-b--c"),
                    "a|b|c");
   ck_assert_str_eq(split_with("{\"type\": \"Split\", \"pattern\": {\"Regex\": \"\\\\s+\"},"
-                              " \"behavior\": \"Removed\"}", " x  yz "), "x|yz");
+                              " \"behavior\": \"Removed\"}",
+                              " x  yz "),
+                   "x|yz");
 #undef SPLIT
 }
 END_TEST
@@ -431,23 +448,25 @@ START_TEST(pre_tokenizers) {
                    "Hey|,|you|!!|x_y");
   ck_assert_str_eq(split_with("{\"type\": \"WhitespaceSplit\"}", "Hey, you!!\t x"),
                    "Hey,|you!!|x");
-  ck_assert_str_eq(split_with("{\"type\": \"BertPreTokenizer\"}", "Hey, you!!"),
-                   "Hey|,|you|!|!");
+  ck_assert_str_eq(split_with("{\"type\": \"BertPreTokenizer\"}", "Hey, you!!"), "Hey|,|you|!|!");
   ck_assert_str_eq(split_with("{\"type\": \"Digits\", \"individual_digits\": true}", "a123b"),
                    "a|1|2|3|b");
   ck_assert_str_eq(split_with("{\"type\": \"Digits\", \"individual_digits\": false}", "a123b4"),
                    "a|123|b|4");
   ck_assert_str_eq(split_with("{\"type\": \"Punctuation\"}", "a,b.."), "a|,|b|.|.");
-  ck_assert_str_eq(split_with("{\"type\": \"Punctuation\", \"behavior\": \"Contiguous\"}",
-                              "a,b.."), "a|,|b|..");
+  ck_assert_str_eq(
+      split_with("{\"type\": \"Punctuation\", \"behavior\": \"Contiguous\"}", "a,b.."),
+      "a|,|b|..");
   /* the GPT-2 regex: contractions, letters, numbers, other, spaces before the next word */
-  ck_assert_str_eq(split_with("{\"type\": \"ByteLevel\", \"add_prefix_space\": false}",
-                              "It's  42 pies!"),
-                   "It|'s| | 42| pies|!");
-  ck_assert_str_eq(split_with("{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\":"
-                              " \"WhitespaceSplit\"}, {\"type\": \"Digits\", \"individual_digits\":"
-                              " true}]}", "a12 b"),
-                   "a|1|2|b");
+  ck_assert_str_eq(
+      split_with("{\"type\": \"ByteLevel\", \"add_prefix_space\": false}", "It's  42 pies!"),
+      "It|'s| | 42| pies|!");
+  ck_assert_str_eq(
+      split_with("{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\":"
+                 " \"WhitespaceSplit\"}, {\"type\": \"Digits\", \"individual_digits\":"
+                 " true}]}",
+                 "a12 b"),
+      "a|1|2|b");
 }
 END_TEST
 
@@ -456,8 +475,12 @@ START_TEST(metaspace_prepend_schemes) {
       "{\"pre_tokenizer\": {\"type\": \"Metaspace\", \"replacement\": \"\xe2\x96\x81\","
       " \"prepend_scheme\": \"%s\", \"split\": %s}, \"added_tokens\": [{\"id\": 1, \"content\":"
       " \"<x>\", \"special\": true}], \"model\": {\"type\": \"WordLevel\", \"unk_token\": \"?\","
-      " \"vocab\": {\"?\": 0, \"<x>\": 1, \"\xe2\x96\x81" "Hey\": 2, \"Hey\": 3,"
-      " \"\xe2\x96\x81" "you\": 4, \"\xe2\x96\x81" "Hey\xe2\x96\x81" "you\": 5}}}";
+      " \"vocab\": {\"?\": 0, \"<x>\": 1, \"\xe2\x96\x81"
+      "Hey\": 2, \"Hey\": 3,"
+      " \"\xe2\x96\x81"
+      "you\": 4, \"\xe2\x96\x81"
+      "Hey\xe2\x96\x81"
+      "you\": 5}}}";
   char json[1024];
   snprintf(json, sizeof json, base, "always", "true");
   strop_tokenizer *t = J(json);
@@ -535,9 +558,11 @@ START_TEST(templates_and_type_ids) {
       " \"type_id\": 0}}, {\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}, {\"SpecialToken\":"
       " {\"id\": \"[SEP]\", \"type_id\": 0}}, {\"Sequence\": {\"id\": \"B\", \"type_id\": 1}},"
       " {\"SpecialToken\": {\"id\": \"[SEP]\", \"type_id\": 1}}], \"special_tokens\": {\"[CLS]\":"
-      " {\"id\": \"[CLS]\", \"ids\": [1], \"tokens\": [\"[CLS]\"]}, \"[SEP]\": {\"id\": \"[SEP]\","
+      " {\"id\": \"[CLS]\", \"ids\": [1], \"tokens\": [\"[CLS]\"]}, \"[SEP]\": {\"id\": "
+      "\"[SEP]\","
       " \"ids\": [2], \"tokens\": [\"[SEP]\"]}}}, \"model\": {\"type\": \"WordLevel\","
-      " \"unk_token\": \"?\", \"vocab\": {\"?\": 0, \"[CLS]\": 1, \"[SEP]\": 2, \"a\": 3, \"b\": 4}}}";
+      " \"unk_token\": \"?\", \"vocab\": {\"?\": 0, \"[CLS]\": 1, \"[SEP]\": 2, \"a\": 3, \"b\": "
+      "4}}}";
   strop_tokenizer *t = J(json);
   IDS(t, "a b", "1 3 4 2");
   strop_encode_options o;
@@ -547,8 +572,9 @@ START_TEST(templates_and_type_ids) {
   const char *texts[2] = {"a", "a b"}, *pairs[2] = {"b b", NULL};
   int64_t ids[16], types[16], mask[16], offs[32], w = 0;
   /* no pad token: the default padding must be told one */
-  ck_assert_int_eq(strop_tokenizer_encode_batch(t, texts, pairs, 2, NULL, ids, types, mask, offs,
-                                                16, &w), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(
+      strop_tokenizer_encode_batch(t, texts, pairs, 2, NULL, ids, types, mask, offs, 16, &w),
+      STROP_E_INVALID_ARG);
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "pad id"));
   const int64_t want_ids[12] = {1, 3, 2, 4, 4, 2, 1, 3, 4, 2, 0, 0};
   const int64_t want_types[12] = {0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0};
@@ -557,8 +583,9 @@ START_TEST(templates_and_type_ids) {
   strop_encode_options_init(&o);
   o.padding = STROP_PAD_LONGEST;
   o.pad_id = 0;
-  strop_test_must(strop_tokenizer_encode_batch(t, texts, pairs, 2, &o, ids, types, mask, offs,
-                                               16, &w), "batch");
+  strop_test_must(
+      strop_tokenizer_encode_batch(t, texts, pairs, 2, &o, ids, types, mask, offs, 16, &w),
+      "batch");
   ck_assert_int_eq(w, 6);
   for (int i = 0; i < 12; i++) {
     ck_assert_int_eq(ids[i], want_ids[i]);
@@ -578,8 +605,9 @@ START_TEST(bert_and_roberta_processing) {
   strop_tokenizer *t = J(WP_JSON);
   const char *texts[1] = {"hello"}, *pairs[1] = {"world"};
   int64_t ids[8], types[8], w;
-  strop_test_must(strop_tokenizer_encode_batch(t, texts, pairs, 1, NULL, ids, types, NULL, NULL,
-                                               8, &w), "bert pair");
+  strop_test_must(
+      strop_tokenizer_encode_batch(t, texts, pairs, 1, NULL, ids, types, NULL, NULL, 8, &w),
+      "bert pair");
   ck_assert_int_eq(w, 5);
   const int64_t bi[5] = {2, 8, 3, 11, 3}, bt[5] = {0, 0, 0, 1, 1};
   for (int i = 0; i < 5; i++) {
@@ -592,8 +620,9 @@ START_TEST(bert_and_roberta_processing) {
         " \"trim_offsets\": true, \"add_prefix_space\": true}, \"model\": {\"type\":"
         " \"WordLevel\", \"unk_token\": \"?\", \"vocab\": {\"<s>\": 0, \"?\": 1, \"</s>\": 2,"
         " \"a\": 3}}}");
-  strop_test_must(strop_tokenizer_encode_batch(t, texts, pairs, 1, NULL, ids, types, NULL, NULL,
-                                               8, &w), "roberta pair");
+  strop_test_must(
+      strop_tokenizer_encode_batch(t, texts, pairs, 1, NULL, ids, types, NULL, NULL, 8, &w),
+      "roberta pair");
   const int64_t ri[6] = {0, 1, 2, 2, 1, 2};
   ck_assert_int_eq(w, 6);
   for (int i = 0; i < 6; i++) {
@@ -646,14 +675,16 @@ START_TEST(truncation_strategies) {
   strop_encode_options o;
   strop_encode_options_init(&o);
   o.max_length = 7; /* 3 special tokens + 4: the shorter keeps its 2, the longer gets 2 */
-  strop_test_must(strop_tokenizer_encode_batch(t, texts, pairs, 1, &o, ids, NULL, NULL, NULL, 32,
-                                               &w), "longest first");
+  strop_test_must(
+      strop_tokenizer_encode_batch(t, texts, pairs, 1, &o, ids, NULL, NULL, NULL, 32, &w),
+      "longest first");
   ck_assert_int_eq(w, 7);
   const int64_t want[7] = {2, 8, 8, 3, 11, 11, 3};
   for (int i = 0; i < 7; i++) ck_assert_int_eq(ids[i], want[i]);
   o.max_length = 6; /* 3 left for 6 + 2: halves, the extra one to the longer */
-  strop_test_must(strop_tokenizer_encode_batch(t, texts, pairs, 1, &o, ids, NULL, NULL, NULL, 32,
-                                               &w), "longest first halves");
+  strop_test_must(
+      strop_tokenizer_encode_batch(t, texts, pairs, 1, &o, ids, NULL, NULL, NULL, 32, &w),
+      "longest first halves");
   const int64_t want2[6] = {2, 8, 8, 3, 11, 3};
   for (int i = 0; i < 6; i++) ck_assert_int_eq(ids[i], want2[i]);
   o.truncation_side = STROP_SIDE_LEFT;
@@ -665,20 +696,24 @@ START_TEST(truncation_strategies) {
   o.truncation = STROP_TRUNCATE_ONLY_SECOND;
   o.max_length = 5;
   strop_clear_error();
-  ck_assert_int_eq(strop_tokenizer_encode_batch(t, texts, pairs, 1, &o, ids, NULL, NULL, NULL,
-                                                32, &w), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(
+      strop_tokenizer_encode_batch(t, texts, pairs, 1, &o, ids, NULL, NULL, NULL, 32, &w),
+      STROP_E_INVALID_ARG);
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "row 0"));
   o.truncation = STROP_TRUNCATE_ONLY_FIRST;
-  ck_assert_int_eq(strop_tokenizer_encode_batch(t, texts, pairs, 1, &o, ids, NULL, NULL, NULL,
-                                                32, &w), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(
+      strop_tokenizer_encode_batch(t, texts, pairs, 1, &o, ids, NULL, NULL, NULL, 32, &w),
+      STROP_E_INVALID_ARG);
   o.max_length = 6;
-  strop_test_must(strop_tokenizer_encode_batch(t, texts, pairs, 1, &o, ids, NULL, NULL, NULL, 32,
-                                               &w), "only first");
+  strop_test_must(
+      strop_tokenizer_encode_batch(t, texts, pairs, 1, &o, ids, NULL, NULL, NULL, 32, &w),
+      "only first");
   ck_assert_int_eq(w, 6);
   /* max_length below the template's special tokens */
   o.max_length = 2;
-  ck_assert_int_eq(strop_tokenizer_encode_batch(t, texts, pairs, 1, &o, ids, NULL, NULL, NULL,
-                                                32, &w), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(
+      strop_tokenizer_encode_batch(t, texts, pairs, 1, &o, ids, NULL, NULL, NULL, 32, &w),
+      STROP_E_INVALID_ARG);
   strop_tokenizer_free(t);
 }
 END_TEST
@@ -689,8 +724,9 @@ START_TEST(padding_sides_and_lengths) {
   int64_t ids[64], mask[64], w = 0;
   strop_encode_options o;
   strop_encode_options_init(&o);
-  strop_test_must(strop_tokenizer_encode_batch(t, texts, NULL, 3, &o, ids, NULL, mask, NULL, 64,
-                                               &w), "longest");
+  strop_test_must(
+      strop_tokenizer_encode_batch(t, texts, NULL, 3, &o, ids, NULL, mask, NULL, 64, &w),
+      "longest");
   ck_assert_int_eq(w, 5);
   const int64_t r0[5] = {2, 8, 3, 0, 0}, r2[5] = {2, 3, 0, 0, 0};
   for (int i = 0; i < 5; i++) {
@@ -700,8 +736,9 @@ START_TEST(padding_sides_and_lengths) {
   }
   o.padding_side = STROP_SIDE_LEFT;
   o.pad_to_multiple_of = 4;
-  strop_test_must(strop_tokenizer_encode_batch(t, texts, NULL, 3, &o, ids, NULL, mask, NULL, 64,
-                                               &w), "left, multiple of 4");
+  strop_test_must(
+      strop_tokenizer_encode_batch(t, texts, NULL, 3, &o, ids, NULL, mask, NULL, 64, &w),
+      "left, multiple of 4");
   ck_assert_int_eq(w, 8);
   ck_assert_int_eq(ids[5], 2);
   ck_assert_int_eq(mask[4], 0);
@@ -710,20 +747,22 @@ START_TEST(padding_sides_and_lengths) {
   o.padding_side = STROP_SIDE_RIGHT;
   o.pad_to_multiple_of = 0;
   o.max_length = 10;
-  strop_test_must(strop_tokenizer_encode_batch(t, texts, NULL, 3, &o, ids, NULL, mask, NULL, 64,
-                                               &w), "max_length");
+  strop_test_must(
+      strop_tokenizer_encode_batch(t, texts, NULL, 3, &o, ids, NULL, mask, NULL, 64, &w),
+      "max_length");
   ck_assert_int_eq(w, 10);
   ck_assert_str_eq(ids_of(t, "hello", &o), "2 8 3 0 0 0 0 0 0 0");
   /* a buffer too small: the width comes back, nothing is written */
   ids[0] = -7;
-  strop_test_must(strop_tokenizer_encode_batch(t, texts, NULL, 3, &o, ids, NULL, NULL, NULL, 29,
-                                               &w), "small cap");
+  strop_test_must(
+      strop_tokenizer_encode_batch(t, texts, NULL, 3, &o, ids, NULL, NULL, NULL, 29, &w),
+      "small cap");
   ck_assert_int_eq(w, 10);
   ck_assert_int_eq(ids[0], -7);
   /* no padding: rows end where they end, the rest holds the pad id with mask 0 */
   o.padding = STROP_PAD_NONE;
-  strop_test_must(strop_tokenizer_encode_batch(t, texts, NULL, 3, &o, ids, NULL, mask, NULL, 64,
-                                               &w), "none");
+  strop_test_must(
+      strop_tokenizer_encode_batch(t, texts, NULL, 3, &o, ids, NULL, mask, NULL, 64, &w), "none");
   ck_assert_int_eq(w, 5);
   ck_assert_int_eq(mask[3], 0);
   strop_tokenizer_free(t);
@@ -750,9 +789,16 @@ END_TEST
 START_TEST(invalid_utf8_reads_as_replacement) {
   strop_tokenizer *t = char_tok("null");
   /* each maximal invalid subsequence is one U+FFFD standing for its bytes */
-  IDS(t, "a\xff" "b", "1 0 2");
-  ck_assert_str_eq(offsets_of(t, "a\xff" "b"), "0-1 1-2 2-3");
-  ck_assert_str_eq(offsets_of(t, "a\xe2\x82" "b"), "0-1 1-3 3-4");
+  IDS(t,
+      "a\xff"
+      "b",
+      "1 0 2");
+  ck_assert_str_eq(offsets_of(t, "a\xff"
+                                 "b"),
+                   "0-1 1-2 2-3");
+  ck_assert_str_eq(offsets_of(t, "a\xe2\x82"
+                                 "b"),
+                   "0-1 1-3 3-4");
   ck_assert_str_eq(offsets_of(t, "\xed\xa0\x80"), "0-1 1-2 2-3"); /* a surrogate: 3 units */
   strop_tokenizer_free(t);
   /* a byte-level tokenizer decodes a cut sequence to U+FFFD too */
@@ -813,10 +859,16 @@ static size_t make_spm(uint8_t *buf, int bpe, int byte_fallback) {
   k += pb_piece(buf + k, "a", -2, 1);
   k += pb_piece(buf + k, "b", -3, 1);
   k += pb_piece(buf + k, "ab", -1.5f, 1);
-  k += pb_piece(buf + k, "\xe2\x96\x81" "ab", -1, 1);
+  k += pb_piece(buf + k,
+                "\xe2\x96\x81"
+                "ab",
+                -1, 1);
   k += pb_piece(buf + k, "c", -4, 1);
   k += pb_piece(buf + k, "<0x78>", 0, 6);
-  k += pb_piece(buf + k, "\xe2\x96\x81" "a", -5, 1);
+  k += pb_piece(buf + k,
+                "\xe2\x96\x81"
+                "a",
+                -5, 1);
   /* trainer_spec: model_type, byte_fallback */
   uint8_t ts[16];
   size_t t = 0;
@@ -841,7 +893,10 @@ START_TEST(spm_protobuf_unigram_and_bpe) {
   strop_tokenizer *t = NULL;
   strop_test_must(strop__tx_load_spm(buf, n, "u.model", 0, 0, &t), "unigram");
   /* leading/trailing/double spaces collapse, ▁ first; x falls back to its byte, y is <unk> */
-  TOKS(t, "  ab  abc x", "\xe2\x96\x81" "ab|\xe2\x96\x81" "ab|c|\xe2\x96\x81|<0x78>");
+  TOKS(t, "  ab  abc x",
+       "\xe2\x96\x81"
+       "ab|\xe2\x96\x81"
+       "ab|c|\xe2\x96\x81|<0x78>");
   IDS(t, "ay", "3 4 0"); /* ▁ a (-3) beats ▁a (-5) */
   ck_assert_str_eq(decode_of(t, "7 7 8 3 9 1", 0), "ab abc x");
   ck_assert_str_eq(decode_of(t, "7 0", 0), "ab \xe2\x81\x87 ");
@@ -943,7 +998,8 @@ END_TEST
 
 START_TEST(unknown_types_are_named) {
   ck_assert_int_eq(J_err("{\"normalizer\": {\"type\": \"Fancy\"}, \"model\": {\"type\": \"BPE\","
-                         " \"vocab\": {}, \"merges\": []}}"), STROP_E_UNSUPPORTED);
+                         " \"vocab\": {}, \"merges\": []}}"),
+                   STROP_E_UNSUPPORTED);
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "bad.json"));
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "normalizer"));
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "'Fancy'"));
@@ -952,34 +1008,42 @@ START_TEST(unknown_types_are_named) {
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "model"));
   ck_assert_int_eq(J_err("{\"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\":"
                          " [{\"type\": \"UnicodeScripts\"}]}, \"model\": {\"type\": \"BPE\","
-                         " \"vocab\": {}, \"merges\": []}}"), STROP_E_UNSUPPORTED);
+                         " \"vocab\": {}, \"merges\": []}}"),
+                   STROP_E_UNSUPPORTED);
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "pre_tokenizer.pretokenizers[0]"));
   ck_assert_int_eq(J_err("{\"decoder\": {\"type\": \"CTC\"}, \"model\": {\"type\": \"BPE\","
-                         " \"vocab\": {}, \"merges\": []}}"), STROP_E_UNSUPPORTED);
+                         " \"vocab\": {}, \"merges\": []}}"),
+                   STROP_E_UNSUPPORTED);
   ck_assert_int_eq(J_err("{\"post_processor\": {\"type\": \"Nope\"}, \"model\": {\"type\":"
-                         " \"BPE\", \"vocab\": {}, \"merges\": []}}"), STROP_E_UNSUPPORTED);
+                         " \"BPE\", \"vocab\": {}, \"merges\": []}}"),
+                   STROP_E_UNSUPPORTED);
   /* malformed files name the line and column or the JSON path */
   ck_assert_int_eq(J_err("{\"model\": {\n\"type\": }"), STROP_E_FORMAT);
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "bad.json:2:"));
   ck_assert_int_eq(J_err("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\":"
-                         " [\"a b\"]}}"), STROP_E_FORMAT);
+                         " [\"a b\"]}}"),
+                   STROP_E_FORMAT);
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "\"b\" is not in the vocabulary"));
   ck_assert_int_eq(J_err("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 0},"
-                         " \"merges\": []}}"), STROP_E_FORMAT);
+                         " \"merges\": []}}"),
+                   STROP_E_FORMAT);
   ck_assert_int_eq(J_err("{\"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"Regex\":"
                          " \"(\"}, \"behavior\": \"Isolated\"}, \"model\": {\"type\": \"BPE\","
-                         " \"vocab\": {}, \"merges\": []}}"), STROP_E_FORMAT);
+                         " \"vocab\": {}, \"merges\": []}}"),
+                   STROP_E_FORMAT);
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "does not compile"));
   ck_assert_int_eq(J_err("{\"vocab\": {}}"), STROP_E_FORMAT);
   ck_assert_int_eq(J_err("[1, 2]"), STROP_E_FORMAT);
   ck_assert_int_eq(J_err("{\"model\": {\"type\": \"WordPiece\", \"vocab\": {\"a\": -1}}}"),
                    STROP_E_FORMAT);
   ck_assert_int_eq(J_err("{\"model\": {\"type\": \"Unigram\", \"vocab\": [[\"a\", 0], [\"a\","
-                         " 1]]}}"), STROP_E_FORMAT);
+                         " 1]]}}"),
+                   STROP_E_FORMAT);
   ck_assert_int_eq(J_err("{\"post_processor\": {\"type\": \"TemplateProcessing\", \"single\":"
                          " [{\"SpecialToken\": {\"id\": \"[X]\", \"type_id\": 0}}], \"pair\": [],"
                          " \"special_tokens\": {}}, \"model\": {\"type\": \"BPE\", \"vocab\": {},"
-                         " \"merges\": []}}"), STROP_E_FORMAT);
+                         " \"merges\": []}}"),
+                   STROP_E_FORMAT);
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "[X]"));
 }
 END_TEST
@@ -1052,12 +1116,12 @@ START_TEST(public_functions_refuse_bad_arguments) {
   strop_tokenizer *t = J(WP_JSON);
   int64_t size = strop_tokenizer_vocab_size(t), ids[8], n = 0, w = 0;
   int64_t live = strop__alloc_live();
-#define REFUSED(call, status)                                                     \
-  do {                                                                            \
-    strop_clear_error();                                                          \
-    ck_assert_int_eq((call), (status));                                           \
-    ck_assert_msg(strop_last_error()[0], "no sentence after " #call);             \
-    ck_assert_int_eq(strop__alloc_live(), live);                                  \
+#define REFUSED(call, status)                                         \
+  do {                                                                \
+    strop_clear_error();                                              \
+    ck_assert_int_eq((call), (status));                               \
+    ck_assert_msg(strop_last_error()[0], "no sentence after " #call); \
+    ck_assert_int_eq(strop__alloc_live(), live);                      \
   } while (0)
   strop_tokenizer *none = (strop_tokenizer *)1;
   REFUSED(strop_tokenizer_load(NULL, NULL, &none), STROP_E_INVALID_ARG);
@@ -1234,9 +1298,9 @@ static Suite *suite(void) {
     const char *name;
     const TTest *tests[12];
   } cases[] = {
-      {"models", {bpe_merges_in_rank_order, bpe_continuing_prefix_and_ignore_merges,
-                  wordpiece_bert_pipeline, unigram_viterbi_and_byte_fallback,
-                  wordlevel_and_old_files}},
+      {"models",
+       {bpe_merges_in_rank_order, bpe_continuing_prefix_and_ignore_merges,
+        wordpiece_bert_pipeline, unigram_viterbi_and_byte_fallback, wordlevel_and_old_files}},
       {"normalizers", {unicode_normal_forms, other_normalizers, precompiled_charsmap}},
       {"pre_tokenizers", {split_behaviours, pre_tokenizers, metaspace_prepend_schemes}},
       {"added_tokens", {added_token_flags, add_token_at_run_time}},
@@ -1244,8 +1308,9 @@ static Suite *suite(void) {
       {"decoders", {decoders}},
       {"batch", {truncation_strategies, padding_sides_and_lengths, single_encode_cap}},
       {"utf8", {invalid_utf8_reads_as_replacement}},
-      {"files", {spm_protobuf_unigram_and_bpe, spm_broken_files, vocab_files_and_folders,
-                 unknown_types_are_named}},
+      {"files",
+       {spm_protobuf_unigram_and_bpe, spm_broken_files, vocab_files_and_folders,
+        unknown_types_are_named}},
       {"train", {train_save_reload}},
       {"errors", {public_functions_refuse_bad_arguments, allocation_failures_are_clean}},
   };

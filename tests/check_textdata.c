@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tests — the text-data suite: JSON Lines, CSV and plain-text sources tokenised with a
  * strop_tokenizer (ids equal the tokenizer's own encoding), padding masks and batches cut to
  * their longest row, packed causal-LM windows, prompt masking, splits and few-shot on text
@@ -117,10 +118,11 @@ static int64_t sample_ids(strop_dataset *ds, int64_t i, int64_t L, int64_t *ids,
 
 START_TEST(classify_jsonl_ids_equal_encode) {
   strop_tokenizer *t = wordpiece();
-  const char *path = put("cls.jsonl", "{\"text\": \"The cat sat on the mat.\", \"label\": \"pos\"}\n"
-                                      "\n"
-                                      "{\"text\": \"a dog\", \"label\": \"neg\", \"x\": 1}\n"
-                                      "{\"label\": \"pos\", \"text\": \"the big, big cats ran\"}\n");
+  const char *path = put("cls.jsonl",
+                         "{\"text\": \"The cat sat on the mat.\", \"label\": \"pos\"}\n"
+                         "\n"
+                         "{\"text\": \"a dog\", \"label\": \"neg\", \"x\": 1}\n"
+                         "{\"label\": \"pos\", \"text\": \"the big, big cats ran\"}\n");
   strop_text_options o;
   strop_text_options_init(&o);
   o.max_length = 8;
@@ -143,9 +145,9 @@ START_TEST(classify_jsonl_ids_equal_encode) {
     eo.max_length = 8;
     eo.padding = STROP_PAD_NONE;
     int64_t w = 0;
-    strop_test_must(strop_tokenizer_encode_batch(t, &texts[i], NULL, 1, &eo, want, NULL, NULL,
-                                                 NULL, 64, &w),
-                    "encode");
+    strop_test_must(
+        strop_tokenizer_encode_batch(t, &texts[i], NULL, 1, &eo, want, NULL, NULL, NULL, 64, &w),
+        "encode");
     int64_t n = sample_ids(ds, i, 8, got, &y, 1);
     ck_assert_int_eq(n, w);
     for (int64_t k = 0; k < 8; k++) ck_assert_int_eq(got[k], k < w ? want[k] : 0);
@@ -274,9 +276,8 @@ START_TEST(prefetch_batches_carry_their_masks) {
   strop_test_must(strop_dataset_from_memory(x, labels, N, 1, dims, 0, NULL, 2, &ds), "ds");
   strop_test_must(strop_dataset_set_mask(ds, mask, N * T), "mask");
   strop_batch_iter *it = NULL;
-  strop_test_must(strop_batch_iter_create(ds, 2, 3, STROP_ITER_SHUFFLE | STROP_ITER_PREFETCH,
-                                          &it),
-                  "iter");
+  strop_test_must(
+      strop_batch_iter_create(ds, 2, 3, STROP_ITER_SHUFFLE | STROP_ITER_PREFETCH, &it), "iter");
   for (int b = 0; b < 9; b++) {
     strop_tensor *bx = NULL, *by = NULL;
     int64_t rows = 0;
@@ -285,8 +286,7 @@ START_TEST(prefetch_batches_carry_their_masks) {
     const strop_tensor *m = strop_batch_iter_mask(it);
     ck_assert_ptr_nonnull(m);
     for (int64_t i = 0; i < rows * T; i++)
-      ck_assert_msg((strop_tensor_data_const(m)[i] != 0.0f) ==
-                        (strop_tensor_data(bx)[i] != 0.0f),
+      ck_assert_msg((strop_tensor_data_const(m)[i] != 0.0f) == (strop_tensor_data(bx)[i] != 0.0f),
                     "batch %d position %lld", b, (long long)i);
   }
   strop_batch_iter_free(it);
@@ -343,8 +343,9 @@ END_TEST
 /* One sample per JSON record, and prompt/response pairs whose prompt takes no loss. */
 START_TEST(prompt_tokens_masked_out) {
   strop_tokenizer *t = bpe();
-  const char *path = put("pr.jsonl", "{\"prompt\": \"the cat\", \"response\": \" sat on the mat\"}\n"
-                                     "{\"prompt\": \"a dog\", \"response\": \" ran\"}\n");
+  const char *path = put("pr.jsonl",
+                         "{\"prompt\": \"the cat\", \"response\": \" sat on the mat\"}\n"
+                         "{\"prompt\": \"a dog\", \"response\": \" ran\"}\n");
   strop_text_options o;
   strop_text_options_init(&o);
   o.task = STROP_TEXT_PROMPT_RESPONSE;
@@ -530,17 +531,22 @@ START_TEST(bad_inputs) {
   strop_tokenizer *t = wordpiece();
   refuse(t, "bad1.jsonl", "{\"text\": \"cat\", \"label\": 0}\n{\"text\": \"cat\", label: 1}\n",
          NULL, STROP_E_FORMAT, "bad1.jsonl:2:");
-  refuse(t, "bad2.jsonl", "{\"text\": \"cat\", \"label\": 0}\n\n{\"txt\": \"cat\", \"label\": 1}\n",
-         NULL, STROP_E_FORMAT, "bad2.jsonl:3: no field \"text\" (the object has \"txt\", \"label\")");
+  refuse(t, "bad2.jsonl",
+         "{\"text\": \"cat\", \"label\": 0}\n\n{\"txt\": \"cat\", \"label\": 1}\n", NULL,
+         STROP_E_FORMAT, "bad2.jsonl:3: no field \"text\" (the object has \"txt\", \"label\")");
   refuse(t, "bad3.jsonl", "{\"text\": \"\", \"label\": 0}\n", NULL, STROP_E_FORMAT,
          "bad3.jsonl:1: the field \"text\" is empty");
-  refuse(t, "bad4.jsonl", "{\"text\": \"cat\", \"label\": 0}\n{\"text\": \"c\xff" "t\", "
-         "\"label\": 0}\n", NULL, STROP_E_FORMAT, "bad4.jsonl:2: invalid UTF-8 (byte 0xFF at byte 12");
+  refuse(t, "bad4.jsonl",
+         "{\"text\": \"cat\", \"label\": 0}\n{\"text\": \"c\xff"
+         "t\", "
+         "\"label\": 0}\n",
+         NULL, STROP_E_FORMAT, "bad4.jsonl:2: invalid UTF-8 (byte 0xFF at byte 12");
   refuse(t, "bad5.jsonl", "{\"text\": 3, \"label\": 0}\n", NULL, STROP_E_FORMAT,
          "field \"text\" must be a string");
   refuse(t, "bad6.jsonl", "{\"text\": \"cat\", \"label\": -1}\n", NULL, STROP_E_FORMAT,
          "\"label\" must be a string or an integer >= 0");
-  refuse(t, "bad7.jsonl", "[1, 2]\n", NULL, STROP_E_FORMAT, "bad7.jsonl:1: expected a JSON object");
+  refuse(t, "bad7.jsonl", "[1, 2]\n", NULL, STROP_E_FORMAT,
+         "bad7.jsonl:1: expected a JSON object");
   refuse(t, "bad8.jsonl", "\n\n", NULL, STROP_E_FORMAT, "no records");
   refuse(t, "bad1.csv", "text,lbl\ncat,0\n", NULL, STROP_E_FORMAT,
          "bad1.csv:1: no column \"label\" in the header (\"text\", \"lbl\")");
@@ -548,7 +554,8 @@ START_TEST(bad_inputs) {
          "bad2.csv:3: 1 fields, the header has 2");
   refuse(t, "bad3.csv", "text,label\n\"cat,0\n", NULL, STROP_E_FORMAT,
          "bad3.csv:2: a quoted field is not closed");
-  refuse(t, "bad4.csv", "text,label\n\"cat\"x,0\n", NULL, STROP_E_FORMAT, "after a closing quote");
+  refuse(t, "bad4.csv", "text,label\n\"cat\"x,0\n", NULL, STROP_E_FORMAT,
+         "after a closing quote");
   refuse(t, "bad5.csv", "text,label\n,0\n", NULL, STROP_E_FORMAT,
          "bad5.csv:2: the column \"text\" is empty");
   refuse(t, "bad.txt", "the cat\n", NULL, STROP_E_INVALID_ARG, "only the causal-LM task");
@@ -556,8 +563,9 @@ START_TEST(bad_inputs) {
   strop_text_options_init(&o);
   o.max_length = 3;
   o.truncate = 0;
-  refuse(t, "long.jsonl", "{\"text\": \"cat\", \"label\": 0}\n{\"text\": \"the cat\", \"label\": 0}\n",
-         &o, STROP_E_FORMAT, "long.jsonl:2: the text has 4 tokens, more than 3");
+  refuse(t, "long.jsonl",
+         "{\"text\": \"cat\", \"label\": 0}\n{\"text\": \"the cat\", \"label\": 0}\n", &o,
+         STROP_E_FORMAT, "long.jsonl:2: the text has 4 tokens, more than 3");
   o.max_length = 1; /* too short for [CLS] ... [SEP] */
   o.truncate = 1;
   refuse(t, "short.jsonl", "{\"text\": \"cat\", \"label\": 0}\n", &o, STROP_E_INVALID_ARG,
@@ -577,10 +585,14 @@ START_TEST(bad_inputs) {
   ck_assert_int_eq(strop_dataset_load_text_file("x.jsonl", NULL, NULL, &ds), STROP_E_INVALID_ARG);
   ck_assert_int_eq(strop_dataset_load_text_file("x.jsonl", t, NULL, NULL), STROP_E_INVALID_ARG);
   ck_assert_int_ne(strop_last_error()[0], '\0');
-  ck_assert_int_eq(strop_dataset_load_text_file("/nonexistent/x.jsonl", t, NULL, &ds), STROP_E_IO);
-  const struct { int field; int64_t v; const char *needle; } bad[] = {
-      {0, 9, "unknown format 9"}, {1, 7, "unknown task 7"}, {2, 0, "max_length"},
-      {3, -1, "stride"}, {4, 0, "padding"}, {5, 0, "num_classes"}};
+  ck_assert_int_eq(strop_dataset_load_text_file("/nonexistent/x.jsonl", t, NULL, &ds),
+                   STROP_E_IO);
+  const struct {
+    int field;
+    int64_t v;
+    const char *needle;
+  } bad[] = {{0, 9, "unknown format 9"}, {1, 7, "unknown task 7"}, {2, 0, "max_length"},
+             {3, -1, "stride"},          {4, 0, "padding"},        {5, 0, "num_classes"}};
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
     strop_text_options_init(&o);
     if (bad[i].field == 0) o.format = (int)bad[i].v;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tests — trainer suite: steps, the numeric guard, accumulation, clipping, metrics,
  * early stopping, exact resume from a checkpoint, and Fashion-MNIST from scratch. */
 #include <math.h>
@@ -90,13 +91,15 @@ static float *weights(strop_model *m, size_t *n_out) {
   return w;
 }
 
-static void batch(strop_dataset *ds, int64_t start, int64_t n, strop_tensor **x, strop_tensor **y) {
+static void batch(strop_dataset *ds, int64_t start, int64_t n, strop_tensor **x,
+                  strop_tensor **y) {
   int64_t xd[2] = {n, 8}, yd[1] = {n};
   ck_assert_int_eq(strop_tensor_create(2, xd, x), STROP_OK);
   ck_assert_int_eq(strop_tensor_create(1, yd, y), STROP_OK);
   for (int64_t i = 0; i < n; i++)
     ck_assert_int_eq(strop_dataset_get(ds, start + i, strop_tensor_data(*x) + i * 8, 8,
-                                       strop_tensor_data(*y) + i, 1), STROP_OK);
+                                       strop_tensor_data(*y) + i, 1),
+                     STROP_OK);
 }
 
 /* A small CNN declared for side x side images; global average pooling makes any size work. */
@@ -104,8 +107,9 @@ static strop_model *cnn(int64_t side, uint64_t seed) {
   const int64_t in[3] = {2, side, side};
   strop_model *m = NULL;
   strop_test_must(strop_model_create(3, in, &m), "create");
-  strop_test_must(strop_model_add(m, "conv", "conv2d", "out_channels=4 kernel_size=3 padding=1",
-                                  NULL), "conv");
+  strop_test_must(
+      strop_model_add(m, "conv", "conv2d", "out_channels=4 kernel_size=3 padding=1", NULL),
+      "conv");
   strop_test_must(strop_model_add(m, "bn", "batchnorm2d", NULL, NULL), "bn");
   strop_test_must(strop_model_add(m, "act", "relu", NULL, NULL), "relu");
   strop_test_must(strop_model_add(m, "pool", "global_avgpool", NULL, NULL), "pool");
@@ -133,7 +137,8 @@ START_TEST(other_input_sizes_train_alike) {
     strop_tensor *tx = NULL, *ty = NULL;
     strop_test_must(strop_tensor_wrap(x, sizeof x / sizeof *x, 4, xd, &tx), "x");
     strop_test_must(strop_tensor_wrap(y, 5, 1, yd, &ty), "y");
-    for (int i = 0; i < 2; i++) strop_test_must(strop_trainer_step(tr, tx, ty, &losses[k][i]), "step");
+    for (int i = 0; i < 2; i++)
+      strop_test_must(strop_trainer_step(tr, tx, ty, &losses[k][i]), "step");
     /* the host path: forward, the output's shape, backward */
     strop_tensor *out = NULL;
     strop_test_must(strop_trainer_forward(tr, tx, &out), "host forward");
@@ -148,8 +153,9 @@ START_TEST(other_input_sizes_train_alike) {
     strop_tensor_free(dout);
     /* evaluation of that size */
     strop_dataset *ds = NULL;
-    strop_test_must(strop_dataset_from_memory(x, y, 5, 3, (const int64_t[]){2, 11, 11}, 0, NULL,
-                                              3, &ds), "dataset");
+    strop_test_must(
+        strop_dataset_from_memory(x, y, 5, 3, (const int64_t[]){2, 11, 11}, 0, NULL, 3, &ds),
+        "dataset");
     strop_metrics *mt = NULL;
     strop_test_must(strop_trainer_eval_dataset(tr, ds, 2, &mt), "eval");
     ck_assert(strop_metrics_get(mt, STROP_METRIC_LOSS) >= 0);
@@ -268,8 +274,10 @@ START_TEST(debug_log_tells_skips_and_checkpoints) {
   ck_assert_int_eq(strop_trainer_save_checkpoint(r.tr, path), STROP_OK);
   ck_assert_int_eq(strop_trainer_load_checkpoint(r.tr, path), STROP_OK);
   strop_set_log_handler(NULL, 0, NULL);
-  ck_assert_msg(strstr(sink.text, "skipped") && strstr(sink.text, "strop_trainer_save_checkpoint") &&
-                    strstr(sink.text, "strop_trainer_load_checkpoint") && strstr(sink.text, "ck.safetensors"),
+  ck_assert_msg(strstr(sink.text, "skipped") &&
+                    strstr(sink.text, "strop_trainer_save_checkpoint") &&
+                    strstr(sink.text, "strop_trainer_load_checkpoint") &&
+                    strstr(sink.text, "ck.safetensors"),
                 "the DEBUG log says:\n%s", sink.text);
   unlink(path);
   rmdir(dir);
@@ -486,8 +494,9 @@ START_TEST(overflowing_update_is_refused) {
     ck_assert_int_eq(strop_optimizer_set_float(r.opt, STROP_OPT_WEIGHT_DECAY, 100.0f), STROP_OK);
     frozen_state before = freeze_state(&r);
     ck_assert_int_eq(strop_trainer_step(r.tr, x, y, NULL), STROP_E_NUMERIC);
-    ck_assert_msg(strstr(strop_last_error(), "step 1") && strstr(strop_last_error(), "not applied"),
-                  "%s", strop_last_error());
+    ck_assert_msg(
+        strstr(strop_last_error(), "step 1") && strstr(strop_last_error(), "not applied"), "%s",
+        strop_last_error());
     size_t n;
     float *w = weights(r.m, &n);
     ck_assert_uint_eq(n, before.nw);
@@ -751,12 +760,14 @@ START_TEST(step_errors) {
   ck_assert_int_eq(strop_trainer_step(NULL, x, y, NULL), STROP_E_INVALID_ARG);
   ck_assert_int_eq(strop_trainer_set_int(r.tr, STROP_TRAIN_ACCUM_STEPS, 0), STROP_E_INVALID_ARG);
   ck_assert_int_eq(strop_trainer_set_int(r.tr, STROP_TRAIN_LOSS, 99), STROP_E_INVALID_ARG);
-  ck_assert_int_eq(strop_trainer_set_float(r.tr, STROP_TRAIN_LABEL_SMOOTHING, 2), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_trainer_set_float(r.tr, STROP_TRAIN_LABEL_SMOOTHING, 2),
+                   STROP_E_INVALID_ARG);
   ck_assert_int_eq(strop_trainer_set_float(r.tr, 999, 2), STROP_E_INVALID_ARG);
   float w[3] = {1, 1, 1};
   ck_assert_int_eq(strop_trainer_set_class_weights(r.tr, w, 3), STROP_OK);
   strop_tensor_data(y)[2] = 1.0f;
-  ck_assert_int_eq(strop_trainer_step(r.tr, x, y, NULL), STROP_E_SHAPE); /* 3 weights, 4 classes */
+  ck_assert_int_eq(strop_trainer_step(r.tr, x, y, NULL),
+                   STROP_E_SHAPE); /* 3 weights, 4 classes */
   w[0] = -1;
   ck_assert_int_eq(strop_trainer_set_class_weights(r.tr, w, 3), STROP_E_INVALID_ARG);
   strop_trainer *t2 = (strop_trainer *)1;
@@ -839,8 +850,8 @@ START_TEST(fit_early_stopping_restores_best) {
 END_TEST
 
 /* Train 10 steps, versus 5 + checkpoint + load into fresh objects + 5: bit-identical. */
-static void run_fit(const char *ckpt_in, const char *ckpt_out, int64_t steps, float **w, size_t *n,
-                    int64_t *gstep) {
+static void run_fit(const char *ckpt_in, const char *ckpt_out, int64_t steps, float **w,
+                    size_t *n, int64_t *gstep) {
   strop_dataset *tr = blobs(160, 21);
   rig r = make_rig(23, STROP_OPTIM_ADAM, 3e-3f);
   ck_assert_int_eq(strop_scheduler_create(r.opt, STROP_SCHED_COSINE, &r.sched), STROP_OK);
@@ -848,8 +859,9 @@ static void run_fit(const char *ckpt_in, const char *ckpt_out, int64_t steps, fl
   ck_assert_int_eq(strop_trainer_set_scheduler(r.tr, r.sched), STROP_OK);
   strop_batch_iter *it = NULL;
   ck_assert_int_eq(strop_batch_iter_create(tr, 32, 99, STROP_ITER_SHUFFLE, &it), STROP_OK);
-  if (ckpt_in) ck_assert_msg(strop_trainer_load_checkpoint(r.tr, ckpt_in) == STROP_OK, "%s",
-                             strop_last_error());
+  if (ckpt_in)
+    ck_assert_msg(strop_trainer_load_checkpoint(r.tr, ckpt_in) == STROP_OK, "%s",
+                  strop_last_error());
   strop_fit_options o;
   strop_fit_options_init(&o);
   o.epochs = 3; /* 5 batches per epoch */
@@ -937,8 +949,9 @@ START_TEST(fashion_mlp_from_scratch) {
   ck_assert_int_eq(strop_optimizer_set_float(opt, STROP_OPT_LR, 1e-3f), STROP_OK);
   ck_assert_int_eq(strop_trainer_create(m, opt, &t), STROP_OK);
   strop_batch_iter *it = NULL, *tit = NULL;
-  ck_assert_int_eq(strop_batch_iter_create(train, 64, 1, STROP_ITER_SHUFFLE | STROP_ITER_PREFETCH,
-                                           &it), STROP_OK);
+  ck_assert_int_eq(
+      strop_batch_iter_create(train, 64, 1, STROP_ITER_SHUFFLE | STROP_ITER_PREFETCH, &it),
+      STROP_OK);
   ck_assert_int_eq(strop_batch_iter_add_scale(it, 1.0f / 255.0f), STROP_OK);
   ck_assert_int_eq(strop_batch_iter_create(test, 500, 0, 0, &tit), STROP_OK);
   ck_assert_int_eq(strop_batch_iter_add_scale(tit, 1.0f / 255.0f), STROP_OK);
@@ -1063,8 +1076,9 @@ START_TEST(failed_checkpoint_load_changes_nothing) {
     strop_clear_error();
     int st = strop_trainer_load_checkpoint(r.tr, path);
     ck_assert_msg(st == cases[i].status, "case %zu: status %d (%s)", i, st, strop_last_error());
-    ck_assert_msg(strstr(strop_last_error(), cases[i].a) && strstr(strop_last_error(), cases[i].b),
-                  "case %zu: '%s'", i, strop_last_error());
+    ck_assert_msg(
+        strstr(strop_last_error(), cases[i].a) && strstr(strop_last_error(), cases[i].b),
+        "case %zu: '%s'", i, strop_last_error());
     assert_state_is(&r, &before);
     /* the trainer goes on as if nothing happened */
     ck_assert_int_eq(strop_trainer_step(r.tr, x, y, NULL), STROP_OK);
@@ -1612,7 +1626,8 @@ static strop_model *mem_model(int which, const char *dir) {
     ck_assert_ptr_nonnull(c);
     fputs("{\"architectures\": [\"GPT2LMHeadModel\"], \"model_type\": \"gpt2\", "
           "\"vocab_size\": 2000, \"n_embd\": 128, \"n_head\": 4, \"n_layer\": 2, "
-          "\"n_positions\": 64}", c);
+          "\"n_positions\": 64}",
+          c);
     ck_assert_int_eq(fclose(c), 0);
     snprintf(f, sizeof f, "%s/model.safetensors", p);
     write_empty_safetensors(f);
@@ -1642,14 +1657,16 @@ START_TEST(step_memory_predicts_the_peak) {
       for (int i = 0; i < rank; i++) numel *= (size_t)dims[i];
       float *xd = calloc(numel, sizeof *xd);
       ck_assert_ptr_nonnull(xd);
-      for (size_t i = 0; i < numel; i++) xd[i] = which == 2 ? (float)(i * 7 % 2000) : sinf((float)i);
+      for (size_t i = 0; i < numel; i++)
+        xd[i] = which == 2 ? (float)(i * 7 % 2000) : sinf((float)i);
       const int64_t ydims[2] = {n, 64};
       float yd[8 * 64];
       for (int i = 0; i < 8 * 64; i++) yd[i] = (float)(i % 10);
       strop_tensor *x = NULL, *y = NULL;
       ck_assert_int_eq(strop_tensor_from_data(xd, numel, rank, dims, &x), STROP_OK);
       ck_assert_int_eq(strop_tensor_from_data(yd, which == 2 ? (size_t)(n * 64) : (size_t)n,
-                                              which == 2 ? 2 : 1, ydims, &y), STROP_OK);
+                                              which == 2 ? 2 : 1, ydims, &y),
+                       STROP_OK);
       free(xd);
       /* the prediction, before any step, changes nothing */
       size_t nw = 0;
@@ -1675,9 +1692,11 @@ START_TEST(step_memory_predicts_the_peak) {
         ck_assert_msg(strop_trainer_step(tr, x, y, NULL) == STROP_OK, "%s", strop_last_error());
       const double held = (double)strop__alloc_peak() - (double)(numel + (size_t)n * 64) * 4.0;
       const double err = ((double)peak - held) / held;
-      fprintf(stderr, "step memory %s%s batch %lld: predicted %.2f MB (step memory %.2f MB), "
-              "held %.2f MB: %+.1f%%\n", names[which], ck ? " checkpointed" : "", (long long)n,
-              (double)peak / 1e6, (double)act / 1e6, held / 1e6, 100 * err);
+      fprintf(stderr,
+              "step memory %s%s batch %lld: predicted %.2f MB (step memory %.2f MB), "
+              "held %.2f MB: %+.1f%%\n",
+              names[which], ck ? " checkpointed" : "", (long long)n, (double)peak / 1e6,
+              (double)act / 1e6, held / 1e6, 100 * err);
       ck_assert_msg(fabs(err) <= 0.10, "%s%s: predicted %zu bytes, held %.0f", names[which],
                     ck ? " checkpointed" : "", peak, held);
       strop_trainer_free(tr);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tests — transformers as people have them (lib/pretrained: gpt2.c, llama.c, bert.c;
  * the torch.nn composites).
  *
@@ -59,8 +60,8 @@ static strop_tensor *ref_tensor(const strop_st_file *f, const char *name) {
   int r = strop_st_file_shape(f, i, dims, 8);
   strop_tensor *t = NULL;
   strop_test_must(strop_tensor_create(r, dims, &t), name);
-  strop_test_must(strop_st_file_read_f32(f, i, strop_tensor_data(t), (size_t)strop_tensor_numel(t)),
-                  name);
+  strop_test_must(
+      strop_st_file_read_f32(f, i, strop_tensor_data(t), (size_t)strop_tensor_numel(t)), name);
   return t;
 }
 
@@ -103,12 +104,13 @@ static strop_model *load_torchnn(const char *dir, const char *name, const char *
   strop_model *m = NULL;
   const int64_t shape[1] = {16};
   char enc[300], p[512];
-  snprintf(enc, sizeof enc, "num_layers=2 d_model=32 nhead=4 dim_feedforward=48 dropout=0 "
-           "activation=%s norm_first=%s norm=true", strcmp(norm_first, "true") ? "relu" : "gelu",
-           norm_first);
+  snprintf(enc, sizeof enc,
+           "num_layers=2 d_model=32 nhead=4 dim_feedforward=48 dropout=0 "
+           "activation=%s norm_first=%s norm=true",
+           strcmp(norm_first, "true") ? "relu" : "gelu", norm_first);
   strop_test_must(strop_model_create(1, shape, &m), "create");
-  strop_test_must(strop_model_add(m, "emb", "embedding", "num_embeddings=30 embedding_dim=32", NULL),
-                  "emb");
+  strop_test_must(
+      strop_model_add(m, "emb", "embedding", "num_embeddings=30 embedding_dim=32", NULL), "emb");
   strop_test_must(strop_model_add(m, "encoder", "transformer_encoder", enc, NULL), "encoder");
   strop_test_must(strop_model_add(m, "pool", "mean_pool", NULL, NULL), "pool");
   strop_test_must(strop_model_add(m, "head", "linear", "out_features=3", NULL), "head");
@@ -120,8 +122,12 @@ static strop_model *load_torchnn(const char *dir, const char *name, const char *
 
 typedef strop_model *(*loader)(const char *dir, const char *name);
 
-static strop_model *ld_torchnn_post(const char *d, const char *n) { return load_torchnn(d, n, "false"); }
-static strop_model *ld_torchnn_pre(const char *d, const char *n) { return load_torchnn(d, n, "true"); }
+static strop_model *ld_torchnn_post(const char *d, const char *n) {
+  return load_torchnn(d, n, "false");
+}
+static strop_model *ld_torchnn_pre(const char *d, const char *n) {
+  return load_torchnn(d, n, "true");
+}
 static strop_model *ld_auto(const char *d, const char *n) { return load_hf(d, n, NULL); }
 
 /* torchvision's ViT: a state_dict file, the architecture named, the image size from the file */
@@ -156,7 +162,8 @@ static void check_eval(strop_model *m, const strop_st_file *rf, const char *key,
         for (size_t k = 0; k < v; k++) got[(size_t)r * v + k] = want[(size_t)r * v + k];
   }
   double e = rel_to_max(got, want, n, 1e-3), tol = tol_for(rf, key, floor);
-  ck_assert_msg(e < tol, "%s: worst error %.3g of the largest logit (tolerance %.2g)", key, e, tol);
+  ck_assert_msg(e < tol, "%s: worst error %.3g of the largest logit (tolerance %.2g)", key, e,
+                tol);
   strop_tensor_free(x);
   strop_tensor_free(mask);
   strop_tensor_free(out);
@@ -250,10 +257,13 @@ static void parity(const char *name, loader load) {
     for (size_t k = 0; k < n; k++) {
       const double d = fabs((double)p->data[k] - a[k]);
       if (fabs(g[k]) <= 2 * gap + 1e-7)
-        ck_assert_msg(d <= 2.1e-3, "%s: %s[%zu]: %.8g vs %.8g", name, p->name, k, p->data[k], a[k]);
+        ck_assert_msg(d <= 2.1e-3, "%s: %s[%zu]: %.8g vs %.8g", name, p->name, k, p->data[k],
+                      a[k]);
       else
-        ck_assert_msg(d <= 2e-6 + 1e-5 * fabs(a[k]), "%s: %s[%zu] after AdamW: %.8g, PyTorch "
-                      "%.8g (grad %.3g)", name, p->name, k, p->data[k], a[k], g[k]);
+        ck_assert_msg(d <= 2e-6 + 1e-5 * fabs(a[k]),
+                      "%s: %s[%zu] after AdamW: %.8g, PyTorch "
+                      "%.8g (grad %.3g)",
+                      name, p->name, k, p->data[k], a[k], g[k]);
     }
     free(a);
     free(g);
@@ -403,8 +413,9 @@ END_TEST
 /* ---- without PyTorch ---- */
 
 START_TEST(arch_list) {
-  static const char *const want[] = {"gpt2", "gpt2_cls", "llama", "llama_cls", "bert", "bert_cls",
-                                     "roberta", "roberta_cls", "distilbert", "distilbert_cls"};
+  static const char *const want[] = {"gpt2",       "gpt2_cls",      "llama",   "llama_cls",
+                                     "bert",       "bert_cls",      "roberta", "roberta_cls",
+                                     "distilbert", "distilbert_cls"};
   for (size_t k = 0; k < sizeof want / sizeof want[0]; k++) {
     int found = 0;
     for (int i = 0; i < strop_pretrained_arch_count(); i++)
@@ -458,10 +469,11 @@ static void expect(strop_status got, strop_status want, const char *const *words
     ck_assert_msg(strstr(msg, *w), "'%s' does not say '%s'", msg, *w);
 }
 
-#define LLAMA_CFG(EXTRA)                                                                       \
+#define LLAMA_CFG(EXTRA)                                                                        \
   "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", \"vocab_size\": 20, " \
-  "\"hidden_size\": 16, \"intermediate_size\": 24, \"num_hidden_layers\": 1, "                 \
-  "\"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"max_position_embeddings\": 32" EXTRA "}"
+  "\"hidden_size\": 16, \"intermediate_size\": 24, \"num_hidden_layers\": 1, "                  \
+  "\"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"max_position_embeddings\": "       \
+  "32" EXTRA "}"
 
 START_TEST(broken_folders) {
   char good[400];
@@ -479,33 +491,43 @@ START_TEST(broken_folders) {
     const char *words[4];
   } cases[] = {
       /* a field of the wrong type, named with the file */
-      {LLAMA_CFG(", \"rms_norm_eps\": \"small\""), STROP_E_FORMAT,
+      {LLAMA_CFG(", \"rms_norm_eps\": \"small\""),
+       STROP_E_FORMAT,
        {"config.json", "'rms_norm_eps'", "not a number", NULL}},
       /* a missing field takes its default, which does not fit: the key is named */
-      {"{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", \"vocab_size\": 20, "
+      {"{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", \"vocab_size\": "
+       "20, "
        "\"hidden_size\": 16, \"intermediate_size\": 24, \"num_hidden_layers\": 1, "
        "\"max_position_embeddings\": 32}",
-       STROP_E_FORMAT, {"'hidden_size' 16", "'num_attention_heads' 32", "default", NULL}},
+       STROP_E_FORMAT,
+       {"'hidden_size' 16", "'num_attention_heads' 32", "default", NULL}},
       /* sizes the checkpoint does not have */
-      {"{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", \"vocab_size\": 21, "
+      {"{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", \"vocab_size\": "
+       "21, "
        "\"hidden_size\": 16, \"intermediate_size\": 24, \"num_hidden_layers\": 1, "
        "\"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"max_position_embeddings\": 32}",
-       STROP_E_SHAPE, {"'vocab_size' is 21", "model.embed_tokens.weight", "20", NULL}},
+       STROP_E_SHAPE,
+       {"'vocab_size' is 21", "model.embed_tokens.weight", "20", NULL}},
       {LLAMA_CFG(", \"num_key_value_heads\": 4"), STROP_E_FORMAT, {"duplicate", NULL}},
       /* unsupported options */
       {LLAMA_CFG(", \"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4.0}"),
-       STROP_E_UNSUPPORTED, {"'rope_scaling.rope_type'", "yarn", "linear", NULL}},
-      {LLAMA_CFG(", \"sliding_window\": 8"), STROP_E_UNSUPPORTED,
+       STROP_E_UNSUPPORTED,
+       {"'rope_scaling.rope_type'", "yarn", "linear", NULL}},
+      {LLAMA_CFG(", \"sliding_window\": 8"),
+       STROP_E_UNSUPPORTED,
        {"'sliding_window'", "8", "max_length", NULL}},
-      {LLAMA_CFG(", \"hidden_act\": \"quick_gelu\""), STROP_E_UNSUPPORTED,
+      {LLAMA_CFG(", \"hidden_act\": \"quick_gelu\""),
+       STROP_E_UNSUPPORTED,
        {"'hidden_act'", "quick_gelu", NULL}},
       /* an architecture strop does not know */
       {"{\"architectures\": [\"T5ForConditionalGeneration\"], \"model_type\": \"t5\"}",
-       STROP_E_UNSUPPORTED, {"T5ForConditionalGeneration", "LlamaForCausalLM", NULL}},
+       STROP_E_UNSUPPORTED,
+       {"T5ForConditionalGeneration", "LlamaForCausalLM", NULL}},
       /* more layers than the file has: the strict load names what is missing */
       {"{\"architectures\": [\"LlamaForCausalLM\"], \"vocab_size\": 20, \"hidden_size\": 16, "
        "\"intermediate_size\": 24, \"num_hidden_layers\": 2, \"num_attention_heads\": 4, "
-       "\"num_key_value_heads\": 2, \"max_position_embeddings\": 32}", STROP_E_NOT_FOUND,
+       "\"num_key_value_heads\": 2, \"max_position_embeddings\": 32}",
+       STROP_E_NOT_FOUND,
        {"missing", "model.layers.1.", NULL}},
   };
   char dir[400];
@@ -513,7 +535,8 @@ START_TEST(broken_folders) {
     snprintf(dir, sizeof dir, "%s/case%zu", g_tmp, k);
     ck_assert_int_eq(mkdir(dir, 0755), 0);
     write_text(in_dir(dir, "config.json"), cases[k].config);
-    ck_assert_int_eq(link(in_dir(good, "model.safetensors"), in_dir(dir, "model.safetensors")), 0);
+    ck_assert_int_eq(link(in_dir(good, "model.safetensors"), in_dir(dir, "model.safetensors")),
+                     0);
     m = (strop_model *)1;
     expect(strop_model_load_pretrained(dir, NULL, NULL, &m, NULL), cases[k].st, cases[k].words);
     ck_assert_ptr_null(m);
@@ -529,8 +552,9 @@ START_TEST(broken_folders) {
   snprintf(dir, sizeof dir, "%s/shards", g_tmp);
   ck_assert_int_eq(mkdir(dir, 0755), 0);
   write_text(in_dir(dir, "config.json"), LLAMA_CFG(""));
-  ck_assert_int_eq(link(in_dir(good, "model.safetensors"),
-                        in_dir(dir, "model-00001-of-00002.safetensors")), 0);
+  ck_assert_int_eq(
+      link(in_dir(good, "model.safetensors"), in_dir(dir, "model-00001-of-00002.safetensors")),
+      0);
   write_text(in_dir(dir, "model.safetensors.index.json"),
              "{\"weight_map\": {\"model.norm.weight\": \"model-00001-of-00002.safetensors\", "
              "\"lm_head.weight\": \"model-00002-of-00002.safetensors\"}}");
@@ -574,11 +598,12 @@ START_TEST(tied_gradients_through_the_trainer) {
   const int64_t shape[1] = {5};
   for (int k = 0; k < 2; k++) {
     strop_test_must(strop_model_create(1, shape, &mm[k]), "create");
-    strop_test_must(strop_model_add(mm[k], "wte", "embedding", "num_embeddings=7 embedding_dim=4",
-                                    NULL), "wte");
+    strop_test_must(
+        strop_model_add(mm[k], "wte", "embedding", "num_embeddings=7 embedding_dim=4", NULL),
+        "wte");
     strop_test_must(strop_model_add(mm[k], "ln", "layernorm", "normalized_shape=4", NULL), "ln");
-    strop_test_must(strop_model_add(mm[k], "lm_head", "linear", "out_features=7 bias=false", NULL),
-                    "head");
+    strop_test_must(
+        strop_model_add(mm[k], "lm_head", "linear", "out_features=7 bias=false", NULL), "head");
     if (k == 0) strop_test_must(strop_model_tie(mm[k], "lm_head.weight", "wte.weight"), "tie");
     strop_test_must(strop_model_finalize(mm[k], 3), "finalize");
     strop_test_must(strop_optimizer_create(mm[k], STROP_OPTIM_SGD, &oo[k]), "optimizer");
@@ -611,8 +636,10 @@ START_TEST(tied_gradients_through_the_trainer) {
       strop_tensor_free(dout);
     }
     for (int i = 0; i < 28; i++)
-      ck_assert_msg(fabsf(g[0][i] - (g[1][i] + gh[i])) < 1e-5f, "step %d: tied grad[%d] %g, the "
-                    "two uses' sum %g", step, i, (double)g[0][i], (double)(g[1][i] + gh[i]));
+      ck_assert_msg(fabsf(g[0][i] - (g[1][i] + gh[i])) < 1e-5f,
+                    "step %d: tied grad[%d] %g, the "
+                    "two uses' sum %g",
+                    step, i, (double)g[0][i], (double)(g[1][i] + gh[i]));
   }
   strop_tensor_free(x);
   for (int k = 0; k < 2; k++) {
@@ -628,24 +655,27 @@ END_TEST
 START_TEST(save_pretrained_api) {
   char src[400], dst[400];
   snprintf(src, sizeof src, "%s/src", g_tmp);
-  make_folder(src, "{\"architectures\": [\"LlamaForSequenceClassification\"], \"model_type\": "
-              "\"llama\", \"vocab_size\": 20, \"hidden_size\": 16, \"intermediate_size\": 24, "
-              "\"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"num_key_value_heads\": 2, "
-              "\"max_position_embeddings\": 32, \"pad_token_id\": 0, \"rope_theta\": 1e4, "
-              "\"id2label\": {\"0\": \"neg\", \"1\": \"pos\"}, \"custom\": [1, \"a\\\"b\", null]}");
+  make_folder(
+      src, "{\"architectures\": [\"LlamaForSequenceClassification\"], \"model_type\": "
+           "\"llama\", \"vocab_size\": 20, \"hidden_size\": 16, \"intermediate_size\": 24, "
+           "\"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"num_key_value_heads\": 2, "
+           "\"max_position_embeddings\": 32, \"pad_token_id\": 0, \"rope_theta\": 1e4, "
+           "\"id2label\": {\"0\": \"neg\", \"1\": \"pos\"}, \"custom\": [1, \"a\\\"b\", null]}");
   strop_model *m = NULL;
   strop_test_must(strop_model_load_pretrained(src, NULL, NULL, &m, NULL), "load");
   /* LoRA on q and v, trained a little (B made non-zero), and a head of 3 classes */
   strop_surgery *sg = NULL;
   strop_test_must(strop_surgery_create(m, &sg), "surgery");
   strop_test_must(strop_surgery_lora(sg, "*.[qv]_proj", 2, 4.0f, 0.0f), "lora");
-  strop_test_must(strop_surgery_replace(sg, "score", "linear", "out_features=3 bias=false", 5), "head");
+  strop_test_must(strop_surgery_replace(sg, "score", "linear", "out_features=3 bias=false", 5),
+                  "head");
   strop_test_must(strop_surgery_apply(sg), "apply");
   strop_surgery_free(sg);
   strop_tensor *b = NULL;
   strop_test_must(strop_model_tensor_view(m, "model.layers.0.self_attn.v_proj.lora_B.weight", &b),
                   "B");
-  for (int64_t i = 0; i < strop_tensor_numel(b); i++) strop_tensor_data(b)[i] = 0.01f * (float)(i % 7);
+  for (int64_t i = 0; i < strop_tensor_numel(b); i++)
+    strop_tensor_data(b)[i] = 0.01f * (float)(i % 7);
   strop_tensor_free(b);
   snprintf(dst, sizeof dst, "%s/out/nested", g_tmp);
   strop_test_must(strop_model_save_pretrained(m, dst), "save");
@@ -666,8 +696,9 @@ START_TEST(save_pretrained_api) {
   strop_test_must(strop_model_forward_masked(back, x, mk, &o2), "merged file");
   ck_assert_int_eq(strop_tensor_numel(o2), 6);
   for (int i = 0; i < 6; i++)
-    ck_assert_msg(fabsf(strop_tensor_data(o1)[i] - strop_tensor_data(o2)[i]) < 1e-5f, "[%d] %g vs %g",
-                  i, (double)strop_tensor_data(o1)[i], (double)strop_tensor_data(o2)[i]);
+    ck_assert_msg(fabsf(strop_tensor_data(o1)[i] - strop_tensor_data(o2)[i]) < 1e-5f,
+                  "[%d] %g vs %g", i, (double)strop_tensor_data(o1)[i],
+                  (double)strop_tensor_data(o2)[i]);
   /* the config: labels for 3 classes, float32, the rest as it was */
   size_t len = 0;
   char *cfg = strop_test_read_file(in_dir(dst, "config.json"), &len);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tests — tuner suite: the search space and its errors, grid order, seeded random
  * draws, the Gaussian process against numpy, Bayesian optimisation against random search on
  * standard functions, pruning, failed trials, the trials file and resume, parallel runs. */
@@ -17,12 +18,12 @@
 #define OK(x) ck_assert_int_eq((x), STROP_OK)
 
 /* The error path contract: the status, and a sentence that mentions `word`. */
-#define ERR(call, status, word)                                                        \
-  do {                                                                                 \
-    strop_clear_error();                                                               \
-    ck_assert_int_eq((call), (status));                                                \
+#define ERR(call, status, word)                                                           \
+  do {                                                                                    \
+    strop_clear_error();                                                                  \
+    ck_assert_int_eq((call), (status));                                                   \
     ck_assert_msg(strstr(strop_last_error(), (word)) != NULL, "sentence '%s' lacks '%s'", \
-                  strop_last_error(), (word));                                         \
+                  strop_last_error(), (word));                                            \
   } while (0)
 
 static char *tmp_path(const char *name) {
@@ -268,11 +269,11 @@ START_TEST(grid_order) {
   strop_tuner *t = NULL;
   OK(strop_tuner_create(STROP_TUNE_GRID, 9, STROP_TUNE_MINIMIZE, &t));
   OK(strop_tuner_set_int(t, STROP_TUNE_GRID_POINTS, 3));
-  OK(strop_tuner_add_float(t, "lr", 1e-4, 1e-2, 1));  /* 1e-4, 1e-3, 1e-2 */
-  OK(strop_tuner_add_int(t, "bs", 1, 2, 0));          /* 2 values (fewer than K) */
+  OK(strop_tuner_add_float(t, "lr", 1e-4, 1e-2, 1)); /* 1e-4, 1e-3, 1e-2 */
+  OK(strop_tuner_add_int(t, "bs", 1, 2, 0));         /* 2 values (fewer than K) */
   const char *ch[] = {"p", "q"};
   OK(strop_tuner_add_categorical(t, "opt", ch, 2));
-  OK(strop_tuner_add_float(t, "wd", 0, 1, 0));        /* 0, 0.5, 1 */
+  OK(strop_tuner_add_float(t, "wd", 0, 1, 0)); /* 0, 0.5, 1 */
   ck_assert_int_eq(strop_tuner_grid_size(t), 36);
   const double lrs[] = {1e-4, 1e-3, 1e-2}, wds[] = {0, 0.5, 1};
   int64_t k = 0;
@@ -292,7 +293,8 @@ START_TEST(grid_order) {
           ck_assert_int_eq(bs, b + 1);
           ck_assert_int_eq(ci, c);
           ck_assert_double_eq_tol(wd, wds[d], 1e-15);
-          OK(strop_tuner_tell(t, id, (double)k, k % 5 == 0 ? STROP_TRIAL_FAILED : STROP_TRIAL_OK));
+          OK(strop_tuner_tell(t, id, (double)k,
+                              k % 5 == 0 ? STROP_TRIAL_FAILED : STROP_TRIAL_OK));
         }
   int64_t id;
   ck_assert_int_eq(strop_tuner_ask(t, &id), STROP_E_STATE);
@@ -498,7 +500,9 @@ static double branin(strop_tuner *t, int64_t id) {
   return q * q + s * (1 - tt) * cos(x1) + s;
 }
 
-static const double H_A[4][4] = {{10, 3, 17, 3.5}, {0.05, 10, 17, 0.1}, {3, 3.5, 1.7, 10},
+static const double H_A[4][4] = {{10, 3, 17, 3.5},
+                                 {0.05, 10, 17, 0.1},
+                                 {3, 3.5, 1.7, 10},
                                  {17, 8, 0.05, 10}};
 static const double H_P[4][4] = {{0.1312, 0.1696, 0.5569, 0.0124},
                                  {0.2329, 0.4135, 0.8307, 0.3736},
@@ -587,13 +591,16 @@ START_TEST(bayes_beats_random) {
     rnd += regret_after(o, STROP_TUNE_RANDOM, s, &h) / BO_SEEDS;
     rnd_hit += (double)h / BO_SEEDS;
   }
-  fprintf(stderr, "tune: %-10s after %d evals, mean regret bayes %.4g random %.4g (ratio %.3f);"
-          " evals to regret %g: bayes %.1f random %.1f (%d = never)\n", o->name, BO_EVALS, bo,
-          rnd, bo / rnd, o->target, bo_hit, rnd_hit, BO_EVALS + 1);
+  fprintf(stderr,
+          "tune: %-10s after %d evals, mean regret bayes %.4g random %.4g (ratio %.3f);"
+          " evals to regret %g: bayes %.1f random %.1f (%d = never)\n",
+          o->name, BO_EVALS, bo, rnd, bo / rnd, o->target, bo_hit, rnd_hit, BO_EVALS + 1);
   ck_assert_msg(bo < o->ratio * rnd, "%s: bayes %.5g vs random %.5g", o->name, bo, rnd);
   /* reaching the stated regret takes at least 4 evaluations fewer on average */
-  ck_assert_msg(bo_hit < rnd_hit - 4.0, "%s: evaluations to regret %g: bayes %.1f vs random "
-                "%.1f", o->name, o->target, bo_hit, rnd_hit);
+  ck_assert_msg(bo_hit < rnd_hit - 4.0,
+                "%s: evaluations to regret %g: bayes %.1f vs random "
+                "%.1f",
+                o->name, o->target, bo_hit, rnd_hit);
 }
 END_TEST
 
@@ -716,8 +723,7 @@ static int quad_trial(strop_tuner *t, int64_t id, double *value_out, void *user_
   if (strop_tuner_trial_float(t, id, "y", &y) != STROP_OK) return STROP_TRIAL_FAILED;
   for (int s = 1; s <= 3; s++) {
     int prune;
-    if (strop_tuner_report(t, id, s, (x - 0.3) * (x - 0.3) + y * y + 1.0 / s, &prune) !=
-        STROP_OK)
+    if (strop_tuner_report(t, id, s, (x - 0.3) * (x - 0.3) + y * y + 1.0 / s, &prune) != STROP_OK)
       return STROP_TRIAL_FAILED;
   }
   *value_out = (x - 0.3) * (x - 0.3) + y * y;
@@ -788,7 +794,7 @@ START_TEST(interrupted_trial_is_asked_again) {
   OK(strop_tuner_trial_result(t, 4, &st, NULL, NULL, NULL));
   ck_assert_int_eq(st, STROP_TRIAL_RUNNING);
   int prune;
-  OK(strop_tuner_report(t, 4, 1, 0.5, &prune)); /* steps start again */
+  OK(strop_tuner_report(t, 4, 1, 0.5, &prune));           /* steps start again */
   OK(strop_tuner_tell(t, 4, 0, STROP_TRIAL_INTERRUPTED)); /* stopped again */
   strop_tuner_free(t);
   /* resumed: the file says interrupted; the first ask gives it again */
@@ -1047,20 +1053,21 @@ START_TEST(resume_errors) {
   char *path = tmp_path("bad.jsonl");
   const char *bad[] = {
       "{\"id\":0,\"status\":\"ok\",\"value\":1,\"values\":{\"optimizer.lr\":0.01,"
-      "\"data.batch_size\":32}}\n",                                           /* missing */
+      "\"data.batch_size\":32}}\n", /* missing */
       "{\"id\":0,\"status\":\"ok\",\"value\":1,\"values\":{\"optimizer.lr\":5,"
-      "\"data.batch_size\":32,\"optimizer.name\":\"adam\"}}\n",               /* range */
+      "\"data.batch_size\":32,\"optimizer.name\":\"adam\"}}\n", /* range */
       "{\"id\":0,\"status\":\"ok\",\"value\":1,\"values\":{\"optimizer.lr\":0.01,"
-      "\"data.batch_size\":32,\"optimizer.name\":\"lion\"}}\n",               /* choice */
-      "{\"id\":0,\"status\":\"meh\",\"value\":1,\"values\":{}}\n",            /* status */
-      "[1,2]\n{}\n",                                                          /* object */
+      "\"data.batch_size\":32,\"optimizer.name\":\"lion\"}}\n",    /* choice */
+      "{\"id\":0,\"status\":\"meh\",\"value\":1,\"values\":{}}\n", /* status */
+      "[1,2]\n{}\n",                                               /* object */
       "{\"id\":0,\"status\":\"ok\",\"value\":1,\"values\":{\"optimizer.lr\":0.01,"
       "\"data.batch_size\":32,\"optimizer.name\":\"adam\"}}\n"
       "{\"id\":0,\"status\":\"ok\",\"value\":2,\"values\":{\"optimizer.lr\":0.01,"
-      "\"data.batch_size\":32,\"optimizer.name\":\"adam\"}}\n",               /* repeated id */
+      "\"data.batch_size\":32,\"optimizer.name\":\"adam\"}}\n", /* repeated id */
   };
-  const char *words[] = {"missing parameter", "outside the range", "not one of the choices",
-                         "status", "not a JSON object", "appears twice"};
+  const char *words[] = {"missing parameter",      "outside the range",
+                         "not one of the choices", "status",
+                         "not a JSON object",      "appears twice"};
   for (int i = 0; i < 6; i++) {
     FILE *f = fopen(path, "w");
     fputs(bad[i], f);
@@ -1107,13 +1114,17 @@ START_TEST(resume_refuses_unusable_numbers) {
     const char *line, *word;
   } bad[] = {
       {"{\"id\":9223372036854775807,\"status\":\"ok\",\"value\":1,\"values\":{\"optimizer.lr\":"
-       "0.01,\"data.batch_size\":32,\"optimizer.name\":\"adam\"}}\n", "\"id\" must be"},
+       "0.01,\"data.batch_size\":32,\"optimizer.name\":\"adam\"}}\n",
+       "\"id\" must be"},
       {"{\"id\":9007199254740992,\"status\":\"ok\",\"value\":1,\"values\":{\"optimizer.lr\":"
-       "0.01,\"data.batch_size\":32,\"optimizer.name\":\"adam\"}}\n", "\"id\" must be"},
+       "0.01,\"data.batch_size\":32,\"optimizer.name\":\"adam\"}}\n",
+       "\"id\" must be"},
       {"{\"id\":1,\"status\":\"ok\",\"value\":1,\"seconds\":1e999,\"values\":{\"optimizer.lr\":"
-       "0.01,\"data.batch_size\":32,\"optimizer.name\":\"adam\"}}\n", "\"seconds\""},
+       "0.01,\"data.batch_size\":32,\"optimizer.name\":\"adam\"}}\n",
+       "\"seconds\""},
       {"{\"id\":1,\"status\":\"ok\",\"value\":1,\"seconds\":-3,\"values\":{\"optimizer.lr\":"
-       "0.01,\"data.batch_size\":32,\"optimizer.name\":\"adam\"}}\n", "\"seconds\""},
+       "0.01,\"data.batch_size\":32,\"optimizer.name\":\"adam\"}}\n",
+       "\"seconds\""},
       {"{\"id\":1,\"status\":\"pruned\",\"value\":1,\"values\":{\"optimizer.lr\":0.01,"
        "\"data.batch_size\":32,\"optimizer.name\":\"adam\"},\"intermediate\":[[1,1e999]]}\n",
        "finite value"},

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tests — the data-parallel scenarios both the thread-rank suite (check_dist.c) and the
  * MPI program (dist/dist_mpi.c) run: a small classifier fitted on Gaussian blobs, by one
  * process or by the ranks of a group, so the two can be compared. Included once per program. */
@@ -98,8 +99,11 @@ static void sc_fit(strop_dist *d, sc_run *r) {
   strop_batch_iter *it = NULL;
   strop_status s = ds && m ? STROP_OK : STROP_E_INTERNAL;
   if (!s) s = strop_optimizer_create(m, r->optim, &opt);
-  if (!s) s = strop_optimizer_set_float(opt, STROP_OPT_LR, r->optim == STROP_OPTIM_ADAM ? 3e-3f : 0.05f);
-  if (!s && r->optim == STROP_OPTIM_SGD) s = strop_optimizer_set_float(opt, STROP_OPT_MOMENTUM, 0.9f);
+  if (!s)
+    s = strop_optimizer_set_float(opt, STROP_OPT_LR,
+                                  r->optim == STROP_OPTIM_ADAM ? 3e-3f : 0.05f);
+  if (!s && r->optim == STROP_OPTIM_SGD)
+    s = strop_optimizer_set_float(opt, STROP_OPT_MOMENTUM, 0.9f);
   if (!s) s = strop_trainer_create(m, opt, &t);
   if (!s) s = strop_batch_iter_create(ds, r->batch, 99, STROP_ITER_SHUFFLE, &it);
   if (!s && r->ckpt_in) s = strop_trainer_load_checkpoint(t, r->ckpt_in);

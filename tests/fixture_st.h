@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tests — a minimal reader of the safetensors fixtures written by
  * tests/fixtures/safetensors_np.py (F32/F64 tensors, string metadata), header-only, for suites
  * that compare against fixtures outside strop_test_parity (losses, padding masks). */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tests — the knob tables of docs/optim.md, docs/tune.md and docs/recipes.md, generated
  * from the settings tables (lib/optim, lib/train, lib/tune): --check fails when a committed
  * table differs from the generated one, --write puts the generated ones in place.
@@ -174,15 +175,16 @@ static void gen_recipe_keys(text *t, const char *section) {
     for (int k = 0; docs[k].key; k++)
       if (!strcmp(docs[k].section, section) && !strcmp(docs[k].key, key)) doc = docs[k].doc;
     if (!doc) {
-      fprintf(stderr, "gen_settings_doc: the recipe key '%s.%s' has no line in "
-              "lib/recipe/tune.c's strop__tune_key_docs\n", section, key);
+      fprintf(stderr,
+              "gen_settings_doc: the recipe key '%s.%s' has no line in "
+              "lib/recipe/tune.c's strop__tune_key_docs\n",
+              section, key);
       exit(2);
     }
     put(t, "| `%s` | ", key);
     if (words)
       for (int w = 0; words[w]; w++) put(t, "%s`%s`", w ? ", " : "", words[w]);
-    else
-      put(t, "%s", type);
+    else put(t, "%s", type);
     put(t, " | %s |\n", doc);
   }
   if (n == 0) {
@@ -194,8 +196,10 @@ static void gen_recipe_keys(text *t, const char *section) {
     for (int i = 0; !found && strop__recipe_schema_key(section, i, &key, &type, &words) == 1; i++)
       found = !strcmp(docs[k].key, key);
     if (!strcmp(docs[k].section, section) && !found) {
-      fprintf(stderr, "gen_settings_doc: strop__tune_key_docs documents '%s.%s', which the "
-              "recipe schema does not have\n", section, docs[k].key);
+      fprintf(stderr,
+              "gen_settings_doc: strop__tune_key_docs documents '%s.%s', which the "
+              "recipe schema does not have\n",
+              section, docs[k].key);
       exit(2);
     }
   }
@@ -228,8 +232,9 @@ static char *read_all(const char *path) {
 
 static const struct {
   const char *file, *table;
-} BLOCKS[] = {{"optim.md", "optimizer"}, {"optim.md", "scheduler"}, {"recipes.md", "trainer"},
-              {"tune.md", "recipe:tune"}, {"tune.md", "recipe:tune.params"}, {"tune.md", "tuner"}};
+} BLOCKS[] = {{"optim.md", "optimizer"},         {"optim.md", "scheduler"},
+              {"recipes.md", "trainer"},         {"tune.md", "recipe:tune"},
+              {"tune.md", "recipe:tune.params"}, {"tune.md", "tuner"}};
 
 /* Replaces (or compares) every generated table of one file. Returns the number that differ. */
 static int one_file(const char *dir, const char *file, int write) {
@@ -249,8 +254,10 @@ static int one_file(const char *dir, const char *file, int write) {
     char *a = strstr(doc, begin), *z = a ? strstr(a, end) : NULL;
     char *body = a ? strstr(a, "-->\n") : NULL;
     if (!a || !z || !body || body > z) {
-      fprintf(stderr, "gen_settings_doc: %s has no generated '%s' table (between '%s...-->' "
-              "and '%s')\n", path, BLOCKS[b].table, begin, end);
+      fprintf(stderr,
+              "gen_settings_doc: %s has no generated '%s' table (between '%s...-->' "
+              "and '%s')\n",
+              path, BLOCKS[b].table, begin, end);
       exit(2);
     }
     body += 4;
@@ -262,8 +269,10 @@ static int one_file(const char *dir, const char *file, int write) {
     }
     differ++;
     if (!write) {
-      fprintf(stderr, "%s: the '%s' knob table differs from lib's settings table; the generated "
-              "one is:\n%s", path, BLOCKS[b].table, g.s);
+      fprintf(stderr,
+              "%s: the '%s' knob table differs from lib's settings table; the generated "
+              "one is:\n%s",
+              path, BLOCKS[b].table, g.s);
     } else {
       text out = {0};
       put(&out, "%.*s%s%s", (int)(body - doc), doc, g.s, z);
@@ -302,8 +311,10 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
     differ += one_file(argv[2], files[i], write);
   if (differ && !write) {
-    fprintf(stderr, "gen_settings_doc: %d knob table(s) in %s are out of date; regenerate them "
-            "with: build/tests/gen_settings_doc --write docs\n", differ, argv[2]);
+    fprintf(stderr,
+            "gen_settings_doc: %d knob table(s) in %s are out of date; regenerate them "
+            "with: build/tests/gen_settings_doc --write docs\n",
+            differ, argv[2]);
     return 1;
   }
   return 0;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tests — numeric harness (see harness.h): finite differences and PyTorch parity.
  * Reads fixtures with its own small safetensors reader so layer tests do not depend on
  * the io module they would otherwise be testing alongside. */
@@ -43,15 +44,17 @@ static double compare_fd(const char *what, double fd, double an, double tol, dou
   double scale = fmax(fmax(fabs(fd), fabs(an)), 1e-2);
   double rel = d / scale;
   if (rel > *worst) *worst = rel;
-  ck_assert_msg(rel <= tol, "gradcheck %s: finite difference %.6g vs analytic %.6g (rel %.3g > %.3g)",
-                what, fd, an, rel, tol);
+  ck_assert_msg(rel <= tol,
+                "gradcheck %s: finite difference %.6g vs analytic %.6g (rel %.3g > %.3g)", what,
+                fd, an, rel, tol);
   return rel;
 }
 
 double strop_test_gradcheck(strop_model *m, int64_t batch, uint64_t seed,
                             const strop_test_gc_opts *opts) {
   strop_test_gc_opts o;
-  if (opts) o = *opts; else strop_test_gc_defaults(&o);
+  if (opts) o = *opts;
+  else strop_test_gc_defaults(&o);
   if (o.int_inputs) o.check_input = 0;
   strop__rng g;
   strop__rng_seed(&g, seed, 77);
@@ -131,7 +134,7 @@ typedef struct fx_tensor {
   int rank;
   int64_t dims[8];
   size_t numel;
-  float *f;  /* converted to float (I64 too) */
+  float *f; /* converted to float (I64 too) */
 } fx_tensor;
 
 typedef struct fx_file {
@@ -195,7 +198,10 @@ static void fx_load(const char *path, fx_file *fx) {
   for (;;) {
     p = skip_ws(p);
     if (*p == '}') break;
-    if (*p == ',') { p++; continue; }
+    if (*p == ',') {
+      p++;
+      continue;
+    }
     char key[256];
     p = read_str(p, key, sizeof key);
     p = skip_ws(p);
@@ -207,13 +213,22 @@ static void fx_load(const char *path, fx_file *fx) {
       p++;
       for (;;) {
         p = skip_ws(p);
-        if (*p == '}') { p++; break; }
-        if (*p == ',') { p++; continue; }
+        if (*p == '}') {
+          p++;
+          break;
+        }
+        if (*p == ',') {
+          p++;
+          continue;
+        }
         char mk[128], mv[256];
         p = read_str(p, mk, sizeof mk);
         p = skip_ws(p) + 1;
         p = read_str(p, mv, sizeof mv);
-        if (!strcmp(mk, "training")) { fx->training[0] = mv[0]; fx->training[1] = 0; }
+        if (!strcmp(mk, "training")) {
+          fx->training[0] = mv[0];
+          fx->training[1] = 0;
+        }
       }
       continue;
     }
@@ -225,8 +240,14 @@ static void fx_load(const char *path, fx_file *fx) {
     uint64_t b = 0, e = 0;
     for (;;) {
       p = skip_ws(p);
-      if (*p == '}') { p++; break; }
-      if (*p == ',') { p++; continue; }
+      if (*p == '}') {
+        p++;
+        break;
+      }
+      if (*p == ',') {
+        p++;
+        continue;
+      }
       char f[64];
       p = read_str(p, f, sizeof f);
       p = skip_ws(p) + 1;
@@ -240,8 +261,14 @@ static void fx_load(const char *path, fx_file *fx) {
         int n = 0;
         for (;;) {
           p = skip_ws(p);
-          if (*p == ']') { p++; break; }
-          if (*p == ',') { p++; continue; }
+          if (*p == ']') {
+            p++;
+            break;
+          }
+          if (*p == ',') {
+            p++;
+            continue;
+          }
           char *end;
           v[n++] = strtoll(p, &end, 10);
           p = end;
@@ -318,10 +345,8 @@ double strop_test_parity(strop_model *m, const char *fixture_path, double tol) {
     ck_assert_msg(t != NULL, "%s: no tensor '%s' in the fixture", fixture_path, p->name);
     ck_assert_msg(t->numel == p->numel, "%s: '%s' has %zu values, strop has %zu", fixture_path,
                   p->name, t->numel, p->numel);
-    if (p->data)
-      memcpy(p->data, t->f, p->numel * sizeof(float));
-    else
-      p->idata[0] = (int64_t)t->f[0];
+    if (p->data) memcpy(p->data, t->f, p->numel * sizeof(float));
+    else p->idata[0] = (int64_t)t->f[0];
   }
   fx_tensor *in = fx_find(&fx, "input"), *out = fx_find(&fx, "output");
   ck_assert_msg(in && out, "%s: needs 'input' and 'output'", fixture_path);
@@ -346,7 +371,8 @@ double strop_test_parity(strop_model *m, const char *fixture_path, double tol) {
       snprintf(key, sizeof key, "grad.%s", p->name);
       fx_tensor *g = fx_find(&fx, key);
       if (!g) continue;
-      ck_assert_msg(p->grad != NULL, "%s: strop computed no gradient for %s", fixture_path, p->name);
+      ck_assert_msg(p->grad != NULL, "%s: strop computed no gradient for %s", fixture_path,
+                    p->name);
       worst = fmax(worst, cmp(fixture_path, key, p->grad, g, p->numel, tol));
     }
   }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tests — numeric harness for layers: finite-difference gradient checks and PyTorch
  * parity through committed safetensors fixtures. Used by every layer family's suite. */
 #ifndef STROP_HARNESS_H
@@ -8,13 +9,13 @@
 #include "strop/model.h"
 
 typedef struct strop_test_gc_opts {
-  double eps;          /* central-difference step (default 1e-3; computed in float32) */
-  double tol;          /* max relative error allowed (default 2e-2; floor 1e-3 on |g|) */
-  int check_input;     /* 1: also check d loss / d input (default 1) */
-  int int_inputs;      /* 1: inputs are integers in [0, int_max) (token ids); implies no input check */
+  double eps;      /* central-difference step (default 1e-3; computed in float32) */
+  double tol;      /* max relative error allowed (default 2e-2; floor 1e-3 on |g|) */
+  int check_input; /* 1: also check d loss / d input (default 1) */
+  int int_inputs; /* 1: inputs are integers in [0, int_max) (token ids); implies no input check */
   int64_t int_max;
-  float input_scale;   /* inputs ~ U(-scale, scale) (default 1) */
-  int max_per_tensor;  /* entries checked per tensor, sampled (default 48) */
+  float input_scale;  /* inputs ~ U(-scale, scale) (default 1) */
+  int max_per_tensor; /* entries checked per tensor, sampled (default 48) */
 } strop_test_gc_opts;
 
 void strop_test_gc_defaults(strop_test_gc_opts *o);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tests — shared helpers (see testutil.h). */
 #include "testutil.h"
 
@@ -73,8 +74,10 @@ int strop_test_alloc_sweep(strop_test_op op, void (*cleanup)(void *ctx), void *c
                   (long long)n, st, strop_last_error());
     ck_assert_msg(strop_last_error()[0] != '\0', "no error sentence after failure %lld",
                   (long long)n);
-    ck_assert_msg(strop__alloc_live() == live, "leak after failing allocation %lld: %lld live, "
-                  "was %lld", (long long)n, (long long)strop__alloc_live(), (long long)live);
+    ck_assert_msg(strop__alloc_live() == live,
+                  "leak after failing allocation %lld: %lld live, "
+                  "was %lld",
+                  (long long)n, (long long)strop__alloc_live(), (long long)live);
   }
   ck_abort_msg("allocation sweep did not end");
   return failures;
@@ -90,8 +93,9 @@ strop_model *strop_test_build(int rank, const int64_t *shape, const strop_test_n
   strop_model *m = NULL;
   strop_test_must(strop_model_create(rank, shape, &m), "strop_model_create");
   for (int i = 0; i < n_nodes; i++)
-    strop_test_must(strop_model_add(m, nodes[i].name, nodes[i].type, nodes[i].opts, nodes[i].inputs),
-                    nodes[i].name);
+    strop_test_must(
+        strop_model_add(m, nodes[i].name, nodes[i].type, nodes[i].opts, nodes[i].inputs),
+        nodes[i].name);
   strop_test_must(strop_model_finalize(m, seed), "strop_model_finalize");
   return m;
 }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tests — helpers shared by the Check suites: run a suite, compare arrays,
  * sweep allocation failures. */
 #ifndef STROP_TESTUTIL_H

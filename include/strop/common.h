@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — shared macros of the public headers: export marker, result and deprecation
  * attributes, C++ linkage. Included by every other public header; not useful on its own. */
 #ifndef STROP_COMMON_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — datasets: sources (memory, callback, IDX, CSV, NPY, text), task shaping (class
  * filter, few-shot, splits, one-hot) and the seeded, resumable, prefetching batch iterator. */
 #ifndef STROP_DATA_H
@@ -182,10 +183,10 @@ STROP_API STROP_NODISCARD strop_status strop_dataset_load_idx(const char *images
 
 /** @brief How the label column of a CSV file is read. @since 0.1 */
 typedef enum strop_csv_label_mode {
-  STROP_CSV_LABEL_INDEX = 0,       /**< Integer class indices (sklearn's files). */
-  STROP_CSV_LABEL_NAMES = 1,       /**< Strings, numbered in order of first appearance. */
+  STROP_CSV_LABEL_INDEX = 0,        /**< Integer class indices (sklearn's files). */
+  STROP_CSV_LABEL_NAMES = 1,        /**< Strings, numbered in order of first appearance. */
   STROP_CSV_LABEL_NAMES_SORTED = 2, /**< Strings, numbered in byte-wise sorted order. */
-  STROP_CSV_LABEL_REGRESSION = 3   /**< A number: the target is shape (1). */
+  STROP_CSV_LABEL_REGRESSION = 3    /**< A number: the target is shape (1). */
 } strop_csv_label_mode;
 
 /**
@@ -193,20 +194,20 @@ typedef enum strop_csv_label_mode {
  * fields; fields are only ever appended. @since 0.1
  */
 typedef struct strop_csv_options {
-  size_t size;              /**< sizeof(strop_csv_options), set by the init function. */
-  int delimiter;            /**< Field separator byte, default ','. ' ' splits on runs of
+  size_t size;            /**< sizeof(strop_csv_options), set by the init function. */
+  int delimiter;          /**< Field separator byte, default ','. ' ' splits on runs of
                                  blanks and tabs. */
-  int header;               /**< 1: the first line (after skipped ones) names the columns. */
-  int64_t skip_lines;       /**< Lines ignored at the top, default 0. */
-  int sklearn_header;       /**< 1: the first line is sklearn's `n_samples,n_features,class
+  int header;             /**< 1: the first line (after skipped ones) names the columns. */
+  int64_t skip_lines;     /**< Lines ignored at the top, default 0. */
+  int sklearn_header;     /**< 1: the first line is sklearn's `n_samples,n_features,class
                                  names...`: checked against the data and its names become the
                                  class names. Default 0. */
-  int64_t label_column;     /**< Column index of the label; negative counts from the end.
+  int64_t label_column;   /**< Column index of the label; negative counts from the end.
                                  Default -1 (last). */
-  const char *label_name;   /**< When non-NULL, the label column by header name (needs
+  const char *label_name; /**< When non-NULL, the label column by header name (needs
                                  header = 1); overrides label_column. Default NULL. */
-  int label_mode;           /**< A strop_csv_label_mode, default STROP_CSV_LABEL_INDEX. */
-  int64_t num_classes;      /**< For STROP_CSV_LABEL_INDEX: as in strop_dataset_from_memory();
+  int label_mode;         /**< A strop_csv_label_mode, default STROP_CSV_LABEL_INDEX. */
+  int64_t num_classes;    /**< For STROP_CSV_LABEL_INDEX: as in strop_dataset_from_memory();
                                  default STROP_CLASSES_INFER. */
 } strop_csv_options;
 
@@ -292,19 +293,19 @@ STROP_API STROP_NODISCARD strop_status strop_tensor_load_npy(const char *path,
  * change fields; fields are only ever appended. @since 0.2
  */
 typedef struct strop_image_options {
-  size_t size;          /**< sizeof(strop_image_options), set by the init function. */
-  int channels;         /**< Channels of every sample: 3 (RGB, default), 1 (greyscale, PIL's
+  size_t size;        /**< sizeof(strop_image_options), set by the init function. */
+  int channels;       /**< Channels of every sample: 3 (RGB, default), 1 (greyscale, PIL's
                              luma L = (299 R + 587 G + 114 B) / 1000 in 16-bit fixed point) or
                              4 (RGBA). Files are converted as PIL's Image.convert() does:
                              greyscale replicated, alpha dropped or 255, a palette expanded
                              (its transparency becomes alpha). */
-  int skip_bad;         /**< 0 (default): a file that cannot be read is an error naming it.
+  int skip_bad;       /**< 0 (default): a file that cannot be read is an error naming it.
                              1: such files are left out at load and listed by
                              strop_dataset_skipped(). */
-  int64_t max_pixels;   /**< Width x height above which a file is refused before anything is
+  int64_t max_pixels; /**< Width x height above which a file is refused before anything is
                              allocated for its pixels (decompression bombs); default
                              STROP_IMAGE_MAX_PIXELS, at most 2^34. */
-  size_t cache_bytes;   /**< Decoded pixels (1 byte per channel) kept in memory, up to this
+  size_t cache_bytes; /**< Decoded pixels (1 byte per channel) kept in memory, up to this
                              many bytes, so later epochs skip decoding; default 0 (none). */
 } strop_image_options;
 
@@ -599,8 +600,8 @@ typedef struct strop_text_options {
                                     EOS id after each, when the tokenizer has one and the text
                                     does not end with it) into one stream cut into windows of
                                     L; 0: one sample per text, truncated to L + 1 ids. */
-  int64_t stride;              /**< Packed windows start every @c stride tokens; 0 (default): L. */
-  int64_t num_classes;         /**< ::STROP_TEXT_CLASSIFY with integer labels: the class
+  int64_t stride;      /**< Packed windows start every @c stride tokens; 0 (default): L. */
+  int64_t num_classes; /**< ::STROP_TEXT_CLASSIFY with integer labels: the class
                                     count, or #STROP_CLASSES_INFER (default: largest + 1). */
 } strop_text_options;
 
@@ -633,8 +634,10 @@ STROP_API void strop_text_options_init(strop_text_options *opt);
  *         of range, a plain file for a task other than causal LM); STROP_E_NOMEM. Thread-safe
  *         for distinct tokenizers. @since 0.2
  */
-STROP_API STROP_NODISCARD strop_status strop_dataset_load_text_file(
-    const char *path, strop_tokenizer *tok, const strop_text_options *opt, strop_dataset **out);
+STROP_API STROP_NODISCARD strop_status strop_dataset_load_text_file(const char *path,
+                                                                    strop_tokenizer *tok,
+                                                                    const strop_text_options *opt,
+                                                                    strop_dataset **out);
 
 /**
  * @brief Gives the samples of a dataset padding masks: which positions of each sample's
@@ -653,8 +656,8 @@ STROP_API STROP_NODISCARD strop_status strop_dataset_load_text_file(
  *         both); STROP_E_NOMEM. On error the dataset is unchanged. Not thread-safe for the
  *         dataset and its views. @since 0.2
  */
-STROP_API STROP_NODISCARD strop_status strop_dataset_set_mask(strop_dataset *ds, const float *mask,
-                                                              size_t count);
+STROP_API STROP_NODISCARD strop_status strop_dataset_set_mask(strop_dataset *ds,
+                                                              const float *mask, size_t count);
 
 /**
  * @brief Whether the dataset's samples carry padding masks (strop_dataset_set_mask()).
@@ -798,8 +801,8 @@ STROP_API void strop_dataset_free(strop_dataset *ds);
  * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_dataset_subset(const strop_dataset *ds,
-                                                            const int64_t *indices,
-                                                            int64_t count, strop_dataset **out);
+                                                            const int64_t *indices, int64_t count,
+                                                            strop_dataset **out);
 
 /**
  * @brief Keeps the samples of the listed classes and renumbers them: class @p classes[i]
@@ -831,8 +834,7 @@ STROP_API STROP_NODISCARD strop_status strop_dataset_filter_classes(const strop_
  * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_dataset_few_shot(const strop_dataset *ds, int64_t k,
-                                                              uint64_t seed,
-                                                              strop_dataset **out);
+                                                              uint64_t seed, strop_dataset **out);
 
 /** @brief Flag of strop_dataset_split(): split every class in the same proportions.
  *  @since 0.1 */
@@ -860,12 +862,9 @@ STROP_API STROP_NODISCARD strop_status strop_dataset_few_shot(const strop_datase
  *         STROP_E_CALLBACK; STROP_E_NOMEM.
  * @since 0.1
  */
-STROP_API STROP_NODISCARD strop_status strop_dataset_split(const strop_dataset *ds,
-                                                           float train_frac, float val_frac,
-                                                           uint64_t seed, int flags,
-                                                           strop_dataset **train,
-                                                           strop_dataset **val,
-                                                           strop_dataset **test);
+STROP_API STROP_NODISCARD strop_status
+strop_dataset_split(const strop_dataset *ds, float train_frac, float val_frac, uint64_t seed,
+                    int flags, strop_dataset **train, strop_dataset **val, strop_dataset **test);
 
 /**
  * @brief A view whose targets are one-hot: every class-index target value becomes
@@ -950,8 +949,7 @@ STROP_API STROP_NODISCARD strop_status strop_dataset_channel_stats(const strop_d
  */
 STROP_API STROP_NODISCARD strop_status strop_batch_iter_create(strop_dataset *ds,
                                                                int64_t batch_size, uint64_t seed,
-                                                               int flags,
-                                                               strop_batch_iter **out);
+                                                               int flags, strop_batch_iter **out);
 
 /**
  * @brief The next batch of the current epoch.
@@ -1031,8 +1029,7 @@ STROP_API STROP_NODISCARD strop_status strop_batch_iter_get_state(const strop_ba
  * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_batch_iter_set_state(strop_batch_iter *it,
-                                                                  int64_t epoch,
-                                                                  int64_t position,
+                                                                  int64_t epoch, int64_t position,
                                                                   int64_t seed);
 
 /** @brief Interpolation of strop_batch_iter_add_resize(). @since 0.1 */
@@ -1191,11 +1188,8 @@ STROP_API STROP_NODISCARD strop_status strop_batch_iter_add_random_resized_crop(
  *         STROP_E_STATE; STROP_E_NOMEM. On failure the iterator is unchanged. One thread at a
  *         time per iterator. @since 0.2
  */
-STROP_API STROP_NODISCARD strop_status strop_batch_iter_add_color_jitter(strop_batch_iter *it,
-                                                                         float brightness,
-                                                                         float contrast,
-                                                                         float saturation,
-                                                                         float hue);
+STROP_API STROP_NODISCARD strop_status strop_batch_iter_add_color_jitter(
+    strop_batch_iter *it, float brightness, float contrast, float saturation, float hue);
 
 /**
  * @brief Sets the number of prefetch threads that prepare the next batch (decoding files,

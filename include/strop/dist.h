@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — distributed (data-parallel) training: a small collective interface (all-reduce,
  * broadcast, barrier) with MPI as its built-in implementation and room for a host's own. */
 #ifndef STROP_DIST_H
@@ -31,16 +32,16 @@ typedef struct strop_dist strop_dist;
  * reductions work in place and must leave the same values on every rank. @since 0.2
  */
 typedef struct strop_dist_ops {
-  size_t size;                                     /**< sizeof(strop_dist_ops). */
-  int (*rank)(void *ctx);                          /**< This process's rank, 0 .. size-1. */
-  int (*world_size)(void *ctx);                    /**< The number of ranks (>= 1). */
+  size_t size;                  /**< sizeof(strop_dist_ops). */
+  int (*rank)(void *ctx);       /**< This process's rank, 0 .. size-1. */
+  int (*world_size)(void *ctx); /**< The number of ranks (>= 1). */
   /** Sums @p n floats element-wise over all ranks, in place. */
   int (*allreduce_sum_float)(void *ctx, float *data, int64_t n);
   /** Sums @p n doubles element-wise over all ranks, in place. */
   int (*allreduce_sum_double)(void *ctx, double *data, int64_t n);
   /** Copies @p bytes bytes at @p data on rank @p root to @p data on every other rank. */
   int (*broadcast)(void *ctx, void *data, size_t bytes, int root);
-  int (*barrier)(void *ctx);                       /**< Returns once every rank called it. */
+  int (*barrier)(void *ctx); /**< Returns once every rank called it. */
   /** Ends every rank of the group (exit status @p code); optional (NULL: not offered). */
   void (*abort_all)(void *ctx, int code);
   /** Called by strop_dist_free() for @p ctx; optional. */

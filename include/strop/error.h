@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — status codes, the per-thread error sentence, and the host's log callback. */
 #ifndef STROP_ERROR_H
 #define STROP_ERROR_H
@@ -20,19 +21,19 @@ STROP_BEGIN_DECLS
  * @since 0.1
  */
 typedef enum strop_status {
-  STROP_OK = 0,                /**< Success. */
-  STROP_E_INVALID_ARG = -1,    /**< An argument is NULL, out of range or inconsistent. */
-  STROP_E_NOMEM = -2,          /**< An allocation failed. */
-  STROP_E_IO = -3,             /**< A file could not be opened, read or written. */
-  STROP_E_FORMAT = -4,         /**< A file or string is malformed. */
-  STROP_E_SHAPE = -5,          /**< Tensor shapes do not agree. */
-  STROP_E_NOT_FOUND = -6,      /**< A named thing (layer, tensor, key) does not exist. */
-  STROP_E_STATE = -7,          /**< The call is not allowed in the object's current state. */
-  STROP_E_NUMERIC = -8,        /**< A non-finite value appeared (loss, gradient). */
-  STROP_E_UNSUPPORTED = -9,    /**< Valid but not supported by this build or version. */
-  STROP_E_INTERNAL = -10,      /**< A broken invariant inside the library (a bug). */
-  STROP_E_CALLBACK = -11,      /**< A host callback reported failure. */
-  STROP_E_CANCELLED = -12      /**< The host asked to stop (e.g. from a progress callback). */
+  STROP_OK = 0,             /**< Success. */
+  STROP_E_INVALID_ARG = -1, /**< An argument is NULL, out of range or inconsistent. */
+  STROP_E_NOMEM = -2,       /**< An allocation failed. */
+  STROP_E_IO = -3,          /**< A file could not be opened, read or written. */
+  STROP_E_FORMAT = -4,      /**< A file or string is malformed. */
+  STROP_E_SHAPE = -5,       /**< Tensor shapes do not agree. */
+  STROP_E_NOT_FOUND = -6,   /**< A named thing (layer, tensor, key) does not exist. */
+  STROP_E_STATE = -7,       /**< The call is not allowed in the object's current state. */
+  STROP_E_NUMERIC = -8,     /**< A non-finite value appeared (loss, gradient). */
+  STROP_E_UNSUPPORTED = -9, /**< Valid but not supported by this build or version. */
+  STROP_E_INTERNAL = -10,   /**< A broken invariant inside the library (a bug). */
+  STROP_E_CALLBACK = -11,   /**< A host callback reported failure. */
+  STROP_E_CANCELLED = -12   /**< The host asked to stop (e.g. from a progress callback). */
 } strop_status;
 
 /**

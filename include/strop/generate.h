@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — text generation from a causal decoder (GPT-2, Llama family) with a key/value cache:
  * greedy or sampled (temperature, top-k, top-p, repetition penalty), stop ids and strings, a
  * per-token callback that streams and cancels. */
@@ -41,34 +42,34 @@ typedef int (*strop_token_callback)(int64_t id, void *user_data);
  * ever appended. @since 0.2
  */
 typedef struct strop_generate_options {
-  size_t size;                 /**< sizeof(strop_generate_options), set by the init function. */
-  int64_t max_new_tokens;      /**< Most tokens to generate, >= 0. Default 32. */
-  float temperature;           /**< 0 (default): greedy, the most likely token each step;
+  size_t size;              /**< sizeof(strop_generate_options), set by the init function. */
+  int64_t max_new_tokens;   /**< Most tokens to generate, >= 0. Default 32. */
+  float temperature;        /**< 0 (default): greedy, the most likely token each step;
                                     > 0: sample from softmax(logits / temperature). */
-  int64_t top_k;               /**< Sampling: keep only the top_k most likely tokens; 0
+  int64_t top_k;            /**< Sampling: keep only the top_k most likely tokens; 0
                                     (default): all. */
-  float top_p;                 /**< Sampling: keep the smallest set of most likely tokens whose
+  float top_p;              /**< Sampling: keep the smallest set of most likely tokens whose
                                     probabilities sum to at least top_p, in (0, 1]; 1 (default):
                                     all. */
-  float repetition_penalty;    /**< > 0; 1 (default): none. The logit of a token already in the
+  float repetition_penalty; /**< > 0; 1 (default): none. The logit of a token already in the
                                     prompt or the output is divided by it when positive and
                                     multiplied by it when negative (CTRL's penalty, as Hugging
                                     Face applies it, greedy or not). */
-  uint64_t seed;               /**< Seed of the sampling generator. Default 0. */
-  const int64_t *stop_ids;     /**< NULL, or num_stop_ids ids that end the generation (an
+  uint64_t seed;            /**< Seed of the sampling generator. Default 0. */
+  const int64_t *stop_ids;  /**< NULL, or num_stop_ids ids that end the generation (an
                                     end-of-sequence id); the stop id is part of the output. */
-  int64_t num_stop_ids;        /**< Entries of stop_ids. Default 0. */
+  int64_t num_stop_ids;     /**< Entries of stop_ids. Default 0. */
   const char *const *stop_strings; /**< NULL, or num_stop_strings non-empty strings: the
                                     generation ends once the decoded output contains one of
                                     them (the token that completed it is part of the output).
                                     Needs tokenizer. */
-  int64_t num_stop_strings;    /**< Entries of stop_strings. Default 0. */
-  strop_tokenizer *tokenizer;  /**< The model's tokenizer, to decode the output for
+  int64_t num_stop_strings;        /**< Entries of stop_strings. Default 0. */
+  strop_tokenizer *tokenizer;      /**< The model's tokenizer, to decode the output for
                                     stop_strings; NULL (default) when there are none. Borrowed
                                     for the call; its work buffers change. */
-  strop_token_callback on_token; /**< Called with each new id (after it is stored in the
+  strop_token_callback on_token;   /**< Called with each new id (after it is stored in the
                                     output); NULL (default): none. */
-  void *user_data;             /**< Passed to on_token. */
+  void *user_data;                 /**< Passed to on_token. */
 } strop_generate_options;
 
 /**

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — what a weight load found (load reports) and a listing API for safetensors files.
  * The strop_model_* functions that read and write model files are declared in model.h. */
 #ifndef STROP_IO_H
@@ -137,8 +138,7 @@ STROP_API int64_t strop_st_file_find(const strop_st_file *file, const char *name
  *         set).
  * @since 0.1
  */
-STROP_API int64_t strop_st_file_name(const strop_st_file *file, int64_t i, char *buf,
-                                     size_t cap);
+STROP_API int64_t strop_st_file_name(const strop_st_file *file, int64_t i, char *buf, size_t cap);
 
 /**
  * @brief Dtype of tensor @p i ("F32", "BF16", "I64", ...) into @p buf, snprintf-style.

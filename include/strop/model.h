@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — models: a DAG of named layer nodes with PyTorch-named parameters. Every
  * strop_model_* function is declared here: build, run, inspect, parameters and gradients,
  * metadata, files, LoRA adapters, prediction. */
@@ -262,8 +263,8 @@ STROP_API int64_t strop_model_num_nodes(const strop_model *model);
  *         not 0 or 1, NULL @p buf with @p cap > 0) with strop_last_error() set.
  * @since 0.1
  */
-STROP_API STROP_DEPRECATED int64_t
-    strop_model_node_info(const strop_model *model, int64_t i, int what, char *buf, size_t cap);
+STROP_API STROP_DEPRECATED int64_t strop_model_node_info(const strop_model *model, int64_t i,
+                                                         int what, char *buf, size_t cap);
 
 /**
  * @brief The name of node @p i ("features.0"), in the model's order, into @p buf.
@@ -646,8 +647,8 @@ STROP_API STROP_NODISCARD strop_status strop_model_tensor_view(strop_model *mode
  * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_model_set_tensor(strop_model *model,
-                                                              const char *name,
-                                                              const float *data, size_t count);
+                                                              const char *name, const float *data,
+                                                              size_t count);
 
 /* ---- parameters: trainable or frozen, and their gradients ---- */
 
@@ -670,8 +671,7 @@ STROP_API STROP_NODISCARD strop_status strop_model_freeze(strop_model *model, co
  * @return STROP_OK; the statuses of strop_model_freeze().
  * @since 0.1
  */
-STROP_API STROP_NODISCARD strop_status strop_model_unfreeze(strop_model *model,
-                                                            const char *glob);
+STROP_API STROP_NODISCARD strop_status strop_model_unfreeze(strop_model *model, const char *glob);
 
 /** @brief How a model holds its frozen weights (strop_model_set_frozen_dtype()). @since 0.2 */
 typedef enum strop_dtype {
@@ -814,13 +814,9 @@ STROP_API int64_t strop_model_summary(const strop_model *model, char *buf, size_
  *         nodes needs a scratch array).
  * @since 0.1
  */
-STROP_API STROP_NODISCARD strop_status strop_model_memory_estimate(const strop_model *model,
-                                                                   int64_t batch,
-                                                                   int optimizer_slots,
-                                                                   size_t *weights,
-                                                                   size_t *grads,
-                                                                   size_t *optim_state,
-                                                                   size_t *activations);
+STROP_API STROP_NODISCARD strop_status strop_model_memory_estimate(
+    const strop_model *model, int64_t batch, int optimizer_slots, size_t *weights, size_t *grads,
+    size_t *optim_state, size_t *activations);
 
 /**
  * @brief Predicts the peak memory of one training step, in bytes, by planning the step: one
@@ -856,8 +852,7 @@ STROP_API STROP_NODISCARD strop_status strop_model_memory_estimate(const strop_m
 STROP_API STROP_NODISCARD strop_status strop_model_step_memory(strop_model *model, int64_t batch,
                                                                const int64_t *sample_shape,
                                                                int rank, int optimizer_slots,
-                                                               size_t *activations,
-                                                               size_t *peak);
+                                                               size_t *activations, size_t *peak);
 
 /**
  * @brief Says before training whether a training step fits in @p limit bytes: as
@@ -877,8 +872,7 @@ STROP_API STROP_NODISCARD strop_status strop_model_step_memory(strop_model *mode
  *         as strop_model_step_memory(). The model is unchanged. Not thread-safe on one model.
  * @since 0.2
  */
-STROP_API STROP_NODISCARD strop_status strop_model_check_memory(strop_model *model,
-                                                                int64_t batch,
+STROP_API STROP_NODISCARD strop_status strop_model_check_memory(strop_model *model, int64_t batch,
                                                                 const int64_t *sample_shape,
                                                                 int rank, int optimizer_slots,
                                                                 size_t limit);
@@ -1014,10 +1008,8 @@ STROP_API STROP_NODISCARD strop_status strop_model_load_weights(strop_model *mod
  *         shared).
  * @since 0.2
  */
-STROP_API STROP_NODISCARD strop_status strop_model_load_weights_mem(strop_model *model,
-                                                                    const void *data, size_t size,
-                                                                    int flags,
-                                                                    strop_load_report **report_out);
+STROP_API STROP_NODISCARD strop_status strop_model_load_weights_mem(
+    strop_model *model, const void *data, size_t size, int flags, strop_load_report **report_out);
 
 /**
  * @brief As strop_model_load_weights(), renaming file tensors first: a name starting with
@@ -1122,9 +1114,9 @@ STROP_API STROP_NODISCARD strop_status strop_model_save_pretrained(const strop_m
 
 /** @brief Flags of strop_model_export(); combine with |. @since 0.1 */
 typedef enum strop_export_flags {
-  STROP_EXPORT_DEFAULT = 0,      /**< Merge LoRA, drop dropout, fold BatchNorm. */
-  STROP_EXPORT_NO_FOLD = 1,      /**< Keep BatchNorm nodes as they are. */
-  STROP_EXPORT_KEEP_DROPOUT = 2  /**< Keep dropout nodes (identity in eval mode anyway). */
+  STROP_EXPORT_DEFAULT = 0,     /**< Merge LoRA, drop dropout, fold BatchNorm. */
+  STROP_EXPORT_NO_FOLD = 1,     /**< Keep BatchNorm nodes as they are. */
+  STROP_EXPORT_KEEP_DROPOUT = 2 /**< Keep dropout nodes (identity in eval mode anyway). */
 } strop_export_flags;
 
 /**
@@ -1236,8 +1228,7 @@ STROP_API STROP_NODISCARD strop_status strop_model_lora_save(const strop_model *
  *         STROP_E_NOMEM.
  * @since 0.1
  */
-STROP_API STROP_NODISCARD strop_status strop_model_lora_load(strop_model *model,
-                                                             const char *dir);
+STROP_API STROP_NODISCARD strop_status strop_model_lora_load(strop_model *model, const char *dir);
 
 /* ---- applying a trained classifier ---- */
 

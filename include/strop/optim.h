@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — optimizers (SGD, Adam, AdamW, RMSprop, Adagrad) with PyTorch's update rules, and
  * learning-rate schedulers (step, cosine, one-cycle, plateau, warm-up ...) that drive them. */
 #ifndef STROP_OPTIM_H
@@ -57,7 +58,7 @@ typedef enum strop_optimizer_knob {
   STROP_OPT_CENTERED = 10,    /**< int 0/1, RMSprop: normalise by the estimated variance. */
   STROP_OPT_LR_DECAY = 11,    /**< float, Adagrad: learning-rate decay (>= 0). */
   STROP_OPT_INITIAL_ACCUMULATOR_VALUE = 12, /**< float, Adagrad: initial sum (>= 0). */
-  STROP_OPT_MAXIMIZE = 13     /**< int 0/1, all kinds: maximise the objective. */
+  STROP_OPT_MAXIMIZE = 13                   /**< int 0/1, all kinds: maximise the objective. */
 } strop_optimizer_knob;
 
 /**
@@ -66,14 +67,14 @@ typedef enum strop_optimizer_knob {
  * knobs flagged STROP_KNOB_INF_OK, and NaN never is. @since 0.1
  */
 typedef enum strop_knob_flags {
-  STROP_KNOB_INT = 1,     /**< An integral knob (int, flag or enum): also set with _set_int. */
-  STROP_KNOB_LO_OPEN = 2, /**< The lower bound itself is not allowed. */
-  STROP_KNOB_HI_OPEN = 4, /**< The upper bound itself is not allowed. */
-  STROP_KNOB_LIST = 8,    /**< An int64 list knob (set with strop_scheduler_set_ints()). */
-  STROP_KNOB_FLAG = 16,   /**< A 0/1 flag (false/true). @since 0.2 */
-  STROP_KNOB_ENUM = 32,   /**< Named values lo, lo + 1, ..., hi; the names are what the
+  STROP_KNOB_INT = 1,       /**< An integral knob (int, flag or enum): also set with _set_int. */
+  STROP_KNOB_LO_OPEN = 2,   /**< The lower bound itself is not allowed. */
+  STROP_KNOB_HI_OPEN = 4,   /**< The upper bound itself is not allowed. */
+  STROP_KNOB_LIST = 8,      /**< An int64 list knob (set with strop_scheduler_set_ints()). */
+  STROP_KNOB_FLAG = 16,     /**< A 0/1 flag (false/true). @since 0.2 */
+  STROP_KNOB_ENUM = 32,     /**< Named values lo, lo + 1, ..., hi; the names are what the
                                _knob_parse() functions read. @since 0.2 */
-  STROP_KNOB_INF_OK = 64, /**< The range's infinite bound is itself accepted, with a documented
+  STROP_KNOB_INF_OK = 64,   /**< The range's infinite bound is itself accepted, with a documented
                                meaning (one-cycle's final_div_factor of +inf: the cycle ends
                                at lr 0). @since 0.2 */
   STROP_KNOB_REQUIRED = 128 /**< No default: 0 (unset) until the host sets it. @since 0.2 */
@@ -157,7 +158,7 @@ STROP_API STROP_NODISCARD strop_status strop_optimizer_get_double(const strop_op
  * @since 0.1
  */
 STROP_API STROP_DEPRECATED STROP_NODISCARD strop_status
-    strop_optimizer_set_float(strop_optimizer *opt, int key, float value);
+strop_optimizer_set_float(strop_optimizer *opt, int key, float value);
 
 /**
  * @brief Reads a float knob into @p out, rounded to float.
@@ -170,7 +171,7 @@ STROP_API STROP_DEPRECATED STROP_NODISCARD strop_status
  * @since 0.1
  */
 STROP_API STROP_DEPRECATED STROP_NODISCARD strop_status
-    strop_optimizer_get_float(const strop_optimizer *opt, int key, float *out);
+strop_optimizer_get_float(const strop_optimizer *opt, int key, float *out);
 
 /**
  * @brief Sets an int knob (a 0/1 flag such as ::STROP_OPT_NESTEROV). Nesterov needs momentum
@@ -330,7 +331,7 @@ typedef enum strop_scheduler_kind {
   STROP_SCHED_COSINE = 4,          /**< CosineAnnealingLR (T_max, eta_min). */
   STROP_SCHED_COSINE_RESTARTS = 5, /**< CosineAnnealingWarmRestarts (T_0, T_mult, eta_min). */
   STROP_SCHED_ONE_CYCLE = 6,       /**< OneCycleLR (max_lr, total_steps, pct_start, ...). */
-  STROP_SCHED_PLATEAU = 7          /**< ReduceLROnPlateau, fed by strop_scheduler_step_metric(). */
+  STROP_SCHED_PLATEAU = 7 /**< ReduceLROnPlateau, fed by strop_scheduler_step_metric(). */
 } strop_scheduler_kind;
 
 /**
@@ -341,43 +342,43 @@ typedef enum strop_scheduler_kind {
  * only grows. @since 0.1
  */
 typedef enum strop_scheduler_knob {
-  STROP_SCH_GAMMA = 0,            /**< float: decay factor (step, multistep, exponential). */
-  STROP_SCH_STEP_SIZE = 1,        /**< int: steps between decays (step; required). */
-  STROP_SCH_MILESTONES = 2,       /**< int64 list, increasing, >= 1 (multistep). */
-  STROP_SCH_T_MAX = 3,            /**< int: half-period (cosine; required). */
-  STROP_SCH_ETA_MIN = 4,          /**< float: lowest lr (cosine, cosine restarts). */
-  STROP_SCH_T_0 = 5,              /**< int: first period (cosine restarts; required). */
-  STROP_SCH_T_MULT = 6,           /**< int: period growth factor (cosine restarts). */
-  STROP_SCH_MAX_LR = 7,           /**< float: peak lr (one-cycle; required). */
-  STROP_SCH_TOTAL_STEPS = 8,      /**< int: steps in the cycle (one-cycle; required). */
-  STROP_SCH_PCT_START = 9,        /**< float: fraction of the cycle spent rising (one-cycle). */
-  STROP_SCH_ANNEAL = 10,          /**< int: STROP_ANNEAL_COS or STROP_ANNEAL_LINEAR. */
-  STROP_SCH_DIV_FACTOR = 11,      /**< float: initial lr = max_lr / div_factor (one-cycle). */
-  STROP_SCH_FINAL_DIV_FACTOR = 12,/**< float: min lr = initial lr / final_div_factor. */
-  STROP_SCH_CYCLE_MOMENTUM = 13,  /**< int 0/1: cycle momentum / beta1 (one-cycle). */
-  STROP_SCH_BASE_MOMENTUM = 14,   /**< float: lowest momentum (one-cycle). */
-  STROP_SCH_MAX_MOMENTUM = 15,    /**< float: highest momentum (one-cycle). */
-  STROP_SCH_MODE = 16,            /**< int: STROP_PLATEAU_MIN or STROP_PLATEAU_MAX. */
-  STROP_SCH_FACTOR = 17,          /**< float: plateau reduction factor; constant's factor. */
-  STROP_SCH_PATIENCE = 18,        /**< int: bad metric steps tolerated (plateau). */
-  STROP_SCH_THRESHOLD = 19,       /**< float: significance threshold (plateau). */
-  STROP_SCH_THRESHOLD_MODE = 20,  /**< int: STROP_THRESHOLD_REL or STROP_THRESHOLD_ABS. */
-  STROP_SCH_COOLDOWN = 21,        /**< int: metric steps to wait after a reduction (plateau). */
-  STROP_SCH_MIN_LR = 22,          /**< float: lr floor (plateau). */
-  STROP_SCH_EPS = 23,             /**< float: smallest reduction applied (plateau). */
-  STROP_SCH_TOTAL_ITERS = 24,     /**< int: steps the constant factor lasts (constant). */
-  STROP_SCH_WARMUP_STEPS = 25,    /**< int: linear warm-up steps before the schedule (all). */
+  STROP_SCH_GAMMA = 0,             /**< float: decay factor (step, multistep, exponential). */
+  STROP_SCH_STEP_SIZE = 1,         /**< int: steps between decays (step; required). */
+  STROP_SCH_MILESTONES = 2,        /**< int64 list, increasing, >= 1 (multistep). */
+  STROP_SCH_T_MAX = 3,             /**< int: half-period (cosine; required). */
+  STROP_SCH_ETA_MIN = 4,           /**< float: lowest lr (cosine, cosine restarts). */
+  STROP_SCH_T_0 = 5,               /**< int: first period (cosine restarts; required). */
+  STROP_SCH_T_MULT = 6,            /**< int: period growth factor (cosine restarts). */
+  STROP_SCH_MAX_LR = 7,            /**< float: peak lr (one-cycle; required). */
+  STROP_SCH_TOTAL_STEPS = 8,       /**< int: steps in the cycle (one-cycle; required). */
+  STROP_SCH_PCT_START = 9,         /**< float: fraction of the cycle spent rising (one-cycle). */
+  STROP_SCH_ANNEAL = 10,           /**< int: STROP_ANNEAL_COS or STROP_ANNEAL_LINEAR. */
+  STROP_SCH_DIV_FACTOR = 11,       /**< float: initial lr = max_lr / div_factor (one-cycle). */
+  STROP_SCH_FINAL_DIV_FACTOR = 12, /**< float: min lr = initial lr / final_div_factor. */
+  STROP_SCH_CYCLE_MOMENTUM = 13,   /**< int 0/1: cycle momentum / beta1 (one-cycle). */
+  STROP_SCH_BASE_MOMENTUM = 14,    /**< float: lowest momentum (one-cycle). */
+  STROP_SCH_MAX_MOMENTUM = 15,     /**< float: highest momentum (one-cycle). */
+  STROP_SCH_MODE = 16,             /**< int: STROP_PLATEAU_MIN or STROP_PLATEAU_MAX. */
+  STROP_SCH_FACTOR = 17,           /**< float: plateau reduction factor; constant's factor. */
+  STROP_SCH_PATIENCE = 18,         /**< int: bad metric steps tolerated (plateau). */
+  STROP_SCH_THRESHOLD = 19,        /**< float: significance threshold (plateau). */
+  STROP_SCH_THRESHOLD_MODE = 20,   /**< int: STROP_THRESHOLD_REL or STROP_THRESHOLD_ABS. */
+  STROP_SCH_COOLDOWN = 21,         /**< int: metric steps to wait after a reduction (plateau). */
+  STROP_SCH_MIN_LR = 22,           /**< float: lr floor (plateau). */
+  STROP_SCH_EPS = 23,              /**< float: smallest reduction applied (plateau). */
+  STROP_SCH_TOTAL_ITERS = 24,      /**< int: steps the constant factor lasts (constant). */
+  STROP_SCH_WARMUP_STEPS = 25,     /**< int: linear warm-up steps before the schedule (all). */
   STROP_SCH_WARMUP_START_FACTOR = 26 /**< float (0, 1]: warm-up's first lr / base lr (all). */
 } strop_scheduler_knob;
 
 /** @brief Values of the enumerated scheduler knobs. @since 0.1 */
 typedef enum strop_scheduler_choice {
-  STROP_ANNEAL_COS = 0,      /**< STROP_SCH_ANNEAL: cosine annealing (PyTorch's default). */
-  STROP_ANNEAL_LINEAR = 1,   /**< STROP_SCH_ANNEAL: linear annealing. */
-  STROP_PLATEAU_MIN = 0,     /**< STROP_SCH_MODE: lower metric is better. */
-  STROP_PLATEAU_MAX = 1,     /**< STROP_SCH_MODE: higher metric is better. */
-  STROP_THRESHOLD_REL = 0,   /**< STROP_SCH_THRESHOLD_MODE: relative. */
-  STROP_THRESHOLD_ABS = 1    /**< STROP_SCH_THRESHOLD_MODE: absolute. */
+  STROP_ANNEAL_COS = 0,    /**< STROP_SCH_ANNEAL: cosine annealing (PyTorch's default). */
+  STROP_ANNEAL_LINEAR = 1, /**< STROP_SCH_ANNEAL: linear annealing. */
+  STROP_PLATEAU_MIN = 0,   /**< STROP_SCH_MODE: lower metric is better. */
+  STROP_PLATEAU_MAX = 1,   /**< STROP_SCH_MODE: higher metric is better. */
+  STROP_THRESHOLD_REL = 0, /**< STROP_SCH_THRESHOLD_MODE: relative. */
+  STROP_THRESHOLD_ABS = 1  /**< STROP_SCH_THRESHOLD_MODE: absolute. */
 } strop_scheduler_choice;
 
 /**
@@ -445,7 +446,7 @@ STROP_API STROP_NODISCARD strop_status strop_scheduler_get_double(const strop_sc
  * @since 0.1
  */
 STROP_API STROP_DEPRECATED STROP_NODISCARD strop_status
-    strop_scheduler_set_float(strop_scheduler *sched, int key, float value);
+strop_scheduler_set_float(strop_scheduler *sched, int key, float value);
 
 /**
  * @brief Reads a float knob into @p out, rounded to float.
@@ -458,7 +459,7 @@ STROP_API STROP_DEPRECATED STROP_NODISCARD strop_status
  * @since 0.1
  */
 STROP_API STROP_DEPRECATED STROP_NODISCARD strop_status
-    strop_scheduler_get_float(const strop_scheduler *sched, int key, float *out);
+strop_scheduler_get_float(const strop_scheduler *sched, int key, float *out);
 
 /**
  * @brief Sets an int, enum or flag knob.

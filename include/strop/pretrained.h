@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — pre-trained networks as people have them: a torchvision state_dict saved as
  * safetensors, a Hugging Face model folder. */
 #ifndef STROP_PRETRAINED_H
@@ -25,17 +26,17 @@ STROP_BEGIN_DECLS
  * @since 0.2
  */
 struct strop_pretrained_options {
-  size_t size;          /**< sizeof(strop_pretrained_options), set by the init function. */
-  int flags;            /**< STROP_LOAD_STRICT (default: every tensor, nothing else) or
+  size_t size;        /**< sizeof(strop_pretrained_options), set by the init function. */
+  int flags;          /**< STROP_LOAD_STRICT (default: every tensor, nothing else) or
                              STROP_LOAD_PARTIAL (load what matches; the rest keeps its
                              initialisation from @c seed; the report says what). */
-  int64_t image_size;   /**< Vision: the height and width the model is declared for (its
+  int64_t image_size; /**< Vision: the height and width the model is declared for (its
                              input shape; other sizes still run where the architecture
                              allows). 0 (default): the architecture's own, 224. */
-  int64_t max_length;   /**< Language: the longest sequence the model is declared for. 0
+  int64_t max_length; /**< Language: the longest sequence the model is declared for. 0
                              (default): what config.json says (n_positions,
                              max_position_embeddings). */
-  uint64_t seed;        /**< Initialises what a partial load leaves out. Default 0. */
+  uint64_t seed;      /**< Initialises what a partial load leaves out. Default 0. */
 };
 
 /**

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — recipes: a whole fine-tuning job in one YAML file (base model, surgery, data, loss,
  * optimizer, schedule, stages, outputs), loaded, edited by key path, and run. */
 #ifndef STROP_RECIPE_H
@@ -142,17 +143,17 @@ typedef enum strop_run_event_kind {
  * @since 0.1
  */
 typedef struct strop_run_event {
-  size_t size;                     /**< sizeof(strop_run_event). */
-  int kind;                        /**< strop_run_event_kind. */
-  int64_t stage;                   /**< Stage index; baselines come after the stages. */
-  int64_t stages;                  /**< Stages plus baselines. */
-  const char *name;                /**< Stage name ("head", "all", "scratch"). */
-  const strop_progress *progress;  /**< For STROP_EVENT_PROGRESS, else NULL. */
-  double test_loss;                /**< For STROP_EVENT_STAGE_END: the test loss after the
+  size_t size;                    /**< sizeof(strop_run_event). */
+  int kind;                       /**< strop_run_event_kind. */
+  int64_t stage;                  /**< Stage index; baselines come after the stages. */
+  int64_t stages;                 /**< Stages plus baselines. */
+  const char *name;               /**< Stage name ("head", "all", "scratch"). */
+  const strop_progress *progress; /**< For STROP_EVENT_PROGRESS, else NULL. */
+  double test_loss;               /**< For STROP_EVENT_STAGE_END: the test loss after the
                                         stage (NaN without test data). */
-  double test_accuracy;            /**< For STROP_EVENT_STAGE_END: the test accuracy. */
-  int64_t trainable;               /**< Trainable parameters at stage start. */
-  int64_t total;                   /**< Parameters at stage start. */
+  double test_accuracy;           /**< For STROP_EVENT_STAGE_END: the test accuracy. */
+  int64_t trainable;              /**< Trainable parameters at stage start. */
+  int64_t total;                  /**< Parameters at stage start. */
 } strop_run_event;
 
 /**
@@ -170,20 +171,20 @@ typedef int (*strop_run_fn)(const strop_run_event *e, void *user_data);
  * @since 0.1
  */
 typedef struct strop_run_options {
-  size_t size;                  /**< sizeof(strop_run_options). */
-  int mode;                     /**< strop_run_mode (default finetune). */
-  int write_outputs;            /**< 1: write the output section's files (default 1). */
-  int baselines;                /**< 1: run the recipe's baselines (default 1). */
-  const strop_model *base_model;/**< Pre-loaded base model to clone instead of reading
+  size_t size;                   /**< sizeof(strop_run_options). */
+  int mode;                      /**< strop_run_mode (default finetune). */
+  int write_outputs;             /**< 1: write the output section's files (default 1). */
+  int baselines;                 /**< 1: run the recipe's baselines (default 1). */
+  const strop_model *base_model; /**< Pre-loaded base model to clone instead of reading
                                      model.spec/weights (tuning trials), or NULL. Borrowed. */
-  strop_run_fn on_event;        /**< Callback, or NULL. */
-  void *user_data;              /**< Passed to on_event. */
-  int64_t epochs_cap;           /**< > 0: no stage runs more epochs than this (quick runs). */
-  int resume;                   /**< 1: continue from output.checkpoint when it exists, at the
+  strop_run_fn on_event;         /**< Callback, or NULL. */
+  void *user_data;               /**< Passed to on_event. */
+  int64_t epochs_cap;            /**< > 0: no stage runs more epochs than this (quick runs). */
+  int resume;                    /**< 1: continue from output.checkpoint when it exists, at the
                                      stage and step it was written (as output.resume: true);
                                      the result is the uninterrupted run's, bit for bit.
                                      @since 0.2 */
-  strop_dist *dist;             /**< A group (strop_dist_init_mpi()) to run the stages
+  strop_dist *dist;              /**< A group (strop_dist_init_mpi()) to run the stages
                                      data-parallel on, or NULL: every rank calls
                                      strop_recipe_run() with the same recipe; data.batch_size
                                      is the global batch; only rank 0 writes outputs and
@@ -229,17 +230,17 @@ STROP_API STROP_NODISCARD strop_status strop_recipe_run(const strop_recipe *r,
 
 /** @brief Values of strop_run_info(). @since 0.1 */
 typedef enum strop_run_info_key {
-  STROP_INFO_TRAIN_SIZE = 0,  /**< Training samples. */
-  STROP_INFO_VAL_SIZE = 1,    /**< Validation samples. */
-  STROP_INFO_TEST_SIZE = 2,   /**< Test samples. */
-  STROP_INFO_TRAINABLE = 3,   /**< Trainable parameters at the end. */
-  STROP_INFO_TOTAL = 4,       /**< Parameters at the end. */
-  STROP_INFO_STAGES = 5,      /**< Stages run (baselines included). */
-  STROP_INFO_EPOCHS = 6,      /**< History rows (epochs over all stages). */
-  STROP_INFO_BEST_EPOCH = 7,  /**< Best epoch (by its monitor) of the last stage that is not
+  STROP_INFO_TRAIN_SIZE = 0, /**< Training samples. */
+  STROP_INFO_VAL_SIZE = 1,   /**< Validation samples. */
+  STROP_INFO_TEST_SIZE = 2,  /**< Test samples. */
+  STROP_INFO_TRAINABLE = 3,  /**< Trainable parameters at the end. */
+  STROP_INFO_TOTAL = 4,      /**< Parameters at the end. */
+  STROP_INFO_STAGES = 5,     /**< Stages run (baselines included). */
+  STROP_INFO_EPOCHS = 6,     /**< History rows (epochs over all stages). */
+  STROP_INFO_BEST_EPOCH = 7, /**< Best epoch (by its monitor) of the last stage that is not
                                    a baseline, as a 0-based index (-1: none); the tool and the
                                    report files show it plus 1. */
-  STROP_INFO_CLASSES = 8      /**< Classes (0 for regression). */
+  STROP_INFO_CLASSES = 8     /**< Classes (0 for regression). */
 } strop_run_info_key;
 
 /**
@@ -280,7 +281,8 @@ STROP_API double strop_run_stage_metric(const strop_run *run, int64_t stage, int
  *         @p cap > 0.
  * @since 0.1
  */
-STROP_API int64_t strop_run_stage_name(const strop_run *run, int64_t stage, char *buf, size_t cap);
+STROP_API int64_t strop_run_stage_name(const strop_run *run, int64_t stage, char *buf,
+                                       size_t cap);
 
 /**
  * @brief Whether stage @p stage is a baseline (not part of the fine-tuned model).
@@ -400,16 +402,16 @@ typedef int (*strop_tune_fn)(const strop_tune_event *e, void *user_data);
  * @since 0.1
  */
 typedef struct strop_tune_options {
-  size_t size;           /**< sizeof(strop_tune_options). */
-  int64_t trials;        /**< > 0: the search has this many trials in all (those finished in
+  size_t size;            /**< sizeof(strop_tune_options). */
+  int64_t trials;         /**< > 0: the search has this many trials in all (those finished in
                               the trials file count) instead of tune.trials. */
-  int64_t epochs_cap;    /**< > 0: no stage of a trial runs more epochs than this. */
-  int resume;            /**< 1 (default): continue from tune.trials_file when it exists. */
-  strop_tune_fn on_event;/**< Callback, or NULL. */
-  void *user_data;       /**< Passed to on_event. */
-  double time_budget;    /**< > 0: no trial starts after this many seconds (the running ones
+  int64_t epochs_cap;     /**< > 0: no stage of a trial runs more epochs than this. */
+  int resume;             /**< 1 (default): continue from tune.trials_file when it exists. */
+  strop_tune_fn on_event; /**< Callback, or NULL. */
+  void *user_data;        /**< Passed to on_event. */
+  double time_budget;     /**< > 0: no trial starts after this many seconds (the running ones
                               finish), instead of tune.time_budget. @since 0.2 */
-  strop_dist *dist;      /**< A group to spread the trials over, or NULL: every rank calls
+  strop_dist *dist;       /**< A group to spread the trials over, or NULL: every rank calls
                               strop_recipe_tune() with the same recipe and holds the same
                               search; each round, rank r runs the r-th of the next trials (alone,
                               on its own data) and the ranks share the results, so grid and

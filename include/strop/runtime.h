@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — process-wide run-time settings (threads) and the seedable random generator
  * the host may use to reproduce the library's sampling. */
 #ifndef STROP_RUNTIME_H

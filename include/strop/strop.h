@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — umbrella header: include this one. */
 #ifndef STROP_H
 #define STROP_H

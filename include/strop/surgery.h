@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — layer surgery: a plan of edits on a model (freeze, replace, insert, remove,
  * truncate, append, LoRA, parameter groups) applied as one transaction. */
 #ifndef STROP_SURGERY_H
@@ -104,8 +105,8 @@ STROP_API STROP_NODISCARD strop_status strop_surgery_freeze(strop_surgery *s, co
  * @return STROP_OK and the statuses of strop_surgery_freeze(), when added and when run.
  * @since 0.1
  */
-STROP_API STROP_NODISCARD strop_status strop_surgery_unfreeze(strop_surgery *s,
-                                                              const char *glob, int flags);
+STROP_API STROP_NODISCARD strop_status strop_surgery_unfreeze(strop_surgery *s, const char *glob,
+                                                              int flags);
 
 /**
  * @brief Edit: replace node @p node by a new layer of @p type with @p options, keeping its
@@ -186,8 +187,7 @@ STROP_API STROP_NODISCARD strop_status strop_surgery_remove(strop_surgery *s, co
  * @return STROP_OK; otherwise as strop_surgery_remove().
  * @since 0.1
  */
-STROP_API STROP_NODISCARD strop_status strop_surgery_truncate(strop_surgery *s,
-                                                              const char *node);
+STROP_API STROP_NODISCARD strop_status strop_surgery_truncate(strop_surgery *s, const char *node);
 
 /**
  * @brief Edit: add a node on top of the current output; it becomes the output. Parameters
@@ -250,8 +250,8 @@ STROP_API STROP_NODISCARD strop_status strop_surgery_lora(strop_surgery *s, cons
  * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_surgery_param_group(strop_surgery *s,
-                                                                 const char *glob,
-                                                                 float lr_mult, int no_decay);
+                                                                 const char *glob, float lr_mult,
+                                                                 int no_decay);
 
 /**
  * @brief Runs the whole plan on a copy of the model, checking it against the model's current

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the opaque float32 tensor: row-major, batch-first, rank 1..8, owning its
  * storage or borrowing the caller's. */
 #ifndef STROP_TENSOR_H
@@ -69,8 +70,7 @@ STROP_API STROP_NODISCARD strop_status strop_tensor_from_data(const float *data,
  * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_tensor_wrap(float *data, size_t count, int rank,
-                                                         const int64_t *dims,
-                                                         strop_tensor **out);
+                                                         const int64_t *dims, strop_tensor **out);
 
 /**
  * @brief Deep copy: a new tensor with its own storage and the same shape and values.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — tokenizers: load the tokenizers pre-trained checkpoints ship (Hugging Face
  * tokenizer.json, GPT-2's vocab.json + merges.txt, BERT's vocab.txt, SentencePiece .model),
  * encode and decode text, batch with truncation and padding, train a byte-level BPE. */
@@ -44,13 +45,13 @@ typedef enum strop_token_flag {
 
 /** @brief Roles a tokenizer may know a token for (strop_tokenizer_special_id()). @since 0.2 */
 typedef enum strop_token_role {
-  STROP_ROLE_UNK = 0,  /**< The model's unknown token. */
-  STROP_ROLE_PAD = 1,  /**< Padding. */
-  STROP_ROLE_BOS = 2,  /**< Beginning of sequence. */
-  STROP_ROLE_EOS = 3,  /**< End of sequence. */
-  STROP_ROLE_CLS = 4,  /**< BERT's [CLS] (the first token of the template). */
-  STROP_ROLE_SEP = 5,  /**< BERT's [SEP]. */
-  STROP_ROLE_MASK = 6  /**< The masked-language-model mask token. */
+  STROP_ROLE_UNK = 0, /**< The model's unknown token. */
+  STROP_ROLE_PAD = 1, /**< Padding. */
+  STROP_ROLE_BOS = 2, /**< Beginning of sequence. */
+  STROP_ROLE_EOS = 3, /**< End of sequence. */
+  STROP_ROLE_CLS = 4, /**< BERT's [CLS] (the first token of the template). */
+  STROP_ROLE_SEP = 5, /**< BERT's [SEP]. */
+  STROP_ROLE_MASK = 6 /**< The masked-language-model mask token. */
 } strop_token_role;
 
 /**
@@ -213,10 +214,10 @@ typedef enum strop_truncation {
 
 /** @brief How strop_encode_options::padding fills the rows of a batch. @since 0.2 */
 typedef enum strop_padding {
-  STROP_PAD_NONE = 0,       /**< No padding tokens: a row's tail (to the longest row) holds the
+  STROP_PAD_NONE = 0,      /**< No padding tokens: a row's tail (to the longest row) holds the
                                  pad id, or 0 without one, with mask 0. */
-  STROP_PAD_LONGEST = 1,    /**< Pad every row to the longest row of the batch. */
-  STROP_PAD_MAX_LENGTH = 2  /**< Pad every row to max_length. */
+  STROP_PAD_LONGEST = 1,   /**< Pad every row to the longest row of the batch. */
+  STROP_PAD_MAX_LENGTH = 2 /**< Pad every row to max_length. */
 } strop_padding;
 
 /** @brief The side that strop_encode_options truncates or pads on. @since 0.2 */
@@ -338,16 +339,16 @@ STROP_API int64_t strop_tokenizer_decode(strop_tokenizer *tok, const int64_t *id
  * fields are only ever appended. @since 0.2
  */
 typedef struct strop_bpe_train_options {
-  size_t size;                        /**< sizeof(strop_bpe_train_options). */
-  int64_t vocab_size;                 /**< Target size: special tokens + 256 byte tokens +
+  size_t size;                       /**< sizeof(strop_bpe_train_options). */
+  int64_t vocab_size;                /**< Target size: special tokens + 256 byte tokens +
                                            merges. Default 8000; at least 256 + specials. */
-  int64_t min_frequency;              /**< A pair seen fewer times is never merged. Default 2. */
-  const char *const *special_tokens;  /**< NULL, or num_special_tokens strings; they get ids
+  int64_t min_frequency;             /**< A pair seen fewer times is never merged. Default 2. */
+  const char *const *special_tokens; /**< NULL, or num_special_tokens strings; they get ids
                                            0.. in order and are added as special tokens. */
-  int64_t num_special_tokens;         /**< Default 0. */
-  int add_prefix_space;               /**< The ByteLevel pre-tokenizer's add_prefix_space.
+  int64_t num_special_tokens;        /**< Default 0. */
+  int add_prefix_space;              /**< The ByteLevel pre-tokenizer's add_prefix_space.
                                            Default 0 (GPT-2's). */
-  int64_t max_token_length;           /**< > 0: no token longer than this many characters.
+  int64_t max_token_length;          /**< > 0: no token longer than this many characters.
                                            Default 0 (no limit). */
 } strop_bpe_train_options;
 
@@ -374,9 +375,9 @@ STROP_API void strop_bpe_train_options_init(strop_bpe_train_options *opt);
  *         vocab_size too small, a duplicate or empty special token); STROP_E_NOMEM.
  * Thread-safe (no shared state). @since 0.2
  */
-STROP_API STROP_NODISCARD strop_status strop_tokenizer_train_bpe(
-    const char *const *paths, int64_t n, const strop_bpe_train_options *opt,
-    strop_tokenizer **out);
+STROP_API STROP_NODISCARD strop_status
+strop_tokenizer_train_bpe(const char *const *paths, int64_t n, const strop_bpe_train_options *opt,
+                          strop_tokenizer **out);
 
 STROP_END_DECLS
 

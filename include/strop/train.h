@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the trainer: one fine-tuning step under the host's control, evaluation with
  * metrics, a ready fit loop with early stopping and checkpoints, and exact resume. */
 #ifndef STROP_TRAIN_H
@@ -35,10 +36,10 @@ typedef struct strop_trainer strop_trainer;
 
 /** @brief Loss functions (::STROP_TRAIN_LOSS). @since 0.1 */
 typedef enum strop_loss_kind {
-  STROP_LOSS_CROSS_ENTROPY = 1, /**< Logits [N, C] (or [N, T, C]) vs class indices. */
-  STROP_LOSS_MSE = 2,           /**< Mean squared error vs targets shaped like the output. */
-  STROP_LOSS_L1 = 3,            /**< Mean absolute error. */
-  STROP_LOSS_HUBER = 4,         /**< Huber / smooth L1 with STROP_TRAIN_HUBER_DELTA. */
+  STROP_LOSS_CROSS_ENTROPY = 1,  /**< Logits [N, C] (or [N, T, C]) vs class indices. */
+  STROP_LOSS_MSE = 2,            /**< Mean squared error vs targets shaped like the output. */
+  STROP_LOSS_L1 = 3,             /**< Mean absolute error. */
+  STROP_LOSS_HUBER = 4,          /**< Huber / smooth L1 with STROP_TRAIN_HUBER_DELTA. */
   STROP_LOSS_BCE_WITH_LOGITS = 5 /**< Binary cross-entropy on logits (multi-label). */
 } strop_loss_kind;
 
@@ -444,21 +445,21 @@ typedef struct strop_metrics strop_metrics;
 
 /** @brief Metric keys of strop_metrics_get(). @since 0.1 */
 typedef enum strop_metric_key {
-  STROP_METRIC_LOSS = 0,      /**< Mean loss over the samples. */
-  STROP_METRIC_ACCURACY = 1,  /**< Classification: fraction of correct top-1 predictions. */
-  STROP_METRIC_TOP5 = 2,      /**< Classification: fraction with the target in the top 5. */
-  STROP_METRIC_MACRO_F1 = 3,  /**< Classification: unweighted mean of per-class F1. */
-  STROP_METRIC_MSE = 4,       /**< Regression: mean squared error. */
-  STROP_METRIC_MAE = 5,       /**< Regression: mean absolute error. */
-  STROP_METRIC_SAMPLES = 6,   /**< Number of samples evaluated. */
-  STROP_METRIC_PERPLEXITY = 7, /**< Cross-entropy: exp of the mean loss per counted prediction
+  STROP_METRIC_LOSS = 0,           /**< Mean loss over the samples. */
+  STROP_METRIC_ACCURACY = 1,       /**< Classification: fraction of correct top-1 predictions. */
+  STROP_METRIC_TOP5 = 2,           /**< Classification: fraction with the target in the top 5. */
+  STROP_METRIC_MACRO_F1 = 3,       /**< Classification: unweighted mean of per-class F1. */
+  STROP_METRIC_MSE = 4,            /**< Regression: mean squared error. */
+  STROP_METRIC_MAE = 5,            /**< Regression: mean absolute error. */
+  STROP_METRIC_SAMPLES = 6,        /**< Number of samples evaluated. */
+  STROP_METRIC_PERPLEXITY = 7,     /**< Cross-entropy: exp of the mean loss per counted prediction
                                     (a language model's per-token perplexity: positions whose
                                     target is the ignore_index, such as padding and prompts, do
                                     not count). @since 0.2 */
   STROP_METRIC_TOKEN_ACCURACY = 1, /**< Cross-entropy over sequences: the fraction of counted
                                         positions whose top-1 prediction is the target, the same
                                         value as ::STROP_METRIC_ACCURACY. @since 0.2 */
-  STROP_METRIC_TOKENS = 8      /**< Cross-entropy: predictions counted (tokens, for a language
+  STROP_METRIC_TOKENS = 8          /**< Cross-entropy: predictions counted (tokens, for a language
                                     model). @since 0.2 */
 } strop_metric_key;
 
@@ -467,7 +468,7 @@ typedef enum strop_class_metric {
   STROP_CLASS_PRECISION = 0, /**< Of the samples predicted as the class, the share that is. */
   STROP_CLASS_RECALL = 1,    /**< Of the samples of the class, the share predicted as it. */
   STROP_CLASS_F1 = 2,        /**< Harmonic mean of precision and recall. */
-  STROP_CLASS_SUPPORT = 3 /**< Samples whose target is the class. */
+  STROP_CLASS_SUPPORT = 3    /**< Samples whose target is the class. */
 } strop_class_metric;
 
 /**
@@ -484,8 +485,7 @@ typedef enum strop_class_metric {
  *         more than 65536 classes: no confusion matrix is kept that large); STROP_E_NOMEM.
  * @since 0.1
  */
-STROP_API STROP_NODISCARD strop_status strop_trainer_eval(strop_trainer *tr,
-                                                          strop_batch_iter *it,
+STROP_API STROP_NODISCARD strop_status strop_trainer_eval(strop_trainer *tr, strop_batch_iter *it,
                                                           strop_metrics **out);
 
 /**
@@ -554,8 +554,8 @@ STROP_API void strop_metrics_free(strop_metrics *m);
 
 /** @brief What a progress report is about. @since 0.1 */
 typedef enum strop_progress_phase {
-  STROP_PHASE_BATCH = 0,     /**< After an optimizer step. */
-  STROP_PHASE_EPOCH_END = 1  /**< After an epoch and its validation. */
+  STROP_PHASE_BATCH = 0,    /**< After an optimizer step. */
+  STROP_PHASE_EPOCH_END = 1 /**< After an epoch and its validation. */
 } strop_progress_phase;
 
 /**
@@ -605,20 +605,20 @@ typedef enum strop_monitor {
  * @since 0.1
  */
 typedef struct strop_fit_options {
-  size_t size;                  /**< sizeof(strop_fit_options), set by _init. */
-  int64_t epochs;               /**< Epochs to run, counted by the training iterator's epoch
+  size_t size;                 /**< sizeof(strop_fit_options), set by _init. */
+  int64_t epochs;              /**< Epochs to run, counted by the training iterator's epoch
                                      number (default 10). */
-  int monitor;                  /**< strop_monitor (default val loss; train loss without
+  int monitor;                 /**< strop_monitor (default val loss; train loss without
                                      validation data). */
-  int64_t patience;             /**< Epochs without improvement before stopping; 0 = never. */
-  double min_delta;             /**< Improvement smaller than this does not count. */
-  int restore_best;             /**< 1: put back the best epoch's weights at the end. */
-  int64_t checkpoint_every;     /**< Write checkpoint_path every N optimizer steps; 0 = off. */
-  const char *checkpoint_path;  /**< Resumable checkpoint (also written at the end), or NULL. */
-  const char *best_path;        /**< Checkpoint written whenever the monitored value improves. */
-  strop_progress_fn progress;   /**< Callback, or NULL. */
-  void *user_data;              /**< Passed to progress. */
-  int64_t max_steps;            /**< Stop after this many optimizer steps in total; 0 = no
+  int64_t patience;            /**< Epochs without improvement before stopping; 0 = never. */
+  double min_delta;            /**< Improvement smaller than this does not count. */
+  int restore_best;            /**< 1: put back the best epoch's weights at the end. */
+  int64_t checkpoint_every;    /**< Write checkpoint_path every N optimizer steps; 0 = off. */
+  const char *checkpoint_path; /**< Resumable checkpoint (also written at the end), or NULL. */
+  const char *best_path;       /**< Checkpoint written whenever the monitored value improves. */
+  strop_progress_fn progress;  /**< Callback, or NULL. */
+  void *user_data;             /**< Passed to progress. */
+  int64_t max_steps;           /**< Stop after this many optimizer steps in total; 0 = no
                                      limit (for tests and budgets). */
 } strop_fit_options;
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — hyperparameter search: a search space of named recipe values, grid, random and
  * Bayesian (Gaussian-process) strategies, ask/tell, pruning of bad trials, a trials file. */
 #ifndef STROP_TUNE_H
@@ -57,10 +58,10 @@ typedef enum strop_param_kind {
  * first three. @since 0.1
  */
 typedef enum strop_trial_status {
-  STROP_TRIAL_OK = 0,      /**< Finished with a value. */
-  STROP_TRIAL_FAILED = 1,  /**< Failed (divergence, numeric error...): recorded, no value. */
-  STROP_TRIAL_PRUNED = 2,  /**< Stopped early by the pruner (or the host). */
-  STROP_TRIAL_RUNNING = 3, /**< Asked for and not yet told. */
+  STROP_TRIAL_OK = 0,         /**< Finished with a value. */
+  STROP_TRIAL_FAILED = 1,     /**< Failed (divergence, numeric error...): recorded, no value. */
+  STROP_TRIAL_PRUNED = 2,     /**< Stopped early by the pruner (or the host). */
+  STROP_TRIAL_RUNNING = 3,    /**< Asked for and not yet told. */
   STROP_TRIAL_INTERRUPTED = 4 /**< Stopped by the host before it finished (Ctrl-C, a time
                                    limit): no value, not an observation; the next ask (also
                                    after a resume) gives it again. @since 0.2 */
@@ -68,10 +69,10 @@ typedef enum strop_trial_status {
 
 /** @brief Early-stopping rules of ::STROP_TUNE_PRUNER. @since 0.1 */
 typedef enum strop_tune_pruner {
-  STROP_PRUNER_NONE = 0,    /**< Never prune. */
-  STROP_PRUNER_MEDIAN = 1,  /**< Prune when the value at step k is worse than the median of
+  STROP_PRUNER_NONE = 0,   /**< Never prune. */
+  STROP_PRUNER_MEDIAN = 1, /**< Prune when the value at step k is worse than the median of
                                  the finished (ok) trials' values at step k. */
-  STROP_PRUNER_HALVING = 2  /**< Asynchronous successive halving: at resource
+  STROP_PRUNER_HALVING = 2 /**< Asynchronous successive halving: at resource
                                  min_resource * eta^r (rung r) a trial goes on only if its
                                  value is in the best 1/eta of the values seen at that rung. */
 } strop_tune_pruner;
@@ -83,28 +84,28 @@ typedef enum strop_tune_pruner {
  * only grows. @since 0.1
  */
 typedef enum strop_tune_knob {
-  STROP_TUNE_N_INITIAL = 0,        /**< int >= 0: random trials before the GP takes over
+  STROP_TUNE_N_INITIAL = 0,             /**< int >= 0: random trials before the GP takes over
                                         (Bayes) [0 = automatic: d+1 clamped to [5, 20],
                                         d = encoded dimensions]. */
-  STROP_TUNE_N_CANDIDATES = 1,     /**< int >= 1: random candidates scored by expected
+  STROP_TUNE_N_CANDIDATES = 1,          /**< int >= 1: random candidates scored by expected
                                         improvement per suggestion [2000]. */
-  STROP_TUNE_N_LOCAL = 2,          /**< int >= 0: best candidates refined by coordinate
+  STROP_TUNE_N_LOCAL = 2,               /**< int >= 0: best candidates refined by coordinate
                                         search [5]. */
-  STROP_TUNE_FIT_RESTARTS = 3,     /**< int >= 0: random restarts of the kernel fit besides
+  STROP_TUNE_FIT_RESTARTS = 3,          /**< int >= 0: random restarts of the kernel fit besides
                                         the warm start from the previous fit [2]. */
-  STROP_TUNE_EI_XI = 4,            /**< float >= 0: expected-improvement margin in standard
+  STROP_TUNE_EI_XI = 4,                 /**< float >= 0: expected-improvement margin in standard
                                         deviations of the observed values [0.01]. */
-  STROP_TUNE_GRID_POINTS = 5,      /**< int >= 2: grid values per float/int parameter [5]. */
-  STROP_TUNE_PRUNER = 6,           /**< int: a strop_tune_pruner [none]. */
-  STROP_TUNE_PRUNE_WARMUP_TRIALS = 7, /**< int >= 0: median rule: finished trials needed
+  STROP_TUNE_GRID_POINTS = 5,           /**< int >= 2: grid values per float/int parameter [5]. */
+  STROP_TUNE_PRUNER = 6,                /**< int: a strop_tune_pruner [none]. */
+  STROP_TUNE_PRUNE_WARMUP_TRIALS = 7,   /**< int >= 0: median rule: finished trials needed
                                         before any pruning [5]. */
-  STROP_TUNE_PRUNE_WARMUP_STEPS = 8,  /**< int >= 0: median rule: steps below this are never
+  STROP_TUNE_PRUNE_WARMUP_STEPS = 8,    /**< int >= 0: median rule: steps below this are never
                                         pruned [0]. */
-  STROP_TUNE_HALVING_ETA = 9,      /**< int >= 2: successive-halving reduction factor [3]. */
+  STROP_TUNE_HALVING_ETA = 9,           /**< int >= 2: successive-halving reduction factor [3]. */
   STROP_TUNE_HALVING_MIN_RESOURCE = 10, /**< int >= 1: step of the first rung [1]. */
-  STROP_TUNE_N_WORKERS = 11,       /**< int >= 1: parallel trials in strop_tuner_run() [1]. */
-  STROP_TUNE_FSYNC = 12,           /**< int 0/1: fsync the trials file after each line [0]. */
-  STROP_TUNE_TIME_BUDGET = 13      /**< float >= 0: seconds after which strop_tuner_run()
+  STROP_TUNE_N_WORKERS = 11,  /**< int >= 1: parallel trials in strop_tuner_run() [1]. */
+  STROP_TUNE_FSYNC = 12,      /**< int 0/1: fsync the trials file after each line [0]. */
+  STROP_TUNE_TIME_BUDGET = 13 /**< float >= 0: seconds after which strop_tuner_run()
                                         starts no new trial (the running ones finish)
                                         [0 = no limit]. @since 0.2 */
 } strop_tune_knob;
@@ -380,8 +381,7 @@ STROP_API int64_t strop_tuner_grid_size(const strop_tuner *t);
  * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_tuner_trial_float(const strop_tuner *t,
-                                                               int64_t trial_id,
-                                                               const char *name,
+                                                               int64_t trial_id, const char *name,
                                                                double *value);
 
 /**
@@ -455,8 +455,7 @@ STROP_API STROP_NODISCARD strop_status strop_tuner_trial_value(const strop_tuner
  * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_tuner_report(strop_tuner *t, int64_t trial_id,
-                                                          int64_t step, double value,
-                                                          int *prune);
+                                                          int64_t step, double value, int *prune);
 
 /**
  * @brief Ends a trial with its final value and status, records it, and appends it to the
@@ -490,8 +489,8 @@ STROP_API STROP_NODISCARD strop_status strop_tuner_tell(strop_tuner *t, int64_t 
  * @return STROP_OK; STROP_E_STATE (no trial has finished ok); STROP_E_INVALID_ARG (NULL).
  * @since 0.1
  */
-STROP_API STROP_NODISCARD strop_status strop_tuner_best(const strop_tuner *t,
-                                                        int64_t *trial_id, double *value);
+STROP_API STROP_NODISCARD strop_status strop_tuner_best(const strop_tuner *t, int64_t *trial_id,
+                                                        double *value);
 
 /**
  * @brief Number of trials (running and finished).

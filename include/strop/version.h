@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the library's version, as macros for the headers compiled against and as a
  * function for the library actually loaded. */
 #ifndef STROP_VERSION_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the single allocator. Everything allocates through here so tests can count
  * allocations (no heap use in a warm step) and make the Nth one fail (clean OOM paths). */
 #include <stdatomic.h>

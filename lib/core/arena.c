@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — step arena (see arena.h). */
 #include <string.h>
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the step arena: a bump allocator reset once per training step. After the first
  * step it has grown to the step's needs and a step allocates nothing from the heap. */
 #ifndef STROP_ARENA_H

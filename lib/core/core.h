@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — private core services shared by every module: the one allocator (with a
  * test hook that fails the Nth allocation), error sentences, logging and the RNG. */
 #ifndef STROP_CORE_H
@@ -31,9 +32,9 @@ void strop__free_aligned(void *p);
 /* Test hooks. Fail the nth allocation from now on (1 = the next one); 0 switches off.
  * Allocation and live counts let tests see leaks and allocation-free steps. */
 void strop__alloc_fail_at(int64_t n);
-int64_t strop__alloc_count(void);   /* allocations made since start */
-int64_t strop__alloc_live(void);    /* allocations not yet freed */
-int strop__alloc_failed(void);      /* 1 once the planned failure has happened */
+int64_t strop__alloc_count(void); /* allocations made since start */
+int64_t strop__alloc_live(void);  /* allocations not yet freed */
+int strop__alloc_failed(void);    /* 1 once the planned failure has happened */
 /* Bytes: the most that was live at once since strop__alloc_peak_reset() (which starts the
  * mark at what is live now), so a test can bound what an operation takes. */
 int64_t strop__alloc_peak(void);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — per-thread error sentences, status names and the host's log handler. */
 #include <pthread.h>
 #include <stdio.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — opening the files the library reads: regular files only, opened without waiting, so
  * a FIFO, a device or a folder given as a data or model path is refused instead of blocking. */
 #include <errno.h>

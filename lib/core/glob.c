@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — glob matching over whole hierarchical names ("features.*", "blocks.[0-3].*"):
  * surgery targets, checkpoint tensors that are not parameters. fnmatch-like. */
 #include <stdio.h>

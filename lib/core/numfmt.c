@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — shortest round-trip formatting of doubles (see numfmt.h). */
 #include "core/numfmt.h"
 

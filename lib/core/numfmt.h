@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — numbers written as text so they read back to the same value: the shortest decimal
  * form of a double that strtod turns into exactly that double (recipes, trials files, reports). */
 #ifndef STROP_NUMFMT_H

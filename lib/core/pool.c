@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the worker pool behind strop's own kernels. One process-wide pool of persistent
  * threads; a parallel run splits [0, n) into a fixed number of contiguous chunks, and the caller
  * and the workers claim chunks until none is left. Which thread runs a chunk does not matter:
@@ -38,14 +39,14 @@ static struct {
   /* run number (high 32 bits) and next chunk to claim (low 32): a worker that wakes late
    * cannot claim a chunk of a later run, because its compare-and-swap names the run */
   _Atomic uint64_t ticket;
-  _Atomic int pending;       /* chunks not yet finished */
+  _Atomic int pending; /* chunks not yet finished */
   strop__par_fn fn;
   void *ctx;
   int64_t n;
   _Atomic int chunks;
 } P = {.run_lock = PTHREAD_MUTEX_INITIALIZER,
-     .mu = PTHREAD_MUTEX_INITIALIZER,
-     .cv = PTHREAD_COND_INITIALIZER};
+       .mu = PTHREAD_MUTEX_INITIALIZER,
+       .cv = PTHREAD_COND_INITIALIZER};
 
 static _Thread_local int t_in_run;
 
@@ -97,8 +98,7 @@ static void *worker(void *arg) {
     }
     if (g == seen) {
       pthread_mutex_lock(&P.mu);
-      while ((g = run_of_ticket()) == seen && !P.stop)
-        pthread_cond_wait(&P.cv, &P.mu);
+      while ((g = run_of_ticket()) == seen && !P.stop) pthread_cond_wait(&P.cv, &P.mu);
       int stop = P.stop;
       pthread_mutex_unlock(&P.mu);
       if (stop) return NULL;
@@ -208,6 +208,4 @@ static void zero_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
   memset((float *)ctx + lo, 0, sizeof(float) * (size_t)(hi - lo));
 }
 
-void strop__par_zero(float *p, size_t n) {
-  strop__par_for((int64_t)n, 65536, zero_range, p);
-}
+void strop__par_zero(float *p, size_t n) { strop__par_for((int64_t)n, 65536, zero_range, p); }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — PCG32 random numbers. Integer arithmetic only, except the normal transform,
  * so a seed gives the same stream on every platform. */
 #include <math.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — version and process-wide thread settings. */
 #include <stdatomic.h>
 #include <unistd.h>

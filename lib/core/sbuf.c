@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — growing text buffer (see sbuf.h). */
 #include "core/sbuf.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the library's one growing text buffer (JSON headers, YAML specs, surgery's
  * descriptions, summaries). An allocation failure is remembered and reported once at the end. */
 #ifndef STROP_CORE_SBUF_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the settings engine (see settings.h): lookups, validation and its sentences, text
  * forms, and the queries behind every object's _knob_* functions. */
 #include "core/settings.h"
@@ -51,24 +52,37 @@ static const char *type_word(int type) {
   }
 }
 
-strop_status strop__settings_want(const strop__settings *t, const char *fn, const strop__setting *s,
-                                  int want, const char *verb) {
+strop_status strop__settings_want(const strop__settings *t, const char *fn,
+                                  const strop__setting *s, int want, const char *verb) {
   const int is_list = s->type == STROP__SET_LIST, is_float = s->type == STROP__SET_FLOAT;
   int ok;
   const char *wanted;
   switch (want) {
-    case STROP__WANT_FLOAT: ok = is_float; wanted = "a float"; break;
-    case STROP__WANT_INT: ok = !is_float && !is_list; wanted = "an int"; break;
-    case STROP__WANT_LIST: ok = is_list; wanted = "a list"; break;
-    default: ok = !is_list; wanted = "a single-value"; break;
+    case STROP__WANT_FLOAT:
+      ok = is_float;
+      wanted = "a float";
+      break;
+    case STROP__WANT_INT:
+      ok = !is_float && !is_list;
+      wanted = "an int";
+      break;
+    case STROP__WANT_LIST:
+      ok = is_list;
+      wanted = "a list";
+      break;
+    default:
+      ok = !is_list;
+      wanted = "a single-value";
+      break;
   }
   if (ok) return STROP_OK;
   const char *use = is_list ? "ints" : is_float ? "float" : "int";
   char alt[96] = "";
   if (!is_list) snprintf(alt, sizeof alt, " or strop_%s_%s_double", t->object, verb);
-  return strop__err(STROP_E_INVALID_ARG, "%s: knob '%s' is not %s knob but %s knob; use "
-                    "strop_%s_%s_%s%s", fn, s->name, wanted, type_word(s->type), t->object, verb,
-                    use, alt);
+  return strop__err(STROP_E_INVALID_ARG,
+                    "%s: knob '%s' is not %s knob but %s knob; use "
+                    "strop_%s_%s_%s%s",
+                    fn, s->name, wanted, type_word(s->type), t->object, verb, use, alt);
 }
 
 int strop__setting_flags(const strop__setting *s, int kind) {
@@ -195,8 +209,7 @@ int strop__setting_parse(const strop__setting *s, const char *text, double *out)
           return 1;
         }
       return 0;
-    default:
-      return 0;
+    default: return 0;
   }
 }
 

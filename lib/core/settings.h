@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — one settings engine for every object with knobs (optimizer, scheduler, trainer,
  * tuner): each object declares its table once; validation, messages, queries, parsing and
  * formatting come from here, and recipes, bindings and docs read the same tables. */
@@ -19,13 +20,13 @@ typedef enum strop__set_type {
 /* Flag bits, equal to the public strop_knob_flags of strop/optim.h (checked there). A table
  * entry's `flags` holds the range flags; the type bits are added by strop__setting_flags. */
 enum {
-  STROP__KNOB_INT = 1,      /* integral: INT, FLAG and ENUM (the _set_int setters take them) */
-  STROP__KNOB_LO_OPEN = 2,  /* the lower bound itself is refused */
-  STROP__KNOB_HI_OPEN = 4,  /* the upper bound itself is refused */
-  STROP__KNOB_LIST = 8,     /* a list */
-  STROP__KNOB_FLAG = 16,    /* 0/1 */
-  STROP__KNOB_ENUM = 32,    /* named values */
-  STROP__KNOB_INF_OK = 64,  /* an infinite bound of the range is itself a value (documented) */
+  STROP__KNOB_INT = 1,       /* integral: INT, FLAG and ENUM (the _set_int setters take them) */
+  STROP__KNOB_LO_OPEN = 2,   /* the lower bound itself is refused */
+  STROP__KNOB_HI_OPEN = 4,   /* the upper bound itself is refused */
+  STROP__KNOB_LIST = 8,      /* a list */
+  STROP__KNOB_FLAG = 16,     /* 0/1 */
+  STROP__KNOB_ENUM = 32,     /* named values */
+  STROP__KNOB_INF_OK = 64,   /* an infinite bound of the range is itself a value (documented) */
   STROP__KNOB_REQUIRED = 128 /* no default: unset (0) until the host sets it */
 };
 
@@ -49,16 +50,16 @@ typedef struct strop__setting {
   int flags;                /* STROP__KNOB_LO_OPEN / _HI_OPEN / _INF_OK / _REQUIRED */
   const char *const *words; /* ENUM: the words of lo, lo + 1, ..., NULL-terminated */
   strop__setting_kind per_kind;
-  const char *group;        /* the part of the object it configures ("loss"), or NULL */
-  const char *doc;          /* one line */
+  const char *group; /* the part of the object it configures ("loss"), or NULL */
+  const char *doc;   /* one line */
 } strop__setting;
 
 /* An object's table. */
 typedef struct strop__settings {
-  const char *object;             /* "optimizer": the public functions are strop_<object>_... */
-  const char *const *kind_names;  /* names of the kinds in messages ("SGD"), or NULL */
-  int n_kinds;                    /* 1 for an object without kinds */
-  const char *kind_phrase;        /* printf format naming a kind: "%s", "the %s scheduler" */
+  const char *object;            /* "optimizer": the public functions are strop_<object>_... */
+  const char *const *kind_names; /* names of the kinds in messages ("SGD"), or NULL */
+  int n_kinds;                   /* 1 for an object without kinds */
+  const char *kind_phrase;       /* printf format naming a kind: "%s", "the %s scheduler" */
   const strop__setting *v;
   int n;
 } strop__settings;
@@ -79,8 +80,8 @@ enum {
 };
 /* STROP_OK when s's type suits `want`; else an error naming fn, the setting, its type and the
  * function to use (verb "set" or "get"). */
-strop_status strop__settings_want(const strop__settings *t, const char *fn, const strop__setting *s,
-                                  int want, const char *verb);
+strop_status strop__settings_want(const strop__settings *t, const char *fn,
+                                  const strop__setting *s, int want, const char *verb);
 
 /* The public flags of s for kind (range flags, per-kind flags and the type bits). */
 int strop__setting_flags(const strop__setting *s, int kind);

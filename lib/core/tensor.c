@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — float32 tensors with reference-counted storage, so views and wrapped caller
  * buffers have one clear lifetime rule. */
 #include <stdatomic.h>
@@ -136,8 +137,7 @@ strop_status strop_tensor_reshape(const strop_tensor *src, int rank, const int64
   for (int i = 0; i < rank; i++) {
     d[i] = dims[i];
     if (dims[i] == -1) {
-      if (infer >= 0)
-        return strop__err(STROP_E_SHAPE, "%s: only one dimension may be -1", fn);
+      if (infer >= 0) return strop__err(STROP_E_SHAPE, "%s: only one dimension may be -1", fn);
       infer = i;
     } else if (dims[i] <= 0) {
       return strop__err(STROP_E_INVALID_ARG, "%s: dims[%d] must be > 0 or -1, got %lld", fn, i,
@@ -149,8 +149,10 @@ strop_status strop_tensor_reshape(const strop_tensor *src, int rank, const int64
   }
   if (infer >= 0) {
     if (known == 0 || src->numel % known)
-      return strop__err(STROP_E_SHAPE, "%s: cannot infer dims[%d]: %zu elements not divisible "
-                        "by %zu", fn, infer, src->numel, known);
+      return strop__err(STROP_E_SHAPE,
+                        "%s: cannot infer dims[%d]: %zu elements not divisible "
+                        "by %zu",
+                        fn, infer, src->numel, known);
     d[infer] = (int64_t)(src->numel / known);
     known = src->numel;
   }
@@ -170,8 +172,10 @@ strop_status strop_tensor_copy_from(strop_tensor *t, const float *src, size_t co
   if (!t || !src)
     return strop__err(STROP_E_INVALID_ARG, "strop_tensor_copy_from: %s is NULL", t ? "src" : "t");
   if (count != t->numel)
-    return strop__err(STROP_E_SHAPE, "strop_tensor_copy_from: count is %zu, tensor has %zu "
-                      "elements", count, t->numel);
+    return strop__err(STROP_E_SHAPE,
+                      "strop_tensor_copy_from: count is %zu, tensor has %zu "
+                      "elements",
+                      count, t->numel);
   memmove(t->data, src, count * sizeof(float));
   return STROP_OK;
 }
@@ -180,8 +184,10 @@ strop_status strop_tensor_copy_to(const strop_tensor *t, float *dst, size_t coun
   if (!t || !dst)
     return strop__err(STROP_E_INVALID_ARG, "strop_tensor_copy_to: %s is NULL", t ? "dst" : "t");
   if (count < t->numel)
-    return strop__err(STROP_E_SHAPE, "strop_tensor_copy_to: buffer holds %zu floats, tensor has "
-                      "%zu elements", count, t->numel);
+    return strop__err(STROP_E_SHAPE,
+                      "strop_tensor_copy_to: buffer holds %zu floats, tensor has "
+                      "%zu elements",
+                      count, t->numel);
   memmove(dst, t->data, t->numel * sizeof(float));
   return STROP_OK;
 }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — UTF-8 validation, shared by the JSON reader, the safetensors writer and the model's
  * metadata (whose values go into safetensors headers, which must be UTF-8). */
 #include "core.h"

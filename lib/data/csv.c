@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — CSV tables from memory (numeric features + one label column) and the file loader
  * (plain or gzip). Every rejection names the file, the line and the column. */
 #include <math.h>
@@ -17,7 +18,6 @@ void strop_csv_options_init(strop_csv_options *opt) {
   opt->num_classes = STROP_CLASSES_INFER;
 }
 
-
 typedef struct field {
   const char *p;
   size_t len;
@@ -27,11 +27,11 @@ typedef struct field {
 typedef struct parser {
   const char *name;
   const char *buf, *end, *cur;
-  int64_t line;  /* 1-based number of the line last read */
+  int64_t line; /* 1-based number of the line last read */
   int delim;
   field *f;
   size_t nf, capf;
-  char *tmp;     /* unquoted text of one field */
+  char *tmp; /* unquoted text of one field */
   size_t captmp;
 } parser;
 
@@ -256,8 +256,10 @@ strop_status strop__csv_parse(const char *buf, size_t len, const char *name,
   if (st0) return st0;
   if (opt.delimiter <= 0 || opt.delimiter > 127 || opt.delimiter == '"' ||
       opt.delimiter == '\n' || opt.delimiter == '\r')
-    return strop__err(STROP_E_INVALID_ARG, "%s: delimiter must be an ASCII byte other than a "
-                      "quote or line end, got %d", name, opt.delimiter);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: delimiter must be an ASCII byte other than a "
+                      "quote or line end, got %d",
+                      name, opt.delimiter);
   if (opt.label_mode < STROP_CSV_LABEL_INDEX || opt.label_mode > STROP_CSV_LABEL_REGRESSION)
     return strop__err(STROP_E_INVALID_ARG, "%s: unknown label_mode %d", name, opt.label_mode);
   if (opt.skip_lines < 0)
@@ -268,8 +270,8 @@ strop_status strop__csv_parse(const char *buf, size_t len, const char *name,
                       opt.label_name);
   if (opt.label_mode == STROP_CSV_LABEL_INDEX &&
       (opt.num_classes < STROP_CLASSES_INFER || opt.num_classes > STROP__MAX_CLASSES))
-    return strop__err(STROP_E_INVALID_ARG, "%s: num_classes must be in [-1, 2^24], got %lld", name,
-                      (long long)opt.num_classes);
+    return strop__err(STROP_E_INVALID_ARG, "%s: num_classes must be in [-1, 2^24], got %lld",
+                      name, (long long)opt.num_classes);
 
   parser ps = {.name = name, .buf = buf, .end = buf + len, .cur = buf, .delim = opt.delimiter};
   strlist labels = {0}, sk_names = {0};
@@ -302,8 +304,10 @@ strop_status strop__csv_parse(const char *buf, size_t len, const char *name,
     }
     if ((st = field_number(&ps, 0, &a)) || (st = field_number(&ps, 1, &b))) goto fail;
     if (a < 1 || b < 1 || a != floor(a) || b != floor(b) || a > 1e12 || b > 1e9) {
-      st = strop__err(STROP_E_FORMAT, "%s:%lld: sklearn header counts must be positive integers, "
-                      "got %g and %g", name, (long long)ps.line, a, b);
+      st = strop__err(STROP_E_FORMAT,
+                      "%s:%lld: sklearn header counts must be positive integers, "
+                      "got %g and %g",
+                      name, (long long)ps.line, a, b);
       goto fail;
     }
     sk_samples = (int64_t)a;
@@ -351,13 +355,16 @@ strop_status strop__csv_parse(const char *buf, size_t len, const char *name,
       if (label_col < 0)
         label_col = opt.label_column < 0 ? ncols + opt.label_column : opt.label_column;
       if (label_col < 0 || label_col >= ncols) {
-        st = strop__err(STROP_E_INVALID_ARG, "%s: label_column %lld out of range for %lld columns",
-                        name, (long long)opt.label_column, (long long)ncols);
+        st = strop__err(STROP_E_INVALID_ARG,
+                        "%s: label_column %lld out of range for %lld columns", name,
+                        (long long)opt.label_column, (long long)ncols);
         goto fail;
       }
       if (ncols < 2) {
-        st = strop__err(STROP_E_FORMAT, "%s:%lld: need a label and at least one feature column, "
-                        "found %lld column(s)", name, (long long)ps.line, (long long)ncols);
+        st = strop__err(STROP_E_FORMAT,
+                        "%s:%lld: need a label and at least one feature column, "
+                        "found %lld column(s)",
+                        name, (long long)ps.line, (long long)ncols);
         goto fail;
       }
       features = ncols - 1;
@@ -485,10 +492,11 @@ strop_status strop__csv_parse(const char *buf, size_t len, const char *name,
 
   if (opt.sklearn_header) {
     if (sk_samples != rows || sk_features != features) {
-      st = strop__err(STROP_E_FORMAT, "%s:%lld: sklearn header says %lld samples x %lld features, "
-                      "the data has %lld x %lld", name, (long long)sk_line,
-                      (long long)sk_samples, (long long)sk_features, (long long)rows,
-                      (long long)features);
+      st = strop__err(STROP_E_FORMAT,
+                      "%s:%lld: sklearn header says %lld samples x %lld features, "
+                      "the data has %lld x %lld",
+                      name, (long long)sk_line, (long long)sk_samples, (long long)sk_features,
+                      (long long)rows, (long long)features);
       goto fail;
     }
     if (sk_names.n > 0 && C > 0) {
@@ -496,9 +504,10 @@ strop_status strop__csv_parse(const char *buf, size_t len, const char *name,
           opt.num_classes == STROP_CLASSES_INFER)
         C = sk_names.n;
       if (C != sk_names.n) {
-        st = strop__err(STROP_E_FORMAT, "%s:%lld: sklearn header names %lld classes, the labels "
-                        "have %lld", name, (long long)sk_line, (long long)sk_names.n,
-                        (long long)C);
+        st = strop__err(STROP_E_FORMAT,
+                        "%s:%lld: sklearn header names %lld classes, the labels "
+                        "have %lld",
+                        name, (long long)sk_line, (long long)sk_names.n, (long long)C);
         goto fail;
       }
       strlist_free(&labels);

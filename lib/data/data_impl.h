@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — private layout of datasets, the file reader shared by the parsers, and the
  * parse-from-memory entry points of the IDX, CSV and NPY formats (used by the fuzz targets). */
 #ifndef STROP_DATA_IMPL_H
@@ -9,8 +10,13 @@
 #include "strop/data.h"
 
 /* Root storage kinds. */
-enum { STROP__DS_F32 = 1, STROP__DS_U8 = 2, STROP__DS_TOKENS = 3, STROP__DS_CALLBACK = 4,
-       STROP__DS_IMAGES = 5 };
+enum {
+  STROP__DS_F32 = 1,
+  STROP__DS_U8 = 2,
+  STROP__DS_TOKENS = 3,
+  STROP__DS_CALLBACK = 4,
+  STROP__DS_IMAGES = 5
+};
 
 /* One struct for roots and views. A root owns storage; a view (root != NULL) holds one
  * reference to its root and describes a selection (idx), a relabelling and a shape. Views of
@@ -21,36 +27,36 @@ struct strop_dataset {
 
   /* what this handle presents */
   int64_t n;
-  int64_t *idx;        /* NULL: identity into the root (n == root n) */
-  int32_t *label_map;  /* NULL: identity; else root class -> this class (-1: dropped) */
-  int64_t lmap_len;    /* entries of label_map (the root's class count) */
+  int64_t *idx;       /* NULL: identity into the root (n == root n) */
+  int32_t *label_map; /* NULL: identity; else root class -> this class (-1: dropped) */
+  int64_t lmap_len;   /* entries of label_map (the root's class count) */
   int onehot;
   int in_rank;
   int64_t in_dims[STROP_MAX_RANK];
   size_t in_numel;
   int tgt_rank;
   int64_t tgt_dims[STROP_MAX_RANK];
-  size_t tgt_numel;    /* presented target (after one-hot) */
+  size_t tgt_numel;     /* presented target (after one-hot) */
   size_t raw_tgt_numel; /* the root's target element count (before one-hot) */
   int64_t num_classes;
-  char **class_names;  /* num_classes names, or NULL */
+  char **class_names; /* num_classes names, or NULL */
 
   /* root storage */
   int kind;
-  const float *x, *y;  /* F32: inputs/targets; U8, TOKENS: y = per-sample class labels */
+  const float *x, *y; /* F32: inputs/targets; U8, TOKENS: y = per-sample class labels */
   float *x_owned, *y_owned;
-  const uint8_t *xu8;  /* U8 inputs */
-  void *map;           /* mmap'd file behind xu8, or NULL */
+  const uint8_t *xu8; /* U8 inputs */
+  void *map;          /* mmap'd file behind xu8, or NULL */
   size_t map_len;
-  void *buf_owned;     /* decompressed buffer behind xu8, or NULL */
+  void *buf_owned; /* decompressed buffer behind xu8, or NULL */
   strop_release_fn release;
   void *release_ud;
   strop_dataset_fill_fn fill;
   void *fill_ud;
-  int32_t *tokens;     /* TOKENS: the token stream */
+  int32_t *tokens; /* TOKENS: the token stream */
   int64_t ntokens;
-  int64_t *starts;     /* TOKENS: start of sample i in tokens */
-  int lm;              /* TOKENS: 1 = targets are the shifted window */
+  int64_t *starts; /* TOKENS: start of sample i in tokens */
+  int lm;          /* TOKENS: 1 = targets are the shifted window */
   int64_t seq_len;
   int32_t *lm_targets; /* TOKENS with lm: the target of every position of tokens (the next
                           token, or -100 where no loss is taken), or NULL: targets are the
@@ -61,17 +67,17 @@ struct strop_dataset {
   int64_t mask_len;
 
   /* IMAGES: files decoded when read; y holds the labels */
-  int var_size;        /* views too: samples differ in H and W; in_dims bounds each axis and
+  int var_size;     /* views too: samples differ in H and W; in_dims bounds each axis and
                           in_numel any sample's element count */
-  char *img_paths;     /* NUL-terminated paths, one after another */
-  int64_t *img_off;    /* start of sample i's path */
-  int32_t *img_hw;     /* height, width of sample i (from its header) */
-  int img_c;           /* channels delivered: 1, 3 or 4 */
+  char *img_paths;  /* NUL-terminated paths, one after another */
+  int64_t *img_off; /* start of sample i's path */
+  int32_t *img_hw;  /* height, width of sample i (from its header) */
+  int img_c;        /* channels delivered: 1, 3 or 4 */
   int64_t img_max_pixels;
   _Atomic(uint8_t *) *img_cache; /* decoded pixels kept (NULL: no cache) */
   size_t img_cache_cap;
   _Atomic size_t img_cache_used;
-  char **img_skipped;  /* sentences of the files skipped at load */
+  char **img_skipped; /* sentences of the files skipped at load */
   int64_t img_nskipped, img_ignored;
 };
 
@@ -113,9 +119,9 @@ void strop__ds_ref(strop_dataset *ds);
 typedef struct strop__file {
   const uint8_t *data;
   size_t len;
-  void *map;      /* munmap on close */
+  void *map; /* munmap on close */
   size_t map_len;
-  uint8_t *buf;   /* strop__free on close */
+  uint8_t *buf; /* strop__free on close */
 } strop__file;
 /* How long a whole file says it is, from its first n bytes: 0 when more bytes are needed to
  * tell, SIZE_MAX when it cannot tell (the format declares no size, or the parser will refuse
@@ -133,12 +139,12 @@ void strop__file_close(strop__file *f);
 
 /* ---- IDX ---- */
 typedef struct strop__idx {
-  int type;                       /* 0x08 u8, 0x09 i8, 0x0B i16, 0x0C i32, 0x0D f32, 0x0E f64 */
+  int type; /* 0x08 u8, 0x09 i8, 0x0B i16, 0x0C i32, 0x0D f32, 0x0E f64 */
   int rank;
   int64_t dims[STROP_MAX_RANK];
-  size_t count;                   /* elements */
+  size_t count; /* elements */
   size_t elem_size;
-  const uint8_t *data;            /* big-endian payload inside the parsed buffer */
+  const uint8_t *data; /* big-endian payload inside the parsed buffer */
 } strop__idx;
 /* Parses an IDX header and checks the payload size; name is used in messages. */
 strop_status strop__idx_parse(const uint8_t *buf, size_t len, const char *name, strop__idx *out);
@@ -150,10 +156,10 @@ double strop__idx_get(const strop__idx *a, size_t i);
 /* ---- CSV ---- */
 typedef struct strop__csv_table {
   int64_t rows, features;
-  float *x;             /* rows * features */
-  float *y;             /* rows */
-  int64_t num_classes;  /* 0 for regression */
-  char **class_names;   /* num_classes names or NULL */
+  float *x;            /* rows * features */
+  float *y;            /* rows */
+  int64_t num_classes; /* 0 for regression */
+  char **class_names;  /* num_classes names or NULL */
 } strop__csv_table;
 strop_status strop__csv_parse(const char *buf, size_t len, const char *name,
                               const strop_csv_options *opt, strop__csv_table *out);
@@ -186,9 +192,9 @@ void strop__npy_to_float(const strop__npy *a, float *dst);
 /* ---- images (image.c: the decoders; images.c: the source) ---- */
 enum { STROP__IMG_JPEG = 1, STROP__IMG_PNG = 2 };
 typedef struct strop__image_info {
-  int format;     /* STROP__IMG_* */
+  int format; /* STROP__IMG_* */
   int64_t width, height;
-  int channels;   /* as stored: 1 grey, 2 grey + alpha, 3 colour, 4 colour + alpha */
+  int channels; /* as stored: 1 grey, 2 grey + alpha, 3 colour, 4 colour + alpha */
 } strop__image_info;
 /* Set by the fuzz targets only: PNG checksums are not checked, so mutated files reach the
  * decoding paths. */
@@ -203,14 +209,14 @@ strop_status strop__image_probe(const char *fn, const uint8_t *buf, size_t len, 
 /* Decodes into *pixels (strop__malloc'd, height x width x channels bytes, interleaved), with
  * channels 1 (L), 3 (RGB) or 4 (RGBA) converted as PIL's Image.convert does. Truncated or
  * corrupt data is STROP_E_FORMAT; nothing is allocated past the pixel limit. */
-strop_status strop__image_decode(const char *fn, const uint8_t *buf, size_t len,
-                                 const char *name, int channels, int64_t max_pixels,
-                                 uint8_t **pixels, strop__image_info *info);
+strop_status strop__image_decode(const char *fn, const uint8_t *buf, size_t len, const char *name,
+                                 int channels, int64_t max_pixels, uint8_t **pixels,
+                                 strop__image_info *info);
 /* ---- image transforms of the iterator (iter.c), reachable by the parity tests ---- */
 /* The draws of RandomResizedCrop: with sv and av non-NULL, a scale value in [s0, s1) and an
  * aspect ratio exp(uniform(l0, l1)); with sv NULL, an integer in [0, l1) returned. */
-typedef double (*strop__rrc_draw_fn)(void *ctx, float s0, float s1, float l0, float l1,
-                                     float *sv, float *av);
+typedef double (*strop__rrc_draw_fn)(void *ctx, float s0, float s1, float l0, float l1, float *sv,
+                                     float *av);
 /* torchvision's RandomResizedCrop.get_params rule: ten tries of an area share and an aspect
  * ratio, then the central crop of the nearest allowed ratio. out = {top, left, h, w}. */
 void strop__rrc_params(int64_t h, int64_t w, const float scale[2], const float ratio[2],

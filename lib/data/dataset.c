@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the dataset handle: roots holding storage (memory, borrowed, callback), flattened
  * views (subset, class filter, few-shot, splits, one-hot, reshape), accessors and labels. */
 #include <math.h>
@@ -19,8 +20,8 @@ static strop_status check_shape(const char *fn, const char *what, int rank, cons
   size_t n = 1;
   for (int i = 0; i < rank; i++) {
     if (dims[i] <= 0)
-      return strop__err(STROP_E_INVALID_ARG, "%s: %s dims[%d] must be > 0, got %lld", fn, what,
-                        i, (long long)dims[i]);
+      return strop__err(STROP_E_INVALID_ARG, "%s: %s dims[%d] must be > 0, got %lld", fn, what, i,
+                        (long long)dims[i]);
     if (strop__mul_overflow(n, (size_t)dims[i], &n) || n > ((size_t)1 << 40))
       return strop__err(STROP_E_SHAPE, "%s: %s element count overflows", fn, what);
   }
@@ -32,8 +33,8 @@ strop_status strop__ds_new_root(const char *fn, int kind, int64_t n, int in_rank
                                 const int64_t *in_dims, int tgt_rank, const int64_t *tgt_dims,
                                 int64_t num_classes, strop_dataset **out) {
   size_t in_numel = 0, tgt_numel = 1;
-  if (n < 1) return strop__err(STROP_E_INVALID_ARG, "%s: n must be >= 1, got %lld", fn,
-                               (long long)n);
+  if (n < 1)
+    return strop__err(STROP_E_INVALID_ARG, "%s: n must be >= 1, got %lld", fn, (long long)n);
   strop_status st = check_shape(fn, "input", in_rank, in_dims, 1, &in_numel);
   if (st) return st;
   if (num_classes < STROP_CLASSES_INFER || num_classes > STROP__MAX_CLASSES)
@@ -75,8 +76,10 @@ strop_status strop__check_labels(const char *fn, const char *what, const float *
                         "%s: %s: label %lld must be a non-negative integer, got %g", fn, what,
                         (long long)i, (double)v);
     if (v >= (float)STROP__MAX_CLASSES)
-      return strop__err(STROP_E_INVALID_ARG, "%s: %s: label %lld is %.0f; class indices stop "
-                        "below 2^24", fn, what, (long long)i, (double)v);
+      return strop__err(STROP_E_INVALID_ARG,
+                        "%s: %s: label %lld is %.0f; class indices stop "
+                        "below 2^24",
+                        fn, what, (long long)i, (double)v);
     if (c > 0 && (int64_t)v >= c)
       return strop__err(STROP_E_INVALID_ARG,
                         "%s: %s: label %lld is %lld, out of range for %lld classes", fn, what,
@@ -145,13 +148,12 @@ static strop_status memory_source(const char *fn, const float *inputs, const flo
     return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, inputs ? "targets" : "inputs");
   if (num_classes != 0) tgt_rank = 0;
   strop_dataset *ds = NULL;
-  strop_status st = strop__ds_new_root(fn, STROP__DS_F32, n, in_rank, in_dims, tgt_rank,
-                                       tgt_dims, num_classes, &ds);
+  strop_status st = strop__ds_new_root(fn, STROP__DS_F32, n, in_rank, in_dims, tgt_rank, tgt_dims,
+                                       num_classes, &ds);
   if (st) return st;
   if (num_classes != 0) {
     st = strop__check_labels(fn, "targets", targets, n, &ds->num_classes);
-    if (!st && ds->num_classes < 1)
-      st = strop__err(STROP_E_INVALID_ARG, "%s: no classes", fn);
+    if (!st && ds->num_classes < 1) st = strop__err(STROP_E_INVALID_ARG, "%s: no classes", fn);
     if (st) {
       strop_dataset_free(ds);
       return st;
@@ -187,10 +189,10 @@ strop_status strop_dataset_from_memory(const float *inputs, const float *targets
                        tgt_rank, tgt_dims, num_classes, 1, NULL, NULL, out);
 }
 
-strop_status strop_dataset_wrap(const float *inputs, const float *targets, int64_t n,
-                                int in_rank, const int64_t *in_dims, int tgt_rank,
-                                const int64_t *tgt_dims, int64_t num_classes,
-                                strop_release_fn release, void *user_data, strop_dataset **out) {
+strop_status strop_dataset_wrap(const float *inputs, const float *targets, int64_t n, int in_rank,
+                                const int64_t *in_dims, int tgt_rank, const int64_t *tgt_dims,
+                                int64_t num_classes, strop_release_fn release, void *user_data,
+                                strop_dataset **out) {
   return memory_source("strop_dataset_wrap", inputs, targets, n, in_rank, in_dims, tgt_rank,
                        tgt_dims, num_classes, 0, release, user_data, out);
 }
@@ -248,8 +250,7 @@ static strop_status root_read(const strop_dataset *rt, const char *fn, int64_t r
             tgt[k] = (float)rt->lm_targets[rt->starts[r] + k];
         else if (rt->lm)
           for (int64_t k = 0; k < rt->seq_len; k++) tgt[k] = (float)t[k + 1];
-        else
-          tgt[0] = rt->y[r];
+        else tgt[0] = rt->y[r];
       }
       return STROP_OK;
     }
@@ -285,13 +286,12 @@ static strop_status root_read(const strop_dataset *rt, const char *fn, int64_t r
         if (!(v >= 0.0f) || v != floorf(v) || v >= (float)rt->num_classes)
           return strop__err(STROP_E_CALLBACK,
                             "%s: fill callback gave sample %lld the label %g, not a class in "
-                            "[0, %lld)", fn, (long long)r, (double)v,
-                            (long long)rt->num_classes);
+                            "[0, %lld)",
+                            fn, (long long)r, (double)v, (long long)rt->num_classes);
       }
       return STROP_OK;
     }
-    default:
-      return strop__err(STROP_E_INTERNAL, "%s: unknown dataset kind %d", fn, rt->kind);
+    default: return strop__err(STROP_E_INTERNAL, "%s: unknown dataset kind %d", fn, rt->kind);
   }
 }
 
@@ -334,8 +334,10 @@ strop_status strop_dataset_set_mask(strop_dataset *ds, const float *mask, size_t
   static const char fn[] = "strop_dataset_set_mask";
   if (!ds) return strop__err(STROP_E_INVALID_ARG, "%s: ds is NULL", fn);
   if (ds->root)
-    return strop__err(STROP_E_INVALID_ARG, "%s: the dataset is a view (a split, subset or "
-                      "reshape): set the masks on the dataset it was made from", fn);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: the dataset is a view (a split, subset or "
+                      "reshape): set the masks on the dataset it was made from",
+                      fn);
   if (!mask) {
     strop__free(ds->mask);
     ds->mask = NULL;
@@ -344,14 +346,17 @@ strop_status strop_dataset_set_mask(strop_dataset *ds, const float *mask, size_t
   }
   const int64_t t = ds->in_rank > 0 ? ds->in_dims[0] : 1;
   if (count != (size_t)ds->n * (size_t)t)
-    return strop__err(STROP_E_SHAPE, "%s: %zu mask values for %lld samples of %lld positions "
-                      "need %lld", fn, count, (long long)ds->n, (long long)t,
-                      (long long)(ds->n * t));
+    return strop__err(STROP_E_SHAPE,
+                      "%s: %zu mask values for %lld samples of %lld positions "
+                      "need %lld",
+                      fn, count, (long long)ds->n, (long long)t, (long long)(ds->n * t));
   for (size_t i = 0; i < count; i++)
     if (mask[i] != 0.0f && mask[i] != 1.0f)
-      return strop__err(STROP_E_INVALID_ARG, "%s: mask value %g at sample %lld, position %lld: "
-                        "it must be 1 (a token) or 0 (padding)", fn, (double)mask[i],
-                        (long long)(i / (size_t)t), (long long)(i % (size_t)t));
+      return strop__err(STROP_E_INVALID_ARG,
+                        "%s: mask value %g at sample %lld, position %lld: "
+                        "it must be 1 (a token) or 0 (padding)",
+                        fn, (double)mask[i], (long long)(i / (size_t)t),
+                        (long long)(i % (size_t)t));
   float *m = strop__malloc(count * sizeof *m);
   if (!m) return STROP__NOMEM(fn);
   memcpy(m, mask, count * sizeof *m);
@@ -424,8 +429,8 @@ strop_status strop_dataset_get(const strop_dataset *ds, int64_t index, float *in
     return strop__err(STROP_E_INVALID_ARG, "%s: input_cap %zu < input size %zu", fn, input_cap,
                       need);
   if (target && target_cap < ds->tgt_numel)
-    return strop__err(STROP_E_INVALID_ARG, "%s: target_cap %zu < target size %zu", fn,
-                      target_cap, ds->tgt_numel);
+    return strop__err(STROP_E_INVALID_ARG, "%s: target_cap %zu < target size %zu", fn, target_cap,
+                      ds->tgt_numel);
   return strop__ds_read(ds, fn, index, input, target);
 }
 
@@ -504,8 +509,8 @@ strop_status strop_dataset_class_counts(const strop_dataset *ds, int64_t *counts
   if (!ds || !counts)
     return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, ds ? "counts" : "ds");
   if (ds->num_classes > 0 && cap < ds->num_classes)
-    return strop__err(STROP_E_INVALID_ARG, "%s: cap %lld < num_classes %lld", fn,
-                      (long long)cap, (long long)ds->num_classes);
+    return strop__err(STROP_E_INVALID_ARG, "%s: cap %lld < num_classes %lld", fn, (long long)cap,
+                      (long long)ds->num_classes);
   int32_t *lab = NULL;
   strop_status st = strop__ds_labels(ds, fn, &lab);
   if (st) return st;
@@ -578,8 +583,8 @@ nomem:
   return STROP__NOMEM(fn);
 }
 
-strop_status strop_dataset_subset(const strop_dataset *ds, const int64_t *indices,
-                                  int64_t count, strop_dataset **out) {
+strop_status strop_dataset_subset(const strop_dataset *ds, const int64_t *indices, int64_t count,
+                                  strop_dataset **out) {
   const char *fn = "strop_dataset_subset";
   if (!out) return strop__err(STROP_E_INVALID_ARG, "%s: out is NULL", fn);
   *out = NULL;
@@ -725,8 +730,8 @@ strop_status strop_dataset_few_shot(const strop_dataset *ds, int64_t k, uint64_t
   if (!out) return strop__err(STROP_E_INVALID_ARG, "%s: out is NULL", fn);
   *out = NULL;
   if (!ds) return strop__err(STROP_E_INVALID_ARG, "%s: ds is NULL", fn);
-  if (k < 1) return strop__err(STROP_E_INVALID_ARG, "%s: k must be >= 1, got %lld", fn,
-                               (long long)k);
+  if (k < 1)
+    return strop__err(STROP_E_INVALID_ARG, "%s: k must be >= 1, got %lld", fn, (long long)k);
   int32_t *lab = NULL;
   strop_status st = strop__ds_labels(ds, fn, &lab);
   if (st) return st;
@@ -843,9 +848,9 @@ strop_status strop_dataset_one_hot(const strop_dataset *ds, strop_dataset **out)
   *out = NULL;
   if (!ds) return strop__err(STROP_E_INVALID_ARG, "%s: ds is NULL", fn);
   if (ds->num_classes <= 0 || ds->onehot)
-    return strop__err(STROP_E_UNSUPPORTED, "%s: %s", fn,
-                      ds->onehot ? "targets are one-hot already"
-                                 : "regression targets have no classes");
+    return strop__err(
+        STROP_E_UNSUPPORTED, "%s: %s", fn,
+        ds->onehot ? "targets are one-hot already" : "regression targets have no classes");
   if (ds->tgt_rank >= STROP_MAX_RANK)
     return strop__err(STROP_E_SHAPE, "%s: target rank %d leaves no room for a class axis", fn,
                       ds->tgt_rank);
@@ -868,15 +873,17 @@ strop_status strop_dataset_reshape(const strop_dataset *ds, int rank, const int6
   strop_status st = check_shape(fn, "input", rank, dims, 1, &numel);
   if (st) return st;
   if (ds->var_size)
-    return strop__err(STROP_E_SHAPE, "%s: the images differ in size; resize or crop them in a "
-                      "batch iterator instead", fn);
+    return strop__err(STROP_E_SHAPE,
+                      "%s: the images differ in size; resize or crop them in a "
+                      "batch iterator instead",
+                      fn);
   if (numel != ds->in_numel)
     return strop__err(STROP_E_SHAPE, "%s: new shape has %zu elements, the inputs have %zu", fn,
                       numel, ds->in_numel);
   st = view_new(ds, fn, NULL, ds->n, out);
   if (st) return st;
   (*out)->in_rank = rank;
-  memset((*out)->in_dims, 0, sizeof (*out)->in_dims);
+  memset((*out)->in_dims, 0, sizeof(*out)->in_dims);
   memcpy((*out)->in_dims, dims, (size_t)rank * sizeof *dims);
   return STROP_OK;
 }
@@ -887,8 +894,10 @@ strop_status strop_dataset_channel_stats(const strop_dataset *ds, float scale, f
   if (!ds || !channels || (cap > 0 && (!mean || !std)))
     return strop__err(STROP_E_INVALID_ARG, "%s: NULL argument", fn);
   if (ds->n < 1)
-    return strop__err(STROP_E_INVALID_ARG, "%s: the dataset has no samples (an empty subset, "
-                      "split or class filter?)", fn);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: the dataset has no samples (an empty subset, "
+                      "split or class filter?)",
+                      fn);
   int64_t C = ds->in_rank == 3 ? ds->in_dims[0] : 1;
   size_t per = ds->in_numel / (size_t)C;
   double cnt = 0;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — whole-file input for the dataset parsers: plain files are mmap'd (or read), gzip
  * files inflated into a buffer that grows only as data arrives and stops at the size the
  * format's header declares (or at a bound relative to the compressed size). */
@@ -65,11 +66,15 @@ static strop_status map_or_read(const char *fn, const char *path, int fd, size_t
 static strop_status too_long(const char *fn, const char *path, size_t want, size_t limit,
                              size_t compressed) {
   if (want && want <= limit)
-    return strop__err(STROP_E_FORMAT, "%s: %s: the gzip data inflates to more than the %zu bytes "
-                      "its header declares", fn, path, want);
-  return strop__err(STROP_E_FORMAT, "%s: %s: the gzip data inflates to more than %zu bytes, the "
+    return strop__err(STROP_E_FORMAT,
+                      "%s: %s: the gzip data inflates to more than the %zu bytes "
+                      "its header declares",
+                      fn, path, want);
+  return strop__err(STROP_E_FORMAT,
+                    "%s: %s: the gzip data inflates to more than %zu bytes, the "
                     "limit for a compressed file of %zu bytes (the larger of %d MiB and %d times "
-                    "its size)", fn, path, limit, compressed, (int)(STROP__GZ_MIN_LIMIT >> 20),
+                    "its size)",
+                    fn, path, limit, compressed, (int)(STROP__GZ_MIN_LIMIT >> 20),
                     STROP__GZ_MAX_RATIO);
 }
 

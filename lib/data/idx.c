@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the IDX format (MNIST, Fashion-MNIST): header parsing from memory and the loader
  * of an images + labels pair. uint8 images stay uint8 and are widened when a batch is built. */
 #include <string.h>
@@ -6,9 +7,11 @@
 
 static size_t type_size(int t) {
   switch (t) {
-    case 0x08: case 0x09: return 1;
+    case 0x08:
+    case 0x09: return 1;
     case 0x0B: return 2;
-    case 0x0C: case 0x0D: return 4;
+    case 0x0C:
+    case 0x0D: return 4;
     case 0x0E: return 8;
     default: return 0;
   }
@@ -27,7 +30,8 @@ static strop_status parse_header(const uint8_t *buf, size_t len, const char *nam
   if (buf[0] != 0 || buf[1] != 0 || es == 0 || buf[3] == 0)
     return strop__err(STROP_E_FORMAT,
                       "%s: bad IDX magic 0x%08x, expected 0x0000TTDD (TT = 08 09 0b 0c 0d 0e, "
-                      "DD = rank >= 1)", name, (unsigned)magic);
+                      "DD = rank >= 1)",
+                      name, (unsigned)magic);
   int rank = buf[3];
   if (rank > STROP_MAX_RANK)
     return strop__err(STROP_E_FORMAT, "%s: IDX rank %d exceeds %d", name, rank, STROP_MAX_RANK);
@@ -62,8 +66,7 @@ size_t strop__idx_declared_len(const uint8_t *prefix, size_t n) {
   return hdr + a.count * a.elem_size;
 }
 
-strop_status strop__idx_parse(const uint8_t *buf, size_t len, const char *name,
-                              strop__idx *out) {
+strop_status strop__idx_parse(const uint8_t *buf, size_t len, const char *name, strop__idx *out) {
   size_t hdr;
   strop_status st = parse_header(buf, len, name, out, &hdr);
   if (st != STROP_OK) return st;
@@ -74,8 +77,8 @@ strop_status strop__idx_parse(const uint8_t *buf, size_t len, const char *name,
                       name, len - hdr, bytes);
   if (len - hdr > bytes)
     return strop__err(STROP_E_FORMAT,
-                      "%s: IDX payload has %zu bytes after the header, dims need only %zu",
-                      name, len - hdr, bytes);
+                      "%s: IDX payload has %zu bytes after the header, dims need only %zu", name,
+                      len - hdr, bytes);
   out->data = buf + hdr;
   return STROP_OK;
 }
@@ -134,8 +137,10 @@ strop_status strop_dataset_load_idx(const char *images_path, const char *labels_
     goto fail;
   }
   if (lb.rank != 1 || lb.type == 0x0D || lb.type == 0x0E) {
-    st = strop__err(STROP_E_FORMAT, "%s: %s: labels must be a rank-1 integer IDX array, got rank "
-                    "%d type 0x%02x", fn, labels_path, lb.rank, (unsigned)lb.type);
+    st = strop__err(STROP_E_FORMAT,
+                    "%s: %s: labels must be a rank-1 integer IDX array, got rank "
+                    "%d type 0x%02x",
+                    fn, labels_path, lb.rank, (unsigned)lb.type);
     goto fail;
   }
   if (lb.dims[0] != im.dims[0]) {
@@ -176,8 +181,8 @@ strop_status strop_dataset_load_idx(const char *images_path, const char *labels_
     memcpy(in_dims, im.dims + 1, (size_t)in_rank * sizeof *in_dims);
   }
   int64_t one = 1;
-  st = strop__ds_new_root(fn, im.type == 0x08 ? STROP__DS_U8 : STROP__DS_F32, n, in_rank,
-                          in_dims, num_classes == 0 ? 1 : 0, &one, num_classes, &ds);
+  st = strop__ds_new_root(fn, im.type == 0x08 ? STROP__DS_U8 : STROP__DS_F32, n, in_rank, in_dims,
+                          num_classes == 0 ? 1 : 0, &one, num_classes, &ds);
   if (st) goto fail;
   if (num_classes == STROP_CLASSES_INFER) {
     int64_t mx = 0;

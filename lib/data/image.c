@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the JPEG (libjpeg-turbo) and PNG (libpng) wrappers: header probes and decoding from
  * memory into 8-bit interleaved pixels, converted to 1, 3 or 4 channels as PIL converts. */
 #include <setjmp.h>
@@ -23,9 +24,10 @@ int strop__image_format(const uint8_t *buf, size_t len) {
 
 static strop_status too_big(const char *fn, const char *name, int64_t w, int64_t h,
                             int64_t max_pixels) {
-  return strop__err(STROP_E_FORMAT, "%s: %s: %lld x %lld pixels exceed the limit of %lld pixels "
-                    "(max_pixels; a decompression bomb?)", fn, name, (long long)w, (long long)h,
-                    (long long)max_pixels);
+  return strop__err(STROP_E_FORMAT,
+                    "%s: %s: %lld x %lld pixels exceed the limit of %lld pixels "
+                    "(max_pixels; a decompression bomb?)",
+                    fn, name, (long long)w, (long long)h, (long long)max_pixels);
 }
 
 /* ------------------------------------------------------------------ conversions ---- */
@@ -33,7 +35,8 @@ static strop_status too_big(const char *fn, const char *name, int64_t w, int64_t
 /* PIL's RGB -> L (ITU-R 601-2 luma in 16-bit fixed point, Convert.c's L24). */
 static inline uint8_t luma(const uint8_t *p) {
   return (uint8_t)(((uint32_t)p[0] * 19595u + (uint32_t)p[1] * 38470u + (uint32_t)p[2] * 7471u +
-                    0x8000u) >> 16);
+                    0x8000u) >>
+                   16);
 }
 
 /* Converts one row of `n` pixels of `from` interleaved channels (1 L, 2 LA, 3 RGB, 4 RGBA) to
@@ -123,18 +126,17 @@ static strop_status jpeg_run(const char *fn, const uint8_t *buf, size_t len, con
   int64_t w = cinfo.image_width, h = cinfo.image_height;
   int stored;
   switch (cinfo.jpeg_color_space) {
-    case JCS_GRAYSCALE:
-      stored = 1;
-      break;
+    case JCS_GRAYSCALE: stored = 1; break;
     case JCS_YCbCr:
-    case JCS_RGB:
-      stored = 3;
-      break;
+    case JCS_RGB: stored = 3; break;
     default:
-      st = strop__err(STROP_E_UNSUPPORTED, "%s: %s: a %s JPEG (%d components) is not supported: "
-                      "convert it to RGB or greyscale", fn, name,
-                      cinfo.jpeg_color_space == JCS_CMYK ? "CMYK"
-                      : cinfo.jpeg_color_space == JCS_YCCK ? "YCCK" : "non-RGB",
+      st = strop__err(STROP_E_UNSUPPORTED,
+                      "%s: %s: a %s JPEG (%d components) is not supported: "
+                      "convert it to RGB or greyscale",
+                      fn, name,
+                      cinfo.jpeg_color_space == JCS_CMYK   ? "CMYK"
+                      : cinfo.jpeg_color_space == JCS_YCCK ? "YCCK"
+                                                           : "non-RGB",
                       cinfo.num_components);
       goto done;
   }
@@ -256,16 +258,21 @@ static strop_status png_run(const char *fn, const uint8_t *buf, size_t len, cons
   int depth = 0, ctype = 0, interlace = 0;
   png_get_IHDR(png, pinfo, &w32, &h32, &depth, &ctype, &interlace, NULL, NULL);
   int64_t w = w32, h = h32;
-  int stored = ctype == PNG_COLOR_TYPE_GRAY ? 1 : ctype == PNG_COLOR_TYPE_GRAY_ALPHA ? 2
-               : ctype == PNG_COLOR_TYPE_RGB ? 3 : ctype == PNG_COLOR_TYPE_RGB_ALPHA ? 4 : 3;
+  int stored = ctype == PNG_COLOR_TYPE_GRAY         ? 1
+               : ctype == PNG_COLOR_TYPE_GRAY_ALPHA ? 2
+               : ctype == PNG_COLOR_TYPE_RGB        ? 3
+               : ctype == PNG_COLOR_TYPE_RGB_ALPHA  ? 4
+                                                    : 3;
   int trns = png_get_valid(png, pinfo, PNG_INFO_tRNS) != 0;
   info->format = STROP__IMG_PNG;
   info->width = w;
   info->height = h;
   info->channels = stored;
   if (depth == 16) {
-    st = strop__err(STROP_E_UNSUPPORTED, "%s: %s: a 16-bit PNG is not supported: save it with "
-                    "8 bits per channel", fn, name);
+    st = strop__err(STROP_E_UNSUPPORTED,
+                    "%s: %s: a 16-bit PNG is not supported: save it with "
+                    "8 bits per channel",
+                    fn, name);
     goto done;
   }
   if (w * h > max_pixels) {
@@ -326,16 +333,17 @@ static strop_status run(const char *fn, const uint8_t *buf, size_t len, const ch
                         strop__image_info *info) {
   memset(info, 0, sizeof *info);
   if (pixels) *pixels = NULL;
-  if (len == 0) return strop__err(STROP_E_FORMAT, "%s: %s: the file is empty (0 bytes)", fn, name);
+  if (len == 0)
+    return strop__err(STROP_E_FORMAT, "%s: %s: the file is empty (0 bytes)", fn, name);
   switch (strop__image_format(buf, len)) {
-    case STROP__IMG_JPEG:
-      return jpeg_run(fn, buf, len, name, channels, max_pixels, pixels, info);
-    case STROP__IMG_PNG:
-      return png_run(fn, buf, len, name, channels, max_pixels, pixels, info);
+    case STROP__IMG_JPEG: return jpeg_run(fn, buf, len, name, channels, max_pixels, pixels, info);
+    case STROP__IMG_PNG: return png_run(fn, buf, len, name, channels, max_pixels, pixels, info);
     default:
-      return strop__err(STROP_E_FORMAT, "%s: %s: not a JPEG or PNG file (it starts with "
-                        "%02x %02x %02x %02x)", fn, name, len > 0 ? buf[0] : 0,
-                        len > 1 ? buf[1] : 0, len > 2 ? buf[2] : 0, len > 3 ? buf[3] : 0);
+      return strop__err(STROP_E_FORMAT,
+                        "%s: %s: not a JPEG or PNG file (it starts with "
+                        "%02x %02x %02x %02x)",
+                        fn, name, len > 0 ? buf[0] : 0, len > 1 ? buf[1] : 0,
+                        len > 2 ? buf[2] : 0, len > 3 ? buf[3] : 0);
   }
 }
 
@@ -344,9 +352,9 @@ strop_status strop__image_probe(const char *fn, const uint8_t *buf, size_t len, 
   return run(fn, buf, len, name, 3, max_pixels, NULL, info);
 }
 
-strop_status strop__image_decode(const char *fn, const uint8_t *buf, size_t len,
-                                 const char *name, int channels, int64_t max_pixels,
-                                 uint8_t **pixels, strop__image_info *info) {
+strop_status strop__image_decode(const char *fn, const uint8_t *buf, size_t len, const char *name,
+                                 int channels, int64_t max_pixels, uint8_t **pixels,
+                                 strop__image_info *info) {
   if (channels != 1 && channels != 3 && channels != 4)
     return strop__err(STROP_E_INVALID_ARG, "%s: channels must be 1, 3 or 4, got %d", fn,
                       channels);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the image-folder source: root/<class>/<file> (torchvision's ImageFolder order) or a
  * CSV/JSONL list of path,label; headers probed at load, pixels decoded lazily per sample. */
 #include <dirent.h>
@@ -99,9 +100,10 @@ strop_status strop__images_read(const strop_dataset *rt, const char *fn, int64_t
     if (st) return st;
     if (info.height != h || info.width != w) {
       strop__free(own);
-      return strop__err(STROP_E_FORMAT, "%s: %s: the image is now %lld x %lld pixels, it was "
-                        "%lld x %lld when the dataset was loaded", fn, path,
-                        (long long)info.width, (long long)info.height, (long long)w,
+      return strop__err(STROP_E_FORMAT,
+                        "%s: %s: the image is now %lld x %lld pixels, it was "
+                        "%lld x %lld when the dataset was loaded",
+                        fn, path, (long long)info.width, (long long)info.height, (long long)w,
                         (long long)h);
     }
     px = own;
@@ -114,8 +116,7 @@ strop_status strop__images_read(const strop_dataset *rt, const char *fn, int64_t
       if (used + bytes <= rt->img_cache_cap &&
           atomic_compare_exchange_strong(&m->img_cache[r], &expect, own))
         own = NULL;
-      else
-        atomic_fetch_sub(&m->img_cache_used, bytes);
+      else atomic_fetch_sub(&m->img_cache_used, bytes);
     }
   }
   /* interleaved bytes -> planar floats in [0, 255], times scale (the float product a scale
@@ -196,7 +197,8 @@ static strop_status dir_names(const char *dir, char ***out, int64_t *n) {
   *out = NULL;
   *n = 0;
   DIR *d = opendir(dir);
-  if (!d) return strop__err(STROP_E_IO, "%s: cannot open the folder %s: %s", FN, dir, strerror(errno));
+  if (!d)
+    return strop__err(STROP_E_IO, "%s: cannot open the folder %s: %s", FN, dir, strerror(errno));
   char **v = NULL;
   int64_t cnt = 0, cap = 0;
   strop_status st = STROP_OK;
@@ -265,8 +267,10 @@ typedef struct dirlist {
 
 static strop_status collect_dirs(const char *dir, int depth, dirlist *dl) {
   if (depth > 32)
-    return strop__err(STROP_E_FORMAT, "%s: %s: folders nest deeper than 32 levels (a symbolic "
-                      "link loop?)", FN, dir);
+    return strop__err(STROP_E_FORMAT,
+                      "%s: %s: folders nest deeper than 32 levels (a symbolic "
+                      "link loop?)",
+                      FN, dir);
   if (dl->n == dl->cap) {
     int64_t nc = dl->cap ? 2 * dl->cap : 16;
     char **nd = strop__realloc(dl->dirs, (size_t)nc * sizeof *nd);
@@ -350,8 +354,10 @@ static strop_status walk_root(const char *root, list *l, char ***classes, int64_
   }
   if (m == 0) {
     names_free(names, m);
-    return strop__err(STROP_E_FORMAT, "%s: %s has no class folders (expected root/<class>/"
-                      "<image>, e.g. root/cat/1.jpg)", FN, root);
+    return strop__err(STROP_E_FORMAT,
+                      "%s: %s has no class folders (expected root/<class>/"
+                      "<image>, e.g. root/cat/1.jpg)",
+                      FN, root);
   }
   for (int64_t c = 0; c < m && !st; c++) {
     char *p = join(root, names[c]);
@@ -362,8 +368,10 @@ static strop_status walk_root(const char *root, list *l, char ***classes, int64_
     int64_t before = l->n;
     st = walk_class(p, c, l, ignored);
     if (!st && l->n == before)
-      st = strop__err(STROP_E_FORMAT, "%s: the class folder %s holds no .jpg, .jpeg or .png "
-                      "file", FN, p);
+      st = strop__err(STROP_E_FORMAT,
+                      "%s: the class folder %s holds no .jpg, .jpeg or .png "
+                      "file",
+                      FN, p);
     strop__free(p);
   }
   if (st) {
@@ -434,12 +442,16 @@ static strop_status read_list(const char *file, list *l) {
         break;
       }
       const strop__jnode *root = &j.nodes[0];
-      const strop__jnode *pn = root->type == STROP__J_OBJ ? strop__json_get(&j, root, "path") : NULL;
-      const strop__jnode *lb = root->type == STROP__J_OBJ ? strop__json_get(&j, root, "label") : NULL;
+      const strop__jnode *pn = root->type == STROP__J_OBJ ? strop__json_get(&j, root, "path")
+                                                          : NULL;
+      const strop__jnode *lb = root->type == STROP__J_OBJ ? strop__json_get(&j, root, "label")
+                                                          : NULL;
       if (!pn || pn->type != STROP__J_STR || !lb ||
           (lb->type != STROP__J_STR && !(lb->type == STROP__J_NUM && lb->is_int))) {
-        st = strop__err(STROP_E_FORMAT, "%s: %s:%lld: expected {\"path\": \"...\", \"label\": "
-                        "name or integer}", FN, file, (long long)line);
+        st = strop__err(STROP_E_FORMAT,
+                        "%s: %s:%lld: expected {\"path\": \"...\", \"label\": "
+                        "name or integer}",
+                        FN, file, (long long)line);
       } else {
         path = strop__strdup(pn->str);
         label = strop__strdup(lb->str);
@@ -475,8 +487,7 @@ static strop_status read_list(const char *file, list *l) {
       strop__free(path);
       path = full;
     }
-    if (!st)
-      st = list_add(l, path, label, -1);
+    if (!st) st = list_add(l, path, label, -1);
     else {
       strop__free(path);
       strop__free(label);
@@ -484,8 +495,7 @@ static strop_status read_list(const char *file, list *l) {
   }
   strop__free(dir);
   strop__free(buf);
-  if (!st && l->n == 0)
-    st = strop__err(STROP_E_FORMAT, "%s: %s lists no images", FN, file);
+  if (!st && l->n == 0) st = strop__err(STROP_E_FORMAT, "%s: %s lists no images", FN, file);
   return st;
 }
 
@@ -554,8 +564,10 @@ strop_status strop_dataset_load_images(const char *path, const strop_image_optio
   strop_image_options_init(&o);
   if (user) {
     if (user->size < sizeof(size_t) || user->size > 4096)
-      return strop__err(STROP_E_INVALID_ARG, "%s: opt->size is %zu; fill the options with "
-                        "strop_image_options_init", FN, user->size);
+      return strop__err(STROP_E_INVALID_ARG,
+                        "%s: opt->size is %zu; fill the options with "
+                        "strop_image_options_init",
+                        FN, user->size);
     memcpy(&o, user, user->size < sizeof o ? user->size : sizeof o);
     o.size = sizeof o;
   }
@@ -599,8 +611,7 @@ strop_status strop_dataset_load_images(const char *path, const strop_image_optio
     if (has_ext(l.e[i].path, k_theirs))
       ps = strop__err(STROP_E_UNSUPPORTED, "%s: %s: only JPEG and PNG images are read", FN,
                       l.e[i].path);
-    else
-      ps = probe_file(FN, l.e[i].path, o.max_pixels, &info);
+    else ps = probe_file(FN, l.e[i].path, o.max_pixels, &info);
     if (ps == STROP_E_NOMEM || (ps && !o.skip_bad)) {
       st = ps;
       break;
@@ -651,8 +662,7 @@ strop_status strop_dataset_load_images(const char *path, const strop_image_optio
     ds->img_off = strop__malloc((size_t)nkeep * sizeof *ds->img_off);
     ds->img_hw = strop__malloc((size_t)nkeep * 2 * sizeof *ds->img_hw);
     ds->y_owned = strop__malloc((size_t)nkeep * sizeof *ds->y_owned);
-    if (o.cache_bytes > 0)
-      ds->img_cache = strop__calloc((size_t)nkeep, sizeof *ds->img_cache);
+    if (o.cache_bytes > 0) ds->img_cache = strop__calloc((size_t)nkeep, sizeof *ds->img_cache);
     if (!ds->img_paths || !ds->img_off || !ds->img_hw || !ds->y_owned ||
         (o.cache_bytes > 0 && !ds->img_cache))
       st = STROP__NOMEM(FN);
@@ -737,7 +747,8 @@ strop_status strop_image_load(const char *path, int channels, strop_tensor **out
   *out = NULL;
   if (!path) return strop__err(STROP_E_INVALID_ARG, "%s: path is NULL", fn);
   if (channels != 1 && channels != 3 && channels != 4)
-    return strop__err(STROP_E_INVALID_ARG, "%s: channels must be 1, 3 or 4, got %d", fn, channels);
+    return strop__err(STROP_E_INVALID_ARG, "%s: channels must be 1, 3 or 4, got %d", fn,
+                      channels);
   uint8_t *buf = NULL, *px = NULL;
   size_t len = 0;
   strop_status st = read_file(fn, path, 0, &buf, &len, NULL);
@@ -756,7 +767,8 @@ strop_status strop_image_load(const char *path, int channels, strop_tensor **out
   float *d = strop_tensor_data(t);
   size_t npix = (size_t)info.height * (size_t)info.width;
   for (int k = 0; k < channels; k++)
-    for (size_t p = 0; p < npix; p++) d[(size_t)k * npix + p] = (float)px[p * (size_t)channels + (size_t)k];
+    for (size_t p = 0; p < npix; p++)
+      d[(size_t)k * npix + p] = (float)px[p * (size_t)channels + (size_t)k];
   strop__free(px);
   *out = t;
   return STROP_OK;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the batch iterator: per-epoch orders that are pure functions of (seed, epoch),
  * per-sample transforms, and a double-buffered prefetch of the next batch on a worker thread. */
 #include <math.h>
@@ -9,19 +10,26 @@
 #include "ops/resize.h"
 
 enum {
-  XF_SCALE = 1, XF_NORMALIZE, XF_HFLIP, XF_CROP, XF_RESIZE, XF_RESIZE_SHORT, XF_CENTER_CROP,
-  XF_RRC, XF_JITTER
+  XF_SCALE = 1,
+  XF_NORMALIZE,
+  XF_HFLIP,
+  XF_CROP,
+  XF_RESIZE,
+  XF_RESIZE_SHORT,
+  XF_CENTER_CROP,
+  XF_RRC,
+  XF_JITTER
 };
 
 typedef struct xform {
   int type;
-  float a;              /* scale factor, flip probability */
-  int64_t c;            /* channels at this stage */
-  int64_t oh, ow, pad;  /* output size (crops, resize), padding (crop); RESIZE_SHORT: oh the
+  float a;             /* scale factor, flip probability */
+  int64_t c;           /* channels at this stage */
+  int64_t oh, ow, pad; /* output size (crops, resize), padding (crop); RESIZE_SHORT: oh the
                            shorter side, ow the longer side's limit (0: none) */
-  int mode;             /* resize mode */
-  float *mean, *std;    /* normalize: c values each */
-  float p[4];           /* RRC: scale and ratio ranges; JITTER: brightness, contrast,
+  int mode;            /* resize mode */
+  float *mean, *std;   /* normalize: c values each */
+  float p[4];          /* RRC: scale and ratio ranges; JITTER: brightness, contrast,
                            saturation, hue */
 } xform;
 
@@ -49,23 +57,23 @@ struct strop_batch_iter {
 
   xform *xf;
   int nxf;
-  int inplace; /* 1 while no transform changes the shape (no crop, no resize) */
-  int var;     /* 1 while the image size at the end of the pipeline varies per sample */
-  int out_rank;                 /* per-sample shape after transforms (0 for a varying size) */
+  int inplace;  /* 1 while no transform changes the shape (no crop, no resize) */
+  int var;      /* 1 while the image size at the end of the pipeline varies per sample */
+  int out_rank; /* per-sample shape after transforms (0 for a varying size) */
   int64_t out_dims[STROP_MAX_RANK];
   size_t out_numel, max_numel, max_work; /* largest stage and resize workspace, in floats */
-  scratch main_s;               /* the calling thread's */
+  scratch main_s;                        /* the calling thread's */
 
   struct {
     float *x, *y, *m;
     strop_tensor *tx, *ty, *tm;
   } buf[2];
   int cur;
-  int64_t mask_len;             /* positions of a sample's padding mask; 0: no masks */
+  int64_t mask_len;              /* positions of a sample's padding mask; 0: no masks */
   const strop_tensor *last_mask; /* the mask of the batch last returned, or NULL */
 
-  int nworkers;                 /* prefetch threads (1 unless set) */
-  int threaded;                 /* threads started */
+  int nworkers; /* prefetch threads (1 unless set) */
+  int threaded; /* threads started */
   pthread_t th[MAX_WORKERS];
   scratch ws[MAX_WORKERS];
   pthread_mutex_t mu;
@@ -178,12 +186,8 @@ static void xf_out_size(const xform *x, int64_t h, int64_t w, int64_t *oh, int64
       *oh = x->oh;
       *ow = x->ow;
       return;
-    case XF_RESIZE_SHORT:
-      short_side_size(h, w, x->oh, x->ow, oh, ow);
-      return;
-    default:
-      *oh = h;
-      *ow = w;
+    case XF_RESIZE_SHORT: short_side_size(h, w, x->oh, x->ow, oh, ow); return;
+    default: *oh = h; *ow = w;
   }
 }
 
@@ -203,16 +207,14 @@ static void resize_region(const float *src, int64_t c, int64_t H, int64_t W, int
   if (iy || ix || ih != H || iw != W) {
     for (int64_t k = 0; k < c; k++)
       for (int64_t y = 0; y < ih; y++)
-        memcpy(region + (size_t)((k * ih + y) * iw),
-               src + (size_t)((k * H + iy + y) * W + ix), (size_t)iw * sizeof(float));
+        memcpy(region + (size_t)((k * ih + y) * iw), src + (size_t)((k * H + iy + y) * W + ix),
+               (size_t)iw * sizeof(float));
     reg = region;
   }
   int whole = !oy && !ox && wh == oh && ww == ow;
   float *to = whole ? dst : full;
-  if (mode == STROP_RESIZE_BILINEAR)
-    strop__resize_bilinear(reg, c, ih, iw, to, oh, ow);
-  else
-    strop__resize_nearest(reg, c, ih, iw, to, oh, ow);
+  if (mode == STROP_RESIZE_BILINEAR) strop__resize_bilinear(reg, c, ih, iw, to, oh, ow);
+  else strop__resize_nearest(reg, c, ih, iw, to, oh, ow);
   if (!whole)
     for (int64_t k = 0; k < c; k++)
       for (int64_t y = 0; y < wh; y++)
@@ -274,12 +276,36 @@ static void shift_hue(float *img, size_t plane, float f) {
     float t = fminf(fmaxf(v * (1.0f - s * (1.0f - fr)), 0.0f), 1.0f);
     float o[3];
     switch (ii) {
-      case 0: o[0] = v; o[1] = t; o[2] = p; break;
-      case 1: o[0] = q; o[1] = v; o[2] = p; break;
-      case 2: o[0] = p; o[1] = v; o[2] = t; break;
-      case 3: o[0] = p; o[1] = q; o[2] = v; break;
-      case 4: o[0] = t; o[1] = p; o[2] = v; break;
-      default: o[0] = v; o[1] = p; o[2] = q; break;
+      case 0:
+        o[0] = v;
+        o[1] = t;
+        o[2] = p;
+        break;
+      case 1:
+        o[0] = q;
+        o[1] = v;
+        o[2] = p;
+        break;
+      case 2:
+        o[0] = p;
+        o[1] = v;
+        o[2] = t;
+        break;
+      case 3:
+        o[0] = p;
+        o[1] = q;
+        o[2] = v;
+        break;
+      case 4:
+        o[0] = t;
+        o[1] = p;
+        o[2] = v;
+        break;
+      default:
+        o[0] = v;
+        o[1] = p;
+        o[2] = q;
+        break;
     }
     img[k] = o[0];
     img[plane + k] = o[1];
@@ -287,13 +313,11 @@ static void shift_hue(float *img, size_t plane, float f) {
   }
 }
 
-void strop__color_jitter_step(float *img, int64_t c, int64_t h, int64_t w, int which,
-                              float f, float *grey) {
+void strop__color_jitter_step(float *img, int64_t c, int64_t h, int64_t w, int which, float f,
+                              float *grey) {
   size_t plane = (size_t)(h * w), n = (size_t)c * plane;
   switch (which) {
-    case 0: /* brightness: blend with black */
-      blend(img, NULL, 0.0f, n, f);
-      break;
+    case 0: /* brightness: blend with black */ blend(img, NULL, 0.0f, n, f); break;
     case 1: { /* contrast: blend with the mean grey level */
       double sum = 0;
       if (c == 3) {
@@ -356,9 +380,11 @@ static strop_status run_transforms(const strop_batch_iter *it, int first, int co
       case XF_CROP: {
         int64_t ph2 = h + 2 * x->pad, pw2 = w + 2 * x->pad;
         if (x->oh > ph2 || x->ow > pw2)
-          return strop__err(STROP_E_SHAPE, "strop_batch_iter_next: sample %lld: crop %lld x %lld "
-                            "exceeds the padded image %lld x %lld", (long long)sample,
-                            (long long)x->oh, (long long)x->ow, (long long)ph2, (long long)pw2);
+          return strop__err(STROP_E_SHAPE,
+                            "strop_batch_iter_next: sample %lld: crop %lld x %lld "
+                            "exceeds the padded image %lld x %lld",
+                            (long long)sample, (long long)x->oh, (long long)x->ow, (long long)ph2,
+                            (long long)pw2);
         int64_t top = (int64_t)strop__rng_below(r, (uint64_t)(ph2 - x->oh + 1));
         int64_t left = (int64_t)strop__rng_below(r, (uint64_t)(pw2 - x->ow + 1));
         for (int64_t k = 0; k < c; k++)
@@ -455,11 +481,11 @@ static strop_status run_transforms(const strop_batch_iter *it, int first, int co
           f[k] = lo + (hi - lo) * strop__rng_uniform(r);
         }
         for (int k = 0; k < 4; k++)
-          if (x->p[order[k]] > 0.0f) strop__color_jitter_step(a, c, h, w, order[k], f[order[k]], b);
+          if (x->p[order[k]] > 0.0f)
+            strop__color_jitter_step(a, c, h, w, order[k], f[order[k]], b);
         break;
       }
-      default:
-        break;
+      default: break;
     }
   }
   *ph = h;
@@ -526,7 +552,10 @@ static strop_status fill_row(const strop_batch_iter *it, int64_t epoch, int64_t 
 }
 
 /* Names the file behind a failed sample of an image dataset (its sentence usually does). */
-static strop_status row_error(const strop_batch_iter *it, strop_status st) { (void)it; return st; }
+static strop_status row_error(const strop_batch_iter *it, strop_status st) {
+  (void)it;
+  return st;
+}
 
 /* Fills buffer b with the batch at (epoch, pos) on the calling thread. */
 static strop_status fill_batch(strop_batch_iter *it, int64_t epoch, int64_t pos, int b,
@@ -598,8 +627,8 @@ static void *worker_main(void *arg) {
   strop__free(arg);
   pthread_mutex_lock(&it->mu);
   for (;;) {
-    while (!it->stop && !((it->job == JOB_QUEUED || it->job == JOB_RUNNING) &&
-                          it->job_claimed < it->job_rows))
+    while (!it->stop &&
+           !((it->job == JOB_QUEUED || it->job == JOB_RUNNING) && it->job_claimed < it->job_rows))
       pthread_cond_wait(&it->cv, &it->mu);
     if (it->stop) break;
     if (it->job == JOB_QUEUED) {
@@ -665,8 +694,10 @@ strop_status strop_batch_iter_create(strop_dataset *ds, int64_t batch_size, uint
   if (flags & ~(STROP_ITER_SHUFFLE | STROP_ITER_DROP_LAST | STROP_ITER_PREFETCH))
     return strop__err(STROP_E_INVALID_ARG, "%s: unknown flags 0x%x", fn, (unsigned)flags);
   if (ds->n < 1)
-    return strop__err(STROP_E_INVALID_ARG, "%s: the dataset has no samples (an empty subset, "
-                      "split or class filter?)", fn);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: the dataset has no samples (an empty subset, "
+                      "split or class filter?)",
+                      fn);
   if ((flags & STROP_ITER_DROP_LAST) && ds->n < batch_size)
     return strop__err(STROP_E_INVALID_ARG,
                       "%s: drop_last with batch_size %lld > dataset size %lld gives no batches",
@@ -765,10 +796,12 @@ static strop_status start(strop_batch_iter *it, const char *fn) {
       if (b[1] != a[1] || b[2] != a[2]) break;
     }
     if (k == ds->n) k = 0, b[1] = a[1], b[2] = a[2];
-    return strop__err(STROP_E_SHAPE, "%s: the images differ in size (sample 0 is %lld x %lld, "
+    return strop__err(STROP_E_SHAPE,
+                      "%s: the images differ in size (sample 0 is %lld x %lld, "
                       "sample %lld is %lld x %lld): add a resize to a fixed size, a centre crop "
-                      "or a random resized crop before the first batch", fn, (long long)a[2],
-                      (long long)a[1], (long long)k, (long long)b[2], (long long)b[1]);
+                      "or a random resized crop before the first batch",
+                      fn, (long long)a[2], (long long)a[1], (long long)k, (long long)b[2],
+                      (long long)b[1]);
   }
   if (it->flags & STROP_ITER_SHUFFLE) {
     it->perm = strop__malloc((size_t)it->n * sizeof *it->perm);
@@ -783,8 +816,10 @@ static strop_status start(strop_batch_iter *it, const char *fn) {
   size_t nx, ny;
   if (strop__mul_overflow((size_t)rows, it->out_numel * sizeof(float), &nx) ||
       strop__mul_overflow((size_t)rows, ds->tgt_numel * sizeof(float), &ny))
-    return strop__err(STROP_E_SHAPE, "%s: a batch of %lld samples of %zu values overflows the "
-                      "size", fn, (long long)rows, it->out_numel);
+    return strop__err(STROP_E_SHAPE,
+                      "%s: a batch of %lld samples of %zu values overflows the "
+                      "size",
+                      fn, (long long)rows, it->out_numel);
   nx = (size_t)rows * it->out_numel;
   ny = (size_t)rows * ds->tgt_numel;
   int64_t xd[STROP_MAX_RANK], yd[STROP_MAX_RANK];
@@ -793,9 +828,11 @@ static strop_status start(strop_batch_iter *it, const char *fn) {
   if (ds->tgt_rank) memcpy(yd + 1, ds->tgt_dims, (size_t)ds->tgt_rank * sizeof *yd);
   it->mask_len = strop__ds_root(ds)->mask ? strop__ds_root(ds)->mask_len : 0;
   if (it->mask_len && (it->out_rank < 1 || it->out_dims[0] != it->mask_len))
-    return strop__err(STROP_E_SHAPE, "%s: the dataset's padding masks have %lld positions per "
+    return strop__err(STROP_E_SHAPE,
+                      "%s: the dataset's padding masks have %lld positions per "
                       "sample, its batches' inputs %lld (a reshape or a transform changed the "
-                      "sequence)", fn, (long long)it->mask_len,
+                      "sequence)",
+                      fn, (long long)it->mask_len,
                       (long long)(it->out_rank ? it->out_dims[0] : 0));
   for (int b = 0; b < ((it->flags & STROP_ITER_PREFETCH) ? 2 : 1); b++) {
     if (it->mask_len) {
@@ -1016,7 +1053,8 @@ static strop_status xf_begin(strop_batch_iter *it, const char *fn, int image, in
     if (image)
       return strop__err(STROP_E_SHAPE,
                         "%s: image transforms need inputs of rank 2 (H, W) or 3 (C, H, W), got "
-                        "rank %d (see strop_dataset_reshape)", fn, it->out_rank);
+                        "rank %d (see strop_dataset_reshape)",
+                        fn, it->out_rank);
     *c = 1;
     *h = 1;
     *w = (int64_t)it->out_numel;
@@ -1067,14 +1105,17 @@ strop_status strop_batch_iter_add_normalize(strop_batch_iter *it, int64_t channe
   strop_status st = xf_begin(it, fn, 0, &c, &h, &w);
   if (st) return st;
   if (channels != c)
-    return strop__err(STROP_E_SHAPE, "%s: the inputs have %lld channel(s) here, got channels %lld",
-                      fn, (long long)c, (long long)channels);
+    return strop__err(STROP_E_SHAPE,
+                      "%s: the inputs have %lld channel(s) here, got channels %lld", fn,
+                      (long long)c, (long long)channels);
   if ((mean == NULL) != (std == NULL))
     return strop__err(STROP_E_INVALID_ARG, "%s: give both mean and std, or neither", fn);
   for (int64_t k = 0; std && k < c; k++)
     if (!(std[k] > 0.0f) || !isfinite(mean[k]) || !isfinite(std[k]))
-      return strop__err(STROP_E_INVALID_ARG, "%s: channel %lld: std must be > 0 and finite, got "
-                        "mean %g std %g", fn, (long long)k, (double)mean[k], (double)std[k]);
+      return strop__err(STROP_E_INVALID_ARG,
+                        "%s: channel %lld: std must be > 0 and finite, got "
+                        "mean %g std %g",
+                        fn, (long long)k, (double)mean[k], (double)std[k]);
   xform x = {.type = XF_NORMALIZE, .c = c};
   x.mean = strop__malloc((size_t)c * sizeof(float));
   x.std = strop__malloc((size_t)c * sizeof(float));
@@ -1155,8 +1196,8 @@ strop_status strop_batch_iter_add_hflip(strop_batch_iter *it, float p) {
   return xf_push(it, fn, &x);
 }
 
-strop_status strop_batch_iter_add_random_crop(strop_batch_iter *it, int64_t height,
-                                              int64_t width, int64_t padding) {
+strop_status strop_batch_iter_add_random_crop(strop_batch_iter *it, int64_t height, int64_t width,
+                                              int64_t padding) {
   const char *fn = "strop_batch_iter_add_random_crop";
   int64_t c = 1, h = 1, w = 1;
   strop_status st = xf_begin(it, fn, 1, &c, &h, &w);
@@ -1200,8 +1241,10 @@ strop_status strop_batch_iter_add_resize_shorter(strop_batch_iter *it, int64_t s
   strop_status st = xf_begin(it, fn, 1, &c, &h, &w);
   if (st) return st;
   if (size < 1 || size > 1 << 16 || max_size < 0 || max_size > 1 << 16)
-    return strop__err(STROP_E_INVALID_ARG, "%s: size must be in [1, 65536] and max_size in "
-                      "[0, 65536], got %lld and %lld", fn, (long long)size, (long long)max_size);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: size must be in [1, 65536] and max_size in "
+                      "[0, 65536], got %lld and %lld",
+                      fn, (long long)size, (long long)max_size);
   if (max_size > 0 && max_size <= size)
     return strop__err(STROP_E_INVALID_ARG, "%s: max_size %lld must be larger than size %lld", fn,
                       (long long)max_size, (long long)size);
@@ -1247,15 +1290,23 @@ strop_status strop_batch_iter_add_random_resized_crop(strop_batch_iter *it, int6
     return strop__err(STROP_E_INVALID_ARG, "%s: size must be in [1, 65536], got %lld x %lld", fn,
                       (long long)height, (long long)width);
   if (!(scale_min > 0.0f && scale_min <= scale_max && scale_max <= 1.0f))
-    return strop__err(STROP_E_INVALID_ARG, "%s: need 0 < scale_min <= scale_max <= 1, got %g "
-                      "and %g", fn, (double)scale_min, (double)scale_max);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: need 0 < scale_min <= scale_max <= 1, got %g "
+                      "and %g",
+                      fn, (double)scale_min, (double)scale_max);
   if (!(ratio_min > 0.0f && ratio_min <= ratio_max && isfinite(ratio_max)))
-    return strop__err(STROP_E_INVALID_ARG, "%s: need 0 < ratio_min <= ratio_max (finite), got "
-                      "%g and %g", fn, (double)ratio_min, (double)ratio_max);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: need 0 < ratio_min <= ratio_max (finite), got "
+                      "%g and %g",
+                      fn, (double)ratio_min, (double)ratio_max);
   if (mode != STROP_RESIZE_NEAREST && mode != STROP_RESIZE_BILINEAR &&
       mode != STROP_RESIZE_BILINEAR_AA)
     return strop__err(STROP_E_INVALID_ARG, "%s: unknown mode %d", fn, mode);
-  xform x = {.type = XF_RRC, .c = c, .oh = height, .ow = width, .mode = mode,
+  xform x = {.type = XF_RRC,
+             .c = c,
+             .oh = height,
+             .ow = width,
+             .mode = mode,
              .p = {scale_min, scale_max, ratio_min, ratio_max}};
   st = xf_push(it, fn, &x);
   if (!st) xf_set_out(it, height, width);
@@ -1273,9 +1324,10 @@ strop_status strop_batch_iter_add_color_jitter(strop_batch_iter *it, float brigh
                       (long long)c);
   if (!(brightness >= 0.0f && contrast >= 0.0f && saturation >= 0.0f && hue >= 0.0f &&
         isfinite(brightness) && isfinite(contrast) && isfinite(saturation) && hue <= 0.5f))
-    return strop__err(STROP_E_INVALID_ARG, "%s: need brightness, contrast, saturation >= 0 and "
-                      "hue in [0, 0.5], got %g %g %g %g", fn, (double)brightness,
-                      (double)contrast, (double)saturation, (double)hue);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: need brightness, contrast, saturation >= 0 and "
+                      "hue in [0, 0.5], got %g %g %g %g",
+                      fn, (double)brightness, (double)contrast, (double)saturation, (double)hue);
   xform x = {.type = XF_JITTER, .c = c, .p = {brightness, contrast, saturation, hue}};
   st = xf_push(it, fn, &x);
   if (!st) it->inplace = it->inplace && 1;
@@ -1291,8 +1343,10 @@ strop_status strop_batch_iter_set_workers(strop_batch_iter *it, int workers) {
     return strop__err(STROP_E_INVALID_ARG, "%s: workers must be in [1, %d], got %d", fn,
                       MAX_WORKERS, workers);
   if (!(it->flags & STROP_ITER_PREFETCH) && workers > 1)
-    return strop__err(STROP_E_STATE, "%s: workers prepare batches ahead: create the iterator "
-                      "with STROP_ITER_PREFETCH", fn);
+    return strop__err(STROP_E_STATE,
+                      "%s: workers prepare batches ahead: create the iterator "
+                      "with STROP_ITER_PREFETCH",
+                      fn);
   it->nworkers = workers;
   return STROP_OK;
 }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — NumPy .npy arrays from memory (header dict, dtype, shape, order) and the loader of an
  * x.npy + y.npy pair. Fortran-order arrays are transposed to C order on conversion. */
 #include <math.h>
@@ -47,8 +48,9 @@ static strop_status parse_header(const uint8_t *buf, size_t len, const char *nam
                       major, buf[7]);
   }
   if (hl > len - off)
-    return strop__err(STROP_E_FORMAT, "%s: bad NPY header: length %zu exceeds the file (%zu bytes)",
-                      name, hl, len);
+    return strop__err(STROP_E_FORMAT,
+                      "%s: bad NPY header: length %zu exceeds the file (%zu bytes)", name, hl,
+                      len);
   const char *h = (const char *)buf + off;
   size_t hn = hl;
   /* descr */
@@ -61,10 +63,13 @@ static strop_status parse_header(const uint8_t *buf, size_t len, const char *nam
   char descr[20];
   memcpy(descr, d + 1, (size_t)(de - d - 1));
   descr[de - d - 1] = '\0';
-  static const struct { const char *s; int t; size_t sz; } types[] = {
-      {"<f4", STROP__NPY_F4, 4}, {"<f8", STROP__NPY_F8, 8}, {"|u1", STROP__NPY_U1, 1},
-      {"<u1", STROP__NPY_U1, 1}, {">u1", STROP__NPY_U1, 1}, {"<i4", STROP__NPY_I4, 4},
-      {"<i8", STROP__NPY_I8, 8}};
+  static const struct {
+    const char *s;
+    int t;
+    size_t sz;
+  } types[] = {{"<f4", STROP__NPY_F4, 4}, {"<f8", STROP__NPY_F8, 8}, {"|u1", STROP__NPY_U1, 1},
+               {"<u1", STROP__NPY_U1, 1}, {">u1", STROP__NPY_U1, 1}, {"<i4", STROP__NPY_I4, 4},
+               {"<i8", STROP__NPY_I8, 8}};
   for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
     if (strcmp(descr, types[i].s) == 0) {
       out->dtype = types[i].t;
@@ -107,8 +112,10 @@ static strop_status parse_header(const uint8_t *buf, size_t len, const char *nam
       v = v * 10 + (uint64_t)(*p - '0');
       if (v > ((uint64_t)1 << 40)) {
         while (p < he && *p >= '0' && *p <= '9') p++;
-        return strop__err(STROP_E_FORMAT, "%s: NPY shape entry %d is %.*s, above the limit of "
-                          "2^40", name, rank, (int)(p - digits < 40 ? p - digits : 40), digits);
+        return strop__err(STROP_E_FORMAT,
+                          "%s: NPY shape entry %d is %.*s, above the limit of "
+                          "2^40",
+                          name, rank, (int)(p - digits < 40 ? p - digits : 40), digits);
       }
       p++;
     }
@@ -137,8 +144,7 @@ size_t strop__npy_declared_len(const uint8_t *prefix, size_t n) {
   return data_off + a.count * a.elem_size;
 }
 
-strop_status strop__npy_parse(const uint8_t *buf, size_t len, const char *name,
-                              strop__npy *out) {
+strop_status strop__npy_parse(const uint8_t *buf, size_t len, const char *name, strop__npy *out) {
   size_t data_off;
   strop_status st = parse_header(buf, len, name, out, &data_off);
   if (st != STROP_OK) return st;
@@ -252,8 +258,8 @@ strop_status strop_dataset_load_npy(const char *x_path, const char *y_path, int6
   for (int k = 1; k < ay.rank; k++) tg_dims[k - 1] = ay.dims[k];
   if (num_classes != 0) {
     if (ay.count != (size_t)n) {
-      st = strop__err(STROP_E_FORMAT, "%s: %s: class labels must be shape (%lld) or (%lld, 1)", fn,
-                      y_path, (long long)n, (long long)n);
+      st = strop__err(STROP_E_FORMAT, "%s: %s: class labels must be shape (%lld) or (%lld, 1)",
+                      fn, y_path, (long long)n, (long long)n);
       goto done;
     }
     tg_rank = 0;
@@ -317,8 +323,10 @@ strop_status strop_tensor_load_npy(const char *path, strop_tensor **out) {
   if (st) {
     strop__err_prefix("%s", fn);
   } else if (a.rank < 1 || a.count == 0) {
-    st = strop__err(STROP_E_FORMAT, "%s: %s: a tensor needs rank >= 1 and no zero dimension; the "
-                    "array has rank %d and %zu elements", fn, path, a.rank, a.count);
+    st = strop__err(STROP_E_FORMAT,
+                    "%s: %s: a tensor needs rank >= 1 and no zero dimension; the "
+                    "array has rank %d and %zu elements",
+                    fn, path, a.rank, a.count);
   } else if (!(st = strop_tensor_create(a.rank, a.dims, &t))) {
     strop__npy_to_float(&a, strop_tensor_data(t));
     st = strop__check_finite(fn, path, strop_tensor_data(t), a.count);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — text: byte- and character-level vocabularies (build, save, load, encode, decode) and
  * the datasets built on them: language-modelling windows and per-file text classification. */
 #include <stdio.h>
@@ -255,9 +256,10 @@ strop_status strop_vocab_load(const char *path, strop_vocab **out) {
     char extra;
     if (sscanf(line, "U+%X%c", &cp, &extra) != 1 || cp > 0x10FFFF || next >= v->size ||
         (next > 1 && cp <= v->cps[next - 1])) {
-      st = strop__err(STROP_E_FORMAT, "%s: %s:%lld: expected U+XXXX, ascending, at most %lld "
-                      "tokens; got '%.40s'", fn, path, (long long)lineno,
-                      (long long)(v->size), line);
+      st = strop__err(STROP_E_FORMAT,
+                      "%s: %s:%lld: expected U+XXXX, ascending, at most %lld "
+                      "tokens; got '%.40s'",
+                      fn, path, (long long)lineno, (long long)(v->size), line);
       goto fail;
     }
     v->cps[next++] = cp;
@@ -308,8 +310,9 @@ int64_t strop_vocab_decode(const strop_vocab *vocab, const int64_t *ids, int64_t
   size_t m = 0;
   for (int64_t i = 0; i < n; i++) {
     if (ids[i] < 0 || ids[i] >= vocab->size) {
-      strop__err(STROP_E_INVALID_ARG, "strop_vocab_decode: ids[%lld] = %lld out of range [0, %lld)",
-                 (long long)i, (long long)ids[i], (long long)vocab->size);
+      strop__err(STROP_E_INVALID_ARG,
+                 "strop_vocab_decode: ids[%lld] = %lld out of range [0, %lld)", (long long)i,
+                 (long long)ids[i], (long long)vocab->size);
       return -1;
     }
     char tmp[4];
@@ -337,8 +340,10 @@ strop_status strop_dataset_load_text(const char *path, const strop_vocab *vocab,
   if (!path || !vocab)
     return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, path ? "vocab" : "path");
   if (seq_len < 1 || stride < 1 || seq_len > (1 << 24))
-    return strop__err(STROP_E_INVALID_ARG, "%s: need seq_len in [1, 2^24] and stride >= 1, got "
-                      "%lld and %lld", fn, (long long)seq_len, (long long)stride);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: need seq_len in [1, 2^24] and stride >= 1, got "
+                      "%lld and %lld",
+                      fn, (long long)seq_len, (long long)stride);
   strop__file f;
   strop_status st = strop__file_read(fn, path, 1, NULL, &f);
   if (st) return st;
@@ -384,14 +389,17 @@ strop_status strop_dataset_load_text_classes(const char *const *paths, const int
   if (!paths || !labels || !vocab || count < 1)
     return strop__err(STROP_E_INVALID_ARG, "%s: need paths, labels, vocab and count >= 1", fn);
   if (seq_len < 1 || stride < 1 || seq_len > (1 << 24))
-    return strop__err(STROP_E_INVALID_ARG, "%s: need seq_len in [1, 2^24] and stride >= 1, got "
-                      "%lld and %lld", fn, (long long)seq_len, (long long)stride);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: need seq_len in [1, 2^24] and stride >= 1, got "
+                      "%lld and %lld",
+                      fn, (long long)seq_len, (long long)stride);
   int64_t C = 0;
   for (int64_t k = 0; k < count; k++) {
     if (!paths[k] || labels[k] < 0 || labels[k] >= (1 << 24))
-      return strop__err(STROP_E_INVALID_ARG, "%s: paths[%lld] is NULL or labels[%lld] = %lld is "
-                        "not in [0, 2^24)", fn, (long long)k, (long long)k,
-                        (long long)labels[k]);
+      return strop__err(STROP_E_INVALID_ARG,
+                        "%s: paths[%lld] is NULL or labels[%lld] = %lld is "
+                        "not in [0, 2^24)",
+                        fn, (long long)k, (long long)k, (long long)labels[k]);
     if (labels[k] + 1 > C) C = labels[k] + 1;
   }
   int32_t *toks = NULL;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — text datasets: JSON Lines, CSV and plain-text files tokenised once with a
  * strop_tokenizer into fixed slots of L ids with padding masks, for classification (texts and
  * text pairs), causal language modelling (packed windows or one sample per text) and
@@ -94,7 +95,8 @@ static strop_status check_utf8(const char *path, const uint8_t *buf, size_t n) {
   if (bad < 0) return STROP_OK;
   size_t ls = (size_t)bad;
   while (ls > 0 && buf[ls - 1] != '\n') ls--;
-  return strop__err(STROP_E_FORMAT, "%s: %s:%lld: invalid UTF-8 (byte 0x%02X at byte %lld of "
+  return strop__err(STROP_E_FORMAT,
+                    "%s: %s:%lld: invalid UTF-8 (byte 0x%02X at byte %lld of "
                     "the line): texts must be UTF-8, invalid bytes are refused, not replaced",
                     FN, path, (long long)line_of(buf, (size_t)bad), (unsigned)buf[bad],
                     (long long)((size_t)bad - ls + 1));
@@ -217,8 +219,8 @@ static strop_status csv_record(const char *path, const char *buf, size_t n, size
       for (;;) {
         if (p >= n) {
           strop__free(tmp);
-          return strop__err(STROP_E_FORMAT, "%s: %s:%lld: a quoted field is not closed", FN,
-                            path, (long long)start_line);
+          return strop__err(STROP_E_FORMAT, "%s: %s:%lld: a quoted field is not closed", FN, path,
+                            (long long)start_line);
         }
         char c = buf[p++];
         if (c == '"') {
@@ -240,9 +242,10 @@ static strop_status csv_record(const char *path, const char *buf, size_t n, size
       }
       if (p < n && buf[p] != ',' && buf[p] != '\n' && buf[p] != '\r') {
         strop__free(tmp);
-        return strop__err(STROP_E_FORMAT, "%s: %s:%lld: '%c' after a closing quote (a quote "
-                          "inside a quoted field is written \"\")", FN, path, (long long)*line,
-                          buf[p]);
+        return strop__err(STROP_E_FORMAT,
+                          "%s: %s:%lld: '%c' after a closing quote (a quote "
+                          "inside a quoted field is written \"\")",
+                          FN, path, (long long)*line, buf[p]);
       }
       strop_status st = row_add(row, dup_n(tmp ? tmp : "", tn));
       if (st) {
@@ -299,8 +302,8 @@ static strop_status read_csv(const char *path, const char *buf, size_t n,
           if (w < 0 || (size_t)w >= sizeof have - hn) break;
           hn += (size_t)w;
         }
-        st = strop__err(STROP_E_FORMAT, "%s: %s:1: no column \"%s\" in the header (%s)", FN,
-                        path, names[k], have);
+        st = strop__err(STROP_E_FORMAT, "%s: %s:1: no column \"%s\" in the header (%s)", FN, path,
+                        names[k], have);
       }
     }
   }
@@ -483,9 +486,10 @@ static strop_status make_labels(const char *path, const records *rs, int64_t wan
     return STROP_OK;
   }
   if (want_classes > 0)
-    return strop__err(STROP_E_FORMAT, "%s: %s: num_classes %lld is given but the labels are "
-                      "names (e.g. \"%.40s\"), not class indices", FN, path,
-                      (long long)want_classes, rs->r[0].f[F_LABEL]);
+    return strop__err(STROP_E_FORMAT,
+                      "%s: %s: num_classes %lld is given but the labels are "
+                      "names (e.g. \"%.40s\"), not class indices",
+                      FN, path, (long long)want_classes, rs->r[0].f[F_LABEL]);
   char **sorted = strop__malloc((size_t)rs->n * sizeof *sorted);
   if (!sorted) return STROP__NOMEM(FN);
   for (int64_t i = 0; i < rs->n; i++) sorted[i] = rs->r[i].f[F_LABEL];
@@ -520,9 +524,10 @@ static strop_status make_labels(const char *path, const records *rs, int64_t wan
 
 static strop_status too_long(const char *path, int64_t line, const char *what, int64_t have,
                              int64_t limit) {
-  return strop__err(STROP_E_FORMAT, "%s: %s:%lld: %s has %lld tokens, more than %lld "
-                    "(max_length; truncate is off)", FN, path, (long long)line, what,
-                    (long long)have, (long long)limit);
+  return strop__err(STROP_E_FORMAT,
+                    "%s: %s:%lld: %s has %lld tokens, more than %lld "
+                    "(max_length; truncate is off)",
+                    FN, path, (long long)line, what, (long long)have, (long long)limit);
 }
 
 /* ------------------------------------------------------------------ public ---- */
@@ -610,8 +615,10 @@ static strop_status build(const char *path, strop_tokenizer *tok, const strop_te
         break;
       }
       if (b.n < 2) {
-        st = strop__err(STROP_E_FORMAT, "%s: %s:%lld: the text gives %lld token: a causal-LM "
-                        "sample needs at least 2", FN, path, (long long)r->line, (long long)b.n);
+        st = strop__err(STROP_E_FORMAT,
+                        "%s: %s:%lld: the text gives %lld token: a causal-LM "
+                        "sample needs at least 2",
+                        FN, path, (long long)r->line, (long long)b.n);
         break;
       }
       st = lm_slot(s, pad, b.v, b.n < L + 1 ? b.n : L + 1, 0);
@@ -619,8 +626,10 @@ static strop_status build(const char *path, strop_tokenizer *tok, const strop_te
     if (!st && o->pack) {
       int64_t T = seq.n, S = o->stride > 0 ? o->stride : L;
       if (T < 2)
-        st = strop__err(STROP_E_FORMAT, "%s: %s: the texts give %lld token(s): causal-LM "
-                        "windows need at least 2", FN, path, (long long)T);
+        st = strop__err(STROP_E_FORMAT,
+                        "%s: %s: the texts give %lld token(s): causal-LM "
+                        "windows need at least 2",
+                        FN, path, (long long)T);
       for (int64_t at = 0; !st; at += S) {
         int64_t m = T - at < L + 1 ? T - at : L + 1;
         st = lm_slot(s, pad, seq.v + at, m, 0);
@@ -649,9 +658,10 @@ static strop_status build(const char *path, strop_tokenizer *tok, const strop_te
       seq.n += b.n;
       if (eos >= 0 && seq.v[seq.n - 1] != eos) seq.v[seq.n++] = eos;
       if (P >= L) {
-        st = strop__err(STROP_E_FORMAT, "%s: %s:%lld: the prompt takes %lld tokens, and "
-                        "max_length %lld leaves no room for the response", FN, path,
-                        (long long)r->line, (long long)P, (long long)L);
+        st = strop__err(STROP_E_FORMAT,
+                        "%s: %s:%lld: the prompt takes %lld tokens, and "
+                        "max_length %lld leaves no room for the response",
+                        FN, path, (long long)r->line, (long long)P, (long long)L);
         break;
       }
       if (seq.n > L + 1 && !o->truncate) {
@@ -676,8 +686,10 @@ strop_status strop_dataset_load_text_file(const char *path, strop_tokenizer *tok
   strop_text_options_init(&o);
   if (opt) {
     if (opt->size < offsetof(strop_text_options, format) + sizeof opt->format)
-      return strop__err(STROP_E_INVALID_ARG, "%s: opt->size %zu is too small (use "
-                        "strop_text_options_init())", FN, opt->size);
+      return strop__err(STROP_E_INVALID_ARG,
+                        "%s: opt->size %zu is too small (use "
+                        "strop_text_options_init())",
+                        FN, opt->size);
     memcpy(&o, opt, opt->size < sizeof o ? opt->size : sizeof o);
     o.size = sizeof o;
   }
@@ -689,24 +701,34 @@ strop_status strop_dataset_load_text_file(const char *path, strop_tokenizer *tok
     return strop__err(STROP_E_INVALID_ARG, "%s: max_length must be in [1, 2^24], got %lld", FN,
                       (long long)o.max_length);
   if (o.stride < 0 || o.stride > o.max_length)
-    return strop__err(STROP_E_INVALID_ARG, "%s: stride must be in [0, max_length %lld], got "
-                      "%lld", FN, (long long)o.max_length, (long long)o.stride);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: stride must be in [0, max_length %lld], got "
+                      "%lld",
+                      FN, (long long)o.max_length, (long long)o.stride);
   if (o.padding != STROP_PAD_LONGEST && o.padding != STROP_PAD_MAX_LENGTH)
-    return strop__err(STROP_E_INVALID_ARG, "%s: padding must be STROP_PAD_LONGEST or "
-                      "STROP_PAD_MAX_LENGTH, got %d", FN, o.padding);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: padding must be STROP_PAD_LONGEST or "
+                      "STROP_PAD_MAX_LENGTH, got %d",
+                      FN, o.padding);
   if (o.num_classes != STROP_CLASSES_INFER &&
       (o.num_classes < 1 || o.num_classes > STROP__MAX_CLASSES))
-    return strop__err(STROP_E_INVALID_ARG, "%s: num_classes must be -1 or in [1, 2^24], got "
-                      "%lld", FN, (long long)o.num_classes);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: num_classes must be -1 or in [1, 2^24], got "
+                      "%lld",
+                      FN, (long long)o.num_classes);
   int format = o.format == STROP_TEXT_AUTO ? format_of(path) : o.format;
   if (format == STROP_TEXT_PLAIN && o.task != STROP_TEXT_CAUSAL_LM)
-    return strop__err(STROP_E_INVALID_ARG, "%s: %s is read as plain text, which has no fields: "
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: %s is read as plain text, which has no fields: "
                       "only the causal-LM task reads it (JSON Lines and CSV files end in .jsonl "
-                      "and .csv, or set the format)", FN, path);
+                      "and .csv, or set the format)",
+                      FN, path);
   int64_t V = strop_tokenizer_vocab_size(tok);
   if (o.task != STROP_TEXT_CLASSIFY && (V < 1 || V > STROP__MAX_CLASSES))
-    return strop__err(STROP_E_INVALID_ARG, "%s: the tokenizer's %lld ids are not a vocabulary "
-                      "of 1 .. 2^24", FN, (long long)V);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: the tokenizer's %lld ids are not a vocabulary "
+                      "of 1 .. 2^24",
+                      FN, (long long)V);
   o.format = format;
   strop__file f;
   strop_status st = strop__file_read(FN, path, 1, NULL, &f);
@@ -723,8 +745,9 @@ strop_status strop__text_dataset_parse(const uint8_t *data, size_t len, const ch
   int format = o.format;
   int64_t V = strop_tokenizer_vocab_size(tok);
   const char *names[NFIELDS] = {NULL, NULL, NULL};
-  names[F_TEXT] = o.text_field ? o.text_field
-                  : o.task == STROP_TEXT_PROMPT_RESPONSE ? "prompt" : "text";
+  names[F_TEXT] = o.text_field                           ? o.text_field
+                  : o.task == STROP_TEXT_PROMPT_RESPONSE ? "prompt"
+                                                         : "text";
   if (o.task == STROP_TEXT_CLASSIFY) {
     names[F_SECOND] = o.pair_field;
     names[F_LABEL] = o.label_field ? o.label_field : "label";
@@ -747,8 +770,7 @@ strop_status strop__text_dataset_parse(const uint8_t *data, size_t len, const ch
       if (st) strop__free(rec.f[F_TEXT]);
     }
   }
-  if (!st && rs.n == 0)
-    st = strop__err(STROP_E_FORMAT, "%s: %s: no records", FN, path);
+  if (!st && rs.n == 0) st = strop__err(STROP_E_FORMAT, "%s: %s: no records", FN, path);
   for (int64_t i = 0; i < rs.n && !st; i++) {
     const record *r = &rs.r[i];
     for (int k = 0; k < F_LABEL && !st; k++)

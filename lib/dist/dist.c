@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the group handle: a host's collectives or MPI's (mpi.c) behind one vtable, and the
  * identity for a lone process, so the trainer calls the same code with or without a group. */
 #include <string.h>
@@ -30,8 +31,10 @@ strop_status strop_dist_custom(const strop_dist_ops *ops, void *ctx, strop_dist 
   if (missing) return strop__err(STROP_E_INVALID_ARG, "%s: ops->%s is NULL", fn, missing);
   int rank = o.rank(ctx), size = o.world_size(ctx);
   if (size < 1 || rank < 0 || rank >= size)
-    return strop__err(STROP_E_INVALID_ARG, "%s: ops report rank %d of %d ranks; a rank is in "
-                      "[0, size) and size >= 1", fn, rank, size);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: ops report rank %d of %d ranks; a rank is in "
+                      "[0, size) and size >= 1",
+                      fn, rank, size);
   strop_dist *d = strop__calloc(1, sizeof *d);
   if (!d) return STROP__NOMEM(fn);
   d->ops = o;
@@ -72,8 +75,10 @@ void strop_dist_free(strop_dist *d) {
 }
 
 static strop_status failed(const strop_dist *d, const char *fn, const char *what) {
-  return strop__err(d->fail_status, "%s: rank %d of %d: the %s %s failed; the other ranks "
-                    "cannot go on with this step either", fn, d->rank, d->size, d->kind, what);
+  return strop__err(d->fail_status,
+                    "%s: rank %d of %d: the %s %s failed; the other ranks "
+                    "cannot go on with this step either",
+                    fn, d->rank, d->size, d->kind, what);
 }
 
 strop_status strop_dist_barrier(strop_dist *d) {

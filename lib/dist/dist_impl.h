@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the collective interface the trainer uses: a group handle over a small vtable
  * (MPI, a host's own, or none: a lone process whose collectives are the identity). */
 #ifndef STROP_DIST_IMPL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the collective interface over MPI (built with -DSTROP_WITH_MPI=ON): a duplicated
  * communicator with MPI_ERRORS_RETURN, so a failed collective is a status the trainer returns. */
 #include "core/core.h"
@@ -8,14 +9,15 @@
 strop_status strop__dist_mpi_open(void *comm, strop_dist *d) {
   (void)comm;
   (void)d;
-  return strop__err(STROP_E_UNSUPPORTED, "strop_dist_init_mpi: this libstrop was built without "
+  return strop__err(STROP_E_UNSUPPORTED,
+                    "strop_dist_init_mpi: this libstrop was built without "
                     "MPI; configure it with -DSTROP_WITH_MPI=ON (Debian: libopenmpi-dev)");
 }
 
 #else
 
-#include <limits.h>
-#include <mpi.h>
+#  include <limits.h>
+#  include <mpi.h>
 
 /* Groups alive that strop opened on an MPI it initialised itself: the last one finalises. */
 static int owned_groups;
@@ -43,8 +45,7 @@ static int m_size(void *c) {
 static int m_sum_float(void *c, float *v, int64_t n) {
   for (int64_t o = 0; o < n; o += CHUNK) {
     int k = (int)(n - o < CHUNK ? n - o : CHUNK);
-    if (MPI_Allreduce(MPI_IN_PLACE, v + o, k, MPI_FLOAT, MPI_SUM, ((mpi_ctx *)c)->comm))
-      return 1;
+    if (MPI_Allreduce(MPI_IN_PLACE, v + o, k, MPI_FLOAT, MPI_SUM, ((mpi_ctx *)c)->comm)) return 1;
   }
   return 0;
 }
@@ -91,11 +92,11 @@ strop_status strop__dist_mpi_open(void *comm, strop_dist *d) {
   MPI_Finalized(&fin);
   if (fin)
     return strop__err(STROP_E_STATE, "strop_dist_init_mpi: MPI was already finalised in this "
-                      "process; it cannot be started again");
+                                     "process; it cannot be started again");
   MPI_Initialized(&init);
   if (!init && comm)
     return strop__err(STROP_E_STATE, "strop_dist_init_mpi: a communicator was given but MPI is "
-                      "not initialised; call MPI_Init first, or pass NULL");
+                                     "not initialised; call MPI_Init first, or pass NULL");
   int owns = 0;
   if (!init) {
     int provided = 0;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — text generation: a causal decoder run one position at a time over key/value caches
  * (strop__decode, read by the attention and positional_embedding layers), and the choice of
  * each next token (repetition penalty, greedy, temperature, top-k, top-p) as Hugging Face's
@@ -26,10 +27,26 @@ void strop_generate_options_init(strop_generate_options *opt) {
 /* The layer types whose output at a position depends on that position's input alone, so a
  * step over new positions needs nothing of the earlier ones; attention (from its cache) and
  * positional_embedding (from the step's offset) read the decoding state themselves. */
-static const char *const PER_POSITION[] = {
-    "embedding", "linear", "lora_linear", "layernorm", "rmsnorm", "dropout", "relu",
-    "leaky_relu", "gelu", "silu", "tanh", "sigmoid", "hardswish", "hardsigmoid", "relu6", "add",
-    "mul", "gated_mlp", "positional_embedding", NULL};
+static const char *const PER_POSITION[] = {"embedding",
+                                           "linear",
+                                           "lora_linear",
+                                           "layernorm",
+                                           "rmsnorm",
+                                           "dropout",
+                                           "relu",
+                                           "leaky_relu",
+                                           "gelu",
+                                           "silu",
+                                           "tanh",
+                                           "sigmoid",
+                                           "hardswish",
+                                           "hardsigmoid",
+                                           "relu6",
+                                           "add",
+                                           "mul",
+                                           "gated_mlp",
+                                           "positional_embedding",
+                                           NULL};
 
 static int per_position(const char *type) {
   for (int i = 0; PER_POSITION[i]; i++)
@@ -54,14 +71,17 @@ static strop_status check_model(const strop_model *m, int64_t *ctx, int64_t *voc
   char buf[96];
   if (!m->finalized) return strop__err(STROP_E_STATE, "%s: model is not finalized", FN);
   if (m->in_shape.rank != 1 || m->n_nodes < 1)
-    return strop__err(STROP_E_UNSUPPORTED, "%s: the model's input is [N, %s, not [N, T] token "
-                      "ids", FN, strop__shape_str(&m->in_shape, buf, sizeof buf) + 1);
+    return strop__err(STROP_E_UNSUPPORTED,
+                      "%s: the model's input is [N, %s, not [N, T] token "
+                      "ids",
+                      FN, strop__shape_str(&m->in_shape, buf, sizeof buf) + 1);
   const int64_t t = m->in_shape.d[0];
   const strop__shape *os = &m->nodes[m->n_nodes - 1].out_shape;
   if (os->rank != 2 || os->d[0] != t)
-    return strop__err(STROP_E_UNSUPPORTED, "%s: the model's output is [N, %s, not [N, %lld, "
-                      "vocab] logits per position", FN, strop__shape_str(os, buf, sizeof buf) + 1,
-                      (long long)t);
+    return strop__err(STROP_E_UNSUPPORTED,
+                      "%s: the model's output is [N, %s, not [N, %lld, "
+                      "vocab] logits per position",
+                      FN, strop__shape_str(os, buf, sizeof buf) + 1, (long long)t);
   *n_attn = 0;
   for (int i = 0; i < m->n_nodes; i++) {
     const strop__node *nd = &m->nodes[i];
@@ -71,18 +91,23 @@ static strop_status check_model(const strop_model *m, int64_t *ctx, int64_t *voc
       strop_status st = opt_true(nd, "causal", &causal);
       if (st) return st;
       if (!causal)
-        return strop__err(STROP_E_UNSUPPORTED, "%s: layer '%s' (attention) is not causal: its "
+        return strop__err(STROP_E_UNSUPPORTED,
+                          "%s: layer '%s' (attention) is not causal: its "
                           "positions see later ones, which do not exist yet while generating",
                           FN, nd->name);
       (*n_attn)++;
     } else if (!per_position(type)) {
-      return strop__err(STROP_E_UNSUPPORTED, "%s: layer '%s' (%s) cannot run one position at a "
-                        "time with a key/value cache", FN, nd->name, type);
+      return strop__err(STROP_E_UNSUPPORTED,
+                        "%s: layer '%s' (%s) cannot run one position at a "
+                        "time with a key/value cache",
+                        FN, nd->name, type);
     }
     if (nd->out_shape.rank < 1 || nd->out_shape.d[0] != t)
-      return strop__err(STROP_E_UNSUPPORTED, "%s: layer '%s' (%s) has output %s: a decoder's "
-                        "nodes keep the %lld positions as their first dimension", FN, nd->name,
-                        type, strop__shape_str(&nd->out_shape, buf, sizeof buf), (long long)t);
+      return strop__err(STROP_E_UNSUPPORTED,
+                        "%s: layer '%s' (%s) has output %s: a decoder's "
+                        "nodes keep the %lld positions as their first dimension",
+                        FN, nd->name, type, strop__shape_str(&nd->out_shape, buf, sizeof buf),
+                        (long long)t);
   }
   *ctx = t;
   *vocab = os->d[1];
@@ -93,8 +118,10 @@ static strop_status read_options(const strop_generate_options *opt, strop_genera
   strop_generate_options_init(o);
   if (opt) {
     if (opt->size < sizeof opt->size)
-      return strop__err(STROP_E_INVALID_ARG, "%s: opt->size is %zu: fill opt with "
-                        "strop_generate_options_init()", FN, opt->size);
+      return strop__err(STROP_E_INVALID_ARG,
+                        "%s: opt->size is %zu: fill opt with "
+                        "strop_generate_options_init()",
+                        FN, opt->size);
     const size_t k = opt->size < sizeof *o ? opt->size : sizeof *o;
     memcpy((char *)o + sizeof o->size, (const char *)opt + sizeof o->size, k - sizeof o->size);
   }
@@ -102,8 +129,8 @@ static strop_status read_options(const strop_generate_options *opt, strop_genera
     return strop__err(STROP_E_INVALID_ARG, "%s: max_new_tokens must be >= 0, got %lld", FN,
                       (long long)o->max_new_tokens);
   if (!(o->temperature >= 0.0f) || isinf(o->temperature))
-    return strop__err(STROP_E_INVALID_ARG, "%s: temperature must be finite and >= 0, got %g",
-                      FN, (double)o->temperature);
+    return strop__err(STROP_E_INVALID_ARG, "%s: temperature must be finite and >= 0, got %g", FN,
+                      (double)o->temperature);
   if (o->top_k < 0)
     return strop__err(STROP_E_INVALID_ARG, "%s: top_k must be >= 0, got %lld", FN,
                       (long long)o->top_k);
@@ -111,8 +138,10 @@ static strop_status read_options(const strop_generate_options *opt, strop_genera
     return strop__err(STROP_E_INVALID_ARG, "%s: top_p must be in (0, 1], got %g", FN,
                       (double)o->top_p);
   if (!(o->repetition_penalty > 0.0f) || isinf(o->repetition_penalty))
-    return strop__err(STROP_E_INVALID_ARG, "%s: repetition_penalty must be finite and > 0, "
-                      "got %g", FN, (double)o->repetition_penalty);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: repetition_penalty must be finite and > 0, "
+                      "got %g",
+                      FN, (double)o->repetition_penalty);
   if (o->num_stop_ids < 0 || (o->num_stop_ids > 0 && !o->stop_ids))
     return strop__err(STROP_E_INVALID_ARG, "%s: num_stop_ids is %lld with stop_ids %s", FN,
                       (long long)o->num_stop_ids, o->stop_ids ? "set" : "NULL");
@@ -124,8 +153,10 @@ static strop_status read_options(const strop_generate_options *opt, strop_genera
       return strop__err(STROP_E_INVALID_ARG, "%s: stop_strings[%lld] is %s", FN, (long long)i,
                         o->stop_strings[i] ? "empty" : "NULL");
   if (o->num_stop_strings > 0 && !o->tokenizer)
-    return strop__err(STROP_E_INVALID_ARG, "%s: stop_strings need the model's tokenizer to "
-                      "decode the output: set tokenizer", FN);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: stop_strings need the model's tokenizer to "
+                      "decode the output: set tokenizer",
+                      FN);
   return STROP_OK;
 }
 
@@ -190,8 +221,8 @@ static int64_t next_token(const strop_generate_options *o, float *l, int64_t v,
                           const uint8_t *seen, cand *c, strop__rng *rng) {
   if (o->repetition_penalty != 1.0f)
     for (int64_t i = 0; i < v; i++)
-      if (seen[i]) l[i] = l[i] < 0.0f ? l[i] * o->repetition_penalty
-                                      : l[i] / o->repetition_penalty;
+      if (seen[i])
+        l[i] = l[i] < 0.0f ? l[i] * o->repetition_penalty : l[i] / o->repetition_penalty;
   return o->temperature > 0.0f ? sample(o, l, v, c, rng) : argmax(l, v);
 }
 
@@ -248,27 +279,33 @@ strop_status strop_generate(strop_model *model, const int64_t *prompt, int64_t n
   *count = 0;
   if (!model || !prompt || (!ids && cap > 0))
     return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", FN,
-                      !model ? "model" : !prompt ? "prompt" : "ids");
-  if (cap < 0) return strop__err(STROP_E_INVALID_ARG, "%s: cap must be >= 0, got %lld", FN,
-                                 (long long)cap);
+                      !model    ? "model"
+                      : !prompt ? "prompt"
+                                : "ids");
+  if (cap < 0)
+    return strop__err(STROP_E_INVALID_ARG, "%s: cap must be >= 0, got %lld", FN, (long long)cap);
   strop_generate_options o;
   int64_t ctx = 0, vocab = 0;
   int n_attn = 0;
   strop_status st = read_options(opt, &o);
   if (st || (st = check_model(model, &ctx, &vocab, &n_attn))) return st;
   if (n_prompt < 1 || n_prompt > ctx)
-    return strop__err(STROP_E_INVALID_ARG, "%s: the prompt has %lld ids; the model takes 1 to "
-                      "%lld", FN, (long long)n_prompt, (long long)ctx);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: the prompt has %lld ids; the model takes 1 to "
+                      "%lld",
+                      FN, (long long)n_prompt, (long long)ctx);
   for (int64_t i = 0; i < n_prompt; i++)
     if (prompt[i] < 0 || prompt[i] >= vocab)
-      return strop__err(STROP_E_INVALID_ARG, "%s: prompt[%lld] is %lld, outside the vocabulary "
-                        "0 .. %lld", FN, (long long)i, (long long)prompt[i],
-                        (long long)(vocab - 1));
+      return strop__err(STROP_E_INVALID_ARG,
+                        "%s: prompt[%lld] is %lld, outside the vocabulary "
+                        "0 .. %lld",
+                        FN, (long long)i, (long long)prompt[i], (long long)(vocab - 1));
   const int64_t want = o.max_new_tokens < cap ? o.max_new_tokens : cap;
   if (want == 0) return STROP_OK;
   /* the last new token is never fed back: positions up to prompt + want - 1 */
   const int64_t positions = n_prompt + want - 1 < ctx ? n_prompt + want - 1 : ctx;
-  strop__decode dec = {.pos = 0, .cap = positions > n_prompt ? positions : n_prompt,
+  strop__decode dec = {.pos = 0,
+                       .cap = positions > n_prompt ? positions : n_prompt,
                        .kv = strop__calloc((size_t)(n_attn ? n_attn : 1), sizeof *dec.kv),
                        .n_kv = n_attn};
   float *logits = strop__malloc((size_t)vocab * sizeof *logits);
@@ -297,8 +334,8 @@ strop_status strop_generate(strop_model *model, const int64_t *prompt, int64_t n
     seen[id] = 1;
     if (all) all[n - 1] = id;
     if (o.on_token && o.on_token(id, o.user_data)) {
-      st = strop__err(STROP_E_CANCELLED, "%s: the token callback cancelled after %lld tokens",
-                      FN, (long long)n);
+      st = strop__err(STROP_E_CANCELLED, "%s: the token callback cancelled after %lld tokens", FN,
+                      (long long)n);
       break;
     }
     if (n >= want || is_stop_id(&o, id) ||

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — structural edits of a model's graph (see edit.h): the one place that adds, moves,
  * deletes, rewires, re-types and re-infers nodes after a model is built. */
 #include <stdio.h>
@@ -83,10 +84,13 @@ void strop__gedit_move(strop__gedit *g, int from, int k, int to) {
   if (g->aux) memcpy(auxbuf, g->aux + (size_t)from * as, as);
   if (to > from) {
     memmove(&m->nodes[from], &m->nodes[from + 1], (size_t)(to - from) * sizeof *m->nodes);
-    if (g->aux) memmove(g->aux + (size_t)from * as, g->aux + (size_t)(from + 1) * as, (size_t)(to - from) * as);
+    if (g->aux)
+      memmove(g->aux + (size_t)from * as, g->aux + (size_t)(from + 1) * as,
+              (size_t)(to - from) * as);
   } else {
     memmove(&m->nodes[to + 1], &m->nodes[to], (size_t)(from - to) * sizeof *m->nodes);
-    if (g->aux) memmove(g->aux + (size_t)(to + 1) * as, g->aux + (size_t)to * as, (size_t)(from - to) * as);
+    if (g->aux)
+      memmove(g->aux + (size_t)(to + 1) * as, g->aux + (size_t)to * as, (size_t)(from - to) * as);
   }
   m->nodes[to] = nd;
   if (g->aux) memcpy(g->aux + (size_t)to * as, auxbuf, as);
@@ -132,11 +136,15 @@ strop_status strop__gedit_relink(strop_model *m) {
       }
       int k = strop__model_node_find(m, nd->in_names[j]);
       if (k < 0)
-        return strop__err(STROP_E_NOT_FOUND, "layer '%s' reads '%s', which is no longer in "
-                          "the model", nd->name, nd->in_names[j]);
+        return strop__err(STROP_E_NOT_FOUND,
+                          "layer '%s' reads '%s', which is no longer in "
+                          "the model",
+                          nd->name, nd->in_names[j]);
       if (k >= i)
-        return strop__err(STROP_E_INVALID_ARG, "layer '%s' would read '%s', which comes after "
-                          "it (a cycle)", nd->name, nd->in_names[j]);
+        return strop__err(STROP_E_INVALID_ARG,
+                          "layer '%s' would read '%s', which comes after "
+                          "it (a cycle)",
+                          nd->name, nd->in_names[j]);
       nd->in[j] = k;
     }
   }
@@ -165,16 +173,19 @@ strop_status strop__gedit_remove(strop__gedit *g, int idx, int move_ok) {
   strop_model *m = g->m;
   strop__node *nd = &m->nodes[idx];
   if (nd->n_in != 1)
-    return strop__err(STROP_E_INVALID_ARG, "node '%s' has %d inputs; its consumers cannot be "
-                      "reconnected", nd->name, nd->n_in);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "node '%s' has %d inputs; its consumers cannot be "
+                      "reconnected",
+                      nd->name, nd->n_in);
   const int last = idx == m->n_nodes - 1;
   if (last && m->n_nodes == 1)
     return strop__err(STROP_E_INVALID_ARG, "'%s' is the only node; nothing would be left",
                       nd->name);
   if (!strop__gedit_removable(m, idx, move_ok))
-    return strop__err(STROP_E_INVALID_ARG, "'%s' is the output and its input '%s' is not the "
-                      "node before it; truncate at '%s' instead", nd->name, nd->in_names[0],
-                      nd->in_names[0]);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "'%s' is the output and its input '%s' is not the "
+                      "node before it; truncate at '%s' instead",
+                      nd->name, nd->in_names[0], nd->in_names[0]);
   char *src = strop__strdup(nd->in_names[0]);
   if (!src) return strop__err(STROP_E_NOMEM, "graph edit: out of memory");
   strop_status st = strop__gedit_rewire(m, nd->name, src, idx, 1);
@@ -250,8 +261,10 @@ static strop_status check_policy(const strop__node *nd, const strop__param *old,
                         nd->vt->type, p->name);
     param_dims(q, b1, sizeof b1);
     param_dims(p, b2, sizeof b2);
-    return strop__err(STROP_E_SHAPE, "layer '%s' (%s): parameter '%s' would change shape from "
-                      "%s to %s", nd->name, nd->vt->type, p->name, b1, b2);
+    return strop__err(STROP_E_SHAPE,
+                      "layer '%s' (%s): parameter '%s' would change shape from "
+                      "%s to %s",
+                      nd->name, nd->vt->type, p->name, b1, b2);
   }
   for (int t = 0; t < n_old; t++)
     if (!by_name(nd->params, nd->n_params, old[t].name))
@@ -296,8 +309,7 @@ strop_status strop__gedit_reinfer(strop_model *m, int i, int policy, int *n_new)
       p->lr_mult = q->lr_mult;
       p->no_decay = q->no_decay;
     }
-    if (p->is_int64)
-      p->idata = strop__calloc(1, sizeof *p->idata);
+    if (p->is_int64) p->idata = strop__calloc(1, sizeof *p->idata);
     else if ((p->data = strop__malloc_aligned(p->numel * sizeof(float) + 1)))
       memset(p->data, 0, p->numel * sizeof(float));
     if (!p->data && !p->idata)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — structural edits of a model's graph, shared by surgery, export and anything later:
  * add (plain or composite), move, delete, rewire, relink, retype, remove a node, and re-infer
  * a node with its parameters carried over by name. The node list stays in topological order;
@@ -13,9 +14,9 @@
 
 typedef struct strop__gedit {
   strop_model *m;
-  char *aux;       /* aux_size bytes per node, parallel to m->nodes; NULL when aux_size is 0 */
+  char *aux; /* aux_size bytes per node, parallel to m->nodes; NULL when aux_size is 0 */
   size_t aux_size;
-  int aux_cap;     /* nodes the aux array has room for */
+  int aux_cap;                    /* nodes the aux array has room for */
   void (*aux_release)(void *aux); /* frees what a record owns (may be NULL) */
 } strop__gedit;
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the model graph's internal API: what io, surgery, optim and train use beyond the
  * public model.h. The graph knows nothing of files, recipes or optimizers. */
 #ifndef STROP_GRAPH_H
@@ -11,43 +12,43 @@
 enum { STROP__ACT_KEPT = 0, STROP__ACT_RELEASED = 1, STROP__ACT_MOVED = 2 };
 
 struct strop_model {
-  strop__shape in_shape;        /* per-sample input shape */
-  strop__node *nodes;           /* in insertion order, which is a topological order */
+  strop__shape in_shape; /* per-sample input shape */
+  strop__node *nodes;    /* in insertion order, which is a topological order */
   int n_nodes, cap_nodes;
   int finalized;
   int training;
-  strop__rng rng;               /* dropout and init stream; saved in checkpoints */
+  strop__rng rng; /* dropout and init stream; saved in checkpoints */
   uint64_t seed;
-  strop__meta meta;             /* strop_model_set_meta(): copied by clone, kept by surgery */
-  int frozen_dtype;             /* STROP_DTYPE_*: how frozen linear weights are held
+  strop__meta meta; /* strop_model_set_meta(): copied by clone, kept by surgery */
+  int frozen_dtype; /* STROP_DTYPE_*: how frozen linear weights are held
                                    (strop_model_set_frozen_dtype, lib/surgery/storage.c) */
   /* parameter index over all nodes, rebuilt by strop__model_reindex */
   strop__param **params;
   int n_params;
   /* execution state of the current step */
   strop__arena arena;
-  strop__act *acts;             /* per node, valid after a forward until the step ends */
-  strop__act input;             /* the model input of the current step */
-  float **grads;                /* per node, gradient of the node's output (arena) */
-  int *upstream_trainable;      /* per node: a trainable param at or before it */
-  int *consumers;               /* per node: how many input slots read its output */
+  strop__act *acts;        /* per node, valid after a forward until the step ends */
+  strop__act input;        /* the model input of the current step */
+  float **grads;           /* per node, gradient of the node's output (arena) */
+  int *upstream_trainable; /* per node: a trainable param at or before it */
+  int *consumers;          /* per node: how many input slots read its output */
   int64_t batch;
-  int step_training;            /* the mode of the current step's forward */
-  const float *step_pad_mask;   /* its padding mask (an arena copy), or NULL */
-  int64_t step_pad_len;         /* positions per sample of step_pad_mask */
-  int have_forward;             /* 1 after a forward, until backward/step end */
-  int want_input_grad;          /* tests: also compute d loss / d input */
-  int keep_act;                 /* a node whose activation must be stored even where fusion
+  int step_training;          /* the mode of the current step's forward */
+  const float *step_pad_mask; /* its padding mask (an arena copy), or NULL */
+  int64_t step_pad_len;       /* positions per sample of step_pad_mask */
+  int have_forward;           /* 1 after a forward, until backward/step end */
+  int want_input_grad;        /* tests: also compute d loss / d input */
+  int keep_act;               /* a node whose activation must be stored even where fusion
                                    would skip it (the trunk-output cache reads it), or -1 */
-  int no_fusion;                /* 1: run every node by itself (tests, benchmarks) */
-  int keep_all;                 /* 1: keep every activation to the end of the step and run
+  int no_fusion;              /* 1: run every node by itself (tests, benchmarks) */
+  int keep_all;               /* 1: keep every activation to the end of the step and run
                                    nothing in place (tests: the reference layout) */
   /* the output shape of every node for the per-sample input shape run_in (a batch's actual
    * shape may differ from in_shape, the one the parameters were inferred with) */
-  strop__shape *run_shapes;     /* per node; valid when run_valid */
+  strop__shape *run_shapes; /* per node; valid when run_valid */
   strop__shape run_in;
   int run_valid;
-  float *input_grad;            /* arena, when want_input_grad */
+  float *input_grad; /* arena, when want_input_grad */
   /* per node (arena, from the forward until the step ends), STROP__ACT_*: what became of the
    * node's output memory. RELEASED: no backward reads the output, so the forward handed its
    * memory to a later node once its last reader had run (a frozen trunk keeps only what is
@@ -62,7 +63,7 @@ struct strop_model {
    * found it, so the recompute in the backward draws the same dropout masks */
   int *ckpt_first, *ckpt_last;
   strop__rng *ckpt_rng;
-  int probe;                    /* 1 while strop__model_probe_step runs: no state changes */
+  int probe; /* 1 while strop__model_probe_step runs: no state changes */
   /* the forward's free list at its end (arena; model.c's entries): memory of outputs no one
    * reads any more, which the backward takes its gradients and recomputes from */
   void *fwd_free;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the registered layer types as the public API shows them (model.h): names, docs,
  * options and parameters, read from the descriptors' schemas, so the tool, the bindings and the
  * docs list what the library really accepts. */
@@ -59,10 +60,8 @@ static int64_t option_text(const char *fn, const char *type, int j, int what, ch
     return -1;
   }
   char text[512];
-  if (what == 0)
-    strop__optdef_kind(d, text, sizeof text);
-  else
-    strop__optdef_allowed(d, text, sizeof text);
+  if (what == 0) strop__optdef_kind(d, text, sizeof text);
+  else strop__optdef_allowed(d, text, sizeof text);
   return strop__copy_out(fn, text, buf, cap);
 }
 

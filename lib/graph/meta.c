@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — a model's metadata: the sorted key -> value store behind strop_model_set_meta() and
  * its getters. Keys and values are copied in and checked against the bounds model.h states. */
 #include <string.h>
@@ -34,8 +35,8 @@ const char *strop__meta_get(const strop__meta *m, const char *key) {
 strop_status strop__meta_set(strop__meta *m, const char *fn, const char *key, const char *val) {
   const char *bad = strop__meta_bad_key(key);
   if (bad)
-    return strop__err(STROP_E_INVALID_ARG, "%s: metadata key '%.300s': %s", fn, key ? key : "(null)",
-                      bad);
+    return strop__err(STROP_E_INVALID_ARG, "%s: metadata key '%.300s': %s", fn,
+                      key ? key : "(null)", bad);
   int i = find(m, key);
   if (!val) {
     if (i < 0) return STROP_OK;
@@ -48,14 +49,18 @@ strop_status strop__meta_set(strop__meta *m, const char *fn, const char *key, co
   }
   size_t len = strlen(val);
   if (len > STROP_META_VALUE_MAX)
-    return strop__err(STROP_E_INVALID_ARG, "%s: metadata '%s': the value is %zu bytes, more than "
-                      "the limit of %zu", fn, key, len, (size_t)STROP_META_VALUE_MAX);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: metadata '%s': the value is %zu bytes, more than "
+                      "the limit of %zu",
+                      fn, key, len, (size_t)STROP_META_VALUE_MAX);
   if (!strop__utf8_valid(val, len))
     return strop__err(STROP_E_INVALID_ARG, "%s: metadata '%s': the value is not valid UTF-8", fn,
                       key);
   if (i < 0 && m->n >= STROP_META_MAX_ENTRIES)
-    return strop__err(STROP_E_INVALID_ARG, "%s: metadata '%s': the model already has %d entries, "
-                      "the most it may hold", fn, key, m->n);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: metadata '%s': the model already has %d entries, "
+                      "the most it may hold",
+                      fn, key, m->n);
   char *v = strop__strdup(val);
   if (!v) return STROP__NOMEM(fn);
   if (i >= 0) {
@@ -124,7 +129,8 @@ strop_status strop__meta_copy(strop__meta *dst, const strop__meta *src, const ch
     c.cap = src->n;
     if (!c.keys || !c.vals) goto oom;
     for (int i = 0; i < src->n; i++, c.n++)
-      if (!(c.keys[i] = strop__strdup(src->keys[i])) || !(c.vals[i] = strop__strdup(src->vals[i]))) {
+      if (!(c.keys[i] = strop__strdup(src->keys[i])) ||
+          !(c.vals[i] = strop__strdup(src->vals[i]))) {
         strop__free(c.keys[i]);
         goto oom;
       }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — a model's metadata: a small string -> string dictionary, kept sorted by key, that
  * travels with the model (clone, surgery, weight files) and tells a user of it what it needs. */
 #ifndef STROP_GRAPH_META_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the model graph: named nodes in a DAG, shape inference, parameter storage, and
  * forward/backward over the DAG with the step arena and the frozen-trunk backward stop. */
 #include <stdio.h>
@@ -70,9 +71,8 @@ int strop__model_node_find(const strop_model *m, const char *name) {
   return -1;
 }
 
-static strop_status add_composite(strop_model *m, const char *name,
-                                  const strop__layer_vtable *vt, strop__opts *opts,
-                                  const char *const *inputs, int n_inputs);
+static strop_status add_composite(strop_model *m, const char *name, const strop__layer_vtable *vt,
+                                  strop__opts *opts, const char *const *inputs, int n_inputs);
 
 strop_status strop__model_add_opts(strop_model *m, const char *name, const char *type,
                                    strop__opts *opts, const char *const *inputs, int n_inputs) {
@@ -82,8 +82,10 @@ strop_status strop__model_add_opts(strop_model *m, const char *name, const char 
   if (m->finalized)
     return strop__err(STROP_E_STATE, "%s: model is finalized; use a surgery plan to edit it", fn);
   if (!valid_name(name))
-    return strop__err(STROP_E_INVALID_ARG, "%s: bad node name '%s' (letters, digits, '_', '-' "
-                      "and '.' separators; not 'input')", fn, name ? name : "(null)");
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: bad node name '%s' (letters, digits, '_', '-' "
+                      "and '.' separators; not 'input')",
+                      fn, name ? name : "(null)");
   if (strop__model_node_find(m, name) >= 0)
     return strop__err(STROP_E_INVALID_ARG, "%s: a node named '%s' already exists", fn, name);
   const strop__layer_vtable *vt = strop__layer_find(type);
@@ -121,8 +123,8 @@ strop_status strop__model_add_opts(strop_model *m, const char *name, const char 
       goto fail;
     }
     if (strcmp(src, name) == 0) {
-      s = strop__err(STROP_E_INVALID_ARG, "%s: layer '%s' lists itself as an input (a cycle)",
-                     fn, name);
+      s = strop__err(STROP_E_INVALID_ARG, "%s: layer '%s' lists itself as an input (a cycle)", fn,
+                     name);
       goto fail;
     }
     nd.in_names[i] = strop__strdup(src);
@@ -161,17 +163,18 @@ typedef struct expand_ctx {
 } expand_ctx;
 
 static strop_status expand_add(strop__expander *e, const char *part, const char *type,
-                               const char *const *kv, int n_kv, const char *const *ins, int n_in) {
+                               const char *const *kv, int n_kv, const char *const *ins,
+                               int n_in) {
   expand_ctx *x = e->ctx;
   char name[256], full_in[16][256];
   const char *in_names[16];
-  if (n_in > 16) return strop__err(STROP_E_INTERNAL, "composite part '%s': too many inputs", part);
+  if (n_in > 16)
+    return strop__err(STROP_E_INTERNAL, "composite part '%s': too many inputs", part);
   snprintf(name, sizeof name, "%s.%s", x->block, part);
   for (int i = 0; i < n_in; i++) {
     if (strcmp(ins[i], STROP__EXPAND_INPUT) == 0)
       snprintf(full_in[i], sizeof full_in[i], "%s", x->input);
-    else
-      snprintf(full_in[i], sizeof full_in[i], "%s.%s", x->block, ins[i]);
+    else snprintf(full_in[i], sizeof full_in[i], "%s.%s", x->block, ins[i]);
     in_names[i] = full_in[i];
   }
   if (n_in == 0) {
@@ -188,9 +191,8 @@ static strop_status expand_add(strop__expander *e, const char *part, const char 
   return st;
 }
 
-static strop_status add_composite(strop_model *m, const char *name,
-                                  const strop__layer_vtable *vt, strop__opts *opts,
-                                  const char *const *inputs, int n_inputs) {
+static strop_status add_composite(strop_model *m, const char *name, const strop__layer_vtable *vt,
+                                  strop__opts *opts, const char *const *inputs, int n_inputs) {
   static const char fn[] = "strop_model_add";
   if (n_inputs > 1 || (n_inputs && (!inputs[0] || !*inputs[0])))
     return strop__err(STROP_E_INVALID_ARG, "%s: layer '%s' (%s) takes 1 input, got %d", fn, name,
@@ -216,8 +218,10 @@ static strop_status add_composite(strop_model *m, const char *name,
   /* part names must be new in the real model too */
   for (int i = 0; !st && i < scratch->n_nodes; i++)
     if (strop__model_node_find(m, scratch->nodes[i].name) >= 0)
-      st = strop__err(STROP_E_INVALID_ARG, "%s: layer '%s' (%s): a node named '%s' already "
-                      "exists", fn, name, vt->type, scratch->nodes[i].name);
+      st = strop__err(STROP_E_INVALID_ARG,
+                      "%s: layer '%s' (%s): a node named '%s' already "
+                      "exists",
+                      fn, name, vt->type, scratch->nodes[i].name);
   if (!st && m->n_nodes + scratch->n_nodes > m->cap_nodes) {
     int cap = m->cap_nodes ? m->cap_nodes : 16;
     while (cap < m->n_nodes + scratch->n_nodes) cap *= 2;
@@ -362,15 +366,19 @@ static strop_status resolve_ties(strop_model *m) {
     for (int k = 0; k < nd->n_ties; k++) {
       strop__param *p = strop__node_param(nd, nd->tie_suffix[k]);
       if (!p)
-        return strop__err(STROP_E_NOT_FOUND, "layer '%s' (%s) has no parameter '%s' to tie to "
-                          "'%s'", nd->name, nd->vt->type, nd->tie_suffix[k], nd->tie_target[k]);
+        return strop__err(STROP_E_NOT_FOUND,
+                          "layer '%s' (%s) has no parameter '%s' to tie to "
+                          "'%s'",
+                          nd->name, nd->vt->type, nd->tie_suffix[k], nd->tie_target[k]);
       strop__param *q = NULL;
       for (int a = 0; a < m->n_nodes && !q; a++)
         for (int b = 0; b < m->nodes[a].n_params && !q; b++)
           if (!strcmp(m->nodes[a].params[b].name, nd->tie_target[k])) q = &m->nodes[a].params[b];
       if (!q || q == p)
-        return strop__err(STROP_E_NOT_FOUND, "'%s' is tied to '%s', which is not a parameter "
-                          "of the model", p->name, nd->tie_target[k]);
+        return strop__err(STROP_E_NOT_FOUND,
+                          "'%s' is tied to '%s', which is not a parameter "
+                          "of the model",
+                          p->name, nd->tie_target[k]);
       int same = q->rank == p->rank && q->numel == p->numel && !q->is_int64 && !p->is_int64;
       for (int d = 0; same && d < p->rank; d++) same = q->dims[d] == p->dims[d];
       if (!same) {
@@ -459,8 +467,8 @@ static strop_status alloc_params(strop__node *nd) {
     }
     if (p->data || p->tied || p->lowp.dtype) continue;
     p->data = strop__malloc_aligned(p->numel * sizeof(float));
-    if (!p->data) return strop__err(STROP_E_NOMEM, "layer '%s': out of memory for '%s'",
-                                    nd->name, p->name);
+    if (!p->data)
+      return strop__err(STROP_E_NOMEM, "layer '%s': out of memory for '%s'", nd->name, p->name);
     memset(p->data, 0, p->numel * sizeof(float));
   }
   return STROP_OK;
@@ -669,17 +677,21 @@ strop_status strop_model_set_checkpointing(strop_model *m, const char *pattern) 
   if (!m) return strop__err(STROP_E_INVALID_ARG, "%s: model is NULL", fn);
   if (pattern && !*pattern) pattern = NULL;
   if (pattern && strlen(pattern) > 200)
-    return strop__err(STROP_E_INVALID_ARG, "%s: the pattern is %zu characters long, at most "
-                      "200", fn, strlen(pattern));
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: the pattern is %zu characters long, at most "
+                      "200",
+                      fn, strlen(pattern));
   if (pattern && m->finalized) {
     int *first = strop__malloc((size_t)m->n_nodes * sizeof *first);
     if (!first) return STROP__NOMEM(fn);
     const int blocks = strop__model_blocks(m, pattern, first);
     strop__free(first);
     if (!blocks)
-      return strop__err(STROP_E_NOT_FOUND, "%s: '%s' names no block of two or more "
+      return strop__err(STROP_E_NOT_FOUND,
+                        "%s: '%s' names no block of two or more "
                         "consecutive nodes (e.g. 'transformer.h.*' for nodes "
-                        "'transformer.h.3.attn', ...; or 'auto')", fn, pattern);
+                        "'transformer.h.3.attn', ...; or 'auto')",
+                        fn, pattern);
   }
   char *copy = NULL;
   if (pattern && !(copy = strop__strdup(pattern))) return STROP__NOMEM(fn);
@@ -803,8 +815,8 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
       return strop__err(STROP_E_NOMEM, "out of memory for the padding mask");
     memcpy(mask, pad_mask, bytes);
   }
-  strop__exec x = {&m->arena, &m->rng, training, strop__num_threads(), mask, 0, 0, mask_len,
-                   m->probe, m->decode};
+  strop__exec x = {&m->arena, &m->rng,  training, strop__num_threads(), mask, 0, 0,
+                   mask_len,  m->probe, m->decode};
   m->input.data = (float *)input;
   m->input.n = n;
   m->input.shape = *shape;
@@ -859,8 +871,9 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
   for (int i = 0; i < m->n_nodes; i++) {
     strop__node *nd = &m->nodes[i];
     if (nd->fused < 0) continue; /* computed by the node that fused it */
-    strop__act *ins = nd->n_in <= 16 ? ins_local
-                                     : strop__arena_alloc(&m->arena, (size_t)nd->n_in * sizeof *ins);
+    strop__act *ins = nd->n_in <= 16
+                          ? ins_local
+                          : strop__arena_alloc(&m->arena, (size_t)nd->n_in * sizeof *ins);
     if (!ins) return strop__err(STROP_E_NOMEM, "layer '%s': out of memory", nd->name);
     for (int j = 0; j < nd->n_in; j++) ins[j] = nd->in[j] < 0 ? m->input : m->acts[nd->in[j]];
     /* a fused chain stores only its last node's output */
@@ -884,8 +897,7 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
     int best = -1;
     if (k0 >= 0 && last == i && !m->keep_all && (nd->vt->flags & STROP__LAYER_IN_PLACE) &&
         m->consumers[k0] == 1 && !keep_always(m, k0) && m->nodes[k0].fused == 0 &&
-        keep[k0] != 2 &&
-        (!m->upstream_trainable[k0] || !unit_reads_out(m, k0, k0)) &&
+        keep[k0] != 2 && (!m->upstream_trainable[k0] || !unit_reads_out(m, k0, k0)) &&
         m->acts[k0].data && m->released[k0] == STROP__ACT_KEPT) {
       o->data = m->acts[k0].data;
       abytes[last] = abytes[k0];
@@ -907,8 +919,10 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
     }
     if (!o->data) {
       strop__model_step_end(m);
-      return strop__err(STROP_E_NOMEM, "layer '%s': out of memory for %zu bytes of "
-                        "activations", ln->name, bytes);
+      return strop__err(STROP_E_NOMEM,
+                        "layer '%s': out of memory for %zu bytes of "
+                        "activations",
+                        ln->name, bytes);
     }
     const int scratch_only = (!m->upstream_trainable[i] || (ckf && ckf[i] >= 0)) && !m->keep_all;
     if (ckf && ckf[i] == i) m->ckpt_rng[i] = m->rng;
@@ -943,8 +957,8 @@ strop_status strop__model_sync_grads(strop_model *m) {
     strop__param *p = m->params[i];
     if (p->trainable && !p->is_buffer && p->data && !p->grad) {
       p->grad = strop__malloc_aligned(p->numel * sizeof(float));
-      if (!p->grad) return strop__err(STROP_E_NOMEM, "out of memory for the gradient of '%s'",
-                                      p->name);
+      if (!p->grad)
+        return strop__err(STROP_E_NOMEM, "out of memory for the gradient of '%s'", p->name);
       memset(p->grad, 0, p->numel * sizeof(float));
       p->grad_stale = 0;
     } else if ((!p->trainable || p->is_buffer) && p->grad) {
@@ -1002,16 +1016,15 @@ static int pgrad_prepare(strop_model *m, int first, int last) {
         if (o->grad) fresh++;
         continue;
       }
-      if (p->grad && p->grad_stale)
-        stale++;
-      else if (p->grad)
-        fresh++;
+      if (p->grad && p->grad_stale) stale++;
+      else if (p->grad) fresh++;
     }
   if (!stale) return 0;
   if (!fresh && first == last && (m->nodes[first].vt->flags & STROP__LAYER_ASSIGNS_PGRAD))
     return 1;
   for (int q = first; q <= last; q++)
-    for (int j = 0; j < m->nodes[q].n_params; j++) strop__param_grad_fresh(&m->nodes[q].params[j]);
+    for (int j = 0; j < m->nodes[q].n_params; j++)
+      strop__param_grad_fresh(&m->nodes[q].params[j]);
   return 0;
 }
 
@@ -1020,23 +1033,22 @@ static int pgrad_prepare(strop_model *m, int first, int last) {
  * and the block's inner gradients are given back at once (the arena rolled back, the free list
  * as it was), so each block's recompute reuses the memory of the one after it. */
 typedef struct ckpt_region {
-  int b0, b1;              /* the block, b0 = -1: no region open */
-  strop__arena_mark mark;  /* the arena where the region began */
-  spare *snap;             /* the free list then (2 n_nodes entries) */
+  int b0, b1;             /* the block, b0 = -1: no region open */
+  strop__arena_mark mark; /* the arena where the region began */
+  spare *snap;            /* the free list then (2 n_nodes entries) */
   int n_snap;
-  spare back[2];           /* memory from before the region the block no longer needs: its
+  spare back[2]; /* memory from before the region the block no longer needs: its
                               last node's first output and output gradient */
   int n_back;
-  uint8_t *reserved;       /* per node: a gradient taken before the region and not yet written
+  uint8_t *reserved; /* per node: a gradient taken before the region and not yet written
                               (zeroed or assigned by its first writer, as if taken then) */
 } ckpt_region;
 
 /* Opens the region of block [b0, b1] and runs the block's forward again: the same inputs, the
  * same generator state (so dropout draws the same masks), batch norm leaving its running
  * statistics alone, every activation and saved tensor its backward reads kept. */
-static strop_status ckpt_recompute(strop_model *m, int b0, int b1, strop__exec *x,
-                                   spare *spares, int *n_spares, size_t *gbytes,
-                                   ckpt_region *r) {
+static strop_status ckpt_recompute(strop_model *m, int b0, int b1, strop__exec *x, spare *spares,
+                                   int *n_spares, size_t *gbytes, ckpt_region *r) {
   /* the gradients of the block's inputs outlive the region: they are taken before it */
   for (int j = b0; j <= b1; j++)
     for (int q = 0; q < m->nodes[j].n_in; q++) {
@@ -1068,8 +1080,9 @@ static strop_status ckpt_recompute(strop_model *m, int b0, int b1, strop__exec *
   for (int i = b0; i <= b1 && !s; i++) {
     strop__node *nd = &m->nodes[i];
     const int last = i + (nd->fused > 0 ? nd->fused : 0);
-    strop__act *ins = nd->n_in <= 16 ? ins_local
-                                     : strop__arena_alloc(&m->arena, (size_t)nd->n_in * sizeof *ins);
+    strop__act *ins = nd->n_in <= 16
+                          ? ins_local
+                          : strop__arena_alloc(&m->arena, (size_t)nd->n_in * sizeof *ins);
     if (!ins) {
       s = strop__err(STROP_E_NOMEM, "backward: layer '%s': out of memory", nd->name);
       break;
@@ -1088,10 +1101,11 @@ static strop_status ckpt_recompute(strop_model *m, int b0, int b1, strop__exec *
     if (!(o->data = spare_take(spares, n_spares, bytes, &got)))
       o->data = strop__arena_alloc(&m->arena, bytes);
     if (!o->data)
-      s = strop__err(STROP_E_NOMEM, "backward: layer '%s': out of memory for %zu bytes of "
-                     "recomputed activations", m->nodes[last].name, bytes);
-    else
-      s = nd->vt->forward(nd, x, ins, o);
+      s = strop__err(STROP_E_NOMEM,
+                     "backward: layer '%s': out of memory for %zu bytes of "
+                     "recomputed activations",
+                     m->nodes[last].name, bytes);
+    else s = nd->vt->forward(nd, x, ins, o);
     i = last;
   }
   x->recompute = 0;
@@ -1138,8 +1152,10 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
         bad = nd->in[j] >= 0 && nd->in[j] < m->ckpt_first[i] &&
               m->released[nd->in[j]] == STROP__ACT_RELEASED;
       if (bad)
-        return strop__err(STROP_E_STATE, "backward: layer '%s' needs activations its forward "
-                          "did not keep; run the forward again", nd->name);
+        return strop__err(STROP_E_STATE,
+                          "backward: layer '%s' needs activations its forward "
+                          "did not keep; run the forward again",
+                          nd->name);
       continue;
     }
     if (!m->upstream_trainable[i] || nd->fused < 0) continue;
@@ -1148,14 +1164,24 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
     for (int j = 0; j < nd->n_in && !bad && unit_reads_in(m, i, last); j++)
       bad = nd->in[j] >= 0 && m->released[nd->in[j]] == STROP__ACT_RELEASED;
     if (bad)
-      return strop__err(STROP_E_STATE, "backward: layer '%s' needs activations its forward did "
+      return strop__err(STROP_E_STATE,
+                        "backward: layer '%s' needs activations its forward did "
                         "not keep (a parameter became trainable after the forward); run the "
-                        "forward again", nd->name);
+                        "forward again",
+                        nd->name);
   }
   count_consumers(m);
   /* backward sees the forward's mode and mask */
-  strop__exec x = {&m->arena, &m->rng, m->step_training, strop__num_threads(),
-                   m->step_pad_mask, 0, 0, m->step_pad_len, m->probe, NULL};
+  strop__exec x = {&m->arena,
+                   &m->rng,
+                   m->step_training,
+                   strop__num_threads(),
+                   m->step_pad_mask,
+                   0,
+                   0,
+                   m->step_pad_len,
+                   m->probe,
+                   NULL};
   size_t in_bytes = strop__shape_numel(&m->input.shape) * sizeof(float) * (size_t)m->batch;
   m->input_grad = NULL;
   if (m->want_input_grad) {
@@ -1209,8 +1235,9 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
                                  : strop__arena_alloc(&m->arena, (size_t)nd->n_in * sizeof *din);
     if (!din) return strop__err(STROP_E_NOMEM, "backward: out of memory");
     strop__act ins_local[16];
-    strop__act *ins = nd->n_in <= 16 ? ins_local
-                                     : strop__arena_alloc(&m->arena, (size_t)nd->n_in * sizeof *ins);
+    strop__act *ins = nd->n_in <= 16
+                          ? ins_local
+                          : strop__arena_alloc(&m->arena, (size_t)nd->n_in * sizeof *ins);
     if (!ins) return strop__err(STROP_E_NOMEM, "backward: out of memory");
     for (int j = 0; j < nd->n_in; j++) {
       int k = nd->in[j];
@@ -1279,15 +1306,17 @@ strop_status strop__model_check_mask(const char *fn, const strop_tensor *mask, i
     char a[128];
     strop__shape got = {mask->rank, {0}};
     memcpy(got.d, mask->dims, sizeof mask->dims);
-    return strop__err(STROP_E_SHAPE, "%s: the padding mask has shape %s, the batch needs "
-                      "[%lld, %lld] (samples, positions)", fn, strop__shape_str(&got, a, sizeof a),
-                      (long long)n, (long long)t);
+    return strop__err(STROP_E_SHAPE,
+                      "%s: the padding mask has shape %s, the batch needs "
+                      "[%lld, %lld] (samples, positions)",
+                      fn, strop__shape_str(&got, a, sizeof a), (long long)n, (long long)t);
   }
   for (size_t i = 0; i < mask->numel; i++)
     if (mask->data[i] != 0.0f && mask->data[i] != 1.0f)
-      return strop__err(STROP_E_INVALID_ARG, "%s: the padding mask holds %g at sample %lld, "
-                        "position %lld: it must be 1 (a token) or 0 (padding)", fn,
-                        (double)mask->data[i], (long long)(i / (size_t)t),
+      return strop__err(STROP_E_INVALID_ARG,
+                        "%s: the padding mask holds %g at sample %lld, "
+                        "position %lld: it must be 1 (a token) or 0 (padding)",
+                        fn, (double)mask->data[i], (long long)(i / (size_t)t),
                         (long long)(i % (size_t)t));
   return STROP_OK;
 }
@@ -1327,8 +1356,7 @@ strop_status strop_model_forward_masked(strop_model *m, const strop_tensor *inpu
     memcpy(full.d, input->dims, sizeof input->dims);
     if (s == STROP_E_SHAPE)
       strop__err_prefix("%s: input %s", fn, strop__shape_str(&full, a, sizeof a));
-    else
-      strop__err_prefix("%s", fn);
+    else strop__err_prefix("%s", fn);
     return s;
   }
   int64_t dims[STROP_MAX_RANK];
@@ -1339,7 +1367,8 @@ strop_status strop_model_forward_masked(strop_model *m, const strop_tensor *inpu
     return strop__err(STROP_E_SHAPE, "%s: output rank %d exceeds %d", fn, rank, STROP_MAX_RANK);
   }
   for (int i = 0; i < o->shape.rank; i++) dims[i + 1] = o->shape.d[i];
-  s = strop_tensor_from_data(o->data, (size_t)o->n * strop__shape_numel(&o->shape), rank, dims, out);
+  s = strop_tensor_from_data(o->data, (size_t)o->n * strop__shape_numel(&o->shape), rank, dims,
+                             out);
   strop__model_step_end(m);
   if (s == STROP_E_NOMEM) return STROP__NOMEM(fn);
   return s;
@@ -1370,11 +1399,14 @@ int64_t strop_model_num_nodes(const strop_model *m) { return m ? m->n_nodes : -1
 
 int64_t strop_model_node_info(const strop_model *m, int64_t i, int what, char *buf, size_t cap) {
   if (what != 0 && what != 1) {
-    strop__err(STROP_E_INVALID_ARG, "strop_model_node_info: what must be 0 (name) or 1 (type), "
-               "got %d", what);
+    strop__err(STROP_E_INVALID_ARG,
+               "strop_model_node_info: what must be 0 (name) or 1 (type), "
+               "got %d",
+               what);
     return -1;
   }
-  return what == 0 ? strop_model_node_name(m, i, buf, cap) : strop_model_node_type(m, i, buf, cap);
+  return what == 0 ? strop_model_node_name(m, i, buf, cap)
+                   : strop_model_node_type(m, i, buf, cap);
 }
 
 /* node i of m, or NULL with an error naming fn */
@@ -1449,8 +1481,8 @@ int strop_model_node_output_shape(const strop_model *m, int64_t i, int64_t *dims
   const strop__node *n = node_at(fn, m, i);
   if (!n) return -1;
   if (!m->finalized || (!dims && cap > 0)) {
-    strop__err(STROP_E_INVALID_ARG, "%s: %s", fn, !m->finalized ? "the model is not finalized"
-                                                                : "dims is NULL");
+    strop__err(STROP_E_INVALID_ARG, "%s: %s", fn,
+               !m->finalized ? "the model is not finalized" : "dims is NULL");
     return -1;
   }
   for (int k = 0; k < n->out_shape.rank && k < cap; k++) dims[k] = n->out_shape.d[k];
@@ -1490,19 +1522,22 @@ strop_status strop_model_tensor_view(strop_model *m, const char *name, strop_ten
   static const char fn[] = "strop_model_tensor_view";
   if (!out) return strop__err(STROP_E_INVALID_ARG, "%s: out is NULL", fn);
   *out = NULL;
-  if (!m || !name) return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, m ? "name" : "model");
+  if (!m || !name)
+    return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, m ? "name" : "model");
   if (!m->finalized) return strop__err(STROP_E_STATE, "%s: model is not finalized", fn);
   strop__param *p = strop__model_param_find(m, name);
   if (!p) return strop__err(STROP_E_NOT_FOUND, "%s: no parameter or buffer named '%s'", fn, name);
   if (p->lowp.dtype)
-    return strop__err(STROP_E_UNSUPPORTED, "%s: '%s' is frozen and held in %s (the model's "
+    return strop__err(STROP_E_UNSUPPORTED,
+                      "%s: '%s' is frozen and held in %s (the model's "
                       "frozen dtype), not float32: strop_model_set_frozen_dtype(model, "
-                      "STROP_DTYPE_F32) or unfreezing it gives it float32 values to view", fn,
-                      name, p->lowp.dtype == STROP__LOWP_BF16 ? "bf16" : "int8");
+                      "STROP_DTYPE_F32) or unfreezing it gives it float32 values to view",
+                      fn, name, p->lowp.dtype == STROP__LOWP_BF16 ? "bf16" : "int8");
   if (!p->data)
     return strop__err(STROP_E_UNSUPPORTED, "%s: '%s' is an int64 buffer, not float", fn, name);
   int64_t one = 1;
-  return strop_tensor_wrap(p->data, p->numel, p->rank ? p->rank : 1, p->rank ? p->dims : &one, out);
+  return strop_tensor_wrap(p->data, p->numel, p->rank ? p->rank : 1, p->rank ? p->dims : &one,
+                           out);
 }
 
 strop_status strop_model_set_tensor(strop_model *m, const char *name, const float *data,
@@ -1510,16 +1545,21 @@ strop_status strop_model_set_tensor(strop_model *m, const char *name, const floa
   static const char fn[] = "strop_model_set_tensor";
   if (!m || !name || !data)
     return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn,
-                      !m ? "model" : !name ? "name" : "data");
+                      !m      ? "model"
+                      : !name ? "name"
+                              : "data");
   if (!m->finalized) return strop__err(STROP_E_STATE, "%s: model is not finalized", fn);
   strop__param *p = strop__model_param_find(m, name);
   if (!p) return strop__err(STROP_E_NOT_FOUND, "%s: no parameter or buffer named '%s'", fn, name);
   if (count != p->numel)
-    return strop__err(STROP_E_SHAPE, "%s: '%s' has %zu elements, got %zu", fn, name, p->numel, count);
+    return strop__err(STROP_E_SHAPE, "%s: '%s' has %zu elements, got %zu", fn, name, p->numel,
+                      count);
   if (p->lowp.dtype) {
     if (strop__param_assign(p, data))
-      return strop__err(STROP_E_NOMEM, "%s: out of memory converting '%s' to its frozen dtype "
-                        "(unchanged)", fn, name);
+      return strop__err(STROP_E_NOMEM,
+                        "%s: out of memory converting '%s' to its frozen dtype "
+                        "(unchanged)",
+                        fn, name);
   } else if (p->data) {
     memcpy(p->data, data, count * sizeof(float));
   } else {
@@ -1646,7 +1686,9 @@ strop_status strop_model_tie(strop_model *m, const char *param, const char *targ
   static const char fn[] = "strop_model_tie";
   if (!m || !param || !target || !*param || !*target)
     return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL or empty", fn,
-                      !m ? "model" : !param || !*param ? "param" : "target");
+                      !m                  ? "model"
+                      : !param || !*param ? "param"
+                                          : "target");
   /* the node whose name is the longest prefix of param followed by '.' */
   int best = -1;
   size_t best_len = 0;
@@ -1665,10 +1707,12 @@ strop_status strop_model_tie(strop_model *m, const char *param, const char *targ
   /* every reader of a tied tensor reads float32: not one held in BF16 / int8 */
   const strop__param *tp = m->finalized ? strop__model_param_find(m, target) : NULL;
   if (tp && strop__param_owner((strop__param *)tp)->lowp.dtype)
-    return strop__err(STROP_E_STATE, "%s: '%s' is frozen and held in %s (the model's frozen "
-                      "dtype); strop_model_set_frozen_dtype(model, STROP_DTYPE_F32) first", fn,
-                      target, strop__param_owner((strop__param *)tp)->lowp.dtype ==
-                      STROP__LOWP_BF16 ? "bf16" : "int8");
+    return strop__err(
+        STROP_E_STATE,
+        "%s: '%s' is frozen and held in %s (the model's frozen "
+        "dtype); strop_model_set_frozen_dtype(model, STROP_DTYPE_F32) first",
+        fn, target,
+        strop__param_owner((strop__param *)tp)->lowp.dtype == STROP__LOWP_BF16 ? "bf16" : "int8");
   /* remember the tie this one replaces, to restore it on failure */
   char *old = NULL;
   for (int k = 0; k < nd->n_ties; k++)
@@ -1680,8 +1724,7 @@ strop_status strop_model_tie(strop_model *m, const char *param, const char *targ
     if (!strop__node_param(nd, suffix))
       st = strop__err(STROP_E_NOT_FOUND, "layer '%s' (%s) has no parameter '%s'", nd->name,
                       nd->vt->type, suffix);
-    else
-      st = strop__model_reindex(m);
+    else st = strop__model_reindex(m);
     if (st) {
       char msg[1024];
       snprintf(msg, sizeof msg, "%s", strop_last_error());

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — planning a training step's memory by running one: a forward and backward on zeros in
  * an arena of their own, leaving every state of the model as it was. */
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — splitting a model at the end of its frozen, deterministic trunk: the part after the
  * cut becomes a model of its own whose input is the trunk's output, so a trainer can train a
  * head on cached trunk features (a frozen trunk's output never changes). */
@@ -44,7 +45,8 @@ strop_status strop__model_split_head(const strop_model *m, int cut, strop_model 
     if ((s = strop__node_write_opts(n, &o))) break;
     const char *ins[16];
     int n_in = n->n_in <= 16 ? n->n_in : 16;
-    for (int i = 0; i < n_in; i++) ins[i] = strcmp(n->in_names[i], cut_name) ? n->in_names[i] : "input";
+    for (int i = 0; i < n_in; i++)
+      ins[i] = strcmp(n->in_names[i], cut_name) ? n->in_names[i] : "input";
     if (!s) s = strop__model_add_opts(h, n->name, n->vt->type, &o, ins, n_in);
     strop__opts_free(&o);
   }

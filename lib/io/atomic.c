@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — atomic file writes (temp file beside the target, fsync, rename, fsync folder) and
  * small whole-file reads. Every file the library writes goes through here. */
 #include "io/atomic.h"
@@ -198,7 +199,8 @@ strop_status strop__mkdirs(const char *fn, const char *path) {
     char c = tmp[i];
     tmp[i] = '\0';
     if (mkdir(tmp, 0775) != 0 && errno != EEXIST)
-      return strop__err(STROP_E_IO, "%s: cannot create the folder %s: %s", fn, tmp, strerror(errno));
+      return strop__err(STROP_E_IO, "%s: cannot create the folder %s: %s", fn, tmp,
+                        strerror(errno));
     tmp[i] = c;
   }
   return STROP_OK;
@@ -236,4 +238,3 @@ strop_status strop__dir_probe(const char *fn, const char *dir) {
                       step, strerror(e));
   return STROP_OK;
 }
-

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — atomic file replacement: write a temporary file in the target's folder, fsync it,
  * rename it over the target and fsync the folder, so a crash leaves the old file or the new. */
 #ifndef STROP_IO_ATOMIC_H
@@ -8,10 +9,10 @@
 #include "core/core.h"
 
 typedef struct strop__afile {
-  int fd;          /* -1 when closed */
-  char *path;      /* the target */
-  char *tmp;       /* the temporary file beside it */
-  const char *fn;  /* caller's function name, for messages */
+  int fd;         /* -1 when closed */
+  char *path;     /* the target */
+  char *tmp;      /* the temporary file beside it */
+  const char *fn; /* caller's function name, for messages */
   uint64_t written;
 } strop__afile;
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — checkpoint container over safetensors (see checkpoint.h): the model's weights,
  * its RNG, and whatever sections the optimizer, scheduler, data and trainer add. */
 #include "io/checkpoint.h"
@@ -120,8 +121,9 @@ static strop_status find_sized(const char *fn, const strop__ckpt *c, const char 
     return strop__err(STROP_E_NOT_FOUND, "%s: %s: checkpoint has no tensor '%s'", fn, c->label,
                       name);
   if (t->numel != count)
-    return strop__err(STROP_E_SHAPE, "%s: %s: checkpoint tensor '%s' has %zu elements, expected %zu",
-                      fn, c->label, name, t->numel, count);
+    return strop__err(STROP_E_SHAPE,
+                      "%s: %s: checkpoint tensor '%s' has %zu elements, expected %zu", fn,
+                      c->label, name, t->numel, count);
   *out = t;
   return STROP_OK;
 }
@@ -132,8 +134,9 @@ strop_status strop__ckpt_read_f32(const char *fn, const strop__ckpt *c, const ch
   strop_status st = find_sized(fn, c, name, count, &t);
   if (st != STROP_OK) return st;
   if (!strop__dtype_is_float(t->dtype))
-    return strop__err(STROP_E_FORMAT, "%s: %s: checkpoint tensor '%s' is %s, expected a float dtype",
-                      fn, c->label, name, strop__dtype_name(t->dtype));
+    return strop__err(STROP_E_FORMAT,
+                      "%s: %s: checkpoint tensor '%s' is %s, expected a float dtype", fn,
+                      c->label, name, strop__dtype_name(t->dtype));
   return strop__st_read_f32(fn, t, dst, count);
 }
 

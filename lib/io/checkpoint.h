@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — checkpoints: one safetensors file holding the model's weights under their
  * state_dict names plus named sections other modules add (optimizer slots, scheduler, data
  * order, RNG streams, step), written atomically. The trainer drives this API. */
@@ -21,8 +22,7 @@
 typedef struct strop__ckpt_writer strop__ckpt_writer;
 
 /* Starts a checkpoint for path (nothing touches the disk until commit). */
-strop_status strop__ckpt_writer_begin(const char *fn, const char *path,
-                                      strop__ckpt_writer **out);
+strop_status strop__ckpt_writer_begin(const char *fn, const char *path, strop__ckpt_writer **out);
 /* The model's parameters and buffers (borrowed until commit/abort) and its RNG as rng.model. */
 strop_status strop__ckpt_add_model(strop__ckpt_writer *w, const strop_model *m);
 /* Borrowing adds: data must stay valid and unchanged until commit or abort. */

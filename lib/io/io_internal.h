@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — what the io files share with each other and with the trainer: loading a model's
  * tensors from an open safetensors file and adding them to a writer. */
 #ifndef STROP_IO_INTERNAL_H
@@ -17,13 +18,13 @@ strop_status strop__model_load_st(const char *fn, strop_model *m, const strop__s
 
 /* How file tensor names become model names. */
 typedef struct strop__load_names {
-  const char *from, *to;        /* one prefix replaced (NULL from: none) */
-  const char *const *prefixes;  /* prefixes a file's names may carry and the model's lack, or
+  const char *from, *to;       /* one prefix replaced (NULL from: none) */
+  const char *const *prefixes; /* prefixes a file's names may carry and the model's lack, or
                                  * the other way round ("transformer."); NULL-terminated */
-  const char *const *ignore;    /* globs of file tensors that are not parameters (GPT-2's
+  const char *const *ignore;   /* globs of file tensors that are not parameters (GPT-2's
                                  * "*.attn.bias" masks), skipped when no parameter has their
                                  * name; NULL-terminated */
-  int ignore_unexpected;        /* skip whatever matches no parameter (a checkpoint's other
+  int ignore_unexpected;       /* skip whatever matches no parameter (a checkpoint's other
                                  * sections) instead of reporting it */
 } strop__load_names;
 
@@ -32,8 +33,7 @@ typedef struct strop__load_names {
  * the shard of an unexpected tensor. nm may be NULL (names as they are). */
 strop_status strop__model_load_files(const char *fn, strop_model *m,
                                      const strop__st_file *const *files, int n_files, int flags,
-                                     const strop__load_names *nm,
-                                     strop_load_report **report_out);
+                                     const strop__load_names *nm, strop_load_report **report_out);
 
 /* Adds every parameter and buffer (borrowed: the model must not change until the writer is
  * saved or freed) under its state_dict name. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — strict JSON for safetensors headers. Recursive descent with a depth bound; nodes
  * live in one array and decoded strings in one buffer no larger than the input. */
 #include "io/json.h"
@@ -290,21 +291,22 @@ static strop_status parse_value(jp *p, int depth, int *out) {
         type = STROP__J_NUM;
         break;
       }
-      if (c >= 0x80 && !strop__utf8_seq(p->s + p->i, p->len - p->i)) return jerr(p, "invalid UTF-8");
+      if (c >= 0x80 && !strop__utf8_seq(p->s + p->i, p->len - p->i))
+        return jerr(p, "invalid UTF-8");
       return jerr(p, "unexpected character, a value was expected");
   }
   int idx = new_node(p, type);
   if (idx == -2)
-    return strop__err(STROP_E_FORMAT, "at byte %zu: more than %d JSON values (the limit that "
-                      "bounds a header's memory)", p->base + p->i, STROP__JSON_MAX_NODES);
+    return strop__err(STROP_E_FORMAT,
+                      "at byte %zu: more than %d JSON values (the limit that "
+                      "bounds a header's memory)",
+                      p->base + p->i, STROP__JSON_MAX_NODES);
   if (idx < 0) return strop__err(STROP_E_NOMEM, "out of memory");
   *out = idx;
   strop_status st = STROP_OK;
   switch (type) {
     case STROP__J_OBJ:
-    case STROP__J_ARR:
-      st = parse_container(p, depth, idx, type == STROP__J_OBJ);
-      break;
+    case STROP__J_ARR: st = parse_container(p, depth, idx, type == STROP__J_OBJ); break;
     case STROP__J_STR: {
       const char *s;
       size_t n;
@@ -315,11 +317,11 @@ static strop_status parse_value(jp *p, int depth, int *out) {
       }
       break;
     }
-    case STROP__J_NUM:
-      st = parse_number(p, &p->j->nodes[idx]);
-      break;
+    case STROP__J_NUM: st = parse_number(p, &p->j->nodes[idx]); break;
     default: {
-      const char *lit = type == STROP__J_TRUE ? "true" : type == STROP__J_FALSE ? "false" : "null";
+      const char *lit = type == STROP__J_TRUE    ? "true"
+                        : type == STROP__J_FALSE ? "false"
+                                                 : "null";
       size_t n = strlen(lit);
       if (p->len - p->i < n || memcmp(p->s + p->i, lit, n) != 0)
         return jerr(p, "invalid literal");

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — a small strict JSON parser for safetensors headers: objects, arrays, strings with
  * escapes, numbers, literals; invalid UTF-8, duplicate keys and deep nesting are refused. */
 #ifndef STROP_IO_JSON_H
@@ -8,26 +9,33 @@
 
 #include "core/core.h"
 
-enum { STROP__J_NULL, STROP__J_FALSE, STROP__J_TRUE, STROP__J_NUM, STROP__J_STR, STROP__J_ARR,
-       STROP__J_OBJ };
+enum {
+  STROP__J_NULL,
+  STROP__J_FALSE,
+  STROP__J_TRUE,
+  STROP__J_NUM,
+  STROP__J_STR,
+  STROP__J_ARR,
+  STROP__J_OBJ
+};
 
 typedef struct strop__jnode {
   int type;
-  int next;          /* next sibling's index, -1 at the end */
-  int child;         /* first child (array, object), -1 if empty */
-  int count;         /* number of children */
-  const char *key;   /* member name inside an object (decoded, NUL-terminated), else NULL */
-  const char *str;   /* decoded string (NUL-terminated); raw text of a number */
-  size_t len;        /* length of str */
-  int is_int;        /* number: integer syntax that fits int64 */
+  int next;        /* next sibling's index, -1 at the end */
+  int child;       /* first child (array, object), -1 if empty */
+  int count;       /* number of children */
+  const char *key; /* member name inside an object (decoded, NUL-terminated), else NULL */
+  const char *str; /* decoded string (NUL-terminated); raw text of a number */
+  size_t len;      /* length of str */
+  int is_int;      /* number: integer syntax that fits int64 */
   int64_t ival;
-  size_t pos;        /* byte offset of the value in the text */
+  size_t pos; /* byte offset of the value in the text */
 } strop__jnode;
 
 typedef struct strop__json {
   strop__jnode *nodes; /* nodes[0] is the root */
   int n, cap;
-  char *strbuf;        /* decoded strings and number texts */
+  char *strbuf; /* decoded strings and number texts */
   size_t used, size;
 } strop__json;
 

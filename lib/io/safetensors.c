@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — safetensors: a reader that validates every byte of the header before trusting it
  * and serves tensors straight from a read-only mapping, and an atomic writer. */
 #include "io/safetensors.h"
@@ -30,7 +31,9 @@ static const struct {
 const char *strop__dtype_name(int dt) {
   return dt >= 0 && dt < STROP__DT_COUNT ? g_dtypes[dt].name : "?";
 }
-size_t strop__dtype_size(int dt) { return dt >= 0 && dt < STROP__DT_COUNT ? g_dtypes[dt].size : 0; }
+size_t strop__dtype_size(int dt) {
+  return dt >= 0 && dt < STROP__DT_COUNT ? g_dtypes[dt].size : 0;
+}
 int strop__dtype_parse(const char *name) {
   for (int i = 0; i < STROP__DT_COUNT; i++)
     if (strcmp(g_dtypes[i].name, name) == 0) return i;
@@ -42,12 +45,16 @@ int strop__dtype_is_float(int dt) {
 }
 int strop__dtype_is_int(int dt) {
   switch (dt) {
-    case STROP__DT_BOOL: case STROP__DT_U8: case STROP__DT_I8: case STROP__DT_I16:
-    case STROP__DT_U16: case STROP__DT_I32: case STROP__DT_U32: case STROP__DT_I64:
-    case STROP__DT_U64:
-      return 1;
-    default:
-      return 0;
+    case STROP__DT_BOOL:
+    case STROP__DT_U8:
+    case STROP__DT_I8:
+    case STROP__DT_I16:
+    case STROP__DT_U16:
+    case STROP__DT_I32:
+    case STROP__DT_U32:
+    case STROP__DT_I64:
+    case STROP__DT_U64: return 1;
+    default: return 0;
   }
 }
 
@@ -104,8 +111,8 @@ static float half_to_float(uint16_t h) {
 
 /* ---- reader ---- */
 
-static strop_status ferr(const char *fn, const char *label, strop_status st, const char *fmt,
-                         ...) STROP__PRINTF(4, 5);
+static strop_status ferr(const char *fn, const char *label, strop_status st, const char *fmt, ...)
+    STROP__PRINTF(4, 5);
 static strop_status ferr(const char *fn, const char *label, strop_status st, const char *fmt,
                          ...) {
   va_list ap;
@@ -193,8 +200,10 @@ static strop_status parse_tensor(const char *fn, strop__st_file *f, const strop_
       return ferr(fn, L, STROP_E_FORMAT, "tensor '%s': shape[%d] is negative (%lld)", nm, k,
                   (long long)d->ival);
     if ((uint64_t)d->ival > STROP__ST_MAX_DIM)
-      return ferr(fn, L, STROP_E_FORMAT, "tensor '%s': shape[%d] is %lld, above the limit of 2^40 "
-                  "for a dimension", nm, k, (long long)d->ival);
+      return ferr(fn, L, STROP_E_FORMAT,
+                  "tensor '%s': shape[%d] is %lld, above the limit of 2^40 "
+                  "for a dimension",
+                  nm, k, (long long)d->ival);
     t->dims[k] = d->ival;
     if (d->ival && strop__mul_overflow(span, (size_t)d->ival, &span)) overflow = 1;
     numel *= (size_t)d->ival; /* <= span, or 0 */
@@ -202,14 +211,15 @@ static strop_status parse_tensor(const char *fn, strop__st_file *f, const strop_
   size_t nbytes = 0;
   if (overflow || strop__mul_overflow(span, strop__dtype_size(t->dtype), &nbytes) ||
       nbytes > (uint64_t)INT64_MAX)
-    return ferr(fn, L, STROP_E_FORMAT, "tensor '%s': shape %s is too large (the byte size overflows)",
-                nm, strop__dims_str(t->rank, t->dims, sb, sizeof sb));
+    return ferr(fn, L, STROP_E_FORMAT,
+                "tensor '%s': shape %s is too large (the byte size overflows)", nm,
+                strop__dims_str(t->rank, t->dims, sb, sizeof sb));
   nbytes = numel * strop__dtype_size(t->dtype);
   t->numel = numel;
   t->nbytes = nbytes;
   if (of->type != STROP__J_ARR || of->count != 2)
-    return ferr(fn, L, STROP_E_FORMAT, "tensor '%s': \"data_offsets\" is not an array of 2 integers",
-                nm);
+    return ferr(fn, L, STROP_E_FORMAT,
+                "tensor '%s': \"data_offsets\" is not an array of 2 integers", nm);
   const strop__jnode *b = &j->nodes[of->child], *en = &j->nodes[b->next];
   if (b->type != STROP__J_NUM || !b->is_int || en->type != STROP__J_NUM || !en->is_int ||
       b->ival < 0 || en->ival < 0)
@@ -240,7 +250,8 @@ static strop_status validate(const char *fn, strop__st_file *f) {
   const char *L = f->label;
   if (f->size < 8)
     return ferr(fn, L, STROP_E_FORMAT,
-                "file is %zu bytes, too short for the 8-byte header length (truncated?)", f->size);
+                "file is %zu bytes, too short for the 8-byte header length (truncated?)",
+                f->size);
   uint64_t hlen = le64(f->base);
   if (hlen > f->size - 8)
     return ferr(fn, L, STROP_E_FORMAT,
@@ -255,7 +266,8 @@ static strop_status validate(const char *fn, strop__st_file *f) {
                 (unsigned long long)hlen);
   const char *htext = (const char *)f->base + 8;
   if (htext[0] != '{')
-    return ferr(fn, L, STROP_E_FORMAT, "header does not start with '{' (not a safetensors file?)");
+    return ferr(fn, L, STROP_E_FORMAT,
+                "header does not start with '{' (not a safetensors file?)");
   strop__json *j = strop__calloc(1, sizeof *j);
   if (!j) return STROP__NOMEM(fn);
   f->json = j;
@@ -324,10 +336,10 @@ static strop_status validate(const char *fn, strop__st_file *f) {
     const strop__st_tensor *t = &f->t[items[i].i];
     if (items[i].a < pos) {
       const strop__st_tensor *prev = &f->t[items[i - 1].i];
-      st = ferr(fn, L, STROP_E_FORMAT,
-                "tensors '%s' [%llu, %llu] and '%s' [%llu, %llu] overlap", prev->name,
-                (unsigned long long)items[i - 1].a, (unsigned long long)items[i - 1].b, t->name,
-                (unsigned long long)items[i].a, (unsigned long long)items[i].b);
+      st = ferr(fn, L, STROP_E_FORMAT, "tensors '%s' [%llu, %llu] and '%s' [%llu, %llu] overlap",
+                prev->name, (unsigned long long)items[i - 1].a,
+                (unsigned long long)items[i - 1].b, t->name, (unsigned long long)items[i].a,
+                (unsigned long long)items[i].b);
     } else if (items[i].a > pos) {
       st = ferr(fn, L, STROP_E_FORMAT,
                 "gap of %llu bytes before tensor '%s' at offset %llu (data must be contiguous)",
@@ -468,7 +480,8 @@ strop_status strop__st_read_f32(const char *fn, const strop__st_tensor *t, float
         dst[i] = (float)d;
       }
       break;
-    case STROP__DT_BOOL: case STROP__DT_U8:
+    case STROP__DT_BOOL:
+    case STROP__DT_U8:
       for (size_t i = 0; i < n; i++) dst[i] = (float)p[i];
       break;
     case STROP__DT_I8:
@@ -493,8 +506,9 @@ strop_status strop__st_read_f32(const char *fn, const strop__st_tensor *t, float
       for (size_t i = 0; i < n; i++) dst[i] = (float)le64(p + 8 * i);
       break;
     default:
-      return strop__err(STROP_E_UNSUPPORTED, "%s: tensor '%s': dtype %s cannot be read as float32",
-                        fn, t->name, strop__dtype_name(t->dtype));
+      return strop__err(STROP_E_UNSUPPORTED,
+                        "%s: tensor '%s': dtype %s cannot be read as float32", fn, t->name,
+                        strop__dtype_name(t->dtype));
   }
   return STROP_OK;
 }
@@ -534,7 +548,8 @@ strop_status strop__st_read_i64(const char *fn, const strop__st_tensor *t, int64
     case STROP__DT_I8:
       for (size_t i = 0; i < n; i++) dst[i] = (int8_t)p[i];
       break;
-    case STROP__DT_U8: case STROP__DT_BOOL:
+    case STROP__DT_U8:
+    case STROP__DT_BOOL:
       for (size_t i = 0; i < n; i++) dst[i] = p[i];
       break;
     default:
@@ -587,16 +602,16 @@ void strop__st_writer_free(strop__st_writer *w) {
   strop__free(w);
 }
 
-
 static strop_status writer_add(strop__st_writer *w, const char *name, int dtype, int rank,
                                const int64_t *dims, const void *data, int copy) {
   const char *fn = w->fn;
   if (!name || !name[0] || strcmp(name, "__metadata__") == 0 ||
       !strop__utf8_valid(name, strlen(name)))
-    return strop__err(STROP_E_INVALID_ARG, "%s: invalid tensor name '%s'", fn, name ? name : "(null)");
+    return strop__err(STROP_E_INVALID_ARG, "%s: invalid tensor name '%s'", fn,
+                      name ? name : "(null)");
   if (rank < 0 || rank > STROP_MAX_RANK || (rank > 0 && !dims))
-    return strop__err(STROP_E_INVALID_ARG, "%s: tensor '%s': rank %d out of range 0..%d", fn, name,
-                      rank, STROP_MAX_RANK);
+    return strop__err(STROP_E_INVALID_ARG, "%s: tensor '%s': rank %d out of range 0..%d", fn,
+                      name, rank, STROP_MAX_RANK);
   size_t numel = 1;
   for (int i = 0; i < rank; i++) {
     if (dims[i] < 0 || strop__mul_overflow(numel, (size_t)dims[i], &numel))
@@ -658,7 +673,8 @@ strop_status strop__st_writer_set_meta(strop__st_writer *w, const char *key, con
   const char *fn = w->fn;
   if (!key || !value || !strop__utf8_valid(key, strlen(key)) ||
       !strop__utf8_valid(value, strlen(value)))
-    return strop__err(STROP_E_INVALID_ARG, "%s: metadata key and value must be UTF-8 strings", fn);
+    return strop__err(STROP_E_INVALID_ARG, "%s: metadata key and value must be UTF-8 strings",
+                      fn);
   for (int i = 0; i < w->n_meta; i++) {
     if (strcmp(w->mk[i], key) == 0) {
       char *v = strop__strdup(value);

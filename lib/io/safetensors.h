@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — safetensors files, the internal API: a validating memory-mapped reader and an
  * atomic writer. Weights, checkpoints, optimizer and trainer state all go through it. */
 #ifndef STROP_IO_SAFETENSORS_H
@@ -11,9 +12,22 @@
 
 /* Dtypes in the order of safetensors' names; sizes in bytes. */
 typedef enum strop__dtype {
-  STROP__DT_BOOL, STROP__DT_U8, STROP__DT_I8, STROP__DT_F8_E5M2, STROP__DT_F8_E4M3,
-  STROP__DT_I16, STROP__DT_U16, STROP__DT_F16, STROP__DT_BF16, STROP__DT_I32, STROP__DT_U32,
-  STROP__DT_F32, STROP__DT_F64, STROP__DT_I64, STROP__DT_U64, STROP__DT_COUNT
+  STROP__DT_BOOL,
+  STROP__DT_U8,
+  STROP__DT_I8,
+  STROP__DT_F8_E5M2,
+  STROP__DT_F8_E4M3,
+  STROP__DT_I16,
+  STROP__DT_U16,
+  STROP__DT_F16,
+  STROP__DT_BF16,
+  STROP__DT_I32,
+  STROP__DT_U32,
+  STROP__DT_F32,
+  STROP__DT_F64,
+  STROP__DT_I64,
+  STROP__DT_U64,
+  STROP__DT_COUNT
 } strop__dtype;
 
 const char *strop__dtype_name(int dtype);
@@ -33,13 +47,13 @@ int strop__dtype_is_int(int dtype);
 #define STROP__ST_MAX_DIM ((uint64_t)1 << 40)
 
 typedef struct strop__st_tensor {
-  const char *name;   /* NUL-terminated; owned by the file */
+  const char *name; /* NUL-terminated; owned by the file */
   int dtype;
-  int rank;           /* 0 for a scalar */
+  int rank; /* 0 for a scalar */
   int64_t dims[STROP_MAX_RANK];
   size_t numel;
   size_t nbytes;
-  uint64_t offset;    /* begin, relative to the data area */
+  uint64_t offset;           /* begin, relative to the data area */
   const unsigned char *data; /* into the mapping; NULL when nbytes == 0 */
 } strop__st_tensor;
 
@@ -47,14 +61,14 @@ typedef struct strop__st_tensor {
 struct strop_st_file {
   const unsigned char *base; /* the whole file */
   size_t size;
-  int mapped;                /* 1: munmap(base, size) on close */
-  char *label;               /* path or "<memory>", for messages */
-  strop__st_tensor *t;       /* header order */
+  int mapped;          /* 1: munmap(base, size) on close */
+  char *label;         /* path or "<memory>", for messages */
+  strop__st_tensor *t; /* header order */
   int n;
-  int *by_name;              /* indices sorted by name, for lookups */
+  int *by_name; /* indices sorted by name, for lookups */
   const char **meta_keys, **meta_vals;
   int n_meta;
-  void *json;                /* owns the decoded strings */
+  void *json; /* owns the decoded strings */
 };
 typedef struct strop_st_file strop__st_file;
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — YAML model specs: read with libyaml's event parser into a small bounded tree (no
  * aliases, limited depth, node count and scalar size), build the model; write specs back. */
 #include <ctype.h>
@@ -34,8 +35,7 @@ static strop_status yerr(const yctx *c, int line, int col, strop_status st, cons
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  if (line > 0)
-    return strop__err(st, "%s: %s:%d:%d: %s", c->fn, c->file, line, col, msg);
+  if (line > 0) return strop__err(st, "%s: %s:%d:%d: %s", c->fn, c->file, line, col, msg);
   return strop__err(st, "%s: %s: %s", c->fn, c->file, msg);
 }
 
@@ -56,14 +56,15 @@ static int is_null(const ynode *y) {
 
 static const char *kind_name(const ynode *y) {
   return y->type == Y_SCALAR ? (is_null(y) ? "null" : "a scalar")
-                             : y->type == Y_SEQ ? "a list" : "a mapping";
+         : y->type == Y_SEQ  ? "a list"
+                             : "a mapping";
 }
 
 /* Duplicate keys in a mapping: an error at the second one. */
 static strop_status check_map(const yctx *c, const ynode *map, const char *what) {
   if (map->n / 2 > 256)
-    return yerr(c, map->line, map->col, STROP_E_FORMAT, "%s: a mapping with %d keys (at most 256)",
-                what, map->n / 2);
+    return yerr(c, map->line, map->col, STROP_E_FORMAT,
+                "%s: a mapping with %d keys (at most 256)", what, map->n / 2);
   for (int i = 0; i < map->n; i += 2) {
     const ynode *k = map->kids[i];
     if (k->type != Y_SCALAR)
@@ -165,8 +166,7 @@ static strop_status relocate_error(const yctx *c, strop_status st, int line, int
   for (size_t i = 0; i < sizeof inner / sizeof inner[0]; i++)
     if (strncmp(m, inner[i], strlen(inner[i])) == 0) m += strlen(inner[i]);
   size_t fl = strlen(c->file);
-  if (strncmp(m, c->file, fl) == 0 && m[fl] == ':')
-    return strop__err(st, "%s: %s", c->fn, m);
+  if (strncmp(m, c->file, fl) == 0 && m[fl] == ':') return strop__err(st, "%s: %s", c->fn, m);
   if (line > 0) return strop__err(st, "%s: %s:%d:%d: %s", c->fn, c->file, line, col, m);
   return strop__err(st, "%s: %s: %s", c->fn, c->file, m);
 }
@@ -242,14 +242,17 @@ static strop_status add_layer(yctx *c, strop_model *m, const ynode *L, int index
   /* tie: {suffix: target, ...}: the node's parameter suffix is the tensor target */
   if (st == STROP_OK && tie) {
     if (tie->type != Y_MAP)
-      return yerr(c, tie->line, tie->col, STROP_E_FORMAT, "layer '%s': 'tie' must map a "
+      return yerr(c, tie->line, tie->col, STROP_E_FORMAT,
+                  "layer '%s': 'tie' must map a "
                   "parameter of the node to the tensor it is, e.g. tie: {weight: wte.weight}",
                   name->text);
     for (int i = 0; i + 1 < tie->n && st == STROP_OK; i += 2) {
       const ynode *k = tie->kids[i], *v = tie->kids[i + 1];
       if (v->type != Y_SCALAR || is_null(v))
-        return yerr(c, v->line, v->col, STROP_E_FORMAT, "layer '%s': tie.%s must name a "
-                    "parameter of the model, found %s", name->text, k->text, kind_name(v));
+        return yerr(c, v->line, v->col, STROP_E_FORMAT,
+                    "layer '%s': tie.%s must name a "
+                    "parameter of the model, found %s",
+                    name->text, k->text, kind_name(v));
       size_t len = strlen(name->text) + strlen(k->text) + 2;
       char *full = strop__malloc(len);
       if (!full) return STROP__NOMEM("strop_model_load_spec");
@@ -338,7 +341,8 @@ strop_status strop_model_load_spec(const char *path, strop_model **out) {
   strop__free(text);
   if (st == STROP_OK)
     strop__log(STROP_LOG_DEBUG, "%s: read %s: %lld nodes, %lld parameters", fn, path,
-               (long long)strop_model_num_nodes(*out), (long long)strop_model_param_count(*out, 0));
+               (long long)strop_model_num_nodes(*out),
+               (long long)strop_model_param_count(*out, 0));
   return st;
 }
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — model weights in safetensors: save every parameter and buffer under its PyTorch
  * name, load by name with dtype conversion, prefix remapping and a missing/unexpected report. */
 #include <stdio.h>
@@ -142,8 +143,7 @@ static int map_name(const strop_model *m, const strop__load_names *nm, const cha
   }
   if (from && strncmp(fname, from, from_len) == 0)
     snprintf(*name, *cap, "%s%s", to, fname + from_len);
-  else
-    snprintf(*name, *cap, "%s", fname);
+  else snprintf(*name, *cap, "%s", fname);
   *pi = param_index(m, *name);
   /* a prefix the file's names carry and the model's lack, or the other way round */
   for (const char *const *pp = nm ? nm->prefixes : NULL; *pi < 0 && pp && *pp; pp++) {
@@ -219,8 +219,7 @@ strop_status strop__model_load_files(const char *fn, strop_model *m,
         if (strcmp(name, t->name) != 0 || in_file)
           snprintf(detail, sizeof detail, "%s (file name '%s'%s%s)", name, t->name,
                    in_file ? " in " : "", in_file ? in_file : "");
-        else
-          snprintf(detail, sizeof detail, "%s", name);
+        else snprintf(detail, sizeof detail, "%s", name);
         if (!report_add(r, STROP_REPORT_UNEXPECTED, name, detail)) goto oom;
         continue;
       }
@@ -356,7 +355,8 @@ static strop_status check_load_args(const char *fn, strop_model *m, int flags) {
 }
 
 static strop_status load_weights(const char *fn, strop_model *m, const char *path, int flags,
-                                 const char *from, const char *to, strop_load_report **report_out) {
+                                 const char *from, const char *to,
+                                 strop_load_report **report_out) {
   if (report_out) *report_out = NULL;
   if (!m || !path)
     return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, m ? "path" : "model");

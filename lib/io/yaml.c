@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the bounded YAML tree shared by specs and recipes (see yaml.h). */
 #include <stdio.h>
 #include <string.h>
@@ -126,12 +127,11 @@ strop_status strop__yaml_parse(const char *fn, const char *file, const char *tex
     int line = (int)ev.start_mark.line + 1, col = (int)ev.start_mark.column + 1;
     strop__ynode *node = NULL;
     switch (ev.type) {
-      case YAML_STREAM_END_EVENT:
-        done = 1;
-        break;
+      case YAML_STREAM_END_EVENT: done = 1; break;
       case YAML_DOCUMENT_START_EVENT:
         if (++docs > 1)
-          st = yerr(fn, file, line, col, STROP_E_FORMAT, "expected one YAML document; found a second");
+          st = yerr(fn, file, line, col, STROP_E_FORMAT,
+                    "expected one YAML document; found a second");
         break;
       case YAML_ALIAS_EVENT:
         st = yerr(fn, file, line, col, STROP_E_FORMAT, "YAML aliases (*%s) are not allowed",
@@ -141,12 +141,15 @@ strop_status strop__yaml_parse(const char *fn, const char *file, const char *tex
       case YAML_SEQUENCE_START_EVENT:
       case YAML_MAPPING_START_EVENT:
         if (++nodes > lim->max_nodes) {
-          st = yerr(fn, file, line, col, STROP_E_FORMAT, "more than %d YAML nodes", lim->max_nodes);
+          st = yerr(fn, file, line, col, STROP_E_FORMAT, "more than %d YAML nodes",
+                    lim->max_nodes);
           break;
         }
         if (ev.type == YAML_SCALAR_EVENT && ev.data.scalar.length > lim->max_scalar) {
-          st = yerr(fn, file, line, col, STROP_E_FORMAT, "a scalar of %zu bytes exceeds the limit "
-                    "of %zu", (size_t)ev.data.scalar.length, lim->max_scalar);
+          st = yerr(fn, file, line, col, STROP_E_FORMAT,
+                    "a scalar of %zu bytes exceeds the limit "
+                    "of %zu",
+                    (size_t)ev.data.scalar.length, lim->max_scalar);
           break;
         }
         /* a "\0" escape would end the C string early: "img.idx\0junk" would read img.idx */
@@ -154,16 +157,18 @@ strop_status strop__yaml_parse(const char *fn, const char *file, const char *tex
                                        ? memchr(ev.data.scalar.value, 0, ev.data.scalar.length)
                                        : NULL;
         if (nul) {
-          st = yerr(fn, file, line, col, STROP_E_FORMAT, "a scalar holds a NUL byte (\\0) at "
+          st = yerr(fn, file, line, col, STROP_E_FORMAT,
+                    "a scalar holds a NUL byte (\\0) at "
                     "offset %zu; names, paths and values may not contain one",
                     (size_t)(nul - ev.data.scalar.value));
           break;
         }
         if (ev.type != YAML_SCALAR_EVENT && depth >= max_depth) {
-          st = yerr(fn, file, line, col, STROP_E_FORMAT, "nesting deeper than %d levels", max_depth);
+          st = yerr(fn, file, line, col, STROP_E_FORMAT, "nesting deeper than %d levels",
+                    max_depth);
           break;
         }
-        node = strop__ynode_new(ev.type == YAML_SCALAR_EVENT ? STROP__Y_SCALAR
+        node = strop__ynode_new(ev.type == YAML_SCALAR_EVENT           ? STROP__Y_SCALAR
                                 : ev.type == YAML_SEQUENCE_START_EVENT ? STROP__Y_SEQ
                                                                        : STROP__Y_MAP);
         if (!node) {
@@ -199,8 +204,7 @@ strop_status strop__yaml_parse(const char *fn, const char *file, const char *tex
       case YAML_MAPPING_END_EVENT:
         if (depth > 0) depth--;
         break;
-      default:
-        break;
+      default: break;
     }
     yaml_event_delete(&ev);
   }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — a small bounded YAML tree (libyaml events; no aliases, limited depth, node count
  * and scalar size) with line/column on every node, for specs and recipes. */
 #ifndef STROP_IO_YAML_H
@@ -9,9 +10,9 @@ enum { STROP__Y_SCALAR, STROP__Y_SEQ, STROP__Y_MAP };
 
 typedef struct strop__ynode {
   int type;
-  int line, col;          /* 1-based */
-  int plain;              /* scalar written without quotes (~, null and "" then mean null) */
-  char *text;             /* scalar text, owned */
+  int line, col; /* 1-based */
+  int plain;     /* scalar written without quotes (~, null and "" then mean null) */
+  char *text;    /* scalar text, owned */
   size_t len;
   struct strop__ynode **kids; /* map: key, value, key, value ...; seq: items */
   int n, cap;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — activation layers: relu, relu6, leaky_relu, gelu, silu, tanh, sigmoid (elementwise) and
  * softmax, log_softmax (along one dimension). Kernels are in ops/dense.c. */
 #include <string.h>
@@ -6,8 +7,17 @@
 #include "ops/dense.h"
 
 enum {
-  ACT_RELU, ACT_RELU6, ACT_LEAKY, ACT_GELU, ACT_SILU, ACT_TANH, ACT_SIGMOID, ACT_HARDSWISH, ACT_HARDSIGMOID,
-  ACT_SOFTMAX, ACT_LOGSOFTMAX
+  ACT_RELU,
+  ACT_RELU6,
+  ACT_LEAKY,
+  ACT_GELU,
+  ACT_SILU,
+  ACT_TANH,
+  ACT_SIGMOID,
+  ACT_HARDSWISH,
+  ACT_HARDSIGMOID,
+  ACT_SOFTMAX,
+  ACT_LOGSOFTMAX
 };
 
 typedef struct act_cfg {
@@ -40,10 +50,11 @@ static strop_status softmax_shape(const strop__node *n, const strop__shape *in,
   int64_t full = s->rank + 1, d = c->dim < 0 ? c->dim + full : c->dim;
   char buf[96];
   if (d < 1 || d >= full)
-    return strop__shape_error(n, "dim %lld is out of range for input [N, %s] (dim counts the "
-                              "batch as 0; use 1..%lld or -1..-%lld)", (long long)c->dim,
-                              strop__shape_str(s, buf, sizeof buf), (long long)(full - 1),
-                              (long long)(full - 1));
+    return strop__shape_error(n,
+                              "dim %lld is out of range for input [N, %s] (dim counts the "
+                              "batch as 0; use 1..%lld or -1..-%lld)",
+                              (long long)c->dim, strop__shape_str(s, buf, sizeof buf),
+                              (long long)(full - 1), (long long)(full - 1));
   *out = *s;
   return STROP_OK;
 }
@@ -161,19 +172,19 @@ static strop_status act_backward(strop__node *n, const strop__exec *x, const str
   return STROP_OK;
 }
 
-#define ACT_VT(NAME, DOC, FLAGS, OPTIONS, SHAPE, INFER)                                       \
-  const strop__layer_vtable strop__layer_##NAME = {                                           \
-      .type = #NAME,                                                                          \
-      .doc = DOC,                                                                             \
-      .cfg_size = sizeof(act_cfg),                                                            \
-      .n_inputs = 1,                                                                          \
-      .flags = STROP__LAYER_ASSIGNS_DIN | (FLAGS),                                            \
-      .options = OPTIONS,                                                                     \
-      .shape = SHAPE,                                                                         \
-      .infer = INFER,                                                                         \
-      .init = NULL,                                                                           \
-      .forward = act_forward,                                                                 \
-      .backward = act_backward,                                                               \
+#define ACT_VT(NAME, DOC, FLAGS, OPTIONS, SHAPE, INFER) \
+  const strop__layer_vtable strop__layer_##NAME = {     \
+      .type = #NAME,                                    \
+      .doc = DOC,                                       \
+      .cfg_size = sizeof(act_cfg),                      \
+      .n_inputs = 1,                                    \
+      .flags = STROP__LAYER_ASSIGNS_DIN | (FLAGS),      \
+      .options = OPTIONS,                               \
+      .shape = SHAPE,                                   \
+      .infer = INFER,                                   \
+      .init = NULL,                                     \
+      .forward = act_forward,                           \
+      .backward = act_backward,                         \
   };
 
 /* an elementwise activation keeps the shape; the softmaxes check their dim */
@@ -211,4 +222,3 @@ static int kind_of(const strop__node *n) {
   if (v == &strop__layer_log_softmax) return ACT_LOGSOFTMAX;
   return -1;
 }
-

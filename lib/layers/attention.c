@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — multi-head self-attention (torch.nn.MultiheadAttention with batch_first=True and
  * query = key = value) on [N, T, D], with q/k/v projections stored separately
  * ("<node>.q_proj.weight" ...) or packed as torch stores them ("<node>.in_proj_weight"
@@ -29,7 +30,6 @@ typedef struct mha_cfg {
   int lora_merged;
   int packed; /* q, k, v in one in_proj_weight [3D, D] / in_proj_bias [3D] */
 } mha_cfg;
-
 
 static const char *const PROJ_NAMES[] = {"q_proj", "k_proj", "v_proj", "out_proj", NULL};
 
@@ -67,12 +67,16 @@ static const strop__paramdef PARAMS[] = {
     {"out_proj.lora_B.weight", STROP__PD_ADAPTER, "[embed_dim, r]"},
     {NULL}};
 
-
 static const strop__optdef OPTIONS[] = {
     STROP__OPT_AUTO_INT(mha_cfg, embed_dim, "embed_dim",
                         "model width D of the [T, D] input; auto: inferred"),
-    {.name = "num_heads", .type = STROP__OT_INT, .off = offsetof(mha_cfg, num_heads), .lo = 1,
-     .hi = INT32_MAX, .example = "2", .doc = "attention heads; must divide embed_dim"},
+    {.name = "num_heads",
+     .type = STROP__OT_INT,
+     .off = offsetof(mha_cfg, num_heads),
+     .lo = 1,
+     .hi = INT32_MAX,
+     .example = "2",
+     .doc = "attention heads; must divide embed_dim"},
     STROP__OPT_BOOL(mha_cfg, bias, "bias", "true", "the projections have biases"),
     STROP__OPT_FLOAT(mha_cfg, dropout, "dropout", "0", 0, 1, 0,
                      "dropout on the attention weights in train mode"),
@@ -80,8 +84,13 @@ static const strop__optdef OPTIONS[] = {
                     "mask future positions (a decoder's self-attention)"),
     STROP__OPT_INTS(mha_cfg, lora_r, "lora_r", "[0, 0, 0, 0]", 4, 0, INT32_MAX,
                     "LoRA rank per projection [q, k, v, out]; 0: no adapter (set by surgery)"),
-    {.name = "lora_alpha", .type = STROP__OT_FLOATS, .off = offsetof(mha_cfg, lora_alpha),
-     .dflt = "[8, 8, 8, 8]", .lo = 0, .hi = 1e9, .n = 4,
+    {.name = "lora_alpha",
+     .type = STROP__OT_FLOATS,
+     .off = offsetof(mha_cfg, lora_alpha),
+     .dflt = "[8, 8, 8, 8]",
+     .lo = 0,
+     .hi = 1e9,
+     .n = 4,
      .doc = "LoRA alpha per projection; the adapter's scale is alpha / r"},
     STROP__OPT_BOOL(mha_cfg, lora_merged, "lora_merged", "false",
                     "the adapters are folded into the projection weights"),
@@ -200,7 +209,9 @@ static int64_t mha_lora_rank(const strop__node *n, int proj, float *alpha, float
   return c->lora_r[proj];
 }
 
-static int mha_lora_merged(const strop__node *n) { return ((const mha_cfg *)n->cfg)->lora_merged; }
+static int mha_lora_merged(const strop__node *n) {
+  return ((const mha_cfg *)n->cfg)->lora_merged;
+}
 
 static void mha_lora_set_merged(strop__node *n, int merge) {
   mha_cfg *c = n->cfg;
@@ -289,8 +300,8 @@ static strop_status mha_forward(strop__node *n, const strop__exec *x, const stro
   const int drop = x->training && c->dropout > 0.0f;
   strop__mha_cache *cache = strop__arena_alloc(x->arena, sizeof *cache);
   float *buf = strop__arena_alloc(x->arena, (4 * act + att) * sizeof(float));
-  float *scratch =
-      strop__arena_alloc(x->arena, strop__attention_forward_scratch(&dm) * sizeof(float));
+  float *scratch = strop__arena_alloc(x->arena,
+                                      strop__attention_forward_scratch(&dm) * sizeof(float));
   uint8_t *keep = drop ? strop__arena_alloc(x->arena, att) : NULL;
   if (!cache || !buf || !scratch || (drop && !keep))
     return strop__err(STROP_E_NOMEM, "layer '%s' (multihead_attention): out of memory", n->name);
@@ -314,8 +325,8 @@ static strop_status mha_backward(strop__node *n, const strop__exec *x, const str
                       "layer '%s' (multihead_attention): backward without forward", n->name);
   strop__mha_dims dm;
   mha_dims(n, x, in, &dm);
-  float *scratch =
-      strop__arena_alloc(x->arena, strop__attention_backward_scratch(&dm) * sizeof(float));
+  float *scratch = strop__arena_alloc(x->arena,
+                                      strop__attention_backward_scratch(&dm) * sizeof(float));
   if (!scratch)
     return strop__err(STROP_E_NOMEM, "layer '%s' (multihead_attention): out of memory", n->name);
   /* W' rebuilt (D^2 r flops, less bookkeeping than keeping the forward's copies) and, for
@@ -339,8 +350,8 @@ static strop_status mha_backward(strop__node *n, const strop__exec *x, const str
     if (wg)
       for (size_t e = 0; e < dd; e++) wg[e] += deff[i][e];
     strop__param *a = adapter(n, i, 0), *b = adapter(n, i, 1);
-    strop__lora_weight_grads(deff[i], a->data, b->data, c->embed_dim, c->lora_r[i],
-                             c->embed_dim, lora_scale(c, i), a->trainable ? a->grad : NULL,
+    strop__lora_weight_grads(deff[i], a->data, b->data, c->embed_dim, c->lora_r[i], c->embed_dim,
+                             lora_scale(c, i), a->trainable ? a->grad : NULL,
                              b->trainable ? b->grad : NULL);
   }
   return STROP_OK;

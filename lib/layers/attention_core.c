@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — attention: scaled dot-product attention of already-projected queries, keys and
  * values (torch.nn.functional.scaled_dot_product_attention), so each projection is an ordinary
  * linear node with the checkpoint's own name (Llama's q_proj, BERT's self.query, GPT-2's packed
@@ -15,11 +16,11 @@ typedef struct attn_cfg {
   int64_t head_dim;     /* 0 ("auto") until inferred from the query width */
   int causal;
   float dropout;
-  float scale;          /* 0: "auto", 1 / sqrt(head_dim) */
-  int rope;             /* ROPE_* */
+  float scale; /* 0: "auto", 1 / sqrt(head_dim) */
+  int rope;    /* ROPE_* */
   float rope_theta;
-  float rope_factor;    /* linear rope scaling: positions divided by it */
-  int64_t rope_dim;     /* 0 ("auto"): the whole head is rotated */
+  float rope_factor; /* linear rope scaling: positions divided by it */
+  int64_t rope_dim;  /* 0 ("auto"): the whole head is rotated */
 } attn_cfg;
 
 enum { ROPE_NONE, ROPE_HALF };
@@ -29,8 +30,13 @@ static const char *const AUTO_WORD[] = {"auto", NULL};
 static const double AUTO_ZERO[] = {0.0};
 
 static const strop__optdef OPTIONS[] = {
-    {.name = "num_heads", .type = STROP__OT_INT, .off = offsetof(attn_cfg, num_heads), .lo = 1,
-     .hi = INT32_MAX, .example = "2", .doc = "query heads"},
+    {.name = "num_heads",
+     .type = STROP__OT_INT,
+     .off = offsetof(attn_cfg, num_heads),
+     .lo = 1,
+     .hi = INT32_MAX,
+     .example = "2",
+     .doc = "query heads"},
     STROP__OPT_AUTO_INT(attn_cfg, num_kv_heads, "num_kv_heads",
                         "key/value heads (grouped-query attention: num_heads is a multiple of "
                         "it, Llama's num_key_value_heads); auto: num_heads"),
@@ -40,8 +46,14 @@ static const strop__optdef OPTIONS[] = {
                     "mask future positions (a decoder's self-attention)"),
     STROP__OPT_FLOAT(attn_cfg, dropout, "dropout", "0", 0, 1, STROP__OF_HI_OPEN,
                      "dropout on the attention weights in train mode"),
-    {.name = "scale", .type = STROP__OT_FLOAT, .off = offsetof(attn_cfg, scale), .dflt = "auto",
-     .lo = 0, .hi = 1e9, .words = AUTO_WORD, .word_values = AUTO_ZERO,
+    {.name = "scale",
+     .type = STROP__OT_FLOAT,
+     .off = offsetof(attn_cfg, scale),
+     .dflt = "auto",
+     .lo = 0,
+     .hi = 1e9,
+     .words = AUTO_WORD,
+     .word_values = AUTO_ZERO,
      .doc = "the scores' scale; auto: 1 / sqrt(head_dim)"},
     STROP__OPT_ENUM(attn_cfg, rope, "rope", "none", ROPES,
                     "rotary position embeddings on queries and keys: rotate_half is Llama's "
@@ -58,9 +70,10 @@ static const strop__optdef OPTIONS[] = {
 static strop_status attn_check(void *cfg, strop__opts *o) {
   attn_cfg *c = cfg;
   if (c->num_kv_heads && c->num_heads % c->num_kv_heads)
-    return strop__opt_error(o, "num_kv_heads", "num_heads %lld is not a multiple of "
-                            "num_kv_heads %lld", (long long)c->num_heads,
-                            (long long)c->num_kv_heads);
+    return strop__opt_error(o, "num_kv_heads",
+                            "num_heads %lld is not a multiple of "
+                            "num_kv_heads %lld",
+                            (long long)c->num_heads, (long long)c->num_kv_heads);
   if (c->rope_dim && c->rope_dim % 2)
     return strop__opt_error(o, "rope_dim", "must be even, got %lld", (long long)c->rope_dim);
   return STROP_OK;
@@ -87,13 +100,18 @@ static strop_status attn_geom(const strop__node *n, const strop__shape *in, int 
   const int64_t units = n_in == 1 ? g->h + 2 * g->kvh : g->h;
   g->hd = c->head_dim ? c->head_dim : in[0].d[1] / units;
   if (g->hd < 1 || in[0].d[1] != units * g->hd)
-    return strop__shape_error(n, "%s %s is not %lld heads of %s%lld", n_in == 1 ? "the packed "
-                              "q|k|v input" : "the query input", strop__shape_str(&in[0], a,
-                              sizeof a), (long long)units, c->head_dim ? "" : "equal width ",
+    return strop__shape_error(n, "%s %s is not %lld heads of %s%lld",
+                              n_in == 1 ? "the packed "
+                                          "q|k|v input"
+                                        : "the query input",
+                              strop__shape_str(&in[0], a, sizeof a), (long long)units,
+                              c->head_dim ? "" : "equal width ",
                               (long long)(g->hd < 1 ? 1 : g->hd));
   if (n_in == 3 && (in[1].d[1] != g->kvh * g->hd || in[2].d[1] != g->kvh * g->hd))
-    return strop__shape_error(n, "keys %s and values %s must be %lld heads of %lld (the query's "
-                              "%s has %lld heads)", strop__shape_str(&in[1], a, sizeof a),
+    return strop__shape_error(n,
+                              "keys %s and values %s must be %lld heads of %lld (the query's "
+                              "%s has %lld heads)",
+                              strop__shape_str(&in[1], a, sizeof a),
                               strop__shape_str(&in[2], b, sizeof b), (long long)g->kvh,
                               (long long)g->hd, strop__shape_str(&in[0], d, sizeof d),
                               (long long)g->h);
@@ -131,7 +149,7 @@ typedef struct attn_saved {
   float *p;
   uint8_t *keep;
   const float *cos_t, *sin_t;
-  int64_t rot;            /* rotated values per head (0: no rotary) */
+  int64_t rot; /* rotated values per head (0: no rotary) */
 } attn_saved;
 
 static strop_status oom(const strop__node *n) {
@@ -139,8 +157,8 @@ static strop_status oom(const strop__node *n) {
 }
 
 /* Views of q, k, v in the inputs and their row strides. */
-static void views(const strop__act *in, int n_in, const geom *g, const float **q,
-                  const float **k, const float **v, int64_t ld[3]) {
+static void views(const strop__act *in, int n_in, const geom *g, const float **q, const float **k,
+                  const float **v, int64_t ld[3]) {
   if (n_in == 1) {
     const int64_t w = (g->h + 2 * g->kvh) * g->hd;
     *q = in[0].data;
@@ -173,12 +191,15 @@ static strop_status attn_decode(strop__node *n, const strop__exec *x, const geom
   strop__kv_cache *kc = strop__decode_cache(d, n);
   const int64_t w = g->kvh * g->hd, pos = d->pos, cap = d->cap;
   if (!kc)
-    return strop__err(STROP_E_INTERNAL, "layer '%s' (attention): no key/value cache for an "
-                      "incremental step", n->name);
+    return strop__err(STROP_E_INTERNAL,
+                      "layer '%s' (attention): no key/value cache for an "
+                      "incremental step",
+                      n->name);
   if (pos < 0 || pos + t > cap)
-    return strop__err(STROP_E_SHAPE, "layer '%s' (attention): positions %lld to %lld do not fit "
-                      "the key/value cache of %lld positions", n->name, (long long)pos,
-                      (long long)(pos + t - 1), (long long)cap);
+    return strop__err(STROP_E_SHAPE,
+                      "layer '%s' (attention): positions %lld to %lld do not fit "
+                      "the key/value cache of %lld positions",
+                      n->name, (long long)pos, (long long)(pos + t - 1), (long long)cap);
   if (!kc->k) {
     const size_t cells = (size_t)(nb * cap * w);
     kc->k = strop__calloc(cells, sizeof(float));
@@ -192,9 +213,11 @@ static strop_status attn_decode(strop__node *n, const strop__exec *x, const geom
     kc->batch = nb;
     kc->width = w;
   } else if (kc->batch != nb || kc->width != w) {
-    return strop__err(STROP_E_SHAPE, "layer '%s' (attention): a step of %lld sequences of %lld "
-                      "key values per position, the cache holds %lld of %lld", n->name,
-                      (long long)nb, (long long)w, (long long)kc->batch, (long long)kc->width);
+    return strop__err(STROP_E_SHAPE,
+                      "layer '%s' (attention): a step of %lld sequences of %lld "
+                      "key values per position, the cache holds %lld of %lld",
+                      n->name, (long long)nb, (long long)w, (long long)kc->batch,
+                      (long long)kc->width);
   }
   const int64_t rot = c->rope ? (c->rope_dim ? c->rope_dim : g->hd) : 0;
   const size_t half = (size_t)(t * (rot / 2));
@@ -218,13 +241,19 @@ static strop_status attn_decode(strop__node *n, const strop__exec *x, const geom
       memcpy(vd + i * w, vs + i * ld[2], (size_t)w * sizeof *vd);
     }
   }
-  strop__sdpa_dims dm = {.n = nb, .t = t, .heads = g->h, .kv_heads = g->kvh, .head_dim = g->hd,
-                         .ldq = rot ? g->h * g->hd : ld[0], .ldk = w, .ldv = w,
+  strop__sdpa_dims dm = {.n = nb,
+                         .t = t,
+                         .heads = g->h,
+                         .kv_heads = g->kvh,
+                         .head_dim = g->hd,
+                         .ldq = rot ? g->h * g->hd : ld[0],
+                         .ldk = w,
+                         .ldv = w,
                          .causal = c->causal,
                          .scale = c->scale > 0 ? c->scale : (float)(1.0 / sqrt((double)g->hd)),
                          .chunks = strop__par_chunks(x->nthreads, nb, 1)};
-  float *scratch =
-      strop__arena_alloc(x->arena, strop__sdpa_cached_scratch(&dm, pos) * sizeof(float));
+  float *scratch = strop__arena_alloc(x->arena,
+                                      strop__sdpa_cached_scratch(&dm, pos) * sizeof(float));
   if (!scratch) return oom(n);
   strop__sdpa_cached(&dm, pos, cap, rot ? qr : q, kc->k, kc->v, scratch, out);
   n->saved = NULL;
@@ -246,12 +275,19 @@ static strop_status attn_forward(strop__node *n, const strop__exec *x, const str
   int64_t ld[3];
   views(in, n->n_in, &g, &sv->q, &sv->k, &sv->v, ld);
   if (x->decode) return attn_decode(n, x, &g, sv->q, sv->k, sv->v, ld, nb, t, out->data);
-  sv->dm = (strop__sdpa_dims){.n = nb, .t = t, .heads = g.h, .kv_heads = g.kvh, .head_dim = g.hd,
-                              .ldq = ld[0], .ldk = ld[1], .ldv = ld[2], .causal = c->causal,
-                              .dropout = c->dropout,
-                              .scale = c->scale > 0 ? c->scale
-                                                    : (float)(1.0 / sqrt((double)g.hd)),
-                              .chunks = strop__par_chunks(x->nthreads, nb, 1)};
+  sv->dm = (strop__sdpa_dims){
+      .n = nb,
+      .t = t,
+      .heads = g.h,
+      .kv_heads = g.kvh,
+      .head_dim = g.hd,
+      .ldq = ld[0],
+      .ldk = ld[1],
+      .ldv = ld[2],
+      .causal = c->causal,
+      .dropout = c->dropout,
+      .scale = c->scale > 0 ? c->scale : (float)(1.0 / sqrt((double)g.hd)),
+      .chunks = strop__par_chunks(x->nthreads, nb, 1)};
   sv->dm.pad_mask = strop__exec_mask(n, x, t, &st);
   if (st) return st;
   if (c->rope) {
@@ -278,8 +314,8 @@ static strop_status attn_forward(strop__node *n, const strop__exec *x, const str
   const int drop = x->training && c->dropout > 0.0f;
   sv->p = strop__arena_alloc(x->arena, att * sizeof *sv->p);
   sv->keep = drop ? strop__arena_alloc(x->arena, att) : NULL;
-  float *scratch =
-      strop__arena_alloc(x->arena, strop__sdpa_forward_scratch(&sv->dm) * sizeof(float));
+  float *scratch = strop__arena_alloc(x->arena,
+                                      strop__sdpa_forward_scratch(&sv->dm) * sizeof(float));
   if (!sv->p || (drop && !sv->keep) || !scratch) return oom(n);
   strop__sdpa_forward(&sv->dm, sv->q, sv->k, sv->v, sv->p, sv->keep, x->rng, scratch, out->data);
   n->saved = sv;
@@ -295,8 +331,7 @@ static strop_status attn_backward(strop__node *n, const strop__exec *x, const st
                       n->name);
   const strop__sdpa_dims *dm = &sv->dm;
   geom g = {dm->heads, dm->kv_heads, dm->head_dim};
-  float *scratch =
-      strop__arena_alloc(x->arena, strop__sdpa_backward_scratch(dm) * sizeof(float));
+  float *scratch = strop__arena_alloc(x->arena, strop__sdpa_backward_scratch(dm) * sizeof(float));
   if (!scratch) return oom(n);
   /* the gradients' places in the inputs' gradients (the graph zeroed them: add) */
   const float *q0, *k0, *v0;

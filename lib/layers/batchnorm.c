@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — batch normalisation layers (torch.nn.BatchNorm1d on [N, C] / [N, C, L], BatchNorm2d
  * on [N, C, H, W]): batch statistics in train mode, running statistics in eval mode or when
  * the node's statistics are frozen. Math in ops/norm.c. */
@@ -11,7 +12,7 @@
 typedef struct bn_cfg {
   int64_t num_features; /* 0 until inferred when the option is omitted */
   float eps;
-  float momentum;       /* < 0: momentum=None, the cumulative average */
+  float momentum; /* < 0: momentum=None, the cumulative average */
   int affine;
   int track_running_stats;
 } bn_cfg;
@@ -29,10 +30,14 @@ static const double NONE_V[] = {-1, -1, -1};
 static const strop__optdef OPTIONS[] = {
     STROP__OPT_AUTO_INT(bn_cfg, num_features, "num_features",
                         "channels C (dim 0 of each sample); auto: inferred"),
-    STROP__OPT_FLOAT(bn_cfg, eps, "eps", "1e-05", 0, 1, 0,
-                     "added to the variance for stability"),
-    {.name = "momentum", .type = STROP__OT_FLOAT, .off = offsetof(bn_cfg, momentum),
-     .dflt = "0.1", .lo = 0, .hi = 1, .words = strop__word_none,
+    STROP__OPT_FLOAT(bn_cfg, eps, "eps", "1e-05", 0, 1, 0, "added to the variance for stability"),
+    {.name = "momentum",
+     .type = STROP__OT_FLOAT,
+     .off = offsetof(bn_cfg, momentum),
+     .dflt = "0.1",
+     .lo = 0,
+     .hi = 1,
+     .words = strop__word_none,
      .word_values = NONE_V,
      .doc = "weight of a batch in the running statistics; none: cumulative average"},
     STROP__OPT_BOOL(bn_cfg, affine, "affine", "true", "learn a per-channel weight and bias"),
@@ -59,8 +64,10 @@ static strop_status bn_shape_common(const strop__node *n, const strop__shape *in
     return strop__shape_error(n, "input must be %s per sample, got %s", expect,
                               strop__shape_str(s, buf, sizeof buf));
   if (c->num_features && c->num_features != s->d[0])
-    return strop__shape_error(n, "num_features is %lld but the input has %lld channels (input "
-                              "shape %s)", (long long)c->num_features, (long long)s->d[0],
+    return strop__shape_error(n,
+                              "num_features is %lld but the input has %lld channels (input "
+                              "shape %s)",
+                              (long long)c->num_features, (long long)s->d[0],
                               strop__shape_str(s, buf, sizeof buf));
   *out = *s;
   return STROP_OK;
@@ -113,10 +120,12 @@ static strop_status bn_forward(strop__node *n, const strop__exec *x, const strop
   const bn_cfg *c = n->cfg;
   const int64_t C = c->num_features, l = bn_len(&in[0].shape), N = in[0].n;
   strop__param *w = strop__node_p(n, W), *b = strop__node_p(n, B);
-  strop__param *rm = strop__node_p(n, RM), *rv = strop__node_p(n, RV), *nbt = strop__node_p(n, NBT);
+  strop__param *rm = strop__node_p(n, RM), *rv = strop__node_p(n, RV),
+               *nbt = strop__node_p(n, NBT);
   const float *gamma = w ? w->data : NULL, *beta = b ? b->data : NULL;
   bn_saved *sv = strop__arena_alloc(x->arena, sizeof *sv);
-  if (!sv) return strop__err(STROP_E_NOMEM, "layer '%s' (%s): out of memory", n->name, n->vt->type);
+  if (!sv)
+    return strop__err(STROP_E_NOMEM, "layer '%s' (%s): out of memory", n->name, n->vt->type);
   memset(sv, 0, sizeof *sv);
   sv->batch_stats = !c->track_running_stats || (x->training && !n->frozen_stats);
   n->saved = sv;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the 2-D convolution layer (torch.nn.Conv2d, zero padding): [N, C, H, W] ->
  * [N, out_channels, OH, OW], weight [out, in/groups, kh, kw]. Math in ops/conv.c. */
 #include <string.h>
@@ -13,9 +14,9 @@ typedef struct conv_cfg {
   int64_t kernel[2], stride[2], padding[2], dilation[2]; /* padding: as given, or a word */
   int64_t groups;
   int bias;
-  int padding_mode;    /* only 0, "zeros", is supported */
-  int in_given;        /* 1: in_channels came from the options and is checked, not inferred */
-  int64_t pad[2];      /* the padding in use ("same" resolved from kernel and dilation) */
+  int padding_mode; /* only 0, "zeros", is supported */
+  int in_given;     /* 1: in_channels came from the options and is checked, not inferred */
+  int64_t pad[2];   /* the padding in use ("same" resolved from kernel and dilation) */
   /* run time, from conv_fuse: a relu and/or a max-pool computed in the conv's epilogue
    * (relu, pool and pd set; argmax and y are per call) */
   strop__conv2d_epilogue ep;
@@ -33,13 +34,31 @@ static const char *const MODES[] = {"zeros", "reflect", "replicate", "circular",
 static const strop__optdef OPTIONS[] = {
     STROP__OPT_AUTO_INT(conv_cfg, in_channels, "in_channels",
                         "input channels C of the [C, H, W] input; auto: inferred"),
-    {.name = "out_channels", .type = STROP__OT_INT, .off = offsetof(conv_cfg, out_channels),
-     .lo = 1, .hi = INT32_MAX, .example = "4", .doc = "output channels"},
-    {.name = "kernel_size", .type = STROP__OT_INTS, .off = offsetof(conv_cfg, kernel), .lo = 1,
-     .hi = 1 << 16, .n = 2, .example = "3", .doc = "kernel height and width (one value: both)"},
+    {.name = "out_channels",
+     .type = STROP__OT_INT,
+     .off = offsetof(conv_cfg, out_channels),
+     .lo = 1,
+     .hi = INT32_MAX,
+     .example = "4",
+     .doc = "output channels"},
+    {.name = "kernel_size",
+     .type = STROP__OT_INTS,
+     .off = offsetof(conv_cfg, kernel),
+     .lo = 1,
+     .hi = 1 << 16,
+     .n = 2,
+     .example = "3",
+     .doc = "kernel height and width (one value: both)"},
     STROP__OPT_INTS(conv_cfg, stride, "stride", "[1, 1]", 2, 1, 1 << 16, "step between windows"),
-    {.name = "padding", .type = STROP__OT_INTS, .off = offsetof(conv_cfg, padding),
-     .dflt = "[0, 0]", .lo = 0, .hi = 1 << 16, .n = 2, .words = PAD_WORDS, .word_values = PAD_V,
+    {.name = "padding",
+     .type = STROP__OT_INTS,
+     .off = offsetof(conv_cfg, padding),
+     .dflt = "[0, 0]",
+     .lo = 0,
+     .hi = 1 << 16,
+     .n = 2,
+     .words = PAD_WORDS,
+     .word_values = PAD_V,
      .doc = "zeros added on each side; same: output size = input size (stride 1); valid: none"},
     STROP__OPT_INTS(conv_cfg, dilation, "dilation", "[1, 1]", 2, 1, 1 << 16,
                     "spacing between kernel elements"),
@@ -58,7 +77,8 @@ static const strop__paramdef PARAMS[] = {
 static strop_status conv_check(void *cfg, strop__opts *o) {
   conv_cfg *c = cfg;
   if ((c->padding[0] < 0 || c->padding[1] < 0) && c->padding[0] != c->padding[1])
-    return strop__opt_error(o, "padding", "'same' and 'valid' apply to both sides: give the word "
+    return strop__opt_error(o, "padding",
+                            "'same' and 'valid' apply to both sides: give the word "
                             "alone");
   if (c->padding[0] == PAD_SAME && (c->stride[0] != 1 || c->stride[1] != 1))
     return strop__opt_error(o, "padding", "'same' needs stride 1, got stride [%lld, %lld]",
@@ -66,7 +86,8 @@ static strop_status conv_check(void *cfg, strop__opts *o) {
   if (c->padding_mode != 0)
     return strop__err(STROP_E_UNSUPPORTED,
                       "layer '%s' (conv2d): option 'padding_mode': only 'zeros' is supported, "
-                      "got '%s'", o->layer ? o->layer : "?", MODES[c->padding_mode]);
+                      "got '%s'",
+                      o->layer ? o->layer : "?", MODES[c->padding_mode]);
   if (c->out_channels % c->groups)
     return strop__opt_error(o, "groups", "out_channels %lld is not divisible by groups %lld",
                             (long long)c->out_channels, (long long)c->groups);
@@ -99,26 +120,30 @@ static strop_status conv_shape(const strop__node *n, const strop__shape *in, str
     return strop__shape_error(n, "input must be [C, H, W] per sample, got %s",
                               strop__shape_str(s, buf, sizeof buf));
   if (c->in_channels && c->in_channels != s->d[0])
-    return strop__shape_error(n, "in_channels is %lld but the input has %lld channels (input "
-                              "shape %s)", (long long)c->in_channels, (long long)s->d[0],
+    return strop__shape_error(n,
+                              "in_channels is %lld but the input has %lld channels (input "
+                              "shape %s)",
+                              (long long)c->in_channels, (long long)s->d[0],
                               strop__shape_str(s, buf, sizeof buf));
   if (s->d[0] % c->groups)
-    return strop__shape_error(n, "in_channels %lld (from input shape %s) is not divisible by "
-                              "groups %lld", (long long)s->d[0],
-                              strop__shape_str(s, buf, sizeof buf), (long long)c->groups);
+    return strop__shape_error(n,
+                              "in_channels %lld (from input shape %s) is not divisible by "
+                              "groups %lld",
+                              (long long)s->d[0], strop__shape_str(s, buf, sizeof buf),
+                              (long long)c->groups);
   const int64_t oh = out_len(c, 0, s->d[1]), ow = out_len(c, 1, s->d[2]);
   if (oh <= 0 || ow <= 0 || s->d[1] <= 0 || s->d[2] <= 0) {
     int64_t span[2];
     for (int i = 0; i < 2; i++) span[i] = c->dilation[i] * (c->kernel[i] - 1) + 1;
-    return strop__shape_error(n, "kernel_size %lldx%lld (dilation %lldx%lld, span %lldx%lld) is "
-                              "larger than the padded input %lldx%lld (input shape %s, padding "
-                              "%lldx%lld)", (long long)c->kernel[0], (long long)c->kernel[1],
-                              (long long)c->dilation[0], (long long)c->dilation[1],
-                              (long long)span[0], (long long)span[1],
-                              (long long)(s->d[1] + 2 * c->pad[0]),
-                              (long long)(s->d[2] + 2 * c->pad[1]),
-                              strop__shape_str(s, buf, sizeof buf), (long long)c->pad[0],
-                              (long long)c->pad[1]);
+    return strop__shape_error(
+        n,
+        "kernel_size %lldx%lld (dilation %lldx%lld, span %lldx%lld) is "
+        "larger than the padded input %lldx%lld (input shape %s, padding "
+        "%lldx%lld)",
+        (long long)c->kernel[0], (long long)c->kernel[1], (long long)c->dilation[0],
+        (long long)c->dilation[1], (long long)span[0], (long long)span[1],
+        (long long)(s->d[1] + 2 * c->pad[0]), (long long)(s->d[2] + 2 * c->pad[1]),
+        strop__shape_str(s, buf, sizeof buf), (long long)c->pad[0], (long long)c->pad[1]);
   }
   out->rank = 3;
   out->d[0] = c->out_channels;
@@ -214,8 +239,10 @@ static float *conv_scratch(strop__node *n, const strop__exec *x, const strop__co
   *st = STROP_OK;
   float *p = strop__arena_alloc(x->arena, fl * sizeof(float));
   if (!p)
-    *st = strop__err(STROP_E_NOMEM, "layer '%s' (conv2d): out of memory for %zu bytes of "
-                                    "scratch", n->name, fl * sizeof(float));
+    *st = strop__err(STROP_E_NOMEM,
+                     "layer '%s' (conv2d): out of memory for %zu bytes of "
+                     "scratch",
+                     n->name, fl * sizeof(float));
   return p;
 }
 
@@ -233,8 +260,10 @@ static strop_status conv_forward(strop__node *n, const strop__exec *x, const str
     size_t cnt = (size_t)(d.n * d.c_out * ep->pd.oh * ep->pd.ow);
     ep->argmax = strop__arena_alloc(x->arena, (cnt ? cnt : 1) * sizeof(int32_t));
     if (!ep->argmax)
-      return strop__err(STROP_E_NOMEM, "layer '%s' (conv2d): out of memory for the fused "
-                                       "max-pool's argmax", n->name);
+      return strop__err(STROP_E_NOMEM,
+                        "layer '%s' (conv2d): out of memory for the fused "
+                        "max-pool's argmax",
+                        n->name);
     n->saved = ep->argmax;
   }
   /* the columns are scratch: given back to the arena once the output is computed, so a

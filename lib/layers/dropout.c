@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — inverted dropout (torch.nn.Dropout): in train mode zero each value with probability
  * p and scale the rest by 1/(1-p); identity in eval mode. The mask comes from the model's RNG
  * and is kept in the step arena for backward. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — token embedding (torch.nn.Embedding: ids stored as floats [N, *] -> [N, *, D]) and a
  * learned positional embedding (input [N, T, D] + weight[:T]). */
 #include <math.h>
@@ -22,12 +23,27 @@ enum { W }; /* parameter slot */
 static const double NONE_V[] = {(double)NO_PADDING, (double)NO_PADDING, (double)NO_PADDING};
 
 static const strop__optdef EMB_OPTIONS[] = {
-    {.name = "num_embeddings", .type = STROP__OT_INT, .off = offsetof(embedding_cfg, num_embeddings),
-     .lo = 1, .hi = INT32_MAX, .example = "10", .doc = "vocabulary size"},
-    {.name = "embedding_dim", .type = STROP__OT_INT, .off = offsetof(embedding_cfg, embedding_dim),
-     .lo = 1, .hi = INT32_MAX, .example = "4", .doc = "width of each vector"},
-    {.name = "padding_idx", .type = STROP__OT_INT, .off = offsetof(embedding_cfg, padding_idx),
-     .dflt = "none", .lo = INT32_MIN, .hi = INT32_MAX, .words = strop__word_none,
+    {.name = "num_embeddings",
+     .type = STROP__OT_INT,
+     .off = offsetof(embedding_cfg, num_embeddings),
+     .lo = 1,
+     .hi = INT32_MAX,
+     .example = "10",
+     .doc = "vocabulary size"},
+    {.name = "embedding_dim",
+     .type = STROP__OT_INT,
+     .off = offsetof(embedding_cfg, embedding_dim),
+     .lo = 1,
+     .hi = INT32_MAX,
+     .example = "4",
+     .doc = "width of each vector"},
+    {.name = "padding_idx",
+     .type = STROP__OT_INT,
+     .off = offsetof(embedding_cfg, padding_idx),
+     .dflt = "none",
+     .lo = INT32_MIN,
+     .hi = INT32_MAX,
+     .words = strop__word_none,
      .word_values = NONE_V,
      .doc = "an id whose vector gets no gradient (negative: from the end); none: no such id"},
     {NULL}};
@@ -163,8 +179,13 @@ enum { INTERP_NONE, INTERP_BICUBIC };
 static const char *const INTERPS[] = {"none", "bicubic", NULL};
 
 static const strop__optdef POS_OPTIONS[] = {
-    {.name = "num_embeddings", .type = STROP__OT_INT, .off = offsetof(posemb_cfg, num_embeddings),
-     .lo = 1, .hi = INT32_MAX, .example = "16", .doc = "the longest sequence (max_len)"},
+    {.name = "num_embeddings",
+     .type = STROP__OT_INT,
+     .off = offsetof(posemb_cfg, num_embeddings),
+     .lo = 1,
+     .hi = INT32_MAX,
+     .example = "16",
+     .doc = "the longest sequence (max_len)"},
     STROP__OPT_AUTO_INT(posemb_cfg, embedding_dim, "embedding_dim",
                         "width D of the [T, D] input; auto: inferred"),
     STROP__OPT_ENUM(posemb_cfg, positions, "positions", "arange", POS_MODES,
@@ -222,7 +243,8 @@ static strop_status posemb_shape(const strop__node *n, const strop__shape *in,
                               strop__shape_str(s, buf, sizeof buf));
   if (posemb_resized(c, s->d[0])) {
     if (!grid_side(c->num_embeddings - c->prefix) || !grid_side(s->d[0] - c->prefix))
-      return strop__shape_error(n, "bicubic interpolation needs square grids after %lld prefix "
+      return strop__shape_error(n,
+                                "bicubic interpolation needs square grids after %lld prefix "
                                 "rows: num_embeddings %lld, sequence %lld",
                                 (long long)c->prefix, (long long)c->num_embeddings,
                                 (long long)s->d[0]);
@@ -322,8 +344,8 @@ static strop_status posemb_forward(strop__node *n, const strop__exec *x, const s
   const int64_t t_len = in[0].shape.d[0], d = in[0].shape.d[1], per = t_len * d;
   strop_status st = STROP_OK;
   /* a decoding step has no padding (its rows continue unpadded sequences) */
-  const float *mask =
-      c->positions == POS_MASK && !x->decode ? strop__exec_mask(n, x, t_len, &st) : NULL;
+  const float *mask = c->positions == POS_MASK && !x->decode ? strop__exec_mask(n, x, t_len, &st)
+                                                             : NULL;
   if (st) return st;
   if (posemb_resized(c, t_len)) {
     float *table = strop__arena_alloc(x->arena, (size_t)per * sizeof *table);
@@ -332,7 +354,8 @@ static strop_status posemb_forward(strop__node *n, const strop__exec *x, const s
                         n->name);
     posemb_resize(c, t_len, d, w, table, 0, NULL, NULL);
     for (int64_t b = 0; b < in[0].n; b++)
-      for (int64_t j = 0; j < per; j++) out->data[b * per + j] = in[0].data[b * per + j] + table[j];
+      for (int64_t j = 0; j < per; j++)
+        out->data[b * per + j] = in[0].data[b * per + j] + table[j];
     return STROP_OK;
   }
   /* incremental decoding: the rows are positions [pos, pos + T) of longer sequences */
@@ -342,8 +365,7 @@ static strop_status posemb_forward(strop__node *n, const strop__exec *x, const s
     float *yi = out->data + b * per;
     int64_t count = t0;
     for (int64_t t = 0; t < t_len; t++) {
-      const float *wr =
-          w + posemb_row(c, mask ? mask + b * t_len : NULL, t0 + t, &count) * d;
+      const float *wr = w + posemb_row(c, mask ? mask + b * t_len : NULL, t0 + t, &count) * d;
       for (int64_t j = 0; j < d; j++) yi[t * d + j] = xi[t * d + j] + wr[j];
     }
   }

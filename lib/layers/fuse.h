@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — what a layer's fuse needs to know of the layers it may absorb (see
  * strop__layer_vtable.fuse). Private to lib/layers. */
 #ifndef STROP_LAYERS_FUSE_H

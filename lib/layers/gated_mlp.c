@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — gated_mlp: the gated feed-forward of Llama-family decoders,
  * down_proj(act(gate_proj(x)) * up_proj(x)), as one fused layer with the checkpoint's names
  * ("<node>.gate_proj.weight" ...), and LoRA adapters on any of its three projections as PEFT
@@ -16,8 +17,8 @@ typedef struct gmlp_cfg {
   int64_t hidden;       /* D: 0 ("auto") until inferred */
   int64_t intermediate; /* F */
   int bias;
-  int activation;       /* ACTS */
-  int64_t lora_r[3];    /* gate, up, down; 0: no adapter */
+  int activation;    /* ACTS */
+  int64_t lora_r[3]; /* gate, up, down; 0: no adapter */
   float lora_alpha[3];
   int lora_merged;
 } gmlp_cfg;
@@ -50,17 +51,32 @@ static const strop__paramdef PARAMS[] = {
 static const strop__optdef OPTIONS[] = {
     STROP__OPT_AUTO_INT(gmlp_cfg, hidden, "hidden_size",
                         "width D of the input and output; auto: inferred"),
-    {.name = "intermediate_size", .type = STROP__OT_INT, .off = offsetof(gmlp_cfg, intermediate),
-     .lo = 1, .hi = INT32_MAX, .example = "16", .doc = "width of the gate and up projections"},
+    {.name = "intermediate_size",
+     .type = STROP__OT_INT,
+     .off = offsetof(gmlp_cfg, intermediate),
+     .lo = 1,
+     .hi = INT32_MAX,
+     .example = "16",
+     .doc = "width of the gate and up projections"},
     STROP__OPT_BOOL(gmlp_cfg, bias, "bias", "false", "the projections have biases (mlp_bias)"),
     STROP__OPT_ENUM(gmlp_cfg, activation, "activation", "silu", ACTS,
                     "the gate's activation: silu (SwiGLU, Llama), gelu (exact), gelu_tanh "
                     "(GeGLU as Gemma has it)"),
-    {.name = "lora_r", .type = STROP__OT_INTS, .off = offsetof(gmlp_cfg, lora_r), .dflt = "[0, 0, 0]",
-     .lo = 0, .hi = INT32_MAX, .n = 3,
+    {.name = "lora_r",
+     .type = STROP__OT_INTS,
+     .off = offsetof(gmlp_cfg, lora_r),
+     .dflt = "[0, 0, 0]",
+     .lo = 0,
+     .hi = INT32_MAX,
+     .n = 3,
      .doc = "LoRA rank per projection [gate, up, down]; 0: no adapter (set by surgery)"},
-    {.name = "lora_alpha", .type = STROP__OT_FLOATS, .off = offsetof(gmlp_cfg, lora_alpha),
-     .dflt = "[8, 8, 8]", .lo = 0, .hi = 1e9, .n = 3,
+    {.name = "lora_alpha",
+     .type = STROP__OT_FLOATS,
+     .off = offsetof(gmlp_cfg, lora_alpha),
+     .dflt = "[8, 8, 8]",
+     .lo = 0,
+     .hi = 1e9,
+     .n = 3,
      .doc = "LoRA alpha per projection; the adapter's scale is alpha / r"},
     STROP__OPT_BOOL(gmlp_cfg, lora_merged, "lora_merged", "false",
                     "the adapters are folded into the projection weights"),
@@ -229,7 +245,8 @@ static strop_status gmlp_forward(strop__node *n, const strop__exec *x, const str
   const size_t mf = (size_t)(m * f);
   float *gu = strop__arena_alloc(x->arena, 2 * mf * sizeof(float));
   float *h = strop__arena_alloc(x->arena, mf * sizeof(float));
-  if (!gu || !h) return strop__err(STROP_E_NOMEM, "layer '%s' (gated_mlp): out of memory", n->name);
+  if (!gu || !h)
+    return strop__err(STROP_E_NOMEM, "layer '%s' (gated_mlp): out of memory", n->name);
   const float *w[3];
   float *eff[3];
   strop_status st = eff_weights(n, x, w, eff, NULL);

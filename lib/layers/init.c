@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — parameter initialisers (torch.nn.init equivalents) used by every layer family's
  * init(). Distributions match PyTorch; the random stream is strop's PCG32. */
 #include "layers/init.h"
@@ -45,7 +46,8 @@ void strop__init_kaiming_uniform(float *x, size_t n, int64_t fan, double a, stro
 
 void strop__init_kaiming_normal(float *x, size_t n, int64_t fan, double a, strop__rng *rng) {
   if (fan <= 0) return;
-  strop__init_normal(x, n, 0.0f, (float)(strop__init_gain_leaky_relu(a) / sqrt((double)fan)), rng);
+  strop__init_normal(x, n, 0.0f, (float)(strop__init_gain_leaky_relu(a) / sqrt((double)fan)),
+                     rng);
 }
 
 void strop__init_xavier_uniform(float *x, size_t n, int64_t fan_in, int64_t fan_out, double gain,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — parameter initialisers shared by the layer families, matching PyTorch's
  * torch.nn.init in distribution (the random stream is strop's own PCG32, not torch's). */
 #ifndef STROP_LAYERS_INIT_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the layer contract. A layer type is one file with one const descriptor: its name,
  * its options (a schema from which parsing, validation, writing back, messages and the docs'
  * table are all derived), its parameters, shape inference, init, forward and backward. It
@@ -27,17 +28,17 @@ int strop__shape_eq(const strop__shape *a, const strop__shape *b);
  * by a layer. One type serves reading and writing. ---- */
 typedef struct strop__opt {
   char *key;
-  char *val;      /* scalar text, or a flow list "[3, 3]" */
-  int line, col;  /* where it came from in a YAML file (0 when not from a file) */
-  int used;       /* set while parsing, so unknown keys can be reported */
+  char *val;     /* scalar text, or a flow list "[3, 3]" */
+  int line, col; /* where it came from in a YAML file (0 when not from a file) */
+  int used;      /* set while parsing, so unknown keys can be reported */
 } strop__opt;
 
 typedef struct strop__opts {
   strop__opt *v;
   int n, cap;
-  const char *layer;  /* node name, for messages */
-  const char *type;   /* layer type, for messages */
-  const char *file;   /* source file name or NULL */
+  const char *layer; /* node name, for messages */
+  const char *type;  /* layer type, for messages */
+  const char *file;  /* source file name or NULL */
 } strop__opts;
 
 /* Appends a copy of key and val. */
@@ -57,13 +58,13 @@ strop_status strop__opt_error(const strop__opts *o, const char *key, const char 
 
 /* ---- the option schema ---- */
 enum {
-  STROP__OT_INT,      /* int64_t; range [lo, hi] */
-  STROP__OT_FLOAT,    /* float; range [lo, hi], ends open with the flags below; never NaN */
-  STROP__OT_BOOL,     /* int 0/1: true/false (also True/False, 1/0, yes/no) */
-  STROP__OT_ENUM,     /* int: index into words */
-  STROP__OT_INTS,     /* int64_t[n]: a list of n, or one value broadcast to all n */
-  STROP__OT_FLOATS,   /* float[n]: a list of n, or one value broadcast to all n */
-  STROP__OT_INT_LIST  /* int64_t[1..n] with its length in the int at count_off */
+  STROP__OT_INT,     /* int64_t; range [lo, hi] */
+  STROP__OT_FLOAT,   /* float; range [lo, hi], ends open with the flags below; never NaN */
+  STROP__OT_BOOL,    /* int 0/1: true/false (also True/False, 1/0, yes/no) */
+  STROP__OT_ENUM,    /* int: index into words */
+  STROP__OT_INTS,    /* int64_t[n]: a list of n, or one value broadcast to all n */
+  STROP__OT_FLOATS,  /* float[n]: a list of n, or one value broadcast to all n */
+  STROP__OT_INT_LIST /* int64_t[1..n] with its length in the int at count_off */
 };
 enum {
   STROP__OF_LO_OPEN = 1, /* the lower bound itself is not allowed */
@@ -75,32 +76,39 @@ enum {
  * input, "none" for PyTorch's None. For INT_LIST a word means "no list" (length 0). */
 typedef struct strop__optdef {
   const char *name;
-  int type;                   /* STROP__OT_* */
-  size_t off;                 /* offset of the field in the layer's cfg */
-  const char *dflt;           /* the default, exactly as written back; NULL: required */
-  double lo, hi;              /* the range of a value (of each entry of a list) */
-  int n;                      /* INTS, FLOATS: entries; INT_LIST: most entries */
-  size_t count_off;           /* INT_LIST: offset of the int that receives the length */
-  const char *const *words;   /* ENUM: the choices; numeric: words accepted for a number */
-  const double *word_values;  /* numeric: the value each word stores */
-  int flags;                  /* STROP__OF_* */
-  const char *example;        /* required options: a valid value, for tests and docs */
-  const char *doc;            /* one line */
+  int type;                  /* STROP__OT_* */
+  size_t off;                /* offset of the field in the layer's cfg */
+  const char *dflt;          /* the default, exactly as written back; NULL: required */
+  double lo, hi;             /* the range of a value (of each entry of a list) */
+  int n;                     /* INTS, FLOATS: entries; INT_LIST: most entries */
+  size_t count_off;          /* INT_LIST: offset of the int that receives the length */
+  const char *const *words;  /* ENUM: the choices; numeric: words accepted for a number */
+  const double *word_values; /* numeric: the value each word stores */
+  int flags;                 /* STROP__OF_* */
+  const char *example;       /* required options: a valid value, for tests and docs */
+  const char *doc;           /* one line */
 } strop__optdef;
 
 /* Table-building shorthands (T: the cfg struct, f: its field). */
-#define STROP__OPT_INT(T, f, nm, def, l, h, d) \
-  {.name = nm, .type = STROP__OT_INT, .off = offsetof(T, f), .dflt = def, .lo = l, .hi = h, .doc = d}
-#define STROP__OPT_FLOAT(T, f, nm, def, l, h, fl, d)                                               \
-  {.name = nm, .type = STROP__OT_FLOAT, .off = offsetof(T, f), .dflt = def, .lo = l, .hi = h,     \
-   .flags = fl, .doc = d}
+#define STROP__OPT_INT(T, f, nm, def, l, h, d)                                               \
+  {                                                                                          \
+    .name = nm, .type = STROP__OT_INT, .off = offsetof(T, f), .dflt = def, .lo = l, .hi = h, \
+    .doc = d                                                                                 \
+  }
+#define STROP__OPT_FLOAT(T, f, nm, def, l, h, fl, d)                                           \
+  {                                                                                            \
+    .name = nm, .type = STROP__OT_FLOAT, .off = offsetof(T, f), .dflt = def, .lo = l, .hi = h, \
+    .flags = fl, .doc = d                                                                      \
+  }
 #define STROP__OPT_BOOL(T, f, nm, def, d) \
-  {.name = nm, .type = STROP__OT_BOOL, .off = offsetof(T, f), .dflt = def, .doc = d}
+  { .name = nm, .type = STROP__OT_BOOL, .off = offsetof(T, f), .dflt = def, .doc = d }
 #define STROP__OPT_ENUM(T, f, nm, def, w, d) \
-  {.name = nm, .type = STROP__OT_ENUM, .off = offsetof(T, f), .dflt = def, .words = w, .doc = d}
-#define STROP__OPT_INTS(T, f, nm, def, cnt, l, h, d)                                               \
-  {.name = nm, .type = STROP__OT_INTS, .off = offsetof(T, f), .dflt = def, .lo = l, .hi = h,      \
-   .n = cnt, .doc = d}
+  { .name = nm, .type = STROP__OT_ENUM, .off = offsetof(T, f), .dflt = def, .words = w, .doc = d }
+#define STROP__OPT_INTS(T, f, nm, def, cnt, l, h, d)                                          \
+  {                                                                                           \
+    .name = nm, .type = STROP__OT_INTS, .off = offsetof(T, f), .dflt = def, .lo = l, .hi = h, \
+    .n = cnt, .doc = d                                                                        \
+  }
 
 /* Shared words: "auto" (stores 0: a size inferred from the input) and "none" (PyTorch's None,
  * also "None" and "null"; what it stores is the option's own sentinel, see strop__word_none_v). */
@@ -108,9 +116,11 @@ extern const char *const strop__word_auto[];
 extern const double strop__word_auto_v[];
 extern const char *const strop__word_none[];
 /* An int option whose default "auto" means "inferred from the input". */
-#define STROP__OPT_AUTO_INT(T, f, nm, d)                                                        \
-  {.name = nm, .type = STROP__OT_INT, .off = offsetof(T, f), .dflt = "auto", .lo = 1,          \
-   .hi = INT32_MAX, .words = strop__word_auto, .word_values = strop__word_auto_v, .doc = d}
+#define STROP__OPT_AUTO_INT(T, f, nm, d)                                                    \
+  {                                                                                         \
+    .name = nm, .type = STROP__OT_INT, .off = offsetof(T, f), .dflt = "auto", .lo = 1,      \
+    .hi = INT32_MAX, .words = strop__word_auto, .word_values = strop__word_auto_v, .doc = d \
+  }
 
 /* Reads every option of the schema from o into cfg (zeroed by the caller): defaults for the
  * absent, errors naming file:line:col, layer, key, range and value for the bad, unknown keys
@@ -143,9 +153,9 @@ typedef struct strop__kv_cache {
 } strop__kv_cache;
 
 typedef struct strop__decode {
-  int64_t pos;           /* absolute position of the step's first row */
-  int64_t cap;           /* positions each cache holds */
-  strop__kv_cache *kv;   /* one per attention node */
+  int64_t pos;         /* absolute position of the step's first row */
+  int64_t cap;         /* positions each cache holds */
+  strop__kv_cache *kv; /* one per attention node */
   int n_kv;
 } strop__decode;
 
@@ -178,7 +188,6 @@ typedef struct strop__exec {
                                   offset and cache from here */
 } strop__exec;
 
-
 typedef struct strop__node strop__node;
 typedef struct strop__layer_vtable strop__layer_vtable;
 
@@ -187,25 +196,25 @@ typedef struct strop__layer_vtable strop__layer_vtable;
 
 /* A node of the model DAG: one layer instance. */
 struct strop__node {
-  char *name;                     /* "features.0" */
+  char *name; /* "features.0" */
   const strop__layer_vtable *vt;
-  void *cfg;                      /* vt->cfg_size bytes, parsed options */
+  void *cfg; /* vt->cfg_size bytes, parsed options */
   int n_in;
-  int *in;                        /* indices of input nodes; -1 = the model input */
-  strop__shape *in_shapes;        /* n_in shapes, set by the graph before infer */
+  int *in;                 /* indices of input nodes; -1 = the model input */
+  strop__shape *in_shapes; /* n_in shapes, set by the graph before infer */
   strop__shape out_shape;
-  strop__param *params;           /* owned: weights then buffers, in PyTorch state_dict order */
+  strop__param *params; /* owned: weights then buffers, in PyTorch state_dict order */
   int n_params;
   uint8_t slot[STROP__MAX_SLOTS]; /* declared slot -> 1 + index into params, 0 when absent
                                      (so a zeroed node has none); set by strop__node_declare */
   int frozen_stats;               /* 1: BatchNorm uses running stats even in train mode */
   /* run time, set per step by the graph */
-  void *saved;                    /* arena memory the layer keeps for its backward */
-  int fused;                      /* from the layer's fuse at each forward: > 0 this node
+  void *saved;        /* arena memory the layer keeps for its backward */
+  int fused;          /* from the layer's fuse at each forward: > 0 this node
                                      computes the next `fused` nodes too; -1 a node so
                                      computed; 0 neither */
-  int needs_backward;             /* graph: some trainable parameter is here or upstream */
-  char **in_names;                /* n_in input names as given; resolved to in[] at finalize */
+  int needs_backward; /* graph: some trainable parameter is here or upstream */
+  char **in_names;    /* n_in input names as given; resolved to in[] at finalize */
   /* weight tying: parameter tie_suffix[k] of this node ("weight") is the tensor named
    * tie_target[k] ("transformer.wte.weight"): one tensor, one name in files, gradients summed */
   int n_ties;
@@ -238,9 +247,9 @@ enum {
   STROP__PD_FROZEN = 8   /* created frozen (a LoRA layer's base weight) */
 };
 typedef struct strop__paramdef {
-  const char *name;  /* suffix after the node name: "weight", "q_proj.lora_A.weight"; "" names
+  const char *name; /* suffix after the node name: "weight", "q_proj.lora_A.weight"; "" names
                         the parameter as the node itself ("class_token") */
-  int flags;         /* STROP__PD_* */
+  int flags;        /* STROP__PD_* */
   const char *doc;
 } strop__paramdef;
 
@@ -262,14 +271,14 @@ static inline float *strop__node_grad(const strop__node *n, int slot) {
  * held in BF16 or int8 (param.h's lowp): the FP32 kernel, or the lowp one; STROP_E_NOMEM
  * naming the node when the lowp kernel's scratch cannot be had. */
 strop_status strop__linear_forward_w(const strop__node *n, const strop__param *w, const float *x,
-                                     const float *b, float *y, int64_t m, int64_t in,
-                                     int64_t out, int w_in_out);
+                                     const float *b, float *y, int64_t m, int64_t in, int64_t out,
+                                     int w_in_out);
 /* The backward of a weight held in lowp (frozen): dx (assigned with din_assign, else added) and
  * the bias gradient db when the bias trains (assigned with pgrad_assign, else added). */
 strop_status strop__linear_backward_w(const strop__node *n, const strop__param *w,
-                                      strop__param *b, const float *x, const float *dy,
-                                      float *dx, float *db, int64_t m, int64_t in, int64_t out,
-                                      int w_in_out, int din_assign, int pgrad_assign);
+                                      strop__param *b, const float *x, const float *dy, float *dx,
+                                      float *db, int64_t m, int64_t in, int64_t out, int w_in_out,
+                                      int din_assign, int pgrad_assign);
 /* A node's param by suffix ("weight"), or NULL: for code outside the node's layer. */
 strop__param *strop__node_param(strop__node *n, const char *suffix);
 /* The storage p would take as the model's frozen dtype `dtype` (STROP__LOWP_*): dtype for a
@@ -338,38 +347,38 @@ typedef struct strop__lora_ops {
 } strop__lora_ops;
 
 enum {
-  STROP__LAYER_STOCHASTIC = 1, /* uses exec->rng in train mode */
-  STROP__LAYER_BATCHSTATS = 2, /* behaves differently in train mode (batch norm) */
-  STROP__LAYER_ANY_INPUTS = 4, /* accepts any number of inputs >= 1 (add, concat) */
-  STROP__LAYER_ASSIGNS_DIN = 8, /* one input; backward honours exec->din_assign, so the graph
+  STROP__LAYER_STOCHASTIC = 1,      /* uses exec->rng in train mode */
+  STROP__LAYER_BATCHSTATS = 2,      /* behaves differently in train mode (batch norm) */
+  STROP__LAYER_ANY_INPUTS = 4,      /* accepts any number of inputs >= 1 (add, concat) */
+  STROP__LAYER_ASSIGNS_DIN = 8,     /* one input; backward honours exec->din_assign, so the graph
                                    may skip zeroing the input gradient of a sole consumer */
-  STROP__LAYER_ASSIGNS_PGRAD = 16, /* backward honours exec->pgrad_assign, so the graph may
+  STROP__LAYER_ASSIGNS_PGRAD = 16,  /* backward honours exec->pgrad_assign, so the graph may
                                       skip zeroing the parameter gradients (lazy zero_grad) */
-  STROP__LAYER_FOLDABLE_NORM = 32, /* an eval-mode affine norm over dim 0 of its input with
+  STROP__LAYER_FOLDABLE_NORM = 32,  /* an eval-mode affine norm over dim 0 of its input with
                                       weight, bias, running_mean, running_var and an 'eps'
                                       option: export folds it into the layer before it */
-  STROP__LAYER_FOLD_CF = 64,       /* a norm can fold into it: 'weight' [C, ...] and an
+  STROP__LAYER_FOLD_CF = 64,        /* a norm can fold into it: 'weight' [C, ...] and an
                                       optional 'bias' [C] ('bias' option), C = dim 0 of its
                                       output (channels first: conv) */
-  STROP__LAYER_FOLD_CL = 128,      /* the same with C the last dim of its output (linear):
+  STROP__LAYER_FOLD_CL = 128,       /* the same with C the last dim of its output (linear):
                                       foldable only when the output is [C] */
-  STROP__LAYER_EPILOGUE_RELU = 256,   /* a relu: a conv may compute it in its epilogue */
+  STROP__LAYER_EPILOGUE_RELU = 256, /* a relu: a conv may compute it in its epilogue */
   STROP__LAYER_EPILOGUE_MAXPOOL = 512, /* a max-pool: a conv may compute it in its epilogue */
   STROP__LAYER_EVAL_IDENTITY = 1024,   /* the identity in eval mode (dropout): export drops it */
-  STROP__LAYER_IN_PLACE = 2048,    /* one input, elementwise: the forward may write its output
+  STROP__LAYER_IN_PLACE = 2048,        /* one input, elementwise: the forward may write its output
                                       over its input (out->data == in[0].data) and the backward
                                       never reads in[0].data (relu: the output says it all) */
-  STROP__LAYER_OUT_UNREAD = 4096,  /* the backward never reads the node's own output (batch
+  STROP__LAYER_OUT_UNREAD = 4096,      /* the backward never reads the node's own output (batch
                                       norm, add), so a sole in-place reader may overwrite it */
-  STROP__LAYER_IN_UNREAD = 8192    /* the backward never reads its inputs' data, only their
+  STROP__LAYER_IN_UNREAD = 8192        /* the backward never reads its inputs' data, only their
                                       shapes (add, the pools): they need not be kept for it */
 };
 
 struct strop__layer_vtable {
-  const char *type;      /* registry name, "linear" */
-  const char *doc;       /* one line: what it computes, and its PyTorch counterpart */
-  size_t cfg_size;       /* bytes of the config struct (zeroed before parse) */
-  int n_inputs;          /* required number of inputs (ignored with STROP__LAYER_ANY_INPUTS) */
+  const char *type; /* registry name, "linear" */
+  const char *doc;  /* one line: what it computes, and its PyTorch counterpart */
+  size_t cfg_size;  /* bytes of the config struct (zeroed before parse) */
+  int n_inputs;     /* required number of inputs (ignored with STROP__LAYER_ANY_INPUTS) */
   int flags;
   const strop__optdef *options;  /* terminated by a {NULL} entry; NULL: no options */
   const strop__paramdef *params; /* slots, terminated by {NULL}; NULL: none */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — layer normalization (torch.nn.LayerNorm) over the trailing normalized_shape
  * dimensions, with optional elementwise affine weight and bias. Kernels in ops/layernorm.c. */
 #include "layers/init.h"
@@ -18,11 +19,17 @@ typedef struct layernorm_saved {
 
 enum { W, B }; /* parameter slots */
 
-
 static const strop__optdef OPTIONS[] = {
-    {.name = "normalized_shape", .type = STROP__OT_INT_LIST, .off = offsetof(layernorm_cfg, shape),
-     .count_off = offsetof(layernorm_cfg, nshape), .dflt = "auto", .lo = 1, .hi = INT32_MAX,
-     .n = STROP_MAX_RANK, .words = strop__word_auto, .word_values = strop__word_auto_v,
+    {.name = "normalized_shape",
+     .type = STROP__OT_INT_LIST,
+     .off = offsetof(layernorm_cfg, shape),
+     .count_off = offsetof(layernorm_cfg, nshape),
+     .dflt = "auto",
+     .lo = 1,
+     .hi = INT32_MAX,
+     .n = STROP_MAX_RANK,
+     .words = strop__word_auto,
+     .word_values = strop__word_auto_v,
      .doc = "the trailing dimensions normalised over; auto: the last dimension of the input"},
     STROP__OPT_FLOAT(layernorm_cfg, eps, "eps", "1e-05", 0, 1, 0,
                      "added to the variance for stability"),
@@ -78,8 +85,8 @@ static strop_status layernorm_forward(strop__node *n, const strop__exec *x, cons
   const int64_t rows = in[0].n * (int64_t)strop__shape_numel(&in[0].shape) / d;
   layernorm_saved *sv = strop__arena_alloc(x->arena, sizeof *sv);
   float *stats = strop__arena_alloc(x->arena, 2 * (size_t)rows * sizeof(float));
-  if (!sv || !stats) return strop__err(STROP_E_NOMEM, "layer '%s' (layernorm): out of memory",
-                                       n->name);
+  if (!sv || !stats)
+    return strop__err(STROP_E_NOMEM, "layer '%s' (layernorm): out of memory", n->name);
   sv->mean = stats;
   sv->rstd = stats + rows;
   n->saved = sv;
@@ -95,8 +102,9 @@ static strop_status layernorm_backward(strop__node *n, const strop__exec *x, con
   (void)out;
   const layernorm_cfg *c = n->cfg;
   const layernorm_saved *sv = n->saved;
-  if (!sv) return strop__err(STROP_E_INTERNAL, "layer '%s' (layernorm): backward without forward",
-                             n->name);
+  if (!sv)
+    return strop__err(STROP_E_INTERNAL, "layer '%s' (layernorm): backward without forward",
+                      n->name);
   strop__param *w = strop__node_p(n, W), *b = strop__node_p(n, B);
   const int64_t d = norm_size(c);
   const int64_t rows = in[0].n * (int64_t)strop__shape_numel(&in[0].shape) / d;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the linear layer (torch.nn.Linear): y = x W^T + b over the last dimension of any
  * input [N, *, in] -> [N, *, out]. The math is strop__linear_forward/_backward (GEMM). */
 #include "layers/init.h"
@@ -17,12 +18,16 @@ static const char *const LAYOUTS[] = {"out_in", "in_out", NULL};
 
 enum { W, B }; /* parameter slots */
 
-
 static const strop__optdef OPTIONS[] = {
     STROP__OPT_AUTO_INT(linear_cfg, in_features, "in_features",
                         "input features (the last dimension of the input); auto: inferred"),
-    {.name = "out_features", .type = STROP__OT_INT, .off = offsetof(linear_cfg, out_features),
-     .lo = 1, .hi = INT32_MAX, .example = "4", .doc = "output features"},
+    {.name = "out_features",
+     .type = STROP__OT_INT,
+     .off = offsetof(linear_cfg, out_features),
+     .lo = 1,
+     .hi = INT32_MAX,
+     .example = "4",
+     .doc = "output features"},
     STROP__OPT_BOOL(linear_cfg, bias, "bias", "true", "learn an additive bias"),
     STROP__OPT_ENUM(linear_cfg, layout, "weight_layout", "out_in", LAYOUTS,
                     "out_in: weight [out, in] (nn.Linear); in_out: [in, out] (GPT-2's Conv1D)"),
@@ -44,7 +49,8 @@ static strop_status linear_check(void *cfg, strop__opts *o) {
 }
 
 /* [*, in_features] -> [*, out_features] */
-static strop_status linear_shape(const strop__node *n, const strop__shape *in, strop__shape *out) {
+static strop_status linear_shape(const strop__node *n, const strop__shape *in,
+                                 strop__shape *out) {
   const linear_cfg *c = n->cfg;
   const strop__shape *s = &in[0];
   char buf[96];
@@ -52,9 +58,11 @@ static strop_status linear_shape(const strop__node *n, const strop__shape *in, s
     return strop__shape_error(n, "input must have at least one dimension per sample, got %s",
                               strop__shape_str(s, buf, sizeof buf));
   if (c->in_features && s->d[s->rank - 1] != c->in_features)
-    return strop__shape_error(n, "in_features is %lld but the input's last dimension is %lld "
-                              "(input shape %s)", (long long)c->in_features,
-                              (long long)s->d[s->rank - 1], strop__shape_str(s, buf, sizeof buf));
+    return strop__shape_error(n,
+                              "in_features is %lld but the input's last dimension is %lld "
+                              "(input shape %s)",
+                              (long long)c->in_features, (long long)s->d[s->rank - 1],
+                              strop__shape_str(s, buf, sizeof buf));
   *out = *s;
   out->d[s->rank - 1] = c->out_features;
   return STROP_OK;
@@ -93,27 +101,32 @@ static int64_t linear_rows(const strop__act *a) {
 }
 
 strop_status strop__linear_forward_w(const strop__node *n, const strop__param *w, const float *x,
-                                     const float *b, float *y, int64_t m, int64_t in,
-                                     int64_t out, int w_in_out) {
+                                     const float *b, float *y, int64_t m, int64_t in, int64_t out,
+                                     int w_in_out) {
   if (!w->lowp.dtype) {
     strop__linear_forward_ex(x, w->data, b, y, m, in, out, w_in_out);
     return STROP_OK;
   }
   if (strop__linear_forward_lowp(x, &w->lowp, b, y, m, in, out, w_in_out))
-    return strop__err(STROP_E_NOMEM, "layer '%s' (%s): out of memory widening '%s' for its "
-                      "product", n->name, n->vt->type, w->name);
+    return strop__err(STROP_E_NOMEM,
+                      "layer '%s' (%s): out of memory widening '%s' for its "
+                      "product",
+                      n->name, n->vt->type, w->name);
   return STROP_OK;
 }
 
 strop_status strop__linear_backward_w(const strop__node *n, const strop__param *w,
-                                      strop__param *b, const float *x, const float *dy,
-                                      float *dx, float *db, int64_t m, int64_t in, int64_t out,
-                                      int w_in_out, int din_assign, int pgrad_assign) {
+                                      strop__param *b, const float *x, const float *dy, float *dx,
+                                      float *db, int64_t m, int64_t in, int64_t out, int w_in_out,
+                                      int din_assign, int pgrad_assign) {
   if (strop__linear_backward_lowp(&w->lowp, dy, dx, m, in, out, w_in_out, din_assign))
-    return strop__err(STROP_E_NOMEM, "layer '%s' (%s): out of memory widening '%s' for its "
-                      "backward", n->name, n->vt->type, w->name);
-  if (db && strop__linear_backward(x, NULL, dy, NULL, NULL, db, m, in, out,
-                                   pgrad_assign ? STROP__LB_ASSIGN_PARAMS : 0) &&
+    return strop__err(STROP_E_NOMEM,
+                      "layer '%s' (%s): out of memory widening '%s' for its "
+                      "backward",
+                      n->name, n->vt->type, w->name);
+  if (db &&
+      strop__linear_backward(x, NULL, dy, NULL, NULL, db, m, in, out,
+                             pgrad_assign ? STROP__LB_ASSIGN_PARAMS : 0) &&
       pgrad_assign)
     b->grad_checked = 1;
   return STROP_OK;
@@ -137,14 +150,14 @@ static strop_status linear_backward(strop__node *n, const strop__exec *x, const 
   float *dw = w->trainable ? w->grad : NULL;
   float *db = b && b->trainable ? b->grad : NULL;
   if (w->lowp.dtype) /* held in BF16 or int8: frozen, so dx only (a bias may still train) */
-    return strop__linear_backward_w(n, w, b, in[0].data, dout, din[0], db,
-                                    linear_rows(&in[0]), c->in_features, c->out_features,
-                                    c->layout == LAYOUT_IN_OUT, x->din_assign,
-                                    x->pgrad_assign);
+    return strop__linear_backward_w(n, w, b, in[0].data, dout, din[0], db, linear_rows(&in[0]),
+                                    c->in_features, c->out_features, c->layout == LAYOUT_IN_OUT,
+                                    x->din_assign, x->pgrad_assign);
   const int finite = strop__linear_backward(
       in[0].data, w->data, dout, din[0], dw, db, linear_rows(&in[0]), c->in_features,
       c->out_features,
-      (x->din_assign ? STROP__LB_ASSIGN_DX : 0) | (x->pgrad_assign ? STROP__LB_ASSIGN_PARAMS : 0) |
+      (x->din_assign ? STROP__LB_ASSIGN_DX : 0) |
+          (x->pgrad_assign ? STROP__LB_ASSIGN_PARAMS : 0) |
           (c->layout == LAYOUT_IN_OUT ? STROP__LB_W_IN_OUT : 0));
   /* written outright and seen finite as written: the trainer's guard need not read them */
   if (finite) {

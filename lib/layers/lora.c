@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — lora_linear: a linear layer y = x W^T + b plus a low-rank adapter
  * scale * (dropout(x) A^T) B^T with PEFT's parameter names, init and scale alpha / r. */
 #include "layers/lora.h"
@@ -11,20 +12,24 @@
 
 /* what forward keeps for backward (arena) */
 typedef struct lora_saved {
-  const float *h;  /* the adapter's input: x, or dropout(x) */
-  uint8_t *mask;   /* dropout mask, NULL when no dropout ran */
-  float *t;        /* h A^T [m, r] */
+  const float *h; /* the adapter's input: x, or dropout(x) */
+  uint8_t *mask;  /* dropout mask, NULL when no dropout ran */
+  float *t;       /* h A^T [m, r] */
 } lora_saved;
 
 enum { W, B, LA, LB }; /* parameter slots */
 static const char *const LAYOUTS[] = {"out_in", "in_out", NULL};
 
-
 static const strop__optdef OPTIONS[] = {
     STROP__OPT_AUTO_INT(strop__lora_cfg, in_features, "in_features",
                         "input features; auto: inferred"),
-    {.name = "out_features", .type = STROP__OT_INT, .off = offsetof(strop__lora_cfg, out_features),
-     .lo = 1, .hi = INT32_MAX, .example = "4", .doc = "output features"},
+    {.name = "out_features",
+     .type = STROP__OT_INT,
+     .off = offsetof(strop__lora_cfg, out_features),
+     .lo = 1,
+     .hi = INT32_MAX,
+     .example = "4",
+     .doc = "output features"},
     STROP__OPT_BOOL(strop__lora_cfg, bias, "bias", "true", "the base layer has a bias"),
     STROP__OPT_INT(strop__lora_cfg, r, "r", "8", 1, INT32_MAX, "the adapter's rank"),
     STROP__OPT_FLOAT(strop__lora_cfg, alpha, "alpha", "8", 0, 1e9, 0,
@@ -39,8 +44,9 @@ static const strop__optdef OPTIONS[] = {
     {NULL}};
 
 static const strop__paramdef PARAMS[] = {
-    [W] = {"weight", STROP__PD_FROZEN, "[out_features, in_features] ([in, out] with in_out), "
-                                       "frozen"},
+    [W] = {"weight", STROP__PD_FROZEN,
+           "[out_features, in_features] ([in, out] with in_out), "
+           "frozen"},
     [B] = {"bias", STROP__PD_FROZEN, "[out_features], frozen, when bias is true"},
     [LA] = {"lora_A.weight", STROP__PD_ADAPTER, "[r, in_features]"},
     [LB] = {"lora_B.weight", STROP__PD_ADAPTER, "[out_features, r]"},
@@ -62,9 +68,11 @@ static strop_status lora_shape(const strop__node *n, const strop__shape *in, str
     return strop__shape_error(n, "input must have at least one dimension per sample, got %s",
                               strop__shape_str(s, buf, sizeof buf));
   if (c->in_features && s->d[s->rank - 1] != c->in_features)
-    return strop__shape_error(n, "in_features is %lld but the input's last dimension is %lld "
-                              "(input shape %s)", (long long)c->in_features,
-                              (long long)s->d[s->rank - 1], strop__shape_str(s, buf, sizeof buf));
+    return strop__shape_error(n,
+                              "in_features is %lld but the input's last dimension is %lld "
+                              "(input shape %s)",
+                              (long long)c->in_features, (long long)s->d[s->rank - 1],
+                              strop__shape_str(s, buf, sizeof buf));
   *out = *s;
   out->d[s->rank - 1] = c->out_features;
   return STROP_OK;
@@ -102,7 +110,8 @@ void strop__lora_init_pair(strop__param *a, strop__param *b, int64_t fan_in, str
 
 static void lora_init_adapters(strop__node *n, int mask, strop__rng *rng) {
   const strop__lora_cfg *c = n->cfg;
-  if (mask & 1) strop__lora_init_pair(strop__node_p(n, LA), strop__node_p(n, LB), c->in_features, rng);
+  if (mask & 1)
+    strop__lora_init_pair(strop__node_p(n, LA), strop__node_p(n, LB), c->in_features, rng);
 }
 
 static void lora_init(strop__node *n, strop__rng *rng) {
@@ -120,9 +129,8 @@ static void lora_set_merged(strop__node *n, int merge) {
   strop__param *w = strop__node_p(n, W), *a = strop__node_p(n, LA), *b = strop__node_p(n, LB);
   if (!w || !a || !b || !w->data || !a->data || !b->data) return;
   float s = strop__lora_scale(c);
-  (c->layout ? strop__lora_merge_t : strop__lora_merge)(w->data, a->data, b->data,
-                                                         c->in_features, c->r, c->out_features,
-                                                         merge ? s : -s);
+  (c->layout ? strop__lora_merge_t : strop__lora_merge)(w->data, a->data, b->data, c->in_features,
+                                                        c->r, c->out_features, merge ? s : -s);
   w->version++;
   c->merged = merge;
 }
@@ -146,7 +154,8 @@ static strop_status lora_forward(strop__node *n, const strop__exec *x, const str
   if (c->merged) return STROP_OK;
   lora_saved *sv = strop__arena_alloc(x->arena, sizeof *sv);
   float *t = strop__arena_alloc(x->arena, (size_t)m * (size_t)c->r * sizeof(float) + 1);
-  if (!sv || !t) return strop__err(STROP_E_NOMEM, "layer '%s' (lora_linear): out of memory", n->name);
+  if (!sv || !t)
+    return strop__err(STROP_E_NOMEM, "layer '%s' (lora_linear): out of memory", n->name);
   sv->h = in[0].data;
   sv->mask = NULL;
   sv->t = t;
@@ -195,8 +204,8 @@ static strop_status lora_backward(strop__node *n, const strop__exec *x, const st
   }
   float *dt = strop__arena_alloc(x->arena, (size_t)m * (size_t)c->r * sizeof(float) + 1);
   if (!dt) return strop__err(STROP_E_NOMEM, "layer '%s' (lora_linear): out of memory", n->name);
-  strop__lora_backward(sv->h, a->data, bb->data, sv->t, dout, dt, dh, da, dbb, m,
-                       c->in_features, c->r, c->out_features, strop__lora_scale(c));
+  strop__lora_backward(sv->h, a->data, bb->data, sv->t, dout, dt, dh, da, dbb, m, c->in_features,
+                       c->r, c->out_features, strop__lora_scale(c));
   if (dh && sv->mask) strop__dropout_backward(sv->mask, dh, din[0], cnt, c->dropout);
   return STROP_OK;
 }

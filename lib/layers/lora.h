@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — what lora_linear and multihead_attention share of LoRA: the lora_linear config and
  * PEFT's adapter init. Private to lib/layers: everything else reaches LoRA through the
  * descriptor's strop__lora_ops. */
@@ -11,11 +12,11 @@ typedef struct strop__lora_cfg {
   int in_given;        /* 1: in_features came from the options and is checked */
   int64_t out_features;
   int bias;
-  int64_t r;           /* rank */
-  float alpha;         /* scale = alpha / r, as PEFT's lora_alpha */
-  float dropout;       /* on the adapter's input, train mode only */
-  int merged;          /* 1: B A is folded into weight; the adapter path is skipped */
-  int layout;          /* the base weight: 0 [out, in] (nn.Linear), 1 [in, out] (Conv1D) */
+  int64_t r;     /* rank */
+  float alpha;   /* scale = alpha / r, as PEFT's lora_alpha */
+  float dropout; /* on the adapter's input, train mode only */
+  int merged;    /* 1: B A is folded into weight; the adapter path is skipped */
+  int layout;    /* the base weight: 0 [out, in] (nn.Linear), 1 [in, out] (Conv1D) */
 } strop__lora_cfg;
 
 /* alpha / r */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — layers that merge several inputs: add (residual sums of same-shaped inputs) and
  * concat (torch.cat along one dimension; dim counts the batch as 0, default 1). */
 #include <string.h>
@@ -16,8 +17,7 @@ static int same_shape(const strop__shape *a, const strop__shape *b) {
   return 1;
 }
 
-static strop_status add_shape(const strop__node *n, const strop__shape *in,
-                              strop__shape *out) {
+static strop_status add_shape(const strop__node *n, const strop__shape *in, strop__shape *out) {
   char b1[96], b2[96];
   if (n->n_in < 1)
     return strop__err(STROP_E_SHAPE, "layer '%s' (add): needs at least one input", n->name);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — mul: the elementwise product of two inputs with NumPy broadcasting over the
  * per-sample dimensions (torch.mul on [N, ...] tensors whose batch sizes agree), e.g. the
  * squeeze-excitation scale [C, 1, 1] times its input [C, H, W]. Math in ops/broadcast.c. */
@@ -22,8 +23,10 @@ static strop_status mul_shape(const strop__node *n, const strop__shape *in, stro
   int64_t d[STROP_MAX_RANK];
   int r = strop__bcast_init(in[0].rank, in[0].d, in[1].rank, in[1].d, c->align, d, NULL);
   if (r < 0)
-    return strop__shape_error(n, "inputs %s and %s do not broadcast (%s-aligned, dimension %d "
-                              "differs and neither is 1)", strop__shape_str(&in[0], b1, sizeof b1),
+    return strop__shape_error(n,
+                              "inputs %s and %s do not broadcast (%s-aligned, dimension %d "
+                              "differs and neither is 1)",
+                              strop__shape_str(&in[0], b1, sizeof b1),
                               strop__shape_str(&in[1], b2, sizeof b2), ALIGNS[c->align], -1 - r);
   out->rank = r;
   for (int k = 0; k < r; k++) out->d[k] = d[k];

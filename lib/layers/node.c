@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — what every layer shares: per-sample shapes, a node's parameter slots and their
  * memory, and writing a node's options back through its type's schema. */
 #include <stdarg.h>
@@ -45,8 +46,10 @@ const float *strop__exec_mask(const strop__node *n, const strop__exec *x, int64_
   *st = STROP_OK;
   if (!x->pad_mask) return NULL;
   if (x->pad_len != t) {
-    *st = strop__shape_error(n, "the batch's padding mask has %lld positions per sample, this "
-                             "layer's sequence has %lld", (long long)x->pad_len, (long long)t);
+    *st = strop__shape_error(n,
+                             "the batch's padding mask has %lld positions per sample, this "
+                             "layer's sequence has %lld",
+                             (long long)x->pad_len, (long long)t);
     return NULL;
   }
   return x->pad_mask;
@@ -72,8 +75,10 @@ strop_status strop__shape_trailing(const strop__node *n, const strop__shape *in,
     ok = ok && s->d[s->rank - nd + i] == dims[i];
   }
   if (!ok)
-    return strop__shape_error(n, "normalized_shape %s does not match the trailing dimensions of "
-                              "the input %s", strop__shape_str(&ns, nb, sizeof nb),
+    return strop__shape_error(n,
+                              "normalized_shape %s does not match the trailing dimensions of "
+                              "the input %s",
+                              strop__shape_str(&ns, nb, sizeof nb),
                               strop__shape_str(s, buf, sizeof buf));
   *out = *s;
   return STROP_OK;

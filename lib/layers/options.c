@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — layer options: the key=value list, its text form, and the schema engine that reads
  * and writes every layer type's options from one table (parsing, range checks, messages naming
  * file:line:col, layer and key, defaults, writing back, and the descriptions the docs use). */
@@ -15,7 +16,8 @@ const double strop__word_auto_v[] = {0};
 const char *const strop__word_none[] = {"none", "None", "null", NULL};
 
 /* ---- the option list ---- */
-strop_status strop__opts_add(strop__opts *o, const char *key, const char *val, int line, int col) {
+strop_status strop__opts_add(strop__opts *o, const char *key, const char *val, int line,
+                             int col) {
   if (o->n == o->cap) {
     int cap = o->cap ? o->cap * 2 : 8;
     strop__opt *v = strop__realloc(o->v, (size_t)cap * sizeof *v);
@@ -82,8 +84,10 @@ strop_status strop__opts_parse(const char *fn, const char *text, strop__opts *ou
     while (*p == ' ') p++;
     if (kl == 0 || kl >= sizeof key || (*p != '=' && *p != ':')) {
       strop__opts_free(out);
-      return strop__err(STROP_E_INVALID_ARG, "%s: options \"%s\": expected key=value at "
-                        "offset %d", fn, text, (int)(k0 - text));
+      return strop__err(STROP_E_INVALID_ARG,
+                        "%s: options \"%s\": expected key=value at "
+                        "offset %d",
+                        fn, text, (int)(k0 - text));
     }
     memcpy(key, k0, kl);
     key[kl] = '\0';
@@ -94,8 +98,10 @@ strop_status strop__opts_parse(const char *fn, const char *text, strop__opts *ou
       while (*p && *p != ']') p++;
       if (*p != ']') {
         strop__opts_free(out);
-        return strop__err(STROP_E_INVALID_ARG, "%s: options \"%s\": unclosed '[' in the value "
-                          "of '%s'", fn, text, key);
+        return strop__err(STROP_E_INVALID_ARG,
+                          "%s: options \"%s\": unclosed '[' in the value "
+                          "of '%s'",
+                          fn, text, key);
       }
       p++;
     } else {
@@ -134,10 +140,8 @@ strop_status strop__opt_error(const strop__opts *o, const char *key, const char 
       line = o->v[i].line;
       col = o->v[i].col;
     }
-  if (o->file && line > 0)
-    snprintf(where, sizeof where, "%s:%d:%d: ", o->file, line, col);
-  else if (o->file)
-    snprintf(where, sizeof where, "%s: ", o->file);
+  if (o->file && line > 0) snprintf(where, sizeof where, "%s:%d:%d: ", o->file, line, col);
+  else if (o->file) snprintf(where, sizeof where, "%s: ", o->file);
   if (key)
     return strop__err(STROP_E_INVALID_ARG, "%slayer '%s' (%s): option '%s': %s", where,
                       o->layer ? o->layer : "?", o->type ? o->type : "?", key, msg);
@@ -159,24 +163,21 @@ static int is_float_type(int t) { return t == STROP__OT_FLOAT || t == STROP__OT_
 
 const char *strop__optdef_kind(const strop__optdef *d, char *buf, size_t cap) {
   switch (d->type) {
-  case STROP__OT_INT: snprintf(buf, cap, "int"); break;
-  case STROP__OT_FLOAT: snprintf(buf, cap, "float"); break;
-  case STROP__OT_BOOL: snprintf(buf, cap, "bool"); break;
-  case STROP__OT_ENUM: snprintf(buf, cap, "enum"); break;
-  case STROP__OT_INTS: snprintf(buf, cap, "int[%d]", d->n); break;
-  case STROP__OT_FLOATS: snprintf(buf, cap, "float[%d]", d->n); break;
-  default: snprintf(buf, cap, "int list"); break;
+    case STROP__OT_INT: snprintf(buf, cap, "int"); break;
+    case STROP__OT_FLOAT: snprintf(buf, cap, "float"); break;
+    case STROP__OT_BOOL: snprintf(buf, cap, "bool"); break;
+    case STROP__OT_ENUM: snprintf(buf, cap, "enum"); break;
+    case STROP__OT_INTS: snprintf(buf, cap, "int[%d]", d->n); break;
+    case STROP__OT_FLOATS: snprintf(buf, cap, "float[%d]", d->n); break;
+    default: snprintf(buf, cap, "int list"); break;
   }
   return buf;
 }
 
 static void fmt_bound(char *buf, size_t cap, double v, int is_float) {
-  if (isinf(v))
-    snprintf(buf, cap, "%sinf", v < 0 ? "-" : "");
-  else if (is_float)
-    snprintf(buf, cap, "%g", v);
-  else
-    snprintf(buf, cap, "%.0f", v);
+  if (isinf(v)) snprintf(buf, cap, "%sinf", v < 0 ? "-" : "");
+  else if (is_float) snprintf(buf, cap, "%g", v);
+  else snprintf(buf, cap, "%.0f", v);
 }
 
 const char *strop__optdef_allowed(const strop__optdef *d, char *buf, size_t cap) {
@@ -194,8 +195,8 @@ const char *strop__optdef_allowed(const strop__optdef *d, char *buf, size_t cap)
   char lo[40], hi[40];
   fmt_bound(lo, sizeof lo, d->lo, is_float_type(d->type));
   fmt_bound(hi, sizeof hi, d->hi, is_float_type(d->type));
-  l += (size_t)snprintf(buf, cap, "%c%s, %s%c", (d->flags & STROP__OF_LO_OPEN) ? '(' : '[', lo, hi,
-                        (d->flags & STROP__OF_HI_OPEN) ? ')' : ']');
+  l += (size_t)snprintf(buf, cap, "%c%s, %s%c", (d->flags & STROP__OF_LO_OPEN) ? '(' : '[', lo,
+                        hi, (d->flags & STROP__OF_HI_OPEN) ? ')' : ']');
   for (int i = 0; d->words && d->words[i] && l < cap; i++) {
     int alias = 0; /* "None" and "null" spell "none": list a value once */
     for (int k = 0; k < i && !alias; k++) alias = d->word_values[k] == d->word_values[i];
@@ -283,19 +284,19 @@ static strop_status read_number(strop__opts *o, const strop__optdef *d, const ch
 
 static void store(const strop__optdef *d, void *cfg, int i, double v) {
   char *base = (char *)cfg + d->off;
-  if (is_float_type(d->type))
-    ((float *)base)[i] = (float)v;
-  else
-    ((int64_t *)base)[i] = (int64_t)v;
+  if (is_float_type(d->type)) ((float *)base)[i] = (float)v;
+  else ((int64_t *)base)[i] = (int64_t)v;
 }
 
 static double load(const strop__optdef *d, const void *cfg, int i) {
   const char *base = (const char *)cfg + d->off;
-  return is_float_type(d->type) ? (double)((const float *)base)[i] : (double)((const int64_t *)base)[i];
+  return is_float_type(d->type) ? (double)((const float *)base)[i]
+                                : (double)((const int64_t *)base)[i];
 }
 
 /* A list "[a, b, c]" or a scalar "a" of d into cfg. */
-static strop_status read_list(strop__opts *o, const strop__optdef *d, const char *text, void *cfg) {
+static strop_status read_list(strop__opts *o, const strop__optdef *d, const char *text,
+                              void *cfg) {
   const char *p = text;
   while (*p == ' ') p++;
   const int bracket = *p == '[';
@@ -314,7 +315,8 @@ static strop_status read_list(strop__opts *o, const strop__optdef *d, const char
     while (*p && *p != ',' && *p != ']') p++;
     char item[64];
     size_t l = (size_t)(p - s);
-    if (l >= sizeof item) return strop__opt_error(o, d->name, "list entry too long in '%s'", text);
+    if (l >= sizeof item)
+      return strop__opt_error(o, d->name, "list entry too long in '%s'", text);
     memcpy(item, s, l);
     item[l] = '\0';
     if (n >= d->n || n >= STROP__MAX_SLOTS)
@@ -337,43 +339,44 @@ static strop_status read_list(strop__opts *o, const strop__optdef *d, const char
     return STROP_OK;
   }
   if (n != d->n && !(n == 1 && !bracket))
-    return strop__opt_error(o, d->name, "expected one value or a list of %d, got '%s'", d->n, text);
+    return strop__opt_error(o, d->name, "expected one value or a list of %d, got '%s'", d->n,
+                            text);
   for (int i = 0; i < d->n; i++) store(d, cfg, i, v[n == 1 ? 0 : i]);
   return STROP_OK;
 }
 
 /* The value text of d (given or default) into cfg. */
-static strop_status read_value(strop__opts *o, const strop__optdef *d, const char *text, void *cfg) {
+static strop_status read_value(strop__opts *o, const strop__optdef *d, const char *text,
+                               void *cfg) {
   char *field = (char *)cfg + d->off;
   switch (d->type) {
-  case STROP__OT_BOOL:
-    if (!strcmp(text, "true") || !strcmp(text, "True") || !strcmp(text, "1") ||
-        !strcmp(text, "yes"))
-      *(int *)field = 1;
-    else if (!strcmp(text, "false") || !strcmp(text, "False") || !strcmp(text, "0") ||
-             !strcmp(text, "no"))
-      *(int *)field = 0;
-    else
-      return strop__opt_error(o, d->name, "expected true or false, got '%s'", text);
-    return STROP_OK;
-  case STROP__OT_ENUM: {
-    int w = word_of(d, text);
-    if (w < 0) {
-      char allowed[256];
-      return strop__opt_error(o, d->name, "expected one of %s, got '%s'",
-                              strop__optdef_allowed(d, allowed, sizeof allowed), text);
+    case STROP__OT_BOOL:
+      if (!strcmp(text, "true") || !strcmp(text, "True") || !strcmp(text, "1") ||
+          !strcmp(text, "yes"))
+        *(int *)field = 1;
+      else if (!strcmp(text, "false") || !strcmp(text, "False") || !strcmp(text, "0") ||
+               !strcmp(text, "no"))
+        *(int *)field = 0;
+      else return strop__opt_error(o, d->name, "expected true or false, got '%s'", text);
+      return STROP_OK;
+    case STROP__OT_ENUM: {
+      int w = word_of(d, text);
+      if (w < 0) {
+        char allowed[256];
+        return strop__opt_error(o, d->name, "expected one of %s, got '%s'",
+                                strop__optdef_allowed(d, allowed, sizeof allowed), text);
+      }
+      *(int *)field = w;
+      return STROP_OK;
     }
-    *(int *)field = w;
-    return STROP_OK;
-  }
-  case STROP__OT_INT:
-  case STROP__OT_FLOAT: {
-    double v;
-    strop_status st = read_number(o, d, text, &v, text);
-    if (!st) store(d, cfg, 0, v);
-    return st;
-  }
-  default: return read_list(o, d, text, cfg);
+    case STROP__OT_INT:
+    case STROP__OT_FLOAT: {
+      double v;
+      strop_status st = read_number(o, d, text, &v, text);
+      if (!st) store(d, cfg, 0, v);
+      return st;
+    }
+    default: return read_list(o, d, text, cfg);
   }
 }
 
@@ -381,7 +384,8 @@ strop_status strop__schema_parse(const strop__optdef *defs, void *cfg, strop__op
   for (int i = 0; i < o->n; i++) {
     o->v[i].used = 0;
     int known = 0;
-    for (int j = 0; defs && defs[j].name && !known; j++) known = !strcmp(defs[j].name, o->v[i].key);
+    for (int j = 0; defs && defs[j].name && !known; j++)
+      known = !strcmp(defs[j].name, o->v[i].key);
     if (known) continue;
     char list[400] = "";
     for (int j = 0, l = 0; defs && defs[j].name && l < 380; j++)
@@ -401,8 +405,10 @@ strop_status strop__schema_parse(const strop__optdef *defs, void *cfg, strop__op
     strop_status st = read_value(o, d, text ? text : d->dflt, cfg);
     if (st) {
       if (!text) /* a default the table got wrong: the library's bug, not the caller's */
-        return strop__err(STROP_E_INTERNAL, "layer type '%s': the default of '%s' does not "
-                          "parse: %s", o->type ? o->type : "?", d->name, strop_last_error());
+        return strop__err(STROP_E_INTERNAL,
+                          "layer type '%s': the default of '%s' does not "
+                          "parse: %s",
+                          o->type ? o->type : "?", d->name, strop_last_error());
       return st;
     }
   }
@@ -427,8 +433,7 @@ static void fmt_number(const strop__optdef *d, double v, char *buf, size_t cap) 
       snprintf(buf, cap, "%.*g", prec, v);
       if (strtof(buf, NULL) == (float)v) break;
     }
-  } else
-    snprintf(buf, cap, "%lld", (long long)v);
+  } else snprintf(buf, cap, "%lld", (long long)v);
 }
 
 strop_status strop__schema_write(const strop__optdef *defs, const void *cfg, strop__opts *out) {
@@ -437,40 +442,43 @@ strop_status strop__schema_write(const strop__optdef *defs, const void *cfg, str
     const strop__optdef *d = &defs[j];
     const char *field = (const char *)cfg + d->off;
     switch (d->type) {
-    case STROP__OT_BOOL: snprintf(s, sizeof s, "%s", *(const int *)field ? "true" : "false"); break;
-    case STROP__OT_ENUM: {
-      int w = *(const int *)field, nw = 0;
-      while (d->words[nw]) nw++;
-      snprintf(s, sizeof s, "%s", d->words[w >= 0 && w < nw ? w : 0]);
-      break;
-    }
-    case STROP__OT_INT:
-    case STROP__OT_FLOAT: fmt_number(d, load(d, cfg, 0), s, sizeof s); break;
-    default: {
-      int n = d->type == STROP__OT_INT_LIST ? *(const int *)((const char *)cfg + d->count_off) : d->n;
-      if (n == 0 && d->words && d->words[0]) {
-        snprintf(s, sizeof s, "%s", d->words[0]);
+      case STROP__OT_BOOL:
+        snprintf(s, sizeof s, "%s", *(const int *)field ? "true" : "false");
+        break;
+      case STROP__OT_ENUM: {
+        int w = *(const int *)field, nw = 0;
+        while (d->words[nw]) nw++;
+        snprintf(s, sizeof s, "%s", d->words[w >= 0 && w < nw ? w : 0]);
         break;
       }
-      /* a list whose entries all hold the same word is written as that word */
-      char item[64];
-      fmt_number(d, load(d, cfg, 0), item, sizeof item);
-      if (word_of(d, item) >= 0) {
-        int all = 1;
-        for (int i = 1; i < n && all; i++) all = load(d, cfg, i) == load(d, cfg, 0);
-        if (all) {
-          snprintf(s, sizeof s, "%s", item);
+      case STROP__OT_INT:
+      case STROP__OT_FLOAT: fmt_number(d, load(d, cfg, 0), s, sizeof s); break;
+      default: {
+        int n = d->type == STROP__OT_INT_LIST ? *(const int *)((const char *)cfg + d->count_off)
+                                              : d->n;
+        if (n == 0 && d->words && d->words[0]) {
+          snprintf(s, sizeof s, "%s", d->words[0]);
           break;
         }
+        /* a list whose entries all hold the same word is written as that word */
+        char item[64];
+        fmt_number(d, load(d, cfg, 0), item, sizeof item);
+        if (word_of(d, item) >= 0) {
+          int all = 1;
+          for (int i = 1; i < n && all; i++) all = load(d, cfg, i) == load(d, cfg, 0);
+          if (all) {
+            snprintf(s, sizeof s, "%s", item);
+            break;
+          }
+        }
+        size_t l = (size_t)snprintf(s, sizeof s, "[");
+        for (int i = 0; i < n && l < sizeof s - 64; i++) {
+          fmt_number(d, load(d, cfg, i), item, sizeof item);
+          l += (size_t)snprintf(s + l, sizeof s - l, "%s%s", i ? ", " : "", item);
+        }
+        snprintf(s + l, sizeof s - l, "]");
+        break;
       }
-      size_t l = (size_t)snprintf(s, sizeof s, "[");
-      for (int i = 0; i < n && l < sizeof s - 64; i++) {
-        fmt_number(d, load(d, cfg, i), item, sizeof item);
-        l += (size_t)snprintf(s + l, sizeof s - l, "%s%s", i ? ", " : "", item);
-      }
-      snprintf(s + l, sizeof s - l, "]");
-      break;
-    }
     }
     strop_status st = strop__opts_add(out, d->name, s, 0, 0);
     if (st) return st;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — a model parameter or buffer: declared by its layer (layer.h), owned by its node;
  * the graph, optimizers, surgery, io and the trainer read and update them through this struct. */
 #ifndef STROP_PARAM_H
@@ -7,29 +8,29 @@
 #include "ops/lowp.h"
 
 typedef struct strop__param {
-  char *name;             /* full PyTorch-style name, "features.0.weight"; owned */
+  char *name; /* full PyTorch-style name, "features.0.weight"; owned */
   int rank;
   int64_t dims[STROP_MAX_RANK];
   size_t numel;
-  float *data;            /* float32 values (64-byte aligned); NULL for an int64 buffer and
+  float *data;               /* float32 values (64-byte aligned); NULL for an int64 buffer and
                              for a weight held in lowp */
-  int64_t *idata;         /* int64 buffer such as BatchNorm's num_batches_tracked, else NULL */
-  float *grad;            /* gradient, same layout as data; allocated for trainable params */
-  int grad_stale;         /* 1: the gradient is zero but grad still holds old values (a lazy
+  int64_t *idata;            /* int64 buffer such as BatchNorm's num_batches_tracked, else NULL */
+  float *grad;               /* gradient, same layout as data; allocated for trainable params */
+  int grad_stale;            /* 1: the gradient is zero but grad still holds old values (a lazy
                              zero_grad): the next backward writes it outright or clears it */
-  int grad_checked;       /* 1: the last backward wrote grad outright and saw every value
+  int grad_checked;          /* 1: the last backward wrote grad outright and saw every value
                              finite (the trainer's guard skips it); cleared before each write */
-  int is_buffer;          /* 1: running statistics etc. -- saved and loaded, never trained */
-  int is_int64;           /* 1: an int64 scalar buffer (idata), allocated with the others */
-  int is_adapter;         /* 1: a LoRA adapter tensor (lora_A / lora_B) */
-  int trainable;          /* 1: receives gradients and optimizer updates (0 = frozen) */
-  float lr_mult;          /* parameter-group learning-rate multiplier (default 1) */
-  int no_decay;           /* 1: the optimizer applies no weight decay to it */
-  int version;            /* bumped whenever data is replaced (surgery, load) */
-  int lowp_ok;            /* the layer reads this weight through the lowp kernels (ops/lowp.h)
+  int is_buffer;             /* 1: running statistics etc. -- saved and loaded, never trained */
+  int is_int64;              /* 1: an int64 scalar buffer (idata), allocated with the others */
+  int is_adapter;            /* 1: a LoRA adapter tensor (lora_A / lora_B) */
+  int trainable;             /* 1: receives gradients and optimizer updates (0 = frozen) */
+  float lr_mult;             /* parameter-group learning-rate multiplier (default 1) */
+  int no_decay;              /* 1: the optimizer applies no weight decay to it */
+  int version;               /* bumped whenever data is replaced (surgery, load) */
+  int lowp_ok;               /* the layer reads this weight through the lowp kernels (ops/lowp.h)
                              when it is so held: 1 [out, in] (a scale per row), 2 [in, out]
                              (a scale per column); 0 never (set by the layer's infer) */
-  strop__lowp lowp;       /* a frozen weight held in BF16 or int8 (the model's frozen dtype,
+  strop__lowp lowp;          /* a frozen weight held in BF16 or int8 (the model's frozen dtype,
                              lib/surgery/storage.c): data is then NULL; dtype 0 otherwise */
   struct strop__param *tied; /* weight tying: this slot is the owner's tensor (data, gradient,
                                 flags are the owner's; this entry holds none); set by the

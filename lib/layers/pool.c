@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — pooling layers on [N, C, H, W]: maxpool2d and avgpool2d (torch.nn.MaxPool2d /
  * AvgPool2d, floor mode), adaptive_avgpool2d (torch.nn.AdaptiveAvgPool2d) and global_avgpool
  * [N, C, H, W] -> [N, C]. Math in ops/pool.c. */
@@ -8,20 +9,33 @@
 
 typedef struct pool_cfg {
   int64_t kernel[2], stride[2], padding[2], dilation[2]; /* stride 0: "none", the kernel's */
-  int ceil_mode;         /* only false is supported */
-  int count_include_pad; /* avgpool only */
-  int64_t st[2];         /* the stride in use ("none" resolved to the kernel's) */
+  int ceil_mode;                                         /* only false is supported */
+  int count_include_pad;                                 /* avgpool only */
+  int64_t st[2]; /* the stride in use ("none" resolved to the kernel's) */
 } pool_cfg;
 
 static const double NONE_V[] = {0, 0, 0};
 
-#define POOL_COMMON(stride_doc)                                                               \
-  {.name = "kernel_size", .type = STROP__OT_INTS, .off = offsetof(pool_cfg, kernel), .lo = 1,  \
-   .hi = 1 << 16, .n = 2, .example = "2", .doc = "window height and width (one value: both)"}, \
-      {.name = "stride", .type = STROP__OT_INTS, .off = offsetof(pool_cfg, stride),           \
-       .dflt = "none", .lo = 1, .hi = 1 << 16, .n = 2, .words = strop__word_none,            \
-       .word_values = NONE_V, .doc = stride_doc},                                            \
-      STROP__OPT_INTS(pool_cfg, padding, "padding", "[0, 0]", 2, 0, 1 << 16,                 \
+#define POOL_COMMON(stride_doc)                                              \
+  {.name = "kernel_size",                                                    \
+   .type = STROP__OT_INTS,                                                   \
+   .off = offsetof(pool_cfg, kernel),                                        \
+   .lo = 1,                                                                  \
+   .hi = 1 << 16,                                                            \
+   .n = 2,                                                                   \
+   .example = "2",                                                           \
+   .doc = "window height and width (one value: both)"},                      \
+      {.name = "stride",                                                     \
+       .type = STROP__OT_INTS,                                               \
+       .off = offsetof(pool_cfg, stride),                                    \
+       .dflt = "none",                                                       \
+       .lo = 1,                                                              \
+       .hi = 1 << 16,                                                        \
+       .n = 2,                                                               \
+       .words = strop__word_none,                                            \
+       .word_values = NONE_V,                                                \
+       .doc = stride_doc},                                                   \
+      STROP__OPT_INTS(pool_cfg, padding, "padding", "[0, 0]", 2, 0, 1 << 16, \
                       "implicit padding on each side, at most half the window")
 
 static const strop__optdef MAX_OPTIONS[] = {
@@ -67,12 +81,13 @@ static strop_status pool_shape(const strop__node *n, const strop__shape *in, str
   const int64_t ow = strop__conv_out_len(s->d[2], c->kernel[1], c->st[1], c->padding[1],
                                          c->dilation[1]);
   if (oh <= 0 || ow <= 0 || s->d[1] <= 0 || s->d[2] <= 0)
-    return strop__shape_error(n, "kernel_size %lldx%lld (dilation %lldx%lld) is larger than the "
-                              "padded input %lldx%lld (input shape %s)", (long long)c->kernel[0],
-                              (long long)c->kernel[1], (long long)c->dilation[0],
-                              (long long)c->dilation[1], (long long)(s->d[1] + 2 * c->padding[0]),
-                              (long long)(s->d[2] + 2 * c->padding[1]),
-                              strop__shape_str(s, buf, sizeof buf));
+    return strop__shape_error(
+        n,
+        "kernel_size %lldx%lld (dilation %lldx%lld) is larger than the "
+        "padded input %lldx%lld (input shape %s)",
+        (long long)c->kernel[0], (long long)c->kernel[1], (long long)c->dilation[0],
+        (long long)c->dilation[1], (long long)(s->d[1] + 2 * c->padding[0]),
+        (long long)(s->d[2] + 2 * c->padding[1]), strop__shape_str(s, buf, sizeof buf));
   out->rank = 3;
   out->d[0] = s->d[0];
   out->d[1] = oh;
@@ -81,15 +96,24 @@ static strop_status pool_shape(const strop__node *n, const strop__shape *in, str
 }
 
 static strop__pool2d_dims pool_dims(const pool_cfg *c, const strop__act *a) {
-  strop__pool2d_dims d = {a->n,           a->shape.d[0], a->shape.d[1],  a->shape.d[2],
-                          c->kernel[0],   c->kernel[1],  c->st[0],       c->st[1],
-                          c->padding[0],  c->padding[1], c->dilation[0], c->dilation[1],
-                          0,              0};
+  strop__pool2d_dims d = {a->n,
+                          a->shape.d[0],
+                          a->shape.d[1],
+                          a->shape.d[2],
+                          c->kernel[0],
+                          c->kernel[1],
+                          c->st[0],
+                          c->st[1],
+                          c->padding[0],
+                          c->padding[1],
+                          c->dilation[0],
+                          c->dilation[1],
+                          0,
+                          0};
   d.oh = strop__conv_out_len(d.h, d.kh, d.sh, d.ph, d.dh);
   d.ow = strop__conv_out_len(d.w, d.kw, d.sw, d.pw, d.dw);
   return d;
 }
-
 
 int strop__layer_maxpool_window(const strop__node *n, strop__pool2d_dims *d) {
   if (!(n->vt->flags & STROP__LAYER_EPILOGUE_MAXPOOL)) return 0;
@@ -120,10 +144,8 @@ static strop_status maxpool_backward(strop__node *n, const strop__exec *x, const
     return strop__err(STROP_E_INTERNAL, "layer '%s' (maxpool2d): backward without forward",
                       n->name);
   strop__pool2d_dims d = pool_dims(n->cfg, &in[0]);
-  if (x->din_assign)
-    strop__maxpool2d_backward_assign(&d, dout, n->saved, din[0]);
-  else
-    strop__maxpool2d_backward(&d, dout, n->saved, din[0]);
+  if (x->din_assign) strop__maxpool2d_backward_assign(&d, dout, n->saved, din[0]);
+  else strop__maxpool2d_backward(&d, dout, n->saved, din[0]);
   return STROP_OK;
 }
 
@@ -155,15 +177,19 @@ typedef struct adapt_cfg {
 } adapt_cfg;
 
 static const strop__optdef ADAPT_OPTIONS[] = {
-    {.name = "output_size", .type = STROP__OT_INTS, .off = offsetof(adapt_cfg, size), .lo = 1,
-     .hi = 1 << 16, .n = 2, .example = "1",
+    {.name = "output_size",
+     .type = STROP__OT_INTS,
+     .off = offsetof(adapt_cfg, size),
+     .lo = 1,
+     .hi = 1 << 16,
+     .n = 2,
+     .example = "1",
      .doc = "output height and width (one value: both); 1 keeps the [C, 1, 1] shape"},
     {NULL}};
 
 /* [C, H, W] -> [C, oh, ow] for any H, W >= 1 (windows may repeat input cells when the output
  * is larger, as in PyTorch) */
-static strop_status adapt_shape(const strop__node *n, const strop__shape *in,
-                                strop__shape *out) {
+static strop_status adapt_shape(const strop__node *n, const strop__shape *in, strop__shape *out) {
   const adapt_cfg *c = n->cfg;
   const strop__shape *s = &in[0];
   char buf[96];
@@ -194,8 +220,7 @@ static strop_status adapt_forward(strop__node *n, const strop__exec *x, const st
   strop__pool2d_dims d = adapt_dims(n->cfg, &in[0]);
   if (d.oh == 1 && d.ow == 1) /* the global mean, the common case (squeeze-excitation) */
     strop__global_avgpool_forward(d.n, d.c, d.h * d.w, in[0].data, out->data);
-  else
-    strop__adaptive_avgpool2d_forward(&d, in[0].data, out->data);
+  else strop__adaptive_avgpool2d_forward(&d, in[0].data, out->data);
   return STROP_OK;
 }
 
@@ -205,10 +230,8 @@ static strop_status adapt_backward(strop__node *n, const strop__exec *x, const s
   (void)out;
   if (!din[0]) return STROP_OK;
   strop__pool2d_dims d = adapt_dims(n->cfg, &in[0]);
-  if (d.oh == 1 && d.ow == 1)
-    strop__global_avgpool_backward(d.n, d.c, d.h * d.w, dout, din[0]);
-  else
-    strop__adaptive_avgpool2d_backward(&d, dout, din[0]);
+  if (d.oh == 1 && d.ow == 1) strop__global_avgpool_backward(d.n, d.c, d.h * d.w, dout, din[0]);
+  else strop__adaptive_avgpool2d_backward(&d, dout, din[0]);
   return STROP_OK;
 }
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — RMS normalization (Llama's RMSNorm; torch.nn.RMSNorm in PyTorch 2.4+): each row of
  * the trailing normalized_shape dimensions divided by its root mean square, times a weight.
  * Kernels in ops/layernorm.c. */
@@ -15,9 +16,16 @@ typedef struct rmsnorm_cfg {
 enum { W }; /* parameter slot */
 
 static const strop__optdef OPTIONS[] = {
-    {.name = "normalized_shape", .type = STROP__OT_INT_LIST, .off = offsetof(rmsnorm_cfg, shape),
-     .count_off = offsetof(rmsnorm_cfg, nshape), .dflt = "auto", .lo = 1, .hi = INT32_MAX,
-     .n = STROP_MAX_RANK, .words = strop__word_auto, .word_values = strop__word_auto_v,
+    {.name = "normalized_shape",
+     .type = STROP__OT_INT_LIST,
+     .off = offsetof(rmsnorm_cfg, shape),
+     .count_off = offsetof(rmsnorm_cfg, nshape),
+     .dflt = "auto",
+     .lo = 1,
+     .hi = INT32_MAX,
+     .n = STROP_MAX_RANK,
+     .words = strop__word_auto,
+     .word_values = strop__word_auto_v,
      .doc = "the trailing dimensions normalised over; auto: the last dimension of the input"},
     STROP__OPT_FLOAT(rmsnorm_cfg, eps, "eps", "1e-06", 0, 1, 0,
                      "added to the mean square (Hugging Face's rms_norm_eps)"),
@@ -30,7 +38,7 @@ static const strop__paramdef PARAMS[] = {
     {NULL}};
 
 static strop_status rmsnorm_shape(const strop__node *n, const strop__shape *in,
-                                    strop__shape *out) {
+                                  strop__shape *out) {
   const rmsnorm_cfg *c = n->cfg;
   return strop__shape_trailing(n, in, c->shape, c->nshape, out);
 }

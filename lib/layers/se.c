@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — squeeze_excitation, a composite: it expands when added into the ordinary nodes of
  * torchvision's SqueezeExcitation (torchvision.ops.misc), with its module names, so a
  * MobileNetV3 checkpoint's "<block>.fc1.weight" loads as it is and every part can be frozen or
@@ -15,10 +16,19 @@ static const char *const ACTS[] = {"relu", "relu6", "silu", "hardswish", "gelu",
 static const char *const SCALE_ACTS[] = {"sigmoid", "hardsigmoid", NULL};
 
 static const strop__optdef OPTIONS[] = {
-    {.name = "input_channels", .type = STROP__OT_INT, .off = offsetof(se_cfg, input_channels),
-     .lo = 1, .hi = INT32_MAX, .example = "8", .doc = "channels C of the [C, H, W] input"},
-    {.name = "squeeze_channels", .type = STROP__OT_INT,
-     .off = offsetof(se_cfg, squeeze_channels), .lo = 1, .hi = INT32_MAX, .example = "2",
+    {.name = "input_channels",
+     .type = STROP__OT_INT,
+     .off = offsetof(se_cfg, input_channels),
+     .lo = 1,
+     .hi = INT32_MAX,
+     .example = "8",
+     .doc = "channels C of the [C, H, W] input"},
+    {.name = "squeeze_channels",
+     .type = STROP__OT_INT,
+     .off = offsetof(se_cfg, squeeze_channels),
+     .lo = 1,
+     .hi = INT32_MAX,
+     .example = "2",
      .doc = "channels between fc1 and fc2"},
     STROP__OPT_ENUM(se_cfg, activation, "activation", "relu", ACTS,
                     "between fc1 and fc2 (torchvision's delta)"),

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — mean over the sequence: [N, T, *] -> [N, *], counting only the positions the
  * padding mask keeps when one is given (exec->pad_mask [N, T], 1 keep, 0 pad). */
 #include "layers/layer.h"
@@ -143,9 +144,9 @@ static strop_status token_pool_forward(strop__node *n, const strop__exec *x, con
   return STROP_OK;
 }
 
-static strop_status token_pool_backward(strop__node *n, const strop__exec *x, const strop__act *in,
-                                        const strop__act *out, const float *dout,
-                                        float *const *din) {
+static strop_status token_pool_backward(strop__node *n, const strop__exec *x,
+                                        const strop__act *in, const strop__act *out,
+                                        const float *dout, float *const *din) {
   (void)out;
   if (!din[0]) return STROP_OK;
   const token_pool_cfg *c = n->cfg;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — shape layers that only relabel the dimensions of a sample: flatten (torch.nn.Flatten)
  * and reshape. Data is copied unchanged; the gradient is passed straight back. */
 #include <string.h>
@@ -16,8 +17,8 @@ typedef struct reshape_cfg {
 } reshape_cfg;
 
 static const strop__optdef FLATTEN_OPTIONS[] = {
-    STROP__OPT_INT(flatten_cfg, start_dim, "start_dim", "1", -(STROP_MAX_RANK + 1), STROP_MAX_RANK,
-                   "first dimension merged, counting the batch as 0"),
+    STROP__OPT_INT(flatten_cfg, start_dim, "start_dim", "1", -(STROP_MAX_RANK + 1),
+                   STROP_MAX_RANK, "first dimension merged, counting the batch as 0"),
     STROP__OPT_INT(flatten_cfg, end_dim, "end_dim", "-1", -(STROP_MAX_RANK + 1), STROP_MAX_RANK,
                    "last dimension merged (-1: the last)"),
     {NULL}};
@@ -49,9 +50,15 @@ static strop_status flatten_shape(const strop__node *n, const strop__shape *in,
 }
 
 static const strop__optdef RESHAPE_OPTIONS[] = {
-    {.name = "shape", .type = STROP__OT_INT_LIST, .off = offsetof(reshape_cfg, shape),
-     .count_off = offsetof(reshape_cfg, rank), .lo = -1, .hi = INT32_MAX, .n = STROP_MAX_RANK,
-     .example = "[-1]", .doc = "the new per-sample shape; one entry may be -1 (inferred)"},
+    {.name = "shape",
+     .type = STROP__OT_INT_LIST,
+     .off = offsetof(reshape_cfg, shape),
+     .count_off = offsetof(reshape_cfg, rank),
+     .lo = -1,
+     .hi = INT32_MAX,
+     .n = STROP_MAX_RANK,
+     .example = "[-1]",
+     .doc = "the new per-sample shape; one entry may be -1 (inferred)"},
     {NULL}};
 
 static strop_status reshape_check(void *cfg, strop__opts *o) {
@@ -77,14 +84,11 @@ static strop_status reshape_shape(const strop__node *n, const strop__shape *in,
   char b1[96], b2[96];
   for (int i = 0; i < c->rank; i++) {
     o.d[i] = c->shape[i];
-    if (c->shape[i] == -1)
-      free_at = i;
-    else
-      known *= c->shape[i];
+    if (c->shape[i] == -1) free_at = i;
+    else known *= c->shape[i];
   }
   if (free_at >= 0 && known > 0 && total % known == 0) o.d[free_at] = total / known;
-  if ((free_at >= 0 && (known <= 0 || total % known != 0)) ||
-      (free_at < 0 && known != total)) {
+  if ((free_at >= 0 && (known <= 0 || total % known != 0)) || (free_at < 0 && known != total)) {
     strop__shape want = {c->rank, {0}};
     for (int i = 0; i < c->rank; i++) want.d[i] = c->shape[i];
     return strop__err(STROP_E_SHAPE,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — layers that turn an image into a sequence of tokens, as vision transformers do:
  * transpose (torch.transpose of two per-sample dimensions: [D, H*W] -> [H*W, D]) and
  * class_token (a learned vector prepended to the sequence: [T, D] -> [1 + T, D], its

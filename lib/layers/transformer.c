@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — transformer_block, a composite: it expands when added into ordinary named nodes
  * "<name>.ln1", "<name>.attn", ... of a pre-norm encoder block, so every part can be frozen,
  * replaced or given LoRA adapters like any other node. */
@@ -16,10 +17,20 @@ typedef struct tb_cfg {
 static const char *const ACTS[] = {"gelu", "relu", NULL};
 
 static const strop__optdef OPTIONS[] = {
-    {.name = "embed_dim", .type = STROP__OT_INT, .off = offsetof(tb_cfg, embed_dim), .lo = 1,
-     .hi = INT32_MAX, .example = "8", .doc = "model width D of the [T, D] input"},
-    {.name = "num_heads", .type = STROP__OT_INT, .off = offsetof(tb_cfg, num_heads), .lo = 1,
-     .hi = INT32_MAX, .example = "2", .doc = "attention heads; must divide embed_dim"},
+    {.name = "embed_dim",
+     .type = STROP__OT_INT,
+     .off = offsetof(tb_cfg, embed_dim),
+     .lo = 1,
+     .hi = INT32_MAX,
+     .example = "8",
+     .doc = "model width D of the [T, D] input"},
+    {.name = "num_heads",
+     .type = STROP__OT_INT,
+     .off = offsetof(tb_cfg, num_heads),
+     .lo = 1,
+     .hi = INT32_MAX,
+     .example = "2",
+     .doc = "attention heads; must divide embed_dim"},
     STROP__OPT_AUTO_INT(tb_cfg, dim_feedforward, "dim_feedforward",
                         "width of the feed-forward layer; auto: 4 embed_dim"),
     STROP__OPT_FLOAT(tb_cfg, dropout, "dropout", "0", 0, 1, STROP__OF_HI_OPEN,
@@ -38,7 +49,8 @@ static strop_status tb_check(void *cfg, strop__opts *o) {
     return strop__opt_error(o, "num_heads", "embed_dim %lld is not divisible by num_heads %lld",
                             (long long)c->embed_dim, (long long)c->num_heads);
   if (!c->norm_first)
-    return strop__err(STROP_E_UNSUPPORTED, "layer '%s' (transformer_block): norm_first=false "
+    return strop__err(STROP_E_UNSUPPORTED,
+                      "layer '%s' (transformer_block): norm_first=false "
                       "(post-norm) is not supported; build the block node by node",
                       o->layer ? o->layer : "?");
   return STROP_OK;
@@ -57,8 +69,8 @@ static strop_status tb_expand(const void *cfg, strop__expander *e) {
   snprintf(se, sizeof se, "%.9g", (double)c->eps);
   const int dropping = c->dropout > 0.0f;
   const char *ln_kv[] = {"normalized_shape", sd, "eps", se};
-  const char *attn_kv[] = {"embed_dim", sd, "num_heads", sh, "dropout", sp,
-                           "causal", c->causal ? "true" : "false"};
+  const char *attn_kv[] = {"embed_dim", sd, "num_heads", sh,
+                           "dropout",   sp, "causal",    c->causal ? "true" : "false"};
   const char *p_kv[] = {"p", sp};
   const char *ff1_kv[] = {"in_features", sd, "out_features", sf};
   const char *ff2_kv[] = {"in_features", sf, "out_features", sd};
@@ -107,30 +119,45 @@ typedef struct tel_cfg {
 static const char *const TEL_ACTS[] = {"relu", "gelu", NULL};
 
 #define TEL_COMMON                                                                               \
-  {.name = "d_model", .type = STROP__OT_INT, .off = offsetof(tel_cfg, d_model), .lo = 1,        \
-   .hi = INT32_MAX, .example = "8", .doc = "model width D of the [T, D] input"},                \
-      {.name = "nhead", .type = STROP__OT_INT, .off = offsetof(tel_cfg, nhead), .lo = 1,          \
-       .hi = INT32_MAX, .example = "2", .doc = "attention heads; must divide d_model"},         \
-      STROP__OPT_INT(tel_cfg, dim_feedforward, "dim_feedforward", "2048", 1, INT32_MAX,         \
-                     "width of the feed-forward layer (torch's default 2048)"),                 \
-      STROP__OPT_FLOAT(tel_cfg, dropout, "dropout", "0.1", 0, 1, STROP__OF_HI_OPEN,             \
-                       "dropout on the attention weights, after attention, inside and after "   \
-                       "the feed-forward (torch's default 0.1)"),                               \
-      STROP__OPT_ENUM(tel_cfg, activation, "activation", "relu", TEL_ACTS,                      \
-                      "the feed-forward's activation"),                                        \
-      STROP__OPT_FLOAT(tel_cfg, eps, "layer_norm_eps", "1e-05", 0, 1, 0, "the norms' eps"),     \
-      STROP__OPT_BOOL(tel_cfg, norm_first, "norm_first", "false",                               \
-                      "true: pre-norm (norm before attention and feed-forward); false: "        \
-                      "post-norm, torch's default"),                                            \
+  {.name = "d_model",                                                                            \
+   .type = STROP__OT_INT,                                                                        \
+   .off = offsetof(tel_cfg, d_model),                                                            \
+   .lo = 1,                                                                                      \
+   .hi = INT32_MAX,                                                                              \
+   .example = "8",                                                                               \
+   .doc = "model width D of the [T, D] input"},                                                  \
+      {.name = "nhead",                                                                          \
+       .type = STROP__OT_INT,                                                                    \
+       .off = offsetof(tel_cfg, nhead),                                                          \
+       .lo = 1,                                                                                  \
+       .hi = INT32_MAX,                                                                          \
+       .example = "2",                                                                           \
+       .doc = "attention heads; must divide d_model"},                                           \
+      STROP__OPT_INT(tel_cfg, dim_feedforward, "dim_feedforward", "2048", 1, INT32_MAX,          \
+                     "width of the feed-forward layer (torch's default 2048)"),                  \
+      STROP__OPT_FLOAT(tel_cfg, dropout, "dropout", "0.1", 0, 1, STROP__OF_HI_OPEN,              \
+                       "dropout on the attention weights, after attention, inside and after "    \
+                       "the feed-forward (torch's default 0.1)"),                                \
+      STROP__OPT_ENUM(tel_cfg, activation, "activation", "relu", TEL_ACTS,                       \
+                      "the feed-forward's activation"),                                          \
+      STROP__OPT_FLOAT(tel_cfg, eps, "layer_norm_eps", "1e-05", 0, 1, 0, "the norms' eps"),      \
+      STROP__OPT_BOOL(tel_cfg, norm_first, "norm_first", "false",                                \
+                      "true: pre-norm (norm before attention and feed-forward); false: "         \
+                      "post-norm, torch's default"),                                             \
       STROP__OPT_BOOL(tel_cfg, bias, "bias", "true", "the linear layers and norms have biases"), \
-      STROP__OPT_BOOL(tel_cfg, causal, "causal", "false",                                       \
+      STROP__OPT_BOOL(tel_cfg, causal, "causal", "false",                                        \
                       "mask future positions (is_causal with a square subsequent mask)")
 
 static const strop__optdef TEL_OPTIONS[] = {TEL_COMMON, {NULL}};
 
 static const strop__optdef TE_OPTIONS[] = {
-    {.name = "num_layers", .type = STROP__OT_INT, .off = offsetof(tel_cfg, num_layers), .lo = 1,
-     .hi = 100000, .example = "2", .doc = "encoder layers, named layers.0, layers.1, ..."},
+    {.name = "num_layers",
+     .type = STROP__OT_INT,
+     .off = offsetof(tel_cfg, num_layers),
+     .lo = 1,
+     .hi = 100000,
+     .example = "2",
+     .doc = "encoder layers, named layers.0, layers.1, ..."},
     TEL_COMMON,
     STROP__OPT_BOOL(tel_cfg, norm, "norm", "false",
                     "a final LayerNorm named norm (nn.TransformerEncoder's norm argument)"),
@@ -157,17 +184,18 @@ static strop_status tel_parts(const tel_cfg *c, strop__expander *e, const char *
   snprintf(sf, sizeof sf, "%lld", (long long)c->dim_feedforward);
   snprintf(sp, sizeof sp, "%.9g", (double)c->dropout);
   snprintf(se, sizeof se, "%.9g", (double)c->eps);
-  static const char *const parts[] = {"norm1", "self_attn", "dropout1", "add1", "norm2",
-                                      "linear1", "activation", "dropout", "linear2", "dropout2",
-                                      "add2"};
+  static const char *const parts[] = {"norm1",   "self_attn", "dropout1",   "add1",
+                                      "norm2",   "linear1",   "activation", "dropout",
+                                      "linear2", "dropout2",  "add2"};
   enum { NORM1, ATTN, DROP1, ADD1, NORM2, LIN1, ACT, DROP, LIN2, DROP2, ADD2 };
   for (int i = 0; i < 11; i++) snprintf(nm[i], sizeof nm[i], "%s%s", pre, parts[i]);
   const int dropping = c->dropout > 0.0f;
   const char *b = c->bias ? "true" : "false";
-  const char *ln_kv[] = {"normalized_shape", sd, "eps", se, "elementwise_affine", "true",
-                         "bias", b};
-  const char *attn_kv[] = {"embed_dim", sd, "num_heads", sh, "dropout", sp,
-                           "causal", c->causal ? "true" : "false", "bias", b, "packed", "true"};
+  const char *ln_kv[] = {"normalized_shape",   sd,     "eps",  se,
+                         "elementwise_affine", "true", "bias", b};
+  const char *attn_kv[] = {"embed_dim", sd, "num_heads", sh,
+                           "dropout",   sp, "causal",    c->causal ? "true" : "false",
+                           "bias",      b,  "packed",    "true"};
   const char *p_kv[] = {"p", sp};
   const char *ff1_kv[] = {"in_features", sd, "out_features", sf, "bias", b};
   const char *ff2_kv[] = {"in_features", sf, "out_features", sd, "bias", b};

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — multi-head self-attention forward and backward. Heads are strided views of the
  * [n*t, d] projections (leading dimension d), so every matmul is one strop__sgemm call
  * without copies: Q K^T and P V per (batch, head), projections over all n*t rows at once. */
@@ -175,21 +176,36 @@ size_t strop__sdpa_backward_scratch(const strop__sdpa_dims *dm) {
 }
 
 void strop__sdpa_forward(const strop__sdpa_dims *dm, const float *q, const float *k,
-                         const float *v, float *p, uint8_t *keep, strop__rng *rng,
-                         float *scratch, float *ctx) {
-  core_job j = {.dm = dm, .q = q, .k = k, .v = v, .p = p, .keep = keep, .rng = rng,
-                .scratch = scratch, .ctx = ctx};
+                         const float *v, float *p, uint8_t *keep, strop__rng *rng, float *scratch,
+                         float *ctx) {
+  core_job j = {.dm = dm,
+                .q = q,
+                .k = k,
+                .v = v,
+                .p = p,
+                .keep = keep,
+                .rng = rng,
+                .scratch = scratch,
+                .ctx = ctx};
   if (keep) /* dropout draws from one generator in sample order: one chunk */
     core_fwd_samples(&j, 0, dm->n, 0);
-  else
-    strop__par_run(sdpa_chunks(dm), dm->n, core_fwd_samples, &j);
+  else strop__par_run(sdpa_chunks(dm), dm->n, core_fwd_samples, &j);
 }
 
 void strop__sdpa_backward(const strop__sdpa_dims *dm, const float *q, const float *k,
                           const float *v, const float *p, const uint8_t *keep, const float *dctx,
                           float *scratch, float *dq, float *dk, float *dv, int accumulate) {
-  core_job j = {.dm = dm, .q = q, .k = k, .v = v, .p = (float *)p, .keep = (uint8_t *)keep,
-                .scratch = scratch, .dctx = dctx, .dq = dq, .dk = dk, .dv = dv,
+  core_job j = {.dm = dm,
+                .q = q,
+                .k = k,
+                .v = v,
+                .p = (float *)p,
+                .keep = (uint8_t *)keep,
+                .scratch = scratch,
+                .dctx = dctx,
+                .dq = dq,
+                .dk = dk,
+                .dv = dv,
                 .accumulate = accumulate};
   strop__par_run(sdpa_chunks(dm), dm->n, core_bwd_samples, &j);
 }
@@ -219,8 +235,8 @@ STROP__CLONES static void cached_samples(void *ctx, int64_t b0, int64_t b1, int 
       /* query i sits at position past + i: causal over the whole cached sequence */
       for (int64_t i = 0; i < t; i++)
         softmax_row(S + i * len, len, dm->causal ? j->past + i : len - 1, 1, NULL);
-      strop__sgemm(0, 0, t, hd, len, 1.0f, S, len, vh, dm->ldv, 0.0f, j->ctx + b * t * ldo + hh * hd,
-                   ldo);
+      strop__sgemm(0, 0, t, hd, len, 1.0f, S, len, vh, dm->ldv, 0.0f,
+                   j->ctx + b * t * ldo + hh * hd, ldo);
     }
 }
 
@@ -230,8 +246,8 @@ size_t strop__sdpa_cached_scratch(const strop__sdpa_dims *dm, int64_t past) {
 
 void strop__sdpa_cached(const strop__sdpa_dims *dm, int64_t past, int64_t cap, const float *q,
                         const float *k, const float *v, float *scratch, float *ctx) {
-  cached_job j = {.dm = dm, .past = past, .cap = cap, .q = q, .k = k, .v = v,
-                  .scratch = scratch, .ctx = ctx};
+  cached_job j = {
+      .dm = dm, .past = past, .cap = cap, .q = q, .k = k, .v = v, .scratch = scratch, .ctx = ctx};
   strop__par_run(sdpa_chunks(dm), dm->n, cached_samples, &j);
 }
 
@@ -239,10 +255,18 @@ void strop__sdpa_cached(const strop__sdpa_dims *dm, int64_t past, int64_t cap, c
 
 static void core_dims(const strop__mha_dims *dm, strop__sdpa_dims *cd) {
   const int64_t hd = dm->d / dm->heads;
-  *cd = (strop__sdpa_dims){.n = dm->n, .t = dm->t, .heads = dm->heads, .kv_heads = dm->heads,
-                           .head_dim = hd, .ldq = dm->d, .ldk = dm->d, .ldv = dm->d,
-                           .causal = dm->causal, .pad_mask = dm->pad_mask,
-                           .dropout = dm->dropout, .scale = (float)(1.0 / sqrt((double)hd)),
+  *cd = (strop__sdpa_dims){.n = dm->n,
+                           .t = dm->t,
+                           .heads = dm->heads,
+                           .kv_heads = dm->heads,
+                           .head_dim = hd,
+                           .ldq = dm->d,
+                           .ldk = dm->d,
+                           .ldv = dm->d,
+                           .causal = dm->causal,
+                           .pad_mask = dm->pad_mask,
+                           .dropout = dm->dropout,
+                           .scale = (float)(1.0 / sqrt((double)hd)),
                            .chunks = dm->chunks};
 }
 

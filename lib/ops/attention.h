@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — multi-head self-attention kernels on [n, t, d] activations: q/k/v projections,
  * per-(batch, head) scaled dot products through strop__sgemm, masked softmax, dropout on the
  * attention weights, the weighted sum of values and the output projection; and the backward. */
@@ -29,10 +30,10 @@ typedef struct strop__mha_cache {
 
 typedef struct strop__mha_dims {
   int64_t n, t, d, heads;
-  int causal;             /* 1: position i attends to keys j <= i only */
-  const float *pad_mask;  /* [n, t], 1 keep, 0 padding (keys masked out); or NULL */
-  float dropout;          /* probability of dropping an attention weight (when keep != NULL) */
-  int chunks;             /* samples split into this many chunks run in parallel (<= 1: one) */
+  int causal;            /* 1: position i attends to keys j <= i only */
+  const float *pad_mask; /* [n, t], 1 keep, 0 padding (keys masked out); or NULL */
+  float dropout;         /* probability of dropping an attention weight (when keep != NULL) */
+  int chunks;            /* samples split into this many chunks run in parallel (<= 1: one) */
 } strop__mha_dims;
 
 /* ---- the core: attention of already-projected q, k, v (any row strides), as
@@ -40,13 +41,13 @@ typedef struct strop__mha_dims {
  * heads (query head h reads key/value head h / (heads / kv_heads)). ---- */
 typedef struct strop__sdpa_dims {
   int64_t n, t, heads, kv_heads, head_dim;
-  int64_t ldq, ldk, ldv;  /* row strides (floats) of q, k, v: heads*head_dim when separate,
+  int64_t ldq, ldk, ldv; /* row strides (floats) of q, k, v: heads*head_dim when separate,
                              wider when they are views into one packed [t, q|k|v] tensor */
   int causal;
-  const float *pad_mask;  /* [n, t], 1 keep, 0 padding (keys masked out); or NULL */
-  float dropout;          /* on the attention weights, when keep != NULL */
-  float scale;            /* of the scores, usually 1 / sqrt(head_dim) */
-  int chunks;             /* samples split into this many chunks run in parallel */
+  const float *pad_mask; /* [n, t], 1 keep, 0 padding (keys masked out); or NULL */
+  float dropout;         /* on the attention weights, when keep != NULL */
+  float scale;           /* of the scores, usually 1 / sqrt(head_dim) */
+  int chunks;            /* samples split into this many chunks run in parallel */
 } strop__sdpa_dims;
 
 size_t strop__sdpa_forward_scratch(const strop__sdpa_dims *dm);
@@ -56,8 +57,8 @@ size_t strop__sdpa_backward_scratch(const strop__sdpa_dims *dm);
  * dropout) the dropout flags drawn from rng. A query row whose keys are all masked gets
  * all-zero weights. */
 void strop__sdpa_forward(const strop__sdpa_dims *dm, const float *q, const float *k,
-                         const float *v, float *p, uint8_t *keep, strop__rng *rng,
-                         float *scratch, float *ctx);
+                         const float *v, float *p, uint8_t *keep, strop__rng *rng, float *scratch,
+                         float *ctx);
 /* Given dctx, writes (accumulate = 0) or adds (1) dq, dk, dv in q's, k's and v's layouts; any
  * may be NULL (not needed). */
 void strop__sdpa_backward(const strop__sdpa_dims *dm, const float *q, const float *k,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the BLAS/LAPACK boundary: every call into OpenBLAS goes through here. */
 #include <cblas.h>
 #include <pthread.h>
@@ -21,8 +22,8 @@ int openblas_get_num_threads(void);
  * the host's value, the last to close puts it back). Setting the count is cheap once OpenBLAS
  * has started its threads: it stores a number; measured in docs/guide.md (threads). */
 static pthread_mutex_t g_blas_mu = PTHREAD_MUTEX_INITIALIZER;
-static int g_blas_open;  /* sections open, over every thread */
-static int g_blas_host;  /* the host's count, saved by the first of them */
+static int g_blas_open; /* sections open, over every thread */
+static int g_blas_host; /* the host's count, saved by the first of them */
 static _Thread_local int t_blas_depth;
 
 void strop__blas_enter(void) {
@@ -49,8 +50,8 @@ typedef struct gemm_job {
   float alpha, beta;
   const float *a, *b;
   float *c;
-  int check;         /* strop__sgemm_finite: look at C's final values */
-  atomic_int bad;    /* ... and one of them was NaN or infinite */
+  int check;      /* strop__sgemm_finite: look at C's final values */
+  atomic_int bad; /* ... and one of them was NaN or infinite */
 } gemm_job;
 
 enum { GEMM_BLOCK = 16 };
@@ -72,9 +73,9 @@ static void gemm_call(gemm_job *j, int64_t m, int64_t n, const float *a, const f
   }
   /* the own kernel could not run (no packing buffer): OpenBLAS, in a section of its own */
   if (j->own) strop__blas_enter();
-  cblas_sgemm(CblasRowMajor, j->ta ? CblasTrans : CblasNoTrans,
-              j->tb ? CblasTrans : CblasNoTrans, (blasint)m, (blasint)n, (blasint)j->k,
-              j->alpha, a, (blasint)j->lda, b, (blasint)j->ldb, j->beta, c, (blasint)j->ldc);
+  cblas_sgemm(CblasRowMajor, j->ta ? CblasTrans : CblasNoTrans, j->tb ? CblasTrans : CblasNoTrans,
+              (blasint)m, (blasint)n, (blasint)j->k, j->alpha, a, (blasint)j->lda, b,
+              (blasint)j->ldb, j->beta, c, (blasint)j->ldc);
   if (j->own) strop__blas_leave();
   if (j->check && block_nonfinite(c, m, n, j->ldc)) atomic_store(&j->bad, 1);
 }
@@ -106,14 +107,19 @@ static int sgemm_run(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, 
   if (k <= 0) {
     /* BLAS leaves C untouched for k = 0 only when beta = 1; make it explicit */
     for (int64_t i = 0; i < m; i++)
-      for (int64_t j = 0; j < n; j++) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+      for (int64_t j = 0; j < n; j++)
+        c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
     return !check || !block_nonfinite(c, m, n, ldc);
   }
   gemm_job j = {trans_a, trans_b, n < m, strop__gemm_use_own(trans_a, trans_b, m, n, k),
-                m, n, k, lda, ldb, ldc, alpha, beta, a, b, c, check, 0};
+                m,       n,       k,     lda,
+                ldb,     ldc,     alpha, beta,
+                a,       b,       c,     check,
+                0};
   const int64_t blocks = ((j.split_m ? m : n) + GEMM_BLOCK - 1) / GEMM_BLOCK;
   const int threads = (double)m * (double)n * (double)k >= GEMM_PAR_MIN_MACS
-                          ? strop__num_threads() : 1;
+                          ? strop__num_threads()
+                          : 1;
   /* the own kernel never calls OpenBLAS: no section to open for it */
   if (!j.own) strop__blas_enter();
   /* splitting rows or columns of C leaves every element's sum over k as it was */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the broadcast product: per-sample geometry collapsed to a few dimensions, rows of
  * the innermost one done by loops the compiler vectorises (both inputs contiguous, or one of
  * them a scalar per row). */

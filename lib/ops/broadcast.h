@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — elementwise products of two tensors with NumPy broadcasting over the per-sample
  * dimensions (the batch is never broadcast), forward and backward. Private to the library. */
 #ifndef STROP_OPS_BROADCAST_H
@@ -11,10 +12,10 @@
  * both inputs walk contiguously merged: [C, H, W] * [C, 1, 1] becomes [C, HW] with b's strides
  * (1, 0). */
 typedef struct strop__bcast {
-  int rank;                                   /* >= 1 */
-  int64_t d[STROP__BCAST_MAX];                /* output dimensions */
+  int rank;                                           /* >= 1 */
+  int64_t d[STROP__BCAST_MAX];                        /* output dimensions */
   int64_t sa[STROP__BCAST_MAX], sb[STROP__BCAST_MAX]; /* element strides; 0: broadcast */
-  int64_t na, nb, ny;                         /* elements per sample of a, b and y */
+  int64_t na, nb, ny;                                 /* elements per sample of a, b and y */
 } strop__bcast;
 
 /* The output shape of a [ra dims] and b [rb dims] (rank at most STROP__BCAST_MAX), aligned at

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — 2-D convolution by lowering to GEMM: im2col + strop__sgemm forward; backward dW by
  * GEMM with the recomputed columns, dX by GEMM into columns then col2im. 1x1 stride-1 convs
  * read and write the images directly (no columns); depthwise convs (a group per input
@@ -32,7 +33,8 @@ static int is_pointwise(const strop__conv2d_dims *d) {
 int strop__conv_depthwise_direct = 1;
 
 static int depthwise(const strop__conv2d_dims *d, const strop__conv2d_epilogue *ep) {
-  return strop__conv_depthwise_direct && d->groups == d->c_in && d->groups > 1 && (!ep || (!ep->relu && !ep->pool));
+  return strop__conv_depthwise_direct && d->groups == d->c_in && d->groups > 1 &&
+         (!ep || (!ep->relu && !ep->pool));
 }
 
 /* Ungrouped lowered convs fold the bias into the GEMM: the columns get an extra row of ones
@@ -120,16 +122,16 @@ static void im2col(const strop__conv2d_dims *d, const float *x, float *col) {
           }
         } else {
           for (int64_t oy = ylo; oy < yhi; oy++) {
-          const float *src = xc + (oy * d->sh + offy) * W + offx;
-          float *dst = r + oy * ow;
-          for (int64_t ox = 0; ox < xlo; ox++) dst[ox] = 0.0f;
-          if (d->sw == 1) {
-            memcpy(dst + xlo, src + xlo, sizeof(float) * (size_t)(xhi - xlo));
-          } else {
-            const int64_t s = d->sw;
-            for (int64_t ox = xlo; ox < xhi; ox++) dst[ox] = src[ox * s];
-          }
-          for (int64_t ox = xhi; ox < ow; ox++) dst[ox] = 0.0f;
+            const float *src = xc + (oy * d->sh + offy) * W + offx;
+            float *dst = r + oy * ow;
+            for (int64_t ox = 0; ox < xlo; ox++) dst[ox] = 0.0f;
+            if (d->sw == 1) {
+              memcpy(dst + xlo, src + xlo, sizeof(float) * (size_t)(xhi - xlo));
+            } else {
+              const int64_t s = d->sw;
+              for (int64_t ox = xlo; ox < xhi; ox++) dst[ox] = src[ox * s];
+            }
+            for (int64_t ox = xhi; ox < ow; ox++) dst[ox] = 0.0f;
           }
         }
         if (yhi < oh) memset(r + yhi * ow, 0, sizeof(float) * (size_t)((oh - yhi) * ow));
@@ -187,7 +189,7 @@ typedef struct conv_job {
   const strop__conv2d_dims *d;
   const float *x, *w, *b, *dy, *ones;
   float *y, *dx, *dw, *db;
-  float *waug;  /* forward, fused bias: [c_out, K + 1] */
+  float *waug;   /* forward, fused bias: [c_out, K + 1] */
   float *chunk0; /* per-chunk areas start here, each cols_len (+ part_len in the backward)
                     + ep_len */
   int64_t per;   /* floats per chunk area */
@@ -349,8 +351,7 @@ static void dw_fwd_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
   (void)chunk;
   const dw_job *j = ctx;
   const strop__conv2d_dims *d = j->d;
-  const int64_t m = d->c_out / d->c_in, K = d->kh * d->kw, HW = d->h * d->w,
-                P = d->oh * d->ow;
+  const int64_t m = d->c_out / d->c_in, K = d->kh * d->kw, HW = d->h * d->w, P = d->oh * d->ow;
   for (int64_t i = lo; i < hi; i++) {
     const int64_t n = i / d->c_out, o = i % d->c_out;
     dw_plane_fwd(d, j->x + (n * d->c_in + o / m) * HW, j->w + o * K, j->b ? j->b[o] : 0.0f,
@@ -365,14 +366,14 @@ static void dw_bwd_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
   (void)chunk;
   const dw_job *j = ctx;
   const strop__conv2d_dims *d = j->d;
-  const int64_t m = d->c_out / d->c_in, K = d->kh * d->kw, HW = d->h * d->w,
-                P = d->oh * d->ow;
+  const int64_t m = d->c_out / d->c_in, K = d->kh * d->kw, HW = d->h * d->w, P = d->oh * d->ow;
   for (int64_t c = lo; c < hi; c++)
     for (int64_t o = c * m; o < (c + 1) * m; o++)
       for (int64_t n = 0; n < d->n; n++)
         dw_plane_bwd(d, j->x + (n * d->c_in + c) * HW, j->w + o * K,
-                     j->dy + (n * d->c_out + o) * P, j->dx ? j->dx + (n * d->c_in + c) * HW : NULL,
-                     j->dw ? j->dw + o * K : NULL, j->db ? j->db + o : NULL);
+                     j->dy + (n * d->c_out + o) * P,
+                     j->dx ? j->dx + (n * d->c_in + c) * HW : NULL, j->dw ? j->dw + o * K : NULL,
+                     j->db ? j->db + o : NULL);
 }
 
 /* planes per thread below which a split does not pay */
@@ -392,7 +393,13 @@ void strop__conv2d_forward(const strop__conv2d_dims *d, const float *x, const fl
     strop__par_for(d->n * d->c_out, dw_grain(d), dw_fwd_range, &dj);
     return;
   }
-  conv_job j = {.d = d, .x = x, .w = w, .b = b, .y = y, .chunks = chunks, .ep = ep,
+  conv_job j = {.d = d,
+                .x = x,
+                .w = w,
+                .b = b,
+                .y = y,
+                .chunks = chunks,
+                .ep = ep,
                 .pd = image_pool(d, ep)};
   j.fused = b && fused_bias(d);
   float *p = scratch + ones_len(d);
@@ -442,7 +449,8 @@ static void bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
     memset(part, 0, sizeof(float) * (size_t)part_len(d));
     if (dw) dw = part;
     if (db) db = j->fused ? NULL : part + d->c_out * K;
-    if (j->fused) for (int64_t p = 0; p < P; p++) colbuf[K * P + p] = 1.0f;
+    if (j->fused)
+      for (int64_t p = 0; p < P; p++) colbuf[K * P + p] = 1.0f;
   }
   for (int64_t n = lo; n < hi; n++) {
     const float *xn = j->x + n * d->c_in * HW;
@@ -468,8 +476,8 @@ static void bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
       float *dxn = j->dx + n * d->c_in * HW;
       /* dcols_g [K, P] = W_g^T [K, cout_g] * dY_g [cout_g, P]; pointwise adds straight in */
       for (int64_t g = 0; g < G; g++)
-        strop__sgemm(1, 0, K, P, cout_g, 1.0f, j->w + g * cout_g * K, K, dyn + g * cout_g * P,
-                     P, pw ? 1.0f : 0.0f, pw ? dxn + g * K * P : colbuf + g * K * P, P);
+        strop__sgemm(1, 0, K, P, cout_g, 1.0f, j->w + g * cout_g * K, K, dyn + g * cout_g * P, P,
+                     pw ? 1.0f : 0.0f, pw ? dxn + g * K * P : colbuf + g * K * P, P);
       if (!pw) col2im(d, colbuf, dxn);
     }
   }
@@ -486,8 +494,16 @@ void strop__conv2d_backward(const strop__conv2d_dims *d, const float *x, const f
     strop__par_for(d->c_in, (dw_grain(d) + d->n - 1) / d->n, dw_bwd_range, &dj);
     return;
   }
-  conv_job j = {.d = d, .x = x, .w = w, .dy = dy, .dx = dx, .dw = dw, .db = db,
-                .chunks = chunks, .ep = ep, .pd = image_pool(d, ep)};
+  conv_job j = {.d = d,
+                .x = x,
+                .w = w,
+                .dy = dy,
+                .dx = dx,
+                .dw = dw,
+                .db = db,
+                .chunks = chunks,
+                .ep = ep,
+                .pd = image_pool(d, ep)};
   /* [dW | db] accumulated together through the ones row of the columns */
   j.fused = dw && db && fused_bias(d);
   j.partial = (dw || db) && (chunks > 1 || j.fused);
@@ -506,8 +522,10 @@ void strop__conv2d_backward(const strop__conv2d_dims *d, const float *x, const f
         db[o] += r[K];
       }
     } else {
-      if (dw) for (int64_t i = 0; i < d->c_out * K; i++) dw[i] += part[i];
-      if (db) for (int64_t o = 0; o < d->c_out; o++) db[o] += part[d->c_out * K + o];
+      if (dw)
+        for (int64_t i = 0; i < d->c_out * K; i++) dw[i] += part[i];
+      if (db)
+        for (int64_t o = 0; o < d->c_out; o++) db[o] += part[d->c_out * K + o];
     }
   }
 }

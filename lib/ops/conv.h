@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — 2-D convolution kernels (NCHW, PyTorch weight layout [out, in/groups, kh, kw]):
  * im2col + GEMM forward, GEMM + col2im backward. Private to the library. */
 #ifndef STROP_OPS_CONV_H
@@ -10,13 +11,13 @@
 
 /* Geometry of one conv2d call. oh/ow are filled by strop__conv2d_out_size. */
 typedef struct strop__conv2d_dims {
-  int64_t n, c_in, h, w;   /* input [n, c_in, h, w] */
-  int64_t c_out, kh, kw;   /* weight [c_out, c_in / groups, kh, kw] */
-  int64_t sh, sw;          /* stride */
-  int64_t ph, pw;          /* zero padding on each side */
-  int64_t dh, dw;          /* dilation */
+  int64_t n, c_in, h, w; /* input [n, c_in, h, w] */
+  int64_t c_out, kh, kw; /* weight [c_out, c_in / groups, kh, kw] */
+  int64_t sh, sw;        /* stride */
+  int64_t ph, pw;        /* zero padding on each side */
+  int64_t dh, dw;        /* dilation */
   int64_t groups;
-  int64_t oh, ow;          /* output spatial size */
+  int64_t oh, ow; /* output spatial size */
 } strop__conv2d_dims;
 
 /* What the convolution applies to each image's output before it leaves the cache, in place of
@@ -24,12 +25,12 @@ typedef struct strop__conv2d_dims {
  * as those layers, run per image, so the numbers are the unfused ones bit for bit and neither
  * the raw nor the rectified output is ever stored. */
 typedef struct strop__conv2d_epilogue {
-  int relu;               /* y = relu(y) (strop__relu_forward) */
-  int pool;               /* then y = maxpool(y) with pd's window (pd.n, c, h, w are ignored) */
+  int relu; /* y = relu(y) (strop__relu_forward) */
+  int pool; /* then y = maxpool(y) with pd's window (pd.n, c, h, w are ignored) */
   strop__pool2d_dims pd;
-  int32_t *argmax;        /* pool: [n, c_out, pd.oh, pd.ow], written by the forward and read
+  int32_t *argmax; /* pool: [n, c_out, pd.oh, pd.ow], written by the forward and read
                              by the backward (as strop__maxpool2d_forward's) */
-  const float *y;         /* backward with relu: the forward's (final) output */
+  const float *y;  /* backward with relu: the forward's (final) output */
 } strop__conv2d_epilogue;
 
 /* Tests and benches: 1 (the default) runs depthwise convs (groups = c_in) through the direct

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — dense-family kernels: linear on strop__sgemm, elementwise activations with
  * PyTorch's exact formulas, axis softmax, and dropout with an inlined PCG32 draw. */
 #include "ops/dense.h"
@@ -17,17 +18,15 @@ void strop__linear_forward(const float *x, const float *w, const float *b, float
   strop__linear_forward_ex(x, w, b, y, m, in, out, 0);
 }
 
-void strop__linear_forward_ex(const float *x, const float *w, const float *b, float *y,
-                              int64_t m, int64_t in, int64_t out, int w_in_out) {
+void strop__linear_forward_ex(const float *x, const float *w, const float *b, float *y, int64_t m,
+                              int64_t in, int64_t out, int w_in_out) {
   float beta = 0.0f;
   if (b) {
     for (int64_t i = 0; i < m; i++) memcpy(y + i * out, b, (size_t)out * sizeof(float));
     beta = 1.0f;
   }
-  if (w_in_out)
-    strop__sgemm(0, 0, m, out, in, 1.0f, x, in, w, out, beta, y, out);
-  else
-    strop__sgemm(0, 1, m, out, in, 1.0f, x, in, w, in, beta, y, out);
+  if (w_in_out) strop__sgemm(0, 0, m, out, in, 1.0f, x, in, w, out, beta, y, out);
+  else strop__sgemm(0, 1, m, out, in, 1.0f, x, in, w, in, beta, y, out);
 }
 
 int strop__linear_backward(const float *x, const float *w, const float *dy, float *dx, float *dw,
@@ -39,14 +38,12 @@ int strop__linear_backward(const float *x, const float *w, const float *dy, floa
     if (dx) strop__sgemm(0, 1, m, in, out, 1.0f, dy, out, w, out, bx, dx, in);
     if (dw && assign_p)
       finite = strop__sgemm_finite(1, 0, in, out, m, 1.0f, x, in, dy, out, 0.0f, dw, out);
-    else if (dw)
-      strop__sgemm(1, 0, in, out, m, 1.0f, x, in, dy, out, 1.0f, dw, out);
+    else if (dw) strop__sgemm(1, 0, in, out, m, 1.0f, x, in, dy, out, 1.0f, dw, out);
   } else {
     if (dx) strop__sgemm(0, 0, m, in, out, 1.0f, dy, out, w, in, bx, dx, in);
     if (dw && assign_p)
       finite = strop__sgemm_finite(1, 0, out, in, m, 1.0f, dy, out, x, in, 0.0f, dw, in);
-    else if (dw)
-      strop__sgemm(1, 0, out, in, m, 1.0f, dy, out, x, in, 1.0f, dw, in);
+    else if (dw) strop__sgemm(1, 0, out, in, m, 1.0f, dy, out, x, in, 1.0f, dw, in);
   }
   if (db) {
     int64_t i = 0;
@@ -92,9 +89,9 @@ int strop__linear_backward_lowp(const strop__lowp *w, const float *dy, float *dx
   float *wf = strop__lowp_scratch_take((size_t)w->rows * (size_t)w->cols * sizeof(float));
   if (!wf) return -1;
   strop__lowp_expand(w, wf);
-  (void)strop__linear_backward(NULL, wf, dy, dx, NULL, NULL, m, in, out,
-                               (assign_dx ? STROP__LB_ASSIGN_DX : 0) |
-                                   (w_in_out ? STROP__LB_W_IN_OUT : 0));
+  (void)strop__linear_backward(
+      NULL, wf, dy, dx, NULL, NULL, m, in, out,
+      (assign_dx ? STROP__LB_ASSIGN_DX : 0) | (w_in_out ? STROP__LB_W_IN_OUT : 0));
   strop__lowp_scratch_give(wf);
   return 0;
 }
@@ -154,8 +151,8 @@ STROP__CLONES void strop__gelu_forward(const float *x, float *y, size_t n, int a
   }
 }
 
-STROP__CLONES void strop__gelu_backward(const float *x, const float *y, const float *dy, float *dx,
-                                        size_t n, int approximate) {
+STROP__CLONES void strop__gelu_backward(const float *x, const float *y, const float *dy,
+                                        float *dx, size_t n, int approximate) {
   (void)y;
   if (approximate) {
     for (size_t i = 0; i < n; i++) {
@@ -182,8 +179,7 @@ void strop__relu6_forward(const float *x, float *y, size_t n) {
   for (size_t i = 0; i < n; i++) y[i] = relu6(x[i]);
 }
 
-void strop__relu6_backward(const float *x, const float *y, const float *dy, float *dx,
-                           size_t n) {
+void strop__relu6_backward(const float *x, const float *y, const float *dy, float *dx, size_t n) {
   (void)x; /* 0 < y < 6 exactly where 0 < x < 6 (NaN: neither), so the output suffices */
   for (size_t i = 0; i < n; i++) dx[i] += y[i] > 0.0f && y[i] < 6.0f ? dy[i] : 0.0f;
 }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — kernels of the dense family: linear (GEMM through strop__sgemm), elementwise
  * activations, softmax/log_softmax along an axis, and dropout. Forward and backward pairs. */
 #ifndef STROP_OPS_DENSE_H
@@ -13,8 +14,8 @@
 void strop__linear_forward(const float *x, const float *w, const float *b, float *y, int64_t m,
                            int64_t in, int64_t out);
 /* The same with W stored [in, out] (w_in_out = 1: GPT-2's Conv1D) or [out, in] (0). */
-void strop__linear_forward_ex(const float *x, const float *w, const float *b, float *y,
-                              int64_t m, int64_t in, int64_t out, int w_in_out);
+void strop__linear_forward_ex(const float *x, const float *w, const float *b, float *y, int64_t m,
+                              int64_t in, int64_t out, int w_in_out);
 /* Given dy[m, out]: dx[m, in] += dy W; dw[out, in] += dy^T x; db[out] += sum_m dy.
  * Any of dx, dw, db may be NULL (not wanted). With STROP__LB_ASSIGN_DX dx is written rather
  * than added to (its old contents are not read), with STROP__LB_ASSIGN_PARAMS dw and db; the
@@ -69,7 +70,8 @@ void strop__hardsigmoid_backward(const float *x, const float *y, const float *dy
 void strop__tanh_forward(const float *x, float *y, size_t n);
 void strop__tanh_backward(const float *x, const float *y, const float *dy, float *dx, size_t n);
 void strop__sigmoid_forward(const float *x, float *y, size_t n);
-void strop__sigmoid_backward(const float *x, const float *y, const float *dy, float *dx, size_t n);
+void strop__sigmoid_backward(const float *x, const float *y, const float *dy, float *dx,
+                             size_t n);
 
 /* Softmax / log-softmax over the middle axis of a [outer, d, inner] block. Backward ADDS
  * into dx and needs only the output y. */

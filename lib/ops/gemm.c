@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — its own single-precision GEMM for CPUs with AVX-512: for every product where
  * OpenBLAS runs an older kernel set (OpenBLAS picks kernels by CPU model, and some machines pin
  * an AVX2 set on purpose with OPENBLAS_CORETYPE), and for the small and skinny products of a
@@ -28,7 +29,10 @@ enum { MR = 8, NR = 32, KC = 256, MC = 128, NC = 512 };
  * one more at the first call, so after that a training step allocates nothing; more are made
  * only when more host threads run GEMMs at once. Freed when the library unloads. */
 enum { BUF_FLOATS = MC * KC + KC * NC };
-typedef struct gemm_buf { struct gemm_buf *next; float *data; } gemm_buf;
+typedef struct gemm_buf {
+  struct gemm_buf *next;
+  float *data;
+} gemm_buf;
 static pthread_mutex_t g_buf_mu = PTHREAD_MUTEX_INITIALIZER;
 static gemm_buf *g_free_bufs;
 static int g_bufs_made;
@@ -88,8 +92,8 @@ __attribute__((destructor)) static void bufs_release(void) {
 }
 
 /* 8 rows of 8 floats (row stride ld) -> 8 rows of 8 (stride dst_ld), transposed. */
-__attribute__((target("avx512f"))) static inline void tr8x8(const float *s, int64_t ld,
-                                                            float *d, int64_t dst_ld) {
+__attribute__((target("avx512f"))) static inline void tr8x8(const float *s, int64_t ld, float *d,
+                                                            int64_t dst_ld) {
   const __m256 r0 = _mm256_loadu_ps(s), r1 = _mm256_loadu_ps(s + ld);
   const __m256 r2 = _mm256_loadu_ps(s + 2 * ld), r3 = _mm256_loadu_ps(s + 3 * ld);
   const __m256 r4 = _mm256_loadu_ps(s + 4 * ld), r5 = _mm256_loadu_ps(s + 5 * ld);
@@ -113,7 +117,9 @@ __attribute__((target("avx512f"))) static inline void tr8x8(const float *s, int6
 }
 
 static __mmask16 lanes(int64_t left) {
-  return left >= 16 ? (__mmask16)0xffff : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1u);
+  return left >= 16  ? (__mmask16)0xffff
+         : left <= 0 ? (__mmask16)0
+                     : (__mmask16)((1u << left) - 1u);
 }
 
 /* rows x kc of a row-major matrix (row stride ld, k contiguous) into dst[k * w + r], rows <= w
@@ -151,7 +157,7 @@ __attribute__((target("avx512f"))) static void pack_rows_n(const float *src, int
   }
 }
 
-#define GEMM_INLINE static inline __attribute__((always_inline, target("avx512f")))
+#  define GEMM_INLINE static inline __attribute__((always_inline, target("avx512f")))
 
 /* The micro-kernels sum over kc the products A(r, k) B(k, 0..31) for the 8 rows r of a tile,
  * into 16 accumulators (8 for the 16-wide one) in k order. A(r, k) is a[r * rsa + k * csa]: a
@@ -169,12 +175,12 @@ GEMM_INLINE void mk_8x32(int64_t kc, const float *a, int64_t rsa, int64_t csa, c
     const __m512 b0 = masked ? _mm512_maskz_loadu_ps(m0, b) : _mm512_loadu_ps(b);
     const __m512 b1 = masked ? _mm512_maskz_loadu_ps(m1, b + 16) : _mm512_loadu_ps(b + 16);
     /* row r of the tile: broadcast A(r, k), two FMAs into its accumulators */
-#define ROW(r, x0, x1)                              \
-  do {                                              \
-    const __m512 a_ = _mm512_set1_ps(a[(r) * rsa]); \
-    x0 = _mm512_fmadd_ps(a_, b0, x0);               \
-    x1 = _mm512_fmadd_ps(a_, b1, x1);               \
-  } while (0)
+#  define ROW(r, x0, x1)                            \
+    do {                                            \
+      const __m512 a_ = _mm512_set1_ps(a[(r)*rsa]); \
+      x0 = _mm512_fmadd_ps(a_, b0, x0);             \
+      x1 = _mm512_fmadd_ps(a_, b1, x1);             \
+    } while (0)
     ROW(0, c00, c01);
     ROW(1, c10, c11);
     ROW(2, c20, c21);
@@ -183,7 +189,7 @@ GEMM_INLINE void mk_8x32(int64_t kc, const float *a, int64_t rsa, int64_t csa, c
     ROW(5, c50, c51);
     ROW(6, c60, c61);
     ROW(7, c70, c71);
-#undef ROW
+#  undef ROW
     a += csa;
     b += ldbk;
   }
@@ -243,18 +249,18 @@ GEMM_INLINE void store_tile(const __m512 *acc, float *c, int64_t ldc, float alph
 
 /* The packed panels' kernels: Ap [kc][8], Bp [kc][32]. */
 __attribute__((target("avx512f"))) static void kernel_8x32(int64_t kc, const float *ap,
-                                                           const float *bp, float *c,
-                                                           int64_t ldc, float alpha, float beta,
-                                                           int64_t mr, int64_t nr, unsigned *bad) {
+                                                           const float *bp, float *c, int64_t ldc,
+                                                           float alpha, float beta, int64_t mr,
+                                                           int64_t nr, unsigned *bad) {
   __m512 acc[16];
   mk_8x32(kc, ap, 1, MR, bp, NR, 0, 0xffff, 0xffff, acc);
   store_tile(acc, c, ldc, alpha, beta, mr, nr, bad);
 }
 
 __attribute__((target("avx512f"))) static void kernel_8x16(int64_t kc, const float *ap,
-                                                           const float *bp, float *c,
-                                                           int64_t ldc, float alpha, float beta,
-                                                           int64_t mr, int64_t nr, unsigned *bad) {
+                                                           const float *bp, float *c, int64_t ldc,
+                                                           float alpha, float beta, int64_t mr,
+                                                           int64_t nr, unsigned *bad) {
   __m512 acc[16];
   mk_8x16(kc, ap, 1, MR, bp, NR, 0, 0xffff, acc);
   store_tile(acc, c, ldc, alpha, beta, mr, nr, bad);
@@ -271,19 +277,15 @@ __attribute__((target("avx512f"), noinline)) static void kernel_direct_full(
 __attribute__((target("avx512f"), noinline)) static void kernel_direct_masked(
     int64_t kc, const float *a, int64_t rsa, int64_t csa, const float *b, int64_t ldbk,
     __m512 *acc, int64_t nr) {
-  if (nr <= 16)
-    mk_8x16(kc, a, rsa, csa, b, ldbk, 1, lanes(nr), acc);
-  else
-    mk_8x32(kc, a, rsa, csa, b, ldbk, 1, 0xffff, lanes(nr - 16), acc);
+  if (nr <= 16) mk_8x16(kc, a, rsa, csa, b, ldbk, 1, lanes(nr), acc);
+  else mk_8x32(kc, a, rsa, csa, b, ldbk, 1, 0xffff, lanes(nr - 16), acc);
 }
 
 static inline void kernel_direct(int64_t kc, const float *a, int64_t rsa, int64_t csa,
                                  const float *b, int64_t ldbk, int masked, __m512 *acc,
                                  int64_t nr) {
-  if (nr == NR || (!masked && nr > 16))
-    kernel_direct_full(kc, a, rsa, csa, b, ldbk, acc);
-  else
-    kernel_direct_masked(kc, a, rsa, csa, b, ldbk, acc, nr);
+  if (nr == NR || (!masked && nr > 16)) kernel_direct_full(kc, a, rsa, csa, b, ldbk, acc);
+  else kernel_direct_masked(kc, a, rsa, csa, b, ldbk, acc, nr);
 }
 
 /* A's rows [i, i + rows) with rows < 8 as an 8-row packed panel over k [0, kc) (zero rows
@@ -298,12 +300,9 @@ static void pack_a_tail(const float *a, int64_t rsa, int64_t csa, int64_t rows, 
  * are read in place (a last panel of fewer than 8 rows of A is copied), so the weights of a
  * layer are not repacked at every step; the tile loop and the k blocks are the packed path's,
  * and so are the bits. */
-__attribute__((target("avx512f"))) static void sgemm_sup_n(int ta, int64_t m, int64_t n,
-                                                           int64_t k, float alpha,
-                                                           const float *a, int64_t lda,
-                                                           const float *b, int64_t ldb,
-                                                           float beta, float *c, int64_t ldc,
-                                                           float *tail, unsigned *bad) {
+__attribute__((target("avx512f"))) static void sgemm_sup_n(
+    int ta, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+    const float *b, int64_t ldb, float beta, float *c, int64_t ldc, float *tail, unsigned *bad) {
   const int64_t rsa = ta ? 1 : lda, csa = ta ? lda : 1;
   __m512 acc[16];
   for (int64_t j = 0; j < n; j += NR) {
@@ -328,8 +327,7 @@ __attribute__((target("avx512f"))) static void sgemm_sup_n(int ta, int64_t m, in
 
 /* t[r * 32 + q] = C[q * ldc + r] for r < rows, q < cols (a tile of C^T), zero elsewhere. */
 __attribute__((target("avx512f"))) static void load_tile_t(const float *c, int64_t ldc,
-                                                           int64_t rows, int64_t cols,
-                                                           float *t) {
+                                                           int64_t rows, int64_t cols, float *t) {
   if (rows == MR && (cols & 7) == 0) {
     for (int64_t q = 0; q < cols; q += 8) tr8x8(c + q * ldc, ldc, t + q, NR);
     for (int64_t r = 0; r < MR; r++)
@@ -342,8 +340,7 @@ __attribute__((target("avx512f"))) static void load_tile_t(const float *c, int64
 
 /* C[q * ldc + r] = t[r * 32 + q] for r < rows, q < cols. */
 __attribute__((target("avx512f"))) static void store_tile_t(const float *t, int64_t rows,
-                                                            int64_t cols, float *c,
-                                                            int64_t ldc) {
+                                                            int64_t cols, float *c, int64_t ldc) {
   int64_t q = 0;
   if (rows == MR)
     for (; q + 8 <= cols; q += 8) tr8x8(t + q, NR, c + q * ldc, ldc);
@@ -356,12 +353,9 @@ __attribute__((target("avx512f"))) static void store_tile_t(const float *t, int6
  * in place and only A, k x m, is packed once. Each 8 x 32 tile of C^T stays in a buffer across
  * the k blocks (alpha acc + beta C in the first, alpha acc + the buffer after: the packed
  * path's arithmetic) and is written into C transposed once. bp holds k x roundup(m, 32). */
-__attribute__((target("avx512f"))) static void sgemm_sup_t(int64_t m, int64_t n, int64_t k,
-                                                           float alpha, const float *a,
-                                                           int64_t lda, const float *b,
-                                                           int64_t ldb, float beta, float *c,
-                                                           int64_t ldc, float *bp, float *tail,
-                                                           unsigned *bad) {
+__attribute__((target("avx512f"))) static void sgemm_sup_t(
+    int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda, const float *b,
+    int64_t ldb, float beta, float *c, int64_t ldc, float *bp, float *tail, unsigned *bad) {
   for (int64_t q = 0; q < m; q += NR)
     pack_rows_t(a + q * lda, lda, m - q < NR ? m - q : NR, k, bp + q * k, NR);
   __attribute__((aligned(64))) float t[MR * NR];
@@ -388,8 +382,7 @@ __attribute__((target("avx512f"))) static void sgemm_sup_t(int64_t m, int64_t n,
             float *tr = t + r * NR + 16 * h;
             if (pc == 0)
               _mm512_store_ps(tr, beta != 0.0f ? _mm512_fmadd_ps(vb, _mm512_load_ps(tr), v) : v);
-            else
-              _mm512_store_ps(tr, _mm512_fmadd_ps(one, _mm512_load_ps(tr), v));
+            else _mm512_store_ps(tr, _mm512_fmadd_ps(one, _mm512_load_ps(tr), v));
           }
       }
       if (bad) /* the buffer holds C's final values: the rows and columns that are C's */
@@ -403,8 +396,8 @@ __attribute__((target("avx512f"))) static void sgemm_sup_t(int64_t m, int64_t n,
 
 static int corename_has_avx512(void) {
   const char *n = openblas_get_corename();
-  static const char *const avx512[] = {"skylakex", "cooperlake", "sapphirerapids", "zen4",
-                                       "zen5", NULL};
+  static const char *const avx512[] = {"skylakex", "cooperlake", "sapphirerapids",
+                                       "zen4",     "zen5",       NULL};
   if (!n) return 0;
   for (int i = 0; avx512[i]; i++) {
     const char *p = avx512[i], *q = n;
@@ -447,10 +440,10 @@ int strop__gemm_use_own(int ta, int tb, int64_t m, int64_t n, int64_t k) {
 }
 
 __attribute__((target("avx512f"))) int strop__sgemm_own(int ta, int tb, int64_t m, int64_t n,
-                                                         int64_t k, float alpha, const float *a,
-                                                         int64_t lda, const float *b,
-                                                         int64_t ldb, float beta, float *c,
-                                                         int64_t ldc, int *nonfinite) {
+                                                        int64_t k, float alpha, const float *a,
+                                                        int64_t lda, const float *b, int64_t ldb,
+                                                        float beta, float *c, int64_t ldc,
+                                                        int *nonfinite) {
   if (m <= 0 || n <= 0 || k <= 0) return -1; /* strop__sgemm handles these itself */
   __attribute__((aligned(64))) float tail[KC * MR];
   unsigned bad_lanes = 0, *bad = nonfinite ? &bad_lanes : NULL;
@@ -478,10 +471,8 @@ __attribute__((target("avx512f"))) int strop__sgemm_own(int ta, int tb, int64_t 
       for (int64_t j = 0; j < nc; j += NR) {
         const int64_t cols = nc - j < NR ? nc - j : NR;
         float *d = bp + j * kc;
-        if (tb)
-          pack_rows_t(b + (jc + j) * ldb + pc, ldb, cols, kc, d, NR);
-        else
-          pack_rows_n(b + pc * ldb + jc + j, ldb, cols, kc, d, NR);
+        if (tb) pack_rows_t(b + (jc + j) * ldb + pc, ldb, cols, kc, d, NR);
+        else pack_rows_n(b + pc * ldb + jc + j, ldb, cols, kc, d, NR);
       }
       for (int64_t ic = 0; ic < m; ic += MC) {
         const int64_t mc = m - ic < MC ? m - ic : MC;
@@ -489,10 +480,8 @@ __attribute__((target("avx512f"))) int strop__sgemm_own(int ta, int tb, int64_t 
         for (int64_t i = 0; i < mc; i += MR) {
           const int64_t rows = mc - i < MR ? mc - i : MR;
           float *d = ap + i * kc;
-          if (ta)
-            pack_rows_n(a + pc * lda + ic + i, lda, rows, kc, d, MR);
-          else
-            pack_rows_t(a + (ic + i) * lda + pc, lda, rows, kc, d, MR);
+          if (ta) pack_rows_n(a + pc * lda + ic + i, lda, rows, kc, d, MR);
+          else pack_rows_t(a + (ic + i) * lda + pc, lda, rows, kc, d, MR);
         }
         for (int64_t j = 0; j < nc; j += NR) {
           const int64_t nr = nc - j < NR ? nc - j : NR;
@@ -502,8 +491,7 @@ __attribute__((target("avx512f"))) int strop__sgemm_own(int ta, int tb, int64_t 
             unsigned *bt = pc + kc == k ? bad : NULL;
             if (nr <= 16)
               kernel_8x16(kc, ap + i * kc, bp + j * kc, ct, ldc, alpha, be, mr, nr, bt);
-            else
-              kernel_8x32(kc, ap + i * kc, bp + j * kc, ct, ldc, alpha, be, mr, nr, bt);
+            else kernel_8x32(kc, ap + i * kc, bp + j * kc, ct, ldc, alpha, be, mr, nr, bt);
           }
         }
       }
@@ -522,9 +510,9 @@ int strop__gemm_use_own(int ta, int tb, int64_t m, int64_t n, int64_t k) {
   (void)ta, (void)tb, (void)m, (void)n, (void)k;
   return 0;
 }
-int strop__sgemm_own(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha,
-                     const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
-                     float *c, int64_t ldc, int *nonfinite) {
+int strop__sgemm_own(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+                     int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc,
+                     int *nonfinite) {
   (void)ta, (void)tb, (void)m, (void)n, (void)k, (void)alpha, (void)a, (void)lda, (void)b;
   (void)ldb, (void)beta, (void)c, (void)ldc, (void)nonfinite;
   return -1;

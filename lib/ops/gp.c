@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — float64 kernels of the tuner's Gaussian process, through OpenBLAS (cblas) and its
  * bundled LAPACK. The only BLAS/LAPACK calls of lib/tune go through here. */
 #include "ops/gp.h"
@@ -37,4 +38,3 @@ void strop__dtrsm_lower_left(int64_t n, int64_t m, const double *l, double *b) {
               (blasint)m, 1.0, l, (blasint)n, b, (blasint)m);
   strop__blas_leave();
 }
-

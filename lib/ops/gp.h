@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — float64 LAPACK/BLAS kernels for the tuner's Gaussian process: the inverse from a
  * Cholesky factor and triangular solves. Row-major, lower-triangular factors throughout. */
 #ifndef STROP_OPS_GP_H
@@ -14,6 +15,5 @@ void strop__dtrsv_lower(int trans, int64_t n, const double *l, double *x);
 
 /* Solves L X = B in place for B of n rows and m columns (row-major, leading dimension m). */
 void strop__dtrsm_lower_left(int64_t n, int64_t m, const double *l, double *b);
-
 
 #endif

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — layer normalization forward and backward. Row statistics are summed in double
  * (two passes) so long rows keep float32 parity with PyTorch. */
 #include "ops/layernorm.h"
@@ -51,7 +52,13 @@ static int64_t row_grain(int64_t d) { return d >= 4096 ? 1 : 4096 / (d > 0 ? d :
 
 void strop__layernorm_forward(const float *x, int64_t rows, int64_t d, const float *gamma,
                               const float *beta, float eps, float *y, float *mean, float *rstd) {
-  ln_job j = {.x = x, .gamma = gamma, .beta = beta, .d = d, .eps = eps, .y = y, .mean = mean,
+  ln_job j = {.x = x,
+              .gamma = gamma,
+              .beta = beta,
+              .d = d,
+              .eps = eps,
+              .y = y,
+              .mean = mean,
               .rstd = rstd};
   strop__par_for(rows, row_grain(d), ln_forward_chunk, &j);
 }

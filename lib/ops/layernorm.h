@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — layer and RMS normalization kernels: each of `rows` rows of `d` contiguous values is
  * normalized by its own statistics, then scaled (and shifted) per position. */
 #ifndef STROP_OPS_LAYERNORM_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — LoRA kernels (see lora.h): two thin GEMMs forward, three backward, one to merge.
  * The rank is small, so the adapter costs O(m * r * (in + out)) next to the base GEMM. */
 #include "ops/lora.h"

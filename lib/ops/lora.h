@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — kernels of the LoRA adapter (Hu et al. 2021, PEFT's semantics): the low-rank path
  * y += scale * (h A^T) B^T, its backward, and merging B A into the base weight. */
 #ifndef STROP_OPS_LORA_H

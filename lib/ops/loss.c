@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — losses (cross-entropy, MSE, L1, Huber, BCE-with-logits) and their gradients with
  * respect to the predictions, with PyTorch's reduction semantics. Sums in double. */
 #include "ops/loss.h"
@@ -38,12 +39,13 @@ static strop_status cross_entropy(const strop__loss_cfg *c, const float *pred, i
   if (C <= 0 || C * tps != per_sample)
     return strop__err(STROP_E_INVALID_ARG,
                       FN ": cross_entropy: %lld logits per sample do not split into %lld "
-                      "targets of %lld classes",
+                         "targets of %lld classes",
                       (long long)per_sample, (long long)tps, (long long)C);
   float eps = c->label_smoothing;
   if (!(eps >= 0.0f && eps <= 1.0f))
     return strop__err(STROP_E_INVALID_ARG,
-                      FN ": cross_entropy: label_smoothing must be in [0, 1], got %g", (double)eps);
+                      FN ": cross_entropy: label_smoothing must be in [0, 1], got %g",
+                      (double)eps);
   const float *w = c->class_weights;
   int64_t rows = n * tps;
   /* validate every target before touching dpred */
@@ -56,12 +58,12 @@ static strop_status cross_entropy(const strop__loss_cfg *c, const float *pred, i
     if (tps > 1)
       return strop__err(STROP_E_INVALID_ARG,
                         FN ": cross_entropy: sample %lld, position %lld: class index %g is not "
-                        "an integer in [0, %lld) nor ignore_index %lld",
+                           "an integer in [0, %lld) nor ignore_index %lld",
                         (long long)(r / tps), (long long)(r % tps), (double)y, (long long)C,
                         (long long)c->ignore_index);
     return strop__err(STROP_E_INVALID_ARG,
                       FN ": cross_entropy: sample %lld: class index %g is not an integer in "
-                      "[0, %lld) nor ignore_index %lld",
+                         "[0, %lld) nor ignore_index %lld",
                       (long long)r, (double)y, (long long)C, (long long)c->ignore_index);
   }
   double wsum = 0.0;
@@ -155,7 +157,7 @@ static strop_status elementwise(const strop__loss_cfg *c, const float *pred, int
       if (pw && (np <= 0 || per_sample % np != 0))
         return strop__err(STROP_E_INVALID_ARG,
                           FN ": bce_with_logits: %lld pos_weight entries do not divide %lld "
-                          "values per sample",
+                             "values per sample",
                           (long long)np, (long long)per_sample);
       for (int64_t i = 0; i < m; i++) {
         double x = pred[i], y = target[i];
@@ -171,8 +173,7 @@ static strop_status elementwise(const strop__loss_cfg *c, const float *pred, int
       }
       break;
     }
-    default:
-      return strop__err(STROP_E_INTERNAL, FN ": unknown loss kind %d", c->kind);
+    default: return strop__err(STROP_E_INTERNAL, FN ": unknown loss kind %d", c->kind);
   }
   *loss_out = total * scale;
   return STROP_OK;
@@ -186,7 +187,7 @@ strop_status strop__loss_eval(const strop__loss_cfg *c, const float *pred, int64
   if (n <= 0 || per_sample <= 0 || target_per_sample <= 0)
     return strop__err(STROP_E_INVALID_ARG,
                       FN ": %s: sizes must be > 0, got n %lld, per_sample %lld, "
-                      "target_per_sample %lld",
+                         "target_per_sample %lld",
                       strop__loss_name(c->kind), (long long)n, (long long)per_sample,
                       (long long)target_per_sample);
   if (c->reduction != STROP__LOSS_REDUCTION_MEAN && c->reduction != STROP__LOSS_REDUCTION_SUM)
@@ -197,9 +198,8 @@ strop_status strop__loss_eval(const strop__loss_cfg *c, const float *pred, int64
   if (c->kind < STROP__LOSS_MSE || c->kind > STROP__LOSS_BCE_WITH_LOGITS)
     return strop__err(STROP_E_INVALID_ARG, FN ": unknown loss kind %d", c->kind);
   if (target_per_sample != per_sample)
-    return strop__err(STROP_E_INVALID_ARG,
-                      FN ": %s: targets have %lld values per sample, predictions %lld",
-                      strop__loss_name(c->kind), (long long)target_per_sample,
-                      (long long)per_sample);
+    return strop__err(
+        STROP_E_INVALID_ARG, FN ": %s: targets have %lld values per sample, predictions %lld",
+        strop__loss_name(c->kind), (long long)target_per_sample, (long long)per_sample);
   return elementwise(c, pred, n, per_sample, target, loss_out, dpred);
 }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — loss functions on raw arrays: the value and, optionally, its gradient with respect
  * to the predictions. The trainer calls these; they are not graph nodes. */
 #ifndef STROP_OPS_LOSS_H
@@ -20,14 +21,15 @@ enum {
 enum { STROP__LOSS_REDUCTION_MEAN = 0, STROP__LOSS_REDUCTION_SUM = 1 };
 
 typedef struct strop__loss_cfg {
-  int kind;                    /* STROP__LOSS_* */
-  float label_smoothing;       /* cross-entropy: [0, 1] */
-  int64_t ignore_index;        /* cross-entropy: rows with this target count for nothing (-100) */
-  float delta;                 /* huber: the quadratic-to-linear threshold (> 0; 1.0) */
-  const float *class_weights;  /* cross-entropy: n_classes weights, or NULL (all ones); borrowed */
-  int64_t n_classes;           /* cross-entropy: C; 0 = per_sample / target_per_sample */
-  int reduction;               /* STROP__LOSS_REDUCTION_* */
-  const float *pos_weight;     /* bce: n_pos_weight weights of positives along the last dim, or NULL */
+  int kind;                   /* STROP__LOSS_* */
+  float label_smoothing;      /* cross-entropy: [0, 1] */
+  int64_t ignore_index;       /* cross-entropy: rows with this target count for nothing (-100) */
+  float delta;                /* huber: the quadratic-to-linear threshold (> 0; 1.0) */
+  const float *class_weights; /* cross-entropy: n_classes weights, or NULL (all ones); borrowed */
+  int64_t n_classes;          /* cross-entropy: C; 0 = per_sample / target_per_sample */
+  int reduction;              /* STROP__LOSS_REDUCTION_* */
+  const float
+      *pos_weight; /* bce: n_pos_weight weights of positives along the last dim, or NULL */
   int64_t n_pos_weight;
 } strop__loss_cfg;
 

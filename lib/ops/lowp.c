@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — BF16 and int8 weights: conversions, and the BF16 x BF16 -> FP32 product on
  * AVX512_BF16 (vdpbf16ps). The fallback is not here: a layer widens the weight to FP32 and runs
  * the FP32 GEMM, so it gives the bits of an FP32 model whose weights hold the same values. */
@@ -55,8 +56,7 @@ int strop__lowp_make(strop__lowp *q, int dtype, const float *w, int64_t rows, in
   if (dtype == STROP__LOWP_BF16) {
     uint16_t *v = strop__malloc_aligned(n * sizeof *v + 1);
     if (!v) return -1;
-    if (!scale_cols)
-      strop__bf16_round_n(w, v, n);
+    if (!scale_cols) strop__bf16_round_n(w, v, n);
     else /* stored [out, in]: v[c * rows + r] = W(r, c) */
       for (int64_t r = 0; r < rows; r++)
         for (int64_t c = 0; c < cols; c++)
@@ -224,7 +224,8 @@ static void pack_panel(const bf16_job *J, int64_t j0, uint32_t *p) {
     }
     const uint16_t *w = J->b + (j0 + c) * J->k;
     int64_t q = 0;
-    for (; 2 * q + 1 < J->k; q++) p[q * BNR + c] = (uint32_t)w[2 * q] | (uint32_t)w[2 * q + 1] << 16;
+    for (; 2 * q + 1 < J->k; q++)
+      p[q * BNR + c] = (uint32_t)w[2 * q] | (uint32_t)w[2 * q + 1] << 16;
     for (; q < kp; q++) p[q * BNR + c] = 2 * q < J->k ? (uint32_t)w[2 * q] : 0u;
   }
 }
@@ -249,8 +250,9 @@ BF16_TARGET static void kernel_8x32(const bf16_job *J, int64_t i, int64_t j0, co
     }
   }
   const __mmask16 m0 = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1u);
-  const __mmask16 m1 = nr >= 32 ? (__mmask16)0xffff
-                                : nr <= 16 ? (__mmask16)0 : (__mmask16)((1u << (nr - 16)) - 1u);
+  const __mmask16 m1 = nr >= 32   ? (__mmask16)0xffff
+                       : nr <= 16 ? (__mmask16)0
+                                  : (__mmask16)((1u << (nr - 16)) - 1u);
   for (int64_t r = 0; r < mr; r++) {
     float *cr = J->c + (i + r) * J->ldc + j0;
     __m512 v0 = acc[r][0], v1 = acc[r][1];
@@ -289,11 +291,12 @@ void strop__bf16_gemm_nt(int64_t m, int64_t n, int64_t k, const float *a, int64_
     for (int64_t t = k; t < ka; t++) abf[i * ka + t] = 0;
   }
   /* the panels follow A's rows, 64-byte aligned (m * ka * 2 is a multiple of 64) */
-  bf16_job J = {m, n, k, ka, ldc, abf, q->v, beta, c,
-                (uint32_t *)(void *)(abf + (size_t)m * (size_t)ka)};
+  bf16_job J = {m,   n,    k,    ka, ldc,
+                abf, q->v, beta, c,  (uint32_t *)(void *)(abf + (size_t)m * (size_t)ka)};
   const int64_t blocks = (n + BNR - 1) / BNR;
   const int threads = (double)m * (double)n * (double)k >= (double)(1 << 20)
-                          ? strop__num_threads() : 1;
+                          ? strop__num_threads()
+                          : 1;
   strop__par_run(strop__par_chunks(threads, blocks, 1), blocks, bf16_chunk, &J);
 }
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — frozen weights held in fewer bits: BF16 (the top half of an FP32) or int8 with one
  * FP32 scale per output channel (symmetric, absmax), their conversions, and the BF16 product
  * on AVX512_BF16 (vdpbf16ps, FP32 accumulation) with its exact fallback (widen, FP32 GEMM). */

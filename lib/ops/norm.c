@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — batch normalisation kernels (see norm.h). Statistics and reductions accumulate in
  * double, as PyTorch's CPU kernels do, and the transform is y = x * a + b per channel. */
 #include "ops/norm.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — batch normalisation kernels on [n, c, l] (l = 1 for [n, c], h*w for images):
  * batch statistics (train) or running statistics (eval / frozen), forward and backward.
  * Private to the library. */
@@ -16,8 +17,7 @@ void strop__batchnorm_forward_train(int64_t n, int64_t c, int64_t l, const float
 /* Backward of the train-mode forward: ADDS into dx, dgamma, dbeta (each may be NULL). */
 void strop__batchnorm_backward_train(int64_t n, int64_t c, int64_t l, const float *x,
                                      const float *dy, const float *gamma, const float *mean,
-                                     const float *invstd, float *dx, float *dgamma,
-                                     float *dbeta);
+                                     const float *invstd, float *dx, float *dgamma, float *dbeta);
 
 /* Running statistics update as PyTorch: r = (1 - momentum) r + momentum s, with the unbiased
  * variance var_biased * count / (count - 1) for running_var. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — math kernels, forward and backward side by side. Only ops/ calls BLAS. Kernels
  * take raw float arrays and sizes; they know nothing of layers, nodes or files. */
 #ifndef STROP_OPS_H
@@ -12,7 +13,8 @@
  * clones may round differently from each other (FMA), never from run to run on one machine. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
     !defined(STROP_NO_CLONES)
-#  define STROP__CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#  define STROP__CLONES \
+    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #  define STROP__CLONES
 #endif

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — pooling kernels (see pool.h): max pooling keeps the winners' positions for the
  * backward; average pooling follows PyTorch's divisor rules. */
 #include "ops/pool.h"
@@ -33,12 +34,12 @@ int strop__pool_isa = 0;
 
 /* One tap of the scan in the general loop's order and rules, without branches: v replaces m
  * when it is larger or NaN, unless m already is NaN (the first NaN wins). */
-#define MAX_TAP(v, off)                                     \
-  do {                                                      \
-    const float v_ = (v);                                   \
-    const int u_ = (v_ > m || v_ != v_) && m == m;          \
-    m = u_ ? v_ : m;                                        \
-    k = u_ ? (off) : k;                                     \
+#define MAX_TAP(v, off)                            \
+  do {                                             \
+    const float v_ = (v);                          \
+    const int u_ = (v_ > m || v_ != v_) && m == m; \
+    m = u_ ? v_ : m;                               \
+    k = u_ ? (off) : k;                            \
   } while (0)
 
 #if defined(__SSE2__)
@@ -85,16 +86,17 @@ static int64_t maxpool_2x2_row_sse2(const float *r0, const float *r1, float *y, 
 #  define POOL_AVX512 1
 #  include <immintrin.h>
 
-static int use_avx512(void) {
-  return strop__pool_isa == 0 && __builtin_cpu_supports("avx512f");
-}
+static int use_avx512(void) { return strop__pool_isa == 0 && __builtin_cpu_supports("avx512f"); }
 
 /* A whole row of windows, 16 at a time, with masked loads and stores for the rest (the
  * conv outputs this follows are 14 or 7 windows wide): AVX-512 forward of the 2x2 scan. */
-__attribute__((target("avx512f"))) static void maxpool_2x2_row_avx512(
-    const float *r0, const float *r1, float *y, int32_t *a, int64_t ow, int32_t base, int32_t W,
-    int relu) {
-  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+__attribute__((target("avx512f"))) static void maxpool_2x2_row_avx512(const float *r0,
+                                                                      const float *r1, float *y,
+                                                                      int32_t *a, int64_t ow,
+                                                                      int32_t base, int32_t W,
+                                                                      int relu) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28,
+                                         30);
   const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
   const __m512 zero = _mm512_setzero_ps();
   const __m512i off[3] = {_mm512_set1_epi32(1), _mm512_set1_epi32(W), _mm512_set1_epi32(W + 1)};
@@ -136,7 +138,8 @@ __attribute__((target("avx512f"))) static void maxpool_2x2_row_avx512(
 __attribute__((target("avx512f"))) static void maxpool_2x2_back_row_avx512(
     const float *g, const int32_t *am, const float *ry, float *r0, float *r1, int64_t ow,
     int32_t base, int32_t W) {
-  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28,
+                                         30);
   const __m512i ilo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
   const __m512i ihi = _mm512_add_epi32(ilo, _mm512_set1_epi32(8));
   const __m512 zero = _mm512_setzero_ps();
@@ -155,8 +158,8 @@ __attribute__((target("avx512f"))) static void maxpool_2x2_back_row_avx512(
     const __m512 t0 = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(k, _mm512_setzero_si512()), gv);
     const __m512 t1 = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(k, _mm512_set1_epi32(1)), gv);
     const __m512 t2 = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(k, _mm512_set1_epi32(W)), gv);
-    const __m512 t3 =
-        _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(k, _mm512_set1_epi32(W + 1)), gv);
+    const __m512 t3 = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(k, _mm512_set1_epi32(W + 1)),
+                                          gv);
     _mm512_mask_storeu_ps(r0 + 2 * ox, ml, _mm512_permutex2var_ps(t0, ilo, t1));
     _mm512_mask_storeu_ps(r0 + 2 * ox + 16, mh, _mm512_permutex2var_ps(t0, ihi, t1));
     _mm512_mask_storeu_ps(r1 + 2 * ox, ml, _mm512_permutex2var_ps(t2, ilo, t3));
@@ -189,8 +192,7 @@ static void maxpool_2x2_forward(const strop__pool2d_dims *d, const float *x, flo
 #endif
 #if defined(__SSE2__)
       if (strop__pool_isa < 2)
-        ox = maxpool_2x2_row_sse2(r0, r1, yp + oy * ow, ap + oy * ow, ow, base, (int32_t)W,
-                                  relu);
+        ox = maxpool_2x2_row_sse2(r0, r1, yp + oy * ow, ap + oy * ow, ow, base, (int32_t)W, relu);
 #endif
       for (; ox < ow; ox++) {
         float m = relu ? RELU(r0[2 * ox]) : r0[2 * ox];
@@ -264,8 +266,7 @@ static void maxpool2d_backward_serial(const strop__pool2d_dims *d, const float *
 }
 
 static void maxpool2d_backward_assign_serial(const strop__pool2d_dims *d, const float *dy,
-                                             const int32_t *argmax, const float *ry,
-                                             float *dx) {
+                                             const int32_t *argmax, const float *ry, float *dx) {
   const int64_t H = d->h, W = d->w, HW = H * W, oh = d->oh, ow = d->ow, O = oh * ow;
   if (!is_2x2(d)) {
     memset(dx, 0, sizeof(float) * (size_t)(d->n * d->c * HW));
@@ -312,7 +313,8 @@ static void maxpool2d_backward_assign_serial(const strop__pool2d_dims *d, const 
           const __m128i k = _mm_sub_epi32(
               _mm_loadu_si128((const __m128i *)(const void *)(arow + ox)),
               _mm_add_epi32(lane, _mm_set1_epi32(base + (int32_t)(2 * ox))));
-          const __m128 v0 = _mm_and_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(k, _mm_setzero_si128())), g);
+          const __m128 v0 = _mm_and_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(k, _mm_setzero_si128())),
+                                       g);
           const __m128 v1 = _mm_and_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(k, one)), g);
           const __m128 v2 = _mm_and_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(k, kw)), g);
           const __m128 v3 = _mm_and_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(k, kw1)), g);
@@ -348,7 +350,7 @@ static float avg_divisor(int64_t ylo, int64_t yhi, int64_t xlo, int64_t xhi,
 }
 
 static void avgpool2d_forward_serial(const strop__pool2d_dims *d, const float *x, float *y,
-                              int count_include_pad) {
+                                     int count_include_pad) {
   const int64_t H = d->h, W = d->w, oh = d->oh, ow = d->ow;
   for (int64_t pl = 0; pl < d->n * d->c; pl++) {
     const float *xp = x + pl * H * W;
@@ -369,7 +371,7 @@ static void avgpool2d_forward_serial(const strop__pool2d_dims *d, const float *x
 }
 
 static void avgpool2d_backward_serial(const strop__pool2d_dims *d, const float *dy, float *dx,
-                               int count_include_pad) {
+                                      int count_include_pad) {
   const int64_t H = d->h, W = d->w, oh = d->oh, ow = d->ow;
   for (int64_t pl = 0; pl < d->n * d->c; pl++) {
     float *dxp = dx + pl * H * W;
@@ -380,8 +382,8 @@ static void avgpool2d_backward_serial(const strop__pool2d_dims *d, const float *
       for (int64_t ox = 0; ox < ow; ox++) {
         int64_t x0 = ox * d->sw - d->pw, kjlo, kjhi;
         taps(x0, 1, d->kw, W, &kjlo, &kjhi);
-        const float g =
-            dyp[oy * ow + ox] / avg_divisor(kilo, kihi, kjlo, kjhi, d, count_include_pad);
+        const float g = dyp[oy * ow + ox] /
+                        avg_divisor(kilo, kihi, kjlo, kjhi, d, count_include_pad);
         for (int64_t iy = y0 + kilo; iy < y0 + kihi; iy++)
           for (int64_t ix = x0 + kjlo; ix < x0 + kjhi; ix++) dxp[iy * W + ix] += g;
       }
@@ -454,7 +456,12 @@ static void adaptive_backward_serial(const strop__pool2d_dims *d, const float *d
  *      depends on that plane alone, so the split changes no bit ---- */
 
 enum {
-  POOL_MAX_FWD, POOL_MAX_BWD, POOL_MAX_BWD_ASSIGN, POOL_AVG_FWD, POOL_AVG_BWD, POOL_ADAPT_FWD,
+  POOL_MAX_FWD,
+  POOL_MAX_BWD,
+  POOL_MAX_BWD_ASSIGN,
+  POOL_AVG_FWD,
+  POOL_AVG_BWD,
+  POOL_ADAPT_FWD,
   POOL_ADAPT_BWD
 };
 
@@ -464,8 +471,8 @@ typedef struct pool_job {
   const float *in;
   float *out;
   int32_t *argmax;
-  int relu;         /* max forward: pool relu(in) */
-  const float *ry;  /* max backward: the relu's mask, from the pooled output; or NULL */
+  int relu;        /* max forward: pool relu(in) */
+  const float *ry; /* max backward: the relu's mask, from the pooled output; or NULL */
 } pool_job;
 
 static void pool_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
@@ -476,19 +483,23 @@ static void pool_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
   d.n = 1;
   d.c = hi - lo;
   switch (j->op) {
-    case POOL_MAX_FWD: maxpool2d_forward_serial(&d, j->in + lo * HW, j->out + lo * O,
-                                                j->argmax + lo * O, j->relu); break;
-    case POOL_MAX_BWD: maxpool2d_backward_serial(&d, j->in + lo * O, j->argmax + lo * O,
-                                                 j->ry ? j->ry + lo * O : NULL,
-                                                 j->out + lo * HW); break;
-    case POOL_MAX_BWD_ASSIGN: maxpool2d_backward_assign_serial(&d, j->in + lo * O,
-                                                               j->argmax + lo * O,
-                                                               j->ry ? j->ry + lo * O : NULL,
-                                                               j->out + lo * HW); break;
-    case POOL_AVG_FWD: avgpool2d_forward_serial(&d, j->in + lo * HW, j->out + lo * O,
-                                                j->count_include_pad); break;
-    case POOL_AVG_BWD: avgpool2d_backward_serial(&d, j->in + lo * O, j->out + lo * HW,
-                                                 j->count_include_pad); break;
+    case POOL_MAX_FWD:
+      maxpool2d_forward_serial(&d, j->in + lo * HW, j->out + lo * O, j->argmax + lo * O, j->relu);
+      break;
+    case POOL_MAX_BWD:
+      maxpool2d_backward_serial(&d, j->in + lo * O, j->argmax + lo * O,
+                                j->ry ? j->ry + lo * O : NULL, j->out + lo * HW);
+      break;
+    case POOL_MAX_BWD_ASSIGN:
+      maxpool2d_backward_assign_serial(&d, j->in + lo * O, j->argmax + lo * O,
+                                       j->ry ? j->ry + lo * O : NULL, j->out + lo * HW);
+      break;
+    case POOL_AVG_FWD:
+      avgpool2d_forward_serial(&d, j->in + lo * HW, j->out + lo * O, j->count_include_pad);
+      break;
+    case POOL_AVG_BWD:
+      avgpool2d_backward_serial(&d, j->in + lo * O, j->out + lo * HW, j->count_include_pad);
+      break;
     case POOL_ADAPT_FWD: adaptive_forward_serial(&d, j->in + lo * HW, j->out + lo * O); break;
     default: adaptive_backward_serial(&d, j->in + lo * O, j->out + lo * HW); break;
   }
@@ -522,8 +533,7 @@ void strop__maxpool2d_backward_assign(const strop__pool2d_dims *d, const float *
 }
 
 void strop__maxpool2d_backward_assign_ex(const strop__pool2d_dims *d, const float *dy,
-                                         const int32_t *argmax, const float *relu_y,
-                                         float *dx) {
+                                         const int32_t *argmax, const float *relu_y, float *dx) {
   pool_job j = {POOL_MAX_BWD_ASSIGN, 0, d, dy, dx, (int32_t *)argmax, 0, relu_y};
   pool_run(&j);
 }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — 2-D pooling kernels on NCHW: max (with argmax for the backward), average (zero
  * padding counted or not), adaptive average and global average. Private to the library. */
 #ifndef STROP_OPS_POOL_H
@@ -7,12 +8,12 @@
 #include <stdint.h>
 
 typedef struct strop__pool2d_dims {
-  int64_t n, c, h, w;  /* input [n, c, h, w] */
-  int64_t kh, kw;      /* window */
-  int64_t sh, sw;      /* stride */
-  int64_t ph, pw;      /* implicit padding on each side (-inf for max, zeros for average) */
-  int64_t dh, dw;      /* dilation (max only; 1 for average) */
-  int64_t oh, ow;      /* output size (see strop__conv_out_len) */
+  int64_t n, c, h, w; /* input [n, c, h, w] */
+  int64_t kh, kw;     /* window */
+  int64_t sh, sw;     /* stride */
+  int64_t ph, pw;     /* implicit padding on each side (-inf for max, zeros for average) */
+  int64_t dh, dw;     /* dilation (max only; 1 for average) */
+  int64_t oh, ow;     /* output size (see strop__conv_out_len) */
 } strop__pool2d_dims;
 
 /* y [n, c, oh, ow] = window maxima; argmax gets, per output, the index of the winner in its
@@ -34,8 +35,7 @@ void strop__maxpool2d_backward_assign(const strop__pool2d_dims *d, const float *
  * relu's backward when relu_y (the forward's output y) is not NULL: windows whose y is <= 0
  * pass no gradient. */
 void strop__maxpool2d_backward_assign_ex(const strop__pool2d_dims *d, const float *dy,
-                                         const int32_t *argmax, const float *relu_y,
-                                         float *dx);
+                                         const int32_t *argmax, const float *relu_y, float *dx);
 /* Tests: which max-pool kernels run; 0 the best the CPU has, 1 no AVX-512, 2 plain C. */
 extern int strop__pool_isa;
 /* Window means; count_include_pad = 1 divides by kh*kw, 0 by the in-image count. */
@@ -53,7 +53,6 @@ void strop__adaptive_avgpool2d_backward(const strop__pool2d_dims *d, const float
 
 /* [n, c, hw] -> [n, c] means, and its backward (ADDS dy / hw into dx). */
 void strop__global_avgpool_forward(int64_t n, int64_t c, int64_t hw, const float *x, float *y);
-void strop__global_avgpool_backward(int64_t n, int64_t c, int64_t hw, const float *dy,
-                                    float *dx);
+void strop__global_avgpool_backward(int64_t n, int64_t c, int64_t hw, const float *dy, float *dx);
 
 #endif

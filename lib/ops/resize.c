@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — image resizing kernels: bilinear (PyTorch 1.13's CPU arithmetic, align_corners=False)
  * and nearest. Used by the data pipeline's resize transform; layers may use them too. */
 #include "ops/resize.h"

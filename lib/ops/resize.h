@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — image resizing kernels on [C, H, W] planes. */
 #ifndef STROP_OPS_RESIZE_H
 #define STROP_OPS_RESIZE_H

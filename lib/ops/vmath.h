@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — exp and erfc for float loops, written branch-free (selects, no calls) so the
  * compiler vectorises the loops that use them; libm's expf/erfcf are calls per element.
  * Accuracy against double-precision libm (tests/check_layers_dense, vmath_accuracy):

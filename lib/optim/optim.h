@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — optimizers' and schedulers' internal API: creation over a bare parameter array
  * (tests, trainer), the named state listing that checkpoints save and restore, lr access. */
 #ifndef STROP_OPTIM_INTERNAL_H
@@ -15,8 +16,8 @@ enum { STROP__STATE_F32 = 0, STROP__STATE_F64 = 1, STROP__STATE_I64 = 2 };
  * step, sync, state_set or free. */
 typedef struct strop__state_entry {
   const char *name;
-  int dtype;          /* STROP__STATE_* */
-  void *data;         /* float *, double * or int64_t * */
+  int dtype;  /* STROP__STATE_* */
+  void *data; /* float *, double * or int64_t * */
   size_t numel;
 } strop__state_entry;
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the optimizers: torch.optim's single-tensor update rules in float32, the same order
  * of operations, per-parameter lr multipliers and decay switches, lazily allocated state. */
 #include <float.h>
@@ -15,22 +16,22 @@
 #define N_BUFS 3
 
 typedef struct slot {
-  strop__param *p;   /* borrowed; refreshed by sync */
-  char *strs;        /* owned: param name, then the 1 + N_BUFS state names, NUL-separated */
-  const char *name;  /* into strs */
+  strop__param *p;  /* borrowed; refreshed by sync */
+  char *strs;       /* owned: param name, then the 1 + N_BUFS state names, NUL-separated */
+  const char *name; /* into strs */
   const char *state_names[1 + N_BUFS]; /* "optim.<name>.step", then the buffers' names */
   size_t numel;
   int64_t step;
   int has_state;
-  int sgd_buf_valid; /* SGD: momentum buffer holds a value (torch: buf is not None) */
+  int sgd_buf_valid;     /* SGD: momentum buffer holds a value (torch: buf is not None) */
   int sgd_buf_was_valid; /* its value before the current step (a refused step restores it) */
   float *buf[N_BUFS];
 } slot;
 
 struct strop_optimizer {
   int kind;
-  strop_model *model;     /* NULL: a parameter array */
-  strop__param **params;  /* owned copy of the array, when model == NULL */
+  strop_model *model;    /* NULL: a parameter array */
+  strop__param **params; /* owned copy of the array, when model == NULL */
   int n_params;
   slot *slots;
   int n_slots;
@@ -41,55 +42,86 @@ struct strop_optimizer {
 
 /* ---- knobs: the table (the one description of the optimizer's settings) ---- */
 
-enum { K_SGD = 1 << 0, K_ADAM = 1 << 1, K_ADAMW = 1 << 2, K_RMS = 1 << 3, K_ADAGRAD = 1 << 4,
-       K_ALL = 31 };
+enum {
+  K_SGD = 1 << 0,
+  K_ADAM = 1 << 1,
+  K_ADAMW = 1 << 2,
+  K_RMS = 1 << 3,
+  K_ADAGRAD = 1 << 4,
+  K_ALL = 31
+};
 
 static const char *const KIND_NAMES[5] = {"SGD", "Adam", "AdamW", "RMSprop", "Adagrad"};
 
 #define KNOB(k) [k] = {.key = k, .ident = #k
 #define FLOAT .type = STROP__SET_FLOAT
 #define FLAG .type = STROP__SET_FLAG, .lo = 0, .hi = 1
-static const strop__setting KNOBS[N_KNOBS] = {
-  KNOB(STROP_OPT_LR), .name = "lr", FLOAT, .kinds = K_ALL, .def = 1e-3, .lo = 0, .hi = HUGE_VAL,
-    .per_kind = {K_RMS | K_ADAGRAD, 1e-2, 0},
-    .doc = "Learning rate (SGD's 1e-3 is PyTorch 2's default; PyTorch 1.13 has none)."},
-  KNOB(STROP_OPT_MOMENTUM), .name = "momentum", FLOAT, .kinds = K_SGD | K_RMS, .lo = 0,
-    .hi = HUGE_VAL, .doc = "Momentum factor."},
-  KNOB(STROP_OPT_DAMPENING), .name = "dampening", FLOAT, .kinds = K_SGD, .lo = 0, .hi = 1,
-    .doc = "Dampening of the momentum."},
-  KNOB(STROP_OPT_WEIGHT_DECAY), .name = "weight_decay", FLOAT, .kinds = K_ALL, .lo = 0,
-    .hi = HUGE_VAL, .per_kind = {K_ADAMW, 1e-2, 0},
-    .doc = "Weight decay: L2 added to the gradient; decoupled (p *= 1 - lr * wd) for AdamW."},
-  KNOB(STROP_OPT_NESTEROV), .name = "nesterov", FLAG, .kinds = K_SGD,
-    .doc = "Nesterov momentum; needs momentum > 0 and dampening 0."},
-  KNOB(STROP_OPT_BETA1), .name = "beta1", FLOAT, .kinds = K_ADAM | K_ADAMW, .def = 0.9, .lo = 0,
-    .hi = 1, .flags = STROP__KNOB_HI_OPEN, .doc = "Decay of the first moment (betas[0])."},
-  KNOB(STROP_OPT_BETA2), .name = "beta2", FLOAT, .kinds = K_ADAM | K_ADAMW, .def = 0.999,
-    .lo = 0, .hi = 1, .flags = STROP__KNOB_HI_OPEN,
-    .doc = "Decay of the second moment (betas[1])."},
-  KNOB(STROP_OPT_EPS), .name = "eps", FLOAT, .kinds = K_ADAM | K_ADAMW | K_RMS | K_ADAGRAD,
-    .def = 1e-8, .lo = 0, .hi = HUGE_VAL, .per_kind = {K_ADAGRAD, 1e-10, 0},
-    .doc = "Term added to the denominator."},
-  KNOB(STROP_OPT_AMSGRAD), .name = "amsgrad", FLAG, .kinds = K_ADAM | K_ADAMW,
-    .doc = "Divide by the largest second moment seen so far (AMSGrad)."},
-  KNOB(STROP_OPT_ALPHA), .name = "alpha", FLOAT, .kinds = K_RMS, .def = 0.99, .lo = 0, .hi = 1,
-    .doc = "Smoothing constant of the squared-gradient average."},
-  KNOB(STROP_OPT_CENTERED), .name = "centered", FLAG, .kinds = K_RMS,
-    .doc = "Normalise by the estimated variance of the gradient."},
-  KNOB(STROP_OPT_LR_DECAY), .name = "lr_decay", FLOAT, .kinds = K_ADAGRAD, .lo = 0,
-    .hi = HUGE_VAL, .doc = "Learning-rate decay: lr / (1 + (step - 1) * lr_decay)."},
-  KNOB(STROP_OPT_INITIAL_ACCUMULATOR_VALUE), .name = "initial_accumulator_value", FLOAT,
-    .kinds = K_ADAGRAD, .lo = 0, .hi = HUGE_VAL,
-    .doc = "Starting value of the sum of squared gradients."},
-  KNOB(STROP_OPT_MAXIMIZE), .name = "maximize", FLAG, .kinds = K_ALL,
-    .doc = "Maximise the objective instead of minimising it."},
-};
+static const strop__setting KNOBS[N_KNOBS] =
+    {KNOB(STROP_OPT_LR),
+     .name = "lr",
+     FLOAT,
+     .kinds = K_ALL,
+     .def = 1e-3,
+     .lo = 0,
+     .hi = HUGE_VAL,
+     .per_kind = {K_RMS | K_ADAGRAD, 1e-2, 0},
+     .doc = "Learning rate (SGD's 1e-3 is PyTorch 2's default; PyTorch 1.13 has none)."},
+                            KNOB(STROP_OPT_MOMENTUM), .name = "momentum", FLOAT,
+                            .kinds = K_SGD | K_RMS, .lo = 0, .hi = HUGE_VAL,
+                            .doc = "Momentum factor."
+}
+, KNOB(STROP_OPT_DAMPENING), .name = "dampening", FLOAT, .kinds = K_SGD, .lo = 0, .hi = 1,
+                             .doc = "Dampening of the momentum."
+}
+, KNOB(STROP_OPT_WEIGHT_DECAY),
+    .name = "weight_decay", FLOAT, .kinds = K_ALL, .lo = 0, .hi = HUGE_VAL,
+    .per_kind = {K_ADAMW, 1e-2, 0},
+    .doc = "Weight decay: L2 added to the gradient; decoupled (p *= 1 - lr * wd) for AdamW."
+}
+, KNOB(STROP_OPT_NESTEROV), .name = "nesterov", FLAG, .kinds = K_SGD,
+                            .doc = "Nesterov momentum; needs momentum > 0 and dampening 0."
+}
+, KNOB(STROP_OPT_BETA1), .name = "beta1", FLOAT, .kinds = K_ADAM | K_ADAMW, .def = 0.9, .lo = 0,
+                         .hi = 1, .flags = STROP__KNOB_HI_OPEN,
+                         .doc = "Decay of the first moment (betas[0])."
+}
+, KNOB(STROP_OPT_BETA2), .name = "beta2", FLOAT, .kinds = K_ADAM | K_ADAMW, .def = 0.999, .lo = 0,
+                         .hi = 1, .flags = STROP__KNOB_HI_OPEN,
+                         .doc = "Decay of the second moment (betas[1])."
+}
+, KNOB(STROP_OPT_EPS), .name = "eps", FLOAT, .kinds = K_ADAM | K_ADAMW | K_RMS | K_ADAGRAD,
+                       .def = 1e-8, .lo = 0, .hi = HUGE_VAL, .per_kind = {K_ADAGRAD, 1e-10, 0},
+                       .doc = "Term added to the denominator."
+}
+, KNOB(STROP_OPT_AMSGRAD), .name = "amsgrad", FLAG, .kinds = K_ADAM | K_ADAMW,
+                           .doc = "Divide by the largest second moment seen so far (AMSGrad)."
+}
+, KNOB(STROP_OPT_ALPHA), .name = "alpha", FLOAT, .kinds = K_RMS, .def = 0.99, .lo = 0, .hi = 1,
+                         .doc = "Smoothing constant of the squared-gradient average."
+}
+, KNOB(STROP_OPT_CENTERED), .name = "centered", FLAG, .kinds = K_RMS,
+                            .doc = "Normalise by the estimated variance of the gradient."
+}
+, KNOB(STROP_OPT_LR_DECAY), .name = "lr_decay", FLOAT, .kinds = K_ADAGRAD, .lo = 0,
+                            .hi = HUGE_VAL,
+                            .doc = "Learning-rate decay: lr / (1 + (step - 1) * lr_decay)."
+}
+, KNOB(STROP_OPT_INITIAL_ACCUMULATOR_VALUE),
+    .name = "initial_accumulator_value", FLOAT, .kinds = K_ADAGRAD, .lo = 0, .hi = HUGE_VAL,
+    .doc = "Starting value of the sum of squared gradients."
+}
+, KNOB(STROP_OPT_MAXIMIZE), .name = "maximize", FLAG, .kinds = K_ALL,
+                            .doc = "Maximise the objective instead of minimising it."
+}
+,
+}
+;
 #undef KNOB
 #undef FLOAT
 #undef FLAG
 
-const strop__settings strop__optimizer_settings = {"optimizer", KIND_NAMES, 5, "%s", KNOBS,
-                                                   N_KNOBS};
+const strop__settings strop__optimizer_settings = {"optimizer", KIND_NAMES, 5,
+                                                   "%s",        KNOBS,      N_KNOBS};
 
 /* The engine's flag bits are the public ones. */
 _Static_assert((int)STROP__KNOB_INT == (int)STROP_KNOB_INT &&
@@ -104,11 +136,11 @@ _Static_assert((int)STROP__KNOB_INT == (int)STROP_KNOB_INT &&
 
 /* Buffer names per kind, index = slot->buf index. */
 static const char *const BUF_NAMES[5][N_BUFS] = {
-  {"momentum_buffer", NULL, NULL},
-  {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"},
-  {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"},
-  {"square_avg", "momentum_buffer", "grad_avg"},
-  {"sum", NULL, NULL},
+    {"momentum_buffer", NULL, NULL},
+    {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"},
+    {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"},
+    {"square_avg", "momentum_buffer", "grad_avg"},
+    {"sum", NULL, NULL},
 };
 
 double strop__knob_widen(float v) {
@@ -193,8 +225,8 @@ strop_status strop_optimizer_set_float(strop_optimizer *opt, int key, float valu
 
 strop_status strop_optimizer_get_float(const strop_optimizer *opt, int key, float *out) {
   static const char fn[] = "strop_optimizer_get_float";
-  if (!opt || !out) return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn,
-                                      !opt ? "opt" : "out");
+  if (!opt || !out)
+    return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, !opt ? "opt" : "out");
   double v = 0.0;
   strop_status st = get_knob(opt, fn, key, STROP__WANT_FLOAT, &v);
   if (!st) *out = (float)v;
@@ -209,8 +241,8 @@ strop_status strop_optimizer_set_int(strop_optimizer *opt, int key, int value) {
 
 strop_status strop_optimizer_get_int(const strop_optimizer *opt, int key, int *out) {
   static const char fn[] = "strop_optimizer_get_int";
-  if (!opt || !out) return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn,
-                                      !opt ? "opt" : "out");
+  if (!opt || !out)
+    return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, !opt ? "opt" : "out");
   double v = 0.0;
   strop_status st = get_knob(opt, fn, key, STROP__WANT_INT, &v);
   if (!st) *out = (int)v;
@@ -231,8 +263,7 @@ const char *strop_optimizer_knob_doc(int key) {
 }
 
 strop_status strop_optimizer_knob_find(const char *name, int *key) {
-  return strop__settings_find(&strop__optimizer_settings, "strop_optimizer_knob_find", name,
-                              key);
+  return strop__settings_find(&strop__optimizer_settings, "strop_optimizer_knob_find", name, key);
 }
 
 strop_status strop_optimizer_knob_default(int kind, int key, double *value) {
@@ -250,11 +281,11 @@ void strop__optim_set_lr(strop_optimizer *o, double lr) { o->f[STROP_OPT_LR] = l
 
 static int momentum_key(int kind) {
   switch (kind) {
-  case STROP_OPTIM_SGD:
-  case STROP_OPTIM_RMSPROP: return STROP_OPT_MOMENTUM;
-  case STROP_OPTIM_ADAM:
-  case STROP_OPTIM_ADAMW: return STROP_OPT_BETA1;
-  default: return -1;
+    case STROP_OPTIM_SGD:
+    case STROP_OPTIM_RMSPROP: return STROP_OPT_MOMENTUM;
+    case STROP_OPTIM_ADAM:
+    case STROP_OPTIM_ADAMW: return STROP_OPT_BETA1;
+    default: return -1;
   }
 }
 
@@ -423,12 +454,12 @@ strop_status strop_optimizer_sync(strop_optimizer *opt) {
 /* Which buffers the current knobs need. */
 static int bufs_needed(const strop_optimizer *o) {
   switch (o->kind) {
-  case STROP_OPTIM_SGD: return o->f[STROP_OPT_MOMENTUM] != 0.0 ? 1 : 0;
-  case STROP_OPTIM_ADAM:
-  case STROP_OPTIM_ADAMW: return 3 | (o->i[STROP_OPT_AMSGRAD] ? 4 : 0);
-  case STROP_OPTIM_RMSPROP:
-    return 1 | (o->f[STROP_OPT_MOMENTUM] > 0.0 ? 2 : 0) | (o->i[STROP_OPT_CENTERED] ? 4 : 0);
-  default: return 1;
+    case STROP_OPTIM_SGD: return o->f[STROP_OPT_MOMENTUM] != 0.0 ? 1 : 0;
+    case STROP_OPTIM_ADAM:
+    case STROP_OPTIM_ADAMW: return 3 | (o->i[STROP_OPT_AMSGRAD] ? 4 : 0);
+    case STROP_OPTIM_RMSPROP:
+      return 1 | (o->f[STROP_OPT_MOMENTUM] > 0.0 ? 2 : 0) | (o->i[STROP_OPT_CENTERED] ? 4 : 0);
+    default: return 1;
   }
 }
 
@@ -444,7 +475,8 @@ static float *buf_alloc(const strop_optimizer *o, size_t numel, int b) {
   float *v = strop__malloc_aligned(bytes);
   if (!v) return NULL;
   float init = 0.0f;
-  if (o->kind == STROP_OPTIM_ADAGRAD && b == 0) init = (float)o->f[STROP_OPT_INITIAL_ACCUMULATOR_VALUE];
+  if (o->kind == STROP_OPTIM_ADAGRAD && b == 0)
+    init = (float)o->f[STROP_OPT_INITIAL_ACCUMULATOR_VALUE];
   for (size_t k = 0; k < numel; k++) v[k] = init;
   return v;
 }
@@ -614,7 +646,8 @@ STROP__CLONES static int step_adam(const strop_optimizer *o, slot *s, double lr,
   const double bc1 = 1.0 - pow(b1, step), bc2 = 1.0 - pow(b2, step);
   const double step_size = lr / bc1;
   const float bc2s = (float)sqrt(bc2), nss = (float)(-step_size);
-  const float b1f = (float)b1, b2f = (float)b2, omb1 = (float)(1.0 - b1), omb2 = (float)(1.0 - b2);
+  const float b1f = (float)b1, b2f = (float)b2, omb1 = (float)(1.0 - b1),
+              omb2 = (float)(1.0 - b2);
   const float epsf = (float)o->f[STROP_OPT_EPS];
   const float wdf = (float)wd, dec = (float)(1.0 - lr * wd);
   const int l2 = !decoupled && wd != 0.0, ams = o->i[STROP_OPT_AMSGRAD];
@@ -751,11 +784,13 @@ static void step_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
   const size_t a = (size_t)lo, b = (size_t)hi;
   int bad;
   switch (j->o->kind) {
-  case STROP_OPTIM_SGD: bad = step_sgd(j->o, j->s, j->lr, j->wd, a, b, j->backup); break;
-  case STROP_OPTIM_ADAM: bad = step_adam(j->o, j->s, j->lr, j->wd, 0, a, b, j->backup); break;
-  case STROP_OPTIM_ADAMW: bad = step_adam(j->o, j->s, j->lr, j->wd, 1, a, b, j->backup); break;
-  case STROP_OPTIM_RMSPROP: bad = step_rmsprop(j->o, j->s, j->lr, j->wd, a, b, j->backup); break;
-  default: bad = step_adagrad(j->o, j->s, j->lr, j->wd, a, b, j->backup); break;
+    case STROP_OPTIM_SGD: bad = step_sgd(j->o, j->s, j->lr, j->wd, a, b, j->backup); break;
+    case STROP_OPTIM_ADAM: bad = step_adam(j->o, j->s, j->lr, j->wd, 0, a, b, j->backup); break;
+    case STROP_OPTIM_ADAMW: bad = step_adam(j->o, j->s, j->lr, j->wd, 1, a, b, j->backup); break;
+    case STROP_OPTIM_RMSPROP:
+      bad = step_rmsprop(j->o, j->s, j->lr, j->wd, a, b, j->backup);
+      break;
+    default: bad = step_adagrad(j->o, j->s, j->lr, j->wd, a, b, j->backup); break;
   }
   j->bad[chunk & 63] |= bad;
 }
@@ -799,7 +834,8 @@ static strop_status optim_step(strop_optimizer *opt, int backup, const char *fn)
   const slot *f = &opt->slots[failed];
   if (!backup) {
     opt->step_count++;
-    return strop__err(STROP_E_NUMERIC, "%s: the update of '%s' made a value NaN or infinite (lr "
+    return strop__err(STROP_E_NUMERIC,
+                      "%s: the update of '%s' made a value NaN or infinite (lr "
                       "%g); those values kept their old ones, the rest of the step was applied",
                       fn, f->name, opt->f[STROP_OPT_LR]);
   }
@@ -810,8 +846,10 @@ static strop_status optim_step(strop_optimizer *opt, int backup, const char *fn)
     if (opt->kind != STROP_OPTIM_SGD) s->step--;
     s->sgd_buf_valid = s->sgd_buf_was_valid;
   }
-  return strop__err(STROP_E_NUMERIC, "%s: the update of '%s' made a value NaN or infinite (lr "
-                    "%g); the update was not applied", fn, f->name, opt->f[STROP_OPT_LR]);
+  return strop__err(STROP_E_NUMERIC,
+                    "%s: the update of '%s' made a value NaN or infinite (lr "
+                    "%g); the update was not applied",
+                    fn, f->name, opt->f[STROP_OPT_LR]);
 }
 
 strop_status strop_optimizer_step(strop_optimizer *opt) {
@@ -1003,7 +1041,8 @@ strop_status strop__optim_state_set(strop_optimizer *o, const char *name, int dt
     return STROP_OK;
   }
   int b = 0;
-  while (b < N_BUFS && !(BUF_NAMES[o->kind][b] && strcmp(BUF_NAMES[o->kind][b], suffix) == 0)) b++;
+  while (b < N_BUFS && !(BUF_NAMES[o->kind][b] && strcmp(BUF_NAMES[o->kind][b], suffix) == 0))
+    b++;
   if (b == N_BUFS)
     return strop__err(STROP_E_NOT_FOUND, "%s: '%s': %s keeps no '%s' state", fn, name,
                       KIND_NAMES[o->kind], suffix);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — learning-rate schedulers: torch.optim.lr_scheduler's formulas in double, the same
  * chainable (recursive) forms, and warm-up as SequentialLR([LinearLR, main], [warmup_steps]). */
 #include <limits.h>
@@ -9,8 +10,17 @@
 #define N_SK 27
 #define PI 3.141592653589793 /* math.pi */
 
-enum { S_CONST = 1 << 0, S_STEP = 1 << 1, S_MS = 1 << 2, S_EXP = 1 << 3, S_COS = 1 << 4,
-       S_CWR = 1 << 5, S_OC = 1 << 6, S_PL = 1 << 7, S_ALL = 255 };
+enum {
+  S_CONST = 1 << 0,
+  S_STEP = 1 << 1,
+  S_MS = 1 << 2,
+  S_EXP = 1 << 3,
+  S_COS = 1 << 4,
+  S_CWR = 1 << 5,
+  S_OC = 1 << 6,
+  S_PL = 1 << 7,
+  S_ALL = 255
+};
 
 static const char *const ANNEAL_WORDS[] = {"cos", "linear", NULL};
 static const char *const MODE_WORDS[] = {"min", "max", NULL};
@@ -23,67 +33,110 @@ static const char *const THRESHOLD_WORDS[] = {"rel", "abs", NULL};
 #define FLAG .type = STROP__SET_FLAG, .lo = 0, .hi = 1
 #define ENUM(w) .type = STROP__SET_ENUM, .lo = 0, .hi = 1, .words = w
 #define REQUIRED .flags = STROP__KNOB_REQUIRED
-static const strop__setting SK[N_SK] = {
-  KNOB(STROP_SCH_GAMMA), .name = "gamma", FLOAT, .kinds = S_STEP | S_MS | S_EXP, .def = 0.1,
-    .lo = 0, .hi = HUGE_VAL, .doc = "Factor the lr is multiplied by at each decay."},
-  KNOB(STROP_SCH_STEP_SIZE), .name = "step_size", INT(1), .kinds = S_STEP, REQUIRED,
-    .doc = "Steps between two decays."},
-  KNOB(STROP_SCH_MILESTONES), .name = "milestones", .type = STROP__SET_LIST, .kinds = S_MS,
-    .lo = 1, .hi = (double)INT64_MAX, .doc = "Steps at which the lr decays, increasing."},
-  KNOB(STROP_SCH_T_MAX), .name = "T_max", .alias = "t_max", INT(1), .kinds = S_COS, REQUIRED,
-    .doc = "Steps of half a cosine period."},
-  KNOB(STROP_SCH_ETA_MIN), .name = "eta_min", FLOAT, .kinds = S_COS | S_CWR, .lo = 0,
-    .hi = HUGE_VAL, .doc = "Lowest lr of the cosine."},
-  KNOB(STROP_SCH_T_0), .name = "T_0", .alias = "t_0", INT(1), .kinds = S_CWR, REQUIRED,
-    .doc = "Steps of the first period."},
-  KNOB(STROP_SCH_T_MULT), .name = "T_mult", .alias = "t_mult", INT(1), .kinds = S_CWR,
-    .def = 1, .doc = "Growth factor of the period after each restart."},
-  KNOB(STROP_SCH_MAX_LR), .name = "max_lr", FLOAT, .kinds = S_OC, .lo = 0, .hi = HUGE_VAL,
-    .flags = STROP__KNOB_LO_OPEN | STROP__KNOB_REQUIRED, .doc = "Peak lr of the cycle."},
-  KNOB(STROP_SCH_TOTAL_STEPS), .name = "total_steps", INT(1), .kinds = S_OC, REQUIRED,
-    .doc = "Steps in the cycle."},
-  KNOB(STROP_SCH_PCT_START), .name = "pct_start", FLOAT, .kinds = S_OC, .def = 0.3, .lo = 0,
-    .hi = 1, .doc = "Fraction of the cycle spent raising the lr."},
-  KNOB(STROP_SCH_ANNEAL), .name = "anneal_strategy", .alias = "anneal", ENUM(ANNEAL_WORDS),
-    .kinds = S_OC, .doc = "Shape of the annealing: cos (STROP_ANNEAL_COS) or linear."},
-  KNOB(STROP_SCH_DIV_FACTOR), .name = "div_factor", FLOAT, .kinds = S_OC, .def = 25.0, .lo = 0,
-    .hi = HUGE_VAL, .flags = STROP__KNOB_LO_OPEN | STROP__KNOB_INF_OK,
-    .doc = "The cycle starts at max_lr / div_factor (+inf: at 0)."},
-  KNOB(STROP_SCH_FINAL_DIV_FACTOR), .name = "final_div_factor", FLOAT, .kinds = S_OC,
-    .def = 1e4, .lo = 0, .hi = HUGE_VAL, .flags = STROP__KNOB_LO_OPEN | STROP__KNOB_INF_OK,
-    .doc = "The cycle ends at its starting lr / final_div_factor (+inf: at 0)."},
-  KNOB(STROP_SCH_CYCLE_MOMENTUM), .name = "cycle_momentum", FLAG, .kinds = S_OC, .def = 1,
-    .doc = "Cycle the momentum (Adam's beta1) against the lr."},
-  KNOB(STROP_SCH_BASE_MOMENTUM), .name = "base_momentum", FLOAT, .kinds = S_OC, .def = 0.85,
-    .lo = 0, .hi = 1, .flags = STROP__KNOB_HI_OPEN, .doc = "Lowest momentum of the cycle."},
-  KNOB(STROP_SCH_MAX_MOMENTUM), .name = "max_momentum", FLOAT, .kinds = S_OC, .def = 0.95,
-    .lo = 0, .hi = 1, .flags = STROP__KNOB_HI_OPEN, .doc = "Highest momentum of the cycle."},
-  KNOB(STROP_SCH_MODE), .name = "mode", ENUM(MODE_WORDS), .kinds = S_PL,
-    .doc = "Whether a lower (min) or a higher (max) metric is better."},
-  KNOB(STROP_SCH_FACTOR), .name = "factor", FLOAT, .kinds = S_CONST | S_PL, .def = 1.0, .lo = 0,
-    .hi = 1, .per_kind = {S_PL, 0.1, STROP__KNOB_HI_OPEN},
+static const strop__setting SK[N_SK] = {KNOB(STROP_SCH_GAMMA),
+                                        .name = "gamma",
+                                        FLOAT,
+                                        .kinds = S_STEP | S_MS | S_EXP,
+                                        .def = 0.1,
+                                        .lo = 0,
+                                        .hi = HUGE_VAL,
+                                        .doc = "Factor the lr is multiplied by at each decay."},
+                            KNOB(STROP_SCH_STEP_SIZE), .name = "step_size", INT(1),
+                            .kinds = S_STEP, REQUIRED, .doc = "Steps between two decays."
+}
+, KNOB(STROP_SCH_MILESTONES), .name = "milestones", .type = STROP__SET_LIST, .kinds = S_MS,
+                              .lo = 1, .hi = (double)INT64_MAX,
+                              .doc = "Steps at which the lr decays, increasing."
+}
+, KNOB(STROP_SCH_T_MAX), .name = "T_max", .alias = "t_max", INT(1), .kinds = S_COS, REQUIRED,
+                         .doc = "Steps of half a cosine period."
+}
+, KNOB(STROP_SCH_ETA_MIN), .name = "eta_min", FLOAT, .kinds = S_COS | S_CWR, .lo = 0,
+                           .hi = HUGE_VAL, .doc = "Lowest lr of the cosine."
+}
+, KNOB(STROP_SCH_T_0), .name = "T_0", .alias = "t_0", INT(1), .kinds = S_CWR, REQUIRED,
+                       .doc = "Steps of the first period."
+}
+, KNOB(STROP_SCH_T_MULT), .name = "T_mult", .alias = "t_mult", INT(1), .kinds = S_CWR, .def = 1,
+                          .doc = "Growth factor of the period after each restart."
+}
+, KNOB(STROP_SCH_MAX_LR), .name = "max_lr", FLOAT, .kinds = S_OC, .lo = 0, .hi = HUGE_VAL,
+                          .flags = STROP__KNOB_LO_OPEN | STROP__KNOB_REQUIRED,
+                          .doc = "Peak lr of the cycle."
+}
+, KNOB(STROP_SCH_TOTAL_STEPS), .name = "total_steps", INT(1), .kinds = S_OC, REQUIRED,
+                               .doc = "Steps in the cycle."
+}
+, KNOB(STROP_SCH_PCT_START), .name = "pct_start", FLOAT, .kinds = S_OC, .def = 0.3, .lo = 0,
+                             .hi = 1, .doc = "Fraction of the cycle spent raising the lr."
+}
+, KNOB(STROP_SCH_ANNEAL), .name = "anneal_strategy", .alias = "anneal", ENUM(ANNEAL_WORDS),
+                          .kinds = S_OC,
+                          .doc = "Shape of the annealing: cos (STROP_ANNEAL_COS) or linear."
+}
+, KNOB(STROP_SCH_DIV_FACTOR), .name = "div_factor", FLOAT, .kinds = S_OC, .def = 25.0, .lo = 0,
+                              .hi = HUGE_VAL, .flags = STROP__KNOB_LO_OPEN | STROP__KNOB_INF_OK,
+                              .doc = "The cycle starts at max_lr / div_factor (+inf: at 0)."
+}
+, KNOB(STROP_SCH_FINAL_DIV_FACTOR),
+    .name = "final_div_factor", FLOAT, .kinds = S_OC, .def = 1e4, .lo = 0, .hi = HUGE_VAL,
+    .flags = STROP__KNOB_LO_OPEN | STROP__KNOB_INF_OK,
+    .doc = "The cycle ends at its starting lr / final_div_factor (+inf: at 0)."
+}
+, KNOB(STROP_SCH_CYCLE_MOMENTUM), .name = "cycle_momentum", FLAG, .kinds = S_OC, .def = 1,
+                                  .doc = "Cycle the momentum (Adam's beta1) against the lr."
+}
+, KNOB(STROP_SCH_BASE_MOMENTUM), .name = "base_momentum", FLOAT, .kinds = S_OC, .def = 0.85,
+                                 .lo = 0, .hi = 1, .flags = STROP__KNOB_HI_OPEN,
+                                 .doc = "Lowest momentum of the cycle."
+}
+, KNOB(STROP_SCH_MAX_MOMENTUM), .name = "max_momentum", FLOAT, .kinds = S_OC, .def = 0.95,
+                                .lo = 0, .hi = 1, .flags = STROP__KNOB_HI_OPEN,
+                                .doc = "Highest momentum of the cycle."
+}
+, KNOB(STROP_SCH_MODE), .name = "mode", ENUM(MODE_WORDS), .kinds = S_PL,
+                        .doc = "Whether a lower (min) or a higher (max) metric is better."
+}
+, KNOB(STROP_SCH_FACTOR),
+    .name = "factor", FLOAT, .kinds = S_CONST | S_PL, .def = 1.0, .lo = 0, .hi = 1,
+    .per_kind = {S_PL, 0.1, STROP__KNOB_HI_OPEN},
     .doc = "Plateau: factor of each reduction; constant: factor of the first total_iters "
-           "steps (1 = constant)."},
-  KNOB(STROP_SCH_PATIENCE), .name = "patience", INT(0), .kinds = S_PL, .def = 10,
-    .doc = "Metric steps without improvement tolerated before a reduction."},
-  KNOB(STROP_SCH_THRESHOLD), .name = "threshold", FLOAT, .kinds = S_PL, .def = 1e-4, .lo = 0,
-    .hi = HUGE_VAL, .doc = "Smallest change that counts as an improvement."},
-  KNOB(STROP_SCH_THRESHOLD_MODE), .name = "threshold_mode", ENUM(THRESHOLD_WORDS),
-    .kinds = S_PL, .doc = "Whether the threshold is relative (rel) or absolute (abs)."},
-  KNOB(STROP_SCH_COOLDOWN), .name = "cooldown", INT(0), .kinds = S_PL,
-    .doc = "Metric steps to wait after a reduction."},
-  KNOB(STROP_SCH_MIN_LR), .name = "min_lr", FLOAT, .kinds = S_PL, .lo = 0, .hi = HUGE_VAL,
-    .doc = "Lowest lr a reduction may set."},
-  KNOB(STROP_SCH_EPS), .name = "eps", FLOAT, .kinds = S_PL, .def = 1e-8, .lo = 0, .hi = HUGE_VAL,
-    .doc = "A reduction smaller than this is not applied."},
-  KNOB(STROP_SCH_TOTAL_ITERS), .name = "total_iters", INT(0), .kinds = S_CONST, .def = 5,
-    .doc = "Steps the constant factor lasts."},
-  KNOB(STROP_SCH_WARMUP_STEPS), .name = "warmup_steps", INT(0), .kinds = S_ALL,
-    .doc = "Steps of linear warm-up before the schedule (0: none)."},
-  KNOB(STROP_SCH_WARMUP_START_FACTOR), .name = "warmup_start_factor", FLOAT, .kinds = S_ALL,
-    .def = 1.0 / 3, .lo = 0, .hi = 1, .flags = STROP__KNOB_LO_OPEN,
-    .doc = "The warm-up's first lr as a fraction of the base lr."},
-};
+           "steps (1 = constant)."
+}
+, KNOB(STROP_SCH_PATIENCE),
+    .name = "patience", INT(0), .kinds = S_PL, .def = 10,
+    .doc = "Metric steps without improvement tolerated before a reduction."
+}
+, KNOB(STROP_SCH_THRESHOLD), .name = "threshold", FLOAT, .kinds = S_PL, .def = 1e-4, .lo = 0,
+                             .hi = HUGE_VAL,
+                             .doc = "Smallest change that counts as an improvement."
+}
+, KNOB(STROP_SCH_THRESHOLD_MODE),
+    .name = "threshold_mode", ENUM(THRESHOLD_WORDS), .kinds = S_PL,
+    .doc = "Whether the threshold is relative (rel) or absolute (abs)."
+}
+, KNOB(STROP_SCH_COOLDOWN), .name = "cooldown", INT(0), .kinds = S_PL,
+                            .doc = "Metric steps to wait after a reduction."
+}
+, KNOB(STROP_SCH_MIN_LR), .name = "min_lr", FLOAT, .kinds = S_PL, .lo = 0, .hi = HUGE_VAL,
+                          .doc = "Lowest lr a reduction may set."
+}
+, KNOB(STROP_SCH_EPS), .name = "eps", FLOAT, .kinds = S_PL, .def = 1e-8, .lo = 0, .hi = HUGE_VAL,
+                       .doc = "A reduction smaller than this is not applied."
+}
+, KNOB(STROP_SCH_TOTAL_ITERS), .name = "total_iters", INT(0), .kinds = S_CONST, .def = 5,
+                               .doc = "Steps the constant factor lasts."
+}
+, KNOB(STROP_SCH_WARMUP_STEPS), .name = "warmup_steps", INT(0), .kinds = S_ALL,
+                                .doc = "Steps of linear warm-up before the schedule (0: none)."
+}
+, KNOB(STROP_SCH_WARMUP_START_FACTOR),
+    .name = "warmup_start_factor", FLOAT, .kinds = S_ALL, .def = 1.0 / 3, .lo = 0, .hi = 1,
+    .flags = STROP__KNOB_LO_OPEN, .doc = "The warm-up's first lr as a fraction of the base lr."
+}
+,
+}
+;
 #undef KNOB
 #undef FLOAT
 #undef INT
@@ -91,11 +144,12 @@ static const strop__setting SK[N_SK] = {
 #undef ENUM
 #undef REQUIRED
 
-static const char *const SKIND_NAMES[8] = {"constant", "step", "multistep", "exponential",
-                                           "cosine", "cosine_restarts", "one_cycle", "plateau"};
+static const char *const SKIND_NAMES[8] = {"constant",    "step",   "multistep",
+                                           "exponential", "cosine", "cosine_restarts",
+                                           "one_cycle",   "plateau"};
 
-const strop__settings strop__scheduler_settings = {"scheduler", SKIND_NAMES, 8,
-                                                   "the %s scheduler", SK, N_SK};
+const strop__settings strop__scheduler_settings = {"scheduler",        SKIND_NAMES, 8,
+                                                   "the %s scheduler", SK,          N_SK};
 
 struct strop_scheduler {
   strop_optimizer *opt;
@@ -104,14 +158,14 @@ struct strop_scheduler {
   int i[N_SK];
   int64_t *milestones;
   int n_milestones;
-  double base_lr;          /* torch's initial_lr: the optimizer's lr at create */
+  double base_lr; /* torch's initial_lr: the optimizer's lr at create */
   /* state (listed for checkpoints) */
-  int64_t last_step;       /* step() calls: SequentialLR's last_epoch */
-  int64_t started;         /* 1 once step() ran: knob changes no longer redo step 0 */
-  double lr;               /* the lr last set */
-  double momentum;         /* the momentum last set (one-cycle), NaN when not cycling */
-  int64_t t_cur, t_i;      /* cosine restarts */
-  double best;             /* plateau */
+  int64_t last_step;  /* step() calls: SequentialLR's last_epoch */
+  int64_t started;    /* 1 once step() ran: knob changes no longer redo step 0 */
+  double lr;          /* the lr last set */
+  double momentum;    /* the momentum last set (one-cycle), NaN when not cycling */
+  int64_t t_cur, t_i; /* cosine restarts */
+  double best;        /* plateau */
   int64_t num_bad, cooldown_counter, plateau_epoch;
 };
 
@@ -141,8 +195,7 @@ const char *strop_scheduler_knob_doc(int key) {
 }
 
 strop_status strop_scheduler_knob_find(const char *name, int *key) {
-  return strop__settings_find(&strop__scheduler_settings, "strop_scheduler_knob_find", name,
-                              key);
+  return strop__settings_find(&strop__scheduler_settings, "strop_scheduler_knob_find", name, key);
 }
 
 strop_status strop_scheduler_knob_default(int kind, int key, double *value) {
@@ -195,12 +248,12 @@ static double one_cycle(const strop_scheduler *s, int64_t step_num, double *mom)
 
 static int required_set(const strop_scheduler *s) {
   switch (s->kind) {
-  case STROP_SCHED_STEP: return s->i[STROP_SCH_STEP_SIZE] >= 1;
-  case STROP_SCHED_COSINE: return s->i[STROP_SCH_T_MAX] >= 1;
-  case STROP_SCHED_COSINE_RESTARTS: return s->i[STROP_SCH_T_0] >= 1;
-  case STROP_SCHED_ONE_CYCLE:
-    return s->f[STROP_SCH_MAX_LR] > 0.0 && s->i[STROP_SCH_TOTAL_STEPS] >= 1;
-  default: return 1;
+    case STROP_SCHED_STEP: return s->i[STROP_SCH_STEP_SIZE] >= 1;
+    case STROP_SCHED_COSINE: return s->i[STROP_SCH_T_MAX] >= 1;
+    case STROP_SCHED_COSINE_RESTARTS: return s->i[STROP_SCH_T_0] >= 1;
+    case STROP_SCHED_ONE_CYCLE:
+      return s->f[STROP_SCH_MAX_LR] > 0.0 && s->i[STROP_SCH_TOTAL_STEPS] >= 1;
+    default: return 1;
   }
 }
 
@@ -214,26 +267,25 @@ static double restarts_lr(const strop_scheduler *s) {
 static double main_epoch0(strop_scheduler *s, double lr, int closed, double *mom) {
   const double base = s->base_lr;
   switch (s->kind) {
-  case STROP_SCHED_CONSTANT: {
-    const double f = s->f[STROP_SCH_FACTOR];
-    if (!closed) return lr * f;
-    return base * (f + (double)(0 >= s->i[STROP_SCH_TOTAL_ITERS]) * (1 - f));
-  }
-  case STROP_SCHED_STEP:
-  case STROP_SCHED_MULTISTEP:
-  case STROP_SCHED_EXPONENTIAL: return closed ? base * pow(s->f[STROP_SCH_GAMMA], 0.0) : lr;
-  case STROP_SCHED_COSINE: {
-    if (!closed) return lr;
-    const double eta = s->f[STROP_SCH_ETA_MIN];
-    return eta + (base - eta) * (1 + cos(PI * 0.0 / (double)s->i[STROP_SCH_T_MAX])) / 2;
-  }
-  case STROP_SCHED_COSINE_RESTARTS:
-    s->t_i = s->i[STROP_SCH_T_0];
-    s->t_cur = 0;
-    return s->t_i >= 1 ? restarts_lr(s) : lr;
-  case STROP_SCHED_ONE_CYCLE:
-    return required_set(s) ? one_cycle(s, 0, mom) : lr;
-  default: return lr; /* plateau */
+    case STROP_SCHED_CONSTANT: {
+      const double f = s->f[STROP_SCH_FACTOR];
+      if (!closed) return lr * f;
+      return base * (f + (double)(0 >= s->i[STROP_SCH_TOTAL_ITERS]) * (1 - f));
+    }
+    case STROP_SCHED_STEP:
+    case STROP_SCHED_MULTISTEP:
+    case STROP_SCHED_EXPONENTIAL: return closed ? base * pow(s->f[STROP_SCH_GAMMA], 0.0) : lr;
+    case STROP_SCHED_COSINE: {
+      if (!closed) return lr;
+      const double eta = s->f[STROP_SCH_ETA_MIN];
+      return eta + (base - eta) * (1 + cos(PI * 0.0 / (double)s->i[STROP_SCH_T_MAX])) / 2;
+    }
+    case STROP_SCHED_COSINE_RESTARTS:
+      s->t_i = s->i[STROP_SCH_T_0];
+      s->t_cur = 0;
+      return s->t_i >= 1 ? restarts_lr(s) : lr;
+    case STROP_SCHED_ONE_CYCLE: return required_set(s) ? one_cycle(s, 0, mom) : lr;
+    default: return lr; /* plateau */
   }
 }
 
@@ -241,35 +293,35 @@ static double main_epoch0(strop_scheduler *s, double lr, int closed, double *mom
 static double main_step(strop_scheduler *s, int64_t e, double lr, double *mom) {
   const double base = s->base_lr;
   switch (s->kind) {
-  case STROP_SCHED_CONSTANT: {
-    const int64_t total = s->i[STROP_SCH_TOTAL_ITERS];
-    if (e > total || e != total) return lr;
-    return lr * (1.0 / s->f[STROP_SCH_FACTOR]);
-  }
-  case STROP_SCHED_STEP:
-    return e % s->i[STROP_SCH_STEP_SIZE] != 0 ? lr : lr * s->f[STROP_SCH_GAMMA];
-  case STROP_SCHED_MULTISTEP:
-    for (int k = 0; k < s->n_milestones; k++)
-      if (s->milestones[k] == e) return lr * pow(s->f[STROP_SCH_GAMMA], 1.0);
-    return lr;
-  case STROP_SCHED_EXPONENTIAL: return lr * s->f[STROP_SCH_GAMMA];
-  case STROP_SCHED_COSINE: {
-    const double eta = s->f[STROP_SCH_ETA_MIN];
-    const int64_t T = s->i[STROP_SCH_T_MAX];
-    if ((e - 1 - T) % (2 * T) == 0)
-      return lr + (base - eta) * (1 - cos(PI / (double)T)) / 2;
-    return (1 + cos(PI * (double)e / (double)T)) / (1 + cos(PI * (double)(e - 1) / (double)T)) *
-               (lr - eta) + eta;
-  }
-  case STROP_SCHED_COSINE_RESTARTS:
-    s->t_cur = s->t_cur + 1;
-    if (s->t_cur >= s->t_i) {
-      s->t_cur = s->t_cur - s->t_i;
-      s->t_i = s->t_i * s->i[STROP_SCH_T_MULT];
+    case STROP_SCHED_CONSTANT: {
+      const int64_t total = s->i[STROP_SCH_TOTAL_ITERS];
+      if (e > total || e != total) return lr;
+      return lr * (1.0 / s->f[STROP_SCH_FACTOR]);
     }
-    return restarts_lr(s);
-  case STROP_SCHED_ONE_CYCLE: return one_cycle(s, e, mom);
-  default: return lr; /* plateau: step() only counts */
+    case STROP_SCHED_STEP:
+      return e % s->i[STROP_SCH_STEP_SIZE] != 0 ? lr : lr * s->f[STROP_SCH_GAMMA];
+    case STROP_SCHED_MULTISTEP:
+      for (int k = 0; k < s->n_milestones; k++)
+        if (s->milestones[k] == e) return lr * pow(s->f[STROP_SCH_GAMMA], 1.0);
+      return lr;
+    case STROP_SCHED_EXPONENTIAL: return lr * s->f[STROP_SCH_GAMMA];
+    case STROP_SCHED_COSINE: {
+      const double eta = s->f[STROP_SCH_ETA_MIN];
+      const int64_t T = s->i[STROP_SCH_T_MAX];
+      if ((e - 1 - T) % (2 * T) == 0) return lr + (base - eta) * (1 - cos(PI / (double)T)) / 2;
+      return (1 + cos(PI * (double)e / (double)T)) / (1 + cos(PI * (double)(e - 1) / (double)T)) *
+                 (lr - eta) +
+             eta;
+    }
+    case STROP_SCHED_COSINE_RESTARTS:
+      s->t_cur = s->t_cur + 1;
+      if (s->t_cur >= s->t_i) {
+        s->t_cur = s->t_cur - s->t_i;
+        s->t_i = s->t_i * s->i[STROP_SCH_T_MULT];
+      }
+      return restarts_lr(s);
+    case STROP_SCHED_ONE_CYCLE: return one_cycle(s, e, mom);
+    default: return lr; /* plateau: step() only counts */
   }
 }
 
@@ -312,16 +364,16 @@ strop_status strop_scheduler_step(strop_scheduler *sched) {
   if (!sched) return strop__err(STROP_E_INVALID_ARG, "%s: sched is NULL", fn);
   strop_scheduler *s = sched;
   if (!required_set(s)) {
-    static const char *const need[8] = {"", "step_size", "", "", "T_max", "T_0",
-                                        "max_lr and total_steps", ""};
+    static const char *const need[8] = {
+        "", "step_size", "", "", "T_max", "T_0", "max_lr and total_steps", ""};
     return strop__err(STROP_E_STATE, "%s: the %s scheduler needs %s to be set", fn,
                       SKIND_NAMES[s->kind], need[s->kind]);
   }
   const int64_t W = s->i[STROP_SCH_WARMUP_STEPS];
   const int64_t e = s->last_step + 1;
   if (s->kind == STROP_SCHED_ONE_CYCLE && e - W > s->i[STROP_SCH_TOTAL_STEPS])
-    return strop__err(STROP_E_STATE, "%s: one-cycle stepped %lld times, past total_steps %d",
-                      fn, (long long)(e - W + 1), s->i[STROP_SCH_TOTAL_STEPS]);
+    return strop__err(STROP_E_STATE, "%s: one-cycle stepped %lld times, past total_steps %d", fn,
+                      (long long)(e - W + 1), s->i[STROP_SCH_TOTAL_STEPS]);
   double lr = strop__optim_get_lr(s->opt), mom = NAN;
   if (e < W || (e == W && s->kind == STROP_SCHED_PLATEAU)) {
     /* LinearLR; plateau has no main step, so its ramp ends on LinearLR's own last step */
@@ -351,8 +403,7 @@ strop_status strop_scheduler_step_metric(strop_scheduler *sched, double value) {
   const int rel = s->i[STROP_SCH_THRESHOLD_MODE] == STROP_THRESHOLD_REL;
   if (s->i[STROP_SCH_MODE] == STROP_PLATEAU_MIN)
     better = rel ? a < best * (1. - thr) : a < best - thr;
-  else
-    better = rel ? a > best * (thr + 1.) : a > best + thr;
+  else better = rel ? a > best * (thr + 1.) : a > best + thr;
   s->plateau_epoch++;
   if (better) {
     s->best = a;
@@ -565,16 +616,16 @@ typedef struct sst {
 } sst;
 
 static const sst SST[] = {
-  {"sched.last_step", STROP__STATE_I64, offsetof(strop_scheduler, last_step)},
-  {"sched.started", STROP__STATE_I64, offsetof(strop_scheduler, started)},
-  {"sched.lr", STROP__STATE_F64, offsetof(strop_scheduler, lr)},
-  {"sched.momentum", STROP__STATE_F64, offsetof(strop_scheduler, momentum)},
-  {"sched.t_cur", STROP__STATE_I64, offsetof(strop_scheduler, t_cur)},
-  {"sched.t_i", STROP__STATE_I64, offsetof(strop_scheduler, t_i)},
-  {"sched.best", STROP__STATE_F64, offsetof(strop_scheduler, best)},
-  {"sched.num_bad", STROP__STATE_I64, offsetof(strop_scheduler, num_bad)},
-  {"sched.cooldown_counter", STROP__STATE_I64, offsetof(strop_scheduler, cooldown_counter)},
-  {"sched.plateau_epoch", STROP__STATE_I64, offsetof(strop_scheduler, plateau_epoch)},
+    {"sched.last_step", STROP__STATE_I64, offsetof(strop_scheduler, last_step)},
+    {"sched.started", STROP__STATE_I64, offsetof(strop_scheduler, started)},
+    {"sched.lr", STROP__STATE_F64, offsetof(strop_scheduler, lr)},
+    {"sched.momentum", STROP__STATE_F64, offsetof(strop_scheduler, momentum)},
+    {"sched.t_cur", STROP__STATE_I64, offsetof(strop_scheduler, t_cur)},
+    {"sched.t_i", STROP__STATE_I64, offsetof(strop_scheduler, t_i)},
+    {"sched.best", STROP__STATE_F64, offsetof(strop_scheduler, best)},
+    {"sched.num_bad", STROP__STATE_I64, offsetof(strop_scheduler, num_bad)},
+    {"sched.cooldown_counter", STROP__STATE_I64, offsetof(strop_scheduler, cooldown_counter)},
+    {"sched.plateau_epoch", STROP__STATE_I64, offsetof(strop_scheduler, plateau_epoch)},
 };
 #define N_SST ((int)(sizeof SST / sizeof SST[0]))
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — BERT-family encoders as Hugging Face transformers has them (modeling_bert,
  * modeling_roberta, modeling_distilbert of 4.x): BertModel, BertForSequenceClassification,
  * RobertaModel, RobertaForSequenceClassification, DistilBertModel,
@@ -43,7 +44,8 @@ static strop_status read_cfg(const strop__pt_ctx *c, const strop__arch *a, int f
         (st = strop__pt_int(c, "n_layers", &LD, 0, 100000, &g->layers)) ||
         (st = strop__pt_int(c, "n_heads", &H, 1, INT32_MAX, &g->heads)) ||
         (st = strop__pt_int(c, "hidden_dim", &I, 1, INT32_MAX, &g->inter)) ||
-        (st = strop__pt_int(c, "max_position_embeddings", &P[fam], 1, INT32_MAX, &g->positions)) ||
+        (st = strop__pt_int(c, "max_position_embeddings", &P[fam], 1, INT32_MAX,
+                            &g->positions)) ||
         (st = strop__pt_float(c, "dropout", &DROP, 0, 0.999, &g->hidden_p)) ||
         (st = strop__pt_float(c, "attention_dropout", &DROP, 0, 0.999, &g->attn_p)) ||
         (st = strop__pt_bool(c, "sinusoidal_pos_embds", 0, &sinus)) ||
@@ -53,8 +55,10 @@ static strop_status read_cfg(const strop__pt_ctx *c, const strop__arch *a, int f
     if ((st = strop__pt_float(c, "seq_classif_dropout", &cls_default, 0, 0.999, &g->cls_p)))
       return st;
     if (sinus)
-      return strop__err(STROP_E_UNSUPPORTED, "%s: %s: 'sinusoidal_pos_embds' is true: strop "
-                        "reads learned position embeddings only", c->fn, c->config_path);
+      return strop__err(STROP_E_UNSUPPORTED,
+                        "%s: %s: 'sinusoidal_pos_embds' is true: strop "
+                        "reads learned position embeddings only",
+                        c->fn, c->config_path);
     g->types = 0;
     g->pad = 0;
     g->eps = EPS[fam];
@@ -66,7 +70,8 @@ static strop_status read_cfg(const strop__pt_ctx *c, const strop__arch *a, int f
         (st = strop__pt_int(c, "num_hidden_layers", &L, 0, 100000, &g->layers)) ||
         (st = strop__pt_int(c, "num_attention_heads", &H, 1, INT32_MAX, &g->heads)) ||
         (st = strop__pt_int(c, "intermediate_size", &I, 1, INT32_MAX, &g->inter)) ||
-        (st = strop__pt_int(c, "max_position_embeddings", &P[fam], 1, INT32_MAX, &g->positions)) ||
+        (st = strop__pt_int(c, "max_position_embeddings", &P[fam], 1, INT32_MAX,
+                            &g->positions)) ||
         (st = strop__pt_int(c, "type_vocab_size", &T[fam], 0, INT32_MAX, &g->types)) ||
         (st = strop__pt_int(c, "pad_token_id", &PAD[fam], 0, INT32_MAX, &g->pad)) ||
         (st = strop__pt_float(c, "layer_norm_eps", &EPS[fam], 0, 1, &g->eps)) ||
@@ -78,9 +83,10 @@ static strop_status read_cfg(const strop__pt_ctx *c, const strop__arch *a, int f
     if ((st = strop__pt_float(c, "classifier_dropout", &g->hidden_p, 0, 0.999, &g->cls_p)))
       return st;
     if (strcmp(pet, "absolute"))
-      return strop__err(STROP_E_UNSUPPORTED, "%s: %s: 'position_embedding_type' is \"%s\": "
-                        "strop reads absolute position embeddings only", c->fn, c->config_path,
-                        pet);
+      return strop__err(STROP_E_UNSUPPORTED,
+                        "%s: %s: 'position_embedding_type' is \"%s\": "
+                        "strop reads absolute position embeddings only",
+                        c->fn, c->config_path, pet);
     if ((st = strop__hf_divides(c, "hidden_size", g->d, "num_attention_heads", g->heads)))
       return st;
   }
@@ -92,9 +98,10 @@ static strop_status read_cfg(const strop__pt_ctx *c, const strop__arch *a, int f
   snprintf(t, sizeof t, "%sembeddings.position_embeddings.weight", pre);
   if ((st = strop__hf_check_dims(c, a, t, 0, g->positions, "max_position_embeddings"))) return st;
   if (fam == FAM_ROBERTA && g->positions < g->pad + 2)
-    return strop__err(STROP_E_FORMAT, "%s: %s: 'max_position_embeddings' %lld leaves no position "
-                      "after the offset pad_token_id + 1 = %lld", c->fn, c->config_path,
-                      (long long)g->positions, (long long)(g->pad + 1));
+    return strop__err(STROP_E_FORMAT,
+                      "%s: %s: 'max_position_embeddings' %lld leaves no position "
+                      "after the offset pad_token_id + 1 = %lld",
+                      c->fn, c->config_path, (long long)g->positions, (long long)(g->pad + 1));
   return STROP_OK;
 }
 
@@ -130,15 +137,25 @@ static strop_status trunk(const bert_cfg *g, strop_model *m, const char *pre, ch
   snprintf(x, cap, "%s", g->hidden_p > 0 ? n[4] : n[3]);
   for (int64_t i = 0; i < g->layers; i++) {
     /* BERT's and DistilBERT's names for the same parts */
-    static const char *const bert_parts[] = {
-        "attention.self.query", "attention.self.key", "attention.self.value",
-        "attention.self.attention", "attention.output.dense", "attention.output.dropout",
-        "attention.output.add", "attention.output.LayerNorm", "intermediate.dense",
-        "intermediate.act", "output.dense", "output.dropout", "output.add", "output.LayerNorm"};
+    static const char *const bert_parts[] = {"attention.self.query",
+                                             "attention.self.key",
+                                             "attention.self.value",
+                                             "attention.self.attention",
+                                             "attention.output.dense",
+                                             "attention.output.dropout",
+                                             "attention.output.add",
+                                             "attention.output.LayerNorm",
+                                             "intermediate.dense",
+                                             "intermediate.act",
+                                             "output.dense",
+                                             "output.dropout",
+                                             "output.add",
+                                             "output.LayerNorm"};
     static const char *const distil_parts[] = {
-        "attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.attention",
-        "attention.out_lin", "attention.dropout", "sa_add", "sa_layer_norm", "ffn.lin1",
-        "ffn.act", "ffn.lin2", "ffn.dropout", "output_add", "output_layer_norm"};
+        "attention.q_lin",   "attention.k_lin",   "attention.v_lin", "attention.attention",
+        "attention.out_lin", "attention.dropout", "sa_add",          "sa_layer_norm",
+        "ffn.lin1",          "ffn.act",           "ffn.lin2",        "ffn.dropout",
+        "output_add",        "output_layer_norm"};
     for (int k = 0; k < 14; k++)
       snprintf(n[k], sizeof n[k], "%s%s.%lld.%s", pre,
                distil ? "transformer.layer" : "encoder.layer", (long long)i,
@@ -242,25 +259,25 @@ fail:
   return st;
 }
 
-#define BERT_ARCH(VAR, NAME, FAM, CLS, PREFIX, DOC, ...)                            \
-  static strop_status build_##VAR(const strop__pt_ctx *c, strop_model **out) {     \
-    return build(c, &strop__arch_##VAR, FAM, CLS, out);                            \
-  }                                                                                 \
-  static const char *const NAMES_##VAR[] = {__VA_ARGS__, NULL};                    \
-  static const char *const PREFIXES_##VAR[] = {PREFIX, NULL};                      \
-  const strop__arch strop__arch_##VAR = {                                           \
-      .name = NAME,                                                                 \
-      .family = "transformers",                                                     \
-      .doc = DOC,                                                                   \
-      .hf_names = NAMES_##VAR,                                                      \
-      .build = build_##VAR,                                                         \
-      .ignore = IGNORE,                                                             \
-      .prefixes = PREFIXES_##VAR,                                                   \
+#define BERT_ARCH(VAR, NAME, FAM, CLS, PREFIX, DOC, ...)                       \
+  static strop_status build_##VAR(const strop__pt_ctx *c, strop_model **out) { \
+    return build(c, &strop__arch_##VAR, FAM, CLS, out);                        \
+  }                                                                            \
+  static const char *const NAMES_##VAR[] = {__VA_ARGS__, NULL};                \
+  static const char *const PREFIXES_##VAR[] = {PREFIX, NULL};                  \
+  const strop__arch strop__arch_##VAR = {                                      \
+      .name = NAME,                                                            \
+      .family = "transformers",                                                \
+      .doc = DOC,                                                              \
+      .hf_names = NAMES_##VAR,                                                 \
+      .build = build_##VAR,                                                    \
+      .ignore = IGNORE,                                                        \
+      .prefixes = PREFIXES_##VAR,                                              \
   };
 
 /* buffers and pre-training heads a file may hold that are not parameters here */
-static const char *const IGNORE[] = {"*.position_ids", "*.token_type_ids", "cls.*", "lm_head.*",
-                                     "vocab_*", NULL};
+static const char *const IGNORE[] = {"*.position_ids", "*.token_type_ids", "cls.*",
+                                     "lm_head.*",      "vocab_*",          NULL};
 
 BERT_ARCH(bert, "bert", FAM_BERT, 0, "bert.",
           "Hugging Face BertModel: post-norm encoder, token-type embeddings (type 0), "

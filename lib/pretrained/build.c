@@ -1,11 +1,12 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — building an adapter's graph through the public model API, options formatted. */
 #include <stdarg.h>
 #include <stdio.h>
 
 #include "pretrained/pretrained.h"
 
-strop_status strop__pt_add(strop_model *m, const char *name, const char *type,
-                           const char *inputs, const char *opts_fmt, ...) {
+strop_status strop__pt_add(strop_model *m, const char *name, const char *type, const char *inputs,
+                           const char *opts_fmt, ...) {
   char opts[1024] = "";
   if (opts_fmt) {
     va_list ap;

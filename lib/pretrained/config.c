@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — reading a Hugging Face config.json for an adapter: typed fields with defaults and
  * ranges, errors naming the file, the key and what was found. */
 #include <math.h>
@@ -22,8 +23,7 @@ strop_status strop__pt_int(const strop__pt_ctx *c, const char *key, const int64_
     *out = *dflt;
     return STROP_OK;
   }
-  if (v->type != STROP__J_NUM || !v->is_int)
-    return missing(c, key, "not an integer");
+  if (v->type != STROP__J_NUM || !v->is_int) return missing(c, key, "not an integer");
   if (v->ival < lo || v->ival > hi)
     return strop__err(STROP_E_FORMAT, "%s: %s: '%s' must be in [%lld, %lld], got %lld", c->fn,
                       c->config_path, key, (long long)lo, (long long)hi, (long long)v->ival);

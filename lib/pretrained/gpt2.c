@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — GPT-2 as Hugging Face transformers has it (modeling_gpt2, 4.x): GPT2LMHeadModel and
  * GPT2ForSequenceClassification with their own tensor names and layouts, so a folder
  * (config.json + model.safetensors) loads strictly and a fine-tuned model saves back into one.
@@ -44,15 +45,18 @@ static strop_status read_cfg(const strop__pt_ctx *c, const strop__arch *a, gpt2_
   const int64_t inner_default = 4 * g->d;
   if ((st = strop__pt_int(c, "n_inner", &inner_default, 1, INT32_MAX, &g->inner))) return st;
   if (cross)
-    return strop__err(STROP_E_UNSUPPORTED, "%s: %s: 'add_cross_attention' is true: strop's "
-                      "GPT-2 has no cross-attention (an encoder-decoder's decoder)", c->fn,
-                      c->config_path);
+    return strop__err(STROP_E_UNSUPPORTED,
+                      "%s: %s: 'add_cross_attention' is true: strop's "
+                      "GPT-2 has no cross-attention (an encoder-decoder's decoder)",
+                      c->fn, c->config_path);
   if ((st = strop__hf_divides(c, "n_embd", g->d, "n_head", g->heads))) return st;
   /* the config's sizes against the checkpoint's */
   if ((st = strop__hf_check_dims(c, a, "transformer.wte.weight", 0, g->vocab, "vocab_size")) ||
       (st = strop__hf_check_dims(c, a, "transformer.wte.weight", 1, g->d, "n_embd")) ||
-      (st = strop__hf_check_dims(c, a, "transformer.wpe.weight", 0, g->positions, "n_positions")) ||
-      (st = strop__hf_check_dims(c, a, "transformer.h.0.mlp.c_fc.weight", 1, g->inner, "n_inner")))
+      (st = strop__hf_check_dims(c, a, "transformer.wpe.weight", 0, g->positions,
+                                 "n_positions")) ||
+      (st = strop__hf_check_dims(c, a, "transformer.h.0.mlp.c_fc.weight", 1, g->inner,
+                                 "n_inner")))
     return st;
   return STROP_OK;
 }
@@ -78,7 +82,7 @@ static strop_status trunk(const strop__pt_ctx *c, const gpt2_cfg *g, strop_model
   for (int64_t i = 0; i < g->layers; i++) {
     static const char *const parts[] = {
         "ln_1", "attn.c_attn", "attn.attention", "attn.c_proj", "attn.resid_dropout", "add_1",
-        "ln_2", "mlp.c_fc", "mlp.act", "mlp.c_proj", "mlp.dropout", "add_2"};
+        "ln_2", "mlp.c_fc",    "mlp.act",        "mlp.c_proj",  "mlp.dropout",        "add_2"};
     for (int k = 0; k < 12; k++)
       snprintf(n[k], sizeof n[k], "transformer.h.%lld.%s", (long long)i, parts[k]);
     /* 1 / sqrt(head_dim), further divided by the layer's number when the config says so */
@@ -96,8 +100,7 @@ static strop_status trunk(const strop__pt_ctx *c, const gpt2_cfg *g, strop_model
                             (long long)g->heads, g->attn_p, scale)) ||
         (st = strop__pt_add(m, n[3], "linear", NULL, "out_features=%lld weight_layout=in_out",
                             (long long)g->d)) ||
-        (st = dropout(m, n[4], g->resid_p)) ||
-        (st = strop__pt_add(m, n[5], "add", sum1, NULL)) ||
+        (st = dropout(m, n[4], g->resid_p)) || (st = strop__pt_add(m, n[5], "add", sum1, NULL)) ||
         (st = strop__pt_add(m, n[6], "layernorm", NULL, "normalized_shape=%lld eps=%.9g",
                             (long long)g->d, g->eps)) ||
         (st = strop__pt_add(m, n[7], "linear", NULL, "out_features=%lld weight_layout=in_out",
@@ -105,8 +108,7 @@ static strop_status trunk(const strop__pt_ctx *c, const gpt2_cfg *g, strop_model
         (st = strop__pt_add(m, n[8], g->act.type, NULL, "%s", g->act.opts)) ||
         (st = strop__pt_add(m, n[9], "linear", NULL, "out_features=%lld weight_layout=in_out",
                             (long long)g->d)) ||
-        (st = dropout(m, n[10], g->resid_p)) ||
-        (st = strop__pt_add(m, n[11], "add", sum2, NULL)))
+        (st = dropout(m, n[10], g->resid_p)) || (st = strop__pt_add(m, n[11], "add", sum2, NULL)))
       return st;
     snprintf(x, sizeof x, "%s", n[11]);
   }
@@ -140,7 +142,8 @@ static strop_status build_cls(const strop__pt_ctx *c, strop_model **out) {
   strop_model *m = NULL;
   if (st || (st = strop__hf_text_model(c, g.positions, &m))) return st;
   const int64_t classes = strop__hf_classes(c, &strop__arch_gpt2_cls, "score", 2);
-  if ((st = trunk(c, &g, m)) || (st = strop__pt_add(m, "pool", "token_pool", NULL, "which=last")) ||
+  if ((st = trunk(c, &g, m)) ||
+      (st = strop__pt_add(m, "pool", "token_pool", NULL, "which=last")) ||
       (st = strop__pt_add(m, "score", "linear", NULL, "out_features=%lld bias=false",
                           (long long)classes))) {
     strop_model_free(m);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — what the Hugging Face adapters share: a language model's input (token ids up to
  * the longest sequence the options or config.json give), activation names as config.json
  * spells them, and the config's sizes checked against the checkpoint's shapes so that a
@@ -11,9 +12,10 @@ strop_status strop__hf_text_model(const strop__pt_ctx *c, int64_t max_positions,
                                   strop_model **out) {
   const int64_t t = c->opt->max_length > 0 ? c->opt->max_length : max_positions;
   if (t < 1)
-    return strop__err(STROP_E_FORMAT, "%s: %s: the longest sequence must be at least 1 (got "
-                      "%lld); set max_length", c->fn, c->config_path ? c->config_path : c->arch,
-                      (long long)t);
+    return strop__err(STROP_E_FORMAT,
+                      "%s: %s: the longest sequence must be at least 1 (got "
+                      "%lld); set max_length",
+                      c->fn, c->config_path ? c->config_path : c->arch, (long long)t);
   const int64_t shape[1] = {t};
   return strop_model_create(1, shape, out);
 }
@@ -42,9 +44,11 @@ strop_status strop__hf_act(const strop__pt_ctx *c, const char *key, const char *
       out->opts = known[i].opts;
       return STROP_OK;
     }
-  return strop__err(STROP_E_UNSUPPORTED, "%s: %s: '%s' is \"%s\", which strop does not support "
+  return strop__err(STROP_E_UNSUPPORTED,
+                    "%s: %s: '%s' is \"%s\", which strop does not support "
                     "(it supports gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, relu, silu, "
-                    "swish, tanh)", c->fn, c->config_path, key, v);
+                    "swish, tanh)",
+                    c->fn, c->config_path, key, v);
 }
 
 strop_status strop__hf_check_dims(const strop__pt_ctx *c, const strop__arch *a,
@@ -52,10 +56,11 @@ strop_status strop__hf_check_dims(const strop__pt_ctx *c, const strop__arch *a,
   int64_t d[STROP_MAX_RANK];
   const int r = strop__pt_shape(c, a, tensor, d, STROP_MAX_RANK);
   if (r < 0 || dim >= r || d[dim] == want) return STROP_OK; /* a strict load reports absence */
-  return strop__err(STROP_E_SHAPE, "%s: %s: '%s' is %lld but %s has %lld in dimension %d: the "
-                    "config does not describe this checkpoint", c->fn,
-                    c->config_path ? c->config_path : "(no config.json)", key, (long long)want,
-                    tensor, (long long)d[dim], dim);
+  return strop__err(STROP_E_SHAPE,
+                    "%s: %s: '%s' is %lld but %s has %lld in dimension %d: the "
+                    "config does not describe this checkpoint",
+                    c->fn, c->config_path ? c->config_path : "(no config.json)", key,
+                    (long long)want, tensor, (long long)d[dim], dim);
 }
 
 strop_status strop__hf_divides(const strop__pt_ctx *c, const char *key_a, int64_t a,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — Llama-family decoders as Hugging Face transformers has them (modeling_llama,
  * modeling_mistral, modeling_qwen2 of 4.x): LlamaForCausalLM and the same layout under
  * Mistral's and Qwen2's names (SmolLM and TinyLlama are Llama), and their
@@ -44,8 +45,8 @@ static strop_status read_rope_scaling(const strop__pt_ctx *c, double *factor) {
   const strop__jnode *r = c->json ? strop__json_get(c->json, c->cfg, "rope_scaling") : NULL;
   if (!r || r->type == STROP__J_NULL) return STROP_OK;
   if (r->type != STROP__J_OBJ)
-    return strop__err(STROP_E_FORMAT, "%s: %s: 'rope_scaling' must be null or an object",
-                      c->fn, c->config_path);
+    return strop__err(STROP_E_FORMAT, "%s: %s: 'rope_scaling' must be null or an object", c->fn,
+                      c->config_path);
   const char *key = "rope_type";
   const strop__jnode *t = strop__json_get(c->json, r, key);
   if (!t) t = strop__json_get(c->json, r, key = "type");
@@ -54,8 +55,10 @@ static strop_status read_rope_scaling(const strop__pt_ctx *c, double *factor) {
                       c->fn, c->config_path);
   if (!strcmp(t->str, "default")) return STROP_OK;
   if (strcmp(t->str, "linear"))
-    return strop__err(STROP_E_UNSUPPORTED, "%s: %s: 'rope_scaling.%s' is \"%s\": strop supports "
-                      "linear rope scaling only", c->fn, c->config_path, key, t->str);
+    return strop__err(STROP_E_UNSUPPORTED,
+                      "%s: %s: 'rope_scaling.%s' is \"%s\": strop supports "
+                      "linear rope scaling only",
+                      c->fn, c->config_path, key, t->str);
   const strop__jnode *f = strop__json_get(c->json, r, "factor");
   if (!f || f->type != STROP__J_NUM)
     return strop__err(STROP_E_FORMAT, "%s: %s: 'rope_scaling.factor' is missing or not a number",
@@ -90,7 +93,8 @@ static strop_status read_cfg(const strop__pt_ctx *c, const strop__arch *a, llama
       (st = read_rope_scaling(c, &g->factor)))
     return st;
   const int64_t kv_default = df->kv ? df->kv : g->heads;
-  if ((st = strop__pt_int(c, "num_key_value_heads", &kv_default, 1, INT32_MAX, &g->kv))) return st;
+  if ((st = strop__pt_int(c, "num_key_value_heads", &kv_default, 1, INT32_MAX, &g->kv)))
+    return st;
   if ((st = strop__hf_divides(c, "hidden_size", g->d, "num_attention_heads", g->heads)))
     return st;
   const int64_t hd_default = g->d / g->heads;
@@ -98,7 +102,8 @@ static strop_status read_cfg(const strop__pt_ctx *c, const strop__arch *a, llama
       (st = strop__hf_divides(c, "num_attention_heads", g->heads, "num_key_value_heads", g->kv)))
     return st;
   if (g->head_dim % 2)
-    return strop__err(STROP_E_FORMAT, "%s: %s: the head width %lld (hidden_size / "
+    return strop__err(STROP_E_FORMAT,
+                      "%s: %s: the head width %lld (hidden_size / "
                       "num_attention_heads, or head_dim) must be even for rotary embeddings",
                       c->fn, c->config_path, (long long)g->head_dim);
   /* Llama and Mistral: attention_bias on all four projections; Qwen2: q, k, v always */
@@ -107,8 +112,10 @@ static strop_status read_cfg(const strop__pt_ctx *c, const strop__arch *a, llama
   g->qkv_bias = strcmp(g->type, "qwen2") ? ab : 1;
   g->o_bias = strcmp(g->type, "qwen2") ? ab : 0;
   if (strcmp(g->act.type, "silu") && strcmp(g->act.type, "gelu"))
-    return strop__err(STROP_E_UNSUPPORTED, "%s: %s: 'hidden_act' is \"%s\": the gated MLP "
-                      "takes silu or gelu", c->fn, c->config_path, g->act.hf_name);
+    return strop__err(STROP_E_UNSUPPORTED,
+                      "%s: %s: 'hidden_act' is \"%s\": the gated MLP "
+                      "takes silu or gelu",
+                      c->fn, c->config_path, g->act.hf_name);
   /* a sliding window only matters for sequences longer than it */
   const int64_t t = c->opt->max_length > 0 ? c->opt->max_length : g->positions;
   int use_sw = 1;
@@ -118,10 +125,11 @@ static strop_status read_cfg(const strop__pt_ctx *c, const strop__arch *a, llama
       (st = strop__pt_int(c, "sliding_window", &none, 0, INT64_MAX, &sw)))
     return st;
   if (use_sw && sw > 0 && sw < t)
-    return strop__err(STROP_E_UNSUPPORTED, "%s: %s: 'sliding_window' is %lld, shorter than the "
+    return strop__err(STROP_E_UNSUPPORTED,
+                      "%s: %s: 'sliding_window' is %lld, shorter than the "
                       "sequences of %lld tokens the model is declared for: strop has no sliding-"
-                      "window attention (set max_length to at most %lld)", c->fn, c->config_path,
-                      (long long)sw, (long long)t, (long long)sw);
+                      "window attention (set max_length to at most %lld)",
+                      c->fn, c->config_path, (long long)sw, (long long)t, (long long)sw);
   if ((st = strop__hf_check_dims(c, a, "model.embed_tokens.weight", 0, g->vocab, "vocab_size")) ||
       (st = strop__hf_check_dims(c, a, "model.embed_tokens.weight", 1, g->d, "hidden_size")) ||
       (st = strop__hf_check_dims(c, a, "model.layers.0.self_attn.k_proj.weight", 0,
@@ -144,10 +152,16 @@ static strop_status trunk(const llama_cfg *g, strop_model *m) {
   snprintf(rope, sizeof rope, "rope=rotate_half rope_theta=%.9g rope_factor=%.9g", g->theta,
            g->factor);
   for (int64_t i = 0; i < g->layers; i++) {
-    static const char *const parts[] = {
-        "input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-        "self_attn.attention", "self_attn.o_proj", "add_1", "post_attention_layernorm", "mlp",
-        "add_2"};
+    static const char *const parts[] = {"input_layernorm",
+                                        "self_attn.q_proj",
+                                        "self_attn.k_proj",
+                                        "self_attn.v_proj",
+                                        "self_attn.attention",
+                                        "self_attn.o_proj",
+                                        "add_1",
+                                        "post_attention_layernorm",
+                                        "mlp",
+                                        "add_2"};
     for (int k = 0; k < 10; k++)
       snprintf(n[k], sizeof n[k], "model.layers.%lld.%s", (long long)i, parts[k]);
     char qkv[500], sum1[330], sum2[330];
@@ -168,8 +182,8 @@ static strop_status trunk(const llama_cfg *g, strop_model *m) {
                             "dropout=%.9g %s",
                             (long long)g->heads, (long long)g->kv, (long long)g->head_dim,
                             g->attn_p, rope)) ||
-        (st = strop__pt_add(m, n[5], "linear", NULL, "out_features=%lld bias=%s",
-                            (long long)g->d, g->o_bias ? "true" : "false")) ||
+        (st = strop__pt_add(m, n[5], "linear", NULL, "out_features=%lld bias=%s", (long long)g->d,
+                            g->o_bias ? "true" : "false")) ||
         (st = strop__pt_add(m, n[6], "add", sum1, NULL)) ||
         (st = strop__pt_add(m, n[7], "rmsnorm", NULL, "normalized_shape=%lld eps=%.9g",
                             (long long)g->d, g->eps)) ||
@@ -177,7 +191,8 @@ static strop_status trunk(const llama_cfg *g, strop_model *m) {
                             "intermediate_size=%lld bias=%s activation=%s", (long long)g->inter,
                             g->mlp_bias ? "true" : "false",
                             !strcmp(g->act.type, "silu") ? "silu"
-                            : strcmp(g->act.opts, "") ? "gelu_tanh" : "gelu")) ||
+                            : strcmp(g->act.opts, "")    ? "gelu_tanh"
+                                                         : "gelu")) ||
         (st = strop__pt_add(m, n[9], "add", sum2, NULL)))
       return st;
     snprintf(x, sizeof x, "%s", n[9]);
@@ -220,8 +235,13 @@ static strop_status build_cls(const strop__pt_ctx *c, strop_model **out) {
 }
 
 static const char *const IGNORE[] = {"*.rotary_emb.inv_freq", "lm_head.weight", NULL};
-static const char *const LM_NAMES[] = {"LlamaForCausalLM", "MistralForCausalLM",
-                                       "Qwen2ForCausalLM", "llama", "mistral", "qwen2", NULL};
+static const char *const LM_NAMES[] = {"LlamaForCausalLM",
+                                       "MistralForCausalLM",
+                                       "Qwen2ForCausalLM",
+                                       "llama",
+                                       "mistral",
+                                       "qwen2",
+                                       NULL};
 static const char *const CLS_NAMES[] = {"LlamaForSequenceClassification",
                                         "MistralForSequenceClassification",
                                         "Qwen2ForSequenceClassification", NULL};

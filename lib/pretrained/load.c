@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — strop_model_load_pretrained: find the checkpoint's files (a folder's config.json and
  * model.safetensors or its shards, or one file), pick the architecture, let its adapter build
  * the graph with the checkpoint's names, and load every tensor through the one weight loader
@@ -22,8 +23,8 @@ void strop_pretrained_options_init(strop_pretrained_options *opt) {
   opt->flags = STROP_LOAD_STRICT;
 }
 
-int strop__pt_shape(const strop__pt_ctx *c, const strop__arch *a, const char *name,
-                    int64_t *dims, int cap) {
+int strop__pt_shape(const strop__pt_ctx *c, const strop__arch *a, const char *name, int64_t *dims,
+                    int cap) {
   char buf[512];
   for (int pass = -1; pass < 16; pass++) {
     const char *want = name;
@@ -31,10 +32,8 @@ int strop__pt_shape(const strop__pt_ctx *c, const strop__arch *a, const char *na
       if (!a->prefixes || !a->prefixes[pass]) break;
       /* a file whose names lack the prefix the model's carry, or the other way round */
       const size_t l = strlen(a->prefixes[pass]);
-      if (!strncmp(name, a->prefixes[pass], l))
-        snprintf(buf, sizeof buf, "%s", name + l);
-      else
-        snprintf(buf, sizeof buf, "%s%s", a->prefixes[pass], name);
+      if (!strncmp(name, a->prefixes[pass], l)) snprintf(buf, sizeof buf, "%s", name + l);
+      else snprintf(buf, sizeof buf, "%s%s", a->prefixes[pass], name);
       want = buf;
     }
     for (int k = 0; k < c->n_files; k++) {
@@ -108,8 +107,10 @@ static strop_status open_shards(job *j, const char *dir, const char *index_path)
   const strop__jnode *wm = root->type == STROP__J_OBJ ? strop__json_get(&ix, root, "weight_map")
                                                       : NULL;
   if (!wm || wm->type != STROP__J_OBJ || wm->count == 0) {
-    st = strop__err(STROP_E_FORMAT, "%s: %s: 'weight_map' is missing or not an object of "
-                    "tensor name -> shard file", j->fn, index_path);
+    st = strop__err(STROP_E_FORMAT,
+                    "%s: %s: 'weight_map' is missing or not an object of "
+                    "tensor name -> shard file",
+                    j->fn, index_path);
     goto done;
   }
   /* distinct shard names in order of first appearance */
@@ -119,10 +120,13 @@ static strop_status open_shards(job *j, const char *dir, const char *index_path)
     st = STROP__NOMEM(j->fn);
     goto done;
   }
-  for (const strop__jnode *e = strop__json_at(&ix, wm->child); e; e = strop__json_at(&ix, e->next)) {
+  for (const strop__jnode *e = strop__json_at(&ix, wm->child); e;
+       e = strop__json_at(&ix, e->next)) {
     if (e->type != STROP__J_STR || !e->len || strchr(e->str, '/') || !strcmp(e->str, "..")) {
-      st = strop__err(STROP_E_FORMAT, "%s: %s: weight_map['%s'] must name a shard file in the "
-                      "folder", j->fn, index_path, e->key);
+      st = strop__err(STROP_E_FORMAT,
+                      "%s: %s: weight_map['%s'] must name a shard file in the "
+                      "folder",
+                      j->fn, index_path, e->key);
       break;
     }
     int seen = 0;
@@ -141,8 +145,7 @@ static strop_status open_shards(job *j, const char *dir, const char *index_path)
     if (!is_file(p))
       st = strop__err(STROP_E_IO, "%s: shard '%s' listed in %s is missing", j->fn, names[k],
                       index_path);
-    else
-      st = add_file(j, p);
+    else st = add_file(j, p);
     strop__free(p);
   }
   /* every tensor the index places in a shard is there */
@@ -192,10 +195,13 @@ static strop_status open_folder(job *j, const char *dir) {
   else if (is_file(index)) st = open_shards(j, dir, index);
   else {
     char *bin = join(dir, "pytorch_model.bin");
-    st = strop__err(STROP_E_IO, "%s: %s has neither model.safetensors nor "
-                    "model.safetensors.index.json%s", j->fn, dir,
+    st = strop__err(STROP_E_IO,
+                    "%s: %s has neither model.safetensors nor "
+                    "model.safetensors.index.json%s",
+                    j->fn, dir,
                     bin && is_file(bin) ? " (pytorch_model.bin is a pickle, which strop does not "
-                                          "read: save the model with safetensors)" : "");
+                                          "read: save the model with safetensors)"
+                                        : "");
     strop__free(bin);
   }
   strop__free(single);
@@ -210,9 +216,11 @@ static strop_status unknown_arch(const char *fn, const char *what, const char *w
     strop__sbuf_printf(&b, "%s%s", i ? ", " : "", a->name);
     for (const char *const *h = a->hf_names; h && *h; h++) strop__sbuf_printf(&b, ", %s", *h);
   }
-  strop_status st = strop__err(STROP_E_UNSUPPORTED, "%s: %s%s%s is not an architecture strop "
-                               "knows (it knows %s)", fn, where ? where : "", where ? ": " : "",
-                               what, b.s && !b.oom ? b.s : "?");
+  strop_status st = strop__err(STROP_E_UNSUPPORTED,
+                               "%s: %s%s%s is not an architecture strop "
+                               "knows (it knows %s)",
+                               fn, where ? where : "", where ? ": " : "", what,
+                               b.s && !b.oom ? b.s : "?");
   strop__free(b.s);
   return st;
 }
@@ -252,11 +260,12 @@ strop_status strop_model_load_pretrained(const char *path, const char *arch_name
     return strop__err(STROP_E_INVALID_ARG, "%s: unknown flags 0x%x", fn, (unsigned)opt.flags);
   if (opt.image_size < 0 || opt.image_size > 65536 || opt.max_length < 0 ||
       opt.max_length > ((int64_t)1 << 24))
-    return strop__err(STROP_E_INVALID_ARG, "%s: image_size must be in [0, 65536] and "
-                      "max_length in [0, 16777216] (0: the architecture's own)", fn);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: image_size must be in [0, 65536] and "
+                      "max_length in [0, 16777216] (0: the architecture's own)",
+                      fn);
   const strop__arch *a = NULL;
-  if (arch_name && !(a = strop__arch_find(arch_name)))
-    return unknown_arch(fn, arch_name, NULL);
+  if (arch_name && !(a = strop__arch_find(arch_name))) return unknown_arch(fn, arch_name, NULL);
 
   job j = {.fn = fn};
   struct stat sb;
@@ -267,14 +276,17 @@ strop_status strop_model_load_pretrained(const char *path, const char *arch_name
   } else {
     st = add_file(&j, path);
     if (!st && !a)
-      st = strop__err(STROP_E_INVALID_ARG, "%s: %s is a single safetensors file, which does not "
+      st = strop__err(STROP_E_INVALID_ARG,
+                      "%s: %s is a single safetensors file, which does not "
                       "say its architecture: name it (strop_pretrained_arch_name() lists them)",
                       fn, path);
   }
   if (!st && !a) {
     if (!j.have_json) {
-      st = strop__err(STROP_E_INVALID_ARG, "%s: %s has no config.json to say its architecture: "
-                      "name it", fn, path);
+      st = strop__err(STROP_E_INVALID_ARG,
+                      "%s: %s has no config.json to say its architecture: "
+                      "name it",
+                      fn, path);
     } else if (!(a = strop__arch_for_config(&j.json, &j.json.nodes[0]))) {
       char what[300];
       st = unknown_arch(fn, config_names(&j.json, what, sizeof what), j.config_path);
@@ -283,9 +295,14 @@ strop_status strop_model_load_pretrained(const char *path, const char *arch_name
   strop_model *m = NULL;
   if (!st) {
     strop__pt_ctx c = {
-        .fn = fn, .arch = a->name, .config_path = j.config_path,
-        .json = j.have_json ? &j.json : NULL, .cfg = j.have_json ? &j.json.nodes[0] : NULL,
-        .opt = &opt, .files = (const strop__st_file *const *)j.files, .n_files = j.n_files,
+        .fn = fn,
+        .arch = a->name,
+        .config_path = j.config_path,
+        .json = j.have_json ? &j.json : NULL,
+        .cfg = j.have_json ? &j.json.nodes[0] : NULL,
+        .opt = &opt,
+        .files = (const strop__st_file *const *)j.files,
+        .n_files = j.n_files,
     };
     st = a->build(&c, &m);
   }
@@ -298,7 +315,8 @@ strop_status strop_model_load_pretrained(const char *path, const char *arch_name
   }
   /* what strop_model_save_pretrained needs to write the folder back */
   if (!st) st = strop__meta_set(&m->meta, fn, STROP__PT_META_ARCH, a->name);
-  if (!st && j.config_text) st = strop__meta_set(&m->meta, fn, STROP__PT_META_CONFIG, j.config_text);
+  if (!st && j.config_text)
+    st = strop__meta_set(&m->meta, fn, STROP__PT_META_CONFIG, j.config_text);
   if (!st) strop__log(STROP_LOG_INFO, "%s: %s (%s) from %s", fn, a->name, a->family, path);
   job_free(&j);
   if (st) {

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — pre-trained checkpoints as people have them (torchvision state_dicts, PyTorch
  * modules, Hugging Face folders): one adapter per architecture builds the graph from ordinary
  * layer types with the checkpoint's own names, and says which file tensors are not parameters.
@@ -12,11 +13,11 @@
 
 /* What an adapter is given. */
 typedef struct strop__pt_ctx {
-  const char *fn;            /* the public function, for messages */
-  const char *arch;          /* the architecture's name as asked for or found */
-  const char *config_path;   /* config.json, or NULL (a torchvision file has none) */
-  const strop__json *json;   /* its parsed text, or NULL */
-  const strop__jnode *cfg;   /* the config's root object, or NULL */
+  const char *fn;          /* the public function, for messages */
+  const char *arch;        /* the architecture's name as asked for or found */
+  const char *config_path; /* config.json, or NULL (a torchvision file has none) */
+  const strop__json *json; /* its parsed text, or NULL */
+  const strop__jnode *cfg; /* the config's root object, or NULL */
   const strop_pretrained_options *opt;
   const strop__st_file *const *files; /* the checkpoint's files (read-only, for shapes) */
   int n_files;
@@ -24,9 +25,9 @@ typedef struct strop__pt_ctx {
 
 /* One architecture. */
 typedef struct strop__arch {
-  const char *name;                 /* "resnet18", "gpt2", "llama" */
-  const char *family;               /* "torchvision", "transformers", "torch.nn" */
-  const char *doc;                  /* one line */
+  const char *name;   /* "resnet18", "gpt2", "llama" */
+  const char *family; /* "torchvision", "transformers", "torch.nn" */
+  const char *doc;    /* one line */
   /* config.json's "architectures" entries (or "model_type") it serves; NULL-terminated */
   const char *const *hf_names;
   /* Builds an unfinalized model whose nodes carry the checkpoint's names. */
@@ -61,14 +62,14 @@ strop_status strop__pt_str(const strop__pt_ctx *c, const char *key, const char *
 
 /* The shape of checkpoint tensor name (looked up as written and under the architecture's
  * prefixes) into dims (cap entries); its rank, or -1 when no file has it. */
-int strop__pt_shape(const strop__pt_ctx *c, const strop__arch *a, const char *name,
-                    int64_t *dims, int cap);
+int strop__pt_shape(const strop__pt_ctx *c, const strop__arch *a, const char *name, int64_t *dims,
+                    int cap);
 
 /* ---- building graphs: one node at a time, options as text (build.c) ---- */
 /* strop_model_add with printf-style options, for adapters' many nodes. inputs as for
  * strop_model_add (NULL: the previous node). */
-strop_status strop__pt_add(strop_model *m, const char *name, const char *type,
-                           const char *inputs, const char *opts_fmt, ...) STROP__PRINTF(5, 6);
+strop_status strop__pt_add(strop_model *m, const char *name, const char *type, const char *inputs,
+                           const char *opts_fmt, ...) STROP__PRINTF(5, 6);
 
 /* ---- what the Hugging Face adapters share (hf.c) ---- */
 /* A model of token ids [T]: T is the options' max_length, else max_positions (the config's

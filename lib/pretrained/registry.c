@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the architectures strop_model_load_pretrained knows, by name and by what a Hugging
  * Face config.json says. Adding one is adding its adapter and a line here. */
 #include <string.h>
@@ -5,11 +6,12 @@
 #include "pretrained/pretrained.h"
 
 static const strop__arch *const ARCHS[] = {
-    &strop__arch_resnet18, &strop__arch_resnet34, &strop__arch_resnet50, &strop__arch_resnet101,
-    &strop__arch_mobilenet_v2, &strop__arch_mobilenet_v3_small, &strop__arch_mobilenet_v3_large,
-    &strop__arch_gpt2_lm, &strop__arch_gpt2_cls, &strop__arch_llama_lm, &strop__arch_llama_cls,
-    &strop__arch_bert, &strop__arch_bert_cls, &strop__arch_roberta, &strop__arch_roberta_cls,
-    &strop__arch_distilbert, &strop__arch_distilbert_cls, &strop__arch_vit_b_16,
+    &strop__arch_resnet18,           &strop__arch_resnet34,       &strop__arch_resnet50,
+    &strop__arch_resnet101,          &strop__arch_mobilenet_v2,   &strop__arch_mobilenet_v3_small,
+    &strop__arch_mobilenet_v3_large, &strop__arch_gpt2_lm,        &strop__arch_gpt2_cls,
+    &strop__arch_llama_lm,           &strop__arch_llama_cls,      &strop__arch_bert,
+    &strop__arch_bert_cls,           &strop__arch_roberta,        &strop__arch_roberta_cls,
+    &strop__arch_distilbert,         &strop__arch_distilbert_cls, &strop__arch_vit_b_16,
 };
 #define N_ARCHS ((int)(sizeof ARCHS / sizeof ARCHS[0]))
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — strop_model_save_pretrained: a model loaded from a Hugging Face folder, fine-tuned,
  * written back as one (config.json + model.safetensors with metadata format=pt, tied weights
  * once, LoRA adapters folded in), so transformers' from_pretrained and strop load it. The
@@ -19,27 +20,28 @@ static void put_string(strop__sbuf *b, const char *s) { strop__sbuf_json_str(b, 
 
 static void put_value(strop__sbuf *b, const strop__json *j, const strop__jnode *v, int depth) {
   switch (v->type) {
-  case STROP__J_NULL: strop__sbuf_printf(b, "null"); break;
-  case STROP__J_TRUE: strop__sbuf_printf(b, "true"); break;
-  case STROP__J_FALSE: strop__sbuf_printf(b, "false"); break;
-  case STROP__J_NUM: strop__sbuf_printf(b, "%s", v->str); break;
-  case STROP__J_STR: put_string(b, v->str); break;
-  default: {
-    const int obj = v->type == STROP__J_OBJ;
-    strop__sbuf_printf(b, "%s", obj ? "{" : "[");
-    int first = 1;
-    for (const strop__jnode *e = strop__json_at(j, v->child); e; e = strop__json_at(j, e->next)) {
-      strop__sbuf_printf(b, "%s\n%*s", first ? "" : ",", 2 * (depth + 1), "");
-      if (obj) {
-        put_string(b, e->key);
-        strop__sbuf_printf(b, ": ");
+    case STROP__J_NULL: strop__sbuf_printf(b, "null"); break;
+    case STROP__J_TRUE: strop__sbuf_printf(b, "true"); break;
+    case STROP__J_FALSE: strop__sbuf_printf(b, "false"); break;
+    case STROP__J_NUM: strop__sbuf_printf(b, "%s", v->str); break;
+    case STROP__J_STR: put_string(b, v->str); break;
+    default: {
+      const int obj = v->type == STROP__J_OBJ;
+      strop__sbuf_printf(b, "%s", obj ? "{" : "[");
+      int first = 1;
+      for (const strop__jnode *e = strop__json_at(j, v->child); e;
+           e = strop__json_at(j, e->next)) {
+        strop__sbuf_printf(b, "%s\n%*s", first ? "" : ",", 2 * (depth + 1), "");
+        if (obj) {
+          put_string(b, e->key);
+          strop__sbuf_printf(b, ": ");
+        }
+        put_value(b, j, e, depth + 1);
+        first = 0;
       }
-      put_value(b, j, e, depth + 1);
-      first = 0;
+      strop__sbuf_printf(b, "%s%*s%s", first ? "" : "\n", first ? 0 : 2 * depth, "",
+                         obj ? "}" : "]");
     }
-    strop__sbuf_printf(b, "%s%*s%s", first ? "" : "\n", first ? 0 : 2 * depth, "",
-                       obj ? "}" : "]");
-  }
   }
 }
 
@@ -55,7 +57,8 @@ static strop_status config_text(const char *fn, const strop__json *j, const over
   const strop__jnode *root = &j->nodes[0];
   strop__sbuf_printf(b, "{");
   int first = 1;
-  for (const strop__jnode *e = strop__json_at(j, root->child); e; e = strop__json_at(j, e->next)) {
+  for (const strop__jnode *e = strop__json_at(j, root->child); e;
+       e = strop__json_at(j, e->next)) {
     strop__sbuf_printf(b, "%s\n  ", first ? "" : ",");
     put_string(b, e->key);
     strop__sbuf_printf(b, ": ");
@@ -123,9 +126,10 @@ strop_status strop_model_save_pretrained(const strop_model *model, const char *d
   const char *config = strop__meta_get(&model->meta, STROP__PT_META_CONFIG);
   const char *arch = strop__meta_get(&model->meta, STROP__PT_META_ARCH);
   if (!config || !arch)
-    return strop__err(STROP_E_STATE, "%s: the model was not loaded from a Hugging Face folder "
-                      "(its metadata has no '%s'): save it with strop_model_save_weights", fn,
-                      STROP__PT_META_CONFIG);
+    return strop__err(STROP_E_STATE,
+                      "%s: the model was not loaded from a Hugging Face folder "
+                      "(its metadata has no '%s'): save it with strop_model_save_weights",
+                      fn, STROP__PT_META_CONFIG);
   strop__json j = {0};
   strop_status st = strop__json_parse(config, strlen(config), 0, 32, &j);
   if (st) {

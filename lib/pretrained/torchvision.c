@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — torchvision's classification networks with torchvision's module names, so a
  * state_dict saved as safetensors (save_file(model.state_dict(), path)) loads strictly and a
  * fine-tuned model saves back into a file torchvision's model loads with strict=True.
@@ -49,8 +50,9 @@ static strop_status res_block(strop_model *m, const char *pre, const char *in, i
                               int64_t planes, int64_t stride, int64_t *inplanes) {
   char n[12][96], add_in[200];
   const int64_t expansion = bottleneck ? 4 : 1;
-  const char *parts[] = {"conv1", "bn1", "relu1", "conv2", "bn2", "relu2", "conv3", "bn3",
-                         "downsample.0", "downsample.1", "add", bottleneck ? "relu3" : "relu2"};
+  const char *parts[] = {"conv1",        "bn1",          "relu1", "conv2",
+                         "bn2",          "relu2",        "conv3", "bn3",
+                         "downsample.0", "downsample.1", "add",   bottleneck ? "relu3" : "relu2"};
   for (int k = 0; k < 12; k++) snprintf(n[k], sizeof n[k], "%s.%s", pre, parts[k]);
   strop_status st;
   if (bottleneck) {
@@ -131,16 +133,16 @@ fail:
   return st;
 }
 
-#define RESNET(NAME, BOTTLENECK, B0, B1, B2, B3, DOC)                                       \
-  static strop_status build_##NAME(const strop__pt_ctx *c, strop_model **out) {             \
-    static const int blocks[4] = {B0, B1, B2, B3};                                          \
-    return resnet(c, &strop__arch_##NAME, BOTTLENECK, blocks, out);                         \
-  }                                                                                         \
-  const strop__arch strop__arch_##NAME = {                                                  \
-      .name = #NAME,                                                                        \
-      .family = "torchvision",                                                              \
-      .doc = DOC,                                                                           \
-      .build = build_##NAME,                                                                \
+#define RESNET(NAME, BOTTLENECK, B0, B1, B2, B3, DOC)                           \
+  static strop_status build_##NAME(const strop__pt_ctx *c, strop_model **out) { \
+    static const int blocks[4] = {B0, B1, B2, B3};                              \
+    return resnet(c, &strop__arch_##NAME, BOTTLENECK, blocks, out);             \
+  }                                                                             \
+  const strop__arch strop__arch_##NAME = {                                      \
+      .name = #NAME,                                                            \
+      .family = "torchvision",                                                  \
+      .doc = DOC,                                                               \
+      .build = build_##NAME,                                                    \
   };
 
 RESNET(resnet18, 0, 2, 2, 2, 2,
@@ -164,8 +166,8 @@ static int64_t make_divisible(double v) {
 
 typedef struct mb_ctx {
   strop_model *m;
-  const char *bn;  /* BatchNorm options: "" (V2) or V3's eps and momentum */
-  char prev[128];  /* the last node added */
+  const char *bn; /* BatchNorm options: "" (V2) or V3's eps and momentum */
+  char prev[128]; /* the last node added */
 } mb_ctx;
 
 /* Conv2dNormActivation pre.{0,1,2}: a bias-free conv (padding (k - 1) / 2), BatchNorm, and
@@ -203,7 +205,7 @@ static strop_status residual(mb_ctx *b, int idx, const char *in) {
 
 /* torchvision's MobileNetV2 inverted residual setting: expansion t, channels c, repeats n,
  * first stride s */
-static const int V2_SETTING[7][4] = {{1, 16, 1, 1}, {6, 24, 2, 2}, {6, 32, 3, 2}, {6, 64, 4, 2},
+static const int V2_SETTING[7][4] = {{1, 16, 1, 1}, {6, 24, 2, 2},  {6, 32, 3, 2}, {6, 64, 4, 2},
                                      {6, 96, 3, 1}, {6, 160, 3, 2}, {6, 320, 1, 1}};
 
 static strop_status build_mobilenet_v2(const strop__pt_ctx *c, strop_model **out) {
@@ -229,8 +231,8 @@ static strop_status build_mobilenet_v2(const strop__pt_ctx *c, strop_model **out
       snprintf(pre, sizeof pre, "features.%d.conv.%d", idx, k++);
       if ((st = cna(&b, pre, hidden, 3, stride, hidden, "relu6"))) goto fail;
       snprintf(n, sizeof n, "features.%d.conv.%d", idx, k++);
-      if ((st = strop__pt_add(b.m, n, "conv2d", NULL, "out_channels=%lld kernel_size=1 bias=false",
-                              (long long)oup)))
+      if ((st = strop__pt_add(b.m, n, "conv2d", NULL,
+                              "out_channels=%lld kernel_size=1 bias=false", (long long)oup)))
         goto fail;
       snprintf(n, sizeof n, "features.%d.conv.%d", idx, k);
       if ((st = strop__pt_add(b.m, n, "batchnorm2d", NULL, NULL))) goto fail;
@@ -261,16 +263,16 @@ typedef struct v3_block {
 } v3_block;
 
 static const v3_block V3_LARGE[] = {
-    {16, 3, 16, 16, 0, 0, 1},     {16, 3, 64, 24, 0, 0, 2},     {24, 3, 72, 24, 0, 0, 1},
-    {24, 5, 72, 40, 1, 0, 2},     {40, 5, 120, 40, 1, 0, 1},    {40, 5, 120, 40, 1, 0, 1},
-    {40, 3, 240, 80, 0, 1, 2},    {80, 3, 200, 80, 0, 1, 1},    {80, 3, 184, 80, 0, 1, 1},
-    {80, 3, 184, 80, 0, 1, 1},    {80, 3, 480, 112, 1, 1, 1},   {112, 3, 672, 112, 1, 1, 1},
-    {112, 5, 672, 160, 1, 1, 2},  {160, 5, 960, 160, 1, 1, 1},  {160, 5, 960, 160, 1, 1, 1}};
+    {16, 3, 16, 16, 0, 0, 1},    {16, 3, 64, 24, 0, 0, 2},    {24, 3, 72, 24, 0, 0, 1},
+    {24, 5, 72, 40, 1, 0, 2},    {40, 5, 120, 40, 1, 0, 1},   {40, 5, 120, 40, 1, 0, 1},
+    {40, 3, 240, 80, 0, 1, 2},   {80, 3, 200, 80, 0, 1, 1},   {80, 3, 184, 80, 0, 1, 1},
+    {80, 3, 184, 80, 0, 1, 1},   {80, 3, 480, 112, 1, 1, 1},  {112, 3, 672, 112, 1, 1, 1},
+    {112, 5, 672, 160, 1, 1, 2}, {160, 5, 960, 160, 1, 1, 1}, {160, 5, 960, 160, 1, 1, 1}};
 static const v3_block V3_SMALL[] = {
-    {16, 3, 16, 16, 1, 0, 2},   {16, 3, 72, 24, 0, 0, 2},   {24, 3, 88, 24, 0, 0, 1},
-    {24, 5, 96, 40, 1, 1, 2},   {40, 5, 240, 40, 1, 1, 1},  {40, 5, 240, 40, 1, 1, 1},
-    {40, 5, 120, 48, 1, 1, 1},  {48, 5, 144, 48, 1, 1, 1},  {48, 5, 288, 96, 1, 1, 2},
-    {96, 5, 576, 96, 1, 1, 1},  {96, 5, 576, 96, 1, 1, 1}};
+    {16, 3, 16, 16, 1, 0, 2},  {16, 3, 72, 24, 0, 0, 2},  {24, 3, 88, 24, 0, 0, 1},
+    {24, 5, 96, 40, 1, 1, 2},  {40, 5, 240, 40, 1, 1, 1}, {40, 5, 240, 40, 1, 1, 1},
+    {40, 5, 120, 48, 1, 1, 1}, {48, 5, 144, 48, 1, 1, 1}, {48, 5, 288, 96, 1, 1, 2},
+    {96, 5, 576, 96, 1, 1, 1}, {96, 5, 576, 96, 1, 1, 1}};
 
 static strop_status mobilenet_v3(const strop__pt_ctx *c, const strop__arch *a,
                                  const v3_block *cfg, int n_blocks, int64_t last_channel,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — torchvision's VisionTransformer (vit_b_16 and its relatives, torchvision 0.14) with
  * torchvision's names, so its state_dict loads strictly and a fine-tuned model saves back into
  * a file torchvision loads with strict=True:
@@ -17,10 +18,14 @@ static strop_status shape_of(const strop__pt_ctx *c, const char *name, int rank,
   const int r = strop__pt_shape(c, &strop__arch_vit_b_16, name, d, STROP_MAX_RANK);
   if (r == rank) return STROP_OK;
   if (r < 0)
-    return strop__err(STROP_E_NOT_FOUND, "%s: the checkpoint has no '%s', which vit_b_16 reads "
-                      "its sizes from", c->fn, name);
-  return strop__err(STROP_E_SHAPE, "%s: '%s' has rank %d, torchvision's VisionTransformer has "
-                    "%d", c->fn, name, r, rank);
+    return strop__err(STROP_E_NOT_FOUND,
+                      "%s: the checkpoint has no '%s', which vit_b_16 reads "
+                      "its sizes from",
+                      c->fn, name);
+  return strop__err(STROP_E_SHAPE,
+                    "%s: '%s' has rank %d, torchvision's VisionTransformer has "
+                    "%d",
+                    c->fn, name, r, rank);
 }
 
 static strop_status build(const strop__pt_ctx *c, strop_model **out) {
@@ -34,7 +39,8 @@ static strop_status build(const strop__pt_ctx *c, strop_model **out) {
   int64_t layers = 0;
   char name[160];
   for (;; layers++) {
-    snprintf(name, sizeof name, "encoder.layers.encoder_layer_%lld.mlp.0.weight", (long long)layers);
+    snprintf(name, sizeof name, "encoder.layers.encoder_layer_%lld.mlp.0.weight",
+             (long long)layers);
     int64_t d[STROP_MAX_RANK];
     if (strop__pt_shape(c, &strop__arch_vit_b_16, name, d, STROP_MAX_RANK) != 2) break;
     mlp[0] = d[0];
@@ -42,12 +48,13 @@ static strop_status build(const strop__pt_ctx *c, strop_model **out) {
   const int64_t grid = (int64_t)llround(sqrt((double)(seq - 1)));
   if (conv[1] != 3 || conv[2] != conv[3] || grid * grid != seq - 1 || pos[2] != hidden ||
       hidden % 64 || layers == 0)
-    return strop__err(STROP_E_SHAPE, "%s: not a torchvision VisionTransformer: conv_proj.weight "
+    return strop__err(STROP_E_SHAPE,
+                      "%s: not a torchvision VisionTransformer: conv_proj.weight "
                       "[%lld, %lld, %lld, %lld], encoder.pos_embedding [1, %lld, %lld], %lld "
                       "encoder layers (square patches of 3 channels, 1 + g^2 positions, a width "
-                      "that is a multiple of the 64-wide heads)", c->fn, (long long)conv[0],
-                      (long long)conv[1], (long long)conv[2], (long long)conv[3], (long long)seq,
-                      (long long)pos[2], (long long)layers);
+                      "that is a multiple of the 64-wide heads)",
+                      c->fn, (long long)conv[0], (long long)conv[1], (long long)conv[2],
+                      (long long)conv[3], (long long)seq, (long long)pos[2], (long long)layers);
   const int64_t image = c->opt->image_size > 0 ? c->opt->image_size : grid * patch;
   const int64_t shape[3] = {3, image, image};
   strop_model *m = NULL;
@@ -55,7 +62,8 @@ static strop_status build(const strop__pt_ctx *c, strop_model **out) {
   if ((st = strop__pt_add(m, "conv_proj", "conv2d", "input",
                           "out_channels=%lld kernel_size=%lld stride=%lld", (long long)hidden,
                           (long long)patch, (long long)patch)) ||
-      (st = strop__pt_add(m, "patches", "reshape", NULL, "shape=[%lld, -1]", (long long)hidden)) ||
+      (st = strop__pt_add(m, "patches", "reshape", NULL, "shape=[%lld, -1]",
+                          (long long)hidden)) ||
       (st = strop__pt_add(m, "tokens", "transpose", NULL, "dim0=0 dim1=1")) ||
       (st = strop__pt_add(m, "class_token", "class_token", NULL, NULL)) ||
       (st = strop__pt_add(m, "encoder.pos_embedding", "positional_embedding", NULL,
@@ -65,8 +73,8 @@ static strop_status build(const strop__pt_ctx *c, strop_model **out) {
     goto fail;
   char x[200] = "encoder.pos_embedding", n[7][200];
   for (int64_t i = 0; i < layers; i++) {
-    static const char *const parts[] = {"ln_1", "self_attention", "add_1", "ln_2",
-                                        "mlp.0", "mlp.1", "mlp.3"};
+    static const char *const parts[] = {"ln_1",  "self_attention", "add_1", "ln_2",
+                                        "mlp.0", "mlp.1",          "mlp.3"};
     for (int k = 0; k < 7; k++)
       snprintf(n[k], sizeof n[k], "encoder.layers.encoder_layer_%lld.%s", (long long)i, parts[k]);
     char sum1[420], sum2[420], add2[200];

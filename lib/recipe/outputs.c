@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — what a recipe run leaves behind: the fine-tuned weights and spec, LoRA adapters, a
  * metrics file (CSV or JSON lines), an SVG plot of loss and accuracy, a JSON report. */
 #include <errno.h>
@@ -50,10 +51,12 @@ static strop_status write_metrics(const strop_run *run, const char *path) {
   strop__sbuf b;
   memset(&b, 0, sizeof b);
   int jsonl = ends_with(path, ".jsonl") || ends_with(path, ".json");
-  static const char *const cols[HC_N] = {"stage", "epoch", "train_loss", "train_accuracy",
-                                         "val_loss", "val_accuracy", "lr", "seconds"};
-  if (!jsonl) strop__sbuf_puts(&b, "stage,stage_name,epoch,train_loss,train_accuracy,val_loss,"
-                                   "val_accuracy,lr,seconds\n");
+  static const char *const cols[HC_N] = {
+      "stage",    "epoch",        "train_loss", "train_accuracy",
+      "val_loss", "val_accuracy", "lr",         "seconds"};
+  if (!jsonl)
+    strop__sbuf_puts(&b, "stage,stage_name,epoch,train_loss,train_accuracy,val_loss,"
+                         "val_accuracy,lr,seconds\n");
   for (int64_t i = 0; i < run->hist_len; i++) {
     const double *r = run->hist + i * HC_N;
     int64_t st = (int64_t)r[HC_STAGE];
@@ -91,16 +94,19 @@ static strop_status write_metrics(const strop_run *run, const char *path) {
 static strop_status write_report(const strop_run *run, const char *path) {
   strop__sbuf b;
   memset(&b, 0, sizeof b);
-  static const char *const info[] = {"train_size", "val_size", "test_size", "trainable_params",
-                                     "total_params", "stages", "epochs", "best_epoch", "classes"};
-  static const char *const mk[RUN_NM] = {"loss", "accuracy", "top5", "macro_f1", "mse", "mae",
-                                         "samples", "perplexity", "tokens"};
+  static const char *const info[] = {"train_size",       "val_size",     "test_size",
+                                     "trainable_params", "total_params", "stages",
+                                     "epochs",           "best_epoch",   "classes"};
+  static const char *const mk[RUN_NM] = {"loss", "accuracy", "top5",       "macro_f1", "mse",
+                                         "mae",  "samples",  "perplexity", "tokens"};
   int top5 = run->info[STROP_INFO_CLASSES] > 5; /* top-5 says something only with more classes */
   strop__sbuf_puts(&b, "{");
   for (int i = 0; i < 9; i++) {
     int64_t v = run->info[i];
     if (i == STROP_INFO_BEST_EPOCH && v < 0) strop__sbuf_printf(&b, "\"%s\":null,", info[i]);
-    else strop__sbuf_printf(&b, "\"%s\":%lld,", info[i], (long long)(i == STROP_INFO_BEST_EPOCH ? v + 1 : v));
+    else
+      strop__sbuf_printf(&b, "\"%s\":%lld,", info[i],
+                         (long long)(i == STROP_INFO_BEST_EPOCH ? v + 1 : v));
   }
   strop__sbuf_puts(&b, "\"seconds\":");
   num(&b, run->seconds);
@@ -137,9 +143,9 @@ static strop_status write_report(const strop_run *run, const char *path) {
 
 /* ---- the SVG plot: loss (left) and accuracy (right) per epoch over all stages ---- */
 typedef struct panel {
-  double x, y, w, h;   /* plot area in pixels */
-  double lo, hi;       /* value range: the outer ticks */
-  int64_t n;           /* epochs over the whole run (x from 1 to n) */
+  double x, y, w, h; /* plot area in pixels */
+  double lo, hi;     /* value range: the outer ticks */
+  int64_t n;         /* epochs over the whole run (x from 1 to n) */
 } panel;
 
 static double px(const panel *p, double i) {
@@ -154,8 +160,8 @@ static const char *const C_TRAIN = "#1f77b4", *const C_VAL = "#d62728", *const C
 static const char *const DASH = " stroke-dasharray=\"6 4\"";
 
 /* One curve per stage; baseline stages (a separate run) in grey. */
-static void series(strop__sbuf *b, const panel *p, const strop_run *run, int col, const char *color,
-                   const char *base_color, int dashed) {
+static void series(strop__sbuf *b, const panel *p, const strop_run *run, int col,
+                   const char *color, const char *base_color, int dashed) {
   int64_t last_stage = -1;
   int open = 0;
   for (int64_t i = 0; i <= run->hist_len; i++) {
@@ -170,8 +176,9 @@ static void series(strop__sbuf *b, const panel *p, const strop_run *run, int col
     if (isnan(r[col])) continue;
     const char *c = run->st[st].baseline ? base_color : color;
     if (!open) {
-      strop__sbuf_printf(b, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\"%s points=\"", c,
-                         dashed ? DASH : "");
+      strop__sbuf_printf(b,
+                         "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\"%s points=\"",
+                         c, dashed ? DASH : "");
       open = 1;
     }
     strop__sbuf_printf(b, "%.1f,%.1f ", px(p, (double)i), py(p, r[col]));
@@ -179,7 +186,8 @@ static void series(strop__sbuf *b, const panel *p, const strop_run *run, int col
 }
 
 /* The test value after each stage: a diamond at the stage's last epoch, with its value. */
-static void test_marks(strop__sbuf *b, const panel *p, const strop_run *run, int key, int percent) {
+static void test_marks(strop__sbuf *b, const panel *p, const strop_run *run, int key,
+                       int percent) {
   for (int64_t st = 0; st < run->n_st; st++) {
     double v = run->st[st].test[key];
     int64_t last = -1;
@@ -187,14 +195,20 @@ static void test_marks(strop__sbuf *b, const panel *p, const strop_run *run, int
       if ((int64_t)run->hist[i * HC_N + HC_STAGE] == st) last = i;
     if (isnan(v) || last < 0) continue;
     double x = px(p, (double)last), y = py(p, v);
-    strop__sbuf_printf(b, "<path d=\"M %.1f %.1f l 6 6 l -6 6 l -6 -6 z\" fill=\"%s\" "
-                          "stroke=\"white\"/>\n", x, y - 6, C_TEST);
+    strop__sbuf_printf(b,
+                       "<path d=\"M %.1f %.1f l 6 6 l -6 6 l -6 -6 z\" fill=\"%s\" "
+                       "stroke=\"white\"/>\n",
+                       x, y - 6, C_TEST);
     if (percent)
-      strop__sbuf_printf(b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" fill=\"%s\" "
-                            "text-anchor=\"end\">%.1f%%</text>\n", x - 4, y + 18, C_TEST, 100 * v);
+      strop__sbuf_printf(b,
+                         "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" fill=\"%s\" "
+                         "text-anchor=\"end\">%.1f%%</text>\n",
+                         x - 4, y + 18, C_TEST, 100 * v);
     else
-      strop__sbuf_printf(b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" fill=\"%s\" "
-                            "text-anchor=\"end\">%.3f</text>\n", x - 4, y - 8, C_TEST, v);
+      strop__sbuf_printf(b,
+                         "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" fill=\"%s\" "
+                         "text-anchor=\"end\">%.3f</text>\n",
+                         x - 4, y - 8, C_TEST, v);
   }
 }
 
@@ -203,11 +217,14 @@ static void test_marks(strop__sbuf *b, const panel *p, const strop_run *run, int
 static void stage_label(strop__sbuf *b, const panel *p, const strop_run *run, int64_t st,
                         int64_t first, int64_t last) {
   double half = p->n > 1 ? 0.5 * p->w / (double)(p->n - 1) : p->w / 2;
-  double x0 = fmax(p->x, px(p, (double)first) - half), x1 = fmin(p->x + p->w, px(p, (double)last) + half);
+  double x0 = fmax(p->x, px(p, (double)first) - half),
+         x1 = fmin(p->x + p->w, px(p, (double)last) + half);
   char label[96];
-  snprintf(label, sizeof label, "%s%s", run->st[st].name, run->st[st].baseline ? " (baseline)" : "");
+  snprintf(label, sizeof label, "%s%s", run->st[st].name,
+           run->st[st].baseline ? " (baseline)" : "");
   const double fs = 11, room = x1 - x0 - 4;
-  if (strop__plot_text_width(label, fs) > room) snprintf(label, sizeof label, "%s", run->st[st].name);
+  if (strop__plot_text_width(label, fs) > room)
+    snprintf(label, sizeof label, "%s", run->st[st].name);
   /* too long: the longest start of the name that fits with an ellipsis after it */
   for (size_t len = strlen(label); strop__plot_text_width(label, fs) > room;) {
     do len--;
@@ -215,8 +232,10 @@ static void stage_label(strop__sbuf *b, const panel *p, const strop_run *run, in
     if (len == 0) return; /* not even one letter fits */
     snprintf(label + len, sizeof label - len, "\xE2\x80\xA6");
   }
-  strop__sbuf_printf(b, "<text class=\"stage-label\" x=\"%.1f\" y=\"%.0f\" font-size=\"%.0f\" "
-                        "fill=\"#555\" text-anchor=\"middle\">", (x0 + x1) / 2, p->y - 6, fs);
+  strop__sbuf_printf(b,
+                     "<text class=\"stage-label\" x=\"%.1f\" y=\"%.0f\" font-size=\"%.0f\" "
+                     "fill=\"#555\" text-anchor=\"middle\">",
+                     (x0 + x1) / 2, p->y - 6, fs);
   strop__plot_text(b, label);
   strop__sbuf_puts(b, "</text>\n");
 }
@@ -247,40 +266,52 @@ static void draw_panel(strop__sbuf *b, panel *p, const strop_run *run, int ctrai
   if (t.lo < 0 && lo >= 0) t.lo = 0; /* losses, accuracies and errors are never negative */
   p->lo = t.lo;
   p->hi = t.hi;
-  strop__sbuf_printf(b, "<rect class=\"frame\" x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" "
-                        "fill=\"#fafafa\" stroke=\"#bbb\"/>\n", p->x, p->y, p->w, p->h);
-  strop__sbuf_printf(b, "<text x=\"%.0f\" y=\"%.0f\" font-size=\"15\" font-weight=\"bold\" "
-                        "text-anchor=\"middle\">", p->x + p->w / 2, p->y - 26);
+  strop__sbuf_printf(b,
+                     "<rect class=\"frame\" x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" "
+                     "fill=\"#fafafa\" stroke=\"#bbb\"/>\n",
+                     p->x, p->y, p->w, p->h);
+  strop__sbuf_printf(b,
+                     "<text x=\"%.0f\" y=\"%.0f\" font-size=\"15\" font-weight=\"bold\" "
+                     "text-anchor=\"middle\">",
+                     p->x + p->w / 2, p->y - 26);
   strop__plot_text(b, title);
   strop__sbuf_puts(b, "</text>\n");
   /* y grid and round labels */
   int pct_decimals = t.decimals > 2 ? t.decimals - 2 : 0;
   for (int k = 0; k <= t.n; k++) {
     double v = strop__plot_tick(&t, k), yy = py(p, v);
-    strop__sbuf_printf(b, "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#e3e3e3\"/>\n",
-                       p->x, p->x + p->w, yy, yy);
-    strop__sbuf_printf(b, "<text class=\"tick-y\" x=\"%.0f\" y=\"%.1f\" font-size=\"11\" "
-                          "text-anchor=\"end\">", p->x - 6, yy + 4);
+    strop__sbuf_printf(
+        b, "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#e3e3e3\"/>\n", p->x,
+        p->x + p->w, yy, yy);
+    strop__sbuf_printf(b,
+                       "<text class=\"tick-y\" x=\"%.0f\" y=\"%.1f\" font-size=\"11\" "
+                       "text-anchor=\"end\">",
+                       p->x - 6, yy + 4);
     if (percent) strop__sbuf_printf(b, "%.*f%%", pct_decimals, 100 * v);
     else strop__sbuf_printf(b, "%.*f", t.decimals, v);
     strop__sbuf_puts(b, "</text>\n");
   }
   /* x labels: epoch numbers over the whole run, at multiples of a round step */
   int64_t step = strop__plot_int_step(p->n, 8);
-  for (int64_t e = step >= 5 || p->n == 1 ? 1 : step; e <= p->n; e = e == 1 && step > 1 ? step : e + step)
-    strop__sbuf_printf(b, "<text class=\"tick-x\" x=\"%.1f\" y=\"%.0f\" font-size=\"11\" "
-                          "text-anchor=\"middle\">%lld</text>\n",
+  for (int64_t e = step >= 5 || p->n == 1 ? 1 : step; e <= p->n;
+       e = e == 1 && step > 1 ? step : e + step)
+    strop__sbuf_printf(b,
+                       "<text class=\"tick-x\" x=\"%.1f\" y=\"%.0f\" font-size=\"11\" "
+                       "text-anchor=\"middle\">%lld</text>\n",
                        px(p, (double)(e - 1)), p->y + p->h + 16, (long long)e);
-  strop__sbuf_printf(b, "<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\" text-anchor=\"middle\">epoch</text>\n",
-                     p->x + p->w / 2, p->y + p->h + 34);
+  strop__sbuf_printf(
+      b, "<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\" text-anchor=\"middle\">epoch</text>\n",
+      p->x + p->w / 2, p->y + p->h + 34);
   /* stage boundaries, and each stage's name above its epochs */
   for (int64_t i = 0, first = 0; i < run->hist_len; i++) {
     int64_t st = (int64_t)run->hist[i * HC_N + HC_STAGE];
     int last = i + 1 == run->hist_len || (int64_t)run->hist[(i + 1) * HC_N + HC_STAGE] != st;
     if (i == first && i > 0) {
       double xx = px(p, (double)i) - (p->n > 1 ? 0.5 * p->w / (double)(p->n - 1) : 0);
-      strop__sbuf_printf(b, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.0f\" y2=\"%.0f\" stroke=\"#888\" "
-                            "stroke-dasharray=\"3 3\"/>\n", xx, xx, p->y, p->y + p->h);
+      strop__sbuf_printf(b,
+                         "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.0f\" y2=\"%.0f\" stroke=\"#888\" "
+                         "stroke-dasharray=\"3 3\"/>\n",
+                         xx, xx, p->y, p->y + p->h);
     }
     if (last) {
       stage_label(b, p, run, st, first, i);
@@ -305,12 +336,13 @@ static void legend(strop__sbuf *b, const legend_entry *e, int n, double W, doubl
   for (int i = 0; i < n; i++) {
     strop__sbuf_puts(b, "<g class=\"legend\">");
     if (e[i].diamond)
-      strop__sbuf_printf(b, "<path d=\"M %.0f %.0f l 6 6 l -6 6 l -6 -6 z\" fill=\"%s\"/>", x + 15,
-                         y - 6, e[i].color);
+      strop__sbuf_printf(b, "<path d=\"M %.0f %.0f l 6 6 l -6 6 l -6 -6 z\" fill=\"%s\"/>",
+                         x + 15, y - 6, e[i].color);
     else
-      strop__sbuf_printf(b, "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.0f\" y2=\"%.0f\" stroke=\"%s\" "
-                            "stroke-width=\"2\"%s/>", x, x + 30, y, y, e[i].color,
-                         e[i].dashed ? DASH : "");
+      strop__sbuf_printf(b,
+                         "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.0f\" y2=\"%.0f\" stroke=\"%s\" "
+                         "stroke-width=\"2\"%s/>",
+                         x, x + 30, y, y, e[i].color, e[i].dashed ? DASH : "");
     strop__sbuf_printf(b, "<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\">", x + 36, y + 4);
     strop__plot_text(b, e[i].text);
     strop__sbuf_puts(b, "</text></g>\n");
@@ -322,11 +354,14 @@ strop_status strop__run_plot_svg(const strop_run *run, const char *title, const 
   strop__sbuf b;
   memset(&b, 0, sizeof b);
   const double W = 980, H = 440;
-  strop__sbuf_printf(&b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
-                         "viewBox=\"0 0 %.0f %.0f\" font-family=\"DejaVu Sans, Arial, sans-serif\">\n",
-                     W, H, W, H);
+  strop__sbuf_printf(
+      &b,
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+      "viewBox=\"0 0 %.0f %.0f\" font-family=\"DejaVu Sans, Arial, sans-serif\">\n",
+      W, H, W, H);
   strop__sbuf_puts(&b, "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n");
-  strop__sbuf_printf(&b, "<text x=\"%.0f\" y=\"24\" font-size=\"17\" text-anchor=\"middle\">", W / 2);
+  strop__sbuf_printf(&b, "<text x=\"%.0f\" y=\"24\" font-size=\"17\" text-anchor=\"middle\">",
+                     W / 2);
   strop__plot_text(&b, title);
   strop__sbuf_puts(&b, "</text>\n");
   panel lp = {70, 84, 380, 260, 0, 1, run->hist_len};
@@ -344,15 +379,17 @@ strop_status strop__run_plot_svg(const strop_run *run, const char *title, const 
     have_base |= base;
     have_base_val |= val && base;
   }
-  for (int64_t st = 0; st < run->n_st; st++) have_test |= !isnan(run->st[st].test[STROP_METRIC_LOSS]);
+  for (int64_t st = 0; st < run->n_st; st++)
+    have_test |= !isnan(run->st[st].test[STROP_METRIC_LOSS]);
   legend_entry e[5];
   int n = 0;
   e[n++] = (legend_entry){C_TRAIN, "training", 0, 0};
   if (have_val) e[n++] = (legend_entry){C_VAL, "validation", 1, 0};
   if (have_test) e[n++] = (legend_entry){C_TEST, "test, after each stage", 0, 1};
   if (have_base)
-    e[n++] = (legend_entry){C_BASE, have_base_val ? "baseline (from scratch): training"
-                                                  : "baseline (from scratch)", 0, 0};
+    e[n++] = (legend_entry){
+        C_BASE, have_base_val ? "baseline (from scratch): training" : "baseline (from scratch)",
+        0, 0};
   if (have_base_val) e[n++] = (legend_entry){C_BASE_VAL, "baseline: validation", 1, 0};
   legend(&b, e, n, W, H - 24);
   strop__sbuf_puts(&b, "</svg>\n");
@@ -387,8 +424,8 @@ static strop_status ready_folder_of(const char *path, char seen[][1024], int *n)
 strop_status strop__run_prepare_outputs(const strop_recipe *r) {
   const strop__ynode *out = strop__ynode_get(r->root, "output");
   if (!out || strop__ynode_is_null(out)) return STROP_OK;
-  static const char *const files[] = {"weights", "spec", "checkpoint", "metrics", "plot",
-                                      "report", "lora"};
+  static const char *const files[] = {"weights", "spec",   "checkpoint", "metrics",
+                                      "plot",    "report", "lora"};
   char seen[16][1024], path[1200], dir[1024];
   int n = 0;
   /* the folder itself, even when no file is named (a probe file stands for its contents) */
@@ -425,15 +462,18 @@ strop_status strop__run_write_outputs(const strop_recipe *r, strop_run *run) {
   if (ex && ex->type == STROP__Y_MAP) {
     const char *es = strop__rd_str(ex, "spec"), *ew = strop__rd_str(ex, "weights");
     int fold = 1, keep = 0;
-    if ((s = strop__rd_bool(r, ex, "fold_bn", &fold)) || (s = strop__rd_bool(r, ex, "keep_dropout", &keep)))
+    if ((s = strop__rd_bool(r, ex, "fold_bn", &fold)) ||
+        (s = strop__rd_bool(r, ex, "keep_dropout", &keep)))
       return s;
     if (!es || !ew)
-      return strop__recipe_err(FN, r, ex, STROP_E_FORMAT, "'output.export' needs 'spec' and 'weights'");
+      return strop__recipe_err(FN, r, ex, STROP_E_FORMAT,
+                               "'output.export' needs 'spec' and 'weights'");
     char sp[1200], wp[1200];
     strop__run_out_path(r, ex, "spec", sp, sizeof sp);
     strop__run_out_path(r, ex, "weights", wp, sizeof wp);
-    if ((s = strop_model_export(run->model, sp, wp, (fold ? 0 : STROP_EXPORT_NO_FOLD) |
-                                                     (keep ? STROP_EXPORT_KEEP_DROPOUT : 0))))
+    if ((s = strop_model_export(
+             run->model, sp, wp,
+             (fold ? 0 : STROP_EXPORT_NO_FOLD) | (keep ? STROP_EXPORT_KEEP_DROPOUT : 0))))
       return s;
   }
   if ((p = OUT_PATH("metrics")) && (s = write_metrics(run, p))) return s;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — shared pieces of the SVG plots: round ticks and escaped text. A tick step is 1, 2 or
  * 5 times a power of ten, so axis labels read 0, 0.5, 1.0, 1.5 rather than 0, 0.394, 0.789. */
 #include <math.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the pieces the SVG plots of recipe runs and searches share: round axis ticks
  * (steps of 1, 2 or 5 times a power of ten), escaped text, text width estimates. */
 #ifndef STROP_RECIPE_PLOT_H
@@ -8,10 +9,10 @@
 #include "core/sbuf.h"
 
 typedef struct strop__ticks {
-  double lo, hi;  /* the axis range: the outer ticks, covering the data */
-  double step;    /* 1, 2 or 5 times a power of ten */
-  int n;          /* intervals: ticks are lo + i * step for i = 0 .. n */
-  int decimals;   /* digits after the point that print every tick exactly */
+  double lo, hi; /* the axis range: the outer ticks, covering the data */
+  double step;   /* 1, 2 or 5 times a power of ten */
+  int n;         /* intervals: ticks are lo + i * step for i = 0 .. n */
+  int decimals;  /* digits after the point that print every tick exactly */
 } strop__ticks;
 
 /* Ticks over [lo, hi] with at most max_intervals intervals (at least 1 interval; a single

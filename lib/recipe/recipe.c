@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — recipes: parse a YAML file into a bounded tree, check it against the schema (unknown
  * keys are errors naming file:line:col and the keys expected), edit by key path, write back. */
 #include <ctype.h>
@@ -19,8 +20,20 @@ static const strop__yaml_limits LIMITS = {24, 100000, 8192};
 
 /* ---- the schema ---- */
 enum {
-  T_INT, T_FLOAT, T_BOOL, T_STR, T_ENUM, T_INTS, T_FLOATS, T_MAP, T_SEQMAP, T_ANYMAP,
-  T_SURGERY, T_STR_OR_INT, T_STRS, T_ANY
+  T_INT,
+  T_FLOAT,
+  T_BOOL,
+  T_STR,
+  T_ENUM,
+  T_INTS,
+  T_FLOATS,
+  T_MAP,
+  T_SEQMAP,
+  T_ANYMAP,
+  T_SURGERY,
+  T_STR_OR_INT,
+  T_STRS,
+  T_ANY
 };
 
 /* The values a number may take (T_INT, T_FLOAT, each entry of T_INTS and T_FLOATS), or the
@@ -48,17 +61,18 @@ static const range R_HUE = {0, 0.5, 0, 0, "in [0, 0.5]"};
 typedef struct field {
   const char *key;
   int type;
-  const struct field *sub;     /* T_MAP / T_SEQMAP: the fields of the mapping */
-  const char *const *choices;  /* T_ENUM / T_STRS: allowed words (NULL-terminated) */
-  const range *range;          /* numbers and lists: their bounds, or NULL for any */
+  const struct field *sub;    /* T_MAP / T_SEQMAP: the fields of the mapping */
+  const char *const *choices; /* T_ENUM / T_STRS: allowed words (NULL-terminated) */
+  const range *range;         /* numbers and lists: their bounds, or NULL for any */
 } field;
 
-#define END {NULL, 0, NULL, NULL, NULL}
+#define END \
+  { NULL, 0, NULL, NULL, NULL }
 
 static const char *const OPTIM_KINDS[] = {"sgd", "adam", "adamw", "rmsprop", "adagrad", NULL};
-static const char *const SCHED_KINDS[] = {"constant", "step", "multistep", "exponential",
-                                          "cosine", "cosine_restarts", "one_cycle", "plateau",
-                                          NULL};
+static const char *const SCHED_KINDS[] = {"constant",    "step",    "multistep",
+                                          "exponential", "cosine",  "cosine_restarts",
+                                          "one_cycle",   "plateau", NULL};
 static const char *const MONITORS[] = {"val_loss", "val_accuracy", "train_loss", NULL};
 static const char *const SOURCES[] = {"idx", "csv", "npy", "images", "jsonl", "text", NULL};
 static const char *const TEXT_TASKS[] = {"classify", "causal_lm", "prompt_response", NULL};
@@ -72,8 +86,8 @@ static const char *const BASELINES[] = {"scratch", NULL};
 static const char *const LABEL_MODES[] = {"index", "names", "names_sorted", NULL};
 static const char *const STRATEGIES[] = {"grid", "random", "bayes", NULL};
 static const char *const PTYPES[] = {"float", "int", "categorical", NULL};
-static const char *const TMETRICS[] = {"val_accuracy", "val_loss", "test_accuracy", "test_loss",
-                                       "train_loss", NULL};
+static const char *const TMETRICS[] = {"val_accuracy", "val_loss",   "test_accuracy",
+                                       "test_loss",    "train_loss", NULL};
 
 static const range R_MAX_LENGTH = {1, 16777216, 0, 0, "in [1, 16777216]"};
 static const field F_MODEL[] = {{"spec", T_STR, NULL, NULL, NULL},
@@ -89,14 +103,17 @@ static const field F_MODEL[] = {{"spec", T_STR, NULL, NULL, NULL},
                                 {"checkpointing", T_STR, NULL, NULL, NULL},
                                 END};
 static const field F_CROP[] = {{"size", T_INTS, NULL, NULL, &R_IMAGE_SIZE},
-                               {"padding", T_INT, NULL, NULL, &R_PADDING}, END};
+                               {"padding", T_INT, NULL, NULL, &R_PADDING},
+                               END};
 static const field F_RRC[] = {{"size", T_INTS, NULL, NULL, &R_IMAGE_SIZE},
                               {"scale", T_FLOATS, NULL, NULL, &R_SHARE},
-                              {"ratio", T_FLOATS, NULL, NULL, &R_RATIO}, END};
+                              {"ratio", T_FLOATS, NULL, NULL, &R_RATIO},
+                              END};
 static const field F_JITTER[] = {{"brightness", T_FLOAT, NULL, NULL, &R_JITTER},
                                  {"contrast", T_FLOAT, NULL, NULL, &R_JITTER},
                                  {"saturation", T_FLOAT, NULL, NULL, &R_JITTER},
-                                 {"hue", T_FLOAT, NULL, NULL, &R_HUE}, END};
+                                 {"hue", T_FLOAT, NULL, NULL, &R_HUE},
+                                 END};
 static const field F_DATA[] = {{"source", T_ENUM, NULL, SOURCES, NULL},
                                {"train_images", T_STR, NULL, NULL, NULL},
                                {"train_labels", T_STR, NULL, NULL, NULL},
@@ -163,8 +180,7 @@ static const field F_DATA[] = {{"source", T_ENUM, NULL, SOURCES, NULL},
 /* loss, optimizer, schedule, train and tune hold their structural keys here; every setting of
  * the object's table is a key of the section too (KNOB_SECTIONS below), so a setting added to a
  * table is a recipe key at once */
-static const field F_LOSS[] = {{"class_weights", T_FLOATS, NULL, NULL, NULL},
-                               END};
+static const field F_LOSS[] = {{"class_weights", T_FLOATS, NULL, NULL, NULL}, END};
 static const field F_OPTIM[] = {{"kind", T_ENUM, NULL, OPTIM_KINDS, NULL},
                                 {"betas", T_FLOATS, NULL, NULL, NULL},
                                 END};
@@ -193,18 +209,13 @@ static const field F_EXPORT[] = {{"spec", T_STR, NULL, NULL, NULL},
                                  {"fold_bn", T_BOOL, NULL, NULL, NULL},
                                  {"keep_dropout", T_BOOL, NULL, NULL, NULL},
                                  END};
-static const field F_OUTPUT[] = {{"export", T_MAP, F_EXPORT, NULL, NULL},
-                                 {"dir", T_STR, NULL, NULL, NULL},
-                                 {"weights", T_STR, NULL, NULL, NULL},
-                                 {"spec", T_STR, NULL, NULL, NULL},
-                                 {"checkpoint", T_STR, NULL, NULL, NULL},
-                                 {"metrics", T_STR, NULL, NULL, NULL},
-                                 {"plot", T_STR, NULL, NULL, NULL},
-                                 {"lora", T_STR, NULL, NULL, NULL},
-                                 {"report", T_STR, NULL, NULL, NULL},
-                                 {"merge_lora", T_BOOL, NULL, NULL, NULL},
-                                 {"resume", T_BOOL, NULL, NULL, NULL},
-                                 END};
+static const field F_OUTPUT[] = {
+    {"export", T_MAP, F_EXPORT, NULL, NULL}, {"dir", T_STR, NULL, NULL, NULL},
+    {"weights", T_STR, NULL, NULL, NULL},    {"spec", T_STR, NULL, NULL, NULL},
+    {"checkpoint", T_STR, NULL, NULL, NULL}, {"metrics", T_STR, NULL, NULL, NULL},
+    {"plot", T_STR, NULL, NULL, NULL},       {"lora", T_STR, NULL, NULL, NULL},
+    {"report", T_STR, NULL, NULL, NULL},     {"merge_lora", T_BOOL, NULL, NULL, NULL},
+    {"resume", T_BOOL, NULL, NULL, NULL},    END};
 static const field F_TPARAM[] = {{"key", T_STR, NULL, NULL, NULL},
                                  {"type", T_ENUM, NULL, PTYPES, NULL},
                                  {"low", T_FLOAT, NULL, NULL, NULL},
@@ -221,24 +232,19 @@ static const field F_TUNE[] = {{"strategy", T_ENUM, NULL, STRATEGIES, NULL},
                                {"plot", T_STR, NULL, NULL, NULL},
                                {"params", T_SEQMAP, F_TPARAM, NULL, NULL},
                                END};
-static const field F_TOP[] = {{"description", T_STR, NULL, NULL, NULL},
-                              {"seed", T_INT, NULL, NULL, NULL},
-                              {"model", T_MAP, F_MODEL, NULL, NULL},
-                              {"surgery", T_SURGERY, NULL, NULL, NULL},
-                              {"data", T_MAP, F_DATA, NULL, NULL},
-                              {"loss", T_MAP, F_LOSS, NULL, NULL},
-                              {"optimizer", T_MAP, F_OPTIM, NULL, NULL},
-                              {"schedule", T_MAP, F_SCHED, NULL, NULL},
-                              {"train", T_MAP, F_TRAIN, NULL, NULL},
-                              {"stages", T_SEQMAP, F_STAGE, NULL, &R_ONE_UP},
-                              {"output", T_MAP, F_OUTPUT, NULL, NULL},
-                              {"baselines", T_STRS, NULL, BASELINES, NULL},
-                              {"tune", T_MAP, F_TUNE, NULL, NULL},
-                              END};
+static const field F_TOP[] = {
+    {"description", T_STR, NULL, NULL, NULL},  {"seed", T_INT, NULL, NULL, NULL},
+    {"model", T_MAP, F_MODEL, NULL, NULL},     {"surgery", T_SURGERY, NULL, NULL, NULL},
+    {"data", T_MAP, F_DATA, NULL, NULL},       {"loss", T_MAP, F_LOSS, NULL, NULL},
+    {"optimizer", T_MAP, F_OPTIM, NULL, NULL}, {"schedule", T_MAP, F_SCHED, NULL, NULL},
+    {"train", T_MAP, F_TRAIN, NULL, NULL},     {"stages", T_SEQMAP, F_STAGE, NULL, &R_ONE_UP},
+    {"output", T_MAP, F_OUTPUT, NULL, NULL},   {"baselines", T_STRS, NULL, BASELINES, NULL},
+    {"tune", T_MAP, F_TUNE, NULL, NULL},       END};
 
 /* surgery operations: each list item is a one-key mapping */
 static const field F_OP_FREEZE[] = {{"match", T_STR, NULL, NULL, NULL},
-                                    {"keep_bn_stats", T_BOOL, NULL, NULL, NULL}, END};
+                                    {"keep_bn_stats", T_BOOL, NULL, NULL, NULL},
+                                    END};
 static const field F_OP_REPLACE[] = {{"node", T_STR, NULL, NULL, NULL},
                                      {"type", T_STR, NULL, NULL, NULL},
                                      {"options", T_ANYMAP, NULL, NULL, NULL},
@@ -260,17 +266,23 @@ static const field F_OP_LORA[] = {{"match", T_STR, NULL, NULL, NULL},
                                   END};
 static const field F_OP_GROUP[] = {{"match", T_STR, NULL, NULL, NULL},
                                    {"lr_mult", T_FLOAT, NULL, NULL, NULL},
-                                   {"no_decay", T_BOOL, NULL, NULL, NULL}, END};
+                                   {"no_decay", T_BOOL, NULL, NULL, NULL},
+                                   END};
 /* key, fields of its mapping form, whether a plain string is accepted */
 static const struct {
   const char *op;
   const field *sub;
   int scalar_ok;
-} SURGERY_OPS[] = {{"freeze", F_OP_FREEZE, 1},       {"unfreeze", F_OP_FREEZE, 1},
-                   {"replace", F_OP_REPLACE, 0},     {"insert_after", F_OP_INSERT, 0},
-                   {"insert_before", F_OP_INSERT, 0}, {"remove", NULL, 1},
-                   {"truncate", NULL, 1},            {"append", F_OP_APPEND, 0},
-                   {"lora", F_OP_LORA, 0},           {"param_group", F_OP_GROUP, 0}};
+} SURGERY_OPS[] = {{"freeze", F_OP_FREEZE, 1},
+                   {"unfreeze", F_OP_FREEZE, 1},
+                   {"replace", F_OP_REPLACE, 0},
+                   {"insert_after", F_OP_INSERT, 0},
+                   {"insert_before", F_OP_INSERT, 0},
+                   {"remove", NULL, 1},
+                   {"truncate", NULL, 1},
+                   {"append", F_OP_APPEND, 0},
+                   {"lora", F_OP_LORA, 0},
+                   {"param_group", F_OP_GROUP, 0}};
 
 /* The sections whose keys include an object's settings (of one group, or all: NULL). */
 static const struct {
@@ -294,7 +306,8 @@ static const char *type_word(int type) {
     case T_ENUM: return "word";
     case T_INTS: return "int list";
     case T_FLOATS: return "number list";
-    case T_MAP: case T_ANYMAP: return "mapping";
+    case T_MAP:
+    case T_ANYMAP: return "mapping";
     case T_SEQMAP: return "list of mappings";
     case T_SURGERY: return "surgery list";
     case T_STR_OR_INT: return "text or int";
@@ -453,8 +466,8 @@ void strop__recipe_knobs(const strop__ynode *top, const strop__ynode *stage,
   }
 }
 
-static strop_status check_scalar_list(const char *fn, const strop_recipe *r, const strop__ynode *v,
-                                      const field *f) {
+static strop_status check_scalar_list(const char *fn, const strop_recipe *r,
+                                      const strop__ynode *v, const field *f) {
   const char *key = f->key;
   int is_int = f->type == T_INTS;
   const strop__ynode *const *items = (const strop__ynode *const *)v->kids;
@@ -471,9 +484,10 @@ static strop_status check_scalar_list(const char *fn, const strop_recipe *r, con
     double dv;
     if (items[i]->type != STROP__Y_SCALAR ||
         !(is_int ? parse_int(items[i]->text, &iv) : parse_float(items[i]->text, &dv)))
-      return strop__recipe_err(fn, r, items[i], STROP_E_FORMAT, "'%s' must hold %s, got '%s'",
-                               key, is_int ? "integers" : "numbers",
-                               items[i]->type == STROP__Y_SCALAR ? items[i]->text : "a collection");
+      return strop__recipe_err(
+          fn, r, items[i], STROP_E_FORMAT, "'%s' must hold %s, got '%s'", key,
+          is_int ? "integers" : "numbers",
+          items[i]->type == STROP__Y_SCALAR ? items[i]->text : "a collection");
     strop_status s = check_range(fn, r, items[i], f, is_int ? (double)iv : dv);
     if (s) return s;
   }
@@ -483,8 +497,9 @@ static strop_status check_scalar_list(const char *fn, const strop_recipe *r, con
 static strop_status check_surgery(const char *fn, const strop_recipe *r, const strop__ynode *v,
                                   const char *where) {
   if (v->type != STROP__Y_SEQ)
-    return strop__recipe_err(fn, r, v, STROP_E_FORMAT, "'%s' must be a list of operations, got %s",
-                             where, strop__ynode_kind(v));
+    return strop__recipe_err(fn, r, v, STROP_E_FORMAT,
+                             "'%s' must be a list of operations, got %s", where,
+                             strop__ynode_kind(v));
   char ops[300];
   size_t l = 0;
   ops[0] = '\0';
@@ -493,19 +508,25 @@ static strop_status check_surgery(const char *fn, const strop_recipe *r, const s
   for (int i = 0; i < v->n; i++) {
     const strop__ynode *it = v->kids[i];
     if (it->type != STROP__Y_MAP || it->n != 2)
-      return strop__recipe_err(fn, r, it, STROP_E_FORMAT, "%s[%d] must be a mapping with one "
-                               "operation (%s)", where, i, ops);
+      return strop__recipe_err(fn, r, it, STROP_E_FORMAT,
+                               "%s[%d] must be a mapping with one "
+                               "operation (%s)",
+                               where, i, ops);
     const char *op = it->kids[0]->text;
     const strop__ynode *arg = it->kids[1];
     size_t k = 0;
     while (k < sizeof SURGERY_OPS / sizeof SURGERY_OPS[0] && strcmp(SURGERY_OPS[k].op, op)) k++;
     if (k == sizeof SURGERY_OPS / sizeof SURGERY_OPS[0])
-      return strop__recipe_err(fn, r, it->kids[0], STROP_E_FORMAT, "unknown surgery operation "
-                               "'%s' (expected one of: %s)", op, ops);
+      return strop__recipe_err(fn, r, it->kids[0], STROP_E_FORMAT,
+                               "unknown surgery operation "
+                               "'%s' (expected one of: %s)",
+                               op, ops);
     if (arg->type == STROP__Y_SCALAR) {
       if (!SURGERY_OPS[k].scalar_ok)
-        return strop__recipe_err(fn, r, arg, STROP_E_FORMAT, "'%s' needs a mapping of its "
-                                 "arguments", op);
+        return strop__recipe_err(fn, r, arg, STROP_E_FORMAT,
+                                 "'%s' needs a mapping of its "
+                                 "arguments",
+                                 op);
       continue;
     }
     if (!SURGERY_OPS[k].sub || arg->type != STROP__Y_MAP)
@@ -580,8 +601,7 @@ static strop_status check_value(const char *fn, const strop_recipe *r, const str
       return STROP_OK;
     }
     case T_INTS:
-    case T_FLOATS:
-      return check_scalar_list(fn, r, v, f);
+    case T_FLOATS: return check_scalar_list(fn, r, v, f);
     case T_STRS: {
       if (v->type != STROP__Y_SEQ)
         return strop__recipe_err(fn, r, v, STROP_E_FORMAT, "'%s' must be a list, got %s", f->key,
@@ -593,12 +613,16 @@ static strop_status check_value(const char *fn, const strop_recipe *r, const str
         if (f->choices) ok = 0;
       found:
         if (!ok && !f->choices)
-          return strop__recipe_err(fn, r, v->kids[i], STROP_E_FORMAT, "'%s' entries must be "
-                                   "strings, got %s", f->key, strop__ynode_kind(v->kids[i]));
+          return strop__recipe_err(fn, r, v->kids[i], STROP_E_FORMAT,
+                                   "'%s' entries must be "
+                                   "strings, got %s",
+                                   f->key, strop__ynode_kind(v->kids[i]));
         if (!ok) {
           list_words(f->choices, words, sizeof words);
-          return strop__recipe_err(fn, r, v->kids[i], STROP_E_FORMAT, "'%s' entries must be one "
-                                   "of %s", f->key, words);
+          return strop__recipe_err(fn, r, v->kids[i], STROP_E_FORMAT,
+                                   "'%s' entries must be one "
+                                   "of %s",
+                                   f->key, words);
         }
       }
       return STROP_OK;
@@ -615,8 +639,10 @@ static strop_status check_value(const char *fn, const strop_recipe *r, const str
       return STROP_OK;
     case T_SEQMAP:
       if (v->type != STROP__Y_SEQ)
-        return strop__recipe_err(fn, r, v, STROP_E_FORMAT, "'%s' must be a list of mappings, got "
-                                 "%s", f->key, strop__ynode_kind(v));
+        return strop__recipe_err(fn, r, v, STROP_E_FORMAT,
+                                 "'%s' must be a list of mappings, got "
+                                 "%s",
+                                 f->key, strop__ynode_kind(v));
       if (f->range && !in_range(f->range, v->n))
         return strop__recipe_err(fn, r, v, STROP_E_FORMAT, "'%s' must hold %s entries, got %d%s",
                                  f->key, f->range->text, v->n,
@@ -631,10 +657,8 @@ static strop_status check_value(const char *fn, const strop_recipe *r, const str
         if (s) return s;
       }
       return STROP_OK;
-    case T_SURGERY:
-      return check_surgery(fn, r, v, f->key);
-    default:
-      return STROP_OK;
+    case T_SURGERY: return check_surgery(fn, r, v, f->key);
+    default: return STROP_OK;
   }
 }
 
@@ -657,13 +681,17 @@ static strop_status check_map(const char *fn, const strop_recipe *r, const strop
     if (!f && !knob) {
       char keys[1400];
       list_keys(fields, keys, sizeof keys);
-      return strop__recipe_err(fn, r, k, STROP_E_FORMAT, "unknown key '%s' in '%s' (expected one "
-                               "of: %s)", k->text, where, keys);
+      return strop__recipe_err(fn, r, k, STROP_E_FORMAT,
+                               "unknown key '%s' in '%s' (expected one "
+                               "of: %s)",
+                               k->text, where, keys);
     }
     for (int j = 0; knob && j < i; j += 2) /* a setting's name and its other spelling */
       if (strop__setting_matches(knob, map->kids[j]->text))
-        return strop__recipe_err(fn, r, k, STROP_E_FORMAT, "'%s' and '%s' in '%s' are the same "
-                                 "setting", map->kids[j]->text, k->text, where);
+        return strop__recipe_err(fn, r, k, STROP_E_FORMAT,
+                                 "'%s' and '%s' in '%s' are the same "
+                                 "setting",
+                                 map->kids[j]->text, k->text, where);
     if (strop__ynode_is_null(v)) continue; /* "key:" with nothing means the default */
     strop_status s = knob ? check_knob(fn, r, v, k->text, knob) : check_value(fn, r, v, f);
     if (s) return s;
@@ -673,7 +701,8 @@ static strop_status check_map(const char *fn, const strop_recipe *r, const strop
 
 strop_status strop__recipe_validate(const char *fn, const strop_recipe *r) {
   if (!r->root || r->root->type != STROP__Y_MAP)
-    return strop__recipe_err(fn, r, r->root, STROP_E_FORMAT, "a recipe must be a mapping with "
+    return strop__recipe_err(fn, r, r->root, STROP_E_FORMAT,
+                             "a recipe must be a mapping with "
                              "sections such as model, data, optimizer, train");
   return check_map(fn, r, r->root, F_TOP, "recipe");
 }
@@ -730,8 +759,10 @@ static strop_status rd_list_at(const strop_recipe *r, const strop__ynode *v, con
     cnt = 1;
   }
   if (cnt > cap)
-    return strop__recipe_err("strop_recipe_run", r, v, STROP_E_FORMAT, "'%s' has %d entries; at "
-                             "most %d are allowed", key, cnt, cap);
+    return strop__recipe_err("strop_recipe_run", r, v, STROP_E_FORMAT,
+                             "'%s' has %d entries; at "
+                             "most %d are allowed",
+                             key, cnt, cap);
   for (int i = 0; i < cnt; i++) {
     int ok = items[i]->type == STROP__Y_SCALAR &&
              (iout ? parse_int(items[i]->text, &iout[i]) : parse_float(items[i]->text, &fout[i]));
@@ -762,10 +793,8 @@ const char *strop__rd_path(const strop_recipe *r, const strop__ynode *map, const
                            char *buf, size_t cap) {
   const char *s = strop__rd_str(map, key);
   if (!s) return NULL;
-  if (s[0] == '/' || !r->base_dir[0])
-    snprintf(buf, cap, "%s", s);
-  else
-    snprintf(buf, cap, "%s/%s", r->base_dir, s);
+  if (s[0] == '/' || !r->base_dir[0]) snprintf(buf, cap, "%s", s);
+  else snprintf(buf, cap, "%s/%s", r->base_dir, s);
   return buf;
 }
 
@@ -785,8 +814,10 @@ strop_status strop__recipe_options_text(const char *fn, const strop_recipe *r,
       val[vl] = '\0';
       for (int j = 0; j < v->n; j++) {
         if (v->kids[j]->type != STROP__Y_SCALAR)
-          return strop__recipe_err(fn, r, v->kids[j], STROP_E_FORMAT, "option '%s' must be a "
-                                   "value or a flat list", k->text);
+          return strop__recipe_err(fn, r, v->kids[j], STROP_E_FORMAT,
+                                   "option '%s' must be a "
+                                   "value or a flat list",
+                                   k->text);
         vl += (size_t)snprintf(val + vl, sizeof val - vl, "%s%s", j ? "," : "", v->kids[j]->text);
         if (vl >= sizeof val - 2) break;
       }
@@ -796,8 +827,10 @@ strop_status strop__recipe_options_text(const char *fn, const strop_recipe *r,
                                k->text);
     }
     if (strchr(val, ' ') || strchr(k->text, ' '))
-      return strop__recipe_err(fn, r, v, STROP_E_FORMAT, "option '%s': values may not contain "
-                               "spaces", k->text);
+      return strop__recipe_err(fn, r, v, STROP_E_FORMAT,
+                               "option '%s': values may not contain "
+                               "spaces",
+                               k->text);
     l += (size_t)snprintf(buf + l, cap > l ? cap - l : 0, "%s%s=%s", l ? " " : "", k->text, val);
     if (l >= cap)
       return strop__recipe_err(fn, r, opts, STROP_E_FORMAT, "the options are too long");
@@ -839,17 +872,16 @@ strop_status strop_recipe_load(const char *path, strop_recipe **out) {
   if (s) return s;
   char dir[1024];
   const char *slash = strrchr(path, '/');
-  if (slash)
-    snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
-  else
-    dir[0] = '\0';
+  if (slash) snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+  else dir[0] = '\0';
   if (slash == path) snprintf(dir, sizeof dir, "/");
   s = from_text(fn, path, text, len, dir, out);
   strop__free(text);
   return s;
 }
 
-strop_status strop_recipe_load_string(const char *yaml, const char *base_dir, strop_recipe **out) {
+strop_status strop_recipe_load_string(const char *yaml, const char *base_dir,
+                                      strop_recipe **out) {
   static const char fn[] = "strop_recipe_load_string";
   if (!out) return strop__err(STROP_E_INVALID_ARG, "%s: out is NULL", fn);
   *out = NULL;
@@ -884,15 +916,24 @@ strop_status strop_recipe_clone(const strop_recipe *r, strop_recipe **out) {
 }
 
 /* ---- paths ---- */
-static const char *const PATH_KEYS[][2] = {
-    {"model", "spec"},        {"model", "weights"},      {"model", "pretrained"},
-    {"data", "train_images"},
-    {"data", "train_labels"}, {"data", "test_images"},   {"data", "test_labels"},
-    {"data", "path"},         {"data", "test_path"},     {"data", "x"},
-    {"data", "y"},            {"data", "test_x"},        {"data", "test_y"},
-    {"data", "tokenizer"},
-    {"output", "dir"},        {"tune", "trials_file"},   {"tune", "best_recipe"},
-    {"tune", "plot"}};
+static const char *const PATH_KEYS[][2] = {{"model", "spec"},
+                                           {"model", "weights"},
+                                           {"model", "pretrained"},
+                                           {"data", "train_images"},
+                                           {"data", "train_labels"},
+                                           {"data", "test_images"},
+                                           {"data", "test_labels"},
+                                           {"data", "path"},
+                                           {"data", "test_path"},
+                                           {"data", "x"},
+                                           {"data", "y"},
+                                           {"data", "test_x"},
+                                           {"data", "test_y"},
+                                           {"data", "tokenizer"},
+                                           {"output", "dir"},
+                                           {"tune", "trials_file"},
+                                           {"tune", "best_recipe"},
+                                           {"tune", "plot"}};
 
 strop_status strop__recipe_absolute_paths(strop_recipe *r) {
   char dir[4096];
@@ -901,7 +942,8 @@ strop_status strop__recipe_absolute_paths(strop_recipe *r) {
   for (size_t i = 0; i < sizeof PATH_KEYS / sizeof PATH_KEYS[0]; i++) {
     strop__ynode *sec = strop__ynode_get(r->root, PATH_KEYS[i][0]);
     strop__ynode *v = strop__ynode_get(sec, PATH_KEYS[i][1]);
-    if (!v || v->type != STROP__Y_SCALAR || strop__ynode_is_null(v) || v->text[0] == '/') continue;
+    if (!v || v->type != STROP__Y_SCALAR || strop__ynode_is_null(v) || v->text[0] == '/')
+      continue;
     size_t n = strlen(dir) + strlen(v->text) + 2;
     char *t = strop__malloc(n);
     if (!t) return strop__err(STROP_E_NOMEM, "%s: out of memory", r->file);
@@ -974,7 +1016,8 @@ static strop__ynode *walk(strop__ynode *root, const seg *segs, int n, int create
         if (!create) return NULL;
         strop__ynode *k = strop__ynode_scalar(segs[i].key, 1);
         strop__ynode *v = last ? strop__ynode_scalar("", 1)
-                               : strop__ynode_new(segs[i].index >= 0 ? STROP__Y_SEQ : STROP__Y_MAP);
+                               : strop__ynode_new(segs[i].index >= 0 ? STROP__Y_SEQ
+                                                                     : STROP__Y_MAP);
         if (!k || !v) {
           strop__ynode_free(k);
           strop__ynode_free(v);
@@ -1022,12 +1065,16 @@ strop_status strop_recipe_set(strop_recipe *r, const char *key_path, const char 
   static const char fn[] = "strop_recipe_set";
   if (!r || !key_path || !value)
     return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn,
-                      !r ? "recipe" : !key_path ? "key_path" : "value");
+                      !r          ? "recipe"
+                      : !key_path ? "key_path"
+                                  : "value");
   seg segs[16];
   int n = split_path(key_path, segs, 16);
   if (n <= 0)
-    return strop__err(STROP_E_INVALID_ARG, "%s: bad key path '%s' (expected e.g. optimizer.lr or "
-                      "stages[1].epochs)", fn, key_path);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: bad key path '%s' (expected e.g. optimizer.lr or "
+                      "stages[1].epochs)",
+                      fn, key_path);
   strop__ynode *val = NULL;
   strop_status s = strop__yaml_parse(fn, key_path, value, strlen(value), &LIMITS, &val);
   if (s) return s;
@@ -1183,7 +1230,8 @@ int64_t strop_recipe_to_string(const strop_recipe *r, char *buf, size_t cap) {
 
 strop_status strop_recipe_save(const strop_recipe *r, const char *path) {
   static const char fn[] = "strop_recipe_save";
-  if (!r || !path) return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, r ? "path" : "recipe");
+  if (!r || !path)
+    return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, r ? "path" : "recipe");
   strop__sbuf b;
   memset(&b, 0, sizeof b);
   emit(&b, r->root, 0);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — recipes inside the library: the YAML tree, its schema and typed readers shared by
  * validation, the runner and the tuner. */
 #ifndef STROP_RECIPE_IMPL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — running a recipe: build or load the model, apply the surgery, load and shape the
  * data, run each stage's fit with its own optimizer and schedule, evaluate, run baselines,
  * and write the outputs. Uses the library's public API; the recipe is only read. */
@@ -110,8 +111,8 @@ typedef struct ctx {
   /* data */
   strop_dataset *train, *val, *test;
   int64_t classes;
-  int64_t source_classes;   /* the source's classes, before data.classes kept some */
-  int64_t kept[256];        /* data.classes: the source label of each class kept */
+  int64_t source_classes; /* the source's classes, before data.classes kept some */
+  int64_t kept[256];      /* data.classes: the source label of each class kept */
   int n_kept;
   int64_t batch, eval_batch;
   int shuffle, drop_last, prefetch;
@@ -129,10 +130,10 @@ typedef struct ctx {
   int64_t center_crop[2];           /* 0: none */
   int64_t rrc[2];                   /* random_resized_crop size, 0: none (training only) */
   float rrc_scale[2], rrc_ratio[2];
-  float jitter[4];                  /* color_jitter (training only); all 0: none */
-  int text_task;                    /* text data: 1 + its strop_text_task; 0: not text */
-  int64_t text_len;                 /* text data: max_length */
-  char tokenizer[1024];             /* text data: the tokenizer's path */
+  float jitter[4];      /* color_jitter (training only); all 0: none */
+  int text_task;        /* text data: 1 + its strop_text_task; 0: not text */
+  int64_t text_len;     /* text data: max_length */
+  char tokenizer[1024]; /* text data: the tokenizer's path */
   /* progress forwarding */
   int64_t stage, stages;
   const char *stage_name;
@@ -185,9 +186,11 @@ static strop_status require_samples(ctx *c, const strop_dataset *part, const cha
                                     const char *value, int64_t of, const char *what) {
   if (!part || strop_dataset_size(part) > 0) return STROP_OK;
   const strop__ynode *d = section(c->r, "data"), *at = strop__ynode_get(d, key);
-  return strop__recipe_err(FN, c->r, at ? at : d, STROP_E_FORMAT, "'%s'%s%s of %lld sample%s "
-                           "leaves the %s set empty", key, value ? " " : "", value ? value : "",
-                           (long long)of, of == 1 ? "" : "s", what);
+  return strop__recipe_err(FN, c->r, at ? at : d, STROP_E_FORMAT,
+                           "'%s'%s%s of %lld sample%s "
+                           "leaves the %s set empty",
+                           key, value ? " " : "", value ? value : "", (long long)of,
+                           of == 1 ? "" : "s", what);
 }
 
 /* ---- model ---- */
@@ -197,7 +200,8 @@ static strop_status load_pretrained(ctx *c, const strop__ynode *msec, const char
                                     strop_model **out) {
   const strop_recipe *r = c->r;
   if (sub(msec, "spec") || sub(msec, "weights") || sub(msec, "remap"))
-    return strop__recipe_err(FN, r, msec, STROP_E_FORMAT, "'model.pretrained' brings its own "
+    return strop__recipe_err(FN, r, msec, STROP_E_FORMAT,
+                             "'model.pretrained' brings its own "
                              "architecture and weights: leave out 'spec', 'weights' and "
                              "'remap'");
   strop_pretrained_options po;
@@ -246,7 +250,8 @@ static strop_status build_model(ctx *c, strop_model **out) {
   if (msec && strop__rd_path(r, msec, "pretrained", pre, sizeof pre))
     return load_pretrained(c, msec, pre, out);
   if (msec && (sub(msec, "arch") || sub(msec, "image_size") || sub(msec, "max_length")))
-    return strop__recipe_err(FN, r, msec, STROP_E_FORMAT, "'model.arch', 'model.image_size' "
+    return strop__recipe_err(FN, r, msec, STROP_E_FORMAT,
+                             "'model.arch', 'model.image_size' "
                              "and 'model.max_length' go with 'model.pretrained'");
   if (!msec || !strop__rd_path(r, msec, "spec", spec, sizeof spec))
     return strop__recipe_err(FN, r, msec ? msec : r->root, STROP_E_FORMAT,
@@ -259,7 +264,8 @@ static strop_status build_model(ctx *c, strop_model **out) {
     if (!w) {
       strop_model_free(*out);
       *out = NULL;
-      return strop__recipe_err(FN, r, msec, STROP_E_FORMAT, "'model.weights' is required to "
+      return strop__recipe_err(FN, r, msec, STROP_E_FORMAT,
+                               "'model.weights' is required to "
                                "fine-tune (use `strop train` to start from fresh weights)");
     }
     int strict = 1;
@@ -268,7 +274,8 @@ static strop_status build_model(ctx *c, strop_model **out) {
     int flags = strict ? STROP_LOAD_STRICT : STROP_LOAD_PARTIAL;
     if (remap && remap->n >= 2) {
       if (remap->n > 2) {
-        s = strop__recipe_err(FN, r, remap, STROP_E_FORMAT, "'model.remap' takes one "
+        s = strop__recipe_err(FN, r, remap, STROP_E_FORMAT,
+                              "'model.remap' takes one "
                               "'from_prefix: to_prefix' pair");
         goto bad;
       }
@@ -300,8 +307,8 @@ static strop_status set_checkpointing(ctx *c, strop_model *m) {
 }
 
 /* ---- surgery ---- */
-static strop_status apply_surgery(ctx *c, strop_model *m, const strop__ynode *ops,
-                                  uint64_t seed, const char *where) {
+static strop_status apply_surgery(ctx *c, strop_model *m, const strop__ynode *ops, uint64_t seed,
+                                  const char *where) {
   if (!ops || ops->n == 0) return STROP_OK;
   const strop_recipe *r = c->r;
   strop_surgery *sg = NULL;
@@ -323,7 +330,8 @@ static strop_status apply_surgery(ctx *c, strop_model *m, const strop__ynode *op
         break;
       }
       int flags = keep ? STROP_FREEZE_KEEP_BN_MODE : 0;
-      s = op[0] == 'f' ? strop_surgery_freeze(sg, match, flags) : strop_surgery_unfreeze(sg, match, flags);
+      s = op[0] == 'f' ? strop_surgery_freeze(sg, match, flags)
+                       : strop_surgery_unfreeze(sg, match, flags);
     } else if (!strcmp(op, "remove") || !strcmp(op, "truncate")) {
       if (!word) {
         s = strop__recipe_err(FN, r, a, STROP_E_FORMAT, "'%s' takes a node name", op);
@@ -338,7 +346,7 @@ static strop_status apply_surgery(ctx *c, strop_model *m, const strop__ynode *op
       int need_node = strcmp(op, "append") != 0, need_name = strcmp(op, "replace") != 0;
       if (!type || (need_node && !node) || (need_name && !name)) {
         s = strop__recipe_err(FN, r, a, STROP_E_FORMAT, "'%s' needs %s", op,
-                              !strcmp(op, "replace") ? "node and type"
+                              !strcmp(op, "replace")  ? "node and type"
                               : !strcmp(op, "append") ? "name and type"
                                                       : "node, name and type");
         break;
@@ -358,7 +366,8 @@ static strop_status apply_surgery(ctx *c, strop_model *m, const strop__ynode *op
       const char *match = strop__rd_str(a, "match");
       int64_t rank = 8;
       double alpha = 16, dropout = 0;
-      if ((s = strop__rd_int(r, a, "rank", &rank)) || (s = strop__rd_float(r, a, "alpha", &alpha)) ||
+      if ((s = strop__rd_int(r, a, "rank", &rank)) ||
+          (s = strop__rd_float(r, a, "alpha", &alpha)) ||
           (s = strop__rd_float(r, a, "dropout", &dropout)))
         break;
       if (!match) {
@@ -380,7 +389,8 @@ static strop_status apply_surgery(ctx *c, strop_model *m, const strop__ynode *op
       s = strop_surgery_param_group(sg, match, (float)lr_mult, no_decay);
     }
     if (s && it->line > 0 && !strstr(strop_last_error(), r->file))
-      strop__err_prefix("%s: %s:%d:%d: %s[%d] (%s)", FN, r->file, it->line, it->col, where, i, op);
+      strop__err_prefix("%s: %s:%d:%d: %s[%d] (%s)", FN, r->file, it->line, it->col, where, i,
+                        op);
   }
   if (!s) {
     s = strop_surgery_apply(sg);
@@ -399,7 +409,8 @@ static strop_status load_sources(ctx *c, strop_dataset **train, strop_dataset **
   const strop_recipe *r = c->r;
   const strop__ynode *d = section(r, "data");
   *train = *test = NULL;
-  if (!d) return strop__recipe_err(FN, r, r->root, STROP_E_FORMAT, "the 'data' section is required");
+  if (!d)
+    return strop__recipe_err(FN, r, r->root, STROP_E_FORMAT, "the 'data' section is required");
   const char *src = strop__rd_str(d, "source");
   int64_t nc = STROP_CLASSES_INFER;
   strop_status s = strop__rd_int(r, d, "num_classes", &nc);
@@ -408,7 +419,8 @@ static strop_status load_sources(ctx *c, strop_dataset **train, strop_dataset **
   if (!src || !strcmp(src, "idx")) {
     if (!strop__rd_path(r, d, "train_images", a, sizeof a) ||
         !strop__rd_path(r, d, "train_labels", b, sizeof b))
-      return strop__recipe_err(FN, r, d, STROP_E_FORMAT, "idx data needs 'train_images' and "
+      return strop__recipe_err(FN, r, d, STROP_E_FORMAT,
+                               "idx data needs 'train_images' and "
                                "'train_labels'");
     if ((s = strop_dataset_load_idx(a, b, nc, train))) return s;
     if (strop__rd_path(r, d, "test_images", a, sizeof a) &&
@@ -422,26 +434,27 @@ static strop_status load_sources(ctx *c, strop_dataset **train, strop_dataset **
     strop_csv_options_init(&co);
     co.num_classes = nc;
     int hdr = 0, skl = 0;
-    if ((s = strop__rd_bool(r, d, "header", &hdr)) || (s = strop__rd_bool(r, d, "sklearn_header", &skl)))
+    if ((s = strop__rd_bool(r, d, "header", &hdr)) ||
+        (s = strop__rd_bool(r, d, "sklearn_header", &skl)))
       return s;
     co.header = hdr;
     co.sklearn_header = skl;
     const char *delim = strop__rd_str(d, "delimiter");
-    if (delim) co.delimiter = !strcmp(delim, "space") ? ' ' : !strcmp(delim, "tab") ? '\t' : delim[0];
+    if (delim)
+      co.delimiter = !strcmp(delim, "space") ? ' ' : !strcmp(delim, "tab") ? '\t' : delim[0];
     const strop__ynode *lc = sub(d, "label_column");
     if (lc) {
       int64_t idx;
       char *end;
       idx = strtoll(lc->text, &end, 10);
-      if (*end == '\0' && end != lc->text)
-        co.label_column = idx;
-      else
-        co.label_name = lc->text;
+      if (*end == '\0' && end != lc->text) co.label_column = idx;
+      else co.label_name = lc->text;
     }
     const char *lm = strop__rd_str(d, "label_mode");
-    if (lm) co.label_mode = !strcmp(lm, "names") ? STROP_CSV_LABEL_NAMES
-                            : !strcmp(lm, "names_sorted") ? STROP_CSV_LABEL_NAMES_SORTED
-                                                         : STROP_CSV_LABEL_INDEX;
+    if (lm)
+      co.label_mode = !strcmp(lm, "names")          ? STROP_CSV_LABEL_NAMES
+                      : !strcmp(lm, "names_sorted") ? STROP_CSV_LABEL_NAMES_SORTED
+                                                    : STROP_CSV_LABEL_INDEX;
     if (!strop__rd_path(r, d, "path", a, sizeof a))
       return strop__recipe_err(FN, r, d, STROP_E_FORMAT, "csv data needs 'path'");
     if ((s = strop_dataset_load_csv(a, &co, train))) return s;
@@ -451,24 +464,30 @@ static strop_status load_sources(ctx *c, strop_dataset **train, strop_dataset **
     strop_image_options_init(&io);
     int64_t ch = 3, maxpx = io.max_pixels, cache_mb = 0;
     int skip = 0;
-    if ((s = strop__rd_int(r, d, "channels", &ch)) || (s = strop__rd_bool(r, d, "skip_bad", &skip)) ||
-        (s = strop__rd_int(r, d, "max_pixels", &maxpx)) || (s = strop__rd_int(r, d, "cache_mb", &cache_mb)))
+    if ((s = strop__rd_int(r, d, "channels", &ch)) ||
+        (s = strop__rd_bool(r, d, "skip_bad", &skip)) ||
+        (s = strop__rd_int(r, d, "max_pixels", &maxpx)) ||
+        (s = strop__rd_int(r, d, "cache_mb", &cache_mb)))
       return s;
     io.channels = (int)ch;
     io.skip_bad = skip;
     io.max_pixels = maxpx;
     io.cache_bytes = (size_t)cache_mb << 20;
     if (!strop__rd_path(r, d, "path", a, sizeof a))
-      return strop__recipe_err(FN, r, d, STROP_E_FORMAT, "images data needs 'path' (a folder of "
+      return strop__recipe_err(FN, r, d, STROP_E_FORMAT,
+                               "images data needs 'path' (a folder of "
                                "class folders, or a CSV/JSON-lines list of path,label)");
     if ((s = strop_dataset_load_images(a, &io, train))) return s;
-    if (strop__rd_path(r, d, "test_path", b, sizeof b)) s = strop_dataset_load_images(b, &io, test);
+    if (strop__rd_path(r, d, "test_path", b, sizeof b))
+      s = strop_dataset_load_images(b, &io, test);
     for (int k = 0; !s && k < 2; k++) {
       strop_dataset *part = k ? *test : *train;
       if (part && nc > 0 && strop_dataset_num_classes(part) > nc)
-        s = strop__recipe_err(FN, r, sub(d, "num_classes"), STROP_E_FORMAT, "%s has %lld classes, "
-                              "more than num_classes %lld", k ? b : a,
-                              (long long)strop_dataset_num_classes(part), (long long)nc);
+        s = strop__recipe_err(FN, r, sub(d, "num_classes"), STROP_E_FORMAT,
+                              "%s has %lld classes, "
+                              "more than num_classes %lld",
+                              k ? b : a, (long long)strop_dataset_num_classes(part),
+                              (long long)nc);
     }
     if (s && *test) {
       strop_dataset_free(*test);
@@ -478,7 +497,8 @@ static strop_status load_sources(ctx *c, strop_dataset **train, strop_dataset **
     if (!strop__rd_path(r, d, "x", a, sizeof a) || !strop__rd_path(r, d, "y", b, sizeof b))
       return strop__recipe_err(FN, r, d, STROP_E_FORMAT, "npy data needs 'x' and 'y'");
     if ((s = strop_dataset_load_npy(a, b, nc, train))) return s;
-    if (strop__rd_path(r, d, "test_x", a, sizeof a) && strop__rd_path(r, d, "test_y", b, sizeof b))
+    if (strop__rd_path(r, d, "test_x", a, sizeof a) &&
+        strop__rd_path(r, d, "test_y", b, sizeof b))
       s = strop_dataset_load_npy(a, b, nc, test);
   }
   if (s) {
@@ -496,16 +516,20 @@ static strop_status load_text(ctx *c, const strop__ynode *d, const char *src, in
   char a[1024], b[1024];
   if (!strop__rd_path(r, d, "tokenizer", c->tokenizer, sizeof c->tokenizer) &&
       !strop__rd_path(r, section(r, "model"), "pretrained", c->tokenizer, sizeof c->tokenizer))
-    return strop__recipe_err(FN, r, d, STROP_E_FORMAT, "%s text data needs 'tokenizer' (a "
+    return strop__recipe_err(FN, r, d, STROP_E_FORMAT,
+                             "%s text data needs 'tokenizer' (a "
                              "tokenizer.json, vocab.txt, .model file or a folder with one), or "
-                             "a model.pretrained folder holding one", src);
+                             "a model.pretrained folder holding one",
+                             src);
   strop_text_options to;
   strop_text_options_init(&to);
   to.format = !strcmp(src, "jsonl") ? STROP_TEXT_JSONL
-              : !strcmp(src, "csv") ? STROP_TEXT_CSV : STROP_TEXT_PLAIN;
+              : !strcmp(src, "csv") ? STROP_TEXT_CSV
+                                    : STROP_TEXT_PLAIN;
   const char *task = strop__rd_str(d, "task"), *pad = strop__rd_str(d, "padding");
   to.task = !task || !strcmp(task, "classify") ? STROP_TEXT_CLASSIFY
-            : !strcmp(task, "causal_lm") ? STROP_TEXT_CAUSAL_LM : STROP_TEXT_PROMPT_RESPONSE;
+            : !strcmp(task, "causal_lm")       ? STROP_TEXT_CAUSAL_LM
+                                               : STROP_TEXT_PROMPT_RESPONSE;
   to.padding = pad && !strcmp(pad, "max_length") ? STROP_PAD_MAX_LENGTH : STROP_PAD_LONGEST;
   to.text_field = strop__rd_str(d, "text");
   to.pair_field = strop__rd_str(d, "text_pair");
@@ -536,13 +560,13 @@ static strop_status load_text(ctx *c, const strop__ynode *d, const char *src, in
 }
 
 /* Replaces *ds by f(*ds) (the derived view keeps what it needs alive). */
-#define DERIVE(call)              \
-  do {                            \
-    strop_dataset *nd_ = NULL;    \
-    s = (call);                   \
-    if (s) goto out;              \
-    strop_dataset_free(*ds);      \
-    *ds = nd_;                    \
+#define DERIVE(call)           \
+  do {                         \
+    strop_dataset *nd_ = NULL; \
+    s = (call);                \
+    if (s) goto out;           \
+    strop_dataset_free(*ds);   \
+    *ds = nd_;                 \
   } while (0)
 
 static strop_status shape_set(ctx *c, strop_dataset **ds, const int64_t *classes, int ncls,
@@ -574,9 +598,11 @@ static strop_status load_data(ctx *c) {
   memcpy(c->kept, classes, (size_t)ncls * sizeof *classes);
   const strop__ynode *cn = sub(d, "class_names");
   if (cn && cn->n != c->source_classes) {
-    s = strop__recipe_err(FN, r, cn, STROP_E_FORMAT, "'class_names' names %d classes but the "
+    s = strop__recipe_err(FN, r, cn, STROP_E_FORMAT,
+                          "'class_names' names %d classes but the "
                           "data has %lld (one name per label of the source, before 'classes' "
-                          "keeps some)", cn->n, (long long)c->source_classes);
+                          "keeps some)",
+                          cn->n, (long long)c->source_classes);
     goto bad;
   }
   if ((s = shape_set(c, &all, classes, ncls, shape, nshape)) ||
@@ -591,7 +617,8 @@ static strop_status load_data(ctx *c) {
       (s = strop__rd_float(r, d, "val_fraction", &val_frac)) ||
       (s = strop__rd_float(r, d, "test_fraction", &test_frac)) ||
       (s = strop__rd_bool(r, d, "stratify", &stratify)) ||
-      (s = strop__rd_int(r, d, "limit", &limit)) || (s = strop__rd_int(r, d, "test_limit", &test_limit)))
+      (s = strop__rd_int(r, d, "limit", &limit)) ||
+      (s = strop__rd_int(r, d, "test_limit", &test_limit)))
     goto bad;
   c->classes = strop_dataset_num_classes(all);
   /* a language model's targets are sequences: nothing to stratify */
@@ -683,10 +710,14 @@ static strop_status load_data(ctx *c) {
   double scale = 1.0, hflip = 0;
   int64_t resize[2], crop[2];
   int nresize = 0, ncrop = 0;
-  if ((s = strop__rd_int(r, d, "batch_size", &bs)) || (s = strop__rd_int(r, d, "eval_batch_size", &ebs)) ||
-      (s = strop__rd_bool(r, d, "shuffle", &shuffle)) || (s = strop__rd_bool(r, d, "drop_last", &drop_last)) ||
-      (s = strop__rd_bool(r, d, "prefetch", &prefetch)) || (s = strop__rd_float(r, d, "scale", &scale)) ||
-      (s = strop__rd_float(r, d, "hflip", &hflip)) || (s = strop__rd_ints(r, d, "resize", resize, 2, &nresize)))
+  if ((s = strop__rd_int(r, d, "batch_size", &bs)) ||
+      (s = strop__rd_int(r, d, "eval_batch_size", &ebs)) ||
+      (s = strop__rd_bool(r, d, "shuffle", &shuffle)) ||
+      (s = strop__rd_bool(r, d, "drop_last", &drop_last)) ||
+      (s = strop__rd_bool(r, d, "prefetch", &prefetch)) ||
+      (s = strop__rd_float(r, d, "scale", &scale)) ||
+      (s = strop__rd_float(r, d, "hflip", &hflip)) ||
+      (s = strop__rd_ints(r, d, "resize", resize, 2, &nresize)))
     return fail(s, "data");
   if (bs < 1 || ebs < 1)
     return strop__recipe_err(FN, r, d, STROP_E_FORMAT, "batch sizes must be >= 1");
@@ -704,7 +735,7 @@ static strop_status load_data(ctx *c) {
     c->resize[1] = resize[1];
   }
   const char *rm = strop__rd_str(d, "resize_mode");
-  c->resize_mode = rm && !strcmp(rm, "nearest") ? STROP_RESIZE_NEAREST
+  c->resize_mode = rm && !strcmp(rm, "nearest")       ? STROP_RESIZE_NEAREST
                    : rm && !strcmp(rm, "bilinear_aa") ? STROP_RESIZE_BILINEAR_AA
                                                       : STROP_RESIZE_BILINEAR;
   /* torchvision's image transforms antialias (as PIL does) unless the recipe says otherwise */
@@ -723,8 +754,10 @@ static strop_status load_data(ctx *c) {
     return fail(s, "data");
   c->workers = (int)workers;
   if (nresize && sub(d, "resize_shorter"))
-    return strop__recipe_err(FN, r, sub(d, "resize_shorter"), STROP_E_FORMAT, "give 'resize' "
-                             "(a fixed size) or 'resize_shorter' (torchvision's Resize(int)), not both");
+    return strop__recipe_err(
+        FN, r, sub(d, "resize_shorter"), STROP_E_FORMAT,
+        "give 'resize' "
+        "(a fixed size) or 'resize_shorter' (torchvision's Resize(int)), not both");
   if (nresize) c->resize_shorter = 0;
   if (ncc) {
     c->center_crop[0] = cc[0];
@@ -757,8 +790,10 @@ static strop_status load_data(ctx *c) {
       c->rrc[0] = sz[0];
       c->rrc[1] = nsz == 1 ? sz[0] : sz[1];
     }
-    if ((nsc && nsc != 2) || (nra && nra != 2) || (nsc && sc[0] > sc[1]) || (nra && ra[0] > ra[1]))
-      return strop__recipe_err(FN, r, rrc, STROP_E_FORMAT, "random_resized_crop: 'scale' and "
+    if ((nsc && nsc != 2) || (nra && nra != 2) || (nsc && sc[0] > sc[1]) ||
+        (nra && ra[0] > ra[1]))
+      return strop__recipe_err(FN, r, rrc, STROP_E_FORMAT,
+                               "random_resized_crop: 'scale' and "
                                "'ratio' are [low, high] with low <= high");
     if (nsc) {
       c->rrc_scale[0] = (float)sc[0];
@@ -783,7 +818,8 @@ static strop_status load_data(ctx *c) {
   c->crop[0] = c->crop[1] = 0;
   c->crop_pad = 0;
   if (cr) {
-    if ((s = strop__rd_ints(r, cr, "size", crop, 2, &ncrop)) || (s = strop__rd_int(r, cr, "padding", &c->crop_pad)))
+    if ((s = strop__rd_ints(r, cr, "size", crop, 2, &ncrop)) ||
+        (s = strop__rd_int(r, cr, "padding", &c->crop_pad)))
       return fail(s, "data.crop");
     if (ncrop == 1) crop[1] = crop[0];
     if (ncrop) {
@@ -802,18 +838,22 @@ static strop_status load_data(ctx *c) {
   }
   if (nm) {
     if (nm->type == STROP__Y_SCALAR && !strcmp(nm->text, "auto")) {
-      if ((s = strop_dataset_channel_stats(c->train, (float)scale, c->mean, c->std, 16, &c->n_norm)))
+      if ((s = strop_dataset_channel_stats(c->train, (float)scale, c->mean, c->std, 16,
+                                           &c->n_norm)))
         return fail(at_data_key(c, s, "normalize"), "data");
       if (c->n_norm > 16)
-        return strop__recipe_err(FN, r, nm, STROP_E_UNSUPPORTED, "normalize: auto supports up to "
+        return strop__recipe_err(FN, r, nm, STROP_E_UNSUPPORTED,
+                                 "normalize: auto supports up to "
                                  "16 channels");
     } else if (nm->type == STROP__Y_MAP) {
       double mean[16], sd[16];
       int nmn = 0, nsd = 0;
-      if ((s = strop__rd_floats(r, nm, "mean", mean, 16, &nmn)) || (s = strop__rd_floats(r, nm, "std", sd, 16, &nsd)))
+      if ((s = strop__rd_floats(r, nm, "mean", mean, 16, &nmn)) ||
+          (s = strop__rd_floats(r, nm, "std", sd, 16, &nsd)))
         return fail(s, "data.normalize");
       if (nmn != nsd || nmn == 0)
-        return strop__recipe_err(FN, r, nm, STROP_E_FORMAT, "normalize: 'mean' and 'std' need the "
+        return strop__recipe_err(FN, r, nm, STROP_E_FORMAT,
+                                 "normalize: 'mean' and 'std' need the "
                                  "same number of channels");
       for (int i = 0; i < nmn; i++) {
         c->mean[i] = (float)mean[i];
@@ -821,7 +861,8 @@ static strop_status load_data(ctx *c) {
       }
       c->n_norm = nmn;
     } else {
-      return strop__recipe_err(FN, r, nm, STROP_E_FORMAT, "normalize: 'auto' or {mean: [...], std: [...]}");
+      return strop__recipe_err(FN, r, nm, STROP_E_FORMAT,
+                               "normalize: 'auto' or {mean: [...], std: [...]}");
     }
     c->have_norm = 1;
   }
@@ -845,11 +886,13 @@ static strop_status make_iter_raw(ctx *c, strop_dataset *ds, int train, uint64_t
   if (train && c->shuffle) flags |= STROP_ITER_SHUFFLE;
   if (train && c->drop_last && strop_dataset_size(ds) >= c->batch) flags |= STROP_ITER_DROP_LAST;
   if (c->prefetch) flags |= STROP_ITER_PREFETCH;
-  strop_status s = strop_batch_iter_create(ds, train ? c->batch : c->eval_batch, seed, flags, out);
+  strop_status s = strop_batch_iter_create(ds, train ? c->batch : c->eval_batch, seed, flags,
+                                           out);
   if (s) return fail(at_data_key(c, s, train ? "batch_size" : "eval_batch_size"), "data");
   strop_batch_iter *it = *out;
   const char *key = "workers";
-  if (c->prefetch && c->workers > 1 && (s = strop_batch_iter_set_workers(it, c->workers))) goto bad;
+  if (c->prefetch && c->workers > 1 && (s = strop_batch_iter_set_workers(it, c->workers)))
+    goto bad;
   if (raw) return STROP_OK;
   /* the order of torchvision's pipelines: the values scaled (ToTensor), the geometry (in
    * training a random resized crop takes the place of resize and centre crop), colour, then
@@ -858,27 +901,31 @@ static strop_status make_iter_raw(ctx *c, strop_dataset *ds, int train, uint64_t
   if (c->scale != 1.0 && (s = strop_batch_iter_add_scale(it, (float)c->scale))) goto bad;
   int rrc = train && c->rrc[0] > 0;
   key = "resize";
-  if (!rrc && c->resize[0] > 0 && (s = strop_batch_iter_add_resize(it, c->resize[0], c->resize[1], c->resize_mode)))
+  if (!rrc && c->resize[0] > 0 &&
+      (s = strop_batch_iter_add_resize(it, c->resize[0], c->resize[1], c->resize_mode)))
     goto bad;
   key = "resize_shorter";
   if (!rrc && c->resize_shorter > 0 &&
-      (s = strop_batch_iter_add_resize_shorter(it, c->resize_shorter, c->max_size, c->shorter_mode)))
+      (s = strop_batch_iter_add_resize_shorter(it, c->resize_shorter, c->max_size,
+                                               c->shorter_mode)))
     goto bad;
   key = "center_crop";
   if (!rrc && c->center_crop[0] > 0 &&
       (s = strop_batch_iter_add_center_crop(it, c->center_crop[0], c->center_crop[1])))
     goto bad;
   key = "random_resized_crop";
-  if (rrc && (s = strop_batch_iter_add_random_resized_crop(it, c->rrc[0], c->rrc[1], c->rrc_scale[0],
-                                                           c->rrc_scale[1], c->rrc_ratio[0],
-                                                           c->rrc_ratio[1], c->shorter_mode)))
+  if (rrc && (s = strop_batch_iter_add_random_resized_crop(
+                  it, c->rrc[0], c->rrc[1], c->rrc_scale[0], c->rrc_scale[1], c->rrc_ratio[0],
+                  c->rrc_ratio[1], c->shorter_mode)))
     goto bad;
   key = "color_jitter";
   if (train && (c->jitter[0] > 0 || c->jitter[1] > 0 || c->jitter[2] > 0 || c->jitter[3] > 0) &&
-      (s = strop_batch_iter_add_color_jitter(it, c->jitter[0], c->jitter[1], c->jitter[2], c->jitter[3])))
+      (s = strop_batch_iter_add_color_jitter(it, c->jitter[0], c->jitter[1], c->jitter[2],
+                                             c->jitter[3])))
     goto bad;
   key = "normalize";
-  if (c->have_norm && (s = strop_batch_iter_add_normalize(it, c->n_norm, c->mean, c->std))) goto bad;
+  if (c->have_norm && (s = strop_batch_iter_add_normalize(it, c->n_norm, c->mean, c->std)))
+    goto bad;
   key = "hflip";
   if (train && c->hflip > 0 && (s = strop_batch_iter_add_hflip(it, (float)c->hflip))) goto bad;
   key = "crop";
@@ -898,18 +945,18 @@ static strop_status make_iter(ctx *c, strop_dataset *ds, int train, uint64_t see
 }
 
 /* ---- optimizer, schedule, trainer settings: a stage's map overrides the top-level one ---- */
-static strop_status rd2_float(const strop_recipe *r, const strop__ynode *top, const strop__ynode *st,
-                              const char *key, double *v) {
+static strop_status rd2_float(const strop_recipe *r, const strop__ynode *top,
+                              const strop__ynode *st, const char *key, double *v) {
   strop_status s = strop__rd_float(r, top, key, v);
   return s ? s : strop__rd_float(r, st, key, v);
 }
-static strop_status rd2_int(const strop_recipe *r, const strop__ynode *top, const strop__ynode *st,
-                            const char *key, int64_t *v) {
+static strop_status rd2_int(const strop_recipe *r, const strop__ynode *top,
+                            const strop__ynode *st, const char *key, int64_t *v) {
   strop_status s = strop__rd_int(r, top, key, v);
   return s ? s : strop__rd_int(r, st, key, v);
 }
-static strop_status rd2_bool(const strop_recipe *r, const strop__ynode *top, const strop__ynode *st,
-                             const char *key, int *v) {
+static strop_status rd2_bool(const strop_recipe *r, const strop__ynode *top,
+                             const strop__ynode *st, const char *key, int *v) {
   strop_status s = strop__rd_bool(r, top, key, v);
   return s ? s : strop__rd_bool(r, st, key, v);
 }
@@ -928,7 +975,8 @@ static strop_status apply_knobs(const strop_recipe *r, const strop__ynode *top,
                                 const strop__ynode *st, const strop__settings *t,
                                 const char *group, void *obj, set_fn set, set_list_fn set_list) {
   const strop__ynode *nodes[64];
-  if (t->n > 64) return strop__err(STROP_E_INTERNAL, "%s: %s has too many settings", FN, t->object);
+  if (t->n > 64)
+    return strop__err(STROP_E_INTERNAL, "%s: %s has too many settings", FN, t->object);
   strop__recipe_knobs(top, st, t, group, nodes);
   for (int k = 0; k < t->n; k++) {
     if (!nodes[k]) continue;
@@ -1005,8 +1053,9 @@ static strop_status build_schedule(ctx *c, strop_optimizer *opt, const strop__yn
   *per_epoch = 0;
   const char *kind = rd2_str(top, st, "kind");
   if (!kind) return STROP_OK;
-  static const char *const kinds[] = {"constant", "step", "multistep", "exponential", "cosine",
-                                      "cosine_restarts", "one_cycle", "plateau"};
+  static const char *const kinds[] = {"constant",    "step",   "multistep",
+                                      "exponential", "cosine", "cosine_restarts",
+                                      "one_cycle",   "plateau"};
   int k = 0;
   for (int i = 0; i < 8; i++)
     if (!strcmp(kind, kinds[i])) k = i;
@@ -1169,7 +1218,8 @@ static strop_status run_stage(ctx *c, strop_model *m, const strop__ynode *st, in
   strop_status s;
   if (c->o->epochs_cap > 0 && epochs > c->o->epochs_cap) epochs = c->o->epochs_cap;
   if (emit_event(c, STROP_EVENT_STAGE_START, NULL, m))
-    return strop__err(STROP_E_CANCELLED, "%s: stopped by the host before stage '%s'", FN, c->stage_name);
+    return strop__err(STROP_E_CANCELLED, "%s: stopped by the host before stage '%s'", FN,
+                      c->stage_name);
   strop_batch_iter *it = NULL, *vit = NULL;
   strop_optimizer *opt = NULL;
   strop_scheduler *sch = NULL;
@@ -1189,7 +1239,8 @@ static strop_status run_stage(ctx *c, strop_model *m, const strop__ynode *st, in
     goto done;
   strop_model *tm = fh.head ? fh.head : m, *head = fh.head;
   strop_dataset *ftrain = fh.train, *fval = fh.val;
-  if ((s = make_iter_raw(c, head ? ftrain : c->train, 1, stage_seed, head != NULL, &it))) goto done;
+  if ((s = make_iter_raw(c, head ? ftrain : c->train, 1, stage_seed, head != NULL, &it)))
+    goto done;
   if (c->val && (s = make_iter_raw(c, head ? fval : c->val, 0, 0, head != NULL, &vit))) goto done;
   if ((s = build_optimizer(c, tm, sub(st, "optimizer"), &opt))) goto done;
   /* train.memory_limit_mb: a step that would not fit is refused before training, saying what
@@ -1207,8 +1258,8 @@ static strop_status run_stage(ctx *c, strop_model *m, const strop__ynode *st, in
     goto done;
   }
   int per_epoch = 0;
-  if ((s = build_schedule(c, opt, sub(st, "schedule"), strop_batch_iter_num_batches(it), epochs, &sch,
-                          &per_epoch)))
+  if ((s = build_schedule(c, opt, sub(st, "schedule"), strop_batch_iter_num_batches(it), epochs,
+                          &sch, &per_epoch)))
     goto done;
   if ((s = strop_trainer_create(tm, opt, &t))) goto done;
   if ((s = configure_trainer(c, t))) goto done;
@@ -1274,7 +1325,8 @@ static strop_status run_stage(ctx *c, strop_model *m, const strop__ynode *st, in
   if ((s = evaluate(c, m, c->test, sr->test))) goto done;
   if ((s = evaluate(c, m, c->val, sr->val))) goto done;
   if (emit_event(c, STROP_EVENT_STAGE_END, sr, m))
-    s = strop__err(STROP_E_CANCELLED, "%s: stopped by the host after stage '%s'", FN, c->stage_name);
+    s = strop__err(STROP_E_CANCELLED, "%s: stopped by the host after stage '%s'", FN,
+                   c->stage_name);
 done:
   strop_trainer_free(t);
   strop_scheduler_free(sch);
@@ -1303,7 +1355,8 @@ static strop_status find_resume_point(ctx *c, int resume) {
   const strop__ynode *stages = section(r, "stages");
   int64_t n_stages = stages ? stages->n : 1;
   if (!out || !strop__run_out_path(r, out, "checkpoint", c->resume_path, sizeof c->resume_path))
-    return strop__recipe_err(FN, r, out ? out : r->root, STROP_E_FORMAT, "resuming needs "
+    return strop__recipe_err(FN, r, out ? out : r->root, STROP_E_FORMAT,
+                             "resuming needs "
                              "'output.checkpoint' (written every train.checkpoint_every steps)");
   if (access(c->resume_path, F_OK) != 0) {
     strop__log(STROP_LOG_INFO, "%s: no checkpoint %s yet: starting from the beginning", FN,
@@ -1317,16 +1370,21 @@ static strop_status find_resume_point(ctx *c, int resume) {
   long long k = tag ? strtoll(tag, &end, 10) : -1;
   if (k >= 0 && k < n_stages) stage_name(stages, k, name);
   if (!tag || end == tag || *end != ':')
-    s = strop__err(STROP_E_FORMAT, "%s: resuming: %s was not written by a recipe run (no "
-                   "\"recipe.stage\" metadata); remove it to start afresh", FN, c->resume_path);
+    s = strop__err(STROP_E_FORMAT,
+                   "%s: resuming: %s was not written by a recipe run (no "
+                   "\"recipe.stage\" metadata); remove it to start afresh",
+                   FN, c->resume_path);
   else if (k < 0 || k >= n_stages)
-    s = strop__err(STROP_E_FORMAT, "%s: resuming: %s belongs to stage %lld, the recipe has %lld "
-                   "stage(s)", FN, c->resume_path, k + 1, (long long)n_stages);
+    s = strop__err(STROP_E_FORMAT,
+                   "%s: resuming: %s belongs to stage %lld, the recipe has %lld "
+                   "stage(s)",
+                   FN, c->resume_path, k + 1, (long long)n_stages);
   else if (strcmp(end + 1, name) != 0)
-    s = strop__err(STROP_E_FORMAT, "%s: resuming: %s was written by stage '%.60s', the recipe's "
-                   "stage %lld is '%s'", FN, c->resume_path, end + 1, k + 1, name);
-  else
-    c->resume_stage = k;
+    s = strop__err(STROP_E_FORMAT,
+                   "%s: resuming: %s was written by stage '%.60s', the recipe's "
+                   "stage %lld is '%s'",
+                   FN, c->resume_path, end + 1, k + 1, name);
+  else c->resume_stage = k;
   strop__ckpt_close(ck);
   return s;
 }
@@ -1354,14 +1412,17 @@ static strop_status check_head(ctx *c, const strop_model *m) {
   int rank = strop_model_output_shape(m, dims, 8);
   if (rank < 1 || rank > 8 || dims[rank - 1] == c->classes) return STROP_OK;
   char node[128] = "";
-  if (strop_model_node_info(m, strop_model_num_nodes(m) - 1, 0, node, sizeof node) < 0) node[0] = 0;
+  if (strop_model_node_info(m, strop_model_num_nodes(m) - 1, 0, node, sizeof node) < 0)
+    node[0] = 0;
   const strop__ynode *d = section(r, "data");
-  const strop__ynode *at = sub(d, "classes") ? sub(d, "classes") : sub(d, "num_classes") ? sub(d, "num_classes") : d;
-  return strop__recipe_err(FN, r, at, STROP_E_SHAPE,
-                           "the data has %lld classes but the model's output '%s' has %lld values "
-                           "per sample; a cross_entropy head needs one per class (out_features: %lld)",
-                           (long long)c->classes, node, (long long)dims[rank - 1],
-                           (long long)c->classes);
+  const strop__ynode *at = sub(d, "classes")       ? sub(d, "classes")
+                           : sub(d, "num_classes") ? sub(d, "num_classes")
+                                                   : d;
+  return strop__recipe_err(
+      FN, r, at, STROP_E_SHAPE,
+      "the data has %lld classes but the model's output '%s' has %lld values "
+      "per sample; a cross_entropy head needs one per class (out_features: %lld)",
+      (long long)c->classes, node, (long long)dims[rank - 1], (long long)c->classes);
 }
 
 /* ---- what the model needs to be used (docs/formats.md, model metadata) ---- */
@@ -1377,8 +1438,9 @@ static const char *class_name(ctx *c, int64_t k, int64_t label, char *buf, size_
 }
 
 static const char *mode_word(int mode) {
-  return mode == STROP_RESIZE_NEAREST ? "nearest"
-         : mode == STROP_RESIZE_BILINEAR_AA ? "bilinear_aa" : "bilinear";
+  return mode == STROP_RESIZE_NEAREST       ? "nearest"
+         : mode == STROP_RESIZE_BILINEAR_AA ? "bilinear_aa"
+                                            : "bilinear";
 }
 
 /* Sets key to the buffer's text (NULL: removes it), reporting an allocation failure. */
@@ -1401,7 +1463,8 @@ static strop_status record_meta(ctx *c, strop_model *m) {
   int64_t dims[8];
   int rank = strop_dataset_input_shape(c->train, dims, 8);
   strop__sbuf_puts(&b, "[");
-  for (int i = 0; i < rank && i < 8; i++) strop__sbuf_printf(&b, "%s%lld", i ? ", " : "", (long long)dims[i]);
+  for (int i = 0; i < rank && i < 8; i++)
+    strop__sbuf_printf(&b, "%s%lld", i ? ", " : "", (long long)dims[i]);
   strop__sbuf_puts(&b, "]");
   if ((s = put_meta(m, "input.shape", &b, 1))) goto done;
   strop__sbuf_printf(&b, "%.17g", c->scale);
@@ -1411,7 +1474,8 @@ static strop_status record_meta(ctx *c, strop_model *m) {
                        (long long)c->resize[1], mode_word(c->resize_mode));
   else if (c->max_size > 0)
     strop__sbuf_printf(&b, "{\"shorter\": %lld, \"max_size\": %lld, \"mode\": \"%s\"}",
-                       (long long)c->resize_shorter, (long long)c->max_size, mode_word(c->shorter_mode));
+                       (long long)c->resize_shorter, (long long)c->max_size,
+                       mode_word(c->shorter_mode));
   else
     strop__sbuf_printf(&b, "{\"shorter\": %lld, \"mode\": \"%s\"}", (long long)c->resize_shorter,
                        mode_word(c->shorter_mode));
@@ -1442,8 +1506,9 @@ static strop_status record_meta(ctx *c, strop_model *m) {
   strop__sbuf_puts(&b, "]");
   /* more classes than the metadata may hold: the model goes without their list; a language
    * model's outputs are its vocabulary, which input.tokenizer names */
-  s = put_meta(m, "classes", &b, c->classes > 0 && b.n <= STROP_META_VALUE_MAX &&
-                                     c->text_task <= 1 + STROP_TEXT_CLASSIFY);
+  s = put_meta(
+      m, "classes", &b,
+      c->classes > 0 && b.n <= STROP_META_VALUE_MAX && c->text_task <= 1 + STROP_TEXT_CLASSIFY);
   if (s) goto done;
   if (c->text_task) {
     static const char *const tasks[] = {"classify", "causal_lm", "prompt_response"};
@@ -1503,7 +1568,8 @@ strop_status strop_recipe_run(const strop_recipe *r, const strop_run_options *us
   int64_t n_stages = stages ? stages->n : 1;
   int scratch = 0;
   const strop__ynode *bl = section(r, "baselines");
-  for (int i = 0; o.baselines && bl && i < bl->n; i++) scratch |= !strcmp(bl->kids[i]->text, "scratch");
+  for (int i = 0; o.baselines && bl && i < bl->n; i++)
+    scratch |= !strcmp(bl->kids[i]->text, "scratch");
   c.stages = n_stages + scratch;
   int64_t total_epochs = 0;
   strop_model *initial = NULL; /* the architecture before training, for the scratch baseline */
@@ -1523,7 +1589,8 @@ strop_status strop_recipe_run(const strop_recipe *r, const strop_run_options *us
     }
     c.stage = i;
     c.stage_name = sr->name;
-    if (st && (s = apply_surgery(&c, m, sub(st, "surgery"), c.seed + 31 * (uint64_t)(i + 1), name)))
+    if (st &&
+        (s = apply_surgery(&c, m, sub(st, "surgery"), c.seed + 31 * (uint64_t)(i + 1), name)))
       break;
     if (i < c.resume_stage) continue; /* done before the checkpoint: its surgery only */
     if ((s = check_head(&c, m))) break;
@@ -1584,7 +1651,9 @@ strop_status strop_recipe_evaluate(const strop_recipe *r, strop_model *model, in
   strop_status s = strop__rd_int(r, r->root, "seed", &seed);
   c.seed = (uint64_t)seed;
   if (!s) s = load_data(&c);
-  strop_dataset *ds = which == STROP_SPLIT_TEST ? c.test : which == STROP_SPLIT_VAL ? c.val : c.train;
+  strop_dataset *ds = which == STROP_SPLIT_TEST  ? c.test
+                      : which == STROP_SPLIT_VAL ? c.val
+                                                 : c.train;
   if (!s && !ds)
     s = strop__err(STROP_E_NOT_FOUND, "%s: %s: the recipe's data has no %s set", fn, r->file,
                    which == STROP_SPLIT_TEST ? "test" : "validation");

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — tuning a recipe: the tune: section becomes a search space over recipe key paths;
  * each trial fine-tunes a clone of the pre-trained model (loaded once) with the trial's
  * values, reports its metric per epoch to the pruner, and the best values are written back
@@ -24,30 +25,38 @@
  * docs generator joins them with the schema of recipe.c and fails on a key without a line. */
 const strop__key_doc strop__tune_key_docs[] = {
     {"tune", "strategy", "the search strategy (default `bayes`)"},
-    {"tune", "trials", "trials of the search in all (default 10), those finished in the trials "
-                       "file counted; `strop tune --trials N` overrides it"},
+    {"tune", "trials",
+     "trials of the search in all (default 10), those finished in the trials "
+     "file counted; `strop tune --trials N` overrides it"},
     {"tune", "seed", "seeds every random choice of the search (default: the recipe's `seed`)"},
-    {"tune", "metric", "what a trial is scored by after its last stage (default "
-                       "`val_accuracy`; accuracies are maximised, losses minimised); the pruner "
-                       "reads it after each epoch of the last stage"},
-    {"tune", "trials_file", "a JSON-lines file of the finished trials, appended as they end; a "
-                            "second run resumes from it (path, relative to the recipe)"},
-    {"tune", "best_recipe", "the recipe with the best trial's values and absolute paths, "
-                            "written at the end, runnable by `strop finetune` (path; not a file "
-                            "the `output` section names)"},
-    {"tune", "plot", "an SVG of the metric per trial and against the first two parameters "
-                     "(path)"},
+    {"tune", "metric",
+     "what a trial is scored by after its last stage (default "
+     "`val_accuracy`; accuracies are maximised, losses minimised); the pruner "
+     "reads it after each epoch of the last stage"},
+    {"tune", "trials_file",
+     "a JSON-lines file of the finished trials, appended as they end; a "
+     "second run resumes from it (path, relative to the recipe)"},
+    {"tune", "best_recipe",
+     "the recipe with the best trial's values and absolute paths, "
+     "written at the end, runnable by `strop finetune` (path; not a file "
+     "the `output` section names)"},
+    {"tune", "plot",
+     "an SVG of the metric per trial and against the first two parameters "
+     "(path)"},
     {"tune", "params", "the search space: one mapping per parameter (below)"},
-    {"tune.params", "key", "the recipe key path the parameter sets: `optimizer.lr`, "
-                           "`data.batch_size`, `\"stages[1].epochs\"` (quoted in a flow "
-                           "mapping)"},
+    {"tune.params", "key",
+     "the recipe key path the parameter sets: `optimizer.lr`, "
+     "`data.batch_size`, `\"stages[1].epochs\"` (quoted in a flow "
+     "mapping)"},
     {"tune.params", "type", "the kind of value (default `float`)"},
     {"tune.params", "low", "float and int: the lowest value (required)"},
     {"tune.params", "high", "float and int: the highest value (required, > low)"},
-    {"tune.params", "log", "float and int: draw on a log scale (default false; needs low > 0, "
-                           "or >= 1 for an int)"},
-    {"tune.params", "choices", "categorical: the values, a list of scalars written into the "
-                               "recipe as they are"},
+    {"tune.params", "log",
+     "float and int: draw on a log scale (default false; needs low > 0, "
+     "or >= 1 for an int)"},
+    {"tune.params", "choices",
+     "categorical: the values, a list of scalars written into the "
+     "recipe as they are"},
     {NULL, NULL, NULL}};
 
 void strop_tune_options_init(strop_tune_options *o) {
@@ -73,10 +82,10 @@ typedef struct trial_state {
   tctx *tc;
   strop_tuner *t;
   int64_t id;
-  int64_t epochs;       /* epochs over all stages */
+  int64_t epochs;        /* epochs over all stages */
   int64_t stage, stages; /* the running stage, and how many the run has */
-  int64_t steps;        /* epochs of the last stage reported to the pruner */
-  double last;          /* the last value reported (NaN: none) */
+  int64_t steps;         /* epochs of the last stage reported to the pruner */
+  double last;           /* the last value reported (NaN: none) */
   int pruned;
   int stop_all;
 } trial_state;
@@ -217,7 +226,8 @@ static int trial(strop_tuner *t, int64_t id, double *value_out, void *u) {
     status = STROP_TRIAL_PRUNED;
     *value_out = ts.last; /* what the table, the plot and the trials file show */
   } else if (s) {
-    strop__log(STROP_LOG_WARN, "%s: trial %lld failed: %s", FN, (long long)id, strop_last_error());
+    strop__log(STROP_LOG_WARN, "%s: trial %lld failed: %s", FN, (long long)id,
+               strop_last_error());
     status = STROP_TRIAL_FAILED;
   } else {
     *value_out = final_value(tc, run);
@@ -309,8 +319,9 @@ static void log_ticks(strop__sbuf *b, double x0, double w, double y, double xl, 
     for (int m = 0; m < (fine ? 3 : 1); m++) {
       double v = e + log10(mant[m]);
       if (v < xl - 1e-9 || v > xh + 1e-9) continue;
-      strop__sbuf_printf(b, "<text class=\"tick-x\" x=\"%.1f\" y=\"%.0f\" font-size=\"11\" "
-                            "text-anchor=\"middle\">%ge%d</text>\n",
+      strop__sbuf_printf(b,
+                         "<text class=\"tick-x\" x=\"%.1f\" y=\"%.0f\" font-size=\"11\" "
+                         "text-anchor=\"middle\">%ge%d</text>\n",
                          x0 + w * (v - xl) / (xh - xl), y, mant[m], (int)e);
     }
 }
@@ -342,26 +353,30 @@ static void svg_panel(strop__sbuf *b, double x0, double y0, double w, double h, 
   }
   yl = ty.lo;
   yh = ty.hi;
-  strop__sbuf_printf(b, "<rect class=\"frame\" x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" "
-                        "fill=\"#fafafa\" stroke=\"#bbb\"/>\n<text x=\"%.0f\" y=\"%.0f\" "
-                        "font-size=\"14\" text-anchor=\"middle\" font-weight=\"bold\">",
+  strop__sbuf_printf(b,
+                     "<rect class=\"frame\" x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" "
+                     "fill=\"#fafafa\" stroke=\"#bbb\"/>\n<text x=\"%.0f\" y=\"%.0f\" "
+                     "font-size=\"14\" text-anchor=\"middle\" font-weight=\"bold\">",
                      x0, y0, w, h, x0 + w / 2, y0 - 10);
   strop__plot_text(b, title);
   strop__sbuf_puts(b, "</text>\n");
   for (int k = 0; k <= ty.n; k++) {
     double v = strop__plot_tick(&ty, k), yy = y0 + h * (1 - (v - yl) / (yh - yl));
-    strop__sbuf_printf(b, "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#e3e3e3\"/>"
-                          "<text class=\"tick-y\" x=\"%.0f\" y=\"%.1f\" font-size=\"11\" "
-                          "text-anchor=\"end\">%.*f</text>\n",
-                       x0, x0 + w, yy, yy, x0 - 5, yy + 4, ty.decimals, v);
+    strop__sbuf_printf(
+        b,
+        "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#e3e3e3\"/>"
+        "<text class=\"tick-y\" x=\"%.0f\" y=\"%.1f\" font-size=\"11\" "
+        "text-anchor=\"end\">%.*f</text>\n",
+        x0, x0 + w, yy, yy, x0 - 5, yy + 4, ty.decimals, v);
   }
   if (logx) {
     log_ticks(b, x0, w, y0 + h + 15, xl, xh);
   } else {
     for (int k = 0; k <= tx.n; k++) {
       double v = strop__plot_tick(&tx, k);
-      strop__sbuf_printf(b, "<text class=\"tick-x\" x=\"%.1f\" y=\"%.0f\" font-size=\"11\" "
-                            "text-anchor=\"middle\">%.*f</text>\n",
+      strop__sbuf_printf(b,
+                         "<text class=\"tick-x\" x=\"%.1f\" y=\"%.0f\" font-size=\"11\" "
+                         "text-anchor=\"middle\">%.*f</text>\n",
                          x0 + w * (v - xl) / (xh - xl), y0 + h + 15, tx.decimals, v);
     }
   }
@@ -373,16 +388,20 @@ static void svg_panel(strop__sbuf *b, double x0, double y0, double w, double h, 
     if (!isfinite(ys[i])) continue;
     double x = x0 + w * ((logx ? log10(xs[i]) : xs[i]) - xl) / (xh - xl);
     double y = y0 + h * (1 - (ys[i] - yl) / (yh - yl));
-    strop__sbuf_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"%s\" fill-opacity=\"0.8\"/>\n",
-                       x, y, ok[i] ? "#1f77b4" : "#aaaaaa");
-    if (best_line && ok[i] && (isnan(best) || (maximize ? ys[i] > best : ys[i] < best))) best = ys[i];
+    strop__sbuf_printf(
+        b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"%s\" fill-opacity=\"0.8\"/>\n", x, y,
+        ok[i] ? "#1f77b4" : "#aaaaaa");
+    if (best_line && ok[i] && (isnan(best) || (maximize ? ys[i] > best : ys[i] < best)))
+      best = ys[i];
     if (best_line && !isnan(best))
       strop__sbuf_printf(&line, "%s%.1f,%.1f", line.n ? " " : "", x,
                          y0 + h * (1 - (best - yl) / (yh - yl)));
   }
   if (line.n)
-    strop__sbuf_printf(b, "<polyline fill=\"none\" stroke=\"#d62728\" stroke-width=\"2\" "
-                          "points=\"%s\"/>\n", line.s);
+    strop__sbuf_printf(b,
+                       "<polyline fill=\"none\" stroke=\"#d62728\" stroke-width=\"2\" "
+                       "points=\"%s\"/>\n",
+                       line.s);
   b->oom |= line.oom;
   strop__sbuf_free(&line);
 }
@@ -392,7 +411,8 @@ static strop_status write_plot(const strop_tuner *t, const char *metric, int max
   int64_t n = strop_tuner_num_trials(t);
   int64_t np = strop_tuner_num_params(t);
   int panels = 1 + (int)(np < 2 ? np : 2);
-  double *xs = strop__calloc((size_t)(n ? n : 1), sizeof *xs), *ys = strop__calloc((size_t)(n ? n : 1), sizeof *ys),
+  double *xs = strop__calloc((size_t)(n ? n : 1), sizeof *xs),
+         *ys = strop__calloc((size_t)(n ? n : 1), sizeof *ys),
          *vs = strop__calloc((size_t)(n ? n : 1), sizeof *vs);
   int *ok = strop__calloc((size_t)(n ? n : 1), sizeof *ok);
   strop__sbuf b;
@@ -406,15 +426,18 @@ static strop_status write_plot(const strop_tuner *t, const char *metric, int max
     int64_t id = strop_tuner_trial_id(t, i);
     int st = 0;
     double v = NAN;
-    if (strop_tuner_trial_result(t, id, &st, &v, NULL, NULL)) {}
+    if (strop_tuner_trial_result(t, id, &st, &v, NULL, NULL)) {
+    }
     xs[i] = (double)id;
     ys[i] = v;
     ok[i] = st == STROP_TRIAL_OK;
   }
   double W = 380.0 * panels + 40, H = 370;
-  strop__sbuf_printf(&b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
-                         "font-family=\"DejaVu Sans, Arial, sans-serif\">\n<rect width=\"100%%\" "
-                         "height=\"100%%\" fill=\"white\"/>\n", W, H);
+  strop__sbuf_printf(&b,
+                     "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+                     "font-family=\"DejaVu Sans, Arial, sans-serif\">\n<rect width=\"100%%\" "
+                     "height=\"100%%\" fill=\"white\"/>\n",
+                     W, H);
   char title[160];
   snprintf(title, sizeof title, "%s per trial", metric);
   svg_panel(&b, 70, 50, 300, 250, title, xs, ys, ok, n, 0, 1, maximize);
@@ -422,13 +445,15 @@ static strop_status write_plot(const strop_tuner *t, const char *metric, int max
     const char *name = strop_tuner_param_name(t, p);
     int logx = 0;
     for (int64_t i = 0; i < n; i++) {
-      if (strop_tuner_trial_value(t, strop_tuner_trial_id(t, i), p, &vs[i])) {}
+      if (strop_tuner_trial_value(t, strop_tuner_trial_id(t, i), p, &vs[i])) {
+      }
       if (vs[i] <= 0) logx = -1;
     }
     /* log axis for log-scaled floats: detect by range */
     double lo = INFINITY, hi = -INFINITY;
     for (int64_t i = 0; i < n; i++) lo = fmin(lo, vs[i]), hi = fmax(hi, vs[i]);
-    logx = logx == 0 && lo > 0 && hi / lo > 50 && strop_tuner_param_kind(t, p) != STROP_PARAM_CATEGORICAL;
+    logx = logx == 0 && lo > 0 && hi / lo > 50 &&
+           strop_tuner_param_kind(t, p) != STROP_PARAM_CATEGORICAL;
     snprintf(title, sizeof title, "%s against %s", metric, name);
     svg_panel(&b, 70 + 380.0 * (p + 1), 50, 300, 250, title, vs, ys, ok, n, logx, 0, maximize);
   }
@@ -436,20 +461,26 @@ static strop_status write_plot(const strop_tuner *t, const char *metric, int max
   int any_bad = 0;
   for (int64_t i = 0; i < n; i++) any_bad |= !ok[i] && isfinite(ys[i]);
   double lx = 70, ly = H - 16;
-  strop__sbuf_printf(&b, "<g class=\"legend\"><circle cx=\"%.0f\" cy=\"%.0f\" r=\"4\" fill=\"#1f77b4\"/>"
-                         "<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\">a trial</text></g>\n",
-                     lx, ly - 4, lx + 10, ly);
+  strop__sbuf_printf(
+      &b,
+      "<g class=\"legend\"><circle cx=\"%.0f\" cy=\"%.0f\" r=\"4\" fill=\"#1f77b4\"/>"
+      "<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\">a trial</text></g>\n",
+      lx, ly - 4, lx + 10, ly);
   lx += 90;
   if (any_bad) {
-    strop__sbuf_printf(&b, "<g class=\"legend\"><circle cx=\"%.0f\" cy=\"%.0f\" r=\"4\" fill=\"#aaaaaa\"/>"
-                           "<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\">pruned or failed (its last "
-                           "value)</text></g>\n", lx, ly - 4, lx + 10, ly);
+    strop__sbuf_printf(
+        &b,
+        "<g class=\"legend\"><circle cx=\"%.0f\" cy=\"%.0f\" r=\"4\" fill=\"#aaaaaa\"/>"
+        "<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\">pruned or failed (its last "
+        "value)</text></g>\n",
+        lx, ly - 4, lx + 10, ly);
     lx += 230;
   }
-  strop__sbuf_printf(&b, "<g class=\"legend\"><line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.0f\" y2=\"%.0f\" "
-                         "stroke=\"#d62728\" stroke-width=\"2\"/><text x=\"%.0f\" y=\"%.0f\" "
-                         "font-size=\"12\">best so far</text></g>\n", lx, lx + 26, ly - 4, ly - 4,
-                     lx + 32, ly);
+  strop__sbuf_printf(&b,
+                     "<g class=\"legend\"><line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.0f\" y2=\"%.0f\" "
+                     "stroke=\"#d62728\" stroke-width=\"2\"/><text x=\"%.0f\" y=\"%.0f\" "
+                     "font-size=\"12\">best so far</text></g>\n",
+                     lx, lx + 26, ly - 4, ly - 4, lx + 32, ly);
   strop__sbuf_puts(&b, "</svg>\n");
   if (b.oom) s = STROP__NOMEM(FN);
   else s = strop__write_file_atomic(FN, path, b.s, b.n);
@@ -462,13 +493,16 @@ done:
   return s;
 }
 
-static strop_status add_params(const strop_recipe *r, const strop__ynode *params, strop_tuner *t) {
+static strop_status add_params(const strop_recipe *r, const strop__ynode *params,
+                               strop_tuner *t) {
   for (int i = 0; params && i < params->n; i++) {
     const strop__ynode *p = params->kids[i];
     const char *key = strop__rd_str(p, "key"), *type = strop__rd_str(p, "type");
     if (!key)
-      return strop__recipe_err(FN, r, p, STROP_E_FORMAT, "tune.params[%d] needs 'key' (a recipe "
-                               "key path such as optimizer.lr)", i);
+      return strop__recipe_err(FN, r, p, STROP_E_FORMAT,
+                               "tune.params[%d] needs 'key' (a recipe "
+                               "key path such as optimizer.lr)",
+                               i);
     strop_status s;
     if (!type || !strcmp(type, "float") || !strcmp(type, "int")) {
       double lo = NAN, hi = NAN;
@@ -477,15 +511,19 @@ static strop_status add_params(const strop_recipe *r, const strop__ynode *params
           (s = strop__rd_bool(r, p, "log", &lg)))
         return s;
       if (isnan(lo) || isnan(hi))
-        return strop__recipe_err(FN, r, p, STROP_E_FORMAT, "tune.params[%d] ('%s') needs 'low' and "
-                                 "'high'", i, key);
+        return strop__recipe_err(FN, r, p, STROP_E_FORMAT,
+                                 "tune.params[%d] ('%s') needs 'low' and "
+                                 "'high'",
+                                 i, key);
       s = type && !strcmp(type, "int") ? strop_tuner_add_int(t, key, (int64_t)lo, (int64_t)hi, lg)
                                        : strop_tuner_add_float(t, key, lo, hi, lg);
     } else {
       const strop__ynode *ch = strop__ynode_get(p, "choices");
       if (!ch || ch->type != STROP__Y_SEQ || ch->n == 0)
-        return strop__recipe_err(FN, r, p, STROP_E_FORMAT, "tune.params[%d] ('%s') needs "
-                                 "'choices: [...]'", i, key);
+        return strop__recipe_err(FN, r, p, STROP_E_FORMAT,
+                                 "tune.params[%d] ('%s') needs "
+                                 "'choices: [...]'",
+                                 i, key);
       const char *items[64];
       int k = 0;
       for (int j = 0; j < ch->n && k < 64; j++) {
@@ -533,7 +571,8 @@ static int64_t finished_trials(const strop_tuner *t) {
   int64_t done = 0;
   for (int64_t i = 0; i < strop_tuner_num_trials(t); i++) {
     int st = STROP_TRIAL_RUNNING;
-    if (strop_tuner_trial_result(t, strop_tuner_trial_id(t, i), &st, NULL, NULL, NULL)) {}
+    if (strop_tuner_trial_result(t, strop_tuner_trial_id(t, i), &st, NULL, NULL, NULL)) {
+    }
     done += st == STROP_TRIAL_OK || st == STROP_TRIAL_FAILED || st == STROP_TRIAL_PRUNED;
   }
   return done;
@@ -545,8 +584,8 @@ static strop_status check_best_recipe_path(const strop_recipe *r, const strop__y
   char best[1024], other[1200];
   if (!strop__rd_path(r, tu, "best_recipe", best, sizeof best)) return STROP_OK;
   static const char *const tune_keys[] = {"trials_file", "plot"};
-  static const char *const out_keys[] = {"weights", "spec", "checkpoint", "metrics", "plot",
-                                         "report"};
+  static const char *const out_keys[] = {"weights", "spec", "checkpoint",
+                                         "metrics", "plot", "report"};
   const strop__ynode *out = strop__ynode_get(r->root, "output");
   for (size_t i = 0; i < sizeof tune_keys / sizeof tune_keys[0]; i++)
     if (strop__rd_path(r, tu, tune_keys[i], other, sizeof other) && !strcmp(best, other))
@@ -558,7 +597,8 @@ static strop_status check_best_recipe_path(const strop_recipe *r, const strop__y
       return strop__recipe_err(FN, r, strop__ynode_get(tu, "best_recipe"), STROP_E_FORMAT,
                                "'tune.best_recipe' is '%s', where 'output.%s' is written too: "
                                "running the tuned recipe would overwrite it; name one of them "
-                               "otherwise", best, out_keys[i]);
+                               "otherwise",
+                               best, out_keys[i]);
   return STROP_OK;
 }
 
@@ -576,7 +616,8 @@ strop_status strop_recipe_tune(const strop_recipe *r, const strop_tune_options *
     return strop__recipe_err(FN, r, r->root, STROP_E_FORMAT, "the recipe has no 'tune' section");
   const strop__ynode *params = strop__ynode_get(tu, "params");
   if (!params || params->type != STROP__Y_SEQ || params->n == 0)
-    return strop__recipe_err(FN, r, tu, STROP_E_FORMAT, "'tune.params' must list at least one "
+    return strop__recipe_err(FN, r, tu, STROP_E_FORMAT,
+                             "'tune.params' must list at least one "
                              "parameter");
   const char *strategy = strop__rd_str(tu, "strategy"), *metric = strop__rd_str(tu, "metric");
   int64_t trials = 10, seed = 0, workers = 1;
@@ -600,22 +641,26 @@ strop_status strop_recipe_tune(const strop_recipe *r, const strop_tune_options *
     double vf = 0;
     int64_t vk = 0;
     const strop__ynode *d = strop__ynode_get(r->root, "data");
-    if ((s = strop__rd_float(r, d, "val_fraction", &vf)) || (s = strop__rd_int(r, d, "val_few_shot", &vk)))
+    if ((s = strop__rd_float(r, d, "val_fraction", &vf)) ||
+        (s = strop__rd_int(r, d, "val_few_shot", &vk)))
       return s;
     if (vf <= 0 && vk <= 0)
-      return strop__recipe_err(FN, r, tu, STROP_E_FORMAT, "tune.metric '%s' needs validation data: "
-                               "set data.val_fraction or data.val_few_shot", metric);
+      return strop__recipe_err(FN, r, tu, STROP_E_FORMAT,
+                               "tune.metric '%s' needs validation data: "
+                               "set data.val_fraction or data.val_few_shot",
+                               metric);
   }
   int strat = strategy && !strcmp(strategy, "grid")     ? STROP_TUNE_GRID
               : strategy && !strcmp(strategy, "random") ? STROP_TUNE_RANDOM
                                                         : STROP_TUNE_BAYES;
   strop_tuner *t = NULL;
-  if ((s = strop_tuner_create(strat, (uint64_t)seed, maximize ? STROP_TUNE_MAXIMIZE : STROP_TUNE_MINIMIZE, &t)))
+  if ((s = strop_tuner_create(strat, (uint64_t)seed,
+                              maximize ? STROP_TUNE_MAXIMIZE : STROP_TUNE_MINIMIZE, &t)))
     return s;
   pthread_mutex_init(&tc.mu, NULL);
   if ((s = add_params(r, params, t)) || (s = apply_tuner_knobs(r, tu, t)) ||
-      (o.time_budget != 0 && (s = strop_tuner_set_double(t, STROP_TUNE_TIME_BUDGET,
-                                                          o.time_budget))) ||
+      (o.time_budget != 0 &&
+       (s = strop_tuner_set_double(t, STROP_TUNE_TIME_BUDGET, o.time_budget))) ||
       (s = strop_tuner_get_int(t, STROP_TUNE_N_WORKERS, &workers)) ||
       (s = check_best_recipe_path(r, tu)))
     goto fail;
@@ -629,8 +674,10 @@ strop_status strop_recipe_tune(const strop_recipe *r, const strop_tune_options *
       te.key = "tune.trials_file";
       te.count = finished_trials(t);
       if (host_event(&tc, &te)) {
-        s = strop__err(STROP_E_CANCELLED, "%s: stopped by the host's callback before the first "
-                       "trial", FN);
+        s = strop__err(STROP_E_CANCELLED,
+                       "%s: stopped by the host's callback before the first "
+                       "trial",
+                       FN);
         goto fail;
       }
     }
@@ -638,7 +685,8 @@ strop_status strop_recipe_tune(const strop_recipe *r, const strop_tune_options *
     if (strop_dist_rank(o.dist) == 0 && (s = strop_tuner_set_log(t, path))) goto fail;
   }
   if ((s = strop__recipe_build_model(r, STROP_RUN_FINETUNE, &tc.base))) goto fail;
-  if (workers > 1 && strop_set_num_threads(1)) {} /* one BLAS thread per trial */
+  if (workers > 1 && strop_set_num_threads(1)) {
+  } /* one BLAS thread per trial */
   /* tune.trials counts the finished trials of the file too; interrupted ones run again first */
   int64_t done = finished_trials(t);
   if (strop_dist_size(o.dist) > 1) {

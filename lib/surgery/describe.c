@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — what a surgery plan would do, in words: one line per edit as it runs, and the
  * comparison of the model before and after at the end of a dry run (strop_surgery_describe). */
 #include <stdio.h>
@@ -29,18 +30,19 @@ void strop__describe_node(strop__sbuf *log, const strop_model *m, int i) {
   const strop__node *nd = &m->nodes[i];
   char b[96];
   strop__sbuf_printf(log, "'%s' (%s) output %s, %lld parameters", nd->name, nd->vt->type,
-                  strop__shape_str(&nd->out_shape, b, sizeof b),
-                  (long long)strop__node_count(nd, 0));
+                     strop__shape_str(&nd->out_shape, b, sizeof b),
+                     (long long)strop__node_count(nd, 0));
 }
 
 void strop__describe_edit_head(strop__sbuf *log, const strop_surgery *s, int k) {
   const strop__edit *e = &s->e[k];
   strop__sbuf_printf(log, "edit %d: %s '%s'", k + 1, strop__edit_kind_names[e->kind],
-                  e->target ? e->target : e->name);
+                     e->target ? e->target : e->name);
   if (e->kind == STROP__E_INSERT_AFTER || e->kind == STROP__E_INSERT_BEFORE)
     strop__sbuf_printf(log, " new '%s'", e->name);
-  if (e->type) strop__sbuf_printf(log, " %s%s%s", e->type, e->options && *e->options ? " " : "",
-                                e->options ? e->options : "");
+  if (e->type)
+    strop__sbuf_printf(log, " %s%s%s", e->type, e->options && *e->options ? " " : "",
+                       e->options ? e->options : "");
   strop__sbuf_printf(log, ": ");
 }
 
@@ -68,7 +70,7 @@ void strop__describe_diff(strop__sbuf *t, const strop_model *a, const strop__wor
     int j = strop__model_node_find(a, b->nodes[i].name);
     if (j < 0 || (a->nodes[j].vt == b->nodes[i].vt && !strop__work_aux(w, i)->fresh)) continue;
     strop__sbuf_printf(t, "%s %s (%s -> %s)", sep, b->nodes[i].name, a->nodes[j].vt->type,
-                    b->nodes[i].vt->type);
+                       b->nodes[i].vt->type);
     sep = ",";
   }
   strop__sbuf_printf(t, "%s\nparameters added:", *sep ? "" : " none");
@@ -112,12 +114,11 @@ void strop__describe_diff(strop__sbuf *t, const strop_model *a, const strop__wor
       unfrozen += !was && p->trainable;
     }
   strop__sbuf_printf(t, "%s\nparameter tensors newly frozen: %lld, newly trainable: %lld\n",
-                  *sep ? "" : " none", (long long)frozen, (long long)unfrozen);
+                     *sep ? "" : " none", (long long)frozen, (long long)unfrozen);
   strop__sbuf_printf(t, "output shape: %s -> %s\n",
-                  strop__shape_str(&a->nodes[a->n_nodes - 1].out_shape, s1, sizeof s1),
-                  strop__shape_str(&b->nodes[b->n_nodes - 1].out_shape, s2, sizeof s2));
+                     strop__shape_str(&a->nodes[a->n_nodes - 1].out_shape, s1, sizeof s1),
+                     strop__shape_str(&b->nodes[b->n_nodes - 1].out_shape, s2, sizeof s2));
   strop__sbuf_printf(t, "parameters: %lld -> %lld; trainable: %lld -> %lld\n",
-                  (long long)model_count(a, 0), (long long)model_count(b, 0),
-                  (long long)model_count(a, 1), (long long)model_count(b, 1));
+                     (long long)model_count(a, 0), (long long)model_count(b, 0),
+                     (long long)model_count(a, 1), (long long)model_count(b, 1));
 }
-

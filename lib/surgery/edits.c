@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the structural and flag edits of a surgery plan on its working copy: freeze and
  * unfreeze, parameter groups, replace, insert, append, remove and truncate. Nodes change
  * through graph/edit.c; this file decides what each edit means and keeps each node's seed. */
@@ -73,8 +74,8 @@ strop_status strop__work_resolve_one(const strop_model *m, const char *pat, int 
     }
   if (!hits) return strop__err(STROP_E_NOT_FOUND, "no node matches '%s'", pat);
   if (hits > 1)
-    return strop__err(STROP_E_INVALID_ARG, "'%s' matches %d nodes (%s); this edit takes one",
-                      pat, hits, list);
+    return strop__err(STROP_E_INVALID_ARG, "'%s' matches %d nodes (%s); this edit takes one", pat,
+                      hits, list);
   return STROP_OK;
 }
 
@@ -104,8 +105,10 @@ static strop_status ed_flags(strop__work *w, const strop__edit *e) {
       if (!hit) continue;
       if (p->is_buffer) {
         if (exact && strcmp(p->name, g) == 0)
-          return strop__err(STROP_E_INVALID_ARG, "'%s' is a buffer (%s statistics), not a "
-                            "trainable parameter", g, nd->vt->type);
+          return strop__err(STROP_E_INVALID_ARG,
+                            "'%s' is a buffer (%s statistics), not a "
+                            "trainable parameter",
+                            g, nd->vt->type);
         continue;
       }
       any = 1;
@@ -134,25 +137,24 @@ static strop_status ed_flags(strop__work *w, const strop__edit *e) {
       bn++;
     }
   }
-  if (!tensors && !bn)
-    return strop__err(STROP_E_NOT_FOUND, "no parameter matches '%s'", g);
+  if (!tensors && !bn) return strop__err(STROP_E_NOT_FOUND, "no parameter matches '%s'", g);
   if (!w->log) return STROP_OK;
   if (e->kind == STROP__E_PARAM_GROUP) {
     strop__sbuf_printf(w->log, "%lld parameter tensors (%lld values):", (long long)tensors,
-                    (long long)values);
+                       (long long)values);
     if (e->lr_mult >= 0.0f) strop__sbuf_printf(w->log, " lr_mult %g", (double)e->lr_mult);
     if (e->no_decay >= 0)
       strop__sbuf_printf(w->log, "%s weight decay %s", e->lr_mult >= 0.0f ? "," : "",
-                      e->no_decay ? "off" : "on");
+                         e->no_decay ? "off" : "on");
     strop__sbuf_printf(w->log, "\n");
     return STROP_OK;
   }
   const char *verb = e->kind == STROP__E_FREEZE ? "frozen" : "trainable";
   strop__sbuf_printf(w->log, "%lld parameter tensors (%lld values) %s, %lld of them changed",
-                  (long long)tensors, (long long)values, verb, (long long)changed);
+                     (long long)tensors, (long long)values, verb, (long long)changed);
   if (bn)
     strop__sbuf_printf(w->log, "; %lld BatchNorm node%s %s inference mode", (long long)bn,
-                    bn == 1 ? "" : "s", e->kind == STROP__E_FREEZE ? "kept in" : "out of");
+                       bn == 1 ? "" : "s", e->kind == STROP__E_FREEZE ? "kept in" : "out of");
   strop__sbuf_printf(w->log, "\n");
   return STROP_OK;
 }
@@ -218,7 +220,7 @@ static strop_status ed_replace(strop__work *w, const strop__edit *e) {
   if (st) return st;
   if (w->log) {
     strop__sbuf_printf(w->log, "was %s output %s, %lld parameters; now ", oldtype,
-                    strop__shape_str(&oldshape, b, sizeof b), (long long)oldcount);
+                       strop__shape_str(&oldshape, b, sizeof b), (long long)oldcount);
     strop__describe_node(w->log, m, idx + count - 1);
     strop__sbuf_printf(w->log, ", initialised from seed %llu\n", (unsigned long long)e->seed);
   }
@@ -306,7 +308,8 @@ static strop_status ed_truncate(strop__work *w, const strop__edit *e) {
   int dropped = 0;
   for (int i = m->n_nodes - 1; i >= 0; i--) {
     if (keep[i]) continue;
-    if (w->log) strop__sbuf_printf(w->log, "%s'%s'", dropped ? ", " : "dropped ", m->nodes[i].name);
+    if (w->log)
+      strop__sbuf_printf(w->log, "%s'%s'", dropped ? ", " : "dropped ", m->nodes[i].name);
     dropped++;
     strop__gedit_delete(&w->g, i);
   }
@@ -322,16 +325,16 @@ static strop_status ed_truncate(strop__work *w, const strop__edit *e) {
 
 strop_status strop__edit_run(strop__work *w, const strop__edit *e) {
   switch (e->kind) {
-  case STROP__E_FREEZE:
-  case STROP__E_UNFREEZE:
-  case STROP__E_PARAM_GROUP: return ed_flags(w, e);
-  case STROP__E_REPLACE: return ed_replace(w, e);
-  case STROP__E_INSERT_AFTER:
-  case STROP__E_INSERT_BEFORE:
-  case STROP__E_APPEND: return ed_insert(w, e);
-  case STROP__E_REMOVE: return ed_remove(w, e);
-  case STROP__E_TRUNCATE: return ed_truncate(w, e);
-  case STROP__E_LORA: return strop__edit_lora(w, e);
-  default: return strop__err(STROP_E_INTERNAL, "unknown edit kind %d", e->kind);
+    case STROP__E_FREEZE:
+    case STROP__E_UNFREEZE:
+    case STROP__E_PARAM_GROUP: return ed_flags(w, e);
+    case STROP__E_REPLACE: return ed_replace(w, e);
+    case STROP__E_INSERT_AFTER:
+    case STROP__E_INSERT_BEFORE:
+    case STROP__E_APPEND: return ed_insert(w, e);
+    case STROP__E_REMOVE: return ed_remove(w, e);
+    case STROP__E_TRUNCATE: return ed_truncate(w, e);
+    case STROP__E_LORA: return strop__edit_lora(w, e);
+    default: return strop__err(STROP_E_INTERNAL, "unknown edit kind %d", e->kind);
   }
 }

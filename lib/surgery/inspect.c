@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — looking at a model before and after surgery: deep clone, a text summary table and
  * the memory a training step will need (weights, gradients, optimizer state, activations). */
 #include <stdio.h>
@@ -46,7 +47,7 @@ int64_t strop_model_summary(const strop_model *model, char *buf, size_t cap) {
   strop__sbuf t;
   memset(&t, 0, sizeof t);
   strop__sbuf_printf(&t, "%-*s  %-*s  %-*s  %12s  %s\n", wn, "name", wt, "type", ws, "output",
-                  "params", "trainable");
+                     "params", "trainable");
   int64_t total = 0, trainable = 0, buffers = 0;
   for (int i = 0; i < model->n_nodes; i++) {
     const strop__node *n = &model->nodes[i];
@@ -57,14 +58,15 @@ int64_t strop_model_summary(const strop_model *model, char *buf, size_t cap) {
     trainable += strop__node_count(n, 1);
     int bn_eval = (n->vt->flags & STROP__LAYER_BATCHSTATS) && n->frozen_stats;
     strop__sbuf_printf(&t, "%-*s  %-*s  %-*s  %12lld  %s%s\n", wn, n->name, wt, n->vt->type, ws,
-                    model->finalized ? strop__shape_str(&n->out_shape, sh, sizeof sh) : "?",
-                    (long long)c, trainable_word(n), bn_eval ? " (bn-eval)" : "");
+                       model->finalized ? strop__shape_str(&n->out_shape, sh, sizeof sh) : "?",
+                       (long long)c, trainable_word(n), bn_eval ? " (bn-eval)" : "");
   }
-  strop__sbuf_printf(&t, "input %s; %d nodes; %lld parameters: %lld trainable, %lld frozen; "
-                  "%lld buffer values\n",
-                  strop__shape_str(&model->in_shape, sh, sizeof sh), model->n_nodes,
-                  (long long)total, (long long)trainable, (long long)(total - trainable),
-                  (long long)buffers);
+  strop__sbuf_printf(&t,
+                     "input %s; %d nodes; %lld parameters: %lld trainable, %lld frozen; "
+                     "%lld buffer values\n",
+                     strop__shape_str(&model->in_shape, sh, sizeof sh), model->n_nodes,
+                     (long long)total, (long long)trainable, (long long)(total - trainable),
+                     (long long)buffers);
   int64_t n = strop__sbuf_out(fn, &t, buf, cap);
   strop__sbuf_free(&t);
   return n;
@@ -80,8 +82,10 @@ strop_status strop_model_memory_estimate(const strop_model *model, int64_t batch
     return strop__err(STROP_E_INVALID_ARG, "%s: batch must be >= 1, got %lld", fn,
                       (long long)batch);
   if (optimizer_slots < 0 || optimizer_slots > 8)
-    return strop__err(STROP_E_INVALID_ARG, "%s: optimizer_slots must be in 0..8 (0 SGD, "
-                      "1 momentum, 2 Adam), got %d", fn, optimizer_slots);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: optimizer_slots must be in 0..8 (0 SGD, "
+                      "1 momentum, 2 Adam), got %d",
+                      fn, optimizer_slots);
   size_t w = 0, g = 0, fwd = 0, bwd = 0, slots;
   /* which nodes backward visits: a trainable parameter at or upstream (as the graph does) */
   int up_cap = model->n_nodes ? model->n_nodes : 1;
@@ -110,8 +114,10 @@ strop_status strop_model_memory_estimate(const strop_model *model, int64_t batch
                             &out) ||
         fwd + out < fwd || (u && bwd + out < bwd)) {
       if (up != up_local) strop__free(up);
-      return strop__err(STROP_E_SHAPE, "%s: batch %lld: the activations overflow a byte count at "
-                        "node '%s'", fn, (long long)batch, n->name);
+      return strop__err(STROP_E_SHAPE,
+                        "%s: batch %lld: the activations overflow a byte count at "
+                        "node '%s'",
+                        fn, (long long)batch, n->name);
     }
     fwd += out;
     if (u) bwd += out;
@@ -135,7 +141,7 @@ typedef struct step_figures {
                                         it once warm (with the loss's gradient), and the GEMM's
                                         packing buffers (gemm) */
   size_t gemm;
-  double act_fixed, act_per_sample;  /* act = fixed + per_sample batch, as extrapolated */
+  double act_fixed, act_per_sample; /* act = fixed + per_sample batch, as extrapolated */
 } step_figures;
 
 static size_t figures_peak(const step_figures *f) {
@@ -147,8 +153,8 @@ static size_t figures_peak(const step_figures *f) {
  * otherwise at 2 and 4 samples and extrapolated. */
 static strop_status plan_figures(const char *fn, strop_model *m, int64_t batch,
                                  const strop__shape *shape, int slots, step_figures *f) {
-  strop_status s = strop_model_memory_estimate(m, batch, slots, &f->weights, &f->grads,
-                                               &f->optim, NULL);
+  strop_status s = strop_model_memory_estimate(m, batch, slots, &f->weights, &f->grads, &f->optim,
+                                               NULL);
   if (s) return s;
   const int64_t n1 = batch <= 4 ? batch : 2, n2 = batch <= 4 ? batch : 4;
   size_t a1 = 0, a2 = 0, o1 = 0, o2 = 0;
@@ -186,8 +192,8 @@ static strop_status sample_shape_in(const char *fn, const strop_model *m, const 
   out->rank = rank;
   for (int i = 0; i < rank; i++) {
     if (dims[i] < 1)
-      return strop__err(STROP_E_INVALID_ARG, "%s: sample_shape[%d] must be >= 1, got %lld", fn,
-                        i, (long long)dims[i]);
+      return strop__err(STROP_E_INVALID_ARG, "%s: sample_shape[%d] must be >= 1, got %lld", fn, i,
+                        (long long)dims[i]);
     out->d[i] = dims[i];
   }
   return STROP_OK;
@@ -200,14 +206,16 @@ static strop_status step_args(const char *fn, strop_model *m, int64_t batch, int
     return strop__err(STROP_E_INVALID_ARG, "%s: batch must be in [1, 2^40], got %lld", fn,
                       (long long)batch);
   if (slots < 0 || slots > 8)
-    return strop__err(STROP_E_INVALID_ARG, "%s: optimizer_slots must be in 0..8 (0 SGD, "
-                      "1 momentum, 2 Adam), got %d", fn, slots);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: optimizer_slots must be in 0..8 (0 SGD, "
+                      "1 momentum, 2 Adam), got %d",
+                      fn, slots);
   return STROP_OK;
 }
 
 strop_status strop_model_step_memory(strop_model *model, int64_t batch,
-                                     const int64_t *sample_shape, int rank,
-                                     int optimizer_slots, size_t *activations, size_t *peak) {
+                                     const int64_t *sample_shape, int rank, int optimizer_slots,
+                                     size_t *activations, size_t *peak) {
   static const char fn[] = "strop_model_step_memory";
   strop_status s = step_args(fn, model, batch, optimizer_slots);
   strop__shape shape;
@@ -230,8 +238,8 @@ static const char *mb(size_t bytes, char *buf, size_t cap) {
 }
 
 strop_status strop_model_check_memory(strop_model *model, int64_t batch,
-                                      const int64_t *sample_shape, int rank,
-                                      int optimizer_slots, size_t limit) {
+                                      const int64_t *sample_shape, int rank, int optimizer_slots,
+                                      size_t limit) {
   static const char fn[] = "strop_model_check_memory";
   strop_status s = step_args(fn, model, batch, optimizer_slots);
   strop__shape shape;
@@ -244,11 +252,13 @@ strop_status strop_model_check_memory(strop_model *model, int64_t batch,
   char a[32], b[32], c[32], d[32], e[32], l[32];
   strop__sbuf t;
   memset(&t, 0, sizeof t);
-  strop__sbuf_printf(&t, "%s: a training step of batch %lld needs about %s at its peak "
+  strop__sbuf_printf(&t,
+                     "%s: a training step of batch %lld needs about %s at its peak "
                      "(weights and buffers %s, gradients %s, optimizer state %s, step memory %s),"
-                     " over the limit of %s; to fit:", fn, (long long)batch, mb(peak, a, sizeof a),
-                     mb(f.weights, b, sizeof b), mb(f.grads, c, sizeof c), mb(f.optim, d, sizeof d),
-                     mb(f.act, e, sizeof e), mb(limit, l, sizeof l));
+                     " over the limit of %s; to fit:",
+                     fn, (long long)batch, mb(peak, a, sizeof a), mb(f.weights, b, sizeof b),
+                     mb(f.grads, c, sizeof c), mb(f.optim, d, sizeof d), mb(f.act, e, sizeof e),
+                     mb(limit, l, sizeof l));
   /* with checkpointing: planned again with "auto" when the model has blocks and it is off */
   if (!model->ckpt_pattern && strop_model_set_checkpointing(model, "auto") == STROP_OK) {
     step_figures g;
@@ -260,10 +270,11 @@ strop_status strop_model_check_memory(strop_model *model, int64_t batch,
       return s;
     }
     if (g.act < f.act) {
-      strop__sbuf_printf(&t, " activation checkpointing (strop_model_set_checkpointing(model, "
+      strop__sbuf_printf(&t,
+                         " activation checkpointing (strop_model_set_checkpointing(model, "
                          "\"auto\"), recipe key model.checkpointing: auto) takes the step "
-                         "memory to %s (peak %s%s);", mb(g.act, a, sizeof a),
-                         mb(figures_peak(&g), b, sizeof b),
+                         "memory to %s (peak %s%s);",
+                         mb(g.act, a, sizeof a), mb(figures_peak(&g), b, sizeof b),
                          figures_peak(&g) <= limit ? ", which fits" : "");
     }
   }
@@ -273,13 +284,13 @@ strop_status strop_model_check_memory(strop_model *model, int64_t batch,
   if (room >= (double)strop__arena_footprint(0) && f.act_per_sample > 0)
     fit = (room - f.act_fixed) / f.act_per_sample;
   if (fit > (double)batch - 1) fit = (double)batch - 1; /* (rounding at the edge) */
-  if (fit >= 1)
-    strop__sbuf_printf(&t, " a batch of %lld fits;", (long long)fit);
-  else
-    strop__sbuf_printf(&t, " no batch fits with these weights;");
-  strop__sbuf_printf(&t, " frozen weights in BF16 or 8 bits (issue 21) halve or quarter what "
+  if (fit >= 1) strop__sbuf_printf(&t, " a batch of %lld fits;", (long long)fit);
+  else strop__sbuf_printf(&t, " no batch fits with these weights;");
+  strop__sbuf_printf(&t,
+                     " frozen weights in BF16 or 8 bits (issue 21) halve or quarter what "
                      "the frozen part holds; freezing more of the model drops its gradients and "
-                     "optimizer state (%s now)", mb(f.grads + f.optim, a, sizeof a));
+                     "optimizer state (%s now)",
+                     mb(f.grads + f.optim, a, sizeof a));
   s = strop__err(STROP_E_NOMEM, "%s", t.s && !t.oom ? t.s : fn);
   strop__sbuf_free(&t);
   return s;

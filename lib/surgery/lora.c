@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the LoRA edit of a surgery plan: adapters on every node or part the glob names, as
  * each layer type's LoRA description says (a linear becomes a lora_linear of the same options;
  * an attention node gets adapters on the projections named "<node>.q_proj" ...). */
@@ -13,15 +14,16 @@ static strop_status add_whole(strop__work *w, const strop__edit *e, int i, uint6
   strop__node *nd = &m->nodes[i];
   strop__naux *a = strop__work_aux(w, i);
   const strop__layer_vtable *vt = strop__layer_find(nd->vt->lora->adapter_type);
-  if (!vt) return strop__err(STROP_E_INTERNAL, "layer type '%s' is not registered",
-                             nd->vt->lora->adapter_type);
+  if (!vt)
+    return strop__err(STROP_E_INTERNAL, "layer type '%s' is not registered",
+                      nd->vt->lora->adapter_type);
   char r[32], al[40], dr[40];
   snprintf(r, sizeof r, "%lld", (long long)e->rank);
   snprintf(al, sizeof al, "%.9g", (double)e->alpha);
   snprintf(dr, sizeof dr, "%.9g", (double)e->dropout);
   /* a node this plan created keeps re-inferring its input size, as it did before */
-  const char *over[] = {"r", r, "alpha", al, "dropout", dr,
-                        a->fresh ? "in_features" : NULL, "auto", NULL};
+  const char *over[] = {"r",    r,   "alpha", al, "dropout", dr, a->fresh ? "in_features" : NULL,
+                        "auto", NULL};
   strop_status st = strop__gedit_retype(m, i, vt, over);
   if (st) return st;
   if (a->fresh) {
@@ -49,12 +51,15 @@ static strop_status add_parts(strop__work *w, const strop__edit *e, int i, int m
   strop__naux *a = strop__work_aux(w, i);
   const strop__lora_ops *lo = nd->vt->lora;
   if (e->dropout > 0.0f)
-    return strop__err(STROP_E_UNSUPPORTED, "node '%s' (%s): LoRA dropout on its projections is "
-                      "not supported (dropout %g; use 0)", nd->name, nd->vt->type,
-                      (double)e->dropout);
+    return strop__err(STROP_E_UNSUPPORTED,
+                      "node '%s' (%s): LoRA dropout on its projections is "
+                      "not supported (dropout %g; use 0)",
+                      nd->name, nd->vt->type, (double)e->dropout);
   if (lo->merged && lo->merged(nd))
-    return strop__err(STROP_E_STATE, "node '%s': its adapters are merged; unmerge them before "
-                      "adding more", nd->name);
+    return strop__err(STROP_E_STATE,
+                      "node '%s': its adapters are merged; unmerge them before "
+                      "adding more",
+                      nd->name);
   for (int p = 0; lo->parts[p]; p++) {
     if (!(mask & (1 << p))) continue;
     lo->set(nd->cfg, p, e->rank, e->alpha);
@@ -113,7 +118,8 @@ strop_status strop__edit_lora(strop__work *w, const strop__edit *e) {
     if (nd->vt->lora && !nd->vt->lora->parts && !nd->vt->lora->adapter_type)
       return strop__err(STROP_E_INVALID_ARG, "node '%s' already has LoRA adapters", e->target);
     if (!takes_whole(nd))
-      return strop__err(STROP_E_INVALID_ARG, "node '%s' is %s; LoRA applies to linear nodes "
+      return strop__err(STROP_E_INVALID_ARG,
+                        "node '%s' is %s; LoRA applies to linear nodes "
                         "and attention projections ('<node>.q_proj', k_proj, v_proj, out_proj)",
                         e->target, nd->vt->type);
   }
@@ -127,7 +133,7 @@ strop_status strop__edit_lora(strop__work *w, const strop__edit *e) {
       for (int p = 0; w->log && nd->vt->lora->parts[p]; p++)
         if (mask & (1 << p))
           strop__sbuf_printf(w->log, "%s'%s.%s'", hits ? ", " : "adapters on ", nd->name,
-                          nd->vt->lora->parts[p]);
+                             nd->vt->lora->parts[p]);
       hits++;
       continue;
     }
@@ -137,11 +143,15 @@ strop_status strop__edit_lora(strop__work *w, const strop__edit *e) {
     hits++;
   }
   if (!hits)
-    return strop__err(STROP_E_NOT_FOUND, "no linear node matches '%s' (nor an attention "
-                      "projection '<node>.q_proj' ...)", e->target);
+    return strop__err(STROP_E_NOT_FOUND,
+                      "no linear node matches '%s' (nor an attention "
+                      "projection '<node>.q_proj' ...)",
+                      e->target);
   if ((st = strop__work_reinfer(w))) return st;
   if (w->log)
-    strop__sbuf_printf(w->log, " (r=%lld, alpha=%g, dropout=%g; base frozen, lora_A/lora_B "
-                    "trainable)\n", (long long)e->rank, (double)e->alpha, (double)e->dropout);
+    strop__sbuf_printf(w->log,
+                       " (r=%lld, alpha=%g, dropout=%g; base frozen, lora_A/lora_B "
+                       "trainable)\n",
+                       (long long)e->rank, (double)e->alpha, (double)e->dropout);
   return STROP_OK;
 }

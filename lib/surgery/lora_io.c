@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — LoRA adapters as a whole: merge into / unmerge from the base weights, and the
  * adapter files in Hugging Face PEFT's layout (adapter_model.safetensors + adapter_config.json)
  * so adapters move between strop and PEFT. */
@@ -33,17 +34,19 @@ strop_status strop__mts_get(const strop_model *m, char ***names, int *n) {
   if (st == STROP_E_NOMEM) return strop__err(st, "out of memory");
   const strop__jnode *r = st ? NULL : strop__json_at(&j, 0);
   int ok = r && r->type == STROP__J_ARR;
-  for (const strop__jnode *c = ok ? strop__json_at(&j, r->child) : NULL; c; c = strop__json_at(&j, c->next))
+  for (const strop__jnode *c = ok ? strop__json_at(&j, r->child) : NULL; c;
+       c = strop__json_at(&j, c->next))
     ok = ok && c->type == STROP__J_STR && c->len > 0;
   if (!ok) {
     strop__json_free(&j);
     return strop__err(STROP_E_FORMAT, "the model's metadata '" MTS_KEY "' is not a JSON list of "
-                      "node names (docs/formats.md, model metadata)");
+                                      "node names (docs/formats.md, model metadata)");
   }
   const int count = r->count;
   char **v2 = strop__calloc((size_t)count + 1, sizeof *v2);
   int k = 0;
-  for (const strop__jnode *c = v2 ? strop__json_at(&j, r->child) : NULL; c; c = strop__json_at(&j, c->next), k++)
+  for (const strop__jnode *c = v2 ? strop__json_at(&j, r->child) : NULL; c;
+       c = strop__json_at(&j, c->next), k++)
     if (!(v2[k] = strop__strdup(c->str))) break;
   strop__json_free(&j);
   if (!v2 || k < count) {
@@ -135,10 +138,8 @@ static int module_at(const strop_model *m, int k, lmodule *out) {
       const strop__lora_ops *lo = n->vt->lora;
       out->n = n;
       out->r = lo->rank(n, p, &out->alpha, &out->dropout);
-      if (lo->parts)
-        snprintf(out->name, sizeof out->name, "%s.%s", n->name, lo->parts[p]);
-      else
-        snprintf(out->name, sizeof out->name, "%s", n->name);
+      if (lo->parts) snprintf(out->name, sizeof out->name, "%s.%s", n->name, lo->parts[p]);
+      else snprintf(out->name, sizeof out->name, "%s", n->name);
       return 1;
     }
   }
@@ -187,10 +188,8 @@ static char *join(const char *dir, const char *file) {
 
 /* a JSON number for a float: integral values without a fraction, as PEFT writes them */
 static void json_float(strop__sbuf *t, double v) {
-  if (v == floor(v) && fabs(v) < 1e15)
-    strop__sbuf_printf(t, "%lld", (long long)v);
-  else
-    strop__sbuf_printf(t, "%.7g", v);
+  if (v == floor(v) && fabs(v) < 1e15) strop__sbuf_printf(t, "%lld", (long long)v);
+  else strop__sbuf_printf(t, "%.7g", v);
 }
 
 /* Adds the full weights of the modules_to_save nodes under PEFT's names (the module's own
@@ -209,8 +208,10 @@ static strop_status save_modules(const char *fn, const strop_model *m, strop__st
   for (int i = 0; !st && i < n; i++) {
     int idx = strop__model_node_find(m, names[i]);
     if (idx < 0) {
-      st = strop__err(STROP_E_NOT_FOUND, "%s: the model's metadata '" MTS_KEY "' names '%s', "
-                      "which is not a node of the model", fn, names[i]);
+      st = strop__err(STROP_E_NOT_FOUND,
+                      "%s: the model's metadata '" MTS_KEY "' names '%s', "
+                      "which is not a node of the model",
+                      fn, names[i]);
       break;
     }
     strop__sbuf_printf(cfg, "%s", i ? ", " : "");
@@ -244,15 +245,15 @@ strop_status strop_model_lora_save(const strop_model *model, const char *dir) {
   char name[512];
   strop_status st = st_path && cfg_path ? strop__st_writer_create(fn, &w) : STROP__NOMEM(fn);
   if (!st) st = strop__st_writer_set_meta(w, "format", "pt");
-  strop__sbuf_printf(&cfg, "{\n  \"peft_type\": \"LORA\",\n  \"r\": %lld,\n  \"lora_alpha\": ",
-                  (long long)c0.r);
+  strop__sbuf_printf(
+      &cfg, "{\n  \"peft_type\": \"LORA\",\n  \"r\": %lld,\n  \"lora_alpha\": ", (long long)c0.r);
   json_float(&cfg, c0.alpha);
   strop__sbuf_printf(&cfg, ",\n  \"lora_dropout\": ");
   json_float(&cfg, c0.dropout);
   strop__sbuf_printf(&cfg, ",\n  \"bias\": \"none\",\n  \"fan_in_fan_out\": false,\n"
-                  "  \"inference_mode\": true,\n  \"init_lora_weights\": true,\n"
-                  "  \"task_type\": null,\n  \"base_model_name_or_path\": null,\n"
-                  "  \"modules_to_save\": ");
+                           "  \"inference_mode\": true,\n  \"init_lora_weights\": true,\n"
+                           "  \"task_type\": null,\n  \"base_model_name_or_path\": null,\n"
+                           "  \"modules_to_save\": ");
   if (!st) st = save_modules(fn, model, w, &cfg);
   strop__sbuf_printf(&cfg, ",\n  \"target_modules\": [");
   for (int k = 0; !st && module_at(model, k, &mod); k++) {
@@ -260,7 +261,8 @@ strop_status strop_model_lora_save(const strop_model *model, const char *dir) {
     static const char *const sfx[2] = {"lora_A.weight", "lora_B.weight"};
     for (int j = 0; !st && j < 2; j++) {
       snprintf(name, sizeof name, "%s.%s", mod.name, sfx[j]);
-      const strop__param *p = strop__node_param((strop__node *)mod.n, name + strlen(mod.n->name) + 1);
+      const strop__param *p = strop__node_param((strop__node *)mod.n,
+                                                name + strlen(mod.n->name) + 1);
       if (!p || !p->data) {
         st = strop__err(STROP_E_INTERNAL, "%s: module '%s' lacks '%s'", fn, mod.name, sfx[j]);
         break;
@@ -325,7 +327,7 @@ typedef struct lmod {
 typedef struct kmod {
   const char *name; /* in the parsed config */
   int node;
-  int *t;           /* tensor indices of the file */
+  int *t; /* tensor indices of the file */
   int nt;
   int recreate;
 } kmod;
@@ -362,10 +364,11 @@ static strop_status plan_module(const char *fn, const char *path, const strop_mo
   const int linear = !strcmp(nd->vt->type, "linear") || !strcmp(nd->vt->type, "lora_linear");
   if (!linear || w < 0 || f->t[w].rank != 2 || k->nt != 1 + (b >= 0) ||
       (b >= 0 && (f->t[b].rank != 1 || f->t[b].dims[0] != f->t[w].dims[0])))
-    return strop__err(STROP_E_SHAPE, "%s: %s: module '%s' of modules_to_save does not fit node "
+    return strop__err(STROP_E_SHAPE,
+                      "%s: %s: module '%s' of modules_to_save does not fit node "
                       "'%s' (%s) of the model, and only a linear node can be made anew from a "
-                      "file's weight [out, in] (and bias [out])", fn, path, k->name, nd->name,
-                      nd->vt->type);
+                      "file's weight [out, in] (and bias [out])",
+                      fn, path, k->name, nd->name, nd->vt->type);
   char opts[160];
   snprintf(opts, sizeof opts, "in_features=%lld out_features=%lld bias=%s",
            (long long)f->t[w].dims[1], (long long)f->t[w].dims[0], b >= 0 ? "true" : "false");
@@ -428,13 +431,15 @@ strop_status strop_model_lora_load(strop_model *model, const char *dir) {
     if (pt && (pt->type != STROP__J_STR || strcmp(pt->str, "LORA") != 0))
       st = strop__err(STROP_E_UNSUPPORTED, "%s: %s: peft_type is not \"LORA\"", fn, cfg_path);
     else if ((rs && rs->type == STROP__J_TRUE) || (dora && dora->type == STROP__J_TRUE))
-      st = strop__err(STROP_E_UNSUPPORTED, "%s: %s: %s adapters are not supported", fn,
-                      cfg_path, rs && rs->type == STROP__J_TRUE ? "rsLoRA" : "DoRA");
+      st = strop__err(STROP_E_UNSUPPORTED, "%s: %s: %s adapters are not supported", fn, cfg_path,
+                      rs && rs->type == STROP__J_TRUE ? "rsLoRA" : "DoRA");
     alpha = jnum(strop__json_get(&j, root, "lora_alpha"), 8.0);
     dropout = jnum(strop__json_get(&j, root, "lora_dropout"), 0.0);
     if (!st && (!(alpha > 0.0) || !(dropout >= 0.0 && dropout < 1.0)))
-      st = strop__err(STROP_E_FORMAT, "%s: %s: lora_alpha must be > 0 and lora_dropout in "
-                      "[0, 1), got %g and %g", fn, cfg_path, alpha, dropout);
+      st = strop__err(STROP_E_FORMAT,
+                      "%s: %s: lora_alpha must be > 0 and lora_dropout in "
+                      "[0, 1), got %g and %g",
+                      fn, cfg_path, alpha, dropout);
     mts = strop__json_get(&j, root, "modules_to_save");
     if (mts && mts->type == STROP__J_NULL) mts = NULL;
     int ok = !mts || mts->type == STROP__J_ARR;
@@ -442,8 +447,10 @@ strop_status strop_model_lora_load(strop_model *model, const char *dir) {
          e = strop__json_at(&j, e->next))
       ok = ok && e->type == STROP__J_STR && e->len > 0;
     if (!st && !ok)
-      st = strop__err(STROP_E_FORMAT, "%s: %s: modules_to_save must be null or a list of module "
-                      "names", fn, cfg_path);
+      st = strop__err(STROP_E_FORMAT,
+                      "%s: %s: modules_to_save must be null or a list of module "
+                      "names",
+                      fn, cfg_path);
   }
   if (!st) st = strop__st_open(fn, st_path, &f);
   if (!st) mods = strop__calloc((size_t)(f->n ? f->n : 1), sizeof *mods);
@@ -458,8 +465,10 @@ strop_status strop_model_lora_load(strop_model *model, const char *dir) {
       keep[nk].t = strop__calloc((size_t)f->n + 1, sizeof *keep[nk].t);
       if (!keep[nk].t) st = STROP__NOMEM(fn);
       else if (keep[nk].node < 0)
-        st = strop__err(STROP_E_NOT_FOUND, "%s: %s: module '%s' of modules_to_save is not a "
-                        "node of the model", fn, cfg_path, e->str);
+        st = strop__err(STROP_E_NOT_FOUND,
+                        "%s: %s: module '%s' of modules_to_save is not a "
+                        "node of the model",
+                        fn, cfg_path, e->str);
     }
   }
   /* group the tensors: adapters by module; a listed module's own weights by module */
@@ -480,9 +489,11 @@ strop_status strop_model_lora_load(strop_model *model, const char *dir) {
           owner = k;
       }
       if (owner < 0) {
-        st = strop__err(STROP_E_FORMAT, "%s: %s: tensor '%s' is neither a LoRA adapter of a "
+        st = strop__err(STROP_E_FORMAT,
+                        "%s: %s: tensor '%s' is neither a LoRA adapter of a "
                         "linear module ('" PREFIX "<module>.lora_A.weight' or '.lora_B.weight') "
-                        "nor a weight of a module in modules_to_save", fn, st_path, tn);
+                        "nor a weight of a module in modules_to_save",
+                        fn, st_path, tn);
         break;
       }
       keep[owner].t[keep[owner].nt++] = i;
@@ -514,8 +525,10 @@ strop_status strop_model_lora_load(strop_model *model, const char *dir) {
                       st_path, mods[k].name, ta ? "A" : "B", ta ? "B" : "A");
     else if (ta->rank != 2 || tb->rank != 2 || ta->dims[0] != tb->dims[1] || ta->dims[0] < 1 ||
              !strop__dtype_is_float(ta->dtype) || !strop__dtype_is_float(tb->dtype))
-      st = strop__err(STROP_E_FORMAT, "%s: %s: module '%s': lora_A and lora_B must be float "
-                      "matrices [r, in] and [out, r]", fn, st_path, mods[k].name);
+      st = strop__err(STROP_E_FORMAT,
+                      "%s: %s: module '%s': lora_A and lora_B must be float "
+                      "matrices [r, in] and [out, r]",
+                      fn, st_path, mods[k].name);
   }
   /* one plan: the heads to make anew first, then LoRA on every module; then the saved values
    * into the edited copy */
@@ -542,12 +555,12 @@ strop_status strop_model_lora_load(strop_model *model, const char *dir) {
         break;
       }
       if (t->dims[0] != p->dims[0] || t->dims[1] != p->dims[1])
-        st = strop__err(STROP_E_SHAPE, "%s: %s: '%s' is [%lld, %lld] but module '%s' needs "
-                        "[%lld, %lld]", fn, st_path, t->name, (long long)t->dims[0],
-                        (long long)t->dims[1], mods[k].name, (long long)p->dims[0],
-                        (long long)p->dims[1]);
-      else
-        st = strop__st_read_f32(fn, t, p->data, p->numel);
+        st = strop__err(STROP_E_SHAPE,
+                        "%s: %s: '%s' is [%lld, %lld] but module '%s' needs "
+                        "[%lld, %lld]",
+                        fn, st_path, t->name, (long long)t->dims[0], (long long)t->dims[1],
+                        mods[k].name, (long long)p->dims[0], (long long)p->dims[1]);
+      else st = strop__st_read_f32(fn, t, p->data, p->numel);
     }
   }
   if (!st) {

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the surgery plan: edits recorded by name or glob, run in order on a clone of the
  * model (edits.c, lora.c), then swapped in as one transaction, so a failing edit leaves the
  * model exactly as it was. Plans of flag edits only run in place with a backup of the flags. */
@@ -7,9 +8,9 @@
 
 #include "surgery/surgery_impl.h"
 
-const char *const strop__edit_kind_names[] = {"freeze", "unfreeze", "replace", "insert_after",
-                                              "insert_before", "remove", "truncate", "append",
-                                              "lora", "param_group"};
+const char *const strop__edit_kind_names[] = {
+    "freeze", "unfreeze", "replace", "insert_after", "insert_before",
+    "remove", "truncate", "append",  "lora",         "param_group"};
 
 /* ---- building the plan ---- */
 strop_status strop_surgery_create(strop_model *model, strop_surgery **out) {
@@ -18,8 +19,10 @@ strop_status strop_surgery_create(strop_model *model, strop_surgery **out) {
   *out = NULL;
   if (!model) return strop__err(STROP_E_INVALID_ARG, "%s: model is NULL", fn);
   if (!model->finalized)
-    return strop__err(STROP_E_STATE, "%s: the model is not finalized; build it with "
-                      "strop_model_add and strop_model_finalize first", fn);
+    return strop__err(STROP_E_STATE,
+                      "%s: the model is not finalized; build it with "
+                      "strop_model_add and strop_model_finalize first",
+                      fn);
   strop_surgery *s = strop__calloc(1, sizeof *s);
   if (!s) return STROP__NOMEM(fn);
   s->model = model;
@@ -153,7 +156,8 @@ static strop_status add_insert(const char *fn, strop_surgery *s, int kind, const
   if (st) return st;
   if (kind != STROP__E_APPEND && empty(node))
     return strop__err(STROP_E_INVALID_ARG, "%s: node is NULL or empty", fn);
-  if (empty(new_name)) return strop__err(STROP_E_INVALID_ARG, "%s: new_name is NULL or empty", fn);
+  if (empty(new_name))
+    return strop__err(STROP_E_INVALID_ARG, "%s: new_name is NULL or empty", fn);
   if ((st = check_layer(fn, new_name, type, options))) return st;
   strop__edit e = {0};
   e.kind = kind;
@@ -170,11 +174,10 @@ strop_status strop_surgery_insert_after(strop_surgery *s, const char *node, cons
                     options);
 }
 
-strop_status strop_surgery_insert_before(strop_surgery *s, const char *node,
-                                         const char *new_name, const char *type,
-                                         const char *options) {
-  return add_insert("strop_surgery_insert_before", s, STROP__E_INSERT_BEFORE, node, new_name, type,
-                    options);
+strop_status strop_surgery_insert_before(strop_surgery *s, const char *node, const char *new_name,
+                                         const char *type, const char *options) {
+  return add_insert("strop_surgery_insert_before", s, STROP__E_INSERT_BEFORE, node, new_name,
+                    type, options);
 }
 
 strop_status strop_surgery_append(strop_surgery *s, const char *new_name, const char *type,
@@ -207,7 +210,8 @@ strop_status strop_surgery_lora(strop_surgery *s, const char *glob, int64_t rank
   if (st) return st;
   if (empty(glob)) return strop__err(STROP_E_INVALID_ARG, "%s: glob is NULL or empty", fn);
   if (rank < 1 || rank > INT32_MAX)
-    return strop__err(STROP_E_INVALID_ARG, "%s: rank must be >= 1, got %lld", fn, (long long)rank);
+    return strop__err(STROP_E_INVALID_ARG, "%s: rank must be >= 1, got %lld", fn,
+                      (long long)rank);
   if (!(alpha > 0.0f) || !isfinite(alpha))
     return strop__err(STROP_E_INVALID_ARG, "%s: alpha must be > 0, got %g", fn, (double)alpha);
   if (!(dropout >= 0.0f && dropout < 1.0f))
@@ -232,11 +236,15 @@ strop_status strop_surgery_param_group(strop_surgery *s, const char *glob, float
     return strop__err(STROP_E_INVALID_ARG, "%s: lr_mult must be finite, got %g", fn,
                       (double)lr_mult);
   if (no_decay > 1)
-    return strop__err(STROP_E_INVALID_ARG, "%s: no_decay must be 0, 1 or negative (unchanged), "
-                      "got %d", fn, no_decay);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: no_decay must be 0, 1 or negative (unchanged), "
+                      "got %d",
+                      fn, no_decay);
   if (lr_mult < 0.0f && no_decay < 0)
-    return strop__err(STROP_E_INVALID_ARG, "%s: nothing to change (lr_mult and no_decay are "
-                      "both negative)", fn);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: nothing to change (lr_mult and no_decay are "
+                      "both negative)",
+                      fn);
   strop__edit e = {0};
   e.kind = STROP__E_PARAM_GROUP;
   e.target = (char *)glob;
@@ -276,7 +284,8 @@ strop_status strop__surgery_run(const char *fn, const strop_surgery *s, strop__s
                                 strop_model **out, int *flags_only) {
   *out = NULL;
   if (flags_only) *flags_only = plan_flags_only(s);
-  if (!s->model->finalized) return strop__err(STROP_E_STATE, "%s: the model is not finalized", fn);
+  if (!s->model->finalized)
+    return strop__err(STROP_E_STATE, "%s: the model is not finalized", fn);
   strop_model *c = NULL;
   strop_status st = strop__model_clone(s->model, &c);
   if (st) {
@@ -371,7 +380,8 @@ strop_status strop_surgery_apply(strop_surgery *s) {
   static const char fn[] = "strop_surgery_apply";
   strop_status st = check_plan(fn, s);
   if (st) return st;
-  if (!s->model->finalized) return strop__err(STROP_E_STATE, "%s: the model is not finalized", fn);
+  if (!s->model->finalized)
+    return strop__err(STROP_E_STATE, "%s: the model is not finalized", fn);
   if (plan_flags_only(s)) return apply_flags_in_place(fn, s);
   strop_model *c = NULL;
   if ((st = strop__surgery_run(fn, s, NULL, &c, NULL))) return st;
@@ -402,7 +412,7 @@ int64_t strop_surgery_describe(const strop_surgery *s, char *buf, size_t cap) {
   strop__sbuf t;
   memset(&t, 0, sizeof t);
   strop__sbuf_printf(&t, "surgery plan of %d edit%s on a model of %d nodes\n", s->n,
-                  s->n == 1 ? "" : "s", s->model->n_nodes);
+                     s->n == 1 ? "" : "s", s->model->n_nodes);
   strop_model *c = NULL;
   strop_status st = strop__surgery_run(fn, s, &t, &c, NULL);
   strop_model_free(c);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the storage of frozen weights: the model's frozen dtype (FP32, BF16 or int8 with
  * per-channel scales) and the one transactional pass that makes every parameter hold it. */
 #include <string.h>
@@ -52,8 +53,10 @@ strop_status strop__model_store(const char *fn, strop_model *m, int dtype) {
         strop__lowp_free(&v[k].lowp);
       }
       strop__free(v);
-      return strop__err(STROP_E_NOMEM, "%s: out of memory converting '%s' (%zu values) to %s; "
-                        "the model is unchanged", fn, p->name, p->numel, dtype_name(want));
+      return strop__err(STROP_E_NOMEM,
+                        "%s: out of memory converting '%s' (%zu values) to %s; "
+                        "the model is unchanged",
+                        fn, p->name, p->numel, dtype_name(want));
     }
   }
   for (int k = 0; k < n; k++) {
@@ -73,8 +76,10 @@ strop_status strop_model_set_frozen_dtype(strop_model *model, int dtype) {
   static const char fn[] = "strop_model_set_frozen_dtype";
   if (!model) return strop__err(STROP_E_INVALID_ARG, "%s: model is NULL", fn);
   if (dtype != STROP_DTYPE_F32 && dtype != STROP_DTYPE_BF16 && dtype != STROP_DTYPE_INT8)
-    return strop__err(STROP_E_INVALID_ARG, "%s: dtype must be STROP_DTYPE_F32 (0), "
-                      "STROP_DTYPE_BF16 (1) or STROP_DTYPE_INT8 (2), got %d", fn, dtype);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: dtype must be STROP_DTYPE_F32 (0), "
+                      "STROP_DTYPE_BF16 (1) or STROP_DTYPE_INT8 (2), got %d",
+                      fn, dtype);
   if (!model->finalized) return strop__err(STROP_E_STATE, "%s: the model is not finalized", fn);
   return strop__model_store(fn, model, dtype);
 }

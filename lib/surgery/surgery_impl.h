@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — surgery internals shared by the files of lib/surgery: the plan and its edits, the
  * working copy they run on (plan.c runs it as a transaction, edits.c and lora.c change it,
  * describe.c reports it). */
@@ -9,19 +10,25 @@
 #include "graph/graph.h"
 #include "strop/surgery.h"
 
-
 /* ---- the plan ---- */
 enum {
-  STROP__E_FREEZE, STROP__E_UNFREEZE, STROP__E_REPLACE, STROP__E_INSERT_AFTER,
-  STROP__E_INSERT_BEFORE, STROP__E_REMOVE, STROP__E_TRUNCATE, STROP__E_APPEND, STROP__E_LORA,
+  STROP__E_FREEZE,
+  STROP__E_UNFREEZE,
+  STROP__E_REPLACE,
+  STROP__E_INSERT_AFTER,
+  STROP__E_INSERT_BEFORE,
+  STROP__E_REMOVE,
+  STROP__E_TRUNCATE,
+  STROP__E_APPEND,
+  STROP__E_LORA,
   STROP__E_PARAM_GROUP
 };
 extern const char *const strop__edit_kind_names[];
 
 typedef struct strop__edit {
   int kind;
-  char *target;  /* node or glob; NULL for append */
-  char *name;    /* new node's name (insert, append) */
+  char *target; /* node or glob; NULL for append */
+  char *name;   /* new node's name (insert, append) */
   char *type;
   char *options;
   uint64_t seed; /* replace */
@@ -52,10 +59,10 @@ typedef struct strop__naux {
 } strop__naux;
 
 typedef struct strop__work {
-  strop__gedit g;    /* the model being edited, a strop__naux per node */
-  strop__sbuf *log;  /* one line per edit, or NULL */
-  uint64_t seed;     /* the plan's seed */
-  int k;             /* index of the running edit */
+  strop__gedit g;   /* the model being edited, a strop__naux per node */
+  strop__sbuf *log; /* one line per edit, or NULL */
+  uint64_t seed;    /* the plan's seed */
+  int k;            /* index of the running edit */
 } strop__work;
 
 static inline strop__naux *strop__work_aux(const strop__work *w, int i) {

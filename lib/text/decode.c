@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — decoders: ids back to text through the tokenizer's chain (GPT-2's byte map,
  * Metaspace, WordPiece's ##, byte fallback, fuse, strip, replace) or SentencePiece's rules. */
 #include <string.h>
@@ -99,9 +100,10 @@ static strop_status put_replaced(tx_work *w, slist *l, const tx_pattern *pat, co
   return st;
 }
 
-static const char *WP_CLEANUP[][2] = {
-    {" .", "."},     {" ?", "?"},   {" !", "!"},   {" ,", ","},   {" ' ", "'"}, {" n't", "n't"},
-    {" 'm", "'m"},   {" do not", " don't"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
+static const char *WP_CLEANUP[][2] = {{" .", "."},     {" ?", "?"},           {" !", "!"},
+                                      {" ,", ","},     {" ' ", "'"},          {" n't", "n't"},
+                                      {" 'm", "'m"},   {" do not", " don't"}, {" 's", "'s"},
+                                      {" 've", "'ve"}, {" 're", "'re"}};
 
 /* Hugging Face's WordPiece cleanup: each replacement over the whole string in turn. */
 static strop_status wp_cleanup(slist *l, const char *s, size_t n) {
@@ -200,7 +202,8 @@ static strop_status decode_step(strop_tokenizer *tok, const tx_dec *d, const sli
         }
         if (!st) st = sl_put(&one, s, n);
         if (!st) st = sl_begin(out);
-        if (!st) st = d->cleanup ? wp_cleanup(out, one.pool, one.n) : sl_put(out, one.pool, one.n);
+        if (!st)
+          st = d->cleanup ? wp_cleanup(out, one.pool, one.n) : sl_put(out, one.pool, one.n);
         sl_free(&one);
       }
       return st;
@@ -263,7 +266,8 @@ static strop_status decode_step(strop_tokenizer *tok, const tx_dec *d, const sli
         if (!st) st = put_replaced(&tok->w, out, &pat, STR(in, i), in->len[i], rep, strlen(rep));
       }
       return st;
-    default: return strop__err(STROP_E_INTERNAL, "strop_tokenizer_decode: decoder kind %d", d->kind);
+    default:
+      return strop__err(STROP_E_INTERNAL, "strop_tokenizer_decode: decoder kind %d", d->kind);
   }
 }
 
@@ -345,8 +349,10 @@ int64_t strop__tx_decode(strop_tokenizer *tok, const int64_t *ids, int64_t n, in
   for (int64_t i = 0; i < n; i++) {
     size_t k;
     if (ids[i] < 0 || ids[i] >= tok->size || !strop__tx_id_str(tok, (int32_t)ids[i], &k)) {
-      strop__err(STROP_E_INVALID_ARG, "%s: ids[%lld] = %lld is not an id of this tokenizer "
-                 "(0 .. %lld)", fn, (long long)i, (long long)ids[i], (long long)tok->size - 1);
+      strop__err(STROP_E_INVALID_ARG,
+                 "%s: ids[%lld] = %lld is not an id of this tokenizer "
+                 "(0 .. %lld)",
+                 fn, (long long)i, (long long)ids[i], (long long)tok->size - 1);
       return -1;
     }
   }

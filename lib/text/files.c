@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — finding and reading tokenizer files: a folder's tokenizer.json or .model, GPT-2's
  * vocab.json + merges.txt (built as Hugging Face's GPT-2 converter does), BERT's vocab.txt
  * (as its BERT converter does), tokenizer_config.json's few settings; and writing a file. */
@@ -28,8 +29,10 @@ strop_status strop__tx_read_file(const char *fn, const char *path, size_t max, c
   }
   if ((uint64_t)sb.st_size > max) {
     close(fd);
-    return strop__err(STROP_E_IO, "%s: %s has %lld bytes, more than the %zu a tokenizer file may "
-                      "have", fn, path, (long long)sb.st_size, max);
+    return strop__err(STROP_E_IO,
+                      "%s: %s has %lld bytes, more than the %zu a tokenizer file may "
+                      "have",
+                      fn, path, (long long)sb.st_size, max);
   }
   size_t size = (size_t)sb.st_size;
   char *buf = strop__malloc(size + 1);
@@ -66,7 +69,8 @@ strop_status strop__tx_write_file(const char *fn, const char *path, const char *
   snprintf(tmp, pl + 32, "%s.tmp%ld", path, (long)getpid());
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
-    strop_status st = strop__err(STROP_E_IO, "%s: cannot create %s: %s", fn, tmp, strerror(errno));
+    strop_status st = strop__err(STROP_E_IO, "%s: cannot create %s: %s", fn, tmp,
+                                 strerror(errno));
     strop__free(tmp);
     return st;
   }
@@ -122,8 +126,8 @@ strop_status strop__tx_load_gpt2(struct json_t *root, const char *merges, size_t
   tx_model *m = &t->model;
   m->kind = TX_M_BPE;
   if (!json_is_object(root)) {
-    st = strop__err(STROP_E_FORMAT, "%s: %s: a vocabulary must be a JSON object of token: id",
-                    FN, where);
+    st = strop__err(STROP_E_FORMAT, "%s: %s: a vocabulary must be a JSON object of token: id", FN,
+                    where);
     goto done;
   }
   if ((st = strop__tx_vocab_reserve(&m->vocab, json_object_size(root)))) goto done;
@@ -168,19 +172,29 @@ strop_status strop__tx_load_gpt2(struct json_t *root, const char *merges, size_t
     const char *sp = memchr(s, ' ', n);
     if (!sp || sp == s || sp + 1 == s + n || memchr(sp + 1, ' ', (size_t)(s + n - sp - 1)) ||
         n >= sizeof buf) {
-      st = strop__err(STROP_E_FORMAT, "%s: %s (merges): line %zu is not two tokens separated by "
-                      "one space", FN, where, line);
+      st = strop__err(STROP_E_FORMAT,
+                      "%s: %s (merges): line %zu is not two tokens separated by "
+                      "one space",
+                      FN, where, line);
       goto done;
     }
     size_t an = (size_t)(sp - s), bn = n - an - 1;
-    int32_t a = strop__tx_vocab_find(&m->vocab, s, an), b = strop__tx_vocab_find(&m->vocab, sp + 1, bn);
+    int32_t a = strop__tx_vocab_find(&m->vocab, s, an),
+            b = strop__tx_vocab_find(&m->vocab, sp + 1, bn);
     memcpy(buf, s, an);
     memcpy(buf + an, sp + 1, bn);
     int32_t to = strop__tx_vocab_find(&m->vocab, buf, an + bn);
     if (a < 0 || b < 0 || to < 0) {
-      st = strop__err(STROP_E_FORMAT, "%s: %s (merges): line %zu: \"%.*s\" is not in the "
-                      "vocabulary", FN, where, line, (int)(a < 0 ? an : b < 0 ? bn : an + bn),
-                      a < 0 ? s : b < 0 ? sp + 1 : buf);
+      st = strop__err(STROP_E_FORMAT,
+                      "%s: %s (merges): line %zu: \"%.*s\" is not in the "
+                      "vocabulary",
+                      FN, where, line,
+                      (int)(a < 0   ? an
+                            : b < 0 ? bn
+                                    : an + bn),
+                      a < 0   ? s
+                      : b < 0 ? sp + 1
+                              : buf);
       goto done;
     }
     if (nm == cap) {
@@ -284,7 +298,8 @@ strop_status strop__tx_load_bert(const char *vocab, size_t vn, const char *where
     st = STROP__NOMEM(FN);
     goto fail;
   }
-  int32_t cls = strop__tx_vocab_find(&m->vocab, "[CLS]", 5), sep = strop__tx_vocab_find(&m->vocab, "[SEP]", 5);
+  int32_t cls = strop__tx_vocab_find(&m->vocab, "[CLS]", 5),
+          sep = strop__tx_vocab_find(&m->vocab, "[SEP]", 5);
   if (cls >= 0 && sep >= 0) {
     t->post = strop__calloc(1, sizeof *t->post);
     if (!t->post) {
@@ -330,8 +345,8 @@ strop_status strop__tx_load_bert(const char *vocab, size_t vn, const char *where
   static const char *SPECIAL[] = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
   for (int k = 0; k < 5; k++) {
     int32_t sid = strop__tx_vocab_find(&m->vocab, SPECIAL[k], strlen(SPECIAL[k]));
-    if (sid >= 0 && (st = strop__tx_add(t, SPECIAL[k], strlen(SPECIAL[k]), sid,
-                                        STROP_TOKEN_SPECIAL, FN)))
+    if (sid >= 0 &&
+        (st = strop__tx_add(t, SPECIAL[k], strlen(SPECIAL[k]), sid, STROP_TOKEN_SPECIAL, FN)))
       goto fail;
   }
   if ((st = strop__tx_finish(t, FN))) goto fail;
@@ -414,7 +429,8 @@ static strop_status load_file(const char *path, const strop_tokenizer_options *o
   int json = 0;
   if (!ends_with(base, ".model")) {
     size_t i = 0;
-    while (i < n && (data[i] == ' ' || data[i] == '\n' || data[i] == '\t' || data[i] == '\r')) i++;
+    while (i < n && (data[i] == ' ' || data[i] == '\n' || data[i] == '\t' || data[i] == '\r'))
+      i++;
     json = ends_with(base, ".json") || (i < n && data[i] == '{');
   }
   if (json) {
@@ -442,8 +458,10 @@ static strop_status load_file(const char *path, const strop_tokenizer_options *o
       }
     }
     if (!other) {
-      st = strop__err(STROP_E_NOT_FOUND, "%s: %s is a vocabulary (token: id) without merges.txt "
-                      "or vocab.bpe beside it", FN, path);
+      st = strop__err(STROP_E_NOT_FOUND,
+                      "%s: %s is a vocabulary (token: id) without merges.txt "
+                      "or vocab.bpe beside it",
+                      FN, path);
       goto done;
     }
     st = gpt2_pair(root, path, other, dir, o, out);
@@ -490,22 +508,26 @@ strop_status strop_tokenizer_load(const char *path, const strop_tokenizer_option
   strop_tokenizer_options_init(&o);
   if (opt) {
     if (opt->size < sizeof opt->size)
-      return strop__err(STROP_E_INVALID_ARG, "%s: opt->size is %zu: fill opt with "
-                        "strop_tokenizer_options_init()", FN, opt->size);
+      return strop__err(STROP_E_INVALID_ARG,
+                        "%s: opt->size is %zu: fill opt with "
+                        "strop_tokenizer_options_init()",
+                        FN, opt->size);
     size_t k = opt->size < sizeof o ? opt->size : sizeof o;
     memcpy((char *)&o + sizeof o.size, (const char *)opt + sizeof o.size, k - sizeof o.size);
   }
   if (o.lowercase < -1 || o.lowercase > 1 || o.add_prefix_space < -1 || o.add_prefix_space > 1 ||
       o.add_bos < 0 || o.add_bos > 1 || o.add_eos < 0 || o.add_eos > 1)
-    return strop__err(STROP_E_INVALID_ARG, "%s: options must be -1, 0 or 1 (lowercase %d, "
-                      "add_prefix_space %d, add_bos %d, add_eos %d)", FN, o.lowercase,
-                      o.add_prefix_space, o.add_bos, o.add_eos);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: options must be -1, 0 or 1 (lowercase %d, "
+                      "add_prefix_space %d, add_bos %d, add_eos %d)",
+                      FN, o.lowercase, o.add_prefix_space, o.add_bos, o.add_eos);
   struct stat sb;
-  if (stat(path, &sb)) return strop__err(STROP_E_IO, "%s: cannot open %s: %s", FN, path, strerror(errno));
+  if (stat(path, &sb))
+    return strop__err(STROP_E_IO, "%s: cannot open %s: %s", FN, path, strerror(errno));
   if (!S_ISDIR(sb.st_mode)) return load_file(path, &o, out);
-  static const char *ORDER[] = {"tokenizer.json", "tokenizer.model", "spiece.model",
-                                "sentencepiece.bpe.model", "vocab.json", "encoder.json",
-                                "vocab.txt"};
+  static const char *ORDER[] = {
+      "tokenizer.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model",
+      "vocab.json",     "encoder.json",    "vocab.txt"};
   for (size_t i = 0; i < sizeof ORDER / sizeof ORDER[0]; i++) {
     char *p = join(path, ORDER[i]);
     if (!p) return STROP__NOMEM(FN);
@@ -516,7 +538,8 @@ strop_status strop_tokenizer_load(const char *path, const strop_tokenizer_option
     }
     strop__free(p);
   }
-  return strop__err(STROP_E_NOT_FOUND, "%s: %s holds none of tokenizer.json, tokenizer.model, "
+  return strop__err(STROP_E_NOT_FOUND,
+                    "%s: %s holds none of tokenizer.json, tokenizer.model, "
                     "spiece.model, sentencepiece.bpe.model, vocab.json + merges.txt, vocab.txt",
                     FN, path);
 }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — Hugging Face's tokenizer.json, read and written with jansson: every component the
  * loader knows becomes a pipeline stage; anything else is refused with the file, the component
  * and the type named. */
@@ -20,7 +21,8 @@ typedef struct jctx {
 /* "FILE: WHERE: message" */
 static strop_status jerr(const jctx *c, strop_status st, const char *where, const char *fmt, ...)
     STROP__PRINTF(4, 5);
-static strop_status jerr(const jctx *c, strop_status st, const char *where, const char *fmt, ...) {
+static strop_status jerr(const jctx *c, strop_status st, const char *where, const char *fmt,
+                         ...) {
   char msg[512];
   va_list ap;
   va_start(ap, fmt);
@@ -56,8 +58,8 @@ static strop_status jbool(const jctx *c, const json_t *o, const char *key, int d
   return STROP_OK;
 }
 
-static strop_status jint(const jctx *c, const json_t *o, const char *key, int64_t def,
-                         int64_t lo, int64_t hi, int64_t *out, const char *where) {
+static strop_status jint(const jctx *c, const json_t *o, const char *key, int64_t def, int64_t lo,
+                         int64_t hi, int64_t *out, const char *where) {
   json_t *v = json_object_get(o, key);
   if (!v || json_is_null(v)) {
     *out = def;
@@ -67,8 +69,8 @@ static strop_status jint(const jctx *c, const json_t *o, const char *key, int64_
     return jerr(c, STROP_E_FORMAT, where, "'%s' must be an integer, not %s", key, jtype_name(v));
   int64_t x = (int64_t)json_integer_value(v);
   if (x < lo || x > hi)
-    return jerr(c, STROP_E_FORMAT, where, "'%s' is %lld, outside [%lld, %lld]", key,
-                (long long)x, (long long)lo, (long long)hi);
+    return jerr(c, STROP_E_FORMAT, where, "'%s' is %lld, outside [%lld, %lld]", key, (long long)x,
+                (long long)lo, (long long)hi);
   *out = x;
   return STROP_OK;
 }
@@ -110,7 +112,8 @@ static strop_status jpattern(const jctx *c, const json_t *o, tx_pattern *pat, co
   json_t *p = json_object_get(o, "pattern");
   char w2[256];
   snprintf(w2, sizeof w2, "%s.pattern", where);
-  if (!json_is_object(p)) return jerr(c, STROP_E_FORMAT, w2, "must be {\"String\": ...} or {\"Regex\": ...}");
+  if (!json_is_object(p))
+    return jerr(c, STROP_E_FORMAT, w2, "must be {\"String\": ...} or {\"Regex\": ...}");
   json_t *s = json_object_get(p, "String"), *r = json_object_get(p, "Regex");
   json_t *v = json_is_string(s) ? s : r;
   if (!json_is_string(v))
@@ -191,7 +194,8 @@ static strop_status parse_norm(const jctx *c, const json_t *j, const char *where
   if (depth > 16) return jerr(c, STROP_E_FORMAT, where, "Sequences nested too deep");
   if (!strcmp(type, "Sequence")) {
     json_t *a = json_object_get(j, "normalizers");
-    if (!json_is_array(a)) return jerr(c, STROP_E_FORMAT, where, "'normalizers' must be an array");
+    if (!json_is_array(a))
+      return jerr(c, STROP_E_FORMAT, where, "'normalizers' must be an array");
     if (depth == 0) c->tok->norm_seq = 1;
     for (size_t i = 0; i < json_array_size(a); i++) {
       char w2[256];
@@ -200,9 +204,15 @@ static strop_status parse_norm(const jctx *c, const json_t *j, const char *where
     }
     return STROP_OK;
   }
-  static const struct { const char *name; int kind; } SIMPLE[] = {
-      {"NFC", TX_N_NFC}, {"NFD", TX_N_NFD}, {"NFKC", TX_N_NFKC}, {"NFKD", TX_N_NFKD},
-      {"Lowercase", TX_N_LOWERCASE}, {"StripAccents", TX_N_STRIP_ACCENTS}};
+  static const struct {
+    const char *name;
+    int kind;
+  } SIMPLE[] = {{"NFC", TX_N_NFC},
+                {"NFD", TX_N_NFD},
+                {"NFKC", TX_N_NFKC},
+                {"NFKD", TX_N_NFKD},
+                {"Lowercase", TX_N_LOWERCASE},
+                {"StripAccents", TX_N_STRIP_ACCENTS}};
   tx_norm *n;
   for (size_t i = 0; i < sizeof SIMPLE / sizeof SIMPLE[0]; i++)
     if (!strcmp(type, SIMPLE[i].name)) {
@@ -301,8 +311,8 @@ static strop_status jbehavior(const jctx *c, const json_t *j, int def, int *out,
                               const char *where) {
   const char *b;
   size_t bn;
-  strop_status st = jstr(c, j, "behavior", def == TX_B_ISOLATED ? "Isolated" : "",
-                         &b, &bn, where);
+  strop_status st = jstr(c, j, "behavior", def == TX_B_ISOLATED ? "Isolated" : "", &b, &bn,
+                         where);
   if (st) return st;
   static const char *NAMES[] = {"Removed", "Isolated", "MergedWithPrevious", "MergedWithNext",
                                 "Contiguous"};
@@ -313,7 +323,8 @@ static strop_status jbehavior(const jctx *c, const json_t *j, int def, int *out,
     }
   return jerr(c, STROP_E_FORMAT, where,
               "behavior '%s' is not Removed, Isolated, MergedWithPrevious, MergedWithNext or "
-              "Contiguous", b);
+              "Contiguous",
+              b);
 }
 
 static strop_status jscheme(const jctx *c, const json_t *j, int *scheme, int *legacy,
@@ -333,7 +344,8 @@ static strop_status jscheme(const jctx *c, const json_t *j, int *scheme, int *le
   else if (!strcmp(s, "first")) *scheme = TX_PREPEND_FIRST;
   else if (!strcmp(s, "never")) *scheme = TX_PREPEND_NEVER;
   else
-    return jerr(c, STROP_E_FORMAT, where, "prepend_scheme must be \"always\", \"first\" or "
+    return jerr(c, STROP_E_FORMAT, where,
+                "prepend_scheme must be \"always\", \"first\" or "
                 "\"never\"");
   return STROP_OK;
 }
@@ -433,9 +445,10 @@ static strop_status parse_pre(const jctx *c, const json_t *j, const char *where,
     p->behavior = beh;
     return STROP_OK;
   }
-  return unsupported(c, where, type,
-                     "ByteLevel, Split, Whitespace, WhitespaceSplit, BertPreTokenizer, Metaspace, "
-                     "Digits, Punctuation, Sequence");
+  return unsupported(
+      c, where, type,
+      "ByteLevel, Split, Whitespace, WhitespaceSplit, BertPreTokenizer, Metaspace, "
+      "Digits, Punctuation, Sequence");
 }
 
 /* ---- decoders ---- */
@@ -612,7 +625,8 @@ static strop_status parse_bpe(const jctx *c, const json_t *j, tx_model *m, const
   if (mg && !json_is_array(mg))
     return jerr(c, STROP_E_FORMAT, "model.merges", "must be an array");
   size_t nm = mg ? json_array_size(mg) : 0;
-  if (nm >= TX_MAX_IDS) return jerr(c, STROP_E_FORMAT, "model.merges", "%zu merges is too many", nm);
+  if (nm >= TX_MAX_IDS)
+    return jerr(c, STROP_E_FORMAT, "model.merges", "%zu merges is too many", nm);
   m->merge_a = strop__malloc((nm + 1) * sizeof *m->merge_a);
   m->merge_b = strop__malloc((nm + 1) * sizeof *m->merge_b);
   if (!m->merge_a || !m->merge_b) return STROP__NOMEM(FN);
@@ -627,8 +641,10 @@ static strop_status parse_bpe(const jctx *c, const json_t *j, tx_model *m, const
       const char *sp = memchr(a, ' ', json_string_length(e));
       if (!sp || memchr(sp + 1, ' ', json_string_length(e) - (size_t)(sp + 1 - a))) {
         strop__free(buf);
-        return jerr(c, STROP_E_FORMAT, "model.merges", "merges[%zu] \"%.60s\" is not two tokens "
-                    "separated by one space", i, a);
+        return jerr(c, STROP_E_FORMAT, "model.merges",
+                    "merges[%zu] \"%.60s\" is not two tokens "
+                    "separated by one space",
+                    i, a);
       }
       an = (size_t)(sp - a);
       b = sp + 1;
@@ -641,11 +657,14 @@ static strop_status parse_bpe(const jctx *c, const json_t *j, tx_model *m, const
       bn = json_string_length(json_array_get(e, 1));
     } else {
       strop__free(buf);
-      return jerr(c, STROP_E_FORMAT, "model.merges", "merges[%zu] is neither \"a b\" nor [a, b]", i);
+      return jerr(c, STROP_E_FORMAT, "model.merges", "merges[%zu] is neither \"a b\" nor [a, b]",
+                  i);
     }
-    int32_t ia = strop__tx_vocab_find(&m->vocab, a, an), ib = strop__tx_vocab_find(&m->vocab, b, bn);
+    int32_t ia = strop__tx_vocab_find(&m->vocab, a, an),
+            ib = strop__tx_vocab_find(&m->vocab, b, bn);
     /* the merged token: b loses the continuing prefix */
-    size_t skip = m->prefix && bn >= m->prefixn && !memcmp(b, m->prefix, m->prefixn) ? m->prefixn : 0;
+    size_t skip = m->prefix && bn >= m->prefixn && !memcmp(b, m->prefix, m->prefixn) ? m->prefixn
+                                                                                     : 0;
     if (strop__tx_reserve((void **)&buf, &bcap, an + bn + 1, 1)) return STROP__NOMEM(FN);
     memcpy(buf, a, an);
     memcpy(buf + an, b + skip, bn - skip);
@@ -653,8 +672,10 @@ static strop_status parse_bpe(const jctx *c, const json_t *j, tx_model *m, const
     if (ia < 0 || ib < 0 || to < 0) {
       const char *missing = ia < 0 ? a : ib < 0 ? b : buf;
       int mn = (int)(ia < 0 ? an : ib < 0 ? bn : an + bn - skip);
-      st = jerr(c, STROP_E_FORMAT, "model.merges", "merges[%zu]: token \"%.*s\" is not in the "
-                "vocabulary", i, mn > 60 ? 60 : mn, missing);
+      st = jerr(c, STROP_E_FORMAT, "model.merges",
+                "merges[%zu]: token \"%.*s\" is not in the "
+                "vocabulary",
+                i, mn > 60 ? 60 : mn, missing);
       strop__free(buf);
       return st;
     }
@@ -682,8 +703,8 @@ static strop_status parse_model(const jctx *c, const json_t *j) {
     return jerr(c, STROP_E_FORMAT, where, "'type' must be a string");
   } else { /* files older than the "type" field: tell by the fields */
     json_t *v = json_object_get(j, "vocab");
-    type = json_object_get(j, "merges") ? "BPE"
-           : json_is_array(v)                             ? "Unigram"
+    type = json_object_get(j, "merges")                     ? "BPE"
+           : json_is_array(v)                               ? "Unigram"
            : json_object_get(j, "max_input_chars_per_word") ? "WordPiece"
                                                             : "WordLevel";
   }
@@ -820,8 +841,10 @@ static strop_status parse_template_list(const jctx *c, const json_t *list, tx_po
     json_t *sq = json_object_get(e, "Sequence"), *sp = json_object_get(e, "SpecialToken");
     json_t *x = sq ? sq : sp;
     if (!json_is_object(x))
-      return jerr(c, STROP_E_FORMAT, where, "[%zu] is neither {\"Sequence\": ...} nor "
-                  "{\"SpecialToken\": ...}", i);
+      return jerr(c, STROP_E_FORMAT, where,
+                  "[%zu] is neither {\"Sequence\": ...} nor "
+                  "{\"SpecialToken\": ...}",
+                  i);
     json_t *id = json_object_get(x, "id"), *ty = json_object_get(x, "type_id");
     if (!json_is_string(id) || (ty && !json_is_integer(ty)))
       return jerr(c, STROP_E_FORMAT, where, "[%zu] needs a string id and an integer type_id", i);
@@ -847,19 +870,23 @@ static strop_status parse_template_list(const jctx *c, const json_t *list, tx_po
     if (v[i].special >= 0) continue;
     json_t *def = json_object_get(specials, name);
     if (!json_is_object(def))
-      return jerr(c, STROP_E_FORMAT, where, "[%zu]: special token \"%.60s\" is not in "
-                  "special_tokens", i, name);
+      return jerr(c, STROP_E_FORMAT, where,
+                  "[%zu]: special token \"%.60s\" is not in "
+                  "special_tokens",
+                  i, name);
     json_t *ids = json_object_get(def, "ids"), *toks = json_object_get(def, "tokens");
-    if (!json_is_array(ids) || !json_is_array(toks) || json_array_size(ids) != json_array_size(toks) ||
-        json_array_size(ids) > 16)
-      return jerr(c, STROP_E_FORMAT, where, "special token \"%.60s\" needs ids and tokens of "
-                  "one length", name);
+    if (!json_is_array(ids) || !json_is_array(toks) ||
+        json_array_size(ids) != json_array_size(toks) || json_array_size(ids) > 16)
+      return jerr(c, STROP_E_FORMAT, where,
+                  "special token \"%.60s\" needs ids and tokens of "
+                  "one length",
+                  name);
     int32_t iv[16];
     char *tv[16];
     for (size_t k = 0; k < json_array_size(ids); k++) {
       json_t *a = json_array_get(ids, k), *b = json_array_get(toks, k);
-      if (!json_is_integer(a) || json_integer_value(a) < 0 || json_integer_value(a) >= TX_MAX_IDS ||
-          !json_is_string(b))
+      if (!json_is_integer(a) || json_integer_value(a) < 0 ||
+          json_integer_value(a) >= TX_MAX_IDS || !json_is_string(b))
         return jerr(c, STROP_E_FORMAT, where, "special token \"%.60s\": bad id or token", name);
       iv[k] = (int32_t)json_integer_value(a);
       tv[k] = (char *)json_string_value(b);
@@ -940,8 +967,9 @@ static strop_status parse_post(const jctx *c, const json_t *j, const char *where
     snprintf(w2, sizeof w2, "%s.pair", where);
     return parse_template_list(c, json_object_get(j, "pair"), p, 1, sp, w2);
   }
-  return unsupported(c, where, type,
-                     "TemplateProcessing, BertProcessing, RobertaProcessing, ByteLevel, Sequence");
+  return unsupported(
+      c, where, type,
+      "TemplateProcessing, BertProcessing, RobertaProcessing, ByteLevel, Sequence");
 }
 
 /* ---- the file ---- */
@@ -961,7 +989,8 @@ static strop_status parse_added(const jctx *c, const json_t *a) {
     if ((st = jstr(c, e, "content", NULL, &content, &cn, where)) ||
         (st = jint(c, e, "id", -1, 0, TX_MAX_IDS - 1, &id, where)) ||
         (st = jbool(c, e, "single_word", 0, &sw, where)) ||
-        (st = jbool(c, e, "lstrip", 0, &ls, where)) || (st = jbool(c, e, "rstrip", 0, &rs, where)) ||
+        (st = jbool(c, e, "lstrip", 0, &ls, where)) ||
+        (st = jbool(c, e, "rstrip", 0, &rs, where)) ||
         (st = jbool(c, e, "special", 0, &special, where)) ||
         (st = jbool(c, e, "normalized", !special, &norm, where)))
       return st;
@@ -975,8 +1004,8 @@ static strop_status parse_added(const jctx *c, const json_t *a) {
   return STROP_OK;
 }
 
-strop_status strop__tx_parse_json(const char *data, size_t n, const char *fn,
-                                  const char *where, struct json_t **root) {
+strop_status strop__tx_parse_json(const char *data, size_t n, const char *fn, const char *where,
+                                  struct json_t **root) {
   json_error_t err;
   *root = json_loadb(data, n, JSON_ALLOW_NUL, &err);
   if (!*root)
@@ -1046,9 +1075,9 @@ done:
 }
 
 /* ---- writing ---- */
-#define JSET(o, k, v)                                        \
-  do {                                                       \
-    json_t *v_ = (v);                                        \
+#define JSET(o, k, v)                                         \
+  do {                                                        \
+    json_t *v_ = (v);                                         \
     if (!v_ || json_object_set_new((o), (k), v_)) goto nomem; \
   } while (0)
 
@@ -1077,7 +1106,8 @@ static json_t *norm_json(const tx_norm *n) {
       JSET(o, "type", json_string("BertNormalizer"));
       JSET(o, "clean_text", json_boolean(n->clean_text));
       JSET(o, "handle_chinese_chars", json_boolean(n->chinese));
-      JSET(o, "strip_accents", n->strip_accents_null ? json_null() : json_boolean(n->strip_accents));
+      JSET(o, "strip_accents",
+           n->strip_accents_null ? json_null() : json_boolean(n->strip_accents));
       JSET(o, "lowercase", json_boolean(n->lowercase));
       break;
     case TX_N_REPLACE:
@@ -1314,7 +1344,8 @@ static json_t *model_json(const tx_model *m) {
     for (int32_t id = 0; id < m->vocab.n; id++) {
       size_t n;
       const char *s = strop__tx_vocab_str(&m->vocab, id, &n);
-      json_t *e = json_pack("[s%, f]", s ? s : "", s ? n : 0, m->dscore ? m->dscore[id] : (double)m->score[id]);
+      json_t *e = json_pack("[s%, f]", s ? s : "", s ? n : 0,
+                            m->dscore ? m->dscore[id] : (double)m->score[id]);
       if (!e || json_array_append_new(vocab, e)) goto nomem;
     }
     JSET(o, "byte_fallback", json_boolean(m->byte_fallback));
@@ -1391,8 +1422,10 @@ nomem:
 strop_status strop__tx_save_json(const strop_tokenizer *tok, char **out, size_t *outn) {
   const char *fn = "strop_tokenizer_save";
   if (tok->origin == TX_FROM_SPM)
-    return strop__err(STROP_E_UNSUPPORTED, "%s: %s is a SentencePiece model: its normalization "
-                      "rules and scoring have no tokenizer.json form here", fn, tok->source);
+    return strop__err(STROP_E_UNSUPPORTED,
+                      "%s: %s is a SentencePiece model: its normalization "
+                      "rules and scoring have no tokenizer.json form here",
+                      fn, tok->source);
   json_t *root = json_object(), *added = NULL, *v[64];
   json_t *x;
   if (!root) goto nomem;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the models that turn one pre-tokenized piece into ids: BPE (Hugging Face's ranked
  * merges, or SentencePiece's scored pieces), WordPiece (greedy longest match), WordLevel, and
  * Unigram (Viterbi over the pieces' log-probabilities), with byte fallback and a piece cache. */
@@ -11,7 +12,8 @@ strop_status strop__tx_model_finish(tx_model *m, const char *fn, const char *whe
   char buf[8];
   m->max_len = 0;
   for (int32_t id = 0; id < m->vocab.n; id++)
-    if (m->vocab.len[id] != TX_NONE && m->vocab.len[id] > m->max_len) m->max_len = m->vocab.len[id];
+    if (m->vocab.len[id] != TX_NONE && m->vocab.len[id] > m->max_len)
+      m->max_len = m->vocab.len[id];
   for (int b = 0; b < 256; b++) {
     snprintf(buf, sizeof buf, "<0x%02X>", b);
     m->byte_id[b] = strop__tx_vocab_find(&m->vocab, buf, 6);
@@ -144,17 +146,17 @@ static strop_status tok_add(tx_work *w, toks *t, int32_t id, uint32_t a, uint32_
 /* ---- BPE ---- */
 typedef struct bsym {
   int32_t id;
-  uint32_t start, end;   /* bytes of the piece */
+  uint32_t start, end; /* bytes of the piece */
   int32_t prev, next;
   uint8_t frozen, dead;
 } bsym;
 
 typedef struct bcand {
-  double pri;          /* smaller merges first: the rank, or minus the piece's score */
+  double pri; /* smaller merges first: the rank, or minus the piece's score */
   int32_t left, right;
   int32_t to;
-  uint32_t size;       /* SentencePiece: the merged piece's bytes */
-  int32_t a, b;        /* the symbols' ids when it was found (still valid while equal) */
+  uint32_t size; /* SentencePiece: the merged piece's bytes */
+  int32_t a, b;  /* the symbols' ids when it was found (still valid while equal) */
 } bcand;
 
 static int cand_less(const bcand *a, const bcand *b) {
@@ -454,7 +456,8 @@ static strop_status wordpiece(const tx_model *m, tx_work *w, const char *s, uint
       k += end - start;
       id = strop__tx_vocab_find(&m->vocab, buf, k);
       if (id >= 0) break;
-      do end--; while (end > start && ((unsigned char)s[end] & 0xC0) == 0x80);
+      do end--;
+      while (end > start && ((unsigned char)s[end] & 0xC0) == 0x80);
     }
     if (id < 0) {
       out->n = first;
@@ -481,12 +484,11 @@ static strop_status wordlevel(const tx_model *m, tx_work *w, const char *s, uint
 /* ---- Unigram ---- */
 typedef struct unode {
   double score;
-  int32_t from;  /* start of the best last piece, -1 unreached */
+  int32_t from; /* start of the best last piece, -1 unreached */
   int32_t id;
 } unode;
 
-static strop_status unigram(const tx_model *m, tx_work *w, const char *s, uint32_t n,
-                            toks *out) {
+static strop_status unigram(const tx_model *m, tx_work *w, const char *s, uint32_t n, toks *out) {
   if (!n) return STROP_OK;
   unode *best = strop__tx_scratch(w, 3, ((size_t)n + 1) * sizeof *best);
   if (!best) return STROP__NOMEM("strop__tx_model_tokenize");
@@ -511,7 +513,7 @@ static strop_status unigram(const tx_model *m, tx_work *w, const char *s, uint32
         if (m->ptype[id] == TX_SP_UNUSED) continue;
         uint32_t len = j + 1 - at;
         double sc = m->ptype[id] == TX_SP_USER ? (double)((float)len * (float)m->max_score) - 0.1
-                                                : (double)m->score[id];
+                                               : (double)m->score[id];
         double cand = sc + (double)here;
         unode *t = &best[j + 1];
         if (t->from < 0 || cand > t->score) *t = (unode){(double)(float)cand, (int32_t)at, id};

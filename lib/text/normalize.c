@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — normalizers: Unicode normal forms (utf8proc), lower-casing, accent stripping, BERT's
  * cleaning, Replace/Prepend/Strip, and SentencePiece's precompiled character map. Every output
  * byte keeps the original byte range it came from, so token offsets point into the input. */
@@ -113,9 +114,8 @@ static int nf_boundary(uint32_t cp, int compat) {
   if (!nf_starter(cp)) return 0;
   utf8proc_int32_t d[32];
   int last = 0;
-  utf8proc_ssize_t n = utf8proc_decompose_char((utf8proc_int32_t)cp, d, 32,
-                                               UTF8PROC_DECOMPOSE | (compat ? UTF8PROC_COMPAT : 0),
-                                               &last);
+  utf8proc_ssize_t n = utf8proc_decompose_char(
+      (utf8proc_int32_t)cp, d, 32, UTF8PROC_DECOMPOSE | (compat ? UTF8PROC_COMPAT : 0), &last);
   return n < 1 || n > 32 || nf_starter((uint32_t)d[0]);
 }
 
@@ -223,8 +223,8 @@ static void norm_strip(const tx_norm *nm, tx_work *w, tx_piece *p) {
 }
 
 /* ---- SentencePiece's precompiled character map (a Darts double-array trie) ---- */
-strop_status strop__tx_charsmap_init(tx_charsmap *m, const uint8_t *blob, size_t n, const char *fn,
-                                     const char *where) {
+strop_status strop__tx_charsmap_init(tx_charsmap *m, const uint8_t *blob, size_t n,
+                                     const char *fn, const char *where) {
   memset(m, 0, sizeof *m);
   if (n <= 4)
     return strop__err(STROP_E_FORMAT, "%s: %s: precompiled_charsmap of %zu bytes is too short",
@@ -232,9 +232,10 @@ strop_status strop__tx_charsmap_init(tx_charsmap *m, const uint8_t *blob, size_t
   uint32_t tsize = (uint32_t)blob[0] | (uint32_t)blob[1] << 8 | (uint32_t)blob[2] << 16 |
                    (uint32_t)blob[3] << 24;
   if ((size_t)tsize >= n - 4 || tsize % 4)
-    return strop__err(STROP_E_FORMAT,
-                      "%s: %s: precompiled_charsmap's trie of %u bytes does not fit its %zu bytes",
-                      fn, where, tsize, n);
+    return strop__err(
+        STROP_E_FORMAT,
+        "%s: %s: precompiled_charsmap's trie of %u bytes does not fit its %zu bytes", fn, where,
+        tsize, n);
   m->blob = strop__malloc(n);
   m->unit_own = strop__malloc(tsize ? tsize : 4);
   if (!m->blob || !m->unit_own) {
@@ -326,8 +327,7 @@ static strop_status norm_precompiled(const tx_norm *nm, tx_work *w, tx_piece *p)
         strop__tx_utf8_get(w->s + off + c, &k);
         if (charsmap_match(&nm->map, (const unsigned char *)w->s + off + c, k, 1, &rep, &repn))
           st = strop__tx_emit(w, rep, repn, w->o0[off + c], w->o1[off + c + k - 1]);
-        else
-          st = strop__tx_emit_copy(w, off + c, k);
+        else st = strop__tx_emit_copy(w, off + c, k);
         c += (uint32_t)k;
       }
     }

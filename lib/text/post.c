@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — post-processors: the templates that put special tokens around one text or a pair
  * ([CLS] A [SEP] B [SEP], <s> A </s></s> B </s>, BOS/EOS) with their type ids, and the byte-level
  * offset trimming of GPT-2-style tokenizers. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — pre-tokenizers: they cut each piece of normalized text into the words the model sees,
  * with Hugging Face's split behaviours (removed, isolated, merged with the previous or next,
  * contiguous). Matches come from a regex, a literal or a character class. */
@@ -156,7 +157,8 @@ static strop_status bert(tx_work *w, const tx_piece *p) {
     }
     i += (uint32_t)k;
   }
-  if (start < p->len) return strop__tx_push_piece(w, p->off + start, p->len - start, -1, p->flags);
+  if (start < p->len)
+    return strop__tx_push_piece(w, p->off + start, p->len - start, -1, p->flags);
   return STROP_OK;
 }
 
@@ -207,7 +209,8 @@ static strop_status bytelevel(const tx_pretok *pt, tx_work *w, const tx_piece *p
     p.len = (uint32_t)(w->n - start);
   }
   p.flags |= TX_PIECE_BYTES;
-  if (!pt->use_regex) return p.len ? strop__tx_push_piece(w, p.off, p.len, -1, p.flags) : STROP_OK;
+  if (!pt->use_regex)
+    return p.len ? strop__tx_push_piece(w, p.off, p.len, -1, p.flags) : STROP_OK;
   if ((st = strop__tx_find_matches(w, &pt->pat, w->s + p.off, p.len))) return st;
   return split_ranges(w, &p, TX_B_ISOLATED, 0);
 }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — SentencePiece .model files: the few fields of the ModelProto protobuf the encoder needs
  * (pieces, model type, byte fallback, special ids, the normalizer spec), read with every length
  * checked; the result runs SentencePiece's own normalizer, unigram or BPE and decoder rules. */
@@ -230,9 +231,13 @@ strop_status strop__tx_load_spm(const uint8_t *data, size_t n, const char *where
     goto fail;
   }
   if (s.model_type != 1 && s.model_type != 2) {
-    st = strop__err(STROP_E_UNSUPPORTED, "%s: %s: SentencePiece model_type %d (%s) is not "
-                    "supported (supported: UNIGRAM, BPE)", FN, where, s.model_type,
-                    s.model_type == 3 ? "WORD" : s.model_type == 4 ? "CHAR" : "unknown");
+    st = strop__err(STROP_E_UNSUPPORTED,
+                    "%s: %s: SentencePiece model_type %d (%s) is not "
+                    "supported (supported: UNIGRAM, BPE)",
+                    FN, where, s.model_type,
+                    s.model_type == 3   ? "WORD"
+                    : s.model_type == 4 ? "CHAR"
+                                        : "unknown");
     goto fail;
   }
   m->kind = s.model_type == 1 ? TX_M_UNIGRAM : TX_M_BPE;
@@ -312,8 +317,10 @@ strop_status strop__tx_load_spm(const uint8_t *data, size_t n, const char *where
   for (int k = 0; k < 3; k++)
     if (ids[k] >= 0 && ids[k] < np) t->role[roles[k]] = (int32_t)ids[k];
   if ((add_bos && t->role[STROP_ROLE_BOS] < 0) || (add_eos && t->role[STROP_ROLE_EOS] < 0)) {
-    st = strop__err(STROP_E_INVALID_ARG, "%s: %s: add_bos/add_eos asked for, but the model has "
-                    "no %s id", FN, where, add_bos && t->role[STROP_ROLE_BOS] < 0 ? "bos" : "eos");
+    st = strop__err(STROP_E_INVALID_ARG,
+                    "%s: %s: add_bos/add_eos asked for, but the model has "
+                    "no %s id",
+                    FN, where, add_bos && t->role[STROP_ROLE_BOS] < 0 ? "bos" : "eos");
     goto fail;
   }
   if ((st = strop__tx_finish(t, FN))) goto fail;

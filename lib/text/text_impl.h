@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the text module's private types: the tokenizer's pipeline (normalizers,
  * pre-tokenizers, model, post-processors, decoders) and the work buffers one encode uses. */
 #ifndef STROP_TEXT_IMPL_H
@@ -7,7 +8,7 @@
 #include <stdint.h>
 
 #ifndef PCRE2_CODE_UNIT_WIDTH
-#define PCRE2_CODE_UNIT_WIDTH 8
+#  define PCRE2_CODE_UNIT_WIDTH 8
 #endif
 #include <pcre2.h>
 
@@ -15,9 +16,9 @@
 #include "strop/text.h"
 
 /* Limits that keep hostile files bounded (ids fit an int32, offsets a uint32). */
-#define TX_MAX_IDS (1 << 24)          /* ids of one vocabulary */
-#define TX_MAX_TOKEN_BYTES 65536      /* bytes of one vocabulary token */
-#define TX_MAX_TEXT 0x7FFFFFFFu       /* bytes of one text */
+#define TX_MAX_IDS (1 << 24)     /* ids of one vocabulary */
+#define TX_MAX_TOKEN_BYTES 65536 /* bytes of one vocabulary token */
+#define TX_MAX_TEXT 0x7FFFFFFFu  /* bytes of one text */
 #define TX_NONE UINT32_MAX
 
 /* ---- small helpers (util.c) ---- */
@@ -40,31 +41,31 @@ size_t strop__tx_utf8_put(uint32_t cp, char out[4]);
 /* Length of the valid UTF-8 character at s (n bytes left), 0 if invalid; the invalid unit's
  * length (maximal subpart, >= 1) in *bad. */
 size_t strop__tx_utf8_valid(const unsigned char *s, size_t n, size_t *bad);
-int strop__tx_utf8_check(const char *s, size_t n);   /* 1 if all of s is valid UTF-8 */
+int strop__tx_utf8_check(const char *s, size_t n); /* 1 if all of s is valid UTF-8 */
 
 /* Character classes, as Hugging Face's tokenizers define them (Rust's char methods). */
-int strop__tx_is_space(uint32_t cp);        /* White_Space */
-int strop__tx_is_control(uint32_t cp);      /* BERT: category C*, except \t \n \r */
-int strop__tx_is_punct(uint32_t cp);        /* ASCII punctuation or category P* */
-int strop__tx_is_cjk(uint32_t cp);          /* BERT's CJK ideograph blocks */
-int strop__tx_is_numeric(uint32_t cp);      /* category N* */
-int strop__tx_is_word(uint32_t cp);         /* regex \w: letters, marks, Nd, Nl, Pc, ZWJ/ZWNJ */
-int strop__tx_is_mn(uint32_t cp);           /* category Mn */
+int strop__tx_is_space(uint32_t cp);   /* White_Space */
+int strop__tx_is_control(uint32_t cp); /* BERT: category C*, except \t \n \r */
+int strop__tx_is_punct(uint32_t cp);   /* ASCII punctuation or category P* */
+int strop__tx_is_cjk(uint32_t cp);     /* BERT's CJK ideograph blocks */
+int strop__tx_is_numeric(uint32_t cp); /* category N* */
+int strop__tx_is_word(uint32_t cp);    /* regex \w: letters, marks, Nd, Nl, Pc, ZWJ/ZWNJ */
+int strop__tx_is_mn(uint32_t cp);      /* category Mn */
 
 /* GPT-2's byte <-> character map (bytes_to_unicode). */
 uint32_t strop__tx_byte_char(uint8_t b);
-int strop__tx_char_byte(uint32_t cp);       /* -1 for a character outside the map */
+int strop__tx_char_byte(uint32_t cp); /* -1 for a character outside the map */
 
 /* ---- a vocabulary: token strings by id, and a hash from string to id ---- */
 typedef struct tx_vocab {
   char *blob;
   size_t blen, bcap;
-  uint32_t *off, *len;  /* per id; len TX_NONE: the id has no token */
-  int32_t n;            /* ids 0 .. n-1 */
+  uint32_t *off, *len; /* per id; len TX_NONE: the id has no token */
+  int32_t n;           /* ids 0 .. n-1 */
   size_t idcap;
-  int32_t *slot;        /* open addressing over ids, -1 empty */
+  int32_t *slot; /* open addressing over ids, -1 empty */
   size_t nslot;
-  int32_t count;        /* ids that have a token */
+  int32_t count; /* ids that have a token */
 } tx_vocab;
 void strop__tx_vocab_free(tx_vocab *v);
 int32_t strop__tx_vocab_find(const tx_vocab *v, const char *s, size_t n);
@@ -82,11 +83,11 @@ static inline const char *strop__tx_vocab_str(const tx_vocab *v, int32_t id, siz
 
 /* ---- id pairs -> (rank, merged id): BPE merges ---- */
 typedef struct tx_pair {
-  uint64_t key;         /* a << 32 | b; UINT64_MAX empty */
+  uint64_t key; /* a << 32 | b; UINT64_MAX empty */
   int32_t rank, to;
 } tx_pair;
 typedef struct tx_pairs {
-  tx_pair *slot;        /* one cache line holds a pair's key and its answer */
+  tx_pair *slot; /* one cache line holds a pair's key and its answer */
   size_t nslot, n;
 } tx_pairs;
 void strop__tx_pairs_free(tx_pairs *p);
@@ -105,11 +106,11 @@ static inline const tx_pair *strop__tx_pairs_find(const tx_pairs *p, int32_t a, 
 
 /* ---- a byte trie (transitions hashed): prefix searches of vocabularies, added tokens ---- */
 typedef struct tx_trie {
-  int32_t root[256];    /* child of the root per byte, -1 none */
-  uint64_t *ekey;       /* (node << 8 | byte) + 1; 0 empty */
+  int32_t root[256]; /* child of the root per byte, -1 none */
+  uint64_t *ekey;    /* (node << 8 | byte) + 1; 0 empty */
   int32_t *echild;
   size_t nslot, nedge;
-  int32_t *val;         /* per node: value or -1 */
+  int32_t *val; /* per node: value or -1 */
   int32_t nnode;
   size_t nodecap;
 } tx_trie;
@@ -145,15 +146,15 @@ void strop__tx_pattern_free(tx_pattern *p);
 extern const char strop__tx_gpt2_regex[];
 
 /* ---- the work buffers of one encode ---- */
-enum { TX_PIECE_BYTES = 1 };  /* the piece's bytes still need GPT-2's byte-to-char map */
+enum { TX_PIECE_BYTES = 1 }; /* the piece's bytes still need GPT-2's byte-to-char map */
 typedef struct tx_piece {
-  uint32_t off, len;    /* in the work text */
-  int32_t id;           /* >= 0: an added token, final */
+  uint32_t off, len; /* in the work text */
+  int32_t id;        /* >= 0: an added token, final */
   uint32_t flags;
 } tx_piece;
 
 typedef struct tx_range {
-  uint32_t a, b;        /* [a, b) in a piece */
+  uint32_t a, b; /* [a, b) in a piece */
   int match;
 } tx_range;
 
@@ -170,10 +171,10 @@ void strop__tx_enc_free(tx_enc *e);
 
 #define TX_SCRATCH 8
 typedef struct tx_work {
-  char *s;              /* the work text: every piece's bytes, appended as they are made */
-  uint32_t *o0, *o1;    /* per byte: the original bytes [o0, o1) it came from */
+  char *s;           /* the work text: every piece's bytes, appended as they are made */
+  uint32_t *o0, *o1; /* per byte: the original bytes [o0, o1) it came from */
   size_t n, cap;
-  tx_piece *p, *q;      /* the current pieces, and the next ones a stage builds */
+  tx_piece *p, *q; /* the current pieces, and the next ones a stage builds */
   size_t np, nq, pcap, qcap;
   tx_range *r;
   size_t nr, rcap;
@@ -202,29 +203,39 @@ pcre2_match_data *strop__tx_match_data(tx_work *w, const tx_pattern *pat);
 
 /* ---- normalizers ---- */
 enum {
-  TX_N_NFC, TX_N_NFD, TX_N_NFKC, TX_N_NFKD, TX_N_LOWERCASE, TX_N_STRIP_ACCENTS, TX_N_BERT,
-  TX_N_REPLACE, TX_N_PREPEND, TX_N_STRIP, TX_N_PRECOMPILED, TX_N_SPM
+  TX_N_NFC,
+  TX_N_NFD,
+  TX_N_NFKC,
+  TX_N_NFKD,
+  TX_N_LOWERCASE,
+  TX_N_STRIP_ACCENTS,
+  TX_N_BERT,
+  TX_N_REPLACE,
+  TX_N_PREPEND,
+  TX_N_STRIP,
+  TX_N_PRECOMPILED,
+  TX_N_SPM
 };
 typedef struct tx_charsmap {
-  uint8_t *blob;        /* the whole precompiled_charsmap (owned) */
+  uint8_t *blob; /* the whole precompiled_charsmap (owned) */
   size_t nblob;
   const uint32_t *unit; /* the double-array trie inside blob (aligned copy) */
   uint32_t *unit_own;
   size_t nunit;
-  const char *norm;     /* the NUL-separated replacement strings */
+  const char *norm; /* the NUL-separated replacement strings */
   size_t nnorm;
 } tx_charsmap;
 typedef struct tx_norm {
   int kind;
   int clean_text, chinese, strip_accents, lowercase; /* BertNormalizer */
-  int strip_accents_null;                           /* BertNormalizer's strip_accents: null */
-  int left, right;                                  /* Strip */
-  char *str;                                        /* Prepend's text, Replace's content */
+  int strip_accents_null;                            /* BertNormalizer's strip_accents: null */
+  int left, right;                                   /* Strip */
+  char *str;                                         /* Prepend's text, Replace's content */
   size_t strn;
-  tx_pattern pat;                                   /* Replace */
-  tx_charsmap map;                                  /* Precompiled, SentencePiece */
+  tx_pattern pat;                                        /* Replace */
+  tx_charsmap map;                                       /* Precompiled, SentencePiece */
   int add_dummy_prefix, remove_ws, escape_ws, ws_suffix; /* SentencePiece */
-  tx_trie *user;                                    /* SentencePiece user-defined symbols */
+  tx_trie *user;                                         /* SentencePiece user-defined symbols */
 } tx_norm;
 void strop__tx_norm_free(tx_norm *n);
 strop_status strop__tx_charsmap_init(tx_charsmap *m, const uint8_t *blob, size_t n,
@@ -234,21 +245,28 @@ strop_status strop__tx_normalize(const tx_norm *n, tx_work *w, tx_piece *p);
 
 /* ---- pre-tokenizers ---- */
 enum {
-  TX_P_BYTELEVEL, TX_P_SPLIT, TX_P_WHITESPACE, TX_P_WSSPLIT, TX_P_BERT, TX_P_METASPACE,
-  TX_P_DIGITS, TX_P_PUNCT, TX_P_SPM_SPLIT
+  TX_P_BYTELEVEL,
+  TX_P_SPLIT,
+  TX_P_WHITESPACE,
+  TX_P_WSSPLIT,
+  TX_P_BERT,
+  TX_P_METASPACE,
+  TX_P_DIGITS,
+  TX_P_PUNCT,
+  TX_P_SPM_SPLIT
 };
 enum { TX_B_REMOVED, TX_B_ISOLATED, TX_B_MERGED_PREV, TX_B_MERGED_NEXT, TX_B_CONTIGUOUS };
 enum { TX_PREPEND_ALWAYS, TX_PREPEND_FIRST, TX_PREPEND_NEVER };
 typedef struct tx_pretok {
   int kind;
-  int add_prefix_space, use_regex, trim_offsets;    /* ByteLevel */
-  tx_pattern pat;                                   /* Split (and ByteLevel's regex) */
-  int behavior, invert;                             /* Split, Punctuation */
-  char *repl;                                       /* Metaspace */
+  int add_prefix_space, use_regex, trim_offsets; /* ByteLevel */
+  tx_pattern pat;                                /* Split (and ByteLevel's regex) */
+  int behavior, invert;                          /* Split, Punctuation */
+  char *repl;                                    /* Metaspace */
   size_t repln;
   uint32_t repl_cp;
-  int prepend_scheme, split, legacy;                /* Metaspace (legacy: add_prefix_space) */
-  int individual_digits;                            /* Digits */
+  int prepend_scheme, split, legacy; /* Metaspace (legacy: add_prefix_space) */
+  int individual_digits;             /* Digits */
 } tx_pretok;
 void strop__tx_pretok_free(tx_pretok *p);
 /* Splits every piece of w->p that is not an added token. */
@@ -258,32 +276,38 @@ const char *strop__tx_behavior_name(int b);
 /* ---- models ---- */
 enum { TX_M_BPE, TX_M_WORDPIECE, TX_M_UNIGRAM, TX_M_WORDLEVEL };
 /* SentencePiece piece types */
-enum { TX_SP_NORMAL = 1, TX_SP_UNKNOWN = 2, TX_SP_CONTROL = 3, TX_SP_USER = 4, TX_SP_UNUSED = 5,
-       TX_SP_BYTE = 6 };
+enum {
+  TX_SP_NORMAL = 1,
+  TX_SP_UNKNOWN = 2,
+  TX_SP_CONTROL = 3,
+  TX_SP_USER = 4,
+  TX_SP_UNUSED = 5,
+  TX_SP_BYTE = 6
+};
 typedef struct tx_model {
   int kind;
   tx_vocab vocab;
-  int32_t unk;                /* -1: none */
-  char *unk_token;            /* BPE / WordPiece / WordLevel: its text, for saving */
+  int32_t unk;     /* -1: none */
+  char *unk_token; /* BPE / WordPiece / WordLevel: its text, for saving */
   /* BPE */
   tx_pairs merges;
   int32_t *merge_a, *merge_b; /* merges by rank, for saving */
   int32_t nmerges;
-  char *prefix, *suffix;      /* continuing_subword_prefix (also WordPiece's), end_of_word_suffix */
+  char *prefix, *suffix; /* continuing_subword_prefix (also WordPiece's), end_of_word_suffix */
   size_t prefixn, suffixn;
   int fuse_unk, byte_fallback, ignore_merges;
-  double dropout;             /* < 0: null */
-  int spm;                    /* SentencePiece's flavour (merge by score; its unigram) */
-  float *score;               /* per id: Unigram and SentencePiece BPE */
-  double *dscore;             /* per id: Unigram from tokenizer.json (f64 as Hugging Face) */
-  uint8_t *ptype;             /* per id: SentencePiece piece type */
-  int32_t byte_id[256];       /* <0xXX> ids, -1 none */
-  int32_t bytechar_id[256];   /* id of GPT-2's character of each byte, -1 none */
-  int64_t max_chars;          /* WordPiece: max_input_chars_per_word */
-  size_t max_len;             /* bytes of the longest token */
-  tx_trie trie;               /* Unigram: every piece */
+  double dropout;           /* < 0: null */
+  int spm;                  /* SentencePiece's flavour (merge by score; its unigram) */
+  float *score;             /* per id: Unigram and SentencePiece BPE */
+  double *dscore;           /* per id: Unigram from tokenizer.json (f64 as Hugging Face) */
+  uint8_t *ptype;           /* per id: SentencePiece piece type */
+  int32_t byte_id[256];     /* <0xXX> ids, -1 none */
+  int32_t bytechar_id[256]; /* id of GPT-2's character of each byte, -1 none */
+  int64_t max_chars;        /* WordPiece: max_input_chars_per_word */
+  size_t max_len;           /* bytes of the longest token */
+  tx_trie trie;             /* Unigram: every piece */
   double min_score, max_score;
-  int has_user;               /* SentencePiece: user-defined pieces present */
+  int has_user; /* SentencePiece: user-defined pieces present */
 } tx_model;
 void strop__tx_model_free(tx_model *m);
 /* Prepares the derived tables (byte ids, pair map, trie) once the vocabulary is in. */
@@ -295,8 +319,8 @@ strop_status strop__tx_model_tokenize(strop_tokenizer *tok, tx_work *w, const tx
 /* ---- post-processors ---- */
 enum { TX_Q_TEMPLATE, TX_Q_BERT, TX_Q_ROBERTA, TX_Q_BYTELEVEL };
 typedef struct tx_tpiece {
-  int special;          /* index into specials, or -1 for a sequence */
-  int seq;              /* 0: A, 1: B */
+  int special; /* index into specials, or -1 for a sequence */
+  int seq;     /* 0: A, 1: B */
   int type_id;
 } tx_tpiece;
 typedef struct tx_tspecial {
@@ -317,23 +341,31 @@ void strop__tx_post_free(tx_post *p);
 /* Special tokens the post-processors add for one text (pair = 0) or a pair. */
 int strop__tx_post_added(const strop_tokenizer *tok, int pair);
 /* Merges w->seq[0] (and w->seq[1] when has_pair) into w->out. */
-strop_status strop__tx_post_process(strop_tokenizer *tok, tx_work *w, int has_pair, int add_special);
+strop_status strop__tx_post_process(strop_tokenizer *tok, tx_work *w, int has_pair,
+                                    int add_special);
 
 /* ---- decoders ---- */
 enum {
-  TX_D_BYTELEVEL, TX_D_METASPACE, TX_D_WORDPIECE, TX_D_BYTEFALLBACK, TX_D_FUSE, TX_D_STRIP,
-  TX_D_REPLACE, TX_D_BPE, TX_D_SPM
+  TX_D_BYTELEVEL,
+  TX_D_METASPACE,
+  TX_D_WORDPIECE,
+  TX_D_BYTEFALLBACK,
+  TX_D_FUSE,
+  TX_D_STRIP,
+  TX_D_REPLACE,
+  TX_D_BPE,
+  TX_D_SPM
 };
 typedef struct tx_dec {
   int kind;
-  char *a;              /* Metaspace replacement, WordPiece prefix, Strip content, Replace
+  char *a; /* Metaspace replacement, WordPiece prefix, Strip content, Replace
                            content, BPEDecoder suffix */
   size_t an;
-  uint32_t cp;          /* Metaspace replacement, Strip content as a character */
-  int start, stop;      /* Strip */
-  int cleanup;          /* WordPiece */
+  uint32_t cp;                       /* Metaspace replacement, Strip content as a character */
+  int start, stop;                   /* Strip */
+  int cleanup;                       /* WordPiece */
   int prepend_scheme, split, legacy; /* Metaspace */
-  tx_pattern pat;       /* Replace */
+  tx_pattern pat;                    /* Replace */
 } tx_dec;
 void strop__tx_dec_free(tx_dec *d);
 
@@ -351,7 +383,7 @@ enum { TX_FROM_JSON, TX_FROM_SPM, TX_FROM_GPT2, TX_FROM_BERT, TX_FROM_TRAIN };
 
 /* The cache of one model: piece bytes -> tokens (id, start, end within the piece). */
 typedef struct tx_centry {
-  uint64_t hash;        /* 0: empty */
+  uint64_t hash; /* 0: empty */
   uint32_t koff, klen, voff, vlen;
 } tx_centry;
 typedef struct tx_cache {
@@ -366,10 +398,10 @@ void strop__tx_cache_free(tx_cache *c);
 void strop__tx_cache_clear(tx_cache *c);
 
 struct strop_tokenizer {
-  char *source;         /* the file it came from, for messages */
+  char *source; /* the file it came from, for messages */
   int origin;
   tx_norm *norm;
-  int nnorm, norm_seq;  /* norm_seq: the file had a Sequence (saved as one) */
+  int nnorm, norm_seq; /* norm_seq: the file had a Sequence (saved as one) */
   tx_pretok *pre;
   int npre, pre_seq;
   tx_model model;
@@ -379,11 +411,11 @@ struct strop_tokenizer {
   int ndec, dec_seq;
   tx_added *added;
   int nadded;
-  tx_trie araw, anorm;  /* added tokens matched in the raw / the normalized text */
+  tx_trie araw, anorm; /* added tokens matched in the raw / the normalized text */
   int have_araw, have_anorm;
   int32_t role[TX_ROLES];
-  int32_t *added_idx;   /* per id: index into added, or -1 */
-  int64_t size;         /* one more than the largest id */
+  int32_t *added_idx; /* per id: index into added, or -1 */
+  int64_t size;       /* one more than the largest id */
   int spm_add_bos, spm_add_eos;
   tx_work w;
   tx_cache cache;
@@ -401,8 +433,7 @@ strop_status strop__tx_add(strop_tokenizer *tok, const char *content, size_t len
  * tok->w.p. */
 strop_status strop__tx_pieces(strop_tokenizer *tok, const char *text, size_t len);
 /* Encodes one sequence into w->seq[which] (type id = which). */
-strop_status strop__tx_encode_seq(strop_tokenizer *tok, const char *text, size_t len,
-                                  int which);
+strop_status strop__tx_encode_seq(strop_tokenizer *tok, const char *text, size_t len, int which);
 /* Normalizes a string with the tokenizer's normalizers into a new strop__malloc'd string. */
 strop_status strop__tx_normalize_str(strop_tokenizer *tok, const char *s, size_t n, char **out,
                                      size_t *outn);
@@ -412,8 +443,8 @@ int64_t strop__tx_decode(strop_tokenizer *tok, const int64_t *ids, int64_t n, in
 
 /* json.c: tokenizer.json from memory or a parsed tree; where names the file in messages. */
 struct json_t;
-strop_status strop__tx_parse_json(const char *data, size_t n, const char *fn,
-                                  const char *where, struct json_t **root);
+strop_status strop__tx_parse_json(const char *data, size_t n, const char *fn, const char *where,
+                                  struct json_t **root);
 strop_status strop__tx_load_json(const char *data, size_t n, const char *where,
                                  strop_tokenizer **out);
 strop_status strop__tx_load_json_root(struct json_t *root, const char *where,

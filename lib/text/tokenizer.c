@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the strop_tokenizer handle: added tokens cut out first, then normalizers,
  * pre-tokenizers and the model per piece, truncation, the post-processor's template, padding;
  * and the public calls on the handle (lookups, encode, batch encode, decode). */
@@ -67,7 +68,8 @@ strop_status strop__tx_add(strop_tokenizer *tok, const char *content, size_t len
     for (int i = 0; i < tok->nadded; i++)
       if (tok->added[i].id >= next) next = tok->added[i].id + 1;
     if (next >= TX_MAX_IDS)
-      return strop__err(STROP_E_INVALID_ARG, "%s: the vocabulary is full (%d ids)", fn, TX_MAX_IDS);
+      return strop__err(STROP_E_INVALID_ARG, "%s: the vocabulary is full (%d ids)", fn,
+                        TX_MAX_IDS);
     id = (int32_t)next;
   }
   for (int i = 0; i < tok->nadded; i++)
@@ -79,8 +81,10 @@ strop_status strop__tx_add(strop_tokenizer *tok, const char *content, size_t len
   if (mid < 0 && id < tok->model.vocab.n && tok->model.vocab.len[id] != TX_NONE) {
     size_t on = 0;
     const char *o = strop__tx_vocab_str(&tok->model.vocab, id, &on);
-    return strop__err(STROP_E_FORMAT, "%s: %s: added token \"%.*s\" has id %d, which is the "
-                      "model's \"%.*s\"", fn, tok->source, (int)(len > 60 ? 60 : len), content, id,
+    return strop__err(STROP_E_FORMAT,
+                      "%s: %s: added token \"%.*s\" has id %d, which is the "
+                      "model's \"%.*s\"",
+                      fn, tok->source, (int)(len > 60 ? 60 : len), content, id,
                       (int)(on > 60 ? 60 : on), o);
   }
   tx_added *v = strop__realloc(tok->added, ((size_t)tok->nadded + 1) * sizeof *v);
@@ -169,9 +173,10 @@ strop_status strop__tx_finish(strop_tokenizer *tok, const char *fn) {
         int32_t id = tok->post[i].sp[k].ids[j];
         size_t n;
         if (id < 0 || id >= tok->size || !strop__tx_id_str(tok, id, &n))
-          return strop__err(STROP_E_FORMAT, "%s: %s: post_processor: special token \"%.60s\" has "
-                            "id %d, which is not in the vocabulary", fn, tok->source,
-                            tok->post[i].sp[k].name, id);
+          return strop__err(STROP_E_FORMAT,
+                            "%s: %s: post_processor: special token \"%.60s\" has "
+                            "id %d, which is not in the vocabulary",
+                            fn, tok->source, tok->post[i].sp[k].name, id);
       }
   /* roles: the model's unk, the post-processor's tokens, then tokens named like them */
   if (tok->role[STROP_ROLE_UNK] < 0) tok->role[STROP_ROLE_UNK] = tok->model.unk;
@@ -335,8 +340,7 @@ strop_status strop__tx_pieces(strop_tokenizer *tok, const char *text, size_t len
   return STROP_OK;
 }
 
-strop_status strop__tx_encode_seq(strop_tokenizer *tok, const char *text, size_t len,
-                                  int which) {
+strop_status strop__tx_encode_seq(strop_tokenizer *tok, const char *text, size_t len, int which) {
   tx_work *w = &tok->w;
   strop_status st = strop__tx_pieces(tok, text, len);
   if (st) return st;
@@ -427,12 +431,15 @@ static strop_status truncate_row(tx_enc *a, tx_enc *b, int64_t max, int strategy
     case STROP_TRUNCATE_ONLY_SECOND: {
       tx_enc *t = strategy == STROP_TRUNCATE_ONLY_FIRST ? a : b;
       if (!t)
-        return strop__err(STROP_E_INVALID_ARG, "%s: row %lld: truncation ONLY_SECOND needs a "
-                          "text pair", fn, (long long)row);
+        return strop__err(STROP_E_INVALID_ARG,
+                          "%s: row %lld: truncation ONLY_SECOND needs a "
+                          "text pair",
+                          fn, (long long)row);
       if (t->n <= remove)
-        return strop__err(STROP_E_INVALID_ARG, "%s: row %lld: the %s text has %zu tokens, too few "
-                          "to remove the %zu that exceed max_length", fn, (long long)row,
-                          t == a ? "first" : "second", t->n, remove);
+        return strop__err(STROP_E_INVALID_ARG,
+                          "%s: row %lld: the %s text has %zu tokens, too few "
+                          "to remove the %zu that exceed max_length",
+                          fn, (long long)row, t == a ? "first" : "second", t->n, remove);
       truncate_to(t, t->n - remove, side);
       return STROP_OK;
     }
@@ -445,8 +452,9 @@ static const strop_encode_options *resolve_opt(const strop_encode_options *in,
   strop_encode_options_init(out);
   if (in) {
     size_t n = in->size < sizeof *out ? in->size : sizeof *out;
-    if (n > sizeof out->size) memcpy((char *)out + sizeof out->size, (const char *)in + sizeof in->size,
-                                     n - sizeof out->size);
+    if (n > sizeof out->size)
+      memcpy((char *)out + sizeof out->size, (const char *)in + sizeof in->size,
+             n - sizeof out->size);
   }
   return out;
 }
@@ -464,16 +472,19 @@ static strop_status check_opt(const strop_tokenizer *tok, const strop_encode_opt
                       o->padding);
   if ((o->truncation_side != 0 && o->truncation_side != 1) ||
       (o->padding_side != 0 && o->padding_side != 1))
-    return strop__err(STROP_E_INVALID_ARG, "%s: opt->truncation_side and padding_side must be "
-                      "STROP_SIDE_RIGHT or STROP_SIDE_LEFT", fn);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: opt->truncation_side and padding_side must be "
+                      "STROP_SIDE_RIGHT or STROP_SIDE_LEFT",
+                      fn);
   if (o->padding == STROP_PAD_MAX_LENGTH && o->max_length <= 0)
     return strop__err(STROP_E_INVALID_ARG, "%s: STROP_PAD_MAX_LENGTH needs opt->max_length > 0",
                       fn);
   if (o->pad_to_multiple_of < 0 || o->pad_id < -1 || o->pad_id >= tok->size ||
       o->pad_type_id < 0 || o->pad_type_id > 255)
-    return strop__err(STROP_E_INVALID_ARG, "%s: bad padding option (pad_to_multiple_of %lld, "
-                      "pad_id %lld of %lld ids, pad_type_id %lld)", fn,
-                      (long long)o->pad_to_multiple_of, (long long)o->pad_id,
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: bad padding option (pad_to_multiple_of %lld, "
+                      "pad_id %lld of %lld ids, pad_type_id %lld)",
+                      fn, (long long)o->pad_to_multiple_of, (long long)o->pad_id,
                       (long long)tok->size, (long long)o->pad_type_id);
   return STROP_OK;
 }
@@ -490,9 +501,10 @@ static strop_status encode_row(strop_tokenizer *tok, const char *text, size_t le
   if (o->max_length > 0 && o->truncation != STROP_TRUNCATE_NONE) {
     int64_t added = o->add_special_tokens ? strop__tx_post_added(tok, has_pair) : 0;
     if (o->max_length < added)
-      return strop__err(STROP_E_INVALID_ARG, "%s: row %lld: max_length %lld cannot hold the %lld "
-                        "special tokens of the template", fn, (long long)row,
-                        (long long)o->max_length, (long long)added);
+      return strop__err(STROP_E_INVALID_ARG,
+                        "%s: row %lld: max_length %lld cannot hold the %lld "
+                        "special tokens of the template",
+                        fn, (long long)row, (long long)o->max_length, (long long)added);
     if ((st = truncate_row(&w->seq[0], has_pair ? &w->seq[1] : NULL, o->max_length - added,
                            o->truncation, o->truncation_side, row, fn)))
       return st;
@@ -523,12 +535,14 @@ strop_status strop_tokenizer_encode(strop_tokenizer *tok, const char *text, size
   const char *fn = "strop_tokenizer_encode";
   if (!tok || !count || (!text && len) || (!ids && cap) || cap < 0)
     return strop__err(STROP_E_INVALID_ARG, "%s: %s", fn,
-                      !tok ? "tok is NULL" : !count ? "count is NULL"
+                      !tok             ? "tok is NULL"
+                      : !count         ? "count is NULL"
                       : (!text && len) ? "text is NULL but len > 0"
-                      : cap < 0 ? "cap < 0" : "ids is NULL but cap > 0");
+                      : cap < 0        ? "cap < 0"
+                                       : "ids is NULL but cap > 0");
   if (len > TX_MAX_TEXT)
-    return strop__err(STROP_E_INVALID_ARG, "%s: a text of %zu bytes exceeds the limit of 2^31 - 1",
-                      fn, len);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: a text of %zu bytes exceeds the limit of 2^31 - 1", fn, len);
   strop_encode_options o;
   resolve_opt(opt, &o);
   strop_status st = check_opt(tok, &o, fn);
@@ -548,8 +562,10 @@ strop_status strop_tokenizer_encode(strop_tokenizer *tok, const char *text, size
   }
   int64_t pid = pad_id_of(tok, &o);
   if (pad && pid < 0)
-    return strop__err(STROP_E_INVALID_ARG, "%s: padding needs a pad id: the tokenizer has no pad "
-                      "token; set opt->pad_id or strop_tokenizer_set_special_id()", fn);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: padding needs a pad id: the tokenizer has no pad "
+                      "token; set opt->pad_id or strop_tokenizer_set_special_id()",
+                      fn);
   for (int64_t i = 0; i < total && i < cap; i++) {
     int64_t j = o.padding_side == STROP_SIDE_LEFT ? i - pad : i;
     ids[i] = (j >= 0 && j < n) ? e->id[j] : pid;
@@ -566,8 +582,11 @@ strop_status strop_tokenizer_encode_batch(strop_tokenizer *tok, const char *cons
   const char *fn = "strop_tokenizer_encode_batch";
   if (!tok || !texts || !width || n < 1 || cap < 0)
     return strop__err(STROP_E_INVALID_ARG, "%s: %s", fn,
-                      !tok ? "tok is NULL" : !texts ? "texts is NULL" : !width ? "width is NULL"
-                      : n < 1 ? "n must be >= 1" : "cap < 0");
+                      !tok     ? "tok is NULL"
+                      : !texts ? "texts is NULL"
+                      : !width ? "width is NULL"
+                      : n < 1  ? "n must be >= 1"
+                               : "cap < 0");
   if (cap > 0 && !ids && !type_ids && !mask && !offsets)
     return strop__err(STROP_E_INVALID_ARG, "%s: cap > 0 but every output is NULL", fn);
   for (int64_t i = 0; i < n; i++) {
@@ -575,8 +594,10 @@ strop_status strop_tokenizer_encode_batch(strop_tokenizer *tok, const char *cons
       return strop__err(STROP_E_INVALID_ARG, "%s: texts[%lld] is NULL", fn, (long long)i);
     size_t len = strlen(texts[i]), plen = pairs && pairs[i] ? strlen(pairs[i]) : 0;
     if (len > TX_MAX_TEXT || plen > TX_MAX_TEXT)
-      return strop__err(STROP_E_INVALID_ARG, "%s: row %lld: a text of %zu bytes exceeds the "
-                        "limit of 2^31 - 1", fn, (long long)i, len > plen ? len : plen);
+      return strop__err(STROP_E_INVALID_ARG,
+                        "%s: row %lld: a text of %zu bytes exceeds the "
+                        "limit of 2^31 - 1",
+                        fn, (long long)i, len > plen ? len : plen);
   }
   strop_encode_options o;
   resolve_opt(opt, &o);
@@ -601,7 +622,8 @@ strop_status strop_tokenizer_encode_batch(strop_tokenizer *tok, const char *cons
   }
   int64_t longest = 0;
   for (int64_t r = 0; r < n; r++)
-    if ((int64_t)(start[r + 1] - start[r]) > longest) longest = (int64_t)(start[r + 1] - start[r]);
+    if ((int64_t)(start[r + 1] - start[r]) > longest)
+      longest = (int64_t)(start[r + 1] - start[r]);
   int64_t wd = longest;
   if (o.padding == STROP_PAD_MAX_LENGTH && o.max_length > wd) wd = o.max_length;
   if (o.padding != STROP_PAD_NONE) wd = round_up(wd, o.pad_to_multiple_of);
@@ -609,8 +631,10 @@ strop_status strop_tokenizer_encode_batch(strop_tokenizer *tok, const char *cons
   int needs_pad = 0;
   for (int64_t r = 0; r < n; r++) needs_pad |= (int64_t)(start[r + 1] - start[r]) < wd;
   if (needs_pad && o.padding != STROP_PAD_NONE && pid < 0) {
-    st = strop__err(STROP_E_INVALID_ARG, "%s: padding needs a pad id: the tokenizer has no pad "
-                    "token; set opt->pad_id or strop_tokenizer_set_special_id()", fn);
+    st = strop__err(STROP_E_INVALID_ARG,
+                    "%s: padding needs a pad id: the tokenizer has no pad "
+                    "token; set opt->pad_id or strop_tokenizer_set_special_id()",
+                    fn);
     goto done;
   }
   if (pid < 0) pid = 0;
@@ -649,8 +673,10 @@ int64_t strop_tokenizer_decode(strop_tokenizer *tok, const int64_t *ids, int64_t
   const char *fn = "strop_tokenizer_decode";
   if (!tok || (!ids && n) || n < 0 || (!buf && cap)) {
     strop__err(STROP_E_INVALID_ARG, "%s: %s", fn,
-               !tok ? "tok is NULL" : n < 0 ? "n < 0"
-               : (!ids && n) ? "ids is NULL but n > 0" : "buf is NULL but cap > 0");
+               !tok          ? "tok is NULL"
+               : n < 0       ? "n < 0"
+               : (!ids && n) ? "ids is NULL but n > 0"
+                             : "buf is NULL but cap > 0");
     return -1;
   }
   return strop__tx_decode(tok, ids, n, skip_special, buf, cap, fn);
@@ -666,8 +692,10 @@ int64_t strop_tokenizer_token_to_id(const strop_tokenizer *tok, const char *toke
   }
   int32_t id = token_id(tok, token, strlen(token));
   if (id < 0)
-    strop__err(STROP_E_NOT_FOUND, "strop_tokenizer_token_to_id: \"%.80s\" is not in the "
-               "vocabulary of %s", token, tok->source);
+    strop__err(STROP_E_NOT_FOUND,
+               "strop_tokenizer_token_to_id: \"%.80s\" is not in the "
+               "vocabulary of %s",
+               token, tok->source);
   return id;
 }
 
@@ -714,10 +742,14 @@ strop_status strop_tokenizer_add_token(strop_tokenizer *tok, const char *content
               STROP_TOKEN_RSTRIP | STROP_TOKEN_NORMALIZED;
   if (!tok || !content || !content[0])
     return strop__err(STROP_E_INVALID_ARG, "%s: %s", fn,
-                      !tok ? "tok is NULL" : !content ? "content is NULL" : "content is empty");
+                      !tok       ? "tok is NULL"
+                      : !content ? "content is NULL"
+                                 : "content is empty");
   if (flags & ~known)
-    return strop__err(STROP_E_INVALID_ARG, "%s: flags 0x%x has bits that are not strop_token_flag "
-                      "values", fn, (unsigned)flags);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: flags 0x%x has bits that are not strop_token_flag "
+                      "values",
+                      fn, (unsigned)flags);
   size_t len = strlen(content);
   /* on failure the tokenizer must stay as it was: remember what to undo */
   int n0 = tok->nadded, old_flags = -1, at = -1;
@@ -751,8 +783,10 @@ strop_status strop_tokenizer_set_special_id(strop_tokenizer *tok, int role, int6
   if (role < 0 || role >= TX_ROLES)
     return strop__err(STROP_E_INVALID_ARG, "%s: role %d is not a strop_token_role", fn, role);
   if (id < -1 || id >= tok->size)
-    return strop__err(STROP_E_INVALID_ARG, "%s: id %lld is not -1 or an id of this tokenizer "
-                      "(0 .. %lld)", fn, (long long)id, (long long)tok->size - 1);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: id %lld is not -1 or an id of this tokenizer "
+                      "(0 .. %lld)",
+                      fn, (long long)id, (long long)tok->size - 1);
   tok->role[role] = (int32_t)id;
   return STROP_OK;
 }

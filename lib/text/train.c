@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — training a byte-level BPE vocabulary: count the words GPT-2's pre-tokenizer makes of
  * the corpus, then merge the most frequent adjacent pair again and again (Hugging Face's
  * BpeTrainer: ties to the pair of smaller ids; pair counts updated in place, word by word). */
@@ -18,12 +19,12 @@ void strop_bpe_train_options_init(strop_bpe_train_options *opt) {
 
 /* ---- words: distinct pieces of the corpus with their counts ---- */
 typedef struct words {
-  char *pool;            /* the pieces' bytes */
+  char *pool; /* the pieces' bytes */
   size_t n, cap;
-  uint32_t *off, *len;   /* per word */
+  uint32_t *off, *len; /* per word */
   int64_t *count;
   size_t nw, wcap;
-  int32_t *slot;         /* hash slots -> word, -1 empty */
+  int32_t *slot; /* hash slots -> word, -1 empty */
   size_t nslot;
 } words;
 
@@ -81,11 +82,11 @@ static strop_status words_add(words *w, const char *s, size_t n) {
 
 /* ---- pair statistics ---- */
 typedef struct pstat {
-  uint64_t key;          /* a << 32 | b */
+  uint64_t key; /* a << 32 | b */
   int64_t count;
-  int32_t *where;        /* words that held the pair (may repeat, may be stale) */
+  int32_t *where; /* words that held the pair (may repeat, may be stale) */
   size_t nwhere, wcap;
-  uint32_t queued;       /* the merge that last requeued it */
+  uint32_t queued; /* the merge that last requeued it */
 } pstat;
 
 typedef struct pairs {
@@ -228,8 +229,7 @@ static strop_status count_words(strop_tokenizer *tok, const char *const *paths, 
       if (e < len) e++;
       st = strop__tx_pieces(tok, data + i, e - i);
       for (size_t p = 0; p < tok->w.np && !st; p++)
-        if (tok->w.p[p].id < 0)
-          st = words_add(wd, tok->w.s + tok->w.p[p].off, tok->w.p[p].len);
+        if (tok->w.p[p].id < 0) st = words_add(wd, tok->w.s + tok->w.p[p].off, tok->w.p[p].len);
       i = e;
     }
     strop__free(data);
@@ -239,19 +239,25 @@ static strop_status count_words(strop_tokenizer *tok, const char *const *paths, 
 }
 
 strop_status strop_tokenizer_train_bpe(const char *const *paths, int64_t n,
-                                       const strop_bpe_train_options *opt, strop_tokenizer **out) {
+                                       const strop_bpe_train_options *opt,
+                                       strop_tokenizer **out) {
   if (out) *out = NULL;
   if (!paths || !out || n < 1)
     return strop__err(STROP_E_INVALID_ARG, "%s: %s", FN,
-                      !paths ? "paths is NULL" : !out ? "out is NULL" : "n must be >= 1");
+                      !paths ? "paths is NULL"
+                      : !out ? "out is NULL"
+                             : "n must be >= 1");
   for (int64_t i = 0; i < n; i++)
-    if (!paths[i]) return strop__err(STROP_E_INVALID_ARG, "%s: paths[%lld] is NULL", FN, (long long)i);
+    if (!paths[i])
+      return strop__err(STROP_E_INVALID_ARG, "%s: paths[%lld] is NULL", FN, (long long)i);
   strop_bpe_train_options o;
   strop_bpe_train_options_init(&o);
   if (opt) {
     if (opt->size < sizeof opt->size)
-      return strop__err(STROP_E_INVALID_ARG, "%s: opt->size is %zu: fill opt with "
-                        "strop_bpe_train_options_init()", FN, opt->size);
+      return strop__err(STROP_E_INVALID_ARG,
+                        "%s: opt->size is %zu: fill opt with "
+                        "strop_bpe_train_options_init()",
+                        FN, opt->size);
     size_t k = opt->size < sizeof o ? opt->size : sizeof o;
     memcpy((char *)&o + sizeof o.size, (const char *)opt + sizeof o.size, k - sizeof o.size);
   }
@@ -260,21 +266,23 @@ strop_status strop_tokenizer_train_bpe(const char *const *paths, int64_t n,
     return strop__err(STROP_E_INVALID_ARG, "%s: %lld special tokens at %p", FN,
                       (long long)o.num_special_tokens, (const void *)o.special_tokens);
   if (o.vocab_size < 256 + o.num_special_tokens || o.vocab_size > TX_MAX_IDS)
-    return strop__err(STROP_E_INVALID_ARG, "%s: vocab_size %lld must be in [256 + %lld special "
-                      "tokens, %d]", FN, (long long)o.vocab_size, (long long)o.num_special_tokens,
-                      TX_MAX_IDS);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: vocab_size %lld must be in [256 + %lld special "
+                      "tokens, %d]",
+                      FN, (long long)o.vocab_size, (long long)o.num_special_tokens, TX_MAX_IDS);
   if (o.min_frequency < 0 || o.max_token_length < 0 || o.add_prefix_space < 0 ||
       o.add_prefix_space > 1)
-    return strop__err(STROP_E_INVALID_ARG, "%s: min_frequency %lld and max_token_length %lld must "
-                      "be >= 0, add_prefix_space 0 or 1", FN, (long long)o.min_frequency,
-                      (long long)o.max_token_length);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: min_frequency %lld and max_token_length %lld must "
+                      "be >= 0, add_prefix_space 0 or 1",
+                      FN, (long long)o.min_frequency, (long long)o.max_token_length);
   strop_tokenizer *tok = NULL;
   strop_status st = strop__tx_new("(trained)", TX_FROM_TRAIN, &tok);
   if (st) return st;
   words wd = {0};
   pairs pr = {0};
   queue q = {0};
-  int32_t **sym = NULL;   /* per word: its symbols */
+  int32_t **sym = NULL; /* per word: its symbols */
   uint32_t *nsym = NULL;
   uint32_t *stamp = NULL;
   uint64_t *changed = NULL;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the text module's building blocks: UTF-8, the character classes of Hugging Face's
  * tokenizers (from utf8proc's Unicode data), hash tables, a byte trie, patterns, work buffers. */
 #include <string.h>
@@ -259,7 +260,8 @@ strop_status strop__tx_vocab_reserve(tx_vocab *v, size_t count) {
 }
 
 strop_status strop__tx_vocab_put(tx_vocab *v, int32_t id, const char *s, size_t n) {
-  if (id < 0 || id >= TX_MAX_IDS || n >= TX_MAX_TOKEN_BYTES || (id < v->n && v->len[id] != TX_NONE))
+  if (id < 0 || id >= TX_MAX_IDS || n >= TX_MAX_TOKEN_BYTES ||
+      (id < v->n && v->len[id] != TX_NONE))
     return strop__err(STROP_E_INTERNAL, "strop__tx_vocab_put: bad id %d or length %zu", id, n);
   if ((size_t)id >= v->idcap) {
     size_t cap = v->idcap, cap2 = v->idcap;
@@ -558,8 +560,7 @@ strop_status strop__tx_emit_copy(tx_work *w, size_t from, size_t n) {
 
 strop_status strop__tx_push_piece(tx_work *w, uint32_t off, uint32_t len, int32_t id,
                                   uint32_t flags) {
-  if (w->nq == w->qcap &&
-      strop__tx_reserve((void **)&w->q, &w->qcap, w->nq + 1, sizeof *w->q))
+  if (w->nq == w->qcap && strop__tx_reserve((void **)&w->q, &w->qcap, w->nq + 1, sizeof *w->q))
     return STROP__NOMEM("strop__tx_push_piece");
   w->q[w->nq++] = (tx_piece){off, len, id, flags};
   return STROP_OK;

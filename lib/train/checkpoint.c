@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — trainer checkpoints: the model, optimizer and scheduler state, the RNG, the step
  * counters, the running epoch and the data order in one atomically written file, so a run
  * resumed from it continues bit for bit. */
@@ -38,8 +39,10 @@ strop_status strop_trainer_save_checkpoint(const strop_trainer *t, const char *p
   if (!t || !path)
     return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, t ? "path" : "trainer");
   if (t->micro != 0)
-    return strop__err(STROP_E_STATE, "%s: %lld of %lld micro-batches are accumulated; save after "
-                      "the optimizer step", fn, (long long)t->micro, (long long)t->accum);
+    return strop__err(STROP_E_STATE,
+                      "%s: %lld of %lld micro-batches are accumulated; save after "
+                      "the optimizer step",
+                      fn, (long long)t->micro, (long long)t->accum);
   strop__ckpt_writer *w = NULL;
   strop_status s = strop__ckpt_writer_begin(fn, path, &w);
   if (s) return s;
@@ -56,22 +59,22 @@ strop_status strop_trainer_save_checkpoint(const strop_trainer *t, const char *p
       if ((s = strop__sched_state_at(t->sched, i, &e)) || (s = add_state(w, &e))) goto fail;
     }
   }
-  const int64_t counters[] = {t->global_step, t->skipped, t->ep_correct, t->ep_rows,
-                              t->ep_samples,  t->ep_batches, t->bad_epochs, t->best_epoch,
-                              t->hist_len};
+  const int64_t counters[] = {t->global_step, t->skipped,    t->ep_correct,
+                              t->ep_rows,     t->ep_samples, t->ep_batches,
+                              t->bad_epochs,  t->best_epoch, t->hist_len};
   int64_t cd[1] = {(int64_t)(sizeof counters / sizeof counters[0])};
   if ((s = strop__ckpt_add_i64_copy(w, "train.counters", 1, cd, counters))) goto fail;
   double reals[2] = {t->ep_loss, t->best_value};
   if ((s = add_f64(w, "train.reals", reals, 2))) goto fail;
-  if (t->hist_len > 0 && (s = add_f64(w, "train.history", t->hist,
-                                      (size_t)(t->hist_len * H_COLS))))
+  if (t->hist_len > 0 &&
+      (s = add_f64(w, "train.history", t->hist, (size_t)(t->hist_len * H_COLS))))
     goto fail;
   if (t->have_snapshot) {
     /* the best epoch's weights, so restore_best after a resume restores what it would have */
     int64_t bd[1] = {(int64_t)t->snapshot_len}, id[1] = {(int64_t)t->isnapshot_len};
     if ((s = strop__ckpt_add_f32(w, "train.best", 1, bd, t->snapshot)) ||
-        (t->isnapshot_len && (s = strop__ckpt_add_i64(w, "train.best_buffers", 1, id,
-                                                      t->isnapshot))))
+        (t->isnapshot_len &&
+         (s = strop__ckpt_add_i64(w, "train.best_buffers", 1, id, t->isnapshot))))
       goto fail;
   }
   if (t->train_it) {
@@ -272,9 +275,10 @@ strop_status strop_trainer_load_checkpoint(strop_trainer *t, const char *path) {
   if (kinds && !(kinds & (1u << kind))) {
     char held[64];
     kinds_text(kinds, held, sizeof held);
-    s = strop__err(STROP_E_FORMAT, "%s: %s holds the state of %s optimizer, this trainer's is %s; "
-                   "a resume needs the same kind (nothing was loaded)", fn, path, held,
-                   strop__optim_kind_name(kind));
+    s = strop__err(STROP_E_FORMAT,
+                   "%s: %s holds the state of %s optimizer, this trainer's is %s; "
+                   "a resume needs the same kind (nothing was loaded)",
+                   fn, path, held, strop__optim_kind_name(kind));
     goto done;
   }
   if ((s = strop__optim_stage(t->opt, &opt)) ||
@@ -325,6 +329,7 @@ done:
   strop__free(best);
   strop__free(ibest);
   strop__ckpt_close(c);
-  if (!s) strop__log(STROP_LOG_DEBUG, "%s: read %s at step %lld", fn, path, (long long)t->global_step);
+  if (!s)
+    strop__log(STROP_LOG_DEBUG, "%s: read %s at step %lld", fn, path, (long long)t->global_step);
   return s;
 }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — export for inference: a copy of the model with LoRA merged into plain linear layers,
  * dropout removed and BatchNorm folded into the conv/linear before it, saved as spec + weights.
  *
@@ -30,8 +31,10 @@ static strop_status retype(strop_model *m, int idx, const strop__layer_vtable *v
   strop_status st = strop__gedit_retype(m, idx, vt, over);
   if (!st) st = strop__gedit_reinfer(m, idx, STROP__REINFER_ANY, NULL);
   if (!st && !strop__shape_eq(&nd->out_shape, &before))
-    st = strop__err(STROP_E_INTERNAL, "%s: layer '%s': re-typing as %s changed its output "
-                    "shape", fn, nd->name, vt->type);
+    st = strop__err(STROP_E_INTERNAL,
+                    "%s: layer '%s': re-typing as %s changed its output "
+                    "shape",
+                    fn, nd->name, vt->type);
   return st;
 }
 
@@ -118,8 +121,7 @@ static strop_status fold_bn(strop__gedit *g) {
     const char *eps_s = strop__opts_get(&bo, "eps");
     const double eps = eps_s ? (double)strtof(eps_s, NULL) : 1e-5;
     strop__opts_free(&bo);
-    if (!strop__node_param(&m->nodes[p], "bias") &&
-        (st = retype(m, p, m->nodes[p].vt, bias_on)))
+    if (!strop__node_param(&m->nodes[p], "bias") && (st = retype(m, p, m->nodes[p].vt, bias_on)))
       return st;
     bn = &m->nodes[i];
     strop__node *pv = &m->nodes[p];
@@ -128,8 +130,10 @@ static strop_status fold_bn(strop__gedit *g) {
     const strop__param *rv = strop__node_param(bn, "running_var");
     strop__param *w = strop__node_param(pv, "weight"), *b = strop__node_param(pv, "bias");
     if (!w || !b || !w->data || !b->data || b->numel != rm->numel || w->numel % b->numel)
-      return strop__err(STROP_E_INTERNAL, "%s: layer '%s': unexpected parameters to fold "
-                        "'%s' into", fn, pv->name, bn->name);
+      return strop__err(STROP_E_INTERNAL,
+                        "%s: layer '%s': unexpected parameters to fold "
+                        "'%s' into",
+                        fn, pv->name, bn->name);
     const size_t C = b->numel, per = w->numel / C;
     for (size_t c = 0; c < C; c++) {
       /* the same arithmetic as the eval-mode BatchNorm kernel, in double */
@@ -179,10 +183,14 @@ strop_status strop_model_export(const strop_model *model, const char *spec_path,
                                 const char *weights_path, int flags) {
   if (!model || !spec_path || !weights_path)
     return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn,
-                      !model ? "model" : !spec_path ? "spec_path" : "weights_path");
+                      !model       ? "model"
+                      : !spec_path ? "spec_path"
+                                   : "weights_path");
   if (flags & ~(STROP_EXPORT_NO_FOLD | STROP_EXPORT_KEEP_DROPOUT))
-    return strop__err(STROP_E_INVALID_ARG, "%s: unknown flags 0x%x (known: STROP_EXPORT_NO_FOLD, "
-                      "STROP_EXPORT_KEEP_DROPOUT)", fn, (unsigned)flags);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: unknown flags 0x%x (known: STROP_EXPORT_NO_FOLD, "
+                      "STROP_EXPORT_KEEP_DROPOUT)",
+                      fn, (unsigned)flags);
   if (!model->finalized) return strop__err(STROP_E_STATE, "%s: model is not finalized", fn);
   if (!*spec_path || !*weights_path)
     return strop__err(STROP_E_INVALID_ARG, "%s: %s is empty", fn,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — training a head on a frozen trunk's cached outputs (see frozen.h): the trunk runs
  * once per sample, its outputs become a dataset, and the nodes after it a model of their own. */
 #include <string.h>
@@ -41,7 +42,8 @@ static strop_status features(strop_model *m, int cut, strop_batch_iter *it,
     done += (size_t)rows;
   }
   m->keep_act = -1;
-  if (!s && done != n) s = strop__err(STROP_E_INTERNAL, "%s: cached %zu of %zu samples", fn, done, n);
+  if (!s && done != n)
+    s = strop__err(STROP_E_INTERNAL, "%s: cached %zu of %zu samples", fn, done, n);
   if (!s) {
     const int64_t nc = strop_dataset_num_classes(ds);
     s = strop_dataset_from_memory(feat, tgt, (int64_t)n, fs->rank, fs->d, trank, tdims,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — training a head on a frozen trunk's cached outputs: a frozen, deterministic trunk
  * computes the same features every epoch, so they are computed once and the nodes after it
  * train on them as a model of their own. The recipe runner uses it; it composes public calls
@@ -9,8 +10,8 @@
 #include "strop/model.h"
 
 typedef struct strop__frozen_head {
-  strop_model *head;           /* the nodes after the trunk; its input is the trunk's output */
-  strop_dataset *train, *val;  /* the trunk's output for every sample, with its target */
+  strop_model *head;          /* the nodes after the trunk; its input is the trunk's output */
+  strop_dataset *train, *val; /* the trunk's output for every sample, with its target */
 } strop__frozen_head;
 
 /* 1 when model m has a frozen, deterministic trunk through which every later node is reached

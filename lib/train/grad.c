@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the gradients of a model's parameters for the host: a copy out, a copy in. They let a
  * host read what a backward made and train with gradients it makes or changes itself. */
 #include <string.h>
@@ -14,11 +15,13 @@ static strop_status grad_param(const strop_model *m, const char *fn, const char 
   if (p->is_buffer || !p->data)
     return strop__err(STROP_E_STATE, "%s: '%s' is a buffer: it has no gradient", fn, name);
   if (!p->trainable)
-    return strop__err(STROP_E_STATE, "%s: '%s' is frozen: it has no gradient (unfreeze it "
-                      "first)", fn, name);
+    return strop__err(STROP_E_STATE,
+                      "%s: '%s' is frozen: it has no gradient (unfreeze it "
+                      "first)",
+                      fn, name);
   if (count != p->numel)
-    return strop__err(STROP_E_SHAPE, "%s: '%s' has %zu values, got count %zu", fn, name,
-                      p->numel, count);
+    return strop__err(STROP_E_SHAPE, "%s: '%s' has %zu values, got count %zu", fn, name, p->numel,
+                      count);
   *out = p;
   return STROP_OK;
 }
@@ -28,15 +31,15 @@ strop_status strop_model_get_grad(const strop_model *m, const char *name, float 
   static const char fn[] = "strop_model_get_grad";
   if (!m || !name || !out)
     return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn,
-                      !m ? "model" : !name ? "name" : "out");
+                      !m      ? "model"
+                      : !name ? "name"
+                              : "out");
   strop__param *p;
   strop_status s = grad_param(m, fn, name, count, &p);
   if (s) return s;
   /* none yet, or cleared lazily (its memory still holds old values): zero */
-  if (!p->grad || p->grad_stale)
-    memset(out, 0, count * sizeof *out);
-  else
-    memcpy(out, p->grad, count * sizeof *out);
+  if (!p->grad || p->grad_stale) memset(out, 0, count * sizeof *out);
+  else memcpy(out, p->grad, count * sizeof *out);
   return STROP_OK;
 }
 
@@ -45,7 +48,9 @@ strop_status strop_model_set_grad(strop_model *m, const char *name, const float 
   static const char fn[] = "strop_model_set_grad";
   if (!m || !name || !data)
     return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn,
-                      !m ? "model" : !name ? "name" : "data");
+                      !m      ? "model"
+                      : !name ? "name"
+                              : "data");
   strop__param *p;
   strop_status s = grad_param(m, fn, name, count, &p);
   if (s) return s;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — applying a trained classifier to raw inputs: the preprocessing its metadata records
  * (run through the same batch iterator and transforms as evaluation), eval mode, softmax, and
  * the top k classes of each row with their source labels and names. */
@@ -16,11 +17,11 @@ static const char fn[] = "strop_model_predict";
 struct strop_prediction {
   int64_t rows;
   int k;
-  int64_t *cls;     /* rows * k output indices, best first */
-  double *prob;     /* rows * k */
+  int64_t *cls; /* rows * k output indices, best first */
+  double *prob; /* rows * k */
   int64_t n_classes;
-  int64_t *labels;  /* per output index: its source label */
-  char **names;     /* per output index: its name, or NULL */
+  int64_t *labels; /* per output index: its source label */
+  char **names;    /* per output index: its name, or NULL */
 };
 
 void strop_prediction_free(strop_prediction *p) {
@@ -36,15 +37,15 @@ void strop_prediction_free(strop_prediction *p) {
 /* ---- the preprocessing the metadata describes (docs/formats.md, model metadata) ---- */
 
 typedef struct prep {
-  int rank;                       /* a raw sample's shape */
+  int rank; /* a raw sample's shape */
   int64_t dims[STROP_MAX_RANK];
   int have_scale;
   double scale;
-  int64_t resize[2];              /* 0: none */
-  int64_t shorter, max_size;      /* resize of the shorter side (0: none) */
+  int64_t resize[2];         /* 0: none */
+  int64_t shorter, max_size; /* resize of the shorter side (0: none) */
   int resize_mode;
-  int64_t center_crop[2];         /* 0: none */
-  int64_t n_norm;                 /* 0: none */
+  int64_t center_crop[2]; /* 0: none */
+  int64_t n_norm;         /* 0: none */
   float *mean, *std;
 } prep;
 
@@ -54,13 +55,14 @@ static void prep_free(prep *p) {
 }
 
 static strop_status bad_meta(const char *key, const char *what) {
-  return strop__err(STROP_E_FORMAT, "%s: the model's metadata '%s' is not %s (docs/formats.md, "
-                    "model metadata)", fn, key, what);
+  return strop__err(STROP_E_FORMAT,
+                    "%s: the model's metadata '%s' is not %s (docs/formats.md, "
+                    "model metadata)",
+                    fn, key, what);
 }
 
 /* Parses the JSON value of key into j; *have is 0 when the model has no such entry. */
-static strop_status parse_meta(const strop_model *m, const char *key, strop__json *j,
-                               int *have) {
+static strop_status parse_meta(const strop_model *m, const char *key, strop__json *j, int *have) {
   const char *v = strop__meta_get(&m->meta, key);
   *have = v != NULL;
   if (!v) return STROP_OK;
@@ -76,7 +78,9 @@ static strop_status parse_meta(const strop_model *m, const char *key, strop__jso
 }
 
 static int is_num(const strop__jnode *n) { return n && n->type == STROP__J_NUM; }
-static double num(const strop__jnode *n) { return n->is_int ? (double)n->ival : strtod(n->str, NULL); }
+static double num(const strop__jnode *n) {
+  return n->is_int ? (double)n->ival : strtod(n->str, NULL);
+}
 
 /* n floats of a JSON array of numbers into a new array; NULL with *st set otherwise. */
 static float *float_list(const strop__json *j, const strop__jnode *a, int64_t n, const char *key,
@@ -91,7 +95,8 @@ static float *float_list(const strop__json *j, const strop__jnode *a, int64_t n,
     return NULL;
   }
   int64_t i = 0;
-  for (const strop__jnode *c = strop__json_at(j, a->child); c; c = strop__json_at(j, c->next), i++) {
+  for (const strop__jnode *c = strop__json_at(j, a->child); c;
+       c = strop__json_at(j, c->next), i++) {
     if (!is_num(c) || !isfinite(num(c))) {
       strop__free(v);
       *st = bad_meta(key, "{\"mean\": [...], \"std\": [...]} of finite numbers");
@@ -118,8 +123,7 @@ static strop_status read_prep(const strop_model *m, prep *p) {
          c = strop__json_at(&j, c->next), k++) {
       if (c->type != STROP__J_NUM || !c->is_int || c->ival < 1 || c->ival > ((int64_t)1 << 31))
         ok = 0;
-      else
-        p->dims[k] = c->ival;
+      else p->dims[k] = c->ival;
     }
     p->rank = ok ? r->count : 0;
     strop__json_free(&j);
@@ -162,8 +166,8 @@ static strop_status read_prep(const strop_model *m, prep *p) {
     } else {
       ok = ok && sh && sh->type == STROP__J_NUM && sh->is_int && sh->ival >= 1 &&
            sh->ival <= 65536 &&
-           (!mx || (mx->type == STROP__J_NUM && mx->is_int && mx->ival > sh->ival &&
-                    mx->ival <= 65536));
+           (!mx ||
+            (mx->type == STROP__J_NUM && mx->is_int && mx->ival > sh->ival && mx->ival <= 65536));
       if (ok) {
         p->shorter = sh->ival;
         p->max_size = mx ? mx->ival : 0;
@@ -175,7 +179,8 @@ static strop_status read_prep(const strop_model *m, prep *p) {
     strop__json_free(&j);
     if (!ok) {
       p->resize[0] = p->shorter = 0;
-      return bad_meta("input.resize", "{\"size\": [h, w]} or {\"shorter\": s, \"max_size\": m} "
+      return bad_meta("input.resize",
+                      "{\"size\": [h, w]} or {\"shorter\": s, \"max_size\": m} "
                       "with sizes in [1, 65536] and a \"mode\" of \"bilinear\", \"nearest\" or "
                       "\"bilinear_aa\"");
     }
@@ -208,7 +213,7 @@ static strop_status read_prep(const strop_model *m, prep *p) {
     const strop__jnode *sd = r->type == STROP__J_OBJ ? strop__json_get(&j, r, "std") : NULL;
     int64_t n = mn && mn->type == STROP__J_ARR ? mn->count : 0;
     st = n < 1 ? bad_meta("input.normalize", "{\"mean\": [...], \"std\": [...]} of one number "
-                          "per channel each")
+                                             "per channel each")
                : STROP_OK;
     if (!st) p->mean = float_list(&j, mn, n, "input.normalize", &st);
     if (!st) p->std = float_list(&j, sd, n, "input.normalize", &st);
@@ -239,9 +244,10 @@ static strop_status read_classes(const strop_model *m, strop_prediction *p) {
     int64_t n = r->type == STROP__J_ARR ? r->count : -1;
     strop__json_free(&j);
     if (n < 0) return bad_meta("classes", "a list of {\"label\": L, \"name\": \"...\"}");
-    return strop__err(STROP_E_FORMAT, "%s: the model's metadata 'classes' lists %lld classes but "
-                      "its output has %lld scores per row", fn, (long long)n,
-                      (long long)p->n_classes);
+    return strop__err(STROP_E_FORMAT,
+                      "%s: the model's metadata 'classes' lists %lld classes but "
+                      "its output has %lld scores per row",
+                      fn, (long long)n, (long long)p->n_classes);
   }
   int64_t i = 0;
   for (const strop__jnode *c = strop__json_at(&j, r->child); c && !st;
@@ -292,8 +298,10 @@ strop_status strop_model_predict(strop_model *m, const strop_tensor *input, int 
   if (!m->finalized) return strop__err(STROP_E_STATE, "%s: the model is not finalized", fn);
   int64_t od[STROP_MAX_RANK];
   if (strop_model_output_shape(m, od, STROP_MAX_RANK) != 1)
-    return strop__err(STROP_E_UNSUPPORTED, "%s: the model's output is not one score per class "
-                      "([C] per row): predict applies to classifiers", fn);
+    return strop__err(STROP_E_UNSUPPORTED,
+                      "%s: the model's output is not one score per class "
+                      "([C] per row): predict applies to classifiers",
+                      fn);
   prep pp;
   strop_status st = read_prep(m, &pp);
   if (st) return st;
@@ -314,8 +322,8 @@ strop_status strop_model_predict(strop_model *m, const strop_tensor *input, int 
   const int rank = strop_tensor_shape(input, dims, STROP_MAX_RANK);
   const size_t numel = strop_tensor_numel(input);
   /* images of any size when the pipeline gives them one ([N, C, H, W] of the recorded C) */
-  if ((pp.resize[0] > 0 || pp.shorter > 0 || pp.center_crop[0] > 0) && pp.rank == 3 && rank == 4 &&
-      dims[1] == pp.dims[0] && dims[2] > 0 && dims[3] > 0) {
+  if ((pp.resize[0] > 0 || pp.shorter > 0 || pp.center_crop[0] > 0) && pp.rank == 3 &&
+      rank == 4 && dims[1] == pp.dims[0] && dims[2] > 0 && dims[3] > 0) {
     pp.dims[1] = dims[2];
     pp.dims[2] = dims[3];
   }
@@ -330,20 +338,24 @@ strop_status strop_model_predict(strop_model *m, const strop_tensor *input, int 
     strop__shape_str(&is, a, sizeof a);
     strop__shape_str(&want, b, sizeof b);
     if (numel == 0 || numel % per != 0)
-      st = strop__err(STROP_E_SHAPE, "%s: the input %s holds %zu values, not a whole number of "
-                      "samples of %s (%zu values each)", fn, a, numel, b, per);
+      st = strop__err(STROP_E_SHAPE,
+                      "%s: the input %s holds %zu values, not a whole number of "
+                      "samples of %s (%zu values each)",
+                      fn, a, numel, b, per);
     else
-      st = strop__err(STROP_E_SHAPE, "%s: the input %s holds %lld samples of %s but its first "
-                      "dimension says %lld: give [N, ...] with N samples", fn, a, (long long)n, b,
-                      (long long)dims[0]);
+      st = strop__err(STROP_E_SHAPE,
+                      "%s: the input %s holds %lld samples of %s but its first "
+                      "dimension says %lld: give [N, ...] with N samples",
+                      fn, a, (long long)n, b, (long long)dims[0]);
     goto done;
   }
   const float *x = strop_tensor_data_const(input);
   for (size_t e = 0; e < numel; e++)
     if (!isfinite(x[e])) {
-      st = strop__err(STROP_E_INVALID_ARG, "%s: row %lld of the input holds %s (value %zu of the "
-                      "row): inputs must be finite", fn, (long long)(e / per),
-                      isnan(x[e]) ? "NaN" : "an infinity", e % per);
+      st = strop__err(STROP_E_INVALID_ARG,
+                      "%s: row %lld of the input holds %s (value %zu of the "
+                      "row): inputs must be finite",
+                      fn, (long long)(e / per), isnan(x[e]) ? "NaN" : "an infinity", e % per);
       goto done;
     }
   p->rows = n;
@@ -382,10 +394,12 @@ strop_status strop_model_predict(strop_model *m, const strop_tensor *input, int 
       const float *sr = s + r * p->n_classes;
       for (int64_t c = 0; c < p->n_classes && !st; c++)
         if (!isfinite(sr[c]))
-          st = strop__err(STROP_E_NUMERIC, "%s: the model gives a non-finite score (%g) for "
-                          "row %lld, class %lld: its weights hold NaN or infinite values", fn,
-                          (double)sr[c], (long long)(row + r), (long long)c);
-      if (!st) top_k(sr, p->n_classes, p->k, p->cls + (row + r) * p->k, p->prob + (row + r) * p->k);
+          st = strop__err(STROP_E_NUMERIC,
+                          "%s: the model gives a non-finite score (%g) for "
+                          "row %lld, class %lld: its weights hold NaN or infinite values",
+                          fn, (double)sr[c], (long long)(row + r), (long long)c);
+      if (!st)
+        top_k(sr, p->n_classes, p->k, p->cls + (row + r) * p->k, p->prob + (row + r) * p->k);
     }
     strop_tensor_free(y);
     if (st) goto done;
@@ -436,8 +450,8 @@ int64_t strop_prediction_name(const strop_prediction *p, int64_t row, int j, cha
                               size_t cap) {
   static const char gn[] = "strop_prediction_name";
   if (!at(p, row, j)) {
-    strop__err(STROP_E_INVALID_ARG, "%s: %s", gn, !p ? "prediction is NULL"
-                                                    : "row or rank out of range");
+    strop__err(STROP_E_INVALID_ARG, "%s: %s", gn,
+               !p ? "prediction is NULL" : "row or rank out of range");
     return -1;
   }
   const char *name = p->names[p->cls[row * p->k + j]];

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the trainer's private state, shared by the step/fit code and checkpoints. */
 #ifndef STROP_TRAIN_IMPL_H
 #define STROP_TRAIN_IMPL_H
@@ -21,8 +22,17 @@ enum { STROP__TRAIN_N_KNOBS = 8 };
 extern const strop__settings strop__trainer_settings;
 
 /* History columns per epoch (checkpoints store hist_len x H_COLS doubles). */
-enum { H_TRAIN_LOSS, H_TRAIN_ACC, H_VAL_LOSS, H_VAL_ACC, H_VAL_TOP5, H_VAL_F1, H_VAL_MSE,
-       H_VAL_MAE, H_COLS };
+enum {
+  H_TRAIN_LOSS,
+  H_TRAIN_ACC,
+  H_VAL_LOSS,
+  H_VAL_ACC,
+  H_VAL_TOP5,
+  H_VAL_F1,
+  H_VAL_MSE,
+  H_VAL_MAE,
+  H_COLS
+};
 
 struct strop_trainer {
   strop_model *m;
@@ -33,13 +43,13 @@ struct strop_trainer {
   float *class_weights;
   int64_t n_class_weights;
   double clip_norm, clip_value;
-  int64_t accum;          /* micro-batches per optimizer step */
+  int64_t accum; /* micro-batches per optimizer step */
   int sched_per_epoch;
-  int64_t micro;          /* micro-batches accumulated so far */
-  int host_pending;       /* 1: strop_trainer_forward ran and its backward (or discard) has not:
+  int64_t micro;       /* micro-batches accumulated so far */
+  int host_pending;    /* 1: strop_trainer_forward ran and its backward (or discard) has not:
                              the model holds that step's activations */
-  int64_t global_step;    /* optimizer steps */
-  int64_t skipped;        /* steps dropped by the numeric guard */
+  int64_t global_step; /* optimizer steps */
+  int64_t skipped;     /* steps dropped by the numeric guard */
   /* fit state: the running epoch, saved in checkpoints for an exact resume */
   strop_batch_iter *train_it; /* during fit, for checkpoints */
   double ep_loss;
@@ -47,7 +57,7 @@ struct strop_trainer {
   int64_t bad_epochs;
   int64_t best_epoch;
   double best_value;
-  double *hist;           /* hist_cap rows of H_COLS */
+  double *hist; /* hist_cap rows of H_COLS */
   int64_t hist_len, hist_cap;
   /* restored by load_checkpoint, applied by the next fit */
   int64_t pending_epoch, pending_pos;
@@ -76,9 +86,10 @@ struct strop_trainer {
 
 /* One micro-batch: forward, loss, backward; an optimizer step every accum calls. x is
  * [n, shape] (shape NULL: the model's declared input shape), mask [n, shape[0]] or NULL. */
-strop_status strop__trainer_micro_step(strop_trainer *t, const float *x, const strop__shape *shape,
-                                       const float *mask, const float *y, int64_t n,
-                                       double *loss_out, int64_t *correct_out);
+strop_status strop__trainer_micro_step(strop_trainer *t, const float *x,
+                                       const strop__shape *shape, const float *mask,
+                                       const float *y, int64_t n, double *loss_out,
+                                       int64_t *correct_out);
 strop_status strop__metrics_new(int64_t classes, int per_position, strop_metrics **out);
 
 /* Sets the metadata entry key = value that the trainer's checkpoints carry from now on, so

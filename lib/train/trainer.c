@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the trainer: a fine-tuning step (forward, loss, backward, guard, clip, update),
  * evaluation with metrics, and the fit loop with early stopping and exact-resume checkpoints. */
 #include <math.h>
@@ -22,40 +23,58 @@ static double now_sec(void) {
 
 /* ---- the settings: declared once (see core/settings.h) ---- */
 
-static const char *const LOSS_WORDS[] = {"cross_entropy", "mse", "l1", "huber",
+static const char *const LOSS_WORDS[] = {"cross_entropy",   "mse", "l1", "huber",
                                          "bce_with_logits", NULL};
 
 #define KNOB(k) [k] = {.key = k, .ident = #k, .kinds = 1
-static const strop__setting KNOBS[STROP__TRAIN_N_KNOBS] = {
-  KNOB(STROP_TRAIN_LOSS), .name = "loss", .alias = "kind", .type = STROP__SET_ENUM,
-    .def = STROP_LOSS_CROSS_ENTROPY, .lo = STROP_LOSS_CROSS_ENTROPY,
-    .hi = STROP_LOSS_BCE_WITH_LOGITS, .words = LOSS_WORDS, .group = "loss",
-    .doc = "The loss (a strop_loss_kind)."},
-  KNOB(STROP_TRAIN_LABEL_SMOOTHING), .name = "label_smoothing", .type = STROP__SET_FLOAT,
-    .lo = 0, .hi = 1, .group = "loss", .doc = "Cross-entropy label smoothing."},
-  KNOB(STROP_TRAIN_IGNORE_INDEX), .name = "ignore_index", .type = STROP__SET_INT, .def = -100,
-    .lo = -0x1p63, .hi = 0x1p63, .group = "loss",
-    .doc = "Cross-entropy target that counts for nothing (any int64)."},
-  KNOB(STROP_TRAIN_HUBER_DELTA), .name = "huber_delta", .alias = "delta",
-    .type = STROP__SET_FLOAT, .def = 1, .lo = 0, .hi = HUGE_VAL, .flags = STROP__KNOB_LO_OPEN,
-    .group = "loss", .doc = "Huber loss: where the quadratic part becomes linear."},
-  KNOB(STROP_TRAIN_CLIP_NORM), .name = "clip_norm", .type = STROP__SET_FLOAT, .lo = 0,
-    .hi = HUGE_VAL, .group = "update",
-    .doc = "Clip the global L2 norm of the gradients to this (0: no clipping)."},
-  KNOB(STROP_TRAIN_CLIP_VALUE), .name = "clip_value", .type = STROP__SET_FLOAT, .lo = 0,
-    .hi = HUGE_VAL, .group = "update",
-    .doc = "Clip every gradient value to [-v, v] (0: no clipping)."},
-  KNOB(STROP_TRAIN_ACCUM_STEPS), .name = "accum_steps", .alias = "accumulate",
-    .type = STROP__SET_INT, .def = 1, .lo = 1, .hi = 1000000, .group = "update",
-    .doc = "Micro-batches whose gradients add up to one optimizer step."},
-  KNOB(STROP_TRAIN_SCHED_PER_EPOCH), .name = "sched_per_epoch", .type = STROP__SET_FLAG,
-    .lo = 0, .hi = 1, .group = "update",
-    .doc = "Step the scheduler once per epoch of strop_trainer_fit() instead of per step."},
-};
+static const strop__setting KNOBS[STROP__TRAIN_N_KNOBS] = {KNOB(STROP_TRAIN_LOSS),
+                                                           .name = "loss",
+                                                           .alias = "kind",
+                                                           .type = STROP__SET_ENUM,
+                                                           .def = STROP_LOSS_CROSS_ENTROPY,
+                                                           .lo = STROP_LOSS_CROSS_ENTROPY,
+                                                           .hi = STROP_LOSS_BCE_WITH_LOGITS,
+                                                           .words = LOSS_WORDS,
+                                                           .group = "loss",
+                                                           .doc =
+                                                               "The loss (a strop_loss_kind)."},
+                            KNOB(STROP_TRAIN_LABEL_SMOOTHING), .name = "label_smoothing",
+                            .type = STROP__SET_FLOAT, .lo = 0, .hi = 1, .group = "loss",
+                            .doc = "Cross-entropy label smoothing."
+}
+, KNOB(STROP_TRAIN_IGNORE_INDEX),
+    .name = "ignore_index", .type = STROP__SET_INT, .def = -100, .lo = -0x1p63, .hi = 0x1p63,
+    .group = "loss", .doc = "Cross-entropy target that counts for nothing (any int64)."
+}
+, KNOB(STROP_TRAIN_HUBER_DELTA), .name = "huber_delta", .alias = "delta",
+                                 .type = STROP__SET_FLOAT, .def = 1, .lo = 0, .hi = HUGE_VAL,
+                                 .flags = STROP__KNOB_LO_OPEN, .group = "loss",
+                                 .doc = "Huber loss: where the quadratic part becomes linear."
+}
+, KNOB(STROP_TRAIN_CLIP_NORM),
+    .name = "clip_norm", .type = STROP__SET_FLOAT, .lo = 0, .hi = HUGE_VAL, .group = "update",
+    .doc = "Clip the global L2 norm of the gradients to this (0: no clipping)."
+}
+, KNOB(STROP_TRAIN_CLIP_VALUE), .name = "clip_value", .type = STROP__SET_FLOAT, .lo = 0,
+                                .hi = HUGE_VAL, .group = "update",
+                                .doc = "Clip every gradient value to [-v, v] (0: no clipping)."
+}
+, KNOB(STROP_TRAIN_ACCUM_STEPS),
+    .name = "accum_steps", .alias = "accumulate", .type = STROP__SET_INT, .def = 1, .lo = 1,
+    .hi = 1000000, .group = "update",
+    .doc = "Micro-batches whose gradients add up to one optimizer step."
+}
+, KNOB(STROP_TRAIN_SCHED_PER_EPOCH),
+    .name = "sched_per_epoch", .type = STROP__SET_FLAG, .lo = 0, .hi = 1, .group = "update",
+    .doc = "Step the scheduler once per epoch of strop_trainer_fit() instead of per step."
+}
+,
+}
+;
 #undef KNOB
 
-const strop__settings strop__trainer_settings = {"trainer", NULL, 1, NULL, KNOBS,
-                                                 STROP__TRAIN_N_KNOBS};
+const strop__settings strop__trainer_settings = {"trainer", NULL,  1,
+                                                 NULL,      KNOBS, STROP__TRAIN_N_KNOBS};
 
 strop_status strop_trainer_create(strop_model *model, strop_optimizer *opt, strop_trainer **out) {
   static const char fn[] = "strop_trainer_create";
@@ -65,9 +84,11 @@ strop_status strop_trainer_create(strop_model *model, strop_optimizer *opt, stro
     return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, model ? "opt" : "model");
   if (!model->finalized) return strop__err(STROP_E_STATE, "%s: model is not finalized", fn);
   if (strop__optim_model(opt) != model)
-    return strop__err(STROP_E_INVALID_ARG, "%s: the optimizer was created on another model: it "
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: the optimizer was created on another model: it "
                       "would update that model's parameters and never these; create it on this "
-                      "one", fn);
+                      "one",
+                      fn);
   strop_trainer *t = strop__calloc(1, sizeof *t);
   if (!t) return STROP__NOMEM(fn);
   t->m = model;
@@ -152,7 +173,8 @@ static strop_status set_knob(strop_trainer *t, const char *fn, int key, double v
     case STROP_TRAIN_CLIP_VALUE: t->clip_value = v; break;
     case STROP_TRAIN_ACCUM_STEPS:
       if (t->micro)
-        return strop__err(STROP_E_STATE, "%s: cannot change accumulation in the middle of one", fn);
+        return strop__err(STROP_E_STATE, "%s: cannot change accumulation in the middle of one",
+                          fn);
       t->accum = (int64_t)v;
       break;
     default: t->sched_per_epoch = (int)v; break; /* STROP_TRAIN_SCHED_PER_EPOCH */
@@ -245,8 +267,10 @@ strop_status strop_trainer_set_class_weights(strop_trainer *t, const float *w, i
   if (n > 0) {
     for (int64_t i = 0; i < n; i++)
       if (!(w[i] >= 0.0f) || !isfinite(w[i]))
-        return strop__err(STROP_E_INVALID_ARG, "%s: weight %lld is %g; weights must be finite "
-                          "and >= 0", fn, (long long)i, (double)w[i]);
+        return strop__err(STROP_E_INVALID_ARG,
+                          "%s: weight %lld is %g; weights must be finite "
+                          "and >= 0",
+                          fn, (long long)i, (double)w[i]);
     copy = strop__malloc((size_t)n * sizeof *copy);
     if (!copy) return STROP__NOMEM(fn);
     memcpy(copy, w, (size_t)n * sizeof *copy);
@@ -590,7 +614,8 @@ static double loss_den(const strop_trainer *t, const float *y, int64_t n, int64_
     if ((double)y[r] == (double)t->loss.ignore_index) continue;
     int64_t c = (int64_t)y[r];
     w += t->loss.class_weights && c >= 0 && c < t->loss.n_classes
-             ? (double)t->loss.class_weights[c] : 1.0;
+             ? (double)t->loss.class_weights[c]
+             : 1.0;
   }
   return w;
 }
@@ -611,16 +636,19 @@ static strop_status dist_header(strop_trainer *t, const char *fn, double *h, dou
   }
   if (h[DH_FAIL] > 0) {
     drop_accumulation(t);
-    return strop__err(STROP_E_IO, "%s: step %lld: %g of %d ranks failed their part of the step; "
-                      "rank %d dropped it too", fn, (long long)t->global_step, h[DH_FAIL],
-                      t->dist->size, t->dist->rank);
+    return strop__err(STROP_E_IO,
+                      "%s: step %lld: %g of %d ranks failed their part of the step; "
+                      "rank %d dropped it too",
+                      fn, (long long)t->global_step, h[DH_FAIL], t->dist->size, t->dist->rank);
   }
   if (h[DH_BAD] > 0) {
     t->skipped++;
     drop_accumulation(t);
-    return strop__err(STROP_E_NUMERIC, "%s: step %lld: the loss is not finite on %g of %d ranks; "
+    return strop__err(STROP_E_NUMERIC,
+                      "%s: step %lld: the loss is not finite on %g of %d ranks; "
                       "the update was skipped on every rank and the weights and buffers are "
-                      "unchanged", fn, (long long)t->global_step, h[DH_BAD], t->dist->size);
+                      "unchanged",
+                      fn, (long long)t->global_step, h[DH_BAD], t->dist->size);
   }
   *loss_out = h[DH_DEN] > 0 ? h[DH_LOSS] / h[DH_DEN] : 0.0;
   if (correct_out) *correct_out = (int64_t)h[DH_CORRECT];
@@ -654,9 +682,10 @@ static strop_status window_end(strop_trainer *t, const char *fn) {
   if (!grads_finite(m)) {
     t->skipped++;
     drop_accumulation(t);
-    return strop__err(STROP_E_NUMERIC, "%s: step %lld: a gradient is not finite; the update was "
-                      "skipped and the weights and buffers are unchanged", fn,
-                      (long long)t->global_step);
+    return strop__err(STROP_E_NUMERIC,
+                      "%s: step %lld: a gradient is not finite; the update was "
+                      "skipped and the weights and buffers are unchanged",
+                      fn, (long long)t->global_step);
   }
   clip_grads(t);
   /* the gradients are the trainer's: the update keeps the old weights in them, so an update
@@ -677,9 +706,10 @@ static strop_status window_end(strop_trainer *t, const char *fn) {
 }
 
 /* forward + loss (+ backward); stats of the batch for running metrics. */
-strop_status strop__trainer_micro_step(strop_trainer *t, const float *x, const strop__shape *shape,
-                                       const float *mask, const float *y, int64_t n,
-                                       double *loss_out, int64_t *correct_out) {
+strop_status strop__trainer_micro_step(strop_trainer *t, const float *x,
+                                       const strop__shape *shape, const float *mask,
+                                       const float *y, int64_t n, double *loss_out,
+                                       int64_t *correct_out) {
   static const char fn[] = "strop_trainer_step";
   strop_model *m = t->m;
   int64_t per, classes, tps;
@@ -753,9 +783,10 @@ strop_status strop__trainer_micro_step(strop_trainer *t, const float *x, const s
     strop__model_step_end(m);
     t->skipped++;
     drop_accumulation(t);
-    return strop__err(STROP_E_NUMERIC, "%s: step %lld: the loss is %s; the update was skipped "
-                      "and the weights and buffers are unchanged", fn, (long long)t->global_step,
-                      isnan(loss) ? "NaN" : "infinite");
+    return strop__err(STROP_E_NUMERIC,
+                      "%s: step %lld: the loss is %s; the update was skipped "
+                      "and the weights and buffers are unchanged",
+                      fn, (long long)t->global_step, isnan(loss) ? "NaN" : "infinite");
   }
   if ((s = window_backward(t, fn, dpred, (size_t)n * (size_t)per))) return s;
   return window_end(t, fn);
@@ -772,15 +803,19 @@ strop_status strop_trainer_step_masked(strop_trainer *t, const strop_tensor *inp
   const char *fn = mask ? "strop_trainer_step_masked" : "strop_trainer_step";
   if (!t || !inputs || !targets)
     return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn,
-                      !t ? "trainer" : !inputs ? "inputs" : "targets");
+                      !t        ? "trainer"
+                      : !inputs ? "inputs"
+                                : "targets");
   batch_geom g;
   strop_status s = check_batch(t, fn, inputs, mask, &g);
   if (s) return s;
   const int64_t n = g.n, tps = g.tps;
   if ((int64_t)targets->numel != n * tps || targets->dims[0] != n)
-    return strop__err(STROP_E_SHAPE, "%s: %lld targets for a batch of %lld needs %lld per sample "
-                      "(%lld in all)", fn, (long long)targets->numel, (long long)n,
-                      (long long)tps, (long long)(n * tps));
+    return strop__err(STROP_E_SHAPE,
+                      "%s: %lld targets for a batch of %lld needs %lld per sample "
+                      "(%lld in all)",
+                      fn, (long long)targets->numel, (long long)n, (long long)tps,
+                      (long long)(n * tps));
   double l = 0.0;
   s = strop__trainer_micro_step(t, inputs->data, &g.in, mask ? mask->data : NULL, targets->data,
                                 n, &l, NULL);
@@ -868,7 +903,8 @@ strop_status strop_trainer_backward(strop_trainer *t, const strop_tensor *dout) 
     memcpy(want.d, dims, (size_t)rank * sizeof *dims);
     memcpy(got.d, dout->dims, sizeof dout->dims);
     return strop__err(STROP_E_SHAPE, "%s: dout has shape %s, the output of the forward has %s",
-                      fn, strop__shape_str(&got, a, sizeof a), strop__shape_str(&want, b, sizeof b));
+                      fn, strop__shape_str(&got, a, sizeof a),
+                      strop__shape_str(&want, b, sizeof b));
   }
   t->host_pending = 0;
   if (!strop__all_finite(dout->data, dout->numel)) {
@@ -877,9 +913,10 @@ strop_status strop_trainer_backward(strop_trainer *t, const strop_tensor *dout) 
     strop__model_step_end(m);
     t->skipped++;
     drop_accumulation(t);
-    return strop__err(STROP_E_NUMERIC, "%s: step %lld: dout[%zu] is %g; the update was skipped "
-                      "and the weights and buffers are unchanged", fn, (long long)t->global_step,
-                      i, (double)dout->data[i]);
+    return strop__err(STROP_E_NUMERIC,
+                      "%s: step %lld: dout[%zu] is %g; the update was skipped "
+                      "and the weights and buffers are unchanged",
+                      fn, (long long)t->global_step, i, (double)dout->data[i]);
   }
   /* a copy in the step's memory: the backward may use its output gradient as scratch */
   float *d = strop__arena_alloc(&m->arena, dout->numel * sizeof *d);
@@ -900,9 +937,11 @@ strop_status strop_trainer_apply(strop_trainer *t) {
   static const char fn[] = "strop_trainer_apply";
   if (!t) return strop__err(STROP_E_INVALID_ARG, "%s: trainer is NULL", fn);
   if (t->host_pending)
-    return strop__err(STROP_E_STATE, "%s: a forward is pending: pass its gradient to "
+    return strop__err(STROP_E_STATE,
+                      "%s: a forward is pending: pass its gradient to "
                       "strop_trainer_backward, or drop it with strop_trainer_discard_forward, "
-                      "first", fn);
+                      "first",
+                      fn);
   return window_end(t, fn);
 }
 
@@ -919,20 +958,22 @@ void strop_trainer_discard_forward(strop_trainer *t) {
 
 struct strop_metrics {
   double loss_sum;
-  int64_t samples;   /* samples */
-  int64_t rows;      /* predictions (samples x positions) */
+  int64_t samples; /* samples */
+  int64_t rows;    /* predictions (samples x positions) */
   int64_t correct, top5;
-  double se, ae;     /* regression sums */
-  int64_t values;    /* regression values counted */
-  double tok_loss;   /* cross-entropy: batch losses weighted by their counted predictions */
+  double se, ae;   /* regression sums */
+  int64_t values;  /* regression values counted */
+  double tok_loss; /* cross-entropy: batch losses weighted by their counted predictions */
   int64_t classes;
   int64_t *confusion; /* classes x classes */
 };
 
 strop_status strop__metrics_new(int64_t classes, int per_position, strop_metrics **out) {
   if (classes > 65536 && !per_position)
-    return strop__err(STROP_E_UNSUPPORTED, "metrics: %lld classes is more than a confusion "
-                      "matrix is kept for", (long long)classes);
+    return strop__err(STROP_E_UNSUPPORTED,
+                      "metrics: %lld classes is more than a confusion "
+                      "matrix is kept for",
+                      (long long)classes);
   strop_metrics *mt = strop__calloc(1, sizeof *mt);
   if (!mt) return strop__err(STROP_E_NOMEM, "metrics: out of memory");
   mt->classes = classes;
@@ -1099,9 +1140,10 @@ static strop_status eval_iter(strop_trainer *t, strop_batch_iter *it, strop_metr
     per = g.per;
     tps = g.tps;
     if ((int64_t)y->numel != rows * tps) {
-      s = strop__err(STROP_E_SHAPE, "%s: the data gives %lld target values per sample, the model's "
-                     "output and loss need %lld", fn, (long long)(y->numel / (size_t)rows),
-                     (long long)tps);
+      s = strop__err(STROP_E_SHAPE,
+                     "%s: the data gives %lld target values per sample, the model's "
+                     "output and loss need %lld",
+                     fn, (long long)(y->numel / (size_t)rows), (long long)tps);
       break;
     }
     /* in a group, each rank evaluates its share of the batch; the sums are added at the end */
@@ -1138,7 +1180,8 @@ strop_status strop_trainer_eval(strop_trainer *t, strop_batch_iter *it, strop_me
   static const char fn[] = "strop_trainer_eval";
   if (!out) return strop__err(STROP_E_INVALID_ARG, "%s: out is NULL", fn);
   *out = NULL;
-  if (!t || !it) return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, t ? "it" : "trainer");
+  if (!t || !it)
+    return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, t ? "it" : "trainer");
   return eval_iter(t, it, out);
 }
 
@@ -1147,7 +1190,8 @@ strop_status strop_trainer_eval_dataset(strop_trainer *t, strop_dataset *ds, int
   static const char fn[] = "strop_trainer_eval_dataset";
   if (!out) return strop__err(STROP_E_INVALID_ARG, "%s: out is NULL", fn);
   *out = NULL;
-  if (!t || !ds) return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, t ? "ds" : "trainer");
+  if (!t || !ds)
+    return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, t ? "ds" : "trainer");
   strop_batch_iter *it = NULL;
   strop_status s = strop_batch_iter_create(ds, batch_size, 0, 0, &it);
   if (s) return s;
@@ -1201,13 +1245,15 @@ static strop_status snapshot_take(strop_trainer *t) {
   }
   if (!t->snapshot || t->snapshot_len != total) {
     float *v = strop__realloc(t->snapshot, (total ? total : 1) * sizeof *v);
-    if (!v) return strop__err(STROP_E_NOMEM, "strop_trainer_fit: out of memory for the best weights");
+    if (!v)
+      return strop__err(STROP_E_NOMEM, "strop_trainer_fit: out of memory for the best weights");
     t->snapshot = v;
     t->snapshot_len = total;
   }
   if (!t->isnapshot || t->isnapshot_len != itotal) {
     int64_t *v = strop__realloc(t->isnapshot, (itotal ? itotal : 1) * sizeof *v);
-    if (!v) return strop__err(STROP_E_NOMEM, "strop_trainer_fit: out of memory for the best weights");
+    if (!v)
+      return strop__err(STROP_E_NOMEM, "strop_trainer_fit: out of memory for the best weights");
     t->isnapshot = v;
     t->isnapshot_len = itotal;
   }
@@ -1273,14 +1319,15 @@ strop_status strop_trainer_fit(strop_trainer *t, strop_batch_iter *train, strop_
   strop_fit_options_init(&o);
   strop_status st0 = strop__options_in(fn, "strop_fit_options_init", &o, sizeof o, user_opt);
   if (st0) return st0;
-  if (o.epochs < 0) return strop__err(STROP_E_INVALID_ARG, "%s: epochs must be >= 0, got %lld", fn,
-                                      (long long)o.epochs);
+  if (o.epochs < 0)
+    return strop__err(STROP_E_INVALID_ARG, "%s: epochs must be >= 0, got %lld", fn,
+                      (long long)o.epochs);
   if (o.monitor < STROP_MONITOR_VAL_LOSS || o.monitor > STROP_MONITOR_TRAIN_LOSS)
     return strop__err(STROP_E_INVALID_ARG, "%s: unknown monitor %d", fn, o.monitor);
   if (!val && o.monitor != STROP_MONITOR_TRAIN_LOSS) o.monitor = STROP_MONITOR_TRAIN_LOSS;
   if (o.checkpoint_every > 0 && !o.checkpoint_path)
-    return strop__err(STROP_E_INVALID_ARG, "%s: checkpoint_every is set but checkpoint_path is NULL",
-                      fn);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: checkpoint_every is set but checkpoint_path is NULL", fn);
   strop_status s = strop_optimizer_sync(t->opt);
   if (s) return s;
   strop_model *m = t->m;
@@ -1332,9 +1379,10 @@ strop_status strop_trainer_fit(strop_trainer *t, strop_batch_iter *train, strop_
       if ((s = check_batch(t, fn, x, mask, &g))) break;
       tps = g.tps;
       if ((int64_t)y->numel != rows * tps) {
-        s = strop__err(STROP_E_SHAPE, "%s: the data gives %lld target values per sample, the "
-                       "model's output and loss need %lld", fn,
-                       (long long)(y->numel / (size_t)rows), (long long)tps);
+        s = strop__err(STROP_E_SHAPE,
+                       "%s: the data gives %lld target values per sample, the "
+                       "model's output and loss need %lld",
+                       fn, (long long)(y->numel / (size_t)rows), (long long)tps);
         break;
       }
       double l = 0.0;
@@ -1344,10 +1392,10 @@ strop_status strop_trainer_fit(strop_trainer *t, strop_batch_iter *train, strop_
        * reports the loss and hits of the whole batch */
       int64_t off = 0, cnt = rows;
       if (dist_on(t)) strop__dist_share(t->dist, rows, &off, &cnt);
-      s = strop__trainer_micro_step(t, x->data + (size_t)off * (x->numel / (size_t)rows), &g.in,
-                                    mask ? mask->data + (size_t)off * (mask->numel / (size_t)rows)
-                                         : NULL,
-                                    y->data + (size_t)off * (size_t)tps, cnt, &l, &correct);
+      s = strop__trainer_micro_step(
+          t, x->data + (size_t)off * (x->numel / (size_t)rows), &g.in,
+          mask ? mask->data + (size_t)off * (mask->numel / (size_t)rows) : NULL,
+          y->data + (size_t)off * (size_t)tps, cnt, &l, &correct);
       if (s == STROP_E_NUMERIC) {
         strop__log(STROP_LOG_WARN, "%s", strop_last_error());
         s = STROP_OK;
@@ -1381,8 +1429,10 @@ strop_status strop_trainer_fit(strop_trainer *t, strop_batch_iter *train, strop_
         pr.best_epoch = t->best_epoch;
         pr.elapsed = el - t0;
         if (o.progress(&pr, o.user_data)) {
-          s = strop__err(STROP_E_CANCELLED, "%s: stopped by the progress callback at epoch %lld, "
-                         "step %lld", fn, (long long)epoch, (long long)t->ep_batches);
+          s = strop__err(STROP_E_CANCELLED,
+                         "%s: stopped by the progress callback at epoch %lld, "
+                         "step %lld",
+                         fn, (long long)epoch, (long long)t->ep_batches);
           break;
         }
       }
@@ -1394,7 +1444,8 @@ strop_status strop_trainer_fit(strop_trainer *t, strop_batch_iter *train, strop_
     double *row = NULL;
     if ((s = hist_row(t, epoch, &row))) break;
     row[H_TRAIN_LOSS] = t->ep_samples ? t->ep_loss / (double)t->ep_samples : NAN;
-    row[H_TRAIN_ACC] = classes > 0 && t->ep_rows ? (double)t->ep_correct / (double)t->ep_rows : NAN;
+    row[H_TRAIN_ACC] = classes > 0 && t->ep_rows ? (double)t->ep_correct / (double)t->ep_rows
+                                                 : NAN;
     double monitored = row[H_TRAIN_LOSS];
     if (val) {
       strop_metrics *mt = NULL;

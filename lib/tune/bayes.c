@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the Bayesian suggestion: a Gaussian process on the unit-scaled space (one-hot
  * categoricals), expected improvement over random candidates, then coordinate refinement. */
 #include <math.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the tuner's Gaussian process: Matern 5/2 ARD kernel, exact marginal likelihood and
  * gradient through a LAPACK Cholesky, hyperparameters by projected L-BFGS in log space. */
 #include "tune/gpmodel.h"
@@ -164,7 +165,7 @@ double strop__gp_nlml(strop__gp *gp, const double *theta, double *grad) {
 strop_status strop__gp_set_theta(strop__gp *gp, const double *theta) {
   if (!isfinite(strop__gp_nlml(gp, theta, NULL)))
     return strop__err(STROP_E_NUMERIC, "strop__gp_set_theta: kernel matrix is not positive "
-                      "definite");
+                                       "definite");
   return STROP_OK;
 }
 
@@ -300,8 +301,10 @@ strop_status strop__gp_fit(strop__gp *gp, const double *theta0, int64_t restarts
                            strop__rng *rng) {
   int64_t d = gp->d, p = d + 2;
   if (p > MAX_P) {
-    return strop__err(STROP_E_UNSUPPORTED, "strop__gp_fit: %lld encoded dimensions; at most "
-                      "%d are supported", (long long)d, MAX_P - 2);
+    return strop__err(STROP_E_UNSUPPORTED,
+                      "strop__gp_fit: %lld encoded dimensions; at most "
+                      "%d are supported",
+                      (long long)d, MAX_P - 2);
   }
   double lo[MAX_P], hi[MAX_P], best[MAX_P], x[MAX_P];
   strop__gp_bounds(d, lo, hi);

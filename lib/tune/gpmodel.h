@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — Gaussian-process regression for the tuner: Matern 5/2 kernel with ARD length
  * scales, signal variance and noise, fitted by maximising the log marginal likelihood. */
 #ifndef STROP_TUNE_GPMODEL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the ready search loop: ask, run the host's trial callback, tell; on one thread or
  * on STROP_TUNE_N_WORKERS threads that share the tuner under its mutex. */
 #include <math.h>
@@ -10,11 +11,11 @@ typedef struct run_ctx {
   int64_t n_trials, started;
   strop_trial_fn fn;
   void *user_data;
-  strop_status st;    /* first error that stops the search */
-  char msg[512];      /* its sentence (errors are per thread) */
+  strop_status st; /* first error that stops the search */
+  char msg[512];   /* its sentence (errors are per thread) */
   int stop;
-  int out_of_time;    /* STROP_TUNE_TIME_BUDGET ended the search */
-  double t0;          /* when the run began */
+  int out_of_time; /* STROP_TUNE_TIME_BUDGET ended the search */
+  double t0;       /* when the run began */
 } run_ctx;
 
 /* Whether an interrupted trial waits to be asked again (mutex held): an exhausted grid still
@@ -40,8 +41,10 @@ static void *worker(void *arg) {
     pthread_mutex_lock(&t->mu);
     if (!c->stop && t->time_budget > 0 && strop__tune_now() - c->t0 >= t->time_budget) {
       c->stop = c->out_of_time = 1;
-      strop__log(STROP_LOG_INFO, "strop_tuner_run: the time budget of %g s is spent after %lld "
-                 "trials; no new trial starts", t->time_budget, (long long)c->started);
+      strop__log(STROP_LOG_INFO,
+                 "strop_tuner_run: the time budget of %g s is spent after %lld "
+                 "trials; no new trial starts",
+                 t->time_budget, (long long)c->started);
     }
     if (c->stop || c->started >= c->n_trials || (t->exhausted && !has_interrupted(t))) {
       pthread_mutex_unlock(&t->mu);
@@ -76,8 +79,10 @@ static void *worker(void *arg) {
     st = strop__tune_tell_locked(t, id, value, status);
     if (st != STROP_OK) fail(c, st);
     if (rc < 0) {
-      (void)strop__err(STROP_E_CANCELLED, "strop_tuner_run: the trial callback asked to stop "
-                       "(trial %lld returned %d)", (long long)id, rc);
+      (void)strop__err(STROP_E_CANCELLED,
+                       "strop_tuner_run: the trial callback asked to stop "
+                       "(trial %lld returned %d)",
+                       (long long)id, rc);
       fail(c, STROP_E_CANCELLED);
     }
     pthread_mutex_unlock(&t->mu);
@@ -98,8 +103,10 @@ strop_status strop_tuner_run(strop_tuner *t, int64_t n_trials, strop_trial_fn fn
   if (t->running)
     st = strop__err(STROP_E_STATE, "%s: a run on this tuner is already in progress", fn_name);
   else if (t->n_params == 0)
-    st = strop__err(STROP_E_INVALID_ARG, "%s: the search space is empty; add a parameter "
-                    "first", fn_name);
+    st = strop__err(STROP_E_INVALID_ARG,
+                    "%s: the search space is empty; add a parameter "
+                    "first",
+                    fn_name);
   if (st == STROP_OK) t->running = 1;
   int64_t n_workers = t->n_workers;
   pthread_mutex_unlock(&t->mu);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the trials file: one JSON line per finished trial (id, status, value, seconds,
  * values by name, intermediate values), appended and flushed; read back to resume a search. */
 #include <errno.h>
@@ -23,8 +24,9 @@ strop_status strop_tuner_set_log(strop_tuner *t, const char *path) {
   FILE *f = NULL;
   if (path) {
     f = fopen(path, "a");
-    if (!f) st = strop__err(STROP_E_IO, "%s: cannot open '%s' for appending: %s", fn, path,
-                            strerror(errno));
+    if (!f)
+      st = strop__err(STROP_E_IO, "%s: cannot open '%s' for appending: %s", fn, path,
+                      strerror(errno));
   }
   if (st == STROP_OK) {
     if (t->log) fclose(t->log);
@@ -62,10 +64,8 @@ strop_status strop__tune_log_trial(strop_tuner *t, const strop__trial *tr) {
     strop__sbuf_puts(&b, ":");
     if (p->kind == STROP_PARAM_CATEGORICAL)
       strop__sbuf_json_str(&b, p->choices[(int64_t)tr->values[i]]);
-    else if (p->kind == STROP_PARAM_INT)
-      strop__sbuf_printf(&b, "%lld", (long long)tr->values[i]);
-    else
-      put_num(&b, tr->values[i]);
+    else if (p->kind == STROP_PARAM_INT) strop__sbuf_printf(&b, "%lld", (long long)tr->values[i]);
+    else put_num(&b, tr->values[i]);
   }
   strop__sbuf_puts(&b, "},\"intermediate\":[");
   for (int64_t i = 0; i < tr->n_inter; i++) {
@@ -113,8 +113,8 @@ static strop_status parse_line(const strop_tuner *t, const rctx *c, const char *
   strop__json j;
   strop_status st = strop__json_parse(s, len, 0, 8, &j);
   if (st != STROP_OK) {
-    if (st == STROP_E_FORMAT) strop__err_prefix("strop_tuner_resume: %s:%lld", c->path,
-                                                (long long)c->line);
+    if (st == STROP_E_FORMAT)
+      strop__err_prefix("strop_tuner_resume: %s:%lld", c->path, (long long)c->line);
     else strop__err_prefix("strop_tuner_resume");
     return st;
   }
@@ -217,13 +217,16 @@ static strop_status parse_line(const strop_tuner *t, const rctx *c, const char *
     for (const strop__jnode *e = strop__json_at(&j, in->child); e;
          e = strop__json_at(&j, e->next)) {
       const strop__jnode *s0 = e->type == STROP__J_ARR && e->count == 2
-                                   ? strop__json_at(&j, e->child) : NULL;
+                                   ? strop__json_at(&j, e->child)
+                                   : NULL;
       const strop__jnode *s1 = s0 ? strop__json_at(&j, s0->next) : NULL;
       double val;
-      if (!s0 || s0->type != STROP__J_NUM || !s0->is_int || !num_of(s1, &val) ||
-          !isfinite(val) || (tr->n_inter > 0 && s0->ival <= tr->inter[tr->n_inter - 1].step)) {
-        st = bad_line(c, "\"intermediate\" entries must be [step, finite value] with "
-                      "increasing steps", NULL);
+      if (!s0 || s0->type != STROP__J_NUM || !s0->is_int || !num_of(s1, &val) || !isfinite(val) ||
+          (tr->n_inter > 0 && s0->ival <= tr->inter[tr->n_inter - 1].step)) {
+        st = bad_line(c,
+                      "\"intermediate\" entries must be [step, finite value] with "
+                      "increasing steps",
+                      NULL);
         goto out;
       }
       tr->inter[tr->n_inter].step = s0->ival;
@@ -300,9 +303,10 @@ strop_status strop_tuner_resume(strop_tuner *t, const char *path) {
     for (; i < n_got; i++) {
       if (k > 0 && got[i].id == got[k - 1].id) {
         if (got[k - 1].status != STROP_TRIAL_INTERRUPTED) {
-          st = strop__err(STROP_E_FORMAT, "%s: %s:%lld: trial id %lld appears twice (line %lld "
-                          "is not an interrupted trial that a later line may replace)", fn,
-                          path, (long long)got[i].line, (long long)got[i].id,
+          st = strop__err(STROP_E_FORMAT,
+                          "%s: %s:%lld: trial id %lld appears twice (line %lld "
+                          "is not an interrupted trial that a later line may replace)",
+                          fn, path, (long long)got[i].line, (long long)got[i].id,
                           (long long)got[k - 1].line);
           break;
         }

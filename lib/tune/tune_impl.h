@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the tuner's private state, shared by the files of lib/tune: the search space, the
  * trials, the strategies' helpers and the Bayesian suggestion. */
 #ifndef STROP_TUNE_IMPL_H
@@ -16,13 +17,13 @@
 
 typedef struct strop__tparam {
   char *name;
-  int kind;           /* strop_param_kind */
+  int kind; /* strop_param_kind */
   int log;
-  double lo, hi;      /* float and int bounds */
-  char **choices;     /* categorical */
+  double lo, hi;  /* float and int bounds */
+  char **choices; /* categorical */
   int64_t n_choices;
-  int64_t col;        /* first column in the encoded (GP) space */
-  double *grid;       /* grid values (float/int) or NULL; built at the first grid ask */
+  int64_t col;  /* first column in the encoded (GP) space */
+  double *grid; /* grid values (float/int) or NULL; built at the first grid ask */
   int64_t n_grid;
 } strop__tparam;
 
@@ -33,15 +34,15 @@ typedef struct strop__tpoint {
 
 typedef struct strop__trial {
   int64_t id;
-  int status;          /* strop_trial_status */
-  double *values;      /* per parameter: value, integer, or choice index */
-  double value;        /* final value in the user's direction; NaN when failed/running */
+  int status;     /* strop_trial_status */
+  double *values; /* per parameter: value, integer, or choice index */
+  double value;   /* final value in the user's direction; NaN when failed/running */
   strop__tpoint *inter;
   int64_t n_inter, cap_inter;
   double t_start, seconds;
-  int pruned;          /* the pruner said stop */
-  int64_t rung;        /* successive halving: next rung to reach */
-  int64_t line;        /* resume: the trials file's line it came from (a later one of the same
+  int pruned;   /* the pruner said stop */
+  int64_t rung; /* successive halving: next rung to reach */
+  int64_t line; /* resume: the trials file's line it came from (a later one of the same
                           id replaces an interrupted one) */
 } strop__trial;
 
@@ -50,13 +51,13 @@ struct strop_tuner {
   uint64_t seed;
   strop__tparam *params;
   int64_t n_params, cap_params;
-  int64_t n_cols;      /* encoded dimensions */
+  int64_t n_cols;       /* encoded dimensions */
   strop__trial *trials; /* ordered by id */
   int64_t n_trials, cap_trials;
   int64_t next_id;
-  int frozen;          /* space fixed (asked or resumed) */
+  int frozen; /* space fixed (asked or resumed) */
   int exhausted;
-  int running;         /* strop_tuner_run active */
+  int running; /* strop_tuner_run active */
   /* knobs */
   int64_t n_initial, n_candidates, n_local, fit_restarts, grid_points, pruner;
   int64_t warmup_trials, warmup_steps, eta, min_resource, n_workers, fsync;

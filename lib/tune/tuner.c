@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the tuner handle: search space, knobs, ask/report/tell, pruning and the grid and
  * random strategies. The Bayesian suggestion is in bayes.c, the trials file in trials.c. */
 #include <math.h>
@@ -29,11 +30,15 @@ strop_status strop_tuner_create(int strategy, uint64_t seed, int direction, stro
   if (out) *out = NULL;
   if (!out) return strop__err(STROP_E_INVALID_ARG, "strop_tuner_create: out is NULL");
   if (strategy < STROP_TUNE_GRID || strategy > STROP_TUNE_BAYES)
-    return strop__err(STROP_E_INVALID_ARG, "strop_tuner_create: unknown strategy %d (grid 0, "
-                      "random 1, bayes 2)", strategy);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "strop_tuner_create: unknown strategy %d (grid 0, "
+                      "random 1, bayes 2)",
+                      strategy);
   if (direction != STROP_TUNE_MINIMIZE && direction != STROP_TUNE_MAXIMIZE)
-    return strop__err(STROP_E_INVALID_ARG, "strop_tuner_create: direction must be minimize (0) "
-                      "or maximize (1), got %d", direction);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "strop_tuner_create: direction must be minimize (0) "
+                      "or maximize (1), got %d",
+                      direction);
   strop_tuner *t = strop__calloc(1, sizeof *t);
   if (!t) return STROP__NOMEM("strop_tuner_create");
   if (pthread_mutex_init(&t->mu, NULL) != 0) {
@@ -84,8 +89,10 @@ static int64_t param_index(const strop_tuner *t, const char *name) {
 static strop_status add_check(const strop_tuner *t, const char *fn, const char *name, int log) {
   if (!name || !name[0]) return strop__err(STROP_E_INVALID_ARG, "%s: name is NULL or empty", fn);
   if (t->frozen)
-    return strop__err(STROP_E_STATE, "%s: '%s': the search space is fixed once trials were "
-                      "asked for or resumed", fn, name);
+    return strop__err(STROP_E_STATE,
+                      "%s: '%s': the search space is fixed once trials were "
+                      "asked for or resumed",
+                      fn, name);
   if (param_index(t, name) >= 0)
     return strop__err(STROP_E_INVALID_ARG, "%s: parameter '%s' already exists", fn, name);
   if (log != 0 && log != 1)
@@ -121,8 +128,8 @@ strop_status strop_tuner_add_float(strop_tuner *t, const char *name, double lo, 
     st = strop__err(STROP_E_INVALID_ARG, "%s: '%s': bounds must be finite, got [%g, %g]", fn,
                     name, lo, hi);
   if (st == STROP_OK && !(lo < hi))
-    st = strop__err(STROP_E_INVALID_ARG, "%s: '%s': lo must be < hi, got [%g, %g]", fn, name,
-                    lo, hi);
+    st = strop__err(STROP_E_INVALID_ARG, "%s: '%s': lo must be < hi, got [%g, %g]", fn, name, lo,
+                    hi);
   if (st == STROP_OK && log && !(lo > 0.0))
     st = strop__err(STROP_E_INVALID_ARG, "%s: '%s': a log-scaled range needs lo > 0, got %g", fn,
                     name, lo);
@@ -148,14 +155,18 @@ strop_status strop_tuner_add_int(strop_tuner *t, const char *name, int64_t lo, i
   strop_status st = add_check(t, fn, name, log);
   const int64_t lim = (int64_t)1 << 52; /* exact as doubles */
   if (st == STROP_OK && (lo < -lim || hi > lim))
-    st = strop__err(STROP_E_INVALID_ARG, "%s: '%s': bounds must lie within +-2^52, got [%lld, "
-                    "%lld]", fn, name, (long long)lo, (long long)hi);
+    st = strop__err(STROP_E_INVALID_ARG,
+                    "%s: '%s': bounds must lie within +-2^52, got [%lld, "
+                    "%lld]",
+                    fn, name, (long long)lo, (long long)hi);
   if (st == STROP_OK && !(lo < hi))
-    st = strop__err(STROP_E_INVALID_ARG, "%s: '%s': lo must be < hi, got [%lld, %lld]", fn,
-                    name, (long long)lo, (long long)hi);
+    st = strop__err(STROP_E_INVALID_ARG, "%s: '%s': lo must be < hi, got [%lld, %lld]", fn, name,
+                    (long long)lo, (long long)hi);
   if (st == STROP_OK && log && lo < 1)
-    st = strop__err(STROP_E_INVALID_ARG, "%s: '%s': a log-scaled integer range needs lo >= 1, "
-                    "got %lld", fn, name, (long long)lo);
+    st = strop__err(STROP_E_INVALID_ARG,
+                    "%s: '%s': a log-scaled integer range needs lo >= 1, "
+                    "got %lld",
+                    fn, name, (long long)lo);
   if (st == STROP_OK) {
     strop__tparam p;
     memset(&p, 0, sizeof p);
@@ -244,39 +255,59 @@ static const char *const PRUNER_WORDS[] = {"none", "median", "halving", NULL};
 
 #define KNOB(k) [k] = {.key = k, .ident = #k, .kinds = 1
 #define INT(lo_, hi_) .type = STROP__SET_INT, .lo = lo_, .hi = hi_
-static const strop__setting KNOBS[] = {
-  KNOB(STROP_TUNE_N_INITIAL), .name = "n_initial", .alias = "initial", INT(0, 1e9),
-    .doc = "Random trials before the Gaussian process takes over (0: d + 1 in [5, 20])."},
-  KNOB(STROP_TUNE_N_CANDIDATES), .name = "n_candidates", INT(1, 1e7), .def = 2000,
-    .doc = "Random candidates scored by expected improvement per suggestion."},
-  KNOB(STROP_TUNE_N_LOCAL), .name = "n_local", INT(0, 1000), .def = 5,
-    .doc = "Best candidates refined by a coordinate search."},
-  KNOB(STROP_TUNE_FIT_RESTARTS), .name = "fit_restarts", INT(0, 100), .def = 2,
-    .doc = "Random restarts of the kernel fit besides the warm start."},
-  KNOB(STROP_TUNE_EI_XI), .name = "ei_xi", .type = STROP__SET_FLOAT, .def = 0.01, .lo = 0,
-    .hi = HUGE_VAL,
-    .doc = "Expected-improvement margin, in standard deviations of the observed values."},
-  KNOB(STROP_TUNE_GRID_POINTS), .name = "grid_points", INT(2, 1e6), .def = 5,
-    .doc = "Grid values per float or int parameter."},
-  KNOB(STROP_TUNE_PRUNER), .name = "pruner", .alias = "prune", .type = STROP__SET_ENUM, .lo = 0,
-    .hi = 2, .words = PRUNER_WORDS, .doc = "Early stopping of bad trials (a strop_tune_pruner)."},
-  KNOB(STROP_TUNE_PRUNE_WARMUP_TRIALS), .name = "prune_warmup_trials", INT(0, 1e9), .def = 5,
-    .doc = "Median rule: finished trials needed before any pruning."},
-  KNOB(STROP_TUNE_PRUNE_WARMUP_STEPS), .name = "prune_warmup_steps", INT(0, 9.2e18),
-    .doc = "Median rule: steps below this are never pruned."},
-  KNOB(STROP_TUNE_HALVING_ETA), .name = "halving_eta", INT(2, 1e6), .def = 3,
-    .doc = "Successive halving: the reduction factor between rungs."},
-  KNOB(STROP_TUNE_HALVING_MIN_RESOURCE), .name = "halving_min_resource", INT(1, 9.2e18),
-    .def = 1, .doc = "Successive halving: the step of the first rung."},
-  KNOB(STROP_TUNE_N_WORKERS), .name = "n_workers", .alias = "workers", INT(1, 256), .def = 1,
-    .doc = "Trials strop_tuner_run() runs in parallel."},
-  KNOB(STROP_TUNE_FSYNC), .name = "fsync", .type = STROP__SET_FLAG, .lo = 0, .hi = 1,
-    .doc = "Flush the trials file to the disk after each line."},
-  KNOB(STROP_TUNE_TIME_BUDGET), .name = "time_budget", .alias = "time", .type = STROP__SET_FLOAT,
-    .lo = 0, .hi = HUGE_VAL,
+static const strop__setting KNOBS[] =
+    {KNOB(STROP_TUNE_N_INITIAL), .name = "n_initial", .alias = "initial", INT(0, 1e9),
+     .doc = "Random trials before the Gaussian process takes over (0: d + 1 in [5, 20])."},
+                            KNOB(STROP_TUNE_N_CANDIDATES), .name = "n_candidates", INT(1, 1e7),
+                            .def = 2000,
+                            .doc =
+                                "Random candidates scored by expected improvement per suggestion."
+}
+, KNOB(STROP_TUNE_N_LOCAL), .name = "n_local", INT(0, 1000), .def = 5,
+                            .doc = "Best candidates refined by a coordinate search."
+}
+, KNOB(STROP_TUNE_FIT_RESTARTS),
+    .name = "fit_restarts", INT(0, 100), .def = 2,
+    .doc = "Random restarts of the kernel fit besides the warm start."
+}
+, KNOB(STROP_TUNE_EI_XI),
+    .name = "ei_xi", .type = STROP__SET_FLOAT, .def = 0.01, .lo = 0, .hi = HUGE_VAL,
+    .doc = "Expected-improvement margin, in standard deviations of the observed values."
+}
+, KNOB(STROP_TUNE_GRID_POINTS), .name = "grid_points", INT(2, 1e6), .def = 5,
+                                .doc = "Grid values per float or int parameter."
+}
+, KNOB(STROP_TUNE_PRUNER), .name = "pruner", .alias = "prune", .type = STROP__SET_ENUM, .lo = 0,
+                           .hi = 2, .words = PRUNER_WORDS,
+                           .doc = "Early stopping of bad trials (a strop_tune_pruner)."
+}
+, KNOB(STROP_TUNE_PRUNE_WARMUP_TRIALS),
+    .name = "prune_warmup_trials", INT(0, 1e9), .def = 5,
+    .doc = "Median rule: finished trials needed before any pruning."
+}
+, KNOB(STROP_TUNE_PRUNE_WARMUP_STEPS), .name = "prune_warmup_steps", INT(0, 9.2e18),
+                                       .doc = "Median rule: steps below this are never pruned."
+}
+, KNOB(STROP_TUNE_HALVING_ETA), .name = "halving_eta", INT(2, 1e6), .def = 3,
+                                .doc = "Successive halving: the reduction factor between rungs."
+}
+, KNOB(STROP_TUNE_HALVING_MIN_RESOURCE), .name = "halving_min_resource", INT(1, 9.2e18), .def = 1,
+                                         .doc = "Successive halving: the step of the first rung."
+}
+, KNOB(STROP_TUNE_N_WORKERS), .name = "n_workers", .alias = "workers", INT(1, 256), .def = 1,
+                              .doc = "Trials strop_tuner_run() runs in parallel."
+}
+, KNOB(STROP_TUNE_FSYNC), .name = "fsync", .type = STROP__SET_FLAG, .lo = 0, .hi = 1,
+                          .doc = "Flush the trials file to the disk after each line."
+}
+, KNOB(STROP_TUNE_TIME_BUDGET),
+    .name = "time_budget", .alias = "time", .type = STROP__SET_FLOAT, .lo = 0, .hi = HUGE_VAL,
     .doc = "Seconds after which strop_tuner_run() starts no new trial; the running ones finish "
-           "(0: no limit)."},
-};
+           "(0: no limit)."
+}
+,
+}
+;
 #undef KNOB
 #undef INT
 #define N_KNOBS ((int)(sizeof KNOBS / sizeof KNOBS[0]))
@@ -302,8 +333,9 @@ static int64_t *int_knob(strop_tuner *t, int key) {
 }
 
 static double *float_knob(strop_tuner *t, int key) {
-  return key == STROP_TUNE_EI_XI ? &t->ei_xi : key == STROP_TUNE_TIME_BUDGET ? &t->time_budget
-                                                                             : NULL;
+  return key == STROP_TUNE_EI_XI         ? &t->ei_xi
+         : key == STROP_TUNE_TIME_BUDGET ? &t->time_budget
+                                         : NULL;
 }
 
 /* Stores v in the field of key (an int knob's field holds it as an integer). */
@@ -357,8 +389,10 @@ static strop_status set_knob(strop_tuner *t, const char *fn, int key, double v, 
   if (st) return st;
   LOCK(t);
   if (key == STROP_TUNE_N_WORKERS && t->running) {
-    st = strop__err(STROP_E_STATE, "%s: n_workers cannot change while strop_tuner_run is "
-                    "running", fn);
+    st = strop__err(STROP_E_STATE,
+                    "%s: n_workers cannot change while strop_tuner_run is "
+                    "running",
+                    fn);
   } else {
     knob_store(t, key, v);
   }
@@ -482,8 +516,7 @@ void strop__tune_random_point(const strop_tuner *t, int64_t id, double *values) 
     const strop__tparam *p = &t->params[i];
     if (p->kind == STROP_PARAM_CATEGORICAL)
       values[i] = (double)strop__rng_below(&r, (uint64_t)p->n_choices);
-    else
-      values[i] = strop__tune_from_unit(p, strop__tune_uniform(&r));
+    else values[i] = strop__tune_from_unit(p, strop__tune_uniform(&r));
   }
 }
 
@@ -502,12 +535,9 @@ static strop_status grid_build(strop_tuner *t) {
     int64_t m = 0;
     for (int64_t j = 0; j < k; j++) {
       double f = (double)j / (double)(k - 1), v;
-      if (p->kind == STROP_PARAM_INT && (int64_t)(p->hi - p->lo) + 1 == k)
-        v = p->lo + (double)j;
-      else if (p->log)
-        v = j == k - 1 ? p->hi : exp(log(p->lo) + f * (log(p->hi) - log(p->lo)));
-      else
-        v = j == k - 1 ? p->hi : p->lo + f * (p->hi - p->lo);
+      if (p->kind == STROP_PARAM_INT && (int64_t)(p->hi - p->lo) + 1 == k) v = p->lo + (double)j;
+      else if (p->log) v = j == k - 1 ? p->hi : exp(log(p->lo) + f * (log(p->hi) - log(p->lo)));
+      else v = j == k - 1 ? p->hi : p->lo + f * (p->hi - p->lo);
       if (p->kind == STROP_PARAM_INT) v = floor(v + 0.5);
       if (m == 0 || v > g[m - 1]) g[m++] = v; /* rounded ints may repeat */
     }
@@ -605,8 +635,8 @@ int64_t strop_tuner_grid_size(const strop_tuner *t) {
       for (int64_t j = 0; j < k; j++) {
         double f = (double)j / (double)(k - 1);
         double v = j == k - 1 ? p->hi
-                   : p->log ? exp(log(p->lo) + f * (log(p->hi) - log(p->lo)))
-                            : p->lo + f * (p->hi - p->lo);
+                   : p->log   ? exp(log(p->lo) + f * (log(p->hi) - log(p->lo)))
+                              : p->lo + f * (p->hi - p->lo);
         v = floor(v + 0.5);
         if (v > prev) cnt++;
         prev = v;
@@ -686,15 +716,19 @@ static int reask_interrupted(strop_tuner *t, int64_t *trial_id) {
 strop_status strop__tune_ask_locked(strop_tuner *t, int64_t *trial_id) {
   static const char fn[] = "strop_tuner_ask";
   if (t->n_params == 0)
-    return strop__err(STROP_E_INVALID_ARG, "%s: the search space is empty; add a parameter "
-                      "first", fn);
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: the search space is empty; add a parameter "
+                      "first",
+                      fn);
   if (reask_interrupted(t, trial_id)) {
     t->frozen = 1;
     return STROP_OK;
   }
   if (t->exhausted)
-    return strop__err(STROP_E_STATE, "%s: the grid is exhausted: all %lld points were asked "
-                      "for", fn, (long long)grid_total(t));
+    return strop__err(STROP_E_STATE,
+                      "%s: the grid is exhausted: all %lld points were asked "
+                      "for",
+                      fn, (long long)grid_total(t));
   if (t->next_id >= STROP__TUNE_MAX_ID)
     return strop__err(STROP_E_STATE, "%s: trial ids are exhausted (the next would be %lld)", fn,
                       (long long)t->next_id);
@@ -708,8 +742,10 @@ strop_status strop__tune_ask_locked(strop_tuner *t, int64_t *trial_id) {
     st = grid_next(t, &g);
     if (st == STROP_OK && g < 0) {
       t->exhausted = 1;
-      st = strop__err(STROP_E_STATE, "%s: the grid is exhausted: all %lld points were asked "
-                      "for", fn, (long long)grid_total(t));
+      st = strop__err(STROP_E_STATE,
+                      "%s: the grid is exhausted: all %lld points were asked "
+                      "for",
+                      fn, (long long)grid_total(t));
     }
     if (st == STROP_OK) grid_point(t, g, values);
   } else if (t->strategy == STROP_TUNE_RANDOM) {
@@ -746,8 +782,7 @@ strop_status strop_tuner_ask(strop_tuner *t, int64_t *trial_id) {
 static strop_status find_trial(const strop_tuner *t, const char *fn, int64_t id,
                                strop__trial **out) {
   *out = strop__tune_find(t, id);
-  if (!*out)
-    return strop__err(STROP_E_NOT_FOUND, "%s: no trial with id %lld", fn, (long long)id);
+  if (!*out) return strop__err(STROP_E_NOT_FOUND, "%s: no trial with id %lld", fn, (long long)id);
   return STROP_OK;
 }
 
@@ -771,8 +806,10 @@ strop_status strop_tuner_trial_float(const strop_tuner *t, int64_t trial_id, con
   int64_t pi;
   strop_status st = trial_param(t, fn, trial_id, name, &tr, &pi);
   if (st == STROP_OK && t->params[pi].kind == STROP_PARAM_CATEGORICAL)
-    st = strop__err(STROP_E_INVALID_ARG, "%s: '%s' is categorical; use "
-                    "strop_tuner_trial_categorical", fn, name);
+    st = strop__err(STROP_E_INVALID_ARG,
+                    "%s: '%s' is categorical; use "
+                    "strop_tuner_trial_categorical",
+                    fn, name);
   if (st == STROP_OK) *value = tr->values[pi];
   UNLOCK(t);
   return st;
@@ -941,8 +978,10 @@ strop_status strop_tuner_report(strop_tuner *t, int64_t trial_id, int64_t step, 
     st = strop__err(STROP_E_INVALID_ARG, "%s: trial %lld: value at step %lld is not finite", fn,
                     (long long)trial_id, (long long)step);
   if (st == STROP_OK && tr->n_inter > 0 && step <= tr->inter[tr->n_inter - 1].step)
-    st = strop__err(STROP_E_INVALID_ARG, "%s: trial %lld: step %lld does not increase (last "
-                    "was %lld)", fn, (long long)trial_id, (long long)step,
+    st = strop__err(STROP_E_INVALID_ARG,
+                    "%s: trial %lld: step %lld does not increase (last "
+                    "was %lld)",
+                    fn, (long long)trial_id, (long long)step,
                     (long long)tr->inter[tr->n_inter - 1].step);
   if (st == STROP_OK && tr->n_inter == tr->cap_inter) {
     int64_t cap = tr->cap_inter ? 2 * tr->cap_inter : 8;
@@ -973,13 +1012,14 @@ strop_status strop_tuner_report(strop_tuner *t, int64_t trial_id, int64_t step, 
 
 /* ---- tell, best, results ---- */
 
-strop_status strop__tune_tell_locked(strop_tuner *t, int64_t trial_id, double value,
-                                     int status) {
+strop_status strop__tune_tell_locked(strop_tuner *t, int64_t trial_id, double value, int status) {
   static const char fn[] = "strop_tuner_tell";
-  if (status != STROP_TRIAL_OK && status != STROP_TRIAL_FAILED &&
-      status != STROP_TRIAL_PRUNED && status != STROP_TRIAL_INTERRUPTED)
-    return strop__err(STROP_E_INVALID_ARG, "%s: trial %lld: status must be ok (0), failed (1), "
-                      "pruned (2) or interrupted (4), got %d", fn, (long long)trial_id, status);
+  if (status != STROP_TRIAL_OK && status != STROP_TRIAL_FAILED && status != STROP_TRIAL_PRUNED &&
+      status != STROP_TRIAL_INTERRUPTED)
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: trial %lld: status must be ok (0), failed (1), "
+                      "pruned (2) or interrupted (4), got %d",
+                      fn, (long long)trial_id, status);
   strop__trial *tr;
   strop_status st = find_trial(t, fn, trial_id, &tr);
   if (st != STROP_OK) return st;
@@ -1065,8 +1105,10 @@ strop_status strop_tuner_trial_report_at(const strop_tuner *t, int64_t trial_id,
   strop__trial *tr;
   strop_status st = find_trial(t, fn, trial_id, &tr);
   if (st == STROP_OK && (index < 0 || index >= tr->n_inter))
-    st = strop__err(STROP_E_INVALID_ARG, "%s: trial %lld: report index %lld out of range [0, "
-                    "%lld)", fn, (long long)trial_id, (long long)index, (long long)tr->n_inter);
+    st = strop__err(STROP_E_INVALID_ARG,
+                    "%s: trial %lld: report index %lld out of range [0, "
+                    "%lld)",
+                    fn, (long long)trial_id, (long long)index, (long long)tr->n_inter);
   if (st == STROP_OK) {
     if (step) *step = tr->inter[index].step;
     if (value) *value = tr->inter[index].value;

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # strop ABI test — the baseline check (tools/abi/update-baseline --check, CTest abi_baseline)
 # catches what it must, shown on a scratch copy of the tree:
 #   1. additions — a new public function (declared, defined, listed in the map's newest

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # strop ABI test — install the build into a temporary prefix, then build and run
 # tests/abi/consumer.c against the installed copy twice: with pkg-config as the README says
 # (no --define-variable) and with CMake's find_package(strop) → strop::strop, and run both

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # strop ABI test — every public header compiles on its own, and strop.h compiles, as C99
 # -pedantic and as C++11 -pedantic, warnings as errors (libgit2's header test). Headers are
 # globbed when the test runs, so a header added later is covered without editing this.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # strop ABI test — the exported symbols of libstrop.so are exactly lib/strop.map's `global:`
 # entries: each carries the strop_ prefix and a version node, none is missing from the map,
 # the map lists nothing the library does not export, and every STROP_API function declared

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # strop ABI test — one version everywhere. These must all say the same x.y.z:
 #   CMakeLists.txt's project(VERSION), the STROP_VERSION_* macros of include/strop/version.h,
 #   strop_version() of the built library, the Version: of the strop.pc an install writes, the

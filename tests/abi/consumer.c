@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop ABI test — a program outside the project, built against an installed strop (through
  * pkg-config and through find_package), that uses the public API only. Exit 0 when all holds. */
 #include <stdio.h>
@@ -9,12 +10,12 @@
 #define STR(x) STR2(x)
 
 static int failures;
-#define EXPECT(cond)                                                  \
-  do {                                                                \
-    if (!(cond)) {                                                    \
+#define EXPECT(cond)                                                       \
+  do {                                                                     \
+    if (!(cond)) {                                                         \
       fprintf(stderr, "consumer: %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-      failures++;                                                     \
-    }                                                                 \
+      failures++;                                                          \
+    }                                                                      \
   } while (0)
 
 int main(void) {

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """strop tests — an independent PCG32 (O'Neill's pcg32, XSH-RR 64/32) written from the
 published algorithm, used to check that strop's generator gives the documented stream.
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tests — prints streams of the public generator for tests/abi/pcg32_ref.py to check
  * against its own PCG32. Lines: KIND SEED VALUES...; floats in C99 hex (%a), exact. */
 #include <inttypes.h>

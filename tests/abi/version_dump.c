@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tests — prints the version of the libstrop it runs against (strop_version()), for
  * tests/abi/check_version.sh to compare with every other place the version is written. */
 #include <stdio.h>

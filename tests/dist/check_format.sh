@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # strop tree test — every C source and header of the tree is formatted as .clang-format says:
 # clang-format --dry-run --Werror (Debian's clang-format; another major version may format a
 # few constructs differently). Skipped (77) when clang-format is not installed.

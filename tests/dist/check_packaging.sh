@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # strop distribution test — the Debian packages, end to end, in a scratch folder:
 #   1. dpkg-buildpackage -us -uc -b on a copy of the tree (offline; the build runs the test
 #      subset debian/rules names, unless DEB_BUILD_OPTIONS has nocheck);

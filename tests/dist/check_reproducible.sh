@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # strop distribution test — a reproducible build: two builds of the same tree, copied into two
 # folders of different names and depths (one built in a folder beside the copy, one in a
 # build/ inside it), give bit-identical libstrop.so.0.x.y and libstrop.a. Only the library is

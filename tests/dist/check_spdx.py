@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """strop tree test — every source file of the tree starts with its licence as an SPDX line:
 
     /* SPDX-License-Identifier: MIT */         C sources and headers, the linker map

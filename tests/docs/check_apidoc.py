@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """strop's rules for the public API documentation, checked on Doxygen's XML of include/strop.
 
 Doxygen (docs/Doxyfile, warnings as errors) already refuses an undocumented declaration,

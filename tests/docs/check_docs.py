@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """strop docs test: every fenced code block of README.md, docs/*.md and
 bindings/python/README.md is compiled, run, parsed or checked, as a reader would use it.
 

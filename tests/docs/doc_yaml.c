@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop docs test — loads one YAML block of the documentation with the library's own loader:
  * `doc_yaml spec FILE` (a model spec, built into a model) or `doc_yaml recipe FILE` (a recipe,
  * every key checked). Exit 0 when it loads; otherwise prints strop_last_error() and exits 1. */

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # strop docs test — the public API reference: Doxygen reads include/strop/*.h with
 # docs/Doxyfile, where every warning is an error (an undocumented declaration, parameter or
 # return value, a broken command or link), then tests/docs/check_apidoc.py checks its XML for

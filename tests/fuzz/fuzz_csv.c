@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop fuzz target — the CSV parser (strop__csv_parse). The first byte picks the options
  * (delimiter, header, sklearn header, label column and mode); the rest is the file. */
 #include <stddef.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop fuzz target — the IDX parser (strop__idx_parse) on arbitrary bytes, then a read of
  * every element it accepted, so a wrong bounds check shows up under AddressSanitizer; also the
  * declared length a gzip reader stops at, from prefixes. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop fuzz target — the NPY parser (strop__npy_parse) on arbitrary bytes, then the conversion
  * of the accepted array to floats (C or Fortran order) into a buffer of exactly its size; also
  * the declared length a gzip reader stops at, from prefixes. */

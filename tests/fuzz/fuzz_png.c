@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop fuzz target — the PNG wrapper (libpng behind strop__image_probe and
  * strop__image_decode) on arbitrary bytes: the header probe, then a decode to 1, 3 or 4
  * channels under a pixel limit small enough for the fuzzer's memory. Checksums are not

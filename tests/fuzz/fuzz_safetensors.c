@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop fuzz target — the safetensors reader from memory: header validation, lookups, dtype
  * conversion, loading into a small model in partial mode, and the public memory loader
  * (strop_model_load_weights_mem, strict and partial, with the model metadata it takes).
@@ -17,7 +18,8 @@ static void make_model(void) {
   if (g_model) return;
   int64_t in = 4;
   if (strop_model_create(1, &in, &g_model) != STROP_OK) return;
-  if (strop_model_add(g_model, "fc", "linear", "in_features=4 out_features=2", NULL) != STROP_OK ||
+  if (strop_model_add(g_model, "fc", "linear", "in_features=4 out_features=2", NULL) !=
+          STROP_OK ||
       strop_model_finalize(g_model, 1) != STROP_OK) {
     strop_model_free(g_model);
     g_model = NULL;

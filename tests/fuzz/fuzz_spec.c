@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop fuzz target — the YAML spec loader from a string: hostile YAML must fail cleanly, and
  * any spec that loads must save and load again to the same spec text. */
 #include <stdint.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop fuzz target — SentencePiece .model files: the bounded protobuf reader, the piece
  * table, the precompiled character map, then SentencePiece's normalizer, unigram Viterbi or
  * BPE and decoder on fixed texts and on the input's own bytes. Never crashes, never leaks,

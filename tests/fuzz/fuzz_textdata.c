@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop fuzz target — the text-data reader (strop__text_dataset_parse: JSON Lines, CSV and
  * plain text, tokenised into samples). The first byte picks the options (format, task, a text
  * pair, truncation, max_length); the rest is the file. The tokenizer, a small WordPiece with a

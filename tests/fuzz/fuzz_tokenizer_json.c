@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop fuzz target — tokenizer.json: the JSON reader and every component parser, then the
  * tokenizer at work on fixed texts and on the input's own bytes (encode, batch with truncation
  * and padding, decode), and the writer, whose output must load again. Never crashes, never
@@ -14,9 +15,12 @@ static void check_ids(const strop_tokenizer *t, const int64_t *ids, int64_t n) {
 }
 
 static void exercise(strop_tokenizer *t, const char *raw, size_t rawn) {
-  static const char *texts[] = {"Hello world, it's 2024!", "  spaces  and\ttabs\n",
+  static const char *texts[] = {"Hello world, it's 2024!",
+                                "  spaces  and\ttabs\n",
                                 "Caf\xc3\xa9 \xe6\x9d\xb1\xe4\xba\xac \xf0\x9f\x98\x80",
-                                "a\xff\xfe invalid", "", "<s>[CLS]<|endoftext|>[MASK]"};
+                                "a\xff\xfe invalid",
+                                "",
+                                "<s>[CLS]<|endoftext|>[MASK]"};
   int64_t ids[4096], n;
   char out[8192];
   for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
@@ -38,7 +42,8 @@ static void exercise(strop_tokenizer *t, const char *raw, size_t rawn) {
   o.padding_side = STROP_SIDE_LEFT;
   int64_t types[4096], mask[4096], offs[8192], w;
   if (strop_tokenizer_encode_batch(t, texts, pairs, 3, &o, ids, types, mask, offs, 4096, &w) ==
-          STROP_OK && 3 * w <= 4096)
+          STROP_OK &&
+      3 * w <= 4096)
     check_ids(t, ids, 3 * w);
   for (int64_t id = 0; id < strop_tokenizer_vocab_size(t) && id < 64; id++) {
     (void)strop_tokenizer_id_to_token(t, id, out, sizeof out);

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """Writes the hostile seeds of tests/fuzz/corpus/ that issue 18's attack found (the other
 seeds are copies of test fixtures). Pure Python, no numpy:  python3 tests/fuzz/gen_corpus.py
 Each seed is named hostile_<what>; the outputs are committed."""

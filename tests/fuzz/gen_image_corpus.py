@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """Writes the seed corpus of the image fuzz targets (tests/fuzz/corpus/jpeg, corpus/png):
 small JPEG and PNG files of every layout the wrappers handle (grey, RGB, 4:2:0 and 4:4:4,
 progressive, restart markers; grey, grey + alpha, RGB, RGBA, palette with transparency, 1-bit,

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Writes the seed corpora of tests/fuzz/fuzz_tokenizer_json.c and fuzz_spm_model.c: small valid
 tokenizer.json files (one per model type, with normalizers, pre-tokenizers, templates and
 decoders), broken ones, and small SentencePiece ModelProto files written field by field (unigram,

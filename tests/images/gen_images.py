@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """strop — the image fixtures of check_data_images, written at test time into OUT_DIR (nothing
 generated is committed): PNG and JPEG files of every colour type PIL writes, PIL's decodes of
 them, torchvision's transforms of one image (Resize with antialias on float tensors, CenterCrop,

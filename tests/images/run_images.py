@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """strop — the image suite against PIL and torchvision, end to end: gen_images.py writes
 images, PIL's decodes, torchvision's transforms and ImageFolder's order into a temporary folder,
 then check_data_images runs with STROP_IMG_FIXTURES pointing there. Exits 77 (CTest: skipped)

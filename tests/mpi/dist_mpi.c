@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tests — the data-parallel trainer over real MPI ranks (run by mpirun, see
  * CMakeLists.txt): parity with one process, a resume in one process from a group's
  * checkpoint, and a rank that dies. Rank 0 reports; the others print only errors.
@@ -51,8 +52,9 @@ static int parity(strop_dist *d, int rank) {
     sc_fit(NULL, &one);
     double rel = sc_max_rel(g.w, one.w, one.n);
     printf("dist_mpi parity: %d ranks, global batch 64, 20 SGD steps: max rel diff %.3g "
-           "(tolerance %g), steps %lld and %lld\n", strop_dist_size(d), rel, TOL_SGD,
-           (long long)g.global_step, (long long)one.global_step);
+           "(tolerance %g), steps %lld and %lld\n",
+           strop_dist_size(d), rel, TOL_SGD, (long long)g.global_step,
+           (long long)one.global_step);
     if (!(rel <= TOL_SGD) || g.global_step != 20 || one.global_step != 20)
       rc = fail(rank, "parity", "the group's weights differ from one process's");
     free(one.w);
@@ -85,8 +87,8 @@ static int resume(strop_dist *d, int rank, const char *dir) {
   } else {
     double rel = sc_max_rel(rest.w, full.w, full.n);
     printf("dist_mpi resume: a %d-rank checkpoint at step 7 resumed in one process to step "
-           "%lld: max rel diff to the uninterrupted run %.3g\n", strop_dist_size(d),
-           (long long)rest.global_step, rel);
+           "%lld: max rel diff to the uninterrupted run %.3g\n",
+           strop_dist_size(d), (long long)rest.global_step, rel);
     if (!(rel <= TOL_SGD) || rest.global_step != 20)
       rc = fail(rank, "resume", "differs from the uninterrupted run");
   }

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # strop tests — runs "$@" under a time limit of $1 seconds and passes when it fails by itself
 # (a non-zero exit other than the limit's): a job with a dead rank must end, not hang.
 limit=$1

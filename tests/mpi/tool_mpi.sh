@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # strop tests — `mpirun -np 2 strop train RECIPE` with no other change: one report (rank 0's),
 # the outputs and checkpoint written once, the same test accuracy as one process within a
 # sample. Usage: tool_mpi.sh STROP_BIN MPIRUN...

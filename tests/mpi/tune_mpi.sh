@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # strop tests — `mpirun -np 2 strop tune RECIPE`: the trials spread over the ranks, one trials
 # file (rank 0's) with every trial once, and the same trials, values and best as one process
 # (random search, same seed, a fixed number of trials). Usage: tune_mpi.sh STROP_BIN MPIRUN...

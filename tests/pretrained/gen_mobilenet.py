@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """Writes torchvision's MobileNet checkpoints and PyTorch's answers on them, for the mobilenet
 TCase of tests/check_pretrained.c (computed in float64 on the float32 values).
 Run at test time (nothing here is committed): gen_mobilenet.py OUTDIR [ARCH ...]

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """Writes torchvision checkpoints and PyTorch's answers on them, for tests/check_pretrained.c
 (computed in float64 on the float32 values).
 Run at test time (nothing here is committed): gen_torchvision.py OUTDIR.

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """Writes Hugging Face model folders and PyTorch modules' checkpoints, and PyTorch's answers on
 them, for tests/check_transformers.c (answers computed in float64 on the float32 values).
 Run at test time (nothing here is committed): gen_transformers.py OUTDIR.

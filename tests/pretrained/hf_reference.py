@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Reference PyTorch modules for the Hugging Face families strop loads (the `transformers`
 package cannot be installed here). Each follows the published modeling code of transformers
 4.44 (modeling_gpt2.py, modeling_llama.py with modeling_mistral.py / modeling_qwen2.py,

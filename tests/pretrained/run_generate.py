@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """strop — strop_generate against PyTorch greedy loops over the same weights:
   1. gen_transformers.py's GPT-2 and Llama-family folders (reference modules of hf_reference.py,
      transformers 4.44's semantics: learned positions; rotary with linear scaling, grouped-query

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """strop — torchvision MobileNet parity of strop_model_load_pretrained, end to end:
   1. gen_mobilenet.py writes torchvision's MobileNetV2 / V3-small / V3-large checkpoints and
      PyTorch's answers into a temporary folder;

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """strop — torchvision parity of strop_model_load_pretrained, end to end:
   1. gen_torchvision.py writes torchvision's ResNet-18/50 checkpoints and PyTorch's answers
      into a temporary folder;

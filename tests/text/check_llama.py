@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """strop tests — Llama-style tokenizers, built from vocabularies trained at test time.
 
 1. Llama-2's kind: spm_train makes a SentencePiece BPE model with Llama-2's settings (identity

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """strop tests — SentencePiece .model files against SentencePiece itself.
 
 Debian's spm_train trains, at test time, two models on fortunes lines (English, German, Spanish,

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """strop tests — WordPiece against tests/fixtures/bert_wordpiece.py, a reference written from
 BERT's published tokenization (see its docstring for the release it follows).
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """strop tests — shared pieces of the tokenizer reference tests (tests/text/check_*.py): the
 fortunes text they run on, running `strop tokenize`, comparing id lines, skipping (exit 77, CTest's
 SKIP_RETURN_CODE) when a reference tool or the data is not installed."""

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """strop tool tests: checks the SVG plots strop writes.
 
   check_svg.py FILE.svg... [--legend TEXT]... [--old FILE.svg]...

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # strop tool tests: tool_test.sh CASE STROP_BINARY SOURCE_DIR. Exit 0 pass, 1 fail, 77 skip.
 set -u
 case_name=$1 strop=$2 src=$3

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tool — what people see: a progress bar per epoch on a terminal (one plain line per
  * epoch otherwise), the end-of-run report as text or JSON. */
 #include <math.h>
@@ -75,7 +76,9 @@ int tool_progress_event(const strop_run_event *e, void *user_data) {
                            : NAN;
     fmt_eta(remaining, eta, sizeof eta);
     pct(a, sizeof a, g->metric);
-    fprintf(stderr, "\r  epoch %3lld/%-3lld [%s] %lld/%lld loss %.4f acc %s lr %.2e %6.0f samples/s ETA %s\x1b[K",
+    fprintf(stderr,
+            "\r  epoch %3lld/%-3lld [%s] %lld/%lld loss %.4f acc %s lr %.2e %6.0f samples/s ETA "
+            "%s\x1b[K",
             (long long)g->epoch + 1, (long long)g->epochs, bar, (long long)g->step,
             (long long)g->steps, g->loss, a, g->lr, g->samples_per_sec, eta);
     fflush(stderr);
@@ -121,8 +124,9 @@ void tool_report_json(FILE *f, const char *cmd, const char *recipe, strop_run *r
   tool_json_str(f, cmd);
   fprintf(f, ",\"recipe\":");
   tool_json_str(f, recipe);
-  fprintf(f, ",\"train_size\":%lld,\"val_size\":%lld,\"test_size\":%lld,\"classes\":%lld,"
-             "\"trainable_params\":%lld,\"total_params\":%lld,\"best_epoch\":",
+  fprintf(f,
+          ",\"train_size\":%lld,\"val_size\":%lld,\"test_size\":%lld,\"classes\":%lld,"
+          "\"trainable_params\":%lld,\"total_params\":%lld,\"best_epoch\":",
           (long long)strop_run_info(run, STROP_INFO_TRAIN_SIZE),
           (long long)strop_run_info(run, STROP_INFO_VAL_SIZE),
           (long long)strop_run_info(run, STROP_INFO_TEST_SIZE),
@@ -142,7 +146,8 @@ void tool_report_json(FILE *f, const char *cmd, const char *recipe, strop_run *r
     strop_run_stage_name(run, i, name, sizeof name);
     fprintf(f, "%s{\"name\":", i ? "," : "");
     tool_json_str(f, name);
-    fprintf(f, ",\"baseline\":%s,\"test_accuracy\":", strop_run_stage_is_baseline(run, i) ? "true" : "false");
+    fprintf(f, ",\"baseline\":%s,\"test_accuracy\":",
+            strop_run_stage_is_baseline(run, i) ? "true" : "false");
     jnum(f, strop_run_stage_metric(run, i, STROP_METRIC_ACCURACY));
     fprintf(f, ",\"test_loss\":");
     jnum(f, strop_run_stage_metric(run, i, STROP_METRIC_LOSS));
@@ -154,8 +159,8 @@ void tool_report_json(FILE *f, const char *cmd, const char *recipe, strop_run *r
   }
   fprintf(f, "],\"history\":[");
   int64_t rows = strop_run_info(run, STROP_INFO_EPOCHS);
-  static const char *const cols[8] = {"stage", "epoch", "train_loss", "train_accuracy",
-                                      "val_loss", "val_accuracy", "lr", "seconds"};
+  static const char *const cols[8] = {"stage",    "epoch",        "train_loss", "train_accuracy",
+                                      "val_loss", "val_accuracy", "lr",         "seconds"};
   for (int64_t i = 0; i < rows; i++) {
     fprintf(f, "%s{", i ? "," : "");
     for (int k = 0; k < 8; k++) {
@@ -179,7 +184,8 @@ void tool_report_text(FILE *f, const strop_recipe *r, strop_run *run) {
   fprintf(f, "\nparameters: %lld trainable of %lld at the end\n",
           (long long)strop_run_info(run, STROP_INFO_TRAINABLE),
           (long long)strop_run_info(run, STROP_INFO_TOTAL));
-  int64_t n = strop_run_info(run, STROP_INFO_STAGES), rows = strop_run_info(run, STROP_INFO_EPOCHS);
+  int64_t n = strop_run_info(run, STROP_INFO_STAGES),
+          rows = strop_run_info(run, STROP_INFO_EPOCHS);
   fprintf(f, "%-22s %6s %10s %10s %10s %10s\n", "stage", "epochs", "val acc", "val loss",
           "test acc", "test loss");
   double last_main = NAN, scratch = NAN, first = NAN;
@@ -197,10 +203,14 @@ void tool_report_text(FILE *f, const strop_recipe *r, strop_run *run) {
            ta = strop_run_stage_metric(run, i, STROP_METRIC_ACCURACY),
            tl = strop_run_stage_metric(run, i, STROP_METRIC_LOSS);
     char s1[16], s2[16], s3[16], s4[16];
-    if (isnan(va)) snprintf(s1, sizeof s1, "-"); else snprintf(s1, sizeof s1, "%.2f%%", 100 * va);
-    if (isnan(vl)) snprintf(s2, sizeof s2, "-"); else snprintf(s2, sizeof s2, "%.4f", vl);
-    if (isnan(ta)) snprintf(s3, sizeof s3, "-"); else snprintf(s3, sizeof s3, "%.2f%%", 100 * ta);
-    if (isnan(tl)) snprintf(s4, sizeof s4, "-"); else snprintf(s4, sizeof s4, "%.4f", tl);
+    if (isnan(va)) snprintf(s1, sizeof s1, "-");
+    else snprintf(s1, sizeof s1, "%.2f%%", 100 * va);
+    if (isnan(vl)) snprintf(s2, sizeof s2, "-");
+    else snprintf(s2, sizeof s2, "%.4f", vl);
+    if (isnan(ta)) snprintf(s3, sizeof s3, "-");
+    else snprintf(s3, sizeof s3, "%.2f%%", 100 * ta);
+    if (isnan(tl)) snprintf(s4, sizeof s4, "-");
+    else snprintf(s4, sizeof s4, "%.4f", tl);
     fprintf(f, "%-22s %6lld %10s %10s %10s %10s\n", label, (long long)ep, s1, s2, s3, s4);
     /* a prediction per token (a language model): its perplexity, over the counted tokens */
     for (int part = 0; part < 2; part++) {

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tool — `strop generate MODEL_DIR`: a Hugging Face causal LM folder and its
  * tokenizer.json continue a prompt; the text is printed as the tokens come. */
 #include <stdio.h>

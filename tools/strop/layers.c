@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tool — `strop layers`: the layer types the library accepts in a spec, with every
  * option (kind, default, allowed values) and parameter, read through the public API, so the
  * listing and the docs' table (--markdown) say exactly what the library does. */
@@ -75,12 +76,9 @@ int tool_cmd_layers(const char *const *args, int nargs, int as_markdown) {
   for (int i = 0; i < strop_layer_type_count(); i++) {
     const char *t = strop_layer_type_name(i);
     if (nargs == 1 && strcmp(t, args[0]) != 0) continue;
-    if (as_markdown)
-      markdown(stdout, t);
-    else if (nargs == 1)
-      text(stdout, t);
-    else
-      printf("%-22s %s\n", t, strop_layer_type_doc(t));
+    if (as_markdown) markdown(stdout, t);
+    else if (nargs == 1) text(stdout, t);
+    else printf("%-22s %s\n", t, strop_layer_type_doc(t));
   }
   return 0;
 }

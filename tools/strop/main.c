@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop — the command-line tool: runs recipes (train, finetune, tune), evaluates and applies
  * models, and inspects model and weight files. A thin client of the public API. */
 #include <signal.h>
@@ -143,10 +144,8 @@ static int cmd_run(const opts *o, int mode) {
   if (s) {
     rc = report_error(o->cmd, s);
   } else {
-    if (o->json)
-      tool_report_json(stdout, o->cmd, o->args[0], run);
-    else
-      tool_report_text(stdout, r, run);
+    if (o->json) tool_report_json(stdout, o->cmd, o->args[0], run);
+    else tool_report_text(stdout, r, run);
   }
   strop_run_free(run);
   strop_recipe_free(r);
@@ -181,13 +180,14 @@ static int cmd_eval(const opts *o) {
   char v[512];
   if (strop_recipe_get(r, "output.dir", v, sizeof v) >= 0)
     snprintf(dir, sizeof dir, "%s%s/", v[0] == '/' ? "" : rdir, v);
-  else
-    snprintf(dir, sizeof dir, "%s", rdir);
+  else snprintf(dir, sizeof dir, "%s", rdir);
   if (o->spec) snprintf(spec, sizeof spec, "%s", o->spec);
-  else if (strop_recipe_get(r, "output.spec", v, sizeof v) >= 0) snprintf(spec, sizeof spec, "%s%s", dir, v);
+  else if (strop_recipe_get(r, "output.spec", v, sizeof v) >= 0)
+    snprintf(spec, sizeof spec, "%s%s", dir, v);
   else spec[0] = '\0';
   if (o->weights) snprintf(weights, sizeof weights, "%s", o->weights);
-  else if (strop_recipe_get(r, "output.weights", v, sizeof v) >= 0) snprintf(weights, sizeof weights, "%s%s", dir, v);
+  else if (strop_recipe_get(r, "output.weights", v, sizeof v) >= 0)
+    snprintf(weights, sizeof weights, "%s%s", dir, v);
   else weights[0] = '\0';
   if (!spec[0] || !weights[0]) {
     fprintf(stderr, "strop eval: the recipe has no output.spec/output.weights; give --spec and "
@@ -215,10 +215,11 @@ static int cmd_eval(const opts *o) {
       if (C > 0) {
         printf(",\"accuracy\":%.6g", acc);
         if (C > 5) printf(",\"top5\":%.6g", strop_metrics_get(mt, STROP_METRIC_TOP5));
-        printf(",\"macro_f1\":%.6g,\"per_class\":[", strop_metrics_get(mt, STROP_METRIC_MACRO_F1));
+        printf(",\"macro_f1\":%.6g,\"per_class\":[",
+               strop_metrics_get(mt, STROP_METRIC_MACRO_F1));
         for (int64_t c = 0; c < C; c++)
-          printf("%s{\"precision\":%.6g,\"recall\":%.6g,\"f1\":%.6g,\"support\":%.0f}", c ? "," : "",
-                 strop_metrics_class(mt, c, STROP_CLASS_PRECISION),
+          printf("%s{\"precision\":%.6g,\"recall\":%.6g,\"f1\":%.6g,\"support\":%.0f}",
+                 c ? "," : "", strop_metrics_class(mt, c, STROP_CLASS_PRECISION),
                  strop_metrics_class(mt, c, STROP_CLASS_RECALL),
                  strop_metrics_class(mt, c, STROP_CLASS_F1),
                  strop_metrics_class(mt, c, STROP_CLASS_SUPPORT));
@@ -337,14 +338,15 @@ static int cmd_import(const opts *o) {
     fputs(buf, stdout);
     free(buf);
   } else {
-    fprintf(stderr, "strop import: %s: %lld nodes, %lld parameters, every tensor loaded; spec "
-            "written to %s\n", o->args[0], (long long)strop_model_num_nodes(m),
+    fprintf(stderr,
+            "strop import: %s: %lld nodes, %lld parameters, every tensor loaded; spec "
+            "written to %s\n",
+            o->args[0], (long long)strop_model_num_nodes(m),
             (long long)strop_model_param_count(m, 0), o->output);
-    if (o->weights_out)
-      fprintf(stderr, "strop import: weights written to %s\n", o->weights_out);
+    if (o->weights_out) fprintf(stderr, "strop import: weights written to %s\n", o->weights_out);
     else
       fprintf(stderr, "strop import: the spec's tensor names are the checkpoint's: load them "
-              "from its safetensors file(s), or write one file with --weights-out\n");
+                      "from its safetensors file(s), or write one file with --weights-out\n");
   }
   strop_model_free(m);
   return EXIT_OK;
@@ -365,7 +367,8 @@ static int cmd_inspect(const opts *o) {
   const size_t mpl = sizeof mprefix - 1;
   for (int pass = 0; pass < 2; pass++) {
     int first = 1;
-    if (o->json) printf(pass ? "},\"model_metadata\":{" : "{\"file\":\"%s\",\"metadata\":{", o->args[0]);
+    if (o->json)
+      printf(pass ? "},\"model_metadata\":{" : "{\"file\":\"%s\",\"metadata\":{", o->args[0]);
     else if (!pass) printf("%s: %lld tensors\n", o->args[0], (long long)n);
     for (int64_t i = 0; i < nm; i++) {
       if (tool_getter_text(&key, strop_st_file_meta_key, f, i) ||
@@ -426,10 +429,8 @@ static int cmd_inspect(const opts *o) {
   if (o->json)
     printf(total_overflows ? "],\"elements\":null}\n" : "],\"elements\":%llu}\n",
            (unsigned long long)total);
-  else if (total_overflows)
-    printf("  more than 2^64 elements in all\n");
-  else
-    printf("  %llu elements in all\n", (unsigned long long)total);
+  else if (total_overflows) printf("  more than 2^64 elements in all\n");
+  else printf("  %llu elements in all\n", (unsigned long long)total);
   strop_st_file_free(f);
   return EXIT_OK;
 }
@@ -560,7 +561,8 @@ int main(int argc, char **argv) {
   if (!strcmp(o.cmd, "import")) return cmd_import(&o);
   if (!strcmp(o.cmd, "layers")) return tool_cmd_layers(o.args, o.nargs, o.markdown);
   if (!strcmp(o.cmd, "generate")) return tool_cmd_generate(&o, &g_interrupted);
-  if (!strcmp(o.cmd, "tokenize")) return tool_cmd_tokenize(o.args, o.nargs, o.decode, o.no_special);
+  if (!strcmp(o.cmd, "tokenize"))
+    return tool_cmd_tokenize(o.args, o.nargs, o.decode, o.no_special);
   if (!strcmp(o.cmd, "version")) {
     printf("strop %s\n", strop_version());
     return EXIT_OK;

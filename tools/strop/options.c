@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tool — the commands and options, declared once in two tables: the parser reads them,
  * and `strop --help` and `strop COMMAND --help` are printed from them, so help and parser
  * cannot disagree about what a command accepts. */
@@ -9,9 +10,9 @@
 
 typedef struct command_info {
   const char *name;
-  const char *args;     /* positional arguments, as in the usage line */
-  const char *summary;  /* one line for `strop --help` */
-  const char *text;     /* the paragraph of `strop COMMAND --help` */
+  const char *args;    /* positional arguments, as in the usage line */
+  const char *summary; /* one line for `strop --help` */
+  const char *text;    /* the paragraph of `strop COMMAND --help` */
 } command_info;
 
 static const command_info COMMANDS[] = {
@@ -31,12 +32,14 @@ static const command_info COMMANDS[] = {
      "Evaluates a model (by default the recipe's output spec and weights) on the\n"
      "recipe's data: loss, accuracy, top-5 (with more than 5 classes), per-class\n"
      "precision/recall/F1, confusion.\n"},
-    {"predict", "SPEC WEIGHTS INPUT.npy|IMAGE...", "the classes of each row of INPUT (or each image), with their names",
+    {"predict", "SPEC WEIGHTS INPUT.npy|IMAGE...",
+     "the classes of each row of INPUT (or each image), with their names",
      "Runs the model on every row of INPUT (float32/float64/uint8/int .npy, C or\n"
      "Fortran order, plain or gzip; N samples), or on each JPEG/PNG IMAGE, as its\n"
      "training data were prepared: the scale, resize, centre crop and normalization\n"
      "its recipe used, saved in WEIGHTS, are applied (raw uint8 images go in as they\n"
-     "are; an image of any size when the recipe resized or cropped). Prints the K most likely classes\n"
+     "are; an image of any size when the recipe resized or cropped). Prints the K most likely "
+     "classes\n"
      "of each row: label (as in the source data), name, probability. NaN or infinite\n"
      "inputs are refused (exit 3).\n"},
     {"summary", "SPEC [WEIGHTS]", "the layer table of a model",
@@ -75,7 +78,7 @@ enum { ARG_FLAG, ARG_COUNT, ARG_STRING, ARG_SET, ARG_REAL };
 
 typedef struct option_info {
   const char *name, *alias;
-  const char *value;    /* the value's placeholder, NULL for a flag */
+  const char *value; /* the value's placeholder, NULL for a flag */
   int kind;
   size_t field;         /* offsetof(tool_opts, ...) */
   const char *commands; /* the commands that accept it, separated by spaces */
@@ -90,8 +93,7 @@ static const option_info OPTIONS[] = {
     {"--seed", NULL, "N", ARG_COUNT, offsetof(tool_opts, seed), RUNS " eval generate",
      "override the recipe's seed (generate: the sampling\nseed, default 0)"},
     {"--threads", NULL, "N", ARG_COUNT, offsetof(tool_opts, threads),
-     RUNS " eval predict generate",
-     "threads for strop's kernels (0: every CPU)"},
+     RUNS " eval predict generate", "threads for strop's kernels (0: every CPU)"},
     {"--epochs", NULL, "N", ARG_COUNT, offsetof(tool_opts, epochs_cap), RUNS,
      "cap every stage at N epochs (quick runs)"},
     {"--trials", NULL, "N", ARG_COUNT, offsetof(tool_opts, trials), "tune",
@@ -113,8 +115,7 @@ static const option_info OPTIONS[] = {
      "which data to use (default test)"},
     {"--top", NULL, "K", ARG_COUNT, offsetof(tool_opts, top), "predict",
      "print the K best classes per row (default 1)"},
-    {"--quiet", "-q", NULL, ARG_FLAG, offsetof(tool_opts, quiet), RUNS,
-     "no progress output"},
+    {"--quiet", "-q", NULL, ARG_FLAG, offsetof(tool_opts, quiet), RUNS, "no progress output"},
     {"--json", NULL, NULL, ARG_FLAG, offsetof(tool_opts, json), RUNS " eval predict inspect",
      "print the result as JSON on stdout"},
     {"--arch", NULL, "NAME", ARG_STRING, offsetof(tool_opts, arch), "import",
@@ -247,7 +248,8 @@ int tool_parse_args(int argc, char **argv, tool_opts *o) {
         opt = &OPTIONS[k];
     if (!opt) {
       if (a[0] == '-' && a[1]) {
-        fprintf(stderr, "strop %s: unknown option '%s' (see strop %s --help)\n", o->cmd, a, o->cmd);
+        fprintf(stderr, "strop %s: unknown option '%s' (see strop %s --help)\n", o->cmd, a,
+                o->cmd);
         return TOOL_EXIT_USAGE;
       }
       if (o->nargs == TOOL_MAX_ARGS) {

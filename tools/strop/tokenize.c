@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tool — `strop tokenize TOKENIZER [FILE]`: each input line's token ids, space-separated,
  * one output line per input line; with --decode, lines of ids back to text. */
 #include <stdio.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tool — shared pieces of the command-line tool: the command line, progress display,
  * reports, small file readers. */
 #ifndef STROP_TOOL_H
@@ -22,14 +23,14 @@ typedef struct tool_opts {
   int nargs;
   const char *sets[TOOL_MAX_SETS]; /* --set KEY=VALUE, in order */
   int nsets;
-  int64_t seed;       /* --seed; -1: the recipe's */
-  int64_t threads;    /* --threads; 0: not given */
-  int64_t epochs_cap; /* --epochs; 0: not given */
-  int64_t trials;     /* --trials; 0: not given */
+  int64_t seed;        /* --seed; -1: the recipe's */
+  int64_t threads;     /* --threads; 0: not given */
+  int64_t epochs_cap;  /* --epochs; 0: not given */
+  int64_t trials;      /* --trials; 0: not given */
   int64_t time_budget; /* --time, seconds; 0: not given */
-  int64_t top;        /* --top (default 1) */
-  int64_t image_size; /* --image-size; 0: not given */
-  int64_t max_length; /* --max-length; 0: not given */
+  int64_t top;         /* --top (default 1) */
+  int64_t image_size;  /* --image-size; 0: not given */
+  int64_t max_length;  /* --max-length; 0: not given */
   int quiet, json, no_baselines, markdown, resume, list;
   int decode, no_special; /* tokenize */
   const char *weights, *spec, *split;
@@ -47,8 +48,8 @@ int tool_command_help(FILE *f, const char *cmd);
 
 typedef struct tool_progress {
   int quiet;
-  int tty;                 /* stderr is a terminal: redraw a bar in place */
-  int bar_open;            /* a bar line is on screen without its newline */
+  int tty;      /* stderr is a terminal: redraw a bar in place */
+  int bar_open; /* a bar line is on screen without its newline */
   volatile sig_atomic_t *interrupted;
   double last_draw;
   double stage_t0;
@@ -79,8 +80,8 @@ int tool_getter_text(tool_text *t, int64_t (*get)(const strop_st_file *, int64_t
 /* `strop tune`: r is the recipe loaded from path with the command line's --set and --seed;
  * o gives --quiet, --json, --epochs, --trials and --time; d the ranks mpirun started (NULL:
  * one process), of which only rank 0 prints. */
-int tool_cmd_tune(const strop_recipe *r, const char *path, const tool_opts *o,
-                  strop_dist *d, volatile sig_atomic_t *interrupted);
+int tool_cmd_tune(const strop_recipe *r, const char *path, const tool_opts *o, strop_dist *d,
+                  volatile sig_atomic_t *interrupted);
 
 /* strop layers [TYPE] [--markdown]: the layer types, their options and parameters */
 int tool_cmd_layers(const char *const *args, int nargs, int as_markdown);

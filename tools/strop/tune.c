@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop tool — `strop tune RECIPE`: runs the recipe's tune: section (the search is the
  * library's strop_recipe_tune) and prints a live table: one row per trial with its values,
  * its metric, its status and the best so far; then the best values and the files written. */
@@ -22,7 +23,7 @@ typedef struct tune_view {
   int width[MAX_COLS];
   int64_t n_cols;
   /* what the search told */
-  int64_t resumed;        /* finished trials read from the trials file (-1: none read) */
+  int64_t resumed; /* finished trials read from the trials file (-1: none read) */
   int64_t ran, interrupted_id, n_interrupted;
   char trials_file[1024], best_recipe[1024], plot[1024];
 } tune_view;
@@ -196,7 +197,8 @@ static void print_json(const tune_view *v, const strop_tuner *t) {
   printf(",\"best_values\":{");
   for (int64_t i = 0; have && i < strop_tuner_num_params(t); i++) {
     double x = NAN;
-    if (strop_tuner_trial_value(t, bid, i, &x)) {}
+    if (strop_tuner_trial_value(t, bid, i, &x)) {
+    }
     printf("%s", i ? "," : "");
     tool_json_str(stdout, strop_tuner_param_name(t, i));
     printf(":%.6g", x);
@@ -218,7 +220,8 @@ static void print_summary(const tune_view *v, const strop_tuner *t, const char *
   }
   if (v->resumed > 0 && v->ran == 0)
     printf("nothing left to do: the search's %lld trials are finished (%s); --trials N runs "
-           "more\n", (long long)n, v->trials_file[0] ? v->trials_file : "the trials file");
+           "more\n",
+           (long long)n, v->trials_file[0] ? v->trials_file : "the trials file");
   int64_t bid;
   double best;
   if (strop_tuner_best(t, &bid, &best) != STROP_OK) {
@@ -243,8 +246,8 @@ static void print_summary(const tune_view *v, const strop_tuner *t, const char *
   if (v->plot[0]) printf("plot: %s\n", v->plot);
 }
 
-int tool_cmd_tune(const strop_recipe *r, const char *path, const tool_opts *opts,
-                  strop_dist *d, volatile sig_atomic_t *interrupted) {
+int tool_cmd_tune(const strop_recipe *r, const char *path, const tool_opts *opts, strop_dist *d,
+                  volatile sig_atomic_t *interrupted) {
   tune_view v;
   memset(&v, 0, sizeof v);
   v.quiet = opts->quiet || opts->json || strop_dist_rank(d) != 0;
@@ -273,13 +276,16 @@ int tool_cmd_tune(const strop_recipe *r, const char *path, const tool_opts *opts
   int rc = 0;
   if (s == STROP_E_CANCELLED) {
     if (v.n_interrupted == 1)
-      fprintf(stderr, "strop tune: interrupted: trial %lld is recorded as interrupted; strop "
-              "tune %s runs it again first\n", (long long)v.interrupted_id, path);
+      fprintf(stderr,
+              "strop tune: interrupted: trial %lld is recorded as interrupted; strop "
+              "tune %s runs it again first\n",
+              (long long)v.interrupted_id, path);
     else if (v.n_interrupted > 1)
-      fprintf(stderr, "strop tune: interrupted: %lld trials are recorded as interrupted; strop "
-              "tune %s runs them again first\n", (long long)v.n_interrupted, path);
-    else
-      fprintf(stderr, "strop tune: interrupted\n");
+      fprintf(stderr,
+              "strop tune: interrupted: %lld trials are recorded as interrupted; strop "
+              "tune %s runs them again first\n",
+              (long long)v.n_interrupted, path);
+    else fprintf(stderr, "strop tune: interrupted\n");
     rc = 130;
   } else if (s) {
     fprintf(stderr, "strop tune: error: %s\n  (%s)\n", strop_last_error(), strop_status_str(s));

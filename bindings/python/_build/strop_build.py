@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """PEP 517 build backend of the strop bindings: a small builder of the pure-Python wheel, so
 that ``pip install bindings/python`` works offline (pip's isolated build environment could not
 fetch setuptools without a package index) and the same wheel comes out everywhere.

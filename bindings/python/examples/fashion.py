@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """strop from Python: fine-tune the bundled Fashion base model on numpy arrays (see
 bindings/python/README.md). Run from the source tree: python3 bindings/python/examples/fashion.py"""
 import gzip

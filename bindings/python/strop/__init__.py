@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """strop — fine-tune pre-trained neural networks: Python bindings over libstrop (ctypes).
 
     import numpy as np, strop

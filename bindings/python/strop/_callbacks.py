@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Bookkeeping for host callbacks: objects lent to C until a release callback, and exceptions
 raised inside callbacks, carried back to the caller of the C function."""
 import itertools

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Ownership of C handles: each handle is freed exactly once, after everything borrowing it.
 
 A ``_Box`` holds one C handle, the function that frees it, the boxes of the objects it

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The settings tables of the C objects (optimizer, scheduler, trainer, tuner), read through
 the library's knob queries at import: no name, key or word is copied here, so a knob added to a
 C table is a Python knob at once."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Loading libstrop and declaring every exported function for ctypes.
 
 The library is found, in this order (the first that loads is used):

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Small helpers shared by the modules: strings, shapes, numpy conversion."""
 import ctypes
 

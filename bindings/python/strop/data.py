@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Datasets (from numpy, callbacks, IDX, CSV, NPY, text), views over them, batch iterators
 and vocabularies."""
 import ctypes

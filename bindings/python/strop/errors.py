@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Exceptions: one StropError subclass per strop_status, carrying strop_last_error()'s sentence."""
 from . import _lib
 

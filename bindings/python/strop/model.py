@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Model: a strop_model (a DAG of named layers with PyTorch-named parameters), its files
 (YAML spec, safetensors weights) and the single-call surgery conveniences."""
 import collections.abc

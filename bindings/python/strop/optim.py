@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Optimizers (SGD, Adam, AdamW, RMSprop, Adagrad — torch.optim's update rules) and
 learning-rate schedulers."""
 import ctypes

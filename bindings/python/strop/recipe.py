@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Recipes: a whole fine-tuning job in one YAML file, edited by key path and run."""
 import ctypes
 import math

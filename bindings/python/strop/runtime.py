@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Process-wide settings (threads, logging), versions and the portable random generator."""
 import ctypes
 import threading

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Pure-Python safetensors reader/writer for numpy arrays (Debian ships no safetensors package).
 
 Format (docs/formats.md): an 8-byte little-endian header length N, N bytes of JSON mapping

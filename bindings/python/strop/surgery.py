@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Surgery: a plan of edits on one model, validated as a whole and applied as one transaction."""
 import ctypes
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Tensor: a float32 strop_tensor, wrapping a numpy array without copying when it can."""
 import ctypes
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Tokenizers (strop_tokenizer): load the tokenizer a checkpoint ships (tokenizer.json, a
 SentencePiece .model, GPT-2's vocab.json + merges.txt, BERT's vocab.txt), encode text to ids and
 batches of numpy arrays, decode ids, train a byte-level BPE.

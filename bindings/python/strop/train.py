@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Trainer: one fine-tuning step at a time, evaluation with metrics, the fit loop with a
 Python progress callback, checkpoints."""
 import ctypes

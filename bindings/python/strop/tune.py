@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Tuner: hyperparameter search (grid, random, Bayesian) driven by ask/tell or by run() with
 a Python trial function."""
 import ctypes

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strop Python bindings — the C side of the end-to-end test (test_reference.py): trains a
  * small MLP on deterministic data twice — (a) 30 manual strop_trainer_step() calls on wrapped
  * buffers, (b) strop_trainer_fit() over a shuffled iterator — and prints every parameter's
@@ -14,13 +15,13 @@
 #define C 3
 #define BATCH 32
 
-#define CHECK(call)                                                             \
-  do {                                                                          \
-    strop_status st_ = (call);                                                  \
-    if (st_ != STROP_OK) {                                                      \
+#define CHECK(call)                                                                      \
+  do {                                                                                   \
+    strop_status st_ = (call);                                                           \
+    if (st_ != STROP_OK) {                                                               \
       fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, strop_last_error()); \
-      return 1;                                                                 \
-    }                                                                           \
+      return 1;                                                                          \
+    }                                                                                    \
   } while (0)
 
 static float xs[N * D], ys[N];

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Shared setup of the bindings' tests: put the package on sys.path and skip (with the reason)
 when no libstrop can be loaded. Run: STROP_LIBRARY=build/libstrop.so /usr/bin/python3 -m pytest
 bindings/python/tests"""

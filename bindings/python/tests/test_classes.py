@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Every class of the package: its normal use and its error path."""
 import gc
 import json

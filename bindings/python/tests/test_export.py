@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Inference export read by PyTorch: a conv-bn-relu-pool-flatten-linear-bn1d-dropout-linear model
 built through the bindings, with moved BatchNorm statistics and a trained LoRA adapter, exported
 with BatchNorm folded, loaded into the equivalent torch.nn.Sequential (conv with bias, no

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Model.generate: greedy ids equal a loop of full forwards over the growing prefix, seeded
 sampling, top-k 1 is greedy, stop ids and strings, the callback streams, cancels and carries
 exceptions back, and the errors it raises."""

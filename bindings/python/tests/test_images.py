@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Image folders through the bindings: Dataset.load_images (ImageFolder's order, class names,
 skipped files), load_image, and the torchvision transforms of BatchIterator against
 torchvision itself where it is installed."""

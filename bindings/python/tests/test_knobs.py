@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The knob dictionaries come from the C tables, values travel as doubles, and every object's
 table answers the same queries."""
 import math

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """No leaks over 10,000 create/free cycles of every class (RSS from /proc/self/statm)."""
 import gc
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Loading the library and the declaration table."""
 import ctypes
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Frozen weights held in BF16 or int8 (Model.frozen_dtype)."""
 import numpy as np
 import pytest

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Model.from_pretrained: torchvision's ResNet-18 and MobileNets as safetensors state_dicts,
 loaded with their own names; the same logits as torchvision's modules when
 python3-torchvision is installed."""

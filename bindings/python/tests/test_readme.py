@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The README's complete example runs (with a few steps) and produces the files it claims."""
 import os
 import re

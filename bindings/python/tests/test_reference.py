@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """End to end: the same fine-tune from numpy arrays through the bindings and from C
 (c_reference.c, compiled here against the library under test) gives bit-identical weights."""
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Round trips between the pure-Python safetensors module, PyTorch and the C library.
 
 Run: /usr/bin/python3 -m pytest bindings/python/tests/test_safetensors.py

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """strop.Tokenizer: loading, encoding (single, pairs, batches as numpy arrays), decoding,
 lookups, added tokens, training and saving, and the errors each raises."""
 import json

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """OpenBLAS's thread count is the host's: numpy (which uses the same OpenBLAS on Debian) keeps
 the setting it had across strop calls, training steps and the tuner's Gaussian process alike
 (issue 17). strop runs BLAS single-threaded only while one of its own calls runs."""
