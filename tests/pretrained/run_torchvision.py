@@ -19,9 +19,12 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def main():
+def run(binary, generator, archs, case=None, prefix="strop_tv_"):
+    """Writes the checkpoints and PyTorch's answers with GENERATOR (given archs), runs the
+    check_pretrained BINARY on them (only TCase CASE when given), then loads each file strop
+    saved into torchvision (strict=True) and compares its eval logits with PyTorch's own stepped
+    model. 0 when all agree, 1 when not, 77 without torch or torchvision."""
     try:
-        import numpy as np
         import torch
         import torchvision
     except ImportError as e:
@@ -30,17 +33,15 @@ def main():
     sys.path.insert(0, os.path.join(HERE, "..", "fixtures"))
     import safetensors_np
 
-    binary = sys.argv[1]
-    tmp = tempfile.mkdtemp(prefix="strop_tv_")
+    tmp = tempfile.mkdtemp(prefix=prefix)
     try:
-        subprocess.run([sys.executable, os.path.join(HERE, "gen_torchvision.py"), tmp], check=True)
+        subprocess.run([sys.executable, os.path.join(HERE, generator), tmp, *archs], check=True)
         env = dict(os.environ, STROP_PT_FIXTURES=tmp)
-        r = subprocess.run([binary], env=env)
-        if r.returncode != 0:
+        if case:
+            env["CK_RUN_CASE"] = case
+        if subprocess.run([binary], env=env).returncode != 0:
             return 1
         torch.set_num_threads(1)
-        # a sanitized build (STROP_SANITIZED, tests/run-all) runs ResNet-18 only
-        archs = ("resnet18",) if os.environ.get("STROP_SANITIZED") else ("resnet18", "resnet50")
         for arch in archs:
             saved = safetensors_np.load(os.path.join(tmp, arch + ".stepped.safetensors"))[0]
             ref = safetensors_np.load(os.path.join(tmp, arch + ".ref.safetensors"))[0]
@@ -62,6 +63,12 @@ def main():
         return 0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main():
+    # a sanitized build (STROP_SANITIZED, tests/run-all) runs ResNet-18 only
+    archs = ("resnet18",) if os.environ.get("STROP_SANITIZED") else ("resnet18", "resnet50")
+    return run(sys.argv[1], "gen_torchvision.py", archs)
 
 
 if __name__ == "__main__":
