@@ -2,6 +2,8 @@
 /* strop tests — dist suite: the collective interface and the data-parallel trainer, with the
  * ranks played by threads over a host-style (custom) collective, so the default build tests it. */
 #include <math.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,12 +23,15 @@ typedef struct world {
   int64_t floats;  /* floats all-reduced (counted once, by rank 0) */
   int64_t calls;   /* collectives so far (rank 0's count; all ranks make the same) */
   int64_t fail_at; /* > 0: every rank's collective number fail_at fails */
+  int async;       /* 1: the ops offer the asynchronous sum; 2: they do, but the host's
+                      struct predates it (its size ends before iallreduce_sum_float) */
 } world;
 
 typedef struct rank_ctx {
   world *w;
   int rank;
   int64_t calls;
+  int64_t started, tested, waited; /* asynchronous sums */
 } rank_ctx;
 
 static int f_rank(void *c) { return ((rank_ctx *)c)->rank; }
@@ -84,9 +89,37 @@ static int f_barrier(void *c) {
   return 0;
 }
 
+/* The asynchronous sum: done at once (a collective over the thread ranks) when started, so a
+ * sum started before its gradients were final sums the wrong values; the token counts. */
+static int f_isum_float(void *c, float *v, int64_t n, void **req) {
+  rank_ctx *r = c;
+  if (f_sum_float(c, v, n)) return 1;
+  *req = (void *)(intptr_t)++r->started;
+  return 0;
+}
+
+static int f_test(void *c, void *req, int *done) {
+  rank_ctx *r = c;
+  r->tested++;
+  *done = 1;
+  return (intptr_t)req < 1 || (intptr_t)req > r->started;
+}
+
+static int f_wait(void *c, void *req) {
+  rank_ctx *r = c;
+  r->waited++;
+  return (intptr_t)req < 1 || (intptr_t)req > r->started;
+}
+
 static strop_dist *fake_dist(rank_ctx *rc) {
   strop_dist_ops ops;
   strop_dist_ops_init(&ops);
+  if (rc->w->async) {
+    ops.iallreduce_sum_float = f_isum_float;
+    ops.test = f_test;
+    ops.wait = f_wait;
+  }
+  if (rc->w->async == 2) ops.size = offsetof(strop_dist_ops, iallreduce_sum_float);
   ops.rank = f_rank;
   ops.world_size = f_size;
   ops.allreduce_sum_float = f_sum_float;
@@ -120,10 +153,12 @@ static void *rank_main(void *p) {
   return NULL;
 }
 
-/* Runs size ranks of jobs[i] (run and body prepared by the caller) to the end. */
-static void run_ranks(world *w, int size, rank_job *jobs) {
+/* Runs size ranks of jobs[i] (run and body prepared by the caller) to the end; async: as
+ * world.async. */
+static void run_ranks_async(world *w, int size, rank_job *jobs, int async) {
   memset(w, 0, sizeof *w);
   w->size = size;
+  w->async = async;
   pthread_barrier_init(&w->bar, NULL, (unsigned)size);
   pthread_t th[MAXR];
   for (int i = 0; i < size; i++) {
@@ -136,6 +171,8 @@ static void run_ranks(world *w, int size, rank_job *jobs) {
   for (int i = 0; i < size; i++) pthread_join(th[i], NULL);
   pthread_barrier_destroy(&w->bar);
 }
+
+static void run_ranks(world *w, int size, rank_job *jobs) { run_ranks_async(w, size, jobs, 0); }
 
 static void free_runs(rank_job *jobs, int size) {
   for (int i = 0; i < size; i++) free(jobs[i].run.w);
@@ -649,6 +686,56 @@ START_TEST(failed_collective_is_an_error_on_all_ranks) {
 }
 END_TEST
 
+/* Gradient sums overlapped with the backward: with a group that offers the asynchronous sum,
+ * each bucket starts as soon as the backward has made it final. Buckets of 40 floats give a
+ * mix of packed ones (biases) and tensors alone (weights); fc1's weight is fc2's (tied), so it
+ * is final only after fc1's backward: a sum started at fc2's would miss fc1's part. The
+ * overlapped path, the same group summing after the backward, and a host whose ops struct
+ * predates the asynchronous sum (the blocking path) give the same weights bit for bit. */
+START_TEST(overlapped_sums_equal_the_blocking_path) {
+  sc_run base = scenario(640, 64, 20, 3, STROP_OPTIM_SGD);
+  base.tied = 1;
+  base.bucket_max = 40;
+  sc_run one = base;
+  sc_fit(NULL, &one);
+  ck_assert_int_eq(one.global_step, 20);
+  rank_job ov[2], late[2], old[2];
+  memset(ov, 0, sizeof ov);
+  memset(late, 0, sizeof late);
+  memset(old, 0, sizeof old);
+  for (int i = 0; i < 2; i++) {
+    ov[i].run = late[i].run = old[i].run = base;
+    late[i].run.no_overlap = 1;
+  }
+  world w;
+  run_ranks_async(&w, 2, ov, 1);
+  double rel = compare_to_one_process(ov, 2, &one, TOL_SGD);
+  for (int i = 0; i < 2; i++) {
+    /* every step started its buckets (5 tensors in 4 buckets) and waited for each once; the
+     * backward tested them between layers, so they started during it */
+    ck_assert_int_eq(ov[i].rc.started, 20 * 4);
+    ck_assert_int_eq(ov[i].rc.waited, ov[i].rc.started);
+    ck_assert_int_gt(ov[i].rc.tested, 0);
+  }
+  run_ranks_async(&w, 2, late, 1);
+  compare_to_one_process(late, 2, &one, TOL_SGD);
+  ck_assert_int_eq(late[0].rc.tested, 0);
+  run_ranks_async(&w, 2, old, 2);
+  compare_to_one_process(old, 2, &one, TOL_SGD);
+  ck_assert_int_eq(old[0].rc.started, 0);
+  ck_assert_msg(memcmp(ov[0].run.w, late[0].run.w, one.n * sizeof(float)) == 0,
+                "the overlapped sums differ from the same sums after the backward");
+  ck_assert_msg(memcmp(ov[0].run.w, old[0].run.w, one.n * sizeof(float)) == 0,
+                "the overlapped sums differ from the blocking path's");
+  printf("dist: overlapped = after the backward = blocking, bit for bit; vs 1 process %.3g\n",
+         rel);
+  free_runs(ov, 2);
+  free_runs(late, 2);
+  free_runs(old, 2);
+  free(one.w);
+}
+END_TEST
+
 /* ---- errors ---- */
 static int one_rank(void *c) {
   (void)c;
@@ -713,6 +800,15 @@ START_TEST(dist_errors) {
   o.broadcast = NULL;
   ck_assert_int_eq(strop_dist_custom(&o, NULL, &d), STROP_E_INVALID_ARG);
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "ops->broadcast is NULL"));
+  o = full_ops();
+  o.iallreduce_sum_float = f_isum_float; /* without its wait */
+  ck_assert_int_eq(strop_dist_custom(&o, NULL, &d), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "ops->wait is NULL"));
+  ck_assert_ptr_null(d);
+  o = full_ops();
+  o.wait = f_wait;
+  ck_assert_int_eq(strop_dist_custom(&o, NULL, &d), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "ops->iallreduce_sum_float is NULL"));
   o = full_ops();
   o.world_size = zero_ranks;
   ck_assert_int_eq(strop_dist_custom(&o, NULL, &d), STROP_E_INVALID_ARG);
@@ -823,6 +919,7 @@ int main(void) {
   tcase_add_test(tc, eval_metrics_are_reduced);
   tcase_add_test(tc, lm_eval_metrics_are_reduced);
   tcase_add_test(tc, failed_collective_is_an_error_on_all_ranks);
+  tcase_add_test(tc, overlapped_sums_equal_the_blocking_path);
   suite_add_tcase(s, tc);
   tc = tcase_create("failures"); /* a rank waiting for a failed one forever is a timeout */
   tcase_set_timeout(tc, 30);

@@ -71,6 +71,13 @@ struct strop_model {
   /* incremental decoding (lib/generate): set around a forward that computes later positions
    * of cached sequences, NULL otherwise; the forwards pass it to the layers */
   const strop__decode *decode;
+  /* set around a backward by whoever wants to act on gradients as they become final (the
+   * data-parallel trainer starts their all-reduce): called after the backward of each node
+   * (or fused chain) that ran, with the lowest node index done; every node from there up is
+   * done, so a parameter that no lower node uses has its final gradient. A non-OK status
+   * stops the backward with it. NULL: none. */
+  strop_status (*bwd_done)(void *ctx, int node);
+  void *bwd_done_ctx;
 };
 
 /* Groups the nodes into the blocks that pattern names ("auto" or a glob over dotted name

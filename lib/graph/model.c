@@ -1290,6 +1290,7 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
       spares[n_spares++].bytes = gbytes[i];
       m->grads[i] = NULL;
     }
+    if (m->bwd_done && (s = m->bwd_done(m->bwd_done_ctx, first))) return s;
     i = first;
   }
   if (reg.b0 >= 0) ckpt_end(m, &reg, spares, &n_spares);
