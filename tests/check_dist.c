@@ -10,6 +10,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/tensor_impl.h"
+#include "data/data_impl.h"
+#include "dist/dist_impl.h"
 #include "dist_scenario.h"
 #include "testutil.h"
 
@@ -736,6 +739,105 @@ START_TEST(overlapped_sums_equal_the_blocking_path) {
 }
 END_TEST
 
+/* ---- data loading split over the ranks ---- */
+static strop_dist_ops full_ops(void);
+static int g_share_rank, g_share_size;
+static int share_rank(void *c) {
+  (void)c;
+  return g_share_rank;
+}
+static int share_size(void *c) {
+  (void)c;
+  return g_share_size;
+}
+static void rank_rows(const void *d, int64_t n, int64_t *off, int64_t *cnt) {
+  strop__dist_share(d, n, off, cnt);
+}
+
+/* 3x8x8 images, shuffled, randomly cropped (padding 2) and flipped, 4 prefetch workers:
+ * rank r of 3 loads only its rows of each batch, and they are the rows [off, off + cnt) of
+ * the batch one process loads, bit for bit (the same samples with the same augmentation
+ * draws, which depend on the sample's position in the epoch, not on who loads it). Batches
+ * of 10 over 47 samples end with one of 7 rows (shares 3/2/2) and, with epochs of 41 (drop
+ * nothing), cover small shares too; a 1-row batch leaves ranks 1 and 2 empty. */
+static strop_batch_iter *aug_iter(strop_dataset *ds, int64_t batch, int workers) {
+  strop_batch_iter *it = NULL;
+  strop_test_must(
+      strop_batch_iter_create(ds, batch, 7, STROP_ITER_SHUFFLE | STROP_ITER_PREFETCH, &it),
+      "iterator");
+  strop_test_must(strop_batch_iter_add_random_crop(it, 8, 8, 2), "crop");
+  strop_test_must(strop_batch_iter_add_hflip(it, 0.5f), "flip");
+  strop_test_must(strop_batch_iter_add_color_jitter(it, 0.4f, 0.4f, 0.4f, 0.1f), "jitter");
+  strop_test_must(strop_batch_iter_set_workers(it, workers), "workers");
+  return it;
+}
+
+START_TEST(each_rank_loads_only_its_rows) {
+  const int64_t n = 47, dims[3] = {3, 8, 8};
+  float *x = malloc((size_t)n * 192 * sizeof *x), *y = malloc((size_t)n * sizeof *y);
+  for (int64_t i = 0; i < n * 192; i++) x[i] = (float)((i * 37) % 101) / 101.0f;
+  for (int64_t i = 0; i < n; i++) y[i] = (float)(i % 3);
+  strop_dataset *ds = NULL;
+  strop_test_must(strop_dataset_from_memory(x, y, n, 3, dims, 0, NULL, 3, &ds), "dataset");
+  const int64_t batches[2] = {10, 1};
+  for (int bi = 0; bi < 2; bi++) {
+    strop_batch_iter *whole = aug_iter(ds, batches[bi], 1);
+    strop_batch_iter *part[3];
+    strop_dist *d[3];
+    g_share_size = 3;
+    for (int r = 0; r < 3; r++) {
+      strop_dist_ops o = full_ops();
+      o.rank = share_rank;
+      o.world_size = share_size;
+      g_share_rank = r;
+      strop_test_must(strop_dist_custom(&o, NULL, &d[r]), "group");
+      part[r] = aug_iter(ds, batches[bi], r == 1 ? 1 : 4);
+      strop__batch_iter_set_share(part[r], rank_rows, d[r]);
+    }
+    int64_t batches_seen = 0;
+    for (int step = 0; step < 2 * (int)((n + batches[bi] - 1) / batches[bi] + 1); step++) {
+      strop_tensor *wx = NULL, *wy = NULL;
+      int64_t rows = 0;
+      strop_test_must(strop_batch_iter_next(whole, &wx, &wy, &rows), "next (whole)");
+      for (int r = 0; r < 3; r++) {
+        strop_tensor *px = NULL, *py = NULL;
+        int64_t prow = -1, off = 0, cnt = rows;
+        strop_test_must(strop_batch_iter_next(part[r], &px, &py, &prow), "next (share)");
+        ck_assert_int_eq(prow, rows); /* the whole batch's rows, as the position moves */
+        if (rows == 0) continue;
+        strop__dist_share(d[r], rows, &off, &cnt);
+        ck_assert_int_eq(px->dims[0], cnt);
+        ck_assert_int_eq(py->dims[0], cnt);
+        ck_assert_msg(
+            memcmp(px->data, wx->data + off * 192, (size_t)cnt * 192 * sizeof(float)) == 0,
+            "batch %lld, rank %d: its rows differ from rows [%lld, %lld) of the batch",
+            (long long)batches_seen, r, (long long)off, (long long)(off + cnt));
+        ck_assert(memcmp(py->data, wy->data + off, (size_t)cnt * sizeof(float)) == 0);
+      }
+      batches_seen += rows > 0;
+    }
+    ck_assert_int_gt(batches_seen, 8);
+    /* without a share the iterator loads whole batches again */
+    strop__batch_iter_set_share(part[0], NULL, NULL);
+    strop_tensor *px = NULL, *wx = NULL;
+    int64_t a = 0, b = 0;
+    strop_test_must(strop_batch_iter_next(part[0], &px, NULL, &a), "next");
+    strop_test_must(strop_batch_iter_next(whole, &wx, NULL, &b), "next");
+    ck_assert_int_eq(a, b);
+    ck_assert_int_eq(px->dims[0], a);
+    ck_assert(memcmp(px->data, wx->data, (size_t)a * 192 * sizeof(float)) == 0);
+    for (int r = 0; r < 3; r++) {
+      strop_batch_iter_free(part[r]);
+      strop_dist_free(d[r]);
+    }
+    strop_batch_iter_free(whole);
+  }
+  strop_dataset_free(ds);
+  free(x);
+  free(y);
+}
+END_TEST
+
 /* ---- errors ---- */
 static int one_rank(void *c) {
   (void)c;
@@ -920,6 +1022,7 @@ int main(void) {
   tcase_add_test(tc, lm_eval_metrics_are_reduced);
   tcase_add_test(tc, failed_collective_is_an_error_on_all_ranks);
   tcase_add_test(tc, overlapped_sums_equal_the_blocking_path);
+  tcase_add_test(tc, each_rank_loads_only_its_rows);
   suite_add_tcase(s, tc);
   tc = tcase_create("failures"); /* a rank waiting for a failed one forever is a timeout */
   tcase_set_timeout(tc, 30);

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "core/tensor_impl.h"
+#include "data/data_impl.h"
 #include "graph/graph.h"
 #include "io/checkpoint.h"
 #include "ops/dense.h"
@@ -526,6 +527,19 @@ static strop_status window_backward(strop_trainer *t, const char *fn, float *dpr
 /* ---- data parallel (a group of ranks, see strop_trainer_set_dist) ---- */
 
 static int dist_on(const strop_trainer *t) { return t->dist && t->dist->size > 1; }
+
+/* This rank's rows of a batch (a strop__batch_share_fn over the group). */
+static void dist_rows(const void *d, int64_t n, int64_t *off, int64_t *cnt) {
+  strop__dist_share(d, n, off, cnt);
+}
+
+/* In a group, makes it load only this rank's rows of each batch (t NULL: all rows again); 1
+ * when it does. */
+static int dist_split(const strop_trainer *t, strop_batch_iter *it) {
+  int on = t && dist_on(t);
+  strop__batch_iter_set_share(it, on ? dist_rows : NULL, on ? t->dist : NULL);
+  return on;
+}
 
 /* 1: the gradients' sums can overlap the backward (a group with the asynchronous sum). */
 static int dist_overlaps(const strop_trainer *t) {
@@ -1322,30 +1336,29 @@ static strop_status eval_iter(strop_trainer *t, strop_batch_iter *it, strop_metr
   if ((s = strop__metrics_new(t->loss.kind == STROP_LOSS_CROSS_ENTROPY ? classes : 0, tps > 1,
                               &mt)))
     return s;
+  /* in a group, each rank loads and evaluates its share of every batch; the sums are added at
+   * the end */
+  (void)dist_split(t, it);
   for (;;) {
     strop_tensor *x = NULL, *y = NULL;
     int64_t rows = 0;
     if ((s = strop_batch_iter_next(it, &x, &y, &rows))) break;
     if (rows == 0) break;
+    const int64_t cnt = x->dims[0]; /* this rank's rows */
+    if (cnt == 0) continue;
     const strop_tensor *mask = strop_batch_iter_mask(it);
     batch_geom g;
     if ((s = check_batch(t, fn, x, mask, &g))) break;
     per = g.per;
     tps = g.tps;
-    if ((int64_t)y->numel != rows * tps) {
+    if ((int64_t)y->numel != cnt * tps) {
       s = strop__err(STROP_E_SHAPE,
                      "%s: the data gives %lld target values per sample, the model's "
                      "output and loss need %lld",
-                     fn, (long long)(y->numel / (size_t)rows), (long long)tps);
+                     fn, (long long)(y->numel / (size_t)cnt), (long long)tps);
       break;
     }
-    /* in a group, each rank evaluates its share of the batch; the sums are added at the end */
-    int64_t off = 0, cnt = rows;
-    if (dist_on(t)) strop__dist_share(t->dist, rows, &off, &cnt);
-    if (cnt == 0) continue;
-    const float *xs = x->data + (size_t)off * (x->numel / (size_t)rows);
-    const float *ms = mask ? mask->data + (size_t)off * (mask->numel / (size_t)rows) : NULL;
-    const float *ys = y->data + (size_t)off * (size_t)tps;
+    const float *xs = x->data, *ms = mask ? mask->data : NULL, *ys = y->data;
     const strop__act *o;
     if ((s = strop__model_forward_shaped(m, xs, cnt, &g.in, 0, ms, &o))) {
       strop__err_prefix("%s", fn);
@@ -1360,6 +1373,7 @@ static strop_status eval_iter(strop_trainer *t, strop_batch_iter *it, strop_metr
       break;
     }
   }
+  (void)dist_split(NULL, it);
   if (!s && dist_on(t)) s = dist_sum_metrics(t, fn, mt);
   if (s) {
     strop_metrics_free(mt);
@@ -1546,6 +1560,9 @@ strop_status strop_trainer_fit(strop_trainer *t, strop_batch_iter *train, strop_
     t->have_snapshot = 0;
   }
   t->train_it = train;
+  /* in a group the batch is the global one: each rank loads, runs and differentiates only its
+   * share, and the step reports the loss and hits of the whole batch */
+  (void)dist_split(t, train);
   double t0 = now_sec(), ep_t0 = t0;
   int64_t ep_samples_timed = 0;
   int64_t steps_per_epoch = strop_batch_iter_num_batches(train);
@@ -1568,27 +1585,22 @@ strop_status strop_trainer_fit(strop_trainer *t, strop_batch_iter *train, strop_
     if ((s = strop_batch_iter_next(train, &x, &y, &rows))) break;
     if (rows > 0) {
       const strop_tensor *mask = strop_batch_iter_mask(train);
+      const int64_t cnt = x->dims[0]; /* this rank's rows (may be none) */
       batch_geom g;
       if ((s = check_batch(t, fn, x, mask, &g))) break;
       tps = g.tps;
-      if ((int64_t)y->numel != rows * tps) {
+      if ((int64_t)y->numel != cnt * tps) {
         s = strop__err(STROP_E_SHAPE,
                        "%s: the data gives %lld target values per sample, the "
                        "model's output and loss need %lld",
-                       fn, (long long)(y->numel / (size_t)rows), (long long)tps);
+                       fn, (long long)(cnt ? y->numel / (size_t)cnt : 0), (long long)tps);
         break;
       }
       double l = 0.0;
       int64_t correct = 0;
       int64_t gs_before = t->global_step;
-      /* in a group the batch is the global one: this rank runs its share, and the step
-       * reports the loss and hits of the whole batch */
-      int64_t off = 0, cnt = rows;
-      if (dist_on(t)) strop__dist_share(t->dist, rows, &off, &cnt);
-      s = strop__trainer_micro_step(
-          t, x->data + (size_t)off * (x->numel / (size_t)rows), &g.in,
-          mask ? mask->data + (size_t)off * (mask->numel / (size_t)rows) : NULL,
-          y->data + (size_t)off * (size_t)tps, cnt, &l, &correct);
+      s = strop__trainer_micro_step(t, x->data, &g.in, mask ? mask->data : NULL, y->data, cnt, &l,
+                                    &correct);
       if (s == STROP_E_NUMERIC) {
         strop__log(STROP_LOG_WARN, "%s", strop_last_error());
         s = STROP_OK;
@@ -1708,6 +1720,7 @@ strop_status strop_trainer_fit(strop_trainer *t, strop_batch_iter *train, strop_
     if (stop) break;
   }
   t->train_it = NULL;
+  (void)dist_split(NULL, train);
   if (s && s != STROP_E_CANCELLED) return s;
   if (o.restore_best && t->have_snapshot) snapshot_restore(t);
   if (!s && o.checkpoint_path) {
