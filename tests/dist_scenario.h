@@ -5,6 +5,7 @@
 #ifndef STROP_DIST_SCENARIO_H
 #define STROP_DIST_SCENARIO_H
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,8 +37,9 @@ static strop_dataset *sc_blobs(int64_t n, uint64_t seed) {
 
 /* 8 -> 32 -> relu -> 4; frozen_fc1: fc1 frozen (only head trains, and is all that moves).
  * tied: 8 -> 8 -> relu -> 8 -> relu -> 4 with fc1's weight tied to fc2's, so the tensor's
- * owner is fc2 but its gradient is final only after fc1's backward, the lower use. */
-static strop_model *sc_model_tied(uint64_t seed, int frozen_fc1, int tied) {
+ * owner is fc2 but its gradient is final only after fc1's backward, the lower use. dropout > 0:
+ * a dropout layer of that p before the head. */
+static strop_model *sc_model_tied(uint64_t seed, int frozen_fc1, int tied, float dropout) {
   int64_t in[1] = {8};
   strop_model *m = NULL;
   if (strop_model_create(1, in, &m)) return NULL;
@@ -49,7 +51,10 @@ static strop_model *sc_model_tied(uint64_t seed, int frozen_fc1, int tied) {
     strop_model_free(m);
     return NULL;
   }
+  char p[32];
+  snprintf(p, sizeof p, "p=%g", (double)dropout);
   if (strop_model_add(m, "act", "relu", NULL, NULL) ||
+      (dropout > 0 && strop_model_add(m, "drop", "dropout", p, NULL)) ||
       strop_model_add(m, "head", "linear", "out_features=4", NULL) ||
       strop_model_finalize(m, seed) || (frozen_fc1 && strop_model_freeze(m, "fc1.*"))) {
     strop_model_free(m);
@@ -59,7 +64,7 @@ static strop_model *sc_model_tied(uint64_t seed, int frozen_fc1, int tied) {
 }
 
 static inline strop_model *sc_model(uint64_t seed, int frozen_fc1) {
-  return sc_model_tied(seed, frozen_fc1, 0);
+  return sc_model_tied(seed, frozen_fc1, 0, 0.0f);
 }
 
 /* Every float parameter, concatenated. */
@@ -93,6 +98,7 @@ typedef struct sc_run {
   int optim;                             /* STROP_OPTIM_SGD (momentum 0.9) or _ADAM */
   int frozen_fc1;
   int tied;          /* sc_model_tied's model */
+  float dropout;     /* > 0: a dropout of this p before the head */
   size_t bucket_max; /* floats per gradient bucket (0: the trainer's default) */
   int no_overlap;    /* 1: sum the gradients after the backward even when the group can
                         overlap them with it */
@@ -111,7 +117,7 @@ typedef struct sc_run {
 /* Fits the scenario's model with d (NULL: one process); fills r's results. */
 static void sc_fit(strop_dist *d, sc_run *r) {
   strop_dataset *ds = sc_blobs(r->samples, 21);
-  strop_model *m = sc_model_tied(23, r->frozen_fc1, r->tied);
+  strop_model *m = sc_model_tied(23, r->frozen_fc1, r->tied, r->dropout);
   strop_optimizer *opt = NULL;
   strop_trainer *t = NULL;
   strop_batch_iter *it = NULL;

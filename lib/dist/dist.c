@@ -152,7 +152,11 @@ strop_status strop__dist_agree(strop_dist *d, const char *fn, strop_status st, c
 }
 
 void strop__dist_share(const strop_dist *d, int64_t n, int64_t *off, int64_t *cnt) {
-  int64_t r = d ? d->rank : 0, p = d ? d->size : 1;
+  strop__dist_share_of(d, d ? d->rank : 0, n, off, cnt);
+}
+
+void strop__dist_share_of(const strop_dist *d, int rank, int64_t n, int64_t *off, int64_t *cnt) {
+  int64_t r = rank, p = d ? d->size : 1;
   if (n >= 2 * p || n < 2) { /* every share has 2 rows or more (or rank 0 has the only one) */
     int64_t q = n / p, extra = n % p;
     *off = r * q + (r < extra ? r : extra);

@@ -37,6 +37,8 @@ strop_status strop__dist_agree(strop_dist *d, const char *fn, strop_status st, c
  * the ranks' rows in order are the batch); sizes differ by at most one when n >= 2 x ranks,
  * else shares of 2 rows (3 for the last) and empty ones: never 1 row of a larger batch. */
 void strop__dist_share(const strop_dist *d, int64_t n, int64_t *off, int64_t *cnt);
+/* The same for rank (of d's ranks). */
+void strop__dist_share_of(const strop_dist *d, int rank, int64_t n, int64_t *off, int64_t *cnt);
 
 /* The MPI implementation (mpi.c): fills d's ops, ctx, rank and size. */
 strop_status strop__dist_mpi_open(void *comm, strop_dist *d);

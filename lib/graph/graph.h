@@ -78,6 +78,11 @@ struct strop_model {
    * stops the backward with it. NULL: none. */
   strop_status (*bwd_done)(void *ctx, int node);
   void *bwd_done_ctx;
+  /* set around a training step of one rank of a data-parallel group: the rows of the global
+   * batch before and after the rank's own, whose random draws (dropout) the layers skip so
+   * that each row gets one process's masks (the forward and a checkpointed block's recompute
+   * pass them to the layers); 0 otherwise */
+  int64_t rows_before, rows_after;
 };
 
 /* Groups the nodes into the blocks that pattern names ("auto" or a glob over dotted name

@@ -107,6 +107,8 @@ struct strop_trainer {
   size_t bucket_max; /* floats per bucket; 0: the default (tests set fewer) */
   int no_overlap;    /* 1: sum the buckets after the backward even when the group could
                          overlap (tests compare both paths) */
+  int64_t rows_before, rows_after; /* fit in a group: the global batch's rows before and after
+                                      this rank's share (the model's random draws skip them) */
 };
 
 /* One micro-batch: forward, loss, backward; an optimizer step every accum calls. x is

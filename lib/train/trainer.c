@@ -912,11 +912,26 @@ static strop_status window_end(strop_trainer *t, const char *fn) {
   return STROP_OK;
 }
 
-/* forward + loss (+ backward); stats of the batch for running metrics. */
+static strop_status micro_step(strop_trainer *t, const float *x, const strop__shape *shape,
+                               const float *mask, const float *y, int64_t n, double *loss_out,
+                               int64_t *correct_out);
+
+/* forward + loss (+ backward); stats of the batch for running metrics. In a group, the model's
+ * random draws skip the other ranks' rows (t->rows_before, t->rows_after). */
 strop_status strop__trainer_micro_step(strop_trainer *t, const float *x,
                                        const strop__shape *shape, const float *mask,
                                        const float *y, int64_t n, double *loss_out,
                                        int64_t *correct_out) {
+  t->m->rows_before = t->rows_before;
+  t->m->rows_after = t->rows_after;
+  strop_status s = micro_step(t, x, shape, mask, y, n, loss_out, correct_out);
+  t->m->rows_before = t->m->rows_after = 0;
+  return s;
+}
+
+static strop_status micro_step(strop_trainer *t, const float *x, const strop__shape *shape,
+                               const float *mask, const float *y, int64_t n, double *loss_out,
+                               int64_t *correct_out) {
   static const char fn[] = "strop_trainer_step";
   strop_model *m = t->m;
   int64_t per, classes, tps;
@@ -1599,8 +1614,20 @@ strop_status strop_trainer_fit(strop_trainer *t, strop_batch_iter *train, strop_
       double l = 0.0;
       int64_t correct = 0;
       int64_t gs_before = t->global_step;
+      int64_t off = 0, share = rows, last_off = 0, last_cnt = 1;
+      if (dist_on(t)) {
+        strop__dist_share(t->dist, rows, &off, &share);
+        strop__dist_share_of(t->dist, t->dist->size - 1, rows, &last_off, &last_cnt);
+      }
+      t->rows_before = off;
+      t->rows_after = rows - off - share;
       s = strop__trainer_micro_step(t, x->data, &g.in, mask ? mask->data : NULL, y->data, cnt, &l,
                                     &correct);
+      t->rows_before = t->rows_after = 0;
+      /* a rank with no rows ran no forward, so its generator did not move: every rank takes
+       * rank 0's (the last rank's share is the smallest, so every rank knows when) */
+      if (!s && last_cnt == 0 && (s = strop__dist_bcast(t->dist, fn, &m->rng, sizeof m->rng, 0)))
+        break;
       if (s == STROP_E_NUMERIC) {
         strop__log(STROP_LOG_WARN, "%s", strop_last_error());
         s = STROP_OK;
