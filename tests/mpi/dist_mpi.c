@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* strop tests — the data-parallel trainer over real MPI ranks (run by mpirun, see
- * CMakeLists.txt): parity with one process, sums overlapped with the backward, a resume in one process from a group's
+ * CMakeLists.txt): parity with one process (with dropout too), sums overlapped with the backward, a resume in one process from a group's
  * checkpoint, and a rank that dies. Rank 0 reports; the others print only errors.
- * Usage: dist_mpi parity | overlap | resume DIR | die */
+ * Usage: dist_mpi parity | overlap | dropout | resume DIR | die */
 #include <mpi.h>
 #include <stdio.h>
 #include <string.h>
@@ -95,6 +95,30 @@ static int overlap(strop_dist *d, int rank) {
   return rc;
 }
 
+/* With dropout (p 0.3) each rank's rows get the masks one process draws for them: 2 ranks
+ * match one process within the same tolerance as without. */
+static int dropout(strop_dist *d, int rank) {
+  sc_run g = scenario(20, 3);
+  g.dropout = 0.3f;
+  sc_fit(d, &g);
+  if (g.status) return fail(rank, "fit", g.error);
+  if (!same_on_all_ranks(d, &g)) return fail(rank, "dropout", "the ranks' weights differ");
+  int rc = 0;
+  if (rank == 0) {
+    sc_run one = scenario(20, 3);
+    one.dropout = 0.3f;
+    sc_fit(NULL, &one);
+    double rel = sc_max_rel(g.w, one.w, one.n);
+    printf("dist_mpi dropout: %d ranks, dropout 0.3, 20 SGD steps: max rel diff %.3g "
+           "(tolerance %g)\n",
+           strop_dist_size(d), rel, TOL_SGD);
+    if (!(rel <= TOL_SGD)) rc = fail(rank, "dropout", "differs from one process");
+    free(one.w);
+  }
+  free(g.w);
+  return rc;
+}
+
 static int resume(strop_dist *d, int rank, const char *dir) {
   char path[512];
   snprintf(path, sizeof path, "%s/dist_mpi.ckpt", dir);
@@ -158,12 +182,14 @@ int main(int argc, char **argv) {
     rc = parity(d, rank);
   } else if (argc >= 2 && strcmp(argv[1], "overlap") == 0) {
     rc = overlap(d, rank);
+  } else if (argc >= 2 && strcmp(argv[1], "dropout") == 0) {
+    rc = dropout(d, rank);
   } else if (argc >= 3 && strcmp(argv[1], "resume") == 0) {
     rc = resume(d, rank, argv[2]);
   } else if (argc >= 2 && strcmp(argv[1], "die") == 0) {
     rc = die(d, rank);
   } else {
-    rc = fail(rank, "usage", "dist_mpi parity | overlap | resume DIR | die");
+    rc = fail(rank, "usage", "dist_mpi parity | overlap | dropout | resume DIR | die");
   }
   if (rc) MPI_Abort(MPI_COMM_WORLD, rc);
   strop_dist_free(d);
