@@ -1043,7 +1043,7 @@ strop_status strop_batch_iter_set_state(strop_batch_iter *it, int64_t epoch, int
 
 void strop__batch_iter_set_share(strop_batch_iter *it, strop__batch_share_fn share,
                                  const void *ctx) {
-  if (!it) return;
+  if (!it || (it->share == share && it->share_ctx == ctx)) return; /* keeps its prefetch */
   quiesce(it); /* a prefetched batch was the old share's */
   it->share = share;
   it->share_ctx = ctx;
