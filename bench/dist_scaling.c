@@ -3,7 +3,8 @@
  * on the ranks mpirun starts, through a host-style collective that times every all-reduce.
  * Prints, from rank 0: ranks, epoch seconds, seconds inside all-reduces, bytes per step and
  * the trainable size. Built only with -DSTROP_WITH_MPI=ON; bench/dist_scaling.sh runs it.
- * Usage: mpirun -np N dist_scaling SPEC [samples=4096] [batch=64] [full|head] */
+ * Usage: mpirun -np N dist_scaling SPEC [samples=4096] [batch=64] [full|head]
+ *        [overlap|blocking] (overlap: the gradients' sums start during the backward) */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,8 @@
 typedef struct timed {
   MPI_Comm comm;
   double secs;   /* inside the collectives */
+  double fsecs;  /* of which in the gradients' (float) sums: the part overlap can hide; the
+                    rest is the per-step headers, where a rank waits for the slower one */
   int64_t bytes; /* this rank's payload handed to all-reduces */
   int64_t reduces;
 } timed;
@@ -33,8 +36,41 @@ static int t_sum_f(void *c, float *v, int64_t n) {
   double t0 = MPI_Wtime();
   int rc = MPI_Allreduce(MPI_IN_PLACE, v, (int)n, MPI_FLOAT, MPI_SUM, t->comm);
   t->secs += MPI_Wtime() - t0;
+  t->fsecs += MPI_Wtime() - t0;
   t->bytes += n * 4;
   t->reduces++;
+  return rc != MPI_SUCCESS;
+}
+/* The asynchronous sum (overlap mode): the time counted is what the step spends in MPI --
+ * starting, testing between layers, and waiting at the end -- not the sum's wall time. */
+static int t_isum_f(void *c, float *v, int64_t n, void **req) {
+  timed *t = c;
+  double t0 = MPI_Wtime();
+  MPI_Request *r = malloc(sizeof *r);
+  int rc = r ? MPI_Iallreduce(MPI_IN_PLACE, v, (int)n, MPI_FLOAT, MPI_SUM, t->comm, r) : 1;
+  t->secs += MPI_Wtime() - t0;
+  t->fsecs += MPI_Wtime() - t0;
+  t->bytes += n * 4;
+  t->reduces++;
+  *req = r;
+  return rc != MPI_SUCCESS;
+}
+static int t_test(void *c, void *req, int *done) {
+  timed *t = c;
+  double t0 = MPI_Wtime();
+  int rc = *(MPI_Request *)req == MPI_REQUEST_NULL ? (*done = 1, MPI_SUCCESS)
+                                                   : MPI_Test(req, done, MPI_STATUS_IGNORE);
+  t->secs += MPI_Wtime() - t0;
+  t->fsecs += MPI_Wtime() - t0;
+  return rc != MPI_SUCCESS;
+}
+static int t_wait(void *c, void *req) {
+  timed *t = c;
+  double t0 = MPI_Wtime();
+  int rc = MPI_Wait(req, MPI_STATUS_IGNORE);
+  t->secs += MPI_Wtime() - t0;
+  t->fsecs += MPI_Wtime() - t0;
+  free(req);
   return rc != MPI_SUCCESS;
 }
 static int t_sum_d(void *c, double *v, int64_t n) {
@@ -60,12 +96,14 @@ static void check(strop_status s, const char *what) {
 int main(int argc, char **argv) {
   MPI_Init(&argc, &argv);
   if (argc < 2) {
-    fprintf(stderr, "usage: mpirun -np N dist_scaling SPEC [samples] [batch] [full|head]\n");
+    fprintf(stderr, "usage: mpirun -np N dist_scaling SPEC [samples] [batch] [full|head] "
+                    "[overlap|blocking]\n");
     MPI_Abort(MPI_COMM_WORLD, 2);
   }
   int64_t samples = argc > 2 ? atoll(argv[2]) : 4096, batch = argc > 3 ? atoll(argv[3]) : 64;
   int head = argc > 4 && !strcmp(argv[4], "head");
-  timed tm = {MPI_COMM_WORLD, 0, 0, 0};
+  int blocking = argc > 5 && !strcmp(argv[5], "blocking");
+  timed tm = {MPI_COMM_WORLD, 0, 0, 0, 0};
   strop_dist_ops ops;
   strop_dist_ops_init(&ops);
   ops.rank = t_rank;
@@ -74,6 +112,11 @@ int main(int argc, char **argv) {
   ops.allreduce_sum_double = t_sum_d;
   ops.broadcast = t_bcast;
   ops.barrier = t_barrier;
+  if (!blocking) { /* the gradients' sums start during the backward */
+    ops.iallreduce_sum_float = t_isum_f;
+    ops.test = t_test;
+    ops.wait = t_wait;
+  }
   strop_dist *d = NULL;
   check(strop_dist_custom(&ops, &tm, &d), "group");
   /* synthetic 28x28 images: the timing does not depend on the pixels */
@@ -104,10 +147,12 @@ int main(int argc, char **argv) {
   double epoch = MPI_Wtime() - t0;
   int64_t steps = strop_trainer_global_step(t);
   if (strop_dist_rank(d) == 0)
-    printf("ranks %d  mode %s  samples %lld  batch %lld  steps %lld  epoch %.3f s  "
-           "in all-reduce %.3f s (%.1f%%)  bytes/step %.0f  trainable %lld (%lld bytes)\n",
-           strop_dist_size(d), head ? "head" : "full", (long long)samples, (long long)batch,
-           (long long)steps, epoch, tm.secs, 100 * tm.secs / epoch,
+    printf("ranks %d  mode %s  %s  samples %lld  batch %lld  steps %lld  epoch %.3f s  "
+           "in all-reduce %.3f s (%.1f%%), gradients %.3f s (%.1f%%)  bytes/step %.0f  trainable "
+           "%lld (%lld bytes)\n",
+           strop_dist_size(d), head ? "head" : "full", blocking ? "blocking" : "overlap",
+           (long long)samples, (long long)batch, (long long)steps, epoch, tm.secs,
+           100 * tm.secs / epoch, tm.fsecs, 100 * tm.fsecs / epoch,
            steps ? (double)tm.bytes / (double)steps : 0.0,
            (long long)strop_model_param_count(m, 1),
            (long long)strop_model_param_count(m, 1) * 4);

@@ -365,6 +365,31 @@ START_TEST(rng_normal_stats) {
 }
 END_TEST
 
+/* Jumping ahead k draws lands where k draws of strop__rng_u32 do, for small and large k
+ * (a data-parallel rank skips the other ranks' dropout draws with it), and 0 moves nothing. */
+START_TEST(rng_advance_equals_drawing) {
+  const uint64_t ks[] = {0, 1, 2, 3, 7, 64, 1000, 12345};
+  for (size_t i = 0; i < sizeof ks / sizeof *ks; i++) {
+    strop__rng a, b;
+    strop__rng_seed(&a, 99 + i, 7);
+    b = a;
+    for (uint64_t k = 0; k < ks[i]; k++) (void)strop__rng_u32(&a);
+    strop__rng_advance(&b, ks[i]);
+    ck_assert_msg(a.state == b.state && a.inc == b.inc, "advance(%llu) differs",
+                  (unsigned long long)ks[i]);
+    ck_assert_uint_eq(strop__rng_u32(&a), strop__rng_u32(&b));
+  }
+  /* jumps compose: 2^40 draws as 2^39 + 2^39 */
+  strop__rng c, d;
+  strop__rng_seed(&c, 5, 1);
+  d = c;
+  strop__rng_advance(&c, (uint64_t)1 << 40);
+  strop__rng_advance(&d, (uint64_t)1 << 39);
+  strop__rng_advance(&d, (uint64_t)1 << 39);
+  ck_assert(c.state == d.state);
+}
+END_TEST
+
 START_TEST(rng_permutation) {
   enum { N = 1000 };
   strop_rng *a = NULL, *b = NULL;
@@ -783,6 +808,7 @@ int main(void) {
   tcase_add_test(tc, rng_uniform_stats);
   tcase_add_test(tc, rng_normal_stats);
   tcase_add_test(tc, rng_permutation);
+  tcase_add_test(tc, rng_advance_equals_drawing);
   tcase_add_test(tc, rng_errors);
   tcase_add_test(tc, rng_alloc_failures);
   suite_add_tcase(s, tc);

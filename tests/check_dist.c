@@ -2,12 +2,17 @@
 /* strop tests — dist suite: the collective interface and the data-parallel trainer, with the
  * ranks played by threads over a host-style (custom) collective, so the default build tests it. */
 #include <math.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "core/tensor_impl.h"
+#include "data/data_impl.h"
+#include "dist/dist_impl.h"
 #include "dist_scenario.h"
 #include "testutil.h"
 
@@ -21,12 +26,15 @@ typedef struct world {
   int64_t floats;  /* floats all-reduced (counted once, by rank 0) */
   int64_t calls;   /* collectives so far (rank 0's count; all ranks make the same) */
   int64_t fail_at; /* > 0: every rank's collective number fail_at fails */
+  int async;       /* 1: the ops offer the asynchronous sum; 2: they do, but the host's
+                      struct predates it (its size ends before iallreduce_sum_float) */
 } world;
 
 typedef struct rank_ctx {
   world *w;
   int rank;
   int64_t calls;
+  int64_t started, tested, waited; /* asynchronous sums */
 } rank_ctx;
 
 static int f_rank(void *c) { return ((rank_ctx *)c)->rank; }
@@ -84,9 +92,37 @@ static int f_barrier(void *c) {
   return 0;
 }
 
+/* The asynchronous sum: done at once (a collective over the thread ranks) when started, so a
+ * sum started before its gradients were final sums the wrong values; the token counts. */
+static int f_isum_float(void *c, float *v, int64_t n, void **req) {
+  rank_ctx *r = c;
+  if (f_sum_float(c, v, n)) return 1;
+  *req = (void *)(intptr_t)++r->started;
+  return 0;
+}
+
+static int f_test(void *c, void *req, int *done) {
+  rank_ctx *r = c;
+  r->tested++;
+  *done = 1;
+  return (intptr_t)req < 1 || (intptr_t)req > r->started;
+}
+
+static int f_wait(void *c, void *req) {
+  rank_ctx *r = c;
+  r->waited++;
+  return (intptr_t)req < 1 || (intptr_t)req > r->started;
+}
+
 static strop_dist *fake_dist(rank_ctx *rc) {
   strop_dist_ops ops;
   strop_dist_ops_init(&ops);
+  if (rc->w->async) {
+    ops.iallreduce_sum_float = f_isum_float;
+    ops.test = f_test;
+    ops.wait = f_wait;
+  }
+  if (rc->w->async == 2) ops.size = offsetof(strop_dist_ops, iallreduce_sum_float);
   ops.rank = f_rank;
   ops.world_size = f_size;
   ops.allreduce_sum_float = f_sum_float;
@@ -120,10 +156,12 @@ static void *rank_main(void *p) {
   return NULL;
 }
 
-/* Runs size ranks of jobs[i] (run and body prepared by the caller) to the end. */
-static void run_ranks(world *w, int size, rank_job *jobs) {
+/* Runs size ranks of jobs[i] (run and body prepared by the caller) to the end; async: as
+ * world.async. */
+static void run_ranks_async(world *w, int size, rank_job *jobs, int async) {
   memset(w, 0, sizeof *w);
   w->size = size;
+  w->async = async;
   pthread_barrier_init(&w->bar, NULL, (unsigned)size);
   pthread_t th[MAXR];
   for (int i = 0; i < size; i++) {
@@ -136,6 +174,8 @@ static void run_ranks(world *w, int size, rank_job *jobs) {
   for (int i = 0; i < size; i++) pthread_join(th[i], NULL);
   pthread_barrier_destroy(&w->bar);
 }
+
+static void run_ranks(world *w, int size, rank_job *jobs) { run_ranks_async(w, size, jobs, 0); }
 
 static void free_runs(rank_job *jobs, int size) {
   for (int i = 0; i < size; i++) free(jobs[i].run.w);
@@ -649,6 +689,180 @@ START_TEST(failed_collective_is_an_error_on_all_ranks) {
 }
 END_TEST
 
+/* Gradient sums overlapped with the backward: with a group that offers the asynchronous sum,
+ * each bucket starts as soon as the backward has made it final. Buckets of 40 floats give a
+ * mix of packed ones (biases) and tensors alone (weights); fc1's weight is fc2's (tied), so it
+ * is final only after fc1's backward: a sum started at fc2's would miss fc1's part. The
+ * overlapped path, the same group summing after the backward, and a host whose ops struct
+ * predates the asynchronous sum (the blocking path) give the same weights bit for bit. */
+START_TEST(overlapped_sums_equal_the_blocking_path) {
+  sc_run base = scenario(640, 64, 20, 3, STROP_OPTIM_SGD);
+  base.tied = 1;
+  base.bucket_max = 40;
+  sc_run one = base;
+  sc_fit(NULL, &one);
+  ck_assert_int_eq(one.global_step, 20);
+  rank_job ov[2], late[2], old[2];
+  memset(ov, 0, sizeof ov);
+  memset(late, 0, sizeof late);
+  memset(old, 0, sizeof old);
+  for (int i = 0; i < 2; i++) {
+    ov[i].run = late[i].run = old[i].run = base;
+    late[i].run.no_overlap = 1;
+  }
+  world w;
+  run_ranks_async(&w, 2, ov, 1);
+  double rel = compare_to_one_process(ov, 2, &one, TOL_SGD);
+  for (int i = 0; i < 2; i++) {
+    /* every step started its buckets (5 tensors in 4 buckets) and waited for each once; the
+     * backward tested them between layers, so they started during it */
+    ck_assert_int_eq(ov[i].rc.started, 20 * 4);
+    ck_assert_int_eq(ov[i].rc.waited, ov[i].rc.started);
+    ck_assert_int_gt(ov[i].rc.tested, 0);
+  }
+  run_ranks_async(&w, 2, late, 1);
+  compare_to_one_process(late, 2, &one, TOL_SGD);
+  ck_assert_int_eq(late[0].rc.tested, 0);
+  run_ranks_async(&w, 2, old, 2);
+  compare_to_one_process(old, 2, &one, TOL_SGD);
+  ck_assert_int_eq(old[0].rc.started, 0);
+  ck_assert_msg(memcmp(ov[0].run.w, late[0].run.w, one.n * sizeof(float)) == 0,
+                "the overlapped sums differ from the same sums after the backward");
+  ck_assert_msg(memcmp(ov[0].run.w, old[0].run.w, one.n * sizeof(float)) == 0,
+                "the overlapped sums differ from the blocking path's");
+  printf("dist: overlapped = after the backward = blocking, bit for bit; vs 1 process %.3g\n",
+         rel);
+  free_runs(ov, 2);
+  free_runs(late, 2);
+  free_runs(old, 2);
+  free(one.w);
+}
+END_TEST
+
+/* Dropout: each rank's rows get the masks one process draws for the same rows of the global
+ * batch (the generator skips the other ranks' rows), so 2 ranks match one process within the
+ * float tolerance, as without dropout; so do 3 uneven ranks whose last batch leaves two of
+ * them empty (they take rank 0's generator after it). With every rank drawing rank 0's masks
+ * for its own rows, as before, the weights differ by far more (measured: 8.6). */
+START_TEST(dropout_masks_are_those_of_one_process) {
+  const int64_t samples[2] = {640, 129}, steps[2] = {20, 0}, epochs[2] = {3, 2};
+  const int ranks[2] = {2, 3};
+  for (int k = 0; k < 2; k++) {
+    sc_run one = scenario(samples[k], 64, steps[k], epochs[k], STROP_OPTIM_SGD);
+    one.dropout = 0.3f;
+    sc_fit(NULL, &one);
+    rank_job jobs[3];
+    memset(jobs, 0, sizeof jobs);
+    for (int i = 0; i < ranks[k]; i++) jobs[i].run = one, jobs[i].run.w = NULL;
+    world w;
+    run_ranks_async(&w, ranks[k], jobs, k); /* the overlapped sums too, on 3 ranks */
+    double rel = compare_to_one_process(jobs, ranks[k], &one, TOL_SGD);
+    printf("dist: %d ranks with dropout vs 1 process: max rel diff %.3g\n", ranks[k], rel);
+    free_runs(jobs, ranks[k]);
+    free(one.w);
+  }
+}
+END_TEST
+
+/* ---- data loading split over the ranks ---- */
+static strop_dist_ops full_ops(void);
+static int g_share_rank, g_share_size;
+static int share_rank(void *c) {
+  (void)c;
+  return g_share_rank;
+}
+static int share_size(void *c) {
+  (void)c;
+  return g_share_size;
+}
+static void rank_rows(const void *d, int64_t n, int64_t *off, int64_t *cnt) {
+  strop__dist_share(d, n, off, cnt);
+}
+
+/* 3x8x8 images, shuffled, randomly cropped (padding 2) and flipped, 4 prefetch workers:
+ * rank r of 3 loads only its rows of each batch, and they are the rows [off, off + cnt) of
+ * the batch one process loads, bit for bit (the same samples with the same augmentation
+ * draws, which depend on the sample's position in the epoch, not on who loads it). Batches
+ * of 10 over 47 samples end with one of 7 rows (shares 3/2/2) and, with epochs of 41 (drop
+ * nothing), cover small shares too; a 1-row batch leaves ranks 1 and 2 empty. */
+static strop_batch_iter *aug_iter(strop_dataset *ds, int64_t batch, int workers) {
+  strop_batch_iter *it = NULL;
+  strop_test_must(
+      strop_batch_iter_create(ds, batch, 7, STROP_ITER_SHUFFLE | STROP_ITER_PREFETCH, &it),
+      "iterator");
+  strop_test_must(strop_batch_iter_add_random_crop(it, 8, 8, 2), "crop");
+  strop_test_must(strop_batch_iter_add_hflip(it, 0.5f), "flip");
+  strop_test_must(strop_batch_iter_add_color_jitter(it, 0.4f, 0.4f, 0.4f, 0.1f), "jitter");
+  strop_test_must(strop_batch_iter_set_workers(it, workers), "workers");
+  return it;
+}
+
+START_TEST(each_rank_loads_only_its_rows) {
+  const int64_t n = 47, dims[3] = {3, 8, 8};
+  float *x = malloc((size_t)n * 192 * sizeof *x), *y = malloc((size_t)n * sizeof *y);
+  for (int64_t i = 0; i < n * 192; i++) x[i] = (float)((i * 37) % 101) / 101.0f;
+  for (int64_t i = 0; i < n; i++) y[i] = (float)(i % 3);
+  strop_dataset *ds = NULL;
+  strop_test_must(strop_dataset_from_memory(x, y, n, 3, dims, 0, NULL, 3, &ds), "dataset");
+  const int64_t batches[2] = {10, 1};
+  for (int bi = 0; bi < 2; bi++) {
+    strop_batch_iter *whole = aug_iter(ds, batches[bi], 1);
+    strop_batch_iter *part[3];
+    strop_dist *d[3];
+    g_share_size = 3;
+    for (int r = 0; r < 3; r++) {
+      strop_dist_ops o = full_ops();
+      o.rank = share_rank;
+      o.world_size = share_size;
+      g_share_rank = r;
+      strop_test_must(strop_dist_custom(&o, NULL, &d[r]), "group");
+      part[r] = aug_iter(ds, batches[bi], r == 1 ? 1 : 4);
+      strop__batch_iter_set_share(part[r], rank_rows, d[r]);
+    }
+    int64_t batches_seen = 0;
+    for (int step = 0; step < 2 * (int)((n + batches[bi] - 1) / batches[bi] + 1); step++) {
+      strop_tensor *wx = NULL, *wy = NULL;
+      int64_t rows = 0;
+      strop_test_must(strop_batch_iter_next(whole, &wx, &wy, &rows), "next (whole)");
+      for (int r = 0; r < 3; r++) {
+        strop_tensor *px = NULL, *py = NULL;
+        int64_t prow = -1, off = 0, cnt = rows;
+        strop_test_must(strop_batch_iter_next(part[r], &px, &py, &prow), "next (share)");
+        ck_assert_int_eq(prow, rows); /* the whole batch's rows, as the position moves */
+        if (rows == 0) continue;
+        strop__dist_share(d[r], rows, &off, &cnt);
+        ck_assert_int_eq(px->dims[0], cnt);
+        ck_assert_int_eq(py->dims[0], cnt);
+        ck_assert_msg(
+            memcmp(px->data, wx->data + off * 192, (size_t)cnt * 192 * sizeof(float)) == 0,
+            "batch %lld, rank %d: its rows differ from rows [%lld, %lld) of the batch",
+            (long long)batches_seen, r, (long long)off, (long long)(off + cnt));
+        ck_assert(memcmp(py->data, wy->data + off, (size_t)cnt * sizeof(float)) == 0);
+      }
+      batches_seen += rows > 0;
+    }
+    ck_assert_int_gt(batches_seen, 8);
+    /* without a share the iterator loads whole batches again */
+    strop__batch_iter_set_share(part[0], NULL, NULL);
+    strop_tensor *px = NULL, *wx = NULL;
+    int64_t a = 0, b = 0;
+    strop_test_must(strop_batch_iter_next(part[0], &px, NULL, &a), "next");
+    strop_test_must(strop_batch_iter_next(whole, &wx, NULL, &b), "next");
+    ck_assert_int_eq(a, b);
+    ck_assert_int_eq(px->dims[0], a);
+    ck_assert(memcmp(px->data, wx->data, (size_t)a * 192 * sizeof(float)) == 0);
+    for (int r = 0; r < 3; r++) {
+      strop_batch_iter_free(part[r]);
+      strop_dist_free(d[r]);
+    }
+    strop_batch_iter_free(whole);
+  }
+  strop_dataset_free(ds);
+  free(x);
+  free(y);
+}
+END_TEST
+
 /* ---- errors ---- */
 static int one_rank(void *c) {
   (void)c;
@@ -713,6 +927,15 @@ START_TEST(dist_errors) {
   o.broadcast = NULL;
   ck_assert_int_eq(strop_dist_custom(&o, NULL, &d), STROP_E_INVALID_ARG);
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "ops->broadcast is NULL"));
+  o = full_ops();
+  o.iallreduce_sum_float = f_isum_float; /* without its wait */
+  ck_assert_int_eq(strop_dist_custom(&o, NULL, &d), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "ops->wait is NULL"));
+  ck_assert_ptr_null(d);
+  o = full_ops();
+  o.wait = f_wait;
+  ck_assert_int_eq(strop_dist_custom(&o, NULL, &d), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "ops->iallreduce_sum_float is NULL"));
   o = full_ops();
   o.world_size = zero_ranks;
   ck_assert_int_eq(strop_dist_custom(&o, NULL, &d), STROP_E_INVALID_ARG);
@@ -823,6 +1046,9 @@ int main(void) {
   tcase_add_test(tc, eval_metrics_are_reduced);
   tcase_add_test(tc, lm_eval_metrics_are_reduced);
   tcase_add_test(tc, failed_collective_is_an_error_on_all_ranks);
+  tcase_add_test(tc, overlapped_sums_equal_the_blocking_path);
+  tcase_add_test(tc, each_rank_loads_only_its_rows);
+  tcase_add_test(tc, dropout_masks_are_those_of_one_process);
   suite_add_tcase(s, tc);
   tc = tcase_create("failures"); /* a rank waiting for a failed one forever is a timeout */
   tcase_set_timeout(tc, 30);

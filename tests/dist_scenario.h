@@ -5,11 +5,13 @@
 #ifndef STROP_DIST_SCENARIO_H
 #define STROP_DIST_SCENARIO_H
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "graph/graph.h"
 #include "strop/strop.h"
+#include "train/train_impl.h"
 
 /* n samples of 4 Gaussian blobs in 8-D (classes 0..3); the same on every rank for a seed. */
 static strop_dataset *sc_blobs(int64_t n, uint64_t seed) {
@@ -33,19 +35,36 @@ static strop_dataset *sc_blobs(int64_t n, uint64_t seed) {
   return ds;
 }
 
-/* 8 -> 32 -> relu -> 4; frozen_fc1: fc1 frozen (only head trains, and is all that moves). */
-static strop_model *sc_model(uint64_t seed, int frozen_fc1) {
+/* 8 -> 32 -> relu -> 4; frozen_fc1: fc1 frozen (only head trains, and is all that moves).
+ * tied: 8 -> 8 -> relu -> 8 -> relu -> 4 with fc1's weight tied to fc2's, so the tensor's
+ * owner is fc2 but its gradient is final only after fc1's backward, the lower use. dropout > 0:
+ * a dropout layer of that p before the head. */
+static strop_model *sc_model_tied(uint64_t seed, int frozen_fc1, int tied, float dropout) {
   int64_t in[1] = {8};
   strop_model *m = NULL;
   if (strop_model_create(1, in, &m)) return NULL;
-  if (strop_model_add(m, "fc1", "linear", "out_features=32", NULL) ||
-      strop_model_add(m, "act", "relu", NULL, NULL) ||
+  if (tied ? strop_model_add(m, "fc1", "linear", "out_features=8", NULL) ||
+                 strop_model_add(m, "act1", "relu", NULL, NULL) ||
+                 strop_model_add(m, "fc2", "linear", "out_features=8", NULL) ||
+                 strop_model_tie(m, "fc1.weight", "fc2.weight")
+           : strop_model_add(m, "fc1", "linear", "out_features=32", NULL)) {
+    strop_model_free(m);
+    return NULL;
+  }
+  char p[32];
+  snprintf(p, sizeof p, "p=%g", (double)dropout);
+  if (strop_model_add(m, "act", "relu", NULL, NULL) ||
+      (dropout > 0 && strop_model_add(m, "drop", "dropout", p, NULL)) ||
       strop_model_add(m, "head", "linear", "out_features=4", NULL) ||
       strop_model_finalize(m, seed) || (frozen_fc1 && strop_model_freeze(m, "fc1.*"))) {
     strop_model_free(m);
     return NULL;
   }
   return m;
+}
+
+static inline strop_model *sc_model(uint64_t seed, int frozen_fc1) {
+  return sc_model_tied(seed, frozen_fc1, 0, 0.0f);
 }
 
 /* Every float parameter, concatenated. */
@@ -78,6 +97,11 @@ typedef struct sc_run {
   int64_t samples, batch, steps, epochs; /* steps 0: every step of the epochs */
   int optim;                             /* STROP_OPTIM_SGD (momentum 0.9) or _ADAM */
   int frozen_fc1;
+  int tied;          /* sc_model_tied's model */
+  float dropout;     /* > 0: a dropout of this p before the head */
+  size_t bucket_max; /* floats per gradient bucket (0: the trainer's default) */
+  int no_overlap;    /* 1: sum the gradients after the backward even when the group can
+                        overlap them with it */
   const char *ckpt_in, *ckpt_out;
   strop_progress_fn progress;
   void *user_data;
@@ -93,7 +117,7 @@ typedef struct sc_run {
 /* Fits the scenario's model with d (NULL: one process); fills r's results. */
 static void sc_fit(strop_dist *d, sc_run *r) {
   strop_dataset *ds = sc_blobs(r->samples, 21);
-  strop_model *m = sc_model(23, r->frozen_fc1);
+  strop_model *m = sc_model_tied(23, r->frozen_fc1, r->tied, r->dropout);
   strop_optimizer *opt = NULL;
   strop_trainer *t = NULL;
   strop_batch_iter *it = NULL;
@@ -105,6 +129,10 @@ static void sc_fit(strop_dist *d, sc_run *r) {
   if (!s && r->optim == STROP_OPTIM_SGD)
     s = strop_optimizer_set_float(opt, STROP_OPT_MOMENTUM, 0.9f);
   if (!s) s = strop_trainer_create(m, opt, &t);
+  if (!s) {
+    t->bucket_max = r->bucket_max;
+    t->no_overlap = r->no_overlap;
+  }
   if (!s) s = strop_batch_iter_create(ds, r->batch, 99, STROP_ITER_SHUFFLE, &it);
   if (!s && r->ckpt_in) s = strop_trainer_load_checkpoint(t, r->ckpt_in);
   if (!s && d) s = strop_trainer_set_dist(t, d);

@@ -46,6 +46,24 @@ typedef struct strop_dist_ops {
   void (*abort_all)(void *ctx, int code);
   /** Called by strop_dist_free() for @p ctx; optional. */
   void (*destroy)(void *ctx);
+  /**
+   * Starts summing @p n floats element-wise over all ranks, in place, and returns without
+   * waiting; optional, together with @c wait (both or neither; @since 0.2, appended: a host
+   * built against an older header, whose @c size ends before it, keeps the blocking
+   * allreduce_sum_float). Sets @p *request to a token that @c test and @c wait take (or to
+   * NULL when the sum is already done: then neither is called). strop leaves @p data alone until @c wait returns, starts the operations in
+   * the same order on every rank, and waits for each exactly once. With it, a trainer step
+   * starts each gradient bucket's sum as soon as the backward has made it final, so the
+   * communication overlaps the rest of the backward; the result must equal
+   * allreduce_sum_float's bit for bit (the same sum in the same order).
+   */
+  int (*iallreduce_sum_float)(void *ctx, float *data, int64_t n, void **request);
+  /** Lets a started operation progress without blocking (MPI_Test); sets @p *done to 1 when
+   * it is complete (it is still waited for). Optional: strop calls it between the backwards
+   * of the model's layers, where a library that progresses only inside its calls needs it. */
+  int (*test)(void *ctx, void *request, int *done);
+  /** Returns once the started operation @p request is complete (its data holds the sums). */
+  int (*wait)(void *ctx, void *request);
 } strop_dist_ops;
 
 /**
@@ -74,12 +92,14 @@ STROP_API STROP_NODISCARD strop_status strop_dist_init_mpi(void *mpi_comm, strop
 /**
  * @brief A group over the host's own collectives.
  * @param[in] ops The callbacks; copied (only the bytes its @c size covers). rank, world_size,
- *                allreduce_sum_float, allreduce_sum_double, broadcast and barrier are required.
+ *                allreduce_sum_float, allreduce_sum_double, broadcast and barrier are required;
+ *                iallreduce_sum_float and wait are optional but go together.
  * @param[in] ctx Passed to every callback; borrowed until strop_dist_free(), which calls
  *                @c ops->destroy(ctx) when given.
  * @param[out] out The group, owned by the caller; NULL on failure.
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL argument, a required callback missing, a size
- *         too small, rank outside [0, size)); STROP_E_NOMEM. @since 0.2
+ *         too small, rank outside [0, size), only one of iallreduce_sum_float and wait);
+ *         STROP_E_NOMEM. @since 0.2
  */
 STROP_API STROP_NODISCARD strop_status strop_dist_custom(const strop_dist_ops *ops, void *ctx,
                                                          strop_dist **out);

@@ -97,6 +97,9 @@ typedef struct strop__rng {
 } strop__rng;
 void strop__rng_seed(strop__rng *r, uint64_t seed, uint64_t stream);
 uint32_t strop__rng_u32(strop__rng *r);
+/* the state delta draws of strop__rng_u32 later, in O(log delta) steps (a data-parallel rank
+ * skips the draws of the other ranks' rows) */
+void strop__rng_advance(strop__rng *r, uint64_t delta);
 /* uniform in [0,1) with 24 random bits */
 float strop__rng_uniform(strop__rng *r);
 /* standard normal (Box-Muller, one value per call; double inside) */

@@ -25,6 +25,22 @@ uint32_t strop__rng_u32(strop__rng *r) {
   return (xorshifted >> rot) | (xorshifted << ((-rot) & 31u));
 }
 
+/* The LCG's jump ahead (Brown, "Random number generation with arbitrary strides", 1994):
+ * delta steps compose into one multiply-add, built from the step's square powers. */
+void strop__rng_advance(strop__rng *r, uint64_t delta) {
+  uint64_t mul = 6364136223846793005ULL, add = r->inc, acc_mul = 1u, acc_add = 0u;
+  while (delta > 0) {
+    if (delta & 1u) {
+      acc_mul *= mul;
+      acc_add = acc_add * mul + add;
+    }
+    add = (mul + 1u) * add;
+    mul *= mul;
+    delta >>= 1u;
+  }
+  r->state = acc_mul * r->state + acc_add;
+}
+
 float strop__rng_uniform(strop__rng *r) {
   return (float)(strop__rng_u32(r) >> 8) * (1.0f / 16777216.0f);
 }

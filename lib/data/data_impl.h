@@ -81,6 +81,17 @@ struct strop_dataset {
   int64_t img_nskipped, img_ignored;
 };
 
+/* A share of a batch of n rows: rows [*off, *off + *cnt) (a data-parallel rank's). */
+typedef void (*strop__batch_share_fn)(const void *ctx, int64_t n, int64_t *off, int64_t *cnt);
+
+/* Makes it load only share's rows of every batch (NULL: all of them again): their samples are
+ * read, decoded and transformed as the same rows of the whole batch would be (the same
+ * positions, so the same augmentation draws), the masks cut where the whole batch's are, and
+ * strop_batch_iter_next returns tensors of those rows while its *rows counts the whole batch
+ * (the position advances by it). A prefetched batch is dropped. ctx is borrowed. */
+void strop__batch_iter_set_share(strop_batch_iter *it, strop__batch_share_fn share,
+                                 const void *ctx);
+
 /* The root that owns the storage of ds. */
 static inline const strop_dataset *strop__ds_root(const strop_dataset *ds) {
   return ds->root ? ds->root : ds;

@@ -72,6 +72,11 @@ struct strop_batch_iter {
   int64_t mask_len;              /* positions of a sample's padding mask; 0: no masks */
   const strop_tensor *last_mask; /* the mask of the batch last returned, or NULL */
 
+  /* a share of every batch (a data-parallel rank's, strop__batch_iter_set_share): only its
+   * rows are read, decoded and transformed; NULL: the whole batch */
+  strop__batch_share_fn share;
+  const void *share_ctx;
+
   int nworkers; /* prefetch threads (1 unless set) */
   int threaded; /* threads started */
   pthread_t th[MAX_WORKERS];
@@ -80,6 +85,7 @@ struct strop_batch_iter {
   pthread_cond_t cv;
   int job, stop;
   int64_t job_epoch, job_pos, job_rows, job_claimed, job_finished;
+  int64_t job_off, job_global; /* the share's first row and the batch's rows */
   int job_buf;
   strop_status job_st;
   char job_msg[1024];
@@ -516,6 +522,16 @@ static int64_t batch_rows(const strop_batch_iter *it, int64_t pos) {
   return it->end - pos < it->bs ? it->end - pos : it->bs;
 }
 
+/* The rows [*off, *off + *cnt) of the batch at pos that this iterator loads (its share, or
+ * all of them); returns the batch's rows. */
+static int64_t batch_share(const strop_batch_iter *it, int64_t pos, int64_t *off, int64_t *cnt) {
+  int64_t rows = batch_rows(it, pos);
+  *off = 0;
+  *cnt = rows;
+  if (it->share) it->share(it->share_ctx, rows, off, cnt);
+  return rows;
+}
+
 /* Fills row r of buffer b with the sample at epoch position pos + r, using scratch sc.
  * The order (perm) must be ready. Allocates nothing but what decoding a file needs. */
 static strop_status fill_row(const strop_batch_iter *it, int64_t epoch, int64_t pos, int b,
@@ -560,14 +576,14 @@ static strop_status row_error(const strop_batch_iter *it, strop_status st) {
 /* Fills buffer b with the batch at (epoch, pos) on the calling thread. */
 static strop_status fill_batch(strop_batch_iter *it, int64_t epoch, int64_t pos, int b,
                                int64_t *rows_out) {
-  int64_t rows = batch_rows(it, pos);
+  int64_t off, cnt, rows = batch_share(it, pos, &off, &cnt);
   if (it->flags & STROP_ITER_SHUFFLE) ensure_perm(it, epoch);
-  for (int64_t r = 0; r < rows; r++) {
-    strop_status st = fill_row(it, epoch, pos, b, r, &it->main_s);
+  for (int64_t r = 0; r < cnt; r++) { /* its own positions: the same draws as in the batch */
+    strop_status st = fill_row(it, epoch, pos + off, b, r, &it->main_s);
     if (st) return row_error(it, st);
   }
-  set_rows(it->buf[b].tx, rows);
-  set_rows(it->buf[b].ty, rows);
+  set_rows(it->buf[b].tx, cnt);
+  set_rows(it->buf[b].ty, cnt);
   *rows_out = rows;
   return STROP_OK;
 }
@@ -587,12 +603,11 @@ static void batch_masks(strop_batch_iter *it, int64_t epoch, int64_t pos, int b,
   if (!T) return;
   if (it->flags & STROP_ITER_SHUFFLE) ensure_perm(it, epoch);
   float *m = it->buf[b].m;
+  /* every row's mask (they are cheap), so that a share is cut where the batch is */
   for (int64_t r = 0; r < rows; r++) {
     int64_t j = (it->flags & STROP_ITER_SHUFFLE) ? it->perm[pos + r] : pos + r;
     (void)strop__ds_read_mask(it->ds, j, m + r * T);
   }
-  set_rows(it->buf[b].tm, rows);
-  if (!strop__ds_root(it->ds)->trim || it->out_rank != 1) return;
   int64_t len = 1;
   for (int64_t r = 0; r < rows; r++)
     for (int64_t k = T - 1; k >= len; k--)
@@ -600,6 +615,12 @@ static void batch_masks(strop_batch_iter *it, int64_t epoch, int64_t pos, int b,
         len = k + 1;
         break;
       }
+  int64_t off, cnt;
+  (void)batch_share(it, pos, &off, &cnt);
+  if (off > 0) memmove(m, m + off * T, (size_t)(cnt * T) * sizeof *m);
+  rows = cnt;
+  set_rows(it->buf[b].tm, rows);
+  if (!strop__ds_root(it->ds)->trim || it->out_rank != 1) return;
   const int per_pos = it->ds->tgt_rank == 1 && it->ds->tgt_dims[0] == T;
   float *x = it->buf[b].x, *y = it->buf[b].y;
   if (len < T)
@@ -635,7 +656,7 @@ static void *worker_main(void *arg) {
       it->job = JOB_RUNNING;
       if (it->flags & STROP_ITER_SHUFFLE) ensure_perm(it, it->job_epoch);
     }
-    int64_t r = it->job_claimed++, e = it->job_epoch, p = it->job_pos;
+    int64_t r = it->job_claimed++, e = it->job_epoch, p = it->job_pos + it->job_off;
     int b = it->job_buf;
     int failed = it->job_st != STROP_OK;
     pthread_mutex_unlock(&it->mu);
@@ -673,10 +694,15 @@ static void queue_job(strop_batch_iter *it, int64_t epoch, int64_t pos, int b) {
   it->job_epoch = epoch;
   it->job_pos = pos;
   it->job_buf = b;
-  it->job_rows = batch_rows(it, pos);
+  it->job_global = batch_share(it, pos, &it->job_off, &it->job_rows);
   it->job_claimed = it->job_finished = 0;
   it->job_st = STROP_OK;
   it->job = JOB_QUEUED;
+  if (it->job_rows == 0) { /* an empty share: nothing for the workers to do */
+    set_rows(it->buf[b].tx, 0);
+    set_rows(it->buf[b].ty, 0);
+    it->job = JOB_DONE;
+  }
   pthread_cond_broadcast(&it->cv);
 }
 
@@ -945,7 +971,7 @@ strop_status strop_batch_iter_next(strop_batch_iter *it, strop_tensor **inputs,
     if (it->job != JOB_NONE && it->job_epoch == it->epoch && it->job_pos == it->pos) {
       while (it->job != JOB_DONE) pthread_cond_wait(&it->cv, &it->mu);
       b = it->job_buf;
-      got = it->job_rows;
+      got = it->job_global;
       st = it->job_st;
       it->job = JOB_NONE;
       if (st) strop__err(st, "%s", it->job_msg);
@@ -1013,6 +1039,14 @@ strop_status strop_batch_iter_set_state(strop_batch_iter *it, int64_t epoch, int
   it->pos = position;
   it->seed = (uint64_t)seed;
   return STROP_OK;
+}
+
+void strop__batch_iter_set_share(strop_batch_iter *it, strop__batch_share_fn share,
+                                 const void *ctx) {
+  if (!it || (it->share == share && it->share_ctx == ctx)) return; /* keeps its prefetch */
+  quiesce(it); /* a prefetched batch was the old share's */
+  it->share = share;
+  it->share_ctx = ctx;
 }
 
 void strop_batch_iter_free(strop_batch_iter *it) {

@@ -29,6 +29,12 @@ strop_status strop_dist_custom(const strop_dist_ops *ops, void *ctx, strop_dist 
                         : !o.barrier              ? "barrier"
                                                   : NULL;
   if (missing) return strop__err(STROP_E_INVALID_ARG, "%s: ops->%s is NULL", fn, missing);
+  if (!o.iallreduce_sum_float != !o.wait)
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: ops->%s is given but ops->%s is NULL; the asynchronous sum needs "
+                      "both (or neither: then the blocking allreduce_sum_float is used)",
+                      fn, o.wait ? "wait" : "iallreduce_sum_float",
+                      o.wait ? "iallreduce_sum_float" : "wait");
   int rank = o.rank(ctx), size = o.world_size(ctx);
   if (size < 1 || rank < 0 || rank >= size)
     return strop__err(STROP_E_INVALID_ARG,
@@ -111,6 +117,28 @@ strop_status strop__dist_bcast(strop_dist *d, const char *fn, void *v, size_t by
   return d->ops.broadcast(d->ctx, v, bytes, root) ? failed(d, fn, "broadcast") : STROP_OK;
 }
 
+int strop__dist_async(const strop_dist *d) {
+  return d && d->size > 1 && d->ops.iallreduce_sum_float && d->ops.wait;
+}
+
+strop_status strop__dist_isum_float(strop_dist *d, const char *fn, float *v, int64_t n,
+                                    void **req) {
+  *req = NULL;
+  return d->ops.iallreduce_sum_float(d->ctx, v, n, req) ? failed(d, fn, "all-reduce (started)")
+                                                        : STROP_OK;
+}
+
+strop_status strop__dist_test(strop_dist *d, const char *fn, void *req, int *done) {
+  *done = !req;
+  if (!req || !d->ops.test) return STROP_OK;
+  return d->ops.test(d->ctx, req, done) ? failed(d, fn, "all-reduce (test)") : STROP_OK;
+}
+
+strop_status strop__dist_wait(strop_dist *d, const char *fn, void *req) {
+  if (!req) return STROP_OK;
+  return d->ops.wait(d->ctx, req) ? failed(d, fn, "all-reduce (wait)") : STROP_OK;
+}
+
 strop_status strop__dist_agree(strop_dist *d, const char *fn, strop_status st, const char *what) {
   if (!d || d->size == 1) return st;
   double failed_ranks = st != STROP_OK;
@@ -124,7 +152,11 @@ strop_status strop__dist_agree(strop_dist *d, const char *fn, strop_status st, c
 }
 
 void strop__dist_share(const strop_dist *d, int64_t n, int64_t *off, int64_t *cnt) {
-  int64_t r = d ? d->rank : 0, p = d ? d->size : 1;
+  strop__dist_share_of(d, d ? d->rank : 0, n, off, cnt);
+}
+
+void strop__dist_share_of(const strop_dist *d, int rank, int64_t n, int64_t *off, int64_t *cnt) {
+  int64_t r = rank, p = d ? d->size : 1;
   if (n >= 2 * p || n < 2) { /* every share has 2 rows or more (or rank 0 has the only one) */
     int64_t q = n / p, extra = n % p;
     *off = r * q + (r < extra ? r : extra);

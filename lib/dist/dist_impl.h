@@ -19,6 +19,15 @@ strop_status strop__dist_sum_float(strop_dist *d, const char *fn, float *v, int6
 strop_status strop__dist_sum_double(strop_dist *d, const char *fn, double *v, int64_t n);
 strop_status strop__dist_bcast(strop_dist *d, const char *fn, void *v, size_t bytes, int root);
 
+/* The asynchronous sum (the ops' iallreduce_sum_float, test and wait): 1 when d offers it and
+ * has more than one rank. start sets *req (NULL: done already); every started sum is waited
+ * for exactly once, in any order; test only lets it progress (*done: 1 once it completed). */
+int strop__dist_async(const strop_dist *d);
+strop_status strop__dist_isum_float(strop_dist *d, const char *fn, float *v, int64_t n,
+                                    void **req);
+strop_status strop__dist_test(strop_dist *d, const char *fn, void *req, int *done);
+strop_status strop__dist_wait(strop_dist *d, const char *fn, void *req);
+
 /* The ranks agree on whether a step that only some of them ran (rank 0 writing a file) went
  * well: st is this rank's outcome; returns st where it failed, STROP_E_IO saying how many
  * ranks failed elsewhere, or the collective's failure. With d NULL: st. */
@@ -28,6 +37,8 @@ strop_status strop__dist_agree(strop_dist *d, const char *fn, strop_status st, c
  * the ranks' rows in order are the batch); sizes differ by at most one when n >= 2 x ranks,
  * else shares of 2 rows (3 for the last) and empty ones: never 1 row of a larger batch. */
 void strop__dist_share(const strop_dist *d, int64_t n, int64_t *off, int64_t *cnt);
+/* The same for rank (of d's ranks). */
+void strop__dist_share_of(const strop_dist *d, int rank, int64_t n, int64_t *off, int64_t *cnt);
 
 /* The MPI implementation (mpi.c): fills d's ops, ctx, rank and size. */
 strop_status strop__dist_mpi_open(void *comm, strop_dist *d);

@@ -18,6 +18,7 @@ strop_status strop__dist_mpi_open(void *comm, strop_dist *d) {
 
 #  include <limits.h>
 #  include <mpi.h>
+#  include <stdint.h>
 
 /* Groups alive that strop opened on an MPI it initialised itself: the last one finalises. */
 static int owned_groups;
@@ -25,6 +26,10 @@ static int owned_groups;
 typedef struct mpi_ctx {
   MPI_Comm comm;
   int owns_mpi; /* this group counts in owned_groups */
+  /* the started sums (MPI_Iallreduce): a token is 1 + its index here; the slots are reused
+   * once every started one has been waited for, so a warm step allocates nothing */
+  MPI_Request *reqs;
+  int n_reqs, cap_reqs, pending;
 } mpi_ctx;
 
 /* A count MPI takes (int) at a time: large buffers go in pieces. */
@@ -48,6 +53,51 @@ static int m_sum_float(void *c, float *v, int64_t n) {
     if (MPI_Allreduce(MPI_IN_PLACE, v + o, k, MPI_FLOAT, MPI_SUM, ((mpi_ctx *)c)->comm)) return 1;
   }
   return 0;
+}
+
+/* An MPI_Iallreduce from the thread that runs the step (MPI_THREAD_FUNNELED is enough: no
+ * other thread calls MPI). A buffer beyond one MPI count is summed at once (no token). */
+static int m_isum_float(void *c, float *v, int64_t n, void **request) {
+  mpi_ctx *x = c;
+  *request = NULL;
+  if (n > CHUNK) return m_sum_float(c, v, n);
+  if (x->n_reqs == x->cap_reqs) {
+    int cap = x->cap_reqs ? 2 * x->cap_reqs : 16;
+    MPI_Request *r = strop__realloc(x->reqs, (size_t)cap * sizeof *r);
+    if (!r) return 1;
+    x->reqs = r;
+    x->cap_reqs = cap;
+  }
+  MPI_Request *r = &x->reqs[x->n_reqs];
+  if (MPI_Iallreduce(MPI_IN_PLACE, v, (int)n, MPI_FLOAT, MPI_SUM, x->comm, r)) return 1;
+  *request = (void *)(intptr_t)++x->n_reqs;
+  x->pending++;
+  return 0;
+}
+
+static MPI_Request *m_req(mpi_ctx *x, void *request) {
+  intptr_t k = (intptr_t)request;
+  return k >= 1 && k <= x->n_reqs ? &x->reqs[k - 1] : NULL;
+}
+
+static int m_test(void *c, void *request, int *done) {
+  MPI_Request *r = m_req(c, request);
+  if (!r) return 1;
+  if (*r == MPI_REQUEST_NULL) { /* a completed MPI_Test freed it: only the wait is left */
+    *done = 1;
+    return 0;
+  }
+  return MPI_Test(r, done, MPI_STATUS_IGNORE) != MPI_SUCCESS;
+}
+
+static int m_wait(void *c, void *request) {
+  mpi_ctx *x = c;
+  MPI_Request *r = m_req(x, request);
+  if (!r) return 1;
+  int rc = *r == MPI_REQUEST_NULL ? MPI_SUCCESS : MPI_Wait(r, MPI_STATUS_IGNORE);
+  *r = MPI_REQUEST_NULL;
+  if (--x->pending == 0) x->n_reqs = 0;
+  return rc != MPI_SUCCESS;
 }
 
 static int m_sum_double(void *c, double *v, int64_t n) {
@@ -77,6 +127,7 @@ static void m_destroy(void *c) {
   MPI_Finalized(&fin);
   if (!fin) MPI_Comm_free(&x->comm);
   if (x->owns_mpi && --owned_groups == 0 && !fin) MPI_Finalize();
+  strop__free(x->reqs);
   strop__free(x);
 }
 
@@ -130,6 +181,9 @@ strop_status strop__dist_mpi_open(void *comm, strop_dist *d) {
   d->ops.barrier = m_barrier;
   d->ops.abort_all = m_abort;
   d->ops.destroy = m_destroy;
+  d->ops.iallreduce_sum_float = m_isum_float;
+  d->ops.test = m_test;
+  d->ops.wait = m_wait;
   d->ctx = x;
   d->rank = m_rank(x);
   d->size = m_size(x);

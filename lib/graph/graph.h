@@ -71,6 +71,18 @@ struct strop_model {
   /* incremental decoding (lib/generate): set around a forward that computes later positions
    * of cached sequences, NULL otherwise; the forwards pass it to the layers */
   const strop__decode *decode;
+  /* set around a backward by whoever wants to act on gradients as they become final (the
+   * data-parallel trainer starts their all-reduce): called after the backward of each node
+   * (or fused chain) that ran, with the lowest node index done; every node from there up is
+   * done, so a parameter that no lower node uses has its final gradient. A non-OK status
+   * stops the backward with it. NULL: none. */
+  strop_status (*bwd_done)(void *ctx, int node);
+  void *bwd_done_ctx;
+  /* set around a training step of one rank of a data-parallel group: the rows of the global
+   * batch before and after the rank's own, whose random draws (dropout) the layers skip so
+   * that each row gets one process's masks (the forward and a checkpointed block's recompute
+   * pass them to the layers); 0 otherwise */
+  int64_t rows_before, rows_after;
 };
 
 /* Groups the nodes into the blocks that pattern names ("auto" or a glob over dotted name

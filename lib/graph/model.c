@@ -815,8 +815,8 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
       return strop__err(STROP_E_NOMEM, "out of memory for the padding mask");
     memcpy(mask, pad_mask, bytes);
   }
-  strop__exec x = {&m->arena, &m->rng,  training, strop__num_threads(), mask, 0, 0,
-                   mask_len,  m->probe, m->decode};
+  strop__exec x = {&m->arena, &m->rng,  training,  strop__num_threads(), mask,         0, 0,
+                   mask_len,  m->probe, m->decode, m->rows_before,       m->rows_after};
   m->input.data = (float *)input;
   m->input.n = n;
   m->input.shape = *shape;
@@ -1181,7 +1181,9 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
                    0,
                    m->step_pad_len,
                    m->probe,
-                   NULL};
+                   NULL,
+                   m->rows_before,
+                   m->rows_after};
   size_t in_bytes = strop__shape_numel(&m->input.shape) * sizeof(float) * (size_t)m->batch;
   m->input_grad = NULL;
   if (m->want_input_grad) {
@@ -1290,6 +1292,7 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
       spares[n_spares++].bytes = gbytes[i];
       m->grads[i] = NULL;
     }
+    if (m->bwd_done && (s = m->bwd_done(m->bwd_done_ctx, first))) return s;
     i = first;
   }
   if (reg.b0 >= 0) ckpt_end(m, &reg, spares, &n_spares);

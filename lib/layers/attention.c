@@ -312,7 +312,10 @@ static strop_status mha_forward(strop__node *n, const strop__exec *x, const stro
     return strop__err(STROP_E_NOMEM, "layer '%s' (multihead_attention): out of memory", n->name);
   strop__mha_weights w;
   mha_weights(n, eff, &w);
+  const uint64_t per_row = drop && dm.n > 0 ? att / (size_t)dm.n : 0; /* one draw per weight */
+  strop__exec_skip_rows(x, x->rows_before, per_row);
   strop__attention_forward(&dm, in[0].data, &w, cache, x->rng, scratch, out->data);
+  strop__exec_skip_rows(x, x->rows_after, per_row);
   return STROP_OK;
 }
 

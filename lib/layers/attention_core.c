@@ -317,7 +317,10 @@ static strop_status attn_forward(strop__node *n, const strop__exec *x, const str
   float *scratch = strop__arena_alloc(x->arena,
                                       strop__sdpa_forward_scratch(&sv->dm) * sizeof(float));
   if (!sv->p || (drop && !sv->keep) || !scratch) return oom(n);
+  const uint64_t per_row = drop && nb > 0 ? att / (size_t)nb : 0; /* one draw per weight */
+  strop__exec_skip_rows(x, x->rows_before, per_row);
   strop__sdpa_forward(&sv->dm, sv->q, sv->k, sv->v, sv->p, sv->keep, x->rng, scratch, out->data);
+  strop__exec_skip_rows(x, x->rows_after, per_row);
   n->saved = sv;
   return STROP_OK;
 }

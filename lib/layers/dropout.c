@@ -27,7 +27,10 @@ static strop_status dropout_forward(strop__node *n, const strop__exec *x, const 
   }
   uint8_t *mask = strop__arena_alloc(x->arena, cnt ? cnt : 1);
   if (!mask) return STROP__NOMEM("dropout forward");
+  const uint64_t per_row = in[0].n > 0 ? cnt / (size_t)in[0].n : 0;
+  strop__exec_skip_rows(x, x->rows_before, per_row);
   strop__dropout_forward(in[0].data, out->data, mask, cnt, c->p, x->rng);
+  strop__exec_skip_rows(x, x->rows_after, per_row);
   n->saved = mask;
   return STROP_OK;
 }

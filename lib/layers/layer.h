@@ -183,10 +183,21 @@ typedef struct strop__exec {
                             inputs, same RNG draws), or the step is a memory probe: compute as
                             usual but change no state of the model (batch norm's running
                             statistics and batch count) */
-  const strop__decode *decode; /* incremental decoding (eval only), or NULL: a layer that
+  const strop__decode *decode;     /* incremental decoding (eval only), or NULL: a layer that
                                   sees positions (attention, positional_embedding) reads its
                                   offset and cache from here */
+  int64_t rows_before, rows_after; /* a data-parallel rank's step: the rows of the global batch
+                                      before and after its own (0 otherwise); a layer that draws
+                                      from rng per row skips theirs (strop__exec_skip_rows) */
 } strop__exec;
+
+/* A layer that draws per_row numbers (strop__rng_u32 steps) for each of its rows, in row
+ * order, calls this with rows_before before its draws and rows_after after them, so that a
+ * rank's rows get the draws one process would give the same rows of the whole batch, and every
+ * rank's generator ends where one process's does. */
+static inline void strop__exec_skip_rows(const strop__exec *x, int64_t rows, uint64_t per_row) {
+  if (rows > 0 && per_row > 0) strop__rng_advance(x->rng, (uint64_t)rows * per_row);
+}
 
 typedef struct strop__node strop__node;
 typedef struct strop__layer_vtable strop__layer_vtable;

@@ -165,7 +165,10 @@ static strop_status lora_forward(strop__node *n, const strop__exec *x, const str
     uint8_t *mask = strop__arena_alloc(x->arena, cnt + 1);
     if (!h || !mask)
       return strop__err(STROP_E_NOMEM, "layer '%s' (lora_linear): out of memory", n->name);
+    const uint64_t per_row = in[0].n > 0 ? cnt / (size_t)in[0].n : 0;
+    strop__exec_skip_rows(x, x->rows_before, per_row);
     strop__dropout_forward(in[0].data, h, mask, cnt, c->dropout, x->rng);
+    strop__exec_skip_rows(x, x->rows_after, per_row);
     sv->h = h;
     sv->mask = mask;
   }

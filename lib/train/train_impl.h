@@ -34,6 +34,17 @@ enum {
   H_COLS
 };
 
+/* One all-reduce of a step's gradients (trainer.c: dist_plan). */
+typedef struct strop__dist_bucket {
+  int first, count; /* its tensors: dlist[first, first + count) */
+  size_t off;       /* packed: where its floats sit in the overlap buffer */
+  size_t floats;
+  int alone; /* 1: one tensor larger than a bucket, summed in place */
+  int ready; /* the backward has made its gradients final once it is done down to this node */
+  void *req; /* its started sum (overlapped), or NULL */
+  int done;  /* a test saw its sum complete (it is still waited for) */
+} strop__dist_bucket;
+
 struct strop_trainer {
   strop_model *m;
   strop_optimizer *opt;
@@ -82,6 +93,22 @@ struct strop_trainer {
   size_t bucket_cap;
   strop__param **dlist; /* the tensors of one all-reduce pass (trainer.c: dist_list) */
   int dlist_cap;
+  /* the gradients' buckets (dist_plan), in the order the backward makes them final; with a
+   * group that offers the asynchronous sum, the last micro-batch's backward starts each as
+   * soon as it is final (bk_next: the next to start) and the step waits for them all */
+  strop__dist_bucket *bk;
+  int n_bk, cap_bk, bk_next;
+  int plan_live; /* 1: the buckets of this window are planned and (some) started */
+  int *dlast;    /* dist_plan's scratch: per parameter, the lowest node that uses it,
+                         then the same for the tensors of dlist */
+  int dlast_cap;
+  float *obuf;       /* the packed buckets' floats while their sums run */
+  size_t obuf_cap;   /* floats */
+  size_t bucket_max; /* floats per bucket; 0: the default (tests set fewer) */
+  int no_overlap;    /* 1: sum the buckets after the backward even when the group could
+                         overlap (tests compare both paths) */
+  int64_t rows_before, rows_after; /* fit in a group: the global batch's rows before and after
+                                      this rank's share (the model's random draws skip them) */
 };
 
 /* One micro-batch: forward, loss, backward; an optimizer step every accum calls. x is

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "core/tensor_impl.h"
+#include "data/data_impl.h"
 #include "graph/graph.h"
 #include "io/checkpoint.h"
 #include "ops/dense.h"
@@ -76,6 +77,12 @@ static const strop__setting KNOBS[STROP__TRAIN_N_KNOBS] = {KNOB(STROP_TRAIN_LOSS
 const strop__settings strop__trainer_settings = {"trainer", NULL,  1,
                                                  NULL,      KNOBS, STROP__TRAIN_N_KNOBS};
 
+static int dist_on(const strop_trainer *t);
+static int dist_overlaps(const strop_trainer *t);
+static strop_status dist_plan(strop_trainer *t, const char *fn);
+static strop_status dist_backward_done(void *ctx, int node);
+static void dist_abandon(strop_trainer *t);
+
 strop_status strop_trainer_create(strop_model *model, strop_optimizer *opt, strop_trainer **out) {
   static const char fn[] = "strop_trainer_create";
   if (!out) return strop__err(STROP_E_INVALID_ARG, "%s: out is NULL", fn);
@@ -112,8 +119,12 @@ void strop_trainer_free(strop_trainer *t) {
   strop__free(t->ckpt_meta_value);
   strop__free(t->bsnap);
   strop__free(t->bisnap);
+  dist_abandon(t);
   strop__free(t->bucket);
   strop__free(t->dlist);
+  strop__free(t->dlast);
+  strop__free(t->bk);
+  strop__free(t->obuf);
   strop__free(t);
 }
 
@@ -457,6 +468,7 @@ static void buffers_restore(strop_trainer *t) {
 /* Drops the accumulation window: its gradients, and what its forwards changed in the buffers
  * and the RNG, so that a skipped step leaves the model exactly as it was before the window. */
 static strop_status drop_accumulation(strop_trainer *t) {
+  dist_abandon(t);
   t->micro = 0;
   buffers_restore(t);
   return strop__model_zero_grad_lazy(t->m);
@@ -478,14 +490,31 @@ static strop_status window_begin(strop_trainer *t) {
 
 /* The backward of one micro-batch from dpred (arena memory: d loss / d output, n x per),
  * divided by the window's length; ends the step's activations and counts the micro-batch. A
- * failure drops the window. */
-static strop_status window_backward(strop_trainer *t, const char *fn, float *dpred, size_t cnt) {
+ * failure drops the window. overlap: in a group that can, the window's last backward starts
+ * the gradients' all-reduces as they become final (dist_backward_done); every rank of the
+ * group must pass the same (the trainer's own loss does, strop_trainer_backward does not). */
+static strop_status window_backward(strop_trainer *t, const char *fn, float *dpred, size_t cnt,
+                                    int overlap) {
+  strop_model *m = t->m;
+  strop_status s;
   if (t->accum > 1) {
     float inv = 1.0f / (float)t->accum;
     for (size_t i = 0; i < cnt; i++) dpred[i] *= inv;
   }
-  strop_status s = strop__model_backward(t->m, dpred);
-  strop__model_step_end(t->m);
+  if (overlap && dist_overlaps(t) && t->micro + 1 >= t->accum) {
+    if ((s = dist_plan(t, fn))) {
+      strop__model_step_end(m);
+      drop_accumulation(t);
+      return s;
+    }
+    t->plan_live = 1;
+    m->bwd_done = dist_backward_done;
+    m->bwd_done_ctx = t;
+  }
+  s = strop__model_backward(m, dpred);
+  m->bwd_done = NULL;
+  m->bwd_done_ctx = NULL;
+  strop__model_step_end(m);
   if (s) {
     drop_accumulation(t);
     strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
@@ -499,19 +528,34 @@ static strop_status window_backward(strop_trainer *t, const char *fn, float *dpr
 
 static int dist_on(const strop_trainer *t) { return t->dist && t->dist->size > 1; }
 
+/* This rank's rows of a batch (a strop__batch_share_fn over the group). */
+static void dist_rows(const void *d, int64_t n, int64_t *off, int64_t *cnt) {
+  strop__dist_share(d, n, off, cnt);
+}
+
+/* In a group, makes it load only this rank's rows of each batch (t NULL: all rows again); 1
+ * when it does. */
+static int dist_split(const strop_trainer *t, strop_batch_iter *it) {
+  int on = t && dist_on(t);
+  strop__batch_iter_set_share(it, on ? dist_rows : NULL, on ? t->dist : NULL);
+  return on;
+}
+
+/* 1: the gradients' sums can overlap the backward (a group with the asynchronous sum). */
+static int dist_overlaps(const strop_trainer *t) {
+  return strop__dist_async(t->dist) && !t->no_overlap;
+}
+
 /* Floats per all-reduce: whole parameters are packed until the next would overflow it (one
  * larger than a bucket goes alone, in place), so a model of many small tensors (biases, norms,
  * LoRA adapters) costs a few messages per step, not one per tensor. */
 enum { BUCKET_FLOATS = 1 << 20 };
 
-/* The tensors one all-reduce pass moves, into t->dlist: the trainable gradients (which 0;
- * frozen parameters have none), or (which 1) the float buffers a training forward updates —
- * those of batch-statistics layers whose statistics are not frozen, so a frozen BatchNorm's
- * running statistics are never sent (nor changed by the averaging). Both lists follow from the
- * model alone, so every rank makes the same one. Gradients are made fresh (a lazily zeroed one
- * that this rank's backward never reached is zero) and lose their checked mark: another
- * rank's values may not be finite. */
-static strop_status dist_list(strop_trainer *t, const char *fn, int which, int *n_out) {
+/* The float buffers a training forward updates, into t->dlist: those of batch-statistics
+ * layers whose statistics are not frozen, so a frozen BatchNorm's running statistics are never
+ * sent (nor changed by the averaging). The list follows from the model alone, so every rank
+ * makes the same one. */
+static strop_status dist_buffers(strop_trainer *t, const char *fn, int *n_out) {
   strop_model *m = t->m;
   int n = 0, cap = 0;
   for (int pass = 0; pass < 2; pass++) {
@@ -522,27 +566,14 @@ static strop_status dist_list(strop_trainer *t, const char *fn, int which, int *
       t->dlist_cap = cap;
     }
     n = 0;
-    if (which == 0) {
-      for (int i = 0; i < m->n_params; i++) {
-        strop__param *p = m->params[i];
-        if (!p->grad) continue;
-        if (pass == 1) {
-          strop__param_grad_fresh(p);
-          p->grad_checked = 0;
-          t->dlist[n] = p;
-        }
+    for (int i = 0; i < m->n_nodes; i++) {
+      strop__node *nd = &m->nodes[i];
+      if (!(nd->vt->flags & STROP__LAYER_BATCHSTATS) || nd->frozen_stats) continue;
+      for (int k = 0; k < nd->n_params; k++) {
+        strop__param *p = &nd->params[k];
+        if (!p->is_buffer || !p->data || p->tied) continue;
+        if (pass == 1) t->dlist[n] = p;
         n++;
-      }
-    } else {
-      for (int i = 0; i < m->n_nodes; i++) {
-        strop__node *nd = &m->nodes[i];
-        if (!(nd->vt->flags & STROP__LAYER_BATCHSTATS) || nd->frozen_stats) continue;
-        for (int k = 0; k < nd->n_params; k++) {
-          strop__param *p = &nd->params[k];
-          if (!p->is_buffer || !p->data || p->tied) continue;
-          if (pass == 1) t->dlist[n] = p;
-          n++;
-        }
       }
     }
     cap = n;
@@ -551,30 +582,33 @@ static strop_status dist_list(strop_trainer *t, const char *fn, int which, int *
   return STROP_OK;
 }
 
-/* Sums the tensors of dist_list(which) over the ranks (buffers: then divides by the ranks,
- * their mean). The lists and the bucket are allocated once (the bucket: the smaller of
- * BUCKET_FLOATS and what the list holds), so a warm step allocates nothing. */
-static strop_status dist_sum_params(strop_trainer *t, const char *fn, int which) {
+/* Grows t->bucket to hold cap floats. */
+static strop_status bucket_reserve(strop_trainer *t, const char *fn, size_t cap) {
+  if (cap <= t->bucket_cap) return STROP_OK;
+  float *b = strop__realloc(t->bucket, cap * sizeof *b);
+  if (!b) return STROP__NOMEM(fn);
+  t->bucket = b;
+  t->bucket_cap = cap;
+  return STROP_OK;
+}
+
+/* Averages the buffers of dist_buffers over the ranks, packed into t->bucket (one larger
+ * than a bucket alone, in place). The lists and the bucket are allocated once, so a warm step
+ * allocates nothing. */
+static strop_status dist_mean_buffers(strop_trainer *t, const char *fn) {
   int n = 0;
-  strop_status s = dist_list(t, fn, which, &n);
+  strop_status s = dist_buffers(t, fn, &n);
   if (s) return s;
   size_t total = 0;
   for (int i = 0; i < n; i++)
     if (t->dlist[i]->numel <= BUCKET_FLOATS) total += t->dlist[i]->numel;
-  size_t cap = total < BUCKET_FLOATS ? total : BUCKET_FLOATS;
-  if (cap > t->bucket_cap) {
-    float *b = strop__realloc(t->bucket, cap * sizeof *b);
-    if (!b) return STROP__NOMEM(fn);
-    t->bucket = b;
-    t->bucket_cap = cap;
-  }
-  size_t fill = 0;
+  if ((s = bucket_reserve(t, fn, total < BUCKET_FLOATS ? total : BUCKET_FLOATS))) return s;
+  size_t cap = t->bucket_cap, fill = 0;
   int first = 0;
   for (int i = 0; i <= n && !s; i++) {
     strop__param *p = i < n ? t->dlist[i] : NULL;
-    float *v = p ? (which == 0 ? p->grad : p->data) : NULL;
     if (p && p->numel > BUCKET_FLOATS) { /* alone, in place */
-      s = strop__dist_sum_float(t->dist, fn, v, (int64_t)p->numel);
+      s = strop__dist_sum_float(t->dist, fn, p->data, (int64_t)p->numel);
       continue;
     }
     if ((!p || fill + p->numel > cap) && fill > 0) { /* the bucket is full (or the last) */
@@ -583,23 +617,196 @@ static strop_status dist_sum_params(strop_trainer *t, const char *fn, int which)
       for (int j = first; j < i; j++) {
         strop__param *q = t->dlist[j];
         if (q->numel > BUCKET_FLOATS) continue;
-        memcpy(which == 0 ? q->grad : q->data, t->bucket + o, q->numel * sizeof(float));
+        memcpy(q->data, t->bucket + o, q->numel * sizeof(float));
         o += q->numel;
       }
       fill = 0;
       first = i;
     }
     if (p) {
-      memcpy(t->bucket + fill, v, p->numel * sizeof *v);
+      memcpy(t->bucket + fill, p->data, p->numel * sizeof *p->data);
       fill += p->numel;
     }
   }
-  if (s) strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
-  if (!s && which == 1) { /* the ranks' running statistics, averaged */
-    float inv = 1.0f / (float)t->dist->size;
-    for (int i = 0; i < n; i++)
-      for (size_t j = 0; j < t->dlist[i]->numel; j++) t->dlist[i]->data[j] *= inv;
+  if (s) {
+    strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
+    return s;
   }
+  float inv = 1.0f / (float)t->dist->size; /* the ranks' running statistics, averaged */
+  for (int i = 0; i < n; i++)
+    for (size_t j = 0; j < t->dlist[i]->numel; j++) t->dlist[i]->data[j] *= inv;
+  return STROP_OK;
+}
+
+/* The gradients' buckets, into t->bk over t->dlist: the trainable tensors in the order the
+ * backward makes their gradients final -- by the lowest node that uses them, highest first (a
+ * tied tensor is final only after its last use, its lowest node) -- packed whole into buckets
+ * of up to bucket_max floats; a larger tensor is a bucket alone, summed in place. The plan
+ * follows from the model alone, so every rank makes the same one, and the overlapped and the
+ * blocking path both sum these buckets: the same values in the same messages. */
+static strop_status dist_plan(strop_trainer *t, const char *fn) {
+  strop_model *m = t->m;
+  const int np = m->n_params;
+  const size_t bmax = t->bucket_max ? t->bucket_max : BUCKET_FLOATS;
+  if (np > t->dlist_cap) {
+    strop__param **v = strop__realloc(t->dlist, (size_t)np * sizeof *v);
+    if (!v) return STROP__NOMEM(fn);
+    t->dlist = v;
+    t->dlist_cap = np;
+  }
+  if (2 * np > t->dlast_cap) {
+    int *v = strop__realloc(t->dlast, 2 * (size_t)np * sizeof *v);
+    if (!v) return STROP__NOMEM(fn);
+    t->dlast = v;
+    t->dlast_cap = 2 * np;
+  }
+  if (np > t->cap_bk) {
+    strop__dist_bucket *v = strop__realloc(t->bk, (size_t)np * sizeof *v);
+    if (!v) return STROP__NOMEM(fn);
+    t->bk = v;
+    t->cap_bk = np;
+  }
+  int *last = t->dlast, *key = t->dlast + np;
+  /* m->params lists the untied slots in node order; a tied slot's use counts for its owner */
+  for (int i = 0, k = 0; i < m->n_nodes; i++)
+    for (int j = 0; j < m->nodes[i].n_params; j++)
+      if (!m->nodes[i].params[j].tied) last[k++] = i;
+  for (int i = 0; i < m->n_nodes; i++)
+    for (int j = 0; j < m->nodes[i].n_params; j++) {
+      const strop__param *o = m->nodes[i].params[j].tied;
+      for (int q = 0; o && q < np; q++)
+        if (m->params[q] == o) {
+          if (i < last[q]) last[q] = i;
+          break;
+        }
+    }
+  int n = 0;
+  for (int q = np - 1; q >= 0; q--) { /* nearly sorted already: an insertion sort */
+    if (!m->params[q]->grad) continue;
+    int e = n++;
+    for (; e > 0 && key[e - 1] < last[q]; e--) {
+      t->dlist[e] = t->dlist[e - 1];
+      key[e] = key[e - 1];
+    }
+    t->dlist[e] = m->params[q];
+    key[e] = last[q];
+  }
+  int nb = 0;
+  size_t fill = 0, off = 0;
+  for (int e = 0; e < n; e++) {
+    const size_t numel = t->dlist[e]->numel;
+    const int alone = numel > bmax;
+    if (fill > 0 && (alone || fill + numel > bmax)) fill = 0; /* the open bucket is full */
+    if (alone || fill == 0) {
+      strop__dist_bucket *b = &t->bk[nb++];
+      memset(b, 0, sizeof *b);
+      b->first = e;
+      b->off = off;
+      b->alone = alone;
+    }
+    strop__dist_bucket *b = &t->bk[nb - 1];
+    b->count++;
+    b->floats += numel;
+    b->ready = key[e]; /* the list is by falling key: the last one's is the bucket's */
+    if (!alone) {
+      fill += numel;
+      off += numel;
+    }
+  }
+  t->n_bk = nb;
+  t->bk_next = 0;
+  if (dist_overlaps(t) && off > t->obuf_cap) {
+    float *v = strop__realloc(t->obuf, off * sizeof *v);
+    if (!v) return STROP__NOMEM(fn);
+    t->obuf = v;
+    t->obuf_cap = off;
+  }
+  return STROP_OK;
+}
+
+/* The tensors of bucket b made final for the sum: a lazily zeroed gradient that the backward
+ * never reached is zero, and none keeps its checked mark (another rank's values may not be
+ * finite). Packs them into dst (NULL: the bucket is one tensor, summed in place); returns
+ * what the sum runs over. */
+static float *bucket_pack(strop_trainer *t, const strop__dist_bucket *b, float *dst) {
+  size_t o = 0;
+  for (int e = b->first; e < b->first + b->count; e++) {
+    strop__param *p = t->dlist[e];
+    strop__param_grad_fresh(p);
+    p->grad_checked = 0;
+    if (!dst) return p->grad;
+    memcpy(dst + o, p->grad, p->numel * sizeof *dst);
+    o += p->numel;
+  }
+  return dst;
+}
+
+static void bucket_unpack(strop_trainer *t, const strop__dist_bucket *b, const float *src) {
+  for (int e = b->first; src && e < b->first + b->count; e++) {
+    strop__param *p = t->dlist[e];
+    memcpy(p->grad, src, p->numel * sizeof *src);
+    src += p->numel;
+  }
+}
+
+static strop_status bucket_start(strop_trainer *t, const char *fn, strop__dist_bucket *b) {
+  float *v = bucket_pack(t, b, b->alone ? NULL : t->obuf + b->off);
+  return strop__dist_isum_float(t->dist, fn, v, (int64_t)b->floats, &b->req);
+}
+
+/* The backward's hook while the last micro-batch of a window runs (graph.h: bwd_done): every
+ * bucket whose gradients are final now starts its sum, and one started sum is tested, which
+ * is how MPI's non-blocking collectives progress while the backward computes. */
+static strop_status dist_backward_done(void *ctx, int node) {
+  static const char fn[] = "strop_trainer_step";
+  strop_trainer *t = ctx;
+  strop_status s = STROP_OK;
+  while (!s && t->bk_next < t->n_bk && t->bk[t->bk_next].ready >= node)
+    s = bucket_start(t, fn, &t->bk[t->bk_next++]);
+  for (int b = 0; !s && b < t->bk_next; b++)
+    if (!t->bk[b].done) {
+      s = strop__dist_test(t->dist, fn, t->bk[b].req, &t->bk[b].done);
+      break;
+    }
+  return s;
+}
+
+/* Waits for every started sum of the window's plan (after a failure: their buffers are the
+ * trainer's and the gradients', which must not be reused while MPI may write them). */
+static void dist_abandon(strop_trainer *t) {
+  if (!t->plan_live) return;
+  for (int b = 0; b < t->bk_next; b++)
+    (void)strop__dist_wait(t->dist, "strop_trainer_step", t->bk[b].req);
+  t->plan_live = 0;
+}
+
+/* Sums the trainable gradients over the ranks, bucket by bucket (dist_plan). With a group
+ * that offers the asynchronous sum, the buckets the backward has not started yet start now,
+ * then the step waits for all of them; otherwise each is summed in turn through t->bucket. */
+static strop_status dist_sum_grads(strop_trainer *t, const char *fn) {
+  strop_status s = STROP_OK;
+  if (!t->plan_live && (s = dist_plan(t, fn))) return s;
+  t->plan_live = 0;
+  if (dist_overlaps(t)) {
+    while (!s && t->bk_next < t->n_bk) s = bucket_start(t, fn, &t->bk[t->bk_next++]);
+    for (int b = 0; b < t->bk_next; b++) {
+      strop_status w = strop__dist_wait(t->dist, fn, t->bk[b].req);
+      if (!s) s = w;
+      if (!s && !t->bk[b].alone) bucket_unpack(t, &t->bk[b], t->obuf + t->bk[b].off);
+    }
+  } else {
+    size_t most = 0;
+    for (int b = 0; b < t->n_bk; b++)
+      if (!t->bk[b].alone && t->bk[b].floats > most) most = t->bk[b].floats;
+    s = bucket_reserve(t, fn, most);
+    for (int b = 0; !s && b < t->n_bk; b++) {
+      const strop__dist_bucket *k = &t->bk[b];
+      float *v = bucket_pack(t, k, k->alone ? NULL : t->bucket);
+      s = strop__dist_sum_float(t->dist, fn, v, (int64_t)k->floats);
+      if (!s && !k->alone) bucket_unpack(t, k, t->bucket);
+    }
+  }
+  if (s) strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
   return s;
 }
 
@@ -675,7 +882,7 @@ static strop_status window_end(strop_trainer *t, const char *fn) {
   t->micro = 0;
   /* every rank then holds the same gradients and buffers, so the guard and the update below
    * decide and do the same everywhere */
-  if (dist_on(t) && ((s = dist_sum_params(t, fn, 0)) || (s = dist_sum_params(t, fn, 1)))) {
+  if (dist_on(t) && ((s = dist_sum_grads(t, fn)) || (s = dist_mean_buffers(t, fn)))) {
     drop_accumulation(t);
     return s;
   }
@@ -705,11 +912,26 @@ static strop_status window_end(strop_trainer *t, const char *fn) {
   return STROP_OK;
 }
 
-/* forward + loss (+ backward); stats of the batch for running metrics. */
+static strop_status micro_step(strop_trainer *t, const float *x, const strop__shape *shape,
+                               const float *mask, const float *y, int64_t n, double *loss_out,
+                               int64_t *correct_out);
+
+/* forward + loss (+ backward); stats of the batch for running metrics. In a group, the model's
+ * random draws skip the other ranks' rows (t->rows_before, t->rows_after). */
 strop_status strop__trainer_micro_step(strop_trainer *t, const float *x,
                                        const strop__shape *shape, const float *mask,
                                        const float *y, int64_t n, double *loss_out,
                                        int64_t *correct_out) {
+  t->m->rows_before = t->rows_before;
+  t->m->rows_after = t->rows_after;
+  strop_status s = micro_step(t, x, shape, mask, y, n, loss_out, correct_out);
+  t->m->rows_before = t->m->rows_after = 0;
+  return s;
+}
+
+static strop_status micro_step(strop_trainer *t, const float *x, const strop__shape *shape,
+                               const float *mask, const float *y, int64_t n, double *loss_out,
+                               int64_t *correct_out) {
   static const char fn[] = "strop_trainer_step";
   strop_model *m = t->m;
   int64_t per, classes, tps;
@@ -776,7 +998,7 @@ strop_status strop__trainer_micro_step(strop_trainer *t, const float *x,
     }
     float sc = h[DH_DEN] > 0 ? (float)(den / h[DH_DEN]) : 0.0f;
     for (size_t i = 0; i < (size_t)n * (size_t)per; i++) dpred[i] *= sc;
-    if ((s = window_backward(t, fn, dpred, (size_t)n * (size_t)per))) return s;
+    if ((s = window_backward(t, fn, dpred, (size_t)n * (size_t)per, 1))) return s;
     return window_end(t, fn);
   }
   if (!isfinite(loss)) {
@@ -788,7 +1010,7 @@ strop_status strop__trainer_micro_step(strop_trainer *t, const float *x,
                       "and the weights and buffers are unchanged",
                       fn, (long long)t->global_step, isnan(loss) ? "NaN" : "infinite");
   }
-  if ((s = window_backward(t, fn, dpred, (size_t)n * (size_t)per))) return s;
+  if ((s = window_backward(t, fn, dpred, (size_t)n * (size_t)per, 1))) return s;
   return window_end(t, fn);
 }
 
@@ -930,7 +1152,7 @@ strop_status strop_trainer_backward(strop_trainer *t, const strop_tensor *dout) 
     float inv = 1.0f / (float)t->dist->size;
     for (size_t i = 0; i < dout->numel; i++) d[i] *= inv;
   }
-  return window_backward(t, fn, d, dout->numel);
+  return window_backward(t, fn, d, dout->numel, 0);
 }
 
 strop_status strop_trainer_apply(strop_trainer *t) {
@@ -1129,30 +1351,29 @@ static strop_status eval_iter(strop_trainer *t, strop_batch_iter *it, strop_metr
   if ((s = strop__metrics_new(t->loss.kind == STROP_LOSS_CROSS_ENTROPY ? classes : 0, tps > 1,
                               &mt)))
     return s;
+  /* in a group, each rank loads and evaluates its share of every batch; the sums are added at
+   * the end */
+  (void)dist_split(t, it);
   for (;;) {
     strop_tensor *x = NULL, *y = NULL;
     int64_t rows = 0;
     if ((s = strop_batch_iter_next(it, &x, &y, &rows))) break;
     if (rows == 0) break;
+    const int64_t cnt = x->dims[0]; /* this rank's rows */
+    if (cnt == 0) continue;
     const strop_tensor *mask = strop_batch_iter_mask(it);
     batch_geom g;
     if ((s = check_batch(t, fn, x, mask, &g))) break;
     per = g.per;
     tps = g.tps;
-    if ((int64_t)y->numel != rows * tps) {
+    if ((int64_t)y->numel != cnt * tps) {
       s = strop__err(STROP_E_SHAPE,
                      "%s: the data gives %lld target values per sample, the model's "
                      "output and loss need %lld",
-                     fn, (long long)(y->numel / (size_t)rows), (long long)tps);
+                     fn, (long long)(y->numel / (size_t)cnt), (long long)tps);
       break;
     }
-    /* in a group, each rank evaluates its share of the batch; the sums are added at the end */
-    int64_t off = 0, cnt = rows;
-    if (dist_on(t)) strop__dist_share(t->dist, rows, &off, &cnt);
-    if (cnt == 0) continue;
-    const float *xs = x->data + (size_t)off * (x->numel / (size_t)rows);
-    const float *ms = mask ? mask->data + (size_t)off * (mask->numel / (size_t)rows) : NULL;
-    const float *ys = y->data + (size_t)off * (size_t)tps;
+    const float *xs = x->data, *ms = mask ? mask->data : NULL, *ys = y->data;
     const strop__act *o;
     if ((s = strop__model_forward_shaped(m, xs, cnt, &g.in, 0, ms, &o))) {
       strop__err_prefix("%s", fn);
@@ -1167,6 +1388,7 @@ static strop_status eval_iter(strop_trainer *t, strop_batch_iter *it, strop_metr
       break;
     }
   }
+  (void)dist_split(NULL, it);
   if (!s && dist_on(t)) s = dist_sum_metrics(t, fn, mt);
   if (s) {
     strop_metrics_free(mt);
@@ -1353,6 +1575,9 @@ strop_status strop_trainer_fit(strop_trainer *t, strop_batch_iter *train, strop_
     t->have_snapshot = 0;
   }
   t->train_it = train;
+  /* in a group the batch is the global one: each rank loads, runs and differentiates only its
+   * share, and the step reports the loss and hits of the whole batch */
+  (void)dist_split(t, train);
   double t0 = now_sec(), ep_t0 = t0;
   int64_t ep_samples_timed = 0;
   int64_t steps_per_epoch = strop_batch_iter_num_batches(train);
@@ -1375,27 +1600,34 @@ strop_status strop_trainer_fit(strop_trainer *t, strop_batch_iter *train, strop_
     if ((s = strop_batch_iter_next(train, &x, &y, &rows))) break;
     if (rows > 0) {
       const strop_tensor *mask = strop_batch_iter_mask(train);
+      const int64_t cnt = x->dims[0]; /* this rank's rows (may be none) */
       batch_geom g;
       if ((s = check_batch(t, fn, x, mask, &g))) break;
       tps = g.tps;
-      if ((int64_t)y->numel != rows * tps) {
+      if ((int64_t)y->numel != cnt * tps) {
         s = strop__err(STROP_E_SHAPE,
                        "%s: the data gives %lld target values per sample, the "
                        "model's output and loss need %lld",
-                       fn, (long long)(y->numel / (size_t)rows), (long long)tps);
+                       fn, (long long)(cnt ? y->numel / (size_t)cnt : 0), (long long)tps);
         break;
       }
       double l = 0.0;
       int64_t correct = 0;
       int64_t gs_before = t->global_step;
-      /* in a group the batch is the global one: this rank runs its share, and the step
-       * reports the loss and hits of the whole batch */
-      int64_t off = 0, cnt = rows;
-      if (dist_on(t)) strop__dist_share(t->dist, rows, &off, &cnt);
-      s = strop__trainer_micro_step(
-          t, x->data + (size_t)off * (x->numel / (size_t)rows), &g.in,
-          mask ? mask->data + (size_t)off * (mask->numel / (size_t)rows) : NULL,
-          y->data + (size_t)off * (size_t)tps, cnt, &l, &correct);
+      int64_t off = 0, share = rows, last_off = 0, last_cnt = 1;
+      if (dist_on(t)) {
+        strop__dist_share(t->dist, rows, &off, &share);
+        strop__dist_share_of(t->dist, t->dist->size - 1, rows, &last_off, &last_cnt);
+      }
+      t->rows_before = off;
+      t->rows_after = rows - off - share;
+      s = strop__trainer_micro_step(t, x->data, &g.in, mask ? mask->data : NULL, y->data, cnt, &l,
+                                    &correct);
+      t->rows_before = t->rows_after = 0;
+      /* a rank with no rows ran no forward, so its generator did not move: every rank takes
+       * rank 0's (the last rank's share is the smallest, so every rank knows when) */
+      if (!s && last_cnt == 0 && (s = strop__dist_bcast(t->dist, fn, &m->rng, sizeof m->rng, 0)))
+        break;
       if (s == STROP_E_NUMERIC) {
         strop__log(STROP_LOG_WARN, "%s", strop_last_error());
         s = STROP_OK;
@@ -1515,6 +1747,7 @@ strop_status strop_trainer_fit(strop_trainer *t, strop_batch_iter *train, strop_
     if (stop) break;
   }
   t->train_it = NULL;
+  (void)dist_split(NULL, train);
   if (s && s != STROP_E_CANCELLED) return s;
   if (o.restore_best && t->have_snapshot) snapshot_restore(t);
   if (!s && o.checkpoint_path) {

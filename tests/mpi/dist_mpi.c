@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* strop tests — the data-parallel trainer over real MPI ranks (run by mpirun, see
- * CMakeLists.txt): parity with one process, a resume in one process from a group's
+ * CMakeLists.txt): parity with one process (with dropout too), sums overlapped with the backward, a resume in one process from a group's
  * checkpoint, and a rank that dies. Rank 0 reports; the others print only errors.
- * Usage: dist_mpi parity | resume DIR | die */
+ * Usage: dist_mpi parity | overlap | dropout | resume DIR | die */
 #include <mpi.h>
 #include <stdio.h>
 #include <string.h>
@@ -57,6 +57,62 @@ static int parity(strop_dist *d, int rank) {
            (long long)one.global_step);
     if (!(rel <= TOL_SGD) || g.global_step != 20 || one.global_step != 20)
       rc = fail(rank, "parity", "the group's weights differ from one process's");
+    free(one.w);
+  }
+  free(g.w);
+  return rc;
+}
+
+/* MPI_Iallreduce started as the backward makes each bucket final (tied weights, buckets of 40
+ * floats: packed ones and tensors alone) gives the same weights, bit for bit, as the same
+ * buckets summed after the backward, and those of one process within the tolerance. */
+static int overlap(strop_dist *d, int rank) {
+  sc_run ov = scenario(20, 3), late = scenario(20, 3);
+  ov.tied = late.tied = 1;
+  ov.bucket_max = late.bucket_max = 40;
+  late.no_overlap = 1;
+  sc_fit(d, &ov);
+  sc_fit(d, &late);
+  if (ov.status) return fail(rank, "fit (overlapped)", ov.error);
+  if (late.status) return fail(rank, "fit (after the backward)", late.error);
+  if (!same_on_all_ranks(d, &ov)) return fail(rank, "overlap", "the ranks' weights differ");
+  int rc = 0;
+  if (memcmp(ov.w, late.w, ov.n * sizeof *ov.w) != 0)
+    rc = fail(rank, "overlap", "the overlapped sums differ from those after the backward");
+  if (rank == 0 && !rc) {
+    sc_run one = scenario(20, 3);
+    one.tied = 1;
+    sc_fit(NULL, &one);
+    double rel = sc_max_rel(ov.w, one.w, one.n);
+    printf("dist_mpi overlap: %d ranks, MPI_Iallreduce during the backward = after it, bit for "
+           "bit; vs one process max rel diff %.3g (tolerance %g)\n",
+           strop_dist_size(d), rel, TOL_SGD);
+    if (!(rel <= TOL_SGD)) rc = fail(rank, "overlap", "differs from one process");
+    free(one.w);
+  }
+  free(ov.w);
+  free(late.w);
+  return rc;
+}
+
+/* With dropout (p 0.3) each rank's rows get the masks one process draws for them: 2 ranks
+ * match one process within the same tolerance as without. */
+static int dropout(strop_dist *d, int rank) {
+  sc_run g = scenario(20, 3);
+  g.dropout = 0.3f;
+  sc_fit(d, &g);
+  if (g.status) return fail(rank, "fit", g.error);
+  if (!same_on_all_ranks(d, &g)) return fail(rank, "dropout", "the ranks' weights differ");
+  int rc = 0;
+  if (rank == 0) {
+    sc_run one = scenario(20, 3);
+    one.dropout = 0.3f;
+    sc_fit(NULL, &one);
+    double rel = sc_max_rel(g.w, one.w, one.n);
+    printf("dist_mpi dropout: %d ranks, dropout 0.3, 20 SGD steps: max rel diff %.3g "
+           "(tolerance %g)\n",
+           strop_dist_size(d), rel, TOL_SGD);
+    if (!(rel <= TOL_SGD)) rc = fail(rank, "dropout", "differs from one process");
     free(one.w);
   }
   free(g.w);
@@ -124,12 +180,16 @@ int main(int argc, char **argv) {
     rc = fail(rank, "strop_dist_init_mpi", strop_last_error());
   } else if (argc >= 2 && strcmp(argv[1], "parity") == 0) {
     rc = parity(d, rank);
+  } else if (argc >= 2 && strcmp(argv[1], "overlap") == 0) {
+    rc = overlap(d, rank);
+  } else if (argc >= 2 && strcmp(argv[1], "dropout") == 0) {
+    rc = dropout(d, rank);
   } else if (argc >= 3 && strcmp(argv[1], "resume") == 0) {
     rc = resume(d, rank, argv[2]);
   } else if (argc >= 2 && strcmp(argv[1], "die") == 0) {
     rc = die(d, rank);
   } else {
-    rc = fail(rank, "usage", "dist_mpi parity | resume DIR | die");
+    rc = fail(rank, "usage", "dist_mpi parity | overlap | dropout | resume DIR | die");
   }
   if (rc) MPI_Abort(MPI_COMM_WORLD, rc);
   strop_dist_free(d);

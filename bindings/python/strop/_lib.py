@@ -163,14 +163,19 @@ DIST_SUM_DOUBLE_FN = CFUNCTYPE(c_int, c_void_p, POINTER(c_double), c_int64)
 DIST_BCAST_FN = CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t, c_int)
 DIST_ABORT_FN = CFUNCTYPE(None, c_void_p, c_int)
 DIST_DESTROY_FN = CFUNCTYPE(None, c_void_p)
+DIST_ISUM_FLOAT_FN = CFUNCTYPE(c_int, c_void_p, POINTER(c_float), c_int64, POINTER(c_void_p))
+DIST_TEST_FN = CFUNCTYPE(c_int, c_void_p, c_void_p, POINTER(c_int))
+DIST_WAIT_FN = CFUNCTYPE(c_int, c_void_p, c_void_p)
 
 
 class strop_dist_ops(Structure):
+    # the whole C layout (strop_dist_ops_init writes sizeof of it), appended members included
     _fields_ = [("size", c_size_t), ("rank", DIST_INT_FN), ("world_size", DIST_INT_FN),
                 ("allreduce_sum_float", DIST_SUM_FLOAT_FN),
                 ("allreduce_sum_double", DIST_SUM_DOUBLE_FN), ("broadcast", DIST_BCAST_FN),
                 ("barrier", DIST_INT_FN), ("abort_all", DIST_ABORT_FN),
-                ("destroy", DIST_DESTROY_FN)]
+                ("destroy", DIST_DESTROY_FN), ("iallreduce_sum_float", DIST_ISUM_FLOAT_FN),
+                ("test", DIST_TEST_FN), ("wait", DIST_WAIT_FN)]
 
 
 # ---- every exported function: (name, restype, argtypes), in lib/strop.map order ------------

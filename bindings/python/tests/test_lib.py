@@ -55,6 +55,14 @@ def test_declared_arity_matches_headers():
         assert n == len(argtypes), name
 
 
+def test_dist_ops_mirrors_the_c_struct():
+    # strop_dist_ops_init writes sizeof(strop_dist_ops) bytes: the ctypes mirror must hold all
+    # of them, the members appended since (the asynchronous sum) included
+    ops = _lib.strop_dist_ops()
+    _lib.lib.strop_dist_ops_init(ctypes.byref(ops))
+    assert ops.size == ctypes.sizeof(_lib.strop_dist_ops)
+
+
 def test_version():
     assert strop.version() == "%d.%d.%d" % tuple(
         (strop.version_number() // 10000, strop.version_number() // 100 % 100,
