@@ -1276,7 +1276,11 @@ static void snapshot_restore(strop_trainer *t) {
   for (int i = 0; i < m->n_params; i++) {
     strop__param *p = m->params[i];
     if (p->data) {
-      memcpy(p->data, t->snapshot + o, p->numel * sizeof(float));
+      /* a weight borrowed from a mapped file is written only when it differs (it cannot have
+       * changed while borrowed), and then it is copied out of the mapping first */
+      const size_t bytes = p->numel * sizeof(float);
+      if (!p->map || (memcmp(p->data, t->snapshot + o, bytes) && !strop__param_own(p)))
+        memcpy(p->data, t->snapshot + o, bytes);
       o += p->numel;
     }
     if (p->idata) p->idata[0] = t->isnapshot[io++];
