@@ -134,6 +134,11 @@ strop_status strop_trainer_set_dist(strop_trainer *t, strop_dist *d) {
   for (int i = 0; d && d->size > 1 && i < m->n_params; i++) {
     strop__param *p = m->params[i];
     strop_status s = STROP_OK;
+    /* a weight borrowed from a mapped file is read-only: a receiving rank copies it first (the
+     * root only sends from it) */
+    if (d->rank != 0 && strop__param_own(p))
+      return strop__err(STROP_E_NOMEM, "%s: out of memory copying '%s' out of its mapped file",
+                        fn, p->name);
     if (p->data) s = strop__dist_bcast(d, fn, p->data, p->numel * sizeof *p->data, 0);
     if (!s && p->idata) s = strop__dist_bcast(d, fn, p->idata, p->numel * sizeof *p->idata, 0);
     if (s) return s;
