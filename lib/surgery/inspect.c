@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 #ifdef __GLIBC__
-#include <malloc.h>
+#  include <malloc.h>
 #endif
 
 #include "ops/ops.h"
