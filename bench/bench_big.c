@@ -15,7 +15,8 @@
  * Prints one RESULT line: samples/s or tokens/s (best of `repeats` windows of `steps` steps
  * after a warm-up), the step's multiply-add work (gemm_flops: the matrix products and
  * convolutions of forward and backward, counted from the shapes) for the floor against the
- * peak of bench_peak, the peak RSS (VmHWM) and the RSS before the first step, and
+ * peak of bench_peak, the RSS at the start, the peak RSS of the setup (load, surgery, planning:
+ * peak_setup_kb) and of the steps (peak_rss_kb, VmHWM reset before the first), and
  * strop_model_step_memory's prediction of the step's peak. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,6 +74,7 @@ int main(int argc, char **argv) {
       strop_model_load_pretrained(resnet ? path : dir, resnet ? "resnet50" : NULL, &o, &m, NULL),
       "load");
   const double load_s = bench_now() - t_load;
+  const long hwm_load = status_kb("VmHWM:");
   if (frozen) bench_must(strop_model_unfreeze(m, "fc"), "unfreeze fc");
   if (lora) {
     strop_surgery *s = NULL;
@@ -129,7 +131,8 @@ int main(int argc, char **argv) {
     yr = bert ? 1 : 2, yd[0] = batch, yd[1] = tokens;
   }
   size_t planned = 0;
-  bench_must(strop_model_step_memory(m, batch, xd + 1, xr - 1, 2, NULL, &planned), "plan");
+  if (!getenv("NOPLAN")) /* NOPLAN=1: the step's own peak, without the planning's */
+    bench_must(strop_model_step_memory(m, batch, xd + 1, xr - 1, 2, NULL, &planned), "plan");
 
   strop_optimizer *opt = NULL;
   strop_trainer *tr = NULL;
@@ -148,7 +151,10 @@ int main(int argc, char **argv) {
     yv[i] = resnet || bert     ? (float)(rand() % (int)classes)
             : (i + 1) % tokens ? xv[i + 1]
                                : -100.0f; /* next token; the last ignored */
-  const long rss_before = status_kb("VmRSS:");
+  /* the steps' own peak from here: the load, a surgery plan (it runs on a clone that copies
+   * the owned weights) and the planning each peak on their own before */
+  const long rss_before = status_kb("VmRSS:"), hwm_before = status_kb("VmHWM:");
+  bench_reset_peak_rss();
   float loss = 0;
   bench_must(strop_trainer_step(tr, x, y, &loss), "warm-up");
   double best = 1e30;
@@ -160,13 +166,14 @@ int main(int argc, char **argv) {
   }
   printf("RESULT impl=strop row=%s threads=%d batch=%lld tokens=%lld frozen_dtype=%s "
          "step_ms=%.1f %s=%.2f gemm_flops=%.4g loss=%.4f params=%lld trainable=%lld "
-         "load_s=%.2f rss_start_kb=%ld rss_before_step_kb=%ld peak_rss_kb=%ld "
-         "planned_peak_kb=%zu\n",
+         "load_s=%.2f rss_start_kb=%ld peak_after_load_kb=%ld rss_before_step_kb=%ld "
+         "peak_setup_kb=%ld peak_rss_kb=%ld planned_peak_kb=%zu\n",
          row, threads, (long long)batch, (long long)tokens, fdt ? fdt : "f32", best * 1e3,
          resnet ? "samples_per_s" : "tokens_per_s",
          (double)(resnet ? batch : batch * tokens) / best, step_flops, (double)loss,
          (long long)strop_model_param_count(m, 0), (long long)strop_model_param_count(m, 1),
-         load_s, rss_start, rss_before, status_kb("VmHWM:"), planned / 1024);
+         load_s, rss_start, hwm_load, rss_before, hwm_before, status_kb("VmHWM:"),
+         planned / 1024);
   strop_tensor_free(x);
   strop_tensor_free(y);
   strop_trainer_free(tr);

@@ -5,8 +5,9 @@
 # (full, LoRA r8 on c_attn), a TinyLlama-shaped 1.1B model 1x256 (LoRA r8 on q/v, base in BF16
 # and in int8). PyTorch in FP32 and under torch.autocast("cpu", dtype=torch.bfloat16). Per row:
 # samples or tokens/s, the step's GEMM floor (its multiply-adds over bench_peak's measured FP32
-# peak; the BF16 rows also over the BF16 peak) and the step's share of it, the peak RSS, and
-# strop_model_step_memory's prediction. Nothing here is a test: no thresholds.
+# peak; the BF16 rows also over the BF16 peak) and the step's share of it, the process's peak RSS
+# (load, surgery and steps, as PyTorch's), and strop_model_step_memory's prediction of the
+# steps' peak (bench_big prints the steps' own peak apart). Nothing here is a test: no thresholds.
 #
 #   bench/run_big_vs_torch.sh [build-dir] [steps] [repeats]      (defaults: build 2 2)
 #   SMOKE=1 bench/run_big_vs_torch.sh build                     1 layer, 1 step, small shapes
@@ -70,8 +71,10 @@ for t in $THREADS; do
       floor=$(awk "BEGIN{printf \"%.1f\", $fl / ($pk * 1e9) * 1e3}")
       share=$(awk "BEGIN{printf \"%.0f%%\", $floor / $ms * 100}")
       rate=$(field tokens_per_s "$s"); [ -n "$rate" ] || rate=$(field samples_per_s "$s")
+      # the process's peak (setup or steps), as PyTorch's ru_maxrss; planned is the steps' peak
+      pk_kb=$(awk "BEGIN{a=$(field peak_rss_kb "$s"); b=$(field peak_setup_kb "$s"); print a>b?a:b}")
       printf '%-16s %-18s %3s %10s %9s %7s %7sMB %7sMB\n' "$r" "strop base=$d" "$t" "$rate" \
-        "$floor" "$share" "$(mb "$(field peak_rss_kb "$s")")" "$(mb "$(field planned_peak_kb "$s")")"
+        "$floor" "$share" "$(mb "$pk_kb")" "$(mb "$(field planned_peak_kb "$s")")"
     done
     for a in 0 1; do
       p=$(OPENBLAS_NUM_THREADS=1 $PRE "$PY" "$HERE/torch_big.py" train "$r" "$OUT/$f" "$t" "$STEPS" \
