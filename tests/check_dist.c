@@ -659,6 +659,53 @@ START_TEST(lm_eval_metrics_are_reduced) {
 END_TEST
 
 /* A collective that fails ends the fit on every rank with the callback's status. */
+
+/* A frozen weight borrowed from a mapped file (STROP_LOAD_MMAP) on a rank other than 0 takes
+ * rank 0's values at set_dist: copied out of the mapping first (the broadcast wrote into the
+ * read-only mapping: a SIGSEGV); rank 0's stays borrowed. */
+static char g_mapped[2][256]; /* each rank its own file: other values */
+
+static void mapped_body(strop_dist *d, rank_job *j) {
+  strop_model *m = sc_model(40, 1);
+  strop_test_must(strop_model_load_weights(m, g_mapped[j->rc.rank],
+                                           STROP_LOAD_MMAP | STROP_LOAD_PARTIAL, NULL),
+                  "mapped load");
+  j->out[0] = m->params[0]->map != NULL;
+  strop_optimizer *opt = NULL;
+  strop_trainer *t = NULL;
+  strop_test_must(strop_optimizer_create(m, STROP_OPTIM_SGD, &opt), "optimizer");
+  strop_test_must(strop_trainer_create(m, opt, &t), "trainer");
+  strop_test_must(strop_trainer_set_dist(t, d), "set_dist");
+  j->out[1] = m->params[0]->map != NULL;
+  j->out[2] = (int64_t)(m->params[0]->data[3] * 1e6f);
+  strop_trainer_free(t);
+  strop_optimizer_free(opt);
+  strop_model_free(m);
+}
+
+START_TEST(borrowed_weights_take_rank_0s_values) {
+  for (int r = 0; r < 2; r++) {
+    snprintf(g_mapped[r], sizeof g_mapped[r], "/tmp/strop_dist_mapped_%ld_%d.safetensors",
+             (long)getpid(), r);
+    strop_model *src = sc_model(7 + (uint64_t)r, 0);
+    strop_test_must(strop_model_save_weights(src, g_mapped[r]), "save");
+    strop_model_free(src);
+  }
+  rank_job jobs[2];
+  memset(jobs, 0, sizeof jobs);
+  jobs[0].body = jobs[1].body = mapped_body;
+  world w;
+  run_ranks(&w, 2, jobs);
+  unlink(g_mapped[0]);
+  unlink(g_mapped[1]);
+  ck_assert_int_eq(jobs[0].out[0], 1);
+  ck_assert_int_eq(jobs[1].out[0], 1);
+  ck_assert_int_eq(jobs[0].out[1], 1);              /* the root sends: still borrowed */
+  ck_assert_int_eq(jobs[1].out[1], 0);              /* copied, then overwritten */
+  ck_assert_int_eq(jobs[0].out[2], jobs[1].out[2]); /* rank 0's value, not file 1's */
+}
+END_TEST
+
 START_TEST(failed_collective_is_an_error_on_all_ranks) {
   rank_job jobs[2];
   memset(jobs, 0, sizeof jobs);
@@ -1049,6 +1096,7 @@ int main(void) {
   tcase_add_test(tc, overlapped_sums_equal_the_blocking_path);
   tcase_add_test(tc, each_rank_loads_only_its_rows);
   tcase_add_test(tc, dropout_masks_are_those_of_one_process);
+  tcase_add_test(tc, borrowed_weights_take_rank_0s_values);
   suite_add_tcase(s, tc);
   tc = tcase_create("failures"); /* a rank waiting for a failed one forever is a timeout */
   tcase_set_timeout(tc, 30);

@@ -4,6 +4,7 @@
  * checkpoints, and YAML specs (round trip, errors with positions, hostile input). */
 #include <check.h>
 #include <dirent.h>
+#include <malloc.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,8 @@
 #include "io/io_internal.h"
 #include "io/json.h"
 #include "io/safetensors.h"
+#include "layers/param.h"
+#include "ops/lowp.h"
 #include "strop/io.h"
 #include "strop/recipe.h"
 #include "strop/strop.h"
@@ -1638,6 +1641,377 @@ START_TEST(debug_log_tells_loads_and_saves) {
 }
 END_TEST
 
+/* ---- frozen weights borrowed from the mapped file (STROP_LOAD_MMAP) ---- */
+
+static const int64_t MM_IN[1] = {32};
+
+/* fc1 [256, 32], fc2 [32, 256], head [4, 32]: fc* frozen when frozen is 1 */
+static strop_model *mm_model(uint64_t seed, int frozen) {
+  const strop_test_node nodes[] = {
+      {"fc1", "linear", "out_features=256", NULL},
+      {"act", "gelu", NULL, NULL},
+      {"fc2", "linear", "out_features=32", NULL},
+      {"head", "linear", "out_features=4", NULL},
+  };
+  strop_model *m = strop_test_build(1, MM_IN, nodes, 4, seed);
+  if (frozen) strop_test_must(strop_model_freeze(m, "fc*"), "freeze");
+  return m;
+}
+
+/* n values of the tensor name (owned by the model: viewing a borrowed one copies it) */
+static void mm_get(strop_model *m, const char *name, float *out, size_t n) {
+  strop_tensor *v = NULL;
+  strop_test_must(strop_model_tensor_view(m, name, &v), "view");
+  ck_assert_int_eq(strop_tensor_numel(v), (int64_t)n);
+  memcpy(out, strop_tensor_data(v), n * sizeof *out);
+  strop_tensor_free(v);
+}
+
+static const size_t MM_FC_BYTES = (256 * 32 + 256 + 32 * 256 + 32) * sizeof(float);
+
+static strop_tensor *mm_forward(strop_model *m) {
+  float x[3 * 32];
+  for (int i = 0; i < 3 * 32; i++) x[i] = (float)sin(0.37 * i);
+  const int64_t d[2] = {3, 32};
+  strop_tensor *in = NULL, *out = NULL;
+  strop_test_must(strop_tensor_from_data(x, 3 * 32, 2, d, &in), "input");
+  strop_test_must(strop_model_forward(m, in, &out), "forward");
+  strop_tensor_free(in);
+  return out;
+}
+
+static void mm_same(strop_model *a, strop_model *b) {
+  strop_tensor *x = mm_forward(a), *y = mm_forward(b);
+  ck_assert_mem_eq(strop_tensor_data(x), strop_tensor_data(y), 3 * 4 * sizeof(float));
+  strop_tensor_free(x);
+  strop_tensor_free(y);
+}
+
+/* A model frozen on fc* whose frozen weights come from the mapped file at path. */
+static strop_model *mm_loaded(const char *path, int64_t *borrowed) {
+  strop_model *m = mm_model(99, 1);
+  const int64_t b0 = strop__mapping_borrowed_bytes(), c0 = strop__mapping_copied_bytes();
+  strop_test_must(strop_model_load_weights(m, path, STROP_LOAD_MMAP, NULL), "mmap load");
+  ck_assert_int_eq(strop__mapping_copied_bytes(), c0);
+  if (borrowed) *borrowed = strop__mapping_borrowed_bytes() - b0;
+  return m;
+}
+
+START_TEST(mmap_borrows_frozen_weights) {
+  char path[300];
+  snprintf(path, sizeof path, "%s/w.safetensors", g_dir);
+  strop_model *src = mm_model(1, 0);
+  strop_test_must(strop_model_save_weights(src, path), "save");
+  int64_t borrowed = 0;
+  strop_model *m = mm_loaded(path, &borrowed);
+  /* the frozen fc1, fc2 (weights and biases) point into the file; the trainable head does not */
+  ck_assert_int_eq(borrowed, (int64_t)MM_FC_BYTES);
+  strop__param *w = strop__model_param_find(m, "fc1.weight");
+  ck_assert_ptr_nonnull(w->map);
+  ck_assert_ptr_null(strop__model_param_find(m, "head.weight")->map);
+  /* bit-identical to the copying path, also after the file is unlinked (the mapping stays) */
+  strop_model *c = mm_model(99, 1);
+  strop_test_must(strop_model_load_weights(c, path, STROP_LOAD_STRICT, NULL), "copy load");
+  mm_same(m, c);
+  unlink(path);
+  mm_same(m, c);
+  /* a clone borrows the same mapping (one more reference), and outlives the original */
+  strop_model *k = NULL;
+  strop_test_must(strop_model_clone(m, &k), "clone");
+  ck_assert_ptr_eq(strop__model_param_find(k, "fc1.weight")->map, w->map);
+  strop_model_free(m);
+  mm_same(k, c);
+  strop_model_free(k);
+  strop_model_free(c);
+  strop_model_free(src);
+}
+END_TEST
+
+static int asan_build(void) {
+#if defined(__SANITIZE_ADDRESS__)
+  return 1;
+#else
+  return 0;
+#endif
+}
+
+/* RssAnon of this process in kB (Linux), or -1. */
+static long rss_anon_kb(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  if (!f) return -1;
+  char line[256];
+  long kb = -1;
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "RssAnon: %ld kB", &kb) == 1) break;
+  fclose(f);
+  return kb;
+}
+
+START_TEST(mmap_frozen_base_not_resident) {
+  /* AddressSanitizer keeps freed memory in quarantine: RSS says nothing there (the byte
+   * counters of the other mmap tests still do) */
+  if (getenv("STROP_SANITIZED") || asan_build()) return;
+  /* a fixed threshold: glibc's adaptive one would keep a freed 16 MB block in the heap */
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);
+  /* 16 MB of frozen weights: a mapped load gives their owned memory back and takes none */
+  char path[300];
+  snprintf(path, sizeof path, "%s/big.safetensors", g_dir);
+  const strop_test_node nodes[] = {{"fc", "linear", "out_features=2048", NULL},
+                                   {"head", "linear", "out_features=4", NULL}};
+  const int64_t in[1] = {2048};
+  strop_model *src = strop_test_build(1, in, nodes, 2, 3);
+  strop_test_must(strop_model_save_weights(src, path), "save");
+  strop_model_free(src);
+  const long kb = 2048L * 2048 * 4 / 1024;
+  for (int mmap_on = 0; mmap_on < 2; mmap_on++) {
+    strop_model *m = strop_test_build(1, in, nodes, 2, 4);
+    strop_test_must(strop_model_freeze(m, "fc"), "freeze");
+    const long before = rss_anon_kb();
+    if (before < 0) {
+      strop_model_free(m);
+      return; /* no /proc: the counters of the other tests still hold */
+    }
+    strop_test_must(strop_model_load_weights(m, path, mmap_on ? STROP_LOAD_MMAP : 0, NULL),
+                    "load");
+    strop_tensor *t = NULL;
+    float x[2048] = {0};
+    const int64_t d[2] = {1, 2048};
+    strop_tensor *o = NULL;
+    strop_test_must(strop_tensor_from_data(x, 2048, 2, d, &t), "x");
+    strop_test_must(strop_model_forward(m, t, &o), "forward"); /* every page read */
+    const long after = rss_anon_kb();
+    if (mmap_on) ck_assert_int_lt(after - before, -kb * 3 / 4); /* the owned copy went */
+    else ck_assert_int_gt(after - before, -kb / 4);             /* it did not */
+    strop_tensor_free(t);
+    strop_tensor_free(o);
+    strop_model_free(m);
+  }
+}
+END_TEST
+
+/* Every path that writes a borrowed weight copies it out of the read-only mapping first (a
+ * write into it would be a SIGSEGV), and the file is never changed. */
+START_TEST(mmap_writes_copy_first) {
+  char path[300];
+  snprintf(path, sizeof path, "%s/w.safetensors", g_dir);
+  strop_model *src = mm_model(1, 0);
+  strop_test_must(strop_model_save_weights(src, path), "save");
+  size_t len0 = 0;
+  char *file0 = strop_test_read_file(path, &len0);
+  float w0[32];
+  mm_get(src, "fc2.bias", w0, 32);
+
+  /* unfreeze + optimizer steps */
+  strop_model *m = mm_loaded(path, NULL);
+  int64_t c0 = strop__mapping_copied_bytes();
+  strop_test_must(strop_model_unfreeze(m, "fc2"), "unfreeze");
+  ck_assert_ptr_null(strop__model_param_find(m, "fc2.weight")->map);
+  ck_assert_ptr_nonnull(strop__model_param_find(m, "fc1.weight")->map);
+  ck_assert_int_eq(strop__mapping_copied_bytes() - c0, (int64_t)(32 * 256 + 32) * 4);
+  strop_optimizer *opt = NULL;
+  strop_trainer *tr = NULL;
+  strop_test_must(strop_optimizer_create(m, STROP_OPTIM_ADAM, &opt), "opt");
+  strop_test_must(strop_trainer_create(m, opt, &tr), "trainer");
+  float x[3 * 32], y[3] = {0, 1, 2};
+  for (int i = 0; i < 96; i++) x[i] = (float)cos(0.1 * i);
+  const int64_t dx[2] = {3, 32}, dy[1] = {3};
+  strop_tensor *tx = NULL, *ty = NULL;
+  strop_test_must(strop_tensor_from_data(x, 96, 2, dx, &tx), "x");
+  strop_test_must(strop_tensor_from_data(y, 3, 1, dy, &ty), "y");
+  for (int i = 0; i < 2; i++) strop_test_must(strop_trainer_step(tr, tx, ty, NULL), "step");
+  float w1[32];
+  mm_get(m, "fc2.bias", w1, 32);
+  ck_assert_int_ne(memcmp(w0, w1, sizeof w0), 0);
+  strop_trainer_free(tr);
+  strop_optimizer_free(opt);
+
+  /* set_tensor, tensor_view (writable), frozen dtype BF16 and back */
+  ck_assert_int_eq(strop_model_set_tensor(m, "fc1.bias", w0, 32), STROP_E_SHAPE);
+  ck_assert_ptr_nonnull(strop__model_param_find(m, "fc1.bias")->map); /* refused: unchanged */
+  float b[256];
+  for (int i = 0; i < 256; i++) b[i] = (float)i;
+  strop_test_must(strop_model_set_tensor(m, "fc1.bias", b, 256), "set_tensor");
+  ck_assert_ptr_null(strop__model_param_find(m, "fc1.bias")->map);
+  strop_tensor *v = NULL;
+  strop_test_must(strop_model_tensor_view(m, "fc1.weight", &v), "view");
+  strop_tensor_data(v)[0] = 42.0f;
+  strop_tensor_free(v);
+  ck_assert_ptr_null(strop__model_param_find(m, "fc1.weight")->map);
+  strop_model_free(m);
+
+  m = mm_loaded(path, NULL);
+  strop_test_must(strop_model_set_frozen_dtype(m, STROP_DTYPE_BF16), "bf16");
+  ck_assert_ptr_null(strop__model_param_find(m, "fc1.weight")->map);
+  ck_assert_ptr_nonnull(strop__model_param_find(m, "fc1.bias")->map); /* biases stay F32 */
+  strop_test_must(strop_model_set_frozen_dtype(m, STROP_DTYPE_F32), "f32");
+  strop_model_free(m);
+
+  /* LoRA added on the borrowed bases (nothing copied), trained, merged and unmerged */
+  m = mm_loaded(path, NULL);
+  c0 = strop__mapping_copied_bytes();
+  strop_surgery *s = NULL;
+  strop_test_must(strop_surgery_create(m, &s), "surgery");
+  strop_test_must(strop_surgery_lora(s, "fc*", 4, 8.0f, 0.0f), "lora");
+  strop_test_must(strop_surgery_apply(s), "apply");
+  strop_surgery_free(s);
+  ck_assert_ptr_nonnull(strop__model_param_find(m, "fc1.weight")->map);
+  ck_assert_int_eq(strop__mapping_copied_bytes(), c0);
+  /* export folds the adapters into a clone: copied there, the model keeps borrowing */
+  char spec[300], wts[300];
+  snprintf(spec, sizeof spec, "%s/e.yaml", g_dir);
+  snprintf(wts, sizeof wts, "%s/e.safetensors", g_dir);
+  strop_test_must(strop_model_export(m, spec, wts, 0), "export");
+  ck_assert_ptr_nonnull(strop__model_param_find(m, "fc1.weight")->map);
+  strop_test_must(strop_optimizer_create(m, STROP_OPTIM_ADAM, &opt), "opt");
+  strop_test_must(strop_trainer_create(m, opt, &tr), "trainer");
+  strop_test_must(strop_trainer_step(tr, tx, ty, NULL), "step");
+  strop_trainer_free(tr);
+  strop_optimizer_free(opt);
+  strop_test_must(strop_model_lora_merge(m), "merge");
+  ck_assert_ptr_null(strop__model_param_find(m, "fc1.weight")->map);
+  strop_test_must(strop_model_lora_unmerge(m), "unmerge");
+  strop_model_free(m);
+
+  /* saved over the file it is mapped from (a rename: the mapping keeps the old inode), then a
+   * copying load over the borrowed weights */
+  m = mm_loaded(path, NULL);
+  strop_model *c = mm_model(99, 1);
+  strop_test_must(strop_model_load_weights(c, path, 0, NULL), "copy load");
+  strop_test_must(strop_model_save_weights(m, path), "save over");
+  mm_same(m, c);
+  strop_test_must(strop_model_load_weights(m, path, 0, NULL), "load over borrowed");
+  ck_assert_ptr_null(strop__model_param_find(m, "fc1.weight")->map);
+  mm_same(m, c);
+  strop_test_must(strop_model_load_weights(m, path, STROP_LOAD_MMAP, NULL), "borrow again");
+  ck_assert_ptr_nonnull(strop__model_param_find(m, "fc1.weight")->map);
+  mm_same(m, c);
+  strop_model_free(c);
+  strop_model_free(m);
+
+  /* the file's bytes never changed */
+  strop_test_must(strop_model_save_weights(src, path), "save back");
+  size_t len1 = 0;
+  char *file1 = strop_test_read_file(path, &len1);
+  ck_assert_uint_eq(len0, len1);
+  ck_assert_mem_eq(file0, file1, len0);
+  free(file0);
+  free(file1);
+  strop_tensor_free(tx);
+  strop_tensor_free(ty);
+  strop_model_free(src);
+}
+END_TEST
+
+/* strop_trainer_fit's restore_best puts back every parameter's values: a weight borrowed from
+ * the mapped file is not written (it cannot have changed), where it used to be (a SIGSEGV). */
+START_TEST(mmap_fit_restore_best) {
+  char path[300];
+  snprintf(path, sizeof path, "%s/w.safetensors", g_dir);
+  strop_model *src = mm_model(1, 0);
+  strop_test_must(strop_model_save_weights(src, path), "save");
+  strop_model *m = mm_loaded(path, NULL);
+  enum { N = 48 };
+  float x[N * 32], y[N];
+  for (int i = 0; i < N * 32; i++) x[i] = (float)sin(0.3 * i);
+  for (int i = 0; i < N; i++) y[i] = (float)(i % 4);
+  const int64_t in[1] = {32}, tg[1] = {1};
+  strop_dataset *ds = NULL;
+  strop_test_must(strop_dataset_from_memory(x, y, N, 1, in, 0, tg, 4, &ds), "dataset");
+  strop_batch_iter *it = NULL, *vit = NULL;
+  strop_test_must(strop_batch_iter_create(ds, 16, 1, STROP_ITER_SHUFFLE, &it), "iter");
+  strop_test_must(strop_batch_iter_create(ds, 16, 0, 0, &vit), "val iter");
+  strop_optimizer *opt = NULL;
+  strop_trainer *tr = NULL;
+  strop_test_must(strop_optimizer_create(m, STROP_OPTIM_ADAM, &opt), "opt");
+  strop_test_must(strop_trainer_create(m, opt, &tr), "trainer");
+  strop_fit_options o;
+  strop_fit_options_init(&o);
+  o.epochs = 3;
+  o.restore_best = 1;
+  o.min_delta = 1e9f; /* epoch 0 stays the best: its weights come back */
+  strop_test_must(strop_trainer_fit(tr, it, vit, &o), "fit");
+  ck_assert_ptr_nonnull(strop__model_param_find(m, "fc1.weight")->map);
+  strop_model *c = mm_model(99, 1);
+  strop_test_must(strop_model_load_weights(c, path, 0, NULL), "copy load");
+  float a[256 * 32], b[256 * 32];
+  mm_get(c, "fc1.weight", b, 256 * 32);
+  const float *w = strop__model_param_find(m, "fc1.weight")->data;
+  memcpy(a, w, sizeof a);
+  ck_assert_mem_eq(a, b, sizeof a);
+  strop_trainer_free(tr);
+  strop_optimizer_free(opt);
+  strop_batch_iter_free(it);
+  strop_batch_iter_free(vit);
+  strop_dataset_free(ds);
+  strop_model_free(c);
+  strop_model_free(m);
+  strop_model_free(src);
+}
+END_TEST
+
+START_TEST(mmap_truncated_file_refused) {
+  char path[300];
+  snprintf(path, sizeof path, "%s/w.safetensors", g_dir);
+  strop_model *src = mm_model(1, 0);
+  strop_test_must(strop_model_save_weights(src, path), "save");
+  struct stat sb;
+  ck_assert_int_eq(stat(path, &sb), 0);
+  ck_assert_int_eq(truncate(path, sb.st_size - 100), 0);
+  strop_model *m = mm_model(99, 1);
+  ck_assert_int_eq(strop_model_load_weights(m, path, STROP_LOAD_MMAP, NULL), STROP_E_FORMAT);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "truncated"));
+  ck_assert_ptr_null(strop__model_param_find(m, "fc1.weight")->map);
+  ck_assert_int_eq(strop_model_load_weights(m, path, 8, NULL), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "unknown flags"));
+  strop_model_free(m);
+  strop_model_free(src);
+}
+END_TEST
+
+/* A BF16 file's frozen [out, in] weights borrowed as BF16 by a model whose frozen dtype is BF16;
+ * the same results as reading them into BF16 storage. */
+START_TEST(mmap_bf16_borrowed) {
+  char path[300];
+  snprintf(path, sizeof path, "%s/bf16.safetensors", g_dir);
+  /* a hand-written BF16 file with fc1.weight [256, 32] and fc2.weight [32, 256] */
+  const char *hdr_fmt = "{\"fc1.weight\":{\"dtype\":\"BF16\",\"shape\":[256,32],\"data_offsets\":"
+                        "[0,16384]},\"fc2.weight\":{\"dtype\":\"BF16\",\"shape\":[32,256],"
+                        "\"data_offsets\":[16384,32768]}}";
+  char hdr[400];
+  snprintf(hdr, sizeof hdr, "%s", hdr_fmt);
+  size_t hl = strlen(hdr);
+  while (hl % 8) hdr[hl++] = ' ';
+  hdr[hl] = '\0';
+  FILE *f = fopen(path, "wb");
+  ck_assert_ptr_nonnull(f);
+  uint64_t n = hl;
+  fwrite(&n, 8, 1, f);
+  fwrite(hdr, 1, hl, f);
+  for (int i = 0; i < 16384; i++) {
+    const uint16_t h = strop__bf16_from_f32((float)sin(0.01 * i) * 0.1f);
+    fwrite(&h, 2, 1, f);
+  }
+  fclose(f);
+  strop_model *m = mm_model(5, 1), *c = mm_model(5, 1);
+  strop_test_must(strop_model_set_frozen_dtype(m, STROP_DTYPE_BF16), "bf16");
+  strop_test_must(strop_model_set_frozen_dtype(c, STROP_DTYPE_BF16), "bf16");
+  const int64_t b0 = strop__mapping_borrowed_bytes();
+  strop_test_must(strop_model_load_weights(m, path, STROP_LOAD_PARTIAL | STROP_LOAD_MMAP, NULL),
+                  "mmap");
+  ck_assert_int_eq(strop__mapping_borrowed_bytes() - b0, 32768);
+  strop_test_must(strop_model_load_weights(c, path, STROP_LOAD_PARTIAL, NULL), "copy");
+  ck_assert_ptr_nonnull(strop__model_param_find(m, "fc2.weight")->map);
+  mm_same(m, c);
+  /* unfreezing widens it into owned FP32 */
+  strop_test_must(strop_model_unfreeze(m, "fc2"), "unfreeze");
+  strop_test_must(strop_model_unfreeze(c, "fc2"), "unfreeze");
+  ck_assert_ptr_null(strop__model_param_find(m, "fc2.weight")->map);
+  mm_same(m, c);
+  strop_model_free(m);
+  strop_model_free(c);
+}
+END_TEST
+
 static Suite *io_suite(void) {
   Suite *s = suite_create("io");
   TCase *tc = tcase_create("safetensors");
@@ -1672,6 +2046,16 @@ static Suite *io_suite(void) {
   tcase_add_test(tc, weights_mem_errors);
   tcase_add_test(tc, weights_mem_alloc_sweep);
   tcase_add_test(tc, non_regular_files_refused);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("mmap");
+  tcase_add_checked_fixture(tc, make_dir, remove_dir);
+  tcase_add_test(tc, mmap_borrows_frozen_weights);
+  tcase_add_test(tc, mmap_frozen_base_not_resident);
+  tcase_add_test(tc, mmap_writes_copy_first);
+  tcase_add_test(tc, mmap_fit_restore_best);
+  tcase_add_test(tc, mmap_truncated_file_refused);
+  tcase_add_test(tc, mmap_bf16_borrowed);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("atomic");

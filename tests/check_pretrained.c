@@ -188,6 +188,62 @@ START_TEST(own_checkpoint_round_trip) {
 }
 END_TEST
 
+/* STROP_LOAD_FROZEN | STROP_LOAD_MMAP: every weight frozen and borrowed from the mapped file
+ * (no memory of its own, nothing copied), buffers read; the same outputs as a copying load. */
+START_TEST(mapped_frozen_load) {
+  const char *p = path_in(g_tmp, "r18.safetensors");
+  make_resnet18(p, 32);
+  strop_pretrained_options o;
+  strop_pretrained_options_init(&o);
+  o.image_size = 32;
+  strop_model *c = NULL, *m = NULL;
+  strop_test_must(strop_model_load_pretrained(p, "resnet18", &o, &c, NULL), "copying load");
+  strop_test_must(strop_model_freeze(c, "*"), "freeze");
+  o.flags = STROP_LOAD_MMAP | STROP_LOAD_FROZEN;
+  const int64_t b0 = strop__mapping_borrowed_bytes(), c0 = strop__mapping_copied_bytes();
+  strop_test_must(strop_model_load_pretrained(p, "resnet18", &o, &m, NULL), "mapped load");
+  ck_assert_int_eq(strop__mapping_copied_bytes(), c0);
+  ck_assert_int_eq(strop_model_param_count(m, 1), 0);
+  int64_t weights = 0;
+  for (int i = 0; i < m->n_params; i++)
+    if (!m->params[i]->is_buffer) {
+      ck_assert_ptr_nonnull(m->params[i]->map);
+      weights += (int64_t)m->params[i]->numel * 4;
+    } else {
+      ck_assert_ptr_null(m->params[i]->map);
+    }
+  ck_assert_int_eq(strop__mapping_borrowed_bytes() - b0, weights);
+  ck_assert_int_gt(weights, 40 << 20);
+  const int64_t d[4] = {2, 3, 32, 32};
+  float *x = malloc(2 * 3 * 32 * 32 * sizeof *x);
+  for (int i = 0; i < 2 * 3 * 32 * 32; i++) x[i] = (float)sin(0.01 * i);
+  strop_tensor *in = NULL, *ya = NULL, *yb = NULL;
+  strop_test_must(strop_tensor_from_data(x, 2 * 3 * 32 * 32, 4, d, &in), "x");
+  strop_test_must(strop_model_forward(m, in, &ya), "forward");
+  strop_test_must(strop_model_forward(c, in, &yb), "forward");
+  ck_assert_mem_eq(strop_tensor_data(ya), strop_tensor_data(yb), 2 * 1000 * sizeof(float));
+  /* the head unfrozen: copied out of the mapping, the trunk stays borrowed */
+  strop_test_must(strop_model_unfreeze(m, "fc"), "unfreeze");
+  ck_assert_int_eq(strop__mapping_copied_bytes() - c0, (512 * 1000 + 1000) * 4);
+  ck_assert_ptr_nonnull(strop__model_param_find(m, "conv1.weight")->map);
+  strop_tensor_free(in);
+  strop_tensor_free(ya);
+  strop_tensor_free(yb);
+  free(x);
+  strop_model_free(m);
+  strop_model_free(c);
+  /* errors: a frozen dtype that is none, a flag that is none; nothing made */
+  o.frozen_dtype = 7;
+  ck_assert_int_eq(strop_model_load_pretrained(p, "resnet18", &o, &m, NULL), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "frozen_dtype"));
+  ck_assert_ptr_null(m);
+  o.frozen_dtype = 0;
+  o.flags = 8;
+  ck_assert_int_eq(strop_model_load_pretrained(p, "resnet18", &o, &m, NULL), STROP_E_INVALID_ARG);
+  ck_assert_ptr_null(m);
+}
+END_TEST
+
 START_TEST(bad_inputs) {
   strop_model *m = (strop_model *)1;
   char p[512];
@@ -651,6 +707,7 @@ static Suite *suite(void) {
   tcase_add_checked_fixture(tc, tmp_setup, tmp_teardown);
   tcase_add_test(tc, arch_list);
   tcase_add_test(tc, own_checkpoint_round_trip);
+  tcase_add_test(tc, mapped_frozen_load);
   tcase_add_test(tc, mobilenet_built);
   tcase_add_test(tc, bad_inputs);
   suite_add_tcase(s, tc);

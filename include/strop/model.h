@@ -884,7 +884,23 @@ enum {
   /** Default: every model tensor must be in the file with its shape, and nothing else. */
   STROP_LOAD_STRICT = 0,
   /** PyTorch's strict=False: load what matches by name and shape, report the rest. */
-  STROP_LOAD_PARTIAL = 1
+  STROP_LOAD_PARTIAL = 1,
+  /** Memory without copies (@since 0.2): a parameter that is frozen when it is loaded, whose
+   *  tensor in the file has the dtype the parameter is held in (F32, or BF16 when the model's
+   *  frozen dtype is BF16 and the weight is [out, in]) and is aligned to its element size,
+   *  points straight into the read-only memory-mapped file: nothing is copied and no memory
+   *  is resident until the values are read. The mapping lives as long as any parameter uses
+   *  it. Whatever writes such a weight (unfreezing it, merging LoRA, strop_model_set_tensor(),
+   *  strop_model_tensor_view(), a later load) copies it first. Other parameters are copied as
+   *  without the flag; buffers always are; with strop_model_load_weights_mem() it has no
+   *  effect. Like every user of mmap: the file must not be truncated or rewritten in place
+   *  while the model uses it (a read past its new end is a SIGBUS); replacing it by a rename,
+   *  as strop's own writers do, is safe. docs/performance.md, "Memory without copies". */
+  STROP_LOAD_MMAP = 2,
+  /** strop_model_load_pretrained() only (@since 0.2): every parameter is built frozen (buffers
+   *  as with strop_model_freeze() on "*"), so that with ::STROP_LOAD_MMAP the whole base is
+   *  borrowed from the file; unfreeze the parts to train (a head) afterwards. */
+  STROP_LOAD_FROZEN = 4
 };
 
 /**
@@ -973,7 +989,7 @@ STROP_API int64_t strop_model_spec_string(const strop_model *model, char *buf, s
  * value outside strop_model_set_meta()'s bounds) fails the load with STROP_E_FORMAT.
  * @param[in,out] model      A finalized model; unchanged on error.
  * @param[in]     path       A safetensors file.
- * @param[in]     flags      ::STROP_LOAD_STRICT or ::STROP_LOAD_PARTIAL.
+ * @param[in]     flags      ::STROP_LOAD_STRICT or ::STROP_LOAD_PARTIAL, optionally | ::STROP_LOAD_MMAP.
  * @param[out]    report_out Optional (NULL to ignore): the report, owned by the caller
  *                           (strop_load_report_free()); set when the file's tensors were
  *                           matched against the model (on success, and when a strict load
@@ -1017,7 +1033,7 @@ STROP_API STROP_NODISCARD strop_status strop_model_load_weights_mem(
  *        loads features.0.weight into backbone.0.weight). Other names are kept.
  * @param[in,out] model       A finalized model; unchanged on error.
  * @param[in]     path        A safetensors file.
- * @param[in]     flags       ::STROP_LOAD_STRICT or ::STROP_LOAD_PARTIAL.
+ * @param[in]     flags       ::STROP_LOAD_STRICT or ::STROP_LOAD_PARTIAL, optionally | ::STROP_LOAD_MMAP.
  * @param[in]     from_prefix Prefix in the file ("" matches every name).
  * @param[in]     to_prefix   Replacement (may be "").
  * @param[out]    report_out  Optional (NULL to ignore), as for strop_model_load_weights();

@@ -29,7 +29,9 @@ struct strop_pretrained_options {
   size_t size;        /**< sizeof(strop_pretrained_options), set by the init function. */
   int flags;          /**< STROP_LOAD_STRICT (default: every tensor, nothing else) or
                              STROP_LOAD_PARTIAL (load what matches; the rest keeps its
-                             initialisation from @c seed; the report says what). */
+                             initialisation from @c seed; the report says what); optionally
+                             | STROP_LOAD_FROZEN (every parameter frozen) and | STROP_LOAD_MMAP
+                             (frozen weights borrowed from the mapped file). */
   int64_t image_size; /**< Vision: the height and width the model is declared for (its
                              input shape; other sizes still run where the architecture
                              allows). 0 (default): the architecture's own, 224. */
@@ -37,6 +39,10 @@ struct strop_pretrained_options {
                              (default): what config.json says (n_positions,
                              max_position_embeddings). */
   uint64_t seed;      /**< Initialises what a partial load leaves out. Default 0. */
+  int frozen_dtype;   /**< The model's frozen dtype (strop_model_set_frozen_dtype()), set before
+                             the weights are read, so that with ::STROP_LOAD_MMAP a BF16 file's
+                             frozen weights are borrowed as BF16. Default STROP_DTYPE_F32.
+                             @since 0.2 */
 };
 
 /**

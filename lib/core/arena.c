@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* strop — step arena (see arena.h). */
 #include <string.h>
+#ifdef __GLIBC__
+#  include <malloc.h>
+#endif
 
 #include "arena.h"
 
@@ -59,6 +62,15 @@ void *strop__arena_calloc(strop__arena *a, size_t bytes) {
   return p;
 }
 
+/* Chunks given back while the arena grows (a first step) go back to the system: glibc keeps
+ * freed blocks below its adaptive mmap threshold (up to 32 MB) in its heap, where the chunks
+ * allocated after them do not fit, so the step would peak at all it ever took. */
+static void give_back(void) {
+#ifdef __GLIBC__
+  malloc_trim(0);
+#endif
+}
+
 static void free_chain(strop__arena_chunk *c) {
   while (c) {
     strop__arena_chunk *n = c->next;
@@ -72,6 +84,7 @@ void strop__arena_reset(strop__arena *a) {
   if (a->head && a->head->next) {
     /* several chunks: consolidate into one of the peak size */
     free_chain(a->head);
+    give_back();
     a->head = chunk_new(a->peak);
   }
   if (a->head) a->head->used = 0;
@@ -94,12 +107,14 @@ void strop__arena_rollback(strop__arena *a, strop__arena_mark mark) {
   strop__arena_chunk *c = a->head;
   while (c && c != mark.chunk) c = c->next;
   if (c != mark.chunk) return; /* a mark from before a reset */
+  const int grown = a->head != mark.chunk;
   while (a->head != mark.chunk) {
     strop__arena_chunk *n = a->head->next;
     strop__free_aligned(a->head->mem);
     strop__free(a->head);
     a->head = n;
   }
+  if (grown) give_back();
   if (a->head && a->head->used < mark.used) return;
   if (a->head) a->head->used = mark.used;
   a->used_total = mark.total;

@@ -58,6 +58,27 @@ strop_status strop__open_input(const char *fn, const char *path, int *fd_out, si
 strop_status strop__read_file(const char *fn, const char *path, size_t max, char **out,
                               size_t *len_out);
 
+/* ---- memory-mapped files shared with parameters (mapping.c) ---- */
+/* A read-only mapping of a whole file, unmapped when its last reference goes: a safetensors
+ * reader holds one, and so does every frozen parameter whose values point into it (a weight
+ * borrowed from its file instead of copied). Never written through: a parameter that is about
+ * to change copies its values out first (strop__param_own). */
+typedef struct strop__mapping {
+  const void *base;
+  size_t size;
+  _Atomic long refs;
+} strop__mapping;
+/* Takes over base (munmap'd with the last reference), refs 1; NULL when out of memory (base
+ * is then left mapped: the caller unmaps it). */
+strop__mapping *strop__mapping_new(const void *base, size_t size);
+strop__mapping *strop__mapping_ref(strop__mapping *m);
+void strop__mapping_unref(strop__mapping *m); /* NULL: a no-op */
+/* Bytes of parameter values borrowed from mappings and bytes copied out of them since the
+ * process started (tests read them to see that a frozen base is not copied). */
+int64_t strop__mapping_borrowed_bytes(void);
+int64_t strop__mapping_copied_bytes(void);
+void strop__mapping_count(int64_t borrowed, int64_t copied);
+
 /* ---- errors ---- */
 /* Sets the thread's error sentence and returns status, so: return strop__err(...). */
 strop_status strop__err(strop_status status, const char *fmt, ...) STROP__PRINTF(2, 3);

@@ -332,6 +332,8 @@ strop_status strop__gedit_reinfer(strop_model *m, int i, int policy, int *n_new)
       p->data = q->data;
       p->idata = q->idata;
       p->lowp = q->lowp;
+      p->map = q->map; /* a borrowed weight stays borrowed */
+      q->map = NULL;
       memset(&q->lowp, 0, sizeof q->lowp);
       p->grad = q->grad;
       p->grad_stale = q->grad_stale;

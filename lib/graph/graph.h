@@ -154,10 +154,12 @@ strop_status strop__model_sync_grads(strop_model *m);
 
 /* Re-infer every node and initialise fresh parameters from seed (all trainable). */
 strop_status strop__model_reinit(strop_model *m, uint64_t seed);
-/* Re-infer shapes (and re-declare params) of every node; init = 1 initialises them. */
+/* Re-infer shapes (and re-declare params) of every node; init = 1 initialises them, -1 gives
+ * float parameters no memory at all (a strict load that may borrow them from a mapped file is
+ * about to give every one its values, io/weights.c). */
 strop_status strop__model_infer_all(strop_model *m, uint64_t seed, int init);
 /* strop_model_finalize(), leaving the parameters zero when init is 0 (a checkpoint is about
- * to overwrite every one of them). */
+ * to overwrite every one of them), without memory when it is -1 (as strop__model_infer_all). */
 strop_status strop__model_finalize(strop_model *m, uint64_t seed, int init);
 
 /* The last node of the model's frozen, deterministic trunk through which every later node

@@ -408,10 +408,8 @@ static strop_status resolve_ties(strop_model *m) {
       while (o->tied) o = o->tied;
       if (o == p) continue;
       p->tied = o;
-      strop__free_aligned(p->data);
+      strop__param_drop_values(p);
       strop__free_aligned(p->grad);
-      strop__lowp_free(&p->lowp);
-      p->data = NULL;
       p->grad = NULL;
     }
   return STROP_OK;
@@ -456,7 +454,7 @@ static strop_status infer_node(strop_model *m, int i) {
   return nd->vt->infer(nd);
 }
 
-static strop_status alloc_params(strop__node *nd) {
+static strop_status alloc_params(strop__node *nd, int values) {
   for (int j = 0; j < nd->n_params; j++) {
     strop__param *p = &nd->params[j];
     if (p->is_int64) {
@@ -465,7 +463,7 @@ static strop_status alloc_params(strop__node *nd) {
       if (!p->idata) return strop__err(STROP_E_NOMEM, "layer '%s': out of memory", nd->name);
       continue;
     }
-    if (p->data || p->tied || p->lowp.dtype) continue;
+    if (p->data || p->tied || p->lowp.dtype || !values) continue;
     p->data = strop__malloc_aligned(p->numel * sizeof(float));
     if (!p->data)
       return strop__err(STROP_E_NOMEM, "layer '%s': out of memory for '%s'", nd->name, p->name);
@@ -480,9 +478,9 @@ strop_status strop__model_infer_all(strop_model *m, uint64_t seed, int init) {
   for (int i = 0; i < m->n_nodes; i++) {
     strop_status s = infer_node(m, i);
     if (s) return s;
-    s = alloc_params(&m->nodes[i]);
+    s = alloc_params(&m->nodes[i], init >= 0);
     if (s) return s;
-    if (init && m->nodes[i].vt->init) m->nodes[i].vt->init(&m->nodes[i], &rng);
+    if (init > 0 && m->nodes[i].vt->init) m->nodes[i].vt->init(&m->nodes[i], &rng);
   }
   return STROP_OK;
 }
@@ -1538,6 +1536,10 @@ strop_status strop_model_tensor_view(strop_model *m, const char *name, strop_ten
                       fn, name, p->lowp.dtype == STROP__LOWP_BF16 ? "bf16" : "int8");
   if (!p->data)
     return strop__err(STROP_E_UNSUPPORTED, "%s: '%s' is an int64 buffer, not float", fn, name);
+  /* the view is writable: a weight borrowed from a mapped file becomes the model's own */
+  if (strop__param_own(p))
+    return strop__err(STROP_E_NOMEM, "%s: out of memory copying '%s' out of its mapped file", fn,
+                      name);
   int64_t one = 1;
   return strop_tensor_wrap(p->data, p->numel, p->rank ? p->rank : 1, p->rank ? p->dims : &one,
                            out);
@@ -1564,7 +1566,8 @@ strop_status strop_model_set_tensor(strop_model *m, const char *name, const floa
                         "(unchanged)",
                         fn, name);
   } else if (p->data) {
-    memcpy(p->data, data, count * sizeof(float));
+    if (strop__param_assign(p, data))
+      return strop__err(STROP_E_NOMEM, "%s: out of memory for '%s' (unchanged)", fn, name);
   } else {
     p->idata[0] = (int64_t)data[0];
   }
@@ -1621,9 +1624,17 @@ strop_status strop__model_clone(const strop_model *src, strop_model **out) {
       pb->grad = NULL;
       memset(&pb->lowp, 0, sizeof pb->lowp);
       pb->tied = NULL; /* reindex points it at the copy's owner */
-      if (pa->lowp.dtype && strop__lowp_copy(&pb->lowp, &pa->lowp)) goto oom;
+      pb->map = NULL;
       if (!(pb->name = strop__strdup(pa->name))) goto oom;
-      if (pa->data) {
+      if (pa->map) {
+        /* a weight borrowed from a mapped file is borrowed by the copy too (surgery runs on a
+         * clone: a LoRA plan must not copy the base); its writers copy it first */
+        pb->map = strop__mapping_ref(pa->map);
+        pb->data = pa->data;
+        pb->lowp = pa->lowp;
+      } else if (pa->lowp.dtype && strop__lowp_copy(&pb->lowp, &pa->lowp)) {
+        goto oom;
+      } else if (pa->data) {
         if (!(pb->data = strop__malloc_aligned(pa->numel * sizeof(float)))) goto oom;
         memcpy(pb->data, pa->data, pa->numel * sizeof(float));
       }

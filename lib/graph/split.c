@@ -91,14 +91,11 @@ strop_status strop__model_copy_state(strop_model *dst, const strop_model *src) {
       strop__lowp t;
       if (strop__lowp_copy(&t, &q->lowp))
         return strop__err(STROP_E_NOMEM, "copying '%s': out of memory", p->name);
-      strop__lowp_free(&p->lowp);
-      strop__free_aligned(p->data);
-      p->data = NULL;
+      strop__param_drop_values(p);
       p->lowp = t;
     } else if (q->data) {
-      if (strop__param_convert(p, STROP__LOWP_F32))
+      if (strop__param_convert(p, STROP__LOWP_F32) || strop__param_assign(p, q->data))
         return strop__err(STROP_E_NOMEM, "copying '%s': out of memory", p->name);
-      memcpy(p->data, q->data, p->numel * sizeof(float));
     }
     if (p->idata && q->idata) p->idata[0] = q->idata[0];
     p->trainable = q->trainable;

@@ -129,7 +129,7 @@ void strop__st_close(strop__st_file *f) {
     strop__json_free(f->json);
     strop__free(f->json);
   }
-  if (f->mapped && f->base) munmap((void *)f->base, f->size);
+  strop__mapping_unref(f->map);
   strop__free(f->label);
   strop__free(f->t);
   strop__free(f->by_name);
@@ -409,8 +409,13 @@ strop_status strop__st_open(const char *fn, const char *path, strop__st_file **o
       strop__st_close(f);
       return strop__err(STROP_E_IO, "%s: cannot map '%s': %s", fn, path, strerror(e));
     }
+    if (!(f->map = strop__mapping_new(p, f->size))) {
+      munmap(p, f->size);
+      close(fd);
+      strop__st_close(f);
+      return STROP__NOMEM(fn);
+    }
     f->base = p;
-    f->mapped = 1;
   }
   close(fd);
   st = validate(fn, f);

@@ -61,7 +61,8 @@ typedef struct strop__st_tensor {
 struct strop_st_file {
   const unsigned char *base; /* the whole file */
   size_t size;
-  int mapped;          /* 1: munmap(base, size) on close */
+  strop__mapping *map; /* the file's mapping (NULL over caller memory): the reader holds one
+                          reference, each parameter borrowing values from it another */
   char *label;         /* path or "<memory>", for messages */
   strop__st_tensor *t; /* header order */
   int n;

@@ -3,6 +3,8 @@
  * name, load by name with dtype conversion, prefix remapping and a missing/unexpected report. */
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "graph/graph.h"
 #include "io/io_internal.h"
@@ -87,7 +89,48 @@ int64_t strop_load_report_detail(const strop_load_report *r, int kind, int64_t i
 typedef struct pending {
   strop__param *p;
   const strop__st_tensor *t;
+  const strop__st_file *file;
+  strop__mapping *map; /* borrow the values from this mapping (STROP_LOAD_MMAP), or NULL */
+  int borrow_dtype;    /* STROP__LOWP_F32 or _BF16: how they are borrowed */
+  float *fresh;        /* owned memory for a parameter that has none of its own yet */
+  int lowp_target;     /* or the BF16 / int8 storage it is read into, having none yet */
 } pending;
+
+/* Tells the kernel the mapped pages wholly inside tensor t are not needed now (a private
+ * read-only file mapping: a later read faults them in again from the page cache). */
+static void drop_pages(const strop__st_tensor *t) {
+  const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  const uintptr_t lo = ((uintptr_t)t->data + page - 1) & ~(page - 1);
+  const uintptr_t hi = ((uintptr_t)t->data + t->nbytes) & ~(page - 1);
+  if (t->data && page && hi > lo) (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
+static int host_le(void) {
+  const uint16_t one = 1;
+  return *(const unsigned char *)&one == 1;
+}
+
+/* How tensor t of mapped file f can be borrowed by p under STROP_LOAD_MMAP: 1 with *dtype the
+ * storage, 0 when it must be copied. Only a frozen weight (never a buffer), a tensor whose file
+ * dtype is the one p is held in (F32; BF16 for a frozen [out, in] weight of a BF16 model),
+ * aligned to its element size, on a little-endian host. */
+static int borrowable(const strop_model *m, const strop__param *p, const strop__st_tensor *t,
+                      const strop__st_file *f, int *dtype) {
+  if (!f->map || !t->data || p->trainable || p->is_buffer || p->is_int64 || !host_le()) return 0;
+  const int bf16 = strop__param_lowp_target(p, m->frozen_dtype, 0) == STROP__LOWP_BF16 &&
+                   p->lowp_ok == 1;
+  if (t->dtype == STROP__DT_BF16 && bf16 && !((uintptr_t)t->data & 1u) &&
+      (p->lowp.dtype == STROP__LOWP_BF16 || !p->lowp.dtype)) {
+    *dtype = STROP__LOWP_BF16;
+    return 1;
+  }
+  if (t->dtype == STROP__DT_F32 && !((uintptr_t)t->data & 3u) && !p->lowp.dtype &&
+      (m->frozen_dtype == STROP__LOWP_F32 || !bf16)) {
+    *dtype = STROP__LOWP_F32;
+    return 1;
+  }
+  return 0;
+}
 
 /* Appends "a, b, c and N more" of the report's names of kind to s. */
 static void list_names(char *s, size_t cap, const strop_load_report *r, int kind, int details) {
@@ -243,6 +286,7 @@ strop_status strop__model_load_files(const char *fn, strop_model *m,
       }
       todo[n_todo].p = p;
       todo[n_todo].t = t;
+      todo[n_todo].file = f;
       n_todo++;
     }
   }
@@ -280,12 +324,53 @@ strop_status strop__model_load_files(const char *fn, strop_model *m,
    * there also leaves the model unchanged. */
   for (int i = 0; i < n_todo; i++)
     if (!report_add(r, STROP_REPORT_LOADED, todo[i].p->name, NULL)) goto oom;
+  /* which tensors are borrowed from their mapped file; FP32 memory for the others that have
+   * none of their own (values borrowed before, or not allocated by a mapped pretrained load) */
   for (int i = 0; i < n_todo; i++) {
-    strop__param *p = todo[i].p;
-    if (p->lowp.dtype) st = read_lowp(fn, todo[i].t, p);
-    else if (p->data) st = strop__st_read_f32(fn, todo[i].t, p->data, p->numel);
-    else st = strop__st_read_i64(fn, todo[i].t, p->idata, p->numel);
-    if (st != STROP_OK) goto done; /* not reached: dtypes were checked above */
+    pending *q = &todo[i];
+    strop__param *p = q->p;
+    if ((flags & STROP_LOAD_MMAP) && borrowable(m, p, q->t, q->file, &q->borrow_dtype)) {
+      q->map = q->file->map;
+      continue;
+    }
+    if (p->is_int64 || p->lowp.dtype || (p->data && !p->map)) continue;
+    /* a frozen weight without memory (a mapped pretrained load) that the model holds in BF16
+     * or int8 is rounded straight into that storage below, one tensor at a time, never whole
+     * in float32 (such a model is freed when its load fails, so this part need not be
+     * transactional) */
+    if (!p->data && !p->map && !p->trainable &&
+        (q->lowp_target = strop__param_lowp_target(p, m->frozen_dtype, 0)))
+      continue;
+    if (!(q->fresh = strop__malloc_aligned(p->numel * sizeof(float)))) {
+      for (int k = 0; k < i; k++) strop__free_aligned(todo[k].fresh);
+      goto oom;
+    }
+  }
+  for (int i = 0; i < n_todo; i++) {
+    pending *q = &todo[i];
+    strop__param *p = q->p;
+    if (q->map) {
+      strop__param_borrow(p, q->map, q->t->data, q->borrow_dtype);
+    } else {
+      if (q->fresh) {
+        strop__param_drop_values(p);
+        p->data = q->fresh;
+      }
+      if (q->lowp_target) {
+        p->lowp.dtype = q->lowp_target; /* read_lowp makes it from the file's values */
+        p->lowp.rows = p->dims[0];
+        p->lowp.cols = p->dims[1];
+        p->lowp.scale_cols = p->lowp_ok == 2;
+        st = read_lowp(fn, q->t, p);
+        if (st) memset(&p->lowp, 0, sizeof p->lowp);
+      } else if (p->lowp.dtype) st = read_lowp(fn, q->t, p);
+      else if (p->data) st = strop__st_read_f32(fn, q->t, p->data, p->numel);
+      else st = strop__st_read_i64(fn, q->t, p->idata, p->numel);
+      if (st != STROP_OK) goto done; /* out of memory in read_lowp; else not reached */
+      /* the file's pages of a tensor that was copied are not kept in this process's RSS for
+       * as long as other tensors borrow from the mapping (they are read again on demand) */
+      if (q->file->map) drop_pages(q->t);
+    }
     p->version++;
   }
 done:
@@ -348,7 +433,7 @@ static strop_status load_open(const char *fn, strop_model *m, const strop__st_fi
 }
 
 static strop_status check_load_args(const char *fn, strop_model *m, int flags) {
-  if (flags & ~STROP_LOAD_PARTIAL)
+  if (flags & ~(STROP_LOAD_PARTIAL | STROP_LOAD_MMAP))
     return strop__err(STROP_E_INVALID_ARG, "%s: unknown flags 0x%x", fn, (unsigned)flags);
   if (!m->finalized) return strop__err(STROP_E_STATE, "%s: model is not finalized", fn);
   return STROP_OK;

@@ -308,6 +308,16 @@ int strop__param_assign(strop__param *p, const float *v);
 /* p's values as FP32: p->data, or a widened copy into *tmp (strop__malloc_aligned; the caller
  * frees it) when p is held in lowp. NULL when out of memory (or p has no float data). */
 const float *strop__param_f32(const strop__param *p, float **tmp);
+/* Drops p's values: frees its FP32 data and lowp storage, or lets go of the mapping they were
+ * borrowed from. p->data and p->lowp are empty afterwards (the other fields stay). */
+void strop__param_drop_values(strop__param *p);
+/* Makes p's values p's own before they are written: a weight borrowed from a mapped file
+ * (p->map) is copied into owned memory (copy on write); any other parameter is left as it
+ * is. 0, or -1 when out of memory with p as it was. */
+int strop__param_own(strop__param *p);
+/* Points p's values at a tensor of a mapped file (p's old values dropped): FP32 into data, or
+ * BF16 into lowp.v for a frozen weight held in BF16 [out, in]. map gets one more reference. */
+void strop__param_borrow(strop__param *p, strop__mapping *map, const void *values, int dtype);
 /* Frees a parameter's memory / an array of n parameters / a node's memory (not the node). */
 void strop__param_release(strop__param *p);
 void strop__params_release(strop__param *v, int n);

@@ -147,13 +147,54 @@ int strop__param_lowp_target(const strop__param *p, int dtype, int tie_target) {
   return dtype;
 }
 
+void strop__param_drop_values(strop__param *p) {
+  if (p->map) {
+    strop__mapping_unref(p->map);
+    p->map = NULL;
+    memset(&p->lowp, 0, sizeof p->lowp);
+  } else {
+    strop__free_aligned(p->data);
+    strop__lowp_free(&p->lowp);
+  }
+  p->data = NULL;
+}
+
+int strop__param_own(strop__param *p) {
+  if (!p->map) return 0;
+  const size_t bytes = strop__param_bytes(p);
+  void *v = strop__malloc_aligned(bytes);
+  if (!v) return -1;
+  memcpy(v, p->lowp.dtype ? p->lowp.v : (const void *)p->data, bytes);
+  strop__mapping_unref(p->map);
+  p->map = NULL;
+  if (p->lowp.dtype) p->lowp.v = v;
+  else p->data = v;
+  strop__mapping_count(0, (int64_t)bytes);
+  return 0;
+}
+
+void strop__param_borrow(strop__param *p, strop__mapping *map, const void *values, int dtype) {
+  const int64_t rows = p->rank == 2 ? p->dims[0] : 0, cols = p->rank == 2 ? p->dims[1] : 0;
+  strop__param_drop_values(p);
+  p->map = strop__mapping_ref(map);
+  if (dtype == STROP__LOWP_BF16) {
+    p->lowp.dtype = STROP__LOWP_BF16;
+    p->lowp.rows = rows;
+    p->lowp.cols = cols;
+    p->lowp.v = (void *)values;
+  } else {
+    p->data = (float *)values;
+  }
+  strop__mapping_count((int64_t)strop__param_bytes(p), 0);
+}
+
 int strop__param_convert(strop__param *p, int dtype) {
   if (p->lowp.dtype == dtype) return 0;
   if (dtype == STROP__LOWP_F32) {
     float *d = strop__malloc_aligned(p->numel * sizeof *d);
     if (!d) return -1;
     strop__lowp_expand(&p->lowp, d);
-    strop__lowp_free(&p->lowp);
+    strop__param_drop_values(p);
     p->data = d;
     return 0;
   }
@@ -163,22 +204,27 @@ int strop__param_convert(strop__param *p, int dtype) {
   const int bad = !v || strop__lowp_make(&q, dtype, v, p->dims[0], p->dims[1], p->lowp_ok == 2);
   strop__free_aligned(tmp);
   if (bad) return -1;
-  strop__lowp_free(&p->lowp);
-  strop__free_aligned(p->data);
-  p->data = NULL;
+  strop__param_drop_values(p);
   p->lowp = q;
   return 0;
 }
 
 int strop__param_assign(strop__param *p, const float *v) {
   if (!p->lowp.dtype) {
+    if (p->map) {
+      /* replaced outright: fresh memory, nothing copied from the mapping */
+      float *d = strop__malloc_aligned(p->numel * sizeof *d);
+      if (!d) return -1;
+      strop__param_drop_values(p);
+      p->data = d;
+    }
     memcpy(p->data, v, p->numel * sizeof *v);
     return 0;
   }
   strop__lowp q;
   if (strop__lowp_make(&q, p->lowp.dtype, v, p->lowp.rows, p->lowp.cols, p->lowp.scale_cols))
     return -1;
-  strop__lowp_free(&p->lowp);
+  strop__param_drop_values(p);
   p->lowp = q;
   return 0;
 }
@@ -193,10 +239,9 @@ const float *strop__param_f32(const strop__param *p, float **tmp) {
 
 void strop__param_release(strop__param *p) {
   strop__free(p->name);
-  strop__free_aligned(p->data);
+  strop__param_drop_values(p);
   strop__free(p->idata);
   strop__free_aligned(p->grad);
-  strop__lowp_free(&p->lowp);
   memset(p, 0, sizeof *p);
 }
 

@@ -173,6 +173,14 @@ void strop__lowp_scratch_give(void *p) {
   pthread_mutex_unlock(&g_scr_mu);
 }
 
+size_t strop__lowp_scratch_bytes(void) {
+  size_t n = 0;
+  pthread_mutex_lock(&g_scr_mu);
+  for (const scratch *s = g_scr; s; s = s->next) n += HDR + s->cap;
+  pthread_mutex_unlock(&g_scr_mu);
+  return n;
+}
+
 __attribute__((destructor)) static void scratch_release(void) {
   pthread_mutex_lock(&g_scr_mu);
   while (g_scr) {

@@ -47,6 +47,9 @@ size_t strop__lowp_bytes(const strop__lowp *q);
  * the largest weight seen); NULL when out of memory. Give it back with strop__lowp_scratch_give. */
 void *strop__lowp_scratch_take(size_t bytes);
 void strop__lowp_scratch_give(void *p);
+/* Bytes the list holds now (buffers given back and kept for the next product): memory a step
+ * that widens such weights keeps once warm, which strop_model_step_memory counts. */
+size_t strop__lowp_scratch_bytes(void);
 
 /* Which BF16 product strop__lowp_gemm_nt runs: 0 decides by the CPU (vdpbf16ps when it has
  * AVX512_BF16 and STROP_BF16_FALLBACK is not set in the environment), 1 forces the exact

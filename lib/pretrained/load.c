@@ -256,7 +256,7 @@ strop_status strop_model_load_pretrained(const char *path, const char *arch_name
   strop_status st = strop__options_in(fn, "strop_pretrained_options_init", &opt, sizeof opt,
                                       opt_in);
   if (st) return st;
-  if (opt.flags & ~STROP_LOAD_PARTIAL)
+  if (opt.flags & ~(STROP_LOAD_PARTIAL | STROP_LOAD_MMAP | STROP_LOAD_FROZEN))
     return strop__err(STROP_E_INVALID_ARG, "%s: unknown flags 0x%x", fn, (unsigned)opt.flags);
   if (opt.image_size < 0 || opt.image_size > 65536 || opt.max_length < 0 ||
       opt.max_length > ((int64_t)1 << 24))
@@ -264,6 +264,12 @@ strop_status strop_model_load_pretrained(const char *path, const char *arch_name
                       "%s: image_size must be in [0, 65536] and "
                       "max_length in [0, 16777216] (0: the architecture's own)",
                       fn);
+  if (opt.frozen_dtype != STROP_DTYPE_F32 && opt.frozen_dtype != STROP_DTYPE_BF16 &&
+      opt.frozen_dtype != STROP_DTYPE_INT8)
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: frozen_dtype must be STROP_DTYPE_F32 (0), STROP_DTYPE_BF16 (1) or "
+                      "STROP_DTYPE_INT8 (2), got %d",
+                      fn, opt.frozen_dtype);
   const strop__arch *a = NULL;
   if (arch_name && !(a = strop__arch_find(arch_name))) return unknown_arch(fn, arch_name, NULL);
 
@@ -306,13 +312,23 @@ strop_status strop_model_load_pretrained(const char *path, const char *arch_name
     };
     st = a->build(&c, &m);
   }
-  /* a strict load overwrites every parameter, so only a partial one initialises */
-  if (!st) st = strop__model_finalize(m, opt.seed, (opt.flags & STROP_LOAD_PARTIAL) != 0);
+  /* a strict load overwrites every parameter, so only a partial one initialises; a strict
+   * mapped one allocates nothing before the load (what it borrows never needs memory) */
+  const int partial = (opt.flags & STROP_LOAD_PARTIAL) != 0;
+  if (!st)
+    st = strop__model_finalize(m, opt.seed, partial ? 1 : opt.flags & STROP_LOAD_MMAP ? -1 : 0);
   if (!st) {
+    m->frozen_dtype = opt.frozen_dtype; /* read by the load; converted by the store below */
+    if (opt.flags & STROP_LOAD_FROZEN)
+      for (int i = 0; i < m->n_params; i++) m->params[i]->trainable = 0;
     const strop__load_names nm = {.prefixes = a->prefixes, .ignore = a->ignore};
     st = strop__model_load_files(fn, m, (const strop__st_file *const *)j.files, j.n_files,
-                                 opt.flags, &nm, report_out);
+                                 opt.flags & ~STROP_LOAD_FROZEN, &nm, report_out);
   }
+  /* frozen as strop_model_freeze() freezes (batch norm statistics too), and every frozen
+   * weight in the frozen dtype */
+  if (!st && (opt.flags & STROP_LOAD_FROZEN)) st = strop_model_freeze(m, "*");
+  else if (!st && opt.frozen_dtype) st = strop_model_set_frozen_dtype(m, opt.frozen_dtype);
   /* what strop_model_save_pretrained needs to write the folder back */
   if (!st) st = strop__meta_set(&m->meta, fn, STROP__PT_META_ARCH, a->name);
   if (!st && j.config_text)

@@ -3,6 +3,9 @@
  * the memory a training step will need (weights, gradients, optimizer state, activations). */
 #include <stdio.h>
 #include <string.h>
+#ifdef __GLIBC__
+#  include <malloc.h>
+#endif
 
 #include "ops/ops.h"
 #include "surgery/surgery_impl.h"
@@ -164,6 +167,11 @@ static strop_status plan_figures(const char *fn, strop_model *m, int64_t batch,
     strop__err_prefix("%s: planning a step of batch %lld", fn, (long long)batch);
     return s;
   }
+#ifdef __GLIBC__
+  /* the planning's memory goes back to the system rather than staying in the C library's heap,
+   * where the step it predicts would not always reuse it (peak RSS = planning + step) */
+  malloc_trim(0);
+#endif
   if (n2 == n1) {
     f->act_per_sample = (double)(a1 + o1) / (double)n1;
     f->act_fixed = 0;
@@ -175,7 +183,9 @@ static strop_status plan_figures(const char *fn, strop_model *m, int64_t batch,
   if (!(act < (double)SIZE_MAX / 4))
     return strop__err(STROP_E_SHAPE, "%s: batch %lld: the step's memory overflows a byte count",
                       fn, (long long)batch);
-  f->gemm = strop__gemm_buffer_bytes();
+  /* and the widening scratch of frozen BF16 / int8 weights, kept after the planned step (as
+   * large as the largest such weight in float32, e.g. an LM head) */
+  f->gemm = strop__gemm_buffer_bytes() + strop__lowp_scratch_bytes();
   f->act = strop__arena_footprint(act > 0 ? (size_t)act : 0) + f->gemm;
   return STROP_OK;
 }

@@ -161,6 +161,17 @@ static strop_status set_merged(const char *fn, strop_model *model, int merge) {
         break;
       }
   }
+  /* the bases are written: those borrowed from a mapped file are copied out of it first */
+  for (int i = 0; i < model->n_nodes; i++) {
+    strop__node *n = &model->nodes[i];
+    if (!adapted_mask(n) || !n->vt->lora->set_merged) continue;
+    for (int j = 0; j < n->n_params; j++)
+      if (strop__param_own(strop__param_owner(&n->params[j])))
+        return strop__err(STROP_E_NOMEM,
+                          "%s: out of memory copying '%s' out of its mapped file "
+                          "(nothing merged)",
+                          fn, n->params[j].name);
+  }
   for (int i = 0; i < model->n_nodes; i++) {
     strop__node *n = &model->nodes[i];
     if (!adapted_mask(n) || !n->vt->lora->set_merged) continue;
@@ -391,6 +402,7 @@ static strop_status fill_module(const char *fn, const char *path, strop_model *c
     if (!ok)
       return strop__err(STROP_E_SHAPE, "%s: %s: '%s' does not fit the model's '%s'", fn, path,
                         t->name, t->name + pl);
+    if (strop__param_own(p)) return STROP__NOMEM(fn); /* borrowed from a mapped file */
     strop_status st = p->data ? strop__st_read_f32(fn, t, p->data, p->numel)
                               : strop__st_read_i64(fn, t, p->idata, p->numel);
     if (st) return st;

@@ -33,11 +33,18 @@ strop_status strop__model_store(const char *fn, strop_model *m, int dtype) {
     strop__param *p = m->params[i];
     if (p->is_int64) continue;
     const int want = strop__param_lowp_target(p, dtype, is_tie_target(m, p));
-    if (want == p->lowp.dtype) continue;
+    /* a weight borrowed from a mapped file stays there while it is frozen in the storage it
+     * has; one that trains (or is converted) is copied out of the mapping (copy on write) */
+    const int writable = p->map && p->trainable && want == p->lowp.dtype;
+    if (want == p->lowp.dtype && !writable) continue;
     pending *q = &v[n++];
     q->p = p;
     int bad;
-    if (want == STROP__LOWP_F32) {
+    if (writable) {
+      const size_t bytes = strop__param_bytes(p);
+      bad = !(q->data = strop__malloc_aligned(bytes));
+      if (!bad) memcpy(q->data, p->data, bytes);
+    } else if (want == STROP__LOWP_F32) {
       bad = !(q->data = strop__malloc_aligned(p->numel * sizeof(float)));
       if (!bad) strop__lowp_expand(&p->lowp, q->data);
     } else {
@@ -61,8 +68,9 @@ strop_status strop__model_store(const char *fn, strop_model *m, int dtype) {
   }
   for (int k = 0; k < n; k++) {
     strop__param *p = v[k].p;
-    strop__free_aligned(p->data);
-    strop__lowp_free(&p->lowp);
+    if (p->map && v[k].data && !p->lowp.dtype)
+      strop__mapping_count(0, (int64_t)strop__param_bytes(p));
+    strop__param_drop_values(p);
     p->data = v[k].data;
     p->lowp = v[k].lowp;
     p->version++;

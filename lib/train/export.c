@@ -53,6 +53,10 @@ static strop_status merge_lora(strop_model *m) {
       any = lo->rank(nd, p, NULL, NULL) > 0;
     }
     if (!any) continue;
+    for (int j = 0; j < nd->n_params; j++)
+      if (strop__param_own(strop__param_owner(&nd->params[j])))
+        return strop__err(STROP_E_NOMEM, "%s: out of memory merging the adapters of '%s'", fn,
+                          nd->name);
     lo->set_merged(nd, 1);
     if (!lo->merged_type) continue;
     const strop__layer_vtable *vt = strop__layer_find(lo->merged_type);
@@ -134,6 +138,10 @@ static strop_status fold_bn(strop__gedit *g) {
                         "%s: layer '%s': unexpected parameters to fold "
                         "'%s' into",
                         fn, pv->name, bn->name);
+    /* weights borrowed from a mapped file are copied out of it before they change */
+    if (strop__param_own(w) || strop__param_own(b))
+      return strop__err(STROP_E_NOMEM, "%s: out of memory folding '%s' into '%s'", fn, bn->name,
+                        pv->name);
     const size_t C = b->numel, per = w->numel / C;
     for (size_t c = 0; c < C; c++) {
       /* the same arithmetic as the eval-mode BatchNorm kernel, in double */

@@ -145,6 +145,11 @@ strop_status strop_trainer_set_dist(strop_trainer *t, strop_dist *d) {
   for (int i = 0; d && d->size > 1 && i < m->n_params; i++) {
     strop__param *p = m->params[i];
     strop_status s = STROP_OK;
+    /* a weight borrowed from a mapped file is read-only: a receiving rank copies it first (the
+     * root only sends from it) */
+    if (d->rank != 0 && strop__param_own(p))
+      return strop__err(STROP_E_NOMEM, "%s: out of memory copying '%s' out of its mapped file",
+                        fn, p->name);
     if (p->data) s = strop__dist_bcast(d, fn, p->data, p->numel * sizeof *p->data, 0);
     if (!s && p->idata) s = strop__dist_bcast(d, fn, p->idata, p->numel * sizeof *p->idata, 0);
     if (s) return s;
@@ -1498,7 +1503,11 @@ static void snapshot_restore(strop_trainer *t) {
   for (int i = 0; i < m->n_params; i++) {
     strop__param *p = m->params[i];
     if (p->data) {
-      memcpy(p->data, t->snapshot + o, p->numel * sizeof(float));
+      /* a weight borrowed from a mapped file is written only when it differs (it cannot have
+       * changed while borrowed), and then it is copied out of the mapping first */
+      const size_t bytes = p->numel * sizeof(float);
+      if (!p->map || (memcmp(p->data, t->snapshot + o, bytes) && !strop__param_own(p)))
+        memcpy(p->data, t->snapshot + o, bytes);
       o += p->numel;
     }
     if (p->idata) p->idata[0] = t->isnapshot[io++];

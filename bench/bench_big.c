@@ -1,0 +1,183 @@
+/* SPDX-License-Identifier: MIT */
+/* strop bench — issue 21's real-size rows, strop's side of bench/run_big_vs_torch.sh
+ * (bench/torch_big.py writes the checkpoints and runs PyTorch's side): a fine-tuning step with
+ * AdamW on a checkpoint of random weights loaded through strop_model_load_pretrained.
+ *
+ *   bench_big ROW DIR [threads] [steps] [repeats]
+ *
+ * ROW resnet50_full | resnet50_frozen (224 x 224, batch 8; everything but fc frozen) |
+ * bert_full (sequence classification, 8 x 128) | gpt2_full | gpt2_lora (4 x 128, LoRA r8 alpha
+ * 16 on c_attn) | tinyllama_lora (1 x 256, LoRA r8 on q_proj and v_proj). SIZE=, BATCH=,
+ * TOKENS= in the environment change the shape; FROZEN_DTYPE=f32|bf16|int8 how the frozen
+ * weights are held. Frozen and LoRA rows load with STROP_LOAD_FROZEN | STROP_LOAD_MMAP: the
+ * frozen base is read straight from the mapped file (docs/performance.md); MMAP=0 copies it.
+ *
+ * Prints one RESULT line: samples/s or tokens/s (best of `repeats` windows of `steps` steps
+ * after a warm-up), the step's multiply-add work (gemm_flops: the matrix products and
+ * convolutions of forward and backward, counted from the shapes) for the floor against the
+ * peak of bench_peak, the RSS at the start, the peak RSS of the setup (load, surgery, planning:
+ * peak_setup_kb) and of the steps (peak_rss_kb, VmHWM reset before the first), and
+ * strop_model_step_memory's prediction of the step's peak. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "benchutil.h"
+
+static long status_kb(const char *key) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  long kb = -1;
+  const size_t l = strlen(key);
+  while (f && fgets(line, sizeof line, f))
+    if (!strncmp(line, key, l)) kb = strtol(line + l, NULL, 10);
+  if (f) fclose(f);
+  return kb;
+}
+
+static int64_t env_int(const char *k, int64_t def) {
+  const char *v = getenv(k);
+  return v && atoll(v) > 0 ? atoll(v) : def;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 3) {
+    fprintf(stderr, "usage: bench_big ROW DIR [threads] [steps] [repeats]\n");
+    return 2;
+  }
+  const char *row = argv[1], *dir = argv[2];
+  int threads, steps, repeats;
+  bench_args(argc, argv, 3, 3, &threads, &steps, &repeats);
+  const int resnet = !strncmp(row, "resnet50", 8), bert = !strncmp(row, "bert", 4);
+  const int gpt2 = !strncmp(row, "gpt2", 4), llama = !strncmp(row, "tinyllama", 9);
+  const int lora = strstr(row, "_lora") != NULL, frozen = strstr(row, "_frozen") != NULL;
+  if (!resnet && !bert && !gpt2 && !llama) {
+    fprintf(stderr, "bench_big: unknown row %s\n", row);
+    return 2;
+  }
+  const char *fdt = getenv("FROZEN_DTYPE");
+  strop_pretrained_options o;
+  strop_pretrained_options_init(&o);
+  const char *mm = getenv("MMAP");
+  if (lora || frozen)
+    o.flags = STROP_LOAD_FROZEN | (mm && !strcmp(mm, "0") ? 0 : STROP_LOAD_MMAP);
+  if (fdt && !strcmp(fdt, "bf16")) o.frozen_dtype = STROP_DTYPE_BF16;
+  if (fdt && !strcmp(fdt, "int8")) o.frozen_dtype = STROP_DTYPE_INT8;
+  const int64_t size = env_int("SIZE", 224);
+  o.image_size = size;
+  char path[1024];
+  snprintf(path, sizeof path, "%s/model.safetensors", dir);
+  const long rss_start = status_kb("VmRSS:");
+  strop_model *m = NULL;
+  const double t_load = bench_now();
+  bench_must(
+      strop_model_load_pretrained(resnet ? path : dir, resnet ? "resnet50" : NULL, &o, &m, NULL),
+      "load");
+  const double load_s = bench_now() - t_load;
+  const long hwm_load = status_kb("VmHWM:");
+  if (frozen) bench_must(strop_model_unfreeze(m, "fc"), "unfreeze fc");
+  if (lora) {
+    strop_surgery *s = NULL;
+    bench_must(strop_surgery_create(m, &s), "surgery");
+    if (gpt2) bench_must(strop_surgery_lora(s, "*.attn.c_attn", 8, 16.0f, 0.0f), "lora");
+    else {
+      bench_must(strop_surgery_lora(s, "*.q_proj", 8, 16.0f, 0.0f), "lora q");
+      bench_must(strop_surgery_lora(s, "*.v_proj", 8, 16.0f, 0.0f), "lora v");
+    }
+    bench_must(strop_surgery_apply(s), "lora apply");
+    strop_surgery_free(s);
+  }
+
+  /* the shapes, and the multiply-adds of a step from them */
+  int64_t batch, tokens = 0, vocab = 0, classes = 1000;
+  double fwd = 0, step_flops;
+  if (resnet) {
+    batch = env_int("BATCH", 8);
+    fwd = 2.0 * 4.09e9 * (double)(size * size) / (224.0 * 224.0) * (double)batch;
+  } else {
+    batch = env_int("BATCH", bert ? 8 : gpt2 ? 4 : 1);
+    tokens = env_int("TOKENS", llama ? 256 : 128);
+    const int64_t d = llama ? 2048 : 768, ff = llama ? 5632 : 3072;
+    /* layers from the parameter count is fragile: read them from the node names */
+    int64_t layers = 0;
+    for (int64_t i = 0; i < strop_model_num_nodes(m); i++) {
+      char name[256];
+      strop_model_node_name(m, i, name, sizeof name);
+      const char *l = strstr(name, bert ? "layer." : gpt2 ? "h." : "layers.");
+      if (l) {
+        const int64_t k = atoll(strchr(l, '.') + 1) + 1;
+        if (k > layers) layers = k;
+      }
+    }
+    vocab = bert ? 0 : llama ? 32000 : 50257;
+    classes = bert ? 2 : vocab;
+    const double per_layer = llama ? 2.0 * d * d + 2.0 * d * (d / 8) + 3.0 * d * ff
+                                   : 4.0 * d * d + 2.0 * d * ff;
+    const double n = (double)(batch * tokens);
+    fwd = 2.0 * n * ((double)layers * per_layer + (double)d * (double)vocab) +
+          (double)layers * 4.0 * n * (double)tokens * (double)d; /* scores and their sum */
+  }
+  /* full: forward + input and weight gradients; frozen trunk: forward; LoRA: forward +
+   * input gradients through every layer */
+  step_flops = frozen ? fwd : lora ? 2.0 * fwd : 3.0 * fwd;
+
+  int64_t xd[4], yd[2];
+  int xr, yr;
+  if (resnet) {
+    xr = 4, xd[0] = batch, xd[1] = 3, xd[2] = size, xd[3] = size;
+    yr = 1, yd[0] = batch;
+  } else {
+    xr = 2, xd[0] = batch, xd[1] = tokens;
+    yr = bert ? 1 : 2, yd[0] = batch, yd[1] = tokens;
+  }
+  size_t planned = 0;
+  if (!getenv("NOPLAN")) /* NOPLAN=1: the step's own peak, without the planning's */
+    bench_must(strop_model_step_memory(m, batch, xd + 1, xr - 1, 2, NULL, &planned), "plan");
+
+  strop_optimizer *opt = NULL;
+  strop_trainer *tr = NULL;
+  bench_must(strop_optimizer_create(m, STROP_OPTIM_ADAMW, &opt), "optimizer");
+  bench_must(strop_optimizer_set_float(opt, STROP_OPT_LR, 1e-4f), "lr");
+  bench_must(strop_trainer_create(m, opt, &tr), "trainer");
+  strop_tensor *x = NULL, *y = NULL;
+  bench_must(strop_tensor_create(xr, xd, &x), "x");
+  bench_must(strop_tensor_create(yr, yd, &y), "y");
+  srand(7);
+  const int64_t nx = strop_tensor_numel(x), ny = strop_tensor_numel(y);
+  float *xv = strop_tensor_data(x), *yv = strop_tensor_data(y);
+  for (int64_t i = 0; i < nx; i++)
+    xv[i] = resnet ? (float)rand() / (float)RAND_MAX * 2 - 1 : (float)(1 + rand() % 1000);
+  for (int64_t i = 0; i < ny; i++)
+    yv[i] = resnet || bert     ? (float)(rand() % (int)classes)
+            : (i + 1) % tokens ? xv[i + 1]
+                               : -100.0f; /* next token; the last ignored */
+  /* the steps' own peak from here: the load, a surgery plan (it runs on a clone that copies
+   * the owned weights) and the planning each peak on their own before */
+  const long rss_before = status_kb("VmRSS:"), hwm_before = status_kb("VmHWM:");
+  bench_reset_peak_rss();
+  float loss = 0;
+  bench_must(strop_trainer_step(tr, x, y, &loss), "warm-up");
+  double best = 1e30;
+  for (int r = 0; r < repeats; r++) {
+    const double t0 = bench_now();
+    for (int s = 0; s < steps; s++) bench_must(strop_trainer_step(tr, x, y, &loss), "step");
+    const double dt = (bench_now() - t0) / steps;
+    if (dt < best) best = dt;
+  }
+  printf("RESULT impl=strop row=%s threads=%d batch=%lld tokens=%lld frozen_dtype=%s "
+         "step_ms=%.1f %s=%.2f gemm_flops=%.4g loss=%.4f params=%lld trainable=%lld "
+         "load_s=%.2f rss_start_kb=%ld peak_after_load_kb=%ld rss_before_step_kb=%ld "
+         "peak_setup_kb=%ld peak_rss_kb=%ld planned_peak_kb=%zu\n",
+         row, threads, (long long)batch, (long long)tokens, fdt ? fdt : "f32", best * 1e3,
+         resnet ? "samples_per_s" : "tokens_per_s",
+         (double)(resnet ? batch : batch * tokens) / best, step_flops, (double)loss,
+         (long long)strop_model_param_count(m, 0), (long long)strop_model_param_count(m, 1),
+         load_s, rss_start, hwm_load, rss_before, hwm_before, status_kb("VmHWM:"),
+         planned / 1024);
+  strop_tensor_free(x);
+  strop_tensor_free(y);
+  strop_trainer_free(tr);
+  strop_optimizer_free(opt);
+  strop_model_free(m);
+  return 0;
+}

@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: MIT */
+/* strop — reference-counted read-only file mappings: a safetensors reader and the frozen
+ * parameters that borrow their values from it share one mapping, unmapped with the last. */
+#include <stdatomic.h>
+#include <sys/mman.h>
+
+#include "core.h"
+
+static _Atomic int64_t borrowed_bytes, copied_bytes;
+
+strop__mapping *strop__mapping_new(const void *base, size_t size) {
+  strop__mapping *m = strop__malloc(sizeof *m);
+  if (!m) return NULL;
+  m->base = base;
+  m->size = size;
+  atomic_init(&m->refs, 1);
+  return m;
+}
+
+strop__mapping *strop__mapping_ref(strop__mapping *m) {
+  if (m) atomic_fetch_add(&m->refs, 1);
+  return m;
+}
+
+void strop__mapping_unref(strop__mapping *m) {
+  if (!m || atomic_fetch_sub(&m->refs, 1) != 1) return;
+  if (m->base) munmap((void *)m->base, m->size);
+  strop__free(m);
+}
+
+int64_t strop__mapping_borrowed_bytes(void) { return atomic_load(&borrowed_bytes); }
+int64_t strop__mapping_copied_bytes(void) { return atomic_load(&copied_bytes); }
+
+void strop__mapping_count(int64_t borrowed, int64_t copied) {
+  atomic_fetch_add(&borrowed_bytes, borrowed);
+  atomic_fetch_add(&copied_bytes, copied);
+}

@@ -1,0 +1,81 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""strop test — strop_model_step_memory against the peak RSS a real training step reaches
+(issue 21): models of the issue's shapes at reduced depth, each run in a child process
+(bench/bench_big, AdamW), whose peak RSS during the steps (VmHWM) minus the process's RSS before
+the model was loaded (the baseline: code, C library, OpenBLAS as loaded) must be within 10% of the
+prediction strop_model_step_memory made before the first step.
+
+    rss.py BENCH_BIG OUT_DIR
+
+Rows: GPT-2-small width with 2 layers (4 x 128, full), BERT-base width with 2 layers (8 x 128,
+full), ResNet-50 at 112 x 112 (batch 8, full and frozen trunk), the GPT-2 LoRA row with the
+frozen base borrowed from the mapped file, and the TinyLlama shape with 2 layers (1 x 64, LoRA
+on q/v, the BF16 base borrowed, then an int8 base). The peak is the steps' own: bench_big resets
+VmHWM after the load, the LoRA surgery (a transaction on a clone, which copies the owned
+weights) and the planning, whose peaks are not the step's. The checkpoints are random weights written by
+bench/torch_big.py (kept in OUT_DIR for the next run). Exits 77 (skipped) without torch."""
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BENCH = os.path.join(HERE, "..", "..", "bench")
+TOLERANCE = 0.10
+
+
+def field(line, key):
+    for tok in line.split():
+        if tok.startswith(key + "="):
+            return tok.split("=", 1)[1]
+    raise KeyError(key)
+
+
+def main():
+    if len(sys.argv) != 3:
+        raise SystemExit(__doc__)
+    bench, out = sys.argv[1], sys.argv[2]
+    try:
+        import torch  # noqa: F401
+        import torchvision  # noqa: F401
+    except ImportError:
+        print("rss.py: torch or torchvision missing: skipped")
+        return 77
+    os.makedirs(out, exist_ok=True)
+    for fam in ("gpt2", "bert", "resnet50", "tinyllama"):
+        d = os.path.join(out, fam)
+        if not os.path.exists(os.path.join(d, "model.safetensors")):
+            subprocess.run([sys.executable, os.path.join(BENCH, "torch_big.py"), "write", fam, d,
+                            "2"], check=True)
+    # (row, environment, asserted)
+    rows = [("gpt2_full", {}, 1), ("bert_full", {}, 1), ("resnet50_full", {"SIZE": "112"}, 1),
+            ("resnet50_frozen", {"SIZE": "112"}, 1), ("gpt2_lora", {}, 1),
+            ("tinyllama_lora", {"FROZEN_DTYPE": "bf16", "TOKENS": "64"}, 1),
+            ("tinyllama_lora", {"FROZEN_DTYPE": "int8", "TOKENS": "64"}, 1)]
+    bad = 0
+    for row, env, asserted in rows:
+        e = dict(os.environ, OPENBLAS_NUM_THREADS="1", **env)
+        r = subprocess.run([bench, row, os.path.join(out, row.split("_")[0]), "1", "2", "1"],
+                           env=e, capture_output=True, text=True)
+        if r.returncode != 0:
+            print(f"{row}: bench_big failed ({r.returncode}): {r.stderr.strip()}")
+            bad += 1
+            continue
+        line = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT")][0]
+        base = int(field(line, "rss_start_kb"))
+        peak = int(field(line, "peak_rss_kb"))
+        planned = int(field(line, "planned_peak_kb"))
+        measured = peak - base
+        err = (planned - measured) / measured
+        ok = abs(err) <= TOLERANCE
+        bad += asserted and not ok
+        row_name = row + ("/" + env["FROZEN_DTYPE"] if "FROZEN_DTYPE" in env else "")
+        print(f"{row_name:21s} baseline {base / 1024:7.1f} MB  peak {peak / 1024:7.1f} MB  "
+              f"measured {measured / 1024:7.1f} MB  predicted {planned / 1024:7.1f} MB  "
+              f"error {err * 100:+5.1f}%  "
+              f"{'ok' if ok else 'OVER 10%'}{'' if asserted else ' (known, not asserted)'}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
