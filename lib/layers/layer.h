@@ -427,7 +427,7 @@ struct strop__layer_vtable {
 };
 
 /* The longest chain the graph offers a layer's fuse. */
-#define STROP__FUSE_MAX 3
+#define STROP__FUSE_MAX 2
 
 /* The registry: look up a layer type by name; NULL if unknown. */
 const strop__layer_vtable *strop__layer_find(const char *type);
