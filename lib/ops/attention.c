@@ -196,9 +196,10 @@ static size_t tiled_bwd_floats(const strop__sdpa_dims *dm) {
   return (size_t)(2 * blk_q(dm) * blk_k(dm) + blk_q(dm));
 }
 
-/* Whether key j0 + jj is visible to query i (causal) and not padding. */
-static inline int visible(int64_t i, int64_t j, int causal, const float *pad) {
-  return (!causal || j <= i) && (!pad || pad[j] != 0.0f);
+/* How many of the keys j0 .. j0 + bk - 1 a causal mask leaves query i (<= 0: none): the
+ * visible ones are a prefix of the block, so the loops over them vectorise. */
+static inline int64_t visible_len(int causal, int64_t i, int64_t j0, int64_t bk) {
+  return !causal || i - j0 + 1 >= bk ? bk : i - j0 + 1;
 }
 
 /* Samples [b0, b1): per head and block of queries, the key blocks in order (a causal mask
@@ -232,12 +233,13 @@ STROP__CLONES static void tiled_fwd_samples(void *ctx, int64_t b0, int64_t b1, i
           strop__sgemm(0, 1, bq, bk, hd, dm->scale, qh + i0 * dm->ldq, dm->ldq, kh + j0 * dm->ldk,
                        dm->ldk, 0.0f, S, bk);
           for (int64_t r = 0; r < bq; r++) {
-            const int64_t i = i0 + r;
             float *sr = S + r * bk;
+            const int64_t lim = visible_len(dm->causal, i0 + r, j0, bk);
+            const float *pd = pad ? pad + j0 : NULL;
             float m = mx[r];
             int nan = 0;
-            for (int64_t c = 0; c < bk; c++)
-              if (visible(i, j0 + c, dm->causal, pad)) {
+            for (int64_t c = 0; c < lim; c++)
+              if (!pd || pd[c] != 0.0f) {
                 if (sr[c] > m) m = sr[c];
                 nan |= isnan(sr[c]);
               }
@@ -247,12 +249,12 @@ STROP__CLONES static void tiled_fwd_samples(void *ctx, int64_t b0, int64_t b1, i
               continue;
             }
             float sum = 0.0f;
-            for (int64_t c = 0; c < bk; c++) {
-              const float e = visible(i, j0 + c, dm->causal, pad) ? strop__vexpf(sr[c] - m)
-                                                                  : 0.0f;
+            for (int64_t c = 0; c < lim; c++) {
+              const float e = (!pd || pd[c] != 0.0f) ? strop__vexpf(sr[c] - m) : 0.0f;
               sr[c] = e;
               sum += e;
             }
+            for (int64_t c = lim > 0 ? lim : 0; c < bk; c++) sr[c] = 0.0f;
             if (m != mx[r]) { /* a larger max: what was summed shrinks by exp(old - new) */
               const float a = mx[r] == -INFINITY ? 0.0f : strop__vexpf(mx[r] - m);
               sm[r] *= a;
@@ -330,9 +332,11 @@ STROP__CLONES static void tiled_bwd_samples(void *ctx, int64_t b0, int64_t b1, i
           for (int64_t r = 0; r < bq; r++) {
             float *pr = P + r * bk;
             const float m = rmax[i0 + r], inv = rinv[i0 + r];
-            for (int64_t c = 0; c < bk; c++)
-              pr[c] = visible(i0 + r, j0 + c, dm->causal, pad) ? strop__vexpf(pr[c] - m) * inv
-                                                               : 0.0f;
+            const int64_t lim = visible_len(dm->causal, i0 + r, j0, bk);
+            const float *pd = pad ? pad + j0 : NULL;
+            for (int64_t c = 0; c < lim; c++)
+              pr[c] = (!pd || pd[c] != 0.0f) ? strop__vexpf(pr[c] - m) * inv : 0.0f;
+            for (int64_t c = lim > 0 ? lim : 0; c < bk; c++) pr[c] = 0.0f;
           }
           if (dv)
             strop__sgemm(1, 0, bk, hd, bq, 1.0f, P, bk, dc, ldo, 1.0f, dv + j0 * dm->ldv,
