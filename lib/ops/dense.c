@@ -228,6 +228,18 @@ void strop__silu_backward(const float *x, const float *y, const float *dy, float
   }
 }
 
+void strop__silu_gate_forward(const float *g, const float *u, float *h, size_t n) {
+  for (size_t i = 0; i < n; i++) h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+void strop__silu_gate_backward(const float *g, const float *u, float *dh, float *du, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    const float e = expf(-g[i]), s = 1.0f / (1.0f + e), d = dh[i];
+    du[i] = d * (g[i] / (1.0f + e));
+    dh[i] = d * u[i] * s * (1.0f + g[i] * (1.0f - s));
+  }
+}
+
 void strop__tanh_forward(const float *x, float *y, size_t n) {
   for (size_t i = 0; i < n; i++) y[i] = tanhf(x[i]);
 }

@@ -53,6 +53,12 @@ void strop__gelu_backward(const float *x, const float *y, const float *dy, float
                           int approximate);
 void strop__silu_forward(const float *x, float *y, size_t n);
 void strop__silu_backward(const float *x, const float *y, const float *dy, float *dx, size_t n);
+/* The gated MLP's product (Llama's act_fn(gate) * up) in one pass: h = silu(g) u, the values
+ * of strop__silu_forward then the product. Its backward in one pass, given dh: du = dh
+ * silu(g) (written) and dh replaced by dg = dh u silu'(g), the values of the separate kernels
+ * (dg as strop__silu_backward adds it to zeros, but for the sign of a zero). */
+void strop__silu_gate_forward(const float *g, const float *u, float *h, size_t n);
+void strop__silu_gate_backward(const float *g, const float *u, float *dh, float *du, size_t n);
 /* PyTorch's hard approximations: hardsigmoid(x) = relu6(x + 3) / 6, hardswish(x) = x
  * hardsigmoid(x); their derivatives as torch defines them at the kinks (hardswish: 0 below
  * -3, x / 3 + 1/2 on [-3, 3], 1 above; hardsigmoid: 1/6 on (-3, 3), 0 elsewhere). */
