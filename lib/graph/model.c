@@ -726,16 +726,18 @@ int64_t strop_model_checkpoint_blocks(const strop_model *m) {
   return blocks;
 }
 
-/* Whether node b may be computed by a layer before it: no parameters, or none that trains
- * and no batch statistics this step (a frozen norm in eval mode, or with its statistics
- * frozen), so that what it computes is a fixed function its absorber may fold in. */
+/* Whether node b may be computed by a layer before it: no parameters, or, in a training
+ * step, none that trains and no batch statistics (a frozen norm with its statistics frozen),
+ * so that what it computes is a fixed function its absorber may fold in. Not in eval mode:
+ * folding moves the rounding, and a model's predictions must not depend on what is frozen. */
 static int fusable(const strop__node *b, int training) {
+  if (!b->n_params) return 1;
+  if (!training) return 0;
   for (int j = 0; j < b->n_params; j++) {
     const strop__param *p = strop__param_owner(&b->params[j]);
     if (p->trainable && !p->is_buffer) return 0;
   }
-  return !b->n_params || !(b->vt->flags & STROP__LAYER_BATCHSTATS) || !training ||
-         b->frozen_stats;
+  return !(b->vt->flags & STROP__LAYER_BATCHSTATS) || b->frozen_stats;
 }
 
 /* Asks each layer that can fuse which of the nodes after it it computes itself (see

@@ -418,9 +418,10 @@ struct strop__layer_vtable {
    * an earlier fusion). With k > 0 the graph stores no activation for this node nor the first
    * k - 1 of next, does not run next[0..k), and calls this layer's forward with out = the
    * output of next[k - 1] and its backward with that output and its gradient. The graph
-   * offers a node with parameters only when none of them trains and it computes its eval-mode
-   * function this step (no batch statistics, nothing to update): a layer that absorbs one (a
-   * frozen batch norm folded into a conv, fuse.h) reads those parameters at each call. */
+   * offers a node with parameters only in a training step, when none of them trains and it
+   * computes its eval-mode function (no batch statistics, nothing to update): a layer that
+   * absorbs one (a frozen batch norm folded into a conv, fuse.h) reads those parameters at
+   * each call. Eval mode keeps the unfused numbers (predictions do not depend on freezing). */
   int (*fuse)(strop__node *n, strop__node *const *next, int n_next);
   /* LoRA adapters for this type, or NULL. */
   const strop__lora_ops *lora;
