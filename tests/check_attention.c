@@ -13,6 +13,8 @@
 
 #include "graph/graph.h"
 #include "harness.h"
+#include "ops/attention.h"
+#include "ops/dense.h"
 #include "strop/strop.h"
 #include "testutil.h"
 
@@ -161,9 +163,13 @@ START_TEST(core_matches_reference) {
        {9, 4, 1, 6, 6, 5e5, 4, 1}},
       {"num_heads=2 num_kv_heads=2 rope=rotate_half rope_dim=2", {5, 2, 2, 4, 2, 1e4, 1, 0}},
   };
+  /* _i = 1: the tiled core in blocks of 2 queries x 3 keys (several per row, ragged ends) */
+  const int bq = strop__sdpa_block_q, bk = strop__sdpa_block_k;
+  if (_i) strop__sdpa_block_q = 2, strop__sdpa_block_k = 3;
   for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++)
     for (int packed = 0; packed < 2; packed++)
       for (int mask = 0; mask < 2; mask++) check_core(packed, cases[k].opts, &cases[k].rc, mask);
+  strop__sdpa_block_q = bq, strop__sdpa_block_k = bk;
 }
 END_TEST
 
@@ -179,6 +185,8 @@ START_TEST(core_gradcheck) {
   strop_test_gc_defaults(&o);
   o.tol = 3e-2;
   o.max_per_tensor = 16;
+  const int bq = strop__sdpa_block_q, bk = strop__sdpa_block_k;
+  if (_i) strop__sdpa_block_q = 2, strop__sdpa_block_k = 3; /* the tiled core, many blocks */
   for (int v = 0; v < 3; v++) {
     const int gqa = v != 1;
     strop_test_node sep[5] = {{"q", "linear", "out_features=8", "input"},
@@ -197,6 +205,7 @@ START_TEST(core_gradcheck) {
     strop_test_gradcheck(m, 2, 30 + (uint64_t)v, &o);
     strop_model_free(m);
   }
+  strop__sdpa_block_q = bq, strop__sdpa_block_k = bk;
 }
 END_TEST
 
@@ -447,6 +456,216 @@ START_TEST(gated_mlp_gradcheck_and_lora) {
 }
 END_TEST
 
+/* ---- the tiled core (online softmax) against the materialised one and float64 ---- */
+
+/* Float64 attention of one configuration and its gradients for the upstream gradient dc:
+ * q [n t, h hd], k, v [n t, kvh hd] (dense rows), out [n t, h hd]. */
+static void ref_sdpa(const strop__sdpa_dims *dm, const float *q, const float *k, const float *v,
+                     const float *dc, double *out, double *dq, double *dk, double *dv) {
+  const int64_t n = dm->n, t = dm->t, h = dm->heads, hd = dm->head_dim;
+  const int64_t group = h / dm->kv_heads, kw = dm->kv_heads * hd, qw = h * hd;
+  double *P = malloc(sizeof(double) * (size_t)(t * t)), *dP = malloc(sizeof(double) * (size_t)t);
+  memset(dq, 0, sizeof(double) * (size_t)(n * t * qw));
+  memset(dk, 0, sizeof(double) * (size_t)(n * t * kw));
+  memset(dv, 0, sizeof(double) * (size_t)(n * t * kw));
+  for (int64_t b = 0; b < n; b++)
+    for (int64_t hh = 0; hh < h; hh++) {
+      const int64_t g = hh / group;
+      const float *pad = dm->pad_mask ? dm->pad_mask + b * t : NULL;
+#define QV(i, e) ((double)q[(b * t + (i)) * qw + hh * hd + (e)])
+#define KV(j, e) ((double)k[(b * t + (j)) * kw + g * hd + (e)])
+#define VV(j, e) ((double)v[(b * t + (j)) * kw + g * hd + (e)])
+#define DC(i, e) ((double)dc[(b * t + (i)) * qw + hh * hd + (e)])
+      for (int64_t i = 0; i < t; i++) {
+        double mx = -INFINITY, sum = 0;
+        double *pr = P + i * t;
+        for (int64_t j = 0; j < t; j++) {
+          const int ok = (!dm->causal || j <= i) && (!pad || pad[j] != 0.0f);
+          double d = 0;
+          for (int64_t e = 0; e < hd; e++) d += QV(i, e) * KV(j, e);
+          pr[j] = ok ? d * dm->scale : -INFINITY;
+          if (pr[j] > mx) mx = pr[j];
+        }
+        for (int64_t j = 0; j < t; j++) sum += pr[j] = isinf(pr[j]) ? 0.0 : exp(pr[j] - mx);
+        for (int64_t j = 0; j < t; j++) pr[j] = sum > 0 ? pr[j] / sum : 0.0;
+        for (int64_t e = 0; e < hd; e++) {
+          double acc = 0;
+          for (int64_t j = 0; j < t; j++) acc += pr[j] * VV(j, e);
+          out[(b * t + i) * qw + hh * hd + e] = acc;
+        }
+        /* dP = dc V^T, dS = P (dP - sum P dP) */
+        double dot = 0;
+        for (int64_t j = 0; j < t; j++) {
+          double d = 0;
+          for (int64_t e = 0; e < hd; e++) d += DC(i, e) * VV(j, e);
+          dP[j] = d;
+          dot += pr[j] * d;
+        }
+        for (int64_t j = 0; j < t; j++) {
+          const double ds = pr[j] * (dP[j] - dot) * dm->scale;
+          for (int64_t e = 0; e < hd; e++) {
+            dq[(b * t + i) * qw + hh * hd + e] += ds * KV(j, e);
+            dk[(b * t + j) * kw + g * hd + e] += ds * QV(i, e);
+            dv[(b * t + j) * kw + g * hd + e] += pr[j] * DC(i, e);
+          }
+        }
+      }
+#undef QV
+#undef KV
+#undef VV
+#undef DC
+    }
+  free(P);
+  free(dP);
+}
+
+/* Largest |got - want| over the largest |want| (the error against the tensor's scale). */
+static double err_scaled(const float *got, const double *want, size_t n) {
+  double e = 0, s = 1e-30;
+  for (size_t i = 0; i < n; i++) {
+    e = fmax(e, fabs((double)got[i] - want[i]));
+    s = fmax(s, fabs(want[i]));
+  }
+  return e / s;
+}
+
+/* The tiled core equals the materialised one and a float64 reference: forward and every
+ * gradient within 1e-5 of each tensor's largest value (the materialised path's own error
+ * here is of the same order), causal and padding masks, grouped-query heads, sequences of
+ * several blocks with ragged ends (blocks of 8 x 16 and the default 64 x 128), 1 and 3
+ * chunks; a row whose keys are all padding gets zeros; the scratch is one block per chunk. */
+START_TEST(tiled_matches_materialised) {
+  const int bq = strop__sdpa_block_q, bk = strop__sdpa_block_k;
+  static const struct {
+    int64_t n, t, h, kvh, hd;
+    int causal, pad, blk_q, blk_k, chunks;
+  } C[] = {
+      {2, 37, 4, 2, 8, 0, 0, 8, 16, 1},     {2, 37, 4, 2, 8, 1, 0, 8, 16, 3},
+      {3, 29, 2, 1, 16, 1, 1, 8, 16, 3},    {2, 40, 2, 2, 8, 0, 1, 16, 8, 1},
+      {2, 150, 2, 1, 16, 1, 1, 64, 128, 2}, {1, 200, 2, 2, 8, 0, 0, 64, 128, 1},
+  };
+  for (size_t ci = 0; ci < sizeof C / sizeof C[0]; ci++) {
+    strop__sdpa_block_q = C[ci].blk_q;
+    strop__sdpa_block_k = C[ci].blk_k;
+    const int64_t n = C[ci].n, t = C[ci].t, h = C[ci].h, kvh = C[ci].kvh, hd = C[ci].hd;
+    const int64_t qn = n * t * h * hd, kn = n * t * kvh * hd;
+    float *q = malloc(sizeof(float) * (size_t)qn), *k = malloc(sizeof(float) * (size_t)kn);
+    float *v = malloc(sizeof(float) * (size_t)kn), *dc = malloc(sizeof(float) * (size_t)qn);
+    float *pad = malloc(sizeof(float) * (size_t)(n * t));
+    for (int64_t i = 0; i < qn; i++) q[i] = 1.5f * sinf(0.37f * (float)i + (float)ci);
+    for (int64_t i = 0; i < kn; i++) k[i] = 1.5f * cosf(0.23f * (float)i);
+    for (int64_t i = 0; i < kn; i++) v[i] = sinf(0.11f * (float)i + 1.0f);
+    for (int64_t i = 0; i < qn; i++) dc[i] = cosf(0.07f * (float)i);
+    for (int64_t i = 0; i < n * t; i++) pad[i] = (i % 7 == 3 || i % t >= t - 5) ? 0.0f : 1.0f;
+    if (C[ci].pad && !C[ci].causal)
+      for (int64_t i = 0; i < t; i++) pad[i] = 0.0f; /* sample 0: every key padding */
+    double *want = malloc(sizeof(double) * (size_t)qn), *wq = malloc(sizeof(double) * (size_t)qn);
+    double *wk = malloc(sizeof(double) * (size_t)kn), *wv = malloc(sizeof(double) * (size_t)kn);
+    float *out[2], *gq[2], *gk[2], *gv[2];
+    size_t fs[2], bs[2];
+    for (int tiled = 0; tiled < 2; tiled++) {
+      strop__sdpa_dims dm = {.n = n,
+                             .t = t,
+                             .heads = h,
+                             .kv_heads = kvh,
+                             .head_dim = hd,
+                             .ldq = h * hd,
+                             .ldk = kvh * hd,
+                             .ldv = kvh * hd,
+                             .causal = C[ci].causal,
+                             .pad_mask = C[ci].pad ? pad : NULL,
+                             .scale = (float)(1.0 / sqrt((double)hd)),
+                             .chunks = C[ci].chunks,
+                             .tiled = tiled};
+      if (!tiled) ref_sdpa(&dm, q, k, v, dc, want, wq, wk, wv);
+      fs[tiled] = strop__sdpa_forward_scratch(&dm);
+      bs[tiled] = strop__sdpa_backward_scratch(&dm);
+      float *p = malloc(sizeof(float) * strop__sdpa_saved_floats(&dm));
+      float *scr = malloc(sizeof(float) * (fs[tiled] > bs[tiled] ? fs[tiled] : bs[tiled]));
+      out[tiled] = malloc(sizeof(float) * (size_t)qn);
+      gq[tiled] = malloc(sizeof(float) * (size_t)qn);
+      gk[tiled] = malloc(sizeof(float) * (size_t)kn);
+      gv[tiled] = malloc(sizeof(float) * (size_t)kn);
+      strop__sdpa_forward(&dm, q, k, v, p, NULL, NULL, scr, out[tiled]);
+      strop__sdpa_backward(&dm, q, k, v, p, NULL, out[tiled], dc, scr, gq[tiled], gk[tiled],
+                           gv[tiled], 0);
+      free(p);
+      free(scr);
+    }
+    const char *what[4] = {"out", "dq", "dk", "dv"};
+    for (int tiled = 0; tiled < 2; tiled++) {
+      const double e[4] = {
+          err_scaled(out[tiled], want, (size_t)qn), err_scaled(gq[tiled], wq, (size_t)qn),
+          err_scaled(gk[tiled], wk, (size_t)kn), err_scaled(gv[tiled], wv, (size_t)kn)};
+      for (int w = 0; w < 4; w++)
+        ck_assert_msg(e[w] <= 1e-5, "case %zu %s: %s off float64 by %.3g of its scale", ci,
+                      tiled ? "tiled" : "materialised", what[w], e[w]);
+    }
+    if (C[ci].pad && !C[ci].causal)
+      for (int64_t i = 0; i < t * h * hd; i++) ck_assert(out[1][i] == 0.0f);
+    /* one block (and a few rows) per chunk, whatever t is */
+    const size_t blk = (size_t)(C[ci].blk_q < t ? C[ci].blk_q : t) *
+                       (size_t)(C[ci].blk_k < t ? C[ci].blk_k : t);
+    ck_assert_uint_le(fs[1], (size_t)C[ci].chunks * (blk + 2 * (size_t)C[ci].blk_q));
+    ck_assert_uint_le(bs[1], (size_t)C[ci].chunks * (2 * blk + (size_t)C[ci].blk_q));
+    for (int tiled = 0; tiled < 2; tiled++) {
+      free(out[tiled]);
+      free(gq[tiled]);
+      free(gk[tiled]);
+      free(gv[tiled]);
+    }
+    free(q), free(k), free(v), free(dc), free(pad), free(want), free(wq), free(wk), free(wv);
+  }
+  /* the scratch does not grow with t once t is a block wide; the saved rows grow with t */
+  strop__sdpa_block_q = bq;
+  strop__sdpa_block_k = bk;
+  strop__sdpa_dims d = {
+      .n = 1, .heads = 12, .kv_heads = 12, .head_dim = 64, .chunks = 2, .tiled = 1};
+  d.t = 128;
+  const size_t f128 = strop__sdpa_forward_scratch(&d), b128 = strop__sdpa_backward_scratch(&d);
+  d.t = 2048;
+  ck_assert_uint_eq(strop__sdpa_forward_scratch(&d), f128);
+  ck_assert_uint_eq(strop__sdpa_backward_scratch(&d), b128);
+  ck_assert_uint_eq(strop__sdpa_saved_floats(&d), 2 * 12 * 2048);
+  d.tiled = 0;
+  ck_assert_uint_eq(strop__sdpa_backward_scratch(&d), 2 * 2 * 2048 * 2048);
+}
+END_TEST
+
+/* The gated MLP's one-pass SiLU product and its backward give the separate kernels' values:
+ * h = silu(g) u, du = dh silu(g) bit for bit, dg equal (== : a zero's sign may differ, as
+ * silu_backward adds into zeros); large, small, zero and infinite gates. */
+START_TEST(silu_gate_matches_separate) {
+  enum { N = 203 };
+  float g[N], u[N], dh[N], h0[N], a[N], du0[N], dact[N], dg0[N], h1[N], du1[N], dg1[N];
+  for (int i = 0; i < N; i++) {
+    g[i] = 9.0f * sinf(0.37f * (float)i);
+    u[i] = cosf(0.21f * (float)i);
+    dh[i] = sinf(0.13f * (float)i + 0.5f);
+  }
+  g[0] = 0.0f, g[1] = -0.0f, g[2] = INFINITY, g[3] = -INFINITY, g[4] = 90.0f, g[5] = -90.0f;
+  strop__silu_forward(g, a, N);
+  for (int i = 0; i < N; i++) {
+    h0[i] = a[i] * u[i];
+    du0[i] = dh[i] * a[i];
+    dact[i] = dh[i] * u[i];
+    dg0[i] = 0.0f;
+  }
+  strop__silu_backward(g, a, dact, dg0, N);
+  strop__silu_gate_forward(g, u, h1, N);
+  memcpy(dg1, dh, sizeof dh);
+  strop__silu_gate_backward(g, u, dg1, du1, N);
+  for (int i = 0; i < N; i++) {
+    ck_assert_msg(memcmp(&h0[i], &h1[i], sizeof(float)) == 0, "h[%d] %g vs %g", i, (double)h0[i],
+                  (double)h1[i]);
+    ck_assert_msg(memcmp(&du0[i], &du1[i], sizeof(float)) == 0, "du[%d] %g vs %g", i,
+                  (double)du0[i], (double)du1[i]);
+    ck_assert_msg(dg0[i] == dg1[i] || (isnan(dg0[i]) && isnan(dg1[i])), "dg[%d] %g vs %g", i,
+                  (double)dg0[i], (double)dg1[i]);
+  }
+}
+END_TEST
+
 /* Shapes and options the core refuses, each with its own sentence. */
 START_TEST(core_errors) {
   strop_model *m = NULL;
@@ -484,9 +703,10 @@ END_TEST
 static Suite *suite(void) {
   Suite *s = suite_create("attention");
   TCase *tc = tcase_create("core");
-  tcase_add_test(tc, core_matches_reference);
-  tcase_add_test(tc, core_gradcheck);
+  tcase_add_loop_test(tc, core_matches_reference, 0, 2);
+  tcase_add_loop_test(tc, core_gradcheck, 0, 2);
   tcase_add_test(tc, mha_equals_core);
+  tcase_add_test(tc, tiled_matches_materialised);
   suite_add_tcase(s, tc);
   tc = tcase_create("storage");
   tcase_add_test(tc, mha_packed_equals_separate);
@@ -494,6 +714,7 @@ static Suite *suite(void) {
   suite_add_tcase(s, tc);
   tc = tcase_create("mlp");
   tcase_add_test(tc, gated_mlp_gradcheck_and_lora);
+  tcase_add_test(tc, silu_gate_matches_separate);
   suite_add_tcase(s, tc);
   tc = tcase_create("errors");
   tcase_add_test(tc, core_errors);

@@ -513,6 +513,193 @@ START_TEST(fused_chains_match_unfused) {
 }
 END_TEST
 
+/* ---- a frozen batch norm folded into the frozen conv before it ---- */
+
+/* conv -> batchnorm2d -> ... with the norm's affine and running statistics set away from
+ * their defaults, and `freeze` frozen (the norm then runs on its running statistics) */
+static const struct fold_case {
+  int64_t shape[3];
+  strop_test_node nodes[7];
+} FOLD[] = {
+    /* the ResNet pattern: a conv without bias, the norm, a relu and a max-pool (one unit) */
+    {{3, 8, 8},
+     {{"c", "conv2d", "out_channels=5 kernel_size=3 padding=1 bias=false", NULL},
+      {"bn", "batchnorm2d", "", NULL},
+      {"r", "relu", "", NULL},
+      {"p", "maxpool2d", "kernel_size=2", NULL},
+      {"f", "flatten", "", NULL},
+      {"fc", "linear", "out_features=4", NULL}}},
+    /* a conv with its own bias, strided, grouped; nothing after the norm */
+    {{4, 9, 7},
+     {{"c", "conv2d", "out_channels=6 kernel_size=3 stride=2 groups=2", NULL},
+      {"bn", "batchnorm2d", "eps=0.001", NULL},
+      {"f", "flatten", "", NULL},
+      {"fc", "linear", "out_features=3", NULL}}},
+    /* MobileNet's depthwise conv (a direct kernel: the norm folds, the relu runs apart) */
+    {{3, 7, 7},
+     {{"c", "conv2d", "out_channels=6 kernel_size=3 padding=1 groups=3 bias=false", NULL},
+      {"bn", "batchnorm2d", "", NULL},
+      {"r", "relu", "", NULL},
+      {"f", "flatten", "", NULL},
+      {"fc", "linear", "out_features=2", NULL}}},
+};
+#define N_FOLD ((int)(sizeof FOLD / sizeof FOLD[0]))
+
+static strop_model *fold_model(int i) {
+  const struct fold_case *fc = &FOLD[i];
+  int nn = 0;
+  while (nn < 7 && fc->nodes[nn].name) nn++;
+  strop_model *m = strop_test_build(3, fc->shape, fc->nodes, nn, 21 + (uint64_t)i);
+  const int64_t C = m->nodes[0].out_shape.d[0];
+  float v[4][16];
+  for (int64_t c = 0; c < C; c++) {
+    v[0][c] = 0.5f + 0.3f * (float)c;              /* weight */
+    v[1][c] = 0.2f * (float)c - 0.4f;              /* bias */
+    v[2][c] = 0.1f * sinf((float)c + 1.0f);        /* running_mean */
+    v[3][c] = 0.3f + 0.25f * (float)((c * 7) % 5); /* running_var */
+  }
+  static const char *const names[4] = {"bn.weight", "bn.bias", "bn.running_mean",
+                                       "bn.running_var"};
+  for (int k = 0; k < 4; k++) set_param(m, names[k], v[k], (size_t)C);
+  ck_assert_int_eq(strop_model_freeze(m, "c.*"), STROP_OK);
+  ck_assert_int_eq(strop_model_freeze(m, "bn.*"), STROP_OK);
+  m->want_input_grad = 1;
+  return m;
+}
+
+/* Output, the trainable parameters' gradients and the input gradient of one step of m in
+ * mode `training`, folded (fold = 1) or with every node run by itself; returns the output
+ * count, *ng the gradient count. 1 in *folded when the norm (node 1) was folded. */
+static size_t fold_run(strop_model *m, int fold, int training, const float *x, int64_t n,
+                       float *out, float *grads, size_t *ng, int *folded) {
+  const strop__act *o;
+  m->no_fusion = !fold;
+  ck_assert_int_eq(strop__model_zero_grad(m), STROP_OK);
+  ck_assert_msg(strop__model_forward_exec(m, x, n, training, NULL, &o) == STROP_OK, "%s",
+                strop_last_error());
+  const size_t on = (size_t)n * strop__shape_numel(&o->shape);
+  memcpy(out, o->data, sizeof(float) * on);
+  *folded = m->nodes[1].fused < 0;
+  float dout[512];
+  ck_assert_uint_le(on, 512);
+  for (size_t i = 0; i < on; i++) dout[i] = cosf(0.3f * (float)i);
+  ck_assert_int_eq(strop__model_backward(m, dout), STROP_OK);
+  size_t k = 0;
+  for (int i = 0; i < m->n_params; i++)
+    if (m->params[i]->grad) {
+      memcpy(grads + k, m->params[i]->grad, sizeof(float) * m->params[i]->numel);
+      k += m->params[i]->numel;
+    }
+  const size_t in = (size_t)n * strop__shape_numel(&m->in_shape);
+  memcpy(grads + k, m->input_grad, sizeof(float) * in);
+  *ng = k + in;
+  strop__model_step_end(m);
+  m->no_fusion = 0;
+  return on;
+}
+
+/* Folded and unfolded agree to float rounding: outputs 1e-5 relative, gradients 1e-4, each
+ * with a floor (outputs 0.1, gradients 1e-3) below which the bound is absolute: the sums'
+ * terms are O(1), so a value that cancels to 1e-2 keeps their rounding, which the fold moves
+ * (w s summed, against the sum scaled). want_fold: the norm must (1) or must not (0) have been folded. */
+static void fold_expect_same(strop_model *m, int training, int want_fold, const char *what) {
+  enum { N = 3, CAP = 4096 };
+  static float x[CAP], out[2][CAP], grads[2][CAP];
+  const size_t per = strop__shape_numel(&m->in_shape);
+  ck_assert_uint_le(N * per, CAP);
+  for (size_t i = 0; i < N * per; i++) x[i] = sinf(0.37f * (float)i + 0.2f);
+  size_t ng[2], on[2];
+  int folded[2];
+  for (int f = 0; f < 2; f++)
+    on[f] = fold_run(m, f, training, x, N, out[f], grads[f], &ng[f], &folded[f]);
+  ck_assert_msg(folded[1] == want_fold, "%s: folded %d, want %d", what, folded[1], want_fold);
+  ck_assert_int_eq(folded[0], 0);
+  ck_assert_uint_eq(on[0], on[1]);
+  ck_assert_uint_eq(ng[0], ng[1]);
+  size_t w = 0;
+  double r = strop_test_max_rel(out[1], out[0], on[0], 0.1, &w);
+  ck_assert_msg(r <= 1e-5, "%s: output %zu: folded %.9g, unfolded %.9g", what, w,
+                (double)out[1][w], (double)out[0][w]);
+  r = strop_test_max_rel(grads[1], grads[0], ng[0], 1e-3, &w);
+  ck_assert_msg(r <= 1e-4, "%s: gradient %zu: folded %.9g, unfolded %.9g", what, w,
+                (double)grads[1][w], (double)grads[0][w]);
+  if (!want_fold) /* nothing folded: the same kernels in the same order */
+    ck_assert_msg(memcmp(out[0], out[1], sizeof(float) * on[0]) == 0, "%s: outputs differ", what);
+}
+
+/* A frozen conv + frozen batch norm is one conv with scaled weights and a bias in a training
+ * step (frozen statistics), with the head's and the input's gradients through it; the stored
+ * parameters keep their values; eval mode is not folded (bit for bit the unfolded graph). */
+START_TEST(bn_fold_matches_unfolded) {
+  strop_model *m = fold_model(_i);
+  strop__param *w = strop__model_param_find(m, "c.weight");
+  float *keep = malloc(w->numel * sizeof *keep);
+  memcpy(keep, w->data, w->numel * sizeof *keep);
+  fold_expect_same(m, 1, 1, "train, frozen statistics");
+  /* eval mode (predictions) keeps the unfolded numbers, whatever is frozen */
+  fold_expect_same(m, 0, 0, "eval");
+  ck_assert_int_eq(memcmp(keep, w->data, w->numel * sizeof *keep), 0);
+  ck_assert_int_eq(m->nodes[1].frozen_stats, 1);
+  /* warm: a step of a shape already seen takes nothing from the heap */
+  fold_expect_same(m, 1, 1, "warm");
+  free(keep);
+  strop_model_free(m);
+}
+END_TEST
+
+/* The fold follows the tensors it came from: new statistics (set, updated by a train-mode
+ * step, written through a view), unfreezing the conv or the norm (the unfolded path, bit for
+ * bit), training the conv and freezing it again. */
+START_TEST(bn_fold_follows_changes) {
+  strop_model *m = fold_model(0);
+  fold_expect_same(m, 1, 1, "first");
+  const float rv[5] = {2.0f, 0.1f, 1.0f, 3.5f, 0.7f};
+  set_param(m, "bn.running_var", rv, 5);
+  fold_expect_same(m, 1, 1, "after set_tensor");
+  /* the norm's statistics thaw for a step (batch statistics: not folded; its affine stays
+   * frozen, as STROP_FREEZE_KEEP_BN_MODE leaves it), then freeze again: the fold sees the
+   * running statistics that step moved */
+  m->nodes[1].frozen_stats = 0;
+  fold_expect_same(m, 1, 0, "train, batch statistics");
+  m->nodes[1].frozen_stats = 1;
+  fold_expect_same(m, 1, 1, "frozen statistics again");
+  /* the same through surgery: unfrozen, trained, frozen */
+  ck_assert_int_eq(strop_model_unfreeze(m, "bn.*"), STROP_OK);
+  fold_expect_same(m, 1, 0, "trainable norm");
+  ck_assert_int_eq(strop_model_freeze(m, "bn.*"), STROP_OK);
+  fold_expect_same(m, 1, 1, "refrozen norm");
+  /* the conv trains: unfolded; an optimizer step moves it; frozen again it folds anew */
+  ck_assert_int_eq(strop_model_unfreeze(m, "c.weight"), STROP_OK);
+  fold_expect_same(m, 1, 0, "trainable conv");
+  strop__param *w = strop__model_param_find(m, "c.weight");
+  for (size_t i = 0; i < w->numel; i++) w->data[i] *= 1.25f; /* as an optimizer step would */
+  ck_assert_int_eq(strop_model_freeze(m, "c.weight"), STROP_OK);
+  fold_expect_same(m, 1, 1, "refrozen conv");
+  /* last: a view handed out makes every later fold recompute */
+  strop_tensor *t = NULL;
+  ck_assert_int_eq(strop_model_tensor_view(m, "bn.running_mean", &t), STROP_OK);
+  float *tv = strop_tensor_data(t);
+  for (int c = 0; c < 5; c++) tv[c] = 1.5f - 0.5f * (float)c;
+  fold_expect_same(m, 1, 1, "after a write through a view");
+  tv[2] = -3.0f; /* the view stays writable: no cache can be trusted */
+  fold_expect_same(m, 1, 1, "after a second write through the view");
+  strop_tensor_free(t);
+  strop_model_free(m);
+}
+END_TEST
+
+/* Finite differences through the folded pair: the head's gradient and the input's. */
+START_TEST(bn_fold_gradcheck) {
+  strop_model *m = fold_model(_i);
+  strop_test_gc_opts o;
+  strop_test_gc_defaults(&o);
+  double worst = strop_test_gradcheck(m, 2, 31 + (uint64_t)_i, &o);
+  ck_assert_msg(worst <= o.tol, "case %d: %g", _i, worst);
+  ck_assert_int_eq(m->nodes[1].fused, -1);
+  strop_model_free(m);
+}
+END_TEST
+
 /* The 2x2 max-pool kernels (AVX-512 where the CPU has it, SSE2, plain C), with and without
  * the fused relu, give the same bits: every width from 1 to 37 windows (the vector loops'
  * tails), odd planes with an uncovered row and column, ties, -0, NaN and infinities; and the
@@ -949,6 +1136,11 @@ static Suite *suite(void) {
   tcase_add_test(tc, threads_agree);
   tcase_add_loop_test(tc, fused_chains_match_unfused, 0, N_FUSE);
   tcase_add_test(tc, maxpool_kernels_agree);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("bn_fold");
+  tcase_add_loop_test(tc, bn_fold_matches_unfolded, 0, N_FOLD);
+  tcase_add_test(tc, bn_fold_follows_changes);
+  tcase_add_loop_test(tc, bn_fold_gradcheck, 0, N_FOLD);
   suite_add_tcase(s, tc);
   tc = tcase_create("gradcheck");
   tcase_add_loop_test(tc, gradcheck, 0, N_GC);

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "core/core.h"
+#include "ops/dense.h"
 #include "ops/lowp.h"
 #include "testutil.h"
 
@@ -205,8 +206,49 @@ START_TEST(bf16_dot_tolerance) {
 }
 END_TEST
 
+/* The input gradient through a frozen BF16 weight (dX = dY W) on vdpbf16ps, dY rounded to
+ * BF16 like the forward's x: each element within BF16's unit roundoff (2^-8) of sum |dy w|
+ * (plus FP32 summation error) of the FP32 backward on the same rounded weights, both layouts,
+ * written and added (the fallback's bits are backward_exact's). */
+START_TEST(bf16_backward_tolerance) {
+  if (!strop__bf16_dot_enabled()) return;
+  enum { M = 13, IN = 70, OUT = 45 };
+  for (int in_out = 0; in_out < 2; in_out++)
+    for (int assign = 0; assign < 2; assign++) {
+      float w[IN * OUT], wr[IN * OUT], dy[M * OUT], got[M * IN], want[M * IN];
+      for (int i = 0; i < IN * OUT; i++) w[i] = (float)cos(0.7 * i);
+      for (int i = 0; i < M * OUT; i++) dy[i] = (float)sin(0.3 * i);
+      for (int i = 0; i < M * IN; i++) got[i] = want[i] = 0.25f;
+      strop__lowp q;
+      ck_assert_int_eq(
+          strop__lowp_make(&q, STROP__LOWP_BF16, w, in_out ? IN : OUT, in_out ? OUT : IN, in_out),
+          0);
+      strop__lowp_expand(&q, wr);
+      ck_assert_int_eq(strop__linear_backward_lowp(&q, dy, got, M, IN, OUT, in_out, assign), 0);
+      strop__linear_backward(
+          NULL, wr, dy, want, NULL, NULL, M, IN, OUT,
+          (assign ? STROP__LB_ASSIGN_DX : 0) | (in_out ? STROP__LB_W_IN_OUT : 0));
+      double worst = 0.0;
+      for (int i = 0; i < M; i++)
+        for (int j = 0; j < IN; j++) {
+          double mag = 0.0;
+          for (int k = 0; k < OUT; k++)
+            mag += fabs((double)dy[i * OUT + k] * wr[in_out ? j * OUT + k : k * IN + j]);
+          const double e = fabs((double)got[i * IN + j] - want[i * IN + j]);
+          ck_assert_msg(e <= (1.0 / 256 + 1e-6) * mag + 1e-6,
+                        "in_out %d assign %d: dx(%d, %d) %g, fp32 %g, sum |dy w| %g", in_out,
+                        assign, i, j, (double)got[i * IN + j], (double)want[i * IN + j], mag);
+          worst = fmax(worst, e);
+        }
+      ck_assert(worst > 0.0); /* it did run the BF16 product */
+      strop__lowp_free(&q);
+    }
+}
+END_TEST
+
 /* The vdpbf16ps kernel on shapes with edges (m, n not multiples of its 4 x 4 tile, k not of
- * 32): against a double sum of the same BF16-rounded operands, to FP32 summation error. */
+ * 32): against a double sum of the same BF16-rounded operands, to FP32 summation error; B
+ * stored [n, k] (the forward) and [k, n] (the backward's input gradient). */
 START_TEST(bf16_kernel_edges) {
   if (!strop__bf16_dot_enabled()) return;
   static const int64_t shapes[][3] = {{1, 1, 1},   {5, 7, 45},  {4, 4, 32},
@@ -233,6 +275,25 @@ START_TEST(bf16_kernel_edges) {
         }
         ck_assert_msg(fabs((double)c[i * n + j] - ref) <= 1e-6 * (mag + 1),
                       "[%lld x %lld x %lld] C(%lld, %lld) = %g, want %g", (long long)m,
+                      (long long)n, (long long)k, (long long)i, (long long)j,
+                      (double)c[i * n + j], ref);
+      }
+    strop__lowp_free(&q);
+    /* the same values read as B [k, n] (the backward's dX = dY W) */
+    ck_assert_int_eq(strop__lowp_make(&q, STROP__LOWP_BF16, w, k, n, 0), 0);
+    for (int64_t i = 0; i < m * n; i++) c[i] = 0.5f;
+    strop__bf16_gemm_nn(m, n, k, a, k, &q, 1.0f, c, n, abf);
+    for (int64_t i = 0; i < m; i++)
+      for (int64_t j = 0; j < n; j++) {
+        double ref = 0.5, mag = 0;
+        for (int64_t t = 0; t < k; t++) {
+          const double p = (double)strop__bf16_to_f32(strop__bf16_from_f32(a[i * k + t])) *
+                           (double)strop__bf16_to_f32(((uint16_t *)q.v)[t * n + j]);
+          ref += p;
+          mag += fabs(p);
+        }
+        ck_assert_msg(fabs((double)c[i * n + j] - ref) <= 1e-6 * (mag + 1),
+                      "nn [%lld x %lld x %lld] C(%lld, %lld) = %g, want %g", (long long)m,
                       (long long)n, (long long)k, (long long)i, (long long)j,
                       (double)c[i * n + j], ref);
       }
@@ -600,6 +661,7 @@ static Suite *suite(void) {
   tcase_add_test(c, int8_exact);
   tcase_add_loop_test(c, bf16_dot_tolerance, 0, 2);
   tcase_add_test(c, bf16_kernel_edges);
+  tcase_add_test(c, bf16_backward_tolerance);
   suite_add_tcase(s, c);
   c = tcase_create("train");
   tcase_add_test(c, bf16_backward_exact);

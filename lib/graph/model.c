@@ -724,10 +724,24 @@ int64_t strop_model_checkpoint_blocks(const strop_model *m) {
   return blocks;
 }
 
+/* Whether node b may be computed by a layer before it: no parameters, or, in a training
+ * step, none that trains and no batch statistics (a frozen norm with its statistics frozen),
+ * so that what it computes is a fixed function its absorber may fold in. Not in eval mode:
+ * folding moves the rounding, and a model's predictions must not depend on what is frozen. */
+static int fusable(const strop__node *b, int training) {
+  if (!b->n_params) return 1;
+  if (!training) return 0;
+  for (int j = 0; j < b->n_params; j++) {
+    const strop__param *p = strop__param_owner(&b->params[j]);
+    if (p->trainable && !p->is_buffer) return 0;
+  }
+  return !(b->vt->flags & STROP__LAYER_BATCHSTATS) || b->frozen_stats;
+}
+
 /* Asks each layer that can fuse which of the nodes after it it computes itself (see
  * strop__layer_vtable.fuse): a chain of sole readers, none of whose outputs but the last is
  * the model's output or m->keep_act. */
-static void plan_fusion(strop_model *m) {
+static void plan_fusion(strop_model *m, int training) {
   const int nn = m->n_nodes;
   for (int i = 0; i < nn; i++) m->nodes[i].fused = 0;
   for (int i = 0; i < nn; i++) {
@@ -738,7 +752,7 @@ static void plan_fusion(strop_model *m) {
     for (int j = i; !m->no_fusion && len < STROP__FUSE_MAX && j + 1 < nn; j++) {
       const strop__node *b = &m->nodes[j + 1];
       if (j == m->keep_act || m->consumers[j] != 1 || b->n_in != 1 || b->in[0] != j ||
-          b->n_params > 0 || (m->ckpt_first && m->ckpt_first[j + 1] != m->ckpt_first[i]))
+          !fusable(b, training) || (m->ckpt_first && m->ckpt_first[j + 1] != m->ckpt_first[i]))
         break; /* nor does a chain cross the edge of a checkpointed block */
       next[len++] = &m->nodes[j + 1];
     }
@@ -829,7 +843,7 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
     strop__model_step_end(m);
     return s;
   }
-  plan_fusion(m);
+  plan_fusion(m, training);
   /* Activation lifetimes. A node's output is kept to the end of the step when a backward may
    * read it (it is the input or the output of a node with a trainable parameter at or before
    * it), or it is the model's output or m->keep_act; any other output is dead once its last
@@ -1541,6 +1555,7 @@ strop_status strop_model_tensor_view(strop_model *m, const char *name, strop_ten
     return strop__err(STROP_E_NOMEM, "%s: out of memory copying '%s' out of its mapped file", fn,
                       name);
   int64_t one = 1;
+  p->viewed = 1; /* writes through the view bump no version */
   return strop_tensor_wrap(p->data, p->numel, p->rank ? p->rank : 1, p->rank ? p->dims : &one,
                            out);
 }

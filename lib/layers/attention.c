@@ -256,6 +256,8 @@ static void mha_dims(const strop__node *n, const strop__exec *x, const strop__ac
   dm->pad_mask = x->pad_mask;
   dm->dropout = c->dropout;
   dm->chunks = strop__par_chunks(x->nthreads, dm->n, 1);
+  /* dropout's mask is drawn per weight: only then are the t x t weights materialised */
+  dm->tiled = !(x->training && c->dropout > 0.0f);
 }
 
 /* The weights the kernels run with. An active (unmerged) adapter's projection runs with
@@ -290,16 +292,17 @@ static int lora_buffers(const strop__node *n, const strop__exec *x, float **eff,
 
 static strop_status mha_forward(strop__node *n, const strop__exec *x, const strop__act *in,
                                 strop__act *out) {
-  const mha_cfg *c = n->cfg;
   strop__mha_dims dm;
   mha_dims(n, x, in, &dm);
   strop_status st;
   dm.pad_mask = strop__exec_mask(n, x, dm.t, &st);
   if (st) return st;
   const size_t act = (size_t)(dm.n * dm.t * dm.d), att = (size_t)(dm.n * dm.heads * dm.t * dm.t);
-  const int drop = x->training && c->dropout > 0.0f;
+  const int drop = !dm.tiled;
+  /* the weights, or tiled only each row's max and inverse sum */
+  const size_t saved = dm.tiled ? (size_t)(2 * dm.n * dm.heads * dm.t) : att;
   strop__mha_cache *cache = strop__arena_alloc(x->arena, sizeof *cache);
-  float *buf = strop__arena_alloc(x->arena, (4 * act + att) * sizeof(float));
+  float *buf = strop__arena_alloc(x->arena, (4 * act + saved) * sizeof(float));
   float *scratch = strop__arena_alloc(x->arena,
                                       strop__attention_forward_scratch(&dm) * sizeof(float));
   uint8_t *keep = drop ? strop__arena_alloc(x->arena, att) : NULL;

@@ -287,7 +287,9 @@ static strop_status attn_forward(strop__node *n, const strop__exec *x, const str
       .causal = c->causal,
       .dropout = c->dropout,
       .scale = c->scale > 0 ? c->scale : (float)(1.0 / sqrt((double)g.hd)),
-      .chunks = strop__par_chunks(x->nthreads, nb, 1)};
+      .chunks = strop__par_chunks(x->nthreads, nb, 1),
+      /* dropout's mask is drawn per weight: only then are the t x t weights materialised */
+      .tiled = !(x->training && c->dropout > 0.0f)};
   sv->dm.pad_mask = strop__exec_mask(n, x, t, &st);
   if (st) return st;
   if (c->rope) {
@@ -311,8 +313,8 @@ static strop_status attn_forward(strop__node *n, const strop__exec *x, const str
     sv->dm.ldk = ldk;
   }
   const size_t att = (size_t)(nb * g.h * t * t);
-  const int drop = x->training && c->dropout > 0.0f;
-  sv->p = strop__arena_alloc(x->arena, att * sizeof *sv->p);
+  const int drop = !sv->dm.tiled;
+  sv->p = strop__arena_alloc(x->arena, strop__sdpa_saved_floats(&sv->dm) * sizeof *sv->p);
   sv->keep = drop ? strop__arena_alloc(x->arena, att) : NULL;
   float *scratch = strop__arena_alloc(x->arena,
                                       strop__sdpa_forward_scratch(&sv->dm) * sizeof(float));
@@ -327,7 +329,6 @@ static strop_status attn_forward(strop__node *n, const strop__exec *x, const str
 
 static strop_status attn_backward(strop__node *n, const strop__exec *x, const strop__act *in,
                                   const strop__act *out, const float *dout, float *const *din) {
-  (void)out;
   const attn_saved *sv = n->saved;
   if (!sv)
     return strop__err(STROP_E_INTERNAL, "layer '%s' (attention): backward without forward",
@@ -353,7 +354,8 @@ static strop_status attn_backward(strop__node *n, const strop__exec *x, const st
     dv = din[2];
   }
   if (!sv->rot) {
-    strop__sdpa_backward(dm, sv->q, sv->k, sv->v, sv->p, sv->keep, dout, scratch, dq, dk, dv, 1);
+    strop__sdpa_backward(dm, sv->q, sv->k, sv->v, sv->p, sv->keep, out->data, dout, scratch, dq,
+                         dk, dv, 1);
     return STROP_OK;
   }
   /* through the rotation: gradients of the rotated q and k, then rotated back */
@@ -361,7 +363,8 @@ static strop_status attn_backward(strop__node *n, const strop__exec *x, const st
   float *dqr = dq ? strop__arena_calloc(x->arena, (size_t)(nt * dm->ldq) * sizeof(float)) : NULL;
   float *dkr = dk ? strop__arena_calloc(x->arena, (size_t)(nt * dm->ldk) * sizeof(float)) : NULL;
   if ((dq && !dqr) || (dk && !dkr)) return oom(n);
-  strop__sdpa_backward(dm, sv->q, sv->k, sv->v, sv->p, sv->keep, dout, scratch, dqr, dkr, dv, 1);
+  strop__sdpa_backward(dm, sv->q, sv->k, sv->v, sv->p, sv->keep, out->data, dout, scratch, dqr,
+                       dkr, dv, 1);
   if (dq) {
     strop__rope_apply(dqr, dm->ldq, dq, ld[0], dm->n, dm->t, g.h, g.hd, sv->rot, sv->cos_t,
                       sv->sin_t, 1);

@@ -5,9 +5,12 @@
 #include <math.h>
 #include <string.h>
 
+#include "layers/fuse.h"
 #include "layers/init.h"
 #include "layers/layer.h"
 #include "ops/norm.h"
+
+extern const strop__layer_vtable strop__layer_batchnorm1d, strop__layer_batchnorm2d;
 
 typedef struct bn_cfg {
   int64_t num_features; /* 0 until inferred when the option is omitted */
@@ -156,6 +159,8 @@ static strop_status bn_forward(strop__node *n, const strop__exec *x, const strop
     }
     if (m < 0.0f) m = 0.0f;
     strop__batchnorm_update_running(C, sv->mean, var, N * l, m, rm->data, rv->data);
+    rm->version++; /* what a fold derived from them is stale */
+    rv->version++;
   }
   return STROP_OK;
 }
@@ -182,6 +187,78 @@ static strop_status bn_backward(strop__node *n, const strop__exec *x, const stro
     strop__batchnorm_backward_eval(N, C, l, in[0].data, dout, gamma, rm->data, rv->data, c->eps,
                                    din[0], dg, dbt);
   }
+  return STROP_OK;
+}
+
+/* ---- folding a frozen norm into the layer before it (fuse.h) ---- */
+
+int strop__layer_norm_foldable(const strop__node *n, int64_t channels) {
+  if (n->vt != &strop__layer_batchnorm1d && n->vt != &strop__layer_batchnorm2d) return 0;
+  const bn_cfg *c = n->cfg;
+  const strop__param *rm = strop__node_p(n, RM), *rv = strop__node_p(n, RV);
+  return c->track_running_stats && c->num_features == channels && rm && rv && rm->data &&
+         rv->data;
+}
+
+/* n->fold: what the folded values came from, then the values (64-byte aligned) */
+enum { F_W, F_B, F_GA, F_BE, F_RM, F_RV, F_N };
+typedef struct fold_cache {
+  const float *src[F_N]; /* the tensors' data (NULL: absent) */
+  int ver[F_N];
+  float eps;
+  size_t wn, c;
+  int valid;
+} fold_cache;
+#define FOLD_HEAD ((sizeof(fold_cache) + 63) / 64 * 64)
+
+strop_status strop__layer_fold_norm(strop__node *n, const strop__param *w, const strop__param *b,
+                                    const strop__node *norm, const float **wf, const float **bf) {
+  const bn_cfg *nc = norm->cfg;
+  const strop__param *src[F_N] = {w,
+                                  b,
+                                  strop__node_p(norm, W),
+                                  strop__node_p(norm, B),
+                                  strop__node_p(norm, RM),
+                                  strop__node_p(norm, RV)};
+  const size_t C = (size_t)nc->num_features, wn = w->numel;
+  fold_cache *fc = n->fold;
+  if (!fc || fc->wn != wn || fc->c != C) {
+    strop__free_aligned(n->fold);
+    n->fold = fc = strop__malloc_aligned(FOLD_HEAD + (wn + C) * sizeof(float));
+    if (!fc)
+      return strop__err(STROP_E_NOMEM,
+                        "layer '%s' (%s): out of memory for the weights with '%s' folded in",
+                        n->name, n->vt->type, norm->name);
+    memset(fc, 0, sizeof *fc);
+    fc->wn = wn;
+    fc->c = C;
+  }
+  float *fw = (float *)((char *)fc + FOLD_HEAD), *fb = fw + wn;
+  *wf = fw;
+  *bf = fb;
+  int same = fc->valid && fc->eps == nc->eps;
+  for (int i = 0; i < F_N && same; i++)
+    same = (src[i] ? src[i]->data : NULL) == fc->src[i] &&
+           (!src[i] || (src[i]->version == fc->ver[i] && !src[i]->viewed));
+  if (same) return STROP_OK;
+  const float *ga = src[F_GA] ? src[F_GA]->data : NULL, *be = src[F_BE] ? src[F_BE]->data : NULL;
+  const float *rm = src[F_RM]->data, *rv = src[F_RV]->data, *b0 = b ? b->data : NULL;
+  const size_t per = wn / C;
+  for (size_t c = 0; c < C; c++) {
+    /* the same arithmetic as the eval-mode BatchNorm kernel, in double */
+    const double sc = (ga ? (double)ga[c] : 1.0) / sqrt((double)rv[c] + (double)nc->eps);
+    const float *row = w->data + c * per;
+    float *out = fw + c * per;
+    for (size_t k = 0; k < per; k++) out[k] = (float)((double)row[k] * sc);
+    fb[c] = (float)(((b0 ? (double)b0[c] : 0.0) - (double)rm[c]) * sc +
+                    (be ? (double)be[c] : 0.0));
+  }
+  for (int i = 0; i < F_N; i++) {
+    fc->src[i] = src[i] ? src[i]->data : NULL;
+    fc->ver[i] = src[i] ? src[i]->version : 0;
+  }
+  fc->eps = nc->eps;
+  fc->valid = 1;
   return STROP_OK;
 }
 

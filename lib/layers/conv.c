@@ -20,6 +20,9 @@ typedef struct conv_cfg {
   /* run time, from conv_fuse: a relu and/or a max-pool computed in the conv's epilogue
    * (relu, pool and pd set; argmax and y are per call) */
   strop__conv2d_epilogue ep;
+  /* run time, from conv_fuse: a frozen batch norm after this frozen conv, folded into its
+   * weights (fuse.h), or NULL */
+  const strop__node *norm;
 } conv_cfg;
 
 enum { W, B }; /* parameter slots */
@@ -212,14 +215,34 @@ static strop__conv2d_epilogue *conv_epilogue(const conv_cfg *c, const strop__con
   return ep;
 }
 
-/* A relu, a max-pool, or a relu then a max-pool after the conv run in its epilogue, image by
- * image while the conv's output is in cache: the two full-size activations are never stored,
- * and the numbers are the unfused ones (same kernels, same order). */
+/* The weight and bias the conv computes with: its own, or with the fused norm folded in. */
+static strop_status conv_weights(strop__node *n, const float **w, const float **b) {
+  const conv_cfg *c = n->cfg;
+  const strop__param *pw = strop__node_p(n, W), *pb = strop__node_p(n, B);
+  if (c->norm) return strop__layer_fold_norm(n, pw, pb, c->norm, w, b);
+  *w = pw->data;
+  *b = pb ? pb->data : NULL;
+  return STROP_OK;
+}
+
+/* A frozen batch norm after a frozen conv (a pre-trained trunk: ResNet, MobileNet) folds into
+ * its weights and bias, so the pair is one conv (the norm's pass over the activation and the
+ * activation itself are gone; the values differ from the unfused ones by float rounding); then
+ * a relu, a max-pool, or a relu then a max-pool run in its epilogue, image by image while the
+ * conv's output is in cache: those full-size activations are never stored either, and their
+ * numbers are the unfused ones (same kernels, same order). */
 static int conv_fuse(strop__node *n, strop__node *const *next, int n_next) {
   conv_cfg *c = n->cfg;
   int k = 0;
   memset(&c->ep, 0, sizeof c->ep);
-  if (c->groups > 1 && c->groups == c->in_channels) return 0; /* depthwise: a direct kernel */
+  c->norm = NULL;
+  const strop__param *w = strop__node_p(n, W), *b = strop__node_p(n, B);
+  if (n_next > 0 && !w->trainable && !(b && b->trainable) &&
+      strop__layer_norm_foldable(next[0], c->out_channels)) {
+    c->norm = next[0];
+    k++;
+  }
+  if (c->groups > 1 && c->groups == c->in_channels) return k; /* depthwise: a direct kernel */
   if (k < n_next && (next[k]->vt->flags & STROP__LAYER_EPILOGUE_RELU)) {
     c->ep.relu = 1;
     k++;
@@ -249,7 +272,6 @@ static float *conv_scratch(strop__node *n, const strop__exec *x, const strop__co
 static strop_status conv_forward(strop__node *n, const strop__exec *x, const strop__act *in,
                                  strop__act *out) {
   const conv_cfg *c = n->cfg;
-  strop__param *w = strop__node_p(n, W), *b = strop__node_p(n, B);
   strop__conv2d_dims d = conv_dims(c, &in[0].shape, in[0].n);
   strop_status st;
   strop__conv2d_epilogue epb;
@@ -271,8 +293,9 @@ static strop_status conv_forward(strop__node *n, const strop__exec *x, const str
   strop__arena_mark mk = strop__arena_get_mark(x->arena);
   float *scratch = conv_scratch(n, x, &d, 0, &st);
   if (st) return st;
-  strop__conv2d_forward(&d, in[0].data, w->data, b ? b->data : NULL, out->data, scratch,
-                        conv_chunks(x, &d), ep);
+  const float *wd, *bd;
+  if ((st = conv_weights(n, &wd, &bd))) return st;
+  strop__conv2d_forward(&d, in[0].data, wd, bd, out->data, scratch, conv_chunks(x, &d), ep);
   strop__arena_rollback(x->arena, mk);
   return STROP_OK;
 }
@@ -295,10 +318,12 @@ static strop_status conv_backward(strop__node *n, const strop__exec *x, const st
     ep->argmax = n->saved;
     ep->y = out->data;
   }
+  const float *wd, *bd;
+  if ((st = conv_weights(n, &wd, &bd))) return st;
   float *scratch = conv_scratch(n, x, &d, 1, &st);
   if (st) return st;
-  strop__conv2d_backward(&d, in[0].data, w->data, dout, din[0], dw, db, scratch,
-                         conv_chunks(x, &d), ep);
+  strop__conv2d_backward(&d, in[0].data, wd, dout, din[0], dw, db, scratch, conv_chunks(x, &d),
+                         ep);
   return STROP_OK;
 }
 

@@ -254,8 +254,12 @@ static strop_status gmlp_forward(strop__node *n, const strop__exec *x, const str
   float *g = gu, *u = gu + mf;
   strop__linear_forward_ex(in[0].data, w[0], bias_of(n, 0), g, m, d, f, 0);
   strop__linear_forward_ex(in[0].data, w[1], bias_of(n, 1), u, m, d, f, 0);
-  act_forward(c->activation, g, h, mf);
-  for (size_t e = 0; e < mf; e++) h[e] *= u[e];
+  if (c->activation == ACT_SILU) { /* Llama's: silu(G) U in one pass */
+    strop__silu_gate_forward(g, u, h, mf);
+  } else {
+    act_forward(c->activation, g, h, mf);
+    for (size_t e = 0; e < mf; e++) h[e] *= u[e];
+  }
   strop__linear_forward_ex(h, w[2], bias_of(n, 2), out->data, m, f, d, 0);
   n->saved = gu;
   return STROP_OK;
@@ -272,11 +276,13 @@ static strop_status gmlp_backward(strop__node *n, const strop__exec *x, const st
   const int64_t m = rows_of(&in[0]), d = c->hidden, f = c->intermediate;
   const size_t mf = (size_t)(m * f);
   const float *u = g + mf;
-  float *a = strop__arena_alloc(x->arena, mf * sizeof(float));
+  const int silu = c->activation == ACT_SILU;
+  /* SiLU (Llama's) needs H and dH only: the gate's backward runs in one pass over them */
+  float *a = silu ? NULL : strop__arena_alloc(x->arena, mf * sizeof(float));
   float *h = strop__arena_alloc(x->arena, mf * sizeof(float));
   float *dh = strop__arena_alloc(x->arena, mf * sizeof(float));
-  float *dg = strop__arena_calloc(x->arena, mf * sizeof(float));
-  if (!a || !h || !dh || !dg)
+  float *dg = silu ? dh : strop__arena_calloc(x->arena, mf * sizeof(float));
+  if ((!silu && !a) || !h || !dh || !dg)
     return strop__err(STROP_E_NOMEM, "layer '%s' (gated_mlp): out of memory", n->name);
   const float *w[3];
   float *eff[3], *deff[3];
@@ -288,16 +294,23 @@ static strop_status gmlp_backward(strop__node *n, const strop__exec *x, const st
     gb[i] = strop__node_grad(n, SLOT_B(i));
   }
   /* recompute act(G) and H = act(G) U rather than keep them */
-  act_forward(c->activation, g, a, mf);
-  for (size_t e = 0; e < mf; e++) h[e] = a[e] * u[e];
+  if (silu) {
+    strop__silu_gate_forward(g, u, h, mf);
+  } else {
+    act_forward(c->activation, g, a, mf);
+    for (size_t e = 0; e < mf; e++) h[e] = a[e] * u[e];
+  }
   strop__linear_backward(h, w[2], dout, dh, gw[2], gb[2], m, f, d, STROP__LB_ASSIGN_DX);
   /* dU = dH act(G) (into h), d act = dH U (into dh), dG through the activation */
-  for (size_t e = 0; e < mf; e++) {
-    h[e] = dh[e] * a[e];
-    dh[e] *= u[e];
+  if (silu) {
+    strop__silu_gate_backward(g, u, dh, h, mf); /* dG over dH */
+  } else {
+    for (size_t e = 0; e < mf; e++) {
+      h[e] = dh[e] * a[e];
+      dh[e] *= u[e];
+    }
+    strop__gelu_backward(g, a, dh, dg, mf, c->activation == ACT_GELU_TANH);
   }
-  if (c->activation == ACT_SILU) strop__silu_backward(g, a, dh, dg, mf);
-  else strop__gelu_backward(g, a, dh, dg, mf, c->activation == ACT_GELU_TANH);
   strop__linear_backward(in[0].data, w[1], h, din[0], gw[1], gb[1], m, d, f, 0);
   strop__linear_backward(in[0].data, w[0], dg, din[0], gw[0], gb[0], m, d, f, 0);
   for (int i = 0; i < 3; i++) {

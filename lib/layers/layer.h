@@ -230,6 +230,9 @@ struct strop__node {
    * tie_target[k] ("transformer.wte.weight"): one tensor, one name in files, gradients summed */
   int n_ties;
   char **tie_suffix, **tie_target;
+  /* a frozen norm folded into this node's weights at run time (fuse.h): the folded values and
+   * what they were computed from, owned (strop__free_aligned), or NULL */
+  void *fold;
 };
 
 /* A shape error of node n: "layer 'name' (type): <message>" with the shapes the caller puts in
@@ -435,8 +438,11 @@ struct strop__layer_vtable {
    * them, k (a prefix), this layer computes itself until asked again (0: none; a call undoes
    * an earlier fusion). With k > 0 the graph stores no activation for this node nor the first
    * k - 1 of next, does not run next[0..k), and calls this layer's forward with out = the
-   * output of next[k - 1] and its backward with that output and its gradient. Fused nodes
-   * must have no parameters. */
+   * output of next[k - 1] and its backward with that output and its gradient. The graph
+   * offers a node with parameters only in a training step, when none of them trains and it
+   * computes its eval-mode function (no batch statistics, nothing to update): a layer that
+   * absorbs one (a frozen batch norm folded into a conv, fuse.h) reads those parameters at
+   * each call. Eval mode keeps the unfused numbers (predictions do not depend on freezing). */
   int (*fuse)(strop__node *n, strop__node *const *next, int n_next);
   /* LoRA adapters for this type, or NULL. */
   const strop__lora_ops *lora;

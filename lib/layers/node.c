@@ -252,6 +252,8 @@ void strop__params_release(strop__param *v, int n) {
 
 void strop__node_clear_params(strop__node *n) {
   strop__params_release(n->params, n->n_params);
+  strop__free_aligned(n->fold); /* derived from the parameters */
+  n->fold = NULL;
   n->params = NULL;
   n->n_params = 0;
   memset(n->slot, 0, sizeof n->slot);

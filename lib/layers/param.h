@@ -26,7 +26,11 @@ typedef struct strop__param {
   int trainable;             /* 1: receives gradients and optimizer updates (0 = frozen) */
   float lr_mult;             /* parameter-group learning-rate multiplier (default 1) */
   int no_decay;              /* 1: the optimizer applies no weight decay to it */
-  int version;               /* bumped whenever data is replaced (surgery, load) */
+  int version;               /* bumped whenever data is replaced (surgery, load, a freeze or
+                             unfreeze: values may have moved while it trained) */
+  int viewed;                /* 1: a writable view of data was handed out (its values may
+                             change without a version bump): nothing caches what it derives
+                             from them */
   int lowp_ok;               /* the layer reads this weight through the lowp kernels (ops/lowp.h)
                              when it is so held: 1 [out, in] (a scale per row), 2 [in, out]
                              (a scale per column); 0 never (set by the layer's infer) */

@@ -11,15 +11,20 @@
 #include "ops/ops.h"
 #include "ops/vmath.h"
 
+static void core_dims(const strop__mha_dims *dm, strop__sdpa_dims *cd);
+
 size_t strop__attention_forward_scratch(const strop__mha_dims *dm) {
-  return (size_t)(dm->t * dm->t);
+  strop__sdpa_dims cd;
+  core_dims(dm, &cd);
+  return strop__sdpa_forward_scratch(&cd);
 }
 
-static int chunks_of(const strop__mha_dims *dm) { return dm->chunks > 1 ? dm->chunks : 1; }
-
-/* dctx, dq, dk, dv [n t, d], then per chunk of samples its own P' and dP [t, t] */
+/* dctx, dq, dk, dv [n t, d], then the core's (per chunk of samples its own P' and dP [t, t],
+ * or tiled its blocks) */
 size_t strop__attention_backward_scratch(const strop__mha_dims *dm) {
-  return (size_t)(4 * dm->n * dm->t * dm->d + chunks_of(dm) * 2 * dm->t * dm->t);
+  strop__sdpa_dims cd;
+  core_dims(dm, &cd);
+  return (size_t)(4 * dm->n * dm->t * dm->d) + strop__sdpa_backward_scratch(&cd);
 }
 
 /* y[rows, d] = x w^T + b */
@@ -169,10 +174,211 @@ STROP__CLONES static void core_bwd_samples(void *ctx, int64_t b0, int64_t b1, in
 
 static int sdpa_chunks(const strop__sdpa_dims *dm) { return dm->chunks > 1 ? dm->chunks : 1; }
 
-size_t strop__sdpa_forward_scratch(const strop__sdpa_dims *dm) { return (size_t)(dm->t * dm->t); }
+/* ---- tiled (flash-attention style): blocks of BQ queries x BK keys, the online softmax ---- */
+
+int strop__sdpa_block_q = 64, strop__sdpa_block_k = 128;
+
+static int64_t blk_q(const strop__sdpa_dims *dm) {
+  const int64_t b = strop__sdpa_block_q > 0 ? strop__sdpa_block_q : 64;
+  return dm->t < b ? (dm->t > 0 ? dm->t : 1) : b;
+}
+static int64_t blk_k(const strop__sdpa_dims *dm) {
+  const int64_t b = strop__sdpa_block_k > 0 ? strop__sdpa_block_k : 128;
+  return dm->t < b ? (dm->t > 0 ? dm->t : 1) : b;
+}
+
+/* per chunk: forward S [BQ, BK], running max and sum [BQ] each; backward P and dS [BQ, BK],
+ * D [BQ] */
+static size_t tiled_fwd_floats(const strop__sdpa_dims *dm) {
+  return (size_t)(blk_q(dm) * blk_k(dm) + 2 * blk_q(dm));
+}
+static size_t tiled_bwd_floats(const strop__sdpa_dims *dm) {
+  return (size_t)(2 * blk_q(dm) * blk_k(dm) + blk_q(dm));
+}
+
+/* How many of the keys j0 .. j0 + bk - 1 a causal mask leaves query i (<= 0: none): the
+ * visible ones are a prefix of the block, so the loops over them vectorise. */
+static inline int64_t visible_len(int causal, int64_t i, int64_t j0, int64_t bk) {
+  return !causal || i - j0 + 1 >= bk ? bk : i - j0 + 1;
+}
+
+/* Samples [b0, b1): per head and block of queries, the key blocks in order (a causal mask
+ * stops at the block's last query), each row's max m and sum l of exp(s - m) carried along
+ * and the output rows rescaled when m grows; at the end out /= l, and m and 1 / l are kept. */
+STROP__CLONES static void tiled_fwd_samples(void *ctx, int64_t b0, int64_t b1, int chunk) {
+  const core_job *j = ctx;
+  const strop__sdpa_dims *dm = j->dm;
+  const int64_t t = dm->t, h = dm->heads, hd = dm->head_dim, group = h / dm->kv_heads;
+  const int64_t ldo = h * hd, BQ = blk_q(dm), BK = blk_k(dm);
+  float *S = j->scratch + (size_t)chunk * tiled_fwd_floats(dm), *mx = S + BQ * BK, *sm = mx + BQ;
+  for (int64_t b = b0; b < b1; b++) {
+    const float *pad = dm->pad_mask ? dm->pad_mask + b * t : NULL;
+    for (int64_t hh = 0; hh < h; hh++) {
+      const int64_t kvh = hh / group;
+      const float *qh = j->q + b * t * dm->ldq + hh * hd;
+      const float *kh = j->k + b * t * dm->ldk + kvh * hd;
+      const float *vh = j->v + b * t * dm->ldv + kvh * hd;
+      float *rmax = j->p + (b * h + hh) * t, *rinv = rmax + dm->n * h * t;
+      for (int64_t i0 = 0; i0 < t; i0 += BQ) {
+        const int64_t bq = t - i0 < BQ ? t - i0 : BQ;
+        float *O = j->ctx + (b * t + i0) * ldo + hh * hd;
+        for (int64_t r = 0; r < bq; r++) {
+          mx[r] = -INFINITY;
+          sm[r] = 0.0f;
+          memset(O + r * ldo, 0, (size_t)hd * sizeof *O);
+        }
+        const int64_t jend = dm->causal ? i0 + bq : t;
+        for (int64_t j0 = 0; j0 < jend; j0 += BK) {
+          const int64_t bk = jend - j0 < BK ? jend - j0 : BK;
+          strop__sgemm(0, 1, bq, bk, hd, dm->scale, qh + i0 * dm->ldq, dm->ldq, kh + j0 * dm->ldk,
+                       dm->ldk, 0.0f, S, bk);
+          for (int64_t r = 0; r < bq; r++) {
+            float *sr = S + r * bk;
+            const int64_t lim = visible_len(dm->causal, i0 + r, j0, bk);
+            const float *pd = pad ? pad + j0 : NULL;
+            float m = mx[r];
+            int nan = 0;
+            for (int64_t c = 0; c < lim; c++)
+              if (!pd || pd[c] != 0.0f) {
+                if (sr[c] > m) m = sr[c];
+                nan |= isnan(sr[c]);
+              }
+            if (m == -INFINITY) { /* nothing visible yet: no weight, NaN scores poison */
+              memset(sr, 0, (size_t)bk * sizeof *sr);
+              if (nan) sm[r] = NAN;
+              continue;
+            }
+            float sum = 0.0f;
+            for (int64_t c = 0; c < lim; c++) {
+              const float e = (!pd || pd[c] != 0.0f) ? strop__vexpf(sr[c] - m) : 0.0f;
+              sr[c] = e;
+              sum += e;
+            }
+            for (int64_t c = lim > 0 ? lim : 0; c < bk; c++) sr[c] = 0.0f;
+            if (m != mx[r]) { /* a larger max: what was summed shrinks by exp(old - new) */
+              const float a = mx[r] == -INFINITY ? 0.0f : strop__vexpf(mx[r] - m);
+              sm[r] *= a;
+              float *orow = O + r * ldo;
+              for (int64_t e = 0; e < hd; e++) orow[e] *= a;
+              mx[r] = m;
+            }
+            sm[r] += sum;
+          }
+          strop__sgemm(0, 0, bq, hd, bk, 1.0f, S, bk, vh + j0 * dm->ldv, dm->ldv, 1.0f, O, ldo);
+        }
+        for (int64_t r = 0; r < bq; r++) {
+          float *orow = O + r * ldo;
+          if (sm[r] > 0.0f) {
+            const float inv = 1.0f / sm[r];
+            for (int64_t e = 0; e < hd; e++) orow[e] *= inv;
+            rmax[i0 + r] = mx[r];
+            rinv[i0 + r] = inv;
+          } else { /* every key masked: zero weights (exp(s - inf) = 0 in the backward) */
+            const float fill = isnan(sm[r]) ? NAN : 0.0f;
+            for (int64_t e = 0; e < hd; e++) orow[e] = fill;
+            rmax[i0 + r] = isnan(sm[r]) ? NAN : INFINITY;
+            rinv[i0 + r] = 0.0f;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* Samples [b0, b1): per head, block of queries and block of keys, P = exp(s - max) / sum
+ * again, as the forward normalised its output (max and 1 / sum kept per row: the weights
+ * and the output the backward sees agree to the forward's rounding, where one logsumexp
+ * would add its own); dV += P^T dctx, dP = dctx V^T, dS = P (dP - D) with D = sum P dP
+ * (= rowsum(dctx * ctx), taken so, in double, when a row's keys span several blocks: dK
+ * sums dS, whose rows cancel to zero, so D is best had from the very P and dP when they
+ * are at hand), dQ += scale dS K, dK += scale dS^T Q. */
+STROP__CLONES static void tiled_bwd_samples(void *ctx, int64_t b0, int64_t b1, int chunk) {
+  const core_job *j = ctx;
+  const strop__sdpa_dims *dm = j->dm;
+  const int64_t t = dm->t, h = dm->heads, hd = dm->head_dim, group = h / dm->kv_heads;
+  const int64_t ldo = h * hd, BQ = blk_q(dm), BK = blk_k(dm);
+  float *P = j->scratch + (size_t)chunk * tiled_bwd_floats(dm), *dS = P + BQ * BK,
+        *D = dS + BQ * BK;
+  for (int64_t b = b0; b < b1; b++) {
+    const float *pad = dm->pad_mask ? dm->pad_mask + b * t : NULL;
+    for (int64_t hh = 0; hh < h; hh++) {
+      const int64_t kvh = hh / group;
+      const int64_t qo = b * t * dm->ldq + hh * hd, ko = b * t * dm->ldk + kvh * hd,
+                    vo = b * t * dm->ldv + kvh * hd;
+      float *dq = j->dq ? j->dq + qo : NULL, *dk = j->dk ? j->dk + ko : NULL,
+            *dv = j->dv ? j->dv + vo : NULL;
+      if (!j->accumulate) { /* written, not added: clear this head's share first */
+        for (int64_t i = 0; i < t; i++) {
+          if (dq) memset(dq + i * dm->ldq, 0, (size_t)hd * sizeof *dq);
+          if (dk && hh % group == 0) memset(dk + i * dm->ldk, 0, (size_t)hd * sizeof *dk);
+          if (dv && hh % group == 0) memset(dv + i * dm->ldv, 0, (size_t)hd * sizeof *dv);
+        }
+      }
+      const float *rmax = j->p + (b * h + hh) * t, *rinv = rmax + dm->n * h * t;
+      for (int64_t i0 = 0; i0 < t; i0 += BQ) {
+        const int64_t bq = t - i0 < BQ ? t - i0 : BQ;
+        const float *dc = j->dctx + (b * t + i0) * ldo + hh * hd;
+        const float *oc = j->ctx + (b * t + i0) * ldo + hh * hd;
+        const int64_t jend = dm->causal ? i0 + bq : t;
+        for (int64_t r = 0; r < bq && jend > BK; r++) {
+          double s = 0.0;
+          for (int64_t e = 0; e < hd; e++) s += (double)dc[r * ldo + e] * oc[r * ldo + e];
+          D[r] = (float)s;
+        }
+        for (int64_t j0 = 0; j0 < jend; j0 += BK) {
+          const int64_t bk = jend - j0 < BK ? jend - j0 : BK;
+          strop__sgemm(0, 1, bq, bk, hd, dm->scale, j->q + qo + i0 * dm->ldq, dm->ldq,
+                       j->k + ko + j0 * dm->ldk, dm->ldk, 0.0f, P, bk);
+          for (int64_t r = 0; r < bq; r++) {
+            float *pr = P + r * bk;
+            const float m = rmax[i0 + r], inv = rinv[i0 + r];
+            const int64_t lim = visible_len(dm->causal, i0 + r, j0, bk);
+            const float *pd = pad ? pad + j0 : NULL;
+            for (int64_t c = 0; c < lim; c++)
+              pr[c] = (!pd || pd[c] != 0.0f) ? strop__vexpf(pr[c] - m) * inv : 0.0f;
+            for (int64_t c = lim > 0 ? lim : 0; c < bk; c++) pr[c] = 0.0f;
+          }
+          if (dv)
+            strop__sgemm(1, 0, bk, hd, bq, 1.0f, P, bk, dc, ldo, 1.0f, dv + j0 * dm->ldv,
+                         dm->ldv);
+          if (!dq && !dk) continue;
+          strop__sgemm(0, 1, bq, bk, hd, 1.0f, dc, ldo, j->v + vo + j0 * dm->ldv, dm->ldv, 0.0f,
+                       dS, bk);
+          if (jend <= BK) /* the row's keys in one block: D from it, as the weights have it */
+            for (int64_t r = 0; r < bq; r++) {
+              float s = 0.0f;
+              for (int64_t c = 0; c < bk; c++) s += P[r * bk + c] * dS[r * bk + c];
+              D[r] = s;
+            }
+          for (int64_t r = 0; r < bq; r++) {
+            const float *pr = P + r * bk;
+            float *dr = dS + r * bk;
+            for (int64_t c = 0; c < bk; c++) dr[c] = pr[c] * (dr[c] - D[r]);
+          }
+          if (dq)
+            strop__sgemm(0, 0, bq, hd, bk, dm->scale, dS, bk, j->k + ko + j0 * dm->ldk, dm->ldk,
+                         1.0f, dq + i0 * dm->ldq, dm->ldq);
+          if (dk)
+            strop__sgemm(1, 0, bk, hd, bq, dm->scale, dS, bk, j->q + qo + i0 * dm->ldq, dm->ldq,
+                         1.0f, dk + j0 * dm->ldk, dm->ldk);
+        }
+      }
+    }
+  }
+}
+
+size_t strop__sdpa_saved_floats(const strop__sdpa_dims *dm) {
+  const size_t rows = (size_t)(dm->n * dm->heads * dm->t);
+  return dm->tiled ? 2 * rows : rows * (size_t)dm->t;
+}
+
+size_t strop__sdpa_forward_scratch(const strop__sdpa_dims *dm) {
+  return dm->tiled ? (size_t)sdpa_chunks(dm) * tiled_fwd_floats(dm) : (size_t)(dm->t * dm->t);
+}
 
 size_t strop__sdpa_backward_scratch(const strop__sdpa_dims *dm) {
-  return (size_t)(sdpa_chunks(dm) * 2 * dm->t * dm->t);
+  return dm->tiled ? (size_t)sdpa_chunks(dm) * tiled_bwd_floats(dm)
+                   : (size_t)(sdpa_chunks(dm) * 2 * dm->t * dm->t);
 }
 
 void strop__sdpa_forward(const strop__sdpa_dims *dm, const float *q, const float *k,
@@ -187,14 +393,16 @@ void strop__sdpa_forward(const strop__sdpa_dims *dm, const float *q, const float
                 .rng = rng,
                 .scratch = scratch,
                 .ctx = ctx};
-  if (keep) /* dropout draws from one generator in sample order: one chunk */
+  if (dm->tiled) strop__par_run(sdpa_chunks(dm), dm->n, tiled_fwd_samples, &j);
+  else if (keep) /* dropout draws from one generator in sample order: one chunk */
     core_fwd_samples(&j, 0, dm->n, 0);
   else strop__par_run(sdpa_chunks(dm), dm->n, core_fwd_samples, &j);
 }
 
 void strop__sdpa_backward(const strop__sdpa_dims *dm, const float *q, const float *k,
-                          const float *v, const float *p, const uint8_t *keep, const float *dctx,
-                          float *scratch, float *dq, float *dk, float *dv, int accumulate) {
+                          const float *v, const float *p, const uint8_t *keep, const float *ctx,
+                          const float *dctx, float *scratch, float *dq, float *dk, float *dv,
+                          int accumulate) {
   core_job j = {.dm = dm,
                 .q = q,
                 .k = k,
@@ -203,11 +411,12 @@ void strop__sdpa_backward(const strop__sdpa_dims *dm, const float *q, const floa
                 .keep = (uint8_t *)keep,
                 .scratch = scratch,
                 .dctx = dctx,
+                .ctx = (float *)ctx,
                 .dq = dq,
                 .dk = dk,
                 .dv = dv,
                 .accumulate = accumulate};
-  strop__par_run(sdpa_chunks(dm), dm->n, core_bwd_samples, &j);
+  strop__par_run(sdpa_chunks(dm), dm->n, dm->tiled ? tiled_bwd_samples : core_bwd_samples, &j);
 }
 
 /* ---- incremental decoding: new queries against cached keys and values ---- */
@@ -267,7 +476,8 @@ static void core_dims(const strop__mha_dims *dm, strop__sdpa_dims *cd) {
                            .pad_mask = dm->pad_mask,
                            .dropout = dm->dropout,
                            .scale = (float)(1.0 / sqrt((double)hd)),
-                           .chunks = dm->chunks};
+                           .chunks = dm->chunks,
+                           .tiled = dm->tiled};
 }
 
 void strop__attention_forward(const strop__mha_dims *dm, const float *x,
@@ -295,7 +505,7 @@ void strop__attention_backward(const strop__mha_dims *dm, const float *x,
   strop__sgemm(0, 0, rows, d, d, 1.0f, dy, d, w->wo, d, 0.0f, dctx, d);
   strop__sdpa_dims cd;
   core_dims(dm, &cd);
-  strop__sdpa_backward(&cd, c->q, c->k, c->v, c->p, c->keep, dctx, Pd, dq, dk, dv, 0);
+  strop__sdpa_backward(&cd, c->q, c->k, c->v, c->p, c->keep, c->ctx, dctx, Pd, dq, dk, dv, 0);
   project_backward(x, w->wq, dq, rows, d, dx, g->wq, g->bq);
   /* The key bias adds q_i . b_k to every score of row i: softmax ignores that shift, so its
    * gradient is exactly zero (PyTorch returns rounding noise of ~1e-8); skip the sum. */

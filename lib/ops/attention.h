@@ -21,7 +21,8 @@ typedef struct strop__mha_grads {
 } strop__mha_grads;
 
 /* What the forward leaves for the backward (caller-owned, e.g. arena):
- * q, k, v, ctx: n*t*d each; p: n*h*t*t softmax weights (before dropout);
+ * q, k, v, ctx: n*t*d each; p: n*h*t*t softmax weights (before dropout), or 2 n*h*t
+ * (row maxima, inverse sums) when dm->tiled;
  * keep: n*h*t*t dropout keep flags, or NULL when no dropout is applied. */
 typedef struct strop__mha_cache {
   float *q, *k, *v, *ctx, *p;
@@ -34,6 +35,8 @@ typedef struct strop__mha_dims {
   const float *pad_mask; /* [n, t], 1 keep, 0 padding (keys masked out); or NULL */
   float dropout;         /* probability of dropping an attention weight (when keep != NULL) */
   int chunks;            /* samples split into this many chunks run in parallel (<= 1: one) */
+  int tiled;             /* 1: the core runs tiled (strop__sdpa_dims.tiled): c->p then holds
+                            2 n*heads*t floats, each row's max and inverse sum */
 } strop__mha_dims;
 
 /* ---- the core: attention of already-projected q, k, v (any row strides), as
@@ -48,22 +51,38 @@ typedef struct strop__sdpa_dims {
   float dropout;         /* on the attention weights, when keep != NULL */
   float scale;           /* of the scores, usually 1 / sqrt(head_dim) */
   int chunks;            /* samples split into this many chunks run in parallel */
+  int tiled;             /* 1 (no dropout): flash-attention style, one block of scores per chunk
+                            at a time with the online softmax (running max and sum); the forward
+                            keeps only each row's max and inverse sum and the backward recomputes the
+                            score blocks from q, k and it. 0: the t x t weights materialised
+                            (dropout needs them: its mask is drawn per weight) */
 } strop__sdpa_dims;
 
+/* Tests: the tiled path's block of queries x keys (defaults 64 x 128); > 0. */
+extern int strop__sdpa_block_q, strop__sdpa_block_k;
+
+/* Floats of p: the weights n*heads*t*t, or tiled 2 n*heads*t: each row's max score and the
+ * inverse of its sum of exp(s - max) (its logsumexp, in two parts). */
+size_t strop__sdpa_saved_floats(const strop__sdpa_dims *dm);
+/* Scratch floats: the materialised path's t*t (forward, for dropout) and 2 t*t per chunk
+ * (backward); tiled, a block of scores (and of their gradients) and a few rows per chunk,
+ * whatever t is. */
 size_t strop__sdpa_forward_scratch(const strop__sdpa_dims *dm);
 size_t strop__sdpa_backward_scratch(const strop__sdpa_dims *dm);
-/* ctx [n*t, heads*head_dim] = softmax(mask(scale q k^T)) v per head; p [n, heads, t, t] gets
- * the weights before dropout (kept for the backward); keep [n, heads, t, t] (NULL: no
- * dropout) the dropout flags drawn from rng. A query row whose keys are all masked gets
- * all-zero weights. */
+/* ctx [n*t, heads*head_dim] = softmax(mask(scale q k^T)) v per head; p gets the weights
+ * before dropout [n, heads, t, t] (or, tiled, the max [n, heads, t] then the inverse sum
+ * [n, heads, t] of each row), kept for the
+ * backward; keep [n, heads, t, t] (NULL: no dropout; always NULL tiled) the dropout flags
+ * drawn from rng. A query row whose keys are all masked gets all-zero weights. */
 void strop__sdpa_forward(const strop__sdpa_dims *dm, const float *q, const float *k,
                          const float *v, float *p, uint8_t *keep, strop__rng *rng, float *scratch,
                          float *ctx);
 /* Given dctx, writes (accumulate = 0) or adds (1) dq, dk, dv in q's, k's and v's layouts; any
- * may be NULL (not needed). */
+ * may be NULL (not needed). ctx is the forward's output (read by the tiled path only). */
 void strop__sdpa_backward(const strop__sdpa_dims *dm, const float *q, const float *k,
-                          const float *v, const float *p, const uint8_t *keep, const float *dctx,
-                          float *scratch, float *dq, float *dk, float *dv, int accumulate);
+                          const float *v, const float *p, const uint8_t *keep, const float *ctx,
+                          const float *dctx, float *scratch, float *dq, float *dk, float *dv,
+                          int accumulate);
 
 /* Incremental decoding: dm->t new queries at positions [past, past + t) against the keys and
  * values of positions [0, past + t), kept per sample in k and v as [cap, ldk] / [cap, ldv]

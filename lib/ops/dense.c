@@ -86,6 +86,14 @@ int strop__linear_forward_lowp(const float *x, const strop__lowp *w, const float
 int strop__linear_backward_lowp(const strop__lowp *w, const float *dy, float *dx, int64_t m,
                                 int64_t in, int64_t out, int w_in_out, int assign_dx) {
   if (!dx) return 0;
+  if (w->dtype == STROP__LOWP_BF16 && w->scale_cols == w_in_out && m > 0 &&
+      strop__bf16_dot_enabled()) { /* held [out, in]: dX = dY W on vdpbf16ps */
+    void *abf = strop__lowp_scratch_take(strop__bf16_gemm_scratch(m, in, out));
+    if (!abf) return -1;
+    strop__bf16_gemm_nn(m, in, out, dy, out, w, assign_dx ? 0.0f : 1.0f, dx, in, abf);
+    strop__lowp_scratch_give(abf);
+    return 0;
+  }
   float *wf = strop__lowp_scratch_take((size_t)w->rows * (size_t)w->cols * sizeof(float));
   if (!wf) return -1;
   strop__lowp_expand(w, wf);
@@ -217,6 +225,18 @@ void strop__silu_backward(const float *x, const float *y, const float *dy, float
   for (size_t i = 0; i < n; i++) {
     float s = 1.0f / (1.0f + expf(-x[i]));
     dx[i] += dy[i] * s * (1.0f + x[i] * (1.0f - s));
+  }
+}
+
+void strop__silu_gate_forward(const float *g, const float *u, float *h, size_t n) {
+  for (size_t i = 0; i < n; i++) h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+void strop__silu_gate_backward(const float *g, const float *u, float *dh, float *du, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    const float e = expf(-g[i]), s = 1.0f / (1.0f + e), d = dh[i];
+    du[i] = d * (g[i] / (1.0f + e));
+    dh[i] = d * u[i] * s * (1.0f + g[i] * (1.0f - s));
   }
 }
 

@@ -29,10 +29,10 @@ int strop__linear_backward(const float *x, const float *w, const float *dy, floa
 
 /* The same two with W held in BF16 or int8 (ops/lowp.h; w->rows x w->cols is W's layout,
  * [out, in] or [in, out] with w_in_out). A BF16 W on a CPU with AVX512_BF16
- * multiplies BF16 x BF16 with FP32 sums (x rounded to BF16); every other case widens W to FP32
- * while packing it for the FP32 GEMM, which gives the bits of strop__linear_forward_ex on those
- * FP32 values. Backward gives dx only (a weight so held is frozen), written (assign_dx) or
- * added. Return 0, or -1 when the scratch could not be allocated (y or dx not written). */
+ * multiplies BF16 x BF16 with FP32 sums (x, or dy in the backward, rounded to BF16); every
+ * other case widens W to FP32 while packing it for the FP32 GEMM, which gives the bits of
+ * strop__linear_forward_ex / strop__linear_backward on those FP32 values. Backward gives dx
+ * only (a weight so held is frozen), written (assign_dx) or added. Return 0, or -1 when the scratch could not be allocated (y or dx not written). */
 int strop__linear_forward_lowp(const float *x, const strop__lowp *w, const float *b, float *y,
                                int64_t m, int64_t in, int64_t out, int w_in_out);
 int strop__linear_backward_lowp(const strop__lowp *w, const float *dy, float *dx, int64_t m,
@@ -53,6 +53,12 @@ void strop__gelu_backward(const float *x, const float *y, const float *dy, float
                           int approximate);
 void strop__silu_forward(const float *x, float *y, size_t n);
 void strop__silu_backward(const float *x, const float *y, const float *dy, float *dx, size_t n);
+/* The gated MLP's product (Llama's act_fn(gate) * up) in one pass: h = silu(g) u, the values
+ * of strop__silu_forward then the product. Its backward in one pass, given dh: du = dh
+ * silu(g) (written) and dh replaced by dg = dh u silu'(g), the values of the separate kernels
+ * (dg as strop__silu_backward adds it to zeros, but for the sign of a zero). */
+void strop__silu_gate_forward(const float *g, const float *u, float *h, size_t n);
+void strop__silu_gate_backward(const float *g, const float *u, float *dh, float *du, size_t n);
 /* PyTorch's hard approximations: hardsigmoid(x) = relu6(x + 3) / 6, hardswish(x) = x
  * hardsigmoid(x); their derivatives as torch defines them at the kinks (hardswish: 0 below
  * -3, x / 3 + 1/2 on [-3, 3], 1 above; hardsigmoid: 1/6 on (-3, 3), 0 elsewhere). */

@@ -212,6 +212,7 @@ int strop__bf16_dot_enabled(void) {
 
 typedef struct bf16_job {
   int64_t m, n, k, ka, ldc;
+  int b_kn; /* 0: B's element (j, kk) at b[j k + kk] (stored [n, k]); 1: at b[kk n + j] */
   const uint16_t *a, *b;
   float beta;
   float *c;
@@ -225,6 +226,17 @@ enum { BNR = 32, BMR = 8 };
  * the panel is one vdpbf16ps for 16 columns. */
 static void pack_panel(const bf16_job *J, int64_t j0, uint32_t *p) {
   const int64_t kp = J->ka / 2;
+  if (J->b_kn) { /* B stored [k, n]: a pair of its rows gives the panel's row, in order */
+    const int64_t nr = J->n - j0 < BNR ? J->n - j0 : BNR;
+    for (int64_t q = 0; q < kp; q++) {
+      const uint16_t *w0 = 2 * q < J->k ? J->b + 2 * q * J->n + j0 : NULL;
+      const uint16_t *w1 = 2 * q + 1 < J->k ? w0 + J->n : NULL;
+      uint32_t *pr = p + q * BNR;
+      for (int64_t c = 0; c < BNR; c++)
+        pr[c] = c >= nr || !w0 ? 0u : (uint32_t)w0[c] | (w1 ? (uint32_t)w1[c] << 16 : 0u);
+    }
+    return;
+  }
   for (int64_t c = 0; c < BNR; c++) {
     if (j0 + c >= J->n) {
       for (int64_t q = 0; q < kp; q++) p[q * BNR + c] = 0;
@@ -290,8 +302,9 @@ size_t strop__bf16_gemm_scratch(int64_t m, int64_t n, int64_t k) {
          (size_t)(strop__num_threads() + 1) * (ka / 2) * BNR * sizeof(uint32_t) + 64;
 }
 
-void strop__bf16_gemm_nt(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
-                         const strop__lowp *q, float beta, float *c, int64_t ldc, void *work) {
+static void bf16_gemm(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                      const strop__lowp *q, int b_kn, float beta, float *c, int64_t ldc,
+                      void *work) {
   const int64_t ka = (k + 31) / 32 * 32;
   uint16_t *abf = work;
   for (int64_t i = 0; i < m; i++) {
@@ -299,13 +312,32 @@ void strop__bf16_gemm_nt(int64_t m, int64_t n, int64_t k, const float *a, int64_
     for (int64_t t = k; t < ka; t++) abf[i * ka + t] = 0;
   }
   /* the panels follow A's rows, 64-byte aligned (m * ka * 2 is a multiple of 64) */
-  bf16_job J = {m,   n,    k,    ka, ldc,
-                abf, q->v, beta, c,  (uint32_t *)(void *)(abf + (size_t)m * (size_t)ka)};
+  bf16_job J = {m,
+                n,
+                k,
+                ka,
+                ldc,
+                b_kn,
+                abf,
+                q->v,
+                beta,
+                c,
+                (uint32_t *)(void *)(abf + (size_t)m * (size_t)ka)};
   const int64_t blocks = (n + BNR - 1) / BNR;
   const int threads = (double)m * (double)n * (double)k >= (double)(1 << 20)
                           ? strop__num_threads()
                           : 1;
   strop__par_run(strop__par_chunks(threads, blocks, 1), blocks, bf16_chunk, &J);
+}
+
+void strop__bf16_gemm_nt(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                         const strop__lowp *q, float beta, float *c, int64_t ldc, void *work) {
+  bf16_gemm(m, n, k, a, lda, q, 0, beta, c, ldc, work);
+}
+
+void strop__bf16_gemm_nn(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                         const strop__lowp *q, float beta, float *c, int64_t ldc, void *work) {
+  bf16_gemm(m, n, k, a, lda, q, 1, beta, c, ldc, work);
 }
 
 #else
@@ -316,6 +348,11 @@ size_t strop__bf16_gemm_scratch(int64_t m, int64_t n, int64_t k) {
   return 0;
 }
 void strop__bf16_gemm_nt(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                         const strop__lowp *q, float beta, float *c, int64_t ldc, void *work) {
+  (void)m, (void)n, (void)k, (void)a, (void)lda, (void)q, (void)beta, (void)c, (void)ldc;
+  (void)work;
+}
+void strop__bf16_gemm_nn(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                          const strop__lowp *q, float beta, float *c, int64_t ldc, void *work) {
   (void)m, (void)n, (void)k, (void)a, (void)lda, (void)q, (void)beta, (void)c, (void)ldc;
   (void)work;

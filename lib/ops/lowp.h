@@ -67,5 +67,12 @@ int strop__bf16_dot_enabled(void);
 size_t strop__bf16_gemm_scratch(int64_t m, int64_t n, int64_t k);
 void strop__bf16_gemm_nt(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                          const strop__lowp *q, float beta, float *c, int64_t ldc, void *work);
+/* C[m, n] = A[m, k] B[k, n] + beta C with B the same stored values read the other way (rows
+ * k, cols n: a weight held for strop__bf16_gemm_nt as [out, in], here with k = out, n = in):
+ * the input gradient dX = dY W through a frozen BF16 weight. The same kernel, panels packed
+ * from pairs of B's rows; the same scratch (strop__bf16_gemm_scratch(m, n, k)), the same
+ * conditions and FP32 sums in k order. */
+void strop__bf16_gemm_nn(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                         const strop__lowp *q, float beta, float *c, int64_t ldc, void *work);
 
 #endif

@@ -121,6 +121,7 @@ static strop_status ed_flags(strop__work *w, const strop__edit *e) {
       }
       int tr = e->kind == STROP__E_UNFREEZE;
       changed += p->trainable != tr;
+      if (p->trainable != tr) p->version++; /* it may have moved while it trained */
       p->trainable = tr;
     }
     if (e->kind == STROP__E_PARAM_GROUP || !(nd->vt->flags & STROP__LAYER_BATCHSTATS) ||
