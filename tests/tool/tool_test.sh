@@ -777,6 +777,36 @@ P
   printf '{"text": "a"}\n{"text": "b",\n' > "$work/broken.jsonl"
   sed 's/train.jsonl/broken.jsonl/' "$work/lm.yaml" > "$work/bad2.yaml"
   expect 3 "broken.jsonl:2:" -- "$strop" finetune "$work/bad2.yaml"
+  # the same language model as a classifier: model.head pools the last token the mask keeps
+  # into a new `score` layer of the data's classes (long or short fortunes)
+  python3 - "$work" <<'P'
+import json, sys
+work = sys.argv[1]
+with open(work + "/train.jsonl") as f, open(work + "/cls.jsonl", "w") as g:
+    for line in f:
+        t = json.loads(line)["text"]
+        g.write(json.dumps({"text": t, "label": "long" if len(t) > 70 else "short"}) + "\n")
+P
+  cat > "$work/cls.yaml" <<Y
+seed: 3
+model: {pretrained: gpt2, head: {pool: last, dropout: 0.1}}
+data:
+  source: jsonl
+  path: cls.jsonl
+  task: classify
+  max_length: 64
+  test_fraction: 0.2
+  batch_size: 8
+optimizer: {kind: adamw, lr: 0.003}
+train: {epochs: 3}
+output: {dir: out_cls, report: report.json, weights: cls.safetensors}
+Y
+  "$strop" finetune "$work/cls.yaml" > "$work/cls.txt" 2> "$work/cls.err" || fail "finetune with a head: $(cat "$work/cls.err")"
+  grep -q "test acc" "$work/cls.txt" || fail "no accuracy printed: $(cat "$work/cls.txt")"
+  "$strop" inspect "$work/out_cls/cls.safetensors" | grep -q "score.weight.*\[2, 32\]" ||
+    fail "no score head of 2 classes: $("$strop" inspect "$work/out_cls/cls.safetensors" 2>&1 | grep -i score)"
+  sed 's/pool: last/pool: first/' "$work/cls.yaml" > "$work/bad3.yaml"
+  expect 3 "bad3.yaml:2:40: 'pool' must be one of cls, mean, last" -- "$strop" finetune "$work/bad3.yaml"
   ;;
 tokenize)
   # a small WordPiece tokenizer.json: encode lines (file and stdin), decode back, errors

@@ -265,6 +265,7 @@ _DECLS = [
     ("strop_model_load_pretrained", c_int, [c_char_p, c_char_p,
                                             POINTER(strop_pretrained_options), _OUT, _OUT]),
     ("strop_model_save_pretrained", c_int, [c_void_p, c_char_p]),
+    ("strop_model_add_classifier_head", c_int, [c_void_p, c_char_p, c_int64, c_float, c_uint64]),
     ("strop_pretrained_arch_count", c_int, []),
     ("strop_pretrained_arch_name", c_char_p, [c_int]),
     ("strop_pretrained_arch_doc", c_char_p, [c_char_p]),

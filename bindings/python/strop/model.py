@@ -272,6 +272,18 @@ class Model(Handle):
         ``from_pretrained`` loads. The folder is created when missing."""
         check(_lib.lib.strop_model_save_pretrained(self._h, enc(os.fspath(path))))
 
+    def add_classifier_head(self, classes, pool=None, dropout=0.0, seed=0):
+        """Replaces what follows the last hidden state of a text model loaded by
+        ``from_pretrained`` (GPT-2, Llama or BERT family) with a sequence-classification head
+        (strop_model_add_classifier_head): ``pool`` "cls" (the first token the padding mask
+        keeps; BERT's through its pooler), "mean" (masked mean) or "last" (the last token the
+        mask keeps), None for the family's own; dropout; a linear layer of ``classes`` outputs
+        named ``score`` (GPT-2, Llama) or ``classifier`` (BERT family)."""
+        check(_lib.lib.strop_model_add_classifier_head(
+            self._h, enc(pool) if pool is not None else None, int(classes), float(dropout),
+            int(seed)))
+        return self
+
     def save_spec(self, path):
         check(_lib.lib.strop_model_save_spec(self._h, enc(os.fspath(path))))
 
