@@ -881,6 +881,16 @@ PY
   [ "$k1" = "$greedy" ] || fail "top-k 1 gave '$k1', greedy '$greedy'"
   p=$("$strop" generate "$work/gpt" --prompt "hello world" --max-tokens 6 --temperature 3 --top-p 0.000001)
   [ "$p" = "$greedy" ] || fail "a tiny top-p gave '$p', greedy '$greedy'"
+  # several prompts as one batch: each line is what the prompt gives alone
+  h=$("$strop" generate "$work/gpt" --prompt "hello" --max-tokens 6)
+  w=$("$strop" generate "$work/gpt" --prompt "world ! hello worlds" --max-tokens 6)
+  both=$("$strop" generate "$work/gpt" --prompt "hello world" --prompt "hello" --prompt "world ! hello worlds" --max-tokens 6) || fail "generate a batch"
+  [ "$both" = "$(printf '%s\n%s\n%s' "$greedy" "$h" "$w")" ] || fail "a batch printed '$both', alone '$greedy' / '$h' / '$w'"
+  printf 'hello\nworld ! hello worlds\n' > "$work/prompts.txt"
+  fromfile=$("$strop" generate "$work/gpt" --prompt "hello world" --prompts "$work/prompts.txt" --max-tokens 6) || fail "generate --prompts"
+  [ "$fromfile" = "$both" ] || fail "--prompts printed '$fromfile', --prompt '$both'"
+  : > "$work/empty.txt"
+  expect 2 "holds no prompt" -- "$strop" generate "$work/gpt" --prompts "$work/empty.txt"
   expect 0 "usage: strop generate" -- "$strop" generate --help
   expect 2 "expected MODEL_DIR" -- "$strop" generate
   expect 2 "--temperature takes a number" -- "$strop" generate "$work/gpt" --temperature hot

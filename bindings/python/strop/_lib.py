@@ -139,6 +139,7 @@ class strop_bpe_train_options(Structure):
 
 
 TOKEN_FN = CFUNCTYPE(c_int, c_int64, c_void_p)                           # strop_token_callback
+ROW_TOKEN_FN = CFUNCTYPE(c_int, c_int64, c_int64, c_void_p)       # strop_row_token_callback
 
 
 class strop_generate_options(Structure):
@@ -146,7 +147,8 @@ class strop_generate_options(Structure):
                 ("top_k", c_int64), ("top_p", c_float), ("repetition_penalty", c_float),
                 ("seed", c_uint64), ("stop_ids", c_void_p), ("num_stop_ids", c_int64),
                 ("stop_strings", POINTER(c_char_p)), ("num_stop_strings", c_int64),
-                ("tokenizer", c_void_p), ("on_token", TOKEN_FN), ("user_data", c_void_p)]
+                ("tokenizer", c_void_p), ("on_token", TOKEN_FN), ("user_data", c_void_p),
+                ("on_row_token", ROW_TOKEN_FN)]
 
 
 class strop_run_options(Structure):
@@ -382,6 +384,8 @@ _DECLS = [
     ("strop_dist_size", c_int, [c_void_p]),
     ("strop_trainer_set_dist", c_int, [c_void_p, c_void_p]),
     # text generation
+    ("strop_generate_batch", c_int, [c_void_p, _P, _P, c_int64, POINTER(strop_generate_options),
+                                     _P, c_int64, _P]),
     ("strop_generate", c_int, [c_void_p, _P, c_int64, POINTER(strop_generate_options), _P,
                                c_int64, _P]),
     ("strop_generate_options_init", None, [POINTER(strop_generate_options)]),
