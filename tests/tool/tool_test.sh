@@ -167,6 +167,10 @@ recipe_errors)
   grep -q "error" <<<"$out" || fail "a label outside the classes was not refused: $out"
   if grep -q "strop__" <<<"$out"; then fail "the message names an internal function: $out"; fi
   echo "ok: $out"
+  # model.head is for a pretrained text model, named at the key
+  printf '0,0,0\n1,1,1\n' > "$work/good.csv"
+  printf 'model: {spec: net.yaml, head: {pool: mean}}\ndata: {source: csv, path: good.csv, num_classes: 2}\ntrain: {epochs: 1}\n' > "$work/r8.yaml"
+  expect 3 "r8.yaml:1:31: 'model.head' goes with 'model.pretrained'" -- "$strop" train "$work/r8.yaml"
   # a head narrower than the classes is refused before any training, naming both numbers
   if [ -f "$SKLEARN/iris.csv" ]; then
     printf 'input: [4]\nlayers:\n  - {name: body, type: linear, out_features: 8}\n  - {name: act, type: relu}\n  - {name: head, type: linear, out_features: 2}\n' > "$work/iris2.yaml"
