@@ -142,7 +142,8 @@ STROP_API STROP_NODISCARD strop_status strop_generate(strop_model *model, const 
  *                          prompt is not repeated).
  * @param[in]  cap          Room per sequence, >= 0.
  * @param[out] counts       @p n entries: the number of ids written for each sequence.
- * @return As strop_generate(), with the sentence naming the prompt (prompts[b][i]) for a bad
+ * @return STROP_OK; otherwise as strop_generate(), the sentence naming the prompt
+ *         (prompts[b][i]) for a bad
  *         id or length; STROP_E_INVALID_ARG also for n < 1, NULL @p prompts / @p n_prompts /
  *         @p counts, on_token without on_row_token. On STROP_E_CANCELLED @p ids and
  *         @p counts hold what every sequence had so far; on any other error @p counts are 0.
