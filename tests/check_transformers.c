@@ -820,6 +820,31 @@ START_TEST(classifier_head_api) {
   ck_assert(!has_param(m, "lm_head.weight"));
   ck_assert_int_gt(strop_model_get_meta(m, "pretrained.arch", name, sizeof name), 0);
   ck_assert_str_eq(name, "llama_cls");
+  /* PEFT's modules_to_save: LoRA adapters saved with the head, applied to base + head */
+  ck_assert_int_gt(strop_model_get_meta(m, "lora.modules_to_save", name, sizeof name), 0);
+  ck_assert_str_eq(name, "[\"score\"]");
+  {
+    strop_surgery *sg = NULL;
+    strop_test_must(strop_surgery_create(m, &sg), "surgery");
+    strop_test_must(strop_surgery_lora(sg, "*.q_proj", 2, 4.0f, 0.0f), "lora");
+    strop_test_must(strop_surgery_apply(sg), "apply");
+    strop_surgery_free(sg);
+    float w[64];
+    for (int i = 0; i < 64; i++) w[i] = 0.01f * (float)i;
+    strop_test_must(strop_model_set_tensor(m, "score.weight", w, 64), "score");
+    snprintf(out, sizeof out, "%s/peft", g_tmp);
+    strop_test_must(strop_model_lora_save(m, out), "lora_save");
+    strop_model *base = NULL;
+    strop_test_must(strop_model_load_pretrained(lm, NULL, NULL, &base, NULL), "base");
+    strop_test_must(strop_model_add_classifier_head(base, NULL, 4, 0.1f, 9), "base head");
+    strop_test_must(strop_model_lora_load(base, out), "lora_load");
+    strop_tensor *got = NULL;
+    strop_test_must(strop_model_tensor_view(base, "score.weight", &got), "view");
+    ck_assert_mem_eq(strop_tensor_data(got), w, sizeof w);
+    strop_tensor_free(got);
+    strop_model_free(base);
+    strop_test_must(strop_model_lora_merge(m), "merge");
+  }
   snprintf(out, sizeof out, "%s/lm_cls", g_tmp);
   strop_test_must(strop_model_save_pretrained(m, out), "save");
   FILE *f = fopen(in_dir(out, "config.json"), "r");

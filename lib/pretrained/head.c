@@ -12,6 +12,7 @@
 #include "graph/meta.h"
 #include "pretrained/pretrained.h"
 #include "strop/surgery.h"
+#include "surgery/surgery_impl.h"
 
 static const char *const POOLS[] = {"default", "cls", "mean", "last", NULL};
 
@@ -79,7 +80,10 @@ strop_status strop__pt_add_head(const char *fn, strop_model *m, const char *pool
    * another is recorded so that save_pretrained refuses rather than write a folder no class
    * reads */
   const int hf = a->cls_arch && !strcmp(pool, a->head_pool);
-  st = strop__meta_set(&m->meta, fn, STROP__PT_META_HEAD, hf ? NULL : pool);
+  /* the head is not the checkpoint's: PEFT adapter folders carry it whole (modules_to_save),
+   * as they carry a head a surgery `replace` made */
+  st = strop__mts_add(m, a->head_name);
+  if (!st) st = strop__meta_set(&m->meta, fn, STROP__PT_META_HEAD, hf ? NULL : pool);
   if (!st && hf) st = strop__meta_set(&m->meta, fn, STROP__PT_META_ARCH, a->cls_arch);
   return st;
 }
