@@ -597,6 +597,138 @@ START_TEST(allocation_failures_are_clean) {
 }
 END_TEST
 
+/* ---- batched generation ---- */
+
+enum { NB = 5, CAP = 20 };
+
+/* strop_generate_batch of prompts of 1 to T - 2 ids against strop_generate of each alone,
+ * with options o (stop conditions per sequence included) */
+static void check_batch(strop_model *m, const strop_generate_options *o) {
+  int64_t p[NB][T];
+  const int64_t lens[NB] = {5, 1, 9, T - 2, 3};
+  const int64_t *prompts[NB];
+  for (int b = 0; b < NB; b++) {
+    random_ids(p[b], lens[b], 40 + (uint64_t)b);
+    prompts[b] = p[b];
+  }
+  int64_t ids[NB * CAP], counts[NB];
+  strop_test_must(strop_generate_batch(m, prompts, lens, NB, o, ids, CAP, counts), "batch");
+  for (int b = 0; b < NB; b++) {
+    int64_t alone[CAP], count = -1;
+    strop_test_must(strop_generate(m, p[b], lens[b], o, alone, CAP, &count), "alone");
+    ck_assert_msg(counts[b] == count, "sequence %d: %lld ids in the batch, %lld alone", b,
+                  (long long)counts[b], (long long)count);
+    for (int64_t i = 0; i < count; i++)
+      ck_assert_msg(ids[b * CAP + i] == alone[i], "sequence %d token %lld: %lld, alone %lld", b,
+                    (long long)i, (long long)ids[b * CAP + i], (long long)alone[i]);
+  }
+  /* the context ends the longest prompt after 3 tokens (its last never fed back) */
+  const int64_t want = o->max_new_tokens < CAP ? o->max_new_tokens : CAP;
+  ck_assert_int_le(counts[3], 3);
+  ck_assert_int_le(counts[1], want);
+}
+
+START_TEST(batch_equals_each_alone) {
+  strop_model *mm[2] = {gpt2_like(3), llama_like(4)};
+  for (int k = 0; k < 2; k++) {
+    strop_generate_options o;
+    strop_generate_options_init(&o);
+    o.max_new_tokens = 14;
+    check_batch(mm[k], &o); /* greedy */
+    o.repetition_penalty = 1.3f;
+    check_batch(mm[k], &o);
+    o.repetition_penalty = 1.0f;
+    o.temperature = 0.9f; /* seeded sampling: a generator per sequence, seeded as alone */
+    o.top_k = 50;
+    o.seed = 11;
+    check_batch(mm[k], &o);
+    strop_model_free(mm[k]);
+  }
+}
+END_TEST
+
+/* each sequence stops on its own: a stop id one sequence meets early, the others go on */
+START_TEST(batch_stops_per_sequence) {
+  strop_model *m = gpt2_like(8);
+  strop_generate_options o;
+  strop_generate_options_init(&o);
+  o.max_new_tokens = 12;
+  /* the third token of prompt 0's own greedy continuation */
+  int64_t p0[5], first[12], count = 0;
+  random_ids(p0, 5, 40);
+  strop_test_must(strop_generate(m, p0, 5, &o, first, 12, &count), "alone");
+  o.stop_ids = &first[2];
+  o.num_stop_ids = 1;
+  check_batch(m, &o);
+  strop_model_free(m);
+}
+END_TEST
+
+typedef struct row_state {
+  int64_t rows[64], ids[64];
+  int n, cancel_at;
+} row_state;
+
+static int on_row(int64_t row, int64_t id, void *user) {
+  row_state *s = user;
+  s->rows[s->n] = row;
+  s->ids[s->n++] = id;
+  return s->n == s->cancel_at;
+}
+
+START_TEST(batch_callback_and_errors) {
+  strop_model *m = gpt2_like(7);
+  const int64_t a[] = {3, 4}, b[] = {5, 6, 7, 8}, bad[] = {1, 2, V};
+  const int64_t *prompts[2] = {a, b}, lens[2] = {2, 4};
+  int64_t ids[2 * 8], counts[2] = {9, 9};
+  strop_generate_options o;
+  strop_generate_options_init(&o);
+  o.max_new_tokens = 3;
+  row_state s = {.cancel_at = -1};
+  o.on_row_token = on_row;
+  o.user_data = &s;
+  strop_test_must(strop_generate_batch(m, prompts, lens, 2, &o, ids, 8, counts), "batch");
+  ck_assert_int_eq(s.n, 6);
+  for (int i = 0; i < 6; i++) {
+    ck_assert_int_eq(s.rows[i], i % 2); /* a token of each sequence per step */
+    ck_assert_int_eq(s.ids[i], ids[(i % 2) * 8 + i / 2]);
+  }
+  s = (row_state){.cancel_at = 3};
+  ck_assert_int_eq(strop_generate_batch(m, prompts, lens, 2, &o, ids, 8, counts),
+                   STROP_E_CANCELLED);
+  ck_assert_int_eq(counts[0], 2);
+  ck_assert_int_eq(counts[1], 1);
+  /* strop_generate calls on_row_token as sequence 0 */
+  s = (row_state){.cancel_at = -1};
+  int64_t count = 0;
+  strop_test_must(strop_generate(m, b, 4, &o, ids, 8, &count), "alone");
+  ck_assert_int_eq(s.n, 3);
+  ck_assert_int_eq(s.rows[2], 0);
+  o.on_row_token = NULL;
+  o.on_token = on_token;
+  expect(strop_generate_batch(m, prompts, lens, 2, &o, ids, 8, counts), STROP_E_INVALID_ARG,
+         "on_row_token");
+  ck_assert_int_eq(counts[0] + counts[1], 0);
+  expect(strop_generate_batch(m, prompts, lens, 0, NULL, ids, 8, counts), STROP_E_INVALID_ARG,
+         "n must be >= 1");
+  expect(strop_generate_batch(m, prompts, lens, 2, NULL, ids, 8, NULL), STROP_E_INVALID_ARG,
+         "counts is NULL");
+  expect(strop_generate_batch(m, NULL, lens, 2, NULL, ids, 8, counts), STROP_E_INVALID_ARG,
+         "prompts is NULL");
+  const int64_t *with_null[2] = {a, NULL};
+  expect(strop_generate_batch(m, with_null, lens, 2, NULL, ids, 8, counts), STROP_E_INVALID_ARG,
+         "prompts[1] is NULL");
+  const int64_t *with_bad[2] = {a, bad}, bad_lens[2] = {2, 3};
+  expect(strop_generate_batch(m, with_bad, bad_lens, 2, NULL, ids, 8, counts),
+         STROP_E_INVALID_ARG, "prompts[1][2] is 300");
+  const int64_t zero[2] = {2, 0};
+  expect(strop_generate_batch(m, prompts, zero, 2, NULL, ids, 8, counts), STROP_E_INVALID_ARG,
+         "prompts[1] has 0 ids");
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "strop_generate_batch"));
+  strop_model_free(m);
+}
+END_TEST
+
 /* ---- PyTorch: the ids of Hugging Face reference modules' greedy loops ---- */
 
 static void pytorch_case(const char *name) {
@@ -609,6 +741,11 @@ static void pytorch_case(const char *name) {
   snprintf(p, sizeof p, "%s/%s.generate.safetensors", dir, name);
   strop_st_file *f = NULL;
   strop_test_must(strop_st_file_open(p, &f), p);
+  static struct {
+    int64_t np, nw, prompt[64], want[64];
+    float penalty;
+  } cases[16];
+  int n_cases = 0;
   for (int c = 0;; c++) {
     char key[64];
     snprintf(key, sizeof key, "case%d.prompt", c);
@@ -641,6 +778,44 @@ static void pytorch_case(const char *name) {
     for (int64_t i = 0; i < nw; i++)
       ck_assert_msg(ids[i] == (int64_t)wf[i], "%s case %d token %lld: strop %lld, PyTorch %lld",
                     name, c, (long long)i, (long long)ids[i], (long long)wf[i]);
+    if (c < 16) {
+      cases[c].np = np;
+      cases[c].nw = nw;
+      cases[c].penalty = pen[0];
+      memcpy(cases[c].prompt, prompt, sizeof prompt);
+      for (int64_t i = 0; i < nw; i++) cases[c].want[i] = (int64_t)wf[i];
+      n_cases = c + 1;
+    }
+  }
+  /* the cases of one repetition penalty as one left-padded batch: each sequence's ids are
+   * PyTorch's greedy loop's for its prompt alone */
+  for (int c0 = 0; c0 < n_cases; c0++) {
+    const int64_t *prompts[16];
+    int64_t lens[16], most = 0, rows[16];
+    int nb = 0, first = 1;
+    for (int c = 0; c < n_cases; c++) {
+      if (cases[c].penalty != cases[c0].penalty) continue;
+      if (c < c0) first = 0;
+      rows[nb] = c;
+      prompts[nb] = cases[c].prompt;
+      lens[nb++] = cases[c].np;
+      if (cases[c].nw > most) most = cases[c].nw;
+    }
+    if (!first || nb < 2) continue;
+    strop_generate_options o;
+    strop_generate_options_init(&o);
+    o.max_new_tokens = most;
+    o.repetition_penalty = cases[c0].penalty;
+    int64_t ids[16 * 64], counts[16];
+    strop_test_must(strop_generate_batch(m, prompts, lens, nb, &o, ids, 64, counts), name);
+    for (int b = 0; b < nb; b++)
+      for (int64_t i = 0; i < cases[rows[b]].nw; i++)
+        ck_assert_msg(ids[b * 64 + i] == cases[rows[b]].want[i],
+                      "%s batch of %d, case %lld token %lld: strop %lld, PyTorch %lld", name, nb,
+                      (long long)rows[b], (long long)i, (long long)ids[b * 64 + i],
+                      (long long)cases[rows[b]].want[i]);
+    printf("%s: a batch of %d prompts (penalty %g) gives PyTorch's ids for each\n", name, nb,
+           (double)cases[c0].penalty);
   }
   strop_st_file_free(f);
   strop_model_free(m);
@@ -670,6 +845,11 @@ static Suite *suite(void) {
   tcase_add_test(tc, callback_streams_and_cancels);
   tcase_add_test(tc, stop_ids);
   tcase_add_test(tc, stop_strings);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("batch");
+  tcase_add_test(tc, batch_equals_each_alone);
+  tcase_add_test(tc, batch_stops_per_sequence);
+  tcase_add_test(tc, batch_callback_and_errors);
   suite_add_tcase(s, tc);
   tc = tcase_create("errors");
   tcase_add_test(tc, errors);

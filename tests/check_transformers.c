@@ -139,6 +139,30 @@ static strop_model *ld_vit(const char *d, const char *n) {
   return m;
 }
 
+/* strop_model_add_classifier_head on a loaded trunk (gen_transformers.py's heads()): the case
+ * names the folder and the pooling; the trunk and the head's weights then come from the
+ * reference's classifier, loaded strictly by the names the head gave its nodes. */
+static strop_model *ld_head(const char *d, const char *n) {
+  static const struct {
+    const char *name, *folder, *pool;
+  } CASES[] = {{"head_gpt2_last_left", "gpt2_lm", "last"},
+               {"head_gpt2_last_right", "gpt2_lm", NULL},
+               {"head_llama_last_left", "llama_lm", "last"},
+               {"head_bert_mean", "bert", "mean"},
+               {"head_gpt2_mean_left", "gpt2_lm", "mean"}};
+  for (size_t i = 0; i < sizeof CASES / sizeof CASES[0]; i++) {
+    if (strcmp(CASES[i].name, n)) continue;
+    strop_model *m = load_hf(d, CASES[i].folder, NULL);
+    strop_test_must(strop_model_add_classifier_head(m, CASES[i].pool, 3, 0.0f, 5), n);
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s.weights.safetensors", d, n);
+    strop_test_must(strop_model_load_weights(m, p, STROP_LOAD_STRICT, NULL), p);
+    return m;
+  }
+  ck_abort_msg("no head case %s", n);
+  return NULL;
+}
+
 /* the padding mask of the reference, or NULL (images) */
 static strop_tensor *ref_mask(const strop_st_file *f) {
   return strop_st_file_find(f, "mask") >= 0 ? ref_tensor(f, "mask") : NULL;
@@ -294,6 +318,10 @@ static void parity(const char *name, loader load) {
   if (!strncmp(name, "torchnn", 7) || !strcmp(name, "vit")) {
     ck_assert_int_eq(strop_model_save_pretrained(m, spath), STROP_E_STATE);
     ck_assert(strstr(strop_last_error(), "strop_model_save_weights"));
+  } else if (strstr(name, "_mean")) {
+    /* a mean-pooled head: no Hugging Face class has it */
+    ck_assert_int_eq(strop_model_save_pretrained(m, spath), STROP_E_UNSUPPORTED);
+    ck_assert(strstr(strop_last_error(), "'mean'"));
   } else {
     strop_test_must(strop_model_save_pretrained(m, spath), "save_pretrained");
     strop_model *back = load_hf(dir, strrchr(spath, '/') + 1, NULL);
@@ -344,6 +372,16 @@ END_TEST
 
 /* The forms people have: the hub's GPT-2 file, BF16, shards. */
 START_TEST(vit) { parity("vit", ld_vit); }
+END_TEST
+START_TEST(head_gpt2_last_left) { parity("head_gpt2_last_left", ld_head); }
+END_TEST
+START_TEST(head_gpt2_last_right) { parity("head_gpt2_last_right", ld_head); }
+END_TEST
+START_TEST(head_llama_last_left) { parity("head_llama_last_left", ld_head); }
+END_TEST
+START_TEST(head_bert_mean) { parity("head_bert_mean", ld_head); }
+END_TEST
+START_TEST(head_gpt2_mean_left) { parity("head_gpt2_mean_left", ld_head); }
 END_TEST
 
 /* declared for the checkpoint's 32 x 32, run at 48 x 48: torchvision's logits after its
@@ -737,6 +775,117 @@ START_TEST(save_pretrained_api) {
 }
 END_TEST
 
+static int has_param(const strop_model *m, const char *name) {
+  for (int i = 0; i < m->n_params; i++)
+    if (!strcmp(m->params[i]->name, name)) return 1;
+  return 0;
+}
+
+/* strop_model_add_classifier_head without PyTorch: the nodes and names it makes per family,
+ * the architecture save_pretrained then writes, and its errors (the model unchanged). */
+START_TEST(classifier_head_api) {
+  char lm[400], bert[400], out[400];
+  snprintf(lm, sizeof lm, "%s/lm", g_tmp);
+  snprintf(bert, sizeof bert, "%s/bert", g_tmp);
+  make_folder(lm, LLAMA_CFG(""));
+  make_folder(
+      bert, "{\"architectures\": [\"BertForSequenceClassification\"], \"model_type\": \"bert\", "
+            "\"vocab_size\": 20, \"hidden_size\": 16, \"num_hidden_layers\": 1, "
+            "\"num_attention_heads\": 2, \"intermediate_size\": 24, "
+            "\"max_position_embeddings\": 16, \"hidden_dropout_prob\": 0.0}");
+  strop_model *m = NULL;
+  strop_test_must(strop_model_load_pretrained(lm, NULL, NULL, &m, NULL), "load");
+  char before[4096], after[4096], name[128];
+  ck_assert_int_gt(strop_model_summary(m, before, sizeof before), 0);
+  const char *const bad_pool[] = {"strop_model_add_classifier_head", "'first'", "cls", NULL};
+  expect(strop_model_add_classifier_head(m, "first", 2, 0.0f, 1), STROP_E_INVALID_ARG, bad_pool);
+  const char *const bad_classes[] = {"classes 0", NULL};
+  expect(strop_model_add_classifier_head(m, NULL, 0, 0.0f, 1), STROP_E_INVALID_ARG, bad_classes);
+  const char *const bad_p[] = {"dropout 1", NULL};
+  expect(strop_model_add_classifier_head(m, NULL, 2, 1.0f, 1), STROP_E_INVALID_ARG, bad_p);
+  const char *const null_m[] = {"model is NULL", NULL};
+  expect(strop_model_add_classifier_head(NULL, NULL, 2, 0.0f, 1), STROP_E_INVALID_ARG, null_m);
+  ck_assert_int_gt(strop_model_summary(m, after, sizeof after), 0);
+  ck_assert_str_eq(before, after);
+  /* Llama: last token, a bias-free `score`; the model becomes LlamaForSequenceClassification */
+  strop_test_must(strop_model_add_classifier_head(m, NULL, 4, 0.1f, 1), "head");
+  const int64_t nn = strop_model_num_nodes(m);
+  const char *const want[] = {"score", "dropout", "pool"};
+  for (int k = 0; k < 3; k++) {
+    ck_assert_int_ge(strop_model_node_name(m, nn - 1 - k, name, sizeof name), 0);
+    ck_assert_str_eq(name, want[k]);
+  }
+  ck_assert(!has_param(m, "score.bias"));
+  ck_assert(has_param(m, "score.weight"));
+  ck_assert(!has_param(m, "lm_head.weight"));
+  ck_assert_int_gt(strop_model_get_meta(m, "pretrained.arch", name, sizeof name), 0);
+  ck_assert_str_eq(name, "llama_cls");
+  /* PEFT's modules_to_save: LoRA adapters saved with the head, applied to base + head */
+  ck_assert_int_gt(strop_model_get_meta(m, "lora.modules_to_save", name, sizeof name), 0);
+  ck_assert_str_eq(name, "[\"score\"]");
+  {
+    strop_surgery *sg = NULL;
+    strop_test_must(strop_surgery_create(m, &sg), "surgery");
+    strop_test_must(strop_surgery_lora(sg, "*.q_proj", 2, 4.0f, 0.0f), "lora");
+    strop_test_must(strop_surgery_apply(sg), "apply");
+    strop_surgery_free(sg);
+    float w[64];
+    for (int i = 0; i < 64; i++) w[i] = 0.01f * (float)i;
+    strop_test_must(strop_model_set_tensor(m, "score.weight", w, 64), "score");
+    snprintf(out, sizeof out, "%s/peft", g_tmp);
+    strop_test_must(strop_model_lora_save(m, out), "lora_save");
+    strop_model *base = NULL;
+    strop_test_must(strop_model_load_pretrained(lm, NULL, NULL, &base, NULL), "base");
+    strop_test_must(strop_model_add_classifier_head(base, NULL, 4, 0.1f, 9), "base head");
+    strop_test_must(strop_model_lora_load(base, out), "lora_load");
+    strop_tensor *got = NULL;
+    strop_test_must(strop_model_tensor_view(base, "score.weight", &got), "view");
+    ck_assert_mem_eq(strop_tensor_data(got), w, sizeof w);
+    strop_tensor_free(got);
+    strop_model_free(base);
+    strop_test_must(strop_model_lora_merge(m), "merge");
+  }
+  snprintf(out, sizeof out, "%s/lm_cls", g_tmp);
+  strop_test_must(strop_model_save_pretrained(m, out), "save");
+  FILE *f = fopen(in_dir(out, "config.json"), "r");
+  ck_assert_ptr_nonnull(f);
+  char cfg[4096] = "";
+  ck_assert_uint_gt(fread(cfg, 1, sizeof cfg - 1, f), 0);
+  fclose(f);
+  ck_assert_msg(strstr(cfg, "\"LlamaForSequenceClassification\""), "%s", cfg);
+  ck_assert_msg(strstr(cfg, "\"LABEL_3\": 3"), "%s", cfg);
+  strop_model *back = NULL;
+  strop_test_must(strop_model_load_pretrained(out, NULL, NULL, &back, NULL), "reload");
+  int64_t dims[4];
+  ck_assert_int_eq(strop_model_output_shape(back, dims, 4), 1);
+  ck_assert_int_eq(dims[0], 4);
+  strop_model_free(back);
+  /* mean pooling: no Hugging Face class, so no folder */
+  strop_test_must(strop_model_add_classifier_head(m, "mean", 2, 0.0f, 1), "mean head");
+  const char *const no_class[] = {"'mean'", "strop_model_save_weights", NULL};
+  expect(strop_model_save_pretrained(m, out), STROP_E_UNSUPPORTED, no_class);
+  strop_model_free(m);
+  /* BERT: [CLS] through the pooler, then `classifier` with a bias */
+  strop_test_must(strop_model_load_pretrained(bert, NULL, NULL, &m, NULL), "bert");
+  strop_test_must(strop_model_add_classifier_head(m, "cls", 3, 0.0f, 1), "bert head");
+  ck_assert(has_param(m, "bert.pooler.dense.weight"));
+  ck_assert(has_param(m, "classifier.bias"));
+  strop_model_free(m);
+  strop_test_must(strop_model_load_pretrained(bert, NULL, NULL, &m, NULL), "bert");
+  strop_test_must(strop_model_add_classifier_head(m, "mean", 3, 0.0f, 1), "bert mean head");
+  ck_assert(!has_param(m, "bert.pooler.dense.weight"));
+  strop_model_free(m);
+  /* a model without a token sequence */
+  const int64_t shape[1] = {4};
+  strop_test_must(strop_model_create(1, shape, &m), "create");
+  strop_test_must(strop_model_add(m, "fc", "linear", "out_features=2", NULL), "fc");
+  strop_test_must(strop_model_finalize(m, 1), "finalize");
+  const char *const unsupported[] = {"strop_model_load_pretrained", NULL};
+  expect(strop_model_add_classifier_head(m, NULL, 2, 0.0f, 1), STROP_E_UNSUPPORTED, unsupported);
+  strop_model_free(m);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("transformers");
   TCase *tc = tcase_create("api");
@@ -745,6 +894,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, broken_folders);
   tcase_add_test(tc, tied_gradients_through_the_trainer);
   tcase_add_test(tc, save_pretrained_api);
+  tcase_add_test(tc, classifier_head_api);
   suite_add_tcase(s, tc);
   if (!fixtures()) return s;
   tc = tcase_create("torchnn");
@@ -770,6 +920,14 @@ static Suite *suite(void) {
   tcase_add_test(tc, bert_cls);
   tcase_add_test(tc, roberta_cls);
   tcase_add_test(tc, distilbert_cls);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("classifier_heads");
+  tcase_set_timeout(tc, 600);
+  tcase_add_test(tc, head_gpt2_last_left);
+  tcase_add_test(tc, head_gpt2_last_right);
+  tcase_add_test(tc, head_llama_last_left);
+  tcase_add_test(tc, head_bert_mean);
+  tcase_add_test(tc, head_gpt2_mean_left);
   suite_add_tcase(s, tc);
   tc = tcase_create("vit");
   tcase_set_timeout(tc, 600);

@@ -37,6 +37,11 @@ STROP_BEGIN_DECLS
  *  (strop_generate() then returns STROP_E_CANCELLED with the ids so far). @since 0.2 */
 typedef int (*strop_token_callback)(int64_t id, void *user_data);
 
+/** @brief Called by strop_generate_batch() (and strop_generate(), as sequence 0) with each new
+ *  token id and the index of the sequence it continues, in order; a non-zero return cancels
+ *  the whole generation (STROP_E_CANCELLED with the ids so far). @since 0.2 */
+typedef int (*strop_row_token_callback)(int64_t row, int64_t id, void *user_data);
+
 /**
  * @brief Options of strop_generate(). Fill with strop_generate_options_init(); fields are only
  * ever appended. @since 0.2
@@ -59,17 +64,21 @@ typedef struct strop_generate_options {
   const int64_t *stop_ids;  /**< NULL, or num_stop_ids ids that end the generation (an
                                     end-of-sequence id); the stop id is part of the output. */
   int64_t num_stop_ids;     /**< Entries of stop_ids. Default 0. */
-  const char *const *stop_strings; /**< NULL, or num_stop_strings non-empty strings: the
+  const char *const *stop_strings;       /**< NULL, or num_stop_strings non-empty strings: the
                                     generation ends once the decoded output contains one of
                                     them (the token that completed it is part of the output).
                                     Needs tokenizer. */
-  int64_t num_stop_strings;        /**< Entries of stop_strings. Default 0. */
-  strop_tokenizer *tokenizer;      /**< The model's tokenizer, to decode the output for
+  int64_t num_stop_strings;              /**< Entries of stop_strings. Default 0. */
+  strop_tokenizer *tokenizer;            /**< The model's tokenizer, to decode the output for
                                     stop_strings; NULL (default) when there are none. Borrowed
                                     for the call; its work buffers change. */
-  strop_token_callback on_token;   /**< Called with each new id (after it is stored in the
+  strop_token_callback on_token;         /**< Called with each new id (after it is stored in the
                                     output); NULL (default): none. */
-  void *user_data;                 /**< Passed to on_token. */
+  void *user_data;                       /**< Passed to on_token and on_row_token. */
+  strop_row_token_callback on_row_token; /**< Called with each new id and its sequence's
+                                    index (after it is stored); used instead of on_token when
+                                    set, and the callback strop_generate_batch() takes. NULL
+                                    (default): none. Appended in 0.2 (batched generation). */
 } strop_generate_options;
 
 /**
@@ -112,6 +121,38 @@ STROP_API STROP_NODISCARD strop_status strop_generate(strop_model *model, const 
                                                       int64_t n_prompt,
                                                       const strop_generate_options *opt,
                                                       int64_t *ids, int64_t cap, int64_t *count);
+
+/**
+ * @brief Continues @p n prompts at once, each as strop_generate() continues it alone.
+ *
+ * The prompts, of any lengths, are left-padded to the longest and run as one batch through the
+ * key/value caches; each sequence attends only to its own tokens and counts its positions from
+ * its first token, so greedy ids equal those of strop_generate() on each prompt alone (and a
+ * seeded sampling draws the same ids: every sequence has its own generator, seeded with the
+ * options' seed as strop_generate() seeds its one). Each sequence has its own stop conditions
+ * (max_new_tokens, stop ids, stop strings, the model's context) and stops being computed
+ * when it has finished; the call returns when every sequence has.
+ * @param[in,out] model     As strop_generate().
+ * @param[in]  prompts      @p n pointers to prompts of ids in [0, vocab).
+ * @param[in]  n_prompts    @p n lengths, each >= 1 and at most the model's context length.
+ * @param[in]  n            Number of prompts, >= 1.
+ * @param[in]  opt          Options, or NULL for the defaults. on_token is refused (it does not
+ *                          say which sequence a token continues): set on_row_token.
+ * @param[out] ids          [n, cap] row-major: sequence b's new ids at ids + b * cap (the
+ *                          prompt is not repeated).
+ * @param[in]  cap          Room per sequence, >= 0.
+ * @param[out] counts       @p n entries: the number of ids written for each sequence.
+ * @return STROP_OK; otherwise as strop_generate(), the sentence naming the prompt
+ *         (prompts[b][i]) for a bad
+ *         id or length; STROP_E_INVALID_ARG also for n < 1, NULL @p prompts / @p n_prompts /
+ *         @p counts, on_token without on_row_token. On STROP_E_CANCELLED @p ids and
+ *         @p counts hold what every sequence had so far; on any other error @p counts are 0.
+ *         The model's parameters and training flag are unchanged in every case.
+ * @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_generate_batch(
+    strop_model *model, const int64_t *const *prompts, const int64_t *n_prompts, int64_t n,
+    const strop_generate_options *opt, int64_t *ids, int64_t cap, int64_t *counts);
 
 STROP_END_DECLS
 

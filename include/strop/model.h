@@ -1128,6 +1128,42 @@ STROP_API STROP_NODISCARD strop_status strop_model_load_pretrained(
 STROP_API STROP_NODISCARD strop_status strop_model_save_pretrained(const strop_model *model,
                                                                    const char *dir);
 
+/**
+ * @brief Gives a text model loaded by strop_model_load_pretrained() (GPT-2, the Llama family,
+ *        the BERT family) a sequence-classification head in place of whatever follows its last
+ *        hidden state (an LM head, a pooler, a classifier): a pooling layer that reads the
+ *        batch's padding mask, dropout when @p dropout > 0, and a linear layer of @p classes
+ *        outputs named as the family's *ForSequenceClassification names it — `score` (no bias)
+ *        for GPT-2 and Llama, `classifier` for the BERT family — so PEFT's modules_to_save and
+ *        strop_model_save_pretrained() keep those names.
+ *
+ * It is a surgery plan (truncate at the hidden state, append pool, dropout and linear), with
+ * the new nodes `pool`, `dropout` and the head. The hidden state's node is the model's
+ * metadata "pretrained.hidden" (BERT's pooler output "pretrained.pooled"). When the head is
+ * the one the family's Hugging Face class has (GPT-2, Llama: `last`; BERT loaded as
+ * bert_cls or with a pooler: `cls`, through the pooler), the model's architecture becomes that
+ * class (gpt2_cls, llama_cls, bert_cls) and strop_model_save_pretrained() writes it
+ * ("architectures", LABEL_i labels); with another pooling, saving a Hugging Face folder is
+ * refused (STROP_E_UNSUPPORTED) and strop_model_save_weights() keeps it.
+ * @param[in,out] model   A finalized model loaded by strop_model_load_pretrained().
+ * @param[in]     pool    "cls": the first token the padding mask keeps (BERT's [CLS]; through
+ *                        BERT's pooler when it has one); "mean": the mean over the tokens the
+ *                        mask keeps; "last": the last token the mask keeps (a decoder's, left
+ *                        or right padding); NULL or "default": the family's own (last for
+ *                        decoders, cls for encoders).
+ * @param[in]     classes Outputs of the head, >= 1.
+ * @param[in]     dropout Dropout before the head, in [0, 1); 0: none.
+ * @param[in]     seed    Initialises the head's weights.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL model, an unknown pool word, classes < 1,
+ *         dropout out of range); STROP_E_UNSUPPORTED (a model without a token sequence or not
+ *         loaded by strop_model_load_pretrained, named); STROP_E_STATE (model not
+ *         finalized); STROP_E_NOMEM. On error the model is unchanged. The model is used by one
+ *         thread at a time.
+ * @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_add_classifier_head(
+    strop_model *model, const char *pool, int64_t classes, float dropout, uint64_t seed);
+
 /** @brief Flags of strop_model_export(); combine with |. @since 0.1 */
 typedef enum strop_export_flags {
   STROP_EXPORT_DEFAULT = 0,     /**< Merge LoRA, drop dropout, fold BatchNorm. */

@@ -4,6 +4,7 @@
  * each next token (repetition penalty, greedy, temperature, top-k, top-p) as Hugging Face's
  * generate() makes it. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,7 +12,8 @@
 #include "graph/graph.h"
 #include "strop/generate.h"
 
-static const char FN[] = "strop_generate";
+static const char FN_ONE[] = "strop_generate";
+static const char FN_BATCH[] = "strop_generate_batch";
 
 void strop_generate_options_init(strop_generate_options *opt) {
   if (!opt) return;
@@ -67,21 +69,22 @@ static strop_status opt_true(const strop__node *nd, const char *key, int *yes) {
 
 /* A causal language model every node of which can run incrementally; the number of its
  * attention nodes in *n_attn. */
-static strop_status check_model(const strop_model *m, int64_t *ctx, int64_t *vocab, int *n_attn) {
+static strop_status check_model(const char *fn, const strop_model *m, int64_t *ctx,
+                                int64_t *vocab, int *n_attn) {
   char buf[96];
-  if (!m->finalized) return strop__err(STROP_E_STATE, "%s: model is not finalized", FN);
+  if (!m->finalized) return strop__err(STROP_E_STATE, "%s: model is not finalized", fn);
   if (m->in_shape.rank != 1 || m->n_nodes < 1)
     return strop__err(STROP_E_UNSUPPORTED,
                       "%s: the model's input is [N, %s, not [N, T] token "
                       "ids",
-                      FN, strop__shape_str(&m->in_shape, buf, sizeof buf) + 1);
+                      fn, strop__shape_str(&m->in_shape, buf, sizeof buf) + 1);
   const int64_t t = m->in_shape.d[0];
   const strop__shape *os = &m->nodes[m->n_nodes - 1].out_shape;
   if (os->rank != 2 || os->d[0] != t)
     return strop__err(STROP_E_UNSUPPORTED,
                       "%s: the model's output is [N, %s, not [N, %lld, "
                       "vocab] logits per position",
-                      FN, strop__shape_str(os, buf, sizeof buf) + 1, (long long)t);
+                      fn, strop__shape_str(os, buf, sizeof buf) + 1, (long long)t);
   *n_attn = 0;
   for (int i = 0; i < m->n_nodes; i++) {
     const strop__node *nd = &m->nodes[i];
@@ -94,19 +97,19 @@ static strop_status check_model(const strop_model *m, int64_t *ctx, int64_t *voc
         return strop__err(STROP_E_UNSUPPORTED,
                           "%s: layer '%s' (attention) is not causal: its "
                           "positions see later ones, which do not exist yet while generating",
-                          FN, nd->name);
+                          fn, nd->name);
       (*n_attn)++;
     } else if (!per_position(type)) {
       return strop__err(STROP_E_UNSUPPORTED,
                         "%s: layer '%s' (%s) cannot run one position at a "
                         "time with a key/value cache",
-                        FN, nd->name, type);
+                        fn, nd->name, type);
     }
     if (nd->out_shape.rank < 1 || nd->out_shape.d[0] != t)
       return strop__err(STROP_E_UNSUPPORTED,
                         "%s: layer '%s' (%s) has output %s: a decoder's "
                         "nodes keep the %lld positions as their first dimension",
-                        FN, nd->name, type, strop__shape_str(&nd->out_shape, buf, sizeof buf),
+                        fn, nd->name, type, strop__shape_str(&nd->out_shape, buf, sizeof buf),
                         (long long)t);
   }
   *ctx = t;
@@ -114,49 +117,50 @@ static strop_status check_model(const strop_model *m, int64_t *ctx, int64_t *voc
   return STROP_OK;
 }
 
-static strop_status read_options(const strop_generate_options *opt, strop_generate_options *o) {
+static strop_status read_options(const char *fn, const strop_generate_options *opt,
+                                 strop_generate_options *o) {
   strop_generate_options_init(o);
   if (opt) {
     if (opt->size < sizeof opt->size)
       return strop__err(STROP_E_INVALID_ARG,
                         "%s: opt->size is %zu: fill opt with "
                         "strop_generate_options_init()",
-                        FN, opt->size);
+                        fn, opt->size);
     const size_t k = opt->size < sizeof *o ? opt->size : sizeof *o;
     memcpy((char *)o + sizeof o->size, (const char *)opt + sizeof o->size, k - sizeof o->size);
   }
   if (o->max_new_tokens < 0)
-    return strop__err(STROP_E_INVALID_ARG, "%s: max_new_tokens must be >= 0, got %lld", FN,
+    return strop__err(STROP_E_INVALID_ARG, "%s: max_new_tokens must be >= 0, got %lld", fn,
                       (long long)o->max_new_tokens);
   if (!(o->temperature >= 0.0f) || isinf(o->temperature))
-    return strop__err(STROP_E_INVALID_ARG, "%s: temperature must be finite and >= 0, got %g", FN,
+    return strop__err(STROP_E_INVALID_ARG, "%s: temperature must be finite and >= 0, got %g", fn,
                       (double)o->temperature);
   if (o->top_k < 0)
-    return strop__err(STROP_E_INVALID_ARG, "%s: top_k must be >= 0, got %lld", FN,
+    return strop__err(STROP_E_INVALID_ARG, "%s: top_k must be >= 0, got %lld", fn,
                       (long long)o->top_k);
   if (!(o->top_p > 0.0f && o->top_p <= 1.0f))
-    return strop__err(STROP_E_INVALID_ARG, "%s: top_p must be in (0, 1], got %g", FN,
+    return strop__err(STROP_E_INVALID_ARG, "%s: top_p must be in (0, 1], got %g", fn,
                       (double)o->top_p);
   if (!(o->repetition_penalty > 0.0f) || isinf(o->repetition_penalty))
     return strop__err(STROP_E_INVALID_ARG,
                       "%s: repetition_penalty must be finite and > 0, "
                       "got %g",
-                      FN, (double)o->repetition_penalty);
+                      fn, (double)o->repetition_penalty);
   if (o->num_stop_ids < 0 || (o->num_stop_ids > 0 && !o->stop_ids))
-    return strop__err(STROP_E_INVALID_ARG, "%s: num_stop_ids is %lld with stop_ids %s", FN,
+    return strop__err(STROP_E_INVALID_ARG, "%s: num_stop_ids is %lld with stop_ids %s", fn,
                       (long long)o->num_stop_ids, o->stop_ids ? "set" : "NULL");
   if (o->num_stop_strings < 0 || (o->num_stop_strings > 0 && !o->stop_strings))
     return strop__err(STROP_E_INVALID_ARG, "%s: num_stop_strings is %lld with stop_strings %s",
-                      FN, (long long)o->num_stop_strings, o->stop_strings ? "set" : "NULL");
+                      fn, (long long)o->num_stop_strings, o->stop_strings ? "set" : "NULL");
   for (int64_t i = 0; i < o->num_stop_strings; i++)
     if (!o->stop_strings[i] || !o->stop_strings[i][0])
-      return strop__err(STROP_E_INVALID_ARG, "%s: stop_strings[%lld] is %s", FN, (long long)i,
+      return strop__err(STROP_E_INVALID_ARG, "%s: stop_strings[%lld] is %s", fn, (long long)i,
                         o->stop_strings[i] ? "empty" : "NULL");
   if (o->num_stop_strings > 0 && !o->tokenizer)
     return strop__err(STROP_E_INVALID_ARG,
                       "%s: stop_strings need the model's tokenizer to "
                       "decode the output: set tokenizer",
-                      FN);
+                      fn);
   return STROP_OK;
 }
 
@@ -228,22 +232,23 @@ static int64_t next_token(const strop_generate_options *o, float *l, int64_t v,
 
 /* ---- the incremental forward ---- */
 
-/* Runs ids[0..t) at positions [dec->pos, dec->pos + t) and copies the last position's logits
- * into logits[vocab]. */
-static strop_status step(strop_model *m, strop__decode *dec, const int64_t *ids, int64_t t,
-                         float *in, int64_t vocab, float *logits) {
-  for (int64_t i = 0; i < t; i++) in[i] = (float)ids[i];
+/* Runs ids [nb, t] at positions [dec->pos, dec->pos + t) and copies each sequence's last
+ * position's logits into logits[nb, vocab]. */
+static strop_status step(const char *fn, strop_model *m, strop__decode *dec, const int64_t *ids,
+                         int64_t nb, int64_t t, float *in, int64_t vocab, float *logits) {
+  for (int64_t i = 0; i < nb * t; i++) in[i] = (float)ids[i];
   const strop__shape shape = {1, {t}};
   const strop__act *o = NULL;
   m->decode = dec;
-  strop_status st = strop__model_forward_shaped(m, in, 1, &shape, 0, NULL, &o);
+  strop_status st = strop__model_forward_shaped(m, in, nb, &shape, 0, NULL, &o);
   m->decode = NULL;
   if (st) {
-    strop__err_prefix("%s: at position %lld", FN, (long long)dec->pos);
+    strop__err_prefix("%s: at position %lld", fn, (long long)dec->pos);
     strop__model_step_end(m);
     return st;
   }
-  memcpy(logits, o->data + (t - 1) * vocab, (size_t)vocab * sizeof *logits);
+  for (int64_t b = 0; b < nb; b++)
+    memcpy(logits + b * vocab, o->data + (b * t + t - 1) * vocab, (size_t)vocab * sizeof *logits);
   strop__model_step_end(m);
   dec->pos += t;
   return STROP_OK;
@@ -272,77 +277,120 @@ static int is_stop_id(const strop_generate_options *o, int64_t id) {
   return 0;
 }
 
-strop_status strop_generate(strop_model *model, const int64_t *prompt, int64_t n_prompt,
-                            const strop_generate_options *opt, int64_t *ids, int64_t cap,
-                            int64_t *count) {
-  if (!count) return strop__err(STROP_E_INVALID_ARG, "%s: count is NULL", FN);
-  *count = 0;
-  if (!model || !prompt || (!ids && cap > 0))
-    return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", FN,
-                      !model    ? "model"
-                      : !prompt ? "prompt"
-                                : "ids");
-  if (cap < 0)
-    return strop__err(STROP_E_INVALID_ARG, "%s: cap must be >= 0, got %lld", FN, (long long)cap);
+/* A start after every position: the sequence is padding from now on (it has finished). */
+#define FINISHED (INT64_MAX / 4)
+
+/* One token callback for both entry points: strop_generate's on_token, or on_row_token. */
+static int call_back(const strop_generate_options *o, int64_t row, int64_t id) {
+  if (o->on_row_token) return o->on_row_token(row, id, o->user_data);
+  return o->on_token ? o->on_token(id, o->user_data) : 0;
+}
+
+/* The n prompts continued together: left-padded to the longest, each sequence run from its
+ * own start (strop__decode.start), so each computes what it computes alone; every sequence
+ * has its own repetition history, generator (seeded as strop_generate seeds its one) and stop
+ * conditions, and stops being computed once it has finished. New ids of sequence b go to
+ * ids + b * cap, their number to counts[b]. */
+static strop_status generate_rows(const char *fn, strop_model *model,
+                                  const int64_t *const *prompts, const int64_t *lens, int64_t n,
+                                  int batch, const strop_generate_options *opt, int64_t *ids,
+                                  int64_t cap, int64_t *counts) {
   strop_generate_options o;
   int64_t ctx = 0, vocab = 0;
   int n_attn = 0;
-  strop_status st = read_options(opt, &o);
-  if (st || (st = check_model(model, &ctx, &vocab, &n_attn))) return st;
-  if (n_prompt < 1 || n_prompt > ctx)
+  strop_status st = read_options(fn, opt, &o);
+  if (st || (st = check_model(fn, model, &ctx, &vocab, &n_attn))) return st;
+  if (batch && o.on_token && !o.on_row_token)
     return strop__err(STROP_E_INVALID_ARG,
-                      "%s: the prompt has %lld ids; the model takes 1 to "
-                      "%lld",
-                      FN, (long long)n_prompt, (long long)ctx);
-  for (int64_t i = 0; i < n_prompt; i++)
-    if (prompt[i] < 0 || prompt[i] >= vocab)
+                      "%s: on_token does not say which sequence a token is of: set "
+                      "on_row_token",
+                      fn);
+  int64_t longest = 0;
+  for (int64_t b = 0; b < n; b++) {
+    const char *who = n > 1 ? "prompts[" : "the prompt";
+    char idx[32] = "";
+    if (n > 1) snprintf(idx, sizeof idx, "%lld]", (long long)b);
+    if (!prompts[b]) return strop__err(STROP_E_INVALID_ARG, "%s: %s%s is NULL", fn, who, idx);
+    if (lens[b] < 1 || lens[b] > ctx)
       return strop__err(STROP_E_INVALID_ARG,
-                        "%s: prompt[%lld] is %lld, outside the vocabulary "
-                        "0 .. %lld",
-                        FN, (long long)i, (long long)prompt[i], (long long)(vocab - 1));
+                        "%s: %s%s has %lld ids; the model takes 1 to "
+                        "%lld",
+                        fn, who, idx, (long long)lens[b], (long long)ctx);
+    for (int64_t i = 0; i < lens[b]; i++)
+      if (prompts[b][i] < 0 || prompts[b][i] >= vocab)
+        return strop__err(STROP_E_INVALID_ARG,
+                          "%s: %s%s[%lld] is %lld, outside the vocabulary "
+                          "0 .. %lld",
+                          fn, n > 1 ? "prompts[" : "prompt", n > 1 ? idx : "", (long long)i,
+                          (long long)prompts[b][i], (long long)(vocab - 1));
+    if (lens[b] > longest) longest = lens[b];
+  }
   const int64_t want = o.max_new_tokens < cap ? o.max_new_tokens : cap;
   if (want == 0) return STROP_OK;
-  /* the last new token is never fed back: positions up to prompt + want - 1 */
-  const int64_t positions = n_prompt + want - 1 < ctx ? n_prompt + want - 1 : ctx;
+  /* sequence b starts at cache position longest - lens[b]; its last new token is never fed
+   * back, and it stops at the model's context: positions up to start + min(len + want - 1,
+   * ctx) */
+  int64_t positions = longest;
+  for (int64_t b = 0; b < n; b++) {
+    const int64_t own = lens[b] + want - 1 < ctx ? lens[b] + want - 1 : ctx;
+    if (longest - lens[b] + own > positions) positions = longest - lens[b] + own;
+  }
+  int64_t *start = strop__calloc((size_t)n, sizeof *start);
   strop__decode dec = {.pos = 0,
-                       .cap = positions > n_prompt ? positions : n_prompt,
+                       .cap = positions,
                        .kv = strop__calloc((size_t)(n_attn ? n_attn : 1), sizeof *dec.kv),
-                       .n_kv = n_attn};
-  float *logits = strop__malloc((size_t)vocab * sizeof *logits);
-  float *in = strop__malloc((size_t)n_prompt * sizeof *in);
-  uint8_t *seen = strop__calloc((size_t)vocab, 1);
+                       .n_kv = n_attn,
+                       .start = n > 1 ? start : NULL};
+  float *logits = strop__malloc((size_t)(n * vocab) * sizeof *logits);
+  float *in = strop__malloc((size_t)(n * longest) * sizeof *in);
+  int64_t *feed = strop__calloc((size_t)(n * longest), sizeof *feed);
+  uint8_t *seen = strop__calloc((size_t)(n * vocab), 1);
+  uint8_t *done = strop__calloc((size_t)n, 1);
+  strop__rng *rng = strop__malloc((size_t)n * sizeof *rng);
   cand *c = o.temperature > 0.0f ? strop__malloc((size_t)vocab * sizeof *c) : NULL;
-  int64_t *all = o.num_stop_strings ? strop__malloc((size_t)want * sizeof *all) : NULL;
   size_t text_cap = 256;
   char *text = o.num_stop_strings ? strop__malloc(text_cap) : NULL;
-  if (!dec.kv || !logits || !in || !seen || (o.temperature > 0.0f && !c) ||
-      (o.num_stop_strings && (!all || !text))) {
-    st = STROP__NOMEM(FN);
+  if (!start || !dec.kv || !logits || !in || !feed || !seen || !done || !rng ||
+      (o.temperature > 0.0f && !c) || (o.num_stop_strings && !text)) {
+    st = STROP__NOMEM(fn);
     goto done;
   }
   for (int i = 0, k = 0; i < model->n_nodes; i++)
     if (!strcmp(model->nodes[i].vt->type, "attention")) dec.kv[k++].node = &model->nodes[i];
-  for (int64_t i = 0; i < n_prompt; i++) seen[prompt[i]] = 1;
-  strop__rng rng;
-  strop__rng_seed(&rng, o.seed, 0x67656e6572617465ULL /* "generate" */);
-  if ((st = step(model, &dec, prompt, n_prompt, in, vocab, logits))) goto done;
-  int64_t n = 0;
-  for (;;) {
-    const int64_t id = next_token(&o, logits, vocab, seen, c, &rng);
-    ids[n++] = id;
-    *count = n;
-    seen[id] = 1;
-    if (all) all[n - 1] = id;
-    if (o.on_token && o.on_token(id, o.user_data)) {
-      st = strop__err(STROP_E_CANCELLED, "%s: the token callback cancelled after %lld tokens", FN,
-                      (long long)n);
-      break;
+  for (int64_t b = 0; b < n; b++) {
+    start[b] = longest - lens[b];
+    for (int64_t i = 0; i < lens[b]; i++) {
+      feed[b * longest + start[b] + i] = prompts[b][i];
+      seen[b * vocab + prompts[b][i]] = 1;
     }
-    if (n >= want || is_stop_id(&o, id) ||
-        (all && hit_stop_string(&o, all, n, &text, &text_cap)) || dec.pos >= ctx)
-      break;
-    if ((st = step(model, &dec, &id, 1, in, vocab, logits))) {
-      *count = 0;
+    strop__rng_seed(&rng[b], o.seed, 0x67656e6572617465ULL /* "generate" */);
+  }
+  if ((st = step(fn, model, &dec, feed, n, longest, in, vocab, logits))) goto done;
+  for (int64_t left = n;;) {
+    for (int64_t b = 0; b < n; b++) {
+      if (done[b]) continue;
+      int64_t *row = ids + b * cap;
+      const int64_t id = next_token(&o, logits + b * vocab, vocab, seen + b * vocab, c, &rng[b]);
+      row[counts[b]++] = id;
+      seen[b * vocab + id] = 1;
+      feed[b] = id;
+      if (call_back(&o, b, id)) {
+        st = strop__err(STROP_E_CANCELLED, "%s: the token callback cancelled after %lld tokens%s",
+                        fn, (long long)counts[b], n > 1 ? " of a sequence" : "");
+        goto done;
+      }
+      /* the sequence's own position of the token just chosen */
+      if (counts[b] >= want || is_stop_id(&o, id) ||
+          (text && hit_stop_string(&o, row, counts[b], &text, &text_cap)) ||
+          dec.pos - start[b] >= ctx) {
+        done[b] = 1;
+        start[b] = FINISHED;
+        left--;
+      }
+    }
+    if (left == 0) break;
+    if ((st = step(fn, model, &dec, feed, n, 1, in, vocab, logits))) {
+      for (int64_t b = 0; b < n; b++) counts[b] = 0;
       break;
     }
   }
@@ -352,11 +400,54 @@ done:
     strop__free(dec.kv[i].v);
   }
   strop__free(dec.kv);
+  strop__free(start);
   strop__free(logits);
   strop__free(in);
+  strop__free(feed);
   strop__free(seen);
+  strop__free(done);
+  strop__free(rng);
   strop__free(c);
-  strop__free(all);
   strop__free(text);
+  return st;
+}
+
+strop_status strop_generate(strop_model *model, const int64_t *prompt, int64_t n_prompt,
+                            const strop_generate_options *opt, int64_t *ids, int64_t cap,
+                            int64_t *count) {
+  if (!count) return strop__err(STROP_E_INVALID_ARG, "%s: count is NULL", FN_ONE);
+  *count = 0;
+  if (!model || !prompt || (!ids && cap > 0))
+    return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", FN_ONE,
+                      !model    ? "model"
+                      : !prompt ? "prompt"
+                                : "ids");
+  if (cap < 0)
+    return strop__err(STROP_E_INVALID_ARG, "%s: cap must be >= 0, got %lld", FN_ONE,
+                      (long long)cap);
+  strop_status st = generate_rows(FN_ONE, model, &prompt, &n_prompt, 1, 0, opt, ids, cap, count);
+  if (st && st != STROP_E_CANCELLED) *count = 0;
+  return st;
+}
+
+strop_status strop_generate_batch(strop_model *model, const int64_t *const *prompts,
+                                  const int64_t *n_prompts, int64_t n,
+                                  const strop_generate_options *opt, int64_t *ids, int64_t cap,
+                                  int64_t *counts) {
+  const char *fn = FN_BATCH;
+  if (!counts) return strop__err(STROP_E_INVALID_ARG, "%s: counts is NULL", fn);
+  if (n < 1)
+    return strop__err(STROP_E_INVALID_ARG, "%s: n must be >= 1, got %lld", fn, (long long)n);
+  memset(counts, 0, (size_t)n * sizeof *counts);
+  if (!model || !prompts || !n_prompts || (!ids && cap > 0))
+    return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn,
+                      !model       ? "model"
+                      : !prompts   ? "prompts"
+                      : !n_prompts ? "n_prompts"
+                                   : "ids");
+  if (cap < 0)
+    return strop__err(STROP_E_INVALID_ARG, "%s: cap must be >= 0, got %lld", fn, (long long)cap);
+  strop_status st = generate_rows(fn, model, prompts, n_prompts, n, 1, opt, ids, cap, counts);
+  if (st && st != STROP_E_CANCELLED) memset(counts, 0, (size_t)n * sizeof *counts);
   return st;
 }

@@ -180,6 +180,62 @@ strop__kv_cache *strop__decode_cache(const strop__decode *d, const strop__node *
   return NULL;
 }
 
+/* attn_decode for sequences left-padded to a common length (d->start): each sequence runs on
+ * its own, from its first token — rows of padding are neither cached nor attended to (their
+ * outputs are 0), and positions (rotary angles, causality) count from the sequence's start —
+ * so each sequence computes what it computes alone. */
+static strop_status attn_decode_rows(strop__node *n, const strop__exec *x, const geom *g,
+                                     const float *q, const float *k, const float *v,
+                                     const int64_t ld[3], int64_t nb, int64_t t,
+                                     strop__kv_cache *kc, int64_t rot, float *out) {
+  const attn_cfg *c = n->cfg;
+  const strop__decode *d = x->decode;
+  const int64_t w = g->kvh * g->hd, pos = d->pos, cap = d->cap, ldo = g->h * g->hd;
+  strop__sdpa_dims dm = {.n = 1,
+                         .heads = g->h,
+                         .kv_heads = g->kvh,
+                         .head_dim = g->hd,
+                         .ldq = rot ? g->h * g->hd : ld[0],
+                         .ldk = w,
+                         .ldv = w,
+                         .causal = c->causal,
+                         .scale = c->scale > 0 ? c->scale : (float)(1.0 / sqrt((double)g->hd)),
+                         .chunks = 1};
+  dm.t = t;
+  const size_t half = (size_t)(t * (rot / 2));
+  float *scratch = strop__arena_alloc(x->arena,
+                                      strop__sdpa_cached_scratch(&dm, pos) * sizeof(float));
+  float *cs = rot ? strop__arena_alloc(x->arena, 2 * half * sizeof *cs + 1) : NULL;
+  float *qr = rot ? strop__arena_alloc(x->arena, (size_t)(t * g->h * g->hd) * sizeof *qr) : NULL;
+  if (!scratch || (rot && (!cs || !qr))) return oom(n);
+  memset(out, 0, (size_t)(nb * t * ldo) * sizeof *out);
+  for (int64_t b = 0; b < nb; b++) {
+    const int64_t s = d->start[b], i0 = s > pos ? s - pos : 0, tt = t - i0;
+    if (tt <= 0) continue;            /* padding only */
+    const int64_t rel = pos + i0 - s; /* the sequence's own position of row i0 */
+    const float *qb = q + (b * t + i0) * ld[0], *ks = k + (b * t + i0) * ld[1],
+                *vs = v + (b * t + i0) * ld[2];
+    float *kd = kc->k + (b * cap + pos + i0) * w, *vd = kc->v + (b * cap + pos + i0) * w;
+    const size_t hf = (size_t)(tt * (rot / 2));
+    if (rot) {
+      strop__rope_tables_from(rel, tt, rot, c->rope_theta, c->rope_factor, cs, cs + hf);
+      memset(qr, 0, (size_t)(tt * g->h * g->hd) * sizeof *qr);
+      strop__rope_apply(qb, ld[0], qr, g->h * g->hd, 1, tt, g->h, g->hd, rot, cs, cs + hf, 0);
+      memset(kd, 0, (size_t)(tt * w) * sizeof *kd); /* rope_apply adds */
+      strop__rope_apply(ks, ld[1], kd, w, 1, tt, g->kvh, g->hd, rot, cs, cs + hf, 0);
+    }
+    for (int64_t i = 0; i < tt; i++) {
+      if (!rot) memcpy(kd + i * w, ks + i * ld[1], (size_t)w * sizeof *kd);
+      memcpy(vd + i * w, vs + i * ld[2], (size_t)w * sizeof *vd);
+    }
+    dm.t = tt;
+    strop__sdpa_cached(&dm, rel, cap, rot ? qr : qb, kc->k + (b * cap + s) * w,
+                       kc->v + (b * cap + s) * w, scratch, out + (b * t + i0) * ldo);
+  }
+  n->saved = NULL;
+  return STROP_OK;
+}
+
 /* An incremental decoding step: the t new rows' keys (rotated at their absolute positions)
  * and values go into the node's cache at [pos, pos + t), and the new queries attend to the
  * whole cached sequence. Keeps nothing for a backward (decoding is eval only). */
@@ -220,6 +276,7 @@ static strop_status attn_decode(strop__node *n, const strop__exec *x, const geom
                       (long long)kc->width);
   }
   const int64_t rot = c->rope ? (c->rope_dim ? c->rope_dim : g->hd) : 0;
+  if (d->start) return attn_decode_rows(n, x, g, q, k, v, ld, nb, t, kc, rot, out);
   const size_t half = (size_t)(t * (rot / 2));
   float *cs = NULL, *qr = NULL;
   if (rot) {

@@ -358,14 +358,17 @@ static strop_status posemb_forward(strop__node *n, const strop__exec *x, const s
         out->data[b * per + j] = in[0].data[b * per + j] + table[j];
     return STROP_OK;
   }
-  /* incremental decoding: the rows are positions [pos, pos + T) of longer sequences */
-  const int64_t t0 = x->decode ? x->decode->pos : 0;
+  /* incremental decoding: the rows are positions [pos, pos + T) of longer sequences, counted
+   * from each sequence's start when they are left-padded (rows of padding take position 0) */
+  const strop__decode *dec = x->decode;
   for (int64_t b = 0; b < in[0].n; b++) {
+    const int64_t t0 = dec ? dec->pos - (dec->start ? dec->start[b] : 0) : 0;
     const float *xi = in[0].data + b * per;
     float *yi = out->data + b * per;
     int64_t count = t0;
     for (int64_t t = 0; t < t_len; t++) {
-      const float *wr = w + posemb_row(c, mask ? mask + b * t_len : NULL, t0 + t, &count) * d;
+      const int64_t at = t0 + t < 0 ? 0 : t0 + t;
+      const float *wr = w + posemb_row(c, mask ? mask + b * t_len : NULL, at, &count) * d;
       for (int64_t j = 0; j < d; j++) yi[t * d + j] = xi[t * d + j] + wr[j];
     }
   }

@@ -157,6 +157,10 @@ typedef struct strop__decode {
   int64_t cap;         /* positions each cache holds */
   strop__kv_cache *kv; /* one per attention node */
   int n_kv;
+  /* per sequence of the batch: the cache position of its first token (sequences left-padded
+   * to a common length: positions before it are padding, never attended to, and its tokens
+   * count their positions from it), or NULL: every sequence starts at 0 */
+  const int64_t *start;
 } strop__decode;
 
 /* The cache of node n in d, or NULL. */

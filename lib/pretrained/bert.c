@@ -214,11 +214,16 @@ static strop_status build(const strop__pt_ctx *c, const strop__arch *a, int fam,
   if ((st = strop__hf_text_model(c, longest, &m))) return st;
   char x[200];
   if ((st = trunk(&g, m, pre, x, sizeof x))) goto fail;
+  char pooled[200];
+  snprintf(pooled, sizeof pooled, "%spooler.activation", pre);
   /* a base model's pooler (BertModel, RobertaModel with one in the file) */
   char pw[200];
   int64_t d[STROP_MAX_RANK];
   snprintf(pw, sizeof pw, "%spooler.dense.weight", pre);
   const int with_pooler = fam != FAM_DISTIL && strop__pt_shape(c, a, pw, d, STROP_MAX_RANK) >= 0;
+  /* BERT's [CLS] for a classification head goes through its pooler (not RoBERTa's) */
+  const int pools = fam == FAM_BERT && (cls || with_pooler);
+  if ((st = strop__pt_mark_hidden(c, m, x, pools ? pooled : NULL))) goto fail;
   if (!cls) {
     if (with_pooler && (st = pooler(&g, m, pre, x))) goto fail;
     *out = m;
@@ -259,7 +264,7 @@ fail:
   return st;
 }
 
-#define BERT_ARCH(VAR, NAME, FAM, CLS, PREFIX, DOC, ...)                       \
+#define BERT_ARCH(VAR, NAME, FAM, CLS, CLS_ARCH, PREFIX, DOC, ...)             \
   static strop_status build_##VAR(const strop__pt_ctx *c, strop_model **out) { \
     return build(c, &strop__arch_##VAR, FAM, CLS, out);                        \
   }                                                                            \
@@ -273,33 +278,37 @@ fail:
       .build = build_##VAR,                                                    \
       .ignore = IGNORE,                                                        \
       .prefixes = PREFIXES_##VAR,                                              \
+      .head_name = "classifier",                                               \
+      .head_bias = 1,                                                          \
+      .head_pool = "cls",                                                      \
+      .cls_arch = CLS_ARCH,                                                    \
   };
 
 /* buffers and pre-training heads a file may hold that are not parameters here */
 static const char *const IGNORE[] = {"*.position_ids", "*.token_type_ids", "cls.*",
                                      "lm_head.*",      "vocab_*",          NULL};
 
-BERT_ARCH(bert, "bert", FAM_BERT, 0, "bert.",
+BERT_ARCH(bert, "bert", FAM_BERT, 0, NULL, "bert.",
           "Hugging Face BertModel: post-norm encoder, token-type embeddings (type 0), "
           "the pooler's tanh on the first token as the output",
           "BertModel", "bert")
-BERT_ARCH(bert_cls, "bert_cls", FAM_BERT, 1, "bert.",
+BERT_ARCH(bert_cls, "bert_cls", FAM_BERT, 1, "bert_cls", "bert.",
           "Hugging Face BertForSequenceClassification: BERT, pooler and a classifier; classes "
           "from classifier.weight",
           "BertForSequenceClassification")
-BERT_ARCH(roberta, "roberta", FAM_ROBERTA, 0, "roberta.",
+BERT_ARCH(roberta, "roberta", FAM_ROBERTA, 0, NULL, "roberta.",
           "Hugging Face RobertaModel: BERT's layout, positions from padding_idx + 1 over the "
           "tokens, the pooler when the file has one",
           "RobertaModel", "roberta")
-BERT_ARCH(roberta_cls, "roberta_cls", FAM_ROBERTA, 1, "roberta.",
+BERT_ARCH(roberta_cls, "roberta_cls", FAM_ROBERTA, 1, NULL, "roberta.",
           "Hugging Face RobertaForSequenceClassification: RoBERTa and its classification head "
           "(dense, tanh, out_proj) on the first token",
           "RobertaForSequenceClassification")
-BERT_ARCH(distilbert, "distilbert", FAM_DISTIL, 0, "distilbert.",
+BERT_ARCH(distilbert, "distilbert", FAM_DISTIL, 0, NULL, "distilbert.",
           "Hugging Face DistilBertModel: q_lin/k_lin/v_lin/out_lin, sa_layer_norm, ffn; the "
           "last hidden states as the output",
           "DistilBertModel", "distilbert")
-BERT_ARCH(distilbert_cls, "distilbert_cls", FAM_DISTIL, 1, "distilbert.",
+BERT_ARCH(distilbert_cls, "distilbert_cls", FAM_DISTIL, 1, NULL, "distilbert.",
           "Hugging Face DistilBertForSequenceClassification: DistilBERT, pre_classifier + ReLU "
           "and classifier on the first token",
           "DistilBertForSequenceClassification")

@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 
+#include "graph/meta.h"
 #include "pretrained/pretrained.h"
 
 strop_status strop__pt_add(strop_model *m, const char *name, const char *type, const char *inputs,
@@ -17,4 +18,11 @@ strop_status strop__pt_add(strop_model *m, const char *name, const char *type, c
       return strop__err(STROP_E_INTERNAL, "layer '%s': options too long", name);
   }
   return strop_model_add(m, name, type, opts, inputs);
+}
+
+strop_status strop__pt_mark_hidden(const strop__pt_ctx *c, strop_model *m, const char *hidden,
+                                   const char *pooled) {
+  strop_status st = strop__meta_set(&m->meta, c->fn, STROP__PT_META_HIDDEN, hidden);
+  if (!st && pooled) st = strop__meta_set(&m->meta, c->fn, STROP__PT_META_POOLED, pooled);
+  return st;
 }

@@ -112,7 +112,7 @@ static strop_status trunk(const strop__pt_ctx *c, const gpt2_cfg *g, strop_model
       return st;
     snprintf(x, sizeof x, "%s", n[11]);
   }
-  (void)c;
+  if ((st = strop__pt_mark_hidden(c, m, "transformer.ln_f", NULL))) return st;
   return strop__pt_add(m, "transformer.ln_f", "layernorm", x, "normalized_shape=%lld eps=%.9g",
                        (long long)g->d, g->eps);
 }
@@ -167,6 +167,9 @@ const strop__arch strop__arch_gpt2_lm = {
     .build = build_lm,
     .ignore = IGNORE,
     .prefixes = PREFIXES,
+    .head_name = "score",
+    .head_pool = "last",
+    .cls_arch = "gpt2_cls",
 };
 
 const strop__arch strop__arch_gpt2_cls = {
@@ -178,4 +181,7 @@ const strop__arch strop__arch_gpt2_cls = {
     .build = build_cls,
     .ignore = IGNORE,
     .prefixes = PREFIXES,
+    .head_name = "score",
+    .head_pool = "last",
+    .cls_arch = "gpt2_cls",
 };

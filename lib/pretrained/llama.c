@@ -140,7 +140,7 @@ static strop_status read_cfg(const strop__pt_ctx *c, const strop__arch *a, llama
   return STROP_OK;
 }
 
-static strop_status trunk(const llama_cfg *g, strop_model *m) {
+static strop_status trunk(const strop__pt_ctx *c, const llama_cfg *g, strop_model *m) {
   strop_status st;
   char x[160], n[10][160];
   if ((st = strop__pt_add(m, "model.embed_tokens", "embedding", "input",
@@ -197,6 +197,7 @@ static strop_status trunk(const llama_cfg *g, strop_model *m) {
       return st;
     snprintf(x, sizeof x, "%s", n[9]);
   }
+  if ((st = strop__pt_mark_hidden(c, m, "model.norm", NULL))) return st;
   return strop__pt_add(m, "model.norm", "rmsnorm", x, "normalized_shape=%lld eps=%.9g",
                        (long long)g->d, g->eps);
 }
@@ -206,7 +207,7 @@ static strop_status build_lm(const strop__pt_ctx *c, strop_model **out) {
   strop_status st = read_cfg(c, &strop__arch_llama_lm, &g);
   strop_model *m = NULL;
   if (st || (st = strop__hf_text_model(c, g.positions, &m))) return st;
-  if ((st = trunk(&g, m)) ||
+  if ((st = trunk(c, &g, m)) ||
       (st = strop__pt_add(m, "lm_head", "linear", NULL, "out_features=%lld bias=false",
                           (long long)g.vocab)) ||
       (g.tie && (st = strop_model_tie(m, "lm_head.weight", "model.embed_tokens.weight")))) {
@@ -224,7 +225,8 @@ static strop_status build_cls(const strop__pt_ctx *c, strop_model **out) {
   strop_model *m = NULL;
   if (st || (st = strop__hf_text_model(c, g.positions, &m))) return st;
   const int64_t classes = strop__hf_classes(c, &strop__arch_llama_cls, "score", 2);
-  if ((st = trunk(&g, m)) || (st = strop__pt_add(m, "pool", "token_pool", NULL, "which=last")) ||
+  if ((st = trunk(c, &g, m)) ||
+      (st = strop__pt_add(m, "pool", "token_pool", NULL, "which=last")) ||
       (st = strop__pt_add(m, "score", "linear", NULL, "out_features=%lld bias=false",
                           (long long)classes))) {
     strop_model_free(m);
@@ -255,6 +257,9 @@ const strop__arch strop__arch_llama_lm = {
     .hf_names = LM_NAMES,
     .build = build_lm,
     .ignore = IGNORE,
+    .head_name = "score",
+    .head_pool = "last",
+    .cls_arch = "llama_cls",
 };
 
 const strop__arch strop__arch_llama_cls = {
@@ -265,4 +270,7 @@ const strop__arch strop__arch_llama_cls = {
     .hf_names = CLS_NAMES,
     .build = build_cls,
     .ignore = IGNORE,
+    .head_name = "score",
+    .head_pool = "last",
+    .cls_arch = "llama_cls",
 };

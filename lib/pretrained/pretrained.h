@@ -36,12 +36,40 @@ typedef struct strop__arch {
   const char *const *ignore;
   /* a prefix file names may carry that the model's do not ("transformer."); NULL-terminated */
   const char *const *prefixes;
+  /* a sequence-classification head added to it (head.c), or NULL head_name when the
+   * architecture has no token sequence: the linear layer's name and bias as the family's
+   * *ForSequenceClassification has it ("score", bias-free, for GPT-2 and Llama;
+   * "classifier" for the BERT family), the pooling that class uses ("last", "cls"), and that
+   * class's architecture when a head with that pooling reproduces it (the name
+   * save_pretrained then writes; NULL when the names would differ) */
+  const char *head_name;
+  int head_bias;
+  const char *head_pool;
+  const char *cls_arch;
 } strop__arch;
 
 /* What a load keeps in the model's metadata, so the model can be saved back as the folder it
  * came from (save.c): the architecture's name and config.json's text. */
 #define STROP__PT_META_ARCH "pretrained.arch"
 #define STROP__PT_META_CONFIG "pretrained.config"
+/* Where a text model's last hidden state [T, D] is (the node a classification head pools),
+ * and BERT's pooler output when it has one; set by the adapters. */
+#define STROP__PT_META_HIDDEN "pretrained.hidden"
+#define STROP__PT_META_POOLED "pretrained.pooled"
+/* A classification head no Hugging Face class has (its pooling word), set by head.c:
+ * save_pretrained refuses such a model. */
+#define STROP__PT_META_HEAD "pretrained.head"
+
+/* Replaces whatever follows the hidden state of m (a text model strop_model_load_pretrained
+ * loaded) by a sequence-classification head (head.c): pool "cls" (the first token the mask
+ * keeps; BERT's through its pooler), "mean" (masked mean), "last" (the last token the mask
+ * keeps), or NULL/"default" (the family's own); then dropout (when > 0) and a linear layer of
+ * `classes` outputs named as the family's head. A surgery plan, so m is unchanged on error. */
+strop_status strop__pt_add_head(const char *fn, strop_model *m, const char *pool, int64_t classes,
+                                double dropout, uint64_t seed);
+/* Sets the hidden-state metadata on an adapter's model. */
+strop_status strop__pt_mark_hidden(const strop__pt_ctx *c, strop_model *m, const char *hidden,
+                                   const char *pooled);
 
 /* The registry (registry.c). */
 const strop__arch *strop__arch_find(const char *name);

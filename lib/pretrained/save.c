@@ -82,13 +82,15 @@ static strop_status config_text(const char *fn, const strop__json *j, const over
 /* A classifier's labels when its head has another number of classes than id2label names:
  * "LABEL_i", as transformers names labels it was not told. */
 static strop_status label_overrides(const char *fn, const strop_model *m, const strop__json *j,
-                                    strop__sbuf *id2, strop__sbuf *l2id, int *n_ov,
-                                    override *ov) {
+                                    int classifier, strop__sbuf *id2, strop__sbuf *l2id,
+                                    int *n_ov, override *ov) {
   const strop__jnode *root = &j->nodes[0];
   const strop__jnode *labels = strop__json_get(j, root, "id2label");
   const strop__shape *os = &m->nodes[m->n_nodes - 1].out_shape;
-  if (!labels || labels->type != STROP__J_OBJ || os->rank != 1 || labels->count == os->d[0])
-    return STROP_OK;
+  /* a language model given a classification head (head.c) has no labels yet */
+  const int is_labelled = labels && labels->type == STROP__J_OBJ;
+  if (!is_labelled && !classifier) return STROP_OK;
+  if (os->rank != 1 || (is_labelled && labels->count == os->d[0])) return STROP_OK;
   const int64_t c = os->d[0];
   strop__sbuf_printf(id2, "{");
   strop__sbuf_printf(l2id, "{");
@@ -103,6 +105,44 @@ static strop_status label_overrides(const char *fn, const strop_model *m, const 
   if (id2->oom || l2id->oom) return STROP__NOMEM(fn);
   ov[(*n_ov)++] = (override){"id2label", id2->s};
   ov[(*n_ov)++] = (override){"label2id", l2id->s};
+  return STROP_OK;
+}
+
+/* A model whose architecture the load did not find in config.json (a language model given a
+ * classification head became its *ForSequenceClassification, head.c): "architectures" names
+ * the class, the config's own class with its head's suffix replaced ("GPT2LMHeadModel" ->
+ * "GPT2ForSequenceClassification", "MistralForCausalLM" -> "MistralForSequenceClassification"),
+ * else the architecture's first Hugging Face name. */
+static strop_status arch_override(const char *fn, const strop__json *j, const strop__arch *a,
+                                  strop__sbuf *b, int *n_ov, override *ov) {
+  const strop__jnode *root = &j->nodes[0];
+  if (!a || !a->hf_names || !a->hf_names[0] || strop__arch_for_config(j, root) == a)
+    return STROP_OK;
+  static const char *const SUFFIXES[] = {"LMHeadModel", "ForCausalLM", "Model", NULL};
+  const strop__jnode *arr = strop__json_get(j, root, "architectures"), *e = NULL;
+  if (arr && arr->type == STROP__J_ARR) e = strop__json_at(j, arr->child);
+  const char *own = e && e->type == STROP__J_STR ? e->str : NULL;
+  size_t keep = 0;
+  for (int k = 0; own && SUFFIXES[k] && !keep; k++) {
+    size_t lo = strlen(own), ls = strlen(SUFFIXES[k]);
+    if (lo > ls && !strcmp(own + lo - ls, SUFFIXES[k])) keep = lo - ls;
+  }
+  strop__sbuf_printf(b, "[\n    ");
+  if (keep) {
+    strop__sbuf name = {0};
+    strop__sbuf_printf(&name, "%.*sForSequenceClassification", (int)keep, own);
+    if (name.oom) {
+      strop__free(name.s);
+      return STROP__NOMEM(fn);
+    }
+    strop__sbuf_json_str(b, name.s);
+    strop__free(name.s);
+  } else {
+    strop__sbuf_json_str(b, a->hf_names[0]);
+  }
+  strop__sbuf_printf(b, "\n  ]");
+  if (b->oom) return STROP__NOMEM(fn);
+  ov[(*n_ov)++] = (override){"architectures", b->s};
   return STROP_OK;
 }
 
@@ -130,6 +170,12 @@ strop_status strop_model_save_pretrained(const strop_model *model, const char *d
                       "%s: the model was not loaded from a Hugging Face folder "
                       "(its metadata has no '%s'): save it with strop_model_save_weights",
                       fn, STROP__PT_META_CONFIG);
+  const char *head = strop__meta_get(&model->meta, STROP__PT_META_HEAD);
+  if (head)
+    return strop__err(STROP_E_UNSUPPORTED,
+                      "%s: the model's classification head pools '%s', which no Hugging "
+                      "Face class of %s does: save it with strop_model_save_weights",
+                      fn, head, arch);
   strop__json j = {0};
   strop_status st = strop__json_parse(config, strlen(config), 0, 32, &j);
   if (st) {
@@ -138,9 +184,9 @@ strop_status strop_model_save_pretrained(const strop_model *model, const char *d
   }
   strop_model *c = NULL;
   strop__st_writer *w = NULL;
-  strop__sbuf text = {0}, id2 = {0}, l2id = {0};
+  strop__sbuf text = {0}, id2 = {0}, l2id = {0}, archs = {0};
   char *wpath = NULL, *cpath = NULL;
-  override ov[3] = {{"torch_dtype", "\"float32\""}};
+  override ov[4] = {{"torch_dtype", "\"float32\""}};
   int n_ov = 1;
   if (j.nodes[0].type != STROP__J_OBJ) {
     st = strop__err(STROP_E_FORMAT, "%s: the metadata's %s is not a JSON object", fn,
@@ -164,7 +210,11 @@ strop_status strop_model_save_pretrained(const strop_model *model, const char *d
   }
   /* transformers refuses a safetensors file without format=pt */
   if (!st) st = strop__st_writer_set_meta(w, "format", "pt");
-  if (!st) st = label_overrides(fn, c, &j, &id2, &l2id, &n_ov, ov);
+  const strop__arch *a = strop__arch_find(arch);
+  if (!st) st = arch_override(fn, &j, a, &archs, &n_ov, ov);
+  if (!st)
+    st = label_overrides(fn, c, &j, a && a->cls_arch && !strcmp(a->name, a->cls_arch), &id2,
+                         &l2id, &n_ov, ov);
   if (!st) st = config_text(fn, &j, ov, n_ov, &text);
   if (st) goto done;
   wpath = join(dir, "model.safetensors");
@@ -185,6 +235,7 @@ done:
   strop__free(text.s);
   strop__free(id2.s);
   strop__free(l2id.s);
+  strop__free(archs.s);
   strop__st_writer_free(w);
   strop_model_free(c);
   strop__json_free(&j);

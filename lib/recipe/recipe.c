@@ -90,12 +90,19 @@ static const char *const TMETRICS[] = {"val_accuracy", "val_loss",   "test_accur
                                        "test_loss",    "train_loss", NULL};
 
 static const range R_MAX_LENGTH = {1, 16777216, 0, 0, "in [1, 16777216]"};
+static const range R_HEAD_CLASSES = {1, 1 << 24, 0, 0, "in [1, 16777216]"};
+static const char *const HEAD_POOLS[] = {"cls", "mean", "last", NULL};
+static const field F_HEAD[] = {{"pool", T_ENUM, NULL, HEAD_POOLS, NULL},
+                               {"classes", T_INT, NULL, NULL, &R_HEAD_CLASSES},
+                               {"dropout", T_FLOAT, NULL, NULL, &R_FRACTION},
+                               END};
 static const field F_MODEL[] = {{"spec", T_STR, NULL, NULL, NULL},
                                 {"weights", T_STR, NULL, NULL, NULL},
                                 {"pretrained", T_STR, NULL, NULL, NULL},
                                 {"arch", T_STR, NULL, NULL, NULL},
                                 {"image_size", T_INT, NULL, NULL, &R_IMAGE_SIZE},
                                 {"max_length", T_INT, NULL, NULL, &R_MAX_LENGTH},
+                                {"head", T_MAP, F_HEAD, NULL, NULL},
                                 {"strict", T_BOOL, NULL, NULL, NULL},
                                 {"remap", T_ANYMAP, NULL, NULL, NULL},
                                 {"seed", T_INT, NULL, NULL, NULL},

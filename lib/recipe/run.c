@@ -13,6 +13,7 @@
 #include "dist/dist_impl.h"
 #include "io/checkpoint.h"
 #include "optim/optim.h"
+#include "pretrained/pretrained.h"
 #include "core/sbuf.h"
 #include "train/frozen.h"
 #include "recipe/recipe_impl.h"
@@ -223,6 +224,32 @@ static strop_status load_pretrained(ctx *c, const strop__ynode *msec, const char
     *out = NULL;
   }
   return s;
+}
+
+/* model.head: a sequence-classification head on the pretrained text model (pretrained/head.c,
+ * a surgery plan), of data's classes unless it names them; before the recipe's surgery, so
+ * that can freeze, LoRA or save the head as modules_to_save. */
+static strop_status add_head(ctx *c, strop_model *m) {
+  const strop_recipe *r = c->r;
+  const strop__ynode *msec = section(r, "model"), *h = sub(msec, "head");
+  if (!h) return STROP_OK;
+  if (!sub(msec, "pretrained"))
+    return strop__recipe_err(FN, r, h, STROP_E_FORMAT,
+                             "'model.head' goes with 'model.pretrained' (a text model); "
+                             "a spec's head is built with 'surgery'");
+  int64_t classes = c->classes;
+  double dropout = 0;
+  strop_status s = strop__rd_int(r, h, "classes", &classes);
+  if (!s) s = strop__rd_float(r, h, "dropout", &dropout);
+  if (s) return s;
+  if (classes < 1)
+    return strop__recipe_err(FN, r, h, STROP_E_FORMAT,
+                             "'model.head' needs 'classes': the data does not say how many "
+                             "(it has no class labels)");
+  s = strop__pt_add_head(FN, m, strop__rd_str(h, "pool"), classes, dropout, c->seed + 13);
+  if (!s) return STROP_OK;
+  char rest[1024];
+  return strop__recipe_err(FN, r, h, s, "'model.head': %s", sentence_after_fn(rest));
 }
 
 /* model.frozen_dtype: set before any surgery, so the weights it freezes take it */
@@ -1559,6 +1586,7 @@ strop_status strop_recipe_run(const strop_recipe *r, const strop_run_options *us
   if (!s) s = build_model(&c, &m);
   if (!s) s = set_frozen_dtype(&c, m);
   if (!s) s = load_data(&c);
+  if (!s) s = add_head(&c, m);
   if (!s) s = apply_surgery(&c, m, section(r, "surgery"), c.seed + 17, "surgery");
   if (!s) s = set_checkpointing(&c, m);
   if (!s) s = check_head(&c, m);

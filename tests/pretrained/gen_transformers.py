@@ -324,6 +324,99 @@ def bert(out):
     save_ref(out, "distilbert_cls", references(model, ids, mask, torch.tensor([1, 1, 0, 2]), False))
 
 
+# ---- strop_model_add_classifier_head (model.head in a recipe) on a loaded trunk
+
+def pooled(h, mask, how):
+    """cls: the first token the mask keeps; last: the last it keeps (transformers >= 4.47's
+    last non-padding token, which also holds for left padding); mean: the masked mean"""
+    if how == "mean":
+        m = mask.to(h.dtype)[..., None]
+        return (h * m).sum(1) / m.sum(1)
+    keep = mask > 0
+    pos = torch.arange(mask.size(1))
+    idx = (pos * keep).argmax(-1) if how == "last" else (keep.int().argmax(-1))
+    return h[torch.arange(h.size(0)), idx]
+
+
+class GPT2Head(nn.Module):
+    """GPT2ForSequenceClassification's names (transformer, score) with the pooling asked for;
+    positions counted over the mask, as generate() passes them for left padding"""
+
+    def __init__(self, cfg, classes, how):
+        super().__init__()
+        self.how = how
+        self.transformer = R.GPT2Model(cfg)
+        self.transformer.positions_from_mask = True
+        self.score = nn.Linear(cfg["n_embd"], classes, bias=False)
+
+    def forward(self, ids, mask):
+        return self.score(pooled(self.transformer(ids, mask), mask, self.how))
+
+
+class LlamaHead(nn.Module):
+    def __init__(self, cfg, classes, how):
+        super().__init__()
+        self.how = how
+        self.model = R.LlamaModel(cfg)
+        self.score = nn.Linear(cfg["hidden_size"], classes, bias=False)
+
+    def forward(self, ids, mask):
+        return self.score(pooled(self.model(ids, mask), mask, self.how))
+
+
+class BertHead(nn.Module):
+    """BertModel's names (no pooler: the head pools the last hidden state) and a classifier"""
+
+    def __init__(self, cfg, classes, how):
+        super().__init__()
+        self.how = how
+        body = R.BertModel(cfg, pooler=False)
+        self.embeddings, self.encoder = body.embeddings, body.encoder
+        self.classifier = nn.Linear(cfg["hidden_size"], classes)
+
+    def forward(self, ids, mask):
+        return self.classifier(pooled(self.encoder(self.embeddings(ids), mask), mask, self.how))
+
+
+def left_padded(ids, mask):
+    """the same samples with their padding moved to the left"""
+    ids2, mask2 = ids.clone(), mask.clone()
+    for i, n in enumerate(LENGTHS):
+        ids2[i] = torch.roll(ids[i], T - n)
+        mask2[i] = torch.roll(mask[i], T - n)
+    return ids2, mask2
+
+
+def heads(out):
+    """trunks of the LM / base folders above with a head; <case>.weights.safetensors holds the
+    whole classifier (trunk and head, the names strop gives it), <case>.ref its answers"""
+    cases = [("head_gpt2_last_left", "gpt2_lm", GPT2Head, "last", True, 50),
+             ("head_gpt2_last_right", "gpt2_lm", GPT2Head, "last", False, 50),
+             ("head_llama_last_left", "llama_lm", LlamaHead, "last", True, 60),
+             ("head_bert_mean", "bert", BertHead, "mean", False, 40),
+             ("head_gpt2_mean_left", "gpt2_lm", GPT2Head, "mean", True, 50)]
+    g = torch.Generator().manual_seed(21)
+    for case, folder, cls, how, left, vocab in cases:
+        with open(os.path.join(out, folder, "config.json")) as f:
+            cfg = json.load(f)
+        trunk = safetensors_np.load(os.path.join(out, folder, "model.safetensors"))[0]
+        model = cls(cfg, 3, how)
+        sd = model.state_dict()
+        missing, unexpected = model.load_state_dict(
+            {k: torch.from_numpy(v) for k, v in trunk.items() if k in sd}, strict=False)
+        assert set(missing) <= {"score.weight", "classifier.weight", "classifier.bias"}, missing
+        with torch.no_grad():
+            for k, p in model.named_parameters():
+                if k.startswith(("score", "classifier")):
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+        safetensors_np.save(os.path.join(out, case + ".weights.safetensors"), state(model))
+        ids, mask = batch(vocab, 0, 3, g)
+        if left:
+            ids, mask = left_padded(ids, mask)
+        y = torch.tensor([1, 0, 2, 1])
+        save_ref(out, case, references(model, ids, mask, y, False))
+
+
 class TorchEncoderClassifier(nn.Module):
     """emb -> nn.TransformerEncoder (final norm) -> masked mean -> head"""
 
@@ -385,6 +478,7 @@ def main():
     gpt2(out)
     llama(out)
     bert(out)
+    heads(out)
     torchnn(out)
     vit(out)
 

@@ -117,6 +117,9 @@ class GPT2Model(nn.Module):
 
     def forward(self, ids, mask):
         pos = torch.arange(ids.size(1))[None, :]
+        if getattr(self, "positions_from_mask", False):
+            # the position_ids generate() derives from a (left-padded) attention mask
+            pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
         x = self.drop(self.wte(ids) + self.wpe(pos))
         for blk in self.h:
             x = blk(x, mask)

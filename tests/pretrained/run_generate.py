@@ -7,7 +7,9 @@
   2. for a few prompts, a greedy loop in PyTorch re-runs the growing prefix through the module
      and takes the argmax of the last position's logits (with Hugging Face's repetition penalty
      in some cases), and writes prompts and ids to NAME.generate.safetensors;
-  3. the check_generate suite runs with STROP_GEN_FIXTURES pointing there (its pytorch TCase).
+  3. the check_generate suite runs with STROP_GEN_FIXTURES pointing there (its pytorch TCase):
+     each prompt alone (strop_generate), and the prompts of one penalty as one left-padded
+     batch (strop_generate_batch), every sequence giving its own loop's ids.
 Exits 77 (CTest: skipped) when torch is missing: `bash .ci/deps --full` installs it.
 Usage: run_generate.py CHECK_GENERATE_BINARY"""
 import json
@@ -70,8 +72,10 @@ def main():
             model.eval()
             vocab = cfg["vocab_size"]
             ref = {}
-            # prompts of 1, 5 and 9 tokens; 12 new tokens each (within the 32 / 64 positions)
-            for c, (plen, penalty) in enumerate(((1, 1.0), (5, 1.0), (9, 1.3), (5, 0.8))):
+            # prompts of 1, 5 and 9 tokens; 12 new tokens each (within the 32 / 64 positions);
+            # the cases of one penalty are also generated as one left-padded batch
+            for c, (plen, penalty) in enumerate(((1, 1.0), (5, 1.0), (9, 1.3), (5, 0.8),
+                                                 (9, 1.0), (3, 1.0), (7, 1.3))):
                 prompt = torch.randint(3, vocab, (plen,), generator=g).tolist()
                 ids = greedy(torch, model, prompt, 12, penalty)
                 ref[f"case{c}.prompt"] = np.array(prompt, dtype=np.float32)

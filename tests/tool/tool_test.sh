@@ -167,6 +167,10 @@ recipe_errors)
   grep -q "error" <<<"$out" || fail "a label outside the classes was not refused: $out"
   if grep -q "strop__" <<<"$out"; then fail "the message names an internal function: $out"; fi
   echo "ok: $out"
+  # model.head is for a pretrained text model, named at the key
+  printf '0,0,0\n1,1,1\n' > "$work/good.csv"
+  printf 'model: {spec: net.yaml, head: {pool: mean}}\ndata: {source: csv, path: good.csv, num_classes: 2}\ntrain: {epochs: 1}\n' > "$work/r8.yaml"
+  expect 3 "r8.yaml:1:31: 'model.head' goes with 'model.pretrained'" -- "$strop" train "$work/r8.yaml"
   # a head narrower than the classes is refused before any training, naming both numbers
   if [ -f "$SKLEARN/iris.csv" ]; then
     printf 'input: [4]\nlayers:\n  - {name: body, type: linear, out_features: 8}\n  - {name: act, type: relu}\n  - {name: head, type: linear, out_features: 2}\n' > "$work/iris2.yaml"
@@ -777,6 +781,36 @@ P
   printf '{"text": "a"}\n{"text": "b",\n' > "$work/broken.jsonl"
   sed 's/train.jsonl/broken.jsonl/' "$work/lm.yaml" > "$work/bad2.yaml"
   expect 3 "broken.jsonl:2:" -- "$strop" finetune "$work/bad2.yaml"
+  # the same language model as a classifier: model.head pools the last token the mask keeps
+  # into a new `score` layer of the data's classes (long or short fortunes)
+  python3 - "$work" <<'P'
+import json, sys
+work = sys.argv[1]
+with open(work + "/train.jsonl") as f, open(work + "/cls.jsonl", "w") as g:
+    for line in f:
+        t = json.loads(line)["text"]
+        g.write(json.dumps({"text": t, "label": "long" if len(t) > 70 else "short"}) + "\n")
+P
+  cat > "$work/cls.yaml" <<Y
+seed: 3
+model: {pretrained: gpt2, head: {pool: last, dropout: 0.1}}
+data:
+  source: jsonl
+  path: cls.jsonl
+  task: classify
+  max_length: 64
+  test_fraction: 0.2
+  batch_size: 8
+optimizer: {kind: adamw, lr: 0.003}
+train: {epochs: 3}
+output: {dir: out_cls, report: report.json, weights: cls.safetensors}
+Y
+  "$strop" finetune "$work/cls.yaml" > "$work/cls.txt" 2> "$work/cls.err" || fail "finetune with a head: $(cat "$work/cls.err")"
+  grep -q "test acc" "$work/cls.txt" || fail "no accuracy printed: $(cat "$work/cls.txt")"
+  "$strop" inspect "$work/out_cls/cls.safetensors" | grep -q "score.weight.*\[2, 32\]" ||
+    fail "no score head of 2 classes: $("$strop" inspect "$work/out_cls/cls.safetensors" 2>&1 | grep -i score)"
+  sed 's/pool: last/pool: first/' "$work/cls.yaml" > "$work/bad3.yaml"
+  expect 3 "bad3.yaml:2:40: 'pool' must be one of cls, mean, last" -- "$strop" finetune "$work/bad3.yaml"
   ;;
 tokenize)
   # a small WordPiece tokenizer.json: encode lines (file and stdin), decode back, errors
@@ -851,6 +885,16 @@ PY
   [ "$k1" = "$greedy" ] || fail "top-k 1 gave '$k1', greedy '$greedy'"
   p=$("$strop" generate "$work/gpt" --prompt "hello world" --max-tokens 6 --temperature 3 --top-p 0.000001)
   [ "$p" = "$greedy" ] || fail "a tiny top-p gave '$p', greedy '$greedy'"
+  # several prompts as one batch: each line is what the prompt gives alone
+  h=$("$strop" generate "$work/gpt" --prompt "hello" --max-tokens 6)
+  w=$("$strop" generate "$work/gpt" --prompt "world ! hello worlds" --max-tokens 6)
+  both=$("$strop" generate "$work/gpt" --prompt "hello world" --prompt "hello" --prompt "world ! hello worlds" --max-tokens 6) || fail "generate a batch"
+  [ "$both" = "$(printf '%s\n%s\n%s' "$greedy" "$h" "$w")" ] || fail "a batch printed '$both', alone '$greedy' / '$h' / '$w'"
+  printf 'hello\nworld ! hello worlds\n' > "$work/prompts.txt"
+  fromfile=$("$strop" generate "$work/gpt" --prompt "hello world" --prompts "$work/prompts.txt" --max-tokens 6) || fail "generate --prompts"
+  [ "$fromfile" = "$both" ] || fail "--prompts printed '$fromfile', --prompt '$both'"
+  : > "$work/empty.txt"
+  expect 2 "holds no prompt" -- "$strop" generate "$work/gpt" --prompts "$work/empty.txt"
   expect 0 "usage: strop generate" -- "$strop" generate --help
   expect 2 "expected MODEL_DIR" -- "$strop" generate
   expect 2 "--temperature takes a number" -- "$strop" generate "$work/gpt" --temperature hot

@@ -62,6 +62,117 @@ static int on_token(int64_t id, void *user_data) {
   return *s->interrupted || s->failed;
 }
 
+/* The ids of one prompt text (NULL or empty: the beginning-of-sequence token, else GPT-2's
+ * end-of-text) into a new array *out of *np ids; 0 or the exit status after a message. */
+static int encode_prompt(strop_tokenizer *tok, const char *text, int64_t **out, int64_t *np) {
+  int64_t n = 0, *ids = NULL;
+  strop_status st;
+  *out = NULL;
+  if (text && text[0]) {
+    strop_encode_options eo;
+    strop_encode_options_init(&eo);
+    if ((st = strop_tokenizer_encode(tok, text, strlen(text), &eo, NULL, 0, &n)))
+      return fail("encoding the prompt", st);
+    if (!(ids = malloc((size_t)(n ? n : 1) * sizeof *ids)))
+      return fail("encoding the prompt", STROP_E_NOMEM);
+    if ((st = strop_tokenizer_encode(tok, text, strlen(text), &eo, ids, n, &n))) {
+      free(ids);
+      return fail("encoding the prompt", st);
+    }
+  }
+  if (n == 0) { /* start from the beginning-of-sequence token, GPT-2's end-of-text */
+    const int64_t bos = strop_tokenizer_special_id(tok, STROP_ROLE_BOS);
+    const int64_t start = bos >= 0 ? bos : strop_tokenizer_special_id(tok, STROP_ROLE_EOS);
+    free(ids);
+    if (start < 0) {
+      fprintf(stderr, "strop generate: the tokenizer has neither a beginning- nor an "
+                      "end-of-sequence token to start from: give --prompt\n");
+      return 2;
+    }
+    if (!(ids = malloc(sizeof *ids))) return fail("starting", STROP_E_NOMEM);
+    ids[0] = start;
+    n = 1;
+  }
+  *out = ids;
+  *np = n;
+  return 0;
+}
+
+/* Prints the text of ids (special tokens left out) */
+static void print_ids(strop_tokenizer *tok, const int64_t *ids, int64_t n) {
+  char buf[1];
+  int64_t len = strop_tokenizer_decode(tok, ids, n, 1, buf, 0);
+  char *t = len >= 0 ? malloc((size_t)len + 1) : NULL;
+  if (t && strop_tokenizer_decode(tok, ids, n, 1, t, (size_t)len + 1) == len)
+    fwrite(t, 1, (size_t)len, stdout);
+  free(t);
+}
+
+/* The prompt texts: the --prompt ones, then the lines of --prompts FILE (kept in *file_text,
+ * split in place); NULL entries for none. 0 or the exit status. */
+static int collect_prompts(const tool_opts *o, char **file_text, const char ***texts,
+                           int64_t *n) {
+  int64_t lines = 0;
+  *file_text = NULL;
+  if (o->prompts_file) {
+    FILE *f = fopen(o->prompts_file, "rb");
+    if (!f) {
+      fprintf(stderr, "strop generate: cannot read %s\n", o->prompts_file);
+      return 1;
+    }
+    size_t cap = 4096, len = 0, got;
+    char *t = malloc(cap);
+    while (t && (got = fread(t + len, 1, cap - len - 1, f)) > 0) {
+      len += got;
+      if (cap - len - 1 == 0) {
+        char *bigger = realloc(t, cap * 2);
+        if (!bigger) {
+          free(t);
+          t = NULL;
+          break;
+        }
+        t = bigger;
+        cap *= 2;
+      }
+    }
+    fclose(f);
+    if (!t) return fail("reading the prompts", STROP_E_NOMEM);
+    t[len] = '\0';
+    *file_text = t;
+    for (char *p = t; *p; lines++) {
+      char *nl = strchr(p, '\n');
+      if (!nl) break;
+      p = nl + 1;
+    }
+    if (len && t[len - 1] != '\n') lines++;
+    if (lines == 0) {
+      fprintf(stderr, "strop generate: %s holds no prompt\n", o->prompts_file);
+      return 2;
+    }
+  }
+  const int64_t total = o->nprompts + lines;
+  *n = total ? total : 1;
+  *texts = calloc((size_t)*n, sizeof **texts);
+  if (!*texts) return fail("reading the prompts", STROP_E_NOMEM);
+  for (int i = 0; i < o->nprompts; i++) (*texts)[i] = o->prompts[i];
+  char *p = *file_text;
+  for (int64_t k = 0; k < lines; k++) {
+    char *nl = strchr(p, '\n');
+    if (nl) *nl = '\0';
+    size_t l = strlen(p);
+    if (l && p[l - 1] == '\r') p[l - 1] = '\0';
+    (*texts)[o->nprompts + k] = p;
+    p = nl ? nl + 1 : p + l;
+  }
+  return 0;
+}
+
+static int on_row(int64_t row, int64_t id, void *user_data) {
+  (void)row;
+  (void)id;
+  return *(volatile sig_atomic_t *)user_data;
+}
+
 int tool_cmd_generate(const tool_opts *o, volatile sig_atomic_t *interrupted) {
   if (o->nargs != 1) {
     fprintf(stderr, "strop generate: expected MODEL_DIR (see strop generate --help)\n");
@@ -70,7 +181,10 @@ int tool_cmd_generate(const tool_opts *o, volatile sig_atomic_t *interrupted) {
   const char *dir = o->args[0];
   strop_model *m = NULL;
   strop_tokenizer *tok = NULL;
-  int64_t *prompt = NULL, *out = NULL;
+  int64_t *out = NULL, n = 0, *lens = NULL, *counts = NULL;
+  int64_t **prompts = NULL;
+  const char **texts = NULL;
+  char *file_text = NULL;
   stream s = {.interrupted = interrupted};
   int rc = 0;
   strop_status st = strop_model_load_pretrained(dir, NULL, NULL, &m, NULL);
@@ -79,35 +193,17 @@ int tool_cmd_generate(const tool_opts *o, volatile sig_atomic_t *interrupted) {
     rc = fail("loading the tokenizer", st);
     goto done;
   }
-  int64_t np = 0;
-  const int64_t bos = strop_tokenizer_special_id(tok, STROP_ROLE_BOS);
+  if ((rc = collect_prompts(o, &file_text, &texts, &n))) goto done;
+  prompts = calloc((size_t)n, sizeof *prompts);
+  lens = calloc((size_t)n, sizeof *lens);
+  counts = calloc((size_t)n, sizeof *counts);
+  if (!prompts || !lens || !counts) {
+    rc = fail("starting", STROP_E_NOMEM);
+    goto done;
+  }
+  for (int64_t b = 0; b < n; b++)
+    if ((rc = encode_prompt(tok, texts[b], &prompts[b], &lens[b]))) goto done;
   const int64_t eos = strop_tokenizer_special_id(tok, STROP_ROLE_EOS);
-  if (o->prompt && o->prompt[0]) {
-    strop_encode_options eo;
-    strop_encode_options_init(&eo);
-    if ((st = strop_tokenizer_encode(tok, o->prompt, strlen(o->prompt), &eo, NULL, 0, &np)) ||
-        !(prompt = malloc((size_t)(np ? np : 1) * sizeof *prompt)) ||
-        (st = strop_tokenizer_encode(tok, o->prompt, strlen(o->prompt), &eo, prompt, np, &np))) {
-      rc = st ? fail("encoding the prompt", st) : fail("encoding the prompt", STROP_E_NOMEM);
-      goto done;
-    }
-  }
-  if (np == 0) { /* start from the beginning-of-sequence token, GPT-2's end-of-text */
-    const int64_t start = bos >= 0 ? bos : eos;
-    if (start < 0) {
-      fprintf(stderr, "strop generate: the tokenizer has neither a beginning- nor an "
-                      "end-of-sequence token to start from: give --prompt\n");
-      rc = 2;
-      goto done;
-    }
-    free(prompt);
-    if (!(prompt = malloc(sizeof *prompt))) {
-      rc = fail("starting", STROP_E_NOMEM);
-      goto done;
-    }
-    prompt[0] = start;
-    np = 1;
-  }
   strop_generate_options go;
   strop_generate_options_init(&go);
   go.max_new_tokens = o->max_tokens;
@@ -119,28 +215,45 @@ int tool_cmd_generate(const tool_opts *o, volatile sig_atomic_t *interrupted) {
     go.stop_ids = &eos;
     go.num_stop_ids = 1;
   }
+  const int64_t per = o->max_tokens ? o->max_tokens : 1;
+  out = malloc((size_t)(n * per) * sizeof *out);
+  if (!out) {
+    rc = fail("starting", STROP_E_NOMEM);
+    goto done;
+  }
+  if (n > 1) {
+    /* several prompts: one batch, each printed with its continuation once all are done */
+    go.on_row_token = on_row;
+    go.user_data = (void *)interrupted;
+    st = strop_generate_batch(m, (const int64_t *const *)prompts, lens, n, &go, out,
+                              o->max_tokens, counts);
+    if (st == STROP_E_CANCELLED && *interrupted) {
+      rc = 130;
+    } else if (st) {
+      rc = fail("generating", st);
+    } else {
+      for (int64_t b = 0; b < n; b++) {
+        print_ids(tok, prompts[b], lens[b]);
+        print_ids(tok, out + b * o->max_tokens, counts[b]);
+        fputc('\n', stdout);
+      }
+    }
+    goto done;
+  }
   go.on_token = on_token;
   go.user_data = &s;
   s.tok = tok;
   s.cap = o->max_tokens;
-  out = malloc((size_t)(o->max_tokens ? o->max_tokens : 1) * sizeof *out);
-  s.ids = malloc((size_t)(o->max_tokens ? o->max_tokens : 1) * sizeof *s.ids);
-  if (!out || !s.ids) {
+  s.ids = malloc((size_t)per * sizeof *s.ids);
+  if (!s.ids) {
     rc = fail("starting", STROP_E_NOMEM);
     goto done;
   }
   /* the prompt as the tokenizer reads it back (special tokens left out), then the new text */
-  {
-    char buf[1];
-    int64_t len = strop_tokenizer_decode(tok, prompt, np, 1, buf, 0);
-    char *pt = len >= 0 ? malloc((size_t)len + 1) : NULL;
-    if (pt && strop_tokenizer_decode(tok, prompt, np, 1, pt, (size_t)len + 1) == len)
-      fwrite(pt, 1, (size_t)len, stdout);
-    free(pt);
-    fflush(stdout);
-  }
+  print_ids(tok, prompts[0], lens[0]);
+  fflush(stdout);
   int64_t count = 0;
-  st = strop_generate(m, prompt, np, &go, out, o->max_tokens, &count);
+  st = strop_generate(m, prompts[0], lens[0], &go, out, o->max_tokens, &count);
   if (st == STROP_OK || st == STROP_E_CANCELLED) flush_text(&s, 1);
   fputc('\n', stdout);
   if (st == STROP_E_CANCELLED && *interrupted) rc = 130;
@@ -148,7 +261,12 @@ int tool_cmd_generate(const tool_opts *o, volatile sig_atomic_t *interrupted) {
   else if (st) rc = fail("generating", st);
 done:
   if (fflush(stdout) && !rc) rc = 1;
-  free(prompt);
+  for (int64_t b = 0; prompts && b < n; b++) free(prompts[b]);
+  free(prompts);
+  free(lens);
+  free(counts);
+  free(texts);
+  free(file_text);
   free(out);
   free(s.ids);
   free(s.text);

@@ -69,12 +69,15 @@ static const command_info COMMANDS[] = {
      "by default; with --temperature above 0 it samples (--top-k, --top-p, --seed).\n"
      "It stops at the tokenizer's end-of-sequence token, after --max-tokens tokens, or\n"
      "when the model's context is full. Without --prompt it starts from the\n"
-     "beginning-of-sequence token (or the end-of-sequence one, as GPT-2 does).\n"},
+     "beginning-of-sequence token (or the end-of-sequence one, as GPT-2 does).\n"
+     "Several prompts (--prompt more than once, --prompts FILE) are continued\n"
+     "together as one batch, each as it would be alone; each prompt and its\n"
+     "continuation is printed on a line of its own, in order, once all are done.\n"},
     {"version", "", "the library's version (also: strop --version)",
      "Prints the version of the strop library the tool runs on.\n"},
 };
 
-enum { ARG_FLAG, ARG_COUNT, ARG_STRING, ARG_SET, ARG_REAL };
+enum { ARG_FLAG, ARG_COUNT, ARG_STRING, ARG_SET, ARG_REAL, ARG_LIST };
 
 typedef struct option_info {
   const char *name, *alias;
@@ -138,8 +141,10 @@ static const option_info OPTIONS[] = {
      "read lines of ids and print their text"},
     {"--no-special", NULL, NULL, ARG_FLAG, offsetof(tool_opts, no_special), "tokenize",
      "no special tokens: none added when encoding,\nnone printed when decoding"},
-    {"--prompt", NULL, "TEXT", ARG_STRING, offsetof(tool_opts, prompt), "generate",
-     "the text to continue"},
+    {"--prompt", NULL, "TEXT", ARG_LIST, offsetof(tool_opts, prompts), "generate",
+     "the text to continue; given several times, the\nprompts are continued together"},
+    {"--prompts", NULL, "FILE", ARG_STRING, offsetof(tool_opts, prompts_file), "generate",
+     "continue each line of FILE (after the --prompt ones),\nall together"},
     {"--max-tokens", NULL, "N", ARG_COUNT, offsetof(tool_opts, max_tokens), "generate",
      "most tokens to generate (default 50)"},
     {"--temperature", NULL, "T", ARG_REAL, offsetof(tool_opts, temperature), "generate",
@@ -296,6 +301,13 @@ int tool_parse_args(int argc, char **argv, tool_opts *o) {
         return TOOL_EXIT_USAGE;
       }
       o->sets[o->nsets++] = v;
+    } else if (opt->kind == ARG_LIST) {
+      if (o->nprompts == TOOL_MAX_SETS) {
+        fprintf(stderr, "strop %s: at most %d %s options (use --prompts FILE)\n", o->cmd,
+                TOOL_MAX_SETS, opt->name);
+        return TOOL_EXIT_USAGE;
+      }
+      o->prompts[o->nprompts++] = v;
     } else if (opt->kind == ARG_REAL) {
       char *end;
       double x = strtod(v, &end);

@@ -35,7 +35,9 @@ typedef struct tool_opts {
   int decode, no_special; /* tokenize */
   const char *weights, *spec, *split;
   const char *arch, *output, *weights_out; /* import */
-  const char *prompt;                      /* generate */
+  const char *prompts[TOOL_MAX_SETS];      /* generate: --prompt, in order */
+  int nprompts;
+  const char *prompts_file; /* generate: --prompts FILE, one prompt per line */
   int64_t max_tokens, top_k;
   double temperature, top_p;
 } tool_opts;
@@ -86,7 +88,7 @@ int tool_cmd_tune(const strop_recipe *r, const char *path, const tool_opts *o, s
 /* strop layers [TYPE] [--markdown]: the layer types, their options and parameters */
 int tool_cmd_layers(const char *const *args, int nargs, int as_markdown);
 
-/* strop generate MODEL_DIR [--prompt TEXT] [--max-tokens N] [--temperature T] [--top-k K]
+/* strop generate MODEL_DIR [--prompt TEXT]... [--prompts FILE] [--max-tokens N] [--temperature T] [--top-k K]
  * [--top-p P] [--seed S]; interrupted (Ctrl-C) ends it with exit 130 */
 int tool_cmd_generate(const tool_opts *o, volatile sig_atomic_t *interrupted);
 

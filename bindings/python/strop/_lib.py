@@ -139,6 +139,7 @@ class strop_bpe_train_options(Structure):
 
 
 TOKEN_FN = CFUNCTYPE(c_int, c_int64, c_void_p)                           # strop_token_callback
+ROW_TOKEN_FN = CFUNCTYPE(c_int, c_int64, c_int64, c_void_p)       # strop_row_token_callback
 
 
 class strop_generate_options(Structure):
@@ -146,7 +147,8 @@ class strop_generate_options(Structure):
                 ("top_k", c_int64), ("top_p", c_float), ("repetition_penalty", c_float),
                 ("seed", c_uint64), ("stop_ids", c_void_p), ("num_stop_ids", c_int64),
                 ("stop_strings", POINTER(c_char_p)), ("num_stop_strings", c_int64),
-                ("tokenizer", c_void_p), ("on_token", TOKEN_FN), ("user_data", c_void_p)]
+                ("tokenizer", c_void_p), ("on_token", TOKEN_FN), ("user_data", c_void_p),
+                ("on_row_token", ROW_TOKEN_FN)]
 
 
 class strop_run_options(Structure):
@@ -270,6 +272,7 @@ _DECLS = [
     ("strop_model_load_pretrained", c_int, [c_char_p, c_char_p,
                                             POINTER(strop_pretrained_options), _OUT, _OUT]),
     ("strop_model_save_pretrained", c_int, [c_void_p, c_char_p]),
+    ("strop_model_add_classifier_head", c_int, [c_void_p, c_char_p, c_int64, c_float, c_uint64]),
     ("strop_pretrained_arch_count", c_int, []),
     ("strop_pretrained_arch_name", c_char_p, [c_int]),
     ("strop_pretrained_arch_doc", c_char_p, [c_char_p]),
@@ -386,6 +389,8 @@ _DECLS = [
     ("strop_dist_size", c_int, [c_void_p]),
     ("strop_trainer_set_dist", c_int, [c_void_p, c_void_p]),
     # text generation
+    ("strop_generate_batch", c_int, [c_void_p, _P, _P, c_int64, POINTER(strop_generate_options),
+                                     _P, c_int64, _P]),
     ("strop_generate", c_int, [c_void_p, _P, c_int64, POINTER(strop_generate_options), _P,
                                c_int64, _P]),
     ("strop_generate_options_init", None, [POINTER(strop_generate_options)]),

@@ -272,6 +272,18 @@ class Model(Handle):
         ``from_pretrained`` loads. The folder is created when missing."""
         check(_lib.lib.strop_model_save_pretrained(self._h, enc(os.fspath(path))))
 
+    def add_classifier_head(self, classes, pool=None, dropout=0.0, seed=0):
+        """Replaces what follows the last hidden state of a text model loaded by
+        ``from_pretrained`` (GPT-2, Llama or BERT family) with a sequence-classification head
+        (strop_model_add_classifier_head): ``pool`` "cls" (the first token the padding mask
+        keeps; BERT's through its pooler), "mean" (masked mean) or "last" (the last token the
+        mask keeps), None for the family's own; dropout; a linear layer of ``classes`` outputs
+        named ``score`` (GPT-2, Llama) or ``classifier`` (BERT family)."""
+        check(_lib.lib.strop_model_add_classifier_head(
+            self._h, enc(pool) if pool is not None else None, int(classes), float(dropout),
+            int(seed)))
+        return self
+
     def save_spec(self, path):
         check(_lib.lib.strop_model_save_spec(self._h, enc(os.fspath(path))))
 
@@ -354,12 +366,20 @@ class Model(Handle):
         output), once the decoded output contains one of ``stop_strings`` (they need the
         model's ``tokenizer``), or when the context is full. ``on_token(id)`` is called with
         each new id; a true return stops the generation there (the ids so far are returned);
-        an exception it raises is re-raised here."""
+        an exception it raises is re-raised here.
+
+        ``ids`` may also be a list of prompts of any lengths: they are continued together
+        (strop_generate_batch: left-padded into one batch, each sequence as it would be alone,
+        with its own stop conditions), a list of lists of new ids is returned, and
+        ``on_token(row, id)`` is told which prompt each id continues."""
         lib = _lib.lib
-        prompt = np.ascontiguousarray(np.asarray(ids, dtype=np.int64).reshape(-1))
+        batch = isinstance(ids, (list, tuple)) and len(ids) > 0 and not np.isscalar(ids[0])
+        rows = ([np.ascontiguousarray(np.asarray(p, dtype=np.int64).reshape(-1)) for p in ids]
+                if batch else
+                [np.ascontiguousarray(np.asarray(ids, dtype=np.int64).reshape(-1))])
         n = max(int(max_new_tokens), 0)
-        out = np.zeros(max(n, 1), dtype=np.int64)
-        count = ctypes.c_int64(0)
+        out = np.zeros(max(n, 1) * len(rows), dtype=np.int64)
+        counts = np.zeros(len(rows), dtype=np.int64)
         o = _lib.strop_generate_options()
         lib.strop_generate_options_init(ctypes.byref(o))
         o.max_new_tokens = int(max_new_tokens)
@@ -381,20 +401,28 @@ class Model(Handle):
             o.tokenizer = tokenizer._h
         pending = Pending()
         if on_token is not None:
-            def call(tok, _user):
+            def call(row, tok, _user):
                 try:
-                    return 1 if on_token(int(tok)) else 0
+                    r = on_token(int(row), int(tok)) if batch else on_token(int(tok))
+                    return 1 if r else 0
                 except BaseException as e:  # carried back to the caller
                     pending.capture(e)
                     return 1
-            o.on_token = _lib.TOKEN_FN(call)
-        st = lib.strop_generate(self._h, prompt.ctypes.data,
-                                prompt.size, ctypes.byref(o), out.ctypes.data, n,
-                                ctypes.byref(count))
+            o.on_row_token = _lib.ROW_TOKEN_FN(call)
+        if batch:
+            ptrs = (ctypes.c_void_p * len(rows))(*[r.ctypes.data for r in rows])
+            lens = np.array([r.size for r in rows], dtype=np.int64)
+            st = lib.strop_generate_batch(self._h, ctypes.cast(ptrs, ctypes.c_void_p),
+                                          lens.ctypes.data, len(rows), ctypes.byref(o),
+                                          out.ctypes.data, n, counts.ctypes.data)
+        else:
+            st = lib.strop_generate(self._h, rows[0].ctypes.data, rows[0].size,
+                                    ctypes.byref(o), out.ctypes.data, n, counts.ctypes.data)
         pending.reraise()
         if st != -12:  # STROP_E_CANCELLED: on_token asked to stop; the ids so far stand
             check(st)
-        return [int(i) for i in out[:count.value]]
+        got = [[int(i) for i in out[b * n:b * n + counts[b]]] for b in range(len(rows))]
+        return got if batch else got[0]
 
     def predict(self, x, batch_size=256, k=None):
         """Applies the classifier to raw inputs as its training data were prepared

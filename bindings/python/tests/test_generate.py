@@ -93,3 +93,22 @@ def test_errors(model):
         m.finalize()
         with pytest.raises(strop.Unsupported):
             m.generate([1], 2)
+
+
+def test_a_list_of_prompts_is_one_batch(model):
+    prompts = [[5, 77, 12], [3], [9, 8, 7, 6, 5, 4, 3], [200, 1]]
+    alone = [model.generate(p, 6) for p in prompts]
+    assert model.generate(prompts, 6) == alone
+    assert model.generate(prompts, 6, temperature=1.2, seed=3) == \
+        [model.generate(p, 6, temperature=1.2, seed=3) for p in prompts]
+    # each prompt stops on its own
+    stop = alone[0][1]
+    assert model.generate(prompts, 6, stop_ids=[stop]) == \
+        [model.generate(p, 6, stop_ids=[stop]) for p in prompts]
+    seen = []
+    out = model.generate(prompts, 3, on_token=lambda row, i: seen.append((row, i)))
+    assert sorted(seen) == sorted((r, i) for r, ids in enumerate(out) for i in ids)
+    assert model.generate(prompts, 3, on_token=lambda row, i: row == 1) == \
+        [alone[0][:1], alone[1][:1], [], []]
+    with pytest.raises(strop.StropError, match=r"prompts\[1\]\[0\] is 999"):
+        model.generate([[1], [999]], 3)

@@ -198,3 +198,27 @@ def test_save_pretrained_round_trip(tmp_path):
         plain.save_pretrained(tmp_path / "x")
     for h in (m, m2, plain):
         h.close()
+
+
+def test_classifier_head_on_a_loaded_model(tmp_path):
+    m = strop.Model.from_pretrained(llama_folder(tmp_path))
+    before = m.summary()
+    with pytest.raises(strop.StropError, match="'first' is not one of"):
+        m.add_classifier_head(3, pool="first")
+    with pytest.raises(strop.StropError, match="classes 0"):
+        m.add_classifier_head(0)
+    assert m.summary() == before
+    for pool in ("last", "mean", "cls"):
+        m.add_classifier_head(4, pool=pool, seed=3)
+        for left in (False, True):
+            ids, mask = padded([5, 9, 3], 12, left)
+            batch = m.forward(ids, mask)
+            assert batch.shape == (3, 4)
+            for i in range(3):
+                tok = ids[i][mask[i] > 0][None, :]
+                np.testing.assert_allclose(batch[i], m(tok)[0], rtol=1e-5, atol=1e-5)
+    m.add_classifier_head(2, pool="last")
+    m.save_pretrained(tmp_path / "out")
+    cfg = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert cfg["architectures"] == ["LlamaForSequenceClassification"]
+    m.close()
