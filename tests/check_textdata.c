@@ -406,6 +406,77 @@ START_TEST(prompt_tokens_masked_out) {
 }
 END_TEST
 
+/* With a chat template the prompt is the render of [user] with the generation prompt and the
+ * response what the full conversation's render adds (its EOS written by the template). */
+START_TEST(prompt_response_chat_template) {
+  strop_tokenizer *t = bpe();
+  const char *path = put("chat.jsonl",
+                         "{\"prompt\": \"the cat\", \"response\": \" sat on the mat\"}\n"
+                         "{\"prompt\": \"a dog\", \"response\": \" ran\"}\n");
+  strop_text_options o;
+  strop_text_options_init(&o);
+  o.task = STROP_TEXT_PROMPT_RESPONSE;
+  o.max_length = 24;
+  o.chat = 1;
+  o.chat_template = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% if m.role == "
+                    "'assistant' %}{{ eos_token }}{% endif %}{% endfor %}{% if "
+                    "add_generation_prompt %}<assistant>{% endif %}";
+  o.prompt_template = "ignored {prompt}";
+  strop_dataset *ds = NULL;
+  strop_test_must(strop_dataset_load_text_file(path, t, &o, &ds), "load");
+  const char *prompts[2] = {"<user>the cat<assistant>", "<user>a dog<assistant>"};
+  const char *resp[2] = {" sat on the mat<|endoftext|>", " ran<|endoftext|>"};
+  for (int64_t i = 0; i < 2; i++) {
+    int64_t p[64], r[64], seq[128];
+    int64_t P = encode(t, prompts[i], NULL, 0, p, 64), R = encode(t, resp[i], NULL, 0, r, 64);
+    ck_assert_int_eq(r[R - 1], 0); /* the template's EOS, not one added again */
+    int64_t n = 0;
+    for (int64_t k = 0; k < P; k++) seq[n++] = p[k];
+    for (int64_t k = 0; k < R; k++) seq[n++] = r[k];
+    float in[24], tg[24];
+    strop_test_must(strop_dataset_get(ds, i, in, 24, tg, 24), "get");
+    for (int64_t k = 0; k < 24; k++) {
+      if (k + 1 < n) {
+        ck_assert(in[k] == (float)seq[k]);
+        ck_assert(tg[k] == (k + 1 < P ? -100.0f : (float)seq[k + 1]));
+      } else {
+        ck_assert(tg[k] == -100.0f);
+      }
+    }
+  }
+  strop_dataset_free(ds);
+  /* the tokenizer's own template: it has none */
+  o.chat_template = NULL;
+  ck_assert_int_eq(strop_dataset_load_text_file(path, t, &o, &ds), STROP_E_NOT_FOUND);
+  ck_assert_msg(strstr(strop_last_error(), "chat.jsonl:1") &&
+                    strstr(strop_last_error(), "no chat template"),
+                "%s", strop_last_error());
+  /* a template whose full render does not extend the prompt's */
+  o.chat_template = "{% if add_generation_prompt %}A{% else %}B{% endif %}";
+  ck_assert_int_eq(strop_dataset_load_text_file(path, t, &o, &ds), STROP_E_FORMAT);
+  ck_assert_msg(strstr(strop_last_error(), "cannot be told apart"), "%s", strop_last_error());
+  /* one with no response part */
+  o.chat_template = "{{ messages[0].content }}";
+  ck_assert_int_eq(strop_dataset_load_text_file(path, t, &o, &ds), STROP_E_FORMAT);
+  ck_assert_msg(strstr(strop_last_error(), "chat.jsonl:1: the chat template renders no response"),
+                "%s", strop_last_error());
+  /* template errors keep their line and column, after the record's */
+  o.chat_template = "{{ foo( }}";
+  ck_assert_int_eq(strop_dataset_load_text_file(path, t, &o, &ds), STROP_E_FORMAT);
+  ck_assert_msg(strstr(strop_last_error(), "chat.jsonl:1") &&
+                    strstr(strop_last_error(), "the chat template:1:"),
+                "%s", strop_last_error());
+  /* chat is for prompt/response only */
+  o.task = STROP_TEXT_CAUSAL_LM;
+  ck_assert_int_eq(strop_dataset_load_text_file(path, t, &o, &ds), STROP_E_INVALID_ARG);
+  o.task = STROP_TEXT_PROMPT_RESPONSE;
+  o.chat = 2;
+  ck_assert_int_eq(strop_dataset_load_text_file(path, t, &o, &ds), STROP_E_INVALID_ARG);
+  ck_assert_ptr_null(ds);
+  strop_tokenizer_free(t);
+}
+END_TEST
+
 /* Splits (stratified), few-shot and class counts work on text datasets, and their batches
  * carry the masks of the samples they hold. */
 START_TEST(splits_and_few_shot) {
@@ -683,6 +754,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, csv_pairs_quotes_and_integer_labels);
   tcase_add_test(tc, causal_lm_packed_windows);
   tcase_add_test(tc, prompt_tokens_masked_out);
+  tcase_add_test(tc, prompt_response_chat_template);
   suite_add_tcase(s, tc);
   tc = tcase_create("batches");
   tcase_add_test(tc, batches_cut_to_longest);

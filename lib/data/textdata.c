@@ -454,6 +454,30 @@ static strop_status apply_template(const char *tmpl, const char *prompt, char **
   return STROP_OK;
 }
 
+/* The chat template's render of [user: prompt] (with the generation prompt) or, with a
+ * response, of [user: prompt, assistant: response]; *out strop__malloc'd. */
+static strop_status chat_render(const strop_tokenizer *tok, const char *tmpl, const char *prompt,
+                                const char *response, char **out) {
+  const char *roles[2] = {"user", "assistant"}, *texts[2] = {prompt, response};
+  int64_t n = response ? 2 : 1;
+  size_t need = 0;
+  char small[1];
+  *out = NULL;
+  strop_status st = strop_tokenizer_apply_chat_template(tok, tmpl, roles, texts, n, !response,
+                                                        small, sizeof small, &need);
+  if (st) return st;
+  char *buf = strop__malloc(need + 1);
+  if (!buf) return STROP__NOMEM(FN);
+  st = strop_tokenizer_apply_chat_template(tok, tmpl, roles, texts, n, !response, buf, need + 1,
+                                           &need);
+  if (st) {
+    strop__free(buf);
+    return st;
+  }
+  *out = buf;
+  return STROP_OK;
+}
+
 static int is_index(const char *s) {
   if (!*s || strlen(s) > 8) return 0;
   for (const char *p = s; *p; p++)
@@ -640,14 +664,41 @@ static strop_status build(const char *path, strop_tokenizer *tok, const strop_te
     eo.add_special_tokens = 1;
     strop_encode_options eo_resp = eo;
     eo_resp.add_special_tokens = 0;
+    if (o->chat) eo.add_special_tokens = 0; /* the template writes them */
     for (int64_t i = 0; i < rs->n && !st; i++) {
       const record *r = &rs->r[i];
-      char *prompt = NULL;
-      if (o->prompt_template && (st = apply_template(o->prompt_template, r->f[F_TEXT], &prompt)))
+      char *prompt = NULL, *full = NULL;
+      const char *resp = r->f[F_SECOND];
+      if (o->chat) {
+        if ((st = chat_render(tok, o->chat_template, r->f[F_TEXT], NULL, &prompt)) ||
+            (st = chat_render(tok, o->chat_template, r->f[F_TEXT], resp, &full))) {
+          strop__err_prefix("%s: %s:%lld", FN, path, (long long)r->line);
+          strop__free(prompt);
+          break;
+        }
+        size_t pl = strlen(prompt);
+        if (strncmp(full, prompt, pl)) {
+          st = strop__err(STROP_E_FORMAT,
+                          "%s: %s:%lld: the chat template's render of the prompt and response "
+                          "does not start with its render of the prompt alone (with the "
+                          "generation prompt), so the response cannot be told apart",
+                          FN, path, (long long)r->line);
+          strop__free(prompt);
+          strop__free(full);
+          break;
+        }
+        resp = full + pl;
+      } else if (o->prompt_template &&
+                 (st = apply_template(o->prompt_template, r->f[F_TEXT], &prompt))) {
         break;
+      }
       st = encode(tok, prompt ? prompt : r->f[F_TEXT], NULL, &eo, &seq);
       strop__free(prompt);
-      if (!st) st = encode(tok, r->f[F_SECOND], NULL, &eo_resp, &b);
+      if (!st && !*resp) {
+        st = strop__err(STROP_E_FORMAT, "the chat template renders no response");
+      }
+      if (!st) st = encode(tok, resp, NULL, &eo_resp, &b);
+      strop__free(full);
       if (st) {
         strop__err_prefix("%s: %s:%lld", FN, path, (long long)r->line);
         break;
@@ -693,6 +744,11 @@ strop_status strop_dataset_load_text_file(const char *path, strop_tokenizer *tok
     memcpy(&o, opt, opt->size < sizeof o ? opt->size : sizeof o);
     o.size = sizeof o;
   }
+  if (o.chat < 0 || o.chat > 1)
+    return strop__err(STROP_E_INVALID_ARG, "%s: chat must be 0 or 1, got %d", FN, o.chat);
+  if (o.chat && o.task != STROP_TEXT_PROMPT_RESPONSE)
+    return strop__err(STROP_E_INVALID_ARG, "%s: chat needs the prompt/response task (task is %d)",
+                      FN, o.task);
   if (o.format < STROP_TEXT_AUTO || o.format > STROP_TEXT_PLAIN)
     return strop__err(STROP_E_INVALID_ARG, "%s: unknown format %d", FN, o.format);
   if (o.task < STROP_TEXT_CLASSIFY || o.task > STROP_TEXT_PROMPT_RESPONSE)

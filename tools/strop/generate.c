@@ -82,16 +82,34 @@ int tool_cmd_generate(const tool_opts *o, volatile sig_atomic_t *interrupted) {
   int64_t np = 0;
   const int64_t bos = strop_tokenizer_special_id(tok, STROP_ROLE_BOS);
   const int64_t eos = strop_tokenizer_special_id(tok, STROP_ROLE_EOS);
-  if (o->prompt && o->prompt[0]) {
+  char *chat = NULL; /* --chat: the prompt as the chat template renders it */
+  if (o->chat) {
+    const char *roles[1] = {"user"}, *texts[1] = {o->prompt ? o->prompt : ""};
+    size_t need = 0;
+    if ((st = strop_tokenizer_apply_chat_template(tok, NULL, roles, texts, 1, 1, NULL, 0,
+                                                  &need)) ||
+        !(chat = malloc(need + 1)) ||
+        (st = strop_tokenizer_apply_chat_template(tok, NULL, roles, texts, 1, 1, chat, need + 1,
+                                                  &need))) {
+      free(chat);
+      rc = fail("rendering the chat template", st ? st : STROP_E_NOMEM);
+      goto done;
+    }
+  }
+  const char *ptext = chat ? chat : o->prompt;
+  if (ptext && ptext[0]) {
     strop_encode_options eo;
     strop_encode_options_init(&eo);
-    if ((st = strop_tokenizer_encode(tok, o->prompt, strlen(o->prompt), &eo, NULL, 0, &np)) ||
+    eo.add_special_tokens = !chat; /* a chat template writes its own */
+    if ((st = strop_tokenizer_encode(tok, ptext, strlen(ptext), &eo, NULL, 0, &np)) ||
         !(prompt = malloc((size_t)(np ? np : 1) * sizeof *prompt)) ||
-        (st = strop_tokenizer_encode(tok, o->prompt, strlen(o->prompt), &eo, prompt, np, &np))) {
+        (st = strop_tokenizer_encode(tok, ptext, strlen(ptext), &eo, prompt, np, &np))) {
+      free(chat);
       rc = st ? fail("encoding the prompt", st) : fail("encoding the prompt", STROP_E_NOMEM);
       goto done;
     }
   }
+  free(chat);
   if (np == 0) { /* start from the beginning-of-sequence token, GPT-2's end-of-text */
     const int64_t start = bos >= 0 ? bos : eos;
     if (start < 0) {
@@ -129,8 +147,9 @@ int tool_cmd_generate(const tool_opts *o, volatile sig_atomic_t *interrupted) {
     rc = fail("starting", STROP_E_NOMEM);
     goto done;
   }
-  /* the prompt as the tokenizer reads it back (special tokens left out), then the new text */
-  {
+  /* the prompt as the tokenizer reads it back (special tokens left out), then the new text;
+   * a chat prints only the reply */
+  if (!o->chat) {
     char buf[1];
     int64_t len = strop_tokenizer_decode(tok, prompt, np, 1, buf, 0);
     char *pt = len >= 0 ? malloc((size_t)len + 1) : NULL;

@@ -32,7 +32,7 @@ static const command_info COMMANDS[] = {
      "Evaluates a model (by default the recipe's output spec and weights) on the\n"
      "recipe's data: loss, accuracy, top-5 (with more than 5 classes), per-class\n"
      "precision/recall/F1, confusion.\n"},
-    {"predict", "SPEC WEIGHTS INPUT.npy|IMAGE...",
+    {"predict", "SPEC WEIGHTS INPUT.npy|IMAGE...|--text TEXT",
      "the classes of each row of INPUT (or each image), with their names",
      "Runs the model on every row of INPUT (float32/float64/uint8/int .npy, C or\n"
      "Fortran order, plain or gzip; N samples), or on each JPEG/PNG IMAGE, as its\n"
@@ -41,7 +41,8 @@ static const command_info COMMANDS[] = {
      "are; an image of any size when the recipe resized or cropped). Prints the K most likely "
      "classes\n"
      "of each row: label (as in the source data), name, probability. NaN or infinite\n"
-     "inputs are refused (exit 3).\n"},
+     "inputs are refused (exit 3). With --text or --text-file a model trained on text\n"
+     "classifies raw strings, encoded by the tokenizer its recipe used.\n"},
     {"summary", "SPEC [WEIGHTS]", "the layer table of a model",
      "Prints the layer table: name, type, output shape, parameters, trainable.\n"},
     {"inspect", "FILE", "tensors, dtypes, shapes and metadata of a safetensors file",
@@ -69,7 +70,9 @@ static const command_info COMMANDS[] = {
      "by default; with --temperature above 0 it samples (--top-k, --top-p, --seed).\n"
      "It stops at the tokenizer's end-of-sequence token, after --max-tokens tokens, or\n"
      "when the model's context is full. Without --prompt it starts from the\n"
-     "beginning-of-sequence token (or the end-of-sequence one, as GPT-2 does).\n"},
+     "beginning-of-sequence token (or the end-of-sequence one, as GPT-2 does).\n"
+     "With --chat the prompt is a user's message, rendered with the folder's chat\n"
+     "template, and only the reply is printed.\n"},
     {"version", "", "the library's version (also: strop --version)",
      "Prints the version of the strop library the tool runs on.\n"},
 };
@@ -140,6 +143,14 @@ static const option_info OPTIONS[] = {
      "no special tokens: none added when encoding,\nnone printed when decoding"},
     {"--prompt", NULL, "TEXT", ARG_STRING, offsetof(tool_opts, prompt), "generate",
      "the text to continue"},
+    {"--chat", NULL, NULL, ARG_FLAG, offsetof(tool_opts, chat), "generate",
+     "the prompt is a user message: rendered with the\n"
+     "folder's chat template (tokenizer_config.json)"},
+    {"--text", NULL, "TEXT", ARG_STRING, offsetof(tool_opts, text), "predict",
+     "classify TEXT (a model trained on text: its recipe's\n"
+     "tokenizer, saved in WEIGHTS, encodes it)"},
+    {"--text-file", NULL, "FILE", ARG_STRING, offsetof(tool_opts, text_file), "predict",
+     "classify each line of FILE (- for stdin)"},
     {"--max-tokens", NULL, "N", ARG_COUNT, offsetof(tool_opts, max_tokens), "generate",
      "most tokens to generate (default 50)"},
     {"--temperature", NULL, "T", ARG_REAL, offsetof(tool_opts, temperature), "generate",

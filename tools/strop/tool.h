@@ -36,6 +36,8 @@ typedef struct tool_opts {
   const char *weights, *spec, *split;
   const char *arch, *output, *weights_out; /* import */
   const char *prompt;                      /* generate */
+  int chat;                                /* generate --chat */
+  const char *text, *text_file;            /* predict --text, --text-file */
   int64_t max_tokens, top_k;
   double temperature, top_p;
 } tool_opts;

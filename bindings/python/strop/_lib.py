@@ -68,7 +68,8 @@ class strop_text_options(Structure):
                 ("text_field", c_char_p), ("pair_field", c_char_p), ("label_field", c_char_p),
                 ("response_field", c_char_p), ("prompt_template", c_char_p),
                 ("max_length", c_int64), ("truncate", c_int), ("padding", c_int),
-                ("pack", c_int), ("stride", c_int64), ("num_classes", c_int64)]
+                ("pack", c_int), ("stride", c_int64), ("num_classes", c_int64),
+                ("chat", c_int), ("chat_template", c_char_p)]
 
 
 class strop_pretrained_options(Structure):
@@ -441,6 +442,8 @@ _DECLS = [
     ("strop_metrics_num_classes", c_int64, [c_void_p]),
     ("strop_model_export", c_int, [c_void_p, c_char_p, c_char_p, c_int]),
     ("strop_model_predict", c_int, [c_void_p, c_void_p, c_int, _OUT]),
+    ("strop_model_predict_text", c_int, [c_void_p, c_void_p, _STRV, _STRV, c_int64, c_int,
+                                         _OUT]),
     ("strop_prediction_class", c_int64, [c_void_p, c_int64, c_int]),
     ("strop_prediction_free", None, [c_void_p]),
     ("strop_prediction_k", c_int, [c_void_p]),

@@ -135,3 +135,27 @@ def test_tokenizer_config_template_and_errors(tmp_path, tok):
         conv = CONVERSATIONS[2]
         assert z.apply_chat_template(conv, True) == jinja_render(zephyr, conv, True)
         assert z.apply_chat_template(conv, chat_template="short") == "3"
+
+
+def test_prompt_response_dataset_with_chat_template(tmp_path):
+    """Dataset.load_text_file(chat_template=...): the prompt is the template's render of the
+    user message with the generation prompt, the response what the full render adds."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the cat sat on the mat\nthe dog ran\n" * 20, encoding="utf-8")
+    tok = strop.Tokenizer.train_bpe([corpus], vocab_size=280, special_tokens=["<|endoftext|>"])
+    tok.set_special_id("eos", 0)
+    p = tmp_path / "pr.jsonl"
+    p.write_text(json.dumps({"prompt": "the cat", "response": " sat"}) + "\n")
+    tmpl = ("{% for m in messages %}<{{ m.role }}>{{ m.content }}{% if m.role == 'assistant' %}"
+            "{{ eos_token }}{% endif %}{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}")
+    ds = strop.Dataset.load_text_file(p, tok, task="prompt_response", max_length=32,
+                                      chat_template=tmpl)
+    x, t = ds[0]
+    prompt = tok.encode("<user>the cat<assistant>", add_special_tokens=False)
+    seq = prompt + tok.encode(" sat<|endoftext|>", add_special_tokens=False)
+    n = len(seq) - 1
+    assert x[:n].tolist() == seq[:-1]
+    assert t[:len(prompt) - 1].tolist() == [-100] * (len(prompt) - 1)
+    assert t[len(prompt) - 1:n].tolist() == seq[len(prompt):]
+    with pytest.raises(strop.StropError, match="no chat template"):
+        strop.Dataset.load_text_file(p, tok, task="prompt_response", chat_template=True)
