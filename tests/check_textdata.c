@@ -3,6 +3,7 @@
  * strop_tokenizer (ids equal the tokenizer's own encoding), padding masks and batches cut to
  * their longest row, packed causal-LM windows, prompt masking, splits and few-shot on text
  * datasets, the bad inputs (each with its sentence) and an allocation-failure sweep. */
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include "core/core.h"
+#include "data/data_impl.h"
 #include "strop/strop.h"
 #include "testutil.h"
 
@@ -477,6 +479,142 @@ START_TEST(prompt_response_chat_template) {
 }
 END_TEST
 
+/* ---------------------------------------------------------------- cache ---- */
+
+/* 1 when a and b hold the same samples bit for bit: ids, masks, targets or labels, names. */
+static int same_dataset(const strop_dataset *a, const strop_dataset *b) {
+  if (a->n != b->n || a->seq_len != b->seq_len || a->lm != b->lm ||
+      a->num_classes != b->num_classes || a->trim != b->trim || a->ntokens != b->ntokens)
+    return 0;
+  size_t nl = (size_t)(a->n * a->seq_len);
+  if (memcmp(a->tokens, b->tokens, nl * 4) || memcmp(a->mask, b->mask, nl * 4)) return 0;
+  if (a->lm ? memcmp(a->lm_targets, b->lm_targets, nl * 4) : memcmp(a->y, b->y, (size_t)a->n * 4))
+    return 0;
+  if (!a->class_names != !b->class_names) return 0;
+  for (int64_t c = 0; a->class_names && c < a->num_classes; c++)
+    if (strcmp(a->class_names[c], b->class_names[c])) return 0;
+  return 1;
+}
+
+/* The one *.tokens file of dir (path into buf), or "" when there are none or several. */
+static int cache_files(const char *dir, char *buf, size_t cap) {
+  DIR *d = opendir(dir);
+  int n = 0;
+  buf[0] = '\0';
+  struct dirent *e;
+  while (d && (e = readdir(d)) != NULL) {
+    size_t l = strlen(e->d_name);
+    if (l > 7 && !strcmp(e->d_name + l - 7, ".tokens")) {
+      snprintf(buf, cap, "%s/%s", dir, e->d_name);
+      n++;
+    }
+  }
+  if (d) closedir(d);
+  return n;
+}
+
+/* The tokenised dataset is written once to cache_dir and read back (bit for bit, without
+ * tokenising) while nothing changes; a changed source, tokenizer or option makes a new one;
+ * a corrupt or truncated file is rebuilt. */
+START_TEST(cache_reuses_and_invalidates) {
+  strop_tokenizer *t = bpe();
+  char dir[600];
+  snprintf(dir, sizeof dir, "%s/cache/sub", tmpdir());
+  const char *path = put("cached.jsonl",
+                         "{\"text\": \"the cat sat on the mat\", \"label\": \"a\"}\n"
+                         "{\"text\": \"a dog ran\", \"label\": \"b\"}\n"
+                         "{\"text\": \"the big cats\", \"label\": \"a\"}\n");
+  strop_text_options o;
+  strop_text_options_init(&o);
+  o.max_length = 12;
+  strop_dataset *fresh = NULL, *ds = NULL;
+  strop_test_must(strop_dataset_load_text_file(path, t, &o, &fresh), "no cache");
+  o.cache_dir = dir;
+  int64_t before = strop__textdata_tokenised;
+  strop_test_must(strop_dataset_load_text_file(path, t, &o, &ds), "first");
+  ck_assert_int_eq(strop__textdata_tokenised, before + 1);
+  ck_assert(same_dataset(ds, fresh));
+  strop_dataset_free(ds);
+  char file[800];
+  ck_assert_int_eq(cache_files(dir, file, sizeof file), 1);
+  strop_test_must(strop_dataset_load_text_file(path, t, &o, &ds), "second");
+  ck_assert_int_eq(strop__textdata_tokenised, before + 1); /* read back, not tokenised */
+  ck_assert(same_dataset(ds, fresh));
+  strop_dataset_free(ds);
+  /* corrupt (one byte in the ids), truncated, garbage: rebuilt, never wrong */
+  for (int how = 0; how < 3; how++) {
+    FILE *f = fopen(file, "r+b");
+    ck_assert_ptr_nonnull(f);
+    if (how == 0) {
+      fseek(f, 100, SEEK_SET);
+      int c = fgetc(f);
+      fseek(f, 100, SEEK_SET);
+      fputc(c ^ 1, f);
+    } else if (how == 1) {
+      ck_assert_int_eq(ftruncate(fileno(f), 57), 0);
+    } else {
+      ck_assert_int_eq(ftruncate(fileno(f), 0), 0);
+      fputs("not a cache file at all", f);
+    }
+    fclose(f);
+    int64_t k = strop__textdata_tokenised;
+    strop_test_must(strop_dataset_load_text_file(path, t, &o, &ds), "rebuilt");
+    ck_assert_int_eq(strop__textdata_tokenised, k + 1);
+    ck_assert(same_dataset(ds, fresh));
+    strop_dataset_free(ds);
+    strop_test_must(strop_dataset_load_text_file(path, t, &o, &ds), "reused after rebuild");
+    ck_assert_int_eq(strop__textdata_tokenised, k + 1);
+    ck_assert(same_dataset(ds, fresh));
+    strop_dataset_free(ds);
+  }
+  strop_dataset_free(fresh);
+  /* a changed option, tokenizer or source: tokenised again, equal to a load without cache */
+  for (int change = 0; change < 4; change++) {
+    if (change == 0) o.max_length = 6;
+    if (change == 1) o.padding = STROP_PAD_MAX_LENGTH;
+    if (change == 2) strop_test_must(strop_tokenizer_add_token(t, "cat", 0, NULL), "add token");
+    if (change == 3) put("cached.jsonl", "{\"text\": \"the cat\", \"label\": \"b\"}\n");
+    o.cache_dir = NULL;
+    strop_test_must(strop_dataset_load_text_file(path, t, &o, &fresh), "fresh");
+    o.cache_dir = dir;
+    int64_t k = strop__textdata_tokenised;
+    strop_test_must(strop_dataset_load_text_file(path, t, &o, &ds), "changed");
+    ck_assert_msg(strop__textdata_tokenised == k + 1, "change %d was not seen", change);
+    ck_assert(same_dataset(ds, fresh));
+    strop_dataset_free(ds);
+    strop_test_must(strop_dataset_load_text_file(path, t, &o, &ds), "changed, again");
+    ck_assert_int_eq(strop__textdata_tokenised, k + 1);
+    ck_assert(same_dataset(ds, fresh));
+    strop_dataset_free(ds);
+    strop_dataset_free(fresh);
+  }
+  /* a causal-LM dataset (targets, not labels) round-trips too */
+  strop_text_options_init(&o);
+  o.task = STROP_TEXT_CAUSAL_LM;
+  o.max_length = 4;
+  strop_test_must(strop_dataset_load_text_file(path, t, &o, &fresh), "lm fresh");
+  o.cache_dir = dir;
+  strop_test_must(strop_dataset_load_text_file(path, t, &o, &ds), "lm first");
+  strop_dataset_free(ds);
+  int64_t k = strop__textdata_tokenised;
+  strop_test_must(strop_dataset_load_text_file(path, t, &o, &ds), "lm second");
+  ck_assert_int_eq(strop__textdata_tokenised, k);
+  ck_assert(same_dataset(ds, fresh));
+  strop_dataset_free(ds);
+  strop_dataset_free(fresh);
+  /* a cache folder that cannot be made is named */
+  put("plainfile", "x");
+  char bad[700];
+  snprintf(bad, sizeof bad, "%s/plainfile/cache", tmpdir());
+  o.cache_dir = bad;
+  ds = (strop_dataset *)&ds;
+  ck_assert_int_eq(strop_dataset_load_text_file(path, t, &o, &ds), STROP_E_IO);
+  ck_assert_ptr_null(ds);
+  ck_assert_msg(strstr(strop_last_error(), "plainfile"), "%s", strop_last_error());
+  strop_tokenizer_free(t);
+}
+END_TEST
+
 /* Splits (stratified), few-shot and class counts work on text datasets, and their batches
  * carry the masks of the samples they hold. */
 START_TEST(splits_and_few_shot) {
@@ -761,6 +899,9 @@ static Suite *suite(void) {
   tcase_add_test(tc, prefetch_batches_carry_their_masks);
   tcase_add_test(tc, splits_and_few_shot);
   tcase_add_test(tc, fit_on_text);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("cache");
+  tcase_add_test(tc, cache_reuses_and_invalidates);
   suite_add_tcase(s, tc);
   tc = tcase_create("errors");
   tcase_add_test(tc, bad_inputs);

@@ -613,6 +613,13 @@ typedef struct strop_text_options {
   const char *chat_template; /**< With @c chat: NULL (default) for the tokenizer's own template
                                   (tokenizer_config.json's), the name of one of its named
                                   templates, or a Jinja template string. @since 0.2 */
+  const char *cache_dir;     /**< NULL or "" (default): no cache. A folder (made when missing)
+                                  where the tokenised dataset is written once, as
+                                  `<file name>.<key>.tokens`, and read back by later loads
+                                  whose key matches: the source's size, mtime and bytes, the
+                                  tokenizer (its pipeline, added tokens, roles, templates) and
+                                  these options. A stale, truncated or corrupt file is rebuilt.
+                                  @since 0.2 */
 } strop_text_options;
 
 /**

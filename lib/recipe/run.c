@@ -544,6 +544,8 @@ static strop_status load_text(ctx *c, const strop__ynode *d, const char *src, in
     to.chat_template = !strcmp(chat, "true") || !strcmp(chat, "yes") ? NULL : chat;
   }
   to.num_classes = nc;
+  char cache[1024]; /* cache_dir: the tokenised data kept on disk (relative to the recipe) */
+  to.cache_dir = strop__rd_path(r, d, "cache_dir", cache, sizeof cache);
   /* the model's own context length unless the data says otherwise */
   strop_status s = strop__rd_int(r, section(r, "model"), "max_length", &to.max_length);
   if (!s) s = strop__rd_int(r, d, "max_length", &to.max_length);

@@ -447,6 +447,9 @@ strop_status strop__tx_normalize_str(strop_tokenizer *tok, const char *s, size_t
 int64_t strop__tx_decode(strop_tokenizer *tok, const int64_t *ids, int64_t n, int skip_special,
                          char *buf, size_t cap, const char *fn);
 
+/* files.c: a 128-bit fingerprint of what decides a tokenizer's ids and renders (the text
+ * dataset cache's key). */
+strop_status strop__tx_fingerprint(const strop_tokenizer *tok, uint64_t fp[2]);
 /* files.c: reads tokenizer_config.json (and chat_template.jinja) in dir into tok. */
 strop_status strop__tx_load_config(strop_tokenizer *tok, const char *dir);
 

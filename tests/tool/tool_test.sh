@@ -794,12 +794,18 @@ J
 seed: 1
 model: {spec: net.yaml}
 data: {source: jsonl, path: reviews.jsonl, tokenizer: tokenizer.json, text: review, label: y,
-       max_length: 8, test_fraction: 0.25, batch_size: 8}
+       max_length: 8, test_fraction: 0.25, batch_size: 8, cache_dir: tokcache}
 optimizer: {kind: adam, lr: 0.05}
 train: {epochs: 15}
 output: {dir: out, weights: cls.safetensors, spec: cls.yaml}
 Y
   "$strop" train -q "$work/cls/cls.yaml" > /dev/null || fail "training the text classifier"
+  # data.cache_dir: the tokenised reviews are kept beside the recipe, and a second run (reading
+  # them back) trains the same model
+  ls "$work/cls/tokcache/"reviews.jsonl.*.tokens > /dev/null || fail "no tokenisation cache written"
+  cp "$work/cls/out/cls.safetensors" "$work/cls/first.safetensors"
+  "$strop" train -q "$work/cls/cls.yaml" > /dev/null || fail "training from the cache"
+  cmp -s "$work/cls/out/cls.safetensors" "$work/cls/first.safetensors" || fail "the cached run trained another model"
   expect 0 "0: 1 pos (" -- "$strop" predict "$work/cls/out/cls.yaml" "$work/cls/out/cls.safetensors" --text "very good film"
   expect 0 "0: 0 neg (" -- "$strop" predict "$work/cls/out/cls.yaml" "$work/cls/out/cls.safetensors" --text "bad film"
   printf 'good\nvery bad\n' > "$work/cls/lines.txt"

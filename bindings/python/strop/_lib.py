@@ -69,7 +69,7 @@ class strop_text_options(Structure):
                 ("response_field", c_char_p), ("prompt_template", c_char_p),
                 ("max_length", c_int64), ("truncate", c_int), ("padding", c_int),
                 ("pack", c_int), ("stride", c_int64), ("num_classes", c_int64),
-                ("chat", c_int), ("chat_template", c_char_p)]
+                ("chat", c_int), ("chat_template", c_char_p), ("cache_dir", c_char_p)]
 
 
 class strop_pretrained_options(Structure):

@@ -237,3 +237,20 @@ def test_model_predict_text(tmp_path):
             m.predict_text("good")
         assert m.predict_text("good", tokenizer=tok).tolist() == [1]
     m.close()
+
+
+def test_text_dataset_cache(bert, tmp_path):
+    """cache_dir: the second load reads the tokenised file back (same samples), a changed
+    option makes another file."""
+    p = tmp_path / "c.jsonl"
+    p.write_text("".join(json.dumps({"text": t, "label": l}) + "\n"
+                         for t, l in [("hello world", "a"), ("unaffable", "b")]))
+    plain = strop.Dataset.load_text_file(p, bert, max_length=6)
+    one = strop.Dataset.load_text_file(p, bert, max_length=6, cache_dir=tmp_path / "cache")
+    two = strop.Dataset.load_text_file(p, bert, max_length=6, cache_dir=tmp_path / "cache")
+    for i in range(2):
+        assert plain[i][0].tolist() == one[i][0].tolist() == two[i][0].tolist()
+        assert plain[i][1] == one[i][1] == two[i][1]
+    assert len(list((tmp_path / "cache").glob("c.jsonl.*.tokens"))) == 1
+    strop.Dataset.load_text_file(p, bert, max_length=5, cache_dir=tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("c.jsonl.*.tokens"))) == 2
