@@ -881,6 +881,24 @@ START_TEST(allocation_sweep) {
   ck_assert_int_eq(op_load(&c), 0); /* the tokenizer's cache warm */
   cleanup_load(&c);
   ck_assert_int_ge(strop_test_alloc_sweep(op_load, cleanup_load, &c), 5);
+  /* a chat template's renders; the cache written (first sweep), then read (second) */
+  strop_text_options_init(&c.o);
+  c.o.task = STROP_TEXT_PROMPT_RESPONSE;
+  c.o.chat = 1;
+  c.o.chat_template = "{% for m in messages %}<{{ m.role }}>{{ m.content | trim }}{% endfor %}"
+                      "{% if add_generation_prompt %}<assistant>{% endif %}";
+  c.path = put("sweep.jsonl", "{\"prompt\": \"the cat\", \"response\": \"sat\"}\n"
+                              "{\"prompt\": \"a dog\", \"response\": \"ran on the mat\"}\n");
+  ck_assert_int_eq(op_load(&c), 0);
+  cleanup_load(&c);
+  ck_assert_int_ge(strop_test_alloc_sweep(op_load, cleanup_load, &c), 10);
+  char dir[600];
+  snprintf(dir, sizeof dir, "%s/sweepcache", tmpdir());
+  c.o.cache_dir = dir;
+  ck_assert_int_ge(strop_test_alloc_sweep(op_load, cleanup_load, &c), 10);
+  int64_t k = strop__textdata_tokenised;
+  ck_assert_int_ge(strop_test_alloc_sweep(op_load, cleanup_load, &c), 5);
+  ck_assert_int_eq(strop__textdata_tokenised, k); /* every run read the cache */
   strop_tokenizer_free(c.t);
 }
 END_TEST

@@ -777,6 +777,20 @@ P
   printf '{"text": "a"}\n{"text": "b",\n' > "$work/broken.jsonl"
   sed 's/train.jsonl/broken.jsonl/' "$work/lm.yaml" > "$work/bad2.yaml"
   expect 3 "broken.jsonl:2:" -- "$strop" finetune "$work/bad2.yaml"
+  # instruction tuning with the folder's chat template (tokenizer_config.json): chat_template: true
+  cat > "$work/gpt2/tokenizer_config.json" <<'J'
+{"eos_token": "<|endoftext|>", "chat_template": "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% if m.role == 'assistant' %}{{ eos_token }}{% endif %}{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}"}
+J
+  head -n 40 "$work/corpus.txt" | /usr/bin/python3 -c 'import json, sys
+for i, l in enumerate(sys.stdin):
+    print(json.dumps({"prompt": "say %d" % i, "response": l.strip()[:30] or "x"}))' > "$work/chat.jsonl"
+  sed -e 's/task: causal_lm/task: prompt_response\n  chat_template: true/' -e 's/train.jsonl/chat.jsonl/' -e 's/epochs: 6/epochs: 1/' \
+    -e 's/report: report.json, //' "$work/lm.yaml" > "$work/chat.yaml"
+  "$strop" finetune "$work/chat.yaml" > "$work/chat.txt" 2> "$work/chat.err" || fail "finetune with a chat template: $(cat "$work/chat.err")"
+  grep -q "test perplexity" "$work/chat.txt" || fail "no perplexity printed for the chat run"
+  sed 's/chat_template: true/chat_template: "{{ messages[0].content | tojson }}"/' "$work/chat.yaml" > "$work/badchat.yaml"
+  expect 3 "chat.jsonl:1: strop_tokenizer_apply_chat_template: the chat template:1:" -- "$strop" finetune "$work/badchat.yaml"
+  rm "$work/gpt2/tokenizer_config.json"
   # a text classifier trained by a recipe predicts from raw strings: `strop predict --text`
   # reads input.tokenizer from the weights; class names are printed as for images
   mkdir -p "$work/cls"
