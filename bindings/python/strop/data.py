@@ -214,14 +214,6 @@ class Dataset(Handle):
                 else int(label_mode)
         if num_classes is not None:
             o.num_classes = int(num_classes)
-        if cache_dir is not None:
-            keep.append(enc(os.fspath(cache_dir)))
-            o.cache_dir = keep[-1]
-        if chat_template is not None and chat_template is not False:
-            o.chat = 1
-            if chat_template is not True:
-                keep.append(enc(chat_template))
-                o.chat_template = keep[-1]
         out = ctypes.c_void_p()
         check(_lib.lib.strop_dataset_load_csv(enc(os.fspath(path)), ctypes.byref(o),
                                               ctypes.byref(out)))
