@@ -1414,7 +1414,8 @@ START_TEST(chat_template_errors) {
   CHAT_REFUSED("x {{ 1 ", STROP_E_FORMAT, "1:3: '{{' is never closed");
   CHAT_REFUSED("{{ 'abc }}", STROP_E_FORMAT, "1:1: '{{' is never closed");
   CHAT_REFUSED("{{ 1.5 }}", STROP_E_FORMAT, "integers only");
-  CHAT_REFUSED("{{ x | tojson }}", STROP_E_FORMAT, "unknown filter 'tojson'");
+  CHAT_REFUSED("{{ x | wordcount }}", STROP_E_FORMAT, "unknown filter 'wordcount'");
+  CHAT_REFUSED("{{ x | tojson }}", STROP_E_FORMAT, "tojson cannot write a undefined");
   CHAT_REFUSED("{{ x is callable }}", STROP_E_FORMAT, "unknown test 'callable'");
   CHAT_REFUSED("{{ 'a' + 1 }}", STROP_E_FORMAT, "unsupported operand types for +: str and int");
   CHAT_REFUSED("{{ 1 // 0 }}", STROP_E_FORMAT, "division by zero");

@@ -389,8 +389,8 @@ strop_tokenizer_train_bpe(const char *const *paths, int64_t n, const strop_bpe_t
  * settings (trim_blocks, lstrip_blocks): `{{ }}`, `{% if/elif/else %}`, `{% for %}` with
  * `loop.*`, `{% set %}` (and namespace()), `{%- -%}`, literals, subscripts and slices, `+ - * /
  * // % ~`, comparisons, `and/or/not/in`, `is defined/none/string`, the filters trim, length,
- * upper, lower, first, last, join, default, string and the string methods strip, lstrip, rstrip,
- * upper, lower, startswith, endswith; docs/text.md lists them. The template sees `messages` (a
+ * upper, lower, first, last, join, default, string, tojson and the string methods strip,
+ * lstrip, rstrip, upper, lower, startswith, endswith; docs/text.md lists them. The template sees `messages` (a
  * list of {role, content}), `add_generation_prompt`, and every `*_token` of
  * tokenizer_config.json (else the tokenizer's own BOS, EOS, UNK and PAD tokens).
  * @param[in]  tok      The tokenizer (only read).

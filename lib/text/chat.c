@@ -1229,6 +1229,62 @@ static int to_text(jrun *r, sbuf *b, const jval *v, int repr) {
   }
 }
 
+/* transformers' tojson filter: json.dumps(x, ensure_ascii=False) — non-ASCII kept, control
+ * characters escaped, separators ", " and ": ". Returns -3 for a value JSON has no form of. */
+static int to_json(jrun *r, sbuf *b, const jval *v, int depth) {
+  char num[32];
+  if (depth > J_MAX_DEPTH) return -3;
+  switch (v->t) {
+    case V_NONE: return sb_put(r, b, "null", 4);
+    case V_BOOL: return v->i ? sb_put(r, b, "true", 4) : sb_put(r, b, "false", 5);
+    case V_INT: {
+      int l = snprintf(num, sizeof num, "%lld", (long long)v->i);
+      return sb_put(r, b, num, (size_t)l);
+    }
+    case V_STR: {
+      int e = sb_put(r, b, "\"", 1);
+      for (size_t k = 0; k < v->n && !e; k++) {
+        unsigned char c = (unsigned char)v->s[k];
+        if (c == '"') e = sb_put(r, b, "\\\"", 2);
+        else if (c == '\\') e = sb_put(r, b, "\\\\", 2);
+        else if (c == '\n') e = sb_put(r, b, "\\n", 2);
+        else if (c == '\r') e = sb_put(r, b, "\\r", 2);
+        else if (c == '\t') e = sb_put(r, b, "\\t", 2);
+        else if (c == '\b') e = sb_put(r, b, "\\b", 2);
+        else if (c == '\f') e = sb_put(r, b, "\\f", 2);
+        else if (c < 0x20) {
+          int l = snprintf(num, sizeof num, "\\u%04x", c);
+          e = sb_put(r, b, num, (size_t)l);
+        } else {
+          e = sb_put(r, b, (const char *)&v->s[k], 1);
+        }
+      }
+      return e ? e : sb_put(r, b, "\"", 1);
+    }
+    case V_LIST: {
+      int e = sb_put(r, b, "[", 1);
+      for (int64_t k = 0; k < v->i && !e; k++) {
+        if (k) e = sb_put(r, b, ", ", 2);
+        if (!e) e = to_json(r, b, &v->v[k], depth + 1);
+      }
+      return e ? e : sb_put(r, b, "]", 1);
+    }
+    case V_DICT: {
+      const jval *d = dict_of(v);
+      int e = sb_put(r, b, "{", 1);
+      for (int64_t k = 0; k < d->i && !e; k++) {
+        if (d->v[2 * k].t != V_STR) return -3;
+        if (k) e = sb_put(r, b, ", ", 2);
+        if (!e) e = to_json(r, b, &d->v[2 * k], depth + 1);
+        if (!e) e = sb_put(r, b, ": ", 2);
+        if (!e) e = to_json(r, b, &d->v[2 * k + 1], depth + 1);
+      }
+      return e ? e : sb_put(r, b, "}", 1);
+    }
+    default: return -3; /* undefined, functions */
+  }
+}
+
 static strop_status put_err(jrun *r, const jn *n, int e) {
   if (e == -2)
     return jerr(r->t, STROP_E_FORMAT, n->pos, "the render is longer than %zu MiB",
@@ -1485,6 +1541,17 @@ static strop_status apply_filter(jrun *r, const jn *n, const jval *v, jval *out)
   } else if (name_is(n, "default") || name_is(n, "d")) {
     int use = v->t == V_UNDEF || (a.np > 1 && truthy(&a.pos[1]) && !truthy(v));
     *out = use ? (a.np ? a.pos[0] : mk_str("", 0)) : *v;
+  } else if (name_is(n, "tojson")) {
+    if (a.np || a.nk) return rerr(r, n, STROP_E_FORMAT, "tojson takes no arguments here");
+    sbuf b = {0};
+    int e = to_json(r, &b, v, 0);
+    if (e == -3) {
+      char msg[96];
+      snprintf(msg, sizeof msg, "tojson cannot write a %s", type_name(v));
+      return rerr(r, n, STROP_E_FORMAT, msg);
+    }
+    if (e) return put_err(r, n, e);
+    *out = mk_str(b.p ? b.p : "", b.n);
   } else if (name_is(n, "join")) {
     if (v->t != V_LIST) return rerr(r, n, STROP_E_FORMAT, "join needs a list");
     sbuf b = {0};

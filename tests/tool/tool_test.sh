@@ -788,7 +788,7 @@ for i, l in enumerate(sys.stdin):
     -e 's/report: report.json, //' "$work/lm.yaml" > "$work/chat.yaml"
   "$strop" finetune "$work/chat.yaml" > "$work/chat.txt" 2> "$work/chat.err" || fail "finetune with a chat template: $(cat "$work/chat.err")"
   grep -q "test perplexity" "$work/chat.txt" || fail "no perplexity printed for the chat run"
-  sed 's/chat_template: true/chat_template: "{{ messages[0].content | tojson }}"/' "$work/chat.yaml" > "$work/badchat.yaml"
+  sed 's/chat_template: true/chat_template: "{{ messages[0].content | wordcount }}"/' "$work/chat.yaml" > "$work/badchat.yaml"
   expect 3 "chat.jsonl:1: strop_tokenizer_apply_chat_template: the chat template:1:" -- "$strop" finetune "$work/badchat.yaml"
   rm "$work/gpt2/tokenizer_config.json"
   # a text classifier trained by a recipe predicts from raw strings: `strop predict --text`

@@ -31,6 +31,7 @@ def jinja_render(template, messages, add_generation_prompt):
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
                                         extensions=["jinja2.ext.loopcontrols"])
     env.globals["raise_exception"] = raise_exception
+    env.filters["tojson"] = lambda x: json.dumps(x, ensure_ascii=False)  # transformers' own
     return env.from_string(template).render(messages=messages,
                                             add_generation_prompt=add_generation_prompt,
                                             **SPECIAL)
@@ -103,6 +104,7 @@ CONSTRUCTS = [
     "{{ 'ab'.startswith('a') }}{{ 'ab'.endswith('a') }}|{{ ' t ' | trim }}|{{ [1,2] | join('-') }}",
     "{% for k, v in {'a': 1, 'b': 2}.items() %}{{ k }}={{ v }};{% endfor %}{{ 1 < 2 and 'b' >= 'a' }}"
     "{{ 'z' not in 'abc' }}{{ (1 == 1) != (2 == 3) }}",
+    "{{ messages | tojson }}|{{ {'a': [1, none, true], 'b': 'q\"\\\\\n\t\x01é'} | tojson }}",
 ]
 
 
