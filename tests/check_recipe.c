@@ -371,6 +371,95 @@ static const char *meta_of(const strop_model *m, const char *key) {
   return strop_model_get_meta(m, key, buf[k], sizeof buf[k]) < 0 ? NULL : buf[k];
 }
 
+/* strop_model_predict_text on the text classifier a recipe trained: the tokenizer its
+ * input.tokenizer names encodes raw strings; the class names come back; errors name what is
+ * missing and leave the model as it was. */
+static void predict_raw_texts(strop_model *m, const char *dir) {
+  const char *texts[4] = {"very good film", "bad film", "good", "very very bad"};
+  strop_prediction *p = NULL;
+  OK_T(strop_model_predict_text(m, NULL, texts, NULL, 4, 2, &p));
+  ck_assert_int_eq(strop_prediction_rows(p), 4);
+  ck_assert_int_eq(strop_prediction_k(p), 2);
+  const char *want[4] = {"pos", "neg", "pos", "neg"};
+  for (int i = 0; i < 4; i++) {
+    char name[16];
+    ck_assert_int_eq(strop_prediction_name(p, i, 0, name, sizeof name), 3);
+    ck_assert_str_eq(name, want[i]);
+    ck_assert_int_eq(strop_prediction_label(p, i, 0), i % 2 ? 0 : 1);
+    ck_assert(strop_prediction_prob(p, i, 0) > 0.5);
+  }
+  /* a tokenizer given by the caller: the same numbers */
+  char path[512];
+  snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+  strop_tokenizer *tok = NULL;
+  OK_T(strop_tokenizer_load(path, NULL, &tok));
+  strop_prediction *q = NULL;
+  OK_T(strop_model_predict_text(m, tok, texts, NULL, 4, 2, &q));
+  for (int i = 0; i < 4; i++)
+    for (int j = 0; j < 2; j++) {
+      ck_assert_int_eq(strop_prediction_class(q, i, j), strop_prediction_class(p, i, j));
+      ck_assert(strop_prediction_prob(q, i, j) == strop_prediction_prob(p, i, j));
+    }
+  strop_prediction_free(q);
+  /* one text alone gives what it gave in the batch (its mask hides the batch's padding) */
+  OK_T(strop_model_predict_text(m, NULL, texts + 2, NULL, 1, 1, &q));
+  ck_assert(fabs(strop_prediction_prob(q, 0, 0) - strop_prediction_prob(p, 2, 0)) < 1e-6);
+  strop_prediction_free(q);
+  /* errors */
+  char meta[600];
+  ck_assert_int_gt(strop_model_get_meta(m, "input.tokenizer", meta, sizeof meta), 0);
+  strop_prediction *none = (strop_prediction *)&none;
+#define PT_REFUSED(call, status, part)                                         \
+  do {                                                                         \
+    none = (strop_prediction *)&none;                                          \
+    ck_assert_int_eq(call, status);                                            \
+    ck_assert_ptr_null(none);                                                  \
+    ck_assert_msg(strstr(strop_last_error(), part), "%s", strop_last_error()); \
+  } while (0)
+  PT_REFUSED(strop_model_predict_text(NULL, NULL, texts, NULL, 1, 1, &none), STROP_E_INVALID_ARG,
+             "model is NULL");
+  PT_REFUSED(strop_model_predict_text(m, NULL, NULL, NULL, 1, 1, &none), STROP_E_INVALID_ARG,
+             "texts is NULL");
+  PT_REFUSED(strop_model_predict_text(m, NULL, texts, NULL, 0, 1, &none), STROP_E_INVALID_ARG,
+             "n must be >= 1");
+  PT_REFUSED(strop_model_predict_text(m, NULL, texts, NULL, 1, 0, &none), STROP_E_INVALID_ARG,
+             "k must be >= 1");
+  const char *holes[2] = {"good", NULL};
+  PT_REFUSED(strop_model_predict_text(m, NULL, holes, NULL, 2, 1, &none), STROP_E_INVALID_ARG,
+             "texts[1] is NULL");
+  ck_assert_int_eq(strop_model_predict_text(m, NULL, texts, NULL, 1, 1, NULL),
+                   STROP_E_INVALID_ARG);
+  /* a model without input.tokenizer; a tokenizer file that is gone; another task */
+  OK_T(strop_model_set_meta(m, "input.tokenizer", NULL));
+  PT_REFUSED(strop_model_predict_text(m, NULL, texts, NULL, 1, 1, &none), STROP_E_NOT_FOUND,
+             "the model has no 'input.tokenizer' metadata");
+  OK_T(strop_model_predict_text(m, tok, texts, NULL, 1, 1, &q)); /* L from the input shape */
+  ck_assert_int_eq(strop_prediction_class(q, 0, 0), strop_prediction_class(p, 0, 0));
+  strop_prediction_free(q);
+  OK_T(strop_model_set_meta(m, "input.tokenizer",
+                            "{\"path\": \"/nonexistent/tok.json\", \"max_length\": 8, "
+                            "\"task\": \"classify\"}"));
+  PT_REFUSED(strop_model_predict_text(m, NULL, texts, NULL, 1, 1, &none), STROP_E_IO,
+             "the tokenizer the model's input.tokenizer names (/nonexistent/tok.json) does not "
+             "load");
+  OK_T(strop_model_set_meta(m, "input.tokenizer",
+                            "{\"path\": \"x\", \"max_length\": 8, \"task\": \"causal_lm\"}"));
+  PT_REFUSED(strop_model_predict_text(m, NULL, texts, NULL, 1, 1, &none), STROP_E_UNSUPPORTED,
+             "the text task 'causal_lm'");
+  OK_T(strop_model_set_meta(m, "input.tokenizer", "{\"path\": 3}"));
+  PT_REFUSED(strop_model_predict_text(m, NULL, texts, NULL, 1, 1, &none), STROP_E_FORMAT,
+             "metadata 'input.tokenizer' is not");
+#undef PT_REFUSED
+  OK_T(strop_model_set_meta(m, "input.tokenizer", meta));
+  /* the model is as it was: the same prediction */
+  OK_T(strop_model_predict_text(m, NULL, texts, NULL, 4, 2, &q));
+  for (int i = 0; i < 4; i++)
+    ck_assert(strop_prediction_prob(q, i, 0) == strop_prediction_prob(p, i, 0));
+  strop_prediction_free(q);
+  strop_prediction_free(p);
+  strop_tokenizer_free(tok);
+}
+
 /* Text data: a JSON Lines classification file tokenised with data.tokenizer trains a pooled
  * embedding classifier; the model records input.tokenizer and the label names. A language
  * model task records no classes; a text source without a tokenizer is named. */
@@ -425,6 +514,7 @@ START_TEST(run_text_classification) {
                                           "{\"label\": 1, \"name\": \"pos\"}]");
   ck_assert_msg(strop_run_stage_metric(run, 0, STROP_METRIC_ACCURACY) > 0.9, "accuracy %g",
                 strop_run_stage_metric(run, 0, STROP_METRIC_ACCURACY));
+  predict_raw_texts(m, g_dir);
   strop_run_free(run);
   strop_recipe_free(r);
   /* no tokenizer and no pretrained folder */

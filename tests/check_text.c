@@ -1225,6 +1225,283 @@ START_TEST(public_functions_refuse_bad_arguments) {
 }
 END_TEST
 
+/* ---------------------------------------------------------- chat templates ---- */
+
+#define CHAT_VOCAB                                                                            \
+  "{\"model\": {\"type\": \"WordLevel\", \"unk_token\": \"<unk>\", \"vocab\": {\"<unk>\": 0," \
+  " \"<s>\": 1, \"</s>\": 2, \"hi\": 3}}, \"pre_tokenizer\": {\"type\": \"Whitespace\"}}"
+
+/* A tokenizer folder with tokenizer_config.json (special tokens, and `config` spliced in). */
+static strop_tokenizer *chat_tokenizer(const char *sub, const char *config) {
+  char name[128], cfg[4096];
+  snprintf(name, sizeof name, "%s/tokenizer.json", sub);
+  put_text(name, CHAT_VOCAB);
+  snprintf(name, sizeof name, "%s/tokenizer_config.json", sub);
+  snprintf(cfg, sizeof cfg,
+           "{\"bos_token\": \"<s>\", \"eos_token\": {\"content\": \"</s>\", \"special\": true},"
+           " \"model_max_length\": 512%s%s}",
+           config ? ", " : "", config ? config : "");
+  const char *path = put_text(name, cfg);
+  char dir[512];
+  snprintf(dir, sizeof dir, "%s", path);
+  *strrchr(dir, '/') = '\0';
+  strop_tokenizer *t = NULL;
+  ck_assert_int_eq(strop_tokenizer_load(dir, NULL, &t), STROP_OK);
+  return t;
+}
+
+/* Renders with tmpl into a malloc'd string (NULL on error). */
+static char *render(strop_tokenizer *t, const char *tmpl, const char *const *roles,
+                    const char *const *contents, int64_t n, int gen) {
+  size_t need = 0;
+  if (strop_tokenizer_apply_chat_template(t, tmpl, roles, contents, n, gen, NULL, 0, &need))
+    return NULL;
+  char *buf = malloc(need + 1);
+  size_t again = 0;
+  ck_assert_int_eq(strop_tokenizer_apply_chat_template(t, tmpl, roles, contents, n, gen, buf,
+                                                       need + 1, &again),
+                   STROP_OK);
+  ck_assert_uint_eq(again, need);
+  ck_assert_uint_eq(strlen(buf), need);
+  return buf;
+}
+
+static const char *const CONV_ROLES[4] = {"system", "user", "assistant", "user"};
+static const char *const CONV_TEXTS[4] = {"Be brief.", "Hi there", "Hello.", "Bye"};
+
+/* The real templates (tests/fixtures/chat_templates) against Jinja2's renders, recorded with
+ * python3-jinja2 under transformers' settings; bindings/python/tests/test_chat.py compares
+ * many more conversations against Jinja2 itself. */
+START_TEST(real_templates_render_as_jinja) {
+  strop_tokenizer *t = chat_tokenizer("chat", NULL);
+  static const struct {
+    const char *name, *want;
+  } CASES[] = {
+      {"chatml", "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi "
+                 "there<|im_end|>\n<|im_start|>assistant\nHello.<|im_end|>\n<|im_start|>user\n"
+                 "Bye<|im_end|>\n<|im_start|>assistant\n"},
+      {"llama2", "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi there [/INST] Hello. "
+                 "</s><s>[INST] Bye [/INST]"},
+      {"llama3", "<s><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|><|start_"
+                 "header_id|>user<|end_header_id|>\n\nHi there<|eot_id|><|start_header_id|>"
+                 "assistant<|end_header_id|>\n\nHello.<|eot_id|><|start_header_id|>user<|end_"
+                 "header_id|>\n\nBye<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"},
+      {"mistral", "<s>[INST] Hi there [/INST]Hello.</s>[INST] Bye [/INST]"},
+      {"zephyr", "<|system|>\nBe brief.</s>\n<|user|>\nHi there</s>\n<|assistant|>\nHello.</s>\n"
+                 "<|user|>\nBye</s>\n<|assistant|>\n"},
+      {"qwen2", "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi "
+                "there<|im_end|>\n<|im_start|>assistant\nHello.<|im_end|>\n<|im_start|>user\n"
+                "Bye<|im_end|>\n<|im_start|>assistant\n"},
+  };
+  for (size_t i = 0; i < sizeof CASES / sizeof CASES[0]; i++) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/tests/fixtures/chat_templates/%s.jinja", STROP_SOURCE_DIR,
+             CASES[i].name);
+    char *tmpl = strop_test_read_file(path, NULL);
+    ck_assert_ptr_nonnull(tmpl);
+    int skip = !strcmp(CASES[i].name, "mistral"); /* no system role */
+    char *got = render(t, tmpl, CONV_ROLES + skip, CONV_TEXTS + skip, 4 - skip, 1);
+    ck_assert_msg(got, "%s: %s", CASES[i].name, strop_last_error());
+    ck_assert_str_eq(got, CASES[i].want);
+    free(got);
+    if (skip) { /* mistral refuses a system message with the template's own sentence */
+      size_t need;
+      ck_assert_int_eq(strop_tokenizer_apply_chat_template(t, tmpl, CONV_ROLES, CONV_TEXTS, 4, 1,
+                                                           NULL, 0, &need),
+                       STROP_E_INVALID_ARG);
+      ck_assert_ptr_nonnull(strstr(strop_last_error(), "Conversation roles must alternate"));
+    }
+    free(tmpl);
+  }
+  /* truncation is snprintf's: the needed length, the start of the text */
+  char small[8];
+  size_t need = 0;
+  ck_assert_int_eq(
+      strop_tokenizer_apply_chat_template(t, "{{ messages[1].content * 1 }}abcdef", CONV_ROLES,
+                                          CONV_TEXTS, 4, 0, small, sizeof small, &need),
+      STROP_E_FORMAT); /* a string times an int is not in the subset */
+  ck_assert_int_eq(
+      strop_tokenizer_apply_chat_template(t, "{{ messages[1].content }}abcdef", CONV_ROLES,
+                                          CONV_TEXTS, 4, 0, small, sizeof small, &need),
+      STROP_OK);
+  ck_assert_uint_eq(need, 14);
+  ck_assert_str_eq(small, "Hi ther");
+  strop_tokenizer_free(t);
+}
+END_TEST
+
+START_TEST(config_templates_and_special_tokens) {
+  /* one template string: the default; special tokens from the config */
+  strop_tokenizer *t = chat_tokenizer(
+      "cfg1", "\"chat_template\": \"{{ bos_token }}{% for m in messages %}"
+              "[{{ m.role }}]{{ m['content'] }}{% endfor %}{{ eos_token }}\"");
+  char *got = render(t, NULL, CONV_ROLES, CONV_TEXTS, 2, 0);
+  ck_assert_ptr_nonnull(got);
+  ck_assert_str_eq(got, "<s>[system]Be brief.[user]Hi there</s>");
+  free(got);
+  strop_tokenizer_free(t);
+  /* named templates: NULL picks "default", a name picks its template, other strings are
+   * templates */
+  t = chat_tokenizer("cfg2",
+                     "\"chat_template\": [{\"name\": \"tool_use\", \"template\": \"T\"},"
+                     " {\"name\": \"default\", \"template\": \"D{{ messages|length }}\"}]");
+  got = render(t, NULL, CONV_ROLES, CONV_TEXTS, 3, 0);
+  ck_assert_str_eq(got, "D3");
+  free(got);
+  got = render(t, "tool_use", CONV_ROLES, CONV_TEXTS, 3, 0);
+  ck_assert_str_eq(got, "T");
+  free(got);
+  got = render(t, "{{ add_generation_prompt }}", NULL, NULL, 0, 1);
+  ck_assert_str_eq(got, "True");
+  free(got);
+  strop_tokenizer_free(t);
+  /* chat_template.jinja beside a config without one (transformers' newer layout) */
+  put_text("cfg3/chat_template.jinja", "J{{ messages[0].content }}\n");
+  t = chat_tokenizer("cfg3", NULL);
+  got = render(t, NULL, CONV_ROLES, CONV_TEXTS, 1, 0);
+  ck_assert_str_eq(got, "JBe brief.");
+  free(got);
+  strop_tokenizer_free(t);
+  /* a config whose chat_template has the wrong type is refused, naming the file */
+  put_text("cfg4/tokenizer_config.json", "{\"chat_template\": 3}");
+  const char *cfg = put_text("cfg4/tokenizer.json", CHAT_VOCAB);
+  strop_tokenizer *none = (strop_tokenizer *)1;
+  ck_assert_int_eq(strop_tokenizer_load(cfg, NULL, &none), STROP_E_FORMAT); /* a file */
+  ck_assert_ptr_null(none);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "cfg4/tokenizer_config.json"));
+  /* without tokenizer_config.json: the tokenizer's own role tokens */
+  put_text(
+      "cfg5/tokenizer.json",
+      "{\"model\": {\"type\": \"WordLevel\", \"unk_token\": \"<unk>\", \"vocab\": {\"<unk>\":"
+      " 0, \"<s>\": 1, \"</s>\": 2}}, \"post_processor\": {\"type\": \"TemplateProcessing\","
+      " \"single\": [{\"SpecialToken\": {\"id\": \"<s>\", \"type_id\": 0}}, {\"Sequence\": "
+      "{\"id\": \"A\", \"type_id\": 0}}, {\"SpecialToken\": {\"id\": \"</s>\", \"type_id\": "
+      "0}}], \"pair\": [], \"special_tokens\": {\"<s>\": {\"id\": \"<s>\", \"ids\": [1], "
+      "\"tokens\": [\"<s>\"]}, \"</s>\": {\"id\": \"</s>\", \"ids\": [2], \"tokens\": "
+      "[\"</s>\"]}}}}");
+  char dir[512];
+  snprintf(dir, sizeof dir, "%s/cfg5", tmpdir());
+  ck_assert_int_eq(strop_tokenizer_load(dir, NULL, &t), STROP_OK);
+  got = render(t, "{{ unk_token }}|{{ bos_token }}|{{ eos_token }}", NULL, NULL, 0, 0);
+  ck_assert_ptr_nonnull(got);
+  ck_assert_str_eq(got, "<unk>|<s>|</s>");
+  free(got);
+  strop_tokenizer_free(t);
+}
+END_TEST
+
+START_TEST(chat_template_errors) {
+  strop_tokenizer *t = chat_tokenizer("chaterr", NULL);
+  const char *roles[2] = {"user", NULL}, *texts[2] = {"hi", "x"};
+  char buf[64];
+  size_t need = 7;
+#define CHAT_REFUSED(tmpl, status, part)                                                   \
+  do {                                                                                     \
+    need = 7;                                                                              \
+    ck_assert_int_eq(strop_tokenizer_apply_chat_template(t, tmpl, roles, texts, 1, 1, buf, \
+                                                         sizeof buf, &need),               \
+                     status);                                                              \
+    ck_assert_msg(strstr(strop_last_error(), part), "%s", strop_last_error());             \
+    ck_assert_uint_eq(need, 0);                                                            \
+  } while (0)
+  /* no template of its own */
+  CHAT_REFUSED(NULL, STROP_E_NOT_FOUND, "no chat template");
+  /* syntax the subset does not know: named with the template, line and column */
+  CHAT_REFUSED("ab\n  {{ 1 + @ }}", STROP_E_FORMAT, "the chat template:2:10: unknown syntax '@'");
+  CHAT_REFUSED("{% macro f() %}{% endmacro %}", STROP_E_FORMAT,
+               "1:4: unknown syntax: the statement 'macro'");
+  CHAT_REFUSED("{% if x %}never closed", STROP_E_FORMAT, "1:1: the block is never closed");
+  CHAT_REFUSED("x {{ 1 ", STROP_E_FORMAT, "1:3: '{{' is never closed");
+  CHAT_REFUSED("{{ 'abc }}", STROP_E_FORMAT, "1:1: '{{' is never closed");
+  CHAT_REFUSED("{{ 1.5 }}", STROP_E_FORMAT, "integers only");
+  CHAT_REFUSED("{{ x | wordcount }}", STROP_E_FORMAT, "unknown filter 'wordcount'");
+  CHAT_REFUSED("{{ x | tojson }}", STROP_E_FORMAT, "tojson cannot write a undefined");
+  CHAT_REFUSED("{{ x is callable }}", STROP_E_FORMAT, "unknown test 'callable'");
+  CHAT_REFUSED("{{ 'a' + 1 }}", STROP_E_FORMAT, "unsupported operand types for +: str and int");
+  CHAT_REFUSED("{{ 1 // 0 }}", STROP_E_FORMAT, "division by zero");
+  CHAT_REFUSED("{{ messages[0].content.foo() }}", STROP_E_FORMAT, "unknown method 'foo'");
+  CHAT_REFUSED("{% break %}", STROP_E_FORMAT, "outside a loop");
+  CHAT_REFUSED("{{ raise_exception('Only user and assistant roles') }}", STROP_E_INVALID_ARG,
+               "the template refused the messages: Only user and assistant roles");
+  /* bounds: nesting, output size, steps */
+  char deep[400];
+  memset(deep, '(', 200);
+  snprintf(deep, 3, "{{");
+  memset(deep + 2, '(', 200);
+  snprintf(deep + 202, sizeof deep - 202, "1");
+  for (int k = 0; k < 100; k++) deep[203 + k] = ')';
+  snprintf(deep + 303, sizeof deep - 303, "}}");
+  CHAT_REFUSED(deep, STROP_E_FORMAT, "nested too deeply");
+  CHAT_REFUSED(
+      "{% set s = 'xxxxxxxxxxxxxxxx' %}{% for i in range(1000000) %}{{ s }}{{ s }}{{ s }}"
+      "{{ s }}{{ s }}{% endfor %}",
+      STROP_E_FORMAT, "longer than 64 MiB");
+  CHAT_REFUSED(
+      "{% set r = range(5000) %}{% for i in r %}{% for j in r %}{% endfor %}{% endfor %}",
+      STROP_E_FORMAT, "too many steps");
+  CHAT_REFUSED(
+      "{% for i in range(1000000) %}{% for j in range(1000000) %}{% endfor %}{% endfor %}",
+      STROP_E_FORMAT, "more than 256 MiB of values");
+  /* bad arguments */
+  ck_assert_int_eq(
+      strop_tokenizer_apply_chat_template(NULL, "x", roles, texts, 1, 0, buf, sizeof buf, &need),
+      STROP_E_INVALID_ARG);
+  ck_assert_int_eq(
+      strop_tokenizer_apply_chat_template(t, "x", roles, texts, 1, 0, buf, sizeof buf, NULL),
+      STROP_E_INVALID_ARG);
+  ck_assert_int_eq(
+      strop_tokenizer_apply_chat_template(t, "x", NULL, texts, 1, 0, buf, sizeof buf, &need),
+      STROP_E_INVALID_ARG);
+  ck_assert_int_eq(
+      strop_tokenizer_apply_chat_template(t, "x", roles, texts, 2, 0, buf, sizeof buf, &need),
+      STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "roles[1] is NULL"));
+  ck_assert_int_eq(
+      strop_tokenizer_apply_chat_template(t, "x", roles, texts, -1, 0, buf, sizeof buf, &need),
+      STROP_E_INVALID_ARG);
+  ck_assert_int_eq(
+      strop_tokenizer_apply_chat_template(t, "x", roles, texts, 1, 2, buf, sizeof buf, &need),
+      STROP_E_INVALID_ARG);
+  ck_assert_int_eq(
+      strop_tokenizer_apply_chat_template(t, "x", roles, texts, 1, 0, NULL, 4, &need),
+      STROP_E_INVALID_ARG);
+  const char *bad[1] = {"\xff"};
+  ck_assert_int_eq(
+      strop_tokenizer_apply_chat_template(t, "x", roles, bad, 1, 0, buf, sizeof buf, &need),
+      STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "contents[0] is not valid UTF-8"));
+  ck_assert_int_eq(strop_tokenizer_apply_chat_template(t, "\xff{{", roles, texts, 1, 0, buf,
+                                                       sizeof buf, &need),
+                   STROP_E_FORMAT);
+#undef CHAT_REFUSED
+  /* the tokenizer is unchanged and still renders */
+  char *got = render(t, "{{ messages[0]['content'] }}", roles, texts, 1, 0);
+  ck_assert_str_eq(got, "hi");
+  free(got);
+  strop_tokenizer_free(t);
+}
+END_TEST
+
+static int op_chat(void *ctx) {
+  strop_tokenizer *t = ctx;
+  char path[512];
+  snprintf(path, sizeof path, "%s/tests/fixtures/chat_templates/llama2.jinja", STROP_SOURCE_DIR);
+  char *tmpl = strop_test_read_file(path, NULL);
+  size_t need;
+  char buf[512];
+  strop_status st = strop_tokenizer_apply_chat_template(t, tmpl, CONV_ROLES, CONV_TEXTS, 4, 1,
+                                                        buf, sizeof buf, &need);
+  free(tmpl);
+  return st;
+}
+
+static int op_chat_load(void *ctx) {
+  strop_tokenizer *t = NULL;
+  strop_status st = strop_tokenizer_load(ctx, NULL, &t);
+  strop_tokenizer_free(t);
+  return st;
+}
+
 /* ------------------------------------------------------ allocation failures ---- */
 
 static int op_load_encode_json(void *ctx) {
@@ -1287,6 +1564,14 @@ START_TEST(allocation_failures_are_clean) {
   ck_assert_int_ge(strop_test_alloc_sweep(op_load_encode_spm, NULL, NULL), 10);
   const char *corpus = put_text("sweep.txt", "the cat sat on the mat\nthe dog\n");
   ck_assert_int_ge(strop_test_alloc_sweep(op_train, NULL, (void *)corpus), 10);
+  strop_tokenizer *t = chat_tokenizer("chatsweep",
+                                      "\"chat_template\": [{\"name\": \"default\", \"template\":"
+                                      " \"x\"}], \"pad_token\": \"<pad>\"");
+  ck_assert_int_ge(strop_test_alloc_sweep(op_chat, NULL, t), 3);
+  strop_tokenizer_free(t);
+  char dir[512];
+  snprintf(dir, sizeof dir, "%s/chatsweep", tmpdir());
+  ck_assert_int_ge(strop_test_alloc_sweep(op_chat_load, NULL, dir), 10);
 }
 END_TEST
 
@@ -1312,6 +1597,9 @@ static Suite *suite(void) {
        {spm_protobuf_unigram_and_bpe, spm_broken_files, vocab_files_and_folders,
         unknown_types_are_named}},
       {"train", {train_save_reload}},
+      {"chat_templates",
+       {real_templates_render_as_jinja, config_templates_and_special_tokens,
+        chat_template_errors}},
       {"errors", {public_functions_refuse_bad_arguments, allocation_failures_are_clean}},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

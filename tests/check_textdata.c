@@ -3,6 +3,7 @@
  * strop_tokenizer (ids equal the tokenizer's own encoding), padding masks and batches cut to
  * their longest row, packed causal-LM windows, prompt masking, splits and few-shot on text
  * datasets, the bad inputs (each with its sentence) and an allocation-failure sweep. */
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include "core/core.h"
+#include "data/data_impl.h"
 #include "strop/strop.h"
 #include "testutil.h"
 
@@ -406,6 +408,213 @@ START_TEST(prompt_tokens_masked_out) {
 }
 END_TEST
 
+/* With a chat template the prompt is the render of [user] with the generation prompt and the
+ * response what the full conversation's render adds (its EOS written by the template). */
+START_TEST(prompt_response_chat_template) {
+  strop_tokenizer *t = bpe();
+  const char *path = put("chat.jsonl",
+                         "{\"prompt\": \"the cat\", \"response\": \" sat on the mat\"}\n"
+                         "{\"prompt\": \"a dog\", \"response\": \" ran\"}\n");
+  strop_text_options o;
+  strop_text_options_init(&o);
+  o.task = STROP_TEXT_PROMPT_RESPONSE;
+  o.max_length = 24;
+  o.chat = 1;
+  o.chat_template = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% if m.role == "
+                    "'assistant' %}{{ eos_token }}{% endif %}{% endfor %}{% if "
+                    "add_generation_prompt %}<assistant>{% endif %}";
+  o.prompt_template = "ignored {prompt}";
+  strop_dataset *ds = NULL;
+  strop_test_must(strop_dataset_load_text_file(path, t, &o, &ds), "load");
+  const char *prompts[2] = {"<user>the cat<assistant>", "<user>a dog<assistant>"};
+  const char *resp[2] = {" sat on the mat<|endoftext|>", " ran<|endoftext|>"};
+  for (int64_t i = 0; i < 2; i++) {
+    int64_t p[64], r[64], seq[128];
+    int64_t P = encode(t, prompts[i], NULL, 0, p, 64), R = encode(t, resp[i], NULL, 0, r, 64);
+    ck_assert_int_eq(r[R - 1], 0); /* the template's EOS, not one added again */
+    int64_t n = 0;
+    for (int64_t k = 0; k < P; k++) seq[n++] = p[k];
+    for (int64_t k = 0; k < R; k++) seq[n++] = r[k];
+    float in[24], tg[24];
+    strop_test_must(strop_dataset_get(ds, i, in, 24, tg, 24), "get");
+    for (int64_t k = 0; k < 24; k++) {
+      if (k + 1 < n) {
+        ck_assert(in[k] == (float)seq[k]);
+        ck_assert(tg[k] == (k + 1 < P ? -100.0f : (float)seq[k + 1]));
+      } else {
+        ck_assert(tg[k] == -100.0f);
+      }
+    }
+  }
+  strop_dataset_free(ds);
+  /* the tokenizer's own template: it has none */
+  o.chat_template = NULL;
+  ck_assert_int_eq(strop_dataset_load_text_file(path, t, &o, &ds), STROP_E_NOT_FOUND);
+  ck_assert_msg(strstr(strop_last_error(), "chat.jsonl:1") &&
+                    strstr(strop_last_error(), "no chat template"),
+                "%s", strop_last_error());
+  /* a template whose full render does not extend the prompt's */
+  o.chat_template = "{% if add_generation_prompt %}A{% else %}B{% endif %}";
+  ck_assert_int_eq(strop_dataset_load_text_file(path, t, &o, &ds), STROP_E_FORMAT);
+  ck_assert_msg(strstr(strop_last_error(), "cannot be told apart"), "%s", strop_last_error());
+  /* one with no response part */
+  o.chat_template = "{{ messages[0].content }}";
+  ck_assert_int_eq(strop_dataset_load_text_file(path, t, &o, &ds), STROP_E_FORMAT);
+  ck_assert_msg(strstr(strop_last_error(), "chat.jsonl:1: the chat template renders no response"),
+                "%s", strop_last_error());
+  /* template errors keep their line and column, after the record's */
+  o.chat_template = "{{ foo( }}";
+  ck_assert_int_eq(strop_dataset_load_text_file(path, t, &o, &ds), STROP_E_FORMAT);
+  ck_assert_msg(strstr(strop_last_error(), "chat.jsonl:1") &&
+                    strstr(strop_last_error(), "the chat template:1:"),
+                "%s", strop_last_error());
+  /* chat is for prompt/response only */
+  o.task = STROP_TEXT_CAUSAL_LM;
+  ck_assert_int_eq(strop_dataset_load_text_file(path, t, &o, &ds), STROP_E_INVALID_ARG);
+  o.task = STROP_TEXT_PROMPT_RESPONSE;
+  o.chat = 2;
+  ck_assert_int_eq(strop_dataset_load_text_file(path, t, &o, &ds), STROP_E_INVALID_ARG);
+  ck_assert_ptr_null(ds);
+  strop_tokenizer_free(t);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- cache ---- */
+
+/* 1 when a and b hold the same samples bit for bit: ids, masks, targets or labels, names. */
+static int same_dataset(const strop_dataset *a, const strop_dataset *b) {
+  if (a->n != b->n || a->seq_len != b->seq_len || a->lm != b->lm ||
+      a->num_classes != b->num_classes || a->trim != b->trim || a->ntokens != b->ntokens)
+    return 0;
+  size_t nl = (size_t)(a->n * a->seq_len);
+  if (memcmp(a->tokens, b->tokens, nl * 4) || memcmp(a->mask, b->mask, nl * 4)) return 0;
+  if (a->lm ? memcmp(a->lm_targets, b->lm_targets, nl * 4) : memcmp(a->y, b->y, (size_t)a->n * 4))
+    return 0;
+  if (!a->class_names != !b->class_names) return 0;
+  for (int64_t c = 0; a->class_names && c < a->num_classes; c++)
+    if (strcmp(a->class_names[c], b->class_names[c])) return 0;
+  return 1;
+}
+
+/* The one *.tokens file of dir (path into buf), or "" when there are none or several. */
+static int cache_files(const char *dir, char *buf, size_t cap) {
+  DIR *d = opendir(dir);
+  int n = 0;
+  buf[0] = '\0';
+  struct dirent *e;
+  while (d && (e = readdir(d)) != NULL) {
+    size_t l = strlen(e->d_name);
+    if (l > 7 && !strcmp(e->d_name + l - 7, ".tokens")) {
+      snprintf(buf, cap, "%s/%s", dir, e->d_name);
+      n++;
+    }
+  }
+  if (d) closedir(d);
+  return n;
+}
+
+/* The tokenised dataset is written once to cache_dir and read back (bit for bit, without
+ * tokenising) while nothing changes; a changed source, tokenizer or option makes a new one;
+ * a corrupt or truncated file is rebuilt. */
+START_TEST(cache_reuses_and_invalidates) {
+  strop_tokenizer *t = bpe();
+  char dir[600];
+  snprintf(dir, sizeof dir, "%s/cache/sub", tmpdir());
+  const char *path = put("cached.jsonl",
+                         "{\"text\": \"the cat sat on the mat\", \"label\": \"a\"}\n"
+                         "{\"text\": \"a dog ran\", \"label\": \"b\"}\n"
+                         "{\"text\": \"the big cats\", \"label\": \"a\"}\n");
+  strop_text_options o;
+  strop_text_options_init(&o);
+  o.max_length = 12;
+  strop_dataset *fresh = NULL, *ds = NULL;
+  strop_test_must(strop_dataset_load_text_file(path, t, &o, &fresh), "no cache");
+  o.cache_dir = dir;
+  int64_t before = strop__textdata_tokenised;
+  strop_test_must(strop_dataset_load_text_file(path, t, &o, &ds), "first");
+  ck_assert_int_eq(strop__textdata_tokenised, before + 1);
+  ck_assert(same_dataset(ds, fresh));
+  strop_dataset_free(ds);
+  char file[800];
+  ck_assert_int_eq(cache_files(dir, file, sizeof file), 1);
+  strop_test_must(strop_dataset_load_text_file(path, t, &o, &ds), "second");
+  ck_assert_int_eq(strop__textdata_tokenised, before + 1); /* read back, not tokenised */
+  ck_assert(same_dataset(ds, fresh));
+  strop_dataset_free(ds);
+  /* corrupt (one byte in the ids), truncated, garbage: rebuilt, never wrong */
+  for (int how = 0; how < 3; how++) {
+    FILE *f = fopen(file, "r+b");
+    ck_assert_ptr_nonnull(f);
+    if (how == 0) {
+      fseek(f, 100, SEEK_SET);
+      int c = fgetc(f);
+      fseek(f, 100, SEEK_SET);
+      fputc(c ^ 1, f);
+    } else if (how == 1) {
+      ck_assert_int_eq(ftruncate(fileno(f), 57), 0);
+    } else {
+      ck_assert_int_eq(ftruncate(fileno(f), 0), 0);
+      fputs("not a cache file at all", f);
+    }
+    fclose(f);
+    int64_t k = strop__textdata_tokenised;
+    strop_test_must(strop_dataset_load_text_file(path, t, &o, &ds), "rebuilt");
+    ck_assert_int_eq(strop__textdata_tokenised, k + 1);
+    ck_assert(same_dataset(ds, fresh));
+    strop_dataset_free(ds);
+    strop_test_must(strop_dataset_load_text_file(path, t, &o, &ds), "reused after rebuild");
+    ck_assert_int_eq(strop__textdata_tokenised, k + 1);
+    ck_assert(same_dataset(ds, fresh));
+    strop_dataset_free(ds);
+  }
+  strop_dataset_free(fresh);
+  /* a changed option, tokenizer or source: tokenised again, equal to a load without cache */
+  for (int change = 0; change < 4; change++) {
+    if (change == 0) o.max_length = 6;
+    if (change == 1) o.padding = STROP_PAD_MAX_LENGTH;
+    if (change == 2) strop_test_must(strop_tokenizer_add_token(t, "cat", 0, NULL), "add token");
+    if (change == 3) put("cached.jsonl", "{\"text\": \"the cat\", \"label\": \"b\"}\n");
+    o.cache_dir = NULL;
+    strop_test_must(strop_dataset_load_text_file(path, t, &o, &fresh), "fresh");
+    o.cache_dir = dir;
+    int64_t k = strop__textdata_tokenised;
+    strop_test_must(strop_dataset_load_text_file(path, t, &o, &ds), "changed");
+    ck_assert_msg(strop__textdata_tokenised == k + 1, "change %d was not seen", change);
+    ck_assert(same_dataset(ds, fresh));
+    strop_dataset_free(ds);
+    strop_test_must(strop_dataset_load_text_file(path, t, &o, &ds), "changed, again");
+    ck_assert_int_eq(strop__textdata_tokenised, k + 1);
+    ck_assert(same_dataset(ds, fresh));
+    strop_dataset_free(ds);
+    strop_dataset_free(fresh);
+  }
+  /* a causal-LM dataset (targets, not labels) round-trips too */
+  strop_text_options_init(&o);
+  o.task = STROP_TEXT_CAUSAL_LM;
+  o.max_length = 4;
+  strop_test_must(strop_dataset_load_text_file(path, t, &o, &fresh), "lm fresh");
+  o.cache_dir = dir;
+  strop_test_must(strop_dataset_load_text_file(path, t, &o, &ds), "lm first");
+  strop_dataset_free(ds);
+  int64_t k = strop__textdata_tokenised;
+  strop_test_must(strop_dataset_load_text_file(path, t, &o, &ds), "lm second");
+  ck_assert_int_eq(strop__textdata_tokenised, k);
+  ck_assert(same_dataset(ds, fresh));
+  strop_dataset_free(ds);
+  strop_dataset_free(fresh);
+  /* a cache folder that cannot be made is named */
+  put("plainfile", "x");
+  char bad[700];
+  snprintf(bad, sizeof bad, "%s/plainfile/cache", tmpdir());
+  o.cache_dir = bad;
+  ds = (strop_dataset *)&ds;
+  ck_assert_int_eq(strop_dataset_load_text_file(path, t, &o, &ds), STROP_E_IO);
+  ck_assert_ptr_null(ds);
+  ck_assert_msg(strstr(strop_last_error(), "plainfile"), "%s", strop_last_error());
+  strop_tokenizer_free(t);
+}
+END_TEST
+
 /* Splits (stratified), few-shot and class counts work on text datasets, and their batches
  * carry the masks of the samples they hold. */
 START_TEST(splits_and_few_shot) {
@@ -672,6 +881,24 @@ START_TEST(allocation_sweep) {
   ck_assert_int_eq(op_load(&c), 0); /* the tokenizer's cache warm */
   cleanup_load(&c);
   ck_assert_int_ge(strop_test_alloc_sweep(op_load, cleanup_load, &c), 5);
+  /* a chat template's renders; the cache written (first sweep), then read (second) */
+  strop_text_options_init(&c.o);
+  c.o.task = STROP_TEXT_PROMPT_RESPONSE;
+  c.o.chat = 1;
+  c.o.chat_template = "{% for m in messages %}<{{ m.role }}>{{ m.content | trim }}{% endfor %}"
+                      "{% if add_generation_prompt %}<assistant>{% endif %}";
+  c.path = put("sweep.jsonl", "{\"prompt\": \"the cat\", \"response\": \"sat\"}\n"
+                              "{\"prompt\": \"a dog\", \"response\": \"ran on the mat\"}\n");
+  ck_assert_int_eq(op_load(&c), 0);
+  cleanup_load(&c);
+  ck_assert_int_ge(strop_test_alloc_sweep(op_load, cleanup_load, &c), 10);
+  char dir[600];
+  snprintf(dir, sizeof dir, "%s/sweepcache", tmpdir());
+  c.o.cache_dir = dir;
+  ck_assert_int_ge(strop_test_alloc_sweep(op_load, cleanup_load, &c), 10);
+  int64_t k = strop__textdata_tokenised;
+  ck_assert_int_ge(strop_test_alloc_sweep(op_load, cleanup_load, &c), 5);
+  ck_assert_int_eq(strop__textdata_tokenised, k); /* every run read the cache */
   strop_tokenizer_free(c.t);
 }
 END_TEST
@@ -683,12 +910,16 @@ static Suite *suite(void) {
   tcase_add_test(tc, csv_pairs_quotes_and_integer_labels);
   tcase_add_test(tc, causal_lm_packed_windows);
   tcase_add_test(tc, prompt_tokens_masked_out);
+  tcase_add_test(tc, prompt_response_chat_template);
   suite_add_tcase(s, tc);
   tc = tcase_create("batches");
   tcase_add_test(tc, batches_cut_to_longest);
   tcase_add_test(tc, prefetch_batches_carry_their_masks);
   tcase_add_test(tc, splits_and_few_shot);
   tcase_add_test(tc, fit_on_text);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("cache");
+  tcase_add_test(tc, cache_reuses_and_invalidates);
   suite_add_tcase(s, tc);
   tc = tcase_create("errors");
   tcase_add_test(tc, bad_inputs);

@@ -600,9 +600,26 @@ typedef struct strop_text_options {
                                     EOS id after each, when the tokenizer has one and the text
                                     does not end with it) into one stream cut into windows of
                                     L; 0: one sample per text, truncated to L + 1 ids. */
-  int64_t stride;      /**< Packed windows start every @c stride tokens; 0 (default): L. */
-  int64_t num_classes; /**< ::STROP_TEXT_CLASSIFY with integer labels: the class
+  int64_t stride;            /**< Packed windows start every @c stride tokens; 0 (default): L. */
+  int64_t num_classes;       /**< ::STROP_TEXT_CLASSIFY with integer labels: the class
                                     count, or #STROP_CLASSES_INFER (default: largest + 1). */
+  int chat;                  /**< ::STROP_TEXT_PROMPT_RESPONSE: 1 renders each record as a chat
+                                  (strop_tokenizer_apply_chat_template()): the prompt is the
+                                  render of [user: prompt] with the generation prompt, the
+                                  response what the render of [user: prompt, assistant:
+                                  response] adds to it; both are encoded without the
+                                  tokenizer's special tokens (the template writes them).
+                                  prompt_template is then unused. Default 0. @since 0.2 */
+  const char *chat_template; /**< With @c chat: NULL (default) for the tokenizer's own template
+                                  (tokenizer_config.json's), the name of one of its named
+                                  templates, or a Jinja template string. @since 0.2 */
+  const char *cache_dir;     /**< NULL or "" (default): no cache. A folder (made when missing)
+                                  where the tokenised dataset is written once, as
+                                  `<file name>.<key>.tokens`, and read back by later loads
+                                  whose key matches: the source's size, mtime and bytes, the
+                                  tokenizer (its pipeline, added tokens, roles, templates) and
+                                  these options. A stale, truncated or corrupt file is rebuilt.
+                                  @since 0.2 */
 } strop_text_options;
 
 /**

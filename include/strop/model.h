@@ -8,6 +8,7 @@
 #include "common.h"
 #include "error.h"
 #include "tensor.h"
+#include "text.h"
 
 /**
  * @file model.h
@@ -1326,6 +1327,42 @@ typedef struct strop_prediction strop_prediction;
 STROP_API STROP_NODISCARD strop_status strop_model_predict(strop_model *model,
                                                            const strop_tensor *input, int k,
                                                            strop_prediction **out);
+
+/**
+ * @brief strop_model_predict() on raw texts: a text classifier trained by a recipe encodes
+ *        them with the tokenizer it was trained with, and returns the @p k most likely
+ *        classes of every text with their names and probabilities.
+ *
+ * The model's "input.tokenizer" metadata (written by a recipe run on text data:
+ * docs/formats.md, model metadata) names the tokenizer file, the sequence length L
+ * ("max_length") and the padding ("padding": "longest", the default, or "max_length"). Each
+ * text (with its pair) is encoded with the tokenizer's special tokens, truncated to L
+ * (longest first) and padded with the tokenizer's pad id (else 0), as the recipe's data were;
+ * the model runs in eval mode on the ids with their attention mask
+ * (strop_model_forward_masked()), and a softmax of its outputs gives the probabilities.
+ * @param[in,out] model A finalized classifier ([C] scores per row) of token ids [L].
+ * @param[in,out] tok   The tokenizer to encode with (its cache changes), or NULL: the one
+ *                      "input.tokenizer" names, loaded for the call. With a tokenizer the
+ *                      metadata may be absent (L is then the model's input length).
+ * @param[in]     texts @p n NUL-terminated UTF-8 texts (invalid bytes read as U+FFFD).
+ * @param[in]     pairs NULL, or @p n second texts (an entry may be NULL).
+ * @param[in]     n     Number of texts, >= 1.
+ * @param[in]     k     Classes per text, >= 1; more than the model has gives all of them.
+ * @param[out]    out   The prediction (row i: texts[i]), owned by the caller
+ *                      (strop_prediction_free()); NULL on error.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL arguments, n < 1, k < 1); STROP_E_NOT_FOUND (no
+ *         tokenizer given and no "input.tokenizer" metadata: the sentence says so); STROP_E_IO,
+ *         STROP_E_FORMAT or STROP_E_UNSUPPORTED (the tokenizer "input.tokenizer" names does not
+ *         load: the sentence names the file and why; malformed metadata, naming the key);
+ *         STROP_E_UNSUPPORTED (the metadata's task is not "classify", or the model's output is
+ *         not one score per class); STROP_E_STATE (not finalized); STROP_E_SHAPE (the ids do
+ *         not fit the model); STROP_E_NUMERIC; STROP_E_NOMEM. The model is unchanged (but for
+ *         its forward state). Not thread-safe on one model or one tokenizer.
+ * @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status
+strop_model_predict_text(strop_model *model, strop_tokenizer *tok, const char *const *texts,
+                         const char *const *pairs, int64_t n, int k, strop_prediction **out);
 
 STROP_END_DECLS
 

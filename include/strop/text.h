@@ -379,6 +379,45 @@ STROP_API STROP_NODISCARD strop_status
 strop_tokenizer_train_bpe(const char *const *paths, int64_t n, const strop_bpe_train_options *opt,
                           strop_tokenizer **out);
 
+/**
+ * @brief Renders a conversation with a chat template, as transformers' apply_chat_template()
+ * does (with tokenize=False), snprintf style.
+ *
+ * Templates are Hugging Face's: tokenizer_config.json's `chat_template` (read by
+ * strop_tokenizer_load() beside the tokenizer file, with its special tokens' strings) or a
+ * string given here. strop runs a bounded subset of Jinja, rendered with transformers'
+ * settings (trim_blocks, lstrip_blocks): `{{ }}`, `{% if/elif/else %}`, `{% for %}` with
+ * `loop.*`, `{% set %}` (and namespace()), `{%- -%}`, literals, subscripts and slices, `+ - * /
+ * // % ~`, comparisons, `and/or/not/in`, `is defined/none/string`, the filters trim, length,
+ * upper, lower, first, last, join, default, string, tojson and the string methods strip,
+ * lstrip, rstrip, upper, lower, startswith, endswith; docs/text.md lists them. The template sees `messages` (a
+ * list of {role, content}), `add_generation_prompt`, and every `*_token` of
+ * tokenizer_config.json (else the tokenizer's own BOS, EOS, UNK and PAD tokens).
+ * @param[in]  tok      The tokenizer (only read).
+ * @param[in]  tmpl     NULL: the tokenizer's default template; the name of one of its named
+ *                      templates (a chat_template list); otherwise the template itself.
+ * @param[in]  roles    @p n NUL-terminated roles ("system", "user", "assistant", ...).
+ * @param[in]  contents @p n NUL-terminated message texts.
+ * @param[in]  n        Number of messages, 0 .. 2^20.
+ * @param[in]  add_generation_prompt 1: the template adds the start of the assistant's reply
+ *                      (when it reads add_generation_prompt); 0: it does not.
+ * @param[out] buf      Receives the text, NUL-terminated and truncated to @p cap; may be NULL
+ *                      when @p cap is 0.
+ * @param[in]  cap      Bytes available at @p buf.
+ * @param[out] needed   The full length of the text (excluding the NUL); when it is >= @p cap
+ *                      the text was truncated: call again with needed + 1 bytes.
+ * @return STROP_OK; STROP_E_NOT_FOUND (@p tmpl NULL and the tokenizer has no template);
+ *         STROP_E_FORMAT (syntax this subset does not know, or a template error while
+ *         rendering — the sentence names the template, the line and the column; a template or
+ *         a render beyond the size bounds); STROP_E_INVALID_ARG (NULL arguments, a bad @p n or
+ *         flag; the template's raise_exception(), with its sentence); STROP_E_NOMEM.
+ *         Thread-safe for distinct tokenizers; safe while no thread changes @p tok. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_tokenizer_apply_chat_template(
+    const strop_tokenizer *tok, const char *tmpl, const char *const *roles,
+    const char *const *contents, int64_t n, int add_generation_prompt, char *buf, size_t cap,
+    size_t *needed);
+
 STROP_END_DECLS
 
 #endif

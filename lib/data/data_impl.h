@@ -182,6 +182,8 @@ void strop__csv_table_free(strop__csv_table *t);
 strop_status strop__text_dataset_parse(const uint8_t *data, size_t len, const char *path,
                                        strop_tokenizer *tok, const strop_text_options *opt,
                                        strop_dataset **out);
+/* How many times this thread tokenised a text file (tests: a cache hit does not). */
+extern _Thread_local int64_t strop__textdata_tokenised;
 
 /* ---- NPY ---- */
 enum { STROP__NPY_F4 = 1, STROP__NPY_F8, STROP__NPY_U1, STROP__NPY_I4, STROP__NPY_I8 };

@@ -4,13 +4,18 @@
  * text pairs), causal language modelling (packed windows or one sample per text) and
  * prompt/response pairs whose prompt takes no loss. JSON is read with jansson, the library's
  * one JSON implementation (lib/text reads tokenizer.json with it). */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
 #include "data/data_impl.h"
+#include "io/atomic.h"
+#include "text/text_impl.h"
 
 #define FN "strop_dataset_load_text_file"
 #define IGNORE_ID (-100)
@@ -454,6 +459,30 @@ static strop_status apply_template(const char *tmpl, const char *prompt, char **
   return STROP_OK;
 }
 
+/* The chat template's render of [user: prompt] (with the generation prompt) or, with a
+ * response, of [user: prompt, assistant: response]; *out strop__malloc'd. */
+static strop_status chat_render(const strop_tokenizer *tok, const char *tmpl, const char *prompt,
+                                const char *response, char **out) {
+  const char *roles[2] = {"user", "assistant"}, *texts[2] = {prompt, response};
+  int64_t n = response ? 2 : 1;
+  size_t need = 0;
+  char small[1];
+  *out = NULL;
+  strop_status st = strop_tokenizer_apply_chat_template(tok, tmpl, roles, texts, n, !response,
+                                                        small, sizeof small, &need);
+  if (st) return st;
+  char *buf = strop__malloc(need + 1);
+  if (!buf) return STROP__NOMEM(FN);
+  st = strop_tokenizer_apply_chat_template(tok, tmpl, roles, texts, n, !response, buf, need + 1,
+                                           &need);
+  if (st) {
+    strop__free(buf);
+    return st;
+  }
+  *out = buf;
+  return STROP_OK;
+}
+
 static int is_index(const char *s) {
   if (!*s || strlen(s) > 8) return 0;
   for (const char *p = s; *p; p++)
@@ -640,14 +669,41 @@ static strop_status build(const char *path, strop_tokenizer *tok, const strop_te
     eo.add_special_tokens = 1;
     strop_encode_options eo_resp = eo;
     eo_resp.add_special_tokens = 0;
+    if (o->chat) eo.add_special_tokens = 0; /* the template writes them */
     for (int64_t i = 0; i < rs->n && !st; i++) {
       const record *r = &rs->r[i];
-      char *prompt = NULL;
-      if (o->prompt_template && (st = apply_template(o->prompt_template, r->f[F_TEXT], &prompt)))
+      char *prompt = NULL, *full = NULL;
+      const char *resp = r->f[F_SECOND];
+      if (o->chat) {
+        if ((st = chat_render(tok, o->chat_template, r->f[F_TEXT], NULL, &prompt)) ||
+            (st = chat_render(tok, o->chat_template, r->f[F_TEXT], resp, &full))) {
+          strop__err_prefix("%s: %s:%lld", FN, path, (long long)r->line);
+          strop__free(prompt);
+          break;
+        }
+        size_t pl = strlen(prompt);
+        if (strncmp(full, prompt, pl)) {
+          st = strop__err(STROP_E_FORMAT,
+                          "%s: %s:%lld: the chat template's render of the prompt and response "
+                          "does not start with its render of the prompt alone (with the "
+                          "generation prompt), so the response cannot be told apart",
+                          FN, path, (long long)r->line);
+          strop__free(prompt);
+          strop__free(full);
+          break;
+        }
+        resp = full + pl;
+      } else if (o->prompt_template &&
+                 (st = apply_template(o->prompt_template, r->f[F_TEXT], &prompt))) {
         break;
+      }
       st = encode(tok, prompt ? prompt : r->f[F_TEXT], NULL, &eo, &seq);
       strop__free(prompt);
-      if (!st) st = encode(tok, r->f[F_SECOND], NULL, &eo_resp, &b);
+      if (!st && !*resp) {
+        st = strop__err(STROP_E_FORMAT, "the chat template renders no response");
+      }
+      if (!st) st = encode(tok, resp, NULL, &eo_resp, &b);
+      strop__free(full);
       if (st) {
         strop__err_prefix("%s: %s:%lld", FN, path, (long long)r->line);
         break;
@@ -676,6 +732,274 @@ static strop_status build(const char *path, strop_tokenizer *tok, const strop_te
   return st;
 }
 
+static strop_status make_dataset(slots *sp, int64_t classes, char **cnames, int padding,
+                                 strop_dataset **out);
+
+/* ------------------------------------------------------------- the cache ---- */
+/* A tokenised dataset on disk (docs/text.md, tokenisation cache): a header, the ids, masks,
+ * targets (or labels) and class names as this machine lays them out, and a checksum. The file
+ * is named after a key of everything that decides its content: the source file's size, mtime
+ * and bytes, the tokenizer's fingerprint and the options. */
+_Thread_local int64_t strop__textdata_tokenised;
+
+#define CACHE_MAGIC 0x3143585450525453ull /* "STRPTXC1" */
+#define CACHE_ENDIAN 0x0102030405060708ull
+#define CACHE_VERSION 1u
+enum {
+  H_MAGIC,
+  H_ENDIAN,
+  H_VERSION,
+  H_KEY0,
+  H_KEY1,
+  H_N,
+  H_L,
+  H_LM,
+  H_CLASSES,
+  H_NNAMES,
+  H_NAMEBYTES,
+  H_PADDING,
+  H_COUNT
+};
+
+static uint64_t h64(const void *p, size_t n, uint64_t seed) {
+  const unsigned char *s = p;
+  uint64_t h = seed ^ (n * 0x9E3779B97F4A7C15ull);
+  while (n >= 8) {
+    uint64_t k;
+    memcpy(&k, s, 8);
+    k *= 0xbf58476d1ce4e5b9ull;
+    k ^= k >> 31;
+    h = (h ^ k) * 0x94d049bb133111ebull;
+    h ^= h >> 29;
+    s += 8;
+    n -= 8;
+  }
+  uint64_t k = 0;
+  if (n) memcpy(&k, s, n);
+  h ^= k * 0xbf58476d1ce4e5b9ull + n;
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdull;
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53ull;
+  return h ^ (h >> 33);
+}
+
+static void kmix(uint64_t k[2], const void *p, size_t n) {
+  k[0] = h64(p, n, k[0]);
+  k[1] = h64(p, n, k[1] ^ 0x5851F42D4C957F2Dull);
+}
+
+static void kmix_str(uint64_t k[2], const char *s) {
+  uint8_t present = s != NULL;
+  kmix(k, &present, 1);
+  if (s) kmix(k, s, strlen(s));
+}
+
+static strop_status cache_key(const char *path, const strop__file *f, const strop_tokenizer *tok,
+                              const strop_text_options *o, uint64_t key[2]) {
+  struct stat sb;
+  if (stat(path, &sb))
+    return strop__err(STROP_E_IO, "%s: cannot stat %s: %s", FN, path, strerror(errno));
+  uint64_t fp[2];
+  strop_status st = strop__tx_fingerprint(tok, fp);
+  if (st) return st;
+  key[0] = CACHE_VERSION;
+  key[1] = ~(uint64_t)CACHE_VERSION;
+  int64_t stamp[3] = {(int64_t)sb.st_size, (int64_t)sb.st_mtim.tv_sec,
+                      (int64_t)sb.st_mtim.tv_nsec};
+  uint64_t content[2] = {h64(f->data, f->len, 1), h64(f->data, f->len, 2)};
+  kmix(key, stamp, sizeof stamp);
+  kmix(key, content, sizeof content);
+  kmix(key, fp, sizeof fp);
+  int64_t num[9] = {o->format, o->task,   o->max_length,  o->truncate, o->padding,
+                    o->pack,   o->stride, o->num_classes, o->chat};
+  kmix(key, num, sizeof num);
+  const char *strs[6] = {o->text_field,     o->pair_field,      o->label_field,
+                         o->response_field, o->prompt_template, o->chat_template};
+  for (int i = 0; i < 6; i++) kmix_str(key, strs[i]);
+  return STROP_OK;
+}
+
+static char *cache_path(const char *dir, const char *path, const uint64_t key[2]) {
+  const char *base = strrchr(path, '/');
+  base = base ? base + 1 : path;
+  size_t n = strlen(dir) + strlen(base) + 48;
+  char *p = strop__malloc(n);
+  if (p) snprintf(p, n, "%s/%s.%016llx.tokens", dir, base, (unsigned long long)key[0]);
+  return p;
+}
+
+/* The dataset in the cache file cp for key, when it is there, whole and valid: 1 (and *out);
+ * 0 when it is missing, stale or broken (rebuilt by the caller); -1 on an allocation failure
+ * (the status is set). */
+static int cache_load(const char *cp, const uint64_t key[2], int64_t vocab, int padding,
+                      strop_dataset **out) {
+  strop__file f;
+  memset(&f, 0, sizeof f);
+  if (access(cp, R_OK) || strop__file_read(FN, cp, 1, NULL, &f)) {
+    strop_clear_error();
+    return 0;
+  }
+  uint64_t h[H_COUNT];
+  slots s;
+  memset(&s, 0, sizeof s);
+  char **names = NULL;
+  int64_t classes = 0, nnames = 0;
+  int ok = f.len >= sizeof h + 8;
+  if (ok) memcpy(h, f.data, sizeof h);
+  ok = ok && h[H_MAGIC] == CACHE_MAGIC && h[H_ENDIAN] == CACHE_ENDIAN &&
+       h[H_VERSION] == CACHE_VERSION && h[H_KEY0] == key[0] && h[H_KEY1] == key[1] &&
+       h[H_N] >= 1 && h[H_N] <= ((uint64_t)1 << 40) && h[H_L] >= 1 &&
+       h[H_L] <= ((uint64_t)1 << 24) && h[H_N] * h[H_L] <= ((uint64_t)1 << 40) && h[H_LM] <= 1 &&
+       h[H_CLASSES] >= 1 && h[H_CLASSES] <= (uint64_t)STROP__MAX_CLASSES &&
+       (h[H_NNAMES] == 0 || h[H_NNAMES] == h[H_CLASSES]) && h[H_NAMEBYTES] <= f.len &&
+       h[H_PADDING] == (uint64_t)padding;
+  size_t nl = 0, per_tgt = 0;
+  if (ok) {
+    nl = (size_t)(h[H_N] * h[H_L]);
+    per_tgt = h[H_LM] ? nl * 4 : (size_t)h[H_N] * 4;
+    ok = f.len == sizeof h + nl * 8 + per_tgt + h[H_NAMEBYTES] + 8;
+  }
+  const uint8_t *p = f.data + sizeof h;
+  if (ok) { /* the checksum of the sections, in the order they were written */
+    uint64_t c = h64(f.data, sizeof h, 7);
+    c = h64(p, nl * 4, c);
+    c = h64(p + nl * 4, nl * 4, c);
+    c = h64(p + nl * 8, per_tgt, c);
+    c = h64(p + nl * 8 + per_tgt, (size_t)h[H_NAMEBYTES], c);
+    uint64_t want;
+    memcpy(&want, f.data + f.len - 8, 8);
+    ok = c == want;
+  }
+  int rc = 0;
+  if (!ok) goto done;
+  s.n = (int64_t)h[H_N];
+  s.L = (int64_t)h[H_L];
+  s.lm = (int)h[H_LM];
+  classes = (int64_t)h[H_CLASSES];
+  nnames = (int64_t)h[H_NNAMES];
+  s.tok = strop__malloc(nl * sizeof *s.tok);
+  s.mask = strop__malloc(nl * sizeof *s.mask);
+  if (s.lm) s.tgt = strop__malloc(nl * sizeof *s.tgt);
+  else s.y = strop__malloc((size_t)s.n * sizeof *s.y);
+  if (nnames) names = strop__calloc((size_t)nnames, sizeof *names);
+  if (!s.tok || !s.mask || (s.lm ? !s.tgt : !s.y) || (nnames && !names)) {
+    rc = -1;
+    goto done;
+  }
+  memcpy(s.tok, p, nl * 4);
+  memcpy(s.mask, p + nl * 4, nl * 4);
+  memcpy(s.lm ? (void *)s.tgt : (void *)s.y, p + nl * 8, per_tgt);
+  /* values as a build makes them: a broken file never gives wrong data */
+  for (size_t e = 0; e < nl && ok; e++) {
+    ok = s.tok[e] >= 0 && s.tok[e] < vocab && (s.mask[e] == 0.0f || s.mask[e] == 1.0f);
+    if (ok && s.lm) ok = s.tgt[e] == IGNORE_ID || (s.tgt[e] >= 0 && s.tgt[e] < vocab);
+  }
+  for (int64_t i = 0; i < s.n && ok && !s.lm; i++)
+    ok = s.y[i] >= 0.0f && s.y[i] < (float)classes && s.y[i] == (float)(int64_t)s.y[i];
+  const uint8_t *q = p + nl * 8 + per_tgt, *end = q + h[H_NAMEBYTES];
+  for (int64_t c = 0; c < nnames && ok; c++) {
+    uint32_t len;
+    ok = end - q >= 4;
+    if (ok) memcpy(&len, q, 4);
+    ok = ok && (size_t)(end - q - 4) >= len;
+    if (ok && !(names[c] = dup_n((const char *)q + 4, len))) {
+      rc = -1;
+      goto done;
+    }
+    q += 4 + (ok ? len : 0);
+  }
+  ok = ok && q == end;
+  if (!ok) goto done;
+  s.cap = s.n;
+  rc = make_dataset(&s, classes, names, padding, out) ? -1 : 1;
+  memset(&s, 0, sizeof s); /* taken over (or freed) */
+  names = NULL;
+done:
+  if (names)
+    for (int64_t c = 0; c < nnames; c++) strop__free(names[c]);
+  strop__free(names);
+  slots_free(&s);
+  strop__file_close(&f);
+  if (rc < 0 && strop_last_error()[0] == '\0') STROP__NOMEM(FN);
+  return rc;
+}
+
+/* Writes ds (just built) to the cache file cp, atomically. */
+static strop_status cache_save(const char *cp, const uint64_t key[2], const strop_dataset *ds,
+                               int padding) {
+  const int64_t n = ds->n, L = ds->seq_len, classes = ds->num_classes;
+  const size_t nl = (size_t)(n * L), per_tgt = ds->lm ? nl * 4 : (size_t)n * 4;
+  size_t nb = 0;
+  int64_t nnames = ds->class_names ? classes : 0;
+  for (int64_t c = 0; c < nnames; c++) nb += 4 + strlen(ds->class_names[c]);
+  uint8_t *blob = strop__malloc(nb ? nb : 1);
+  if (!blob) return STROP__NOMEM(FN);
+  uint8_t *w = blob;
+  for (int64_t c = 0; c < nnames; c++) {
+    uint32_t len = (uint32_t)strlen(ds->class_names[c]);
+    memcpy(w, &len, 4);
+    memcpy(w + 4, ds->class_names[c], len);
+    w += 4 + len;
+  }
+  uint64_t h[H_COUNT] = {CACHE_MAGIC,
+                         CACHE_ENDIAN,
+                         CACHE_VERSION,
+                         key[0],
+                         key[1],
+                         (uint64_t)n,
+                         (uint64_t)L,
+                         (uint64_t)ds->lm,
+                         (uint64_t)classes,
+                         (uint64_t)nnames,
+                         nb,
+                         (uint64_t)padding};
+  const void *tgt = ds->lm ? (const void *)ds->lm_targets : (const void *)ds->y;
+  uint64_t c = h64(h, sizeof h, 7);
+  c = h64(ds->tokens, nl * 4, c);
+  c = h64(ds->mask, nl * 4, c);
+  c = h64(tgt, per_tgt, c);
+  c = h64(blob, nb, c);
+  strop__afile af;
+  strop_status st = strop__afile_open(&af, FN, cp);
+  if (!st) st = strop__afile_write(&af, h, sizeof h);
+  if (!st) st = strop__afile_write(&af, ds->tokens, nl * 4);
+  if (!st) st = strop__afile_write(&af, ds->mask, nl * 4);
+  if (!st) st = strop__afile_write(&af, tgt, per_tgt);
+  if (!st && nb) st = strop__afile_write(&af, blob, nb);
+  if (!st) st = strop__afile_write(&af, &c, 8);
+  if (!st) st = strop__afile_commit(&af);
+  else strop__afile_abort(&af);
+  strop__free(blob);
+  return st;
+}
+
+/* strop_dataset_load_text_file through the cache folder dir: reused when its key matches,
+ * else tokenised and written (a cache that cannot be written is reported as STROP_E_IO). */
+static strop_status load_cached(const char *dir, const char *path, const strop__file *f,
+                                strop_tokenizer *tok, const strop_text_options *o,
+                                strop_dataset **out) {
+  uint64_t key[2] = {0, 0};
+  strop_status st = cache_key(path, f, tok, o, key);
+  if (st) return st;
+  if ((st = strop__mkdirs(FN, dir))) return st;
+  char *cp = cache_path(dir, path, key);
+  if (!cp) return STROP__NOMEM(FN);
+  int hit = cache_load(cp, key, strop_tokenizer_vocab_size(tok), o->padding, out);
+  if (hit < 0) st = STROP__NOMEM(FN);
+  if (hit) {
+    strop__free(cp);
+    return st;
+  }
+  st = strop__text_dataset_parse(f->data, f->len, path, tok, o, out);
+  if (!st && (st = cache_save(cp, key, *out, o->padding))) {
+    strop_dataset_free(*out);
+    *out = NULL;
+  }
+  strop__free(cp);
+  return st;
+}
+
 strop_status strop_dataset_load_text_file(const char *path, strop_tokenizer *tok,
                                           const strop_text_options *opt, strop_dataset **out) {
   if (!out) return strop__err(STROP_E_INVALID_ARG, "%s: out is NULL", FN);
@@ -693,6 +1017,11 @@ strop_status strop_dataset_load_text_file(const char *path, strop_tokenizer *tok
     memcpy(&o, opt, opt->size < sizeof o ? opt->size : sizeof o);
     o.size = sizeof o;
   }
+  if (o.chat < 0 || o.chat > 1)
+    return strop__err(STROP_E_INVALID_ARG, "%s: chat must be 0 or 1, got %d", FN, o.chat);
+  if (o.chat && o.task != STROP_TEXT_PROMPT_RESPONSE)
+    return strop__err(STROP_E_INVALID_ARG, "%s: chat needs the prompt/response task (task is %d)",
+                      FN, o.task);
   if (o.format < STROP_TEXT_AUTO || o.format > STROP_TEXT_PLAIN)
     return strop__err(STROP_E_INVALID_ARG, "%s: unknown format %d", FN, o.format);
   if (o.task < STROP_TEXT_CLASSIFY || o.task > STROP_TEXT_PROMPT_RESPONSE)
@@ -733,9 +1062,53 @@ strop_status strop_dataset_load_text_file(const char *path, strop_tokenizer *tok
   strop__file f;
   strop_status st = strop__file_read(FN, path, 1, NULL, &f);
   if (st) return st;
-  st = strop__text_dataset_parse(f.data, f.len, path, tok, &o, out);
+  if (o.cache_dir && o.cache_dir[0]) st = load_cached(o.cache_dir, path, &f, tok, &o, out);
+  else st = strop__text_dataset_parse(f.data, f.len, path, tok, &o, out);
   strop__file_close(&f);
   return st;
+}
+
+/* The dataset of filled slots (taken over, freed on error) with its classes and names. */
+static strop_status make_dataset(slots *sp, int64_t classes, char **cnames, int padding,
+                                 strop_dataset **out) {
+  slots s = *sp;
+  strop_status st = STROP_OK;
+  strop_dataset *ds = NULL;
+  int64_t dims[1] = {s.L};
+  st = strop__ds_new_root(FN, STROP__DS_TOKENS, s.n, 1, dims, s.lm ? 1 : 0, s.lm ? dims : NULL,
+                          classes, &ds);
+  if (st) {
+    if (cnames)
+      for (int64_t c = 0; c < classes; c++) strop__free(cnames[c]);
+    strop__free(cnames);
+    slots_free(&s);
+    return st;
+  }
+  ds->starts = strop__malloc((size_t)s.n * sizeof *ds->starts);
+  if (!ds->starts) {
+    if (cnames)
+      for (int64_t c = 0; c < classes; c++) strop__free(cnames[c]);
+    strop__free(cnames);
+    slots_free(&s);
+    strop_dataset_free(ds);
+    return STROP__NOMEM(FN);
+  }
+  for (int64_t i = 0; i < s.n; i++) ds->starts[i] = i * s.L;
+  ds->tokens = s.tok;
+  ds->ntokens = s.n * s.L;
+  ds->seq_len = s.L;
+  ds->mask = s.mask;
+  ds->mask_len = s.L;
+  ds->trim = padding == STROP_PAD_LONGEST;
+  ds->class_names = cnames;
+  if (s.lm) {
+    ds->lm = 1;
+    ds->lm_targets = s.tgt;
+  } else {
+    ds->y = ds->y_owned = s.y;
+  }
+  *out = ds;
+  return STROP_OK;
 }
 
 strop_status strop__text_dataset_parse(const uint8_t *data, size_t len, const char *path,
@@ -798,41 +1171,10 @@ strop_status strop__text_dataset_parse(const uint8_t *data, size_t len, const ch
   char **cnames = NULL;
   if (!st && !s.lm) st = make_labels(path, &rs, o.num_classes, s.y, &classes, &cnames);
   records_free(&rs);
-  strop_dataset *ds = NULL;
-  int64_t dims[1] = {s.L};
-  if (!st)
-    st = strop__ds_new_root(FN, STROP__DS_TOKENS, s.n, 1, dims, s.lm ? 1 : 0, s.lm ? dims : NULL,
-                            classes, &ds);
   if (st) {
-    if (cnames)
-      for (int64_t c = 0; c < classes; c++) strop__free(cnames[c]);
-    strop__free(cnames);
     slots_free(&s);
     return st;
   }
-  ds->starts = strop__malloc((size_t)s.n * sizeof *ds->starts);
-  if (!ds->starts) {
-    if (cnames)
-      for (int64_t c = 0; c < classes; c++) strop__free(cnames[c]);
-    strop__free(cnames);
-    slots_free(&s);
-    strop_dataset_free(ds);
-    return STROP__NOMEM(FN);
-  }
-  for (int64_t i = 0; i < s.n; i++) ds->starts[i] = i * s.L;
-  ds->tokens = s.tok;
-  ds->ntokens = s.n * s.L;
-  ds->seq_len = s.L;
-  ds->mask = s.mask;
-  ds->mask_len = s.L;
-  ds->trim = o.padding == STROP_PAD_LONGEST;
-  ds->class_names = cnames;
-  if (s.lm) {
-    ds->lm = 1;
-    ds->lm_targets = s.tgt;
-  } else {
-    ds->y = ds->y_owned = s.y;
-  }
-  *out = ds;
-  return STROP_OK;
+  strop__textdata_tokenised++;
+  return make_dataset(&s, classes, cnames, o.padding, out);
 }

@@ -134,6 +134,7 @@ typedef struct ctx {
   float jitter[4];      /* color_jitter (training only); all 0: none */
   int text_task;        /* text data: 1 + its strop_text_task; 0: not text */
   int64_t text_len;     /* text data: max_length */
+  int text_padding;     /* text data: its strop_padding */
   char tokenizer[1024]; /* text data: the tokenizer's path */
   /* progress forwarding */
   int64_t stage, stages;
@@ -563,7 +564,15 @@ static strop_status load_text(ctx *c, const strop__ynode *d, const char *src, in
   to.label_field = strop__rd_str(d, "label");
   to.response_field = strop__rd_str(d, "response");
   to.prompt_template = strop__rd_str(d, "prompt_template");
+  /* chat_template: true (the tokenizer's own), false, or a template (or a template's name) */
+  const char *chat = strop__rd_str(d, "chat_template");
+  if (chat && strcmp(chat, "false") && strcmp(chat, "no")) {
+    to.chat = 1;
+    to.chat_template = !strcmp(chat, "true") || !strcmp(chat, "yes") ? NULL : chat;
+  }
   to.num_classes = nc;
+  char cache[1024]; /* cache_dir: the tokenised data kept on disk (relative to the recipe) */
+  to.cache_dir = strop__rd_path(r, d, "cache_dir", cache, sizeof cache);
   /* the model's own context length unless the data says otherwise */
   strop_status s = strop__rd_int(r, section(r, "model"), "max_length", &to.max_length);
   if (!s) s = strop__rd_int(r, d, "max_length", &to.max_length);
@@ -583,6 +592,7 @@ static strop_status load_text(ctx *c, const strop__ynode *d, const char *src, in
   if (s) return at_data_key(c, s, *train ? "test_path" : "path");
   c->text_task = 1 + to.task;
   c->text_len = to.max_length;
+  c->text_padding = to.padding;
   return STROP_OK;
 }
 
@@ -1541,8 +1551,10 @@ static strop_status record_meta(ctx *c, strop_model *m) {
     static const char *const tasks[] = {"classify", "causal_lm", "prompt_response"};
     strop__sbuf_puts(&b, "{\"path\": ");
     strop__sbuf_json_str(&b, c->tokenizer);
-    strop__sbuf_printf(&b, ", \"max_length\": %lld, \"task\": \"%s\"}", (long long)c->text_len,
-                       tasks[c->text_task - 1]);
+    strop__sbuf_printf(
+        &b, ", \"max_length\": %lld, \"task\": \"%s\"%s}", (long long)c->text_len,
+        tasks[c->text_task - 1],
+        c->text_padding == STROP_PAD_MAX_LENGTH ? ", \"padding\": \"max_length\"" : "");
   }
   s = put_meta(m, "input.tokenizer", &b, c->text_task != 0);
 done:

@@ -404,6 +404,117 @@ static int config_flag(const char *dir, const char *key) {
   return v;
 }
 
+/* Appends a chat template (name, text, where for messages) to tok. */
+static strop_status add_chat(strop_tokenizer *tok, const char *name, const char *text,
+                             const char *file) {
+  int n = tok->nchat;
+  char **a = strop__realloc(tok->chat_names, (size_t)(n + 1) * sizeof *a);
+  if (a) tok->chat_names = a;
+  char **b = a ? strop__realloc(tok->chat_texts, (size_t)(n + 1) * sizeof *b) : NULL;
+  if (b) tok->chat_texts = b;
+  char **c = b ? strop__realloc(tok->chat_where, (size_t)(n + 1) * sizeof *c) : NULL;
+  if (c) tok->chat_where = c;
+  if (!c) return STROP__NOMEM(FN);
+  size_t wl = strlen(file) + strlen(name) + 40;
+  char *nm = strop__strdup(name), *tx = strop__strdup(text), *wh = strop__malloc(wl);
+  if (!nm || !tx || !wh) {
+    strop__free(nm);
+    strop__free(tx);
+    strop__free(wh);
+    return STROP__NOMEM(FN);
+  }
+  snprintf(wh, wl, "%s (chat_template '%s')", file, name);
+  tok->chat_names[n] = nm;
+  tok->chat_texts[n] = tx;
+  tok->chat_where[n] = wh;
+  tok->nchat = n + 1;
+  return STROP_OK;
+}
+
+static strop_status add_special(strop_tokenizer *tok, const char *key, const char *val) {
+  int n = tok->nspecial;
+  char **a = strop__realloc(tok->special_keys, (size_t)(n + 1) * sizeof *a);
+  if (a) tok->special_keys = a;
+  char **b = a ? strop__realloc(tok->special_vals, (size_t)(n + 1) * sizeof *b) : NULL;
+  if (b) tok->special_vals = b;
+  char *k = b ? strop__strdup(key) : NULL, *v = k ? strop__strdup(val) : NULL;
+  if (!v) {
+    strop__free(k);
+    return STROP__NOMEM(FN);
+  }
+  tok->special_keys[n] = k;
+  tok->special_vals[n] = v;
+  tok->nspecial = n + 1;
+  return STROP_OK;
+}
+
+/* tokenizer_config.json's chat_template (a string, or a list of {name, template}) and its
+ * special tokens (keys ending in _token: a string or an {"content": ...} object); a
+ * chat_template.jinja file beside it gives the default template when the config has none. */
+strop_status strop__tx_load_config(strop_tokenizer *tok, const char *dir) {
+  char *p = join(dir, "tokenizer_config.json"), *jp = join(dir, "chat_template.jinja");
+  strop_status st = p && jp ? STROP_OK : STROP__NOMEM(FN);
+  json_t *root = NULL;
+  if (!st && is_file(p)) {
+    char *data = NULL;
+    size_t n = 0;
+    st = strop__tx_read_file(FN, p, MAX_FILE, &data, &n);
+    if (!st) st = strop__tx_parse_json(data, n, FN, p, &root);
+    strop__free(data);
+    if (!st && !json_is_object(root))
+      st = strop__err(STROP_E_FORMAT, "%s: %s is not a JSON object", FN, p);
+  }
+  if (!st && root) {
+    const char *key;
+    json_t *v;
+    json_object_foreach(root, key, v) {
+      size_t kl = strlen(key);
+      if (kl < 6 || strcmp(key + kl - 6, "_token")) continue;
+      json_t *c = json_is_object(v) ? json_object_get(v, "content") : v;
+      if (json_is_string(c) && (st = add_special(tok, key, json_string_value(c)))) break;
+    }
+    json_t *ct = json_object_get(root, "chat_template");
+    if (!st && json_is_string(ct)) {
+      st = add_chat(tok, "default", json_string_value(ct), p);
+    } else if (!st && json_is_array(ct)) {
+      size_t i;
+      json_t *e;
+      json_array_foreach(ct, i, e) {
+        json_t *nm = json_object_get(e, "name"), *tx = json_object_get(e, "template");
+        if (!json_is_string(nm) || !json_is_string(tx)) {
+          st = strop__err(STROP_E_FORMAT,
+                          "%s: %s: chat_template[%zu] must be an object with the strings "
+                          "\"name\" and \"template\"",
+                          FN, p, i);
+          break;
+        }
+        if ((st = add_chat(tok, json_string_value(nm), json_string_value(tx), p))) break;
+      }
+    } else if (!st && ct && !json_is_null(ct)) {
+      st = strop__err(STROP_E_FORMAT,
+                      "%s: %s: chat_template must be a string or a list of {name, template}, "
+                      "got a JSON %s",
+                      FN, p,
+                      json_is_object(ct)   ? "object"
+                      : json_is_number(ct) ? "number"
+                                           : "boolean");
+    }
+  }
+  int have_default = 0;
+  for (int k = 0; k < tok->nchat; k++) have_default |= !strcmp(tok->chat_names[k], "default");
+  if (!st && !have_default && is_file(jp)) {
+    char *data = NULL;
+    size_t n = 0;
+    st = strop__tx_read_file(FN, jp, MAX_FILE, &data, &n);
+    if (!st) st = add_chat(tok, "default", data, jp);
+    strop__free(data);
+  }
+  json_decref(root);
+  strop__free(p);
+  strop__free(jp);
+  return st;
+}
+
 static strop_status gpt2_pair(json_t *vocab, const char *vocab_path, const char *merges_path,
                               const char *dir, const strop_tokenizer_options *o,
                               strop_tokenizer **out) {
@@ -524,7 +635,17 @@ strop_status strop_tokenizer_load(const char *path, const strop_tokenizer_option
   struct stat sb;
   if (stat(path, &sb))
     return strop__err(STROP_E_IO, "%s: cannot open %s: %s", FN, path, strerror(errno));
-  if (!S_ISDIR(sb.st_mode)) return load_file(path, &o, out);
+  if (!S_ISDIR(sb.st_mode)) {
+    strop_status st = load_file(path, &o, out);
+    char *dir = st ? NULL : dir_of(path);
+    if (!st) st = dir ? strop__tx_load_config(*out, dir) : STROP__NOMEM(FN);
+    strop__free(dir);
+    if (st) {
+      strop_tokenizer_free(*out);
+      *out = NULL;
+    }
+    return st;
+  }
   static const char *ORDER[] = {
       "tokenizer.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model",
       "vocab.json",     "encoder.json",    "vocab.txt"};
@@ -534,6 +655,10 @@ strop_status strop_tokenizer_load(const char *path, const strop_tokenizer_option
     if (is_file(p)) {
       strop_status st = load_file(p, &o, out);
       strop__free(p);
+      if (!st && (st = strop__tx_load_config(*out, path))) {
+        strop_tokenizer_free(*out);
+        *out = NULL;
+      }
       return st;
     }
     strop__free(p);
@@ -555,4 +680,48 @@ strop_status strop_tokenizer_save(const strop_tokenizer *tok, const char *path) 
   st = strop__tx_write_file(fn, path, text, n);
   strop__free(text);
   return st;
+}
+
+/* A fingerprint of everything that decides the ids a tokenizer gives and the text its chat
+ * templates render: its tokenizer.json form (or, for a SentencePiece model, which has none, the
+ * source file's bytes and BOS/EOS flags), its added tokens, roles, templates and special
+ * strings. Two 64-bit hashes with different seeds. */
+strop_status strop__tx_fingerprint(const strop_tokenizer *tok, uint64_t fp[2]) {
+  char *text = NULL;
+  size_t n = 0;
+  strop_status st = strop__tx_save_json(tok, &text, &n);
+  if (st == STROP_E_UNSUPPORTED) {
+    strop_clear_error();
+    st = strop__tx_read_file("strop_tokenizer", tok->source, MAX_FILE, &text, &n);
+  }
+  if (st) return st;
+  uint64_t h[2] = {strop__tx_hash(text, n), strop__tx_hash(text, n) ^ 0x5851F42D4C957F2Dull};
+  strop__free(text);
+  /* the rest, mixed in field by field */
+#define MIX(p, len)                                            \
+  do {                                                         \
+    uint64_t x_ = strop__tx_hash((p), (len));                  \
+    h[0] = strop__tx_mix64(h[0] ^ x_);                         \
+    h[1] = strop__tx_mix64(h[1] + x_ * 0x9E3779B97F4A7C15ull); \
+  } while (0)
+  int32_t flags[3] = {tok->spm_add_bos, tok->spm_add_eos, tok->nadded};
+  MIX(flags, sizeof flags);
+  MIX(tok->role, sizeof tok->role);
+  for (int i = 0; i < tok->nadded; i++) {
+    MIX(tok->added[i].content, strlen(tok->added[i].content));
+    int64_t f2[2] = {tok->added[i].id, tok->added[i].flags};
+    MIX(f2, sizeof f2);
+  }
+  for (int i = 0; i < tok->nchat; i++) {
+    MIX(tok->chat_names[i], strlen(tok->chat_names[i]) + 1);
+    MIX(tok->chat_texts[i], strlen(tok->chat_texts[i]) + 1);
+  }
+  for (int i = 0; i < tok->nspecial; i++) {
+    MIX(tok->special_keys[i], strlen(tok->special_keys[i]) + 1);
+    MIX(tok->special_vals[i], strlen(tok->special_vals[i]) + 1);
+  }
+#undef MIX
+  fp[0] = h[0];
+  fp[1] = h[1];
+  return STROP_OK;
 }

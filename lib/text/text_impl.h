@@ -417,6 +417,12 @@ struct strop_tokenizer {
   int32_t *added_idx; /* per id: index into added, or -1 */
   int64_t size;       /* one more than the largest id */
   int spm_add_bos, spm_add_eos;
+  /* tokenizer_config.json beside the file: chat templates (by name, "default" first) and the
+   * special tokens' strings (bos_token, eos_token, ...) the templates print */
+  char **chat_names, **chat_texts, **chat_where;
+  int nchat;
+  char **special_keys, **special_vals;
+  int nspecial;
   tx_work w;
   tx_cache cache;
 };
@@ -440,6 +446,12 @@ strop_status strop__tx_normalize_str(strop_tokenizer *tok, const char *s, size_t
 /* Decoder chain over token strings (decode.c). */
 int64_t strop__tx_decode(strop_tokenizer *tok, const int64_t *ids, int64_t n, int skip_special,
                          char *buf, size_t cap, const char *fn);
+
+/* files.c: a 128-bit fingerprint of what decides a tokenizer's ids and renders (the text
+ * dataset cache's key). */
+strop_status strop__tx_fingerprint(const strop_tokenizer *tok, uint64_t fp[2]);
+/* files.c: reads tokenizer_config.json (and chat_template.jinja) in dir into tok. */
+strop_status strop__tx_load_config(strop_tokenizer *tok, const char *dir);
 
 /* json.c: tokenizer.json from memory or a parsed tree; where names the file in messages. */
 struct json_t;

@@ -43,6 +43,20 @@ void strop_tokenizer_free(strop_tokenizer *tok) {
   strop__tx_trie_free(&tok->anorm);
   strop__tx_work_free(&tok->w);
   strop__tx_cache_free(&tok->cache);
+  for (int i = 0; i < tok->nchat; i++) {
+    strop__free(tok->chat_names[i]);
+    strop__free(tok->chat_texts[i]);
+    strop__free(tok->chat_where[i]);
+  }
+  strop__free(tok->chat_names);
+  strop__free(tok->chat_texts);
+  strop__free(tok->chat_where);
+  for (int i = 0; i < tok->nspecial; i++) {
+    strop__free(tok->special_keys[i]);
+    strop__free(tok->special_vals[i]);
+  }
+  strop__free(tok->special_keys);
+  strop__free(tok->special_vals);
   strop__free(tok->source);
   strop__free(tok);
 }

@@ -10,6 +10,7 @@
 #include "graph/graph.h"
 #include "io/json.h"
 #include "strop/data.h"
+#include "strop/text.h"
 #include "strop/train.h"
 
 static const char fn[] = "strop_model_predict";
@@ -417,6 +418,182 @@ done:
   strop_dataset_free(ds);
   strop__free(zeros);
   prep_free(&pp);
+  if (st) {
+    strop_prediction_free(p);
+    return st;
+  }
+  *out = p;
+  return STROP_OK;
+}
+
+/* ---- raw text ---- */
+
+typedef struct text_meta {
+  char path[4096];
+  int have_path;
+  int64_t max_length;
+  int padding; /* STROP_PAD_LONGEST or STROP_PAD_MAX_LENGTH */
+} text_meta;
+
+/* input.tokenizer: {"path": P, "max_length": L, "task": "classify", "padding": "..."}. */
+static strop_status read_text_meta(const strop_model *m, int need_path, text_meta *t) {
+  static const char key[] = "input.tokenizer";
+  memset(t, 0, sizeof *t);
+  t->padding = STROP_PAD_LONGEST;
+  strop__json j;
+  memset(&j, 0, sizeof j);
+  int have = 0;
+  strop_status st = parse_meta(m, key, &j, &have);
+  if (st) return st;
+  if (!have) {
+    if (need_path)
+      return strop__err(STROP_E_NOT_FOUND,
+                        "%s_text: the model has no '%s' metadata (a recipe run on text data "
+                        "records the tokenizer it used): pass a tokenizer",
+                        fn, key);
+    int64_t d[STROP_MAX_RANK];
+    t->max_length = strop_model_input_shape(m, d, STROP_MAX_RANK) >= 1 ? d[0] : 0;
+    return STROP_OK;
+  }
+  const strop__jnode *r = strop__json_at(&j, 0);
+  const strop__jnode *p = r->type == STROP__J_OBJ ? strop__json_get(&j, r, "path") : NULL;
+  const strop__jnode *l = r->type == STROP__J_OBJ ? strop__json_get(&j, r, "max_length") : NULL;
+  const strop__jnode *tk = r->type == STROP__J_OBJ ? strop__json_get(&j, r, "task") : NULL;
+  const strop__jnode *pd = r->type == STROP__J_OBJ ? strop__json_get(&j, r, "padding") : NULL;
+  int ok = p && p->type == STROP__J_STR && strlen(p->str) < sizeof t->path && l &&
+           l->type == STROP__J_NUM && l->is_int && l->ival >= 1 &&
+           l->ival <= ((int64_t)1 << 24) && (!tk || tk->type == STROP__J_STR) &&
+           (!pd || (pd->type == STROP__J_STR &&
+                    (!strcmp(pd->str, "longest") || !strcmp(pd->str, "max_length"))));
+  char task[32] = "classify";
+  if (ok) {
+    snprintf(t->path, sizeof t->path, "%s", p->str);
+    t->have_path = 1;
+    t->max_length = l->ival;
+    if (pd && !strcmp(pd->str, "max_length")) t->padding = STROP_PAD_MAX_LENGTH;
+    if (tk) snprintf(task, sizeof task, "%s", tk->str);
+  }
+  strop__json_free(&j);
+  if (!ok)
+    return bad_meta(key,
+                    "{\"path\": \"...\", \"max_length\": L, \"task\": \"...\"} with L in "
+                    "[1, 2^24] and an optional \"padding\" of \"longest\" or \"max_length\"");
+  if (strcmp(task, "classify"))
+    return strop__err(STROP_E_UNSUPPORTED,
+                      "%s_text: the model was trained for the text task '%s': predict applies "
+                      "to classifiers (task 'classify'); generate text with strop_generate()",
+                      fn, task);
+  return STROP_OK;
+}
+
+strop_status strop_model_predict_text(strop_model *m, strop_tokenizer *tok,
+                                      const char *const *texts, const char *const *pairs,
+                                      int64_t n, int k, strop_prediction **out) {
+  static const char tfn[] = "strop_model_predict_text";
+  if (!out) return strop__err(STROP_E_INVALID_ARG, "%s: out is NULL", tfn);
+  *out = NULL;
+  if (!m || !texts)
+    return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", tfn, m ? "texts" : "model");
+  if (n < 1)
+    return strop__err(STROP_E_INVALID_ARG, "%s: n must be >= 1, got %lld", tfn, (long long)n);
+  if (k < 1) return strop__err(STROP_E_INVALID_ARG, "%s: k must be >= 1, got %d", tfn, k);
+  for (int64_t i = 0; i < n; i++)
+    if (!texts[i])
+      return strop__err(STROP_E_INVALID_ARG, "%s: texts[%lld] is NULL", tfn, (long long)i);
+  if (!m->finalized) return strop__err(STROP_E_STATE, "%s: the model is not finalized", tfn);
+  int64_t od[STROP_MAX_RANK];
+  if (strop_model_output_shape(m, od, STROP_MAX_RANK) != 1)
+    return strop__err(STROP_E_UNSUPPORTED,
+                      "%s: the model's output is not one score per class ([C] per row): "
+                      "predict applies to classifiers",
+                      tfn);
+  text_meta tm;
+  strop_status st = read_text_meta(m, tok == NULL, &tm);
+  if (st) return st;
+  if (tm.max_length < 1)
+    return strop__err(STROP_E_UNSUPPORTED,
+                      "%s: the model's input is not a sequence of token ids ([L])", tfn);
+  strop_tokenizer *own = NULL;
+  if (!tok) {
+    if ((st = strop_tokenizer_load(tm.path, NULL, &own))) {
+      if (st != STROP_E_NOMEM)
+        strop__err_prefix(
+            "%s: the tokenizer the model's input.tokenizer names (%s) does not load", tfn,
+            tm.path);
+      return st;
+    }
+    tok = own;
+  }
+  strop_prediction *p = strop__calloc(1, sizeof *p);
+  const int64_t chunk = n < 64 ? n : 64, L = tm.max_length;
+  int64_t *ids = strop__malloc((size_t)(chunk * L) * sizeof *ids);
+  int64_t *mk = strop__malloc((size_t)(chunk * L) * sizeof *mk);
+  float *fx = strop__malloc((size_t)(chunk * L) * sizeof *fx);
+  float *fm = strop__malloc((size_t)(chunk * L) * sizeof *fm);
+  const int was_training = m->training;
+  if (!p || !ids || !mk || !fx || !fm) {
+    st = STROP__NOMEM(tfn);
+    goto done;
+  }
+  p->n_classes = od[0];
+  p->k = k < od[0] ? k : (int)od[0];
+  p->rows = n;
+  p->cls = strop__malloc((size_t)n * (size_t)p->k * sizeof *p->cls);
+  p->prob = strop__malloc((size_t)n * (size_t)p->k * sizeof *p->prob);
+  if (!p->cls || !p->prob) {
+    st = STROP__NOMEM(tfn);
+    goto done;
+  }
+  if ((st = read_classes(m, p))) goto done;
+  strop_encode_options eo;
+  strop_encode_options_init(&eo);
+  eo.max_length = L;
+  eo.truncation = STROP_TRUNCATE_LONGEST_FIRST;
+  eo.padding = tm.padding;
+  int64_t pad = strop_tokenizer_special_id(tok, STROP_ROLE_PAD);
+  eo.pad_id = pad >= 0 ? pad : 0; /* as the text dataset pads */
+  m->training = 0;
+  for (int64_t row = 0; row < n && !st; row += chunk) {
+    int64_t rows = n - row < chunk ? n - row : chunk, w = 0;
+    if ((st = strop_tokenizer_encode_batch(tok, texts + row, pairs ? pairs + row : NULL, rows,
+                                           &eo, ids, NULL, mk, NULL, chunk * L, &w))) {
+      strop__err_prefix("%s: texts %lld..%lld", tfn, (long long)row, (long long)(row + rows - 1));
+      break;
+    }
+    for (int64_t e = 0; e < rows * w; e++) {
+      fx[e] = (float)ids[e];
+      fm[e] = (float)mk[e];
+    }
+    strop_tensor *x = NULL, *mt = NULL, *y = NULL;
+    int64_t dims[2] = {rows, w};
+    if (!(st = strop_tensor_wrap(fx, (size_t)(rows * w), 2, dims, &x)) &&
+        !(st = strop_tensor_wrap(fm, (size_t)(rows * w), 2, dims, &mt)))
+      st = strop_model_forward_masked(m, x, mt, &y);
+    if (st && st != STROP_E_NOMEM && strncmp(strop_last_error(), tfn, sizeof tfn - 1) != 0)
+      strop__err_prefix("%s", tfn);
+    const float *s = y ? strop_tensor_data_const(y) : NULL;
+    for (int64_t r = 0; r < rows && !st; r++) {
+      const float *sr = s + r * p->n_classes;
+      for (int64_t c = 0; c < p->n_classes && !st; c++)
+        if (!isfinite(sr[c]))
+          st = strop__err(STROP_E_NUMERIC,
+                          "%s: the model gives a non-finite score (%g) for text %lld, class "
+                          "%lld: its weights hold NaN or infinite values",
+                          tfn, (double)sr[c], (long long)(row + r), (long long)c);
+      if (!st)
+        top_k(sr, p->n_classes, p->k, p->cls + (row + r) * p->k, p->prob + (row + r) * p->k);
+    }
+    strop_tensor_free(y);
+    strop_tensor_free(x);
+    strop_tensor_free(mt);
+  }
+done:
+  m->training = was_training;
+  strop__free(ids);
+  strop__free(mk);
+  strop__free(fx);
+  strop__free(fm);
+  strop_tokenizer_free(own);
   if (st) {
     strop_prediction_free(p);
     return st;

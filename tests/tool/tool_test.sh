@@ -811,6 +811,76 @@ Y
     fail "no score head of 2 classes: $("$strop" inspect "$work/out_cls/cls.safetensors" 2>&1 | grep -i score)"
   sed 's/pool: last/pool: first/' "$work/cls.yaml" > "$work/bad3.yaml"
   expect 3 "bad3.yaml:2:40: 'pool' must be one of cls, mean, last" -- "$strop" finetune "$work/bad3.yaml"
+  # instruction tuning with the folder's chat template (tokenizer_config.json): chat_template: true
+  cat > "$work/gpt2/tokenizer_config.json" <<'J'
+{"eos_token": "<|endoftext|>", "chat_template": "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% if m.role == 'assistant' %}{{ eos_token }}{% endif %}{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}"}
+J
+  head -n 40 "$work/corpus.txt" | /usr/bin/python3 -c 'import json, sys
+for i, l in enumerate(sys.stdin):
+    print(json.dumps({"prompt": "say %d" % i, "response": l.strip()[:30] or "x"}))' > "$work/chat.jsonl"
+  sed -e 's/task: causal_lm/task: prompt_response\n  chat_template: true/' -e 's/train.jsonl/chat.jsonl/' -e 's/epochs: 6/epochs: 1/' \
+    -e 's/report: report.json, //' "$work/lm.yaml" > "$work/chat.yaml"
+  "$strop" finetune "$work/chat.yaml" > "$work/chat.txt" 2> "$work/chat.err" || fail "finetune with a chat template: $(cat "$work/chat.err")"
+  grep -q "test perplexity" "$work/chat.txt" || fail "no perplexity printed for the chat run"
+  sed 's/chat_template: true/chat_template: "{{ messages[0].content | wordcount }}"/' "$work/chat.yaml" > "$work/badchat.yaml"
+  expect 3 "chat.jsonl:1: strop_tokenizer_apply_chat_template: the chat template:1:" -- "$strop" finetune "$work/badchat.yaml"
+  rm "$work/gpt2/tokenizer_config.json"
+  # a text classifier trained by a recipe predicts from raw strings: `strop predict --text`
+  # reads input.tokenizer from the weights; class names are printed as for images
+  mkdir -p "$work/cls"
+  cat > "$work/cls/tokenizer.json" <<'J'
+{"pre_tokenizer": {"type": "Whitespace"}, "model": {"type": "WordLevel", "unk_token": "<unk>",
+ "vocab": {"<pad>": 0, "<unk>": 1, "good": 2, "bad": 3, "very": 4, "film": 5}}}
+J
+  printf 'input: [8]\nlayers:\n  - {name: emb, type: embedding, num_embeddings: 6, embedding_dim: 8}\n  - {name: pool, type: mean_pool}\n  - {name: head, type: linear, out_features: 2}\n' > "$work/cls/net.yaml"
+  for i in $(seq 0 39); do
+    v=; [ $((i % 3)) -ne 0 ] && v="very "
+    if [ $((i % 2)) -eq 1 ]; then echo "{\"review\": \"${v}good film\", \"y\": \"pos\"}"
+    else echo "{\"review\": \"${v}bad film\", \"y\": \"neg\"}"; fi
+  done > "$work/cls/reviews.jsonl"
+  cat > "$work/cls/cls.yaml" <<'Y'
+seed: 1
+model: {spec: net.yaml}
+data: {source: jsonl, path: reviews.jsonl, tokenizer: tokenizer.json, text: review, label: y,
+       max_length: 8, test_fraction: 0.25, batch_size: 8, cache_dir: tokcache}
+optimizer: {kind: adam, lr: 0.05}
+train: {epochs: 15}
+output: {dir: out, weights: cls.safetensors, spec: cls.yaml}
+Y
+  "$strop" train -q "$work/cls/cls.yaml" > /dev/null || fail "training the text classifier"
+  # data.cache_dir: the tokenised reviews are kept beside the recipe, and a second run (reading
+  # them back) trains the same model
+  ls "$work/cls/tokcache/"reviews.jsonl.*.tokens > /dev/null || fail "no tokenisation cache written"
+  cp "$work/cls/out/cls.safetensors" "$work/cls/first.safetensors"
+  "$strop" train -q "$work/cls/cls.yaml" > /dev/null || fail "training from the cache"
+  cmp -s "$work/cls/out/cls.safetensors" "$work/cls/first.safetensors" || fail "the cached run trained another model"
+  expect 0 "0: 1 pos (" -- "$strop" predict "$work/cls/out/cls.yaml" "$work/cls/out/cls.safetensors" --text "very good film"
+  expect 0 "0: 0 neg (" -- "$strop" predict "$work/cls/out/cls.yaml" "$work/cls/out/cls.safetensors" --text "bad film"
+  printf 'good\nvery bad\n' > "$work/cls/lines.txt"
+  out=$("$strop" predict "$work/cls/out/cls.yaml" "$work/cls/out/cls.safetensors" --text-file "$work/cls/lines.txt" --top 2) ||
+    fail "predict --text-file"
+  echo "$out" | grep -q "^0: 1 pos (.*) 0 neg (" || fail "predict --text-file printed: $out"
+  echo "$out" | grep -q "^1: 0 neg (" || fail "predict --text-file printed: $out"
+  out=$(printf 'good\n' | "$strop" predict "$work/cls/out/cls.yaml" "$work/cls/out/cls.safetensors" --text-file - --json) ||
+    fail "predict --text-file - --json"
+  echo "$out" | grep -q '"name":"pos"' || fail "predict --json printed: $out"
+  # a missing tokenizer file, a model without the metadata, a language model: named
+  mv "$work/cls/tokenizer.json" "$work/cls/moved.json"
+  expect 1 "input.tokenizer names ($work/cls/tokenizer.json) does not load" -- "$strop" predict "$work/cls/out/cls.yaml" "$work/cls/out/cls.safetensors" --text good
+  mv "$work/cls/moved.json" "$work/cls/tokenizer.json"
+  LD_PRELOAD=$pre ASAN_OPTIONS=detect_leaks=0 STROP_LIBRARY=$lib PYTHONPATH=$src/bindings/python \
+    /usr/bin/python3 - "$work/cls/out" <<'PY' || fail "writing weights without metadata"
+import sys
+import strop
+d = sys.argv[1]
+m = strop.Model.load(d + "/cls.yaml", d + "/cls.safetensors")
+del m.meta["input.tokenizer"]
+m.save_weights(d + "/bare.safetensors")
+m.close()
+PY
+  expect 3 "no 'input.tokenizer' metadata" -- "$strop" predict "$work/cls/out/cls.yaml" "$work/cls/out/bare.safetensors" --text good
+  expect 2 "give --text or --text-file, not both" -- "$strop" predict "$work/cls/out/cls.yaml" "$work/cls/out/cls.safetensors" --text a --text-file b
+  expect 2 "expected SPEC WEIGHTS with --text" -- "$strop" predict "$work/cls/out/cls.yaml" --text a
   ;;
 tokenize)
   # a small WordPiece tokenizer.json: encode lines (file and stdin), decode back, errors
@@ -901,6 +971,17 @@ PY
   expect 3 "top_p must be in (0, 1]" -- "$strop" generate "$work/gpt" --prompt hello --top-p 2
   expect 2 "neither a beginning- nor an end-of-sequence token" -- "$strop" generate "$work/gpt"
   expect 1 "" -- "$strop" generate "$work/none"
+  # --chat: the folder's chat template renders the prompt as a user message; only the reply
+  # is printed, the same tokens greedy generation gives after the rendered text
+  expect 3 "has no chat template" -- "$strop" generate "$work/gpt" --chat --prompt hello
+  cat > "$work/gpt/tokenizer_config.json" <<'J'
+{"chat_template": "{% for m in messages %}{{ m['content'] }}{% endfor %}{% if add_generation_prompt %} world{% endif %}"}
+J
+  chat=$("$strop" generate "$work/gpt" --chat --prompt "hello" --max-tokens 6) || fail "generate --chat"
+  [ "hello world$chat" = "$greedy" ] || fail "generate --chat printed '$chat' after 'hello world' (greedy: '$greedy')"
+  echo '{"chat_template": "{{ messages[0].content + 1 }}"}' > "$work/gpt/tokenizer_config.json"
+  expect 3 "tokenizer_config.json (chat_template 'default'):1:24: unsupported operand types" -- "$strop" generate "$work/gpt" --chat --prompt hello
+  rm "$work/gpt/tokenizer_config.json"
   ;;
 *) fail "unknown case $case_name" ;;
 esac

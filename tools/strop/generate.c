@@ -64,22 +64,44 @@ static int on_token(int64_t id, void *user_data) {
 
 /* The ids of one prompt text (NULL or empty: the beginning-of-sequence token, else GPT-2's
  * end-of-text) into a new array *out of *np ids; 0 or the exit status after a message. */
-static int encode_prompt(strop_tokenizer *tok, const char *text, int64_t **out, int64_t *np) {
+static int encode_prompt(strop_tokenizer *tok, const char *text, int chat, int64_t **out,
+                         int64_t *np) {
   int64_t n = 0, *ids = NULL;
   strop_status st;
+  char *rendered = NULL; /* --chat: the prompt as the chat template renders it */
   *out = NULL;
+  if (chat) {
+    const char *roles[1] = {"user"}, *texts[1] = {text ? text : ""};
+    size_t need = 0;
+    if ((st = strop_tokenizer_apply_chat_template(tok, NULL, roles, texts, 1, 1, NULL, 0,
+                                                  &need)) ||
+        !(rendered = malloc(need + 1)) ||
+        (st = strop_tokenizer_apply_chat_template(tok, NULL, roles, texts, 1, 1, rendered,
+                                                  need + 1, &need))) {
+      free(rendered);
+      return fail("rendering the chat template", st ? st : STROP_E_NOMEM);
+    }
+    text = rendered;
+  }
   if (text && text[0]) {
     strop_encode_options eo;
     strop_encode_options_init(&eo);
-    if ((st = strop_tokenizer_encode(tok, text, strlen(text), &eo, NULL, 0, &n)))
+    eo.add_special_tokens = !chat; /* a chat template writes its own */
+    if ((st = strop_tokenizer_encode(tok, text, strlen(text), &eo, NULL, 0, &n))) {
+      free(rendered);
       return fail("encoding the prompt", st);
-    if (!(ids = malloc((size_t)(n ? n : 1) * sizeof *ids)))
+    }
+    if (!(ids = malloc((size_t)(n ? n : 1) * sizeof *ids))) {
+      free(rendered);
       return fail("encoding the prompt", STROP_E_NOMEM);
+    }
     if ((st = strop_tokenizer_encode(tok, text, strlen(text), &eo, ids, n, &n))) {
       free(ids);
+      free(rendered);
       return fail("encoding the prompt", st);
     }
   }
+  free(rendered);
   if (n == 0) { /* start from the beginning-of-sequence token, GPT-2's end-of-text */
     const int64_t bos = strop_tokenizer_special_id(tok, STROP_ROLE_BOS);
     const int64_t start = bos >= 0 ? bos : strop_tokenizer_special_id(tok, STROP_ROLE_EOS);
@@ -202,7 +224,7 @@ int tool_cmd_generate(const tool_opts *o, volatile sig_atomic_t *interrupted) {
     goto done;
   }
   for (int64_t b = 0; b < n; b++)
-    if ((rc = encode_prompt(tok, texts[b], &prompts[b], &lens[b]))) goto done;
+    if ((rc = encode_prompt(tok, texts[b], o->chat, &prompts[b], &lens[b]))) goto done;
   const int64_t eos = strop_tokenizer_special_id(tok, STROP_ROLE_EOS);
   strop_generate_options go;
   strop_generate_options_init(&go);
@@ -233,7 +255,7 @@ int tool_cmd_generate(const tool_opts *o, volatile sig_atomic_t *interrupted) {
       rc = fail("generating", st);
     } else {
       for (int64_t b = 0; b < n; b++) {
-        print_ids(tok, prompts[b], lens[b]);
+        if (!o->chat) print_ids(tok, prompts[b], lens[b]);
         print_ids(tok, out + b * o->max_tokens, counts[b]);
         fputc('\n', stdout);
       }
@@ -250,7 +272,8 @@ int tool_cmd_generate(const tool_opts *o, volatile sig_atomic_t *interrupted) {
     goto done;
   }
   /* the prompt as the tokenizer reads it back (special tokens left out), then the new text */
-  print_ids(tok, prompts[0], lens[0]);
+  if (!o->chat) /* a chat prints only the reply */
+    print_ids(tok, prompts[0], lens[0]);
   fflush(stdout);
   int64_t count = 0;
   st = strop_generate(m, prompts[0], lens[0], &go, out, o->max_tokens, &count);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* strop — the command-line tool: runs recipes (train, finetune, tune), evaluates and applies
  * models, and inspects model and weight files. A thin client of the public API. */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -493,7 +494,74 @@ static strop_status print_prediction(const opts *o, const strop_prediction *p, i
  * are applied by the library: raw uint8 images go in as they are. INPUT is one .npy array, or
  * JPEG/PNG files (each a row, decoded with the model's channels; any size when the metadata
  * resizes or crops). */
+/* --text / --text-file: raw strings through the tokenizer the model's metadata names. */
+static int cmd_predict_text(const opts *o) {
+  int rc = need_args(o, 2, 2, "SPEC WEIGHTS with --text or --text-file");
+  if (rc) return rc;
+  if (o->text && o->text_file) {
+    fprintf(stderr, "strop predict: give --text or --text-file, not both\n");
+    return EXIT_USAGE;
+  }
+  char **lines = NULL, *line = NULL;
+  int64_t n = 0, cap = 0;
+  if (o->text) {
+    if (!(lines = malloc(sizeof *lines)) || !(lines[0] = strdup(o->text))) {
+      free(lines);
+      return report_error("predict", STROP_E_NOMEM);
+    }
+    n = 1;
+  } else {
+    FILE *f = strcmp(o->text_file, "-") ? fopen(o->text_file, "rb") : stdin;
+    if (!f) {
+      fprintf(stderr, "strop predict: cannot open %s: %s\n", o->text_file, strerror(errno));
+      return 1;
+    }
+    size_t lcap = 0;
+    ssize_t len;
+    while ((len = getline(&line, &lcap, f)) >= 0) {
+      while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = '\0';
+      if (n == cap) {
+        cap = cap ? 2 * cap : 64;
+        char **nl = realloc(lines, (size_t)cap * sizeof *nl);
+        if (!nl) break;
+        lines = nl;
+      }
+      if (!(lines[n] = strdup(line))) break;
+      n++;
+    }
+    int bad = ferror(f) || !feof(f);
+    if (f != stdin) fclose(f);
+    free(line);
+    if (bad) {
+      for (int64_t i = 0; i < n; i++) free(lines[i]);
+      free(lines);
+      fprintf(stderr, "strop predict: cannot read %s\n", o->text_file);
+      return 1;
+    }
+    if (n == 0) {
+      free(lines);
+      fprintf(stderr, "strop predict: %s holds no lines\n", o->text_file);
+      return 3;
+    }
+  }
+  strop_model *m = NULL;
+  strop_prediction *p = NULL;
+  strop_status s = strop_model_load_spec(o->args[0], &m);
+  if (!s) s = strop_model_load_weights(m, o->args[1], STROP_LOAD_STRICT, NULL);
+  if (!s)
+    s = strop_model_predict_text(m, NULL, (const char *const *)lines, NULL, n,
+                                 o->top > 4096 ? 4096 : (int)o->top, &p);
+  if (s) rc = report_error("predict", s);
+  else if (!(s = print_prediction(o, p, 0, NULL)) && o->json) printf("\n");
+  strop_prediction_free(p);
+  strop_model_free(m);
+  for (int64_t i = 0; i < n; i++) free(lines[i]);
+  free(lines);
+  return rc;
+}
+
 static int cmd_predict(const opts *o) {
+  if (o->text || o->text_file) return cmd_predict_text(o);
   int rc = need_args(o, 3, TOOL_MAX_ARGS, "SPEC WEIGHTS INPUT.npy, or SPEC WEIGHTS IMAGE...");
   if (rc) return rc;
   strop_model *m = NULL;

@@ -37,7 +37,9 @@ typedef struct tool_opts {
   const char *arch, *output, *weights_out; /* import */
   const char *prompts[TOOL_MAX_SETS];      /* generate: --prompt, in order */
   int nprompts;
-  const char *prompts_file; /* generate: --prompts FILE, one prompt per line */
+  const char *prompts_file;     /* generate: --prompts FILE, one prompt per line */
+  int chat;                     /* generate --chat */
+  const char *text, *text_file; /* predict --text, --text-file */
   int64_t max_tokens, top_k;
   double temperature, top_p;
 } tool_opts;

@@ -68,7 +68,8 @@ class strop_text_options(Structure):
                 ("text_field", c_char_p), ("pair_field", c_char_p), ("label_field", c_char_p),
                 ("response_field", c_char_p), ("prompt_template", c_char_p),
                 ("max_length", c_int64), ("truncate", c_int), ("padding", c_int),
-                ("pack", c_int), ("stride", c_int64), ("num_classes", c_int64)]
+                ("pack", c_int), ("stride", c_int64), ("num_classes", c_int64),
+                ("chat", c_int), ("chat_template", c_char_p), ("cache_dir", c_char_p)]
 
 
 class strop_pretrained_options(Structure):
@@ -451,6 +452,8 @@ _DECLS = [
     ("strop_metrics_num_classes", c_int64, [c_void_p]),
     ("strop_model_export", c_int, [c_void_p, c_char_p, c_char_p, c_int]),
     ("strop_model_predict", c_int, [c_void_p, c_void_p, c_int, _OUT]),
+    ("strop_model_predict_text", c_int, [c_void_p, c_void_p, _STRV, _STRV, c_int64, c_int,
+                                         _OUT]),
     ("strop_prediction_class", c_int64, [c_void_p, c_int64, c_int]),
     ("strop_prediction_free", None, [c_void_p]),
     ("strop_prediction_k", c_int, [c_void_p]),
@@ -559,6 +562,9 @@ _DECLS = [
     ("strop_bpe_train_options_init", None, [POINTER(strop_bpe_train_options)]),
     ("strop_encode_options_init", None, [POINTER(strop_encode_options)]),
     ("strop_tokenizer_add_token", c_int, [c_void_p, c_char_p, c_int, _P]),
+    ("strop_tokenizer_apply_chat_template", c_int, [c_void_p, c_char_p, _STRV, _STRV, c_int64,
+                                                    c_int, c_char_p, c_size_t,
+                                                    POINTER(c_size_t)]),
     ("strop_tokenizer_decode", c_int64, [c_void_p, _P, c_int64, c_int, c_char_p, c_size_t]),
     ("strop_tokenizer_encode", c_int, [c_void_p, c_char_p, c_size_t,
                                        POINTER(strop_encode_options), _P, c_int64, _P]),

@@ -223,14 +223,18 @@ class Dataset(Handle):
     def load_text_file(cls, path, tokenizer, *, task="classify", format=None, text=None,
                        pair=None, label=None, response=None, prompt_template=None,
                        max_length=None, truncate=None, padding=None, pack=None, stride=None,
-                       num_classes=None):
+                       num_classes=None, chat_template=None, cache_dir=None):
         """A text dataset from a JSON Lines, CSV or plain-text file, tokenised once with
         ``tokenizer`` (a strop.Tokenizer) into samples of ``max_length`` ids with padding
         masks (strop_dataset_load_text_file). ``task`` is "classify", "causal_lm" or
         "prompt_response"; ``format`` "jsonl", "csv" or "plain" (None: from the file name);
         ``padding`` "longest" (batches cut to their longest row) or "max_length"; the field
         names, ``truncate``, ``pack``, ``stride`` and ``num_classes`` as strop_text_options
-        (None keeps the library's default)."""
+        (None keeps the library's default). ``chat_template`` (prompt_response): True renders
+        each record with the tokenizer's own chat template, a str with that template (or one
+        of the tokenizer's named templates); None or False: no chat template. ``cache_dir``:
+        a folder where the tokenised dataset is kept and reused while the file, the tokenizer
+        and these options are unchanged (None: no cache)."""
         o = _lib.strop_text_options()
         _lib.lib.strop_text_options_init(ctypes.byref(o))
         o.task = _TEXT_TASKS[task] if isinstance(task, str) else int(task)
@@ -254,6 +258,14 @@ class Dataset(Handle):
             o.stride = int(stride)
         if num_classes is not None:
             o.num_classes = int(num_classes)
+        if cache_dir is not None:
+            keep.append(enc(os.fspath(cache_dir)))
+            o.cache_dir = keep[-1]
+        if chat_template is not None and chat_template is not False:
+            o.chat = 1
+            if chat_template is not True:
+                keep.append(enc(chat_template))
+                o.chat_template = keep[-1]
         out = ctypes.c_void_p()
         check(_lib.lib.strop_dataset_load_text_file(enc(os.fspath(path)), tokenizer._h,
                                                     ctypes.byref(o), ctypes.byref(out)))

@@ -456,6 +456,39 @@ class Model(Handle):
         pred = Prediction._join(out)
         return pred.labels[:, 0] if k is None else pred
 
+    def predict_text(self, texts, pairs=None, tokenizer=None, k=None, batch_size=256):
+        """Applies a text classifier trained by a recipe to raw strings
+        (strop_model_predict_text): the tokenizer its ``input.tokenizer`` metadata names (or
+        ``tokenizer``, a strop.Tokenizer) encodes them, truncated and padded to its
+        max_length as in training, and the model runs on the ids with their attention mask.
+        ``texts`` is a str or a list of str; ``pairs`` None or as many second texts. Returns
+        what predict() returns: the labels (N,), or with ``k`` a Prediction."""
+        if isinstance(texts, (str, bytes)):
+            texts = [texts]
+        texts = list(texts)
+        if pairs is not None:
+            pairs = list(pairs)
+            if len(pairs) != len(texts):
+                raise ValueError("predict_text: pairs must hold one entry per text")
+        if not texts:
+            raise ValueError("predict_text: no texts")
+        kk = 1 if k is None else int(k)
+        lib = _lib.lib
+        out = []
+        for i in range(0, len(texts), batch_size):
+            part = [enc(t) for t in texts[i:i + batch_size]]
+            tarr = (ctypes.c_char_p * len(part))(*part)
+            parr = None
+            if pairs is not None:
+                pp = [enc(t) for t in pairs[i:i + batch_size]]
+                parr = (ctypes.c_char_p * len(pp))(*pp)
+            p = ctypes.c_void_p()
+            check(lib.strop_model_predict_text(self._h, tokenizer._h if tokenizer else None,
+                                               tarr, parr, len(part), kk, ctypes.byref(p)))
+            out.append(Prediction._take(p.value))
+        pred = Prediction._join(out)
+        return pred.labels[:, 0] if k is None else pred
+
     @property
     def training(self):
         return bool(_lib.lib.strop_model_is_training(self._h))

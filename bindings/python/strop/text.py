@@ -255,6 +255,24 @@ class Tokenizer(Handle):
             out["offsets"] = offs[:2 * n * w].reshape(n, w, 2).copy()
         return out
 
+    def apply_chat_template(self, messages, add_generation_prompt=False, chat_template=None):
+        """Renders a conversation (a list of {"role": ..., "content": ...} dicts) with a chat
+        template into a string, as transformers' apply_chat_template(tokenize=False) does.
+        chat_template: None for the tokenizer's own (tokenizer_config.json's), the name of one
+        of its named templates, or a template string. Errors raise (strop_last_error's
+        sentence names the template, line and column; raise_exception's message is kept)."""
+        n = len(messages)
+        roles = (ctypes.c_char_p * max(n, 1))(*[enc(m["role"]) for m in messages])
+        texts = (ctypes.c_char_p * max(n, 1))(*[enc(m["content"]) for m in messages])
+        fn = _lib.lib.strop_tokenizer_apply_chat_template
+        need = ctypes.c_size_t()
+        check(fn(self._h, enc(chat_template), roles, texts, n, int(bool(add_generation_prompt)),
+                 None, 0, ctypes.byref(need)))
+        buf = ctypes.create_string_buffer(need.value + 1)
+        check(fn(self._h, enc(chat_template), roles, texts, n, int(bool(add_generation_prompt)),
+                 buf, need.value + 1, ctypes.byref(need)))
+        return buf.raw[:need.value].decode("utf-8")
+
     def decode(self, ids, skip_special_tokens=False):
         """The text of a sequence of ids (a list or a 1-d array)."""
         a = as_i64(ids)

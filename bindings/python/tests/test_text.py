@@ -199,3 +199,58 @@ def test_text_dataset_prompt_response_and_errors(corpus, tmp_path):
         strop.Dataset.load_text_file(corpus, tok)
     lm = strop.Dataset.load_text_file(corpus, tok, task="causal_lm", max_length=8)
     assert lm.target_shape == (8,) and lm.num_classes == tok.vocab_size
+
+
+def test_model_predict_text(tmp_path):
+    """Model.predict_text: a text classifier a recipe trained classifies raw strings with the
+    tokenizer its metadata names (or one given); a model without the metadata is refused."""
+    (tmp_path / "tokenizer.json").write_text(json.dumps({
+        "pre_tokenizer": {"type": "Whitespace"},
+        "model": {"type": "WordLevel", "unk_token": "<unk>", "vocab": {
+            "<pad>": 0, "<unk>": 1, "good": 2, "bad": 3, "very": 4, "film": 5}}}))
+    (tmp_path / "net.yaml").write_text(
+        "input: [8]\nlayers:\n  - {name: emb, type: embedding, num_embeddings: 6, "
+        "embedding_dim: 8}\n  - {name: pool, type: mean_pool}\n"
+        "  - {name: head, type: linear, out_features: 2}\n")
+    with open(tmp_path / "reviews.jsonl", "w") as f:
+        for i in range(40):
+            f.write(json.dumps({"review": ("very " if i % 3 else "") +
+                                ("good" if i % 2 else "bad") + " film",
+                                "y": "pos" if i % 2 else "neg"}) + "\n")
+    (tmp_path / "r.yaml").write_text(
+        "seed: 1\nmodel: {spec: net.yaml}\n"
+        "data: {source: jsonl, path: reviews.jsonl, tokenizer: tokenizer.json, text: review,"
+        " label: y, max_length: 8, test_fraction: 0.25, batch_size: 8}\n"
+        "optimizer: {kind: adam, lr: 0.05}\ntrain: {epochs: 15}\n"
+        "output: {dir: out, weights: w.safetensors, spec: s.yaml}\n")
+    with strop.Recipe.load(tmp_path / "r.yaml") as r:
+        r.run(mode="train").close()
+    m = strop.Model.load(tmp_path / "out" / "s.yaml", tmp_path / "out" / "w.safetensors")
+    assert m.predict_text(["very good film", "bad film"]).tolist() == [1, 0]
+    pred = m.predict_text("good", k=2)
+    assert pred.names[0] == ["pos", "neg"] and pred.probs[0, 0] > 0.5
+    with strop.Tokenizer.from_file(tmp_path / "tokenizer.json") as tok:
+        again = m.predict_text("good", k=2, tokenizer=tok)
+        assert (again.probs == pred.probs).all()
+        del m.meta["input.tokenizer"]
+        with pytest.raises(strop.StropError, match="no 'input.tokenizer' metadata"):
+            m.predict_text("good")
+        assert m.predict_text("good", tokenizer=tok).tolist() == [1]
+    m.close()
+
+
+def test_text_dataset_cache(bert, tmp_path):
+    """cache_dir: the second load reads the tokenised file back (same samples), a changed
+    option makes another file."""
+    p = tmp_path / "c.jsonl"
+    p.write_text("".join(json.dumps({"text": t, "label": l}) + "\n"
+                         for t, l in [("hello world", "a"), ("unaffable", "b")]))
+    plain = strop.Dataset.load_text_file(p, bert, max_length=6)
+    one = strop.Dataset.load_text_file(p, bert, max_length=6, cache_dir=tmp_path / "cache")
+    two = strop.Dataset.load_text_file(p, bert, max_length=6, cache_dir=tmp_path / "cache")
+    for i in range(2):
+        assert plain[i][0].tolist() == one[i][0].tolist() == two[i][0].tolist()
+        assert plain[i][1] == one[i][1] == two[i][1]
+    assert len(list((tmp_path / "cache").glob("c.jsonl.*.tokens"))) == 1
+    strop.Dataset.load_text_file(p, bert, max_length=5, cache_dir=tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("c.jsonl.*.tokens"))) == 2
