@@ -769,6 +769,12 @@ assert test["tokens"] > test["samples"] > 0, test
 losses = [float(x) for x in re.findall(r"loss ([0-9.]+)", open(sys.argv[2]).read())]
 assert len(losses) >= 6 and losses[-1] < 0.7 * losses[0], losses
 P
+  # a frozen trunk (LoRA, last block only): text batches are not served from cached trunk
+  # features, which would lose the padding masks and the per-token targets
+  { cat "$work/lm.yaml"; printf 'surgery:\n  - freeze: "*"\n  - unfreeze: "transformer.h.1.*"\n'; } > "$work/last.yaml"
+  "$strop" finetune "$work/last.yaml" --set train.epochs=1 --set output.dir=out-last > "$work/last.txt" 2>&1 ||
+    fail "finetune with a frozen trunk: $(cat "$work/last.txt")"
+  grep -q "test perplexity" "$work/last.txt" || fail "frozen trunk: no perplexity printed"
   # the model records its tokenizer; a missing tokenizer and a bad task are named
   "$strop" inspect "$work/out/lm.safetensors" | grep -q 'input.tokenizer = {"path": ".*gpt2", "max_length": 64, "task": "causal_lm"}' ||
     fail "input.tokenizer metadata: $("$strop" inspect "$work/out/lm.safetensors" 2>&1 | grep -i tokenizer)"
