@@ -145,7 +145,7 @@ def main():
                "n_layer": 4, "n_head": 4, "activation_function": "gelu_new",
                "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
                "layer_norm_epsilon": 1e-5, "bos_token_id": 0, "eos_token_id": 0,
-               "tie_word_embeddings": True}
+               "tie_word_embeddings": True, "torch_dtype": "float32"}
         with open(os.path.join(base, "config.json"), "w") as f:
             json.dump(cfg, f, indent=2)
             f.write("\n")
