@@ -451,7 +451,10 @@ strop_status strop__run_prepare_outputs(const strop_recipe *r) {
 static strop_status save_pretrained(const strop_recipe *r, const strop_model *m,
                                     const char *dir) {
   strop_status s = strop_model_save_pretrained(m, dir);
-  if (s) return s;
+  if (s) {
+    strop__err_prefix("%s: %s: output.pretrained", FN, r->file);
+    return s;
+  }
   const strop__ynode *d = strop__ynode_get(r->root, "data");
   const char *src = d ? strop__rd_str(d, "source") : NULL;
   char tp[1024], path[1200];
@@ -467,7 +470,7 @@ static strop_status save_pretrained(const strop_recipe *r, const strop_model *m,
   if (!s) s = strop_tokenizer_save(tok, path);
   strop_tokenizer_free(tok);
   if (s == STROP_E_UNSUPPORTED) return STROP_OK;
-  if (s) strop__err_prefix("%s: output.pretrained", FN);
+  if (s) strop__err_prefix("%s: %s: output.pretrained", FN, r->file);
   return s;
 }
 

@@ -232,6 +232,9 @@ assert d["test_size"] == 45 and d["train_size"] == 105, d
 assert acc > 0.85, acc
 P
   for f in iris.safetensors iris.yaml metrics.jsonl iris.svg report.json; do [ -s "$work/out/$f" ] || fail "missing output $f"; done
+  # output.pretrained needs a model read from a Hugging Face folder: the error says which key
+  expect 1 "iris.yaml: output.pretrained: strop_model_save_pretrained: the model was not loaded from a Hugging Face folder" -- \
+    "$strop" train "$work/iris.yaml" --quiet --set train.epochs=1 --set output.dir=out-hf --set output.pretrained=hf
   python3 "$src/tests/tool/check_svg.py" "$work/out/iris.svg" --legend training \
     --legend "test, after each stage" --old "$src/examples/fashion/pretrain.svg" || fail "the training plot"
   # The files, the --json report and the screen agree: epochs are numbered from 1, the best
