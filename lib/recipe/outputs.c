@@ -425,7 +425,7 @@ strop_status strop__run_prepare_outputs(const strop_recipe *r) {
   const strop__ynode *out = strop__ynode_get(r->root, "output");
   if (!out || strop__ynode_is_null(out)) return STROP_OK;
   static const char *const files[] = {"weights", "spec",   "checkpoint", "metrics",
-                                      "plot",    "report", "lora"};
+                                      "plot",    "report", "lora",       "pretrained"};
   char seen[16][1024], path[1200], dir[1024];
   int n = 0;
   /* the folder itself, even when no file is named (a probe file stands for its contents) */
@@ -443,6 +443,37 @@ strop_status strop__run_prepare_outputs(const strop_recipe *r) {
   return s;
 }
 
+/* output.pretrained: the model as a Hugging Face folder again (config.json, model.safetensors
+ * with the checkpoint's names, LoRA folded in), and for text data its tokenizer beside it as
+ * tokenizer.json, so that model.pretrained and `strop generate` load the folder as they
+ * loaded the original. A tokenizer without a tokenizer.json form (a SentencePiece .model) is
+ * left out. */
+static strop_status save_pretrained(const strop_recipe *r, const strop_model *m,
+                                    const char *dir) {
+  strop_status s = strop_model_save_pretrained(m, dir);
+  if (s) {
+    strop__err_prefix("%s: %s: output.pretrained", FN, r->file);
+    return s;
+  }
+  const strop__ynode *d = strop__ynode_get(r->root, "data");
+  const char *src = d ? strop__rd_str(d, "source") : NULL;
+  char tp[1024], path[1200];
+  int text = src && (!strcmp(src, "jsonl") || !strcmp(src, "text") ||
+                     (!strcmp(src, "csv") && strop__ynode_get(d, "tokenizer")));
+  if (!text ||
+      (!strop__rd_path(r, d, "tokenizer", tp, sizeof tp) &&
+       !strop__rd_path(r, strop__ynode_get(r->root, "model"), "pretrained", tp, sizeof tp)))
+    return STROP_OK;
+  strop_tokenizer *tok = NULL;
+  snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+  s = strop_tokenizer_load(tp, NULL, &tok);
+  if (!s) s = strop_tokenizer_save(tok, path);
+  strop_tokenizer_free(tok);
+  if (s == STROP_E_UNSUPPORTED) return STROP_OK;
+  if (s) strop__err_prefix("%s: %s: output.pretrained", FN, r->file);
+  return s;
+}
+
 strop_status strop__run_write_outputs(const strop_recipe *r, strop_run *run) {
   const strop__ynode *out = strop__ynode_get(r->root, "output");
   if (!out || strop__ynode_is_null(out)) return STROP_OK;
@@ -457,6 +488,7 @@ strop_status strop__run_write_outputs(const strop_recipe *r, strop_run *run) {
   if ((p = OUT_PATH("lora")) && (s = strop_model_lora_save(run->model, p))) return s;
   if (merge && (s = strop_model_lora_merge(run->model))) return s;
   if ((p = OUT_PATH("weights")) && (s = strop_model_save_weights(run->model, p))) return s;
+  if ((p = OUT_PATH("pretrained")) && (s = save_pretrained(r, run->model, p))) return s;
   if ((p = OUT_PATH("spec")) && (s = strop_model_save_spec(run->model, p))) return s;
   const strop__ynode *ex = strop__ynode_get(out, "export");
   if (ex && ex->type == STROP__Y_MAP) {

@@ -1263,16 +1263,19 @@ static strop_status run_stage(ctx *c, strop_model *m, const strop__ynode *st, in
   strop_trainer *t = NULL;
   const strop__ynode *top = section(r, "train"), *tst = sub(st, "train");
   /* A frozen, deterministic trunk computes the same features every epoch: compute them once
-   * and train the rest of the model on them (unless augmentation makes the inputs random). */
+   * and train the rest of the model on them (unless augmentation makes the inputs random).
+   * Not for text: its batches carry padding masks the trunk and the head both need, and a
+   * language model's targets are per token, which the cached dataset does not keep. */
   strop__frozen_head fh = {0};
   int cache = 1;
   int64_t ckpt_every = 0;
   if ((s = rd2_bool(r, top, tst, "cache_frozen", &cache)) ||
       (s = rd2_int(r, top, tst, "checkpoint_every", &ckpt_every)))
     return s;
-  if (cache && c->hflip <= 0 && c->crop[0] <= 0 && c->rrc[0] <= 0 && c->jitter[0] <= 0 &&
-      c->jitter[1] <= 0 && c->jitter[2] <= 0 && c->jitter[3] <= 0 && ckpt_every <= 0 && !resume &&
-      strop__frozen_head_possible(m) && (s = frozen_head(c, m, &fh)))
+  if (cache && !c->text_task && c->hflip <= 0 && c->crop[0] <= 0 && c->rrc[0] <= 0 &&
+      c->jitter[0] <= 0 && c->jitter[1] <= 0 && c->jitter[2] <= 0 && c->jitter[3] <= 0 &&
+      ckpt_every <= 0 && !resume && strop__frozen_head_possible(m) &&
+      (s = frozen_head(c, m, &fh)))
     goto done;
   strop_model *tm = fh.head ? fh.head : m, *head = fh.head;
   strop_dataset *ftrain = fh.train, *fval = fh.val;

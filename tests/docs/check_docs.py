@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
-"""strop docs test: every fenced code block of README.md, docs/*.md and
-bindings/python/README.md is compiled, run, parsed or checked, as a reader would use it.
+"""strop docs test: every fenced code block of README.md, docs/*.md,
+bindings/python/README.md and examples/*/README.md is compiled, run, parsed or checked, as a
+reader would use it.
 
   c       a whole program (it has main) is compiled with -Wall -Werror against the build's
           headers, linked against the build's libstrop and run; any other C block must be a
@@ -363,7 +364,8 @@ def main():
     a = ap.parse_args()
     ck = Checker(a)
     files = [os.path.join(ck.src, "README.md"), *sorted(glob.glob(os.path.join(ck.src, "docs", "*.md"))),
-             os.path.join(ck.src, "bindings", "python", "README.md")]
+             os.path.join(ck.src, "bindings", "python", "README.md"),
+             *sorted(glob.glob(os.path.join(ck.src, "examples", "*", "README.md")))]
     try:
         if a.run_test:
             return run_test(ck, files)

@@ -236,6 +236,9 @@ assert d["test_size"] == 45 and d["train_size"] == 105, d
 assert acc > 0.85, acc
 P
   for f in iris.safetensors iris.yaml metrics.jsonl iris.svg report.json; do [ -s "$work/out/$f" ] || fail "missing output $f"; done
+  # output.pretrained needs a model read from a Hugging Face folder: the error says which key
+  expect 1 "iris.yaml: output.pretrained: strop_model_save_pretrained: the model was not loaded from a Hugging Face folder" -- \
+    "$strop" train "$work/iris.yaml" --quiet --set train.epochs=1 --set output.dir=out-hf --set output.pretrained=hf
   python3 "$src/tests/tool/check_svg.py" "$work/out/iris.svg" --legend training \
     --legend "test, after each stage" --old "$src/examples/fashion/pretrain.svg" || fail "the training plot"
   # The files, the --json report and the screen agree: epochs are numbered from 1, the best
@@ -704,6 +707,64 @@ for name in ("bn.running_mean", "bn.running_var"):
     print(name, "finite:", ", ".join(f"{v:.4g}" for v in vals))
 P
   ;;
+demo_text)
+  # The text demo (examples/text/README.md) on its committed base model at a reduced budget
+  # (STROP_DEMO_EPOCHS, default 3): prepare.py writes the data and the fresh weights at test
+  # time; LoRA, full fine-tuning and the last block adapt the base to the held-out
+  # `startrek` collection and must each reach a lower test perplexity than the same network
+  # trained from scratch with the same budget, LoRA training under 5% of the parameters; the
+  # few-shot language classifier from the base must beat chance and the one from scratch.
+  FORT=/usr/share/games/fortunes
+  for f in startrek humorists de es it; do
+    [ -e "$FORT/$f" ] || { echo "skipped: $FORT/$f missing (packages fortunes, fortunes-de/-es/-it)"; exit 77; }
+  done
+  [ -z "${STROP_SANITIZED:-}" ] || { echo "skip: the demos are too slow under sanitizers"; exit 77; }
+  [ -n "$PYNP" ] || { echo "skipped: no python3 with numpy"; exit 77; }
+  lib=$(cd "$(dirname "$strop")/../.." && pwd)/libstrop.so
+  [ -r "$lib" ] || { echo "skipped: no libstrop.so two folders above the tool"; exit 77; }
+  ex=$src/examples/text
+  STROP_LIBRARY=$lib PYTHONPATH=$src/bindings/python "$PYNP" "$ex/prepare.py" --out "$work/out" ||
+    fail "prepare.py"
+  epochs=${STROP_DEMO_EPOCHS:-3}
+  for m in lora full last scratch; do
+    set -- --set data.path="$work/out/startrek.jsonl" --set output.dir="$work/adapt-$m"
+    [ $m = scratch ] && set -- "$@" --set model.pretrained="$work/out/init"
+    "$strop" finetune "$ex/adapt-$m.yaml" --epochs "$epochs" --quiet "$@" > "$work/adapt-$m.txt" 2>&1 ||
+      fail "adapt-$m.yaml: $(cat "$work/adapt-$m.txt")"
+  done
+  for m in fewshot scratch; do
+    set -- --set data.path="$work/out/lang-train.jsonl" --set data.test_path="$work/out/lang-test.jsonl" \
+      --set output.dir="$work/lang-$m"
+    [ $m = scratch ] && set -- "$@" --set model.pretrained="$work/out/init"
+    "$strop" finetune "$ex/lang-$m.yaml" --epochs $((epochs * 4)) --quiet "$@" > "$work/lang-$m.txt" 2>&1 ||
+      fail "lang-$m.yaml: $(cat "$work/lang-$m.txt")"
+  done
+  python3 - "$work" <<'P' || fail "the text demo's outcomes"
+import json, sys
+w = sys.argv[1]
+rep = {n: json.load(open(f"{w}/{n}/report.json"))
+       for n in ("adapt-lora", "adapt-full", "adapt-last", "adapt-scratch", "lang-fewshot", "lang-scratch")}
+ppl = {n: r["stages_results"][-1]["test"]["perplexity"] for n, r in rep.items() if n.startswith("adapt")}
+share = {n: r["trainable_params"] / r["total_params"] for n, r in rep.items()}
+for n in ppl:
+    print(f"{n:14s} test perplexity {ppl[n]:8.2f}, {100 * share[n]:6.2f}% of the parameters trained")
+acc = {n: rep[n]["stages_results"][-1]["test"]["accuracy"] for n in ("lang-fewshot", "lang-scratch")}
+print("language, 16 per class: from the base %.1f%%, from scratch %.1f%% (chance 25%%)"
+      % (100 * acc["lang-fewshot"], 100 * acc["lang-scratch"]))
+assert share["adapt-lora"] < 0.05, share
+assert share["adapt-full"] == 1.0 and share["adapt-last"] < 0.5, share
+for n in ("adapt-lora", "adapt-full", "adapt-last"):
+    assert ppl[n] < ppl["adapt-scratch"], (n, ppl)
+assert acc["lang-fewshot"] > 0.5, acc
+assert acc["lang-fewshot"] > acc["lang-scratch"], acc
+P
+  # the adapted model is a Hugging Face folder (output.pretrained, LoRA folded in): samples
+  # as the README shows them, the same twice with one seed
+  a=$("$strop" generate "$work/adapt-lora/model" --prompt "Captain's log" --max-tokens 12 --temperature 0.8 --top-k 40 --seed 1) ||
+    fail "generate from the LoRA-adapted folder"
+  b=$("$strop" generate "$work/adapt-lora/model" --prompt "Captain's log" --max-tokens 12 --temperature 0.8 --top-k 40 --seed 1)
+  [ "$a" = "$b" ] && [[ $a == "Captain's log"* ]] || fail "seeded samples differ or lack the prompt: '$a' / '$b'"
+  ;;
 text_finetune)
   # a GPT-2 folder and a byte-level BPE trained on fortunes, both written by strop (through the
   # Python bindings: a partial load of an empty file, saved), fine-tuned by `strop finetune` on
@@ -773,6 +834,19 @@ assert test["tokens"] > test["samples"] > 0, test
 losses = [float(x) for x in re.findall(r"loss ([0-9.]+)", open(sys.argv[2]).read())]
 assert len(losses) >= 6 and losses[-1] < 0.7 * losses[0], losses
 P
+  # a frozen trunk (LoRA, last block only): text batches are not served from cached trunk
+  # features, which would lose the padding masks and the per-token targets
+  { cat "$work/lm.yaml"; printf 'surgery:\n  - freeze: "*"\n  - unfreeze: "transformer.h.1.*"\n'; } > "$work/last.yaml"
+  "$strop" finetune "$work/last.yaml" --set train.epochs=1 --set output.dir=out-last \
+    --set output.pretrained=folder > "$work/last.txt" 2>&1 ||
+    fail "finetune with a frozen trunk: $(cat "$work/last.txt")"
+  grep -q "test perplexity" "$work/last.txt" || fail "frozen trunk: no perplexity printed"
+  # output.pretrained: a Hugging Face folder again, with the tokenizer: strop generate runs on it
+  for f in config.json model.safetensors tokenizer.json; do
+    [ -s "$work/out-last/folder/$f" ] || fail "output.pretrained wrote no $f"
+  done
+  "$strop" generate "$work/out-last/folder" --prompt "The" --max-tokens 4 > /dev/null ||
+    fail "strop generate on the output.pretrained folder"
   # the model records its tokenizer; a missing tokenizer and a bad task are named
   "$strop" inspect "$work/out/lm.safetensors" | grep -q 'input.tokenizer = {"path": ".*gpt2", "max_length": 64, "task": "causal_lm"}' ||
     fail "input.tokenizer metadata: $("$strop" inspect "$work/out/lm.safetensors" 2>&1 | grep -i tokenizer)"
