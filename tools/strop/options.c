@@ -15,71 +15,70 @@ typedef struct command_info {
   const char *text;    /* the paragraph of `strop COMMAND --help` */
 } command_info;
 
-static const command_info COMMANDS[] =
-    {{"train", "RECIPE", "train a model from fresh weights (e.g. pre-training)",
-      "Builds model.spec with fresh weights and trains it as the recipe says (its\n"
-      "model.weights is not read). Writes the recipe's outputs.\n"},
-     {"finetune", "RECIPE", "fine-tune a pre-trained model as the recipe says",
-      "Loads model.spec and the pre-trained model.weights, applies the surgery,\n"
-      "runs every stage, evaluates on the test data after each, runs the baselines,\n"
-      "and writes the outputs (weights, spec, metrics, plot, report).\n"},
-     {"tune", "RECIPE", "search hyperparameters (the recipe's tune: section)",
-      "Runs the recipe's tune: section: trials of the fine-tune with values drawn by\n"
-      "grid, random or Bayesian search; a live table, a trials file, the best recipe.\n"
-      "A second run resumes from the trials file: it runs the trials still missing and,\n"
-      "first, one that Ctrl-C interrupted.\n"},
-     {"eval", "RECIPE", "evaluate a model on the recipe's test data",
-      "Evaluates a model (by default the recipe's output spec and weights) on the\n"
-      "recipe's data: loss, accuracy, top-5 (with more than 5 classes), per-class\n"
-      "precision/recall/F1, confusion.\n"},
-     {"predict", "SPEC WEIGHTS INPUT.npy|IMAGE...|--text TEXT",
-      "the classes of each row of INPUT (or each image), with their names",
-      "Runs the model on every row of INPUT (float32/float64/uint8/int .npy, C or\n"
-      "Fortran order, plain or gzip; N samples), or on each JPEG/PNG IMAGE, as its\n"
-      "training data were prepared: the scale, resize, centre crop and normalization\n"
-      "its recipe used, saved in WEIGHTS, are applied (raw uint8 images go in as they\n"
-      "are; an image of any size when the recipe resized or cropped). Prints the K most likely "
-      "classes\n"
-      "of each row: label (as in the source data), name, probability. NaN or infinite\n"
-      "inputs are refused (exit 3). With --text or --text-file a model trained on text\n"
-      "classifies raw strings, encoded by the tokenizer its recipe used.\n"},
-     {"summary", "SPEC [WEIGHTS]", "the layer table of a model",
-      "Prints the layer table: name, type, output shape, parameters, trainable.\n"},
-     {"inspect", "FILE", "tensors, dtypes, shapes and metadata of a safetensors file",
-      "Lists a safetensors weights or checkpoint file: names, dtypes, shapes, metadata.\n"},
-     {"import", "PATH", "a pre-trained checkpoint as a model spec strop can edit",
-      "Reads a checkpoint as people have it — a Hugging Face model folder (config.json\n"
-      "and model.safetensors or its shards) or a torchvision state_dict saved as\n"
-      "safetensors (name it with --arch) — checks that every tensor loads, and writes\n"
-      "the equivalent YAML spec with the checkpoint's own names, so recipes and surgery\n"
-      "use it like any other spec. --list names the architectures.\n"},
-     {"layers", "[TYPE]", "the layer types a spec may use, their options and parameters",
-      "Lists the layer types a model spec may use; with TYPE, its options (kind,\n"
-      "default, allowed values) and parameters; --markdown prints the tables of\n"
-      "docs/formats.md.\n"},
-     {"tokenize", "TOKENIZER [FILE]", "token ids of each line of FILE (or stdin), or back",
-      "Loads TOKENIZER (a tokenizer.json, a SentencePiece .model, GPT-2's vocab.json\n"
-      "with merges.txt beside it, BERT's vocab.txt, or a folder holding one of them)\n"
-      "and prints the ids of each input line, space-separated, one line per line;\n"
-      "the tokenizer's special tokens ([CLS], BOS, ...) are added. With --decode\n"
-      "each input line holds ids and the text they stand for is printed.\n"},
-     {"generate", "MODEL_DIR", "continue a prompt with a causal language model",
-      "Loads a Hugging Face causal language model folder (config.json, the\n"
-      "safetensors weights and tokenizer.json: GPT-2, Llama family) and prints the\n"
-      "prompt followed by the text it generates, token by token as it comes. Greedy\n"
-      "by default; with --temperature above 0 it samples (--top-k, --top-p, --seed).\n"
-      "It stops at the tokenizer's end-of-sequence token, after --max-tokens tokens, or\n"
-      "when the model's context is full. Without --prompt it starts from the\n"
-      "beginning-of-sequence token (or the end-of-sequence one, as GPT-2 does).\n"
-      "Several prompts (--prompt more than once, --prompts FILE) are continued\n"
-      "together as one batch, each as it would be alone; each prompt and its\n"
-      "continuation is printed on a line of its own, in order, once all are done.\n"},
-     "With --chat the prompt is a user's message, rendered with the folder's chat\n"
+static const command_info COMMANDS[] = {
+    {"train", "RECIPE", "train a model from fresh weights (e.g. pre-training)",
+     "Builds model.spec with fresh weights and trains it as the recipe says (its\n"
+     "model.weights is not read). Writes the recipe's outputs.\n"},
+    {"finetune", "RECIPE", "fine-tune a pre-trained model as the recipe says",
+     "Loads model.spec and the pre-trained model.weights, applies the surgery,\n"
+     "runs every stage, evaluates on the test data after each, runs the baselines,\n"
+     "and writes the outputs (weights, spec, metrics, plot, report).\n"},
+    {"tune", "RECIPE", "search hyperparameters (the recipe's tune: section)",
+     "Runs the recipe's tune: section: trials of the fine-tune with values drawn by\n"
+     "grid, random or Bayesian search; a live table, a trials file, the best recipe.\n"
+     "A second run resumes from the trials file: it runs the trials still missing and,\n"
+     "first, one that Ctrl-C interrupted.\n"},
+    {"eval", "RECIPE", "evaluate a model on the recipe's test data",
+     "Evaluates a model (by default the recipe's output spec and weights) on the\n"
+     "recipe's data: loss, accuracy, top-5 (with more than 5 classes), per-class\n"
+     "precision/recall/F1, confusion.\n"},
+    {"predict", "SPEC WEIGHTS INPUT.npy|IMAGE...|--text TEXT",
+     "the classes of each row of INPUT (or each image), with their names",
+     "Runs the model on every row of INPUT (float32/float64/uint8/int .npy, C or\n"
+     "Fortran order, plain or gzip; N samples), or on each JPEG/PNG IMAGE, as its\n"
+     "training data were prepared: the scale, resize, centre crop and normalization\n"
+     "its recipe used, saved in WEIGHTS, are applied (raw uint8 images go in as they\n"
+     "are; an image of any size when the recipe resized or cropped). Prints the K most likely "
+     "classes\n"
+     "of each row: label (as in the source data), name, probability. NaN or infinite\n"
+     "inputs are refused (exit 3). With --text or --text-file a model trained on text\n"
+     "classifies raw strings, encoded by the tokenizer its recipe used.\n"},
+    {"summary", "SPEC [WEIGHTS]", "the layer table of a model",
+     "Prints the layer table: name, type, output shape, parameters, trainable.\n"},
+    {"inspect", "FILE", "tensors, dtypes, shapes and metadata of a safetensors file",
+     "Lists a safetensors weights or checkpoint file: names, dtypes, shapes, metadata.\n"},
+    {"import", "PATH", "a pre-trained checkpoint as a model spec strop can edit",
+     "Reads a checkpoint as people have it — a Hugging Face model folder (config.json\n"
+     "and model.safetensors or its shards) or a torchvision state_dict saved as\n"
+     "safetensors (name it with --arch) — checks that every tensor loads, and writes\n"
+     "the equivalent YAML spec with the checkpoint's own names, so recipes and surgery\n"
+     "use it like any other spec. --list names the architectures.\n"},
+    {"layers", "[TYPE]", "the layer types a spec may use, their options and parameters",
+     "Lists the layer types a model spec may use; with TYPE, its options (kind,\n"
+     "default, allowed values) and parameters; --markdown prints the tables of\n"
+     "docs/formats.md.\n"},
+    {"tokenize", "TOKENIZER [FILE]", "token ids of each line of FILE (or stdin), or back",
+     "Loads TOKENIZER (a tokenizer.json, a SentencePiece .model, GPT-2's vocab.json\n"
+     "with merges.txt beside it, BERT's vocab.txt, or a folder holding one of them)\n"
+     "and prints the ids of each input line, space-separated, one line per line;\n"
+     "the tokenizer's special tokens ([CLS], BOS, ...) are added. With --decode\n"
+     "each input line holds ids and the text they stand for is printed.\n"},
+    {"generate", "MODEL_DIR", "continue a prompt with a causal language model",
+     "Loads a Hugging Face causal language model folder (config.json, the\n"
+     "safetensors weights and tokenizer.json: GPT-2, Llama family) and prints the\n"
+     "prompt followed by the text it generates, token by token as it comes. Greedy\n"
+     "by default; with --temperature above 0 it samples (--top-k, --top-p, --seed).\n"
+     "It stops at the tokenizer's end-of-sequence token, after --max-tokens tokens, or\n"
+     "when the model's context is full. Without --prompt it starts from the\n"
+     "beginning-of-sequence token (or the end-of-sequence one, as GPT-2 does).\n"
+     "Several prompts (--prompt more than once, --prompts FILE) are continued\n"
+     "together as one batch, each as it would be alone; each prompt and its\n"
+     "continuation is printed on a line of its own, in order, once all are done.\n"
+     "With --chat each prompt is a user's message, rendered with the folder's chat\n"
      "template, and only the reply is printed.\n"},
-                          {"version", "", "the library's version (also: strop --version)",
-                           "Prints the version of the strop library the tool runs on.\n"},
-}
-;
+    {"version", "", "the library's version (also: strop --version)",
+     "Prints the version of the strop library the tool runs on.\n"},
+};
 
 enum { ARG_FLAG, ARG_COUNT, ARG_STRING, ARG_SET, ARG_REAL, ARG_LIST };
 
