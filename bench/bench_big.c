@@ -24,17 +24,6 @@
 
 #include "benchutil.h"
 
-static long status_kb(const char *key) {
-  FILE *f = fopen("/proc/self/status", "r");
-  char line[256];
-  long kb = -1;
-  const size_t l = strlen(key);
-  while (f && fgets(line, sizeof line, f))
-    if (!strncmp(line, key, l)) kb = strtol(line + l, NULL, 10);
-  if (f) fclose(f);
-  return kb;
-}
-
 static int64_t env_int(const char *k, int64_t def) {
   const char *v = getenv(k);
   return v && atoll(v) > 0 ? atoll(v) : def;
@@ -67,14 +56,14 @@ int main(int argc, char **argv) {
   o.image_size = size;
   char path[1024];
   snprintf(path, sizeof path, "%s/model.safetensors", dir);
-  const long rss_start = status_kb("VmRSS:");
+  const long rss_start = bench_status_kb("VmRSS:");
   strop_model *m = NULL;
   const double t_load = bench_now();
   bench_must(
       strop_model_load_pretrained(resnet ? path : dir, resnet ? "resnet50" : NULL, &o, &m, NULL),
       "load");
   const double load_s = bench_now() - t_load;
-  const long hwm_load = status_kb("VmHWM:");
+  const long hwm_load = bench_status_kb("VmHWM:");
   if (frozen) bench_must(strop_model_unfreeze(m, "fc"), "unfreeze fc");
   if (lora) {
     strop_surgery *s = NULL;
@@ -153,17 +142,10 @@ int main(int argc, char **argv) {
                                : -100.0f; /* next token; the last ignored */
   /* the steps' own peak from here: the load, a surgery plan (it runs on a clone that copies
    * the owned weights) and the planning each peak on their own before */
-  const long rss_before = status_kb("VmRSS:"), hwm_before = status_kb("VmHWM:");
+  const long rss_before = bench_status_kb("VmRSS:"), hwm_before = bench_status_kb("VmHWM:");
   bench_reset_peak_rss();
   float loss = 0;
-  bench_must(strop_trainer_step(tr, x, y, &loss), "warm-up");
-  double best = 1e30;
-  for (int r = 0; r < repeats; r++) {
-    const double t0 = bench_now();
-    for (int s = 0; s < steps; s++) bench_must(strop_trainer_step(tr, x, y, &loss), "step");
-    const double dt = (bench_now() - t0) / steps;
-    if (dt < best) best = dt;
-  }
+  const double best = bench_best_step(tr, x, y, steps, repeats, &loss);
   printf("RESULT impl=strop row=%s threads=%d batch=%lld tokens=%lld frozen_dtype=%s "
          "step_ms=%.1f %s=%.2f gemm_flops=%.4g loss=%.4f params=%lld trainable=%lld "
          "load_s=%.2f rss_start_kb=%ld peak_after_load_kb=%ld rss_before_step_kb=%ld "
@@ -172,7 +154,7 @@ int main(int argc, char **argv) {
          resnet ? "samples_per_s" : "tokens_per_s",
          (double)(resnet ? batch : batch * tokens) / best, step_flops, (double)loss,
          (long long)strop_model_param_count(m, 0), (long long)strop_model_param_count(m, 1),
-         load_s, rss_start, hwm_load, rss_before, hwm_before, status_kb("VmHWM:"),
+         load_s, rss_start, hwm_load, rss_before, hwm_before, bench_status_kb("VmHWM:"),
          planned / 1024);
   strop_tensor_free(x);
   strop_tensor_free(y);

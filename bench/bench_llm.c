@@ -32,16 +32,6 @@ static void write_file(const char *path, const void *data, size_t n) {
   }
 }
 
-static long peak_rss_kb(void) {
-  FILE *f = fopen("/proc/self/status", "r");
-  char line[256];
-  long kb = 0;
-  while (f && fgets(line, sizeof line, f))
-    if (!strncmp(line, "VmHWM:", 6)) kb = strtol(line + 6, NULL, 10);
-  if (f) fclose(f);
-  return kb;
-}
-
 int main(int argc, char **argv) {
   if (argc < 2 || (strcmp(argv[1], "gpt2") && strcmp(argv[1], "llama"))) {
     fprintf(stderr, "usage: bench_llm gpt2|llama [threads] [steps] [repeats] [layers] [batch] "
@@ -124,20 +114,13 @@ int main(int argc, char **argv) {
   for (int64_t i = 0; i < batch * tokens; i++) /* next-token targets; the last is ignored */
     strop_tensor_data(y)[i] = (i + 1) % tokens ? strop_tensor_data(x)[i + 1] : -100.0f;
   float loss = 0;
-  bench_must(strop_trainer_step(tr, x, y, &loss), "warm-up");
-  double best = 1e30;
-  for (int r = 0; r < repeats; r++) {
-    const double t0 = bench_now();
-    for (int s = 0; s < steps; s++) bench_must(strop_trainer_step(tr, x, y, &loss), "step");
-    const double dt = (bench_now() - t0) / steps;
-    if (dt < best) best = dt;
-  }
+  const double best = bench_best_step(tr, x, y, steps, repeats, &loss);
   printf("RESULT impl=strop model=%s threads=%d layers=%d batch=%lld tokens=%lld step_ms=%.1f "
          "tokens_per_s=%.1f params=%lld loss=%.4f peak_rss_kb=%ld lora=%d frozen_dtype=%s "
          "weights_mb=%.1f\n",
          argv[1], threads, layers, (long long)batch, (long long)tokens, best * 1e3,
          (double)(batch * tokens) / best, (long long)strop_model_param_count(m, 0), (double)loss,
-         peak_rss_kb(), rank, fdt ? fdt : "f32", (double)wbytes / 1048576.0);
+         bench_peak_rss_kb(), rank, fdt ? fdt : "f32", (double)wbytes / 1048576.0);
   strop_tensor_free(x);
   strop_tensor_free(y);
   strop_trainer_free(tr);

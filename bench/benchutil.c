@@ -31,15 +31,31 @@ void bench_args(int argc, char **argv, int first, int def_steps, int *threads, i
   bench_must(strop_set_num_threads(*threads), "threads");
 }
 
-long bench_peak_rss_kb(void) {
+long bench_status_kb(const char *key) {
   FILE *f = fopen("/proc/self/status", "r");
   char line[256];
   long kb = -1;
+  const size_t l = strlen(key);
   if (!f) return -1;
   while (fgets(line, sizeof line, f))
-    if (strncmp(line, "VmHWM:", 6) == 0) kb = atol(line + 6);
+    if (strncmp(line, key, l) == 0) kb = atol(line + l);
   fclose(f);
   return kb;
+}
+
+long bench_peak_rss_kb(void) { return bench_status_kb("VmHWM:"); }
+
+double bench_best_step(strop_trainer *tr, const strop_tensor *x, const strop_tensor *y, int steps,
+                       int repeats, float *loss) {
+  bench_must(strop_trainer_step(tr, x, y, loss), "warm-up");
+  double best = 1e30;
+  for (int r = 0; r < repeats; r++) {
+    const double t0 = bench_now();
+    for (int s = 0; s < steps; s++) bench_must(strop_trainer_step(tr, x, y, loss), "step");
+    const double dt = (bench_now() - t0) / steps;
+    if (dt < best) best = dt;
+  }
+  return best;
 }
 
 void bench_reset_peak_rss(void) {

@@ -14,8 +14,14 @@ void bench_must(strop_status s, const char *what);
  * def_steps, 5) and sets strop's thread count. */
 void bench_args(int argc, char **argv, int first, int def_steps, int *threads, int *steps,
                 int *repeats);
+/* A field of /proc/self/status in kB ("VmRSS:", "VmHWM:"); -1 without /proc. */
+long bench_status_kb(const char *key);
 /* Peak RSS since the last bench_reset_peak_rss() (VmHWM), in kB; -1 without /proc. */
 long bench_peak_rss_kb(void);
+/* One warm-up step, then `repeats` windows of `steps` strop_trainer_step calls on (x, y):
+ * the best window's seconds per step; *loss the last step's loss. Exits on an error. */
+double bench_best_step(strop_trainer *tr, const strop_tensor *x, const strop_tensor *y, int steps,
+                       int repeats, float *loss);
 /* Linux: writing 5 to clear_refs resets VmHWM to the current RSS, so a training phase's peak
  * is not the data loader's. */
 void bench_reset_peak_rss(void);
