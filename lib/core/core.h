@@ -121,6 +121,11 @@ uint32_t strop__rng_u32(strop__rng *r);
 /* the state delta draws of strop__rng_u32 later, in O(log delta) steps (a data-parallel rank
  * skips the draws of the other ranks' rows) */
 void strop__rng_advance(strop__rng *r, uint64_t delta);
+/* hash.c: a seeded 64-bit hash of n bytes (keys and checksums that detect change and
+ * corruption, not attacks), and a 128-bit key k (two lanes of it, seeded apart) updated with
+ * n more bytes */
+uint64_t strop__hash64(const void *p, size_t n, uint64_t seed);
+void strop__hash128_mix(uint64_t k[2], const void *p, size_t n);
 /* uniform in [0,1) with 24 random bits */
 float strop__rng_uniform(strop__rng *r);
 /* standard normal (Box-Muller, one value per call; double inside) */

@@ -761,38 +761,10 @@ enum {
   H_COUNT
 };
 
-static uint64_t h64(const void *p, size_t n, uint64_t seed) {
-  const unsigned char *s = p;
-  uint64_t h = seed ^ (n * 0x9E3779B97F4A7C15ull);
-  while (n >= 8) {
-    uint64_t k;
-    memcpy(&k, s, 8);
-    k *= 0xbf58476d1ce4e5b9ull;
-    k ^= k >> 31;
-    h = (h ^ k) * 0x94d049bb133111ebull;
-    h ^= h >> 29;
-    s += 8;
-    n -= 8;
-  }
-  uint64_t k = 0;
-  if (n) memcpy(&k, s, n);
-  h ^= k * 0xbf58476d1ce4e5b9ull + n;
-  h ^= h >> 33;
-  h *= 0xff51afd7ed558ccdull;
-  h ^= h >> 33;
-  h *= 0xc4ceb9fe1a85ec53ull;
-  return h ^ (h >> 33);
-}
-
-static void kmix(uint64_t k[2], const void *p, size_t n) {
-  k[0] = h64(p, n, k[0]);
-  k[1] = h64(p, n, k[1] ^ 0x5851F42D4C957F2Dull);
-}
-
 static void kmix_str(uint64_t k[2], const char *s) {
   uint8_t present = s != NULL;
-  kmix(k, &present, 1);
-  if (s) kmix(k, s, strlen(s));
+  strop__hash128_mix(k, &present, 1);
+  if (s) strop__hash128_mix(k, s, strlen(s));
 }
 
 static strop_status cache_key(const char *path, const strop__file *f, const strop_tokenizer *tok,
@@ -807,13 +779,13 @@ static strop_status cache_key(const char *path, const strop__file *f, const stro
   key[1] = ~(uint64_t)CACHE_VERSION;
   int64_t stamp[3] = {(int64_t)sb.st_size, (int64_t)sb.st_mtim.tv_sec,
                       (int64_t)sb.st_mtim.tv_nsec};
-  uint64_t content[2] = {h64(f->data, f->len, 1), h64(f->data, f->len, 2)};
-  kmix(key, stamp, sizeof stamp);
-  kmix(key, content, sizeof content);
-  kmix(key, fp, sizeof fp);
+  uint64_t content[2] = {strop__hash64(f->data, f->len, 1), strop__hash64(f->data, f->len, 2)};
+  strop__hash128_mix(key, stamp, sizeof stamp);
+  strop__hash128_mix(key, content, sizeof content);
+  strop__hash128_mix(key, fp, sizeof fp);
   int64_t num[9] = {o->format, o->task,   o->max_length,  o->truncate, o->padding,
                     o->pack,   o->stride, o->num_classes, o->chat};
-  kmix(key, num, sizeof num);
+  strop__hash128_mix(key, num, sizeof num);
   const char *strs[6] = {o->text_field,     o->pair_field,      o->label_field,
                          o->response_field, o->prompt_template, o->chat_template};
   for (int i = 0; i < 6; i++) kmix_str(key, strs[i]);
@@ -862,11 +834,11 @@ static int cache_load(const char *cp, const uint64_t key[2], int64_t vocab, int 
   }
   const uint8_t *p = f.data + sizeof h;
   if (ok) { /* the checksum of the sections, in the order they were written */
-    uint64_t c = h64(f.data, sizeof h, 7);
-    c = h64(p, nl * 4, c);
-    c = h64(p + nl * 4, nl * 4, c);
-    c = h64(p + nl * 8, per_tgt, c);
-    c = h64(p + nl * 8 + per_tgt, (size_t)h[H_NAMEBYTES], c);
+    uint64_t c = strop__hash64(f.data, sizeof h, 7);
+    c = strop__hash64(p, nl * 4, c);
+    c = strop__hash64(p + nl * 4, nl * 4, c);
+    c = strop__hash64(p + nl * 8, per_tgt, c);
+    c = strop__hash64(p + nl * 8 + per_tgt, (size_t)h[H_NAMEBYTES], c);
     uint64_t want;
     memcpy(&want, f.data + f.len - 8, 8);
     ok = c == want;
@@ -955,11 +927,11 @@ static strop_status cache_save(const char *cp, const uint64_t key[2], const stro
                          nb,
                          (uint64_t)padding};
   const void *tgt = ds->lm ? (const void *)ds->lm_targets : (const void *)ds->y;
-  uint64_t c = h64(h, sizeof h, 7);
-  c = h64(ds->tokens, nl * 4, c);
-  c = h64(ds->mask, nl * 4, c);
-  c = h64(tgt, per_tgt, c);
-  c = h64(blob, nb, c);
+  uint64_t c = strop__hash64(h, sizeof h, 7);
+  c = strop__hash64(ds->tokens, nl * 4, c);
+  c = strop__hash64(ds->mask, nl * 4, c);
+  c = strop__hash64(tgt, per_tgt, c);
+  c = strop__hash64(blob, nb, c);
   strop__afile af;
   strop_status st = strop__afile_open(&af, FN, cp);
   if (!st) st = strop__afile_write(&af, h, sizeof h);

@@ -685,7 +685,7 @@ strop_status strop_tokenizer_save(const strop_tokenizer *tok, const char *path) 
 /* A fingerprint of everything that decides the ids a tokenizer gives and the text its chat
  * templates render: its tokenizer.json form (or, for a SentencePiece model, which has none, the
  * source file's bytes and BOS/EOS flags), its added tokens, roles, templates and special
- * strings. Two 64-bit hashes with different seeds. */
+ * strings, as a 128-bit key (strop__hash128_mix). */
 strop_status strop__tx_fingerprint(const strop_tokenizer *tok, uint64_t fp[2]) {
   char *text = NULL;
   size_t n = 0;
@@ -695,32 +695,26 @@ strop_status strop__tx_fingerprint(const strop_tokenizer *tok, uint64_t fp[2]) {
     st = strop__tx_read_file("strop_tokenizer", tok->source, MAX_FILE, &text, &n);
   }
   if (st) return st;
-  uint64_t h[2] = {strop__tx_hash(text, n), strop__tx_hash(text, n) ^ 0x5851F42D4C957F2Dull};
+  uint64_t h[2] = {1, 2};
+  strop__hash128_mix(h, text, n);
   strop__free(text);
   /* the rest, mixed in field by field */
-#define MIX(p, len)                                            \
-  do {                                                         \
-    uint64_t x_ = strop__tx_hash((p), (len));                  \
-    h[0] = strop__tx_mix64(h[0] ^ x_);                         \
-    h[1] = strop__tx_mix64(h[1] + x_ * 0x9E3779B97F4A7C15ull); \
-  } while (0)
   int32_t flags[3] = {tok->spm_add_bos, tok->spm_add_eos, tok->nadded};
-  MIX(flags, sizeof flags);
-  MIX(tok->role, sizeof tok->role);
+  strop__hash128_mix(h, flags, sizeof flags);
+  strop__hash128_mix(h, tok->role, sizeof tok->role);
   for (int i = 0; i < tok->nadded; i++) {
-    MIX(tok->added[i].content, strlen(tok->added[i].content));
+    strop__hash128_mix(h, tok->added[i].content, strlen(tok->added[i].content));
     int64_t f2[2] = {tok->added[i].id, tok->added[i].flags};
-    MIX(f2, sizeof f2);
+    strop__hash128_mix(h, f2, sizeof f2);
   }
   for (int i = 0; i < tok->nchat; i++) {
-    MIX(tok->chat_names[i], strlen(tok->chat_names[i]) + 1);
-    MIX(tok->chat_texts[i], strlen(tok->chat_texts[i]) + 1);
+    strop__hash128_mix(h, tok->chat_names[i], strlen(tok->chat_names[i]) + 1);
+    strop__hash128_mix(h, tok->chat_texts[i], strlen(tok->chat_texts[i]) + 1);
   }
   for (int i = 0; i < tok->nspecial; i++) {
-    MIX(tok->special_keys[i], strlen(tok->special_keys[i]) + 1);
-    MIX(tok->special_vals[i], strlen(tok->special_vals[i]) + 1);
+    strop__hash128_mix(h, tok->special_keys[i], strlen(tok->special_keys[i]) + 1);
+    strop__hash128_mix(h, tok->special_vals[i], strlen(tok->special_vals[i]) + 1);
   }
-#undef MIX
   fp[0] = h[0];
   fp[1] = h[1];
   return STROP_OK;
