@@ -51,7 +51,7 @@ static strop__param *param(strop_model *m, const char *name) {
 static float *fwd(strop_model *m, const float *x, int64_t n, int training, const float *mask,
                   size_t *count) {
   const strop__act *o;
-  must(strop__model_forward_exec(m, x, n, training, mask, &o), "forward");
+  must(strop__model_forward_exec(m, x, n, training, &(strop__side){mask, NULL}, &o), "forward");
   size_t k = (size_t)n * strop__shape_numel(&o->shape);
   float *r = malloc(k * sizeof *r);
   memcpy(r, o->data, k * sizeof *r);
@@ -538,7 +538,7 @@ static double parity_fixture(strop_model *m, const char *rel, double out_tol, do
   m->want_input_grad = gin != NULL;
   must(strop__model_zero_grad(m), "zero_grad");
   const strop__act *o;
-  must(strop__model_forward_exec(m, in, batch, 1, mask, &o), "forward");
+  must(strop__model_forward_exec(m, in, batch, 1, &(strop__side){mask, NULL}, &o), "forward");
   size_t at = 0;
   double worst = strop_test_max_rel(o->data, out, nout, 1e-4, &at);
   ck_assert_msg(worst <= out_tol, "%s: output[%zu] %.8g vs torch %.8g (rel %.3g > %.3g)", rel, at,
@@ -724,7 +724,7 @@ START_TEST(transformer_warm_step_no_alloc) {
   for (int step = 0; step < 3; step++) {
     if (step == 2) before = strop__alloc_count();
     const strop__act *o;
-    must(strop__model_forward_exec(m, ids, 2, 1, mask, &o), "forward");
+    must(strop__model_forward_exec(m, ids, 2, 1, &(strop__side){mask, NULL}, &o), "forward");
     must(strop__model_backward(m, dout), "backward");
     strop__model_step_end(m);
   }

@@ -918,25 +918,25 @@ static strop_status window_end(strop_trainer *t, const char *fn) {
 }
 
 static strop_status micro_step(strop_trainer *t, const float *x, const strop__shape *shape,
-                               const float *mask, const float *y, int64_t n, double *loss_out,
-                               int64_t *correct_out);
+                               const strop__side *side, const float *y, int64_t n,
+                               double *loss_out, int64_t *correct_out);
 
 /* forward + loss (+ backward); stats of the batch for running metrics. In a group, the model's
  * random draws skip the other ranks' rows (t->rows_before, t->rows_after). */
 strop_status strop__trainer_micro_step(strop_trainer *t, const float *x,
-                                       const strop__shape *shape, const float *mask,
+                                       const strop__shape *shape, const strop__side *side,
                                        const float *y, int64_t n, double *loss_out,
                                        int64_t *correct_out) {
   t->m->rows_before = t->rows_before;
   t->m->rows_after = t->rows_after;
-  strop_status s = micro_step(t, x, shape, mask, y, n, loss_out, correct_out);
+  strop_status s = micro_step(t, x, shape, side, y, n, loss_out, correct_out);
   t->m->rows_before = t->m->rows_after = 0;
   return s;
 }
 
 static strop_status micro_step(strop_trainer *t, const float *x, const strop__shape *shape,
-                               const float *mask, const float *y, int64_t n, double *loss_out,
-                               int64_t *correct_out) {
+                               const strop__side *side, const float *y, int64_t n,
+                               double *loss_out, int64_t *correct_out) {
   static const char fn[] = "strop_trainer_step";
   strop_model *m = t->m;
   int64_t per, classes, tps;
@@ -956,7 +956,7 @@ static strop_status micro_step(strop_trainer *t, const float *x, const strop__sh
   const strop__act *out;
   /* a failure from here on drops the window: the forward may have moved running statistics
    * and the generator before it failed (out of memory halfway) */
-  s = strop__model_forward_shaped(m, x, n, shape, 1, mask, &out);
+  s = strop__model_forward_shaped(m, x, n, shape, 1, side, &out);
   if (s) {
     drop_accumulation(t);
     strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
@@ -1044,8 +1044,8 @@ strop_status strop_trainer_step_masked(strop_trainer *t, const strop_tensor *inp
                       fn, (long long)targets->numel, (long long)n, (long long)tps,
                       (long long)(n * tps));
   double l = 0.0;
-  s = strop__trainer_micro_step(t, inputs->data, &g.in, mask ? mask->data : NULL, targets->data,
-                                n, &l, NULL);
+  const strop__side side = {mask ? mask->data : NULL, NULL};
+  s = strop__trainer_micro_step(t, inputs->data, &g.in, &side, targets->data, n, &l, NULL);
   if (loss) *loss = (float)l;
   if (s == STROP_E_NUMERIC) strop__log(STROP_LOG_DEBUG, "%s", strop_last_error()); /* skipped */
   return s;
@@ -1084,7 +1084,8 @@ strop_status strop_trainer_forward_masked(strop_trainer *t, const strop_tensor *
   if (!x) return STROP__NOMEM(fn);
   memcpy(x, inputs->data, inputs->numel * sizeof *x);
   const strop__act *o;
-  s = strop__model_forward_shaped(m, x, n, &g.in, 1, mask ? mask->data : NULL, &o);
+  const strop__side side = {mask ? mask->data : NULL, NULL};
+  s = strop__model_forward_shaped(m, x, n, &g.in, 1, &side, &o);
   if (s) {
     strop__model_step_end(m); /* also the input's copy when the forward failed early */
     drop_accumulation(t);     /* what the forward moved before it failed */
@@ -1378,9 +1379,10 @@ static strop_status eval_iter(strop_trainer *t, strop_batch_iter *it, strop_metr
                      fn, (long long)(y->numel / (size_t)cnt), (long long)tps);
       break;
     }
-    const float *xs = x->data, *ms = mask ? mask->data : NULL, *ys = y->data;
+    const float *xs = x->data, *ys = y->data;
+    const strop__side side = {mask ? mask->data : NULL, NULL};
     const strop__act *o;
-    if ((s = strop__model_forward_shaped(m, xs, cnt, &g.in, 0, ms, &o))) {
+    if ((s = strop__model_forward_shaped(m, xs, cnt, &g.in, 0, &side, &o))) {
       strop__err_prefix("%s", fn);
       break;
     }
@@ -1630,8 +1632,8 @@ strop_status strop_trainer_fit(strop_trainer *t, strop_batch_iter *train, strop_
       }
       t->rows_before = off;
       t->rows_after = rows - off - share;
-      s = strop__trainer_micro_step(t, x->data, &g.in, mask ? mask->data : NULL, y->data, cnt, &l,
-                                    &correct);
+      const strop__side side = {mask ? mask->data : NULL, NULL};
+      s = strop__trainer_micro_step(t, x->data, &g.in, &side, y->data, cnt, &l, &correct);
       t->rows_before = t->rows_after = 0;
       /* a rank with no rows ran no forward, so its generator did not move: every rank takes
        * rank 0's (the last rank's share is the smallest, so every rank knows when) */
