@@ -136,6 +136,10 @@ strop_status strop__model_check_mask(const char *fn, const strop_tensor *mask, i
  * layer that reads them bounds them by its table). */
 strop_status strop__model_check_types(const char *fn, const strop_tensor *types, int64_t n,
                                       int64_t t);
+/* The mask and the types of side (NULL: none), reading only the fields its size covers;
+ * STROP_E_INVALID_ARG naming fn when the size does not cover the mask. */
+strop_status strop__side_inputs_read(const char *fn, const strop_side_inputs *side,
+                                     const strop_tensor **mask, const strop_tensor **types);
 /* The per-sample output shape for per-sample input shape in (any shape of the model's rank
  * that every layer accepts): the shape pass a forward of that shape runs (and reuses). Errors
  * (STROP_E_SHAPE) name the layer that refuses it. */

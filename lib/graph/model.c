@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* strop — the model graph: named nodes in a DAG, shape inference, parameter storage, and
  * forward/backward over the DAG with the step arena and the frozen-trunk backward stop. */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -1364,13 +1365,75 @@ strop_status strop__model_check_mask(const char *fn, const strop_tensor *mask, i
   return STROP_OK;
 }
 
+strop_status strop__model_check_types(const char *fn, const strop_tensor *types, int64_t n,
+                                      int64_t t) {
+  if (!types) return STROP_OK;
+  if (types->rank != 2 || types->dims[0] != n || types->dims[1] != t) {
+    char a[128];
+    strop__shape got = {types->rank, {0}};
+    memcpy(got.d, types->dims, sizeof types->dims);
+    return strop__err(STROP_E_SHAPE,
+                      "%s: the token types have shape %s, the batch needs "
+                      "[%lld, %lld] (samples, positions)",
+                      fn, strop__shape_str(&got, a, sizeof a), (long long)n, (long long)t);
+  }
+  for (size_t i = 0; i < types->numel; i++) {
+    const float v = types->data[i];
+    if (!(v >= 0.0f && v < 16777216.0f) || v != floorf(v))
+      return strop__err(STROP_E_INVALID_ARG,
+                        "%s: the token types hold %g at sample %lld, position %lld: a type "
+                        "is an integer >= 0 (Hugging Face's token_type_ids)",
+                        fn, (double)v, (long long)(i / (size_t)t), (long long)(i % (size_t)t));
+  }
+  return STROP_OK;
+}
+
+void strop_side_inputs_init(strop_side_inputs *side) {
+  if (!side) return;
+  memset(side, 0, sizeof *side);
+  side->size = sizeof *side;
+}
+
+strop_status strop__side_inputs_read(const char *fn, const strop_side_inputs *side,
+                                     const strop_tensor **mask, const strop_tensor **types) {
+  *mask = *types = NULL;
+  if (!side) return STROP_OK;
+  if (side->size < offsetof(strop_side_inputs, mask) + sizeof side->mask)
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: side->size %zu is too small (use strop_side_inputs_init())", fn,
+                      side->size);
+  *mask = side->mask;
+  if (side->size >= offsetof(strop_side_inputs, token_types) + sizeof side->token_types)
+    *types = side->token_types;
+  return STROP_OK;
+}
+
+static strop_status forward_side(const char *fn, strop_model *m, const strop_tensor *input,
+                                 const strop_tensor *mask, const strop_tensor *types,
+                                 strop_tensor **out);
+
 strop_status strop_model_forward(strop_model *m, const strop_tensor *input, strop_tensor **out) {
-  return strop_model_forward_masked(m, input, NULL, out);
+  return forward_side("strop_model_forward", m, input, NULL, NULL, out);
 }
 
 strop_status strop_model_forward_masked(strop_model *m, const strop_tensor *input,
                                         const strop_tensor *mask, strop_tensor **out) {
-  const char *fn = mask ? "strop_model_forward_masked" : "strop_model_forward";
+  return forward_side(mask ? "strop_model_forward_masked" : "strop_model_forward", m, input, mask,
+                      NULL, out);
+}
+
+strop_status strop_model_forward_ext(strop_model *m, const strop_tensor *input,
+                                     const strop_side_inputs *side, strop_tensor **out) {
+  static const char fn[] = "strop_model_forward_ext";
+  const strop_tensor *mask, *types;
+  if (out) *out = NULL;
+  strop_status s = strop__side_inputs_read(fn, side, &mask, &types);
+  return s ? s : forward_side(fn, m, input, mask, types, out);
+}
+
+static strop_status forward_side(const char *fn, strop_model *m, const strop_tensor *input,
+                                 const strop_tensor *mask, const strop_tensor *types,
+                                 strop_tensor **out) {
   if (!out) return strop__err(STROP_E_INVALID_ARG, "%s: out is NULL", fn);
   *out = NULL;
   if (!m || !input)
@@ -1389,9 +1452,10 @@ strop_status strop_model_forward_masked(strop_model *m, const strop_tensor *inpu
   strop__shape per = {m->in_shape.rank, {0}};
   for (int i = 0; i < per.rank; i++) per.d[i] = input->dims[i + 1];
   strop_status s = strop__model_check_mask(fn, mask, input->dims[0], per.rank ? per.d[0] : 1);
+  if (!s) s = strop__model_check_types(fn, types, input->dims[0], per.rank ? per.d[0] : 1);
   if (s) return s;
   const strop__act *o;
-  const strop__side side = {mask ? mask->data : NULL, NULL};
+  const strop__side side = {mask ? mask->data : NULL, types ? types->data : NULL};
   s = strop__model_forward_shaped(m, input->data, input->dims[0], &per, m->training, &side, &o);
   if (s) {
     char a[128];
