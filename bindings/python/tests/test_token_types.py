@@ -108,3 +108,11 @@ def test_token_type_errors(bert):
     assert ds.has_token_types
     ds.set_token_types(None)
     assert not ds.has_token_types
+
+
+def test_side_inputs_struct_has_the_librarys_size():
+    import ctypes
+    from strop import _lib
+    buf = ctypes.create_string_buffer(256)
+    _lib.lib.strop_side_inputs_init(buf)
+    assert ctypes.c_size_t.from_buffer(buf).value == ctypes.sizeof(_lib.strop_side_inputs)
