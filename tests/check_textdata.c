@@ -863,6 +863,14 @@ START_TEST(fit_on_pairs_uses_types) {
     const double acc = strop_metrics_get(mt, STROP_METRIC_ACCURACY);
     if (drop) ck_assert_msg(acc <= 0.5, "without types: accuracy %g", acc);
     else ck_assert_msg(acc == 1.0, "with types: accuracy %g", acc);
+    if (!drop) { /* predict_text on raw pairs passes the pair template's types too */
+      const char *first[2] = {"cat", "big"}, *second[2] = {"big", "cat"};
+      strop_prediction *p = NULL;
+      strop_test_must(strop_model_predict_text(m, t, first, second, 2, 1, &p), "predict");
+      ck_assert_int_eq(strop_prediction_class(p, 0, 0), 1);
+      ck_assert_int_eq(strop_prediction_class(p, 1, 0), 0);
+      strop_prediction_free(p);
+    }
     strop_metrics_free(mt);
     strop_batch_iter_free(it);
     strop_trainer_free(tr);
