@@ -121,7 +121,9 @@ static void check_core(int packed, const char *opts, const ref_cfg *rc, int with
   float mask[2 * 16];
   for (int64_t i = 0; i < nb * t; i++) mask[i] = (i % t == 1 || i == 2 * t - 1) ? 0.0f : 1.0f;
   const strop__act *o;
-  strop_test_must(strop__model_forward_exec(m, x, nb, 0, with_mask ? mask : NULL, &o), "forward");
+  strop_test_must(
+      strop__model_forward_exec(m, x, nb, 0, &(strop__side){with_mask ? mask : NULL, NULL}, &o),
+      "forward");
   double *want = malloc(sizeof(double) * (size_t)(t * qw));
   float *qs = malloc(sizeof(float) * (size_t)(t * qw)),
         *ks = malloc(sizeof(float) * (size_t)(t * kw)),
@@ -233,8 +235,9 @@ START_TEST(mha_equals_core) {
   for (int i = 0; i < 96; i++) x[i] = cosf(0.3f * (float)i);
   const float mask[12] = {1, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 1};
   const strop__act *oa, *ob;
-  strop_test_must(strop__model_forward_exec(ma, x, 2, 0, mask, &oa), "mha");
-  strop_test_must(strop__model_forward_exec(mb, x, 2, 0, mask, &ob), "core");
+  strop_test_must(strop__model_forward_exec(ma, x, 2, 0, &(strop__side){mask, NULL}, &oa), "mha");
+  strop_test_must(strop__model_forward_exec(mb, x, 2, 0, &(strop__side){mask, NULL}, &ob),
+                  "core");
   for (int i = 0; i < 96; i++)
     ck_assert_msg(fabsf(oa->data[i] - ob->data[i]) < 1e-5f, "[%d] %g vs %g", i,
                   (double)oa->data[i], (double)ob->data[i]);

@@ -51,7 +51,7 @@ static strop__param *param(strop_model *m, const char *name) {
 static float *fwd(strop_model *m, const float *x, int64_t n, int training, const float *mask,
                   size_t *count) {
   const strop__act *o;
-  must(strop__model_forward_exec(m, x, n, training, mask, &o), "forward");
+  must(strop__model_forward_exec(m, x, n, training, &(strop__side){mask, NULL}, &o), "forward");
   size_t k = (size_t)n * strop__shape_numel(&o->shape);
   float *r = malloc(k * sizeof *r);
   memcpy(r, o->data, k * sizeof *r);
@@ -538,7 +538,7 @@ static double parity_fixture(strop_model *m, const char *rel, double out_tol, do
   m->want_input_grad = gin != NULL;
   must(strop__model_zero_grad(m), "zero_grad");
   const strop__act *o;
-  must(strop__model_forward_exec(m, in, batch, 1, mask, &o), "forward");
+  must(strop__model_forward_exec(m, in, batch, 1, &(strop__side){mask, NULL}, &o), "forward");
   size_t at = 0;
   double worst = strop_test_max_rel(o->data, out, nout, 1e-4, &at);
   ck_assert_msg(worst <= out_tol, "%s: output[%zu] %.8g vs torch %.8g (rel %.3g > %.3g)", rel, at,
@@ -724,7 +724,7 @@ START_TEST(transformer_warm_step_no_alloc) {
   for (int step = 0; step < 3; step++) {
     if (step == 2) before = strop__alloc_count();
     const strop__act *o;
-    must(strop__model_forward_exec(m, ids, 2, 1, mask, &o), "forward");
+    must(strop__model_forward_exec(m, ids, 2, 1, &(strop__side){mask, NULL}, &o), "forward");
     must(strop__model_backward(m, dout), "backward");
     strop__model_step_end(m);
   }
@@ -827,6 +827,115 @@ START_TEST(options_roundtrip) {
 }
 END_TEST
 
+/* positions=types: each token takes row offset + its type; no types: type 0 */
+START_TEST(forward_positional_types) {
+  const int64_t shape[2] = {3, 2};
+  for (int offset = 0; offset < 2; offset++) {
+    char opts[96];
+    snprintf(opts, sizeof opts, "num_embeddings=4 positions=types offset=%d", offset);
+    strop_model *m = build1(2, shape, "tt", "positional_embedding", opts);
+    strop__param *w = param(m, "tt.weight");
+    for (int i = 0; i < 8; i++) w->data[i] = (float)(100 * i);
+    float x[12];
+    for (int i = 0; i < 12; i++) x[i] = (float)i;
+    const float types[6] = {0, 1, 2, 2, 0, 1};
+    const strop__act *o;
+    must(strop__model_forward_exec(m, x, 2, 0, &(strop__side){NULL, types}, &o), "types");
+    for (int i = 0; i < 12; i++) {
+      const int row = offset + (int)types[i / 2];
+      ck_assert_msg(o->data[i] == (float)i + w->data[row * 2 + i % 2], "[%d] %g", i,
+                    (double)o->data[i]);
+    }
+    strop__model_step_end(m);
+    float *y = fwd(m, x, 2, 0, NULL, NULL); /* no types: every token takes row offset */
+    for (int i = 0; i < 12; i++) ck_assert(y[i] == (float)i + w->data[offset * 2 + i % 2]);
+    free(y);
+    strop_model_free(m);
+  }
+}
+END_TEST
+
+START_TEST(gradcheck_positional_types) {
+  const int64_t shape[2] = {5, 4};
+  strop_model *m = build1(2, shape, "tt", "positional_embedding",
+                          "num_embeddings=4 positions=types offset=1");
+  const float types[3 * 5] = {0, 0, 1, 1, 2, 2, 1, 0, 0, 0, 1, 1, 1, 1, 1};
+  strop_test_gc_opts o;
+  strop_test_gc_defaults(&o);
+  o.types = types;
+  strop_test_gradcheck(m, 3, 12, &o);
+  /* the rows the types use get gradients (row 0, below the offset, none): the backward's
+   * scatter-add by type, summed over the tokens of each type */
+  const strop__param *w = strop__model_param_find(m, "tt.weight");
+  for (int j = 0; j < 4; j++) ck_assert(w->grad[j] == 0.0f);
+  for (int r = 1; r < 4; r++) {
+    double sum = 0;
+    for (int j = 0; j < 4; j++) sum += fabs(w->grad[r * 4 + j]);
+    ck_assert_msg(sum > 0, "row %d got no gradient", r);
+  }
+  strop_model_free(m);
+}
+END_TEST
+
+/* a type past the table, a fraction, a negative: errors naming the layer, the value and where;
+ * through the public forward also a shape error and a bad side size; the model still works */
+START_TEST(errors_token_types) {
+  const int64_t shape[2] = {3, 2};
+  strop_model *m = build1(2, shape, "bert.tt", "positional_embedding",
+                          "num_embeddings=2 positions=types");
+  const float x[6] = {1, 2, 3, 4, 5, 6};
+  const float bad[3][3] = {{0, 2, 1}, {0, 1, 0.5f}, {-1, 0, 0}};
+  const char *want[3] = {"token type 2 at sample 0, position 1: row 2 is not in the table's 2",
+                         "token type 0.5 at sample 0, position 2",
+                         "token type -1 at sample 0, position 0"};
+  const strop__param *w = strop__model_param_find(m, "bert.tt.weight");
+  float before[4];
+  memcpy(before, w->data, sizeof before);
+  for (int c = 0; c < 3; c++) {
+    const strop__act *o;
+    strop_status st = strop__model_forward_exec(m, x, 1, 1, &(strop__side){NULL, bad[c]}, &o);
+    ck_assert_int_eq(st, STROP_E_INVALID_ARG);
+    ck_assert_msg(strstr(strop_last_error(), "'bert.tt'") && strstr(strop_last_error(), want[c]),
+                  "%s", strop_last_error());
+  }
+  int64_t xd[3] = {1, 3, 2}, td[2] = {1, 3}, wrong[2] = {1, 2};
+  strop_tensor *in = NULL, *tt = NULL, *tw = NULL, *out = NULL;
+  must(strop_tensor_from_data(x, 6, 3, xd, &in), "in");
+  must(strop_tensor_from_data(bad[0], 3, 2, td, &tt), "types");
+  must(strop_tensor_from_data(bad[0], 2, 2, wrong, &tw), "types");
+  strop_side_inputs side;
+  strop_side_inputs_init(&side);
+  side.token_types = tt;
+  ck_assert_int_eq(strop_model_forward_ext(m, in, &side, &out), STROP_E_INVALID_ARG);
+  ck_assert_ptr_null(out);
+  ck_assert(strstr(strop_last_error(), "strop_model_forward_ext") &&
+            strstr(strop_last_error(), "'bert.tt'") && strstr(strop_last_error(), "type 2"));
+  side.token_types = tw;
+  ck_assert_int_eq(strop_model_forward_ext(m, in, &side, &out), STROP_E_SHAPE);
+  ck_assert(strstr(strop_last_error(), "token types have shape [1, 2]"));
+  side.size = 4;
+  ck_assert_int_eq(strop_model_forward_ext(m, in, &side, &out), STROP_E_INVALID_ARG);
+  ck_assert(strstr(strop_last_error(), "side->size"));
+  ck_assert_int_eq(strop_model_forward_ext(m, in, NULL, NULL), STROP_E_INVALID_ARG);
+  ck_assert(memcmp(before, w->data, sizeof before) == 0);
+  /* still works, with good types and without */
+  float good[3] = {1, 0, 1};
+  memcpy(strop_tensor_data(tt), good, sizeof good);
+  strop_side_inputs_init(&side);
+  side.token_types = tt;
+  must(strop_model_forward_ext(m, in, &side, &out), "good types");
+  ck_assert(strop_tensor_data(out)[0] == x[0] + w->data[2]);
+  strop_tensor_free(out);
+  must(strop_model_forward_ext(m, in, NULL, &out), "no side");
+  ck_assert(strop_tensor_data(out)[0] == x[0] + w->data[0]);
+  strop_tensor_free(out);
+  strop_tensor_free(in);
+  strop_tensor_free(tt);
+  strop_tensor_free(tw);
+  strop_model_free(m);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("layers_seq");
   TCase *tc = tcase_create("kernels");
@@ -837,6 +946,7 @@ static Suite *suite(void) {
   tc = tcase_create("forward");
   tcase_add_test(tc, forward_embedding);
   tcase_add_test(tc, forward_positional);
+  tcase_add_test(tc, forward_positional_types);
   tcase_add_test(tc, forward_layernorm);
   tcase_add_test(tc, forward_attention_uniform);
   tcase_add_test(tc, forward_mean_pool);
@@ -845,6 +955,7 @@ static Suite *suite(void) {
   tc = tcase_create("gradcheck");
   tcase_add_test(tc, gradcheck_embedding);
   tcase_add_test(tc, gradcheck_positional);
+  tcase_add_test(tc, gradcheck_positional_types);
   tcase_add_test(tc, gradcheck_layernorm);
   tcase_add_test(tc, gradcheck_rmsnorm);
   tcase_add_test(tc, gradcheck_attention);
@@ -870,6 +981,7 @@ static Suite *suite(void) {
   tc = tcase_create("errors");
   tcase_add_test(tc, errors_options);
   tcase_add_test(tc, errors_token_ids);
+  tcase_add_test(tc, errors_token_types);
   tcase_add_test(tc, options_roundtrip);
   suite_add_tcase(s, tc);
   return s;

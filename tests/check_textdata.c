@@ -723,6 +723,165 @@ START_TEST(fit_on_text) {
 }
 END_TEST
 
+/* Text pairs carry token types: the tokenizer's pair template's (0 for [CLS] A [SEP], 1 for
+ * B [SEP]), 0 at padding, in every batch (shuffled, prefetched, cut to the longest row like the
+ * mask) and through the tokenisation cache. */
+START_TEST(pairs_carry_token_types) {
+  strop_tokenizer *t = wordpiece();
+  const char *path = put("types.jsonl",
+                         "{\"a\": \"the cat\", \"b\": \"a dog ran\", \"label\": 0}\n"
+                         "{\"a\": \"cat\", \"b\": \"dog\", \"label\": 1}\n"
+                         "{\"a\": \"the big dog sat\", \"b\": \"on a mat\", "
+                         "\"label\": 1}\n");
+  const char *a[3] = {"the cat", "cat", "the big dog sat"},
+             *b[3] = {"a dog ran", "dog", "on a mat"};
+  strop_text_options o;
+  strop_text_options_init(&o);
+  o.text_field = "a";
+  o.pair_field = "b";
+  o.max_length = 16;
+  char dir[600];
+  snprintf(dir, sizeof dir, "%s/types_cache", tmpdir());
+  for (int pass = 0; pass < 3; pass++) {
+    o.cache_dir = pass ? dir : NULL; /* pass 1 writes the cache, pass 2 reads it */
+    strop_dataset *ds = NULL;
+    strop_test_must(strop_dataset_load_text_file(path, t, &o, &ds), "load");
+    ck_assert_int_eq(strop_dataset_has_token_types(ds), 1);
+    for (int flags = 0; flags < 4; flags++) {
+      int f = ((flags & 1) ? STROP_ITER_SHUFFLE : 0) | ((flags & 2) ? STROP_ITER_PREFETCH : 0);
+      strop_batch_iter *it = NULL;
+      strop_test_must(strop_batch_iter_create(ds, 2, 3, f, &it), "iter");
+      for (int epoch = 0; epoch < 2; epoch++)
+        for (;;) {
+          strop_tensor *x = NULL, *y = NULL;
+          int64_t rows = 0;
+          strop_test_must(strop_batch_iter_next(it, &x, &y, &rows), "next");
+          if (!rows) {
+            ck_assert_ptr_null(strop_batch_iter_token_types(it));
+            break;
+          }
+          const strop_tensor *m = strop_batch_iter_mask(it),
+                             *k = strop_batch_iter_token_types(it);
+          ck_assert_ptr_nonnull(k);
+          ck_assert_int_eq(strop_tensor_dim(k, 0), rows);
+          const int64_t w = strop_tensor_dim(x, 1);
+          ck_assert_int_eq(strop_tensor_dim(k, 1), w);
+          ck_assert_int_eq(strop_tensor_dim(m, 1), w);
+          for (int64_t r = 0; r < rows; r++) {
+            const float *xr = strop_tensor_data_const(x) + r * w;
+            int i = 0; /* which record: the one whose encoding the row holds */
+            int64_t want[32], types[32], ids[32];
+            for (; i < 3; i++) {
+              strop_encode_options eo;
+              strop_encode_options_init(&eo);
+              eo.padding = STROP_PAD_NONE;
+              const char *ta[1] = {a[i]}, *tb[1] = {b[i]};
+              int64_t n = 0;
+              strop_test_must(
+                  strop_tokenizer_encode_batch(t, ta, tb, 1, &eo, ids, types, NULL, NULL, 32, &n),
+                  "encode");
+              int same = n <= w;
+              for (int64_t c = 0; c < w && same; c++)
+                same = xr[c] == (c < n ? (float)ids[c] : 0.0f);
+              if (!same) continue;
+              for (int64_t c = 0; c < w; c++) want[c] = c < n ? types[c] : 0;
+              break;
+            }
+            ck_assert_int_lt(i, 3);
+            int ones = 0;
+            for (int64_t c = 0; c < w; c++) {
+              ck_assert_msg(strop_tensor_data_const(k)[r * w + c] == (float)want[c],
+                            "pass %d flags %d record %d position %lld: type %g, want %lld", pass,
+                            flags, i, (long long)c, (double)strop_tensor_data_const(k)[r * w + c],
+                            (long long)want[c]);
+              ones += want[c] == 1;
+            }
+            ck_assert_int_gt(ones, 1); /* B and its [SEP] */
+          }
+        }
+      strop_batch_iter_free(it);
+    }
+    strop_dataset_free(ds);
+  }
+  /* single texts carry none */
+  o.pair_field = NULL;
+  o.cache_dir = NULL;
+  strop_dataset *ds = NULL;
+  strop_test_must(strop_dataset_load_text_file(path, t, &o, &ds), "load");
+  ck_assert_int_eq(strop_dataset_has_token_types(ds), 0);
+  strop_dataset_free(ds);
+  strop_tokenizer_free(t);
+}
+END_TEST
+
+/* "Is cat in the first segment?": a bag of tokens cannot tell (cat, w) from (w, cat), so a model
+ * that mean-pools its tokens learns it only when the token types reach it through fit and
+ * eval. */
+START_TEST(fit_on_pairs_uses_types) {
+  strop_tokenizer *t = wordpiece();
+  static const char *const words[] = {"dog", "sat", "ran", "on", "mat", "a", "big", "the"};
+  char text[4096], *w = text;
+  for (int i = 0; i < 8; i++) {
+    w += sprintf(w, "{\"a\": \"cat\", \"b\": \"%s\", \"label\": 1}\n", words[i]);
+    w += sprintf(w, "{\"a\": \"%s\", \"b\": \"cat\", \"label\": 0}\n", words[i]);
+  }
+  const char *path = put("follows.jsonl", text);
+  strop_text_options o;
+  strop_text_options_init(&o);
+  o.text_field = "a";
+  o.pair_field = "b";
+  o.max_length = 8;
+  for (int drop = 0; drop < 2; drop++) {
+    strop_dataset *ds = NULL;
+    strop_test_must(strop_dataset_load_text_file(path, t, &o, &ds), "load");
+    if (drop) strop_test_must(strop_dataset_set_token_types(ds, NULL, 0), "drop types");
+    ck_assert_int_eq(strop_dataset_has_token_types(ds), !drop);
+    strop_model *m = NULL;
+    strop_test_must(
+        strop_model_load_spec_string(
+            "input: [8]\nlayers:\n"
+            "  - {name: tok, type: embedding, num_embeddings: 16, embedding_dim: 16}\n"
+            "  - {name: seg, type: positional_embedding, num_embeddings: 2, positions: types}\n"
+            "  - {name: act, type: gelu}\n"
+            "  - {name: pool, type: mean_pool}\n"
+            "  - {name: head, type: linear, in_features: 16, out_features: 2}\n",
+            &m),
+        "model");
+    strop_optimizer *opt = NULL;
+    strop_test_must(strop_optimizer_create(m, STROP_OPTIM_ADAM, &opt), "opt");
+    strop_test_must(strop_optimizer_set_double(opt, STROP_OPT_LR, 0.03), "lr");
+    strop_trainer *tr = NULL;
+    strop_test_must(strop_trainer_create(m, opt, &tr), "trainer");
+    strop_batch_iter *it = NULL;
+    strop_test_must(strop_batch_iter_create(ds, 4, 1, STROP_ITER_SHUFFLE, &it), "iter");
+    strop_fit_options fo;
+    strop_fit_options_init(&fo);
+    fo.epochs = 60;
+    strop_test_must(strop_trainer_fit(tr, it, NULL, &fo), "fit");
+    strop_metrics *mt = NULL;
+    strop_test_must(strop_trainer_eval_dataset(tr, ds, 4, &mt), "eval");
+    const double acc = strop_metrics_get(mt, STROP_METRIC_ACCURACY);
+    if (drop) ck_assert_msg(acc <= 0.5, "without types: accuracy %g", acc);
+    else ck_assert_msg(acc == 1.0, "with types: accuracy %g", acc);
+    if (!drop) { /* predict_text on raw pairs passes the pair template's types too */
+      const char *first[2] = {"cat", "big"}, *second[2] = {"big", "cat"};
+      strop_prediction *p = NULL;
+      strop_test_must(strop_model_predict_text(m, t, first, second, 2, 1, &p), "predict");
+      ck_assert_int_eq(strop_prediction_class(p, 0, 0), 1);
+      ck_assert_int_eq(strop_prediction_class(p, 1, 0), 0);
+      strop_prediction_free(p);
+    }
+    strop_metrics_free(mt);
+    strop_batch_iter_free(it);
+    strop_trainer_free(tr);
+    strop_optimizer_free(opt);
+    strop_model_free(m);
+    strop_dataset_free(ds);
+  }
+  strop_tokenizer_free(t);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ errors ---- */
 
 static void refuse(strop_tokenizer *t, const char *name, const char *content,
@@ -734,6 +893,51 @@ static void refuse(strop_tokenizer *t, const char *name, const char *content,
   ck_assert_msg(strstr(strop_last_error(), needle), "%s: '%s' lacks '%s'", name,
                 strop_last_error(), needle);
 }
+
+/* strop_dataset_set_token_types: bad arguments leave the dataset as it was */
+START_TEST(token_types_errors) {
+  int64_t live = strop__alloc_live();
+  enum { N = 3, T = 4 };
+  float x[N * T] = {0}, y[N] = {0, 1, 0}, types[N * T] = {0};
+  const int64_t dims[1] = {T};
+  strop_dataset *ds = NULL, *view = NULL;
+  strop_test_must(strop_dataset_from_memory(x, y, N, 1, dims, 0, NULL, 2, &ds), "ds");
+  ck_assert_int_eq(strop_dataset_set_token_types(NULL, types, N * T), STROP_E_INVALID_ARG);
+  ck_assert(strstr(strop_last_error(), "ds is NULL"));
+  ck_assert_int_eq(strop_dataset_set_token_types(ds, types, N * T - 1), STROP_E_SHAPE);
+  ck_assert(strstr(strop_last_error(), "11 token types for 3 samples of 4 positions"));
+  types[6] = 1.5f;
+  ck_assert_int_eq(strop_dataset_set_token_types(ds, types, N * T), STROP_E_INVALID_ARG);
+  ck_assert_msg(strstr(strop_last_error(), "token type 1.5 at sample 1, position 2"), "%s",
+                strop_last_error());
+  types[6] = -1.0f;
+  ck_assert_int_eq(strop_dataset_set_token_types(ds, types, N * T), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_dataset_has_token_types(ds), 0);
+  types[6] = 1.0f;
+  const int64_t pick[2] = {2, 0};
+  strop_test_must(strop_dataset_subset(ds, pick, 2, &view), "view");
+  ck_assert_int_eq(strop_dataset_set_token_types(view, types, N * T), STROP_E_INVALID_ARG);
+  ck_assert(strstr(strop_last_error(), "view"));
+  strop_test_must(strop_dataset_set_token_types(ds, types, N * T), "set");
+  ck_assert_int_eq(strop_dataset_has_token_types(view), 1);
+  /* a view's batch carries its own rows' types */
+  strop_batch_iter *it = NULL;
+  strop_test_must(strop_batch_iter_create(view, 2, 0, 0, &it), "iter");
+  ck_assert_ptr_null(strop_batch_iter_token_types(it));
+  ck_assert_ptr_null(strop_batch_iter_token_types(NULL));
+  strop_tensor *bx = NULL, *by = NULL;
+  int64_t rows = 0;
+  strop_test_must(strop_batch_iter_next(it, &bx, &by, &rows), "next");
+  const float *k = strop_tensor_data_const(strop_batch_iter_token_types(it));
+  ck_assert(k[2] == 0.0f && k[T + 2] == 0.0f); /* samples 2 and 0 */
+  strop_batch_iter_free(it);
+  strop_dataset_free(view);
+  strop_test_must(strop_dataset_set_token_types(ds, NULL, 0), "remove");
+  ck_assert_int_eq(strop_dataset_has_token_types(ds), 0);
+  strop_dataset_free(ds);
+  ck_assert_int_eq(strop__alloc_live(), live);
+}
+END_TEST
 
 START_TEST(bad_inputs) {
   int64_t live = strop__alloc_live();
@@ -917,12 +1121,15 @@ static Suite *suite(void) {
   tcase_add_test(tc, prefetch_batches_carry_their_masks);
   tcase_add_test(tc, splits_and_few_shot);
   tcase_add_test(tc, fit_on_text);
+  tcase_add_test(tc, pairs_carry_token_types);
+  tcase_add_test(tc, fit_on_pairs_uses_types);
   suite_add_tcase(s, tc);
   tc = tcase_create("cache");
   tcase_add_test(tc, cache_reuses_and_invalidates);
   suite_add_tcase(s, tc);
   tc = tcase_create("errors");
   tcase_add_test(tc, bad_inputs);
+  tcase_add_test(tc, token_types_errors);
   suite_add_tcase(s, tc);
   tc = tcase_create("memory");
   tcase_add_test(tc, allocation_sweep);

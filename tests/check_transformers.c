@@ -168,12 +168,28 @@ static strop_tensor *ref_mask(const strop_st_file *f) {
   return strop_st_file_find(f, "mask") >= 0 ? ref_tensor(f, "mask") : NULL;
 }
 
-/* Eval-mode logits of the reference's padded batch, with its mask. */
+/* the token types of the reference (text pairs), or NULL */
+static strop_tensor *ref_types(const strop_st_file *f) {
+  return strop_st_file_find(f, "types") >= 0 ? ref_tensor(f, "types") : NULL;
+}
+
+/* the reference batch's side inputs */
+static strop_side_inputs side_of(const strop_tensor *mask, const strop_tensor *types) {
+  strop_side_inputs side;
+  strop_side_inputs_init(&side);
+  side.mask = mask;
+  side.token_types = types;
+  return side;
+}
+
+/* Eval-mode logits of the reference's padded batch, with its mask (and token types). */
 static void check_eval(strop_model *m, const strop_st_file *rf, const char *key, double floor) {
-  strop_tensor *x = ref_tensor(rf, "x"), *mask = ref_mask(rf), *out = NULL;
+  strop_tensor *x = ref_tensor(rf, "x"), *mask = ref_mask(rf), *types = ref_types(rf),
+               *out = NULL;
   size_t n;
   float *want = ref_read(rf, key, &n);
-  strop_test_must(strop_model_forward_masked(m, x, mask, &out), "forward");
+  const strop_side_inputs side = side_of(mask, types);
+  strop_test_must(strop_model_forward_ext(m, x, &side, &out), "forward");
   ck_assert_int_eq(strop_tensor_numel(out), (int64_t)n);
   /* per-token logits at padded positions mean nothing: compare tokens only */
   const int64_t rows = strop_tensor_dim(x, 0) * strop_tensor_dim(x, 1);
@@ -190,6 +206,7 @@ static void check_eval(strop_model *m, const strop_st_file *rf, const char *key,
                 tol);
   strop_tensor_free(x);
   strop_tensor_free(mask);
+  strop_tensor_free(types);
   strop_tensor_free(out);
   free(want);
 }
@@ -234,8 +251,9 @@ static void parity(const char *name, loader load) {
   strop_test_must(strop_optimizer_set_double(opt, STROP_OPT_WEIGHT_DECAY, 0.01), "wd");
   strop_test_must(strop_trainer_create(m, opt, &tr), "trainer");
   strop_tensor *x = ref_tensor(rf, "x"), *mask = ref_mask(rf), *y = ref_tensor(rf, "y");
-  strop_tensor *out = NULL, *dout = NULL;
-  strop_test_must(strop_trainer_forward_masked(tr, x, mask, &out), "train forward");
+  strop_tensor *types = ref_types(rf), *out = NULL, *dout = NULL;
+  const strop_side_inputs side = side_of(mask, types);
+  strop_test_must(strop_trainer_forward_ext(tr, x, &side, &out), "train forward");
   strop_test_must(strop_tensor_copy(out, &dout), "copy");
   const int64_t rows = strop_tensor_numel(y), classes = strop_tensor_numel(out) / rows;
   const double loss = ce_grad(strop_tensor_data(out), strop_tensor_data(y), rows, classes,
@@ -306,7 +324,7 @@ static void parity(const char *name, loader load) {
   strop_test_must(strop_optimizer_create(m, STROP_OPTIM_ADAMW, &opt), "optimizer");
   strop_test_must(strop_trainer_create(m, opt, &tr), "trainer");
   float l = 0;
-  strop_test_must(strop_trainer_step_masked(tr, x, mask, y, &l), "step");
+  strop_test_must(strop_trainer_step_ext(tr, x, &side, y, &l), "step");
   ck_assert_msg(fabs(l - want_loss[0]) < 2e-5 * fmax(1, fabs(want_loss[0])),
                 "%s: trainer loss %.8g, PyTorch %.8g", name, (double)l, want_loss[0]);
   /* saved for run_transformers.py to reload in PyTorch with strict=True */
@@ -327,8 +345,8 @@ static void parity(const char *name, loader load) {
     strop_model *back = load_hf(dir, strrchr(spath, '/') + 1, NULL);
     strop_tensor *o1 = NULL, *o2 = NULL;
     strop_test_must(strop_model_set_training(m, 0), "eval");
-    strop_test_must(strop_model_forward_masked(m, x, mask, &o1), "stepped");
-    strop_test_must(strop_model_forward_masked(back, x, mask, &o2), "reloaded");
+    strop_test_must(strop_model_forward_ext(m, x, &side, &o1), "stepped");
+    strop_test_must(strop_model_forward_ext(back, x, &side, &o2), "reloaded");
     ck_assert(memcmp(strop_tensor_data(o1), strop_tensor_data(o2),
                      (size_t)strop_tensor_numel(o1) * sizeof(float)) == 0);
     strop_tensor_free(o1);
@@ -338,6 +356,7 @@ static void parity(const char *name, loader load) {
   free(want_loss);
   strop_tensor_free(x);
   strop_tensor_free(mask);
+  strop_tensor_free(types);
   strop_tensor_free(y);
   strop_trainer_free(tr);
   strop_optimizer_free(opt);
@@ -364,6 +383,43 @@ END_TEST
 START_TEST(bert_base) { parity("bert", ld_auto); }
 END_TEST
 START_TEST(bert_cls) { parity("bert_cls", ld_auto); }
+END_TEST
+
+/* sentence pairs with token types 0 and 1: logits, loss, every gradient (token_type_embeddings'
+ * rows 0 and 1 both get one) and one AdamW step */
+START_TEST(bert_pair) {
+  parity("bert_pair", ld_auto);
+  /* the types reach the model: with all-zero types the logits differ (row 1 differs from 0) */
+  char rpath[512];
+  snprintf(rpath, sizeof rpath, "%s/bert_pair.ref.safetensors", fixtures());
+  strop_st_file *rf = NULL;
+  strop_test_must(strop_st_file_open(rpath, &rf), rpath);
+  strop_model *m = load_hf(fixtures(), "bert_pair", NULL);
+  strop_tensor *x = ref_tensor(rf, "x"), *mask = ref_mask(rf), *types = ref_types(rf);
+  strop_tensor *zeros = NULL, *o1 = NULL, *o2 = NULL;
+  strop_test_must(strop_tensor_copy(types, &zeros), "copy");
+  memset(strop_tensor_data(zeros), 0, (size_t)strop_tensor_numel(zeros) * sizeof(float));
+  strop_side_inputs side = side_of(mask, types);
+  strop_test_must(strop_model_forward_ext(m, x, &side, &o1), "types");
+  side.token_types = zeros;
+  strop_test_must(strop_model_forward_ext(m, x, &side, &o2), "zeros");
+  ck_assert(rel_to_max(strop_tensor_data(o1), strop_tensor_data(o2),
+                       (size_t)strop_tensor_numel(o1), 1e-3) > 1e-3);
+  /* all-zero types are what no types give */
+  strop_tensor *o3 = NULL;
+  strop_test_must(strop_model_forward_masked(m, x, mask, &o3), "no types");
+  ck_assert(memcmp(strop_tensor_data(o2), strop_tensor_data(o3),
+                   (size_t)strop_tensor_numel(o2) * sizeof(float)) == 0);
+  strop_tensor_free(o1);
+  strop_tensor_free(o2);
+  strop_tensor_free(o3);
+  strop_tensor_free(zeros);
+  strop_tensor_free(x);
+  strop_tensor_free(mask);
+  strop_tensor_free(types);
+  strop_model_free(m);
+  strop_st_file_free(rf);
+}
 END_TEST
 START_TEST(roberta_cls) { parity("roberta_cls", ld_auto); }
 END_TEST
@@ -918,6 +974,7 @@ static Suite *suite(void) {
   tcase_set_timeout(tc, 600);
   tcase_add_test(tc, bert_base);
   tcase_add_test(tc, bert_cls);
+  tcase_add_test(tc, bert_pair);
   tcase_add_test(tc, roberta_cls);
   tcase_add_test(tc, distilbert_cls);
   suite_add_tcase(s, tc);

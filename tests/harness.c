@@ -27,10 +27,10 @@ static size_t out_numel(strop_model *m, int64_t batch) {
 
 /* loss = sum(out .* R) in double, with the model RNG reset so dropout repeats */
 static double loss_at(strop_model *m, const float *x, int64_t batch, const float *r,
-                      strop__rng r0) {
+                      strop__rng r0, const strop__side *side) {
   const strop__act *o;
   m->rng = r0;
-  strop_status s = strop__model_forward_exec(m, x, batch, 1, NULL, &o);
+  strop_status s = strop__model_forward_exec(m, x, batch, 1, side, &o);
   ck_assert_msg(s == STROP_OK, "forward failed: %s", strop_last_error());
   double L = 0.0;
   size_t n = out_numel(m, batch);
@@ -72,7 +72,8 @@ double strop_test_gradcheck(strop_model *m, int64_t batch, uint64_t seed,
   ck_assert_int_eq(strop__model_zero_grad(m), STROP_OK);
   const strop__act *out;
   m->rng = r0;
-  ck_assert_msg(strop__model_forward_exec(m, x, batch, 1, NULL, &out) == STROP_OK, "%s",
+  const strop__side side = {o.mask, o.types};
+  ck_assert_msg(strop__model_forward_exec(m, x, batch, 1, &side, &out) == STROP_OK, "%s",
                 strop_last_error());
   ck_assert_msg(strop__model_backward(m, r) == STROP_OK, "backward: %s", strop_last_error());
   float *gin = NULL;
@@ -96,9 +97,9 @@ double strop_test_gradcheck(strop_model *m, int64_t batch, uint64_t seed,
       size_t i = k == p->numel ? t : (size_t)strop__rng_below(&g, p->numel);
       float v = p->data[i];
       p->data[i] = v + (float)o.eps;
-      double lp = loss_at(m, x, batch, r, r0);
+      double lp = loss_at(m, x, batch, r, r0, &side);
       p->data[i] = v - (float)o.eps;
-      double lm = loss_at(m, x, batch, r, r0);
+      double lm = loss_at(m, x, batch, r, r0, &side);
       p->data[i] = v;
       double fd = (lp - lm) / (2.0 * o.eps);
       snprintf(what, sizeof what, "%s[%zu]", p->name, i);
@@ -112,9 +113,9 @@ double strop_test_gradcheck(strop_model *m, int64_t batch, uint64_t seed,
       size_t i = k == in_n ? t : (size_t)strop__rng_below(&g, in_n);
       float v = x[i];
       x[i] = v + (float)o.eps;
-      double lp = loss_at(m, x, batch, r, r0);
+      double lp = loss_at(m, x, batch, r, r0, &side);
       x[i] = v - (float)o.eps;
-      double lm = loss_at(m, x, batch, r, r0);
+      double lm = loss_at(m, x, batch, r, r0, &side);
       x[i] = v;
       snprintf(what, sizeof what, "input[%zu]", i);
       compare_fd(what, (lp - lm) / (2.0 * o.eps), gin[i], o.tol, &worst);

@@ -16,6 +16,8 @@ typedef struct strop_test_gc_opts {
   int64_t int_max;
   float input_scale;  /* inputs ~ U(-scale, scale) (default 1) */
   int max_per_tensor; /* entries checked per tensor, sampled (default 48) */
+  const float *mask;  /* the batch's padding mask [batch, T], or NULL (default) */
+  const float *types; /* the batch's token types [batch, T], or NULL (default) */
 } strop_test_gc_opts;
 
 void strop_test_gc_defaults(strop_test_gc_opts *o);

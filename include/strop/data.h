@@ -677,6 +677,36 @@ STROP_API STROP_NODISCARD strop_status strop_dataset_set_mask(strop_dataset *ds,
                                                               const float *mask, size_t count);
 
 /**
+ * @brief Gives the samples of a dataset token types (Hugging Face's token_type_ids: the segment
+ *        of a text pair each position belongs to), which its batches then carry
+ *        (strop_batch_iter_token_types()) and strop_trainer_fit() and strop_trainer_eval()
+ *        pass to the model beside the padding mask (strop_side_inputs).
+ *
+ * Text datasets of pairs (strop_text_options.pair_field) have them from the tokenizer's pair
+ * template; this sets them on a dataset made from arrays. Set them on the dataset, not a view.
+ * @param[in,out] ds    The dataset (not a view).
+ * @param[in]     types n x T integers >= 0 (below 2^24), T the first dimension of a sample's
+ *                      input shape; copied. NULL removes them.
+ * @param[in]     count The number of values at @p types: n x T.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL ds, a view, a value that is not an integer in
+ *         [0, 2^24), naming the sample and position); STROP_E_SHAPE (count is not n x T);
+ *         STROP_E_NOMEM. The dataset is unchanged on error. Not thread-safe for one dataset.
+ * @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_dataset_set_token_types(strop_dataset *ds,
+                                                                     const float *types,
+                                                                     size_t count);
+
+/**
+ * @brief Whether the dataset's samples carry token types (strop_dataset_set_token_types(), or
+ *        a text dataset of pairs).
+ * @param[in] ds The dataset or a view of it.
+ * @return 1 or 0 (0 for NULL).
+ * @since 0.2
+ */
+STROP_API int strop_dataset_has_token_types(const strop_dataset *ds);
+
+/**
  * @brief Whether the dataset's samples carry padding masks (strop_dataset_set_mask()).
  * @param[in] ds The dataset (or a view of it).
  * @return 1 when they do; 0 otherwise or for NULL. Thread-safe.
@@ -1000,6 +1030,18 @@ STROP_API STROP_NODISCARD strop_status strop_batch_iter_next(strop_batch_iter *i
  *         the end of an epoch, or for NULL. Not thread-safe for one iterator. @since 0.2
  */
 STROP_API const strop_tensor *strop_batch_iter_mask(const strop_batch_iter *it);
+
+/**
+ * @brief The token types of the batch strop_batch_iter_next() last returned, when the dataset
+ *        carries them (strop_dataset_has_token_types()): [rows, T] like the mask, cut to the
+ *        same length; padding positions have type 0.
+ * @param[in] it The iterator.
+ * @return A tensor borrowed from the iterator, valid until its next call to
+ *         strop_batch_iter_next() (or its free); NULL when the dataset has no token types,
+ *         before the first batch, at the end of an epoch, or for NULL.
+ * @since 0.2
+ */
+STROP_API const strop_tensor *strop_batch_iter_token_types(const strop_batch_iter *it);
 
 /**
  * @brief Batches per epoch (with drop_last taken into account).

@@ -142,6 +142,57 @@ STROP_API STROP_NODISCARD strop_status strop_model_forward_masked(strop_model *m
                                                                   strop_tensor **out);
 
 /**
+ * @brief The per-sample side inputs of a batch of sequences, beside its inputs: the padding
+ *        mask and the token types. Fill with strop_side_inputs_init(), then set the fields
+ *        the batch has; fields are only ever appended (the library reads the bytes @c size
+ *        covers). @since 0.2
+ *
+ * Both are [N, T] with T the first per-sample dimension of the input (the sequence). Token
+ * types are Hugging Face's token_type_ids: the segment each token belongs to (a text pair's
+ * first segment and its special tokens 0, the second 1, as the tokenizer's pair template says;
+ * strop_tokenizer_encode_batch() gives them), read by a positional_embedding layer with
+ * positions=types (BERT's token_type_embeddings: row = the token's type, which must be below
+ * type_vocab_size). A model with no such layer (GPT-2, DistilBERT, Llama) ignores them.
+ */
+typedef struct strop_side_inputs {
+  size_t size;                     /**< sizeof(strop_side_inputs), set by the init function. */
+  const strop_tensor *mask;        /**< [N, T] of 1 (token) and 0 (padding), Hugging Face's
+                                        attention_mask; NULL: no padding. */
+  const strop_tensor *token_types; /**< [N, T] of integers >= 0 (stored as floats); NULL:
+                                        every token has type 0. */
+} strop_side_inputs;
+
+/**
+ * @brief Fills @p side with no side inputs (no mask, no token types) and sets its size.
+ * @param[out] side The struct to fill; NULL is a no-op.
+ * @since 0.2
+ */
+STROP_API void strop_side_inputs_init(strop_side_inputs *side);
+
+/**
+ * @brief strop_model_forward() on a batch with its side inputs: the padding mask (as
+ *        strop_model_forward_masked()) and the token types.
+ * @param[in]  model The model (finalized).
+ * @param[in]  input [N, T, ...]; only read.
+ * @param[in]  side  The batch's mask and token types (strop_side_inputs_init()), each NULL
+ *                   when the batch has none; NULL: neither (strop_model_forward()). Only read
+ *                   (copied for the call).
+ * @param[out] out   A new tensor [N, output shape...], owned by the caller
+ *                   (strop_tensor_free()); NULL on error.
+ * @return STROP_OK; STROP_E_SHAPE (the input, the mask or the types have a shape the model
+ *         does not take, naming them); STROP_E_INVALID_ARG (NULL model, input or out;
+ *         side->size too small; a mask value other than 0 or 1, a token type that is not an
+ *         integer >= 0, naming the sample and position; a type past a layer's table, naming
+ *         the layer, the row and the value); STROP_E_STATE (not finalized); STROP_E_NOMEM. The
+ *         model is unchanged on error. Not thread-safe on one model.
+ * @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_forward_ext(strop_model *model,
+                                                               const strop_tensor *input,
+                                                               const strop_side_inputs *side,
+                                                               strop_tensor **out);
+
+/**
  * @brief Switches train or eval mode (dropout, BatchNorm statistics).
  * @param[in,out] model    The model.
  * @param[in]     training Non-zero for train mode, 0 for eval mode.

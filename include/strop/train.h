@@ -326,6 +326,28 @@ STROP_API STROP_NODISCARD strop_status strop_trainer_step_masked(strop_trainer *
                                                                  float *loss);
 
 /**
+ * @brief strop_trainer_step() on a batch with its side inputs: the padding mask (as
+ *        strop_trainer_step_masked()) and the token types (BERT's token_type_ids; see
+ *        strop_side_inputs).
+ * @param[in,out] tr      The trainer.
+ * @param[in]     inputs  [N, T, ...]; only read.
+ * @param[in]     side    Mask and token types (strop_side_inputs_init()), or NULL for
+ *                        neither; only read.
+ * @param[in]     targets As for strop_trainer_step(), for this batch's output shape.
+ * @param[out]    loss    The batch loss (may be NULL).
+ * @return STROP_OK, or as strop_trainer_step_masked(); STROP_E_SHAPE also for types not
+ *         [N, T]; STROP_E_INVALID_ARG for side->size too small, a type that is not an integer
+ *         >= 0, or one past a layer's table (naming the layer, the row and the value). Not
+ *         thread-safe for one trainer or its model.
+ * @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_trainer_step_ext(strop_trainer *tr,
+                                                              const strop_tensor *inputs,
+                                                              const strop_side_inputs *side,
+                                                              const strop_tensor *targets,
+                                                              float *loss);
+
+/**
  * @brief Number of optimizer steps taken (after accumulation).
  * @param[in] tr The trainer.
  * @return The count, or -1 for NULL.
@@ -379,6 +401,24 @@ STROP_API STROP_NODISCARD strop_status strop_trainer_forward_masked(strop_traine
                                                                     const strop_tensor *inputs,
                                                                     const strop_tensor *mask,
                                                                     strop_tensor **out);
+
+/**
+ * @brief strop_trainer_forward() on a batch with its side inputs (padding mask and token
+ *        types, see strop_side_inputs), as strop_trainer_step_ext() runs it. Both are copied
+ *        with the step.
+ * @param[in,out] tr     The trainer; the forward of a step is pending after the call.
+ * @param[in]     inputs [N, T, ...]; copied.
+ * @param[in]     side   Mask and token types, or NULL for neither; copied.
+ * @param[out]    out    A new tensor [N, output shape...], owned by the caller; NULL on error.
+ * @return STROP_OK, or as strop_trainer_forward(); STROP_E_SHAPE or STROP_E_INVALID_ARG for a
+ *         bad mask or bad types, as strop_trainer_step_ext(). Not thread-safe for one trainer
+ *         or its model.
+ * @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_trainer_forward_ext(strop_trainer *tr,
+                                                                 const strop_tensor *inputs,
+                                                                 const strop_side_inputs *side,
+                                                                 strop_tensor **out);
 
 /**
  * @brief The backward half: takes d loss / d output from the host and adds the parameters'

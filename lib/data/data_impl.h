@@ -65,6 +65,9 @@ struct strop_dataset {
   float *mask;         /* padding masks [n, mask_len] of the root's samples (1 token, 0
                           padding), or NULL; shared by every view of the root */
   int64_t mask_len;
+  float *types; /* token types [n, types_len] of the root's samples (BERT's token_type_ids,
+                         0 at padding), or NULL; shared by every view of the root */
+  int64_t types_len;
 
   /* IMAGES: files decoded when read; y holds the labels */
   int var_size;     /* views too: samples differ in H and W; in_dims bounds each axis and
@@ -114,6 +117,8 @@ strop_status strop__ds_read(const strop_dataset *ds, const char *fn, int64_t i, 
 /* The padding mask of sample i of ds (view index) into out (mask_len floats): a no-op
  * returning 0 when the dataset has none, else 1. */
 int strop__ds_read_mask(const strop_dataset *ds, int64_t i, float *out);
+/* The same for the token types of sample i (types_len floats). */
+int strop__ds_read_types(const strop_dataset *ds, int64_t i, float *out);
 /* The per-sample input shape of sample i (view index): in_dims, or an image's own size for a
  * dataset whose sizes vary. Returns the rank. */
 int strop__ds_sample_dims(const strop_dataset *ds, int64_t i, int64_t *dims);

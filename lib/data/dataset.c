@@ -123,6 +123,7 @@ void strop_dataset_free(strop_dataset *ds) {
     strop__free(ds->starts);
     strop__free(ds->lm_targets);
     strop__free(ds->mask);
+    strop__free(ds->types);
     strop__free(ds->img_paths);
     strop__free(ds->img_off);
     strop__free(ds->img_hw);
@@ -368,6 +369,54 @@ strop_status strop_dataset_set_mask(strop_dataset *ds, const float *mask, size_t
 
 int strop_dataset_has_mask(const strop_dataset *ds) {
   return ds && strop__ds_root(ds)->mask ? 1 : 0;
+}
+
+int strop__ds_read_types(const strop_dataset *ds, int64_t i, float *out) {
+  const strop_dataset *rt = strop__ds_root(ds);
+  if (!rt->types) return 0;
+  int64_t r = ds->idx ? ds->idx[i] : i;
+  memcpy(out, rt->types + r * rt->types_len, (size_t)rt->types_len * sizeof *out);
+  return 1;
+}
+
+strop_status strop_dataset_set_token_types(strop_dataset *ds, const float *types, size_t count) {
+  static const char fn[] = "strop_dataset_set_token_types";
+  if (!ds) return strop__err(STROP_E_INVALID_ARG, "%s: ds is NULL", fn);
+  if (ds->root)
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: the dataset is a view (a split, subset or "
+                      "reshape): set the token types on the dataset it was made from",
+                      fn);
+  if (!types) {
+    strop__free(ds->types);
+    ds->types = NULL;
+    ds->types_len = 0;
+    return STROP_OK;
+  }
+  const int64_t t = ds->in_rank > 0 ? ds->in_dims[0] : 1;
+  if (count != (size_t)ds->n * (size_t)t)
+    return strop__err(STROP_E_SHAPE,
+                      "%s: %zu token types for %lld samples of %lld positions "
+                      "need %lld",
+                      fn, count, (long long)ds->n, (long long)t, (long long)(ds->n * t));
+  for (size_t i = 0; i < count; i++)
+    if (!(types[i] >= 0.0f && types[i] < 16777216.0f) || types[i] != floorf(types[i]))
+      return strop__err(STROP_E_INVALID_ARG,
+                        "%s: token type %g at sample %lld, position %lld: "
+                        "it must be an integer in [0, 2^24)",
+                        fn, (double)types[i], (long long)(i / (size_t)t),
+                        (long long)(i % (size_t)t));
+  float *m = strop__malloc(count * sizeof *m);
+  if (!m) return STROP__NOMEM(fn);
+  memcpy(m, types, count * sizeof *m);
+  strop__free(ds->types);
+  ds->types = m;
+  ds->types_len = t;
+  return STROP_OK;
+}
+
+int strop_dataset_has_token_types(const strop_dataset *ds) {
+  return ds && strop__ds_root(ds)->types ? 1 : 0;
 }
 
 strop_status strop__ds_read_scaled(const strop_dataset *ds, const char *fn, int64_t i, float *in,

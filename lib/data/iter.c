@@ -65,12 +65,14 @@ struct strop_batch_iter {
   scratch main_s;                        /* the calling thread's */
 
   struct {
-    float *x, *y, *m;
-    strop_tensor *tx, *ty, *tm;
+    float *x, *y, *m, *k; /* inputs, targets, masks, token types */
+    strop_tensor *tx, *ty, *tm, *tk;
   } buf[2];
   int cur;
-  int64_t mask_len;              /* positions of a sample's padding mask; 0: no masks */
-  const strop_tensor *last_mask; /* the mask of the batch last returned, or NULL */
+  int64_t mask_len;               /* positions of a sample's padding mask; 0: no masks */
+  int64_t types_len;              /* positions of a sample's token types; 0: none */
+  const strop_tensor *last_mask;  /* the mask of the batch last returned, or NULL */
+  const strop_tensor *last_types; /* its token types, or NULL */
 
   /* a share of every batch (a data-parallel rank's, strop__batch_iter_set_share): only its
    * rows are read, decoded and transformed; NULL: the whole batch */
@@ -594,15 +596,33 @@ static void set_len(strop_tensor *t, int64_t len) {
   set_rows(t, t->dims[0]);
 }
 
-/* The padding masks of the batch at (epoch, pos) in buffer b, on the calling thread once its
- * rows are filled (by this thread or the workers, which read no masks). With a dataset that
- * trims its batches (text datasets with STROP_PAD_LONGEST), the rows are then cut to the
- * longest row's last token: the inputs, the masks and per-position targets alike. */
+/* The token types of the batch's rows [off, off + cnt) at (epoch, pos) into buffer b. */
+static void batch_types(strop_batch_iter *it, int64_t pos, int b, int64_t off, int64_t cnt) {
+  const int64_t T = it->types_len;
+  if (!T) return;
+  float *k = it->buf[b].k;
+  for (int64_t r = 0; r < cnt; r++) {
+    int64_t j = (it->flags & STROP_ITER_SHUFFLE) ? it->perm[pos + off + r] : pos + off + r;
+    (void)strop__ds_read_types(it->ds, j, k + r * T);
+  }
+  set_rows(it->buf[b].tk, cnt);
+}
+
+/* The padding masks (and token types) of the batch at (epoch, pos) in buffer b, on the calling
+ * thread once its rows are filled (by this thread or the workers, which read no masks). With a
+ * dataset that trims its batches (text datasets with STROP_PAD_LONGEST), the rows are then cut
+ * to the longest row's last token: the inputs, the masks, the types and per-position targets
+ * alike. */
 static void batch_masks(strop_batch_iter *it, int64_t epoch, int64_t pos, int b, int64_t rows) {
   const int64_t T = it->mask_len;
+  if (T || it->types_len) {
+    if (it->flags & STROP_ITER_SHUFFLE) ensure_perm(it, epoch);
+    int64_t off, cnt;
+    (void)batch_share(it, pos, &off, &cnt);
+    batch_types(it, pos, b, off, cnt);
+  }
   if (!T) return;
-  if (it->flags & STROP_ITER_SHUFFLE) ensure_perm(it, epoch);
-  float *m = it->buf[b].m;
+  float *m = it->buf[b].m, *kt = it->types_len == T ? it->buf[b].k : NULL;
   /* every row's mask (they are cheap), so that a share is cut where the batch is */
   for (int64_t r = 0; r < rows; r++) {
     int64_t j = (it->flags & STROP_ITER_SHUFFLE) ? it->perm[pos + r] : pos + r;
@@ -627,10 +647,12 @@ static void batch_masks(strop_batch_iter *it, int64_t epoch, int64_t pos, int b,
     for (int64_t r = 1; r < rows; r++) {
       memmove(x + r * len, x + r * T, (size_t)len * sizeof *x);
       memmove(m + r * len, m + r * T, (size_t)len * sizeof *m);
+      if (kt) memmove(kt + r * len, kt + r * T, (size_t)len * sizeof *kt);
       if (per_pos) memmove(y + r * len, y + r * T, (size_t)len * sizeof *y);
     }
   set_len(it->buf[b].tx, len);
   set_len(it->buf[b].tm, len);
+  if (kt) set_len(it->buf[b].tk, len);
   if (per_pos) set_len(it->buf[b].ty, len);
 }
 
@@ -860,7 +882,25 @@ static strop_status start(strop_batch_iter *it, const char *fn) {
                       "sequence)",
                       fn, (long long)it->mask_len,
                       (long long)(it->out_rank ? it->out_dims[0] : 0));
+  it->types_len = strop__ds_root(ds)->types ? strop__ds_root(ds)->types_len : 0;
+  if (it->types_len && (it->out_rank < 1 || it->out_dims[0] != it->types_len))
+    return strop__err(STROP_E_SHAPE,
+                      "%s: the dataset's token types have %lld positions per "
+                      "sample, its batches' inputs %lld (a reshape or a transform changed the "
+                      "sequence)",
+                      fn, (long long)it->types_len,
+                      (long long)(it->out_rank ? it->out_dims[0] : 0));
   for (int b = 0; b < ((it->flags & STROP_ITER_PREFETCH) ? 2 : 1); b++) {
+    if (it->types_len) {
+      const int64_t kd[2] = {rows, it->types_len};
+      const size_t nk = (size_t)rows * (size_t)it->types_len;
+      if (!(it->buf[b].k = strop__malloc_aligned(nk * sizeof(float)))) return STROP__NOMEM(fn);
+      strop_status st = strop_tensor_wrap(it->buf[b].k, nk, 2, kd, &it->buf[b].tk);
+      if (st) {
+        strop__err_prefix("%s", fn);
+        return st;
+      }
+    }
     if (it->mask_len) {
       const int64_t md[2] = {rows, it->mask_len};
       const size_t nm = (size_t)rows * (size_t)it->mask_len;
@@ -931,12 +971,15 @@ static void release_buffers(strop_batch_iter *it) {
     strop_tensor_free(it->buf[b].tx);
     strop_tensor_free(it->buf[b].ty);
     strop_tensor_free(it->buf[b].tm);
+    strop_tensor_free(it->buf[b].tk);
     strop__free_aligned(it->buf[b].x);
     strop__free_aligned(it->buf[b].y);
     strop__free_aligned(it->buf[b].m);
+    strop__free_aligned(it->buf[b].k);
   }
   memset(it->buf, 0, sizeof it->buf);
   it->last_mask = NULL;
+  it->last_types = NULL;
   strop__free(it->perm);
   it->perm = NULL;
   scratch_free(&it->main_s);
@@ -951,6 +994,7 @@ strop_status strop_batch_iter_next(strop_batch_iter *it, strop_tensor **inputs,
   if (rows) *rows = 0;
   if (!it) return strop__err(STROP_E_INVALID_ARG, "%s: it is NULL", fn);
   it->last_mask = NULL;
+  it->last_types = NULL;
   if (!it->started) {
     strop_status st = start(it, fn);
     if (st) {
@@ -999,11 +1043,16 @@ strop_status strop_batch_iter_next(strop_batch_iter *it, strop_tensor **inputs,
   if (targets) *targets = it->buf[b].ty;
   if (rows) *rows = got;
   it->last_mask = it->buf[b].tm;
+  it->last_types = it->buf[b].tk;
   return STROP_OK;
 }
 
 const strop_tensor *strop_batch_iter_mask(const strop_batch_iter *it) {
   return it ? it->last_mask : NULL;
+}
+
+const strop_tensor *strop_batch_iter_token_types(const strop_batch_iter *it) {
+  return it ? it->last_types : NULL;
 }
 
 int64_t strop_batch_iter_num_batches(const strop_batch_iter *it) { return it ? it->nb : -1; }

@@ -5,6 +5,7 @@
  * prompt/response pairs whose prompt takes no loss. JSON is read with jansson, the library's
  * one JSON implementation (lib/text reads tokenizer.json with it). */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -344,7 +345,9 @@ static strop_status read_csv(const char *path, const char *buf, size_t n,
 /* Growable id buffer. */
 typedef struct ids_buf {
   int64_t *v;
+  int64_t *t; /* with_types: the token type of each id (the tokenizer's pair template) */
   int64_t n, cap;
+  int with_types;
 } ids_buf;
 
 static strop_status ids_reserve(ids_buf *b, int64_t need) {
@@ -354,6 +357,11 @@ static strop_status ids_reserve(ids_buf *b, int64_t need) {
   int64_t *nv = strop__realloc(b->v, (size_t)nc * sizeof *nv);
   if (!nv) return STROP__NOMEM(FN);
   b->v = nv;
+  if (b->with_types) {
+    int64_t *nt = strop__realloc(b->t, (size_t)nc * sizeof *nt);
+    if (!nt) return STROP__NOMEM(FN);
+    b->t = nt;
+  }
   b->cap = nc;
   return STROP_OK;
 }
@@ -365,7 +373,8 @@ static strop_status encode(strop_tokenizer *tok, const char *text, const char *p
   int64_t width = 0;
   for (;;) {
     strop_status st = strop_tokenizer_encode_batch(tok, texts, pair ? pairs : NULL, 1, eo, b->v,
-                                                   NULL, NULL, NULL, b->cap, &width);
+                                                   b->with_types ? b->t : NULL, NULL, NULL,
+                                                   b->cap, &width);
     if (st) return st;
     if (width <= b->cap) break;
     if ((st = ids_reserve(b, width))) return st;
@@ -374,12 +383,14 @@ static strop_status encode(strop_tokenizer *tok, const char *text, const char *p
   return STROP_OK;
 }
 
-/* The slots of the dataset under construction: n samples of L ids, masks and targets. */
+/* The slots of the dataset under construction: n samples of L ids, masks, token types (text
+ * pairs) and targets. */
 typedef struct slots {
   int64_t L, n, cap;
   int lm;
+  int pairs; /* 1: types holds each position's token type (0 at padding) */
   int32_t *tok, *tgt;
-  float *mask, *y;
+  float *mask, *y, *types;
 } slots;
 
 static void slots_free(slots *s) {
@@ -387,6 +398,7 @@ static void slots_free(slots *s) {
   strop__free(s->tgt);
   strop__free(s->mask);
   strop__free(s->y);
+  strop__free(s->types);
 }
 
 /* A new slot (zeroed mask, ignore targets, pad ids); its index in *idx. */
@@ -400,6 +412,11 @@ static strop_status slot_new(slots *s, int32_t pad, int64_t *idx) {
     float *nm = strop__realloc(s->mask, (size_t)nc * per * sizeof *nm);
     if (!nm) return STROP__NOMEM(FN);
     s->mask = nm;
+    if (s->pairs) {
+      float *nk = strop__realloc(s->types, (size_t)nc * per * sizeof *nk);
+      if (!nk) return STROP__NOMEM(FN);
+      s->types = nk;
+    }
     if (s->lm) {
       int32_t *ng = strop__realloc(s->tgt, (size_t)nc * per * sizeof *ng);
       if (!ng) return STROP__NOMEM(FN);
@@ -415,6 +432,7 @@ static strop_status slot_new(slots *s, int32_t pad, int64_t *idx) {
   for (int64_t k = 0; k < s->L; k++) {
     s->tok[i * s->L + k] = pad;
     s->mask[i * s->L + k] = 0.0f;
+    if (s->pairs) s->types[i * s->L + k] = 0.0f;
     if (s->lm) s->tgt[i * s->L + k] = IGNORE_ID;
   }
   *idx = i;
@@ -598,6 +616,7 @@ static strop_status build(const char *path, strop_tokenizer *tok, const strop_te
   strop_encode_options_init(&eo);
   eo.padding = STROP_PAD_NONE;
   ids_buf b = {0}, seq = {0};
+  b.with_types = s->pairs;
   strop_status st = STROP_OK;
   int64_t eos = strop_tokenizer_special_id(tok, STROP_ROLE_EOS);
   if (o->task == STROP_TEXT_CLASSIFY) {
@@ -620,6 +639,7 @@ static strop_status build(const char *path, strop_tokenizer *tok, const strop_te
       for (int64_t j = 0; j < b.n; j++) {
         s->tok[k * L + j] = (int32_t)b.v[j];
         s->mask[k * L + j] = 1.0f;
+        if (s->pairs) s->types[k * L + j] = (float)b.t[j];
       }
     }
   } else if (o->task == STROP_TEXT_CAUSAL_LM) {
@@ -728,6 +748,7 @@ static strop_status build(const char *path, strop_tokenizer *tok, const strop_te
     }
   }
   strop__free(b.v);
+  strop__free(b.t);
   strop__free(seq.v);
   return st;
 }
@@ -744,7 +765,7 @@ _Thread_local int64_t strop__textdata_tokenised;
 
 #define CACHE_MAGIC 0x3143585450525453ull /* "STRPTXC1" */
 #define CACHE_ENDIAN 0x0102030405060708ull
-#define CACHE_VERSION 1u
+#define CACHE_VERSION 2u /* 2: token types of text pairs */
 enum {
   H_MAGIC,
   H_ENDIAN,
@@ -758,6 +779,7 @@ enum {
   H_NNAMES,
   H_NAMEBYTES,
   H_PADDING,
+  H_PAIRS,
   H_COUNT
 };
 
@@ -825,20 +847,22 @@ static int cache_load(const char *cp, const uint64_t key[2], int64_t vocab, int 
        h[H_L] <= ((uint64_t)1 << 24) && h[H_N] * h[H_L] <= ((uint64_t)1 << 40) && h[H_LM] <= 1 &&
        h[H_CLASSES] >= 1 && h[H_CLASSES] <= (uint64_t)STROP__MAX_CLASSES &&
        (h[H_NNAMES] == 0 || h[H_NNAMES] == h[H_CLASSES]) && h[H_NAMEBYTES] <= f.len &&
-       h[H_PADDING] == (uint64_t)padding;
-  size_t nl = 0, per_tgt = 0;
+       h[H_PADDING] == (uint64_t)padding && h[H_PAIRS] <= 1 && !(h[H_PAIRS] && h[H_LM]);
+  size_t nl = 0, per_tgt = 0, nk = 0;
   if (ok) {
     nl = (size_t)(h[H_N] * h[H_L]);
     per_tgt = h[H_LM] ? nl * 4 : (size_t)h[H_N] * 4;
-    ok = f.len == sizeof h + nl * 8 + per_tgt + h[H_NAMEBYTES] + 8;
+    nk = h[H_PAIRS] ? nl * 4 : 0; /* the token types' bytes */
+    ok = f.len == sizeof h + nl * 8 + nk + per_tgt + h[H_NAMEBYTES] + 8;
   }
   const uint8_t *p = f.data + sizeof h;
   if (ok) { /* the checksum of the sections, in the order they were written */
     uint64_t c = strop__hash64(f.data, sizeof h, 7);
     c = strop__hash64(p, nl * 4, c);
     c = strop__hash64(p + nl * 4, nl * 4, c);
-    c = strop__hash64(p + nl * 8, per_tgt, c);
-    c = strop__hash64(p + nl * 8 + per_tgt, (size_t)h[H_NAMEBYTES], c);
+    if (nk) c = strop__hash64(p + nl * 8, nk, c);
+    c = strop__hash64(p + nl * 8 + nk, per_tgt, c);
+    c = strop__hash64(p + nl * 8 + nk + per_tgt, (size_t)h[H_NAMEBYTES], c);
     uint64_t want;
     memcpy(&want, f.data + f.len - 8, 8);
     ok = c == want;
@@ -848,28 +872,35 @@ static int cache_load(const char *cp, const uint64_t key[2], int64_t vocab, int 
   s.n = (int64_t)h[H_N];
   s.L = (int64_t)h[H_L];
   s.lm = (int)h[H_LM];
+  s.pairs = (int)h[H_PAIRS];
   classes = (int64_t)h[H_CLASSES];
   nnames = (int64_t)h[H_NNAMES];
   s.tok = strop__malloc(nl * sizeof *s.tok);
   s.mask = strop__malloc(nl * sizeof *s.mask);
+  if (s.pairs) s.types = strop__malloc(nl * sizeof *s.types);
   if (s.lm) s.tgt = strop__malloc(nl * sizeof *s.tgt);
   else s.y = strop__malloc((size_t)s.n * sizeof *s.y);
   if (nnames) names = strop__calloc((size_t)nnames, sizeof *names);
-  if (!s.tok || !s.mask || (s.lm ? !s.tgt : !s.y) || (nnames && !names)) {
+  if (!s.tok || !s.mask || (s.pairs && !s.types) || (s.lm ? !s.tgt : !s.y) ||
+      (nnames && !names)) {
     rc = -1;
     goto done;
   }
   memcpy(s.tok, p, nl * 4);
   memcpy(s.mask, p + nl * 4, nl * 4);
-  memcpy(s.lm ? (void *)s.tgt : (void *)s.y, p + nl * 8, per_tgt);
+  if (nk) memcpy(s.types, p + nl * 8, nk);
+  memcpy(s.lm ? (void *)s.tgt : (void *)s.y, p + nl * 8 + nk, per_tgt);
   /* values as a build makes them: a broken file never gives wrong data */
   for (size_t e = 0; e < nl && ok; e++) {
     ok = s.tok[e] >= 0 && s.tok[e] < vocab && (s.mask[e] == 0.0f || s.mask[e] == 1.0f);
     if (ok && s.lm) ok = s.tgt[e] == IGNORE_ID || (s.tgt[e] >= 0 && s.tgt[e] < vocab);
+    if (ok && s.pairs)
+      ok = s.types[e] >= 0.0f && s.types[e] < 16777216.0f && s.types[e] == floorf(s.types[e]) &&
+           (s.mask[e] != 0.0f || s.types[e] == 0.0f);
   }
   for (int64_t i = 0; i < s.n && ok && !s.lm; i++)
     ok = s.y[i] >= 0.0f && s.y[i] < (float)classes && s.y[i] == (float)(int64_t)s.y[i];
-  const uint8_t *q = p + nl * 8 + per_tgt, *end = q + h[H_NAMEBYTES];
+  const uint8_t *q = p + nl * 8 + nk + per_tgt, *end = q + h[H_NAMEBYTES];
   for (int64_t c = 0; c < nnames && ok; c++) {
     uint32_t len;
     ok = end - q >= 4;
@@ -925,11 +956,14 @@ static strop_status cache_save(const char *cp, const uint64_t key[2], const stro
                          (uint64_t)classes,
                          (uint64_t)nnames,
                          nb,
-                         (uint64_t)padding};
+                         (uint64_t)padding,
+                         (uint64_t)(ds->types != NULL)};
+  const size_t nk = ds->types ? nl * 4 : 0;
   const void *tgt = ds->lm ? (const void *)ds->lm_targets : (const void *)ds->y;
   uint64_t c = strop__hash64(h, sizeof h, 7);
   c = strop__hash64(ds->tokens, nl * 4, c);
   c = strop__hash64(ds->mask, nl * 4, c);
+  if (nk) c = strop__hash64(ds->types, nk, c);
   c = strop__hash64(tgt, per_tgt, c);
   c = strop__hash64(blob, nb, c);
   strop__afile af;
@@ -937,6 +971,7 @@ static strop_status cache_save(const char *cp, const uint64_t key[2], const stro
   if (!st) st = strop__afile_write(&af, h, sizeof h);
   if (!st) st = strop__afile_write(&af, ds->tokens, nl * 4);
   if (!st) st = strop__afile_write(&af, ds->mask, nl * 4);
+  if (!st && nk) st = strop__afile_write(&af, ds->types, nk);
   if (!st) st = strop__afile_write(&af, tgt, per_tgt);
   if (!st && nb) st = strop__afile_write(&af, blob, nb);
   if (!st) st = strop__afile_write(&af, &c, 8);
@@ -1071,6 +1106,8 @@ static strop_status make_dataset(slots *sp, int64_t classes, char **cnames, int 
   ds->seq_len = s.L;
   ds->mask = s.mask;
   ds->mask_len = s.L;
+  ds->types = s.types;
+  ds->types_len = s.types ? s.L : 0;
   ds->trim = padding == STROP_PAD_LONGEST;
   ds->class_names = cnames;
   if (s.lm) {
@@ -1136,6 +1173,7 @@ strop_status strop__text_dataset_parse(const uint8_t *data, size_t len, const ch
   memset(&s, 0, sizeof s);
   s.L = o.max_length;
   s.lm = o.task != STROP_TEXT_CLASSIFY;
+  s.pairs = o.task == STROP_TEXT_CLASSIFY && o.pair_field != NULL;
   int64_t padid = strop_tokenizer_special_id(tok, STROP_ROLE_PAD);
   int32_t pad = padid >= 0 && padid < INT32_MAX ? (int32_t)padid : 0;
   st = build(path, tok, &o, &rs, pad, &s);

@@ -38,6 +38,8 @@ struct strop_model {
   int step_training;          /* the mode of the current step's forward */
   const float *step_pad_mask; /* its padding mask (an arena copy), or NULL */
   int64_t step_pad_len;       /* positions per sample of step_pad_mask */
+  const float *step_types;    /* its token types (an arena copy), or NULL */
+  int64_t step_types_len;     /* positions per sample of step_types */
   int have_forward;           /* 1 after a forward, until backward/step end */
   int want_input_grad;        /* tests: also compute d loss / d input */
   int keep_act;               /* a node whose activation must be stored even where fusion
@@ -115,22 +117,31 @@ strop__param *strop__model_param_find(strop_model *m, const char *name);
 int strop__model_node_find(const strop_model *m, const char *name);
 
 /* Training-path execution. The step's memory lives in m->arena until strop__model_step_end.
- * forward: input [n, in_shape]; *out points at the output activation (arena). */
+ * forward: input [n, in_shape]; side: the batch's padding mask and token types ([n, T] each,
+ * copied for the step), or NULL for none; *out points at the output activation (arena). */
 strop_status strop__model_forward_exec(strop_model *m, const float *input, int64_t n,
-                                       int training, const float *pad_mask,
+                                       int training, const strop__side *side,
                                        const strop__act **out);
 /* The same for a batch of per-sample shape `shape` (NULL: in_shape): any shape of in_shape's
  * rank that every layer accepts (shorter sequences, other image sizes); a layer that does not
  * is an error naming it. */
 strop_status strop__model_forward_shaped(strop_model *m, const float *input, int64_t n,
                                          const strop__shape *shape, int training,
-                                         const float *pad_mask, const strop__act **out);
+                                         const strop__side *side, const strop__act **out);
 /* Checks a padding mask given to function fn for a batch of n samples whose sequences
  * (the first per-sample dimension of the input) have t positions: NULL is fine; otherwise
  * [n, t] of 0 and 1. Errors name fn, the shapes, the
  * first bad value and where. */
 strop_status strop__model_check_mask(const char *fn, const strop_tensor *mask, int64_t n,
                                      int64_t t);
+/* The same for token types: NULL is fine; otherwise [n, t] of integers in [0, 2^24) (the
+ * layer that reads them bounds them by its table). */
+strop_status strop__model_check_types(const char *fn, const strop_tensor *types, int64_t n,
+                                      int64_t t);
+/* The mask and the types of side (NULL: none), reading only the fields its size covers;
+ * STROP_E_INVALID_ARG naming fn when the size does not cover the mask. */
+strop_status strop__side_inputs_read(const char *fn, const strop_side_inputs *side,
+                                     const strop_tensor **mask, const strop_tensor **types);
 /* The per-sample output shape for per-sample input shape in (any shape of the model's rank
  * that every layer accepts): the shape pass a forward of that shape runs (and reuses). Errors
  * (STROP_E_SHAPE) name the layer that refuses it. */

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* strop — the model graph: named nodes in a DAG, shape inference, parameter storage, and
  * forward/backward over the DAG with the step arena and the frozen-trunk backward stop. */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -799,14 +800,30 @@ strop_status strop__model_output_for(strop_model *m, const strop__shape *in, str
 }
 
 strop_status strop__model_forward_exec(strop_model *m, const float *input, int64_t n,
-                                       int training, const float *pad_mask,
+                                       int training, const strop__side *side,
                                        const strop__act **out) {
-  return strop__model_forward_shaped(m, input, n, NULL, training, pad_mask, out);
+  return strop__model_forward_shaped(m, input, n, NULL, training, side, out);
+}
+
+/* A copy of n rows of len side values in the step's arena (the backward reads them; the
+ * caller's may go), or NULL for none; *st set on an allocation failure. */
+static float *side_copy(strop_model *m, const float *v, int64_t n, int64_t len, const char *what,
+                        strop_status *st) {
+  *st = STROP_OK;
+  if (!v) return NULL;
+  const size_t bytes = (size_t)n * (size_t)len * sizeof *v;
+  float *c = strop__arena_alloc(&m->arena, bytes);
+  if (!c) {
+    *st = strop__err(STROP_E_NOMEM, "out of memory for the %s", what);
+    return NULL;
+  }
+  memcpy(c, v, bytes);
+  return c;
 }
 
 strop_status strop__model_forward_shaped(strop_model *m, const float *input, int64_t n,
                                          const strop__shape *shape, int training,
-                                         const float *pad_mask, const strop__act **out) {
+                                         const strop__side *side, const strop__act **out) {
   if (!m->finalized) return strop__err(STROP_E_STATE, "model is not finalized");
   if (m->have_forward) strop__model_step_end(m);
   if (!shape) shape = &m->in_shape;
@@ -818,17 +835,25 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
   }
   strop_status s = shape_pass(m, shape);
   if (s) return s;
-  /* the mask lives as long as the step (the backward reads it; the caller's may go) */
-  float *mask = NULL;
-  const int64_t mask_len = pad_mask ? (shape->rank > 0 ? shape->d[0] : 1) : 0;
-  if (pad_mask) {
-    const size_t bytes = (size_t)n * (size_t)mask_len * sizeof *mask;
-    if (!(mask = strop__arena_alloc(&m->arena, bytes)))
-      return strop__err(STROP_E_NOMEM, "out of memory for the padding mask");
-    memcpy(mask, pad_mask, bytes);
-  }
-  strop__exec x = {&m->arena, &m->rng,  training,  strop__num_threads(), mask,         0, 0,
-                   mask_len,  m->probe, m->decode, m->rows_before,       m->rows_after};
+  /* the mask and the types live as long as the step */
+  const int64_t seq = shape->rank > 0 ? shape->d[0] : 1;
+  const float *mask = side ? side_copy(m, side->mask, n, seq, "padding mask", &s) : NULL;
+  if (s) return s;
+  const float *types = side ? side_copy(m, side->types, n, seq, "token types", &s) : NULL;
+  if (s) return s;
+  const int64_t mask_len = mask ? seq : 0, types_len = types ? seq : 0;
+  strop__exec x = {.arena = &m->arena,
+                   .rng = &m->rng,
+                   .training = training,
+                   .nthreads = strop__num_threads(),
+                   .pad_mask = mask,
+                   .pad_len = mask_len,
+                   .recompute = m->probe,
+                   .decode = m->decode,
+                   .rows_before = m->rows_before,
+                   .rows_after = m->rows_after,
+                   .token_types = types,
+                   .types_len = types_len};
   m->input.data = (float *)input;
   m->input.n = n;
   m->input.shape = *shape;
@@ -836,6 +861,8 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
   m->step_training = training;
   m->step_pad_mask = mask;
   m->step_pad_len = mask_len;
+  m->step_types = types;
+  m->step_types_len = types_len;
   const int nn = m->n_nodes;
   count_consumers(m);
   mark_upstream(m);
@@ -1195,7 +1222,9 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
                    m->probe,
                    NULL,
                    m->rows_before,
-                   m->rows_after};
+                   m->rows_after,
+                   m->step_types,
+                   m->step_types_len};
   size_t in_bytes = strop__shape_numel(&m->input.shape) * sizeof(float) * (size_t)m->batch;
   m->input_grad = NULL;
   if (m->want_input_grad) {
@@ -1336,13 +1365,75 @@ strop_status strop__model_check_mask(const char *fn, const strop_tensor *mask, i
   return STROP_OK;
 }
 
+strop_status strop__model_check_types(const char *fn, const strop_tensor *types, int64_t n,
+                                      int64_t t) {
+  if (!types) return STROP_OK;
+  if (types->rank != 2 || types->dims[0] != n || types->dims[1] != t) {
+    char a[128];
+    strop__shape got = {types->rank, {0}};
+    memcpy(got.d, types->dims, sizeof types->dims);
+    return strop__err(STROP_E_SHAPE,
+                      "%s: the token types have shape %s, the batch needs "
+                      "[%lld, %lld] (samples, positions)",
+                      fn, strop__shape_str(&got, a, sizeof a), (long long)n, (long long)t);
+  }
+  for (size_t i = 0; i < types->numel; i++) {
+    const float v = types->data[i];
+    if (!(v >= 0.0f && v < 16777216.0f) || v != floorf(v))
+      return strop__err(STROP_E_INVALID_ARG,
+                        "%s: the token types hold %g at sample %lld, position %lld: a type "
+                        "is an integer >= 0 (Hugging Face's token_type_ids)",
+                        fn, (double)v, (long long)(i / (size_t)t), (long long)(i % (size_t)t));
+  }
+  return STROP_OK;
+}
+
+void strop_side_inputs_init(strop_side_inputs *side) {
+  if (!side) return;
+  memset(side, 0, sizeof *side);
+  side->size = sizeof *side;
+}
+
+strop_status strop__side_inputs_read(const char *fn, const strop_side_inputs *side,
+                                     const strop_tensor **mask, const strop_tensor **types) {
+  *mask = *types = NULL;
+  if (!side) return STROP_OK;
+  if (side->size < offsetof(strop_side_inputs, mask) + sizeof side->mask)
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: side->size %zu is too small (use strop_side_inputs_init())", fn,
+                      side->size);
+  *mask = side->mask;
+  if (side->size >= offsetof(strop_side_inputs, token_types) + sizeof side->token_types)
+    *types = side->token_types;
+  return STROP_OK;
+}
+
+static strop_status forward_side(const char *fn, strop_model *m, const strop_tensor *input,
+                                 const strop_tensor *mask, const strop_tensor *types,
+                                 strop_tensor **out);
+
 strop_status strop_model_forward(strop_model *m, const strop_tensor *input, strop_tensor **out) {
-  return strop_model_forward_masked(m, input, NULL, out);
+  return forward_side("strop_model_forward", m, input, NULL, NULL, out);
 }
 
 strop_status strop_model_forward_masked(strop_model *m, const strop_tensor *input,
                                         const strop_tensor *mask, strop_tensor **out) {
-  const char *fn = mask ? "strop_model_forward_masked" : "strop_model_forward";
+  return forward_side(mask ? "strop_model_forward_masked" : "strop_model_forward", m, input, mask,
+                      NULL, out);
+}
+
+strop_status strop_model_forward_ext(strop_model *m, const strop_tensor *input,
+                                     const strop_side_inputs *side, strop_tensor **out) {
+  static const char fn[] = "strop_model_forward_ext";
+  const strop_tensor *mask, *types;
+  if (out) *out = NULL;
+  strop_status s = strop__side_inputs_read(fn, side, &mask, &types);
+  return s ? s : forward_side(fn, m, input, mask, types, out);
+}
+
+static strop_status forward_side(const char *fn, strop_model *m, const strop_tensor *input,
+                                 const strop_tensor *mask, const strop_tensor *types,
+                                 strop_tensor **out) {
   if (!out) return strop__err(STROP_E_INVALID_ARG, "%s: out is NULL", fn);
   *out = NULL;
   if (!m || !input)
@@ -1361,10 +1452,11 @@ strop_status strop_model_forward_masked(strop_model *m, const strop_tensor *inpu
   strop__shape per = {m->in_shape.rank, {0}};
   for (int i = 0; i < per.rank; i++) per.d[i] = input->dims[i + 1];
   strop_status s = strop__model_check_mask(fn, mask, input->dims[0], per.rank ? per.d[0] : 1);
+  if (!s) s = strop__model_check_types(fn, types, input->dims[0], per.rank ? per.d[0] : 1);
   if (s) return s;
   const strop__act *o;
-  s = strop__model_forward_shaped(m, input->data, input->dims[0], &per, m->training,
-                                  mask ? mask->data : NULL, &o);
+  const strop__side side = {mask ? mask->data : NULL, types ? types->data : NULL};
+  s = strop__model_forward_shaped(m, input->data, input->dims[0], &per, m->training, &side, &o);
   if (s) {
     char a[128];
     strop__shape full = {input->rank, {0}};

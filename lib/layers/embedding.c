@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* strop — token embedding (torch.nn.Embedding: ids stored as floats [N, *] -> [N, *, D]) and a
- * learned positional embedding (input [N, T, D] + weight[:T]). */
+ * learned positional embedding (input [N, T, D] + weight[:T], or a row per token type). */
 #include <math.h>
 
 #include "layers/init.h"
@@ -173,8 +173,8 @@ typedef struct posemb_cfg {
   int64_t prefix;         /* rows before the grid (a class token's) */
 } posemb_cfg;
 
-enum { POS_ARANGE, POS_MASK, POS_CONSTANT };
-static const char *const POS_MODES[] = {"arange", "mask", "constant", NULL};
+enum { POS_ARANGE, POS_MASK, POS_CONSTANT, POS_TYPES };
+static const char *const POS_MODES[] = {"arange", "mask", "constant", "types", NULL};
 enum { INTERP_NONE, INTERP_BICUBIC };
 static const char *const INTERPS[] = {"none", "bicubic", NULL};
 
@@ -192,8 +192,9 @@ static const strop__optdef POS_OPTIONS[] = {
                     "arange: position t takes row offset + t; mask: the k-th token of the "
                     "batch's padding mask takes row offset + k, padding row max(offset - 1, 0) "
                     "(left padding then gives each token the position it has alone); constant: "
-                    "every position takes row offset (BERT's token_type_embeddings for "
-                    "token type offset)"),
+                    "every position takes row offset; types: each token takes row offset + its "
+                    "token type, the batch's token_type_ids (type 0 when the batch has none: "
+                    "BERT's token_type_embeddings)"),
     STROP__OPT_INT(posemb_cfg, offset, "offset", "0", 0, INT32_MAX,
                    "row of the first position (RoBERTa: padding_idx + 1)"),
     STROP__OPT_BOOL(posemb_cfg, leading_one, "leading_one", "false",
@@ -248,8 +249,9 @@ static strop_status posemb_shape(const strop__node *n, const strop__shape *in,
                                 "rows: num_embeddings %lld, sequence %lld",
                                 (long long)c->prefix, (long long)c->num_embeddings,
                                 (long long)s->d[0]);
-  } else if (c->positions == POS_CONSTANT ? c->offset >= c->num_embeddings
-                                          : s->d[0] + c->offset > c->num_embeddings) {
+  } else if (c->positions == POS_CONSTANT || c->positions == POS_TYPES
+                 ? c->offset >= c->num_embeddings
+                 : s->d[0] + c->offset > c->num_embeddings) {
     return strop__shape_error(n, "sequence length %lld%s exceeds num_embeddings %lld",
                               (long long)s->d[0], c->offset ? " after the offset" : "",
                               (long long)c->num_embeddings);
@@ -278,9 +280,11 @@ static void posemb_init(strop__node *n, strop__rng *rng) {
   strop__init_normal(w->data, w->numel, 0.0f, 1.0f, rng); /* nn.Embedding's N(0, 1) */
 }
 
-/* The row position t of sample b takes. */
-static int64_t posemb_row(const posemb_cfg *c, const float *mask, int64_t t, int64_t *count) {
+/* The row position t of sample b takes (mask and types: the sample's, or NULL). */
+static int64_t posemb_row(const posemb_cfg *c, const float *mask, const float *types, int64_t t,
+                          int64_t *count) {
   if (c->positions == POS_CONSTANT) return c->offset;
+  if (c->positions == POS_TYPES) return c->offset + (types ? (int64_t)types[t] : 0);
   if (!mask) return c->offset + t;
   if (mask[t] == 0.0f) return c->offset > 0 ? c->offset - 1 : 0;
   return c->offset + (*count)++;
@@ -347,6 +351,21 @@ static strop_status posemb_forward(strop__node *n, const strop__exec *x, const s
   const float *mask = c->positions == POS_MASK && !x->decode ? strop__exec_mask(n, x, t_len, &st)
                                                              : NULL;
   if (st) return st;
+  const float *types = c->positions == POS_TYPES ? strop__exec_types(n, x, t_len, &st) : NULL;
+  if (st) return st;
+  /* a type past the table is the caller's error, never a read out of bounds */
+  for (int64_t i = 0; types && i < in[0].n * t_len; i++) {
+    const float v = types[i];
+    if (!(v >= 0.0f && (double)v + (double)c->offset < (double)c->num_embeddings) ||
+        v != floorf(v))
+      return strop__err(STROP_E_INVALID_ARG,
+                        "layer '%s' (positional_embedding): token type %g at sample %lld, "
+                        "position %lld: row %s%g is not in the table's %lld rows (types must "
+                        "be integers in [0, %lld))",
+                        n->name, (double)v, (long long)(i / t_len), (long long)(i % t_len),
+                        c->offset ? "offset + " : "", (double)v + (double)c->offset,
+                        (long long)c->num_embeddings, (long long)(c->num_embeddings - c->offset));
+  }
   if (posemb_resized(c, t_len)) {
     float *table = strop__arena_alloc(x->arena, (size_t)per * sizeof *table);
     if (!table)
@@ -368,7 +387,9 @@ static strop_status posemb_forward(strop__node *n, const strop__exec *x, const s
     int64_t count = t0;
     for (int64_t t = 0; t < t_len; t++) {
       const int64_t at = t0 + t < 0 ? 0 : t0 + t;
-      const float *wr = w + posemb_row(c, mask ? mask + b * t_len : NULL, at, &count) * d;
+      const float *wr = w + posemb_row(c, mask ? mask + b * t_len : NULL,
+                                       types ? types + b * t_len : NULL, at, &count) *
+                                d;
       for (int64_t j = 0; j < d; j++) yi[t * d + j] = xi[t * d + j] + wr[j];
     }
   }
@@ -383,6 +404,8 @@ static strop_status posemb_backward(strop__node *n, const strop__exec *x, const 
   const int64_t t_len = in[0].shape.d[0], d = in[0].shape.d[1], per = t_len * d;
   strop_status st = STROP_OK;
   const float *mask = c->positions == POS_MASK ? strop__exec_mask(n, x, t_len, &st) : NULL;
+  if (st) return st;
+  const float *types = c->positions == POS_TYPES ? strop__exec_types(n, x, t_len, &st) : NULL;
   if (st) return st;
   float *dtable = NULL;
   if (gw && posemb_resized(c, t_len)) {
@@ -404,7 +427,10 @@ static strop_status posemb_backward(strop__node *n, const strop__exec *x, const 
     }
     int64_t count = 0;
     for (int64_t t = 0; t < t_len; t++) {
-      float *gr = gw + posemb_row(c, mask ? mask + b * t_len : NULL, t, &count) * d;
+      /* (types were checked by the forward) each row used gets its tokens' gradient */
+      float *gr = gw + posemb_row(c, mask ? mask + b * t_len : NULL,
+                                  types ? types + b * t_len : NULL, t, &count) *
+                           d;
       for (int64_t j = 0; j < d; j++) gr[j] += dr[t * d + j];
     }
   }
@@ -415,7 +441,8 @@ static strop_status posemb_backward(strop__node *n, const strop__exec *x, const 
 const strop__layer_vtable strop__layer_positional_embedding = {
     .type = "positional_embedding",
     .doc = "adds a learned position vector: [T, D] + weight[offset:offset + T] (GPT-2's wpe, "
-           "BERT's position_embeddings), positions counted over the padding mask if asked",
+           "BERT's position_embeddings), positions counted over the padding mask if asked, or "
+           "a row per token type (BERT's token_type_embeddings)",
     .cfg_size = sizeof(posemb_cfg),
     .n_inputs = 1,
     .flags = 0,

@@ -166,6 +166,14 @@ typedef struct strop__decode {
 /* The cache of node n in d, or NULL. */
 strop__kv_cache *strop__decode_cache(const strop__decode *d, const struct strop__node *n);
 
+/* The per-sample side inputs a batch carries beside its inputs, as a forward is given them
+ * (every field optional, [n, t] with t the first per-sample dimension of the model's input):
+ * the padding mask and the token types travel together through the graph and the trainer. */
+typedef struct strop__side {
+  const float *mask;  /* 1 = token, 0 = padding (Hugging Face's attention_mask), or NULL */
+  const float *types; /* token types (BERT's token_type_ids: segment 0, 1, ...), or NULL: 0 */
+} strop__side;
+
 typedef struct strop__exec {
   strop__arena *arena; /* scratch and saved tensors; reset after each step */
   strop__rng *rng;     /* the model's generator (dropout) */
@@ -193,6 +201,9 @@ typedef struct strop__exec {
   int64_t rows_before, rows_after; /* a data-parallel rank's step: the rows of the global batch
                                       before and after its own (0 otherwise); a layer that draws
                                       from rng per row skips theirs (strop__exec_skip_rows) */
+  const float *token_types; /* optional [n, types_len] token types (integers >= 0), valid for
+                               the whole step like pad_mask; NULL: every token has type 0 */
+  int64_t types_len;        /* positions per sample of token_types (0 when there are none) */
 } strop__exec;
 
 /* A layer that draws per_row numbers (strop__rng_u32 steps) for each of its rows, in row
@@ -247,6 +258,10 @@ strop_status strop__shape_error(const strop__node *n, const char *fmt, ...) STRO
  * naming the node and both lengths). */
 const float *strop__exec_mask(const strop__node *n, const strop__exec *x, int64_t t,
                               strop_status *st);
+/* The step's token types [n, t] for a layer whose sequence has t positions, as
+ * strop__exec_mask(): NULL when the step has none (every token has type 0). */
+const float *strop__exec_types(const strop__node *n, const strop__exec *x, int64_t t,
+                               strop_status *st);
 /* out = in[0] (layers that keep the shape: activations, dropout, norms over the last dims). */
 strop_status strop__shape_same(const strop__node *n, const strop__shape *in, strop__shape *out);
 /* out = in[0] when its trailing dimensions are dims[0..nd) (normalized_shape of layernorm and

@@ -55,6 +55,20 @@ const float *strop__exec_mask(const strop__node *n, const strop__exec *x, int64_
   return x->pad_mask;
 }
 
+const float *strop__exec_types(const strop__node *n, const strop__exec *x, int64_t t,
+                               strop_status *st) {
+  *st = STROP_OK;
+  if (!x->token_types) return NULL;
+  if (x->types_len != t) {
+    *st = strop__shape_error(n,
+                             "the batch's token types have %lld positions per sample, this "
+                             "layer's sequence has %lld",
+                             (long long)x->types_len, (long long)t);
+    return NULL;
+  }
+  return x->token_types;
+}
+
 strop_status strop__shape_same(const strop__node *n, const strop__shape *in, strop__shape *out) {
   (void)n;
   *out = in[0];

@@ -13,7 +13,9 @@
  * DistilBERT: [distilbert.]embeddings.{word,position}_embeddings, embeddings.LayerNorm,
  *   transformer.layer.N.{attention.{q,k,v,out}_lin, sa_layer_norm, ffn.lin1, ffn.lin2,
  *   output_layer_norm}; pre_classifier (+ ReLU) and classifier on the first token.
- * Token type ids: every token has type 0 (single sequences); the pooler's tanh and the
+ * Token type ids: the batch's (strop_side_inputs: a text pair's second segment has type 1),
+ * row type of token_type_embeddings, type 0 without them; an id >= type_vocab_size is an error
+ * naming the layer. DistilBERT has no such table and ignores them. The pooler's tanh and the
  * [CLS] token are the first token the padding mask keeps. */
 #include <stdio.h>
 #include <string.h>
@@ -128,7 +130,7 @@ static strop_status trunk(const bert_cfg *g, strop_model *m, const char *pre, ch
                           "num_embeddings=%lld positions=mask offset=%lld",
                           (long long)g->positions, (long long)offset)) ||
       (g->types > 0 && (st = strop__pt_add(m, n[2], "positional_embedding", NULL,
-                                           "num_embeddings=%lld positions=constant offset=0",
+                                           "num_embeddings=%lld positions=types offset=0",
                                            (long long)g->types))) ||
       (st = strop__pt_add(m, n[3], "layernorm", NULL, "normalized_shape=%lld eps=%.9g",
                           (long long)g->d, g->eps)) ||
@@ -289,7 +291,7 @@ static const char *const IGNORE[] = {"*.position_ids", "*.token_type_ids", "cls.
                                      "lm_head.*",      "vocab_*",          NULL};
 
 BERT_ARCH(bert, "bert", FAM_BERT, 0, NULL, "bert.",
-          "Hugging Face BertModel: post-norm encoder, token-type embeddings (type 0), "
+          "Hugging Face BertModel: post-norm encoder, token-type embeddings (the batch's types), "
           "the pooler's tanh on the first token as the output",
           "BertModel", "bert")
 BERT_ARCH(bert_cls, "bert_cls", FAM_BERT, 1, "bert_cls", "bert.",

@@ -530,8 +530,11 @@ strop_status strop_model_predict_text(strop_model *m, strop_tokenizer *tok,
   int64_t *mk = strop__malloc((size_t)(chunk * L) * sizeof *mk);
   float *fx = strop__malloc((size_t)(chunk * L) * sizeof *fx);
   float *fm = strop__malloc((size_t)(chunk * L) * sizeof *fm);
+  /* pairs: the token types of the tokenizer's pair template (BERT's second segment is 1) */
+  int64_t *ty = pairs ? strop__malloc((size_t)(chunk * L) * sizeof *ty) : NULL;
+  float *ft = pairs ? strop__malloc((size_t)(chunk * L) * sizeof *ft) : NULL;
   const int was_training = m->training;
-  if (!p || !ids || !mk || !fx || !fm) {
+  if (!p || !ids || !mk || !fx || !fm || (pairs && (!ty || !ft))) {
     st = STROP__NOMEM(tfn);
     goto done;
   }
@@ -556,19 +559,26 @@ strop_status strop_model_predict_text(strop_model *m, strop_tokenizer *tok,
   for (int64_t row = 0; row < n && !st; row += chunk) {
     int64_t rows = n - row < chunk ? n - row : chunk, w = 0;
     if ((st = strop_tokenizer_encode_batch(tok, texts + row, pairs ? pairs + row : NULL, rows,
-                                           &eo, ids, NULL, mk, NULL, chunk * L, &w))) {
+                                           &eo, ids, ty, mk, NULL, chunk * L, &w))) {
       strop__err_prefix("%s: texts %lld..%lld", tfn, (long long)row, (long long)(row + rows - 1));
       break;
     }
     for (int64_t e = 0; e < rows * w; e++) {
       fx[e] = (float)ids[e];
       fm[e] = (float)mk[e];
+      if (ft) ft[e] = (float)ty[e];
     }
-    strop_tensor *x = NULL, *mt = NULL, *y = NULL;
+    strop_tensor *x = NULL, *mt = NULL, *tt = NULL, *y = NULL;
     int64_t dims[2] = {rows, w};
+    strop_side_inputs side;
+    strop_side_inputs_init(&side);
     if (!(st = strop_tensor_wrap(fx, (size_t)(rows * w), 2, dims, &x)) &&
-        !(st = strop_tensor_wrap(fm, (size_t)(rows * w), 2, dims, &mt)))
-      st = strop_model_forward_masked(m, x, mt, &y);
+        !(st = strop_tensor_wrap(fm, (size_t)(rows * w), 2, dims, &mt)) &&
+        !(st = ft ? strop_tensor_wrap(ft, (size_t)(rows * w), 2, dims, &tt) : STROP_OK)) {
+      side.mask = mt;
+      side.token_types = tt;
+      st = strop_model_forward_ext(m, x, &side, &y);
+    }
     if (st && st != STROP_E_NOMEM && strncmp(strop_last_error(), tfn, sizeof tfn - 1) != 0)
       strop__err_prefix("%s", tfn);
     const float *s = y ? strop_tensor_data_const(y) : NULL;
@@ -586,6 +596,7 @@ strop_status strop_model_predict_text(strop_model *m, strop_tokenizer *tok,
     strop_tensor_free(y);
     strop_tensor_free(x);
     strop_tensor_free(mt);
+    strop_tensor_free(tt);
   }
 done:
   m->training = was_training;
@@ -593,6 +604,8 @@ done:
   strop__free(mk);
   strop__free(fx);
   strop__free(fm);
+  strop__free(ty);
+  strop__free(ft);
   strop_tokenizer_free(own);
   if (st) {
     strop_prediction_free(p);

@@ -112,9 +112,10 @@ struct strop_trainer {
 };
 
 /* One micro-batch: forward, loss, backward; an optimizer step every accum calls. x is
- * [n, shape] (shape NULL: the model's declared input shape), mask [n, shape[0]] or NULL. */
+ * [n, shape] (shape NULL: the model's declared input shape), side: the batch's mask and token types,
+ * or NULL. */
 strop_status strop__trainer_micro_step(strop_trainer *t, const float *x,
-                                       const strop__shape *shape, const float *mask,
+                                       const strop__shape *shape, const strop__side *side,
                                        const float *y, int64_t n, double *loss_out,
                                        int64_t *correct_out);
 strop_status strop__metrics_new(int64_t classes, int per_position, strop_metrics **out);

@@ -340,7 +340,8 @@ typedef struct batch_geom {
  * what the position embeddings cover, images where the architecture allows), and a padding
  * mask [N, T] of 0 and 1 (or NULL): errors name fn; *g gets the batch's geometry. */
 static strop_status check_batch(strop_trainer *t, const char *fn, const strop_tensor *x,
-                                const strop_tensor *mask, batch_geom *g) {
+                                const strop_tensor *mask, const strop_tensor *types,
+                                batch_geom *g) {
   strop_model *m = t->m;
   if (x->rank != m->in_shape.rank + 1) {
     char a[128], b[128];
@@ -364,7 +365,9 @@ static strop_status check_batch(strop_trainer *t, const char *fn, const strop_te
                       strop__shape_str(&m->in_shape, b, sizeof b) + 1);
     return s;
   }
-  if ((s = strop__model_check_mask(fn, mask, g->n, g->in.rank ? g->in.d[0] : 1))) return s;
+  if ((s = strop__model_check_mask(fn, mask, g->n, g->in.rank ? g->in.d[0] : 1)) ||
+      (s = strop__model_check_types(fn, types, g->n, g->in.rank ? g->in.d[0] : 1)))
+    return s;
   return loss_geometry_of(t, fn, &os, &g->per, &g->classes, &g->tps);
 }
 
@@ -918,25 +921,25 @@ static strop_status window_end(strop_trainer *t, const char *fn) {
 }
 
 static strop_status micro_step(strop_trainer *t, const float *x, const strop__shape *shape,
-                               const float *mask, const float *y, int64_t n, double *loss_out,
-                               int64_t *correct_out);
+                               const strop__side *side, const float *y, int64_t n,
+                               double *loss_out, int64_t *correct_out);
 
 /* forward + loss (+ backward); stats of the batch for running metrics. In a group, the model's
  * random draws skip the other ranks' rows (t->rows_before, t->rows_after). */
 strop_status strop__trainer_micro_step(strop_trainer *t, const float *x,
-                                       const strop__shape *shape, const float *mask,
+                                       const strop__shape *shape, const strop__side *side,
                                        const float *y, int64_t n, double *loss_out,
                                        int64_t *correct_out) {
   t->m->rows_before = t->rows_before;
   t->m->rows_after = t->rows_after;
-  strop_status s = micro_step(t, x, shape, mask, y, n, loss_out, correct_out);
+  strop_status s = micro_step(t, x, shape, side, y, n, loss_out, correct_out);
   t->m->rows_before = t->m->rows_after = 0;
   return s;
 }
 
 static strop_status micro_step(strop_trainer *t, const float *x, const strop__shape *shape,
-                               const float *mask, const float *y, int64_t n, double *loss_out,
-                               int64_t *correct_out) {
+                               const strop__side *side, const float *y, int64_t n,
+                               double *loss_out, int64_t *correct_out) {
   static const char fn[] = "strop_trainer_step";
   strop_model *m = t->m;
   int64_t per, classes, tps;
@@ -956,7 +959,7 @@ static strop_status micro_step(strop_trainer *t, const float *x, const strop__sh
   const strop__act *out;
   /* a failure from here on drops the window: the forward may have moved running statistics
    * and the generator before it failed (out of memory halfway) */
-  s = strop__model_forward_shaped(m, x, n, shape, 1, mask, &out);
+  s = strop__model_forward_shaped(m, x, n, shape, 1, side, &out);
   if (s) {
     drop_accumulation(t);
     strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
@@ -1019,22 +1022,41 @@ static strop_status micro_step(strop_trainer *t, const float *x, const strop__sh
   return window_end(t, fn);
 }
 
+static strop_status step_side(const char *fn, strop_trainer *t, const strop_tensor *inputs,
+                              const strop_tensor *mask, const strop_tensor *types,
+                              const strop_tensor *targets, float *loss);
+
 strop_status strop_trainer_step(strop_trainer *t, const strop_tensor *inputs,
                                 const strop_tensor *targets, float *loss) {
-  return strop_trainer_step_masked(t, inputs, NULL, targets, loss);
+  return step_side("strop_trainer_step", t, inputs, NULL, NULL, targets, loss);
 }
 
 strop_status strop_trainer_step_masked(strop_trainer *t, const strop_tensor *inputs,
                                        const strop_tensor *mask, const strop_tensor *targets,
                                        float *loss) {
-  const char *fn = mask ? "strop_trainer_step_masked" : "strop_trainer_step";
+  return step_side(mask ? "strop_trainer_step_masked" : "strop_trainer_step", t, inputs, mask,
+                   NULL, targets, loss);
+}
+
+strop_status strop_trainer_step_ext(strop_trainer *t, const strop_tensor *inputs,
+                                    const strop_side_inputs *side, const strop_tensor *targets,
+                                    float *loss) {
+  static const char fn[] = "strop_trainer_step_ext";
+  const strop_tensor *mask, *types;
+  strop_status s = strop__side_inputs_read(fn, side, &mask, &types);
+  return s ? s : step_side(fn, t, inputs, mask, types, targets, loss);
+}
+
+static strop_status step_side(const char *fn, strop_trainer *t, const strop_tensor *inputs,
+                              const strop_tensor *mask, const strop_tensor *types,
+                              const strop_tensor *targets, float *loss) {
   if (!t || !inputs || !targets)
     return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn,
                       !t        ? "trainer"
                       : !inputs ? "inputs"
                                 : "targets");
   batch_geom g;
-  strop_status s = check_batch(t, fn, inputs, mask, &g);
+  strop_status s = check_batch(t, fn, inputs, mask, types, &g);
   if (s) return s;
   const int64_t n = g.n, tps = g.tps;
   if ((int64_t)targets->numel != n * tps || targets->dims[0] != n)
@@ -1044,8 +1066,8 @@ strop_status strop_trainer_step_masked(strop_trainer *t, const strop_tensor *inp
                       fn, (long long)targets->numel, (long long)n, (long long)tps,
                       (long long)(n * tps));
   double l = 0.0;
-  s = strop__trainer_micro_step(t, inputs->data, &g.in, mask ? mask->data : NULL, targets->data,
-                                n, &l, NULL);
+  const strop__side side = {mask ? mask->data : NULL, types ? types->data : NULL};
+  s = strop__trainer_micro_step(t, inputs->data, &g.in, &side, targets->data, n, &l, NULL);
   if (loss) *loss = (float)l;
   if (s == STROP_E_NUMERIC) strop__log(STROP_LOG_DEBUG, "%s", strop_last_error()); /* skipped */
   return s;
@@ -1061,21 +1083,40 @@ static int output_dims(const strop__shape *os, int64_t n, int64_t *dims) {
   return os->rank + 1;
 }
 
+static strop_status forward_side(const char *fn, strop_trainer *t, const strop_tensor *inputs,
+                                 const strop_tensor *mask, const strop_tensor *types,
+                                 strop_tensor **out);
+
 strop_status strop_trainer_forward(strop_trainer *t, const strop_tensor *inputs,
                                    strop_tensor **out) {
-  return strop_trainer_forward_masked(t, inputs, NULL, out);
+  return forward_side("strop_trainer_forward", t, inputs, NULL, NULL, out);
 }
 
 strop_status strop_trainer_forward_masked(strop_trainer *t, const strop_tensor *inputs,
                                           const strop_tensor *mask, strop_tensor **out) {
-  const char *fn = mask ? "strop_trainer_forward_masked" : "strop_trainer_forward";
+  return forward_side(mask ? "strop_trainer_forward_masked" : "strop_trainer_forward", t, inputs,
+                      mask, NULL, out);
+}
+
+strop_status strop_trainer_forward_ext(strop_trainer *t, const strop_tensor *inputs,
+                                       const strop_side_inputs *side, strop_tensor **out) {
+  static const char fn[] = "strop_trainer_forward_ext";
+  const strop_tensor *mask, *types;
+  if (out) *out = NULL;
+  strop_status s = strop__side_inputs_read(fn, side, &mask, &types);
+  return s ? s : forward_side(fn, t, inputs, mask, types, out);
+}
+
+static strop_status forward_side(const char *fn, strop_trainer *t, const strop_tensor *inputs,
+                                 const strop_tensor *mask, const strop_tensor *types,
+                                 strop_tensor **out) {
   if (!out) return strop__err(STROP_E_INVALID_ARG, "%s: out is NULL", fn);
   *out = NULL;
   if (!t || !inputs)
     return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, t ? "inputs" : "trainer");
   strop_model *m = t->m;
   batch_geom g;
-  strop_status s = check_batch(t, fn, inputs, mask, &g);
+  strop_status s = check_batch(t, fn, inputs, mask, types, &g);
   if (s || (s = window_begin(t))) return s;
   const int64_t n = g.n;
   /* the backward reads the input again: a copy, so the host may free its tensor meanwhile
@@ -1084,7 +1125,8 @@ strop_status strop_trainer_forward_masked(strop_trainer *t, const strop_tensor *
   if (!x) return STROP__NOMEM(fn);
   memcpy(x, inputs->data, inputs->numel * sizeof *x);
   const strop__act *o;
-  s = strop__model_forward_shaped(m, x, n, &g.in, 1, mask ? mask->data : NULL, &o);
+  const strop__side side = {mask ? mask->data : NULL, types ? types->data : NULL};
+  s = strop__model_forward_shaped(m, x, n, &g.in, 1, &side, &o);
   if (s) {
     strop__model_step_end(m); /* also the input's copy when the forward failed early */
     drop_accumulation(t);     /* what the forward moved before it failed */
@@ -1367,8 +1409,9 @@ static strop_status eval_iter(strop_trainer *t, strop_batch_iter *it, strop_metr
     const int64_t cnt = x->dims[0]; /* this rank's rows */
     if (cnt == 0) continue;
     const strop_tensor *mask = strop_batch_iter_mask(it);
+    const strop_tensor *types = strop_batch_iter_token_types(it);
     batch_geom g;
-    if ((s = check_batch(t, fn, x, mask, &g))) break;
+    if ((s = check_batch(t, fn, x, mask, types, &g))) break;
     per = g.per;
     tps = g.tps;
     if ((int64_t)y->numel != cnt * tps) {
@@ -1378,9 +1421,10 @@ static strop_status eval_iter(strop_trainer *t, strop_batch_iter *it, strop_metr
                      fn, (long long)(y->numel / (size_t)cnt), (long long)tps);
       break;
     }
-    const float *xs = x->data, *ms = mask ? mask->data : NULL, *ys = y->data;
+    const float *xs = x->data, *ys = y->data;
+    const strop__side side = {mask ? mask->data : NULL, types ? types->data : NULL};
     const strop__act *o;
-    if ((s = strop__model_forward_shaped(m, xs, cnt, &g.in, 0, ms, &o))) {
+    if ((s = strop__model_forward_shaped(m, xs, cnt, &g.in, 0, &side, &o))) {
       strop__err_prefix("%s", fn);
       break;
     }
@@ -1609,9 +1653,10 @@ strop_status strop_trainer_fit(strop_trainer *t, strop_batch_iter *train, strop_
     if ((s = strop_batch_iter_next(train, &x, &y, &rows))) break;
     if (rows > 0) {
       const strop_tensor *mask = strop_batch_iter_mask(train);
+      const strop_tensor *types = strop_batch_iter_token_types(train);
       const int64_t cnt = x->dims[0]; /* this rank's rows (may be none) */
       batch_geom g;
-      if ((s = check_batch(t, fn, x, mask, &g))) break;
+      if ((s = check_batch(t, fn, x, mask, types, &g))) break;
       tps = g.tps;
       if ((int64_t)y->numel != cnt * tps) {
         s = strop__err(STROP_E_SHAPE,
@@ -1630,8 +1675,8 @@ strop_status strop_trainer_fit(strop_trainer *t, strop_batch_iter *train, strop_
       }
       t->rows_before = off;
       t->rows_after = rows - off - share;
-      s = strop__trainer_micro_step(t, x->data, &g.in, mask ? mask->data : NULL, y->data, cnt, &l,
-                                    &correct);
+      const strop__side side = {mask ? mask->data : NULL, types ? types->data : NULL};
+      s = strop__trainer_micro_step(t, x->data, &g.in, &side, y->data, cnt, &l, &correct);
       t->rows_before = t->rows_after = 0;
       /* a rank with no rows ran no forward, so its generator did not move: every rank takes
        * rank 0's (the last rank's share is the smallest, so every rank knows when) */

@@ -78,6 +78,23 @@ def batch(vocab, pad, first, g):
     return ids, mask
 
 
+PAIRS = [(4, 5), (3, 2), (1, 1), (6, 2)]  # lengths of A and B (with [CLS]/[SEP]: 12, 8, 5, 11)
+CLS, SEP = 2, 3
+
+
+def pairs(vocab, g):
+    """ids [N, T] of [CLS] A [SEP] B [SEP] (pad 0 after) and their token_type_ids"""
+    ids = torch.zeros((N, T), dtype=torch.long)
+    types = torch.zeros((N, T), dtype=torch.long)
+    for i, (a, b) in enumerate(PAIRS):
+        seq = [CLS] + torch.randint(4, vocab, (a,), generator=g).tolist() + [SEP]
+        first = len(seq)
+        seq += torch.randint(4, vocab, (b,), generator=g).tolist() + [SEP]
+        ids[i, :len(seq)] = torch.tensor(seq)
+        types[i, first:len(seq)] = 1
+    return ids, types
+
+
 def hf_config(arch, model_type, **kw):
     c = {"architectures": [arch], "model_type": model_type, "torch_dtype": "float32",
          "transformers_version": VERSION}
@@ -123,15 +140,20 @@ def lm_targets(ids, mask):
     return labels, y
 
 
-def references(model, ids, mask, y, lm, labels=None):
-    """eval.output, loss, grad.*, after.* (float64 on the float32 values) and tol.*"""
+def references(model, ids, mask, y, lm, labels=None, types=None):
+    """eval.output, loss, grad.*, after.* (float64 on the float32 values) and tol.*; types: the
+    batch's token_type_ids (saved as "types"), or None"""
     ref = {"x": ids.numpy().astype(np.float32), "y": y.numpy().astype(np.float32)}
     if mask is not None:
         ref["mask"] = mask.numpy().astype(np.float32)
+    if types is not None:
+        ref["types"] = types.numpy().astype(np.float32)
 
     def run(m, dtype):
         if mask is None:  # images
             return m(ids.to(dtype))
+        if types is not None:
+            return m(ids, mask.to(dtype), types)
         return m(ids, mask.to(dtype))
 
     def loss_of(logits):
@@ -300,6 +322,18 @@ def bert(out):
     write_folder(out, "bert_cls", cfg, state(model))
     ids, mask = batch(40, 0, 1, g)
     save_ref(out, "bert_cls", references(model, ids, mask, torch.tensor([2, 1, 0, 1]), False))
+
+    # sentence pairs: BertForSequenceClassification on [CLS] A [SEP] B [SEP], right-padded,
+    # token_type_ids 0 for [CLS] A [SEP], 1 for B [SEP], 0 at padding (the tokenizer's pair
+    # template, as BertTokenizer's create_token_type_ids_from_sequences gives them)
+    torch.manual_seed(8)
+    model = R.BertForSequenceClassification(dict(cfg, num_labels=3))
+    randomise(model, g)
+    write_folder(out, "bert_pair", cfg, state(model))
+    ids, types = pairs(40, g)
+    mask = (ids != 0).float()
+    save_ref(out, "bert_pair", references(model, ids, mask, torch.tensor([1, 0, 2, 1]), False,
+                                          types=types))
 
     rcfg = hf_config("RobertaForSequenceClassification", "roberta", **dict(
         base, pad_token_id=1, bos_token_id=0, eos_token_id=2, max_position_embeddings=42,

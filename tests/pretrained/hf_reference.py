@@ -389,13 +389,14 @@ class BertEmbeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(d, eps=cfg["layer_norm_eps"])
         self.dropout = nn.Dropout(cfg["hidden_dropout_prob"])
 
-    def forward(self, ids):
+    def forward(self, ids, types=None):
         if self.roberta:  # create_position_ids_from_input_ids
             m = ids.ne(self.pad).int()
             pos = (torch.cumsum(m, dim=1).type_as(m) * m).long() + self.pad
         else:
             pos = torch.arange(ids.size(1))[None, :].expand_as(ids)
-        types = torch.zeros_like(ids)
+        if types is None:  # the token_type_ids buffer of zeros
+            types = torch.zeros_like(ids)
         x = self.word_embeddings(ids) + self.token_type_embeddings(types) + \
             self.position_embeddings(pos)
         return self.dropout(self.LayerNorm(x))
@@ -417,11 +418,11 @@ class BertModel(nn.Module):
         self.encoder = BertEncoder(cfg)
         self.pooler = BertPooler(cfg["hidden_size"]) if pooler else None
 
-    def hidden(self, ids, mask):
-        return self.encoder(self.embeddings(ids), mask)
+    def hidden(self, ids, mask, types=None):
+        return self.encoder(self.embeddings(ids, types), mask)
 
-    def forward(self, ids, mask):
-        return self.pooler(self.hidden(ids, mask))
+    def forward(self, ids, mask, types=None):
+        return self.pooler(self.hidden(ids, mask, types))
 
 
 class BertForSequenceClassification(nn.Module):
@@ -432,8 +433,8 @@ class BertForSequenceClassification(nn.Module):
         self.dropout = nn.Dropout(cfg["hidden_dropout_prob"] if p is None else p)
         self.classifier = nn.Linear(cfg["hidden_size"], cfg["num_labels"])
 
-    def forward(self, ids, mask):
-        return self.classifier(self.dropout(self.bert(ids, mask)))
+    def forward(self, ids, mask, types=None):
+        return self.classifier(self.dropout(self.bert(ids, mask, types)))
 
 
 class RobertaClassificationHead(nn.Module):

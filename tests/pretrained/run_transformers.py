@@ -78,7 +78,8 @@ def main():
                 raise SystemExit(f"missing {missing}, unexpected {unexpected}")
 
         cases = ["torchnn_post", "torchnn_pre", "gpt2_lm", "gpt2_cls", "llama_lm", "qwen2_lm",
-                 "mistral_lm", "llama_cls", "bert", "bert_cls", "roberta_cls", "distilbert_cls",
+                 "mistral_lm", "llama_cls", "bert", "bert_cls", "bert_pair", "roberta_cls",
+                 "distilbert_cls",
                  "vit"]
         for case in cases:
             ref = safetensors_np.load(os.path.join(tmp, case + ".ref.safetensors"))[0]
@@ -98,8 +99,11 @@ def main():
             images = "mask" not in ref
             x = torch.from_numpy(ref["x"]) if images else torch.from_numpy(ref["x"]).long()
             mask = None if images else torch.from_numpy(ref["mask"])
+            types = torch.from_numpy(ref["types"]).long() if "types" in ref else None
 
             def run(model):
+                if types is not None:
+                    return model(x, mask, types)
                 return model(x) if images else model(x, mask)
 
             theirs.eval()

@@ -955,6 +955,48 @@ PY
   expect 3 "no 'input.tokenizer' metadata" -- "$strop" predict "$work/cls/out/cls.yaml" "$work/cls/out/bare.safetensors" --text good
   expect 2 "give --text or --text-file, not both" -- "$strop" predict "$work/cls/out/cls.yaml" "$work/cls/out/cls.safetensors" --text a --text-file b
   expect 2 "expected SPEC WEIGHTS with --text" -- "$strop" predict "$work/cls/out/cls.yaml" --text a
+  # sentence pairs (data.text_pair): the tokenizer's pair template gives [CLS] A [SEP] B [SEP]
+  # token types 0 and 1, which reach the model's positional_embedding (positions: types). The
+  # task ("is cat the first sentence?") cannot be told from a bag of tokens: only the types
+  # let the recipe reach 100% test accuracy (without them it stays at or below 50%)
+  mkdir -p "$work/pair"
+  cat > "$work/pair/tokenizer.json" <<'J'
+{"normalizer": {"type": "BertNormalizer"}, "pre_tokenizer": {"type": "BertPreTokenizer"},
+ "post_processor": {"type": "BertProcessing", "sep": ["[SEP]", 3], "cls": ["[CLS]", 2]},
+ "added_tokens": [{"id": 0, "content": "[PAD]", "special": true},
+                  {"id": 2, "content": "[CLS]", "special": true},
+                  {"id": 3, "content": "[SEP]", "special": true}],
+ "model": {"type": "WordPiece", "unk_token": "[UNK]", "vocab": {"[PAD]": 0, "[UNK]": 1,
+  "[CLS]": 2, "[SEP]": 3, "cat": 4, "dog": 5, "sat": 6, "ran": 7, "on": 8, "mat": 9, "a": 10,
+  "big": 11}}}
+J
+  for seg in types constant; do
+    printf 'input: [8]\nlayers:\n  - {name: tok, type: embedding, num_embeddings: 12, embedding_dim: 16}\n  - {name: seg, type: positional_embedding, num_embeddings: 2, positions: %s}\n  - {name: act, type: gelu}\n  - {name: pool, type: mean_pool}\n  - {name: head, type: linear, out_features: 2}\n' "$seg" > "$work/pair/net_$seg.yaml"
+  done
+  for r in 1 2 3; do for w in dog sat ran on mat a big; do
+    echo "{\"a\": \"cat\", \"b\": \"$w\", \"y\": \"first\"}"
+    echo "{\"a\": \"$w\", \"b\": \"cat\", \"y\": \"second\"}"
+  done; done > "$work/pair/pairs.jsonl"
+  for seg in types constant; do
+    cat > "$work/pair/$seg.yaml" <<Y
+seed: 2
+model: {spec: net_$seg.yaml}
+data: {source: jsonl, path: pairs.jsonl, tokenizer: tokenizer.json, text: a, text_pair: b,
+       label: y, max_length: 8, test_fraction: 0.25, batch_size: 4}
+optimizer: {kind: adam, lr: 0.03}
+train: {epochs: 40}
+output: {dir: out_$seg, report: report.json}
+Y
+    "$strop" train -q "$work/pair/$seg.yaml" > /dev/null 2> "$work/pair/$seg.err" ||
+      fail "training on pairs ($seg): $(cat "$work/pair/$seg.err")"
+  done
+  python3 - "$work/pair" <<'P' || fail "the pair recipe's types did not reach the model"
+import json, sys
+acc = {s: json.load(open(f"{sys.argv[1]}/out_{s}/report.json"))["stages_results"][-1]["test"]["accuracy"]
+       for s in ("types", "constant")}
+print("pair recipe test accuracy:", acc)
+assert acc["types"] == 1.0 and acc["constant"] <= 0.5, acc
+P
   ;;
 tokenize)
   # a small WordPiece tokenizer.json: encode lines (file and stdin), decode back, errors

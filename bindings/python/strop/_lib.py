@@ -153,6 +153,10 @@ class strop_generate_options(Structure):
                 ("on_row_token", ROW_TOKEN_FN)]
 
 
+class strop_side_inputs(Structure):
+    _fields_ = [("size", c_size_t), ("mask", c_void_p), ("token_types", c_void_p)]
+
+
 class strop_run_options(Structure):
     _fields_ = [("size", c_size_t), ("mode", c_int), ("write_outputs", c_int),
                 ("baselines", c_int), ("base_model", c_void_p), ("on_event", RUN_FN),
@@ -221,6 +225,8 @@ _DECLS = [
     ("strop_model_finalize", c_int, [c_void_p, c_uint64]),
     ("strop_model_forward", c_int, [c_void_p, c_void_p, _OUT]),
     ("strop_model_forward_masked", c_int, [c_void_p, c_void_p, c_void_p, _OUT]),
+    ("strop_side_inputs_init", None, [c_void_p]),
+    ("strop_model_forward_ext", c_int, [c_void_p, c_void_p, c_void_p, _OUT]),
     ("strop_model_free", None, [c_void_p]),
     ("strop_model_get_meta", c_int64, [c_void_p, c_char_p, c_char_p, c_size_t]),
     ("strop_model_input_shape", c_int, [c_void_p, _P, c_int]),
@@ -343,6 +349,7 @@ _DECLS = [
     ("strop_batch_iter_input_shape", c_int, [c_void_p, _P, c_int]),
     ("strop_batch_iter_next", c_int, [c_void_p, _OUT, _OUT, _P]),
     ("strop_batch_iter_mask", c_void_p, [c_void_p]),
+    ("strop_batch_iter_token_types", c_void_p, [c_void_p]),
     ("strop_batch_iter_num_batches", c_int64, [c_void_p]),
     ("strop_batch_iter_set_state", c_int, [c_void_p, c_int64, c_int64, c_int64]),
     ("strop_batch_iter_set_workers", c_int, [c_void_p, c_int]),
@@ -355,6 +362,8 @@ _DECLS = [
     ("strop_dataset_free", None, [c_void_p]),
     ("strop_dataset_set_mask", c_int, [c_void_p, _P, c_size_t]),
     ("strop_dataset_has_mask", c_int, [c_void_p]),
+    ("strop_dataset_set_token_types", c_int, [c_void_p, _P, c_size_t]),
+    ("strop_dataset_has_token_types", c_int, [c_void_p]),
     ("strop_dataset_from_callback", c_int, [c_int64, c_int, _P, c_int, _P, c_int64, FILL_FN, c_void_p, _OUT]),
     ("strop_dataset_from_memory", c_int, [_P, _P, c_int64, c_int, _P, c_int, _P, c_int64, _OUT]),
     ("strop_dataset_get", c_int, [c_void_p, c_int64, _P, c_size_t, _P, c_size_t]),
@@ -476,6 +485,7 @@ _DECLS = [
     ("strop_trainer_fit", c_int, [c_void_p, c_void_p, c_void_p, POINTER(strop_fit_options)]),
     ("strop_trainer_forward", c_int, [c_void_p, c_void_p, _OUT]),
     ("strop_trainer_forward_masked", c_int, [c_void_p, c_void_p, c_void_p, _OUT]),
+    ("strop_trainer_forward_ext", c_int, [c_void_p, c_void_p, c_void_p, _OUT]),
     ("strop_trainer_free", None, [c_void_p]),
     ("strop_trainer_get_double", c_int, [c_void_p, c_int, _P]),
     ("strop_trainer_get_float", c_int, [c_void_p, c_int, _P]),
@@ -499,6 +509,7 @@ _DECLS = [
     ("strop_trainer_skipped_steps", c_int64, [c_void_p]),
     ("strop_trainer_step", c_int, [c_void_p, c_void_p, c_void_p, _P]),
     ("strop_trainer_step_masked", c_int, [c_void_p, c_void_p, c_void_p, c_void_p, _P]),
+    ("strop_trainer_step_ext", c_int, [c_void_p, c_void_p, c_void_p, c_void_p, _P]),
     # recipe
     ("strop_recipe_clone", c_int, [c_void_p, _OUT]),
     ("strop_recipe_evaluate", c_int, [c_void_p, c_void_p, c_int, _OUT]),

@@ -5,7 +5,7 @@ import ctypes
 import numpy as np
 
 from . import _lib
-from .errors import InvalidArgument, error_for_status
+from .errors import InvalidArgument, ShapeError, error_for_status
 
 MAX_RANK = 8  # STROP_MAX_RANK
 
@@ -66,6 +66,24 @@ def as_f32(a, name="array", writable=False):
     if (arr.dtype == np.float32 and arr.flags.c_contiguous and arr.flags.aligned
             and (arr.flags.writeable or not writable) and arr.dtype.isnative):
         return arr
+    return np.array(arr, dtype=np.float32, order="C", copy=True)
+
+
+def as_token_types(types, batch_shape, name="token_type_ids"):
+    """token_type_ids (N, T) as the float32 array the library reads, validated: an integer (or
+    boolean) array, shaped like the batch's first two dimensions ``batch_shape``, values in
+    [0, 2^24). Tokenizer.encode_batch's ``token_type_ids`` plug in as they are."""
+    arr = np.asarray(types)
+    if arr.dtype.kind not in "iub":
+        raise InvalidArgument(f"{name}: dtype {arr.dtype}: token types are integers "
+                              "(Tokenizer.encode_batch's token_type_ids)")
+    if arr.shape != tuple(batch_shape):
+        raise ShapeError(f"{name}: shape {arr.shape}, the batch needs {tuple(batch_shape)} "
+                         "(samples, positions)")
+    if arr.size and (arr.min() < 0 or arr.max() >= 1 << 24):
+        bad = np.argwhere((arr < 0) | (arr >= 1 << 24))[0]
+        raise InvalidArgument(f"{name}: {int(arr[tuple(bad)])} at sample {bad[0]}, position "
+                              f"{bad[1]}: a token type is an integer >= 0")
     return np.array(arr, dtype=np.float32, order="C", copy=True)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from . import _callbacks, _lib
 from ._handle import Handle
-from ._util import as_f32, as_i64, dims_array, enc, shape_of, snprintf_string
+from ._util import as_f32, as_i64, as_token_types, dims_array, enc, shape_of, snprintf_string
 from .errors import InvalidArgument, check, error_for_status
 
 __all__ = ["Dataset", "BatchIterator", "Vocab", "CLASSES_INFER", "load_image"]
@@ -363,6 +363,24 @@ class Dataset(Handle):
         """True when the samples carry padding masks."""
         return bool(_lib.lib.strop_dataset_has_mask(self._h))
 
+    def set_token_types(self, token_type_ids):
+        """Gives the samples token types (n, T) of integers (the segment of a text pair each
+        position is in): batches then carry them (``BatchIterator.token_types``) and
+        ``Trainer.fit`` / ``evaluate`` pass them to the model beside the mask
+        (strop_dataset_set_token_types). Text datasets of pairs have them already. ``None``
+        removes them. Only on a dataset made by a loader, not a view."""
+        if token_type_ids is None:
+            check(_lib.lib.strop_dataset_set_token_types(self._h, None, 0))
+            return
+        arr = np.asarray(token_type_ids)
+        k = as_token_types(arr, (len(self), arr.shape[1] if arr.ndim == 2 else -1))
+        check(_lib.lib.strop_dataset_set_token_types(self._h, k.ctypes.data, k.size))
+
+    @property
+    def has_token_types(self):
+        """True when the samples carry token types (text pairs, or set_token_types)."""
+        return bool(_lib.lib.strop_dataset_has_token_types(self._h))
+
     @property
     def input_shape(self):
         return shape_of(_lib.lib.strop_dataset_input_shape, self._h)
@@ -604,6 +622,12 @@ class BatchIterator(Handle):
         if m:
             self._last_mask = np.empty(shape_of(lib.strop_tensor_shape, m), dtype=np.float32)
             check(lib.strop_tensor_copy_to(m, self._last_mask.ctypes.data, self._last_mask.size))
+        k = lib.strop_batch_iter_token_types(self._h)
+        self._last_types = None
+        if k:
+            kt = np.empty(shape_of(lib.strop_tensor_shape, k), dtype=np.float32)
+            check(lib.strop_tensor_copy_to(k, kt.ctypes.data, kt.size))
+            self._last_types = kt.astype(np.int64)
         for t in (x.value, y.value):
             a = np.empty(shape_of(lib.strop_tensor_shape, t), dtype=np.float32)
             check(lib.strop_tensor_copy_to(t, a.ctypes.data, a.size))
@@ -615,6 +639,12 @@ class BatchIterator(Handle):
         """The padding mask (rows, T) of the batch ``next_batch`` last returned, when the
         dataset carries masks; else None."""
         return getattr(self, "_last_mask", None)
+
+    @property
+    def token_types(self):
+        """The token types (rows, T), int64, of the batch ``next_batch`` last returned, when
+        the dataset carries them (text pairs); else None."""
+        return getattr(self, "_last_types", None)
 
     def __iter__(self):
         """One epoch from the current position."""

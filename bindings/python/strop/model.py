@@ -11,7 +11,8 @@ import numpy as np
 from . import _lib
 from ._callbacks import Pending
 from ._handle import Handle
-from ._util import as_f32, checked_string, dims_array, enc, shape_of, snprintf_string
+from ._util import (as_f32, as_token_types, checked_string, dims_array, enc, shape_of,
+                    snprintf_string)
 from .errors import NotFound, check, error_for_status
 from .tensor import Tensor
 
@@ -320,11 +321,15 @@ class Model(Handle):
         return self
 
     # ---- running ----
-    def forward(self, x, mask=None):
+    def forward(self, x, mask=None, token_type_ids=None):
         """Runs the model on a batch ``x`` of shape (N, *input_shape) and returns a numpy array
         (N, *output_shape). ``x`` is wrapped without a copy when it is float32 C-contiguous.
         ``mask`` (N, T) of 1 (token) and 0 (padding), Hugging Face's attention_mask, for a batch
-        of padded sequences (strop_model_forward_masked); T may be any length the model takes."""
+        of padded sequences (strop_model_forward_masked); T may be any length the model takes.
+        ``token_type_ids`` (N, T) integers, the segment of a text pair each token is in
+        (BERT's token_type_embeddings; Tokenizer.encode_batch's token_type_ids), or None for
+        type 0 everywhere; a model without token-type embeddings ignores them
+        (strop_model_forward_ext)."""
         lib = _lib.lib
         h = self._h
         tmps = []
@@ -343,7 +348,13 @@ class Model(Handle):
         try:
             th = wrap(x, "forward")
             tm = wrap(mask, "mask") if mask is not None else None
-            check(lib.strop_model_forward_masked(h, th, tm, ctypes.byref(out)))
+            side = _lib.strop_side_inputs()
+            lib.strop_side_inputs_init(ctypes.byref(side))
+            side.mask = tm
+            if token_type_ids is not None:
+                shape = np.shape(x)[:2] if not isinstance(x, Tensor) else tuple(x.shape[:2])
+                side.token_types = wrap(as_token_types(token_type_ids, shape), "token_type_ids")
+            check(lib.strop_model_forward_ext(h, th, ctypes.byref(side), ctypes.byref(out)))
             shape = shape_of(lib.strop_tensor_shape, out.value)
             res = np.empty(shape, dtype=np.float32)
             check(lib.strop_tensor_copy_to(out.value, res.ctypes.data, res.size))

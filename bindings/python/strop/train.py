@@ -11,7 +11,7 @@ import numpy as np
 from . import _lib
 from ._handle import Handle
 from ._knobs import KNOB_INT, KnobTable
-from ._util import as_f32, dims_array, enc, shape_of
+from ._util import as_f32, as_token_types, dims_array, enc, shape_of
 from .data import BatchIterator, Dataset, _check_ds
 from .errors import Cancelled, InvalidArgument, check, error_for_status
 from .tensor import Tensor
@@ -203,44 +203,49 @@ class Trainer(Handle):
         check(_lib.lib.strop_trainer_set_class_weights(self._h, w.ctypes.data, w.size))
 
     # ---- steps ----
-    def step(self, x, y, mask=None):
+    def step(self, x, y, mask=None, token_type_ids=None):
         """One training (micro-)step on a batch; returns the loss as a float. ``mask`` (N, T)
         of 1/0 for a batch of padded sequences (strop_trainer_step_masked); the batch's length
-        may differ from step to step."""
+        may differ from step to step. ``token_type_ids`` (N, T) integers: the segment of a text
+        pair each token is in, as Model.forward takes them (strop_trainer_step_ext)."""
         lib = _lib.lib
         h = self._h
-        tx = ty = tm = None
+        tx = ty = tm = tk = None
         try:
             tx = _as_handle(x)
             ty = _as_handle(y)
             tm = _as_handle(mask) if mask is not None else None
-            check(lib.strop_trainer_step_masked(h, tx[0], tm[0] if tm else None, ty[0],
-                                                self._loss_ref))
+            tk = _types_handle(token_type_ids, x)
+            side = _side(tm, tk)
+            check(lib.strop_trainer_step_ext(h, tx[0], ctypes.byref(side), ty[0],
+                                             self._loss_ref))
         finally:
-            for t in (tx, ty, tm):
+            for t in (tx, ty, tm, tk):
                 if t is not None and t[1]:
                     lib.strop_tensor_free(t[0])
         return self._loss.value
 
     # ---- a loss the host computes ----
-    def forward(self, x, mask=None):
+    def forward(self, x, mask=None, token_type_ids=None):
         """The forward of a training step: the model's output on ``x`` as a new numpy array.
-        The activations are held until ``backward`` (or ``discard_forward``). ``mask`` as for
-        ``step``."""
+        The activations are held until ``backward`` (or ``discard_forward``). ``mask`` and
+        ``token_type_ids`` as for ``step``."""
         lib = _lib.lib
-        tx = tm = None
+        tx = tm = tk = None
         out = ctypes.c_void_p()
         try:
             tx = _as_handle(x)
             tm = _as_handle(mask) if mask is not None else None
-            check(lib.strop_trainer_forward_masked(self._h, tx[0], tm[0] if tm else None,
-                                                   ctypes.byref(out)))
+            tk = _types_handle(token_type_ids, x)
+            side = _side(tm, tk)
+            check(lib.strop_trainer_forward_ext(self._h, tx[0], ctypes.byref(side),
+                                                ctypes.byref(out)))
             res = np.empty(shape_of(lib.strop_tensor_shape, out.value), dtype=np.float32)
             check(lib.strop_tensor_copy_to(out.value, res.ctypes.data, res.size))
             return res
         finally:
             lib.strop_tensor_free(out.value)
-            for t in (tx, tm):
+            for t in (tx, tm, tk):
                 if t is not None and t[1]:
                     lib.strop_tensor_free(t[0])
 
@@ -365,6 +370,23 @@ class _SchedRef:
 
     def release(self):
         self.box.release()
+
+
+def _types_handle(types, x):
+    """_as_handle of validated token_type_ids for batch x, or None"""
+    if types is None:
+        return None
+    shape = tuple(x.shape[:2]) if isinstance(x, Tensor) else np.shape(x)[:2]
+    return _as_handle(as_token_types(types, shape))
+
+
+def _side(tm, tk):
+    """strop_side_inputs of the mask and types handles (or None)"""
+    side = _lib.strop_side_inputs()
+    _lib.lib.strop_side_inputs_init(ctypes.byref(side))
+    side.mask = tm[0] if tm else None
+    side.token_types = tk[0] if tk else None
+    return side
 
 
 def _as_handle(x):
