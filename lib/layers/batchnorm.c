@@ -211,6 +211,11 @@ typedef struct fold_cache {
 } fold_cache;
 #define FOLD_HEAD ((sizeof(fold_cache) + 63) / 64 * 64)
 
+size_t strop__node_fold_bytes(const strop__node *n) {
+  const fold_cache *fc = n->fold;
+  return fc ? FOLD_HEAD + (fc->wn + fc->c) * sizeof(float) : 0;
+}
+
 strop_status strop__layer_fold_norm(strop__node *n, const strop__param *w, const strop__param *b,
                                     const strop__node *norm, const float **wf, const float **bf) {
   const bn_cfg *nc = norm->cfg;

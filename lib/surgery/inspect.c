@@ -144,11 +144,13 @@ typedef struct step_figures {
                                         it once warm (with the loss's gradient), and the GEMM's
                                         packing buffers (gemm) */
   size_t gemm;
+  size_t fold; /* frozen batch norms folded into the frozen weights before them (conv): the
+                  folded copies, made by the step's first forward and kept with the model */
   double act_fixed, act_per_sample; /* act = fixed + per_sample batch, as extrapolated */
 } step_figures;
 
 static size_t figures_peak(const step_figures *f) {
-  return f->weights + f->grads + f->optim + f->act;
+  return f->weights + f->fold + f->grads + f->optim + f->act;
 }
 
 /* Step memory grows with the batch as a + b n (activations, saved tensors and gradients are per
@@ -172,6 +174,9 @@ static strop_status plan_figures(const char *fn, strop_model *m, int64_t batch,
    * where the step it predicts would not always reuse it (peak RSS = planning + step) */
   malloc_trim(0);
 #endif
+  /* the probe's forward made the folded copies a training step computes with; they stay */
+  f->fold = 0;
+  for (int i = 0; i < m->n_nodes; i++) f->fold += strop__node_fold_bytes(&m->nodes[i]);
   if (n2 == n1) {
     f->act_per_sample = (double)(a1 + o1) / (double)n1;
     f->act_fixed = 0;
@@ -264,9 +269,14 @@ strop_status strop_model_check_memory(strop_model *model, int64_t batch,
   memset(&t, 0, sizeof t);
   strop__sbuf_printf(&t,
                      "%s: a training step of batch %lld needs about %s at its peak "
-                     "(weights and buffers %s, gradients %s, optimizer state %s, step memory %s),"
-                     " over the limit of %s; to fit:",
-                     fn, (long long)batch, mb(peak, a, sizeof a), mb(f.weights, b, sizeof b),
+                     "(weights and buffers %s, ",
+                     fn, (long long)batch, mb(peak, a, sizeof a), mb(f.weights, b, sizeof b));
+  if (f.fold)
+    strop__sbuf_printf(&t, "frozen batch norms folded into their convolutions' weights %s, ",
+                       mb(f.fold, a, sizeof a));
+  strop__sbuf_printf(&t,
+                     "gradients %s, optimizer state %s, step memory %s), over the limit of %s;"
+                     " to fit:",
                      mb(f.grads, c, sizeof c), mb(f.optim, d, sizeof d), mb(f.act, e, sizeof e),
                      mb(limit, l, sizeof l));
   /* with checkpointing: planned again with "auto" when the model has blocks and it is off */
@@ -289,7 +299,7 @@ strop_status strop_model_check_memory(strop_model *model, int64_t batch,
     }
   }
   /* the largest batch whose arena (at least its smallest chunk) fits beside the rest */
-  const double room = (double)limit - (double)(f.weights + f.grads + f.optim + f.gemm);
+  const double room = (double)limit - (double)(f.weights + f.fold + f.grads + f.optim + f.gemm);
   double fit = 0;
   if (room >= (double)strop__arena_footprint(0) && f.act_per_sample > 0)
     fit = (room - f.act_fixed) / f.act_per_sample;
