@@ -1247,6 +1247,22 @@ static void history_from_trainer(ctx *c, const strop_trainer *t) {
   }
 }
 
+/* Without train.memory_limit_mb, a stage's step is checked against the machine's limit
+ * (strop_memory_available) only when that limit is tight: below twice what
+ * strop_model_memory_estimate counts (weights, gradients, optimizer state, every activation)
+ * plus 256 MB for scratch. A run that plainly fits plans nothing and changes nothing. */
+static strop_status memory_is_tight(strop_model *m, int64_t batch, int slots, int *tight) {
+  size_t room = 0, w = 0, g = 0, o = 0, a = 0;
+  *tight = 0;
+  if (strop_memory_available(&room, NULL, 0) != STROP_OK)
+    return STROP_OK; /* no limit can be read: nothing to check against */
+  strop_status s = strop_model_memory_estimate(m, batch, slots, &w, &g, &o, &a);
+  if (s) return s;
+  const double need = 2.0 * ((double)g + (double)o + (double)a) + (double)w + 256e6;
+  *tight = (double)room + (double)w < need;
+  return STROP_OK;
+}
+
 /* One stage: its surgery, a fresh optimizer/schedule, fit, then test evaluation. With resume,
  * the trainer first takes the state output.checkpoint holds (c->resume_path). */
 static strop_status run_stage(ctx *c, strop_model *m, const strop__ynode *st, int64_t epochs,
@@ -1284,17 +1300,25 @@ static strop_status run_stage(ctx *c, strop_model *m, const strop__ynode *st, in
   if (c->val && (s = make_iter_raw(c, head ? fval : c->val, 0, 0, head != NULL, &vit))) goto done;
   if ((s = build_optimizer(c, tm, sub(st, "optimizer"), &opt))) goto done;
   /* train.memory_limit_mb: a step that would not fit is refused before training, saying what
-   * would make it fit */
+   * would make it fit; auto (and no key, when the machine's limit is tight) takes the limit
+   * from the machine (strop_model_check_memory with 0) */
   double limit_mb = 0;
-  if ((s = rd2_float(r, top, tst, "memory_limit_mb", &limit_mb))) goto done;
-  if (limit_mb > 0 &&
-      (s = strop_model_check_memory(tm, c->batch, NULL, 0, strop__optim_values_per_param(opt),
-                                    (size_t)(limit_mb * 1e6)))) {
-    char rest[1024];
+  const char *lim_word = rd2_str(top, tst, "memory_limit_mb");
+  const int lim_auto = lim_word && !strcmp(lim_word, "auto");
+  if (!lim_auto && (s = rd2_float(r, top, tst, "memory_limit_mb", &limit_mb))) goto done;
+  const int slots = strop__optim_values_per_param(opt);
+  int check = lim_auto || limit_mb > 0;
+  if (!lim_word && (s = memory_is_tight(tm, c->batch, slots, &check))) goto done;
+  if (check &&
+      (s = strop_model_check_memory(tm, c->batch, NULL, 0, slots,
+                                    lim_auto || !lim_word ? 0 : (size_t)(limit_mb * 1e6)))) {
+    char rest[1024], val[32];
     const strop__ynode *at = strop__ynode_get(tst ? tst : top, "memory_limit_mb");
-    s = strop__recipe_err(FN, r, at ? at : strop__ynode_get(top, "memory_limit_mb"), s,
-                          "'train.memory_limit_mb' %g, stage '%s': %s", limit_mb, c->stage_name,
-                          sentence_after_fn(rest));
+    if (!at) at = strop__ynode_get(top, "memory_limit_mb");
+    snprintf(val, sizeof val, lim_word ? (lim_auto ? "auto" : "%g") : "(not set: auto)",
+             limit_mb);
+    s = strop__recipe_err(FN, r, at ? at : top, s, "'train.memory_limit_mb' %s, stage '%s': %s",
+                          val, c->stage_name, sentence_after_fn(rest));
     goto done;
   }
   int per_epoch = 0;

@@ -8,6 +8,7 @@
 #endif
 
 #include "ops/ops.h"
+#include "strop/runtime.h"
 #include "surgery/surgery_impl.h"
 
 strop_status strop_model_clone(const strop_model *model, strop_model **out) {
@@ -252,6 +253,26 @@ static const char *mb(size_t bytes, char *buf, size_t cap) {
   return buf;
 }
 
+/* The machine's limit for a step of model (strop_memory_available()'s room, plus what the
+ * model already holds of the peak: its weights and buffers, folded copies) into *limit, and
+ * the words naming it into why. */
+static strop_status machine_limit(const char *fn, const strop_model *m, size_t *limit, char *why,
+                                  size_t cap) {
+  size_t room = 0, held = 0;
+  char src[96], a[32], b[32];
+  strop_status s = strop_memory_available(&room, src, sizeof src);
+  if (!s) s = strop_model_memory_estimate(m, 1, 0, &held, NULL, NULL, NULL);
+  if (s) {
+    strop__err_prefix("%s: reading the machine's memory limit", fn);
+    return s;
+  }
+  for (int i = 0; i < m->n_nodes; i++) held += strop__node_fold_bytes(&m->nodes[i]);
+  *limit = room + held < room ? SIZE_MAX : room + held;
+  snprintf(why, cap, " (%s: %s left, and the %s the model holds)", src, mb(room, a, sizeof a),
+           mb(held, b, sizeof b));
+  return STROP_OK;
+}
+
 strop_status strop_model_check_memory(strop_model *model, int64_t batch,
                                       const int64_t *sample_shape, int rank, int optimizer_slots,
                                       size_t limit) {
@@ -259,6 +280,8 @@ strop_status strop_model_check_memory(strop_model *model, int64_t batch,
   strop_status s = step_args(fn, model, batch, optimizer_slots);
   strop__shape shape;
   if (!s) s = sample_shape_in(fn, model, sample_shape, rank, &shape);
+  char why[256] = "";
+  if (!s && !limit) s = machine_limit(fn, model, &limit, why, sizeof why);
   step_figures f;
   if (!s) s = plan_figures(fn, model, batch, &shape, optimizer_slots, &f);
   if (s) return s;
@@ -275,10 +298,10 @@ strop_status strop_model_check_memory(strop_model *model, int64_t batch,
     strop__sbuf_printf(&t, "frozen batch norms folded into their convolutions' weights %s, ",
                        mb(f.fold, a, sizeof a));
   strop__sbuf_printf(&t,
-                     "gradients %s, optimizer state %s, step memory %s), over the limit of %s;"
+                     "gradients %s, optimizer state %s, step memory %s), over the limit of %s%s;"
                      " to fit:",
                      mb(f.grads, c, sizeof c), mb(f.optim, d, sizeof d), mb(f.act, e, sizeof e),
-                     mb(limit, l, sizeof l));
+                     mb(limit, l, sizeof l), why);
   /* with checkpointing: planned again with "auto" when the model has blocks and it is off */
   if (!model->ckpt_pattern && strop_model_set_checkpointing(model, "auto") == STROP_OK) {
     step_figures g;

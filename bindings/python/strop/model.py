@@ -622,13 +622,18 @@ class Model(Handle):
     def step_memory(self, batch, sample_shape=None, optimizer_slots=2, limit=None):
         """dict(step, peak) in bytes: the planned peak of a training step (weights, gradients,
         optimizer state and the step's own memory under liveness and checkpointing). With
-        limit (bytes), raises the library's out-of-memory error, naming what would fit, when
-        the peak is over it."""
+        limit (bytes, or "auto" for the machine's: strop.memory_available()'s room plus the
+        weights the model holds), raises the library's out-of-memory error, naming the limit
+        and what would fit, when the peak is over it."""
         dims, rank = None, 0
         if sample_shape is not None:
             rank = len(sample_shape)
             dims = (ctypes.c_int64 * max(rank, 1))(*[int(d) for d in sample_shape])
         if limit is not None:
+            if limit == "auto":
+                limit = 0  # the library's word for the machine's limit
+            elif int(limit) < 1:
+                raise ValueError(f"limit must be a positive byte count or 'auto', got {limit!r}")
             check(_lib.lib.strop_model_check_memory(self._h, int(batch), dims, rank,
                                                     int(optimizer_slots), int(limit)))
         step, peak = ctypes.c_size_t(), ctypes.c_size_t()
