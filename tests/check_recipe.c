@@ -1048,6 +1048,96 @@ START_TEST(frozen_dtype_key) {
 }
 END_TEST
 
+/* model.mmap and model.frozen: the base is frozen at load and its weights borrowed from the
+ * mapped file; the losses are those of a copying load, bit for bit (the same parameters
+ * train); LoRA on the mapped base trains; bad values name the key and the line; `strop
+ * train` refuses mmap (it replaces the weights). */
+static strop_run *mapped_run(const char *model, const char *surgery, int64_t *borrowed) {
+  char rec[1400];
+  snprintf(rec, sizeof rec,
+           "seed: 3\nmodel: {spec: net.yaml, weights: base.safetensors%s}\n"
+           "data: {source: csv, path: blobs.csv, num_classes: 4, test_fraction: 0.25, "
+           "val_fraction: 0.2, batch_size: 16, prefetch: false}\n"
+           "optimizer: {kind: adam, lr: 0.01}\n"
+           "train: {epochs: 3, cache_frozen: false}\n"
+           "stages: [{name: s, surgery: %s}]\n",
+           model, surgery);
+  strop_recipe *r = NULL;
+  ck_assert_int_eq(strop_recipe_load_string(rec, g_dir, &r), STROP_OK);
+  strop_run_options o;
+  strop_run_options_init(&o);
+  o.mode = STROP_RUN_FINETUNE;
+  o.write_outputs = 0;
+  o.baselines = 0;
+  strop_run *run = NULL;
+  const int64_t b0 = strop__mapping_borrowed_bytes();
+  ck_assert_msg(strop_recipe_run(r, &o, &run) == STROP_OK, "%s", strop_last_error());
+  *borrowed = strop__mapping_borrowed_bytes() - b0;
+  strop_recipe_free(r);
+  return run;
+}
+
+START_TEST(mapped_frozen_base_keys) {
+  make_files();
+  char p[300];
+  snprintf(p, sizeof p, "%s/net.yaml", g_dir);
+  strop_model *m = NULL;
+  OK_T(strop_model_load_spec(p, &m));
+  snprintf(p, sizeof p, "%s/base.safetensors", g_dir);
+  OK_T(strop_model_save_weights(m, p));
+  strop_model_free(m);
+  int64_t b_copy = 0, b_map = 0, b_lora = 0;
+  strop_run *copy = mapped_run("", "[freeze: \"body.*\"]", &b_copy);
+  strop_run *map = mapped_run(", mmap: true, frozen: true", "[unfreeze: head]", &b_map);
+  ck_assert_int_eq(b_copy, 0);
+  ck_assert_int_ge(b_map, 6 * 16 * 4); /* body.0.weight at least, straight from the file */
+  ck_assert_int_eq(strop_run_info(copy, STROP_INFO_EPOCHS), 3);
+  ck_assert_int_eq(strop_run_info(map, STROP_INFO_EPOCHS), 3);
+  for (int64_t e = 0; e < 3; e++)
+    for (int k = 2; k <= 5; k++) {
+      const double a = strop_run_history(copy, e, k), b = strop_run_history(map, e, k);
+      ck_assert_msg(memcmp(&a, &b, sizeof a) == 0, "epoch %lld column %d: %.17g vs %.17g",
+                    (long long)e, k, a, b);
+    }
+  strop_run_free(copy);
+  strop_run_free(map);
+  /* LoRA on the mapped base trains: the adapters move the loss */
+  strop_run *lora = mapped_run(", mmap: true, frozen: true",
+                               "[{lora: {match: \"body.0\", rank: 2, alpha: 4}}, unfreeze: head]",
+                               &b_lora);
+  ck_assert_int_gt(b_lora, 0);
+  const double l0 = strop_run_history(lora, 0, 2), l2 = strop_run_history(lora, 2, 2);
+  ck_assert_msg(isfinite(l0) && l2 < l0, "lora losses %g -> %g", l0, l2);
+  strop_run_free(lora);
+  /* bad values name the key and the line */
+  strop_recipe *r = NULL;
+  ck_assert_int_eq(
+      strop_recipe_load_string("seed: 1\nmodel:\n  spec: net.yaml\n  mmap: maybe\n", g_dir, &r),
+      STROP_E_FORMAT);
+  ck_assert_msg(strstr(strop_last_error(), ":4:") &&
+                    strstr(strop_last_error(), "'mmap' must be true or false, got 'maybe'"),
+                "%s", strop_last_error());
+  ck_assert_int_eq(
+      strop_recipe_load_string("seed: 1\nmodel:\n  spec: net.yaml\n  frozen: 2\n", g_dir, &r),
+      STROP_E_FORMAT);
+  ck_assert_msg(strstr(strop_last_error(), ":4:") &&
+                    strstr(strop_last_error(), "'frozen' must be true or false, got '2'"),
+                "%s", strop_last_error());
+  /* strop train replaces the weights: mmap is refused there, naming the key */
+  ck_assert_int_eq(strop_recipe_load_string(RECIPE, g_dir, &r), STROP_OK);
+  ck_assert_int_eq(strop_recipe_set(r, "model.mmap", "true"), STROP_OK);
+  strop_run_options o;
+  strop_run_options_init(&o);
+  o.mode = STROP_RUN_TRAIN;
+  o.write_outputs = 0;
+  strop_run *run = NULL;
+  ck_assert_int_eq(strop_recipe_run(r, &o, &run), STROP_E_FORMAT);
+  ck_assert_msg(strstr(strop_last_error(), "'model.mmap' borrows the weights"), "%s",
+                strop_last_error());
+  strop_recipe_free(r);
+}
+END_TEST
+
 /* Plot axes: round ticks covering the data, steps of 1, 2 or 5 times a power of ten. */
 START_TEST(plot_ticks_are_round) {
   static const struct {
@@ -1476,6 +1566,7 @@ int main(void) {
   tcase_add_test(tc, run_images_preset);
   tcase_add_test(tc, frozen_trunk_cache_is_transparent);
   tcase_add_test(tc, frozen_dtype_key);
+  tcase_add_test(tc, mapped_frozen_base_keys);
   tcase_add_test(tc, checkpointing_is_transparent);
   tcase_add_test(tc, data_split_messages);
   tcase_add_test(tc, outputs_ready_before_training);

@@ -108,6 +108,8 @@ static const field F_MODEL[] = {{"spec", T_STR, NULL, NULL, NULL},
                                 {"remap", T_ANYMAP, NULL, NULL, NULL},
                                 {"seed", T_INT, NULL, NULL, NULL},
                                 {"frozen_dtype", T_ENUM, NULL, strop__recipe_frozen_dtypes, NULL},
+                                {"frozen", T_BOOL, NULL, NULL, NULL},
+                                {"mmap", T_BOOL, NULL, NULL, NULL},
                                 {"checkpointing", T_STR, NULL, NULL, NULL},
                                 END};
 static const field F_CROP[] = {{"size", T_INTS, NULL, NULL, &R_IMAGE_SIZE},

@@ -196,6 +196,32 @@ static strop_status require_samples(ctx *c, const strop_dataset *part, const cha
 }
 
 /* ---- model ---- */
+/* model.frozen_dtype as a strop_dtype (F32 when absent; the schema checked the word) */
+static int frozen_dtype_of(const strop__ynode *msec) {
+  const char *v = msec ? strop__rd_str(msec, "frozen_dtype") : NULL;
+  for (int d = 0; v && strop__recipe_frozen_dtypes[d]; d++)
+    if (!strcmp(v, strop__recipe_frozen_dtypes[d])) return d;
+  return STROP_DTYPE_F32;
+}
+
+/* model.mmap and model.frozen: STROP_LOAD_MMAP (frozen weights used straight from the mapped
+ * file) and STROP_LOAD_FROZEN (every parameter frozen at load: the base is borrowed whole, and
+ * the surgery unfreezes or adds adapters). `strop train` starts from fresh weights, which the
+ * mapping cannot hold: mmap is for fine-tuning. */
+static strop_status load_flags(ctx *c, const strop__ynode *msec, int *flags) {
+  const strop_recipe *r = c->r;
+  int mm = 0, fr = 0;
+  strop_status s = strop__rd_bool(r, msec, "mmap", &mm);
+  if (!s) s = strop__rd_bool(r, msec, "frozen", &fr);
+  if (s) return s;
+  if (mm && c->o->mode != STROP_RUN_FINETUNE)
+    return strop__recipe_err(FN, r, sub(msec, "mmap"), STROP_E_FORMAT,
+                             "'model.mmap' borrows the weights of the file, which `strop "
+                             "train` replaces with fresh ones: use it to fine-tune");
+  *flags = (mm ? STROP_LOAD_MMAP : 0) | (fr ? STROP_LOAD_FROZEN : 0);
+  return STROP_OK;
+}
+
 /* model.pretrained: a checkpoint as people have it (strop_model_load_pretrained), with its own
  * names. `strop train` keeps the architecture and starts from fresh weights (the seed's). */
 static strop_status load_pretrained(ctx *c, const strop__ynode *msec, const char *path,
@@ -208,15 +234,17 @@ static strop_status load_pretrained(ctx *c, const strop__ynode *msec, const char
                              "'remap'");
   strop_pretrained_options po;
   strop_pretrained_options_init(&po);
-  int strict = 1;
+  int strict = 1, flags = 0;
   int64_t v = 0;
   strop_status s = strop__rd_bool(r, msec, "strict", &strict);
   if (!s && sub(msec, "image_size") && !(s = strop__rd_int(r, msec, "image_size", &v)))
     po.image_size = v;
   if (!s && sub(msec, "max_length") && !(s = strop__rd_int(r, msec, "max_length", &v)))
     po.max_length = v;
+  if (!s) s = load_flags(c, msec, &flags);
   if (s) return s;
-  po.flags = strict ? STROP_LOAD_STRICT : STROP_LOAD_PARTIAL;
+  po.flags = (strict ? STROP_LOAD_STRICT : STROP_LOAD_PARTIAL) | flags;
+  po.frozen_dtype = frozen_dtype_of(msec);
   po.seed = c->seed;
   if ((s = strop_model_load_pretrained(path, strop__rd_str(msec, "arch"), &po, out, NULL)))
     return s;
@@ -288,6 +316,11 @@ static strop_status build_model(ctx *c, strop_model **out) {
   strop_status s = strop_model_load_spec(spec, out);
   if (s) return s;
   const char *w = strop__rd_path(r, msec, "weights", weights, sizeof weights);
+  int lflags = 0;
+  if ((s = load_flags(c, msec, &lflags))) goto bad;
+  /* a frozen base from a spec: frozen before the weights are read, so a mapped file lends
+   * them all (the pretrained loader does the same with STROP_LOAD_FROZEN) */
+  if ((lflags & STROP_LOAD_FROZEN) && (s = strop_model_freeze(*out, "*"))) goto bad;
   if (c->o->mode == STROP_RUN_FINETUNE) {
     if (!w) {
       strop_model_free(*out);
@@ -299,7 +332,7 @@ static strop_status build_model(ctx *c, strop_model **out) {
     int strict = 1;
     if ((s = strop__rd_bool(r, msec, "strict", &strict))) goto bad;
     const strop__ynode *remap = sub(msec, "remap");
-    int flags = strict ? STROP_LOAD_STRICT : STROP_LOAD_PARTIAL;
+    int flags = (strict ? STROP_LOAD_STRICT : STROP_LOAD_PARTIAL) | (lflags & STROP_LOAD_MMAP);
     if (remap && remap->n >= 2) {
       if (remap->n > 2) {
         s = strop__recipe_err(FN, r, remap, STROP_E_FORMAT,

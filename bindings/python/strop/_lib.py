@@ -73,8 +73,9 @@ class strop_text_options(Structure):
 
 
 class strop_pretrained_options(Structure):
+    # every field of the C struct: its init function writes them all
     _fields_ = [("size", c_size_t), ("flags", c_int), ("image_size", c_int64),
-                ("max_length", c_int64), ("seed", c_uint64)]
+                ("max_length", c_int64), ("seed", c_uint64), ("frozen_dtype", c_int)]
 
 
 class strop_progress(Structure):
