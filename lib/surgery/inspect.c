@@ -177,7 +177,12 @@ static strop_status plan_figures(const char *fn, strop_model *m, int64_t batch,
 #endif
   /* the probe's forward made the folded copies a training step computes with; they stay */
   f->fold = 0;
-  for (int i = 0; i < m->n_nodes; i++) f->fold += strop__node_fold_bytes(&m->nodes[i]);
+  for (int i = 0; i < m->n_nodes; i++) {
+    /* less a mapped weight's pages the copy stands in for (dropped from RSS at each step) */
+    const size_t fb = strop__node_fold_bytes(&m->nodes[i]);
+    const size_t rel = strop__node_fold_released(&m->nodes[i]);
+    f->fold += fb > rel ? fb - rel : 0;
+  }
   if (n2 == n1) {
     f->act_per_sample = (double)(a1 + o1) / (double)n1;
     f->act_fixed = 0;
