@@ -226,7 +226,8 @@ def test_classifier_head_on_a_loaded_model(tmp_path):
 
 def test_mapped_frozen_base_same_losses(tmp_path):
     """from_pretrained(mmap=True, frozen=True): the frozen base straight from the mapped file
-    gives the losses of a copying load bit for bit; a bad frozen_dtype is refused."""
+    gives the losses of a copying load bit for bit; LoRA on it trains; a bad frozen_dtype is
+    refused."""
     empty = tmp_path / "empty.safetensors"
     write_safetensors(empty, {})
     base = strop.Model.from_pretrained(empty, arch="resnet18", strict=False, image_size=32, seed=3)
@@ -253,6 +254,20 @@ def test_mapped_frozen_base_same_losses(tmp_path):
     copied = losses()
     mapped = losses(mmap=True, frozen=True)
     assert copied == mapped and len(set(copied)) > 1
+    # LoRA on the mapped frozen base trains (the head stays frozen and borrowed)
+    m = strop.Model.from_pretrained(tmp_path / "r18.safetensors", arch="resnet18", image_size=32,
+                                    mmap=True, frozen=True)
+    s = strop.Surgery(m)
+    s.lora("fc", rank=4, alpha=8.0)
+    s.apply()
+    s.close()
+    opt = strop.Optimizer(m, "adam", lr=1e-2)
+    tr = strop.Trainer(m, opt)
+    lora = [tr.step(x, y) for _ in range(4)]
+    assert lora[-1] < lora[0], lora
+    tr.close()
+    opt.close()
+    m.close()
     with pytest.raises(ValueError, match="frozen_dtype"):
         strop.Model.from_pretrained(tmp_path / "r18.safetensors", arch="resnet18",
                                     frozen_dtype="fp8")
