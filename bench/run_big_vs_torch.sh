@@ -12,6 +12,8 @@
 #   bench/run_big_vs_torch.sh [build-dir] [steps] [repeats]      (defaults: build 2 2)
 #   SMOKE=1 bench/run_big_vs_torch.sh build                     1 layer, 1 step, small shapes
 #   ROWS="gpt2_lora tinyllama_lora" THREADS="1 2" ...           a subset
+#   RESULTS=FILE ...                 every RESULT line of both sides appended to FILE as well
+#                                    (the steps' own peak, the setup's, the load's: bench_big)
 #
 # The checkpoints (random weights of the real shapes, written by bench/torch_big.py) go to
 # BUILD/bench-big/ (SMOKE: BUILD/bench-big-smoke/) and are kept for the next run: the TinyLlama
@@ -66,19 +68,21 @@ for t in $THREADS; do
     [ "$f" = tinyllama ] && dts="bf16 int8"
     for d in $dts; do
       s=$(OPENBLAS_NUM_THREADS=1 FROZEN_DTYPE=$d $PRE "$BB" "$r" "$OUT/$f" "$t" "$STEPS" "$REPEATS" | grep '^RESULT')
+      [ -z "${RESULTS:-}" ] || echo "$s" >> "$RESULTS"
       fl=$(field gemm_flops "$s"); ms=$(field step_ms "$s")
       pk=$fp32; [ "$d" = f32 ] || pk=$bf16
       floor=$(awk "BEGIN{printf \"%.1f\", $fl / ($pk * 1e9) * 1e3}")
       share=$(awk "BEGIN{printf \"%.0f%%\", $floor / $ms * 100}")
       rate=$(field tokens_per_s "$s"); [ -n "$rate" ] || rate=$(field samples_per_s "$s")
       # the process's peak (setup or steps), as PyTorch's ru_maxrss; planned is the steps' peak
-      pk_kb=$(awk "BEGIN{a=$(field peak_rss_kb "$s"); b=$(field peak_setup_kb "$s"); print a>b?a:b}")
+      pk_kb=$(awk "BEGIN{a=$(field peak_rss_kb "$s"); b=$(field peak_setup_kb "$s"); print (a>b?a:b)}")
       printf '%-16s %-18s %3s %10s %9s %7s %7sMB %7sMB\n' "$r" "strop base=$d" "$t" "$rate" \
         "$floor" "$share" "$(mb "$pk_kb")" "$(mb "$(field planned_peak_kb "$s")")"
     done
     for a in 0 1; do
       p=$(OPENBLAS_NUM_THREADS=1 $PRE "$PY" "$HERE/torch_big.py" train "$r" "$OUT/$f" "$t" "$STEPS" \
           "$REPEATS" "$a" | grep '^RESULT')
+      [ -z "${RESULTS:-}" ] || echo "$p autocast=$a" >> "$RESULTS"
       ms=$(field step_ms "$p")
       pk=$fp32; [ "$a" = 1 ] && pk=$bf16
       floor=$(awk "BEGIN{printf \"%.1f\", $fl / ($pk * 1e9) * 1e3}")

@@ -787,6 +787,93 @@ START_TEST(version_agrees) {
 }
 END_TEST
 
+/* ---- the machine's memory limits ---- */
+
+static void put(const char *root, const char *rel, const char *text) {
+  char p[512], cmd[600];
+  snprintf(p, sizeof p, "%s/%s", root, rel);
+  snprintf(cmd, sizeof cmd, "mkdir -p \"$(dirname '%s')\"", p);
+  ck_assert_int_eq(system(cmd), 0);
+  FILE *f = fopen(p, "w");
+  ck_assert_ptr_nonnull(f);
+  fputs(text, f);
+  ck_assert_int_eq(fclose(f), 0);
+}
+
+/* strop_memory_available takes the lowest room among the cgroup (v2: the group and those above
+ * it; v1), the rlimits and MemAvailable, and names it with its size; "max" and v1's huge
+ * value are no limit; bad arguments are refused with the outputs untouched. Fixture trees
+ * stand for /proc and /sys/fs/cgroup. */
+START_TEST(memory_available_takes_the_lowest_limit) {
+  char d[] = "/tmp/strop_memlimit_XXXXXX";
+  ck_assert_ptr_nonnull(mkdtemp(d));
+  char proc[600], sys[600], src[96];
+  snprintf(proc, sizeof proc, "%s/proc", d);
+  snprintf(sys, sizeof sys, "%s/sys", d);
+  size_t room = 0;
+  /* MemAvailable alone */
+  put(proc, "meminfo", "MemTotal:       24000000 kB\nMemAvailable:   20000000 kB\n");
+  put(proc, "self/status", "Name:\tx\nVmSize:\t  100000 kB\nVmData:\t  50000 kB\n");
+  ck_assert_int_eq(strop__memory_available_at(proc, sys, &room, src, sizeof src), STROP_OK);
+  ck_assert_uint_eq(room, (size_t)20000000 * 1024);
+  ck_assert_str_eq(src, "MemAvailable 20.48 GB");
+  /* cgroup v2: the group's own limit and a lower one above it */
+  put(proc, "self/cgroup", "0::/user.slice/job\n");
+  put(sys, "user.slice/job/memory.max", "2000000000\n");
+  put(sys, "user.slice/job/memory.current", "500000000\n");
+  put(sys, "user.slice/memory.max", "max\n");
+  ck_assert_int_eq(strop__memory_available_at(proc, sys, &room, src, sizeof src), STROP_OK);
+  ck_assert_uint_eq(room, 1500000000u);
+  ck_assert_str_eq(src, "cgroup memory.max 2.00 GB");
+  put(sys, "user.slice/memory.max", "1200000000\n");
+  put(sys, "user.slice/memory.current", "1100000000\n");
+  ck_assert_int_eq(strop__memory_available_at(proc, sys, &room, src, sizeof src), STROP_OK);
+  ck_assert_uint_eq(room, 100000000u);
+  ck_assert_str_eq(src, "cgroup memory.max 1.20 GB");
+  /* over the limit: no room */
+  put(sys, "user.slice/memory.current", "1300000000\n");
+  ck_assert_int_eq(strop__memory_available_at(proc, sys, &room, src, sizeof src), STROP_OK);
+  ck_assert_uint_eq(room, 0);
+  /* cgroup v1: the memory controller's group; its "no limit" value is none */
+  put(proc, "self/cgroup", "5:cpu,cpuacct:/a\n4:memory:/job\n");
+  put(sys, "memory/job/memory.limit_in_bytes", "9223372036854771712\n");
+  put(sys, "memory/job/memory.usage_in_bytes", "1000\n");
+  ck_assert_int_eq(strop__memory_available_at(proc, sys, &room, src, sizeof src), STROP_OK);
+  ck_assert_str_eq(src, "MemAvailable 20.48 GB");
+  put(sys, "memory/job/memory.limit_in_bytes", "3000000000\n");
+  put(sys, "memory/job/memory.usage_in_bytes", "1000000000\n");
+  ck_assert_int_eq(strop__memory_available_at(proc, sys, &room, src, sizeof src), STROP_OK);
+  ck_assert_uint_eq(room, 2000000000u);
+  ck_assert_str_eq(src, "cgroup memory.limit_in_bytes 3.00 GB");
+  /* a short source buffer is cut, not overrun */
+  char small[8];
+  ck_assert_int_eq(strop__memory_available_at(proc, sys, &room, small, sizeof small), STROP_OK);
+  ck_assert_str_eq(small, "cgroup ");
+  /* nothing readable: unsupported, with a sentence naming what was read; room untouched */
+  char none[600];
+  snprintf(none, sizeof none, "%s/nothing", d);
+  room = 7;
+  ck_assert_int_eq(strop__memory_available_at(none, none, &room, src, sizeof src),
+                   STROP_E_UNSUPPORTED);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "no memory limit could be read"));
+  ck_assert_uint_eq(room, 7);
+  /* the public call on this machine, and its bad arguments */
+  ck_assert_int_eq(strop_memory_available(&room, src, sizeof src), STROP_OK);
+  ck_assert_uint_gt(room, 0);
+  ck_assert_uint_gt(strlen(src), 4);
+  ck_assert_int_eq(strop_memory_available(&room, NULL, 0), STROP_OK);
+  ck_assert_int_eq(strop_memory_available(NULL, src, sizeof src), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "bytes is NULL"));
+  room = 9;
+  ck_assert_int_eq(strop_memory_available(&room, NULL, 4), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "source is NULL"));
+  ck_assert_uint_eq(room, 9);
+  char cmd[600];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", d);
+  ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("core");
   TCase *tc = tcase_create("errors");
@@ -824,6 +911,9 @@ int main(void) {
   tc = tcase_create("arena");
   tcase_add_test(tc, arena_aligned_and_warm);
   tcase_add_test(tc, arena_out_of_memory);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("memory");
+  tcase_add_test(tc, memory_available_takes_the_lowest_limit);
   suite_add_tcase(s, tc);
   tc = tcase_create("version");
   tcase_add_test(tc, version_agrees);

@@ -190,6 +190,17 @@ END_TEST
 
 /* STROP_LOAD_FROZEN | STROP_LOAD_MMAP: every weight frozen and borrowed from the mapped file
  * (no memory of its own, nothing copied), buffers read; the same outputs as a copying load. */
+/* a "Key:   N kB" line of /proc/self/status */
+static long status_kb(const char *key) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  long v = -1;
+  while (f && fgets(line, sizeof line, f))
+    if (!strncmp(line, key, strlen(key))) v = atol(line + strlen(key));
+  if (f) fclose(f);
+  return v;
+}
+
 START_TEST(mapped_frozen_load) {
   const char *p = path_in(g_tmp, "r18.safetensors");
   make_resnet18(p, 32);
@@ -226,6 +237,47 @@ START_TEST(mapped_frozen_load) {
   strop_test_must(strop_model_unfreeze(m, "fc"), "unfreeze");
   ck_assert_int_eq(strop__mapping_copied_bytes() - c0, (512 * 1000 + 1000) * 4);
   ck_assert_ptr_nonnull(strop__model_param_find(m, "conv1.weight")->map);
+  /* training steps read the trunk's convs through their folded copies (the frozen batch
+   * norms folded in): the mapped pages of those weights go back to the kernel, so the copies
+   * replace them in RSS, and the prediction counts the copies net of them; an evaluation
+   * after it reads the file's values again, bit for bit */
+  size_t peak = 0;
+  strop_test_must(strop_model_step_memory(m, 2, NULL, 0, 2, NULL, &peak), "step memory");
+  size_t folds = 0, released = 0;
+  for (int i = 0; i < m->n_nodes; i++) {
+    folds += strop__node_fold_bytes(&m->nodes[i]);
+    released += strop__node_fold_released(&m->nodes[i]);
+  }
+  ck_assert_uint_gt(released, (size_t)(weights * 9 / 10));
+  ck_assert_uint_ge(folds, released);
+  strop_tensor_free(ya);
+  ya = NULL;
+  strop_test_must(strop_model_forward(m, in, &ya), "forward after the planning");
+  const long file_eval = status_kb("RssFile:");
+  strop_optimizer *opt = NULL;
+  strop_trainer *tr = NULL;
+  strop_tensor *lab = NULL;
+  const int64_t ld[1] = {2};
+  const float lv[2] = {3, 7};
+  strop_test_must(strop_tensor_from_data(lv, 2, 1, ld, &lab), "labels");
+  strop_test_must(strop_optimizer_create(m, STROP_OPTIM_ADAM, &opt), "optimizer");
+  strop_test_must(strop_trainer_create(m, opt, &tr), "trainer");
+  strop_test_must(strop_trainer_step(tr, in, lab, NULL), "step");
+  const long file_step = status_kb("RssFile:");
+  ck_assert_msg(file_eval - file_step > (long)(released / 1024) * 9 / 10,
+                "RssFile %ld kB after an evaluation, %ld kB after a step: %zu bytes released",
+                file_eval, file_step, released);
+  /* the borrowed weights read back as the file's values (the copying load's) */
+  for (int i = 0; i < m->n_params; i++) {
+    const strop__param *pm = m->params[i];
+    if (!pm->map) continue;
+    const strop__param *pc = strop__model_param_find(c, pm->name);
+    ck_assert_ptr_nonnull(pc);
+    ck_assert_mem_eq(pm->data, pc->data, pm->numel * sizeof(float));
+  }
+  strop_trainer_free(tr);
+  strop_optimizer_free(opt);
+  strop_tensor_free(lab);
   strop_tensor_free(in);
   strop_tensor_free(ya);
   strop_tensor_free(yb);

@@ -361,6 +361,122 @@ START_TEST(run_errors) {
 }
 END_TEST
 
+/* train.memory_limit_mb: auto (and no key, when the machine's limit is tight) takes the limit
+ * from the machine: in a child whose RLIMIT_AS leaves 96 MB beside what it maps, a recipe
+ * whose step needs about 135 MB (33.5 MB of weights, their gradients and Adam's state) is
+ * refused before training, the sentence naming RLIMIT_AS with the figures; without the limit,
+ * the same recipe trains. */
+static int run_limited(const char *base, const char *limit, int with_rlimit, char *msg,
+                       size_t cap) {
+  int fd[2];
+  ck_assert_int_eq(pipe(fd), 0);
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    close(fd[0]);
+    strop_recipe *r = NULL;
+    char rec[1024];
+    snprintf(rec, sizeof rec,
+             "seed: 3\nmodel: {spec: wide.yaml}\n"
+             "data: {source: csv, path: blobs.csv, num_classes: 4, test_fraction: 0.25, "
+             "batch_size: 16, prefetch: false}\n"
+             "optimizer: {kind: adam, lr: 0.001}\n"
+             "train: {epochs: 1%s%s}\n"
+             "stages: [{name: all}]\n",
+             limit ? ", memory_limit_mb: " : "", limit ? limit : "");
+    int s = strop_set_num_threads(1);
+    if (!s) s = strop_recipe_load_string(rec, base, &r);
+    if (!s && with_rlimit) {
+      FILE *st = fopen("/proc/self/status", "r");
+      char line[256];
+      long vm = 0;
+      while (st && fgets(line, sizeof line, st))
+        if (!strncmp(line, "VmSize:", 7)) vm = atol(line + 7);
+      if (st) fclose(st);
+      struct rlimit rl = {(rlim_t)vm * 1024 + ((rlim_t)96 << 20),
+                          (rlim_t)vm * 1024 + ((rlim_t)96 << 20)};
+      if (!vm || setrlimit(RLIMIT_AS, &rl)) _exit(100);
+    }
+    strop_run_options o;
+    strop_run_options_init(&o);
+    o.mode = STROP_RUN_TRAIN;
+    o.write_outputs = 0;
+    strop_run *run = NULL;
+    if (!s) s = strop_recipe_run(r, &o, &run);
+    const char *e = s ? strop_last_error() : "";
+    ssize_t w = write(fd[1], e, strlen(e));
+    (void)w;
+    _exit(s == STROP_OK ? 0 : s == STROP_E_NOMEM ? 2 : 3);
+  }
+  close(fd[1]);
+  size_t n = 0;
+  ssize_t k;
+  while (n + 1 < cap && (k = read(fd[0], msg + n, cap - 1 - n)) > 0) n += (size_t)k;
+  msg[n] = 0;
+  close(fd[0]);
+  int st = 0;
+  ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+  ck_assert(WIFEXITED(st));
+  return WEXITSTATUS(st);
+}
+
+START_TEST(memory_limit_from_the_machine) {
+  make_files();
+  char p[300];
+  snprintf(p, sizeof p, "%s/wide.yaml", g_dir);
+  FILE *f = fopen(p, "w");
+  ck_assert_ptr_nonnull(f);
+  fputs("input: [6]\nlayers:\n"
+        "  - {name: fc1, type: linear, out_features: 2048}\n"
+        "  - {name: act, type: relu}\n"
+        "  - {name: fc2, type: linear, out_features: 4096}\n"
+        "  - {name: act2, type: relu}\n"
+        "  - {name: head, type: linear, out_features: 4}\n",
+        f);
+  ck_assert_int_eq(fclose(f), 0);
+  char msg[4096];
+  int rc;
+  /* refused before training, naming the limit and the figures (not under AddressSanitizer:
+   * its shadow memory is terabytes of address space, which RLIMIT_AS cannot sit above) */
+#if !defined(__SANITIZE_ADDRESS__)
+  rc = run_limited(g_dir, "auto", 1, msg, sizeof msg);
+  ck_assert_msg(rc == 2, "exit %d: %s", rc, msg);
+  ck_assert_msg(strstr(msg, "'train.memory_limit_mb' auto, stage 'all': strop_model_check_memory:"
+                            " a training step of batch 16 needs about") != NULL,
+                "%s", msg);
+  ck_assert_msg(strstr(msg, "over the limit of") && strstr(msg, "(RLIMIT_AS ") &&
+                    strstr(msg, "left, and the 33.7 MB the model holds)") &&
+                    strstr(msg, "to fit:"),
+                "%s", msg);
+  /* no key: the limit is tight, so the same check runs */
+  rc = run_limited(g_dir, NULL, 1, msg, sizeof msg);
+  ck_assert_msg(rc == 2, "exit %d: %s", rc, msg);
+  ck_assert_msg(strstr(msg, "'train.memory_limit_mb' (not set: auto), stage 'all'") &&
+                    strstr(msg, "(RLIMIT_AS "),
+                "%s", msg);
+  /* an explicit number is that number, whatever the machine */
+  rc = run_limited(g_dir, "100000", 1, msg, sizeof msg);
+  ck_assert_msg(rc != 2 || !strstr(msg, "strop_model_check_memory"), "exit %d: %s", rc, msg);
+#endif
+  /* without the limit it trains, with auto and without the key */
+  rc = run_limited(g_dir, "auto", 0, msg, sizeof msg);
+  ck_assert_msg(rc == 0, "exit %d: %s", rc, msg);
+  rc = run_limited(g_dir, NULL, 0, msg, sizeof msg);
+  ck_assert_msg(rc == 0, "exit %d: %s", rc, msg);
+  /* a word that is neither a number nor auto is refused at load, naming the key and line */
+  strop_recipe *r = NULL;
+  ck_assert_int_eq(strop_recipe_load_string("model: {spec: wide.yaml}\n"
+                                            "train: {memory_limit_mb: lots}\n",
+                                            g_dir, &r),
+                   STROP_E_FORMAT);
+  ck_assert_msg(strstr(strop_last_error(), "'memory_limit_mb' must be a number or auto, got "
+                                           "'lots'") &&
+                    strstr(strop_last_error(), ":2:"),
+                "%s", strop_last_error());
+  ck_assert_ptr_null(r);
+}
+END_TEST
+
 /* The run records in the model what its data section did to the inputs and which classes its
  * outputs are (source labels and names, after data.classes kept some); the saved weights
  * carry them; a key the run does not set is removed from a model that had it. */
@@ -952,15 +1068,105 @@ START_TEST(frozen_dtype_key) {
     if (k == 0) {
       ck_assert_msg(st == STROP_OK, "%s", strop_last_error());
       ck_assert_int_eq(strop_model_frozen_int8_group(strop_run_model(run)), 32);
-      strop_run_free(run);
     } else {
       ck_assert_int_eq(st, STROP_E_INVALID_ARG);
       ck_assert_msg(
           strstr(strop_last_error(), "model.int8_group") && strstr(strop_last_error(), "got 4"),
           "%s", strop_last_error());
     }
+    strop_run_free(run); /* a failed run with a model is handed back too */
     strop_recipe_free(r);
   }
+}
+END_TEST
+
+/* model.mmap and model.frozen: the base is frozen at load and its weights borrowed from the
+ * mapped file; the losses are those of a copying load, bit for bit (the same parameters
+ * train); LoRA on the mapped base trains; bad values name the key and the line; `strop
+ * train` refuses mmap (it replaces the weights). */
+static strop_run *mapped_run(const char *model, const char *surgery, int64_t *borrowed) {
+  char rec[1400];
+  snprintf(rec, sizeof rec,
+           "seed: 3\nmodel: {spec: net.yaml, weights: base.safetensors%s}\n"
+           "data: {source: csv, path: blobs.csv, num_classes: 4, test_fraction: 0.25, "
+           "val_fraction: 0.2, batch_size: 16, prefetch: false}\n"
+           "optimizer: {kind: adam, lr: 0.01}\n"
+           "train: {epochs: 3, cache_frozen: false}\n"
+           "stages: [{name: s, surgery: %s}]\n",
+           model, surgery);
+  strop_recipe *r = NULL;
+  ck_assert_int_eq(strop_recipe_load_string(rec, g_dir, &r), STROP_OK);
+  strop_run_options o;
+  strop_run_options_init(&o);
+  o.mode = STROP_RUN_FINETUNE;
+  o.write_outputs = 0;
+  o.baselines = 0;
+  strop_run *run = NULL;
+  const int64_t b0 = strop__mapping_borrowed_bytes();
+  ck_assert_msg(strop_recipe_run(r, &o, &run) == STROP_OK, "%s", strop_last_error());
+  *borrowed = strop__mapping_borrowed_bytes() - b0;
+  strop_recipe_free(r);
+  return run;
+}
+
+START_TEST(mapped_frozen_base_keys) {
+  make_files();
+  char p[300];
+  snprintf(p, sizeof p, "%s/net.yaml", g_dir);
+  strop_model *m = NULL;
+  OK_T(strop_model_load_spec(p, &m));
+  snprintf(p, sizeof p, "%s/base.safetensors", g_dir);
+  OK_T(strop_model_save_weights(m, p));
+  strop_model_free(m);
+  int64_t b_copy = 0, b_map = 0, b_lora = 0;
+  strop_run *copy = mapped_run("", "[freeze: \"body.*\"]", &b_copy);
+  strop_run *map = mapped_run(", mmap: true, frozen: true", "[unfreeze: head]", &b_map);
+  ck_assert_int_eq(b_copy, 0);
+  ck_assert_int_ge(b_map, 6 * 16 * 4); /* body.0.weight at least, straight from the file */
+  ck_assert_int_eq(strop_run_info(copy, STROP_INFO_EPOCHS), 3);
+  ck_assert_int_eq(strop_run_info(map, STROP_INFO_EPOCHS), 3);
+  for (int64_t e = 0; e < 3; e++)
+    for (int k = 2; k <= 5; k++) {
+      const double a = strop_run_history(copy, e, k), b = strop_run_history(map, e, k);
+      ck_assert_msg(memcmp(&a, &b, sizeof a) == 0, "epoch %lld column %d: %.17g vs %.17g",
+                    (long long)e, k, a, b);
+    }
+  strop_run_free(copy);
+  strop_run_free(map);
+  /* LoRA on the mapped base trains: the adapters move the loss */
+  strop_run *lora = mapped_run(", mmap: true, frozen: true",
+                               "[{lora: {match: \"body.0\", rank: 2, alpha: 4}}, unfreeze: head]",
+                               &b_lora);
+  ck_assert_int_gt(b_lora, 0);
+  const double l0 = strop_run_history(lora, 0, 2), l2 = strop_run_history(lora, 2, 2);
+  ck_assert_msg(isfinite(l0) && l2 < l0, "lora losses %g -> %g", l0, l2);
+  strop_run_free(lora);
+  /* bad values name the key and the line */
+  strop_recipe *r = NULL;
+  ck_assert_int_eq(
+      strop_recipe_load_string("seed: 1\nmodel:\n  spec: net.yaml\n  mmap: maybe\n", g_dir, &r),
+      STROP_E_FORMAT);
+  ck_assert_msg(strstr(strop_last_error(), ":4:") &&
+                    strstr(strop_last_error(), "'mmap' must be true or false, got 'maybe'"),
+                "%s", strop_last_error());
+  ck_assert_int_eq(
+      strop_recipe_load_string("seed: 1\nmodel:\n  spec: net.yaml\n  frozen: 2\n", g_dir, &r),
+      STROP_E_FORMAT);
+  ck_assert_msg(strstr(strop_last_error(), ":4:") &&
+                    strstr(strop_last_error(), "'frozen' must be true or false, got '2'"),
+                "%s", strop_last_error());
+  /* strop train replaces the weights: mmap is refused there, naming the key */
+  ck_assert_int_eq(strop_recipe_load_string(RECIPE, g_dir, &r), STROP_OK);
+  ck_assert_int_eq(strop_recipe_set(r, "model.mmap", "true"), STROP_OK);
+  strop_run_options o;
+  strop_run_options_init(&o);
+  o.mode = STROP_RUN_TRAIN;
+  o.write_outputs = 0;
+  strop_run *run = NULL;
+  ck_assert_int_eq(strop_recipe_run(r, &o, &run), STROP_E_FORMAT);
+  ck_assert_msg(strstr(strop_last_error(), "'model.mmap' borrows the weights"), "%s",
+                strop_last_error());
+  strop_recipe_free(r);
 }
 END_TEST
 
@@ -1386,11 +1592,13 @@ int main(void) {
   tcase_set_timeout(tc, 300);
   tcase_add_test(tc, run_end_to_end);
   tcase_add_test(tc, run_errors);
+  tcase_add_test(tc, memory_limit_from_the_machine);
   tcase_add_test(tc, run_records_model_metadata);
   tcase_add_test(tc, run_text_classification);
   tcase_add_test(tc, run_images_preset);
   tcase_add_test(tc, frozen_trunk_cache_is_transparent);
   tcase_add_test(tc, frozen_dtype_key);
+  tcase_add_test(tc, mapped_frozen_base_keys);
   tcase_add_test(tc, checkpointing_is_transparent);
   tcase_add_test(tc, data_split_messages);
   tcase_add_test(tc, outputs_ready_before_training);

@@ -948,10 +948,17 @@ STROP_API STROP_NODISCARD strop_status strop_model_step_memory(strop_model *mode
  * @param[in]     rank            Entries of @p sample_shape; ignored when it is NULL.
  * @param[in]     optimizer_slots Values of optimizer state per trainable value (0, 1, 2, ...).
  * @param[in]     limit           Bytes the step may take (e.g. the cgroup's or RLIMIT_AS, less
- *                                what the host holds besides).
+ *                                what the host holds besides), or 0 for the machine's limit:
+ *                                the room strop_memory_available() finds plus the weights and
+ *                                buffers the model already holds (so they are not counted
+ *                                twice); the sentence then names the limit's source and size
+ *                                ("RLIMIT_AS 1.50 GB: 1.2 GB left, and the 102 MB the model
+ *                                holds").
  * @return STROP_OK when it fits; STROP_E_NOMEM with the sentence when it does not; otherwise
- *         as strop_model_step_memory(). The model is unchanged. Not thread-safe on one model.
- * @since 0.2
+ *         as strop_model_step_memory(), and with @p limit 0 as strop_memory_available() when
+ *         no limit can be read. The model is unchanged. Not thread-safe on one model.
+ * @since 0.2 (@p limit 0: the machine's limit, since 0.2 as well; before, 0 refused every
+ *        step)
  */
 STROP_API STROP_NODISCARD strop_status strop_model_check_memory(strop_model *model, int64_t batch,
                                                                 const int64_t *sample_shape,

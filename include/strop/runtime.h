@@ -111,6 +111,32 @@ STROP_API STROP_NODISCARD strop_status strop_rng_permutation(strop_rng *rng, int
  */
 STROP_API uint32_t strop_rng_next_u32(strop_rng *rng);
 
+/**
+ * @brief How much more memory this process may take now, from the machine's limits, and
+ *        which limit that is.
+ *
+ * Reads, where they exist: the cgroup v2 memory.max less memory.current of the process's
+ * group and of each group above it, or the cgroup v1 memory.limit_in_bytes less
+ * memory.usage_in_bytes; RLIMIT_AS less the address space the process maps (VmSize) and
+ * RLIMIT_DATA less its data segments (VmData); and the system's MemAvailable. The lowest room
+ * wins. A limit that is "max" or unset is not one. The figures are a snapshot: other threads
+ * and processes change them. The recipe key `train.memory_limit_mb: auto` checks a training
+ * step against this room (see strop_model_check_memory()).
+ *
+ * @param[out] bytes  The room under the lowest limit, in bytes (0 when the process is already
+ *                    at or over it).
+ * @param[out] source The limit named with its size, e.g. "cgroup memory.max 2.00 GB",
+ *                    "RLIMIT_AS 1.50 GB", "MemAvailable 20.13 GB" (NUL-terminated, cut to
+ *                    @p cap bytes); may be NULL when @p cap is 0.
+ * @param[in]  cap    Bytes of @p source.
+ * @return STROP_OK; STROP_E_INVALID_ARG (@p bytes NULL, or @p source NULL with @p cap > 0);
+ *         STROP_E_UNSUPPORTED when no limit can be read (no /proc: not Linux). Outputs are
+ *         written only on success. Thread-safe.
+ * @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_memory_available(size_t *bytes, char *source,
+                                                              size_t cap);
+
 STROP_END_DECLS
 
 #endif

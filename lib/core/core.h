@@ -153,4 +153,10 @@ void strop__par_for(int64_t n, int64_t grain, strop__par_fn fn, void *ctx);
 /* Zeroes n floats, split across threads when n is large. */
 void strop__par_zero(float *p, size_t n);
 
+/* ---- the machine's memory limits (memlimit.c) ---- */
+/* strop_memory_available with the proc and cgroup file systems under `proc` and `sys`
+ * ("/proc", "/sys/fs/cgroup"; tests point them at fixtures); source as there. */
+strop_status strop__memory_available_at(const char *proc, const char *sys, size_t *bytes,
+                                        char *source, size_t cap);
+
 #endif

@@ -3,7 +3,10 @@
  * on [N, C, H, W]): batch statistics in train mode, running statistics in eval mode or when
  * the node's statistics are frozen. Math in ops/norm.c. */
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "layers/fuse.h"
 #include "layers/init.h"
@@ -207,9 +210,34 @@ typedef struct fold_cache {
   int ver[F_N];
   float eps;
   size_t wn, c;
+  size_t released; /* bytes of the borrowed weight's pages handed back (drop_mapped) */
   int valid;
 } fold_cache;
+
+/* A weight borrowed from a mapped file (read-only, private, never written) that the training
+ * steps read only through its folded copy: its whole pages are handed back to the kernel, so
+ * the copy replaces it in RSS instead of doubling it. An evaluation forward, which reads the
+ * unfolded weight, faults them in again from the page cache; the next training forward drops
+ * them again. Returns the bytes handed back. */
+static size_t drop_mapped(const strop__param *w) {
+  if (!w->map || !w->data) return 0;
+  const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+  const uintptr_t a = ((uintptr_t)w->data + pg - 1) & ~(pg - 1);
+  const uintptr_t e = (uintptr_t)(w->data + w->numel) & ~(pg - 1);
+  if (e <= a || madvise((void *)a, e - a, MADV_DONTNEED)) return 0;
+  return e - a;
+}
 #define FOLD_HEAD ((sizeof(fold_cache) + 63) / 64 * 64)
+
+size_t strop__node_fold_bytes(const strop__node *n) {
+  const fold_cache *fc = n->fold;
+  return fc ? FOLD_HEAD + (fc->wn + fc->c) * sizeof(float) : 0;
+}
+
+size_t strop__node_fold_released(const strop__node *n) {
+  const fold_cache *fc = n->fold;
+  return fc && fc->valid ? fc->released : 0;
+}
 
 strop_status strop__layer_fold_norm(strop__node *n, const strop__param *w, const strop__param *b,
                                     const strop__node *norm, const float **wf, const float **bf) {
@@ -240,7 +268,10 @@ strop_status strop__layer_fold_norm(strop__node *n, const strop__param *w, const
   for (int i = 0; i < F_N && same; i++)
     same = (src[i] ? src[i]->data : NULL) == fc->src[i] &&
            (!src[i] || (src[i]->version == fc->ver[i] && !src[i]->viewed));
-  if (same) return STROP_OK;
+  if (same) {
+    fc->released = drop_mapped(w);
+    return STROP_OK;
+  }
   const float *ga = src[F_GA] ? src[F_GA]->data : NULL, *be = src[F_BE] ? src[F_BE]->data : NULL;
   const float *rm = src[F_RM]->data, *rv = src[F_RV]->data, *b0 = b ? b->data : NULL;
   const size_t per = wn / C;
@@ -259,6 +290,7 @@ strop_status strop__layer_fold_norm(strop__node *n, const strop__param *w, const
   }
   fc->eps = nc->eps;
   fc->valid = 1;
+  fc->released = drop_mapped(w);
   return STROP_OK;
 }
 

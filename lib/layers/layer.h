@@ -347,6 +347,12 @@ void strop__params_release(strop__param *v, int n);
 void strop__node_release(strop__node *n);
 /* Forgets the node's declared parameters (before a new infer). */
 void strop__node_clear_params(strop__node *n);
+/* The bytes n->fold holds (a frozen norm folded into n's weights, fuse.h): allocated by the
+ * first training forward that folds (or a step's planning), kept until n's parameters go. */
+size_t strop__node_fold_bytes(const strop__node *n);
+/* The bytes of a borrowed (memory-mapped) weight the fold stands in for, whose pages a
+ * training forward hands back to the kernel (the steps hold the copy instead); 0 otherwise. */
+size_t strop__node_fold_released(const strop__node *n);
 /* Records that parameter `suffix` of node n is the tensor named target (replacing an earlier
  * tie of that suffix). Copies both strings. */
 strop_status strop__node_add_tie(strop__node *n, const char *suffix, const char *target);

@@ -32,6 +32,7 @@ enum {
   T_ANYMAP,
   T_SURGERY,
   T_STR_OR_INT,
+  T_FLOAT_OR_AUTO, /* a number in the range, or the word auto */
   T_STRS,
   T_ANY
 };
@@ -109,6 +110,8 @@ static const field F_MODEL[] = {{"spec", T_STR, NULL, NULL, NULL},
                                 {"seed", T_INT, NULL, NULL, NULL},
                                 {"frozen_dtype", T_ENUM, NULL, strop__recipe_frozen_dtypes, NULL},
                                 {"int8_group", T_INT, NULL, NULL, &R_INT8_GROUP},
+                                {"frozen", T_BOOL, NULL, NULL, NULL},
+                                {"mmap", T_BOOL, NULL, NULL, NULL},
                                 {"checkpointing", T_STR, NULL, NULL, NULL},
                                 END};
 static const field F_CROP[] = {{"size", T_INTS, NULL, NULL, &R_IMAGE_SIZE},
@@ -206,7 +209,7 @@ static const field F_TRAIN[] = {{"epochs", T_INT, NULL, NULL, &R_NONNEG},
                                 {"checkpoint_every", T_INT, NULL, NULL, &R_NONNEG},
                                 {"max_steps", T_INT, NULL, NULL, &R_NONNEG},
                                 {"cache_frozen", T_BOOL, NULL, NULL, NULL},
-                                {"memory_limit_mb", T_FLOAT, NULL, NULL, &R_NONNEG},
+                                {"memory_limit_mb", T_FLOAT_OR_AUTO, NULL, NULL, &R_NONNEG},
                                 END};
 static const field F_STAGE[] = {{"name", T_STR, NULL, NULL, NULL},
                                 {"epochs", T_INT, NULL, NULL, &R_NONNEG},
@@ -328,6 +331,7 @@ static const char *type_word(int type) {
     case T_SEQMAP: return "list of mappings";
     case T_SURGERY: return "surgery list";
     case T_STR_OR_INT: return "text or int";
+    case T_FLOAT_OR_AUTO: return "number or auto";
     case T_STRS: return "word list";
     default: return "any";
   }
@@ -586,7 +590,8 @@ static strop_status check_value(const char *fn, const strop_recipe *r, const str
     case T_BOOL:
     case T_STR:
     case T_ENUM:
-    case T_STR_OR_INT: {
+    case T_STR_OR_INT:
+    case T_FLOAT_OR_AUTO: {
       if (v->type != STROP__Y_SCALAR)
         return strop__recipe_err(fn, r, v, STROP_E_FORMAT, "'%s' must be a single value, got %s",
                                  f->key, strop__ynode_kind(v));
@@ -599,7 +604,11 @@ static strop_status check_value(const char *fn, const strop_recipe *r, const str
       if (f->type == T_FLOAT && !parse_float(v->text, &dv))
         return strop__recipe_err(fn, r, v, STROP_E_FORMAT, "'%s' must be a number, got '%s'",
                                  f->key, v->text);
-      if (f->type == T_INT || f->type == T_FLOAT) {
+      const int word = f->type == T_FLOAT_OR_AUTO && !strcmp(v->text, "auto");
+      if (f->type == T_FLOAT_OR_AUTO && !word && !parse_float(v->text, &dv))
+        return strop__recipe_err(fn, r, v, STROP_E_FORMAT,
+                                 "'%s' must be a number or auto, got '%s'", f->key, v->text);
+      if (f->type == T_INT || f->type == T_FLOAT || (f->type == T_FLOAT_OR_AUTO && !word)) {
         strop_status s = check_range(fn, r, v, f, f->type == T_INT ? (double)iv : dv);
         if (s) return s;
       }

@@ -196,6 +196,32 @@ static strop_status require_samples(ctx *c, const strop_dataset *part, const cha
 }
 
 /* ---- model ---- */
+/* model.frozen_dtype as a strop_dtype (F32 when absent; the schema checked the word) */
+static int frozen_dtype_of(const strop__ynode *msec) {
+  const char *v = msec ? strop__rd_str(msec, "frozen_dtype") : NULL;
+  for (int d = 0; v && strop__recipe_frozen_dtypes[d]; d++)
+    if (!strcmp(v, strop__recipe_frozen_dtypes[d])) return d;
+  return STROP_DTYPE_F32;
+}
+
+/* model.mmap and model.frozen: STROP_LOAD_MMAP (frozen weights used straight from the mapped
+ * file) and STROP_LOAD_FROZEN (every parameter frozen at load: the base is borrowed whole, and
+ * the surgery unfreezes or adds adapters). `strop train` starts from fresh weights, which the
+ * mapping cannot hold: mmap is for fine-tuning. */
+static strop_status load_flags(ctx *c, const strop__ynode *msec, int *flags) {
+  const strop_recipe *r = c->r;
+  int mm = 0, fr = 0;
+  strop_status s = strop__rd_bool(r, msec, "mmap", &mm);
+  if (!s) s = strop__rd_bool(r, msec, "frozen", &fr);
+  if (s) return s;
+  if (mm && c->o->mode != STROP_RUN_FINETUNE)
+    return strop__recipe_err(FN, r, sub(msec, "mmap"), STROP_E_FORMAT,
+                             "'model.mmap' borrows the weights of the file, which `strop "
+                             "train` replaces with fresh ones: use it to fine-tune");
+  *flags = (mm ? STROP_LOAD_MMAP : 0) | (fr ? STROP_LOAD_FROZEN : 0);
+  return STROP_OK;
+}
+
 /* model.pretrained: a checkpoint as people have it (strop_model_load_pretrained), with its own
  * names. `strop train` keeps the architecture and starts from fresh weights (the seed's). */
 static strop_status load_pretrained(ctx *c, const strop__ynode *msec, const char *path,
@@ -208,15 +234,20 @@ static strop_status load_pretrained(ctx *c, const strop__ynode *msec, const char
                              "'remap'");
   strop_pretrained_options po;
   strop_pretrained_options_init(&po);
-  int strict = 1;
+  int strict = 1, flags = 0;
   int64_t v = 0;
   strop_status s = strop__rd_bool(r, msec, "strict", &strict);
   if (!s && sub(msec, "image_size") && !(s = strop__rd_int(r, msec, "image_size", &v)))
     po.image_size = v;
   if (!s && sub(msec, "max_length") && !(s = strop__rd_int(r, msec, "max_length", &v)))
     po.max_length = v;
+  if (!s) s = load_flags(c, msec, &flags);
+  int64_t group = 0; /* model.int8_group: with frozen_dtype int8, the load quantises with it */
+  if (!s) s = strop__rd_int(r, msec, "int8_group", &group);
   if (s) return s;
-  po.flags = strict ? STROP_LOAD_STRICT : STROP_LOAD_PARTIAL;
+  po.int8_group = group;
+  po.flags = (strict ? STROP_LOAD_STRICT : STROP_LOAD_PARTIAL) | flags;
+  po.frozen_dtype = frozen_dtype_of(msec);
   po.seed = c->seed;
   if ((s = strop_model_load_pretrained(path, strop__rd_str(msec, "arch"), &po, out, NULL)))
     return s;
@@ -294,6 +325,11 @@ static strop_status build_model(ctx *c, strop_model **out) {
   strop_status s = strop_model_load_spec(spec, out);
   if (s) return s;
   const char *w = strop__rd_path(r, msec, "weights", weights, sizeof weights);
+  int lflags = 0;
+  if ((s = load_flags(c, msec, &lflags))) goto bad;
+  /* a frozen base from a spec: frozen before the weights are read, so a mapped file lends
+   * them all (the pretrained loader does the same with STROP_LOAD_FROZEN) */
+  if ((lflags & STROP_LOAD_FROZEN) && (s = strop_model_freeze(*out, "*"))) goto bad;
   if (c->o->mode == STROP_RUN_FINETUNE) {
     if (!w) {
       strop_model_free(*out);
@@ -305,7 +341,7 @@ static strop_status build_model(ctx *c, strop_model **out) {
     int strict = 1;
     if ((s = strop__rd_bool(r, msec, "strict", &strict))) goto bad;
     const strop__ynode *remap = sub(msec, "remap");
-    int flags = strict ? STROP_LOAD_STRICT : STROP_LOAD_PARTIAL;
+    int flags = (strict ? STROP_LOAD_STRICT : STROP_LOAD_PARTIAL) | (lflags & STROP_LOAD_MMAP);
     if (remap && remap->n >= 2) {
       if (remap->n > 2) {
         s = strop__recipe_err(FN, r, remap, STROP_E_FORMAT,
@@ -1253,6 +1289,22 @@ static void history_from_trainer(ctx *c, const strop_trainer *t) {
   }
 }
 
+/* Without train.memory_limit_mb, a stage's step is checked against the machine's limit
+ * (strop_memory_available) only when that limit is tight: below twice what
+ * strop_model_memory_estimate counts (weights, gradients, optimizer state, every activation)
+ * plus 256 MB for scratch. A run that plainly fits plans nothing and changes nothing. */
+static strop_status memory_is_tight(strop_model *m, int64_t batch, int slots, int *tight) {
+  size_t room = 0, w = 0, g = 0, o = 0, a = 0;
+  *tight = 0;
+  if (strop_memory_available(&room, NULL, 0) != STROP_OK)
+    return STROP_OK; /* no limit can be read: nothing to check against */
+  strop_status s = strop_model_memory_estimate(m, batch, slots, &w, &g, &o, &a);
+  if (s) return s;
+  const double need = 2.0 * ((double)g + (double)o + (double)a) + (double)w + 256e6;
+  *tight = (double)room + (double)w < need;
+  return STROP_OK;
+}
+
 /* One stage: its surgery, a fresh optimizer/schedule, fit, then test evaluation. With resume,
  * the trainer first takes the state output.checkpoint holds (c->resume_path). */
 static strop_status run_stage(ctx *c, strop_model *m, const strop__ynode *st, int64_t epochs,
@@ -1290,17 +1342,25 @@ static strop_status run_stage(ctx *c, strop_model *m, const strop__ynode *st, in
   if (c->val && (s = make_iter_raw(c, head ? fval : c->val, 0, 0, head != NULL, &vit))) goto done;
   if ((s = build_optimizer(c, tm, sub(st, "optimizer"), &opt))) goto done;
   /* train.memory_limit_mb: a step that would not fit is refused before training, saying what
-   * would make it fit */
+   * would make it fit; auto (and no key, when the machine's limit is tight) takes the limit
+   * from the machine (strop_model_check_memory with 0) */
   double limit_mb = 0;
-  if ((s = rd2_float(r, top, tst, "memory_limit_mb", &limit_mb))) goto done;
-  if (limit_mb > 0 &&
-      (s = strop_model_check_memory(tm, c->batch, NULL, 0, strop__optim_values_per_param(opt),
-                                    (size_t)(limit_mb * 1e6)))) {
-    char rest[1024];
+  const char *lim_word = rd2_str(top, tst, "memory_limit_mb");
+  const int lim_auto = lim_word && !strcmp(lim_word, "auto");
+  if (!lim_auto && (s = rd2_float(r, top, tst, "memory_limit_mb", &limit_mb))) goto done;
+  const int slots = strop__optim_values_per_param(opt);
+  int check = lim_auto || limit_mb > 0;
+  if (!lim_word && (s = memory_is_tight(tm, c->batch, slots, &check))) goto done;
+  if (check &&
+      (s = strop_model_check_memory(tm, c->batch, NULL, 0, slots,
+                                    lim_auto || !lim_word ? 0 : (size_t)(limit_mb * 1e6)))) {
+    char rest[1024], val[32];
     const strop__ynode *at = strop__ynode_get(tst ? tst : top, "memory_limit_mb");
-    s = strop__recipe_err(FN, r, at ? at : strop__ynode_get(top, "memory_limit_mb"), s,
-                          "'train.memory_limit_mb' %g, stage '%s': %s", limit_mb, c->stage_name,
-                          sentence_after_fn(rest));
+    if (!at) at = strop__ynode_get(top, "memory_limit_mb");
+    snprintf(val, sizeof val, lim_word ? (lim_auto ? "auto" : "%g") : "(not set: auto)",
+             limit_mb);
+    s = strop__recipe_err(FN, r, at ? at : top, s, "'train.memory_limit_mb' %s, stage '%s': %s",
+                          val, c->stage_name, sentence_after_fn(rest));
     goto done;
   }
   int per_epoch = 0;

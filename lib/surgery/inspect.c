@@ -8,6 +8,7 @@
 #endif
 
 #include "ops/ops.h"
+#include "strop/runtime.h"
 #include "surgery/surgery_impl.h"
 
 strop_status strop_model_clone(const strop_model *model, strop_model **out) {
@@ -144,11 +145,13 @@ typedef struct step_figures {
                                         it once warm (with the loss's gradient), and the GEMM's
                                         packing buffers (gemm) */
   size_t gemm;
+  size_t fold; /* frozen batch norms folded into the frozen weights before them (conv): the
+                  folded copies, made by the step's first forward and kept with the model */
   double act_fixed, act_per_sample; /* act = fixed + per_sample batch, as extrapolated */
 } step_figures;
 
 static size_t figures_peak(const step_figures *f) {
-  return f->weights + f->grads + f->optim + f->act;
+  return f->weights + f->fold + f->grads + f->optim + f->act;
 }
 
 /* Step memory grows with the batch as a + b n (activations, saved tensors and gradients are per
@@ -172,6 +175,14 @@ static strop_status plan_figures(const char *fn, strop_model *m, int64_t batch,
    * where the step it predicts would not always reuse it (peak RSS = planning + step) */
   malloc_trim(0);
 #endif
+  /* the probe's forward made the folded copies a training step computes with; they stay */
+  f->fold = 0;
+  for (int i = 0; i < m->n_nodes; i++) {
+    /* less a mapped weight's pages the copy stands in for (dropped from RSS at each step) */
+    const size_t fb = strop__node_fold_bytes(&m->nodes[i]);
+    const size_t rel = strop__node_fold_released(&m->nodes[i]);
+    f->fold += fb > rel ? fb - rel : 0;
+  }
   if (n2 == n1) {
     f->act_per_sample = (double)(a1 + o1) / (double)n1;
     f->act_fixed = 0;
@@ -247,6 +258,26 @@ static const char *mb(size_t bytes, char *buf, size_t cap) {
   return buf;
 }
 
+/* The machine's limit for a step of model (strop_memory_available()'s room, plus what the
+ * model already holds of the peak: its weights and buffers, folded copies) into *limit, and
+ * the words naming it into why. */
+static strop_status machine_limit(const char *fn, const strop_model *m, size_t *limit, char *why,
+                                  size_t cap) {
+  size_t room = 0, held = 0;
+  char src[96], a[32], b[32];
+  strop_status s = strop_memory_available(&room, src, sizeof src);
+  if (!s) s = strop_model_memory_estimate(m, 1, 0, &held, NULL, NULL, NULL);
+  if (s) {
+    strop__err_prefix("%s: reading the machine's memory limit", fn);
+    return s;
+  }
+  for (int i = 0; i < m->n_nodes; i++) held += strop__node_fold_bytes(&m->nodes[i]);
+  *limit = room + held < room ? SIZE_MAX : room + held;
+  snprintf(why, cap, " (%s: %s left, and the %s the model holds)", src, mb(room, a, sizeof a),
+           mb(held, b, sizeof b));
+  return STROP_OK;
+}
+
 strop_status strop_model_check_memory(strop_model *model, int64_t batch,
                                       const int64_t *sample_shape, int rank, int optimizer_slots,
                                       size_t limit) {
@@ -254,6 +285,8 @@ strop_status strop_model_check_memory(strop_model *model, int64_t batch,
   strop_status s = step_args(fn, model, batch, optimizer_slots);
   strop__shape shape;
   if (!s) s = sample_shape_in(fn, model, sample_shape, rank, &shape);
+  char why[256] = "";
+  if (!s && !limit) s = machine_limit(fn, model, &limit, why, sizeof why);
   step_figures f;
   if (!s) s = plan_figures(fn, model, batch, &shape, optimizer_slots, &f);
   if (s) return s;
@@ -264,11 +297,16 @@ strop_status strop_model_check_memory(strop_model *model, int64_t batch,
   memset(&t, 0, sizeof t);
   strop__sbuf_printf(&t,
                      "%s: a training step of batch %lld needs about %s at its peak "
-                     "(weights and buffers %s, gradients %s, optimizer state %s, step memory %s),"
-                     " over the limit of %s; to fit:",
-                     fn, (long long)batch, mb(peak, a, sizeof a), mb(f.weights, b, sizeof b),
+                     "(weights and buffers %s, ",
+                     fn, (long long)batch, mb(peak, a, sizeof a), mb(f.weights, b, sizeof b));
+  if (f.fold)
+    strop__sbuf_printf(&t, "frozen batch norms folded into their convolutions' weights %s, ",
+                       mb(f.fold, a, sizeof a));
+  strop__sbuf_printf(&t,
+                     "gradients %s, optimizer state %s, step memory %s), over the limit of %s%s;"
+                     " to fit:",
                      mb(f.grads, c, sizeof c), mb(f.optim, d, sizeof d), mb(f.act, e, sizeof e),
-                     mb(limit, l, sizeof l));
+                     mb(limit, l, sizeof l), why);
   /* with checkpointing: planned again with "auto" when the model has blocks and it is off */
   if (!model->ckpt_pattern && strop_model_set_checkpointing(model, "auto") == STROP_OK) {
     step_figures g;
@@ -289,7 +327,7 @@ strop_status strop_model_check_memory(strop_model *model, int64_t batch,
     }
   }
   /* the largest batch whose arena (at least its smallest chunk) fits beside the rest */
-  const double room = (double)limit - (double)(f.weights + f.grads + f.optim + f.gemm);
+  const double room = (double)limit - (double)(f.weights + f.fold + f.grads + f.optim + f.gemm);
   double fit = 0;
   if (room >= (double)strop__arena_footprint(0) && f.act_per_sample > 0)
     fit = (room - f.act_fixed) / f.act_per_sample;

@@ -27,7 +27,8 @@ from .model import LoadReport, Model, ModelMeta, Prediction, SafetensorsFile  # 
 from .optim import Optimizer, Scheduler  # noqa: E402
 from .recipe import Recipe, Run, RunEvent  # noqa: E402
 from .runtime import (Rng, clear_error, get_num_threads, last_error,  # noqa: E402
-                      set_log_handler, set_num_threads, status_str, version, version_number)
+                      memory_available, set_log_handler, set_num_threads, status_str, version,
+                      version_number)
 from .surgery import Surgery  # noqa: E402
 from .tensor import Tensor  # noqa: E402
 from .text import Tokenizer  # noqa: E402
@@ -48,4 +49,5 @@ __all__ = ["Model", "Tensor", "Dataset", "BatchIterator", "Vocab", "Optimizer", 
            "FormatError", "ShapeError", "NotFound", "StateError", "NumericError",
            "Unsupported", "InternalError", "CallbackError", "Cancelled", "CLASSES_INFER",
            "version", "version_number", "status_str", "last_error", "clear_error",
-           "set_num_threads", "get_num_threads", "set_log_handler", "library_path", "__version__"]
+           "set_num_threads", "get_num_threads", "set_log_handler", "memory_available",
+           "library_path", "__version__"]

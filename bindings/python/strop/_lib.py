@@ -73,6 +73,7 @@ class strop_text_options(Structure):
 
 
 class strop_pretrained_options(Structure):
+    # every field of the C struct: its init function writes them all
     _fields_ = [("size", c_size_t), ("flags", c_int), ("image_size", c_int64),
                 ("max_length", c_int64), ("seed", c_uint64), ("frozen_dtype", c_int),
                 ("int8_group", c_int64)]
@@ -572,6 +573,8 @@ _DECLS = [
     ("strop_tuner_trial_value", c_int, [c_void_p, c_int64, c_int64, _P]),
     # STROP_0.2
     ("strop_tensor_load_npy", c_int, [c_char_p, _OUT]),
+    # the machine's memory limits
+    ("strop_memory_available", c_int, [POINTER(c_size_t), c_char_p, c_size_t]),
     # text: tokenizers
     ("strop_bpe_train_options_init", None, [POINTER(strop_bpe_train_options)]),
     ("strop_encode_options_init", None, [POINTER(strop_encode_options)]),

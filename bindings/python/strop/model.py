@@ -20,6 +20,7 @@ __all__ = ["Model", "ModelMeta", "Prediction", "LoadReport", "SafetensorsFile"]
 
 _ONE_BYTE = ctypes.create_string_buffer(1)  # a valid address for an empty buffer
 _REPORT_KINDS = (("missing", 0), ("unexpected", 1), ("mismatched", 2), ("loaded", 3))
+_LOAD_MMAP, _LOAD_FROZEN = 2, 4  # strop_load_flags: STROP_LOAD_MMAP, STROP_LOAD_FROZEN
 
 
 @dataclass
@@ -198,21 +199,31 @@ class Model(Handle):
         return m
 
     @classmethod
-    def from_pretrained(cls, path, arch=None, strict=True, image_size=0, max_length=0, seed=0):
+    def from_pretrained(cls, path, arch=None, strict=True, image_size=0, max_length=0, seed=0,
+                        mmap=False, frozen=False, frozen_dtype="f32"):
         """A pre-trained network with its checkpoint's own names (strop_model_load_pretrained):
         ``path`` is a Hugging Face model folder (config.json says the architecture) or a
         safetensors state_dict of a torchvision model (``arch="resnet18"``). ``strict=False``
         loads what matches and initialises the rest from ``seed``; ``image_size`` and
         ``max_length`` are the input size the model is declared for (0: the architecture's or
-        config's own). Returns the model in eval mode; ``Model.pretrained_archs()`` lists the
+        config's own). ``frozen=True`` freezes every parameter at load (STROP_LOAD_FROZEN) and
+        ``mmap=True`` uses frozen weights straight from the memory-mapped file
+        (STROP_LOAD_MMAP): together, a base for LoRA or a frozen trunk that costs no copy;
+        ``frozen_dtype`` ("f32", "bf16", "int8") is how frozen weights are held, set before
+        they are read. Returns the model in eval mode; ``Model.pretrained_archs()`` lists the
         architectures."""
         lib = _lib.lib
+        if frozen_dtype not in cls.FROZEN_DTYPES:
+            raise ValueError(f"frozen_dtype must be one of {', '.join(cls.FROZEN_DTYPES)}, "
+                             f"got {frozen_dtype!r}")
         opt = _lib.strop_pretrained_options()
         lib.strop_pretrained_options_init(ctypes.byref(opt))
-        opt.flags = 0 if strict else 1
+        opt.flags = ((0 if strict else 1) | (_LOAD_MMAP if mmap else 0)
+                     | (_LOAD_FROZEN if frozen else 0))
         opt.image_size = int(image_size)
         opt.max_length = int(max_length)
         opt.seed = int(seed)
+        opt.frozen_dtype = cls.FROZEN_DTYPES.index(frozen_dtype)
         out, rep = ctypes.c_void_p(), ctypes.c_void_p()
         st = lib.strop_model_load_pretrained(enc(os.fspath(path)),
                                              enc(arch) if arch is not None else None,
@@ -633,13 +644,18 @@ class Model(Handle):
     def step_memory(self, batch, sample_shape=None, optimizer_slots=2, limit=None):
         """dict(step, peak) in bytes: the planned peak of a training step (weights, gradients,
         optimizer state and the step's own memory under liveness and checkpointing). With
-        limit (bytes), raises the library's out-of-memory error, naming what would fit, when
-        the peak is over it."""
+        limit (bytes, or "auto" for the machine's: strop.memory_available()'s room plus the
+        weights the model holds), raises the library's out-of-memory error, naming the limit
+        and what would fit, when the peak is over it."""
         dims, rank = None, 0
         if sample_shape is not None:
             rank = len(sample_shape)
             dims = (ctypes.c_int64 * max(rank, 1))(*[int(d) for d in sample_shape])
         if limit is not None:
+            if limit == "auto":
+                limit = 0  # the library's word for the machine's limit
+            elif int(limit) < 1:
+                raise ValueError(f"limit must be a positive byte count or 'auto', got {limit!r}")
             check(_lib.lib.strop_model_check_memory(self._h, int(batch), dims, rank,
                                                     int(optimizer_slots), int(limit)))
         step, peak = ctypes.c_size_t(), ctypes.c_size_t()

@@ -10,7 +10,7 @@ from ._handle import Handle
 from .errors import check
 
 __all__ = ["Rng", "set_num_threads", "get_num_threads", "set_log_handler", "version",
-           "version_number", "status_str", "last_error", "clear_error"]
+           "version_number", "status_str", "last_error", "clear_error", "memory_available"]
 
 LOG_LEVELS = {"error": 0, "warn": 1, "info": 2, "debug": 3}
 
@@ -48,6 +48,17 @@ def set_num_threads(n):
 
 def get_num_threads():
     return _lib.lib.strop_get_num_threads()
+
+
+def memory_available():
+    """(bytes, source): how much more memory this process may take now under the machine's
+    lowest limit — the cgroup's memory.max (or v1 memory.limit_in_bytes) less its usage,
+    RLIMIT_AS / RLIMIT_DATA less what the process maps, or MemAvailable — and that limit named
+    with its size ("RLIMIT_AS 1.50 GB"). Raises strop.Unsupported where none can be read."""
+    room = ctypes.c_size_t()
+    src = ctypes.create_string_buffer(128)
+    check(_lib.lib.strop_memory_available(ctypes.byref(room), src, len(src)))
+    return room.value, src.value.decode()
 
 
 _log_lock = threading.Lock()

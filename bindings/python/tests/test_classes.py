@@ -147,7 +147,45 @@ def test_checkpointing_and_step_memory():
         m.step_memory(32, limit=1000)
     m.checkpointing = None
     assert m.checkpointing is None
+    # the machine's limit: this small step fits; a bad limit is refused before the library
+    assert m.step_memory(32, limit="auto")["peak"] > 0
+    with pytest.raises(ValueError, match="'auto'"):
+        m.step_memory(32, limit=0)
     m.close()
+
+
+def test_memory_available():
+    room, source = strop.memory_available()
+    assert room > 0
+    assert source.split()[0] in ("cgroup", "RLIMIT_AS", "RLIMIT_DATA", "MemAvailable")
+    assert source.endswith(("GB", "MB"))
+
+
+def test_memory_limit_from_rlimit_in_a_child(tmp_path):
+    """Under an RLIMIT_AS that leaves 64 MB, memory_available names it and a step of 100 MB
+    of weights' gradients and Adam's state is refused with the sentence naming RLIMIT_AS."""
+    code = """
+import resource, strop
+vm = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmSize:")][0]
+m = strop.Model([6])
+m.add("fc1", "linear", "out_features=2048")
+m.add("fc2", "linear", "out_features=4096")
+m.finalize(seed=1)
+lim = vm * 1024 + 64 * 2**20 + 34 * 2**20
+resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
+room, source = strop.memory_available()
+assert source.startswith("RLIMIT_AS "), source
+try:
+    m.step_memory(16, limit="auto")
+except strop.OutOfMemory as e:
+    print("REFUSED", e)
+"""
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env=dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1"))
+    assert r.returncode == 0, r.stderr
+    assert "REFUSED" in r.stdout and "(RLIMIT_AS " in r.stdout, r.stdout
 
 
 def test_model_errors(mlp, tmp_path):

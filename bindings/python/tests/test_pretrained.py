@@ -222,3 +222,52 @@ def test_classifier_head_on_a_loaded_model(tmp_path):
     cfg = json.loads((tmp_path / "out" / "config.json").read_text())
     assert cfg["architectures"] == ["LlamaForSequenceClassification"]
     m.close()
+
+
+def test_mapped_frozen_base_same_losses(tmp_path):
+    """from_pretrained(mmap=True, frozen=True): the frozen base straight from the mapped file
+    gives the losses of a copying load bit for bit; LoRA on it trains; a bad frozen_dtype is
+    refused."""
+    empty = tmp_path / "empty.safetensors"
+    write_safetensors(empty, {})
+    base = strop.Model.from_pretrained(empty, arch="resnet18", strict=False, image_size=32, seed=3)
+    base.save_weights(tmp_path / "r18.safetensors")
+    base.close()
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-1, 1, (4, 3, 32, 32)).astype(np.float32)
+    y = np.array([1, 7, 3, 900], np.float32)
+
+    def losses(**kw):
+        m = strop.Model.from_pretrained(tmp_path / "r18.safetensors", arch="resnet18",
+                                        image_size=32, **kw)
+        if not kw.get("frozen"):
+            m.freeze("*")
+        m.unfreeze("fc")
+        opt = strop.Optimizer(m, "adam", lr=1e-3)
+        tr = strop.Trainer(m, opt)
+        out = [tr.step(x, y) for _ in range(3)]
+        tr.close()
+        opt.close()
+        m.close()
+        return out
+
+    copied = losses()
+    mapped = losses(mmap=True, frozen=True)
+    assert copied == mapped and len(set(copied)) > 1
+    # LoRA on the mapped frozen base trains (the head stays frozen and borrowed)
+    m = strop.Model.from_pretrained(tmp_path / "r18.safetensors", arch="resnet18", image_size=32,
+                                    mmap=True, frozen=True)
+    s = strop.Surgery(m)
+    s.lora("fc", rank=4, alpha=8.0)
+    s.apply()
+    s.close()
+    opt = strop.Optimizer(m, "adam", lr=1e-2)
+    tr = strop.Trainer(m, opt)
+    lora = [tr.step(x, y) for _ in range(4)]
+    assert lora[-1] < lora[0], lora
+    tr.close()
+    opt.close()
+    m.close()
+    with pytest.raises(ValueError, match="frozen_dtype"):
+        strop.Model.from_pretrained(tmp_path / "r18.safetensors", arch="resnet18",
+                                    frozen_dtype="fp8")
