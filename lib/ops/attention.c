@@ -50,26 +50,67 @@ static void project_backward(const float *x, const float *w, const float *dy, in
   if (dx) strop__sgemm(0, 0, rows, d, d, 1.0f, dy, d, w, d, 1.0f, dx, d);
 }
 
+/* The loops over a row's keys come twice, with and without a padding mask, never as one loop
+ * testing `!pad || pad[j] != 0`: vectorised, that test is a masked load of pad[j] even when pad
+ * is NULL, and a masked load from an unmapped page is a suppressed fault on every vector (a
+ * microcode assist of hundreds of cycles) — it made the softmax cost more than the products. */
+
+/* The largest of s[0..lim) among the keys pad leaves visible (all of them when pad is NULL),
+ * from m up; *nan is set when one of them is NaN. */
+static inline __attribute__((always_inline)) float row_max(const float *s, int64_t lim,
+                                                           const float *pad, float m, int *nan) {
+  int bad = 0;
+  if (pad) {
+    for (int64_t j = 0; j < lim; j++)
+      if (pad[j] != 0.0f) {
+        if (s[j] > m) m = s[j];
+        bad |= isnan(s[j]);
+      }
+  } else {
+    for (int64_t j = 0; j < lim; j++) {
+      if (s[j] > m) m = s[j];
+      bad |= isnan(s[j]);
+    }
+  }
+  *nan = bad;
+  return m;
+}
+
+/* s[j] = exp(s[j] - m) * mul for the visible keys of s[0..lim), 0 for the masked ones; returns
+ * the sum of the exps (before mul) in key order. */
+static inline __attribute__((always_inline)) float row_exp(float *s, int64_t lim,
+                                                           const float *pad, float m, float mul) {
+  float sum = 0.0f;
+  if (pad) {
+    for (int64_t j = 0; j < lim; j++) {
+      const float e = pad[j] != 0.0f ? strop__vexpf(s[j] - m) : 0.0f;
+      s[j] = e * mul;
+      sum += e;
+    }
+  } else {
+    for (int64_t j = 0; j < lim; j++) {
+      const float e = strop__vexpf(s[j] - m);
+      s[j] = e * mul;
+      sum += e;
+    }
+  }
+  return sum;
+}
+
 /* Masked softmax of one row of scores s[0..t) for query i of batch b, in place. */
 /* inlined into the (cloned) per-sample loops so its exp loop gets their vector width */
 static inline __attribute__((always_inline)) void softmax_row(float *s, int64_t t, int64_t i,
                                                               int causal, const float *pad) {
   int64_t lim = causal ? i + 1 : t;
-  float m = -INFINITY;
-  for (int64_t j = 0; j < lim; j++)
-    if ((!pad || pad[j] != 0.0f) && s[j] > m) m = s[j];
+  int any_nan;
+  const float m = row_max(s, lim, pad, -INFINITY, &any_nan);
   if (m == -INFINITY) { /* every key masked (or -inf scores): no attention at all */
-    int any_nan = 0;
+    any_nan = 0;
     for (int64_t j = 0; j < lim; j++) any_nan |= isnan(s[j]);
     for (int64_t j = 0; j < t; j++) s[j] = any_nan ? NAN : 0.0f;
     return;
   }
-  float sum = 0.0f;
-  for (int64_t j = 0; j < lim; j++) {
-    float e = (!pad || pad[j] != 0.0f) ? strop__vexpf(s[j] - m) : 0.0f;
-    s[j] = e;
-    sum += e;
-  }
+  const float sum = row_exp(s, lim, pad, m, 1.0f);
   float inv = 1.0f / sum;
   for (int64_t j = 0; j < lim; j++) s[j] *= inv;
   for (int64_t j = lim; j < t; j++) s[j] = 0.0f;
@@ -236,24 +277,14 @@ STROP__CLONES static void tiled_fwd_samples(void *ctx, int64_t b0, int64_t b1, i
             float *sr = S + r * bk;
             const int64_t lim = visible_len(dm->causal, i0 + r, j0, bk);
             const float *pd = pad ? pad + j0 : NULL;
-            float m = mx[r];
-            int nan = 0;
-            for (int64_t c = 0; c < lim; c++)
-              if (!pd || pd[c] != 0.0f) {
-                if (sr[c] > m) m = sr[c];
-                nan |= isnan(sr[c]);
-              }
+            int nan;
+            const float m = row_max(sr, lim, pd, mx[r], &nan);
             if (m == -INFINITY) { /* nothing visible yet: no weight, NaN scores poison */
               memset(sr, 0, (size_t)bk * sizeof *sr);
               if (nan) sm[r] = NAN;
               continue;
             }
-            float sum = 0.0f;
-            for (int64_t c = 0; c < lim; c++) {
-              const float e = (!pd || pd[c] != 0.0f) ? strop__vexpf(sr[c] - m) : 0.0f;
-              sr[c] = e;
-              sum += e;
-            }
+            const float sum = row_exp(sr, lim, pd, m, 1.0f);
             for (int64_t c = lim > 0 ? lim : 0; c < bk; c++) sr[c] = 0.0f;
             if (m != mx[r]) { /* a larger max: what was summed shrinks by exp(old - new) */
               const float a = mx[r] == -INFINITY ? 0.0f : strop__vexpf(mx[r] - m);
@@ -334,8 +365,7 @@ STROP__CLONES static void tiled_bwd_samples(void *ctx, int64_t b0, int64_t b1, i
             const float m = rmax[i0 + r], inv = rinv[i0 + r];
             const int64_t lim = visible_len(dm->causal, i0 + r, j0, bk);
             const float *pd = pad ? pad + j0 : NULL;
-            for (int64_t c = 0; c < lim; c++)
-              pr[c] = (!pd || pd[c] != 0.0f) ? strop__vexpf(pr[c] - m) * inv : 0.0f;
+            (void)row_exp(pr, lim, pd, m, inv);
             for (int64_t c = lim > 0 ? lim : 0; c < bk; c++) pr[c] = 0.0f;
           }
           if (dv)
