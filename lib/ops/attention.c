@@ -97,6 +97,28 @@ static inline __attribute__((always_inline)) float row_exp(float *s, int64_t lim
   return sum;
 }
 
+/* sum a[i] b[i] over i < n: from 16 terms on in 16 running sums (lane l takes i = l mod 16)
+ * added up in a fixed order at the end, since one float sum in order is a chain of dependent
+ * adds that no compiler may vectorise without -ffast-math and it cost as much as the products
+ * beside it; shorter rows in order, as before (their rounding is PyTorch's). The order is the
+ * source's, so every vector width gives the same bits. */
+static inline __attribute__((always_inline)) float dot_lanes(const float *a, const float *b,
+                                                             int64_t n) {
+  if (n < 16) {
+    float s = 0.0f;
+    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+  }
+  float acc[16] = {0};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int l = 0; l < 16; l++) acc[l] += a[i + l] * b[i + l];
+  for (int l = 0; i + l < n; l++) acc[l] += a[i + l] * b[i + l];
+  for (int w = 8; w > 0; w /= 2)
+    for (int l = 0; l < w; l++) acc[l] += acc[l + w];
+  return acc[0];
+}
+
 /* Masked softmax of one row of scores s[0..t) for query i of batch b, in place. */
 /* inlined into the (cloned) per-sample loops so its exp loop gets their vector width */
 static inline __attribute__((always_inline)) void softmax_row(float *s, int64_t t, int64_t i,
@@ -198,8 +220,7 @@ STROP__CLONES static void core_bwd_samples(void *ctx, int64_t b0, int64_t b1, in
         const uint8_t *kr = keep ? keep + i * t : NULL;
         if (kr)
           for (int64_t jj = 0; jj < t; jj++) dr[jj] = kr[jj] ? dr[jj] * keep_scale : 0.0f;
-        float dot = 0.0f;
-        for (int64_t jj = 0; jj < t; jj++) dot += pr[jj] * dr[jj];
+        const float dot = dot_lanes(pr, dr, t);
         for (int64_t jj = 0; jj < t; jj++) dr[jj] = pr[jj] * (dr[jj] - dot);
       }
       /* S = scale Q K^T: dQ = scale dS K, dK = scale dS^T Q */
@@ -332,19 +353,20 @@ STROP__CLONES static void tiled_bwd_samples(void *ctx, int64_t b0, int64_t b1, i
         *D = dS + BQ * BK;
   for (int64_t b = b0; b < b1; b++) {
     const float *pad = dm->pad_mask ? dm->pad_mask + b * t : NULL;
+    if (!j->accumulate) /* written, not added: clear the sample's rows first, all heads at once */
+      for (int64_t i = 0; i < t; i++) {
+        if (j->dq) memset(j->dq + (b * t + i) * dm->ldq, 0, (size_t)(h * hd) * sizeof(float));
+        if (j->dk)
+          memset(j->dk + (b * t + i) * dm->ldk, 0, (size_t)(dm->kv_heads * hd) * sizeof(float));
+        if (j->dv)
+          memset(j->dv + (b * t + i) * dm->ldv, 0, (size_t)(dm->kv_heads * hd) * sizeof(float));
+      }
     for (int64_t hh = 0; hh < h; hh++) {
       const int64_t kvh = hh / group;
       const int64_t qo = b * t * dm->ldq + hh * hd, ko = b * t * dm->ldk + kvh * hd,
                     vo = b * t * dm->ldv + kvh * hd;
       float *dq = j->dq ? j->dq + qo : NULL, *dk = j->dk ? j->dk + ko : NULL,
             *dv = j->dv ? j->dv + vo : NULL;
-      if (!j->accumulate) { /* written, not added: clear this head's share first */
-        for (int64_t i = 0; i < t; i++) {
-          if (dq) memset(dq + i * dm->ldq, 0, (size_t)hd * sizeof *dq);
-          if (dk && hh % group == 0) memset(dk + i * dm->ldk, 0, (size_t)hd * sizeof *dk);
-          if (dv && hh % group == 0) memset(dv + i * dm->ldv, 0, (size_t)hd * sizeof *dv);
-        }
-      }
       const float *rmax = j->p + (b * h + hh) * t, *rinv = rmax + dm->n * h * t;
       for (int64_t i0 = 0; i0 < t; i0 += BQ) {
         const int64_t bq = t - i0 < BQ ? t - i0 : BQ;
@@ -375,11 +397,7 @@ STROP__CLONES static void tiled_bwd_samples(void *ctx, int64_t b0, int64_t b1, i
           strop__sgemm(0, 1, bq, bk, hd, 1.0f, dc, ldo, j->v + vo + j0 * dm->ldv, dm->ldv, 0.0f,
                        dS, bk);
           if (jend <= BK) /* the row's keys in one block: D from it, as the weights have it */
-            for (int64_t r = 0; r < bq; r++) {
-              float s = 0.0f;
-              for (int64_t c = 0; c < bk; c++) s += P[r * bk + c] * dS[r * bk + c];
-              D[r] = s;
-            }
+            for (int64_t r = 0; r < bq; r++) D[r] = dot_lanes(P + r * bk, dS + r * bk, bk);
           for (int64_t r = 0; r < bq; r++) {
             const float *pr = P + r * bk;
             float *dr = dS + r * bk;
