@@ -632,6 +632,20 @@ START_TEST(tiled_matches_materialised) {
 }
 END_TEST
 
+/* Tiled unless the weights are small (t <= 2 head_dim) and no causal mask lets the tiled path
+ * skip blocks: the small transformer's t = 64 heads of 32 and BERT's 128 of 64 keep the
+ * weights, GPT-2's causal 128 of 64 and every longer sequence run tiled. */
+START_TEST(tiled_picked_where_it_pays) {
+  ck_assert_int_eq(strop__sdpa_pick_tiled(64, 32, 0), 0);
+  ck_assert_int_eq(strop__sdpa_pick_tiled(64, 32, 1), 0); /* one block of queries */
+  ck_assert_int_eq(strop__sdpa_pick_tiled(128, 64, 0), 0);
+  ck_assert_int_eq(strop__sdpa_pick_tiled(128, 64, 1), 1);
+  ck_assert_int_eq(strop__sdpa_pick_tiled(129, 64, 0), 1);
+  ck_assert_int_eq(strop__sdpa_pick_tiled(2048, 64, 0), 1);
+  ck_assert_int_eq(strop__sdpa_pick_tiled(8, 2, 0), 1);
+}
+END_TEST
+
 /* The gated MLP's one-pass SiLU product and its backward give the separate kernels' values:
  * h = silu(g) u, du = dh silu(g) bit for bit, dg equal (== : a zero's sign may differ, as
  * silu_backward adds into zeros); large, small, zero and infinite gates. */
@@ -707,6 +721,7 @@ static Suite *suite(void) {
   tcase_add_loop_test(tc, core_gradcheck, 0, 2);
   tcase_add_test(tc, mha_equals_core);
   tcase_add_test(tc, tiled_matches_materialised);
+  tcase_add_test(tc, tiled_picked_where_it_pays);
   suite_add_tcase(s, tc);
   tc = tcase_create("storage");
   tcase_add_test(tc, mha_packed_equals_separate);

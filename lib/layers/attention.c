@@ -256,8 +256,10 @@ static void mha_dims(const strop__node *n, const strop__exec *x, const strop__ac
   dm->pad_mask = x->pad_mask;
   dm->dropout = c->dropout;
   dm->chunks = strop__par_chunks(x->nthreads, dm->n, 1);
-  /* dropout's mask is drawn per weight: only then are the t x t weights materialised */
-  dm->tiled = !(x->training && c->dropout > 0.0f);
+  /* dropout's mask is drawn per weight: then the t x t weights are materialised, and where
+   * they are small and the tiled path would be slower */
+  dm->tiled = !(x->training && c->dropout > 0.0f) &&
+              strop__sdpa_pick_tiled(dm->t, dm->d / dm->heads, dm->causal);
 }
 
 /* The weights the kernels run with. An active (unmerged) adapter's projection runs with

@@ -415,6 +415,11 @@ STROP__CLONES static void tiled_bwd_samples(void *ctx, int64_t b0, int64_t b1, i
   }
 }
 
+int strop__sdpa_pick_tiled(int64_t t, int64_t head_dim, int causal) {
+  const int64_t bq = strop__sdpa_block_q > 0 ? strop__sdpa_block_q : 64;
+  return t > 2 * head_dim || (causal && t > bq);
+}
+
 size_t strop__sdpa_saved_floats(const strop__sdpa_dims *dm) {
   const size_t rows = (size_t)(dm->n * dm->heads * dm->t);
   return dm->tiled ? 2 * rows : rows * (size_t)dm->t;
