@@ -300,7 +300,8 @@ static strop_status mha_forward(strop__node *n, const strop__exec *x, const stro
   dm.pad_mask = strop__exec_mask(n, x, dm.t, &st);
   if (st) return st;
   const size_t act = (size_t)(dm.n * dm.t * dm.d), att = (size_t)(dm.n * dm.heads * dm.t * dm.t);
-  const int drop = !dm.tiled;
+  /* only dropout draws (the weights may be materialised without it: small t) */
+  const int drop = x->training && ((const mha_cfg *)n->cfg)->dropout > 0.0f;
   /* the weights, or tiled only each row's max and inverse sum */
   const size_t saved = dm.tiled ? (size_t)(2 * dm.n * dm.heads * dm.t) : att;
   strop__mha_cache *cache = strop__arena_alloc(x->arena, sizeof *cache);

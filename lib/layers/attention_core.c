@@ -371,7 +371,8 @@ static strop_status attn_forward(strop__node *n, const strop__exec *x, const str
     sv->dm.ldk = ldk;
   }
   const size_t att = (size_t)(nb * g.h * t * t);
-  const int drop = !sv->dm.tiled;
+  /* only dropout draws (the weights may be materialised without it: small t) */
+  const int drop = x->training && c->dropout > 0.0f;
   sv->p = strop__arena_alloc(x->arena, strop__sdpa_saved_floats(&sv->dm) * sizeof *sv->p);
   sv->keep = drop ? strop__arena_alloc(x->arena, att) : NULL;
   float *scratch = strop__arena_alloc(x->arena,
