@@ -25,6 +25,8 @@ int main(int argc, char **argv) {
   static const int64_t def_t[] = {128, 512, 2048};
   const int n_t = argc > 3 ? argc - 3 : 3;
   bench_must(strop_set_num_threads(threads), "threads");
+  if (getenv("BLOCK_Q")) strop__sdpa_block_q = atoi(getenv("BLOCK_Q"));
+  if (getenv("BLOCK_K")) strop__sdpa_block_k = atoi(getenv("BLOCK_K"));
   for (int ti = 0; ti < n_t; ti++) {
     const int64_t t = argc > 3 ? atoll(argv[3 + ti]) : def_t[ti], w = HEADS * HD;
     const size_t rows = (size_t)(t * w);

@@ -246,6 +246,39 @@ START_TEST(mha_equals_core) {
 }
 END_TEST
 
+/* Dropout acts in training only: in eval a layer with dropout gives what it gives without,
+ * also where the weights are materialised because they are small (t = 6, heads of 4; this
+ * once applied dropout in eval, as the materialised path took a dropout mask whenever it ran). */
+START_TEST(no_dropout_in_eval) {
+  ck_assert_int_eq(strop__sdpa_pick_tiled(6, 4, 0), 0);
+  static const char *const types[2][2] = {{"multihead_attention", "num_heads=2"},
+                                          {"attention", "num_heads=2"}};
+  for (int ty = 0; ty < 2; ty++) {
+    const int64_t shape[2] = {6, ty ? 24 : 8}; /* the core: packed q|k|v, 2 heads of 4 each */
+    char with[64];
+    snprintf(with, sizeof with, "%s dropout=0.5", types[ty][1]);
+    strop_test_node a[1] = {{"attn", types[ty][0], types[ty][1], NULL}};
+    strop_test_node b[1] = {{"attn", types[ty][0], with, NULL}};
+    strop_model *ma = build(2, shape, a, 1), *mb = build(2, shape, b, 1);
+    for (int i = 0; i < ma->n_params; i++) {
+      strop__param *p = ma->params[i];
+      for (size_t e = 0; e < p->numel; e++) p->data[e] = 0.2f * sinf((float)(e * 3 + i));
+      memcpy(param(mb, p->name), p->data, p->numel * sizeof(float));
+    }
+    float x[2 * 6 * 24];
+    for (int i = 0; i < 2 * 6 * 24; i++) x[i] = cosf(0.3f * (float)i);
+    const strop__act *oa, *ob;
+    strop_test_must(strop__model_forward_exec(ma, x, 2, 0, NULL, &oa), "without");
+    strop_test_must(strop__model_forward_exec(mb, x, 2, 0, NULL, &ob), "with");
+    for (int i = 0; i < 96; i++)
+      ck_assert_msg(oa->data[i] == ob->data[i], "%s [%d] %g vs %g", types[ty][0], i,
+                    (double)oa->data[i], (double)ob->data[i]);
+    strop_model_free(ma);
+    strop_model_free(mb);
+  }
+}
+END_TEST
+
 /* torch's packed in_proj_weight: the same function as the separate projections, the same
  * gradients (in their rows), the same LoRA adapters on q and v, merged and unmerged. */
 START_TEST(mha_packed_equals_separate) {
@@ -635,6 +668,20 @@ START_TEST(tiled_matches_materialised) {
 }
 END_TEST
 
+/* Tiled unless the weights are small (t <= 2 head_dim) and no causal mask lets the tiled path
+ * skip blocks: the small transformer's t = 64 heads of 32 and BERT's 128 of 64 keep the
+ * weights, GPT-2's causal 128 of 64 and every longer sequence run tiled. */
+START_TEST(tiled_picked_where_it_pays) {
+  ck_assert_int_eq(strop__sdpa_pick_tiled(64, 32, 0), 0);
+  ck_assert_int_eq(strop__sdpa_pick_tiled(64, 32, 1), 0); /* one block of queries */
+  ck_assert_int_eq(strop__sdpa_pick_tiled(128, 64, 0), 0);
+  ck_assert_int_eq(strop__sdpa_pick_tiled(128, 64, 1), 1);
+  ck_assert_int_eq(strop__sdpa_pick_tiled(129, 64, 0), 1);
+  ck_assert_int_eq(strop__sdpa_pick_tiled(2048, 64, 0), 1);
+  ck_assert_int_eq(strop__sdpa_pick_tiled(8, 2, 0), 1);
+}
+END_TEST
+
 /* The gated MLP's one-pass SiLU product and its backward give the separate kernels' values:
  * h = silu(g) u, du = dh silu(g) bit for bit, dg equal (== : a zero's sign may differ, as
  * silu_backward adds into zeros); large, small, zero and infinite gates. */
@@ -710,6 +757,8 @@ static Suite *suite(void) {
   tcase_add_loop_test(tc, core_gradcheck, 0, 2);
   tcase_add_test(tc, mha_equals_core);
   tcase_add_test(tc, tiled_matches_materialised);
+  tcase_add_test(tc, tiled_picked_where_it_pays);
+  tcase_add_test(tc, no_dropout_in_eval);
   suite_add_tcase(s, tc);
   tc = tcase_create("storage");
   tcase_add_test(tc, mha_packed_equals_separate);

@@ -256,8 +256,10 @@ static void mha_dims(const strop__node *n, const strop__exec *x, const strop__ac
   dm->pad_mask = x->pad_mask;
   dm->dropout = c->dropout;
   dm->chunks = strop__par_chunks(x->nthreads, dm->n, 1);
-  /* dropout's mask is drawn per weight: only then are the t x t weights materialised */
-  dm->tiled = !(x->training && c->dropout > 0.0f);
+  /* dropout's mask is drawn per weight: then the t x t weights are materialised, and where
+   * they are small and the tiled path would be slower */
+  dm->tiled = !(x->training && c->dropout > 0.0f) &&
+              strop__sdpa_pick_tiled(dm->t, dm->d / dm->heads, dm->causal);
 }
 
 /* The weights the kernels run with. An active (unmerged) adapter's projection runs with
@@ -298,7 +300,8 @@ static strop_status mha_forward(strop__node *n, const strop__exec *x, const stro
   dm.pad_mask = strop__exec_mask(n, x, dm.t, &st);
   if (st) return st;
   const size_t act = (size_t)(dm.n * dm.t * dm.d), att = (size_t)(dm.n * dm.heads * dm.t * dm.t);
-  const int drop = !dm.tiled;
+  /* only dropout draws (the weights may be materialised without it: small t) */
+  const int drop = x->training && ((const mha_cfg *)n->cfg)->dropout > 0.0f;
   /* the weights, or tiled only each row's max and inverse sum */
   const size_t saved = dm.tiled ? (size_t)(2 * dm.n * dm.heads * dm.t) : att;
   strop__mha_cache *cache = strop__arena_alloc(x->arena, sizeof *cache);

@@ -345,8 +345,9 @@ static strop_status attn_forward(strop__node *n, const strop__exec *x, const str
       .dropout = c->dropout,
       .scale = c->scale > 0 ? c->scale : (float)(1.0 / sqrt((double)g.hd)),
       .chunks = strop__par_chunks(x->nthreads, nb, 1),
-      /* dropout's mask is drawn per weight: only then are the t x t weights materialised */
-      .tiled = !(x->training && c->dropout > 0.0f)};
+      /* dropout's mask is drawn per weight: then the t x t weights are materialised, and where
+       * they are small and the tiled path would be slower */
+      .tiled = !(x->training && c->dropout > 0.0f) && strop__sdpa_pick_tiled(t, g.hd, c->causal)};
   sv->dm.pad_mask = strop__exec_mask(n, x, t, &st);
   if (st) return st;
   if (c->rope) {
@@ -370,7 +371,8 @@ static strop_status attn_forward(strop__node *n, const strop__exec *x, const str
     sv->dm.ldk = ldk;
   }
   const size_t att = (size_t)(nb * g.h * t * t);
-  const int drop = !sv->dm.tiled;
+  /* only dropout draws (the weights may be materialised without it: small t) */
+  const int drop = x->training && c->dropout > 0.0f;
   sv->p = strop__arena_alloc(x->arena, strop__sdpa_saved_floats(&sv->dm) * sizeof *sv->p);
   sv->keep = drop ? strop__arena_alloc(x->arena, att) : NULL;
   float *scratch = strop__arena_alloc(x->arena,

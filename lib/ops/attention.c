@@ -50,26 +50,89 @@ static void project_backward(const float *x, const float *w, const float *dy, in
   if (dx) strop__sgemm(0, 0, rows, d, d, 1.0f, dy, d, w, d, 1.0f, dx, d);
 }
 
+/* The loops over a row's keys come twice, with and without a padding mask, never as one loop
+ * testing `!pad || pad[j] != 0`: vectorised, that test is a masked load of pad[j] even when pad
+ * is NULL, and a masked load from an unmapped page is a suppressed fault on every vector (a
+ * microcode assist of hundreds of cycles) — it made the softmax cost more than the products. */
+
+/* The largest of s[0..lim) among the keys pad leaves visible (all of them when pad is NULL),
+ * from m up; *nan is set when one of them is NaN. */
+static inline __attribute__((always_inline)) float row_max(const float *s, int64_t lim,
+                                                           const float *pad, float m, int *nan) {
+  int bad = 0;
+  if (pad) {
+    for (int64_t j = 0; j < lim; j++)
+      if (pad[j] != 0.0f) {
+        if (s[j] > m) m = s[j];
+        bad |= isnan(s[j]);
+      }
+  } else {
+    for (int64_t j = 0; j < lim; j++) {
+      if (s[j] > m) m = s[j];
+      bad |= isnan(s[j]);
+    }
+  }
+  *nan = bad;
+  return m;
+}
+
+/* s[j] = exp(s[j] - m) * mul for the visible keys of s[0..lim), 0 for the masked ones; returns
+ * the sum of the exps (before mul) in key order. */
+static inline __attribute__((always_inline)) float row_exp(float *s, int64_t lim,
+                                                           const float *pad, float m, float mul) {
+  float sum = 0.0f;
+  if (pad) {
+    for (int64_t j = 0; j < lim; j++) {
+      const float e = pad[j] != 0.0f ? strop__vexpf(s[j] - m) : 0.0f;
+      s[j] = e * mul;
+      sum += e;
+    }
+  } else {
+    for (int64_t j = 0; j < lim; j++) {
+      const float e = strop__vexpf(s[j] - m);
+      s[j] = e * mul;
+      sum += e;
+    }
+  }
+  return sum;
+}
+
+/* sum a[i] b[i] over i < n: from 16 terms on in 16 running sums (lane l takes i = l mod 16)
+ * added up in a fixed order at the end, since one float sum in order is a chain of dependent
+ * adds that no compiler may vectorise without -ffast-math and it cost as much as the products
+ * beside it; shorter rows in order, as before (their rounding is PyTorch's). The order is the
+ * source's, so every vector width gives the same bits. */
+static inline __attribute__((always_inline)) float dot_lanes(const float *a, const float *b,
+                                                             int64_t n) {
+  if (n < 16) {
+    float s = 0.0f;
+    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+  }
+  float acc[16] = {0};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int l = 0; l < 16; l++) acc[l] += a[i + l] * b[i + l];
+  for (int l = 0; i + l < n; l++) acc[l] += a[i + l] * b[i + l];
+  for (int w = 8; w > 0; w /= 2)
+    for (int l = 0; l < w; l++) acc[l] += acc[l + w];
+  return acc[0];
+}
+
 /* Masked softmax of one row of scores s[0..t) for query i of batch b, in place. */
 /* inlined into the (cloned) per-sample loops so its exp loop gets their vector width */
 static inline __attribute__((always_inline)) void softmax_row(float *s, int64_t t, int64_t i,
                                                               int causal, const float *pad) {
   int64_t lim = causal ? i + 1 : t;
-  float m = -INFINITY;
-  for (int64_t j = 0; j < lim; j++)
-    if ((!pad || pad[j] != 0.0f) && s[j] > m) m = s[j];
+  int any_nan;
+  const float m = row_max(s, lim, pad, -INFINITY, &any_nan);
   if (m == -INFINITY) { /* every key masked (or -inf scores): no attention at all */
-    int any_nan = 0;
+    any_nan = 0;
     for (int64_t j = 0; j < lim; j++) any_nan |= isnan(s[j]);
     for (int64_t j = 0; j < t; j++) s[j] = any_nan ? NAN : 0.0f;
     return;
   }
-  float sum = 0.0f;
-  for (int64_t j = 0; j < lim; j++) {
-    float e = (!pad || pad[j] != 0.0f) ? strop__vexpf(s[j] - m) : 0.0f;
-    s[j] = e;
-    sum += e;
-  }
+  const float sum = row_exp(s, lim, pad, m, 1.0f);
   float inv = 1.0f / sum;
   for (int64_t j = 0; j < lim; j++) s[j] *= inv;
   for (int64_t j = lim; j < t; j++) s[j] = 0.0f;
@@ -157,8 +220,7 @@ STROP__CLONES static void core_bwd_samples(void *ctx, int64_t b0, int64_t b1, in
         const uint8_t *kr = keep ? keep + i * t : NULL;
         if (kr)
           for (int64_t jj = 0; jj < t; jj++) dr[jj] = kr[jj] ? dr[jj] * keep_scale : 0.0f;
-        float dot = 0.0f;
-        for (int64_t jj = 0; jj < t; jj++) dot += pr[jj] * dr[jj];
+        const float dot = dot_lanes(pr, dr, t);
         for (int64_t jj = 0; jj < t; jj++) dr[jj] = pr[jj] * (dr[jj] - dot);
       }
       /* S = scale Q K^T: dQ = scale dS K, dK = scale dS^T Q */
@@ -236,24 +298,14 @@ STROP__CLONES static void tiled_fwd_samples(void *ctx, int64_t b0, int64_t b1, i
             float *sr = S + r * bk;
             const int64_t lim = visible_len(dm->causal, i0 + r, j0, bk);
             const float *pd = pad ? pad + j0 : NULL;
-            float m = mx[r];
-            int nan = 0;
-            for (int64_t c = 0; c < lim; c++)
-              if (!pd || pd[c] != 0.0f) {
-                if (sr[c] > m) m = sr[c];
-                nan |= isnan(sr[c]);
-              }
+            int nan;
+            const float m = row_max(sr, lim, pd, mx[r], &nan);
             if (m == -INFINITY) { /* nothing visible yet: no weight, NaN scores poison */
               memset(sr, 0, (size_t)bk * sizeof *sr);
               if (nan) sm[r] = NAN;
               continue;
             }
-            float sum = 0.0f;
-            for (int64_t c = 0; c < lim; c++) {
-              const float e = (!pd || pd[c] != 0.0f) ? strop__vexpf(sr[c] - m) : 0.0f;
-              sr[c] = e;
-              sum += e;
-            }
+            const float sum = row_exp(sr, lim, pd, m, 1.0f);
             for (int64_t c = lim > 0 ? lim : 0; c < bk; c++) sr[c] = 0.0f;
             if (m != mx[r]) { /* a larger max: what was summed shrinks by exp(old - new) */
               const float a = mx[r] == -INFINITY ? 0.0f : strop__vexpf(mx[r] - m);
@@ -301,19 +353,20 @@ STROP__CLONES static void tiled_bwd_samples(void *ctx, int64_t b0, int64_t b1, i
         *D = dS + BQ * BK;
   for (int64_t b = b0; b < b1; b++) {
     const float *pad = dm->pad_mask ? dm->pad_mask + b * t : NULL;
+    if (!j->accumulate) /* written, not added: clear the sample's rows first, all heads at once */
+      for (int64_t i = 0; i < t; i++) {
+        if (j->dq) memset(j->dq + (b * t + i) * dm->ldq, 0, (size_t)(h * hd) * sizeof(float));
+        if (j->dk)
+          memset(j->dk + (b * t + i) * dm->ldk, 0, (size_t)(dm->kv_heads * hd) * sizeof(float));
+        if (j->dv)
+          memset(j->dv + (b * t + i) * dm->ldv, 0, (size_t)(dm->kv_heads * hd) * sizeof(float));
+      }
     for (int64_t hh = 0; hh < h; hh++) {
       const int64_t kvh = hh / group;
       const int64_t qo = b * t * dm->ldq + hh * hd, ko = b * t * dm->ldk + kvh * hd,
                     vo = b * t * dm->ldv + kvh * hd;
       float *dq = j->dq ? j->dq + qo : NULL, *dk = j->dk ? j->dk + ko : NULL,
             *dv = j->dv ? j->dv + vo : NULL;
-      if (!j->accumulate) { /* written, not added: clear this head's share first */
-        for (int64_t i = 0; i < t; i++) {
-          if (dq) memset(dq + i * dm->ldq, 0, (size_t)hd * sizeof *dq);
-          if (dk && hh % group == 0) memset(dk + i * dm->ldk, 0, (size_t)hd * sizeof *dk);
-          if (dv && hh % group == 0) memset(dv + i * dm->ldv, 0, (size_t)hd * sizeof *dv);
-        }
-      }
       const float *rmax = j->p + (b * h + hh) * t, *rinv = rmax + dm->n * h * t;
       for (int64_t i0 = 0; i0 < t; i0 += BQ) {
         const int64_t bq = t - i0 < BQ ? t - i0 : BQ;
@@ -334,8 +387,7 @@ STROP__CLONES static void tiled_bwd_samples(void *ctx, int64_t b0, int64_t b1, i
             const float m = rmax[i0 + r], inv = rinv[i0 + r];
             const int64_t lim = visible_len(dm->causal, i0 + r, j0, bk);
             const float *pd = pad ? pad + j0 : NULL;
-            for (int64_t c = 0; c < lim; c++)
-              pr[c] = (!pd || pd[c] != 0.0f) ? strop__vexpf(pr[c] - m) * inv : 0.0f;
+            (void)row_exp(pr, lim, pd, m, inv);
             for (int64_t c = lim > 0 ? lim : 0; c < bk; c++) pr[c] = 0.0f;
           }
           if (dv)
@@ -345,11 +397,7 @@ STROP__CLONES static void tiled_bwd_samples(void *ctx, int64_t b0, int64_t b1, i
           strop__sgemm(0, 1, bq, bk, hd, 1.0f, dc, ldo, j->v + vo + j0 * dm->ldv, dm->ldv, 0.0f,
                        dS, bk);
           if (jend <= BK) /* the row's keys in one block: D from it, as the weights have it */
-            for (int64_t r = 0; r < bq; r++) {
-              float s = 0.0f;
-              for (int64_t c = 0; c < bk; c++) s += P[r * bk + c] * dS[r * bk + c];
-              D[r] = s;
-            }
+            for (int64_t r = 0; r < bq; r++) D[r] = dot_lanes(P + r * bk, dS + r * bk, bk);
           for (int64_t r = 0; r < bq; r++) {
             const float *pr = P + r * bk;
             float *dr = dS + r * bk;
@@ -365,6 +413,11 @@ STROP__CLONES static void tiled_bwd_samples(void *ctx, int64_t b0, int64_t b1, i
       }
     }
   }
+}
+
+int strop__sdpa_pick_tiled(int64_t t, int64_t head_dim, int causal) {
+  const int64_t bq = strop__sdpa_block_q > 0 ? strop__sdpa_block_q : 64;
+  return t > 2 * head_dim || (causal && t > bq);
 }
 
 size_t strop__sdpa_saved_floats(const strop__sdpa_dims *dm) {

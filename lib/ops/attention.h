@@ -58,6 +58,14 @@ typedef struct strop__sdpa_dims {
                             (dropout needs them: its mask is drawn per weight) */
 } strop__sdpa_dims;
 
+/* Whether the core runs tiled for t queries of head_dim-wide heads when nothing needs the
+ * weights (dropout does): 1, unless the t x t weights are small — at most twice the queries
+ * (t <= 2 head_dim) — and the tiled path cannot skip blocks (no causal mask, or one block of
+ * queries): there, recomputing the scores and their exp in the backward costs 1.5-1.7x the
+ * materialised backward (at t = 64, head_dim 32: one score costs 2 x 32 multiply-adds per
+ * product, the exp as much as one more product). */
+int strop__sdpa_pick_tiled(int64_t t, int64_t head_dim, int causal);
+
 /* Tests: the tiled path's block of queries x keys (defaults 64 x 128); > 0. */
 extern int strop__sdpa_block_q, strop__sdpa_block_k;
 
