@@ -901,7 +901,16 @@ enum {
   /** strop_model_load_pretrained() only (@since 0.2): every parameter is built frozen (buffers
    *  as with strop_model_freeze() on "*"), so that with ::STROP_LOAD_MMAP the whole base is
    *  borrowed from the file; unfreeze the parts to train (a head) afterwards. */
-  STROP_LOAD_FROZEN = 4
+  STROP_LOAD_FROZEN = 4,
+  /** strop_model_load_pretrained() only (@since 0.2): read no weights — the folder needs only
+   *  config.json — and draw every parameter as the family's Hugging Face class draws a fresh
+   *  model (PreTrainedModel._init_weights): Linear / Conv1D and Embedding weights
+   *  N(0, initializer_range), biases 0, LayerNorm / RMSNorm weights 1, an embedding's
+   *  padding row (pad_token_id) 0, GPT-2's c_proj weights N(0, initializer_range /
+   *  sqrt(2 n_layer)); reproducible from the options' seed (strop's random stream, not
+   *  torch's). For the transformers families (GPT-2, Llama, BERT, RoBERTa, DistilBERT);
+   *  not with ::STROP_LOAD_PARTIAL or ::STROP_LOAD_MMAP. */
+  STROP_LOAD_FRESH = 8
 };
 
 /**

@@ -197,18 +197,29 @@ class Model(Handle):
         return m
 
     @classmethod
-    def from_pretrained(cls, path, arch=None, strict=True, image_size=0, max_length=0, seed=0):
+    def from_pretrained(cls, path, arch=None, strict=True, image_size=0, max_length=0, seed=0,
+                        weights="file"):
         """A pre-trained network with its checkpoint's own names (strop_model_load_pretrained):
         ``path`` is a Hugging Face model folder (config.json says the architecture) or a
         safetensors state_dict of a torchvision model (``arch="resnet18"``). ``strict=False``
         loads what matches and initialises the rest from ``seed``; ``image_size`` and
         ``max_length`` are the input size the model is declared for (0: the architecture's or
-        config's own). Returns the model in eval mode; ``Model.pretrained_archs()`` lists the
-        architectures."""
+        config's own). ``weights=None`` reads no weights (the folder needs only config.json)
+        and draws them as the family's Hugging Face class draws a fresh model
+        (``initializer_range``; STROP_LOAD_FRESH), from ``seed``. Returns the model in eval
+        mode; ``Model.pretrained_archs()`` lists the architectures."""
+        from .errors import InvalidArgument
+        if weights is not None and weights != "file":
+            raise InvalidArgument("Model.from_pretrained: weights must be \"file\" (read the "
+                                  "checkpoint's) or None (fresh, from config.json), got %r"
+                                  % (weights,))
+        if weights is None and not strict:
+            raise InvalidArgument("Model.from_pretrained: weights=None reads no weights, so "
+                                  "strict=False has nothing to relax")
         lib = _lib.lib
         opt = _lib.strop_pretrained_options()
         lib.strop_pretrained_options_init(ctypes.byref(opt))
-        opt.flags = 0 if strict else 1
+        opt.flags = 8 if weights is None else 0 if strict else 1
         opt.image_size = int(image_size)
         opt.max_length = int(max_length)
         opt.seed = int(seed)
