@@ -1055,6 +1055,39 @@ START_TEST(fresh_llama_bert) {
 }
 END_TEST
 
+/* A LoRA on GPT-2's lm_head trains the output side alone, but its weight is the token
+ * embedding: merging (save_pretrained folds adapters in) would change the embedding too, so the
+ * merged model would not be the trained one. Refused, nothing changed (it merged before). */
+START_TEST(lora_on_tied_head_is_not_merged) {
+  char dir[400];
+  snprintf(dir, sizeof dir, "%s/gpt2t", g_tmp);
+  ck_assert_int_eq(mkdir(dir, 0755), 0);
+  write_text(in_dir(dir, "config.json"), GPT2_FRESH_CFG(""));
+  strop_model *m = load_fresh(dir, 5);
+  strop_surgery *s = NULL;
+  strop_test_must(strop_surgery_create(m, &s), "surgery");
+  strop_test_must(strop_surgery_lora(s, "lm_head", 4, 8.0f, 0.0f), "lora");
+  strop_test_must(strop_surgery_apply(s), "apply");
+  strop_surgery_free(s);
+  strop__param *b = param_named(m, "lm_head.lora_B.weight");
+  for (size_t i = 0; i < b->numel; i++) b->data[i] = 0.01f; /* a trained adapter */
+  strop__param *wte = param_named(m, "transformer.wte.weight");
+  float *before = malloc(wte->numel * sizeof *before);
+  memcpy(before, wte->data, wte->numel * sizeof *before);
+  const char *const tied[] = {"'lm_head'", "'lm_head.weight'", "'transformer.wte.weight'",
+                              "nothing merged", NULL};
+  expect(strop_model_lora_merge(m), STROP_E_UNSUPPORTED, tied);
+  ck_assert(!memcmp(before, wte->data, wte->numel * sizeof *before));
+  char saved[400];
+  snprintf(saved, sizeof saved, "%s/gpt2t.saved", g_tmp);
+  const char *const tied_save[] = {"'transformer.wte.weight'", NULL};
+  expect(strop_model_save_pretrained(m, saved), STROP_E_UNSUPPORTED, tied_save);
+  ck_assert(!memcmp(before, wte->data, wte->numel * sizeof *before));
+  free(before);
+  strop_model_free(m);
+}
+END_TEST
+
 START_TEST(fresh_errors) {
   char dir[400], cfg_only[400];
   /* a folder with config.json and no weights: the error names the option that draws them */
@@ -1113,6 +1146,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, fresh_gpt2);
   tcase_add_test(tc, fresh_llama_bert);
   tcase_add_test(tc, fresh_errors);
+  tcase_add_test(tc, lora_on_tied_head_is_not_merged);
   suite_add_tcase(s, tc);
   if (!fixtures()) return s;
   tc = tcase_create("torchnn");
