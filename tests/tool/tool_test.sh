@@ -709,11 +709,12 @@ P
   ;;
 demo_text)
   # The text demo (examples/text/README.md) on its committed base model at a reduced budget
-  # (STROP_DEMO_EPOCHS, default 3): prepare.py writes the data and the fresh weights at test
-  # time; LoRA, full fine-tuning and the last block adapt the base to the held-out
-  # `startrek` collection and must each reach a lower test perplexity than the same network
-  # trained from scratch with the same budget, LoRA training under 5% of the parameters; the
-  # few-shot language classifier from the base must beat chance and the one from scratch.
+  # (STROP_DEMO_EPOCHS, default 3): prepare.py writes the data at test time, the from-scratch
+  # runs draw fresh weights from base/config.json (weights: none); LoRA, full fine-tuning and
+  # the last block adapt the base to the held-out `startrek` collection and must each reach a
+  # lower test perplexity than the same network trained from scratch with the same budget,
+  # LoRA training under 5% of the parameters; the few-shot language classifier from the base
+  # must beat chance and the one from scratch.
   FORT=/usr/share/games/fortunes
   for f in startrek humorists de es it; do
     [ -e "$FORT/$f" ] || { echo "skipped: $FORT/$f missing (packages fortunes, fortunes-de/-es/-it)"; exit 77; }
@@ -728,14 +729,12 @@ demo_text)
   epochs=${STROP_DEMO_EPOCHS:-3}
   for m in lora full last scratch; do
     set -- --set data.path="$work/out/startrek.jsonl" --set output.dir="$work/adapt-$m"
-    [ $m = scratch ] && set -- "$@" --set model.pretrained="$work/out/init"
     "$strop" finetune "$ex/adapt-$m.yaml" --epochs "$epochs" --quiet "$@" > "$work/adapt-$m.txt" 2>&1 ||
       fail "adapt-$m.yaml: $(cat "$work/adapt-$m.txt")"
   done
   for m in fewshot scratch; do
     set -- --set data.path="$work/out/lang-train.jsonl" --set data.test_path="$work/out/lang-test.jsonl" \
       --set output.dir="$work/lang-$m"
-    [ $m = scratch ] && set -- "$@" --set model.pretrained="$work/out/init"
     "$strop" finetune "$ex/lang-$m.yaml" --epochs $((epochs * 4)) --quiet "$@" > "$work/lang-$m.txt" 2>&1 ||
       fail "lang-$m.yaml: $(cat "$work/lang-$m.txt")"
   done
