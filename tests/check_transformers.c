@@ -942,6 +942,251 @@ START_TEST(classifier_head_api) {
 }
 END_TEST
 
+/* ---- fresh weights drawn from config.json (STROP_LOAD_FRESH, lib/pretrained/init.c) ---- */
+
+static strop__param *param_named(strop_model *m, const char *name) {
+  for (int i = 0; i < m->n_params; i++)
+    if (!strcmp(m->params[i]->name, name)) return m->params[i];
+  ck_abort_msg("no parameter %s", name);
+  return NULL;
+}
+
+/* mean 0 and standard deviation sd within sampling tolerance (5 standard errors) */
+static void assert_normal(const strop__param *p, double sd) {
+  double s1 = 0, s2 = 0;
+  const double n = (double)p->numel;
+  for (size_t i = 0; i < p->numel; i++) {
+    s1 += p->data[i];
+    s2 += (double)p->data[i] * p->data[i];
+  }
+  const double mean = s1 / n, std = sqrt(s2 / n - mean * mean);
+  ck_assert_msg(fabs(mean) < 5 * sd / sqrt(n), "%s: mean %g (std %g)", p->name, mean, sd);
+  ck_assert_msg(fabs(std / sd - 1) < 5 / sqrt(2 * n), "%s: std %g, want %g", p->name, std, sd);
+}
+
+static void assert_constant(const strop__param *p, float v) {
+  for (size_t i = 0; i < p->numel; i++)
+    ck_assert_msg(p->data[i] == v, "%s[%zu] = %g, want %g", p->name, i, (double)p->data[i],
+                  (double)v);
+}
+
+static strop_model *load_fresh(const char *dir, uint64_t seed) {
+  strop_pretrained_options o;
+  strop_pretrained_options_init(&o);
+  o.flags = STROP_LOAD_FRESH;
+  o.seed = seed;
+  strop_model *m = NULL;
+  strop_load_report *r = (strop_load_report *)&o; /* must come back NULL: nothing was read */
+  strop_test_must(strop_model_load_pretrained(dir, NULL, &o, &m, &r), dir);
+  ck_assert_ptr_null(r);
+  return m;
+}
+
+#define GPT2_FRESH_CFG(EXTRA)                                                                  \
+  "{\"architectures\": [\"GPT2LMHeadModel\"], \"model_type\": \"gpt2\", \"vocab_size\": 300, " \
+  "\"n_positions\": 64, \"n_embd\": 48, \"n_layer\": 3, \"n_head\": 4" EXTRA "}"
+
+START_TEST(fresh_gpt2) {
+  char dir[400];
+  snprintf(dir, sizeof dir, "%s/gpt2", g_tmp);
+  ck_assert_int_eq(mkdir(dir, 0755), 0);
+  write_text(in_dir(dir, "config.json"), GPT2_FRESH_CFG(", \"initializer_range\": 0.05"));
+  strop_model *m = load_fresh(dir, 7);
+  const double r = 0.05, proj = 0.05 / sqrt(2.0 * 3);
+  assert_normal(param_named(m, "transformer.wte.weight"), r);
+  assert_normal(param_named(m, "transformer.wpe.weight"), r);
+  char n[120];
+  for (int i = 0; i < 3; i++) {
+    static const char *const normal[] = {"attn.c_attn", "mlp.c_fc"}, *const scaled[] = {
+                                                                         "attn.c_proj",
+                                                                         "mlp.c_proj"};
+    for (int k = 0; k < 2; k++) {
+      snprintf(n, sizeof n, "transformer.h.%d.%s.weight", i, normal[k]);
+      assert_normal(param_named(m, n), r);
+      snprintf(n, sizeof n, "transformer.h.%d.%s.weight", i, scaled[k]);
+      assert_normal(param_named(m, n), proj);
+      snprintf(n, sizeof n, "transformer.h.%d.%s.bias", i, normal[k]);
+      assert_constant(param_named(m, n), 0);
+      snprintf(n, sizeof n, "transformer.h.%d.%s.bias", i, scaled[k]);
+      assert_constant(param_named(m, n), 0);
+    }
+    static const char *const ln[] = {"ln_1", "ln_2"};
+    for (int k = 0; k < 2; k++) {
+      snprintf(n, sizeof n, "transformer.h.%d.%s.weight", i, ln[k]);
+      assert_constant(param_named(m, n), 1);
+      snprintf(n, sizeof n, "transformer.h.%d.%s.bias", i, ln[k]);
+      assert_constant(param_named(m, n), 0);
+    }
+  }
+  assert_constant(param_named(m, "transformer.ln_f.weight"), 1);
+  assert_constant(param_named(m, "transformer.ln_f.bias"), 0);
+  /* the same seed draws the same bits; another seed other ones */
+  strop_model *same = load_fresh(dir, 7), *other = load_fresh(dir, 8);
+  ck_assert_int_eq(same->n_params, m->n_params);
+  for (int i = 0; i < m->n_params; i++)
+    ck_assert_msg(
+        !memcmp(m->params[i]->data, same->params[i]->data, m->params[i]->numel * sizeof(float)),
+        "%s differs with the same seed", m->params[i]->name);
+  ck_assert(memcmp(param_named(m, "transformer.wte.weight")->data,
+                   param_named(other, "transformer.wte.weight")->data, 300 * 48 * sizeof(float)));
+  strop_model_free(same);
+  strop_model_free(other);
+  /* initializer_range absent: transformers' default 0.02; the model trains and saves back */
+  strop_model_free(m);
+  snprintf(dir, sizeof dir, "%s/gpt2d", g_tmp);
+  ck_assert_int_eq(mkdir(dir, 0755), 0);
+  write_text(in_dir(dir, "config.json"),
+             GPT2_FRESH_CFG(", \"attn_pdrop\": 0.0, \"resid_pdrop\": 0.0, \"embd_pdrop\": 0.0, "
+                            "\"layer_norm_epsilon\": 1e-05, \"activation_function\": "
+                            "\"gelu_new\""));
+  m = load_fresh(dir, 1);
+  assert_normal(param_named(m, "transformer.wte.weight"), 0.02);
+  assert_normal(param_named(m, "transformer.h.2.mlp.c_proj.weight"), 0.02 / sqrt(6.0));
+  char saved[400];
+  snprintf(saved, sizeof saved, "%s/gpt2d.saved", g_tmp);
+  strop_test_must(strop_model_save_pretrained(m, saved), "save_pretrained");
+  strop_model *back = load_hf(g_tmp, "gpt2d.saved", NULL);
+  ck_assert(!memcmp(param_named(m, "transformer.h.0.attn.c_attn.weight")->data,
+                    param_named(back, "transformer.h.0.attn.c_attn.weight")->data,
+                    48 * 144 * sizeof(float)));
+  strop_model_free(back);
+  if (fixtures()) { /* for run_transformers.py: PyTorch loads it with strict names */
+    snprintf(saved, sizeof saved, "%s/fresh_gpt2", fixtures());
+    strop_test_must(strop_model_save_pretrained(m, saved), "save_pretrained for PyTorch");
+  }
+  strop_model_free(m);
+}
+END_TEST
+
+START_TEST(fresh_llama_bert) {
+  char dir[400];
+  /* Llama: embed_tokens' padding row (pad_token_id) zero, RMSNorm 1, lm_head untied N(0, r) */
+  snprintf(dir, sizeof dir, "%s/llama", g_tmp);
+  ck_assert_int_eq(mkdir(dir, 0755), 0);
+  write_text(in_dir(dir, "config.json"),
+             "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", "
+             "\"vocab_size\": 200, \"hidden_size\": 32, \"intermediate_size\": 64, "
+             "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2, "
+             "\"max_position_embeddings\": 32, \"pad_token_id\": 3, \"tie_word_embeddings\": "
+             "false, \"initializer_range\": 0.03, \"rms_norm_eps\": 1e-06}");
+  strop_model *m = load_fresh(dir, 2);
+  strop__param *e = param_named(m, "model.embed_tokens.weight");
+  for (int j = 0; j < 32; j++) ck_assert_float_eq(e->data[3 * 32 + j], 0.0f);
+  ck_assert_float_ne(e->data[2 * 32], 0.0f);
+  assert_normal(e, 0.03);
+  assert_normal(param_named(m, "lm_head.weight"), 0.03);
+  assert_normal(param_named(m, "model.layers.1.self_attn.o_proj.weight"), 0.03);
+  assert_normal(param_named(m, "model.layers.0.mlp.down_proj.weight"), 0.03);
+  assert_normal(param_named(m, "model.layers.0.mlp.gate_proj.weight"), 0.03);
+  assert_constant(param_named(m, "model.layers.0.input_layernorm.weight"), 1);
+  assert_constant(param_named(m, "model.norm.weight"), 1);
+  if (fixtures()) {
+    char saved[400];
+    snprintf(saved, sizeof saved, "%s/fresh_llama", fixtures());
+    strop_test_must(strop_model_save_pretrained(m, saved), "save_pretrained for PyTorch");
+  }
+  strop_model_free(m);
+  /* RoBERTa: pad_token_id (default 1) zeroes a row of the word and the position embeddings */
+  snprintf(dir, sizeof dir, "%s/roberta", g_tmp);
+  ck_assert_int_eq(mkdir(dir, 0755), 0);
+  write_text(in_dir(dir, "config.json"),
+             "{\"architectures\": [\"RobertaForSequenceClassification\"], \"model_type\": "
+             "\"roberta\", \"vocab_size\": 100, \"hidden_size\": 32, \"num_hidden_layers\": 1, "
+             "\"num_attention_heads\": 4, \"intermediate_size\": 64, "
+             "\"max_position_embeddings\": 40, \"type_vocab_size\": 1, \"num_labels\": 3}");
+  m = load_fresh(dir, 3);
+  static const char *const padded[] = {"roberta.embeddings.word_embeddings.weight",
+                                       "roberta.embeddings.position_embeddings.weight"};
+  for (int k = 0; k < 2; k++) {
+    e = param_named(m, padded[k]);
+    for (int j = 0; j < 32; j++) ck_assert_float_eq(e->data[1 * 32 + j], 0.0f);
+    ck_assert_float_ne(e->data[0], 0.0f);
+  }
+  assert_normal(param_named(m, "roberta.embeddings.word_embeddings.weight"), 0.02);
+  assert_normal(param_named(m, "classifier.out_proj.weight"), 0.02);
+  assert_constant(param_named(m, "classifier.out_proj.bias"), 0);
+  assert_constant(param_named(m, "roberta.embeddings.LayerNorm.weight"), 1);
+  assert_constant(param_named(m, "roberta.encoder.layer.0.output.LayerNorm.bias"), 0);
+  strop_model_free(m);
+}
+END_TEST
+
+/* A LoRA on GPT-2's lm_head trains the output side alone, but its weight is the token
+ * embedding: merging (save_pretrained folds adapters in) would change the embedding too, so the
+ * merged model would not be the trained one. Refused, nothing changed (it merged before). */
+START_TEST(lora_on_tied_head_is_not_merged) {
+  char dir[400];
+  snprintf(dir, sizeof dir, "%s/gpt2t", g_tmp);
+  ck_assert_int_eq(mkdir(dir, 0755), 0);
+  write_text(in_dir(dir, "config.json"), GPT2_FRESH_CFG(""));
+  strop_model *m = load_fresh(dir, 5);
+  strop_surgery *s = NULL;
+  strop_test_must(strop_surgery_create(m, &s), "surgery");
+  strop_test_must(strop_surgery_lora(s, "lm_head", 4, 8.0f, 0.0f), "lora");
+  strop_test_must(strop_surgery_apply(s), "apply");
+  strop_surgery_free(s);
+  strop__param *b = param_named(m, "lm_head.lora_B.weight");
+  for (size_t i = 0; i < b->numel; i++) b->data[i] = 0.01f; /* a trained adapter */
+  strop__param *wte = param_named(m, "transformer.wte.weight");
+  float *before = malloc(wte->numel * sizeof *before);
+  memcpy(before, wte->data, wte->numel * sizeof *before);
+  const char *const tied[] = {"'lm_head'", "'lm_head.weight'", "'transformer.wte.weight'",
+                              "nothing merged", NULL};
+  expect(strop_model_lora_merge(m), STROP_E_UNSUPPORTED, tied);
+  ck_assert(!memcmp(before, wte->data, wte->numel * sizeof *before));
+  char saved[400];
+  snprintf(saved, sizeof saved, "%s/gpt2t.saved", g_tmp);
+  const char *const tied_save[] = {"'transformer.wte.weight'", NULL};
+  expect(strop_model_save_pretrained(m, saved), STROP_E_UNSUPPORTED, tied_save);
+  ck_assert(!memcmp(before, wte->data, wte->numel * sizeof *before));
+  free(before);
+  strop_model_free(m);
+}
+END_TEST
+
+START_TEST(fresh_errors) {
+  char dir[400], cfg_only[400];
+  /* a folder with config.json and no weights: the error names the option that draws them */
+  snprintf(cfg_only, sizeof cfg_only, "%s/cfg_only", g_tmp);
+  ck_assert_int_eq(mkdir(cfg_only, 0755), 0);
+  write_text(in_dir(cfg_only, "config.json"), GPT2_FRESH_CFG(""));
+  strop_model *m = (strop_model *)&dir; /* set to NULL on every error */
+  const char *const no_weights[] = {"neither model.safetensors", "STROP_LOAD_FRESH", NULL};
+  expect(strop_model_load_pretrained(cfg_only, NULL, NULL, &m, NULL), STROP_E_IO, no_weights);
+  ck_assert_ptr_null(m);
+  strop_pretrained_options o;
+  strop_pretrained_options_init(&o);
+  /* with what reads weights */
+  const char *const partial[] = {"STROP_LOAD_FRESH", "STROP_LOAD_PARTIAL", NULL};
+  o.flags = STROP_LOAD_FRESH | STROP_LOAD_PARTIAL;
+  expect(strop_model_load_pretrained(cfg_only, NULL, &o, &m, NULL), STROP_E_INVALID_ARG, partial);
+  const char *const mmap_[] = {"STROP_LOAD_MMAP", NULL};
+  o.flags = STROP_LOAD_FRESH | STROP_LOAD_MMAP;
+  expect(strop_model_load_pretrained(cfg_only, NULL, &o, &m, NULL), STROP_E_INVALID_ARG, mmap_);
+  ck_assert_ptr_null(m);
+  /* no config.json to draw from; a file instead of a folder */
+  o.flags = STROP_LOAD_FRESH;
+  snprintf(dir, sizeof dir, "%s/empty", g_tmp);
+  ck_assert_int_eq(mkdir(dir, 0755), 0);
+  const char *const no_cfg[] = {"no config.json", "STROP_LOAD_FRESH", NULL};
+  expect(strop_model_load_pretrained(dir, NULL, &o, &m, NULL), STROP_E_IO, no_cfg);
+  const char *const file[] = {"is a file", NULL};
+  expect(strop_model_load_pretrained(in_dir(cfg_only, "config.json"), "gpt2", &o, &m, NULL),
+         STROP_E_INVALID_ARG, file);
+  /* an architecture without a Hugging Face initialisation */
+  const char *const no_init[] = {"resnet18", "no Hugging Face initialisation", NULL};
+  expect(strop_model_load_pretrained(cfg_only, "resnet18", &o, &m, NULL), STROP_E_UNSUPPORTED,
+         no_init);
+  /* a padding row the embedding does not have */
+  snprintf(dir, sizeof dir, "%s/badpad", g_tmp);
+  ck_assert_int_eq(mkdir(dir, 0755), 0);
+  write_text(in_dir(dir, "config.json"), LLAMA_CFG(", \"pad_token_id\": 20"));
+  const char *const bad_pad[] = {"'pad_token_id' 20", "model.embed_tokens.weight", NULL};
+  expect(strop_model_load_pretrained(dir, NULL, &o, &m, NULL), STROP_E_FORMAT, bad_pad);
+  ck_assert_ptr_null(m);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("transformers");
   TCase *tc = tcase_create("api");
@@ -951,6 +1196,13 @@ static Suite *suite(void) {
   tcase_add_test(tc, tied_gradients_through_the_trainer);
   tcase_add_test(tc, save_pretrained_api);
   tcase_add_test(tc, classifier_head_api);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("fresh");
+  tcase_add_checked_fixture(tc, tmp_setup, tmp_teardown);
+  tcase_add_test(tc, fresh_gpt2);
+  tcase_add_test(tc, fresh_llama_bert);
+  tcase_add_test(tc, fresh_errors);
+  tcase_add_test(tc, lora_on_tied_head_is_not_merged);
   suite_add_tcase(s, tc);
   if (!fixtures()) return s;
   tc = tcase_create("torchnn");

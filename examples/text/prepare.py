@@ -8,12 +8,13 @@ beyond the fixed one below):
   out/lang-train.jsonl  which language a fortune is in: {"text", "label": en|de|es|it}; the
   out/lang-test.jsonl   English ones from the held-out `humorists` collection
   base/tokenizer.json   with --tokenizer: a byte-level BPE of 4,096 ids trained by strop on
-  base/config.json      out/pretrain.txt, and the GPT-2 config of the base model
-  out/init/             the base's config and tokenizer with fresh, seeded weights (the start
-                        of pre-training and of the from-scratch baselines)
+  base/config.json      out/pretrain.txt, and the GPT-2 config of the base model (from which
+                        pre-training and the from-scratch baselines draw fresh weights: the
+                        recipes' `model.weights: none`)
 
 Usage: prepare.py [--tokenizer] [--out DIR]   (run from anywhere; paths are beside this file)
-Needs numpy and the strop Python bindings (PYTHONPATH=bindings/python, STROP_LIBRARY=...).
+With --tokenizer, needs the strop Python bindings (PYTHONPATH=bindings/python,
+STROP_LIBRARY=...).
 """
 import argparse
 import json
@@ -54,42 +55,6 @@ def collections(folder):
             continue
         names.append(n)
     return names
-
-
-def write_init(base, init):
-    """out/init/: base's config.json and tokenizer.json with fresh weights drawn as Hugging
-    Face's GPT2PreTrainedModel._init_weights draws them (N(0, 0.02) for embeddings and Conv1D
-    weights, c_proj scaled by 1/sqrt(2 n_layer), zero biases, LayerNorm 1 and 0), seeded. Both
-    pre-training and the from-scratch baselines start from it: `strop train` would re-draw
-    the weights with PyTorch's module defaults (N(0, 1) embeddings), which a GPT-2 whose
-    output layer is tied to its embedding does not train well from."""
-    import shutil
-    import numpy as np
-    from strop import safetensors
-    cfg = json.load(open(os.path.join(base, "config.json")))
-    os.makedirs(init, exist_ok=True)
-    for n in ("config.json", "tokenizer.json"):
-        shutil.copyfile(os.path.join(base, n), os.path.join(init, n))
-    rng = np.random.default_rng(1)
-    V, P, E, L = cfg["vocab_size"], cfg["n_positions"], cfg["n_embd"], cfg["n_layer"]
-    std, proj = 0.02, 0.02 / np.sqrt(2 * L)
-    t = {"transformer.wte.weight": rng.normal(0, std, (V, E)),
-         "transformer.wpe.weight": rng.normal(0, std, (P, E)),
-         "transformer.ln_f.weight": np.ones(E), "transformer.ln_f.bias": np.zeros(E)}
-    for i in range(L):
-        h = "transformer.h.%d." % i
-        t[h + "ln_1.weight"], t[h + "ln_1.bias"] = np.ones(E), np.zeros(E)
-        t[h + "ln_2.weight"], t[h + "ln_2.bias"] = np.ones(E), np.zeros(E)
-        t[h + "attn.c_attn.weight"] = rng.normal(0, std, (E, 3 * E))
-        t[h + "attn.c_attn.bias"] = np.zeros(3 * E)
-        t[h + "attn.c_proj.weight"] = rng.normal(0, proj, (E, E))
-        t[h + "attn.c_proj.bias"] = np.zeros(E)
-        t[h + "mlp.c_fc.weight"] = rng.normal(0, std, (E, 4 * E))
-        t[h + "mlp.c_fc.bias"] = np.zeros(4 * E)
-        t[h + "mlp.c_proj.weight"] = rng.normal(0, proj, (4 * E, E))
-        t[h + "mlp.c_proj.bias"] = np.zeros(E)
-    safetensors.save(os.path.join(init, "model.safetensors"),
-                     {k: v.astype(np.float32) for k, v in t.items()}, metadata={"format": "pt"})
 
 
 def main():
@@ -149,8 +114,6 @@ def main():
         with open(os.path.join(base, "config.json"), "w") as f:
             json.dump(cfg, f, indent=2)
             f.write("\n")
-    if a.tokenizer or not os.path.exists(os.path.join(a.out, "init", "model.safetensors")):
-        write_init(os.path.join(HERE, "base"), os.path.join(a.out, "init"))
     print("pre-training fortunes:", len(pre), "| startrek:",
           len(fortunes(os.path.join(FORTUNES, "startrek"))), "| language train/test:",
           len(train), len(test))

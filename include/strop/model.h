@@ -988,7 +988,16 @@ enum {
   /** strop_model_load_pretrained() only (@since 0.2): every parameter is built frozen (buffers
    *  as with strop_model_freeze() on "*"), so that with ::STROP_LOAD_MMAP the whole base is
    *  borrowed from the file; unfreeze the parts to train (a head) afterwards. */
-  STROP_LOAD_FROZEN = 4
+  STROP_LOAD_FROZEN = 4,
+  /** strop_model_load_pretrained() only (@since 0.2): read no weights — the folder needs only
+   *  config.json — and draw every parameter as the family's Hugging Face class draws a fresh
+   *  model (PreTrainedModel._init_weights): Linear / Conv1D and Embedding weights
+   *  N(0, initializer_range), biases 0, LayerNorm / RMSNorm weights 1, an embedding's
+   *  padding row (pad_token_id) 0, GPT-2's c_proj weights N(0, initializer_range /
+   *  sqrt(2 n_layer)); reproducible from the options' seed (strop's random stream, not
+   *  torch's). For the transformers families (GPT-2, Llama, BERT, RoBERTa, DistilBERT);
+   *  not with ::STROP_LOAD_PARTIAL or ::STROP_LOAD_MMAP. */
+  STROP_LOAD_FRESH = 8
 };
 
 /**
@@ -1164,9 +1173,11 @@ typedef struct strop_pretrained_options strop_pretrained_options;
  * one safetensors file (a torchvision state_dict: name the architecture). The result is a
  * finalized model in eval mode like any other: surgery, training, strop_model_save_weights()
  * (which writes the same names and layouts back, so PyTorch loads the file with
- * strict=True). Float tensors may be stored as F32, F16, BF16 or F64. The list of
- * architectures: strop_pretrained_arch_count(), strop_pretrained_arch_name(), and
- * docs/pretrained.md.
+ * strict=True). Float tensors may be stored as F32, F16, BF16 or F64. With ::STROP_LOAD_FRESH
+ * in the options' flags no weights are read: a folder with config.json is enough, and the
+ * parameters are drawn as the family's Hugging Face class draws a fresh model (the
+ * transformers families only). The list of architectures: strop_pretrained_arch_count(),
+ * strop_pretrained_arch_name(), and docs/pretrained.md.
  * @param[in]  path       A folder or a .safetensors file; read during the call.
  * @param[in]  arch       An architecture name ("resnet18"), or NULL to take it from
  *                        config.json.
@@ -1175,15 +1186,17 @@ typedef struct strop_pretrained_options strop_pretrained_options;
  * @param[out] out        The model, owned by the caller (strop_model_free()); NULL on error.
  * @param[out] report_out Optional (NULL to ignore): what the load matched, as for
  *                        strop_model_load_weights(); owned by the caller
- *                        (strop_load_report_free()).
+ *                        (strop_load_report_free()); NULL with ::STROP_LOAD_FRESH.
  * @return STROP_OK; STROP_E_IO (a file cannot be read: the sentence names it, and for a
  *         sharded folder the missing shard); STROP_E_FORMAT (a malformed config.json or file,
  *         a config field missing or out of range: the sentence names the file and key);
- *         STROP_E_UNSUPPORTED (an architecture strop does not know, naming those it does);
+ *         STROP_E_UNSUPPORTED (an architecture strop does not know, naming those it does;
+ *         ::STROP_LOAD_FRESH for one without a Hugging Face initialisation);
  *         STROP_E_NOT_FOUND / STROP_E_SHAPE (strict: missing, unexpected or mismatched
  *         tensors, named); STROP_E_INVALID_ARG (NULL @p path or @p out, an uninitialised
  *         @p opt, unknown flags, image_size or max_length out of range, no architecture named
- *         for a single file or a folder without config.json); STROP_E_NOMEM. Nothing is
+ *         for a single file or a folder without config.json, ::STROP_LOAD_FRESH with a file
+ *         or with ::STROP_LOAD_PARTIAL or ::STROP_LOAD_MMAP); STROP_E_NOMEM. Nothing is
  *         returned half-loaded. Thread-safe (it touches no shared state).
  * @since 0.2
  */
@@ -1311,7 +1324,10 @@ STROP_API STROP_NODISCARD strop_status strop_model_export(const strop_model *mod
  *        after the merge would not unmerge exactly).
  * @param[in,out] model The model.
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_NOT_FOUND (no LoRA node);
- *         STROP_E_NOMEM (widening a held base; the model is then unchanged).
+ *         STROP_E_UNSUPPORTED (since 0.2: an adapted base weight is tied to another tensor —
+ *         a LoRA on GPT-2's lm_head, whose weight is the token embedding — which merging would
+ *         change too; nothing is merged); STROP_E_NOMEM (widening a held base; the model is
+ *         then unchanged).
  * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_model_lora_merge(strop_model *model);

@@ -31,14 +31,17 @@ struct strop_pretrained_options {
                              STROP_LOAD_PARTIAL (load what matches; the rest keeps its
                              initialisation from @c seed; the report says what); optionally
                              | STROP_LOAD_FROZEN (every parameter frozen) and | STROP_LOAD_MMAP
-                             (frozen weights borrowed from the mapped file). */
+                             (frozen weights borrowed from the mapped file); or
+                             STROP_LOAD_FRESH (no weights read: drawn from config.json as
+                             Hugging Face draws a fresh model, from @c seed; @since 0.2). */
   int64_t image_size; /**< Vision: the height and width the model is declared for (its
                              input shape; other sizes still run where the architecture
                              allows). 0 (default): the architecture's own, 224. */
   int64_t max_length; /**< Language: the longest sequence the model is declared for. 0
                              (default): what config.json says (n_positions,
                              max_position_embeddings). */
-  uint64_t seed;      /**< Initialises what a partial load leaves out. Default 0. */
+  uint64_t seed;      /**< Initialises what a partial load leaves out, and every parameter
+                             with STROP_LOAD_FRESH. Default 0. */
   int frozen_dtype;   /**< The model's frozen dtype (strop_model_set_frozen_dtype()), set before
                              the weights are read, so that with ::STROP_LOAD_MMAP a BF16 file's
                              frozen weights are borrowed as BF16. Default STROP_DTYPE_F32.

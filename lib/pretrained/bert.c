@@ -284,7 +284,17 @@ fail:
       .head_bias = 1,                                                          \
       .head_pool = "cls",                                                      \
       .cls_arch = CLS_ARCH,                                                    \
+      .init = &INIT[FAM],                                                      \
   };
+
+/* _init_weights of BertPreTrainedModel, RobertaPreTrainedModel, DistilBertPreTrainedModel:
+ * the word embeddings' padding_idx is pad_token_id, and RoBERTa's position embeddings' too */
+static const char *const PAD_WORDS[] = {"*embeddings.word_embeddings.weight", NULL};
+static const char *const PAD_ROBERTA[] = {"*embeddings.word_embeddings.weight",
+                                          "*embeddings.position_embeddings.weight", NULL};
+static const strop__hf_init INIT[] = {[FAM_BERT] = {.padded = PAD_WORDS, .pad_default = 0},
+                                      [FAM_ROBERTA] = {.padded = PAD_ROBERTA, .pad_default = 1},
+                                      [FAM_DISTIL] = {.padded = PAD_WORDS, .pad_default = 0}};
 
 /* buffers and pre-training heads a file may hold that are not parameters here */
 static const char *const IGNORE[] = {"*.position_ids", "*.token_type_ids", "cls.*",

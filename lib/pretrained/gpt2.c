@@ -157,6 +157,12 @@ static const char *const IGNORE[] = {"*.attn.bias", "*.attn.masked_bias", "lm_he
 static const char *const PREFIXES[] = {"transformer.", NULL};
 static const char *const LM_NAMES[] = {"GPT2LMHeadModel", "GPT2Model", "gpt2", NULL};
 static const char *const CLS_NAMES[] = {"GPT2ForSequenceClassification", NULL};
+/* GPT2PreTrainedModel._init_weights: the residual projections (attn.c_proj, mlp.c_proj) drawn
+ * with initializer_range / sqrt(2 n_layer); wte has no padding_idx */
+static const strop__hf_init INIT = {.scaled = "*.c_proj.weight",
+                                    .layers_key = "n_layer",
+                                    .layers_default = 12,
+                                    .pad_default = -1};
 
 const strop__arch strop__arch_gpt2_lm = {
     .name = "gpt2",
@@ -170,6 +176,7 @@ const strop__arch strop__arch_gpt2_lm = {
     .head_name = "score",
     .head_pool = "last",
     .cls_arch = "gpt2_cls",
+    .init = &INIT,
 };
 
 const strop__arch strop__arch_gpt2_cls = {
@@ -184,4 +191,5 @@ const strop__arch strop__arch_gpt2_cls = {
     .head_name = "score",
     .head_pool = "last",
     .cls_arch = "gpt2_cls",
+    .init = &INIT,
 };

@@ -248,6 +248,11 @@ static const char *const CLS_NAMES[] = {"LlamaForSequenceClassification",
                                         "MistralForSequenceClassification",
                                         "Qwen2ForSequenceClassification", NULL};
 
+/* LlamaPreTrainedModel._init_weights: no rescaled weights; embed_tokens has padding_idx
+ * pad_token_id (none by default) */
+static const char *const PADDED[] = {"model.embed_tokens.weight", NULL};
+static const strop__hf_init INIT = {.padded = PADDED, .pad_default = -1};
+
 const strop__arch strop__arch_llama_lm = {
     .name = "llama",
     .family = "transformers",
@@ -260,6 +265,7 @@ const strop__arch strop__arch_llama_lm = {
     .head_name = "score",
     .head_pool = "last",
     .cls_arch = "llama_cls",
+    .init = &INIT,
 };
 
 const strop__arch strop__arch_llama_cls = {
@@ -273,4 +279,5 @@ const strop__arch strop__arch_llama_cls = {
     .head_name = "score",
     .head_pool = "last",
     .cls_arch = "llama_cls",
+    .init = &INIT,
 };

@@ -179,7 +179,8 @@ static strop_status read_config(job *j) {
   return STROP_OK;
 }
 
-static strop_status open_folder(job *j, const char *dir) {
+/* A folder's config.json and, unless fresh (weights drawn, not read), its weights. */
+static strop_status open_folder(job *j, const char *dir, int fresh) {
   strop_status st;
   if (!(j->config_path = join(dir, "config.json"))) return STROP__NOMEM(j->fn);
   if (is_file(j->config_path)) {
@@ -187,7 +188,13 @@ static strop_status open_folder(job *j, const char *dir) {
   } else {
     strop__free(j->config_path);
     j->config_path = NULL;
+    if (fresh)
+      return strop__err(STROP_E_IO,
+                        "%s: %s has no config.json, from which STROP_LOAD_FRESH draws the "
+                        "weights",
+                        j->fn, dir);
   }
+  if (fresh) return STROP_OK;
   char *single = join(dir, "model.safetensors");
   char *index = join(dir, "model.safetensors.index.json");
   if (!single || !index) st = STROP__NOMEM(j->fn);
@@ -201,6 +208,9 @@ static strop_status open_folder(job *j, const char *dir) {
                     j->fn, dir,
                     bin && is_file(bin) ? " (pytorch_model.bin is a pickle, which strop does not "
                                           "read: save the model with safetensors)"
+                    : j->config_path    ? " (to draw fresh weights from its config.json "
+                                          "instead, load with STROP_LOAD_FRESH: a recipe's "
+                                          "'model.weights: none')"
                                         : "");
     strop__free(bin);
   }
@@ -256,8 +266,14 @@ strop_status strop_model_load_pretrained(const char *path, const char *arch_name
   strop_status st = strop__options_in(fn, "strop_pretrained_options_init", &opt, sizeof opt,
                                       opt_in);
   if (st) return st;
-  if (opt.flags & ~(STROP_LOAD_PARTIAL | STROP_LOAD_MMAP | STROP_LOAD_FROZEN))
+  if (opt.flags & ~(STROP_LOAD_PARTIAL | STROP_LOAD_MMAP | STROP_LOAD_FROZEN | STROP_LOAD_FRESH))
     return strop__err(STROP_E_INVALID_ARG, "%s: unknown flags 0x%x", fn, (unsigned)opt.flags);
+  const int fresh = (opt.flags & STROP_LOAD_FRESH) != 0;
+  if (fresh && (opt.flags & (STROP_LOAD_PARTIAL | STROP_LOAD_MMAP)))
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: STROP_LOAD_FRESH reads no weights, so it does not go with "
+                      "STROP_LOAD_%s",
+                      fn, opt.flags & STROP_LOAD_PARTIAL ? "PARTIAL" : "MMAP");
   if (opt.image_size < 0 || opt.image_size > 65536 || opt.max_length < 0 ||
       opt.max_length > ((int64_t)1 << 24))
     return strop__err(STROP_E_INVALID_ARG,
@@ -283,7 +299,12 @@ strop_status strop_model_load_pretrained(const char *path, const char *arch_name
   if (stat(path, &sb) != 0) {
     st = strop__err(STROP_E_IO, "%s: %s: no such file or folder", fn, path);
   } else if (S_ISDIR(sb.st_mode)) {
-    st = open_folder(&j, path);
+    st = open_folder(&j, path, fresh);
+  } else if (fresh) {
+    st = strop__err(STROP_E_INVALID_ARG,
+                    "%s: %s is a file: STROP_LOAD_FRESH draws the weights from a folder's "
+                    "config.json",
+                    fn, path);
   } else {
     st = add_file(&j, path);
     if (!st && !a)
@@ -315,12 +336,16 @@ strop_status strop_model_load_pretrained(const char *path, const char *arch_name
         .files = (const strop__st_file *const *)j.files,
         .n_files = j.n_files,
     };
-    st = a->build(&c, &m);
+    if (fresh && !a->init) st = strop__pt_init_fresh(&c, a, NULL, 0); /* says it cannot */
+    else st = a->build(&c, &m);
+    /* every parameter drawn as the family's Hugging Face class draws a fresh model */
+    if (!st && fresh && !(st = strop__model_finalize(m, opt.seed, 0)))
+      st = strop__pt_init_fresh(&c, a, m, opt.seed);
   }
   /* a strict load overwrites every parameter, so only a partial one initialises; a strict
    * mapped one allocates nothing before the load (what it borrows never needs memory) */
   const int partial = (opt.flags & STROP_LOAD_PARTIAL) != 0;
-  if (!st)
+  if (!st && !fresh)
     st = strop__model_finalize(m, opt.seed, partial ? 1 : opt.flags & STROP_LOAD_MMAP ? -1 : 0);
   if (!st) {
     m->frozen_dtype = opt.frozen_dtype; /* read by the load; converted by the store below */
@@ -328,8 +353,9 @@ strop_status strop_model_load_pretrained(const char *path, const char *arch_name
     if (opt.flags & STROP_LOAD_FROZEN)
       for (int i = 0; i < m->n_params; i++) m->params[i]->trainable = 0;
     const strop__load_names nm = {.prefixes = a->prefixes, .ignore = a->ignore};
-    st = strop__model_load_files(fn, m, (const strop__st_file *const *)j.files, j.n_files,
-                                 opt.flags & ~STROP_LOAD_FROZEN, &nm, report_out);
+    if (!fresh)
+      st = strop__model_load_files(fn, m, (const strop__st_file *const *)j.files, j.n_files,
+                                   opt.flags & ~STROP_LOAD_FROZEN, &nm, report_out);
   }
   /* frozen as strop_model_freeze() freezes (batch norm statistics too), and every frozen
    * weight in the frozen dtype */

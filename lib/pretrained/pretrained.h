@@ -23,6 +23,20 @@ typedef struct strop__pt_ctx {
   int n_files;
 } strop__pt_ctx;
 
+/* How a Hugging Face family's PreTrainedModel._init_weights draws a fresh model (init.c):
+ * every linear (Linear, Conv1D) and embedding weight N(0, config's initializer_range, default
+ * 0.02), biases 0, LayerNorm / RMSNorm weights 1; the weights matching `scaled` drawn with
+ * initializer_range / sqrt(2 * config[layers_key]) (GPT-2's c_proj); the row pad_token_id
+ * (pad_default when the config lacks it, -1: none) of the embedding weights matching a
+ * `padded` glob zero, as nn.Embedding's padding_idx row. */
+typedef struct strop__hf_init {
+  const char *scaled;
+  const char *layers_key;
+  int64_t layers_default;
+  const char *const *padded; /* NULL-terminated globs, or NULL */
+  int64_t pad_default;
+} strop__hf_init;
+
 /* One architecture. */
 typedef struct strop__arch {
   const char *name;   /* "resnet18", "gpt2", "llama" */
@@ -46,6 +60,8 @@ typedef struct strop__arch {
   int head_bias;
   const char *head_pool;
   const char *cls_arch;
+  /* how the family draws a fresh model (STROP_LOAD_FRESH), or NULL: it cannot */
+  const strop__hf_init *init;
 } strop__arch;
 
 /* What a load keeps in the model's metadata, so the model can be saved back as the folder it
@@ -70,6 +86,15 @@ strop_status strop__pt_add_head(const char *fn, strop_model *m, const char *pool
 /* Sets the hidden-state metadata on an adapter's model. */
 strop_status strop__pt_mark_hidden(const strop__pt_ctx *c, strop_model *m, const char *hidden,
                                    const char *pooled);
+
+/* Draws every parameter of m (built by a's adapter, finalized) as a's Hugging Face class
+ * draws a fresh model, from the config in c and seed (init.c). STROP_E_UNSUPPORTED when a has
+ * no init. */
+strop_status strop__pt_init_fresh(const strop__pt_ctx *c, const strop__arch *a, strop_model *m,
+                                  uint64_t seed);
+/* The same on a model strop_model_load_pretrained loaded, from the architecture and config its
+ * metadata keeps; *drawn says whether it did (0: not a family with an init; m unchanged). */
+strop_status strop__pt_redraw(const char *fn, strop_model *m, uint64_t seed, int *drawn);
 
 /* The registry (registry.c). */
 const strop__arch *strop__arch_find(const char *name);

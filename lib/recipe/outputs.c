@@ -47,40 +47,70 @@ static int ends_with(const char *s, const char *suf) {
  * keep their 0-based index. */
 static double epoch_number(double index) { return isnan(index) ? index : index + 1; }
 
+/* One row of the metrics file: the 8 history columns (NaN: empty / null), then, when the run
+ * logs steps, `step` and `kind` ("epoch" or "step"). */
+static void metrics_row(strop__sbuf *b, const strop_run *run, int jsonl, const double *v,
+                        const char *kind) {
+  static const char *const cols[HC_N] = {
+      "stage", "epoch",   "train_loss", "train_accuracy", "val_loss", "val_accuracy",
+      "lr",    "seconds", "step"};
+  const int64_t st = (int64_t)v[HC_STAGE];
+  const char *name = st >= 0 && st < run->n_st ? run->st[st].name : "";
+  const int last = run->log_every > 0 ? HC_STEP : HC_TIME;
+  if (jsonl) {
+    strop__sbuf_printf(b, "{\"stage\":%lld,\"stage_name\":", (long long)st);
+    strop__sbuf_json_str(b, name);
+    for (int k = 1; k <= last; k++) {
+      strop__sbuf_printf(b, ",\"%s\":", cols[k]);
+      num(b, k == HC_EPOCH ? epoch_number(v[k]) : v[k]);
+    }
+    if (run->log_every > 0) strop__sbuf_printf(b, ",\"kind\":\"%s\"", kind);
+    strop__sbuf_puts(b, "}\n");
+    return;
+  }
+  strop__sbuf_printf(b, "%lld,%s", (long long)st, name);
+  for (int k = 1; k <= last; k++) {
+    strop__sbuf_puts(b, ",");
+    if (!isnan(v[k])) {
+      char t[STROP__FMT_DOUBLE_MAX];
+      strop__fmt_double(k == HC_EPOCH ? epoch_number(v[k]) : v[k], t, sizeof t);
+      strop__sbuf_puts(b, t);
+    }
+  }
+  if (run->log_every > 0) strop__sbuf_printf(b, ",%s", kind);
+  strop__sbuf_puts(b, "\n");
+}
+
+/* Epoch rows as always; with train.log_every, the step rows too, each before the row of the
+ * epoch it belongs to, and the columns `step` (the stage's optimizer steps) and `kind`. */
 static strop_status write_metrics(const strop_run *run, const char *path) {
   strop__sbuf b;
   memset(&b, 0, sizeof b);
   int jsonl = ends_with(path, ".jsonl") || ends_with(path, ".json");
-  static const char *const cols[HC_N] = {
-      "stage",    "epoch",        "train_loss", "train_accuracy",
-      "val_loss", "val_accuracy", "lr",         "seconds"};
   if (!jsonl)
-    strop__sbuf_puts(&b, "stage,stage_name,epoch,train_loss,train_accuracy,val_loss,"
-                         "val_accuracy,lr,seconds\n");
-  for (int64_t i = 0; i < run->hist_len; i++) {
-    const double *r = run->hist + i * HC_N;
-    int64_t st = (int64_t)r[HC_STAGE];
-    const char *name = st >= 0 && st < run->n_st ? run->st[st].name : "";
-    if (jsonl) {
-      strop__sbuf_printf(&b, "{\"stage\":%lld,\"stage_name\":", (long long)st);
-      strop__sbuf_json_str(&b, name);
-      for (int k = 1; k < HC_N; k++) {
-        strop__sbuf_printf(&b, ",\"%s\":", cols[k]);
-        num(&b, k == HC_EPOCH ? epoch_number(r[k]) : r[k]);
-      }
-      strop__sbuf_puts(&b, "}\n");
-    } else {
-      strop__sbuf_printf(&b, "%lld,%s", (long long)st, name);
-      for (int k = 1; k < HC_N; k++) {
-        strop__sbuf_puts(&b, ",");
-        if (!isnan(r[k])) {
-          char t[STROP__FMT_DOUBLE_MAX];
-          strop__fmt_double(k == HC_EPOCH ? epoch_number(r[k]) : r[k], t, sizeof t);
-          strop__sbuf_puts(&b, t);
-        }
-      }
-      strop__sbuf_puts(&b, "\n");
+    strop__sbuf_printf(&b,
+                       "stage,stage_name,epoch,train_loss,train_accuracy,val_loss,"
+                       "val_accuracy,lr,seconds%s\n",
+                       run->log_every > 0 ? ",step,kind" : "");
+  int64_t j = 0;
+  for (int64_t i = 0; i <= run->hist_len; i++) {
+    const double *r = i < run->hist_len ? run->hist + i * HC_N : NULL;
+    for (; j < run->steps_len; j++) { /* the steps up to this epoch's end */
+      const double *sr = run->steps + j * SC_N;
+      if (r && (sr[SC_STAGE] > r[HC_STAGE] ||
+                (sr[SC_STAGE] == r[HC_STAGE] && sr[SC_EPOCH] > r[HC_EPOCH])))
+        break;
+      double v[HC_N];
+      for (int k = 0; k < HC_N; k++) v[k] = NAN;
+      v[HC_STAGE] = sr[SC_STAGE];
+      v[HC_EPOCH] = sr[SC_EPOCH];
+      v[HC_TLOSS] = sr[SC_LOSS];
+      v[HC_LR] = sr[SC_LR];
+      v[HC_TIME] = sr[SC_TIME];
+      v[HC_STEP] = sr[SC_STEP];
+      metrics_row(&b, run, jsonl, v, "step");
     }
+    if (r) metrics_row(&b, run, jsonl, r, "epoch");
   }
   if (b.oom) {
     strop__sbuf_free(&b);
@@ -145,18 +175,27 @@ static strop_status write_report(const strop_run *run, const char *path) {
 typedef struct panel {
   double x, y, w, h; /* plot area in pixels */
   double lo, hi;     /* value range: the outer ticks */
-  int64_t n;         /* epochs over the whole run (x from 1 to n) */
+  int64_t n;         /* epochs over the whole run (x from u0 to n) */
+  int64_t u0;        /* 1: the first epoch's end on the left edge; 0 (with step rows): the
+                        start of training */
 } panel;
 
-static double px(const panel *p, double i) {
-  return p->n > 1 ? p->x + p->w * (i / (double)(p->n - 1)) : p->x + p->w / 2;
+/* x of u epochs done over the whole run (epoch row i is at u = i + 1) */
+static double px(const panel *p, double u) {
+  return p->n > p->u0 ? p->x + p->w * ((u - (double)p->u0) / (double)(p->n - p->u0))
+                      : p->x + p->w / 2;
+}
+/* half the distance between two epochs' ends */
+static double half_epoch(const panel *p) {
+  return p->n > p->u0 ? 0.5 * p->w / (double)(p->n - p->u0) : 0;
 }
 static double py(const panel *p, double v) {
   return p->y + p->h * (1.0 - (v - p->lo) / (p->hi - p->lo));
 }
 
 static const char *const C_TRAIN = "#1f77b4", *const C_VAL = "#d62728", *const C_BASE = "#8c8c8c",
-                         *const C_BASE_VAL = "#bdbdbd", *const C_TEST = "#2ca02c";
+                         *const C_BASE_VAL = "#bdbdbd", *const C_TEST = "#2ca02c",
+                         *const C_STEP = "#9ecae1", *const C_BASE_STEP = "#d9d9d9";
 static const char *const DASH = " stroke-dasharray=\"6 4\"";
 
 /* One curve per stage; baseline stages (a separate run) in grey. */
@@ -181,7 +220,25 @@ static void series(strop__sbuf *b, const panel *p, const strop_run *run, int col
                          c, dashed ? DASH : "");
       open = 1;
     }
-    strop__sbuf_printf(b, "%.1f,%.1f ", px(p, (double)i), py(p, r[col]));
+    strop__sbuf_printf(b, "%.1f,%.1f ", px(p, (double)i + 1), py(p, r[col]));
+  }
+}
+
+/* train.log_every's training loss: a thin line per stage under the epochs' curves */
+static void step_series(strop__sbuf *b, const panel *p, const strop_run *run) {
+  for (int64_t j = 0; j < run->steps_len; j++) {
+    const double *r = run->steps + j * SC_N;
+    const int first = j == 0 || run->steps[(j - 1) * SC_N + SC_STAGE] != r[SC_STAGE];
+    const int last = j + 1 == run->steps_len ||
+                     run->steps[(j + 1) * SC_N + SC_STAGE] != r[SC_STAGE];
+    if (first)
+      strop__sbuf_printf(b,
+                         "<polyline class=\"steps\" fill=\"none\" stroke=\"%s\" "
+                         "stroke-width=\"1\" points=\"",
+                         run->st[(int64_t)r[SC_STAGE]].baseline ? C_BASE_STEP : C_STEP);
+    if (isfinite(r[SC_LOSS]))
+      strop__sbuf_printf(b, "%.1f,%.1f ", px(p, r[SC_DONE]), py(p, r[SC_LOSS]));
+    if (last) strop__sbuf_puts(b, "\"/>\n");
   }
 }
 
@@ -194,7 +251,7 @@ static void test_marks(strop__sbuf *b, const panel *p, const strop_run *run, int
     for (int64_t i = 0; i < run->hist_len; i++)
       if ((int64_t)run->hist[i * HC_N + HC_STAGE] == st) last = i;
     if (isnan(v) || last < 0) continue;
-    double x = px(p, (double)last), y = py(p, v);
+    double x = px(p, (double)last + 1), y = py(p, v);
     strop__sbuf_printf(b,
                        "<path d=\"M %.1f %.1f l 6 6 l -6 6 l -6 -6 z\" fill=\"%s\" "
                        "stroke=\"white\"/>\n",
@@ -216,9 +273,9 @@ static void test_marks(strop__sbuf *b, const panel *p, const strop_run *run, int
  * that no curve runs through it. */
 static void stage_label(strop__sbuf *b, const panel *p, const strop_run *run, int64_t st,
                         int64_t first, int64_t last) {
-  double half = p->n > 1 ? 0.5 * p->w / (double)(p->n - 1) : p->w / 2;
-  double x0 = fmax(p->x, px(p, (double)first) - half),
-         x1 = fmin(p->x + p->w, px(p, (double)last) + half);
+  double half = p->n > p->u0 ? half_epoch(p) : p->w / 2;
+  double x0 = fmax(p->x, px(p, (double)first + 1) - half),
+         x1 = fmin(p->x + p->w, px(p, (double)last + 1) + half);
   char label[96];
   snprintf(label, sizeof label, "%s%s", run->st[st].name,
            run->st[st].baseline ? " (baseline)" : "");
@@ -241,8 +298,13 @@ static void stage_label(strop__sbuf *b, const panel *p, const strop_run *run, in
 }
 
 static void draw_panel(strop__sbuf *b, panel *p, const strop_run *run, int ctrain, int cval,
-                       int test_key, const char *title, int percent) {
+                       int test_key, const char *title, int percent, int steps) {
   double lo = INFINITY, hi = -INFINITY;
+  for (int64_t j = 0; steps && j < run->steps_len; j++)
+    if (isfinite(run->steps[j * SC_N + SC_LOSS])) {
+      lo = fmin(lo, run->steps[j * SC_N + SC_LOSS]);
+      hi = fmax(hi, run->steps[j * SC_N + SC_LOSS]);
+    }
   for (int64_t i = 0; i < run->hist_len; i++) {
     const double *r = run->hist + i * HC_N;
     int cols[2] = {ctrain, cval};
@@ -291,14 +353,19 @@ static void draw_panel(strop__sbuf *b, panel *p, const strop_run *run, int ctrai
     else strop__sbuf_printf(b, "%.*f", t.decimals, v);
     strop__sbuf_puts(b, "</text>\n");
   }
-  /* x labels: epoch numbers over the whole run, at multiples of a round step */
+  /* x labels: epoch numbers over the whole run, at multiples of a round step (and 0, the
+   * start, when the step rows draw from there) */
   int64_t step = strop__plot_int_step(p->n, 8);
-  for (int64_t e = step >= 5 || p->n == 1 ? 1 : step; e <= p->n;
-       e = e == 1 && step > 1 ? step : e + step)
+  for (int64_t e = p->u0 == 0               ? 0
+                   : step >= 5 || p->n == 1 ? 1
+                                            : step;
+       e <= p->n; e = e == 0               ? step
+                      : e == 1 && step > 1 ? step
+                                           : e + step)
     strop__sbuf_printf(b,
                        "<text class=\"tick-x\" x=\"%.1f\" y=\"%.0f\" font-size=\"11\" "
                        "text-anchor=\"middle\">%lld</text>\n",
-                       px(p, (double)(e - 1)), p->y + p->h + 16, (long long)e);
+                       px(p, (double)e), p->y + p->h + 16, (long long)e);
   strop__sbuf_printf(
       b, "<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\" text-anchor=\"middle\">epoch</text>\n",
       p->x + p->w / 2, p->y + p->h + 34);
@@ -307,7 +374,7 @@ static void draw_panel(strop__sbuf *b, panel *p, const strop_run *run, int ctrai
     int64_t st = (int64_t)run->hist[i * HC_N + HC_STAGE];
     int last = i + 1 == run->hist_len || (int64_t)run->hist[(i + 1) * HC_N + HC_STAGE] != st;
     if (i == first && i > 0) {
-      double xx = px(p, (double)i) - (p->n > 1 ? 0.5 * p->w / (double)(p->n - 1) : 0);
+      double xx = px(p, (double)i + 1) - half_epoch(p);
       strop__sbuf_printf(b,
                          "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.0f\" y2=\"%.0f\" stroke=\"#888\" "
                          "stroke-dasharray=\"3 3\"/>\n",
@@ -318,6 +385,7 @@ static void draw_panel(strop__sbuf *b, panel *p, const strop_run *run, int ctrai
       first = i + 1;
     }
   }
+  if (steps) step_series(b, p, run);
   series(b, p, run, ctrain, C_TRAIN, C_BASE, 0);
   series(b, p, run, cval, C_VAL, C_BASE_VAL, 1);
   if (test_key >= 0) test_marks(b, p, run, test_key, percent);
@@ -364,12 +432,14 @@ strop_status strop__run_plot_svg(const strop_run *run, const char *title, const 
                      W / 2);
   strop__plot_text(&b, title);
   strop__sbuf_puts(&b, "</text>\n");
-  panel lp = {70, 84, 380, 260, 0, 1, run->hist_len};
-  panel rp = {560, 84, 380, 260, 0, 1, run->hist_len};
+  /* with step rows the axes start where training does (0 epochs done) */
+  const int64_t u0 = run->steps_len > 0 ? 0 : 1;
+  panel lp = {70, 84, 380, 260, 0, 1, run->hist_len, u0};
+  panel rp = {560, 84, 380, 260, 0, 1, run->hist_len, u0};
   int cls = run->info[STROP_INFO_CLASSES] > 0;
-  draw_panel(&b, &lp, run, HC_TLOSS, HC_VLOSS, STROP_METRIC_LOSS, "loss", 0);
+  draw_panel(&b, &lp, run, HC_TLOSS, HC_VLOSS, STROP_METRIC_LOSS, "loss", 0, 1);
   draw_panel(&b, &rp, run, HC_TACC, HC_VACC, cls ? STROP_METRIC_ACCURACY : -1,
-             cls ? "accuracy" : "validation MAE", cls);
+             cls ? "accuracy" : "validation MAE", cls, 0);
   /* legend: only what is drawn */
   int have_val = 0, have_test = 0, have_base = 0, have_base_val = 0;
   for (int64_t i = 0; i < run->hist_len; i++) {
@@ -381,9 +451,14 @@ strop_status strop__run_plot_svg(const strop_run *run, const char *title, const 
   }
   for (int64_t st = 0; st < run->n_st; st++)
     have_test |= !isnan(run->st[st].test[STROP_METRIC_LOSS]);
-  legend_entry e[5];
+  legend_entry e[6];
   int n = 0;
+  char every[64];
   e[n++] = (legend_entry){C_TRAIN, "training", 0, 0};
+  if (run->steps_len > 0) {
+    snprintf(every, sizeof every, "training, every %lld steps", (long long)run->log_every);
+    e[n++] = (legend_entry){C_STEP, every, 0, 0};
+  }
   if (have_val) e[n++] = (legend_entry){C_VAL, "validation", 1, 0};
   if (have_test) e[n++] = (legend_entry){C_TEST, "test, after each stage", 0, 1};
   if (have_base)

@@ -208,6 +208,7 @@ static const field F_TRAIN[] = {{"epochs", T_INT, NULL, NULL, &R_NONNEG},
                                 {"restore_best", T_BOOL, NULL, NULL, NULL},
                                 {"checkpoint_every", T_INT, NULL, NULL, &R_NONNEG},
                                 {"max_steps", T_INT, NULL, NULL, &R_NONNEG},
+                                {"log_every", T_INT, NULL, NULL, &R_NONNEG},
                                 {"cache_frozen", T_BOOL, NULL, NULL, NULL},
                                 {"memory_limit_mb", T_FLOAT_OR_AUTO, NULL, NULL, &R_NONNEG},
                                 END};

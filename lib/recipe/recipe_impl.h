@@ -15,7 +15,13 @@ struct strop_recipe {
 };
 
 /* ---- run results ---- */
-enum { HC_STAGE, HC_EPOCH, HC_TLOSS, HC_TACC, HC_VLOSS, HC_VACC, HC_LR, HC_TIME, HC_N };
+/* history columns per epoch: strop_run_history's keys up to HC_TIME, then the stage's
+ * optimizer steps at the epoch's end (the metrics file's `step` with train.log_every) */
+enum { HC_STAGE, HC_EPOCH, HC_TLOSS, HC_TACC, HC_VLOSS, HC_VACC, HC_LR, HC_TIME, HC_STEP, HC_N };
+/* train.log_every's rows: the stage, the epochs done over the whole run (fractional: where
+ * the plot puts it), the epoch within the stage (0-based), the stage's optimizer steps, the
+ * mean training loss of the steps since the previous row, the learning rate, seconds */
+enum { SC_STAGE, SC_DONE, SC_EPOCH, SC_STEP, SC_LOSS, SC_LR, SC_TIME, SC_N };
 enum { RUN_NM = 9 }; /* metric keys kept per evaluation: STROP_METRIC_LOSS .. TOKENS */
 
 typedef struct strop__stage_result {
@@ -32,6 +38,9 @@ struct strop_run {
   int64_t n_st, cap_st;
   double *hist; /* hist_len rows of HC_N */
   int64_t hist_len, hist_cap;
+  double *steps; /* steps_len rows of SC_N (train.log_every) */
+  int64_t steps_len, steps_cap;
+  int64_t log_every; /* the largest train.log_every of the stages; 0: no step rows */
 };
 
 /* The path of the file a mapping of the output section names under key (output.dir/name),

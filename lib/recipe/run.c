@@ -40,6 +40,7 @@ void strop_run_free(strop_run *run) {
   strop_model_free(run->model);
   strop__free(run->st);
   strop__free(run->hist);
+  strop__free(run->steps);
   strop__free(run);
 }
 
@@ -67,7 +68,7 @@ int strop_run_stage_is_baseline(const strop_run *run, int64_t stage) {
 }
 
 double strop_run_history(const strop_run *run, int64_t row, int key) {
-  if (!run || row < 0 || row >= run->hist_len || key < 0 || key >= HC_N) return NAN;
+  if (!run || row < 0 || row >= run->hist_len || key < 0 || key > HC_TIME) return NAN;
   return run->hist[row * HC_N + key];
 }
 
@@ -99,6 +100,20 @@ static double *new_hist_row(strop_run *run) {
   }
   double *r = run->hist + run->hist_len++ * HC_N;
   for (int i = 0; i < HC_N; i++) r[i] = NAN;
+  return r;
+}
+
+/* A train.log_every row. */
+static double *new_step_row(strop_run *run) {
+  if (run->steps_len == run->steps_cap) {
+    int64_t cap = run->steps_cap ? run->steps_cap * 2 : 64;
+    double *v = strop__realloc(run->steps, (size_t)(cap * SC_N) * sizeof *v);
+    if (!v) return NULL;
+    run->steps = v;
+    run->steps_cap = cap;
+  }
+  double *r = run->steps + run->steps_len++ * SC_N;
+  for (int i = 0; i < SC_N; i++) r[i] = NAN;
   return r;
 }
 
@@ -139,6 +154,10 @@ typedef struct ctx {
   /* progress forwarding */
   int64_t stage, stages;
   const char *stage_name;
+  /* train.log_every: steps between rows (0: none); the epoch's step and running mean loss at
+   * the previous row, from which the mean of the steps since then follows */
+  int64_t log_every, log_step;
+  double log_mean;
   /* resuming: the stage output.checkpoint belongs to (-1: start from the beginning) */
   int64_t resume_stage;
   char resume_path[1200];
@@ -223,15 +242,24 @@ static strop_status load_flags(ctx *c, const strop__ynode *msec, int *flags) {
 }
 
 /* model.pretrained: a checkpoint as people have it (strop_model_load_pretrained), with its own
- * names. `strop train` keeps the architecture and starts from fresh weights (the seed's). */
+ * names. `strop train` keeps the architecture and starts from fresh weights (the seed's): as
+ * the family's Hugging Face class draws them where it has an initialisation (transformers),
+ * else the layers' PyTorch defaults; `weights: none` draws them so without reading any. */
 static strop_status load_pretrained(ctx *c, const strop__ynode *msec, const char *path,
                                     strop_model **out) {
   const strop_recipe *r = c->r;
-  if (sub(msec, "spec") || sub(msec, "weights") || sub(msec, "remap"))
+  const char *w = strop__rd_str(msec, "weights");
+  const int fresh = w && !strcmp(w, "none");
+  if (sub(msec, "spec") || (w && !fresh) || sub(msec, "remap"))
     return strop__recipe_err(FN, r, msec, STROP_E_FORMAT,
                              "'model.pretrained' brings its own "
-                             "architecture and weights: leave out 'spec', 'weights' and "
-                             "'remap'");
+                             "architecture and weights: leave out 'spec' and 'remap', and "
+                             "'weights' but for 'weights: none' (fresh weights drawn from the "
+                             "folder's config.json)");
+  if (fresh && sub(msec, "strict"))
+    return strop__recipe_err(FN, r, msec, STROP_E_FORMAT,
+                             "'model.weights: none' reads no weights: leave out "
+                             "'model.strict'");
   strop_pretrained_options po;
   strop_pretrained_options_init(&po);
   int strict = 1, flags = 0;
@@ -246,12 +274,16 @@ static strop_status load_pretrained(ctx *c, const strop__ynode *msec, const char
   if (!s) s = strop__rd_int(r, msec, "int8_group", &group);
   if (s) return s;
   po.int8_group = group;
-  po.flags = (strict ? STROP_LOAD_STRICT : STROP_LOAD_PARTIAL) | flags;
+  po.flags = (fresh ? STROP_LOAD_FRESH : strict ? STROP_LOAD_STRICT : STROP_LOAD_PARTIAL) | flags;
   po.frozen_dtype = frozen_dtype_of(msec);
   po.seed = c->seed;
   if ((s = strop_model_load_pretrained(path, strop__rd_str(msec, "arch"), &po, out, NULL)))
     return s;
-  if (c->o->mode != STROP_RUN_FINETUNE && (s = strop_model_reinit(*out, c->seed))) {
+  if (c->o->mode != STROP_RUN_FINETUNE && !fresh) {
+    int drawn = 0;
+    if (!(s = strop_model_reinit(*out, c->seed))) s = strop__pt_redraw(FN, *out, c->seed, &drawn);
+  }
+  if (s) {
     strop_model_free(*out);
     *out = NULL;
   }
@@ -1191,7 +1223,26 @@ typedef struct fwd {
 static int on_progress(const strop_progress *p, void *u) {
   fwd *f = u;
   ctx *c = f->c;
+  if (p->phase == STROP_PHASE_BATCH && c->log_every > 0 && p->step > 0) {
+    if (p->step < c->log_step) c->log_step = 0; /* a new epoch: its running mean restarts */
+    if (p->global_step % c->log_every == 0 && p->step > c->log_step) {
+      double *row = new_step_row(f->run);
+      if (row) { /* the history is for reports; a short one does not fail the run */
+        const double n = (double)p->step, n0 = (double)c->log_step;
+        row[SC_STAGE] = (double)c->stage;
+        row[SC_DONE] = (double)f->run->hist_len + (p->steps > 0 ? n / (double)p->steps : 0);
+        row[SC_EPOCH] = (double)p->epoch;
+        row[SC_STEP] = (double)p->global_step;
+        row[SC_LOSS] = n0 > 0 ? (n * p->loss - n0 * c->log_mean) / (n - n0) : p->loss;
+        row[SC_LR] = p->lr;
+        row[SC_TIME] = now_sec() - c->t0;
+      }
+      c->log_step = p->step;
+      c->log_mean = p->loss;
+    }
+  }
   if (p->phase == STROP_PHASE_EPOCH_END) {
+    c->log_step = 0;
     double *row = new_hist_row(f->run);
     if (row) {
       row[HC_STAGE] = (double)c->stage;
@@ -1202,6 +1253,7 @@ static int on_progress(const strop_progress *p, void *u) {
       row[HC_VACC] = p->val_metric;
       row[HC_LR] = p->lr;
       row[HC_TIME] = now_sec() - c->t0;
+      row[HC_STEP] = (double)p->global_step;
     }
   }
   if (!c->o->on_event) return 0;
@@ -1385,9 +1437,11 @@ static strop_status run_stage(ctx *c, strop_model *m, const strop__ynode *st, in
   double min_delta = 0;
   int64_t patience = 0, max_steps = 0;
   int restore_best = 0;
+  c->log_every = 0;
   if ((s = rd2_float(r, top, tst, "min_delta", &min_delta)) ||
       (s = rd2_int(r, top, tst, "patience", &patience)) ||
       (s = rd2_int(r, top, tst, "max_steps", &max_steps)) ||
+      (s = rd2_int(r, top, tst, "log_every", &c->log_every)) ||
       (s = rd2_bool(r, top, tst, "restore_best", &restore_best)))
     goto done;
   const char *mon = rd2_str(top, tst, "monitor");
@@ -1417,6 +1471,8 @@ static strop_status run_stage(ctx *c, strop_model *m, const strop__ynode *st, in
     }
     history_from_trainer(c, t);
   }
+  c->log_step = 0;
+  if (c->log_every > c->run->log_every) c->run->log_every = c->log_every;
   fwd f = {c, c->run};
   fo.progress = on_progress;
   fo.user_data = &f;

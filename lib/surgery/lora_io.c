@@ -149,6 +149,24 @@ static int module_at(const strop_model *m, int k, lmodule *out) {
 static strop_status set_merged(const char *fn, strop_model *model, int merge) {
   if (!model) return strop__err(STROP_E_INVALID_ARG, "%s: model is NULL", fn);
   int hits = 0;
+  /* a base tied to another tensor (a LoRA on GPT-2's lm_head, whose weight is the token
+   * embedding) would change that tensor too: the merged model would not be the trained one */
+  for (int i = 0; merge && i < model->n_nodes; i++) {
+    const strop__node *n = &model->nodes[i];
+    if (!adapted_mask(n) || !n->vt->lora->set_merged) continue;
+    for (int j = 0; j < n->n_params; j++) {
+      const strop__param *p = &n->params[j], *o = p->tied;
+      for (int a = 0; !o && !p->is_adapter && a < model->n_nodes; a++)
+        for (int b = 0; !o && b < model->nodes[a].n_params; b++)
+          if (model->nodes[a].params[b].tied == p) o = &model->nodes[a].params[b];
+      if (o && !p->is_adapter)
+        return strop__err(STROP_E_UNSUPPORTED,
+                          "%s: the LoRA adapter of '%s' cannot be merged: '%s' is tied to "
+                          "'%s', which merging would change too (nothing merged); keep the "
+                          "adapters apart (strop_model_lora_save)",
+                          fn, n->name, p->name, o->name);
+    }
+  }
   /* adapters fold into FP32 bases only: bases held in BF16 or int8 are widened first, and the
    * model's frozen dtype becomes FP32 (a merged base would not unmerge exactly if rounded) */
   for (int i = 0; i < model->n_nodes && model->frozen_dtype; i++) {

@@ -121,6 +121,24 @@ def main():
                       f"differ from PyTorch's stepped model by {err:.2e} of the largest")
                 if not err < 1e-3:
                     return 1
+        # fresh weights strop drew from a config alone (STROP_LOAD_FRESH) and saved: PyTorch
+        # loads them with strict names, and their statistics are those _init_weights gives
+        for case, scaled in (("fresh_gpt2", "transformer.h.1.mlp.c_proj.weight"),
+                             ("fresh_llama", "model.layers.1.mlp.down_proj.weight")):
+            folder = os.path.join(tmp, case)
+            with open(os.path.join(folder, "config.json")) as f:
+                cfg = json.load(f)
+            t, meta = safetensors_np.load(os.path.join(folder, "model.safetensors"))
+            mine = classes[cfg["architectures"][0]](cfg)
+            load_strict(mine, t)
+            sd = mine.state_dict()
+            r = cfg.get("initializer_range", 0.02)
+            want = r / (2 * cfg["n_layer"]) ** 0.5 if case == "fresh_gpt2" else r
+            got = float(sd[scaled].std())
+            print(f"{case}: strop's fresh weights load in PyTorch (strict); {scaled} has std "
+                  f"{got:.5f} (initializer_range {r}: {want:.5f})")
+            if abs(got / want - 1) > 0.1:
+                return 1
         return 0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

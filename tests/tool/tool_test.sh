@@ -709,11 +709,12 @@ P
   ;;
 demo_text)
   # The text demo (examples/text/README.md) on its committed base model at a reduced budget
-  # (STROP_DEMO_EPOCHS, default 3): prepare.py writes the data and the fresh weights at test
-  # time; LoRA, full fine-tuning and the last block adapt the base to the held-out
-  # `startrek` collection and must each reach a lower test perplexity than the same network
-  # trained from scratch with the same budget, LoRA training under 5% of the parameters; the
-  # few-shot language classifier from the base must beat chance and the one from scratch.
+  # (STROP_DEMO_EPOCHS, default 3): prepare.py writes the data at test time, the from-scratch
+  # runs draw fresh weights from base/config.json (weights: none); LoRA, full fine-tuning and
+  # the last block adapt the base to the held-out `startrek` collection and must each reach a
+  # lower test perplexity than the same network trained from scratch with the same budget,
+  # LoRA training under 5% of the parameters; the few-shot language classifier from the base
+  # must beat chance and the one from scratch.
   FORT=/usr/share/games/fortunes
   for f in startrek humorists de es it; do
     [ -e "$FORT/$f" ] || { echo "skipped: $FORT/$f missing (packages fortunes, fortunes-de/-es/-it)"; exit 77; }
@@ -728,14 +729,12 @@ demo_text)
   epochs=${STROP_DEMO_EPOCHS:-3}
   for m in lora full last scratch; do
     set -- --set data.path="$work/out/startrek.jsonl" --set output.dir="$work/adapt-$m"
-    [ $m = scratch ] && set -- "$@" --set model.pretrained="$work/out/init"
     "$strop" finetune "$ex/adapt-$m.yaml" --epochs "$epochs" --quiet "$@" > "$work/adapt-$m.txt" 2>&1 ||
       fail "adapt-$m.yaml: $(cat "$work/adapt-$m.txt")"
   done
   for m in fewshot scratch; do
     set -- --set data.path="$work/out/lang-train.jsonl" --set data.test_path="$work/out/lang-test.jsonl" \
       --set output.dir="$work/lang-$m"
-    [ $m = scratch ] && set -- "$@" --set model.pretrained="$work/out/init"
     "$strop" finetune "$ex/lang-$m.yaml" --epochs $((epochs * 4)) --quiet "$@" > "$work/lang-$m.txt" 2>&1 ||
       fail "lang-$m.yaml: $(cat "$work/lang-$m.txt")"
   done
@@ -764,6 +763,91 @@ P
     fail "generate from the LoRA-adapted folder"
   b=$("$strop" generate "$work/adapt-lora/model" --prompt "Captain's log" --max-tokens 12 --temperature 0.8 --top-k 40 --seed 1)
   [ "$a" = "$b" ] && [[ $a == "Captain's log"* ]] || fail "seeded samples differ or lack the prompt: '$a' / '$b'"
+  ;;
+text_fresh)
+  # a GPT-2 folder of config.json and tokenizer.json only: `model.weights: none` draws the
+  # weights as Hugging Face does (initializer_range), so the first steps' loss is about
+  # ln(vocab) (PyTorch's N(0, 1) embeddings, tied to the output layer, start far above);
+  # `strop train` draws them so too; train.log_every writes a row every N steps into the
+  # metrics file (columns step and kind) and a step curve into the plot
+  FORT=/usr/share/games/fortunes/fortunes
+  [ -r "$FORT" ] || { echo "skipped: package fortunes missing"; exit 77; }
+  lib=$(cd "$(dirname "$strop")/../.." && pwd)/libstrop.so
+  [ -r "$lib" ] || { echo "skipped: no libstrop.so two folders above the tool"; exit 77; }
+  pre=
+  if ldd "$lib" | grep -q libasan; then
+    pre=$(ldd "$lib" | awk '/libasan/ {print $3}')
+    [ -n "$pre" ] && ubsan=$(ldd "$lib" | awk '/libubsan/ {print $3}') && pre="$pre${ubsan:+ $ubsan}"
+  fi
+  LD_PRELOAD=$pre ASAN_OPTIONS=detect_leaks=0 STROP_LIBRARY=$lib PYTHONPATH=$src/bindings/python \
+    /usr/bin/python3 - "$FORT" "$work" <<'PY' || fail "writing the GPT-2 config folder"
+import json, os, sys
+import strop
+fort, work = sys.argv[1], sys.argv[2]
+raw = open(fort, "rb").read().decode("utf-8", "replace")
+texts = [t.strip() for t in raw.split("\n%\n") if t.strip() and len(t.strip()) < 200][:240]
+with open(work + "/corpus.txt", "w") as f:
+    f.write("\n".join(texts) + "\n")
+tok = strop.Tokenizer.train_bpe([work + "/corpus.txt"], vocab_size=400,
+                                special_tokens=["<|endoftext|>"])
+d = work + "/gpt2"
+os.mkdir(d)
+tok.save(d + "/tokenizer.json")
+cfg = {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": tok.vocab_size,
+       "n_positions": 64, "n_embd": 32, "n_layer": 2, "n_head": 2, "bos_token_id": 0,
+       "eos_token_id": 0}
+with open(d + "/config.json", "w") as f:
+    json.dump(cfg, f)
+with open(work + "/train.jsonl", "w") as f:
+    for t in texts:
+        f.write(json.dumps({"text": t}) + "\n")
+PY
+  cat > "$work/fresh.yaml" <<Y
+seed: 3
+model: {pretrained: gpt2, weights: none}
+data:
+  source: jsonl
+  path: train.jsonl
+  task: causal_lm
+  max_length: 64
+  val_fraction: 0.2
+  batch_size: 8
+optimizer: {kind: adamw, lr: 0.003}
+train: {epochs: 2, log_every: 3}
+output: {dir: out, metrics: metrics.csv, plot: plot.svg, pretrained: folder}
+Y
+  "$strop" finetune "$work/fresh.yaml" --quiet > "$work/fresh.txt" 2>&1 || fail "weights: none: $(cat "$work/fresh.txt")"
+  # without weights: none the folder's missing weights are named, with the key that draws them
+  expect 3 "but for 'weights: none'" -- "$strop" finetune "$work/fresh.yaml" --set model.weights=x.safetensors
+  sed 's/, weights: none//' "$work/fresh.yaml" > "$work/noweights.yaml"
+  expect 1 "weights: none" -- "$strop" finetune "$work/noweights.yaml"
+  # `strop train` of a folder with weights draws fresh ones as Hugging Face does, too
+  "$strop" train "$work/noweights.yaml" --quiet --set model.pretrained=out/folder \
+    --set output.dir=out-train > "$work/train.txt" 2>&1 || fail "strop train: $(cat "$work/train.txt")"
+  python3 - "$work" <<'P' || fail "the metrics file's step rows"
+import csv, math, sys
+w = sys.argv[1]
+for run in ("out", "out-train"):
+    rows = list(csv.DictReader(open(f"{w}/{run}/metrics.csv")))
+    assert list(rows[0].keys())[-2:] == ["step", "kind"], rows[0].keys()
+    steps = [r for r in rows if r["kind"] == "step"]
+    epochs = [r for r in rows if r["kind"] == "epoch"]
+    assert len(epochs) == 2 and [r["epoch"] for r in epochs] == ["1", "2"], epochs
+    per = int(epochs[0]["step"])
+    assert int(epochs[1]["step"]) == 2 * per, epochs
+    assert [int(r["step"]) for r in steps] == list(range(3, 2 * per + 1, 3)), steps
+    assert all(r["val_loss"] == "" and r["train_loss"] and r["lr"] for r in steps), steps[0]
+    assert all(r["val_loss"] for r in epochs), epochs
+    # each step row comes before the row of its epoch
+    order = [r["kind"] + r["epoch"] for r in rows]
+    assert order.index("epoch1") < order.index("step2") < order.index("epoch2"), order
+    first = float(steps[0]["train_loss"])
+    print(f"{run}: {len(steps)} step rows, first loss {first:.3f} (ln 400 = {math.log(400):.3f})")
+    assert first < math.log(400) + 0.5, first
+P
+  grep -q 'class="steps"' "$work/out/plot.svg" || fail "the plot has no step curve"
+  python3 "$src/tests/tool/check_svg.py" "$work/out/plot.svg" --legend "training, every 3 steps" ||
+    fail "plot.svg"
   ;;
 text_finetune)
   # a GPT-2 folder and a byte-level BPE trained on fortunes, both written by strop (through the

@@ -200,7 +200,7 @@ class Model(Handle):
 
     @classmethod
     def from_pretrained(cls, path, arch=None, strict=True, image_size=0, max_length=0, seed=0,
-                        mmap=False, frozen=False, frozen_dtype="f32"):
+                        mmap=False, frozen=False, frozen_dtype="f32", weights="file"):
         """A pre-trained network with its checkpoint's own names (strop_model_load_pretrained):
         ``path`` is a Hugging Face model folder (config.json says the architecture) or a
         safetensors state_dict of a torchvision model (``arch="resnet18"``). ``strict=False``
@@ -210,15 +210,25 @@ class Model(Handle):
         ``mmap=True`` uses frozen weights straight from the memory-mapped file
         (STROP_LOAD_MMAP): together, a base for LoRA or a frozen trunk that costs no copy;
         ``frozen_dtype`` ("f32", "bf16", "int8") is how frozen weights are held, set before
-        they are read. Returns the model in eval mode; ``Model.pretrained_archs()`` lists the
-        architectures."""
+        they are read. ``weights=None`` reads no weights (the folder needs only config.json)
+        and draws them as the family's Hugging Face class draws a fresh model
+        (``initializer_range``; STROP_LOAD_FRESH), from ``seed``. Returns the model in eval
+        mode; ``Model.pretrained_archs()`` lists the architectures."""
+        from .errors import InvalidArgument
+        if weights is not None and weights != "file":
+            raise InvalidArgument("Model.from_pretrained: weights must be \"file\" (read the "
+                                  "checkpoint's) or None (fresh, from config.json), got %r"
+                                  % (weights,))
+        if weights is None and not strict:
+            raise InvalidArgument("Model.from_pretrained: weights=None reads no weights, so "
+                                  "strict=False has nothing to relax")
         lib = _lib.lib
         if frozen_dtype not in cls.FROZEN_DTYPES:
             raise ValueError(f"frozen_dtype must be one of {', '.join(cls.FROZEN_DTYPES)}, "
                              f"got {frozen_dtype!r}")
         opt = _lib.strop_pretrained_options()
         lib.strop_pretrained_options_init(ctypes.byref(opt))
-        opt.flags = ((0 if strict else 1) | (_LOAD_MMAP if mmap else 0)
+        opt.flags = ((8 if weights is None else 0 if strict else 1) | (_LOAD_MMAP if mmap else 0)
                      | (_LOAD_FROZEN if frozen else 0))
         opt.image_size = int(image_size)
         opt.max_length = int(max_length)

@@ -271,3 +271,34 @@ def test_mapped_frozen_base_same_losses(tmp_path):
     with pytest.raises(ValueError, match="frozen_dtype"):
         strop.Model.from_pretrained(tmp_path / "r18.safetensors", arch="resnet18",
                                     frozen_dtype="fp8")
+
+
+def test_fresh_weights_from_config(tmp_path):
+    """weights=None: no weights file, every parameter drawn as GPT2PreTrainedModel draws a
+    fresh model (initializer_range), the same bits from the same seed."""
+    cfg = {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": 256,
+           "n_positions": 32, "n_embd": 32, "n_layer": 2, "n_head": 2,
+           "initializer_range": 0.04}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(strop.StropError, match="STROP_LOAD_FRESH"):
+        strop.Model.from_pretrained(tmp_path)  # no weights file and no weights=None
+    m = strop.Model.from_pretrained(tmp_path, weights=None, seed=4)
+    assert m.load_report is None
+    sd = m.state_dict()
+    wte = sd["transformer.wte.weight"]
+    assert abs(wte.std() / 0.04 - 1) < 0.05 and abs(wte.mean()) < 0.002
+    proj = sd["transformer.h.1.attn.c_proj.weight"]
+    assert abs(proj.std() / (0.04 / 2) - 1) < 0.1  # 0.04 / sqrt(2 * n_layer)
+    assert (sd["transformer.h.0.attn.c_attn.bias"] == 0).all()
+    assert (sd["transformer.ln_f.weight"] == 1).all()
+    again = strop.Model.from_pretrained(tmp_path, weights=None, seed=4).state_dict()
+    for k, v in sd.items():
+        np.testing.assert_array_equal(v, again[k])
+    m.save_pretrained(tmp_path / "saved")
+    back = strop.Model.from_pretrained(tmp_path / "saved").state_dict()
+    np.testing.assert_array_equal(back["transformer.wte.weight"], wte)
+    with pytest.raises(strop.StropError, match="weights"):
+        strop.Model.from_pretrained(tmp_path, weights="none")
+    with pytest.raises(strop.StropError, match="strict"):
+        strop.Model.from_pretrained(tmp_path, weights=None, strict=False)
+    m.close()
