@@ -47,6 +47,11 @@ a tree of real folders whose files are links, so a recipe of examples/ that writ
 beside itself writes them in the sandbox. Programs and Python blocks run from there, as the
 docs say they are run from the source tree.
 
+In a sanitized build (--sanitize) C blocks are built with the sanitizers and run; Python
+blocks and shell blocks that run the build's programs are skipped (those are not built for
+it), a shell block of plain commands (a setup step: cp, printf, cat) still runs, and a program
+that names a file or folder that a skipped block of its guide names is compiled, not run.
+
 Usage: check_docs.py --src SRC --build BUILD --cc CC --doc-yaml EXE [--sanitize LIST]
                      [--only FILE:LINE] [--run-test NAME [--expect REGEX]]
                      [--mpi --mpicc MPICC] [--verbose]
@@ -129,6 +134,7 @@ class Checker:
         self.san = [f"-fsanitize={a.sanitize}", "-fno-omit-frame-pointer"] if a.sanitize else []
         self.failures, self.passed, self.skipped = [], 0, 0
         self.mpi_saved = {}
+        self.san_skipped = set()  # names of the blocks a sanitized build skipped, per guide
 
     def new_sandbox(self):
         """A fresh scratch tree: each guide starts from the tree as it is, not from what the
@@ -213,6 +219,12 @@ class Checker:
             if not self.run([self.a.cc, *flags, *self.san, c, "-o", exe, *link, *self.san], b,
                             "compiling and linking the program"):
                 return False
+            made = self.reads_what_was_skipped(b) if self.san else None
+            if made:
+                self.skipped += 1
+                print(f"skip: {b.where(self.src)}: compiled, not run: it reads {made}, which a "
+                      "block skipped in this sanitized build makes")
+                return None
             e = self.env()
             e.setdefault("ASAN_OPTIONS", "detect_leaks=1")
             return self.run([exe], b, "running the program", env=e) is not None
@@ -277,11 +289,37 @@ class Checker:
             return False
         return True
 
+    # A sanitized build skips the blocks that run the build's programs outside a program of
+    # the docs (shell blocks that name the build, Python); a shell block of plain commands (a
+    # setup step that copies or writes files) runs, and a later program of the guide that
+    # names a file or folder a skipped block names (a quoted string, a word of a shell block)
+    # is compiled but not run: what it reads was not made.
+    @staticmethod
+    def names_of(b):
+        if b.lang == "sh":
+            words = Checker.sh_words(None, b.text)[1]
+        else:
+            words = re.findall(r"\"([^\"\s]+)\"|'([^'\s]+)'", b.text)
+            words = [x or y for x, y in words]
+        return {w.rstrip("/") for w in words if w.rstrip("/")}
+
+    def skip_in_sanitized(self, b, why):
+        self.skipped += 1
+        self.san_skipped |= self.names_of(b)
+        print(f"skip: {b.where(self.src)}: {why}")
+
+    def reads_what_was_skipped(self, b):
+        paths = [w for w in self.names_of(b) if re.search(r"[/.]", w) and not re.search(r"[%\\]", w)]
+        for w in paths:
+            if any(s == w or s.startswith(w + "/") for s in self.san_skipped):
+                return w
+        return None
+
     def run_sh(self, b):
-        if self.san:
-            self.skipped += 1
-            print(f"skip: {b.where(self.src)}: shell blocks run in the normal build only "
-                  "(their programs are not built with the sanitizers)")
+        if self.san and re.search(r"\bbuild\b|python|pip|cmake|\bcc\b|pkg-config|\./", b.text):
+            self.skip_in_sanitized(b, "shell blocks that run the build's programs run in the "
+                                   "normal build only (those programs are not built with the "
+                                   "sanitizers)")
             return None
         return self.run(["bash", "-euo", "pipefail", "-c", b.text], b, "running the block",
                         timeout=1200) is not None
@@ -289,8 +327,7 @@ class Checker:
     # ---- Python, YAML, JSON ----
     def run_python(self, b, n):
         if self.san:
-            self.skipped += 1
-            print(f"skip: {b.where(self.src)}: Python blocks run in the normal build only")
+            self.skip_in_sanitized(b, "Python blocks run in the normal build only")
             return None
         py = os.path.join(self.tmp, f"block{n}.py")
         open(py, "w").write(b.text)
@@ -365,6 +402,7 @@ class Checker:
                         timeout=1200) is not None
 
     def end_of_guide(self):
+        self.san_skipped = set()
         for name, b in ([] if self.a.only else self.mpi_saved.items()):
             self.fail(b, f"saved as {name}, which no later mpi shell block of the guide compiles")
         self.mpi_saved = {}
