@@ -237,7 +237,8 @@ class Checker:
                         ) is not None
 
     # ---- shell ----
-    def sh_words(self, text):
+    @staticmethod
+    def sh_words(text):
         """Each simple command's first word, and every word, of a shell block."""
         text = re.sub(r"\\\n", " ", text)
         firsts, words = [], []
@@ -297,7 +298,7 @@ class Checker:
     @staticmethod
     def names_of(b):
         if b.lang == "sh":
-            words = Checker.sh_words(None, b.text)[1]
+            words = Checker.sh_words(b.text)[1]
         else:
             words = re.findall(r"\"([^\"\s]+)\"|'([^'\s]+)'", b.text)
             words = [x or y for x, y in words]
@@ -309,7 +310,8 @@ class Checker:
         print(f"skip: {b.where(self.src)}: {why}")
 
     def reads_what_was_skipped(self, b):
-        paths = [w for w in self.names_of(b) if re.search(r"[/.]", w) and not re.search(r"[%\\]", w)]
+        paths = [w for w in self.names_of(b) if re.search(r"[/.]", w) and  # a file or folder,
+                 not re.search(r"[%\\]", w)]                                # not a format
         for w in paths:
             if any(s == w or s.startswith(w + "/") for s in self.san_skipped):
                 return w
