@@ -28,13 +28,37 @@ A block is marked by an HTML comment on the line before its fence:
   <!-- doc-test: excerpt PATH -->    the block's lines stand in the file PATH of the tree, in
                                      order and contiguous (leading spaces aside): code quoted
                                      from the library, which its own build compiles.
-Blocks run in a sandbox: a temporary folder that links every top-level entry of the source
-tree, with `build` linked to the build under test, and HOME set to an empty folder; so the
-README's commands run as written without touching the tree or the user's home. Programs and
-Python blocks run from there, as the docs say they are run from the source tree.
+  <!-- doc-test: mpi [FILE] -->      runs in an MPI build only (--mpi: the test docs_blocks_mpi,
+                                     tests/run-all's mpi phase): a shell block is run with
+                                     bash -e, a C block is compiled with mpicc -Wall -Werror and
+                                     saved as FILE in the scratch folder, for a later mpi shell
+                                     block of the guide that compiles and runs it as the guide
+                                     says. Elsewhere such a block is skipped with the reason
+                                     printed, after the check a fragment gets. Run as root, the
+                                     blocks get OMPI_ALLOW_RUN_AS_ROOT=1 and
+                                     OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 (Open MPI refuses root
+                                     without them), and on a machine of fewer cores than 2,
+                                     OMPI_MCA_rmaps_base_oversubscribe=1; the guide must say so.
+Each guide's blocks run in order in a sandbox of its own: a temporary folder that links every
+top-level entry of the source tree, with `build` linked to the build under test (and
+`build-mpi` too with --mpi), and HOME set to an empty folder (one for the whole run); so the
+README's commands run as written without touching the tree or the user's home. `examples/` is
+a tree of real folders whose files are links, so a recipe of examples/ that writes its outputs
+beside itself writes them in the sandbox. Programs and Python blocks run from there, as the
+docs say they are run from the source tree.
+
+In a sanitized build (--sanitize) C blocks are built with the sanitizers and run; Python
+blocks and shell blocks that run the build's programs are skipped (those are not built for
+it), a shell block of plain commands (a setup step: cp, printf, cat) still runs, and a program
+that names a file or folder that a skipped block of its guide names is compiled, not run.
 
 Usage: check_docs.py --src SRC --build BUILD --cc CC --doc-yaml EXE [--sanitize LIST]
                      [--only FILE:LINE] [--run-test NAME [--expect REGEX]]
+                     [--mpi --mpicc MPICC] [--verbose]
+--only FILE checks the blocks of one guide, in order; --only FILE:LINE one block.
+--verbose prints the last lines of what each program and block that runs printed.
+--mpi checks only the guides that have an mpi block, every block of them in order, and runs
+their mpi blocks.
 --run-test NAME runs the shell block marked `test NAME` (the CTest of that name uses it; every
 block so marked must be the same text, so the docs give one route), with no package index
 reachable (PIP_NO_INDEX=1, as on a machine without network), and --expect checks its output.
@@ -57,6 +81,7 @@ BUILTINS = {"cd", "export", "set", "unset", "echo", "printf", "source", ".", "te
             "case", "esac", "wait", "time", "sudo", "env"}
 TREE_DIRS = ("examples/", "tests/", "docs/", "bindings/", "tools/", "lib/", "include/",
              ".ci/", "bench/", "cmake/", "pkgconfig/")
+MPI_RANKS = 2  # what the guides' mpirun commands start
 # Debian's default PATH: the README speaks to a fresh Debian 12, not to this machine's extras.
 FRESH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -100,19 +125,42 @@ class Checker:
         self.src = os.path.realpath(a.src)
         self.build = os.path.realpath(a.build)
         self.tmp = tempfile.mkdtemp(prefix="strop_docs_")
-        self.sandbox = os.path.join(self.tmp, "tree")
-        os.mkdir(self.sandbox)
-        for name in os.listdir(self.src):
-            if name == "build" or name.startswith(".git"):
-                continue
-            os.symlink(os.path.join(self.src, name), os.path.join(self.sandbox, name))
-        os.symlink(self.build, os.path.join(self.sandbox, "build"))
+        self.sandboxes = 0
+        self.new_sandbox()
         self.home = os.path.join(self.tmp, "home")
         os.mkdir(self.home)
         self.headers = "".join(open(h, encoding="utf-8").read()
                                for h in glob.glob(os.path.join(self.src, "include/strop/*.h")))
         self.san = [f"-fsanitize={a.sanitize}", "-fno-omit-frame-pointer"] if a.sanitize else []
         self.failures, self.passed, self.skipped = [], 0, 0
+        self.mpi_saved = {}
+        self.san_skipped = set()  # names of the blocks a sanitized build skipped, per guide
+
+    def new_sandbox(self):
+        """A fresh scratch tree: each guide starts from the tree as it is, not from what the
+        guides before it left (they may make folders of the same name)."""
+        self.sandboxes += 1
+        self.sandbox = os.path.join(self.tmp, f"tree{self.sandboxes}")
+        os.mkdir(self.sandbox)
+        for name in os.listdir(self.src):
+            if name.startswith(("build", ".git")):
+                continue
+            if name == "examples":  # folders of links: a recipe's outputs stay in the sandbox
+                self.link_farm(os.path.join(self.src, name), os.path.join(self.sandbox, name))
+                continue
+            os.symlink(os.path.join(self.src, name), os.path.join(self.sandbox, name))
+        os.symlink(self.build, os.path.join(self.sandbox, "build"))
+        if self.a.mpi:
+            os.symlink(self.build, os.path.join(self.sandbox, "build-mpi"))
+
+    @staticmethod
+    def link_farm(src, dst):
+        for root, dirs, files in os.walk(src):
+            dirs[:] = [d for d in dirs if d != "out"]  # a run's outputs left in the tree
+            here = os.path.join(dst, os.path.relpath(root, src))
+            os.makedirs(here, exist_ok=True)
+            for f in files:
+                os.symlink(os.path.join(root, f), os.path.join(here, f))
 
     def env(self):
         e = dict(os.environ, HOME=self.home, PATH=FRESH_PATH)
@@ -134,6 +182,11 @@ class Checker:
             tail = (r.stdout + r.stderr).strip().split("\n")[-25:]
             self.fail(b, f"{what} failed (exit {r.returncode}):\n    " + "\n    ".join(tail))
             return None
+        if self.a.verbose:
+            for name, text in (("stdout", r.stdout), ("stderr", r.stderr)):
+                if text.strip():
+                    print(f"-- {b.where(self.src)}: {what}: its {name} ends")
+                    print("\n".join("    " + ln for ln in text.strip().split("\n")[-15:]))
         return r
 
     # ---- names: every strop_/STROP_ identifier must be declared in the public headers ----
@@ -166,6 +219,12 @@ class Checker:
             if not self.run([self.a.cc, *flags, *self.san, c, "-o", exe, *link, *self.san], b,
                             "compiling and linking the program"):
                 return False
+            made = self.reads_what_was_skipped(b) if self.san else None
+            if made:
+                self.skipped += 1
+                print(f"skip: {b.where(self.src)}: compiled, not run: it reads {made}, which a "
+                      "block skipped in this sanitized build makes")
+                return None
             e = self.env()
             e.setdefault("ASAN_OPTIONS", "detect_leaks=1")
             return self.run([exe], b, "running the program", env=e) is not None
@@ -178,7 +237,8 @@ class Checker:
                         ) is not None
 
     # ---- shell ----
-    def sh_words(self, text):
+    @staticmethod
+    def sh_words(text):
         """Each simple command's first word, and every word, of a shell block."""
         text = re.sub(r"\\\n", " ", text)
         firsts, words = [], []
@@ -230,11 +290,38 @@ class Checker:
             return False
         return True
 
+    # A sanitized build skips the blocks that run the build's programs outside a program of
+    # the docs (shell blocks that name the build, Python); a shell block of plain commands (a
+    # setup step that copies or writes files) runs, and a later program of the guide that
+    # names a file or folder a skipped block names (a quoted string, a word of a shell block)
+    # is compiled but not run: what it reads was not made.
+    @staticmethod
+    def names_of(b):
+        if b.lang == "sh":
+            words = Checker.sh_words(b.text)[1]
+        else:
+            words = re.findall(r"\"([^\"\s]+)\"|'([^'\s]+)'", b.text)
+            words = [x or y for x, y in words]
+        return {w.rstrip("/") for w in words if w.rstrip("/")}
+
+    def skip_in_sanitized(self, b, why):
+        self.skipped += 1
+        self.san_skipped |= self.names_of(b)
+        print(f"skip: {b.where(self.src)}: {why}")
+
+    def reads_what_was_skipped(self, b):
+        paths = [w for w in self.names_of(b) if re.search(r"[/.]", w) and  # a file or folder,
+                 not re.search(r"[%\\]", w)]                                # not a format
+        for w in paths:
+            if any(s == w or s.startswith(w + "/") for s in self.san_skipped):
+                return w
+        return None
+
     def run_sh(self, b):
-        if self.san:
-            self.skipped += 1
-            print(f"skip: {b.where(self.src)}: shell blocks run in the normal build only "
-                  "(their programs are not built with the sanitizers)")
+        if self.san and re.search(r"\bbuild\b|python|pip|cmake|\bcc\b|pkg-config|\./", b.text):
+            self.skip_in_sanitized(b, "shell blocks that run the build's programs run in the "
+                                   "normal build only (those programs are not built with the "
+                                   "sanitizers)")
             return None
         return self.run(["bash", "-euo", "pipefail", "-c", b.text], b, "running the block",
                         timeout=1200) is not None
@@ -242,8 +329,7 @@ class Checker:
     # ---- Python, YAML, JSON ----
     def run_python(self, b, n):
         if self.san:
-            self.skipped += 1
-            print(f"skip: {b.where(self.src)}: Python blocks run in the normal build only")
+            self.skip_in_sanitized(b, "Python blocks run in the normal build only")
             return None
         py = os.path.join(self.tmp, f"block{n}.py")
         open(py, "w").write(b.text)
@@ -265,9 +351,69 @@ class Checker:
         finally:
             os.unlink(y)
 
+    # ---- MPI: run in an MPI build only ----
+    def mpi_env(self, b):
+        """The environment of an mpi block: what Open MPI needs here, which the guide must say."""
+        e = self.env()
+        need = {}
+        if os.geteuid() == 0:
+            need.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+        if (os.cpu_count() or 1) < MPI_RANKS:
+            need["OMPI_MCA_rmaps_base_oversubscribe"] = "1"
+        guide = open(b.path, encoding="utf-8").read()
+        missing = [f"{k}={v}" for k, v in need.items() if f"{k}={v}" not in guide]
+        if missing:
+            self.fail(b, "the test runs this block with " + " ".join(missing) + " (as root, or "
+                      f"on fewer than {MPI_RANKS} cores), which the guide never mentions: say "
+                      "what such a reader needs")
+            return None
+        e.update(need)
+        return e
+
+    def check_mpi(self, b, n):
+        if b.lang not in ("sh", "c"):
+            self.fail(b, "an mpi block is a shell block or a C program")
+            return False
+        if b.lang == "c" and not b.arg:
+            self.fail(b, "an mpi C block names the file it is saved as: <!-- doc-test: mpi FILE -->")
+            return False
+        if not self.a.mpi or self.san:
+            if not self.check_fragment(b):
+                return False
+            self.skipped += 1
+            print(f"skip: {b.where(self.src)}: an MPI block: runs in an MPI build only (the test "
+                  "docs_blocks_mpi, tests/run-all's mpi phase); its strop names were checked")
+            return None
+        e = self.mpi_env(b)
+        if e is None:
+            return False
+        if b.lang == "c":
+            c = os.path.join(self.tmp, f"block{n}.c")
+            open(c, "w").write(b.text)
+            if not self.run([self.a.mpicc, "-std=c11", "-Wall", "-Werror", "-I",
+                             os.path.join(self.src, "include"), c, "-o", c[:-2], "-L", self.build,
+                             "-lstrop", "-Wl,-rpath," + self.build], b,
+                            "compiling the program with mpicc"):
+                return False
+            open(os.path.join(self.sandbox, b.arg), "w").write(b.text)
+            self.mpi_saved[b.arg] = b
+            return True
+        for name in [k for k in self.mpi_saved if k in b.text]:
+            del self.mpi_saved[name]
+        return self.run(["bash", "-euo", "pipefail", "-c", b.text], b, "running the block", env=e,
+                        timeout=1200) is not None
+
+    def end_of_guide(self):
+        self.san_skipped = set()
+        for name, b in ([] if self.a.only else self.mpi_saved.items()):
+            self.fail(b, f"saved as {name}, which no later mpi shell block of the guide compiles")
+        self.mpi_saved = {}
+
     def check(self, b, n):
         if b.mark == "fragment":
             return self.check_fragment(b)
+        if b.mark == "mpi":
+            return self.check_mpi(b, n)
         if b.mark == "test":
             if not b.arg:
                 self.fail(b, "'test' needs the name of the test that runs it")
@@ -292,7 +438,7 @@ class Checker:
                 return False
         elif b.mark not in (None, "run"):
             self.fail(b, f"unknown doc-test mark '{b.mark}' (fragment, run, test NAME, file PATH, "
-                         "excerpt PATH)")
+                         "excerpt PATH, mpi [FILE])")
             return False
         if b.lang == "c":
             return self.check_c(b, n)
@@ -361,6 +507,9 @@ def main():
     ap.add_argument("--only", default="")
     ap.add_argument("--run-test", default="")
     ap.add_argument("--expect", default="")
+    ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--mpi", action="store_true")
+    ap.add_argument("--mpicc", default="mpicc")
     a = ap.parse_args()
     ck = Checker(a)
     files = [os.path.join(ck.src, "README.md"), *sorted(glob.glob(os.path.join(ck.src, "docs", "*.md"))),
@@ -369,16 +518,24 @@ def main():
     try:
         if a.run_test:
             return run_test(ck, files)
+        if a.mpi:
+            files = [f for f in files if any(b.mark == "mpi" for b in blocks_of(f))]
+            if not files:
+                print("check_docs: no block is marked mpi")
+                return 1
         n = 0
-        for f in files:
+        for i, f in enumerate(files):
+            if i:
+                ck.new_sandbox()
             for b in blocks_of(f):
                 n += 1
-                if a.only and b.where(ck.src) != a.only:
+                if a.only and a.only not in (b.where(ck.src), os.path.relpath(f, ck.src)):
                     continue
                 r = ck.check(b, n)
                 if r:
                     ck.passed += 1
                     print(f"ok: {b.where(ck.src)} ({b.lang}{', ' + b.mark if b.mark else ''})")
+            ck.end_of_guide()
         for f in ck.failures:
             print("FAIL: " + f)
         print(f"check_docs: {ck.passed} blocks passed, {len(ck.failures)} failed, "
