@@ -5,11 +5,13 @@
  * channel) run a direct stencil per plane. */
 #include "ops/conv.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/core.h"
 #include "ops/dense.h"
 #include "ops/ops.h"
+#include "ops/winograd.h"
 
 int64_t strop__conv_out_len(int64_t in, int64_t k, int64_t stride, int64_t pad, int64_t dil) {
   if (stride <= 0) return 0;
@@ -35,6 +37,35 @@ int strop__conv_depthwise_direct = 1;
 static int depthwise(const strop__conv2d_dims *d, const strop__conv2d_epilogue *ep) {
   return strop__conv_depthwise_direct && d->groups == d->c_in && d->groups > 1 &&
          (!ep || (!ep->relu && !ep->pool));
+}
+
+/* 3x3 stride-1 ungrouped convs of at least WINO_MIN_CHANNELS input and output channels (ResNet's
+ * trunks; not the Fashion demo's 1->32 and 32->64, which keep their bits) run the forward as
+ * Winograd F(4x4, 3x3). STROP_WINOGRAD in the environment overrides that once per process: "0"
+ * never, "2" or "4" F(2x2, 3x3) or F(4x4, 3x3) on every 3x3 stride-1 ungrouped conv. */
+int strop__conv_winograd = -1;
+enum { WINO_MIN_CHANNELS = 64 };
+
+static int wino_env(void) {
+  static int env = -2; /* -2: not read yet; -1 unset (or another value), 0, 2 or 4 */
+  int e = __atomic_load_n(&env, __ATOMIC_RELAXED);
+  if (e == -2) {
+    const char *v = getenv("STROP_WINOGRAD");
+    e = !v ? -1 : !strcmp(v, "0") ? 0 : !strcmp(v, "2") ? 2 : !strcmp(v, "4") ? 4 : -1;
+    __atomic_store_n(&env, e, __ATOMIC_RELAXED);
+  }
+  return e;
+}
+
+/* The tile size m of the Winograd forward for d, or 0 for the lowered one. */
+static int wino_m(const strop__conv2d_dims *d) {
+  if (d->kh != 3 || d->kw != 3 || d->sh != 1 || d->sw != 1 || d->dh != 1 || d->dw != 1 ||
+      d->groups != 1 || d->oh < 1 || d->ow < 1)
+    return 0;
+  int s = strop__conv_winograd;
+  if (s < 0) s = wino_env();
+  if (s == 0 || s == 2 || s == 4) return s;
+  return d->c_in >= WINO_MIN_CHANNELS && d->c_out >= WINO_MIN_CHANNELS ? 4 : 0;
 }
 
 /* Ungrouped lowered convs fold the bias into the GEMM: the columns get an extra row of ones
@@ -65,10 +96,45 @@ static int64_t ep_len(const strop__conv2d_dims *d, int backward,
   return (d->c_out * d->oh * d->ow + 15) / 16 * 16;
 }
 
+/* ---- Winograd forward: scratch holds the transformed filters U [a^2, c_out, c_in] (a = m + 2),
+ *      then per chunk the epilogue's area, the transformed tiles V [a^2, c_in, T] of a block
+ *      of images, their products M [a^2, c_out, T] and the transforms' work rows ---- */
+
+/* Tiles per block of images: enough columns for the a^2 GEMMs to run at speed. */
+enum { WINO_TILES = 128 };
+
+static int64_t r16(int64_t n) { return (n + 15) / 16 * 16; }
+
+/* Images per block: whole images up to WINO_TILES tiles, at most a chunk's share. */
+static int64_t wino_block(const strop__conv2d_dims *d, int m, int chunks) {
+  const int64_t tpi = strop__winograd_tiles(d, m), share = (d->n + chunks - 1) / chunks;
+  int64_t nb = (WINO_TILES + tpi - 1) / tpi;
+  if (nb > share) nb = share;
+  return nb < 1 ? 1 : nb;
+}
+static int64_t wino_u_len(const strop__conv2d_dims *d, int m) {
+  return r16((int64_t)(m + 2) * (m + 2) * d->c_out * d->c_in);
+}
+static int64_t wino_v_len(const strop__conv2d_dims *d, int m, int chunks) {
+  return r16((int64_t)(m + 2) * (m + 2) * d->c_in * wino_block(d, m, chunks) *
+             strop__winograd_tiles(d, m));
+}
+static int64_t wino_m_len(const strop__conv2d_dims *d, int m, int chunks) {
+  return r16((int64_t)(m + 2) * (m + 2) * d->c_out * wino_block(d, m, chunks) *
+             strop__winograd_tiles(d, m));
+}
+static int64_t wino_chunk_len(const strop__conv2d_dims *d, int m, int chunks,
+                              const strop__conv2d_epilogue *ep) {
+  return ep_len(d, 0, ep) + wino_v_len(d, m, chunks) + wino_m_len(d, m, chunks) +
+         r16((int64_t)strop__winograd_work_floats(d, m));
+}
+
 size_t strop__conv2d_scratch_floats(const strop__conv2d_dims *d, int backward, int chunks,
                                     const strop__conv2d_epilogue *ep) {
   if (chunks < 1) chunks = 1;
   if (depthwise(d, ep)) return 16; /* the direct kernel needs none */
+  const int m = backward ? 0 : wino_m(d);
+  if (m) return (size_t)(wino_u_len(d, m) + chunks * wino_chunk_len(d, m, chunks, ep));
   int64_t per = cols_len(d) + (backward ? part_len(d) : 0) + ep_len(d, backward, ep);
   int64_t aug = !backward && fused_bias(d) ? part_len(d) : 0;
   return (size_t)(ones_len(d) + aug + chunks * per);
@@ -194,6 +260,8 @@ typedef struct conv_job {
                     + ep_len */
   int64_t per;   /* floats per chunk area */
   int chunks, fused, partial;
+  int m;                            /* Winograd: the tile size */
+  float *u;                         /* Winograd: the transformed filters */
   const strop__conv2d_epilogue *ep; /* NULL: none */
   strop__pool2d_dims pd;            /* the epilogue's pool over one image */
 } conv_job;
@@ -250,6 +318,41 @@ static void fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
                    j->b ? 1.0f : 0.0f, yn + g * cout_g * P, P);
     fwd_epilogue(j, n, yn);
   }
+}
+
+/* Winograd forward of a chunk's images, a block at a time: each image's tiles transformed into
+ * V, the a^2 products M_xi = U_xi V_xi, each image's output transformed back (with the bias)
+ * and its epilogue run. */
+static void wino_fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  const conv_job *j = ctx;
+  const strop__conv2d_dims *d = j->d;
+  const int m = j->m, a2 = (m + 2) * (m + 2);
+  const int64_t HW = d->h * d->w, P = d->oh * d->ow, CI = d->c_in, CO = d->c_out;
+  const int64_t tpi = strop__winograd_tiles(d, m), nb = wino_block(d, m, j->chunks);
+  float *base = j->chunk0 + chunk * j->per;
+  float *raw = j->ep && j->ep->pool ? base : NULL;
+  float *v = base + ep_len(d, 0, j->ep);
+  float *mm = v + wino_v_len(d, m, j->chunks);
+  float *work = mm + wino_m_len(d, m, j->chunks);
+  for (int64_t n0 = lo; n0 < hi; n0 += nb) {
+    const int64_t nn = hi - n0 < nb ? hi - n0 : nb, T = nn * tpi;
+    for (int64_t s = 0; s < nn; s++)
+      strop__winograd_input(d, m, j->x + (n0 + s) * CI * HW, v, T, s * tpi, work);
+    for (int xi = 0; xi < a2; xi++)
+      strop__sgemm(0, 0, CO, T, CI, 1.0f, j->u + xi * CO * CI, CI, v + xi * CI * T, T, 0.0f,
+                   mm + xi * CO * T, T);
+    for (int64_t s = 0; s < nn; s++) {
+      float *yn = raw ? raw : j->y + (n0 + s) * CO * P;
+      strop__winograd_output(d, m, mm, T, s * tpi, j->b, yn, 0, work);
+      fwd_epilogue(j, n0 + s, yn);
+    }
+  }
+}
+
+static void wino_filter_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  (void)chunk;
+  const conv_job *j = ctx;
+  strop__winograd_filter(j->d, j->m, j->w, 0, j->u, lo, hi);
 }
 
 /* The epilogue's pool over one image of c_out planes (unused without a pool). */
@@ -401,6 +504,14 @@ void strop__conv2d_forward(const strop__conv2d_dims *d, const float *x, const fl
                 .chunks = chunks,
                 .ep = ep,
                 .pd = image_pool(d, ep)};
+  if ((j.m = wino_m(d))) {
+    j.u = scratch;
+    strop__par_for(d->c_out, 8, wino_filter_range, &j);
+    j.chunk0 = scratch + wino_u_len(d, j.m);
+    j.per = wino_chunk_len(d, j.m, chunks, ep);
+    strop__par_run(chunks, d->n, wino_fwd_chunk, &j);
+    return;
+  }
   j.fused = b && fused_bias(d);
   float *p = scratch + ones_len(d);
   if (j.fused) {
