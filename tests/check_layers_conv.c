@@ -279,10 +279,11 @@ static void conv3x3_ref(const strop__conv2d_dims *d, const float *x, const float
 
 /* The Winograd forward (F(2x2, 3x3) and F(4x4, 3x3), forced on) against a double reference on
  * sizes that are no multiple of the tile, paddings 0 to 2, with and without a bias, at 1 and 2
- * threads; and the lowered forward on the same data, to say how far apart the two are. The
- * bound: the largest error over the largest |y| stays below 3e-6 for F(2, 3) and 3e-5 for F(4, 3)
- * with 72 products per output (the lowered path: ~1e-6). The dispatcher keeps it to 3x3
- * stride-1 ungrouped convs. */
+ * threads, and the lowered forward on the same data. The bound: the largest error over the
+ * largest |y| stays below 3e-6 for F(2, 3) and 3e-5 for F(4, 3) (the lowered path: ~1e-7).
+ * The backward's input gradient (a Winograd conv of dy with the rotated, transposed filters)
+ * against the lowered one's within the same bounds of max |dx|; the weight and bias gradients
+ * are the lowered ones, bit for bit. */
 START_TEST(winograd_matches_reference) {
   static const strop__conv2d_dims cases[] = {
       /* n, c_in, h, w, c_out, kh, kw, sh, sw, ph, pw, dh, dw, groups */
@@ -299,38 +300,58 @@ START_TEST(winograd_matches_reference) {
     strop__conv2d_out_size(&d);
     const size_t nx = (size_t)(d.n * d.c_in * d.h * d.w),
                  ny = (size_t)(d.n * d.c_out * d.oh * d.ow);
-    const size_t nw = (size_t)(d.c_out * d.c_in * 9);
-    float *x = malloc(nx * 4), *w = malloc(nw * 4), *b = malloc((size_t)d.c_out * 4);
-    float *y = malloc(ny * 4);
+    const size_t nw = (size_t)(d.c_out * d.c_in * 9), nb = (size_t)d.c_out;
+    float *x = malloc(nx * 4), *w = malloc(nw * 4), *b = malloc(nb * 4), *dy = malloc(ny * 4);
+    float *y = malloc(ny * 4), *dx[2], *dw[2], *db[2];
     double *ref = malloc(ny * 8);
     for (size_t i = 0; i < nx; i++) x[i] = 2 * strop__rng_uniform(&r) - 1;
     for (size_t i = 0; i < nw; i++) w[i] = 2 * strop__rng_uniform(&r) - 1;
-    for (int64_t i = 0; i < d.c_out; i++) b[i] = 2 * strop__rng_uniform(&r) - 1;
+    for (size_t i = 0; i < nb; i++) b[i] = 2 * strop__rng_uniform(&r) - 1;
+    for (size_t i = 0; i < ny; i++) dy[i] = 2 * strop__rng_uniform(&r) - 1;
+    for (int v = 0; v < 2; v++)
+      dx[v] = malloc(nx * 4), dw[v] = malloc(nw * 4), db[v] = malloc(nb * 4);
     for (int bias = 0; bias < 2; bias++) {
       conv3x3_ref(&d, x, w, bias ? b : NULL, ref);
       double ymax = 0;
       for (size_t i = 0; i < ny; i++) ymax = fmax(ymax, fabs(ref[i]));
       static const int ms[] = {0, 2, 4};
-      for (int v = 0; v < 3; v++)
-        for (int threads = 1; threads <= 2; threads++) {
+      for (int threads = 1; threads <= 2; threads++)
+        for (int v = 0; v < 3; v++) {
           strop__conv_winograd = ms[v];
           ck_assert_int_eq(strop_set_num_threads(threads), STROP_OK);
           const int chunks = strop__par_chunks(threads, d.n, 1);
-          float *scratch = strop__malloc_aligned(
-              strop__conv2d_scratch_floats(&d, 0, chunks, NULL) * 4);
+          const size_t sf = strop__conv2d_scratch_floats(&d, 0, chunks, NULL),
+                       sb = strop__conv2d_scratch_floats(&d, 1, chunks, NULL);
+          float *scratch = strop__malloc_aligned((sf > sb ? sf : sb) * 4);
           for (size_t i = 0; i < ny; i++) y[i] = NAN;
           strop__conv2d_forward(&d, x, w, bias ? b : NULL, y, scratch, chunks, NULL);
-          strop__free_aligned(scratch);
           double err = 0;
           for (size_t i = 0; i < ny; i++) err = fmax(err, fabs(y[i] - ref[i]));
           const double tol = ms[v] == 4 ? 3e-5 : 3e-6;
           ck_assert_msg(err <= tol * ymax, "case %zu m %d bias %d threads %d: error %.3g of %.3g",
                         k, ms[v], bias, threads, err, ymax);
+          /* the backward: v 0 (lowered) is the reference of the others */
+          const int o = v > 0;
+          memset(dx[o], 0, nx * 4), memset(dw[o], 0, nw * 4), memset(db[o], 0, nb * 4);
+          strop__conv2d_backward(&d, x, w, dy, dx[o], dw[o], bias ? db[o] : NULL, scratch, chunks,
+                                 NULL);
+          strop__free_aligned(scratch);
+          if (!o) continue;
+          double dmax = 0, derr = 0;
+          for (size_t i = 0; i < nx; i++) {
+            dmax = fmax(dmax, fabs(dx[0][i]));
+            derr = fmax(derr, fabs(dx[1][i] - dx[0][i]));
+          }
+          ck_assert_msg(derr <= tol * dmax, "case %zu m %d threads %d: dx error %.3g of %.3g", k,
+                        ms[v], threads, derr, dmax);
+          ck_assert(!memcmp(dw[0], dw[1], nw * 4));
+          ck_assert(!bias || !memcmp(db[0], db[1], nb * 4));
         }
     }
     strop__conv_winograd = -1;
     ck_assert_int_eq(strop_set_num_threads(1), STROP_OK);
-    free(x), free(w), free(b), free(y), free(ref);
+    for (int v = 0; v < 2; v++) free(dx[v]), free(dw[v]), free(db[v]);
+    free(x), free(w), free(b), free(dy), free(y), free(ref);
   }
 }
 END_TEST

@@ -129,6 +129,30 @@ static int64_t wino_chunk_len(const strop__conv2d_dims *d, int m, int chunks,
          r16((int64_t)strop__winograd_work_floats(d, m));
 }
 
+/* The input gradient of a 3x3 stride-1 conv is the forward of another: dx = conv(dy, w'), w'
+ * [c_in, c_out] the filters rotated by 180 degrees and transposed, padding 2 - p (so the output
+ * is [h, w] again). Run through Winograd like the forward where it applies and p <= 2. */
+static strop__conv2d_dims dx_dims(const strop__conv2d_dims *d) {
+  strop__conv2d_dims e = *d;
+  e.c_in = d->c_out;
+  e.c_out = d->c_in;
+  e.h = d->oh;
+  e.w = d->ow;
+  e.ph = 2 - d->ph;
+  e.pw = 2 - d->pw;
+  e.oh = d->h;
+  e.ow = d->w;
+  return e;
+}
+static int wino_dx_m(const strop__conv2d_dims *d) {
+  return d->ph <= 2 && d->pw <= 2 ? wino_m(d) : 0;
+}
+/* the backward's per-chunk Winograd areas (V, M, work of the input gradient's conv) */
+static int64_t wino_dx_len(const strop__conv2d_dims *d, int m, int chunks) {
+  const strop__conv2d_dims e = dx_dims(d);
+  return wino_chunk_len(&e, m, chunks, NULL);
+}
+
 size_t strop__conv2d_scratch_floats(const strop__conv2d_dims *d, int backward, int chunks,
                                     const strop__conv2d_epilogue *ep) {
   if (chunks < 1) chunks = 1;
@@ -137,6 +161,11 @@ size_t strop__conv2d_scratch_floats(const strop__conv2d_dims *d, int backward, i
   if (m) return (size_t)(wino_u_len(d, m) + chunks * wino_chunk_len(d, m, chunks, ep));
   int64_t per = cols_len(d) + (backward ? part_len(d) : 0) + ep_len(d, backward, ep);
   int64_t aug = !backward && fused_bias(d) ? part_len(d) : 0;
+  const int mdx = backward ? wino_dx_m(d) : 0;
+  if (mdx) {
+    aug += wino_u_len(d, mdx);
+    per += wino_dx_len(d, mdx, chunks);
+  }
   return (size_t)(ones_len(d) + aug + chunks * per);
 }
 
@@ -260,8 +289,9 @@ typedef struct conv_job {
                     + ep_len */
   int64_t per;   /* floats per chunk area */
   int chunks, fused, partial;
-  int m;                            /* Winograd: the tile size */
-  float *u;                         /* Winograd: the transformed filters */
+  int m;                            /* Winograd: the tile size (backward: of dx) */
+  float *u;                         /* Winograd: the transformed filters (backward: of dx) */
+  strop__conv2d_dims dd;            /* backward with Winograd: dx's conv (dx_dims) */
   const strop__conv2d_epilogue *ep; /* NULL: none */
   strop__pool2d_dims pd;            /* the epilogue's pool over one image */
 } conv_job;
@@ -353,6 +383,13 @@ static void wino_filter_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
   (void)chunk;
   const conv_job *j = ctx;
   strop__winograd_filter(j->d, j->m, j->w, 0, j->u, lo, hi);
+}
+
+/* the input gradient's filters: rotated and transposed */
+static void wino_dx_filter_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  (void)chunk;
+  const conv_job *j = ctx;
+  strop__winograd_filter(&j->dd, j->m, j->w, 1, j->u, lo, hi);
 }
 
 /* The epilogue's pool over one image of c_out planes (unused without a pool). */
@@ -563,10 +600,36 @@ static void bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
     if (j->fused)
       for (int64_t p = 0; p < P; p++) colbuf[K * P + p] = 1.0f;
   }
+  /* Winograd input gradient: each image's dY transformed as it comes, a block's products and
+   * output transforms (added into dx) once the block is full */
+  const strop__conv2d_dims *dd = &j->dd;
+  const int64_t tpi = j->m ? strop__winograd_tiles(dd, j->m) : 0;
+  const int64_t nb = j->m ? wino_block(dd, j->m, j->chunks) : 0;
+  float *wv = ep_area(j, colbuf, 1) + ep_len(d, 1, j->ep);
+  float *wm = j->m ? wv + wino_v_len(dd, j->m, j->chunks) : NULL;
+  float *work = j->m ? wm + wino_m_len(dd, j->m, j->chunks) : NULL;
+  int64_t n0 = lo, nn = 0;
   for (int64_t n = lo; n < hi; n++) {
     const float *xn = j->x + n * d->c_in * HW;
     const float *dyn = j->ep ? bwd_epilogue(j, n, ep_area(j, colbuf, 1))
                              : j->dy + n * d->c_out * P;
+    if (j->dx && j->m) {
+      if (n - n0 == nn) { /* a new block */
+        n0 = n;
+        nn = hi - n < nb ? hi - n : nb;
+      }
+      const int64_t T = nn * tpi, s = n - n0;
+      strop__winograd_input(dd, j->m, dyn, wv, T, s * tpi, work);
+      if (s == nn - 1) {
+        const int a2 = (j->m + 2) * (j->m + 2);
+        for (int xi = 0; xi < a2; xi++)
+          strop__sgemm(0, 0, d->c_in, T, d->c_out, 1.0f, j->u + xi * d->c_in * d->c_out, d->c_out,
+                       wv + xi * d->c_out * T, T, 0.0f, wm + xi * d->c_in * T, T);
+        for (int64_t t = 0; t < nn; t++)
+          strop__winograd_output(dd, j->m, wm, T, t * tpi, NULL, j->dx + (n0 + t) * d->c_in * HW,
+                                 1, work);
+      }
+    }
     /* db += dY 1 */
     if (db) strop__sgemm(0, 0, d->c_out, 1, P, 1.0f, dyn, P, j->ones, 1, 1.0f, db, 1);
     if (dw) {
@@ -583,7 +646,7 @@ static void bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
           strop__sgemm(0, 1, cout_g, K, P, 1.0f, dyn + g * cout_g * P, P, cols + g * K * P, P,
                        1.0f, dw + g * cout_g * K, K);
     }
-    if (j->dx) {
+    if (j->dx && !j->m) {
       float *dxn = j->dx + n * d->c_in * HW;
       /* dcols_g [K, P] = W_g^T [K, cout_g] * dY_g [cout_g, P]; pointwise adds straight in */
       for (int64_t g = 0; g < G; g++)
@@ -621,6 +684,17 @@ void strop__conv2d_backward(const strop__conv2d_dims *d, const float *x, const f
   if (db && !j.fused) j.ones = fill_ones(d, scratch);
   j.chunk0 = scratch + ones_len(d);
   j.per = cols_len(d) + part_len(d) + ep_len(d, 1, ep);
+  const int mdx = wino_dx_m(d);
+  if (mdx) { /* the scratch has room for it whether or not dx is wanted */
+    j.chunk0 += wino_u_len(d, mdx);
+    j.per += wino_dx_len(d, mdx, chunks);
+  }
+  if (mdx && dx) {
+    j.m = mdx;
+    j.dd = dx_dims(d);
+    j.u = scratch + ones_len(d);
+    strop__par_for(d->c_in, 8, wino_dx_filter_range, &j);
+  }
   strop__par_run(chunks, d->n, bwd_chunk, &j);
   if (!j.partial) return;
   for (int c = 0; c < chunks; c++) {
