@@ -7,6 +7,8 @@
  * the loops vectorise. */
 #include "ops/winograd.h"
 
+#include <string.h>
+
 #include "ops/ops.h"
 
 int64_t strop__winograd_tiles(const strop__conv2d_dims *d, int m) {
@@ -133,10 +135,12 @@ STROP__CLONES void strop__winograd_input(const strop__conv2d_dims *d, int m, con
       for (int l = 0; l < a; l++) {
         float *r = rows + l * wp;
         const int64_t y = ty * m - d->ph + l;
-        for (int64_t X = 0; X < wr; X++) {
-          const int64_t xx = X - d->pw;
-          r[X] = y >= 0 && y < H && xx >= 0 && xx < W ? xc[y * W + xx] : 0.0f;
-        }
+        /* columns [x0, x1) hold input columns x0 - pw .., the rest are zero */
+        const int64_t x0 = d->pw < wr ? d->pw : wr;
+        const int64_t x1 = y < 0 || y >= H ? x0 : d->pw + W < wr ? d->pw + W : wr;
+        for (int64_t X = 0; X < x0; X++) r[X] = 0.0f;
+        if (x1 > x0) memcpy(r + x0, xc + y * W, sizeof(float) * (size_t)(x1 - x0));
+        for (int64_t X = x1 > x0 ? x1 : x0; X < wr; X++) r[X] = 0.0f;
       }
       bt(m, rows, wp, 1, wr, t, wp, 1); /* down the columns */
       float *vt = v + c * ld + t0 + ty * tx_n;
