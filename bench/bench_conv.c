@@ -5,9 +5,10 @@
  * `bench_conv resnet [threads] [iters] [batch]`: ResNet-18's 3x3 stride-1 convs at 224x224
  * (64 to 512 channels, 56x56 to 7x7), the forward lowered (im2col + GEMM) against Winograd
  * F(2x2, 3x3) and F(4x4, 3x3), the three run alternately in one process (best of iters each,
- * ratios), and each one's largest error against a double reference over two images; iters 0:
- * one run of each, no reference, and a 5th argument 0, 2 or 4 runs that one alone (for
- * valgrind --tool=callgrind). */
+ * ratios), the same for the backward (dx dW db; dx as the forward runs), and each forward's
+ * largest error against a double reference over two images; iters 0: one run of each, no
+ * reference, and a 5th argument 0, 2 or 4 runs that one alone (for valgrind
+ * --tool=callgrind). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,7 +94,7 @@ static int resnet(int threads, int iters, int64_t batch, int only) {
          (long long)batch, threads, iters);
   printf("%-22s %10s %10s %10s %8s %8s %10s %10s %10s\n", "shape", "lowered_ms", "F2_ms", "F4_ms",
          "F2_x", "F4_x", "err_low", "err_F2", "err_F4");
-  double tot[3] = {0, 0, 0};
+  double tot[3] = {0, 0, 0}, totb[3] = {0, 0, 0};
   for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
     const int64_t C = shapes[k].c, S = shapes[k].hw;
     strop__conv2d_dims d = {batch, C, S, S, C, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0};
@@ -107,19 +108,26 @@ static int resnet(int threads, int iters, int64_t batch, int only) {
     for (int v = 0; v < 3; v++) {
       strop__conv_winograd = modes[v];
       size_t f = strop__conv2d_scratch_floats(&d, 0, chunks, NULL);
+      size_t fb = strop__conv2d_scratch_floats(&d, 1, chunks, NULL);
       if (f > sf) sf = f;
+      if (fb > sf) sf = fb;
       y[v] = randbuf(nx, &r);
     }
-    float *scratch = randbuf(sf, &r);
-    double best[3] = {1e30, 1e30, 1e30};
+    float *scratch = randbuf(sf, &r), *dx = randbuf(nx, &r), *dw = randbuf(nw, &r);
+    float *db = randbuf((size_t)C, &r);
+    double best[3] = {1e30, 1e30, 1e30}, bestb[3] = {1e30, 1e30, 1e30};
     for (int it = iters ? -1 : 0; it < (iters ? iters : 1); it++)
       for (int v = 0; v < 3; v++) { /* alternating, so the load the machine has hits all three */
         if (only >= 0 && modes[v] != only) continue;
         strop__conv_winograd = modes[v];
         double t0 = bench_now();
         strop__conv2d_forward(&d, x, w, b, y[v], scratch, chunks, NULL);
-        double t = bench_now() - t0;
-        if (it >= 0 && t < best[v]) best[v] = t;
+        double t1 = bench_now();
+        /* the backward of a conv inside the trunk: dx, dW and db (dx by Winograd with v) */
+        strop__conv2d_backward(&d, x, w, y[v], dx, dw, db, scratch, chunks, NULL);
+        double t2 = bench_now();
+        if (it >= 0 && t1 - t0 < best[v]) best[v] = t1 - t0;
+        if (it >= 0 && t2 - t1 < bestb[v]) bestb[v] = t2 - t1;
       }
     const int64_t nref = !iters ? 0 : batch < 2 ? batch : 2, ny = nref * C * S * S;
     double *ref = malloc(sizeof(double) * (size_t)(ny + 1)), err[3], ymax = 0;
@@ -132,6 +140,7 @@ static int resnet(int threads, int iters, int64_t batch, int only) {
         err[v] = e > err[v] ? e : err[v];
       }
       tot[v] += best[v] * (double)shapes[k].count;
+      totb[v] += bestb[v] * (double)shapes[k].count;
     }
     char name[64];
     snprintf(name, sizeof name, "%lld->%lld %lldx%lld (x%lld)", (long long)C, (long long)C,
@@ -139,14 +148,19 @@ static int resnet(int threads, int iters, int64_t batch, int only) {
     printf("%-22s %10.2f %10.2f %10.2f %8.2f %8.2f %10.2e %10.2e %10.2e  (|y| max %.2f)\n", name,
            best[0] * 1e3, best[1] * 1e3, best[2] * 1e3, best[0] / best[1], best[0] / best[2],
            err[0], err[1], err[2], ymax);
+    printf("%-22s %10.2f %10.2f %10.2f %8.2f %8.2f\n", "  backward", bestb[0] * 1e3,
+           bestb[1] * 1e3, bestb[2] * 1e3, bestb[0] / bestb[1], bestb[0] / bestb[2]);
     free(ref);
     strop__free_aligned(x), strop__free_aligned(w), strop__free_aligned(b);
     for (int v = 0; v < 3; v++) strop__free_aligned(y[v]);
-    strop__free_aligned(scratch);
+    strop__free_aligned(scratch), strop__free_aligned(dx), strop__free_aligned(dw);
+    strop__free_aligned(db);
   }
   strop__conv_winograd = -1;
   printf("%-22s %10.2f %10.2f %10.2f %8.2f %8.2f\n", "all 13 (weighted)", tot[0] * 1e3,
          tot[1] * 1e3, tot[2] * 1e3, tot[0] / tot[1], tot[0] / tot[2]);
+  printf("%-22s %10.2f %10.2f %10.2f %8.2f %8.2f\n", "  backward", totb[0] * 1e3, totb[1] * 1e3,
+         totb[2] * 1e3, totb[0] / totb[1], totb[0] / totb[2]);
   return 0;
 }
 
