@@ -61,8 +61,10 @@ static void inputs(float *x, size_t n, double phase) {
   for (size_t i = 0; i < n; i++) x[i] = (float)(sin(0.731 * (double)i + phase) * 1.5);
 }
 
-/* Replaces the FP32 weight `name` of r by what dtype holds of it (rounded / quantised). */
-static void round_like(strop_model *r, const char *name, int dtype, int scale_cols) {
+/* Replaces the FP32 weight `name` of r by what dtype holds of it (rounded / quantised, int8
+ * with `group` inputs per scale). */
+static void round_like_g(strop_model *r, const char *name, int dtype, int scale_cols,
+                         int64_t group) {
   strop_tensor *t = NULL;
   OK(strop_model_tensor_view(r, name, &t));
   int64_t d[2];
@@ -70,12 +72,17 @@ static void round_like(strop_model *r, const char *name, int dtype, int scale_co
   const size_t n = (size_t)(d[0] * d[1]);
   float *v = malloc(n * sizeof *v);
   strop__lowp q;
-  ck_assert_int_eq(strop__lowp_make(&q, dtype, strop_tensor_data(t), d[0], d[1], scale_cols), 0);
+  ck_assert_int_eq(
+      strop__lowp_make(&q, dtype, strop_tensor_data(t), d[0], d[1], scale_cols, group), 0);
   strop__lowp_expand(&q, v);
   strop__lowp_free(&q);
   OK(strop_model_set_tensor(r, name, v, n));
   free(v);
   strop_tensor_free(t);
+}
+
+static void round_like(strop_model *r, const char *name, int dtype, int scale_cols) {
+  round_like_g(r, name, dtype, scale_cols, 0);
 }
 
 static strop_tensor *forward(strop_model *m, const float *x, int64_t n) {
@@ -109,7 +116,7 @@ START_TEST(bf16_rounding) {
   for (int i = 0; i < 15; i++) w[i] = 1.0f + (float)i * 0x1p-10f;
   for (int sc = 0; sc < 2; sc++) {
     strop__lowp q;
-    ck_assert_int_eq(strop__lowp_make(&q, STROP__LOWP_BF16, w, 3, 5, sc), 0);
+    ck_assert_int_eq(strop__lowp_make(&q, STROP__LOWP_BF16, w, 3, 5, sc, 0), 0);
     ck_assert_uint_eq(strop__lowp_bytes(&q), 15 * sizeof(uint16_t));
     strop__lowp_expand(&q, back);
     for (int i = 0; i < 15; i++)
@@ -125,7 +132,7 @@ START_TEST(int8_quantisation) {
   float w[3 * 5] = {0.5f, -1.0f, 0.25f, 0.0f, 0.1f, 0, 0, 0, 0, 0, 100.0f, -3.0f, 2.0f, 1.0f, 0};
   for (int sc = 0; sc < 2; sc++) {
     strop__lowp q;
-    ck_assert_int_eq(strop__lowp_make(&q, STROP__LOWP_INT8, w, 3, 5, sc), 0);
+    ck_assert_int_eq(strop__lowp_make(&q, STROP__LOWP_INT8, w, 3, 5, sc, 0), 0);
     ck_assert_uint_eq(strop__lowp_bytes(&q), 15 + (sc ? 5 : 3) * sizeof(float));
     float back[15];
     strop__lowp_expand(&q, back);
@@ -143,17 +150,75 @@ START_TEST(int8_quantisation) {
 }
 END_TEST
 
+/* Scales per group of inputs: ceil(inputs / group) per output channel (the last run shorter),
+ * each the absmax / 127 of its own run, in both layouts; a group as wide as the inputs is the
+ * per-channel quantisation bit for bit; a weight with outliers is followed more closely. */
+START_TEST(int8_group_quantisation) {
+  enum { OUT = 3, IN = 40 };
+  float w[OUT * IN], wt[IN * OUT], back[OUT * IN], back_t[IN * OUT];
+  for (int o = 0; o < OUT; o++)
+    for (int i = 0; i < IN; i++) {
+      w[o * IN + i] = (float)sin(0.37 * (o * IN + i)) * (i == 3 ? 50.0f : 1.0f); /* outliers */
+      wt[i * OUT + o] = w[o * IN + i];
+    }
+  strop__lowp q, qt, qc;
+  ck_assert_int_eq(strop__lowp_make(&q, STROP__LOWP_INT8, w, OUT, IN, 0, 16), 0);
+  ck_assert_int_eq(strop__lowp_make(&qt, STROP__LOWP_INT8, wt, IN, OUT, 1, 16), 0);
+  ck_assert_int_eq(strop__lowp_scales(&q), OUT * 3); /* runs of 16, 16, 8 */
+  ck_assert_int_eq(strop__lowp_scales(&qt), OUT * 3);
+  ck_assert_uint_eq(strop__lowp_bytes(&q), OUT * IN + OUT * 3 * sizeof(float));
+  strop__lowp_expand(&q, back);
+  strop__lowp_expand(&qt, back_t);
+  for (int o = 0; o < OUT; o++)
+    for (int g = 0; g < 3; g++) {
+      float a = 0.0f;
+      for (int i = g * 16; i < IN && i < g * 16 + 16; i++)
+        if (fabsf(w[o * IN + i]) > a) a = fabsf(w[o * IN + i]);
+      ck_assert_float_eq(q.scale[o * 3 + g], a / 127.0f);
+      ck_assert_float_eq(qt.scale[o * 3 + g], a / 127.0f);
+      for (int i = g * 16; i < IN && i < g * 16 + 16; i++) {
+        ck_assert_float_le(fabsf(back[o * IN + i] - w[o * IN + i]), a / 254.0f + 1e-6f);
+        ck_assert_float_eq(back_t[i * OUT + o], back[o * IN + i]); /* layouts agree */
+      }
+    }
+  /* a group as wide as the inputs (or wider) is one scale per channel, the same bits */
+  strop__lowp wide, chan;
+  ck_assert_int_eq(strop__lowp_make(&wide, STROP__LOWP_INT8, w, OUT, IN, 0, 64), 0);
+  ck_assert_int_eq(strop__lowp_make(&chan, STROP__LOWP_INT8, w, OUT, IN, 0, 0), 0);
+  ck_assert_int_eq(strop__lowp_scales(&wide), OUT);
+  ck_assert_mem_eq(wide.v, chan.v, OUT * IN);
+  ck_assert_mem_eq(wide.scale, chan.scale, OUT * sizeof(float));
+  /* the outlier at input 3 costs the per-channel scales; groups keep the other runs finer */
+  float back_c[OUT * IN];
+  strop__lowp_expand(&chan, back_c);
+  double err_g = 0, err_c = 0;
+  for (int i = 0; i < OUT * IN; i++)
+    err_g += fabs(back[i] - w[i]), err_c += fabs(back_c[i] - w[i]);
+  ck_assert_msg(err_g < 0.5 * err_c, "grouped error %g, per channel %g", err_g, err_c);
+  /* a copy keeps the group and every scale */
+  ck_assert_int_eq(strop__lowp_copy(&qc, &q), 0);
+  ck_assert_int_eq(qc.group, 16);
+  ck_assert_mem_eq(qc.scale, q.scale, OUT * 3 * sizeof(float));
+  strop__lowp_free(&qc);
+  strop__lowp_free(&wide);
+  strop__lowp_free(&chan);
+  strop__lowp_free(&q);
+  strop__lowp_free(&qt);
+}
+END_TEST
+
 /* ---- forward ---- */
 
 /* The fallback gives the bits of an FP32 model whose frozen weights hold the same values. */
-static void forward_exact(int dtype, int in_out) {
+static void forward_exact_g(int dtype, int in_out, int64_t group) {
   strop_model *m = in_out ? text_model_in_out(7) : text_model(7), *r = NULL;
   OK(strop_model_freeze(m, "fc*"));
   OK(strop_model_clone(m, &r));
+  if (group) OK(strop_model_set_frozen_int8_group(m, group));
   OK(strop_model_set_frozen_dtype(m, dtype));
   ck_assert_int_eq(strop_model_frozen_dtype(m), dtype);
-  round_like(r, "fc1.weight", dtype, 0);
-  round_like(r, "fc2.weight", dtype, in_out);
+  round_like_g(r, "fc1.weight", dtype, 0, group);
+  round_like_g(r, "fc2.weight", dtype, in_out, group);
   float x[3 * T * D];
   inputs(x, sizeof x / sizeof *x, 0.0);
   strop__bf16_impl = 1;
@@ -166,6 +231,8 @@ static void forward_exact(int dtype, int in_out) {
   strop_model_free(r);
 }
 
+static void forward_exact(int dtype, int in_out) { forward_exact_g(dtype, in_out, 0); }
+
 START_TEST(bf16_fallback_exact) {
   forward_exact(STROP_DTYPE_BF16, 0);
   forward_exact(STROP_DTYPE_BF16, 1);
@@ -174,6 +241,17 @@ END_TEST
 START_TEST(int8_exact) {
   forward_exact(STROP_DTYPE_INT8, 0);
   forward_exact(STROP_DTYPE_INT8, 1);
+}
+END_TEST
+
+/* Grouped scales: the model's forward is that of an FP32 model on the group-quantised weights,
+ * both layouts, a group that divides the inputs and one that leaves a short last run. */
+START_TEST(int8_group_exact) {
+  static const int64_t groups[] = {8, 16, 24};
+  for (int g = 0; g < 3; g++) {
+    forward_exact_g(STROP_DTYPE_INT8, 0, groups[g]);
+    forward_exact_g(STROP_DTYPE_INT8, 1, groups[g]);
+  }
 }
 END_TEST
 
@@ -220,9 +298,9 @@ START_TEST(bf16_backward_tolerance) {
       for (int i = 0; i < M * OUT; i++) dy[i] = (float)sin(0.3 * i);
       for (int i = 0; i < M * IN; i++) got[i] = want[i] = 0.25f;
       strop__lowp q;
-      ck_assert_int_eq(
-          strop__lowp_make(&q, STROP__LOWP_BF16, w, in_out ? IN : OUT, in_out ? OUT : IN, in_out),
-          0);
+      ck_assert_int_eq(strop__lowp_make(&q, STROP__LOWP_BF16, w, in_out ? IN : OUT,
+                                        in_out ? OUT : IN, in_out, 0),
+                       0);
       strop__lowp_expand(&q, wr);
       ck_assert_int_eq(strop__linear_backward_lowp(&q, dy, got, M, IN, OUT, in_out, assign), 0);
       strop__linear_backward(
@@ -262,7 +340,7 @@ START_TEST(bf16_kernel_edges) {
     for (int64_t i = 0; i < n * k; i++) w[i] = (float)cos(0.7 * (double)i);
     for (int64_t i = 0; i < m * n; i++) c[i] = 0.5f;
     strop__lowp q;
-    ck_assert_int_eq(strop__lowp_make(&q, STROP__LOWP_BF16, w, n, k, 0), 0);
+    ck_assert_int_eq(strop__lowp_make(&q, STROP__LOWP_BF16, w, n, k, 0, 0), 0);
     strop__bf16_gemm_nt(m, n, k, a, k, &q, 1.0f, c, n, abf);
     for (int64_t i = 0; i < m; i++)
       for (int64_t j = 0; j < n; j++) {
@@ -280,7 +358,7 @@ START_TEST(bf16_kernel_edges) {
       }
     strop__lowp_free(&q);
     /* the same values read as B [k, n] (the backward's dX = dY W) */
-    ck_assert_int_eq(strop__lowp_make(&q, STROP__LOWP_BF16, w, k, n, 0), 0);
+    ck_assert_int_eq(strop__lowp_make(&q, STROP__LOWP_BF16, w, k, n, 0, 0), 0);
     for (int64_t i = 0; i < m * n; i++) c[i] = 0.5f;
     strop__bf16_gemm_nn(m, n, k, a, k, &q, 1.0f, c, n, abf);
     for (int64_t i = 0; i < m; i++)
@@ -433,6 +511,86 @@ START_TEST(memory_halves) {
   OK(strop_model_memory_estimate(m, 4, 2, &w8, NULL, NULL, NULL));
   ck_assert_uint_eq(w32 - w8, frozen * 3 - (64 + 32) * sizeof(float));
   strop_model_free(m);
+}
+END_TEST
+
+/* strop_model_set_frozen_int8_group: set before the dtype, the weights quantise per group;
+ * changed while int8 is held, they are quantised again (from the held values); a clone, a
+ * weight frozen later and a load take the model's group; memory counts the scales. */
+START_TEST(int8_group_storage) {
+  strop_model *m = text_model(5), *r = NULL;
+  OK(strop_model_freeze(m, "fc1.*"));
+  ck_assert_int_eq(strop_model_frozen_int8_group(m), 0);
+  ck_assert_int_eq(strop_model_frozen_int8_group(NULL), -1);
+  OK(strop_model_clone(m, &r));
+  size_t w0 = 0, w1 = 0, w2 = 0;
+  OK(strop_model_set_frozen_dtype(m, STROP_DTYPE_INT8));
+  OK(strop_model_memory_estimate(m, 4, 2, &w0, NULL, NULL, NULL));
+  OK(strop_model_set_frozen_int8_group(m, 8)); /* fc1 [64, 32]: 4 scales per channel */
+  ck_assert_int_eq(strop_model_frozen_int8_group(m), 8);
+  OK(strop_model_memory_estimate(m, 4, 2, &w1, NULL, NULL, NULL));
+  ck_assert_uint_eq(w1 - w0, 64 * 3 * sizeof(float));
+  /* quantised again from the per-channel values: the reference does the same two steps */
+  round_like_g(r, "fc1.weight", STROP_DTYPE_INT8, 0, 0);
+  round_like_g(r, "fc1.weight", STROP_DTYPE_INT8, 0, 8);
+  float x[2 * T * D];
+  inputs(x, sizeof x / sizeof *x, 0.3);
+  strop__bf16_impl = 1;
+  strop_tensor *a = forward(m, x, 2), *b = forward(r, x, 2);
+  ck_assert_mem_eq(strop_tensor_data(a), strop_tensor_data(b), 2 * CLASSES * sizeof(float));
+  strop_tensor_free(a);
+  strop_tensor_free(b);
+  /* a clone keeps the group; fc2 frozen later takes it */
+  strop_model *c = NULL;
+  OK(strop_model_clone(m, &c));
+  ck_assert_int_eq(strop_model_frozen_int8_group(c), 8);
+  OK(strop_model_freeze(c, "fc2.*"));
+  OK(strop_model_memory_estimate(c, 4, 2, &w2, NULL, NULL, NULL));
+  ck_assert_uint_eq(w1 - w2, 32 * 64 * 3 - 32 * 8 * sizeof(float));
+  strop_model_free(c);
+  /* a load into the held weight quantises with the group: the same bits as set_tensor */
+  char path[] = "/tmp/strop_lowp_groupXXXXXX";
+  const int fd = mkstemp(path);
+  ck_assert_int_ge(fd, 0);
+  close(fd);
+  OK(strop_model_save_weights(r, path));
+  strop_model *l = text_model(9);
+  OK(strop_model_freeze(l, "fc1.*"));
+  OK(strop_model_set_frozen_int8_group(l, 8));
+  OK(strop_model_set_frozen_dtype(l, STROP_DTYPE_INT8));
+  OK(strop_model_load_weights(l, path, STROP_LOAD_STRICT, NULL));
+  unlink(path);
+  a = forward(l, x, 2);
+  b = forward(m, x, 2);
+  ck_assert_mem_eq(strop_tensor_data(a), strop_tensor_data(b), 2 * CLASSES * sizeof(float));
+  strop__bf16_impl = 0;
+  strop_tensor_free(a);
+  strop_tensor_free(b);
+  strop_model_free(l);
+  /* errors leave the model and its group as they were */
+  ck_assert_int_eq(strop_model_set_frozen_int8_group(NULL, 8), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_set_frozen_int8_group(m, 4), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "got 4"));
+  ck_assert_int_eq(strop_model_set_frozen_int8_group(m, 65537), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_set_frozen_int8_group(m, -8), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_frozen_int8_group(m), 8);
+  strop_model *u = NULL;
+  OK(strop_model_create(2, IN, &u));
+  OK(strop_model_add(u, "fc", "linear", "out_features=3", NULL));
+  ck_assert_int_eq(strop_model_set_frozen_int8_group(u, 32), STROP_E_STATE);
+  ck_assert_str_ne(strop_last_error(), "");
+  strop_model_free(u);
+  /* a pre-trained load refuses a bad group before it reads anything */
+  strop_pretrained_options po;
+  strop_pretrained_options_init(&po);
+  ck_assert_int_eq(po.int8_group, 0);
+  po.int8_group = 3;
+  strop_model *pm = NULL;
+  ck_assert_int_eq(strop_model_load_pretrained("/nonexistent", "resnet18", &po, &pm, NULL),
+                   STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "int8_group"));
+  strop_model_free(m);
+  strop_model_free(r);
 }
 END_TEST
 
@@ -617,6 +775,23 @@ END_TEST
 static strop_model *g_m;
 static float g_orig[64 * 32];
 
+/* Regrouping held int8 weights: a failure leaves the group (and the weights) as they were. */
+static int op_regroup(void *ctx) {
+  (void)ctx;
+  int st = strop_model_set_frozen_int8_group(g_m, 16);
+  if (st) ck_assert_int_eq(strop_model_frozen_int8_group(g_m), 0);
+  else ck_assert_int_eq(strop_model_frozen_int8_group(g_m), 16);
+  return st;
+}
+
+static void regroup_back(void *ctx) {
+  (void)ctx;
+  OK(strop_model_set_frozen_dtype(g_m, STROP_DTYPE_F32));
+  OK(strop_model_set_frozen_int8_group(g_m, 0));
+  OK(strop_model_set_tensor(g_m, "fc1.weight", g_orig, 64 * 32));
+  OK(strop_model_set_frozen_dtype(g_m, STROP_DTYPE_INT8));
+}
+
 static int op_convert(void *ctx) {
   const int dtype = *(const int *)ctx;
   int st = strop_model_set_frozen_dtype(g_m, dtype);
@@ -647,6 +822,15 @@ START_TEST(alloc_sweep_convert) {
     ck_assert_int_ge(strop_test_alloc_sweep(op_convert, back_to_f32, &dtype), 2);
     strop_model_free(g_m);
   }
+  g_m = text_model(2);
+  OK(strop_model_freeze(g_m, "fc*"));
+  strop_tensor *t = NULL;
+  OK(strop_model_tensor_view(g_m, "fc1.weight", &t));
+  memcpy(g_orig, strop_tensor_data(t), sizeof g_orig);
+  strop_tensor_free(t);
+  OK(strop_model_set_frozen_dtype(g_m, STROP_DTYPE_INT8));
+  ck_assert_int_ge(strop_test_alloc_sweep(op_regroup, regroup_back, NULL), 2);
+  strop_model_free(g_m);
 }
 END_TEST
 
@@ -655,10 +839,12 @@ static Suite *suite(void) {
   TCase *c = tcase_create("convert");
   tcase_add_test(c, bf16_rounding);
   tcase_add_test(c, int8_quantisation);
+  tcase_add_test(c, int8_group_quantisation);
   suite_add_tcase(s, c);
   c = tcase_create("forward");
   tcase_add_test(c, bf16_fallback_exact);
   tcase_add_test(c, int8_exact);
+  tcase_add_test(c, int8_group_exact);
   tcase_add_loop_test(c, bf16_dot_tolerance, 0, 2);
   tcase_add_test(c, bf16_kernel_edges);
   tcase_add_test(c, bf16_backward_tolerance);
@@ -671,6 +857,7 @@ static Suite *suite(void) {
   suite_add_tcase(s, c);
   c = tcase_create("storage");
   tcase_add_test(c, memory_halves);
+  tcase_add_test(c, int8_group_storage);
   tcase_add_test(c, freeze_unfreeze);
   tcase_add_test(c, save_load);
   tcase_add_test(c, lora_on_held_base);

@@ -933,6 +933,34 @@ START_TEST(frozen_dtype_key) {
   ck_assert_int_ne(strop_recipe_set(r, "model.frozen_dtype", "fp8"), STROP_OK);
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "frozen_dtype"));
   strop_recipe_free(r);
+  /* model.int8_group: scales per group of inputs; a group the library refuses names the key */
+  static const char *const groups[] = {"32", "4"};
+  for (int k = 0; k < 2; k++) {
+    ck_assert_int_eq(strop_recipe_load_string(RECIPE, g_dir, &r), STROP_OK);
+    ck_assert_int_eq(strop_recipe_set(r, "model.frozen_dtype", "int8"), STROP_OK);
+    ck_assert_int_eq(strop_recipe_set(r, "model.int8_group", groups[k]), STROP_OK);
+    ck_assert_int_eq(
+        strop_recipe_set(r, "stages", "[{name: head, epochs: 1, surgery: [freeze: \"body.*\"]}]"),
+        STROP_OK);
+    strop_run_options o;
+    strop_run_options_init(&o);
+    o.mode = STROP_RUN_TRAIN;
+    o.write_outputs = 0;
+    o.baselines = 0;
+    strop_run *run = NULL;
+    const strop_status st = strop_recipe_run(r, &o, &run);
+    if (k == 0) {
+      ck_assert_msg(st == STROP_OK, "%s", strop_last_error());
+      ck_assert_int_eq(strop_model_frozen_int8_group(strop_run_model(run)), 32);
+      strop_run_free(run);
+    } else {
+      ck_assert_int_eq(st, STROP_E_INVALID_ARG);
+      ck_assert_msg(
+          strstr(strop_last_error(), "model.int8_group") && strstr(strop_last_error(), "got 4"),
+          "%s", strop_last_error());
+    }
+    strop_recipe_free(r);
+  }
 }
 END_TEST
 

@@ -679,7 +679,9 @@ typedef enum strop_dtype {
   STROP_DTYPE_F32 = 0,  /**< float32, as trainable parameters always are (the default). */
   STROP_DTYPE_BF16 = 1, /**< bfloat16: the top 16 bits of a float32, rounded to nearest even. */
   STROP_DTYPE_INT8 = 2  /**< int8 with one float32 scale per output channel (symmetric,
-                             absmax / 127): the weight is q · scale. */
+                             absmax / 127), or per group of an output channel's inputs
+                             (strop_model_set_frozen_int8_group()): the weight is
+                             q · scale. */
 } strop_dtype;
 
 /**
@@ -711,6 +713,33 @@ STROP_API STROP_NODISCARD strop_status strop_model_set_frozen_dtype(strop_model 
  * @return A ::strop_dtype value; -1 for NULL. Thread-safe (reads only). @since 0.2
  */
 STROP_API int strop_model_frozen_dtype(const strop_model *model);
+
+/**
+ * @brief Chooses how finely frozen weights held as ::STROP_DTYPE_INT8 are scaled: one float32
+ *        scale per output channel (@p group 0, the default), or one per run of @p group
+ *        consecutive inputs of each output channel (the last run of a channel may be shorter;
+ *        bitsandbytes and GPTQ use 32 to 128). Smaller groups follow a weight with a few large
+ *        values more closely, at 4 / @p group bytes more per value. Weights held in int8 now
+ *        are quantised again with the new group — from the values they hold, which were
+ *        quantised once already: set the group before strop_model_set_frozen_dtype() (or a
+ *        load with ::STROP_LOAD_FROZEN) to quantise from the float32 values. Weights frozen
+ *        later take it. BF16 and float32 storage ignore it.
+ * @param[in,out] model A finalized model.
+ * @param[in]     group 0, or inputs per scale in [8, 65536].
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL model, @p group out of range); STROP_E_STATE
+ *         (not finalized); STROP_E_NOMEM (the model is then unchanged, its group too).
+ * Not thread-safe on one model (it replaces weights). @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_set_frozen_int8_group(strop_model *model,
+                                                                         int64_t group);
+
+/**
+ * @brief The model's int8 group (strop_model_set_frozen_int8_group()).
+ * @param[in] model The model.
+ * @return 0 (one scale per output channel) or the inputs per scale; -1 for NULL. Thread-safe
+ *         (reads only). @since 0.2
+ */
+STROP_API int64_t strop_model_frozen_int8_group(const strop_model *model);
 
 /**
  * @brief Whether the named parameter is trainable.

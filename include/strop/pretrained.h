@@ -43,6 +43,9 @@ struct strop_pretrained_options {
                              the weights are read, so that with ::STROP_LOAD_MMAP a BF16 file's
                              frozen weights are borrowed as BF16. Default STROP_DTYPE_F32.
                              @since 0.2 */
+  int64_t int8_group; /**< With @c frozen_dtype STROP_DTYPE_INT8: inputs per scale
+                             (strop_model_set_frozen_int8_group()), set before the weights are
+                             read. Default 0: one scale per output channel. @since 0.2 */
 };
 
 /**

@@ -19,9 +19,11 @@ struct strop_model {
   int training;
   strop__rng rng; /* dropout and init stream; saved in checkpoints */
   uint64_t seed;
-  strop__meta meta; /* strop_model_set_meta(): copied by clone, kept by surgery */
-  int frozen_dtype; /* STROP_DTYPE_*: how frozen linear weights are held
+  strop__meta meta;   /* strop_model_set_meta(): copied by clone, kept by surgery */
+  int frozen_dtype;   /* STROP_DTYPE_*: how frozen linear weights are held
                                    (strop_model_set_frozen_dtype, lib/surgery/storage.c) */
+  int64_t int8_group; /* int8's inputs per scale, 0 per output channel
+                         (strop_model_set_frozen_int8_group) */
   /* parameter index over all nodes, rebuilt by strop__model_reindex */
   strop__param **params;
   int n_params;

@@ -1664,6 +1664,7 @@ strop_status strop__model_clone(const strop_model *src, strop_model **out) {
   m->rng = src->rng;
   m->seed = src->seed;
   m->frozen_dtype = src->frozen_dtype;
+  m->int8_group = src->int8_group;
   if (src->ckpt_pattern && !(m->ckpt_pattern = strop__strdup(src->ckpt_pattern))) goto oom;
   if (strop__meta_copy(&m->meta, &src->meta, fn)) goto oom;
   if (m->finalized && (s = strop__model_reindex(m))) {

@@ -72,6 +72,7 @@ strop_status strop__model_split_head(const strop_model *m, int cut, strop_model 
   h->training = m->training;
   h->rng = m->rng;
   h->frozen_dtype = m->frozen_dtype;
+  h->int8_group = m->int8_group;
   *out = h;
   return STROP_OK;
 }
@@ -94,7 +95,7 @@ strop_status strop__model_copy_state(strop_model *dst, const strop_model *src) {
       strop__param_drop_values(p);
       p->lowp = t;
     } else if (q->data) {
-      if (strop__param_convert(p, STROP__LOWP_F32) || strop__param_assign(p, q->data))
+      if (strop__param_convert(p, STROP__LOWP_F32, 0) || strop__param_assign(p, q->data))
         return strop__err(STROP_E_NOMEM, "copying '%s': out of memory", p->name);
     }
     if (p->idata && q->idata) p->idata[0] = q->idata[0];

@@ -361,6 +361,7 @@ strop_status strop__model_load_files(const char *fn, strop_model *m,
         p->lowp.rows = p->dims[0];
         p->lowp.cols = p->dims[1];
         p->lowp.scale_cols = p->lowp_ok == 2;
+        p->lowp.group = q->lowp_target == STROP__LOWP_INT8 ? m->int8_group : 0;
         st = read_lowp(fn, q->t, p);
         if (st) memset(&p->lowp, 0, sizeof p->lowp);
       } else if (p->lowp.dtype) st = read_lowp(fn, q->t, p);

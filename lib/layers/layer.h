@@ -306,9 +306,10 @@ int strop__param_lowp_target(const strop__param *p, int dtype, int tie_target);
 /* The storage p has now (STROP__LOWP_F32 for FP32 data and int64 buffers). */
 static inline int strop__param_dtype(const strop__param *p) { return p->lowp.dtype; }
 /* Holds p as dtype, converting its values (FP32 -> BF16 rounds to nearest even, -> int8
- * quantises per output channel; back to FP32 widens exactly). 0, or -1 when out of memory
+ * quantises per output channel, or per `group` of its inputs when group > 0; back to FP32
+ * widens exactly). 0, or -1 when out of memory
  * with p as it was. */
-int strop__param_convert(strop__param *p, int dtype);
+int strop__param_convert(strop__param *p, int dtype, int64_t group);
 /* Sets p's values from the numel floats v, in the storage p has now (rounded or quantised
  * when p is held in lowp). 0, or -1 when out of memory with p as it was. */
 int strop__param_assign(strop__param *p, const float *v);

@@ -188,7 +188,7 @@ void strop__param_borrow(strop__param *p, strop__mapping *map, const void *value
   strop__mapping_count((int64_t)strop__param_bytes(p), 0);
 }
 
-int strop__param_convert(strop__param *p, int dtype) {
+int strop__param_convert(strop__param *p, int dtype, int64_t group) {
   if (p->lowp.dtype == dtype) return 0;
   if (dtype == STROP__LOWP_F32) {
     float *d = strop__malloc_aligned(p->numel * sizeof *d);
@@ -201,7 +201,8 @@ int strop__param_convert(strop__param *p, int dtype) {
   float *tmp = NULL;
   const float *v = strop__param_f32(p, &tmp);
   strop__lowp q;
-  const int bad = !v || strop__lowp_make(&q, dtype, v, p->dims[0], p->dims[1], p->lowp_ok == 2);
+  const int bad = !v ||
+                  strop__lowp_make(&q, dtype, v, p->dims[0], p->dims[1], p->lowp_ok == 2, group);
   strop__free_aligned(tmp);
   if (bad) return -1;
   strop__param_drop_values(p);
@@ -222,7 +223,8 @@ int strop__param_assign(strop__param *p, const float *v) {
     return 0;
   }
   strop__lowp q;
-  if (strop__lowp_make(&q, p->lowp.dtype, v, p->lowp.rows, p->lowp.cols, p->lowp.scale_cols))
+  if (strop__lowp_make(&q, p->lowp.dtype, v, p->lowp.rows, p->lowp.cols, p->lowp.scale_cols,
+                       p->lowp.group))
     return -1;
   strop__param_drop_values(p);
   p->lowp = q;

@@ -49,10 +49,28 @@ static int8_t quantize(float w, float scale) {
   return (int8_t)(r > 127.0f ? 127 : r < -127.0f ? -127 : (int)r);
 }
 
+/* inputs per output channel of a rows x cols weight, and scales per output channel */
+static int64_t lowp_inputs(const strop__lowp *q) { return q->scale_cols ? q->rows : q->cols; }
+static int64_t lowp_groups(const strop__lowp *q) {
+  const int64_t in = lowp_inputs(q);
+  return q->group > 0 && q->group < in ? (in + q->group - 1) / q->group : 1;
+}
+
+int64_t strop__lowp_scales(const strop__lowp *q) {
+  if (q->dtype != STROP__LOWP_INT8) return 0;
+  return (q->scale_cols ? q->cols : q->rows) * lowp_groups(q);
+}
+
+/* the scale of W(r, c): its output channel's, of the group its input falls in */
+static inline int64_t scale_at(const strop__lowp *q, int64_t ng, int64_t r, int64_t c) {
+  const int64_t o = q->scale_cols ? c : r, i = q->scale_cols ? r : c;
+  return o * ng + (ng > 1 ? i / q->group : 0);
+}
+
 int strop__lowp_make(strop__lowp *q, int dtype, const float *w, int64_t rows, int64_t cols,
-                     int scale_cols) {
+                     int scale_cols, int64_t group) {
   const size_t n = (size_t)rows * (size_t)cols;
-  strop__lowp t = {dtype, scale_cols, rows, cols, NULL, NULL};
+  strop__lowp t = {dtype, scale_cols, rows, cols, 0, NULL, NULL};
   if (dtype == STROP__LOWP_BF16) {
     uint16_t *v = strop__malloc_aligned(n * sizeof *v + 1);
     if (!v) return -1;
@@ -63,19 +81,27 @@ int strop__lowp_make(strop__lowp *q, int dtype, const float *w, int64_t rows, in
           v[c * rows + r] = strop__bf16_from_f32(w[r * cols + c]);
     t.v = v;
   } else if (dtype == STROP__LOWP_INT8) {
-    const int64_t ns = scale_cols ? cols : rows;
+    t.group = group > 0 ? group : 0;
+    const int64_t ng = lowp_groups(&t), nout = scale_cols ? cols : rows, nin = lowp_inputs(&t);
+    const int64_t gl = ng > 1 ? t.group : nin; /* inputs of a full group */
     int8_t *v = strop__malloc_aligned(n + 1);
-    float *s = strop__malloc((size_t)ns * sizeof *s + 1);
+    float *s = strop__malloc((size_t)(nout * ng) * sizeof *s + 1);
     if (!v || !s) {
       strop__free_aligned(v);
       strop__free(s);
       return -1;
     }
-    for (int64_t c = 0; c < ns; c++)
-      s[c] = scale_cols ? absmax_scale(w + c, rows, cols) : absmax_scale(w + c * cols, cols, 1);
+    /* output channel o's inputs i0 .. i0 + len - 1: strided down a column of W [in, out], along
+     * a row of W [out, in] */
+    for (int64_t o = 0; o < nout; o++)
+      for (int64_t g = 0; g < ng; g++) {
+        const int64_t i0 = g * gl, len = nin - i0 < gl ? nin - i0 : gl;
+        s[o * ng + g] = scale_cols ? absmax_scale(w + i0 * cols + o, len, cols)
+                                   : absmax_scale(w + o * cols + i0, len, 1);
+      }
     for (int64_t r = 0; r < rows; r++)
       for (int64_t c = 0; c < cols; c++)
-        v[r * cols + c] = quantize(w[r * cols + c], s[scale_cols ? c : r]);
+        v[r * cols + c] = quantize(w[r * cols + c], s[scale_at(&t, ng, r, c)]);
     t.v = v;
     t.scale = s;
   } else {
@@ -88,8 +114,7 @@ int strop__lowp_make(strop__lowp *q, int dtype, const float *w, int64_t rows, in
 size_t strop__lowp_bytes(const strop__lowp *q) {
   const size_t n = (size_t)q->rows * (size_t)q->cols;
   if (q->dtype == STROP__LOWP_BF16) return n * sizeof(uint16_t);
-  if (q->dtype == STROP__LOWP_INT8)
-    return n + (size_t)(q->scale_cols ? q->cols : q->rows) * sizeof(float);
+  if (q->dtype == STROP__LOWP_INT8) return n + (size_t)strop__lowp_scales(q) * sizeof(float);
   return 0;
 }
 
@@ -97,8 +122,7 @@ int strop__lowp_copy(strop__lowp *dst, const strop__lowp *src) {
   strop__lowp t = *src;
   const size_t n = (size_t)src->rows * (size_t)src->cols;
   const size_t vb = src->dtype == STROP__LOWP_BF16 ? n * sizeof(uint16_t) : n;
-  const size_t sb = src->scale ? (size_t)(src->scale_cols ? src->cols : src->rows) * sizeof(float)
-                               : 0;
+  const size_t sb = src->scale ? (size_t)strop__lowp_scales(src) * sizeof(float) : 0;
   t.v = strop__malloc_aligned(vb + 1);
   t.scale = sb ? strop__malloc(sb) : NULL;
   if (!t.v || (sb && !t.scale)) {
@@ -130,9 +154,21 @@ void strop__lowp_expand(const strop__lowp *q, float *dst) {
         dst[r * q->cols + c] = strop__bf16_to_f32(v[c * q->rows + r]);
   } else if (q->dtype == STROP__LOWP_INT8) {
     const int8_t *v = q->v;
-    for (int64_t r = 0; r < q->rows; r++)
-      for (int64_t c = 0; c < q->cols; c++)
-        dst[r * q->cols + c] = (float)v[r * q->cols + c] * q->scale[q->scale_cols ? c : r];
+    const int64_t ng = lowp_groups(q), gl = ng > 1 ? q->group : q->cols;
+    for (int64_t r = 0; r < q->rows; r++) {
+      const int8_t *vr = v + r * q->cols;
+      float *dr = dst + r * q->cols;
+      if (q->scale_cols) { /* W [in, out]: row r is input r, in group r / group of each column */
+        const float *sr = q->scale + (ng > 1 ? r / q->group : 0);
+        for (int64_t c = 0; c < q->cols; c++) dr[c] = (float)vr[c] * sr[c * ng];
+      } else { /* W [out, in]: row r is output channel r, its groups along the row */
+        const float *sr = q->scale + r * ng;
+        for (int64_t c0 = 0, g = 0; c0 < q->cols; c0 += gl, g++) {
+          const int64_t c1 = c0 + gl < q->cols ? c0 + gl : q->cols;
+          for (int64_t c = c0; c < c1; c++) dr[c] = (float)vr[c] * sr[g];
+        }
+      }
+    }
   }
 }
 

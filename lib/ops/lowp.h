@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* strop — frozen weights held in fewer bits: BF16 (the top half of an FP32) or int8 with one
- * FP32 scale per output channel (symmetric, absmax), their conversions, and the BF16 product
+ * FP32 scale per output channel or per group of an output channel's inputs (symmetric,
+ * absmax), their conversions, and the BF16 product
  * on AVX512_BF16 (vdpbf16ps, FP32 accumulation) with its exact fallback (widen, FP32 GEMM). */
 #ifndef STROP_OPS_LOWP_H
 #define STROP_OPS_LOWP_H
@@ -13,7 +14,10 @@ enum { STROP__LOWP_F32 = 0, STROP__LOWP_BF16 = 1, STROP__LOWP_INT8 = 2 };
 
 /* A rows x cols weight (row-major) in BF16 or int8. scale_cols 1 says the output channels are
  * W's columns (W [in, out], GPT-2's Conv1D), 0 its rows (W [out, in]). For int8, scale holds
- * one FP32 per output channel and the value is (float)q * scale. A BF16 W [in, out] is stored
+ * one FP32 per output channel (group 0) or per run of `group` consecutive inputs of an output
+ * channel (the last run of a channel may be shorter): output channel o's scales are
+ * scale[o * ng .. o * ng + ng - 1], ng = ceil(inputs / group), and the value is
+ * (float)q * scale. A BF16 W [in, out] is stored
  * transposed (v is cols x rows), so that the vdpbf16ps product reads each output channel's
  * inputs contiguously whatever the layout; strop__lowp_expand gives W in its own layout.
  * dtype STROP__LOWP_F32 (all zero) means "not held here". */
@@ -21,8 +25,9 @@ typedef struct strop__lowp {
   int dtype;
   int scale_cols;
   int64_t rows, cols;
-  void *v;      /* uint16_t[rows * cols] (BF16) or int8_t[rows * cols]; 64-byte aligned */
-  float *scale; /* int8: rows (or cols) scales; NULL for BF16 */
+  int64_t group; /* int8: inputs per scale, 0 for the whole channel; 0 for BF16 */
+  void *v;       /* uint16_t[rows * cols] (BF16) or int8_t[rows * cols]; 64-byte aligned */
+  float *scale;  /* int8: strop__lowp_scales(q) scales; NULL for BF16 */
 } strop__lowp;
 
 /* Round-to-nearest-even FP32 -> BF16 (NaN stays NaN, quiet); BF16 -> FP32 is exact. */
@@ -30,9 +35,12 @@ uint16_t strop__bf16_from_f32(float x);
 float strop__bf16_to_f32(uint16_t h);
 void strop__bf16_round_n(const float *x, uint16_t *out, size_t n);
 
-/* Makes q from the FP32 weight w (rows x cols): 0, or -1 when out of memory (q untouched). */
+/* Makes q from the FP32 weight w (rows x cols); group: int8's inputs per scale (0: one scale
+ * per output channel; ignored for BF16): 0, or -1 when out of memory (q untouched). */
 int strop__lowp_make(strop__lowp *q, int dtype, const float *w, int64_t rows, int64_t cols,
-                     int scale_cols);
+                     int scale_cols, int64_t group);
+/* Number of int8 scales of q (0 for BF16). */
+int64_t strop__lowp_scales(const strop__lowp *q);
 /* A deep copy: 0, or -1 when out of memory (dst untouched). */
 int strop__lowp_copy(strop__lowp *dst, const strop__lowp *src);
 void strop__lowp_free(strop__lowp *q);

@@ -270,6 +270,11 @@ strop_status strop_model_load_pretrained(const char *path, const char *arch_name
                       "%s: frozen_dtype must be STROP_DTYPE_F32 (0), STROP_DTYPE_BF16 (1) or "
                       "STROP_DTYPE_INT8 (2), got %d",
                       fn, opt.frozen_dtype);
+  if (opt.int8_group != 0 && (opt.int8_group < 8 || opt.int8_group > 65536))
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: int8_group must be 0 (one scale per output channel) or in "
+                      "[8, 65536], got %lld",
+                      fn, (long long)opt.int8_group);
   const strop__arch *a = NULL;
   if (arch_name && !(a = strop__arch_find(arch_name))) return unknown_arch(fn, arch_name, NULL);
 
@@ -319,6 +324,7 @@ strop_status strop_model_load_pretrained(const char *path, const char *arch_name
     st = strop__model_finalize(m, opt.seed, partial ? 1 : opt.flags & STROP_LOAD_MMAP ? -1 : 0);
   if (!st) {
     m->frozen_dtype = opt.frozen_dtype; /* read by the load; converted by the store below */
+    m->int8_group = opt.int8_group;
     if (opt.flags & STROP_LOAD_FROZEN)
       for (int i = 0; i < m->n_params; i++) m->params[i]->trainable = 0;
     const strop__load_names nm = {.prefixes = a->prefixes, .ignore = a->ignore};

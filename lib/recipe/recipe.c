@@ -49,6 +49,7 @@ static const range R_PROBABILITY = {0, 1, 0, 0, "in [0, 1]"};
 static const range R_NONNEG = {0, INFINITY, 0, 0, ">= 0"};
 static const range R_ONE_UP = {1, INFINITY, 0, 0, ">= 1"};
 static const range R_IMAGE_SIZE = {1, 65536, 0, 0, "in [1, 65536]"};
+static const range R_INT8_GROUP = {0, 65536, 0, 0, "0 or in [8, 65536]"};
 static const range R_PADDING = {0, 1 << 20, 0, 0, "in [0, 1048576]"};
 static const range R_CLASSES = {-1, 1 << 24, 0, 0, "in [-1, 16777216] (-1: infer)"};
 static const range R_CHANNELS = {1, 4, 0, 0, "1, 3 or 4"};
@@ -107,6 +108,7 @@ static const field F_MODEL[] = {{"spec", T_STR, NULL, NULL, NULL},
                                 {"remap", T_ANYMAP, NULL, NULL, NULL},
                                 {"seed", T_INT, NULL, NULL, NULL},
                                 {"frozen_dtype", T_ENUM, NULL, strop__recipe_frozen_dtypes, NULL},
+                                {"int8_group", T_INT, NULL, NULL, &R_INT8_GROUP},
                                 {"checkpointing", T_STR, NULL, NULL, NULL},
                                 END};
 static const field F_CROP[] = {{"size", T_INTS, NULL, NULL, &R_IMAGE_SIZE},

@@ -253,9 +253,15 @@ static strop_status add_head(ctx *c, strop_model *m) {
   return strop__recipe_err(FN, r, h, s, "'model.head': %s", sentence_after_fn(rest));
 }
 
-/* model.frozen_dtype: set before any surgery, so the weights it freezes take it */
+/* model.frozen_dtype (and int8_group, first): set before any surgery, so the weights it
+ * freezes take it */
 static strop_status set_frozen_dtype(ctx *c, strop_model *m) {
   const strop__ynode *msec = section(c->r, "model");
+  int64_t group = 0;
+  strop_status gs;
+  if (msec && (gs = strop__rd_int(c->r, msec, "int8_group", &group))) return gs;
+  if (group && (gs = strop_model_set_frozen_int8_group(m, group)))
+    return fail(gs, "model.int8_group");
   const char *v = msec ? strop__rd_str(msec, "frozen_dtype") : NULL;
   if (!v) return STROP_OK;
   for (int d = 0; strop__recipe_frozen_dtypes[d]; d++)

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* strop — the storage of frozen weights: the model's frozen dtype (FP32, BF16 or int8 with
- * per-channel scales) and the one transactional pass that makes every parameter hold it. */
+ * scales per output channel or per group of its inputs) and the one transactional pass that makes every parameter hold it. */
 #include <string.h>
 
 #include "surgery/surgery_impl.h"
@@ -36,7 +36,10 @@ strop_status strop__model_store(const char *fn, strop_model *m, int dtype) {
     /* a weight borrowed from a mapped file stays there while it is frozen in the storage it
      * has; one that trains (or is converted) is copied out of the mapping (copy on write) */
     const int writable = p->map && p->trainable && want == p->lowp.dtype;
-    if (want == p->lowp.dtype && !writable) continue;
+    /* an int8 weight of another group is quantised again (from the values it holds) */
+    const int regroup = want == STROP__LOWP_INT8 && p->lowp.dtype == want &&
+                        p->lowp.group != m->int8_group;
+    if (want == p->lowp.dtype && !writable && !regroup) continue;
     pending *q = &v[n++];
     q->p = p;
     int bad;
@@ -50,8 +53,8 @@ strop_status strop__model_store(const char *fn, strop_model *m, int dtype) {
     } else {
       float *tmp = NULL;
       const float *src = strop__param_f32(p, &tmp);
-      bad = !src ||
-            strop__lowp_make(&q->lowp, want, src, p->dims[0], p->dims[1], p->lowp_ok == 2);
+      bad = !src || strop__lowp_make(&q->lowp, want, src, p->dims[0], p->dims[1], p->lowp_ok == 2,
+                                     m->int8_group);
       strop__free_aligned(tmp);
     }
     if (bad) {
@@ -94,4 +97,24 @@ strop_status strop_model_set_frozen_dtype(strop_model *model, int dtype) {
 
 int strop_model_frozen_dtype(const strop_model *model) {
   return model ? model->frozen_dtype : -1;
+}
+
+strop_status strop_model_set_frozen_int8_group(strop_model *model, int64_t group) {
+  static const char fn[] = "strop_model_set_frozen_int8_group";
+  if (!model) return strop__err(STROP_E_INVALID_ARG, "%s: model is NULL", fn);
+  if (group != 0 && (group < 8 || group > 65536))
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: group must be 0 (one scale per output channel) or in [8, 65536] "
+                      "inputs per scale, got %lld",
+                      fn, (long long)group);
+  if (!model->finalized) return strop__err(STROP_E_STATE, "%s: the model is not finalized", fn);
+  const int64_t old = model->int8_group;
+  model->int8_group = group;
+  strop_status st = strop__model_store(fn, model, model->frozen_dtype);
+  if (st) model->int8_group = old;
+  return st;
+}
+
+int64_t strop_model_frozen_int8_group(const strop_model *model) {
+  return model ? model->int8_group : -1;
 }

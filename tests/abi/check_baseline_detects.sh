@@ -54,9 +54,12 @@ edit 's/^STROP_END_DECLS/STROP_API int strop_abi_probe(void); \/**< test only @s
 edit 's/^\(  STROP_E_CANCELLED = -12\)/\1, STROP_E_ABI_PROBE = -99/' "$s"/include/strop/*.h
 edit 's/^} strop_csv_options;/  int64_t abi_probe_member;\n} strop_csv_options;/' "$s"/include/strop/*.h
 printf '\nint strop_abi_probe(void) { return 1; }\n' >>"$s/lib/core/runtime.c"
-last=$(grep -n '^} *STROP_[0-9.]* *;' "$s/lib/strop.map" | tail -n1 | cut -d: -f1)
-[ -n "$last" ] || fail "lib/strop.map has no node that inherits another"
-sed -i "${last}i\\    strop_abi_probe;" "$s/lib/strop.map"
+# (into the newest node's global list: after its `global:` line, before any `local:`)
+node=$(grep -n '^} *STROP_[0-9.]* *;' "$s/lib/strop.map" | tail -n1 | cut -d: -f1)
+[ -n "$node" ] || fail "lib/strop.map has no node that inherits another"
+last=$(head -n "$node" "$s/lib/strop.map" | grep -n '^ *global:' | tail -n1 | cut -d: -f1)
+[ -n "$last" ] || fail "the newest node of lib/strop.map has no global: list"
+sed -i "${last}a\\    strop_abi_probe;" "$s/lib/strop.map"
 build
 rc=0; check || rc=$?
 cat "$tmp/check.log"

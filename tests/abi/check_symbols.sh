@@ -16,6 +16,8 @@ err() { echo "FAIL: $*"; fail=1; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
+# A name may also be exported in an older version (name@NODE, not the default name@@NODE) that
+# lib/recipe/abi_compat.c keeps for programs linked against that release; the map lists the default.
 # ---- the map: "NODE SYMBOL" for every global entry; comments (/* */ and #) dropped ----
 # (block comments may span lines: join the lines with \001, drop them, split again)
 tr '\n' '\001' <"$map" | sed -E 's:/\*([^*]|\*+[^*/])*\*+/: :g' | tr '\001' '\n' |
@@ -72,15 +74,20 @@ awk -v mapname="$map" -v q="'" '
   {                                                                # nm.txt
     if (NF == 3) { type = $2; name = $3 } else { type = $1; name = $2 }
     if (type == "A" && (name in node)) next     # the version nodes themselves
-    base = name; ver = ""
+    base = name; ver = ""; older = 0
     if ((i = index(name, "@@")) > 0) { base = substr(name, 1, i - 1); ver = substr(name, i + 2) }
-    else if ((i = index(name, "@")) > 0) { base = substr(name, 1, i - 1); ver = substr(name, i + 1) }
+    else if ((i = index(name, "@")) > 0) { base = substr(name, 1, i - 1); ver = substr(name, i + 1); older = 1 }
     exported[base] = 1; nexp++
     if (ver == "") fail("exported symbol " q base q " (" type ") has no version (is lib/strop.map passed to the linker?)")
     else if (!(ver in node)) fail("exported symbol " q base q " has version " q ver q ", which is not a node of the map")
     if (base ~ /^strop__/) fail("internal symbol " q base q " is exported (strop__ names must stay hidden)")
     else if (base !~ /^strop_/) fail("exported symbol " q base q " (" type ") lacks the strop_ prefix")
     if (!(base in listed)) fail("exported symbol " q base q " is missing from " mapname)
+    else if (older) {
+      # an older version kept beside the default one (lib/recipe/abi_compat.c): its node must be a
+      # node of the map other than the one listing the default version
+      if (ver == listed[base]) fail("" q base q " is exported as an older version " ver " of itself, the node the map lists it under")
+    }
     else if (ver != "" && listed[base] != ver) fail("" q base q " is exported as " ver " but the map lists it under " listed[base])
   }
   function fail(msg) { print "FAIL: " msg; bad = 1 }

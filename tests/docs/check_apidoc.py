@@ -48,6 +48,14 @@ def map_nodes(path):
         g = re.search(r"global:(.*?)(local:|$)", body, re.S)
         for sym in re.findall(r"([A-Za-z_]\w*)\s*;", g.group(1) if g else ""):
             out[sym] = m.group(1)
+    # a function the map lists under a newer node because its struct grew keeps its first
+    # release in an older version (lib/recipe/abi_compat.c: `.symver impl,NAME@STROP_x.y`):
+    # its @since is that first release
+    compat = os.path.join(os.path.dirname(path), "recipe", "abi_compat.c")
+    if os.path.exists(compat):
+        for sym, ver in re.findall(r"\.symver\s+\w+,(\w+)@STROP_(\d+\.\d+)", open(compat).read()):
+            if sym in out and tuple(map(int, ver.split("."))) < tuple(map(int, out[sym].split("."))):
+                out[sym] = ver
     return out
 
 

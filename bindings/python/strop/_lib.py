@@ -74,7 +74,8 @@ class strop_text_options(Structure):
 
 class strop_pretrained_options(Structure):
     _fields_ = [("size", c_size_t), ("flags", c_int), ("image_size", c_int64),
-                ("max_length", c_int64), ("seed", c_uint64)]
+                ("max_length", c_int64), ("seed", c_uint64), ("frozen_dtype", c_int),
+                ("int8_group", c_int64)]
 
 
 class strop_progress(Structure):
@@ -297,6 +298,8 @@ _DECLS = [
     ("strop_model_freeze", c_int, [c_void_p, c_char_p]),
     ("strop_model_frozen_dtype", c_int, [c_void_p]),
     ("strop_model_set_frozen_dtype", c_int, [c_void_p, c_int]),
+    ("strop_model_frozen_int8_group", c_int64, [c_void_p]),
+    ("strop_model_set_frozen_int8_group", c_int, [c_void_p, c_int64]),
     ("strop_model_lora_load", c_int, [c_void_p, c_char_p]),
     ("strop_model_lora_merge", c_int, [c_void_p]),
     ("strop_model_lora_save", c_int, [c_void_p, c_char_p]),

@@ -669,6 +669,18 @@ class Model(Handle):
         check(_lib.lib.strop_model_set_frozen_dtype(self._h, self.FROZEN_DTYPES.index(dtype)))
         return self
 
+    @property
+    def int8_group(self):
+        """Inputs per scale of frozen weights held in "int8": 0 (default) for one scale per
+        output channel, else 8 to 65536 (32 to 128 is usual). Setting it quantises the int8
+        weights again; set it before frozen_dtype to quantise from the float32 values
+        (strop_model_set_frozen_int8_group)."""
+        return int(_lib.lib.strop_model_frozen_int8_group(self._h))
+
+    @int8_group.setter
+    def int8_group(self, group):
+        check(_lib.lib.strop_model_set_frozen_int8_group(self._h, int(group)))
+
     def is_trainable(self, name):
         r = _lib.lib.strop_model_param_trainable(self._h, enc(name))
         if r < 0:

@@ -53,3 +53,27 @@ def test_int8_and_errors():
     assert m.frozen_dtype == "int8"
     m.frozen_dtype = "f32"
     assert m["fc1.weight"].dtype == np.float32
+
+
+def test_int8_group():
+    m = text_model()
+    assert m.int8_group == 0
+    m.freeze("fc1.*")
+    ref = m.clone()
+    m.int8_group = 16
+    m.frozen_dtype = "int8"
+    assert m.int8_group == 16
+    # fc1 [64, 32]: two scales per output channel instead of one
+    per_channel = ref.clone()
+    per_channel.frozen_dtype = "int8"
+    assert (m.memory_estimate(1)["weights"] - per_channel.memory_estimate(1)["weights"]
+            == 64 * 4)
+    # the values held are the weight quantised per run of 16 inputs (absmax / 127)
+    w = ref["fc1.weight"].reshape(64, 2, 16)
+    s = np.abs(w).max(axis=2, keepdims=True) / np.float32(127)
+    q = (np.clip(np.rint(w / s), -127, 127) * s).astype(np.float32).reshape(64, 32)
+    m.unfreeze("fc1.*")
+    assert np.allclose(m["fc1.weight"], q, rtol=0, atol=1e-6)
+    with pytest.raises(strop.InvalidArgument, match="got 5"):
+        m.int8_group = 5
+    assert m.int8_group == 16
