@@ -1,7 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /* strop bench — conv2d forward+backward of the small CNN's two conv layers (batch 64:
  * conv 1->32 3x3 pad 1 on 28x28, conv 32->64 3x3 pad 1 on 14x14) against the bare
- * strop__sgemm calls of the same shapes: the "GEMM floor". Target: GEMM share >= 70%. */
+ * strop__sgemm calls of the same shapes: the "GEMM floor". Target: GEMM share >= 70%.
+ * `bench_conv resnet [threads] [iters] [batch]`: ResNet-18's 3x3 stride-1 convs at 224x224
+ * (64 to 512 channels, 56x56 to 7x7), the forward lowered (im2col + GEMM) against Winograd
+ * F(2x2, 3x3) and F(4x4, 3x3), the three run alternately in one process (best of iters each,
+ * ratios), the same for the backward (dx dW db; dx as the forward runs), and each forward's
+ * largest error against a double reference over two images; iters 0: one run of each, no
+ * reference, and a 5th argument 0, 2 or 4 runs that one alone (for valgrind
+ * --tool=callgrind). */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,7 +57,117 @@ static int cmp_d(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
+/* y = conv3x3(x, w) + b over the first `n` images, in double */
+static void ref3x3(const strop__conv2d_dims *d, int64_t n, const float *x, const float *w,
+                   const float *b, double *y) {
+  const int64_t H = d->h, W = d->w, OH = d->oh, OW = d->ow;
+  for (int64_t i = 0; i < n * d->c_out * OH * OW; i++) y[i] = b[(i / (OH * OW)) % d->c_out];
+  for (int64_t im = 0; im < n; im++)
+    for (int64_t o = 0; o < d->c_out; o++)
+      for (int64_t c = 0; c < d->c_in; c++)
+        for (int64_t ki = 0; ki < 3; ki++)
+          for (int64_t kj = 0; kj < 3; kj++) {
+            const double wv = w[((o * d->c_in + c) * 3 + ki) * 3 + kj];
+            double *yo = y + (im * d->c_out + o) * OH * OW;
+            const float *xc = x + (im * d->c_in + c) * H * W;
+            for (int64_t oy = 0; oy < OH; oy++) {
+              const int64_t yy = oy + ki - d->ph;
+              if (yy < 0 || yy >= H) continue;
+              for (int64_t ox = 0; ox < OW; ox++) {
+                const int64_t xx = ox + kj - d->pw;
+                if (xx >= 0 && xx < W) yo[oy * OW + ox] += wv * xc[yy * W + xx];
+              }
+            }
+          }
+}
+
+static int resnet(int threads, int iters, int64_t batch, int only) {
+  static const struct {
+    int64_t c, hw, count;
+  } shapes[] = {{64, 56, 4}, {128, 28, 3}, {256, 14, 3}, {512, 7, 3}};
+  static const int modes[3] = {0, 2, 4};
+  strop__rng r;
+  strop__rng_seed(&r, 1, 0);
+  if (strop_set_num_threads(threads) != STROP_OK) return 1;
+  printf("bench_conv resnet: ResNet-18's 3x3 stride-1 convs, batch %lld, %d thread(s), best of "
+         "%d, forward only\n",
+         (long long)batch, threads, iters);
+  printf("%-22s %10s %10s %10s %8s %8s %10s %10s %10s\n", "shape", "lowered_ms", "F2_ms", "F4_ms",
+         "F2_x", "F4_x", "err_low", "err_F2", "err_F4");
+  double tot[3] = {0, 0, 0}, totb[3] = {0, 0, 0};
+  for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+    const int64_t C = shapes[k].c, S = shapes[k].hw;
+    strop__conv2d_dims d = {batch, C, S, S, C, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0};
+    strop__conv2d_out_size(&d);
+    const int chunks = strop__par_chunks(threads, d.n, 1);
+    size_t nx = (size_t)(d.n * C * S * S), nw = (size_t)(C * C * 9);
+    float *x = randbuf(nx, &r), *w = randbuf(nw, &r), *b = randbuf((size_t)C, &r);
+    for (size_t i = 0; i < nw; i++) w[i] *= 1.0f / 24; /* about PyTorch's init: |y| ~ |x| */
+    float *y[3];
+    size_t sf = 0;
+    for (int v = 0; v < 3; v++) {
+      strop__conv_winograd = modes[v];
+      size_t f = strop__conv2d_scratch_floats(&d, 0, chunks, NULL);
+      size_t fb = strop__conv2d_scratch_floats(&d, 1, chunks, NULL);
+      if (f > sf) sf = f;
+      if (fb > sf) sf = fb;
+      y[v] = randbuf(nx, &r);
+    }
+    float *scratch = randbuf(sf, &r), *dx = randbuf(nx, &r), *dw = randbuf(nw, &r);
+    float *db = randbuf((size_t)C, &r);
+    double best[3] = {1e30, 1e30, 1e30}, bestb[3] = {1e30, 1e30, 1e30};
+    for (int it = iters ? -1 : 0; it < (iters ? iters : 1); it++)
+      for (int v = 0; v < 3; v++) { /* alternating, so the load the machine has hits all three */
+        if (only >= 0 && modes[v] != only) continue;
+        strop__conv_winograd = modes[v];
+        double t0 = bench_now();
+        strop__conv2d_forward(&d, x, w, b, y[v], scratch, chunks, NULL);
+        double t1 = bench_now();
+        /* the backward of a conv inside the trunk: dx, dW and db (dx by Winograd with v) */
+        strop__conv2d_backward(&d, x, w, y[v], dx, dw, db, scratch, chunks, NULL);
+        double t2 = bench_now();
+        if (it >= 0 && t1 - t0 < best[v]) best[v] = t1 - t0;
+        if (it >= 0 && t2 - t1 < bestb[v]) bestb[v] = t2 - t1;
+      }
+    const int64_t nref = !iters ? 0 : batch < 2 ? batch : 2, ny = nref * C * S * S;
+    double *ref = malloc(sizeof(double) * (size_t)(ny + 1)), err[3], ymax = 0;
+    ref3x3(&d, nref, x, w, b, ref);
+    for (int64_t i = 0; i < ny; i++) ymax = ymax > fabs(ref[i]) ? ymax : fabs(ref[i]);
+    for (int v = 0; v < 3; v++) {
+      err[v] = 0;
+      for (int64_t i = 0; i < ny; i++) {
+        const double e = fabs(y[v][i] - ref[i]);
+        err[v] = e > err[v] ? e : err[v];
+      }
+      tot[v] += best[v] * (double)shapes[k].count;
+      totb[v] += bestb[v] * (double)shapes[k].count;
+    }
+    char name[64];
+    snprintf(name, sizeof name, "%lld->%lld %lldx%lld (x%lld)", (long long)C, (long long)C,
+             (long long)S, (long long)S, (long long)shapes[k].count);
+    printf("%-22s %10.2f %10.2f %10.2f %8.2f %8.2f %10.2e %10.2e %10.2e  (|y| max %.2f)\n", name,
+           best[0] * 1e3, best[1] * 1e3, best[2] * 1e3, best[0] / best[1], best[0] / best[2],
+           err[0], err[1], err[2], ymax);
+    printf("%-22s %10.2f %10.2f %10.2f %8.2f %8.2f\n", "  backward", bestb[0] * 1e3,
+           bestb[1] * 1e3, bestb[2] * 1e3, bestb[0] / bestb[1], bestb[0] / bestb[2]);
+    free(ref);
+    strop__free_aligned(x), strop__free_aligned(w), strop__free_aligned(b);
+    for (int v = 0; v < 3; v++) strop__free_aligned(y[v]);
+    strop__free_aligned(scratch), strop__free_aligned(dx), strop__free_aligned(dw);
+    strop__free_aligned(db);
+  }
+  strop__conv_winograd = -1;
+  printf("%-22s %10.2f %10.2f %10.2f %8.2f %8.2f\n", "all 13 (weighted)", tot[0] * 1e3,
+         tot[1] * 1e3, tot[2] * 1e3, tot[0] / tot[1], tot[0] / tot[2]);
+  printf("%-22s %10.2f %10.2f %10.2f %8.2f %8.2f\n", "  backward", totb[0] * 1e3, totb[1] * 1e3,
+         totb[2] * 1e3, totb[0] / totb[1], totb[0] / totb[2]);
+  return 0;
+}
+
 int main(int argc, char **argv) {
+  if (argc > 1 && !strcmp(argv[1], "resnet"))
+    return resnet(argc > 2 ? atoi(argv[2]) : 1, argc > 3 ? atoi(argv[3]) : 3,
+                  argc > 4 ? atoll(argv[4]) : 16, argc > 5 ? atoi(argv[5]) : -1);
   int iters = argc > 1 ? atoi(argv[1]) : 20;
   if (iters < 3) iters = 3;
   conv_case cases[2] = {

@@ -256,6 +256,106 @@ START_TEST(depthwise_matches_gemm) {
 }
 END_TEST
 
+/* y[n, o, oy, ox] = b[o] + sum over c, i, j of w[o, c, i, j] x[n, c, oy + i - ph, ox + j - pw],
+ * in double: the reference the Winograd forward is measured against. */
+static void conv3x3_ref(const strop__conv2d_dims *d, const float *x, const float *w,
+                        const float *b, double *y) {
+  for (int64_t n = 0; n < d->n; n++)
+    for (int64_t o = 0; o < d->c_out; o++)
+      for (int64_t oy = 0; oy < d->oh; oy++)
+        for (int64_t ox = 0; ox < d->ow; ox++) {
+          double s = b ? b[o] : 0.0;
+          for (int64_t c = 0; c < d->c_in; c++)
+            for (int64_t i = 0; i < 3; i++)
+              for (int64_t j = 0; j < 3; j++) {
+                const int64_t yy = oy + i - d->ph, xx = ox + j - d->pw;
+                if (yy < 0 || yy >= d->h || xx < 0 || xx >= d->w) continue;
+                s += (double)w[((o * d->c_in + c) * 3 + i) * 3 + j] *
+                     x[((n * d->c_in + c) * d->h + yy) * d->w + xx];
+              }
+          y[((n * d->c_out + o) * d->oh + oy) * d->ow + ox] = s;
+        }
+}
+
+/* The Winograd forward (F(2x2, 3x3) and F(4x4, 3x3), forced on) against a double reference on
+ * sizes that are no multiple of the tile, paddings 0 to 2, with and without a bias, at 1 and 2
+ * threads, and the lowered forward on the same data. The bound: the largest error over the
+ * largest |y| stays below 3e-6 for F(2, 3) and 3e-5 for F(4, 3) (the lowered path: ~1e-7).
+ * The backward's input gradient (a Winograd conv of dy with the rotated, transposed filters)
+ * against the lowered one's within the same bounds of max |dx|; the weight and bias gradients
+ * are the lowered ones, bit for bit. */
+START_TEST(winograd_matches_reference) {
+  static const strop__conv2d_dims cases[] = {
+      /* n, c_in, h, w, c_out, kh, kw, sh, sw, ph, pw, dh, dw, groups */
+      {3, 8, 9, 7, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0},
+      {2, 3, 6, 11, 4, 3, 3, 1, 1, 0, 0, 1, 1, 1, 0, 0},
+      {5, 4, 7, 7, 6, 3, 3, 1, 1, 2, 1, 1, 1, 1, 0, 0},
+      {1, 2, 3, 3, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0},
+      {4, 16, 14, 14, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0},
+  };
+  strop__rng r;
+  strop__rng_seed(&r, 11, 0);
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+    strop__conv2d_dims d = cases[k];
+    strop__conv2d_out_size(&d);
+    const size_t nx = (size_t)(d.n * d.c_in * d.h * d.w),
+                 ny = (size_t)(d.n * d.c_out * d.oh * d.ow);
+    const size_t nw = (size_t)(d.c_out * d.c_in * 9), nb = (size_t)d.c_out;
+    float *x = malloc(nx * 4), *w = malloc(nw * 4), *b = malloc(nb * 4), *dy = malloc(ny * 4);
+    float *y = malloc(ny * 4), *dx[2], *dw[2], *db[2];
+    double *ref = malloc(ny * 8);
+    for (size_t i = 0; i < nx; i++) x[i] = 2 * strop__rng_uniform(&r) - 1;
+    for (size_t i = 0; i < nw; i++) w[i] = 2 * strop__rng_uniform(&r) - 1;
+    for (size_t i = 0; i < nb; i++) b[i] = 2 * strop__rng_uniform(&r) - 1;
+    for (size_t i = 0; i < ny; i++) dy[i] = 2 * strop__rng_uniform(&r) - 1;
+    for (int v = 0; v < 2; v++)
+      dx[v] = malloc(nx * 4), dw[v] = malloc(nw * 4), db[v] = malloc(nb * 4);
+    for (int bias = 0; bias < 2; bias++) {
+      conv3x3_ref(&d, x, w, bias ? b : NULL, ref);
+      double ymax = 0;
+      for (size_t i = 0; i < ny; i++) ymax = fmax(ymax, fabs(ref[i]));
+      static const int ms[] = {0, 2, 4};
+      for (int threads = 1; threads <= 2; threads++)
+        for (int v = 0; v < 3; v++) {
+          strop__conv_winograd = ms[v];
+          ck_assert_int_eq(strop_set_num_threads(threads), STROP_OK);
+          const int chunks = strop__par_chunks(threads, d.n, 1);
+          const size_t sf = strop__conv2d_scratch_floats(&d, 0, chunks, NULL),
+                       sb = strop__conv2d_scratch_floats(&d, 1, chunks, NULL);
+          float *scratch = strop__malloc_aligned((sf > sb ? sf : sb) * 4);
+          for (size_t i = 0; i < ny; i++) y[i] = NAN;
+          strop__conv2d_forward(&d, x, w, bias ? b : NULL, y, scratch, chunks, NULL);
+          double err = 0;
+          for (size_t i = 0; i < ny; i++) err = fmax(err, fabs(y[i] - ref[i]));
+          const double tol = ms[v] == 4 ? 3e-5 : 3e-6;
+          ck_assert_msg(err <= tol * ymax, "case %zu m %d bias %d threads %d: error %.3g of %.3g",
+                        k, ms[v], bias, threads, err, ymax);
+          /* the backward: v 0 (lowered) is the reference of the others */
+          const int o = v > 0;
+          memset(dx[o], 0, nx * 4), memset(dw[o], 0, nw * 4), memset(db[o], 0, nb * 4);
+          strop__conv2d_backward(&d, x, w, dy, dx[o], dw[o], bias ? db[o] : NULL, scratch, chunks,
+                                 NULL);
+          strop__free_aligned(scratch);
+          if (!o) continue;
+          double dmax = 0, derr = 0;
+          for (size_t i = 0; i < nx; i++) {
+            dmax = fmax(dmax, fabs(dx[0][i]));
+            derr = fmax(derr, fabs(dx[1][i] - dx[0][i]));
+          }
+          ck_assert_msg(derr <= tol * dmax, "case %zu m %d threads %d: dx error %.3g of %.3g", k,
+                        ms[v], threads, derr, dmax);
+          ck_assert(!memcmp(dw[0], dw[1], nw * 4));
+          ck_assert(!bias || !memcmp(db[0], db[1], nb * 4));
+        }
+    }
+    strop__conv_winograd = -1;
+    ck_assert_int_eq(strop_set_num_threads(1), STROP_OK);
+    for (int v = 0; v < 2; v++) free(dx[v]), free(dw[v]), free(db[v]);
+    free(x), free(w), free(b), free(dy), free(y), free(ref);
+  }
+}
+END_TEST
+
 /* squeeze_excitation expands into torchvision's SqueezeExcitation names */
 START_TEST(squeeze_excitation_parts) {
   int64_t sh[3] = {8, 5, 5};
@@ -808,6 +908,36 @@ START_TEST(gradcheck) {
 }
 END_TEST
 
+/* The Winograd forward (forced on, both tiles) against the lowered backward: finite differences
+ * of the Winograd outputs agree with the gradients, so the two compute the same function to
+ * float rounding (paddings 0 and 1, sizes no multiple of the tile). A conv is linear in each
+ * input and weight, so the difference quotient has no truncation error at any step: eps 0.05
+ * keeps the transforms' rounding (~1e-6 of |y| per output, 20x the default step's quotient
+ * noise at 1e-3) below the tolerance. */
+START_TEST(winograd_gradcheck) {
+  static const struct {
+    const char *opts;
+    int64_t shape[3];
+  } cases[] = {{"out_channels=3 kernel_size=3 padding=1", {2, 7, 6}},
+               {"out_channels=2 kernel_size=3", {3, 6, 9}},
+               {"out_channels=4 kernel_size=3 padding=same bias=false", {2, 5, 5}}};
+  const int ms[2] = {2, 4};
+  for (int v = 0; v < 2; v++)
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+      strop__conv_winograd = ms[v];
+      strop_model *m = one("conv2d", cases[k].opts, 3, cases[k].shape, "node");
+      strop_test_gc_opts o;
+      strop_test_gc_defaults(&o);
+      o.tol = 2e-2;
+      o.eps = 0.05;
+      double worst = strop_test_gradcheck(m, 2, 40 + (uint64_t)k, &o);
+      strop__conv_winograd = -1;
+      ck_assert_msg(worst <= o.tol, "F(%d, 3) %s: %g", ms[v], cases[k].opts, worst);
+      strop_model_free(m);
+    }
+}
+END_TEST
+
 /* Frozen statistics: running stats in train mode, the backward is the affine map only. */
 START_TEST(gradcheck_frozen_stats) {
   int64_t sh[3] = {3, 4, 4};
@@ -1131,6 +1261,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, bn_forward_reference);
   tcase_add_test(tc, adaptive_forward_reference);
   tcase_add_test(tc, depthwise_matches_gemm);
+  tcase_add_test(tc, winograd_matches_reference);
   tcase_add_test(tc, squeeze_excitation_parts);
   tcase_add_test(tc, warm_step_no_alloc);
   tcase_add_test(tc, threads_agree);
@@ -1145,6 +1276,7 @@ static Suite *suite(void) {
   tc = tcase_create("gradcheck");
   tcase_add_loop_test(tc, gradcheck, 0, N_GC);
   tcase_add_test(tc, gradcheck_frozen_stats);
+  tcase_add_test(tc, winograd_gradcheck);
   suite_add_tcase(s, tc);
   tc = tcase_create("parity");
   tcase_add_loop_test(tc, parity, 0, N_PX);

@@ -5,11 +5,13 @@
  * channel) run a direct stencil per plane. */
 #include "ops/conv.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/core.h"
 #include "ops/dense.h"
 #include "ops/ops.h"
+#include "ops/winograd.h"
 
 int64_t strop__conv_out_len(int64_t in, int64_t k, int64_t stride, int64_t pad, int64_t dil) {
   if (stride <= 0) return 0;
@@ -35,6 +37,35 @@ int strop__conv_depthwise_direct = 1;
 static int depthwise(const strop__conv2d_dims *d, const strop__conv2d_epilogue *ep) {
   return strop__conv_depthwise_direct && d->groups == d->c_in && d->groups > 1 &&
          (!ep || (!ep->relu && !ep->pool));
+}
+
+/* 3x3 stride-1 ungrouped convs of at least WINO_MIN_CHANNELS input and output channels (ResNet's
+ * trunks; not the Fashion demo's 1->32 and 32->64, which keep their bits) run the forward as
+ * Winograd F(4x4, 3x3). STROP_WINOGRAD in the environment overrides that once per process: "0"
+ * never, "2" or "4" F(2x2, 3x3) or F(4x4, 3x3) on every 3x3 stride-1 ungrouped conv. */
+int strop__conv_winograd = -1;
+enum { WINO_MIN_CHANNELS = 64 };
+
+static int wino_env(void) {
+  static int env = -2; /* -2: not read yet; -1 unset (or another value), 0, 2 or 4 */
+  int e = __atomic_load_n(&env, __ATOMIC_RELAXED);
+  if (e == -2) {
+    const char *v = getenv("STROP_WINOGRAD");
+    e = !v ? -1 : !strcmp(v, "0") ? 0 : !strcmp(v, "2") ? 2 : !strcmp(v, "4") ? 4 : -1;
+    __atomic_store_n(&env, e, __ATOMIC_RELAXED);
+  }
+  return e;
+}
+
+/* The tile size m of the Winograd forward for d, or 0 for the lowered one. */
+static int wino_m(const strop__conv2d_dims *d) {
+  if (d->kh != 3 || d->kw != 3 || d->sh != 1 || d->sw != 1 || d->dh != 1 || d->dw != 1 ||
+      d->groups != 1 || d->oh < 1 || d->ow < 1)
+    return 0;
+  int s = strop__conv_winograd;
+  if (s < 0) s = wino_env();
+  if (s == 0 || s == 2 || s == 4) return s;
+  return d->c_in >= WINO_MIN_CHANNELS && d->c_out >= WINO_MIN_CHANNELS ? 4 : 0;
 }
 
 /* Ungrouped lowered convs fold the bias into the GEMM: the columns get an extra row of ones
@@ -65,12 +96,76 @@ static int64_t ep_len(const strop__conv2d_dims *d, int backward,
   return (d->c_out * d->oh * d->ow + 15) / 16 * 16;
 }
 
+/* ---- Winograd forward: scratch holds the transformed filters U [a^2, c_out, c_in] (a = m + 2),
+ *      then per chunk the epilogue's area, the transformed tiles V [a^2, c_in, T] of a block
+ *      of images, their products M [a^2, c_out, T] and the transforms' work rows ---- */
+
+/* Tiles per block of images: enough columns for the a^2 GEMMs to run at speed. */
+enum { WINO_TILES = 128 };
+
+static int64_t r16(int64_t n) { return (n + 15) / 16 * 16; }
+
+/* Images per block: whole images up to WINO_TILES tiles, at most a chunk's share. */
+static int64_t wino_block(const strop__conv2d_dims *d, int m, int chunks) {
+  const int64_t tpi = strop__winograd_tiles(d, m), share = (d->n + chunks - 1) / chunks;
+  int64_t nb = (WINO_TILES + tpi - 1) / tpi;
+  if (nb > share) nb = share;
+  return nb < 1 ? 1 : nb;
+}
+static int64_t wino_u_len(const strop__conv2d_dims *d, int m) {
+  return r16((int64_t)(m + 2) * (m + 2) * d->c_out * d->c_in);
+}
+static int64_t wino_v_len(const strop__conv2d_dims *d, int m, int chunks) {
+  return r16((int64_t)(m + 2) * (m + 2) * d->c_in * wino_block(d, m, chunks) *
+             strop__winograd_tiles(d, m));
+}
+static int64_t wino_m_len(const strop__conv2d_dims *d, int m, int chunks) {
+  return r16((int64_t)(m + 2) * (m + 2) * d->c_out * wino_block(d, m, chunks) *
+             strop__winograd_tiles(d, m));
+}
+static int64_t wino_chunk_len(const strop__conv2d_dims *d, int m, int chunks,
+                              const strop__conv2d_epilogue *ep) {
+  return ep_len(d, 0, ep) + wino_v_len(d, m, chunks) + wino_m_len(d, m, chunks) +
+         r16((int64_t)strop__winograd_work_floats(d, m));
+}
+
+/* The input gradient of a 3x3 stride-1 conv is the forward of another: dx = conv(dy, w'), w'
+ * [c_in, c_out] the filters rotated by 180 degrees and transposed, padding 2 - p (so the output
+ * is [h, w] again). Run through Winograd like the forward where it applies and p <= 2. */
+static strop__conv2d_dims dx_dims(const strop__conv2d_dims *d) {
+  strop__conv2d_dims e = *d;
+  e.c_in = d->c_out;
+  e.c_out = d->c_in;
+  e.h = d->oh;
+  e.w = d->ow;
+  e.ph = 2 - d->ph;
+  e.pw = 2 - d->pw;
+  e.oh = d->h;
+  e.ow = d->w;
+  return e;
+}
+static int wino_dx_m(const strop__conv2d_dims *d) {
+  return d->ph <= 2 && d->pw <= 2 ? wino_m(d) : 0;
+}
+/* the backward's per-chunk Winograd areas (V, M, work of the input gradient's conv) */
+static int64_t wino_dx_len(const strop__conv2d_dims *d, int m, int chunks) {
+  const strop__conv2d_dims e = dx_dims(d);
+  return wino_chunk_len(&e, m, chunks, NULL);
+}
+
 size_t strop__conv2d_scratch_floats(const strop__conv2d_dims *d, int backward, int chunks,
                                     const strop__conv2d_epilogue *ep) {
   if (chunks < 1) chunks = 1;
   if (depthwise(d, ep)) return 16; /* the direct kernel needs none */
+  const int m = backward ? 0 : wino_m(d);
+  if (m) return (size_t)(wino_u_len(d, m) + chunks * wino_chunk_len(d, m, chunks, ep));
   int64_t per = cols_len(d) + (backward ? part_len(d) : 0) + ep_len(d, backward, ep);
   int64_t aug = !backward && fused_bias(d) ? part_len(d) : 0;
+  const int mdx = backward ? wino_dx_m(d) : 0;
+  if (mdx) {
+    aug += wino_u_len(d, mdx);
+    per += wino_dx_len(d, mdx, chunks);
+  }
   return (size_t)(ones_len(d) + aug + chunks * per);
 }
 
@@ -194,6 +289,9 @@ typedef struct conv_job {
                     + ep_len */
   int64_t per;   /* floats per chunk area */
   int chunks, fused, partial;
+  int m;                            /* Winograd: the tile size (backward: of dx) */
+  float *u;                         /* Winograd: the transformed filters (backward: of dx) */
+  strop__conv2d_dims dd;            /* backward with Winograd: dx's conv (dx_dims) */
   const strop__conv2d_epilogue *ep; /* NULL: none */
   strop__pool2d_dims pd;            /* the epilogue's pool over one image */
 } conv_job;
@@ -250,6 +348,48 @@ static void fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
                    j->b ? 1.0f : 0.0f, yn + g * cout_g * P, P);
     fwd_epilogue(j, n, yn);
   }
+}
+
+/* Winograd forward of a chunk's images, a block at a time: each image's tiles transformed into
+ * V, the a^2 products M_xi = U_xi V_xi, each image's output transformed back (with the bias)
+ * and its epilogue run. */
+static void wino_fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  const conv_job *j = ctx;
+  const strop__conv2d_dims *d = j->d;
+  const int m = j->m, a2 = (m + 2) * (m + 2);
+  const int64_t HW = d->h * d->w, P = d->oh * d->ow, CI = d->c_in, CO = d->c_out;
+  const int64_t tpi = strop__winograd_tiles(d, m), nb = wino_block(d, m, j->chunks);
+  float *base = j->chunk0 + chunk * j->per;
+  float *raw = j->ep && j->ep->pool ? base : NULL;
+  float *v = base + ep_len(d, 0, j->ep);
+  float *mm = v + wino_v_len(d, m, j->chunks);
+  float *work = mm + wino_m_len(d, m, j->chunks);
+  for (int64_t n0 = lo; n0 < hi; n0 += nb) {
+    const int64_t nn = hi - n0 < nb ? hi - n0 : nb, T = nn * tpi;
+    for (int64_t s = 0; s < nn; s++)
+      strop__winograd_input(d, m, j->x + (n0 + s) * CI * HW, v, T, s * tpi, work);
+    for (int xi = 0; xi < a2; xi++)
+      strop__sgemm(0, 0, CO, T, CI, 1.0f, j->u + xi * CO * CI, CI, v + xi * CI * T, T, 0.0f,
+                   mm + xi * CO * T, T);
+    for (int64_t s = 0; s < nn; s++) {
+      float *yn = raw ? raw : j->y + (n0 + s) * CO * P;
+      strop__winograd_output(d, m, mm, T, s * tpi, j->b, yn, 0, work);
+      fwd_epilogue(j, n0 + s, yn);
+    }
+  }
+}
+
+static void wino_filter_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  (void)chunk;
+  const conv_job *j = ctx;
+  strop__winograd_filter(j->d, j->m, j->w, 0, j->u, lo, hi);
+}
+
+/* the input gradient's filters: rotated and transposed */
+static void wino_dx_filter_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  (void)chunk;
+  const conv_job *j = ctx;
+  strop__winograd_filter(&j->dd, j->m, j->w, 1, j->u, lo, hi);
 }
 
 /* The epilogue's pool over one image of c_out planes (unused without a pool). */
@@ -401,6 +541,14 @@ void strop__conv2d_forward(const strop__conv2d_dims *d, const float *x, const fl
                 .chunks = chunks,
                 .ep = ep,
                 .pd = image_pool(d, ep)};
+  if ((j.m = wino_m(d))) {
+    j.u = scratch;
+    strop__par_for(d->c_out, 8, wino_filter_range, &j);
+    j.chunk0 = scratch + wino_u_len(d, j.m);
+    j.per = wino_chunk_len(d, j.m, chunks, ep);
+    strop__par_run(chunks, d->n, wino_fwd_chunk, &j);
+    return;
+  }
   j.fused = b && fused_bias(d);
   float *p = scratch + ones_len(d);
   if (j.fused) {
@@ -452,10 +600,36 @@ static void bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
     if (j->fused)
       for (int64_t p = 0; p < P; p++) colbuf[K * P + p] = 1.0f;
   }
+  /* Winograd input gradient: each image's dY transformed as it comes, a block's products and
+   * output transforms (added into dx) once the block is full */
+  const strop__conv2d_dims *dd = &j->dd;
+  const int64_t tpi = j->m ? strop__winograd_tiles(dd, j->m) : 0;
+  const int64_t nb = j->m ? wino_block(dd, j->m, j->chunks) : 0;
+  float *wv = ep_area(j, colbuf, 1) + ep_len(d, 1, j->ep);
+  float *wm = j->m ? wv + wino_v_len(dd, j->m, j->chunks) : NULL;
+  float *work = j->m ? wm + wino_m_len(dd, j->m, j->chunks) : NULL;
+  int64_t n0 = lo, nn = 0;
   for (int64_t n = lo; n < hi; n++) {
     const float *xn = j->x + n * d->c_in * HW;
     const float *dyn = j->ep ? bwd_epilogue(j, n, ep_area(j, colbuf, 1))
                              : j->dy + n * d->c_out * P;
+    if (j->dx && j->m) {
+      if (n - n0 == nn) { /* a new block */
+        n0 = n;
+        nn = hi - n < nb ? hi - n : nb;
+      }
+      const int64_t T = nn * tpi, s = n - n0;
+      strop__winograd_input(dd, j->m, dyn, wv, T, s * tpi, work);
+      if (s == nn - 1) {
+        const int a2 = (j->m + 2) * (j->m + 2);
+        for (int xi = 0; xi < a2; xi++)
+          strop__sgemm(0, 0, d->c_in, T, d->c_out, 1.0f, j->u + xi * d->c_in * d->c_out, d->c_out,
+                       wv + xi * d->c_out * T, T, 0.0f, wm + xi * d->c_in * T, T);
+        for (int64_t t = 0; t < nn; t++)
+          strop__winograd_output(dd, j->m, wm, T, t * tpi, NULL, j->dx + (n0 + t) * d->c_in * HW,
+                                 1, work);
+      }
+    }
     /* db += dY 1 */
     if (db) strop__sgemm(0, 0, d->c_out, 1, P, 1.0f, dyn, P, j->ones, 1, 1.0f, db, 1);
     if (dw) {
@@ -472,7 +646,7 @@ static void bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
           strop__sgemm(0, 1, cout_g, K, P, 1.0f, dyn + g * cout_g * P, P, cols + g * K * P, P,
                        1.0f, dw + g * cout_g * K, K);
     }
-    if (j->dx) {
+    if (j->dx && !j->m) {
       float *dxn = j->dx + n * d->c_in * HW;
       /* dcols_g [K, P] = W_g^T [K, cout_g] * dY_g [cout_g, P]; pointwise adds straight in */
       for (int64_t g = 0; g < G; g++)
@@ -510,6 +684,17 @@ void strop__conv2d_backward(const strop__conv2d_dims *d, const float *x, const f
   if (db && !j.fused) j.ones = fill_ones(d, scratch);
   j.chunk0 = scratch + ones_len(d);
   j.per = cols_len(d) + part_len(d) + ep_len(d, 1, ep);
+  const int mdx = wino_dx_m(d);
+  if (mdx) { /* the scratch has room for it whether or not dx is wanted */
+    j.chunk0 += wino_u_len(d, mdx);
+    j.per += wino_dx_len(d, mdx, chunks);
+  }
+  if (mdx && dx) {
+    j.m = mdx;
+    j.dd = dx_dims(d);
+    j.u = scratch + ones_len(d);
+    strop__par_for(d->c_in, 8, wino_dx_filter_range, &j);
+  }
   strop__par_run(chunks, d->n, bwd_chunk, &j);
   if (!j.partial) return;
   for (int c = 0; c < chunks; c++) {

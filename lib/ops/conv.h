@@ -37,6 +37,13 @@ typedef struct strop__conv2d_epilogue {
  * stencil kernel, 0 through the grouped im2col + GEMM path like any other. */
 extern int strop__conv_depthwise_direct;
 
+/* The forward of 3x3 stride-1 dilation-1 ungrouped convs: -1 (the default) follows
+ * STROP_WINOGRAD in the environment ("0" never, "2" / "4" F(2x2, 3x3) / F(4x4, 3x3) on every
+ * such conv), and without it runs F(4x4, 3x3) where the input and output channels are both
+ * >= 64, the lowered GEMM elsewhere; 0 never; 2 or 4 that tile on every such conv (tests,
+ * benches). */
+extern int strop__conv_winograd;
+
 /* Output size along one axis, or a value <= 0 when the (dilated) kernel does not fit the
  * padded input: floor((in + 2 pad - dil (k - 1) - 1) / stride) + 1. */
 int64_t strop__conv_out_len(int64_t in, int64_t k, int64_t stride, int64_t pad, int64_t dil);

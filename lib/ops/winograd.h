@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: MIT */
+/* strop — Winograd F(m x m, 3 x 3) transforms for 3x3 stride-1 convolutions (m = 2 or 4): the
+ * filter, input and output transforms; the products between them are batched GEMMs run by
+ * ops/conv.c. Private to the library. */
+#ifndef STROP_OPS_WINOGRAD_H
+#define STROP_OPS_WINOGRAD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ops/conv.h"
+
+/* Output tiles per image, tiles_y x tiles_x of m x m covering [oh, ow] (the last ones clipped). */
+int64_t strop__winograd_tiles(const strop__conv2d_dims *d, int m);
+
+/* u [(m + 2)^2, c_out, c_in] = G g G^T of each 3x3 filter of w [c_out, c_in, 3, 3], for the
+ * output channels o_lo .. o_hi - 1; with `flip`, the filters of the input gradient instead:
+ * u[., c, k] from w[k, c] rotated by 180 degrees (w is then read as [c_in, c_out, 3, 3]).
+ * Computed in double, rounded once. */
+void strop__winograd_filter(const strop__conv2d_dims *d, int m, const float *w, int flip,
+                            float *u, int64_t o_lo, int64_t o_hi);
+
+/* Floats of work area the two transforms below need (one row of tiles). */
+size_t strop__winograd_work_floats(const strop__conv2d_dims *d, int m);
+
+/* One image x [c_in, h, w] -> v [(m + 2)^2, c_in, ld] at columns t0 .. t0 + tiles - 1: B^T p B
+ * of each (m + 2) x (m + 2) input patch p (zero outside the image, padding ph / pw). */
+void strop__winograd_input(const strop__conv2d_dims *d, int m, const float *x, float *v,
+                           int64_t ld, int64_t t0, float *work);
+
+/* The products mm [(m + 2)^2, c_out, ld] at columns t0 .. -> one image y [c_out, oh, ow]:
+ * A^T M A of each tile, plus b[o] (b may be NULL); `add`: y += that instead of y = that. */
+void strop__winograd_output(const strop__conv2d_dims *d, int m, const float *mm, int64_t ld,
+                            int64_t t0, const float *b, float *y, int add, float *work);
+
+#endif
