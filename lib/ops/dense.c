@@ -150,7 +150,7 @@ STROP__CLONES void strop__gelu_forward(const float *x, float *y, size_t n, int a
     for (size_t i = 0; i < n; i++) {
       float v = x[i];
       float inner = GELU_TANH_B * (v + GELU_TANH_K * v * v * v);
-      y[i] = 0.5f * v * (1.0f + tanhf(inner));
+      y[i] = 0.5f * v * (1.0f + strop__vtanhf(inner));
     }
   } else {
     /* PyTorch's 0.5 x (1 + erf(x / sqrt2)), written with erfc so the negative tail does not
@@ -165,7 +165,7 @@ STROP__CLONES void strop__gelu_backward(const float *x, const float *y, const fl
   if (approximate) {
     for (size_t i = 0; i < n; i++) {
       float v = x[i], v2 = v * v;
-      float t = tanhf(GELU_TANH_B * (v + GELU_TANH_K * v2 * v));
+      float t = strop__vtanhf(GELU_TANH_B * (v + GELU_TANH_K * v2 * v));
       float left_d = 0.5f * (1.0f + t);
       float right_d = 0.5f * v * (1.0f - t * t);
       float inner_d = GELU_TANH_B * (1.0f + 3.0f * GELU_TANH_K * v2);
