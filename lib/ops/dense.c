@@ -216,25 +216,27 @@ void strop__hardsigmoid_backward(const float *x, const float *y, const float *dy
     dx[i] += x[i] > -3.0f && x[i] < 3.0f ? dy[i] * (1.0f / 6.0f) : 0.0f;
 }
 
-void strop__silu_forward(const float *x, float *y, size_t n) {
-  for (size_t i = 0; i < n; i++) y[i] = x[i] / (1.0f + expf(-x[i]));
+STROP__CLONES void strop__silu_forward(const float *x, float *y, size_t n) {
+  for (size_t i = 0; i < n; i++) y[i] = x[i] / (1.0f + strop__vexpf(-x[i]));
 }
 
-void strop__silu_backward(const float *x, const float *y, const float *dy, float *dx, size_t n) {
+STROP__CLONES void strop__silu_backward(const float *x, const float *y, const float *dy,
+                                        float *dx, size_t n) {
   (void)y;
   for (size_t i = 0; i < n; i++) {
-    float s = 1.0f / (1.0f + expf(-x[i]));
+    float s = 1.0f / (1.0f + strop__vexpf(-x[i]));
     dx[i] += dy[i] * s * (1.0f + x[i] * (1.0f - s));
   }
 }
 
-void strop__silu_gate_forward(const float *g, const float *u, float *h, size_t n) {
-  for (size_t i = 0; i < n; i++) h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+STROP__CLONES void strop__silu_gate_forward(const float *g, const float *u, float *h, size_t n) {
+  for (size_t i = 0; i < n; i++) h[i] = g[i] / (1.0f + strop__vexpf(-g[i])) * u[i];
 }
 
-void strop__silu_gate_backward(const float *g, const float *u, float *dh, float *du, size_t n) {
+STROP__CLONES void strop__silu_gate_backward(const float *g, const float *u, float *dh, float *du,
+                                             size_t n) {
   for (size_t i = 0; i < n; i++) {
-    const float e = expf(-g[i]), s = 1.0f / (1.0f + e), d = dh[i];
+    const float e = strop__vexpf(-g[i]), s = 1.0f / (1.0f + e), d = dh[i];
     du[i] = d * (g[i] / (1.0f + e));
     dh[i] = d * u[i] * s * (1.0f + g[i] * (1.0f - s));
   }
@@ -249,8 +251,8 @@ void strop__tanh_backward(const float *x, const float *y, const float *dy, float
   for (size_t i = 0; i < n; i++) dx[i] += dy[i] * (1.0f - y[i] * y[i]);
 }
 
-void strop__sigmoid_forward(const float *x, float *y, size_t n) {
-  for (size_t i = 0; i < n; i++) y[i] = 1.0f / (1.0f + expf(-x[i]));
+STROP__CLONES void strop__sigmoid_forward(const float *x, float *y, size_t n) {
+  for (size_t i = 0; i < n; i++) y[i] = 1.0f / (1.0f + strop__vexpf(-x[i]));
 }
 
 void strop__sigmoid_backward(const float *x, const float *y, const float *dy, float *dx,
