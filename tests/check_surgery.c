@@ -1449,6 +1449,229 @@ static void transaction_sweep(int flags_only, int lora_load) {
   strop_model_free(m);
 }
 
+/* ---- frozen weights shared with the plan's clone, not copied ---- */
+
+/* fc1 and a gated MLP frozen (held in `dtype`), a trained head */
+static strop_model *held_base(int dtype) {
+  const int64_t in[1] = {64};
+  strop_model *m = NULL;
+  OK(strop_model_create(1, in, &m));
+  OK(strop_model_add(m, "fc1", "linear", "out_features=256", NULL));
+  OK(strop_model_add(m, "mlp", "gated_mlp", "intermediate_size=512", NULL));
+  OK(strop_model_add(m, "head", "linear", "out_features=4", NULL));
+  OK(strop_model_finalize(m, 1));
+  OK(strop_model_freeze(m, "fc1"));
+  OK(strop_model_freeze(m, "mlp"));
+  OK(strop_model_set_frozen_dtype(m, dtype));
+  return m;
+}
+
+/* The frozen weights' storage: where the values are, and the values */
+typedef struct held_snap {
+  int n;
+  char *name[16];
+  const void *where[16];
+  void *bytes[16];
+  size_t size[16];
+  int dtype[16];
+  float out[2 * 4];
+} held_snap;
+
+static strop_tensor *held_forward(strop_model *m) {
+  static float x[2 * 64];
+  for (int i = 0; i < 2 * 64; i++) x[i] = (float)sin(0.37 * i);
+  strop_tensor *tx = NULL, *y = NULL;
+  OK(strop_tensor_wrap(x, 2 * 64, 2, (const int64_t[]){2, 64}, &tx));
+  OK(strop_model_forward(m, tx, &y));
+  strop_tensor_free(tx);
+  return y;
+}
+
+static void held_take(strop_model *m, held_snap *h, size_t *frozen_bytes) {
+  memset(h, 0, sizeof *h);
+  size_t total = 0;
+  for (int i = 0; i < m->n_params; i++) {
+    const strop__param *p = m->params[i];
+    if (p->trainable || p->is_buffer) continue;
+    ck_assert_int_lt(h->n, 16);
+    const int k = h->n++;
+    h->name[k] = strdup(p->name);
+    h->dtype[k] = p->lowp.dtype;
+    h->where[k] = p->lowp.dtype ? p->lowp.v : (const void *)p->data;
+    h->size[k] = strop__param_bytes(p);
+    h->bytes[k] = malloc(h->size[k]);
+    if (p->lowp.dtype) {
+      const size_t vb = h->size[k] - (size_t)strop__lowp_scales(&p->lowp) * sizeof(float);
+      memcpy(h->bytes[k], p->lowp.v, vb);
+      if (p->lowp.scale) memcpy((char *)h->bytes[k] + vb, p->lowp.scale, h->size[k] - vb);
+    } else {
+      memcpy(h->bytes[k], p->data, h->size[k]);
+    }
+    total += h->size[k];
+  }
+  if (frozen_bytes) *frozen_bytes = total;
+  strop_tensor *y = held_forward(m);
+  memcpy(h->out, strop_tensor_data(y), sizeof h->out);
+  strop_tensor_free(y);
+}
+
+/* The frozen weights are where they were (not copied, not shared any more), as they were */
+static void held_check(strop_model *m, const held_snap *h, int outputs) {
+  for (int k = 0; k < h->n; k++) {
+    const strop__param *p = strop__model_param_find(m, h->name[k]);
+    ck_assert_msg(p != NULL, "%s gone", h->name[k]);
+    ck_assert_int_eq(p->lowp.dtype, h->dtype[k]);
+    ck_assert_msg((p->lowp.dtype ? p->lowp.v : (const void *)p->data) == h->where[k],
+                  "%s was copied", h->name[k]);
+    ck_assert_msg(p->map == NULL, "%s still shared", h->name[k]);
+    if (p->lowp.dtype) {
+      const size_t vb = h->size[k] - (size_t)strop__lowp_scales(&p->lowp) * sizeof(float);
+      ck_assert(memcmp(p->lowp.v, h->bytes[k], vb) == 0);
+      if (p->lowp.scale)
+        ck_assert(memcmp(p->lowp.scale, (char *)h->bytes[k] + vb, h->size[k] - vb) == 0);
+    } else {
+      ck_assert(memcmp(p->data, h->bytes[k], h->size[k]) == 0);
+    }
+  }
+  if (outputs) {
+    strop_tensor *y = held_forward(m);
+    ck_assert_mem_eq(strop_tensor_data(y), h->out, sizeof h->out);
+    strop_tensor_free(y);
+  }
+}
+
+static void held_free(held_snap *h) {
+  for (int k = 0; k < h->n; k++) {
+    free(h->name[k]);
+    free(h->bytes[k]);
+  }
+}
+
+/* A LoRA plan (and a head replaced) on a frozen base in FP32, BF16 or int8: the clone it runs
+ * on shares the frozen weights, so the plan allocates less than half of them (it copied all
+ * of them before), and after it the model holds them where it did, as its own. */
+START_TEST(lora_plan_shares_frozen_weights) {
+  strop_model *m = held_base(_i);
+  held_snap h;
+  size_t frozen = 0;
+  held_take(m, &h, &frozen);
+  strop_surgery *s = NULL;
+  OK(strop_surgery_create(m, &s));
+  OK(strop_surgery_lora(s, "fc1", 4, 8.0f, 0.0f));
+  OK(strop_surgery_lora(s, "mlp.up_proj", 4, 8.0f, 0.0f));
+  OK(strop_surgery_replace(s, "head", "linear", "out_features=4", 7));
+  OK(strop_surgery_validate(s)); /* a dry run shares and gives back too */
+  held_check(m, &h, 1);
+  strop__alloc_peak_reset();
+  const int64_t base = strop__alloc_peak();
+  OK(strop_surgery_apply(s));
+  const int64_t extra = strop__alloc_peak() - base;
+  ck_assert_msg(extra < (int64_t)frozen / 2,
+                "the plan allocated %lld bytes beside %zu bytes of frozen weights",
+                (long long)extra, frozen);
+  strop_surgery_free(s);
+  held_check(m, &h, 0);
+  /* and it trains: the adapters and the head, the base as it was */
+  strop_optimizer *opt = NULL;
+  strop_trainer *tr = NULL;
+  OK(strop_optimizer_create(m, STROP_OPTIM_ADAMW, &opt));
+  OK(strop_trainer_create(m, opt, &tr));
+  static float x[2 * 64], y[2] = {1, 3};
+  for (int i = 0; i < 2 * 64; i++) x[i] = (float)cos(0.21 * i);
+  strop_tensor *tx = NULL, *ty = NULL;
+  OK(strop_tensor_wrap(x, 2 * 64, 2, (const int64_t[]){2, 64}, &tx));
+  OK(strop_tensor_wrap(y, 2, 1, (const int64_t[]){2}, &ty));
+  float loss = 0;
+  for (int k = 0; k < 2; k++) OK(strop_trainer_step(tr, tx, ty, &loss));
+  held_check(m, &h, 0);
+  strop_tensor_free(tx);
+  strop_tensor_free(ty);
+  strop_trainer_free(tr);
+  strop_optimizer_free(opt);
+  held_free(&h);
+  strop_model_free(m);
+}
+END_TEST
+
+/* A plan that fails after its LoRA edit leaves a model with a frozen BF16 / int8 base exactly as
+ * it was: the same storage at the same addresses, the same bits, the same outputs; unfreezing
+ * a shared weight in a plan copies it (the model's stays). */
+START_TEST(failing_plan_on_held_base) {
+  strop_model *m = held_base(_i ? STROP_DTYPE_INT8 : STROP_DTYPE_BF16);
+  held_snap h;
+  held_take(m, &h, NULL);
+  strop_surgery *s = NULL;
+  OK(strop_surgery_create(m, &s));
+  OK(strop_surgery_lora(s, "fc1", 4, 8.0f, 0.0f));
+  OK(strop_surgery_replace(s, "nope", "relu", NULL, 1));
+  ck_assert_int_eq(strop_surgery_apply(s), STROP_E_NOT_FOUND);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "no node named 'nope'"));
+  held_check(m, &h, 1);
+  strop_surgery_free(s);
+  /* a plan that unfreezes the MLP and fails later: the model's weights untouched */
+  OK(strop_surgery_create(m, &s));
+  OK(strop_surgery_unfreeze(s, "mlp", 0));
+  OK(strop_surgery_insert_after(s, "head", "act", "relu", NULL));
+  OK(strop_surgery_remove(s, "nope"));
+  ck_assert_int_eq(strop_surgery_apply(s), STROP_E_NOT_FOUND);
+  held_check(m, &h, 1);
+  strop_surgery_free(s);
+  /* the same without the failing edit: the MLP widened to FP32 in the model, fc1 kept */
+  OK(strop_surgery_create(m, &s));
+  OK(strop_surgery_unfreeze(s, "mlp", 0));
+  OK(strop_surgery_insert_after(s, "head", "act", "relu", NULL));
+  OK(strop_surgery_apply(s));
+  strop_surgery_free(s);
+  const strop__param *g = strop__model_param_find(m, "mlp.gate_proj.weight");
+  ck_assert_int_eq(g->lowp.dtype, STROP_DTYPE_F32);
+  ck_assert(g->trainable && g->data && !g->map);
+  const strop__param *f = strop__model_param_find(m, "fc1.weight");
+  ck_assert_ptr_eq(f->lowp.v, h.where[0]);
+  ck_assert_ptr_null(f->map);
+  held_free(&h);
+  strop_model_free(m);
+}
+END_TEST
+
+/* Each failing allocation of a LoRA plan on a frozen BF16 / int8 base (the clone's shares
+ * included) leaves the model as it was. */
+START_TEST(alloc_transaction_held_base) {
+  strop_model *m = held_base(_i ? STROP_DTYPE_INT8 : STROP_DTYPE_BF16);
+  held_snap h;
+  held_take(m, &h, NULL);
+  strop_surgery *s = NULL;
+  OK(strop_surgery_create(m, &s));
+  OK(strop_surgery_lora(s, "fc1", 4, 8.0f, 0.0f));
+  OK(strop_surgery_lora(s, "mlp.up_proj", 4, 8.0f, 0.0f));
+  OK(strop_surgery_replace(s, "head", "linear", "out_features=4", 7));
+  int failures = 0;
+  for (int64_t k = 1; k < 10000; k++) {
+    strop_clear_error();
+    const int64_t live = strop__alloc_live();
+    strop__alloc_fail_at(k);
+    strop_status st = strop_surgery_apply(s);
+    int hit = strop__alloc_failed();
+    strop__alloc_fail_at(0);
+    if (!hit) {
+      OK(st);
+      break;
+    }
+    failures++;
+    ck_assert_msg(st == STROP_E_NOMEM, "allocation %lld: status %d (%s)", (long long)k, st,
+                  strop_last_error());
+    ck_assert(strop_last_error()[0] != '\0');
+    ck_assert_msg(strop__alloc_live() == live, "allocation %lld: %lld live, was %lld",
+                  (long long)k, (long long)strop__alloc_live(), (long long)live);
+    held_check(m, &h, 0);
+  }
+  ck_assert_int_ge(failures, 10);
+  held_check(m, &h, 0); /* applied: the base where it was */
+  held_free(&h);
+  strop_surgery_free(s);
+  strop_model_free(m);
+}
+END_TEST
+
 START_TEST(alloc_transaction_structural) { transaction_sweep(0, 0); }
 END_TEST
 
@@ -1497,6 +1720,11 @@ int main(void) {
   tcase_add_test(tc, alloc_transaction_structural);
   tcase_add_test(tc, alloc_transaction_flags);
   tcase_add_test(tc, alloc_transaction_lora_load);
+  tcase_add_loop_test(tc, alloc_transaction_held_base, 0, 2);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("shared");
+  tcase_add_loop_test(tc, lora_plan_shares_frozen_weights, 0, 3);
+  tcase_add_loop_test(tc, failing_plan_on_held_base, 0, 2);
   suite_add_tcase(s, tc);
   return strop_test_run(s);
 }

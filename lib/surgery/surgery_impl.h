@@ -90,8 +90,12 @@ void strop__describe_diff(strop__sbuf *t, const strop_model *a, const strop__wor
  * *out is NULL. */
 strop_status strop__surgery_run(const char *fn, const strop_surgery *s, strop__sbuf *log,
                                 strop_model **out, int *flags_only);
-/* Moves the clone's contents into model and frees the old contents (never fails). */
+/* Moves the clone's contents into model and frees the old contents (never fails); the frozen
+ * weights the clone shared with model are the model's own again. */
 void strop__model_swap_in(strop_model *model, strop_model *clone);
+/* Frees a clone strop__surgery_run made without swapping it in: model's frozen weights that it
+ * shared are model's own again, as they were. */
+void strop__surgery_discard(strop_model *model, strop_model *clone);
 /* Makes every parameter hold the frozen dtype `dtype` (storage.c: frozen linear weights in it,
  * the rest FP32) and records it as the model's; all or nothing (STROP_E_NOMEM naming fn and
  * the weight, the model unchanged). */
