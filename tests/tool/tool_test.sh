@@ -931,6 +931,28 @@ P
   done
   "$strop" generate "$work/out-last/folder" --prompt "The" --max-tokens 4 > /dev/null ||
     fail "strop generate on the output.pretrained folder"
+  # LoRA on the token embedding (PEFT's lora_embedding_A / _B) and on lm_head, which share one
+  # weight: the adapters go to a PEFT folder (output.lora); folding them into a Hugging Face
+  # folder would change both sides, so output.pretrained is refused, naming the tie
+  { cat "$work/lm.yaml"; printf 'surgery:\n  - freeze: "*"\n  - lora: {match: "transformer.wte", rank: 4, alpha: 8}\n  - lora: {match: "lm_head", rank: 4, alpha: 8}\n'; } > "$work/loraemb.yaml"
+  "$strop" finetune "$work/loraemb.yaml" --set train.epochs=1 --set output.dir=out-loraemb \
+    --set output.lora=adapters > "$work/loraemb.txt" 2>&1 ||
+    fail "finetune with LoRA on the embedding: $(cat "$work/loraemb.txt")"
+  grep -q "test perplexity" "$work/loraemb.txt" || fail "LoRA on the embedding: no perplexity printed"
+  python3 - "$work/out-loraemb/adapters" <<'P' || fail "the embedding's adapter folder"
+import json, struct, sys
+d = sys.argv[1]
+raw = open(d + "/adapter_model.safetensors", "rb").read()
+head = json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])
+a, b = head["base_model.model.transformer.wte.lora_embedding_A"], head["base_model.model.transformer.wte.lora_embedding_B"]
+assert a["shape"][0] == 4 and b["shape"] == [32, 4], (a, b)
+assert "base_model.model.lm_head.lora_A.weight" in head, sorted(head)
+cfg = json.load(open(d + "/adapter_config.json"))
+assert cfg["target_modules"] == ["transformer.wte", "lm_head"], cfg
+print("adapters:", ", ".join(sorted(k for k in head if k != "__metadata__")))
+P
+  expect 3 "the LoRA adapter of 'transformer.wte' cannot be merged" -- "$strop" finetune "$work/loraemb.yaml" \
+    --set train.epochs=1 --set output.dir=out-loraemb2 --set output.pretrained=folder
   # the model records its tokenizer; a missing tokenizer and a bad task are named
   "$strop" inspect "$work/out/lm.safetensors" | grep -q 'input.tokenizer = {"path": ".*gpt2", "max_length": 64, "task": "causal_lm"}' ||
     fail "input.tokenizer metadata: $("$strop" inspect "$work/out/lm.safetensors" 2>&1 | grep -i tokenizer)"
