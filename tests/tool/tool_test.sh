@@ -710,11 +710,12 @@ P
 demo_text)
   # The text demo (examples/text/README.md) on its committed base model at a reduced budget
   # (STROP_DEMO_EPOCHS, default 3): prepare.py writes the data at test time, the from-scratch
-  # runs draw fresh weights from base/config.json (weights: none); LoRA, full fine-tuning and
-  # the last block adapt the base to the held-out `startrek` collection and must each reach a
-  # lower test perplexity than the same network trained from scratch with the same budget,
-  # LoRA training under 5% of the parameters; the few-shot language classifier from the base
-  # must beat chance and the one from scratch.
+  # runs draw fresh weights from base/config.json (weights: none); LoRA (on c_attn, and on the
+  # token embedding, lm_head and the block linears), full fine-tuning and the last block adapt
+  # the base to the held-out `startrek` collection and must each reach a lower test perplexity
+  # than the same network trained from scratch with the same budget, each LoRA training under
+  # 5% of the parameters, the one with the embedding's adapter below the one on c_attn; the
+  # few-shot language classifier from the base must beat chance and the one from scratch.
   FORT=/usr/share/games/fortunes
   for f in startrek humorists de es it; do
     [ -e "$FORT/$f" ] || { echo "skipped: $FORT/$f missing (packages fortunes, fortunes-de/-es/-it)"; exit 77; }
@@ -727,7 +728,7 @@ demo_text)
   STROP_LIBRARY=$lib PYTHONPATH=$src/bindings/python "$PYNP" "$ex/prepare.py" --out "$work/out" ||
     fail "prepare.py"
   epochs=${STROP_DEMO_EPOCHS:-3}
-  for m in lora full last scratch; do
+  for m in lora lora-emb full last scratch; do
     set -- --set data.path="$work/out/startrek.jsonl" --set output.dir="$work/adapt-$m"
     "$strop" finetune "$ex/adapt-$m.yaml" --epochs "$epochs" --quiet "$@" > "$work/adapt-$m.txt" 2>&1 ||
       fail "adapt-$m.yaml: $(cat "$work/adapt-$m.txt")"
@@ -742,7 +743,8 @@ demo_text)
 import json, sys
 w = sys.argv[1]
 rep = {n: json.load(open(f"{w}/{n}/report.json"))
-       for n in ("adapt-lora", "adapt-full", "adapt-last", "adapt-scratch", "lang-fewshot", "lang-scratch")}
+       for n in ("adapt-lora", "adapt-lora-emb", "adapt-full", "adapt-last", "adapt-scratch",
+                 "lang-fewshot", "lang-scratch")}
 ppl = {n: r["stages_results"][-1]["test"]["perplexity"] for n, r in rep.items() if n.startswith("adapt")}
 share = {n: r["trainable_params"] / r["total_params"] for n, r in rep.items()}
 for n in ppl:
@@ -750,10 +752,11 @@ for n in ppl:
 acc = {n: rep[n]["stages_results"][-1]["test"]["accuracy"] for n in ("lang-fewshot", "lang-scratch")}
 print("language, 16 per class: from the base %.1f%%, from scratch %.1f%% (chance 25%%)"
       % (100 * acc["lang-fewshot"], 100 * acc["lang-scratch"]))
-assert share["adapt-lora"] < 0.05, share
+assert share["adapt-lora"] < 0.05 and share["adapt-lora-emb"] < 0.05, share
 assert share["adapt-full"] == 1.0 and share["adapt-last"] < 0.5, share
-for n in ("adapt-lora", "adapt-full", "adapt-last"):
+for n in ("adapt-lora", "adapt-lora-emb", "adapt-full", "adapt-last"):
     assert ppl[n] < ppl["adapt-scratch"], (n, ppl)
+assert ppl["adapt-lora-emb"] < ppl["adapt-lora"], ppl
 assert acc["lang-fewshot"] > 0.5, acc
 assert acc["lang-fewshot"] > acc["lang-scratch"], acc
 P
