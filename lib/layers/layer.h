@@ -401,6 +401,13 @@ typedef struct strop__lora_ops {
    * keeps its type); e.g. lora_linear -> linear, or attention with lora_r = 0 */
   const char *merged_type;
   const char *const *merged_opts; /* key, value pairs, NULL-terminated */
+  /* the names of the A and B tensors after the module's name, as PEFT saves them
+   * ({"lora_embedding_A", "lora_embedding_B", NULL} for an embedding); NULL: "lora_A.weight" and
+   * "lora_B.weight" (a linear, an attention projection) */
+  const char *const *tensors;
+  /* 1: surgery adapts a node of this type only when its name is given exactly, never through
+   * a pattern (an embedding: "*" keeps meaning the linear layers it meant before) */
+  int exact_only;
 } strop__lora_ops;
 
 enum {

@@ -111,6 +111,11 @@ strop_status strop__mts_get(const strop_model *m, char ***names, int *n);
 strop_status strop__mts_add(strop_model *m, const char *node);
 strop_status strop__mts_prune(strop_model *m);
 
+/* STROP_E_UNSUPPORTED (the error naming fn, the node and the tie) when merging the model's
+ * adapters not yet merged would change a tensor their base weight is tied to (LoRA on GPT-2's
+ * lm_head or wte, which share one weight); STROP_OK otherwise (lora_io.c). */
+strop_status strop__lora_merge_check(const char *fn, const strop_model *model);
+
 /* Number of scalar values in params (buffers excluded), trainable only if asked. */
 int64_t strop__node_count(const strop__node *n, int trainable_only);
 
