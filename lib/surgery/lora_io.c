@@ -652,7 +652,7 @@ strop_status strop_model_lora_load(strop_model *model, const char *dir) {
     strop__model_swap_in(model, c);
     c = NULL;
   }
-  strop_model_free(c);
+  if (c) strop__surgery_discard(model, c); /* the frozen weights the clone shared come back */
   strop_surgery_free(s);
   for (int k = 0; k < nm; k++) strop__free(mods[k].name);
   strop__free(mods);
