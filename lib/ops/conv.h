@@ -37,7 +37,8 @@ typedef struct strop__conv2d_epilogue {
  * stencil kernel, 0 through the grouped im2col + GEMM path like any other. */
 extern int strop__conv_depthwise_direct;
 
-/* The forward of 3x3 stride-1 dilation-1 ungrouped convs: -1 (the default) follows
+/* The forward, input gradient and weight gradient of 3x3 stride-1 dilation-1 ungrouped convs
+ * (the input gradient also needs padding <= 2): -1 (the default) follows
  * STROP_WINOGRAD in the environment ("0" never, "2" / "4" F(2x2, 3x3) / F(4x4, 3x3) on every
  * such conv), and without it runs F(4x4, 3x3) where the input and output channels are both
  * >= 64, the lowered GEMM elsewhere; 0 never; 2 or 4 that tile on every such conv (tests,
@@ -65,7 +66,9 @@ void strop__conv2d_forward(const strop__conv2d_dims *d, const float *x, const fl
 
 /* Given dy [n, c_out, oh, ow]: ADDS d loss / dx into dx, d loss / dw into dw, d loss / db into
  * db; any of the three may be NULL (not wanted). With chunks > 1 the weight and bias gradients
- * are summed per chunk, then the chunks in order: deterministic for a given chunk count. */
+ * are summed per chunk, then the chunks in order: deterministic for a given chunk count. The
+ * convs whose forward runs Winograd (strop__conv_winograd) take their weight and bias
+ * gradients from Winograd F(3x3, m x m) too, the same bits at any chunk count. */
 /* With an epilogue, dy is the gradient of the epilogue's output and ep carries the forward's
  * argmax and output. */
 void strop__conv2d_backward(const strop__conv2d_dims *d, const float *x, const float *w,

@@ -2,8 +2,9 @@
 /* strop — the transforms of Winograd's minimal filtering F(m x m, 3 x 3) (Lavin & Gray, "Fast
  * Algorithms for Convolutional Neural Networks", 2016), m = 2 or 4: a 3x3 stride-1 convolution
  * becomes (m + 2)^2 independent GEMMs between transformed filters and transformed input tiles,
- * (m + 2)^2 / (9 m^2) of the multiplies of the direct form. Each 2-D transform is two passes of
- * a 1-D one; every pass runs over a whole row of tiles with unit-stride stores on one side, so
+ * (m + 2)^2 / (9 m^2) of the multiplies of the direct form. The weight gradient, a correlation
+ * of the input with dy, is the same trilinear form read another way: F(3 x 3, m x m) with the
+ * forward's B, and A and G in each other's place. Each 2-D transform is two passes of a 1-D one; every pass runs over a whole row of tiles with unit-stride stores on one side, so
  * the loops vectorise. */
 #include "ops/winograd.h"
 
@@ -111,6 +112,39 @@ static inline __attribute__((always_inline)) void at(int m, const float *restric
   }
 }
 
+/* The same with A: m + 2 transformed taps from m taps (a tile of dy in the weight gradient).
+ * F(3, m) needs sum_k h[k] d[k + u] (u < 3) for the m taps h of dy; the forward's F(m, 3)
+ * computes sum_i p[i] y[i] = sum_xi (A p)_xi (G g)_xi (B^T d)_xi for any p, g, d, which read
+ * with p = h and g = e_u is that sum: out = G^T [(A h) . (B^T d)]. */
+static inline __attribute__((always_inline)) void ag(int m, const float *restrict s, int64_t tap,
+                                                     int64_t step, int64_t n, float *restrict o,
+                                                     int64_t os, int64_t ostep) {
+  if (m == 4) {
+    for (int64_t it = 0; it < n; it++) {
+      const float *p = s + it * step;
+      const float s0 = p[0], s1 = p[tap], s2 = p[2 * tap], s3 = p[3 * tap];
+      const float e = s0 + s2, f = s1 + s3, e4 = s0 + 4.0f * s2, f4 = 2.0f * s1 + 8.0f * s3;
+      float *q = o + it * ostep;
+      q[0] = s0;
+      q[os] = e + f;
+      q[2 * os] = e - f;
+      q[3 * os] = e4 + f4;
+      q[4 * os] = e4 - f4;
+      q[5 * os] = s3;
+    }
+  } else {
+    for (int64_t it = 0; it < n; it++) {
+      const float *p = s + it * step;
+      const float s0 = p[0], s1 = p[tap];
+      float *q = o + it * ostep;
+      q[0] = s0;
+      q[os] = s0 + s1;
+      q[2 * os] = s0 - s1;
+      q[3 * os] = -s1;
+    }
+  }
+}
+
 /* A row of tiles spans this many input columns (the padded width the transforms run over). */
 static int64_t row_width(const strop__conv2d_dims *d, int m) {
   return ((d->ow + m - 1) / m) * m + 2;
@@ -175,4 +209,62 @@ STROP__CLONES void strop__winograd_output(const strop__conv2d_dims *d, int m, co
       }
     }
   }
+}
+
+STROP__CLONES void strop__winograd_dy(const strop__conv2d_dims *d, int m, const float *dy,
+                                      float *v, int64_t ld, int64_t t0, float *work) {
+  const int a = m + 2;
+  const int64_t OH = d->oh, OW = d->ow, CO = d->c_out, ty_n = (OH + m - 1) / m;
+  const int64_t tx_n = (OW + m - 1) / m, wp = (row_width(d, m) + 15) / 16 * 16, wr = tx_n * m;
+  float *rows = work, *t = work + m * wp;
+  for (int64_t o = 0; o < CO; o++) {
+    const float *g = dy + o * OH * OW;
+    for (int64_t ty = 0; ty < ty_n; ty++) {
+      for (int l = 0; l < m; l++) { /* the tile row's dy rows, zero past the edges */
+        float *r = rows + l * wp;
+        const int64_t y = ty * m + l;
+        const int64_t x1 = y < OH ? OW : 0;
+        if (x1) memcpy(r, g + y * OW, sizeof(float) * (size_t)OW);
+        for (int64_t X = x1; X < wr; X++) r[X] = 0.0f;
+      }
+      ag(m, rows, wp, 1, wr, t, wp, 1); /* down the columns */
+      float *vt = v + o * ld + t0 + ty * tx_n;
+      for (int i = 0; i < a; i++) /* across each row: tile tx's taps start at column tx m */
+        ag(m, t + i * wp, 1, m, tx_n, vt + (int64_t)i * a * CO * ld, CO * ld, 1);
+    }
+  }
+}
+
+STROP__CLONES void strop__winograd_filter_grad(const strop__conv2d_dims *d, int m,
+                                               const float *mm, float *dw, int64_t o_lo,
+                                               int64_t o_hi) {
+  const int a = m + 2;
+  const double(*g)[3] = m == 4 ? G4 : G2;
+  const int64_t CO = d->c_out, CI = d->c_in;
+  double t[3][6][FB];
+  for (int64_t o = o_lo; o < o_hi; o++)
+    for (int64_t c0 = 0; c0 < CI; c0 += FB) {
+      const int64_t nc = CI - c0 < FB ? CI - c0 : FB;
+      for (int j = 0; j < a; j++) /* t = G^T M, down the columns */
+        for (int u = 0; u < 3; u++)
+          for (int64_t c = 0; c < nc; c++) t[u][j][c] = 0.0;
+      for (int i = 0; i < a; i++)
+        for (int j = 0; j < a; j++) {
+          const float *mo = mm + ((int64_t)(i * a + j) * CO + o) * CI + c0;
+          for (int u = 0; u < 3; u++) {
+            const double gi = g[i][u];
+            if (gi != 0.0)
+              for (int64_t c = 0; c < nc; c++) t[u][j][c] += gi * (double)mo[c];
+          }
+        }
+      for (int64_t c = 0; c < nc; c++) { /* dW += t G, across */
+        float *k = dw + (o * CI + c0 + c) * 9;
+        for (int u = 0; u < 3; u++)
+          for (int v = 0; v < 3; v++) {
+            double s = 0.0;
+            for (int j = 0; j < a; j++) s += t[u][j][c] * g[j][v];
+            k[u * 3 + v] += (float)s;
+          }
+      }
+    }
 }
