@@ -15,6 +15,7 @@ typedef struct conv_cfg {
   int64_t groups;
   int bias;
   int padding_mode; /* only 0, "zeros", is supported */
+  int exact_fit;    /* 1: an input the windows do not cover exactly is refused */
   int in_given;     /* 1: in_channels came from the options and is checked, not inferred */
   int64_t pad[2];   /* the padding in use ("same" resolved from kernel and dilation) */
   /* run time, from conv_fuse: a relu and/or a max-pool computed in the conv's epilogue
@@ -70,6 +71,9 @@ static const strop__optdef OPTIONS[] = {
     STROP__OPT_BOOL(conv_cfg, bias, "bias", "true", "learn an additive bias per channel"),
     STROP__OPT_ENUM(conv_cfg, padding_mode, "padding_mode", "zeros", MODES,
                     "only zeros is supported"),
+    STROP__OPT_BOOL(conv_cfg, exact_fit, "exact_fit", "false",
+                    "refuse an input whose last rows or columns no window reaches (a patch "
+                    "embedding: sizes that are a multiple of the patch)"),
     {NULL}};
 
 static const strop__paramdef PARAMS[] = {
@@ -147,6 +151,34 @@ static strop_status conv_shape(const strop__node *n, const strop__shape *in, str
         (long long)c->dilation[1], (long long)span[0], (long long)span[1],
         (long long)(s->d[1] + 2 * c->pad[0]), (long long)(s->d[2] + 2 * c->pad[1]),
         strop__shape_str(s, buf, sizeof buf), (long long)c->pad[0], (long long)c->pad[1]);
+  }
+  if (c->exact_fit && c->padding[0] != PAD_SAME) {
+    /* the rows and columns past the last window, which PyTorch's conv silently drops */
+    int64_t left[2];
+    for (int i = 0; i < 2; i++)
+      left[i] = s->d[1 + i] + 2 * c->pad[i] - (c->dilation[i] * (c->kernel[i] - 1) + 1) -
+                ((i ? ow : oh) - 1) * c->stride[i];
+    if (left[0] || left[1]) {
+      if (c->kernel[0] == c->stride[0] && c->kernel[1] == c->stride[1] && !c->pad[0] &&
+          !c->pad[1] && c->dilation[0] == 1 && c->dilation[1] == 1)
+        return strop__shape_error(n,
+                                  "the input is %lldx%lld, not a multiple of the %lldx%lld patch "
+                                  "(input shape %s, exact_fit): its last %lld rows and %lld "
+                                  "columns would be dropped",
+                                  (long long)s->d[1], (long long)s->d[2], (long long)c->kernel[0],
+                                  (long long)c->kernel[1], strop__shape_str(s, buf, sizeof buf),
+                                  (long long)left[0], (long long)left[1]);
+      return strop__shape_error(
+          n,
+          "the input is %lldx%lld (padding %lldx%lld), which windows of "
+          "kernel_size %lldx%lld and stride %lldx%lld do not cover exactly "
+          "(input shape %s, exact_fit): its last %lld rows and %lld columns "
+          "would be dropped",
+          (long long)s->d[1], (long long)s->d[2], (long long)c->pad[0], (long long)c->pad[1],
+          (long long)c->kernel[0], (long long)c->kernel[1], (long long)c->stride[0],
+          (long long)c->stride[1], strop__shape_str(s, buf, sizeof buf), (long long)left[0],
+          (long long)left[1]);
+    }
   }
   out->rank = 3;
   out->d[0] = c->out_channels;
