@@ -805,6 +805,10 @@ END_TEST
  * step, written through a view), unfreezing the conv or the norm (the unfolded path, bit for
  * bit), training the conv and freezing it again. */
 START_TEST(bn_fold_follows_changes) {
+  /* _i 1: the conv runs Winograd, whose kept filters (n->wino) follow the same changes (F(2x2,
+   * 3x3): F(4x4, 3x3)'s rounding alone is near the tolerance of small gradients) */
+  strop__conv_winograd = _i ? 2 : -1;
+  strop__conv_keep_filters = _i;
   strop_model *m = fold_model(0);
   fold_expect_same(m, 1, 1, "first");
   const float rv[5] = {2.0f, 0.1f, 1.0f, 3.5f, 0.7f};
@@ -837,8 +841,96 @@ START_TEST(bn_fold_follows_changes) {
   fold_expect_same(m, 1, 1, "after a write through a view");
   tv[2] = -3.0f; /* the view stays writable: no cache can be trusted */
   fold_expect_same(m, 1, 1, "after a second write through the view");
+  ck_assert(!_i || m->nodes[0].wino);
   strop_tensor_free(t);
   strop_model_free(m);
+  strop__conv_winograd = -1;
+  strop__conv_keep_filters = -1;
+}
+END_TEST
+
+/* Eval forward of m into out (n images of x). */
+static void eval_out(strop_model *m, const float *x, int64_t n, float *out, size_t cap) {
+  const strop__act *o;
+  ck_assert_msg(strop__model_forward_exec(m, x, n, 0, NULL, &o) == STROP_OK, "%s",
+                strop_last_error());
+  const size_t on = (size_t)n * strop__shape_numel(&o->shape);
+  ck_assert_uint_le(on, cap);
+  memcpy(out, o->data, sizeof(float) * on);
+  strop__model_step_end(m);
+}
+
+/* A frozen Winograd conv asked to keep its transformed filters (strop__conv_keep_filters) keeps
+ * them (n->wino, counted with the folded copies by the step memory) and computes with them the bits a twin whose weight trains (nothing
+ * kept) computes: at first, again (the copy reused), after set_tensor, after writes through a
+ * view, at another image size; unfrozen, the copy is freed. */
+START_TEST(winograd_filter_cache) {
+  enum { N = 2, CAP = 2 * 5 * 11 * 9 };
+  static float x[2 * 3 * 11 * 9], out[2][CAP], wv[5 * 3 * 9];
+  strop__conv_winograd = 4;
+  strop__conv_keep_filters = 1;
+  int64_t sh[3] = {3, 9, 7};
+  strop_model *m[2];
+  for (int k = 0; k < 2; k++)
+    m[k] = one("conv2d", "out_channels=5 kernel_size=3 padding=1", 3, sh, "c");
+  strop__param *w[2];
+  for (int k = 0; k < 2; k++) w[k] = strop__model_param_find(m[k], "c.weight");
+  set_param(m[1], "c.weight", w[0]->data, w[0]->numel);
+  set_param(m[1], "c.bias", strop__model_param_find(m[0], "c.bias")->data, 5);
+  ck_assert_int_eq(strop_model_freeze(m[0], "c.*"), STROP_OK);
+  for (size_t i = 0; i < sizeof x / sizeof x[0]; i++) x[i] = sinf(0.37f * (float)i + 0.2f);
+  const size_t on = (size_t)N * 5 * 9 * 7;
+  for (int round = 0; round < 5; round++) {
+    if (round == 2) { /* new values through set_tensor: the copy is made again */
+      for (size_t i = 0; i < w[0]->numel; i++) wv[i] = cosf(0.5f * (float)i);
+      for (int k = 0; k < 2; k++) set_param(m[k], "c.weight", wv, w[0]->numel);
+    }
+    strop_tensor *t = NULL;
+    if (round == 3) { /* written through a view, twice: nothing kept can be trusted */
+      ck_assert_int_eq(strop_model_tensor_view(m[0], "c.weight", &t), STROP_OK);
+      for (int twice = 0; twice < 2; twice++) {
+        strop_tensor_data(t)[4] += 0.75f;
+        set_param(m[1], "c.weight", strop_tensor_data(t), w[0]->numel);
+        for (int k = 0; k < 2; k++) eval_out(m[k], x, N, out[k], CAP);
+        ck_assert_msg(!memcmp(out[0], out[1], on * 4), "write %d through a view", twice);
+      }
+      strop_tensor_free(t);
+    }
+    for (int k = 0; k < 2; k++) eval_out(m[k], x, N, out[k], CAP);
+    ck_assert_msg(!memcmp(out[0], out[1], on * 4), "round %d: kept filters differ", round);
+    ck_assert_ptr_nonnull(m[0]->nodes[0].wino);
+    ck_assert_ptr_null(m[1]->nodes[0].wino);
+    ck_assert_uint_ge(strop__node_fold_bytes(&m[0]->nodes[0]), 5 * 3 * 36 * sizeof(float));
+  }
+  /* another image size: the same filters serve it */
+  {
+    const strop__act *o[2];
+    const strop__shape big = {3, {3, 11, 9}};
+    const void *keep = m[0]->nodes[0].wino;
+    for (int k = 0; k < 2; k++) {
+      ck_assert_msg(strop__model_forward_shaped(m[k], x, N, &big, 0, NULL, &o[k]) == STROP_OK,
+                    "%s", strop_last_error());
+      memcpy(out[k], o[k]->data, sizeof(float) * (size_t)N * 5 * 11 * 9);
+      strop__model_step_end(m[k]);
+    }
+    ck_assert(!memcmp(out[0], out[1], (size_t)N * 5 * 11 * 9 * 4));
+    ck_assert_ptr_eq(m[0]->nodes[0].wino, keep);
+  }
+  /* unfrozen: the weight trains, the copy goes */
+  ck_assert_int_eq(strop_model_unfreeze(m[0], "c.*"), STROP_OK);
+  eval_out(m[0], x, N, out[0], CAP);
+  ck_assert_ptr_null(m[0]->nodes[0].wino);
+  ck_assert_uint_eq(m[0]->nodes[0].wino_bytes, 0);
+  /* not kept (the default): dropped at the next forward */
+  ck_assert_int_eq(strop_model_freeze(m[0], "c.*"), STROP_OK);
+  eval_out(m[0], x, N, out[0], CAP);
+  ck_assert_ptr_nonnull(m[0]->nodes[0].wino);
+  strop__conv_keep_filters = 0;
+  eval_out(m[0], x, N, out[0], CAP);
+  ck_assert_ptr_null(m[0]->nodes[0].wino);
+  for (int k = 0; k < 2; k++) strop_model_free(m[k]);
+  strop__conv_winograd = -1;
+  strop__conv_keep_filters = -1;
 }
 END_TEST
 
@@ -1324,7 +1416,8 @@ static Suite *suite(void) {
   suite_add_tcase(s, tc);
   tc = tcase_create("bn_fold");
   tcase_add_loop_test(tc, bn_fold_matches_unfolded, 0, N_FOLD);
-  tcase_add_test(tc, bn_fold_follows_changes);
+  tcase_add_loop_test(tc, bn_fold_follows_changes, 0, 2);
+  tcase_add_test(tc, winograd_filter_cache);
   tcase_add_loop_test(tc, bn_fold_gradcheck, 0, N_FOLD);
   suite_add_tcase(s, tc);
   tc = tcase_create("gradcheck");

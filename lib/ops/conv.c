@@ -189,8 +189,11 @@ size_t strop__conv2d_scratch_floats(const strop__conv2d_dims *d, int backward, i
                                     const strop__conv2d_epilogue *ep) {
   if (chunks < 1) chunks = 1;
   if (depthwise(d, ep)) return 16; /* the direct kernel needs none */
-  const int m = backward ? 0 : wino_m(d);
-  if (m) return (size_t)(wino_u_len(d, m) + chunks * wino_chunk_len(d, m, chunks, ep));
+  const int m = backward == 1 ? 0 : wino_m(d);
+  if (m)
+    return (size_t)((backward ? 0 : wino_u_len(d, m)) +
+                    chunks * wino_chunk_len(d, m, chunks, ep));
+  if (backward == 2) backward = 0;
   int64_t per = cols_len(d) + (backward ? part_len(d) : 0) + ep_len(d, backward, ep);
   int64_t aug = !backward && fused_bias(d) ? part_len(d) : 0;
   const int mdx = backward ? wino_dx_m(d) : 0;
@@ -563,9 +566,25 @@ static int64_t dw_grain(const strop__conv2d_dims *d) {
   return work >= 16384 ? 1 : 16384 / (work ? work : 1);
 }
 
+size_t strop__conv2d_filters_floats(const strop__conv2d_dims *d) {
+  const int m = wino_m(d);
+  return m ? (size_t)wino_u_len(d, m) : 0;
+}
+
+void strop__conv2d_filters(const strop__conv2d_dims *d, const float *w, float *u) {
+  conv_job j = {.d = d, .w = w, .u = u, .m = wino_m(d)};
+  if (j.m) strop__par_for(d->c_out, 8, wino_filter_range, &j);
+}
+
 void strop__conv2d_forward(const strop__conv2d_dims *d, const float *x, const float *w,
                            const float *b, float *y, float *scratch, int chunks,
                            const strop__conv2d_epilogue *ep) {
+  strop__conv2d_forward_filtered(d, x, w, NULL, b, y, scratch, chunks, ep);
+}
+
+void strop__conv2d_forward_filtered(const strop__conv2d_dims *d, const float *x, const float *w,
+                                    const float *u, const float *b, float *y, float *scratch,
+                                    int chunks, const strop__conv2d_epilogue *ep) {
   const int64_t K = kdim(d);
   if (chunks < 1) chunks = 1;
   if (ep && !ep->relu && !ep->pool) ep = NULL;
@@ -583,9 +602,13 @@ void strop__conv2d_forward(const strop__conv2d_dims *d, const float *x, const fl
                 .ep = ep,
                 .pd = image_pool(d, ep)};
   if ((j.m = wino_m(d))) {
-    j.u = scratch;
-    strop__par_for(d->c_out, 8, wino_filter_range, &j);
-    j.chunk0 = scratch + wino_u_len(d, j.m);
+    j.u = (float *)u; /* only read */
+    j.chunk0 = scratch;
+    if (!u) {
+      j.u = scratch;
+      strop__par_for(d->c_out, 8, wino_filter_range, &j);
+      j.chunk0 = scratch + wino_u_len(d, j.m);
+    }
     j.per = wino_chunk_len(d, j.m, chunks, ep);
     strop__par_run(chunks, d->n, wino_fwd_chunk, &j);
     return;
