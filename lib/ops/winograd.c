@@ -145,6 +145,34 @@ static inline __attribute__((always_inline)) void ag(int m, const float *restric
   }
 }
 
+/* The same with G^T: 3 outputs from m + 2 taps (the weight gradient's products back to 3x3):
+ * G's columns, with its 1/4, 1/6, 1/12 and 1/24 scaled in float. */
+static inline __attribute__((always_inline)) void gt(int m, const float *restrict s, int64_t tap,
+                                                     int64_t step, int64_t n, float *restrict o,
+                                                     int64_t os, int64_t ostep) {
+  if (m == 4) {
+    for (int64_t it = 0; it < n; it++) {
+      const float *p = s + it * step;
+      const float s0 = p[0], s1 = p[tap], s2 = p[2 * tap], s3 = p[3 * tap], s4 = p[4 * tap],
+                  s5 = p[5 * tap];
+      const float a = s1 + s2, b = s1 - s2, c = s3 + s4, e = s3 - s4;
+      float *q = o + it * ostep;
+      q[0] = 0.25f * s0 - a * (1.0f / 6) + c * (1.0f / 24);
+      q[os] = e * (1.0f / 12) - b * (1.0f / 6);
+      q[2 * os] = (c - a) * (1.0f / 6) + s5;
+    }
+  } else {
+    for (int64_t it = 0; it < n; it++) {
+      const float *p = s + it * step;
+      const float s0 = p[0], s1 = p[tap], s2 = p[2 * tap], s3 = p[3 * tap];
+      float *q = o + it * ostep;
+      q[0] = s0 + 0.5f * (s1 + s2);
+      q[os] = 0.5f * (s1 - s2);
+      q[2 * os] = 0.5f * (s1 + s2) + s3;
+    }
+  }
+}
+
 /* A row of tiles spans this many input columns (the padded width the transforms run over). */
 static int64_t row_width(const strop__conv2d_dims *d, int m) {
   return ((d->ow + m - 1) / m) * m + 2;
@@ -239,32 +267,20 @@ STROP__CLONES void strop__winograd_filter_grad(const strop__conv2d_dims *d, int 
                                                const float *mm, float *dw, int64_t o_lo,
                                                int64_t o_hi) {
   const int a = m + 2;
-  const double(*g)[3] = m == 4 ? G4 : G2;
   const int64_t CO = d->c_out, CI = d->c_in;
-  double t[3][6][FB];
+  float t[3 * 6 * FB], r[3 * FB];
   for (int64_t o = o_lo; o < o_hi; o++)
     for (int64_t c0 = 0; c0 < CI; c0 += FB) {
       const int64_t nc = CI - c0 < FB ? CI - c0 : FB;
-      for (int j = 0; j < a; j++) /* t = G^T M, down the columns */
-        for (int u = 0; u < 3; u++)
-          for (int64_t c = 0; c < nc; c++) t[u][j][c] = 0.0;
-      for (int i = 0; i < a; i++)
-        for (int j = 0; j < a; j++) {
-          const float *mo = mm + ((int64_t)(i * a + j) * CO + o) * CI + c0;
-          for (int u = 0; u < 3; u++) {
-            const double gi = g[i][u];
-            if (gi != 0.0)
-              for (int64_t c = 0; c < nc; c++) t[u][j][c] += gi * (double)mo[c];
-          }
-        }
-      for (int64_t c = 0; c < nc; c++) { /* dW += t G, across */
-        float *k = dw + (o * CI + c0 + c) * 9;
-        for (int u = 0; u < 3; u++)
-          for (int v = 0; v < 3; v++) {
-            double s = 0.0;
-            for (int j = 0; j < a; j++) s += t[u][j][c] * g[j][v];
-            k[u * 3 + v] += (float)s;
-          }
+      /* t[u][j][c] = (G^T M)_uj, down the columns: column j's taps are M_(i a + j) */
+      for (int j = 0; j < a; j++)
+        gt(m, mm + ((int64_t)j * CO + o) * CI + c0, (int64_t)a * CO * CI, 1, nc, t + j * FB,
+           (int64_t)a * FB, 1);
+      for (int u = 0; u < 3; u++) { /* (t G)_uv across, added into dW[o, c, u, v] */
+        gt(m, t + u * a * FB, FB, 1, nc, r, FB, 1);
+        float *k = dw + (o * CI + c0) * 9 + u * 3;
+        for (int64_t c = 0; c < nc; c++)
+          for (int v = 0; v < 3; v++) k[c * 9 + v] += r[v * FB + c];
       }
     }
 }

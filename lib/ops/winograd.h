@@ -43,7 +43,7 @@ void strop__winograd_dy(const strop__conv2d_dims *d, int m, const float *dy, flo
                         int64_t t0, float *work);
 
 /* dw [c_out, c_in, 3, 3] += G^T M G of each product mm [(m + 2)^2, c_out, c_in], for the
- * output channels o_lo .. o_hi - 1. Computed in double, rounded once. */
+ * output channels o_lo .. o_hi - 1 (in float: M is a sum of float products already). */
 void strop__winograd_filter_grad(const strop__conv2d_dims *d, int m, const float *mm, float *dw,
                                  int64_t o_lo, int64_t o_hi);
 
