@@ -83,7 +83,7 @@ INL512 void put16(float *c, __mmask16 mk, __m512 s, float alpha, float beta, int
 /* B [k, n]: B's rows are streamed whole (a tile of NT columns of them), four rows at a time,
  * into sums of the tile's columns kept in L1; reading strips of a few cache lines down the
  * rows instead left the hardware prefetchers a stride to guess and ran at half the bandwidth. */
-enum { NT = 1024 };
+enum { NT = 4096 };
 
 INL512 void n512(const int M, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
                  const float *b, int64_t ldb, float beta, float *c, int64_t ldc, unsigned *bad) {
@@ -103,6 +103,8 @@ INL512 void n512(const int M, int64_t n, int64_t k, float alpha, const float *a,
           for (int q = 0; q < 4; q++) x[i][q] = _mm512_set1_ps(a[i * lda + p + q]);
         for (int64_t v = 0; v < nv; v++) {
           const __mmask16 mk = v == nv - 1 ? ml : (__mmask16)0xffff;
+          for (int q = 0; q < 4; q++) /* the rows 8 below, into L2 */
+            _mm_prefetch((const char *)(b0 + (8 + q) * ldb + 16 * v), _MM_HINT_T1);
           const __m512 w0 = _mm512_maskz_loadu_ps(mk, b0 + 16 * v);
           const __m512 w1 = _mm512_maskz_loadu_ps(mk, b1 + 16 * v);
           const __m512 w2 = _mm512_maskz_loadu_ps(mk, b2 + 16 * v);
@@ -211,6 +213,10 @@ INL512 void t512(const int M, int64_t n, int64_t k, float alpha, const float *a,
       int64_t p = pc;
       for (; p + 16 <= pc + kc; p += 16) {
         __m512 r[16], t0[16], t1[16];
+        /* the next 32 rows' line at this depth, into L2: 32 interleaved streams are more than
+         * the hardware prefetchers follow */
+        for (int q = 0; q < 32; q++)
+          _mm_prefetch((const char *)(row[q] + 32 * ldb + p), _MM_HINT_T1);
         for (int q = 0; q < 16; q++) r[q] = _mm512_loadu_ps(row[q] + p);
         tr16(r, t0);
         for (int q = 0; q < 16; q++) r[q] = _mm512_loadu_ps(row[16 + q] + p);
