@@ -423,48 +423,57 @@ typedef struct lp_job {
   float *y;
 } lp_job;
 
-/* Output channels [j, j + nr) (nr <= 16) of W stored [out, in]: 16 rows transposed per 16
- * inputs, lane r walking channel j + r. */
+/* Output channels [j, j + nr) (nr <= 32) of W stored [out, in]: two groups of 16 rows, each
+ * transposed per 16 inputs, lane r of group h walking channel j + 16 h + r (two independent
+ * chains of sums, as t512 runs; channels past nr repeat the last one and are not stored). */
 INLLP void lpt_group(const int M, const int kind, const lp_job *J, int64_t j, int64_t nr) {
   const size_t es = kind == LP_BF16 ? 2 : 1;
   const int64_t in = J->in;
-  const char *row[16];
-  int idx[16];
-  for (int r = 0; r < 16; r++) {
+  const char *row[32];
+  int idx[32];
+  for (int r = 0; r < 32; r++) {
     const int64_t o = j + (r < nr ? r : nr - 1);
     row[r] = (const char *)J->w->v + (size_t)(o * in) * es;
     idx[r] = (int)(o * J->ng);
   }
-  const __m512i sidx = _mm512_loadu_si512(idx);
+  const __m512i sidx[2] = {_mm512_loadu_si512(idx), _mm512_loadu_si512(idx + 16)};
   for (int64_t pc = 0; pc < in; pc += KC) {
     const int64_t kc = in - pc < KC ? in - pc : KC;
-    __m512 acc[STROP__GEMV_MAX_M];
-    for (int i = 0; i < M; i++) acc[i] = _mm512_setzero_ps();
+    __m512 acc[2][STROP__GEMV_MAX_M];
+    for (int h = 0; h < 2; h++)
+      for (int i = 0; i < M; i++) acc[h][i] = _mm512_setzero_ps();
     int64_t gcur = -1;
-    __m512 sc = _mm512_setzero_ps();
+    __m512 sc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
     for (int64_t p = pc; p < pc + kc; p += 16) {
       const int64_t kw = pc + kc - p < 16 ? pc + kc - p : 16;
       const __mmask16 mk = lanes16(kw);
-      __m512 r[16], t[16];
-      for (int q = 0; q < 16; q++) r[q] = widen16(kind, row[q] + (size_t)p * es, mk);
-      tr16(r, t);
-      for (int q = 0; q < kw; q++) {
-        __m512 wv = t[q];
-        if (kind == LP_INT8) {
-          const int64_t g = J->ng > 1 ? (p + q) / J->gl : 0;
-          if (g != gcur) {
-            sc = _mm512_i32gather_ps(_mm512_add_epi32(sidx, _mm512_set1_epi32((int)g)),
-                                     J->w->scale, 4);
-            gcur = g;
+      for (int q = 0; q < 32; q++) /* the next 32 channels' line at this depth, into L2 */
+        _mm_prefetch(row[q] + (size_t)(32 * in + p) * es, _MM_HINT_T1);
+      for (int h = 0; h < 2; h++) {
+        __m512 r[16], t[16];
+        for (int q = 0; q < 16; q++) r[q] = widen16(kind, row[16 * h + q] + (size_t)p * es, mk);
+        tr16(r, t);
+        for (int q = 0; q < kw; q++) {
+          __m512 wv = t[q];
+          if (kind == LP_INT8) {
+            const int64_t g = J->ng > 1 ? (p + q) / J->gl : 0;
+            if (g != gcur) {
+              for (int hh = 0; hh < 2; hh++)
+                sc[hh] = _mm512_i32gather_ps(
+                    _mm512_add_epi32(sidx[hh], _mm512_set1_epi32((int)g)), J->w->scale, 4);
+              gcur = g;
+            }
+            wv = _mm512_mul_ps(wv, sc[h]);
           }
-          wv = _mm512_mul_ps(wv, sc);
+          for (int i = 0; i < M; i++)
+            acc[h][i] = _mm512_fmadd_ps(_mm512_set1_ps(J->x[i * in + p + q]), wv, acc[h][i]);
         }
-        for (int i = 0; i < M; i++)
-          acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(J->x[i * in + p + q]), wv, acc[i]);
       }
     }
-    for (int i = 0; i < M; i++)
-      put16(J->y + i * J->out + j, lanes16(nr), acc[i], 1.0f, J->beta, pc == 0, NULL);
+    for (int h = 0; h < 2 && 16 * h < nr; h++)
+      for (int i = 0; i < M; i++)
+        put16(J->y + i * J->out + j + 16 * h, lanes16(nr - 16 * h), acc[h][i], 1.0f, J->beta,
+              pc == 0, NULL);
   }
 }
 
@@ -514,37 +523,44 @@ INLLP void lpn_strip(const int M, const lp_job *J, int64_t j) {
   }
 }
 
-/* BF16 on vdpbf16ps: output channels [j, j + nr) (nr <= 16), 16 pairs of inputs of 16 channels
- * transposed per step, every pair up to lowp.c's padded depth (zeros past in), one sum. */
+/* BF16 on vdpbf16ps: output channels [j, j + nr) (nr <= 32) in two groups of 16, 16 pairs of
+ * inputs of 16 channels transposed per step, every pair up to lowp.c's padded depth (zeros
+ * past in), one sum. */
 INLDP void lpdot_group(const int M, const lp_job *J, int64_t j, int64_t nr) {
   const int64_t in = J->in, kp = J->kp;
-  const uint16_t *row[16];
-  for (int r = 0; r < 16; r++)
+  const uint16_t *row[32];
+  for (int r = 0; r < 32; r++)
     row[r] = (const uint16_t *)J->w->v + (j + (r < nr ? r : nr - 1)) * in;
-  __m512 acc[STROP__GEMV_MAX_M];
-  for (int i = 0; i < M; i++) acc[i] = _mm512_setzero_ps();
+  __m512 acc[2][STROP__GEMV_MAX_M];
+  for (int h = 0; h < 2; h++)
+    for (int i = 0; i < M; i++) acc[h][i] = _mm512_setzero_ps();
   for (int64_t q0 = 0; q0 < kp; q0 += 16) {
     const int64_t left = in - 2 * q0;
     const __mmask32 mk = left >= 32  ? (__mmask32)0xffffffffu
                          : left <= 0 ? (__mmask32)0
                                      : (__mmask32)((1u << left) - 1u);
-    __m512 r[16], t[16];
-    for (int q = 0; q < 16; q++)
-      r[q] = _mm512_castsi512_ps(_mm512_maskz_loadu_epi16(mk, row[q] + 2 * q0));
-    tr16(r, t);
-    for (int q = 0; q < 16; q++)
-      for (int i = 0; i < M; i++)
-        acc[i] = _mm512_dpbf16_ps(acc[i],
-                                  (__m512bh)_mm512_set1_epi32((int)J->xp[i * kp + q0 + q]),
-                                  (__m512bh)_mm512_castps_si512(t[q]));
+    for (int q = 0; q < 32; q++) /* the next 32 channels' line at this depth, into L2 */
+      _mm_prefetch((const char *)(row[q] + 32 * in + 2 * q0), _MM_HINT_T1);
+    for (int h = 0; h < 2; h++) {
+      __m512 r[16], t[16];
+      for (int q = 0; q < 16; q++)
+        r[q] = _mm512_castsi512_ps(_mm512_maskz_loadu_epi16(mk, row[16 * h + q] + 2 * q0));
+      tr16(r, t);
+      for (int q = 0; q < 16; q++)
+        for (int i = 0; i < M; i++)
+          acc[h][i] = _mm512_dpbf16_ps(acc[h][i],
+                                       (__m512bh)_mm512_set1_epi32((int)J->xp[i * kp + q0 + q]),
+                                       (__m512bh)_mm512_castps_si512(t[q]));
+    }
   }
-  for (int i = 0; i < M; i++) {
-    float *c = J->y + i * J->out + j;
-    const __mmask16 mc = lanes16(nr);
-    __m512 v = acc[i];
-    if (J->beta != 0.0f) v = _mm512_add_ps(_mm512_maskz_loadu_ps(mc, c), v);
-    _mm512_mask_storeu_ps(c, mc, v);
-  }
+  for (int h = 0; h < 2 && 16 * h < nr; h++)
+    for (int i = 0; i < M; i++) {
+      float *c = J->y + i * J->out + j + 16 * h;
+      const __mmask16 mc = lanes16(nr - 16 * h);
+      __m512 v = acc[h][i];
+      if (J->beta != 0.0f) v = _mm512_add_ps(_mm512_maskz_loadu_ps(mc, c), v);
+      _mm512_mask_storeu_ps(c, mc, v);
+    }
 }
 
 TLP static void lp_t_bf16(const lp_job *J, int64_t j, int64_t nr) {
@@ -594,8 +610,8 @@ static void lp_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
     for (int64_t j = lo * LP_BLOCK; j < end; j += 64) lp_n_int8(J, j);
     return;
   }
-  for (int64_t j = lo * LP_BLOCK; j < end; j += 16) {
-    const int64_t nr = end - j < 16 ? end - j : 16;
+  for (int64_t j = lo * LP_BLOCK; j < end; j += 32) {
+    const int64_t nr = end - j < 32 ? end - j : 32;
     if (J->kind == LP_DOT) lp_dot(J, j, nr);
     else if (J->kind == LP_BF16) lp_t_bf16(J, j, nr);
     else lp_t_int8(J, j, nr);
