@@ -477,49 +477,43 @@ INLLP void lpt_group(const int M, const int kind, const lp_job *J, int64_t j, in
   }
 }
 
-/* int8 W stored [in, out] (GPT-2's Conv1D): output channels [j, j + 64) as four vectors, each
- * input's row read as it lies and scaled per channel. */
-INLLP void lpn_strip(const int M, const lp_job *J, int64_t j) {
-  const int64_t in = J->in, out = J->out;
+/* int8 W stored [in, out] (GPT-2's Conv1D): output channels [j, j + w) (w <= NT), each
+ * input's row streamed whole (as n512 does), widened and scaled per channel, into sums kept in
+ * L1; the channels' scales of the current group gathered into a row once per group. */
+INLLP void lpn_rows(const int M, const lp_job *J, int64_t j, int64_t w) {
+  const int64_t in = J->in, out = J->out, nv = (w + 15) / 16;
   const int8_t *v = J->w->v;
-  __mmask16 mk[4];
-  __m512i sidx[4];
-  for (int q = 0; q < 4; q++) {
-    mk[q] = lanes16(out - j - 16 * q);
-    int idx[16];
-    for (int l = 0; l < 16; l++) {
-      const int64_t o = j + 16 * q + l < out ? j + 16 * q + l : out - 1;
-      idx[l] = (int)(o * J->ng);
-    }
-    sidx[q] = _mm512_loadu_si512(idx);
-  }
+  const __mmask16 ml = lanes16(w - (nv - 1) * 16);
+  __attribute__((aligned(64))) float s[STROP__GEMV_MAX_M][NT], sc[NT];
   for (int64_t pc = 0; pc < in; pc += KC) {
     const int64_t kc = in - pc < KC ? in - pc : KC;
-    __m512 acc[STROP__GEMV_MAX_M][4], sc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(),
-                                               _mm512_setzero_ps(), _mm512_setzero_ps()};
     for (int i = 0; i < M; i++)
-      for (int q = 0; q < 4; q++) acc[i][q] = _mm512_setzero_ps();
+      for (int64_t q = 0; q < nv; q++) _mm512_store_ps(s[i] + 16 * q, _mm512_setzero_ps());
     int64_t gcur = -1;
     for (int64_t p = pc; p < pc + kc; p++) {
       const int64_t g = J->ng > 1 ? p / J->gl : 0;
       if (g != gcur) {
-        for (int q = 0; q < 4; q++)
-          sc[q] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mk[q],
-                                           _mm512_add_epi32(sidx[q], _mm512_set1_epi32((int)g)),
-                                           J->w->scale, 4);
+        for (int64_t c = 0; c < w; c++) sc[c] = J->w->scale[(j + c) * J->ng + g];
         gcur = g;
       }
-      __m512 wv[4];
-      for (int q = 0; q < 4; q++)
-        wv[q] = _mm512_mul_ps(widen16(LP_INT8, v + p * out + j + 16 * q, mk[q]), sc[q]);
-      for (int i = 0; i < M; i++) {
-        const __m512 xv = _mm512_set1_ps(J->x[i * in + p]);
-        for (int q = 0; q < 4; q++) acc[i][q] = _mm512_fmadd_ps(xv, wv[q], acc[i][q]);
+      const int8_t *br = v + p * out + j;
+      __m512 xv[STROP__GEMV_MAX_M];
+      for (int i = 0; i < M; i++) xv[i] = _mm512_set1_ps(J->x[i * in + p]);
+      for (int64_t q = 0; q < nv; q++) {
+        const __mmask16 mk = q == nv - 1 ? ml : (__mmask16)0xffff;
+        if ((q & 3) == 0) /* the row 4 below, into L2 */
+          _mm_prefetch((const char *)(br + 4 * out + 16 * q), _MM_HINT_T1);
+        const __m512 wv = _mm512_mul_ps(widen16(LP_INT8, br + 16 * q, mk),
+                                        _mm512_load_ps(sc + 16 * q));
+        for (int i = 0; i < M; i++)
+          _mm512_store_ps(s[i] + 16 * q,
+                          _mm512_fmadd_ps(xv[i], wv, _mm512_load_ps(s[i] + 16 * q)));
       }
     }
     for (int i = 0; i < M; i++)
-      for (int q = 0; q < 4 && mk[q]; q++)
-        put16(J->y + i * out + j + 16 * q, mk[q], acc[i][q], 1.0f, J->beta, pc == 0, NULL);
+      for (int64_t q = 0; q < nv; q++)
+        put16(J->y + i * out + j + 16 * q, q == nv - 1 ? ml : (__mmask16)0xffff,
+              _mm512_load_ps(s[i] + 16 * q), 1.0f, J->beta, pc == 0, NULL);
   }
 }
 
@@ -581,12 +575,12 @@ TLP static void lp_t_int8(const lp_job *J, int64_t j, int64_t nr) {
   }
 }
 
-TLP static void lp_n_int8(const lp_job *J, int64_t j) {
+TLP static void lp_n_int8(const lp_job *J, int64_t j, int64_t w) {
   switch (J->m) {
-    case 1: lpn_strip(1, J, j); break;
-    case 2: lpn_strip(2, J, j); break;
-    case 3: lpn_strip(3, J, j); break;
-    default: lpn_strip(4, J, j); break;
+    case 1: lpn_rows(1, J, j, w); break;
+    case 2: lpn_rows(2, J, j, w); break;
+    case 3: lpn_rows(3, J, j, w); break;
+    default: lpn_rows(4, J, j, w); break;
   }
 }
 
@@ -607,7 +601,8 @@ static void lp_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   const lp_job *J = ctx;
   const int64_t end = hi * LP_BLOCK < J->out ? hi * LP_BLOCK : J->out;
   if (J->kind == LP_INT8 && J->w->scale_cols) {
-    for (int64_t j = lo * LP_BLOCK; j < end; j += 64) lp_n_int8(J, j);
+    for (int64_t j = lo * LP_BLOCK; j < end; j += NT)
+      lp_n_int8(J, j, end - j < NT ? end - j : NT);
     return;
   }
   for (int64_t j = lo * LP_BLOCK; j < end; j += 32) {
