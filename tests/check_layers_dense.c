@@ -1299,7 +1299,8 @@ static float gemm_bits(int tb, int64_t i, int64_t j, int64_t k, float alpha, con
  * strop__sgemm_own and as strop__sgemm with them on, off, and split across threads; within
  * float rounding of a float64 reference; nothing written outside C. */
 START_TEST(gemv_matches_gemm_bits) {
-  static const int64_t ns[] = {1, 7, 16, 17, 31, 32, 33, 48, 64, 65, 100, 300};
+  /* (1100: more columns than the B [k, n] kernel's tile of sums at 4 and 3 rows of A) */
+  static const int64_t ns[] = {1, 7, 16, 17, 31, 32, 33, 48, 64, 65, 100, 300, 1100};
   static const int64_t ks[] = {1, 3, 15, 16, 17, 64, 255, 256, 257, 600};
   const int nn = (int)(sizeof ns / sizeof ns[0]), nk = (int)(sizeof ks / sizeof ks[0]);
   const int64_t PAD = 5, GUARD = 40;

@@ -398,7 +398,7 @@ START_TEST(gemv_equals_general_path) {
     printf("gemv_equals_general_path: no AVX-512 here, skipped\n");
     return;
   }
-  static const int64_t outs[] = {1, 17, 33, 100}, ins[] = {1, 15, 45, 64, 257, 300};
+  static const int64_t outs[] = {1, 17, 33, 100, 1100}, ins[] = {1, 15, 45, 64, 257, 300};
   static const struct {
     int dtype, bf16_impl;
     int64_t group;

@@ -80,16 +80,20 @@ INL512 void put16(float *c, __mmask16 mk, __m512 s, float alpha, float beta, int
   _mm512_mask_storeu_ps(c, mk, v);
 }
 
-/* B [k, n]: B's rows are streamed whole (a tile of NT columns of them), four rows at a time,
+/* B [k, n]: B's rows are streamed whole (a tile of NT / M columns of them), four rows at a time,
  * into sums of the tile's columns kept in L1; reading strips of a few cache lines down the
  * rows instead left the hardware prefetchers a stride to guess and ran at half the bandwidth. */
-enum { NT = 4096 };
+enum { NT = 4096 }; /* floats of sums: 4096 columns for one row of A, 1024 for four */
 
 INL512 void n512(const int M, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
                  const float *b, int64_t ldb, float beta, float *c, int64_t ldc, unsigned *bad) {
-  __attribute__((aligned(64))) float s[STROP__GEMV_MAX_M][NT];
-  for (int64_t j0 = 0; j0 < n; j0 += NT) {
-    const int64_t w = n - j0 < NT ? n - j0 : NT, nv = (w + 15) / 16;
+  /* 16 KB of sums whatever M (a host thread's stack may be small) */
+  __attribute__((aligned(64))) float sums[NT];
+  const int64_t tile = NT / M / 16 * 16; /* each row's sums 64-byte aligned */
+  float *s[STROP__GEMV_MAX_M];
+  for (int i = 0; i < M; i++) s[i] = sums + i * tile;
+  for (int64_t j0 = 0; j0 < n; j0 += tile) {
+    const int64_t w = n - j0 < tile ? n - j0 : tile, nv = (w + 15) / 16;
     const __mmask16 ml = lanes16(w - (nv - 1) * 16);
     for (int64_t pc = 0; pc < k; pc += KC) {
       const int64_t kc = k - pc < KC ? k - pc : KC;
@@ -477,14 +481,16 @@ INLLP void lpt_group(const int M, const int kind, const lp_job *J, int64_t j, in
   }
 }
 
-/* int8 W stored [in, out] (GPT-2's Conv1D): output channels [j, j + w) (w <= NT), each
+/* int8 W stored [in, out] (GPT-2's Conv1D): output channels [j, j + w) (w <= NT / M), each
  * input's row streamed whole (as n512 does), widened and scaled per channel, into sums kept in
  * L1; the channels' scales of the current group gathered into a row once per group. */
 INLLP void lpn_rows(const int M, const lp_job *J, int64_t j, int64_t w) {
   const int64_t in = J->in, out = J->out, nv = (w + 15) / 16;
   const int8_t *v = J->w->v;
   const __mmask16 ml = lanes16(w - (nv - 1) * 16);
-  __attribute__((aligned(64))) float s[STROP__GEMV_MAX_M][NT], sc[NT];
+  __attribute__((aligned(64))) float sums[NT], sc[NT];
+  float *s[STROP__GEMV_MAX_M];
+  for (int i = 0; i < M; i++) s[i] = sums + i * (NT / M / 16 * 16);
   for (int64_t pc = 0; pc < in; pc += KC) {
     const int64_t kc = in - pc < KC ? in - pc : KC;
     for (int i = 0; i < M; i++)
@@ -601,8 +607,9 @@ static void lp_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   const lp_job *J = ctx;
   const int64_t end = hi * LP_BLOCK < J->out ? hi * LP_BLOCK : J->out;
   if (J->kind == LP_INT8 && J->w->scale_cols) {
-    for (int64_t j = lo * LP_BLOCK; j < end; j += NT)
-      lp_n_int8(J, j, end - j < NT ? end - j : NT);
+    const int64_t tile = NT / J->m / 16 * 16;
+    for (int64_t j = lo * LP_BLOCK; j < end; j += tile)
+      lp_n_int8(J, j, end - j < tile ? end - j : tile);
     return;
   }
   for (int64_t j = lo * LP_BLOCK; j < end; j += 32) {
