@@ -1274,6 +1274,195 @@ START_TEST(own_gemm_matches_reference) {
 }
 END_TEST
 
+/* The exact bits the own GEMM gives C[i][j] (gemm.c): products summed by fmaf in k order from
+ * zero within blocks of STROP__GEMM_KC, alpha times each block's sum, beta C added to the
+ * first (C not read when beta is 0), the later blocks added in order. */
+static float gemm_bits(int tb, int64_t i, int64_t j, int64_t k, float alpha, const float *a,
+                       int64_t lda, const float *b, int64_t ldb, float beta, float c) {
+  float out = 0.0f;
+  for (int64_t pc = 0; pc < k; pc += STROP__GEMM_KC) {
+    const int64_t end = pc + STROP__GEMM_KC < k ? pc + STROP__GEMM_KC : k;
+    float acc = 0.0f;
+    for (int64_t p = pc; p < end; p++)
+      acc = fmaf(a[i * lda + p], tb ? b[j * ldb + p] : b[p * ldb + j], acc);
+    const float v = alpha * acc;
+    if (pc > 0) out = out + v;
+    else out = beta != 0.0f ? fmaf(beta, c, v) : v;
+  }
+  return out;
+}
+
+/* The small-m kernels (lib/ops/gemv.c) give, for m = 1 .. 4, both layouts of B, odd sizes
+ * across their 16- and 32-wide groups and the 256-deep k blocks, alpha and beta (beta 0 must not
+ * read C, which holds NaN), padded leading dimensions: the exact bits of the own GEMM's
+ * arithmetic (a scalar fmaf emulation), on AVX-512 and AVX2 alike; the same bits as
+ * strop__sgemm_own and as strop__sgemm with them on, off, and split across threads; within
+ * float rounding of a float64 reference; nothing written outside C. */
+START_TEST(gemv_matches_gemm_bits) {
+  /* (1100: more columns than the B [k, n] kernel's tile of sums at 4 and 3 rows of A) */
+  static const int64_t ns[] = {1, 7, 16, 17, 31, 32, 33, 48, 64, 65, 100, 300, 1100};
+  static const int64_t ks[] = {1, 3, 15, 16, 17, 64, 255, 256, 257, 600};
+  const int nn = (int)(sizeof ns / sizeof ns[0]), nk = (int)(sizeof ks / sizeof ks[0]);
+  const int64_t PAD = 5, GUARD = 40;
+  int isas[2], n_isa = 0;
+  if (strop__gemm_own_available()) isas[n_isa++] = STROP__GEMV_AVX512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    isas[n_isa++] = STROP__GEMV_AVX2;
+  if (n_isa == 0) {
+    printf("gemv_matches_gemm_bits: no AVX2 or AVX-512 here, skipped\n");
+    return;
+  }
+  const int saved_threads = strop_get_num_threads();
+  int64_t cases = 0;
+  for (int64_t m = 1; m <= STROP__GEMV_MAX_M; m++)
+    for (int ni = 0; ni < nn; ni++)
+      for (int ki = 0; ki < nk; ki++)
+        for (int tb = 0; tb < 2; tb++) {
+          const int64_t n = ns[ni], k = ks[ki];
+          const int64_t lda = k + PAD, ldb = (tb ? k : n) + PAD, ldc = n + PAD;
+          const int64_t brows = tb ? n : k;
+          float *a = malloc(sizeof(float) * (size_t)(m * lda));
+          float *b = malloc(sizeof(float) * (size_t)(brows * ldb));
+          float *c0 = malloc(sizeof(float) * (size_t)(m * ldc + GUARD));
+          float *c = malloc(sizeof(float) * (size_t)(m * ldc + GUARD));
+          float *want = malloc(sizeof(float) * (size_t)(m * ldc + GUARD));
+          for (int64_t i = 0; i < m * lda; i++) a[i] = sinf(0.37f * (float)i + (float)tb);
+          for (int64_t i = 0; i < brows * ldb; i++) b[i] = cosf(0.23f * (float)i - (float)ni);
+          static const float alphas[3] = {1.0f, 0.5f, -2.0f}, betas[3] = {0.0f, 1.0f, 0.25f};
+          for (int ab = 0; ab < 3; ab++) {
+            const float alpha = alphas[ab], beta = betas[ab];
+            for (int64_t i = 0; i < m * ldc + GUARD; i++)
+              c0[i] = beta == 0.0f ? NAN : 0.1f * (float)(i % 17);
+            memcpy(want, c0, sizeof(float) * (size_t)(m * ldc + GUARD));
+            int64_t far = -1;
+            for (int64_t i = 0; i < m; i++)
+              for (int64_t j = 0; j < n; j++) {
+                const float cv = c0[i * ldc + j];
+                want[i * ldc + j] = gemm_bits(tb, i, j, k, alpha, a, lda, b, ldb, beta, cv);
+                double ref = beta != 0.0f ? (double)beta * cv : 0.0, mag = fabs(ref) + 1e-30;
+                for (int64_t p = 0; p < k; p++) {
+                  const double x = (double)a[i * lda + p] *
+                                   (tb ? b[j * ldb + p] : b[p * ldb + j]);
+                  ref += alpha * x;
+                  mag += fabs(alpha * x);
+                }
+                if (far < 0 &&
+                    !(fabs(want[i * ldc + j] - ref) <= 2e-6 * mag * (1.0 + (double)k / 64.0)))
+                  far = i * ldc + j;
+              }
+            ck_assert_msg(far < 0, "the emulation itself is off at %lld", (long long)far);
+            for (int v = 0; v < n_isa; v++) {
+              memcpy(c, c0, sizeof(float) * (size_t)(m * ldc + GUARD));
+              int nonfinite = -1;
+              ck_assert_int_eq(strop__sgemv(isas[v], tb, m, n, k, alpha, a, lda, b, ldb, beta, c,
+                                            ldc, &nonfinite),
+                               0);
+              ck_assert_int_eq(nonfinite, 0);
+              ck_assert_msg(!memcmp(c, want, sizeof(float) * (size_t)(m * ldc + GUARD)),
+                            "gemv isa %d m %lld n %lld k %lld tb %d alpha %g beta %g: not the "
+                            "GEMM's bits",
+                            isas[v], (long long)m, (long long)n, (long long)k, tb, (double)alpha,
+                            (double)beta);
+              cases++;
+            }
+            if (strop__gemm_own_available()) { /* the own GEMM itself */
+              memcpy(c, c0, sizeof(float) * (size_t)(m * ldc + GUARD));
+              ck_assert_int_eq(
+                  strop__sgemm_own(0, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, NULL), 0);
+              ck_assert_msg(!memcmp(c, want, sizeof(float) * (size_t)(m * ldc + GUARD)),
+                            "own GEMM m %lld n %lld k %lld tb %d: not the emulation's bits",
+                            (long long)m, (long long)n, (long long)k, tb);
+            }
+            /* the threaded entry point: the kernels on (each ISA) and split over 2 threads */
+            for (int impl = 2; impl <= 3; impl++)
+              for (int th = 1; th <= 2; th++) {
+                if (impl == 3 && !strop__gemm_own_available()) continue;
+                ck_assert_int_eq(strop_set_num_threads(th), STROP_OK);
+                memcpy(c, c0, sizeof(float) * (size_t)(m * ldc + GUARD));
+                strop__gemv_impl = impl;
+                strop__sgemm(0, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+                strop__gemv_impl = 0;
+                ck_assert_msg(!memcmp(c, want, sizeof(float) * (size_t)(m * ldc + GUARD)),
+                              "strop__sgemm gemv impl %d threads %d m %lld n %lld k %lld tb %d",
+                              impl, th, (long long)m, (long long)n, (long long)k, tb);
+              }
+          }
+          free(a), free(b), free(c0), free(c), free(want);
+        }
+  ck_assert_int_eq(strop_set_num_threads(saved_threads), STROP_OK);
+  ck_assert_int_gt(cases, 1000);
+  /* A transposed A, more than 4 rows, an empty product: not theirs */
+  ck_assert_int_eq(strop__gemv_pick(1, 1, 1), STROP__GEMV_NONE);
+  ck_assert_int_eq(strop__gemv_pick(0, STROP__GEMV_MAX_M + 1, 1), STROP__GEMV_NONE);
+  float x = 1.0f, y = 0.0f;
+  ck_assert_int_eq(strop__sgemv(isas[0], 0, 1, 1, 0, 1.0f, &x, 1, &x, 1, 0.0f, &y, 1, NULL), -1);
+  ck_assert_int_eq(strop__sgemv(isas[0], 0, 5, 1, 1, 1.0f, &x, 1, &x, 1, 0.0f, &y, 1, NULL), -1);
+  /* off (strop__gemv_impl 1, as STROP_GEMV=0 makes it) */
+  strop__gemv_impl = 1;
+  ck_assert_int_eq(strop__gemv_pick(0, 1, 1), STROP__GEMV_NONE);
+  strop__gemv_impl = 0;
+}
+END_TEST
+
+/* NaN and infinity go through the small-m kernels as through the GEMM: planted in A or B, made
+ * by overflow, carried from C by beta, or (beta 0) a NaN in C not read; and
+ * strop__sgemm_finite says so on each kernel. */
+START_TEST(gemv_reports_nonfinite) {
+  static const int64_t shapes[][3] = {{1, 1, 1}, {1, 33, 257}, {3, 47, 20}, {4, 300, 600}};
+  int cases = 0;
+  for (int si = 0; si < 4; si++) {
+    const int64_t m = shapes[si][0], n = shapes[si][1], k = shapes[si][2];
+    for (int tb = 0; tb < 2; tb++) {
+      const int64_t lda = k, ldb = tb ? k : n, ldc = n;
+      float *a = malloc(sizeof(float) * (size_t)(m * k)),
+            *b = malloc(sizeof(float) * (size_t)(n * k));
+      float *c = malloc(sizeof(float) * (size_t)(m * n)),
+            *g = malloc(sizeof(float) * (size_t)(m * n));
+      for (int impl = 2; impl <= 3; impl++) {
+        if (impl == 3 && !strop__gemm_own_available()) continue;
+        if (impl == 2 && !(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")))
+          continue;
+        for (int what = 0; what < 5; what++) {
+          for (int64_t i = 0; i < m * k; i++) a[i] = 0.01f * (float)(i % 13) - 0.05f;
+          for (int64_t i = 0; i < n * k; i++) b[i] = 0.02f * (float)(i % 7) - 0.06f;
+          for (int64_t i = 0; i < m * n; i++) c[i] = 1.0f;
+          float beta = 1.0f;
+          int want_finite = 1;
+          const int64_t pa = (m * k) * 3 / 5, pb = (n * k) / 3, pc = (m * n) / 2;
+          if (what == 1) a[pa] = NAN, want_finite = 0;
+          if (what == 2) b[pb] = INFINITY, want_finite = 0;
+          if (what == 3) {
+            for (int64_t i = 0; i < m * k; i++) a[i] = 1e30f;
+            for (int64_t i = 0; i < n * k; i++) b[i] = 1e30f;
+            want_finite = 0;
+          }
+          if (what == 4) c[pc] = -INFINITY, want_finite = 0;
+          if (what == 0) c[pc] = NAN, beta = 0.0f;
+          memcpy(g, c, sizeof(float) * (size_t)(m * n));
+          strop__gemv_impl = impl;
+          const int fin = strop__sgemm_finite(0, tb, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
+          strop__gemv_impl = 1; /* the GEMM path on the same product: the same NaNs */
+          strop__sgemm(0, tb, m, n, k, 1.0f, a, lda, b, ldb, beta, g, ldc);
+          strop__gemv_impl = 0;
+          int scan = 1, same = 1;
+          for (int64_t i = 0; i < m * n; i++) {
+            scan &= isfinite(c[i]) != 0;
+            same &= isnan(c[i]) ? isnan(g[i]) != 0 : c[i] == g[i] || !strop__gemm_own_available();
+          }
+          ck_assert_msg(fin == want_finite && scan == want_finite && same,
+                        "%lldx%lldx%lld tb %d impl %d case %d: said %d, C %s, GEMM %s",
+                        (long long)m, (long long)n, (long long)k, tb, impl, what, fin,
+                        scan ? "finite" : "not finite", same ? "agrees" : "differs");
+          cases++;
+        }
+      }
+      free(a), free(b), free(c), free(g);
+    }
+  }
+  ck_assert_int_gt(cases, 10);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ suite */
 
 static Suite *suite(void) {
@@ -1289,6 +1478,8 @@ static Suite *suite(void) {
       {"kernel_softmax_axis", kernel_softmax_axis},
       {"vmath_accuracy", vmath_accuracy},
       {"own_gemm_matches_reference", own_gemm_matches_reference},
+      {"gemv_matches_gemm_bits", gemv_matches_gemm_bits},
+      {"gemv_reports_nonfinite", gemv_reports_nonfinite},
       {"sgemm_reports_nonfinite", sgemm_reports_nonfinite},
       {"kernel_nan", kernel_nan},
       {"kernel_relu6", kernel_relu6},

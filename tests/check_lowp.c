@@ -12,6 +12,7 @@
 #include "graph/graph.h"
 #include "ops/dense.h"
 #include "ops/lowp.h"
+#include "ops/ops.h"
 #include "testutil.h"
 
 #define OK(x) strop_test_must((x), #x)
@@ -382,6 +383,75 @@ START_TEST(bf16_kernel_edges) {
     free(c);
     strop__free_aligned(abf);
   }
+}
+END_TEST
+
+/* A few rows (a decoded token) through a held weight (lib/ops/gemv.c: strop__lowp_gemv, which
+ * strop__linear_forward_lowp runs for m <= 4): the weight read as stored and widened in
+ * registers gives the general path's bits exactly — the FP32 product of the widened weight,
+ * or the vdpbf16ps kernel's sums where that runs — for BF16 and int8 (per channel, and groups
+ * of 32, 100 and 7 inputs), both layouts, odd sizes, with and without a bias, one thread or
+ * two; nothing written past y. Not its case (returns -1, y untouched): 5 rows, a layout that
+ * is not the weight's. */
+START_TEST(gemv_equals_general_path) {
+  if (!strop__gemm_own_available() || !__builtin_cpu_supports("avx512bw") ||
+      !__builtin_cpu_supports("avx512vl")) {
+    printf("gemv_equals_general_path: no AVX-512 here, skipped\n");
+    return;
+  }
+  static const int64_t outs[] = {1, 17, 33, 100, 1100}, ins[] = {1, 15, 45, 64, 257, 300};
+  static const struct {
+    int dtype, bf16_impl;
+    int64_t group;
+  } kinds[] = {{STROP__LOWP_BF16, 0, 0},  {STROP__LOWP_BF16, 1, 0},   {STROP__LOWP_INT8, 0, 0},
+               {STROP__LOWP_INT8, 0, 32}, {STROP__LOWP_INT8, 0, 100}, {STROP__LOWP_INT8, 0, 7}};
+  enum { GUARD = 20 };
+  int cases = 0;
+  for (size_t kd = 0; kd < sizeof kinds / sizeof *kinds; kd++)
+    for (size_t oi = 0; oi < sizeof outs / sizeof *outs; oi++)
+      for (size_t ii = 0; ii < sizeof ins / sizeof *ins; ii++)
+        for (int layout = 0; layout < 2; layout++) {
+          const int64_t out = outs[oi], in = ins[ii];
+          const int64_t rows = layout ? in : out, cols = layout ? out : in;
+          float *w = malloc((size_t)(rows * cols) * sizeof *w);
+          float *x = malloc((size_t)(4 * in) * sizeof *x), *b = malloc((size_t)out * sizeof *b);
+          float *y1 = malloc((size_t)(5 * out + GUARD) * sizeof *y1);
+          float *y2 = malloc((size_t)(5 * out + GUARD) * sizeof *y2);
+          for (int64_t i = 0; i < rows * cols; i++) w[i] = (float)cos(0.7 * (double)i + 0.1);
+          for (int64_t i = 0; i < 4 * in; i++) x[i] = (float)sin(0.3 * (double)i);
+          for (int64_t i = 0; i < out; i++) b[i] = 0.25f * (float)(i % 5) - 0.5f;
+          strop__lowp q;
+          ck_assert_int_eq(
+              strop__lowp_make(&q, kinds[kd].dtype, w, rows, cols, layout, kinds[kd].group), 0);
+          strop__bf16_impl = kinds[kd].bf16_impl;
+          for (int64_t m = 1; m <= 4; m++)
+            for (int bias = 0; bias < 2; bias++)
+              for (int th = 1; th <= 2; th++) {
+                ck_assert_int_eq(strop_set_num_threads(th), STROP_OK);
+                for (int64_t i = 0; i < m * out + GUARD; i++) y1[i] = y2[i] = 7.0f;
+                strop__gemv_impl = 1; /* the general path */
+                ck_assert_int_eq(
+                    strop__linear_forward_lowp(x, &q, bias ? b : NULL, y1, m, in, out, layout),
+                    0);
+                strop__gemv_impl = 0;
+                ck_assert_int_eq(strop__lowp_gemv(x, &q, bias ? b : NULL, y2, m, in, out, layout),
+                                 0);
+                ck_assert_msg(!memcmp(y1, y2, (size_t)(m * out + GUARD) * sizeof *y1),
+                              "dtype %d group %lld bf16_impl %d out %lld in %lld layout %d m "
+                              "%lld bias %d threads %d: not the general path's bits",
+                              kinds[kd].dtype, (long long)kinds[kd].group, kinds[kd].bf16_impl,
+                              (long long)out, (long long)in, layout, (long long)m, bias, th);
+                cases++;
+              }
+          ck_assert_int_eq(strop__lowp_gemv(x, &q, NULL, y2, 5, in, out, layout), -1);
+          ck_assert_int_eq(strop__lowp_gemv(x, &q, NULL, y2, 1, in, out, !layout), -1);
+          ck_assert_msg(!memcmp(y1, y2, (size_t)(4 * out + GUARD) * sizeof *y1), "y written");
+          strop__bf16_impl = 0;
+          strop__lowp_free(&q);
+          free(w), free(x), free(b), free(y1), free(y2);
+        }
+  ck_assert_int_eq(strop_set_num_threads(1), STROP_OK);
+  ck_assert_int_gt(cases, 1000);
 }
 END_TEST
 
@@ -1079,6 +1149,7 @@ static Suite *suite(void) {
   tcase_add_test(c, int8_group_exact);
   tcase_add_loop_test(c, bf16_dot_tolerance, 0, 2);
   tcase_add_test(c, bf16_kernel_edges);
+  tcase_add_test(c, gemv_equals_general_path);
   tcase_add_test(c, bf16_backward_tolerance);
   suite_add_tcase(s, c);
   c = tcase_create("train");

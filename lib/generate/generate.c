@@ -358,6 +358,10 @@ static strop_status generate_rows(const char *fn, strop_model *model,
   }
   for (int i = 0, k = 0; i < model->n_nodes; i++)
     if (!strcmp(model->nodes[i].vt->type, "attention")) dec.kv[k++].node = &model->nodes[i];
+  /* only each sequence's last row of logits is read (step): a linear head computes those
+   * alone: the prompt's step multiplies one row per sequence by the LM head, not all of them */
+  const strop__node *head = &model->nodes[model->n_nodes - 1];
+  if (!strcmp(head->vt->type, "linear")) dec.last_rows_only = head;
   for (int64_t b = 0; b < n; b++) {
     start[b] = longest - lens[b];
     for (int64_t i = 0; i < lens[b]; i++) {

@@ -161,6 +161,10 @@ typedef struct strop__decode {
    * to a common length: positions before it are padding, never attended to, and its tokens
    * count their positions from it), or NULL: every sequence starts at 0 */
   const int64_t *start;
+  /* the model's last node when it is a linear head whose logits are read only at each
+   * sequence's last row of a step (the next token is chosen from them): it computes those rows
+   * alone, the others of its output are left unwritten; NULL: every row */
+  const struct strop__node *last_rows_only;
 } strop__decode;
 
 /* The cache of node n in d, or NULL. */

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* strop — the linear layer (torch.nn.Linear): y = x W^T + b over the last dimension of any
  * input [N, *, in] -> [N, *, out]. The math is strop__linear_forward/_backward (GEMM). */
+#include <string.h>
+
 #include "layers/init.h"
 #include "layers/layer.h"
 #include "ops/dense.h"
@@ -132,11 +134,33 @@ strop_status strop__linear_backward_w(const strop__node *n, const strop__param *
   return STROP_OK;
 }
 
+/* A generation step's head (strop__decode.last_rows_only): the last row of each sequence of
+ * [nb, t, in] only, gathered so that they run as one product of nb rows (the weight read once),
+ * and put back in place. The same values as the full product's rows: each row of a product is
+ * computed alone. */
+static strop_status last_rows(const strop__node *n, const strop__exec *x, const strop__param *w,
+                              const strop__param *b, const strop__act *in, float *out) {
+  const linear_cfg *c = n->cfg;
+  const int64_t nb = in->n, t = linear_rows(in) / nb, d = c->in_features, o = c->out_features;
+  float *xs = strop__arena_alloc(x->arena, (size_t)(nb * d) * sizeof *xs);
+  float *ys = strop__arena_alloc(x->arena, (size_t)(nb * o) * sizeof *ys);
+  if (!xs || !ys) return strop__err(STROP_E_NOMEM, "layer '%s' (linear): out of memory", n->name);
+  for (int64_t s = 0; s < nb; s++)
+    memcpy(xs + s * d, in->data + (s * t + t - 1) * d, (size_t)d * sizeof *xs);
+  strop_status st = strop__linear_forward_w(n, w, xs, b ? b->data : NULL, ys, nb, d, o,
+                                            c->layout == LAYOUT_IN_OUT);
+  for (int64_t s = 0; s < nb && !st; s++)
+    memcpy(out + (s * t + t - 1) * o, ys + s * o, (size_t)o * sizeof *ys);
+  return st;
+}
+
 static strop_status linear_forward(strop__node *n, const strop__exec *x, const strop__act *in,
                                    strop__act *out) {
-  (void)x;
   const linear_cfg *c = n->cfg;
   strop__param *w = strop__node_p(n, W), *b = strop__node_p(n, B);
+  if (x->decode && x->decode->last_rows_only == n && in[0].shape.rank == 2 &&
+      in[0].shape.d[0] > 1)
+    return last_rows(n, x, w, b, &in[0], out->data);
   return strop__linear_forward_w(n, w, in[0].data, b ? b->data : NULL, out->data,
                                  linear_rows(&in[0]), c->in_features, c->out_features,
                                  c->layout == LAYOUT_IN_OUT);

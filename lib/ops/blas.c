@@ -45,7 +45,8 @@ void strop__blas_leave(void) {
 
 typedef struct gemm_job {
   int ta, tb, split_m;
-  int own; /* strop's AVX-512 kernel (gemm.c) instead of OpenBLAS */
+  int own;  /* strop's AVX-512 kernel (gemm.c) instead of OpenBLAS */
+  int gemv; /* a kernel of gemv.c (STROP__GEMV_*) for a product of few rows, or 0 */
   int64_t m, n, k, lda, ldb, ldc;
   float alpha, beta;
   const float *a, *b;
@@ -66,17 +67,23 @@ static int block_nonfinite(const float *c, int64_t m, int64_t n, int64_t ldc) {
 static void gemm_call(gemm_job *j, int64_t m, int64_t n, const float *a, const float *b,
                       float *c) {
   int bad = 0;
+  if (j->gemv && strop__sgemv(j->gemv, j->tb, m, n, j->k, j->alpha, a, j->lda, b, j->ldb, j->beta,
+                              c, j->ldc, j->check ? &bad : NULL) == 0) {
+    if (bad) atomic_store(&j->bad, 1);
+    return;
+  }
   if (j->own && strop__sgemm_own(j->ta, j->tb, m, n, j->k, j->alpha, a, j->lda, b, j->ldb,
                                  j->beta, c, j->ldc, j->check ? &bad : NULL) == 0) {
     if (bad) atomic_store(&j->bad, 1);
     return;
   }
   /* the own kernel could not run (no packing buffer): OpenBLAS, in a section of its own */
-  if (j->own) strop__blas_enter();
+  const int section = j->own || j->gemv;
+  if (section) strop__blas_enter();
   cblas_sgemm(CblasRowMajor, j->ta ? CblasTrans : CblasNoTrans, j->tb ? CblasTrans : CblasNoTrans,
               (blasint)m, (blasint)n, (blasint)j->k, j->alpha, a, (blasint)j->lda, b,
               (blasint)j->ldb, j->beta, c, (blasint)j->ldc);
-  if (j->own) strop__blas_leave();
+  if (section) strop__blas_leave();
   if (j->check && block_nonfinite(c, m, n, j->ldc)) atomic_store(&j->bad, 1);
 }
 
@@ -99,6 +106,9 @@ static void gemm_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
 
 /* Below this many multiply-adds a GEMM is not worth waking a worker for. */
 #define GEMM_PAR_MIN_MACS (1 << 20)
+/* A product of few rows reads 4 bytes of B per multiply-add (bound by memory, not by
+ * arithmetic): a worker pays for itself from a smaller size. */
+#define GEMV_PAR_MIN_MACS (1 << 18)
 
 static int sgemm_run(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                      const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
@@ -111,20 +121,36 @@ static int sgemm_run(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, 
         c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
     return !check || !block_nonfinite(c, m, n, ldc);
   }
-  gemm_job j = {trans_a, trans_b, n < m, strop__gemm_use_own(trans_a, trans_b, m, n, k),
-                m,       n,       k,     lda,
-                ldb,     ldc,     alpha, beta,
-                a,       b,       c,     check,
-                0};
+  const int own = strop__gemm_use_own(trans_a, trans_b, m, n, k);
+  const int gemv = strop__gemv_pick(trans_a, m, own);
+  gemm_job j = {.ta = trans_a,
+                .tb = trans_b,
+                .split_m = !gemv && n < m, /* a product of few rows: its columns */
+                .own = own,
+                .gemv = gemv,
+                .m = m,
+                .n = n,
+                .k = k,
+                .lda = lda,
+                .ldb = ldb,
+                .ldc = ldc,
+                .alpha = alpha,
+                .beta = beta,
+                .a = a,
+                .b = b,
+                .c = c,
+                .check = check};
   const int64_t blocks = ((j.split_m ? m : n) + GEMM_BLOCK - 1) / GEMM_BLOCK;
-  const int threads = (double)m * (double)n * (double)k >= GEMM_PAR_MIN_MACS
+  const double macs = (double)m * (double)n * (double)k;
+  const int threads = macs >= (gemv ? GEMV_PAR_MIN_MACS : GEMM_PAR_MIN_MACS)
                           ? strop__num_threads()
                           : 1;
-  /* the own kernel never calls OpenBLAS: no section to open for it */
-  if (!j.own) strop__blas_enter();
+  /* the own kernels never call OpenBLAS: no section to open for them */
+  const int blas = !j.own && !j.gemv;
+  if (blas) strop__blas_enter();
   /* splitting rows or columns of C leaves every element's sum over k as it was */
   strop__par_run(strop__par_chunks(threads, blocks, 1), blocks, gemm_chunk, &j);
-  if (!j.own) strop__blas_leave();
+  if (blas) strop__blas_leave();
   return !atomic_load(&j.bad);
 }
 

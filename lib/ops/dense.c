@@ -62,6 +62,8 @@ int strop__linear_backward(const float *x, const float *w, const float *dy, floa
 
 int strop__linear_forward_lowp(const float *x, const strop__lowp *w, const float *b, float *y,
                                int64_t m, int64_t in, int64_t out, int w_in_out) {
+  /* a few rows (a decoded token): the weight read as stored, not widened into scratch */
+  if (m <= STROP__GEMV_MAX_M && strop__lowp_gemv(x, w, b, y, m, in, out, w_in_out) == 0) return 0;
   if (w->dtype == STROP__LOWP_BF16 && w->scale_cols == w_in_out && m > 0 &&
       strop__bf16_dot_enabled()) {
     void *abf = strop__lowp_scratch_take(strop__bf16_gemm_scratch(m, out, in));

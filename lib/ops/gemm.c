@@ -22,7 +22,7 @@ int strop__gemm_sup = 0;
 
 char *openblas_get_corename(void); /* OpenBLAS's, not in every cblas.h */
 
-enum { MR = 8, NR = 32, KC = 256, MC = 128, NC = 512 };
+enum { MR = 8, NR = 32, KC = STROP__GEMM_KC, MC = 128, NC = 512 };
 
 /* Packing buffers (MC x KC of A and KC x NC of B), one per GEMM running at a time: a call
  * takes one from a shared list and gives it back. The list is filled with one per thread and
@@ -51,7 +51,10 @@ static gemm_buf *buf_new(void) {
 }
 
 size_t strop__gemm_buffer_bytes(void) {
-  const size_t n = __atomic_load_n(&g_buf_count, __ATOMIC_RELAXED);
+  size_t n = __atomic_load_n(&g_buf_count, __ATOMIC_RELAXED);
+  /* none yet: those the first call makes (a prediction's probe may have run only products of
+   * few rows, which need none: gemv.c) */
+  if (n == 0 && strop__gemm_own_available()) n = (size_t)strop__num_threads() + 1;
   return n * (sizeof(gemm_buf) + sizeof(float) * (size_t)BUF_FLOATS);
 }
 

@@ -83,4 +83,14 @@ void strop__bf16_gemm_nt(int64_t m, int64_t n, int64_t k, const float *a, int64_
 void strop__bf16_gemm_nn(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                          const strop__lowp *q, float beta, float *c, int64_t ldc, void *work);
 
+/* y[m, out] = x[m, in] W^T + b (b may be NULL) with W held in BF16 or int8 (w_in_out as
+ * strop__linear_forward_lowp's, equal to w->scale_cols), for m <= STROP__GEMV_MAX_M (gemv.c):
+ * W read once as it is stored, widened in registers, no scratch the size of W; the bits
+ * strop__linear_forward_lowp gives (vdpbf16ps where it runs it, else the FP32 product of the
+ * widened values). Split across threads by output channels. 0, or -1 when it does not run here
+ * (the CPU, the shape, the kernels turned off, out of memory): y untouched, use the general
+ * path. */
+int strop__lowp_gemv(const float *x, const strop__lowp *w, const float *b, float *y, int64_t m,
+                     int64_t in, int64_t out, int w_in_out);
+
 #endif

@@ -29,8 +29,9 @@ void strop__sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, flo
 int strop__sgemm_finite(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                         const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
                         float *c, int64_t ldc);
-/* Bytes the own SGEMM's packing buffers hold (process-wide, made at its first call and kept):
- * what a memory estimate adds to a step's own. */
+/* Bytes the own SGEMM's packing buffers hold (process-wide, made at its first call and kept),
+ * or, before that call, the bytes it will make where the own SGEMM can run: what a memory
+ * estimate adds to a step's own. */
 size_t strop__gemm_buffer_bytes(void);
 /* strop's own SGEMM (gemm.c), same contract as strop__sgemm without the threading: used by
  * strop__sgemm where the CPU has AVX-512 (see strop__gemm_use_own). Returns 0, or -1 when it
@@ -50,6 +51,28 @@ extern int strop__gemm_impl;
 /* Within the own kernel: 0 picks the in-place paths by shape, 1 always packs, 2 reads in place
  * wherever it can (tests: every path gives the same bits). */
 extern int strop__gemm_sup;
+/* The depth of the own GEMM's k blocks: each element of C sums its products in k order within a
+ * block and adds the blocks in order (gemm.c), and the small-m kernels (gemv.c) do the same. */
+enum { STROP__GEMM_KC = 256 };
+/* Products with few rows (gemv.c): C[m, n] = alpha A[m, k] op(B) + beta C with A not
+ * transposed and m <= STROP__GEMV_MAX_M (a decoded token, a few sequences), B streamed once
+ * where it lies, on AVX-512 or AVX2+FMA. Every element is computed as strop__sgemm_own computes
+ * it: the same bits on either ISA, whatever the split of C's columns across calls. */
+enum { STROP__GEMV_MAX_M = 4 };
+enum { STROP__GEMV_NONE = 0, STROP__GEMV_AVX2 = 1, STROP__GEMV_AVX512 = 2 };
+/* 0 decides (STROP_GEMV=0 in the environment, read once per process, turns the kernels off),
+ * 1 off, 2 the AVX2 kernel wherever the CPU has it, 3 the AVX-512 one (tests, benchmarks). */
+extern int strop__gemv_impl;
+/* The kernel strop__sgemm runs this product with (own: whether it would run the own GEMM):
+ * the AVX-512 one where the own GEMM would run, AVX2 where the CPU has no AVX-512 and OpenBLAS
+ * is not forced (strop__gemm_impl 1), STROP__GEMV_NONE where the GEMM path keeps it. */
+int strop__gemv_pick(int trans_a, int64_t m, int own);
+/* Runs kernel isa (strop__gemv_pick's) on a product, B [k, n] (trans_b 0) or [n, k] (1):
+ * 0, or -1 when it cannot run here (ISA, m out of 1..STROP__GEMV_MAX_M, an empty product).
+ * nonfinite as strop__sgemm_own's. */
+int strop__sgemv(int isa, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                 const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                 int64_t ldc, int *nonfinite);
 /* A BLAS section: every call into OpenBLAS is inside one. OpenBLAS's process-wide thread
  * count is 1 while any section is open and the host's own value otherwise (blas.c). Sections
  * nest and may be open on several threads at once; enter and leave pair up on one thread. */
