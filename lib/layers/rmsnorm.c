@@ -93,7 +93,7 @@ static strop_status rmsnorm_backward(strop__node *n, const strop__exec *x, const
   int64_t rows, d;
   geometry(n->cfg, &in[0], &rows, &d);
   float *dw = strop__node_grad(n, W);
-  /* each chunk of rows but the first sums its share of dw apart */
+  /* each slice of rows but the first sums its share of dw apart (ops/layernorm.h) */
   float *part = NULL;
   const size_t parts = dw ? strop__rmsnorm_backward_scratch(rows, d) : 0;
   if (parts && !(part = strop__arena_alloc(x->arena, parts * sizeof *part)))
