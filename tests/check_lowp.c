@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "core/core.h"
+#include "graph/graph.h"
 #include "ops/dense.h"
 #include "ops/lowp.h"
 #include "testutil.h"
@@ -746,6 +747,208 @@ START_TEST(tied_weights_stay_f32) {
 }
 END_TEST
 
+/* ---- a Llama-family decoder: the gated MLP's weights are held too ---- */
+
+/* Drawn fresh from its config.json (STROP_LOAD_FRESH, every parameter frozen): 2 layers, width
+ * 32, 4 heads over 2 key/value heads, a gated SiLU MLP of 48, 64 words, 10 positions. */
+enum { LV = 64, LT = 10, LN = 2 };
+static strop_model *llama(uint64_t seed) {
+  char dir[] = "/tmp/strop_lowp_llamaXXXXXX", path[64];
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  snprintf(path, sizeof path, "%s/config.json", dir);
+  FILE *f = fopen(path, "w");
+  ck_assert_ptr_nonnull(f);
+  fprintf(f,
+          "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", "
+          "\"vocab_size\": %d, \"hidden_size\": 32, \"intermediate_size\": 48, "
+          "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2, "
+          "\"max_position_embeddings\": 64, \"initializer_range\": 0.1}",
+          LV);
+  fclose(f);
+  strop_pretrained_options o;
+  strop_pretrained_options_init(&o);
+  o.flags = STROP_LOAD_FRESH | STROP_LOAD_FROZEN;
+  o.max_length = LT;
+  o.seed = seed;
+  strop_model *m = NULL;
+  OK(strop_model_load_pretrained(dir, NULL, &o, &m, NULL));
+  unlink(path);
+  rmdir(dir);
+  return m;
+}
+
+/* LoRA (rank 4) on every q and v projection, seeded: the adapters are the same in two models */
+static void llama_lora(strop_model *m) {
+  strop_surgery *s = NULL;
+  OK(strop_surgery_create(m, &s));
+  OK(strop_surgery_set_seed(s, 21));
+  OK(strop_surgery_lora(s, "*.self_attn.[qv]_proj", 4, 8.0f, 0.0f));
+  OK(strop_surgery_apply(s));
+  strop_surgery_free(s);
+}
+
+/* r's weights take the values m holds in BF16 / int8 (the FP32 model on the same values) */
+static void hold_like(strop_model *r, const strop_model *m) {
+  for (int i = 0; i < m->n_params; i++) {
+    const strop__param *p = m->params[i];
+    if (!p->lowp.dtype) continue;
+    float *v = malloc(p->numel * sizeof *v);
+    strop__lowp_expand(&p->lowp, v);
+    OK(strop_model_set_tensor(r, p->name, v, p->numel));
+    free(v);
+  }
+}
+
+static void llama_tokens(float *ids, float *next, int n, int phase) {
+  for (int i = 0; i < n * LT; i++) ids[i] = (float)((i * 7 + 3 + phase * 5) % LV);
+  for (int i = 0; i < n * LT; i++) next[i] = (i + 1) % LT ? ids[i + 1] : -100.0f;
+}
+
+static strop_tensor *llama_forward(strop_model *m, const float *ids, int n) {
+  strop_tensor *tx = NULL, *y = NULL;
+  const int64_t xd[2] = {n, LT};
+  OK(strop_tensor_wrap((float *)ids, (size_t)(n * LT), 2, xd, &tx));
+  OK(strop_model_forward(m, tx, &y));
+  strop_tensor_free(tx);
+  return y;
+}
+
+/* Adam steps on next-token targets: the losses, and a layer-0 adapter after them (its gradient
+ * comes back through layer 1 and layer 0's gated MLPs and the LM head) */
+static run llama_train(strop_model *m, int steps) {
+  run out;
+  memset(&out, 0, sizeof out);
+  strop_optimizer *opt = NULL;
+  strop_trainer *tr = NULL;
+  OK(strop_optimizer_create(m, STROP_OPTIM_ADAMW, &opt));
+  OK(strop_optimizer_set_double(opt, STROP_OPT_LR, 1e-2));
+  OK(strop_trainer_create(m, opt, &tr));
+  enum { N = 3 };
+  float ids[N * LT], next[N * LT];
+  const int64_t xd[2] = {N, LT};
+  for (int s = 0; s < steps; s++) {
+    llama_tokens(ids, next, N, 0); /* one batch: the loss goes down as it fits it */
+    strop_tensor *tx = NULL, *ty = NULL;
+    OK(strop_tensor_wrap(ids, N * LT, 2, xd, &tx));
+    OK(strop_tensor_wrap(next, N * LT, 2, xd, &ty));
+    OK(strop_trainer_step(tr, tx, ty, &out.loss[s]));
+    strop_tensor_free(tx);
+    strop_tensor_free(ty);
+  }
+  strop_tensor *a = NULL;
+  OK(strop_model_tensor_view(m, "model.layers.0.self_attn.q_proj.lora_A.weight", &a));
+  out.n_adapter = (size_t)strop_tensor_numel(a);
+  out.adapter = malloc(out.n_adapter * sizeof(float));
+  memcpy(out.adapter, strop_tensor_data(a), out.n_adapter * sizeof(float));
+  strop_tensor_free(a);
+  strop_trainer_free(tr);
+  strop_optimizer_free(opt);
+  return out;
+}
+
+/* Every frozen projection of the decoder is held in the frozen dtype, the gated MLP's gate, up
+ * and down too: memory_estimate counts them as held. On the exact fallback the logits and a
+ * LoRA fine-tune (losses, adapters after 4 AdamW steps, the gradient coming back through the
+ * held MLPs) are bit for bit those of the FP32 model on the same values. */
+START_TEST(llama_held_exact) {
+  const int dtype = _i ? STROP_DTYPE_INT8 : STROP_DTYPE_BF16;
+  strop_model *m = llama(4), *r = NULL;
+  OK(strop_model_clone(m, &r));
+  size_t w32 = 0, wl = 0;
+  OK(strop_model_memory_estimate(m, 1, 0, &w32, NULL, NULL, NULL));
+  OK(strop_model_set_frozen_dtype(m, dtype));
+  OK(strop_model_memory_estimate(m, 1, 0, &wl, NULL, NULL, NULL));
+  static const char *const parts[] = {"gate_proj", "up_proj", "down_proj"};
+  for (int l = 0; l < LN; l++)
+    for (int k = 0; k < 3; k++) {
+      char name[96];
+      snprintf(name, sizeof name, "model.layers.%d.mlp.%s.weight", l, parts[k]);
+      const strop__param *p = strop__model_param_find(m, name);
+      ck_assert_ptr_nonnull(p);
+      ck_assert_msg(p->lowp.dtype == dtype, "%s held as %d", name, p->lowp.dtype);
+      ck_assert_ptr_null(p->data);
+    }
+  /* q 32x32, k and v 16x32, o 32x32, gate and up 48x32, down 32x48 per layer, lm_head 64x32;
+   * the embedding and the norms stay FP32; int8 adds a scale per output channel */
+  const size_t values = LN * (32 * 32 * 2 + 16 * 32 * 2 + 48 * 32 * 2 + 32 * 48) + LV * 32;
+  const size_t channels = LN * (32 + 16 + 16 + 32 + 48 + 48 + 32) + LV;
+  ck_assert_uint_eq(
+      w32 - wl, dtype == STROP_DTYPE_BF16 ? values * 2 : values * 3 - channels * sizeof(float));
+  hold_like(r, m);
+  float ids[2 * LT], next[2 * LT];
+  llama_tokens(ids, next, 2, 0);
+  strop__bf16_impl = 1;
+  strop_tensor *a = llama_forward(m, ids, 2), *b = llama_forward(r, ids, 2);
+  ck_assert_mem_eq(strop_tensor_data(a), strop_tensor_data(b), 2 * LT * LV * sizeof(float));
+  strop_tensor_free(a);
+  strop_tensor_free(b);
+  llama_lora(m);
+  llama_lora(r);
+  run x = llama_train(m, 4), y = llama_train(r, 4);
+  strop__bf16_impl = 0;
+  ck_assert_mem_eq(x.loss, y.loss, 4 * sizeof(float));
+  ck_assert_uint_eq(x.n_adapter, y.n_adapter);
+  ck_assert_mem_eq(x.adapter, y.adapter, x.n_adapter * sizeof(float));
+  ck_assert_float_lt(x.loss[3], x.loss[0]); /* and it trained */
+  free(x.adapter);
+  free(y.adapter);
+  strop_model_free(m);
+  strop_model_free(r);
+}
+END_TEST
+
+/* vdpbf16ps (where the CPU has it): the logits within 1% of their largest magnitude of the FP32
+ * model on the same BF16 values (the inputs of every product rounded to BF16 too). And the
+ * LoRA fine-tune with a BF16 or an int8 base (vdpbf16ps or the fallback) follows the FP32
+ * base's losses within 0.02 at every step. */
+START_TEST(llama_held_tolerance) {
+  const int dtype = _i ? STROP_DTYPE_INT8 : STROP_DTYPE_BF16;
+  strop_model *f = llama(6), *q = NULL;
+  OK(strop_model_clone(f, &q));
+  OK(strop_model_set_frozen_dtype(q, dtype));
+  if (dtype == STROP_DTYPE_BF16 && strop__bf16_dot_enabled()) {
+    strop_model *r = NULL;
+    OK(strop_model_clone(f, &r));
+    hold_like(r, q);
+    float ids[2 * LT], next[2 * LT];
+    llama_tokens(ids, next, 2, 1);
+    strop_tensor *a = llama_forward(q, ids, 2), *b = llama_forward(r, ids, 2);
+    const float *pa = strop_tensor_data(a), *pb = strop_tensor_data(b);
+    float scale = 0.0f, err = 0.0f;
+    for (int i = 0; i < 2 * LT * LV; i++) {
+      scale = fmaxf(scale, fabsf(pb[i]));
+      err = fmaxf(err, fabsf(pa[i] - pb[i]));
+    }
+    ck_assert_float_gt(err, 0.0f); /* it did run the BF16 product */
+    ck_assert_msg(err <= 0.01f * scale, "max |diff| %g, logits' scale %g", err, scale);
+    if (getenv("STROP_LOWP_VERBOSE"))
+      fprintf(stderr, "llama bf16 logits: max |diff| %g of %g\n", err, scale);
+    strop_tensor_free(a);
+    strop_tensor_free(b);
+    strop_model_free(r);
+  }
+  llama_lora(f);
+  llama_lora(q);
+  enum { STEPS = 12 };
+  run a = llama_train(f, STEPS), b = llama_train(q, STEPS);
+  double worst = 0;
+  for (int s = 0; s < STEPS; s++) {
+    const double d = fabs((double)a.loss[s] - (double)b.loss[s]);
+    ck_assert_msg(d <= 0.02, "step %d: fp32 loss %g, %s loss %g", s, (double)a.loss[s],
+                  dtype == STROP_DTYPE_BF16 ? "bf16" : "int8", (double)b.loss[s]);
+    if (d > worst) worst = d;
+  }
+  if (getenv("STROP_LOWP_VERBOSE"))
+    fprintf(stderr, "llama dtype %d: worst |loss diff| %g; fp32 %g -> %g\n", dtype, worst,
+            (double)a.loss[0], (double)a.loss[STEPS - 1]);
+  ck_assert_float_lt(b.loss[STEPS - 1], b.loss[0]);
+  free(a.adapter);
+  free(b.adapter);
+  strop_model_free(f);
+  strop_model_free(q);
+}
+END_TEST
+
 /* ---- errors ---- */
 
 START_TEST(errors) {
@@ -811,6 +1014,25 @@ static void back_to_f32(void *ctx) {
   OK(strop_model_set_tensor(g_m, "fc1.weight", g_orig, 64 * 32));
 }
 
+/* The decoder's conversion (gated MLPs included): a failure leaves every weight as it was. */
+static float *g_gate;
+static int op_convert_llama(void *ctx) {
+  const int dtype = *(const int *)ctx;
+  int st = strop_model_set_frozen_dtype(g_m, dtype);
+  if (st) {
+    ck_assert_int_eq(strop_model_frozen_dtype(g_m), STROP_DTYPE_F32);
+    const strop__param *p = strop__model_param_find(g_m, "model.layers.1.mlp.gate_proj.weight");
+    ck_assert_int_eq(p->lowp.dtype, STROP_DTYPE_F32);
+    ck_assert_mem_eq(p->data, g_gate, p->numel * sizeof(float));
+  }
+  return st;
+}
+
+static void llama_back_to_f32(void *ctx) {
+  (void)ctx;
+  OK(strop_model_set_frozen_dtype(g_m, STROP_DTYPE_F32));
+}
+
 START_TEST(alloc_sweep_convert) {
   for (int dtype = 1; dtype <= 2; dtype++) {
     g_m = text_model(2);
@@ -831,6 +1053,16 @@ START_TEST(alloc_sweep_convert) {
   OK(strop_model_set_frozen_dtype(g_m, STROP_DTYPE_INT8));
   ck_assert_int_ge(strop_test_alloc_sweep(op_regroup, regroup_back, NULL), 2);
   strop_model_free(g_m);
+  for (int dtype = 1; dtype <= 2; dtype++) {
+    g_m = llama(3);
+    const strop__param *p = strop__model_param_find(g_m, "model.layers.1.mlp.gate_proj.weight");
+    g_gate = malloc(p->numel * sizeof *g_gate);
+    memcpy(g_gate, p->data, p->numel * sizeof *g_gate);
+    /* 2 layers of 7 projections and the LM head: one failure at least per weight */
+    ck_assert_int_ge(strop_test_alloc_sweep(op_convert_llama, llama_back_to_f32, &dtype), 15);
+    free(g_gate);
+    strop_model_free(g_m);
+  }
 }
 END_TEST
 
@@ -862,6 +1094,10 @@ static Suite *suite(void) {
   tcase_add_test(c, save_load);
   tcase_add_test(c, lora_on_held_base);
   tcase_add_test(c, tied_weights_stay_f32);
+  suite_add_tcase(s, c);
+  c = tcase_create("llama");
+  tcase_add_loop_test(c, llama_held_exact, 0, 2);
+  tcase_add_loop_test(c, llama_held_tolerance, 0, 2);
   suite_add_tcase(s, c);
   c = tcase_create("errors");
   tcase_add_test(c, errors);

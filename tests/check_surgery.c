@@ -969,6 +969,381 @@ START_TEST(lora_pytorch_parity) {
 }
 END_TEST
 
+/* ---- LoRA on an embedding (PEFT's lora.Embedding) ---- */
+
+/* A tiny language model: ids [5] -> emb (11 x 6) -> tanh -> head (6 -> 11, no bias); with tied,
+ * head.weight is emb.weight (GPT-2's lm_head and wte). */
+static strop_model *tiny_lm(int tied) {
+  int64_t in[1] = {5};
+  strop_model *m = NULL;
+  OK(strop_model_create(1, in, &m));
+  OK(strop_model_add(m, "emb", "embedding", "num_embeddings=11 embedding_dim=6", NULL));
+  OK(strop_model_add(m, "act", "tanh", NULL, NULL));
+  OK(strop_model_add(m, "head", "linear", "out_features=11 bias=false", NULL));
+  if (tied) OK(strop_model_tie(m, "head.weight", "emb.weight"));
+  OK(strop_model_finalize(m, 13));
+  return m;
+}
+
+/* 4 samples of 5 token ids in [0, 10): id 10 never occurs */
+static const float LM_IDS[20] = {1, 4, 4, 9, 0, 2, 3, 5, 7, 7, 8, 6, 1, 0, 3, 9, 2, 5, 4, 8};
+
+/* freeze everything, then LoRA on the exact names given (NULL-terminated) */
+static strop_model *lm_with_lora(const strop_model *base, const char *const *names, int64_t r,
+                                 float alpha) {
+  strop_model *m = NULL;
+  OK(strop_model_clone(base, &m));
+  strop_surgery *s = NULL;
+  OK(strop_surgery_create(m, &s));
+  OK(strop_surgery_freeze(s, "*", 0));
+  for (int i = 0; names[i]; i++) OK(strop_surgery_lora(s, names[i], r, alpha, 0.0f));
+  OK(strop_surgery_apply(s));
+  strop_surgery_free(s);
+  return m;
+}
+
+START_TEST(lora_embedding_starts_exact_and_trains_adapters) {
+  strop_model *base = tiny_lm(0);
+  static const char *const emb[] = {"emb", NULL};
+  strop_model *m = lm_with_lora(base, emb, 2, 4.0f);
+  char t[32];
+  strop_model_node_info(m, 0, 1, t, sizeof t);
+  ck_assert_str_eq(t, "lora_embedding");
+  strop__param *a = strop__model_param_find(m, "emb.lora_embedding_A");
+  strop__param *b = strop__model_param_find(m, "emb.lora_embedding_B");
+  ck_assert_ptr_nonnull(a);
+  ck_assert_ptr_nonnull(b);
+  ck_assert_int_eq(a->dims[0], 2); /* PEFT's shapes: A [r, num_embeddings], B [dim, r] */
+  ck_assert_int_eq(a->dims[1], 11);
+  ck_assert_int_eq(b->dims[0], 6);
+  ck_assert_int_eq(b->dims[1], 2);
+  /* PEFT's init: A zero, B N(0, 1) */
+  for (size_t k = 0; k < a->numel; k++) ck_assert(a->data[k] == 0.0f);
+  float bmax = 0;
+  for (size_t k = 0; k < b->numel; k++) bmax = fmaxf(bmax, fabsf(b->data[k]));
+  ck_assert(bmax > 0.5f && bmax < 6.0f);
+  ck_assert_int_eq(strop_model_param_trainable(m, "emb.weight"), 0);
+  ck_assert_int_eq(strop_model_param_trainable(m, "emb.lora_embedding_A"), 1);
+  ck_assert_int_eq(strop_model_param_trainable(m, "emb.lora_embedding_B"), 1);
+  ck_assert_int_eq(strop_model_param_count(m, 1), 2 * 11 + 6 * 2);
+  /* the first forward equals the base exactly */
+  float *y0 = run(base, LM_IDS, 4, NULL), *y1 = run(m, LM_IDS, 4, NULL);
+  ck_assert(memcmp(y0, y1, 44 * 5 * sizeof(float)) == 0);
+  free(y1);
+  /* training moves A and B only; A only in the columns of the ids seen (10 never is) */
+  snap before;
+  snap_take(m, &before);
+  for (int step = 0; step < 3; step++) sgd_step(m, LM_IDS, 4, 0.2f, (uint64_t)step);
+  for (int i = 0; i < m->n_params; i++) {
+    strop__param *p = m->params[i];
+    int same = memcmp(p->data, before.data[i], p->numel * sizeof(float)) == 0;
+    ck_assert_msg(strstr(p->name, ".lora_") ? !same : same, "%s", p->name);
+  }
+  snap_free(&before);
+  for (int k = 0; k < 2; k++) {
+    ck_assert(a->data[k * 11 + 10] == 0.0f);
+    ck_assert(a->data[k * 11 + 4] != 0.0f);
+  }
+  /* merge into the table (not tied here) and unmerge */
+  float *y2 = run(m, LM_IDS, 4, NULL);
+  /* generation runs the adapted embedding one position at a time (it refused the type before):
+   * this model is per position, so its first greedy token after "1 4" is the argmax of the
+   * logits at position 1 of the first sample */
+  const int64_t prompt[2] = {1, 4};
+  int64_t gen[3], count = 0, best = 0;
+  OK(strop_generate(m, prompt, 2, NULL, gen, 3, &count));
+  ck_assert_int_eq(count, 3);
+  for (int64_t v = 1; v < 11; v++)
+    if (y2[11 + v] > y2[11 + best]) best = v;
+  ck_assert_int_eq(gen[0], best);
+  ck_assert(memcmp(y2, y0, 44 * 5 * sizeof(float)) != 0);
+  OK(strop_model_lora_merge(m));
+  float *y3 = run(m, LM_IDS, 4, NULL);
+  ck_assert_double_le(strop_test_max_rel(y3, y2, 220, 1e-3, NULL), 1e-5);
+  OK(strop_model_lora_unmerge(m));
+  float *y4 = run(m, LM_IDS, 4, NULL);
+  ck_assert_double_le(strop_test_max_rel(y4, y2, 220, 1e-3, NULL), 1e-5);
+  /* exported for inference: a plain embedding with the adapter folded in */
+  make_tmp();
+  char spec[400], wts[400];
+  snprintf(spec, sizeof spec, "%s/model.yaml", g_tmp);
+  snprintf(wts, sizeof wts, "%s/model.safetensors", g_tmp);
+  OK(strop_model_export(m, spec, wts, 0));
+  strop_model *r = NULL;
+  OK(strop_model_load_spec(spec, &r));
+  OK(strop_model_load_weights(r, wts, STROP_LOAD_STRICT, NULL));
+  strop_model_node_info(r, 0, 1, t, sizeof t);
+  ck_assert_str_eq(t, "embedding");
+  free(y3);
+  y3 = run(r, LM_IDS, 4, NULL);
+  ck_assert_double_le(strop_test_max_rel(y3, y2, 220, 1e-3, NULL), 1e-5);
+  strop_model_free(r);
+  unlink(spec);
+  unlink(wts);
+  rm_tmp();
+  free(y0);
+  free(y2);
+  free(y3);
+  free(y4);
+  strop_model_free(m);
+  /* a pattern keeps meaning the linear layers: "*" leaves the embedding as it is */
+  m = with_lora(base, "*", 2, 4.0f, 0.0f);
+  strop_model_node_info(m, 0, 1, t, sizeof t);
+  ck_assert_str_eq(t, "embedding");
+  strop_model_node_info(m, 2, 1, t, sizeof t);
+  ck_assert_str_eq(t, "lora_linear");
+  strop_model_free(m);
+  strop_model_free(base);
+}
+END_TEST
+
+/* With the output layer tied to the embedding (GPT-2), the adapter adapts the input side only:
+ * the head reads the frozen table. Folding (B A)^T into that table would change the head too,
+ * so merging is refused and nothing changes; the adapters saved apart give back the logits. */
+START_TEST(lora_embedding_tied_not_merged) {
+  strop_model *base = tiny_lm(1);
+  static const char *const emb[] = {"emb", NULL}, *const both[] = {"emb", "head", NULL};
+  for (int with_head = 0; with_head < 2; with_head++) {
+    strop_model *m = lm_with_lora(base, with_head ? both : emb, 2, 4.0f);
+    for (int step = 0; step < 3; step++) sgd_step(m, LM_IDS, 4, 0.2f, (uint64_t)step + 5);
+    strop__node *head = &m->nodes[strop__model_node_find(m, "head")];
+    ck_assert_ptr_eq(strop__param_owner(strop__node_param(head, "weight")),
+                     strop__model_param_find(m, "emb.weight"));
+    ck_assert(same_param(m, base, "emb.weight")); /* the shared table is frozen */
+    float *y = run(m, LM_IDS, 4, NULL);
+    snap sn;
+    snap_take(m, &sn);
+    ck_assert_int_eq(strop_model_lora_merge(m), STROP_E_UNSUPPORTED);
+    const char *err = strop_last_error();
+    ck_assert_msg(strstr(err, "'emb.weight'") && strstr(err, "'head.weight'") &&
+                      strstr(err, "nothing merged"),
+                  "%s", err);
+    /* nor exported: that folds the adapters in too (it did, changing the head, before) */
+    make_tmp();
+    char spec[400], wts[400];
+    snprintf(spec, sizeof spec, "%s/model.yaml", g_tmp);
+    snprintf(wts, sizeof wts, "%s/model.safetensors", g_tmp);
+    ck_assert_int_eq(strop_model_export(m, spec, wts, 0), STROP_E_UNSUPPORTED);
+    ck_assert_ptr_nonnull(strstr(strop_last_error(), "strop_model_export: the LoRA adapter of"));
+    ck_assert_int_eq(access(spec, F_OK), -1);
+    snap_check(m, &sn);
+    snap_free(&sn);
+    OK(strop_model_lora_save(m, g_tmp));
+    strop_model *again = NULL;
+    OK(strop_model_clone(base, &again));
+    OK(strop_model_lora_load(again, g_tmp));
+    float *y2 = run(again, LM_IDS, 4, NULL);
+    ck_assert_msg(memcmp(y, y2, 220 * sizeof(float)) == 0, "with_head %d: logits differ",
+                  with_head);
+    rm_tmp();
+    free(y);
+    free(y2);
+    strop_model_free(again);
+    strop_model_free(m);
+  }
+  strop_model_free(base);
+}
+END_TEST
+
+/* PEFT's saved names and config; base + folder = the adapted model, bit for bit */
+START_TEST(lora_embedding_save_and_reload) {
+  strop_model *base = tiny_lm(0), *m = NULL;
+  OK(strop_model_clone(base, &m));
+  strop_surgery *s = NULL;
+  OK(strop_surgery_create(m, &s));
+  OK(strop_surgery_freeze(s, "*", 0));
+  OK(strop_surgery_lora(s, "emb", 3, 6.0f, 0.1f)); /* dropout recorded, not applied */
+  OK(strop_surgery_lora(s, "head", 2, 4.0f, 0.0f));
+  OK(strop_surgery_apply(s));
+  strop_surgery_free(s);
+  for (int step = 0; step < 3; step++) sgd_step(m, LM_IDS, 4, 0.2f, (uint64_t)step + 9);
+  float *y = run(m, LM_IDS, 4, NULL);
+  /* no dropout on the embedding's adapter: a training forward gives the eval logits */
+  const strop__act *o;
+  OK(strop__model_forward_exec(m, LM_IDS, 4, 1, NULL, &o));
+  ck_assert(memcmp(o->data, y, 220 * sizeof(float)) == 0);
+  strop__model_step_end(m);
+  make_tmp();
+  OK(strop_model_lora_save(m, g_tmp));
+  char path[400];
+  snprintf(path, sizeof path, "%s/adapter_config.json", g_tmp);
+  char *cfg = strop_test_read_file(path, NULL);
+  ck_assert_ptr_nonnull(cfg);
+  ck_assert_msg(strstr(cfg, "\"target_modules\": [\"emb\", \"head\"]"), "%s", cfg);
+  ck_assert_msg(strstr(cfg, "\"r\": 3") && strstr(cfg, "\"rank_pattern\": {\"head\": 2}"), "%s",
+                cfg);
+  free(cfg);
+  snprintf(path, sizeof path, "%s/adapter_model.safetensors", g_tmp);
+  strop__st_file *f = NULL;
+  OK(strop__st_open("test", path, &f));
+  ck_assert_int_eq(f->n, 4);
+  const strop__st_tensor *ta = strop__st_find(f, "base_model.model.emb.lora_embedding_A");
+  const strop__st_tensor *tb = strop__st_find(f, "base_model.model.emb.lora_embedding_B");
+  ck_assert_ptr_nonnull(ta);
+  ck_assert_ptr_nonnull(tb);
+  ck_assert(ta->dims[0] == 3 && ta->dims[1] == 11 && tb->dims[0] == 6 && tb->dims[1] == 3);
+  ck_assert_ptr_nonnull(strop__st_find(f, "base_model.model.head.lora_A.weight"));
+  strop__st_close(f);
+  strop_model *again = NULL;
+  OK(strop_model_clone(base, &again));
+  OK(strop_model_lora_load(again, g_tmp));
+  char t[32];
+  strop_model_node_info(again, 0, 1, t, sizeof t);
+  ck_assert_str_eq(t, "lora_embedding");
+  float *y2 = run(again, LM_IDS, 4, NULL);
+  ck_assert(memcmp(y, y2, 220 * sizeof(float)) == 0);
+  /* again: the node has its adapter, refused, unchanged */
+  snap sn;
+  snap_take(again, &sn);
+  ck_assert_int_eq(strop_model_lora_load(again, g_tmp), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "already has LoRA adapters"));
+  snap_check(again, &sn);
+  snap_free(&sn);
+  strop_model_free(again);
+  /* onto a base whose 'emb' is a linear: the file's names are an embedding's */
+  int64_t in[1] = {11};
+  strop_model *other = NULL;
+  OK(strop_model_create(1, in, &other));
+  OK(strop_model_add(other, "emb", "linear", "out_features=6", NULL));
+  OK(strop_model_add(other, "head", "linear", "out_features=11 bias=false", NULL));
+  OK(strop_model_finalize(other, 2));
+  snap_take(other, &sn);
+  ck_assert_int_eq(strop_model_lora_load(other, g_tmp), STROP_E_FORMAT);
+  ck_assert_msg(strstr(strop_last_error(), "'base_model.model.emb.lora_embedding_A' does not fit "
+                                           "module 'emb', a lora_linear node"),
+                "%s", strop_last_error());
+  snap_check(other, &sn);
+  snap_free(&sn);
+  strop_model_free(other);
+  rm_tmp();
+  free(y);
+  free(y2);
+  strop_model_free(m);
+  strop_model_free(base);
+}
+END_TEST
+
+static strop_model *lora_emb_single(const char *opts) {
+  int64_t in[1] = {5};
+  strop_model *m = NULL;
+  OK(strop_model_create(1, in, &m));
+  OK(strop_model_add(m, "emb", "lora_embedding", opts, NULL));
+  OK(strop_model_finalize(m, 5));
+  return m;
+}
+
+START_TEST(lora_embedding_gradcheck) {
+  strop_model *m = lora_emb_single("num_embeddings=7 embedding_dim=4 r=2 alpha=3");
+  /* a non-zero A so B's gradient is not trivially zero */
+  strop__param *a = strop__model_param_find(m, "emb.lora_embedding_A");
+  strop__rng g;
+  strop__rng_seed(&g, 4, 4);
+  for (size_t k = 0; k < a->numel; k++) a->data[k] = strop__rng_normal(&g) * 0.5f;
+  strop_test_gc_opts o;
+  strop_test_gc_defaults(&o);
+  o.int_inputs = 1;
+  o.int_max = 7;
+  strop_test_gradcheck(m, 3, 17, &o);
+  for (int i = 0; i < m->n_params; i++) m->params[i]->trainable = 1; /* the base too */
+  strop_test_gradcheck(m, 3, 18, &o);
+  strop_model_free(m);
+}
+END_TEST
+
+START_TEST(lora_embedding_pytorch_parity) {
+  strop_model *m = lora_emb_single("num_embeddings=11 embedding_dim=6 r=3 alpha=6 padding_idx=3");
+  ck_assert_double_le(
+      strop_test_parity(m, STROP_TEST_DATA "/surgery/lora_embedding.safetensors", 1e-5), 1e-5);
+  strop_model_free(m);
+}
+END_TEST
+
+/* an adapter folder as PEFT writes it for an nn.Embedding and an nn.Linear */
+START_TEST(lora_embedding_peft_adapter) {
+  int64_t in[1] = {6};
+  strop_model *m = NULL;
+  OK(strop_model_create(1, in, &m));
+  OK(strop_model_add(m, "emb", "embedding", "num_embeddings=13 embedding_dim=8", NULL));
+  OK(strop_model_add(m, "fc", "linear", "out_features=5", NULL));
+  OK(strop_model_finalize(m, 1));
+  strop__st_file *f = NULL;
+  OK(strop__st_open("test", STROP_TEST_DATA "/surgery/peft_emb_base.safetensors", &f));
+  load_fixture(m, f, "emb.weight");
+  load_fixture(m, f, "fc.weight");
+  load_fixture(m, f, "fc.bias");
+  float x[12], want[60], base_want[60];
+  OK(strop__st_read_f32("test", strop__st_find(f, "input"), x, 12));
+  OK(strop__st_read_f32("test", strop__st_find(f, "output"), want, 60));
+  OK(strop__st_read_f32("test", strop__st_find(f, "base_output"), base_want, 60));
+  strop__st_close(f);
+  float *y0 = run(m, x, 2, NULL);
+  ck_assert_double_le(strop_test_max_rel(y0, base_want, 60, 1e-4, NULL), 1e-5);
+  OK(strop_model_lora_load(m, STROP_TEST_DATA "/surgery/peft_emb_adapter"));
+  char t[32];
+  strop_model_node_info(m, 0, 1, t, sizeof t);
+  ck_assert_str_eq(t, "lora_embedding");
+  float *y = run(m, x, 2, NULL);
+  ck_assert_double_le(strop_test_max_rel(y, want, 60, 1e-4, NULL), 1e-5);
+  free(y0);
+  free(y);
+  strop_model_free(m);
+}
+END_TEST
+
+/* The edit's errors on embeddings: each leaves the model as it was and says why. */
+START_TEST(lora_embedding_errors) {
+  int64_t in[1] = {5};
+  strop_model *m = NULL;
+  OK(strop_model_create(1, in, &m));
+  OK(strop_model_add(m, "emb", "embedding", "num_embeddings=11 embedding_dim=6", NULL));
+  OK(strop_model_add(m, "pos", "positional_embedding", "num_embeddings=5", NULL));
+  OK(strop_model_finalize(m, 3));
+  static const struct {
+    const char *glob;
+    int64_t rank;
+    strop_status at_add, at_apply;
+    const char *says;
+  } bad[] = {
+      {"emb", 0, STROP_E_INVALID_ARG, STROP_OK, "rank"},
+      {"emb", -2, STROP_E_INVALID_ARG, STROP_OK, "rank"},
+      {"pos", 2, STROP_OK, STROP_E_INVALID_ARG,
+       "node 'pos' is positional_embedding; LoRA applies to linear nodes, embedding nodes"},
+      {"em*", 2, STROP_OK, STROP_E_NOT_FOUND,
+       "no linear node matches 'em*' (nor an attention projection '<node>.q_proj' ..., nor an "
+       "embedding node of that exact name)"},
+      {"nothing", 2, STROP_OK, STROP_E_NOT_FOUND, "nothing"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    snap sn;
+    snap_take(m, &sn);
+    strop_surgery *s = NULL;
+    OK(strop_surgery_create(m, &s));
+    ck_assert_int_eq(strop_surgery_lora(s, bad[i].glob, bad[i].rank, 4.0f, 0.0f), bad[i].at_add);
+    if (bad[i].at_add == STROP_OK) ck_assert_int_eq(strop_surgery_apply(s), bad[i].at_apply);
+    ck_assert_msg(strstr(strop_last_error(), bad[i].says), "case %zu: %s", i, strop_last_error());
+    strop_surgery_free(s);
+    snap_check(m, &sn);
+    snap_free(&sn);
+  }
+  /* twice on the same embedding */
+  strop_surgery *s = NULL;
+  OK(strop_surgery_create(m, &s));
+  OK(strop_surgery_lora(s, "emb", 2, 4.0f, 0.0f));
+  OK(strop_surgery_apply(s));
+  strop_surgery_free(s);
+  snap sn;
+  snap_take(m, &sn);
+  OK(strop_surgery_create(m, &s));
+  OK(strop_surgery_lora(s, "emb", 2, 4.0f, 0.0f));
+  ck_assert_int_eq(strop_surgery_apply(s), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "node 'emb' already has LoRA adapters"));
+  strop_surgery_free(s);
+  snap_check(m, &sn);
+  snap_free(&sn);
+  strop_model_free(m);
+}
+END_TEST
+
 /* ---- errors: each leaves the model as it was and names the edit ---- */
 typedef enum {
   OP_FREEZE,
@@ -1449,6 +1824,229 @@ static void transaction_sweep(int flags_only, int lora_load) {
   strop_model_free(m);
 }
 
+/* ---- frozen weights shared with the plan's clone, not copied ---- */
+
+/* fc1 and a gated MLP frozen (held in `dtype`), a trained head */
+static strop_model *held_base(int dtype) {
+  const int64_t in[1] = {64};
+  strop_model *m = NULL;
+  OK(strop_model_create(1, in, &m));
+  OK(strop_model_add(m, "fc1", "linear", "out_features=256", NULL));
+  OK(strop_model_add(m, "mlp", "gated_mlp", "intermediate_size=512", NULL));
+  OK(strop_model_add(m, "head", "linear", "out_features=4", NULL));
+  OK(strop_model_finalize(m, 1));
+  OK(strop_model_freeze(m, "fc1"));
+  OK(strop_model_freeze(m, "mlp"));
+  OK(strop_model_set_frozen_dtype(m, dtype));
+  return m;
+}
+
+/* The frozen weights' storage: where the values are, and the values */
+typedef struct held_snap {
+  int n;
+  char *name[16];
+  const void *where[16];
+  void *bytes[16];
+  size_t size[16];
+  int dtype[16];
+  float out[2 * 4];
+} held_snap;
+
+static strop_tensor *held_forward(strop_model *m) {
+  static float x[2 * 64];
+  for (int i = 0; i < 2 * 64; i++) x[i] = (float)sin(0.37 * i);
+  strop_tensor *tx = NULL, *y = NULL;
+  OK(strop_tensor_wrap(x, 2 * 64, 2, (const int64_t[]){2, 64}, &tx));
+  OK(strop_model_forward(m, tx, &y));
+  strop_tensor_free(tx);
+  return y;
+}
+
+static void held_take(strop_model *m, held_snap *h, size_t *frozen_bytes) {
+  memset(h, 0, sizeof *h);
+  size_t total = 0;
+  for (int i = 0; i < m->n_params; i++) {
+    const strop__param *p = m->params[i];
+    if (p->trainable || p->is_buffer) continue;
+    ck_assert_int_lt(h->n, 16);
+    const int k = h->n++;
+    h->name[k] = strdup(p->name);
+    h->dtype[k] = p->lowp.dtype;
+    h->where[k] = p->lowp.dtype ? p->lowp.v : (const void *)p->data;
+    h->size[k] = strop__param_bytes(p);
+    h->bytes[k] = malloc(h->size[k]);
+    if (p->lowp.dtype) {
+      const size_t vb = h->size[k] - (size_t)strop__lowp_scales(&p->lowp) * sizeof(float);
+      memcpy(h->bytes[k], p->lowp.v, vb);
+      if (p->lowp.scale) memcpy((char *)h->bytes[k] + vb, p->lowp.scale, h->size[k] - vb);
+    } else {
+      memcpy(h->bytes[k], p->data, h->size[k]);
+    }
+    total += h->size[k];
+  }
+  if (frozen_bytes) *frozen_bytes = total;
+  strop_tensor *y = held_forward(m);
+  memcpy(h->out, strop_tensor_data(y), sizeof h->out);
+  strop_tensor_free(y);
+}
+
+/* The frozen weights are where they were (not copied, not shared any more), as they were */
+static void held_check(strop_model *m, const held_snap *h, int outputs) {
+  for (int k = 0; k < h->n; k++) {
+    const strop__param *p = strop__model_param_find(m, h->name[k]);
+    ck_assert_msg(p != NULL, "%s gone", h->name[k]);
+    ck_assert_int_eq(p->lowp.dtype, h->dtype[k]);
+    ck_assert_msg((p->lowp.dtype ? p->lowp.v : (const void *)p->data) == h->where[k],
+                  "%s was copied", h->name[k]);
+    ck_assert_msg(p->map == NULL, "%s still shared", h->name[k]);
+    if (p->lowp.dtype) {
+      const size_t vb = h->size[k] - (size_t)strop__lowp_scales(&p->lowp) * sizeof(float);
+      ck_assert(memcmp(p->lowp.v, h->bytes[k], vb) == 0);
+      if (p->lowp.scale)
+        ck_assert(memcmp(p->lowp.scale, (char *)h->bytes[k] + vb, h->size[k] - vb) == 0);
+    } else {
+      ck_assert(memcmp(p->data, h->bytes[k], h->size[k]) == 0);
+    }
+  }
+  if (outputs) {
+    strop_tensor *y = held_forward(m);
+    ck_assert_mem_eq(strop_tensor_data(y), h->out, sizeof h->out);
+    strop_tensor_free(y);
+  }
+}
+
+static void held_free(held_snap *h) {
+  for (int k = 0; k < h->n; k++) {
+    free(h->name[k]);
+    free(h->bytes[k]);
+  }
+}
+
+/* A LoRA plan (and a head replaced) on a frozen base in FP32, BF16 or int8: the clone it runs
+ * on shares the frozen weights, so the plan allocates less than half of them (it copied all
+ * of them before), and after it the model holds them where it did, as its own. */
+START_TEST(lora_plan_shares_frozen_weights) {
+  strop_model *m = held_base(_i);
+  held_snap h;
+  size_t frozen = 0;
+  held_take(m, &h, &frozen);
+  strop_surgery *s = NULL;
+  OK(strop_surgery_create(m, &s));
+  OK(strop_surgery_lora(s, "fc1", 4, 8.0f, 0.0f));
+  OK(strop_surgery_lora(s, "mlp.up_proj", 4, 8.0f, 0.0f));
+  OK(strop_surgery_replace(s, "head", "linear", "out_features=4", 7));
+  OK(strop_surgery_validate(s)); /* a dry run shares and gives back too */
+  held_check(m, &h, 1);
+  strop__alloc_peak_reset();
+  const int64_t base = strop__alloc_peak();
+  OK(strop_surgery_apply(s));
+  const int64_t extra = strop__alloc_peak() - base;
+  ck_assert_msg(extra < (int64_t)frozen / 2,
+                "the plan allocated %lld bytes beside %zu bytes of frozen weights",
+                (long long)extra, frozen);
+  strop_surgery_free(s);
+  held_check(m, &h, 0);
+  /* and it trains: the adapters and the head, the base as it was */
+  strop_optimizer *opt = NULL;
+  strop_trainer *tr = NULL;
+  OK(strop_optimizer_create(m, STROP_OPTIM_ADAMW, &opt));
+  OK(strop_trainer_create(m, opt, &tr));
+  static float x[2 * 64], y[2] = {1, 3};
+  for (int i = 0; i < 2 * 64; i++) x[i] = (float)cos(0.21 * i);
+  strop_tensor *tx = NULL, *ty = NULL;
+  OK(strop_tensor_wrap(x, 2 * 64, 2, (const int64_t[]){2, 64}, &tx));
+  OK(strop_tensor_wrap(y, 2, 1, (const int64_t[]){2}, &ty));
+  float loss = 0;
+  for (int k = 0; k < 2; k++) OK(strop_trainer_step(tr, tx, ty, &loss));
+  held_check(m, &h, 0);
+  strop_tensor_free(tx);
+  strop_tensor_free(ty);
+  strop_trainer_free(tr);
+  strop_optimizer_free(opt);
+  held_free(&h);
+  strop_model_free(m);
+}
+END_TEST
+
+/* A plan that fails after its LoRA edit leaves a model with a frozen BF16 / int8 base exactly as
+ * it was: the same storage at the same addresses, the same bits, the same outputs; unfreezing
+ * a shared weight in a plan copies it (the model's stays). */
+START_TEST(failing_plan_on_held_base) {
+  strop_model *m = held_base(_i ? STROP_DTYPE_INT8 : STROP_DTYPE_BF16);
+  held_snap h;
+  held_take(m, &h, NULL);
+  strop_surgery *s = NULL;
+  OK(strop_surgery_create(m, &s));
+  OK(strop_surgery_lora(s, "fc1", 4, 8.0f, 0.0f));
+  OK(strop_surgery_replace(s, "nope", "relu", NULL, 1));
+  ck_assert_int_eq(strop_surgery_apply(s), STROP_E_NOT_FOUND);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "no node named 'nope'"));
+  held_check(m, &h, 1);
+  strop_surgery_free(s);
+  /* a plan that unfreezes the MLP and fails later: the model's weights untouched */
+  OK(strop_surgery_create(m, &s));
+  OK(strop_surgery_unfreeze(s, "mlp", 0));
+  OK(strop_surgery_insert_after(s, "head", "act", "relu", NULL));
+  OK(strop_surgery_remove(s, "nope"));
+  ck_assert_int_eq(strop_surgery_apply(s), STROP_E_NOT_FOUND);
+  held_check(m, &h, 1);
+  strop_surgery_free(s);
+  /* the same without the failing edit: the MLP widened to FP32 in the model, fc1 kept */
+  OK(strop_surgery_create(m, &s));
+  OK(strop_surgery_unfreeze(s, "mlp", 0));
+  OK(strop_surgery_insert_after(s, "head", "act", "relu", NULL));
+  OK(strop_surgery_apply(s));
+  strop_surgery_free(s);
+  const strop__param *g = strop__model_param_find(m, "mlp.gate_proj.weight");
+  ck_assert_int_eq(g->lowp.dtype, STROP_DTYPE_F32);
+  ck_assert(g->trainable && g->data && !g->map);
+  const strop__param *f = strop__model_param_find(m, "fc1.weight");
+  ck_assert_ptr_eq(f->lowp.v, h.where[0]);
+  ck_assert_ptr_null(f->map);
+  held_free(&h);
+  strop_model_free(m);
+}
+END_TEST
+
+/* Each failing allocation of a LoRA plan on a frozen BF16 / int8 base (the clone's shares
+ * included) leaves the model as it was. */
+START_TEST(alloc_transaction_held_base) {
+  strop_model *m = held_base(_i ? STROP_DTYPE_INT8 : STROP_DTYPE_BF16);
+  held_snap h;
+  held_take(m, &h, NULL);
+  strop_surgery *s = NULL;
+  OK(strop_surgery_create(m, &s));
+  OK(strop_surgery_lora(s, "fc1", 4, 8.0f, 0.0f));
+  OK(strop_surgery_lora(s, "mlp.up_proj", 4, 8.0f, 0.0f));
+  OK(strop_surgery_replace(s, "head", "linear", "out_features=4", 7));
+  int failures = 0;
+  for (int64_t k = 1; k < 10000; k++) {
+    strop_clear_error();
+    const int64_t live = strop__alloc_live();
+    strop__alloc_fail_at(k);
+    strop_status st = strop_surgery_apply(s);
+    int hit = strop__alloc_failed();
+    strop__alloc_fail_at(0);
+    if (!hit) {
+      OK(st);
+      break;
+    }
+    failures++;
+    ck_assert_msg(st == STROP_E_NOMEM, "allocation %lld: status %d (%s)", (long long)k, st,
+                  strop_last_error());
+    ck_assert(strop_last_error()[0] != '\0');
+    ck_assert_msg(strop__alloc_live() == live, "allocation %lld: %lld live, was %lld",
+                  (long long)k, (long long)strop__alloc_live(), (long long)live);
+    held_check(m, &h, 0);
+  }
+  ck_assert_int_ge(failures, 10);
+  held_check(m, &h, 0); /* applied: the base where it was */
+  held_free(&h);
+  strop_surgery_free(s);
+  strop_model_free(m);
+}
+END_TEST
+
 START_TEST(alloc_transaction_structural) { transaction_sweep(0, 0); }
 END_TEST
 
@@ -1483,6 +2081,15 @@ int main(void) {
   tcase_add_test(tc, lora_gradcheck);
   tcase_add_test(tc, lora_pytorch_parity);
   suite_add_tcase(s, tc);
+  tc = tcase_create("lora_embedding");
+  tcase_add_test(tc, lora_embedding_starts_exact_and_trains_adapters);
+  tcase_add_test(tc, lora_embedding_tied_not_merged);
+  tcase_add_test(tc, lora_embedding_save_and_reload);
+  tcase_add_test(tc, lora_embedding_gradcheck);
+  tcase_add_test(tc, lora_embedding_pytorch_parity);
+  tcase_add_test(tc, lora_embedding_peft_adapter);
+  tcase_add_test(tc, lora_embedding_errors);
+  suite_add_tcase(s, tc);
   tc = tcase_create("errors");
   tcase_add_test(tc, every_edit_fails_cleanly);
   tcase_add_test(tc, argument_errors);
@@ -1497,6 +2104,11 @@ int main(void) {
   tcase_add_test(tc, alloc_transaction_structural);
   tcase_add_test(tc, alloc_transaction_flags);
   tcase_add_test(tc, alloc_transaction_lora_load);
+  tcase_add_loop_test(tc, alloc_transaction_held_base, 0, 2);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("shared");
+  tcase_add_loop_test(tc, lora_plan_shares_frozen_weights, 0, 3);
+  tcase_add_loop_test(tc, failing_plan_on_held_base, 0, 2);
   suite_add_tcase(s, tc);
   return strop_test_run(s);
 }

@@ -1305,7 +1305,9 @@ typedef enum strop_export_flags {
  * @param[in] weights_path The safetensors file to write (must differ from @p spec_path).
  * @param[in] flags        ::STROP_EXPORT_DEFAULT or a combination of ::strop_export_flags.
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL, empty or equal paths, unknown flags);
- *         STROP_E_STATE (not finalized); STROP_E_IO naming the path; STROP_E_NOMEM.
+ *         STROP_E_STATE (not finalized); STROP_E_UNSUPPORTED (since 0.2: a LoRA adapter on a
+ *         weight tied to another tensor, as strop_model_lora_merge() refuses; nothing is
+ *         written); STROP_E_IO naming the path; STROP_E_NOMEM.
  *         Thread-safe for distinct paths while no other thread modifies @p model.
  * @since 0.1
  */
@@ -1325,8 +1327,8 @@ STROP_API STROP_NODISCARD strop_status strop_model_export(const strop_model *mod
  * @param[in,out] model The model.
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_NOT_FOUND (no LoRA node);
  *         STROP_E_UNSUPPORTED (since 0.2: an adapted base weight is tied to another tensor —
- *         a LoRA on GPT-2's lm_head, whose weight is the token embedding — which merging would
- *         change too; nothing is merged); STROP_E_NOMEM (widening a held base; the model is
+ *         a LoRA on GPT-2's lm_head or on its token embedding `transformer.wte`, which share
+ *         one weight — which merging would change too; nothing is merged); STROP_E_NOMEM (widening a held base; the model is
  *         then unchanged).
  * @since 0.1
  */
@@ -1347,6 +1349,9 @@ STROP_API STROP_NODISCARD strop_status strop_model_lora_unmerge(strop_model *mod
  *        `.lora_B.weight`, F32) and `adapter_config.json` (r, lora_alpha, target_modules,
  *        lora_dropout, peft_type "LORA", bias "none"; rank_pattern / alpha_pattern when nodes
  *        differ). Each file is written atomically.
+ *
+ * Since 0.2 an embedding's adapter is saved under PEFT's names
+ * `base_model.model.<node>.lora_embedding_A` [r, V] and `.lora_embedding_B` [D, r].
  *
  * Since 0.2 it also writes PEFT's `modules_to_save`: the nodes the model's metadata
  * "lora.modules_to_save" lists — each node a surgery `replace` made, such as a new head — are
@@ -1371,12 +1376,15 @@ STROP_API STROP_NODISCARD strop_status strop_model_lora_save(const strop_model *
  * Since 0.2 the config's `modules_to_save` are applied too: each listed module (a node of the
  * model) takes the file's full weights; a linear node whose weights in the file have another
  * shape (a classifier head for other classes) is first made anew as a linear of that shape.
- * Those nodes are then listed in the model's "lora.modules_to_save" metadata.
+ * Those nodes are then listed in the model's "lora.modules_to_save" metadata. Since 0.2 an
+ * embedding's adapter (`lora_embedding_A` / `lora_embedding_B`) is applied to the embedding
+ * node of that name.
  * @param[in,out] model A finalized base model; unchanged on error.
  * @param[in]     dir   The adapter folder.
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_IO (missing or unreadable files);
  *         STROP_E_FORMAT (bad JSON or safetensors, a bad lora_alpha or lora_dropout, tensors
- *         not in pairs, a tensor of no listed module); STROP_E_UNSUPPORTED (a peft_type other
+ *         not in pairs, a tensor of no listed module, an embedding's adapter names on a
+ *         linear node or the other way round); STROP_E_UNSUPPORTED (a peft_type other
  *         than LORA, an adapter variant strop does not implement, dropout on attention
  *         adapters); STROP_E_NOT_FOUND (a module the model lacks); STROP_E_SHAPE (a tensor
  *         that does not fit its module, a module_to_save of another shape that is not a

@@ -220,15 +220,24 @@ STROP_API STROP_NODISCARD strop_status strop_surgery_append(strop_surgery *s,
  * (kaiming-uniform, as PEFT) and `<node>.lora_B.weight` [out, rank] (zeros) are added and
  * trainable, so the first forward equals the base exactly. The output is
  * x W^T + b + (alpha / rank) * (dropout(x) A^T) B^T, dropout in train mode only.
+ *
+ * An embedding node named exactly (since 0.2; a glob never matches one, so patterns adapt the
+ * nodes they did in 0.1) becomes a `lora_embedding` (PEFT's lora.Embedding): its `<node>.weight`
+ * [V, D] is frozen; `<node>.lora_embedding_A` [rank, V] (zeros) and `<node>.lora_embedding_B`
+ * [D, rank] (N(0, 1)) train; token id i looks up weight[i] + (alpha / rank) B A[:, i]. As in
+ * PEFT, no dropout applies to it (@p dropout is kept for the adapter file). An embedding whose
+ * weight another node shares (GPT-2's lm_head) cannot be merged: strop_model_lora_merge()
+ * refuses it.
  * @param[in,out] s       The plan.
  * @param[in]     glob    Node name or glob; non-linear matches are skipped, but an exact name
- *                        must be a linear node or projection. Copied.
+ *                        must be a linear or embedding node or a projection. Copied.
  * @param[in]     rank    r >= 1.
  * @param[in]     alpha   PEFT's lora_alpha (> 0, finite); the scale is alpha / rank.
  * @param[in]     dropout In [0, 1).
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL plan or glob, bad rank, alpha or dropout);
  *         STROP_E_NOMEM. When the plan runs: STROP_E_NOT_FOUND (no linear node matches),
- *         STROP_E_INVALID_ARG (an exact name that is not linear, or already has adapters),
+ *         STROP_E_INVALID_ARG (an exact name that is neither linear nor an embedding, or
+ *         already has adapters),
  *         STROP_E_UNSUPPORTED and STROP_E_STATE (above).
  * @since 0.1
  */

@@ -62,17 +62,30 @@ strop_status strop__read_file(const char *fn, const char *path, size_t max, char
 /* A read-only mapping of a whole file, unmapped when its last reference goes: a safetensors
  * reader holds one, and so does every frozen parameter whose values point into it (a weight
  * borrowed from its file instead of copied). Never written through: a parameter that is about
- * to change copies its values out first (strop__param_own). */
+ * to change copies its values out first (strop__param_own). The same holds for a frozen
+ * parameter's own memory shared by a model and the clone a surgery plan runs on (heap 1:
+ * freed, not unmapped, with the last reference), so the plan does not copy the frozen base. */
 typedef struct strop__mapping {
   const void *base;
   size_t size;
   _Atomic long refs;
+  int heap;  /* 1: base (strop__malloc_aligned) and aux (strop__malloc, or NULL) are heap
+                memory, strop__mapping_share's */
+  void *aux; /* heap: a second block freed with base (an int8 weight's scales) */
 } strop__mapping;
 /* Takes over base (munmap'd with the last reference), refs 1; NULL when out of memory (base
  * is then left mapped: the caller unmaps it). */
 strop__mapping *strop__mapping_new(const void *base, size_t size);
+/* Shares a parameter's own memory: values (strop__malloc_aligned) and aux (strop__malloc, or
+ * NULL) are freed with the last reference; refs 1; NULL when out of memory (nothing taken). */
+strop__mapping *strop__mapping_share(void *values, void *aux);
 strop__mapping *strop__mapping_ref(strop__mapping *m);
 void strop__mapping_unref(strop__mapping *m); /* NULL: a no-op */
+/* 1 when m maps a file (its pages are the page cache's), 0 for shared heap memory or NULL. */
+int strop__mapping_is_file(const strop__mapping *m);
+/* Shared heap memory with no other reference: frees m alone, so that its memory is its holder's
+ * own again, and returns 1. Otherwise (a file, or still shared) 0, nothing changed. */
+int strop__mapping_unshare(strop__mapping *m);
 /* Bytes of parameter values borrowed from mappings and bytes copied out of them since the
  * process started (tests read them to see that a frozen base is not copied). */
 int64_t strop__mapping_borrowed_bytes(void);

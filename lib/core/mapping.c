@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* strop — reference-counted read-only file mappings: a safetensors reader and the frozen
- * parameters that borrow their values from it share one mapping, unmapped with the last. */
+ * parameters that borrow their values from it share one mapping, unmapped with the last; and
+ * frozen parameters' own memory shared the same way by a model and a surgery plan's clone. */
 #include <stdatomic.h>
 #include <sys/mman.h>
 
@@ -13,8 +14,27 @@ strop__mapping *strop__mapping_new(const void *base, size_t size) {
   if (!m) return NULL;
   m->base = base;
   m->size = size;
+  m->heap = 0;
+  m->aux = NULL;
   atomic_init(&m->refs, 1);
   return m;
+}
+
+strop__mapping *strop__mapping_share(void *values, void *aux) {
+  strop__mapping *m = strop__mapping_new(values, 0);
+  if (!m) return NULL;
+  m->heap = 1;
+  m->aux = aux;
+  return m;
+}
+
+int strop__mapping_is_file(const strop__mapping *m) { return m && !m->heap; }
+
+int strop__mapping_unshare(strop__mapping *m) {
+  /* one reference: no other holder can take one meanwhile (a model is used by one thread) */
+  if (!m || !m->heap || atomic_load(&m->refs) != 1) return 0;
+  strop__free(m);
+  return 1;
 }
 
 strop__mapping *strop__mapping_ref(strop__mapping *m) {
@@ -24,7 +44,12 @@ strop__mapping *strop__mapping_ref(strop__mapping *m) {
 
 void strop__mapping_unref(strop__mapping *m) {
   if (!m || atomic_fetch_sub(&m->refs, 1) != 1) return;
-  if (m->base) munmap((void *)m->base, m->size);
+  if (m->heap) {
+    strop__free_aligned((void *)m->base);
+    strop__free(m->aux);
+  } else if (m->base) {
+    munmap((void *)m->base, m->size);
+  }
   strop__free(m);
 }
 

@@ -48,6 +48,7 @@ static const char *const PER_POSITION[] = {"embedding",
                                            "mul",
                                            "gated_mlp",
                                            "positional_embedding",
+                                           "lora_embedding",
                                            NULL};
 
 static int per_position(const char *type) {

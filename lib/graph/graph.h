@@ -186,5 +186,15 @@ strop_status strop__model_copy_state(strop_model *dst, const strop_model *src);
 
 /* Deep copy (for trials and surgery transactions). */
 strop_status strop__model_clone(const strop_model *src, strop_model **out);
+/* The same for a surgery transaction, without copying frozen weights: each frozen parameter's
+ * own memory becomes shared (strop__param_share: the same pointers, reference-counted) and the
+ * copy takes a reference, as it does for weights borrowed from a mapped file; whatever writes a
+ * shared weight copies it first, so neither model sees the other's changes. Until the clone is
+ * freed (or swapped in), src shares those weights; strop__model_unshare(src) afterwards gives
+ * them back as src's own. On failure src is as it was. */
+strop_status strop__model_clone_shared(strop_model *src, strop_model **out);
+/* Every parameter of m whose shared memory no other model holds any more becomes m's own
+ * again (never fails; parameters still shared, or borrowed from a file, stay so). */
+void strop__model_unshare(strop_model *m);
 
 #endif

@@ -1683,7 +1683,30 @@ strop_status strop_model_set_tensor(strop_model *m, const char *name, const floa
 }
 
 /* ---- clone ---- */
+void strop__model_unshare(strop_model *m) {
+  for (int i = 0; i < m->n_nodes; i++)
+    for (int j = 0; j < m->nodes[i].n_params; j++) {
+      strop__param *p = &m->nodes[i].params[j];
+      if (p->map && strop__mapping_unshare(p->map)) p->map = NULL;
+    }
+}
+
+/* share: frozen weights are shared with src (made shareable there) instead of copied */
+static strop_status clone_model(strop_model *share_src, const strop_model *src,
+                                strop_model **out);
+
 strop_status strop__model_clone(const strop_model *src, strop_model **out) {
+  return clone_model(NULL, src, out);
+}
+
+strop_status strop__model_clone_shared(strop_model *src, strop_model **out) {
+  strop_status s = clone_model(src, src, out);
+  if (s) strop__model_unshare(src);
+  return s;
+}
+
+static strop_status clone_model(strop_model *share_src, const strop_model *src,
+                                strop_model **out) {
   static const char fn[] = "strop_model_clone";
   *out = NULL;
   strop_model *m = NULL;
@@ -1733,6 +1756,10 @@ strop_status strop__model_clone(const strop_model *src, strop_model **out) {
       pb->tied = NULL; /* reindex points it at the copy's owner */
       pb->map = NULL;
       if (!(pb->name = strop__strdup(pa->name))) goto oom;
+      /* a frozen weight the plan only reads: one copy, shared (a writer copies it first) */
+      if (share_src && !pa->trainable && !pa->is_buffer && !pa->tied &&
+          strop__param_share(&share_src->nodes[i].params[j]))
+        goto oom;
       if (pa->map) {
         /* a weight borrowed from a mapped file is borrowed by the copy too (surgery runs on a
          * clone: a LoRA plan must not copy the base); its writers copy it first */

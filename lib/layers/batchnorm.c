@@ -220,7 +220,7 @@ typedef struct fold_cache {
  * unfolded weight, faults them in again from the page cache; the next training forward drops
  * them again. Returns the bytes handed back. */
 static size_t drop_mapped(const strop__param *w) {
-  if (!w->map || !w->data) return 0;
+  if (!strop__mapping_is_file(w->map) || !w->data) return 0; /* not heap memory shared */
   const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
   const uintptr_t a = ((uintptr_t)w->data + pg - 1) & ~(pg - 1);
   const uintptr_t e = (uintptr_t)(w->data + w->numel) & ~(pg - 1);

@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: MIT */
-/* strop — token embedding (torch.nn.Embedding: ids stored as floats [N, *] -> [N, *, D]) and a
- * learned positional embedding (input [N, T, D] + weight[:T], or a row per token type). */
+/* strop — token embedding (torch.nn.Embedding: ids stored as floats [N, *] -> [N, *, D]), the
+ * same with a LoRA adapter (PEFT's lora.Embedding) and a learned positional embedding (input
+ * [N, T, D] + weight[:T], or a row per token type). */
 #include <math.h>
 
 #include "layers/init.h"
 #include "layers/layer.h"
+#include "ops/lora.h"
 
 static float *grad_of(strop__param *p) { return p && p->trainable ? p->grad : NULL; }
 
@@ -22,31 +24,31 @@ enum { W }; /* parameter slot */
 
 static const double NONE_V[] = {(double)NO_PADDING, (double)NO_PADDING, (double)NO_PADDING};
 
-static const strop__optdef EMB_OPTIONS[] = {
-    {.name = "num_embeddings",
-     .type = STROP__OT_INT,
-     .off = offsetof(embedding_cfg, num_embeddings),
-     .lo = 1,
-     .hi = INT32_MAX,
-     .example = "10",
-     .doc = "vocabulary size"},
-    {.name = "embedding_dim",
-     .type = STROP__OT_INT,
-     .off = offsetof(embedding_cfg, embedding_dim),
-     .lo = 1,
-     .hi = INT32_MAX,
-     .example = "4",
-     .doc = "width of each vector"},
-    {.name = "padding_idx",
-     .type = STROP__OT_INT,
-     .off = offsetof(embedding_cfg, padding_idx),
-     .dflt = "none",
-     .lo = INT32_MIN,
-     .hi = INT32_MAX,
-     .words = strop__word_none,
-     .word_values = NONE_V,
-     .doc = "an id whose vector gets no gradient (negative: from the end); none: no such id"},
-    {NULL}};
+/* the embedding's options; lora_embedding's cfg starts with an embedding_cfg, so the offsets
+ * hold for both */
+#define EMB_OPTION_DEFS                                                                        \
+  {.name = "num_embeddings",                                                                   \
+   .type = STROP__OT_INT,                                                                      \
+   .off = offsetof(embedding_cfg, num_embeddings),                                             \
+   .lo = 1,                                                                                    \
+   .hi = INT32_MAX,                                                                            \
+   .example = "10",                                                                            \
+   .doc = "vocabulary size"},                                                                  \
+      {.name = "embedding_dim",                                                                \
+       .type = STROP__OT_INT,                                                                  \
+       .off = offsetof(embedding_cfg, embedding_dim),                                          \
+       .lo = 1,                                                                                \
+       .hi = INT32_MAX,                                                                        \
+       .example = "4",                                                                         \
+       .doc = "width of each vector"},                                                         \
+  {                                                                                            \
+    .name = "padding_idx", .type = STROP__OT_INT, .off = offsetof(embedding_cfg, padding_idx), \
+    .dflt = "none", .lo = INT32_MIN, .hi = INT32_MAX, .words = strop__word_none,               \
+    .word_values = NONE_V,                                                                     \
+    .doc = "an id whose vector gets no gradient (negative: from the end); none: no such id"    \
+  }
+
+static const strop__optdef EMB_OPTIONS[] = {EMB_OPTION_DEFS, {NULL}};
 
 static const strop__paramdef EMB_PARAMS[] = {
     [W] = {"weight", 0, "[num_embeddings, embedding_dim]"},
@@ -144,6 +146,11 @@ static strop_status embedding_backward(strop__node *n, const strop__exec *x, con
   return STROP_OK;
 }
 
+/* LoRA turns an embedding node into a lora_embedding of the same options (surgery), when named
+ * exactly: a pattern keeps meaning the linear layers and projections it matched before
+ * embeddings took adapters. */
+static const strop__lora_ops EMB_LORA = {.adapter_type = "lora_embedding", .exact_only = 1};
+
 const strop__layer_vtable strop__layer_embedding = {
     .type = "embedding",
     .doc = "token ids (stored as floats) [*] -> vectors [*, embedding_dim] (torch.nn.Embedding)",
@@ -158,6 +165,158 @@ const strop__layer_vtable strop__layer_embedding = {
     .init = embedding_init,
     .forward = embedding_forward,
     .backward = embedding_backward,
+    .lora = &EMB_LORA,
+};
+
+/* ------------------------------------------------------------------ lora_embedding */
+
+/* PEFT's lora.Embedding: y[i] = weight[id_i] + (alpha / r) B A[:, id_i], the base table frozen,
+ * A [r, num_embeddings] and B [embedding_dim, r] trained (A zero and B N(0, 1) at the start, as
+ * PEFT draws them, so the first forward equals the base's). PEFT applies no dropout on this
+ * path (an embedding's input is ids): the option is kept for the adapter file only. */
+typedef struct lora_emb_cfg {
+  embedding_cfg e; /* first: the embedding's functions read it */
+  int64_t r;
+  float alpha;
+  float dropout;
+  int merged;
+} lora_emb_cfg;
+
+enum { LA = 1, LB }; /* parameter slots after W */
+
+static const strop__optdef LEMB_OPTIONS[] = {
+    EMB_OPTION_DEFS,
+    STROP__OPT_INT(lora_emb_cfg, r, "r", "8", 1, INT32_MAX, "the adapter's rank"),
+    STROP__OPT_FLOAT(lora_emb_cfg, alpha, "alpha", "8", 0, 1e9, 0,
+                     "scale alpha / r of the adapter's output (PEFT's lora_alpha)"),
+    STROP__OPT_FLOAT(lora_emb_cfg, dropout, "dropout", "0", 0, 1, STROP__OF_HI_OPEN,
+                     "PEFT's lora_dropout, written to the adapter file; not applied: PEFT "
+                     "applies none to an embedding's adapter, whose input is ids"),
+    STROP__OPT_BOOL(lora_emb_cfg, merged, "merged", "false",
+                    "(B A)^T is folded into weight and the adapter path is skipped"),
+    {NULL}};
+
+static const strop__paramdef LEMB_PARAMS[] = {
+    [W] = {"weight", STROP__PD_FROZEN, "[num_embeddings, embedding_dim], frozen"},
+    [LA] = {"lora_embedding_A", STROP__PD_ADAPTER, "[r, num_embeddings] (PEFT's name)"},
+    [LB] = {"lora_embedding_B", STROP__PD_ADAPTER, "[embedding_dim, r] (PEFT's name)"},
+    {NULL}};
+
+static float lemb_scale(const lora_emb_cfg *c) {
+  return c->r > 0 ? c->alpha / (float)c->r : 0.0f;
+}
+
+static strop_status lemb_infer(strop__node *n) {
+  const lora_emb_cfg *c = n->cfg;
+  strop_status st = embedding_shape(n, n->in_shapes, &n->out_shape);
+  if (st) return st;
+  int64_t wd[2] = {c->e.num_embeddings, c->e.embedding_dim};
+  int64_t ad[2] = {c->r, c->e.num_embeddings}, bd[2] = {c->e.embedding_dim, c->r};
+  st = strop__node_declare(n, W, 2, wd);
+  if (!st) st = strop__node_declare(n, LA, 2, ad);
+  if (!st) st = strop__node_declare(n, LB, 2, bd);
+  return st;
+}
+
+static void lemb_init_adapters(strop__node *n, int mask, strop__rng *rng) {
+  strop__param *a = strop__node_p(n, LA), *b = strop__node_p(n, LB);
+  if (!(mask & 1)) return;
+  if (a && a->data) strop__init_zeros(a->data, a->numel);
+  if (b && b->data) strop__init_normal(b->data, b->numel, 0.0f, 1.0f, rng);
+}
+
+static void lemb_init(strop__node *n, strop__rng *rng) {
+  embedding_init(n, rng);
+  lemb_init_adapters(n, 1, rng);
+}
+
+static strop_status lemb_forward(strop__node *n, const strop__exec *x, const strop__act *in,
+                                 strop__act *out) {
+  const lora_emb_cfg *c = n->cfg;
+  n->saved = NULL;
+  strop_status st = embedding_forward(n, x, in, out); /* checks the ids */
+  if (st || c->merged) return st;
+  const int64_t total = in[0].n * (int64_t)strop__shape_numel(&in[0].shape);
+  float *t = strop__arena_alloc(x->arena, (size_t)total * (size_t)c->r * sizeof(float) + 1);
+  if (!t) return strop__err(STROP_E_NOMEM, "layer '%s' (lora_embedding): out of memory", n->name);
+  strop__lora_embedding_forward(in[0].data, strop__node_p(n, LA)->data,
+                                strop__node_p(n, LB)->data, t, out->data, total,
+                                c->e.num_embeddings, c->r, c->e.embedding_dim, lemb_scale(c));
+  n->saved = t;
+  return STROP_OK;
+}
+
+static strop_status lemb_backward(strop__node *n, const strop__exec *x, const strop__act *in,
+                                  const strop__act *out, const float *dout, float *const *din) {
+  const lora_emb_cfg *c = n->cfg;
+  strop_status st = embedding_backward(n, x, in, out, dout, din); /* a base that trains */
+  const float *t = n->saved;
+  if (st || c->merged || !t) return st;
+  float *da = grad_of(strop__node_p(n, LA)), *db = grad_of(strop__node_p(n, LB));
+  const int64_t total = in[0].n * (int64_t)strop__shape_numel(&in[0].shape);
+  float *dt = NULL;
+  if (da &&
+      !(dt = strop__arena_alloc(x->arena, (size_t)total * (size_t)c->r * sizeof(float) + 1)))
+    return strop__err(STROP_E_NOMEM, "layer '%s' (lora_embedding): out of memory", n->name);
+  strop__lora_embedding_backward(in[0].data, strop__node_p(n, LB)->data, t, dout, dt, da, db,
+                                 total, c->e.num_embeddings, c->r, c->e.embedding_dim,
+                                 lemb_scale(c),
+                                 c->e.padding_idx == NO_PADDING ? -1 : c->e.padding_idx);
+  return STROP_OK;
+}
+
+/* the table [num_embeddings, embedding_dim] is a weight stored [in, out]: += scale (B A)^T */
+static void lemb_set_merged(strop__node *n, int merge) {
+  lora_emb_cfg *c = n->cfg;
+  merge = merge ? 1 : 0;
+  if (c->merged == merge) return;
+  strop__param *w = strop__node_p(n, W), *a = strop__node_p(n, LA), *b = strop__node_p(n, LB);
+  if (!w || !a || !b || !w->data || !a->data || !b->data) return;
+  const float s = lemb_scale(c);
+  strop__lora_merge_t(w->data, a->data, b->data, c->e.num_embeddings, c->r, c->e.embedding_dim,
+                      merge ? s : -s);
+  w->version++;
+  c->merged = merge;
+}
+
+static int64_t lemb_rank(const strop__node *n, int part, float *alpha, float *dropout) {
+  const lora_emb_cfg *c = n->cfg;
+  if (part != 0) return 0;
+  if (alpha) *alpha = c->alpha;
+  if (dropout) *dropout = c->dropout;
+  return c->r;
+}
+
+static int lemb_merged(const strop__node *n) { return ((const lora_emb_cfg *)n->cfg)->merged; }
+
+static const char *const LEMB_TENSORS[] = {"lora_embedding_A", "lora_embedding_B", NULL};
+
+/* merged for good (export): a plain embedding of the base options */
+static const strop__lora_ops LEMB_LORA = {
+    .rank = lemb_rank,
+    .init_adapters = lemb_init_adapters,
+    .merged = lemb_merged,
+    .set_merged = lemb_set_merged,
+    .merged_type = "embedding",
+    .tensors = LEMB_TENSORS,
+};
+
+const strop__layer_vtable strop__layer_lora_embedding = {
+    .type = "lora_embedding",
+    .doc = "a frozen embedding plus a trainable low-rank adapter, weight[id] + (alpha / r) B "
+           "A[:, id] (PEFT's lora.Embedding)",
+    .cfg_size = sizeof(lora_emb_cfg),
+    .n_inputs = 1,
+    .flags = 0,
+    .options = LEMB_OPTIONS,
+    .params = LEMB_PARAMS,
+    .check = embedding_check,
+    .shape = embedding_shape,
+    .infer = lemb_infer,
+    .init = lemb_init,
+    .forward = lemb_forward,
+    .backward = lemb_backward,
+    .lora = &LEMB_LORA,
 };
 
 /* ------------------------------------------------------------------ positional_embedding */

@@ -4,7 +4,8 @@
  * ("<node>.gate_proj.weight" ...), and LoRA adapters on any of its three projections as PEFT
  * names them ("<node>.up_proj.lora_A.weight"). The product lives inside the layer, so no
  * elementwise multiplication node is needed, and the activations kept for the backward are the
- * two projections only. */
+ * two projections only. Frozen, the three weights may be held in BF16 or int8 (the model's
+ * frozen dtype) and run through linear's lowp products. */
 #include <string.h>
 
 #include "layers/init.h"
@@ -116,6 +117,8 @@ static strop_status gmlp_infer(strop__node *n) {
     dims_of(c, i, &in, &out);
     const int64_t wd[2] = {out, in};
     st = strop__node_declare(n, SLOT_W(i), 2, wd);
+    /* frozen, the weight may be held in BF16 or int8 ([out, in]: a scale per row) */
+    if (!st) n->params[n->slot[SLOT_W(i)] - 1].lowp_ok = 1;
     if (!st && c->bias) st = strop__node_declare(n, SLOT_B(i), 1, &out);
   }
   for (int i = 0; i < 3 && !st; i++) {
@@ -195,7 +198,8 @@ static void gmlp_lora_set_merged(strop__node *n, int merge) {
 }
 
 /* The weights the step runs with: an active adapter's projection uses W + scale B A, built in
- * an arena buffer (the adapter's gradients follow from that weight's gradient). */
+ * an arena buffer (the adapter's gradients follow from that weight's gradient); a weight held
+ * in BF16 or int8 (frozen, no adapter) is NULL here and read through the lowp kernels. */
 static strop_status eff_weights(strop__node *n, const strop__exec *x, const float **w,
                                 float **eff, float **deff) {
   const gmlp_cfg *c = n->cfg;
@@ -212,7 +216,8 @@ static strop_status eff_weights(strop__node *n, const strop__exec *x, const floa
     if (deff) deff[i] = strop__arena_calloc(x->arena, bytes);
     if (!eff[i] || (deff && !deff[i]))
       return strop__err(STROP_E_NOMEM, "layer '%s' (gated_mlp): out of memory", n->name);
-    memcpy(eff[i], p->data, bytes);
+    if (p->lowp.dtype) strop__lowp_expand(&p->lowp, eff[i]); /* the values it holds */
+    else memcpy(eff[i], p->data, bytes);
     strop__lora_merge(eff[i], strop__node_p(n, SLOT_A(i))->data,
                       strop__node_p(n, SLOT_LB(i))->data, in, c->lora_r[i], out,
                       lora_scale(c, i));
@@ -232,6 +237,37 @@ static const float *bias_of(const strop__node *n, int i) {
   return b ? b->data : NULL;
 }
 
+/* Projection i: y = x W^T + b on the FP32 weight w, or (w NULL) on the BF16 / int8 weight it
+ * holds through the lowp kernels, as linear's: the exact fallback gives the FP32 product's bits
+ * on the values held. */
+static strop_status proj_forward(const strop__node *n, int i, const float *w, const float *x,
+                                 float *y, int64_t m) {
+  int64_t in, out;
+  dims_of(n->cfg, i, &in, &out);
+  if (w) {
+    strop__linear_forward_ex(x, w, bias_of(n, i), y, m, in, out, 0);
+    return STROP_OK;
+  }
+  return strop__linear_forward_w(n, strop__node_p(n, SLOT_W(i)), x, bias_of(n, i), y, m, in, out,
+                                 0);
+}
+
+/* Its backward given dy: dx (written with assign_dx, else added), and the weight and bias
+ * gradients gw, gb (added; NULL when not wanted). A weight held in BF16 / int8 is frozen: dx
+ * (and a training bias's gradient) only. */
+static strop_status proj_backward(const strop__node *n, int i, const float *w, const float *x,
+                                  const float *dy, float *dx, float *gw, float *gb, int64_t m,
+                                  int assign_dx) {
+  int64_t in, out;
+  dims_of(n->cfg, i, &in, &out);
+  if (w) {
+    strop__linear_backward(x, w, dy, dx, gw, gb, m, in, out, assign_dx ? STROP__LB_ASSIGN_DX : 0);
+    return STROP_OK;
+  }
+  return strop__linear_backward_w(n, strop__node_p(n, SLOT_W(i)), strop__node_p(n, SLOT_B(i)), x,
+                                  dy, dx, gb, m, in, out, 0, assign_dx, 0);
+}
+
 static void act_forward(int act, const float *g, float *a, size_t cnt) {
   if (act == ACT_SILU) strop__silu_forward(g, a, cnt);
   else strop__gelu_forward(g, a, cnt, act == ACT_GELU_TANH);
@@ -241,7 +277,7 @@ static void act_forward(int act, const float *g, float *a, size_t cnt) {
 static strop_status gmlp_forward(strop__node *n, const strop__exec *x, const strop__act *in,
                                  strop__act *out) {
   const gmlp_cfg *c = n->cfg;
-  const int64_t m = rows_of(&in[0]), d = c->hidden, f = c->intermediate;
+  const int64_t m = rows_of(&in[0]), f = c->intermediate;
   const size_t mf = (size_t)(m * f);
   float *gu = strop__arena_alloc(x->arena, 2 * mf * sizeof(float));
   float *h = strop__arena_alloc(x->arena, mf * sizeof(float));
@@ -252,15 +288,16 @@ static strop_status gmlp_forward(strop__node *n, const strop__exec *x, const str
   strop_status st = eff_weights(n, x, w, eff, NULL);
   if (st) return st;
   float *g = gu, *u = gu + mf;
-  strop__linear_forward_ex(in[0].data, w[0], bias_of(n, 0), g, m, d, f, 0);
-  strop__linear_forward_ex(in[0].data, w[1], bias_of(n, 1), u, m, d, f, 0);
+  if ((st = proj_forward(n, 0, w[0], in[0].data, g, m)) ||
+      (st = proj_forward(n, 1, w[1], in[0].data, u, m)))
+    return st;
   if (c->activation == ACT_SILU) { /* Llama's: silu(G) U in one pass */
     strop__silu_gate_forward(g, u, h, mf);
   } else {
     act_forward(c->activation, g, h, mf);
     for (size_t e = 0; e < mf; e++) h[e] *= u[e];
   }
-  strop__linear_forward_ex(h, w[2], bias_of(n, 2), out->data, m, f, d, 0);
+  if ((st = proj_forward(n, 2, w[2], h, out->data, m))) return st;
   n->saved = gu;
   return STROP_OK;
 }
@@ -273,7 +310,7 @@ static strop_status gmlp_backward(strop__node *n, const strop__exec *x, const st
   if (!g)
     return strop__err(STROP_E_INTERNAL, "layer '%s' (gated_mlp): backward without forward",
                       n->name);
-  const int64_t m = rows_of(&in[0]), d = c->hidden, f = c->intermediate;
+  const int64_t m = rows_of(&in[0]), f = c->intermediate;
   const size_t mf = (size_t)(m * f);
   const float *u = g + mf;
   const int silu = c->activation == ACT_SILU;
@@ -300,7 +337,7 @@ static strop_status gmlp_backward(strop__node *n, const strop__exec *x, const st
     act_forward(c->activation, g, a, mf);
     for (size_t e = 0; e < mf; e++) h[e] = a[e] * u[e];
   }
-  strop__linear_backward(h, w[2], dout, dh, gw[2], gb[2], m, f, d, STROP__LB_ASSIGN_DX);
+  if ((st = proj_backward(n, 2, w[2], h, dout, dh, gw[2], gb[2], m, 1))) return st;
   /* dU = dH act(G) (into h), d act = dH U (into dh), dG through the activation */
   if (silu) {
     strop__silu_gate_backward(g, u, dh, h, mf); /* dG over dH */
@@ -311,8 +348,9 @@ static strop_status gmlp_backward(strop__node *n, const strop__exec *x, const st
     }
     strop__gelu_backward(g, a, dh, dg, mf, c->activation == ACT_GELU_TANH);
   }
-  strop__linear_backward(in[0].data, w[1], h, din[0], gw[1], gb[1], m, d, f, 0);
-  strop__linear_backward(in[0].data, w[0], dg, din[0], gw[0], gb[0], m, d, f, 0);
+  if ((st = proj_backward(n, 1, w[1], in[0].data, h, din[0], gw[1], gb[1], m, 0)) ||
+      (st = proj_backward(n, 0, w[0], in[0].data, dg, din[0], gw[0], gb[0], m, 0)))
+    return st;
   for (int i = 0; i < 3; i++) {
     if (!deff[i]) continue;
     int64_t fin, fout;

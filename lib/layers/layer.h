@@ -334,10 +334,17 @@ const float *strop__param_f32(const strop__param *p, float **tmp);
 /* Drops p's values: frees its FP32 data and lowp storage, or lets go of the mapping they were
  * borrowed from. p->data and p->lowp are empty afterwards (the other fields stay). */
 void strop__param_drop_values(strop__param *p);
-/* Makes p's values p's own before they are written: a weight borrowed from a mapped file
- * (p->map) is copied into owned memory (copy on write); any other parameter is left as it
- * is. 0, or -1 when out of memory with p as it was. */
+/* Makes p's values p's own before they are written: a weight borrowed from a mapped file or
+ * sharing its memory with a clone (p->map) is copied into owned memory (copy on write; shared
+ * memory that no one else holds any more is simply taken back); any other parameter is left as
+ * it is. 0, or -1 when out of memory with p as it was. */
 int strop__param_own(strop__param *p);
+/* Makes p's own values (FP32, or BF16 / int8 with scales) shareable: they move under a
+ * reference-counted p->map (strop__mapping_share), the same pointers, so that a clone can take
+ * a reference instead of a copy; every writer then copies first (strop__param_own). A
+ * parameter that already borrows, or holds nothing, is left as it is. 0, or -1 when out of
+ * memory with p as it was. */
+int strop__param_share(strop__param *p);
 /* Points p's values at a tensor of a mapped file (p's old values dropped): FP32 into data, or
  * BF16 into lowp.v for a frozen weight held in BF16 [out, in]. map gets one more reference. */
 void strop__param_borrow(strop__param *p, strop__mapping *map, const void *values, int dtype);
@@ -394,6 +401,13 @@ typedef struct strop__lora_ops {
    * keeps its type); e.g. lora_linear -> linear, or attention with lora_r = 0 */
   const char *merged_type;
   const char *const *merged_opts; /* key, value pairs, NULL-terminated */
+  /* the names of the A and B tensors after the module's name, as PEFT saves them
+   * ({"lora_embedding_A", "lora_embedding_B", NULL} for an embedding); NULL: "lora_A.weight" and
+   * "lora_B.weight" (a linear, an attention projection) */
+  const char *const *tensors;
+  /* 1: surgery adapts a node of this type only when its name is given exactly, never through
+   * a pattern (an embedding: "*" keeps meaning the linear layers it meant before) */
+  int exact_only;
 } strop__lora_ops;
 
 enum {

@@ -175,16 +175,34 @@ void strop__param_drop_values(strop__param *p) {
 
 int strop__param_own(strop__param *p) {
   if (!p->map) return 0;
+  if (strop__mapping_unshare(p->map)) { /* shared memory no one else holds now: p's own */
+    p->map = NULL;
+    return 0;
+  }
   const size_t bytes = strop__param_bytes(p);
-  void *v = strop__malloc_aligned(bytes);
-  if (!v) return -1;
-  memcpy(v, p->lowp.dtype ? p->lowp.v : (const void *)p->data, bytes);
-  strop__mapping_unref(p->map);
+  const int file = strop__mapping_is_file(p->map);
+  if (p->lowp.dtype) { /* values and, for int8 (shared, never from a file), scales */
+    strop__lowp q;
+    if (strop__lowp_copy(&q, &p->lowp)) return -1;
+    strop__mapping_unref(p->map);
+    p->lowp = q;
+  } else {
+    void *v = strop__malloc_aligned(bytes);
+    if (!v) return -1;
+    memcpy(v, p->data, bytes);
+    strop__mapping_unref(p->map);
+    p->data = v;
+  }
   p->map = NULL;
-  if (p->lowp.dtype) p->lowp.v = v;
-  else p->data = v;
-  strop__mapping_count(0, (int64_t)bytes);
+  if (file) strop__mapping_count(0, (int64_t)bytes);
   return 0;
+}
+
+int strop__param_share(strop__param *p) {
+  if (p->map) return 0;
+  if (!p->data && !p->lowp.dtype) return 0;
+  p->map = strop__mapping_share(p->lowp.dtype ? p->lowp.v : (void *)p->data, p->lowp.scale);
+  return p->map ? 0 : -1;
 }
 
 void strop__param_borrow(strop__param *p, strop__mapping *map, const void *values, int dtype) {

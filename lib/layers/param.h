@@ -39,8 +39,10 @@ typedef struct strop__param {
   strop__mapping *map;       /* non-NULL: a frozen weight borrowed from a memory-mapped file
                              (one reference held): data (FP32) or lowp.v (BF16) points into
                              the read-only mapping, unaligned to 64 bytes (4 or 2 bytes only;
-                             the kernels read weights with unaligned loads). Anything that
-                             writes the values copies them out first (strop__param_own) */
+                             the kernels read weights with unaligned loads); or (map->heap) a
+                             frozen weight's own memory shared with a surgery plan's clone.
+                             Anything that writes the values copies them out first
+                             (strop__param_own) */
   struct strop__param *tied; /* weight tying: this slot is the owner's tensor (data, gradient,
                                 flags are the owner's; this entry holds none); set by the
                                 graph from its node's ties, NULL otherwise */

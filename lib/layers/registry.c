@@ -15,7 +15,7 @@
                   X(transformer_block) X(rmsnorm) X(hardswish) X(hardsigmoid) X(relu6) X(mul)   \
                       X(adaptive_avgpool2d) X(squeeze_excitation) X(token_pool) X(attention)    \
                           X(transformer_encoder_layer) X(transformer_encoder) X(gated_mlp)      \
-                              X(transpose) X(class_token)
+                              X(transpose) X(class_token) X(lora_embedding)
 LAYERS(L)
 #undef L
 

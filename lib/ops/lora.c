@@ -21,6 +21,31 @@ void strop__lora_backward(const float *h, const float *a, const float *b, const 
   if (dh) strop__sgemm(0, 0, m, in, r, 1.0f, dt, r, a, in, 1.0f, dh, in);
 }
 
+void strop__lora_embedding_forward(const float *ids, const float *a, const float *b, float *t,
+                                   float *y, int64_t m, int64_t v, int64_t r, int64_t d,
+                                   float scale) {
+  /* one-hot rows times A^T: a gather of A's columns */
+  for (int64_t i = 0; i < m; i++) {
+    const int64_t id = (int64_t)ids[i];
+    for (int64_t k = 0; k < r; k++) t[i * r + k] = a[k * v + id];
+  }
+  strop__sgemm(0, 1, m, d, r, scale, t, r, b, r, 1.0f, y, d);
+}
+
+void strop__lora_embedding_backward(const float *ids, const float *b, const float *t,
+                                    const float *dy, float *dt, float *da, float *db, int64_t m,
+                                    int64_t v, int64_t r, int64_t d, float scale, int64_t skip) {
+  if (db) strop__sgemm(1, 0, d, r, m, scale, dy, d, t, r, 1.0f, db, r);
+  if (!da || !dt) return;
+  strop__sgemm(0, 0, m, r, d, scale, dy, d, b, r, 0.0f, dt, r);
+  /* dA = dt^T onehot(ids): a scatter into the columns of the ids seen, in row order */
+  for (int64_t i = 0; i < m; i++) {
+    const int64_t id = (int64_t)ids[i];
+    if (id == skip) continue;
+    for (int64_t k = 0; k < r; k++) da[k * v + id] += dt[i * r + k];
+  }
+}
+
 void strop__lora_merge(float *w, const float *a, const float *b, int64_t in, int64_t r,
                        int64_t out, float scale) {
   strop__sgemm(0, 0, out, in, r, scale, b, r, a, in, 1.0f, w, in);

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* strop — the LoRA edit of a surgery plan: adapters on every node or part the glob names, as
- * each layer type's LoRA description says (a linear becomes a lora_linear of the same options;
- * an attention node gets adapters on the projections named "<node>.q_proj" ...). */
+ * each layer type's LoRA description says (a linear becomes a lora_linear of the same options,
+ * an embedding named exactly a lora_embedding; an attention node gets adapters on the
+ * projections named "<node>.q_proj" ...). */
 #include <stdio.h>
 #include <string.h>
 
@@ -21,9 +22,14 @@ static strop_status add_whole(strop__work *w, const strop__edit *e, int i, uint6
   snprintf(r, sizeof r, "%lld", (long long)e->rank);
   snprintf(al, sizeof al, "%.9g", (double)e->alpha);
   snprintf(dr, sizeof dr, "%.9g", (double)e->dropout);
-  /* a node this plan created keeps re-inferring its input size, as it did before */
-  const char *over[] = {"r",    r,   "alpha", al, "dropout", dr, a->fresh ? "in_features" : NULL,
-                        "auto", NULL};
+  /* a node this plan created keeps re-inferring its input size, as it did before (a type
+   * whose sizes are all given, an embedding, has no such option) */
+  int infers = 0;
+  for (const strop__optdef *d = vt->options; d && d->name && !infers; d++)
+    infers = !strcmp(d->name, "in_features");
+  const char *over[] = {
+      "r",    r,   "alpha", al, "dropout", dr, a->fresh && infers ? "in_features" : NULL,
+      "auto", NULL};
   strop_status st = strop__gedit_retype(m, i, vt, over);
   if (st) return st;
   if (a->fresh) {
@@ -93,7 +99,7 @@ static int part_targets(const strop__node *nd, const char *pat, int *already) {
   return mask;
 }
 
-/* 1 when a whole-node adapter can be added to nd (a linear), 0 otherwise. */
+/* 1 when a whole-node adapter can be added to nd (a linear, an embedding), 0 otherwise. */
 static int takes_whole(const strop__node *nd) {
   return nd->vt->lora && !nd->vt->lora->parts && nd->vt->lora->adapter_type;
 }
@@ -119,7 +125,7 @@ strop_status strop__edit_lora(strop__work *w, const strop__edit *e) {
       return strop__err(STROP_E_INVALID_ARG, "node '%s' already has LoRA adapters", e->target);
     if (!takes_whole(nd))
       return strop__err(STROP_E_INVALID_ARG,
-                        "node '%s' is %s; LoRA applies to linear nodes "
+                        "node '%s' is %s; LoRA applies to linear nodes, embedding nodes "
                         "and attention projections ('<node>.q_proj', k_proj, v_proj, out_proj)",
                         e->target, nd->vt->type);
   }
@@ -138,6 +144,7 @@ strop_status strop__edit_lora(strop__work *w, const strop__edit *e) {
       continue;
     }
     if (!takes_whole(nd) || !strop__glob_match(e->target, nd->name)) continue;
+    if (nd->vt->lora->exact_only && strcmp(e->target, nd->name) != 0) continue;
     if ((st = add_whole(w, e, i, stream))) return st;
     if (w->log) strop__sbuf_printf(w->log, "%s'%s'", hits ? ", " : "adapters on ", nd->name);
     hits++;
@@ -145,7 +152,8 @@ strop_status strop__edit_lora(strop__work *w, const strop__edit *e) {
   if (!hits)
     return strop__err(STROP_E_NOT_FOUND,
                       "no linear node matches '%s' (nor an attention "
-                      "projection '<node>.q_proj' ...)",
+                      "projection '<node>.q_proj' ..., nor an embedding node of that exact "
+                      "name)",
                       e->target);
   if ((st = strop__work_reinfer(w))) return st;
   if (w->log)

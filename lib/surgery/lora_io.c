@@ -119,8 +119,18 @@ static unsigned adapted_mask(const strop__node *n) {
   return mask;
 }
 
-/* One adapted module in PEFT's sense: a whole node with an adapter (lora_linear) or a part
- * "<node>.<part>" (an attention projection). */
+/* The names of a module's A and B tensors after its name, as PEFT saves them: lora_A.weight and
+ * lora_B.weight (a linear, a projection; [r, in] and [out, r]) or what the layer type says
+ * (an embedding's lora_embedding_A [r, num_embeddings] and lora_embedding_B [dim, r]). */
+static const char *const LINEAR_TENSORS[] = {"lora_A.weight", "lora_B.weight", NULL};
+
+static const char *const *tensor_names(const strop__node *n) {
+  const strop__lora_ops *lo = n->vt->lora;
+  return lo && lo->tensors ? lo->tensors : LINEAR_TENSORS;
+}
+
+/* One adapted module in PEFT's sense: a whole node with an adapter (lora_linear,
+ * lora_embedding) or a part "<node>.<part>" (an attention projection). */
 typedef struct lmodule {
   const strop__node *n;
   char name[300];
@@ -146,14 +156,14 @@ static int module_at(const strop_model *m, int k, lmodule *out) {
   return 0;
 }
 
-static strop_status set_merged(const char *fn, strop_model *model, int merge) {
-  if (!model) return strop__err(STROP_E_INVALID_ARG, "%s: model is NULL", fn);
-  int hits = 0;
+strop_status strop__lora_merge_check(const char *fn, const strop_model *model) {
   /* a base tied to another tensor (a LoRA on GPT-2's lm_head, whose weight is the token
-   * embedding) would change that tensor too: the merged model would not be the trained one */
-  for (int i = 0; merge && i < model->n_nodes; i++) {
+   * embedding, or on that embedding) would change that tensor too: the merged model would not
+   * be the trained one */
+  for (int i = 0; i < model->n_nodes; i++) {
     const strop__node *n = &model->nodes[i];
-    if (!adapted_mask(n) || !n->vt->lora->set_merged) continue;
+    const strop__lora_ops *lo = n->vt->lora;
+    if (!adapted_mask(n) || !lo->set_merged || (lo->merged && lo->merged(n))) continue;
     for (int j = 0; j < n->n_params; j++) {
       const strop__param *p = &n->params[j], *o = p->tied;
       for (int a = 0; !o && !p->is_adapter && a < model->n_nodes; a++)
@@ -167,6 +177,14 @@ static strop_status set_merged(const char *fn, strop_model *model, int merge) {
                           fn, n->name, p->name, o->name);
     }
   }
+  return STROP_OK;
+}
+
+static strop_status set_merged(const char *fn, strop_model *model, int merge) {
+  if (!model) return strop__err(STROP_E_INVALID_ARG, "%s: model is NULL", fn);
+  int hits = 0;
+  strop_status st0 = merge ? strop__lora_merge_check(fn, model) : STROP_OK;
+  if (st0) return st0;
   /* adapters fold into FP32 bases only: bases held in BF16 or int8 are widened first, and the
    * model's frozen dtype becomes FP32 (a merged base would not unmerge exactly if rounded) */
   for (int i = 0; i < model->n_nodes && model->frozen_dtype; i++) {
@@ -287,7 +305,7 @@ strop_status strop_model_lora_save(const strop_model *model, const char *dir) {
   strop__sbuf_printf(&cfg, ",\n  \"target_modules\": [");
   for (int k = 0; !st && module_at(model, k, &mod); k++) {
     strop__sbuf_printf(&cfg, "%s\"%s\"", k ? ", " : "", mod.name);
-    static const char *const sfx[2] = {"lora_A.weight", "lora_B.weight"};
+    const char *const *sfx = tensor_names(mod.n);
     for (int j = 0; !st && j < 2; j++) {
       snprintf(name, sizeof name, "%s.%s", mod.name, sfx[j]);
       const strop__param *p = strop__node_param((strop__node *)mod.n,
@@ -348,8 +366,30 @@ static const strop__jnode *pattern_for(const strop__json *j, const strop__jnode 
 
 typedef struct lmod {
   char *name;
-  int a, b; /* tensor indices in the file, -1 if absent */
+  int a, b;                 /* tensor indices in the file, -1 if absent */
+  const char *const *names; /* the names of its A and B (tensor_names) */
 } lmod;
+
+/* Which adapter tensor the file's tensor tn is: 0 (A) or 1 (B) of the names *names (those of a
+ * linear, or of a layer type that names its own), its module's name being tn[PREFIX, *ml);
+ * -1 when it is none. */
+static int adapter_tensor(const char *tn, const char *const **names, size_t *ml) {
+  const size_t l = strlen(tn), pl = sizeof PREFIX - 1;
+  if (strncmp(tn, PREFIX, pl) != 0) return -1;
+  for (int k = -1; k < strop__layer_count(); k++) {
+    const strop__layer_vtable *vt = k < 0 ? NULL : strop__layer_at(k);
+    const char *const *v = vt ? (vt->lora ? vt->lora->tensors : NULL) : LINEAR_TENSORS;
+    for (int ab = 0; v && ab < 2; ab++) {
+      const size_t sl = strlen(v[ab]);
+      if (l > pl + sl + 1 && tn[l - sl - 1] == '.' && !strcmp(tn + l - sl, v[ab])) {
+        *names = v;
+        *ml = l - pl - sl - 1;
+        return ab;
+      }
+    }
+  }
+  return -1;
+}
 
 /* A module of the config's modules_to_save: its node in the base model, the file's tensors
  * of it, and whether its node must be made again (a head of another shape). */
@@ -504,12 +544,9 @@ strop_status strop_model_lora_load(strop_model *model, const char *dir) {
   /* group the tensors: adapters by module; a listed module's own weights by module */
   for (int i = 0; !st && i < f->n; i++) {
     const char *tn = f->t[i].name;
-    size_t l = strlen(tn), pl = sizeof PREFIX - 1;
-    int which = -1;
-    if (l > pl + 15 && !strncmp(tn, PREFIX, pl)) {
-      if (!strcmp(tn + l - 14, ".lora_A.weight")) which = 0;
-      if (!strcmp(tn + l - 14, ".lora_B.weight")) which = 1;
-    }
+    size_t l = strlen(tn), pl = sizeof PREFIX - 1, ml = 0;
+    const char *const *names = NULL;
+    const int which = adapter_tensor(tn, &names, &ml);
     if (which < 0) {
       int owner = -1;
       for (int k = 0; l > pl && !strncmp(tn, PREFIX, pl) && k < nk; k++) {
@@ -522,14 +559,14 @@ strop_status strop_model_lora_load(strop_model *model, const char *dir) {
         st = strop__err(STROP_E_FORMAT,
                         "%s: %s: tensor '%s' is neither a LoRA adapter of a "
                         "linear module ('" PREFIX "<module>.lora_A.weight' or '.lora_B.weight') "
-                        "nor a weight of a module in modules_to_save",
+                        "or of an embedding ('.lora_embedding_A' or '.lora_embedding_B') nor a "
+                        "weight of a module in modules_to_save",
                         fn, st_path, tn);
         break;
       }
       keep[owner].t[keep[owner].nt++] = i;
       continue;
     }
-    size_t ml = l - pl - 14;
     int k = 0;
     while (k < nm && (strlen(mods[k].name) != ml || strncmp(mods[k].name, tn + pl, ml))) k++;
     if (k == nm) {
@@ -541,7 +578,14 @@ strop_status strop_model_lora_load(strop_model *model, const char *dir) {
       memcpy(mods[nm].name, tn + pl, ml);
       mods[nm].name[ml] = '\0';
       mods[nm].a = mods[nm].b = -1;
+      mods[nm].names = names;
       nm++;
+    }
+    if (mods[k].names != names) {
+      st = strop__err(STROP_E_FORMAT,
+                      "%s: %s: module '%s' has adapter tensors of two kinds ('%s' and '%s')", fn,
+                      st_path, mods[k].name, mods[k].names[which], names[which]);
+      break;
     }
     if (which == 0) mods[k].a = i;
     else mods[k].b = i;
@@ -550,9 +594,10 @@ strop_status strop_model_lora_load(strop_model *model, const char *dir) {
   for (int k = 0; !st && k < nm; k++) {
     const strop__st_tensor *ta = mods[k].a >= 0 ? &f->t[mods[k].a] : NULL;
     const strop__st_tensor *tb = mods[k].b >= 0 ? &f->t[mods[k].b] : NULL;
+    const char *const *sfx = mods[k].names;
     if (!ta || !tb)
-      st = strop__err(STROP_E_FORMAT, "%s: %s: module '%s' has lora_%s but not lora_%s", fn,
-                      st_path, mods[k].name, ta ? "A" : "B", ta ? "B" : "A");
+      st = strop__err(STROP_E_FORMAT, "%s: %s: module '%s' has %s but not %s", fn, st_path,
+                      mods[k].name, sfx[ta ? 0 : 1], sfx[ta ? 1 : 0]);
     else if (ta->rank != 2 || tb->rank != 2 || ta->dims[0] != tb->dims[1] || ta->dims[0] < 1 ||
              !strop__dtype_is_float(ta->dtype) || !strop__dtype_is_float(tb->dtype))
       st = strop__err(STROP_E_FORMAT,
@@ -573,15 +618,25 @@ strop_status strop_model_lora_load(strop_model *model, const char *dir) {
   if (!st) st = strop__surgery_run(fn, s, NULL, &c, NULL);
   for (int k = 0; !st && k < nk; k++) st = fill_module(fn, st_path, c, f, &keep[k]);
   for (int k = 0; !st && k < nm; k++) {
-    static const char *const sfx[2] = {"lora_A.weight", "lora_B.weight"};
+    const char *const *sfx = mods[k].names;
     for (int ab = 0; !st && ab < 2; ab++) {
       const strop__st_tensor *t = &f->t[ab ? mods[k].b : mods[k].a];
-      /* by full name: a module is a node (lora_linear) or "<node>.<proj>" (attention) */
+      /* by full name: a module is a node (lora_linear, lora_embedding) or "<node>.<proj>"
+       * (attention) */
       char full[600];
       snprintf(full, sizeof full, "%s.%s", mods[k].name, sfx[ab]);
       strop__param *p = strop__model_param_find(c, full);
       if (!p) {
-        st = strop__err(STROP_E_INTERNAL, "%s: '%s' missing after adding the adapters", fn, full);
+        /* the file names the adapter as another kind of module than the model's node is */
+        const int at = strop__model_node_find(c, mods[k].name);
+        st = at >= 0 && tensor_names(&c->nodes[at]) != sfx
+                 ? strop__err(STROP_E_FORMAT,
+                              "%s: %s: '%s' does not fit module '%s', a %s node of the model, "
+                              "whose adapter is '%s.%s'",
+                              fn, st_path, t->name, mods[k].name, c->nodes[at].vt->type,
+                              mods[k].name, tensor_names(&c->nodes[at])[ab])
+                 : strop__err(STROP_E_INTERNAL, "%s: '%s' missing after adding the adapters", fn,
+                              full);
         break;
       }
       if (t->dims[0] != p->dims[0] || t->dims[1] != p->dims[1])
@@ -597,7 +652,7 @@ strop_status strop_model_lora_load(strop_model *model, const char *dir) {
     strop__model_swap_in(model, c);
     c = NULL;
   }
-  strop_model_free(c);
+  if (c) strop__surgery_discard(model, c); /* the frozen weights the clone shared come back */
   strop_surgery_free(s);
   for (int k = 0; k < nm; k++) strop__free(mods[k].name);
   strop__free(mods);

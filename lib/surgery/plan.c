@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* strop — the surgery plan: edits recorded by name or glob, run in order on a clone of the
- * model (edits.c, lora.c), then swapped in as one transaction, so a failing edit leaves the
- * model exactly as it was. Plans of flag edits only run in place with a backup of the flags. */
+ * model (edits.c, lora.c) that shares the frozen weights, then swapped in as one transaction,
+ * so a failing edit leaves the model exactly as it was. Plans of flag edits only run in place
+ * with a backup of the flags. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -287,7 +288,10 @@ strop_status strop__surgery_run(const char *fn, const strop_surgery *s, strop__s
   if (!s->model->finalized)
     return strop__err(STROP_E_STATE, "%s: the model is not finalized", fn);
   strop_model *c = NULL;
-  strop_status st = strop__model_clone(s->model, &c);
+  /* the frozen weights are shared with the clone, not copied: no edit writes them, and what
+   * writes one (an unfreeze's storage pass, a head's values) copies it first */
+  strop__model_unshare(s->model);
+  strop_status st = strop__model_clone_shared(s->model, &c);
   if (st) {
     strop__err_prefix("%s", fn);
     return st;
@@ -312,11 +316,16 @@ strop_status strop__surgery_run(const char *fn, const strop_surgery *s, strop__s
   if (!st && log) strop__describe_diff(log, s->model, &w);
   strop__gedit_free(&w.g);
   if (st) {
-    strop_model_free(c);
+    strop__surgery_discard(s->model, c);
     return st;
   }
   *out = c;
   return STROP_OK;
+}
+
+void strop__surgery_discard(strop_model *model, strop_model *clone) {
+  strop_model_free(clone);
+  strop__model_unshare(model);
 }
 
 void strop__model_swap_in(strop_model *model, strop_model *clone) {
@@ -324,6 +333,7 @@ void strop__model_swap_in(strop_model *model, strop_model *clone) {
   *model = *clone;
   *clone = tmp;
   strop_model_free(clone);
+  strop__model_unshare(model); /* the old contents held the other references */
 }
 
 static strop_status apply_flags_in_place(const char *fn, strop_surgery *s) {
@@ -386,7 +396,7 @@ strop_status strop_surgery_apply(strop_surgery *s) {
   strop_model *c = NULL;
   if ((st = strop__surgery_run(fn, s, NULL, &c, NULL))) return st;
   if ((st = strop__model_store(fn, c, c->frozen_dtype))) {
-    strop_model_free(c);
+    strop__surgery_discard(s->model, c);
     return st;
   }
   strop__model_swap_in(s->model, c);
@@ -399,7 +409,7 @@ strop_status strop_surgery_validate(const strop_surgery *s) {
   if (st) return st;
   strop_model *c = NULL;
   if ((st = strop__surgery_run(fn, s, NULL, &c, NULL))) return st;
-  strop_model_free(c);
+  strop__surgery_discard(s->model, c);
   return STROP_OK;
 }
 
@@ -415,7 +425,7 @@ int64_t strop_surgery_describe(const strop_surgery *s, char *buf, size_t cap) {
                      s->n == 1 ? "" : "s", s->model->n_nodes);
   strop_model *c = NULL;
   strop_status st = strop__surgery_run(fn, s, &t, &c, NULL);
-  strop_model_free(c);
+  if (c) strop__surgery_discard(s->model, c);
   if (st == STROP_E_NOMEM) {
     strop__sbuf_free(&t);
     return -1;

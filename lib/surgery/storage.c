@@ -71,7 +71,7 @@ strop_status strop__model_store(const char *fn, strop_model *m, int dtype) {
   }
   for (int k = 0; k < n; k++) {
     strop__param *p = v[k].p;
-    if (p->map && v[k].data && !p->lowp.dtype)
+    if (strop__mapping_is_file(p->map) && v[k].data && !p->lowp.dtype)
       strop__mapping_count(0, (int64_t)strop__param_bytes(p));
     strop__param_drop_values(p);
     p->data = v[k].data;

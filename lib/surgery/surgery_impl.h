@@ -90,8 +90,12 @@ void strop__describe_diff(strop__sbuf *t, const strop_model *a, const strop__wor
  * *out is NULL. */
 strop_status strop__surgery_run(const char *fn, const strop_surgery *s, strop__sbuf *log,
                                 strop_model **out, int *flags_only);
-/* Moves the clone's contents into model and frees the old contents (never fails). */
+/* Moves the clone's contents into model and frees the old contents (never fails); the frozen
+ * weights the clone shared with model are the model's own again. */
 void strop__model_swap_in(strop_model *model, strop_model *clone);
+/* Frees a clone strop__surgery_run made without swapping it in: model's frozen weights that it
+ * shared are model's own again, as they were. */
+void strop__surgery_discard(strop_model *model, strop_model *clone);
 /* Makes every parameter hold the frozen dtype `dtype` (storage.c: frozen linear weights in it,
  * the rest FP32) and records it as the model's; all or nothing (STROP_E_NOMEM naming fn and
  * the weight, the model unchanged). */
@@ -106,6 +110,11 @@ strop_status strop__model_store(const char *fn, strop_model *m, int dtype);
 strop_status strop__mts_get(const strop_model *m, char ***names, int *n);
 strop_status strop__mts_add(strop_model *m, const char *node);
 strop_status strop__mts_prune(strop_model *m);
+
+/* STROP_E_UNSUPPORTED (the error naming fn, the node and the tie) when merging the model's
+ * adapters not yet merged would change a tensor their base weight is tied to (LoRA on GPT-2's
+ * lm_head or wte, which share one weight); STROP_OK otherwise (lora_io.c). */
+strop_status strop__lora_merge_check(const char *fn, const strop_model *model);
 
 /* Number of scalar values in params (buffers excluded), trainable only if asked. */
 int64_t strop__node_count(const strop__node *n, int trainable_only);

@@ -19,6 +19,7 @@
 #include "io/safetensors.h"
 #include "core/sbuf.h"
 #include "strop/train.h"
+#include "surgery/surgery_impl.h"
 
 static const char fn[] = "strop_model_export";
 
@@ -43,6 +44,9 @@ static strop_status retype(strop_model *m, int idx, const strop__layer_vtable *v
 /* Every adapter folded into its base weights, and the node re-declared as its type says
  * (lora_linear -> linear; attention without adapters). */
 static strop_status merge_lora(strop_model *m) {
+  /* an adapter on a tied weight (GPT-2's lm_head or wte) cannot be folded in faithfully */
+  strop_status st0 = strop__lora_merge_check(fn, m);
+  if (st0) return st0;
   for (int i = 0; i < m->n_nodes; i++) {
     strop__node *nd = &m->nodes[i];
     const strop__lora_ops *lo = nd->vt->lora;

@@ -710,11 +710,12 @@ P
 demo_text)
   # The text demo (examples/text/README.md) on its committed base model at a reduced budget
   # (STROP_DEMO_EPOCHS, default 3): prepare.py writes the data at test time, the from-scratch
-  # runs draw fresh weights from base/config.json (weights: none); LoRA, full fine-tuning and
-  # the last block adapt the base to the held-out `startrek` collection and must each reach a
-  # lower test perplexity than the same network trained from scratch with the same budget,
-  # LoRA training under 5% of the parameters; the few-shot language classifier from the base
-  # must beat chance and the one from scratch.
+  # runs draw fresh weights from base/config.json (weights: none); LoRA (on c_attn, and on the
+  # token embedding, lm_head and the block linears), full fine-tuning and the last block adapt
+  # the base to the held-out `startrek` collection and must each reach a lower test perplexity
+  # than the same network trained from scratch with the same budget, each LoRA training under
+  # 5% of the parameters, the one with the embedding's adapter below the one on c_attn; the
+  # few-shot language classifier from the base must beat chance and the one from scratch.
   FORT=/usr/share/games/fortunes
   for f in startrek humorists de es it; do
     [ -e "$FORT/$f" ] || { echo "skipped: $FORT/$f missing (packages fortunes, fortunes-de/-es/-it)"; exit 77; }
@@ -727,7 +728,7 @@ demo_text)
   STROP_LIBRARY=$lib PYTHONPATH=$src/bindings/python "$PYNP" "$ex/prepare.py" --out "$work/out" ||
     fail "prepare.py"
   epochs=${STROP_DEMO_EPOCHS:-3}
-  for m in lora full last scratch; do
+  for m in lora lora-emb full last scratch; do
     set -- --set data.path="$work/out/startrek.jsonl" --set output.dir="$work/adapt-$m"
     "$strop" finetune "$ex/adapt-$m.yaml" --epochs "$epochs" --quiet "$@" > "$work/adapt-$m.txt" 2>&1 ||
       fail "adapt-$m.yaml: $(cat "$work/adapt-$m.txt")"
@@ -742,7 +743,8 @@ demo_text)
 import json, sys
 w = sys.argv[1]
 rep = {n: json.load(open(f"{w}/{n}/report.json"))
-       for n in ("adapt-lora", "adapt-full", "adapt-last", "adapt-scratch", "lang-fewshot", "lang-scratch")}
+       for n in ("adapt-lora", "adapt-lora-emb", "adapt-full", "adapt-last", "adapt-scratch",
+                 "lang-fewshot", "lang-scratch")}
 ppl = {n: r["stages_results"][-1]["test"]["perplexity"] for n, r in rep.items() if n.startswith("adapt")}
 share = {n: r["trainable_params"] / r["total_params"] for n, r in rep.items()}
 for n in ppl:
@@ -750,10 +752,11 @@ for n in ppl:
 acc = {n: rep[n]["stages_results"][-1]["test"]["accuracy"] for n in ("lang-fewshot", "lang-scratch")}
 print("language, 16 per class: from the base %.1f%%, from scratch %.1f%% (chance 25%%)"
       % (100 * acc["lang-fewshot"], 100 * acc["lang-scratch"]))
-assert share["adapt-lora"] < 0.05, share
+assert share["adapt-lora"] < 0.05 and share["adapt-lora-emb"] < 0.05, share
 assert share["adapt-full"] == 1.0 and share["adapt-last"] < 0.5, share
-for n in ("adapt-lora", "adapt-full", "adapt-last"):
+for n in ("adapt-lora", "adapt-lora-emb", "adapt-full", "adapt-last"):
     assert ppl[n] < ppl["adapt-scratch"], (n, ppl)
+assert ppl["adapt-lora-emb"] < ppl["adapt-lora"], ppl
 assert acc["lang-fewshot"] > 0.5, acc
 assert acc["lang-fewshot"] > acc["lang-scratch"], acc
 P
@@ -931,6 +934,28 @@ P
   done
   "$strop" generate "$work/out-last/folder" --prompt "The" --max-tokens 4 > /dev/null ||
     fail "strop generate on the output.pretrained folder"
+  # LoRA on the token embedding (PEFT's lora_embedding_A / _B) and on lm_head, which share one
+  # weight: the adapters go to a PEFT folder (output.lora); folding them into a Hugging Face
+  # folder would change both sides, so output.pretrained is refused, naming the tie
+  { cat "$work/lm.yaml"; printf 'surgery:\n  - freeze: "*"\n  - lora: {match: "transformer.wte", rank: 4, alpha: 8}\n  - lora: {match: "lm_head", rank: 4, alpha: 8}\n'; } > "$work/loraemb.yaml"
+  "$strop" finetune "$work/loraemb.yaml" --set train.epochs=1 --set output.dir=out-loraemb \
+    --set output.lora=adapters > "$work/loraemb.txt" 2>&1 ||
+    fail "finetune with LoRA on the embedding: $(cat "$work/loraemb.txt")"
+  grep -q "test perplexity" "$work/loraemb.txt" || fail "LoRA on the embedding: no perplexity printed"
+  python3 - "$work/out-loraemb/adapters" <<'P' || fail "the embedding's adapter folder"
+import json, struct, sys
+d = sys.argv[1]
+raw = open(d + "/adapter_model.safetensors", "rb").read()
+head = json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])
+a, b = head["base_model.model.transformer.wte.lora_embedding_A"], head["base_model.model.transformer.wte.lora_embedding_B"]
+assert a["shape"][0] == 4 and b["shape"] == [32, 4], (a, b)
+assert "base_model.model.lm_head.lora_A.weight" in head, sorted(head)
+cfg = json.load(open(d + "/adapter_config.json"))
+assert cfg["target_modules"] == ["transformer.wte", "lm_head"], cfg
+print("adapters:", ", ".join(sorted(k for k in head if k != "__metadata__")))
+P
+  expect 3 "the LoRA adapter of 'transformer.wte' cannot be merged" -- "$strop" finetune "$work/loraemb.yaml" \
+    --set train.epochs=1 --set output.dir=out-loraemb2 --set output.pretrained=folder
   # the model records its tokenizer; a missing tokenizer and a bad task are named
   "$strop" inspect "$work/out/lm.safetensors" | grep -q 'input.tokenizer = {"path": ".*gpt2", "max_length": 64, "task": "causal_lm"}' ||
     fail "input.tokenizer metadata: $("$strop" inspect "$work/out/lm.safetensors" 2>&1 | grep -i tokenizer)"
