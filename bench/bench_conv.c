@@ -5,10 +5,10 @@
  * `bench_conv resnet [threads] [iters] [batch]`: ResNet-18's 3x3 stride-1 convs at 224x224
  * (64 to 512 channels, 56x56 to 7x7), the forward lowered (im2col + GEMM) against Winograd
  * F(2x2, 3x3) and F(4x4, 3x3), the three run alternately in one process (best of iters each,
- * ratios), the same for the backward (dx dW db; dx as the forward runs), and each forward's
- * largest error against a double reference over two images; iters 0: one run of each, no
- * reference, and a 5th argument 0, 2 or 4 runs that one alone (for valgrind
- * --tool=callgrind). */
+ * ratios), the same for the backward (dx dW db; dx and dW by Winograd where the forward is),
+ * and each forward's and weight gradient's largest error against a double reference over two
+ * images; iters 0: one run of each, no reference, and a 5th argument 0, 2 or 4 runs that one
+ * alone (for valgrind --tool=callgrind). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,6 +81,31 @@ static void ref3x3(const strop__conv2d_dims *d, int64_t n, const float *x, const
           }
 }
 
+/* dw = the weight gradient of a 3x3 conv over the first n images of x and dy, in double */
+static void ref3x3_dw(const strop__conv2d_dims *d, int64_t n, const float *x, const float *dy,
+                      double *dw) {
+  const int64_t H = d->h, W = d->w, OH = d->oh, OW = d->ow;
+  for (int64_t i = 0; i < d->c_out * d->c_in * 9; i++) dw[i] = 0;
+  for (int64_t im = 0; im < n; im++)
+    for (int64_t o = 0; o < d->c_out; o++)
+      for (int64_t c = 0; c < d->c_in; c++)
+        for (int64_t ki = 0; ki < 3; ki++)
+          for (int64_t kj = 0; kj < 3; kj++) {
+            const float *g = dy + (im * d->c_out + o) * OH * OW;
+            const float *xc = x + (im * d->c_in + c) * H * W;
+            double s = 0;
+            for (int64_t oy = 0; oy < OH; oy++) {
+              const int64_t yy = oy + ki - d->ph;
+              if (yy < 0 || yy >= H) continue;
+              for (int64_t ox = 0; ox < OW; ox++) {
+                const int64_t xx = ox + kj - d->pw;
+                if (xx >= 0 && xx < W) s += (double)g[oy * OW + ox] * xc[yy * W + xx];
+              }
+            }
+            dw[((o * d->c_in + c) * 3 + ki) * 3 + kj] += s;
+          }
+}
+
 static int resnet(int threads, int iters, int64_t batch, int only) {
   static const struct {
     int64_t c, hw, count;
@@ -94,6 +119,7 @@ static int resnet(int threads, int iters, int64_t batch, int only) {
          (long long)batch, threads, iters);
   printf("%-22s %10s %10s %10s %8s %8s %10s %10s %10s\n", "shape", "lowered_ms", "F2_ms", "F4_ms",
          "F2_x", "F4_x", "err_low", "err_F2", "err_F4");
+  printf("%-22s (backward: dx dW db; its err_*: dW's largest error / max |dW|)\n", "");
   double tot[3] = {0, 0, 0}, totb[3] = {0, 0, 0};
   for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
     const int64_t C = shapes[k].c, S = shapes[k].hw;
@@ -148,8 +174,30 @@ static int resnet(int threads, int iters, int64_t batch, int only) {
     printf("%-22s %10.2f %10.2f %10.2f %8.2f %8.2f %10.2e %10.2e %10.2e  (|y| max %.2f)\n", name,
            best[0] * 1e3, best[1] * 1e3, best[2] * 1e3, best[0] / best[1], best[0] / best[2],
            err[0], err[1], err[2], ymax);
-    printf("%-22s %10.2f %10.2f %10.2f %8.2f %8.2f\n", "  backward", bestb[0] * 1e3,
-           bestb[1] * 1e3, bestb[2] * 1e3, bestb[0] / bestb[1], bestb[0] / bestb[2]);
+    /* the weight gradient of the first nref images against double, each mode on its own */
+    double derr[3] = {0, 0, 0};
+    if (nref) {
+      strop__conv2d_dims d2 = d;
+      d2.n = nref;
+      const int64_t nw9 = C * C * 9;
+      double *dref = malloc(sizeof(double) * (size_t)nw9), dmax = 0;
+      ref3x3_dw(&d2, nref, x, y[0], dref);
+      for (int64_t i = 0; i < nw9; i++) dmax = dmax > fabs(dref[i]) ? dmax : fabs(dref[i]);
+      const int c2 = strop__par_chunks(threads, d2.n, 1);
+      for (int v = 0; v < 3; v++) {
+        strop__conv_winograd = modes[v];
+        memset(dw, 0, sizeof(float) * nw);
+        strop__conv2d_backward(&d2, x, w, y[0], NULL, dw, NULL, scratch, c2, NULL);
+        for (int64_t i = 0; i < nw9; i++) {
+          const double e = fabs(dw[i] - dref[i]) / dmax;
+          derr[v] = e > derr[v] ? e : derr[v];
+        }
+      }
+      free(dref);
+    }
+    printf("%-22s %10.2f %10.2f %10.2f %8.2f %8.2f %10.2e %10.2e %10.2e\n", "  backward",
+           bestb[0] * 1e3, bestb[1] * 1e3, bestb[2] * 1e3, bestb[0] / bestb[1],
+           bestb[0] / bestb[2], derr[0], derr[1], derr[2]);
     free(ref);
     strop__free_aligned(x), strop__free_aligned(w), strop__free_aligned(b);
     for (int v = 0; v < 3; v++) strop__free_aligned(y[v]);

@@ -277,13 +277,52 @@ static void conv3x3_ref(const strop__conv2d_dims *d, const float *x, const float
         }
 }
 
+/* dw[o, c, i, j] = sum over n, oy, ox of dy[n, o, oy, ox] x[n, c, oy + i - ph, ox + j - pw] and
+ * db[o] the sum of dy[., o], in double: the reference of the weight gradients. */
+static void conv3x3_grad_ref(const strop__conv2d_dims *d, const float *x, const float *dy,
+                             double *dw, double *db) {
+  for (int64_t o = 0; o < d->c_out; o++) {
+    double sb = 0;
+    for (int64_t n = 0; n < d->n; n++)
+      for (int64_t p = 0; p < d->oh * d->ow; p++)
+        sb += dy[(n * d->c_out + o) * d->oh * d->ow + p];
+    db[o] = sb;
+    for (int64_t c = 0; c < d->c_in; c++)
+      for (int64_t i = 0; i < 3; i++)
+        for (int64_t j = 0; j < 3; j++) {
+          double s = 0;
+          for (int64_t n = 0; n < d->n; n++)
+            for (int64_t oy = 0; oy < d->oh; oy++)
+              for (int64_t ox = 0; ox < d->ow; ox++) {
+                const int64_t yy = oy + i - d->ph, xx = ox + j - d->pw;
+                if (yy < 0 || yy >= d->h || xx < 0 || xx >= d->w) continue;
+                s += (double)dy[((n * d->c_out + o) * d->oh + oy) * d->ow + ox] *
+                     x[((n * d->c_in + c) * d->h + yy) * d->w + xx];
+              }
+          dw[((o * d->c_in + c) * 3 + i) * 3 + j] = s;
+        }
+  }
+}
+
+/* The largest |got - want| over the largest |want|. */
+static double err_of_max(const float *got, const double *want, size_t n) {
+  double e = 0, mx = 0;
+  for (size_t i = 0; i < n; i++) {
+    e = fmax(e, fabs(got[i] - want[i]));
+    mx = fmax(mx, fabs(want[i]));
+  }
+  return mx > 0 ? e / mx : e;
+}
+
 /* The Winograd forward (F(2x2, 3x3) and F(4x4, 3x3), forced on) against a double reference on
  * sizes that are no multiple of the tile, paddings 0 to 2, with and without a bias, at 1 and 2
  * threads, and the lowered forward on the same data. The bound: the largest error over the
  * largest |y| stays below 3e-6 for F(2, 3) and 3e-5 for F(4, 3) (the lowered path: ~1e-7).
  * The backward's input gradient (a Winograd conv of dy with the rotated, transposed filters)
- * against the lowered one's within the same bounds of max |dx|; the weight and bias gradients
- * are the lowered ones, bit for bit. */
+ * against the lowered one's within the same bounds of max |dx|. The weight and bias gradients
+ * (Winograd F(3x3, 2x2) and F(3x3, 4x4) since they have their own transforms: no longer the
+ * lowered ones' bits) against a double reference within the same bounds of max |dw| and
+ * max |db|, and bit for bit the same at 1 and 2 threads (no sum depends on the split). */
 START_TEST(winograd_matches_reference) {
   static const strop__conv2d_dims cases[] = {
       /* n, c_in, h, w, c_out, kh, kw, sh, sw, ph, pw, dh, dw, groups */
@@ -303,13 +342,16 @@ START_TEST(winograd_matches_reference) {
     const size_t nw = (size_t)(d.c_out * d.c_in * 9), nb = (size_t)d.c_out;
     float *x = malloc(nx * 4), *w = malloc(nw * 4), *b = malloc(nb * 4), *dy = malloc(ny * 4);
     float *y = malloc(ny * 4), *dx[2], *dw[2], *db[2];
-    double *ref = malloc(ny * 8);
+    double *ref = malloc(ny * 8), *dwref = malloc(nw * 8), *dbref = malloc(nb * 8);
+    float *dw1[3], *db1[3]; /* each tile's weight gradients at 1 thread */
+    for (int v = 0; v < 3; v++) dw1[v] = malloc(nw * 4), db1[v] = malloc(nb * 4);
     for (size_t i = 0; i < nx; i++) x[i] = 2 * strop__rng_uniform(&r) - 1;
     for (size_t i = 0; i < nw; i++) w[i] = 2 * strop__rng_uniform(&r) - 1;
     for (size_t i = 0; i < nb; i++) b[i] = 2 * strop__rng_uniform(&r) - 1;
     for (size_t i = 0; i < ny; i++) dy[i] = 2 * strop__rng_uniform(&r) - 1;
     for (int v = 0; v < 2; v++)
       dx[v] = malloc(nx * 4), dw[v] = malloc(nw * 4), db[v] = malloc(nb * 4);
+    conv3x3_grad_ref(&d, x, dy, dwref, dbref);
     for (int bias = 0; bias < 2; bias++) {
       conv3x3_ref(&d, x, w, bias ? b : NULL, ref);
       double ymax = 0;
@@ -336,6 +378,19 @@ START_TEST(winograd_matches_reference) {
           strop__conv2d_backward(&d, x, w, dy, dx[o], dw[o], bias ? db[o] : NULL, scratch, chunks,
                                  NULL);
           strop__free_aligned(scratch);
+          const double ew = err_of_max(dw[o], dwref, nw), eb = err_of_max(db[o], dbref, nb);
+          ck_assert_msg(ew <= (o ? tol : 3e-6), "case %zu m %d threads %d: dw error %.3g of max",
+                        k, ms[v], threads, ew);
+          ck_assert_msg(!bias || eb <= (o ? tol : 3e-6),
+                        "case %zu m %d threads %d: db error %.3g of max", k, ms[v], threads, eb);
+          if (threads == 1) {
+            memcpy(dw1[v], dw[o], nw * 4);
+            memcpy(db1[v], db[o], nb * 4);
+          } else if (o) { /* the lowered path sums per chunk */
+            ck_assert_msg(!memcmp(dw1[v], dw[o], nw * 4),
+                          "case %zu m %d: dw differs at 2 threads", k, ms[v]);
+            ck_assert(!bias || !memcmp(db1[v], db[o], nb * 4));
+          }
           if (!o) continue;
           double dmax = 0, derr = 0;
           for (size_t i = 0; i < nx; i++) {
@@ -344,14 +399,13 @@ START_TEST(winograd_matches_reference) {
           }
           ck_assert_msg(derr <= tol * dmax, "case %zu m %d threads %d: dx error %.3g of %.3g", k,
                         ms[v], threads, derr, dmax);
-          ck_assert(!memcmp(dw[0], dw[1], nw * 4));
-          ck_assert(!bias || !memcmp(db[0], db[1], nb * 4));
         }
     }
     strop__conv_winograd = -1;
     ck_assert_int_eq(strop_set_num_threads(1), STROP_OK);
     for (int v = 0; v < 2; v++) free(dx[v]), free(dw[v]), free(db[v]);
-    free(x), free(w), free(b), free(dy), free(y), free(ref);
+    for (int v = 0; v < 3; v++) free(dw1[v]), free(db1[v]);
+    free(x), free(w), free(b), free(dy), free(y), free(ref), free(dwref), free(dbref);
   }
 }
 END_TEST
@@ -751,6 +805,10 @@ END_TEST
  * step, written through a view), unfreezing the conv or the norm (the unfolded path, bit for
  * bit), training the conv and freezing it again. */
 START_TEST(bn_fold_follows_changes) {
+  /* _i 1: the conv runs Winograd, whose kept filters (n->wino) follow the same changes (F(2x2,
+   * 3x3): F(4x4, 3x3)'s rounding alone is near the tolerance of small gradients) */
+  strop__conv_winograd = _i ? 2 : -1;
+  strop__conv_keep_filters = _i;
   strop_model *m = fold_model(0);
   fold_expect_same(m, 1, 1, "first");
   const float rv[5] = {2.0f, 0.1f, 1.0f, 3.5f, 0.7f};
@@ -783,8 +841,96 @@ START_TEST(bn_fold_follows_changes) {
   fold_expect_same(m, 1, 1, "after a write through a view");
   tv[2] = -3.0f; /* the view stays writable: no cache can be trusted */
   fold_expect_same(m, 1, 1, "after a second write through the view");
+  ck_assert(!_i || m->nodes[0].wino);
   strop_tensor_free(t);
   strop_model_free(m);
+  strop__conv_winograd = -1;
+  strop__conv_keep_filters = -1;
+}
+END_TEST
+
+/* Eval forward of m into out (n images of x). */
+static void eval_out(strop_model *m, const float *x, int64_t n, float *out, size_t cap) {
+  const strop__act *o;
+  ck_assert_msg(strop__model_forward_exec(m, x, n, 0, NULL, &o) == STROP_OK, "%s",
+                strop_last_error());
+  const size_t on = (size_t)n * strop__shape_numel(&o->shape);
+  ck_assert_uint_le(on, cap);
+  memcpy(out, o->data, sizeof(float) * on);
+  strop__model_step_end(m);
+}
+
+/* A frozen Winograd conv asked to keep its transformed filters (strop__conv_keep_filters) keeps
+ * them (n->wino, counted with the folded copies by the step memory) and computes with them the bits a twin whose weight trains (nothing
+ * kept) computes: at first, again (the copy reused), after set_tensor, after writes through a
+ * view, at another image size; unfrozen, the copy is freed. */
+START_TEST(winograd_filter_cache) {
+  enum { N = 2, CAP = 2 * 5 * 11 * 9 };
+  static float x[2 * 3 * 11 * 9], out[2][CAP], wv[5 * 3 * 9];
+  strop__conv_winograd = 4;
+  strop__conv_keep_filters = 1;
+  int64_t sh[3] = {3, 9, 7};
+  strop_model *m[2];
+  for (int k = 0; k < 2; k++)
+    m[k] = one("conv2d", "out_channels=5 kernel_size=3 padding=1", 3, sh, "c");
+  strop__param *w[2];
+  for (int k = 0; k < 2; k++) w[k] = strop__model_param_find(m[k], "c.weight");
+  set_param(m[1], "c.weight", w[0]->data, w[0]->numel);
+  set_param(m[1], "c.bias", strop__model_param_find(m[0], "c.bias")->data, 5);
+  ck_assert_int_eq(strop_model_freeze(m[0], "c.*"), STROP_OK);
+  for (size_t i = 0; i < sizeof x / sizeof x[0]; i++) x[i] = sinf(0.37f * (float)i + 0.2f);
+  const size_t on = (size_t)N * 5 * 9 * 7;
+  for (int round = 0; round < 5; round++) {
+    if (round == 2) { /* new values through set_tensor: the copy is made again */
+      for (size_t i = 0; i < w[0]->numel; i++) wv[i] = cosf(0.5f * (float)i);
+      for (int k = 0; k < 2; k++) set_param(m[k], "c.weight", wv, w[0]->numel);
+    }
+    strop_tensor *t = NULL;
+    if (round == 3) { /* written through a view, twice: nothing kept can be trusted */
+      ck_assert_int_eq(strop_model_tensor_view(m[0], "c.weight", &t), STROP_OK);
+      for (int twice = 0; twice < 2; twice++) {
+        strop_tensor_data(t)[4] += 0.75f;
+        set_param(m[1], "c.weight", strop_tensor_data(t), w[0]->numel);
+        for (int k = 0; k < 2; k++) eval_out(m[k], x, N, out[k], CAP);
+        ck_assert_msg(!memcmp(out[0], out[1], on * 4), "write %d through a view", twice);
+      }
+      strop_tensor_free(t);
+    }
+    for (int k = 0; k < 2; k++) eval_out(m[k], x, N, out[k], CAP);
+    ck_assert_msg(!memcmp(out[0], out[1], on * 4), "round %d: kept filters differ", round);
+    ck_assert_ptr_nonnull(m[0]->nodes[0].wino);
+    ck_assert_ptr_null(m[1]->nodes[0].wino);
+    ck_assert_uint_ge(strop__node_fold_bytes(&m[0]->nodes[0]), 5 * 3 * 36 * sizeof(float));
+  }
+  /* another image size: the same filters serve it */
+  {
+    const strop__act *o[2];
+    const strop__shape big = {3, {3, 11, 9}};
+    const void *keep = m[0]->nodes[0].wino;
+    for (int k = 0; k < 2; k++) {
+      ck_assert_msg(strop__model_forward_shaped(m[k], x, N, &big, 0, NULL, &o[k]) == STROP_OK,
+                    "%s", strop_last_error());
+      memcpy(out[k], o[k]->data, sizeof(float) * (size_t)N * 5 * 11 * 9);
+      strop__model_step_end(m[k]);
+    }
+    ck_assert(!memcmp(out[0], out[1], (size_t)N * 5 * 11 * 9 * 4));
+    ck_assert_ptr_eq(m[0]->nodes[0].wino, keep);
+  }
+  /* unfrozen: the weight trains, the copy goes */
+  ck_assert_int_eq(strop_model_unfreeze(m[0], "c.*"), STROP_OK);
+  eval_out(m[0], x, N, out[0], CAP);
+  ck_assert_ptr_null(m[0]->nodes[0].wino);
+  ck_assert_uint_eq(m[0]->nodes[0].wino_bytes, 0);
+  /* not kept (the default): dropped at the next forward */
+  ck_assert_int_eq(strop_model_freeze(m[0], "c.*"), STROP_OK);
+  eval_out(m[0], x, N, out[0], CAP);
+  ck_assert_ptr_nonnull(m[0]->nodes[0].wino);
+  strop__conv_keep_filters = 0;
+  eval_out(m[0], x, N, out[0], CAP);
+  ck_assert_ptr_null(m[0]->nodes[0].wino);
+  for (int k = 0; k < 2; k++) strop_model_free(m[k]);
+  strop__conv_winograd = -1;
+  strop__conv_keep_filters = -1;
 }
 END_TEST
 
@@ -1270,7 +1416,8 @@ static Suite *suite(void) {
   suite_add_tcase(s, tc);
   tc = tcase_create("bn_fold");
   tcase_add_loop_test(tc, bn_fold_matches_unfolded, 0, N_FOLD);
-  tcase_add_test(tc, bn_fold_follows_changes);
+  tcase_add_loop_test(tc, bn_fold_follows_changes, 0, 2);
+  tcase_add_test(tc, winograd_filter_cache);
   tcase_add_loop_test(tc, bn_fold_gradcheck, 0, N_FOLD);
   suite_add_tcase(s, tc);
   tc = tcase_create("gradcheck");

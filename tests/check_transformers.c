@@ -482,6 +482,48 @@ START_TEST(vit_other_size) {
 }
 END_TEST
 
+/* An image size that is no multiple of the patch (8 here) is refused, where conv_proj would
+ * drop the border silently: at the load (image_size 36) and in a batch of another size (44 x 44
+ * on a model declared for 32), STROP_E_SHAPE naming the layer, the size and the patch; a
+ * multiple (40 x 40) still runs. */
+START_TEST(vit_size_not_multiple) {
+  const char *dir = fixtures();
+  char p[512];
+  snprintf(p, sizeof p, "%s/vit.safetensors", dir);
+  strop_pretrained_options o;
+  strop_pretrained_options_init(&o);
+  o.image_size = 36;
+  strop_model *m = NULL;
+  strop_status st = strop_model_load_pretrained(p, "vit_b_16", &o, &m, NULL);
+  const char *msg = strop_last_error();
+  ck_assert_msg(st == STROP_E_SHAPE, "load at 36: status %d: %s", st, msg);
+  ck_assert_ptr_null(m);
+  ck_assert_msg(strstr(msg, "conv_proj") && strstr(msg, "36x36") && strstr(msg, "8x8 patch"),
+                "load at 36: %s", msg);
+  m = ld_vit(dir, "vit");
+  for (int k = 0; k < 2; k++) {
+    const int64_t side = k ? 40 : 44, dims[4] = {2, 3, side, side};
+    strop_tensor *x = NULL, *out = NULL;
+    strop_test_must(strop_tensor_create(4, dims, &x), "x");
+    float *v = strop_tensor_data(x);
+    for (int64_t i = 0; i < 2 * 3 * side * side; i++) v[i] = sinf(0.1f * (float)i);
+    st = strop_model_forward(m, x, &out);
+    if (k) {
+      ck_assert_msg(st == STROP_OK, "forward at 40: %s", strop_last_error());
+    } else {
+      msg = strop_last_error();
+      ck_assert_msg(st == STROP_E_SHAPE, "forward at 44: status %d: %s", st, msg);
+      ck_assert_ptr_null(out);
+      ck_assert_msg(strstr(msg, "conv_proj") && strstr(msg, "44x44") && strstr(msg, "8x8 patch"),
+                    "forward at 44: %s", msg);
+    }
+    strop_tensor_free(out);
+    strop_tensor_free(x);
+  }
+  strop_model_free(m);
+}
+END_TEST
+
 START_TEST(forms) {
   const char *dir = fixtures();
   char rpath[512];
@@ -1242,6 +1284,7 @@ static Suite *suite(void) {
   tcase_set_timeout(tc, 600);
   tcase_add_test(tc, vit);
   tcase_add_test(tc, vit_other_size);
+  tcase_add_test(tc, vit_size_not_multiple);
   suite_add_tcase(s, tc);
   tc = tcase_create("forms");
   tcase_add_test(tc, forms);

@@ -231,7 +231,7 @@ static size_t drop_mapped(const strop__param *w) {
 
 size_t strop__node_fold_bytes(const strop__node *n) {
   const fold_cache *fc = n->fold;
-  return fc ? FOLD_HEAD + (fc->wn + fc->c) * sizeof(float) : 0;
+  return (fc ? FOLD_HEAD + (fc->wn + fc->c) * sizeof(float) : 0) + n->wino_bytes;
 }
 
 size_t strop__node_fold_released(const strop__node *n) {

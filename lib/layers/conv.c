@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* strop — the 2-D convolution layer (torch.nn.Conv2d, zero padding): [N, C, H, W] ->
  * [N, out_channels, OH, OW], weight [out, in/groups, kh, kw]. Math in ops/conv.c. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "layers/fuse.h"
@@ -15,6 +16,7 @@ typedef struct conv_cfg {
   int64_t groups;
   int bias;
   int padding_mode; /* only 0, "zeros", is supported */
+  int exact_fit;    /* 1: an input the windows do not cover exactly is refused */
   int in_given;     /* 1: in_channels came from the options and is checked, not inferred */
   int64_t pad[2];   /* the padding in use ("same" resolved from kernel and dilation) */
   /* run time, from conv_fuse: a relu and/or a max-pool computed in the conv's epilogue
@@ -70,6 +72,9 @@ static const strop__optdef OPTIONS[] = {
     STROP__OPT_BOOL(conv_cfg, bias, "bias", "true", "learn an additive bias per channel"),
     STROP__OPT_ENUM(conv_cfg, padding_mode, "padding_mode", "zeros", MODES,
                     "only zeros is supported"),
+    STROP__OPT_BOOL(conv_cfg, exact_fit, "exact_fit", "false",
+                    "refuse an input whose last rows or columns no window reaches (a patch "
+                    "embedding: sizes that are a multiple of the patch)"),
     {NULL}};
 
 static const strop__paramdef PARAMS[] = {
@@ -147,6 +152,34 @@ static strop_status conv_shape(const strop__node *n, const strop__shape *in, str
         (long long)c->dilation[1], (long long)span[0], (long long)span[1],
         (long long)(s->d[1] + 2 * c->pad[0]), (long long)(s->d[2] + 2 * c->pad[1]),
         strop__shape_str(s, buf, sizeof buf), (long long)c->pad[0], (long long)c->pad[1]);
+  }
+  if (c->exact_fit && c->padding[0] != PAD_SAME) {
+    /* the rows and columns past the last window, which PyTorch's conv silently drops */
+    int64_t left[2];
+    for (int i = 0; i < 2; i++)
+      left[i] = s->d[1 + i] + 2 * c->pad[i] - (c->dilation[i] * (c->kernel[i] - 1) + 1) -
+                ((i ? ow : oh) - 1) * c->stride[i];
+    if (left[0] || left[1]) {
+      if (c->kernel[0] == c->stride[0] && c->kernel[1] == c->stride[1] && !c->pad[0] &&
+          !c->pad[1] && c->dilation[0] == 1 && c->dilation[1] == 1)
+        return strop__shape_error(n,
+                                  "the input is %lldx%lld, not a multiple of the %lldx%lld patch "
+                                  "(input shape %s, exact_fit): its last %lld rows and %lld "
+                                  "columns would be dropped",
+                                  (long long)s->d[1], (long long)s->d[2], (long long)c->kernel[0],
+                                  (long long)c->kernel[1], strop__shape_str(s, buf, sizeof buf),
+                                  (long long)left[0], (long long)left[1]);
+      return strop__shape_error(
+          n,
+          "the input is %lldx%lld (padding %lldx%lld), which windows of "
+          "kernel_size %lldx%lld and stride %lldx%lld do not cover exactly "
+          "(input shape %s, exact_fit): its last %lld rows and %lld columns "
+          "would be dropped",
+          (long long)s->d[1], (long long)s->d[2], (long long)c->pad[0], (long long)c->pad[1],
+          (long long)c->kernel[0], (long long)c->kernel[1], (long long)c->stride[0],
+          (long long)c->stride[1], strop__shape_str(s, buf, sizeof buf), (long long)left[0],
+          (long long)left[1]);
+    }
   }
   out->rank = 3;
   out->d[0] = c->out_channels;
@@ -254,6 +287,103 @@ static int conv_fuse(strop__node *n, strop__node *const *next, int n_next) {
   return k;
 }
 
+/* n->wino: the Winograd-transformed filters of a frozen weight, made by the first forward that
+ * needs them and kept, so later forwards skip the filter transform (at batch 16 about 5% of a
+ * ResNet trunk's Winograd forward). Off by default (strop__conv_keep_filters): 4x the weight's
+ * memory would take the frozen trunks' peak RSS past issue 21's and issue 19's targets (see
+ * docs/performance.md). The same bits as a transform per call. Keyed as the norm
+ * fold is: the weights they came from (the weight, or its folded copy) and the address and
+ * version of every tensor behind those (the weight, and the folded norm's); never trusted
+ * while one of them has a writable view out; freed when the weight trains. */
+int strop__conv_keep_filters = -1;
+
+static int keep_filters(void) {
+  static int env = -1; /* -1: not read yet */
+  int k = strop__conv_keep_filters;
+  if (k >= 0) return k;
+  int e = __atomic_load_n(&env, __ATOMIC_RELAXED);
+  if (e < 0) {
+    const char *v = getenv("STROP_WINOGRAD_CACHE");
+    e = v && !strcmp(v, "1");
+    __atomic_store_n(&env, e, __ATOMIC_RELAXED);
+  }
+  return e;
+}
+
+enum { WC_SRC = 8 };
+typedef struct wino_cache {
+  const float *from;
+  const void *src[WC_SRC];
+  int ver[WC_SRC], nsrc, valid;
+  size_t floats;
+} wino_cache;
+#define WC_HEAD ((sizeof(wino_cache) + 63) / 64 * 64)
+
+static void wino_drop(strop__node *n) {
+  strop__free_aligned(n->wino);
+  n->wino = NULL;
+  n->wino_bytes = 0;
+}
+
+/* The key of n's filters computed from wd into k; 0 when no kept copy can be trusted (a
+ * writable view of a tensor behind them is out: they are made anew at each call). */
+static int wino_key(const strop__node *n, const float *wd, wino_cache *k) {
+  const conv_cfg *c = n->cfg;
+  const strop__param *ps[WC_SRC];
+  int np = 0;
+  ps[np++] = strop__node_p(n, W);
+  for (int i = 0; c->norm && i < c->norm->n_params && np < WC_SRC; i++)
+    ps[np++] = strop__param_owner(&c->norm->params[i]);
+  k->from = wd;
+  k->nsrc = np;
+  int ok = !c->norm || c->norm->n_params < WC_SRC;
+  for (int i = 0; i < np; i++) {
+    k->src[i] = ps[i]->data ? (const void *)ps[i]->data : (const void *)ps[i]->idata;
+    k->ver[i] = ps[i]->version;
+    ok = ok && !ps[i]->viewed;
+  }
+  return ok;
+}
+
+/* *u: the kept filters of wd for d (made now if the key changed), or NULL when the weight
+ * trains or d does not run Winograd. */
+static strop_status conv_filters(strop__node *n, const strop__conv2d_dims *d, const float *wd,
+                                 const float **u) {
+  const strop__param *w = strop__node_p(n, W);
+  const size_t fl = strop__conv2d_filters_floats(d);
+  *u = NULL;
+  if (w->trainable || !keep_filters()) wino_drop(n);
+  if (w->trainable || !fl || !keep_filters()) return STROP_OK;
+  wino_cache k;
+  memset(&k, 0, sizeof k);
+  const int trusted = wino_key(n, wd, &k);
+  wino_cache *wc = n->wino;
+  float *uf = wc ? (float *)((char *)wc + WC_HEAD) : NULL;
+  if (trusted && wc && wc->valid && wc->floats == fl && wc->from == k.from &&
+      wc->nsrc == k.nsrc && !memcmp(wc->src, k.src, sizeof k.src) &&
+      !memcmp(wc->ver, k.ver, sizeof k.ver)) {
+    *u = uf;
+    return STROP_OK;
+  }
+  if (!wc || wc->floats != fl) {
+    wino_drop(n);
+    const size_t bytes = WC_HEAD + fl * sizeof(float);
+    if (!(wc = strop__malloc_aligned(bytes)))
+      return strop__err(STROP_E_NOMEM,
+                        "layer '%s' (conv2d): out of memory for %zu bytes of transformed filters",
+                        n->name, bytes);
+    n->wino = wc;
+    n->wino_bytes = bytes;
+    uf = (float *)((char *)wc + WC_HEAD);
+  }
+  strop__conv2d_filters(d, wd, uf);
+  *wc = k;
+  wc->floats = fl;
+  wc->valid = 1;
+  *u = uf;
+  return STROP_OK;
+}
+
 static float *conv_scratch(strop__node *n, const strop__exec *x, const strop__conv2d_dims *d,
                            int backward, strop_status *st) {
   strop__conv2d_epilogue ep;
@@ -290,12 +420,13 @@ static strop_status conv_forward(strop__node *n, const strop__exec *x, const str
   }
   /* the columns are scratch: given back to the arena once the output is computed, so a
    * forward does not hold every conv's lowering until the step ends */
+  const float *wd, *bd, *u;
+  if ((st = conv_weights(n, &wd, &bd)) || (st = conv_filters(n, &d, wd, &u))) return st;
   strop__arena_mark mk = strop__arena_get_mark(x->arena);
-  float *scratch = conv_scratch(n, x, &d, 0, &st);
+  float *scratch = conv_scratch(n, x, &d, u ? 2 : 0, &st);
   if (st) return st;
-  const float *wd, *bd;
-  if ((st = conv_weights(n, &wd, &bd))) return st;
-  strop__conv2d_forward(&d, in[0].data, wd, bd, out->data, scratch, conv_chunks(x, &d), ep);
+  strop__conv2d_forward_filtered(&d, in[0].data, wd, u, bd, out->data, scratch,
+                                 conv_chunks(x, &d), ep);
   strop__arena_rollback(x->arena, mk);
   return STROP_OK;
 }

@@ -248,6 +248,10 @@ struct strop__node {
   /* a frozen norm folded into this node's weights at run time (fuse.h): the folded values and
    * what they were computed from, owned (strop__free_aligned), or NULL */
   void *fold;
+  /* a frozen conv's Winograd-transformed filters, kept across calls (layers/conv.c): owned
+   * (strop__free_aligned, wino_bytes of them), or NULL */
+  void *wino;
+  size_t wino_bytes;
 };
 
 /* A shape error of node n: "layer 'name' (type): <message>" with the shapes the caller puts in
@@ -354,8 +358,14 @@ void strop__params_release(strop__param *v, int n);
 void strop__node_release(strop__node *n);
 /* Forgets the node's declared parameters (before a new infer). */
 void strop__node_clear_params(strop__node *n);
-/* The bytes n->fold holds (a frozen norm folded into n's weights, fuse.h): allocated by the
- * first training forward that folds (or a step's planning), kept until n's parameters go. */
+/* Whether a frozen conv keeps its Winograd-transformed filters in n->wino between calls, which
+ * costs 36 / 9 = 4x the weight's floats per such conv (ResNet-18's trunk: 151 MB): -1 (the
+ * default) follows STROP_WINOGRAD_CACHE in the environment, read once ("1": keep them; anything
+ * else or unset: transform per call); 0 never; 1 always (tests, benches). */
+extern int strop__conv_keep_filters;
+/* The bytes n->fold holds (a frozen norm folded into n's weights, fuse.h) and n->wino (a frozen
+ * conv's transformed filters): allocated by the first forward that folds or transforms (or a
+ * step's planning), kept until n's parameters go (n->wino: until the weight trains). */
 size_t strop__node_fold_bytes(const strop__node *n);
 /* The bytes of a borrowed (memory-mapped) weight the fold stands in for, whose pages a
  * training forward hands back to the kernel (the steps hold the copy instead); 0 otherwise. */

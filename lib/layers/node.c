@@ -288,6 +288,9 @@ void strop__node_clear_params(strop__node *n) {
   strop__params_release(n->params, n->n_params);
   strop__free_aligned(n->fold); /* derived from the parameters */
   n->fold = NULL;
+  strop__free_aligned(n->wino);
+  n->wino = NULL;
+  n->wino_bytes = 0;
   n->params = NULL;
   n->n_params = 0;
   memset(n->slot, 0, sizeof n->slot);

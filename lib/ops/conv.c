@@ -2,7 +2,8 @@
 /* strop — 2-D convolution by lowering to GEMM: im2col + strop__sgemm forward; backward dW by
  * GEMM with the recomputed columns, dX by GEMM into columns then col2im. 1x1 stride-1 convs
  * read and write the images directly (no columns); depthwise convs (a group per input
- * channel) run a direct stencil per plane. */
+ * channel) run a direct stencil per plane; 3x3 stride-1 convs of enough channels run forward,
+ * dX and dW as Winograd's batched GEMMs (winograd.h). */
 #include "ops/conv.h"
 
 #include <stdlib.h>
@@ -153,12 +154,46 @@ static int64_t wino_dx_len(const strop__conv2d_dims *d, int m, int chunks) {
   return wino_chunk_len(&e, m, chunks, NULL);
 }
 
+/* The weight gradient of the same convs is F(3x3, m x m) (winograd.h): per block of images, the
+ * input patches and the dy tiles transformed (split over the images), then the a^2 products
+ * M_xi += Y_xi V_xi^T, [c_out x tiles] [tiles x c_in], summed over the blocks in order (split
+ * over xi), and once the batch is in, dW += G^T M G (split over the output channels). No sum
+ * depends on the split, so dW has the same bits at any thread count. db is the sum of the
+ * transformed tiles' (1, 1) entry, which A makes the sum of the tile. Scratch: M
+ * [a^2, c_out, c_in], a block's V [a^2, c_in, T] and Y [a^2, c_out, T], and per chunk the
+ * epilogue's area and the transforms' work rows. */
+enum { WINO_DW_TILES = 512 };
+
+/* Images per block: at least WINO_DW_TILES tiles (the products' inner dimension), a multiple
+ * of the chunks so the transforms split evenly, at most the batch. */
+static int64_t wino_dw_block(const strop__conv2d_dims *d, int m, int chunks) {
+  const int64_t tpi = strop__winograd_tiles(d, m);
+  int64_t nb = (WINO_DW_TILES + tpi - 1) / tpi;
+  nb = (nb + chunks - 1) / chunks * chunks;
+  if (nb > d->n) nb = d->n;
+  return nb < 1 ? 1 : nb;
+}
+static int64_t wino_dw_chunk_len(const strop__conv2d_dims *d, int m,
+                                 const strop__conv2d_epilogue *ep) {
+  return ep_len(d, 1, ep) + r16((int64_t)strop__winograd_work_floats(d, m));
+}
+static int64_t wino_dw_len(const strop__conv2d_dims *d, int m, int chunks,
+                           const strop__conv2d_epilogue *ep) {
+  const int64_t a2 = (int64_t)(m + 2) * (m + 2),
+                T = wino_dw_block(d, m, chunks) * strop__winograd_tiles(d, m);
+  return r16(a2 * d->c_out * d->c_in) + r16(a2 * d->c_in * T) + r16(a2 * d->c_out * T) +
+         chunks * wino_dw_chunk_len(d, m, ep);
+}
+
 size_t strop__conv2d_scratch_floats(const strop__conv2d_dims *d, int backward, int chunks,
                                     const strop__conv2d_epilogue *ep) {
   if (chunks < 1) chunks = 1;
   if (depthwise(d, ep)) return 16; /* the direct kernel needs none */
-  const int m = backward ? 0 : wino_m(d);
-  if (m) return (size_t)(wino_u_len(d, m) + chunks * wino_chunk_len(d, m, chunks, ep));
+  const int m = backward == 1 ? 0 : wino_m(d);
+  if (m)
+    return (size_t)((backward ? 0 : wino_u_len(d, m)) +
+                    chunks * wino_chunk_len(d, m, chunks, ep));
+  if (backward == 2) backward = 0;
   int64_t per = cols_len(d) + (backward ? part_len(d) : 0) + ep_len(d, backward, ep);
   int64_t aug = !backward && fused_bias(d) ? part_len(d) : 0;
   const int mdx = backward ? wino_dx_m(d) : 0;
@@ -166,7 +201,11 @@ size_t strop__conv2d_scratch_floats(const strop__conv2d_dims *d, int backward, i
     aug += wino_u_len(d, mdx);
     per += wino_dx_len(d, mdx, chunks);
   }
-  return (size_t)(ones_len(d) + aug + chunks * per);
+  int64_t rest = aug + chunks * per;
+  /* the Winograd weight gradient runs first, then the input gradient in the same memory */
+  const int mdw = backward ? wino_m(d) : 0;
+  if (mdw && wino_dw_len(d, mdw, chunks, ep) > rest) rest = wino_dw_len(d, mdw, chunks, ep);
+  return (size_t)(ones_len(d) + rest);
 }
 
 static float *fill_ones(const strop__conv2d_dims *d, float *scratch) {
@@ -289,9 +328,14 @@ typedef struct conv_job {
                     + ep_len */
   int64_t per;   /* floats per chunk area */
   int chunks, fused, partial;
-  int m;                            /* Winograd: the tile size (backward: of dx) */
-  float *u;                         /* Winograd: the transformed filters (backward: of dx) */
-  strop__conv2d_dims dd;            /* backward with Winograd: dx's conv (dx_dims) */
+  int m;                 /* Winograd: the tile size (backward: of dx) */
+  float *u;              /* Winograd: the transformed filters (backward: of dx) */
+  strop__conv2d_dims dd; /* backward with Winograd: dx's conv (dx_dims) */
+  /* Winograd weight gradient: the tile size, M, a block's V and Y, the per-chunk areas, and
+   * the block being summed (images n0 .. n0 + nn - 1, T tiles; first: M starts there) */
+  int mw, first;
+  float *wm, *wv, *wy, *wc;
+  int64_t wper, n0, nn, T;
   const strop__conv2d_epilogue *ep; /* NULL: none */
   strop__pool2d_dims pd;            /* the epilogue's pool over one image */
 } conv_job;
@@ -522,9 +566,25 @@ static int64_t dw_grain(const strop__conv2d_dims *d) {
   return work >= 16384 ? 1 : 16384 / (work ? work : 1);
 }
 
+size_t strop__conv2d_filters_floats(const strop__conv2d_dims *d) {
+  const int m = wino_m(d);
+  return m ? (size_t)wino_u_len(d, m) : 0;
+}
+
+void strop__conv2d_filters(const strop__conv2d_dims *d, const float *w, float *u) {
+  conv_job j = {.d = d, .w = w, .u = u, .m = wino_m(d)};
+  if (j.m) strop__par_for(d->c_out, 8, wino_filter_range, &j);
+}
+
 void strop__conv2d_forward(const strop__conv2d_dims *d, const float *x, const float *w,
                            const float *b, float *y, float *scratch, int chunks,
                            const strop__conv2d_epilogue *ep) {
+  strop__conv2d_forward_filtered(d, x, w, NULL, b, y, scratch, chunks, ep);
+}
+
+void strop__conv2d_forward_filtered(const strop__conv2d_dims *d, const float *x, const float *w,
+                                    const float *u, const float *b, float *y, float *scratch,
+                                    int chunks, const strop__conv2d_epilogue *ep) {
   const int64_t K = kdim(d);
   if (chunks < 1) chunks = 1;
   if (ep && !ep->relu && !ep->pool) ep = NULL;
@@ -542,9 +602,13 @@ void strop__conv2d_forward(const strop__conv2d_dims *d, const float *x, const fl
                 .ep = ep,
                 .pd = image_pool(d, ep)};
   if ((j.m = wino_m(d))) {
-    j.u = scratch;
-    strop__par_for(d->c_out, 8, wino_filter_range, &j);
-    j.chunk0 = scratch + wino_u_len(d, j.m);
+    j.u = (float *)u; /* only read */
+    j.chunk0 = scratch;
+    if (!u) {
+      j.u = scratch;
+      strop__par_for(d->c_out, 8, wino_filter_range, &j);
+      j.chunk0 = scratch + wino_u_len(d, j.m);
+    }
     j.per = wino_chunk_len(d, j.m, chunks, ep);
     strop__par_run(chunks, d->n, wino_fwd_chunk, &j);
     return;
@@ -657,6 +721,69 @@ static void bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   }
 }
 
+/* Winograd weight gradient, phase 1 of a block: its images' input patches (when dW is wanted)
+ * and dy tiles transformed into columns s tpi .. of V and Y. */
+static void wdw_transform(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  const conv_job *j = ctx;
+  const strop__conv2d_dims *d = j->d;
+  const int64_t tpi = strop__winograd_tiles(d, j->mw), P = d->oh * d->ow, HW = d->h * d->w;
+  float *area = j->wc + chunk * j->wper, *work = area + ep_len(d, 1, j->ep);
+  for (int64_t s = lo; s < hi; s++) {
+    const int64_t n = j->n0 + s;
+    const float *dyn = j->ep ? bwd_epilogue(j, n, area) : j->dy + n * d->c_out * P;
+    if (j->dw)
+      strop__winograd_input(d, j->mw, j->x + n * d->c_in * HW, j->wv, j->T, s * tpi, work);
+    strop__winograd_dy(d, j->mw, dyn, j->wy, j->T, s * tpi, work);
+  }
+}
+
+/* phase 2: the products M_xi (+)= Y_xi V_xi^T for xi in [lo, hi); db from Y's (1, 1) entry */
+static void wdw_products(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  (void)chunk;
+  const conv_job *j = ctx;
+  const int64_t CO = j->d->c_out, CI = j->d->c_in, T = j->T, a = j->mw + 2;
+  for (int64_t xi = lo; xi < hi; xi++) {
+    const float *y = j->wy + xi * CO * T;
+    if (j->dw)
+      strop__sgemm(0, 1, CO, CI, T, 1.0f, y, T, j->wv + xi * CI * T, T, j->first ? 0.0f : 1.0f,
+                   j->wm + xi * CO * CI, CI);
+    if (j->db && xi == a + 1)
+      for (int64_t o = 0; o < CO; o++) {
+        double sum = 0.0;
+        for (int64_t t = 0; t < T; t++) sum += y[o * T + t];
+        j->db[o] += (float)sum;
+      }
+  }
+}
+
+/* phase 3, once the batch is summed: dW += G^T M G for the output channels [lo, hi) */
+static void wdw_filters(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  (void)chunk;
+  const conv_job *j = ctx;
+  strop__winograd_filter_grad(j->d, j->mw, j->wm, j->dw, lo, hi);
+}
+
+/* The weight and bias gradients by Winograd (see wino_dw_block), in scratch. */
+static void wino_dw(conv_job *j, float *scratch) {
+  const strop__conv2d_dims *d = j->d;
+  const int m = j->mw, chunks = j->chunks;
+  const int64_t a2 = (int64_t)(m + 2) * (m + 2), tpi = strop__winograd_tiles(d, m);
+  const int64_t nb = wino_dw_block(d, m, chunks), tb = nb * tpi;
+  j->wm = scratch;
+  j->wv = j->wm + r16(a2 * d->c_out * d->c_in);
+  j->wy = j->wv + r16(a2 * d->c_in * tb);
+  j->wc = j->wy + r16(a2 * d->c_out * tb);
+  j->wper = wino_dw_chunk_len(d, m, j->ep);
+  for (j->n0 = 0; j->n0 < d->n; j->n0 += nb) {
+    j->nn = d->n - j->n0 < nb ? d->n - j->n0 : nb;
+    j->T = j->nn * tpi;
+    j->first = j->n0 == 0;
+    strop__par_run(strop__par_chunks(chunks, j->nn, 1), j->nn, wdw_transform, j);
+    strop__par_run(strop__par_chunks(chunks, a2, 1), a2, wdw_products, j);
+  }
+  if (j->dw) strop__par_run(strop__par_chunks(chunks, d->c_out, 8), d->c_out, wdw_filters, j);
+}
+
 void strop__conv2d_backward(const strop__conv2d_dims *d, const float *x, const float *w,
                             const float *dy, float *dx, float *dw, float *db, float *scratch,
                             int chunks, const strop__conv2d_epilogue *ep) {
@@ -678,6 +805,14 @@ void strop__conv2d_backward(const strop__conv2d_dims *d, const float *x, const f
                 .chunks = chunks,
                 .ep = ep,
                 .pd = image_pool(d, ep)};
+  /* 3x3 stride 1 as the forward: the weight and bias gradients by Winograd first, then the
+   * input gradient below in the same scratch */
+  if ((dw || db) && (j.mw = wino_m(d))) {
+    wino_dw(&j, scratch + ones_len(d));
+    j.dw = dw = NULL;
+    j.db = db = NULL;
+    if (!dx) return;
+  }
   /* [dW | db] accumulated together through the ones row of the columns */
   j.fused = dw && db && fused_bias(d);
   j.partial = (dw || db) && (chunks > 1 || j.fused);

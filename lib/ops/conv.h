@@ -37,7 +37,8 @@ typedef struct strop__conv2d_epilogue {
  * stencil kernel, 0 through the grouped im2col + GEMM path like any other. */
 extern int strop__conv_depthwise_direct;
 
-/* The forward of 3x3 stride-1 dilation-1 ungrouped convs: -1 (the default) follows
+/* The forward, input gradient and weight gradient of 3x3 stride-1 dilation-1 ungrouped convs
+ * (the input gradient also needs padding <= 2): -1 (the default) follows
  * STROP_WINOGRAD in the environment ("0" never, "2" / "4" F(2x2, 3x3) / F(4x4, 3x3) on every
  * such conv), and without it runs F(4x4, 3x3) where the input and output channels are both
  * >= 64, the lowered GEMM elsewhere; 0 never; 2 or 4 that tile on every such conv (tests,
@@ -52,7 +53,9 @@ void strop__conv2d_out_size(strop__conv2d_dims *d);
 
 /* Floats of scratch the forward (backward = 0) or the backward (backward = 1) needs when the
  * batch is split into `chunks` chunks run in parallel (strop__par_run); the caller hands that
- * much (64-byte aligned, e.g. from the step arena) and the same `chunks`; always > 0. */
+ * much (64-byte aligned, e.g. from the step arena) and the same `chunks`; always > 0. 2: the
+ * forward given its transformed filters (strop__conv2d_forward_filtered), which then leaves
+ * them out. */
 size_t strop__conv2d_scratch_floats(const strop__conv2d_dims *d, int backward, int chunks,
                                     const strop__conv2d_epilogue *ep);
 
@@ -63,9 +66,25 @@ void strop__conv2d_forward(const strop__conv2d_dims *d, const float *x, const fl
                            const float *b, float *y, float *scratch, int chunks,
                            const strop__conv2d_epilogue *ep);
 
+/* Floats of the transformed filters a Winograd forward of d computes from the weight at each
+ * call (0: d does not run Winograd). They depend on the weight, c_in, c_out and the tile
+ * (strop__conv_winograd) only, not on the batch or the image size: a caller whose weight does
+ * not change (a frozen trunk) computes them once with strop__conv2d_filters, the same bits as
+ * the forward's own, and hands them to strop__conv2d_forward_filtered. */
+size_t strop__conv2d_filters_floats(const strop__conv2d_dims *d);
+void strop__conv2d_filters(const strop__conv2d_dims *d, const float *w, float *u);
+
+/* strop__conv2d_forward with u the filters strop__conv2d_filters made of w (NULL: computed
+ * here, into the scratch), and scratch sized by strop__conv2d_scratch_floats(d, u ? 2 : 0, ...). */
+void strop__conv2d_forward_filtered(const strop__conv2d_dims *d, const float *x, const float *w,
+                                    const float *u, const float *b, float *y, float *scratch,
+                                    int chunks, const strop__conv2d_epilogue *ep);
+
 /* Given dy [n, c_out, oh, ow]: ADDS d loss / dx into dx, d loss / dw into dw, d loss / db into
  * db; any of the three may be NULL (not wanted). With chunks > 1 the weight and bias gradients
- * are summed per chunk, then the chunks in order: deterministic for a given chunk count. */
+ * are summed per chunk, then the chunks in order: deterministic for a given chunk count. The
+ * convs whose forward runs Winograd (strop__conv_winograd) take their weight and bias
+ * gradients from Winograd F(3x3, m x m) too, the same bits at any chunk count. */
 /* With an epilogue, dy is the gradient of the epilogue's output and ep carries the forward's
  * argmax and output. */
 void strop__conv2d_backward(const strop__conv2d_dims *d, const float *x, const float *w,

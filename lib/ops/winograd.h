@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* strop — Winograd F(m x m, 3 x 3) transforms for 3x3 stride-1 convolutions (m = 2 or 4): the
- * filter, input and output transforms; the products between them are batched GEMMs run by
- * ops/conv.c. Private to the library. */
+ * filter, input and output transforms, and those of the weight gradient F(3 x 3, m x m); the
+ * products between them are batched GEMMs run by ops/conv.c. Private to the library. */
 #ifndef STROP_OPS_WINOGRAD_H
 #define STROP_OPS_WINOGRAD_H
 
@@ -32,5 +32,19 @@ void strop__winograd_input(const strop__conv2d_dims *d, int m, const float *x, f
  * A^T M A of each tile, plus b[o] (b may be NULL); `add`: y += that instead of y = that. */
 void strop__winograd_output(const strop__conv2d_dims *d, int m, const float *mm, int64_t ld,
                             int64_t t0, const float *b, float *y, int add, float *work);
+
+/* The weight gradient, F(3 x 3, m x m): dW is the correlation of the input with dy, and a tile's
+ * share is G^T [(A g A^T) . (B^T p B)] G for its m x m tile g of dy and the (m + 2) x (m + 2)
+ * input patch p under it (the forward's matrices with the roles of A and G swapped). */
+
+/* One image's dy [c_out, oh, ow] -> v [(m + 2)^2, c_out, ld] at columns t0 .. t0 + tiles - 1:
+ * A g A^T of each m x m tile g (zero outside [oh, ow]); the tiles as the forward's. */
+void strop__winograd_dy(const strop__conv2d_dims *d, int m, const float *dy, float *v, int64_t ld,
+                        int64_t t0, float *work);
+
+/* dw [c_out, c_in, 3, 3] += G^T M G of each product mm [(m + 2)^2, c_out, c_in], for the
+ * output channels o_lo .. o_hi - 1 (in float: M is a sum of float products already). */
+void strop__winograd_filter_grad(const strop__conv2d_dims *d, int m, const float *mm, float *dw,
+                                 int64_t o_lo, int64_t o_hi);
 
 #endif

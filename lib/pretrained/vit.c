@@ -8,7 +8,9 @@
  * A torchvision file has no config: the patch size, width, depth, MLP width, image size (from
  * the position table) and classes come from the tensors' shapes; the heads are width / 64, as
  * in every torchvision ViT. Another image size runs with the checkpoint's position table
- * resized bicubically, as torchvision's interpolate_embeddings does. */
+ * resized bicubically, as torchvision's interpolate_embeddings does; a size that is no multiple
+ * of the patch is refused (conv_proj's exact_fit), at the load and in a batch, where torchvision
+ * refuses any size but its own rather than drop the border. */
 #include <math.h>
 #include <stdio.h>
 
@@ -60,8 +62,8 @@ static strop_status build(const strop__pt_ctx *c, strop_model **out) {
   strop_model *m = NULL;
   if ((st = strop_model_create(3, shape, &m))) return st;
   if ((st = strop__pt_add(m, "conv_proj", "conv2d", "input",
-                          "out_channels=%lld kernel_size=%lld stride=%lld", (long long)hidden,
-                          (long long)patch, (long long)patch)) ||
+                          "out_channels=%lld kernel_size=%lld stride=%lld exact_fit=true",
+                          (long long)hidden, (long long)patch, (long long)patch)) ||
       (st = strop__pt_add(m, "patches", "reshape", NULL, "shape=[%lld, -1]",
                           (long long)hidden)) ||
       (st = strop__pt_add(m, "tokens", "transpose", NULL, "dim0=0 dim1=1")) ||
