@@ -9,18 +9,107 @@
  * bwd_ms= saved_mb= scratch_mb=": the best of `repeats` forward and backward calls, what the
  * forward keeps for the backward (weights, or each row's max and inverse sum) and the larger of
  * the two scratch areas, in MB. The inputs, their gradients and the output (4 x T x 768 floats
- * each way) are the same for both paths and not counted. */
+ * each way) are the same for both paths and not counted.
+ *
+ *   bench_attention layer [threads] [repeats] [d heads kv_heads t] [batch]
+ *
+ * Llama's layers as the graph runs them (training forward, backward with the input's
+ * gradient), default TinyLlama's shape (d 2048, 32 heads of 64 with 4 key/value heads, t 256,
+ * one sample): `rmsnorm` over d (eps 1e-5, its weight trained) and `attention` on a packed
+ * q|k|v input (causal, GQA, rotary embeddings rotate_half), each its own model, interleaved
+ * per repetition. Prints "RESULT bench=layer layer=rmsnorm|attention ... fwd_ms= bwd_ms=" (best
+ * of `repeats`; thread CPU time at 1 thread, so other processes on a loaded machine mostly drop
+ * out; wall time at more) and the attention's strop_model_step_memory (step_mb). The same
+ * source builds against older trees (it uses no newer API), for A/B runs of two builds; under
+ * valgrind --tool=callgrind --toggle-collect=rmsnorm_forward (rmsnorm_backward, attn_forward,
+ * attn_backward) it gives each layer's instruction count. LAYER=rmsnorm or LAYER=attention in
+ * the environment runs that one only; STEP_MEMORY=0 skips the planning step (a forward and
+ * backward of its own). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
+#include <string.h>
+#include <time.h>
+
 #include "benchutil.h"
 #include "core/core.h"
+#include "graph/graph.h"
 #include "ops/attention.h"
 
 enum { HEADS = 12, HD = 64 };
 
+static double cpu_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* A one-node model on [t, width] inputs whose backward also gives the input's gradient. */
+static strop_model *one_node(int64_t t, int64_t width, const char *type, const char *opts) {
+  const int64_t shape[2] = {t, width};
+  strop_model *m = NULL;
+  bench_must(strop_model_create(2, shape, &m), "model");
+  bench_must(strop_model_add(m, "layer", type, opts, NULL), "add");
+  bench_must(strop_model_finalize(m, 1), "finalize");
+  m->want_input_grad = 1;
+  return m;
+}
+
+static int layer_main(int argc, char **argv) {
+  const int threads = argc > 2 ? atoi(argv[2]) : 1, repeats = argc > 3 ? atoi(argv[3]) : 5;
+  const int64_t d = argc > 4 ? atoll(argv[4]) : 2048, h = argc > 5 ? atoll(argv[5]) : 32;
+  const int64_t kvh = argc > 6 ? atoll(argv[6]) : 4, t = argc > 7 ? atoll(argv[7]) : 256;
+  const int64_t nb = argc > 8 ? atoll(argv[8]) : 1, hd = d / h, w = (h + 2 * kvh) * hd;
+  bench_must(strop_set_num_threads(threads), "threads");
+  char opts[160];
+  snprintf(opts, sizeof opts,
+           "num_heads=%lld num_kv_heads=%lld causal=true rope=rotate_half rope_theta=10000",
+           (long long)h, (long long)kvh);
+  strop_model *m[2] = {one_node(t, d, "rmsnorm", "eps=1e-5"), one_node(t, w, "attention", opts)};
+  const int64_t width[2] = {d, w};
+  float *x[2], *dy[2];
+  for (int l = 0; l < 2; l++) {
+    const size_t e = (size_t)(nb * t * width[l]), o = (size_t)(nb * t * (l ? h * hd : d));
+    x[l] = malloc(e * sizeof(float));
+    dy[l] = malloc(o * sizeof(float));
+    if (!x[l] || !dy[l]) return 1;
+    for (size_t i = 0; i < e; i++) x[l][i] = sinf(0.37f * (float)(i % 10007));
+    for (size_t i = 0; i < o; i++) dy[l][i] = 0.01f * cosf(0.11f * (float)(i % 9973));
+  }
+  const char *only = getenv("LAYER"), *sm = getenv("STEP_MEMORY");
+  const int run[2] = {!only || !strcmp(only, "rmsnorm"), !only || !strcmp(only, "attention")};
+  size_t step = 0;
+  if (run[1] && !(sm && !strcmp(sm, "0")))
+    bench_must(strop_model_step_memory(m[1], nb, NULL, 0, 0, &step, NULL), "step memory");
+  double bf[2] = {1e30, 1e30}, bb[2] = {1e30, 1e30};
+  for (int r = 0; r <= repeats; r++) /* the first round warms up */
+    for (int l = 0; l < 2; l++) {
+      if (!run[l]) continue;
+      const strop__act *out;
+      bench_must(strop__model_zero_grad(m[l]), "zero");
+      const double t0 = threads == 1 ? cpu_now() : bench_now();
+      bench_must(strop__model_forward_exec(m[l], x[l], nb, 1, NULL, &out), "forward");
+      const double t1 = threads == 1 ? cpu_now() : bench_now();
+      bench_must(strop__model_backward(m[l], dy[l]), "backward");
+      const double t2 = threads == 1 ? cpu_now() : bench_now();
+      strop__model_step_end(m[l]);
+      if (r && t1 - t0 < bf[l]) bf[l] = t1 - t0;
+      if (r && t2 - t1 < bb[l]) bb[l] = t2 - t1;
+    }
+  for (int l = 0; l < 2; l++)
+    if (run[l])
+      printf("RESULT bench=layer layer=%s d=%lld heads=%lld kv_heads=%lld t=%lld batch=%lld "
+             "threads=%d fwd_ms=%.3f bwd_ms=%.3f%s",
+             l ? "attention" : "rmsnorm", (long long)d, (long long)h, (long long)kvh,
+             (long long)t, (long long)nb, threads, bf[l] * 1e3, bb[l] * 1e3, l ? "" : "\n");
+  if (run[1]) printf(" step_mb=%.2f\n", (double)step / 1e6);
+  for (int l = 0; l < 2; l++) free(x[l]), free(dy[l]), strop_model_free(m[l]);
+  return 0;
+}
+
 int main(int argc, char **argv) {
+  if (argc > 1 && !strcmp(argv[1], "layer")) return layer_main(argc, argv);
   const int threads = argc > 1 ? atoi(argv[1]) : 1, repeats = argc > 2 ? atoi(argv[2]) : 3;
   static const int64_t def_t[] = {128, 512, 2048};
   const int n_t = argc > 3 ? argc - 3 : 3;

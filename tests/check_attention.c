@@ -668,6 +668,156 @@ START_TEST(tiled_matches_materialised) {
 }
 END_TEST
 
+/* Rotary embeddings at the kernels' load (dm->rot) against the rotated copies the layer used
+ * to make: q and k rotated by strop__rope_apply, the core run on the copies, dq and dk turned
+ * back by strop__rope_apply. Materialised: every output and gradient the same bits (the same
+ * products in the same order, only from the rows of one head); tiled: the forward, dq and dv
+ * the same bits, dk within 1e-6 of its scale (each block of keys' gradient is turned back before
+ * it is summed). q, k, v as views of one packed tensor; whole and partial rotation, GQA,
+ * causal and padding masks, several blocks, 1 and 3 chunks; the cached (decoding) path: its
+ * queries rotated as they are read, the same bits. */
+START_TEST(rope_at_load_matches_rotated_copies) {
+  const int bq = strop__sdpa_block_q, bk = strop__sdpa_block_k;
+  static const struct {
+    int64_t n, t, h, kvh, hd, rot;
+    int causal, pad, chunks, tiled;
+  } C[] = {
+      {2, 37, 4, 2, 8, 8, 1, 0, 1, 1},    {3, 29, 4, 1, 16, 8, 0, 1, 3, 1},
+      {2, 37, 4, 2, 8, 8, 1, 1, 3, 0},    {2, 12, 2, 2, 6, 4, 0, 0, 1, 0},
+      {1, 150, 8, 2, 16, 16, 1, 0, 1, 1},
+  };
+  for (size_t ci = 0; ci < sizeof C / sizeof C[0]; ci++) {
+    strop__sdpa_block_q = ci == 4 ? 64 : 8;
+    strop__sdpa_block_k = ci == 4 ? 128 : 16;
+    const int64_t n = C[ci].n, t = C[ci].t, h = C[ci].h, kvh = C[ci].kvh, hd = C[ci].hd;
+    const int64_t qw = h * hd, kw = kvh * hd, w = qw + 2 * kw, rot = C[ci].rot, half = rot / 2;
+    const int64_t qn = n * t * qw, kn = n * t * kw;
+    float *x = malloc(sizeof(float) * (size_t)(n * t * w)),
+          *dc = malloc(sizeof(float) * (size_t)qn);
+    float *pad = malloc(sizeof(float) * (size_t)(n * t));
+    float *cs = malloc(sizeof(float) * (size_t)(2 * t * half));
+    for (int64_t i = 0; i < n * t * w; i++) x[i] = 1.5f * sinf(0.37f * (float)i + (float)ci);
+    for (int64_t i = 0; i < qn; i++) dc[i] = cosf(0.07f * (float)i);
+    for (int64_t i = 0; i < n * t; i++) pad[i] = (i % 7 == 3) ? 0.0f : 1.0f;
+    strop__rope_tables(t, rot, 1e4, 1.0, cs, cs + t * half);
+    /* the rotated copies */
+    float *qr = calloc((size_t)qn, sizeof(float)), *kr = calloc((size_t)kn, sizeof(float));
+    strop__rope_apply(x, w, qr, qw, n, t, h, hd, rot, cs, cs + t * half, 0);
+    strop__rope_apply(x + qw, w, kr, kw, n, t, kvh, hd, rot, cs, cs + t * half, 0);
+    float *out[2], *gq[2], *gk[2], *gv[2];
+    for (int at_load = 0; at_load < 2; at_load++) {
+      strop__sdpa_dims dm = {.n = n,
+                             .t = t,
+                             .heads = h,
+                             .kv_heads = kvh,
+                             .head_dim = hd,
+                             .ldq = at_load ? w : qw,
+                             .ldk = at_load ? w : kw,
+                             .ldv = w,
+                             .causal = C[ci].causal,
+                             .pad_mask = C[ci].pad ? pad : NULL,
+                             .scale = (float)(1.0 / sqrt((double)hd)),
+                             .chunks = C[ci].chunks,
+                             .tiled = C[ci].tiled};
+      if (at_load) {
+        dm.rot = rot;
+        dm.rope_cos = cs;
+        dm.rope_sin = cs + t * half;
+      }
+      const size_t fs = strop__sdpa_forward_scratch(&dm), bs = strop__sdpa_backward_scratch(&dm);
+      float *p = malloc(sizeof(float) * strop__sdpa_saved_floats(&dm));
+      float *scr = malloc(sizeof(float) * (fs > bs ? fs : bs));
+      out[at_load] = malloc(sizeof(float) * (size_t)qn);
+      gq[at_load] = calloc((size_t)(n * t * w), sizeof(float));
+      gk[at_load] = calloc((size_t)(n * t * w), sizeof(float));
+      gv[at_load] = calloc((size_t)(n * t * w), sizeof(float));
+      const float *q = at_load ? x : qr, *k = at_load ? x + qw : kr;
+      strop__sdpa_forward(&dm, q, k, x + qw + kw, p, NULL, NULL, scr, out[at_load]);
+      float *dq = at_load ? gq[1] : calloc((size_t)qn, sizeof(float));
+      float *dk = at_load ? gk[1] + qw : calloc((size_t)kn, sizeof(float));
+      strop__sdpa_backward(&dm, q, k, x + qw + kw, p, NULL, out[at_load], dc, scr, dq, dk,
+                           gv[at_load] + qw + kw, 1);
+      if (!at_load) { /* turned back into the packed layout, as the layer did */
+        strop__rope_apply(dq, qw, gq[0], w, n, t, h, hd, rot, cs, cs + t * half, 1);
+        strop__rope_apply(dk, kw, gk[0] + qw, w, n, t, kvh, hd, rot, cs, cs + t * half, 1);
+        free(dq);
+        free(dk);
+      }
+      free(p);
+      free(scr);
+    }
+    for (int64_t i = 0; i < qn; i++)
+      ck_assert_msg(out[0][i] == out[1][i], "case %zu out[%lld] %.9g vs %.9g", ci, (long long)i,
+                    (double)out[0][i], (double)out[1][i]);
+    double dks = 1e-30, dke = 0;
+    for (int64_t i = 0; i < n * t * w; i++) {
+      ck_assert_msg(gq[0][i] == gq[1][i], "case %zu dq[%lld] %.9g vs %.9g", ci, (long long)i,
+                    (double)gq[0][i], (double)gq[1][i]);
+      ck_assert_msg(gv[0][i] == gv[1][i], "case %zu dv[%lld]", ci, (long long)i);
+      if (!C[ci].tiled)
+        ck_assert_msg(gk[0][i] == gk[1][i], "case %zu dk[%lld] %.9g vs %.9g", ci, (long long)i,
+                      (double)gk[0][i], (double)gk[1][i]);
+      dks = fmax(dks, fabs(gk[0][i]));
+      dke = fmax(dke, fabs((double)gk[0][i] - gk[1][i]));
+    }
+    ck_assert_msg(dke <= 1e-6 * dks, "case %zu: dk off by %.3g of its scale", ci, dke / dks);
+    /* the cached path, all rows at once from position 0: queries rotated as they are read
+     * against keys stored rotated */
+    if (!C[ci].pad) {
+      strop__sdpa_dims dm = {.n = n,
+                             .t = t,
+                             .heads = h,
+                             .kv_heads = kvh,
+                             .head_dim = hd,
+                             .ldq = qw,
+                             .ldk = kw,
+                             .ldv = w,
+                             .causal = C[ci].causal,
+                             .scale = (float)(1.0 / sqrt((double)hd)),
+                             .chunks = C[ci].chunks};
+      float *c0 = malloc(sizeof(float) * (size_t)qn), *c1 = malloc(sizeof(float) * (size_t)qn);
+      strop__sdpa_dims dr = dm;
+      dr.rot = rot, dr.rope_cos = cs, dr.rope_sin = cs + t * half, dr.ldq = w;
+      float *scr = malloc(sizeof(float) * strop__sdpa_cached_scratch(&dr, 0));
+      /* sample b's keys at b * cap rows: cap = t */
+      strop__sdpa_cached(&dm, 0, t, qr, kr, x + qw + kw, scr, c0);
+      strop__sdpa_cached(&dr, 0, t, x, kr, x + qw + kw, scr, c1);
+      ck_assert(memcmp(c0, c1, sizeof(float) * (size_t)qn) == 0);
+      free(c0), free(c1), free(scr);
+    }
+    for (int a = 0; a < 2; a++) free(out[a]), free(gq[a]), free(gk[a]), free(gv[a]);
+    free(x), free(dc), free(pad), free(cs), free(qr), free(kr);
+  }
+  strop__sdpa_block_q = bq, strop__sdpa_block_k = bk;
+}
+END_TEST
+
+/* What a step of a rotary attention holds: the tables, not rotated copies of q and k (which
+ * took (heads + kv_heads) t head_dim floats a sample from the forward to the backward, and as
+ * much again in the backward for their gradients): strop_model_step_memory of a Llama-shaped
+ * attention (GQA, causal, packed q|k|v from a trainable projection) with rotary embeddings is
+ * within the tables and the kernels' few rotated rows of the same graph without. */
+START_TEST(rope_keeps_no_copies) {
+  const int64_t t = 512, shape[2] = {t, 32}, batch = 2;
+  const int64_t h = 8, kvh = 2, hd = 32, copies = batch * t * (h + kvh) * hd * 4;
+  size_t act[2];
+  for (int rope = 0; rope < 2; rope++) {
+    strop_test_node nodes[2] = {{"qkv", "linear", "out_features=384 bias=false", NULL},
+                                {"attn", "attention",
+                                 rope ? "num_heads=8 num_kv_heads=2 causal=true rope=rotate_half"
+                                      : "num_heads=8 num_kv_heads=2 causal=true",
+                                 NULL}};
+    strop_model *m = build(2, shape, nodes, 2);
+    strop_test_must(strop_model_step_memory(m, batch, NULL, 0, 2, &act[rope], NULL), "step");
+    strop_model_free(m);
+  }
+  const size_t tables = (size_t)(t * hd) * 4; /* cos and sin, [t, hd / 2] each */
+  ck_assert_msg(act[1] <= act[0] + tables + (size_t)copies / 8,
+                "with rope %zu bytes, without %zu: %zu more (rotated copies take %lld)", act[1],
+                act[0], act[1] - act[0], (long long)copies);
+}
+END_TEST
+
 /* Tiled unless the weights are small (t <= 2 head_dim) and no causal mask lets the tiled path
  * skip blocks: the small transformer's t = 64 heads of 32 and BERT's 128 of 64 keep the
  * weights, GPT-2's causal 128 of 64 and every longer sequence run tiled. */
@@ -758,6 +908,8 @@ static Suite *suite(void) {
   tcase_add_test(tc, mha_equals_core);
   tcase_add_test(tc, tiled_matches_materialised);
   tcase_add_test(tc, tiled_picked_where_it_pays);
+  tcase_add_test(tc, rope_at_load_matches_rotated_copies);
+  tcase_add_test(tc, rope_keeps_no_copies);
   tcase_add_test(tc, no_dropout_in_eval);
   suite_add_tcase(s, tc);
   tc = tcase_create("storage");

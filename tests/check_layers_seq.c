@@ -391,12 +391,81 @@ START_TEST(kernel_rmsnorm) {
   ck_assert_float_eq_tol(y[0], 3 * r * 2, 1e-6f);
   ck_assert_float_eq_tol(y[1], -4 * r, 1e-6f);
   const float dy[2] = {1, 1};
-  strop__rmsnorm_backward(x, dy, 1, 2, g, &rstd, dx, dg);
+  strop__rmsnorm_backward(x, dy, 1, 2, g, &rstd, dx, dg, NULL);
   /* g = dy * gamma = [2, -1]; mean(g x) = (6 - 4) / 2 = 1; dx = r (g - x r^2) */
   ck_assert_float_eq_tol(dx[0], r * (2 - 3 * r * r), 1e-6f);
   ck_assert_float_eq_tol(dx[1], r * (-1 - 4 * r * r), 1e-6f);
   ck_assert_float_eq_tol(dg[0], 3 * r, 1e-6f);
   ck_assert_float_eq_tol(dg[1], 4 * r, 1e-6f);
+}
+END_TEST
+
+/* The one-pass kernel on rows of Llama's width and of odd widths (lane tails), with and
+ * without a weight, against float64; one thread and two (the rows' slices, each with its own
+ * share of dgamma, shared by the threads) give the same bits; dgamma and dx are added to what
+ * they held. */
+START_TEST(kernel_rmsnorm_rows) {
+  static const int64_t widths[] = {2048, 2053, 7};
+  const int64_t rows = 37;
+  const int threads = strop_get_num_threads();
+  for (size_t wi = 0; wi < sizeof widths / sizeof widths[0]; wi++)
+    for (int affine = 0; affine < 2; affine++) {
+      const int64_t d = widths[wi], nx = rows * d;
+      float *x = malloc(sizeof(float) * (size_t)nx), *dy = malloc(sizeof(float) * (size_t)nx);
+      float *g = malloc(sizeof(float) * (size_t)d);
+      for (int64_t i = 0; i < nx; i++) {
+        x[i] = 2.0f * sinf(0.37f * (float)i) + (i % 11 == 0 ? 5.0f : 0.0f);
+        dy[i] = cosf(0.19f * (float)i);
+      }
+      for (int64_t j = 0; j < d; j++) g[j] = 0.5f + 0.01f * (float)(j % 97);
+      const float *gm = affine ? g : NULL;
+      float *y[2], *rs[2], *dx[2], *dg[2];
+      for (int th = 0; th < 2; th++) {
+        must(strop_set_num_threads(th + 1), "threads");
+        y[th] = malloc(sizeof(float) * (size_t)nx);
+        rs[th] = malloc(sizeof(float) * (size_t)rows);
+        dx[th] = malloc(sizeof(float) * (size_t)nx);
+        dg[th] = malloc(sizeof(float) * (size_t)d);
+        for (int64_t i = 0; i < nx; i++) dx[th][i] = 0.25f;
+        for (int64_t j = 0; j < d; j++) dg[th][j] = -0.5f;
+        float *part = malloc(sizeof(float) * (strop__rmsnorm_backward_scratch(rows, d) + 1));
+        strop__rmsnorm_forward(x, rows, d, gm, 1e-5f, y[th], rs[th]);
+        strop__rmsnorm_backward(x, dy, rows, d, gm, rs[th], dx[th], dg[th], part);
+        free(part);
+      }
+      must(strop_set_num_threads(threads), "threads");
+      double *wdg = calloc((size_t)d, sizeof(double));
+      for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * d, *dr = dy + r * d;
+        double ss = 0, sgx = 0;
+        for (int64_t j = 0; j < d; j++) ss += (double)xr[j] * xr[j];
+        const double rstd = 1.0 / sqrt(ss / (double)d + 1e-5);
+        ck_assert_msg(fabs(rs[0][r] - rstd) <= 1e-7 * rstd, "d %lld row %lld: rstd %.9g vs %.9g",
+                      (long long)d, (long long)r, (double)rs[0][r], rstd);
+        for (int64_t j = 0; j < d; j++) sgx += (double)dr[j] * (gm ? gm[j] : 1.0) * xr[j];
+        for (int64_t j = 0; j < d; j++) {
+          const double gw = gm ? gm[j] : 1.0, want = xr[j] * rstd * gw;
+          const double wdx = 0.25 + rstd * (dr[j] * gw - xr[j] * rstd * rstd * sgx / (double)d);
+          wdg[j] += dr[j] * xr[j] * rstd;
+          ck_assert_msg(fabs(y[0][r * d + j] - want) <= 1e-6 * (1 + fabs(want)),
+                        "d %lld y[%lld, %lld] %.9g vs %.9g", (long long)d, (long long)r,
+                        (long long)j, (double)y[0][r * d + j], want);
+          ck_assert_msg(fabs(dx[0][r * d + j] - wdx) <= 1e-6 * (1 + fabs(wdx)),
+                        "d %lld dx[%lld, %lld] %.9g vs %.9g", (long long)d, (long long)r,
+                        (long long)j, (double)dx[0][r * d + j], wdx);
+        }
+      }
+      ck_assert(memcmp(y[0], y[1], sizeof(float) * (size_t)nx) == 0);
+      ck_assert(memcmp(rs[0], rs[1], sizeof(float) * (size_t)rows) == 0);
+      ck_assert(memcmp(dx[0], dx[1], sizeof(float) * (size_t)nx) == 0);
+      ck_assert(memcmp(dg[0], dg[1], sizeof(float) * (size_t)d) == 0);
+      for (int64_t j = 0; j < d; j++)
+        ck_assert_msg(fabs(dg[0][j] - (wdg[j] - 0.5)) <= 2e-6 * (1 + fabs(wdg[j])),
+                      "d %lld dgamma[%lld] %.9g vs %.9g", (long long)d, (long long)j,
+                      (double)dg[0][j], wdg[j] - 0.5);
+      for (int th = 0; th < 2; th++) free(y[th]), free(rs[th]), free(dx[th]), free(dg[th]);
+      free(wdg), free(x), free(dy), free(g);
+    }
 }
 END_TEST
 
@@ -941,6 +1010,7 @@ static Suite *suite(void) {
   TCase *tc = tcase_create("kernels");
   tcase_add_test(tc, kernel_layernorm);
   tcase_add_test(tc, kernel_rmsnorm);
+  tcase_add_test(tc, kernel_rmsnorm_rows);
   tcase_add_test(tc, kernel_attention);
   suite_add_tcase(s, tc);
   tc = tcase_create("forward");

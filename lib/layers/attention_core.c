@@ -142,14 +142,13 @@ static strop_status attn_infer(strop__node *n) {
   return STROP_OK;
 }
 
-/* What the forward keeps for the backward. */
+/* What the forward keeps for the backward: views of the inputs (with rotary embeddings the
+ * kernels rotate q and k as they load them, from dm's tables: no rotated copy is kept). */
 typedef struct attn_saved {
   strop__sdpa_dims dm;
-  const float *q, *k, *v; /* what the scores used: the inputs, or rotated copies */
+  const float *q, *k, *v;
   float *p;
   uint8_t *keep;
-  const float *cos_t, *sin_t;
-  int64_t rot; /* rotated values per head (0: no rotary) */
 } attn_saved;
 
 static strop_status oom(const strop__node *n) {
@@ -195,19 +194,19 @@ static strop_status attn_decode_rows(strop__node *n, const strop__exec *x, const
                          .heads = g->h,
                          .kv_heads = g->kvh,
                          .head_dim = g->hd,
-                         .ldq = rot ? g->h * g->hd : ld[0],
+                         .ldq = ld[0],
                          .ldk = w,
                          .ldv = w,
                          .causal = c->causal,
                          .scale = c->scale > 0 ? c->scale : (float)(1.0 / sqrt((double)g->hd)),
-                         .chunks = 1};
+                         .chunks = 1,
+                         .rot = rot};
   dm.t = t;
   const size_t half = (size_t)(t * (rot / 2));
   float *scratch = strop__arena_alloc(x->arena,
                                       strop__sdpa_cached_scratch(&dm, pos) * sizeof(float));
   float *cs = rot ? strop__arena_alloc(x->arena, 2 * half * sizeof *cs + 1) : NULL;
-  float *qr = rot ? strop__arena_alloc(x->arena, (size_t)(t * g->h * g->hd) * sizeof *qr) : NULL;
-  if (!scratch || (rot && (!cs || !qr))) return oom(n);
+  if (!scratch || (rot && !cs)) return oom(n);
   memset(out, 0, (size_t)(nb * t * ldo) * sizeof *out);
   for (int64_t b = 0; b < nb; b++) {
     const int64_t s = d->start[b], i0 = s > pos ? s - pos : 0, tt = t - i0;
@@ -217,10 +216,10 @@ static strop_status attn_decode_rows(strop__node *n, const strop__exec *x, const
                 *vs = v + (b * t + i0) * ld[2];
     float *kd = kc->k + (b * cap + pos + i0) * w, *vd = kc->v + (b * cap + pos + i0) * w;
     const size_t hf = (size_t)(tt * (rot / 2));
-    if (rot) {
+    if (rot) { /* the queries rotate as the kernel loads them, the keys as they are cached */
       strop__rope_tables_from(rel, tt, rot, c->rope_theta, c->rope_factor, cs, cs + hf);
-      memset(qr, 0, (size_t)(tt * g->h * g->hd) * sizeof *qr);
-      strop__rope_apply(qb, ld[0], qr, g->h * g->hd, 1, tt, g->h, g->hd, rot, cs, cs + hf, 0);
+      dm.rope_cos = cs;
+      dm.rope_sin = cs + hf;
       memset(kd, 0, (size_t)(tt * w) * sizeof *kd); /* rope_apply adds */
       strop__rope_apply(ks, ld[1], kd, w, 1, tt, g->kvh, g->hd, rot, cs, cs + hf, 0);
     }
@@ -229,8 +228,8 @@ static strop_status attn_decode_rows(strop__node *n, const strop__exec *x, const
       memcpy(vd + i * w, vs + i * ld[2], (size_t)w * sizeof *vd);
     }
     dm.t = tt;
-    strop__sdpa_cached(&dm, rel, cap, rot ? qr : qb, kc->k + (b * cap + s) * w,
-                       kc->v + (b * cap + s) * w, scratch, out + (b * t + i0) * ldo);
+    strop__sdpa_cached(&dm, rel, cap, qb, kc->k + (b * cap + s) * w, kc->v + (b * cap + s) * w,
+                       scratch, out + (b * t + i0) * ldo);
   }
   n->saved = NULL;
   return STROP_OK;
@@ -278,13 +277,11 @@ static strop_status attn_decode(strop__node *n, const strop__exec *x, const geom
   const int64_t rot = c->rope ? (c->rope_dim ? c->rope_dim : g->hd) : 0;
   if (d->start) return attn_decode_rows(n, x, g, q, k, v, ld, nb, t, kc, rot, out);
   const size_t half = (size_t)(t * (rot / 2));
-  float *cs = NULL, *qr = NULL;
-  if (rot) {
+  float *cs = NULL;
+  if (rot) { /* the keys rotate as they are cached, the queries as the kernel loads them */
     cs = strop__arena_alloc(x->arena, 2 * half * sizeof *cs + 1);
-    qr = strop__arena_calloc(x->arena, (size_t)(nb * t * g->h * g->hd) * sizeof *qr);
-    if (!cs || !qr) return oom(n);
+    if (!cs) return oom(n);
     strop__rope_tables_from(pos, t, rot, c->rope_theta, c->rope_factor, cs, cs + half);
-    strop__rope_apply(q, ld[0], qr, g->h * g->hd, nb, t, g->h, g->hd, rot, cs, cs + half, 0);
   }
   for (int64_t b = 0; b < nb; b++) {
     float *kd = kc->k + (b * cap + pos) * w, *vd = kc->v + (b * cap + pos) * w;
@@ -303,16 +300,19 @@ static strop_status attn_decode(strop__node *n, const strop__exec *x, const geom
                          .heads = g->h,
                          .kv_heads = g->kvh,
                          .head_dim = g->hd,
-                         .ldq = rot ? g->h * g->hd : ld[0],
+                         .ldq = ld[0],
                          .ldk = w,
                          .ldv = w,
                          .causal = c->causal,
                          .scale = c->scale > 0 ? c->scale : (float)(1.0 / sqrt((double)g->hd)),
-                         .chunks = strop__par_chunks(x->nthreads, nb, 1)};
+                         .chunks = strop__par_chunks(x->nthreads, nb, 1),
+                         .rot = rot,
+                         .rope_cos = cs,
+                         .rope_sin = cs ? cs + half : NULL};
   float *scratch = strop__arena_alloc(x->arena,
                                       strop__sdpa_cached_scratch(&dm, pos) * sizeof(float));
   if (!scratch) return oom(n);
-  strop__sdpa_cached(&dm, pos, cap, rot ? qr : q, kc->k, kc->v, scratch, out);
+  strop__sdpa_cached(&dm, pos, cap, q, kc->k, kc->v, scratch, out);
   n->saved = NULL;
   return STROP_OK;
 }
@@ -350,25 +350,14 @@ static strop_status attn_forward(strop__node *n, const strop__exec *x, const str
       .tiled = !(x->training && c->dropout > 0.0f) && strop__sdpa_pick_tiled(t, g.hd, c->causal)};
   sv->dm.pad_mask = strop__exec_mask(n, x, t, &st);
   if (st) return st;
-  if (c->rope) {
-    sv->rot = c->rope_dim ? c->rope_dim : g.hd;
-    const size_t half = (size_t)(t * (sv->rot / 2));
+  if (c->rope) { /* the kernels rotate q and k as they load them: only the tables are kept */
+    sv->dm.rot = c->rope_dim ? c->rope_dim : g.hd;
+    const size_t half = (size_t)(t * (sv->dm.rot / 2));
     float *cs = strop__arena_alloc(x->arena, 2 * half * sizeof *cs + 1);
-    const size_t qn = (size_t)(nb * t * g.h * g.hd), kn = (size_t)(nb * t * g.kvh * g.hd);
-    float *qr = strop__arena_calloc(x->arena, qn * sizeof *qr);
-    float *kr = strop__arena_calloc(x->arena, kn * sizeof *kr);
-    if (!cs || !qr || !kr) return oom(n);
-    strop__rope_tables(t, sv->rot, c->rope_theta, c->rope_factor, cs, cs + half);
-    sv->cos_t = cs;
-    sv->sin_t = cs + half;
-    const int64_t ldq = g.h * g.hd, ldk = g.kvh * g.hd;
-    strop__rope_apply(sv->q, ld[0], qr, ldq, nb, t, g.h, g.hd, sv->rot, sv->cos_t, sv->sin_t, 0);
-    strop__rope_apply(sv->k, ld[1], kr, ldk, nb, t, g.kvh, g.hd, sv->rot, sv->cos_t, sv->sin_t,
-                      0);
-    sv->q = qr;
-    sv->k = kr;
-    sv->dm.ldq = ldq;
-    sv->dm.ldk = ldk;
+    if (!cs) return oom(n);
+    strop__rope_tables(t, sv->dm.rot, c->rope_theta, c->rope_factor, cs, cs + half);
+    sv->dm.rope_cos = cs;
+    sv->dm.rope_sin = cs + half;
   }
   const size_t att = (size_t)(nb * g.h * t * t);
   /* only dropout draws (the weights may be materialised without it: small t) */
@@ -388,6 +377,7 @@ static strop_status attn_forward(strop__node *n, const strop__exec *x, const str
 
 static strop_status attn_backward(strop__node *n, const strop__exec *x, const strop__act *in,
                                   const strop__act *out, const float *dout, float *const *din) {
+  (void)in; /* q, k and v are read through the views the forward kept */
   const attn_saved *sv = n->saved;
   if (!sv)
     return strop__err(STROP_E_INTERNAL, "layer '%s' (attention): backward without forward",
@@ -397,9 +387,6 @@ static strop_status attn_backward(strop__node *n, const strop__exec *x, const st
   float *scratch = strop__arena_alloc(x->arena, strop__sdpa_backward_scratch(dm) * sizeof(float));
   if (!scratch) return oom(n);
   /* the gradients' places in the inputs' gradients (the graph zeroed them: add) */
-  const float *q0, *k0, *v0;
-  int64_t ld[3];
-  views(in, n->n_in, &g, &q0, &k0, &v0, ld);
   float *dq = NULL, *dk = NULL, *dv = NULL;
   if (n->n_in == 1) {
     if (din[0]) {
@@ -412,26 +399,9 @@ static strop_status attn_backward(strop__node *n, const strop__exec *x, const st
     dk = din[1];
     dv = din[2];
   }
-  if (!sv->rot) {
-    strop__sdpa_backward(dm, sv->q, sv->k, sv->v, sv->p, sv->keep, out->data, dout, scratch, dq,
-                         dk, dv, 1);
-    return STROP_OK;
-  }
-  /* through the rotation: gradients of the rotated q and k, then rotated back */
-  const int64_t nt = dm->n * dm->t;
-  float *dqr = dq ? strop__arena_calloc(x->arena, (size_t)(nt * dm->ldq) * sizeof(float)) : NULL;
-  float *dkr = dk ? strop__arena_calloc(x->arena, (size_t)(nt * dm->ldk) * sizeof(float)) : NULL;
-  if ((dq && !dqr) || (dk && !dkr)) return oom(n);
-  strop__sdpa_backward(dm, sv->q, sv->k, sv->v, sv->p, sv->keep, out->data, dout, scratch, dqr,
-                       dkr, dv, 1);
-  if (dq) {
-    strop__rope_apply(dqr, dm->ldq, dq, ld[0], dm->n, dm->t, g.h, g.hd, sv->rot, sv->cos_t,
-                      sv->sin_t, 1);
-  }
-  if (dk) {
-    strop__rope_apply(dkr, dm->ldk, dk, ld[1], dm->n, dm->t, g.kvh, g.hd, sv->rot, sv->cos_t,
-                      sv->sin_t, 1);
-  }
+  /* with rotary embeddings the kernel takes dq and dk back through the rotation itself */
+  strop__sdpa_backward(dm, sv->q, sv->k, sv->v, sv->p, sv->keep, out->data, dout, scratch, dq, dk,
+                       dv, 1);
   return STROP_OK;
 }
 

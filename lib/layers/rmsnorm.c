@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* strop — RMS normalization (Llama's RMSNorm; torch.nn.RMSNorm in PyTorch 2.4+): each row of
  * the trailing normalized_shape dimensions divided by its root mean square, times a weight.
- * Kernels in ops/layernorm.c. */
+ * Kernels in ops/layernorm.c: the forward keeps only each row's 1 / rms. */
 #include "layers/init.h"
 #include "layers/layer.h"
 #include "ops/layernorm.h"
@@ -85,7 +85,6 @@ static strop_status rmsnorm_forward(strop__node *n, const strop__exec *x, const 
 static strop_status rmsnorm_backward(strop__node *n, const strop__exec *x, const strop__act *in,
                                      const strop__act *out, const float *dout,
                                      float *const *din) {
-  (void)x;
   (void)out;
   if (!n->saved)
     return strop__err(STROP_E_INTERNAL, "layer '%s' (rmsnorm): backward without forward",
@@ -93,8 +92,14 @@ static strop_status rmsnorm_backward(strop__node *n, const strop__exec *x, const
   const strop__param *w = strop__node_p(n, W);
   int64_t rows, d;
   geometry(n->cfg, &in[0], &rows, &d);
-  strop__rmsnorm_backward(in[0].data, dout, rows, d, w ? w->data : NULL, n->saved, din[0],
-                          strop__node_grad(n, W));
+  float *dw = strop__node_grad(n, W);
+  /* each slice of rows but the first sums its share of dw apart (ops/layernorm.h) */
+  float *part = NULL;
+  const size_t parts = dw ? strop__rmsnorm_backward_scratch(rows, d) : 0;
+  if (parts && !(part = strop__arena_alloc(x->arena, parts * sizeof *part)))
+    return strop__err(STROP_E_NOMEM, "layer '%s' (rmsnorm): out of memory", n->name);
+  strop__rmsnorm_backward(in[0].data, dout, rows, d, w ? w->data : NULL, n->saved, din[0], dw,
+                          part);
   return STROP_OK;
 }
 

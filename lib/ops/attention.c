@@ -9,6 +9,7 @@
 
 #include "core/core.h"
 #include "ops/ops.h"
+#include "ops/rope.h"
 #include "ops/vmath.h"
 
 static void core_dims(const strop__mha_dims *dm, strop__sdpa_dims *cd);
@@ -152,15 +153,22 @@ typedef struct core_job {
   int accumulate;
 } core_job;
 
+/* Rotary embeddings at the load: the materialised path's per-chunk rows of the current head
+ * (forward: q and k; backward: also the gradients of the rotated q and k), t x head_dim each,
+ * after the t x t area the forward keeps for dropout / the backward's P' and dP. */
+static size_t core_rope_floats(const strop__sdpa_dims *dm, int heads) {
+  return dm->rot ? (size_t)(heads * dm->t * dm->head_dim) : 0;
+}
+
 /* Scores, softmax, dropout and P V for samples [b0, b1). */
 STROP__CLONES static void core_fwd_samples(void *ctx, int64_t b0, int64_t b1, int chunk) {
-  (void)chunk;
   const core_job *j = ctx;
   const strop__sdpa_dims *dm = j->dm;
   const int64_t t = dm->t, h = dm->heads, hd = dm->head_dim, group = h / dm->kv_heads;
-  const int64_t ldo = h * hd;
+  const int64_t ldo = h * hd, rot = dm->rot;
   const float p = dm->dropout, keep_scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
   float *scratch = j->scratch;
+  float *Qr = scratch + t * t + (size_t)chunk * core_rope_floats(dm, 2), *Kr = Qr + t * hd;
   for (int64_t b = b0; b < b1; b++) {
     const float *pad = dm->pad_mask ? dm->pad_mask + b * t : NULL;
     for (int64_t hh = 0; hh < h; hh++) {
@@ -168,8 +176,15 @@ STROP__CLONES static void core_fwd_samples(void *ctx, int64_t b0, int64_t b1, in
       const float *qh = j->q + b * t * dm->ldq + hh * hd;
       const float *kh = j->k + b * t * dm->ldk + kvh * hd;
       const float *vh = j->v + b * t * dm->ldv + kvh * hd;
+      int64_t ldq = dm->ldq, ldk = dm->ldk;
+      if (rot) { /* the head's rows rotated as they are loaded; k once per kv head */
+        strop__rope_rows(qh, ldq, Qr, hd, t, hd, rot, dm->rope_cos, dm->rope_sin, 0, 0);
+        if (hh % group == 0)
+          strop__rope_rows(kh, ldk, Kr, hd, t, hd, rot, dm->rope_cos, dm->rope_sin, 0, 0);
+        qh = Qr, kh = Kr, ldq = ldk = hd;
+      }
       float *P = j->p + (b * h + hh) * t * t;
-      strop__sgemm(0, 1, t, t, hd, dm->scale, qh, dm->ldq, kh, dm->ldk, 0.0f, P, t);
+      strop__sgemm(0, 1, t, t, hd, dm->scale, qh, ldq, kh, ldk, 0.0f, P, t);
       for (int64_t i = 0; i < t; i++) softmax_row(P + i * t, t, i, dm->causal, pad);
       const float *Pu = P;
       if (j->keep) {
@@ -191,9 +206,13 @@ STROP__CLONES static void core_bwd_samples(void *ctx, int64_t b0, int64_t b1, in
   const core_job *j = ctx;
   const strop__sdpa_dims *dm = j->dm;
   const int64_t t = dm->t, h = dm->heads, hd = dm->head_dim, group = h / dm->kv_heads;
-  const int64_t ldo = h * hd;
+  const int64_t ldo = h * hd, rot = dm->rot;
   const float p = dm->dropout, keep_scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
-  float *Pd = j->scratch + chunk * 2 * t * t, *dP = Pd + t * t;
+  float *Pd = j->scratch + (size_t)chunk * (2 * t * t + core_rope_floats(dm, 4)),
+        *dP = Pd + t * t;
+  /* with rotary embeddings: the head's rotated q and k, the gradient of its rotated q, and of
+   * its kv head's rotated k summed over the group's heads, turned back at the group's end */
+  float *Qr = dP + t * t, *Kr = Qr + t * hd, *dQr = Kr + t * hd, *dKr = dQr + t * hd;
   for (int64_t b = b0; b < b1; b++) {
     for (int64_t hh = 0; hh < h; hh++) {
       const int64_t kvh = hh / group;
@@ -203,6 +222,14 @@ STROP__CLONES static void core_bwd_samples(void *ctx, int64_t b0, int64_t b1, in
       const int64_t qo = b * t * dm->ldq + hh * hd, ko = b * t * dm->ldk + kvh * hd,
                     vo = b * t * dm->ldv + kvh * hd;
       const float *dc = j->dctx + b * t * ldo + hh * hd;
+      const float *qh = j->q + qo, *kh = j->k + ko;
+      int64_t ldq = dm->ldq, ldk = dm->ldk;
+      if (rot) {
+        strop__rope_rows(qh, ldq, Qr, hd, t, hd, rot, dm->rope_cos, dm->rope_sin, 0, 0);
+        if (hh % group == 0)
+          strop__rope_rows(kh, ldk, Kr, hd, t, hd, rot, dm->rope_cos, dm->rope_sin, 0, 0);
+        qh = Qr, kh = Kr, ldq = ldk = hd;
+      }
       const float *P = j->p + (b * h + hh) * t * t;
       const uint8_t *keep = j->keep ? j->keep + (b * h + hh) * t * t : NULL;
       const float *Pu = P;
@@ -223,13 +250,24 @@ STROP__CLONES static void core_bwd_samples(void *ctx, int64_t b0, int64_t b1, in
         const float dot = dot_lanes(pr, dr, t);
         for (int64_t jj = 0; jj < t; jj++) dr[jj] = pr[jj] * (dr[jj] - dot);
       }
-      /* S = scale Q K^T: dQ = scale dS K, dK = scale dS^T Q */
-      if (j->dq)
-        strop__sgemm(0, 0, t, hd, t, dm->scale, dP, t, j->k + ko, dm->ldk, beta_q, j->dq + qo,
-                     dm->ldq);
-      if (j->dk)
-        strop__sgemm(1, 0, t, hd, t, dm->scale, dP, t, j->q + qo, dm->ldq, beta_kv, j->dk + ko,
-                     dm->ldk);
+      /* S = scale Q K^T: dQ = scale dS K, dK = scale dS^T Q (of the rotated q and k, then
+       * rotated back: dq = R^T dQ) */
+      if (j->dq && !rot)
+        strop__sgemm(0, 0, t, hd, t, dm->scale, dP, t, kh, ldk, beta_q, j->dq + qo, dm->ldq);
+      if (j->dk && !rot)
+        strop__sgemm(1, 0, t, hd, t, dm->scale, dP, t, qh, ldq, beta_kv, j->dk + ko, dm->ldk);
+      if (j->dq && rot) {
+        strop__sgemm(0, 0, t, hd, t, dm->scale, dP, t, kh, ldk, 0.0f, dQr, hd);
+        strop__rope_rows(dQr, hd, j->dq + qo, dm->ldq, t, hd, rot, dm->rope_cos, dm->rope_sin, 1,
+                         j->accumulate);
+      }
+      if (j->dk && rot) {
+        strop__sgemm(1, 0, t, hd, t, dm->scale, dP, t, qh, ldq, hh % group ? 1.0f : 0.0f, dKr,
+                     hd);
+        if (hh % group == group - 1)
+          strop__rope_rows(dKr, hd, j->dk + ko, dm->ldk, t, hd, rot, dm->rope_cos, dm->rope_sin,
+                           1, j->accumulate);
+      }
     }
   }
 }
@@ -250,12 +288,17 @@ static int64_t blk_k(const strop__sdpa_dims *dm) {
 }
 
 /* per chunk: forward S [BQ, BK], running max and sum [BQ] each; backward P and dS [BQ, BK],
- * D [BQ] */
+ * D [BQ]; with rotary embeddings the block of queries and the block of keys rotated as they
+ * are loaded [BQ + BK, head_dim], in the backward also their gradients before they are turned
+ * back (the queries' summed over the key blocks, the keys' one block at a time) */
+static size_t tiled_rope_floats(const strop__sdpa_dims *dm) {
+  return dm->rot ? (size_t)((blk_q(dm) + blk_k(dm)) * dm->head_dim) : 0;
+}
 static size_t tiled_fwd_floats(const strop__sdpa_dims *dm) {
-  return (size_t)(blk_q(dm) * blk_k(dm) + 2 * blk_q(dm));
+  return (size_t)(blk_q(dm) * blk_k(dm) + 2 * blk_q(dm)) + tiled_rope_floats(dm);
 }
 static size_t tiled_bwd_floats(const strop__sdpa_dims *dm) {
-  return (size_t)(2 * blk_q(dm) * blk_k(dm) + blk_q(dm));
+  return (size_t)(2 * blk_q(dm) * blk_k(dm) + blk_q(dm)) + 2 * tiled_rope_floats(dm);
 }
 
 /* How many of the keys j0 .. j0 + bk - 1 a causal mask leaves query i (<= 0: none): the
@@ -271,8 +314,9 @@ STROP__CLONES static void tiled_fwd_samples(void *ctx, int64_t b0, int64_t b1, i
   const core_job *j = ctx;
   const strop__sdpa_dims *dm = j->dm;
   const int64_t t = dm->t, h = dm->heads, hd = dm->head_dim, group = h / dm->kv_heads;
-  const int64_t ldo = h * hd, BQ = blk_q(dm), BK = blk_k(dm);
+  const int64_t ldo = h * hd, BQ = blk_q(dm), BK = blk_k(dm), rot = dm->rot, half = rot / 2;
   float *S = j->scratch + (size_t)chunk * tiled_fwd_floats(dm), *mx = S + BQ * BK, *sm = mx + BQ;
+  float *Qr = sm + BQ, *Kr = Qr + BQ * hd; /* rotary: the blocks as loaded */
   for (int64_t b = b0; b < b1; b++) {
     const float *pad = dm->pad_mask ? dm->pad_mask + b * t : NULL;
     for (int64_t hh = 0; hh < h; hh++) {
@@ -284,6 +328,13 @@ STROP__CLONES static void tiled_fwd_samples(void *ctx, int64_t b0, int64_t b1, i
       for (int64_t i0 = 0; i0 < t; i0 += BQ) {
         const int64_t bq = t - i0 < BQ ? t - i0 : BQ;
         float *O = j->ctx + (b * t + i0) * ldo + hh * hd;
+        const float *qb = qh + i0 * dm->ldq;
+        int64_t ldqb = dm->ldq;
+        if (rot) {
+          strop__rope_rows(qb, ldqb, Qr, hd, bq, hd, rot, dm->rope_cos + i0 * half,
+                           dm->rope_sin + i0 * half, 0, 0);
+          qb = Qr, ldqb = hd;
+        }
         for (int64_t r = 0; r < bq; r++) {
           mx[r] = -INFINITY;
           sm[r] = 0.0f;
@@ -292,8 +343,14 @@ STROP__CLONES static void tiled_fwd_samples(void *ctx, int64_t b0, int64_t b1, i
         const int64_t jend = dm->causal ? i0 + bq : t;
         for (int64_t j0 = 0; j0 < jend; j0 += BK) {
           const int64_t bk = jend - j0 < BK ? jend - j0 : BK;
-          strop__sgemm(0, 1, bq, bk, hd, dm->scale, qh + i0 * dm->ldq, dm->ldq, kh + j0 * dm->ldk,
-                       dm->ldk, 0.0f, S, bk);
+          const float *kb = kh + j0 * dm->ldk;
+          int64_t ldkb = dm->ldk;
+          if (rot) {
+            strop__rope_rows(kb, ldkb, Kr, hd, bk, hd, rot, dm->rope_cos + j0 * half,
+                             dm->rope_sin + j0 * half, 0, 0);
+            kb = Kr, ldkb = hd;
+          }
+          strop__sgemm(0, 1, bq, bk, hd, dm->scale, qb, ldqb, kb, ldkb, 0.0f, S, bk);
           for (int64_t r = 0; r < bq; r++) {
             float *sr = S + r * bk;
             const int64_t lim = visible_len(dm->causal, i0 + r, j0, bk);
@@ -348,9 +405,12 @@ STROP__CLONES static void tiled_bwd_samples(void *ctx, int64_t b0, int64_t b1, i
   const core_job *j = ctx;
   const strop__sdpa_dims *dm = j->dm;
   const int64_t t = dm->t, h = dm->heads, hd = dm->head_dim, group = h / dm->kv_heads;
-  const int64_t ldo = h * hd, BQ = blk_q(dm), BK = blk_k(dm);
+  const int64_t ldo = h * hd, BQ = blk_q(dm), BK = blk_k(dm), rot = dm->rot, half = rot / 2;
   float *P = j->scratch + (size_t)chunk * tiled_bwd_floats(dm), *dS = P + BQ * BK,
         *D = dS + BQ * BK;
+  /* rotary: the blocks of q and k as loaded, the gradient of the rotated query block (summed
+   * over the key blocks, then turned back) and of a rotated key block (turned back at once) */
+  float *Qr = D + BQ, *Kr = Qr + BQ * hd, *dQr = Kr + BK * hd, *dKr = dQr + BQ * hd;
   for (int64_t b = b0; b < b1; b++) {
     const float *pad = dm->pad_mask ? dm->pad_mask + b * t : NULL;
     if (!j->accumulate) /* written, not added: clear the sample's rows first, all heads at once */
@@ -373,6 +433,18 @@ STROP__CLONES static void tiled_bwd_samples(void *ctx, int64_t b0, int64_t b1, i
         const float *dc = j->dctx + (b * t + i0) * ldo + hh * hd;
         const float *oc = j->ctx + (b * t + i0) * ldo + hh * hd;
         const int64_t jend = dm->causal ? i0 + bq : t;
+        const float *qb = j->q + qo + i0 * dm->ldq;
+        int64_t ldqb = dm->ldq, lddq = dm->ldq;
+        float *dqb = dq ? dq + i0 * dm->ldq : NULL;
+        if (rot) {
+          strop__rope_rows(qb, ldqb, Qr, hd, bq, hd, rot, dm->rope_cos + i0 * half,
+                           dm->rope_sin + i0 * half, 0, 0);
+          qb = Qr, ldqb = hd;
+          if (dq) {
+            memset(dQr, 0, (size_t)(bq * hd) * sizeof *dQr);
+            dqb = dQr, lddq = hd;
+          }
+        }
         for (int64_t r = 0; r < bq && jend > BK; r++) {
           double s = 0.0;
           for (int64_t e = 0; e < hd; e++) s += (double)dc[r * ldo + e] * oc[r * ldo + e];
@@ -380,8 +452,14 @@ STROP__CLONES static void tiled_bwd_samples(void *ctx, int64_t b0, int64_t b1, i
         }
         for (int64_t j0 = 0; j0 < jend; j0 += BK) {
           const int64_t bk = jend - j0 < BK ? jend - j0 : BK;
-          strop__sgemm(0, 1, bq, bk, hd, dm->scale, j->q + qo + i0 * dm->ldq, dm->ldq,
-                       j->k + ko + j0 * dm->ldk, dm->ldk, 0.0f, P, bk);
+          const float *kb = j->k + ko + j0 * dm->ldk;
+          int64_t ldkb = dm->ldk;
+          if (rot) {
+            strop__rope_rows(kb, ldkb, Kr, hd, bk, hd, rot, dm->rope_cos + j0 * half,
+                             dm->rope_sin + j0 * half, 0, 0);
+            kb = Kr, ldkb = hd;
+          }
+          strop__sgemm(0, 1, bq, bk, hd, dm->scale, qb, ldqb, kb, ldkb, 0.0f, P, bk);
           for (int64_t r = 0; r < bq; r++) {
             float *pr = P + r * bk;
             const float m = rmax[i0 + r], inv = rinv[i0 + r];
@@ -403,13 +481,19 @@ STROP__CLONES static void tiled_bwd_samples(void *ctx, int64_t b0, int64_t b1, i
             float *dr = dS + r * bk;
             for (int64_t c = 0; c < bk; c++) dr[c] = pr[c] * (dr[c] - D[r]);
           }
-          if (dq)
-            strop__sgemm(0, 0, bq, hd, bk, dm->scale, dS, bk, j->k + ko + j0 * dm->ldk, dm->ldk,
-                         1.0f, dq + i0 * dm->ldq, dm->ldq);
-          if (dk)
-            strop__sgemm(1, 0, bk, hd, bq, dm->scale, dS, bk, j->q + qo + i0 * dm->ldq, dm->ldq,
-                         1.0f, dk + j0 * dm->ldk, dm->ldk);
+          if (dq) strop__sgemm(0, 0, bq, hd, bk, dm->scale, dS, bk, kb, ldkb, 1.0f, dqb, lddq);
+          if (dk && !rot)
+            strop__sgemm(1, 0, bk, hd, bq, dm->scale, dS, bk, qb, ldqb, 1.0f, dk + j0 * dm->ldk,
+                         dm->ldk);
+          if (dk && rot) {
+            strop__sgemm(1, 0, bk, hd, bq, dm->scale, dS, bk, qb, ldqb, 0.0f, dKr, hd);
+            strop__rope_rows(dKr, hd, dk + j0 * dm->ldk, dm->ldk, bk, hd, rot,
+                             dm->rope_cos + j0 * half, dm->rope_sin + j0 * half, 1, 1);
+          }
         }
+        if (dq && rot)
+          strop__rope_rows(dQr, hd, dq + i0 * dm->ldq, dm->ldq, bq, hd, rot,
+                           dm->rope_cos + i0 * half, dm->rope_sin + i0 * half, 1, 1);
       }
     }
   }
@@ -426,12 +510,14 @@ size_t strop__sdpa_saved_floats(const strop__sdpa_dims *dm) {
 }
 
 size_t strop__sdpa_forward_scratch(const strop__sdpa_dims *dm) {
-  return dm->tiled ? (size_t)sdpa_chunks(dm) * tiled_fwd_floats(dm) : (size_t)(dm->t * dm->t);
+  return dm->tiled ? (size_t)sdpa_chunks(dm) * tiled_fwd_floats(dm)
+                   : (size_t)(dm->t * dm->t) + (size_t)sdpa_chunks(dm) * core_rope_floats(dm, 2);
 }
 
 size_t strop__sdpa_backward_scratch(const strop__sdpa_dims *dm) {
-  return dm->tiled ? (size_t)sdpa_chunks(dm) * tiled_bwd_floats(dm)
-                   : (size_t)(sdpa_chunks(dm) * 2 * dm->t * dm->t);
+  return dm->tiled
+             ? (size_t)sdpa_chunks(dm) * tiled_bwd_floats(dm)
+             : (size_t)sdpa_chunks(dm) * ((size_t)(2 * dm->t * dm->t) + core_rope_floats(dm, 4));
 }
 
 void strop__sdpa_forward(const strop__sdpa_dims *dm, const float *q, const float *k,
@@ -486,14 +572,20 @@ STROP__CLONES static void cached_samples(void *ctx, int64_t b0, int64_t b1, int 
   const strop__sdpa_dims *dm = j->dm;
   const int64_t t = dm->t, h = dm->heads, hd = dm->head_dim, group = h / dm->kv_heads;
   const int64_t len = j->past + t, ldo = h * hd;
-  float *S = j->scratch + (int64_t)chunk * t * len;
+  float *S = j->scratch + (int64_t)chunk * (t * len + (dm->rot ? t * hd : 0));
+  float *Qr = S + t * len; /* rotary: the head's queries as loaded */
   for (int64_t b = b0; b < b1; b++)
     for (int64_t hh = 0; hh < h; hh++) {
       const int64_t kvh = hh / group;
       const float *qh = j->q + b * t * dm->ldq + hh * hd;
       const float *kh = j->k + b * j->cap * dm->ldk + kvh * hd;
       const float *vh = j->v + b * j->cap * dm->ldv + kvh * hd;
-      strop__sgemm(0, 1, t, len, hd, dm->scale, qh, dm->ldq, kh, dm->ldk, 0.0f, S, len);
+      int64_t ldq = dm->ldq;
+      if (dm->rot) {
+        strop__rope_rows(qh, ldq, Qr, hd, t, hd, dm->rot, dm->rope_cos, dm->rope_sin, 0, 0);
+        qh = Qr, ldq = hd;
+      }
+      strop__sgemm(0, 1, t, len, hd, dm->scale, qh, ldq, kh, dm->ldk, 0.0f, S, len);
       /* query i sits at position past + i: causal over the whole cached sequence */
       for (int64_t i = 0; i < t; i++)
         softmax_row(S + i * len, len, dm->causal ? j->past + i : len - 1, 1, NULL);
@@ -503,7 +595,7 @@ STROP__CLONES static void cached_samples(void *ctx, int64_t b0, int64_t b1, int 
 }
 
 size_t strop__sdpa_cached_scratch(const strop__sdpa_dims *dm, int64_t past) {
-  return (size_t)(sdpa_chunks(dm) * dm->t * (past + dm->t));
+  return (size_t)(sdpa_chunks(dm) * dm->t * (past + dm->t + (dm->rot ? dm->head_dim : 0)));
 }
 
 void strop__sdpa_cached(const strop__sdpa_dims *dm, int64_t past, int64_t cap, const float *q,
@@ -591,23 +683,12 @@ void strop__rope_apply(const float *x, int64_t ldx, float *y, int64_t ldy, int64
                        int64_t heads, int64_t head_dim, int64_t rot, const float *cos_t,
                        const float *sin_t, int inverse) {
   const int64_t half = rot / 2;
-  const float sg = inverse ? -1.0f : 1.0f;
   for (int64_t b = 0; b < n; b++)
     for (int64_t pos = 0; pos < t; pos++) {
-      const float *cr = cos_t + pos * half, *sr = sin_t + pos * half;
       const float *xr = x + (b * t + pos) * ldx;
       float *yr = y + (b * t + pos) * ldy;
-      for (int64_t h = 0; h < heads; h++) {
-        const float *xh = xr + h * head_dim;
-        float *yh = yr + h * head_dim;
-        /* rotate_half: (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin); the inverse (the
-         * backward) rotates by -angle; y += so gradients add */
-        for (int64_t i = 0; i < half; i++) {
-          const float x1 = xh[i], x2 = xh[i + half], c = cr[i], sn = sg * sr[i];
-          yh[i] += x1 * c - x2 * sn;
-          yh[i + half] += x2 * c + x1 * sn;
-        }
-        for (int64_t i = rot; i < head_dim; i++) yh[i] += xh[i]; /* partial rotary: the rest */
-      }
+      for (int64_t h = 0; h < heads; h++)
+        strop__rope_vec(xr + h * head_dim, yr + h * head_dim, head_dim, rot, cos_t + pos * half,
+                        sin_t + pos * half, inverse, 1);
     }
 }

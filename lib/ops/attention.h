@@ -56,6 +56,11 @@ typedef struct strop__sdpa_dims {
                             keeps only each row's max and inverse sum and the backward recomputes the
                             score blocks from q, k and it. 0: the t x t weights materialised
                             (dropout needs them: its mask is drawn per weight) */
+  int64_t rot; /* rotary embeddings (rope.h): the first rot values of every head of q and k
+                  rotate as the kernels load them (the backward turns dq and dk back the same
+                  way), so the callers pass q and k as they were projected; 0: none */
+  const float *rope_cos, *rope_sin; /* with rot: [t, rot / 2] each (strop__rope_tables), row i
+                                       for row i of every sample (query i of the cached path) */
 } strop__sdpa_dims;
 
 /* Whether the core runs tiled for t queries of head_dim-wide heads when nothing needs the
@@ -74,7 +79,9 @@ extern int strop__sdpa_block_q, strop__sdpa_block_k;
 size_t strop__sdpa_saved_floats(const strop__sdpa_dims *dm);
 /* Scratch floats: the materialised path's t*t (forward, for dropout) and 2 t*t per chunk
  * (backward); tiled, a block of scores (and of their gradients) and a few rows per chunk,
- * whatever t is. */
+ * whatever t is. With rot, also the rotated rows of the head being read (and their
+ * gradients): per chunk t x head_dim for 2 (forward) and 4 (backward) heads materialised, one
+ * block of queries and one of keys (twice in the backward) tiled. */
 size_t strop__sdpa_forward_scratch(const strop__sdpa_dims *dm);
 size_t strop__sdpa_backward_scratch(const strop__sdpa_dims *dm);
 /* ctx [n*t, heads*head_dim] = softmax(mask(scale q k^T)) v per head; p gets the weights
@@ -95,7 +102,9 @@ void strop__sdpa_backward(const strop__sdpa_dims *dm, const float *q, const floa
 /* Incremental decoding: dm->t new queries at positions [past, past + t) against the keys and
  * values of positions [0, past + t), kept per sample in k and v as [cap, ldk] / [cap, ldv]
  * rows (sample b at b * cap rows); dm->causal masks the keys after each query's position,
- * pad_mask and dropout are ignored. ctx [n*t, heads*head_dim]. */
+ * pad_mask and dropout are ignored. ctx [n*t, heads*head_dim]. With dm->rot the queries rotate
+ * as they are read (tables for positions [past, past + t)); the cached keys are already
+ * rotated (the layer rotates them as it stores them). */
 size_t strop__sdpa_cached_scratch(const strop__sdpa_dims *dm, int64_t past);
 void strop__sdpa_cached(const strop__sdpa_dims *dm, int64_t past, int64_t cap, const float *q,
                         const float *k, const float *v, float *scratch, float *ctx);
@@ -110,7 +119,8 @@ void strop__rope_tables_from(int64_t p0, int64_t t, int64_t rot_dim, double thet
                              float *cos_t, float *sin_t);
 /* y += rotate(x) per head: the first rot values of each head (of head_dim) rotated in halves
  * with the tables of strop__rope_tables(t, rot, ...), the rest as they are; inverse = 1
- * rotates back (the backward). x and y rows [n*t] with strides ldx, ldy. */
+ * rotates back (the backward). x and y rows [n*t] with strides ldx, ldy. (The kernels rotate
+ * the rows they load with rope.h's helpers; this is for rows stored rotated: the key cache.) */
 void strop__rope_apply(const float *x, int64_t ldx, float *y, int64_t ldy, int64_t n, int64_t t,
                        int64_t heads, int64_t head_dim, int64_t rot, const float *cos_t,
                        const float *sin_t, int inverse);

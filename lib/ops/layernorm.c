@@ -4,8 +4,10 @@
 #include "ops/layernorm.h"
 
 #include <math.h>
+#include <string.h>
 
 #include "core/core.h"
+#include "ops/ops.h"
 
 /* Rows are independent: both passes split rows across strop's threads (no bit changes). */
 typedef struct ln_job {
@@ -106,20 +108,59 @@ void strop__layernorm_backward(const float *x, const float *dy, int64_t rows, in
   strop__par_for(rows, row_grain(d), ln_backward_dx_chunk, &j);
 }
 
-/* ---- RMS normalization: the mean square in double, as layer norm's statistics ---- */
-static void rms_forward_chunk(void *ctx, int64_t r0, int64_t r1, int chunk) {
+/* ---- RMS normalization (Llama's RMSNorm): one pass over each row in cache for its mean
+ * square, one for its output; the backward reads a row once for sum(g x) and once more to
+ * write dx and add the row's share of dgamma. Only rstd is kept per row. The row sums are
+ * taken in double, as layer norm's statistics, in 16 running sums (lane l takes j = l mod 16)
+ * added in a fixed order at the end: one sum in order is a chain of dependent adds that no
+ * compiler may vectorise, and it was the cost of the whole kernel. The order is the source's,
+ * and the build contracts no multiply-add (ISO C11: -ffp-contract=off), so each clone —
+ * AVX-512, AVX2 and the baseline, picked at load (ops.h) — gives the same bits. ---- */
+
+static inline __attribute__((always_inline)) double sum_sq(const float *x, int64_t d) {
+  double acc[16] = {0};
+  int64_t j = 0;
+  for (; j + 16 <= d; j += 16)
+    for (int l = 0; l < 16; l++) acc[l] += (double)x[j + l] * (double)x[j + l];
+  for (int l = 0; j + l < d; l++) acc[l] += (double)x[j + l] * (double)x[j + l];
+  for (int w = 8; w > 0; w /= 2)
+    for (int l = 0; l < w; l++) acc[l] += acc[l + w];
+  return acc[0];
+}
+
+/* sum of dy[j] gamma[j] x[j] (gamma NULL: 1) in double, lanes as sum_sq */
+static inline __attribute__((always_inline)) double sum_gx(const float *dy, const float *gamma,
+                                                           const float *x, int64_t d) {
+  double acc[16] = {0};
+  int64_t j = 0;
+  if (gamma) {
+    for (; j + 16 <= d; j += 16)
+      for (int l = 0; l < 16; l++)
+        acc[l] += (double)dy[j + l] * (double)gamma[j + l] * (double)x[j + l];
+    for (int l = 0; j + l < d; l++)
+      acc[l] += (double)dy[j + l] * (double)gamma[j + l] * (double)x[j + l];
+  } else {
+    for (; j + 16 <= d; j += 16)
+      for (int l = 0; l < 16; l++) acc[l] += (double)dy[j + l] * (double)x[j + l];
+    for (int l = 0; j + l < d; l++) acc[l] += (double)dy[j + l] * (double)x[j + l];
+  }
+  for (int w = 8; w > 0; w /= 2)
+    for (int l = 0; l < w; l++) acc[l] += acc[l + w];
+  return acc[0];
+}
+
+STROP__CLONES static void rms_forward_chunk(void *ctx, int64_t r0, int64_t r1, int chunk) {
   (void)chunk;
   const ln_job *jb = ctx;
   const int64_t d = jb->d;
+  const float *gamma = jb->gamma;
   for (int64_t r = r0; r < r1; r++) {
     const float *xr = jb->x + r * d;
     float *yr = jb->y + r * d;
-    double ss = 0.0;
-    for (int64_t j = 0; j < d; j++) ss += (double)xr[j] * (double)xr[j];
-    const float rs = (float)(1.0 / sqrt(ss / (double)d + (double)jb->eps));
+    const float rs = (float)(1.0 / sqrt(sum_sq(xr, d) / (double)d + (double)jb->eps));
     if (jb->rstd) jb->rstd[r] = rs;
-    if (jb->gamma)
-      for (int64_t j = 0; j < d; j++) yr[j] = (xr[j] * rs) * jb->gamma[j];
+    if (gamma)
+      for (int64_t j = 0; j < d; j++) yr[j] = (xr[j] * rs) * gamma[j];
     else
       for (int64_t j = 0; j < d; j++) yr[j] = xr[j] * rs;
   }
@@ -131,35 +172,77 @@ void strop__rmsnorm_forward(const float *x, int64_t rows, int64_t d, const float
   strop__par_for(rows, row_grain(d), rms_forward_chunk, &j);
 }
 
-static void rms_backward_dx_chunk(void *ctx, int64_t r0, int64_t r1, int chunk) {
+/* The backward's rows come in at most RMS_SLICES slices fixed by the rows and the width alone
+ * (not by the thread count), each summing its share of dgamma in row order — the first
+ * straight into dgamma, the others into their own row of scratch — and the shares are added in
+ * slice order: any thread count gives the same bits, and the threads split the slices. */
+enum { RMS_SLICES = 8 };
+
+static int64_t rms_slices(int64_t rows, int64_t d) {
+  const int64_t s = rows / row_grain(d);
+  return s < 1 ? 1 : s > RMS_SLICES ? RMS_SLICES : s;
+}
+
+typedef struct rms_bwd_job {
+  const float *x, *dy, *gamma, *rstd;
+  int64_t d, rows, slices;
+  float *dx, *dgamma, *part; /* part: slices - 1 rows of d, slice s > 0's share of dgamma */
+} rms_bwd_job;
+
+/* Slices [s0, s1): dx += rstd (g - x rstd^2 mean(g x)) for their rows, and each slice's share
+ * of dgamma. */
+STROP__CLONES static void rms_backward_slices(void *ctx, int64_t s0, int64_t s1, int chunk) {
   (void)chunk;
-  const ln_job *jb = ctx;
+  const rms_bwd_job *jb = ctx;
   const int64_t d = jb->d;
-  for (int64_t r = r0; r < r1; r++) {
-    const float *xr = jb->x + r * d, *dyr = jb->dy + r * d;
-    const float rs = jb->crstd[r];
-    double sgx = 0.0;
-    for (int64_t j = 0; j < d; j++)
-      sgx += (double)dyr[j] * (jb->gamma ? (double)jb->gamma[j] : 1.0) * (double)xr[j];
-    const float b = (float)(sgx / (double)d * (double)rs * (double)rs);
-    float *dxr = jb->dx + r * d;
-    for (int64_t j = 0; j < d; j++) {
-      float g = dyr[j] * (jb->gamma ? jb->gamma[j] : 1.0f);
-      dxr[j] += rs * (g - xr[j] * b);
+  const float *gamma = jb->gamma;
+  for (int64_t sl = s0; sl < s1; sl++) {
+    float *dg = jb->dgamma;
+    if (dg && sl > 0) {
+      dg = jb->part + (sl - 1) * d;
+      memset(dg, 0, (size_t)d * sizeof *dg);
+    }
+    const int64_t r0 = jb->rows * sl / jb->slices, r1 = jb->rows * (sl + 1) / jb->slices;
+    for (int64_t r = r0; r < r1; r++) {
+      const float *xr = jb->x + r * d, *dyr = jb->dy + r * d;
+      const float rs = jb->rstd[r];
+      if (dg)
+        for (int64_t j = 0; j < d; j++) dg[j] += dyr[j] * (xr[j] * rs);
+      if (!jb->dx) continue;
+      const float b = (float)(sum_gx(dyr, gamma, xr, d) / (double)d * (double)rs * (double)rs);
+      float *dxr = jb->dx + r * d;
+      if (gamma)
+        for (int64_t j = 0; j < d; j++) dxr[j] += rs * (dyr[j] * gamma[j] - xr[j] * b);
+      else
+        for (int64_t j = 0; j < d; j++) dxr[j] += rs * (dyr[j] - xr[j] * b);
     }
   }
 }
 
+size_t strop__rmsnorm_backward_scratch(int64_t rows, int64_t d) {
+  return (size_t)(rms_slices(rows, d) - 1) * (size_t)d;
+}
+
 void strop__rmsnorm_backward(const float *x, const float *dy, int64_t rows, int64_t d,
-                             const float *gamma, const float *rstd, float *dx, float *dgamma) {
-  /* the weight's gradient sums over rows: one thread, in row order */
-  if (dgamma)
-    for (int64_t r = 0; r < rows; r++) {
-      const float *xr = x + r * d, *dyr = dy + r * d;
-      const float rs = rstd[r];
-      for (int64_t j = 0; j < d; j++) dgamma[j] += dyr[j] * (xr[j] * rs);
+                             const float *gamma, const float *rstd, float *dx, float *dgamma,
+                             float *scratch) {
+  if ((!dx && !dgamma) || rows <= 0) return;
+  const int64_t slices = rms_slices(rows, d);
+  rms_bwd_job j = {.x = x,
+                   .dy = dy,
+                   .gamma = gamma,
+                   .rstd = rstd,
+                   .d = d,
+                   .rows = rows,
+                   .slices = slices,
+                   .dx = dx,
+                   .dgamma = dgamma,
+                   .part = scratch};
+  strop__par_run(strop__par_chunks(strop__num_threads(), slices, 1), slices, rms_backward_slices,
+                 &j);
+  if (dgamma) /* the slices' shares, in slice order */
+    for (int64_t sl = 1; sl < slices; sl++) {
+      const float *ps = scratch + (sl - 1) * d;
+      for (int64_t e = 0; e < d; e++) dgamma[e] += ps[e];
     }
-  if (!dx) return;
-  ln_job j = {.x = x, .dy = dy, .gamma = gamma, .crstd = rstd, .d = d, .dx = dx};
-  strop__par_for(rows, row_grain(d), rms_backward_dx_chunk, &j);
 }

@@ -4,6 +4,7 @@
 #ifndef STROP_OPS_LAYERNORM_H
 #define STROP_OPS_LAYERNORM_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* y = (x - mean) * rstd * gamma + beta per row; gamma/beta NULL = 1/0. mean and rstd
@@ -23,8 +24,15 @@ void strop__rmsnorm_forward(const float *x, int64_t rows, int64_t d, const float
                             float eps, float *y, float *rstd);
 
 /* Adds into dx (nullable) and dgamma (nullable) given dy and the forward's x and rstd:
- * dx = rstd (g - x rstd^2 mean(g x)), g = dy * gamma. */
+ * dx = rstd (g - x rstd^2 mean(g x)), g = dy * gamma; one pass over each row for both. The rows
+ * come in at most 8 slices fixed by rows and d (not by the thread count), which strop's threads
+ * share; each slice sums its share of dgamma in row order, the first straight into dgamma, the
+ * others in scratch (strop__rmsnorm_backward_scratch(rows, d) floats; NULL when that is 0), and
+ * the shares are added in slice order: every thread count gives the same bits. */
 void strop__rmsnorm_backward(const float *x, const float *dy, int64_t rows, int64_t d,
-                             const float *gamma, const float *rstd, float *dx, float *dgamma);
+                             const float *gamma, const float *rstd, float *dx, float *dgamma,
+                             float *scratch);
+/* Floats of the backward's scratch for `rows` rows of d. */
+size_t strop__rmsnorm_backward_scratch(int64_t rows, int64_t d);
 
 #endif
