@@ -29,12 +29,21 @@ static int64_t env_int(const char *k, int64_t def) {
   return v && atoll(v) > 0 ? atoll(v) : def;
 }
 
+/* LOG=debug: the library's DEBUG lines on stderr (the planning's account of the step memory) */
+static void log_stderr(int level, const char *message, void *user_data) {
+  (void)level;
+  (void)user_data;
+  fprintf(stderr, "strop: %s\n", message);
+}
+
 int main(int argc, char **argv) {
   if (argc < 3) {
     fprintf(stderr, "usage: bench_big ROW DIR [threads] [steps] [repeats]\n");
     return 2;
   }
   const char *row = argv[1], *dir = argv[2];
+  const char *lg = getenv("LOG");
+  if (lg && !strcmp(lg, "debug")) strop_set_log_handler(log_stderr, STROP_LOG_DEBUG, NULL);
   int threads, steps, repeats;
   bench_args(argc, argv, 3, 3, &threads, &steps, &repeats);
   const int resnet = !strncmp(row, "resnet50", 8), bert = !strncmp(row, "bert", 4);
