@@ -869,15 +869,6 @@ static void account_add(strop__step_account *a, const char *type, size_t kept, s
   a->saved[t] += saved;
 }
 
-/* Plans where every activation and activation gradient of the step lives, before the forward
- * runs: the forward and the backward below are followed tick by tick with the same decisions
- * (what is kept, what is written in place, when an output's last reader has run, which
- * gradients the backward takes when), each buffer is live from its first write to its last
- * read, and strop__arena_plan packs them into one region of the arena (greedy by size). The
- * free list's reuse left holes: a buffer went to the first later tensor that fit and the rest
- * of it was lost, and neighbours never merged (the backward's large early gradients then grew
- * the arena past everything the forward held). Steps with checkpointed blocks, whose recompute
- * gives memory back in regions, stay on the free list. */
 int strop__memory_plan = -1;
 
 /* Whether steps are planned: strop__memory_plan (tests), else STROP_MEMORY_PLAN in the
@@ -894,6 +885,15 @@ static int memory_plan_on(void) {
   return e;
 }
 
+/* Plans where every activation and activation gradient of the step lives, before the forward
+ * runs: the forward and the backward below are followed tick by tick with the same decisions
+ * (what is kept, what is written in place, when an output's last reader has run, which
+ * gradients the backward takes when), each buffer is live from its first write to its last
+ * read, and strop__arena_plan packs them into one region of the arena (greedy by size). The
+ * free list's reuse left holes: a buffer went to the first later tensor that fit and the rest
+ * of it was lost, and neighbours never merged (the backward's large early gradients then grew
+ * the arena past everything the forward held). Steps with checkpointed blocks, whose recompute
+ * gives memory back in regions, stay on the free list. */
 static strop_status plan_lifetimes(strop_model *m, const uint8_t *keep, int64_t n) {
   const int nn = m->n_nodes;
   m->plan_base = NULL;
