@@ -4,11 +4,13 @@
  * shapes torch_llm.py runs in PyTorch: a causal-LM step (forward, next-token cross-entropy,
  * backward, AdamW) on batch x tokens of random ids.
  *
- *   bench_llm gpt2|llama [threads] [steps] [repeats] [layers] [batch] [tokens]
+ *   bench_llm gpt2|llama|example [threads] [steps] [repeats] [layers] [batch] [tokens]
  *
  * gpt2: GPT-2 small's shape (12 layers, d 768, 12 heads, vocab 50257); llama: a Llama-shaped
  * model of the same width (12 layers, d 768, 12 heads with 4 key/value heads, SwiGLU 2048,
- * vocab 32000, RMSNorm, rotary embeddings). `layers` shrinks either for a smoke run. The
+ * vocab 32000, RMSNorm, rotary embeddings); example: the shape of examples/text/base (a GPT-2
+ * of 4 layers, d 192, 4 heads, vocab 4096, 128 positions, tied output layer; `layers` defaults
+ * to 4 for it). `layers` shrinks any of them for a smoke run. The
  * weights are random (a partial load of an empty file initialises them from a seed): the step
  * costs the same. Prints one RESULT line like bench_train's.
  *
@@ -33,21 +35,30 @@ static void write_file(const char *path, const void *data, size_t n) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 2 || (strcmp(argv[1], "gpt2") && strcmp(argv[1], "llama"))) {
-    fprintf(stderr, "usage: bench_llm gpt2|llama [threads] [steps] [repeats] [layers] [batch] "
-                    "[tokens]\n");
+  if (argc < 2 ||
+      (strcmp(argv[1], "gpt2") && strcmp(argv[1], "llama") && strcmp(argv[1], "example"))) {
+    fprintf(stderr, "usage: bench_llm gpt2|llama|example [threads] [steps] [repeats] [layers] "
+                    "[batch] [tokens]\n");
     return 2;
   }
-  const int gpt2 = !strcmp(argv[1], "gpt2");
+  const int example = !strcmp(argv[1], "example");
+  const int gpt2 = example || !strcmp(argv[1], "gpt2");
   int threads, steps, repeats;
   bench_args(argc, argv, 2, 3, &threads, &steps, &repeats);
-  const int layers = argc > 5 ? atoi(argv[5]) : 12;
+  const int layers = argc > 5 ? atoi(argv[5]) : example ? 4 : 12;
   const int64_t batch = argc > 6 ? atoi(argv[6]) : 4, tokens = argc > 7 ? atoi(argv[7]) : 128;
-  const int64_t vocab = gpt2 ? 50257 : 32000;
+  const int64_t vocab = example ? 4096 : gpt2 ? 50257 : 32000;
 
   char dir[] = "/tmp/strop_bench_llm_XXXXXX", path[600], cfg[1024];
   if (!mkdtemp(dir)) return 1;
-  if (gpt2)
+  if (example)
+    snprintf(cfg, sizeof cfg,
+             "{\"architectures\": [\"GPT2LMHeadModel\"], \"model_type\": "
+             "\"gpt2\", \"n_layer\": %d, \"n_embd\": 192, \"n_head\": 4, \"vocab_size\": 4096, "
+             "\"n_positions\": 128, \"resid_pdrop\": 0.0, \"embd_pdrop\": 0.0, \"attn_pdrop\": "
+             "0.0, \"tie_word_embeddings\": true}",
+             layers);
+  else if (gpt2)
     snprintf(cfg, sizeof cfg,
              "{\"architectures\": [\"GPT2LMHeadModel\"], \"model_type\": "
              "\"gpt2\", \"n_layer\": %d, \"n_embd\": 768, \"n_head\": 12, \"vocab_size\": 50257, "

@@ -5,7 +5,10 @@ next-token cross-entropy, backward, AdamW) on the reference modules of
 tests/pretrained/hf_reference.py (transformers 4.44's GPT-2 and Llama semantics) at the same
 shapes, random ids.
 
-    torch_llm.py gpt2|llama [threads] [steps] [repeats] [layers] [batch] [tokens]
+    torch_llm.py gpt2|llama|example [threads] [steps] [repeats] [layers] [batch] [tokens]
+
+example is the shape of examples/text/base (GPT-2, 4 layers, d 192, 4 heads, vocab 4096, 128
+positions, tied output layer); `layers` defaults to 4 for it.
 
 Prints one RESULT line like bench_llm's. As there, LORA=r in the environment fine-tunes LoRA
 adapters of rank r (alpha 2r) on the attention projections with every other weight frozen;
@@ -44,10 +47,16 @@ class LoRA(torch.nn.Module):
 def main():
     name = sys.argv[1]
     args = [int(a) for a in sys.argv[2:]]
-    threads, steps, repeats, layers, batch, tokens = (args + [1, 3, 5, 12, 4, 128][len(args):])[:6]
+    defaults = [1, 3, 5, 4 if name == "example" else 12, 4, 128]
+    threads, steps, repeats, layers, batch, tokens = (args + defaults[len(args):])[:6]
     torch.set_num_threads(threads)
     torch.manual_seed(1)
-    if name == "gpt2":
+    if name == "example":
+        cfg = dict(vocab_size=4096, n_positions=128, n_embd=192, n_layer=layers, n_head=4,
+                   n_inner=None, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                   layer_norm_epsilon=1e-5)
+        model = R.GPT2LMHeadModel(cfg)
+    elif name == "gpt2":
         cfg = dict(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=layers, n_head=12,
                    n_inner=None, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
                    layer_norm_epsilon=1e-5)
@@ -63,7 +72,7 @@ def main():
     if rank > 0:
         for p in model.parameters():
             p.requires_grad_(False)
-        targets = ("c_attn",) if name == "gpt2" else ("q_proj", "v_proj")
+        targets = ("c_attn",) if name != "llama" else ("q_proj", "v_proj")
         for mod in list(model.modules()):
             for t in targets:
                 if hasattr(mod, t):

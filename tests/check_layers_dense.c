@@ -242,7 +242,7 @@ END_TEST
 typedef void (*fwd_fn)(const float *x, float *y, size_t n);
 /* The branch-free exp and erfc the GELU and attention loops use, against double libm. */
 START_TEST(vmath_accuracy) {
-  double worst_exp = 0, worst_erfc4 = 0, worst_erfc9 = 0;
+  double worst_exp = 0, worst_erfc4 = 0, worst_erfc9 = 0, worst_tanh = 0;
   for (double v = -100; v <= 100; v += 0.0007) {
     const float f = (float)v;
     const double ref = exp((double)f);
@@ -255,7 +255,28 @@ START_TEST(vmath_accuracy) {
     worst_erfc9 = fmax(worst_erfc9, rel);
     if (fabs(v) <= 4) worst_erfc4 = fmax(worst_erfc4, rel);
   }
+  for (double v = -12; v <= 12; v += 0.00003) {
+    const float f = (float)v;
+    const double ref = tanh((double)f);
+    if (f != 0.0f) worst_tanh = fmax(worst_tanh, fabs(strop__vtanhf(f) - ref) / fabs(ref));
+  }
   ck_assert_double_le(worst_exp, 1.2e-7);
+  ck_assert_double_le(worst_tanh, 3e-7);
+  double worst_dexp = 0;
+  for (double v = -745; v <= 709.7; v += 0.000731) {
+    const double ref = exp(v);
+    if (ref > 2.3e-308) worst_dexp = fmax(worst_dexp, fabs(strop__vexp(v) - ref) / ref);
+  }
+  ck_assert_double_le(worst_dexp, 3e-16);
+  ck_assert(strop__vexp(-INFINITY) == 0.0 && strop__vexp(-800.0) == 0.0);
+  ck_assert(isinf(strop__vexp(INFINITY)) && isinf(strop__vexp(800.0)));
+  ck_assert(isnan(strop__vexp(NAN)) && strop__vexp(0.0) == 1.0);
+  ck_assert_float_eq(strop__vtanhf(INFINITY), 1.0f);
+  ck_assert_float_eq(strop__vtanhf(-INFINITY), -1.0f);
+  ck_assert_float_eq(strop__vtanhf(100.0f), 1.0f);
+  ck_assert(isnan(strop__vtanhf(NAN)));
+  ck_assert(strop__vtanhf(-0.0f) == 0.0f && signbit(strop__vtanhf(-0.0f)));
+  ck_assert_float_eq(strop__vtanhf(1e-30f), 1e-30f);
   ck_assert_double_le(worst_erfc4, 2e-6);
   ck_assert_double_le(worst_erfc9, 1e-5);
   ck_assert_float_eq(strop__vexpf(-INFINITY), 0.0f);

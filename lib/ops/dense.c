@@ -150,7 +150,7 @@ STROP__CLONES void strop__gelu_forward(const float *x, float *y, size_t n, int a
     for (size_t i = 0; i < n; i++) {
       float v = x[i];
       float inner = GELU_TANH_B * (v + GELU_TANH_K * v * v * v);
-      y[i] = 0.5f * v * (1.0f + tanhf(inner));
+      y[i] = 0.5f * v * (1.0f + strop__vtanhf(inner));
     }
   } else {
     /* PyTorch's 0.5 x (1 + erf(x / sqrt2)), written with erfc so the negative tail does not
@@ -165,7 +165,7 @@ STROP__CLONES void strop__gelu_backward(const float *x, const float *y, const fl
   if (approximate) {
     for (size_t i = 0; i < n; i++) {
       float v = x[i], v2 = v * v;
-      float t = tanhf(GELU_TANH_B * (v + GELU_TANH_K * v2 * v));
+      float t = strop__vtanhf(GELU_TANH_B * (v + GELU_TANH_K * v2 * v));
       float left_d = 0.5f * (1.0f + t);
       float right_d = 0.5f * v * (1.0f - t * t);
       float inner_d = GELU_TANH_B * (1.0f + 3.0f * GELU_TANH_K * v2);
@@ -216,25 +216,27 @@ void strop__hardsigmoid_backward(const float *x, const float *y, const float *dy
     dx[i] += x[i] > -3.0f && x[i] < 3.0f ? dy[i] * (1.0f / 6.0f) : 0.0f;
 }
 
-void strop__silu_forward(const float *x, float *y, size_t n) {
-  for (size_t i = 0; i < n; i++) y[i] = x[i] / (1.0f + expf(-x[i]));
+STROP__CLONES void strop__silu_forward(const float *x, float *y, size_t n) {
+  for (size_t i = 0; i < n; i++) y[i] = x[i] / (1.0f + strop__vexpf(-x[i]));
 }
 
-void strop__silu_backward(const float *x, const float *y, const float *dy, float *dx, size_t n) {
+STROP__CLONES void strop__silu_backward(const float *x, const float *y, const float *dy,
+                                        float *dx, size_t n) {
   (void)y;
   for (size_t i = 0; i < n; i++) {
-    float s = 1.0f / (1.0f + expf(-x[i]));
+    float s = 1.0f / (1.0f + strop__vexpf(-x[i]));
     dx[i] += dy[i] * s * (1.0f + x[i] * (1.0f - s));
   }
 }
 
-void strop__silu_gate_forward(const float *g, const float *u, float *h, size_t n) {
-  for (size_t i = 0; i < n; i++) h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+STROP__CLONES void strop__silu_gate_forward(const float *g, const float *u, float *h, size_t n) {
+  for (size_t i = 0; i < n; i++) h[i] = g[i] / (1.0f + strop__vexpf(-g[i])) * u[i];
 }
 
-void strop__silu_gate_backward(const float *g, const float *u, float *dh, float *du, size_t n) {
+STROP__CLONES void strop__silu_gate_backward(const float *g, const float *u, float *dh, float *du,
+                                             size_t n) {
   for (size_t i = 0; i < n; i++) {
-    const float e = expf(-g[i]), s = 1.0f / (1.0f + e), d = dh[i];
+    const float e = strop__vexpf(-g[i]), s = 1.0f / (1.0f + e), d = dh[i];
     du[i] = d * (g[i] / (1.0f + e));
     dh[i] = d * u[i] * s * (1.0f + g[i] * (1.0f - s));
   }
@@ -249,8 +251,8 @@ void strop__tanh_backward(const float *x, const float *y, const float *dy, float
   for (size_t i = 0; i < n; i++) dx[i] += dy[i] * (1.0f - y[i] * y[i]);
 }
 
-void strop__sigmoid_forward(const float *x, float *y, size_t n) {
-  for (size_t i = 0; i < n; i++) y[i] = 1.0f / (1.0f + expf(-x[i]));
+STROP__CLONES void strop__sigmoid_forward(const float *x, float *y, size_t n) {
+  for (size_t i = 0; i < n; i++) y[i] = 1.0f / (1.0f + strop__vexpf(-x[i]));
 }
 
 void strop__sigmoid_backward(const float *x, const float *y, const float *dy, float *dx,
