@@ -9,7 +9,9 @@
  * bert_full (sequence classification, 8 x 128) | gpt2_full | gpt2_lora (4 x 128, LoRA r8 alpha
  * 16 on c_attn) | tinyllama_lora (1 x 256, LoRA r8 on q_proj and v_proj). SIZE=, BATCH=,
  * TOKENS= in the environment change the shape; FROZEN_DTYPE=f32|bf16|int8 how the frozen
- * weights are held. Frozen and LoRA rows load with STROP_LOAD_FROZEN | STROP_LOAD_MMAP: the
+ * weights are held; LOG=debug prints the library's DEBUG lines (the planning's account of the
+ * step memory by kind) on stderr; STROP_MEMORY_PLAN=0 runs the steps on the free list instead
+ * of the lifetime-planned arena. Frozen and LoRA rows load with STROP_LOAD_FROZEN | STROP_LOAD_MMAP: the
  * frozen base is read straight from the mapped file (docs/performance.md); MMAP=0 copies it.
  *
  * Prints one RESULT line: samples/s or tokens/s (best of `repeats` windows of `steps` steps
@@ -29,12 +31,21 @@ static int64_t env_int(const char *k, int64_t def) {
   return v && atoll(v) > 0 ? atoll(v) : def;
 }
 
+/* LOG=debug: the library's DEBUG lines on stderr (the planning's account of the step memory) */
+static void log_stderr(int level, const char *message, void *user_data) {
+  (void)level;
+  (void)user_data;
+  fprintf(stderr, "strop: %s\n", message);
+}
+
 int main(int argc, char **argv) {
   if (argc < 3) {
     fprintf(stderr, "usage: bench_big ROW DIR [threads] [steps] [repeats]\n");
     return 2;
   }
   const char *row = argv[1], *dir = argv[2];
+  const char *lg = getenv("LOG");
+  if (lg && !strcmp(lg, "debug")) strop_set_log_handler(log_stderr, STROP_LOG_DEBUG, NULL);
   int threads, steps, repeats;
   bench_args(argc, argv, 3, 3, &threads, &steps, &repeats);
   const int resnet = !strncmp(row, "resnet50", 8), bert = !strncmp(row, "bert", 4);

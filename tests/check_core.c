@@ -756,6 +756,48 @@ START_TEST(arena_aligned_and_warm) {
 }
 END_TEST
 
+/* Blocks planned from their lifetimes: two blocks live at a common tick never share a byte,
+ * offsets are 64-byte aligned, blocks that never meet share memory (a chain of blocks each
+ * live over two ticks needs room for two of them), and the region is what its blocks reach. */
+START_TEST(arena_plan_packs_by_lifetime) {
+  strop__arena_block b[200];
+  int placed[200];
+  for (int i = 0; i < 8; i++) b[i] = (strop__arena_block){1000, i, i + 1, i, 0};
+  ck_assert_uint_eq(strop__arena_plan(b, 8, placed), 2 * 1024);
+  uint64_t r = 12345;
+  for (int round = 0; round < 20; round++) {
+    const int n = 1 + round * 10;
+    for (int i = 0; i < n; i++) {
+      r = r * 6364136223846793005ULL + 1442695040888963407ULL;
+      const int first = (int)(r >> 40) % 50, len = (int)(r >> 20) % 12;
+      b[i] = (strop__arena_block){(size_t)(r >> 50) % 5000 + (i % 7 == 0 ? 0 : 1), first,
+                                  i % 11 == 0 ? INT_MAX : first + len, i, 0};
+    }
+    const size_t top = strop__arena_plan(b, n, placed);
+    size_t reach = 0, live_most = 0;
+    for (int i = 0; i < n; i++) {
+      ck_assert_uint_eq(b[i].off % 64, 0);
+      const size_t end = b[i].off + (b[i].bytes ? b[i].bytes : 1);
+      if (end > reach) reach = end;
+      size_t live = 0;
+      for (int j = 0; j < n; j++) {
+        if (b[j].first <= b[i].first && b[j].last >= b[i].first) live += b[j].bytes;
+        if (j == i || b[j].last < b[i].first || b[j].first > b[i].last) continue;
+        const size_t ej = b[j].off + (b[j].bytes ? b[j].bytes : 1);
+        ck_assert_msg(end <= b[j].off || ej <= b[i].off,
+                      "blocks %d [%zu, %zu) and %d [%zu, %zu) live together and overlap", b[i].id,
+                      b[i].off, end, b[j].id, b[j].off, ej);
+      }
+      if (live > live_most) live_most = live;
+    }
+    ck_assert_uint_ge(top, reach);
+    ck_assert_uint_ge(top, live_most);
+    ck_assert_uint_le(top, reach + 64);
+  }
+  ck_assert_uint_eq(strop__arena_plan(b, 0, placed), 0);
+}
+END_TEST
+
 START_TEST(arena_out_of_memory) {
   int64_t live0 = strop__alloc_live();
   strop__arena a;
@@ -911,6 +953,7 @@ int main(void) {
   tc = tcase_create("arena");
   tcase_add_test(tc, arena_aligned_and_warm);
   tcase_add_test(tc, arena_out_of_memory);
+  tcase_add_test(tc, arena_plan_packs_by_lifetime);
   suite_add_tcase(s, tc);
   tc = tcase_create("memory");
   tcase_add_test(tc, memory_available_takes_the_lowest_limit);

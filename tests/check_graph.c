@@ -346,16 +346,171 @@ START_TEST(in_place_and_unread_activations) {
   float dout[12], out_all[12], out_live[12];
   for (int i = 0; i < 4 * 8 * 144; i++) x[i] = sinf(0.3f * (float)i);
   for (int i = 0; i < 12; i++) dout[i] = cosf((float)i);
+  /* what the forward holds, on the free list (a planned step takes its whole region, the
+   * backward's gradients included, before the forward: planned_step_memory) */
+  strop__memory_plan = 0;
   m->keep_all = 1;
   const size_t used_all = conv_stack_step(m, x, dout, out_all, g_all);
   m->keep_all = 0;
   const size_t used_live = conv_stack_step(m, x, dout, out_live, g_live);
+  strop__memory_plan = -1;
   const size_t act = 4 * 8 * 144 * sizeof(float); /* one [8, 12, 12] activation of the batch */
   ck_assert_msg(used_live < 6 * act && used_all > 7 * act,
                 "the forward used %zu bytes (all kept: %zu), %zu per activation", used_live,
                 used_all, act);
   ck_assert(memcmp(out_all, out_live, sizeof out_all) == 0);
   ck_assert(memcmp(g_all, g_live, sizeof g_all) == 0);
+  strop_model_free(m);
+}
+END_TEST
+
+/* One training step of m on x (n samples) from the generator state it had: the output (out_n
+ * floats) and every parameter gradient into out and grads; returns the arena's high-water mark
+ * over the step. */
+static size_t planned_step(strop_model *m, const float *x, int64_t n, const float *dout,
+                           float *out, size_t out_n, float *grads) {
+  const strop__act *o;
+  const strop__rng rng = m->rng;
+  ck_assert_int_eq(strop__model_zero_grad(m), STROP_OK);
+  const size_t before = m->arena.peak;
+  m->arena.peak = 0;
+  ck_assert_int_eq(strop__model_forward_exec(m, x, n, 1, NULL, &o), STROP_OK);
+  memcpy(out, o->data, out_n * sizeof *out);
+  ck_assert_int_eq(strop__model_backward(m, dout), STROP_OK);
+  const size_t peak = m->arena.peak;
+  size_t k = 0;
+  for (int i = 0; i < m->n_params; i++)
+    if (m->params[i]->grad) {
+      memcpy(grads + k, m->params[i]->grad, m->params[i]->numel * sizeof *grads);
+      k += m->params[i]->numel;
+    }
+  strop__model_step_end(m);
+  if (before > m->arena.peak) m->arena.peak = before;
+  m->rng = rng;
+  return peak;
+}
+
+/* The step's activations and gradients planned from their lifetimes in one region (greedy by
+ * size) instead of taken from the free list: the same output and gradients to the bit, every
+ * node's output where the plan put it, and a lower peak than the free list's, whose holes the
+ * backward's early full-size gradients did not fit (a conv-bn-relu-residual stack). */
+START_TEST(planned_step_memory) {
+  static const strop_test_node nodes[] = {
+      {"c1", "conv2d", "out_channels=8 kernel_size=3 padding=1 bias=false", "input"},
+      {"b1", "batchnorm2d", NULL, NULL},
+      {"r1", "relu", NULL, NULL},
+      {"c2", "conv2d", "out_channels=8 kernel_size=3 padding=1 bias=false", NULL},
+      {"b2", "batchnorm2d", NULL, NULL},
+      {"s", "add", NULL, "b2,r1"},
+      {"r2", "relu", NULL, NULL},
+      {"c3", "conv2d", "out_channels=16 kernel_size=3 padding=1 stride=2 bias=false", NULL},
+      {"b3", "batchnorm2d", NULL, NULL},
+      {"r3", "relu", NULL, NULL},
+      {"p", "maxpool2d", "kernel_size=2", NULL},
+      {"g", "global_avgpool", NULL, NULL},
+      {"head", "linear", "out_features=3", NULL}};
+  const int64_t shape[3] = {8, 12, 12};
+  strop_model *m = strop_test_build(3, shape, nodes, 13, 3);
+  static float x[4 * 8 * 144], g_free[3000], g_plan[3000];
+  float dout[12], out_free[12], out_plan[12];
+  for (int i = 0; i < 4 * 8 * 144; i++) x[i] = sinf(0.3f * (float)i);
+  for (int i = 0; i < 12; i++) dout[i] = cosf((float)i);
+  strop__memory_plan = 0;
+  const size_t peak_free = planned_step(m, x, 4, dout, out_free, 12, g_free);
+  strop__memory_plan = 1;
+  const size_t peak_plan = planned_step(m, x, 4, dout, out_plan, 12, g_plan);
+  strop__memory_plan = -1;
+  ck_assert(memcmp(out_free, out_plan, sizeof out_free) == 0);
+  ck_assert(memcmp(g_free, g_plan, sizeof g_free) == 0);
+  ck_assert_msg(peak_plan < peak_free, "planned peak %zu, free list %zu", peak_plan, peak_free);
+  /* the outputs sit in the planned region, as planned */
+  const strop__act *o;
+  ck_assert_int_eq(strop__model_forward_exec(m, x, 4, 1, NULL, &o), STROP_OK);
+  ck_assert_ptr_nonnull(m->plan_base);
+  for (int i = 0; i < m->n_nodes; i++)
+    if (m->acts[i].data && m->nodes[i].fused == 0)
+      ck_assert_ptr_eq((unsigned char *)m->acts[i].data, m->plan_base + m->plan_off[i]);
+  ck_assert_int_eq(strop__model_backward(m, dout), STROP_OK);
+  strop__model_step_end(m);
+  strop_model_free(m);
+}
+END_TEST
+
+/* Layers whose backward reads neither their output (linear, gelu, layernorm, dropout) nor their
+ * input (dropout: the mask only) do not keep them: a dropout writes over the linear or gelu
+ * output before it, and its own output goes once the residual sum has read it. Same bits as
+ * every activation kept. */
+START_TEST(unread_outputs_are_not_kept) {
+  static const strop_test_node nodes[] = {{"fc1", "linear", "out_features=32", "input"},
+                                          {"act", "gelu", NULL, NULL},
+                                          {"drop1", "dropout", "p=0.25", NULL},
+                                          {"fc2", "linear", "out_features=16", NULL},
+                                          {"drop2", "dropout", "p=0.25", NULL},
+                                          {"add", "add", NULL, "drop2,input"},
+                                          {"ln", "layernorm", NULL, NULL},
+                                          {"head", "linear", "out_features=4", NULL}};
+  const int64_t shape[2] = {8, 16};
+  strop_model *m = strop_test_build(2, shape, nodes, 8, 11);
+  static float x[3 * 8 * 16], dout[3 * 8 * 4], g_all[4000], g_live[4000];
+  float out_all[96], out_live[96];
+  for (int i = 0; i < 3 * 8 * 16; i++) x[i] = sinf(0.7f * (float)i);
+  for (int i = 0; i < 96; i++) dout[i] = cosf(0.3f * (float)i);
+  m->keep_all = 1;
+  planned_step(m, x, 3, dout, out_all, 96, g_all);
+  m->keep_all = 0;
+  planned_step(m, x, 3, dout, out_live, 96, g_live);
+  ck_assert(memcmp(out_all, out_live, sizeof out_all) == 0);
+  ck_assert(memcmp(g_all, g_live, sizeof g_all) == 0);
+  const strop__act *o;
+  ck_assert_int_eq(strop__model_forward_exec(m, x, 3, 1, NULL, &o), STROP_OK);
+  ck_assert_ptr_eq(m->acts[1].data, m->acts[2].data); /* act -> drop1 in place */
+  ck_assert_ptr_eq(m->acts[3].data, m->acts[4].data); /* fc2 -> drop2 in place */
+  ck_assert_int_eq(m->released[1], STROP__ACT_MOVED);
+  ck_assert_int_eq(m->released[3], STROP__ACT_MOVED);
+  ck_assert_int_eq(m->released[4], STROP__ACT_RELEASED); /* the sum does not keep drop2 */
+  ck_assert_int_eq(strop__model_backward(m, dout), STROP_OK);
+  strop__model_step_end(m);
+  strop_model_free(m);
+}
+END_TEST
+
+/* A gelu's output that only the next linear's backward reads is not kept: that backward
+ * computes it again from the gelu's input (kept for the gelu's own backward), so an MLP block
+ * keeps one of its two wide activations. Same bits as every activation kept, planned or on
+ * the free list. */
+START_TEST(cheap_outputs_computed_again) {
+  static const strop_test_node nodes[] = {{"fc1", "linear", "out_features=64", "input"},
+                                          {"act", "gelu", NULL, NULL},
+                                          {"fc2", "linear", "out_features=16", NULL},
+                                          {"act2", "silu", NULL, NULL},
+                                          {"head", "linear", "out_features=4", NULL}};
+  const int64_t shape[2] = {8, 16};
+  strop_model *m = strop_test_build(2, shape, nodes, 5, 13);
+  static float x[3 * 8 * 16], dout[3 * 8 * 4], g_all[4000], g_plan[4000], g_free[4000];
+  float out_all[96], out_plan[96], out_free[96];
+  for (int i = 0; i < 3 * 8 * 16; i++) x[i] = sinf(0.9f * (float)i);
+  for (int i = 0; i < 96; i++) dout[i] = cosf(0.4f * (float)i);
+  m->keep_all = 1;
+  const size_t peak_all = planned_step(m, x, 3, dout, out_all, 96, g_all);
+  m->keep_all = 0;
+  const size_t peak_plan = planned_step(m, x, 3, dout, out_plan, 96, g_plan);
+  strop__memory_plan = 0;
+  planned_step(m, x, 3, dout, out_free, 96, g_free);
+  strop__memory_plan = -1;
+  ck_assert(memcmp(out_all, out_plan, sizeof out_all) == 0);
+  ck_assert(memcmp(g_all, g_plan, sizeof g_all) == 0);
+  ck_assert(memcmp(out_all, out_free, sizeof out_all) == 0);
+  ck_assert(memcmp(g_all, g_free, sizeof g_all) == 0);
+  ck_assert_msg(peak_plan < peak_all, "peak %zu, all kept %zu", peak_plan, peak_all);
+  const strop__act *o;
+  ck_assert_int_eq(strop__model_forward_exec(m, x, 3, 1, NULL, &o), STROP_OK);
+  ck_assert_ptr_nonnull(m->recompute);
+  ck_assert_int_eq(m->recompute[1], 1);
+  ck_assert_int_eq(m->recompute[3], 1);
+  ck_assert_int_eq(m->released[1], STROP__ACT_RELEASED);
+  ck_assert_int_eq(m->released[0], STROP__ACT_KEPT); /* the gelu's input stays */
+  ck_assert_int_eq(strop__model_backward(m, dout), STROP_OK);
+  strop__model_step_end(m);
   strop_model_free(m);
 }
 END_TEST
@@ -1167,6 +1322,9 @@ int main(void) {
   tcase_add_test(tc, frozen_trunk_stops_backward);
   tcase_add_test(tc, frozen_trunk_keeps_only_live_activations);
   tcase_add_test(tc, in_place_and_unread_activations);
+  tcase_add_test(tc, planned_step_memory);
+  tcase_add_test(tc, unread_outputs_are_not_kept);
+  tcase_add_test(tc, cheap_outputs_computed_again);
   suite_add_tcase(s, tc);
   tc = tcase_create("checkpointing");
   tcase_add_test(tc, checkpointing_resnet_blocks_bit_identical);

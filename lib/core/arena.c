@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* strop — step arena (see arena.h). */
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #ifdef __GLIBC__
 #  include <malloc.h>
@@ -118,4 +120,48 @@ void strop__arena_rollback(strop__arena *a, strop__arena_mark mark) {
   if (a->head && a->head->used < mark.used) return;
   if (a->head) a->head->used = mark.used;
   a->used_total = mark.total;
+}
+
+/* ---- planned blocks ---- */
+
+/* A block's room in a plan: rounded up to 64 bytes, and 64 for an empty one (its pointer is
+ * still its own, as the arena's are). */
+static size_t block_room(size_t bytes) { return bytes ? (bytes + 63) & ~(size_t)63 : 64; }
+
+static int block_cmp(const void *pa, const void *pb) {
+  const strop__arena_block *a = pa, *b = pb;
+  if (a->bytes != b->bytes) return a->bytes > b->bytes ? -1 : 1;
+  if (a->first != b->first) return a->first < b->first ? -1 : 1;
+  return (a->id > b->id) - (a->id < b->id);
+}
+
+size_t strop__arena_plan(strop__arena_block *b, int n, int *placed) {
+  if (n <= 0) return 0;
+  qsort(b, (size_t)n, sizeof *b, block_cmp);
+  size_t top = 0;
+  int np = 0; /* placed[0..np): the blocks placed so far, by offset */
+  for (int i = 0; i < n; i++) {
+    const size_t need = block_room(b[i].bytes);
+    size_t at = 0, best = SIZE_MAX, best_gap = SIZE_MAX;
+    for (int q = 0; q < np; q++) {
+      const strop__arena_block *p = &b[placed[q]];
+      if (p->last < b[i].first || p->first > b[i].last) continue; /* never live together */
+      const size_t gap = p->off > at ? p->off - at : 0;
+      if (gap >= need && gap < best_gap) {
+        best = at;
+        best_gap = gap;
+      }
+      const size_t end = p->off + block_room(p->bytes);
+      if (end > at) at = end;
+    }
+    b[i].off = best != SIZE_MAX ? best : at;
+    if (b[i].off + need > top) top = b[i].off + need;
+    int q = np++;
+    while (q > 0 && b[placed[q - 1]].off > b[i].off) {
+      placed[q] = placed[q - 1];
+      q--;
+    }
+    placed[q] = i;
+  }
+  return top;
 }

@@ -35,4 +35,19 @@ typedef struct strop__arena_mark {
 strop__arena_mark strop__arena_get_mark(const strop__arena *a);
 void strop__arena_rollback(strop__arena *a, strop__arena_mark mark);
 
+/* A block of a step's memory whose lifetime is known before the step runs: live over the
+ * ticks [first, last] of the caller's clock (inclusive; last = INT_MAX: to the step's end). */
+typedef struct strop__arena_block {
+  size_t bytes;    /* in: its size */
+  int first, last; /* in: the ticks it is live over */
+  int id;          /* in: the caller's name for it */
+  size_t off;      /* out: its offset in the plan, a multiple of 64 */
+} strop__arena_block;
+/* Plans n blocks into one region so that no two blocks live at a common tick share a byte:
+ * greedy by size, as ML compilers plan their tensors (the largest block first; each in the
+ * smallest gap, among the blocks already placed that it meets in time, that holds it, else
+ * above them all). Sorts b (by size, largest first); placed is scratch of n ints. Returns the
+ * bytes the region needs. */
+size_t strop__arena_plan(strop__arena_block *b, int n, int *placed);
+
 #endif

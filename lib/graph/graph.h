@@ -11,6 +11,24 @@
 
 enum { STROP__ACT_KEPT = 0, STROP__ACT_RELEASED = 1, STROP__ACT_MOVED = 2 };
 
+/* What a training step's memory was made of, by kind: filled by the forward and the backward
+ * while a model's `account` points at one (strop_model_step_memory's planning logs it). */
+enum { STROP__ACCOUNT_TYPES = 24 };
+typedef struct strop__step_account {
+  /* per layer type: the output bytes kept at the end of the forward (each buffer once, under
+   * the node that holds it last: a relu written over its batch norm's output counts as relu),
+   * and what the layers' forwards took from the arena and kept (saved tensors) */
+  const char *type[STROP__ACCOUNT_TYPES];
+  size_t kept[STROP__ACCOUNT_TYPES], saved[STROP__ACCOUNT_TYPES];
+  int n_types;
+  size_t planned;   /* the region of activations and gradients planned from their lifetimes */
+  size_t live_peak; /* the most bytes of that region live at one tick */
+  size_t fwd_used;  /* the arena's bytes in use at the end of the forward */
+  size_t fwd_peak;  /* its peak by then (the forward's scratch included) */
+  size_t fwd_free;  /* bytes on the free list at the end of the forward (without a plan) */
+  size_t peak;      /* the arena's peak at the end of the backward */
+} strop__step_account;
+
 struct strop_model {
   strop__shape in_shape; /* per-sample input shape */
   strop__node *nodes;    /* in insertion order, which is a topological order */
@@ -68,6 +86,22 @@ struct strop_model {
   int *ckpt_first, *ckpt_last;
   strop__rng *ckpt_rng;
   int probe; /* 1 while strop__model_probe_step runs: no state changes */
+  /* the step's activations and gradients planned from their lifetimes (arena, from the
+   * forward until the step ends; NULL when the step runs on the free list: checkpointing):
+   * per node the offset in plan_base of its output (plan_off[i]), of its output's gradient
+   * (plan_off[n_nodes + i]) and of its recomputed output (plan_off[2 n_nodes + i]), SIZE_MAX
+   * when not planned, and the backward iteration the
+   * gradient is planned to be taken at (plan_giter) */
+  /* per node (arena, from the forward until the step ends; NULL with checkpointing): 1 when
+   * its output was not kept and its sole reader's backward computes it again from its input
+   * (STROP__LAYER_RECOMPUTE: gelu before fc2); with a plan, plan_off[2 n_nodes + i] is where */
+  uint8_t *recompute;
+  unsigned char *plan_base;
+  size_t *plan_off;
+  int *plan_giter;
+  size_t plan_bytes; /* the planned region's size */
+  /* what the last step held, for strop_model_step_memory's account (DEBUG log) */
+  struct strop__step_account *account;
   /* the forward's free list at its end (arena; model.c's entries): memory of outputs no one
    * reads any more, which the backward takes its gradients and recomputes from */
   void *fwd_free;
@@ -88,6 +122,11 @@ struct strop_model {
    * pass them to the layers); 0 otherwise */
   int64_t rows_before, rows_after;
 };
+
+/* Whether a step's activations and gradients are planned from their lifetimes (1) or taken
+ * from the free list (0); -1 (the default): STROP_MEMORY_PLAN in the environment ("0": the free
+ * list), else planned. For tests that compare the two. */
+extern int strop__memory_plan;
 
 /* Groups the nodes into the blocks that pattern names ("auto" or a glob over dotted name
  * prefixes; see strop_model_set_checkpointing): first[i] = the first node of the run of

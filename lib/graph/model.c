@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* strop — the model graph: named nodes in a DAG, shape inference, parameter storage, and
  * forward/backward over the DAG with the step arena and the frozen-trunk backward stop. */
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/tensor_impl.h"
@@ -521,6 +523,11 @@ void strop__model_step_end(strop_model *m) {
   m->ckpt_rng = NULL;
   m->fwd_free = NULL;
   m->n_fwd_free = 0;
+  m->plan_base = NULL;
+  m->plan_off = NULL;
+  m->plan_giter = NULL;
+  m->plan_bytes = 0;
+  m->recompute = NULL;
   for (int i = 0; i < m->n_nodes; i++) {
     m->nodes[i].saved = NULL;
     m->acts[i].data = NULL;
@@ -565,6 +572,20 @@ static int unit_reads_out(const strop_model *m, int first, int last) {
 static int unit_reads_in(const strop_model *m, int first, int last) {
   return first != last ||
          !(m->nodes[first].vt->flags & (STROP__LAYER_IN_UNREAD | STROP__LAYER_IN_PLACE));
+}
+
+/* Whether node i (a unit ending at last) writes its output over its input k0: an in-place layer
+ * (relu after a batch norm or a residual sum) that is its input's sole reader, when nothing
+ * else needs that input: not the input's own backward (the producer never reads its output),
+ * not a fused chain, not the model's input, output or kept activation. k0_live: k0's output is
+ * stored and still held (not released, not moved). */
+static int writes_in_place(const strop_model *m, int i, int last, const uint8_t *keep,
+                           int k0_live) {
+  const strop__node *nd = &m->nodes[i];
+  const int k0 = nd->n_in == 1 ? nd->in[0] : -1;
+  return k0 >= 0 && last == i && !m->keep_all && (nd->vt->flags & STROP__LAYER_IN_PLACE) &&
+         m->consumers[k0] == 1 && !keep_always(m, k0) && m->nodes[k0].fused == 0 &&
+         keep[k0] != 2 && (!m->upstream_trainable[k0] || !unit_reads_out(m, k0, k0)) && k0_live;
 }
 
 /* A free list of step memory: activations and gradients no one reads any more. */
@@ -799,6 +820,196 @@ strop_status strop__model_output_for(strop_model *m, const strop__shape *in, str
   return STROP_OK;
 }
 
+/* Whether node i's output need not be kept for its reader's backward because that backward
+ * computes it again (STROP__LAYER_RECOMPUTE: gelu, silu): i is a node by itself whose backward
+ * reads neither its output nor anything but its input k, k is kept anyway (i's own backward
+ * reads it, so it lives until the backward has passed i), and i's one reader is a node by
+ * itself that a backward visits and that reads its input (fc2 after BERT's and GPT-2's gelu:
+ * the output, as large as its input, goes once fc2's forward has run). Not with checkpointed
+ * blocks (their recompute keeps what it makes) nor where everything is kept. */
+static int recomputed(const strop_model *m, int i, const uint8_t *keep) {
+  const strop__node *nd = &m->nodes[i];
+  if (m->ckpt_first || m->keep_all || !(nd->vt->flags & STROP__LAYER_RECOMPUTE) ||
+      nd->fused != 0 || nd->n_in != 1 || nd->in[0] < 0 || keep_always(m, i) ||
+      m->consumers[i] != 1 || keep[i] != 1 || unit_reads_out(m, i, i) ||
+      !m->upstream_trainable[i])
+    return 0;
+  const int k = nd->in[0];
+  if (m->nodes[k].fused != 0 || keep[k] != 1) return 0;
+  for (int j = i + 1; j < m->n_nodes; j++)
+    for (int q = 0; q < m->nodes[j].n_in; q++)
+      if (m->nodes[j].in[q] == i)
+        return m->nodes[j].fused == 0 && m->upstream_trainable[j] && unit_reads_in(m, j, j);
+  return 0;
+}
+
+/* ---- the step's activations and gradients, planned from their lifetimes ---- */
+
+/* Whether p points into the step's planned region (its memory is never put on a free list:
+ * the plan has given it to a later tensor already). */
+static int in_plan(const strop_model *m, const void *p) {
+  const unsigned char *c = p;
+  return m->plan_base && c >= m->plan_base && c < m->plan_base + m->plan_bytes;
+}
+
+/* The step's clock: node i's forward takes its output at tick 2 i and lets go of its inputs
+ * at 2 i + 1; the backward's iteration i (from the last node down) lets go of node i + 1's
+ * output at bwd_tick(i), takes the gradients of its inputs one tick later and gives back its
+ * own output's gradient one tick after that. */
+static int bwd_tick(int nn, int i) { return 2 * nn + 3 * (nn - 1 - i); }
+
+static void account_add(strop__step_account *a, const char *type, size_t kept, size_t saved) {
+  int t = 0;
+  while (t < a->n_types && strcmp(a->type[t], type)) t++;
+  if (t == a->n_types) {
+    if (t == STROP__ACCOUNT_TYPES) t--; /* the rest under the last type seen */
+    else a->type[a->n_types++] = type;
+  }
+  a->kept[t] += kept;
+  a->saved[t] += saved;
+}
+
+int strop__memory_plan = -1;
+
+/* Whether steps are planned: strop__memory_plan (tests), else STROP_MEMORY_PLAN in the
+ * environment, read once ("0": the free list, to measure one against the other), else yes. */
+static int memory_plan_on(void) {
+  static int env = -2; /* -2: not read yet */
+  if (strop__memory_plan >= 0) return strop__memory_plan;
+  int e = __atomic_load_n(&env, __ATOMIC_RELAXED);
+  if (e == -2) {
+    const char *v = getenv("STROP_MEMORY_PLAN");
+    e = v && !strcmp(v, "0") ? 0 : 1;
+    __atomic_store_n(&env, e, __ATOMIC_RELAXED);
+  }
+  return e;
+}
+
+/* Plans where every activation and activation gradient of the step lives, before the forward
+ * runs: the forward and the backward below are followed tick by tick with the same decisions
+ * (what is kept, what is written in place, when an output's last reader has run, which
+ * gradients the backward takes when), each buffer is live from its first write to its last
+ * read, and strop__arena_plan packs them into one region of the arena (greedy by size). The
+ * free list's reuse left holes: a buffer went to the first later tensor that fit and the rest
+ * of it was lost, and neighbours never merged (the backward's large early gradients then grew
+ * the arena past everything the forward held). Steps with checkpointed blocks, whose recompute
+ * gives memory back in regions, stay on the free list. */
+static strop_status plan_lifetimes(strop_model *m, const uint8_t *keep, int64_t n) {
+  const int nn = m->n_nodes;
+  m->plan_base = NULL;
+  m->plan_off = NULL;
+  m->plan_giter = NULL;
+  m->plan_bytes = 0;
+  if (m->ckpt_first || nn == 0 || !memory_plan_on()) return STROP_OK;
+  strop__arena *a = &m->arena;
+  const size_t n3 = 3 * (size_t)nn;
+  size_t *off = strop__arena_alloc(a, n3 * sizeof *off);
+  size_t *idoff = strop__arena_alloc(a, n3 * sizeof *idoff);
+  int *giter = strop__arena_alloc(a, (size_t)nn * sizeof *giter);
+  int *tid = strop__arena_alloc(a, n3 * sizeof *tid); /* per node: its output's block, its
+                                                         output gradient's, its recompute's */
+  int *left = strop__arena_alloc(a, (size_t)nn * sizeof *left);
+  uint8_t *state = strop__arena_alloc(a, (size_t)nn);
+  uint8_t *has_grad = strop__arena_calloc(a, (size_t)nn);
+  strop__arena_block *blk = strop__arena_alloc(a, n3 * sizeof *blk);
+  int *placed = strop__arena_alloc(a, n3 * sizeof *placed);
+  if (!off || !idoff || !giter || !tid || !left || !state || !has_grad || !blk || !placed)
+    return strop__err(STROP_E_NOMEM, "forward: out of memory");
+  for (int i = 0; i < nn; i++) {
+    tid[i] = tid[nn + i] = tid[2 * nn + i] = -1;
+    left[i] = m->consumers[i];
+    state[i] = STROP__ACT_KEPT;
+    giter[i] = -1;
+  }
+  int nb = 0;
+  /* the forward, as strop__model_forward_shaped runs it */
+  for (int i = 0; i < nn; i++) {
+    const strop__node *nd = &m->nodes[i];
+    if (nd->fused < 0) continue;
+    const int last = i + nd->fused;
+    const int k0 = nd->n_in == 1 ? nd->in[0] : -1;
+    if (writes_in_place(m, i, last, keep,
+                        k0 >= 0 && tid[k0] >= 0 && state[k0] == STROP__ACT_KEPT)) {
+      tid[last] = tid[k0];
+      state[k0] = STROP__ACT_MOVED;
+    } else {
+      size_t bytes;
+      if (strop__mul_overflow(strop__shape_numel(&m->run_shapes[last]) * sizeof(float), (size_t)n,
+                              &bytes))
+        return STROP_OK; /* the forward names the layer */
+      blk[nb] = (strop__arena_block){bytes, 2 * i, INT_MAX, nb, 0};
+      tid[last] = nb++;
+    }
+    for (int j = 0; j < nd->n_in; j++) {
+      const int k = nd->in[j];
+      if (k < 0 || --left[k] > 0 || keep[k] || state[k]) continue;
+      state[k] = STROP__ACT_RELEASED;
+      if (tid[k] >= 0) blk[tid[k]].last = 2 * i + 1;
+    }
+    i = last;
+  }
+  /* the backward, as strop__model_backward runs it (nodes that need one as they are now) */
+  has_grad[nn - 1] = 1; /* the loss's, the caller's memory */
+  for (int i = nn - 1; i >= 0; i--) {
+    const int t = bwd_tick(nn, i), d = i + 1;
+    if (d < nn && state[d] == STROP__ACT_KEPT && tid[d] >= 0 && !keep_always(m, d) &&
+        !m->keep_all) {
+      state[d] = STROP__ACT_RELEASED;
+      blk[tid[d]].last = t;
+    }
+    if (!m->upstream_trainable[i] || !has_grad[i]) continue;
+    int first = i;
+    while (first > 0 && m->nodes[first].fused < 0) first--;
+    const strop__node *nd = &m->nodes[first];
+    for (int j = 0; j < nd->n_in; j++) {
+      const int k = nd->in[j];
+      if (k < 0 || !m->upstream_trainable[k] || has_grad[k]) continue;
+      has_grad[k] = 1;
+      const size_t bytes = strop__shape_numel(&m->run_shapes[k]) * sizeof(float) * (size_t)n;
+      blk[nb] = (strop__arena_block){bytes, t + 1, INT_MAX, nb, 0};
+      tid[nn + k] = nb++;
+      giter[k] = i;
+    }
+    for (int j = 0; j < nd->n_in && m->recompute; j++) {
+      const int k = nd->in[j]; /* computed again for this backward only */
+      if (k < 0 || !m->recompute[k] || tid[2 * nn + k] >= 0) continue;
+      const size_t bytes = strop__shape_numel(&m->run_shapes[k]) * sizeof(float) * (size_t)n;
+      blk[nb] = (strop__arena_block){bytes, t + 1, t + 1, nb, 0};
+      tid[2 * nn + k] = nb++;
+    }
+    if (i != nn - 1 && tid[nn + i] >= 0) blk[tid[nn + i]].last = t + 2;
+    i = first;
+  }
+  size_t live = 0;
+  if (m->account) { /* the most bytes live at one tick, against the region's size */
+    for (int b = 0; b < nb; b++) {
+      size_t at = 0;
+      for (int c = 0; c < nb; c++)
+        if (blk[c].first <= blk[b].first && blk[c].last >= blk[b].first) at += blk[c].bytes;
+      if (at > live) live = at;
+    }
+  }
+  const size_t bytes = strop__arena_plan(blk, nb, placed);
+  for (int b = 0; b < nb; b++) idoff[blk[b].id] = blk[b].off;
+  for (size_t q = 0; q < n3; q++) off[q] = tid[q] >= 0 ? idoff[tid[q]] : SIZE_MAX;
+  if (bytes) {
+    m->plan_base = strop__arena_alloc(a, bytes);
+    if (!m->plan_base)
+      return strop__err(STROP_E_NOMEM,
+                        "forward: out of memory for the %zu bytes of the step's "
+                        "activations and gradients",
+                        bytes);
+  }
+  m->plan_off = off;
+  m->plan_giter = giter;
+  m->plan_bytes = bytes;
+  if (m->account) {
+    m->account->planned = bytes;
+    m->account->live_peak = live;
+  }
+  return STROP_OK;
+}
+
 strop_status strop__model_forward_exec(strop_model *m, const float *input, int64_t n,
                                        int training, const strop__side *side,
                                        const strop__act **out) {
@@ -906,6 +1117,22 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
   }
   for (int i = 0; i < nn; i++)
     if (!keep[i]) keep[i] = keep_always(m, i) || m->keep_all;
+  m->recompute = NULL;
+  if (!m->ckpt_first && !m->keep_all) {
+    if (!(m->recompute = strop__arena_calloc(&m->arena, (size_t)nn))) {
+      strop__model_step_end(m);
+      return strop__err(STROP_E_NOMEM, "forward: out of memory");
+    }
+    for (int i = 0; i < nn; i++)
+      if (recomputed(m, i, keep)) {
+        m->recompute[i] = 1;
+        keep[i] = 0; /* dead once its reader's forward has run */
+      }
+  }
+  if ((s = plan_lifetimes(m, keep, n))) {
+    strop__model_step_end(m);
+    return s;
+  }
   strop__act ins_local[16];
   for (int i = 0; i < m->n_nodes; i++) {
     strop__node *nd = &m->nodes[i];
@@ -934,13 +1161,14 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
      * or kept activation. Then the input's memory is this node's and is not released. */
     const int k0 = nd->n_in == 1 ? nd->in[0] : -1;
     int best = -1;
-    if (k0 >= 0 && last == i && !m->keep_all && (nd->vt->flags & STROP__LAYER_IN_PLACE) &&
-        m->consumers[k0] == 1 && !keep_always(m, k0) && m->nodes[k0].fused == 0 &&
-        keep[k0] != 2 && (!m->upstream_trainable[k0] || !unit_reads_out(m, k0, k0)) &&
-        m->acts[k0].data && m->released[k0] == STROP__ACT_KEPT) {
+    if (writes_in_place(m, i, last, keep,
+                        k0 >= 0 && m->acts[k0].data && m->released[k0] == STROP__ACT_KEPT)) {
       o->data = m->acts[k0].data;
       abytes[last] = abytes[k0];
       m->released[k0] = STROP__ACT_MOVED;
+    } else if (m->plan_off && m->plan_off[last] != SIZE_MAX) {
+      o->data = (float *)(m->plan_base + m->plan_off[last]);
+      abytes[last] = bytes;
     } else {
       for (int q = 0; q < n_spares; q++)
         if (spares[q].bytes >= bytes && (best < 0 || spares[q].bytes < spares[best].bytes))
@@ -974,15 +1202,27 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
     if (scratch_only) {
       strop__arena_rollback(&m->arena, mk);
       for (int j = i; j <= last; j++) m->nodes[j].saved = NULL;
+    } else if (m->account) {
+      account_add(m->account, nd->vt->type, 0, m->arena.used_total - mk.total);
     }
     for (int j = 0; j < nd->n_in; j++) {
       const int k = nd->in[j];
       if (k < 0 || --left[k] > 0 || keep[k] || m->released[k]) continue;
       m->released[k] = STROP__ACT_RELEASED; /* its last reader has run, no backward reads it */
+      if (in_plan(m, m->acts[k].data)) continue; /* the plan has its memory taken already */
       spares[n_spares].p = m->acts[k].data;
       spares[n_spares++].bytes = abytes[k];
     }
     i = last;
+  }
+  if (m->account) {
+    strop__step_account *ac = m->account;
+    for (int i = 0; i < nn; i++)
+      if (m->acts[i].data && m->released[i] == STROP__ACT_KEPT)
+        account_add(ac, m->nodes[i].vt->type, act_bytes(m, i), 0);
+    ac->fwd_used = m->arena.used_total;
+    ac->fwd_peak = m->arena.peak;
+    for (int q = 0; q < n_spares; q++) ac->fwd_free += spares[q].bytes;
   }
   m->have_forward = 1;
   m->fwd_free = spares;
@@ -1172,6 +1412,26 @@ static void ckpt_end(strop_model *m, ckpt_region *r, spare *spares, int *n_spare
   r->b0 = -1;
 }
 
+/* Node k's output computed again from its input (m->recompute[k]) for its reader's backward,
+ * where the plan put it or in the arena after the reader's scratch mark (given back with it). */
+static strop_status recompute_output(strop_model *m, int k, strop__exec *x, strop__act *out) {
+  strop__node *rn = &m->nodes[k];
+  const size_t bytes = act_bytes(m, k), q = 2 * (size_t)m->n_nodes + (size_t)k;
+  out->n = m->batch;
+  out->shape = m->run_shapes[k];
+  out->data = m->plan_off && m->plan_off[q] != SIZE_MAX ? (float *)(m->plan_base + m->plan_off[q])
+                                                        : strop__arena_alloc(&m->arena, bytes);
+  if (!out->data)
+    return strop__err(STROP_E_NOMEM,
+                      "backward: layer '%s': out of memory for %zu bytes of its output "
+                      "computed again",
+                      rn->name, bytes);
+  x->recompute = 1;
+  strop_status s = rn->vt->forward(rn, x, &m->acts[rn->in[0]], out);
+  x->recompute = m->probe;
+  return s;
+}
+
 strop_status strop__model_backward(strop_model *m, const float *dout) {
   if (!m->have_forward)
     return strop__err(STROP_E_STATE, "backward: no forward pass to differentiate");
@@ -1201,7 +1461,8 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
     const int last = i + (nd->fused > 0 ? nd->fused : 0);
     int bad = unit_reads_out(m, i, last) && m->released[last] == STROP__ACT_RELEASED;
     for (int j = 0; j < nd->n_in && !bad && unit_reads_in(m, i, last); j++)
-      bad = nd->in[j] >= 0 && m->released[nd->in[j]] == STROP__ACT_RELEASED;
+      bad = nd->in[j] >= 0 && m->released[nd->in[j]] == STROP__ACT_RELEASED &&
+            !(m->recompute && m->recompute[nd->in[j]]);
     if (bad)
       return strop__err(STROP_E_STATE,
                         "backward: layer '%s' needs activations its forward did "
@@ -1259,9 +1520,11 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
     const int d = i + 1;
     if (d < nn && m->released && m->released[d] == STROP__ACT_KEPT && m->acts[d].data &&
         !keep_always(m, d) && !m->keep_all) {
-      spares[n_spares].p = m->acts[d].data;
-      spares[n_spares++].bytes = strop__shape_numel(&m->acts[d].shape) * sizeof(float) *
-                                 (size_t)m->batch;
+      if (!in_plan(m, m->acts[d].data)) {
+        spares[n_spares].p = m->acts[d].data;
+        spares[n_spares++].bytes = strop__shape_numel(&m->acts[d].shape) * sizeof(float) *
+                                   (size_t)m->batch;
+      }
       m->released[d] = STROP__ACT_RELEASED;
       m->acts[d].data = NULL;
     }
@@ -1294,10 +1557,19 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
           x.din_assign = (nd->vt->flags & STROP__LAYER_ASSIGNS_DIN) && nd->n_in == 1 &&
                          m->consumers[k] == 1;
           int best = -1;
-          for (int q = 0; q < n_spares; q++)
-            if (spares[q].bytes >= b && (best < 0 || spares[q].bytes < spares[best].bytes))
-              best = q;
-          if (best >= 0) {
+          if (m->plan_off && m->plan_giter[k] == i && m->plan_off[nn + k] != SIZE_MAX) {
+            /* where the plan put it (taken here, as planned) */
+            m->grads[k] = (float *)(m->plan_base + m->plan_off[nn + k]);
+            gbytes[k] = b;
+            if (!x.din_assign) memset(m->grads[k], 0, b);
+          } else {
+            for (int q = 0; q < n_spares; q++)
+              if (spares[q].bytes >= b && (best < 0 || spares[q].bytes < spares[best].bytes))
+                best = q;
+          }
+          if (m->grads[k]) {
+            /* planned */
+          } else if (best >= 0) {
             m->grads[k] = spares[best].p;
             gbytes[k] = spares[best].bytes;
             spares[best] = spares[--n_spares];
@@ -1322,6 +1594,10 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
     }
     /* what the layer takes from the arena inside its backward is scratch: given back after */
     strop__arena_mark mk = strop__arena_get_mark(&m->arena);
+    for (int j = 0; j < nd->n_in && m->recompute; j++)
+      if (nd->in[j] >= 0 && m->recompute[nd->in[j]] &&
+          (s = recompute_output(m, nd->in[j], &x, &ins[j])))
+        return s;
     x.pgrad_assign = pgrad_prepare(m, first, i);
     s = nd->vt->backward(nd, &x, ins, &m->acts[i], m->grads[i], din);
     if (s) return s;
@@ -1329,14 +1605,17 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
       for (int j = 0; j < nd->n_params; j++) nd->params[j].grad_stale = 0;
     strop__arena_rollback(&m->arena, mk);
     if (i != nn - 1) {
-      spares[n_spares].p = m->grads[i];
-      spares[n_spares++].bytes = gbytes[i];
+      if (!in_plan(m, m->grads[i])) {
+        spares[n_spares].p = m->grads[i];
+        spares[n_spares++].bytes = gbytes[i];
+      }
       m->grads[i] = NULL;
     }
     if (m->bwd_done && (s = m->bwd_done(m->bwd_done_ctx, first))) return s;
     i = first;
   }
   if (reg.b0 >= 0) ckpt_end(m, &reg, spares, &n_spares);
+  if (m->account) m->account->peak = m->arena.peak;
   /* parameters whose nodes the backward did not reach got no gradient: zero */
   for (int k = 0; k < m->n_params; k++) strop__param_grad_fresh(m->params[k]);
   return STROP_OK;

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* strop — planning a training step's memory by running one: a forward and backward on zeros in
  * an arena of their own, leaving every state of the model as it was. */
+#include <stdio.h>
 #include <string.h>
 
 #include "graph/graph.h"
@@ -9,6 +10,43 @@ typedef struct grad_save {
   float *grad;
   int stale, checked;
 } grad_save;
+
+/* The planned step's memory by kind, as a DEBUG log line (docs/performance.md's account of the
+ * real-size rows comes from it). */
+static void log_account(const strop__step_account *a, int64_t n) {
+  char buf[2048];
+  size_t len = 0, kept = 0, saved = 0;
+  for (int t = 0; t < a->n_types; t++) {
+    kept += a->kept[t];
+    saved += a->saved[t];
+  }
+  len += (size_t)snprintf(buf + len, sizeof buf - len,
+                          "step memory of %lld samples: arena peak %.1f MB; at the end of the "
+                          "forward %.1f MB in use (peak %.1f MB): outputs kept %.1f MB",
+                          (long long)n, a->peak / 1e6, a->fwd_used / 1e6, a->fwd_peak / 1e6,
+                          kept / 1e6);
+  for (int t = 0; t < a->n_types && len < sizeof buf; t++)
+    if (a->kept[t])
+      len += (size_t)snprintf(buf + len, sizeof buf - len, "%s %s %.1f", t ? "," : " (",
+                              a->type[t], a->kept[t] / 1e6);
+  if (len < sizeof buf)
+    len += (size_t)snprintf(buf + len, sizeof buf - len, "), saved by layers %.1f MB",
+                            saved / 1e6);
+  int opened = 0;
+  for (int t = 0; t < a->n_types && len < sizeof buf; t++)
+    if (a->saved[t] >= 100000) {
+      len += (size_t)snprintf(buf + len, sizeof buf - len, "%s %s %.1f", opened ? "," : " (",
+                              a->type[t], a->saved[t] / 1e6);
+      opened = 1;
+    }
+  if (len < sizeof buf)
+    len += (size_t)snprintf(buf + len, sizeof buf - len,
+                            "%s; free list %.1f MB; planned region %.1f MB, most live at "
+                            "once %.1f MB",
+                            opened ? ")" : "", a->fwd_free / 1e6, a->planned / 1e6,
+                            a->live_peak / 1e6);
+  strop__log(STROP_LOG_DEBUG, "%s", buf);
+}
 
 strop_status strop__model_probe_step(strop_model *m, int64_t n, const strop__shape *shape,
                                      size_t *arena_peak, size_t *out_bytes) {
@@ -41,6 +79,9 @@ strop_status strop__model_probe_step(strop_model *m, int64_t n, const strop__sha
   strop__arena mine = m->arena;
   strop__arena_init(&m->arena);
   m->probe = 1;
+  strop__step_account ac;
+  memset(&ac, 0, sizeof ac);
+  m->account = &ac;
   const strop__act *o;
   s = strop__model_forward_shaped(m, input, n, shape, 1, NULL, &o);
   if (!s) {
@@ -52,6 +93,8 @@ strop_status strop__model_probe_step(strop_model *m, int64_t n, const strop__sha
     *out_bytes = ob;
   }
   *arena_peak = m->arena.peak;
+  if (!s) log_account(&ac, n);
+  m->account = NULL;
   strop__model_step_end(m);
   m->probe = 0;
   strop__arena_destroy(&m->arena);

@@ -187,7 +187,12 @@ static strop_status act_backward(strop__node *n, const strop__exec *x, const str
       .backward = act_backward,                         \
   };
 
-/* an elementwise activation keeps the shape; the softmaxes check their dim */
+/* An elementwise activation keeps the shape; the softmaxes check their dim. Those whose backward
+ * reads only the input (gelu, silu, leaky_relu, hardswish, hardsigmoid) say their output is
+ * unread, so it is not kept for them, and that it is cheap to compute again from that input,
+ * so it need not be kept for the next layer's backward either; relu, relu6, tanh, sigmoid and
+ * the softmaxes read their output. */
+#define ACT_CHEAP (STROP__LAYER_OUT_UNREAD | STROP__LAYER_RECOMPUTE)
 #define ACT_SAME(NAME, DOC, FLAGS, OPTIONS) \
   ACT_VT(NAME, DOC, FLAGS, OPTIONS, strop__shape_same, strop__node_infer_shape)
 #define ACT_SOFT(NAME, DOC) ACT_VT(NAME, DOC, 0, SOFTMAX_OPTIONS, softmax_shape, softmax_infer)
@@ -196,13 +201,14 @@ ACT_SAME(relu, "max(x, 0) (torch.nn.ReLU)", STROP__LAYER_EPILOGUE_RELU | STROP__
          NULL)
 ACT_SAME(relu6, "min(max(x, 0), 6) (torch.nn.ReLU6, MobileNetV2's activation)",
          STROP__LAYER_IN_PLACE, NULL)
-ACT_SAME(leaky_relu, "x, or negative_slope x below 0 (torch.nn.LeakyReLU)", 0, LEAKY_OPTIONS)
-ACT_SAME(gelu, "x Phi(x) (torch.nn.GELU)", 0, GELU_OPTIONS)
-ACT_SAME(silu, "x sigmoid(x) (torch.nn.SiLU)", 0, NULL)
+ACT_SAME(leaky_relu, "x, or negative_slope x below 0 (torch.nn.LeakyReLU)", ACT_CHEAP,
+         LEAKY_OPTIONS)
+ACT_SAME(gelu, "x Phi(x) (torch.nn.GELU)", ACT_CHEAP, GELU_OPTIONS)
+ACT_SAME(silu, "x sigmoid(x) (torch.nn.SiLU)", ACT_CHEAP, NULL)
 ACT_SAME(tanh, "tanh(x) (torch.nn.Tanh)", 0, NULL)
 ACT_SAME(sigmoid, "1 / (1 + exp(-x)) (torch.nn.Sigmoid)", 0, NULL)
-ACT_SAME(hardswish, "x relu6(x + 3) / 6 (torch.nn.Hardswish)", 0, NULL)
-ACT_SAME(hardsigmoid, "relu6(x + 3) / 6 (torch.nn.Hardsigmoid)", 0, NULL)
+ACT_SAME(hardswish, "x relu6(x + 3) / 6 (torch.nn.Hardswish)", ACT_CHEAP, NULL)
+ACT_SAME(hardsigmoid, "relu6(x + 3) / 6 (torch.nn.Hardsigmoid)", ACT_CHEAP, NULL)
 ACT_SOFT(softmax, "softmax along dim (torch.nn.Softmax)")
 ACT_SOFT(log_softmax, "log of softmax along dim (torch.nn.LogSoftmax)")
 

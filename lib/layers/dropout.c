@@ -57,7 +57,9 @@ const strop__layer_vtable strop__layer_dropout = {
     .doc = "inverted dropout in train mode, identity in eval mode (torch.nn.Dropout)",
     .cfg_size = sizeof(dropout_cfg),
     .n_inputs = 1,
-    .flags = STROP__LAYER_STOCHASTIC | STROP__LAYER_EVAL_IDENTITY | STROP__LAYER_IN_PLACE,
+    /* the backward reads the mask only: neither its input nor its output is kept for it */
+    .flags = STROP__LAYER_STOCHASTIC | STROP__LAYER_EVAL_IDENTITY | STROP__LAYER_IN_PLACE |
+             STROP__LAYER_OUT_UNREAD,
     .options = OPTIONS,
     .shape = strop__shape_same,
     .infer = strop__node_infer_shape,

@@ -448,8 +448,12 @@ enum {
                                       never reads in[0].data (relu: the output says it all) */
   STROP__LAYER_OUT_UNREAD = 4096,      /* the backward never reads the node's own output (batch
                                       norm, add), so a sole in-place reader may overwrite it */
-  STROP__LAYER_IN_UNREAD = 8192        /* the backward never reads its inputs' data, only their
+  STROP__LAYER_IN_UNREAD = 8192,       /* the backward never reads its inputs' data, only their
                                       shapes (add, the pools): they need not be kept for it */
+  STROP__LAYER_RECOMPUTE = 16384       /* one input, elementwise, deterministic, saves nothing,
+                                      backward reads its input only (gelu, silu): its output
+                                      may be dropped after its reader's forward and computed
+                                      again from its input for that reader's backward */
 };
 
 struct strop__layer_vtable {

@@ -120,7 +120,7 @@ const strop__layer_vtable strop__layer_layernorm = {
            "(torch.nn.LayerNorm)",
     .cfg_size = sizeof(layernorm_cfg),
     .n_inputs = 1,
-    .flags = 0,
+    .flags = STROP__LAYER_OUT_UNREAD, /* the backward reads the input and the row statistics */
     .options = OPTIONS,
     .params = PARAMS,
     .shape = layernorm_shape,

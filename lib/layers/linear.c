@@ -196,7 +196,8 @@ const strop__layer_vtable strop__layer_linear = {
     .doc = "y = x W^T + b over the last dimension (torch.nn.Linear)",
     .cfg_size = sizeof(linear_cfg),
     .n_inputs = 1,
-    .flags = STROP__LAYER_ASSIGNS_DIN | STROP__LAYER_ASSIGNS_PGRAD | STROP__LAYER_FOLD_CL,
+    .flags = STROP__LAYER_ASSIGNS_DIN | STROP__LAYER_ASSIGNS_PGRAD | STROP__LAYER_FOLD_CL |
+             STROP__LAYER_OUT_UNREAD, /* the backward reads x, W and dy, never y */
     .options = OPTIONS,
     .params = PARAMS,
     .check = linear_check,
