@@ -1004,6 +1004,64 @@ START_TEST(maxpool_kernels_agree) {
 }
 END_TEST
 
+/* The general max pool (any window, stride and padding, dilation 1) against a scan written
+ * here: each window's taps in row-major order, the first maximum kept (strict >), a NaN taken
+ * at once, the argmax starting at the window's first tap. Ties, -0, infinities, planes with a
+ * NaN (the scalar loop) and without (the swept one), with and without the fused relu. */
+START_TEST(maxpool_general_matches_scan) {
+  enum { CAP = 2 * 20 * 20 };
+  static float x[CAP], y[CAP], want[CAP];
+  static int32_t am[CAP], want_am[CAP];
+  static const float levels[] = {-1.0f, 0.0f, -0.0f, 1.0f, 2.0f, INFINITY, -INFINITY, 0.5f};
+  int cases = 0;
+  for (int k = 1; k <= 4; k++)
+    for (int st = 1; st <= 3; st++)
+      for (int p = 0; p <= k / 2; p++)
+        for (int64_t h = k; h <= 13; h += 3)
+          for (int64_t w = k; w <= 14; w += 2)
+            for (int nan = 0; nan < 2; nan++)
+              for (int relu = 0; relu < 2; relu++) {
+                const int64_t oh = (h + 2 * p - k) / st + 1, ow = (w + 2 * p - k) / st + 1;
+                strop__pool2d_dims d = {1, 2, h, w, k, k, st, st, p, p, 1, 1, oh, ow};
+                for (int64_t i = 0; i < 2 * h * w; i++)
+                  x[i] = (i * 13 + h + w) % 11 == 0 ? levels[(i + k) % 8]
+                                                    : (float)((i * 7 + st) % 4) - 1.0f;
+                if (nan) x[h * w + (w / 2)] = NAN; /* the second plane only */
+                for (int64_t pl = 0; pl < 2; pl++)
+                  for (int64_t oy = 0; oy < oh; oy++)
+                    for (int64_t ox = 0; ox < ow; ox++) {
+                      const int64_t y0 = oy * st - p, x0 = ox * st - p;
+                      float m = -INFINITY;
+                      int64_t best = -1;
+                      for (int64_t ki = 0; ki < k; ki++)
+                        for (int64_t kj = 0; kj < k; kj++) {
+                          const int64_t r = y0 + ki, c = x0 + kj;
+                          if (r < 0 || r >= h || c < 0 || c >= w) continue;
+                          if (best < 0) best = r * w + c;
+                          if (m != m) continue; /* a NaN was taken */
+                          float v = x[pl * h * w + r * w + c];
+                          if (relu && v < 0.0f) v = 0.0f;
+                          if (v > m || v != v) m = v, best = r * w + c;
+                        }
+                      want[(pl * oh + oy) * ow + ox] = m;
+                      want_am[(pl * oh + oy) * ow + ox] = (int32_t)best;
+                    }
+                strop__maxpool2d_forward_ex(&d, x, y, am, relu);
+                for (int64_t i = 0; i < 2 * oh * ow; i++) {
+                  ck_assert_msg(memcmp(&y[i], &want[i], sizeof(float)) == 0 ||
+                                    (y[i] != y[i] && want[i] != want[i]),
+                                "k %d s %d p %d %lldx%lld nan %d relu %d: y[%lld] %g, want %g", k,
+                                st, p, (long long)h, (long long)w, nan, relu, (long long)i,
+                                (double)y[i], (double)want[i]);
+                  ck_assert_msg(am[i] == want_am[i], "k %d s %d p %d: argmax[%lld] %d, want %d",
+                                k, st, p, (long long)i, am[i], want_am[i]);
+                }
+                cases++;
+              }
+  ck_assert_int_gt(cases, 500);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ gradcheck */
 
 static const struct gc_case {
@@ -1413,6 +1471,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, threads_agree);
   tcase_add_loop_test(tc, fused_chains_match_unfused, 0, N_FUSE);
   tcase_add_test(tc, maxpool_kernels_agree);
+  tcase_add_test(tc, maxpool_general_matches_scan);
   suite_add_tcase(s, tc);
   tc = tcase_create("bn_fold");
   tcase_add_loop_test(tc, bn_fold_matches_unfolded, 0, N_FOLD);

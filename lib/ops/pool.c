@@ -4,6 +4,7 @@
 #include "ops/pool.h"
 
 #include "core/core.h"
+#include "ops/ops.h"
 
 #include <math.h>
 #include <string.h>
@@ -207,6 +208,54 @@ static void maxpool_2x2_forward(const strop__pool2d_dims *d, const float *x, flo
   }
 }
 
+/* 1 when the plane holds a NaN (an OR the compiler vectorises). */
+STROP__CLONES static int plane_has_nan(const float *x, int64_t n) {
+  int nan = 0;
+  for (int64_t i = 0; i < n; i++) nan |= x[i] != x[i];
+  return nan;
+}
+
+/* One plane of an undilated max pool without NaN in its input: per output row, every tap
+ * (ki, kj) in scan order swept across the row's outputs — a strided load, a compare and two
+ * selects the compiler vectorises — instead of a branchy scalar loop per window. Strict > keeps
+ * the first maximum in the window's scan order, as the general loop below does, so the values
+ * and the argmax are the same; each argmax starts at the window's first tap, as there. */
+STROP__CLONES static void maxpool_plane_swept(const strop__pool2d_dims *d, const float *xp,
+                                              float *yp, int32_t *ap, int relu) {
+  const int64_t H = d->h, W = d->w, oh = d->oh, ow = d->ow, sw = d->sw, pw = d->pw;
+  for (int64_t oy = 0; oy < oh; oy++) {
+    const int64_t y0 = oy * d->sh - d->ph;
+    int64_t kilo, kihi;
+    taps(y0, 1, d->kh, H, &kilo, &kihi);
+    float *yr = yp + oy * ow;
+    int32_t *ar = ap + oy * ow;
+    for (int64_t ox = 0; ox < ow; ox++) {
+      const int64_t x0 = ox * sw - pw;
+      int64_t kjlo, kjhi;
+      taps(x0, 1, d->kw, W, &kjlo, &kjhi);
+      yr[ox] = -INFINITY;
+      ar[ox] = (int32_t)((y0 + kilo) * W + x0 + kjlo);
+    }
+    for (int64_t ki = kilo; ki < kihi; ki++) {
+      const int64_t rbase = (y0 + ki) * W;
+      const float *row = xp + rbase;
+      for (int64_t kj = 0; kj < d->kw; kj++) {
+        const int64_t off = kj - pw; /* input column ox * sw + off, valid in [0, W) */
+        const int64_t lo = off < 0 ? (-off + sw - 1) / sw : 0;
+        int64_t hi = W - 1 - off < 0 ? 0 : (W - 1 - off) / sw + 1;
+        if (hi > ow) hi = ow;
+        for (int64_t ox = lo; ox < hi; ox++) {
+          const int64_t c = ox * sw + off;
+          const float v = relu ? RELU(row[c]) : row[c];
+          const int gt = v > yr[ox];
+          yr[ox] = gt ? v : yr[ox];
+          ar[ox] = gt ? (int32_t)(rbase + c) : ar[ox];
+        }
+      }
+    }
+  }
+}
+
 static void maxpool2d_forward_serial(const strop__pool2d_dims *d, const float *x, float *y,
                                      int32_t *argmax, int relu) {
   const int64_t H = d->h, W = d->w, oh = d->oh, ow = d->ow;
@@ -218,6 +267,10 @@ static void maxpool2d_forward_serial(const strop__pool2d_dims *d, const float *x
     const float *xp = x + pl * H * W;
     float *yp = y + pl * oh * ow;
     int32_t *ap = argmax + pl * oh * ow;
+    if (d->dh == 1 && d->dw == 1 && !plane_has_nan(xp, H * W)) {
+      maxpool_plane_swept(d, xp, yp, ap, relu);
+      continue;
+    }
     for (int64_t oy = 0; oy < oh; oy++) {
       int64_t y0 = oy * d->sh - d->ph, kilo, kihi;
       taps(y0, d->dh, d->kh, H, &kilo, &kihi);
