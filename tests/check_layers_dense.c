@@ -1296,7 +1296,8 @@ static float gemm_bits(int tb, int64_t i, int64_t j, int64_t k, float alpha, con
 /* The packed path of the own GEMM on products of more than 128 rows, which pack op(A) once per
  * k block for up to 512 rows at a time: on every transpose combination, shapes across the
  * 512-row, 128-row, 8-row, 16-row pair, 32- and 16-column and 256-deep edges, alpha and beta,
- * the exact bits of the own GEMM's arithmetic (gemm_bits). */
+ * the exact bits of the own GEMM's arithmetic (gemm_bits); and strop__sgemm sends it the wide
+ * products it runs faster than OpenBLAS. */
 START_TEST(own_gemm_wide_bits) {
   if (!strop__gemm_own_available()) {
     printf("own_gemm_wide_bits: no AVX-512 here, skipped\n");
@@ -1344,6 +1345,11 @@ START_TEST(own_gemm_wide_bits) {
     }
     free(a), free(at), free(b), free(bt), free(c0), free(c), free(want);
   }
+  /* strop__sgemm takes a wide forward or input-gradient product of a transformer's layer (A not
+   * transposed, every side at least 256) whatever OpenBLAS's kernels: level with or faster
+   * than OpenBLAS's AVX-512 ones (docs/performance.md) */
+  ck_assert(strop__gemm_use_own(0, 1, 256, 2048, 2048));
+  ck_assert(strop__gemm_use_own(0, 0, 512, 768, 3072));
 }
 END_TEST
 

@@ -165,13 +165,16 @@ __attribute__((target("avx512f"))) static void pack_rows_n(const float *src, int
 
 /* kc rows of B (row stride ldb, cols contiguous floats each) into panels of NR columns, each
  * [kc][NR] zero-padded: pack_rows_n's panels, filled row by row so that B is read in the order
- * it lies (a weight streamed from memory, whose rows are far apart). */
+ * it lies (a weight streamed from memory, whose rows are far apart), the rows ahead prefetched
+ * (a row's segment is too short for the hardware's stream prefetcher to run ahead of it). */
 __attribute__((target("avx512f"))) static void pack_b_n(const float *b, int64_t ldb, int64_t cols,
                                                         int64_t kc, float *d) {
   for (int64_t p = 0; p < kc; p++) {
     const float *s = b + p * ldb;
     for (int64_t j = 0; j < cols; j += NR) {
       float *dp = d + j * kc + p * NR;
+      _mm_prefetch((const char *)(s + 4 * ldb + j), _MM_HINT_T0);
+      _mm_prefetch((const char *)(s + 4 * ldb + j + 16), _MM_HINT_T0);
       _mm512_storeu_ps(dp, _mm512_maskz_loadu_ps(lanes(cols - j), s + j));
       _mm512_storeu_ps(dp + 16, _mm512_maskz_loadu_ps(lanes(cols - j - 16), s + j + 16));
     }
@@ -467,6 +470,7 @@ static int corename_has_avx512(void) {
 }
 
 static int g_auto = -1; /* 1: the CPU has AVX-512 and OpenBLAS does not use it */
+enum { WIDE = 256 };
 
 int strop__gemm_own_available(void) { return __builtin_cpu_supports("avx512f") != 0; }
 
@@ -499,10 +503,14 @@ int strop__gemm_use_own(int ta, int tb, int64_t m, int64_t n, int64_t k) {
     v = !corename_has_avx512();
     __atomic_store_n(&g_auto, v, __ATOMIC_RELAXED);
   }
-  /* where OpenBLAS runs AVX-512 kernels of its own, only the small and skinny shapes, on
-   * which its packing of both operands at every call costs more than the kernel gains; not
-   * with a short k, where the tile's stores dominate and OpenBLAS's small-matrix kernels win */
-  return v || (sup_path(ta, tb, m, n, k) != 0 && k >= 32);
+  /* where OpenBLAS runs AVX-512 kernels of its own: the small and skinny shapes, on which its
+   * packing of both operands at every call costs more than the kernel gains (not with a short
+   * k, where the tile's stores dominate and OpenBLAS's small-matrix kernels win), and the wide
+   * forward and input-gradient products of transformer layers (A not transposed, every side
+   * at least WIDE), on which the packed path is 1.0-1.1x its kernels; weight gradients (A
+   * transposed) stay with it: level, 0.94-1.09x (bench_gemm, docs/performance.md) */
+  return v || (sup_path(ta, tb, m, n, k) != 0 && k >= 32) ||
+         (!ta && m >= WIDE && n >= WIDE && k >= WIDE);
 }
 
 __attribute__((target("avx512f"))) int strop__sgemm_own(int ta, int tb, int64_t m, int64_t n,
