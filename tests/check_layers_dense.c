@@ -1350,6 +1350,9 @@ START_TEST(own_gemm_wide_bits) {
    * than OpenBLAS's AVX-512 ones (docs/performance.md) */
   ck_assert(strop__gemm_use_own(0, 1, 256, 2048, 2048));
   ck_assert(strop__gemm_use_own(0, 0, 512, 768, 3072));
+  /* and a small product it used to read in place and now packs (B 2048 wide) stays its own */
+  ck_assert(strop__gemm_use_own(1, 0, 256, 2048, 256));
+  ck_assert(strop__gemm_use_own(0, 0, 128, 2048, 2048));
 }
 END_TEST
 

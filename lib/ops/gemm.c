@@ -474,25 +474,33 @@ enum { WIDE = 256 };
 
 int strop__gemm_own_available(void) { return __builtin_cpu_supports("avx512f") != 0; }
 
+/* The transposed product's packed A (k x m, m rounded up to 32) fits the buffer as it was
+ * before the 512-row region for op(A): the bound it was measured with. */
+static int sup_t_fits(int64_t m, int64_t k) {
+  return k * ((m + NR - 1) / NR * NR) <= (int64_t)(MC + NC) * KC;
+}
+
+/* 1 for a small or skinny product: op(A) short enough (m x KC) to stay in L2 while it is read
+ * in place once per 32 columns of C, or, with B transposed, an A that sgemm_sup_t packs whole
+ * (with fewer than 16 rows of B its 8-row panels run half empty: the packed path puts B's rows
+ * in the vector lanes instead). */
+static int small_shape(int ta, int tb, int64_t m, int64_t n, int64_t k) {
+  if (!tb) return m * (k < KC ? k : KC) <= 256 * KC;
+  return !ta && n >= 16 && sup_t_fits(m, k);
+}
+
 /* 1: read both operands in place (sgemm_sup_n), 2: the transposed product with A packed
- * (sgemm_sup_t), 0: the packed path. In place means a block of op(A), m x KC, is read once per
- * 32 columns of C, so m is bounded to keep it in L2. */
+ * (sgemm_sup_t), 0: the packed path. B read in place is read a row of 32 floats at a time, its
+ * rows ldb apart: from 2048 columns (8 KB) the packed path, which reads B row by row, is faster
+ * even on a small product; with a transposed A read in place, from 1024 columns
+ * (docs/performance.md). */
 static int sup_path(int ta, int tb, int64_t m, int64_t n, int64_t k) {
   if (strop__gemm_sup == 1) return 0;
-  /* B read in place is read a row of 32 floats at a time, its rows ldb apart: from 2048
-   * columns (8 KB) the packed path, which reads B row by row, is faster; a transposed A read in
-   * place likewise from 1024 columns of C (docs/performance.md) */
   if (!tb)
-    return strop__gemm_sup == 2 || (m * (k < KC ? k : KC) <= 256 * KC && n < (ta ? 1024 : 2048))
-               ? 1
-               : 0;
-  /* (with fewer than 16 rows of B the transposed product's 8-row panels run half empty:
-   * the packed path puts B's rows in the vector lanes instead; its packed A is bounded as it
-   * was measured, before the buffer grew a 512-row region for op(A)) */
-  if (!ta && (n >= 16 || strop__gemm_sup == 2) &&
-      k * ((m + NR - 1) / NR * NR) <= (int64_t)(MC + NC) * KC)
-    return 2;
-  return 0;
+    return strop__gemm_sup == 2 || (small_shape(ta, tb, m, n, k) && n < (ta ? 1024 : 2048)) ? 1
+                                                                                            : 0;
+  return small_shape(ta, tb, m, n, k) || (strop__gemm_sup == 2 && !ta && sup_t_fits(m, k)) ? 2
+                                                                                           : 0;
 }
 
 int strop__gemm_use_own(int ta, int tb, int64_t m, int64_t n, int64_t k) {
@@ -509,7 +517,7 @@ int strop__gemm_use_own(int ta, int tb, int64_t m, int64_t n, int64_t k) {
    * forward and input-gradient products of transformer layers (A not transposed, every side
    * at least WIDE), on which the packed path is 1.0-1.1x its kernels; weight gradients (A
    * transposed) stay with it: level, 0.94-1.09x (bench_gemm, docs/performance.md) */
-  return v || (sup_path(ta, tb, m, n, k) != 0 && k >= 32) ||
+  return v || (small_shape(ta, tb, m, n, k) && k >= 32) ||
          (!ta && m >= WIDE && n >= WIDE && k >= WIDE);
 }
 
