@@ -38,6 +38,11 @@ int strop__linear_forward_lowp(const float *x, const strop__lowp *w, const float
 int strop__linear_backward_lowp(const strop__lowp *w, const float *dy, float *dx, int64_t m,
                                 int64_t in, int64_t out, int w_in_out, int assign_dx);
 
+/* 1 when the two above run with w as it is held, without widening all of it into scratch at
+ * each call (a BF16 weight on the vdpbf16ps kernels): a caller that runs a product a few rows
+ * at a time then pays nothing per call for the weight. */
+int strop__linear_lowp_direct(const strop__lowp *w, int w_in_out);
+
 /* The same products in BF16 for an FP32 weight (the model's compute dtype): wb is the weight's
  * BF16 copy (strop__bf16_shadow_fill; [out, in], or [in, out] with w_in_out = wb->scale_cols).
  * Where strop__bf16_dot_enabled(), x (dy) and the copy multiply on vdpbf16ps with FP32 sums, as
