@@ -1208,6 +1208,58 @@ J
   expect 3 "tokenizer_config.json (chat_template 'default'):1:24: unsupported operand types" -- "$strop" generate "$work/gpt" --chat --prompt hello
   rm "$work/gpt/tokenizer_config.json"
   ;;
+bf16_curves)
+  # Mixed-precision training through the recipe (`--set model.compute_dtype=bf16`): the loss
+  # curve of the Fashion demo's recipe (shortened: 3 epochs a stage, no baseline) and of the text
+  # example's full fine-tune (2 epochs) in BF16 — on vdpbf16ps where the CPU has it and on the
+  # forced exact fallback (STROP_BF16_FALLBACK=1) — stays within a stated tolerance of FP32's:
+  # each epoch's train and val loss within 2% (Fashion) and 1% (text) of FP32's.
+  [ -f "$FASHION/train-images-idx3-ubyte.gz" ] || { echo "skip: $FASHION missing"; exit 77; }
+  [ -z "${STROP_SANITIZED:-}" ] || { echo "skip: the demos are too slow under sanitizers"; exit 77; }
+  FORT=/usr/share/games/fortunes
+  for f in startrek humorists de es it; do
+    [ -e "$FORT/$f" ] || { echo "skipped: $FORT/$f missing (packages fortunes, fortunes-de/-es/-it)"; exit 77; }
+  done
+  [ -n "$PYNP" ] || { echo "skipped: no python3 with numpy"; exit 77; }
+  lib=$(cd "$(dirname "$strop")/../.." && pwd)/libstrop.so
+  [ -r "$lib" ] || { echo "skipped: no libstrop.so two folders above the tool"; exit 77; }
+  STROP_LIBRARY=$lib PYTHONPATH=$src/bindings/python "$PYNP" "$src/examples/text/prepare.py" \
+    --out "$work/text" > /dev/null || fail "prepare.py"
+  for run in f32 bf16 fallback; do
+    set -- --set output.dir="$work/fashion-$run" --set "baselines=[]"
+    [ "$run" = f32 ] || set -- "$@" --set model.compute_dtype=bf16
+    fb=0; [ "$run" = fallback ] && fb=1
+    STROP_BF16_FALLBACK=$fb "$strop" finetune "$src/examples/fashion/finetune.yaml" --epochs 3 \
+      --quiet "$@" > "$work/fashion-$run.txt" 2>&1 || fail "fashion $run: $(cat "$work/fashion-$run.txt")"
+    set -- --set data.path="$work/text/startrek.jsonl" --set output.dir="$work/text-$run" \
+      --set output.metrics=metrics.csv
+    [ "$run" = f32 ] || set -- "$@" --set model.compute_dtype=bf16
+    STROP_BF16_FALLBACK=$fb "$strop" finetune "$src/examples/text/adapt-full.yaml" --epochs 2 \
+      --quiet "$@" > "$work/text-$run.txt" 2>&1 || fail "text $run: $(cat "$work/text-$run.txt")"
+  done
+  python3 - "$work" <<'P' || fail "a BF16 loss curve left FP32's"
+import csv, sys
+w = sys.argv[1]
+def curve(path):
+    rows = list(csv.DictReader(open(path)))
+    return [(r["stage"], r["epoch"], float(r["train_loss"]), float(r["val_loss"] or "nan"))
+            for r in rows]
+for ex, tol, metrics in (("fashion", 0.02, "metrics.csv"), ("text", 0.01, "metrics.csv")):
+    ref = curve(f"{w}/{ex}-f32/{metrics}")
+    for run in ("bf16", "fallback"):
+        got = curve(f"{w}/{ex}-{run}/{metrics}")
+        assert len(got) == len(ref), (ex, run, len(got), len(ref))
+        worst = 0.0
+        for a, b in zip(ref, got):
+            for i in (2, 3):
+                if a[i] != a[i]:
+                    continue
+                d = abs(b[i] - a[i]) / abs(a[i])
+                worst = max(worst, d)
+                assert d <= tol, f"{ex} {run} stage {a[0]} epoch {a[1]}: fp32 {a[i]:.5f}, {run} {b[i]:.5f}"
+        print(f"{ex:8s} {run:9s}: {len(got)} epochs, worst relative loss difference {worst:.5f} (tolerance {tol})")
+P
+  ;;
 *) fail "unknown case $case_name" ;;
 esac
 echo "PASS: $case_name"
