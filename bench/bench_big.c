@@ -11,7 +11,9 @@
  * TOKENS= in the environment change the shape; FROZEN_DTYPE=f32|bf16|int8 how the frozen
  * weights are held; LOG=debug prints the library's DEBUG lines (the planning's account of the
  * step memory by kind) on stderr; STROP_MEMORY_PLAN=0 runs the steps on the free list instead
- * of the lifetime-planned arena. Frozen and LoRA rows load with STROP_LOAD_FROZEN | STROP_LOAD_MMAP: the
+ * of the lifetime-planned arena; STROP_FUSED_LOSS=0 holds the whole [tokens x vocabulary]
+ * logits and their gradient (and predicts that) instead of running the LM head with its
+ * cross-entropy a chunk of rows at a time. Frozen and LoRA rows load with STROP_LOAD_FROZEN | STROP_LOAD_MMAP: the
  * frozen base is read straight from the mapped file (docs/performance.md); MMAP=0 copies it.
  *
  * Prints one RESULT line: samples/s or tokens/s (best of `repeats` windows of `steps` steps
@@ -157,12 +159,14 @@ int main(int argc, char **argv) {
   bench_reset_peak_rss();
   float loss = 0;
   const double best = bench_best_step(tr, x, y, steps, repeats, &loss);
+  const char *fl = getenv("STROP_FUSED_LOSS");
   printf("RESULT impl=strop row=%s threads=%d batch=%lld tokens=%lld frozen_dtype=%s "
+         "fused_loss=%d "
          "step_ms=%.1f %s=%.2f gemm_flops=%.4g loss=%.4f params=%lld trainable=%lld "
          "load_s=%.2f rss_start_kb=%ld peak_after_load_kb=%ld rss_before_step_kb=%ld "
          "peak_setup_kb=%ld peak_rss_kb=%ld planned_peak_kb=%zu\n",
-         row, threads, (long long)batch, (long long)tokens, fdt ? fdt : "f32", best * 1e3,
-         resnet ? "samples_per_s" : "tokens_per_s",
+         row, threads, (long long)batch, (long long)tokens, fdt ? fdt : "f32",
+         !(fl && !strcmp(fl, "0")), best * 1e3, resnet ? "samples_per_s" : "tokens_per_s",
          (double)(resnet ? batch : batch * tokens) / best, step_flops, (double)loss,
          (long long)strop_model_param_count(m, 0), (long long)strop_model_param_count(m, 1),
          load_s, rss_start, hwm_load, rss_before, hwm_before, bench_status_kb("VmHWM:"),

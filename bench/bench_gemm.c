@@ -20,7 +20,13 @@
  * OpenBLAS threads. Prints one RESULT line per shape: GFLOP/s of each, their ratio (> 1: strop
  * faster), the largest difference between the two results over C's largest value, and the
  * kernel set OpenBLAS runs (OPENBLAS_CORETYPE: this machine pins Haswell; unset, 0.3.21 picks
- * its AVX-512 kernels). */
+ * its AVX-512 kernels).
+ *
+ * SUP=0|1|2 in the environment sets strop__gemm_sup (1: always the packed path, 2: in place
+ * wherever it can; A/B of the own kernel's paths). BF16=1 times, instead, the BF16 product of a
+ * frozen weight (strop__bf16_gemm_nt / _nn, vdpbf16ps: lib/ops/lowp.c) on the forward and input
+ * gradient shapes against strop's own FP32 SGEMM on the same shape: ratio > 1 when BF16 is
+ * faster; its max_diff is BF16's rounding. */
 #include <cblas.h>
 #include <math.h>
 #include <stdio.h>
@@ -30,6 +36,7 @@
 
 #include "benchutil.h"
 #include "core/core.h"
+#include "ops/lowp.h"
 #include "ops/ops.h"
 
 void openblas_set_num_threads(int num_threads);
@@ -62,10 +69,17 @@ typedef struct operands {
   const float *a, *b;
   float *c;
   int64_t lda, ldb, ldc;
+  const strop__lowp *w; /* BF16 mode: op(B) as a BF16 weight [out, in] */
+  void *work;           /* ... and its scratch */
 } operands;
 
+/* impl 0: strop's FP32 SGEMM, 1: OpenBLAS, 2: the BF16 product (fwd: NT, dgrad: NN) */
 static void run(int impl, int threads, const shape *s, const operands *o) {
-  if (impl == 0 && threads == 1) {
+  if (impl == 2) {
+    if (!strcmp(s->pass, "fwd"))
+      strop__bf16_gemm_nt(s->m, s->n, s->k, o->a, o->lda, o->w, 0.0f, o->c, o->ldc, o->work);
+    else strop__bf16_gemm_nn(s->m, s->n, s->k, o->a, o->lda, o->w, 0.0f, o->c, o->ldc, o->work);
+  } else if (impl == 0 && threads == 1) {
     if (strop__sgemm_own(s->ta, s->tb, s->m, s->n, s->k, 1.0f, o->a, o->lda, o->b, o->ldb,
                          s->beta, o->c, o->ldc, NULL) != 0) {
       fprintf(stderr, "bench_gemm: strop's own SGEMM cannot run here (no AVX-512)\n");
@@ -96,6 +110,12 @@ int main(int argc, char **argv) {
                   !(getenv("BENCH_CLOCK") && !strcmp(getenv("BENCH_CLOCK"), "wall"));
   bench_must(strop_set_num_threads(threads), "threads");
   strop__gemm_impl = 2; /* strop__sgemm: always the own kernel (2 threads) */
+  if (getenv("SUP")) strop__gemm_sup = atoi(getenv("SUP"));
+  const int bf16 = getenv("BF16") && strcmp(getenv("BF16"), "0") != 0;
+  if (bf16 && !strop__bf16_dot_enabled()) {
+    fprintf(stderr, "bench_gemm: no vdpbf16ps here (AVX512_BF16): BF16=1 does not run\n");
+    return 77;
+  }
   shape s[32];
   int ns = 0;
   ns = add_layer(s, ns, "gpt2", "c_attn 768>2304", 512, 768, 2304, 1);
@@ -112,6 +132,12 @@ int main(int argc, char **argv) {
     for (int i = 0; i < ns; i++)
       if (strstr(s[i].model, only) || strstr(s[i].layer, only) || strstr(s[i].pass, only))
         s[kept++] = s[i];
+    ns = kept;
+  }
+  if (bf16) { /* the products a frozen weight takes part in */
+    int kept = 0;
+    for (int i = 0; i < ns; i++)
+      if (strcmp(s[i].pass, "wgrad") != 0) s[kept++] = s[i];
     ns = kept;
   }
   /* one set of buffers as large as the largest operands */
@@ -131,6 +157,30 @@ int main(int argc, char **argv) {
     a[i] = 0.1f * sinf(0.37f * (float)(i % 10007));
     b[i] = 0.1f * cosf(0.23f * (float)(i % 9973));
   }
+  /* BF16 mode: each shape's weight, [out, in] (fwd: n x k, dgrad: k x n), and the scratch */
+  strop__lowp w[32];
+  void *work = NULL;
+  memset(w, 0, sizeof w);
+  if (bf16) {
+    size_t scratch = 0;
+    for (int i = 0; i < ns; i++) {
+      const int fwd = !strcmp(s[i].pass, "fwd");
+      if (strop__lowp_make(&w[i], STROP__LOWP_BF16, b, fwd ? s[i].n : s[i].k,
+                           fwd ? s[i].k : s[i].n, 0, 0) != 0) {
+        fprintf(stderr, "bench_gemm: out of memory\n");
+        return 1;
+      }
+      const size_t sb = strop__bf16_gemm_scratch(s[i].m, s[i].n, s[i].k);
+      scratch = sb > scratch ? sb : scratch;
+    }
+    work = strop__malloc_aligned(scratch);
+    if (!work) {
+      fprintf(stderr, "bench_gemm: out of memory\n");
+      return 1;
+    }
+  }
+  /* the FP32 side of BF16 mode: the same weight, B = W^T (fwd, NT) or W (dgrad, NN) */
+  const int other = bf16 ? 2 : 1;
   openblas_set_num_threads(threads);
   const char *core = openblas_get_corename();
   /* calls per sample: about sample_s seconds at 80 GFLOP/s per thread */
@@ -141,13 +191,18 @@ int main(int argc, char **argv) {
     calls[i] = (int)(sample_s * 80e9 * threads / fl) + 1;
     best[i][0] = best[i][1] = 1e30;
     /* the two results, from the same C (beta = 1 adds to it) */
+    if (bf16) { /* the FP32 product of the same weight: fwd x W^T (NT), dgrad dy W (NN) */
+      s[i].ta = 0;
+      s[i].tb = !strcmp(s[i].pass, "fwd");
+      s[i].beta = 0.0f;
+    }
     const operands o[2] = {
-        {a, b, c0, s[i].ta ? s[i].m : s[i].k, s[i].tb ? s[i].k : s[i].n, s[i].n},
-        {a, b, c1, s[i].ta ? s[i].m : s[i].k, s[i].tb ? s[i].k : s[i].n, s[i].n}};
+        {a, b, c0, s[i].ta ? s[i].m : s[i].k, s[i].tb ? s[i].k : s[i].n, s[i].n, &w[i], work},
+        {a, b, c1, s[i].ta ? s[i].m : s[i].k, s[i].tb ? s[i].k : s[i].n, s[i].n, &w[i], work}};
     memset(c0, 0, (size_t)(s[i].m * s[i].n) * 4);
     memset(c1, 0, (size_t)(s[i].m * s[i].n) * 4);
     run(0, threads, &s[i], &o[0]);
-    run(1, threads, &s[i], &o[1]);
+    run(other, threads, &s[i], &o[1]);
     double e = 0, scale = 1e-30;
     for (int64_t x = 0; x < s[i].m * s[i].n; x++) {
       e = fmax(e, fabs((double)c0[x] - c1[x]));
@@ -158,25 +213,27 @@ int main(int argc, char **argv) {
   for (int r = 0; r < rounds; r++)
     for (int i = 0; i < ns; i++)
       for (int impl = 0; impl < 2; impl++) {
-        const operands o = {a,     b, c0, s[i].ta ? s[i].m : s[i].k, s[i].tb ? s[i].k : s[i].n,
-                            s[i].n};
-        run(impl, threads, &s[i], &o); /* warm: packing buffers, OpenBLAS's threads */
+        const operands o = {
+            a, b, c0, s[i].ta ? s[i].m : s[i].k, s[i].tb ? s[i].k : s[i].n, s[i].n, &w[i], work};
+        const int which = impl ? other : 0;
+        run(which, threads, &s[i], &o); /* warm: packing buffers, OpenBLAS's threads */
         const double t0 = cpu ? cpu_now() : bench_now();
-        for (int c = 0; c < calls[i]; c++) run(impl, threads, &s[i], &o);
+        for (int c = 0; c < calls[i]; c++) run(which, threads, &s[i], &o);
         const double dt = ((cpu ? cpu_now() : bench_now()) - t0) / calls[i];
         if (dt < best[i][impl]) best[i][impl] = dt;
       }
   for (int i = 0; i < ns; i++) {
     const double fl = 2.0 * (double)s[i].m * (double)s[i].n * (double)s[i].k;
     printf("RESULT bench=gemm model=%s layer=\"%s\" pass=%s op=%c%c m=%lld n=%lld k=%lld "
-           "threads=%d clock=%s strop_gflops=%.1f openblas_gflops=%.1f ratio=%.3f max_diff=%.1e "
+           "threads=%d clock=%s strop_gflops=%.1f %s_gflops=%.1f ratio=%.3f max_diff=%.1e "
            "openblas_core=%s\n",
            s[i].model, s[i].layer, s[i].pass, s[i].ta ? 'T' : 'N', s[i].tb ? 'T' : 'N',
            (long long)s[i].m, (long long)s[i].n, (long long)s[i].k, threads, cpu ? "cpu" : "wall",
-           fl / best[i][0] / 1e9, fl / best[i][1] / 1e9, best[i][1] / best[i][0], err[i],
-           core ? core : "?");
+           fl / best[i][0] / 1e9, bf16 ? "bf16" : "openblas", fl / best[i][1] / 1e9,
+           bf16 ? best[i][0] / best[i][1] : best[i][1] / best[i][0], err[i], core ? core : "?");
   }
   strop__free_aligned(a), strop__free_aligned(b), strop__free_aligned(c0);
-  strop__free_aligned(c1);
+  strop__free_aligned(c1), strop__free_aligned(work);
+  for (int i = 0; i < ns; i++) strop__lowp_free(&w[i]);
   return 0;
 }

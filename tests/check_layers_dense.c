@@ -1144,7 +1144,8 @@ END_TEST
 
 /* strop's own AVX-512 SGEMM (lib/ops/gemm.c; used where OpenBLAS runs an older kernel set)
  * against a double-precision reference, on every transpose combination, on shapes that cross
- * each blocking edge (8-row and 32-column panels, 256-deep and 128-row and 512-column blocks)
+ * each blocking edge (8-row and 32-column panels, 256-deep, 128-row, 512-column and 512-row
+ * blocks)
  * and the small CNN's, with alpha and beta (beta 0 must not read C, which holds NaN), padded
  * leading dimensions, nothing written outside C; and strop__sgemm with it and with OpenBLAS
  * agrees to float rounding. Skipped where the CPU or build has no AVX-512. */
@@ -1154,10 +1155,10 @@ START_TEST(own_gemm_matches_reference) {
     return;
   }
   static const int64_t shapes[][3] = {
-      {1, 1, 1},       {7, 5, 3},      {8, 32, 256},   {9, 33, 257},
-      {17, 47, 31},    {64, 196, 289}, {64, 289, 196}, {288, 196, 64},
-      {129, 520, 100}, {3, 600, 2},    {130, 20, 513}, {64, 512, 784},
-      {512, 784, 64},  {64, 784, 512}, {40, 10, 300},  {300, 70, 9},
+      {1, 1, 1},      {7, 5, 3},      {8, 32, 256},    {9, 33, 257},    {17, 47, 31},
+      {64, 196, 289}, {64, 289, 196}, {288, 196, 64},  {129, 520, 100}, {3, 600, 2},
+      {130, 20, 513}, {64, 512, 784}, {512, 784, 64},  {64, 784, 512},  {40, 10, 300},
+      {300, 70, 9},   {200, 70, 520}, {1041, 40, 300},
   };
   const int n_shapes = (int)(sizeof shapes / sizeof shapes[0]);
   const int64_t PAD = 3, GUARD = 40;
@@ -1291,6 +1292,69 @@ static float gemm_bits(int tb, int64_t i, int64_t j, int64_t k, float alpha, con
   }
   return out;
 }
+
+/* The packed path of the own GEMM on products of more than 128 rows, which pack op(A) once per
+ * k block for up to 512 rows at a time: on every transpose combination, shapes across the
+ * 512-row, 128-row, 8-row, 16-row pair, 32- and 16-column and 256-deep edges, alpha and beta,
+ * the exact bits of the own GEMM's arithmetic (gemm_bits); and strop__sgemm sends it the wide
+ * products it runs faster than OpenBLAS. */
+START_TEST(own_gemm_wide_bits) {
+  if (!strop__gemm_own_available()) {
+    printf("own_gemm_wide_bits: no AVX-512 here, skipped\n");
+    return;
+  }
+  static const int64_t shapes[][3] = {{136, 47, 520}, {1041, 40, 300}, {2050, 17, 33}};
+  for (int si = 0; si < 3; si++) {
+    const int64_t m = shapes[si][0], n = shapes[si][1], k = shapes[si][2];
+    float *a = malloc(sizeof(float) * (size_t)(m * k)),
+          *at = malloc(sizeof(float) * (size_t)(m * k));
+    float *b = malloc(sizeof(float) * (size_t)(n * k)),
+          *bt = malloc(sizeof(float) * (size_t)(n * k));
+    float *c0 = malloc(sizeof(float) * (size_t)(m * n)),
+          *c = malloc(sizeof(float) * (size_t)(m * n));
+    float *want = malloc(sizeof(float) * (size_t)(m * n));
+    for (int64_t i = 0; i < m; i++) /* A [m, k] and its transpose [k, m] */
+      for (int64_t p = 0; p < k; p++)
+        at[p * m + i] = a[i * k + p] = sinf(0.37f * (float)(i * k + p));
+    for (int64_t p = 0; p < k; p++) /* B [k, n] and its transpose [n, k] */
+      for (int64_t j = 0; j < n; j++)
+        bt[j * k + p] = b[p * n + j] = cosf(0.23f * (float)(p * n + j));
+    for (int64_t i = 0; i < m * n; i++) c0[i] = 0.1f * (float)(i % 17);
+    static const float alphas[2] = {1.0f, -0.5f}, betas[2] = {1.0f, 0.0f};
+    for (int ab = 0; ab < 2; ab++) {
+      const float alpha = alphas[ab], beta = betas[ab];
+      for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++)
+          want[i * n + j] = gemm_bits(0, i, j, k, alpha, a, k, b, n, beta, c0[i * n + j]);
+      for (int t = 0; t < 4; t++) {
+        const int ta = t & 1, tb = t >> 1;
+        memcpy(c, c0, sizeof(float) * (size_t)(m * n));
+        strop__gemm_sup = 1; /* the packed path */
+        const int rc = strop__sgemm_own(ta, tb, m, n, k, alpha, ta ? at : a, ta ? m : k,
+                                        tb ? bt : b, tb ? k : n, beta, c, n, NULL);
+        strop__gemm_sup = 0;
+        ck_assert_int_eq(rc, 0);
+        int64_t miss = -1;
+        for (int64_t i = 0; i < m * n && miss < 0; i++)
+          if (memcmp(&c[i], &want[i], sizeof(float)) != 0) miss = i;
+        ck_assert_msg(miss < 0, "%lldx%lldx%lld ta %d tb %d alpha %g: C[%lld] = %.9g, want %.9g",
+                      (long long)m, (long long)n, (long long)k, ta, tb, (double)alpha,
+                      (long long)miss, miss < 0 ? 0.0 : (double)c[miss],
+                      miss < 0 ? 0.0 : (double)want[miss]);
+      }
+    }
+    free(a), free(at), free(b), free(bt), free(c0), free(c), free(want);
+  }
+  /* strop__sgemm takes a wide forward or input-gradient product of a transformer's layer (A not
+   * transposed, every side at least 256) whatever OpenBLAS's kernels: level with or faster
+   * than OpenBLAS's AVX-512 ones (docs/performance.md) */
+  ck_assert(strop__gemm_use_own(0, 1, 256, 2048, 2048));
+  ck_assert(strop__gemm_use_own(0, 0, 512, 768, 3072));
+  /* and a small product it used to read in place and now packs (B 2048 wide) stays its own */
+  ck_assert(strop__gemm_use_own(1, 0, 256, 2048, 256));
+  ck_assert(strop__gemm_use_own(0, 0, 128, 2048, 2048));
+}
+END_TEST
 
 /* The small-m kernels (lib/ops/gemv.c) give, for m = 1 .. 4, both layouts of B, odd sizes
  * across their 16- and 32-wide groups and the 256-deep k blocks, alpha and beta (beta 0 must not
@@ -1478,6 +1542,7 @@ static Suite *suite(void) {
       {"kernel_softmax_axis", kernel_softmax_axis},
       {"vmath_accuracy", vmath_accuracy},
       {"own_gemm_matches_reference", own_gemm_matches_reference},
+      {"own_gemm_wide_bits", own_gemm_wide_bits},
       {"gemv_matches_gemm_bits", gemv_matches_gemm_bits},
       {"gemv_reports_nonfinite", gemv_reports_nonfinite},
       {"sgemm_reports_nonfinite", sgemm_reports_nonfinite},

@@ -10,6 +10,7 @@
 
 #include "graph/graph.h"
 #include "ops/dense.h"
+#include "ops/lowp.h"
 #include "optim/optim.h"
 #include "strop/strop.h"
 #include "strop/train.h"
@@ -1717,6 +1718,333 @@ START_TEST(step_memory_predicts_the_peak) {
 }
 END_TEST
 
+/* ---- the cross-entropy fused with the LM head (graph.h, strop__row_loss) ---- */
+
+/* A small language model with an untied head: embedding, linear, gelu (whose output the head's
+ * backward recomputes unfused), head with a bias; [N, T] token ids in, [N, T, V] logits out. */
+static strop_model *untied_lm(int64_t vocab, uint64_t seed) {
+  const int64_t in[1] = {12};
+  char opt[96];
+  strop_model *m = NULL;
+  strop_test_must(strop_model_create(1, in, &m), "create");
+  snprintf(opt, sizeof opt, "num_embeddings=%lld embedding_dim=16", (long long)vocab);
+  strop_test_must(strop_model_add(m, "emb", "embedding", opt, NULL), "emb");
+  strop_test_must(strop_model_add(m, "fc", "linear", "out_features=24", NULL), "fc");
+  strop_test_must(strop_model_add(m, "act", "gelu", NULL, NULL), "act");
+  snprintf(opt, sizeof opt, "out_features=%lld bias=true", (long long)vocab);
+  strop_test_must(strop_model_add(m, "head", "linear", opt, NULL), "head");
+  strop_test_must(strop_model_finalize(m, seed), "finalize");
+  return m;
+}
+
+/* Token ids [n, t] and next-token targets [n, t] with every fifth one ignored (-100). */
+static void lm_batch(int64_t n, int64_t t, int64_t vocab, strop_tensor **x, strop_tensor **y) {
+  const int64_t d[2] = {n, t};
+  strop_test_must(strop_tensor_create(2, d, x), "x");
+  strop_test_must(strop_tensor_create(2, d, y), "y");
+  float *xv = strop_tensor_data(*x), *yv = strop_tensor_data(*y);
+  for (int64_t i = 0; i < n * t; i++) {
+    xv[i] = (float)((i * 37 + 11) % vocab);
+    yv[i] = i % 5 == 3 ? -100.0f : (float)((i * 53 + 7) % vocab);
+  }
+}
+
+static void lm_knobs(strop_trainer *tr, int which) {
+  strop_test_must(strop_trainer_set_int(tr, STROP_TRAIN_ACCUM_STEPS, 2), "accum");
+  if (which != 1) return;
+  /* label smoothing and class weights on top of the ignored rows */
+  strop_test_must(strop_trainer_set_float(tr, STROP_TRAIN_LABEL_SMOOTHING, 0.1), "smoothing");
+  float w[64];
+  for (int i = 0; i < 64; i++) w[i] = 0.5f + (float)(i % 7) * 0.25f;
+  strop_test_must(strop_trainer_set_class_weights(tr, w, 64), "class weights");
+}
+
+/* The largest |a - b| over every trainable gradient (grads 1) or every value, against the
+ * largest |b| of the same tensor: the worst of d / (max |b| + floor) over the tensors. */
+static double params_diff(strop_model *a, strop_model *b, int grads, double floor) {
+  ck_assert_int_eq(a->n_params, b->n_params);
+  double worst = 0;
+  for (int i = 0; i < a->n_params; i++) {
+    const strop__param *p = a->params[i], *q = b->params[i];
+    const float *u = grads ? p->grad : p->data, *v = grads ? q->grad : q->data;
+    ck_assert(!u == !v);
+    if (!u) continue;
+    double d = 0, mx = 0;
+    for (size_t k = 0; k < p->numel; k++) {
+      const double e = fabs((double)u[k] - (double)v[k]);
+      if (e > d || isnan(e)) d = e;
+      if (fabs((double)v[k]) > mx) mx = fabs((double)v[k]);
+    }
+    if (d / (mx + floor) > worst || isnan(d)) worst = d / (mx + floor);
+  }
+  return worst;
+}
+
+/* One step of model a with the head fused with its loss in chunks of 7 rows, and of a clone
+ * without (STROP_FUSED_LOSS=0's path), with AdamW over two micro-batches: the loss, every
+ * gradient after the first and every weight after the update agree within float rounding
+ * (the chunks sum the head's weight gradient in another order), and a step really ran fused
+ * (expect_fused 1) or not (0). Frees a. */
+static void fused_matches_unfused(strop_model *a, const char *name, int expect_fused, int knobs,
+                                  int64_t vocab, int64_t t, int exact) {
+  strop_model *b = NULL;
+  strop_test_must(strop_model_clone(a, &b), "clone");
+  strop_model *m[2] = {a, b};
+  strop_optimizer *opt[2];
+  strop_trainer *tr[2];
+  for (int k = 0; k < 2; k++) {
+    strop_test_must(strop_optimizer_create(m[k], STROP_OPTIM_ADAMW, &opt[k]), "optimizer");
+    strop_test_must(strop_optimizer_set_float(opt[k], STROP_OPT_LR, 1e-3f), "lr");
+    strop_test_must(strop_trainer_create(m[k], opt[k], &tr[k]), "trainer");
+    lm_knobs(tr[k], knobs);
+  }
+  strop_tensor *x = NULL, *y = NULL;
+  lm_batch(3, t, vocab, &x, &y);
+  float loss[2][2];
+  const int64_t fused_before = a->rows_steps, unfused_before = b->rows_steps;
+  strop__fused_loss_rows = 7;
+  for (int step = 0; step < 2; step++) {
+    for (int k = 0; k < 2; k++) {
+      strop__fused_loss = k == 0;
+      ck_assert_msg(strop_trainer_step(tr[k], x, y, &loss[k][step]) == STROP_OK, "%s: %s", name,
+                    strop_last_error());
+    }
+    const double dl = fabs((double)loss[0][step] - (double)loss[1][step]);
+    ck_assert_msg(dl <= 2e-6 * fabs((double)loss[1][step]), "%s: loss %.9g fused, %.9g not", name,
+                  (double)loss[0][step], (double)loss[1][step]);
+    if (step == 0) { /* the window's gradients, before the update */
+      const double dg = params_diff(a, b, 1, 1e-6);
+      fprintf(stderr, "fused loss %s: loss %.9g / %.9g, gradients within %.2g of their largest",
+              name, (double)loss[0][0], (double)loss[1][0], dg);
+      ck_assert_msg(dg <= 1e-5, "%s: gradients differ by %g of their largest", name, dg);
+      /* a frozen head's chunks add no weight gradient: every gradient is the same bits */
+      ck_assert_msg(!exact || dg == 0, "%s: gradients differ by %g", name, dg);
+    }
+  }
+  /* AdamW moves each weight by about lr: what it moves differently is against lr */
+  const double dw = params_diff(a, b, 0, 1e-30);
+  double worst = 0;
+  for (int i = 0; i < a->n_params; i++) {
+    const strop__param *p = a->params[i], *q = b->params[i];
+    for (size_t k = 0; p->data && k < p->numel; k++) {
+      const double e = fabs((double)p->data[k] - (double)q->data[k]);
+      if (e > worst) worst = e;
+    }
+  }
+  fprintf(stderr, ", weights after AdamW within %.2g (%.2g lr)\n", dw, worst / 1e-3);
+  ck_assert_msg(worst <= 1e-2 * 1e-3, "%s: weights after the update differ by %g", name, worst);
+  ck_assert_int_eq(a->rows_steps - fused_before, expect_fused ? 2 : 0);
+  ck_assert_int_eq(b->rows_steps, unfused_before);
+  strop__fused_loss = -1;
+  strop__fused_loss_rows = 0;
+  strop_tensor_free(x);
+  strop_tensor_free(y);
+  for (int k = 0; k < 2; k++) {
+    strop_trainer_free(tr[k]);
+    strop_optimizer_free(opt[k]);
+    strop_model_free(m[k]);
+  }
+}
+
+static strop_model *with_lora(strop_model *m, const char *glob) {
+  strop_surgery *s = NULL;
+  strop_test_must(strop_surgery_create(m, &s), "surgery");
+  strop_test_must(strop_surgery_freeze(s, "*", 0), "freeze");
+  strop_test_must(strop_surgery_lora(s, glob, 4, 8.0f, 0.0f), "lora");
+  strop_test_must(strop_surgery_apply(s), "apply");
+  strop_surgery_free(s);
+  return m;
+}
+
+/* A GPT-2-shaped model (tied head) fully trained and with LoRA on c_attn, an untied head with
+ * a bias, LoRA on the head itself, a frozen head held in BF16 (fused where the vdpbf16ps
+ * product runs, else the unfused path), label smoothing and class weights: the fused step
+ * gives the unfused step's loss, gradients and update. */
+START_TEST(fused_step_matches_unfused) {
+  char dir[] = "/tmp/strop_fused_XXXXXX";
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  fused_matches_unfused(mem_model(2, dir), "gpt2 tied head", 1, 0, 2000, 20, 0);
+  fused_matches_unfused(with_lora(mem_model(2, dir), "*.attn.c_attn"), "gpt2 lora c_attn", 1, 0,
+                        2000, 20, 1);
+  fused_matches_unfused(untied_lm(64, 5), "untied head with bias", 1, 0, 64, 12, 0);
+  fused_matches_unfused(untied_lm(64, 5), "smoothing and class weights", 1, 1, 64, 12, 0);
+  fused_matches_unfused(with_lora(untied_lm(64, 6), "head"), "lora on the head", 1, 0, 64, 12, 0);
+  strop_model *bf = untied_lm(64, 7);
+  strop_test_must(strop_model_freeze(bf, "head"), "freeze");
+  strop_test_must(strop_model_set_frozen_dtype(bf, STROP_DTYPE_BF16), "bf16");
+  ck_assert_int_eq(strop__param_dtype(strop__model_param_find(bf, "head.weight")),
+                   STROP__LOWP_BF16);
+  fused_matches_unfused(bf, "bf16 frozen head", strop__bf16_dot_enabled(), 0, 64, 12, 1);
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
+/* Where the fusion does not apply the step is the unfused one: another loss, a head held in
+ * int8 (each chunk would widen the whole weight), a last node that is no linear, a forward the
+ * host differentiates, STROP_FUSED_LOSS=0; and where it does, the single-chunk step gives the
+ * unfused step's numbers bit for bit. */
+START_TEST(unfused_where_fusion_does_not_apply) {
+  for (int which = 0; which < 5; which++) {
+    strop_tensor *x = NULL, *y = NULL;
+    lm_batch(2, 12, 64, &x, &y);
+    strop_model *m = untied_lm(64, 9);
+    if (which == 1) {
+      strop_test_must(strop_model_freeze(m, "head"), "freeze");
+      strop_test_must(strop_model_set_frozen_dtype(m, STROP_DTYPE_INT8), "int8");
+    }
+    if (which == 2) { /* a last node of its own after the head */
+      strop_model_free(m);
+      const int64_t in[1] = {12};
+      strop_test_must(strop_model_create(1, in, &m), "create");
+      strop_test_must(
+          strop_model_add(m, "emb", "embedding", "num_embeddings=64 embedding_dim=16", NULL),
+          "emb");
+      strop_test_must(strop_model_add(m, "head", "linear", "out_features=64", NULL), "head");
+      strop_test_must(strop_model_add(m, "act", "tanh", NULL, NULL), "tanh");
+      strop_test_must(strop_model_finalize(m, 9), "finalize");
+    }
+    strop_optimizer *opt = NULL;
+    strop_trainer *tr = NULL;
+    strop_test_must(strop_optimizer_create(m, STROP_OPTIM_SGD, &opt), "optimizer");
+    strop_test_must(strop_trainer_create(m, opt, &tr), "trainer");
+    if (which == 3) {
+      strop_test_must(strop_trainer_set_int(tr, STROP_TRAIN_LOSS, STROP_LOSS_MSE), "mse");
+      strop_tensor_free(y);
+      const int64_t d[3] = {2, 12, 64};
+      strop_test_must(strop_tensor_create(3, d, &y), "y");
+    }
+    if (which == 4) strop__fused_loss = 0;
+    const int64_t before = m->rows_steps;
+    ck_assert_msg(strop_trainer_step(tr, x, y, NULL) == STROP_OK, "%s", strop_last_error());
+    /* (case 0, a linear head with the cross-entropy: fused) */
+    ck_assert_msg(m->rows_steps == before + (which == 0), "case %d: %lld fused steps", which,
+                  (long long)(m->rows_steps - before));
+    strop__fused_loss = -1;
+    if (which == 0) { /* the host's forward and backward: never fused */
+      strop_tensor *o = NULL;
+      strop_test_must(strop_trainer_forward(tr, x, &o), "forward");
+      ck_assert_ptr_nonnull(strop_tensor_data(o));
+      strop_test_must(strop_trainer_backward(tr, o), "backward");
+      strop_tensor_free(o);
+      strop_test_must(strop_trainer_apply(tr), "apply");
+      ck_assert_int_eq(m->rows_steps, before + 1);
+      /* and the trainer's own step fuses, in one chunk here: the same bits as unfused */
+      strop_model *c = NULL;
+      strop_test_must(strop_model_clone(m, &c), "clone");
+      strop_optimizer *oc = NULL;
+      strop_trainer *tc = NULL;
+      strop_test_must(strop_optimizer_create(c, STROP_OPTIM_SGD, &oc), "optimizer");
+      strop_test_must(strop_trainer_create(c, oc, &tc), "trainer");
+      float l1 = 0, l2 = 0;
+      strop_test_must(strop_trainer_step(tr, x, y, &l1), "step");
+      ck_assert_int_eq(m->rows_steps, before + 2);
+      strop__fused_loss = 0;
+      strop_test_must(strop_trainer_step(tc, x, y, &l2), "step");
+      strop__fused_loss = -1;
+      ck_assert_int_eq(c->rows_steps, 0);
+      ck_assert(l1 == l2);
+      ck_assert(params_diff(m, c, 0, 1e-30) == 0);
+      strop_trainer_free(tc);
+      strop_optimizer_free(oc);
+      strop_model_free(c);
+    }
+    strop_trainer_free(tr);
+    strop_optimizer_free(opt);
+    strop_model_free(m);
+    strop_tensor_free(x);
+    strop_tensor_free(y);
+  }
+}
+END_TEST
+
+/* The evaluation's loss, perplexity and per-token accuracy with the head fused (chunks of 5
+ * rows) are the unfused evaluation's. */
+START_TEST(fused_eval_matches_unfused) {
+  strop_tensor *x = NULL, *y = NULL;
+  lm_batch(6, 12, 64, &x, &y);
+  const int64_t dims[1] = {12};
+  strop_dataset *ds = NULL;
+  strop_test_must(strop_dataset_from_memory(strop_tensor_data(x), strop_tensor_data(y), 6, 1,
+                                            dims, 1, dims, 0, &ds),
+                  "dataset");
+  strop_model *m = untied_lm(64, 11);
+  strop_optimizer *opt = NULL;
+  strop_trainer *tr = NULL;
+  strop_test_must(strop_optimizer_create(m, STROP_OPTIM_SGD, &opt), "optimizer");
+  strop_test_must(strop_trainer_create(m, opt, &tr), "trainer");
+  strop_metrics *mt[2] = {NULL, NULL};
+  strop__fused_loss_rows = 5;
+  for (int k = 0; k < 2; k++) {
+    strop__fused_loss = k == 0;
+    const int64_t before = m->rows_steps;
+    strop_test_must(strop_trainer_eval_dataset(tr, ds, 4, &mt[k]), "eval");
+    ck_assert_int_eq(m->rows_steps - before, k == 0 ? 2 : 0);
+  }
+  strop__fused_loss = -1;
+  strop__fused_loss_rows = 0;
+  static const int keys[] = {STROP_METRIC_LOSS, STROP_METRIC_PERPLEXITY, STROP_METRIC_ACCURACY,
+                             STROP_METRIC_TOP5, STROP_METRIC_TOKENS};
+  for (int i = 0; i < 5; i++) {
+    const double a = strop_metrics_get(mt[0], keys[i]), b = strop_metrics_get(mt[1], keys[i]);
+    ck_assert_msg(a == b && !isnan(a), "metric %d: %.17g fused, %.17g not", keys[i], a, b);
+  }
+  strop_metrics_free(mt[0]);
+  strop_metrics_free(mt[1]);
+  strop_trainer_free(tr);
+  strop_optimizer_free(opt);
+  strop_model_free(m);
+  strop_dataset_free(ds);
+  strop_tensor_free(x);
+  strop_tensor_free(y);
+}
+END_TEST
+
+/* With the head fused (chunks of 16 rows of 32000 logits), the step memory drops by about the
+ * logits and their gradient, and strop_model_step_memory predicts what the steps hold. */
+START_TEST(fused_step_memory) {
+  const int64_t vocab = 32000;
+  strop_model *m = untied_lm(vocab, 13);
+  const int64_t n = 4, sample[1] = {12};
+  size_t act[2] = {0, 0}, peak = 0;
+  strop__fused_loss_rows = 16;
+  for (int k = 0; k < 2; k++) {
+    strop__fused_loss = k == 0;
+    strop_test_must(strop_model_step_memory(m, n, sample, 1, 2, &act[k], k == 0 ? &peak : NULL),
+                    "step memory");
+  }
+  const double logits = (double)(n * 12 * vocab) * 4.0;
+  fprintf(stderr, "fused step memory %.2f MB, unfused %.2f MB (logits %.2f MB)\n", act[0] / 1e6,
+          act[1] / 1e6, logits / 1e6);
+  /* the logits and their gradient, less one chunk of 16 rows */
+  const double chunk = 16.0 * (double)vocab * 4;
+  ck_assert_msg((double)act[1] - (double)act[0] >= 1.9 * logits - chunk, "%zu against %zu",
+                act[0], act[1]);
+  strop__fused_loss = -1;
+  strop_optimizer *opt = NULL;
+  strop_trainer *tr = NULL;
+  strop_test_must(strop_optimizer_create(m, STROP_OPTIM_ADAM, &opt), "optimizer");
+  strop_test_must(strop_trainer_create(m, opt, &tr), "trainer");
+  strop_tensor *x = NULL, *y = NULL;
+  lm_batch(n, 12, vocab, &x, &y);
+  strop_test_must(strop_trainer_step(tr, x, y, NULL), "step");
+  strop__alloc_peak_reset();
+  for (int k = 0; k < 2; k++) strop_test_must(strop_trainer_step(tr, x, y, NULL), "step");
+  const double held = (double)strop__alloc_peak() - (double)(2 * n * 12) * 4.0;
+  const double err = ((double)peak - held) / held;
+  fprintf(stderr, "fused step: predicted %.2f MB, held %.2f MB: %+.1f%%\n", peak / 1e6,
+          held / 1e6, 100 * err);
+  ck_assert_msg(fabs(err) <= 0.10, "predicted %zu, held %.0f", peak, held);
+  strop__fused_loss_rows = 0;
+  strop_tensor_free(x);
+  strop_tensor_free(y);
+  strop_trainer_free(tr);
+  strop_optimizer_free(opt);
+  strop_model_free(m);
+}
+END_TEST
+
 int main(int argc, char **argv) {
   if (argc == 4 && strcmp(argv[1], "--resume") == 0) {
     g_resume_ckpt = argv[2];
@@ -1762,6 +2090,13 @@ int main(int argc, char **argv) {
   tcase_add_test(tc, host_errors);
   tcase_add_test(tc, host_written_nan_is_skipped);
   tcase_add_test(tc, host_alloc_failures);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("fused_loss");
+  tcase_add_test(tc, fused_step_matches_unfused);
+  tcase_add_test(tc, unfused_where_fusion_does_not_apply);
+  tcase_add_test(tc, fused_eval_matches_unfused);
+  tcase_add_test(tc, fused_step_memory);
+  tcase_set_timeout(tc, 300);
   suite_add_tcase(s, tc);
   tc = tcase_create("fit");
   tcase_set_timeout(tc, 600);

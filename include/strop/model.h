@@ -908,7 +908,11 @@ STROP_API STROP_NODISCARD strop_status strop_model_memory_estimate(
  * the activations that the backward reads (frozen parts keep only what is live, in-place
  * layers share memory, checkpointed blocks keep their inputs and recompute one block at a
  * time), the tensors layers save for their backward, the gradients of activations, layer
- * scratch, and the loss's gradient (as large as the output). The planning costs about as much
+ * scratch, and the loss's gradient (as large as the output) — or, where the model's last node
+ * is a linear layer (an LM head) that the trainer runs fused with its cross-entropy, the
+ * default loss, one chunk of that layer's output rows and no gradient of the whole: the
+ * prediction assumes the cross-entropy (`STROP_FUSED_LOSS=0` in the environment turns the
+ * fusion off, for the trainer and the prediction alike). The planning costs about as much
  * compute as a step on 6 samples, and changes nothing in the model (its generator, running
  * statistics, gradients stay as they were; a forward awaiting its backward is dropped).
  *

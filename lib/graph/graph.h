@@ -121,7 +121,48 @@ struct strop_model {
    * that each row gets one process's masks (the forward and a checkpointed block's recompute
    * pass them to the layers); 0 otherwise */
   int64_t rows_before, rows_after;
+  /* a loss over the rows of the output fused with the last node (strop__row_loss): want_rows
+   * is set by the caller around a forward that may leave the last node to it (the forward
+   * decides: strop__model_forward_shaped); rows_fused says, for the step, whether it did (the
+   * last node's output was not computed: strop__model_rows_eval or strop__model_backward_rows
+   * computes it a chunk of rows at a time); rows_steps counts the forwards that did (tests) */
+  int want_rows;
+  int rows_fused;
+  int64_t rows_steps;
 };
+
+/* A loss over the rows of the model's output [rows, cols] (every dimension but the last
+ * flattened) that the graph evaluates a chunk of rows at a time, fused with the model's last
+ * node when that node's layer allows it (vtable `rows`): the trainer's cross-entropy after an
+ * LM head, so that only one chunk of logits (and of their gradient, written over them) is
+ * ever held. The graph knows nothing of what the loss is. */
+typedef struct strop__row_loss {
+  /* Rows [r0, r0 + nr) of the output, nr x cols floats in v (the graph's memory): evaluates
+   * them (keeping its sums in ctx) and, when grad is 1, writes d loss / d output of those rows
+   * over them. Called once per row, in row order. A non-OK status (its sentence set) stops the
+   * step with it. */
+  strop_status (*rows)(void *ctx, int64_t r0, int64_t nr, int64_t cols, float *v, int grad);
+  void *ctx;
+} strop__row_loss;
+
+/* Whether a forward asked for it (want_rows) leaves the last node to a loss over its rows:
+ * strop__fused_loss (tests), else STROP_FUSED_LOSS in the environment ("0": never, to measure
+ * one against the other), else yes where it applies. */
+extern int strop__fused_loss;
+/* Rows per chunk of such a step (tests: small chunks on small models), or 0: as many as fit
+ * STROP__ROWS_CHUNK_BYTES of output, at least STROP__ROWS_CHUNK_MIN. */
+extern int64_t strop__fused_loss_rows;
+#define STROP__ROWS_CHUNK_BYTES ((size_t)16 << 20)
+#define STROP__ROWS_CHUNK_MIN 32
+
+/* After a forward that left its last node to a loss (m->rows_fused): the last node's output a
+ * chunk of rows at a time, each chunk given to loss (grad 0); an evaluation's. */
+strop_status strop__model_rows_eval(strop_model *m, const strop__row_loss *loss);
+/* The backward of a training forward that left its last node to a loss (m->rows_fused): for
+ * each chunk of rows, the last node's forward, the loss with its gradient, and at once the
+ * node's backward of the chunk (its input's gradient rows, its parameters' gradients summed
+ * over the chunks); then the rest of the model as strop__model_backward. */
+strop_status strop__model_backward_rows(strop_model *m, const strop__row_loss *loss);
 
 /* Whether a step's activations and gradients are planned from their lifetimes (1) or taken
  * from the free list (0); -1 (the default): STROP_MEMORY_PLAN in the environment ("0": the free
@@ -137,11 +178,14 @@ int strop__model_blocks(const strop_model *m, const char *pattern, int *first);
 /* Plans a training step of n samples of per-sample shape `shape` (NULL: in_shape) by running
  * one: a forward in train mode and a backward, on zeros, in an arena of its own, with the
  * model's generator, running statistics, parameter gradients and pending step left as they
- * were (a pending forward is dropped). *arena_peak: the most step memory it held at once
- * (activations kept under liveness and checkpointing, saved tensors, gradients, scratch);
- * *out_bytes: the output's size, which the loss's gradient takes again. Errors as a step's. */
+ * were (a pending forward is dropped). rows 1: a step whose loss runs fused with the last node
+ * where it can (the trainer's cross-entropy, strop__row_loss), holding one chunk of the output
+ * and no gradient of it. *arena_peak: the most step memory it held at once (activations kept
+ * under liveness and checkpointing, saved tensors, gradients, scratch); *out_bytes: the
+ * output's size, which the loss's gradient takes again (0 when the loss ran fused). Errors as
+ * a step's. */
 strop_status strop__model_probe_step(strop_model *m, int64_t n, const strop__shape *shape,
-                                     size_t *arena_peak, size_t *out_bytes);
+                                     int rows, size_t *arena_peak, size_t *out_bytes);
 
 /* Add a node from parsed options (YAML spec loader, surgery). Takes ownership of nothing;
  * copies the options. inputs: n_inputs names ("input" = model input); n_inputs == 0 means

@@ -528,6 +528,7 @@ void strop__model_step_end(strop_model *m) {
   m->plan_giter = NULL;
   m->plan_bytes = 0;
   m->recompute = NULL;
+  m->rows_fused = 0;
   for (int i = 0; i < m->n_nodes; i++) {
     m->nodes[i].saved = NULL;
     m->acts[i].data = NULL;
@@ -838,9 +839,54 @@ static int recomputed(const strop_model *m, int i, const uint8_t *keep) {
   if (m->nodes[k].fused != 0 || keep[k] != 1) return 0;
   for (int j = i + 1; j < m->n_nodes; j++)
     for (int q = 0; q < m->nodes[j].n_in; q++)
-      if (m->nodes[j].in[q] == i)
-        return m->nodes[j].fused == 0 && m->upstream_trainable[j] && unit_reads_in(m, j, j);
+      if (m->nodes[j].in[q] == i) /* (a last node left to the loss runs after the forward) */
+        return m->nodes[j].fused == 0 && m->upstream_trainable[j] && unit_reads_in(m, j, j) &&
+               !(m->rows_fused && j == m->n_nodes - 1);
   return 0;
+}
+
+/* ---- the last node fused with a loss over its rows (strop__row_loss) ---- */
+
+int strop__fused_loss = -1;
+int64_t strop__fused_loss_rows = 0;
+
+/* strop__fused_loss, else STROP_FUSED_LOSS in the environment, read once ("0": never). */
+static int fused_loss_on(void) {
+  static int env = -2; /* -2: not read yet */
+  if (strop__fused_loss >= 0) return strop__fused_loss;
+  int e = __atomic_load_n(&env, __ATOMIC_RELAXED);
+  if (e == -2) {
+    const char *v = getenv("STROP_FUSED_LOSS");
+    e = v && !strcmp(v, "0") ? 0 : 1;
+    __atomic_store_n(&env, e, __ATOMIC_RELAXED);
+  }
+  return e;
+}
+
+/* Whether this step's forward leaves the last node to the caller's loss over its rows (after
+ * plan_fusion and plan_checkpoints): asked for, its layer allows it (vtable `rows`), it runs
+ * by itself, nothing else reads its output (the model's output is read by the loss only unless
+ * it is m->keep_act), and the step is an ordinary one: not the reference layout of tests
+ * (keep_all), not a decode, not a data-parallel rank's share (whose draws skip other rows per
+ * call), and in training a backward visits it. */
+static int rows_fusable(const strop_model *m, int training) {
+  const int nn = m->n_nodes;
+  if (!m->want_rows || nn < 1 || !fused_loss_on()) return 0;
+  const strop__node *nd = &m->nodes[nn - 1];
+  return nd->vt->rows && nd->vt->rows(nd) && nd->n_in == 1 && nd->fused == 0 &&
+         m->keep_act != nn - 1 && !m->keep_all && !m->decode && !m->rows_before &&
+         !m->rows_after && (!training || m->upstream_trainable[nn - 1]) &&
+         !(m->ckpt_first && m->ckpt_first[nn - 1] >= 0) && m->run_shapes[nn - 1].rank >= 1;
+}
+
+/* Rows per chunk for rows of cols floats. */
+static int64_t rows_chunk(int64_t rows, int64_t cols) {
+  int64_t c = strop__fused_loss_rows;
+  if (c <= 0) {
+    c = (int64_t)(STROP__ROWS_CHUNK_BYTES / ((size_t)cols * sizeof(float)));
+    if (c < STROP__ROWS_CHUNK_MIN) c = STROP__ROWS_CHUNK_MIN;
+  }
+  return c < rows ? c : rows;
 }
 
 /* ---- the step's activations and gradients, planned from their lifetimes ---- */
@@ -922,8 +968,9 @@ static strop_status plan_lifetimes(strop_model *m, const uint8_t *keep, int64_t 
     giter[i] = -1;
   }
   int nb = 0;
-  /* the forward, as strop__model_forward_shaped runs it */
-  for (int i = 0; i < nn; i++) {
+  /* the forward, as strop__model_forward_shaped runs it (a last node left to the loss runs
+   * after it, a chunk at a time in scratch: its input lives on) */
+  for (int i = 0; i < nn - (m->rows_fused ? 1 : 0); i++) {
     const strop__node *nd = &m->nodes[i];
     if (nd->fused < 0) continue;
     const int last = i + nd->fused;
@@ -1082,6 +1129,8 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
     return s;
   }
   plan_fusion(m, training);
+  m->rows_fused = rows_fusable(m, training);
+  m->rows_steps += m->rows_fused;
   /* Activation lifetimes. A node's output is kept to the end of the step when a backward may
    * read it (it is the input or the output of a node with a trainable parameter at or before
    * it), or it is the model's output or m->keep_act; any other output is dead once its last
@@ -1136,7 +1185,12 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
   strop__act ins_local[16];
   for (int i = 0; i < m->n_nodes; i++) {
     strop__node *nd = &m->nodes[i];
-    if (nd->fused < 0) continue; /* computed by the node that fused it */
+    if (nd->fused < 0) continue;        /* computed by the node that fused it */
+    if (i == nn - 1 && m->rows_fused) { /* left to the loss: no output, its input kept */
+      m->acts[i] = (strop__act){NULL, n, m->run_shapes[i]};
+      nd->saved = NULL;
+      break;
+    }
     strop__act *ins = nd->n_in <= 16
                           ? ins_local
                           : strop__arena_alloc(&m->arena, (size_t)nd->n_in * sizeof *ins);
@@ -1432,7 +1486,95 @@ static strop_status recompute_output(strop_model *m, int k, strop__exec *x, stro
   return s;
 }
 
+/* What the layers' calls after a step's forward see: its mode, mask and types. */
+static strop__exec step_exec(strop_model *m) {
+  strop__exec x = {.arena = &m->arena,
+                   .rng = &m->rng,
+                   .training = m->step_training,
+                   .nthreads = strop__num_threads(),
+                   .pad_mask = m->step_pad_mask,
+                   .pad_len = m->step_pad_len,
+                   .recompute = m->probe,
+                   .rows_before = m->rows_before,
+                   .rows_after = m->rows_after,
+                   .token_types = m->step_types,
+                   .types_len = m->step_types_len};
+  return x;
+}
+
+/* The last node nd (left to the loss: rows_fusable) over its input `in` a chunk of rows at a
+ * time: its forward into one chunk of memory, the loss's values of the chunk, and with din its
+ * gradient (written over the chunk) and at once the node's backward of the chunk: the input
+ * gradient's rows of the chunk (assigned or added as x->din_assign says: the chunks' rows do
+ * not meet) and the parameters' gradients, which the first chunk assigns when
+ * x->pgrad_assign says so and the others add to. Only one chunk of the output is ever held. */
+static strop_status rows_run(strop_model *m, strop__node *nd, strop__exec *x,
+                             const strop__act *in, float *const *din,
+                             const strop__row_loss *loss) {
+  const strop__shape *os = &m->run_shapes[m->n_nodes - 1];
+  const int64_t cols = os->d[os->rank - 1], width = in->shape.d[in->shape.rank - 1];
+  const int64_t rows = (int64_t)(strop__shape_numel(&in->shape) / (size_t)width) * in->n;
+  const int64_t chunk = rows_chunk(rows, cols);
+  if (rows == 0) return STROP_OK;
+  float *v = strop__arena_alloc(&m->arena, (size_t)chunk * (size_t)cols * sizeof *v);
+  if (!v)
+    return strop__err(STROP_E_NOMEM,
+                      "layer '%s': out of memory for %lld rows of %lld outputs computed with "
+                      "the loss",
+                      nd->name, (long long)chunk, (long long)cols);
+  const int assign = x->pgrad_assign;
+  strop_status s = STROP_OK;
+  for (int64_t r0 = 0; r0 < rows && !s; r0 += chunk) {
+    const int64_t nr = rows - r0 < chunk ? rows - r0 : chunk;
+    const strop__act ci = {in->data + r0 * width, nr, {1, {width}}};
+    strop__act co = {v, nr, {1, {cols}}};
+    const strop__arena_mark mk = strop__arena_get_mark(&m->arena);
+    s = nd->vt->forward(nd, x, &ci, &co);
+    if (!s) s = loss->rows(loss->ctx, r0, nr, cols, v, din != NULL);
+    if (!s && din) {
+      float *dc = din[0] ? din[0] + r0 * width : NULL;
+      x->pgrad_assign = assign && r0 == 0;
+      s = nd->vt->backward(nd, x, &ci, &co, v, &dc);
+    }
+    strop__arena_rollback(&m->arena, mk);
+    nd->saved = NULL;
+  }
+  x->pgrad_assign = assign;
+  /* a gradient seen finite as the first chunk wrote it has had the others added since */
+  for (int j = 0; din && rows > chunk && j < nd->n_params; j++) {
+    nd->params[j].grad_checked = 0;
+    if (nd->params[j].tied) nd->params[j].tied->grad_checked = 0;
+  }
+  return s;
+}
+
+strop_status strop__model_rows_eval(strop_model *m, const strop__row_loss *loss) {
+  if (!m->have_forward || !m->rows_fused)
+    return strop__err(STROP_E_STATE, "forward: no forward left its last node to the loss");
+  strop__node *nd = &m->nodes[m->n_nodes - 1];
+  strop__exec x = step_exec(m);
+  const strop__act in = nd->in[0] < 0 ? m->input : m->acts[nd->in[0]];
+  return rows_run(m, nd, &x, &in, NULL, loss);
+}
+
+static strop_status backward_impl(strop_model *m, const float *dout, const strop__row_loss *loss);
+
 strop_status strop__model_backward(strop_model *m, const float *dout) {
+  if (m->rows_fused)
+    return strop__err(STROP_E_STATE,
+                      "backward: the forward left its last node to the loss; run that "
+                      "(strop__model_backward_rows)");
+  return backward_impl(m, dout, NULL);
+}
+
+strop_status strop__model_backward_rows(strop_model *m, const strop__row_loss *loss) {
+  if (!m->rows_fused || !loss)
+    return strop__err(STROP_E_STATE, "backward: no forward left its last node to the loss");
+  return backward_impl(m, NULL, loss);
+}
+
+static strop_status backward_impl(strop_model *m, const float *dout,
+                                  const strop__row_loss *loss) {
   if (!m->have_forward)
     return strop__err(STROP_E_STATE, "backward: no forward pass to differentiate");
   strop_status s = strop__model_sync_grads(m);
@@ -1472,20 +1614,7 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
   }
   count_consumers(m);
   /* backward sees the forward's mode and mask */
-  strop__exec x = {&m->arena,
-                   &m->rng,
-                   m->step_training,
-                   strop__num_threads(),
-                   m->step_pad_mask,
-                   0,
-                   0,
-                   m->step_pad_len,
-                   m->probe,
-                   NULL,
-                   m->rows_before,
-                   m->rows_after,
-                   m->step_types,
-                   m->step_types_len};
+  strop__exec x = step_exec(m);
   size_t in_bytes = strop__shape_numel(&m->input.shape) * sizeof(float) * (size_t)m->batch;
   m->input_grad = NULL;
   if (m->want_input_grad) {
@@ -1528,7 +1657,9 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
       m->released[d] = STROP__ACT_RELEASED;
       m->acts[d].data = NULL;
     }
-    if (!m->upstream_trainable[i] || !m->grads[i]) continue;
+    /* (the last node left to the loss gets its gradient a chunk at a time, in rows_run) */
+    const int by_rows = loss && i == nn - 1;
+    if (!m->upstream_trainable[i] || (!m->grads[i] && !by_rows)) continue;
     if (m->ckpt_first && m->ckpt_first[i] >= 0 && m->ckpt_last[m->ckpt_first[i]] == i &&
         (s = ckpt_recompute(m, m->ckpt_first[i], i, &x, spares, &n_spares, gbytes, &reg)))
       return s;
@@ -1599,7 +1730,8 @@ strop_status strop__model_backward(strop_model *m, const float *dout) {
           (s = recompute_output(m, nd->in[j], &x, &ins[j])))
         return s;
     x.pgrad_assign = pgrad_prepare(m, first, i);
-    s = nd->vt->backward(nd, &x, ins, &m->acts[i], m->grads[i], din);
+    s = by_rows ? rows_run(m, nd, &x, &ins[0], din, loss)
+                : nd->vt->backward(nd, &x, ins, &m->acts[i], m->grads[i], din);
     if (s) return s;
     if (x.pgrad_assign) /* the layer wrote them outright */
       for (int j = 0; j < nd->n_params; j++) nd->params[j].grad_stale = 0;

@@ -48,8 +48,17 @@ static void log_account(const strop__step_account *a, int64_t n) {
   strop__log(STROP_LOG_DEBUG, "%s", buf);
 }
 
+/* The loss of a planned step whose loss runs fused with the last node: a zero gradient. */
+static strop_status zero_rows(void *ctx, int64_t r0, int64_t nr, int64_t cols, float *v,
+                              int grad) {
+  (void)ctx;
+  (void)r0;
+  if (grad) memset(v, 0, (size_t)nr * (size_t)cols * sizeof *v);
+  return STROP_OK;
+}
+
 strop_status strop__model_probe_step(strop_model *m, int64_t n, const strop__shape *shape,
-                                     size_t *arena_peak, size_t *out_bytes) {
+                                     int rows, size_t *arena_peak, size_t *out_bytes) {
   if (!shape) shape = &m->in_shape;
   strop_status s = STROP_OK;
   if (m->have_forward) strop__model_step_end(m);
@@ -76,6 +85,7 @@ strop_status strop__model_probe_step(strop_model *m, int64_t n, const strop__sha
     }
   }
   const strop__rng rng = m->rng;
+  const int64_t rows_steps = m->rows_steps;
   strop__arena mine = m->arena;
   strop__arena_init(&m->arena);
   m->probe = 1;
@@ -83,8 +93,14 @@ strop_status strop__model_probe_step(strop_model *m, int64_t n, const strop__sha
   memset(&ac, 0, sizeof ac);
   m->account = &ac;
   const strop__act *o;
+  m->want_rows = rows;
   s = strop__model_forward_shaped(m, input, n, shape, 1, NULL, &o);
-  if (!s) {
+  m->want_rows = 0;
+  if (!s && m->rows_fused) { /* one chunk of the output at a time, no gradient of it */
+    const strop__row_loss zero = {zero_rows, NULL};
+    s = strop__model_backward_rows(m, &zero);
+    *out_bytes = 0;
+  } else if (!s) {
     const size_t ob = (size_t)n * strop__shape_numel(&o->shape) * sizeof(float);
     if (!(dout = strop__calloc(1, ob)))
       s = strop__err(STROP_E_NOMEM, "out of memory planning a step of %lld samples",
@@ -100,6 +116,7 @@ strop_status strop__model_probe_step(strop_model *m, int64_t n, const strop__sha
   strop__arena_destroy(&m->arena);
   m->arena = mine;
   m->rng = rng;
+  m->rows_steps = rows_steps;
   for (int i = 0; i < m->n_params; i++) {
     strop__param *p = m->params[i];
     if (p->grad == scratch || (p->trainable && !p->is_buffer && p->data)) {

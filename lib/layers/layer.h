@@ -502,6 +502,17 @@ struct strop__layer_vtable {
    * absorbs one (a frozen batch norm folded into a conv, fuse.h) reads those parameters at
    * each call. Eval mode keeps the unfused numbers (predictions do not depend on freezing). */
   int (*fuse)(strop__node *n, strop__node *const *next, int n_next);
+  /* Optional: 1 when the graph may run this node a run of rows at a time, as it does with the
+   * model's last node fused with a loss over the rows of its output (graph.h, strop__row_loss:
+   * the LM head and its cross-entropy, one chunk of logits held at a time). It must hold that:
+   * the node has one input; each row of its output (every dimension but the last flattened)
+   * depends only on the same row of its input, in train and eval mode; forward and backward
+   * take any run of rows as a batch of its own (per-sample shapes [in] and [out]), random draws
+   * in row order; the backward reads not the output (the graph passes the run's gradient in
+   * its place) and adds its parameters' gradients (or assigns them under x->pgrad_assign,
+   * which the graph gives the first run only); and a run costs nothing beyond its rows' share
+   * (a product that widens a whole held weight at each call does not qualify). NULL: never. */
+  int (*rows)(const strop__node *n);
   /* LoRA adapters for this type, or NULL. */
   const strop__lora_ops *lora;
 };

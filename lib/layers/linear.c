@@ -191,6 +191,14 @@ static strop_status linear_backward(strop__node *n, const strop__exec *x, const 
   return STROP_OK;
 }
 
+/* Every row of y is x's row times W: the graph may run the layer a chunk of rows at a time (the
+ * LM head fused with its loss) unless each call would widen a whole held weight. */
+static int linear_rows_ok(const strop__node *n) {
+  const linear_cfg *c = n->cfg;
+  const strop__param *w = strop__node_p(n, W);
+  return w && (!w->lowp.dtype || strop__linear_lowp_direct(&w->lowp, c->layout == LAYOUT_IN_OUT));
+}
+
 const strop__layer_vtable strop__layer_linear = {
     .type = "linear",
     .doc = "y = x W^T + b over the last dimension (torch.nn.Linear)",
@@ -206,5 +214,6 @@ const strop__layer_vtable strop__layer_linear = {
     .init = linear_init,
     .forward = linear_forward,
     .backward = linear_backward,
+    .rows = linear_rows_ok,
     .lora = &LORA,
 };

@@ -213,6 +213,14 @@ static strop_status lora_backward(strop__node *n, const strop__exec *x, const st
   return STROP_OK;
 }
 
+/* Row by row as linear (the adapter's product and its dropout too, drawn in row order): the
+ * graph may run it a chunk of rows at a time unless each call would widen the held base. */
+static int lora_rows_ok(const strop__node *n) {
+  const strop__lora_cfg *c = n->cfg;
+  const strop__param *w = strop__node_p(n, W);
+  return w && (!w->lowp.dtype || strop__linear_lowp_direct(&w->lowp, c->layout));
+}
+
 static int64_t lora_rank(const strop__node *n, int part, float *alpha, float *dropout) {
   const strop__lora_cfg *c = n->cfg;
   if (part != 0) return 0;
@@ -247,5 +255,6 @@ const strop__layer_vtable strop__layer_lora_linear = {
     .init = lora_init,
     .forward = lora_forward,
     .backward = lora_backward,
+    .rows = lora_rows_ok,
     .lora = &LORA,
 };

@@ -106,6 +106,10 @@ int strop__linear_backward_lowp(const strop__lowp *w, const float *dy, float *dx
   return 0;
 }
 
+int strop__linear_lowp_direct(const strop__lowp *w, int w_in_out) {
+  return w->dtype == STROP__LOWP_BF16 && w->scale_cols == w_in_out && strop__bf16_dot_enabled();
+}
+
 /* ---- elementwise activations ---- */
 
 /* "x < 0 ? 0 : x" rather than fmaxf so NaN propagates, as in PyTorch */

@@ -38,6 +38,11 @@ int strop__linear_forward_lowp(const float *x, const strop__lowp *w, const float
 int strop__linear_backward_lowp(const strop__lowp *w, const float *dy, float *dx, int64_t m,
                                 int64_t in, int64_t out, int w_in_out, int assign_dx);
 
+/* 1 when the two above run with w as it is held, without widening all of it into scratch at
+ * each call (a BF16 weight on the vdpbf16ps kernels): a caller that runs a product a few rows
+ * at a time then pays nothing per call for the weight. */
+int strop__linear_lowp_direct(const strop__lowp *w, int w_in_out);
+
 /* Elementwise activations over n floats. Backward ADDS into dx; it reads x (the input)
  * and/or y (the output) as the formula needs — both are always passed. */
 void strop__relu_forward(const float *x, float *y, size_t n);

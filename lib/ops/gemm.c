@@ -1,13 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /* strop — its own single-precision GEMM for CPUs with AVX-512: for every product where
  * OpenBLAS runs an older kernel set (OpenBLAS picks kernels by CPU model, and some machines pin
- * an AVX2 set on purpose with OPENBLAS_CORETYPE), and for the small and skinny products of a
+ * an AVX2 set on purpose with OPENBLAS_CORETYPE), for the wide products of a transformer where it
+ * is as fast as OpenBLAS's own AVX-512 kernels, and for the small and skinny products of a
  * training step everywhere. Large products use the usual blocked scheme: panels of op(B)
- * (KC x 32) and op(A) (8 x KC) are packed, then an 8 x 32 micro-kernel keeps 16 accumulators
- * in zmm registers. Small ones read the operands in place (sgemm_sup_n, sgemm_sup_t). Each
- * element of C sums its products in k order within a KC block and adds the blocks in order,
- * on every path and whatever part of C a call covers, so neither the path nor the split of C
- * across threads changes a bit. */
+ * (KC x 32) and op(A) (8 x KC) are packed, op(A) once per k block for up to 512 rows whatever
+ * n, then an 8 x 32 micro-kernel keeps 16 accumulators in zmm registers while the tile of C it
+ * ends with is prefetched. Small ones read the operands in place (sgemm_sup_n,
+ * sgemm_sup_t). Each element of C sums its products in k order within a KC block and adds the
+ * blocks in order, on every path and whatever part of C a call covers, so neither the path nor
+ * the split of C across threads changes a bit. */
 #include "ops/ops.h"
 
 #include <pthread.h>
@@ -22,13 +24,14 @@ int strop__gemm_sup = 0;
 
 char *openblas_get_corename(void); /* OpenBLAS's, not in every cblas.h */
 
-enum { MR = 8, NR = 32, KC = STROP__GEMM_KC, MC = 128, NC = 512 };
+enum { MR = 8, NR = 32, KC = STROP__GEMM_KC, MA = 512, MC = 128, NC = 512 };
 
-/* Packing buffers (MC x KC of A and KC x NC of B), one per GEMM running at a time: a call
+/* Packing buffers (MA x KC of op(A), KC x NC of op(B)), one per GEMM running at a time: a call
  * takes one from a shared list and gives it back. The list is filled with one per thread and
  * one more at the first call, so after that a training step allocates nothing; more are made
- * only when more host threads run GEMMs at once. Freed when the library unloads. */
-enum { BUF_FLOATS = MC * KC + KC * NC };
+ * only when more host threads run GEMMs at once. op(A) is packed once per k block for up to MA
+ * rows, whatever n (not again for every NC columns of C). Freed when the library unloads. */
+enum { BUF_FLOATS = MA * KC + KC * NC };
 typedef struct gemm_buf {
   struct gemm_buf *next;
   float *data;
@@ -160,6 +163,49 @@ __attribute__((target("avx512f"))) static void pack_rows_n(const float *src, int
   }
 }
 
+/* kc rows of B (row stride ldb, cols contiguous floats each) into panels of NR columns, each
+ * [kc][NR] zero-padded: pack_rows_n's panels, filled row by row so that B is read in the order
+ * it lies (a weight streamed from memory, whose rows are far apart), the rows ahead prefetched
+ * (a row's segment is too short for the hardware's stream prefetcher to run ahead of it). */
+__attribute__((target("avx512f"))) static void pack_b_n(const float *b, int64_t ldb, int64_t cols,
+                                                        int64_t kc, float *d) {
+  for (int64_t p = 0; p < kc; p++) {
+    const float *s = b + p * ldb;
+    for (int64_t j = 0; j < cols; j += NR) {
+      float *dp = d + j * kc + p * NR;
+      _mm_prefetch((const char *)(s + 4 * ldb + j), _MM_HINT_T0);
+      _mm_prefetch((const char *)(s + 4 * ldb + j + 16), _MM_HINT_T0);
+      _mm512_storeu_ps(dp, _mm512_maskz_loadu_ps(lanes(cols - j), s + j));
+      _mm512_storeu_ps(dp + 16, _mm512_maskz_loadu_ps(lanes(cols - j - 16), s + j + 16));
+    }
+  }
+}
+
+/* rows x kc of op(A) into panels of MR rows, each [kc][MR] (zero rows below the last); a
+ * points at op(A)(0, 0). Transposed (op(A)(r, p) = a[p * lda + r]), two panels are filled from
+ * each 16-float row segment, and the rows ahead are prefetched: they lie lda apart. */
+__attribute__((target("avx512f"))) static void pack_a(int ta, const float *a, int64_t lda,
+                                                      int64_t rows, int64_t kc, float *d) {
+  int64_t i = 0;
+  if (ta)
+    for (; i + 2 * MR <= rows; i += 2 * MR) {
+      const float *s = a + i;
+      float *d0 = d + i * kc, *d1 = d0 + MR * kc;
+      for (int64_t p = 0; p < kc; p++) {
+        _mm_prefetch((const char *)(s + (p + 8) * lda), _MM_HINT_T0);
+        const __m512 v = _mm512_loadu_ps(s + p * lda);
+        _mm256_storeu_ps(d0 + p * MR, _mm512_castps512_ps256(v));
+        _mm256_storeu_ps(d1 + p * MR,
+                         _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+      }
+    }
+  for (; i < rows; i += MR) {
+    const int64_t r = rows - i < MR ? rows - i : MR;
+    if (ta) pack_rows_n(a + i, lda, r, kc, d + i * kc, MR);
+    else pack_rows_t(a + i * lda, lda, r, kc, d + i * kc, MR);
+  }
+}
+
 #  define GEMM_INLINE static inline __attribute__((always_inline, target("avx512f")))
 
 /* The micro-kernels sum over kc the products A(r, k) B(k, 0..31) for the 8 rows r of a tile,
@@ -231,6 +277,17 @@ GEMM_INLINE __mmask16 nonfinite_lanes(__mmask16 m, __m512 v) {
   return _mm512_mask_cmp_ps_mask(m, _mm512_sub_ps(v, v), _mm512_setzero_ps(), _CMP_NEQ_UQ);
 }
 
+/* The 8 x 32 tile of C at c into L1 (three lines a row: c need not be aligned), so that the
+ * read-modify-write after the k loop finds it there rather than in memory: the tiles of a
+ * panel of C lie ldc apart, which no hardware prefetcher follows. Prefetches never fault. */
+GEMM_INLINE void prefetch_tile(const float *c, int64_t ldc) {
+  for (int r = 0; r < MR; r++) {
+    _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
+    _mm_prefetch((const char *)(c + r * ldc + 16), _MM_HINT_T0);
+    _mm_prefetch((const char *)(c + r * ldc + NR - 1), _MM_HINT_T0);
+  }
+}
+
 /* C[mr x nr] = alpha * acc + beta * C (C not read when beta is 0). With bad (the last k block:
  * these are C's final values), lanes that are not finite are or-ed into *bad. */
 GEMM_INLINE void store_tile(const __m512 *acc, float *c, int64_t ldc, float alpha, float beta,
@@ -256,6 +313,7 @@ __attribute__((target("avx512f"))) static void kernel_8x32(int64_t kc, const flo
                                                            float alpha, float beta, int64_t mr,
                                                            int64_t nr, unsigned *bad) {
   __m512 acc[16];
+  prefetch_tile(c, ldc);
   mk_8x32(kc, ap, 1, MR, bp, NR, 0, 0xffff, 0xffff, acc);
   store_tile(acc, c, ldc, alpha, beta, mr, nr, bad);
 }
@@ -265,6 +323,7 @@ __attribute__((target("avx512f"))) static void kernel_8x16(int64_t kc, const flo
                                                            float alpha, float beta, int64_t mr,
                                                            int64_t nr, unsigned *bad) {
   __m512 acc[16];
+  prefetch_tile(c, ldc);
   mk_8x16(kc, ap, 1, MR, bp, NR, 0, 0xffff, acc);
   store_tile(acc, c, ldc, alpha, beta, mr, nr, bad);
 }
@@ -411,21 +470,37 @@ static int corename_has_avx512(void) {
 }
 
 static int g_auto = -1; /* 1: the CPU has AVX-512 and OpenBLAS does not use it */
+enum { WIDE = 256 };
 
 int strop__gemm_own_available(void) { return __builtin_cpu_supports("avx512f") != 0; }
 
+/* The transposed product's packed A (k x m, m rounded up to 32) fits the buffer as it was
+ * before the 512-row region for op(A): the bound it was measured with. */
+static int sup_t_fits(int64_t m, int64_t k) {
+  return k * ((m + NR - 1) / NR * NR) <= (int64_t)(MC + NC) * KC;
+}
+
+/* 1 for a small or skinny product: op(A) short enough (m x KC) to stay in L2 while it is read
+ * in place once per 32 columns of C, or, with B transposed, an A that sgemm_sup_t packs whole
+ * (with fewer than 16 rows of B its 8-row panels run half empty: the packed path puts B's rows
+ * in the vector lanes instead). */
+static int small_shape(int ta, int tb, int64_t m, int64_t n, int64_t k) {
+  if (!tb) return m * (k < KC ? k : KC) <= 256 * KC;
+  return !ta && n >= 16 && sup_t_fits(m, k);
+}
+
 /* 1: read both operands in place (sgemm_sup_n), 2: the transposed product with A packed
- * (sgemm_sup_t), 0: the packed path. In place means a block of op(A), m x KC, is read once per
- * 32 columns of C, so m is bounded to keep it in L2. */
+ * (sgemm_sup_t), 0: the packed path. B read in place is read a row of 32 floats at a time, its
+ * rows ldb apart: from 2048 columns (8 KB) the packed path, which reads B row by row, is faster
+ * even on a small product; with a transposed A read in place, from 1024 columns
+ * (docs/performance.md). */
 static int sup_path(int ta, int tb, int64_t m, int64_t n, int64_t k) {
   if (strop__gemm_sup == 1) return 0;
-  if (!tb) return strop__gemm_sup == 2 || m * (k < KC ? k : KC) <= 256 * KC ? 1 : 0;
-  /* (with fewer than 16 rows of B the transposed product's 8-row panels run half empty:
-   * the packed path puts B's rows in the vector lanes instead) */
-  if (!ta && (n >= 16 || strop__gemm_sup == 2) &&
-      k * ((m + NR - 1) / NR * NR) <= (int64_t)BUF_FLOATS)
-    return 2;
-  return 0;
+  if (!tb)
+    return strop__gemm_sup == 2 || (small_shape(ta, tb, m, n, k) && n < (ta ? 1024 : 2048)) ? 1
+                                                                                            : 0;
+  return small_shape(ta, tb, m, n, k) || (strop__gemm_sup == 2 && !ta && sup_t_fits(m, k)) ? 2
+                                                                                           : 0;
 }
 
 int strop__gemm_use_own(int ta, int tb, int64_t m, int64_t n, int64_t k) {
@@ -436,10 +511,14 @@ int strop__gemm_use_own(int ta, int tb, int64_t m, int64_t n, int64_t k) {
     v = !corename_has_avx512();
     __atomic_store_n(&g_auto, v, __ATOMIC_RELAXED);
   }
-  /* where OpenBLAS runs AVX-512 kernels of its own, only the small and skinny shapes, on
-   * which its packing of both operands at every call costs more than the kernel gains; not
-   * with a short k, where the tile's stores dominate and OpenBLAS's small-matrix kernels win */
-  return v || (sup_path(ta, tb, m, n, k) != 0 && k >= 32);
+  /* where OpenBLAS runs AVX-512 kernels of its own: the small and skinny shapes, on which its
+   * packing of both operands at every call costs more than the kernel gains (not with a short
+   * k, where the tile's stores dominate and OpenBLAS's small-matrix kernels win), and the wide
+   * forward and input-gradient products of transformer layers (A not transposed, every side
+   * at least WIDE), on which the packed path is 1.0-1.1x its kernels; weight gradients (A
+   * transposed) stay with it: level, 0.94-1.09x (bench_gemm, docs/performance.md) */
+  return v || (small_shape(ta, tb, m, n, k) && k >= 32) ||
+         (!ta && m >= WIDE && n >= WIDE && k >= WIDE);
 }
 
 __attribute__((target("avx512f"))) int strop__sgemm_own(int ta, int tb, int64_t m, int64_t n,
@@ -464,37 +543,36 @@ __attribute__((target("avx512f"))) int strop__sgemm_own(int ta, int tb, int64_t 
     if (nonfinite) *nonfinite = bad_lanes != 0;
     return 0;
   }
-  float *ap = buf->data, *bp = ap + MC * KC;
-  for (int64_t jc = 0; jc < n; jc += NC) {
-    const int64_t nc = n - jc < NC ? n - jc : NC;
+  float *ap = buf->data, *bp = ap + MA * KC;
+  /* up to MA rows of C at a time: op(A) packed once per k block for all of n */
+  for (int64_t ib = 0; ib < m; ib += MA) {
+    const int64_t mb = m - ib < MA ? m - ib : MA;
     for (int64_t pc = 0; pc < k; pc += KC) {
       const int64_t kc = k - pc < KC ? k - pc : KC;
       const float be = pc == 0 ? beta : 1.0f;
-      /* op(B)[pc.., jc..] into panels of NR columns, each [kc][NR] */
-      for (int64_t j = 0; j < nc; j += NR) {
-        const int64_t cols = nc - j < NR ? nc - j : NR;
-        float *d = bp + j * kc;
-        if (tb) pack_rows_t(b + (jc + j) * ldb + pc, ldb, cols, kc, d, NR);
-        else pack_rows_n(b + pc * ldb + jc + j, ldb, cols, kc, d, NR);
-      }
-      for (int64_t ic = 0; ic < m; ic += MC) {
-        const int64_t mc = m - ic < MC ? m - ic : MC;
-        /* op(A)[ic.., pc..] into panels of MR rows, each [kc][MR] */
-        for (int64_t i = 0; i < mc; i += MR) {
-          const int64_t rows = mc - i < MR ? mc - i : MR;
-          float *d = ap + i * kc;
-          if (ta) pack_rows_n(a + pc * lda + ic + i, lda, rows, kc, d, MR);
-          else pack_rows_t(a + (ic + i) * lda + pc, lda, rows, kc, d, MR);
-        }
-        for (int64_t j = 0; j < nc; j += NR) {
-          const int64_t nr = nc - j < NR ? nc - j : NR;
-          for (int64_t i = 0; i < mc; i += MR) {
-            const int64_t mr = mc - i < MR ? mc - i : MR;
-            float *ct = c + (ic + i) * ldc + jc + j;
-            unsigned *bt = pc + kc == k ? bad : NULL;
-            if (nr <= 16)
-              kernel_8x16(kc, ap + i * kc, bp + j * kc, ct, ldc, alpha, be, mr, nr, bt);
-            else kernel_8x32(kc, ap + i * kc, bp + j * kc, ct, ldc, alpha, be, mr, nr, bt);
+      unsigned *bt = pc + kc == k ? bad : NULL;
+      pack_a(ta, ta ? a + pc * lda + ib : a + ib * lda + pc, lda, mb, kc, ap);
+      for (int64_t jc = 0; jc < n; jc += NC) {
+        const int64_t nc = n - jc < NC ? n - jc : NC;
+        /* op(B)[pc.., jc..] into panels of NR columns, each [kc][NR] */
+        if (tb)
+          for (int64_t j = 0; j < nc; j += NR)
+            pack_rows_t(b + (jc + j) * ldb + pc, ldb, nc - j < NR ? nc - j : NR, kc, bp + j * kc,
+                        NR);
+        else pack_b_n(b + pc * ldb + jc, ldb, nc, kc, bp);
+        /* MC rows at a time (their panels of op(A) stay in L2), a panel of B in L1 against
+         * each of them */
+        for (int64_t ic = 0; ic < mb; ic += MC) {
+          const int64_t mc = mb - ic < MC ? mb - ic : MC;
+          for (int64_t j = 0; j < nc; j += NR) {
+            const int64_t nr = nc - j < NR ? nc - j : NR;
+            for (int64_t i = 0; i < mc; i += MR) {
+              const int64_t mr = mc - i < MR ? mc - i : MR;
+              const float *at = ap + (ic + i) * kc;
+              float *ct = c + (ib + ic + i) * ldc + jc + j;
+              if (nr <= 16) kernel_8x16(kc, at, bp + j * kc, ct, ldc, alpha, be, mr, nr, bt);
+              else kernel_8x32(kc, at, bp + j * kc, ct, ldc, alpha, be, mr, nr, bt);
+            }
           }
         }
       }

@@ -36,11 +36,14 @@ const char *strop__loss_name(int kind) {
 /* Cross-entropy over rows of C logits. The gradient is written unscaled in the first pass
  * and divided by the weight total at the end, so each row's softmax is computed once. The
  * exponentials are strop__vexp's, a block at a time into `e`, summed in column order as
- * before: libm's values and order, without a call per logit (a 50257-word vocabulary). */
-STROP__CLONES static strop_status cross_entropy(const strop__loss_cfg *c, const float *pred,
-                                                int64_t n, int64_t per_sample,
-                                                const float *target, int64_t tps,
-                                                double *loss_out, float *dpred) {
+ * before: libm's values and order, without a call per logit (a 50257-word vocabulary).
+ * strop__loss_eval runs it over all rows at once, strop__ce_rows a run of rows at a time: both
+ * through ce_check and ce_row, so that their numbers are the same. */
+
+/* The classes per row (*C) and the configuration and every target checked, before anything
+ * is written. */
+static strop_status ce_check(const strop__loss_cfg *c, int64_t per_sample, const float *target,
+                             int64_t n, int64_t tps, int64_t *C_out) {
   int64_t C = c->n_classes > 0 ? c->n_classes : per_sample / tps;
   if (C <= 0 || C * tps != per_sample)
     return strop__err(STROP_E_INVALID_ARG,
@@ -52,9 +55,7 @@ STROP__CLONES static strop_status cross_entropy(const strop__loss_cfg *c, const 
     return strop__err(STROP_E_INVALID_ARG,
                       FN ": cross_entropy: label_smoothing must be in [0, 1], got %g",
                       (double)eps);
-  const float *w = c->class_weights;
   int64_t rows = n * tps;
-  /* validate every target before touching dpred */
   for (int64_t r = 0; r < rows; r++) {
     float y = target[r];
     /* compare as doubles: a huge float must not be cast to an integer */
@@ -72,45 +73,72 @@ STROP__CLONES static strop_status cross_entropy(const strop__loss_cfg *c, const 
                          "[0, %lld) nor ignore_index %lld",
                       (long long)r, (double)y, (long long)C, (long long)c->ignore_index);
   }
+  *C_out = C;
+  return STROP_OK;
+}
+
+static double ce_wsum(const strop__loss_cfg *c, int64_t C) {
   double wsum = 0.0;
-  for (int64_t j = 0; j < C; j++) wsum += w ? (double)w[j] : 1.0;
-  double total = 0.0, wtotal = 0.0;
-  for (int64_t r = 0; r < rows; r++) {
-    const float *z = pred + r * C;
-    float *g = dpred ? dpred + r * C : NULL;
-    if ((double)target[r] == (double)c->ignore_index) {
-      if (g)
-        for (int64_t j = 0; j < C; j++) g[j] = 0.0f;
-      continue;
-    }
-    int64_t y = (int64_t)target[r];
-    double m = z[0];
-    for (int64_t j = 1; j < C; j++)
-      if (z[j] > m) m = z[j];
-    double s = 0.0, e[64];
-    for (int64_t j0 = 0; j0 < C; j0 += 64) {
-      const int64_t nb = C - j0 < 64 ? C - j0 : 64;
-      for (int64_t j = 0; j < nb; j++) e[j] = strop__vexp((double)z[j0 + j] - m);
-      for (int64_t j = 0; j < nb; j++) s += e[j];
-    }
-    double lse = m + log(s);
-    double wy = w ? (double)w[y] : 1.0;
-    double row = (1.0 - eps) * wy * (lse - (double)z[y]);
-    if (eps > 0.0f) {
-      double sm = 0.0;
-      for (int64_t j = 0; j < C; j++) sm += (w ? (double)w[j] : 1.0) * (lse - (double)z[j]);
-      row += (double)eps / (double)C * sm;
-    }
-    total += row;
-    wtotal += wy;
-    if (g) {
-      double a = (1.0 - eps) * wy + (double)eps / (double)C * wsum;
-      double ew = (double)eps / (double)C;
-      for (int64_t j = 0; j < C; j++)
-        g[j] = (float)(strop__vexp((double)z[j] - lse) * a - ew * (w ? (double)w[j] : 1.0));
-      g[y] -= (float)((1.0 - eps) * wy);
-    }
+  for (int64_t j = 0; j < C; j++) wsum += c->class_weights ? (double)c->class_weights[j] : 1.0;
+  return wsum;
+}
+
+/* One row: z its C logits, y its target. Adds the row's (weighted) loss to *total and its
+ * weight to *wtotal; with g, writes the unscaled gradient there, which may be z itself (every
+ * logit is read before its gradient is written over it). An ignored row adds nothing and gets
+ * a zero gradient. */
+static inline __attribute__((always_inline)) void ce_row(const strop__loss_cfg *c, const float *z,
+                                                         float *g, float y, int64_t C,
+                                                         double wsum, double *total,
+                                                         double *wtotal) {
+  const float eps = c->label_smoothing;
+  const float *w = c->class_weights;
+  if ((double)y == (double)c->ignore_index) {
+    if (g)
+      for (int64_t j = 0; j < C; j++) g[j] = 0.0f;
+    return;
   }
+  int64_t yi = (int64_t)y;
+  double m = z[0];
+  for (int64_t j = 1; j < C; j++)
+    if (z[j] > m) m = z[j];
+  double s = 0.0, e[64];
+  for (int64_t j0 = 0; j0 < C; j0 += 64) {
+    const int64_t nb = C - j0 < 64 ? C - j0 : 64;
+    for (int64_t j = 0; j < nb; j++) e[j] = strop__vexp((double)z[j0 + j] - m);
+    for (int64_t j = 0; j < nb; j++) s += e[j];
+  }
+  double lse = m + log(s);
+  double wy = w ? (double)w[yi] : 1.0;
+  double row = (1.0 - eps) * wy * (lse - (double)z[yi]);
+  if (eps > 0.0f) {
+    double sm = 0.0;
+    for (int64_t j = 0; j < C; j++) sm += (w ? (double)w[j] : 1.0) * (lse - (double)z[j]);
+    row += (double)eps / (double)C * sm;
+  }
+  *total += row;
+  *wtotal += wy;
+  if (g) {
+    double a = (1.0 - eps) * wy + (double)eps / (double)C * wsum;
+    double ew = (double)eps / (double)C;
+    for (int64_t j = 0; j < C; j++)
+      g[j] = (float)(strop__vexp((double)z[j] - lse) * a - ew * (w ? (double)w[j] : 1.0));
+    g[yi] -= (float)((1.0 - eps) * wy);
+  }
+}
+
+STROP__CLONES static strop_status cross_entropy(const strop__loss_cfg *c, const float *pred,
+                                                int64_t n, int64_t per_sample,
+                                                const float *target, int64_t tps,
+                                                double *loss_out, float *dpred) {
+  int64_t C = 0;
+  strop_status st = ce_check(c, per_sample, target, n, tps, &C);
+  if (st) return st;
+  const int64_t rows = n * tps;
+  const double wsum = ce_wsum(c, C);
+  double total = 0.0, wtotal = 0.0;
+  for (int64_t r = 0; r < rows; r++)
+    ce_row(c, pred + r * C, dpred ? dpred + r * C : NULL, target[r], C, wsum, &total, &wtotal);
   double scale = 1.0;
   if (c->reduction == STROP__LOSS_REDUCTION_MEAN) scale = wtotal != 0.0 ? 1.0 / wtotal : 0.0;
   *loss_out = total * scale;
@@ -120,6 +148,55 @@ STROP__CLONES static strop_status cross_entropy(const strop__loss_cfg *c, const 
   }
   return STROP_OK;
 }
+
+strop_status strop__ce_rows_begin(strop__ce_rows *st, const strop__loss_cfg *c, int64_t n,
+                                  int64_t per_sample, const float *target,
+                                  int64_t target_per_sample) {
+  if (!st || !c || !target || c->kind != STROP__LOSS_CROSS_ENTROPY)
+    return strop__err(STROP_E_INVALID_ARG, FN ": cross_entropy: NULL argument or another loss");
+  if (n <= 0 || per_sample <= 0 || target_per_sample <= 0)
+    return strop__err(STROP_E_INVALID_ARG,
+                      FN ": cross_entropy: sizes must be > 0, got n %lld, per_sample %lld, "
+                         "target_per_sample %lld",
+                      (long long)n, (long long)per_sample, (long long)target_per_sample);
+  if (c->reduction != STROP__LOSS_REDUCTION_MEAN && c->reduction != STROP__LOSS_REDUCTION_SUM)
+    return strop__err(STROP_E_INVALID_ARG, FN ": cross_entropy: unknown reduction %d",
+                      c->reduction);
+  int64_t C = 0;
+  strop_status s = ce_check(c, per_sample, target, n, target_per_sample, &C);
+  if (s) return s;
+  st->c = c;
+  st->target = target;
+  st->rows = n * target_per_sample;
+  st->C = C;
+  st->wsum = ce_wsum(c, C);
+  st->total = 0.0;
+  /* the weight total strop__loss_eval sums as it goes: the same terms in the same order */
+  double wtotal = 0.0;
+  for (int64_t r = 0; r < st->rows; r++) {
+    const float y = target[r];
+    if ((double)y == (double)c->ignore_index) continue;
+    wtotal += c->class_weights ? (double)c->class_weights[(int64_t)y] : 1.0;
+  }
+  st->scale = 1.0;
+  if (c->reduction == STROP__LOSS_REDUCTION_MEAN) st->scale = wtotal != 0.0 ? 1.0 / wtotal : 0.0;
+  return STROP_OK;
+}
+
+STROP__CLONES void strop__ce_rows_eval(strop__ce_rows *st, int64_t r0, int64_t nr, float *z,
+                                       int grad) {
+  const int64_t C = st->C;
+  double wtotal = 0.0; /* (summed beforehand) */
+  for (int64_t r = 0; r < nr; r++)
+    ce_row(st->c, z + r * C, grad ? z + r * C : NULL, st->target[r0 + r], C, st->wsum, &st->total,
+           &wtotal);
+  if (grad && st->scale != 1.0) {
+    float fs = (float)st->scale;
+    for (int64_t i = 0; i < nr * C; i++) z[i] *= fs;
+  }
+}
+
+double strop__ce_rows_loss(const strop__ce_rows *st) { return st->total * st->scale; }
 
 static strop_status elementwise(const strop__loss_cfg *c, const float *pred, int64_t n,
                                 int64_t per_sample, const float *target, double *loss_out,

@@ -52,6 +52,32 @@ strop_status strop__loss_eval(const strop__loss_cfg *c, const float *pred, int64
                               int64_t per_sample, const float *target, int64_t target_per_sample,
                               double *loss_out, float *dpred);
 
+/* Cross-entropy evaluated a run of rows at a time, for a loss fused with the layer before it
+ * (an LM head whose logits are computed and differentiated a chunk of rows at a time, so that
+ * [rows x classes] is never held whole): the numbers of strop__loss_eval, bit for bit (each
+ * row's value and gradient are the same code; the sums run in the same row order; the mean's
+ * divisor is summed from the targets beforehand, in the order strop__loss_eval sums it). */
+typedef struct strop__ce_rows {
+  const strop__loss_cfg *c; /* borrowed */
+  const float *target;      /* every row's class index (borrowed) */
+  int64_t rows, C;
+  double wsum;  /* the summed class weight (C when there are none) */
+  double scale; /* of the reduction: 1 / the summed weight of the rows not ignored (mean) */
+  double total; /* the rows' losses so far */
+} strop__ce_rows;
+
+/* Starts st over n samples of per_sample logits and target_per_sample targets each, as
+ * strop__loss_eval reads them (c->kind must be cross-entropy): validates every target first,
+ * with strop__loss_eval's errors (STROP_E_INVALID_ARG), and sums the mean's divisor. */
+strop_status strop__ce_rows_begin(strop__ce_rows *st, const strop__loss_cfg *c, int64_t n,
+                                  int64_t per_sample, const float *target,
+                                  int64_t target_per_sample);
+/* Rows [r0, r0 + nr) of the logits, z (nr x C): adds their loss to st->total and, with grad,
+ * writes d loss / d z over z, scaled by the reduction as strop__loss_eval scales its dpred. */
+void strop__ce_rows_eval(strop__ce_rows *st, int64_t r0, int64_t nr, float *z, int grad);
+/* The reduced loss once every row has been evaluated. */
+double strop__ce_rows_loss(const strop__ce_rows *st);
+
 /* "cross_entropy", "mse", ... or "unknown". */
 const char *strop__loss_name(int kind);
 

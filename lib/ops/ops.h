@@ -44,7 +44,8 @@ int strop__sgemm_own(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, 
 int strop__gemm_own_available(void);
 /* 1 when strop__sgemm uses it for this product: strop__gemm_impl 0 decides by the CPU,
  * OpenBLAS's kernels and the shape (where OpenBLAS has AVX-512 kernels, only small and skinny
- * shapes, which the own kernel reads in place), 1 forces OpenBLAS, 2 forces the own kernel
+ * shapes, which the own kernel reads in place, and wide ones with A not transposed, every side
+ * at least 256, which it packs), 1 forces OpenBLAS, 2 forces the own kernel
  * where available (tests, benchmarks). Decided once per product, before any split. */
 int strop__gemm_use_own(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k);
 extern int strop__gemm_impl;

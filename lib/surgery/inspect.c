@@ -164,8 +164,10 @@ static strop_status plan_figures(const char *fn, strop_model *m, int64_t batch,
   if (s) return s;
   const int64_t n1 = batch <= 4 ? batch : 2, n2 = batch <= 4 ? batch : 4;
   size_t a1 = 0, a2 = 0, o1 = 0, o2 = 0;
-  s = strop__model_probe_step(m, n1, shape, &a1, &o1);
-  if (!s && n2 != n1) s = strop__model_probe_step(m, n2, shape, &a2, &o2);
+  /* as the trainer runs a step with its default loss, the cross-entropy: fused with the last
+   * node where that applies (only one chunk of the output held) */
+  s = strop__model_probe_step(m, n1, shape, 1, &a1, &o1);
+  if (!s && n2 != n1) s = strop__model_probe_step(m, n2, shape, 1, &a2, &o2);
   if (s) {
     strop__err_prefix("%s: planning a step of batch %lld", fn, (long long)batch);
     return s;

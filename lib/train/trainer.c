@@ -924,6 +924,83 @@ static strop_status micro_step(strop_trainer *t, const float *x, const strop__sh
                                const strop__side *side, const float *y, int64_t n,
                                double *loss_out, int64_t *correct_out);
 
+/* ---- the cross-entropy fused with the model's last node (graph.h, strop__row_loss) ---- */
+
+static void metrics_rows(strop_metrics *mt, const float *pred, const float *y, int64_t rows);
+
+/* Rows of C predictions whose arg max (the first, on ties) is their target. */
+static int64_t count_correct(const float *pred, const float *y, int64_t rows, int64_t C) {
+  int64_t c = 0;
+  for (int64_t r = 0; r < rows; r++) {
+    const float *row = pred + r * C;
+    int64_t best = 0;
+    for (int64_t k = 1; k < C; k++)
+      if (row[k] > row[best]) best = k;
+    if ((float)best == y[r]) c++;
+  }
+  return c;
+}
+
+/* The trainer's cross-entropy over the rows of the last node's output a chunk at a time: the
+ * loss's sums (strop__ce_rows: strop__loss_eval's numbers), the rows predicted right, an
+ * evaluation's per-row metrics, and the gradient scaled for accumulation after the mean's
+ * scale, as window_backward scales a whole one. */
+typedef struct ce_fused {
+  strop__ce_rows ce;
+  const float *y; /* every row's target */
+  int count;      /* 1: count the rows predicted right into correct */
+  int64_t correct;
+  float inv;         /* 1 / accum (1: none) */
+  strop_metrics *mt; /* evaluation: per-row metrics, or NULL */
+} ce_fused;
+
+static strop_status ce_fused_rows(void *ctx, int64_t r0, int64_t nr, int64_t cols, float *v,
+                                  int grad) {
+  ce_fused *f = ctx;
+  if (f->count) f->correct += count_correct(v, f->y + r0, nr, cols);
+  if (f->mt) metrics_rows(f->mt, v, f->y + r0, nr);
+  strop__ce_rows_eval(&f->ce, r0, nr, v, grad);
+  if (grad && f->inv != 1.0f)
+    for (int64_t i = 0; i < nr * cols; i++) v[i] *= f->inv;
+  return STROP_OK;
+}
+
+/* The rest of a micro-batch whose forward left the last node to the loss: the node's rows a
+ * chunk at a time (logits, loss and gradient, the node's backward), the rest of the backward,
+ * then what micro_step and window_backward do after a whole loss. Not in a group (the ranks
+ * exchange the loss's divisor before their backward). */
+static strop_status fused_step(strop_trainer *t, const char *fn, const float *y, int64_t n,
+                               int64_t per, int64_t tps, double *loss_out, int64_t *correct_out) {
+  strop_model *m = t->m;
+  ce_fused f;
+  memset(&f, 0, sizeof f);
+  f.y = y;
+  f.count = correct_out != NULL;
+  f.inv = t->accum > 1 ? 1.0f / (float)t->accum : 1.0f;
+  const strop__row_loss rl = {ce_fused_rows, &f};
+  strop_status s = strop__ce_rows_begin(&f.ce, &t->loss, n, per, y, tps);
+  if (!s) s = strop__model_backward_rows(m, &rl);
+  strop__model_step_end(m);
+  if (s) {
+    drop_accumulation(t);
+    strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
+    return s;
+  }
+  const double loss = strop__ce_rows_loss(&f.ce);
+  if (correct_out) *correct_out = f.correct;
+  *loss_out = loss;
+  if (!isfinite(loss)) { /* the backward ran: the window's gradients go with it */
+    t->skipped++;
+    drop_accumulation(t);
+    return strop__err(STROP_E_NUMERIC,
+                      "%s: step %lld: the loss is %s; the update was skipped "
+                      "and the weights and buffers are unchanged",
+                      fn, (long long)t->global_step, isnan(loss) ? "NaN" : "infinite");
+  }
+  t->micro++;
+  return window_end(t, fn);
+}
+
 /* forward + loss (+ backward); stats of the batch for running metrics. In a group, the model's
  * random draws skip the other ranks' rows (t->rows_before, t->rows_after). */
 strop_status strop__trainer_micro_step(strop_trainer *t, const float *x,
@@ -959,12 +1036,17 @@ static strop_status micro_step(strop_trainer *t, const float *x, const strop__sh
   const strop__act *out;
   /* a failure from here on drops the window: the forward may have moved running statistics
    * and the generator before it failed (out of memory halfway) */
+  /* the cross-entropy runs fused with a linear head where the graph can (its logits a chunk of
+   * rows at a time); STROP_FUSED_LOSS=0 in the environment turns it off */
+  m->want_rows = t->loss.kind == STROP_LOSS_CROSS_ENTROPY && !dist_on(t);
   s = strop__model_forward_shaped(m, x, n, shape, 1, side, &out);
+  m->want_rows = 0;
   if (s) {
     drop_accumulation(t);
     strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
     return dist_fail(t, fn, s);
   }
+  if (m->rows_fused) return fused_step(t, fn, y, n, per, tps, loss_out, correct_out);
   float *dpred = strop__arena_alloc(&m->arena, (size_t)n * (size_t)per * sizeof(float));
   if (!dpred) {
     strop__model_step_end(m);
@@ -979,18 +1061,7 @@ static strop_status micro_step(strop_trainer *t, const float *x, const strop__sh
     strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
     return dist_fail(t, fn, s);
   }
-  if (correct_out && classes > 0) {
-    int64_t c = 0;
-    int64_t rows = n * tps;
-    for (int64_t r = 0; r < rows; r++) {
-      const float *row = out->data + r * classes;
-      int64_t best = 0;
-      for (int64_t k = 1; k < classes; k++)
-        if (row[k] > row[best]) best = k;
-      if ((float)best == y[r]) c++;
-    }
-    *correct_out = c;
-  }
+  if (correct_out && classes > 0) *correct_out = count_correct(out->data, y, n * tps, classes);
   *loss_out = loss;
   if (dist_on(t)) {
     /* each rank's mean, weighted by its share of the divisor, adds up to the global mean */
@@ -1265,38 +1336,53 @@ void strop_metrics_free(strop_metrics *mt) {
   strop__free(mt);
 }
 
-static void metrics_add(strop_metrics *mt, const float *pred, const float *y, int64_t n,
-                        int64_t per, int64_t tps, double batch_loss) {
+/* The per-row part of an evaluation's cross-entropy metrics: rows of C predictions and their
+ * targets (the rows of an LM head's output a chunk at a time, or all of a batch). */
+static void metrics_rows(strop_metrics *mt, const float *pred, const float *y, int64_t rows) {
+  const int64_t C = mt->classes;
+  for (int64_t r = 0; r < rows; r++) {
+    const float *row = pred + r * C;
+    int64_t tgt = (int64_t)y[r];
+    if (tgt < 0 || tgt >= C) continue; /* ignored rows */
+    int64_t best = 0;
+    for (int64_t k = 1; k < C; k++)
+      if (row[k] > row[best]) best = k;
+    int64_t higher = 0;
+    for (int64_t k = 0; k < C; k++)
+      if (row[k] > row[tgt]) higher++;
+    mt->rows++;
+    mt->correct += best == tgt;
+    mt->top5 += higher < 5;
+    if (mt->confusion) mt->confusion[tgt * C + best]++;
+  }
+}
+
+/* The per-batch part: n samples whose loss is batch_loss, `before` the rows counted before
+ * the batch's. */
+static void metrics_batch(strop_metrics *mt, int64_t n, double batch_loss, int64_t before) {
   mt->loss_sum += batch_loss * (double)n;
   mt->samples += n;
+  /* the loss is a mean over the predictions not ignored (ignore_index): weighting it by their
+   * count gives the per-token mean of a language model's eval */
+  mt->tok_loss += batch_loss * (double)(mt->rows - before);
+}
+
+static void metrics_add(strop_metrics *mt, const float *pred, const float *y, int64_t n,
+                        int64_t per, int64_t tps, double batch_loss) {
   if (mt->classes > 0) {
-    int64_t C = mt->classes, counted = mt->rows;
-    for (int64_t r = 0; r < n * tps; r++) {
-      const float *row = pred + r * C;
-      int64_t tgt = (int64_t)y[r];
-      if (tgt < 0 || tgt >= C) continue; /* ignored rows */
-      int64_t best = 0;
-      for (int64_t k = 1; k < C; k++)
-        if (row[k] > row[best]) best = k;
-      int64_t higher = 0;
-      for (int64_t k = 0; k < C; k++)
-        if (row[k] > row[tgt]) higher++;
-      mt->rows++;
-      mt->correct += best == tgt;
-      mt->top5 += higher < 5;
-      if (mt->confusion) mt->confusion[tgt * C + best]++;
-    }
-    /* the loss is a mean over the predictions not ignored (ignore_index): weighting it by their
-     * count gives the per-token mean of a language model's eval */
-    mt->tok_loss += batch_loss * (double)(mt->rows - counted);
-  } else {
-    for (int64_t i = 0; i < n * per; i++) {
-      double d = (double)pred[i] - (double)y[i];
-      mt->se += d * d;
-      mt->ae += fabs(d);
-    }
-    mt->values += n * per;
+    const int64_t before = mt->rows;
+    metrics_rows(mt, pred, y, n * tps);
+    metrics_batch(mt, n, batch_loss, before);
+    return;
   }
+  mt->loss_sum += batch_loss * (double)n;
+  mt->samples += n;
+  for (int64_t i = 0; i < n * per; i++) {
+    double d = (double)pred[i] - (double)y[i];
+    mt->se += d * d;
+    mt->ae += fabs(d);
+  }
+  mt->values += n * per;
 }
 
 double strop_metrics_get(const strop_metrics *mt, int key) {
@@ -1424,13 +1510,31 @@ static strop_status eval_iter(strop_trainer *t, strop_batch_iter *it, strop_metr
     const float *xs = x->data, *ys = y->data;
     const strop__side side = {mask ? mask->data : NULL, types ? types->data : NULL};
     const strop__act *o;
-    if ((s = strop__model_forward_shaped(m, xs, cnt, &g.in, 0, &side, &o))) {
+    /* a cross-entropy after a linear head runs with it a chunk of rows at a time (no
+     * [rows x vocabulary] logits held): the same sums in the same order */
+    m->want_rows = t->loss.kind == STROP_LOSS_CROSS_ENTROPY;
+    s = strop__model_forward_shaped(m, xs, cnt, &g.in, 0, &side, &o);
+    m->want_rows = 0;
+    if (s) {
       strop__err_prefix("%s", fn);
       break;
     }
     double loss = 0.0;
-    s = strop__loss_eval(&t->loss, o->data, cnt, per, ys, tps, &loss, NULL);
-    if (!s) metrics_add(mt, o->data, ys, cnt, per, tps, loss);
+    if (m->rows_fused) {
+      ce_fused f;
+      memset(&f, 0, sizeof f);
+      f.y = ys;
+      f.inv = 1.0f;
+      f.mt = mt;
+      const strop__row_loss rl = {ce_fused_rows, &f};
+      const int64_t before = mt->rows;
+      s = strop__ce_rows_begin(&f.ce, &t->loss, cnt, per, ys, tps);
+      if (!s) s = strop__model_rows_eval(m, &rl);
+      if (!s) metrics_batch(mt, cnt, strop__ce_rows_loss(&f.ce), before);
+    } else {
+      s = strop__loss_eval(&t->loss, o->data, cnt, per, ys, tps, &loss, NULL);
+      if (!s) metrics_add(mt, o->data, ys, cnt, per, tps, loss);
+    }
     strop__model_step_end(m);
     if (s) {
       strop__err_prefix("%s", fn);
