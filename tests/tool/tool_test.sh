@@ -710,7 +710,8 @@ P
 demo_text)
   # The text demo (examples/text/README.md) on its committed base model at a reduced budget
   # (STROP_DEMO_EPOCHS, default 3): prepare.py writes the data at test time, the from-scratch
-  # runs draw fresh weights from base/config.json (weights: none); LoRA (on c_attn, and on the
+  # runs draw fresh weights from base/config.json (weights: none); every adaptation keeps
+  # validation windows and restores its best epoch by validation loss; LoRA (on c_attn, and on the
   # token embedding, lm_head and the block linears), full fine-tuning and the last block adapt
   # the base to the held-out `startrek` collection and must each reach a lower test perplexity
   # than the same network trained from scratch with the same budget, each LoRA training under
@@ -753,6 +754,14 @@ acc = {n: rep[n]["stages_results"][-1]["test"]["accuracy"] for n in ("lang-fewsh
 print("language, 16 per class: from the base %.1f%%, from scratch %.1f%% (chance 25%%)"
       % (100 * acc["lang-fewshot"], 100 * acc["lang-scratch"]))
 assert share["adapt-lora"] < 0.05 and share["adapt-lora-emb"] < 0.05, share
+# the honest protocol: each adaptation keeps validation windows apart from its training ones
+# (the test fifth unchanged) and its weights are those of the epoch of lowest validation loss
+for n, r in rep.items():
+    if n.startswith("adapt"):
+        assert r["val_size"] > 0 and r["train_size"] > r["val_size"], (n, r["train_size"], r["val_size"])
+        assert 1 <= r["best_epoch"] <= r["epochs"], (n, r["best_epoch"], r["epochs"])
+        st = r["stages_results"][-1]
+        assert st["val"]["perplexity"] > 1 and st["test"]["perplexity"] > 1, (n, st)
 assert share["adapt-full"] == 1.0 and share["adapt-last"] < 0.5, share
 for n in ("adapt-lora", "adapt-lora-emb", "adapt-full", "adapt-last"):
     assert ppl[n] < ppl["adapt-scratch"], (n, ppl)
