@@ -9,7 +9,12 @@
  * bert_full (sequence classification, 8 x 128) | gpt2_full | gpt2_lora (4 x 128, LoRA r8 alpha
  * 16 on c_attn) | tinyllama_lora (1 x 256, LoRA r8 on q_proj and v_proj). SIZE=, BATCH=,
  * TOKENS= in the environment change the shape; FROZEN_DTYPE=f32|bf16|int8 how the frozen
- * weights are held; LOG=debug prints the library's DEBUG lines (the planning's account of the
+ * weights are held; COMPUTE_DTYPE=f32|bf16 the precision of the linear products
+ * (strop_model_set_compute_dtype: bf16 is mixed-precision training), and COMPUTE_DTYPE=ab
+ * alternates FP32 and BF16 steps on the one model (`repeats` rounds of `steps` steps each, the
+ * order swapped every round) and prints the best step of each and their ratio, by the wall
+ * clock and by the process's CPU time (the machine is shared: a ratio measured in one process
+ * is what carries over); LOG=debug prints the library's DEBUG lines (the planning's account of the
  * step memory by kind) on stderr; STROP_MEMORY_PLAN=0 runs the steps on the free list instead
  * of the lifetime-planned arena; STROP_FUSED_LOSS=0 holds the whole [tokens x vocabulary]
  * logits and their gradient (and predicts that) instead of running the LM head with its
@@ -25,8 +30,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "benchutil.h"
+
+/* the process's CPU time (s): on a shared machine the wall clock also counts the time the
+ * step was not scheduled */
+static double cpu_now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
 
 static int64_t env_int(const char *k, int64_t def) {
   const char *v = getenv(k);
@@ -132,6 +146,10 @@ int main(int argc, char **argv) {
     xr = 2, xd[0] = batch, xd[1] = tokens;
     yr = bert ? 1 : 2, yd[0] = batch, yd[1] = tokens;
   }
+  const char *cdt = getenv("COMPUTE_DTYPE");
+  const int ab = cdt && !strcmp(cdt, "ab");
+  if (cdt && !strcmp(cdt, "bf16"))
+    bench_must(strop_model_set_compute_dtype(m, STROP_DTYPE_BF16), "compute dtype");
   size_t planned = 0;
   if (!getenv("NOPLAN")) /* NOPLAN=1: the step's own peak, without the planning's */
     bench_must(strop_model_step_memory(m, batch, xd + 1, xr - 1, 2, NULL, &planned), "plan");
@@ -158,14 +176,42 @@ int main(int argc, char **argv) {
   const long rss_before = bench_status_kb("VmRSS:"), hwm_before = bench_status_kb("VmHWM:");
   bench_reset_peak_rss();
   float loss = 0;
+  if (ab) { /* interleaved A/B: FP32 and BF16 steps, the order swapped every round */
+    double bt[2] = {1e30, 1e30}, bc[2] = {1e30, 1e30}; /* wall, and the process's CPU time */
+    for (int d = 0; d < 2; d++) { /* a warm-up step of each (the BF16 copies are made) */
+      bench_must(strop_model_set_compute_dtype(m, d), "compute dtype");
+      bench_must(strop_trainer_step(tr, x, y, &loss), "warm-up");
+    }
+    for (int r = 0; r < repeats; r++)
+      for (int h = 0; h < 2; h++) {
+        const int d = (r + h) % 2;
+        bench_must(strop_model_set_compute_dtype(m, d), "compute dtype");
+        const double t0 = bench_now(), c0 = cpu_now();
+        for (int s = 0; s < steps; s++) bench_must(strop_trainer_step(tr, x, y, &loss), "step");
+        const double dt = (bench_now() - t0) / steps, dc = (cpu_now() - c0) / steps;
+        if (dt < bt[d]) bt[d] = dt;
+        if (dc < bc[d]) bc[d] = dc;
+      }
+    printf("RESULT impl=strop row=%s threads=%d batch=%lld tokens=%lld compute_dtype=ab "
+           "f32_step_ms=%.1f bf16_step_ms=%.1f bf16_speedup=%.3f f32_cpu_ms=%.1f "
+           "bf16_cpu_ms=%.1f bf16_cpu_speedup=%.3f gemm_flops=%.4g\n",
+           row, threads, (long long)batch, (long long)tokens, bt[0] * 1e3, bt[1] * 1e3,
+           bt[0] / bt[1], bc[0] * 1e3, bc[1] * 1e3, bc[0] / bc[1], step_flops);
+    strop_tensor_free(x);
+    strop_tensor_free(y);
+    strop_trainer_free(tr);
+    strop_optimizer_free(opt);
+    strop_model_free(m);
+    return 0;
+  }
   const double best = bench_best_step(tr, x, y, steps, repeats, &loss);
   const char *fl = getenv("STROP_FUSED_LOSS");
   printf("RESULT impl=strop row=%s threads=%d batch=%lld tokens=%lld frozen_dtype=%s "
-         "fused_loss=%d "
+         "compute_dtype=%s fused_loss=%d "
          "step_ms=%.1f %s=%.2f gemm_flops=%.4g loss=%.4f params=%lld trainable=%lld "
          "load_s=%.2f rss_start_kb=%ld peak_after_load_kb=%ld rss_before_step_kb=%ld "
          "peak_setup_kb=%ld peak_rss_kb=%ld planned_peak_kb=%zu\n",
-         row, threads, (long long)batch, (long long)tokens, fdt ? fdt : "f32",
+         row, threads, (long long)batch, (long long)tokens, fdt ? fdt : "f32", cdt ? cdt : "f32",
          !(fl && !strcmp(fl, "0")), best * 1e3, resnet ? "samples_per_s" : "tokens_per_s",
          (double)(resnet ? batch : batch * tokens) / best, step_flops, (double)loss,
          (long long)strop_model_param_count(m, 0), (long long)strop_model_param_count(m, 1),

@@ -3,7 +3,9 @@
 # strop bench — issue 21's real-size rows side by side with PyTorch in one run, same threads:
 # ResNet-50 224x224 batch 8 (full, frozen trunk), BERT-base 8x128 (full), GPT-2 small 4x128
 # (full, LoRA r8 on c_attn), a TinyLlama-shaped 1.1B model 1x256 (LoRA r8 on q/v, base in BF16
-# and in int8). PyTorch in FP32 and under torch.autocast("cpu", dtype=torch.bfloat16). Per row:
+# and in int8). PyTorch in FP32 and under torch.autocast("cpu", dtype=torch.bfloat16); strop in
+# FP32 and, on the BERT and GPT-2 rows, with its linear products in BF16 (`strop bf16`: the model's
+# compute dtype, beside `torch autocast`). Per row:
 # samples or tokens/s, the step's GEMM floor (its multiply-adds over bench_peak's measured FP32
 # peak; the BF16 rows also over the BF16 peak) and the step's share of it, the process's peak RSS
 # (load, surgery and steps, as PyTorch's), and strop_model_step_memory's prediction of the
@@ -66,8 +68,12 @@ for t in $THREADS; do
     f=$(family "$r")
     dts="f32"
     [ "$f" = tinyllama ] && dts="bf16 int8"
+    # the transformer rows again with the products in BF16 (mixed precision: COMPUTE_DTYPE=bf16)
+    case "$r" in bert_full|gpt2_full|gpt2_lora) dts="f32 compute_bf16" ;; esac
     for d in $dts; do
-      s=$(OPENBLAS_NUM_THREADS=1 FROZEN_DTYPE=$d $PRE "$BB" "$r" "$OUT/$f" "$t" "$STEPS" "$REPEATS" | grep '^RESULT')
+      cd_=f32; fd=$d; label="strop base=$d"
+      [ "$d" = compute_bf16 ] && { cd_=bf16; fd=f32; label="strop bf16"; }
+      s=$(OPENBLAS_NUM_THREADS=1 FROZEN_DTYPE=$fd COMPUTE_DTYPE=$cd_ $PRE "$BB" "$r" "$OUT/$f" "$t" "$STEPS" "$REPEATS" | grep '^RESULT')
       [ -z "${RESULTS:-}" ] || echo "$s" >> "$RESULTS"
       fl=$(field gemm_flops "$s"); ms=$(field step_ms "$s")
       pk=$fp32; [ "$d" = f32 ] || pk=$bf16
@@ -76,7 +82,7 @@ for t in $THREADS; do
       rate=$(field tokens_per_s "$s"); [ -n "$rate" ] || rate=$(field samples_per_s "$s")
       # the process's peak (setup or steps), as PyTorch's ru_maxrss; planned is the steps' peak
       pk_kb=$(awk "BEGIN{a=$(field peak_rss_kb "$s"); b=$(field peak_setup_kb "$s"); print (a>b?a:b)}")
-      printf '%-16s %-18s %3s %10s %9s %7s %7sMB %7sMB\n' "$r" "strop base=$d" "$t" "$rate" \
+      printf '%-16s %-18s %3s %10s %9s %7s %7sMB %7sMB\n' "$r" "$label" "$t" "$rate" \
         "$floor" "$share" "$(mb "$pk_kb")" "$(mb "$(field planned_peak_kb "$s")")"
     done
     for a in 0 1; do

@@ -1019,6 +1019,46 @@ START_TEST(checkpointing_is_transparent) {
 END_TEST
 
 /* model.frozen_dtype: the weights a stage freezes are held in it; a bad word is refused. */
+/* model.compute_dtype: bf16 trains the linear products in BF16 (the model records it), with
+ * losses near FP32's (each stage's test loss within 0.05; restore_best puts the best weights
+ * back, whose BF16 copies follow); f32 is the default; other words are refused naming the key. */
+START_TEST(compute_dtype_key) {
+  make_files();
+  double loss[2][2];
+  static const char *const words[] = {"f32", "bf16"};
+  for (int k = 0; k < 2; k++) {
+    strop_recipe *r = NULL;
+    ck_assert_int_eq(strop_recipe_load_string(RECIPE, g_dir, &r), STROP_OK);
+    if (k) ck_assert_int_eq(strop_recipe_set(r, "model.compute_dtype", words[k]), STROP_OK);
+    strop_run_options o;
+    strop_run_options_init(&o);
+    o.mode = STROP_RUN_TRAIN;
+    o.write_outputs = 0;
+    o.baselines = 0;
+    strop_run *run = NULL;
+    ck_assert_msg(strop_recipe_run(r, &o, &run) == STROP_OK, "%s", strop_last_error());
+    ck_assert_int_eq(strop_model_compute_dtype(strop_run_model(run)), k);
+    for (int st = 0; st < 2; st++) {
+      loss[k][st] = strop_run_stage_metric(run, st, STROP_METRIC_LOSS);
+      ck_assert(isfinite(loss[k][st]));
+    }
+    strop_run_free(run);
+    strop_recipe_free(r);
+  }
+  for (int st = 0; st < 2; st++)
+    ck_assert_msg(fabs(loss[0][st] - loss[1][st]) <= 0.05, "stage %d: f32 %g, bf16 %g", st,
+                  loss[0][st], loss[1][st]);
+  static const char *const bad[] = {"fp16", "int8"};
+  for (int k = 0; k < 2; k++) {
+    strop_recipe *r = NULL;
+    ck_assert_int_eq(strop_recipe_load_string(RECIPE, g_dir, &r), STROP_OK);
+    ck_assert_int_ne(strop_recipe_set(r, "model.compute_dtype", bad[k]), STROP_OK);
+    ck_assert_ptr_nonnull(strstr(strop_last_error(), "compute_dtype"));
+    strop_recipe_free(r);
+  }
+}
+END_TEST
+
 START_TEST(frozen_dtype_key) {
   make_files();
   static const char *const words[] = {"bf16", "int8"};
@@ -1598,6 +1638,7 @@ int main(void) {
   tcase_add_test(tc, run_images_preset);
   tcase_add_test(tc, frozen_trunk_cache_is_transparent);
   tcase_add_test(tc, frozen_dtype_key);
+  tcase_add_test(tc, compute_dtype_key);
   tcase_add_test(tc, mapped_frozen_base_keys);
   tcase_add_test(tc, checkpointing_is_transparent);
   tcase_add_test(tc, data_split_messages);

@@ -793,6 +793,37 @@ STROP_API STROP_NODISCARD strop_status strop_model_set_frozen_int8_group(strop_m
 STROP_API int64_t strop_model_frozen_int8_group(const strop_model *model);
 
 /**
+ * @brief Chooses the precision of the model's products (mixed-precision training): with
+ *        ::STROP_DTYPE_BF16, the products of `linear` nodes and of `lora_linear` bases whose
+ *        weights are held in float32 — the forward y = x W^T, the input gradient dx = dy W and
+ *        the weight gradient dW = dy^T x, both weight layouts — multiply BF16 values with
+ *        float32 sums (vdpbf16ps where the CPU has AVX512_BF16): x, dy and W rounded to
+ *        nearest even, W through a BF16 copy made once per change of the weight (an optimizer
+ *        step, a load), which strop_model_step_memory() counts. The float32 master weights,
+ *        gradients and optimizer state are unchanged, and so are every other layer (norms,
+ *        activations, attention scores, convolutions, LoRA adapters) and the bias gradient.
+ *        Where the CPU lacks AVX512_BF16 (or STROP_BF16_FALLBACK=1 is set in the environment)
+ *        the same rounded values multiply in the float32 GEMM. ::STROP_DTYPE_F32 (the default)
+ *        computes everything in float32, bit for bit as before, and gives the BF16 copies back.
+ *        Weights held in BF16 or int8 (strop_model_set_frozen_dtype()) compute as they did.
+ *        docs/performance.md states the tolerances against float32.
+ * @param[in,out] model A model (finalized or not); a forward awaiting its backward is dropped.
+ * @param[in]     dtype ::STROP_DTYPE_F32 or ::STROP_DTYPE_BF16.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL model, @p dtype not one of the two; the model is
+ *         then unchanged). Not thread-safe on one model. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_set_compute_dtype(strop_model *model,
+                                                                     int dtype);
+
+/**
+ * @brief The model's compute dtype (strop_model_set_compute_dtype()).
+ * @param[in] model The model.
+ * @return ::STROP_DTYPE_F32 or ::STROP_DTYPE_BF16; -1 for NULL. Thread-safe (reads only).
+ *         @since 0.2
+ */
+STROP_API int strop_model_compute_dtype(const strop_model *model);
+
+/**
  * @brief Whether the named parameter is trainable.
  * @param[in] model The model.
  * @param[in] name  A parameter's state_dict name.

@@ -722,6 +722,27 @@ strop_status strop_model_set_checkpointing(strop_model *m, const char *pattern) 
   return STROP_OK;
 }
 
+strop_status strop_model_set_compute_dtype(strop_model *m, int dtype) {
+  static const char fn[] = "strop_model_set_compute_dtype";
+  if (!m) return strop__err(STROP_E_INVALID_ARG, "%s: model is NULL", fn);
+  if (dtype != STROP_DTYPE_F32 && dtype != STROP_DTYPE_BF16)
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: dtype must be STROP_DTYPE_F32 (0) or STROP_DTYPE_BF16 (1), got %d%s",
+                      fn, dtype,
+                      dtype == STROP_DTYPE_INT8 ? " (int8 is a storage of frozen weights: "
+                                                  "strop_model_set_frozen_dtype)"
+                                                : "");
+  if (m->have_forward) strop__model_step_end(m); /* its backward would mix the two */
+  m->compute_dtype = dtype;
+  if (dtype == STROP_DTYPE_F32) /* the BF16 copies are of no more use */
+    for (int i = 0; i < m->n_nodes; i++)
+      for (int j = 0; j < m->nodes[i].n_params; j++)
+        strop__lowp_free(&m->nodes[i].params[j].shadow);
+  return STROP_OK;
+}
+
+int strop_model_compute_dtype(const strop_model *m) { return m ? m->compute_dtype : -1; }
+
 int64_t strop_model_get_checkpointing(const strop_model *m, char *buf, size_t cap) {
   static const char fn[] = "strop_model_get_checkpointing";
   if (!m) {
@@ -1111,7 +1132,8 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
                    .rows_before = m->rows_before,
                    .rows_after = m->rows_after,
                    .token_types = types,
-                   .types_len = types_len};
+                   .types_len = types_len,
+                   .compute_dtype = m->compute_dtype};
   m->input.data = (float *)input;
   m->input.n = n;
   m->input.shape = *shape;
@@ -1498,7 +1520,8 @@ static strop__exec step_exec(strop_model *m) {
                    .rows_before = m->rows_before,
                    .rows_after = m->rows_after,
                    .token_types = m->step_types,
-                   .types_len = m->step_types_len};
+                   .types_len = m->step_types_len,
+                   .compute_dtype = m->compute_dtype};
   return x;
 }
 
@@ -2165,6 +2188,8 @@ static strop_status clone_model(strop_model *share_src, const strop_model *src,
       pb->grad = NULL;
       memset(&pb->lowp, 0, sizeof pb->lowp);
       pb->tied = NULL; /* reindex points it at the copy's owner */
+      /* the BF16 copy is made again from the copy's values */
+      memset(&pb->shadow, 0, sizeof pb->shadow);
       pb->map = NULL;
       if (!(pb->name = strop__strdup(pa->name))) goto oom;
       /* a frozen weight the plan only reads: one copy, shared (a writer copies it first) */
@@ -2195,6 +2220,7 @@ static strop_status clone_model(strop_model *share_src, const strop_model *src,
   m->seed = src->seed;
   m->frozen_dtype = src->frozen_dtype;
   m->int8_group = src->int8_group;
+  m->compute_dtype = src->compute_dtype;
   if (src->ckpt_pattern && !(m->ckpt_pattern = strop__strdup(src->ckpt_pattern))) goto oom;
   if (strop__meta_copy(&m->meta, &src->meta, fn)) goto oom;
   if (m->finalized && (s = strop__model_reindex(m))) {

@@ -73,6 +73,7 @@ strop_status strop__model_split_head(const strop_model *m, int cut, strop_model 
   h->rng = m->rng;
   h->frozen_dtype = m->frozen_dtype;
   h->int8_group = m->int8_group;
+  h->compute_dtype = m->compute_dtype;
   *out = h;
   return STROP_OK;
 }

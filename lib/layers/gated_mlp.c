@@ -239,11 +239,15 @@ static const float *bias_of(const strop__node *n, int i) {
 
 /* Projection i: y = x W^T + b on the FP32 weight w, or (w NULL) on the BF16 / int8 weight it
  * holds through the lowp kernels, as linear's: the exact fallback gives the FP32 product's bits
- * on the values held. */
-static strop_status proj_forward(const strop__node *n, int i, const float *w, const float *x,
-                                 float *y, int64_t m) {
+ * on the values held. A model computing in BF16 multiplies a plain FP32 weight (not one with an
+ * adapter folded in) through its BF16 copy, as linear does (layers/compute.c). */
+static strop_status proj_forward(const strop__node *n, const strop__exec *ex, int i,
+                                 const float *w, const float *x, float *y, int64_t m) {
   int64_t in, out;
   dims_of(n->cfg, i, &in, &out);
+  strop__param *p = strop__node_p(n, SLOT_W(i));
+  if (w && w == p->data && strop__compute_bf16(ex, p)) /* the model computes in BF16 */
+    return strop__linear_forward_c(n, p, x, bias_of(n, i), y, m, in, out, 0);
   if (w) {
     strop__linear_forward_ex(x, w, bias_of(n, i), y, m, in, out, 0);
     return STROP_OK;
@@ -255,11 +259,15 @@ static strop_status proj_forward(const strop__node *n, int i, const float *w, co
 /* Its backward given dy: dx (written with assign_dx, else added), and the weight and bias
  * gradients gw, gb (added; NULL when not wanted). A weight held in BF16 / int8 is frozen: dx
  * (and a training bias's gradient) only. */
-static strop_status proj_backward(const strop__node *n, int i, const float *w, const float *x,
-                                  const float *dy, float *dx, float *gw, float *gb, int64_t m,
-                                  int assign_dx) {
+static strop_status proj_backward(const strop__node *n, const strop__exec *ex, int i,
+                                  const float *w, const float *x, const float *dy, float *dx,
+                                  float *gw, float *gb, int64_t m, int assign_dx) {
   int64_t in, out;
   dims_of(n->cfg, i, &in, &out);
+  strop__param *p = strop__node_p(n, SLOT_W(i));
+  if (w && w == p->data && strop__compute_bf16(ex, p))
+    return strop__linear_backward_c(n, p, x, dy, dx, gw, gb, m, in, out,
+                                    assign_dx ? STROP__LB_ASSIGN_DX : 0);
   if (w) {
     strop__linear_backward(x, w, dy, dx, gw, gb, m, in, out, assign_dx ? STROP__LB_ASSIGN_DX : 0);
     return STROP_OK;
@@ -288,8 +296,8 @@ static strop_status gmlp_forward(strop__node *n, const strop__exec *x, const str
   strop_status st = eff_weights(n, x, w, eff, NULL);
   if (st) return st;
   float *g = gu, *u = gu + mf;
-  if ((st = proj_forward(n, 0, w[0], in[0].data, g, m)) ||
-      (st = proj_forward(n, 1, w[1], in[0].data, u, m)))
+  if ((st = proj_forward(n, x, 0, w[0], in[0].data, g, m)) ||
+      (st = proj_forward(n, x, 1, w[1], in[0].data, u, m)))
     return st;
   if (c->activation == ACT_SILU) { /* Llama's: silu(G) U in one pass */
     strop__silu_gate_forward(g, u, h, mf);
@@ -297,7 +305,7 @@ static strop_status gmlp_forward(strop__node *n, const strop__exec *x, const str
     act_forward(c->activation, g, h, mf);
     for (size_t e = 0; e < mf; e++) h[e] *= u[e];
   }
-  if ((st = proj_forward(n, 2, w[2], h, out->data, m))) return st;
+  if ((st = proj_forward(n, x, 2, w[2], h, out->data, m))) return st;
   n->saved = gu;
   return STROP_OK;
 }
@@ -337,7 +345,7 @@ static strop_status gmlp_backward(strop__node *n, const strop__exec *x, const st
     act_forward(c->activation, g, a, mf);
     for (size_t e = 0; e < mf; e++) h[e] = a[e] * u[e];
   }
-  if ((st = proj_backward(n, 2, w[2], h, dout, dh, gw[2], gb[2], m, 1))) return st;
+  if ((st = proj_backward(n, x, 2, w[2], h, dout, dh, gw[2], gb[2], m, 1))) return st;
   /* dU = dH act(G) (into h), d act = dH U (into dh), dG through the activation */
   if (silu) {
     strop__silu_gate_backward(g, u, dh, h, mf); /* dG over dH */
@@ -348,8 +356,8 @@ static strop_status gmlp_backward(strop__node *n, const strop__exec *x, const st
     }
     strop__gelu_backward(g, a, dh, dg, mf, c->activation == ACT_GELU_TANH);
   }
-  if ((st = proj_backward(n, 1, w[1], in[0].data, h, din[0], gw[1], gb[1], m, 0)) ||
-      (st = proj_backward(n, 0, w[0], in[0].data, dg, din[0], gw[0], gb[0], m, 0)))
+  if ((st = proj_backward(n, x, 1, w[1], in[0].data, h, din[0], gw[1], gb[1], m, 0)) ||
+      (st = proj_backward(n, x, 0, w[0], in[0].data, dg, din[0], gw[0], gb[0], m, 0)))
     return st;
   for (int i = 0; i < 3; i++) {
     if (!deff[i]) continue;

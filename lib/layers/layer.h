@@ -208,6 +208,9 @@ typedef struct strop__exec {
   const float *token_types; /* optional [n, types_len] token types (integers >= 0), valid for
                                the whole step like pad_mask; NULL: every token has type 0 */
   int64_t types_len;        /* positions per sample of token_types (0 when there are none) */
+  int compute_dtype;        /* STROP__LOWP_F32, or STROP__LOWP_BF16: linear products whose
+                               weight is held in FP32 run on BF16 values with FP32 sums
+                               (strop_model_set_compute_dtype; layers/compute.c) */
 } strop__exec;
 
 /* A layer that draws per_row numbers (strop__rng_u32 steps) for each of its rows, in row
@@ -320,6 +323,23 @@ strop_status strop__linear_backward_w(const strop__node *n, const strop__param *
                                       strop__param *b, const float *x, const float *dy, float *dx,
                                       float *db, int64_t m, int64_t in, int64_t out, int w_in_out,
                                       int din_assign, int pgrad_assign);
+/* Products in the model's compute dtype (layers/compute.c). strop__compute_bf16: 1 when the
+ * step computes in BF16 and w is an FP32 matrix (not held in BF16 / int8), whose products then
+ * go through the two below instead of the FP32 kernels. */
+int strop__compute_bf16(const strop__exec *x, const strop__param *w);
+/* w's BF16 copy ([out, in], or held [in, out] transposed with scale_cols as lowp's), made from
+ * w->data when missing or stale (w->version moved on, a layout change, or w handed out as a
+ * writable view) and kept in w->shadow; NULL when out of memory. */
+const strop__lowp *strop__param_shadow(strop__param *w, int scale_cols);
+/* y = x W^T + b and the backward (dx, dw, db: any may be NULL; assign: STROP__LB_* of
+ * ops/dense.h) of a linear-shaped layer on BF16 values (strop__linear_forward_bf16 / _backward_
+ * bf16 through w's copy); STROP_E_NOMEM naming the node, nothing written. */
+strop_status strop__linear_forward_c(const strop__node *n, strop__param *w, const float *x,
+                                     const float *b, float *y, int64_t m, int64_t in, int64_t out,
+                                     int w_in_out);
+strop_status strop__linear_backward_c(const strop__node *n, strop__param *w, const float *x,
+                                      const float *dy, float *dx, float *dw, float *db, int64_t m,
+                                      int64_t in, int64_t out, unsigned assign);
 /* A node's param by suffix ("weight"), or NULL: for code outside the node's layer. */
 strop__param *strop__node_param(strop__node *n, const char *suffix);
 /* The storage p would take as the model's frozen dtype `dtype` (STROP__LOWP_*): dtype for a

@@ -161,6 +161,10 @@ static strop_status linear_forward(strop__node *n, const strop__exec *x, const s
   if (x->decode && x->decode->last_rows_only == n && in[0].shape.rank == 2 &&
       in[0].shape.d[0] > 1)
     return last_rows(n, x, w, b, &in[0], out->data);
+  if (strop__compute_bf16(x, w)) /* the model computes in BF16 (layers/compute.c) */
+    return strop__linear_forward_c(n, w, in[0].data, b ? b->data : NULL, out->data,
+                                   linear_rows(&in[0]), c->in_features, c->out_features,
+                                   c->layout == LAYOUT_IN_OUT);
   return strop__linear_forward_w(n, w, in[0].data, b ? b->data : NULL, out->data,
                                  linear_rows(&in[0]), c->in_features, c->out_features,
                                  c->layout == LAYOUT_IN_OUT);
@@ -177,12 +181,15 @@ static strop_status linear_backward(strop__node *n, const strop__exec *x, const 
     return strop__linear_backward_w(n, w, b, in[0].data, dout, din[0], db, linear_rows(&in[0]),
                                     c->in_features, c->out_features, c->layout == LAYOUT_IN_OUT,
                                     x->din_assign, x->pgrad_assign);
-  const int finite = strop__linear_backward(
-      in[0].data, w->data, dout, din[0], dw, db, linear_rows(&in[0]), c->in_features,
-      c->out_features,
-      (x->din_assign ? STROP__LB_ASSIGN_DX : 0) |
-          (x->pgrad_assign ? STROP__LB_ASSIGN_PARAMS : 0) |
-          (c->layout == LAYOUT_IN_OUT ? STROP__LB_W_IN_OUT : 0));
+  const unsigned assign = (x->din_assign ? STROP__LB_ASSIGN_DX : 0) |
+                          (x->pgrad_assign ? STROP__LB_ASSIGN_PARAMS : 0) |
+                          (c->layout == LAYOUT_IN_OUT ? STROP__LB_W_IN_OUT : 0);
+  if (strop__compute_bf16(x, w)) /* the model computes in BF16 (layers/compute.c) */
+    return strop__linear_backward_c(n, w, in[0].data, dout, din[0], dw, db, linear_rows(&in[0]),
+                                    c->in_features, c->out_features, assign);
+  const int finite = strop__linear_backward(in[0].data, w->data, dout, din[0], dw, db,
+                                            linear_rows(&in[0]), c->in_features, c->out_features,
+                                            assign);
   /* written outright and seen finite as written: the trainer's guard need not read them */
   if (finite) {
     if (dw) w->grad_checked = 1;

@@ -148,8 +148,13 @@ static strop_status lora_forward(strop__node *n, const strop__exec *x, const str
   strop__param *a = strop__node_p(n, LA), *bb = strop__node_p(n, LB);
   const int64_t m = lora_rows(&in[0]);
   n->saved = NULL;
-  strop_status st = strop__linear_forward_w(n, w, in[0].data, b ? b->data : NULL, out->data, m,
-                                            c->in_features, c->out_features, c->layout);
+  /* the base in the model's compute dtype; the rank-r adapter stays FP32 (its products are
+   * m r (in + out) multiply-adds: rounding them would cost about what it saves) */
+  strop_status st = strop__compute_bf16(x, w)
+                        ? strop__linear_forward_c(n, w, in[0].data, b ? b->data : NULL, out->data,
+                                                  m, c->in_features, c->out_features, c->layout)
+                        : strop__linear_forward_w(n, w, in[0].data, b ? b->data : NULL, out->data,
+                                                  m, c->in_features, c->out_features, c->layout);
   if (st) return st;
   if (c->merged) return STROP_OK;
   lora_saved *sv = strop__arena_alloc(x->arena, sizeof *sv);
@@ -190,6 +195,11 @@ static strop_status lora_backward(strop__node *n, const strop__exec *x, const st
   if (w->lowp.dtype) {
     strop_status st = strop__linear_backward_w(n, w, b, in[0].data, dout, din[0], db, m,
                                                c->in_features, c->out_features, c->layout, 0, 0);
+    if (st) return st;
+  } else if (strop__compute_bf16(x, w)) {
+    strop_status st = strop__linear_backward_c(n, w, in[0].data, dout, din[0], dw, db, m,
+                                               c->in_features, c->out_features,
+                                               c->layout ? STROP__LB_W_IN_OUT : 0);
     if (st) return st;
   } else {
     strop__linear_backward(in[0].data, w->data, dout, din[0], dw, db, m, c->in_features,

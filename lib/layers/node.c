@@ -170,6 +170,7 @@ void strop__param_drop_values(strop__param *p) {
     strop__free_aligned(p->data);
     strop__lowp_free(&p->lowp);
   }
+  strop__lowp_free(&p->shadow); /* made from the values dropped */
   p->data = NULL;
 }
 

@@ -36,6 +36,10 @@ typedef struct strop__param {
                              (a scale per column); 0 never (set by the layer's infer) */
   strop__lowp lowp;          /* a frozen weight held in BF16 or int8 (the model's frozen dtype,
                              lib/surgery/storage.c): data is then NULL; dtype 0 otherwise */
+  strop__lowp shadow;        /* the BF16 copy of an FP32 weight that products in the model's
+                             compute dtype read (layers/compute.c), owned, never copied (a
+                             clone makes its own); dtype 0 when there is none */
+  int shadow_version;        /* the version shadow was made from: stale when it differs */
   strop__mapping *map;       /* non-NULL: a frozen weight borrowed from a memory-mapped file
                              (one reference held): data (FP32) or lowp.v (BF16) points into
                              the read-only mapping, unaligned to 64 bytes (4 or 2 bytes only;

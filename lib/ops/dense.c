@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/core.h"
+#include "ops/bf16gemm.h"
 #include "ops/ops.h"
 #include "ops/vmath.h"
 
@@ -104,6 +105,73 @@ int strop__linear_backward_lowp(const strop__lowp *w, const float *dy, float *dx
       (assign_dx ? STROP__LB_ASSIGN_DX : 0) | (w_in_out ? STROP__LB_W_IN_OUT : 0));
   strop__lowp_scratch_give(wf);
   return 0;
+}
+
+/* ---- linear in BF16 for an FP32 weight (the model's compute dtype) ---- */
+
+/* x rounded to BF16 values into scratch (the exact fallback's operand), or NULL */
+static float *rounded(const float *x, size_t n) {
+  float *r = strop__lowp_scratch_take(n * sizeof *r + 1);
+  if (r) strop__bf16_round_f32(x, r, n);
+  return r;
+}
+
+int strop__linear_forward_bf16(const float *x, const strop__lowp *wb, const float *b, float *y,
+                               int64_t m, int64_t in, int64_t out) {
+  if (strop__bf16_dot_enabled()) /* x rounded as the kernel packs it */
+    return strop__linear_forward_lowp(x, wb, b, y, m, in, out, wb->scale_cols);
+  float *xr = rounded(x, (size_t)m * (size_t)in);
+  if (!xr) return -1;
+  const int r = strop__linear_forward_lowp(xr, wb, b, y, m, in, out, wb->scale_cols);
+  strop__lowp_scratch_give(xr);
+  return r;
+}
+
+int strop__linear_backward_bf16(const float *x, const strop__lowp *wb, const float *dy, float *dx,
+                                float *dw, float *db, int64_t m, int64_t in, int64_t out,
+                                unsigned assign) {
+  const int w_in_out = (assign & STROP__LB_W_IN_OUT) != 0;
+  const int assign_p = (assign & STROP__LB_ASSIGN_PARAMS) != 0;
+  if (m <= 0 || (!dx && !dw)) { /* no product (dx has no rows): the FP32 kernel's zeros, sums */
+    (void)strop__linear_backward(x, NULL, dy, NULL, dw, db, m, in, out, assign);
+    return 0;
+  }
+  const int dot = strop__bf16_dot_enabled();
+  float *dyr = NULL, *xr = NULL;
+  void *work = NULL;
+  if (!dot) {
+    dyr = rounded(dy, (size_t)m * (size_t)out);
+    xr = dw ? rounded(x, (size_t)m * (size_t)in) : NULL;
+    if (!dyr || (dw && !xr)) goto oom;
+  } else if (dw) {
+    const int64_t mm = w_in_out ? in : out, nn = w_in_out ? out : in;
+    if (!(work = strop__lowp_scratch_take(strop__bf16_gemm_f32_scratch(mm, nn, m)))) goto oom;
+  }
+  if (dx && strop__linear_backward_lowp(wb, dot ? dy : dyr, dx, m, in, out, w_in_out,
+                                        (assign & STROP__LB_ASSIGN_DX) != 0))
+    goto oom;
+  if (dw && dot) {
+    const float beta = assign_p ? 0.0f : 1.0f;
+    if (w_in_out) /* dW [in, out] = x^T dy */
+      strop__bf16_gemm_f32(1, 0, in, out, m, x, in, dy, out, beta, dw, out, work);
+    else /* dW [out, in] = dy^T x */
+      strop__bf16_gemm_f32(1, 0, out, in, m, dy, out, x, in, beta, dw, in, work);
+  } else if (dw) {
+    (void)strop__linear_backward(xr, NULL, dyr, NULL, dw, NULL, m, in, out,
+                                 assign & (STROP__LB_ASSIGN_PARAMS | STROP__LB_W_IN_OUT));
+  }
+  if (db)
+    (void)strop__linear_backward(x, NULL, dy, NULL, NULL, db, m, in, out,
+                                 assign & STROP__LB_ASSIGN_PARAMS);
+  strop__lowp_scratch_give(work);
+  strop__lowp_scratch_give(xr);
+  strop__lowp_scratch_give(dyr);
+  return 0;
+oom:
+  strop__lowp_scratch_give(work);
+  strop__lowp_scratch_give(xr);
+  strop__lowp_scratch_give(dyr);
+  return -1;
 }
 
 int strop__linear_lowp_direct(const strop__lowp *w, int w_in_out) {

@@ -43,6 +43,22 @@ int strop__linear_backward_lowp(const strop__lowp *w, const float *dy, float *dx
  * at a time then pays nothing per call for the weight. */
 int strop__linear_lowp_direct(const strop__lowp *w, int w_in_out);
 
+/* The same products in BF16 for an FP32 weight (the model's compute dtype): wb is the weight's
+ * BF16 copy (strop__bf16_shadow_fill; [out, in], or [in, out] with w_in_out = wb->scale_cols).
+ * Where strop__bf16_dot_enabled(), x (dy) and the copy multiply on vdpbf16ps with FP32 sums, as
+ * strop__linear_forward_lowp / strop__linear_backward_lowp do with a held weight, and the
+ * weight gradient dW = dy^T x rounds both to BF16 while packing them (ops/bf16gemm.h).
+ * Elsewhere x, dy and W are rounded to BF16 values and multiply in FP32: the bits of
+ * strop__linear_forward_ex / strop__linear_backward on those rounded values. The bias gradient
+ * sums the unrounded dy (strop__linear_backward's). Backward: any of dx, dw, db may be NULL
+ * (wb may be NULL without dx); assign as strop__linear_backward's (STROP__LB_*, W_IN_OUT
+ * included). Return 0, or -1 when scratch could not be allocated (nothing written). */
+int strop__linear_forward_bf16(const float *x, const strop__lowp *wb, const float *b, float *y,
+                               int64_t m, int64_t in, int64_t out);
+int strop__linear_backward_bf16(const float *x, const strop__lowp *wb, const float *dy, float *dx,
+                                float *dw, float *db, int64_t m, int64_t in, int64_t out,
+                                unsigned assign);
+
 /* Elementwise activations over n floats. Backward ADDS into dx; it reads x (the input)
  * and/or y (the output) as the formula needs — both are always passed. */
 void strop__relu_forward(const float *x, float *y, size_t n);

@@ -183,11 +183,15 @@ static scratch *g_scr;
 
 void *strop__lowp_scratch_take(size_t bytes) {
   pthread_mutex_lock(&g_scr_mu);
-  scratch **pp = &g_scr, *s = NULL;
-  for (; *pp; pp = &(*pp)->next)
-    if ((*pp)->cap >= bytes) break;
-  if (!*pp) pp = &g_scr; /* none is large enough: replace the first one */
-  if (*pp) {
+  /* the smallest buffer that is large enough, else the smallest one is replaced: products of
+   * several sizes running one after another (a step's layers, a product taking two buffers)
+   * then keep their buffers instead of freeing and mapping one at each call */
+  scratch **pp = NULL, *s = NULL;
+  for (scratch **q = &g_scr; *q; q = &(*q)->next)
+    if (!pp || ((*q)->cap >= bytes) != ((*pp)->cap >= bytes) ? (*q)->cap >= bytes
+                                                             : (*q)->cap < (*pp)->cap)
+      pp = q;
+  if (pp) {
     s = *pp;
     *pp = s->next;
   }

@@ -822,6 +822,7 @@ static strop_status optim_step(strop_optimizer *opt, int backup, const char *fn)
     s->sgd_buf_was_valid = s->sgd_buf_valid;
     if (opt->kind != STROP_OPTIM_SGD) s->step++;
     strop__par_for((int64_t)s->numel, STEP_GRAIN, step_range, &job);
+    s->p->version++; /* what is derived from the values (a BF16 copy) is stale */
     if (opt->kind == STROP_OPTIM_SGD) s->sgd_buf_valid = 1;
     int bad = 0;
     for (int c = 0; c < 64; c++) bad |= job.bad[c];
@@ -843,6 +844,7 @@ static strop_status optim_step(strop_optimizer *opt, int backup, const char *fn)
     slot *s = &opt->slots[j];
     if (!s->p->grad) continue;
     memcpy(s->p->data, s->p->grad, s->numel * sizeof(float)); /* the old weights */
+    s->p->version++;
     if (opt->kind != STROP_OPTIM_SGD) s->step--;
     s->sgd_buf_valid = s->sgd_buf_was_valid;
   }

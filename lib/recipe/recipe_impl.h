@@ -92,6 +92,8 @@ strop_status strop__rd_bool(const strop_recipe *r, const strop__ynode *map, cons
 const char *strop__rd_str(const strop__ynode *map, const char *key);
 /* model.frozen_dtype's words, in strop_dtype order */
 extern const char *const strop__recipe_frozen_dtypes[];
+/* model.compute_dtype's words, in strop_dtype order */
+extern const char *const strop__recipe_cdtypes[];
 /* A list of ints/floats (or one scalar, as a list of one); *n gets the count (<= cap). */
 strop_status strop__rd_ints(const strop_recipe *r, const strop__ynode *map, const char *key,
                             int64_t *out, int cap, int *n);

@@ -408,6 +408,18 @@ static strop_status set_checkpointing(ctx *c, strop_model *m) {
                            "'model.checkpointing': %s", sentence_after_fn(rest));
 }
 
+/* model.compute_dtype: the precision of the linear products (f32, the default, or bf16) */
+static strop_status set_compute_dtype(ctx *c, strop_model *m) {
+  const strop__ynode *msec = section(c->r, "model");
+  const char *v = msec ? strop__rd_str(msec, "compute_dtype") : NULL;
+  for (int d = 0; v && strop__recipe_cdtypes[d]; d++)
+    if (!strcmp(v, strop__recipe_cdtypes[d])) {
+      strop_status s = strop_model_set_compute_dtype(m, d);
+      return s ? fail(s, "model.compute_dtype") : STROP_OK;
+    }
+  return STROP_OK; /* absent (the schema checked the word) */
+}
+
 /* ---- surgery ---- */
 static strop_status apply_surgery(ctx *c, strop_model *m, const strop__ynode *ops, uint64_t seed,
                                   const char *where) {
@@ -1726,6 +1738,7 @@ strop_status strop_recipe_run(const strop_recipe *r, const strop_run_options *us
   if (!s) s = add_head(&c, m);
   if (!s) s = apply_surgery(&c, m, section(r, "surgery"), c.seed + 17, "surgery");
   if (!s) s = set_checkpointing(&c, m);
+  if (!s) s = set_compute_dtype(&c, m);
   if (!s) s = check_head(&c, m);
   if (!s) s = record_meta(&c, m);
   /* stages */

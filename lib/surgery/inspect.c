@@ -147,11 +147,14 @@ typedef struct step_figures {
   size_t gemm;
   size_t fold; /* frozen batch norms folded into the frozen weights before them (conv): the
                   folded copies, made by the step's first forward and kept with the model */
+  /* the BF16 copies of FP32 weights a model computing in BF16 multiplies with
+   * (strop_model_set_compute_dtype), made by the first forward and kept */
+  size_t shadow;
   double act_fixed, act_per_sample; /* act = fixed + per_sample batch, as extrapolated */
 } step_figures;
 
 static size_t figures_peak(const step_figures *f) {
-  return f->weights + f->fold + f->grads + f->optim + f->act;
+  return f->weights + f->fold + f->shadow + f->grads + f->optim + f->act;
 }
 
 /* Step memory grows with the batch as a + b n (activations, saved tensors and gradients are per
@@ -185,6 +188,8 @@ static strop_status plan_figures(const char *fn, strop_model *m, int64_t batch,
     const size_t rel = strop__node_fold_released(&m->nodes[i]);
     f->fold += fb > rel ? fb - rel : 0;
   }
+  f->shadow = 0;
+  for (int i = 0; i < m->n_params; i++) f->shadow += strop__lowp_bytes(&m->params[i]->shadow);
   if (n2 == n1) {
     f->act_per_sample = (double)(a1 + o1) / (double)n1;
     f->act_fixed = 0;
@@ -304,6 +309,9 @@ strop_status strop_model_check_memory(strop_model *model, int64_t batch,
   if (f.fold)
     strop__sbuf_printf(&t, "frozen batch norms folded into their convolutions' weights %s, ",
                        mb(f.fold, a, sizeof a));
+  if (f.shadow)
+    strop__sbuf_printf(&t, "BF16 copies of the weights (compute dtype) %s, ",
+                       mb(f.shadow, a, sizeof a));
   strop__sbuf_printf(&t,
                      "gradients %s, optimizer state %s, step memory %s), over the limit of %s%s;"
                      " to fit:",
@@ -329,7 +337,8 @@ strop_status strop_model_check_memory(strop_model *model, int64_t batch,
     }
   }
   /* the largest batch whose arena (at least its smallest chunk) fits beside the rest */
-  const double room = (double)limit - (double)(f.weights + f.fold + f.grads + f.optim + f.gemm);
+  const double room = (double)limit -
+                      (double)(f.weights + f.fold + f.shadow + f.grads + f.optim + f.gemm);
   double fit = 0;
   if (room >= (double)strop__arena_footprint(0) && f.act_per_sample > 0)
     fit = (room - f.act_fixed) / f.act_per_sample;

@@ -1654,8 +1654,10 @@ static void snapshot_restore(strop_trainer *t) {
       /* a weight borrowed from a mapped file is written only when it differs (it cannot have
        * changed while borrowed), and then it is copied out of the mapping first */
       const size_t bytes = p->numel * sizeof(float);
-      if (!p->map || (memcmp(p->data, t->snapshot + o, bytes) && !strop__param_own(p)))
+      if (!p->map || (memcmp(p->data, t->snapshot + o, bytes) && !strop__param_own(p))) {
         memcpy(p->data, t->snapshot + o, bytes);
+        p->version++; /* what is derived from the values (a BF16 copy) is stale */
+      }
       o += p->numel;
     }
     if (p->idata) p->idata[0] = t->isnapshot[io++];

@@ -710,7 +710,8 @@ P
 demo_text)
   # The text demo (examples/text/README.md) on its committed base model at a reduced budget
   # (STROP_DEMO_EPOCHS, default 3): prepare.py writes the data at test time, the from-scratch
-  # runs draw fresh weights from base/config.json (weights: none); LoRA (on c_attn, and on the
+  # runs draw fresh weights from base/config.json (weights: none); every adaptation keeps
+  # validation windows and restores its best epoch by validation loss; LoRA (on c_attn, and on the
   # token embedding, lm_head and the block linears), full fine-tuning and the last block adapt
   # the base to the held-out `startrek` collection and must each reach a lower test perplexity
   # than the same network trained from scratch with the same budget, each LoRA training under
@@ -753,6 +754,14 @@ acc = {n: rep[n]["stages_results"][-1]["test"]["accuracy"] for n in ("lang-fewsh
 print("language, 16 per class: from the base %.1f%%, from scratch %.1f%% (chance 25%%)"
       % (100 * acc["lang-fewshot"], 100 * acc["lang-scratch"]))
 assert share["adapt-lora"] < 0.05 and share["adapt-lora-emb"] < 0.05, share
+# the honest protocol: each adaptation keeps validation windows apart from its training ones
+# (the test fifth unchanged) and its weights are those of the epoch of lowest validation loss
+for n, r in rep.items():
+    if n.startswith("adapt"):
+        assert r["val_size"] > 0 and r["train_size"] > r["val_size"], (n, r["train_size"], r["val_size"])
+        assert 1 <= r["best_epoch"] <= r["epochs"], (n, r["best_epoch"], r["epochs"])
+        st = r["stages_results"][-1]
+        assert st["val"]["perplexity"] > 1 and st["test"]["perplexity"] > 1, (n, st)
 assert share["adapt-full"] == 1.0 and share["adapt-last"] < 0.5, share
 for n in ("adapt-lora", "adapt-lora-emb", "adapt-full", "adapt-last"):
     assert ppl[n] < ppl["adapt-scratch"], (n, ppl)
@@ -1207,6 +1216,58 @@ J
   echo '{"chat_template": "{{ messages[0].content + 1 }}"}' > "$work/gpt/tokenizer_config.json"
   expect 3 "tokenizer_config.json (chat_template 'default'):1:24: unsupported operand types" -- "$strop" generate "$work/gpt" --chat --prompt hello
   rm "$work/gpt/tokenizer_config.json"
+  ;;
+bf16_curves)
+  # Mixed-precision training through the recipe (`--set model.compute_dtype=bf16`): the loss
+  # curve of the Fashion demo's recipe (shortened: 3 epochs a stage, no baseline) and of the text
+  # example's full fine-tune (2 epochs) in BF16 — on vdpbf16ps where the CPU has it and on the
+  # forced exact fallback (STROP_BF16_FALLBACK=1) — stays within a stated tolerance of FP32's:
+  # each epoch's train and val loss within 2% (Fashion) and 1% (text) of FP32's.
+  [ -f "$FASHION/train-images-idx3-ubyte.gz" ] || { echo "skip: $FASHION missing"; exit 77; }
+  [ -z "${STROP_SANITIZED:-}" ] || { echo "skip: the demos are too slow under sanitizers"; exit 77; }
+  FORT=/usr/share/games/fortunes
+  for f in startrek humorists de es it; do
+    [ -e "$FORT/$f" ] || { echo "skipped: $FORT/$f missing (packages fortunes, fortunes-de/-es/-it)"; exit 77; }
+  done
+  [ -n "$PYNP" ] || { echo "skipped: no python3 with numpy"; exit 77; }
+  lib=$(cd "$(dirname "$strop")/../.." && pwd)/libstrop.so
+  [ -r "$lib" ] || { echo "skipped: no libstrop.so two folders above the tool"; exit 77; }
+  STROP_LIBRARY=$lib PYTHONPATH=$src/bindings/python "$PYNP" "$src/examples/text/prepare.py" \
+    --out "$work/text" > /dev/null || fail "prepare.py"
+  for run in f32 bf16 fallback; do
+    set -- --set output.dir="$work/fashion-$run" --set "baselines=[]"
+    [ "$run" = f32 ] || set -- "$@" --set model.compute_dtype=bf16
+    fb=0; [ "$run" = fallback ] && fb=1
+    STROP_BF16_FALLBACK=$fb "$strop" finetune "$src/examples/fashion/finetune.yaml" --epochs 3 \
+      --quiet "$@" > "$work/fashion-$run.txt" 2>&1 || fail "fashion $run: $(cat "$work/fashion-$run.txt")"
+    set -- --set data.path="$work/text/startrek.jsonl" --set output.dir="$work/text-$run" \
+      --set output.metrics=metrics.csv
+    [ "$run" = f32 ] || set -- "$@" --set model.compute_dtype=bf16
+    STROP_BF16_FALLBACK=$fb "$strop" finetune "$src/examples/text/adapt-full.yaml" --epochs 2 \
+      --quiet "$@" > "$work/text-$run.txt" 2>&1 || fail "text $run: $(cat "$work/text-$run.txt")"
+  done
+  python3 - "$work" <<'P' || fail "a BF16 loss curve left FP32's"
+import csv, sys
+w = sys.argv[1]
+def curve(path):
+    rows = list(csv.DictReader(open(path)))
+    return [(r["stage"], r["epoch"], float(r["train_loss"]), float(r["val_loss"] or "nan"))
+            for r in rows]
+for ex, tol, metrics in (("fashion", 0.02, "metrics.csv"), ("text", 0.01, "metrics.csv")):
+    ref = curve(f"{w}/{ex}-f32/{metrics}")
+    for run in ("bf16", "fallback"):
+        got = curve(f"{w}/{ex}-{run}/{metrics}")
+        assert len(got) == len(ref), (ex, run, len(got), len(ref))
+        worst = 0.0
+        for a, b in zip(ref, got):
+            for i in (2, 3):
+                if a[i] != a[i]:
+                    continue
+                d = abs(b[i] - a[i]) / abs(a[i])
+                worst = max(worst, d)
+                assert d <= tol, f"{ex} {run} stage {a[0]} epoch {a[1]}: fp32 {a[i]:.5f}, {run} {b[i]:.5f}"
+        print(f"{ex:8s} {run:9s}: {len(got)} epochs, worst relative loss difference {worst:.5f} (tolerance {tol})")
+P
   ;;
 *) fail "unknown case $case_name" ;;
 esac

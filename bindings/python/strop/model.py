@@ -706,6 +706,29 @@ class Model(Handle):
         check(_lib.lib.strop_model_set_frozen_dtype(self._h, self.FROZEN_DTYPES.index(dtype)))
         return self
 
+    #: compute dtypes by name (model.compute_dtype)
+    COMPUTE_DTYPES = ("f32", "bf16")
+
+    @property
+    def compute_dtype(self):
+        """The precision of the products of linear layers held in float32: "f32" (default) or
+        "bf16" (mixed precision: BF16-rounded inputs and weights, float32 sums; the float32
+        master weights, gradients and optimizer state unchanged) (strop_model_set_compute_dtype)."""
+        return self.COMPUTE_DTYPES[_lib.lib.strop_model_compute_dtype(self._h)]
+
+    @compute_dtype.setter
+    def compute_dtype(self, dtype):
+        self.set_compute_dtype(dtype)
+
+    def set_compute_dtype(self, dtype):
+        """Sets compute_dtype ("f32", "bf16"); returns the model."""
+        if dtype not in self.COMPUTE_DTYPES:
+            from .errors import InvalidArgument
+            raise InvalidArgument(f"Model.set_compute_dtype: dtype must be one of "
+                                  f"{', '.join(self.COMPUTE_DTYPES)}, got {dtype!r}")
+        check(_lib.lib.strop_model_set_compute_dtype(self._h, self.COMPUTE_DTYPES.index(dtype)))
+        return self
+
     @property
     def int8_group(self):
         """Inputs per scale of frozen weights held in "int8": 0 (default) for one scale per

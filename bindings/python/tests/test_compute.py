@@ -1,0 +1,43 @@
+# SPDX-License-Identifier: MIT
+"""Mixed-precision training: linear products in BF16 (Model.compute_dtype)."""
+import numpy as np
+import pytest
+
+from conftest import load_strop
+
+strop = load_strop()
+
+
+def text_model():
+    m = strop.Model([12, 32])
+    m.add("fc1", "linear", "out_features=64").add("act", "gelu")
+    m.add("flat", "flatten").add("head", "linear", "out_features=4").finalize(seed=3)
+    return m
+
+
+def test_compute_dtype_bf16_close_to_f32():
+    m = text_model()
+    ref = m.clone()
+    assert m.compute_dtype == "f32"
+    m.compute_dtype = "bf16"
+    assert m.compute_dtype == "bf16"
+    assert ref.compute_dtype == "f32"
+    assert m.clone().compute_dtype == "bf16"
+    x = np.sin(np.arange(2 * 12 * 32, dtype=np.float32)).reshape(2, 12, 32)
+    y, yr = np.asarray(m.forward(x)), np.asarray(ref.forward(x))
+    # BF16 inputs and weights, FP32 sums: within 1% of the output's scale, and not FP32's bits
+    assert np.max(np.abs(y - yr)) <= 0.01 * np.max(np.abs(yr))
+    assert not np.array_equal(y, yr)
+    # the master weights stay float32
+    assert m["fc1.weight"].dtype == np.float32
+    # back to f32: FP32's bits again
+    m.set_compute_dtype("f32")
+    assert np.array_equal(np.asarray(m.forward(x)), yr)
+
+
+def test_compute_dtype_errors():
+    m = text_model()
+    for bad in ("int8", "fp16", 1):
+        with pytest.raises(strop.InvalidArgument, match="bf16"):
+            m.set_compute_dtype(bad)
+    assert m.compute_dtype == "f32"

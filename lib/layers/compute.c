@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: MIT */
+/* strop — linear products in the model's compute dtype (strop_model_set_compute_dtype): an FP32
+ * weight's BF16 copy, kept until the weight's version changes, and the products through it. */
+#include "layers/layer.h"
+#include "ops/bf16gemm.h"
+#include "ops/dense.h"
+
+int strop__compute_bf16(const strop__exec *x, const strop__param *w) {
+  return x->compute_dtype == STROP__LOWP_BF16 && w && !w->lowp.dtype && w->data && w->rank == 2;
+}
+
+const strop__lowp *strop__param_shadow(strop__param *w, int scale_cols) {
+  strop__lowp *q = &w->shadow;
+  const int64_t rows = w->dims[0], cols = w->dims[1];
+  const int same = q->dtype && q->rows == rows && q->cols == cols;
+  /* a writable view may have changed the values without a version bump: made again each time */
+  if (same && q->scale_cols == scale_cols && w->shadow_version == w->version && !w->viewed)
+    return q;
+  if (!same) {
+    strop__lowp_free(q);
+    void *v = strop__malloc_aligned((size_t)rows * (size_t)cols * sizeof(uint16_t) + 1);
+    if (!v) return NULL;
+    q->dtype = STROP__LOWP_BF16;
+    q->rows = rows;
+    q->cols = cols;
+    q->v = v;
+  }
+  q->scale_cols = scale_cols;
+  strop__bf16_shadow_fill(q, w->data);
+  w->shadow_version = w->version;
+  return q;
+}
+
+static strop_status nomem(const strop__node *n, const strop__param *w, const char *what) {
+  return strop__err(STROP_E_NOMEM, "layer '%s' (%s): out of memory for the BF16 %s of '%s'",
+                    n->name, n->vt->type, what, w->name);
+}
+
+strop_status strop__linear_forward_c(const strop__node *n, strop__param *w, const float *x,
+                                     const float *b, float *y, int64_t m, int64_t in, int64_t out,
+                                     int w_in_out) {
+  const strop__lowp *q = strop__param_shadow(w, w_in_out);
+  if (!q || strop__linear_forward_bf16(x, q, b, y, m, in, out)) return nomem(n, w, "product");
+  return STROP_OK;
+}
+
+strop_status strop__linear_backward_c(const strop__node *n, strop__param *w, const float *x,
+                                      const float *dy, float *dx, float *dw, float *db, int64_t m,
+                                      int64_t in, int64_t out, unsigned assign) {
+  const strop__lowp *q = NULL;
+  if (dx && !(q = strop__param_shadow(w, (assign & STROP__LB_W_IN_OUT) != 0)))
+    return nomem(n, w, "backward");
+  if (strop__linear_backward_bf16(x, q, dy, dx, dw, db, m, in, out, assign))
+    return nomem(n, w, "backward");
+  return STROP_OK;
+}

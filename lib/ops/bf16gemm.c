@@ -1,0 +1,231 @@
+/* SPDX-License-Identifier: MIT */
+/* strop — BF16 products of FP32 operands (mixed-precision training): rounding to BF16, the BF16
+ * copy of a trainable weight, and the vdpbf16ps GEMM whose operands are rounded while packed. */
+#include "ops/bf16gemm.h"
+
+#include <string.h>
+
+#include "core/core.h"
+#include "ops/ops.h"
+
+/* strop__bf16_from_f32's rounding on the bits, branch-free so that the loops vectorise */
+static inline uint32_t rne_bits(uint32_t u) {
+  const uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  return (u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : r;
+}
+
+STROP__CLONES void strop__bf16_round_f32(const float *x, float *out, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    uint32_t u;
+    memcpy(&u, &x[i], sizeof u);
+    u = rne_bits(u) << 16;
+    memcpy(&out[i], &u, sizeof u);
+  }
+}
+
+STROP__CLONES static void round_row(const float *x, uint16_t *out, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    uint32_t u;
+    memcpy(&u, &x[i], sizeof u);
+    out[i] = (uint16_t)rne_bits(u);
+  }
+}
+
+void strop__bf16_shadow_fill(strop__lowp *q, const float *w) {
+  uint16_t *v = q->v;
+  const int64_t rows = q->rows, cols = q->cols;
+  if (!q->scale_cols) {
+    round_row(w, v, (size_t)rows * (size_t)cols);
+    return;
+  }
+  /* W [in, out] held as v[c rows + r] = W(r, c): 32 x 32 tiles, rounded a row at a time */
+  enum { TS = 32 };
+  uint16_t t[TS][TS];
+  for (int64_t r0 = 0; r0 < rows; r0 += TS)
+    for (int64_t c0 = 0; c0 < cols; c0 += TS) {
+      const int64_t nr = rows - r0 < TS ? rows - r0 : TS, nc = cols - c0 < TS ? cols - c0 : TS;
+      for (int64_t r = 0; r < nr; r++) round_row(w + (r0 + r) * cols + c0, t[r], (size_t)nc);
+      for (int64_t c = 0; c < nc; c++)
+        for (int64_t r = 0; r < nr; r++) v[(c0 + c) * rows + r0 + r] = t[r][c];
+    }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && (__GNUC__ >= 10 || defined(__clang__))
+#  include <immintrin.h>
+
+#  define BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512bf16")))
+
+enum { MR = 8, NR = 32 };
+
+typedef struct gjob {
+  int ta, tb;
+  int64_t m, n, k, kp, lda, ldb, ldc;
+  const float *a, *b;
+  float beta;
+  float *c;
+  uint32_t *ap; /* ceil(m / 8) micro-panels of kp x 8 pairs: ap[ib kp 8 + q 8 + r] */
+  uint32_t *bp; /* per chunk one panel of kp x 32 pairs: bp[q 32 + c] */
+} gjob;
+
+/* op(A)(i, t) and op(B)(t, j) rounded, 0 outside the matrices */
+static inline uint32_t a_at(const gjob *J, int64_t i, int64_t t) {
+  if (i >= J->m || t >= J->k) return 0;
+  return strop__bf16_from_f32(J->ta ? J->a[t * J->lda + i] : J->a[i * J->lda + t]);
+}
+static inline uint32_t b_at(const gjob *J, int64_t t, int64_t j) {
+  if (j >= J->n || t >= J->k) return 0;
+  return strop__bf16_from_f32(J->tb ? J->b[j * J->ldb + t] : J->b[t * J->ldb + j]);
+}
+
+/* 16 FP32 values rounded to BF16 in the low half of each lane (rne_bits, vectorised) */
+BF16_TARGET static inline __m512i rne16(__m512i u) {
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  const __m512i r = _mm512_srli_epi32(
+      _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
+  const __mmask16 nan = _mm512_cmpgt_epu32_mask(
+      _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+  return _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+}
+
+/* The pairs (r0[c], r1[c]) of 16 columns (cnt of them read, the rest 0; r1 NULL: zeros) */
+BF16_TARGET static inline __m512i pairs16(const float *r0, const float *r1, int64_t cnt) {
+  const __mmask16 mk = cnt >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << cnt) - 1u);
+  const __m512i lo = rne16(_mm512_castps_si512(_mm512_maskz_loadu_ps(mk, r0)));
+  if (!r1) return lo;
+  const __m512i hi = rne16(_mm512_castps_si512(_mm512_maskz_loadu_ps(mk, r1)));
+  return _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+}
+
+/* A's micro-panels of 16-row groups [lo, hi) (two micro-panels each) */
+BF16_TARGET static void pack_a(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  (void)chunk;
+  const gjob *J = ctx;
+  const int64_t np = (J->m + MR - 1) / MR;
+  for (int64_t g = lo; g < hi; g++) {
+    const int64_t i0 = g * 16;
+    uint32_t *p0 = J->ap + (size_t)(2 * g) * (size_t)J->kp * MR;
+    uint32_t *p1 = 2 * g + 1 < np ? p0 + (size_t)J->kp * MR : NULL;
+    if (J->ta) { /* A stored [k, m]: rows 2q and 2q + 1 give 16 pairs of consecutive i */
+      const int64_t cnt = J->m - i0;
+      for (int64_t q = 0; q < J->kp; q++) {
+        const float *r0 = J->a + 2 * q * J->lda + i0;
+        const float *r1 = 2 * q + 1 < J->k ? r0 + J->lda : NULL;
+        const __m512i v = pairs16(r0, r1, cnt);
+        _mm256_storeu_si256((__m256i *)(void *)(p0 + q * MR), _mm512_castsi512_si256(v));
+        if (p1)
+          _mm256_storeu_si256((__m256i *)(void *)(p1 + q * MR), _mm512_extracti64x4_epi64(v, 1));
+      }
+      continue;
+    }
+    for (int64_t q = 0; q < J->kp; q++)
+      for (int r = 0; r < 16; r++) {
+        uint32_t *p = r < MR ? p0 : p1;
+        if (!p) continue;
+        p[q * MR + (r & 7)] = a_at(J, i0 + r, 2 * q) | a_at(J, i0 + r, 2 * q + 1) << 16;
+      }
+  }
+}
+
+/* B's columns j0 .. j0 + 31 as pairs: p[q 32 + c] = B(2q, j0 + c) | B(2q + 1, j0 + c) << 16 */
+BF16_TARGET static void pack_b(const gjob *J, int64_t j0, uint32_t *p) {
+  if (!J->tb) {
+    const int64_t cnt = J->n - j0;
+    for (int64_t q = 0; q < J->kp; q++) {
+      const float *r0 = J->b + 2 * q * J->ldb + j0;
+      const float *r1 = 2 * q + 1 < J->k ? r0 + J->ldb : NULL;
+      _mm512_store_si512(p + q * NR, pairs16(r0, r1, cnt));
+      if (cnt > 16)
+        _mm512_store_si512(p + q * NR + 16, pairs16(r0 + 16, r1 ? r1 + 16 : NULL, cnt - 16));
+      else _mm512_store_si512(p + q * NR + 16, _mm512_setzero_si512());
+    }
+    return;
+  }
+  for (int64_t q = 0; q < J->kp; q++)
+    for (int64_t c = 0; c < NR; c++)
+      p[q * NR + c] = b_at(J, 2 * q, j0 + c) | b_at(J, 2 * q + 1, j0 + c) << 16;
+}
+
+/* C rows i0 .. i0 + 7 (those past m not stored) x the panel's 32 columns: 16 accumulators,
+ * each lane summing its element's pairs in k order */
+BF16_TARGET static void kernel(const gjob *J, int64_t ib, int64_t j0, const uint32_t *p) {
+  const int64_t i0 = ib * MR, mr = J->m - i0 < MR ? J->m - i0 : MR;
+  const int64_t nr = J->n - j0 < NR ? J->n - j0 : NR;
+  const uint32_t *a = J->ap + (size_t)ib * (size_t)J->kp * MR;
+  __m512 acc[MR][2];
+  for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  for (int64_t q = 0; q < J->kp; q++) {
+    const __m512bh b0 = (__m512bh)_mm512_load_si512(p + q * NR);
+    const __m512bh b1 = (__m512bh)_mm512_load_si512(p + q * NR + 16);
+    for (int r = 0; r < MR; r++) {
+      const __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[q * MR + r]);
+      acc[r][0] = _mm512_dpbf16_ps(acc[r][0], av, b0);
+      acc[r][1] = _mm512_dpbf16_ps(acc[r][1], av, b1);
+    }
+  }
+  const __mmask16 m0 = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1u);
+  const __mmask16 m1 = nr >= 32   ? (__mmask16)0xffff
+                       : nr <= 16 ? (__mmask16)0
+                                  : (__mmask16)((1u << (nr - 16)) - 1u);
+  for (int64_t r = 0; r < mr; r++) {
+    float *cr = J->c + (i0 + r) * J->ldc + j0;
+    __m512 v0 = acc[r][0], v1 = acc[r][1];
+    if (J->beta != 0.0f) {
+      v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, cr), v0);
+      v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, cr + 16), v1);
+    }
+    _mm512_mask_storeu_ps(cr, m0, v0);
+    if (m1) _mm512_mask_storeu_ps(cr + 16, m1, v1);
+  }
+}
+
+/* column panels [lo, hi) of 32 */
+static void gemm_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  const gjob *J = ctx;
+  uint32_t *p = J->bp + (size_t)chunk * (size_t)J->kp * NR;
+  const int64_t np = (J->m + MR - 1) / MR;
+  for (int64_t jb = lo; jb < hi; jb++) {
+    pack_b(J, jb * NR, p);
+    for (int64_t ib = 0; ib < np; ib++) kernel(J, ib, jb * NR, p);
+  }
+}
+
+static size_t a_bytes(int64_t m, int64_t k) {
+  const size_t kp = (size_t)(k + 1) / 2;
+  return (size_t)((m + 15) / 16 * 16) * kp * sizeof(uint32_t);
+}
+
+size_t strop__bf16_gemm_f32_scratch(int64_t m, int64_t n, int64_t k) {
+  (void)n;
+  const size_t kp = (size_t)(k + 1) / 2;
+  return a_bytes(m, k) + (size_t)(strop__num_threads() + 1) * kp * NR * sizeof(uint32_t) + 128;
+}
+
+void strop__bf16_gemm_f32(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a,
+                          int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                          int64_t ldc, void *work) {
+  if (m <= 0 || n <= 0) return;
+  gjob J = {ta, tb, m, n, k, (k + 1) / 2, lda, ldb, ldc, a, b, beta, c, work, NULL};
+  /* the panels after A's micro-panels, 64-byte aligned */
+  const size_t ab = (a_bytes(m, k) + 63) / 64 * 64;
+  J.bp = (uint32_t *)(void *)((char *)work + ab);
+  const int big = (double)m * (double)n * (double)k >= (double)(1 << 20);
+  const int threads = big ? strop__num_threads() : 1;
+  const int64_t groups = (m + 15) / 16, blocks = (n + NR - 1) / NR;
+  strop__par_run(strop__par_chunks(threads, groups, 4), groups, pack_a, &J);
+  strop__par_run(strop__par_chunks(threads, blocks, 1), blocks, gemm_chunk, &J);
+}
+
+#else
+
+size_t strop__bf16_gemm_f32_scratch(int64_t m, int64_t n, int64_t k) {
+  (void)m, (void)n, (void)k;
+  return 0;
+}
+void strop__bf16_gemm_f32(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a,
+                          int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                          int64_t ldc, void *work) {
+  (void)ta, (void)tb, (void)m, (void)n, (void)k, (void)a, (void)lda, (void)b, (void)ldb;
+  (void)beta, (void)c, (void)ldc, (void)work;
+}
+
+#endif

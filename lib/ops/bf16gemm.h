@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: MIT */
+/* strop — BF16 products of FP32 operands for mixed-precision training (the model's compute
+ * dtype): rounding to BF16 (vectorised, bit for bit strop__bf16_from_f32), the BF16 copy of an
+ * FP32 weight, and C = op(A) op(B) on vdpbf16ps with both operands rounded while packing. */
+#ifndef STROP_OPS_BF16GEMM_H
+#define STROP_OPS_BF16GEMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ops/lowp.h"
+
+/* out[i] = the BF16 value nearest x[i] (ties to even), as FP32: strop__bf16_from_f32 then
+ * strop__bf16_to_f32, the same bits, vectorised where the CPU allows. out may be x. */
+void strop__bf16_round_f32(const float *x, float *out, size_t n);
+
+/* Fills q (already a BF16 strop__lowp of w's shape and layout, its values allocated) with w's
+ * values rounded to nearest even, as strop__lowp_make would make them: w rows x cols, stored
+ * transposed when q->scale_cols. */
+void strop__bf16_shadow_fill(strop__lowp *q, const float *w);
+
+/* C[m, n] = op(A)[m, k] op(B)[k, n] + beta C, op(A)(i, t) = ta ? a[t lda + i] : a[i lda + t],
+ * op(B)(t, j) = tb ? b[j ldb + t] : b[t ldb + j]; both FP32 operands rounded to BF16 (nearest
+ * even) while they are packed, BF16 x BF16 products with FP32 sums (vdpbf16ps), each element's
+ * sum in k order whatever the split across threads. beta 0 or 1. work: 64-byte aligned,
+ * strop__bf16_gemm_f32_scratch(m, n, k) bytes. Only where strop__bf16_dot_enabled() (ops/lowp.h);
+ * the exact fallback elsewhere is the FP32 GEMM on strop__bf16_round_f32's values. The weight
+ * gradient dW = dy^T x (ta 1, tb 0) is what it is for; the transposes are all supported. */
+size_t strop__bf16_gemm_f32_scratch(int64_t m, int64_t n, int64_t k);
+void strop__bf16_gemm_f32(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a,
+                          int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                          int64_t ldc, void *work);
+
+#endif

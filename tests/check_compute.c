@@ -1,0 +1,585 @@
+/* SPDX-License-Identifier: MIT */
+/* strop tests — mixed-precision training (strop_model_set_compute_dtype): linear products on
+ * BF16 values with FP32 sums — the rounding, the vdpbf16ps GEMM of two FP32 operands, the exact
+ * fallback, the weights' BF16 copies and their versions, gradients and fine-tunes against FP32
+ * within stated tolerances, the step's memory, errors. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/core.h"
+#include "graph/graph.h"
+#include "ops/bf16gemm.h"
+#include "ops/dense.h"
+#include "ops/lowp.h"
+#include "testutil.h"
+
+#define OK(x) strop_test_must((x), #x)
+
+static const int64_t IN[2] = {12, 32};
+enum { T = 12, D = 32, CLASSES = 4 };
+
+/* A text-like model: per-position linears (fc2 [in, out] when in_out), a head. */
+static strop_model *text_model(uint64_t seed, int in_out) {
+  const strop_test_node nodes[] = {
+      {"fc1", "linear", "out_features=64", NULL},
+      {"act1", "gelu", NULL, NULL},
+      {"fc2", "linear", in_out ? "out_features=32 weight_layout=in_out" : "out_features=32",
+       NULL},
+      {"act2", "gelu", NULL, NULL},
+      {"flat", "flatten", NULL, NULL},
+      {"head", "linear", "out_features=4", NULL},
+  };
+  return strop_test_build(2, IN, nodes, 6, seed);
+}
+
+/* LoRA (rank 4) on fc1 and fc2, whose weights freeze (held in FP32); the head trains. */
+static strop_model *lora_model(uint64_t seed) {
+  strop_model *m = text_model(seed, 1);
+  strop_surgery *s = NULL;
+  OK(strop_surgery_create(m, &s));
+  OK(strop_surgery_set_seed(s, seed + 1));
+  OK(strop_surgery_freeze(s, "fc*", 0));
+  OK(strop_surgery_lora(s, "fc*", 4, 8.0f, 0.0f));
+  OK(strop_surgery_apply(s));
+  strop_surgery_free(s);
+  return m;
+}
+
+static void inputs(float *x, size_t n, double phase) {
+  for (size_t i = 0; i < n; i++) x[i] = (float)(sin(0.731 * (double)i + phase) * 1.5);
+}
+
+static float bf(float v) { return strop__bf16_to_f32(strop__bf16_from_f32(v)); }
+
+static void fill(float *v, size_t n, double f) {
+  for (size_t i = 0; i < n; i++)
+    v[i] = (float)(cos(f * (double)i + 0.3) * (1.0 + (double)(i % 7)));
+}
+
+/* ---- kernels ---- */
+
+/* The vectorised rounding gives strop__bf16_from_f32's bits (ties to even, NaN quiet, Inf,
+ * subnormals, overflow to Inf), in place too; the weight's copy is strop__lowp_make's. */
+START_TEST(rounding_matches_scalar) {
+  const uint32_t bits[] = {0x00000000u, 0x80000000u, 0x3f808000u, 0x3f818000u, 0x3f807fffu,
+                           0x3f808001u, 0x7f7fffffu, 0xff7fffffu, 0x7f800000u, 0xff800000u,
+                           0x7fc00000u, 0x7f800001u, 0xff800001u, 0x00000001u, 0x007fffffu,
+                           0x00008000u, 0x80018000u, 0x4049fdb0u, 0xc2f6e979u, 0x3dcccccdu};
+  enum { NB = sizeof bits / sizeof *bits, N = 3 * NB + 5 };
+  float x[N], y[N];
+  for (int i = 0; i < N; i++) {
+    uint32_t u = bits[i % NB] ^ (i >= 2 * NB ? 0x80000000u : 0u);
+    memcpy(&x[i], &u, sizeof u);
+  }
+  strop__bf16_round_f32(x, y, N);
+  for (int i = 0; i < N; i++) {
+    const float want = strop__bf16_to_f32(strop__bf16_from_f32(x[i]));
+    ck_assert_msg(!memcmp(&y[i], &want, sizeof want), "element %d", i);
+  }
+  strop__bf16_round_f32(x, x, N); /* in place */
+  ck_assert_mem_eq(x, y, sizeof x);
+  for (int sc = 0; sc < 2; sc++) {
+    enum { R = 37, C = 45 };
+    float *w = malloc(R * C * sizeof *w);
+    fill(w, R * C, 0.37);
+    strop__lowp want, got = {STROP__LOWP_BF16, sc, R, C, 0, malloc(R * C * 2), NULL};
+    ck_assert_int_eq(strop__lowp_make(&want, STROP__LOWP_BF16, w, R, C, sc, 0), 0);
+    strop__bf16_shadow_fill(&got, w);
+    ck_assert_mem_eq(got.v, want.v, R * C * 2);
+    strop__lowp_free(&want);
+    free(got.v);
+    free(w);
+  }
+}
+END_TEST
+
+/* C = op(A) op(B) (+ C) on vdpbf16ps with both FP32 operands rounded while packed, every
+ * transpose, shapes with edges (m not a multiple of 8 or 16, n of 32, odd k): within FP32
+ * summation error, (k + 2) 2^-23 sum |a b|, of a double sum of the rounded operands. */
+START_TEST(gemm_f32_edges) {
+  if (!strop__bf16_dot_enabled()) return; /* the fallback is the FP32 GEMM (tested there) */
+  static const int64_t shapes[][3] = {{1, 1, 1},   {5, 7, 45},   {8, 32, 32}, {9, 33, 70},
+                                      {3, 2, 301}, {17, 65, 64}, {40, 96, 7}, {33, 31, 0}};
+  for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++)
+    for (int tr = 0; tr < 4; tr++)
+      for (int beta = 0; beta < 2; beta++) {
+        const int64_t m = shapes[sh][0], n = shapes[sh][1], k = shapes[sh][2];
+        const int ta = tr & 1, tb = tr >> 1;
+        const int64_t lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 1, ldc = n + 2;
+        const size_t na = (size_t)((ta ? k : m) * lda + 1), nb = (size_t)((tb ? n : k) * ldb + 1);
+        float *a = malloc(na * sizeof *a), *b = malloc(nb * sizeof *b);
+        float *c = malloc((size_t)(m * ldc) * sizeof *c);
+        fill(a, na, 0.71);
+        fill(b, nb, 0.29);
+        for (int64_t i = 0; i < m * ldc; i++) c[i] = 0.5f;
+        void *work = strop__malloc_aligned(strop__bf16_gemm_f32_scratch(m, n, k));
+        strop__bf16_gemm_f32(ta, tb, m, n, k, a, lda, b, ldb, beta ? 1.0f : 0.0f, c, ldc, work);
+        for (int64_t i = 0; i < m; i++)
+          for (int64_t j = 0; j < n; j++) {
+            double sum = beta ? 0.5 : 0.0, mag = 0.0;
+            for (int64_t t = 0; t < k; t++) {
+              const double p = (double)bf(ta ? a[t * lda + i] : a[i * lda + t]) *
+                               (double)bf(tb ? b[j * ldb + t] : b[t * ldb + j]);
+              sum += p;
+              mag += fabs(p);
+            }
+            const double e = fabs((double)c[i * ldc + j] - sum);
+            ck_assert_msg(e <= (double)(k + 2) * 0x1p-23 * (mag + 0.5) + 1e-30,
+                          "m %lld n %lld k %lld ta %d tb %d beta %d: c(%lld, %lld) %g, want %g",
+                          (long long)m, (long long)n, (long long)k, ta, tb, beta, (long long)i,
+                          (long long)j, (double)c[i * ldc + j], sum);
+          }
+        for (int64_t i = 0; i < m; i++) /* the padding between rows of C untouched */
+          for (int64_t j = n; j < ldc; j++) ck_assert_float_eq(c[i * ldc + j], 0.5f);
+        strop__free_aligned(work);
+        free(a);
+        free(b);
+        free(c);
+      }
+}
+END_TEST
+
+/* ---- linear ---- */
+
+/* The fallback is the FP32 linear on the BF16-rounded x, dy and W, bit for bit: the forward,
+ * dx and dW; db the sum of the unrounded dy. Both layouts, written and added. */
+START_TEST(fallback_exact) {
+  enum { M = 13, NI = 70, NO = 45 };
+  strop__bf16_impl = 1;
+  for (int in_out = 0; in_out < 2; in_out++)
+    for (int assign = 0; assign < 2; assign++) {
+      static float x[M * NI], w[NI * NO], b[NO], dy[M * NO], xr[M * NI], wr[NI * NO], dyr[M * NO];
+      static float y1[M * NO], y2[M * NO], dx1[M * NI], dx2[M * NI], dw1[NI * NO], dw2[NI * NO],
+          db1[NO], db2[NO];
+      fill(x, M * NI, 0.3);
+      fill(w, NI * NO, 0.11);
+      fill(b, NO, 0.7);
+      fill(dy, M * NO, 0.53);
+      strop__bf16_round_f32(x, xr, M * NI);
+      strop__bf16_round_f32(w, wr, NI * NO);
+      strop__bf16_round_f32(dy, dyr, M * NO);
+      strop__lowp q;
+      ck_assert_int_eq(strop__lowp_make(&q, STROP__LOWP_BF16, w, in_out ? NI : NO,
+                                        in_out ? NO : NI, in_out, 0),
+                       0);
+      ck_assert_int_eq(strop__linear_forward_bf16(x, &q, b, y1, M, NI, NO), 0);
+      strop__linear_forward_ex(xr, wr, b, y2, M, NI, NO, in_out);
+      ck_assert_mem_eq(y1, y2, sizeof y1);
+      for (int i = 0; i < M * NI; i++) dx1[i] = dx2[i] = 0.25f;
+      for (int i = 0; i < NI * NO; i++) dw1[i] = dw2[i] = -0.5f;
+      for (int i = 0; i < NO; i++) db1[i] = db2[i] = 0.125f;
+      const unsigned fl = (assign ? STROP__LB_ASSIGN_DX | STROP__LB_ASSIGN_PARAMS : 0) |
+                          (in_out ? STROP__LB_W_IN_OUT : 0);
+      ck_assert_int_eq(strop__linear_backward_bf16(x, &q, dy, dx1, dw1, db1, M, NI, NO, fl), 0);
+      (void)strop__linear_backward(xr, wr, dyr, dx2, dw2, NULL, M, NI, NO, fl);
+      (void)strop__linear_backward(x, NULL, dy, NULL, NULL, db2, M, NI, NO, fl);
+      ck_assert_mem_eq(dx1, dx2, sizeof dx1);
+      ck_assert_mem_eq(dw1, dw2, sizeof dw1);
+      ck_assert_mem_eq(db1, db2, sizeof db1);
+      strop__lowp_free(&q);
+    }
+  strop__bf16_impl = 0;
+}
+END_TEST
+
+/* vdpbf16ps (where the CPU has it) against the fallback: the same rounded operands, so the
+ * two differ only by FP32 summation order: every element of y, dx and dW within
+ * (k + 2) 2^-23 sum |a b| of it (k the product's length). Both layouts. */
+START_TEST(dot_matches_fallback) {
+  if (!strop__bf16_dot_enabled()) return;
+  enum { M = 37, NI = 70, NO = 45 };
+  for (int in_out = 0; in_out < 2; in_out++) {
+    static float x[M * NI], w[NI * NO], dy[M * NO], y[2][M * NO], dx[2][M * NI], dw[2][NI * NO];
+    fill(x, M * NI, 0.3);
+    fill(w, NI * NO, 0.11);
+    fill(dy, M * NO, 0.53);
+    strop__lowp q;
+    ck_assert_int_eq(
+        strop__lowp_make(&q, STROP__LOWP_BF16, w, in_out ? NI : NO, in_out ? NO : NI, in_out, 0),
+        0);
+    const unsigned fl = STROP__LB_ASSIGN_DX | STROP__LB_ASSIGN_PARAMS |
+                        (in_out ? STROP__LB_W_IN_OUT : 0);
+    for (int p = 0; p < 2; p++) {
+      strop__bf16_impl = p; /* 0: vdpbf16ps, 1: the fallback */
+      ck_assert_int_eq(strop__linear_forward_bf16(x, &q, NULL, y[p], M, NI, NO), 0);
+      ck_assert_int_eq(strop__linear_backward_bf16(x, &q, dy, dx[p], dw[p], NULL, M, NI, NO, fl),
+                       0);
+    }
+    strop__bf16_impl = 0;
+    for (int i = 0; i < M; i++)
+      for (int o = 0; o < NO; o++) {
+        double mag = 0;
+        for (int k = 0; k < NI; k++)
+          mag += fabs((double)bf(x[i * NI + k]) * bf(in_out ? w[k * NO + o] : w[o * NI + k]));
+        const double e = fabs((double)y[0][i * NO + o] - y[1][i * NO + o]);
+        ck_assert_msg(e <= (NI + 2) * 0x1p-23 * mag, "y(%d, %d): %g vs %g", i, o,
+                      (double)y[0][i * NO + o], (double)y[1][i * NO + o]);
+      }
+    for (int i = 0; i < M; i++)
+      for (int k = 0; k < NI; k++) {
+        double mag = 0;
+        for (int o = 0; o < NO; o++)
+          mag += fabs((double)bf(dy[i * NO + o]) * bf(in_out ? w[k * NO + o] : w[o * NI + k]));
+        ck_assert(fabs((double)dx[0][i * NI + k] - dx[1][i * NI + k]) <=
+                  (NO + 2) * 0x1p-23 * mag);
+      }
+    for (int o = 0; o < NO; o++)
+      for (int k = 0; k < NI; k++) {
+        double mag = 0;
+        for (int i = 0; i < M; i++) mag += fabs((double)bf(dy[i * NO + o]) * bf(x[i * NI + k]));
+        const int at = in_out ? k * NO + o : o * NI + k;
+        ck_assert_msg(fabs((double)dw[0][at] - dw[1][at]) <= (M + 2) * 0x1p-23 * mag,
+                      "dw(%d, %d): %g vs %g", o, k, (double)dw[0][at], (double)dw[1][at]);
+      }
+    strop__lowp_free(&q);
+  }
+}
+END_TEST
+
+static strop_tensor *wrap(float *x, int64_t n) {
+  strop_tensor *t = NULL;
+  const int64_t xd[3] = {n, T, D};
+  OK(strop_tensor_wrap(x, (size_t)(n * T * D), 3, xd, &t));
+  return t;
+}
+
+static strop_tensor *forward(strop_model *m, float *x, int64_t n) {
+  strop_tensor *tx = wrap(x, n), *y = NULL;
+  OK(strop_model_forward(m, tx, &y));
+  strop_tensor_free(tx);
+  return y;
+}
+
+/* One forward and backward of a trainer with the host's dout; the gradients of `names`. */
+static void grads(strop_model *m, float *x, int64_t n, const float *dout,
+                  const char *const *names, int nn, float **g, float *out) {
+  strop_optimizer *opt = NULL;
+  strop_trainer *tr = NULL;
+  OK(strop_optimizer_create(m, STROP_OPTIM_SGD, &opt));
+  OK(strop_trainer_create(m, opt, &tr));
+  strop_tensor *tx = wrap(x, n), *y = NULL, *dy = NULL;
+  OK(strop_trainer_forward(tr, tx, &y));
+  memcpy(out, strop_tensor_data(y), (size_t)(n * CLASSES) * sizeof *out);
+  const int64_t dd[2] = {n, CLASSES};
+  OK(strop_tensor_wrap((float *)dout, (size_t)(n * CLASSES), 2, dd, &dy));
+  OK(strop_trainer_backward(tr, dy));
+  for (int k = 0; k < nn; k++) {
+    strop_tensor *t = NULL;
+    OK(strop_model_tensor_view(m, names[k], &t));
+    const size_t cnt = (size_t)strop_tensor_numel(t);
+    strop_tensor_free(t);
+    OK(strop_model_get_grad(m, names[k], g[k], cnt));
+  }
+  strop_tensor_free(tx);
+  strop_tensor_free(y);
+  strop_tensor_free(dy);
+  strop_trainer_free(tr);
+  strop_optimizer_free(opt);
+}
+
+/* Outputs and every weight's gradient of a model computing in BF16 against the same model in
+ * FP32, both weight layouts, both paths (vdpbf16ps where it runs, and the forced fallback):
+ * the output within 1% of its scale, each gradient within 2% in relative L2 norm (measured
+ * about 0.3%); and it differs (the BF16 products ran). */
+START_TEST(model_gradcheck) {
+  const int in_out = _i & 1, path = _i >> 1;
+  if (path == 0 && !strop__bf16_dot_enabled()) return;
+  static const char *const names[] = {"fc1.weight", "fc1.bias", "fc2.weight", "head.weight"};
+  enum { N = 5, NN = 4 };
+  static float x[N * T * D], dout[N * CLASSES], ya[N * CLASSES], yb[N * CLASSES];
+  float *ga[NN], *gb[NN];
+  const size_t cnt[NN] = {64 * 32, 64, 32 * 64, 4 * 12 * 32};
+  for (int k = 0; k < NN; k++)
+    ga[k] = malloc(cnt[k] * sizeof(float)), gb[k] = malloc(cnt[k] * sizeof(float));
+  inputs(x, N * T * D, 0.4);
+  fill(dout, N * CLASSES, 0.9);
+  strop_model *f = text_model(5, in_out), *b = NULL;
+  OK(strop_model_clone(f, &b));
+  OK(strop_model_set_compute_dtype(b, STROP_DTYPE_BF16));
+  ck_assert_int_eq(strop_model_compute_dtype(b), STROP_DTYPE_BF16);
+  ck_assert_int_eq(strop_model_compute_dtype(f), STROP_DTYPE_F32);
+  strop__bf16_impl = path;
+  grads(f, x, N, dout, names, NN, ga, ya);
+  grads(b, x, N, dout, names, NN, gb, yb);
+  strop__bf16_impl = 0;
+  float scale = 0, err = 0;
+  for (int i = 0; i < N * CLASSES; i++) {
+    scale = fmaxf(scale, fabsf(ya[i]));
+    err = fmaxf(err, fabsf(ya[i] - yb[i]));
+  }
+  ck_assert_float_gt(err, 0.0f);
+  ck_assert_msg(err <= 0.01f * scale, "output: max |diff| %g, scale %g", err, scale);
+  for (int k = 0; k < NN; k++) {
+    double d2 = 0, n2 = 0;
+    for (size_t i = 0; i < cnt[k]; i++) {
+      d2 += ((double)ga[k][i] - gb[k][i]) * ((double)ga[k][i] - gb[k][i]);
+      n2 += (double)ga[k][i] * ga[k][i];
+    }
+    ck_assert_msg(d2 > 0 || k == 1, "%s: the BF16 gradient equals FP32's", names[k]);
+    ck_assert_msg(sqrt(d2) <= 0.02 * sqrt(n2), "%s: relative error %g", names[k], sqrt(d2 / n2));
+    if (getenv("STROP_COMPUTE_VERBOSE"))
+      fprintf(stderr, "in_out %d path %d %s: relative error %g\n", in_out, path, names[k],
+              sqrt(d2 / n2));
+    free(ga[k]);
+    free(gb[k]);
+  }
+  strop_model_free(f);
+  strop_model_free(b);
+}
+END_TEST
+
+/* On the fallback, a one-layer model computing in BF16 gives the bits of the FP32 model whose
+ * weight holds the rounded values, on the rounded input. */
+START_TEST(model_fallback_exact) {
+  const strop_test_node nodes[] = {{"fc", "linear", "out_features=20", NULL}};
+  const int64_t in1[1] = {33};
+  strop_model *m = strop_test_build(1, in1, nodes, 1, 3), *r = NULL;
+  OK(strop_model_clone(m, &r));
+  OK(strop_model_set_compute_dtype(m, STROP_DTYPE_BF16));
+  strop_tensor *w = NULL;
+  OK(strop_model_tensor_view(r, "fc.weight", &w));
+  strop__bf16_round_f32(strop_tensor_data(w), strop_tensor_data(w), 20 * 33);
+  strop_tensor_free(w);
+  static float x[7 * 33], xr[7 * 33];
+  fill(x, 7 * 33, 0.77);
+  strop__bf16_round_f32(x, xr, 7 * 33);
+  const int64_t xd[2] = {7, 33};
+  strop_tensor *tx = NULL, *txr = NULL, *a = NULL, *b = NULL;
+  OK(strop_tensor_wrap(x, 7 * 33, 2, xd, &tx));
+  OK(strop_tensor_wrap(xr, 7 * 33, 2, xd, &txr));
+  strop__bf16_impl = 1;
+  OK(strop_model_forward(m, tx, &a));
+  OK(strop_model_forward(r, txr, &b));
+  strop__bf16_impl = 0;
+  ck_assert_mem_eq(strop_tensor_data(a), strop_tensor_data(b), 7 * 20 * sizeof(float));
+  strop_tensor_free(a);
+  strop_tensor_free(b);
+  strop_tensor_free(tx);
+  strop_tensor_free(txr);
+  strop_model_free(m);
+  strop_model_free(r);
+}
+END_TEST
+
+/* ---- the BF16 copies ---- */
+
+/* The copy follows the weight: after optimizer steps, strop_model_set_tensor, a load and a
+ * write through a view, the model's outputs are those of a clone (which makes its copies from
+ * the values as they are now) — a stale copy would give the outputs of the old weights. */
+START_TEST(copy_follows_the_weight) {
+  for (int path = 0; path < 2; path++) {
+    if (path == 0 && !strop__bf16_dot_enabled()) continue;
+    strop__bf16_impl = path;
+    strop_model *m = text_model(8, 1);
+    OK(strop_model_set_compute_dtype(m, STROP_DTYPE_BF16));
+    static float x[3 * T * D];
+    inputs(x, 3 * T * D, 0.2);
+    strop_tensor *y0 = forward(m, x, 3); /* makes the copies */
+    strop_tensor_free(y0);
+    strop_optimizer *opt = NULL;
+    strop_trainer *tr = NULL;
+    OK(strop_optimizer_create(m, STROP_OPTIM_ADAM, &opt));
+    OK(strop_optimizer_set_double(opt, STROP_OPT_LR, 1e-2));
+    OK(strop_trainer_create(m, opt, &tr));
+    for (int step = 0; step < 4; step++) { /* each step changes every weight */
+      static float yv[3];
+      for (int i = 0; i < 3; i++) yv[i] = (float)((i + step) % CLASSES);
+      const int64_t yd[1] = {3};
+      strop_tensor *tx = wrap(x, 3), *ty = NULL;
+      OK(strop_tensor_wrap(yv, 3, 1, yd, &ty));
+      float loss;
+      OK(strop_trainer_step(tr, tx, ty, &loss));
+      strop_tensor_free(tx);
+      strop_tensor_free(ty);
+      for (int what = 0; what < 2; what++) {
+        if (what == 1 && step == 2) { /* set_tensor, then a write through a view */
+          static float v[64 * 32];
+          fill(v, 64 * 32, 0.05 * step);
+          OK(strop_model_set_tensor(m, "fc1.weight", v, 64 * 32));
+        } else if (what == 1 && step == 3) {
+          strop_tensor *t = NULL;
+          OK(strop_model_tensor_view(m, "fc2.weight", &t));
+          strop_tensor_data(t)[5] += 0.75f;
+          strop_tensor_free(t);
+        } else if (what == 1) {
+          continue;
+        }
+        strop_model *c = NULL;
+        OK(strop_model_clone(m, &c));
+        strop_tensor *a = forward(m, x, 3), *b = forward(c, x, 3);
+        ck_assert_msg(
+            !memcmp(strop_tensor_data(a), strop_tensor_data(b), 3 * CLASSES * sizeof(float)),
+            "path %d step %d (%d): a stale BF16 copy", path, step, what);
+        strop_tensor_free(a);
+        strop_tensor_free(b);
+        strop_model_free(c);
+      }
+    }
+    strop_trainer_free(tr);
+    strop_optimizer_free(opt);
+    strop_model_free(m);
+  }
+  strop__bf16_impl = 0;
+}
+END_TEST
+
+/* The copies are made once per change of the weights, not per forward: two forwards (and a
+ * backward) share them; strop_model_step_memory counts them (the BF16 model's planned peak is
+ * the FP32 one's plus 2 bytes per linear weight value, at least); back to FP32 gives them back
+ * and gives FP32's bits again. */
+START_TEST(copies_memory_and_default) {
+  strop_model *m = text_model(4, 0), *r = NULL;
+  OK(strop_model_clone(m, &r));
+  size_t p32 = 0, p16 = 0;
+  const int64_t shape[2] = {T, D};
+  OK(strop_model_step_memory(m, 4, shape, 2, 2, NULL, &p32));
+  OK(strop_model_set_compute_dtype(m, STROP_DTYPE_BF16));
+  OK(strop_model_step_memory(m, 4, shape, 2, 2, NULL, &p16));
+  const size_t copies = 2 * (64 * 32 + 32 * 64 + 4 * 12 * 32);
+  strop__param *w = strop__model_param_find(m, "fc1.weight");
+  ck_assert_int_eq(w->shadow.dtype, STROP__LOWP_BF16);
+  ck_assert_uint_ge(p16, p32 + copies);
+  static float x[2 * T * D];
+  inputs(x, 2 * T * D, 0.6);
+  const void *v = w->shadow.v;
+  strop_tensor *a = forward(m, x, 2), *b = forward(m, x, 2);
+  ck_assert_ptr_eq(w->shadow.v, v); /* the same copy, not made again */
+  ck_assert_mem_eq(strop_tensor_data(a), strop_tensor_data(b), 2 * CLASSES * sizeof(float));
+  strop_tensor_free(a);
+  strop_tensor_free(b);
+  OK(strop_model_set_compute_dtype(m, STROP_DTYPE_F32));
+  ck_assert_int_eq(w->shadow.dtype, 0);
+  a = forward(m, x, 2);
+  b = forward(r, x, 2);
+  ck_assert_mem_eq(strop_tensor_data(a), strop_tensor_data(b), 2 * CLASSES * sizeof(float));
+  strop_tensor_free(a);
+  strop_tensor_free(b);
+  strop_model_free(m);
+  strop_model_free(r);
+}
+END_TEST
+
+/* ---- fine-tunes ---- */
+
+typedef struct run {
+  float loss[80];
+} run;
+
+static run train(strop_model *m, int steps, double lr) {
+  run out;
+  memset(&out, 0, sizeof out);
+  strop_optimizer *opt = NULL;
+  strop_trainer *tr = NULL;
+  OK(strop_optimizer_create(m, STROP_OPTIM_ADAM, &opt));
+  OK(strop_optimizer_set_double(opt, STROP_OPT_LR, lr));
+  OK(strop_trainer_create(m, opt, &tr));
+  enum { N = 16 };
+  static float x[N * T * D], y[N];
+  const int64_t yd[1] = {N};
+  for (int s = 0; s < steps; s++) {
+    inputs(x, N * T * D, 0.1 * (s % 8));
+    for (int i = 0; i < N; i++) { /* the label: which quarter the first features' sum is in */
+      double acc = 0;
+      for (int k = 0; k < 2 * D; k++) acc += x[(size_t)i * T * D + (size_t)k];
+      y[i] = (float)(acc < -3 ? 0 : acc < 0 ? 1 : acc < 3 ? 2 : 3);
+    }
+    strop_tensor *tx = wrap(x, N), *ty = NULL;
+    OK(strop_tensor_wrap(y, N, 1, yd, &ty));
+    OK(strop_trainer_step(tr, tx, ty, &out.loss[s]));
+    strop_tensor_free(tx);
+    strop_tensor_free(ty);
+  }
+  strop_trainer_free(tr);
+  strop_optimizer_free(opt);
+  return out;
+}
+
+/* A full fine-tune (every linear trains in BF16) and a LoRA one (the FP32 base multiplies in
+ * BF16) follow FP32's loss curve, on both paths: every step within 0.03 of the FP32 loss, and
+ * the model learns. */
+START_TEST(finetune_close) {
+  const int lora = _i & 1, path = _i >> 1;
+  if (path == 0 && !strop__bf16_dot_enabled()) return;
+  enum { STEPS = 60 };
+  strop_model *f = lora ? lora_model(11) : text_model(11, 1), *q = NULL;
+  OK(strop_model_clone(f, &q));
+  OK(strop_model_set_compute_dtype(q, STROP_DTYPE_BF16));
+  strop__bf16_impl = path;
+  run a = train(f, STEPS, 3e-3), b = train(q, STEPS, 3e-3);
+  strop__bf16_impl = 0;
+  double worst = 0, first = 0, last = 0;
+  for (int s = 0; s < STEPS; s++) {
+    const double d = fabs((double)a.loss[s] - (double)b.loss[s]);
+    ck_assert_msg(d <= 0.03, "lora %d path %d step %d: fp32 loss %g, bf16 loss %g", lora, path, s,
+                  (double)a.loss[s], (double)b.loss[s]);
+    worst = fmax(worst, d);
+  }
+  if (getenv("STROP_COMPUTE_VERBOSE"))
+    fprintf(stderr, "lora %d path %d: worst |loss diff| %g; fp32 %g -> %g, bf16 %g -> %g\n", lora,
+            path, worst, (double)a.loss[0], (double)a.loss[STEPS - 1], (double)b.loss[0],
+            (double)b.loss[STEPS - 1]);
+  ck_assert(worst > 0); /* the BF16 products ran */
+  for (int s = 0; s < 8; s++) first += b.loss[s], last += b.loss[STEPS - 8 + s];
+  ck_assert_msg(last < 0.8 * first, "no learning: %g -> %g", first / 8, last / 8);
+  strop_model_free(f);
+  strop_model_free(q);
+}
+END_TEST
+
+/* ---- errors ---- */
+
+START_TEST(errors) {
+  ck_assert_int_eq(strop_model_set_compute_dtype(NULL, STROP_DTYPE_BF16), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "model is NULL"));
+  ck_assert_int_eq(strop_model_compute_dtype(NULL), -1);
+  strop_model *m = text_model(1, 0);
+  OK(strop_model_set_compute_dtype(m, STROP_DTYPE_BF16));
+  static const int bad[] = {STROP_DTYPE_INT8, -1, 3, 99};
+  for (int k = 0; k < 4; k++) {
+    ck_assert_int_eq(strop_model_set_compute_dtype(m, bad[k]), STROP_E_INVALID_ARG);
+    char want[16];
+    snprintf(want, sizeof want, "got %d", bad[k]);
+    ck_assert_msg(strstr(strop_last_error(), "strop_model_set_compute_dtype") &&
+                      strstr(strop_last_error(), want),
+                  "%s", strop_last_error());
+    ck_assert_int_eq(strop_model_compute_dtype(m), STROP_DTYPE_BF16); /* unchanged */
+  }
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "")); /* never NULL */
+  /* an unfinalized model records the choice; its first forward computes in it */
+  strop_model *u = NULL;
+  OK(strop_model_create(2, IN, &u));
+  OK(strop_model_set_compute_dtype(u, STROP_DTYPE_BF16));
+  ck_assert_int_eq(strop_model_compute_dtype(u), STROP_DTYPE_BF16);
+  strop_model_free(u);
+  strop_model_free(m);
+}
+END_TEST
+
+static Suite *suite(void) {
+  Suite *s = suite_create("compute");
+  TCase *c = tcase_create("kernels");
+  tcase_add_test(c, rounding_matches_scalar);
+  tcase_add_test(c, gemm_f32_edges);
+  suite_add_tcase(s, c);
+  c = tcase_create("linear");
+  tcase_add_test(c, fallback_exact);
+  tcase_add_test(c, dot_matches_fallback);
+  tcase_add_loop_test(c, model_gradcheck, 0, 4);
+  tcase_add_test(c, model_fallback_exact);
+  suite_add_tcase(s, c);
+  c = tcase_create("copies");
+  tcase_add_test(c, copy_follows_the_weight);
+  tcase_add_test(c, copies_memory_and_default);
+  suite_add_tcase(s, c);
+  c = tcase_create("train");
+  tcase_add_loop_test(c, finetune_close, 0, 4);
+  suite_add_tcase(s, c);
+  c = tcase_create("errors");
+  tcase_add_test(c, errors);
+  suite_add_tcase(s, c);
+  return s;
+}
+
+int main(void) { return strop_test_run(suite()); }
