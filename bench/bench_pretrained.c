@@ -49,10 +49,11 @@ static const int RESNET18_CONVS[][6] = {
     {256, 512, 3, 2, 14, 1}, {512, 512, 3, 1, 7, 3},  {256, 512, 1, 2, 14, 1}, /* layer4 */
 };
 
-/* The convolutions alone: forward (+ backward with weight gradients, and input gradients but
- * for conv1's) at `threads` threads, best of `repeats`. */
-static double conv_floor(int threads, int backward, int repeats) {
-  double total = 0;
+/* The convolutions alone at `threads` threads, best of `repeats` each: the forward, and with
+ * `backward` the weight gradients (ResNet's convs have no bias; dx not asked for) and the input gradients but for
+ * conv1's (dW not asked for), each timed apart into part[0..2]; returns their sum. */
+static double conv_floor(int threads, int backward, int repeats, double part[3]) {
+  part[0] = part[1] = part[2] = 0;
   for (size_t k = 0; k < sizeof RESNET18_CONVS / sizeof RESNET18_CONVS[0]; k++) {
     const int *c = RESNET18_CONVS[k];
     strop__conv2d_dims d = {BATCH, c[0],     c[4],     c[4], c[1], c[2], c[2], c[3],
@@ -71,20 +72,25 @@ static double conv_floor(int threads, int backward, int repeats) {
     for (size_t i = 0; i < nx; i++) x[i] = (float)urand() - 0.5f, dx[i] = 0;
     for (size_t i = 0; i < nw; i++) w[i] = (float)urand() - 0.5f, dw[i] = 0;
     for (size_t i = 0; i < ny; i++) y[i] = (float)urand() - 0.5f;
-    double best = 1e30;
+    double best[3] = {1e30, 1e30, 1e30};
     for (int r = 0; r < repeats; r++) {
       double t0 = bench_now();
       strop__conv2d_forward(&d, x, w, NULL, y, scratch, chunks, NULL);
-      if (backward)
-        strop__conv2d_backward(&d, x, w, y, k == 0 ? NULL : dx, dw, NULL, scratch, chunks, NULL);
-      double t = bench_now() - t0;
-      if (t < best) best = t;
+      double t1 = bench_now();
+      if (backward) strop__conv2d_backward(&d, x, w, y, NULL, dw, NULL, scratch, chunks, NULL);
+      double t2 = bench_now();
+      if (backward && k)
+        strop__conv2d_backward(&d, x, w, y, dx, NULL, NULL, scratch, chunks, NULL);
+      double t3 = bench_now();
+      if (t1 - t0 < best[0]) best[0] = t1 - t0;
+      if (t2 - t1 < best[1]) best[1] = t2 - t1;
+      if (t3 - t2 < best[2]) best[2] = t3 - t2;
     }
-    total += best * c[5];
+    for (int q = 0; q < 3; q++) part[q] += best[q] * c[5];
     strop__free_aligned(x), strop__free_aligned(y), strop__free_aligned(dx);
     strop__free_aligned(w), strop__free_aligned(dw), strop__free_aligned(scratch);
   }
-  return total;
+  return part[0] + part[1] + part[2];
 }
 
 static int train(const char *ckpt, const char *mode, int threads, int steps, int repeats) {
@@ -158,13 +164,15 @@ static int train(const char *ckpt, const char *mode, int threads, int steps, int
     tf += b - a, tb += d - c, ta += e - d;
   }
   strop_tensor_free(dout);
-  const double conv_s = conv_floor(threads, !frozen, repeats);
+  double part[3];
+  const double conv_s = conv_floor(threads, !frozen, repeats, part);
   printf("RESULT impl=strop model=resnet18%s threads=%d batch=%d samples_per_s=%.2f "
-         "step_ms=%.1f fwd_ms=%.1f bwd_ms=%.1f opt_ms=%.1f conv_ms=%.1f maxrss_kb=%ld "
-         "train_rss_kb=%ld load_s=%.3f loss=%.4f\n",
+         "step_ms=%.1f fwd_ms=%.1f bwd_ms=%.1f opt_ms=%.1f conv_ms=%.1f conv_fwd_ms=%.1f "
+         "conv_dw_ms=%.1f conv_dx_ms=%.1f maxrss_kb=%ld train_rss_kb=%ld load_s=%.3f "
+         "loss=%.4f\n",
          frozen ? "_frozen" : "", threads, BATCH, BATCH / best, best * 1e3, tf / steps * 1e3,
-         tb / steps * 1e3, ta / steps * 1e3, conv_s * 1e3, rss_kb, train_rss_kb, load_s,
-         (double)loss);
+         tb / steps * 1e3, ta / steps * 1e3, conv_s * 1e3, part[0] * 1e3, part[1] * 1e3,
+         part[2] * 1e3, rss_kb, train_rss_kb, load_s, (double)loss);
   for (int b = 0; b < POOL; b++) strop_tensor_free(xs[b]), strop_tensor_free(ys[b]);
   strop_trainer_free(tr);
   strop_optimizer_free(opt);

@@ -170,7 +170,6 @@ static strop_status bn_forward(strop__node *n, const strop__exec *x, const strop
 
 static strop_status bn_backward(strop__node *n, const strop__exec *x, const strop__act *in,
                                 const strop__act *out, const float *dout, float *const *din) {
-  (void)x;
   (void)out;
   const bn_cfg *c = n->cfg;
   const bn_saved *sv = n->saved;
@@ -184,11 +183,11 @@ static strop_status bn_backward(strop__node *n, const strop__exec *x, const stro
   if (!dg && !dbt && !din[0]) return STROP_OK;
   if (sv->batch_stats) {
     strop__batchnorm_backward_train(N, C, l, in[0].data, dout, gamma, sv->mean, sv->invstd,
-                                    din[0], dg, dbt);
+                                    din[0], dg, dbt, x->din_assign);
   } else {
     strop__param *rm = strop__node_p(n, RM), *rv = strop__node_p(n, RV);
     strop__batchnorm_backward_eval(N, C, l, in[0].data, dout, gamma, rm->data, rv->data, c->eps,
-                                   din[0], dg, dbt);
+                                   din[0], dg, dbt, x->din_assign);
   }
   return STROP_OK;
 }
@@ -299,7 +298,8 @@ const strop__layer_vtable strop__layer_batchnorm1d = {
     .doc = "batch normalisation over dim 0 of [C] or [C, L] (torch.nn.BatchNorm1d)",
     .cfg_size = sizeof(bn_cfg),
     .n_inputs = 1,
-    .flags = STROP__LAYER_BATCHSTATS | STROP__LAYER_FOLDABLE_NORM | STROP__LAYER_OUT_UNREAD,
+    .flags = STROP__LAYER_BATCHSTATS | STROP__LAYER_FOLDABLE_NORM | STROP__LAYER_OUT_UNREAD |
+             STROP__LAYER_ASSIGNS_DIN,
     .options = OPTIONS,
     .params = PARAMS,
     .shape = bn1d_shape,
@@ -314,7 +314,8 @@ const strop__layer_vtable strop__layer_batchnorm2d = {
     .doc = "batch normalisation over the channels of [C, H, W] (torch.nn.BatchNorm2d)",
     .cfg_size = sizeof(bn_cfg),
     .n_inputs = 1,
-    .flags = STROP__LAYER_BATCHSTATS | STROP__LAYER_FOLDABLE_NORM | STROP__LAYER_OUT_UNREAD,
+    .flags = STROP__LAYER_BATCHSTATS | STROP__LAYER_FOLDABLE_NORM | STROP__LAYER_OUT_UNREAD |
+             STROP__LAYER_ASSIGNS_DIN,
     .options = OPTIONS,
     .params = PARAMS,
     .shape = bn2d_shape,

@@ -453,8 +453,12 @@ static strop_status conv_backward(strop__node *n, const strop__exec *x, const st
   if ((st = conv_weights(n, &wd, &bd))) return st;
   float *scratch = conv_scratch(n, x, &d, 1, &st);
   if (st) return st;
-  strop__conv2d_backward(&d, in[0].data, wd, dout, din[0], dw, db, scratch, conv_chunks(x, &d),
-                         ep);
+  if (x->din_assign && din[0])
+    strop__conv2d_backward_assign(&d, in[0].data, wd, dout, din[0], dw, db, scratch,
+                                  conv_chunks(x, &d), ep);
+  else
+    strop__conv2d_backward(&d, in[0].data, wd, dout, din[0], dw, db, scratch, conv_chunks(x, &d),
+                           ep);
   return STROP_OK;
 }
 
@@ -463,7 +467,7 @@ const strop__layer_vtable strop__layer_conv2d = {
     .doc = "2-D convolution with zero padding on [C, H, W] (torch.nn.Conv2d)",
     .cfg_size = sizeof(conv_cfg),
     .n_inputs = 1,
-    .flags = STROP__LAYER_FOLD_CF,
+    .flags = STROP__LAYER_FOLD_CF | STROP__LAYER_ASSIGNS_DIN,
     .options = OPTIONS,
     .params = PARAMS,
     .check = conv_check,

@@ -32,21 +32,51 @@ static strop_status add_shape(const strop__node *n, const strop__shape *in, stro
   return STROP_OK;
 }
 
+/* The sums run elementwise over slices of the batch on the worker pool (each element's sum in
+ * input order, so any split gives the same bits). */
+typedef struct add_job {
+  const strop__act *in;
+  int n_in;
+  float *y;          /* forward */
+  const float *dout; /* backward */
+  float *const *din;
+} add_job;
+
+/* Elements per thread below which a split does not pay for waking a worker. */
+#define ADD_GRAIN 16384
+
+static void add_fwd_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  (void)chunk;
+  const add_job *j = ctx;
+  const float *a = j->in[0].data, *b = j->in[1].data;
+  float *y = j->y;
+  for (int64_t k = lo; k < hi; k++) y[k] = a[k] + b[k];
+  for (int i = 2; i < j->n_in; i++) {
+    const float *c = j->in[i].data;
+    for (int64_t k = lo; k < hi; k++) y[k] += c[k];
+  }
+}
+
+static void add_bwd_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  (void)chunk;
+  const add_job *j = ctx;
+  for (int i = 0; i < j->n_in; i++) {
+    float *dx = j->din[i];
+    if (!dx) continue;
+    for (int64_t k = lo; k < hi; k++) dx[k] += j->dout[k];
+  }
+}
+
 static strop_status add_forward(strop__node *n, const strop__exec *x, const strop__act *in,
                                 strop__act *out) {
   (void)x;
   size_t cnt = (size_t)in[0].n * strop__shape_numel(&in[0].shape);
-  float *y = out->data;
   if (n->n_in == 1) {
-    memcpy(y, in[0].data, cnt * sizeof(float));
+    memcpy(out->data, in[0].data, cnt * sizeof(float));
     return STROP_OK;
   }
-  const float *a = in[0].data, *b = in[1].data;
-  for (size_t j = 0; j < cnt; j++) y[j] = a[j] + b[j];
-  for (int i = 2; i < n->n_in; i++) {
-    const float *c = in[i].data;
-    for (size_t j = 0; j < cnt; j++) y[j] += c[j];
-  }
+  add_job j = {.in = in, .n_in = n->n_in, .y = out->data};
+  strop__par_for((int64_t)cnt, ADD_GRAIN, add_fwd_range, &j);
   return STROP_OK;
 }
 
@@ -55,11 +85,8 @@ static strop_status add_backward(strop__node *n, const strop__exec *x, const str
   (void)x;
   (void)out;
   size_t cnt = (size_t)in[0].n * strop__shape_numel(&in[0].shape);
-  for (int i = 0; i < n->n_in; i++) {
-    float *dx = din[i];
-    if (!dx) continue;
-    for (size_t j = 0; j < cnt; j++) dx[j] += dout[j];
-  }
+  add_job j = {.in = in, .n_in = n->n_in, .dout = dout, .din = din};
+  strop__par_for((int64_t)cnt, ADD_GRAIN, add_bwd_range, &j);
   return STROP_OK;
 }
 

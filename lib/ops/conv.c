@@ -106,6 +106,18 @@ enum { WINO_TILES = 128 };
 
 static int64_t r16(int64_t n) { return (n + 15) / 16 * 16; }
 
+/* The stride between two of the a^2 planes of a transformed block (V, M, Y: the transforms
+ * write or read all a^2 of them at once, a tile at a time): the plane rounded up to 16 floats,
+ * plus 16 when that makes an even number of 64-byte lines. With c_in or c_out a multiple of
+ * 64 and whole images of 2^k tiles (ResNet's 256 and 512 channels) a plane is a multiple of
+ * 4 KiB, and all a^2 streams fell into the same L1 set; an odd number of lines spreads them
+ * over the sets. Never decreasing in n, so a smaller last block fits where the full one
+ * was counted. */
+static int64_t wplane(int64_t n) {
+  const int64_t p = r16(n);
+  return (p / 16) % 2 ? p : p + 16;
+}
+
 /* Images per block: whole images up to WINO_TILES tiles, at most a chunk's share. */
 static int64_t wino_block(const strop__conv2d_dims *d, int m, int chunks) {
   const int64_t tpi = strop__winograd_tiles(d, m), share = (d->n + chunks - 1) / chunks;
@@ -117,12 +129,12 @@ static int64_t wino_u_len(const strop__conv2d_dims *d, int m) {
   return r16((int64_t)(m + 2) * (m + 2) * d->c_out * d->c_in);
 }
 static int64_t wino_v_len(const strop__conv2d_dims *d, int m, int chunks) {
-  return r16((int64_t)(m + 2) * (m + 2) * d->c_in * wino_block(d, m, chunks) *
-             strop__winograd_tiles(d, m));
+  return (int64_t)(m + 2) * (m + 2) *
+         wplane(d->c_in * wino_block(d, m, chunks) * strop__winograd_tiles(d, m));
 }
 static int64_t wino_m_len(const strop__conv2d_dims *d, int m, int chunks) {
-  return r16((int64_t)(m + 2) * (m + 2) * d->c_out * wino_block(d, m, chunks) *
-             strop__winograd_tiles(d, m));
+  return (int64_t)(m + 2) * (m + 2) *
+         wplane(d->c_out * wino_block(d, m, chunks) * strop__winograd_tiles(d, m));
 }
 static int64_t wino_chunk_len(const strop__conv2d_dims *d, int m, int chunks,
                               const strop__conv2d_epilogue *ep) {
@@ -181,7 +193,7 @@ static int64_t wino_dw_len(const strop__conv2d_dims *d, int m, int chunks,
                            const strop__conv2d_epilogue *ep) {
   const int64_t a2 = (int64_t)(m + 2) * (m + 2),
                 T = wino_dw_block(d, m, chunks) * strop__winograd_tiles(d, m);
-  return r16(a2 * d->c_out * d->c_in) + r16(a2 * d->c_in * T) + r16(a2 * d->c_out * T) +
+  return a2 * (wplane(d->c_out * d->c_in) + wplane(d->c_in * T) + wplane(d->c_out * T)) +
          chunks * wino_dw_chunk_len(d, m, ep);
 }
 
@@ -328,6 +340,7 @@ typedef struct conv_job {
                     + ep_len */
   int64_t per;   /* floats per chunk area */
   int chunks, fused, partial;
+  int assign;            /* backward: dx is written, not added to */
   int m;                 /* Winograd: the tile size (backward: of dx) */
   float *u;              /* Winograd: the transformed filters (backward: of dx) */
   strop__conv2d_dims dd; /* backward with Winograd: dx's conv (dx_dims) */
@@ -410,14 +423,15 @@ static void wino_fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   float *work = mm + wino_m_len(d, m, j->chunks);
   for (int64_t n0 = lo; n0 < hi; n0 += nb) {
     const int64_t nn = hi - n0 < nb ? hi - n0 : nb, T = nn * tpi;
+    const int64_t pv = wplane(CI * T), pm = wplane(CO * T);
     for (int64_t s = 0; s < nn; s++)
-      strop__winograd_input(d, m, j->x + (n0 + s) * CI * HW, v, T, s * tpi, work);
+      strop__winograd_input(d, m, j->x + (n0 + s) * CI * HW, v, T, pv, s * tpi, work);
     for (int xi = 0; xi < a2; xi++)
-      strop__sgemm(0, 0, CO, T, CI, 1.0f, j->u + xi * CO * CI, CI, v + xi * CI * T, T, 0.0f,
-                   mm + xi * CO * T, T);
+      strop__sgemm(0, 0, CO, T, CI, 1.0f, j->u + xi * CO * CI, CI, v + xi * pv, T, 0.0f,
+                   mm + xi * pm, T);
     for (int64_t s = 0; s < nn; s++) {
       float *yn = raw ? raw : j->y + (n0 + s) * CO * P;
-      strop__winograd_output(d, m, mm, T, s * tpi, j->b, yn, 0, work);
+      strop__winograd_output(d, m, mm, T, pm, s * tpi, j->b, yn, 0, work);
       fwd_epilogue(j, n0 + s, yn);
     }
   }
@@ -457,6 +471,7 @@ typedef struct dw_job {
   const strop__conv2d_dims *d;
   const float *x, *w, *b, *dy;
   float *y, *dx, *dw, *db;
+  int assign; /* backward: dx is written, not added to */
 } dw_job;
 
 /* y plane [oh, ow] = b + the stencil of weights k [kh, kw] over plane x [h, w] */
@@ -551,6 +566,9 @@ static void dw_bwd_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
   const dw_job *j = ctx;
   const strop__conv2d_dims *d = j->d;
   const int64_t m = d->c_out / d->c_in, K = d->kh * d->kw, HW = d->h * d->w, P = d->oh * d->ow;
+  for (int64_t c = lo; c < hi; c++)
+    for (int64_t n = 0; n < d->n && j->dx && j->assign; n++)
+      memset(j->dx + (n * d->c_in + c) * HW, 0, sizeof(float) * (size_t)HW);
   for (int64_t c = lo; c < hi; c++)
     for (int64_t o = c * m; o < (c + 1) * m; o++)
       for (int64_t n = 0; n < d->n; n++)
@@ -683,15 +701,16 @@ static void bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
         nn = hi - n < nb ? hi - n : nb;
       }
       const int64_t T = nn * tpi, s = n - n0;
-      strop__winograd_input(dd, j->m, dyn, wv, T, s * tpi, work);
+      const int64_t pv = wplane(d->c_out * T), pm = wplane(d->c_in * T);
+      strop__winograd_input(dd, j->m, dyn, wv, T, pv, s * tpi, work);
       if (s == nn - 1) {
         const int a2 = (j->m + 2) * (j->m + 2);
         for (int xi = 0; xi < a2; xi++)
           strop__sgemm(0, 0, d->c_in, T, d->c_out, 1.0f, j->u + xi * d->c_in * d->c_out, d->c_out,
-                       wv + xi * d->c_out * T, T, 0.0f, wm + xi * d->c_in * T, T);
+                       wv + xi * pv, T, 0.0f, wm + xi * pm, T);
         for (int64_t t = 0; t < nn; t++)
-          strop__winograd_output(dd, j->m, wm, T, t * tpi, NULL, j->dx + (n0 + t) * d->c_in * HW,
-                                 1, work);
+          strop__winograd_output(dd, j->m, wm, T, pm, t * tpi, NULL,
+                                 j->dx + (n0 + t) * d->c_in * HW, !j->assign, work);
       }
     }
     /* db += dY 1 */
@@ -712,10 +731,13 @@ static void bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
     }
     if (j->dx && !j->m) {
       float *dxn = j->dx + n * d->c_in * HW;
+      /* col2im adds: an assigned dx starts from zero (here, in this chunk, while it is hot) */
+      if (j->assign && !pw) memset(dxn, 0, sizeof(float) * (size_t)(d->c_in * HW));
       /* dcols_g [K, P] = W_g^T [K, cout_g] * dY_g [cout_g, P]; pointwise adds straight in */
       for (int64_t g = 0; g < G; g++)
         strop__sgemm(1, 0, K, P, cout_g, 1.0f, j->w + g * cout_g * K, K, dyn + g * cout_g * P, P,
-                     pw ? 1.0f : 0.0f, pw ? dxn + g * K * P : colbuf + g * K * P, P);
+                     pw && !j->assign ? 1.0f : 0.0f, pw ? dxn + g * K * P : colbuf + g * K * P,
+                     P);
       if (!pw) col2im(d, colbuf, dxn);
     }
   }
@@ -732,8 +754,9 @@ static void wdw_transform(void *ctx, int64_t lo, int64_t hi, int chunk) {
     const int64_t n = j->n0 + s;
     const float *dyn = j->ep ? bwd_epilogue(j, n, area) : j->dy + n * d->c_out * P;
     if (j->dw)
-      strop__winograd_input(d, j->mw, j->x + n * d->c_in * HW, j->wv, j->T, s * tpi, work);
-    strop__winograd_dy(d, j->mw, dyn, j->wy, j->T, s * tpi, work);
+      strop__winograd_input(d, j->mw, j->x + n * d->c_in * HW, j->wv, j->T,
+                            wplane(d->c_in * j->T), s * tpi, work);
+    strop__winograd_dy(d, j->mw, dyn, j->wy, j->T, wplane(d->c_out * j->T), s * tpi, work);
   }
 }
 
@@ -742,11 +765,12 @@ static void wdw_products(void *ctx, int64_t lo, int64_t hi, int chunk) {
   (void)chunk;
   const conv_job *j = ctx;
   const int64_t CO = j->d->c_out, CI = j->d->c_in, T = j->T, a = j->mw + 2;
+  const int64_t py = wplane(CO * T), pv = wplane(CI * T), pm = wplane(CO * CI);
   for (int64_t xi = lo; xi < hi; xi++) {
-    const float *y = j->wy + xi * CO * T;
+    const float *y = j->wy + xi * py;
     if (j->dw)
-      strop__sgemm(0, 1, CO, CI, T, 1.0f, y, T, j->wv + xi * CI * T, T, j->first ? 0.0f : 1.0f,
-                   j->wm + xi * CO * CI, CI);
+      strop__sgemm(0, 1, CO, CI, T, 1.0f, y, T, j->wv + xi * pv, T, j->first ? 0.0f : 1.0f,
+                   j->wm + xi * pm, CI);
     if (j->db && xi == a + 1)
       for (int64_t o = 0; o < CO; o++) {
         double sum = 0.0;
@@ -760,7 +784,8 @@ static void wdw_products(void *ctx, int64_t lo, int64_t hi, int chunk) {
 static void wdw_filters(void *ctx, int64_t lo, int64_t hi, int chunk) {
   (void)chunk;
   const conv_job *j = ctx;
-  strop__winograd_filter_grad(j->d, j->mw, j->wm, j->dw, lo, hi);
+  strop__winograd_filter_grad(j->d, j->mw, j->wm, wplane(j->d->c_out * j->d->c_in), j->dw, lo,
+                              hi);
 }
 
 /* The weight and bias gradients by Winograd (see wino_dw_block), in scratch. */
@@ -770,9 +795,9 @@ static void wino_dw(conv_job *j, float *scratch) {
   const int64_t a2 = (int64_t)(m + 2) * (m + 2), tpi = strop__winograd_tiles(d, m);
   const int64_t nb = wino_dw_block(d, m, chunks), tb = nb * tpi;
   j->wm = scratch;
-  j->wv = j->wm + r16(a2 * d->c_out * d->c_in);
-  j->wy = j->wv + r16(a2 * d->c_in * tb);
-  j->wc = j->wy + r16(a2 * d->c_out * tb);
+  j->wv = j->wm + a2 * wplane(d->c_out * d->c_in);
+  j->wy = j->wv + a2 * wplane(d->c_in * tb);
+  j->wc = j->wy + a2 * wplane(d->c_out * tb);
   j->wper = wino_dw_chunk_len(d, m, j->ep);
   for (j->n0 = 0; j->n0 < d->n; j->n0 += nb) {
     j->nn = d->n - j->n0 < nb ? d->n - j->n0 : nb;
@@ -784,14 +809,39 @@ static void wino_dw(conv_job *j, float *scratch) {
   if (j->dw) strop__par_run(strop__par_chunks(chunks, d->c_out, 8), d->c_out, wdw_filters, j);
 }
 
-void strop__conv2d_backward(const strop__conv2d_dims *d, const float *x, const float *w,
-                            const float *dy, float *dx, float *dw, float *db, float *scratch,
-                            int chunks, const strop__conv2d_epilogue *ep) {
+/* The chunks' partial weight and bias gradients added into dw and db, for the output channels
+ * [lo, hi): each element sums the chunks in chunk order, whatever the split over channels. */
+static void bwd_reduce_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  (void)chunk;
+  const conv_job *j = ctx;
+  const strop__conv2d_dims *d = j->d;
   const int64_t K = kdim(d);
+  for (int c = 0; c < j->chunks; c++) {
+    const float *part = j->chunk0 + c * j->per + cols_len(d);
+    for (int64_t o = lo; o < hi; o++) {
+      if (j->fused) {
+        const float *r = part + o * (K + 1);
+        float *dwo = j->dw + o * K;
+        for (int64_t k = 0; k < K; k++) dwo[k] += r[k];
+        j->db[o] += r[K];
+      } else {
+        if (j->dw)
+          for (int64_t k = 0; k < K; k++) j->dw[o * K + k] += part[o * K + k];
+        if (j->db) j->db[o] += part[d->c_out * K + o];
+      }
+    }
+  }
+}
+
+/* strop__conv2d_backward, and with `assign` dx written instead of added to. */
+static void conv2d_backward(const strop__conv2d_dims *d, const float *x, const float *w,
+                            const float *dy, float *dx, float *dw, float *db, float *scratch,
+                            int chunks, const strop__conv2d_epilogue *ep, int assign) {
   if (chunks < 1) chunks = 1;
   if (ep && !ep->relu && !ep->pool) ep = NULL;
   if (depthwise(d, ep)) {
-    dw_job dj = {.d = d, .x = x, .w = w, .dy = dy, .dx = dx, .dw = dw, .db = db};
+    dw_job dj = {
+        .d = d, .x = x, .w = w, .dy = dy, .dx = dx, .dw = dw, .db = db, .assign = assign};
     strop__par_for(d->c_in, (dw_grain(d) + d->n - 1) / d->n, dw_bwd_range, &dj);
     return;
   }
@@ -803,6 +853,7 @@ void strop__conv2d_backward(const strop__conv2d_dims *d, const float *x, const f
                 .dw = dw,
                 .db = db,
                 .chunks = chunks,
+                .assign = assign,
                 .ep = ep,
                 .pd = image_pool(d, ep)};
   /* 3x3 stride 1 as the forward: the weight and bias gradients by Winograd first, then the
@@ -831,21 +882,17 @@ void strop__conv2d_backward(const strop__conv2d_dims *d, const float *x, const f
     strop__par_for(d->c_in, 8, wino_dx_filter_range, &j);
   }
   strop__par_run(chunks, d->n, bwd_chunk, &j);
-  if (!j.partial) return;
-  for (int c = 0; c < chunks; c++) {
-    const float *part = j.chunk0 + c * j.per + cols_len(d);
-    if (j.fused) {
-      for (int64_t o = 0; o < d->c_out; o++) {
-        const float *r = part + o * (K + 1);
-        float *dwo = dw + o * K;
-        for (int64_t k = 0; k < K; k++) dwo[k] += r[k];
-        db[o] += r[K];
-      }
-    } else {
-      if (dw)
-        for (int64_t i = 0; i < d->c_out * K; i++) dw[i] += part[i];
-      if (db)
-        for (int64_t o = 0; o < d->c_out; o++) db[o] += part[d->c_out * K + o];
-    }
-  }
+  if (j.partial) strop__par_for(d->c_out, 8, bwd_reduce_range, &j);
+}
+
+void strop__conv2d_backward(const strop__conv2d_dims *d, const float *x, const float *w,
+                            const float *dy, float *dx, float *dw, float *db, float *scratch,
+                            int chunks, const strop__conv2d_epilogue *ep) {
+  conv2d_backward(d, x, w, dy, dx, dw, db, scratch, chunks, ep, 0);
+}
+
+void strop__conv2d_backward_assign(const strop__conv2d_dims *d, const float *x, const float *w,
+                                   const float *dy, float *dx, float *dw, float *db,
+                                   float *scratch, int chunks, const strop__conv2d_epilogue *ep) {
+  conv2d_backward(d, x, w, dy, dx, dw, db, scratch, chunks, ep, 1);
 }

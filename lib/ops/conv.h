@@ -90,5 +90,10 @@ void strop__conv2d_forward_filtered(const strop__conv2d_dims *d, const float *x,
 void strop__conv2d_backward(const strop__conv2d_dims *d, const float *x, const float *w,
                             const float *dy, float *dx, float *dw, float *db, float *scratch,
                             int chunks, const strop__conv2d_epilogue *ep);
+/* The same, but dx is written outright (its old contents are never read): the graph then need
+ * not zero a sole consumer's input gradient first. */
+void strop__conv2d_backward_assign(const strop__conv2d_dims *d, const float *x, const float *w,
+                                   const float *dy, float *dx, float *dw, float *db,
+                                   float *scratch, int chunks, const strop__conv2d_epilogue *ep);
 
 #endif

@@ -14,10 +14,12 @@
 void strop__batchnorm_forward_train(int64_t n, int64_t c, int64_t l, const float *x,
                                     const float *gamma, const float *beta, float eps, float *y,
                                     float *mean, float *invstd, float *var_biased);
-/* Backward of the train-mode forward: ADDS into dx, dgamma, dbeta (each may be NULL). */
+/* Backward of the train-mode forward: ADDS into dx (with `assign`: writes every element of dx
+ * instead), dgamma, dbeta (each may be NULL). */
 void strop__batchnorm_backward_train(int64_t n, int64_t c, int64_t l, const float *x,
                                      const float *dy, const float *gamma, const float *mean,
-                                     const float *invstd, float *dx, float *dgamma, float *dbeta);
+                                     const float *invstd, float *dx, float *dgamma, float *dbeta,
+                                     int assign);
 
 /* Running statistics update as PyTorch: r = (1 - momentum) r + momentum s, with the unbiased
  * variance var_biased * count / (count - 1) for running_var. */
@@ -29,10 +31,11 @@ void strop__batchnorm_update_running(int64_t c, const float *mean, const float *
 void strop__batchnorm_forward_eval(int64_t n, int64_t c, int64_t l, const float *x,
                                    const float *gamma, const float *beta, const float *mean,
                                    const float *var, float eps, float *y);
-/* Its backward: an affine map. ADDS into dx, dgamma, dbeta (each may be NULL). */
+/* Its backward: an affine map. ADDS into dx (`assign`: writes it), dgamma, dbeta (each may be
+ * NULL). */
 void strop__batchnorm_backward_eval(int64_t n, int64_t c, int64_t l, const float *x,
                                     const float *dy, const float *gamma, const float *mean,
                                     const float *var, float eps, float *dx, float *dgamma,
-                                    float *dbeta);
+                                    float *dbeta, int assign);
 
 #endif

@@ -184,7 +184,8 @@ size_t strop__winograd_work_floats(const strop__conv2d_dims *d, int m) {
 }
 
 STROP__CLONES void strop__winograd_input(const strop__conv2d_dims *d, int m, const float *x,
-                                         float *v, int64_t ld, int64_t t0, float *work) {
+                                         float *v, int64_t ld, int64_t ps, int64_t t0,
+                                         float *work) {
   const int a = m + 2;
   const int64_t H = d->h, W = d->w, CI = d->c_in, ty_n = (d->oh + m - 1) / m;
   const int64_t tx_n = (d->ow + m - 1) / m, wp = (row_width(d, m) + 15) / 16 * 16;
@@ -207,14 +208,14 @@ STROP__CLONES void strop__winograd_input(const strop__conv2d_dims *d, int m, con
       bt(m, rows, wp, 1, wr, t, wp, 1); /* down the columns */
       float *vt = v + c * ld + t0 + ty * tx_n;
       for (int i = 0; i < a; i++) /* across each row: tile tx's taps start at column tx m */
-        bt(m, t + i * wp, 1, m, tx_n, vt + (int64_t)i * a * CI * ld, CI * ld, 1);
+        bt(m, t + i * wp, 1, m, tx_n, vt + (int64_t)i * a * ps, ps, 1);
     }
   }
 }
 
 STROP__CLONES void strop__winograd_output(const strop__conv2d_dims *d, int m, const float *mm,
-                                          int64_t ld, int64_t t0, const float *b, float *y,
-                                          int add, float *work) {
+                                          int64_t ld, int64_t ps, int64_t t0, const float *b,
+                                          float *y, int add, float *work) {
   const int a = m + 2;
   const int64_t OH = d->oh, OW = d->ow, CO = d->c_out, ty_n = (OH + m - 1) / m;
   const int64_t tx_n = (OW + m - 1) / m, wp = (row_width(d, m) + 15) / 16 * 16;
@@ -225,7 +226,7 @@ STROP__CLONES void strop__winograd_output(const strop__conv2d_dims *d, int m, co
     for (int64_t ty = 0; ty < ty_n; ty++) {
       const float *mt = mm + o * ld + t0 + ty * tx_n;
       for (int i = 0; i < a; i++) /* across: tile tx fills columns tx m .. tx m + m - 1 */
-        at(m, mt + (int64_t)i * a * CO * ld, CO * ld, 1, tx_n, t + i * wp, 1, m);
+        at(m, mt + (int64_t)i * a * ps, ps, 1, tx_n, t + i * wp, 1, m);
       at(m, t, wp, 1, OW, r, wp, 1); /* down */
       for (int64_t i = 0; i < m && ty * m + i < OH; i++) {
         float *restrict yr = yo + (ty * m + i) * OW;
@@ -240,7 +241,7 @@ STROP__CLONES void strop__winograd_output(const strop__conv2d_dims *d, int m, co
 }
 
 STROP__CLONES void strop__winograd_dy(const strop__conv2d_dims *d, int m, const float *dy,
-                                      float *v, int64_t ld, int64_t t0, float *work) {
+                                      float *v, int64_t ld, int64_t ps, int64_t t0, float *work) {
   const int a = m + 2;
   const int64_t OH = d->oh, OW = d->ow, CO = d->c_out, ty_n = (OH + m - 1) / m;
   const int64_t tx_n = (OW + m - 1) / m, wp = (row_width(d, m) + 15) / 16 * 16, wr = tx_n * m;
@@ -258,23 +259,23 @@ STROP__CLONES void strop__winograd_dy(const strop__conv2d_dims *d, int m, const 
       ag(m, rows, wp, 1, wr, t, wp, 1); /* down the columns */
       float *vt = v + o * ld + t0 + ty * tx_n;
       for (int i = 0; i < a; i++) /* across each row: tile tx's taps start at column tx m */
-        ag(m, t + i * wp, 1, m, tx_n, vt + (int64_t)i * a * CO * ld, CO * ld, 1);
+        ag(m, t + i * wp, 1, m, tx_n, vt + (int64_t)i * a * ps, ps, 1);
     }
   }
 }
 
 STROP__CLONES void strop__winograd_filter_grad(const strop__conv2d_dims *d, int m,
-                                               const float *mm, float *dw, int64_t o_lo,
-                                               int64_t o_hi) {
+                                               const float *mm, int64_t ps, float *dw,
+                                               int64_t o_lo, int64_t o_hi) {
   const int a = m + 2;
-  const int64_t CO = d->c_out, CI = d->c_in;
+  const int64_t CI = d->c_in;
   float t[3 * 6 * FB], r[3 * FB];
   for (int64_t o = o_lo; o < o_hi; o++)
     for (int64_t c0 = 0; c0 < CI; c0 += FB) {
       const int64_t nc = CI - c0 < FB ? CI - c0 : FB;
       /* t[u][j][c] = (G^T M)_uj, down the columns: column j's taps are M_(i a + j) */
       for (int j = 0; j < a; j++)
-        gt(m, mm + ((int64_t)j * CO + o) * CI + c0, (int64_t)a * CO * CI, 1, nc, t + j * FB,
+        gt(m, mm + (int64_t)j * ps + o * CI + c0, (int64_t)a * ps, 1, nc, t + j * FB,
            (int64_t)a * FB, 1);
       for (int u = 0; u < 3; u++) { /* (t G)_uv across, added into dW[o, c, u, v] */
         gt(m, t + u * a * FB, FB, 1, nc, r, FB, 1);

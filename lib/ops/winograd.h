@@ -24,14 +24,17 @@ void strop__winograd_filter(const strop__conv2d_dims *d, int m, const float *w, 
 size_t strop__winograd_work_floats(const strop__conv2d_dims *d, int m);
 
 /* One image x [c_in, h, w] -> v [(m + 2)^2, c_in, ld] at columns t0 .. t0 + tiles - 1: B^T p B
- * of each (m + 2) x (m + 2) input patch p (zero outside the image, padding ph / pw). */
+ * of each (m + 2) x (m + 2) input patch p (zero outside the image, padding ph / pw). The
+ * (m + 2)^2 planes of v (and of the products and dy tiles below) are ps >= c_in ld floats
+ * apart. */
 void strop__winograd_input(const strop__conv2d_dims *d, int m, const float *x, float *v,
-                           int64_t ld, int64_t t0, float *work);
+                           int64_t ld, int64_t ps, int64_t t0, float *work);
 
 /* The products mm [(m + 2)^2, c_out, ld] at columns t0 .. -> one image y [c_out, oh, ow]:
  * A^T M A of each tile, plus b[o] (b may be NULL); `add`: y += that instead of y = that. */
 void strop__winograd_output(const strop__conv2d_dims *d, int m, const float *mm, int64_t ld,
-                            int64_t t0, const float *b, float *y, int add, float *work);
+                            int64_t ps, int64_t t0, const float *b, float *y, int add,
+                            float *work);
 
 /* The weight gradient, F(3 x 3, m x m): dW is the correlation of the input with dy, and a tile's
  * share is G^T [(A g A^T) . (B^T p B)] G for its m x m tile g of dy and the (m + 2) x (m + 2)
@@ -40,11 +43,11 @@ void strop__winograd_output(const strop__conv2d_dims *d, int m, const float *mm,
 /* One image's dy [c_out, oh, ow] -> v [(m + 2)^2, c_out, ld] at columns t0 .. t0 + tiles - 1:
  * A g A^T of each m x m tile g (zero outside [oh, ow]); the tiles as the forward's. */
 void strop__winograd_dy(const strop__conv2d_dims *d, int m, const float *dy, float *v, int64_t ld,
-                        int64_t t0, float *work);
+                        int64_t ps, int64_t t0, float *work);
 
 /* dw [c_out, c_in, 3, 3] += G^T M G of each product mm [(m + 2)^2, c_out, c_in], for the
  * output channels o_lo .. o_hi - 1 (in float: M is a sum of float products already). */
-void strop__winograd_filter_grad(const strop__conv2d_dims *d, int m, const float *mm, float *dw,
-                                 int64_t o_lo, int64_t o_hi);
+void strop__winograd_filter_grad(const strop__conv2d_dims *d, int m, const float *mm, int64_t ps,
+                                 float *dw, int64_t o_lo, int64_t o_hi);
 
 #endif
