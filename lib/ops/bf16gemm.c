@@ -54,6 +54,7 @@ void strop__bf16_shadow_fill(strop__lowp *q, const float *w) {
 #  include <immintrin.h>
 
 #  define BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512bf16")))
+#  include "ops/bf16tile.h"
 
 enum { MR = 8, NR = 32 };
 
@@ -150,32 +151,8 @@ BF16_TARGET static void pack_b(const gjob *J, int64_t j0, uint32_t *p) {
 BF16_TARGET static void kernel(const gjob *J, int64_t ib, int64_t j0, const uint32_t *p) {
   const int64_t i0 = ib * MR, mr = J->m - i0 < MR ? J->m - i0 : MR;
   const int64_t nr = J->n - j0 < NR ? J->n - j0 : NR;
-  const uint32_t *a = J->ap + (size_t)ib * (size_t)J->kp * MR;
-  __m512 acc[MR][2];
-  for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-  for (int64_t q = 0; q < J->kp; q++) {
-    const __m512bh b0 = (__m512bh)_mm512_load_si512(p + q * NR);
-    const __m512bh b1 = (__m512bh)_mm512_load_si512(p + q * NR + 16);
-    for (int r = 0; r < MR; r++) {
-      const __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[q * MR + r]);
-      acc[r][0] = _mm512_dpbf16_ps(acc[r][0], av, b0);
-      acc[r][1] = _mm512_dpbf16_ps(acc[r][1], av, b1);
-    }
-  }
-  const __mmask16 m0 = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1u);
-  const __mmask16 m1 = nr >= 32   ? (__mmask16)0xffff
-                       : nr <= 16 ? (__mmask16)0
-                                  : (__mmask16)((1u << (nr - 16)) - 1u);
-  for (int64_t r = 0; r < mr; r++) {
-    float *cr = J->c + (i0 + r) * J->ldc + j0;
-    __m512 v0 = acc[r][0], v1 = acc[r][1];
-    if (J->beta != 0.0f) {
-      v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, cr), v0);
-      v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, cr + 16), v1);
-    }
-    _mm512_mask_storeu_ps(cr, m0, v0);
-    if (m1) _mm512_mask_storeu_ps(cr + 16, m1, v1);
-  }
+  const uint32_t *a = J->ap + (size_t)ib * (size_t)J->kp * MR; /* pair (r, q) at q * MR + r */
+  strop__bf16_tile_8x32(a, 1, MR, J->kp, p, mr, nr, J->beta, J->c + i0 * J->ldc + j0, J->ldc);
 }
 
 /* column panels [lo, hi) of 32 */

@@ -249,6 +249,7 @@ int strop__bf16_dot_enabled(void) {
 }
 
 #  define BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512bf16")))
+#  include "ops/bf16tile.h"
 
 typedef struct bf16_job {
   int64_t m, n, k, ka, ldc;
@@ -293,36 +294,12 @@ static void pack_panel(const bf16_job *J, int64_t j0, uint32_t *p) {
 /* C rows i .. i+7 (rows past m read the last row and are not stored) x the panel's 32 columns:
  * 16 accumulators, each lane summing its column's pairs in k order (FP32). */
 BF16_TARGET static void kernel_8x32(const bf16_job *J, int64_t i, int64_t j0, const uint32_t *p) {
-  const int64_t kp = J->ka / 2, mr = J->m - i < BMR ? J->m - i : BMR;
+  const int64_t mr = J->m - i < BMR ? J->m - i : BMR;
   const int64_t nr = J->n - j0 < BNR ? J->n - j0 : BNR;
-  const uint32_t *a[BMR];
-  for (int r = 0; r < BMR; r++)
-    a[r] = (const uint32_t *)(const void *)(J->a + (i + (r < mr ? r : mr - 1)) * J->ka);
-  __m512 acc[BMR][2];
-  for (int r = 0; r < BMR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-  for (int64_t q = 0; q < kp; q++) {
-    const __m512bh b0 = (__m512bh)_mm512_load_si512(p + q * BNR);
-    const __m512bh b1 = (__m512bh)_mm512_load_si512(p + q * BNR + 16);
-    for (int r = 0; r < BMR; r++) {
-      const __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[r][q]);
-      acc[r][0] = _mm512_dpbf16_ps(acc[r][0], av, b0);
-      acc[r][1] = _mm512_dpbf16_ps(acc[r][1], av, b1);
-    }
-  }
-  const __mmask16 m0 = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1u);
-  const __mmask16 m1 = nr >= 32   ? (__mmask16)0xffff
-                       : nr <= 16 ? (__mmask16)0
-                                  : (__mmask16)((1u << (nr - 16)) - 1u);
-  for (int64_t r = 0; r < mr; r++) {
-    float *cr = J->c + (i + r) * J->ldc + j0;
-    __m512 v0 = acc[r][0], v1 = acc[r][1];
-    if (J->beta != 0.0f) {
-      v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, cr), v0);
-      v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, cr + 16), v1);
-    }
-    _mm512_mask_storeu_ps(cr, m0, v0);
-    if (m1) _mm512_mask_storeu_ps(cr + 16, m1, v1);
-  }
+  const uint32_t *a = (const uint32_t *)(const void *)(J->a +
+                                                       i * J->ka); /* rows of ka / 2 pairs */
+  strop__bf16_tile_8x32(a, J->ka / 2, 1, J->ka / 2, p, mr, nr, J->beta, J->c + i * J->ldc + j0,
+                        J->ldc);
 }
 
 /* column blocks [lo, hi) of 32 */
