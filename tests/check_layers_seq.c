@@ -1005,12 +1005,199 @@ START_TEST(errors_token_types) {
 }
 END_TEST
 
+/* ---- a residual add fused with the rmsnorm after it ---- */
+
+/* The fused kernels (strop__add_rmsnorm_forward / _backward) against the two apart: the sum
+ * of three inputs in order, strop__rmsnorm_forward of it; strop__rmsnorm_backward into a copy
+ * of the sum's other gradient ds, then that added to each input's gradient. The same bits, at
+ * Llama's width and odd ones, with and without a weight, with ds or without (zeros), without
+ * dy (ds alone flows back), an input that needs no gradient, one thread and two. */
+START_TEST(kernel_add_rmsnorm_rows) {
+  static const int64_t widths[] = {2048, 2053, 7};
+  const int64_t rows = 37;
+  const int threads = strop_get_num_threads();
+  for (size_t wi = 0; wi < sizeof widths / sizeof widths[0]; wi++)
+    for (int variant = 0; variant < 4; variant++)
+      for (int th = 1; th <= 2; th++) {
+        must(strop_set_num_threads(th), "threads");
+        const int64_t d = widths[wi];
+        const size_t nx = (size_t)(rows * d);
+        const int affine = variant != 1, with_ds = variant != 2, with_dy = variant != 3;
+        float *buf = malloc(sizeof(float) * nx * 16);
+        float *x[3] = {buf, buf + nx, buf + 2 * nx}, *dy = buf + 3 * nx, *ds = buf + 4 * nx;
+        float *s[2] = {buf + 5 * nx, buf + 6 * nx}, *y[2] = {buf + 7 * nx, buf + 8 * nx};
+        float *dx[2][3] = {{buf + 9 * nx, NULL, buf + 10 * nx},
+                           {buf + 11 * nx, NULL, buf + 12 * nx}};
+        float *g = buf + 13 * nx;
+        float *gm = malloc(sizeof(float) * (size_t)d), *dg[2], *rs[2];
+        for (int k = 0; k < 2; k++) {
+          dg[k] = malloc(sizeof(float) * (size_t)d);
+          rs[k] = malloc(sizeof(float) * (size_t)rows);
+          for (int64_t j = 0; j < d; j++) dg[k][j] = -0.5f;
+          for (size_t e = 0; e < nx; e++) dx[k][0][e] = dx[k][2][e] = 0.25f;
+        }
+        for (size_t e = 0; e < nx; e++) {
+          x[0][e] = 2.0f * sinf(0.37f * (float)e) + (e % 11 == 0 ? 5.0f : 0.0f);
+          x[1][e] = cosf(0.23f * (float)e);
+          x[2][e] = 0.5f * sinf(0.05f * (float)e + 1.0f);
+          dy[e] = cosf(0.19f * (float)e);
+          ds[e] = 0.3f * sinf(0.13f * (float)e);
+        }
+        for (int64_t j = 0; j < d; j++) gm[j] = 0.5f + 0.01f * (float)(j % 97);
+        const float *w = affine ? gm : NULL, *dsv = with_ds ? ds : NULL,
+                    *dyv = with_dy ? dy : NULL;
+        /* fused */
+        const float *xs[3] = {x[0], x[1], x[2]};
+        float *part = malloc(sizeof(float) * (strop__add_rmsnorm_backward_scratch(rows, d) + 1));
+        strop__add_rmsnorm_forward(xs, 3, rows, d, w, 1e-5f, s[0], y[0], rs[0]);
+        strop__add_rmsnorm_backward(s[0], dyv, dsv, rows, d, w, rs[0], dx[0], 3, dg[0], part);
+        free(part);
+        /* apart */
+        for (size_t e = 0; e < nx; e++) s[1][e] = x[0][e] + x[1][e];
+        for (size_t e = 0; e < nx; e++) s[1][e] += x[2][e];
+        strop__rmsnorm_forward(s[1], rows, d, w, 1e-5f, y[1], rs[1]);
+        for (size_t e = 0; e < nx; e++) g[e] = with_ds ? 0.0f + ds[e] : 0.0f;
+        part = malloc(sizeof(float) * (strop__rmsnorm_backward_scratch(rows, d) + 1));
+        if (with_dy) strop__rmsnorm_backward(s[1], dy, rows, d, w, rs[1], g, dg[1], part);
+        free(part);
+        for (size_t e = 0; e < nx; e++) dx[1][0][e] += g[e];
+        for (size_t e = 0; e < nx; e++) dx[1][2][e] += g[e];
+        ck_assert(memcmp(s[0], s[1], sizeof(float) * nx) == 0);
+        ck_assert(memcmp(y[0], y[1], sizeof(float) * nx) == 0);
+        ck_assert(memcmp(rs[0], rs[1], sizeof(float) * (size_t)rows) == 0);
+        ck_assert_msg(memcmp(dx[0][0], dx[1][0], sizeof(float) * nx) == 0,
+                      "d %lld variant %d threads %d: dx differs", (long long)d, variant, th);
+        ck_assert(memcmp(dx[0][2], dx[1][2], sizeof(float) * nx) == 0);
+        ck_assert(memcmp(dg[0], dg[1], sizeof(float) * (size_t)d) == 0);
+        for (int k = 0; k < 2; k++) free(dg[k]), free(rs[k]);
+        free(gm), free(buf);
+      }
+  must(strop_set_num_threads(threads), "threads");
+}
+END_TEST
+
+/* One training step (zeroed gradients, forward, backward from dout): the output and every
+ * gradient (parameters', then the input's) into out and grads. */
+static void step_grads(strop_model *m, const float *x, const float *dout, int64_t n, float *out,
+                       float *grads, size_t *n_grads) {
+  const strop__act *o;
+  must(strop__model_zero_grad(m), "zero_grad");
+  must(strop__model_forward_exec(m, x, n, 1, NULL, &o), "forward");
+  memcpy(out, o->data, sizeof(float) * (size_t)n * strop__shape_numel(&o->shape));
+  must(strop__model_backward(m, dout), "backward");
+  size_t k = 0;
+  for (int i = 0; i < m->n_params; i++)
+    if (m->params[i]->grad) {
+      memcpy(grads + k, m->params[i]->grad, sizeof(float) * m->params[i]->numel);
+      k += m->params[i]->numel;
+    }
+  const size_t in = m->input_grad ? (size_t)n * strop__shape_numel(&m->in_shape) : 0;
+  if (in) memcpy(grads + k, m->input_grad, sizeof(float) * in);
+  *n_grads = k + in;
+  strop__model_step_end(m);
+}
+
+static int absorbed(const strop_model *m) {
+  int k = 0;
+  for (int i = 0; i < m->n_nodes; i++) k += m->nodes[i].fused < 0;
+  return k;
+}
+
+/* Two Llama-shaped blocks (x + attn(norm(x)), then s + mlp(norm(s))), where each residual sum
+ * is read by an rmsnorm and by the next sum: the add computes the norm in the same pass and,
+ * in the backward, hands the norm's input gradient and the next sum's to its inputs at once.
+ * Outputs, every parameter gradient and the input gradient are the unfused graph's bit for
+ * bit: norms trained or frozen (or the whole trunk frozen), on the planned arena and the free
+ * list, with and without checkpointed blocks (a chain stays inside its block), at 1 and 3
+ * threads; a sum of three inputs, a norm without weight, and a norm whose output nothing reads
+ * (its backward gets the next sum's gradient only). Eval mode fuses too, same bits. */
+START_TEST(add_rmsnorm_fused_matches_unfused) {
+  const int64_t shape[2] = {6, 40};
+  static const node_spec nodes[] = {
+      {"in", "linear", "out_features=40", NULL},
+      {"h.0.n1", "rmsnorm", "eps=1e-5", NULL},
+      {"h.0.a", "linear", "out_features=40", NULL},
+      {"h.0.s1", "add", "", "in,h.0.a"},
+      {"h.0.n2", "rmsnorm", "eps=1e-5", NULL},
+      {"h.0.f", "linear", "out_features=40", NULL},
+      {"h.0.g", "linear", "out_features=40", "h.0.n2"},
+      {"h.0.s2", "add", "", "h.0.s1,h.0.f,h.0.g"},
+      {"h.1.n1", "rmsnorm", "eps=1e-5", NULL},
+      {"h.1.a", "linear", "out_features=40", NULL},
+      {"h.1.s1", "add", "", "h.0.s2,h.1.a"},
+      {"h.1.n2", "rmsnorm", "elementwise_affine=false", NULL},
+      {"h.1.f", "linear", "out_features=40", NULL},
+      {"h.1.s2", "add", "", "h.1.s1,h.1.f"},
+      {"dead", "rmsnorm", "", NULL},
+      {"out", "linear", "out_features=40", "h.1.s2"},
+  };
+  enum { N = 3, IN = N * 6 * 40, G = 20000 };
+  static float x[IN], dout[IN], out[2][IN], grads[2][G];
+  for (int i = 0; i < IN; i++) {
+    x[i] = sinf(0.37f * (float)i) + (i % 13 == 0 ? 3.0f : 0.0f);
+    dout[i] = cosf(0.11f * (float)i);
+  }
+  const int threads = strop_get_num_threads();
+  for (int frozen = 0; frozen < 3; frozen++)
+    for (int ckpt = 0; ckpt < 2; ckpt++)
+      for (int plan = 0; plan < 2; plan++)
+        for (int t = 1; t <= 3; t += 2) {
+          strop_model *m = build(2, shape, nodes, (int)(sizeof nodes / sizeof nodes[0]), 21);
+          m->want_input_grad = frozen < 2;      /* 2: the blocks need no backward */
+          for (int i = 0; i < m->n_params; i++) /* norm weights away from 1 */
+            if (strstr(m->params[i]->name, ".n"))
+              for (size_t e = 0; e < m->params[i]->numel; e++)
+                m->params[i]->data[e] = 0.6f + 0.03f * (float)(e % 17);
+          if (frozen == 1) must(strop_model_freeze(m, "h.*.n*"), "freeze norms");
+          if (frozen == 2) {
+            must(strop_model_freeze(m, "*"), "freeze");
+            must(strop_model_unfreeze(m, "out"), "unfreeze");
+          }
+          if (ckpt) must(strop_model_set_checkpointing(m, "h.*"), "checkpointing");
+          strop__memory_plan = plan;
+          must(strop_set_num_threads(t), "threads");
+          size_t ng[2];
+          for (int r = 0; r < 2; r++) {
+            m->no_fusion = r;
+            step_grads(m, x, dout, N, out[r], grads[r], &ng[r]);
+            ck_assert_uint_le(ng[r], G);
+            const strop__act *o;
+            must(strop__model_forward_exec(m, x, N, 1, NULL, &o), "forward");
+            ck_assert_int_eq(absorbed(m), r ? 0 : ckpt && frozen < 2 ? 2 : 4);
+            strop__model_step_end(m);
+          }
+          ck_assert_uint_eq(ng[0], ng[1]);
+          ck_assert_msg(memcmp(out[0], out[1], sizeof(float) * IN) == 0,
+                        "frozen %d ckpt %d plan %d threads %d: outputs differ", frozen, ckpt,
+                        plan, t);
+          for (size_t i = 0; i < ng[0]; i++)
+            ck_assert_msg(memcmp(&grads[0][i], &grads[1][i], sizeof(float)) == 0,
+                          "frozen %d ckpt %d plan %d threads %d: gradient %zu: fused %.9g, "
+                          "unfused %.9g",
+                          frozen, ckpt, plan, t, i, (double)grads[0][i], (double)grads[1][i]);
+          /* eval mode: fused as well, the same bits */
+          float *e[2];
+          for (int r = 0; r < 2; r++) {
+            m->no_fusion = r;
+            e[r] = fwd(m, x, N, 0, NULL, NULL);
+          }
+          ck_assert(memcmp(e[0], e[1], sizeof(float) * IN) == 0);
+          ck_assert(memcmp(e[0], out[0], sizeof(float) * IN) == 0);
+          free(e[0]), free(e[1]);
+          strop__memory_plan = -1;
+          strop_model_free(m);
+        }
+  must(strop_set_num_threads(threads), "threads");
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("layers_seq");
   TCase *tc = tcase_create("kernels");
   tcase_add_test(tc, kernel_layernorm);
   tcase_add_test(tc, kernel_rmsnorm);
   tcase_add_test(tc, kernel_rmsnorm_rows);
+  tcase_add_test(tc, kernel_add_rmsnorm_rows);
   tcase_add_test(tc, kernel_attention);
   suite_add_tcase(s, tc);
   tc = tcase_create("forward");
@@ -1047,6 +1234,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, transformer_parity);
   tcase_add_test(tc, transformer_gradcheck);
   tcase_add_test(tc, transformer_warm_step_no_alloc);
+  tcase_add_test(tc, add_rmsnorm_fused_matches_unfused);
   suite_add_tcase(s, tc);
   tc = tcase_create("errors");
   tcase_add_test(tc, errors_options);

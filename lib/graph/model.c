@@ -565,14 +565,16 @@ static int keep_always(const strop_model *m, int i) {
 }
 
 /* Whether the backward of the unit of nodes [first, last] (a node, or a fused chain run by
- * its first node) reads the unit's output, and its inputs' data (their shapes it may). */
+ * its first node) reads the unit's output, and its inputs' data (their shapes it may): a
+ * chain's inputs are its first node's, which says for the chain too (IN_UNREAD). */
 static int unit_reads_out(const strop_model *m, int first, int last) {
   return first != last || !(m->nodes[first].vt->flags & STROP__LAYER_OUT_UNREAD);
 }
 
 static int unit_reads_in(const strop_model *m, int first, int last) {
-  return first != last ||
-         !(m->nodes[first].vt->flags & (STROP__LAYER_IN_UNREAD | STROP__LAYER_IN_PLACE));
+  const int f = m->nodes[first].vt->flags;
+  return first != last ? !(f & STROP__LAYER_IN_UNREAD)
+                       : !(f & (STROP__LAYER_IN_UNREAD | STROP__LAYER_IN_PLACE));
 }
 
 /* Whether node i (a unit ending at last) writes its output over its input k0: an in-place layer
@@ -783,26 +785,33 @@ static int fusable(const strop__node *b, int training) {
 }
 
 /* Asks each layer that can fuse which of the nodes after it it computes itself (see
- * strop__layer_vtable.fuse): a chain of sole readers, none of whose outputs but the last is
- * the model's output or m->keep_act. */
+ * strop__layer_vtable.fuse): a chain of sole readers but for the first node's output, which
+ * others after the chain may read too (shared: then it is stored as well), none of whose
+ * outputs but the last is the model's output or m->keep_act. A chain's nodes are all visited
+ * by a backward or none of them (the first decides what is kept and saved). */
 static void plan_fusion(strop_model *m, int training) {
   const int nn = m->n_nodes;
-  for (int i = 0; i < nn; i++) m->nodes[i].fused = 0;
+  for (int i = 0; i < nn; i++) m->nodes[i].fused = m->nodes[i].fused_shared = 0;
   for (int i = 0; i < nn; i++) {
     strop__node *nd = &m->nodes[i];
     if (nd->fused < 0 || !nd->vt->fuse) continue;
+    const int exact = (nd->vt->flags & STROP__LAYER_FUSE_EXACT) != 0;
     strop__node *next[STROP__FUSE_MAX];
-    int len = 0;
+    int len = 0, shared = 0;
     for (int j = i; !m->no_fusion && len < STROP__FUSE_MAX && j + 1 < nn; j++) {
       const strop__node *b = &m->nodes[j + 1];
-      if (j == m->keep_act || m->consumers[j] != 1 || b->n_in != 1 || b->in[0] != j ||
-          !fusable(b, training) || (m->ckpt_first && m->ckpt_first[j + 1] != m->ckpt_first[i]))
+      if (j == m->keep_act || (m->consumers[j] != 1 && j != i) || b->n_in != 1 || b->in[0] != j ||
+          !(exact || fusable(b, training)) ||
+          m->upstream_trainable[j + 1] != m->upstream_trainable[i] ||
+          (m->ckpt_first && m->ckpt_first[j + 1] != m->ckpt_first[i]))
         break; /* nor does a chain cross the edge of a checkpointed block */
+      if (j == i) shared = m->consumers[i] - 1;
       next[len++] = &m->nodes[j + 1];
     }
-    int k = nd->vt->fuse(nd, next, len);
+    int k = nd->vt->fuse(nd, next, len, len ? shared : 0);
     if (k < 0 || k > len) k = 0; /* a layer's bug must not become the graph's */
     nd->fused = k;
+    nd->fused_shared = k > 0 && shared > 0;
     for (int j = 1; j <= k; j++) m->nodes[i + j].fused = -1;
   }
 }
@@ -1008,6 +1017,12 @@ static strop_status plan_lifetimes(strop_model *m, const uint8_t *keep, int64_t 
       blk[nb] = (strop__arena_block){bytes, 2 * i, INT_MAX, nb, 0};
       tid[last] = nb++;
     }
+    if (nd->fused_shared) { /* the chain's first output, stored too */
+      const size_t bytes = strop__shape_numel(&m->run_shapes[i]) * sizeof(float) * (size_t)n;
+      blk[nb] = (strop__arena_block){bytes, 2 * i, INT_MAX, nb, 0};
+      tid[i] = nb++;
+      left[i]--; /* read by the chain's second node */
+    }
     for (int j = 0; j < nd->n_in; j++) {
       const int k = nd->in[j];
       if (k < 0 || --left[k] > 0 || keep[k] || state[k]) continue;
@@ -1025,10 +1040,12 @@ static strop_status plan_lifetimes(strop_model *m, const uint8_t *keep, int64_t 
       state[d] = STROP__ACT_RELEASED;
       blk[tid[d]].last = t;
     }
-    if (!m->upstream_trainable[i] || !has_grad[i]) continue;
     int first = i;
     while (first > 0 && m->nodes[first].fused < 0) first--;
     const strop__node *nd = &m->nodes[first];
+    const int head_grad = first != i && nd->fused_shared && has_grad[first];
+    if (m->nodes[i].fused > 0 || !m->upstream_trainable[i] || (!has_grad[i] && !head_grad))
+      continue;
     for (int j = 0; j < nd->n_in; j++) {
       const int k = nd->in[j];
       if (k < 0 || !m->upstream_trainable[k] || has_grad[k]) continue;
@@ -1046,6 +1063,7 @@ static strop_status plan_lifetimes(strop_model *m, const uint8_t *keep, int64_t 
       tid[2 * nn + k] = nb++;
     }
     if (i != nn - 1 && tid[nn + i] >= 0) blk[tid[nn + i]].last = t + 2;
+    if (head_grad && tid[nn + first] >= 0) blk[tid[nn + first]].last = t + 2;
     i = first;
   }
   size_t live = 0;
@@ -1183,6 +1201,7 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
     if (nd->fused < 0 || !m->upstream_trainable[i]) continue;
     const int last = i + (nd->fused > 0 ? nd->fused : 0);
     if (unit_reads_out(m, i, last)) keep[last] = 1;
+    if (nd->fused_shared) keep[i] = 1; /* the chain's backward may read it (fused_head) */
     for (int j = 0; j < nd->n_in && unit_reads_in(m, i, last); j++)
       if (nd->in[j] >= 0) keep[nd->in[j]] = 1;
   }
@@ -1260,6 +1279,20 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
       o->data = strop__arena_alloc(&m->arena, bytes);
       abytes[last] = bytes;
     }
+    if (o->data && nd->fused_shared) { /* the chain's first output, stored too */
+      strop__act *h = &m->acts[i];
+      const size_t hb = act_bytes(m, i);
+      if (m->plan_off && m->plan_off[i] != SIZE_MAX) {
+        h->data = (float *)(m->plan_base + m->plan_off[i]);
+        abytes[i] = hb;
+      } else if ((h->data = spare_take(spares, &n_spares, hb, &abytes[i])) == NULL) {
+        h->data = strop__arena_alloc(&m->arena, hb);
+        abytes[i] = hb;
+      }
+      if (!h->data) o->data = NULL;
+      left[i]--; /* read by the chain's second node */
+      x.fused_head = h;
+    }
     if (!o->data) {
       strop__model_step_end(m);
       return strop__err(STROP_E_NOMEM,
@@ -1271,6 +1304,7 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
     if (ckf && ckf[i] == i) m->ckpt_rng[i] = m->rng;
     strop__arena_mark mk = strop__arena_get_mark(&m->arena);
     s = nd->vt->forward(nd, &x, ins, o);
+    x.fused_head = NULL;
     if (s) {
       strop__model_step_end(m);
       return s;
@@ -1455,12 +1489,19 @@ static strop_status ckpt_recompute(strop_model *m, int b0, int b1, strop__exec *
     strop__act *o = &m->acts[last];
     if (!(o->data = spare_take(spares, n_spares, bytes, &got)))
       o->data = strop__arena_alloc(&m->arena, bytes);
-    if (!o->data)
+    strop__act *h = nd->fused_shared ? &m->acts[i] : NULL; /* the chain's first output too */
+    if (h && o->data && !(h->data = spare_take(spares, n_spares, act_bytes(m, i), &got)))
+      h->data = strop__arena_alloc(&m->arena, act_bytes(m, i));
+    if (!o->data || (h && !h->data))
       s = strop__err(STROP_E_NOMEM,
                      "backward: layer '%s': out of memory for %zu bytes of "
                      "recomputed activations",
                      m->nodes[last].name, bytes);
-    else s = nd->vt->forward(nd, x, ins, o);
+    else {
+      x->fused_head = h;
+      s = nd->vt->forward(nd, x, ins, o);
+      x->fused_head = NULL;
+    }
     i = last;
   }
   x->recompute = 0;
@@ -1624,7 +1665,8 @@ static strop_status backward_impl(strop_model *m, const float *dout,
     }
     if (!m->upstream_trainable[i] || nd->fused < 0) continue;
     const int last = i + (nd->fused > 0 ? nd->fused : 0);
-    int bad = unit_reads_out(m, i, last) && m->released[last] == STROP__ACT_RELEASED;
+    int bad = (unit_reads_out(m, i, last) && m->released[last] == STROP__ACT_RELEASED) ||
+              (nd->fused_shared && m->released[i] == STROP__ACT_RELEASED);
     for (int j = 0; j < nd->n_in && !bad && unit_reads_in(m, i, last); j++)
       bad = nd->in[j] >= 0 && m->released[nd->in[j]] == STROP__ACT_RELEASED &&
             !(m->recompute && m->recompute[nd->in[j]]);
@@ -1682,14 +1724,18 @@ static strop_status backward_impl(strop_model *m, const float *dout,
     }
     /* (the last node left to the loss gets its gradient a chunk at a time, in rows_run) */
     const int by_rows = loss && i == nn - 1;
-    if (!m->upstream_trainable[i] || (!m->grads[i] && !by_rows)) continue;
-    if (m->ckpt_first && m->ckpt_first[i] >= 0 && m->ckpt_last[m->ckpt_first[i]] == i &&
-        (s = ckpt_recompute(m, m->ckpt_first[i], i, &x, spares, &n_spares, gbytes, &reg)))
-      return s;
-    /* the last node of a fused chain: the chain's first node differentiates all of it */
+    /* the last node of a fused chain: the chain's first node differentiates all of it, also
+     * when only the first node's own output (shared) got a gradient */
     int first = i;
     while (first > 0 && m->nodes[first].fused < 0) first--;
     strop__node *nd = &m->nodes[first];
+    const float *head_grad = first != i && nd->fused_shared ? m->grads[first] : NULL;
+    if (m->nodes[i].fused > 0 || !m->upstream_trainable[i] ||
+        (!m->grads[i] && !by_rows && !head_grad))
+      continue;
+    if (m->ckpt_first && m->ckpt_first[i] >= 0 && m->ckpt_last[m->ckpt_first[i]] == i &&
+        (s = ckpt_recompute(m, m->ckpt_first[i], i, &x, spares, &n_spares, gbytes, &reg)))
+      return s;
     x.din_assign = 0;
     float **din = nd->n_in <= 16 ? din_local
                                  : strop__arena_alloc(&m->arena, (size_t)nd->n_in * sizeof *din);
@@ -1753,18 +1799,31 @@ static strop_status backward_impl(strop_model *m, const float *dout,
           (s = recompute_output(m, nd->in[j], &x, &ins[j])))
         return s;
     x.pgrad_assign = pgrad_prepare(m, first, i);
+    if (nd->fused_shared && first != i) {
+      x.fused_head = &m->acts[first];
+      x.fused_head_grad = head_grad;
+    }
     s = by_rows ? rows_run(m, nd, &x, &ins[0], din, loss)
                 : nd->vt->backward(nd, &x, ins, &m->acts[i], m->grads[i], din);
+    x.fused_head = NULL;
+    x.fused_head_grad = NULL;
     if (s) return s;
     if (x.pgrad_assign) /* the layer wrote them outright */
       for (int j = 0; j < nd->n_params; j++) nd->params[j].grad_stale = 0;
     strop__arena_rollback(&m->arena, mk);
-    if (i != nn - 1) {
+    if (i != nn - 1 && m->grads[i]) {
       if (!in_plan(m, m->grads[i])) {
         spares[n_spares].p = m->grads[i];
         spares[n_spares++].bytes = gbytes[i];
       }
       m->grads[i] = NULL;
+    }
+    if (head_grad) { /* the shared first output's gradient is spent too */
+      if (!in_plan(m, head_grad)) {
+        spares[n_spares].p = m->grads[first];
+        spares[n_spares++].bytes = gbytes[first];
+      }
+      m->grads[first] = NULL;
     }
     if (m->bwd_done && (s = m->bwd_done(m->bwd_done_ctx, first))) return s;
     i = first;

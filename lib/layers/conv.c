@@ -264,11 +264,12 @@ static strop_status conv_weights(strop__node *n, const float **w, const float **
  * a relu, a max-pool, or a relu then a max-pool run in its epilogue, image by image while the
  * conv's output is in cache: those full-size activations are never stored either, and their
  * numbers are the unfused ones (same kernels, same order). */
-static int conv_fuse(strop__node *n, strop__node *const *next, int n_next) {
+static int conv_fuse(strop__node *n, strop__node *const *next, int n_next, int shared) {
   conv_cfg *c = n->cfg;
   int k = 0;
   memset(&c->ep, 0, sizeof c->ep);
   c->norm = NULL;
+  if (shared) return 0; /* its epilogue never writes the conv's own output */
   const strop__param *w = strop__node_p(n, W), *b = strop__node_p(n, B);
   if (n_next > 0 && !w->trainable && !(b && b->trainable) &&
       strop__layer_norm_foldable(next[0], c->out_channels)) {

@@ -23,4 +23,8 @@ int strop__layer_norm_foldable(const strop__node *n, int64_t channels);
 strop_status strop__layer_fold_norm(strop__node *n, const strop__param *w, const strop__param *b,
                                     const strop__node *norm, const float **wf, const float **bf);
 
+/* 1 when node n is an rmsnorm: then its row width (the product of normalized_shape) goes into
+ * *d, its eps into *eps and its weight (NULL without elementwise_affine) into *w. */
+int strop__layer_rmsnorm_rows(const strop__node *n, int64_t *d, float *eps, strop__param **w);
+
 #endif

@@ -211,6 +211,14 @@ typedef struct strop__exec {
   int compute_dtype;        /* STROP__LOWP_F32, or STROP__LOWP_BF16: linear products whose
                                weight is held in FP32 run on BF16 values with FP32 sums
                                (strop_model_set_compute_dtype; layers/compute.c) */
+  /* forward and backward of a fused chain whose first node's output is read beyond the chain
+   * too (vtable `fuse`, shared > 0): that output, which the forward writes beside the chain's
+   * last and the backward may read; NULL otherwise */
+  strop__act *fused_head;
+  /* backward of such a chain: the gradient of that output from its other readers (all after
+   * the chain, so complete), which the layer adds to what flows back through the chain; NULL
+   * when none came (then it counts as zero) */
+  const float *fused_head_grad;
 } strop__exec;
 
 /* A layer that draws per_row numbers (strop__rng_u32 steps) for each of its rows, in row
@@ -246,6 +254,8 @@ struct strop__node {
   int fused;          /* from the layer's fuse at each forward: > 0 this node
                                      computes the next `fused` nodes too; -1 a node so
                                      computed; 0 neither */
+  int fused_shared;   /* with fused > 0: 1 when this node's own output is read beyond the
+                         chain too, so the graph stores it as well (strop__exec.fused_head) */
   int needs_backward; /* graph: some trainable parameter is here or upstream */
   char **in_names;    /* n_in input names as given; resolved to in[] at finalize */
   /* weight tying: parameter tie_suffix[k] of this node ("weight") is the tensor named
@@ -469,11 +479,17 @@ enum {
   STROP__LAYER_OUT_UNREAD = 4096,      /* the backward never reads the node's own output (batch
                                       norm, add), so a sole in-place reader may overwrite it */
   STROP__LAYER_IN_UNREAD = 8192,       /* the backward never reads its inputs' data, only their
-                                      shapes (add, the pools): they need not be kept for it */
-  STROP__LAYER_RECOMPUTE = 16384       /* one input, elementwise, deterministic, saves nothing,
+                                      shapes (add, the pools), nor does that of a fused chain
+                                      it heads: they need not be kept for it */
+  STROP__LAYER_RECOMPUTE = 16384,      /* one input, elementwise, deterministic, saves nothing,
                                       backward reads its input only (gelu, silu): its output
                                       may be dropped after its reader's forward and computed
                                       again from its input for that reader's backward */
+  STROP__LAYER_FUSE_EXACT = 32768      /* its fuse computes what it absorbs with the bits the
+                                      absorbed nodes' own kernels give, their parameters'
+                                      gradients included: the graph offers it nodes with
+                                      trainable parameters, and in eval mode too (add, which
+                                      takes the rmsnorm after it) */
 };
 
 struct strop__layer_vtable {
@@ -511,17 +527,23 @@ struct strop__layer_vtable {
   strop_status (*backward)(strop__node *n, const strop__exec *x, const strop__act *in,
                            const strop__act *out, const float *dout, float *const *din);
   /* Optional fusion, asked before each forward. next[0..n_next) is a chain after this node:
-   * next[0] is the sole reader of this node's output, next[i + 1] the sole reader of next[i]'s,
-   * and none of their outputs but the last may be needed by anyone else. Returns how many of
-   * them, k (a prefix), this layer computes itself until asked again (0: none; a call undoes
-   * an earlier fusion). With k > 0 the graph stores no activation for this node nor the first
-   * k - 1 of next, does not run next[0..k), and calls this layer's forward with out = the
-   * output of next[k - 1] and its backward with that output and its gradient. The graph
-   * offers a node with parameters only in a training step, when none of them trains and it
-   * computes its eval-mode function (no batch statistics, nothing to update): a layer that
-   * absorbs one (a frozen batch norm folded into a conv, fuse.h) reads those parameters at
-   * each call. Eval mode keeps the unfused numbers (predictions do not depend on freezing). */
-  int (*fuse)(strop__node *n, strop__node *const *next, int n_next);
+   * next[0] reads this node's output (its only input), next[i + 1] is the sole reader of
+   * next[i]'s, and none of their outputs but the last may be needed by anyone else. shared:
+   * how many other input slots, all of nodes after next[0] and outside the chain, read this
+   * node's output too (0: next[0] is its sole reader). Returns how many of them, k (a prefix),
+   * this layer computes itself until asked again (0: none; a call undoes an earlier fusion).
+   * With k > 0 the graph stores no activation for the first k - 1 of next, nor for this node
+   * unless shared > 0, does not run next[0..k), and calls this layer's forward with out = the
+   * output of next[k - 1] and its backward with that output and its gradient. With shared > 0
+   * the graph stores this node's output too and hands it to forward and backward in
+   * x->fused_head, and its gradient from the other readers in x->fused_head_grad; the backward
+   * then gets dout NULL when no gradient reached next[k - 1]'s output. Unless the layer has
+   * STROP__LAYER_FUSE_EXACT, the graph offers a node with parameters only in a training step,
+   * when none of them trains and it computes its eval-mode function (no batch statistics,
+   * nothing to update): a layer that absorbs one (a frozen batch norm folded into a conv,
+   * fuse.h) reads those parameters at each call. Eval mode keeps the unfused numbers
+   * (predictions do not depend on freezing). */
+  int (*fuse)(strop__node *n, strop__node *const *next, int n_next, int shared);
   /* Optional: 1 when the graph may run this node a run of rows at a time, as it does with the
    * model's last node fused with a loss over the rows of its output (graph.h, strop__row_loss:
    * the LM head and its cross-entropy, one chunk of logits held at a time). It must hold that:

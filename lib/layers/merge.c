@@ -3,7 +3,16 @@
  * concat (torch.cat along one dimension; dim counts the batch as 0, default 1). */
 #include <string.h>
 
+#include "layers/fuse.h"
 #include "layers/layer.h"
+#include "ops/layernorm.h"
+
+typedef struct add_cfg {
+  int unused; /* no options */
+  /* run time, from add_fuse: the rmsnorm after this add that it computes in the same pass
+   * over each row, or NULL */
+  const strop__node *norm;
+} add_cfg;
 
 typedef struct concat_cfg {
   int64_t dim; /* as given (PyTorch numbering) */
@@ -67,9 +76,72 @@ static void add_bwd_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
   }
 }
 
+/* A residual sum read by an rmsnorm and by others after it (a Llama block's: the norm, and
+ * the next residual sum): the sum is stored for the others anyway (shared), so the add writes
+ * it and normalises each row while it is in cache, and in the backward adds the norm's input
+ * gradient to the sum's and hands it to the inputs in one pass (ops/layernorm.h), with the
+ * bits of the two apart. Offered in eval mode and with a training norm weight too
+ * (STROP__LAYER_FUSE_EXACT). */
+static int add_fuse(strop__node *n, strop__node *const *next, int n_next, int shared) {
+  add_cfg *c = n->cfg;
+  int64_t d;
+  float eps;
+  strop__param *w;
+  c->norm = NULL;
+  if (n_next < 1 || !shared || !strop__layer_rmsnorm_rows(next[0], &d, &eps, &w)) return 0;
+  c->norm = next[0];
+  return 1;
+}
+
+/* The fused rmsnorm's rows, row width, eps and weight over the sum s. */
+static void norm_geometry(const add_cfg *c, const strop__act *s, int64_t *rows, int64_t *d,
+                          float *eps, strop__param **w) {
+  strop__layer_rmsnorm_rows(c->norm, d, eps, w);
+  *rows = s->n * (int64_t)strop__shape_numel(&s->shape) / *d;
+}
+
+static strop_status add_norm_forward(strop__node *n, const strop__exec *x, const strop__act *in,
+                                     strop__act *out) {
+  const add_cfg *c = n->cfg;
+  if (!x->fused_head)
+    return strop__err(STROP_E_INTERNAL, "layer '%s' (add): fused without its own output",
+                      n->name);
+  int64_t rows, d;
+  float eps;
+  strop__param *w;
+  norm_geometry(c, x->fused_head, &rows, &d, &eps, &w);
+  const float **xs = strop__arena_alloc(x->arena, (size_t)n->n_in * sizeof *xs);
+  float *rstd = strop__arena_alloc(x->arena, (size_t)rows * sizeof(float) + 1);
+  if (!xs || !rstd) return strop__err(STROP_E_NOMEM, "layer '%s' (add): out of memory", n->name);
+  for (int i = 0; i < n->n_in; i++) xs[i] = in[i].data;
+  strop__add_rmsnorm_forward(xs, n->n_in, rows, d, w ? w->data : NULL, eps, x->fused_head->data,
+                             out->data, rstd);
+  n->saved = rstd;
+  return STROP_OK;
+}
+
+static strop_status add_norm_backward(strop__node *n, const strop__exec *x, const float *dout,
+                                      float *const *din) {
+  const add_cfg *c = n->cfg;
+  if (!x->fused_head || !n->saved)
+    return strop__err(STROP_E_INTERNAL, "layer '%s' (add): backward without its forward",
+                      n->name);
+  int64_t rows, d;
+  float eps;
+  strop__param *w;
+  norm_geometry(c, x->fused_head, &rows, &d, &eps, &w);
+  float *dw = dout && w && w->trainable ? w->grad : NULL;
+  float *scratch = strop__arena_alloc(
+      x->arena, strop__add_rmsnorm_backward_scratch(rows, d) * sizeof(float));
+  if (!scratch) return strop__err(STROP_E_NOMEM, "layer '%s' (add): out of memory", n->name);
+  strop__add_rmsnorm_backward(x->fused_head->data, dout, x->fused_head_grad, rows, d,
+                              w ? w->data : NULL, n->saved, din, n->n_in, dw, scratch);
+  return STROP_OK;
+}
+
 static strop_status add_forward(strop__node *n, const strop__exec *x, const strop__act *in,
                                 strop__act *out) {
-  (void)x;
+  if (n->fused > 0 && ((const add_cfg *)n->cfg)->norm) return add_norm_forward(n, x, in, out);
   size_t cnt = (size_t)in[0].n * strop__shape_numel(&in[0].shape);
   if (n->n_in == 1) {
     memcpy(out->data, in[0].data, cnt * sizeof(float));
@@ -82,8 +154,8 @@ static strop_status add_forward(strop__node *n, const strop__exec *x, const stro
 
 static strop_status add_backward(strop__node *n, const strop__exec *x, const strop__act *in,
                                  const strop__act *out, const float *dout, float *const *din) {
-  (void)x;
   (void)out;
+  if (n->fused > 0 && ((const add_cfg *)n->cfg)->norm) return add_norm_backward(n, x, dout, din);
   size_t cnt = (size_t)in[0].n * strop__shape_numel(&in[0].shape);
   add_job j = {.in = in, .n_in = n->n_in, .dout = dout, .din = din};
   strop__par_for((int64_t)cnt, ADD_GRAIN, add_bwd_range, &j);
@@ -189,15 +261,17 @@ static strop_status concat_backward(strop__node *n, const strop__exec *x, const 
 
 const strop__layer_vtable strop__layer_add = {
     .type = "add",
-    .cfg_size = sizeof(int), /* no options; a non-empty block all the same */
+    .cfg_size = sizeof(add_cfg), /* no options */
     .n_inputs = 0,
     .doc = "elementwise sum of inputs of one shape (a residual connection)",
-    .flags = STROP__LAYER_ANY_INPUTS | STROP__LAYER_OUT_UNREAD | STROP__LAYER_IN_UNREAD,
+    .flags = STROP__LAYER_ANY_INPUTS | STROP__LAYER_OUT_UNREAD | STROP__LAYER_IN_UNREAD |
+             STROP__LAYER_FUSE_EXACT,
     .shape = add_shape,
     .infer = strop__node_infer_shape,
     .init = NULL,
     .forward = add_forward,
     .backward = add_backward,
+    .fuse = add_fuse,
 };
 
 const strop__layer_vtable strop__layer_concat = {

@@ -2,6 +2,7 @@
 /* strop — RMS normalization (Llama's RMSNorm; torch.nn.RMSNorm in PyTorch 2.4+): each row of
  * the trailing normalized_shape dimensions divided by its root mean square, times a weight.
  * Kernels in ops/layernorm.c: the forward keeps only each row's 1 / rms. */
+#include "layers/fuse.h"
 #include "layers/init.h"
 #include "layers/layer.h"
 #include "ops/layernorm.h"
@@ -14,6 +15,8 @@ typedef struct rmsnorm_cfg {
 } rmsnorm_cfg;
 
 enum { W }; /* parameter slot */
+
+extern const strop__layer_vtable strop__layer_rmsnorm;
 
 static const strop__optdef OPTIONS[] = {
     {.name = "normalized_shape",
@@ -67,6 +70,16 @@ static void geometry(const rmsnorm_cfg *c, const strop__act *a, int64_t *rows, i
   *d = 1;
   for (int i = 0; i < c->nshape; i++) *d *= c->shape[i];
   *rows = a->n * (int64_t)strop__shape_numel(&a->shape) / *d;
+}
+
+int strop__layer_rmsnorm_rows(const strop__node *n, int64_t *d, float *eps, strop__param **w) {
+  if (n->vt != &strop__layer_rmsnorm) return 0;
+  const rmsnorm_cfg *c = n->cfg;
+  *d = 1;
+  for (int i = 0; i < c->nshape; i++) *d *= c->shape[i];
+  *eps = c->eps;
+  *w = strop__node_p(n, W);
+  return 1;
 }
 
 static strop_status rmsnorm_forward(strop__node *n, const strop__exec *x, const strop__act *in,

@@ -246,3 +246,188 @@ void strop__rmsnorm_backward(const float *x, const float *dy, int64_t rows, int6
       for (int64_t e = 0; e < d; e++) dgamma[e] += ps[e];
     }
 }
+
+/* ---- a residual sum and the RMS norm after it, one pass over each row: the sum is written
+ * once and normalised while the row is in cache (forward), and the norm's dx joins the sum's
+ * gradient and goes to every input of the sum at once (backward). The same sums in the same
+ * order as the two kernels apart (add_fwd_range of layers/merge.c, rms_forward_chunk and
+ * rms_backward_slices above): the same bits. ---- */
+
+typedef struct add_rms_job {
+  const float *const *x;
+  int nx;
+  const float *gamma, *dy, *ds, *rstd_in, *s_in;
+  float *const *dx;
+  int64_t d, rows, slices;
+  float eps;
+  float *s, *y, *rstd, *dgamma, *part, *trow;
+} add_rms_job;
+
+/* One row's sum of two inputs written to s, its squares summed in sum_sq's lanes and order as it
+ * goes: one read of the inputs, the row in cache for the norm. */
+static inline __attribute__((always_inline)) double sum2_sq(const float *a, const float *b,
+                                                            float *s, int64_t d) {
+  double acc[16] = {0};
+  int64_t j = 0;
+  for (; j + 16 <= d; j += 16)
+    for (int l = 0; l < 16; l++) {
+      const float v = a[j + l] + b[j + l];
+      s[j + l] = v;
+      acc[l] += (double)v * (double)v;
+    }
+  for (int l = 0; j + l < d; l++) {
+    const float v = a[j + l] + b[j + l];
+    s[j + l] = v;
+    acc[l] += (double)v * (double)v;
+  }
+  for (int w = 8; w > 0; w /= 2)
+    for (int l = 0; l < w; l++) acc[l] += acc[l + w];
+  return acc[0];
+}
+
+STROP__CLONES static void add_rms_forward_chunk(void *ctx, int64_t r0, int64_t r1, int chunk) {
+  (void)chunk;
+  const add_rms_job *jb = ctx;
+  const int64_t d = jb->d;
+  const float *gamma = jb->gamma;
+  for (int64_t r = r0; r < r1; r++) {
+    float *sr = jb->s + r * d, *yr = jb->y + r * d;
+    const float *a = jb->x[0] + r * d;
+    double ss;
+    if (jb->nx == 2) {
+      ss = sum2_sq(a, jb->x[1] + r * d, sr, d);
+    } else {
+      if (jb->nx == 1) {
+        memcpy(sr, a, (size_t)d * sizeof *sr);
+      } else {
+        const float *b = jb->x[1] + r * d;
+        for (int64_t j = 0; j < d; j++) sr[j] = a[j] + b[j];
+        for (int i = 2; i < jb->nx; i++) {
+          const float *c = jb->x[i] + r * d;
+          for (int64_t j = 0; j < d; j++) sr[j] += c[j];
+        }
+      }
+      ss = sum_sq(sr, d);
+    }
+    const float rs = (float)(1.0 / sqrt(ss / (double)d + (double)jb->eps));
+    if (jb->rstd) jb->rstd[r] = rs;
+    if (gamma)
+      for (int64_t j = 0; j < d; j++) yr[j] = (sr[j] * rs) * gamma[j];
+    else
+      for (int64_t j = 0; j < d; j++) yr[j] = sr[j] * rs;
+  }
+}
+
+void strop__add_rmsnorm_forward(const float *const *x, int nx, int64_t rows, int64_t d,
+                                const float *gamma, float eps, float *s, float *y, float *rstd) {
+  add_rms_job j = {
+      .x = x, .nx = nx, .gamma = gamma, .d = d, .eps = eps, .s = s, .y = y, .rstd = rstd};
+  strop__par_for(rows, row_grain(d), add_rms_forward_chunk, &j);
+}
+
+/* Slices [s0, s1), as rms_backward_slices: each slice's share of dgamma, and per row the sum's
+ * gradient t (in the slice's row of trow) added to every input's. */
+/* The common row (a weight, dy, two inputs whose gradients are distinct buffers): after
+ * sum_gx, one pass adds the row's share of dgamma, forms the sum's gradient and adds it to both
+ * inputs' gradients. ds and dg may be NULL. */
+static inline __attribute__((always_inline)) void row2_backward(const float *xr, const float *dyr,
+                                                                const float *dsr,
+                                                                const float *gamma, float rs,
+                                                                float b, float *dg, float *d0,
+                                                                float *d1, int64_t d) {
+  if (dg)
+    for (int64_t j = 0; j < d; j++) dg[j] += dyr[j] * (xr[j] * rs);
+  if (dsr)
+    for (int64_t j = 0; j < d; j++) {
+      const float t = dsr[j] + rs * (dyr[j] * gamma[j] - xr[j] * b);
+      d0[j] += t;
+      d1[j] += t;
+    }
+  else
+    for (int64_t j = 0; j < d; j++) {
+      const float t = 0.0f + rs * (dyr[j] * gamma[j] - xr[j] * b);
+      d0[j] += t;
+      d1[j] += t;
+    }
+}
+
+STROP__CLONES static void add_rms_backward_slices(void *ctx, int64_t s0, int64_t s1, int chunk) {
+  (void)chunk;
+  const add_rms_job *jb = ctx;
+  const int64_t d = jb->d;
+  const float *gamma = jb->gamma;
+  const int two = jb->nx == 2 && jb->dx[0] && jb->dx[1] && jb->dx[0] != jb->dx[1] && gamma &&
+                  jb->dy;
+  for (int64_t sl = s0; sl < s1; sl++) {
+    float *dg = jb->dy ? jb->dgamma : NULL;
+    if (dg && sl > 0) {
+      dg = jb->part + (sl - 1) * d;
+      memset(dg, 0, (size_t)d * sizeof *dg);
+    }
+    float *t = jb->trow + sl * d;
+    const int64_t r0 = jb->rows * sl / jb->slices, r1 = jb->rows * (sl + 1) / jb->slices;
+    for (int64_t r = r0; r < r1; r++) {
+      const float *xr = jb->s_in + r * d, *dsr = jb->ds ? jb->ds + r * d : NULL;
+      const float rs = jb->rstd_in[r];
+      if (two) {
+        const float *dyr = jb->dy + r * d;
+        const float b = (float)(sum_gx(dyr, gamma, xr, d) / (double)d * (double)rs * (double)rs);
+        row2_backward(xr, dyr, dsr, gamma, rs, b, dg, jb->dx[0] + r * d, jb->dx[1] + r * d, d);
+        continue;
+      }
+      if (jb->dy) {
+        const float *dyr = jb->dy + r * d;
+        if (dg)
+          for (int64_t j = 0; j < d; j++) dg[j] += dyr[j] * (xr[j] * rs);
+        const float b = (float)(sum_gx(dyr, gamma, xr, d) / (double)d * (double)rs * (double)rs);
+        if (dsr && gamma)
+          for (int64_t j = 0; j < d; j++) t[j] = dsr[j] + rs * (dyr[j] * gamma[j] - xr[j] * b);
+        else if (dsr)
+          for (int64_t j = 0; j < d; j++) t[j] = dsr[j] + rs * (dyr[j] - xr[j] * b);
+        else if (gamma)
+          for (int64_t j = 0; j < d; j++) t[j] = 0.0f + rs * (dyr[j] * gamma[j] - xr[j] * b);
+        else
+          for (int64_t j = 0; j < d; j++) t[j] = 0.0f + rs * (dyr[j] - xr[j] * b);
+      } else {
+        memcpy(t, dsr, (size_t)d * sizeof *t);
+      }
+      for (int i = 0; i < jb->nx; i++) {
+        float *dxr = jb->dx[i];
+        if (!dxr) continue;
+        dxr += r * d;
+        for (int64_t j = 0; j < d; j++) dxr[j] += t[j];
+      }
+    }
+  }
+}
+
+size_t strop__add_rmsnorm_backward_scratch(int64_t rows, int64_t d) {
+  return (size_t)(2 * rms_slices(rows, d) - 1) * (size_t)d;
+}
+
+void strop__add_rmsnorm_backward(const float *s, const float *dy, const float *ds, int64_t rows,
+                                 int64_t d, const float *gamma, const float *rstd,
+                                 float *const *dx, int nx, float *dgamma, float *scratch) {
+  if ((!dy && !ds) || rows <= 0) return;
+  const int64_t slices = rms_slices(rows, d);
+  add_rms_job j = {.s_in = s,
+                   .dy = dy,
+                   .ds = ds,
+                   .gamma = gamma,
+                   .rstd_in = rstd,
+                   .d = d,
+                   .rows = rows,
+                   .slices = slices,
+                   .dx = dx,
+                   .nx = nx,
+                   .dgamma = dgamma,
+                   .part = scratch,
+                   .trow = scratch + (slices - 1) * d};
+  strop__par_run(strop__par_chunks(strop__num_threads(), slices, 1), slices,
+                 add_rms_backward_slices, &j);
+  if (dgamma && dy) /* the slices' shares, in slice order */
+    for (int64_t sl = 1; sl < slices; sl++) {
+      const float *ps = scratch + (sl - 1) * d;
+      for (int64_t e = 0; e < d; e++) dgamma[e] += ps[e];
+    }
+}

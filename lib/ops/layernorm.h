@@ -35,4 +35,20 @@ void strop__rmsnorm_backward(const float *x, const float *dy, int64_t rows, int6
 /* Floats of the backward's scratch for `rows` rows of d. */
 size_t strop__rmsnorm_backward_scratch(int64_t rows, int64_t d);
 
+/* A residual sum and the RMS norm of it in one pass over each row (a Llama block's add and the
+ * norm after it): s = x[0] + x[1] + ... + x[nx - 1] (summed in that order; nx 1 copies x[0]),
+ * then y and rstd of s as strop__rmsnorm_forward, with the same bits as the two apart. */
+void strop__add_rmsnorm_forward(const float *const *x, int nx, int64_t rows, int64_t d,
+                                const float *gamma, float eps, float *s, float *y, float *rstd);
+/* Its backward, the same bits as strop__rmsnorm_backward into a gradient of s that holds ds
+ * (the gradient from s's other readers; NULL: a zeroed one) followed by the sum's backward:
+ * per row t = ds + rstd (g - s rstd^2 mean(g s)) (dy NULL: t = ds, dgamma untouched), and
+ * dx[i] += t for each input i whose dx[i] is not NULL; dgamma (nullable) as
+ * strop__rmsnorm_backward, in its slices. scratch: strop__add_rmsnorm_backward_scratch(rows,
+ * d) floats. */
+void strop__add_rmsnorm_backward(const float *s, const float *dy, const float *ds, int64_t rows,
+                                 int64_t d, const float *gamma, const float *rstd,
+                                 float *const *dx, int nx, float *dgamma, float *scratch);
+size_t strop__add_rmsnorm_backward_scratch(int64_t rows, int64_t d);
+
 #endif
