@@ -386,6 +386,56 @@ START_TEST(bf16_kernel_edges) {
 }
 END_TEST
 
+/* The weight's panels packed vectorised (16 x 16 transposes of B [n, k]'s pairs; two rows of
+ * B [k, n] interleaved) give the element-wise packing's products bit for bit (strop__bf16_impl
+ * 2 packs element by element): n not a multiple of 32 or 16, k odd, below 32, not a multiple
+ * of 32, a multiple; written (beta 0) and added (beta 1), one thread and two. */
+START_TEST(bf16_pack_matches_scalar) {
+  if (!strop__bf16_dot_enabled()) return;
+  static const int64_t shapes[][3] = {{1, 1, 1},      {3, 5, 7},     {9, 17, 33},  {8, 32, 32},
+                                      {11, 47, 63},   {16, 64, 96},  {5, 33, 301}, {20, 100, 64},
+                                      {13, 70, 1027}, {40, 100, 301}}; /* the last two threads */
+  const int threads = strop_get_num_threads();
+  for (int th = 1; th <= 2; th++) {
+    ck_assert_int_eq(strop_set_num_threads(th), STROP_OK);
+    for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++) {
+      const int64_t m = shapes[sh][0], n = shapes[sh][1], k = shapes[sh][2];
+      float *a = malloc((size_t)(m * k) * sizeof *a), *w = malloc((size_t)(n * k) * sizeof *w);
+      float *c[2] = {malloc((size_t)(m * n) * sizeof(float)),
+                     malloc((size_t)(m * n) * sizeof(float))};
+      void *abf = strop__malloc_aligned(strop__bf16_gemm_scratch(m, n, k));
+      for (int64_t i = 0; i < m * k; i++) a[i] = (float)sin(0.37 * (double)i + 0.2);
+      for (int64_t i = 0; i < n * k; i++) w[i] = (float)cos(0.71 * (double)i) * 3.0f;
+      for (int kn = 0; kn < 2; kn++) {
+        /* kn 0: W [n, k] (the forward); 1: the values as B [k, n] (dX = dY W) */
+        strop__lowp q;
+        ck_assert_int_eq(strop__lowp_make(&q, STROP__LOWP_BF16, w, kn ? k : n, kn ? n : k, 0, 0),
+                         0);
+        for (int beta = 0; beta < 2; beta++) {
+          for (int impl = 0; impl < 2; impl++) {
+            strop__bf16_impl = impl ? 2 : 0;
+            for (int64_t i = 0; i < m * n; i++) c[impl][i] = 0.25f * (float)(i % 7);
+            if (kn) strop__bf16_gemm_nn(m, n, k, a, k, &q, (float)beta, c[impl], n, abf);
+            else strop__bf16_gemm_nt(m, n, k, a, k, &q, (float)beta, c[impl], n, abf);
+          }
+          strop__bf16_impl = 0;
+          ck_assert_msg(memcmp(c[0], c[1], (size_t)(m * n) * sizeof(float)) == 0,
+                        "%s [%lld x %lld x %lld] beta %d threads %d: packings differ",
+                        kn ? "nn" : "nt", (long long)m, (long long)n, (long long)k, beta, th);
+        }
+        strop__lowp_free(&q);
+      }
+      free(a);
+      free(w);
+      free(c[0]);
+      free(c[1]);
+      strop__free_aligned(abf);
+    }
+  }
+  ck_assert_int_eq(strop_set_num_threads(threads), STROP_OK);
+}
+END_TEST
+
 /* A few rows (a decoded token) through a held weight (lib/ops/gemv.c: strop__lowp_gemv, which
  * strop__linear_forward_lowp runs for m <= 4): the weight read as stored and widened in
  * registers gives the general path's bits exactly — the FP32 product of the widened weight,
@@ -1149,6 +1199,7 @@ static Suite *suite(void) {
   tcase_add_test(c, int8_group_exact);
   tcase_add_loop_test(c, bf16_dot_tolerance, 0, 2);
   tcase_add_test(c, bf16_kernel_edges);
+  tcase_add_test(c, bf16_pack_matches_scalar);
   tcase_add_test(c, gemv_equals_general_path);
   tcase_add_test(c, bf16_backward_tolerance);
   suite_add_tcase(s, c);
