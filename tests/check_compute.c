@@ -109,8 +109,11 @@ END_TEST
  * summation error, (k + 2) 2^-23 sum |a b|, of a double sum of the rounded operands. */
 START_TEST(gemm_f32_edges) {
   if (!strop__bf16_dot_enabled()) return; /* the fallback is the FP32 GEMM (tested there) */
-  static const int64_t shapes[][3] = {{1, 1, 1},   {5, 7, 45},   {8, 32, 32}, {9, 33, 70},
-                                      {3, 2, 301}, {17, 65, 64}, {40, 96, 7}, {33, 31, 0}};
+  /* the last two: B's panels packed one at a time (over B_ALL_MAX bytes of them), the others
+   * all packed first (rows_chunk) */
+  static const int64_t shapes[][3] = {{1, 1, 1},      {5, 7, 45},     {8, 32, 32}, {9, 33, 70},
+                                      {3, 2, 301},    {17, 65, 64},   {40, 96, 7}, {33, 31, 0},
+                                      {9, 1057, 513}, {17, 2050, 300}};
   for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++)
     for (int tr = 0; tr < 4; tr++)
       for (int beta = 0; beta < 2; beta++) {

@@ -177,15 +177,44 @@ static void gemm_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   }
 }
 
+/* all of B's panels [lo, hi), for rows_chunk */
+BF16_TARGET static void pack_b_all(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  (void)chunk;
+  const gjob *J = ctx;
+  for (int64_t jb = lo; jb < hi; jb++)
+    pack_b(J, jb * NR, J->bp + (size_t)jb * (size_t)J->kp * NR);
+}
+
+/* row blocks [lo, hi) of 8 against every panel of B (all packed): C is written a block of 8 whole
+ * rows at a time */
+static void rows_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  (void)chunk;
+  const gjob *J = ctx;
+  const int64_t blocks = (J->n + NR - 1) / NR;
+  for (int64_t ib = lo; ib < hi; ib++)
+    for (int64_t jb = 0; jb < blocks; jb++)
+      kernel(J, ib, jb * NR, J->bp + (size_t)jb * (size_t)J->kp * NR);
+}
+
 static size_t a_bytes(int64_t m, int64_t k) {
   const size_t kp = (size_t)(k + 1) / 2;
   return (size_t)((m + 15) / 16 * 16) * kp * sizeof(uint32_t);
 }
 
+/* B's panels all packed, when they fit in half of a 1 MB L2: a short k (the LM head's weight
+ * gradient over one chunk of rows: k 83, m the 50257 words) then sweeps C once, a block of rows at
+ * a time, instead of a column panel of all of C's rows per panel — C is read and written once, in
+ * order, where the panel order had it miss the cache at every tile */
+enum { B_ALL_MAX = 512 << 10 };
+static size_t b_all_bytes(int64_t n, int64_t k) {
+  return (size_t)((n + NR - 1) / NR) * (size_t)((k + 1) / 2) * NR * sizeof(uint32_t);
+}
+
 size_t strop__bf16_gemm_f32_scratch(int64_t m, int64_t n, int64_t k) {
-  (void)n;
   const size_t kp = (size_t)(k + 1) / 2;
-  return a_bytes(m, k) + (size_t)(strop__num_threads() + 1) * kp * NR * sizeof(uint32_t) + 128;
+  size_t b = (size_t)(strop__num_threads() + 1) * kp * NR * sizeof(uint32_t);
+  if (b_all_bytes(n, k) <= B_ALL_MAX && b_all_bytes(n, k) > b) b = b_all_bytes(n, k);
+  return a_bytes(m, k) + b + 128;
 }
 
 void strop__bf16_gemm_f32(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a,
@@ -200,7 +229,13 @@ void strop__bf16_gemm_f32(int ta, int tb, int64_t m, int64_t n, int64_t k, const
   const int threads = big ? strop__num_threads() : 1;
   const int64_t groups = (m + 15) / 16, blocks = (n + NR - 1) / NR;
   strop__par_run(strop__par_chunks(threads, groups, 4), groups, pack_a, &J);
-  strop__par_run(strop__par_chunks(threads, blocks, 1), blocks, gemm_chunk, &J);
+  if (b_all_bytes(n, k) <= B_ALL_MAX) {
+    const int64_t np = (m + MR - 1) / MR;
+    strop__par_run(strop__par_chunks(threads, blocks, 1), blocks, pack_b_all, &J);
+    strop__par_run(strop__par_chunks(threads, np, 1), np, rows_chunk, &J);
+  } else {
+    strop__par_run(strop__par_chunks(threads, blocks, 1), blocks, gemm_chunk, &J);
+  }
 }
 
 #else
