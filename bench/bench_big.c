@@ -12,12 +12,10 @@
  * weights are held; COMPUTE_DTYPE=f32|bf16 the precision of the linear products
  * (strop_model_set_compute_dtype: bf16 is mixed-precision training), and COMPUTE_DTYPE=ab
  * alternates FP32 and BF16 steps on the one model (`repeats` rounds of `steps` steps each, the
- * order swapped every round, each round's first step after the switch timed apart: switching
- * to f32 frees the BF16 copies) and prints the best step of each and their ratio, by the wall
+ * order swapped every round) and prints the best step of each and their ratio, by the wall
  * clock and by the process's CPU time (the machine is shared: a ratio measured in one process
- * is what carries over), and the best CPU time of a step right after a switch; LOG=debug
- * prints the library's DEBUG lines (the planning's account of the step memory by kind) on
- * stderr; STROP_MEMORY_PLAN=0 runs the steps on the free list instead
+ * is what carries over); LOG=debug prints the library's DEBUG lines (the planning's account of the
+ * step memory by kind) on stderr; STROP_MEMORY_PLAN=0 runs the steps on the free list instead
  * of the lifetime-planned arena; STROP_FUSED_LOSS=0 holds the whole [tokens x vocabulary]
  * logits and their gradient (and predicts that) instead of running the LM head with its
  * cross-entropy a chunk of rows at a time. Frozen and LoRA rows load with STROP_LOAD_FROZEN | STROP_LOAD_MMAP: the
@@ -184,17 +182,10 @@ int main(int argc, char **argv) {
       bench_must(strop_model_set_compute_dtype(m, d), "compute dtype");
       bench_must(strop_trainer_step(tr, x, y, &loss), "warm-up");
     }
-    double sc[2] = {1e30, 1e30}; /* the step right after a switch, CPU time */
     for (int r = 0; r < repeats; r++)
       for (int h = 0; h < 2; h++) {
         const int d = (r + h) % 2;
         bench_must(strop_model_set_compute_dtype(m, d), "compute dtype");
-        /* not timed with the others: the switch to f32 frees the BF16 copies, so the first BF16
-         * step after it makes them again on fresh pages (page faults, the heap grown and
-         * trimmed) — a cost a run that stays in one dtype never pays */
-        const double s0 = cpu_now();
-        bench_must(strop_trainer_step(tr, x, y, &loss), "step after the switch");
-        if (cpu_now() - s0 < sc[d]) sc[d] = cpu_now() - s0;
         const double t0 = bench_now(), c0 = cpu_now();
         for (int s = 0; s < steps; s++) bench_must(strop_trainer_step(tr, x, y, &loss), "step");
         const double dt = (bench_now() - t0) / steps, dc = (cpu_now() - c0) / steps;
@@ -203,11 +194,9 @@ int main(int argc, char **argv) {
       }
     printf("RESULT impl=strop row=%s threads=%d batch=%lld tokens=%lld compute_dtype=ab "
            "f32_step_ms=%.1f bf16_step_ms=%.1f bf16_speedup=%.3f f32_cpu_ms=%.1f "
-           "bf16_cpu_ms=%.1f bf16_cpu_speedup=%.3f f32_switch_cpu_ms=%.1f "
-           "bf16_switch_cpu_ms=%.1f gemm_flops=%.4g\n",
+           "bf16_cpu_ms=%.1f bf16_cpu_speedup=%.3f gemm_flops=%.4g\n",
            row, threads, (long long)batch, (long long)tokens, bt[0] * 1e3, bt[1] * 1e3,
-           bt[0] / bt[1], bc[0] * 1e3, bc[1] * 1e3, bc[0] / bc[1], sc[0] * 1e3, sc[1] * 1e3,
-           step_flops);
+           bt[0] / bt[1], bc[0] * 1e3, bc[1] * 1e3, bc[0] / bc[1], step_flops);
     strop_tensor_free(x);
     strop_tensor_free(y);
     strop_trainer_free(tr);
