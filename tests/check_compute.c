@@ -61,7 +61,8 @@ static void fill(float *v, size_t n, double f) {
 /* ---- kernels ---- */
 
 /* The vectorised rounding gives strop__bf16_from_f32's bits (ties to even, NaN quiet, Inf,
- * subnormals, overflow to Inf), in place too; the weight's copy is strop__lowp_make's. */
+ * subnormals, overflow to Inf), in place too; the weight's copy is strop__lowp_make's, both
+ * layouts, on shapes with edges. */
 START_TEST(rounding_matches_scalar) {
   const uint32_t bits[] = {0x00000000u, 0x80000000u, 0x3f808000u, 0x3f818000u, 0x3f807fffu,
                            0x3f808001u, 0x7f7fffffu, 0xff7fffffu, 0x7f800000u, 0xff800000u,
@@ -78,20 +79,28 @@ START_TEST(rounding_matches_scalar) {
     const float want = strop__bf16_to_f32(strop__bf16_from_f32(x[i]));
     ck_assert_msg(!memcmp(&y[i], &want, sizeof want), "element %d", i);
   }
+  uint16_t h[N]; /* to BF16 storage, as the held weights and the packing round */
+  strop__bf16_round_n(x, h, N);
+  for (int i = 0; i < N; i++) ck_assert_msg(h[i] == strop__bf16_from_f32(x[i]), "bf16 %d", i);
   strop__bf16_round_f32(x, x, N); /* in place */
   ck_assert_mem_eq(x, y, sizeof x);
-  for (int sc = 0; sc < 2; sc++) {
-    enum { R = 37, C = 45 };
-    float *w = malloc(R * C * sizeof *w);
-    fill(w, R * C, 0.37);
-    strop__lowp want, got = {STROP__LOWP_BF16, sc, R, C, 0, malloc(R * C * 2), NULL};
-    ck_assert_int_eq(strop__lowp_make(&want, STROP__LOWP_BF16, w, R, C, sc, 0), 0);
-    strop__bf16_shadow_fill(&got, w);
-    ck_assert_mem_eq(got.v, want.v, R * C * 2);
-    strop__lowp_free(&want);
-    free(got.v);
-    free(w);
-  }
+  /* the copy: edges of its 32 x 32 (transposed: 32 x 16) blocks, the special values inside */
+  static const int64_t shapes[][2] = {{37, 45}, {1, 1}, {2, 17}, {33, 16}, {64, 32}, {70, 100}};
+  for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++)
+    for (int sc = 0; sc < 2; sc++) {
+      const int64_t R = shapes[sh][0], C = shapes[sh][1];
+      float *w = malloc((size_t)(R * C) * sizeof *w);
+      fill(w, (size_t)(R * C), 0.37);
+      for (int64_t i = 0; i < R * C; i += 7) memcpy(&w[i], &bits[(i / 7) % NB], sizeof *w);
+      strop__lowp want, got = {STROP__LOWP_BF16, sc, R, C, 0, malloc((size_t)(R * C) * 2), NULL};
+      ck_assert_int_eq(strop__lowp_make(&want, STROP__LOWP_BF16, w, R, C, sc, 0), 0);
+      strop__bf16_shadow_fill(&got, w);
+      ck_assert_msg(!memcmp(got.v, want.v, (size_t)(R * C) * 2), "copy %lld x %lld, layout %d",
+                    (long long)R, (long long)C, sc);
+      strop__lowp_free(&want);
+      free(got.v);
+      free(w);
+    }
 }
 END_TEST
 
@@ -100,8 +109,11 @@ END_TEST
  * summation error, (k + 2) 2^-23 sum |a b|, of a double sum of the rounded operands. */
 START_TEST(gemm_f32_edges) {
   if (!strop__bf16_dot_enabled()) return; /* the fallback is the FP32 GEMM (tested there) */
-  static const int64_t shapes[][3] = {{1, 1, 1},   {5, 7, 45},   {8, 32, 32}, {9, 33, 70},
-                                      {3, 2, 301}, {17, 65, 64}, {40, 96, 7}, {33, 31, 0}};
+  /* the last two: B's panels packed one at a time (over B_ALL_MAX bytes of them), the others
+   * all packed first (rows_chunk) */
+  static const int64_t shapes[][3] = {{1, 1, 1},      {5, 7, 45},     {8, 32, 32}, {9, 33, 70},
+                                      {3, 2, 301},    {17, 65, 64},   {40, 96, 7}, {33, 31, 0},
+                                      {9, 1057, 513}, {17, 2050, 300}};
   for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++)
     for (int tr = 0; tr < 4; tr++)
       for (int beta = 0; beta < 2; beta++) {

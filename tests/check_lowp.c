@@ -386,6 +386,109 @@ START_TEST(bf16_kernel_edges) {
 }
 END_TEST
 
+/* The weight's panels packed vectorised (16 x 16 transposes of B [n, k]'s pairs; two rows of
+ * B [k, n] interleaved) give the element-wise packing's products bit for bit (strop__bf16_impl
+ * 2 packs element by element): n not a multiple of 32 or 16, k odd, below 32, not a multiple
+ * of 32, a multiple; written (beta 0) and added (beta 1), one thread and two. */
+START_TEST(bf16_pack_matches_scalar) {
+  if (!strop__bf16_dot_enabled()) return;
+  static const int64_t shapes[][3] = {{1, 1, 1},      {3, 5, 7},      {9, 17, 33},  {8, 32, 32},
+                                      {11, 47, 63},   {16, 64, 96},   {5, 33, 301}, {20, 100, 64},
+                                      {13, 70, 1027}, {40, 100, 301}, /* these two threads */
+                                      {5, 40, 4500}};                 /* k in two runs of pairs */
+  const int threads = strop_get_num_threads();
+  for (int th = 1; th <= 2; th++) {
+    ck_assert_int_eq(strop_set_num_threads(th), STROP_OK);
+    for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++) {
+      const int64_t m = shapes[sh][0], n = shapes[sh][1], k = shapes[sh][2];
+      float *a = malloc((size_t)(m * k) * sizeof *a), *w = malloc((size_t)(n * k) * sizeof *w);
+      float *c[2] = {malloc((size_t)(m * n) * sizeof(float)),
+                     malloc((size_t)(m * n) * sizeof(float))};
+      void *abf = strop__malloc_aligned(strop__bf16_gemm_scratch(m, n, k));
+      for (int64_t i = 0; i < m * k; i++) a[i] = (float)sin(0.37 * (double)i + 0.2);
+      for (int64_t i = 0; i < n * k; i++) w[i] = (float)cos(0.71 * (double)i) * 3.0f;
+      for (int kn = 0; kn < 2; kn++) {
+        /* kn 0: W [n, k] (the forward); 1: the values as B [k, n] (dX = dY W) */
+        strop__lowp q;
+        ck_assert_int_eq(strop__lowp_make(&q, STROP__LOWP_BF16, w, kn ? k : n, kn ? n : k, 0, 0),
+                         0);
+        for (int beta = 0; beta < 2; beta++) {
+          for (int impl = 0; impl < 2; impl++) {
+            strop__bf16_impl = impl ? 2 : 0;
+            for (int64_t i = 0; i < m * n; i++) c[impl][i] = 0.25f * (float)(i % 7);
+            if (kn) strop__bf16_gemm_nn(m, n, k, a, k, &q, (float)beta, c[impl], n, abf);
+            else strop__bf16_gemm_nt(m, n, k, a, k, &q, (float)beta, c[impl], n, abf);
+          }
+          strop__bf16_impl = 0;
+          ck_assert_msg(memcmp(c[0], c[1], (size_t)(m * n) * sizeof(float)) == 0,
+                        "%s [%lld x %lld x %lld] beta %d threads %d: packings differ",
+                        kn ? "nn" : "nt", (long long)m, (long long)n, (long long)k, beta, th);
+        }
+        strop__lowp_free(&q);
+      }
+      free(a);
+      free(w);
+      free(c[0]);
+      free(c[1]);
+      strop__free_aligned(abf);
+    }
+  }
+  ck_assert_int_eq(strop_set_num_threads(threads), STROP_OK);
+}
+END_TEST
+
+/* A long k (the LM head's input gradient runs k = 50257): the bits of strop__lowp_gemv, which
+ * reads the weight as stored (m <= 4), and B [k, n] (the input gradient) gives those of the same
+ * values stored [n, k]; one thread and two. */
+START_TEST(bf16_long_k_one_pass) {
+  if (!strop__bf16_dot_enabled() || !__builtin_cpu_supports("avx512vl")) return;
+  static const int64_t shapes[][3] = {{3, 40, 4097}, {4, 33, 8193}, {1, 5, 6000}, {13, 70, 4500}};
+  const int threads = strop_get_num_threads();
+  for (int th = 1; th <= 2; th++) {
+    ck_assert_int_eq(strop_set_num_threads(th), STROP_OK);
+    for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++) {
+      const int64_t m = shapes[sh][0], n = shapes[sh][1], k = shapes[sh][2];
+      float *w = malloc((size_t)(n * k) * sizeof *w), *wt = malloc((size_t)(n * k) * sizeof *wt);
+      float *a = malloc((size_t)(m * k) * sizeof *a);
+      float *c[3] = {malloc((size_t)(m * n) * sizeof(float)),
+                     malloc((size_t)(m * n) * sizeof(float)),
+                     malloc((size_t)(m * n) * sizeof(float))};
+      for (int64_t i = 0; i < n * k; i++) w[i] = (float)cos(0.31 * (double)i) * 2.0f;
+      for (int64_t j = 0; j < n; j++) /* wt [k, n] = w^T */
+        for (int64_t t = 0; t < k; t++) wt[t * n + j] = w[j * k + t];
+      for (int64_t i = 0; i < m * k; i++) a[i] = (float)sin(0.13 * (double)i + 0.4);
+      strop__lowp q, qt;
+      ck_assert_int_eq(strop__lowp_make(&q, STROP__LOWP_BF16, w, n, k, 0, 0), 0);
+      ck_assert_int_eq(strop__lowp_make(&qt, STROP__LOWP_BF16, wt, k, n, 0, 0), 0);
+      void *abf = strop__malloc_aligned(strop__bf16_gemm_scratch(m, n, k));
+      for (int beta = 0; beta < 2; beta++) {
+        for (int v = 0; v < 3; v++)
+          for (int64_t i = 0; i < m * n; i++) c[v][i] = 0.5f - 0.125f * (float)(i % 5);
+        strop__bf16_gemm_nt(m, n, k, a, k, &q, (float)beta, c[0], n, abf);
+        strop__bf16_gemm_nn(m, n, k, a, k, &qt, (float)beta, c[1], n, abf);
+        ck_assert_msg(!memcmp(c[0], c[1], (size_t)(m * n) * sizeof(float)),
+                      "[%lld x %lld x %lld] beta %d threads %d: B [k, n] differs from [n, k]",
+                      (long long)m, (long long)n, (long long)k, beta, th);
+        if (m <= 4 && !beta) { /* y = x W^T, no bias */
+          ck_assert_int_eq(strop__lowp_gemv(a, &q, NULL, c[2], m, k, n, 0), 0);
+          ck_assert_msg(!memcmp(c[0], c[2], (size_t)(m * n) * sizeof(float)),
+                        "[%lld x %lld x %lld] threads %d: differs from the one-pass gemv",
+                        (long long)m, (long long)n, (long long)k, th);
+        }
+      }
+      strop__lowp_free(&q);
+      strop__lowp_free(&qt);
+      strop__free_aligned(abf);
+      free(w);
+      free(wt);
+      free(a);
+      for (int v = 0; v < 3; v++) free(c[v]);
+    }
+  }
+  ck_assert_int_eq(strop_set_num_threads(threads), STROP_OK);
+}
+END_TEST
+
 /* A few rows (a decoded token) through a held weight (lib/ops/gemv.c: strop__lowp_gemv, which
  * strop__linear_forward_lowp runs for m <= 4): the weight read as stored and widened in
  * registers gives the general path's bits exactly — the FP32 product of the widened weight,
@@ -1166,6 +1269,8 @@ static Suite *suite(void) {
   tcase_add_test(c, int8_group_exact);
   tcase_add_loop_test(c, bf16_dot_tolerance, 0, 2);
   tcase_add_test(c, bf16_kernel_edges);
+  tcase_add_test(c, bf16_pack_matches_scalar);
+  tcase_add_test(c, bf16_long_k_one_pass);
   tcase_add_test(c, gemv_equals_general_path);
   tcase_add_test(c, bf16_backward_tolerance);
   suite_add_tcase(s, c);

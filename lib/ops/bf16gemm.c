@@ -8,43 +8,27 @@
 #include "core/core.h"
 #include "ops/ops.h"
 
-/* strop__bf16_from_f32's rounding on the bits, branch-free so that the loops vectorise */
-static inline uint32_t rne_bits(uint32_t u) {
-  const uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-  return (u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : r;
-}
-
 STROP__CLONES void strop__bf16_round_f32(const float *x, float *out, size_t n) {
   for (size_t i = 0; i < n; i++) {
     uint32_t u;
     memcpy(&u, &x[i], sizeof u);
-    u = rne_bits(u) << 16;
+    u = strop__bf16_rne_bits(u) << 16;
     memcpy(&out[i], &u, sizeof u);
   }
 }
 
-STROP__CLONES static void round_row(const float *x, uint16_t *out, size_t n) {
-  for (size_t i = 0; i < n; i++) {
-    uint32_t u;
-    memcpy(&u, &x[i], sizeof u);
-    out[i] = (uint16_t)rne_bits(u);
-  }
-}
-
-void strop__bf16_shadow_fill(strop__lowp *q, const float *w) {
+/* W [in, out] held as v[c rows + r] = W(r, c) (strop__bf16_shadow_fill's transposed case):
+ * 32 x 32 tiles, rounded a row at a time; an AVX-512 build of it below */
+static void fill_transposed(strop__lowp *q, const float *w) {
   uint16_t *v = q->v;
   const int64_t rows = q->rows, cols = q->cols;
-  if (!q->scale_cols) {
-    round_row(w, v, (size_t)rows * (size_t)cols);
-    return;
-  }
-  /* W [in, out] held as v[c rows + r] = W(r, c): 32 x 32 tiles, rounded a row at a time */
   enum { TS = 32 };
   uint16_t t[TS][TS];
   for (int64_t r0 = 0; r0 < rows; r0 += TS)
     for (int64_t c0 = 0; c0 < cols; c0 += TS) {
       const int64_t nr = rows - r0 < TS ? rows - r0 : TS, nc = cols - c0 < TS ? cols - c0 : TS;
-      for (int64_t r = 0; r < nr; r++) round_row(w + (r0 + r) * cols + c0, t[r], (size_t)nc);
+      for (int64_t r = 0; r < nr; r++)
+        strop__bf16_round_n(w + (r0 + r) * cols + c0, t[r], (size_t)nc);
       for (int64_t c = 0; c < nc; c++)
         for (int64_t r = 0; r < nr; r++) v[(c0 + c) * rows + r0 + r] = t[r][c];
     }
@@ -78,7 +62,7 @@ static inline uint32_t b_at(const gjob *J, int64_t t, int64_t j) {
   return strop__bf16_from_f32(J->tb ? J->b[j * J->ldb + t] : J->b[t * J->ldb + j]);
 }
 
-/* 16 FP32 values rounded to BF16 in the low half of each lane (rne_bits, vectorised) */
+/* 16 FP32 values rounded to BF16 in the low half of each lane (strop__bf16_rne_bits, vectorised) */
 BF16_TARGET static inline __m512i rne16(__m512i u) {
   const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
   const __m512i r = _mm512_srli_epi32(
@@ -95,6 +79,33 @@ BF16_TARGET static inline __m512i pairs16(const float *r0, const float *r1, int6
   if (!r1) return lo;
   const __m512i hi = rne16(_mm512_castps_si512(_mm512_maskz_loadu_ps(mk, r1)));
   return _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+}
+
+/* fill_transposed on AVX-512: rows 2i and 2i + 1 of a 32 x 16 block rounded into 16 pairs
+ * (pairs16), the 16 x 16 pairs transposed: each of v's rows gets 32 values in one store. */
+BF16_TARGET static void fill_transposed_avx512(strop__lowp *q, const float *w) {
+  uint16_t *v = q->v;
+  const int64_t rows = q->rows, cols = q->cols;
+  for (int64_t r0 = 0; r0 < rows; r0 += 32) {
+    const __mmask32 ms = strop__lanes32(rows - r0);
+    for (int64_t c0 = 0; c0 < cols; c0 += 16) {
+      const int64_t nc = cols - c0 < 16 ? cols - c0 : 16;
+      __m512i t[16];
+      for (int i = 0; i < 16; i++) {
+        const int64_t ra = r0 + 2 * i;
+        t[i] = ra < rows ? pairs16(w + ra * cols + c0,
+                                   ra + 1 < rows ? w + (ra + 1) * cols + c0 : NULL, nc)
+                         : _mm512_setzero_si512();
+      }
+      strop__transpose16(t);
+      for (int64_t c = 0; c < nc; c++)
+        _mm512_mask_storeu_epi16(v + (c0 + c) * rows + r0, ms, t[c]);
+    }
+  }
+}
+
+static int fill_avx512(void) {
+  return __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512bf16");
 }
 
 /* A's micro-panels of 16-row groups [lo, hi) (two micro-panels each) */
@@ -166,15 +177,44 @@ static void gemm_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   }
 }
 
+/* all of B's panels [lo, hi), for rows_chunk */
+BF16_TARGET static void pack_b_all(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  (void)chunk;
+  const gjob *J = ctx;
+  for (int64_t jb = lo; jb < hi; jb++)
+    pack_b(J, jb * NR, J->bp + (size_t)jb * (size_t)J->kp * NR);
+}
+
+/* row blocks [lo, hi) of 8 against every panel of B (all packed): C is written a block of 8 whole
+ * rows at a time */
+static void rows_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  (void)chunk;
+  const gjob *J = ctx;
+  const int64_t blocks = (J->n + NR - 1) / NR;
+  for (int64_t ib = lo; ib < hi; ib++)
+    for (int64_t jb = 0; jb < blocks; jb++)
+      kernel(J, ib, jb * NR, J->bp + (size_t)jb * (size_t)J->kp * NR);
+}
+
 static size_t a_bytes(int64_t m, int64_t k) {
   const size_t kp = (size_t)(k + 1) / 2;
   return (size_t)((m + 15) / 16 * 16) * kp * sizeof(uint32_t);
 }
 
+/* B's panels all packed, when they fit in half of a 1 MB L2: a short k (the LM head's weight
+ * gradient over one chunk of rows: k 83, m the 50257 words) then sweeps C once, a block of rows at
+ * a time, instead of a column panel of all of C's rows per panel — C is read and written once, in
+ * order, where the panel order had it miss the cache at every tile */
+enum { B_ALL_MAX = 512 << 10 };
+static size_t b_all_bytes(int64_t n, int64_t k) {
+  return (size_t)((n + NR - 1) / NR) * (size_t)((k + 1) / 2) * NR * sizeof(uint32_t);
+}
+
 size_t strop__bf16_gemm_f32_scratch(int64_t m, int64_t n, int64_t k) {
-  (void)n;
   const size_t kp = (size_t)(k + 1) / 2;
-  return a_bytes(m, k) + (size_t)(strop__num_threads() + 1) * kp * NR * sizeof(uint32_t) + 128;
+  size_t b = (size_t)(strop__num_threads() + 1) * kp * NR * sizeof(uint32_t);
+  if (b_all_bytes(n, k) <= B_ALL_MAX && b_all_bytes(n, k) > b) b = b_all_bytes(n, k);
+  return a_bytes(m, k) + b + 128;
 }
 
 void strop__bf16_gemm_f32(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a,
@@ -189,11 +229,19 @@ void strop__bf16_gemm_f32(int ta, int tb, int64_t m, int64_t n, int64_t k, const
   const int threads = big ? strop__num_threads() : 1;
   const int64_t groups = (m + 15) / 16, blocks = (n + NR - 1) / NR;
   strop__par_run(strop__par_chunks(threads, groups, 4), groups, pack_a, &J);
-  strop__par_run(strop__par_chunks(threads, blocks, 1), blocks, gemm_chunk, &J);
+  if (b_all_bytes(n, k) <= B_ALL_MAX) {
+    const int64_t np = (m + MR - 1) / MR;
+    strop__par_run(strop__par_chunks(threads, blocks, 1), blocks, pack_b_all, &J);
+    strop__par_run(strop__par_chunks(threads, np, 1), np, rows_chunk, &J);
+  } else {
+    strop__par_run(strop__par_chunks(threads, blocks, 1), blocks, gemm_chunk, &J);
+  }
 }
 
 #else
 
+static int fill_avx512(void) { return 0; }
+static void fill_transposed_avx512(strop__lowp *q, const float *w) { fill_transposed(q, w); }
 size_t strop__bf16_gemm_f32_scratch(int64_t m, int64_t n, int64_t k) {
   (void)m, (void)n, (void)k;
   return 0;
@@ -206,3 +254,9 @@ void strop__bf16_gemm_f32(int ta, int tb, int64_t m, int64_t n, int64_t k, const
 }
 
 #endif
+
+void strop__bf16_shadow_fill(strop__lowp *q, const float *w) {
+  if (!q->scale_cols) strop__bf16_round_n(w, q->v, (size_t)q->rows * (size_t)q->cols);
+  else if (fill_avx512()) fill_transposed_avx512(q, w);
+  else fill_transposed(q, w);
+}

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* strop — the 8 x 32 vdpbf16ps tile both BF16 products run (ops/lowp.c for a held BF16 weight,
- * ops/bf16gemm.c for two FP32 operands rounded while packing). Included only where
- * <immintrin.h> and the target attribute are available (x86-64, GCC >= 10 or clang). */
+ * ops/bf16gemm.c for two FP32 operands rounded while packing), and the 16 x 16 transpose their
+ * packing and the weight's BF16 copy share. Included only where <immintrin.h> and the target
+ * attribute are available (x86-64, GCC >= 10 or clang). */
 #ifndef STROP_OPS_BF16TILE_H
 #define STROP_OPS_BF16TILE_H
 
@@ -40,6 +41,41 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) static inline void strop_
     }
     _mm512_mask_storeu_ps(cr, m0, v0);
     if (m1) _mm512_mask_storeu_ps(cr + 16, m1, v1);
+  }
+}
+
+/* the first cnt of 32 lanes (cnt clipped to 0 .. 32) */
+static inline __mmask32 strop__lanes32(int64_t cnt) {
+  return cnt >= 32  ? (__mmask32)0xffffffffu
+         : cnt <= 0 ? (__mmask32)0
+                    : (__mmask32)((1u << cnt) - 1u);
+}
+
+/* r[0 .. 15] (16 32-bit lanes each) transposed in place: r[q] lane c = old r[c] lane q. Two
+ * rounds of unpacks give, per 128-bit lane L, four columns of four rows; two of lane shuffles
+ * gather the four rows' lanes. */
+__attribute__((target("avx512f"))) static inline void strop__transpose16(__m512i r[16]) {
+  __m512i t[16], u[16];
+  for (int i = 0; i < 8; i++) {
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  /* u[4 g + s], lane L: column 4 L + s of rows 4 g .. 4 g + 3 */
+  for (int g = 0; g < 4; g++) {
+    u[4 * g + 0] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
+    u[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
+    u[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
+    u[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
+  }
+  for (int s = 0; s < 4; s++) {
+    const __m512i v0 = _mm512_shuffle_i32x4(u[s], u[4 + s], 0x44); /* L0 L1 of g 0, 1 */
+    const __m512i v1 = _mm512_shuffle_i32x4(u[s], u[4 + s], 0xee); /* L2 L3 of g 0, 1 */
+    const __m512i v2 = _mm512_shuffle_i32x4(u[8 + s], u[12 + s], 0x44);
+    const __m512i v3 = _mm512_shuffle_i32x4(u[8 + s], u[12 + s], 0xee);
+    r[s] = _mm512_shuffle_i32x4(v0, v2, 0x88);      /* column s: lane L0 of g 0 .. 3 */
+    r[4 + s] = _mm512_shuffle_i32x4(v0, v2, 0xdd);  /* column 4 + s */
+    r[8 + s] = _mm512_shuffle_i32x4(v1, v3, 0x88);  /* column 8 + s */
+    r[12 + s] = _mm512_shuffle_i32x4(v1, v3, 0xdd); /* column 12 + s */
   }
 }
 

@@ -10,15 +10,14 @@
 #include <string.h>
 
 #include "core/core.h"
+#include "ops/ops.h"
 
 int strop__bf16_impl = 0;
 
 uint16_t strop__bf16_from_f32(float x) {
   uint32_t u;
   memcpy(&u, &x, sizeof u);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u); /* quiet NaN */
-  u += 0x7fffu + ((u >> 16) & 1u); /* to nearest, ties to even (overflow rounds to Inf) */
-  return (uint16_t)(u >> 16);
+  return (uint16_t)strop__bf16_rne_bits(u);
 }
 
 float strop__bf16_to_f32(uint16_t h) {
@@ -28,8 +27,12 @@ float strop__bf16_to_f32(uint16_t h) {
   return x;
 }
 
-void strop__bf16_round_n(const float *x, uint16_t *out, size_t n) {
-  for (size_t i = 0; i < n; i++) out[i] = strop__bf16_from_f32(x[i]);
+STROP__CLONES void strop__bf16_round_n(const float *x, uint16_t *out, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    uint32_t u;
+    memcpy(&u, &x[i], sizeof u);
+    out[i] = (uint16_t)strop__bf16_rne_bits(u);
+  }
 }
 
 /* absmax / 127 over the n values x[0], x[stride], ... (0 when they are all zero) */
@@ -264,8 +267,9 @@ enum { BNR = 32, BMR = 8 };
 
 /* B's rows j0 .. j0+31 (zero past n) as pairs: p[q * 32 + c] = W(j0 + c, 2q) | W(j0 + c, 2q + 1)
  * << 16, zero past k; so that one 32-bit broadcast of A's pair (2q, 2q + 1) against a row of
- * the panel is one vdpbf16ps for 16 columns. */
-static void pack_panel(const bf16_job *J, int64_t j0, uint32_t *p) {
+ * the panel is one vdpbf16ps for 16 columns. The element-wise reference for pack_panel, which
+ * strop__bf16_impl 2 runs (tests compare the two bit for bit). */
+static void pack_panel_scalar(const bf16_job *J, int64_t j0, uint32_t *p) {
   const int64_t kp = J->ka / 2;
   if (J->b_kn) { /* B stored [k, n]: a pair of its rows gives the panel's row, in order */
     const int64_t nr = J->n - j0 < BNR ? J->n - j0 : BNR;
@@ -288,6 +292,47 @@ static void pack_panel(const bf16_job *J, int64_t j0, uint32_t *p) {
     for (; 2 * q + 1 < J->k; q++)
       p[q * BNR + c] = (uint32_t)w[2 * q] | (uint32_t)w[2 * q + 1] << 16;
     for (; q < kp; q++) p[q * BNR + c] = 2 * q < J->k ? (uint32_t)w[2 * q] : 0u;
+  }
+}
+
+/* pack_panel_scalar's layout, vectorised. B [n, k]: a row's pairs are its consecutive 32-bit
+ * words, so 16 pairs of each of 32 rows are loaded (masked to k: an odd k's last pair reads no
+ * further) and transposed 16 x 16 (strop__transpose16). B [k, n]: 32 values of each of two rows, zero-extended and
+ * interleaved. */
+BF16_TARGET static void pack_panel(const bf16_job *J, int64_t j0, uint32_t *p) {
+  if (strop__bf16_impl == 2) {
+    pack_panel_scalar(J, j0, p);
+    return;
+  }
+  const int64_t kp = J->ka / 2, nr = J->n - j0 < BNR ? J->n - j0 : BNR;
+  if (J->b_kn) {
+    const __mmask32 mk = strop__lanes32(nr);
+    for (int64_t q = 0; q < kp; q++) {
+      __m512i w0 = _mm512_setzero_si512(), w1 = w0;
+      if (2 * q < J->k) w0 = _mm512_maskz_loadu_epi16(mk, J->b + 2 * q * J->n + j0);
+      if (2 * q + 1 < J->k) w1 = _mm512_maskz_loadu_epi16(mk, J->b + (2 * q + 1) * J->n + j0);
+      const __m512i lo = _mm512_or_si512(
+          _mm512_cvtepu16_epi32(_mm512_castsi512_si256(w0)),
+          _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(w1)), 16));
+      const __m512i hi = _mm512_or_si512(
+          _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(w0, 1)),
+          _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(w1, 1)), 16));
+      _mm512_store_si512(p + q * BNR, lo);
+      _mm512_store_si512(p + q * BNR + 16, hi);
+    }
+    return;
+  }
+  for (int64_t q0 = 0; q0 < kp; q0 += 16) { /* ka is a multiple of 32: kp of 16 */
+    const __mmask32 mk = strop__lanes32(J->k - 2 * q0);
+    for (int h = 0; h < 2; h++) { /* rows j0 + 16 h .. j0 + 16 h + 15 */
+      __m512i r[16];
+      for (int c = 0; c < 16; c++)
+        r[c] = 16 * h + c < nr
+                   ? _mm512_maskz_loadu_epi16(mk, J->b + (j0 + 16 * h + c) * J->k + 2 * q0)
+                   : _mm512_setzero_si512();
+      strop__transpose16(r);
+      for (int q = 0; q < 16; q++) _mm512_store_si512(p + (q0 + q) * BNR + 16 * h, r[q]);
+    }
   }
 }
 

@@ -30,10 +30,18 @@ typedef struct strop__lowp {
   float *scale;  /* int8: strop__lowp_scales(q) scales; NULL for BF16 */
 } strop__lowp;
 
-/* Round-to-nearest-even FP32 -> BF16 (NaN stays NaN, quiet); BF16 -> FP32 is exact. */
+/* Round-to-nearest-even FP32 -> BF16 (NaN stays NaN, quiet); BF16 -> FP32 is exact.
+ * strop__bf16_round_n rounds n values (vectorised where the CPU allows, the same bits). */
 uint16_t strop__bf16_from_f32(float x);
 float strop__bf16_to_f32(uint16_t h);
 void strop__bf16_round_n(const float *x, uint16_t *out, size_t n);
+
+/* strop__bf16_from_f32 on an FP32's bits, in the low 16 bits: branch-free, so that the loops
+ * calling it vectorise */
+static inline uint32_t strop__bf16_rne_bits(uint32_t u) {
+  const uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16; /* ties to even (overflow: Inf) */
+  return (u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : r; /* NaN quiet */
+}
 
 /* Makes q from the FP32 weight w (rows x cols); group: int8's inputs per scale (0: one scale
  * per output channel; ignored for BF16): 0, or -1 when out of memory (q untouched). */
@@ -59,9 +67,10 @@ void strop__lowp_scratch_give(void *p);
  * that widens such weights keeps once warm, which strop_model_step_memory counts. */
 size_t strop__lowp_scratch_bytes(void);
 
-/* Which BF16 product strop__lowp_gemm_nt runs: 0 decides by the CPU (vdpbf16ps when it has
+/* Which BF16 product strop__bf16_gemm_nt and _nn run: 0 decides by the CPU (vdpbf16ps when it has
  * AVX512_BF16 and STROP_BF16_FALLBACK is not set in the environment), 1 forces the exact
- * fallback (tests run both paths on one machine). */
+ * fallback (tests run both paths on one machine), 2 decides as 0 but packs the weight's panels
+ * element by element, the reference the vectorised packing is tested against. */
 extern int strop__bf16_impl;
 /* 1 when the vdpbf16ps kernel runs for BF16 weights here (CPU, build, strop__bf16_impl, the
  * environment). */
