@@ -152,10 +152,14 @@ typedef struct strop__row_loss {
  * one against the other), else yes where it applies. */
 extern int strop__fused_loss;
 /* Rows per chunk of such a step (tests: small chunks on small models), or 0: as many as fit
- * STROP__ROWS_CHUNK_BYTES of output, at least STROP__ROWS_CHUNK_MIN. */
+ * STROP__ROWS_CHUNK_BYTES of output, at least STROP__ROWS_CHUNK_MIN, spread evenly over the
+ * chunks that takes and rounded up to STROP__ROWS_CHUNK_ALIGN. */
 extern int64_t strop__fused_loss_rows;
 #define STROP__ROWS_CHUNK_BYTES ((size_t)16 << 20)
 #define STROP__ROWS_CHUNK_MIN 32
+#define STROP__ROWS_CHUNK_ALIGN 32
+/* The rows per chunk of such a step over rows of cols outputs. */
+int64_t strop__rows_chunk(int64_t rows, int64_t cols);
 
 /* After a forward that left its last node to a loss (m->rows_fused): the last node's output a
  * chunk of rows at a time, each chunk given to loss (grad 0); an evaluation's. */
