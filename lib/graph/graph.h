@@ -156,7 +156,10 @@ extern int strop__fused_loss;
  * chunks that takes and rounded up to STROP__ROWS_CHUNK_ALIGN. */
 extern int64_t strop__fused_loss_rows;
 #define STROP__ROWS_CHUNK_BYTES ((size_t)16 << 20)
-#define STROP__ROWS_CHUNK_MIN 32
+/* (each chunk's products read the whole weight again: below about 192 rows that pass costs
+ * more than the chunk's logits stay in cache to save, bench_lmhead's GPT-2 head 1.08x the whole
+ * head's CPU time at 64 rows, 1.06x at 96, 1.025x at 128, 1.016x at 192) */
+#define STROP__ROWS_CHUNK_MIN 192
 #define STROP__ROWS_CHUNK_ALIGN 32
 /* The rows per chunk of such a step over rows of cols outputs. */
 int64_t strop__rows_chunk(int64_t rows, int64_t cols);
