@@ -28,8 +28,9 @@
  * after a warm-up), the step's multiply-add work (gemm_flops: the matrix products and
  * convolutions of forward and backward, counted from the shapes) for the floor against the
  * peak of bench_peak, the RSS at the start, the peak RSS of the setup (load, surgery, planning:
- * peak_setup_kb) and of the steps (peak_rss_kb, VmHWM reset before the first), and
- * strop_model_step_memory's prediction of the step's peak. */
+ * peak_setup_kb) and of the steps (peak_rss_kb, VmHWM reset before the first),
+ * strop_model_step_memory's prediction of the step's peak, and strop_model_memory_estimate's
+ * (its four figures' sum: a language model is loaded declared for TOKENS, its input shape). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,6 +93,9 @@ int main(int argc, char **argv) {
   if (fdt && !strcmp(fdt, "int8")) o.frozen_dtype = STROP_DTYPE_INT8;
   const int64_t size = env_int("SIZE", 224);
   o.image_size = size;
+  /* a language model declared for the steps' length: strop_model_memory_estimate plans a step
+   * of the model's input shape */
+  if (!resnet) o.max_length = env_int("TOKENS", llama ? 256 : 128);
   char path[1024];
   snprintf(path, sizeof path, "%s/model.safetensors", dir);
   const long rss_start = bench_status_kb("VmRSS:");
@@ -163,9 +167,12 @@ int main(int argc, char **argv) {
   if (cdt && !strcmp(cdt, "bf16"))
     bench_must(strop_model_set_compute_dtype(m, STROP_DTYPE_BF16), "compute dtype");
   if (getenv("FUSED_ROWS")) strop__fused_loss_rows = env_int("FUSED_ROWS", 0);
-  size_t planned = 0;
-  if (!getenv("NOPLAN")) /* NOPLAN=1: the step's own peak, without the planning's */
+  size_t planned = 0, est[4] = {0, 0, 0, 0};
+  if (!getenv("NOPLAN")) { /* NOPLAN=1: the step's own peak, without the planning's */
     bench_must(strop_model_step_memory(m, batch, xd + 1, xr - 1, 2, NULL, &planned), "plan");
+    bench_must(strop_model_memory_estimate(m, batch, 2, &est[0], &est[1], &est[2], &est[3]),
+               "estimate");
+  }
 
   strop_optimizer *opt = NULL;
   strop_trainer *tr = NULL;
@@ -230,13 +237,13 @@ int main(int argc, char **argv) {
          "compute_dtype=%s fused_loss=%d "
          "step_ms=%.1f %s=%.2f gemm_flops=%.4g loss=%.4f params=%lld trainable=%lld "
          "load_s=%.2f rss_start_kb=%ld peak_after_load_kb=%ld rss_before_step_kb=%ld "
-         "peak_setup_kb=%ld peak_rss_kb=%ld planned_peak_kb=%zu\n",
+         "peak_setup_kb=%ld peak_rss_kb=%ld planned_peak_kb=%zu estimate_peak_kb=%zu\n",
          row, threads, (long long)batch, (long long)tokens, fdt ? fdt : "f32", cdt ? cdt : "f32",
          !(fl && !strcmp(fl, "0")), best * 1e3, resnet ? "samples_per_s" : "tokens_per_s",
          (double)(resnet ? batch : batch * tokens) / best, step_flops, (double)loss,
          (long long)strop_model_param_count(m, 0), (long long)strop_model_param_count(m, 1),
          load_s, rss_start, hwm_load, rss_before, hwm_before, bench_status_kb("VmHWM:"),
-         planned / 1024);
+         planned / 1024, (est[0] + est[1] + est[2] + est[3]) / 1024);
   strop_tensor_free(x);
   strop_tensor_free(y);
   strop_trainer_free(tr);

@@ -196,6 +196,15 @@ int strop__model_blocks(const strop_model *m, const char *pattern, int *first);
 strop_status strop__model_probe_step(strop_model *m, int64_t n, const strop__shape *shape,
                                      int rows, size_t *arena_peak, size_t *out_bytes);
 
+/* What a model holds and a bound of a step's activations, counted without running one: its
+ * parameters and buffers as held (*weights), the gradients of its trainable parameters
+ * (*grads), and every node's output for n samples plus the output gradient of every node the
+ * backward visits (*act_bound: an upper bound, for a quick look at whether a step could fit; the
+ * step's memory is what strop__model_probe_step plans). STROP_OK, STROP_E_SHAPE (a byte count
+ * overflows: the sentence names fn, n and the node) or STROP_E_NOMEM. */
+strop_status strop__model_memory_bound(const char *fn, const strop_model *m, int64_t n,
+                                       size_t *weights, size_t *grads, size_t *act_bound);
+
 /* Add a node from parsed options (YAML spec loader, surgery). Takes ownership of nothing;
  * copies the options. inputs: n_inputs names ("input" = model input); n_inputs == 0 means
  * the previous node. file may be NULL; errors carry opts' line/col when set. A composite type
