@@ -18,21 +18,26 @@
  * step memory by kind) on stderr; STROP_MEMORY_PLAN=0 runs the steps on the free list instead
  * of the lifetime-planned arena; STROP_FUSED_LOSS=0 holds the whole [tokens x vocabulary]
  * logits and their gradient (and predicts that) instead of running the LM head with its
- * cross-entropy a chunk of rows at a time. Frozen and LoRA rows load with STROP_LOAD_FROZEN | STROP_LOAD_MMAP: the
- * frozen base is read straight from the mapped file (docs/performance.md); MMAP=0 copies it.
+ * cross-entropy a chunk of rows at a time; FUSED_LOSS=ab alternates unfused and fused steps as
+ * COMPUTE_DTYPE=ab does (fused_cpu_speedup > 1: the fused step is faster; round_cpu_ratios: each
+ * round's fused CPU time over its unfused one), FUSED_ROWS=n sets the rows per chunk. Frozen and
+ * LoRA rows load with STROP_LOAD_FROZEN | STROP_LOAD_MMAP: the frozen base is read straight from
+ * the mapped file (docs/performance.md); MMAP=0 copies it.
  *
  * Prints one RESULT line: samples/s or tokens/s (best of `repeats` windows of `steps` steps
  * after a warm-up), the step's multiply-add work (gemm_flops: the matrix products and
  * convolutions of forward and backward, counted from the shapes) for the floor against the
  * peak of bench_peak, the RSS at the start, the peak RSS of the setup (load, surgery, planning:
- * peak_setup_kb) and of the steps (peak_rss_kb, VmHWM reset before the first), and
- * strop_model_step_memory's prediction of the step's peak. */
+ * peak_setup_kb) and of the steps (peak_rss_kb, VmHWM reset before the first),
+ * strop_model_step_memory's prediction of the step's peak, and strop_model_memory_estimate's
+ * (its four figures' sum: a language model is loaded declared for TOKENS, its input shape). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "benchutil.h"
+#include "graph/graph.h"
 
 /* the process's CPU time (s): on a shared machine the wall clock also counts the time the
  * step was not scheduled */
@@ -45,6 +50,13 @@ static double cpu_now(void) {
 static int64_t env_int(const char *k, int64_t def) {
   const char *v = getenv(k);
   return v && atoll(v) > 0 ? atoll(v) : def;
+}
+
+/* Variant d of an interleaved A/B: FP32 (0) or BF16 (1) products, or with fused the unfused
+ * (0) or fused (1) LM head and cross-entropy (strop__fused_loss: the library's own switch). */
+static void ab_set(strop_model *m, int fused, int d) {
+  if (fused) strop__fused_loss = d;
+  else bench_must(strop_model_set_compute_dtype(m, d), "compute dtype");
 }
 
 /* LOG=debug: the library's DEBUG lines on stderr (the planning's account of the step memory) */
@@ -81,6 +93,9 @@ int main(int argc, char **argv) {
   if (fdt && !strcmp(fdt, "int8")) o.frozen_dtype = STROP_DTYPE_INT8;
   const int64_t size = env_int("SIZE", 224);
   o.image_size = size;
+  /* a language model declared for the steps' length: strop_model_memory_estimate plans a step
+   * of the model's input shape */
+  if (!resnet) o.max_length = env_int("TOKENS", llama ? 256 : 128);
   char path[1024];
   snprintf(path, sizeof path, "%s/model.safetensors", dir);
   const long rss_start = bench_status_kb("VmRSS:");
@@ -146,13 +161,18 @@ int main(int argc, char **argv) {
     xr = 2, xd[0] = batch, xd[1] = tokens;
     yr = bert ? 1 : 2, yd[0] = batch, yd[1] = tokens;
   }
-  const char *cdt = getenv("COMPUTE_DTYPE");
-  const int ab = cdt && !strcmp(cdt, "ab");
+  const char *cdt = getenv("COMPUTE_DTYPE"), *fab = getenv("FUSED_LOSS");
+  /* interleaved A/B: 0 / 1 are FP32 / BF16 products, or the unfused / fused LM-head step */
+  const int ab_fused = fab && !strcmp(fab, "ab"), ab = ab_fused || (cdt && !strcmp(cdt, "ab"));
   if (cdt && !strcmp(cdt, "bf16"))
     bench_must(strop_model_set_compute_dtype(m, STROP_DTYPE_BF16), "compute dtype");
-  size_t planned = 0;
-  if (!getenv("NOPLAN")) /* NOPLAN=1: the step's own peak, without the planning's */
+  if (getenv("FUSED_ROWS")) strop__fused_loss_rows = env_int("FUSED_ROWS", 0);
+  size_t planned = 0, est[4] = {0, 0, 0, 0};
+  if (!getenv("NOPLAN")) { /* NOPLAN=1: the step's own peak, without the planning's */
     bench_must(strop_model_step_memory(m, batch, xd + 1, xr - 1, 2, NULL, &planned), "plan");
+    bench_must(strop_model_memory_estimate(m, batch, 2, &est[0], &est[1], &est[2], &est[3]),
+               "estimate");
+  }
 
   strop_optimizer *opt = NULL;
   strop_trainer *tr = NULL;
@@ -176,27 +196,34 @@ int main(int argc, char **argv) {
   const long rss_before = bench_status_kb("VmRSS:"), hwm_before = bench_status_kb("VmHWM:");
   bench_reset_peak_rss();
   float loss = 0;
-  if (ab) { /* interleaved A/B: FP32 and BF16 steps, the order swapped every round */
+  if (ab) { /* interleaved A/B, the order swapped every round */
     double bt[2] = {1e30, 1e30}, bc[2] = {1e30, 1e30}; /* wall, and the process's CPU time */
+    double rc[64][2];                                  /* each round's CPU time per step */
     for (int d = 0; d < 2; d++) { /* a warm-up step of each (the BF16 copies are made) */
-      bench_must(strop_model_set_compute_dtype(m, d), "compute dtype");
+      ab_set(m, ab_fused, d);
       bench_must(strop_trainer_step(tr, x, y, &loss), "warm-up");
     }
     for (int r = 0; r < repeats; r++)
       for (int h = 0; h < 2; h++) {
         const int d = (r + h) % 2;
-        bench_must(strop_model_set_compute_dtype(m, d), "compute dtype");
+        ab_set(m, ab_fused, d);
         const double t0 = bench_now(), c0 = cpu_now();
         for (int s = 0; s < steps; s++) bench_must(strop_trainer_step(tr, x, y, &loss), "step");
         const double dt = (bench_now() - t0) / steps, dc = (cpu_now() - c0) / steps;
         if (dt < bt[d]) bt[d] = dt;
         if (dc < bc[d]) bc[d] = dc;
+        if (r < 64) rc[r][d] = dc;
       }
-    printf("RESULT impl=strop row=%s threads=%d batch=%lld tokens=%lld compute_dtype=ab "
-           "f32_step_ms=%.1f bf16_step_ms=%.1f bf16_speedup=%.3f f32_cpu_ms=%.1f "
-           "bf16_cpu_ms=%.1f bf16_cpu_speedup=%.3f gemm_flops=%.4g\n",
-           row, threads, (long long)batch, (long long)tokens, bt[0] * 1e3, bt[1] * 1e3,
-           bt[0] / bt[1], bc[0] * 1e3, bc[1] * 1e3, bc[0] / bc[1], step_flops);
+    const char *a = ab_fused ? "unfused" : "f32", *b = ab_fused ? "fused" : "bf16";
+    printf("RESULT impl=strop row=%s threads=%d batch=%lld tokens=%lld %s=ab "
+           "%s_step_ms=%.1f %s_step_ms=%.1f %s_speedup=%.3f %s_cpu_ms=%.1f "
+           "%s_cpu_ms=%.1f %s_cpu_speedup=%.3f gemm_flops=%.4g round_cpu_ratios=",
+           row, threads, (long long)batch, (long long)tokens,
+           ab_fused ? "fused_loss" : "compute_dtype", a, bt[0] * 1e3, b, bt[1] * 1e3, b,
+           bt[0] / bt[1], a, bc[0] * 1e3, b, bc[1] * 1e3, b, bc[0] / bc[1], step_flops);
+    for (int r = 0; r < repeats && r < 64; r++)
+      printf("%s%.3f", r ? "," : "", rc[r][1] / rc[r][0]); /* B's time over A's */
+    printf("\n");
     strop_tensor_free(x);
     strop_tensor_free(y);
     strop_trainer_free(tr);
@@ -210,13 +237,13 @@ int main(int argc, char **argv) {
          "compute_dtype=%s fused_loss=%d "
          "step_ms=%.1f %s=%.2f gemm_flops=%.4g loss=%.4f params=%lld trainable=%lld "
          "load_s=%.2f rss_start_kb=%ld peak_after_load_kb=%ld rss_before_step_kb=%ld "
-         "peak_setup_kb=%ld peak_rss_kb=%ld planned_peak_kb=%zu\n",
+         "peak_setup_kb=%ld peak_rss_kb=%ld planned_peak_kb=%zu estimate_peak_kb=%zu\n",
          row, threads, (long long)batch, (long long)tokens, fdt ? fdt : "f32", cdt ? cdt : "f32",
          !(fl && !strcmp(fl, "0")), best * 1e3, resnet ? "samples_per_s" : "tokens_per_s",
          (double)(resnet ? batch : batch * tokens) / best, step_flops, (double)loss,
          (long long)strop_model_param_count(m, 0), (long long)strop_model_param_count(m, 1),
          load_s, rss_start, hwm_load, rss_before, hwm_before, bench_status_kb("VmHWM:"),
-         planned / 1024);
+         planned / 1024, (est[0] + est[1] + est[2] + est[3]) / 1024);
   strop_tensor_free(x);
   strop_tensor_free(y);
   strop_trainer_free(tr);

@@ -1145,7 +1145,7 @@ END_TEST
 /* strop's own AVX-512 SGEMM (lib/ops/gemm.c; used where OpenBLAS runs an older kernel set)
  * against a double-precision reference, on every transpose combination, on shapes that cross
  * each blocking edge (8-row and 32-column panels, 256-deep, 128-row, 512-column and 512-row
- * blocks)
+ * blocks; an A in place too long for L2, whose k blocks go outermost: an LM head's chunk)
  * and the small CNN's, with alpha and beta (beta 0 must not read C, which holds NaN), padded
  * leading dimensions, nothing written outside C; and strop__sgemm with it and with OpenBLAS
  * agrees to float rounding. Skipped where the CPU or build has no AVX-512. */
@@ -1158,7 +1158,7 @@ START_TEST(own_gemm_matches_reference) {
       {1, 1, 1},      {7, 5, 3},      {8, 32, 256},    {9, 33, 257},    {17, 47, 31},
       {64, 196, 289}, {64, 289, 196}, {288, 196, 64},  {129, 520, 100}, {3, 600, 2},
       {130, 20, 513}, {64, 512, 784}, {512, 784, 64},  {64, 784, 512},  {40, 10, 300},
-      {300, 70, 9},   {200, 70, 520}, {1041, 40, 300},
+      {300, 70, 9},   {200, 70, 520}, {1041, 40, 300}, {83, 70, 1030},
   };
   const int n_shapes = (int)(sizeof shapes / sizeof shapes[0]);
   const int64_t PAD = 3, GUARD = 40;

@@ -1726,13 +1726,22 @@ START_TEST(summary_and_memory) {
   /* memory: MLP with fc1 frozen, batch 10, Adam */
   strop_model *mm = mlp();
   OK(strop_model_freeze(mm, "fc1"));
-  size_t w, g, st, act;
+  size_t w, g, st, act, peak = 0, step = 0;
   OK(strop_model_memory_estimate(mm, 10, 2, &w, &g, &st, &act));
   ck_assert_uint_eq(w, (size_t)(32 + 8 + 24 + 3) * 4);
   ck_assert_uint_eq(g, (size_t)(24 + 3) * 4);
   ck_assert_uint_eq(st, 2 * g);
-  /* forward: every output (8 + 8 + 3); backward visits only the head (3) */
-  ck_assert_uint_eq(act, (size_t)10 * 4 * (8 + 8 + 3 + 3));
+  /* the activations are the rest of the planned peak: the four parts add up to it */
+  OK(strop_model_step_memory(mm, 10, NULL, 0, 2, &step, &peak));
+  ck_assert_uint_eq(w + g + st + act, peak);
+  ck_assert_uint_ge(act, step);
+  /* the count that plans nothing: every output (8 + 8 + 3), and the gradients of the outputs
+   * backward visits, only the head's (3) */
+  size_t bw = 0, bg = 0, bound = 0;
+  OK(strop__model_memory_bound("t", mm, 10, &bw, &bg, &bound));
+  ck_assert_uint_eq(bw, w);
+  ck_assert_uint_eq(bg, g);
+  ck_assert_uint_eq(bound, (size_t)10 * 4 * (8 + 8 + 3 + 3));
   OK(strop_model_memory_estimate(mm, 1, 0, NULL, NULL, &st, NULL));
   ck_assert_uint_eq(st, 0);
   strop_model_free(mm);

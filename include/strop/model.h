@@ -903,8 +903,12 @@ STROP_API STROP_NODISCARD strop_status strop_model_clone(const strop_model *mode
 STROP_API int64_t strop_model_summary(const strop_model *model, char *buf, size_t cap);
 
 /**
- * @brief Estimates the memory a training step will take, in bytes.
- * @param[in]  model           A finalized model; only read.
+ * @brief Estimates the memory a training step will take, in bytes: the four figures add up to
+ *        the peak strop_model_step_memory() predicts for the model's input shape.
+ * @param[in]  model           A finalized model. With @p activations, its step is planned as
+ *                             strop_model_step_memory() plans it, which leaves the model as it
+ *                             was (a forward awaiting its backward is dropped); not thread-safe
+ *                             on one model.
  * @param[in]  batch           Batch size >= 1.
  * @param[in]  optimizer_slots Values of optimizer state per trainable value, 0 .. 8: 0 (SGD),
  *                             1 (SGD with momentum), 2 (Adam, AdamW).
@@ -914,17 +918,22 @@ STROP_API int64_t strop_model_summary(const strop_model *model, char *buf, size_
  *                             may be NULL.
  * @param[out] grads           Gradients (trainable parameters only); may be NULL.
  * @param[out] optim_state     Optimizer state (trainable parameters only); may be NULL.
- * @param[out] activations     Every node's output for the batch, plus the output gradients
- *                             of the nodes backward visits (those with a trainable parameter
- *                             at or upstream); layer scratch such as im2col is not counted.
- *                             Where a conv2d runs the relu / maxpool2d after it (fusion),
- *                             their intermediate outputs are not stored, so this is an upper
- *                             bound. May be NULL.
+ * @param[out] activations     The rest of the step's peak, planned by running a step of the
+ *                             model's input shape on zeros (strop_model_step_memory()): the
+ *                             step memory (activations the backward reads, tensors layers save,
+ *                             gradients of activations, layer scratch, the loss's gradient or,
+ *                             for an LM head run with its cross-entropy, one chunk of its
+ *                             rows, GEMM buffers) and the copies of weights a step makes and
+ *                             keeps (frozen batch norms folded into convolutions, BF16 copies
+ *                             under a BF16 compute dtype). Before 0.2 it was every node's
+ *                             output plus the gradients backward visits, a bound. May be NULL
+ *                             (nothing is planned).
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL model, batch < 1, slots outside 0..8);
  *         STROP_E_STATE (not finalized); STROP_E_SHAPE (a byte count overflows size_t, e.g.
- *         batch = 2^62: do not use the outputs); STROP_E_NOMEM (a model of more than 256
- *         nodes needs a scratch array).
- * @since 0.1
+ *         batch = 2^62: do not use the outputs; or a layer refuses the input shape);
+ *         STROP_E_NOMEM (a model of more than 256 nodes needs a scratch array, or the planning
+ *         ran out of memory). Outputs are written only on success.
+ * @since 0.1 (@p activations planned since 0.2)
  */
 STROP_API STROP_NODISCARD strop_status strop_model_memory_estimate(
     const strop_model *model, int64_t batch, int optimizer_slots, size_t *weights, size_t *grads,
@@ -935,7 +944,8 @@ STROP_API STROP_NODISCARD strop_status strop_model_memory_estimate(
  *        forward and backward in train mode on zeros, in memory of their own, at the batch
  *        itself when it is at most 4 and otherwise at 2 and 4 samples, extrapolated linearly.
  *
- * Unlike strop_model_memory_estimate(), the step memory follows what a step really holds:
+ * strop_model_memory_estimate() gives the same peak, in four parts, at the model's input shape.
+ * The step memory follows what a step really holds:
  * the activations that the backward reads (frozen parts keep only what is live, in-place
  * layers share memory, checkpointed blocks keep their inputs and recompute one block at a
  * time), the tensors layers save for their backward, the gradients of activations, layer

@@ -152,10 +152,17 @@ typedef struct strop__row_loss {
  * one against the other), else yes where it applies. */
 extern int strop__fused_loss;
 /* Rows per chunk of such a step (tests: small chunks on small models), or 0: as many as fit
- * STROP__ROWS_CHUNK_BYTES of output, at least STROP__ROWS_CHUNK_MIN. */
+ * STROP__ROWS_CHUNK_BYTES of output, at least STROP__ROWS_CHUNK_MIN, spread evenly over the
+ * chunks that takes and rounded up to STROP__ROWS_CHUNK_ALIGN. */
 extern int64_t strop__fused_loss_rows;
 #define STROP__ROWS_CHUNK_BYTES ((size_t)16 << 20)
-#define STROP__ROWS_CHUNK_MIN 32
+/* (each chunk's products read the whole weight again: below about 192 rows that pass costs
+ * more than the chunk's logits stay in cache to save, bench_lmhead's GPT-2 head 1.08x the whole
+ * head's CPU time at 64 rows, 1.06x at 96, 1.025x at 128, 1.016x at 192) */
+#define STROP__ROWS_CHUNK_MIN 192
+#define STROP__ROWS_CHUNK_ALIGN 32
+/* The rows per chunk of such a step over rows of cols outputs. */
+int64_t strop__rows_chunk(int64_t rows, int64_t cols);
 
 /* After a forward that left its last node to a loss (m->rows_fused): the last node's output a
  * chunk of rows at a time, each chunk given to loss (grad 0); an evaluation's. */
@@ -188,6 +195,15 @@ int strop__model_blocks(const strop_model *m, const char *pattern, int *first);
  * a step's. */
 strop_status strop__model_probe_step(strop_model *m, int64_t n, const strop__shape *shape,
                                      int rows, size_t *arena_peak, size_t *out_bytes);
+
+/* What a model holds and a bound of a step's activations, counted without running one: its
+ * parameters and buffers as held (*weights), the gradients of its trainable parameters
+ * (*grads), and every node's output for n samples plus the output gradient of every node the
+ * backward visits (*act_bound: an upper bound, for a quick look at whether a step could fit; the
+ * step's memory is what strop__model_probe_step plans). STROP_OK, STROP_E_SHAPE (a byte count
+ * overflows: the sentence names fn, n and the node) or STROP_E_NOMEM. */
+strop_status strop__model_memory_bound(const char *fn, const strop_model *m, int64_t n,
+                                       size_t *weights, size_t *grads, size_t *act_bound);
 
 /* Add a node from parsed options (YAML spec loader, surgery). Takes ownership of nothing;
  * copies the options. inputs: n_inputs names ("input" = model input); n_inputs == 0 means

@@ -909,12 +909,18 @@ static int rows_fusable(const strop_model *m, int training) {
          !(m->ckpt_first && m->ckpt_first[nn - 1] >= 0) && m->run_shapes[nn - 1].rank >= 1;
 }
 
-/* Rows per chunk for rows of cols floats. */
-static int64_t rows_chunk(int64_t rows, int64_t cols) {
+int64_t strop__rows_chunk(int64_t rows, int64_t cols) {
   int64_t c = strop__fused_loss_rows;
   if (c <= 0) {
     c = (int64_t)(STROP__ROWS_CHUNK_BYTES / ((size_t)cols * sizeof(float)));
     if (c < STROP__ROWS_CHUNK_MIN) c = STROP__ROWS_CHUNK_MIN;
+    if (c < rows) {
+      /* as many chunks as that takes, of even size, each a whole number of the 32 rows the
+       * product with a weight read in place computes at once (sgemm_sup_t pads a chunk to
+       * them: 83 rows cost 96) */
+      const int64_t n = (rows + c - 1) / c, a = STROP__ROWS_CHUNK_ALIGN;
+      c = ((rows + n - 1) / n + a - 1) / a * a;
+    }
   }
   return c < rows ? c : rows;
 }
@@ -1578,7 +1584,7 @@ static strop_status rows_run(strop_model *m, strop__node *nd, strop__exec *x,
   const strop__shape *os = &m->run_shapes[m->n_nodes - 1];
   const int64_t cols = os->d[os->rank - 1], width = in->shape.d[in->shape.rank - 1];
   const int64_t rows = (int64_t)(strop__shape_numel(&in->shape) / (size_t)width) * in->n;
-  const int64_t chunk = rows_chunk(rows, cols);
+  const int64_t chunk = strop__rows_chunk(rows, cols);
   if (rows == 0) return STROP_OK;
   float *v = strop__arena_alloc(&m->arena, (size_t)chunk * (size_t)cols * sizeof *v);
   if (!v)

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* strop — planning a training step's memory by running one: a forward and backward on zeros in
- * an arena of their own, leaving every state of the model as it was. */
+ * an arena of their own, leaving every state of the model as it was; and what a model holds,
+ * counted from its parameters. */
 #include <stdio.h>
 #include <string.h>
 
@@ -131,4 +132,51 @@ done:
   strop__free(input);
   strop__free(dout);
   return s;
+}
+
+strop_status strop__model_memory_bound(const char *fn, const strop_model *m, int64_t n,
+                                       size_t *weights, size_t *grads, size_t *act_bound) {
+  size_t w = 0, g = 0, fwd = 0, bwd = 0;
+  /* which nodes backward visits: a trainable parameter at or upstream (as the graph does) */
+  const int cap = m->n_nodes ? m->n_nodes : 1;
+  int up_local[256];
+  int *up = cap <= 256 ? up_local : strop__malloc((size_t)cap * sizeof *up);
+  if (!up) return STROP__NOMEM(fn);
+  for (int i = 0; i < m->n_nodes; i++) {
+    const strop__node *nd = &m->nodes[i];
+    int u = 0;
+    for (int j = 0; j < nd->n_params; j++) {
+      const strop__param *p = &nd->params[j];
+      if (p->tied) { /* the tensor of another slot: counted there */
+        u |= !p->is_buffer && p->tied->trainable;
+        continue;
+      }
+      w += strop__param_bytes(p);
+      if (!p->is_buffer && p->trainable) {
+        g += p->numel * sizeof(float);
+        u = 1;
+      }
+    }
+    for (int j = 0; j < nd->n_in && !u; j++) u = nd->in[j] >= 0 && up[nd->in[j]];
+    up[i] = u;
+    size_t out;
+    if (strop__mul_overflow(strop__shape_numel(&nd->out_shape) * sizeof(float), (size_t)n,
+                            &out) ||
+        fwd + out < fwd || (u && bwd + out < bwd)) {
+      if (up != up_local) strop__free(up);
+      return strop__err(STROP_E_SHAPE,
+                        "%s: batch %lld: the activations overflow a byte count at node '%s'", fn,
+                        (long long)n, nd->name);
+    }
+    fwd += out;
+    if (u) bwd += out;
+  }
+  if (up != up_local) strop__free(up);
+  if (fwd + bwd < fwd)
+    return strop__err(STROP_E_SHAPE, "%s: batch %lld: the activations overflow a byte count", fn,
+                      (long long)n);
+  *weights = w;
+  *grads = g;
+  *act_bound = fwd + bwd;
+  return STROP_OK;
 }

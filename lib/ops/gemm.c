@@ -361,28 +361,32 @@ static void pack_a_tail(const float *a, int64_t rsa, int64_t csa, int64_t rows, 
 /* Small-and-skinny path, no packing: C = alpha op(A) B + beta C with B not transposed. A and B
  * are read in place (a last panel of fewer than 8 rows of A is copied), so the weights of a
  * layer are not repacked at every step; the tile loop and the k blocks are the packed path's,
- * and so are the bits. */
+ * and so are the bits. A is read once per 32 columns of C: whole when it fits L2, else (a long
+ * k: the input gradient of an LM head over a chunk of rows, k the vocabulary) one k block at a
+ * time, the blocks outermost, so that it is not streamed from memory n / 32 times. Each tile of
+ * C still adds the blocks in k order: the order of the loops changes no bit. */
 __attribute__((target("avx512f"))) static void sgemm_sup_n(
     int ta, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
     const float *b, int64_t ldb, float beta, float *c, int64_t ldc, float *tail, unsigned *bad) {
   const int64_t rsa = ta ? 1 : lda, csa = ta ? lda : 1;
+  const int blocks_outer = m * k > 256 * KC;
   __m512 acc[16];
-  for (int64_t j = 0; j < n; j += NR) {
-    const int64_t nr = n - j < NR ? n - j : NR;
-    for (int64_t pc = 0; pc < k; pc += KC) {
-      const int64_t kc = k - pc < KC ? k - pc : KC;
-      const float be = pc == 0 ? beta : 1.0f;
-      for (int64_t i = 0; i < m; i += MR) {
-        const int64_t mr = m - i < MR ? m - i : MR;
-        const float *ai = a + i * rsa + pc * csa;
-        if (mr == MR) {
-          kernel_direct(kc, ai, rsa, csa, b + pc * ldb + j, ldb, nr < NR, acc, nr);
-        } else {
-          pack_a_tail(ai, rsa, csa, mr, kc, tail);
-          kernel_direct(kc, tail, 1, MR, b + pc * ldb + j, ldb, nr < NR, acc, nr);
-        }
-        store_tile(acc, c + i * ldc + j, ldc, alpha, be, mr, nr, pc + kc == k ? bad : NULL);
+  const int64_t n_j = (n + NR - 1) / NR, n_pc = (k + KC - 1) / KC;
+  for (int64_t u = 0; u < n_j * n_pc; u++) {
+    const int64_t j = (blocks_outer ? u % n_j : u / n_pc) * NR;
+    const int64_t pc = (blocks_outer ? u / n_j : u % n_pc) * KC;
+    const int64_t nr = n - j < NR ? n - j : NR, kc = k - pc < KC ? k - pc : KC;
+    const float be = pc == 0 ? beta : 1.0f;
+    for (int64_t i = 0; i < m; i += MR) {
+      const int64_t mr = m - i < MR ? m - i : MR;
+      const float *ai = a + i * rsa + pc * csa;
+      if (mr == MR) {
+        kernel_direct(kc, ai, rsa, csa, b + pc * ldb + j, ldb, nr < NR, acc, nr);
+      } else {
+        pack_a_tail(ai, rsa, csa, mr, kc, tail);
+        kernel_direct(kc, tail, 1, MR, b + pc * ldb + j, ldb, nr < NR, acc, nr);
       }
+      store_tile(acc, c + i * ldc + j, ldc, alpha, be, mr, nr, pc + kc == k ? bad : NULL);
     }
   }
 }

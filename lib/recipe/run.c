@@ -1354,17 +1354,19 @@ static void history_from_trainer(ctx *c, const strop_trainer *t) {
 }
 
 /* Without train.memory_limit_mb, a stage's step is checked against the machine's limit
- * (strop_memory_available) only when that limit is tight: below twice what
- * strop_model_memory_estimate counts (weights, gradients, optimizer state, every activation)
- * plus 256 MB for scratch. A run that plainly fits plans nothing and changes nothing. */
+ * (strop_memory_available) only when that limit is tight: below twice what a step could hold
+ * by a count that plans nothing (strop__model_memory_bound: weights, gradients, optimizer
+ * state, every activation) plus 256 MB for scratch. A run that plainly fits plans nothing and
+ * changes nothing. */
 static strop_status memory_is_tight(strop_model *m, int64_t batch, int slots, int *tight) {
-  size_t room = 0, w = 0, g = 0, o = 0, a = 0;
+  size_t room = 0, w = 0, g = 0, a = 0;
   *tight = 0;
   if (strop_memory_available(&room, NULL, 0) != STROP_OK)
     return STROP_OK; /* no limit can be read: nothing to check against */
-  strop_status s = strop_model_memory_estimate(m, batch, slots, &w, &g, &o, &a);
+  strop_status s = strop__model_memory_bound(FN, m, batch, &w, &g, &a);
   if (s) return s;
-  const double need = 2.0 * ((double)g + (double)o + (double)a) + (double)w + 256e6;
+  const double o = (double)g * slots;
+  const double need = 2.0 * ((double)g + o + (double)a) + (double)w + 256e6;
   *tight = (double)room + (double)w < need;
   return STROP_OK;
 }

@@ -76,69 +76,6 @@ int64_t strop_model_summary(const strop_model *model, char *buf, size_t cap) {
   return n;
 }
 
-strop_status strop_model_memory_estimate(const strop_model *model, int64_t batch,
-                                         int optimizer_slots, size_t *weights, size_t *grads,
-                                         size_t *optim_state, size_t *activations) {
-  static const char fn[] = "strop_model_memory_estimate";
-  if (!model) return strop__err(STROP_E_INVALID_ARG, "%s: model is NULL", fn);
-  if (!model->finalized) return strop__err(STROP_E_STATE, "%s: the model is not finalized", fn);
-  if (batch < 1)
-    return strop__err(STROP_E_INVALID_ARG, "%s: batch must be >= 1, got %lld", fn,
-                      (long long)batch);
-  if (optimizer_slots < 0 || optimizer_slots > 8)
-    return strop__err(STROP_E_INVALID_ARG,
-                      "%s: optimizer_slots must be in 0..8 (0 SGD, "
-                      "1 momentum, 2 Adam), got %d",
-                      fn, optimizer_slots);
-  size_t w = 0, g = 0, fwd = 0, bwd = 0, slots;
-  /* which nodes backward visits: a trainable parameter at or upstream (as the graph does) */
-  int up_cap = model->n_nodes ? model->n_nodes : 1;
-  int up_local[256];
-  int *up = up_cap <= 256 ? up_local : strop__malloc((size_t)up_cap * sizeof *up);
-  if (!up) return STROP__NOMEM(fn);
-  for (int i = 0; i < model->n_nodes; i++) {
-    const strop__node *n = &model->nodes[i];
-    int u = 0;
-    for (int j = 0; j < n->n_params; j++) {
-      const strop__param *p = &n->params[j];
-      if (p->tied) { /* the tensor of another slot: counted there */
-        u |= !p->is_buffer && p->tied->trainable;
-        continue;
-      }
-      w += strop__param_bytes(p);
-      if (!p->is_buffer && p->trainable) {
-        g += p->numel * sizeof(float);
-        u = 1;
-      }
-    }
-    for (int j = 0; j < n->n_in && !u; j++) u = n->in[j] >= 0 && up[n->in[j]];
-    up[i] = u;
-    size_t out;
-    if (strop__mul_overflow(strop__shape_numel(&n->out_shape) * sizeof(float), (size_t)batch,
-                            &out) ||
-        fwd + out < fwd || (u && bwd + out < bwd)) {
-      if (up != up_local) strop__free(up);
-      return strop__err(STROP_E_SHAPE,
-                        "%s: batch %lld: the activations overflow a byte count at "
-                        "node '%s'",
-                        fn, (long long)batch, n->name);
-    }
-    fwd += out;
-    if (u) bwd += out;
-  }
-  if (up != up_local) strop__free(up);
-  if (fwd + bwd < fwd)
-    return strop__err(STROP_E_SHAPE, "%s: batch %lld: the activations overflow a byte count", fn,
-                      (long long)batch);
-  if (weights) *weights = w;
-  if (grads) *grads = g;
-  if (strop__mul_overflow(g, (size_t)optimizer_slots, &slots))
-    return strop__err(STROP_E_SHAPE, "%s: the optimizer state overflows a byte count", fn);
-  if (optim_state) *optim_state = slots;
-  if (activations) *activations = fwd + bwd;
-  return STROP_OK;
-}
-
 /* ---- the peak of a training step, planned ---- */
 typedef struct step_figures {
   size_t weights, grads, optim, act; /* act: step memory at batch: the step arena as it holds
@@ -162,9 +99,11 @@ static size_t figures_peak(const step_figures *f) {
  * otherwise at 2 and 4 samples and extrapolated. */
 static strop_status plan_figures(const char *fn, strop_model *m, int64_t batch,
                                  const strop__shape *shape, int slots, step_figures *f) {
-  strop_status s = strop_model_memory_estimate(m, batch, slots, &f->weights, &f->grads, &f->optim,
-                                               NULL);
+  size_t bound = 0;
+  strop_status s = strop__model_memory_bound(fn, m, batch, &f->weights, &f->grads, &bound);
   if (s) return s;
+  if (strop__mul_overflow(f->grads, (size_t)slots, &f->optim))
+    return strop__err(STROP_E_SHAPE, "%s: the optimizer state overflows a byte count", fn);
   const int64_t n1 = batch <= 4 ? batch : 2, n2 = batch <= 4 ? batch : 4;
   size_t a1 = 0, a2 = 0, o1 = 0, o2 = 0;
   /* as the trainer runs a step with its default loss, the cross-entropy: fused with the last
@@ -256,6 +195,43 @@ strop_status strop_model_step_memory(strop_model *model, int64_t batch,
   return STROP_OK;
 }
 
+strop_status strop_model_memory_estimate(const strop_model *model, int64_t batch,
+                                         int optimizer_slots, size_t *weights, size_t *grads,
+                                         size_t *optim_state, size_t *activations) {
+  static const char fn[] = "strop_model_memory_estimate";
+  if (!model) return strop__err(STROP_E_INVALID_ARG, "%s: model is NULL", fn);
+  if (!model->finalized) return strop__err(STROP_E_STATE, "%s: the model is not finalized", fn);
+  if (batch < 1)
+    return strop__err(STROP_E_INVALID_ARG, "%s: batch must be >= 1, got %lld", fn,
+                      (long long)batch);
+  if (optimizer_slots < 0 || optimizer_slots > 8)
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: optimizer_slots must be in 0..8 (0 SGD, "
+                      "1 momentum, 2 Adam), got %d",
+                      fn, optimizer_slots);
+  size_t w = 0, g = 0, bound = 0, o = 0;
+  strop_status s = strop__model_memory_bound(fn, model, batch, &w, &g, &bound);
+  if (s) return s;
+  if (strop__mul_overflow(g, (size_t)optimizer_slots, &o))
+    return strop__err(STROP_E_SHAPE, "%s: the optimizer state overflows a byte count", fn);
+  size_t act = 0;
+  if (activations) {
+    /* the rest of the peak as strop_model_step_memory plans it, at the model's input shape:
+     * the planning leaves every state of the model as it was (the copies of weights a step
+     * makes and keeps, which it counts, are made by the first step anyway) */
+    step_figures f;
+    strop__shape shape = model->in_shape;
+    if ((s = plan_figures(fn, (strop_model *)model, batch, &shape, optimizer_slots, &f)))
+      return s;
+    act = figures_peak(&f) - f.weights - f.grads - f.optim;
+  }
+  if (weights) *weights = w;
+  if (grads) *grads = g;
+  if (optim_state) *optim_state = o;
+  if (activations) *activations = act;
+  return STROP_OK;
+}
+
 /* "1.23 GB", "12.5 MB", "300 kB" */
 static const char *mb(size_t bytes, char *buf, size_t cap) {
   const double v = (double)bytes;
@@ -270,10 +246,10 @@ static const char *mb(size_t bytes, char *buf, size_t cap) {
  * the words naming it into why. */
 static strop_status machine_limit(const char *fn, const strop_model *m, size_t *limit, char *why,
                                   size_t cap) {
-  size_t room = 0, held = 0;
+  size_t room = 0, held = 0, grads = 0, act = 0;
   char src[96], a[32], b[32];
   strop_status s = strop_memory_available(&room, src, sizeof src);
-  if (!s) s = strop_model_memory_estimate(m, 1, 0, &held, NULL, NULL, NULL);
+  if (!s) s = strop__model_memory_bound(fn, m, 1, &held, &grads, &act);
   if (s) {
     strop__err_prefix("%s: reading the machine's memory limit", fn);
     return s;

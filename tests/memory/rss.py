@@ -1,10 +1,13 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
-"""strop test — strop_model_step_memory against the peak RSS a real training step reaches
-(issue 21): models of the issue's shapes at reduced depth, each run in a child process
-(bench/bench_big, AdamW), whose peak RSS during the steps (VmHWM) minus the process's RSS before
-the model was loaded (the baseline: code, C library, OpenBLAS as loaded) must be within 10% of the
-prediction strop_model_step_memory made before the first step.
+"""strop test — strop_model_step_memory and strop_model_memory_estimate against the peak RSS a
+real training step reaches (issue 21): models of the issue's shapes at reduced depth, each run in
+a child process (bench/bench_big, AdamW), whose peak RSS during the steps (VmHWM) minus the
+process's RSS before the model was loaded (the baseline: code, C library, OpenBLAS as loaded)
+must be within 10% of the prediction strop_model_step_memory made before the first step, and of
+the sum of strop_model_memory_estimate's four figures (weights, gradients, optimizer state,
+activations) for the model's input shape (bench_big declares a language model for the steps'
+length).
 
     rss.py BENCH_BIG OUT_DIR
 
@@ -71,9 +74,11 @@ def main():
         base = int(field(line, "rss_start_kb"))
         peak = int(field(line, "peak_rss_kb"))
         planned = int(field(line, "planned_peak_kb"))
+        estimate = int(field(line, "estimate_peak_kb"))
         measured = peak - base
         err = (planned - measured) / measured
-        ok = abs(err) <= TOLERANCE
+        est_err = (estimate - measured) / measured
+        ok = abs(err) <= TOLERANCE and abs(est_err) <= TOLERANCE
         setup = int(field(line, "peak_setup_kb"))
         setup_over = (setup - peak) / peak
         setup_ok = "_lora" not in row or setup_over <= SETUP_OVER_STEPS
@@ -81,7 +86,8 @@ def main():
         row_name = row + ("/" + env["FROZEN_DTYPE"] if "FROZEN_DTYPE" in env else "")
         print(f"{row_name:21s} baseline {base / 1024:7.1f} MB  peak {peak / 1024:7.1f} MB  "
               f"measured {measured / 1024:7.1f} MB  predicted {planned / 1024:7.1f} MB  "
-              f"error {err * 100:+5.1f}%  setup {setup / 1024:7.1f} MB ({setup_over * 100:+5.1f}%)"
+              f"error {err * 100:+5.1f}%  estimate {estimate / 1024:7.1f} MB "
+              f"({est_err * 100:+5.1f}%)  setup {setup / 1024:7.1f} MB ({setup_over * 100:+5.1f}%)"
               f"  {'ok' if ok else 'OVER 10%'}{'' if setup_ok else ', SETUP OVER THE STEPS'}"
               f"{'' if asserted else ' (known, not asserted)'}")
     return 1 if bad else 0

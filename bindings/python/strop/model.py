@@ -644,7 +644,9 @@ class Model(Handle):
         return checked_string(_lib.lib.strop_model_summary, self._h)
 
     def memory_estimate(self, batch, optimizer_slots=2):
-        """dict(weights, grads, optim_state, activations) in bytes for a training step."""
+        """dict(weights, grads, optim_state, activations) in bytes for a training step at the
+        model's input shape; they add up to step_memory's peak (activations: the rest of it,
+        planned by running a step on zeros)."""
         v = [ctypes.c_size_t() for _ in range(4)]
         check(_lib.lib.strop_model_memory_estimate(self._h, int(batch), int(optimizer_slots),
                                                    *[ctypes.byref(x) for x in v]))
