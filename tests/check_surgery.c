@@ -808,6 +808,74 @@ START_TEST(lora_saves_replaced_head) {
 }
 END_TEST
 
+/* A node that trains whole beside the adapters (a LayerNorm unfrozen with LoRA elsewhere) is
+ * saved as a module to save, so base + folder is the trained model; frozen nodes are not. */
+START_TEST(lora_saves_nodes_trained_whole) {
+  int64_t in[1] = {4};
+  strop_model *base = NULL;
+  OK(strop_model_create(1, in, &base));
+  OK(strop_model_add(base, "fc1", "linear", "out_features=8", NULL));
+  OK(strop_model_add(base, "ln", "layernorm", NULL, NULL));
+  OK(strop_model_add(base, "fc2", "linear", "out_features=8", NULL));
+  OK(strop_model_add(base, "head", "linear", "out_features=3", NULL));
+  OK(strop_model_finalize(base, 5));
+  float *x = rand_floats(4 * 4, 6, 1.0f);
+  make_tmp();
+  for (int unfreeze = 0; unfreeze < 2; unfreeze++) {
+    strop_model *m = NULL;
+    OK(strop_model_clone(base, &m));
+    strop_surgery *s = NULL;
+    OK(strop_surgery_create(m, &s));
+    OK(strop_surgery_freeze(s, "*", 0));
+    OK(strop_surgery_lora(s, "fc1", 2, 4.0f, 0.0f));
+    OK(strop_surgery_lora(s, "head", 2, 4.0f, 0.0f));
+    if (unfreeze) OK(strop_surgery_unfreeze(s, "ln", 0));
+    OK(strop_surgery_apply(s));
+    strop_surgery_free(s);
+    ck_assert_ptr_null(meta_str(m, "lora.modules_to_save"));
+    for (int step = 0; step < 3; step++) sgd_step(m, x, 4, 0.2f, (uint64_t)step + 1);
+    size_t ny = 0;
+    float *want = run(m, x, 4, &ny);
+    OK(strop_model_lora_save(m, g_tmp));
+    char path[400];
+    snprintf(path, sizeof path, "%s/adapter_config.json", g_tmp);
+    char *cfg = strop_test_read_file(path, NULL);
+    ck_assert_ptr_nonnull(cfg);
+    ck_assert_msg(
+        strstr(cfg, unfreeze ? "\"modules_to_save\": [\"ln\"]" : "\"modules_to_save\": null"),
+        "%s", cfg);
+    free(cfg);
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", g_tmp);
+    strop__st_file *f = NULL;
+    OK(strop__st_open("test", path, &f));
+    ck_assert_int_eq(f->n, unfreeze ? 6 : 4); /* two adapters, and ln's weight and bias */
+    ck_assert_int_eq(strop__st_find(f, "base_model.model.ln.weight") != NULL, unfreeze);
+    ck_assert_int_eq(strop__st_find(f, "base_model.model.ln.bias") != NULL, unfreeze);
+    ck_assert_ptr_null(strop__st_find(f, "base_model.model.fc2.weight")); /* frozen */
+    strop__st_close(f);
+    /* the base model + the folder = the trained model, the LayerNorm's values too */
+    strop_model *again = NULL;
+    OK(strop_model_clone(base, &again));
+    OK(strop_model_lora_load(again, g_tmp));
+    ck_assert(memcmp(strop__model_param_find(again, "ln.weight")->data,
+                     strop__model_param_find(m, "ln.weight")->data, 8 * sizeof(float)) == 0);
+    size_t ng = 0;
+    float *got = run(again, x, 4, &ng);
+    ck_assert_uint_eq(ng, ny);
+    ck_assert_msg(memcmp(got, want, ny * sizeof *got) == 0, "logits differ");
+    if (unfreeze) ck_assert_str_eq(meta_str(again, "lora.modules_to_save"), "[\"ln\"]");
+    else ck_assert_ptr_null(meta_str(again, "lora.modules_to_save"));
+    free(got);
+    free(want);
+    strop_model_free(again);
+    strop_model_free(m);
+  }
+  rm_tmp();
+  free(x);
+  strop_model_free(base);
+}
+END_TEST
+
 /* modules_to_save that do not fit the base: refused with the right status, the model as it
  * was; a list naming no node is refused when saving. */
 START_TEST(lora_modules_to_save_errors) {
@@ -815,6 +883,8 @@ START_TEST(lora_modules_to_save_errors) {
   OK(strop_model_clone(base, &m));
   strop_surgery *s = NULL;
   OK(strop_surgery_create(m, &s));
+  /* the trunk frozen: only the replaced node travels whole (lora_saves_nodes_trained_whole) */
+  OK(strop_surgery_freeze(s, "*", 0));
   OK(strop_surgery_replace(s, "features.1", "batchnorm2d", "num_features=4 eps=0.001", 3));
   OK(strop_surgery_lora(s, "head", 2, 4.0f, 0.0f));
   OK(strop_surgery_apply(s));
@@ -2085,6 +2155,7 @@ int main(void) {
   tcase_add_test(tc, lora_starts_exact_and_trains_adapters);
   tcase_add_test(tc, lora_save_and_reload);
   tcase_add_test(tc, lora_saves_replaced_head);
+  tcase_add_test(tc, lora_saves_nodes_trained_whole);
   tcase_add_test(tc, lora_modules_to_save_errors);
   tcase_add_test(tc, lora_peft_adapter);
   tcase_add_test(tc, lora_gradcheck);

@@ -1403,6 +1403,11 @@ STROP_API STROP_NODISCARD strop_status strop_model_lora_unmerge(strop_model *mod
  * saved whole (every parameter and buffer but the adapters, as `base_model.model.<name>`, the
  * names PEFT writes) and listed in `adapter_config.json`, so base model + folder gives back
  * the fine-tuned model (strop_model_lora_load()). @p dir and its missing parents are created.
+ *
+ * Since 0.2 a node without adapters whose own parameters train (a LayerNorm unfrozen beside
+ * the adapters, say) is saved whole and listed in `modules_to_save` too, after the listed ones:
+ * the base model's values of it are not the trained ones. (The own weights of a node that has
+ * adapters, such as a bias unfrozen after LoRA, are not saved.)
  * @param[in] model The model with adapters; only read.
  * @param[in] dir   The folder to write.
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_NOT_FOUND (no LoRA node, or

@@ -239,19 +239,50 @@ static void json_float(strop__sbuf *t, double v) {
   else strop__sbuf_printf(t, "%.7g", v);
 }
 
+/* Whether node n trains whole beside the adapters: it has none of its own, and one of its own
+ * parameters (not a buffer, not another's tied tensor) trains — a LayerNorm unfrozen beside
+ * LoRA, say. The base model's values of it are not the trained ones, so adapter files carry it
+ * as a module to save, as PEFT does with the modules it trains in full. */
+static int trained_whole(const strop__node *n) {
+  if (adapted_mask(n)) return 0;
+  for (int j = 0; j < n->n_params; j++) {
+    const strop__param *p = &n->params[j];
+    if (!p->is_adapter && !p->tied && !p->is_buffer && p->trainable) return 1;
+  }
+  return 0;
+}
+
+/* Adds node nd's own parameters and buffers (adapters and tied slots aside) under PEFT's
+ * names and lists the node in cfg. */
+static strop_status save_module(const strop__node *nd, strop__st_writer *w, strop__sbuf *cfg,
+                                int first) {
+  char key[600];
+  strop__sbuf_printf(cfg, "%s\"%s\"", first ? "[" : ", ",
+                     nd->name); /* node names need no JSON escape */
+  strop_status st = STROP_OK;
+  for (int j = 0; !st && j < nd->n_params; j++) {
+    const strop__param *p = &nd->params[j];
+    if (p->is_adapter || p->tied) continue;
+    snprintf(key, sizeof key, PREFIX "%s", p->name);
+    st = p->data ? strop__st_writer_add_f32(w, key, p->rank, p->dims, p->data)
+                 : strop__st_writer_add_i64(w, key, p->rank, p->dims, p->idata);
+  }
+  return st;
+}
+
 /* Adds the full weights of the modules_to_save nodes under PEFT's names (the module's own
  * state_dict names after "base_model.model.": PEFT drops "modules_to_save.<adapter>." when it
- * saves) and lists the nodes in cfg. Adapter tensors of such a node stay with the adapters. */
+ * saves) and lists the nodes in cfg: those the metadata lists, then those that train whole.
+ * Adapter tensors of such a node stay with the adapters. */
 static strop_status save_modules(const char *fn, const strop_model *m, strop__st_writer *w,
                                  strop__sbuf *cfg) {
-  char **names = NULL, key[600];
-  int n = 0;
+  char **names = NULL;
+  int n = 0, listed = 0;
   strop_status st = strop__mts_get(m, &names, &n);
   if (st) {
     strop__err_prefix("%s", fn);
     return st;
   }
-  strop__sbuf_printf(cfg, n ? "[" : "null");
   for (int i = 0; !st && i < n; i++) {
     int idx = strop__model_node_find(m, names[i]);
     if (idx < 0) {
@@ -261,18 +292,15 @@ static strop_status save_modules(const char *fn, const strop_model *m, strop__st
                       fn, names[i]);
       break;
     }
-    strop__sbuf_printf(cfg, "%s", i ? ", " : "");
-    strop__sbuf_printf(cfg, "\"%s\"", names[i]); /* node names need no JSON escape */
-    const strop__node *nd = &m->nodes[idx];
-    for (int j = 0; !st && j < nd->n_params; j++) {
-      const strop__param *p = &nd->params[j];
-      if (p->is_adapter || p->tied) continue;
-      snprintf(key, sizeof key, PREFIX "%s", p->name);
-      st = p->data ? strop__st_writer_add_f32(w, key, p->rank, p->dims, p->data)
-                   : strop__st_writer_add_i64(w, key, p->rank, p->dims, p->idata);
-    }
+    st = save_module(&m->nodes[idx], w, cfg, !listed++);
   }
-  if (n) strop__sbuf_printf(cfg, "]");
+  for (int i = 0; !st && i < m->n_nodes; i++) {
+    const strop__node *nd = &m->nodes[i];
+    int have = 0;
+    for (int k = 0; k < n; k++) have |= !strcmp(names[k], nd->name);
+    if (!have && trained_whole(nd)) st = save_module(nd, w, cfg, !listed++);
+  }
+  strop__sbuf_printf(cfg, listed ? "]" : "null");
   names_free(names, n);
   return st;
 }

@@ -766,6 +766,9 @@ assert share["adapt-full"] == 1.0 and share["adapt-last"] < 0.5, share
 for n in ("adapt-lora", "adapt-lora-emb", "adapt-full", "adapt-last"):
     assert ppl[n] < ppl["adapt-scratch"], (n, ppl)
 assert ppl["adapt-lora-emb"] < ppl["adapt-lora"], ppl
+# the LayerNorms that train beside its adapters travel in its PEFT folder (modules_to_save)
+cfg = json.load(open(f"{w}/adapt-lora-emb/adapters/adapter_config.json"))
+assert "transformer.ln_f" in cfg["modules_to_save"] and len(cfg["modules_to_save"]) == 9, cfg
 assert acc["lang-fewshot"] > 0.5, acc
 assert acc["lang-fewshot"] > acc["lang-scratch"], acc
 P
