@@ -5,6 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "core/arena.h"
 #include "core/core.h"
@@ -1527,6 +1530,59 @@ START_TEST(gemv_reports_nonfinite) {
 }
 END_TEST
 
+/* A product handed to OpenBLAS under an address-space limit that leaves no room for its work
+ * buffer (RLIMIT_AS, `ulimit -v`): Debian 12's OpenBLAS retries its malloc for ever there, so
+ * strop runs such a product in plain C (lib/ops/blas.c) — it must finish, with the right values,
+ * for every transpose. In a child, which an alarm ends if it hangs. Not under AddressSanitizer
+ * (its shadow memory is terabytes of address space, which no RLIMIT_AS sits above). */
+START_TEST(sgemm_under_address_limit) {
+#if defined(__SANITIZE_ADDRESS__)
+  printf("sgemm_under_address_limit: AddressSanitizer, skipped\n");
+#else
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    alarm(20);            /* a hang ends the child: never an orphan spinning on */
+    strop__gemm_impl = 1; /* OpenBLAS, whatever the CPU */
+    if (strop_set_num_threads(1)) _exit(10);
+    enum { M = 2, N = 2048, K = 6 }; /* a linear layer's forward on 2 samples */
+    float a[M * K], b[K * N], c[M * N];
+    for (int i = 0; i < M * K; i++) a[i] = (float)sin(0.3 * i);
+    for (int i = 0; i < K * N; i++) b[i] = (float)cos(0.7 * i);
+    FILE *st = fopen("/proc/self/status", "r");
+    char line[256];
+    long vm = 0;
+    while (st && fgets(line, sizeof line, st))
+      if (!strncmp(line, "VmSize:", 7)) vm = atol(line + 7);
+    if (st) fclose(st);
+    struct rlimit rl = {(rlim_t)vm * 1024 + ((rlim_t)48 << 20),
+                        (rlim_t)vm * 1024 + ((rlim_t)48 << 20)};
+    if (!vm || setrlimit(RLIMIT_AS, &rl)) _exit(11);
+    for (int t = 0; t < 4; t++) {
+      const int ta = t & 1, tb = t >> 1;
+      for (int i = 0; i < M * N; i++) c[i] = 0.5f;
+      /* A's and B's values read as op(A) [M, K] and op(B) [K, N] from their stored layouts */
+      strop__sgemm(ta, tb, M, N, K, 2.0f, a, ta ? M : K, b, tb ? K : N, 0.25f, c, N);
+      for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+          double r = 0.0;
+          for (int p = 0; p < K; p++)
+            r += (double)(ta ? a[p * M + i] : a[i * K + p]) *
+                 (double)(tb ? b[j * K + p] : b[p * N + j]);
+          if (fabs(2.0 * r + 0.125 - (double)c[i * N + j]) > 1e-4) _exit(20 + t);
+        }
+    }
+    _exit(0);
+  }
+  int status = 0;
+  ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+  ck_assert_msg(WIFEXITED(status), "the child did not finish (signal %d: hung?)",
+                WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+  ck_assert_msg(WEXITSTATUS(status) == 0, "the child exited %d", WEXITSTATUS(status));
+#endif
+}
+END_TEST
+
 /* ------------------------------------------------------------------ suite */
 
 static Suite *suite(void) {
@@ -1546,6 +1602,7 @@ static Suite *suite(void) {
       {"gemv_matches_gemm_bits", gemv_matches_gemm_bits},
       {"gemv_reports_nonfinite", gemv_reports_nonfinite},
       {"sgemm_reports_nonfinite", sgemm_reports_nonfinite},
+      {"sgemm_under_address_limit", sgemm_under_address_limit},
       {"kernel_nan", kernel_nan},
       {"kernel_relu6", kernel_relu6},
       {"kernel_mul_broadcast", kernel_mul_broadcast},

@@ -374,6 +374,7 @@ static int run_limited(const char *base, const char *limit, int with_rlimit, cha
   ck_assert_int_ge(pid, 0);
   if (pid == 0) {
     close(fd[0]);
+    alarm(240); /* a hang ends the child (and fails the test): never an orphan spinning on */
     strop_recipe *r = NULL;
     char rec[1024];
     snprintf(rec, sizeof rec,

@@ -1,8 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /* strop — the BLAS/LAPACK boundary: every call into OpenBLAS goes through here. */
 #include <cblas.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "core/core.h"
 #include "ops/dense.h"
@@ -64,6 +68,54 @@ static int block_nonfinite(const float *c, int64_t m, int64_t n, int64_t ldc) {
   return 0;
 }
 
+/* Debian 12's OpenBLAS (0.3.21) takes a work buffer of 128 MiB and a page from malloc the first
+ * time a call finds none of its buffers free, and retries for ever when that fails (OpenBLAS
+ * issue 5289, fixed upstream in 2025 by exiting): under an address-space limit (RLIMIT_AS, `ulimit
+ * -v`) that leaves less room, a product would hang the process. So until a thread has finished
+ * an OpenBLAS product (its buffer is then in OpenBLAS's table, kept and reused), it first looks
+ * at the room the limit leaves — nothing to look at without a limit — and where that is short of
+ * a buffer per thread of strop's pool, the product runs in plain C instead (blas_plain: the same
+ * products, summed in k order; slower, and not OpenBLAS's rounding). Read without allocating:
+ * near the limit, malloc is what fails. */
+enum { BLAS_BUFFER_ROOM = 136 << 20 };
+static _Thread_local int t_blas_had_buffer;
+
+static int blas_has_room(void) {
+  if (t_blas_had_buffer) return 1;
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return 1;
+  char buf[128];
+  const int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0; /* cannot tell: not worth the hang */
+  const ssize_t got = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (got <= 0) return 0;
+  buf[got] = '\0';
+  const long page = sysconf(_SC_PAGESIZE);
+  const unsigned long long used = strtoull(buf, NULL, 10) *
+                                  (unsigned long long)(page > 0 ? page : 4096);
+  const unsigned long long need = (unsigned long long)BLAS_BUFFER_ROOM *
+                                  (unsigned long long)strop__num_threads();
+  return (unsigned long long)rl.rlim_cur > used && (unsigned long long)rl.rlim_cur - used >= need;
+}
+
+/* C = alpha op(A) op(B) + beta C in plain C (beta 0: C not read, as BLAS) */
+static void blas_plain(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha,
+                       const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                       float *c, int64_t ldc) {
+  for (int64_t i = 0; i < m; i++) {
+    float *ci = c + i * ldc;
+    for (int64_t j = 0; j < n; j++) ci[j] = beta == 0.0f ? 0.0f : beta * ci[j];
+    for (int64_t p = 0; p < k; p++) {
+      const float aip = alpha * (ta ? a[p * lda + i] : a[i * lda + p]);
+      if (tb)
+        for (int64_t j = 0; j < n; j++) ci[j] += aip * b[j * ldb + p];
+      else
+        for (int64_t j = 0; j < n; j++) ci[j] += aip * b[p * ldb + j];
+    }
+  }
+}
+
 static void gemm_call(gemm_job *j, int64_t m, int64_t n, const float *a, const float *b,
                       float *c) {
   int bad = 0;
@@ -77,6 +129,11 @@ static void gemm_call(gemm_job *j, int64_t m, int64_t n, const float *a, const f
     if (bad) atomic_store(&j->bad, 1);
     return;
   }
+  if (!blas_has_room()) {
+    blas_plain(j->ta, j->tb, m, n, j->k, j->alpha, a, j->lda, b, j->ldb, j->beta, c, j->ldc);
+    if (j->check && block_nonfinite(c, m, n, j->ldc)) atomic_store(&j->bad, 1);
+    return;
+  }
   /* the own kernel could not run (no packing buffer): OpenBLAS, in a section of its own */
   const int section = j->own || j->gemv;
   if (section) strop__blas_enter();
@@ -84,6 +141,7 @@ static void gemm_call(gemm_job *j, int64_t m, int64_t n, const float *a, const f
               (blasint)m, (blasint)n, (blasint)j->k, j->alpha, a, (blasint)j->lda, b,
               (blasint)j->ldb, j->beta, c, (blasint)j->ldc);
   if (section) strop__blas_leave();
+  t_blas_had_buffer = 1;
   if (j->check && block_nonfinite(c, m, n, j->ldc)) atomic_store(&j->bad, 1);
 }
 
