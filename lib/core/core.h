@@ -169,6 +169,10 @@ void strop__par_zero(float *p, size_t n);
 /* ---- the machine's memory limits (memlimit.c) ---- */
 /* strop_memory_available with the proc and cgroup file systems under `proc` and `sys`
  * ("/proc", "/sys/fs/cgroup"; tests point them at fixtures); source as there. */
+/* The least room RLIMIT_AS and RLIMIT_DATA leave this process (limit less VmSize / VmData):
+ * 1 with *room (UINT64_MAX when neither is set); 0 when one is set and what the process has
+ * taken of it cannot be read (near such a limit, reading may itself fail to allocate). */
+int strop__rlimit_room(uint64_t *room);
 strop_status strop__memory_available_at(const char *proc, const char *sys, size_t *bytes,
                                         char *source, size_t cap);
 

@@ -124,20 +124,36 @@ static void cgroups(best *b, const char *proc, const char *sys) {
   fclose(cg);
 }
 
+/* the per-process limits and what the process has taken of each (a key of /proc/self/status) */
+static const struct {
+  int res;
+  const char *name, *used;
+} g_rlimits[] = {{RLIMIT_AS, "RLIMIT_AS", "VmSize"}, {RLIMIT_DATA, "RLIMIT_DATA", "VmData"}};
+
 static void rlimits(best *b, const char *proc) {
   char f[1100];
   snprintf(f, sizeof f, "%s/self/status", proc);
-  static const struct {
-    int res;
-    const char *name, *used;
-  } L[] = {{RLIMIT_AS, "RLIMIT_AS", "VmSize"}, {RLIMIT_DATA, "RLIMIT_DATA", "VmData"}};
-  for (size_t i = 0; i < sizeof L / sizeof L[0]; i++) {
+  for (size_t i = 0; i < sizeof g_rlimits / sizeof g_rlimits[0]; i++) {
     struct rlimit rl;
-    if (getrlimit(L[i].res, &rl) || rl.rlim_cur == RLIM_INFINITY) continue;
+    if (getrlimit(g_rlimits[i].res, &rl) || rl.rlim_cur == RLIM_INFINITY) continue;
     uint64_t used = 0;
-    if (!read_kb(f, L[i].used, &used)) used = 0;
-    consider(b, L[i].name, (uint64_t)rl.rlim_cur, used);
+    if (!read_kb(f, g_rlimits[i].used, &used)) used = 0;
+    consider(b, g_rlimits[i].name, (uint64_t)rl.rlim_cur, used);
   }
+}
+
+int strop__rlimit_room(uint64_t *room) {
+  best b;
+  memset(&b, 0, sizeof b);
+  for (size_t i = 0; i < sizeof g_rlimits / sizeof g_rlimits[0]; i++) {
+    struct rlimit rl;
+    if (getrlimit(g_rlimits[i].res, &rl) || rl.rlim_cur == RLIM_INFINITY) continue;
+    uint64_t used = 0;
+    if (!read_kb("/proc/self/status", g_rlimits[i].used, &used)) return 0;
+    consider(&b, g_rlimits[i].name, (uint64_t)rl.rlim_cur, used);
+  }
+  *room = b.have ? b.room : UINT64_MAX;
+  return 1;
 }
 
 strop_status strop__memory_available_at(const char *proc, const char *sys, size_t *bytes,

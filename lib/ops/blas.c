@@ -1,12 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* strop — the BLAS/LAPACK boundary: every call into OpenBLAS goes through here. */
 #include <cblas.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
-#include <stdlib.h>
-#include <sys/resource.h>
-#include <unistd.h>
 
 #include "core/core.h"
 #include "ops/dense.h"
@@ -70,33 +66,21 @@ static int block_nonfinite(const float *c, int64_t m, int64_t n, int64_t ldc) {
 
 /* Debian 12's OpenBLAS (0.3.21) takes a work buffer of 128 MiB and a page from malloc the first
  * time a call finds none of its buffers free, and retries for ever when that fails (OpenBLAS
- * issue 5289, fixed upstream in 2025 by exiting): under an address-space limit (RLIMIT_AS, `ulimit
- * -v`) that leaves less room, a product would hang the process. So until a thread has finished
- * an OpenBLAS product (its buffer is then in OpenBLAS's table, kept and reused), it first looks
- * at the room the limit leaves — nothing to look at without a limit — and where that is short of
- * a buffer per thread of strop's pool, the product runs in plain C instead (blas_plain: the same
- * products, summed in k order; slower, and not OpenBLAS's rounding). Read without allocating:
- * near the limit, malloc is what fails. */
+ * issue 5289, fixed upstream in 2025 by exiting): under a per-process limit (RLIMIT_AS, `ulimit
+ * -v`; RLIMIT_DATA, `ulimit -d`) that leaves less room, a product would hang the process. So
+ * until a thread has finished an OpenBLAS product (its buffer is then in OpenBLAS's table, kept
+ * and reused), it first asks for the room those limits leave (strop__rlimit_room: nothing to
+ * read without a limit), and where that is short of a buffer per thread of strop's pool, or
+ * cannot be read, the product runs in plain C instead (blas_plain: the same products, summed in
+ * k order; slower, and not OpenBLAS's rounding). */
 enum { BLAS_BUFFER_ROOM = 136 << 20 };
 static _Thread_local int t_blas_had_buffer;
 
 static int blas_has_room(void) {
   if (t_blas_had_buffer) return 1;
-  struct rlimit rl;
-  if (getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return 1;
-  char buf[128];
-  const int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0; /* cannot tell: not worth the hang */
-  const ssize_t got = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (got <= 0) return 0;
-  buf[got] = '\0';
-  const long page = sysconf(_SC_PAGESIZE);
-  const unsigned long long used = strtoull(buf, NULL, 10) *
-                                  (unsigned long long)(page > 0 ? page : 4096);
-  const unsigned long long need = (unsigned long long)BLAS_BUFFER_ROOM *
-                                  (unsigned long long)strop__num_threads();
-  return (unsigned long long)rl.rlim_cur > used && (unsigned long long)rl.rlim_cur - used >= need;
+  uint64_t room = 0;
+  return strop__rlimit_room(&room) &&
+         room >= (uint64_t)BLAS_BUFFER_ROOM * (uint64_t)strop__num_threads();
 }
 
 /* C = alpha op(A) op(B) + beta C in plain C (beta 0: C not read, as BLAS) */
