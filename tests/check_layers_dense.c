@@ -1549,15 +1549,7 @@ START_TEST(sgemm_under_address_limit) {
     float a[M * K], b[K * N], c[M * N];
     for (int i = 0; i < M * K; i++) a[i] = (float)sin(0.3 * i);
     for (int i = 0; i < K * N; i++) b[i] = (float)cos(0.7 * i);
-    FILE *st = fopen("/proc/self/status", "r");
-    char line[256];
-    long vm = 0;
-    while (st && fgets(line, sizeof line, st))
-      if (!strncmp(line, "VmSize:", 7)) vm = atol(line + 7);
-    if (st) fclose(st);
-    struct rlimit rl = {(rlim_t)vm * 1024 + ((rlim_t)48 << 20),
-                        (rlim_t)vm * 1024 + ((rlim_t)48 << 20)};
-    if (!vm || setrlimit(RLIMIT_AS, &rl)) _exit(11);
+    if (strop_test_limit_address_space(48)) _exit(11);
     for (int t = 0; t < 4; t++) {
       const int ta = t & 1, tb = t >> 1;
       for (int i = 0; i < M * N; i++) c[i] = 0.5f;

@@ -388,15 +388,7 @@ static int run_limited(const char *base, const char *limit, int with_rlimit, cha
     int s = strop_set_num_threads(1);
     if (!s) s = strop_recipe_load_string(rec, base, &r);
     if (!s && with_rlimit) {
-      FILE *st = fopen("/proc/self/status", "r");
-      char line[256];
-      long vm = 0;
-      while (st && fgets(line, sizeof line, st))
-        if (!strncmp(line, "VmSize:", 7)) vm = atol(line + 7);
-      if (st) fclose(st);
-      struct rlimit rl = {(rlim_t)vm * 1024 + ((rlim_t)96 << 20),
-                          (rlim_t)vm * 1024 + ((rlim_t)96 << 20)};
-      if (!vm || setrlimit(RLIMIT_AS, &rl)) _exit(100);
+      if (strop_test_limit_address_space(96)) _exit(100);
     }
     strop_run_options o;
     strop_run_options_init(&o);

@@ -5,6 +5,8 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
 
 #include "core/core.h"
 
@@ -98,4 +100,16 @@ strop_model *strop_test_build(int rank, const int64_t *shape, const strop_test_n
         nodes[i].name);
   strop_test_must(strop_model_finalize(m, seed), "strop_model_finalize");
   return m;
+}
+
+int strop_test_limit_address_space(long extra_mb) {
+  FILE *st = fopen("/proc/self/status", "r");
+  char line[256];
+  long vm = 0;
+  while (st && fgets(line, sizeof line, st))
+    if (!strncmp(line, "VmSize:", 7)) vm = atol(line + 7);
+  if (st) fclose(st);
+  const rlim_t lim = (rlim_t)vm * 1024 + ((rlim_t)extra_mb << 20);
+  struct rlimit rl = {lim, lim};
+  return vm && !setrlimit(RLIMIT_AS, &rl) ? 0 : -1;
 }

@@ -32,6 +32,10 @@ double strop_test_max_rel(const float *a, const float *b, size_t n, double floor
 /* Reads a whole file into a malloc'd buffer (NUL-terminated); NULL if it cannot. */
 char *strop_test_read_file(const char *path, size_t *len_out);
 
+/* Limits this process's address space (RLIMIT_AS) to what it maps now plus extra_mb: 0 when
+ * set, -1 when VmSize could not be read or the limit not set. For forked children only. */
+int strop_test_limit_address_space(long extra_mb);
+
 /* Runs op(ctx) with the 1st, 2nd, ... allocation failing until it succeeds. Each failure must
  * return STROP_E_NOMEM, leave a non-empty error sentence and no live allocation beyond those
  * present before (cleanup(ctx) is called after each successful run to free its result).
