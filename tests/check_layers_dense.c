@@ -1566,11 +1566,7 @@ START_TEST(sgemm_under_address_limit) {
     }
     _exit(0);
   }
-  int status = 0;
-  ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-  ck_assert_msg(WIFEXITED(status), "the child did not finish (signal %d: hung?)",
-                WIFSIGNALED(status) ? WTERMSIG(status) : 0);
-  ck_assert_msg(WEXITSTATUS(status) == 0, "the child exited %d", WEXITSTATUS(status));
+  strop_test_wait_child(pid);
 #endif
 }
 END_TEST

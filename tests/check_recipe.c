@@ -831,9 +831,7 @@ START_TEST(outputs_ready_before_training) {
     }
     _exit(0);
   }
-  int status;
-  ck_assert_int_eq(waitpid(child, &status, 0), child);
-  ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
+  strop_test_wait_child(child);
   /* a read-only folder (root writes anywhere: only as another user) */
   if (geteuid() != 0) {
     snprintf(p, sizeof p, "%s/ro", g_dir);

@@ -7,9 +7,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/core.h"
+#include "ops/gp.h"
 #include "strop/strop.h"
 #include "strop/tune.h"
 #include "testutil.h"
@@ -256,6 +258,86 @@ out:
   strop_tuner_free(t);
   return st;
 }
+
+/* The GP's kernels in plain C (taken where OpenBLAS cannot get its work buffer) against
+ * LAPACK's on a random symmetric positive definite matrix, and a matrix that is not. */
+START_TEST(gp_plain_matches_lapack) {
+  enum { N = 37, M = 5 };
+  static double base[N * N], a[2][N * N], inv[2][N * N], x[2][2][N], b[2][N * M];
+  uint64_t s = 7;
+  for (int i = 0; i < N * N; i++) {
+    s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+    base[i] = (double)(s >> 11) / 9007199254740992.0 - 0.5;
+  }
+  double spd[N * N];
+  for (int i = 0; i < N; i++)
+    for (int j = 0; j < N; j++) {
+      double t = i == j ? N : 0.0;
+      for (int k = 0; k < N; k++) t += base[i * N + k] * base[j * N + k];
+      spd[i * N + j] = t;
+    }
+  for (int plain = 0; plain < 2; plain++) {
+    strop__gp_plain = plain;
+    memcpy(a[plain], spd, sizeof spd);
+    for (int i = 0; i < N; i++) /* the upper triangle is not read */
+      for (int j = i + 1; j < N; j++) a[plain][i * N + j] = 1e300;
+    ck_assert_int_eq(strop__dpotrf_lower(N, a[plain]), 0);
+    memcpy(inv[plain], a[plain], sizeof spd);
+    ck_assert_int_eq(strop__dpotri_lower(N, inv[plain]), 0);
+    for (int t = 0; t < 2; t++) {
+      for (int i = 0; i < N; i++) x[plain][t][i] = sin(0.3 * i + t);
+      strop__dtrsv_lower(t, N, a[plain], x[plain][t]);
+    }
+    for (int i = 0; i < N * M; i++) b[plain][i] = cos(0.1 * i);
+    strop__dtrsm_lower_left(N, M, a[plain], b[plain]);
+  }
+  strop__gp_plain = 0;
+  for (int i = 0; i < N * N; i++) {
+    ck_assert_double_eq_tol(a[1][i], a[0][i], 1e-12 * N);
+    ck_assert_double_eq_tol(inv[1][i], inv[0][i], 1e-12);
+  }
+  /* the inverse is one: (L L^T) K^-1 = I */
+  for (int i = 0; i < N; i++)
+    for (int j = 0; j < N; j++) {
+      double t = 0.0;
+      for (int k = 0; k < N; k++) t += spd[i * N + k] * inv[1][k * N + j];
+      ck_assert_double_eq_tol(t, i == j ? 1.0 : 0.0, 1e-9);
+    }
+  for (int i = 0; i < N; i++) {
+    ck_assert_double_eq_tol(x[1][0][i], x[0][0][i], 1e-12);
+    ck_assert_double_eq_tol(x[1][1][i], x[0][1][i], 1e-12);
+  }
+  for (int i = 0; i < N * M; i++) ck_assert_double_eq_tol(b[1][i], b[0][i], 1e-12);
+  /* not positive definite at the 4th leading minor: both say 4 */
+  for (int plain = 0; plain < 2; plain++) {
+    strop__gp_plain = plain;
+    memcpy(a[plain], spd, sizeof spd);
+    a[plain][3 * N + 3] = -1.0;
+    ck_assert_int_eq(strop__dpotrf_lower(N, a[plain]), 4);
+  }
+  strop__gp_plain = 0;
+}
+END_TEST
+
+/* Under a per-process address-space limit that leaves OpenBLAS no room for its work buffer
+ * (Debian 12's 0.3.21 would retry that malloc for ever), a Bayesian search still runs: the GP's
+ * kernels take their plain-C path. The child carries an alarm: a hang ends it. */
+START_TEST(bayes_under_address_limit) {
+#if defined(__SANITIZE_ADDRESS__)
+  printf("bayes_under_address_limit: AddressSanitizer, skipped\n");
+#else
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    alarm(30);
+    if (strop_set_num_threads(1)) _exit(10);
+    if (strop_test_limit_address_space(48)) _exit(11);
+    _exit(bayes_step(NULL) == STROP_OK ? 0 : 12);
+  }
+  strop_test_wait_child(pid);
+#endif
+}
+END_TEST
 
 START_TEST(alloc_sweep_bayes) {
   int n = strop_test_alloc_sweep(bayes_step, NULL, NULL);
@@ -1158,6 +1240,8 @@ static Suite *tune_suite(void) {
   tcase_add_test(tc, create_and_space);
   tcase_add_test(tc, alloc_sweep_create);
   tcase_add_test(tc, alloc_sweep_bayes);
+  tcase_add_test(tc, gp_plain_matches_lapack);
+  tcase_add_test(tc, bayes_under_address_limit);
   suite_add_tcase(s, tc);
   tc = tcase_create("errors");
   tcase_add_test(tc, errors);

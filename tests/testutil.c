@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 
 #include "core/core.h"
 
@@ -100,6 +101,14 @@ strop_model *strop_test_build(int rank, const int64_t *shape, const strop_test_n
         nodes[i].name);
   strop_test_must(strop_model_finalize(m, seed), "strop_model_finalize");
   return m;
+}
+
+void strop_test_wait_child(int pid) {
+  int status = 0;
+  ck_assert_int_eq(waitpid((pid_t)pid, &status, 0), pid);
+  ck_assert_msg(WIFEXITED(status), "the child did not finish (signal %d: hung?)",
+                WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+  ck_assert_msg(WEXITSTATUS(status) == 0, "the child exited %d", WEXITSTATUS(status));
 }
 
 int strop_test_limit_address_space(long extra_mb) {

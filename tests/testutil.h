@@ -36,6 +36,10 @@ char *strop_test_read_file(const char *path, size_t *len_out);
  * set, -1 when VmSize could not be read or the limit not set. For forked children only. */
 int strop_test_limit_address_space(long extra_mb);
 
+/* Waits for the forked child pid and fails the test unless it exited with status 0: a child
+ * ended by a signal (an alarm that ended a hang) is named as such, with the signal. */
+void strop_test_wait_child(int pid);
+
 /* Runs op(ctx) with the 1st, 2nd, ... allocation failing until it succeeds. Each failure must
  * return STROP_E_NOMEM, leave a non-empty error sentence and no live allocation beyond those
  * present before (cleanup(ctx) is called after each successful run to free its result).

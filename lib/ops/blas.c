@@ -76,12 +76,14 @@ static int block_nonfinite(const float *c, int64_t m, int64_t n, int64_t ldc) {
 enum { BLAS_BUFFER_ROOM = 136 << 20 };
 static _Thread_local int t_blas_had_buffer;
 
-static int blas_has_room(void) {
+int strop__blas_has_room(void) {
   if (t_blas_had_buffer) return 1;
   uint64_t room = 0;
   return strop__rlimit_room(&room) &&
          room >= (uint64_t)BLAS_BUFFER_ROOM * (uint64_t)strop__num_threads();
 }
+
+void strop__blas_had_buffer(void) { t_blas_had_buffer = 1; }
 
 /* C = alpha op(A) op(B) + beta C in plain C (beta 0: C not read, as BLAS) */
 static void blas_plain(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha,
@@ -113,7 +115,7 @@ static void gemm_call(gemm_job *j, int64_t m, int64_t n, const float *a, const f
     if (bad) atomic_store(&j->bad, 1);
     return;
   }
-  if (!blas_has_room()) {
+  if (!strop__blas_has_room()) {
     blas_plain(j->ta, j->tb, m, n, j->k, j->alpha, a, j->lda, b, j->ldb, j->beta, c, j->ldc);
     if (j->check && block_nonfinite(c, m, n, j->ldc)) atomic_store(&j->bad, 1);
     return;
@@ -125,7 +127,7 @@ static void gemm_call(gemm_job *j, int64_t m, int64_t n, const float *a, const f
               (blasint)m, (blasint)n, (blasint)j->k, j->alpha, a, (blasint)j->lda, b,
               (blasint)j->ldb, j->beta, c, (blasint)j->ldc);
   if (section) strop__blas_leave();
-  t_blas_had_buffer = 1;
+  strop__blas_had_buffer();
   if (j->check && block_nonfinite(c, m, n, j->ldc)) atomic_store(&j->bad, 1);
 }
 
@@ -206,19 +208,4 @@ int strop__sgemm_finite(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
                         const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
                         float *c, int64_t ldc) {
   return sgemm_run(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, 1);
-}
-
-/* LAPACK's Fortran entry point, shipped inside OpenBLAS. */
-void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info);
-
-int strop__dpotrf_lower(int64_t n, double *a) {
-  /* row-major lower == column-major upper */
-  int nn = (int)n, info = 0;
-  strop__blas_enter();
-  dpotrf_("U", &nn, a, &nn, &info);
-  strop__blas_leave();
-  if (info != 0) return info;
-  for (int64_t i = 0; i < n; i++)
-    for (int64_t j = i + 1; j < n; j++) a[i * n + j] = 0.0;
-  return 0;
 }

@@ -1,10 +1,21 @@
 /* SPDX-License-Identifier: MIT */
-/* strop — float64 LAPACK/BLAS kernels for the tuner's Gaussian process: the inverse from a
- * Cholesky factor and triangular solves. Row-major, lower-triangular factors throughout. */
+/* strop — float64 kernels for the tuner's Gaussian process: the Cholesky factor, the inverse
+ * from it and triangular solves. Row-major, lower-triangular factors throughout. */
 #ifndef STROP_OPS_GP_H
 #define STROP_OPS_GP_H
 
 #include <stdint.h>
+
+/* Every function here runs LAPACK/BLAS where OpenBLAS can get its work buffer, and the same
+ * algorithm in plain C where the process's memory limits leave no room for it (lib/ops/gp.c). */
+
+/* 1 forces the plain-C path (tests); 0, the default, picks as above. */
+extern int strop__gp_plain;
+
+/* The lower Cholesky factor L of a row-major symmetric n x n matrix (its lower triangle read), in
+ * place, the upper triangle zeroed. 0 on success, LAPACK's info (a minor is not positive
+ * definite) otherwise. */
+int strop__dpotrf_lower(int64_t n, double *a);
 
 /* Overwrites the lower Cholesky factor L (n x n, row-major) with the full symmetric inverse
  * of L L^T (LAPACK dpotri). 0 on success, LAPACK's info otherwise. */

@@ -79,7 +79,12 @@ int strop__sgemv(int isa, int trans_b, int64_t m, int64_t n, int64_t k, float al
  * nest and may be open on several threads at once; enter and leave pair up on one thread. */
 void strop__blas_enter(void);
 void strop__blas_leave(void);
-/* Float64 LAPACK Cholesky of a row-major symmetric n x n matrix (lower). 0 on success. */
-int strop__dpotrf_lower(int64_t n, double *a);
+/* 1 when this thread may call into OpenBLAS: it has finished a call before (its work buffer is
+ * then kept by OpenBLAS), or the per-process memory limits leave room for a buffer per thread of
+ * strop's pool (lib/ops/blas.c says why: OpenBLAS 0.3.21 spins for ever when that malloc fails).
+ * Where it is 0 the caller runs its plain-C path instead. */
+int strop__blas_has_room(void);
+/* Notes that this thread finished an OpenBLAS call (strop__blas_has_room is 1 from then on). */
+void strop__blas_had_buffer(void);
 
 #endif
