@@ -92,7 +92,8 @@ START_TEST(rounding_matches_scalar) {
       float *w = malloc((size_t)(R * C) * sizeof *w);
       fill(w, (size_t)(R * C), 0.37);
       for (int64_t i = 0; i < R * C; i += 7) memcpy(&w[i], &bits[(i / 7) % NB], sizeof *w);
-      strop__lowp want, got = {STROP__LOWP_BF16, sc, R, C, 0, malloc((size_t)(R * C) * 2), NULL};
+      strop__lowp want,
+          got = {STROP__LOWP_BF16, sc, R, C, 0, malloc((size_t)(R * C) * 2), NULL, 0};
       ck_assert_int_eq(strop__lowp_make(&want, STROP__LOWP_BF16, w, R, C, sc, 0), 0);
       strop__bf16_shadow_fill(&got, w);
       ck_assert_msg(!memcmp(got.v, want.v, (size_t)(R * C) * 2), "copy %lld x %lld, layout %d",
@@ -106,7 +107,8 @@ END_TEST
 
 /* C = op(A) op(B) (+ C) on vdpbf16ps with both FP32 operands rounded while packed, every
  * transpose, shapes with edges (m not a multiple of 8 or 16, n of 32, odd k): within FP32
- * summation error, (k + 2) 2^-23 sum |a b|, of a double sum of the rounded operands. */
+ * summation error, (k + 2) 2^-23 sum |a b|, of a double sum of the rounded operands; the serial
+ * entry with alpha (attention's) the same bits, and alpha 1/2 half of them. */
 START_TEST(gemm_f32_edges) {
   if (!strop__bf16_dot_enabled()) return; /* the fallback is the FP32 GEMM (tested there) */
   /* the last two: B's panels packed one at a time (over B_ALL_MAX bytes of them), the others
@@ -145,6 +147,24 @@ START_TEST(gemm_f32_edges) {
           }
         for (int64_t i = 0; i < m; i++) /* the padding between rows of C untouched */
           for (int64_t j = n; j < ldc; j++) ck_assert_float_eq(c[i * ldc + j], 0.5f);
+        /* on the calling thread: the same bits; alpha 1/2 halves each sum exactly */
+        float *c2 = malloc((size_t)(m * ldc) * sizeof *c2);
+        void *w2 = strop__malloc_aligned(strop__bf16_sgemm_serial_scratch(m, n, k));
+        for (int al = 0; al < 2; al++) {
+          for (int64_t i = 0; i < m * ldc; i++) c2[i] = 0.5f;
+          strop__bf16_sgemm_serial(ta, tb, m, n, k, al ? 0.5f : 1.0f, a, lda, b, ldb,
+                                   beta ? 1.0f : 0.0f, c2, ldc, w2);
+          for (int64_t i = 0; i < m * ldc; i++) {
+            const float want = al && !beta && i % ldc < n ? 0.5f * c[i] : c[i];
+            if (al && beta) continue;
+            ck_assert_msg(!memcmp(&c2[i], &want, sizeof want),
+                          "serial alpha %g: m %lld n %lld k %lld ta %d tb %d beta %d, c[%lld]",
+                          al ? 0.5 : 1.0, (long long)m, (long long)n, (long long)k, ta, tb, beta,
+                          (long long)i);
+          }
+        }
+        strop__free_aligned(w2);
+        free(c2);
         strop__free_aligned(work);
         free(a);
         free(b);
@@ -437,6 +457,74 @@ START_TEST(copy_follows_the_weight) {
 }
 END_TEST
 
+/* A copy held in the kernel's panels (strop__lowp.panels, as strop__param_shadow makes it)
+ * stands for the same values and gives the same bits as the plain copy packed at each call:
+ * expanded, copied, its bytes; strop__bf16_gemm_nt (which reads the panels as they are) and
+ * _nn (which packs its panels from them), vectorised and element by element (strop__bf16_impl
+ * 2); the few-row forward (which leaves panels to the general path) and the forced fallback.
+ * Both layouts, shapes with edges (outputs and inputs not multiples of 32, odd, 1). */
+START_TEST(panels_same_bits) {
+  static const int64_t shapes[][2] = {{37, 45}, {1, 1}, {33, 70}, {64, 32}, {100, 129}, {5, 300}};
+  enum { M = 13 };
+  for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++)
+    for (int sc = 0; sc < 2; sc++) {
+      const int64_t out = shapes[sh][0], in = shapes[sh][1];
+      const int64_t R = sc ? in : out, C = sc ? out : in;
+      float *w = malloc((size_t)(R * C) * sizeof *w), *x = malloc((size_t)(M * in) * sizeof *x);
+      float *dy = malloc((size_t)(M * out) * sizeof *dy);
+      fill(w, (size_t)(R * C), 0.37);
+      fill(x, (size_t)(M * in), 0.61);
+      fill(dy, (size_t)(M * out), 0.23);
+      strop__lowp plain, held = {STROP__LOWP_BF16, sc, R, C, 0, NULL, NULL, 1}, dup;
+      ck_assert_int_eq(strop__lowp_make(&plain, STROP__LOWP_BF16, w, R, C, sc, 0), 0);
+      held.v = strop__malloc_aligned(strop__bf16_panels_bytes(out, in));
+      strop__bf16_shadow_fill(&held, w);
+      ck_assert_uint_eq(strop__lowp_bytes(&held), strop__bf16_panels_bytes(out, in));
+      ck_assert_uint_ge(strop__lowp_bytes(&held), strop__lowp_bytes(&plain));
+      ck_assert_int_eq(strop__lowp_copy(&dup, &held), 0);
+      float *e0 = malloc((size_t)(R * C) * sizeof *e0),
+            *e1 = malloc((size_t)(R * C) * sizeof *e1);
+      strop__lowp_expand(&plain, e0);
+      strop__lowp_expand(&dup, e1);
+      ck_assert_mem_eq(e0, e1, (size_t)(R * C) * sizeof *e0);
+      float *y[2], *dx[2], *y1[2];
+      for (int h = 0; h < 2; h++) {
+        y[h] = malloc((size_t)(M * out) * sizeof(float));
+        y1[h] = malloc((size_t)out * sizeof(float));
+        dx[h] = malloc((size_t)(M * in) * sizeof(float));
+      }
+      for (int impl = 0; impl < 3; impl++) {
+        if (impl != 1 && !strop__bf16_dot_enabled()) continue;
+        strop__bf16_impl = impl; /* 0 vectorised, 1 the fallback, 2 element by element */
+        for (int h = 0; h < 2; h++) {
+          const strop__lowp *q = h ? &held : &plain;
+          ck_assert_int_eq(strop__linear_forward_bf16(x, q, NULL, y[h], M, in, out), 0);
+          ck_assert_int_eq(strop__linear_forward_bf16(x, q, NULL, y1[h], 1, in, out), 0);
+          ck_assert_int_eq(
+              strop__linear_backward_bf16(x, q, dy, dx[h], NULL, NULL, M, in, out,
+                                          STROP__LB_ASSIGN_DX | (sc ? STROP__LB_W_IN_OUT : 0)),
+              0);
+        }
+        ck_assert_msg(!memcmp(y[0], y[1], (size_t)(M * out) * sizeof(float)),
+                      "y: %lld x %lld layout %d impl %d", (long long)out, (long long)in, sc,
+                      impl);
+        ck_assert_msg(!memcmp(y1[0], y1[1], (size_t)out * sizeof(float)),
+                      "one row: %lld x %lld layout %d impl %d", (long long)out, (long long)in, sc,
+                      impl);
+        ck_assert_msg(!memcmp(dx[0], dx[1], (size_t)(M * in) * sizeof(float)),
+                      "dx: %lld x %lld layout %d impl %d", (long long)out, (long long)in, sc,
+                      impl);
+      }
+      strop__bf16_impl = 0;
+      for (int h = 0; h < 2; h++) free(y[h]), free(y1[h]), free(dx[h]);
+      free(e0), free(e1), free(w), free(x), free(dy);
+      strop__lowp_free(&plain);
+      strop__lowp_free(&held);
+      strop__lowp_free(&dup);
+    }
+}
+END_TEST
+
 /* The copies are made once per change of the weights, not per forward: two forwards (and a
  * backward) share them; strop_model_step_memory counts them (the BF16 model's planned peak is
  * the FP32 one's plus 2 bytes per linear weight value, at least); back to FP32 gives them back
@@ -583,6 +671,7 @@ static Suite *suite(void) {
   suite_add_tcase(s, c);
   c = tcase_create("copies");
   tcase_add_test(c, copy_follows_the_weight);
+  tcase_add_test(c, panels_same_bits);
   tcase_add_test(c, copies_memory_and_default);
   suite_add_tcase(s, c);
   c = tcase_create("train");
