@@ -302,23 +302,49 @@ static void pack_panel_scalar(const bf16_job *J, int64_t j0, uint32_t *p) {
                                : w_at(J, j0 + c, 2 * q) | w_at(J, j0 + c, 2 * q + 1) << 16;
 }
 
+/* r[0 .. 7] (8 64-bit lanes each) transposed in place: r[j] lane i = old r[i] lane j (the
+ * pattern of strop__transpose16, on 64-bit lanes) */
+__attribute__((target("avx512f"))) static inline void transpose8_epi64(__m512i r[8]) {
+  __m512i t[8];
+  for (int i = 0; i < 4; i++) { /* t[2i] lane pair L: (r[2i].2L, r[2i+1].2L); t[2i+1] odd lanes */
+    t[2 * i] = _mm512_unpacklo_epi64(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi64(r[2 * i], r[2 * i + 1]);
+  }
+  for (int s = 0; s < 2; s++) { /* s 0: the even lanes j, 1: the odd ones */
+    const __m512i v0 = _mm512_shuffle_i64x2(t[s], t[2 + s], 0x88);
+    const __m512i v1 = _mm512_shuffle_i64x2(t[s], t[2 + s], 0xdd);
+    const __m512i w0 = _mm512_shuffle_i64x2(t[4 + s], t[6 + s], 0x88);
+    const __m512i w1 = _mm512_shuffle_i64x2(t[4 + s], t[6 + s], 0xdd);
+    r[0 + s] = _mm512_shuffle_i64x2(v0, w0, 0x88);
+    r[4 + s] = _mm512_shuffle_i64x2(v0, w0, 0xdd);
+    r[2 + s] = _mm512_shuffle_i64x2(v1, w1, 0x88);
+    r[6 + s] = _mm512_shuffle_i64x2(v1, w1, 0xdd);
+  }
+}
+
 /* _nn's panel from a weight held in _nt's panels: output channels 2q and 2q + 1 are neighbouring
- * lanes of one panel row, so 64 bits there hold W(2q, i), W(2q, i + 1), W(2q + 1, i),
- * W(2q + 1, i + 1) for an even input i: 16 of them (the panel rows of inputs j0 .. j0 + 31, 128
- * bytes apart) gathered, their halves swapped into the pairs (W(2q, i), W(2q + 1, i)). Nothing
- * to mask: the held panels are zero past both edges, and cover every pair and column read. */
+ * lanes of a held panel row, so its 64-bit lane holds W(2q, i), W(2q, i + 1), W(2q + 1, i),
+ * W(2q + 1, i + 1) for an even input i; the middle two swapped, that is _nn's pairs of columns i
+ * and i + 1 of its row q. Per block of 32 output channels, the 16 held rows of inputs j0 ..
+ * j0 + 31 (2 KB, contiguous) are read, swapped and transposed 8 x 8 on 64-bit lanes into _nn's
+ * 16 rows of the block (2 KB, contiguous). Nothing to mask: the held panels are zero past both
+ * edges and cover every row and column read. */
 BF16_TARGET static void pack_panel_held_kn(const bf16_job *J, int64_t j0, uint32_t *p) {
-  const int64_t kh = (J->n + 31) / 32 * 16;
-  const long long *w = (const long long *)(const void *)J->b;
-  const __m512i idx = _mm512_setr_epi64(0, 16, 32, 48, 64, 80, 96, 112);
+  const int64_t kh = (J->n + 31) / 32 * 16; /* pairs per held row: the inputs are _nn's n */
+  const uint32_t *w = (const uint32_t *)(const void *)J->b;
   const __m512i swap = _mm512_broadcast_i32x4(
       _mm_setr_epi8(0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15));
-  for (int64_t q = 0; q < J->ka / 2; q++) {
-    const long long *r = w + ((2 * q / 32 * kh + j0 / 2) * 32 + 2 * q % 32) / 2;
-    const __m512i lo = _mm512_i64gather_epi64(idx, r, 8);
-    const __m512i hi = _mm512_i64gather_epi64(idx, r + 128, 8);
-    _mm512_store_si512(p + q * BNR, _mm512_shuffle_epi8(lo, swap));
-    _mm512_store_si512(p + q * BNR + 16, _mm512_shuffle_epi8(hi, swap));
+  for (int64_t blk = 0; blk < J->ka / 32; blk++) {
+    const uint32_t *src = w + (size_t)(blk * kh + j0 / 2) * BNR;
+    uint32_t *dst = p + (size_t)blk * 16 * BNR;
+    for (int h = 0; h < 2; h++)     /* output channels 16 h .. 16 h + 15 of the block */
+      for (int g = 0; g < 2; g++) { /* inputs j0 + 16 g .. j0 + 16 g + 15 */
+        __m512i r[8];
+        for (int i = 0; i < 8; i++)
+          r[i] = _mm512_shuffle_epi8(_mm512_load_si512(src + (8 * g + i) * BNR + 16 * h), swap);
+        transpose8_epi64(r);
+        for (int l = 0; l < 8; l++) _mm512_store_si512(dst + (8 * h + l) * BNR + 16 * g, r[l]);
+      }
   }
 }
 
