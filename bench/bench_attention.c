@@ -9,7 +9,11 @@
  * bwd_ms= saved_mb= scratch_mb=": the best of `repeats` forward and backward calls, what the
  * forward keeps for the backward (weights, or each row's max and inverse sum) and the larger of
  * the two scratch areas, in MB. The inputs, their gradients and the output (4 x T x 768 floats
- * each way) are the same for both paths and not counted.
+ * each way) are the same for both paths and not counted. COMPUTE_DTYPE=bf16 runs the products
+ * in BF16 (strop__sdpa_dims.bf16, the model's compute dtype); COMPUTE_DTYPE=ab alternates FP32
+ * and BF16 calls (each repetition one of each, the order swapped every time), times them by the
+ * thread's CPU time at 1 thread, and prints both and their ratio (bf16_fwd_speedup,
+ * bf16_bwd_speedup: FP32's time over BF16's), the measure that carries over on a shared machine.
  *
  *   bench_attention layer [threads] [repeats] [d heads kv_heads t] [batch]
  *
@@ -114,6 +118,8 @@ int main(int argc, char **argv) {
   static const int64_t def_t[] = {128, 512, 2048};
   const int n_t = argc > 3 ? argc - 3 : 3;
   bench_must(strop_set_num_threads(threads), "threads");
+  const char *cdt = getenv("COMPUTE_DTYPE");
+  const int ab = cdt && !strcmp(cdt, "ab"), bf16 = cdt && !strcmp(cdt, "bf16");
   if (getenv("BLOCK_Q")) strop__sdpa_block_q = atoi(getenv("BLOCK_Q"));
   if (getenv("BLOCK_K")) strop__sdpa_block_k = atoi(getenv("BLOCK_K"));
   for (int ti = 0; ti < n_t; ti++) {
@@ -145,14 +151,38 @@ int main(int argc, char **argv) {
                              .causal = 1,
                              .scale = 0.125f,
                              .chunks = 1,
-                             .tiled = tiled};
-      const size_t saved = strop__sdpa_saved_floats(&dm);
+                             .tiled = tiled,
+                             .bf16 = bf16 || ab};
+      const size_t saved = strop__sdpa_saved_floats(&dm); /* the larger scratch: BF16's */
       size_t scr = strop__sdpa_forward_scratch(&dm), sb = strop__sdpa_backward_scratch(&dm);
       if (sb > scr) scr = sb;
       float *p = strop__malloc_aligned(saved * 4), *scratch = strop__malloc_aligned(scr * 4);
       if (!p || !scratch) {
         fprintf(stderr, "bench_attention: out of memory at t = %lld\n", (long long)t);
         return 1;
+      }
+      if (ab) { /* interleaved, by the thread's CPU time */
+        double f[2] = {1e30, 1e30}, b[2] = {1e30, 1e30};
+        for (int r = 0; r <= repeats; r++) /* the first round warms up */
+          for (int h = 0; h < 2; h++) {
+            dm.bf16 = (r + h) % 2;
+            const double t0 = threads == 1 ? cpu_now() : bench_now();
+            strop__sdpa_forward(&dm, q, k, v, p, NULL, NULL, scratch, ctx);
+            const double t1 = threads == 1 ? cpu_now() : bench_now();
+            strop__sdpa_backward(&dm, q, k, v, p, NULL, ctx, dc, scratch, dq, dk, dv, 0);
+            const double t2 = threads == 1 ? cpu_now() : bench_now();
+            if (r && t1 - t0 < f[dm.bf16]) f[dm.bf16] = t1 - t0;
+            if (r && t2 - t1 < b[dm.bf16]) b[dm.bf16] = t2 - t1;
+          }
+        printf("RESULT bench=attention path=%s t=%lld threads=%d compute_dtype=ab "
+               "f32_fwd_ms=%.3f bf16_fwd_ms=%.3f f32_bwd_ms=%.3f bf16_bwd_ms=%.3f "
+               "bf16_fwd_speedup=%.3f bf16_bwd_speedup=%.3f\n",
+               tiled ? "tiled" : "materialised", (long long)t, threads, f[0] * 1e3, f[1] * 1e3,
+               b[0] * 1e3, b[1] * 1e3, f[0] / f[1], b[0] / b[1]);
+        fflush(stdout);
+        strop__free_aligned(p);
+        strop__free_aligned(scratch);
+        continue;
       }
       double bf = 1e30, bb = 1e30;
       for (int r = 0; r < repeats; r++) {

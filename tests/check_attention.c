@@ -15,6 +15,7 @@
 #include "harness.h"
 #include "ops/attention.h"
 #include "ops/dense.h"
+#include "ops/lowp.h"
 #include "strop/strop.h"
 #include "testutil.h"
 
@@ -668,6 +669,125 @@ START_TEST(tiled_matches_materialised) {
 }
 END_TEST
 
+/* The core with its products in BF16 (dm.bf16: the model's compute dtype), tiled and
+ * materialised: forward and every gradient within 5e-2 of each tensor's largest value of the
+ * float64 reference and of the FP32 core, and not the FP32 core's values (the BF16 products
+ * ran). Measured 3e-3 to 3.9e-2: the largest with heads of 64 and scores up to about 18, where
+ * BF16's relative 2^-9 on q and k moves a score by about 0.03 (3% on its weight), and where the
+ * gradients sum terms of both signs; the FP32 core is within 1e-5. vdpbf16ps (where the CPU has
+ * it) and the forced fallback (the FP32 products of the rounded operands) within 1e-3 of each
+ * other (measured 9e-5: they round the same values and differ by the order of FP32 sums, and
+ * what that does to the next product's rounding);
+ * causal and padding masks, grouped-query heads, ragged blocks, 1 and 3 chunks, rotary
+ * embeddings (against the FP32 core). With dm.bf16 0 the scratch is what it was. */
+START_TEST(bf16_core_close) {
+  const int bq0 = strop__sdpa_block_q, bk0 = strop__sdpa_block_k;
+  static const struct {
+    int64_t n, t, h, kvh, hd;
+    int causal, pad, blk_q, blk_k, chunks, tiled, rot;
+  } C[] = {
+      {2, 37, 4, 2, 8, 0, 0, 8, 16, 1, 1, 0},     {2, 37, 4, 2, 8, 1, 0, 8, 16, 3, 0, 0},
+      {3, 29, 2, 1, 16, 1, 1, 8, 16, 3, 1, 0},    {2, 40, 2, 2, 8, 0, 1, 16, 8, 1, 0, 0},
+      {2, 150, 2, 1, 16, 1, 1, 64, 128, 2, 1, 0}, {1, 70, 2, 2, 64, 0, 1, 64, 128, 1, 0, 0},
+      {1, 200, 2, 2, 40, 1, 0, 64, 128, 1, 1, 0}, {2, 45, 2, 1, 16, 1, 0, 16, 32, 2, 1, 8},
+      {2, 45, 2, 1, 16, 1, 1, 16, 32, 2, 0, 16},
+  };
+  double worst[3] = {0, 0, 0};
+  for (size_t ci = 0; ci < sizeof C / sizeof C[0]; ci++) {
+    strop__sdpa_block_q = C[ci].blk_q;
+    strop__sdpa_block_k = C[ci].blk_k;
+    const int64_t n = C[ci].n, t = C[ci].t, h = C[ci].h, kvh = C[ci].kvh, hd = C[ci].hd;
+    const int64_t qn = n * t * h * hd, kn = n * t * kvh * hd, rot = C[ci].rot;
+    float *q = malloc(sizeof(float) * (size_t)qn), *k = malloc(sizeof(float) * (size_t)kn);
+    float *v = malloc(sizeof(float) * (size_t)kn), *dc = malloc(sizeof(float) * (size_t)qn);
+    float *pad = malloc(sizeof(float) * (size_t)(n * t));
+    float *cs = malloc(sizeof(float) * (size_t)(t * (rot ? rot : 2)));
+    for (int64_t i = 0; i < qn; i++) q[i] = 1.5f * sinf(0.37f * (float)i + (float)ci);
+    for (int64_t i = 0; i < kn; i++) k[i] = 1.5f * cosf(0.23f * (float)i);
+    for (int64_t i = 0; i < kn; i++) v[i] = sinf(0.11f * (float)i + 1.0f);
+    for (int64_t i = 0; i < qn; i++) dc[i] = cosf(0.07f * (float)i);
+    for (int64_t i = 0; i < n * t; i++) pad[i] = (i % 7 == 3 || i % t >= t - 5) ? 0.0f : 1.0f;
+    if (rot) strop__rope_tables(t, rot, 10000.0, 1.0, cs, cs + t * (rot / 2));
+    double *want = malloc(sizeof(double) * (size_t)qn), *wq = malloc(sizeof(double) * (size_t)qn);
+    double *wk = malloc(sizeof(double) * (size_t)kn), *wv = malloc(sizeof(double) * (size_t)kn);
+    /* runs: 0 FP32, 1 BF16 on vdpbf16ps (or, without it, the fallback), 2 the forced fallback */
+    float *r[3][4];
+    for (int run = 0; run < 3; run++) {
+      strop__sdpa_dims dm = {.n = n,
+                             .t = t,
+                             .heads = h,
+                             .kv_heads = kvh,
+                             .head_dim = hd,
+                             .ldq = h * hd,
+                             .ldk = kvh * hd,
+                             .ldv = kvh * hd,
+                             .causal = C[ci].causal,
+                             .pad_mask = C[ci].pad ? pad : NULL,
+                             .scale = (float)(1.0 / sqrt((double)hd)),
+                             .chunks = C[ci].chunks,
+                             .tiled = C[ci].tiled,
+                             .rot = rot,
+                             .rope_cos = rot ? cs : NULL,
+                             .rope_sin = rot ? cs + t * (rot / 2) : NULL,
+                             .bf16 = run > 0};
+      if (run == 0 && !rot) ref_sdpa(&dm, q, k, v, dc, want, wq, wk, wv);
+      if (run == 0) { /* FP32: the scratch without dm.bf16 is as it was */
+        dm.bf16 = 1;
+        ck_assert_uint_gt(strop__sdpa_forward_scratch(&dm), 0);
+        const size_t fb = strop__sdpa_forward_scratch(&dm),
+                     bb = strop__sdpa_backward_scratch(&dm);
+        dm.bf16 = 0;
+        ck_assert_uint_lt(strop__sdpa_forward_scratch(&dm), fb);
+        ck_assert_uint_lt(strop__sdpa_backward_scratch(&dm), bb);
+      }
+      strop__bf16_impl = run == 2;
+      const size_t fs = strop__sdpa_forward_scratch(&dm), bs = strop__sdpa_backward_scratch(&dm);
+      float *p = malloc(sizeof(float) * strop__sdpa_saved_floats(&dm));
+      float *scr = malloc(sizeof(float) * (fs > bs ? fs : bs) + 64);
+      float *sa = (float *)(void *)((char *)scr + 4); /* any alignment of the scratch */
+      for (int w = 0; w < 4; w++) r[run][w] = malloc(sizeof(float) * (size_t)(w < 2 ? qn : kn));
+      strop__sdpa_forward(&dm, q, k, v, p, NULL, NULL, sa, r[run][0]);
+      strop__sdpa_backward(&dm, q, k, v, p, NULL, r[run][0], dc, sa, r[run][1], r[run][2],
+                           r[run][3], 0);
+      strop__bf16_impl = 0;
+      free(p);
+      free(scr);
+    }
+    const char *what[4] = {"out", "dq", "dk", "dv"};
+    const size_t cnt[4] = {(size_t)qn, (size_t)qn, (size_t)kn, (size_t)kn};
+    double *ref[4] = {want, wq, wk, wv};
+    for (int w = 0; w < 4; w++) {
+      double *f32 = malloc(sizeof(double) * cnt[w]);
+      for (size_t i = 0; i < cnt[w]; i++) f32[i] = r[0][w][i];
+      for (int run = 1; run < 3; run++) {
+        const double ef = err_scaled(r[run][w], f32, cnt[w]);
+        const double er = rot ? ef : err_scaled(r[run][w], ref[w], cnt[w]);
+        worst[0] = fmax(worst[0], fmax(ef, er));
+        ck_assert_msg(ef <= 5e-2 && er <= 5e-2,
+                      "case %zu run %d: %s off FP32 by %.3g, off float64 by %.3g of its scale",
+                      ci, run, what[w], ef, er);
+        ck_assert_msg(ef > 1e-6, "case %zu run %d: %s has the FP32 values", ci, run, what[w]);
+      }
+      for (size_t i = 0; i < cnt[w]; i++) f32[i] = r[2][w][i];
+      const double ed = err_scaled(r[1][w], f32, cnt[w]);
+      worst[1] = fmax(worst[1], ed);
+      ck_assert_msg(ed <= 1e-3, "case %zu: %s of vdpbf16ps off the fallback by %.3g", ci, what[w],
+                    ed);
+      free(f32);
+    }
+    for (int run = 0; run < 3; run++)
+      for (int w = 0; w < 4; w++) free(r[run][w]);
+    free(q), free(k), free(v), free(dc), free(pad), free(cs), free(want), free(wq), free(wk);
+    free(wv);
+  }
+  fprintf(stderr,
+          "bf16_core_close: worst %.3g of scale off FP32 / float64, %.3g dot vs fallback\n",
+          worst[0], worst[1]);
+  strop__sdpa_block_q = bq0;
+  strop__sdpa_block_k = bk0;
+}
+END_TEST
+
 /* Rotary embeddings at the kernels' load (dm->rot) against the rotated copies the layer used
  * to make: q and k rotated by strop__rope_apply, the core run on the copies, dq and dk turned
  * back by strop__rope_apply. Materialised: every output and gradient the same bits (the same
@@ -907,6 +1027,7 @@ static Suite *suite(void) {
   tcase_add_loop_test(tc, core_gradcheck, 0, 2);
   tcase_add_test(tc, mha_equals_core);
   tcase_add_test(tc, tiled_matches_materialised);
+  tcase_add_test(tc, bf16_core_close);
   tcase_add_test(tc, tiled_picked_where_it_pays);
   tcase_add_test(tc, rope_at_load_matches_rotated_copies);
   tcase_add_test(tc, rope_keeps_no_copies);

@@ -169,7 +169,7 @@ START_TEST(kernel_attention) {
   for (int variant = 0; variant < 4; variant++) {
     int causal = variant & 1;
     const float *mask = variant & 2 ? pad : NULL;
-    strop__mha_dims dm = {N, T, D, H, causal, mask, 0.0f, variant & 1 ? 2 : 1, 0};
+    strop__mha_dims dm = {N, T, D, H, causal, mask, 0.0f, variant & 1 ? 2 : 1, 0, 0};
     strop__mha_weights mw = {w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]};
     strop__mha_cache c = {q, k, v, ctx, p, NULL};
     strop__attention_forward(&dm, x, &mw, &c, &g, scratch, y);
@@ -190,7 +190,7 @@ START_TEST(kernel_attention) {
   }
   /* every key padded: zero weights, output = the output bias (no NaN) */
   const float none[N * T] = {0};
-  strop__mha_dims dm = {N, T, D, H, 0, none, 0.0f, 1, 0};
+  strop__mha_dims dm = {N, T, D, H, 0, none, 0.0f, 1, 0, 0};
   strop__mha_weights mw = {w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]};
   strop__mha_cache c = {q, k, v, ctx, p, NULL};
   strop__attention_forward(&dm, x, &mw, &c, &g, scratch, y);

@@ -260,6 +260,7 @@ static void mha_dims(const strop__node *n, const strop__exec *x, const strop__ac
    * they are small and the tiled path would be slower */
   dm->tiled = !(x->training && c->dropout > 0.0f) &&
               strop__sdpa_pick_tiled(dm->t, dm->d / dm->heads, dm->causal);
+  dm->bf16 = x->compute_dtype == STROP__LOWP_BF16; /* the core's products; softmax in FP32 */
 }
 
 /* The weights the kernels run with. An active (unmerged) adapter's projection runs with

@@ -347,7 +347,9 @@ static strop_status attn_forward(strop__node *n, const strop__exec *x, const str
       .chunks = strop__par_chunks(x->nthreads, nb, 1),
       /* dropout's mask is drawn per weight: then the t x t weights are materialised, and where
        * they are small and the tiled path would be slower */
-      .tiled = !(x->training && c->dropout > 0.0f) && strop__sdpa_pick_tiled(t, g.hd, c->causal)};
+      .tiled = !(x->training && c->dropout > 0.0f) && strop__sdpa_pick_tiled(t, g.hd, c->causal),
+      /* the model's compute dtype: the products in BF16, the softmax in FP32 */
+      .bf16 = x->compute_dtype == STROP__LOWP_BF16};
   sv->dm.pad_mask = strop__exec_mask(n, x, t, &st);
   if (st) return st;
   if (c->rope) { /* the kernels rotate q and k as they load them: only the tables are kept */

@@ -12,20 +12,21 @@ int strop__compute_bf16(const strop__exec *x, const strop__param *w) {
 const strop__lowp *strop__param_shadow(strop__param *w, int scale_cols) {
   strop__lowp *q = &w->shadow;
   const int64_t rows = w->dims[0], cols = w->dims[1];
-  const int same = q->dtype && q->rows == rows && q->cols == cols;
+  const int same = q->dtype && q->rows == rows && q->cols == cols && q->scale_cols == scale_cols;
   /* a writable view may have changed the values without a version bump: made again each time */
-  if (same && q->scale_cols == scale_cols && w->shadow_version == w->version && !w->viewed)
-    return q;
-  if (!same) {
+  if (same && w->shadow_version == w->version && !w->viewed) return q;
+  if (!same) { /* held in the kernel's panels: its products then pack nothing */
     strop__lowp_free(q);
-    void *v = strop__malloc_aligned((size_t)rows * (size_t)cols * sizeof(uint16_t) + 1);
+    void *v = strop__malloc_aligned(
+        strop__bf16_panels_bytes(scale_cols ? cols : rows, scale_cols ? rows : cols) + 1);
     if (!v) return NULL;
     q->dtype = STROP__LOWP_BF16;
     q->rows = rows;
     q->cols = cols;
+    q->scale_cols = scale_cols;
+    q->panels = 1;
     q->v = v;
   }
-  q->scale_cols = scale_cols;
   strop__bf16_shadow_fill(q, w->data);
   w->shadow_version = w->version;
   return q;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/core.h"
+#include "ops/bf16gemm.h"
 #include "ops/ops.h"
 #include "ops/rope.h"
 #include "ops/vmath.h"
@@ -151,7 +152,55 @@ typedef struct core_job {
   const float *dctx;
   float *ctx, *dq, *dk, *dv;
   int accumulate;
+  int dot; /* dm->bf16 on vdpbf16ps (else its exact fallback) */
 } core_job;
+
+static int sdpa_chunks(const strop__sdpa_dims *dm) { return dm->chunks > 1 ? dm->chunks : 1; }
+
+/* ---- the products: FP32, or with dm->bf16 on BF16 operands with FP32 sums ---- */
+
+/* dm->bf16: the floats of a chunk's area for the products of blocks of bq queries x bk keys —
+ * vdpbf16ps's packing (strop__bf16_sgemm_serial) of the largest of them, or the exact fallback's
+ * rounded copies of both operands — and 64 bytes to align it; FP32: 0 */
+static size_t bf16_floats(const strop__sdpa_dims *dm, int64_t bq, int64_t bk) {
+  if (!dm->bf16) return 0;
+  const int64_t hd = dm->head_dim, shapes[3][3] = {{bq, bk, hd}, {bq, hd, bk}, {bk, hd, bq}};
+  size_t most = 0;
+  for (int i = 0; i < 3; i++) {
+    const int64_t m = shapes[i][0], n = shapes[i][1], k = shapes[i][2];
+    const size_t dot = (strop__bf16_sgemm_serial_scratch(m, n, k) + 3) / 4;
+    const size_t copies = (size_t)(m * k + k * n);
+    if (dot > most) most = dot;
+    if (copies > most) most = copies;
+  }
+  return most + 16;
+}
+
+/* the area from p on, 64-byte aligned */
+static float *bf16_area(float *p) {
+  return (float *)(void *)(((uintptr_t)p + 63) & ~(uintptr_t)63);
+}
+
+/* C = alpha op(A) op(B) + beta C, as strop__sgemm; with dm->bf16 on A and B rounded to BF16 with
+ * FP32 sums (the model's compute dtype): vdpbf16ps on this thread, or where it does not run the
+ * FP32 product of the rounded operands (copied into work). work: the chunk's bf16_area. */
+static void mm(const core_job *j, float *work, int ta, int tb, int64_t m, int64_t n, int64_t k,
+               float alpha, const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+               float *c, int64_t ldc) {
+  if (!j->dm->bf16) {
+    strop__sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  if (j->dot) {
+    strop__bf16_sgemm_serial(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, work);
+    return;
+  }
+  const int64_t ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
+  float *ra = work, *rb = work + ar * ac;
+  for (int64_t r = 0; r < ar; r++) strop__bf16_round_f32(a + r * lda, ra + r * ac, (size_t)ac);
+  for (int64_t r = 0; r < br; r++) strop__bf16_round_f32(b + r * ldb, rb + r * bc, (size_t)bc);
+  strop__sgemm(ta, tb, m, n, k, alpha, ra, ac, rb, bc, beta, c, ldc);
+}
 
 /* Rotary embeddings at the load: the materialised path's per-chunk rows of the current head
  * (forward: q and k; backward: also the gradients of the rotated q and k), t x head_dim each,
@@ -169,6 +218,8 @@ STROP__CLONES static void core_fwd_samples(void *ctx, int64_t b0, int64_t b1, in
   const float p = dm->dropout, keep_scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
   float *scratch = j->scratch;
   float *Qr = scratch + t * t + (size_t)chunk * core_rope_floats(dm, 2), *Kr = Qr + t * hd;
+  float *W = bf16_area(scratch + t * t + (size_t)sdpa_chunks(dm) * core_rope_floats(dm, 2) +
+                       (size_t)chunk * bf16_floats(dm, t, t));
   for (int64_t b = b0; b < b1; b++) {
     const float *pad = dm->pad_mask ? dm->pad_mask + b * t : NULL;
     for (int64_t hh = 0; hh < h; hh++) {
@@ -184,7 +235,7 @@ STROP__CLONES static void core_fwd_samples(void *ctx, int64_t b0, int64_t b1, in
         qh = Qr, kh = Kr, ldq = ldk = hd;
       }
       float *P = j->p + (b * h + hh) * t * t;
-      strop__sgemm(0, 1, t, t, hd, dm->scale, qh, ldq, kh, ldk, 0.0f, P, t);
+      mm(j, W, 0, 1, t, t, hd, dm->scale, qh, ldq, kh, ldk, 0.0f, P, t);
       for (int64_t i = 0; i < t; i++) softmax_row(P + i * t, t, i, dm->causal, pad);
       const float *Pu = P;
       if (j->keep) {
@@ -195,10 +246,16 @@ STROP__CLONES static void core_fwd_samples(void *ctx, int64_t b0, int64_t b1, in
         }
         Pu = scratch;
       }
-      strop__sgemm(0, 0, t, hd, t, 1.0f, Pu, t, vh, dm->ldv, 0.0f, j->ctx + b * t * ldo + hh * hd,
-                   ldo);
+      mm(j, W, 0, 0, t, hd, t, 1.0f, Pu, t, vh, dm->ldv, 0.0f, j->ctx + b * t * ldo + hh * hd,
+         ldo);
     }
   }
+}
+
+/* A chunk's area in the materialised backward: P' and dP [t, t], the rotary rows, the BF16
+ * products' */
+static size_t core_bwd_floats(const strop__sdpa_dims *dm) {
+  return (size_t)(2 * dm->t * dm->t) + core_rope_floats(dm, 4) + bf16_floats(dm, dm->t, dm->t);
 }
 
 /* Through P V, dropout, softmax and the scores for samples [b0, b1), with this chunk's P', dP. */
@@ -208,11 +265,11 @@ STROP__CLONES static void core_bwd_samples(void *ctx, int64_t b0, int64_t b1, in
   const int64_t t = dm->t, h = dm->heads, hd = dm->head_dim, group = h / dm->kv_heads;
   const int64_t ldo = h * hd, rot = dm->rot;
   const float p = dm->dropout, keep_scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
-  float *Pd = j->scratch + (size_t)chunk * (2 * t * t + core_rope_floats(dm, 4)),
-        *dP = Pd + t * t;
+  float *Pd = j->scratch + (size_t)chunk * core_bwd_floats(dm), *dP = Pd + t * t;
   /* with rotary embeddings: the head's rotated q and k, the gradient of its rotated q, and of
    * its kv head's rotated k summed over the group's heads, turned back at the group's end */
   float *Qr = dP + t * t, *Kr = Qr + t * hd, *dQr = Kr + t * hd, *dKr = dQr + t * hd;
+  float *W = bf16_area(Pd + 2 * t * t + core_rope_floats(dm, 4)); /* dm->bf16's products */
   for (int64_t b = b0; b < b1; b++) {
     for (int64_t hh = 0; hh < h; hh++) {
       const int64_t kvh = hh / group;
@@ -238,8 +295,8 @@ STROP__CLONES static void core_bwd_samples(void *ctx, int64_t b0, int64_t b1, in
         Pu = Pd;
       }
       /* dV = P'^T dctx ; dP' = dctx V^T */
-      if (j->dv) strop__sgemm(1, 0, t, hd, t, 1.0f, Pu, t, dc, ldo, beta_kv, j->dv + vo, dm->ldv);
-      strop__sgemm(0, 1, t, t, hd, 1.0f, dc, ldo, j->v + vo, dm->ldv, 0.0f, dP, t);
+      if (j->dv) mm(j, W, 1, 0, t, hd, t, 1.0f, Pu, t, dc, ldo, beta_kv, j->dv + vo, dm->ldv);
+      mm(j, W, 0, 1, t, t, hd, 1.0f, dc, ldo, j->v + vo, dm->ldv, 0.0f, dP, t);
       /* through dropout, then softmax: dS = P * (dP - sum_k P dP) */
       for (int64_t i = 0; i < t; i++) {
         const float *pr = P + i * t;
@@ -253,17 +310,16 @@ STROP__CLONES static void core_bwd_samples(void *ctx, int64_t b0, int64_t b1, in
       /* S = scale Q K^T: dQ = scale dS K, dK = scale dS^T Q (of the rotated q and k, then
        * rotated back: dq = R^T dQ) */
       if (j->dq && !rot)
-        strop__sgemm(0, 0, t, hd, t, dm->scale, dP, t, kh, ldk, beta_q, j->dq + qo, dm->ldq);
+        mm(j, W, 0, 0, t, hd, t, dm->scale, dP, t, kh, ldk, beta_q, j->dq + qo, dm->ldq);
       if (j->dk && !rot)
-        strop__sgemm(1, 0, t, hd, t, dm->scale, dP, t, qh, ldq, beta_kv, j->dk + ko, dm->ldk);
+        mm(j, W, 1, 0, t, hd, t, dm->scale, dP, t, qh, ldq, beta_kv, j->dk + ko, dm->ldk);
       if (j->dq && rot) {
-        strop__sgemm(0, 0, t, hd, t, dm->scale, dP, t, kh, ldk, 0.0f, dQr, hd);
+        mm(j, W, 0, 0, t, hd, t, dm->scale, dP, t, kh, ldk, 0.0f, dQr, hd);
         strop__rope_rows(dQr, hd, j->dq + qo, dm->ldq, t, hd, rot, dm->rope_cos, dm->rope_sin, 1,
                          j->accumulate);
       }
       if (j->dk && rot) {
-        strop__sgemm(1, 0, t, hd, t, dm->scale, dP, t, qh, ldq, hh % group ? 1.0f : 0.0f, dKr,
-                     hd);
+        mm(j, W, 1, 0, t, hd, t, dm->scale, dP, t, qh, ldq, hh % group ? 1.0f : 0.0f, dKr, hd);
         if (hh % group == group - 1)
           strop__rope_rows(dKr, hd, j->dk + ko, dm->ldk, t, hd, rot, dm->rope_cos, dm->rope_sin,
                            1, j->accumulate);
@@ -271,8 +327,6 @@ STROP__CLONES static void core_bwd_samples(void *ctx, int64_t b0, int64_t b1, in
     }
   }
 }
-
-static int sdpa_chunks(const strop__sdpa_dims *dm) { return dm->chunks > 1 ? dm->chunks : 1; }
 
 /* ---- tiled (flash-attention style): blocks of BQ queries x BK keys, the online softmax ---- */
 
@@ -295,10 +349,12 @@ static size_t tiled_rope_floats(const strop__sdpa_dims *dm) {
   return dm->rot ? (size_t)((blk_q(dm) + blk_k(dm)) * dm->head_dim) : 0;
 }
 static size_t tiled_fwd_floats(const strop__sdpa_dims *dm) {
-  return (size_t)(blk_q(dm) * blk_k(dm) + 2 * blk_q(dm)) + tiled_rope_floats(dm);
+  return (size_t)(blk_q(dm) * blk_k(dm) + 2 * blk_q(dm)) + tiled_rope_floats(dm) +
+         bf16_floats(dm, blk_q(dm), blk_k(dm));
 }
 static size_t tiled_bwd_floats(const strop__sdpa_dims *dm) {
-  return (size_t)(2 * blk_q(dm) * blk_k(dm) + blk_q(dm)) + 2 * tiled_rope_floats(dm);
+  return (size_t)(2 * blk_q(dm) * blk_k(dm) + blk_q(dm)) + 2 * tiled_rope_floats(dm) +
+         bf16_floats(dm, blk_q(dm), blk_k(dm));
 }
 
 /* How many of the keys j0 .. j0 + bk - 1 a causal mask leaves query i (<= 0: none): the
@@ -316,7 +372,8 @@ STROP__CLONES static void tiled_fwd_samples(void *ctx, int64_t b0, int64_t b1, i
   const int64_t t = dm->t, h = dm->heads, hd = dm->head_dim, group = h / dm->kv_heads;
   const int64_t ldo = h * hd, BQ = blk_q(dm), BK = blk_k(dm), rot = dm->rot, half = rot / 2;
   float *S = j->scratch + (size_t)chunk * tiled_fwd_floats(dm), *mx = S + BQ * BK, *sm = mx + BQ;
-  float *Qr = sm + BQ, *Kr = Qr + BQ * hd; /* rotary: the blocks as loaded */
+  float *Qr = sm + BQ, *Kr = Qr + BQ * hd;          /* rotary: the blocks as loaded */
+  float *W = bf16_area(Qr + tiled_rope_floats(dm)); /* dm->bf16's products */
   for (int64_t b = b0; b < b1; b++) {
     const float *pad = dm->pad_mask ? dm->pad_mask + b * t : NULL;
     for (int64_t hh = 0; hh < h; hh++) {
@@ -350,7 +407,7 @@ STROP__CLONES static void tiled_fwd_samples(void *ctx, int64_t b0, int64_t b1, i
                              dm->rope_sin + j0 * half, 0, 0);
             kb = Kr, ldkb = hd;
           }
-          strop__sgemm(0, 1, bq, bk, hd, dm->scale, qb, ldqb, kb, ldkb, 0.0f, S, bk);
+          mm(j, W, 0, 1, bq, bk, hd, dm->scale, qb, ldqb, kb, ldkb, 0.0f, S, bk);
           for (int64_t r = 0; r < bq; r++) {
             float *sr = S + r * bk;
             const int64_t lim = visible_len(dm->causal, i0 + r, j0, bk);
@@ -373,7 +430,7 @@ STROP__CLONES static void tiled_fwd_samples(void *ctx, int64_t b0, int64_t b1, i
             }
             sm[r] += sum;
           }
-          strop__sgemm(0, 0, bq, hd, bk, 1.0f, S, bk, vh + j0 * dm->ldv, dm->ldv, 1.0f, O, ldo);
+          mm(j, W, 0, 0, bq, hd, bk, 1.0f, S, bk, vh + j0 * dm->ldv, dm->ldv, 1.0f, O, ldo);
         }
         for (int64_t r = 0; r < bq; r++) {
           float *orow = O + r * ldo;
@@ -411,6 +468,7 @@ STROP__CLONES static void tiled_bwd_samples(void *ctx, int64_t b0, int64_t b1, i
   /* rotary: the blocks of q and k as loaded, the gradient of the rotated query block (summed
    * over the key blocks, then turned back) and of a rotated key block (turned back at once) */
   float *Qr = D + BQ, *Kr = Qr + BQ * hd, *dQr = Kr + BK * hd, *dKr = dQr + BQ * hd;
+  float *W = bf16_area(Qr + 2 * tiled_rope_floats(dm)); /* dm->bf16's products */
   for (int64_t b = b0; b < b1; b++) {
     const float *pad = dm->pad_mask ? dm->pad_mask + b * t : NULL;
     if (!j->accumulate) /* written, not added: clear the sample's rows first, all heads at once */
@@ -459,7 +517,7 @@ STROP__CLONES static void tiled_bwd_samples(void *ctx, int64_t b0, int64_t b1, i
                              dm->rope_sin + j0 * half, 0, 0);
             kb = Kr, ldkb = hd;
           }
-          strop__sgemm(0, 1, bq, bk, hd, dm->scale, qb, ldqb, kb, ldkb, 0.0f, P, bk);
+          mm(j, W, 0, 1, bq, bk, hd, dm->scale, qb, ldqb, kb, ldkb, 0.0f, P, bk);
           for (int64_t r = 0; r < bq; r++) {
             float *pr = P + r * bk;
             const float m = rmax[i0 + r], inv = rinv[i0 + r];
@@ -469,11 +527,10 @@ STROP__CLONES static void tiled_bwd_samples(void *ctx, int64_t b0, int64_t b1, i
             for (int64_t c = lim > 0 ? lim : 0; c < bk; c++) pr[c] = 0.0f;
           }
           if (dv)
-            strop__sgemm(1, 0, bk, hd, bq, 1.0f, P, bk, dc, ldo, 1.0f, dv + j0 * dm->ldv,
-                         dm->ldv);
+            mm(j, W, 1, 0, bk, hd, bq, 1.0f, P, bk, dc, ldo, 1.0f, dv + j0 * dm->ldv, dm->ldv);
           if (!dq && !dk) continue;
-          strop__sgemm(0, 1, bq, bk, hd, 1.0f, dc, ldo, j->v + vo + j0 * dm->ldv, dm->ldv, 0.0f,
-                       dS, bk);
+          mm(j, W, 0, 1, bq, bk, hd, 1.0f, dc, ldo, j->v + vo + j0 * dm->ldv, dm->ldv, 0.0f, dS,
+             bk);
           if (jend <= BK) /* the row's keys in one block: D from it, as the weights have it */
             for (int64_t r = 0; r < bq; r++) D[r] = dot_lanes(P + r * bk, dS + r * bk, bk);
           for (int64_t r = 0; r < bq; r++) {
@@ -481,12 +538,12 @@ STROP__CLONES static void tiled_bwd_samples(void *ctx, int64_t b0, int64_t b1, i
             float *dr = dS + r * bk;
             for (int64_t c = 0; c < bk; c++) dr[c] = pr[c] * (dr[c] - D[r]);
           }
-          if (dq) strop__sgemm(0, 0, bq, hd, bk, dm->scale, dS, bk, kb, ldkb, 1.0f, dqb, lddq);
+          if (dq) mm(j, W, 0, 0, bq, hd, bk, dm->scale, dS, bk, kb, ldkb, 1.0f, dqb, lddq);
           if (dk && !rot)
-            strop__sgemm(1, 0, bk, hd, bq, dm->scale, dS, bk, qb, ldqb, 1.0f, dk + j0 * dm->ldk,
-                         dm->ldk);
+            mm(j, W, 1, 0, bk, hd, bq, dm->scale, dS, bk, qb, ldqb, 1.0f, dk + j0 * dm->ldk,
+               dm->ldk);
           if (dk && rot) {
-            strop__sgemm(1, 0, bk, hd, bq, dm->scale, dS, bk, qb, ldqb, 0.0f, dKr, hd);
+            mm(j, W, 1, 0, bk, hd, bq, dm->scale, dS, bk, qb, ldqb, 0.0f, dKr, hd);
             strop__rope_rows(dKr, hd, dk + j0 * dm->ldk, dm->ldk, bk, hd, rot,
                              dm->rope_cos + j0 * half, dm->rope_sin + j0 * half, 1, 1);
           }
@@ -511,13 +568,13 @@ size_t strop__sdpa_saved_floats(const strop__sdpa_dims *dm) {
 
 size_t strop__sdpa_forward_scratch(const strop__sdpa_dims *dm) {
   return dm->tiled ? (size_t)sdpa_chunks(dm) * tiled_fwd_floats(dm)
-                   : (size_t)(dm->t * dm->t) + (size_t)sdpa_chunks(dm) * core_rope_floats(dm, 2);
+                   : (size_t)(dm->t * dm->t) +
+                         (size_t)sdpa_chunks(dm) *
+                             (core_rope_floats(dm, 2) + bf16_floats(dm, dm->t, dm->t));
 }
 
 size_t strop__sdpa_backward_scratch(const strop__sdpa_dims *dm) {
-  return dm->tiled
-             ? (size_t)sdpa_chunks(dm) * tiled_bwd_floats(dm)
-             : (size_t)sdpa_chunks(dm) * ((size_t)(2 * dm->t * dm->t) + core_rope_floats(dm, 4));
+  return (size_t)sdpa_chunks(dm) * (dm->tiled ? tiled_bwd_floats(dm) : core_bwd_floats(dm));
 }
 
 void strop__sdpa_forward(const strop__sdpa_dims *dm, const float *q, const float *k,
@@ -531,7 +588,8 @@ void strop__sdpa_forward(const strop__sdpa_dims *dm, const float *q, const float
                 .keep = keep,
                 .rng = rng,
                 .scratch = scratch,
-                .ctx = ctx};
+                .ctx = ctx,
+                .dot = dm->bf16 && strop__bf16_dot_enabled()};
   if (dm->tiled) strop__par_run(sdpa_chunks(dm), dm->n, tiled_fwd_samples, &j);
   else if (keep) /* dropout draws from one generator in sample order: one chunk */
     core_fwd_samples(&j, 0, dm->n, 0);
@@ -554,7 +612,8 @@ void strop__sdpa_backward(const strop__sdpa_dims *dm, const float *q, const floa
                 .dq = dq,
                 .dk = dk,
                 .dv = dv,
-                .accumulate = accumulate};
+                .accumulate = accumulate,
+                .dot = dm->bf16 && strop__bf16_dot_enabled()};
   strop__par_run(sdpa_chunks(dm), dm->n, dm->tiled ? tiled_bwd_samples : core_bwd_samples, &j);
 }
 
@@ -622,7 +681,8 @@ static void core_dims(const strop__mha_dims *dm, strop__sdpa_dims *cd) {
                            .dropout = dm->dropout,
                            .scale = (float)(1.0 / sqrt((double)hd)),
                            .chunks = dm->chunks,
-                           .tiled = dm->tiled};
+                           .tiled = dm->tiled,
+                           .bf16 = dm->bf16};
 }
 
 void strop__attention_forward(const strop__mha_dims *dm, const float *x,

@@ -37,6 +37,8 @@ typedef struct strop__mha_dims {
   int chunks;            /* samples split into this many chunks run in parallel (<= 1: one) */
   int tiled;             /* 1: the core runs tiled (strop__sdpa_dims.tiled): c->p then holds
                             2 n*heads*t floats, each row's max and inverse sum */
+  int bf16;              /* 1: the core's products in BF16 (strop__sdpa_dims.bf16); the
+                            projections stay FP32 */
 } strop__mha_dims;
 
 /* ---- the core: attention of already-projected q, k, v (any row strides), as
@@ -61,6 +63,12 @@ typedef struct strop__sdpa_dims {
                   way), so the callers pass q and k as they were projected; 0: none */
   const float *rope_cos, *rope_sin; /* with rot: [t, rot / 2] each (strop__rope_tables), row i
                                        for row i of every sample (query i of the cached path) */
+  int bf16; /* 1 (the model's compute dtype BF16): q k^T, P V and the backward's products dV, dP,
+               dQ and dK on BF16-rounded operands with FP32 sums — vdpbf16ps where
+               strop__bf16_dot_enabled(), else the FP32 product of the rounded values — while the
+               scaling, masks, softmax and its statistics stay FP32; the scratch grows by a
+               block's packing per chunk. 0: FP32 (the same bits as before). The cached
+               (decoding) path ignores it. */
 } strop__sdpa_dims;
 
 /* Whether the core runs tiled for t queries of head_dim-wide heads when nothing needs the

@@ -34,6 +34,27 @@ static void fill_transposed(strop__lowp *q, const float *w) {
     }
 }
 
+/* The panels (strop__lowp.panels) of output channels [32 lo, 32 hi) of the FP32 weight w */
+typedef struct panel_fill {
+  strop__lowp *q;
+  const float *w;
+  int64_t out, in, kh; /* kh: pairs per panel row, the inputs rounded up to 32, halved */
+} panel_fill;
+
+static void fill_panels_scalar(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  (void)chunk;
+  const panel_fill *F = ctx;
+  uint16_t *v = F->q->v;
+  for (int64_t o = 32 * lo; o < 32 * hi; o++)
+    for (int64_t i = 0; i < 2 * F->kh; i++) {
+      const int64_t at = 2 * ((o / 32 * F->kh + i / 2) * 32 + o % 32) + (i & 1);
+      const int in = o < F->out && i < F->in;
+      v[at] = !in                ? 0
+              : F->q->scale_cols ? strop__bf16_from_f32(F->w[i * F->out + o])
+                                 : strop__bf16_from_f32(F->w[o * F->in + i]);
+    }
+}
+
 #if defined(__x86_64__) && defined(__GNUC__) && (__GNUC__ >= 10 || defined(__clang__))
 #  include <immintrin.h>
 
@@ -46,21 +67,11 @@ typedef struct gjob {
   int ta, tb;
   int64_t m, n, k, kp, lda, ldb, ldc;
   const float *a, *b;
-  float beta;
+  float alpha, beta;
   float *c;
   uint32_t *ap; /* ceil(m / 8) micro-panels of kp x 8 pairs: ap[ib kp 8 + q 8 + r] */
   uint32_t *bp; /* per chunk one panel of kp x 32 pairs: bp[q 32 + c] */
 } gjob;
-
-/* op(A)(i, t) and op(B)(t, j) rounded, 0 outside the matrices */
-static inline uint32_t a_at(const gjob *J, int64_t i, int64_t t) {
-  if (i >= J->m || t >= J->k) return 0;
-  return strop__bf16_from_f32(J->ta ? J->a[t * J->lda + i] : J->a[i * J->lda + t]);
-}
-static inline uint32_t b_at(const gjob *J, int64_t t, int64_t j) {
-  if (j >= J->n || t >= J->k) return 0;
-  return strop__bf16_from_f32(J->tb ? J->b[j * J->ldb + t] : J->b[t * J->ldb + j]);
-}
 
 /* 16 FP32 values rounded to BF16 in the low half of each lane (strop__bf16_rne_bits, vectorised) */
 BF16_TARGET static inline __m512i rne16(__m512i u) {
@@ -79,6 +90,16 @@ BF16_TARGET static inline __m512i pairs16(const float *r0, const float *r1, int6
   if (!r1) return lo;
   const __m512i hi = rne16(_mm512_castps_si512(_mm512_maskz_loadu_ps(mk, r1)));
   return _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+}
+
+/* The 16 pairs (x[2 l], x[2 l + 1]) of 32 consecutive values, rounded (cnt of them read, the
+ * rest 0): a row of A [m, k] or of B [n, k] as the kernel takes it */
+BF16_TARGET static inline __m512i row_pairs16(const float *x, int64_t cnt) {
+  const __mmask16 m0 = (__mmask16)strop__lanes32(cnt), m1 = (__mmask16)strop__lanes32(cnt - 16);
+  const __m512i lo = rne16(_mm512_castps_si512(_mm512_maskz_loadu_ps(m0, x)));
+  const __m512i hi = rne16(_mm512_castps_si512(_mm512_maskz_loadu_ps(m1, x + 16)));
+  return _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi32_epi16(lo)),
+                            _mm512_cvtepi32_epi16(hi), 1);
 }
 
 /* fill_transposed on AVX-512: rows 2i and 2i + 1 of a 32 x 16 block rounded into 16 pairs
@@ -129,12 +150,23 @@ BF16_TARGET static void pack_a(void *ctx, int64_t lo, int64_t hi, int chunk) {
       }
       continue;
     }
-    for (int64_t q = 0; q < J->kp; q++)
-      for (int r = 0; r < 16; r++) {
-        uint32_t *p = r < MR ? p0 : p1;
-        if (!p) continue;
-        p[q * MR + (r & 7)] = a_at(J, i0 + r, 2 * q) | a_at(J, i0 + r, 2 * q + 1) << 16;
+    /* A stored [m, k]: 16 pairs of each of the 16 rows, transposed: t[q] lane r is row i0 + r's
+     * pair q0 + q */
+    for (int64_t q0 = 0; q0 < J->kp; q0 += 16) {
+      __m512i t[16];
+      for (int r = 0; r < 16; r++)
+        t[r] = i0 + r < J->m ? row_pairs16(J->a + (i0 + r) * J->lda + 2 * q0, J->k - 2 * q0)
+                             : _mm512_setzero_si512();
+      strop__transpose16(t);
+      const int64_t nq = J->kp - q0 < 16 ? J->kp - q0 : 16;
+      for (int64_t q = 0; q < nq; q++) {
+        _mm256_storeu_si256((__m256i *)(void *)(p0 + (q0 + q) * MR),
+                            _mm512_castsi512_si256(t[q]));
+        if (p1)
+          _mm256_storeu_si256((__m256i *)(void *)(p1 + (q0 + q) * MR),
+                              _mm512_extracti64x4_epi64(t[q], 1));
       }
+    }
   }
 }
 
@@ -152,9 +184,20 @@ BF16_TARGET static void pack_b(const gjob *J, int64_t j0, uint32_t *p) {
     }
     return;
   }
-  for (int64_t q = 0; q < J->kp; q++)
-    for (int64_t c = 0; c < NR; c++)
-      p[q * NR + c] = b_at(J, 2 * q, j0 + c) | b_at(J, 2 * q + 1, j0 + c) << 16;
+  /* B stored [n, k]: 16 pairs of each of 16 of the panel's columns, transposed */
+  for (int64_t q0 = 0; q0 < J->kp; q0 += 16) {
+    const int64_t nq = J->kp - q0 < 16 ? J->kp - q0 : 16;
+    for (int h = 0; h < 2; h++) {
+      __m512i t[16];
+      for (int c = 0; c < 16; c++) {
+        const int64_t j = j0 + 16 * h + c;
+        t[c] = j < J->n ? row_pairs16(J->b + j * J->ldb + 2 * q0, J->k - 2 * q0)
+                        : _mm512_setzero_si512();
+      }
+      strop__transpose16(t);
+      for (int64_t q = 0; q < nq; q++) _mm512_store_si512(p + (q0 + q) * NR + 16 * h, t[q]);
+    }
+  }
 }
 
 /* C rows i0 .. i0 + 7 (those past m not stored) x the panel's 32 columns: 16 accumulators,
@@ -163,7 +206,8 @@ BF16_TARGET static void kernel(const gjob *J, int64_t ib, int64_t j0, const uint
   const int64_t i0 = ib * MR, mr = J->m - i0 < MR ? J->m - i0 : MR;
   const int64_t nr = J->n - j0 < NR ? J->n - j0 : NR;
   const uint32_t *a = J->ap + (size_t)ib * (size_t)J->kp * MR; /* pair (r, q) at q * MR + r */
-  strop__bf16_tile_8x32(a, 1, MR, J->kp, p, mr, nr, J->beta, J->c + i0 * J->ldc + j0, J->ldc);
+  strop__bf16_tile_8x32(a, 1, MR, J->kp, p, mr, nr, J->alpha, J->beta, J->c + i0 * J->ldc + j0,
+                        J->ldc);
 }
 
 /* column panels [lo, hi) of 32 */
@@ -196,6 +240,25 @@ static void rows_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
       kernel(J, ib, jb * NR, J->bp + (size_t)jb * (size_t)J->kp * NR);
 }
 
+/* fill_panels_scalar's layout on AVX-512: a panel is the product's packing of B = the weight's
+ * [out, in] (pack_b: W [out, in] is B stored [n, k], W [in, out] B stored [k, n]), rounded as
+ * packed, and zeros for the pairs past the inputs */
+BF16_TARGET static void fill_panels_avx512(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  (void)chunk;
+  const panel_fill *F = ctx;
+  gjob J = {.tb = !F->q->scale_cols,
+            .n = F->out,
+            .k = F->in,
+            .kp = (F->in + 1) / 2,
+            .ldb = F->q->scale_cols ? F->out : F->in,
+            .b = F->w};
+  for (int64_t jb = lo; jb < hi; jb++) {
+    uint32_t *p = (uint32_t *)F->q->v + (size_t)jb * (size_t)F->kh * NR;
+    pack_b(&J, jb * NR, p);
+    memset(p + J.kp * NR, 0, (size_t)(F->kh - J.kp) * NR * sizeof *p);
+  }
+}
+
 static size_t a_bytes(int64_t m, int64_t k) {
   const size_t kp = (size_t)(k + 1) / 2;
   return (size_t)((m + 15) / 16 * 16) * kp * sizeof(uint32_t);
@@ -217,16 +280,21 @@ size_t strop__bf16_gemm_f32_scratch(int64_t m, int64_t n, int64_t k) {
   return a_bytes(m, k) + b + 128;
 }
 
-void strop__bf16_gemm_f32(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a,
-                          int64_t lda, const float *b, int64_t ldb, float beta, float *c,
-                          int64_t ldc, void *work) {
+/* one chunk's panel, or all of B's as far as B_ALL_MAX: never less for a smaller shape */
+size_t strop__bf16_sgemm_serial_scratch(int64_t m, int64_t n, int64_t k) {
+  const size_t one = (size_t)(k + 1) / 2 * NR * sizeof(uint32_t);
+  const size_t all = b_all_bytes(n, k) < B_ALL_MAX ? b_all_bytes(n, k) : B_ALL_MAX;
+  return a_bytes(m, k) + (one > all ? one : all) + 128;
+}
+
+static void run(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+                int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc,
+                void *work, int threads) {
   if (m <= 0 || n <= 0) return;
-  gjob J = {ta, tb, m, n, k, (k + 1) / 2, lda, ldb, ldc, a, b, beta, c, work, NULL};
+  gjob J = {ta, tb, m, n, k, (k + 1) / 2, lda, ldb, ldc, a, b, alpha, beta, c, work, NULL};
   /* the panels after A's micro-panels, 64-byte aligned */
   const size_t ab = (a_bytes(m, k) + 63) / 64 * 64;
   J.bp = (uint32_t *)(void *)((char *)work + ab);
-  const int big = (double)m * (double)n * (double)k >= (double)(1 << 20);
-  const int threads = big ? strop__num_threads() : 1;
   const int64_t groups = (m + 15) / 16, blocks = (n + NR - 1) / NR;
   strop__par_run(strop__par_chunks(threads, groups, 4), groups, pack_a, &J);
   if (b_all_bytes(n, k) <= B_ALL_MAX) {
@@ -238,9 +306,25 @@ void strop__bf16_gemm_f32(int ta, int tb, int64_t m, int64_t n, int64_t k, const
   }
 }
 
+void strop__bf16_gemm_f32(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a,
+                          int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                          int64_t ldc, void *work) {
+  const int big = (double)m * (double)n * (double)k >= (double)(1 << 20);
+  run(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc, work, big ? strop__num_threads() : 1);
+}
+
+void strop__bf16_sgemm_serial(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha,
+                              const float *a, int64_t lda, const float *b, int64_t ldb,
+                              float beta, float *c, int64_t ldc, void *work) {
+  run(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, work, 1);
+}
+
 #else
 
 static int fill_avx512(void) { return 0; }
+static void fill_panels_avx512(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  fill_panels_scalar(ctx, lo, hi, chunk);
+}
 static void fill_transposed_avx512(strop__lowp *q, const float *w) { fill_transposed(q, w); }
 size_t strop__bf16_gemm_f32_scratch(int64_t m, int64_t n, int64_t k) {
   (void)m, (void)n, (void)k;
@@ -252,10 +336,27 @@ void strop__bf16_gemm_f32(int ta, int tb, int64_t m, int64_t n, int64_t k, const
   (void)ta, (void)tb, (void)m, (void)n, (void)k, (void)a, (void)lda, (void)b, (void)ldb;
   (void)beta, (void)c, (void)ldc, (void)work;
 }
+size_t strop__bf16_sgemm_serial_scratch(int64_t m, int64_t n, int64_t k) {
+  (void)m, (void)n, (void)k;
+  return 0;
+}
+void strop__bf16_sgemm_serial(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha,
+                              const float *a, int64_t lda, const float *b, int64_t ldb,
+                              float beta, float *c, int64_t ldc, void *work) {
+  (void)ta, (void)tb, (void)m, (void)n, (void)k, (void)alpha, (void)a, (void)lda, (void)b;
+  (void)ldb, (void)beta, (void)c, (void)ldc, (void)work;
+}
 
 #endif
 
 void strop__bf16_shadow_fill(strop__lowp *q, const float *w) {
+  if (q->panels) { /* split across threads by blocks of 32 output channels */
+    const int64_t out = q->scale_cols ? q->cols : q->rows, in = q->scale_cols ? q->rows : q->cols;
+    panel_fill F = {q, w, out, in, (in + 31) / 32 * 16};
+    strop__par_for((out + 31) / 32, 16, fill_avx512() ? fill_panels_avx512 : fill_panels_scalar,
+                   &F);
+    return;
+  }
   if (!q->scale_cols) strop__bf16_round_n(w, q->v, (size_t)q->rows * (size_t)q->cols);
   else if (fill_avx512()) fill_transposed_avx512(q, w);
   else fill_transposed(q, w);

@@ -16,7 +16,8 @@ void strop__bf16_round_f32(const float *x, float *out, size_t n);
 
 /* Fills q (already a BF16 strop__lowp of w's shape and layout, its values allocated) with w's
  * values rounded to nearest even, as strop__lowp_make would make them: w rows x cols, stored
- * transposed when q->scale_cols. */
+ * transposed when q->scale_cols; or with q->panels in the kernel's panels (v then of
+ * strop__bf16_panels_bytes), so that its products pack nothing. */
 void strop__bf16_shadow_fill(strop__lowp *q, const float *w);
 
 /* C[m, n] = op(A)[m, k] op(B)[k, n] + beta C, op(A)(i, t) = ta ? a[t lda + i] : a[i lda + t],
@@ -25,10 +26,20 @@ void strop__bf16_shadow_fill(strop__lowp *q, const float *w);
  * sum in k order whatever the split across threads. beta 0 or 1. work: 64-byte aligned,
  * strop__bf16_gemm_f32_scratch(m, n, k) bytes. Only where strop__bf16_dot_enabled() (ops/lowp.h);
  * the exact fallback elsewhere is the FP32 GEMM on strop__bf16_round_f32's values. The weight
- * gradient dW = dy^T x (ta 1, tb 0) is what it is for; the transposes are all supported. */
+ * gradient dW = dy^T x (ta 1, tb 0) is what it is for; the transposes are all supported (every
+ * operand's rounding and packing vectorised). */
 size_t strop__bf16_gemm_f32_scratch(int64_t m, int64_t n, int64_t k);
 void strop__bf16_gemm_f32(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a,
                           int64_t lda, const float *b, int64_t ldb, float beta, float *c,
                           int64_t ldc, void *work);
+/* C = alpha op(A) op(B) + beta C as strop__bf16_gemm_f32 (alpha multiplies each FP32 sum; 1
+ * gives strop__bf16_gemm_f32's bits), on the calling thread only: for kernels that already run
+ * in a parallel chunk (attention's blocks). work: 64-byte aligned,
+ * strop__bf16_sgemm_serial_scratch(m, n, k) bytes, which never shrinks as m, n or k grow, so
+ * the largest shape's is enough for the smaller ones. */
+size_t strop__bf16_sgemm_serial_scratch(int64_t m, int64_t n, int64_t k);
+void strop__bf16_sgemm_serial(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha,
+                              const float *a, int64_t lda, const float *b, int64_t ldb,
+                              float beta, float *c, int64_t ldc, void *work);
 
 #endif

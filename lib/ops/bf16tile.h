@@ -9,12 +9,13 @@
 #include <immintrin.h>
 #include <stdint.h>
 
-/* C[mr, nr] (+)= A B over kp pairs of k: A's pair (r, q) at a[r * rs + q * qs] (rows r >= mr
- * read row mr - 1, their sums dropped), B packed as kp groups of 32 pairs (p[q * 32 + j]); C
- * row-major with ldc, added to when beta != 0. FP32 sums in k order for every element. */
+/* C[mr, nr] = alpha A B (+ C when beta != 0) over kp pairs of k: A's pair (r, q) at
+ * a[r * rs + q * qs] (rows r >= mr read row mr - 1, their sums dropped), B packed as kp groups of
+ * 32 pairs (p[q * 32 + j]); C row-major with ldc. FP32 sums in k order for every element, then
+ * times alpha (skipped when 1: the same bits), then C added. */
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) static inline void strop__bf16_tile_8x32(
     const uint32_t *a, int64_t rs, int64_t qs, int64_t kp, const uint32_t *p, int64_t mr,
-    int64_t nr, float beta, float *c, int64_t ldc) {
+    int64_t nr, float alpha, float beta, float *c, int64_t ldc) {
   const uint32_t *ar[8];
   for (int r = 0; r < 8; r++) ar[r] = a + (r < mr ? r : mr - 1) * rs;
   __m512 acc[8][2];
@@ -35,6 +36,10 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) static inline void strop_
   for (int64_t r = 0; r < mr; r++) {
     float *cr = c + r * ldc;
     __m512 v0 = acc[r][0], v1 = acc[r][1];
+    if (alpha != 1.0f) {
+      v0 = _mm512_mul_ps(v0, _mm512_set1_ps(alpha));
+      v1 = _mm512_mul_ps(v1, _mm512_set1_ps(alpha));
+    }
     if (beta != 0.0f) {
       v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, cr), v0);
       v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, cr + 16), v1);

@@ -622,10 +622,11 @@ static void lp_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
 
 int strop__lowp_gemv(const float *x, const strop__lowp *w, const float *b, float *y, int64_t m,
                      int64_t in, int64_t out, int w_in_out) {
+  /* a weight held in panels (a compute-dtype copy) goes to the general path: _nt reads them */
   if (m < 1 || m > STROP__GEMV_MAX_M || in < 1 || out < 1 || w->scale_cols != w_in_out ||
-      (w->dtype != STROP__LOWP_BF16 && w->dtype != STROP__LOWP_INT8) || strop__gemv_impl == 1 ||
-      gemv_env_off() || !strop__gemm_own_available() || !__builtin_cpu_supports("avx512bw") ||
-      !__builtin_cpu_supports("avx512vl"))
+      (w->dtype != STROP__LOWP_BF16 && w->dtype != STROP__LOWP_INT8) || w->panels ||
+      strop__gemv_impl == 1 || gemv_env_off() || !strop__gemm_own_available() ||
+      !__builtin_cpu_supports("avx512bw") || !__builtin_cpu_supports("avx512vl"))
     return -1;
   const int dot = w->dtype == STROP__LOWP_BF16 && strop__bf16_dot_enabled();
   /* otherwise the general path runs the FP32 product of the widened weight, whose bits these

@@ -73,7 +73,7 @@ static inline int64_t scale_at(const strop__lowp *q, int64_t ng, int64_t r, int6
 int strop__lowp_make(strop__lowp *q, int dtype, const float *w, int64_t rows, int64_t cols,
                      int scale_cols, int64_t group) {
   const size_t n = (size_t)rows * (size_t)cols;
-  strop__lowp t = {dtype, scale_cols, rows, cols, 0, NULL, NULL};
+  strop__lowp t = {dtype, scale_cols, rows, cols, 0, NULL, NULL, 0};
   if (dtype == STROP__LOWP_BF16) {
     uint16_t *v = strop__malloc_aligned(n * sizeof *v + 1);
     if (!v) return -1;
@@ -114,8 +114,20 @@ int strop__lowp_make(strop__lowp *q, int dtype, const float *w, int64_t rows, in
   return 0;
 }
 
+size_t strop__bf16_panels_bytes(int64_t out, int64_t in) {
+  return (size_t)((out + 31) / 32 * 32) * (size_t)((in + 31) / 32 * 32) * sizeof(uint16_t);
+}
+
+/* W(o, i) of a BF16 weight held in panels: output channel o, input i */
+static inline uint16_t panel_at(const uint16_t *v, int64_t in, int64_t o, int64_t i) {
+  const int64_t kh = (in + 31) / 32 * 16; /* pairs per row of a panel */
+  return v[2 * ((o / 32 * kh + i / 2) * 32 + o % 32) + (i & 1)];
+}
+
 size_t strop__lowp_bytes(const strop__lowp *q) {
   const size_t n = (size_t)q->rows * (size_t)q->cols;
+  if (q->dtype == STROP__LOWP_BF16 && q->panels)
+    return strop__bf16_panels_bytes(q->scale_cols ? q->cols : q->rows, lowp_inputs(q));
   if (q->dtype == STROP__LOWP_BF16) return n * sizeof(uint16_t);
   if (q->dtype == STROP__LOWP_INT8) return n + (size_t)strop__lowp_scales(q) * sizeof(float);
   return 0;
@@ -123,9 +135,8 @@ size_t strop__lowp_bytes(const strop__lowp *q) {
 
 int strop__lowp_copy(strop__lowp *dst, const strop__lowp *src) {
   strop__lowp t = *src;
-  const size_t n = (size_t)src->rows * (size_t)src->cols;
-  const size_t vb = src->dtype == STROP__LOWP_BF16 ? n * sizeof(uint16_t) : n;
   const size_t sb = src->scale ? (size_t)strop__lowp_scales(src) * sizeof(float) : 0;
+  const size_t vb = strop__lowp_bytes(src) - sb;
   t.v = strop__malloc_aligned(vb + 1);
   t.scale = sb ? strop__malloc(sb) : NULL;
   if (!t.v || (sb && !t.scale)) {
@@ -147,7 +158,13 @@ void strop__lowp_free(strop__lowp *q) {
 
 void strop__lowp_expand(const strop__lowp *q, float *dst) {
   const size_t n = (size_t)q->rows * (size_t)q->cols;
-  if (q->dtype == STROP__LOWP_BF16 && !q->scale_cols) {
+  if (q->dtype == STROP__LOWP_BF16 && q->panels) {
+    const int64_t in = lowp_inputs(q);
+    for (int64_t r = 0; r < q->rows; r++)
+      for (int64_t c = 0; c < q->cols; c++)
+        dst[r * q->cols + c] = strop__bf16_to_f32(q->scale_cols ? panel_at(q->v, in, c, r)
+                                                                : panel_at(q->v, in, r, c));
+  } else if (q->dtype == STROP__LOWP_BF16 && !q->scale_cols) {
     const uint16_t *v = q->v;
     for (size_t i = 0; i < n; i++) dst[i] = strop__bf16_to_f32(v[i]);
   } else if (q->dtype == STROP__LOWP_BF16) {
@@ -257,6 +274,7 @@ int strop__bf16_dot_enabled(void) {
 typedef struct bf16_job {
   int64_t m, n, k, ka, ldc;
   int b_kn; /* 0: B's element (j, kk) at b[j k + kk] (stored [n, k]); 1: at b[kk n + j] */
+  int held; /* 1: b holds the weight in panels (strop__lowp.panels) */
   const uint16_t *a, *b;
   float beta;
   float *c;
@@ -265,33 +283,68 @@ typedef struct bf16_job {
 
 enum { BNR = 32, BMR = 8 };
 
-/* B's rows j0 .. j0+31 (zero past n) as pairs: p[q * 32 + c] = W(j0 + c, 2q) | W(j0 + c, 2q + 1)
- * << 16, zero past k; so that one 32-bit broadcast of A's pair (2q, 2q + 1) against a row of
- * the panel is one vdpbf16ps for 16 columns. The element-wise reference for pack_panel, which
+/* W(o, i): output channel o, input i (B's (j, kk) for _nt, (kk, j) for _nn), 0 past the edges */
+static uint32_t w_at(const bf16_job *J, int64_t o, int64_t i) {
+  const int64_t nout = J->b_kn ? J->k : J->n, nin = J->b_kn ? J->n : J->k;
+  if (o >= nout || i >= nin) return 0;
+  return J->held ? panel_at(J->b, nin, o, i) : J->b[o * nin + i];
+}
+
+/* B's columns j0 .. j0+31 as pairs along k: p[q * 32 + c] = B(2q, j0 + c) | B(2q + 1, j0 + c)
+ * << 16, zero past n and k; so that one 32-bit broadcast of A's pair (2q, 2q + 1) against a row
+ * of the panel is one vdpbf16ps for 16 columns. The element-wise reference for pack_panel (and
+ * for a weight held in panels, whose _nt panels are then packed from it), which
  * strop__bf16_impl 2 runs (tests compare the two bit for bit). */
 static void pack_panel_scalar(const bf16_job *J, int64_t j0, uint32_t *p) {
-  const int64_t kp = J->ka / 2;
-  if (J->b_kn) { /* B stored [k, n]: a pair of its rows gives the panel's row, in order */
-    const int64_t nr = J->n - j0 < BNR ? J->n - j0 : BNR;
-    for (int64_t q = 0; q < kp; q++) {
-      const uint16_t *w0 = 2 * q < J->k ? J->b + 2 * q * J->n + j0 : NULL;
-      const uint16_t *w1 = 2 * q + 1 < J->k ? w0 + J->n : NULL;
-      uint32_t *pr = p + q * BNR;
-      for (int64_t c = 0; c < BNR; c++)
-        pr[c] = c >= nr || !w0 ? 0u : (uint32_t)w0[c] | (w1 ? (uint32_t)w1[c] << 16 : 0u);
-    }
-    return;
+  for (int64_t q = 0; q < J->ka / 2; q++)
+    for (int64_t c = 0; c < BNR; c++)
+      p[q * BNR + c] = J->b_kn ? w_at(J, 2 * q, j0 + c) | w_at(J, 2 * q + 1, j0 + c) << 16
+                               : w_at(J, j0 + c, 2 * q) | w_at(J, j0 + c, 2 * q + 1) << 16;
+}
+
+/* r[0 .. 7] (8 64-bit lanes each) transposed in place: r[j] lane i = old r[i] lane j (the
+ * pattern of strop__transpose16, on 64-bit lanes) */
+__attribute__((target("avx512f"))) static inline void transpose8_epi64(__m512i r[8]) {
+  __m512i t[8];
+  for (int i = 0; i < 4; i++) { /* t[2i] lane pair L: (r[2i].2L, r[2i+1].2L); t[2i+1] odd lanes */
+    t[2 * i] = _mm512_unpacklo_epi64(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi64(r[2 * i], r[2 * i + 1]);
   }
-  for (int64_t c = 0; c < BNR; c++) {
-    if (j0 + c >= J->n) {
-      for (int64_t q = 0; q < kp; q++) p[q * BNR + c] = 0;
-      continue;
-    }
-    const uint16_t *w = J->b + (j0 + c) * J->k;
-    int64_t q = 0;
-    for (; 2 * q + 1 < J->k; q++)
-      p[q * BNR + c] = (uint32_t)w[2 * q] | (uint32_t)w[2 * q + 1] << 16;
-    for (; q < kp; q++) p[q * BNR + c] = 2 * q < J->k ? (uint32_t)w[2 * q] : 0u;
+  for (int s = 0; s < 2; s++) { /* s 0: the even lanes j, 1: the odd ones */
+    const __m512i v0 = _mm512_shuffle_i64x2(t[s], t[2 + s], 0x88);
+    const __m512i v1 = _mm512_shuffle_i64x2(t[s], t[2 + s], 0xdd);
+    const __m512i w0 = _mm512_shuffle_i64x2(t[4 + s], t[6 + s], 0x88);
+    const __m512i w1 = _mm512_shuffle_i64x2(t[4 + s], t[6 + s], 0xdd);
+    r[0 + s] = _mm512_shuffle_i64x2(v0, w0, 0x88);
+    r[4 + s] = _mm512_shuffle_i64x2(v0, w0, 0xdd);
+    r[2 + s] = _mm512_shuffle_i64x2(v1, w1, 0x88);
+    r[6 + s] = _mm512_shuffle_i64x2(v1, w1, 0xdd);
+  }
+}
+
+/* _nn's panel from a weight held in _nt's panels: output channels 2q and 2q + 1 are neighbouring
+ * lanes of a held panel row, so its 64-bit lane holds W(2q, i), W(2q, i + 1), W(2q + 1, i),
+ * W(2q + 1, i + 1) for an even input i; the middle two swapped, that is _nn's pairs of columns i
+ * and i + 1 of its row q. Per block of 32 output channels, the 16 held rows of inputs j0 ..
+ * j0 + 31 (2 KB, contiguous) are read, swapped and transposed 8 x 8 on 64-bit lanes into _nn's
+ * 16 rows of the block (2 KB, contiguous). Nothing to mask: the held panels are zero past both
+ * edges and cover every row and column read. */
+BF16_TARGET static void pack_panel_held_kn(const bf16_job *J, int64_t j0, uint32_t *p) {
+  const int64_t kh = (J->n + 31) / 32 * 16; /* pairs per held row: the inputs are _nn's n */
+  const uint32_t *w = (const uint32_t *)(const void *)J->b;
+  const __m512i swap = _mm512_broadcast_i32x4(
+      _mm_setr_epi8(0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15));
+  for (int64_t blk = 0; blk < J->ka / 32; blk++) {
+    const uint32_t *src = w + (size_t)(blk * kh + j0 / 2) * BNR;
+    uint32_t *dst = p + (size_t)blk * 16 * BNR;
+    for (int h = 0; h < 2; h++)     /* output channels 16 h .. 16 h + 15 of the block */
+      for (int g = 0; g < 2; g++) { /* inputs j0 + 16 g .. j0 + 16 g + 15 */
+        __m512i r[8];
+        for (int i = 0; i < 8; i++)
+          r[i] = _mm512_shuffle_epi8(_mm512_load_si512(src + (8 * g + i) * BNR + 16 * h), swap);
+        transpose8_epi64(r);
+        for (int l = 0; l < 8; l++) _mm512_store_si512(dst + (8 * h + l) * BNR + 16 * g, r[l]);
+      }
   }
 }
 
@@ -302,6 +355,10 @@ static void pack_panel_scalar(const bf16_job *J, int64_t j0, uint32_t *p) {
 BF16_TARGET static void pack_panel(const bf16_job *J, int64_t j0, uint32_t *p) {
   if (strop__bf16_impl == 2) {
     pack_panel_scalar(J, j0, p);
+    return;
+  }
+  if (J->held) { /* _nt runs on the held panels themselves (bf16_chunk) */
+    pack_panel_held_kn(J, j0, p);
     return;
   }
   const int64_t kp = J->ka / 2, nr = J->n - j0 < BNR ? J->n - j0 : BNR;
@@ -343,17 +400,21 @@ BF16_TARGET static void kernel_8x32(const bf16_job *J, int64_t i, int64_t j0, co
   const int64_t nr = J->n - j0 < BNR ? J->n - j0 : BNR;
   const uint32_t *a = (const uint32_t *)(const void *)(J->a +
                                                        i * J->ka); /* rows of ka / 2 pairs */
-  strop__bf16_tile_8x32(a, J->ka / 2, 1, J->ka / 2, p, mr, nr, J->beta, J->c + i * J->ldc + j0,
-                        J->ldc);
+  strop__bf16_tile_8x32(a, J->ka / 2, 1, J->ka / 2, p, mr, nr, 1.0f, J->beta,
+                        J->c + i * J->ldc + j0, J->ldc);
 }
 
 /* column blocks [lo, hi) of 32 */
 static void bf16_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   const bf16_job *J = ctx;
   uint32_t *p = J->panels + (size_t)chunk * (size_t)(J->ka / 2) * BNR;
+  const int direct = J->held && !J->b_kn && strop__bf16_impl != 2;
   for (int64_t jb = lo; jb < hi; jb++) {
-    pack_panel(J, jb * BNR, p);
-    for (int64_t i = 0; i < J->m; i += BMR) kernel_8x32(J, i, jb * BNR, p);
+    const uint32_t *pp = p;
+    if (direct)
+      pp = (const uint32_t *)(const void *)J->b + (size_t)jb * (size_t)(J->ka / 2) * BNR;
+    else pack_panel(J, jb * BNR, p);
+    for (int64_t i = 0; i < J->m; i += BMR) kernel_8x32(J, i, jb * BNR, pp);
   }
 }
 
@@ -374,17 +435,9 @@ static void bf16_gemm(int64_t m, int64_t n, int64_t k, const float *a, int64_t l
     for (int64_t t = k; t < ka; t++) abf[i * ka + t] = 0;
   }
   /* the panels follow A's rows, 64-byte aligned (m * ka * 2 is a multiple of 64) */
-  bf16_job J = {m,
-                n,
-                k,
-                ka,
-                ldc,
-                b_kn,
-                abf,
-                q->v,
-                beta,
-                c,
-                (uint32_t *)(void *)(abf + (size_t)m * (size_t)ka)};
+  bf16_job J = {m,    n,    k,         ka,
+                ldc,  b_kn, q->panels, abf,
+                q->v, beta, c,         (uint32_t *)(void *)(abf + (size_t)m * (size_t)ka)};
   const int64_t blocks = (n + BNR - 1) / BNR;
   const int threads = (double)m * (double)n * (double)k >= (double)(1 << 20)
                           ? strop__num_threads()

@@ -28,6 +28,13 @@ typedef struct strop__lowp {
   int64_t group; /* int8: inputs per scale, 0 for the whole channel; 0 for BF16 */
   void *v;       /* uint16_t[rows * cols] (BF16) or int8_t[rows * cols]; 64-byte aligned */
   float *scale;  /* int8: strop__lowp_scales(q) scales; NULL for BF16 */
+  int panels;    /* BF16 only, 1: v holds the weight in the vdpbf16ps kernel's panels instead
+                    (strop__bf16_gemm_nt then packs nothing): per block of 32 output channels
+                    o0 .. o0 + 31, ka / 2 rows of 32 pairs, ka = the inputs rounded up to 32,
+                    ((uint32_t *)v)[(o0 / 32 * ka / 2 + q) * 32 + c] = W(o0 + c, input 2q) |
+                    W(o0 + c, input 2q + 1) << 16, zeros past the edges
+                    (strop__bf16_panels_bytes); made by strop__bf16_shadow_fill (a model's
+                    compute-dtype copy). Every reader here takes either layout; 0: as above. */
 } strop__lowp;
 
 /* Round-to-nearest-even FP32 -> BF16 (NaN stays NaN, quiet); BF16 -> FP32 is exact.
@@ -56,6 +63,8 @@ void strop__lowp_free(strop__lowp *q);
 void strop__lowp_expand(const strop__lowp *q, float *dst);
 /* Bytes q holds (values and scales). */
 size_t strop__lowp_bytes(const strop__lowp *q);
+/* Bytes of a BF16 weight of `out` output channels x `in` inputs held in panels (.panels). */
+size_t strop__bf16_panels_bytes(int64_t out, int64_t in);
 
 /* Scratch for widening a weight (or rounding an activation) around one product: a buffer of
  * at least `bytes`, 64-byte aligned, from a process-wide list so that a warm training step
