@@ -20,9 +20,11 @@
  * logits and their gradient (and predicts that) instead of running the LM head with its
  * cross-entropy a chunk of rows at a time; FUSED_LOSS=ab alternates unfused and fused steps as
  * COMPUTE_DTYPE=ab does (fused_cpu_speedup > 1: the fused step is faster; round_cpu_ratios: each
- * round's fused CPU time over its unfused one), FUSED_ROWS=n sets the rows per chunk. Frozen and
- * LoRA rows load with STROP_LOAD_FROZEN | STROP_LOAD_MMAP: the frozen base is read straight from
- * the mapped file (docs/performance.md); MMAP=0 copies it.
+ * round's fused CPU time over its unfused one), FUSED_ROWS=n sets the rows per chunk;
+ * KERNELS=ab alternates the row kernels' statistics one row at a time (rows1) and several
+ * rows side by side (rows: strop__rows_together's default, or ROWS_TOGETHER=n) the same way —
+ * the same bits. Frozen and LoRA rows load with STROP_LOAD_FROZEN | STROP_LOAD_MMAP: the
+ * frozen base is read straight from the mapped file (docs/performance.md); MMAP=0 copies it.
  *
  * Prints one RESULT line: samples/s or tokens/s (best of `repeats` windows of `steps` steps
  * after a warm-up), the step's multiply-add work (gemm_flops: the matrix products and
@@ -38,6 +40,7 @@
 
 #include "benchutil.h"
 #include "graph/graph.h"
+#include "ops/ops.h"
 
 /* the process's CPU time (s): on a shared machine the wall clock also counts the time the
  * step was not scheduled */
@@ -52,10 +55,17 @@ static int64_t env_int(const char *k, int64_t def) {
   return v && atoll(v) > 0 ? atoll(v) : def;
 }
 
-/* Variant d of an interleaved A/B: FP32 (0) or BF16 (1) products, or with fused the unfused
- * (0) or fused (1) LM head and cross-entropy (strop__fused_loss: the library's own switch). */
-static void ab_set(strop_model *m, int fused, int d) {
-  if (fused) strop__fused_loss = d;
+/* What an interleaved A/B alternates: FP32 (0) or BF16 (1) products; the unfused (0) or fused
+ * (1) LM head and cross-entropy (strop__fused_loss: the library's own switch); the row
+ * kernels' statistics one row at a time (0) or strop__rows_together's default rows side by side
+ * (1): the same bits. */
+enum { AB_DTYPE, AB_FUSED, AB_ROWS };
+
+static void ab_set(strop_model *m, int what, int d) {
+  static int rows_default = 0;
+  if (!rows_default) rows_default = strop__rows_together;
+  if (what == AB_FUSED) strop__fused_loss = d;
+  else if (what == AB_ROWS) strop__rows_together = d ? rows_default : 1;
   else bench_must(strop_model_set_compute_dtype(m, d), "compute dtype");
 }
 
@@ -163,10 +173,14 @@ int main(int argc, char **argv) {
   }
   const char *cdt = getenv("COMPUTE_DTYPE"), *fab = getenv("FUSED_LOSS");
   /* interleaved A/B: 0 / 1 are FP32 / BF16 products, or the unfused / fused LM-head step */
-  const int ab_fused = fab && !strcmp(fab, "ab"), ab = ab_fused || (cdt && !strcmp(cdt, "ab"));
+  const char *kab = getenv("KERNELS");
+  const int ab_fused = fab && !strcmp(fab, "ab"), ab_rows = kab && !strcmp(kab, "ab");
+  const int ab = ab_fused || ab_rows || (cdt && !strcmp(cdt, "ab"));
+  const int what = ab_fused ? AB_FUSED : ab_rows ? AB_ROWS : AB_DTYPE;
   if (cdt && !strcmp(cdt, "bf16"))
     bench_must(strop_model_set_compute_dtype(m, STROP_DTYPE_BF16), "compute dtype");
   if (getenv("FUSED_ROWS")) strop__fused_loss_rows = env_int("FUSED_ROWS", 0);
+  if (getenv("ROWS_TOGETHER")) strop__rows_together = (int)env_int("ROWS_TOGETHER", 1);
   size_t planned = 0, est[4] = {0, 0, 0, 0};
   if (!getenv("NOPLAN")) { /* NOPLAN=1: the step's own peak, without the planning's */
     bench_must(strop_model_step_memory(m, batch, xd + 1, xr - 1, 2, NULL, &planned), "plan");
@@ -200,13 +214,13 @@ int main(int argc, char **argv) {
     double bt[2] = {1e30, 1e30}, bc[2] = {1e30, 1e30}; /* wall, and the process's CPU time */
     double rc[64][2];                                  /* each round's CPU time per step */
     for (int d = 0; d < 2; d++) { /* a warm-up step of each (the BF16 copies are made) */
-      ab_set(m, ab_fused, d);
+      ab_set(m, what, d);
       bench_must(strop_trainer_step(tr, x, y, &loss), "warm-up");
     }
     for (int r = 0; r < repeats; r++)
       for (int h = 0; h < 2; h++) {
         const int d = (r + h) % 2;
-        ab_set(m, ab_fused, d);
+        ab_set(m, what, d);
         const double t0 = bench_now(), c0 = cpu_now();
         for (int s = 0; s < steps; s++) bench_must(strop_trainer_step(tr, x, y, &loss), "step");
         const double dt = (bench_now() - t0) / steps, dc = (cpu_now() - c0) / steps;
@@ -214,13 +228,16 @@ int main(int argc, char **argv) {
         if (dc < bc[d]) bc[d] = dc;
         if (r < 64) rc[r][d] = dc;
       }
-    const char *a = ab_fused ? "unfused" : "f32", *b = ab_fused ? "fused" : "bf16";
+    static const char *const names[3][3] = {{"f32", "bf16", "compute_dtype"},
+                                            {"unfused", "fused", "fused_loss"},
+                                            {"rows1", "rows", "kernels"}};
+    const char *a = names[what][0], *b = names[what][1];
     printf("RESULT impl=strop row=%s threads=%d batch=%lld tokens=%lld %s=ab "
            "%s_step_ms=%.1f %s_step_ms=%.1f %s_speedup=%.3f %s_cpu_ms=%.1f "
            "%s_cpu_ms=%.1f %s_cpu_speedup=%.3f gemm_flops=%.4g round_cpu_ratios=",
-           row, threads, (long long)batch, (long long)tokens,
-           ab_fused ? "fused_loss" : "compute_dtype", a, bt[0] * 1e3, b, bt[1] * 1e3, b,
-           bt[0] / bt[1], a, bc[0] * 1e3, b, bc[1] * 1e3, b, bc[0] / bc[1], step_flops);
+           row, threads, (long long)batch, (long long)tokens, names[what][2], a, bt[0] * 1e3, b,
+           bt[1] * 1e3, b, bt[0] / bt[1], a, bc[0] * 1e3, b, bc[1] * 1e3, b, bc[0] / bc[1],
+           step_flops);
     for (int r = 0; r < repeats && r < 64; r++)
       printf("%s%.3f", r ? "," : "", rc[r][1] / rc[r][0]); /* B's time over A's */
     printf("\n");

@@ -341,6 +341,26 @@ START_TEST(kernel_activation_grads) {
 }
 END_TEST
 
+/* The GELU backward into an uninitialised dx: the bits of the accumulating kernel into zeros
+ * (a -0 product becomes +0 there too), exact and tanh forms, specials and both tails. */
+START_TEST(kernel_gelu_backward_assign) {
+  enum { N = 67 };
+  float x[N], dy[N], want[N], got[N];
+  for (int i = 0; i < N; i++) {
+    x[i] = 0.37f * (float)(i - 33) + (i % 5 == 0 ? 0.013f : 0.0f);
+    dy[i] = i % 4 == 0 ? -0.0f : 0.5f - 0.03f * (float)i;
+  }
+  x[0] = -0.0f, x[1] = NAN, x[2] = INFINITY, x[3] = -INFINITY, x[4] = -12.0f, dy[5] = NAN;
+  for (int ap = 0; ap < 2; ap++) {
+    memset(want, 0, sizeof want);
+    strop__gelu_backward(x, NULL, dy, want, N, ap);
+    for (int i = 0; i < N; i++) got[i] = 1234.0f; /* whatever was there */
+    strop__gelu_backward_assign(x, dy, got, N, ap);
+    ck_assert_msg(memcmp(want, got, sizeof want) == 0, "approximate %d: the bits differ", ap);
+  }
+}
+END_TEST
+
 START_TEST(kernel_softmax_axis) {
   /* [outer 2, d 3, inner 2]: softmax over the middle axis equals softmax of each gathered row */
   float x[12], y[12], row[3], ry[3];
@@ -1583,6 +1603,7 @@ static Suite *suite(void) {
       {"kernel_linear", kernel_linear},
       {"kernel_activations", kernel_activations},
       {"kernel_activation_grads", kernel_activation_grads},
+      {"kernel_gelu_backward_assign", kernel_gelu_backward_assign},
       {"kernel_softmax_axis", kernel_softmax_axis},
       {"vmath_accuracy", vmath_accuracy},
       {"own_gemm_matches_reference", own_gemm_matches_reference},

@@ -16,6 +16,7 @@
 #include "layers/layer.h"
 #include "ops/attention.h"
 #include "ops/layernorm.h"
+#include "ops/ops.h"
 #include "strop/strop.h"
 #include "testutil.h"
 
@@ -397,6 +398,105 @@ START_TEST(kernel_rmsnorm) {
   ck_assert_float_eq_tol(dx[1], r * (-1 - 4 * r * r), 1e-6f);
   ck_assert_float_eq_tol(dg[0], 3 * r, 1e-6f);
   ck_assert_float_eq_tol(dg[1], 4 * r, 1e-6f);
+}
+END_TEST
+
+/* The layer norm as it was written one row at a time (its sums in double, in column order):
+ * the reference whose bits the kernel keeps whatever rows it runs side by side. */
+static void ln_ref(const float *x, int64_t rows, int64_t d, const float *gamma, const float *beta,
+                   float eps, float *y, float *mean, float *rstd, const float *dy, float *dx,
+                   float *dgamma, float *dbeta) {
+  for (int64_t r = 0; r < rows; r++) {
+    const float *xr = x + r * d;
+    double s = 0.0, v = 0.0;
+    for (int64_t j = 0; j < d; j++) s += xr[j];
+    const double mu = s / (double)d;
+    for (int64_t j = 0; j < d; j++) {
+      const double t = (double)xr[j] - mu;
+      v += t * t;
+    }
+    const float m = (float)mu, rs = (float)(1.0 / sqrt(v / (double)d + (double)eps));
+    mean[r] = m;
+    rstd[r] = rs;
+    for (int64_t j = 0; j < d; j++)
+      y[r * d + j] = gamma && beta ? (xr[j] - m) * rs * gamma[j] + beta[j]
+                     : gamma       ? (xr[j] - m) * rs * gamma[j]
+                                   : (xr[j] - m) * rs + (beta ? beta[j] : 0.0f);
+  }
+  for (int64_t r = 0; r < rows; r++) {
+    const float *xr = x + r * d, *dyr = dy + r * d;
+    for (int64_t j = 0; j < d; j++) {
+      dgamma[j] += dyr[j] * (xr[j] - mean[r]) * rstd[r];
+      dbeta[j] += dyr[j];
+    }
+  }
+  for (int64_t r = 0; r < rows; r++) {
+    const float *xr = x + r * d, *dyr = dy + r * d;
+    const float m = mean[r], rs = rstd[r];
+    double sg = 0.0, sgx = 0.0;
+    for (int64_t j = 0; j < d; j++) {
+      const double g = (double)dyr[j] * (gamma ? (double)gamma[j] : 1.0);
+      sg += g;
+      sgx += g * ((double)xr[j] - (double)m) * (double)rs;
+    }
+    const float a = (float)(sg / (double)d), b = (float)(sgx / (double)d);
+    for (int64_t j = 0; j < d; j++) {
+      const float g = dyr[j] * (gamma ? gamma[j] : 1.0f), xh = (xr[j] - m) * rs;
+      dx[r * d + j] += rs * (g - a - xh * b);
+    }
+  }
+}
+
+/* Rows whose statistics run side by side (strop__rows_together 1 and 8, 1 and 2 threads, rows
+ * that leave a partial group, an odd width, each affine form): the one-row reference's bits. */
+START_TEST(kernel_layernorm_rows) {
+  static const int64_t widths[] = {768, 77, 1};
+  const int64_t rows = 29;
+  const int threads = strop_get_num_threads(), keep = strop__rows_together;
+  for (size_t wi = 0; wi < sizeof widths / sizeof widths[0]; wi++)
+    for (int affine = 0; affine < 3; affine++) {
+      const int64_t d = widths[wi], nx = rows * d;
+      float *x = malloc(sizeof(float) * (size_t)nx), *dy = malloc(sizeof(float) * (size_t)nx);
+      float *g = malloc(sizeof(float) * (size_t)d), *b = malloc(sizeof(float) * (size_t)d);
+      float *y[2], *st[2], *dx[2], *dg[2], *db[2];
+      for (int64_t i = 0; i < nx; i++) {
+        x[i] = 3.0f * sinf(0.37f * (float)i) + (i % 13 == 0 ? 40.0f : 0.0f) + 1e-3f * (float)i;
+        dy[i] = cosf(0.19f * (float)i) * (i % 7 == 0 ? 1e3f : 1.0f);
+      }
+      for (int64_t j = 0; j < d; j++) g[j] = 0.5f + 0.01f * (float)(j % 97), b[j] = 0.1f * j;
+      const float *gm = affine >= 1 ? g : NULL, *bm = affine == 2 ? b : NULL;
+      for (int k = 0; k < 2; k++) {
+        y[k] = malloc(sizeof(float) * (size_t)nx);
+        dx[k] = malloc(sizeof(float) * (size_t)nx);
+        st[k] = malloc(sizeof(float) * 2 * (size_t)rows);
+        dg[k] = malloc(sizeof(float) * (size_t)d);
+        db[k] = malloc(sizeof(float) * (size_t)d);
+      }
+      for (int64_t i = 0; i < nx; i++) dx[0][i] = 0.25f;
+      for (int64_t j = 0; j < d; j++) dg[0][j] = -0.5f, db[0][j] = 0.75f;
+      ln_ref(x, rows, d, gm, bm, 1e-5f, y[0], st[0], st[0] + rows, dy, dx[0], dg[0], db[0]);
+      for (int v = 0; v < 4; v++) {
+        strop__rows_together = v & 1 ? 1 : keep;
+        must(strop_set_num_threads(v < 2 ? 1 : 2), "threads");
+        for (int64_t i = 0; i < nx; i++) dx[1][i] = 0.25f;
+        for (int64_t j = 0; j < d; j++) dg[1][j] = -0.5f, db[1][j] = 0.75f;
+        strop__layernorm_forward(x, rows, d, gm, bm, 1e-5f, y[1], st[1], st[1] + rows);
+        strop__layernorm_backward(x, dy, rows, d, gm, st[1], st[1] + rows, dx[1], dg[1], db[1]);
+        ck_assert_msg(!memcmp(y[0], y[1], sizeof(float) * (size_t)nx) &&
+                          !memcmp(st[0], st[1], sizeof(float) * 2 * (size_t)rows),
+                      "d %lld affine %d variant %d: forward bits differ", (long long)d, affine,
+                      v);
+        ck_assert_msg(!memcmp(dx[0], dx[1], sizeof(float) * (size_t)nx) &&
+                          !memcmp(dg[0], dg[1], sizeof(float) * (size_t)d) &&
+                          !memcmp(db[0], db[1], sizeof(float) * (size_t)d),
+                      "d %lld affine %d variant %d: backward bits differ", (long long)d, affine,
+                      v);
+      }
+      strop__rows_together = keep;
+      must(strop_set_num_threads(threads), "threads");
+      for (int k = 0; k < 2; k++) free(y[k]), free(dx[k]), free(st[k]), free(dg[k]), free(db[k]);
+      free(x), free(dy), free(g), free(b);
+    }
 }
 END_TEST
 
@@ -1196,6 +1296,7 @@ static Suite *suite(void) {
   TCase *tc = tcase_create("kernels");
   tcase_add_test(tc, kernel_layernorm);
   tcase_add_test(tc, kernel_rmsnorm);
+  tcase_add_test(tc, kernel_layernorm_rows);
   tcase_add_test(tc, kernel_rmsnorm_rows);
   tcase_add_test(tc, kernel_add_rmsnorm_rows);
   tcase_add_test(tc, kernel_attention);

@@ -9,6 +9,8 @@
 
 #include "fixture_st.h"
 #include "ops/loss.h"
+#include "ops/ops.h"
+#include "ops/vmath.h"
 #include "strop/strop.h"
 #include "testutil.h"
 
@@ -162,6 +164,101 @@ START_TEST(nan_propagates) {
 }
 END_TEST
 
+/* The cross-entropy as it was written one row at a time (its max one compare after another,
+ * its sums in column order), mean reduction: the reference whose bits the kernel keeps. */
+static double ce_ref(const strop__loss_cfg *c, const float *z, const float *y, int64_t rows,
+                     int64_t C, float *g) {
+  const float eps = c->label_smoothing, *w = c->class_weights;
+  double wsum = 0.0, total = 0.0, wtotal = 0.0;
+  for (int64_t j = 0; j < C; j++) wsum += w ? (double)w[j] : 1.0;
+  for (int64_t r = 0; r < rows; r++) {
+    const float *zr = z + r * C;
+    float *gr = g + r * C;
+    if ((double)y[r] == (double)c->ignore_index) {
+      for (int64_t j = 0; j < C; j++) gr[j] = 0.0f;
+      continue;
+    }
+    const int64_t yi = (int64_t)y[r];
+    double m = zr[0], s = 0.0;
+    for (int64_t j = 1; j < C; j++)
+      if (zr[j] > m) m = zr[j];
+    for (int64_t j = 0; j < C; j++) s += strop__vexp((double)zr[j] - m);
+    const double lse = m + log(s), wy = w ? (double)w[yi] : 1.0;
+    double row = (1.0 - eps) * wy * (lse - (double)zr[yi]);
+    if (eps > 0.0f) {
+      double sm = 0.0;
+      for (int64_t j = 0; j < C; j++) sm += (w ? (double)w[j] : 1.0) * (lse - (double)zr[j]);
+      row += (double)eps / (double)C * sm;
+    }
+    total += row;
+    wtotal += wy;
+    const double a = (1.0 - eps) * wy + (double)eps / (double)C * wsum,
+                 ew = (double)eps / (double)C;
+    for (int64_t j = 0; j < C; j++)
+      gr[j] = (float)(strop__vexp((double)zr[j] - lse) * a - ew * (w ? (double)w[j] : 1.0));
+    gr[yi] -= (float)((1.0 - eps) * wy);
+  }
+  const double scale = wtotal != 0.0 ? 1.0 / wtotal : 0.0;
+  const float fs = (float)scale;
+  for (int64_t i = 0; i < rows * C; i++) g[i] *= fs;
+  return total * scale;
+}
+
+/* The softmax sums of several rows side by side (strop__rows_together 8) against one row at a
+ * time (1): the same loss and gradient bits, over all rows at once and a chunk of rows at a time
+ * (the fused LM head's strop__ce_rows), with ignored rows and a NaN row among them, plain,
+ * weighted and smoothed. */
+START_TEST(rows_together_bits) {
+  enum { R = 29, C = 1003 };
+  const int keep = strop__rows_together;
+  float *z = malloc(sizeof(float) * R * C), *w = malloc(sizeof(float) * C), y[R];
+  float *g[4];
+  for (int k = 0; k < 4; k++) g[k] = malloc(sizeof(float) * R * C);
+  uint32_t u = 777u;
+  for (int i = 0; i < R * C; i++) {
+    u = u * 1664525u + 1013904223u;
+    z[i] = 8.0f * ((float)(u >> 8) / 16777216.0f - 0.5f) +
+           (i % 101 == 0 && i / C % 5 == 0 ? 30.0f : 0.0f);
+  }
+  for (int r = 3; r < 7; r += 3) /* rows whose maximum is a zero, -0 first and +0 first */
+    for (int j = 0; j < C; j++) {
+      float *v = &z[r * C + j];
+      *v = j == 10 ? (r == 3 ? -0.0f : 0.0f) : j == 20 ? (r == 3 ? 0.0f : -0.0f) : -fabsf(*v) - 1;
+    }
+  for (int j = 0; j < C; j++) w[j] = 0.5f + (float)(j % 7) * 0.25f;
+  for (int r = 0; r < R; r++) y[r] = r % 9 == 4 ? -100.0f : (float)((r * 37) % C);
+  for (int variant = 0; variant < 3; variant++) {
+    z[17 * C + 5] = variant == 0 ? NAN : 0.5f; /* a NaN row once: the loss is NaN then */
+    strop__loss_cfg c;
+    strop__loss_cfg_init(&c, STROP_LOSS_CROSS_ENTROPY);
+    if (variant == 1) c.class_weights = w;
+    if (variant == 2) c.label_smoothing = 0.1f;
+    double l[4];
+    for (int k = 0; k < 2; k++) {
+      strop__rows_together = k ? keep : 1;
+      ck_assert_int_eq(strop__loss_eval(&c, z, R, C, y, 1, &l[k], g[k]), STROP_OK);
+    }
+    /* a chunk of rows at a time, in place, as the fused LM head runs it */
+    strop__ce_rows st;
+    ck_assert_int_eq(strop__ce_rows_begin(&st, &c, R, C, y, 1), STROP_OK);
+    memcpy(g[2], z, sizeof(float) * R * C);
+    strop__ce_rows_eval(&st, 0, 11, g[2], 1);
+    strop__ce_rows_eval(&st, 11, R - 11, g[2] + 11 * C, 1);
+    l[2] = strop__ce_rows_loss(&st);
+    strop__rows_together = keep;
+    l[3] = ce_ref(&c, z, y, R, C, g[3]);
+    for (int k = 1; k < 4; k++) {
+      ck_assert_msg(memcmp(&l[0], &l[k], sizeof l[0]) == 0, "variant %d, %d: loss %.17g vs %.17g",
+                    variant, k, l[k], l[0]);
+      ck_assert_msg(memcmp(g[0], g[k], sizeof(float) * R * C) == 0,
+                    "variant %d, %d: the gradient's bits differ", variant, k);
+    }
+  }
+  for (int k = 0; k < 4; k++) free(g[k]);
+  free(z), free(w);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ finite differences */
 
 /* Central differences of the double loss in float32 pred; tolerance 2e-3 relative with a
@@ -292,6 +389,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, forward_reference);
   tcase_add_test(tc, all_ignored);
   tcase_add_test(tc, nan_propagates);
+  tcase_add_test(tc, rows_together_bits);
   suite_add_tcase(s, tc);
   tc = tcase_create("gradcheck");
   tcase_add_test(tc, gradcheck);

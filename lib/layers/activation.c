@@ -124,6 +124,10 @@ static void act_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
       strop__relu_backward_assign(y, dy, o, cnt);
       return;
     }
+    if (j->kind == ACT_GELU) {
+      strop__gelu_backward_assign(a, dy, o, cnt, j->c->approximate);
+      return;
+    }
     memset(o, 0, sizeof(float) * (size_t)(soft ? rows * j->d * j->inner : (int64_t)cnt));
   }
   switch (j->kind) {

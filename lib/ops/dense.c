@@ -233,9 +233,11 @@ STROP__CLONES void strop__gelu_forward(const float *x, float *y, size_t n, int a
   }
 }
 
-STROP__CLONES void strop__gelu_backward(const float *x, const float *y, const float *dy,
-                                        float *dx, size_t n, int approximate) {
-  (void)y;
+/* dx += dy gelu'(x), or with assign dx = 0 + dy gelu'(x): the sum into a zeroed dx without
+ * zeroing it first (the same bits: 0 + v, -0 becoming +0) */
+static inline __attribute__((always_inline)) void gelu_bwd(const float *x, const float *dy,
+                                                           float *dx, size_t n, int approximate,
+                                                           const int assign) {
   if (approximate) {
     for (size_t i = 0; i < n; i++) {
       float v = x[i], v2 = v * v;
@@ -243,16 +245,27 @@ STROP__CLONES void strop__gelu_backward(const float *x, const float *y, const fl
       float left_d = 0.5f * (1.0f + t);
       float right_d = 0.5f * v * (1.0f - t * t);
       float inner_d = GELU_TANH_B * (1.0f + 3.0f * GELU_TANH_K * v2);
-      dx[i] += dy[i] * (left_d + right_d * inner_d);
+      dx[i] = (assign ? 0.0f : dx[i]) + dy[i] * (left_d + right_d * inner_d);
     }
   } else {
     for (size_t i = 0; i < n; i++) {
       float v = x[i];
       float cdf = 0.5f * strop__verfcf(-v * GELU_SQRT1_2);
       float pdf = strop__vexpf(-0.5f * v * v) * GELU_PDF_C;
-      dx[i] += dy[i] * (cdf + v * pdf);
+      dx[i] = (assign ? 0.0f : dx[i]) + dy[i] * (cdf + v * pdf);
     }
   }
+}
+
+STROP__CLONES void strop__gelu_backward(const float *x, const float *y, const float *dy,
+                                        float *dx, size_t n, int approximate) {
+  (void)y;
+  gelu_bwd(x, dy, dx, n, approximate, 0);
+}
+
+STROP__CLONES void strop__gelu_backward_assign(const float *x, const float *dy, float *dx,
+                                               size_t n, int approximate) {
+  gelu_bwd(x, dy, dx, n, approximate, 1);
 }
 
 static inline float relu6(float v) { return v < 0.0f ? 0.0f : v > 6.0f ? 6.0f : v; }

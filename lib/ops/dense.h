@@ -72,6 +72,10 @@ void strop__leaky_relu_backward(const float *x, const float *y, const float *dy,
 void strop__gelu_forward(const float *x, float *y, size_t n, int approximate);
 void strop__gelu_backward(const float *x, const float *y, const float *dy, float *dx, size_t n,
                           int approximate);
+/* dx = 0 + dy gelu'(x) (the bits of strop__gelu_backward into a zeroed dx) into an
+ * uninitialised dx: no pass to zero it first. */
+void strop__gelu_backward_assign(const float *x, const float *dy, float *dx, size_t n,
+                                 int approximate);
 void strop__silu_forward(const float *x, float *y, size_t n);
 void strop__silu_backward(const float *x, const float *y, const float *dy, float *dx, size_t n);
 /* The gated MLP's product (Llama's act_fn(gate) * up) in one pass: h = silu(g) u, the values

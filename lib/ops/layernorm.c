@@ -9,7 +9,20 @@
 #include "core/core.h"
 #include "ops/ops.h"
 
-/* Rows are independent: both passes split rows across strop's threads (no bit changes). */
+/* Rows are independent: both passes split rows across strop's threads (no bit changes). Each
+ * row's statistics are a chain of dependent double adds in column order, bound by the add's
+ * latency; LN_GROUP rows at a time run their chains side by side (one accumulator a row, each
+ * still summed in column order: the one-row loop's bits) so that they overlap. */
+enum { LN_GROUP = 8 };
+
+int strop__rows_together = LN_GROUP;
+
+static int64_t group_rows(void) {
+  return strop__rows_together < 1          ? 1
+         : strop__rows_together > LN_GROUP ? LN_GROUP
+                                           : strop__rows_together;
+}
+
 typedef struct ln_job {
   const float *x, *dy, *gamma, *beta, *cmean, *crstd;
   int64_t d;
@@ -17,31 +30,46 @@ typedef struct ln_job {
   float *y, *mean, *rstd, *dx;
 } ln_job;
 
-static void ln_forward_rows(const ln_job *job, int64_t r0, int64_t r1) {
-  const float *x = job->x, *gamma = job->gamma, *beta = job->beta;
-  const int64_t d = job->d;
-  const float eps = job->eps;
-  float *y = job->y, *mean = job->mean, *rstd = job->rstd;
-  for (int64_t r = r0; r < r1; r++) {
-    const float *xr = x + r * d;
-    float *yr = y + r * d;
-    double s = 0.0;
-    for (int64_t j = 0; j < d; j++) s += xr[j];
-    double mu = s / (double)d, v = 0.0;
-    for (int64_t j = 0; j < d; j++) {
-      double t = (double)xr[j] - mu;
-      v += t * t;
+/* nr (<= LN_GROUP, a constant after inlining) rows from x: their mean and rstd */
+static inline __attribute__((always_inline)) void ln_stats(const float *x, int64_t d, float eps,
+                                                           const int nr, float *m, float *rs) {
+  double s[LN_GROUP] = {0}, v[LN_GROUP] = {0}, mu[LN_GROUP];
+  for (int64_t j = 0; j < d; j++)
+    for (int r = 0; r < nr; r++) s[r] += x[r * d + j];
+  for (int r = 0; r < nr; r++) mu[r] = s[r] / (double)d;
+  for (int64_t j = 0; j < d; j++)
+    for (int r = 0; r < nr; r++) {
+      double t = (double)x[r * d + j] - mu[r];
+      v[r] += t * t;
     }
-    float m = (float)mu;
-    float rs = (float)(1.0 / sqrt(v / (double)d + (double)eps));
-    if (mean) mean[r] = m;
-    if (rstd) rstd[r] = rs;
-    if (gamma && beta)
-      for (int64_t j = 0; j < d; j++) yr[j] = (xr[j] - m) * rs * gamma[j] + beta[j];
-    else if (gamma)
-      for (int64_t j = 0; j < d; j++) yr[j] = (xr[j] - m) * rs * gamma[j];
+  for (int r = 0; r < nr; r++) {
+    m[r] = (float)mu[r];
+    rs[r] = (float)(1.0 / sqrt(v[r] / (double)d + (double)eps));
+  }
+}
+
+STROP__CLONES static void ln_forward_rows(const ln_job *job, int64_t r0, int64_t r1) {
+  const float *gamma = job->gamma, *beta = job->beta;
+  const int64_t d = job->d, grp = group_rows();
+  for (int64_t g = r0; g < r1; g += grp) {
+    const int nr = r1 - g < grp ? (int)(r1 - g) : (int)grp;
+    float mg[LN_GROUP], rg[LN_GROUP];
+    if (nr == LN_GROUP) ln_stats(job->x + g * d, d, job->eps, LN_GROUP, mg, rg);
     else
-      for (int64_t j = 0; j < d; j++) yr[j] = (xr[j] - m) * rs + (beta ? beta[j] : 0.0f);
+      for (int r = 0; r < nr; r++) ln_stats(job->x + (g + r) * d, d, job->eps, 1, mg + r, rg + r);
+    for (int i = 0; i < nr; i++) {
+      const float *xr = job->x + (g + i) * d;
+      float *yr = job->y + (g + i) * d;
+      const float m = mg[i], rs = rg[i];
+      if (job->mean) job->mean[g + i] = m;
+      if (job->rstd) job->rstd[g + i] = rs;
+      if (gamma && beta)
+        for (int64_t j = 0; j < d; j++) yr[j] = (xr[j] - m) * rs * gamma[j] + beta[j];
+      else if (gamma)
+        for (int64_t j = 0; j < d; j++) yr[j] = (xr[j] - m) * rs * gamma[j];
+      else
+        for (int64_t j = 0; j < d; j++) yr[j] = (xr[j] - m) * rs + (beta ? beta[j] : 0.0f);
+    }
   }
 }
 
@@ -65,44 +93,73 @@ void strop__layernorm_forward(const float *x, int64_t rows, int64_t d, const flo
   strop__par_for(rows, row_grain(d), ln_forward_chunk, &j);
 }
 
+/* nr rows (a constant after inlining): a = mean(g), b = mean(g xhat), g = dy * gamma, each row's
+ * two sums in column order as one row alone */
+static inline __attribute__((always_inline)) void ln_grad_stats(const float *x, const float *dy,
+                                                                const float *gamma, int64_t d,
+                                                                const float *m, const float *rs,
+                                                                const int nr, float *a,
+                                                                float *b) {
+  double sg[LN_GROUP] = {0}, sgx[LN_GROUP] = {0}, md[LN_GROUP], rd[LN_GROUP];
+  for (int r = 0; r < nr; r++) md[r] = m[r], rd[r] = rs[r];
+  for (int64_t j = 0; j < d; j++) {
+    const double gj = gamma ? (double)gamma[j] : 1.0;
+    for (int r = 0; r < nr; r++) {
+      double g = (double)dy[r * d + j] * gj;
+      sg[r] += g;
+      sgx[r] += g * ((double)x[r * d + j] - md[r]) * rd[r];
+    }
+  }
+  for (int r = 0; r < nr; r++)
+    a[r] = (float)(sg[r] / (double)d), b[r] = (float)(sgx[r] / (double)d);
+}
+
 /* dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * gamma, rows [r0, r1) */
-static void ln_backward_dx_chunk(void *ctx, int64_t r0, int64_t r1, int chunk) {
+STROP__CLONES static void ln_backward_dx_chunk(void *ctx, int64_t r0, int64_t r1, int chunk) {
   (void)chunk;
   const ln_job *jb = ctx;
-  const float *x = jb->x, *dy = jb->dy, *gamma = jb->gamma;
-  const int64_t d = jb->d;
-  for (int64_t r = r0; r < r1; r++) {
+  const float *gamma = jb->gamma;
+  const int64_t d = jb->d, grp = group_rows();
+  for (int64_t g0 = r0; g0 < r1; g0 += grp) {
+    const int nr = r1 - g0 < grp ? (int)(r1 - g0) : (int)grp;
+    const float *x = jb->x + g0 * d, *dy = jb->dy + g0 * d;
+    const float *mg = jb->cmean + g0, *rg = jb->crstd + g0;
+    float ag[LN_GROUP], bg[LN_GROUP];
+    if (nr == LN_GROUP) ln_grad_stats(x, dy, gamma, d, mg, rg, LN_GROUP, ag, bg);
+    else
+      for (int r = 0; r < nr; r++)
+        ln_grad_stats(x + r * d, dy + r * d, gamma, d, mg + r, rg + r, 1, ag + r, bg + r);
+    for (int i = 0; i < nr; i++) {
+      const float *xr = x + i * d, *dyr = dy + i * d;
+      const float m = mg[i], rs = rg[i], a = ag[i], b = bg[i];
+      float *dxr = jb->dx + (g0 + i) * d;
+      for (int64_t j = 0; j < d; j++) {
+        float g = dyr[j] * (gamma ? gamma[j] : 1.0f);
+        float xh = (xr[j] - m) * rs;
+        dxr[j] += rs * (g - a - xh * b);
+      }
+    }
+  }
+}
+
+/* the parameter gradients sum over rows: one thread, in row order */
+STROP__CLONES static void ln_param_grads(const float *x, const float *dy, int64_t rows, int64_t d,
+                                         const float *mean, const float *rstd, float *dgamma,
+                                         float *dbeta) {
+  for (int64_t r = 0; r < rows; r++) {
     const float *xr = x + r * d, *dyr = dy + r * d;
-    float m = jb->cmean[r], rs = jb->crstd[r];
-    double sg = 0.0, sgx = 0.0;
-    for (int64_t j = 0; j < d; j++) {
-      double g = (double)dyr[j] * (gamma ? (double)gamma[j] : 1.0);
-      sg += g;
-      sgx += g * ((double)xr[j] - (double)m) * (double)rs;
-    }
-    float a = (float)(sg / (double)d), b = (float)(sgx / (double)d);
-    float *dxr = jb->dx + r * d;
-    for (int64_t j = 0; j < d; j++) {
-      float g = dyr[j] * (gamma ? gamma[j] : 1.0f);
-      float xh = (xr[j] - m) * rs;
-      dxr[j] += rs * (g - a - xh * b);
-    }
+    float m = mean[r], rs = rstd[r];
+    if (dgamma)
+      for (int64_t j = 0; j < d; j++) dgamma[j] += dyr[j] * (xr[j] - m) * rs;
+    if (dbeta)
+      for (int64_t j = 0; j < d; j++) dbeta[j] += dyr[j];
   }
 }
 
 void strop__layernorm_backward(const float *x, const float *dy, int64_t rows, int64_t d,
                                const float *gamma, const float *mean, const float *rstd,
                                float *dx, float *dgamma, float *dbeta) {
-  /* the parameter gradients sum over rows: one thread, in row order */
-  if (dgamma || dbeta)
-    for (int64_t r = 0; r < rows; r++) {
-      const float *xr = x + r * d, *dyr = dy + r * d;
-      float m = mean[r], rs = rstd[r];
-      if (dgamma)
-        for (int64_t j = 0; j < d; j++) dgamma[j] += dyr[j] * (xr[j] - m) * rs;
-      if (dbeta)
-        for (int64_t j = 0; j < d; j++) dbeta[j] += dyr[j];
-    }
+  if (dgamma || dbeta) ln_param_grads(x, dy, rows, d, mean, rstd, dgamma, dbeta);
   if (!dx) return;
   ln_job j = {.x = x, .dy = dy, .gamma = gamma, .cmean = mean, .crstd = rstd, .d = d, .dx = dx};
   strop__par_for(rows, row_grain(d), ln_backward_dx_chunk, &j);

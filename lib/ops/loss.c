@@ -38,7 +38,7 @@ const char *strop__loss_name(int kind) {
  * exponentials are strop__vexp's, a block at a time into `e`, summed in column order as
  * before: libm's values and order, without a call per logit (a 50257-word vocabulary).
  * strop__loss_eval runs it over all rows at once, strop__ce_rows a run of rows at a time: both
- * through ce_check and ce_row, so that their numbers are the same. */
+ * through ce_check and ce_rows, so that their numbers are the same. */
 
 /* The classes per row (*C) and the configuration and every target checked, before anything
  * is written. */
@@ -83,14 +83,59 @@ static double ce_wsum(const strop__loss_cfg *c, int64_t C) {
   return wsum;
 }
 
-/* One row: z its C logits, y its target. Adds the row's (weighted) loss to *total and its
- * weight to *wtotal; with g, writes the unscaled gradient there, which may be z itself (every
- * logit is read before its gradient is written over it). An ignored row adds nothing and gets
- * a zero gradient. */
-static inline __attribute__((always_inline)) void ce_row(const strop__loss_cfg *c, const float *z,
-                                                         float *g, float y, int64_t C,
-                                                         double wsum, double *total,
-                                                         double *wtotal) {
+/* A row's largest logit: its first, or the largest greater one (a NaN is never greater; a NaN
+ * first stays), as one compare after another in column order gives it — with `lanes`, in 16
+ * lanes, which one chain of compares could not be. A maximum is exact in any order; only the
+ * sign of a zero maximum could depend on it, and that reaches no result: z - m and m + log(s),
+ * s >= 1, are the same for either zero. */
+static inline __attribute__((always_inline)) double ce_max(const float *z, int64_t C, int lanes) {
+  if (!lanes) {
+    double m = z[0];
+    for (int64_t j = 1; j < C; j++)
+      if (z[j] > m) m = z[j];
+    return m;
+  }
+  const float z0 = z[0];
+  if (z0 != z0) return z0;
+  float acc[16];
+  for (int l = 0; l < 16; l++) acc[l] = z0;
+  int64_t j = 1;
+  for (; j + 16 <= C; j += 16)
+    for (int l = 0; l < 16; l++) acc[l] = z[j + l] > acc[l] ? z[j + l] : acc[l];
+  for (; j < C; j++) acc[0] = z[j] > acc[0] ? z[j] : acc[0];
+  float m = acc[0];
+  for (int l = 1; l < 16; l++) m = acc[l] > m ? acc[l] : m;
+  return m;
+}
+
+enum { CE_GROUP = 8 };
+
+/* s[r] = sum over j of exp(z[r][j] - m[r]) for nr rows of z (stride C; nr <= CE_GROUP, a
+ * constant after inlining), each in j order as one row alone. A row's sum is a chain of
+ * dependent adds, bound by their latency: the rows' chains run side by side, so they overlap. */
+static inline __attribute__((always_inline)) void ce_sums(const float *z, int64_t C,
+                                                          const double *m, const int nr,
+                                                          double *s) {
+  double e[CE_GROUP][64];
+  for (int r = 0; r < nr; r++) s[r] = 0.0;
+  for (int64_t j0 = 0; j0 < C; j0 += 64) {
+    const int64_t nb = C - j0 < 64 ? C - j0 : 64;
+    for (int r = 0; r < nr; r++)
+      for (int64_t j = 0; j < nb; j++) e[r][j] = strop__vexp((double)z[r * C + j0 + j] - m[r]);
+    for (int64_t j = 0; j < nb; j++)
+      for (int r = 0; r < nr; r++) s[r] += e[r][j];
+  }
+}
+
+/* One row: z its C logits, m their largest and s the sum of exp(z - m), y its target. Adds the
+ * row's (weighted) loss to *total and its weight to *wtotal; with g, writes the unscaled
+ * gradient there, which may be z itself (every logit is read before its gradient is written
+ * over it). An ignored row adds nothing and gets a zero gradient. */
+static inline __attribute__((always_inline)) void ce_finish(const strop__loss_cfg *c,
+                                                            const float *z, float *g, float y,
+                                                            int64_t C, double wsum, double m,
+                                                            double s, double *total,
+                                                            double *wtotal) {
   const float eps = c->label_smoothing;
   const float *w = c->class_weights;
   if ((double)y == (double)c->ignore_index) {
@@ -99,15 +144,6 @@ static inline __attribute__((always_inline)) void ce_row(const strop__loss_cfg *
     return;
   }
   int64_t yi = (int64_t)y;
-  double m = z[0];
-  for (int64_t j = 1; j < C; j++)
-    if (z[j] > m) m = z[j];
-  double s = 0.0, e[64];
-  for (int64_t j0 = 0; j0 < C; j0 += 64) {
-    const int64_t nb = C - j0 < 64 ? C - j0 : 64;
-    for (int64_t j = 0; j < nb; j++) e[j] = strop__vexp((double)z[j0 + j] - m);
-    for (int64_t j = 0; j < nb; j++) s += e[j];
-  }
   double lse = m + log(s);
   double wy = w ? (double)w[yi] : 1.0;
   double row = (1.0 - eps) * wy * (lse - (double)z[yi]);
@@ -121,9 +157,43 @@ static inline __attribute__((always_inline)) void ce_row(const strop__loss_cfg *
   if (g) {
     double a = (1.0 - eps) * wy + (double)eps / (double)C * wsum;
     double ew = (double)eps / (double)C;
-    for (int64_t j = 0; j < C; j++)
-      g[j] = (float)(strop__vexp((double)z[j] - lse) * a - ew * (w ? (double)w[j] : 1.0));
+    /* two loops, not `w ? w[j] : 1.0` in one: vectorised, that select became a masked load
+     * from w, which with w NULL and its mask empty still costs a fault-suppression assist on
+     * every vector on AMD's Zen 4 (a quarter of the loss's time); ew * 1.0 is ew exactly */
+    if (w)
+      for (int64_t j = 0; j < C; j++)
+        g[j] = (float)(strop__vexp((double)z[j] - lse) * a - ew * (double)w[j]);
+    else
+      for (int64_t j = 0; j < C; j++) g[j] = (float)(strop__vexp((double)z[j] - lse) * a - ew);
     g[yi] -= (float)((1.0 - eps) * wy);
+  }
+}
+
+/* rows rows of z (stride C) with their targets y, in row order (g: their gradients, or NULL),
+ * strop__rows_together of them at a time for the sums; 1 runs the row loop as it was written
+ * before (its maximum one compare after another: the reference, the same bits) */
+static inline __attribute__((always_inline)) void ce_rows(const strop__loss_cfg *c,
+                                                          const float *z, float *g,
+                                                          const float *y, int64_t rows, int64_t C,
+                                                          double wsum, double *total,
+                                                          double *wtotal) {
+  const int64_t grp = strop__rows_together < 1          ? 1
+                      : strop__rows_together > CE_GROUP ? CE_GROUP
+                                                        : strop__rows_together;
+  for (int64_t r0 = 0; r0 < rows; r0 += grp) {
+    const int nr = rows - r0 < grp ? (int)(rows - r0) : (int)grp;
+    const float *zr = z + r0 * C;
+    double m[CE_GROUP], s[CE_GROUP];
+    for (int r = 0; r < nr; r++) {
+      m[r] = 0.0; /* an ignored row: its sum is not used */
+      if ((double)y[r0 + r] != (double)c->ignore_index) m[r] = ce_max(zr + r * C, C, grp > 1);
+    }
+    if (nr == CE_GROUP) ce_sums(zr, C, m, CE_GROUP, s);
+    else
+      for (int r = 0; r < nr; r++) ce_sums(zr + r * C, C, m + r, 1, s + r);
+    for (int r = 0; r < nr; r++)
+      ce_finish(c, zr + r * C, g ? g + (r0 + r) * C : NULL, y[r0 + r], C, wsum, m[r], s[r], total,
+                wtotal);
   }
 }
 
@@ -137,8 +207,7 @@ STROP__CLONES static strop_status cross_entropy(const strop__loss_cfg *c, const 
   const int64_t rows = n * tps;
   const double wsum = ce_wsum(c, C);
   double total = 0.0, wtotal = 0.0;
-  for (int64_t r = 0; r < rows; r++)
-    ce_row(c, pred + r * C, dpred ? dpred + r * C : NULL, target[r], C, wsum, &total, &wtotal);
+  ce_rows(c, pred, dpred, target, rows, C, wsum, &total, &wtotal);
   double scale = 1.0;
   if (c->reduction == STROP__LOSS_REDUCTION_MEAN) scale = wtotal != 0.0 ? 1.0 / wtotal : 0.0;
   *loss_out = total * scale;
@@ -187,9 +256,7 @@ STROP__CLONES void strop__ce_rows_eval(strop__ce_rows *st, int64_t r0, int64_t n
                                        int grad) {
   const int64_t C = st->C;
   double wtotal = 0.0; /* (summed beforehand) */
-  for (int64_t r = 0; r < nr; r++)
-    ce_row(st->c, z + r * C, grad ? z + r * C : NULL, st->target[r0 + r], C, st->wsum, &st->total,
-           &wtotal);
+  ce_rows(st->c, z, grad ? z : NULL, st->target + r0, nr, C, st->wsum, &st->total, &wtotal);
   if (grad && st->scale != 1.0) {
     float fs = (float)st->scale;
     for (int64_t i = 0; i < nr * C; i++) z[i] *= fs;

@@ -52,6 +52,12 @@ extern int strop__gemm_impl;
 /* Within the own kernel: 0 picks the in-place paths by shape, 1 always packs, 2 reads in place
  * wherever it can (tests: every path gives the same bits). */
 extern int strop__gemm_sup;
+/* Rows whose row statistics run side by side (1-8, default 8): a layer norm's mean, variance
+ * and gradient sums and the cross-entropy's softmax sums are each a chain of dependent double
+ * adds per row, bound by their latency; several rows' chains overlap. Each row still sums in
+ * its own order, so every value is 1's (tests compare the bits; bench_big's KERNELS=ab times
+ * 1 against the default). */
+extern int strop__rows_together;
 /* The depth of the own GEMM's k blocks: each element of C sums its products in k order within a
  * block and adds the blocks in order (gemm.c), and the small-m kernels (gemv.c) do the same. */
 enum { STROP__GEMM_KC = 256 };
