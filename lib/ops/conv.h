@@ -18,6 +18,13 @@ typedef struct strop__conv2d_dims {
   int64_t dh, dw;        /* dilation */
   int64_t groups;
   int64_t oh, ow; /* output spatial size */
+  /* 1: the products run on BF16 operands with FP32 sums (the model's compute dtype): x, w and
+   * dy rounded to BF16 (nearest even), the bias and the bias gradient in FP32. Ungrouped convs
+   * run vdpbf16ps (strop__bf16_gemm_f32) where strop__bf16_dot_enabled(); elsewhere, and for
+   * grouped convs, the exact fallback: the FP32 lowered GEMMs on the rounded operands. No
+   * Winograd (its transforms would round transformed values); depthwise convs keep their FP32
+   * stencil (no product to speed up). 0: FP32. */
+  int bf16;
 } strop__conv2d_dims;
 
 /* What the convolution applies to each image's output before it leaves the cache, in place of
