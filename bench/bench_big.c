@@ -20,7 +20,9 @@
  * logits and their gradient (and predicts that) instead of running the LM head with its
  * cross-entropy a chunk of rows at a time; FUSED_LOSS=ab alternates unfused and fused steps as
  * COMPUTE_DTYPE=ab does (fused_cpu_speedup > 1: the fused step is faster; round_cpu_ratios: each
- * round's fused CPU time over its unfused one), FUSED_ROWS=n sets the rows per chunk. Frozen and
+ * round's fused CPU time over its unfused one), FUSED_ROWS=n sets the rows per chunk;
+ * CONV_BATCH=ab alternates FP32 convs of small images an image per product and batched
+ * (strop__conv_batch; batched_cpu_speedup > 1: batching is faster). Frozen and
  * LoRA rows load with STROP_LOAD_FROZEN | STROP_LOAD_MMAP: the frozen base is read straight from
  * the mapped file (docs/performance.md); MMAP=0 copies it.
  *
@@ -38,6 +40,7 @@
 
 #include "benchutil.h"
 #include "graph/graph.h"
+#include "ops/conv.h"
 
 /* the process's CPU time (s): on a shared machine the wall clock also counts the time the
  * step was not scheduled */
@@ -52,10 +55,12 @@ static int64_t env_int(const char *k, int64_t def) {
   return v && atoll(v) > 0 ? atoll(v) : def;
 }
 
-/* Variant d of an interleaved A/B: FP32 (0) or BF16 (1) products, or with fused the unfused
- * (0) or fused (1) LM head and cross-entropy (strop__fused_loss: the library's own switch). */
-static void ab_set(strop_model *m, int fused, int d) {
-  if (fused) strop__fused_loss = d;
+/* Variant d of an interleaved A/B: FP32 (0) or BF16 (1) products; with kind 1 the unfused
+ * (0) or fused (1) LM head and cross-entropy (strop__fused_loss: the library's own switch);
+ * with kind 2 an image per conv product (0) or small images batched (1, strop__conv_batch). */
+static void ab_set(strop_model *m, int kind, int d) {
+  if (kind == 1) strop__fused_loss = d;
+  else if (kind == 2) strop__conv_batch = d;
   else bench_must(strop_model_set_compute_dtype(m, d), "compute dtype");
 }
 
@@ -162,8 +167,12 @@ int main(int argc, char **argv) {
     yr = bert ? 1 : 2, yd[0] = batch, yd[1] = tokens;
   }
   const char *cdt = getenv("COMPUTE_DTYPE"), *fab = getenv("FUSED_LOSS");
-  /* interleaved A/B: 0 / 1 are FP32 / BF16 products, or the unfused / fused LM-head step */
-  const int ab_fused = fab && !strcmp(fab, "ab"), ab = ab_fused || (cdt && !strcmp(cdt, "ab"));
+  const char *cba = getenv("CONV_BATCH");
+  /* interleaved A/B: 0 / 1 are FP32 / BF16 products, the unfused / fused LM-head step, or
+   * convs an image per product / batched */
+  const int ab_fused = fab && !strcmp(fab, "ab"), ab_conv = cba && !strcmp(cba, "ab");
+  const int ab_kind = ab_fused ? 1 : ab_conv ? 2 : 0;
+  const int ab = ab_fused || ab_conv || (cdt && !strcmp(cdt, "ab"));
   if (cdt && !strcmp(cdt, "bf16"))
     bench_must(strop_model_set_compute_dtype(m, STROP_DTYPE_BF16), "compute dtype");
   if (getenv("FUSED_ROWS")) strop__fused_loss_rows = env_int("FUSED_ROWS", 0);
@@ -200,13 +209,13 @@ int main(int argc, char **argv) {
     double bt[2] = {1e30, 1e30}, bc[2] = {1e30, 1e30}; /* wall, and the process's CPU time */
     double rc[64][2];                                  /* each round's CPU time per step */
     for (int d = 0; d < 2; d++) { /* a warm-up step of each (the BF16 copies are made) */
-      ab_set(m, ab_fused, d);
+      ab_set(m, ab_kind, d);
       bench_must(strop_trainer_step(tr, x, y, &loss), "warm-up");
     }
     for (int r = 0; r < repeats; r++)
       for (int h = 0; h < 2; h++) {
         const int d = (r + h) % 2;
-        ab_set(m, ab_fused, d);
+        ab_set(m, ab_kind, d);
         const double t0 = bench_now(), c0 = cpu_now();
         for (int s = 0; s < steps; s++) bench_must(strop_trainer_step(tr, x, y, &loss), "step");
         const double dt = (bench_now() - t0) / steps, dc = (cpu_now() - c0) / steps;
@@ -214,13 +223,17 @@ int main(int argc, char **argv) {
         if (dc < bc[d]) bc[d] = dc;
         if (r < 64) rc[r][d] = dc;
       }
-    const char *a = ab_fused ? "unfused" : "f32", *b = ab_fused ? "fused" : "bf16";
+    const char *a = ab_fused ? "unfused" : ab_conv ? "per_image" : "f32";
+    const char *b = ab_fused ? "fused" : ab_conv ? "batched" : "bf16";
     printf("RESULT impl=strop row=%s threads=%d batch=%lld tokens=%lld %s=ab "
            "%s_step_ms=%.1f %s_step_ms=%.1f %s_speedup=%.3f %s_cpu_ms=%.1f "
            "%s_cpu_ms=%.1f %s_cpu_speedup=%.3f gemm_flops=%.4g round_cpu_ratios=",
            row, threads, (long long)batch, (long long)tokens,
-           ab_fused ? "fused_loss" : "compute_dtype", a, bt[0] * 1e3, b, bt[1] * 1e3, b,
-           bt[0] / bt[1], a, bc[0] * 1e3, b, bc[1] * 1e3, b, bc[0] / bc[1], step_flops);
+           ab_fused  ? "fused_loss"
+           : ab_conv ? "conv_batch"
+                     : "compute_dtype",
+           a, bt[0] * 1e3, b, bt[1] * 1e3, b, bt[0] / bt[1], a, bc[0] * 1e3, b, bc[1] * 1e3, b,
+           bc[0] / bc[1], step_flops);
     for (int r = 0; r < repeats && r < 64; r++)
       printf("%s%.3f", r ? "," : "", rc[r][1] / rc[r][0]); /* B's time over A's */
     printf("\n");

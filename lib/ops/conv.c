@@ -198,6 +198,29 @@ static int64_t wino_dw_len(const strop__conv2d_dims *d, int m, int chunks,
          chunks * wino_dw_chunk_len(d, m, ep);
 }
 
+/* The FP32 lowered forward batches small images: where the weight is the larger operand (more
+ * output channels than an image has positions: ResNet's 14x14 and 7x7 stages), a product per
+ * image would pack the whole weight for a few columns (and run the GEMM's narrow edge kernels),
+ * so a block of nb images' columns lie side by side, [K (+ 1), nb P], one product per block
+ * into [c_out, nb P], then each image's rows are copied out. Ungrouped convs; nb 1 elsewhere,
+ * the per-image path with its bits (the Fashion demo's convs have fewer channels than
+ * positions). */
+int strop__conv_batch = 1;
+
+static int64_t f32_block(const strop__conv2d_dims *d, int chunks) {
+  const int64_t P = d->oh * d->ow;
+  if (!strop__conv_batch || d->groups != 1 || P <= 0 || d->c_out <= P) return 1;
+  const int64_t share = (d->n + chunks - 1) / chunks;
+  int64_t nb = (d->c_out + P - 1) / P;
+  if (nb > share) nb = share;
+  return nb < 1 ? 1 : nb;
+}
+/* the forward's per-chunk columns: a batched block's columns and products, or one image's */
+static int64_t fwd_cols_len(const strop__conv2d_dims *d, int chunks) {
+  const int64_t nb = f32_block(d, chunks), L = nb * d->oh * d->ow;
+  return nb == 1 ? cols_len(d) : r16((kdim(d) + 1) * L) + r16(d->c_out * L);
+}
+
 /* ---- BF16 products (d->bf16) ---- */
 
 /* 1: vdpbf16ps (ungrouped convs where the CPU runs it); 2: the exact fallback, the FP32 lowered
@@ -259,15 +282,17 @@ size_t strop__conv2d_scratch_floats(const strop__conv2d_dims *d, int backward, i
   if (bm == 2) {
     const int64_t bw = backward == 1;
     return (size_t)(ones_len(d) + round_w_len(d) + (bw ? 0 : part_len(d)) +
-                    chunks * (cols_len(d) + (bw ? part_len(d) : 0) + ep_len(d, (int)bw, ep) +
-                              round_chunk_len(d, (int)bw)));
+                    chunks *
+                        ((bw ? cols_len(d) : fwd_cols_len(d, chunks)) + (bw ? part_len(d) : 0) +
+                         ep_len(d, (int)bw, ep) + round_chunk_len(d, (int)bw)));
   }
   const int m = backward == 1 ? 0 : wino_m(d);
   if (m)
     return (size_t)((backward ? 0 : wino_u_len(d, m)) +
                     chunks * wino_chunk_len(d, m, chunks, ep));
   if (backward == 2) backward = 0;
-  int64_t per = cols_len(d) + (backward ? part_len(d) : 0) + ep_len(d, backward, ep);
+  int64_t per = (backward ? cols_len(d) + part_len(d) : fwd_cols_len(d, chunks)) +
+                ep_len(d, backward, ep);
   int64_t aug = !backward && fused_bias(d) ? part_len(d) : 0;
   const int mdx = backward ? wino_dx_m(d) : 0;
   if (mdx) {
@@ -420,7 +445,7 @@ typedef struct conv_job {
 
 /* The epilogue's per-chunk buffers: after the columns and (backward) the partial sums. */
 static float *ep_area(const conv_job *j, float *colbuf, int backward) {
-  return colbuf + cols_len(j->d) + (backward ? part_len(j->d) : 0);
+  return colbuf + (backward ? cols_len(j->d) + part_len(j->d) : fwd_cols_len(j->d, j->chunks));
 }
 
 /* The exact BF16 fallback's operand: v (cnt floats) rounded into buf; v itself otherwise. */
@@ -477,6 +502,45 @@ static void fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
       strop__sgemm(0, 0, cout_g, P, K, 1.0f, j->w + g * cout_g * K, K, cols + g * K * P, P,
                    j->b ? 1.0f : 0.0f, yn + g * cout_g * P, P);
     fwd_epilogue(j, n, yn);
+  }
+}
+
+/* fwd_chunk for blocks of f32_block images: their columns side by side (with the fused bias's
+ * row of ones), one product, each image's rows copied into y, its epilogue run. */
+static void fwd_block_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  const conv_job *j = ctx;
+  const strop__conv2d_dims *d = j->d;
+  const int64_t K = kdim(d), P = d->oh * d->ow, HW = d->h * d->w, CO = d->c_out;
+  const int64_t nbm = f32_block(d, j->chunks);
+  float *colbuf = j->chunk0 + chunk * j->per;
+  float *cbuf = colbuf + r16((K + 1) * nbm * P);
+  float *raw = j->ep && j->ep->pool ? ep_area(j, colbuf, 0) : NULL;
+  float *xr = j->rnd ? ep_area(j, colbuf, 0) + ep_len(d, 0, j->ep) : NULL;
+  const int pw = is_pointwise(d);
+  for (int64_t n0 = lo; n0 < hi; n0 += nbm) {
+    const int64_t nb = hi - n0 < nbm ? hi - n0 : nbm, L = nb * P;
+    for (int64_t s = 0; s < nb; s++) {
+      const float *xn = image(j, j->x + (n0 + s) * d->c_in * HW, d->c_in * HW, xr);
+      if (!pw) im2col(d, xn, colbuf + s * P, L);
+      else
+        for (int64_t c = 0; c < d->c_in; c++)
+          memcpy(colbuf + c * L + s * P, xn + c * P, sizeof(float) * (size_t)P);
+    }
+    if (j->fused) {
+      for (int64_t p = 0; p < L; p++) colbuf[K * L + p] = 1.0f;
+      strop__sgemm(0, 0, CO, L, K + 1, 1.0f, j->waug, K + 1, colbuf, L, 0.0f, cbuf, L);
+    } else {
+      if (j->b) /* y = b 1^T, then y += W cols */
+        for (int64_t o = 0; o < CO; o++)
+          for (int64_t p = 0; p < L; p++) cbuf[o * L + p] = j->b[o];
+      strop__sgemm(0, 0, CO, L, K, 1.0f, j->w, K, colbuf, L, j->b ? 1.0f : 0.0f, cbuf, L);
+    }
+    for (int64_t s = 0; s < nb; s++) {
+      float *yn = raw ? raw : j->y + (n0 + s) * CO * P;
+      for (int64_t o = 0; o < CO; o++)
+        memcpy(yn + o * P, cbuf + o * L + s * P, sizeof(float) * (size_t)P);
+      fwd_epilogue(j, n0 + s, yn);
+    }
   }
 }
 
@@ -879,8 +943,8 @@ void strop__conv2d_forward_filtered(const strop__conv2d_dims *d, const float *x,
     j.ones = fill_ones(d, scratch);
   }
   j.chunk0 = p;
-  j.per = cols_len(d) + ep_len(d, 0, ep) + (bm == 2 ? round_chunk_len(d, 0) : 0);
-  strop__par_run(chunks, d->n, fwd_chunk, &j);
+  j.per = fwd_cols_len(d, chunks) + ep_len(d, 0, ep) + (bm == 2 ? round_chunk_len(d, 0) : 0);
+  strop__par_run(chunks, d->n, f32_block(d, chunks) > 1 ? fwd_block_chunk : fwd_chunk, &j);
 }
 
 /* The gradient of image n's raw output, from the epilogue's output gradient, in buf (the

@@ -44,6 +44,11 @@ typedef struct strop__conv2d_epilogue {
  * stencil kernel, 0 through the grouped im2col + GEMM path like any other. */
 extern int strop__conv_depthwise_direct;
 
+/* Tests and benches: 1 (the default) runs the FP32 lowered forward of convs with more output
+ * channels than output positions a block of images per product (ops/conv.c: f32_block), 0 an
+ * image per product. */
+extern int strop__conv_batch;
+
 /* The forward, input gradient and weight gradient of 3x3 stride-1 dilation-1 ungrouped convs
  * (the input gradient also needs padding <= 2): -1 (the default) follows
  * STROP_WINOGRAD in the environment ("0" never, "2" / "4" F(2x2, 3x3) / F(4x4, 3x3) on every
