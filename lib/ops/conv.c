@@ -244,9 +244,22 @@ static int64_t bf16_block(const strop__conv2d_dims *d, int chunks) {
   return nb < 1 ? 1 : nb;
 }
 
-/* floats of strop__bf16_gemm_f32's work area, 64-byte aligned */
-static int64_t bf16_work(int64_t m, int64_t n, int64_t k) {
-  return r16((int64_t)((strop__bf16_gemm_f32_scratch(m, n, k) + 3) / 4));
+/* floats of strop__bf16_gemm_f32's work area for every block of 1 .. bf16_block images (a
+ * chunk's last block may be smaller, and a smaller product may need more: it packs all of B at
+ * once when that fits in 512 KB), 64-byte aligned: the forward's W cols, or the backward's
+ * W^T dY and dY cols^T */
+static int64_t bf16_work(const strop__conv2d_dims *d, int chunks, int backward) {
+  const int64_t K = kdim(d), CO = d->c_out, P = d->oh * d->ow, nbm = bf16_block(d, chunks);
+  size_t most = 0;
+  for (int64_t nb = 1; nb <= nbm; nb++) {
+    const int64_t L = nb * P;
+    size_t w = backward ? strop__bf16_gemm_f32_scratch(K, L, CO)
+                        : strop__bf16_gemm_f32_scratch(CO, L, K);
+    if (backward && strop__bf16_gemm_f32_scratch(CO, K, L) > w)
+      w = strop__bf16_gemm_f32_scratch(CO, K, L);
+    if (w > most) most = w;
+  }
+  return r16((int64_t)((most + 3) / 4));
 }
 
 /* vdpbf16ps, per chunk. Forward: the pool's raw output (epilogue), the block's columns
@@ -257,9 +270,9 @@ static int64_t bf16_work(int64_t m, int64_t n, int64_t k) {
 static int64_t bf16_chunk_len(const strop__conv2d_dims *d, int backward, int chunks,
                               const strop__conv2d_epilogue *ep) {
   const int64_t K = kdim(d), CO = d->c_out, L = bf16_block(d, chunks) * d->oh * d->ow;
-  if (!backward) return ep_len(d, 0, ep) + r16(K * L) + r16(CO * L) + bf16_work(CO, L, K);
-  const int64_t wx = bf16_work(K, L, CO), ww = bf16_work(CO, K, L);
-  return part_len(d) + ep_len(d, 1, ep) + 2 * r16(K * L) + 2 * r16(CO * L) + (wx > ww ? wx : ww);
+  if (!backward) return ep_len(d, 0, ep) + r16(K * L) + r16(CO * L) + bf16_work(d, chunks, 0);
+  return part_len(d) + ep_len(d, 1, ep) + 2 * r16(K * L) + 2 * r16(CO * L) +
+         bf16_work(d, chunks, 1);
 }
 
 /* the exact fallback's per-chunk areas (the rounded image, and in the backward the rounded
