@@ -123,7 +123,7 @@ static int resnet(int threads, int iters, int64_t batch, int only) {
   double tot[3] = {0, 0, 0}, totb[3] = {0, 0, 0};
   for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
     const int64_t C = shapes[k].c, S = shapes[k].hw;
-    strop__conv2d_dims d = {batch, C, S, S, C, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0};
+    strop__conv2d_dims d = {batch, C, S, S, C, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0};
     strop__conv2d_out_size(&d);
     const int chunks = strop__par_chunks(threads, d.n, 1);
     size_t nx = (size_t)(d.n * C * S * S), nw = (size_t)(C * C * 9);
@@ -219,8 +219,10 @@ int main(int argc, char **argv) {
   int iters = argc > 1 ? atoi(argv[1]) : 20;
   if (iters < 3) iters = 3;
   conv_case cases[2] = {
-      {"conv1 1->32 3x3 pad1 28x28", {64, 1, 28, 28, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0}, 0},
-      {"conv2 32->64 3x3 pad1 14x14", {64, 32, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0}, 1},
+      {"conv1 1->32 3x3 pad1 28x28", {64, 1, 28, 28, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0}, 0},
+      {"conv2 32->64 3x3 pad1 14x14",
+       {64, 32, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0},
+       1},
   };
   strop__rng r;
   strop__rng_seed(&r, 1, 0);

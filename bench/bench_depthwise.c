@@ -52,7 +52,7 @@ int main(int argc, char **argv) {
   printf("%-22s %12s %12s\n", "layer", "direct ms", "gemm ms");
   for (size_t k = 0; k < sizeof CASES / sizeof CASES[0]; k++) {
     const int64_t c = CASES[k][0], hw = CASES[k][1], s = CASES[k][2];
-    strop__conv2d_dims d = {16, c, hw, hw, c, 3, 3, s, s, 1, 1, 1, 1, c, 0, 0};
+    strop__conv2d_dims d = {16, c, hw, hw, c, 3, 3, s, s, 1, 1, 1, 1, c, 0, 0, 0};
     strop__conv2d_out_size(&d);
     const size_t nx = (size_t)(d.n * c * hw * hw), ny = (size_t)(d.n * c * d.oh * d.ow);
     float *x = randbuf(nx, &r), *w = randbuf((size_t)c * 9, &r), *b = randbuf((size_t)c, &r);

@@ -56,8 +56,8 @@ static double conv_floor(int threads, int backward, int repeats, double part[3])
   part[0] = part[1] = part[2] = 0;
   for (size_t k = 0; k < sizeof RESNET18_CONVS / sizeof RESNET18_CONVS[0]; k++) {
     const int *c = RESNET18_CONVS[k];
-    strop__conv2d_dims d = {BATCH, c[0],     c[4],     c[4], c[1], c[2], c[2], c[3],
-                            c[3],  c[2] / 2, c[2] / 2, 1,    1,    1,    0,    0};
+    strop__conv2d_dims d = {BATCH,    c[0],     c[4], c[4], c[1], c[2], c[2], c[3], c[3],
+                            c[2] / 2, c[2] / 2, 1,    1,    1,    0,    0,    0};
     strop__conv2d_out_size(&d);
     const int chunks = strop__par_chunks(threads, d.n, 1);
     const size_t nx = (size_t)(d.n * d.c_in * d.h * d.w),

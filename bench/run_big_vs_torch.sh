@@ -4,8 +4,8 @@
 # ResNet-50 224x224 batch 8 (full, frozen trunk), BERT-base 8x128 (full), GPT-2 small 4x128
 # (full, LoRA r8 on c_attn), a TinyLlama-shaped 1.1B model 1x256 (LoRA r8 on q/v, base in BF16
 # and in int8). PyTorch in FP32 and under torch.autocast("cpu", dtype=torch.bfloat16); strop in
-# FP32 and, on the BERT and GPT-2 rows, with its linear products in BF16 (`strop bf16`: the model's
-# compute dtype, beside `torch autocast`). Per row:
+# FP32 and, on the BERT, GPT-2 and ResNet-50 rows, with its linear and conv products in BF16
+# (`strop bf16`: the model's compute dtype, beside `torch autocast`). Per row:
 # samples or tokens/s, the step's GEMM floor (its multiply-adds over bench_peak's measured FP32
 # peak; the BF16 rows also over the BF16 peak) and the step's share of it, the process's peak RSS
 # (load, surgery and steps, as PyTorch's), and strop_model_step_memory's prediction of the
@@ -68,8 +68,8 @@ for t in $THREADS; do
     f=$(family "$r")
     dts="f32"
     [ "$f" = tinyllama ] && dts="bf16 int8"
-    # the transformer rows again with the products in BF16 (mixed precision: COMPUTE_DTYPE=bf16)
-    case "$r" in bert_full|gpt2_full|gpt2_lora) dts="f32 compute_bf16" ;; esac
+    # the rows again with the products in BF16 (mixed precision: COMPUTE_DTYPE=bf16)
+    case "$r" in bert_full|gpt2_full|gpt2_lora|resnet50_*) dts="f32 compute_bf16" ;; esac
     for d in $dts; do
       cd_=f32; fd=$d; label="strop base=$d"
       [ "$d" = compute_bf16 ] && { cd_=bf16; fd=f32; label="strop bf16"; }

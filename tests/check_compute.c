@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* strop tests — mixed-precision training (strop_model_set_compute_dtype): linear products on
- * BF16 values with FP32 sums — the rounding, the vdpbf16ps GEMM of two FP32 operands, the exact
- * fallback, the weights' BF16 copies and their versions, gradients and fine-tunes against FP32
- * within stated tolerances, the step's memory, errors. */
+/* strop tests — mixed-precision training (strop_model_set_compute_dtype): linear and conv
+ * products on BF16 values with FP32 sums — the rounding, the vdpbf16ps GEMM of two FP32
+ * operands, the exact fallback, the weights' BF16 copies and their versions, gradients and
+ * fine-tunes against FP32 within stated tolerances, the step's memory, errors. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +11,7 @@
 #include "core/core.h"
 #include "graph/graph.h"
 #include "ops/bf16gemm.h"
+#include "ops/conv.h"
 #include "ops/dense.h"
 #include "ops/lowp.h"
 #include "testutil.h"
@@ -707,6 +708,383 @@ START_TEST(finetune_close) {
 }
 END_TEST
 
+/* ---- convolutions ---- */
+
+/* Shapes with the lowering's cases: pointwise (P 9: a vdpbf16ps block holds several images),
+ * 3x3 padded, one image wider than a block, stride 2, a 7x7 stem, a strided 1x1, groups; a
+ * chunk's last block smaller than the others, and (512 inputs) one whose product packs all of
+ * its columns at once where a full block's does not (more work area: ResNet-50's 14x14 stage
+ * at batch 8 and 2 threads overran it before). */
+typedef struct cshape {
+  int64_t n, ci, h, w, co, k, s, p, g;
+} cshape;
+static const cshape CSH[] = {
+    {5, 6, 3, 3, 7, 1, 1, 0, 1},    {3, 5, 9, 11, 8, 3, 1, 1, 1},
+    {2, 4, 23, 24, 6, 3, 1, 1, 1},  {4, 3, 10, 9, 5, 3, 2, 1, 1},
+    {2, 3, 15, 14, 4, 7, 2, 3, 1},  {3, 8, 7, 7, 16, 1, 2, 0, 1},
+    {3, 6, 8, 7, 4, 3, 1, 1, 2},    {7, 5, 9, 11, 8, 3, 1, 1, 1},
+    {9, 6, 14, 14, 12, 1, 1, 0, 1}, {8, 512, 14, 14, 16, 1, 1, 0, 1},
+};
+enum { NCSH = sizeof CSH / sizeof CSH[0] };
+
+static strop__conv2d_dims cdims(const cshape *c, int bf16) {
+  strop__conv2d_dims d;
+  memset(&d, 0, sizeof d);
+  d.n = c->n, d.c_in = c->ci, d.h = c->h, d.w = c->w, d.c_out = c->co;
+  d.kh = d.kw = c->k, d.sh = d.sw = c->s, d.ph = d.pw = c->p, d.dh = d.dw = 1;
+  d.groups = c->g, d.bf16 = bf16;
+  strop__conv2d_out_size(&d);
+  return d;
+}
+
+typedef struct cbufs {
+  size_t nx, nw, ny;
+  float *x, *w, *b, *dy, *xr, *wr, *dyr, *y, *dx, *dw, *db, *scratch;
+} cbufs;
+
+static cbufs calloc_bufs(const strop__conv2d_dims *d, int chunks) {
+  cbufs c;
+  c.nx = (size_t)(d->n * d->c_in * d->h * d->w);
+  c.nw = (size_t)(d->c_out * d->c_in / d->groups * d->kh * d->kw);
+  c.ny = (size_t)(d->n * d->c_out * d->oh * d->ow);
+  float **v[] = {&c.x, &c.xr, &c.dx};
+  for (int i = 0; i < 3; i++) *v[i] = calloc(c.nx, sizeof(float));
+  float **u[] = {&c.w, &c.wr, &c.dw};
+  for (int i = 0; i < 3; i++) *u[i] = calloc(c.nw, sizeof(float));
+  float **t[] = {&c.dy, &c.dyr, &c.y};
+  for (int i = 0; i < 3; i++) *t[i] = calloc(c.ny, sizeof(float));
+  c.b = calloc((size_t)d->c_out, sizeof(float));
+  c.db = calloc((size_t)d->c_out, sizeof(float));
+  size_t fl = strop__conv2d_scratch_floats(d, 0, chunks, NULL);
+  const size_t fb = strop__conv2d_scratch_floats(d, 1, chunks, NULL);
+  if (fb > fl) fl = fb;
+  c.scratch = aligned_alloc(64, (fl * sizeof(float) + 63) / 64 * 64);
+  fill(c.x, c.nx, 0.3);
+  fill(c.w, c.nw, 0.11);
+  fill(c.b, (size_t)d->c_out, 0.7);
+  fill(c.dy, c.ny, 0.53);
+  strop__bf16_round_f32(c.x, c.xr, c.nx);
+  strop__bf16_round_f32(c.w, c.wr, c.nw);
+  strop__bf16_round_f32(c.dy, c.dyr, c.ny);
+  return c;
+}
+
+static void free_bufs(cbufs *c) {
+  float *all[] = {c->x, c->w, c->b, c->dy, c->xr, c->wr, c->dyr, c->y, c->dx, c->dw, c->db};
+  for (int i = 0; i < 11; i++) free(all[i]);
+  free(c->scratch);
+}
+
+/* The exact fallback (forced) is the FP32 conv on the rounded x, w and dy, bit for bit: the
+ * forward (bias in FP32), dx and dW; db the FP32 sum of the unrounded dy. Every shape, 1 and 2
+ * chunks, dx written and added. */
+START_TEST(conv_fallback_exact) {
+  strop__bf16_impl = 1;
+  for (int k = 0; k < NCSH; k++)
+    for (int chunks = 1; chunks <= 2; chunks++)
+      for (int assign = 0; assign < 2; assign++) {
+        const strop__conv2d_dims d = cdims(&CSH[k], 1), f = cdims(&CSH[k], 0);
+        cbufs a = calloc_bufs(&d, chunks), r = calloc_bufs(&f, chunks);
+        strop__conv2d_forward(&d, a.x, a.w, a.b, a.y, a.scratch, chunks, NULL);
+        strop__conv2d_forward(&f, r.xr, r.wr, r.b, r.y, r.scratch, chunks, NULL);
+        ck_assert_msg(!memcmp(a.y, r.y, a.ny * sizeof(float)), "shape %d forward", k);
+        for (size_t i = 0; i < a.nx; i++) a.dx[i] = r.dx[i] = 0.25f;
+        for (size_t i = 0; i < a.nw; i++) a.dw[i] = r.dw[i] = -0.5f;
+        for (int64_t i = 0; i < d.c_out; i++) a.db[i] = r.db[i] = 0.125f;
+        void (*bwd)(const strop__conv2d_dims *, const float *, const float *, const float *,
+                    float *, float *, float *, float *, int,
+                    const strop__conv2d_epilogue *) = assign ? strop__conv2d_backward_assign
+                                                             : strop__conv2d_backward;
+        bwd(&d, a.x, a.w, a.dy, a.dx, a.dw, a.db, a.scratch, chunks, NULL);
+        bwd(&f, r.xr, r.wr, r.dyr, r.dx, r.dw, NULL, r.scratch, chunks, NULL);
+        bwd(&f, r.x, r.w, r.dy, NULL, NULL, r.db, r.scratch, chunks, NULL);
+        ck_assert_msg(!memcmp(a.dx, r.dx, a.nx * sizeof(float)), "shape %d dx", k);
+        ck_assert_msg(!memcmp(a.dw, r.dw, a.nw * sizeof(float)), "shape %d dw", k);
+        ck_assert_msg(!memcmp(a.db, r.db, (size_t)d.c_out * sizeof(float)), "shape %d db", k);
+        free_bufs(&a);
+        free_bufs(&r);
+      }
+  strop__bf16_impl = 0;
+}
+END_TEST
+
+/* x's index of output (oy, ox) under kernel tap (ki, kj), or -1 in the padding */
+static int64_t tap(const strop__conv2d_dims *d, int64_t oy, int64_t ox, int64_t ki, int64_t kj) {
+  const int64_t iy = oy * d->sh - d->ph + ki, ix = ox * d->sw - d->pw + kj;
+  return iy < 0 || iy >= d->h || ix < 0 || ix >= d->w ? -1 : iy * d->w + ix;
+}
+
+/* |got - (init + want)| within (terms + 2) 2^-23 mag: FP32 sums of the exact products */
+static void near(float got, double init, double want, double mag, int64_t terms, const char *what,
+                 int k, int64_t i) {
+  const double e = fabs((double)got - init - want);
+  ck_assert_msg(e <= (double)(terms + 2) * 0x1p-23 * (mag + fabs(init)) + 1e-30,
+                "shape %d %s[%lld]: %.9g, want %.9g", k, what, (long long)i, (double)got,
+                init + want);
+}
+
+/* Both paths (vdpbf16ps where the CPU runs it, the forced fallback) against the double-precision
+ * conv of the rounded operands, element by element within FP32 summation's bound: the forward,
+ * dx, dW and db (of the unrounded dy), every shape, 1 and 2 chunks, dx written and added. */
+START_TEST(conv_paths_match_reference) {
+  const int path = _i;
+  if (path == 0 && !strop__bf16_dot_enabled()) return;
+  strop__bf16_impl = path;
+  for (int k = 0; k < NCSH; k++)
+    for (int chunks = 1; chunks <= 2; chunks++) {
+      const int assign = chunks == 2;
+      const strop__conv2d_dims d = cdims(&CSH[k], 1);
+      cbufs a = calloc_bufs(&d, chunks);
+      const int64_t P = d.oh * d.ow, HW = d.h * d.w, G = d.groups, cig = d.c_in / G;
+      const int64_t cog = d.c_out / G, KK = d.kh * d.kw;
+      strop__conv2d_forward(&d, a.x, a.w, a.b, a.y, a.scratch, chunks, NULL);
+      for (size_t i = 0; i < a.nx; i++) a.dx[i] = 0.25f;
+      for (size_t i = 0; i < a.nw; i++) a.dw[i] = -0.5f;
+      for (int64_t i = 0; i < d.c_out; i++) a.db[i] = 0.125f;
+      (assign ? strop__conv2d_backward_assign : strop__conv2d_backward)(
+          &d, a.x, a.w, a.dy, a.dx, a.dw, a.db, a.scratch, chunks, NULL);
+      double *dx = calloc(a.nx, sizeof(double)), *dxm = calloc(a.nx, sizeof(double));
+      for (int64_t n = 0; n < d.n; n++)
+        for (int64_t o = 0; o < d.c_out; o++) {
+          const int64_t g = o / cog;
+          for (int64_t p = 0; p < P; p++) {
+            double sum = a.b[o], mag = fabs(a.b[o]);
+            const double gy = a.dyr[(n * d.c_out + o) * P + p];
+            for (int64_t c = 0; c < cig; c++)
+              for (int64_t t = 0; t < KK; t++) {
+                const int64_t at = tap(&d, p / d.ow, p % d.ow, t / d.kw, t % d.kw);
+                if (at < 0) continue;
+                const int64_t xi = (n * d.c_in + g * cig + c) * HW + at;
+                const double wv = a.wr[(o * cig + c) * KK + t];
+                sum += wv * a.xr[xi];
+                mag += fabs(wv * a.xr[xi]);
+                dx[xi] += wv * gy;
+                dxm[xi] += fabs(wv * gy);
+              }
+            near(a.y[(n * d.c_out + o) * P + p], 0, sum, mag, cig * KK, "y", k, p);
+          }
+        }
+      for (size_t i = 0; i < a.nx; i++)
+        near(a.dx[i], assign ? 0 : 0.25, dx[i], dxm[i], cog * KK, "dx", k, (int64_t)i);
+      for (int64_t o = 0; o < d.c_out; o++) {
+        const int64_t g = o / cog;
+        double sb = 0, mb = 0;
+        for (int64_t n = 0; n < d.n; n++)
+          for (int64_t p = 0; p < P; p++) {
+            sb += a.dy[(n * d.c_out + o) * P + p];
+            mb += fabs(a.dy[(n * d.c_out + o) * P + p]);
+          }
+        near(a.db[o], 0.125, sb, mb, d.n * P, "db", k, o);
+        for (int64_t c = 0; c < cig; c++)
+          for (int64_t t = 0; t < KK; t++) {
+            double sw = 0, mw = 0;
+            for (int64_t n = 0; n < d.n; n++)
+              for (int64_t p = 0; p < P; p++) {
+                const int64_t at = tap(&d, p / d.ow, p % d.ow, t / d.kw, t % d.kw);
+                if (at < 0) continue;
+                const double v = (double)a.dyr[(n * d.c_out + o) * P + p] *
+                                 a.xr[(n * d.c_in + g * cig + c) * HW + at];
+                sw += v;
+                mw += fabs(v);
+              }
+            near(a.dw[(o * cig + c) * KK + t], -0.5, sw, mw, d.n * P, "dw", k,
+                 (o * cig + c) * KK + t);
+          }
+      }
+      free(dx);
+      free(dxm);
+      free_bufs(&a);
+    }
+  strop__bf16_impl = 0;
+}
+END_TEST
+
+static const int64_t CIN[3] = {3, 12, 12};
+enum { CCLASSES = 4 };
+
+/* A small CNN: conv, batch norm, relu and max-pool (fused into the conv when the trunk is
+ * frozen: the norm folded, the relu and pool in its epilogue), a strided 3x3 conv and a 1x1
+ * conv with relus (fused: epilogues), a linear head; smooth: tanh and an average pool instead
+ * (no relu mask or pool winner flips on a rounding: a gradient comparison measures the products'
+ * precision, where the kinks alone move c1's gradient by 5% when only the input is rounded).
+ * frozen: c1 and bn1 frozen. */
+static strop_model *cnn_model(uint64_t seed, int frozen, int smooth) {
+  const strop_test_node nodes[] = {
+      {"c1", "conv2d", "out_channels=8 kernel_size=3 padding=1", NULL},
+      {"bn1", "batchnorm2d", NULL, NULL},
+      {"r1", smooth ? "tanh" : "relu", NULL, NULL},
+      {"p1", smooth ? "avgpool2d" : "maxpool2d", "kernel_size=2", NULL},
+      {"c2", "conv2d", "out_channels=12 kernel_size=3 stride=2 padding=1", NULL},
+      {"r2", smooth ? "tanh" : "relu", NULL, NULL},
+      {"c3", "conv2d", "out_channels=16 kernel_size=1", NULL},
+      {"r3", smooth ? "tanh" : "relu", NULL, NULL},
+      {"flat", "flatten", NULL, NULL},
+      {"head", "linear", "out_features=4", NULL},
+  };
+  strop_model *m = strop_test_build(3, CIN, nodes, 10, seed);
+  if (frozen) {
+    strop_surgery *s = NULL;
+    OK(strop_surgery_create(m, &s));
+    OK(strop_surgery_freeze(s, "c1", 0));
+    OK(strop_surgery_freeze(s, "bn1", 0));
+    OK(strop_surgery_apply(s));
+    strop_surgery_free(s);
+  }
+  return m;
+}
+
+static strop_tensor *wrap_img(float *x, int64_t n) {
+  strop_tensor *t = NULL;
+  const int64_t xd[4] = {n, CIN[0], CIN[1], CIN[2]};
+  OK(strop_tensor_wrap(x, (size_t)(n * CIN[0] * CIN[1] * CIN[2]), 4, xd, &t));
+  return t;
+}
+
+static void cnn_grads(strop_model *m, float *x, int64_t n, const float *dout,
+                      const char *const *names, int nn, float **g, float *out) {
+  strop_optimizer *opt = NULL;
+  strop_trainer *tr = NULL;
+  OK(strop_optimizer_create(m, STROP_OPTIM_SGD, &opt));
+  OK(strop_trainer_create(m, opt, &tr));
+  strop_tensor *tx = wrap_img(x, n), *y = NULL, *dy = NULL;
+  OK(strop_trainer_forward(tr, tx, &y));
+  memcpy(out, strop_tensor_data(y), (size_t)(n * CCLASSES) * sizeof *out);
+  const int64_t dd[2] = {n, CCLASSES};
+  OK(strop_tensor_wrap((float *)dout, (size_t)(n * CCLASSES), 2, dd, &dy));
+  OK(strop_trainer_backward(tr, dy));
+  for (int k = 0; k < nn; k++) {
+    strop_tensor *t = NULL;
+    OK(strop_model_tensor_view(m, names[k], &t));
+    const size_t cnt = (size_t)strop_tensor_numel(t);
+    strop_tensor_free(t);
+    OK(strop_model_get_grad(m, names[k], g[k], cnt));
+  }
+  strop_tensor_free(tx);
+  strop_tensor_free(y);
+  strop_tensor_free(dy);
+  strop_trainer_free(tr);
+  strop_optimizer_free(opt);
+}
+
+/* The (smooth) CNN computing in BF16 against FP32, whole and with a frozen trunk (folded
+ * norm), on both paths: the output within 1% of its scale, every trainable weight's gradient
+ * within 2% in relative L2 norm (measured 0.4-0.7%), and not equal to FP32's. */
+START_TEST(cnn_gradcheck) {
+  const int frozen = _i & 1, path = _i >> 1;
+  if (path == 0 && !strop__bf16_dot_enabled()) return;
+  static const char *const names[] = {"c2.weight", "c2.bias", "c3.weight", "head.weight",
+                                      "c1.weight"};
+  enum { N = 16, NN = 5 };
+  const int nn = frozen ? NN - 1 : NN;
+  static float x[N * 3 * 12 * 12], dout[N * CCLASSES], ya[N * CCLASSES], yb[N * CCLASSES];
+  const size_t cnt[NN] = {12 * 8 * 9, 12, 16 * 12, 4 * 16 * 9, 8 * 3 * 9};
+  float *ga[NN], *gb[NN];
+  for (int k = 0; k < NN; k++)
+    ga[k] = malloc(cnt[k] * sizeof(float)), gb[k] = malloc(cnt[k] * sizeof(float));
+  for (size_t i = 0; i < sizeof x / sizeof x[0]; i++)
+    x[i] = (float)(sin(0.37 * (double)i) + cos(2.9 * (double)(i * i % 101)));
+  fill(dout, N * CCLASSES, 0.9);
+  strop_model *f = cnn_model(5, frozen, 1), *b = NULL;
+  OK(strop_model_clone(f, &b));
+  OK(strop_model_set_compute_dtype(b, STROP_DTYPE_BF16));
+  strop__bf16_impl = path;
+  cnn_grads(f, x, N, dout, names, nn, ga, ya);
+  cnn_grads(b, x, N, dout, names, nn, gb, yb);
+  strop__bf16_impl = 0;
+  float scale = 0, err = 0;
+  for (int i = 0; i < N * CCLASSES; i++) {
+    scale = fmaxf(scale, fabsf(ya[i]));
+    err = fmaxf(err, fabsf(ya[i] - yb[i]));
+  }
+  ck_assert_float_gt(err, 0.0f);
+  ck_assert_msg(err <= 0.01f * scale, "output: max |diff| %g, scale %g", err, scale);
+  for (int k = 0; k < nn; k++) {
+    double d2 = 0, n2 = 0;
+    for (size_t i = 0; i < cnt[k]; i++) {
+      d2 += ((double)ga[k][i] - gb[k][i]) * ((double)ga[k][i] - gb[k][i]);
+      n2 += (double)ga[k][i] * ga[k][i];
+    }
+    ck_assert_msg(d2 > 0, "%s: the BF16 gradient equals FP32's", names[k]);
+    ck_assert_msg(sqrt(d2) <= 0.02 * sqrt(n2), "%s: relative error %g", names[k], sqrt(d2 / n2));
+    if (getenv("STROP_COMPUTE_VERBOSE"))
+      fprintf(stderr, "cnn frozen %d path %d %s: relative error %g\n", frozen, path, names[k],
+              sqrt(d2 / n2));
+  }
+  for (int k = 0; k < NN; k++) free(ga[k]), free(gb[k]);
+  strop_model_free(f);
+  strop_model_free(b);
+}
+END_TEST
+
+static run train_cnn(strop_model *m, int steps, double lr) {
+  run out;
+  memset(&out, 0, sizeof out);
+  strop_optimizer *opt = NULL;
+  strop_trainer *tr = NULL;
+  OK(strop_optimizer_create(m, STROP_OPTIM_ADAM, &opt));
+  OK(strop_optimizer_set_double(opt, STROP_OPT_LR, lr));
+  OK(strop_trainer_create(m, opt, &tr));
+  enum { N = 16, PIX = 3 * 12 * 12 };
+  static float x[N * PIX], y[N];
+  const int64_t yd[1] = {N};
+  for (int s = 0; s < steps; s++) {
+    /* images of stripes; the label: the quadrant of channel 0 with the largest sum */
+    for (int i = 0; i < N; i++) {
+      double q[4] = {0, 0, 0, 0};
+      for (int c = 0; c < 3; c++)
+        for (int r = 0; r < 12; r++)
+          for (int k = 0; k < 12; k++) {
+            const double v = sin(0.9 * r * (1 + i % 3) + 0.4 * k * (c + 1) + 0.1 * (s % 8) + i);
+            x[i * PIX + (c * 12 + r) * 12 + k] = (float)v;
+            if (c == 0) q[(r / 6) * 2 + k / 6] += v;
+          }
+      int best = 0;
+      for (int t = 1; t < 4; t++)
+        if (q[t] > q[best]) best = t;
+      y[i] = (float)best;
+    }
+    strop_tensor *tx = wrap_img(x, N), *ty = NULL;
+    OK(strop_tensor_wrap(y, N, 1, yd, &ty));
+    OK(strop_trainer_step(tr, tx, ty, &out.loss[s]));
+    strop_tensor_free(tx);
+    strop_tensor_free(ty);
+  }
+  strop_trainer_free(tr);
+  strop_optimizer_free(opt);
+  return out;
+}
+
+/* A CNN fine-tune in BF16 (whole, and with a frozen trunk) follows FP32's loss curve on both
+ * paths: every step within 0.03 of the FP32 loss, and the model learns. */
+START_TEST(cnn_finetune_close) {
+  const int frozen = _i & 1, path = _i >> 1;
+  if (path == 0 && !strop__bf16_dot_enabled()) return;
+  enum { STEPS = 60 };
+  strop_model *f = cnn_model(11, frozen, 0), *q = NULL;
+  OK(strop_model_clone(f, &q));
+  OK(strop_model_set_compute_dtype(q, STROP_DTYPE_BF16));
+  strop__bf16_impl = path;
+  run a = train_cnn(f, STEPS, 3e-3), b = train_cnn(q, STEPS, 3e-3);
+  strop__bf16_impl = 0;
+  double worst = 0, first = 0, last = 0;
+  for (int s = 0; s < STEPS; s++) {
+    const double d = fabs((double)a.loss[s] - (double)b.loss[s]);
+    ck_assert_msg(d <= 0.03, "frozen %d path %d step %d: fp32 loss %g, bf16 loss %g", frozen,
+                  path, s, (double)a.loss[s], (double)b.loss[s]);
+    worst = fmax(worst, d);
+  }
+  if (getenv("STROP_COMPUTE_VERBOSE"))
+    fprintf(stderr, "cnn frozen %d path %d: worst |loss diff| %g; fp32 %g -> %g, bf16 %g -> %g\n",
+            frozen, path, worst, (double)a.loss[0], (double)a.loss[STEPS - 1], (double)b.loss[0],
+            (double)b.loss[STEPS - 1]);
+  ck_assert(worst > 0);
+  for (int s = 0; s < 8; s++) first += b.loss[s], last += b.loss[STEPS - 8 + s];
+  ck_assert_msg(last < 0.8 * first, "no learning: %g -> %g", first / 8, last / 8);
+  strop_model_free(f);
+  strop_model_free(q);
+}
+END_TEST
+
 /* ---- errors ---- */
 
 START_TEST(errors) {
@@ -756,6 +1134,12 @@ static Suite *suite(void) {
   suite_add_tcase(s, c);
   c = tcase_create("train");
   tcase_add_loop_test(c, finetune_close, 0, 4);
+  suite_add_tcase(s, c);
+  c = tcase_create("conv");
+  tcase_add_test(c, conv_fallback_exact);
+  tcase_add_loop_test(c, conv_paths_match_reference, 0, 2);
+  tcase_add_loop_test(c, cnn_gradcheck, 0, 4);
+  tcase_add_loop_test(c, cnn_finetune_close, 0, 4);
   suite_add_tcase(s, c);
   c = tcase_create("errors");
   tcase_add_test(c, errors);

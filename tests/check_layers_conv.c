@@ -98,6 +98,62 @@ static float *fx_get(const fixture *f, const char *name, size_t *n) {
 
 /* ------------------------------------------------------------ forward references */
 
+/* The FP32 lowered forward of convs with more output channels than positions runs a block of
+ * images per product (strop__conv_batch): the same values as an image per product within FP32
+ * rounding (the products' k sums may split differently), with a fused bias (3x3), a separate
+ * one (1x1), strided, with a relu and with a relu and max-pool epilogue, at 1 and 2 chunks, and
+ * the bits of a given chunk count at every run. */
+START_TEST(batched_forward_matches_per_image) {
+  static const strop__conv2d_dims cases[] = {
+      /* n, c_in, h, w, c_out, kh, kw, sh, sw, ph, pw, dh, dw, groups */
+      {5, 6, 4, 4, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0},
+      {7, 9, 3, 3, 20, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 0},
+      {6, 5, 8, 7, 40, 1, 1, 2, 2, 0, 0, 1, 1, 1, 0, 0, 0},
+      {3, 4, 5, 6, 33, 3, 3, 2, 2, 1, 1, 1, 1, 1, 0, 0, 0},
+  };
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++)
+    for (int e = 0; e < 3; e++)
+      for (int chunks = 1; chunks <= 2; chunks++) {
+        strop__conv2d_dims d = cases[k];
+        strop__conv2d_out_size(&d);
+        strop__conv2d_epilogue ep;
+        memset(&ep, 0, sizeof ep);
+        ep.relu = e > 0;
+        ep.pool = e == 2;
+        ep.pd.kh = ep.pd.kw = ep.pd.sh = ep.pd.sw = 2;
+        ep.pd.dh = ep.pd.dw = 1;
+        ep.pd.oh = strop__conv_out_len(d.oh, 2, 2, 0, 1);
+        ep.pd.ow = strop__conv_out_len(d.ow, 2, 2, 0, 1);
+        const size_t nx = (size_t)(d.n * d.c_in * d.h * d.w), nw = (size_t)(d.c_out * d.c_in * 9);
+        const size_t ny = (size_t)(d.n * d.c_out * (e == 2 ? ep.pd.oh * ep.pd.ow : d.oh * d.ow));
+        float *x = malloc(nx * sizeof(float)), *w = malloc(nw * sizeof(float));
+        float *b = malloc((size_t)d.c_out * sizeof(float));
+        float *y[3];
+        int32_t *am[3];
+        for (size_t i = 0; i < nx; i++) x[i] = sinf(0.37f * (float)i);
+        for (size_t i = 0; i < nw; i++) w[i] = cosf(0.11f * (float)i) * 0.3f;
+        for (int64_t i = 0; i < d.c_out; i++) b[i] = 0.05f * (float)(i % 5) - 0.1f;
+        for (int r = 0; r < 3; r++) { /* per image, batched, batched again */
+          strop__conv_batch = r > 0;
+          const size_t fl = strop__conv2d_scratch_floats(&d, 0, chunks, &ep);
+          float *sc = aligned_alloc(64, (fl * sizeof(float) + 63) / 64 * 64);
+          y[r] = malloc(ny * sizeof(float));
+          am[r] = malloc(ny * sizeof(int32_t));
+          ep.argmax = am[r];
+          strop__conv2d_forward(&d, x, w, b, y[r], sc, chunks, e ? &ep : NULL);
+          free(sc);
+        }
+        strop__conv_batch = 1;
+        ck_assert_double_le(strop_test_max_rel(y[1], y[0], ny, 1e-3, NULL), 1e-5);
+        ck_assert_int_eq(memcmp(y[1], y[2], ny * sizeof(float)), 0);
+        for (int r = 0; r < 3; r++) free(y[r]), free(am[r]);
+        free(x);
+        free(w);
+        free(b);
+      }
+}
+END_TEST
+
 START_TEST(conv_forward_reference) {
   /* 1x1x3x3 input 1..9; 2x2 kernel of ones, bias 0.5 -> window sums + 0.5 */
   int64_t sh[3] = {1, 3, 3};
@@ -208,11 +264,11 @@ END_TEST
 START_TEST(depthwise_matches_gemm) {
   static const strop__conv2d_dims cases[] = {
       /* n, c_in, h, w, c_out, kh, kw, sh, sw, ph, pw, dh, dw, groups */
-      {3, 4, 9, 7, 4, 3, 3, 1, 1, 1, 1, 1, 1, 4, 0, 0},
-      {2, 5, 11, 10, 5, 5, 5, 2, 2, 2, 2, 1, 1, 5, 0, 0},
-      {2, 3, 8, 8, 6, 3, 3, 2, 1, 1, 0, 1, 1, 3, 0, 0},
-      {2, 2, 9, 9, 2, 3, 3, 1, 1, 2, 2, 2, 2, 2, 0, 0},
-      {1, 6, 1, 3, 6, 3, 3, 1, 1, 1, 1, 1, 1, 6, 0, 0},
+      {3, 4, 9, 7, 4, 3, 3, 1, 1, 1, 1, 1, 1, 4, 0, 0, 0},
+      {2, 5, 11, 10, 5, 5, 5, 2, 2, 2, 2, 1, 1, 5, 0, 0, 0},
+      {2, 3, 8, 8, 6, 3, 3, 2, 1, 1, 0, 1, 1, 3, 0, 0, 0},
+      {2, 2, 9, 9, 2, 3, 3, 1, 1, 2, 2, 2, 2, 2, 0, 0, 0},
+      {1, 6, 1, 3, 6, 3, 3, 1, 1, 1, 1, 1, 1, 6, 0, 0, 0},
   };
   strop__rng r;
   strop__rng_seed(&r, 9, 0);
@@ -327,11 +383,11 @@ static double err_of_max(const float *got, const double *want, size_t n) {
 START_TEST(winograd_matches_reference) {
   static const strop__conv2d_dims cases[] = {
       /* n, c_in, h, w, c_out, kh, kw, sh, sw, ph, pw, dh, dw, groups */
-      {3, 8, 9, 7, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0},
-      {2, 3, 6, 11, 4, 3, 3, 1, 1, 0, 0, 1, 1, 1, 0, 0},
-      {5, 4, 7, 7, 6, 3, 3, 1, 1, 2, 1, 1, 1, 1, 0, 0},
-      {1, 2, 3, 3, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0},
-      {4, 16, 14, 14, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0},
+      {3, 8, 9, 7, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0},
+      {2, 3, 6, 11, 4, 3, 3, 1, 1, 0, 0, 1, 1, 1, 0, 0, 0},
+      {5, 4, 7, 7, 6, 3, 3, 1, 1, 2, 1, 1, 1, 1, 0, 0, 0},
+      {1, 2, 3, 3, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0},
+      {4, 16, 14, 14, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0},
   };
   strop__rng r;
   strop__rng_seed(&r, 11, 0);
@@ -1567,6 +1623,7 @@ static Suite *suite(void) {
   Suite *s = suite_create("layers_conv");
   TCase *tc = tcase_create("forward");
   tcase_add_test(tc, conv_forward_reference);
+  tcase_add_test(tc, batched_forward_matches_per_image);
   tcase_add_test(tc, pool_forward_reference);
   tcase_add_test(tc, bn_forward_reference);
   tcase_add_test(tc, bn_kernels_match_serial);

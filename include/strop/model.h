@@ -799,11 +799,15 @@ STROP_API int64_t strop_model_frozen_int8_group(const strop_model *model);
  *        the weight gradient dW = dy^T x, both weight layouts — multiply BF16 values with
  *        float32 sums (vdpbf16ps where the CPU has AVX512_BF16): x, dy and W rounded to
  *        nearest even, W through a BF16 copy made once per change of the weight (an optimizer
- *        step, a load), which strop_model_step_memory() counts. The float32 master weights,
- *        gradients and optimizer state are unchanged, and so are every other layer (norms,
- *        activations, attention scores, convolutions, LoRA adapters) and the bias gradient.
- *        Where the CPU lacks AVX512_BF16 (or STROP_BF16_FALLBACK=1 is set in the environment)
- *        the same rounded values multiply in the float32 GEMM. ::STROP_DTYPE_F32 (the default)
+ *        step, a load), which strop_model_step_memory() counts. The products of `conv2d`
+ *        nodes too — forward, input gradient and weight gradient, frozen or trainable (a
+ *        frozen trunk's folded batch norm included): the input (its columns), dy and the
+ *        weight rounded to BF16 per call, the bias added and its gradient summed in float32;
+ *        depthwise convs keep their float32 stencil, and no conv runs Winograd in BF16. The
+ *        float32 master weights, gradients and optimizer state are unchanged, and so are every
+ *        other layer (norms, activations, attention scores, LoRA adapters) and the bias
+ *        gradient. Where the CPU lacks AVX512_BF16 (or STROP_BF16_FALLBACK=1 is set in the
+ *        environment) the same rounded values multiply in the float32 GEMM. ::STROP_DTYPE_F32 (the default)
  *        computes everything in float32, bit for bit as before, and gives the BF16 copies back.
  *        Weights held in BF16 or int8 (strop_model_set_frozen_dtype()) compute as they did.
  *        docs/performance.md states the tolerances against float32.

@@ -42,7 +42,7 @@ struct strop_model {
                                    (strop_model_set_frozen_dtype, lib/surgery/storage.c) */
   int64_t int8_group; /* int8's inputs per scale, 0 per output channel
                          (strop_model_set_frozen_int8_group) */
-  int compute_dtype;  /* STROP_DTYPE_F32 or _BF16: the precision of linear products
+  int compute_dtype;  /* STROP_DTYPE_F32 or _BF16: the precision of linear and conv products
                          (strop_model_set_compute_dtype; layers read it from strop__exec) */
   /* parameter index over all nodes, rebuilt by strop__model_reindex */
   strop__param **params;

@@ -188,8 +188,12 @@ static strop_status conv_shape(const strop__node *n, const strop__shape *in, str
   return STROP_OK;
 }
 
-static strop__conv2d_dims conv_dims(const conv_cfg *c, const strop__shape *s, int64_t n) {
+/* The geometry of a call on n inputs of shape s; the products in the step's compute dtype
+ * (strop_model_set_compute_dtype: BF16 operands with FP32 sums, ops/conv.h). */
+static strop__conv2d_dims conv_dims(const conv_cfg *c, const strop__exec *x,
+                                    const strop__shape *s, int64_t n) {
   strop__conv2d_dims d;
+  d.bf16 = x->compute_dtype == STROP__LOWP_BF16;
   d.n = n;
   d.c_in = s->d[0];
   d.h = s->d[1];
@@ -403,7 +407,7 @@ static float *conv_scratch(strop__node *n, const strop__exec *x, const strop__co
 static strop_status conv_forward(strop__node *n, const strop__exec *x, const strop__act *in,
                                  strop__act *out) {
   const conv_cfg *c = n->cfg;
-  strop__conv2d_dims d = conv_dims(c, &in[0].shape, in[0].n);
+  strop__conv2d_dims d = conv_dims(c, x, &in[0].shape, in[0].n);
   strop_status st;
   strop__conv2d_epilogue epb;
   strop__conv2d_epilogue *ep = conv_epilogue(c, &d, &epb);
@@ -439,7 +443,7 @@ static strop_status conv_backward(strop__node *n, const strop__exec *x, const st
   float *dw = w->trainable ? w->grad : NULL;
   float *db = b && b->trainable ? b->grad : NULL;
   if (!dw && !db && !din[0]) return STROP_OK;
-  strop__conv2d_dims d = conv_dims(c, &in[0].shape, in[0].n);
+  strop__conv2d_dims d = conv_dims(c, x, &in[0].shape, in[0].n);
   strop_status st = STROP_OK;
   strop__conv2d_epilogue epb;
   strop__conv2d_epilogue *ep = conv_epilogue(c, &d, &epb);

@@ -209,7 +209,8 @@ typedef struct strop__exec {
                                the whole step like pad_mask; NULL: every token has type 0 */
   int64_t types_len;        /* positions per sample of token_types (0 when there are none) */
   int compute_dtype;        /* STROP__LOWP_F32, or STROP__LOWP_BF16: linear products whose
-                               weight is held in FP32 run on BF16 values with FP32 sums
+                               weight is held in FP32, and conv2d's (ops/conv.h's bf16), run
+                               on BF16 values with FP32 sums
                                (strop_model_set_compute_dtype; layers/compute.c) */
   /* forward and backward of a fused chain whose first node's output is read beyond the chain
    * too (vtable `fuse`, shared > 0): that output, which the forward writes beside the chain's

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "core/core.h"
+#include "ops/bf16gemm.h"
 #include "ops/dense.h"
 #include "ops/ops.h"
 #include "ops/winograd.h"
@@ -61,7 +62,7 @@ static int wino_env(void) {
 /* The tile size m of the Winograd forward for d, or 0 for the lowered one. */
 static int wino_m(const strop__conv2d_dims *d) {
   if (d->kh != 3 || d->kw != 3 || d->sh != 1 || d->sw != 1 || d->dh != 1 || d->dw != 1 ||
-      d->groups != 1 || d->oh < 1 || d->ow < 1)
+      d->groups != 1 || d->oh < 1 || d->ow < 1 || d->bf16)
     return 0;
   int s = strop__conv_winograd;
   if (s < 0) s = wino_env();
@@ -197,16 +198,114 @@ static int64_t wino_dw_len(const strop__conv2d_dims *d, int m, int chunks,
          chunks * wino_dw_chunk_len(d, m, ep);
 }
 
+/* The FP32 lowered forward batches small images: where the weight is the larger operand (more
+ * output channels than an image has positions: ResNet's 14x14 and 7x7 stages), a product per
+ * image would pack the whole weight for a few columns (and run the GEMM's narrow edge kernels),
+ * so a block of nb images' columns lie side by side, [K (+ 1), nb P], one product per block
+ * into [c_out, nb P], then each image's rows are copied out. Ungrouped convs; nb 1 elsewhere,
+ * the per-image path with its bits (the Fashion demo's convs have fewer channels than
+ * positions). */
+int strop__conv_batch = 1;
+
+static int64_t f32_block(const strop__conv2d_dims *d, int chunks) {
+  const int64_t P = d->oh * d->ow;
+  if (!strop__conv_batch || d->groups != 1 || P <= 0 || d->c_out <= P) return 1;
+  const int64_t share = (d->n + chunks - 1) / chunks;
+  int64_t nb = (d->c_out + P - 1) / P;
+  if (nb > share) nb = share;
+  return nb < 1 ? 1 : nb;
+}
+/* the forward's per-chunk columns: a batched block's columns and products, or one image's */
+static int64_t fwd_cols_len(const strop__conv2d_dims *d, int chunks) {
+  const int64_t nb = f32_block(d, chunks), L = nb * d->oh * d->ow;
+  return nb == 1 ? cols_len(d) : r16((kdim(d) + 1) * L) + r16(d->c_out * L);
+}
+
+/* ---- BF16 products (d->bf16) ---- */
+
+/* 1: vdpbf16ps (ungrouped convs where the CPU runs it); 2: the exact fallback, the FP32 lowered
+ * GEMMs on operands rounded to BF16 (the rounded weight once per call in the shared scratch,
+ * each chunk's image and output gradient rounded into its own area); 0: FP32 */
+static int bf16_mode(const strop__conv2d_dims *d) {
+  if (!d->bf16) return 0;
+  return d->groups == 1 && strop__bf16_dot_enabled() ? 1 : 2;
+}
+
+/* vdpbf16ps: a chunk's images run in blocks whose columns lie side by side, [K, nb P], at least
+ * BF16_COLS of them (a chunk's share at most), so that one packing of the weight serves the
+ * block: ResNet's 14x14 and 7x7 stages would otherwise pack their large weights once per image
+ * (as much memory traffic as the product's multiply-adds take time). */
+enum { BF16_COLS = 512 };
+
+static int64_t bf16_block(const strop__conv2d_dims *d, int chunks) {
+  const int64_t P = d->oh * d->ow, share = (d->n + chunks - 1) / chunks;
+  int64_t nb = (BF16_COLS + P - 1) / (P > 0 ? P : 1);
+  if (nb > share) nb = share;
+  return nb < 1 ? 1 : nb;
+}
+
+/* floats of strop__bf16_gemm_f32's work area for every block of 1 .. bf16_block images (a
+ * chunk's last block may be smaller, and a smaller product may need more: it packs all of B at
+ * once when that fits in 512 KB), 64-byte aligned: the forward's W cols, or the backward's
+ * W^T dY and dY cols^T */
+static int64_t bf16_work(const strop__conv2d_dims *d, int chunks, int backward) {
+  const int64_t K = kdim(d), CO = d->c_out, P = d->oh * d->ow, nbm = bf16_block(d, chunks);
+  size_t most = 0;
+  for (int64_t nb = 1; nb <= nbm; nb++) {
+    const int64_t L = nb * P;
+    size_t w = backward ? strop__bf16_gemm_f32_scratch(K, L, CO)
+                        : strop__bf16_gemm_f32_scratch(CO, L, K);
+    if (backward && strop__bf16_gemm_f32_scratch(CO, K, L) > w)
+      w = strop__bf16_gemm_f32_scratch(CO, K, L);
+    if (w > most) most = w;
+  }
+  return r16((int64_t)((most + 3) / 4));
+}
+
+/* vdpbf16ps, per chunk. Forward: the pool's raw output (epilogue), the block's columns
+ * [K, L], its products [c_out, L] and the GEMM's work (L = nb P). Backward: the weight and bias
+ * gradients' partial sums, the epilogue's area, the columns [K, L] (the input gradient's, then
+ * the block's own) and their transpose [L, K], the block's output gradient [c_out, L] and its
+ * transpose [L, c_out], the GEMMs' work. */
+static int64_t bf16_chunk_len(const strop__conv2d_dims *d, int backward, int chunks,
+                              const strop__conv2d_epilogue *ep) {
+  const int64_t K = kdim(d), CO = d->c_out, L = bf16_block(d, chunks) * d->oh * d->ow;
+  if (!backward) return ep_len(d, 0, ep) + r16(K * L) + r16(CO * L) + bf16_work(d, chunks, 0);
+  return part_len(d) + ep_len(d, 1, ep) + 2 * r16(K * L) + 2 * r16(CO * L) +
+         bf16_work(d, chunks, 1);
+}
+
+/* the exact fallback's per-chunk areas (the rounded image, and in the backward the rounded
+ * output gradient) after the FP32 layout's, and its rounded weight before the chunks */
+static int64_t round_chunk_len(const strop__conv2d_dims *d, int backward) {
+  return r16(d->c_in * d->h * d->w) + (backward ? r16(d->c_out * d->oh * d->ow) : 0);
+}
+static int64_t round_w_len(const strop__conv2d_dims *d) { return r16(d->c_out * kdim(d)); }
+
 size_t strop__conv2d_scratch_floats(const strop__conv2d_dims *d, int backward, int chunks,
                                     const strop__conv2d_epilogue *ep) {
   if (chunks < 1) chunks = 1;
   if (depthwise(d, ep)) return 16; /* the direct kernel needs none */
+  const int bm = bf16_mode(d);
+  if (bm == 1) { /* forward: the transposed weight [K, c_out] first; backward: the ones row */
+    const int64_t bw = backward == 1;
+    return (size_t)((bw ? ones_len(d) : r16(kdim(d) * d->c_out)) +
+                    chunks * bf16_chunk_len(d, (int)bw, chunks, ep));
+  }
+  if (bm == 2) {
+    const int64_t bw = backward == 1;
+    return (size_t)(ones_len(d) + round_w_len(d) + (bw ? 0 : part_len(d)) +
+                    chunks *
+                        ((bw ? cols_len(d) : fwd_cols_len(d, chunks)) + (bw ? part_len(d) : 0) +
+                         ep_len(d, (int)bw, ep) + round_chunk_len(d, (int)bw)));
+  }
   const int m = backward == 1 ? 0 : wino_m(d);
   if (m)
     return (size_t)((backward ? 0 : wino_u_len(d, m)) +
                     chunks * wino_chunk_len(d, m, chunks, ep));
   if (backward == 2) backward = 0;
-  int64_t per = cols_len(d) + (backward ? part_len(d) : 0) + ep_len(d, backward, ep);
+  int64_t per = (backward ? cols_len(d) + part_len(d) : fwd_cols_len(d, chunks)) +
+                ep_len(d, backward, ep);
   int64_t aug = !backward && fused_bias(d) ? part_len(d) : 0;
   const int mdx = backward ? wino_dx_m(d) : 0;
   if (mdx) {
@@ -243,9 +342,10 @@ static int rows_contiguous(const strop__conv2d_dims *d) {
   return d->sh == 1 && d->sw == 1 && d->ow == d->w;
 }
 
-/* One image [c, h, w] -> columns [c * kh * kw, oh * ow]. */
-static void im2col(const strop__conv2d_dims *d, const float *x, float *col) {
-  const int64_t oh = d->oh, ow = d->ow, P = oh * ow, H = d->h, W = d->w;
+/* One image [c, h, w] -> columns [c * kh * kw, oh * ow], rows ld floats apart (ld >= oh ow:
+ * the BF16 products lay a block of images' columns side by side). */
+static void im2col(const strop__conv2d_dims *d, const float *x, float *col, int64_t ld) {
+  const int64_t oh = d->oh, ow = d->ow, H = d->h, W = d->w;
   for (int64_t c = 0; c < d->c_in; c++) {
     const float *xc = x + c * H * W;
     for (int64_t ki = 0; ki < d->kh; ki++) {
@@ -254,7 +354,7 @@ static void im2col(const strop__conv2d_dims *d, const float *x, float *col) {
       for (int64_t kj = 0; kj < d->kw; kj++) {
         int64_t offx = kj * d->dw - d->pw, xlo, xhi;
         valid_range(offx, d->sw, W, ow, &xlo, &xhi);
-        float *r = col + ((c * d->kh + ki) * d->kw + kj) * P;
+        float *r = col + ((c * d->kh + ki) * d->kw + kj) * ld;
         if (ylo > 0) memset(r, 0, sizeof(float) * (size_t)(ylo * ow));
         if (rows_contiguous(d) && yhi > ylo && xhi > xlo) {
           /* input rows and column rows line up: one copy for the whole block, then clear
@@ -292,10 +392,10 @@ static void add_into(float *restrict dst, const float *restrict src, int64_t n) 
   for (int64_t i = 0; i < n; i++) dst[i] += src[i];
 }
 
-/* Columns [c * kh * kw, oh * ow] -> ADDED into one image gradient [c, h, w]. Clobbers the
- * column entries that fall into the padding. */
-static void col2im(const strop__conv2d_dims *d, float *col, float *dx) {
-  const int64_t oh = d->oh, ow = d->ow, P = oh * ow, H = d->h, W = d->w;
+/* Columns [c * kh * kw, oh * ow] (rows ld floats apart) -> ADDED into one image gradient
+ * [c, h, w]. Clobbers the column entries that fall into the padding. */
+static void col2im(const strop__conv2d_dims *d, float *col, int64_t ld, float *dx) {
+  const int64_t oh = d->oh, ow = d->ow, H = d->h, W = d->w;
   for (int64_t c = 0; c < d->c_in; c++) {
     float *xc = dx + c * H * W;
     for (int64_t ki = 0; ki < d->kh; ki++) {
@@ -304,7 +404,7 @@ static void col2im(const strop__conv2d_dims *d, float *col, float *dx) {
       for (int64_t kj = 0; kj < d->kw; kj++) {
         int64_t offx = kj * d->dw - d->pw, xlo, xhi;
         valid_range(offx, d->sw, W, ow, &xlo, &xhi);
-        float *r = col + ((c * d->kh + ki) * d->kw + kj) * P;
+        float *r = col + ((c * d->kh + ki) * d->kw + kj) * ld;
         if (rows_contiguous(d) && yhi > ylo && xhi > xlo) {
           /* zero the entries that belong to the padding, then one long axpy */
           for (int64_t oy = ylo; oy < yhi; oy++) {
@@ -341,6 +441,9 @@ typedef struct conv_job {
   int64_t per;   /* floats per chunk area */
   int chunks, fused, partial;
   int assign;            /* backward: dx is written, not added to */
+  int rnd;               /* the exact BF16 fallback: w is the rounded weight, and the chunks
+                            round their images and output gradients (round_chunk_len) */
+  int64_t part_off;      /* backward: where a chunk's partial sums start in its area */
   int m;                 /* Winograd: the tile size (backward: of dx) */
   float *u;              /* Winograd: the transformed filters (backward: of dx) */
   strop__conv2d_dims dd; /* backward with Winograd: dx's conv (dx_dims) */
@@ -355,7 +458,14 @@ typedef struct conv_job {
 
 /* The epilogue's per-chunk buffers: after the columns and (backward) the partial sums. */
 static float *ep_area(const conv_job *j, float *colbuf, int backward) {
-  return colbuf + cols_len(j->d) + (backward ? part_len(j->d) : 0);
+  return colbuf + (backward ? cols_len(j->d) + part_len(j->d) : fwd_cols_len(j->d, j->chunks));
+}
+
+/* The exact BF16 fallback's operand: v (cnt floats) rounded into buf; v itself otherwise. */
+static const float *image(const conv_job *j, const float *v, int64_t cnt, float *buf) {
+  if (!j->rnd) return v;
+  strop__bf16_round_f32(v, buf, (size_t)cnt);
+  return buf;
 }
 
 /* Forward epilogue of image n, whose raw output is yn: the pool (of the relu) into y, or the
@@ -380,22 +490,23 @@ static void fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   float *colbuf = j->chunk0 + chunk * j->per;
   /* with a pool the raw output stays in this chunk's buffer; otherwise it is y itself */
   float *raw = j->ep && j->ep->pool ? ep_area(j, colbuf, 0) : NULL;
+  float *xr = j->rnd ? ep_area(j, colbuf, 0) + ep_len(d, 0, j->ep) : NULL;
   if (j->fused) {
     for (int64_t p = 0; p < P; p++) colbuf[K * P + p] = 1.0f;
     for (int64_t n = lo; n < hi; n++) {
       float *yn = raw ? raw : j->y + n * d->c_out * P;
-      im2col(d, j->x + n * d->c_in * HW, colbuf);
+      im2col(d, image(j, j->x + n * d->c_in * HW, d->c_in * HW, xr), colbuf, P);
       strop__sgemm(0, 0, d->c_out, P, K + 1, 1.0f, j->waug, K + 1, colbuf, P, 0.0f, yn, P);
       fwd_epilogue(j, n, yn);
     }
     return;
   }
   for (int64_t n = lo; n < hi; n++) {
-    const float *xn = j->x + n * d->c_in * HW;
+    const float *xn = image(j, j->x + n * d->c_in * HW, d->c_in * HW, xr);
     float *yn = raw ? raw : j->y + n * d->c_out * P;
     const float *cols = xn; /* pointwise: the image is its own column matrix */
     if (!is_pointwise(d)) {
-      im2col(d, xn, colbuf);
+      im2col(d, xn, colbuf, P);
       cols = colbuf;
     }
     /* y = b 1^T (a rank-1 GEMM, at BLAS speed), then y += W cols */
@@ -404,6 +515,45 @@ static void fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
       strop__sgemm(0, 0, cout_g, P, K, 1.0f, j->w + g * cout_g * K, K, cols + g * K * P, P,
                    j->b ? 1.0f : 0.0f, yn + g * cout_g * P, P);
     fwd_epilogue(j, n, yn);
+  }
+}
+
+/* fwd_chunk for blocks of f32_block images: their columns side by side (with the fused bias's
+ * row of ones), one product, each image's rows copied into y, its epilogue run. */
+static void fwd_block_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  const conv_job *j = ctx;
+  const strop__conv2d_dims *d = j->d;
+  const int64_t K = kdim(d), P = d->oh * d->ow, HW = d->h * d->w, CO = d->c_out;
+  const int64_t nbm = f32_block(d, j->chunks);
+  float *colbuf = j->chunk0 + chunk * j->per;
+  float *cbuf = colbuf + r16((K + 1) * nbm * P);
+  float *raw = j->ep && j->ep->pool ? ep_area(j, colbuf, 0) : NULL;
+  float *xr = j->rnd ? ep_area(j, colbuf, 0) + ep_len(d, 0, j->ep) : NULL;
+  const int pw = is_pointwise(d);
+  for (int64_t n0 = lo; n0 < hi; n0 += nbm) {
+    const int64_t nb = hi - n0 < nbm ? hi - n0 : nbm, L = nb * P;
+    for (int64_t s = 0; s < nb; s++) {
+      const float *xn = image(j, j->x + (n0 + s) * d->c_in * HW, d->c_in * HW, xr);
+      if (!pw) im2col(d, xn, colbuf + s * P, L);
+      else
+        for (int64_t c = 0; c < d->c_in; c++)
+          memcpy(colbuf + c * L + s * P, xn + c * P, sizeof(float) * (size_t)P);
+    }
+    if (j->fused) {
+      for (int64_t p = 0; p < L; p++) colbuf[K * L + p] = 1.0f;
+      strop__sgemm(0, 0, CO, L, K + 1, 1.0f, j->waug, K + 1, colbuf, L, 0.0f, cbuf, L);
+    } else {
+      if (j->b) /* y = b 1^T, then y += W cols */
+        for (int64_t o = 0; o < CO; o++)
+          for (int64_t p = 0; p < L; p++) cbuf[o * L + p] = j->b[o];
+      strop__sgemm(0, 0, CO, L, K, 1.0f, j->w, K, colbuf, L, j->b ? 1.0f : 0.0f, cbuf, L);
+    }
+    for (int64_t s = 0; s < nb; s++) {
+      float *yn = raw ? raw : j->y + (n0 + s) * CO * P;
+      for (int64_t o = 0; o < CO; o++)
+        memcpy(yn + o * P, cbuf + o * L + s * P, sizeof(float) * (size_t)P);
+      fwd_epilogue(j, n0 + s, yn);
+    }
   }
 }
 
@@ -433,6 +583,153 @@ static void wino_fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
       float *yn = raw ? raw : j->y + (n0 + s) * CO * P;
       strop__winograd_output(d, m, mm, T, pm, s * tpi, j->b, yn, 0, work);
       fwd_epilogue(j, n0 + s, yn);
+    }
+  }
+}
+
+/* ---- BF16 products on vdpbf16ps (bf16_mode 1) ---- */
+
+static const float *bwd_epilogue(const conv_job *j, int64_t n, float *buf);
+
+/* dst [cols, rows] (rows ldd apart) = src [rows, cols] (ld lds) transposed: 16 x 16 blocks
+ * through registers where AVX-512 runs (the only place the vdpbf16ps path runs) */
+#if defined(__x86_64__) && defined(__GNUC__) && (__GNUC__ >= 10 || defined(__clang__))
+#  include <immintrin.h>
+
+#  include "ops/bf16tile.h"
+
+__attribute__((target("avx512f,avx512bw"))) static void transpose(const float *src, int64_t rows,
+                                                                  int64_t cols, int64_t lds,
+                                                                  float *dst, int64_t ldd) {
+  for (int64_t i0 = 0; i0 < rows; i0 += 16) {
+    const int64_t nr = rows - i0 < 16 ? rows - i0 : 16;
+    const __mmask16 ms = (__mmask16)((1u << nr) - 1u);
+    for (int64_t j0 = 0; j0 < cols; j0 += 16) {
+      const int64_t nc = cols - j0 < 16 ? cols - j0 : 16;
+      const __mmask16 ml = (__mmask16)((1u << nc) - 1u);
+      __m512i t[16];
+      for (int64_t i = 0; i < 16; i++)
+        t[i] = i < nr ? _mm512_maskz_loadu_epi32(ml, src + (i0 + i) * lds + j0)
+                      : _mm512_setzero_si512();
+      strop__transpose16(t);
+      for (int64_t c = 0; c < nc; c++)
+        _mm512_mask_storeu_epi32(dst + (j0 + c) * ldd + i0, ms, t[c]);
+    }
+  }
+}
+#else
+static void transpose(const float *src, int64_t rows, int64_t cols, int64_t lds, float *dst,
+                      int64_t ldd) {
+  for (int64_t i = 0; i < rows; i++)
+    for (int64_t c = 0; c < cols; c++) dst[c * ldd + i] = src[i * lds + c];
+}
+#endif
+
+/* Forward of a chunk's images, a block of nb at a time (bf16_block): their columns [K, nb P]
+ * side by side (a pointwise conv's images themselves when alone), C = W cols on vdpbf16ps with
+ * the weight transposed in j->waug, then each image's rows plus the FP32 bias into y (a lone
+ * image's product is written in place) and its epilogue. */
+static void bf16_fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  const conv_job *j = ctx;
+  const strop__conv2d_dims *d = j->d;
+  const int64_t K = kdim(d), P = d->oh * d->ow, HW = d->h * d->w, CO = d->c_out;
+  const int64_t nbm = bf16_block(d, j->chunks);
+  float *base = j->chunk0 + chunk * j->per;
+  float *raw = j->ep && j->ep->pool ? base : NULL;
+  float *cols = base + ep_len(d, 0, j->ep);
+  float *cbuf = cols + r16(K * nbm * P);
+  void *work = cbuf + r16(CO * nbm * P);
+  const int pw = is_pointwise(d);
+  for (int64_t n0 = lo; n0 < hi; n0 += nbm) {
+    const int64_t nb = hi - n0 < nbm ? hi - n0 : nbm, L = nb * P;
+    const float *bm = cols;
+    for (int64_t s = 0; s < nb; s++) {
+      const float *xn = j->x + (n0 + s) * d->c_in * HW;
+      if (!pw) im2col(d, xn, cols + s * P, L);
+      else if (nb == 1) bm = xn;
+      else
+        for (int64_t c = 0; c < d->c_in; c++)
+          memcpy(cols + c * L + s * P, xn + c * P, sizeof(float) * (size_t)P);
+    }
+    float *c = nb > 1 ? cbuf : raw ? raw : j->y + n0 * CO * P;
+    strop__bf16_gemm_f32(1, 0, CO, L, K, j->waug, CO, bm, L, 0.0f, c, L, work);
+    for (int64_t s = 0; s < nb; s++) {
+      float *yn = raw ? raw : j->y + (n0 + s) * CO * P;
+      for (int64_t o = 0; o < CO; o++) {
+        const float bo = j->b ? j->b[o] : 0.0f, *src = c + o * L + s * P;
+        float *dst = yn + o * P;
+        if (src == dst) {
+          if (j->b)
+            for (int64_t p = 0; p < P; p++) dst[p] += bo;
+        } else {
+          for (int64_t p = 0; p < P; p++) dst[p] = src[p] + bo;
+        }
+      }
+      fwd_epilogue(j, n0 + s, yn);
+    }
+  }
+}
+
+/* Backward of a chunk's images, a block at a time: the block's output gradient [c_out, L]; the
+ * input gradient's columns W^T dY [K, L] on vdpbf16ps, each image's added back (col2im); the
+ * weight gradient dY cols^T as (dY^T)^T (cols^T) from the transposed block, both packed the
+ * way the product reads them fastest; the bias gradient from the unrounded dY in FP32. */
+static void bf16_bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  const conv_job *j = ctx;
+  const strop__conv2d_dims *d = j->d;
+  const int64_t K = kdim(d), P = d->oh * d->ow, HW = d->h * d->w, CO = d->c_out, CI = d->c_in;
+  const int64_t nbm = bf16_block(d, j->chunks), Lm = nbm * P;
+  const int pw = is_pointwise(d);
+  float *part = j->chunk0 + chunk * j->per;
+  float *epa = part + part_len(d);
+  float *cols = epa + ep_len(d, 1, j->ep);
+  float *colst = cols + r16(K * Lm);
+  float *dyb = colst + r16(K * Lm);
+  float *dyt = dyb + r16(CO * Lm);
+  void *work = dyt + r16(CO * Lm);
+  float *dw = j->dw, *db = j->db;
+  if (j->partial) {
+    memset(part, 0, sizeof(float) * (size_t)part_len(d));
+    if (dw) dw = part;
+    if (db) db = part + CO * K;
+  }
+  for (int64_t n0 = lo; n0 < hi; n0 += nbm) {
+    const int64_t nb = hi - n0 < nbm ? hi - n0 : nbm, L = nb * P;
+    const float *g = dyb;
+    for (int64_t s = 0; s < nb; s++) {
+      const int64_t n = n0 + s;
+      const float *dyn = j->ep ? bwd_epilogue(j, n, epa) : j->dy + n * CO * P;
+      if (db) strop__sgemm(0, 0, CO, 1, P, 1.0f, dyn, P, j->ones, 1, 1.0f, db, 1);
+      if (nb == 1) g = dyn;
+      else
+        for (int64_t o = 0; o < CO; o++)
+          memcpy(dyb + o * L + s * P, dyn + o * P, sizeof(float) * (size_t)P);
+    }
+    if (j->dx) {
+      /* pointwise: the columns are the image gradients' rows themselves */
+      strop__bf16_gemm_f32(1, 0, K, L, CO, j->w, K, g, L, 0.0f, cols, L, work);
+      for (int64_t s = 0; s < nb; s++) {
+        float *dxn = j->dx + (n0 + s) * CI * HW;
+        if (pw) {
+          for (int64_t c = 0; c < CI; c++) {
+            if (j->assign) memcpy(dxn + c * P, cols + c * L + s * P, sizeof(float) * (size_t)P);
+            else add_into(dxn + c * P, cols + c * L + s * P, P);
+          }
+          continue;
+        }
+        if (j->assign) memset(dxn, 0, sizeof(float) * (size_t)(CI * HW));
+        col2im(d, cols + s * P, L, dxn);
+      }
+    }
+    if (dw) {
+      for (int64_t s = 0; s < nb; s++) {
+        const float *xn = j->x + (n0 + s) * CI * HW;
+        if (pw) transpose(xn, K, P, P, colst + s * P * K, K);
+        else im2col(d, xn, cols + s * P, L);
+      }
+      if (!pw) transpose(cols, K, L, L, colst, K);
+      transpose(g, CO, L, L, dyt, CO);
+      strop__bf16_gemm_f32(1, 0, CO, K, L, dyt, CO, colst, K, 1.0f, dw, K, work);
     }
   }
 }
@@ -619,6 +916,15 @@ void strop__conv2d_forward_filtered(const strop__conv2d_dims *d, const float *x,
                 .chunks = chunks,
                 .ep = ep,
                 .pd = image_pool(d, ep)};
+  const int bm = bf16_mode(d);
+  if (bm == 1) { /* the weight transposed, [K, c_out], which the product packs per block */
+    transpose(w, d->c_out, K, K, scratch, d->c_out);
+    j.waug = scratch;
+    j.chunk0 = scratch + r16(K * d->c_out);
+    j.per = bf16_chunk_len(d, 0, chunks, ep);
+    strop__par_run(chunks, d->n, bf16_fwd_chunk, &j);
+    return;
+  }
   if ((j.m = wino_m(d))) {
     j.u = (float *)u; /* only read */
     j.chunk0 = scratch;
@@ -633,6 +939,12 @@ void strop__conv2d_forward_filtered(const strop__conv2d_dims *d, const float *x,
   }
   j.fused = b && fused_bias(d);
   float *p = scratch + ones_len(d);
+  if (bm == 2) { /* the fallback: the FP32 path on the rounded weight and images */
+    j.rnd = 1;
+    strop__bf16_round_f32(w, p, (size_t)(d->c_out * K));
+    j.w = w = p;
+    p += round_w_len(d);
+  }
   if (j.fused) {
     j.waug = p;
     for (int64_t c = 0; c < d->c_out; c++) {
@@ -644,8 +956,8 @@ void strop__conv2d_forward_filtered(const strop__conv2d_dims *d, const float *x,
     j.ones = fill_ones(d, scratch);
   }
   j.chunk0 = p;
-  j.per = cols_len(d) + ep_len(d, 0, ep);
-  strop__par_run(chunks, d->n, fwd_chunk, &j);
+  j.per = fwd_cols_len(d, chunks) + ep_len(d, 0, ep) + (bm == 2 ? round_chunk_len(d, 0) : 0);
+  strop__par_run(chunks, d->n, f32_block(d, chunks) > 1 ? fwd_block_chunk : fwd_chunk, &j);
 }
 
 /* The gradient of image n's raw output, from the epilogue's output gradient, in buf (the
@@ -673,7 +985,7 @@ static void bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   float *colbuf = j->chunk0 + chunk * j->per;
   /* where this chunk's weight and bias gradients go: its own zeroed partial (summed in chunk
    * order afterwards), or straight into dw / db when there is one chunk and no fused layout */
-  float *part = colbuf + cols_len(d);
+  float *part = colbuf + j->part_off;
   float *dw = j->dw, *db = j->db;
   if (j->partial) {
     memset(part, 0, sizeof(float) * (size_t)part_len(d));
@@ -691,10 +1003,16 @@ static void bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   float *wm = j->m ? wv + wino_v_len(dd, j->m, j->chunks) : NULL;
   float *work = j->m ? wm + wino_m_len(dd, j->m, j->chunks) : NULL;
   int64_t n0 = lo, nn = 0;
+  /* the exact BF16 fallback's rounded image and output gradient (the bias gradient sums the
+   * unrounded one) */
+  float *xr = j->rnd ? ep_area(j, colbuf, 1) + ep_len(d, 1, j->ep) : NULL;
+  float *dyr = xr ? xr + r16(d->c_in * HW) : NULL;
   for (int64_t n = lo; n < hi; n++) {
     const float *xn = j->x + n * d->c_in * HW;
     const float *dyn = j->ep ? bwd_epilogue(j, n, ep_area(j, colbuf, 1))
                              : j->dy + n * d->c_out * P;
+    const float *dyp = image(j, dyn, d->c_out * P, dyr);
+    if (dw) xn = image(j, xn, d->c_in * HW, xr);
     if (j->dx && j->m) {
       if (n - n0 == nn) { /* a new block */
         n0 = n;
@@ -718,15 +1036,15 @@ static void bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
     if (dw) {
       const float *cols = xn;
       if (!pw) {
-        im2col(d, xn, colbuf);
+        im2col(d, xn, colbuf, P);
         cols = colbuf;
       }
       /* dW_g [cout_g, K] += dY_g [cout_g, P] * cols_g^T [P, K]; fused: [dW | db] at once */
       if (j->fused)
-        strop__sgemm(0, 1, d->c_out, K + 1, P, 1.0f, dyn, P, cols, P, 1.0f, dw, K + 1);
+        strop__sgemm(0, 1, d->c_out, K + 1, P, 1.0f, dyp, P, cols, P, 1.0f, dw, K + 1);
       else
         for (int64_t g = 0; g < G; g++)
-          strop__sgemm(0, 1, cout_g, K, P, 1.0f, dyn + g * cout_g * P, P, cols + g * K * P, P,
+          strop__sgemm(0, 1, cout_g, K, P, 1.0f, dyp + g * cout_g * P, P, cols + g * K * P, P,
                        1.0f, dw + g * cout_g * K, K);
     }
     if (j->dx && !j->m) {
@@ -735,10 +1053,10 @@ static void bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
       if (j->assign && !pw) memset(dxn, 0, sizeof(float) * (size_t)(d->c_in * HW));
       /* dcols_g [K, P] = W_g^T [K, cout_g] * dY_g [cout_g, P]; pointwise adds straight in */
       for (int64_t g = 0; g < G; g++)
-        strop__sgemm(1, 0, K, P, cout_g, 1.0f, j->w + g * cout_g * K, K, dyn + g * cout_g * P, P,
+        strop__sgemm(1, 0, K, P, cout_g, 1.0f, j->w + g * cout_g * K, K, dyp + g * cout_g * P, P,
                      pw && !j->assign ? 1.0f : 0.0f, pw ? dxn + g * K * P : colbuf + g * K * P,
                      P);
-      if (!pw) col2im(d, colbuf, dxn);
+      if (!pw) col2im(d, colbuf, P, dxn);
     }
   }
 }
@@ -817,7 +1135,7 @@ static void bwd_reduce_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
   const strop__conv2d_dims *d = j->d;
   const int64_t K = kdim(d);
   for (int c = 0; c < j->chunks; c++) {
-    const float *part = j->chunk0 + c * j->per + cols_len(d);
+    const float *part = j->chunk0 + c * j->per + j->part_off;
     for (int64_t o = lo; o < hi; o++) {
       if (j->fused) {
         const float *r = part + o * (K + 1);
@@ -864,12 +1182,31 @@ static void conv2d_backward(const strop__conv2d_dims *d, const float *x, const f
     j.db = db = NULL;
     if (!dx) return;
   }
-  /* [dW | db] accumulated together through the ones row of the columns */
-  j.fused = dw && db && fused_bias(d);
+  const int bm = bf16_mode(d);
+  if (bm == 1) {
+    j.partial = (dw || db) && chunks > 1;
+    if (db) j.ones = fill_ones(d, scratch);
+    j.chunk0 = scratch + ones_len(d);
+    j.per = bf16_chunk_len(d, 1, chunks, ep);
+    strop__par_run(chunks, d->n, bf16_bwd_chunk, &j);
+    if (j.partial) strop__par_for(d->c_out, 8, bwd_reduce_range, &j);
+    return;
+  }
+  /* [dW | db] accumulated together through the ones row of the columns (not on BF16 values:
+   * the bias gradient sums the unrounded output gradient) */
+  j.fused = dw && db && fused_bias(d) && !bm;
   j.partial = (dw || db) && (chunks > 1 || j.fused);
   if (db && !j.fused) j.ones = fill_ones(d, scratch);
   j.chunk0 = scratch + ones_len(d);
+  j.part_off = cols_len(d);
   j.per = cols_len(d) + part_len(d) + ep_len(d, 1, ep);
+  if (bm == 2) {
+    j.rnd = 1;
+    strop__bf16_round_f32(w, j.chunk0, (size_t)(d->c_out * kdim(d)));
+    j.w = j.chunk0;
+    j.chunk0 += round_w_len(d);
+    j.per += round_chunk_len(d, 1);
+  }
   const int mdx = wino_dx_m(d);
   if (mdx) { /* the scratch has room for it whether or not dx is wanted */
     j.chunk0 += wino_u_len(d, mdx);

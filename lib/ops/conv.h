@@ -18,6 +18,13 @@ typedef struct strop__conv2d_dims {
   int64_t dh, dw;        /* dilation */
   int64_t groups;
   int64_t oh, ow; /* output spatial size */
+  /* 1: the products run on BF16 operands with FP32 sums (the model's compute dtype): x, w and
+   * dy rounded to BF16 (nearest even), the bias and the bias gradient in FP32. Ungrouped convs
+   * run vdpbf16ps (strop__bf16_gemm_f32) where strop__bf16_dot_enabled(); elsewhere, and for
+   * grouped convs, the exact fallback: the FP32 lowered GEMMs on the rounded operands. No
+   * Winograd (its transforms would round transformed values); depthwise convs keep their FP32
+   * stencil (no product to speed up). 0: FP32. */
+  int bf16;
 } strop__conv2d_dims;
 
 /* What the convolution applies to each image's output before it leaves the cache, in place of
@@ -36,6 +43,11 @@ typedef struct strop__conv2d_epilogue {
 /* Tests and benches: 1 (the default) runs depthwise convs (groups = c_in) through the direct
  * stencil kernel, 0 through the grouped im2col + GEMM path like any other. */
 extern int strop__conv_depthwise_direct;
+
+/* Tests and benches: 1 (the default) runs the FP32 lowered forward of convs with more output
+ * channels than output positions a block of images per product (ops/conv.c: f32_block), 0 an
+ * image per product. */
+extern int strop__conv_batch;
 
 /* The forward, input gradient and weight gradient of 3x3 stride-1 dilation-1 ungrouped convs
  * (the input gradient also needs padding <= 2): -1 (the default) follows

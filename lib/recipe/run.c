@@ -408,7 +408,8 @@ static strop_status set_checkpointing(ctx *c, strop_model *m) {
                            "'model.checkpointing': %s", sentence_after_fn(rest));
 }
 
-/* model.compute_dtype: the precision of the linear products (f32, the default, or bf16) */
+/* model.compute_dtype: the precision of the linear and conv products (f32, the default, or
+ * bf16) */
 static strop_status set_compute_dtype(ctx *c, strop_model *m) {
   const strop__ynode *msec = section(c->r, "model");
   const char *v = msec ? strop__rd_str(msec, "compute_dtype") : NULL;

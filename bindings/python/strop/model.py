@@ -713,9 +713,10 @@ class Model(Handle):
 
     @property
     def compute_dtype(self):
-        """The precision of the products of linear layers held in float32: "f32" (default) or
-        "bf16" (mixed precision: BF16-rounded inputs and weights, float32 sums; the float32
-        master weights, gradients and optimizer state unchanged) (strop_model_set_compute_dtype)."""
+        """The precision of the products of linear layers held in float32 and of conv2d layers:
+        "f32" (default) or "bf16" (mixed precision: BF16-rounded inputs and weights, float32
+        sums; the float32 master weights, gradients and optimizer state unchanged)
+        (strop_model_set_compute_dtype)."""
         return self.COMPUTE_DTYPES[_lib.lib.strop_model_compute_dtype(self._h)]
 
     @compute_dtype.setter
