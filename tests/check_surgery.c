@@ -876,6 +876,172 @@ START_TEST(lora_saves_nodes_trained_whole) {
 }
 END_TEST
 
+/* PEFT's bias "lora_only": the biases of adapted modules that train beside their adapters are
+ * saved under "<module>.base_layer.bias" (where a PEFT model holds them), so base + folder is
+ * the trained model bit for bit; the loaded biases train again, and a second save writes the
+ * same folder. The name PEFT wrote before its layers wrapped the base ("<module>.bias") loads
+ * too, and with bias "all" a bias of a module without adapters. */
+static void write_adapter(const char *cfg, const char *const *names, const float *const *vals,
+                          const int64_t *lens, int n) {
+  char path[400];
+  snprintf(path, sizeof path, "%s/adapter_config.json", g_tmp);
+  FILE *fp = fopen(path, "w");
+  ck_assert_ptr_nonnull(fp);
+  fputs(cfg, fp);
+  fclose(fp);
+  strop__st_writer *w = NULL;
+  OK(strop__st_writer_create("test", &w));
+  for (int i = 0; i < n; i++) {
+    const int rank = lens[2 * i + 1] ? 2 : 1;
+    OK(strop__st_writer_add_f32_copy(w, names[i], rank, &lens[2 * i], vals[i]));
+  }
+  snprintf(path, sizeof path, "%s/adapter_model.safetensors", g_tmp);
+  OK(strop__st_writer_save(w, path));
+  strop__st_writer_free(w);
+}
+
+START_TEST(lora_saves_trained_biases) {
+  strop_model *base = mlp();
+  float *x = rand_floats(4 * 4, 8, 1.0f);
+  strop_model *m = NULL;
+  OK(strop_model_clone(base, &m));
+  strop_surgery *s = NULL;
+  OK(strop_surgery_create(m, &s));
+  OK(strop_surgery_freeze(s, "*", 0));
+  OK(strop_surgery_lora(s, "fc1", 2, 4.0f, 0.0f));
+  OK(strop_surgery_lora(s, "head", 2, 4.0f, 0.0f));
+  OK(strop_surgery_unfreeze(s, "fc1.bias", 0)); /* head's stays frozen */
+  OK(strop_surgery_apply(s));
+  strop_surgery_free(s);
+  for (int step = 0; step < 3; step++) sgd_step(m, x, 4, 0.2f, (uint64_t)step + 1);
+  ck_assert(!same_param(m, base, "fc1.bias")); /* it trained */
+  size_t ny = 0;
+  float *want = run(m, x, 4, &ny);
+  make_tmp();
+  OK(strop_model_lora_save(m, g_tmp));
+  char path[400];
+  snprintf(path, sizeof path, "%s/adapter_config.json", g_tmp);
+  char *cfg = strop_test_read_file(path, NULL);
+  ck_assert_ptr_nonnull(cfg);
+  ck_assert_msg(
+      strstr(cfg, "\"bias\": \"lora_only\"") && strstr(cfg, "\"modules_to_save\": null"), "%s",
+      cfg);
+  free(cfg);
+  snprintf(path, sizeof path, "%s/adapter_model.safetensors", g_tmp);
+  size_t len1 = 0;
+  char *file1 = strop_test_read_file(path, &len1);
+  strop__st_file *f = NULL;
+  OK(strop__st_open("test", path, &f));
+  ck_assert_int_eq(f->n, 5); /* two adapters and fc1's bias */
+  const strop__st_tensor *t = strop__st_find(f, "base_model.model.fc1.base_layer.bias");
+  ck_assert_ptr_nonnull(t);
+  ck_assert_int_eq(t->rank, 1);
+  ck_assert_int_eq(t->dims[0], 8);
+  ck_assert_ptr_null(strop__st_find(f, "base_model.model.head.base_layer.bias")); /* frozen */
+  strop__st_close(f);
+  /* the base model + the folder = the trained model; the bias trains again */
+  strop_model *again = NULL;
+  OK(strop_model_clone(base, &again));
+  OK(strop_model_lora_load(again, g_tmp));
+  ck_assert(same_param(again, m, "fc1.bias"));
+  ck_assert_int_eq(strop_model_param_trainable(again, "fc1.bias"), 1);
+  ck_assert_int_eq(strop_model_param_trainable(again, "head.bias"), 0);
+  size_t ng = 0;
+  float *got = run(again, x, 4, &ng);
+  ck_assert_uint_eq(ng, ny);
+  ck_assert_msg(memcmp(got, want, ny * sizeof *got) == 0, "logits differ");
+  free(got);
+  /* saved again, the same file */
+  OK(strop_model_lora_save(again, g_tmp));
+  size_t len2 = 0;
+  char *file2 = strop_test_read_file(path, &len2);
+  ck_assert_uint_eq(len1, len2);
+  ck_assert(memcmp(file1, file2, len1) == 0);
+  free(file1);
+  free(file2);
+  strop_model_free(again);
+  /* hand-written folders: PEFT's older name of the bias, and bias "all" */
+  const strop__param *pa = strop__model_param_find(m, "fc1.lora_A.weight");
+  const strop__param *pb = strop__model_param_find(m, "fc1.lora_B.weight");
+  const strop__param *bias = strop__model_param_find(m, "fc1.bias");
+  static const float head_bias[3] = {0.5f, -1.0f, 2.0f};
+  const float *vals[4] = {pa->data, pb->data, bias->data, head_bias};
+  const int64_t lens[8] = {2, 4, 8, 2, 8, 0, 3, 0};
+  static const char cfg_fmt[] = "{\"peft_type\": \"LORA\", \"r\": 2, \"lora_alpha\": 4, "
+                                "\"bias\": %s, \"target_modules\": [\"fc1\"]}";
+  char cfgs[256];
+  const char *names[4] = {"base_model.model.fc1.lora_A.weight",
+                          "base_model.model.fc1.lora_B.weight", "base_model.model.fc1.bias",
+                          "base_model.model.head.bias"};
+  snprintf(cfgs, sizeof cfgs, cfg_fmt, "\"lora_only\"");
+  write_adapter(cfgs, names, vals, lens, 3);
+  OK(strop_model_clone(base, &again));
+  OK(strop_model_lora_load(again, g_tmp));
+  ck_assert(same_param(again, m, "fc1.bias"));
+  strop_model_free(again);
+  snprintf(cfgs, sizeof cfgs, cfg_fmt, "\"all\"");
+  write_adapter(cfgs, names, vals, lens, 4);
+  OK(strop_model_clone(base, &again));
+  OK(strop_model_lora_load(again, g_tmp));
+  ck_assert(same_param(again, m, "fc1.bias"));
+  ck_assert(memcmp(strop__model_param_find(again, "head.bias")->data, head_bias,
+                   sizeof head_bias) == 0);
+  strop_model_free(again);
+  /* errors: the model as it was, the error naming the tensor or the field */
+  static const struct {
+    const char *bias; /* the config's value */
+    int n;            /* tensors written */
+    const char *name; /* the third tensor's name */
+    int64_t len;      /* its length */
+    strop_status want;
+    const char *says;
+  } bad[] = {
+      {"\"some\"", 3, "base_model.model.fc1.bias", 8, STROP_E_FORMAT,
+       "bias must be \"none\", \"lora_only\" or \"all\""},
+      {"3", 3, "base_model.model.fc1.bias", 8, STROP_E_FORMAT, "bias must be"},
+      {"\"none\"", 3, "base_model.model.fc1.base_layer.bias", 8, STROP_E_FORMAT,
+       "tensor 'base_model.model.fc1.base_layer.bias' is a bias of an adapted module, but the "
+       "config's bias is \"none\""},
+      {"\"lora_only\"", 4, "base_model.model.fc1.bias", 8, STROP_E_FORMAT,
+       "tensor 'base_model.model.head.bias' is a bias of a module without adapters, but the "
+       "config's bias is \"lora_only\""},
+      {"\"lora_only\"", 3, "base_model.model.fc1.base_layer.bias", 5, STROP_E_SHAPE,
+       "'base_model.model.fc1.base_layer.bias' does not fit the model's 'fc1.bias' [8]"},
+      {"\"all\"", 3, "base_model.model.act.bias", 8, STROP_E_NOT_FOUND,
+       "tensor 'base_model.model.act.bias': the model has no bias 'act.bias'"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    int64_t l2[8] = {2, 4, 8, 2, bad[i].len, 0, 3, 0};
+    const char *n2[4] = {names[0], names[1], bad[i].name, names[3]};
+    float big[8] = {0};
+    const float *v2[4] = {vals[0], vals[1], big, head_bias};
+    snprintf(cfgs, sizeof cfgs, cfg_fmt, bad[i].bias);
+    write_adapter(cfgs, n2, v2, l2, bad[i].n);
+    OK(strop_model_clone(base, &again));
+    snap sn;
+    snap_take(again, &sn);
+    ck_assert_int_eq(strop_model_lora_load(again, g_tmp), bad[i].want);
+    ck_assert_msg(strstr(strop_last_error(), bad[i].says), "case %zu: %s", i, strop_last_error());
+    snap_check(again, &sn);
+    snap_free(&sn);
+    strop_model_free(again);
+  }
+  rm_tmp();
+  /* a base weight of an adapted module that trains has no place in the folder: refused */
+  OK(strop_surgery_create(m, &s));
+  OK(strop_surgery_unfreeze(s, "fc1.weight", 0));
+  OK(strop_surgery_apply(s));
+  strop_surgery_free(s);
+  ck_assert_int_eq(strop_model_lora_save(m, g_tmp), STROP_E_UNSUPPORTED);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "'fc1.weight' trains, but a LoRA adapter "
+                                                   "folder holds only"));
+  free(want);
+  free(x);
+  strop_model_free(m);
+  strop_model_free(base);
+}
+END_TEST
+
 /* modules_to_save that do not fit the base: refused with the right status, the model as it
  * was; a list naming no node is refused when saving. */
 START_TEST(lora_modules_to_save_errors) {
@@ -2156,6 +2322,7 @@ int main(void) {
   tcase_add_test(tc, lora_save_and_reload);
   tcase_add_test(tc, lora_saves_replaced_head);
   tcase_add_test(tc, lora_saves_nodes_trained_whole);
+  tcase_add_test(tc, lora_saves_trained_biases);
   tcase_add_test(tc, lora_modules_to_save_errors);
   tcase_add_test(tc, lora_peft_adapter);
   tcase_add_test(tc, lora_gradcheck);

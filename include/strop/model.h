@@ -1410,13 +1410,18 @@ STROP_API STROP_NODISCARD strop_status strop_model_lora_unmerge(strop_model *mod
  *
  * Since 0.2 a node without adapters whose own parameters train (a LayerNorm unfrozen beside
  * the adapters, say) is saved whole and listed in `modules_to_save` too, after the listed ones:
- * the base model's values of it are not the trained ones. (The own weights of a node that has
- * adapters, such as a bias unfrozen after LoRA, are not saved.)
+ * the base model's values of it are not the trained ones.
+ *
+ * Since 0.2 the bias of an adapted module that trains (unfrozen after LoRA) is saved as PEFT's
+ * `bias: "lora_only"` saves it, `base_model.model.<module>.base_layer.bias`, and the config
+ * says `"bias": "lora_only"`. Any other own parameter of an adapted node that trains (its base
+ * weight) has no place in the folder: the save is refused, nothing written.
  * @param[in] model The model with adapters; only read.
  * @param[in] dir   The folder to write.
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_NOT_FOUND (no LoRA node, or
  *         "lora.modules_to_save" names a node the model lacks); STROP_E_FORMAT (that entry
- *         is not a JSON list of names); STROP_E_IO (naming the folder or file); STROP_E_NOMEM.
+ *         is not a JSON list of names); STROP_E_UNSUPPORTED (an adapted node's base weight
+ *         trains); STROP_E_IO (naming the folder or file); STROP_E_NOMEM.
  * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_model_lora_save(const strop_model *model,
@@ -1432,16 +1437,20 @@ STROP_API STROP_NODISCARD strop_status strop_model_lora_save(const strop_model *
  * shape (a classifier head for other classes) is first made anew as a linear of that shape.
  * Those nodes are then listed in the model's "lora.modules_to_save" metadata. Since 0.2 an
  * embedding's adapter (`lora_embedding_A` / `lora_embedding_B`) is applied to the embedding
- * node of that name.
+ * node of that name. Since 0.2 the config's `bias` is read: with "lora_only" (or "all") the
+ * file's biases of adapted modules (`<module>.base_layer.bias`, or `<module>.bias` as older
+ * PEFT wrote them) replace the base's, and with "all" so do biases of other nodes; the loaded
+ * biases are trainable, so a new save writes them again.
  * @param[in,out] model A finalized base model; unchanged on error.
  * @param[in]     dir   The adapter folder.
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL); STROP_E_IO (missing or unreadable files);
  *         STROP_E_FORMAT (bad JSON or safetensors, a bad lora_alpha or lora_dropout, tensors
  *         not in pairs, a tensor of no listed module, an embedding's adapter names on a
- *         linear node or the other way round); STROP_E_UNSUPPORTED (a peft_type other
+ *         linear node or the other way round, a `bias` other than "none", "lora_only" or
+ *         "all", a bias tensor the config's `bias` does not admit); STROP_E_UNSUPPORTED (a peft_type other
  *         than LORA, an adapter variant strop does not implement, dropout on attention
- *         adapters); STROP_E_NOT_FOUND (a module the model lacks); STROP_E_SHAPE (a tensor
- *         that does not fit its module, a module_to_save of another shape that is not a
+ *         adapters); STROP_E_NOT_FOUND (a module or bias the model lacks); STROP_E_SHAPE (a
+ *         tensor that does not fit its module or bias, a module_to_save of another shape that is not a
  *         linear); STROP_E_STATE (not finalized, or a module whose adapters are merged);
  *         STROP_E_NOMEM.
  * @since 0.1

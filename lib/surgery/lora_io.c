@@ -156,6 +156,43 @@ static int module_at(const strop_model *m, int k, lmodule *out) {
   return 0;
 }
 
+/* The bias of adapted module mod's base layer ("<module>.bias": a linear's own, or an attention
+ * projection's), or NULL when it has none. */
+static const strop__param *module_bias(const lmodule *mod) {
+  const char *part = mod->name + strlen(mod->n->name); /* "" or ".<part>" */
+  char sfx[300];
+  snprintf(sfx, sizeof sfx, "%s%sbias", *part ? part + 1 : "", *part ? "." : "");
+  const strop__param *p = strop__node_param((strop__node *)mod->n, sfx);
+  return p && p->data && !p->tied && !p->is_adapter && !p->is_buffer ? p : NULL;
+}
+
+/* The biases of adapted modules that train (PEFT's bias "lora_only"), counted in *n; refuses
+ * any other parameter of an adapted node that trains (its base weight, a packed in_proj_bias):
+ * a PEFT folder has no place for it, and leaving it out would not give the trained model. */
+static strop_status trained_biases(const char *fn, const strop_model *m, int *n) {
+  *n = 0;
+  for (int i = 0; i < m->n_nodes; i++) {
+    const strop__node *nd = &m->nodes[i];
+    if (!adapted_mask(nd)) continue;
+    for (int j = 0; j < nd->n_params; j++) {
+      const strop__param *p = &nd->params[j];
+      if (p->is_adapter || p->tied || p->is_buffer || !p->trainable) continue;
+      int is_bias = 0;
+      lmodule mod;
+      for (int k = 0; !is_bias && module_at(m, k, &mod); k++)
+        is_bias = mod.n == nd && module_bias(&mod) == p;
+      if (!is_bias)
+        return strop__err(STROP_E_UNSUPPORTED,
+                          "%s: '%s' trains, but a LoRA adapter folder holds only the adapters, "
+                          "the biases of adapted modules and whole modules without adapters "
+                          "(nothing saved); freeze it, or merge the adapters and save the model",
+                          fn, p->name);
+      (*n)++;
+    }
+  }
+  return STROP_OK;
+}
+
 strop_status strop__lora_merge_check(const char *fn, const strop_model *model) {
   /* a base tied to another tensor (a LoRA on GPT-2's lm_head, whose weight is the token
    * embedding, or on that embedding) would change that tensor too: the merged model would not
@@ -318,15 +355,19 @@ strop_status strop_model_lora_save(const strop_model *model, const char *dir) {
   char *st_path = join(dir, "adapter_model.safetensors");
   char *cfg_path = join(dir, "adapter_config.json");
   char name[512];
-  strop_status st = st_path && cfg_path ? strop__st_writer_create(fn, &w) : STROP__NOMEM(fn);
+  int n_bias = 0;
+  strop_status st = trained_biases(fn, model, &n_bias);
+  if (!st) st = st_path && cfg_path ? strop__st_writer_create(fn, &w) : STROP__NOMEM(fn);
   if (!st) st = strop__st_writer_set_meta(w, "format", "pt");
   strop__sbuf_printf(
       &cfg, "{\n  \"peft_type\": \"LORA\",\n  \"r\": %lld,\n  \"lora_alpha\": ", (long long)c0.r);
   json_float(&cfg, c0.alpha);
   strop__sbuf_printf(&cfg, ",\n  \"lora_dropout\": ");
   json_float(&cfg, c0.dropout);
-  strop__sbuf_printf(&cfg, ",\n  \"bias\": \"none\",\n  \"fan_in_fan_out\": false,\n"
-                           "  \"inference_mode\": true,\n  \"init_lora_weights\": true,\n"
+  /* trained biases of adapted modules: PEFT's "lora_only" (its "all" would take every bias) */
+  strop__sbuf_printf(&cfg, ",\n  \"bias\": \"%s\",\n  \"fan_in_fan_out\": false,\n",
+                     n_bias ? "lora_only" : "none");
+  strop__sbuf_printf(&cfg, "  \"inference_mode\": true,\n  \"init_lora_weights\": true,\n"
                            "  \"task_type\": null,\n  \"base_model_name_or_path\": null,\n"
                            "  \"modules_to_save\": ");
   if (!st) st = save_modules(fn, model, w, &cfg);
@@ -345,6 +386,13 @@ strop_status strop_model_lora_save(const strop_model *model, const char *dir) {
       snprintf(name, sizeof name, PREFIX "%s.%s", mod.name, sfx[j]);
       st = strop__st_writer_add_f32(w, name, p->rank, p->dims, p->data);
     }
+  }
+  /* under the name a PEFT model holds them by: its LoRA layer wraps the base as base_layer */
+  for (int k = 0; !st && n_bias && module_at(model, k, &mod); k++) {
+    const strop__param *p = module_bias(&mod);
+    if (!p || !p->trainable) continue;
+    snprintf(name, sizeof name, PREFIX "%s.base_layer.bias", mod.name);
+    st = strop__st_writer_add_f32(w, name, p->rank, p->dims, p->data);
   }
   /* modules whose rank or alpha differ from the first go to PEFT's per-module patterns */
   for (int pass = 0; pass < 2; pass++) {
@@ -497,6 +545,40 @@ static strop_status fill_module(const char *fn, const char *path, strop_model *c
   return strop__mts_add(c, k->name);
 }
 
+enum { BIAS_NONE, BIAS_LORA, BIAS_ALL }; /* PEFT's LoraConfig.bias */
+
+/* The model's parameter that the file's bias tensor t names, into pname: the bias of an adapted
+ * module ("<module>.base_layer.bias", where a PEFT model holds it, or "<module>.bias", as PEFT
+ * before its layers wrapped the base wrote it), or with bias "all" any bias of the model. The
+ * tensor must fit it: one dimension, the parameter's. */
+static strop_status bias_param(const char *fn, const char *path, const strop_model *m,
+                               const strop__st_file *f, const lmod *mods, int nm, int mode, int t,
+                               char *pname) {
+  static const char BL[] = ".base_layer";
+  const strop__st_tensor *tt = &f->t[t];
+  const size_t pl = sizeof PREFIX - 1, bl = sizeof BL - 1;
+  size_t ml = strlen(tt->name) - pl - 5; /* the module's name: without ".bias" */
+  if (ml > bl && !strncmp(tt->name + pl + ml - bl, BL, bl)) ml -= bl;
+  int adapted = 0;
+  for (int k = 0; k < nm && !adapted; k++)
+    adapted = strlen(mods[k].name) == ml && !strncmp(mods[k].name, tt->name + pl, ml);
+  snprintf(pname, 600, "%.*s.bias", (int)ml, tt->name + pl);
+  if (mode == BIAS_NONE || (mode == BIAS_LORA && !adapted))
+    return strop__err(STROP_E_FORMAT,
+                      "%s: %s: tensor '%s' is a bias of %s, but the config's bias is \"%s\"", fn,
+                      path, tt->name, adapted ? "an adapted module" : "a module without adapters",
+                      mode == BIAS_NONE ? "none" : "lora_only");
+  const strop__param *p = strop__model_param_find(m, pname);
+  if (!p || !p->data || p->is_adapter || p->tied || p->is_buffer)
+    return strop__err(STROP_E_NOT_FOUND, "%s: %s: tensor '%s': the model has no bias '%s'", fn,
+                      path, tt->name, pname);
+  if (tt->rank != 1 || p->rank != 1 || tt->dims[0] != p->dims[0] ||
+      !strop__dtype_is_float(tt->dtype))
+    return strop__err(STROP_E_SHAPE, "%s: %s: '%s' does not fit the model's '%s' [%lld]", fn,
+                      path, tt->name, pname, (long long)p->dims[0]);
+  return STROP_OK;
+}
+
 strop_status strop_model_lora_load(strop_model *model, const char *dir) {
   static const char fn[] = "strop_model_lora_load";
   if (!model || !dir)
@@ -520,6 +602,8 @@ strop_status strop_model_lora_load(strop_model *model, const char *dir) {
   const strop__jnode *root = st ? NULL : strop__json_at(&j, 0);
   const strop__jnode *mts = NULL;
   double alpha = 8.0, dropout = 0.0;
+  int bias_mode = BIAS_NONE;
+  int *biases = NULL, nb = 0; /* the file's bias tensors that are no module's to save */
   if (!st && root->type != STROP__J_OBJ)
     st = strop__err(STROP_E_FORMAT, "%s: %s: expected a JSON object", fn, cfg_path);
   if (!st) {
@@ -538,6 +622,15 @@ strop_status strop_model_lora_load(strop_model *model, const char *dir) {
                       "%s: %s: lora_alpha must be > 0 and lora_dropout in "
                       "[0, 1), got %g and %g",
                       fn, cfg_path, alpha, dropout);
+    const strop__jnode *bj = strop__json_get(&j, root, "bias");
+    if (bj && bj->type == STROP__J_STR && !strcmp(bj->str, "lora_only")) bias_mode = BIAS_LORA;
+    else if (bj && bj->type == STROP__J_STR && !strcmp(bj->str, "all")) bias_mode = BIAS_ALL;
+    else if (!st && bj && bj->type != STROP__J_NULL &&
+             (bj->type != STROP__J_STR || strcmp(bj->str, "none") != 0))
+      st = strop__err(STROP_E_FORMAT,
+                      "%s: %s: bias must be \"none\", \"lora_only\" or \"all\" "
+                      "(PEFT's LoraConfig.bias)",
+                      fn, cfg_path);
     mts = strop__json_get(&j, root, "modules_to_save");
     if (mts && mts->type == STROP__J_NULL) mts = NULL;
     int ok = !mts || mts->type == STROP__J_ARR;
@@ -552,7 +645,8 @@ strop_status strop_model_lora_load(strop_model *model, const char *dir) {
   }
   if (!st) st = strop__st_open(fn, st_path, &f);
   if (!st) mods = strop__calloc((size_t)(f->n ? f->n : 1), sizeof *mods);
-  if (!st && !mods) st = STROP__NOMEM(fn);
+  if (!st) biases = strop__calloc((size_t)(f->n ? f->n : 1), sizeof *biases);
+  if (!st && (!mods || !biases)) st = STROP__NOMEM(fn);
   if (!st && mts) {
     keep = strop__calloc((size_t)mts->count + 1, sizeof *keep);
     if (!keep) st = STROP__NOMEM(fn);
@@ -583,12 +677,16 @@ strop_status strop_model_lora_load(strop_model *model, const char *dir) {
             (owner < 0 || kl > strlen(keep[owner].name)))
           owner = k;
       }
+      if (owner < 0 && l > pl + 5 && !strncmp(tn, PREFIX, pl) && !strcmp(tn + l - 5, ".bias")) {
+        biases[nb++] = i; /* matched with the adapted modules below */
+        continue;
+      }
       if (owner < 0) {
         st = strop__err(STROP_E_FORMAT,
                         "%s: %s: tensor '%s' is neither a LoRA adapter of a "
                         "linear module ('" PREFIX "<module>.lora_A.weight' or '.lora_B.weight') "
-                        "or of an embedding ('.lora_embedding_A' or '.lora_embedding_B') nor a "
-                        "weight of a module in modules_to_save",
+                        "or of an embedding ('.lora_embedding_A' or '.lora_embedding_B'), nor a "
+                        "weight of a module in modules_to_save, nor a bias",
                         fn, st_path, tn);
         break;
       }
@@ -643,8 +741,23 @@ strop_status strop_model_lora_load(strop_model *model, const char *dir) {
     double a = pa ? jnum(pa, alpha) : alpha;
     st = strop_surgery_lora(s, mods[k].name, f->t[mods[k].a].dims[0], (float)a, (float)dropout);
   }
+  /* the biases train again, as they did: a new save writes them back */
+  for (int k = 0; !st && k < nb; k++) {
+    char pname[600];
+    if (!(st = bias_param(fn, st_path, model, f, mods, nm, bias_mode, biases[k], pname)))
+      st = strop_surgery_unfreeze(s, pname, 0);
+  }
   if (!st) st = strop__surgery_run(fn, s, NULL, &c, NULL);
   for (int k = 0; !st && k < nk; k++) st = fill_module(fn, st_path, c, f, &keep[k]);
+  for (int k = 0; !st && k < nb; k++) {
+    char pname[600];
+    st = bias_param(fn, st_path, model, f, mods, nm, bias_mode, biases[k], pname);
+    strop__param *p = st ? NULL : strop__model_param_find(c, pname);
+    if (!st && !p) st = strop__err(STROP_E_INTERNAL, "%s: '%s' lost by the plan", fn, pname);
+    else if (!st && strop__param_own(p)) st = STROP__NOMEM(fn); /* borrowed from a mapped file */
+    if (!st) st = strop__st_read_f32(fn, &f->t[biases[k]], p->data, p->numel);
+    if (!st) p->version++;
+  }
   for (int k = 0; !st && k < nm; k++) {
     const char *const *sfx = mods[k].names;
     for (int ab = 0; !st && ab < 2; ab++) {
@@ -684,6 +797,7 @@ strop_status strop_model_lora_load(strop_model *model, const char *dir) {
   strop_surgery_free(s);
   for (int k = 0; k < nm; k++) strop__free(mods[k].name);
   strop__free(mods);
+  strop__free(biases);
   for (int k = 0; keep && k < mts->count; k++) strop__free(keep[k].t);
   strop__free(keep);
   strop__st_close(f);

@@ -433,6 +433,23 @@ def test_lora_saves_the_replaced_head(tmp_path):
     np.testing.assert_array_equal(m2(x), m(x))
 
 
+def test_lora_saves_trained_biases(tmp_path):
+    """PEFT's bias "lora_only": an adapted module's bias that trains travels in the folder."""
+    m = strop.Model.load(BASE_YAML, BASE_ST)
+    with m.surgery() as s:
+        s.freeze("*").lora("fc", rank=4, alpha=8).unfreeze("fc.bias").apply()
+    m["fc.lora_B.weight"] = np.full((32, 4), 0.01, np.float32)
+    m["fc.bias"] = np.linspace(-1, 1, 32, dtype=np.float32)
+    x = np.random.default_rng(2).random((2, 1, 28, 28), dtype=np.float32)
+    m.lora_save(tmp_path)
+    cfg = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert cfg["bias"] == "lora_only" and cfg["modules_to_save"] is None
+    m2 = strop.Model.load(BASE_YAML, BASE_ST)
+    m2.lora_load(tmp_path)
+    np.testing.assert_array_equal(m2["fc.bias"], m["fc.bias"])
+    np.testing.assert_array_equal(m2(x), m(x))
+
+
 # ---- Dataset / BatchIterator / Vocab ----
 def test_dataset_from_numpy_classification(toy_data):
     x, y = toy_data
