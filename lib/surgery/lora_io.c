@@ -551,7 +551,7 @@ enum { BIAS_NONE, BIAS_LORA, BIAS_ALL }; /* PEFT's LoraConfig.bias */
  * module ("<module>.base_layer.bias", where a PEFT model holds it, or "<module>.bias", as PEFT
  * before its layers wrapped the base wrote it), or with bias "all" any bias of the model. The
  * tensor must fit it: one dimension, the parameter's. */
-static strop_status bias_param(const char *fn, const char *path, const strop_model *m,
+static strop_status bias_param(const char *fn, const char *path, strop_model *m,
                                const strop__st_file *f, const lmod *mods, int nm, int mode, int t,
                                char *pname) {
   static const char BL[] = ".base_layer";
