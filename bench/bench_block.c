@@ -22,7 +22,24 @@
  * forward's three products, x [t, d] times a [f, d] weight (strop__linear_forward), default
  * TinyLlama's d 2048, f 5632, t 256; best of `repeats`, thread CPU time. Prints "RESULT
  * bench=gate_pass ... pass_ms= gemm_ms= pass_over_mlp=" (the pass against the forward's three
- * products). */
+ * products).
+ *
+ *   bench_block gelu [repeats] [d f t approximate]
+ *
+ * What a GELU epilogue on the c_fc product of GPT-2 / BERT could save (issue 21): at one
+ * thread, the product y = x w^T ([t, d] by a [f, d] weight, strop__linear_forward; default
+ * GPT-2's d 768, f 3072, t 512 = 4 x 128, approximate 1 = tanh form, 0 = BERT's erf form), then
+ * the GELU pass over y as the layer runs it (strop__gelu_forward over [t, f] just written by
+ * the product: "pass"), then the same count of GELU over a 4096-float tile of y that is in L1
+ * ("hot": what an epilogue applied while C's tile is in cache would still pay — a floor, its
+ * output staying in cache too), then the pass again over y evicted from every cache by 64 MB
+ * of other writes ("cold": the recompute before backward, long after the product). pass - hot
+ * and cold - hot are all an epilogue could save of the forward's pass and of the recompute's
+ * (which no product writes: a bound only); a layer's GEMMs are about 9 of these products
+ * (12 d^2 multiply-adds a token forward, 3x with backward, c_fc's 4 d^2), so
+ * saved_over_layer_gemms = (pass + cold - 2 hot) / (9 gemm) bounds the share of a step from
+ * above. Best of `repeats`, thread CPU time. Prints "RESULT bench=gelu_pass ... pass_ms=
+ * hot_ms= cold_ms= gemm_ms= saved_over_layer_gemms=". */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,7 +85,53 @@ static int gate_main(int argc, char **argv) {
   return 0;
 }
 
+static int gelu_main(int argc, char **argv) {
+  const int repeats = argc > 2 ? atoi(argv[2]) : 10;
+  const int64_t d = argc > 3 ? atoll(argv[3]) : 768, f = argc > 4 ? atoll(argv[4]) : 3072;
+  const int64_t t = argc > 5 ? atoll(argv[5]) : 512;
+  const int approx = argc > 6 ? atoi(argv[6]) : 1;
+  bench_must(strop_set_num_threads(1), "threads");
+  const size_t tf = (size_t)(t * f), td = (size_t)(t * d), fd = (size_t)(f * d), tile = 4096;
+  float *y = malloc(tf * sizeof *y), *h = malloc(tf * sizeof *h);
+  float *x = malloc(td * sizeof *x), *w = malloc(fd * sizeof *w), *ht = malloc(tile * sizeof *ht);
+  if (!y || !h || !x || !w || !ht || tf < tile) return 1;
+  for (size_t i = 0; i < td; i++) x[i] = cosf(0.11f * (float)(i % 9973));
+  for (size_t i = 0; i < fd; i++) w[i] = 0.05f * sinf(0.07f * (float)(i % 8191));
+  const size_t evict = (size_t)64 << 20;
+  unsigned char *ev = malloc(evict);
+  if (!ev) return 1;
+  double bp = 1e30, bh = 1e30, bg = 1e30, bc = 1e30;
+  float sink = 0;
+  for (int r = 0; r <= repeats; r++) {
+    const double t0 = cpu_now();
+    strop__linear_forward(x, w, NULL, y, t, d, f);
+    const double t1 = cpu_now();
+    strop__gelu_forward(y, h, tf, approx);
+    const double t2 = cpu_now();
+    for (size_t o = 0; o + tile <= tf; o += tile) {
+      strop__gelu_forward(y, ht, tile, approx);
+      sink += ht[o % tile];
+    }
+    const double t3 = cpu_now();
+    memset(ev, r, evict); /* y out of every cache, as before the recompute in backward */
+    const double t4 = cpu_now();
+    strop__gelu_forward(y, h, tf, approx);
+    const double t5 = cpu_now();
+    if (r && t1 - t0 < bg) bg = t1 - t0;
+    if (r && t2 - t1 < bp) bp = t2 - t1;
+    if (r && t3 - t2 < bh) bh = t3 - t2;
+    if (r && t5 - t4 < bc) bc = t5 - t4;
+  }
+  printf("RESULT bench=gelu_pass d=%lld f=%lld t=%lld approximate=%d threads=1 pass_ms=%.3f "
+         "hot_ms=%.3f cold_ms=%.3f gemm_ms=%.3f saved_over_layer_gemms=%.4f check=%g\n",
+         (long long)d, (long long)f, (long long)t, approx, bp * 1e3, bh * 1e3, bc * 1e3, bg * 1e3,
+         (bp + bc - 2 * bh) / (9 * bg), (double)(sink + h[tf / 3]));
+  free(ev), free(y), free(h), free(x), free(w), free(ht);
+  return 0;
+}
+
 int main(int argc, char **argv) {
+  if (argc > 1 && !strcmp(argv[1], "gelu")) return gelu_main(argc, argv);
   if (argc > 1 && !strcmp(argv[1], "gate")) return gate_main(argc, argv);
   const int threads = argc > 1 ? atoi(argv[1]) : 1, repeats = argc > 2 ? atoi(argv[2]) : 20;
   const int64_t d = argc > 3 ? atoll(argv[3]) : 2048, t = argc > 4 ? atoll(argv[4]) : 256;
