@@ -265,14 +265,12 @@ static int64_t bf16_work(const strop__conv2d_dims *d, int chunks, int backward) 
 /* vdpbf16ps, per chunk. Forward: the pool's raw output (epilogue), the block's columns
  * [K, L], its products [c_out, L] and the GEMM's work (L = nb P). Backward: the weight and bias
  * gradients' partial sums, the epilogue's area, the columns [K, L] (the input gradient's, then
- * the block's own) and their transpose [L, K], the block's output gradient [c_out, L] and its
- * transpose [L, c_out], the GEMMs' work. */
+ * the block's own), the block's output gradient [c_out, L], the GEMMs' work. */
 static int64_t bf16_chunk_len(const strop__conv2d_dims *d, int backward, int chunks,
                               const strop__conv2d_epilogue *ep) {
   const int64_t K = kdim(d), CO = d->c_out, L = bf16_block(d, chunks) * d->oh * d->ow;
   if (!backward) return ep_len(d, 0, ep) + r16(K * L) + r16(CO * L) + bf16_work(d, chunks, 0);
-  return part_len(d) + ep_len(d, 1, ep) + 2 * r16(K * L) + 2 * r16(CO * L) +
-         bf16_work(d, chunks, 1);
+  return part_len(d) + ep_len(d, 1, ep) + r16(K * L) + r16(CO * L) + bf16_work(d, chunks, 1);
 }
 
 /* the exact fallback's per-chunk areas (the rounded image, and in the backward the rounded
@@ -672,8 +670,8 @@ static void bf16_fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
 
 /* Backward of a chunk's images, a block at a time: the block's output gradient [c_out, L]; the
  * input gradient's columns W^T dY [K, L] on vdpbf16ps, each image's added back (col2im); the
- * weight gradient dY cols^T as (dY^T)^T (cols^T) from the transposed block, both packed the
- * way the product reads them fastest; the bias gradient from the unrounded dY in FP32. */
+ * weight gradient dY cols^T straight from the block's dY and columns (the product transposes
+ * while it packs); the bias gradient from the unrounded dY in FP32. */
 static void bf16_bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   const conv_job *j = ctx;
   const strop__conv2d_dims *d = j->d;
@@ -683,10 +681,8 @@ static void bf16_bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   float *part = j->chunk0 + chunk * j->per;
   float *epa = part + part_len(d);
   float *cols = epa + ep_len(d, 1, j->ep);
-  float *colst = cols + r16(K * Lm);
-  float *dyb = colst + r16(K * Lm);
-  float *dyt = dyb + r16(CO * Lm);
-  void *work = dyt + r16(CO * Lm);
+  float *dyb = cols + r16(K * Lm);
+  void *work = dyb + r16(CO * Lm);
   float *dw = j->dw, *db = j->db;
   if (j->partial) {
     memset(part, 0, sizeof(float) * (size_t)part_len(d));
@@ -722,14 +718,19 @@ static void bf16_bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
       }
     }
     if (dw) {
+      /* dY [CO, L] times the columns [K, L] read transposed: the product packs both operands
+       * from these layouts itself, so no transposed copies (pointwise: a lone image's rows
+       * are its columns) */
+      const float *bc = cols;
       for (int64_t s = 0; s < nb; s++) {
         const float *xn = j->x + (n0 + s) * CI * HW;
-        if (pw) transpose(xn, K, P, P, colst + s * P * K, K);
-        else im2col(d, xn, cols + s * P, L);
+        if (!pw) im2col(d, xn, cols + s * P, L);
+        else if (nb == 1) bc = xn;
+        else
+          for (int64_t c = 0; c < CI; c++)
+            memcpy(cols + c * L + s * P, xn + c * P, sizeof(float) * (size_t)P);
       }
-      if (!pw) transpose(cols, K, L, L, colst, K);
-      transpose(g, CO, L, L, dyt, CO);
-      strop__bf16_gemm_f32(1, 0, CO, K, L, dyt, CO, colst, K, 1.0f, dw, K, work);
+      strop__bf16_gemm_f32(0, 1, CO, K, L, g, L, bc, L, 1.0f, dw, K, work);
     }
   }
 }
