@@ -16,6 +16,15 @@
 #   ROWS="gpt2_lora tinyllama_lora" THREADS="1 2" ...           a subset
 #   RESULTS=FILE ...                 every RESULT line of both sides appended to FILE as well
 #                                    (the steps' own peak, the setup's, the load's: bench_big)
+#   ROUNDS=3 ...                     each row's runs (strop's, then PyTorch's) made 3 times in
+#                                    turn; a rate is the best of them, `spread` how far the
+#                                    lowest fell below it (a quiet machine still moves PyTorch's
+#                                    rates by 10-25% between runs: one round's ratio carries that)
+#
+# After the rows, the ratios the issue's targets are written in: strop FP32 / PyTorch FP32,
+# strop BF16 / autocast, strop BF16 / strop FP32, peak RSS against PyTorch FP32's and the BF16
+# run's against autocast's; TinyLlama's line per frozen base (BF16, int8) against PyTorch FP32
+# and autocast.
 #
 # The checkpoints (random weights of the real shapes, written by bench/torch_big.py) go to
 # BUILD/bench-big/ (SMOKE: BUILD/bench-big-smoke/) and are kept for the next run: the TinyLlama
@@ -24,6 +33,7 @@ set -eu
 BUILD=${1:-build}
 STEPS=${2:-2}
 REPEATS=${3:-2}
+ROUNDS=${ROUNDS:-1}
 SMOKE=${SMOKE:-0}
 THREADS=${THREADS:-"1 2"}
 ROWS=${ROWS:-"resnet50_full resnet50_frozen bert_full gpt2_full gpt2_lora tinyllama_lora"}
@@ -58,9 +68,23 @@ for r in $ROWS; do
   [ -f "$OUT/$f/model.safetensors" ] || $PRE "$PY" "$HERE/torch_big.py" write "$f" "$OUT/$f" "$LAYERS"
 done
 
-echo "# $(date -u '+%Y-%m-%d %H:%M UTC')  $(nproc) cpus  load: $(cut -d' ' -f1-3 /proc/loadavg)  smoke=$SMOKE steps=$STEPS repeats=$REPEATS"
+echo "# $(date -u '+%Y-%m-%d %H:%M UTC')  $(nproc) cpus  load: $(cut -d' ' -f1-3 /proc/loadavg)  smoke=$SMOKE steps=$STEPS repeats=$REPEATS rounds=$ROUNDS"
 echo "# peaks (GFLOP/s): $(echo "$PEAKS" | awk '{printf "%s %s t%s %s; ", $1, $3, $5, $6}')"
-printf '%-16s %-18s %3s %10s %9s %7s %9s %9s\n' row run thr rate floor_ms of_peak peak_rss planned
+printf '%-16s %-18s %3s %10s %9s %7s %9s %9s %7s\n' row run thr rate floor_ms of_peak peak_rss planned spread
+RATES=$(mktemp)
+trap 'rm -f "$RATES"' EXIT
+# One side of a row once: the RESULT line of bench_big (strop) or torch_big.py (PyTorch).
+# $1 row, $2 folder, $3 threads, $4 strop's frozen dtype or "torch", $5 compute dtype or autocast
+run_side() {
+  if [ "$4" = torch ]; then
+    OPENBLAS_NUM_THREADS=1 $PRE "$PY" "$HERE/torch_big.py" train "$1" "$2" "$3" "$STEPS" \
+      "$REPEATS" "$5" | grep '^RESULT'
+  else
+    OPENBLAS_NUM_THREADS=1 FROZEN_DTYPE=$4 COMPUTE_DTYPE=$5 $PRE "$BB" "$1" "$2" "$3" "$STEPS" \
+      "$REPEATS" | grep '^RESULT'
+  fi
+}
+rate_of() { r=$(field tokens_per_s "$1"); [ -n "$r" ] || r=$(field samples_per_s "$1"); echo "$r"; }
 for t in $THREADS; do
   fp32=$(peak "fp32 fma zmm" "$t"); bf16=$(peak "bf16 vdpbf16ps" "$t")
   [ -n "$bf16" ] || bf16=$fp32
@@ -70,33 +94,88 @@ for t in $THREADS; do
     [ "$f" = tinyllama ] && dts="bf16 int8"
     # the rows again with the products in BF16 (mixed precision: COMPUTE_DTYPE=bf16)
     case "$r" in bert_full|gpt2_full|gpt2_lora|resnet50_*) dts="f32 compute_bf16" ;; esac
-    for d in $dts; do
-      cd_=f32; fd=$d; label="strop base=$d"
-      [ "$d" = compute_bf16 ] && { cd_=bf16; fd=f32; label="strop bf16"; }
-      s=$(OPENBLAS_NUM_THREADS=1 FROZEN_DTYPE=$fd COMPUTE_DTYPE=$cd_ $PRE "$BB" "$r" "$OUT/$f" "$t" "$STEPS" "$REPEATS" | grep '^RESULT')
-      [ -z "${RESULTS:-}" ] || echo "$s" >> "$RESULTS"
-      fl=$(field gemm_flops "$s"); ms=$(field step_ms "$s")
-      pk=$fp32; [ "$d" = f32 ] || pk=$bf16
-      floor=$(awk "BEGIN{printf \"%.1f\", $fl / ($pk * 1e9) * 1e3}")
-      share=$(awk "BEGIN{printf \"%.0f%%\", $floor / $ms * 100}")
-      rate=$(field tokens_per_s "$s"); [ -n "$rate" ] || rate=$(field samples_per_s "$s")
-      # the process's peak (setup or steps), as PyTorch's ru_maxrss; planned is the steps' peak
-      pk_kb=$(awk "BEGIN{a=$(field peak_rss_kb "$s"); b=$(field peak_setup_kb "$s"); print (a>b?a:b)}")
-      printf '%-16s %-18s %3s %10s %9s %7s %7sMB %7sMB\n' "$r" "$label" "$t" "$rate" \
-        "$floor" "$share" "$(mb "$pk_kb")" "$(mb "$(field planned_peak_kb "$s")")"
+    # the runs of this row: strop's dtypes, then PyTorch FP32 and autocast; with ROUNDS > 1 the
+    # whole sequence again, so that both sides meet the same drift of the machine
+    runs=""
+    for d in $dts; do runs="$runs strop:$d"; done
+    runs="$runs torch:0 torch:1"
+    best=""
+    i=1
+    while [ "$i" -le "$ROUNDS" ]; do
+      for u in $runs; do
+        side=${u%%:*}; d=${u#*:}
+        if [ "$side" = torch ]; then s=$(run_side "$r" "$OUT/$f" "$t" torch "$d")
+        elif [ "$d" = compute_bf16 ]; then s=$(run_side "$r" "$OUT/$f" "$t" f32 bf16)
+        else s=$(run_side "$r" "$OUT/$f" "$t" "$d" f32); fi
+        [ -z "${RESULTS:-}" ] || { [ "$side" = torch ] && echo "$s autocast=$d" || echo "$s"; } >> "$RESULTS"
+        # per run: the best rate, the lowest, and the RESULT line of the best
+        rt=$(rate_of "$s")
+        prev=$(echo "$best" | awk -v u="$u" -F'|' '$1 == u')
+        if [ -z "$prev" ]; then
+          best=$(printf '%s\n%s|%s|%s|%s' "$best" "$u" "$rt" "$rt" "$s")
+        else
+          others=$(echo "$best" | awk -v u="$u" -F'|' '$1 != u')
+          line=$(echo "$prev" | awk -F'|' -v rt="$rt" -v s="$s" -v u="$u" \
+            '{hi=$2; lo=$3; l=$4; if (rt+0 > hi+0) {hi=rt; l=s}; if (rt+0 < lo+0) lo=rt;
+              printf "%s|%s|%s|%s", u, hi, lo, l}')
+          best=$(printf '%s\n%s' "$others" "$line")
+        fi
+      done
+      i=$((i + 1))
     done
-    for a in 0 1; do
-      p=$(OPENBLAS_NUM_THREADS=1 $PRE "$PY" "$HERE/torch_big.py" train "$r" "$OUT/$f" "$t" "$STEPS" \
-          "$REPEATS" "$a" | grep '^RESULT')
-      [ -z "${RESULTS:-}" ] || echo "$p autocast=$a" >> "$RESULTS"
-      ms=$(field step_ms "$p")
-      pk=$fp32; [ "$a" = 1 ] && pk=$bf16
+    fl=""
+    for u in $runs; do
+      side=${u%%:*}; d=${u#*:}
+      e=$(echo "$best" | awk -v u="$u" -F'|' '$1 == u')
+      hi=$(echo "$e" | cut -d'|' -f2); lo=$(echo "$e" | cut -d'|' -f3); s=$(echo "$e" | cut -d'|' -f4-)
+      [ -n "$fl" ] || fl=$(field gemm_flops "$s")
+      ms=$(field step_ms "$s")
+      spread=$(awk "BEGIN{printf \"%.1f%%\", ($hi - $lo) / $hi * 100}")
+      [ "$ROUNDS" -gt 1 ] || spread="-"
+      if [ "$side" = torch ]; then
+        pk=$fp32; [ "$d" = 1 ] && pk=$bf16
+        if [ "$d" = 1 ]; then label="torch autocast"; else label="torch fp32"; fi
+        pk_kb=$(field peak_rss_kb "$s"); planned="-"
+      else
+        pk=$fp32; [ "$d" = f32 ] || pk=$bf16
+        label="strop base=$d"; [ "$d" = compute_bf16 ] && label="strop bf16"
+        # the process's peak (setup or steps), as PyTorch's ru_maxrss; planned is the steps' peak
+        pk_kb=$(awk "BEGIN{a=$(field peak_rss_kb "$s"); b=$(field peak_setup_kb "$s"); print (a>b?a:b)}")
+        planned="$(mb "$(field planned_peak_kb "$s")")MB"
+      fi
       floor=$(awk "BEGIN{printf \"%.1f\", $fl / ($pk * 1e9) * 1e3}")
       share=$(awk "BEGIN{printf \"%.0f%%\", $floor / $ms * 100}")
-      rate=$(field tokens_per_s "$p"); [ -n "$rate" ] || rate=$(field samples_per_s "$p")
-      if [ "$a" = 1 ]; then n="torch autocast"; else n="torch fp32"; fi
-      printf '%-16s %-18s %3s %10s %9s %7s %7sMB %9s\n' "$r" "$n" "$t" "$rate" "$floor" "$share" \
-        "$(mb "$(field peak_rss_kb "$p")")" "-"
+      printf '%-16s %-18s %3s %10s %9s %7s %7sMB %9s %7s\n' "$r" "$label" "$t" "$hi" \
+        "$floor" "$share" "$(mb "$pk_kb")" "$planned" "$spread"
+      echo "$r $t $label|$hi|$pk_kb" >> "$RATES"
     done
   done
 done
+
+# The ratios the issue states its targets in, from the rates above (best of the rounds).
+echo
+printf '%-27s %3s %11s %13s %9s %9s %11s\n' row thr strop/torch bf16/autocast bf16/own \
+  rss/torch bf16rss/ac
+awk -F'|' '
+  { split($1, k, " "); key = k[1] " " k[2]; lab = substr($1, length(key) + 2)
+    rate[key, lab] = $2; rss[key, lab] = $3; if (!(key in seen)) { seen[key] = 1; order[n++] = key } }
+  function q(a, b) { return (a != "" && b != "" && b + 0 > 0) ? sprintf("%.2fx", a / b) : "-" }
+  END {
+    for (i = 0; i < n; i++) {
+      key = order[i]; split(key, k, " ")
+      t = rate[key, "torch fp32"]; a = rate[key, "torch autocast"]
+      tr = rss[key, "torch fp32"]; ar = rss[key, "torch autocast"]
+      if (rate[key, "strop base=f32"] != "") {
+        f = rate[key, "strop base=f32"]; b = rate[key, "strop bf16"]
+        printf "%-27s %3s %11s %13s %9s %9s %11s\n", k[1], k[2], q(f, t), q(b, a), q(b, f),
+          q(rss[key, "strop base=f32"], tr), q(rss[key, "strop bf16"], ar)
+      } else { # a frozen base held in BF16 or int8 (TinyLlama): each base against PyTorch
+        for (j = 1; j <= 2; j++) {
+          base = j == 1 ? "bf16" : "int8"; b = rate[key, "strop base=" base]
+          if (b == "") continue
+          printf "%-27s %3s %11s %13s %9s %9s %11s\n", k[1] " (" base " base)", k[2], q(b, t),
+            q(b, a), "-", q(rss[key, "strop base=" base], tr), "-"
+        }
+      }
+    }
+  }' "$RATES"
