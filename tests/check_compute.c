@@ -14,6 +14,7 @@
 #include "ops/conv.h"
 #include "ops/dense.h"
 #include "ops/lowp.h"
+#include "optim/optim.h"
 #include "testutil.h"
 
 #define OK(x) strop_test_must((x), #x)
@@ -1114,6 +1115,181 @@ START_TEST(errors) {
 }
 END_TEST
 
+/* ---- allocation failures in the middle of a step ---- */
+
+/* The models the compute dtype reaches, each computing in BF16: 0 linears (with GELU), 1 LoRA on
+ * a BF16-held base, 2 LoRA on an int8-held base (per-group scales), 3 an attention layer, 4 a
+ * CNN training whole (batch norm in train mode, max-pool), 5 the CNN with its first conv and
+ * norm frozen (folded, with the relu and pool in its epilogue). */
+enum { ALLOC_MODELS = 6, AN = 6 };
+
+static strop_model *alloc_model(int which) {
+  strop_model *m = NULL;
+  if (which == 0) m = text_model(21, 1);
+  else if (which <= 2) {
+    m = lora_model(21);
+    if (which == 2) OK(strop_model_set_frozen_int8_group(m, 16));
+    OK(strop_model_set_frozen_dtype(m, which == 1 ? STROP_DTYPE_BF16 : STROP_DTYPE_INT8));
+  } else if (which == 3) {
+    const strop_test_node nodes[] = {
+        {"fc1", "linear", "out_features=96", NULL},
+        {"attn", "attention", "num_heads=4 causal=true", NULL},
+        {"flat", "flatten", NULL, NULL},
+        {"head", "linear", "out_features=4", NULL},
+    };
+    m = strop_test_build(2, IN, nodes, 4, 21);
+  } else m = cnn_model(21, which == 5, 0);
+  OK(strop_model_set_compute_dtype(m, STROP_DTYPE_BF16));
+  return m;
+}
+
+typedef struct arig {
+  strop_model *m;
+  strop_optimizer *opt;
+  strop_trainer *tr;
+} arig;
+
+static arig alloc_rig(int which) {
+  arig r;
+  r.m = alloc_model(which);
+  OK(strop_optimizer_create(r.m, STROP_OPTIM_ADAM, &r.opt));
+  OK(strop_optimizer_set_double(r.opt, STROP_OPT_LR, 1e-2));
+  OK(strop_trainer_create(r.m, r.opt, &r.tr));
+  return r;
+}
+
+static void alloc_rig_free(arig *r) {
+  strop_trainer_free(r->tr);
+  strop_optimizer_free(r->opt);
+  strop_model_free(r->m);
+}
+
+/* Every float the step may change: parameters (held weights have no float data: they never
+ * train), float buffers, the optimizer's float state; with the counters' sum in the last one. */
+static float *alloc_state(const arig *r, size_t *n_out) {
+  size_t n = 1;
+  for (int i = 0; i < r->m->n_params; i++)
+    n += r->m->params[i]->data ? r->m->params[i]->numel : 0;
+  const int cnt = strop__optim_state_count(r->opt);
+  for (int i = 0; i < cnt; i++) {
+    strop__state_entry e;
+    OK(strop__optim_state_at(r->opt, i, &e));
+    if (e.dtype == STROP__STATE_F32) n += e.numel;
+  }
+  float *v = malloc(n * sizeof *v);
+  size_t k = 0;
+  for (int i = 0; i < r->m->n_params; i++)
+    if (r->m->params[i]->data) {
+      memcpy(v + k, r->m->params[i]->data, r->m->params[i]->numel * sizeof *v);
+      k += r->m->params[i]->numel;
+    }
+  double steps = (double)strop_trainer_global_step(r->tr) +
+                 1e3 * (double)strop_optimizer_step_count(r->opt);
+  for (int i = 0; i < cnt; i++) {
+    strop__state_entry e;
+    OK(strop__optim_state_at(r->opt, i, &e));
+    if (e.dtype == STROP__STATE_F32) {
+      memcpy(v + k, e.data, e.numel * sizeof *v);
+      k += e.numel;
+    } else steps += 1e6 * (double)(*(const int64_t *)e.data) * (i + 1);
+  }
+  v[k] = (float)steps;
+  *n_out = n;
+  return v;
+}
+
+static void alloc_batch(int which, float *x, float *y, strop_tensor **tx, strop_tensor **ty) {
+  const int64_t yd[1] = {AN};
+  if (which >= 4) {
+    const size_t nx = (size_t)(AN * CIN[0] * CIN[1] * CIN[2]);
+    for (size_t i = 0; i < nx; i++)
+      x[i] = (float)(sin(0.37 * (double)i) + cos(2.9 * (double)(i * i % 101)));
+    *tx = wrap_img(x, AN);
+  } else {
+    inputs(x, (size_t)(AN * T * D), 0.3);
+    *tx = wrap(x, AN);
+  }
+  for (int i = 0; i < AN; i++) y[i] = (float)(i % 4);
+  OK(strop_tensor_wrap(y, AN, 1, yd, ty));
+}
+
+/* An allocation failing anywhere in a step of a model computing in BF16 — a first step (the
+ * weights' BF16 copies and the optimizer state made), or one in the middle with its memory cold
+ * (the step's arena made anew) — is STROP_E_NOMEM with a sentence and leaves the parameters,
+ * buffers and optimizer state as they were; the steps then run to the bits of steps that never
+ * failed, and nothing leaks. Both paths (vdpbf16ps where the CPU has it, the fallback). */
+START_TEST(step_alloc_failures) {
+  const int which = _i >> 1, path = _i & 1;
+  if (path == 0 && !strop__bf16_dot_enabled()) return;
+  strop__bf16_impl = path;
+  static float x[AN * T * D + AN * 3 * 12 * 12], y[AN];
+  strop_tensor *tx = NULL, *ty = NULL;
+  alloc_batch(which, x, y, &tx, &ty);
+  /* the reference: two steps that never fail (and the process-wide buffers made once) */
+  arig ref = alloc_rig(which);
+  OK(strop_trainer_step(ref.tr, tx, ty, NULL));
+  OK(strop_trainer_step(ref.tr, tx, ty, NULL));
+  size_t nw = 0;
+  float *want = alloc_state(&ref, &nw);
+  alloc_rig_free(&ref);
+  int failures[2] = {0, 0};
+  for (int first = 1; first >= 0; first--)
+    for (int64_t n = 1; n < 100000; n++) {
+      const int64_t live = strop__alloc_live();
+      arig r = alloc_rig(which);
+      if (!first) { /* the optimizer state and the BF16 copies exist: a step in the middle */
+        OK(strop_trainer_step(r.tr, tx, ty, NULL));
+        strop__model_step_end(r.m);
+        strop__arena_destroy(&r.m->arena); /* cold again: the step allocates its memory anew */
+      }
+      size_t nb = 0;
+      float *before = alloc_state(&r, &nb);
+      strop_clear_error();
+      strop__alloc_fail_at(n);
+      const int st = strop_trainer_step(r.tr, tx, ty, NULL);
+      const int hit = strop__alloc_failed();
+      strop__alloc_fail_at(0);
+      if (hit && st != STROP_OK) {
+        failures[first]++;
+        ck_assert_msg(st == STROP_E_NOMEM,
+                      "model %d path %d: allocation %lld of step %d failed, status %d (%s)",
+                      which, path, (long long)n, 2 - first, st, strop_last_error());
+        ck_assert(strop_last_error()[0] != '\0');
+        size_t na = 0;
+        float *after = alloc_state(&r, &na);
+        ck_assert_msg(na == nb && !memcmp(after, before, nb * sizeof *after),
+                      "model %d path %d: allocation %lld of step %d failed and the state moved",
+                      which, path, (long long)n, 2 - first);
+        free(after);
+        OK(strop_trainer_step(r.tr, tx, ty, NULL));
+      } else {
+        ck_assert_msg(st == STROP_OK, "%s", strop_last_error());
+      }
+      if (first) OK(strop_trainer_step(r.tr, tx, ty, NULL));
+      size_t ng = 0;
+      float *got = alloc_state(&r, &ng);
+      ck_assert_uint_eq(ng, nw);
+      ck_assert_msg(!memcmp(got, want, nw * sizeof *got),
+                    "model %d path %d: after allocation %lld of step %d failed, the bits differ",
+                    which, path, (long long)n, 2 - first);
+      free(got);
+      free(before);
+      alloc_rig_free(&r);
+      ck_assert_int_eq(strop__alloc_live(), live);
+      if (!hit) break;
+    }
+  strop__bf16_impl = 0;
+  if (getenv("STROP_COMPUTE_VERBOSE"))
+    fprintf(stderr, "model %d path %d: %d / %d allocation failures in a first / middle step\n",
+            which, path, failures[1], failures[0]);
+  ck_assert_int_ge(failures[1], 8);
+  ck_assert_int_ge(failures[0], 1);
+  free(want);
+  strop_tensor_free(tx);
+  strop_tensor_free(ty);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("compute");
   TCase *c = tcase_create("kernels");
@@ -1143,6 +1319,8 @@ static Suite *suite(void) {
   suite_add_tcase(s, c);
   c = tcase_create("errors");
   tcase_add_test(c, errors);
+  tcase_add_loop_test(c, step_alloc_failures, 0, 2 * ALLOC_MODELS);
+  tcase_set_timeout(c, 600);
   suite_add_tcase(s, c);
   return s;
 }

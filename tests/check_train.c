@@ -1115,6 +1115,47 @@ static void free_t(void *ctx) {
   g_t = NULL;
 }
 
+/* Fails each allocation of a step in turn, on a fresh rig from make each time: a first step, or
+ * (middle) one after a first with the step's memory cold again. A failed step must be
+ * STROP_E_NOMEM with a sentence and leave the state as it was; the same step then runs. With
+ * want, the state after the step (failed and run again, or not failed) must be want. Nothing
+ * leaks. Returns how many allocations failed the step. */
+static int step_sweep(rig (*make)(void), int middle, const frozen_state *want, strop_tensor *x,
+                      strop_tensor *y) {
+  int failures = 0;
+  for (int64_t n = 1; n < 10000; n++) {
+    const int64_t live = strop__alloc_live();
+    rig r = make();
+    if (middle) { /* a first step makes the optimizer state */
+      ck_assert_int_eq(strop_trainer_step(r.tr, x, y, NULL), STROP_OK);
+      strop__model_step_end(r.m);
+      strop__arena_destroy(&r.m->arena); /* cold again: the step allocates its memory anew */
+    }
+    frozen_state before = freeze_state(&r);
+    strop_clear_error();
+    strop__alloc_fail_at(n);
+    const int st = strop_trainer_step(r.tr, x, y, NULL);
+    const int hit = strop__alloc_failed();
+    strop__alloc_fail_at(0);
+    if (hit && st != STROP_OK) { /* (an allocation the step can do without may fail too) */
+      failures++;
+      ck_assert_msg(st == STROP_E_NOMEM, "allocation %lld failed, status %d (%s)", (long long)n,
+                    st, strop_last_error());
+      ck_assert(strop_last_error()[0] != '\0');
+      assert_state_is(&r, &before);
+      ck_assert_int_eq(strop_trainer_step(r.tr, x, y, NULL), STROP_OK);
+    } else {
+      ck_assert_msg(st == STROP_OK, "%s", strop_last_error());
+    }
+    if (want) assert_state_is(&r, want);
+    free_state(&before);
+    free_rig(&r);
+    ck_assert_int_eq(strop__alloc_live(), live);
+    if (!hit) break;
+  }
+  return failures;
+}
+
 /* Two checkpointed blocks of linear -> batchnorm1d -> relu -> dropout, then a head. */
 static rig ckpt_rig(void) {
   rig r;
@@ -1147,40 +1188,34 @@ START_TEST(checkpointed_step_alloc_failures) {
   strop_dataset *ds = blobs(256, 4);
   strop_tensor *x, *y;
   batch(ds, 0, 256, &x, &y);
-  int failures = 0;
   rig warm = ckpt_rig(); /* the GEMM's process-wide buffers are made once, here */
   ck_assert_int_eq(strop_trainer_step(warm.tr, x, y, NULL), STROP_OK);
   free_rig(&warm);
-  for (int64_t n = 1; n < 10000; n++) {
-    const int64_t live = strop__alloc_live();
-    rig r = ckpt_rig();
-    /* a first step makes the optimizer state, so the sweep's step is one in the middle */
-    ck_assert_int_eq(strop_trainer_step(r.tr, x, y, NULL), STROP_OK);
-    strop__model_step_end(r.m);
-    strop__arena_destroy(&r.m->arena); /* cold again: the step allocates its memory anew */
-    frozen_state before = freeze_state(&r);
-    strop_clear_error();
-    strop__alloc_fail_at(n);
-    const int st = strop_trainer_step(r.tr, x, y, NULL);
-    const int hit = strop__alloc_failed();
-    strop__alloc_fail_at(0);
-    if (hit && st != STROP_OK) { /* (an allocation the step can do without may fail too) */
-      failures++;
-      ck_assert_msg(st == STROP_E_NOMEM, "allocation %lld failed, status %d (%s)", (long long)n,
-                    st, strop_last_error());
-      ck_assert(strop_last_error()[0] != '\0');
-      assert_state_is(&r, &before);
-      ck_assert_int_eq(strop_trainer_step(r.tr, x, y, NULL), STROP_OK);
-    } else {
-      ck_assert_msg(st == STROP_OK, "%s", strop_last_error());
-    }
-    free_state(&before);
-    free_rig(&r);
-    ck_assert_int_eq(strop__alloc_live(), live);
-    if (!hit) break;
-  }
+  const int failures = step_sweep(ckpt_rig, 1, NULL, x, y);
   fprintf(stderr, "checkpointed step: %d allocation failures\n", failures);
   ck_assert_int_ge(failures, 8);
+  strop_tensor_free(x);
+  strop_tensor_free(y);
+  strop_dataset_free(ds);
+}
+END_TEST
+
+static rig bn41(void) { return bn_rig(41, STROP_OPTIM_ADAM, 1e-2f); }
+
+/* An allocation failing anywhere in a first step — the optimizer's state is made in it, after
+ * the forward moved BatchNorm's running statistics, its batch counter and the dropout RNG —
+ * leaves all of them as they were (the optimizer's running out of memory was returned without
+ * undoing the forward's changes before), and the step then runs as if it had never failed. */
+START_TEST(first_step_alloc_failures) {
+  strop_dataset *ds = blobs(64, 4);
+  strop_tensor *x, *y;
+  batch(ds, 0, 32, &x, &y);
+  rig ref = bn41();
+  ck_assert_int_eq(strop_trainer_step(ref.tr, x, y, NULL), STROP_OK);
+  frozen_state want = freeze_state(&ref);
+  ck_assert_int_ge(step_sweep(bn41, 0, &want, x, y), 8);
+  free_state(&want);
+  free_rig(&ref);
   strop_tensor_free(x);
   strop_tensor_free(y);
   strop_dataset_free(ds);
@@ -2080,6 +2115,7 @@ int main(int argc, char **argv) {
   tc = tcase_create("errors");
   tcase_add_test(tc, step_errors);
   tcase_add_test(tc, alloc_failures);
+  tcase_add_test(tc, first_step_alloc_failures);
   tcase_add_test(tc, optimizer_of_another_model_is_refused);
   suite_add_tcase(s, tc);
   tc = tcase_create("host_loss");

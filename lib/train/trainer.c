@@ -904,13 +904,13 @@ static strop_status window_end(strop_trainer *t, const char *fn) {
   }
   clip_grads(t);
   /* the gradients are the trainer's: the update keeps the old weights in them, so an update
-   * that would make a weight NaN or infinite is refused whole */
+   * that would make a weight NaN or infinite is refused whole; so is one that runs out of
+   * memory (a first step's optimizer state). Either way the window's forwards are undone too:
+   * they moved running statistics and the generator */
   if ((s = strop__optim_step_owning_grads(t->opt))) {
-    if (s == STROP_E_NUMERIC) {
-      t->skipped++;
-      drop_accumulation(t);
-      strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
-    }
+    if (s == STROP_E_NUMERIC) t->skipped++;
+    drop_accumulation(t);
+    strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
     return s;
   }
   if ((s = strop__model_zero_grad_lazy(m))) return s;
