@@ -1249,6 +1249,11 @@ bf16_curves)
     STROP_BF16_FALLBACK=$fb "$strop" finetune "$src/examples/text/adapt-full.yaml" --epochs 2 \
       --quiet "$@" > "$work/text-$run.txt" 2>&1 || fail "text $run: $(cat "$work/text-$run.txt")"
   done
+  # the report says what is not float32
+  grep -q "^precision:  products in bf16 with f32 sums$" "$work/fashion-bf16.txt" ||
+    fail "the BF16 run's report does not say so: $(cat "$work/fashion-bf16.txt")"
+  ! grep -q "^precision:" "$work/fashion-f32.txt" ||
+    fail "the FP32 run's report has a precision line: $(cat "$work/fashion-f32.txt")"
   python3 - "$work" <<'P' || fail "a BF16 loss curve left FP32's"
 import csv, sys
 w = sys.argv[1]

@@ -184,6 +184,15 @@ void tool_report_text(FILE *f, const strop_recipe *r, strop_run *run) {
   fprintf(f, "\nparameters: %lld trainable of %lld at the end\n",
           (long long)strop_run_info(run, STROP_INFO_TRAINABLE),
           (long long)strop_run_info(run, STROP_INFO_TOTAL));
+  /* what is not the default float32 (model.compute_dtype, model.frozen_dtype) */
+  static const char *const dtypes[] = {"f32", "bf16", "int8"};
+  const strop_model *m = strop_run_model(run);
+  const int cd = m ? strop_model_compute_dtype(m) : 0, fd = m ? strop_model_frozen_dtype(m) : 0;
+  if (cd > 0 && cd <= 2) fprintf(f, "precision:  products in %s with f32 sums", dtypes[cd]);
+  if (fd > 0 && fd <= 2)
+    fprintf(f, "%sfrozen weights held in %s",
+            cd > 0 && cd <= 2 ? "; " : "precision:  ", dtypes[fd]);
+  if ((cd > 0 && cd <= 2) || (fd > 0 && fd <= 2)) fprintf(f, "\n");
   int64_t n = strop_run_info(run, STROP_INFO_STAGES),
           rows = strop_run_info(run, STROP_INFO_EPOCHS);
   fprintf(f, "%-22s %6s %10s %10s %10s %10s\n", "stage", "epochs", "val acc", "val loss",
