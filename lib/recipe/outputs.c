@@ -140,6 +140,12 @@ static strop_status write_report(const strop_run *run, const char *path) {
   }
   strop__sbuf_puts(&b, "\"seconds\":");
   num(&b, run->seconds);
+  /* the precision the run trained in (model.compute_dtype, model.frozen_dtype) */
+  static const char *const dt[] = {"f32", "bf16", "int8"};
+  const int cd = run->model ? strop_model_compute_dtype(run->model) : 0;
+  const int fd = run->model ? strop_model_frozen_dtype(run->model) : 0;
+  strop__sbuf_printf(&b, ",\"compute_dtype\":\"%s\",\"frozen_dtype\":\"%s\"",
+                     dt[cd >= 0 && cd <= 2 ? cd : 0], dt[fd >= 0 && fd <= 2 ? fd : 0]);
   strop__sbuf_puts(&b, ",\"stages_results\":[");
   for (int64_t i = 0; i < run->n_st; i++) {
     const strop__stage_result *s = &run->st[i];

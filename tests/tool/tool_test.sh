@@ -1254,6 +1254,10 @@ bf16_curves)
     fail "the BF16 run's report does not say so: $(cat "$work/fashion-bf16.txt")"
   ! grep -q "^precision:" "$work/fashion-f32.txt" ||
     fail "the FP32 run's report has a precision line: $(cat "$work/fashion-f32.txt")"
+  grep -q '"compute_dtype":"bf16","frozen_dtype":"f32"' "$work/fashion-bf16/report.json" ||
+    fail "report.json of the BF16 run: $(cat "$work/fashion-bf16/report.json")"
+  grep -q '"compute_dtype":"f32","frozen_dtype":"f32"' "$work/fashion-f32/report.json" ||
+    fail "report.json of the FP32 run: $(cat "$work/fashion-f32/report.json")"
   python3 - "$work" <<'P' || fail "a BF16 loss curve left FP32's"
 import csv, sys
 w = sys.argv[1]
