@@ -495,6 +495,19 @@ START_TEST(errors) {
   expect(strop_generate(m, prompt, 3, &b, ids, 8, &count), STROP_E_INVALID_ARG,
          "stop_strings[1] is empty");
   b = o;
+  b.num_beams = 0;
+  expect(strop_generate(m, prompt, 3, &b, ids, 8, &count), STROP_E_INVALID_ARG, "num_beams");
+  b.num_beams = 3;
+  b.length_penalty = INFINITY;
+  expect(strop_generate(m, prompt, 3, &b, ids, 8, &count), STROP_E_INVALID_ARG, "length_penalty");
+  b.length_penalty = 1.0f;
+  b.temperature = 0.7f;
+  expect(strop_generate(m, prompt, 3, &b, ids, 8, &count), STROP_E_UNSUPPORTED, "temperature 0");
+  b.temperature = 0.0f;
+  b.stop_strings = stops;
+  b.num_stop_strings = 1;
+  expect(strop_generate(m, prompt, 3, &b, ids, 8, &count), STROP_E_UNSUPPORTED, "stop strings");
+  b = o;
   b.size = 0;
   expect(strop_generate(m, prompt, 3, &b, ids, 8, &count), STROP_E_INVALID_ARG, "size");
   /* a shorter (older) options struct: the fields past its size take their defaults */
@@ -508,6 +521,32 @@ START_TEST(errors) {
   strop_test_must(strop_generate(m, prompt, 3, &o, ids, 8, &count), "generate after errors");
   ck_assert_int_eq(count, 8);
   ck_assert_int_eq(strop__alloc_live(), live);
+  /* an allocation failing anywhere in a beam search: STROP_E_NOMEM, nothing leaks (a
+   * search's first batch of 3 rows grows the model's step memory, kept for the next) */
+  b = o;
+  b.num_beams = 3;
+  int64_t want_ids[8], want_n = 0, failures = 0;
+  strop_test_must(strop_generate(m, prompt, 3, &b, want_ids, 8, &want_n), "beam search");
+  const int64_t kept = strop__alloc_live(); /* the model's step memory, made by the search */
+  for (int64_t k = 1; k < 1000; k++) {
+    strop__alloc_fail_at(k);
+    const strop_status st = strop_generate(m, prompt, 3, &b, ids, 8, &count);
+    const int hit = strop__alloc_failed();
+    strop__alloc_fail_at(0);
+    if (st == STROP_OK) { /* (an allocation the forward can do without may fail too) */
+      ck_assert_int_eq(count, want_n);
+      ck_assert_mem_eq(ids, want_ids, (size_t)want_n * sizeof *ids);
+    } else {
+      failures++;
+      ck_assert_msg(st == STROP_E_NOMEM, "allocation %lld: status %d (%s)", (long long)k, st,
+                    strop_last_error());
+      ck_assert_int_eq(count, 0);
+    }
+    ck_assert_msg(strop__alloc_live() == kept, "allocation %lld (status %d): %lld blocks leaked",
+                  (long long)k, st, (long long)(strop__alloc_live() - kept));
+    if (!hit) break;
+  }
+  ck_assert_int_ge(failures, 10);
   strop_model_free(m);
 
   /* not finalized */
@@ -817,6 +856,56 @@ static void pytorch_case(const char *name) {
     printf("%s: a batch of %d prompts (penalty %g) gives PyTorch's ids for each\n", name, nb,
            (double)cases[c0].penalty);
   }
+  /* beam search: transformers' BeamSearchScorer over the same module; each case alone, and the
+   * first two as one batch (each searched alone there too) */
+  int n_beam = 0;
+  for (int c = 0;; c++) {
+    char key[64];
+    snprintf(key, sizeof key, "beam%d.prompt", c);
+    const int64_t ip = strop_st_file_find(f, key);
+    if (ip < 0) break;
+    float pf[64], wf[64], opts[5];
+    int64_t dims[4];
+    ck_assert_int_eq(strop_st_file_shape(f, ip, dims, 4), 1);
+    const int64_t np = dims[0];
+    strop_test_must(strop_st_file_read_f32(f, ip, pf, (size_t)np), key);
+    snprintf(key, sizeof key, "beam%d.ids", c);
+    const int64_t iw = strop_st_file_find(f, key);
+    ck_assert_int_eq(strop_st_file_shape(f, iw, dims, 4), 1);
+    const int64_t nw = dims[0];
+    strop_test_must(strop_st_file_read_f32(f, iw, wf, (size_t)nw), key);
+    snprintf(key, sizeof key, "beam%d.opts", c);
+    strop_test_must(strop_st_file_read_f32(f, strop_st_file_find(f, key), opts, 5), key);
+    int64_t prompt[64], ids[2 * 64], counts[2] = {-1, -1}, stop = (int64_t)opts[4];
+    for (int64_t i = 0; i < np; i++) prompt[i] = (int64_t)pf[i];
+    strop_generate_options o;
+    strop_generate_options_init(&o);
+    o.max_new_tokens = 10;
+    o.num_beams = (int64_t)opts[0];
+    o.repetition_penalty = opts[1];
+    o.length_penalty = opts[2];
+    o.early_stopping = (int)opts[3];
+    o.stop_ids = stop >= 0 ? &stop : NULL;
+    o.num_stop_ids = stop >= 0 ? 1 : 0;
+    strop_test_must(strop_generate(m, prompt, np, &o, ids, 64, &counts[0]), name);
+    ck_assert_msg(counts[0] == nw, "%s beam case %d: %lld ids, PyTorch %lld", name, c,
+                  (long long)counts[0], (long long)nw);
+    for (int64_t i = 0; i < nw; i++)
+      ck_assert_msg(ids[i] == (int64_t)wf[i],
+                    "%s beam case %d (%lld beams) token %lld: strop %lld, PyTorch %lld", name, c,
+                    (long long)o.num_beams, (long long)i, (long long)ids[i], (long long)wf[i]);
+    if (nw < 10 && stop >= 0) ck_assert_int_eq(ids[nw - 1], stop); /* a hypothesis finished */
+    /* the same search twice in one batch */
+    const int64_t *two[2] = {prompt, prompt}, lens[2] = {np, np};
+    strop_test_must(strop_generate_batch(m, two, lens, 2, &o, ids, 64, counts), name);
+    for (int b = 0; b < 2; b++) {
+      ck_assert_int_eq(counts[b], nw);
+      for (int64_t i = 0; i < nw; i++) ck_assert_int_eq(ids[b * 64 + i], (int64_t)wf[i]);
+    }
+    n_beam++;
+  }
+  ck_assert_int_ge(n_beam, 5);
+  printf("%s: %d beam searches give PyTorch's ids\n", name, n_beam);
   strop_st_file_free(f);
   strop_model_free(m);
 }

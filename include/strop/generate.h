@@ -79,6 +79,26 @@ typedef struct strop_generate_options {
                                     index (after it is stored); used instead of on_token when
                                     set, and the callback strop_generate_batch() takes. NULL
                                     (default): none. Appended in 0.2 (batched generation). */
+  int64_t num_beams;    /**< 1 (default): greedy or sampling as above. > 1: beam search with
+                                    that many beams, as Hugging Face's generate(num_beams=...)
+                                    searches: each step the processed log-probabilities
+                                    (repetition_penalty applied to them) of every beam's next
+                                    token, plus the beam's score, the best max(2, 1 + stop
+                                    ids) · num_beams candidates kept in order; a candidate
+                                    ending in a stop id
+                                    among the first num_beams becomes a finished hypothesis, the
+                                    others the next beams. The result is the best hypothesis
+                                    (finished, or open when the length runs out), scored by its
+                                    summed log-probabilities over its generated length to the
+                                    power length_penalty. Needs temperature 0; stop_strings are
+                                    refused. Tokens reach on_token / on_row_token after the
+                                    search, in order. Appended in 0.2 (beam search). */
+  float length_penalty; /**< Beam search: the exponent above; 1 (default); > 0 favours
+                                    longer hypotheses, < 0 shorter ones. */
+  int early_stopping;   /**< Beam search: 1 stops once num_beams hypotheses have finished; 0
+                                    (default) once no open beam can beat the worst finished one
+                                    by Hugging Face's estimate (its best score over the length
+                                    so far). */
 } strop_generate_options;
 
 /**

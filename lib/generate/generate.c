@@ -24,6 +24,8 @@ void strop_generate_options_init(strop_generate_options *opt) {
   opt->top_k = 0;
   opt->top_p = 1.0f;
   opt->repetition_penalty = 1.0f;
+  opt->num_beams = 1;
+  opt->length_penalty = 1.0f;
 }
 
 /* The layer types whose output at a position depends on that position's input alone, so a
@@ -157,6 +159,20 @@ static strop_status read_options(const char *fn, const strop_generate_options *o
     if (!o->stop_strings[i] || !o->stop_strings[i][0])
       return strop__err(STROP_E_INVALID_ARG, "%s: stop_strings[%lld] is %s", fn, (long long)i,
                         o->stop_strings[i] ? "empty" : "NULL");
+  if (o->num_beams < 1)
+    return strop__err(STROP_E_INVALID_ARG, "%s: num_beams must be >= 1, got %lld", fn,
+                      (long long)o->num_beams);
+  if (!isfinite(o->length_penalty))
+    return strop__err(STROP_E_INVALID_ARG, "%s: length_penalty must be finite, got %g", fn,
+                      (double)o->length_penalty);
+  if (o->num_beams > 1 && o->temperature > 0.0f)
+    return strop__err(STROP_E_UNSUPPORTED,
+                      "%s: beam search (num_beams %lld) does not sample: set temperature 0", fn,
+                      (long long)o->num_beams);
+  if (o->num_beams > 1 && o->num_stop_strings > 0)
+    return strop__err(STROP_E_UNSUPPORTED,
+                      "%s: beam search (num_beams %lld) stops at stop ids, not stop strings", fn,
+                      (long long)o->num_beams);
   if (o->num_stop_strings > 0 && !o->tokenizer)
     return strop__err(STROP_E_INVALID_ARG,
                       "%s: stop_strings need the model's tokenizer to "
@@ -287,6 +303,256 @@ static int call_back(const strop_generate_options *o, int64_t row, int64_t id) {
   return o->on_token ? o->on_token(id, o->user_data) : 0;
 }
 
+/* The decoding state of a generation: a cache per attention node (filled by the layers), and
+ * a linear head asked for each sequence's last row of logits only (step reads no other: the
+ * prompt's step multiplies one row per sequence by the LM head, not all of them). */
+static strop_status decode_open(strop_model *model, int n_attn, int64_t cap, strop__decode *dec) {
+  memset(dec, 0, sizeof *dec);
+  dec->cap = cap;
+  dec->n_kv = n_attn;
+  dec->kv = strop__calloc((size_t)(n_attn ? n_attn : 1), sizeof *dec->kv);
+  if (!dec->kv) return STROP_E_NOMEM;
+  for (int i = 0, k = 0; i < model->n_nodes; i++)
+    if (!strcmp(model->nodes[i].vt->type, "attention")) dec->kv[k++].node = &model->nodes[i];
+  const strop__node *head = &model->nodes[model->n_nodes - 1];
+  if (!strcmp(head->vt->type, "linear")) dec->last_rows_only = head;
+  return STROP_OK;
+}
+
+static void decode_close(strop__decode *dec) {
+  for (int i = 0; dec->kv && i < dec->n_kv; i++) {
+    strop__free(dec->kv[i].k);
+    strop__free(dec->kv[i].v);
+  }
+  strop__free(dec->kv);
+  dec->kv = NULL;
+}
+
+/* ---- beam search ---- */
+
+/* A finished hypothesis: its score (summed log-probabilities over its generated length to the
+ * power length_penalty), its generated ids and the stop id that ended it (-1: none). */
+typedef struct beam_hyp {
+  float score;
+  int64_t n, stop;
+  int64_t *ids;
+} beam_hyp;
+
+/* A candidate of a step: the beam's score plus the token's log-probability. */
+typedef struct beam_cand {
+  float score;
+  int64_t beam, id;
+} beam_cand;
+
+/* Keeps the k best of the candidates offered (descending score; ties: the lower beam, then
+ * the lower id, which is the lower flat index of torch.topk over [beams x vocab]). */
+static void cand_offer(beam_cand *top, int64_t *n, int64_t k, beam_cand c) {
+  int64_t i = *n < k ? (*n)++ : k;
+  if (i == k) {
+    const beam_cand *w = &top[k - 1];
+    if (!(c.score > w->score)) return; /* ties go to the earlier index, offered first */
+    i = k - 1;
+  }
+  while (i > 0 && c.score > top[i - 1].score) {
+    top[i] = top[i - 1];
+    i--;
+  }
+  top[i] = c;
+}
+
+/* Hugging Face's BeamHypotheses.add: kept while fewer than num_beams, or better than the worst
+ * (which then goes). A hypothesis of no generated tokens scores -inf. */
+static void hyp_add(beam_hyp *h, int64_t *nh, int64_t k, float *worst, const int64_t *ids,
+                    int64_t n, int64_t stop, float sum, float penalty) {
+  const float score = n > 0 ? (float)((double)sum / pow((double)n, (double)penalty)) : -INFINITY;
+  if (*nh >= k && !(score > *worst)) return;
+  int64_t slot = *nh;
+  if (*nh < k) {
+    (*nh)++;
+    *worst = *nh == 1 || score < *worst ? score : *worst;
+  } else { /* replace the worst, then find the new worst */
+    slot = 0;
+    for (int64_t i = 1; i < k; i++)
+      if (h[i].score < h[slot].score) slot = i;
+  }
+  h[slot].score = score;
+  h[slot].n = n;
+  h[slot].stop = stop;
+  memcpy(h[slot].ids, ids, (size_t)n * sizeof *ids);
+  if (*nh >= k && slot < k) {
+    *worst = h[0].score;
+    for (int64_t i = 1; i < k; i++)
+      if (h[i].score < *worst) *worst = h[i].score;
+  }
+}
+
+/* Gathers each cache's rows: beam b continues beam from[b]; positions [0, pos). */
+static void kv_reorder(strop__decode *dec, const int64_t *from, int64_t nb, float *tmp) {
+  for (int i = 0; i < dec->n_kv; i++) {
+    strop__kv_cache *c = &dec->kv[i];
+    for (int kv = 0; kv < 2; kv++) {
+      float *base = kv ? c->v : c->k;
+      if (!base) continue;
+      const size_t row = (size_t)(dec->cap * c->width), used = (size_t)(dec->pos * c->width);
+      for (int64_t b = 0; b < nb; b++)
+        memcpy(tmp + (size_t)b * used, base + (size_t)from[b] * row, used * sizeof *tmp);
+      for (int64_t b = 0; b < nb; b++)
+        memcpy(base + (size_t)b * row, tmp + (size_t)b * used, used * sizeof *tmp);
+    }
+  }
+}
+
+/* One prompt continued by beam search (strop_generate_options.num_beams), as Hugging Face's
+ * generate(num_beams=B) searches with its BeamSearchScorer: the processed log-probabilities of
+ * each beam's next token plus the beam's score (beams other than the first start at -1e9), the
+ * best max(2, 1 + stop ids) · B candidates in order; a stop id among the first B finishes a
+ * hypothesis of the beam's ids so far, the others continue as the next B beams; done when B
+ * hypotheses have finished and (early_stopping, or) the best candidate's score over the
+ * generated length cannot beat the worst of them, or when the length runs out (the open beams
+ * then join the hypotheses). Writes the best hypothesis's ids (with the stop id that ended it)
+ * to out, then hands them to the callback in order. */
+static strop_status beam_one(const char *fn, strop_model *model, const int64_t *prompt,
+                             int64_t len, const strop_generate_options *o, int64_t ctx,
+                             int64_t vocab, int n_attn, int64_t want, int64_t *out,
+                             int64_t *count, int64_t row) {
+  const int64_t B = o->num_beams;
+  const int64_t maxgen = want < ctx - len + 1 ? want : ctx - len + 1;
+  const int64_t keep = (o->num_stop_ids + 1 > 2 ? o->num_stop_ids + 1 : 2) * B;
+  strop__decode dec;
+  strop_status st = decode_open(model, n_attn, len + maxgen - 1 > len ? len + maxgen - 1 : len,
+                                &dec);
+  float *logits = strop__malloc((size_t)(B * vocab) * sizeof *logits);
+  float *in = strop__malloc((size_t)(B * len) * sizeof *in);
+  int64_t *feed = strop__malloc((size_t)(B * len) * sizeof *feed);
+  uint8_t *seen = strop__calloc((size_t)(B * vocab), 1),
+          *seen2 = strop__malloc((size_t)(B * vocab));
+  int64_t *seq = strop__malloc((size_t)(B * maxgen) * sizeof *seq);
+  int64_t *seq2 = strop__malloc((size_t)(B * maxgen) * sizeof *seq2);
+  float *score = strop__malloc((size_t)B * sizeof *score);
+  beam_cand *top = strop__malloc((size_t)keep * sizeof *top);
+  int64_t *from = strop__malloc((size_t)B * sizeof *from);
+  beam_hyp *hyps = strop__calloc((size_t)B, sizeof *hyps);
+  int64_t *hyp_ids = strop__malloc((size_t)(B * maxgen) * sizeof *hyp_ids);
+  if (st || !logits || !in || !feed || !seen || !seen2 || !seq || !seq2 || !score || !top ||
+      !from || !hyps || !hyp_ids) {
+    st = STROP__NOMEM(fn);
+    goto done;
+  }
+  for (int64_t b = 0; b < B; b++) {
+    hyps[b].ids = hyp_ids + b * maxgen;
+    score[b] = b == 0 ? 0.0f : -1e9f;
+    memcpy(feed + b * len, prompt, (size_t)len * sizeof *prompt);
+    for (int64_t i = 0; i < len; i++) seen[b * vocab + prompt[i]] = 1;
+  }
+  int64_t nh = 0, g = 0, done_early = 0;
+  float worst = 1e9f;
+  float *tmp = NULL;
+  if ((st = step(fn, model, &dec, feed, B, len, in, vocab, logits))) goto done;
+  for (;;) {
+    /* each beam's log-probabilities, processed, plus its score; the best `keep` candidates */
+    int64_t nt = 0;
+    for (int64_t b = 0; b < B; b++) {
+      float *l = logits + b * vocab;
+      float mx = l[0];
+      for (int64_t i = 1; i < vocab; i++) mx = l[i] > mx ? l[i] : mx;
+      double sum = 0.0;
+      for (int64_t i = 0; i < vocab; i++) sum += exp((double)l[i] - (double)mx);
+      const double lse = (double)mx + log(sum);
+      for (int64_t i = 0; i < vocab; i++) {
+        float lp = (float)((double)l[i] - lse);
+        if (o->repetition_penalty != 1.0f && seen[b * vocab + i])
+          lp = lp < 0.0f ? lp * o->repetition_penalty : lp / o->repetition_penalty;
+        cand_offer(top, &nt, keep, (beam_cand){lp + score[b], b, i});
+      }
+    }
+    /* the scorer: stop ids among the first B finish hypotheses, the rest continue */
+    int64_t nb = 0;
+    for (int64_t r = 0; r < nt && nb < B; r++) {
+      const beam_cand *c = &top[r];
+      if (is_stop_id(o, c->id)) {
+        if (r >= B) continue;
+        hyp_add(hyps, &nh, B, &worst, seq + c->beam * maxgen, g, c->id, c->score,
+                o->length_penalty);
+        continue;
+      }
+      from[nb] = c->beam;
+      score[nb] = c->score;
+      seq2[nb * maxgen + g] = c->id;
+      nb++;
+    }
+    if (nh >= B) { /* Hugging Face's is_done, with the best candidate of this step */
+      if (o->early_stopping) done_early = 1;
+      else if (g > 0 &&
+               (double)worst >= (double)top[0].score / pow((double)g, (double)o->length_penalty))
+        done_early = 1;
+    }
+    /* the next beams: their ids, histories and caches from the beams they continue */
+    for (int64_t b = 0; b < nb; b++) {
+      memcpy(seq2 + b * maxgen, seq + from[b] * maxgen, (size_t)g * sizeof *seq);
+      memcpy(seen2 + b * vocab, seen + from[b] * vocab, (size_t)vocab);
+      seen2[b * vocab + seq2[b * maxgen + g]] = 1;
+    }
+    int64_t *ts = seq;
+    seq = seq2, seq2 = ts;
+    uint8_t *tn = seen;
+    seen = seen2, seen2 = tn;
+    g++;
+    if (done_early || g >= maxgen) break;
+    if (!tmp) {
+      size_t most = 0;
+      for (int i = 0; i < dec.n_kv; i++)
+        if ((size_t)(dec.cap * dec.kv[i].width) > most)
+          most = (size_t)(dec.cap * dec.kv[i].width);
+      tmp = strop__malloc((size_t)B * (most ? most : 1) * sizeof *tmp);
+      if (!tmp) {
+        st = STROP__NOMEM(fn);
+        goto done;
+      }
+    }
+    kv_reorder(&dec, from, B, tmp);
+    for (int64_t b = 0; b < B; b++) feed[b] = seq[b * maxgen + g - 1];
+    if ((st = step(fn, model, &dec, feed, B, 1, in, vocab, logits))) {
+      strop__free(tmp);
+      goto done;
+    }
+  }
+  strop__free(tmp);
+  if (!done_early) /* the length ran out: the open beams are hypotheses too */
+    for (int64_t b = 0; b < B; b++)
+      hyp_add(hyps, &nh, B, &worst, seq + b * maxgen, g, -1, score[b], o->length_penalty);
+  int64_t best = 0;
+  for (int64_t i = 1; i < nh; i++)
+    if (hyps[i].score > hyps[best].score) best = i;
+  const beam_hyp *h = &hyps[best];
+  int64_t n = 0;
+  for (int64_t i = 0; i < h->n; i++) out[n++] = h->ids[i];
+  if (h->stop >= 0 && n < want) out[n++] = h->stop;
+  for (int64_t i = 0; i < n; i++) {
+    *count = i + 1;
+    if (call_back(o, row, out[i])) {
+      st = strop__err(STROP_E_CANCELLED, "%s: the token callback cancelled after %lld tokens", fn,
+                      (long long)*count);
+      goto done;
+    }
+  }
+  *count = n;
+done:
+  decode_close(&dec);
+  strop__free(logits);
+  strop__free(in);
+  strop__free(feed);
+  strop__free(seen);
+  strop__free(seen2);
+  strop__free(seq);
+  strop__free(seq2);
+  strop__free(score);
+  strop__free(top);
+  strop__free(from);
+  strop__free(hyps);
+  strop__free(hyp_ids);
+  return st;
+}
+
 /* The n prompts continued together: left-padded to the longest, each sequence run from its
  * own start (strop__decode.start), so each computes what it computes alone; every sequence
  * has its own repetition history, generator (seeded as strop_generate seeds its one) and stop
@@ -328,6 +594,12 @@ static strop_status generate_rows(const char *fn, strop_model *model,
   }
   const int64_t want = o.max_new_tokens < cap ? o.max_new_tokens : cap;
   if (want == 0) return STROP_OK;
+  if (o.num_beams > 1) { /* each prompt searched alone */
+    for (int64_t b = 0; b < n && !st; b++)
+      st = beam_one(fn, model, prompts[b], lens[b], &o, ctx, vocab, n_attn, want, ids + b * cap,
+                    &counts[b], b);
+    return st;
+  }
   /* sequence b starts at cache position longest - lens[b]; its last new token is never fed
    * back, and it stops at the model's context: positions up to start + min(len + want - 1,
    * ctx) */
@@ -337,11 +609,9 @@ static strop_status generate_rows(const char *fn, strop_model *model,
     if (longest - lens[b] + own > positions) positions = longest - lens[b] + own;
   }
   int64_t *start = strop__calloc((size_t)n, sizeof *start);
-  strop__decode dec = {.pos = 0,
-                       .cap = positions,
-                       .kv = strop__calloc((size_t)(n_attn ? n_attn : 1), sizeof *dec.kv),
-                       .n_kv = n_attn,
-                       .start = n > 1 ? start : NULL};
+  strop__decode dec;
+  const strop_status opened = decode_open(model, n_attn, positions, &dec);
+  dec.start = n > 1 ? start : NULL;
   float *logits = strop__malloc((size_t)(n * vocab) * sizeof *logits);
   float *in = strop__malloc((size_t)(n * longest) * sizeof *in);
   int64_t *feed = strop__calloc((size_t)(n * longest), sizeof *feed);
@@ -351,17 +621,11 @@ static strop_status generate_rows(const char *fn, strop_model *model,
   cand *c = o.temperature > 0.0f ? strop__malloc((size_t)vocab * sizeof *c) : NULL;
   size_t text_cap = 256;
   char *text = o.num_stop_strings ? strop__malloc(text_cap) : NULL;
-  if (!start || !dec.kv || !logits || !in || !feed || !seen || !done || !rng ||
+  if (!start || opened || !logits || !in || !feed || !seen || !done || !rng ||
       (o.temperature > 0.0f && !c) || (o.num_stop_strings && !text)) {
     st = STROP__NOMEM(fn);
     goto done;
   }
-  for (int i = 0, k = 0; i < model->n_nodes; i++)
-    if (!strcmp(model->nodes[i].vt->type, "attention")) dec.kv[k++].node = &model->nodes[i];
-  /* only each sequence's last row of logits is read (step): a linear head computes those
-   * alone: the prompt's step multiplies one row per sequence by the LM head, not all of them */
-  const strop__node *head = &model->nodes[model->n_nodes - 1];
-  if (!strcmp(head->vt->type, "linear")) dec.last_rows_only = head;
   for (int64_t b = 0; b < n; b++) {
     start[b] = longest - lens[b];
     for (int64_t i = 0; i < lens[b]; i++) {
@@ -400,11 +664,7 @@ static strop_status generate_rows(const char *fn, strop_model *model,
     }
   }
 done:
-  for (int i = 0; dec.kv && i < dec.n_kv; i++) {
-    strop__free(dec.kv[i].k);
-    strop__free(dec.kv[i].v);
-  }
-  strop__free(dec.kv);
+  decode_close(&dec);
   strop__free(start);
   strop__free(logits);
   strop__free(in);

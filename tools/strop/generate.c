@@ -232,6 +232,7 @@ int tool_cmd_generate(const tool_opts *o, volatile sig_atomic_t *interrupted) {
   go.temperature = (float)o->temperature;
   go.top_k = o->top_k;
   go.top_p = (float)o->top_p;
+  go.num_beams = o->num_beams > 1 ? o->num_beams : 1;
   go.seed = o->seed >= 0 ? (uint64_t)o->seed : 0;
   if (eos >= 0) {
     go.stop_ids = &eos;

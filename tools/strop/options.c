@@ -67,7 +67,8 @@ static const command_info COMMANDS[] = {
      "Loads a Hugging Face causal language model folder (config.json, the\n"
      "safetensors weights and tokenizer.json: GPT-2, Llama family) and prints the\n"
      "prompt followed by the text it generates, token by token as it comes. Greedy\n"
-     "by default; with --temperature above 0 it samples (--top-k, --top-p, --seed).\n"
+     "by default; with --temperature above 0 it samples (--top-k, --top-p, --seed);\n"
+     "with --num-beams N it searches with N beams as transformers does.\n"
      "It stops at the tokenizer's end-of-sequence token, after --max-tokens tokens, or\n"
      "when the model's context is full. Without --prompt it starts from the\n"
      "beginning-of-sequence token (or the end-of-sequence one, as GPT-2 does).\n"
@@ -164,6 +165,8 @@ static const option_info OPTIONS[] = {
      "sample among the K most likely tokens (default 0: all)"},
     {"--top-p", NULL, "P", ARG_REAL, offsetof(tool_opts, top_p), "generate",
      "sample among the most likely tokens that make up\nprobability P (default 1: all)"},
+    {"--num-beams", NULL, "N", ARG_COUNT, offsetof(tool_opts, num_beams), "generate",
+     "beam search with N beams (default 1: greedy); the\ntext comes when the search ends"},
     {"--help", "-h", NULL, ARG_FLAG, 0, NULL, "this help"},
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])

@@ -40,7 +40,7 @@ typedef struct tool_opts {
   const char *prompts_file;     /* generate: --prompts FILE, one prompt per line */
   int chat;                     /* generate --chat */
   const char *text, *text_file; /* predict --text, --text-file */
-  int64_t max_tokens, top_k;
+  int64_t max_tokens, top_k, num_beams;
   double temperature, top_p;
 } tool_opts;
 /* Parses argv against the tables: 0 when a command is to run, TOOL_EXIT_DONE after printing

@@ -151,7 +151,8 @@ class strop_generate_options(Structure):
                 ("seed", c_uint64), ("stop_ids", c_void_p), ("num_stop_ids", c_int64),
                 ("stop_strings", POINTER(c_char_p)), ("num_stop_strings", c_int64),
                 ("tokenizer", c_void_p), ("on_token", TOKEN_FN), ("user_data", c_void_p),
-                ("on_row_token", ROW_TOKEN_FN)]
+                ("on_row_token", ROW_TOKEN_FN), ("num_beams", c_int64),
+                ("length_penalty", c_float), ("early_stopping", c_int)]
 
 
 class strop_side_inputs(Structure):

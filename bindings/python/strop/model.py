@@ -389,7 +389,7 @@ class Model(Handle):
 
     def generate(self, ids, max_new_tokens=32, *, temperature=0.0, top_k=0, top_p=1.0,
                  repetition_penalty=1.0, seed=0, stop_ids=(), stop_strings=(), tokenizer=None,
-                 on_token=None):
+                 on_token=None, num_beams=1, length_penalty=1.0, early_stopping=False):
         """Continues the prompt ``ids`` (a sequence of token ids) with a causal language model
         (strop_generate: a key/value cache, one position per new token) and returns the new
         ids as a list (the prompt is not repeated). Greedy when ``temperature`` is 0, otherwise
@@ -403,7 +403,12 @@ class Model(Handle):
         ``ids`` may also be a list of prompts of any lengths: they are continued together
         (strop_generate_batch: left-padded into one batch, each sequence as it would be alone,
         with its own stop conditions), a list of lists of new ids is returned, and
-        ``on_token(row, id)`` is told which prompt each id continues."""
+        ``on_token(row, id)`` is told which prompt each id continues.
+
+        ``num_beams`` above 1 searches with that many beams as transformers'
+        ``generate(num_beams=...)`` does (``length_penalty``, ``early_stopping``; stop ids end
+        hypotheses; greedy only, no stop strings); ``on_token`` then receives the best
+        hypothesis's ids after the search."""
         lib = _lib.lib
         batch = isinstance(ids, (list, tuple)) and len(ids) > 0 and not np.isscalar(ids[0])
         rows = ([np.ascontiguousarray(np.asarray(p, dtype=np.int64).reshape(-1)) for p in ids]
@@ -420,6 +425,9 @@ class Model(Handle):
         o.top_p = float(top_p)
         o.repetition_penalty = float(repetition_penalty)
         o.seed = int(seed) & 0xFFFFFFFFFFFFFFFF
+        o.num_beams = int(num_beams)
+        o.length_penalty = float(length_penalty)
+        o.early_stopping = 1 if early_stopping else 0
         stops = np.ascontiguousarray(np.asarray(list(stop_ids), dtype=np.int64))
         if stops.size:
             o.stop_ids = stops.ctypes.data

@@ -112,3 +112,37 @@ def test_a_list_of_prompts_is_one_batch(model):
         [alone[0][:1], alone[1][:1], [], []]
     with pytest.raises(strop.StropError, match=r"prompts\[1\]\[0\] is 999"):
         model.generate([[1], [999]], 3)
+
+
+def sequence_logprob(m, prompt, ids):
+    """the summed log-probabilities of ids after prompt, from full forwards"""
+    seq, total = list(prompt), 0.0
+    for i in ids:
+        z = m.forward(np.array([seq], dtype=np.float32))[0, -1].astype(np.float64)
+        total += z[i] - (z.max() + np.log(np.exp(z - z.max()).sum()))
+        seq.append(i)
+    return total
+
+
+def test_beam_search(model):
+    prompt = [5, 77, 12]
+    assert model.generate(prompt, 6, num_beams=1) == model.generate(prompt, 6)
+    got = model.generate(prompt, 6, num_beams=4, length_penalty=0.0)
+    assert len(got) == 6 and all(0 <= i < V for i in got)
+    # with no length penalty the best of four beams is at least as likely as the greedy
+    # continuation on this model (beam search does not promise it in general)
+    greedy = model.generate(prompt, 6)
+    assert sequence_logprob(model, prompt, got) >= sequence_logprob(model, prompt, greedy) - 1e-4
+    seen = []
+    assert model.generate(prompt, 6, num_beams=4, length_penalty=0.0, on_token=seen.append) == got
+    assert seen == got
+    prompts = [prompt, [3], [200, 1]]
+    assert model.generate(prompts, 5, num_beams=3) == \
+        [model.generate(p, 5, num_beams=3) for p in prompts]
+    stop = got[2]
+    ended = model.generate(prompt, 6, num_beams=4, stop_ids=[stop], early_stopping=True)
+    assert len(ended) <= 6 and all(0 <= i < V for i in ended)
+    with pytest.raises(strop.Unsupported, match="temperature 0"):
+        model.generate(prompt, 4, num_beams=2, temperature=1.0)
+    with pytest.raises(strop.InvalidArgument, match="num_beams"):
+        model.generate(prompt, 4, num_beams=0)
