@@ -34,7 +34,11 @@
  * peak of bench_peak, the RSS at the start, the peak RSS of the setup (load, surgery, planning:
  * peak_setup_kb) and of the steps (peak_rss_kb, VmHWM reset before the first),
  * strop_model_step_memory's prediction of the step's peak, and strop_model_memory_estimate's
- * (its four figures' sum: a language model is loaded declared for TOKENS, its input shape). */
+ * (its four figures' sum: a language model is loaded declared for TOKENS, its input shape).
+ * GEMM_PROFILE=1 prints instead, for `steps` steps after a warm-up (1 thread: the products run
+ * on the calling thread), one GEMM line per product kind and shape (op, m n k, alpha 1 or not,
+ * the kernel: own, openblas or gemv) with its calls and thread CPU time per step, GFLOP/s and
+ * share of the step's process CPU time, and a RESULT line with their sums. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,6 +76,38 @@ static void ab_set(strop_model *m, int what, int d) {
   else if (what == AB_ROWS) strop__rows_together = d ? rows_default : 1;
   else if (what == AB_CONV) strop__conv_batch = d;
   else bench_must(strop_model_set_compute_dtype(m, d), "compute dtype");
+}
+
+/* GEMM_PROFILE=1: every FP32 product of the steps by kind and shape (strop__gemm_observer), its
+ * calls, thread CPU time and rate */
+typedef struct gemm_kind {
+  int ta, tb, kernel, scaled;
+  int64_t m, n, k;
+  int calls;
+  double seconds;
+} gemm_kind;
+static gemm_kind g_kinds[256];
+static int g_nkinds;
+
+static void gemm_seen(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, int kernel,
+                      double seconds) {
+  const int scaled = alpha != 1.0f;
+  int i = 0;
+  while (i < g_nkinds &&
+         !(g_kinds[i].ta == ta && g_kinds[i].tb == tb && g_kinds[i].m == m && g_kinds[i].n == n &&
+           g_kinds[i].k == k && g_kinds[i].kernel == kernel && g_kinds[i].scaled == scaled))
+    i++;
+  if (i == g_nkinds) {
+    if (g_nkinds == 256) return;
+    g_kinds[g_nkinds++] = (gemm_kind){ta, tb, kernel, scaled, m, n, k, 0, 0.0};
+  }
+  g_kinds[i].calls++;
+  g_kinds[i].seconds += seconds;
+}
+
+static int by_time(const void *a, const void *b) {
+  const double x = ((const gemm_kind *)a)->seconds, y = ((const gemm_kind *)b)->seconds;
+  return x < y ? 1 : x > y ? -1 : 0;
 }
 
 /* LOG=debug: the library's DEBUG lines on stderr (the planning's account of the step memory) */
@@ -249,6 +285,40 @@ int main(int argc, char **argv) {
     for (int r = 0; r < repeats && r < 64; r++)
       printf("%s%.3f", r ? "," : "", rc[r][1] / rc[r][0]); /* B's time over A's */
     printf("\n");
+    strop_tensor_free(x);
+    strop_tensor_free(y);
+    strop_trainer_free(tr);
+    strop_optimizer_free(opt);
+    strop_model_free(m);
+    return 0;
+  }
+  if (getenv("GEMM_PROFILE")) { /* after a warm-up step, `steps` steps observed */
+    bench_must(strop_trainer_step(tr, x, y, &loss), "warm-up");
+    strop__gemm_observer = gemm_seen;
+    const double c0 = cpu_now();
+    for (int s = 0; s < steps; s++) bench_must(strop_trainer_step(tr, x, y, &loss), "step");
+    const double step_s = (cpu_now() - c0) / steps;
+    strop__gemm_observer = NULL;
+    qsort(g_kinds, (size_t)g_nkinds, sizeof *g_kinds, by_time);
+    double total = 0, flops = 0;
+    for (int i = 0; i < g_nkinds; i++) {
+      const gemm_kind *g = &g_kinds[i];
+      const double fl = 2.0 * (double)g->m * (double)g->n * (double)g->k * g->calls / steps;
+      total += g->seconds / steps, flops += fl;
+      printf("GEMM row=%s op=%c%c m=%lld n=%lld k=%lld alpha=%s kernel=%s calls_per_step=%.0f "
+             "ms_per_step=%.2f gflops=%.1f share_of_step=%.4f\n",
+             row, g->ta ? 'T' : 'N', g->tb ? 'T' : 'N', (long long)g->m, (long long)g->n,
+             (long long)g->k, g->scaled ? "scaled" : "1",
+             g->kernel == 2 ? "gemv"
+             : g->kernel    ? "own"
+                            : "openblas",
+             (double)g->calls / steps, g->seconds / steps * 1e3, fl / (g->seconds / steps) / 1e9,
+             g->seconds / steps / step_s);
+    }
+    printf("RESULT impl=strop row=%s threads=%d gemm_profile=1 step_cpu_ms=%.1f gemm_cpu_ms=%.1f "
+           "gemm_share=%.4f gemm_gflops=%.1f counted_gemm_flops=%.4g step_flops=%.4g\n",
+           row, threads, step_s * 1e3, total * 1e3, total / step_s, flops / total / 1e9, flops,
+           step_flops);
     strop_tensor_free(x);
     strop_tensor_free(y);
     strop_trainer_free(tr);

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* strop bench — issue 21's "GEMMs of 768–4096-wide layers at or above OpenBLAS's speed": strop's
  * own SGEMM (lib/ops/gemm.c) against OpenBLAS's cblas_sgemm on the three products of every
- * linear layer of GPT-2 small (m = 512 rows: 4 x 128 tokens) and of TinyLlama (m = 256: 1 x 256),
+ * linear layer of GPT-2 small (m = 512 rows: 4 x 128 tokens), of TinyLlama (m = 256: 1 x 256) and
+ * of BERT-base (m = 1024: 8 x 128, nn.Linear's [out, in] weights),
  * as a training step issues them:
  *   fwd    y = x W                 (GPT-2's Conv1D weight [in, out]: NN)
  *          y = x W^T               (nn.Linear's [out, in], Llama: NT)
@@ -116,7 +117,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "bench_gemm: no vdpbf16ps here (AVX512_BF16): BF16=1 does not run\n");
     return 77;
   }
-  shape s[32];
+  shape s[64];
   int ns = 0;
   ns = add_layer(s, ns, "gpt2", "c_attn 768>2304", 512, 768, 2304, 1);
   ns = add_layer(s, ns, "gpt2", "attn.c_proj 768>768", 512, 768, 768, 1);
@@ -126,6 +127,9 @@ int main(int argc, char **argv) {
   ns = add_layer(s, ns, "tinyllama", "k/v_proj 2048>256", 256, 2048, 256, 0);
   ns = add_layer(s, ns, "tinyllama", "gate/up 2048>5632", 256, 2048, 5632, 0);
   ns = add_layer(s, ns, "tinyllama", "down 5632>2048", 256, 5632, 2048, 0);
+  ns = add_layer(s, ns, "bert", "q/k/v/o 768>768", 1024, 768, 768, 0);
+  ns = add_layer(s, ns, "bert", "intermediate 768>3072", 1024, 768, 3072, 0);
+  ns = add_layer(s, ns, "bert", "output 3072>768", 1024, 3072, 768, 0);
   const char *only = getenv("ONLY");
   if (only) { /* keep the shapes that name it */
     int kept = 0;
@@ -158,7 +162,7 @@ int main(int argc, char **argv) {
     b[i] = 0.1f * cosf(0.23f * (float)(i % 9973));
   }
   /* BF16 mode: each shape's weight, [out, in] (fwd: n x k, dgrad: k x n), and the scratch */
-  strop__lowp w[32];
+  strop__lowp w[64];
   void *work = NULL;
   memset(w, 0, sizeof w);
   if (bf16) {
@@ -184,8 +188,8 @@ int main(int argc, char **argv) {
   openblas_set_num_threads(threads);
   const char *core = openblas_get_corename();
   /* calls per sample: about sample_s seconds at 80 GFLOP/s per thread */
-  double best[32][2], err[32];
-  int calls[32];
+  double best[64][2], err[64];
+  int calls[64];
   for (int i = 0; i < ns; i++) {
     const double fl = 2.0 * (double)s[i].m * (double)s[i].n * (double)s[i].k;
     calls[i] = (int)(sample_s * 80e9 * threads / fl) + 1;

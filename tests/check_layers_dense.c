@@ -1368,11 +1368,13 @@ START_TEST(own_gemm_wide_bits) {
     }
     free(a), free(at), free(b), free(bt), free(c0), free(c), free(want);
   }
-  /* strop__sgemm takes a wide forward or input-gradient product of a transformer's layer (A not
-   * transposed, every side at least 256) whatever OpenBLAS's kernels: level with or faster
-   * than OpenBLAS's AVX-512 ones (docs/performance.md) */
+  /* strop__sgemm takes the wide products of a transformer's layer (every side at least 256)
+   * whatever OpenBLAS's kernels: level with or faster than OpenBLAS's AVX-512 ones
+   * (docs/performance.md) */
   ck_assert(strop__gemm_use_own(0, 1, 256, 2048, 2048));
   ck_assert(strop__gemm_use_own(0, 0, 512, 768, 3072));
+  /* a weight gradient (A transposed) too: BERT's 768 x 3072 over 1024 rows */
+  ck_assert(strop__gemm_use_own(1, 0, 768, 3072, 1024));
   /* and a small product it used to read in place and now packs (B 2048 wide) stays its own */
   ck_assert(strop__gemm_use_own(1, 0, 256, 2048, 256));
   ck_assert(strop__gemm_use_own(0, 0, 128, 2048, 2048));

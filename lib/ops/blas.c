@@ -3,6 +3,7 @@
 #include <cblas.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <time.h>
 
 #include "core/core.h"
 #include "ops/dense.h"
@@ -154,6 +155,14 @@ static void gemm_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
  * arithmetic): a worker pays for itself from a smaller size. */
 #define GEMV_PAR_MIN_MACS (1 << 18)
 
+strop__gemm_observer_fn strop__gemm_observer = NULL;
+
+static double thread_cpu_now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
 static int sgemm_run(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                      const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
                      float *c, int64_t ldc, int check) {
@@ -191,10 +200,13 @@ static int sgemm_run(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, 
                           : 1;
   /* the own kernels never call OpenBLAS: no section to open for them */
   const int blas = !j.own && !j.gemv;
+  strop__gemm_observer_fn obs = strop__gemm_observer;
+  const double t0 = obs ? thread_cpu_now() : 0.0;
   if (blas) strop__blas_enter();
   /* splitting rows or columns of C leaves every element's sum over k as it was */
   strop__par_run(strop__par_chunks(threads, blocks, 1), blocks, gemm_chunk, &j);
   if (blas) strop__blas_leave();
+  if (obs) obs(trans_a, trans_b, m, n, k, alpha, gemv ? 2 : own, thread_cpu_now() - t0);
   return !atomic_load(&j.bad);
 }
 

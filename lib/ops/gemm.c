@@ -288,6 +288,17 @@ GEMM_INLINE void prefetch_tile(const float *c, int64_t ldc) {
   }
 }
 
+/* The same for a tile of C^T (sgemm_sup_t): 8 columns of up to 32 rows of C, the two lines each
+ * row's 8 floats may span. The transposed product writes into C with no order a hardware
+ * prefetcher follows; C not in cache (the attention's saved weights, written once a step) would
+ * otherwise cost each tile up to 32 line misses one after another as it stores. */
+GEMM_INLINE void prefetch_tile_t(const float *c, int64_t ldc, int64_t rows) {
+  for (int64_t r = 0; r < rows; r++) {
+    _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
+    _mm_prefetch((const char *)(c + r * ldc + MR - 1), _MM_HINT_T0);
+  }
+}
+
 /* C[mr x nr] = alpha * acc + beta * C (C not read when beta is 0). With bad (the last k block:
  * these are C's final values), lanes that are not finite are or-ed into *bad. */
 GEMM_INLINE void store_tile(const __m512 *acc, float *c, int64_t ldc, float alpha, float beta,
@@ -380,6 +391,7 @@ __attribute__((target("avx512f"))) static void sgemm_sup_n(
     for (int64_t i = 0; i < m; i += MR) {
       const int64_t mr = m - i < MR ? m - i : MR;
       const float *ai = a + i * rsa + pc * csa;
+      prefetch_tile(c + i * ldc + j, ldc);
       if (mr == MR) {
         kernel_direct(kc, ai, rsa, csa, b + pc * ldb + j, ldb, nr < NR, acc, nr);
       } else {
@@ -432,6 +444,7 @@ __attribute__((target("avx512f"))) static void sgemm_sup_t(
     for (int64_t q = 0; q < m; q += NR) { /* columns of C^T: rows of A */
       const int64_t nr = m - q < NR ? m - q : NR;
       float *ct = c + q * ldc + i;
+      prefetch_tile_t(ct, ldc, nr);
       for (int64_t pc = 0; pc < k; pc += KC) {
         const int64_t kc = k - pc < KC ? k - pc : KC;
         const float *bi = b + i * ldb + pc;
@@ -518,11 +531,12 @@ int strop__gemm_use_own(int ta, int tb, int64_t m, int64_t n, int64_t k) {
   /* where OpenBLAS runs AVX-512 kernels of its own: the small and skinny shapes, on which its
    * packing of both operands at every call costs more than the kernel gains (not with a short
    * k, where the tile's stores dominate and OpenBLAS's small-matrix kernels win), and the wide
-   * forward and input-gradient products of transformer layers (A not transposed, every side
-   * at least WIDE), on which the packed path is 1.0-1.1x its kernels; weight gradients (A
-   * transposed) stay with it: level, 0.94-1.09x (bench_gemm, docs/performance.md) */
-  return v || (small_shape(ta, tb, m, n, k) && k >= 32) ||
-         (!ta && m >= WIDE && n >= WIDE && k >= WIDE);
+   * products of transformer layers (every side at least WIDE): forward and input gradient
+   * 1.0-1.1x its kernels, weight gradients (A transposed) level on their own (0.98-1.03x on a
+   * Zen 4) and faster in a step, where OpenBLAS's result is scanned again for non-finite
+   * values and its packing copies meet cold operands (bench_gemm, bench_big GEMM_PROFILE=1,
+   * docs/performance.md) */
+  return v || (small_shape(ta, tb, m, n, k) && k >= 32) || (m >= WIDE && n >= WIDE && k >= WIDE);
 }
 
 __attribute__((target("avx512f"))) int strop__sgemm_own(int ta, int tb, int64_t m, int64_t n,
