@@ -49,6 +49,24 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) static inline void strop_
   }
 }
 
+/* 16 FP32 values (their bits) rounded to BF16 in the low half of each lane: strop__bf16_rne_bits
+ * (ops/lowp.h) vectorised, ties to even, NaN quiet */
+__attribute__((target("avx512f"))) static inline __m512i strop__rne16(__m512i u) {
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  const __m512i r = _mm512_srli_epi32(
+      _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
+  const __mmask16 nan = _mm512_cmpgt_epu32_mask(
+      _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+  return _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+}
+
+/* the pairs (v0 lane c, v1 lane c) of 16 FP32 values each, rounded: a row of a packed panel of
+ * B (strop__bf16_pack_b_fn) */
+__attribute__((target("avx512f"))) static inline __m512i strop__pairs16_ps(__m512 v0, __m512 v1) {
+  return _mm512_or_si512(strop__rne16(_mm512_castps_si512(v0)),
+                         _mm512_slli_epi32(strop__rne16(_mm512_castps_si512(v1)), 16));
+}
+
 /* the first cnt of 32 lanes (cnt clipped to 0 .. 32) */
 static inline __mmask32 strop__lanes32(int64_t cnt) {
   return cnt >= 32  ? (__mmask32)0xffffffffu

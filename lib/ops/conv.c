@@ -262,6 +262,14 @@ static int64_t bf16_work(const strop__conv2d_dims *d, int chunks, int backward) 
   return r16((int64_t)((most + 3) / 4));
 }
 
+/* vdpbf16ps, the forward's weight before the chunks: packed once (strop__bf16_pack_a), or
+ * transposed [K, c_out] for each block's product to pack (strop__conv_bf16_direct 0) */
+static int64_t bf16_w_len(const strop__conv2d_dims *d) {
+  const int64_t t = r16(kdim(d) * d->c_out);
+  const int64_t a = r16((int64_t)((strop__bf16_pack_a_bytes(d->c_out, kdim(d)) + 3) / 4));
+  return a > t ? a : t;
+}
+
 /* vdpbf16ps, per chunk. Forward: the pool's raw output (epilogue), the block's columns
  * [K, L], its products [c_out, L] and the GEMM's work (L = nb P). Backward: the weight and bias
  * gradients' partial sums, the epilogue's area, the columns [K, L] (the input gradient's, then
@@ -287,7 +295,7 @@ size_t strop__conv2d_scratch_floats(const strop__conv2d_dims *d, int backward, i
   const int bm = bf16_mode(d);
   if (bm == 1) { /* forward: the transposed weight [K, c_out] first; backward: the ones row */
     const int64_t bw = backward == 1;
-    return (size_t)((bw ? ones_len(d) : r16(kdim(d) * d->c_out)) +
+    return (size_t)((bw ? ones_len(d) : bf16_w_len(d)) +
                     chunks * bf16_chunk_len(d, (int)bw, chunks, ep));
   }
   if (bm == 2) {
@@ -433,10 +441,11 @@ typedef struct conv_job {
   const strop__conv2d_dims *d;
   const float *x, *w, *b, *dy, *ones;
   float *y, *dx, *dw, *db;
-  float *waug;   /* forward, fused bias: [c_out, K + 1] */
-  float *chunk0; /* per-chunk areas start here, each cols_len (+ part_len in the backward)
+  float *waug;        /* forward, fused bias: [c_out, K + 1]; BF16: the weight transposed */
+  const uint32_t *ap; /* BF16 forward: the weight packed (strop__bf16_pack_a), or NULL */
+  float *chunk0;      /* per-chunk areas start here, each cols_len (+ part_len in the backward)
                     + ep_len */
-  int64_t per;   /* floats per chunk area */
+  int64_t per;        /* floats per chunk area */
   int chunks, fused, partial;
   int assign;            /* backward: dx is written, not added to */
   int rnd;               /* the exact BF16 fallback: w is the rounded weight, and the chunks
@@ -589,6 +598,11 @@ static void wino_fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
 
 static const float *bwd_epilogue(const conv_job *j, int64_t n, float *buf);
 
+/* 1 (the default): the vdpbf16ps forward packs its columns straight from the images where they
+ * lie contiguous (pack_cols); 0: im2col writes them in FP32 first and the product rounds and
+ * packs those, the same bits (tests, bench_big's CONV_PACK=ab). */
+int strop__conv_bf16_direct = 1;
+
 /* dst [cols, rows] (rows ldd apart) = src [rows, cols] (ld lds) transposed: 16 x 16 blocks
  * through registers where AVX-512 runs (the only place the vdpbf16ps path runs) */
 #if defined(__x86_64__) && defined(__GNUC__) && (__GNUC__ >= 10 || defined(__clang__))
@@ -615,12 +629,119 @@ __attribute__((target("avx512f,avx512bw"))) static void transpose(const float *s
     }
   }
 }
+
+/* The forward's columns [K, L] of a block of images (im2col's values, the images side by side)
+ * packed for the product straight from the images (strop__bf16_pack_b_fn): no FP32 columns are
+ * written and read again. Only where the source of a row of columns is contiguous within an
+ * image: stride 1 and the output as wide as the input (ResNet's 1x1 and padded 3x3 convs), and
+ * P >= 16, so that 16 columns cover at most two images. Per half panel (16 columns), each
+ * lane's tap (0, 0) and the two runs of lanes in one image; per row k = (c kh + ki) kw + kj,
+ * one masked load per run of the lanes whose tap falls inside the image. */
+typedef struct col_pack {
+  const strop__conv2d_dims *d;
+  const float *x; /* the block's first image */
+  int64_t L;      /* its columns, nb P */
+} col_pack;
+
+/* d's forward packs its columns with pack_cols for blocks of up to nb images: the source is
+ * contiguous and the int32 arithmetic of the lanes' taps holds */
+static int col_pack_ok(const strop__conv2d_dims *d, int64_t nb) {
+  return strop__conv_bf16_direct && d->sh == 1 && d->sw == 1 && d->ow == d->w &&
+         d->oh * d->ow >= 16 && (nb + 1) * d->c_in * d->h * d->w < ((int64_t)1 << 31);
+}
+
+typedef struct half_lanes {
+  __m512i iy, ix;   /* each lane's tap (0, 0): input row and column (outside: the padding) */
+  __mmask16 m0, m1; /* the lanes of the first and second image they cover */
+  int64_t b0, b1;   /* lane l of run r reads x + b_r + l + the row's offset */
+} half_lanes;
+
+__attribute__((target("avx512f"))) static inline __m512 cols_row16(const half_lanes *h,
+                                                                   const float *x, __mmask16 live,
+                                                                   int32_t dy, int32_t dx,
+                                                                   int64_t delta, __m512i hh,
+                                                                   __m512i ww) {
+  const __mmask16 m = live &
+                      _mm512_cmplt_epu32_mask(_mm512_add_epi32(h->iy, _mm512_set1_epi32(dy)),
+                                              hh) &
+                      _mm512_cmplt_epu32_mask(_mm512_add_epi32(h->ix, _mm512_set1_epi32(dx)), ww);
+  const __m512 v = _mm512_maskz_loadu_ps(m & h->m0, x + h->b0 + delta);
+  return h->m1 ? _mm512_mask_loadu_ps(v, m & h->m1, x + h->b1 + delta) : v;
+}
+
+__attribute__((target("avx512f,avx512bw"))) static void pack_cols(const void *ctx, int64_t j0,
+                                                                  uint32_t *p) {
+  const col_pack *cp = ctx;
+  const strop__conv2d_dims *d = cp->d;
+  const int64_t P = d->oh * d->ow, W = d->w, HW = d->h * W, CHW = d->c_in * HW, K = kdim(d);
+  const int64_t kp = (K + 1) / 2;
+  const __mmask32 live = strop__lanes32(cp->L - j0);
+  half_lanes hl[2];
+  int64_t s = j0 / P, r = j0 % P; /* column j0's image and output position */
+  for (int h = 0; h < 2; h++) {
+    int32_t iy[16], ix[16];
+    hl[h].m0 = hl[h].m1 = 0;
+    hl[h].b0 = hl[h].b1 = 0;
+    int second = 0;
+    for (int l = 0; l < 16; l++) {
+      iy[l] = (int32_t)(r / d->ow - d->ph);
+      ix[l] = (int32_t)(r % d->ow - d->pw);
+      /* the source of (c, ki, kj) is s CHW + c HW + (iy + ki dh) W + ix + kj dw, and iy W + ix
+       * = r - ph W - pw: contiguous along the lanes of one image */
+      const int64_t at = s * CHW + r - d->ph * W - d->pw - l;
+      if (l == 0) hl[h].b0 = at;
+      else if (r == 0) second = 1, hl[h].b1 = at;
+      if (second) hl[h].m1 |= (__mmask16)(1u << l);
+      else hl[h].m0 |= (__mmask16)(1u << l);
+      if (++r == P) r = 0, s++;
+    }
+    hl[h].iy = _mm512_loadu_si512(iy);
+    hl[h].ix = _mm512_loadu_si512(ix);
+  }
+  const __mmask16 lv0 = (__mmask16)live, lv1 = (__mmask16)(live >> 16);
+  const __m512i hh = _mm512_set1_epi32((int32_t)d->h), ww = _mm512_set1_epi32((int32_t)W);
+  const float *x = cp->x;
+  int64_t c = 0, ki = 0, kj = 0; /* row 2q's tap */
+  for (int64_t q = 0; q < kp; q++) {
+    int32_t dy = (int32_t)(ki * d->dh), dx = (int32_t)(kj * d->dw);
+    int64_t delta = c * HW + dy * W + dx;
+    const __m512 a0 = cols_row16(&hl[0], x, lv0, dy, dx, delta, hh, ww);
+    const __m512 a1 = cols_row16(&hl[1], x, lv1, dy, dx, delta, hh, ww);
+    if (++kj == d->kw) {
+      kj = 0;
+      if (++ki == d->kh) ki = 0, c++;
+    }
+    __m512 b0 = _mm512_setzero_ps(), b1 = b0;
+    if (2 * q + 1 < K) {
+      dy = (int32_t)(ki * d->dh), dx = (int32_t)(kj * d->dw);
+      delta = c * HW + dy * W + dx;
+      b0 = cols_row16(&hl[0], x, lv0, dy, dx, delta, hh, ww);
+      b1 = cols_row16(&hl[1], x, lv1, dy, dx, delta, hh, ww);
+      if (++kj == d->kw) {
+        kj = 0;
+        if (++ki == d->kh) ki = 0, c++;
+      }
+    }
+    _mm512_store_si512(p + q * 32, strop__pairs16_ps(a0, b0));
+    _mm512_store_si512(p + q * 32 + 16, strop__pairs16_ps(a1, b1));
+  }
+}
 #else
 static void transpose(const float *src, int64_t rows, int64_t cols, int64_t lds, float *dst,
                       int64_t ldd) {
   for (int64_t i = 0; i < rows; i++)
     for (int64_t c = 0; c < cols; c++) dst[c * ldd + i] = src[i * lds + c];
 }
+typedef struct col_pack {
+  const strop__conv2d_dims *d;
+  const float *x;
+  int64_t L;
+} col_pack;
+static int col_pack_ok(const strop__conv2d_dims *d, int64_t nb) {
+  (void)d, (void)nb;
+  return 0;
+}
+static void pack_cols(const void *ctx, int64_t j0, uint32_t *p) { (void)ctx, (void)j0, (void)p; }
 #endif
 
 /* Forward of a chunk's images, a block of nb at a time (bf16_block): their columns [K, nb P]
@@ -638,19 +759,27 @@ static void bf16_fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   float *cbuf = cols + r16(K * nbm * P);
   void *work = cbuf + r16(CO * nbm * P);
   const int pw = is_pointwise(d);
+  const int direct = j->ap && col_pack_ok(d, nbm);
   for (int64_t n0 = lo; n0 < hi; n0 += nbm) {
     const int64_t nb = hi - n0 < nbm ? hi - n0 : nbm, L = nb * P;
-    const float *bm = cols;
-    for (int64_t s = 0; s < nb; s++) {
-      const float *xn = j->x + (n0 + s) * d->c_in * HW;
-      if (!pw) im2col(d, xn, cols + s * P, L);
-      else if (nb == 1) bm = xn;
-      else
-        for (int64_t c = 0; c < d->c_in; c++)
-          memcpy(cols + c * L + s * P, xn + c * P, sizeof(float) * (size_t)P);
-    }
     float *c = nb > 1 ? cbuf : raw ? raw : j->y + n0 * CO * P;
-    strop__bf16_gemm_f32(1, 0, CO, L, K, j->waug, CO, bm, L, 0.0f, c, L, work);
+    if (direct) {
+      const col_pack cp = {d, j->x + n0 * d->c_in * HW, L};
+      strop__bf16_gemm_f32_packed(CO, L, K, j->ap, NULL, 0, pack_cols, &cp, 0.0f, c, L, work);
+    } else {
+      const float *bm = cols;
+      for (int64_t s = 0; s < nb; s++) {
+        const float *xn = j->x + (n0 + s) * d->c_in * HW;
+        if (!pw) im2col(d, xn, cols + s * P, L);
+        else if (nb == 1) bm = xn;
+        else
+          for (int64_t ch = 0; ch < d->c_in; ch++)
+            memcpy(cols + ch * L + s * P, xn + ch * P, sizeof(float) * (size_t)P);
+      }
+      if (j->ap)
+        strop__bf16_gemm_f32_packed(CO, L, K, j->ap, bm, L, NULL, NULL, 0.0f, c, L, work);
+      else strop__bf16_gemm_f32(1, 0, CO, L, K, j->waug, CO, bm, L, 0.0f, c, L, work);
+    }
     for (int64_t s = 0; s < nb; s++) {
       float *yn = raw ? raw : j->y + (n0 + s) * CO * P;
       for (int64_t o = 0; o < CO; o++) {
@@ -918,10 +1047,15 @@ void strop__conv2d_forward_filtered(const strop__conv2d_dims *d, const float *x,
                 .ep = ep,
                 .pd = image_pool(d, ep)};
   const int bm = bf16_mode(d);
-  if (bm == 1) { /* the weight transposed, [K, c_out], which the product packs per block */
-    transpose(w, d->c_out, K, K, scratch, d->c_out);
-    j.waug = scratch;
-    j.chunk0 = scratch + r16(K * d->c_out);
+  if (bm == 1) {
+    if (strop__conv_bf16_direct) { /* the weight rounded and packed once for every block */
+      strop__bf16_pack_a(0, d->c_out, K, w, K, (uint32_t *)(void *)scratch);
+      j.ap = (const uint32_t *)(const void *)scratch;
+    } else { /* the weight transposed, [K, c_out], which the product packs per block */
+      transpose(w, d->c_out, K, K, scratch, d->c_out);
+      j.waug = scratch;
+    }
+    j.chunk0 = scratch + bf16_w_len(d);
     j.per = bf16_chunk_len(d, 0, chunks, ep);
     strop__par_run(chunks, d->n, bf16_fwd_chunk, &j);
     return;

@@ -49,6 +49,10 @@ extern int strop__conv_depthwise_direct;
  * image per product. */
 extern int strop__conv_batch;
 
+/* Tests and benches: 1 (the default) packs the BF16 forward's columns for vdpbf16ps straight
+ * from the images, 0 writes them in FP32 (im2col) and packs those: the same bits. */
+extern int strop__conv_bf16_direct;
+
 /* The forward, input gradient and weight gradient of 3x3 stride-1 dilation-1 ungrouped convs
  * (the input gradient also needs padding <= 2): -1 (the default) follows
  * STROP_WINOGRAD in the environment ("0" never, "2" / "4" F(2x2, 3x3) / F(4x4, 3x3) on every
