@@ -109,7 +109,8 @@ int main(int argc, char **argv) {
           strop__bf16_pack_a(0, CO, K, w, K, ap);
           for (int64_t n0 = 0; n0 < batch; n0 += nb) {
             const int64_t L = (batch - n0 < nb ? batch - n0 : nb) * P;
-            strop__bf16_gemm_f32_packed(CO, L, K, ap, NULL, 0, no_pack, NULL, 0.0f, c, L, work);
+            strop__bf16_gemm_f32_packed(CO, L, K, ap, NULL, 0, no_pack, NULL, 0.0f, c, L, NULL,
+                                        work);
           }
         } else {
           strop__conv_bf16_direct = v == 3;

@@ -73,6 +73,7 @@ typedef struct gjob {
   uint32_t *bp; /* per chunk one panel of kp x 32 pairs: bp[q 32 + c] */
   strop__bf16_pack_b_fn pack; /* non-NULL: op(B)'s panels come from it, b is not read */
   const void *pctx;
+  const strop__bf16_c_layout *lay; /* non-NULL: where C's columns go, and a row's addend */
 } gjob;
 
 /* The pairs (r0[c], r1[c]) of 16 columns (cnt of them read, the rest 0; r1 NULL: zeros) */
@@ -202,8 +203,18 @@ BF16_TARGET static void kernel(const gjob *J, int64_t ib, int64_t j0, const uint
   const int64_t i0 = ib * MR, mr = J->m - i0 < MR ? J->m - i0 : MR;
   const int64_t nr = J->n - j0 < NR ? J->n - j0 : NR;
   const uint32_t *a = J->ap + (size_t)ib * (size_t)J->kp * MR; /* pair (r, q) at q * MR + r */
-  strop__bf16_tile_8x32(a, 1, MR, J->kp, p, mr, nr, J->alpha, J->beta, J->c + i0 * J->ldc + j0,
-                        J->ldc);
+  const strop__bf16_c_layout *L = J->lay;
+  if (!L) {
+    strop__bf16_tile_8x32(a, 1, MR, J->kp, p, mr, nr, J->alpha, J->beta, J->c + i0 * J->ldc + j0,
+                          J->ldc);
+    return;
+  }
+  /* columns j0 .. of image s from its column r on, the rest (if any) in image s + 1 */
+  const int64_t s = j0 / L->period, r = j0 % L->period, split = L->period - r;
+  float *c = J->c + s * L->stride + i0 * J->ldc + r;
+  float *c2 = split < nr ? J->c + (s + 1) * L->stride + i0 * J->ldc : c;
+  strop__bf16_tile_8x32_ex(a, 1, MR, J->kp, p, mr, nr, J->alpha, J->beta,
+                           L->add ? L->add + i0 : NULL, c, split, c2, J->ldc);
 }
 
 /* column panels [lo, hi) of 32 */
@@ -287,10 +298,10 @@ size_t strop__bf16_sgemm_serial_scratch(int64_t m, int64_t n, int64_t k) {
 static void run(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
                 int64_t lda, const uint32_t *ap, const float *b, int64_t ldb,
                 strop__bf16_pack_b_fn pack, const void *pctx, float beta, float *c, int64_t ldc,
-                void *work, int threads) {
+                const strop__bf16_c_layout *lay, void *work, int threads) {
   if (m <= 0 || n <= 0) return;
-  gjob J = {ta, tb, m,     n,    k, (k + 1) / 2, lda,  ldb,  ldc,
-            a,  b,  alpha, beta, c, work,        NULL, pack, pctx};
+  gjob J = {ta, tb,    m,    n, k,    (k + 1) / 2, lda,  ldb,  ldc, a,
+            b,  alpha, beta, c, work, NULL,        pack, pctx, lay};
   /* the panels after A's micro-panels, 64-byte aligned */
   const size_t ab = (a_bytes(m, k) + 63) / 64 * 64;
   J.bp = (uint32_t *)(void *)((char *)work + ab);
@@ -310,7 +321,7 @@ void strop__bf16_gemm_f32(int ta, int tb, int64_t m, int64_t n, int64_t k, const
                           int64_t lda, const float *b, int64_t ldb, float beta, float *c,
                           int64_t ldc, void *work) {
   const int big = (double)m * (double)n * (double)k >= (double)(1 << 20);
-  run(ta, tb, m, n, k, 1.0f, a, lda, NULL, b, ldb, NULL, NULL, beta, c, ldc, work,
+  run(ta, tb, m, n, k, 1.0f, a, lda, NULL, b, ldb, NULL, NULL, beta, c, ldc, NULL, work,
       big ? strop__num_threads() : 1);
 }
 
@@ -326,16 +337,16 @@ void strop__bf16_pack_a(int ta, int64_t m, int64_t k, const float *a, int64_t ld
 void strop__bf16_gemm_f32_packed(int64_t m, int64_t n, int64_t k, const uint32_t *ap,
                                  const float *b, int64_t ldb, strop__bf16_pack_b_fn pack,
                                  const void *pctx, float beta, float *c, int64_t ldc,
-                                 void *work) {
+                                 const strop__bf16_c_layout *lay, void *work) {
   const int big = (double)m * (double)n * (double)k >= (double)(1 << 20);
-  run(0, 0, m, n, k, 1.0f, NULL, 0, ap, b, ldb, pack, pctx, beta, c, ldc, work,
+  run(0, 0, m, n, k, 1.0f, NULL, 0, ap, b, ldb, pack, pctx, beta, c, ldc, lay, work,
       big ? strop__num_threads() : 1);
 }
 
 void strop__bf16_sgemm_serial(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha,
                               const float *a, int64_t lda, const float *b, int64_t ldb,
                               float beta, float *c, int64_t ldc, void *work) {
-  run(ta, tb, m, n, k, alpha, a, lda, NULL, b, ldb, NULL, NULL, beta, c, ldc, work, 1);
+  run(ta, tb, m, n, k, alpha, a, lda, NULL, b, ldb, NULL, NULL, beta, c, ldc, NULL, work, 1);
 }
 
 #else
@@ -369,7 +380,8 @@ void strop__bf16_pack_a(int ta, int64_t m, int64_t k, const float *a, int64_t ld
 void strop__bf16_gemm_f32_packed(int64_t m, int64_t n, int64_t k, const uint32_t *ap,
                                  const float *b, int64_t ldb, strop__bf16_pack_b_fn pack,
                                  const void *pctx, float beta, float *c, int64_t ldc,
-                                 void *work) {
+                                 const strop__bf16_c_layout *lay, void *work) {
+  (void)lay;
   (void)m, (void)n, (void)k, (void)ap, (void)b, (void)ldb, (void)pack, (void)pctx, (void)beta;
   (void)c, (void)ldc, (void)work;
 }

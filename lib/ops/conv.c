@@ -270,6 +270,24 @@ static int64_t bf16_w_len(const strop__conv2d_dims *d) {
   return a > t ? a : t;
 }
 
+/* d's vdpbf16ps forward packs its columns straight from the images (pack_cols) for blocks of up
+ * to nb images: the source is contiguous along a row of columns (stride 1, the output as wide
+ * as the input, P >= 16) and the int32 arithmetic of the lanes' taps holds */
+static int col_pack_ok(const strop__conv2d_dims *d, int64_t nb) {
+  return strop__conv_bf16_direct && d->sh == 1 && d->sw == 1 && d->ow == d->w &&
+         d->oh * d->ow >= 16 && (nb + 1) * d->c_in * d->h * d->w < ((int64_t)1 << 31);
+}
+
+/* The vdpbf16ps forward's per-chunk FP32 columns: not where they are packed from the images;
+ * and its products [c_out, L]: only where they cannot go straight to y (bf16_fwd_chunk) */
+static int fwd_cols_needed(const strop__conv2d_dims *d, int64_t nbm) {
+  return !col_pack_ok(d, nbm);
+}
+static int fwd_cbuf_needed(const strop__conv2d_dims *d, int64_t nbm,
+                           const strop__conv2d_epilogue *ep) {
+  return !strop__conv_bf16_direct || (nbm > 1 && ((ep && ep->pool) || d->oh * d->ow < 32));
+}
+
 /* vdpbf16ps, per chunk. Forward: the pool's raw output (epilogue), the block's columns
  * [K, L], its products [c_out, L] and the GEMM's work (L = nb P). Backward: the weight and bias
  * gradients' partial sums, the epilogue's area, the columns [K, L] (the input gradient's, then
@@ -277,7 +295,10 @@ static int64_t bf16_w_len(const strop__conv2d_dims *d) {
 static int64_t bf16_chunk_len(const strop__conv2d_dims *d, int backward, int chunks,
                               const strop__conv2d_epilogue *ep) {
   const int64_t K = kdim(d), CO = d->c_out, L = bf16_block(d, chunks) * d->oh * d->ow;
-  if (!backward) return ep_len(d, 0, ep) + r16(K * L) + r16(CO * L) + bf16_work(d, chunks, 0);
+  const int64_t nbm = bf16_block(d, chunks);
+  if (!backward)
+    return ep_len(d, 0, ep) + (fwd_cols_needed(d, nbm) ? r16(K * L) : 0) +
+           (fwd_cbuf_needed(d, nbm, ep) ? r16(CO * L) : 0) + bf16_work(d, chunks, 0);
   return part_len(d) + ep_len(d, 1, ep) + r16(K * L) + r16(CO * L) + bf16_work(d, chunks, 1);
 }
 
@@ -643,13 +664,6 @@ typedef struct col_pack {
   int64_t L;      /* its columns, nb P */
 } col_pack;
 
-/* d's forward packs its columns with pack_cols for blocks of up to nb images: the source is
- * contiguous and the int32 arithmetic of the lanes' taps holds */
-static int col_pack_ok(const strop__conv2d_dims *d, int64_t nb) {
-  return strop__conv_bf16_direct && d->sh == 1 && d->sw == 1 && d->ow == d->w &&
-         d->oh * d->ow >= 16 && (nb + 1) * d->c_in * d->h * d->w < ((int64_t)1 << 31);
-}
-
 typedef struct half_lanes {
   __m512i iy, ix;   /* each lane's tap (0, 0): input row and column (outside: the padding) */
   __mmask16 m0, m1; /* the lanes of the first and second image they cover */
@@ -737,10 +751,6 @@ typedef struct col_pack {
   const float *x;
   int64_t L;
 } col_pack;
-static int col_pack_ok(const strop__conv2d_dims *d, int64_t nb) {
-  (void)d, (void)nb;
-  return 0;
-}
 static void pack_cols(const void *ctx, int64_t j0, uint32_t *p) { (void)ctx, (void)j0, (void)p; }
 #endif
 
@@ -756,16 +766,23 @@ static void bf16_fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   float *base = j->chunk0 + chunk * j->per;
   float *raw = j->ep && j->ep->pool ? base : NULL;
   float *cols = base + ep_len(d, 0, j->ep);
-  float *cbuf = cols + r16(K * nbm * P);
-  void *work = cbuf + r16(CO * nbm * P);
+  float *cbuf = cols + (fwd_cols_needed(d, nbm) ? r16(K * nbm * P) : 0);
+  void *work = cbuf + (fwd_cbuf_needed(d, nbm, j->ep) ? r16(CO * nbm * P) : 0);
   const int pw = is_pointwise(d);
-  const int direct = j->ap && col_pack_ok(d, nbm);
+  const int direct = j->ap && !fwd_cols_needed(d, nbm);
   for (int64_t n0 = lo; n0 < hi; n0 += nbm) {
     const int64_t nb = hi - n0 < nbm ? hi - n0 : nbm, L = nb * P;
-    float *c = nb > 1 ? cbuf : raw ? raw : j->y + n0 * CO * P;
+    /* the product straight into y (or a lone image's raw output) with the bias, when its
+     * tiles cross one image's edge at most */
+    float *to = !j->ap || (nb > 1 && (raw || P < 32)) ? NULL : raw ? raw : j->y + n0 * CO * P;
+    const strop__bf16_c_layout lay = {P, CO * P, j->b};
+    float *c = to ? to : nb > 1 ? cbuf : raw ? raw : j->y + n0 * CO * P;
+    const strop__bf16_c_layout *cl = to ? &lay : NULL;
+    const int64_t ldc = to ? P : L;
     if (direct) {
       const col_pack cp = {d, j->x + n0 * d->c_in * HW, L};
-      strop__bf16_gemm_f32_packed(CO, L, K, j->ap, NULL, 0, pack_cols, &cp, 0.0f, c, L, work);
+      strop__bf16_gemm_f32_packed(CO, L, K, j->ap, NULL, 0, pack_cols, &cp, 0.0f, c, ldc, cl,
+                                  work);
     } else {
       const float *bm = cols;
       for (int64_t s = 0; s < nb; s++) {
@@ -777,11 +794,15 @@ static void bf16_fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
             memcpy(cols + ch * L + s * P, xn + ch * P, sizeof(float) * (size_t)P);
       }
       if (j->ap)
-        strop__bf16_gemm_f32_packed(CO, L, K, j->ap, bm, L, NULL, NULL, 0.0f, c, L, work);
+        strop__bf16_gemm_f32_packed(CO, L, K, j->ap, bm, L, NULL, NULL, 0.0f, c, ldc, cl, work);
       else strop__bf16_gemm_f32(1, 0, CO, L, K, j->waug, CO, bm, L, 0.0f, c, L, work);
     }
     for (int64_t s = 0; s < nb; s++) {
       float *yn = raw ? raw : j->y + (n0 + s) * CO * P;
+      if (to) {
+        fwd_epilogue(j, n0 + s, yn);
+        continue;
+      }
       for (int64_t o = 0; o < CO; o++) {
         const float bo = j->b ? j->b[o] : 0.0f, *src = c + o * L + s * P;
         float *dst = yn + o * P;
