@@ -278,6 +278,11 @@ static int col_pack_ok(const strop__conv2d_dims *d, int64_t nb) {
          d->oh * d->ow >= 16 && (nb + 1) * d->c_in * d->h * d->w < ((int64_t)1 << 31);
 }
 
+/* the backward's W^T [K, c_out], packed once for the input gradient's products */
+static int64_t bf16_wt_len(const strop__conv2d_dims *d) {
+  return r16((int64_t)((strop__bf16_pack_a_bytes(kdim(d), d->c_out) + 3) / 4));
+}
+
 /* The vdpbf16ps forward's per-chunk FP32 columns: not where they are packed from the images;
  * and its products [c_out, L]: only where they cannot go straight to y (bf16_fwd_chunk) */
 static int fwd_cols_needed(const strop__conv2d_dims *d, int64_t nbm) {
@@ -316,7 +321,7 @@ size_t strop__conv2d_scratch_floats(const strop__conv2d_dims *d, int backward, i
   const int bm = bf16_mode(d);
   if (bm == 1) { /* forward: the transposed weight [K, c_out] first; backward: the ones row */
     const int64_t bw = backward == 1;
-    return (size_t)((bw ? ones_len(d) : bf16_w_len(d)) +
+    return (size_t)((bw ? ones_len(d) + bf16_wt_len(d) : bf16_w_len(d)) +
                     chunks * bf16_chunk_len(d, (int)bw, chunks, ep));
   }
   if (bm == 2) {
@@ -463,7 +468,8 @@ typedef struct conv_job {
   const float *x, *w, *b, *dy, *ones;
   float *y, *dx, *dw, *db;
   float *waug;        /* forward, fused bias: [c_out, K + 1]; BF16: the weight transposed */
-  const uint32_t *ap; /* BF16 forward: the weight packed (strop__bf16_pack_a), or NULL */
+  const uint32_t *ap; /* BF16: the weight packed (strop__bf16_pack_a; the backward's W^T), or
+                         NULL */
   float *chunk0;      /* per-chunk areas start here, each cols_len (+ part_len in the backward)
                     + ep_len */
   int64_t per;        /* floats per chunk area */
@@ -851,9 +857,17 @@ static void bf16_bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
         for (int64_t o = 0; o < CO; o++)
           memcpy(dyb + o * L + s * P, dyn + o * P, sizeof(float) * (size_t)P);
     }
-    if (j->dx) {
+    if (j->dx && j->ap && pw && (nb == 1 || P >= 32)) {
+      /* pointwise, the weight packed once: the product writes (or adds into) the image
+       * gradients themselves */
+      const strop__bf16_c_layout lay = {P, CI * HW, NULL};
+      strop__bf16_gemm_f32_packed(K, L, CO, j->ap, g, L, NULL, NULL, j->assign ? 0.0f : 1.0f,
+                                  j->dx + n0 * CI * HW, P, &lay, work);
+    } else if (j->dx) {
       /* pointwise: the columns are the image gradients' rows themselves */
-      strop__bf16_gemm_f32(1, 0, K, L, CO, j->w, K, g, L, 0.0f, cols, L, work);
+      if (j->ap)
+        strop__bf16_gemm_f32_packed(K, L, CO, j->ap, g, L, NULL, NULL, 0.0f, cols, L, NULL, work);
+      else strop__bf16_gemm_f32(1, 0, K, L, CO, j->w, K, g, L, 0.0f, cols, L, work);
       for (int64_t s = 0; s < nb; s++) {
         float *dxn = j->dx + (n0 + s) * CI * HW;
         if (pw) {
@@ -1342,7 +1356,12 @@ static void conv2d_backward(const strop__conv2d_dims *d, const float *x, const f
   if (bm == 1) {
     j.partial = (dw || db) && chunks > 1;
     if (db) j.ones = fill_ones(d, scratch);
-    j.chunk0 = scratch + ones_len(d);
+    j.chunk0 = scratch + ones_len(d) + bf16_wt_len(d);
+    if (dx && strop__conv_bf16_direct) { /* W^T [K, c_out] packed once for every block */
+      uint32_t *ap = (uint32_t *)(void *)(scratch + ones_len(d));
+      strop__bf16_pack_a(1, kdim(d), d->c_out, w, kdim(d), ap);
+      j.ap = ap;
+    }
     j.per = bf16_chunk_len(d, 1, chunks, ep);
     strop__par_run(chunks, d->n, bf16_bwd_chunk, &j);
     if (j.partial) strop__par_for(d->c_out, 8, bwd_reduce_range, &j);
