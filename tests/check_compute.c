@@ -902,12 +902,14 @@ END_TEST
 /* Shapes for the columns packed straight from the images (strop__conv_bf16_direct): blocks of
  * several images whose tiles cross an image's edge (P 36, 49, 99), P between 16 and 32 (two
  * images in a half panel; the product through a buffer), odd K, c_out not a multiple of 8, a
- * 5x5 pad 2; and the convs that keep im2col with the weight packed once (stride 2, the 7x7
- * stem, P < 16). With CSH's shapes too. */
+ * 5x5 pad 2, runs of output rows at stride 1 (no padding) and 2 (3x3, a 7x7 stem, 1x1; ow 5 to
+ * 7); with CSH's shapes, the convs that keep im2col with the weight packed once (P < 16, a 1x1
+ * stride 2 of ow 4). */
 static const cshape DSH[] = {
     {8, 6, 6, 6, 12, 3, 1, 1, 1},  {6, 40, 7, 7, 20, 1, 1, 0, 1},  {5, 5, 5, 5, 9, 3, 1, 1, 1},
     {3, 5, 9, 11, 7, 3, 1, 1, 1},  {3, 8, 20, 20, 16, 5, 1, 2, 1}, {4, 3, 10, 9, 5, 3, 2, 1, 1},
-    {2, 3, 15, 14, 4, 7, 2, 3, 1},
+    {2, 3, 15, 14, 4, 7, 2, 3, 1}, {3, 4, 12, 13, 6, 3, 1, 0, 1},  {6, 4, 14, 14, 10, 3, 2, 1, 1},
+    {5, 8, 12, 12, 9, 1, 2, 0, 1},
 };
 enum { NDSH = sizeof DSH / sizeof DSH[0] };
 

@@ -210,7 +210,8 @@ BF16_TARGET static void kernel(const gjob *J, int64_t ib, int64_t j0, const uint
     return;
   }
   /* columns j0 .. of image s from its column r on, the rest (if any) in image s + 1 */
-  const int64_t s = j0 / L->period, r = j0 % L->period, split = L->period - r;
+  const int64_t s = L->period < J->n ? j0 / L->period : 0, r = j0 - s * L->period;
+  const int64_t split = L->period - r;
   float *c = J->c + s * L->stride + i0 * J->ldc + r;
   float *c2 = split < nr ? J->c + (s + 1) * L->stride + i0 * J->ldc : c;
   strop__bf16_tile_8x32_ex(a, 1, MR, J->kp, p, mr, nr, J->alpha, J->beta,

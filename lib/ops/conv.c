@@ -271,11 +271,13 @@ static int64_t bf16_w_len(const strop__conv2d_dims *d) {
 }
 
 /* d's vdpbf16ps forward packs its columns straight from the images (pack_cols) for blocks of up
- * to nb images: the source is contiguous along a row of columns (stride 1, the output as wide
- * as the input, P >= 16) and the int32 arithmetic of the lanes' taps holds */
+ * to nb images: a half panel's lanes fall into at most COL_RUNS runs (an image's rows one line:
+ * stride 1, the output as wide as the input, P >= 16; else runs of an output row: ow >= 5),
+ * stride 1 or 2, and the int32 arithmetic of the lanes' taps holds */
 static int col_pack_ok(const strop__conv2d_dims *d, int64_t nb) {
-  return strop__conv_bf16_direct && d->sh == 1 && d->sw == 1 && d->ow == d->w &&
-         d->oh * d->ow >= 16 && (nb + 1) * d->c_in * d->h * d->w < ((int64_t)1 << 31);
+  const int contig = d->sh == 1 && d->sw == 1 && d->ow == d->w && d->oh * d->ow >= 16;
+  return strop__conv_bf16_direct && (contig || ((d->sw == 1 || d->sw == 2) && d->ow >= 5)) &&
+         (nb + 1) * d->c_in * d->h * d->w < ((int64_t)1 << 31);
 }
 
 /* the backward's W^T [K, c_out], packed once for the input gradient's products */
@@ -659,11 +661,15 @@ __attribute__((target("avx512f,avx512bw"))) static void transpose(const float *s
 
 /* The forward's columns [K, L] of a block of images (im2col's values, the images side by side)
  * packed for the product straight from the images (strop__bf16_pack_b_fn): no FP32 columns are
- * written and read again. Only where the source of a row of columns is contiguous within an
- * image: stride 1 and the output as wide as the input (ResNet's 1x1 and padded 3x3 convs), and
- * P >= 16, so that 16 columns cover at most two images. Per half panel (16 columns), each
- * lane's tap (0, 0) and the two runs of lanes in one image; per row k = (c kh + ki) kw + kj,
- * one masked load per run of the lanes whose tap falls inside the image. */
+ * written and read again (col_pack_ok says where). Per half panel (16 columns), each lane's
+ * tap (0, 0) and the runs of lanes whose sources lie in one line: one image where stride 1 and
+ * the output as wide as the input make its rows one line (ResNet's 1x1 and padded 3x3 convs,
+ * P >= 16: two runs at most), else one output row (ow >= 5: four runs at most). Per row k =
+ * (c kh + ki) kw + kj, the lanes whose tap falls inside the image are read run by run: a masked
+ * load at stride 1; at stride 2 the run's even elements, loaded masked and gathered in
+ * registers (vpermt2ps). */
+enum { COL_RUNS = 4 };
+
 typedef struct col_pack {
   const strop__conv2d_dims *d;
   const float *x; /* the block's first image */
@@ -671,49 +677,104 @@ typedef struct col_pack {
 } col_pack;
 
 typedef struct half_lanes {
-  __m512i iy, ix;   /* each lane's tap (0, 0): input row and column (outside: the padding) */
-  __mmask16 m0, m1; /* the lanes of the first and second image they cover */
-  int64_t b0, b1;   /* lane l of run r reads x + b_r + l + the row's offset */
+  __m512i iy, ix; /* each lane's tap (0, 0): input row and column (outside: the padding) */
+  int nr;
+  __mmask16 m[COL_RUNS]; /* the lanes of each run */
+  int a[COL_RUNS];       /* its first lane */
+  int64_t b[COL_RUNS];   /* its first lane's tap (0, 0), from x */
+  __m512i idx[COL_RUNS]; /* stride 2: lane l takes element 2 (l - a) of the 32 loaded */
 } half_lanes;
 
-__attribute__((target("avx512f"))) static inline __m512 cols_row16(const half_lanes *h,
-                                                                   const float *x, __mmask16 live,
-                                                                   int32_t dy, int32_t dx,
-                                                                   int64_t delta, __m512i hh,
-                                                                   __m512i ww) {
+/* stride 1, the output as wide as the input: the rows of an image are one line */
+static int col_contig(const strop__conv2d_dims *d) {
+  return d->sh == 1 && d->sw == 1 && d->ow == d->w;
+}
+
+__attribute__((target("avx512f,bmi2"))) static inline __m512 cols_row16(
+    const half_lanes *h, const float *x, int sw, __mmask16 live, int32_t dy, int32_t dx,
+    int64_t delta, __m512i hh, __m512i ww) {
   const __mmask16 m = live &
                       _mm512_cmplt_epu32_mask(_mm512_add_epi32(h->iy, _mm512_set1_epi32(dy)),
                                               hh) &
                       _mm512_cmplt_epu32_mask(_mm512_add_epi32(h->ix, _mm512_set1_epi32(dx)), ww);
-  const __m512 v = _mm512_maskz_loadu_ps(m & h->m0, x + h->b0 + delta);
-  return h->m1 ? _mm512_mask_loadu_ps(v, m & h->m1, x + h->b1 + delta) : v;
+  __m512 v = _mm512_setzero_ps();
+  for (int r = 0; r < h->nr; r++) {
+    const __mmask16 mr = m & h->m[r];
+    const float *src = x + h->b[r] + delta;
+    if (sw == 1) {
+      v = _mm512_mask_loadu_ps(v, mr, src - h->a[r]);
+      continue;
+    }
+    const uint32_t e = _pdep_u32((uint32_t)mr >> h->a[r], 0x55555555u);
+    const __m512 lo = _mm512_maskz_loadu_ps((__mmask16)e, src);
+    const __m512 hi = _mm512_maskz_loadu_ps((__mmask16)(e >> 16), src + 16);
+    v = _mm512_mask_mov_ps(v, mr, _mm512_permutex2var_ps(lo, h->idx[r], hi));
+  }
+  return v;
 }
 
-__attribute__((target("avx512f,avx512bw"))) static void pack_cols(const void *ctx, int64_t j0,
-                                                                  uint32_t *p) {
+__attribute__((target("avx512f,avx512bw,bmi2"))) static void pack_cols(const void *ctx,
+                                                                       int64_t j0, uint32_t *p) {
   const col_pack *cp = ctx;
   const strop__conv2d_dims *d = cp->d;
   const int64_t P = d->oh * d->ow, W = d->w, HW = d->h * W, CHW = d->c_in * HW, K = kdim(d);
   const int64_t kp = (K + 1) / 2;
+  const int contig = col_contig(d), sw = (int)d->sw;
   const __mmask32 live = strop__lanes32(cp->L - j0);
+  if (is_pointwise(d)) { /* row k is channel k, every tap inside: per half, one or two runs */
+    const float *b0[2], *b1[2];
+    __mmask16 m0[2], m1[2];
+    for (int h = 0; h < 2; h++) {
+      const int64_t j = j0 + 16 * h, s = j / P, r = j % P, n0 = P - r < 16 ? P - r : 16;
+      const __mmask16 lv = (__mmask16)(live >> (16 * h));
+      m0[h] = lv & (__mmask16)((1u << n0) - 1u);
+      m1[h] = lv & (__mmask16) ~((1u << n0) - 1u);
+      b0[h] = cp->x + s * CHW + r;        /* lane l reads b0[l] */
+      b1[h] = cp->x + (s + 1) * CHW - n0; /* and past the image's edge b1[l] */
+    }
+    for (int64_t q = 0; q < kp; q++) {
+      __m512 v[2][2];
+      for (int t = 0; t < 2; t++)
+        for (int h = 0; h < 2; h++) {
+          const int64_t k = 2 * q + t;
+          v[t][h] = _mm512_setzero_ps();
+          if (k >= K) continue;
+          v[t][h] = _mm512_maskz_loadu_ps(m0[h], b0[h] + k * HW);
+          if (m1[h]) v[t][h] = _mm512_mask_loadu_ps(v[t][h], m1[h], b1[h] + k * HW);
+        }
+      _mm512_store_si512(p + q * 32, strop__pairs16_ps(v[0][0], v[1][0]));
+      _mm512_store_si512(p + q * 32 + 16, strop__pairs16_ps(v[0][1], v[1][1]));
+    }
+    return;
+  }
   half_lanes hl[2];
-  int64_t s = j0 / P, r = j0 % P; /* column j0's image and output position */
+  int64_t s = j0 / P, oy = j0 % P / d->ow, ox = j0 % P % d->ow; /* column j0's image, output */
   for (int h = 0; h < 2; h++) {
     int32_t iy[16], ix[16];
-    hl[h].m0 = hl[h].m1 = 0;
-    hl[h].b0 = hl[h].b1 = 0;
-    int second = 0;
+    hl[h].nr = 0;
     for (int l = 0; l < 16; l++) {
-      iy[l] = (int32_t)(r / d->ow - d->ph);
-      ix[l] = (int32_t)(r % d->ow - d->pw);
-      /* the source of (c, ki, kj) is s CHW + c HW + (iy + ki dh) W + ix + kj dw, and iy W + ix
-       * = r - ph W - pw: contiguous along the lanes of one image */
-      const int64_t at = s * CHW + r - d->ph * W - d->pw - l;
-      if (l == 0) hl[h].b0 = at;
-      else if (r == 0) second = 1, hl[h].b1 = at;
-      if (second) hl[h].m1 |= (__mmask16)(1u << l);
-      else hl[h].m0 |= (__mmask16)(1u << l);
-      if (++r == P) r = 0, s++;
+      iy[l] = (int32_t)(oy * d->sh - d->ph);
+      ix[l] = (int32_t)(ox * d->sw - d->pw);
+      if (!((live >> (16 * h + l)) & 1u)) continue;
+      /* a run starts at the half's first lane, an image's first column, or (not contiguous)
+       * an output row's */
+      if (l == 0 || (ox == 0 && (!contig || oy == 0))) {
+        const int r = hl[h].nr++;
+        hl[h].m[r] = 0;
+        hl[h].a[r] = l;
+        hl[h].b[r] = s * CHW + iy[l] * W + ix[l];
+        if (sw == 2)
+          hl[h].idx[r] = _mm512_slli_epi32(
+              _mm512_sub_epi32(
+                  _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                  _mm512_set1_epi32(l)),
+              1);
+      }
+      hl[h].m[hl[h].nr - 1] |= (__mmask16)(1u << l);
+      if (++ox == d->ow) {
+        ox = 0;
+        if (++oy == d->oh) oy = 0, s++;
+      }
     }
     hl[h].iy = _mm512_loadu_si512(iy);
     hl[h].ix = _mm512_loadu_si512(ix);
@@ -725,8 +786,8 @@ __attribute__((target("avx512f,avx512bw"))) static void pack_cols(const void *ct
   for (int64_t q = 0; q < kp; q++) {
     int32_t dy = (int32_t)(ki * d->dh), dx = (int32_t)(kj * d->dw);
     int64_t delta = c * HW + dy * W + dx;
-    const __m512 a0 = cols_row16(&hl[0], x, lv0, dy, dx, delta, hh, ww);
-    const __m512 a1 = cols_row16(&hl[1], x, lv1, dy, dx, delta, hh, ww);
+    const __m512 a0 = cols_row16(&hl[0], x, sw, lv0, dy, dx, delta, hh, ww);
+    const __m512 a1 = cols_row16(&hl[1], x, sw, lv1, dy, dx, delta, hh, ww);
     if (++kj == d->kw) {
       kj = 0;
       if (++ki == d->kh) ki = 0, c++;
@@ -735,8 +796,8 @@ __attribute__((target("avx512f,avx512bw"))) static void pack_cols(const void *ct
     if (2 * q + 1 < K) {
       dy = (int32_t)(ki * d->dh), dx = (int32_t)(kj * d->dw);
       delta = c * HW + dy * W + dx;
-      b0 = cols_row16(&hl[0], x, lv0, dy, dx, delta, hh, ww);
-      b1 = cols_row16(&hl[1], x, lv1, dy, dx, delta, hh, ww);
+      b0 = cols_row16(&hl[0], x, sw, lv0, dy, dx, delta, hh, ww);
+      b1 = cols_row16(&hl[1], x, sw, lv1, dy, dx, delta, hh, ww);
       if (++kj == d->kw) {
         kj = 0;
         if (++ki == d->kh) ki = 0, c++;
