@@ -344,6 +344,14 @@ void strop__bf16_gemm_f32_packed(int64_t m, int64_t n, int64_t k, const uint32_t
       big ? strop__num_threads() : 1);
 }
 
+void strop__bf16_gemm_f32_packb(int ta, int64_t m, int64_t n, int64_t k, const float *a,
+                                int64_t lda, strop__bf16_pack_b_fn pack, const void *pctx,
+                                float beta, float *c, int64_t ldc, void *work) {
+  const int big = (double)m * (double)n * (double)k >= (double)(1 << 20);
+  run(ta, 0, m, n, k, 1.0f, a, lda, NULL, NULL, 0, pack, pctx, beta, c, ldc, NULL, work,
+      big ? strop__num_threads() : 1);
+}
+
 void strop__bf16_sgemm_serial(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha,
                               const float *a, int64_t lda, const float *b, int64_t ldb,
                               float beta, float *c, int64_t ldc, void *work) {
@@ -374,6 +382,12 @@ size_t strop__bf16_sgemm_serial_scratch(int64_t m, int64_t n, int64_t k) {
 size_t strop__bf16_pack_a_bytes(int64_t m, int64_t k) {
   (void)m, (void)k;
   return 0;
+}
+void strop__bf16_gemm_f32_packb(int ta, int64_t m, int64_t n, int64_t k, const float *a,
+                                int64_t lda, strop__bf16_pack_b_fn pack, const void *pctx,
+                                float beta, float *c, int64_t ldc, void *work) {
+  (void)ta, (void)m, (void)n, (void)k, (void)a, (void)lda, (void)pack, (void)pctx, (void)beta;
+  (void)c, (void)ldc, (void)work;
 }
 void strop__bf16_pack_a(int ta, int64_t m, int64_t k, const float *a, int64_t lda, uint32_t *ap) {
   (void)ta, (void)m, (void)k, (void)a, (void)lda, (void)ap;

@@ -60,6 +60,11 @@ void strop__bf16_gemm_f32_packed(int64_t m, int64_t n, int64_t k, const uint32_t
                                  const float *b, int64_t ldb, strop__bf16_pack_b_fn pack,
                                  const void *pctx, float beta, float *c, int64_t ldc,
                                  const strop__bf16_c_layout *lay, void *work);
+/* strop__bf16_gemm_f32 with op(B) from its packer (as strop__bf16_gemm_f32_packed's) and A
+ * packed by the product as strop__bf16_gemm_f32 packs it: the same scratch and bits. */
+void strop__bf16_gemm_f32_packb(int ta, int64_t m, int64_t n, int64_t k, const float *a,
+                                int64_t lda, strop__bf16_pack_b_fn pack, const void *pctx,
+                                float beta, float *c, int64_t ldc, void *work);
 /* C = alpha op(A) op(B) + beta C as strop__bf16_gemm_f32 (alpha multiplies each FP32 sum; 1
  * gives strop__bf16_gemm_f32's bits), on the calling thread only: for kernels that already run
  * in a parallel chunk (attention's blocks). work: 64-byte aligned,

@@ -713,41 +713,11 @@ __attribute__((target("avx512f,bmi2"))) static inline __m512 cols_row16(
   return v;
 }
 
-__attribute__((target("avx512f,avx512bw,bmi2"))) static void pack_cols(const void *ctx,
-                                                                       int64_t j0, uint32_t *p) {
-  const col_pack *cp = ctx;
-  const strop__conv2d_dims *d = cp->d;
-  const int64_t P = d->oh * d->ow, W = d->w, HW = d->h * W, CHW = d->c_in * HW, K = kdim(d);
-  const int64_t kp = (K + 1) / 2;
+/* hl: the lanes of columns j0 .. j0 + 31 (live: those of the block) */
+__attribute__((target("avx512f"))) static void col_lanes(const strop__conv2d_dims *d, int64_t j0,
+                                                         __mmask32 live, half_lanes hl[2]) {
+  const int64_t P = d->oh * d->ow, W = d->w, CHW = d->c_in * d->h * W;
   const int contig = col_contig(d), sw = (int)d->sw;
-  const __mmask32 live = strop__lanes32(cp->L - j0);
-  if (is_pointwise(d)) { /* row k is channel k, every tap inside: per half, one or two runs */
-    const float *b0[2], *b1[2];
-    __mmask16 m0[2], m1[2];
-    for (int h = 0; h < 2; h++) {
-      const int64_t j = j0 + 16 * h, s = j / P, r = j % P, n0 = P - r < 16 ? P - r : 16;
-      const __mmask16 lv = (__mmask16)(live >> (16 * h));
-      m0[h] = lv & (__mmask16)((1u << n0) - 1u);
-      m1[h] = lv & (__mmask16) ~((1u << n0) - 1u);
-      b0[h] = cp->x + s * CHW + r;        /* lane l reads b0[l] */
-      b1[h] = cp->x + (s + 1) * CHW - n0; /* and past the image's edge b1[l] */
-    }
-    for (int64_t q = 0; q < kp; q++) {
-      __m512 v[2][2];
-      for (int t = 0; t < 2; t++)
-        for (int h = 0; h < 2; h++) {
-          const int64_t k = 2 * q + t;
-          v[t][h] = _mm512_setzero_ps();
-          if (k >= K) continue;
-          v[t][h] = _mm512_maskz_loadu_ps(m0[h], b0[h] + k * HW);
-          if (m1[h]) v[t][h] = _mm512_mask_loadu_ps(v[t][h], m1[h], b1[h] + k * HW);
-        }
-      _mm512_store_si512(p + q * 32, strop__pairs16_ps(v[0][0], v[1][0]));
-      _mm512_store_si512(p + q * 32 + 16, strop__pairs16_ps(v[0][1], v[1][1]));
-    }
-    return;
-  }
-  half_lanes hl[2];
   int64_t s = j0 / P, oy = j0 % P / d->ow, ox = j0 % P % d->ow; /* column j0's image, output */
   for (int h = 0; h < 2; h++) {
     int32_t iy[16], ix[16];
@@ -779,6 +749,44 @@ __attribute__((target("avx512f,avx512bw,bmi2"))) static void pack_cols(const voi
     hl[h].iy = _mm512_loadu_si512(iy);
     hl[h].ix = _mm512_loadu_si512(ix);
   }
+}
+
+__attribute__((target("avx512f,avx512bw,bmi2"))) static void pack_cols(const void *ctx,
+                                                                       int64_t j0, uint32_t *p) {
+  const col_pack *cp = ctx;
+  const strop__conv2d_dims *d = cp->d;
+  const int64_t P = d->oh * d->ow, W = d->w, HW = d->h * W, CHW = d->c_in * HW, K = kdim(d);
+  const int64_t kp = (K + 1) / 2;
+  const int sw = (int)d->sw;
+  const __mmask32 live = strop__lanes32(cp->L - j0);
+  if (is_pointwise(d)) { /* row k is channel k, every tap inside: per half, one or two runs */
+    const float *b0[2], *b1[2];
+    __mmask16 m0[2], m1[2];
+    for (int h = 0; h < 2; h++) {
+      const int64_t j = j0 + 16 * h, s = j / P, r = j % P, n0 = P - r < 16 ? P - r : 16;
+      const __mmask16 lv = (__mmask16)(live >> (16 * h));
+      m0[h] = lv & (__mmask16)((1u << n0) - 1u);
+      m1[h] = lv & (__mmask16) ~((1u << n0) - 1u);
+      b0[h] = cp->x + s * CHW + r;        /* lane l reads b0[l] */
+      b1[h] = cp->x + (s + 1) * CHW - n0; /* and past the image's edge b1[l] */
+    }
+    for (int64_t q = 0; q < kp; q++) {
+      __m512 v[2][2];
+      for (int t = 0; t < 2; t++)
+        for (int h = 0; h < 2; h++) {
+          const int64_t k = 2 * q + t;
+          v[t][h] = _mm512_setzero_ps();
+          if (k >= K) continue;
+          v[t][h] = _mm512_maskz_loadu_ps(m0[h], b0[h] + k * HW);
+          if (m1[h]) v[t][h] = _mm512_mask_loadu_ps(v[t][h], m1[h], b1[h] + k * HW);
+        }
+      _mm512_store_si512(p + q * 32, strop__pairs16_ps(v[0][0], v[1][0]));
+      _mm512_store_si512(p + q * 32 + 16, strop__pairs16_ps(v[0][1], v[1][1]));
+    }
+    return;
+  }
+  half_lanes hl[2];
+  col_lanes(d, j0, live, hl);
   const __mmask16 lv0 = (__mmask16)live, lv1 = (__mmask16)(live >> 16);
   const __m512i hh = _mm512_set1_epi32((int32_t)d->h), ww = _mm512_set1_epi32((int32_t)W);
   const float *x = cp->x;
@@ -807,6 +815,53 @@ __attribute__((target("avx512f,avx512bw,bmi2"))) static void pack_cols(const voi
     _mm512_store_si512(p + q * 32 + 16, strop__pairs16_ps(a1, b1));
   }
 }
+
+/* The weight gradient's columns read transposed (dW = dY cols^T: op(B) = cols^T, as
+ * strop__bf16_gemm_f32 packs B stored [K, L] with tb 1) straight from the images: the panel's
+ * 32 taps j0 .. j0 + 31, each a row of 32 columns at a time read as pack_cols reads them,
+ * rounded into 16 pairs of neighbouring columns; 16 taps' pairs transposed (16 x 16). */
+__attribute__((target("avx512f,avx512bw,bmi2"))) static void pack_cols_t(const void *ctx,
+                                                                         int64_t j0,
+                                                                         uint32_t *p) {
+  const col_pack *cp = ctx;
+  const strop__conv2d_dims *d = cp->d;
+  const int64_t W = d->w, HW = d->h * W, K = kdim(d), kp = (cp->L + 1) / 2;
+  const int sw = (int)d->sw, nt = K - j0 < 32 ? (int)(K - j0) : 32;
+  int32_t ty[32], tx[32];
+  int64_t tdel[32];
+  for (int c = 0; c < nt; c++) { /* tap k = (ci kh + ki) kw + kj */
+    const int64_t k = j0 + c, kj = k % d->kw, ki = k / d->kw % d->kh, ci = k / (d->kw * d->kh);
+    ty[c] = (int32_t)(ki * d->dh);
+    tx[c] = (int32_t)(kj * d->dw);
+    tdel[c] = ci * HW + ty[c] * W + tx[c];
+  }
+  const __m512i hh = _mm512_set1_epi32((int32_t)d->h), ww = _mm512_set1_epi32((int32_t)W);
+  for (int64_t q0 = 0; q0 < kp; q0 += 16) {
+    const __mmask32 live = strop__lanes32(cp->L - 2 * q0);
+    half_lanes hl[2];
+    col_lanes(d, 2 * q0, live, hl);
+    const int64_t nq = kp - q0 < 16 ? kp - q0 : 16;
+    for (int h = 0; h < 2; h++) {
+      __m512i t[16];
+      for (int c = 0; c < 16; c++) {
+        const int tc = 16 * h + c;
+        if (tc >= nt) {
+          t[c] = _mm512_setzero_si512();
+          continue;
+        }
+        const __m512 v0 = cols_row16(&hl[0], cp->x, sw, (__mmask16)live, ty[tc], tx[tc], tdel[tc],
+                                     hh, ww);
+        const __m512 v1 = cols_row16(&hl[1], cp->x, sw, (__mmask16)(live >> 16), ty[tc], tx[tc],
+                                     tdel[tc], hh, ww);
+        t[c] = _mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm512_cvtepi32_epi16(strop__rne16(_mm512_castps_si512(v0)))),
+            _mm512_cvtepi32_epi16(strop__rne16(_mm512_castps_si512(v1))), 1);
+      }
+      strop__transpose16(t);
+      for (int64_t q = 0; q < nq; q++) _mm512_store_si512(p + (q0 + q) * 32 + 16 * h, t[q]);
+    }
+  }
+}
 #else
 static void transpose(const float *src, int64_t rows, int64_t cols, int64_t lds, float *dst,
                       int64_t ldd) {
@@ -819,6 +874,9 @@ typedef struct col_pack {
   int64_t L;
 } col_pack;
 static void pack_cols(const void *ctx, int64_t j0, uint32_t *p) { (void)ctx, (void)j0, (void)p; }
+static void pack_cols_t(const void *ctx, int64_t j0, uint32_t *p) {
+  (void)ctx, (void)j0, (void)p;
+}
 #endif
 
 /* Forward of a chunk's images, a block of nb at a time (bf16_block): their columns [K, nb P]
@@ -946,6 +1004,11 @@ static void bf16_bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
       /* dY [CO, L] times the columns [K, L] read transposed: the product packs both operands
        * from these layouts itself, so no transposed copies (pointwise: a lone image's rows
        * are its columns) */
+      if ((!pw || nb > 1) && col_pack_ok(d, nbm)) { /* the columns packed from the images */
+        const col_pack cp = {d, j->x + n0 * CI * HW, L};
+        strop__bf16_gemm_f32_packb(0, CO, K, L, g, L, pack_cols_t, &cp, 1.0f, dw, K, work);
+        continue;
+      }
       const float *bc = cols;
       for (int64_t s = 0; s < nb; s++) {
         const float *xn = j->x + (n0 + s) * CI * HW;
