@@ -273,11 +273,12 @@ static int64_t bf16_w_len(const strop__conv2d_dims *d) {
 /* d's vdpbf16ps forward packs its columns straight from the images (pack_cols) for blocks of up
  * to nb images: a half panel's lanes fall into at most COL_RUNS runs (an image's rows one line:
  * stride 1, the output as wide as the input, P >= 16; else runs of an output row: ow >= 5),
- * stride 1 or 2, and the int32 arithmetic of the lanes' taps holds */
+ * stride 1 or 2, at most COL_TAPS (64) taps, and the int32 arithmetic of the lanes' taps
+ * holds */
 static int col_pack_ok(const strop__conv2d_dims *d, int64_t nb) {
   const int contig = d->sh == 1 && d->sw == 1 && d->ow == d->w && d->oh * d->ow >= 16;
   return strop__conv_bf16_direct && (contig || ((d->sw == 1 || d->sw == 2) && d->ow >= 5)) &&
-         (nb + 1) * d->c_in * d->h * d->w < ((int64_t)1 << 31);
+         d->kh * d->kw <= 64 && (nb + 1) * d->c_in * d->h * d->w < ((int64_t)1 << 31);
 }
 
 /* the backward's W^T [K, c_out], packed once for the input gradient's products */
@@ -668,7 +669,7 @@ __attribute__((target("avx512f,avx512bw"))) static void transpose(const float *s
  * (c kh + ki) kw + kj, the lanes whose tap falls inside the image are read run by run: a masked
  * load at stride 1; at stride 2 the run's even elements, loaded masked and gathered in
  * registers (vpermt2ps). */
-enum { COL_RUNS = 4 };
+enum { COL_RUNS = 4, COL_TAPS = 64 };
 
 typedef struct col_pack {
   const strop__conv2d_dims *d;
@@ -690,13 +691,20 @@ static int col_contig(const strop__conv2d_dims *d) {
   return d->sh == 1 && d->sw == 1 && d->ow == d->w;
 }
 
-__attribute__((target("avx512f,bmi2"))) static inline __m512 cols_row16(
-    const half_lanes *h, const float *x, int sw, __mmask16 live, int32_t dy, int32_t dx,
-    int64_t delta, __m512i hh, __m512i ww) {
-  const __mmask16 m = live &
-                      _mm512_cmplt_epu32_mask(_mm512_add_epi32(h->iy, _mm512_set1_epi32(dy)),
-                                              hh) &
-                      _mm512_cmplt_epu32_mask(_mm512_add_epi32(h->ix, _mm512_set1_epi32(dx)), ww);
+/* the live lanes of h whose tap displaced by (dy, dx) falls inside the image (h x w) */
+__attribute__((target("avx512f"))) static inline __mmask16 tap_mask(const half_lanes *h,
+                                                                    __mmask16 live, int32_t dy,
+                                                                    int32_t dx, __m512i hh,
+                                                                    __m512i ww) {
+  return live & _mm512_cmplt_epu32_mask(_mm512_add_epi32(h->iy, _mm512_set1_epi32(dy)), hh) &
+         _mm512_cmplt_epu32_mask(_mm512_add_epi32(h->ix, _mm512_set1_epi32(dx)), ww);
+}
+
+/* the 16 values of a row of columns at the lanes m (tap_mask) of h, the tap's offset delta */
+__attribute__((target("avx512f,bmi2"))) static inline __m512 cols_row16(const half_lanes *h,
+                                                                        const float *x, int sw,
+                                                                        __mmask16 m,
+                                                                        int64_t delta) {
   __m512 v = _mm512_setzero_ps();
   for (int r = 0; r < h->nr; r++) {
     const __mmask16 mr = m & h->m[r];
@@ -790,26 +798,29 @@ __attribute__((target("avx512f,avx512bw,bmi2"))) static void pack_cols(const voi
   const __mmask16 lv0 = (__mmask16)live, lv1 = (__mmask16)(live >> 16);
   const __m512i hh = _mm512_set1_epi32((int32_t)d->h), ww = _mm512_set1_epi32((int32_t)W);
   const float *x = cp->x;
-  int64_t c = 0, ki = 0, kj = 0; /* row 2q's tap */
+  /* each tap's lanes inside the image, per half: the same for every input channel */
+  const int taps = (int)(d->kh * d->kw);
+  __mmask16 tm[2][COL_TAPS];
+  int64_t toff[COL_TAPS];
+  for (int t = 0; t < taps; t++) {
+    const int32_t dy = (int32_t)(t / d->kw * d->dh), dx = (int32_t)(t % d->kw * d->dw);
+    tm[0][t] = tap_mask(&hl[0], lv0, dy, dx, hh, ww);
+    tm[1][t] = tap_mask(&hl[1], lv1, dy, dx, hh, ww);
+    toff[t] = dy * W + dx;
+  }
+  int64_t c = 0;
+  int t = 0; /* row 2q's input channel and tap */
   for (int64_t q = 0; q < kp; q++) {
-    int32_t dy = (int32_t)(ki * d->dh), dx = (int32_t)(kj * d->dw);
-    int64_t delta = c * HW + dy * W + dx;
-    const __m512 a0 = cols_row16(&hl[0], x, sw, lv0, dy, dx, delta, hh, ww);
-    const __m512 a1 = cols_row16(&hl[1], x, sw, lv1, dy, dx, delta, hh, ww);
-    if (++kj == d->kw) {
-      kj = 0;
-      if (++ki == d->kh) ki = 0, c++;
-    }
+    int64_t delta = c * HW + toff[t];
+    const __m512 a0 = cols_row16(&hl[0], x, sw, tm[0][t], delta);
+    const __m512 a1 = cols_row16(&hl[1], x, sw, tm[1][t], delta);
+    if (++t == taps) t = 0, c++;
     __m512 b0 = _mm512_setzero_ps(), b1 = b0;
     if (2 * q + 1 < K) {
-      dy = (int32_t)(ki * d->dh), dx = (int32_t)(kj * d->dw);
-      delta = c * HW + dy * W + dx;
-      b0 = cols_row16(&hl[0], x, sw, lv0, dy, dx, delta, hh, ww);
-      b1 = cols_row16(&hl[1], x, sw, lv1, dy, dx, delta, hh, ww);
-      if (++kj == d->kw) {
-        kj = 0;
-        if (++ki == d->kh) ki = 0, c++;
-      }
+      delta = c * HW + toff[t];
+      b0 = cols_row16(&hl[0], x, sw, tm[0][t], delta);
+      b1 = cols_row16(&hl[1], x, sw, tm[1][t], delta);
+      if (++t == taps) t = 0, c++;
     }
     _mm512_store_si512(p + q * 32, strop__pairs16_ps(a0, b0));
     _mm512_store_si512(p + q * 32 + 16, strop__pairs16_ps(a1, b1));
@@ -849,10 +860,12 @@ __attribute__((target("avx512f,avx512bw,bmi2"))) static void pack_cols_t(const v
           t[c] = _mm512_setzero_si512();
           continue;
         }
-        const __m512 v0 = cols_row16(&hl[0], cp->x, sw, (__mmask16)live, ty[tc], tx[tc], tdel[tc],
-                                     hh, ww);
-        const __m512 v1 = cols_row16(&hl[1], cp->x, sw, (__mmask16)(live >> 16), ty[tc], tx[tc],
-                                     tdel[tc], hh, ww);
+        const __m512 v0 = cols_row16(&hl[0], cp->x, sw,
+                                     tap_mask(&hl[0], (__mmask16)live, ty[tc], tx[tc], hh, ww),
+                                     tdel[tc]);
+        const __m512 v1 = cols_row16(
+            &hl[1], cp->x, sw, tap_mask(&hl[1], (__mmask16)(live >> 16), ty[tc], tx[tc], hh, ww),
+            tdel[tc]);
         t[c] = _mm512_inserti64x4(
             _mm512_castsi256_si512(_mm512_cvtepi32_epi16(strop__rne16(_mm512_castps_si512(v0)))),
             _mm512_cvtepi32_epi16(strop__rne16(_mm512_castps_si512(v1))), 1);
