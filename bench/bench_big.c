@@ -64,7 +64,8 @@ static int64_t env_int(const char *k, int64_t def) {
  * (1) LM head and cross-entropy (strop__fused_loss: the library's own switch); the row
  * kernels' statistics one row at a time (0) or strop__rows_together's default rows side by side
  * (1): the same bits; an image per conv product (0) or small images batched (1,
- * strop__conv_batch). */
+ * strop__conv_batch); the BF16 convs' im2col path (0) or their columns packed straight from
+ * the images (1, strop__conv_bf16_direct): the same bits. */
 enum { AB_DTYPE, AB_FUSED, AB_ROWS, AB_CONV, AB_PACK };
 
 static void ab_set(strop_model *m, int what, int d) {

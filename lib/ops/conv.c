@@ -297,7 +297,8 @@ static int fwd_cbuf_needed(const strop__conv2d_dims *d, int64_t nbm,
 }
 
 /* vdpbf16ps, per chunk. Forward: the pool's raw output (epilogue), the block's columns
- * [K, L], its products [c_out, L] and the GEMM's work (L = nb P). Backward: the weight and bias
+ * [K, L] and its products [c_out, L] where they are needed (fwd_cols_needed, fwd_cbuf_needed),
+ * and the GEMM's work (L = nb P). Backward: the weight and bias
  * gradients' partial sums, the epilogue's area, the columns [K, L] (the input gradient's, then
  * the block's own), the block's output gradient [c_out, L], the GEMMs' work. */
 static int64_t bf16_chunk_len(const strop__conv2d_dims *d, int backward, int chunks,
@@ -322,7 +323,7 @@ size_t strop__conv2d_scratch_floats(const strop__conv2d_dims *d, int backward, i
   if (chunks < 1) chunks = 1;
   if (depthwise(d, ep)) return 16; /* the direct kernel needs none */
   const int bm = bf16_mode(d);
-  if (bm == 1) { /* forward: the transposed weight [K, c_out] first; backward: the ones row */
+  if (bm == 1) { /* forward: the weight (bf16_w_len) first; backward: the ones row and W^T */
     const int64_t bw = backward == 1;
     return (size_t)((bw ? ones_len(d) + bf16_wt_len(d) : bf16_w_len(d)) +
                     chunks * bf16_chunk_len(d, (int)bw, chunks, ep));
@@ -628,9 +629,11 @@ static void wino_fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
 
 static const float *bwd_epilogue(const conv_job *j, int64_t n, float *buf);
 
-/* 1 (the default): the vdpbf16ps forward packs its columns straight from the images where they
- * lie contiguous (pack_cols); 0: im2col writes them in FP32 first and the product rounds and
- * packs those, the same bits (tests, bench_big's CONV_PACK=ab). */
+/* 1 (the default): the vdpbf16ps products pack the forward's and the weight gradient's columns
+ * straight from the images where col_pack_ok allows (pack_cols, pack_cols_t), the weight once
+ * per call, and write y (and a pointwise conv's dx) themselves; 0: the path before them —
+ * im2col writes FP32 columns, the weight is transposed and packed per block, the products go
+ * through a buffer. The same bits (tests, bench_big's CONV_PACK=ab, bench_bf16conv). */
 int strop__conv_bf16_direct = 1;
 
 /* dst [cols, rows] (rows ldd apart) = src [rows, cols] (ld lds) transposed: 16 x 16 blocks
