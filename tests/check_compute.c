@@ -900,6 +900,79 @@ START_TEST(conv_paths_match_reference) {
 }
 END_TEST
 
+/* Shapes for the columns packed straight from the images (strop__conv_bf16_direct): blocks of
+ * several images whose tiles cross an image's edge (P 36, 49, 99), P between 16 and 32 (two
+ * images in a half panel; the product through a buffer), odd K, c_out not a multiple of 8, a
+ * 5x5 pad 2, runs of output rows at stride 1 (no padding) and 2 (3x3, a 7x7 stem, 1x1; ow 5 to
+ * 7); with CSH's shapes, the convs that keep im2col with the weight packed once (P < 16, a 1x1
+ * stride 2 of ow 4). */
+static const cshape DSH[] = {
+    {8, 6, 6, 6, 12, 3, 1, 1, 1},  {6, 40, 7, 7, 20, 1, 1, 0, 1},  {5, 5, 5, 5, 9, 3, 1, 1, 1},
+    {3, 5, 9, 11, 7, 3, 1, 1, 1},  {3, 8, 20, 20, 16, 5, 1, 2, 1}, {4, 3, 10, 9, 5, 3, 2, 1, 1},
+    {2, 3, 15, 14, 4, 7, 2, 3, 1}, {3, 4, 12, 13, 6, 3, 1, 0, 1},  {6, 4, 14, 14, 10, 3, 2, 1, 1},
+    {5, 8, 12, 12, 9, 1, 2, 0, 1},
+};
+enum { NDSH = sizeof DSH / sizeof DSH[0] };
+
+/* One conv's outputs under strop__conv_bf16_direct = direct: y (with the bias or none, a relu
+ * epilogue or none), then dx (written when assign, else added to 0.25), dW and db. */
+static void conv_direct_run(const strop__conv2d_dims *d, const cbufs *a, int direct, int chunks,
+                            int bias, int relu, int assign, float *y, float *dx, float *dw,
+                            float *db) {
+  const size_t ny = (size_t)(d->n * d->c_out * d->oh * d->ow);
+  const size_t nx = (size_t)(d->n * d->c_in * d->h * d->w);
+  const size_t nw = (size_t)(d->c_out * d->c_in / d->groups * d->kh * d->kw);
+  strop__conv2d_epilogue ep;
+  memset(&ep, 0, sizeof ep);
+  ep.relu = 1;
+  ep.y = y;
+  strop__conv_bf16_direct = direct;
+  size_t fl = strop__conv2d_scratch_floats(d, 0, chunks, relu ? &ep : NULL);
+  const size_t fb = strop__conv2d_scratch_floats(d, 1, chunks, relu ? &ep : NULL);
+  if (fb > fl) fl = fb;
+  float *scratch = aligned_alloc(64, (fl * sizeof(float) + 63) / 64 * 64);
+  /* NaN in the scratch: nothing may read it before writing it */
+  for (size_t i = 0; i < fl; i++) scratch[i] = NAN;
+  strop__conv2d_forward(d, a->x, a->w, bias ? a->b : NULL, y, scratch, chunks, relu ? &ep : NULL);
+  for (size_t i = 0; i < nx; i++) dx[i] = 0.25f;
+  for (size_t i = 0; i < nw; i++) dw[i] = -0.5f;
+  for (int64_t i = 0; i < d->c_out; i++) db[i] = 0.125f;
+  (assign ? strop__conv2d_backward_assign : strop__conv2d_backward)(
+      d, a->x, a->w, a->dy, dx, dw, db, scratch, chunks, relu ? &ep : NULL);
+  (void)ny;
+  free(scratch);
+  strop__conv_bf16_direct = 1;
+}
+
+/* The columns packed straight from the images, the weight packed once and the product written
+ * into y with the bias give the bits of im2col's columns packed by the product (the path
+ * before them), forward and backward, on vdpbf16ps and with the fallback forced. */
+START_TEST(conv_direct_same_bits) {
+  const int path = _i;
+  if (path == 0 && !strop__bf16_dot_enabled()) return;
+  strop__bf16_impl = path;
+  for (int k = 0; k < NDSH + NCSH; k++)
+    for (int v = 0; v < 8; v++) {
+      const int chunks = 1 + (v & 1), bias = (v >> 1) & 1, relu = v >> 2, assign = v & 1;
+      const cshape *cs = k < NDSH ? &DSH[k] : &CSH[k - NDSH];
+      const strop__conv2d_dims d = cdims(cs, 1);
+      cbufs a = calloc_bufs(&d, chunks);
+      float *y0 = calloc(a.ny, sizeof(float)), *dx0 = calloc(a.nx, sizeof(float));
+      float *dw0 = calloc(a.nw, sizeof(float)), *db0 = calloc((size_t)d.c_out, sizeof(float));
+      conv_direct_run(&d, &a, 0, chunks, bias, relu, assign, y0, dx0, dw0, db0);
+      conv_direct_run(&d, &a, 1, chunks, bias, relu, assign, a.y, a.dx, a.dw, a.db);
+      ck_assert_msg(!memcmp(a.y, y0, a.ny * sizeof(float)), "shape %d v %d forward", k, v);
+      ck_assert_msg(!memcmp(a.dx, dx0, a.nx * sizeof(float)), "shape %d v %d dx", k, v);
+      ck_assert_msg(!memcmp(a.dw, dw0, a.nw * sizeof(float)), "shape %d v %d dw", k, v);
+      ck_assert_msg(!memcmp(a.db, db0, (size_t)d.c_out * sizeof(float)), "shape %d v %d db", k,
+                    v);
+      free(y0), free(dx0), free(dw0), free(db0);
+      free_bufs(&a);
+    }
+  strop__bf16_impl = 0;
+}
+END_TEST
+
 static const int64_t CIN[3] = {3, 12, 12};
 enum { CCLASSES = 4 };
 
@@ -1314,6 +1387,7 @@ static Suite *suite(void) {
   c = tcase_create("conv");
   tcase_add_test(c, conv_fallback_exact);
   tcase_add_loop_test(c, conv_paths_match_reference, 0, 2);
+  tcase_add_loop_test(c, conv_direct_same_bits, 0, 2);
   tcase_add_loop_test(c, cnn_gradcheck, 0, 4);
   tcase_add_loop_test(c, cnn_finetune_close, 0, 4);
   suite_add_tcase(s, c);

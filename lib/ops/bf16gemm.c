@@ -71,24 +71,17 @@ typedef struct gjob {
   float *c;
   uint32_t *ap; /* ceil(m / 8) micro-panels of kp x 8 pairs: ap[ib kp 8 + q 8 + r] */
   uint32_t *bp; /* per chunk one panel of kp x 32 pairs: bp[q 32 + c] */
+  strop__bf16_pack_b_fn pack; /* non-NULL: op(B)'s panels come from it, b is not read */
+  const void *pctx;
+  const strop__bf16_c_layout *lay; /* non-NULL: where C's columns go, and a row's addend */
 } gjob;
-
-/* 16 FP32 values rounded to BF16 in the low half of each lane (strop__bf16_rne_bits, vectorised) */
-BF16_TARGET static inline __m512i rne16(__m512i u) {
-  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-  const __m512i r = _mm512_srli_epi32(
-      _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
-  const __mmask16 nan = _mm512_cmpgt_epu32_mask(
-      _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
-  return _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
-}
 
 /* The pairs (r0[c], r1[c]) of 16 columns (cnt of them read, the rest 0; r1 NULL: zeros) */
 BF16_TARGET static inline __m512i pairs16(const float *r0, const float *r1, int64_t cnt) {
   const __mmask16 mk = cnt >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << cnt) - 1u);
-  const __m512i lo = rne16(_mm512_castps_si512(_mm512_maskz_loadu_ps(mk, r0)));
+  const __m512i lo = strop__rne16(_mm512_castps_si512(_mm512_maskz_loadu_ps(mk, r0)));
   if (!r1) return lo;
-  const __m512i hi = rne16(_mm512_castps_si512(_mm512_maskz_loadu_ps(mk, r1)));
+  const __m512i hi = strop__rne16(_mm512_castps_si512(_mm512_maskz_loadu_ps(mk, r1)));
   return _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
 }
 
@@ -96,8 +89,8 @@ BF16_TARGET static inline __m512i pairs16(const float *r0, const float *r1, int6
  * rest 0): a row of A [m, k] or of B [n, k] as the kernel takes it */
 BF16_TARGET static inline __m512i row_pairs16(const float *x, int64_t cnt) {
   const __mmask16 m0 = (__mmask16)strop__lanes32(cnt), m1 = (__mmask16)strop__lanes32(cnt - 16);
-  const __m512i lo = rne16(_mm512_castps_si512(_mm512_maskz_loadu_ps(m0, x)));
-  const __m512i hi = rne16(_mm512_castps_si512(_mm512_maskz_loadu_ps(m1, x + 16)));
+  const __m512i lo = strop__rne16(_mm512_castps_si512(_mm512_maskz_loadu_ps(m0, x)));
+  const __m512i hi = strop__rne16(_mm512_castps_si512(_mm512_maskz_loadu_ps(m1, x + 16)));
   return _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi32_epi16(lo)),
                             _mm512_cvtepi32_epi16(hi), 1);
 }
@@ -172,6 +165,10 @@ BF16_TARGET static void pack_a(void *ctx, int64_t lo, int64_t hi, int chunk) {
 
 /* B's columns j0 .. j0 + 31 as pairs: p[q 32 + c] = B(2q, j0 + c) | B(2q + 1, j0 + c) << 16 */
 BF16_TARGET static void pack_b(const gjob *J, int64_t j0, uint32_t *p) {
+  if (J->pack) {
+    J->pack(J->pctx, j0, p);
+    return;
+  }
   if (!J->tb) {
     const int64_t cnt = J->n - j0;
     for (int64_t q = 0; q < J->kp; q++) {
@@ -206,8 +203,19 @@ BF16_TARGET static void kernel(const gjob *J, int64_t ib, int64_t j0, const uint
   const int64_t i0 = ib * MR, mr = J->m - i0 < MR ? J->m - i0 : MR;
   const int64_t nr = J->n - j0 < NR ? J->n - j0 : NR;
   const uint32_t *a = J->ap + (size_t)ib * (size_t)J->kp * MR; /* pair (r, q) at q * MR + r */
-  strop__bf16_tile_8x32(a, 1, MR, J->kp, p, mr, nr, J->alpha, J->beta, J->c + i0 * J->ldc + j0,
-                        J->ldc);
+  const strop__bf16_c_layout *L = J->lay;
+  if (!L) {
+    strop__bf16_tile_8x32(a, 1, MR, J->kp, p, mr, nr, J->alpha, J->beta, J->c + i0 * J->ldc + j0,
+                          J->ldc);
+    return;
+  }
+  /* columns j0 .. of image s from its column r on, the rest (if any) in image s + 1 */
+  const int64_t s = L->period < J->n ? j0 / L->period : 0, r = j0 - s * L->period;
+  const int64_t split = L->period - r;
+  float *c = J->c + s * L->stride + i0 * J->ldc + r;
+  float *c2 = split < nr ? J->c + (s + 1) * L->stride + i0 * J->ldc : c;
+  strop__bf16_tile_8x32_ex(a, 1, MR, J->kp, p, mr, nr, J->alpha, J->beta,
+                           L->add ? L->add + i0 : NULL, c, split, c2, J->ldc);
 }
 
 /* column panels [lo, hi) of 32 */
@@ -287,16 +295,20 @@ size_t strop__bf16_sgemm_serial_scratch(int64_t m, int64_t n, int64_t k) {
   return a_bytes(m, k) + (one > all ? one : all) + 128;
 }
 
+/* ap: A's micro-panels made by strop__bf16_pack_a (then a is not read), or NULL */
 static void run(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
-                int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc,
-                void *work, int threads) {
+                int64_t lda, const uint32_t *ap, const float *b, int64_t ldb,
+                strop__bf16_pack_b_fn pack, const void *pctx, float beta, float *c, int64_t ldc,
+                const strop__bf16_c_layout *lay, void *work, int threads) {
   if (m <= 0 || n <= 0) return;
-  gjob J = {ta, tb, m, n, k, (k + 1) / 2, lda, ldb, ldc, a, b, alpha, beta, c, work, NULL};
+  gjob J = {ta, tb,    m,    n, k,    (k + 1) / 2, lda,  ldb,  ldc, a,
+            b,  alpha, beta, c, work, NULL,        pack, pctx, lay};
   /* the panels after A's micro-panels, 64-byte aligned */
   const size_t ab = (a_bytes(m, k) + 63) / 64 * 64;
   J.bp = (uint32_t *)(void *)((char *)work + ab);
   const int64_t groups = (m + 15) / 16, blocks = (n + NR - 1) / NR;
-  strop__par_run(strop__par_chunks(threads, groups, 4), groups, pack_a, &J);
+  if (ap) J.ap = (uint32_t *)(uintptr_t)ap; /* only read */
+  else strop__par_run(strop__par_chunks(threads, groups, 4), groups, pack_a, &J);
   if (b_all_bytes(n, k) <= B_ALL_MAX) {
     const int64_t np = (m + MR - 1) / MR;
     strop__par_run(strop__par_chunks(threads, blocks, 1), blocks, pack_b_all, &J);
@@ -310,13 +322,40 @@ void strop__bf16_gemm_f32(int ta, int tb, int64_t m, int64_t n, int64_t k, const
                           int64_t lda, const float *b, int64_t ldb, float beta, float *c,
                           int64_t ldc, void *work) {
   const int big = (double)m * (double)n * (double)k >= (double)(1 << 20);
-  run(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc, work, big ? strop__num_threads() : 1);
+  run(ta, tb, m, n, k, 1.0f, a, lda, NULL, b, ldb, NULL, NULL, beta, c, ldc, NULL, work,
+      big ? strop__num_threads() : 1);
+}
+
+size_t strop__bf16_pack_a_bytes(int64_t m, int64_t k) { return a_bytes(m, k); }
+
+void strop__bf16_pack_a(int ta, int64_t m, int64_t k, const float *a, int64_t lda, uint32_t *ap) {
+  if (m <= 0) return;
+  gjob J = {.ta = ta, .m = m, .k = k, .kp = (k + 1) / 2, .lda = lda, .a = a, .ap = ap};
+  const int64_t groups = (m + 15) / 16;
+  strop__par_run(strop__par_chunks(strop__num_threads(), groups, 4), groups, pack_a, &J);
+}
+
+void strop__bf16_gemm_f32_packed(int64_t m, int64_t n, int64_t k, const uint32_t *ap,
+                                 const float *b, int64_t ldb, strop__bf16_pack_b_fn pack,
+                                 const void *pctx, float beta, float *c, int64_t ldc,
+                                 const strop__bf16_c_layout *lay, void *work) {
+  const int big = (double)m * (double)n * (double)k >= (double)(1 << 20);
+  run(0, 0, m, n, k, 1.0f, NULL, 0, ap, b, ldb, pack, pctx, beta, c, ldc, lay, work,
+      big ? strop__num_threads() : 1);
+}
+
+void strop__bf16_gemm_f32_packb(int ta, int64_t m, int64_t n, int64_t k, const float *a,
+                                int64_t lda, strop__bf16_pack_b_fn pack, const void *pctx,
+                                float beta, float *c, int64_t ldc, void *work) {
+  const int big = (double)m * (double)n * (double)k >= (double)(1 << 20);
+  run(ta, 0, m, n, k, 1.0f, a, lda, NULL, NULL, 0, pack, pctx, beta, c, ldc, NULL, work,
+      big ? strop__num_threads() : 1);
 }
 
 void strop__bf16_sgemm_serial(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha,
                               const float *a, int64_t lda, const float *b, int64_t ldb,
                               float beta, float *c, int64_t ldc, void *work) {
-  run(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, work, 1);
+  run(ta, tb, m, n, k, alpha, a, lda, NULL, b, ldb, NULL, NULL, beta, c, ldc, NULL, work, 1);
 }
 
 #else
@@ -339,6 +378,27 @@ void strop__bf16_gemm_f32(int ta, int tb, int64_t m, int64_t n, int64_t k, const
 size_t strop__bf16_sgemm_serial_scratch(int64_t m, int64_t n, int64_t k) {
   (void)m, (void)n, (void)k;
   return 0;
+}
+size_t strop__bf16_pack_a_bytes(int64_t m, int64_t k) {
+  (void)m, (void)k;
+  return 0;
+}
+void strop__bf16_gemm_f32_packb(int ta, int64_t m, int64_t n, int64_t k, const float *a,
+                                int64_t lda, strop__bf16_pack_b_fn pack, const void *pctx,
+                                float beta, float *c, int64_t ldc, void *work) {
+  (void)ta, (void)m, (void)n, (void)k, (void)a, (void)lda, (void)pack, (void)pctx, (void)beta;
+  (void)c, (void)ldc, (void)work;
+}
+void strop__bf16_pack_a(int ta, int64_t m, int64_t k, const float *a, int64_t lda, uint32_t *ap) {
+  (void)ta, (void)m, (void)k, (void)a, (void)lda, (void)ap;
+}
+void strop__bf16_gemm_f32_packed(int64_t m, int64_t n, int64_t k, const uint32_t *ap,
+                                 const float *b, int64_t ldb, strop__bf16_pack_b_fn pack,
+                                 const void *pctx, float beta, float *c, int64_t ldc,
+                                 const strop__bf16_c_layout *lay, void *work) {
+  (void)lay;
+  (void)m, (void)n, (void)k, (void)ap, (void)b, (void)ldb, (void)pack, (void)pctx, (void)beta;
+  (void)c, (void)ldc, (void)work;
 }
 void strop__bf16_sgemm_serial(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha,
                               const float *a, int64_t lda, const float *b, int64_t ldb,

@@ -32,6 +32,39 @@ size_t strop__bf16_gemm_f32_scratch(int64_t m, int64_t n, int64_t k);
 void strop__bf16_gemm_f32(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a,
                           int64_t lda, const float *b, int64_t ldb, float beta, float *c,
                           int64_t ldc, void *work);
+/* A packer of op(B) [k, n] for strop__bf16_gemm_f32_packed: fills p (64-byte aligned) with
+ * columns j0 .. j0 + 31 as strop__bf16_gemm_f32 packs them, ceil(k / 2) rows of 32 pairs,
+ * p[q 32 + c] = B(2q, j0 + c) | B(2q + 1, j0 + c) << 16, each value rounded to BF16 (nearest
+ * even: strop__rne16 in ops/bf16tile.h), zeros past n and k. ctx is the caller's; called from
+ * any of the product's threads at once. */
+typedef void (*strop__bf16_pack_b_fn)(const void *ctx, int64_t j0, uint32_t *p);
+/* op(A) [m, k] (as strop__bf16_gemm_f32 reads it) rounded and packed once into ap (64-byte
+ * aligned, strop__bf16_pack_a_bytes(m, k) bytes), for products that share it
+ * (strop__bf16_gemm_f32_packed); split across the library's threads. */
+size_t strop__bf16_pack_a_bytes(int64_t m, int64_t k);
+void strop__bf16_pack_a(int ta, int64_t m, int64_t k, const float *a, int64_t lda, uint32_t *ap);
+/* Where strop__bf16_gemm_f32_packed puts C when it is a block of images' outputs side by side:
+ * C(i, j) at c + (j / period) stride + i ldc + j % period, and add[i] (NULL: none) added to row
+ * i's sums before beta's C (a bias: y = sum + b, as a pass after the product would give it).
+ * period >= 32, or at least n (a tile's 32 columns then cross one image's edge at most). */
+typedef struct strop__bf16_c_layout {
+  int64_t period, stride;
+  const float *add;
+} strop__bf16_c_layout;
+/* strop__bf16_gemm_f32 (tb 0) with A already packed (strop__bf16_pack_a), and B [k, n] (ldb)
+ * or, when pack is non-NULL, never stored: its panels come from pack as the product needs them
+ * (a convolution's columns straight from its images); C as lay says (NULL: [m, n], ldc). The
+ * same scratch, and the same bits as strop__bf16_gemm_f32 on the matrices ap and b or pack
+ * stand for. */
+void strop__bf16_gemm_f32_packed(int64_t m, int64_t n, int64_t k, const uint32_t *ap,
+                                 const float *b, int64_t ldb, strop__bf16_pack_b_fn pack,
+                                 const void *pctx, float beta, float *c, int64_t ldc,
+                                 const strop__bf16_c_layout *lay, void *work);
+/* strop__bf16_gemm_f32 with op(B) from its packer (as strop__bf16_gemm_f32_packed's) and A
+ * packed by the product as strop__bf16_gemm_f32 packs it: the same scratch and bits. */
+void strop__bf16_gemm_f32_packb(int ta, int64_t m, int64_t n, int64_t k, const float *a,
+                                int64_t lda, strop__bf16_pack_b_fn pack, const void *pctx,
+                                float beta, float *c, int64_t ldc, void *work);
 /* C = alpha op(A) op(B) + beta C as strop__bf16_gemm_f32 (alpha multiplies each FP32 sum; 1
  * gives strop__bf16_gemm_f32's bits), on the calling thread only: for kernels that already run
  * in a parallel chunk (attention's blocks). work: 64-byte aligned,

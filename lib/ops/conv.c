@@ -262,14 +262,52 @@ static int64_t bf16_work(const strop__conv2d_dims *d, int chunks, int backward) 
   return r16((int64_t)((most + 3) / 4));
 }
 
+/* vdpbf16ps, the forward's weight before the chunks: packed once (strop__bf16_pack_a), or
+ * transposed [K, c_out] for each block's product to pack (strop__conv_bf16_direct 0) */
+static int64_t bf16_w_len(const strop__conv2d_dims *d) {
+  const int64_t t = r16(kdim(d) * d->c_out);
+  const int64_t a = r16((int64_t)((strop__bf16_pack_a_bytes(d->c_out, kdim(d)) + 3) / 4));
+  return a > t ? a : t;
+}
+
+/* d's vdpbf16ps forward packs its columns straight from the images (pack_cols) for blocks of up
+ * to nb images: a half panel's lanes fall into at most COL_RUNS runs (an image's rows one line:
+ * stride 1, the output as wide as the input, P >= 16; else runs of an output row: ow >= 5),
+ * stride 1 or 2, at most COL_TAPS (64) taps, and the int32 arithmetic of the lanes' taps
+ * holds */
+static int col_pack_ok(const strop__conv2d_dims *d, int64_t nb) {
+  const int contig = d->sh == 1 && d->sw == 1 && d->ow == d->w && d->oh * d->ow >= 16;
+  return strop__conv_bf16_direct && (contig || ((d->sw == 1 || d->sw == 2) && d->ow >= 5)) &&
+         d->kh * d->kw <= 64 && (nb + 1) * d->c_in * d->h * d->w < ((int64_t)1 << 31);
+}
+
+/* the backward's W^T [K, c_out], packed once for the input gradient's products */
+static int64_t bf16_wt_len(const strop__conv2d_dims *d) {
+  return r16((int64_t)((strop__bf16_pack_a_bytes(kdim(d), d->c_out) + 3) / 4));
+}
+
+/* The vdpbf16ps forward's per-chunk FP32 columns: not where they are packed from the images;
+ * and its products [c_out, L]: only where they cannot go straight to y (bf16_fwd_chunk) */
+static int fwd_cols_needed(const strop__conv2d_dims *d, int64_t nbm) {
+  return !col_pack_ok(d, nbm);
+}
+static int fwd_cbuf_needed(const strop__conv2d_dims *d, int64_t nbm,
+                           const strop__conv2d_epilogue *ep) {
+  return !strop__conv_bf16_direct || (nbm > 1 && ((ep && ep->pool) || d->oh * d->ow < 32));
+}
+
 /* vdpbf16ps, per chunk. Forward: the pool's raw output (epilogue), the block's columns
- * [K, L], its products [c_out, L] and the GEMM's work (L = nb P). Backward: the weight and bias
+ * [K, L] and its products [c_out, L] where they are needed (fwd_cols_needed, fwd_cbuf_needed),
+ * and the GEMM's work (L = nb P). Backward: the weight and bias
  * gradients' partial sums, the epilogue's area, the columns [K, L] (the input gradient's, then
  * the block's own), the block's output gradient [c_out, L], the GEMMs' work. */
 static int64_t bf16_chunk_len(const strop__conv2d_dims *d, int backward, int chunks,
                               const strop__conv2d_epilogue *ep) {
   const int64_t K = kdim(d), CO = d->c_out, L = bf16_block(d, chunks) * d->oh * d->ow;
-  if (!backward) return ep_len(d, 0, ep) + r16(K * L) + r16(CO * L) + bf16_work(d, chunks, 0);
+  const int64_t nbm = bf16_block(d, chunks);
+  if (!backward)
+    return ep_len(d, 0, ep) + (fwd_cols_needed(d, nbm) ? r16(K * L) : 0) +
+           (fwd_cbuf_needed(d, nbm, ep) ? r16(CO * L) : 0) + bf16_work(d, chunks, 0);
   return part_len(d) + ep_len(d, 1, ep) + r16(K * L) + r16(CO * L) + bf16_work(d, chunks, 1);
 }
 
@@ -285,9 +323,9 @@ size_t strop__conv2d_scratch_floats(const strop__conv2d_dims *d, int backward, i
   if (chunks < 1) chunks = 1;
   if (depthwise(d, ep)) return 16; /* the direct kernel needs none */
   const int bm = bf16_mode(d);
-  if (bm == 1) { /* forward: the transposed weight [K, c_out] first; backward: the ones row */
+  if (bm == 1) { /* forward: the weight (bf16_w_len) first; backward: the ones row and W^T */
     const int64_t bw = backward == 1;
-    return (size_t)((bw ? ones_len(d) : r16(kdim(d) * d->c_out)) +
+    return (size_t)((bw ? ones_len(d) + bf16_wt_len(d) : bf16_w_len(d)) +
                     chunks * bf16_chunk_len(d, (int)bw, chunks, ep));
   }
   if (bm == 2) {
@@ -433,10 +471,12 @@ typedef struct conv_job {
   const strop__conv2d_dims *d;
   const float *x, *w, *b, *dy, *ones;
   float *y, *dx, *dw, *db;
-  float *waug;   /* forward, fused bias: [c_out, K + 1] */
-  float *chunk0; /* per-chunk areas start here, each cols_len (+ part_len in the backward)
+  float *waug;        /* forward, fused bias: [c_out, K + 1]; BF16: the weight transposed */
+  const uint32_t *ap; /* BF16: the weight packed (strop__bf16_pack_a; the backward's W^T), or
+                         NULL */
+  float *chunk0;      /* per-chunk areas start here, each cols_len (+ part_len in the backward)
                     + ep_len */
-  int64_t per;   /* floats per chunk area */
+  int64_t per;        /* floats per chunk area */
   int chunks, fused, partial;
   int assign;            /* backward: dx is written, not added to */
   int rnd;               /* the exact BF16 fallback: w is the rounded weight, and the chunks
@@ -589,6 +629,13 @@ static void wino_fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
 
 static const float *bwd_epilogue(const conv_job *j, int64_t n, float *buf);
 
+/* 1 (the default): the vdpbf16ps products pack the forward's and the weight gradient's columns
+ * straight from the images where col_pack_ok allows (pack_cols, pack_cols_t), the weight once
+ * per call, and write y (and a pointwise conv's dx) themselves; 0: the path before them —
+ * im2col writes FP32 columns, the weight is transposed and packed per block, the products go
+ * through a buffer. The same bits (tests, bench_big's CONV_PACK=ab, bench_bf16conv). */
+int strop__conv_bf16_direct = 1;
+
 /* dst [cols, rows] (rows ldd apart) = src [rows, cols] (ld lds) transposed: 16 x 16 blocks
  * through registers where AVX-512 runs (the only place the vdpbf16ps path runs) */
 #if defined(__x86_64__) && defined(__GNUC__) && (__GNUC__ >= 10 || defined(__clang__))
@@ -615,11 +662,236 @@ __attribute__((target("avx512f,avx512bw"))) static void transpose(const float *s
     }
   }
 }
+
+/* The forward's columns [K, L] of a block of images (im2col's values, the images side by side)
+ * packed for the product straight from the images (strop__bf16_pack_b_fn): no FP32 columns are
+ * written and read again (col_pack_ok says where). Per half panel (16 columns), each lane's
+ * tap (0, 0) and the runs of lanes whose sources lie in one line: one image where stride 1 and
+ * the output as wide as the input make its rows one line (ResNet's 1x1 and padded 3x3 convs,
+ * P >= 16: two runs at most), else one output row (ow >= 5: four runs at most). Per row k =
+ * (c kh + ki) kw + kj, the lanes whose tap falls inside the image are read run by run: a masked
+ * load at stride 1; at stride 2 the run's even elements, loaded masked and gathered in
+ * registers (vpermt2ps). */
+enum { COL_RUNS = 4, COL_TAPS = 64 };
+
+typedef struct col_pack {
+  const strop__conv2d_dims *d;
+  const float *x; /* the block's first image */
+  int64_t L;      /* its columns, nb P */
+} col_pack;
+
+typedef struct half_lanes {
+  __m512i iy, ix; /* each lane's tap (0, 0): input row and column (outside: the padding) */
+  int nr;
+  __mmask16 m[COL_RUNS]; /* the lanes of each run */
+  int a[COL_RUNS];       /* its first lane */
+  int64_t b[COL_RUNS];   /* its first lane's tap (0, 0), from x */
+  __m512i idx[COL_RUNS]; /* stride 2: lane l takes element 2 (l - a) of the 32 loaded */
+} half_lanes;
+
+/* stride 1, the output as wide as the input: the rows of an image are one line */
+static int col_contig(const strop__conv2d_dims *d) {
+  return d->sh == 1 && d->sw == 1 && d->ow == d->w;
+}
+
+/* the live lanes of h whose tap displaced by (dy, dx) falls inside the image (h x w) */
+__attribute__((target("avx512f"))) static inline __mmask16 tap_mask(const half_lanes *h,
+                                                                    __mmask16 live, int32_t dy,
+                                                                    int32_t dx, __m512i hh,
+                                                                    __m512i ww) {
+  return live & _mm512_cmplt_epu32_mask(_mm512_add_epi32(h->iy, _mm512_set1_epi32(dy)), hh) &
+         _mm512_cmplt_epu32_mask(_mm512_add_epi32(h->ix, _mm512_set1_epi32(dx)), ww);
+}
+
+/* the 16 values of a row of columns at the lanes m (tap_mask) of h, the tap's offset delta */
+__attribute__((target("avx512f,bmi2"))) static inline __m512 cols_row16(const half_lanes *h,
+                                                                        const float *x, int sw,
+                                                                        __mmask16 m,
+                                                                        int64_t delta) {
+  __m512 v = _mm512_setzero_ps();
+  for (int r = 0; r < h->nr; r++) {
+    const __mmask16 mr = m & h->m[r];
+    const float *src = x + h->b[r] + delta;
+    if (sw == 1) {
+      v = _mm512_mask_loadu_ps(v, mr, src - h->a[r]);
+      continue;
+    }
+    const uint32_t e = _pdep_u32((uint32_t)mr >> h->a[r], 0x55555555u);
+    const __m512 lo = _mm512_maskz_loadu_ps((__mmask16)e, src);
+    const __m512 hi = _mm512_maskz_loadu_ps((__mmask16)(e >> 16), src + 16);
+    v = _mm512_mask_mov_ps(v, mr, _mm512_permutex2var_ps(lo, h->idx[r], hi));
+  }
+  return v;
+}
+
+/* hl: the lanes of columns j0 .. j0 + 31 (live: those of the block) */
+__attribute__((target("avx512f"))) static void col_lanes(const strop__conv2d_dims *d, int64_t j0,
+                                                         __mmask32 live, half_lanes hl[2]) {
+  const int64_t P = d->oh * d->ow, W = d->w, CHW = d->c_in * d->h * W;
+  const int contig = col_contig(d), sw = (int)d->sw;
+  int64_t s = j0 / P, oy = j0 % P / d->ow, ox = j0 % P % d->ow; /* column j0's image, output */
+  for (int h = 0; h < 2; h++) {
+    int32_t iy[16], ix[16];
+    hl[h].nr = 0;
+    for (int l = 0; l < 16; l++) {
+      iy[l] = (int32_t)(oy * d->sh - d->ph);
+      ix[l] = (int32_t)(ox * d->sw - d->pw);
+      if (!((live >> (16 * h + l)) & 1u)) continue;
+      /* a run starts at the half's first lane, an image's first column, or (not contiguous)
+       * an output row's */
+      if (l == 0 || (ox == 0 && (!contig || oy == 0))) {
+        const int r = hl[h].nr++;
+        hl[h].m[r] = 0;
+        hl[h].a[r] = l;
+        hl[h].b[r] = s * CHW + iy[l] * W + ix[l];
+        if (sw == 2)
+          hl[h].idx[r] = _mm512_slli_epi32(
+              _mm512_sub_epi32(
+                  _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                  _mm512_set1_epi32(l)),
+              1);
+      }
+      hl[h].m[hl[h].nr - 1] |= (__mmask16)(1u << l);
+      if (++ox == d->ow) {
+        ox = 0;
+        if (++oy == d->oh) oy = 0, s++;
+      }
+    }
+    hl[h].iy = _mm512_loadu_si512(iy);
+    hl[h].ix = _mm512_loadu_si512(ix);
+  }
+}
+
+__attribute__((target("avx512f,avx512bw,bmi2"))) static void pack_cols(const void *ctx,
+                                                                       int64_t j0, uint32_t *p) {
+  const col_pack *cp = ctx;
+  const strop__conv2d_dims *d = cp->d;
+  const int64_t P = d->oh * d->ow, W = d->w, HW = d->h * W, CHW = d->c_in * HW, K = kdim(d);
+  const int64_t kp = (K + 1) / 2;
+  const int sw = (int)d->sw;
+  const __mmask32 live = strop__lanes32(cp->L - j0);
+  if (is_pointwise(d)) { /* row k is channel k, every tap inside: per half, one or two runs */
+    const float *b0[2], *b1[2];
+    __mmask16 m0[2], m1[2];
+    for (int h = 0; h < 2; h++) {
+      const int64_t j = j0 + 16 * h, s = j / P, r = j % P, n0 = P - r < 16 ? P - r : 16;
+      const __mmask16 lv = (__mmask16)(live >> (16 * h));
+      m0[h] = lv & (__mmask16)((1u << n0) - 1u);
+      m1[h] = lv & (__mmask16) ~((1u << n0) - 1u);
+      b0[h] = cp->x + s * CHW + r;        /* lane l reads b0[l] */
+      b1[h] = cp->x + (s + 1) * CHW - n0; /* and past the image's edge b1[l] */
+    }
+    for (int64_t q = 0; q < kp; q++) {
+      __m512 v[2][2];
+      for (int t = 0; t < 2; t++)
+        for (int h = 0; h < 2; h++) {
+          const int64_t k = 2 * q + t;
+          v[t][h] = _mm512_setzero_ps();
+          if (k >= K) continue;
+          v[t][h] = _mm512_maskz_loadu_ps(m0[h], b0[h] + k * HW);
+          if (m1[h]) v[t][h] = _mm512_mask_loadu_ps(v[t][h], m1[h], b1[h] + k * HW);
+        }
+      _mm512_store_si512(p + q * 32, strop__pairs16_ps(v[0][0], v[1][0]));
+      _mm512_store_si512(p + q * 32 + 16, strop__pairs16_ps(v[0][1], v[1][1]));
+    }
+    return;
+  }
+  half_lanes hl[2];
+  col_lanes(d, j0, live, hl);
+  const __mmask16 lv0 = (__mmask16)live, lv1 = (__mmask16)(live >> 16);
+  const __m512i hh = _mm512_set1_epi32((int32_t)d->h), ww = _mm512_set1_epi32((int32_t)W);
+  const float *x = cp->x;
+  /* each tap's lanes inside the image, per half: the same for every input channel */
+  const int taps = (int)(d->kh * d->kw);
+  __mmask16 tm[2][COL_TAPS];
+  int64_t toff[COL_TAPS];
+  for (int t = 0; t < taps; t++) {
+    const int32_t dy = (int32_t)(t / d->kw * d->dh), dx = (int32_t)(t % d->kw * d->dw);
+    tm[0][t] = tap_mask(&hl[0], lv0, dy, dx, hh, ww);
+    tm[1][t] = tap_mask(&hl[1], lv1, dy, dx, hh, ww);
+    toff[t] = dy * W + dx;
+  }
+  int64_t c = 0;
+  int t = 0; /* row 2q's input channel and tap */
+  for (int64_t q = 0; q < kp; q++) {
+    int64_t delta = c * HW + toff[t];
+    const __m512 a0 = cols_row16(&hl[0], x, sw, tm[0][t], delta);
+    const __m512 a1 = cols_row16(&hl[1], x, sw, tm[1][t], delta);
+    if (++t == taps) t = 0, c++;
+    __m512 b0 = _mm512_setzero_ps(), b1 = b0;
+    if (2 * q + 1 < K) {
+      delta = c * HW + toff[t];
+      b0 = cols_row16(&hl[0], x, sw, tm[0][t], delta);
+      b1 = cols_row16(&hl[1], x, sw, tm[1][t], delta);
+      if (++t == taps) t = 0, c++;
+    }
+    _mm512_store_si512(p + q * 32, strop__pairs16_ps(a0, b0));
+    _mm512_store_si512(p + q * 32 + 16, strop__pairs16_ps(a1, b1));
+  }
+}
+
+/* The weight gradient's columns read transposed (dW = dY cols^T: op(B) = cols^T, as
+ * strop__bf16_gemm_f32 packs B stored [K, L] with tb 1) straight from the images: the panel's
+ * 32 taps j0 .. j0 + 31, each a row of 32 columns at a time read as pack_cols reads them,
+ * rounded into 16 pairs of neighbouring columns; 16 taps' pairs transposed (16 x 16). */
+__attribute__((target("avx512f,avx512bw,bmi2"))) static void pack_cols_t(const void *ctx,
+                                                                         int64_t j0,
+                                                                         uint32_t *p) {
+  const col_pack *cp = ctx;
+  const strop__conv2d_dims *d = cp->d;
+  const int64_t W = d->w, HW = d->h * W, K = kdim(d), kp = (cp->L + 1) / 2;
+  const int sw = (int)d->sw, nt = K - j0 < 32 ? (int)(K - j0) : 32;
+  int32_t ty[32], tx[32];
+  int64_t tdel[32];
+  for (int c = 0; c < nt; c++) { /* tap k = (ci kh + ki) kw + kj */
+    const int64_t k = j0 + c, kj = k % d->kw, ki = k / d->kw % d->kh, ci = k / (d->kw * d->kh);
+    ty[c] = (int32_t)(ki * d->dh);
+    tx[c] = (int32_t)(kj * d->dw);
+    tdel[c] = ci * HW + ty[c] * W + tx[c];
+  }
+  const __m512i hh = _mm512_set1_epi32((int32_t)d->h), ww = _mm512_set1_epi32((int32_t)W);
+  for (int64_t q0 = 0; q0 < kp; q0 += 16) {
+    const __mmask32 live = strop__lanes32(cp->L - 2 * q0);
+    half_lanes hl[2];
+    col_lanes(d, 2 * q0, live, hl);
+    const int64_t nq = kp - q0 < 16 ? kp - q0 : 16;
+    for (int h = 0; h < 2; h++) {
+      __m512i t[16];
+      for (int c = 0; c < 16; c++) {
+        const int tc = 16 * h + c;
+        if (tc >= nt) {
+          t[c] = _mm512_setzero_si512();
+          continue;
+        }
+        const __m512 v0 = cols_row16(&hl[0], cp->x, sw,
+                                     tap_mask(&hl[0], (__mmask16)live, ty[tc], tx[tc], hh, ww),
+                                     tdel[tc]);
+        const __m512 v1 = cols_row16(
+            &hl[1], cp->x, sw, tap_mask(&hl[1], (__mmask16)(live >> 16), ty[tc], tx[tc], hh, ww),
+            tdel[tc]);
+        t[c] = _mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm512_cvtepi32_epi16(strop__rne16(_mm512_castps_si512(v0)))),
+            _mm512_cvtepi32_epi16(strop__rne16(_mm512_castps_si512(v1))), 1);
+      }
+      strop__transpose16(t);
+      for (int64_t q = 0; q < nq; q++) _mm512_store_si512(p + (q0 + q) * 32 + 16 * h, t[q]);
+    }
+  }
+}
 #else
 static void transpose(const float *src, int64_t rows, int64_t cols, int64_t lds, float *dst,
                       int64_t ldd) {
   for (int64_t i = 0; i < rows; i++)
     for (int64_t c = 0; c < cols; c++) dst[c * ldd + i] = src[i * lds + c];
+}
+typedef struct col_pack {
+  const strop__conv2d_dims *d;
+  const float *x;
+  int64_t L;
+} col_pack;
+static void pack_cols(const void *ctx, int64_t j0, uint32_t *p) { (void)ctx, (void)j0, (void)p; }
+static void pack_cols_t(const void *ctx, int64_t j0, uint32_t *p) {
+  (void)ctx, (void)j0, (void)p;
 }
 #endif
 
@@ -635,24 +907,43 @@ static void bf16_fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   float *base = j->chunk0 + chunk * j->per;
   float *raw = j->ep && j->ep->pool ? base : NULL;
   float *cols = base + ep_len(d, 0, j->ep);
-  float *cbuf = cols + r16(K * nbm * P);
-  void *work = cbuf + r16(CO * nbm * P);
+  float *cbuf = cols + (fwd_cols_needed(d, nbm) ? r16(K * nbm * P) : 0);
+  void *work = cbuf + (fwd_cbuf_needed(d, nbm, j->ep) ? r16(CO * nbm * P) : 0);
   const int pw = is_pointwise(d);
+  const int direct = j->ap && !fwd_cols_needed(d, nbm);
   for (int64_t n0 = lo; n0 < hi; n0 += nbm) {
     const int64_t nb = hi - n0 < nbm ? hi - n0 : nbm, L = nb * P;
-    const float *bm = cols;
-    for (int64_t s = 0; s < nb; s++) {
-      const float *xn = j->x + (n0 + s) * d->c_in * HW;
-      if (!pw) im2col(d, xn, cols + s * P, L);
-      else if (nb == 1) bm = xn;
-      else
-        for (int64_t c = 0; c < d->c_in; c++)
-          memcpy(cols + c * L + s * P, xn + c * P, sizeof(float) * (size_t)P);
+    /* the product straight into y (or a lone image's raw output) with the bias, when its
+     * tiles cross one image's edge at most */
+    float *to = !j->ap || (nb > 1 && (raw || P < 32)) ? NULL : raw ? raw : j->y + n0 * CO * P;
+    const strop__bf16_c_layout lay = {P, CO * P, j->b};
+    float *c = to ? to : nb > 1 ? cbuf : raw ? raw : j->y + n0 * CO * P;
+    const strop__bf16_c_layout *cl = to ? &lay : NULL;
+    const int64_t ldc = to ? P : L;
+    if (direct) {
+      const col_pack cp = {d, j->x + n0 * d->c_in * HW, L};
+      strop__bf16_gemm_f32_packed(CO, L, K, j->ap, NULL, 0, pack_cols, &cp, 0.0f, c, ldc, cl,
+                                  work);
+    } else {
+      const float *bm = cols;
+      for (int64_t s = 0; s < nb; s++) {
+        const float *xn = j->x + (n0 + s) * d->c_in * HW;
+        if (!pw) im2col(d, xn, cols + s * P, L);
+        else if (nb == 1) bm = xn;
+        else
+          for (int64_t ch = 0; ch < d->c_in; ch++)
+            memcpy(cols + ch * L + s * P, xn + ch * P, sizeof(float) * (size_t)P);
+      }
+      if (j->ap)
+        strop__bf16_gemm_f32_packed(CO, L, K, j->ap, bm, L, NULL, NULL, 0.0f, c, ldc, cl, work);
+      else strop__bf16_gemm_f32(1, 0, CO, L, K, j->waug, CO, bm, L, 0.0f, c, L, work);
     }
-    float *c = nb > 1 ? cbuf : raw ? raw : j->y + n0 * CO * P;
-    strop__bf16_gemm_f32(1, 0, CO, L, K, j->waug, CO, bm, L, 0.0f, c, L, work);
     for (int64_t s = 0; s < nb; s++) {
       float *yn = raw ? raw : j->y + (n0 + s) * CO * P;
+      if (to) {
+        fwd_epilogue(j, n0 + s, yn);
+        continue;
+      }
       for (int64_t o = 0; o < CO; o++) {
         const float bo = j->b ? j->b[o] : 0.0f, *src = c + o * L + s * P;
         float *dst = yn + o * P;
@@ -701,9 +992,17 @@ static void bf16_bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
         for (int64_t o = 0; o < CO; o++)
           memcpy(dyb + o * L + s * P, dyn + o * P, sizeof(float) * (size_t)P);
     }
-    if (j->dx) {
+    if (j->dx && j->ap && pw && (nb == 1 || P >= 32)) {
+      /* pointwise, the weight packed once: the product writes (or adds into) the image
+       * gradients themselves */
+      const strop__bf16_c_layout lay = {P, CI * HW, NULL};
+      strop__bf16_gemm_f32_packed(K, L, CO, j->ap, g, L, NULL, NULL, j->assign ? 0.0f : 1.0f,
+                                  j->dx + n0 * CI * HW, P, &lay, work);
+    } else if (j->dx) {
       /* pointwise: the columns are the image gradients' rows themselves */
-      strop__bf16_gemm_f32(1, 0, K, L, CO, j->w, K, g, L, 0.0f, cols, L, work);
+      if (j->ap)
+        strop__bf16_gemm_f32_packed(K, L, CO, j->ap, g, L, NULL, NULL, 0.0f, cols, L, NULL, work);
+      else strop__bf16_gemm_f32(1, 0, K, L, CO, j->w, K, g, L, 0.0f, cols, L, work);
       for (int64_t s = 0; s < nb; s++) {
         float *dxn = j->dx + (n0 + s) * CI * HW;
         if (pw) {
@@ -721,6 +1020,11 @@ static void bf16_bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
       /* dY [CO, L] times the columns [K, L] read transposed: the product packs both operands
        * from these layouts itself, so no transposed copies (pointwise: a lone image's rows
        * are its columns) */
+      if ((!pw || nb > 1) && col_pack_ok(d, nbm)) { /* the columns packed from the images */
+        const col_pack cp = {d, j->x + n0 * CI * HW, L};
+        strop__bf16_gemm_f32_packb(0, CO, K, L, g, L, pack_cols_t, &cp, 1.0f, dw, K, work);
+        continue;
+      }
       const float *bc = cols;
       for (int64_t s = 0; s < nb; s++) {
         const float *xn = j->x + (n0 + s) * CI * HW;
@@ -918,10 +1222,15 @@ void strop__conv2d_forward_filtered(const strop__conv2d_dims *d, const float *x,
                 .ep = ep,
                 .pd = image_pool(d, ep)};
   const int bm = bf16_mode(d);
-  if (bm == 1) { /* the weight transposed, [K, c_out], which the product packs per block */
-    transpose(w, d->c_out, K, K, scratch, d->c_out);
-    j.waug = scratch;
-    j.chunk0 = scratch + r16(K * d->c_out);
+  if (bm == 1) {
+    if (strop__conv_bf16_direct) { /* the weight rounded and packed once for every block */
+      strop__bf16_pack_a(0, d->c_out, K, w, K, (uint32_t *)(void *)scratch);
+      j.ap = (const uint32_t *)(const void *)scratch;
+    } else { /* the weight transposed, [K, c_out], which the product packs per block */
+      transpose(w, d->c_out, K, K, scratch, d->c_out);
+      j.waug = scratch;
+    }
+    j.chunk0 = scratch + bf16_w_len(d);
     j.per = bf16_chunk_len(d, 0, chunks, ep);
     strop__par_run(chunks, d->n, bf16_fwd_chunk, &j);
     return;
@@ -1187,7 +1496,12 @@ static void conv2d_backward(const strop__conv2d_dims *d, const float *x, const f
   if (bm == 1) {
     j.partial = (dw || db) && chunks > 1;
     if (db) j.ones = fill_ones(d, scratch);
-    j.chunk0 = scratch + ones_len(d);
+    j.chunk0 = scratch + ones_len(d) + bf16_wt_len(d);
+    if (dx && strop__conv_bf16_direct) { /* W^T [K, c_out] packed once for every block */
+      uint32_t *ap = (uint32_t *)(void *)(scratch + ones_len(d));
+      strop__bf16_pack_a(1, kdim(d), d->c_out, w, kdim(d), ap);
+      j.ap = ap;
+    }
     j.per = bf16_chunk_len(d, 1, chunks, ep);
     strop__par_run(chunks, d->n, bf16_bwd_chunk, &j);
     if (j.partial) strop__par_for(d->c_out, 8, bwd_reduce_range, &j);

@@ -49,6 +49,12 @@ extern int strop__conv_depthwise_direct;
  * image per product. */
 extern int strop__conv_batch;
 
+/* Tests and benches: 1 (the default) packs the BF16 convs' columns for vdpbf16ps straight from
+ * the images (forward and weight gradient), the weight once per call, and has the products
+ * write y (and a pointwise conv's dx) themselves; 0 runs the path before (im2col's FP32 columns,
+ * the weight packed per block, products through a buffer): the same bits. */
+extern int strop__conv_bf16_direct;
+
 /* The forward, input gradient and weight gradient of 3x3 stride-1 dilation-1 ungrouped convs
  * (the input gradient also needs padding <= 2): -1 (the default) follows
  * STROP_WINOGRAD in the environment ("0" never, "2" / "4" F(2x2, 3x3) / F(4x4, 3x3) on every
