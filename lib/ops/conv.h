@@ -49,6 +49,12 @@ extern int strop__conv_depthwise_direct;
  * image per product. */
 extern int strop__conv_batch;
 
+/* Tests and benches: 1 (the default) runs the FP32 lowered backward of the convs with more
+ * output channels than output positions a block of images per product, the products split
+ * across threads instead of the images (ops/conv.c: bwd_block); 0 an image per product, each
+ * chunk summing its own weight gradient. */
+extern int strop__conv_batch_backward;
+
 /* The forward, input gradient and weight gradient of 3x3 stride-1 dilation-1 ungrouped convs
  * (the input gradient also needs padding <= 2): -1 (the default) follows
  * STROP_WINOGRAD in the environment ("0" never, "2" / "4" F(2x2, 3x3) / F(4x4, 3x3) on every
