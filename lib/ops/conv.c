@@ -226,20 +226,19 @@ static int64_t fwd_cols_len(const strop__conv2d_dims *d, int chunks) {
  * rather than its images (bwd_batched): with an image per chunk, every chunk packed the whole
  * weight for a few columns of the input gradient, summed a weight gradient of inner dimension
  * P into its own partial [c_out, K] (cleared, then added up after), and at batch 8 on 2
- * threads each thread had four images of 49 positions. Blocks of at least BWD_COLS columns
- * (and as many as output channels), at most the batch; the block depends on d alone. */
+ * threads each thread had four images of 49 positions. The batch splits into as few blocks of
+ * equal size as keep each within BWD_COLS columns (or one image): ResNet-50's 7 x 7 stage at
+ * batch 8 is one block, its 14 x 14 stage two of four images. The block depends on d alone. */
 int strop__conv_batch_backward = 1;
-enum { BWD_COLS = 512 };
+enum { BWD_COLS = 1024 };
 
 static int64_t bwd_block(const strop__conv2d_dims *d) {
   const int64_t P = d->oh * d->ow;
   if (!strop__conv_batch_backward || d->groups != 1 || d->bf16 || P <= 0 || d->c_out <= P ||
-      wino_m(d))
+      wino_m(d) || d->n < 1)
     return 0;
-  const int64_t want = d->c_out > BWD_COLS ? d->c_out : BWD_COLS;
-  int64_t nb = (want + P - 1) / P;
-  if (nb > d->n) nb = d->n;
-  return nb < 1 ? 1 : nb;
+  const int64_t blocks = (d->n * P + BWD_COLS - 1) / BWD_COLS;
+  return (d->n + blocks - 1) / blocks;
 }
 /* a block's output gradient [c_out, L] and columns [K + 1, L] (the bias gradient's ones in the
  * last row), then per chunk the epilogue's area */
