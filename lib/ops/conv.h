@@ -102,7 +102,9 @@ void strop__conv2d_forward_filtered(const strop__conv2d_dims *d, const float *x,
  * db; any of the three may be NULL (not wanted). With chunks > 1 the weight and bias gradients
  * are summed per chunk, then the chunks in order: deterministic for a given chunk count. The
  * convs whose forward runs Winograd (strop__conv_winograd) take their weight and bias
- * gradients from Winograd F(3x3, m x m) too, the same bits at any chunk count. */
+ * gradients from Winograd F(3x3, m x m) too, and the FP32 lowered convs with more output
+ * channels than positions (strop__conv_batch_backward) from products over blocks of images:
+ * both the same bits at any chunk count. */
 /* With an epilogue, dy is the gradient of the epilogue's output and ep carries the forward's
  * argmax and output. */
 void strop__conv2d_backward(const strop__conv2d_dims *d, const float *x, const float *w,
