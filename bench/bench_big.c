@@ -26,7 +26,10 @@
  * the same bits; CONV_BATCH=ab alternates FP32 convs of small images an image per product and
  * batched (strop__conv_batch; batched_cpu_speedup > 1: batching is faster); CONV_PACK=ab
  * alternates the BF16 convs' columns written by im2col and packed straight from the images
- * (strop__conv_bf16_direct, the same bits; with COMPUTE_DTYPE=bf16). Frozen and LoRA
+ * (strop__conv_bf16_direct, the same bits; with COMPUTE_DTYPE=bf16); CONV_BWD=ab the FP32
+ * lowered conv backward of those convs an image per product in each chunk and batched with its
+ * products split over the threads (strop__conv_batch_backward; CONV_BWD=0: per chunk only).
+ * Frozen and LoRA
  * rows load with STROP_LOAD_FROZEN | STROP_LOAD_MMAP: the frozen base is read straight from
  * the mapped file (docs/performance.md); MMAP=0 copies it.
  *
@@ -69,8 +72,9 @@ static int64_t env_int(const char *k, int64_t def) {
  * kernels' statistics one row at a time (0) or strop__rows_together's default rows side by side
  * (1): the same bits; an image per conv product (0) or small images batched (1,
  * strop__conv_batch); the BF16 convs' im2col path (0) or their columns packed straight from
- * the images (1, strop__conv_bf16_direct): the same bits. */
-enum { AB_DTYPE, AB_FUSED, AB_ROWS, AB_CONV, AB_PACK };
+ * the images (1, strop__conv_bf16_direct): the same bits; the FP32 conv backward per chunk (0)
+ * or batched (1, strop__conv_batch_backward). */
+enum { AB_DTYPE, AB_FUSED, AB_ROWS, AB_CONV, AB_PACK, AB_CONV_BWD };
 
 static void ab_set(strop_model *m, int what, int d) {
   static int rows_default = 0;
@@ -79,6 +83,7 @@ static void ab_set(strop_model *m, int what, int d) {
   else if (what == AB_ROWS) strop__rows_together = d ? rows_default : 1;
   else if (what == AB_CONV) strop__conv_batch = d;
   else if (what == AB_PACK) strop__conv_bf16_direct = d;
+  else if (what == AB_CONV_BWD) strop__conv_batch_backward = d;
   else bench_must(strop_model_set_compute_dtype(m, d), "compute dtype");
 }
 
@@ -220,16 +225,21 @@ int main(int argc, char **argv) {
   /* interleaved A/B: 0 / 1 are FP32 / BF16 products, the unfused / fused LM-head step, the
    * row kernels one row / several rows at a time, or convs an image per product / batched */
   const char *kab = getenv("KERNELS"), *cba = getenv("CONV_BATCH"), *cpk = getenv("CONV_PACK");
+  const char *cbb = getenv("CONV_BWD");
   const int ab_fused = fab && !strcmp(fab, "ab"), ab_rows = kab && !strcmp(kab, "ab");
   const int ab_conv = cba && !strcmp(cba, "ab"), ab_pack = cpk && !strcmp(cpk, "ab");
-  const int ab = ab_fused || ab_rows || ab_conv || ab_pack || (cdt && !strcmp(cdt, "ab"));
+  const int ab_cbwd = cbb && !strcmp(cbb, "ab");
+  const int ab = ab_fused || ab_rows || ab_conv || ab_pack || ab_cbwd ||
+                 (cdt && !strcmp(cdt, "ab"));
   const int what = ab_fused  ? AB_FUSED
                    : ab_rows ? AB_ROWS
                    : ab_conv ? AB_CONV
                    : ab_pack ? AB_PACK
+                   : ab_cbwd ? AB_CONV_BWD
                              : AB_DTYPE;
   if (cdt && !strcmp(cdt, "bf16"))
     bench_must(strop_model_set_compute_dtype(m, STROP_DTYPE_BF16), "compute dtype");
+  if (cbb && !strcmp(cbb, "0")) strop__conv_batch_backward = 0;
   if (getenv("FUSED_ROWS")) strop__fused_loss_rows = env_int("FUSED_ROWS", 0);
   if (getenv("ROWS_TOGETHER")) strop__rows_together = (int)env_int("ROWS_TOGETHER", 1);
   size_t planned = 0, est[4] = {0, 0, 0, 0};
@@ -279,11 +289,10 @@ int main(int argc, char **argv) {
         if (dc < bc[d]) bc[d] = dc;
         if (r < 64) rc[r][d] = dc;
       }
-    static const char *const names[5][3] = {{"f32", "bf16", "compute_dtype"},
-                                            {"unfused", "fused", "fused_loss"},
-                                            {"rows1", "rows", "kernels"},
-                                            {"per_image", "batched", "conv_batch"},
-                                            {"im2col", "direct", "conv_pack"}};
+    static const char *const names[6][3] = {
+        {"f32", "bf16", "compute_dtype"},  {"unfused", "fused", "fused_loss"},
+        {"rows1", "rows", "kernels"},      {"per_image", "batched", "conv_batch"},
+        {"im2col", "direct", "conv_pack"}, {"per_chunk", "batched", "conv_bwd"}};
     const char *a = names[what][0], *b = names[what][1];
     printf("RESULT impl=strop row=%s threads=%d batch=%lld tokens=%lld %s=ab "
            "%s_step_ms=%.1f %s_step_ms=%.1f %s_speedup=%.3f %s_cpu_ms=%.1f "

@@ -3,6 +3,7 @@
  * depthwise, 1x1), maxpool2d, avgpool2d, global_avgpool, batchnorm1d/2d (train, eval, frozen
  * statistics). Forward reference values, finite differences, PyTorch parity through
  * tests/fixtures/layers/conv_*.safetensors (tests/fixtures/gen_conv.py) and errors. */
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -151,6 +152,97 @@ START_TEST(batched_forward_matches_per_image) {
         free(w);
         free(b);
       }
+}
+END_TEST
+
+/* The FP32 lowered backward of the same convs runs a block of images per product, split over
+ * the products instead of the images (strop__conv_batch_backward): dx, dw and db within FP32
+ * rounding of an image per product (the k sums split differently: within the bound of each
+ * path's summation error), and bit for bit the same at
+ * 1, 2 and 3 threads. With a fused bias (3x3), without one (1x1), strided, padded and not,
+ * two blocks with a short last one (the 12x12 case: 6 and 5 images), a relu and a relu and
+ * max-pool epilogue, dx added to and assigned. */
+START_TEST(batched_backward_matches_per_image) {
+  static const strop__conv2d_dims cases[] = {
+      /* n, c_in, h, w, c_out, kh, kw, sh, sw, ph, pw, dh, dw, groups */
+      {5, 6, 4, 4, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0},
+      {7, 9, 3, 3, 20, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 0},
+      {6, 5, 8, 7, 40, 1, 1, 2, 2, 0, 0, 1, 1, 1, 0, 0, 0},
+      {3, 4, 5, 6, 33, 3, 3, 2, 2, 1, 1, 1, 1, 1, 0, 0, 0},
+      {23, 3, 5, 5, 30, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0},
+      {4, 7, 6, 5, 26, 2, 3, 2, 1, 0, 1, 1, 2, 1, 0, 0, 0},
+      {11, 2, 12, 12, 150, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0},
+  };
+  static const int threads[3] = {1, 2, 3};
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++)
+    for (int e = 0; e < 3; e++)
+      for (int assign = 0; assign < 2; assign++) {
+        strop__conv2d_dims d = cases[k];
+        strop__conv2d_out_size(&d);
+        strop__conv2d_epilogue ep;
+        memset(&ep, 0, sizeof ep);
+        ep.relu = e > 0;
+        ep.pool = e == 2;
+        ep.pd.kh = ep.pd.kw = ep.pd.sh = ep.pd.sw = 2;
+        ep.pd.dh = ep.pd.dw = 1;
+        ep.pd.oh = strop__conv_out_len(d.oh, 2, 2, 0, 1);
+        ep.pd.ow = strop__conv_out_len(d.ow, 2, 2, 0, 1);
+        const size_t nx = (size_t)(d.n * d.c_in * d.h * d.w);
+        const size_t nw = (size_t)(d.c_out * d.c_in * d.kh * d.kw), nb = (size_t)d.c_out;
+        const size_t ny = (size_t)(d.n * d.c_out * (e == 2 ? ep.pd.oh * ep.pd.ow : d.oh * d.ow));
+        float *x = malloc(nx * 4), *w = malloc(nw * 4), *b = malloc(nb * 4);
+        float *y = malloc(ny * 4), *dy = malloc(ny * 4);
+        int32_t *am = malloc(ny * sizeof(int32_t));
+        for (size_t i = 0; i < nx; i++) x[i] = sinf(0.37f * (float)i);
+        for (size_t i = 0; i < nw; i++) w[i] = cosf(0.11f * (float)i) * 0.3f;
+        for (size_t i = 0; i < nb; i++) b[i] = 0.05f * (float)(i % 5) - 0.1f;
+        for (size_t i = 0; i < ny; i++) dy[i] = cosf(0.23f * (float)i + 0.5f);
+        ep.argmax = am;
+        ep.y = y;
+        float *g[4][3]; /* per image at 1 thread, batched at 1, 2 and 3 threads: dx, dw, db */
+        for (int r = 0; r < 4; r++) {
+          strop__conv_batch_backward = r > 0;
+          ck_assert_int_eq(strop_set_num_threads(r ? threads[r - 1] : 1), STROP_OK);
+          const int chunks = strop__par_chunks(r ? threads[r - 1] : 1, d.n, 1);
+          const size_t fl = strop__conv2d_scratch_floats(&d, 1, chunks, e ? &ep : NULL),
+                       ff = strop__conv2d_scratch_floats(&d, 0, chunks, e ? &ep : NULL);
+          float *sc = aligned_alloc(64, ((fl > ff ? fl : ff) * 4 + 63) / 64 * 64);
+          strop__conv2d_forward(&d, x, w, b, y, sc, chunks, e ? &ep : NULL);
+          g[r][0] = malloc(nx * 4), g[r][1] = malloc(nw * 4), g[r][2] = malloc(nb * 4);
+          for (size_t i = 0; i < nx; i++) g[r][0][i] = assign ? NAN : 0.25f;
+          for (size_t i = 0; i < nw; i++) g[r][1][i] = 0.5f;
+          for (size_t i = 0; i < nb; i++) g[r][2][i] = -0.5f;
+          if (assign)
+            strop__conv2d_backward_assign(&d, x, w, dy, g[r][0], g[r][1], g[r][2], sc, chunks,
+                                          e ? &ep : NULL);
+          else
+            strop__conv2d_backward(&d, x, w, dy, g[r][0], g[r][1], g[r][2], sc, chunks,
+                                   e ? &ep : NULL);
+          free(sc);
+        }
+        strop__conv_batch_backward = 1;
+        const size_t cnt[3] = {nx, nw, nb};
+        /* each path's error is within the bound of a sum of T terms of at most A each,
+         * T A FLT_EPSILON (|x|, |dy| <= 1, |w| <= 0.3): dx sums c_out kh kw of them, dw and db
+         * n oh ow */
+        const double T[3] = {(double)(d.c_out * d.kh * d.kw), (double)(d.n * d.oh * d.ow),
+                             (double)(d.n * d.oh * d.ow)};
+        const double A[3] = {0.3, 1.0, 1.0};
+        for (int v = 0; v < 3; v++) {
+          double err = 0;
+          for (size_t i = 0; i < cnt[v]; i++)
+            err = fmax(err, fabs((double)g[1][v][i] - g[0][v][i]));
+          ck_assert_msg(err <= 2 * T[v] * A[v] * FLT_EPSILON,
+                        "case %zu ep %d assign %d grad %d: error %.3g", k, e, assign, v, err);
+          for (int r = 2; r < 4; r++)
+            ck_assert_msg(!memcmp(g[1][v], g[r][v], cnt[v] * 4),
+                          "case %zu ep %d grad %d: differs at %d threads", k, e, v,
+                          threads[r - 1]);
+        }
+        for (int r = 0; r < 4; r++) free(g[r][0]), free(g[r][1]), free(g[r][2]);
+        free(x), free(w), free(b), free(y), free(dy), free(am);
+      }
+  ck_assert_int_eq(strop_set_num_threads(0), STROP_OK);
 }
 END_TEST
 
@@ -1624,6 +1716,7 @@ static Suite *suite(void) {
   TCase *tc = tcase_create("forward");
   tcase_add_test(tc, conv_forward_reference);
   tcase_add_test(tc, batched_forward_matches_per_image);
+  tcase_add_test(tc, batched_backward_matches_per_image);
   tcase_add_test(tc, pool_forward_reference);
   tcase_add_test(tc, bn_forward_reference);
   tcase_add_test(tc, bn_kernels_match_serial);

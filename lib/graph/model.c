@@ -1759,7 +1759,9 @@ static strop_status backward_impl(strop_model *m, const float *dout,
       } else if (m->upstream_trainable[k]) {
         if (!m->grads[k]) {
           size_t b = strop__shape_numel(&m->acts[k].shape) * sizeof(float) * (size_t)m->batch;
-          /* a sole consumer that can write its input gradient outright skips the zeroing */
+          /* a sole consumer that can write its input gradient outright skips the zeroing; the
+           * others' is split over the threads (a residual block's input, read by the block and
+           * by its sum, is 26 MB at ResNet-50's batch 8: a serial pass the workers waited on) */
           x.din_assign = (nd->vt->flags & STROP__LAYER_ASSIGNS_DIN) && nd->n_in == 1 &&
                          m->consumers[k] == 1;
           int best = -1;
@@ -1767,7 +1769,7 @@ static strop_status backward_impl(strop_model *m, const float *dout,
             /* where the plan put it (taken here, as planned) */
             m->grads[k] = (float *)(m->plan_base + m->plan_off[nn + k]);
             gbytes[k] = b;
-            if (!x.din_assign) memset(m->grads[k], 0, b);
+            if (!x.din_assign) strop__par_zero(m->grads[k], b / sizeof(float));
           } else {
             for (int q = 0; q < n_spares; q++)
               if (spares[q].bytes >= b && (best < 0 || spares[q].bytes < spares[best].bytes))
@@ -1779,10 +1781,10 @@ static strop_status backward_impl(strop_model *m, const float *dout,
             m->grads[k] = spares[best].p;
             gbytes[k] = spares[best].bytes;
             spares[best] = spares[--n_spares];
-            if (!x.din_assign) memset(m->grads[k], 0, b);
+            if (!x.din_assign) strop__par_zero(m->grads[k], b / sizeof(float));
           } else {
-            m->grads[k] = x.din_assign ? strop__arena_alloc(&m->arena, b)
-                                       : strop__arena_calloc(&m->arena, b);
+            m->grads[k] = strop__arena_alloc(&m->arena, b);
+            if (m->grads[k] && !x.din_assign) strop__par_zero(m->grads[k], b / sizeof(float));
             gbytes[k] = b;
           }
           if (!m->grads[k]) return strop__err(STROP_E_NOMEM, "backward: out of memory");
@@ -1790,7 +1792,7 @@ static strop_status backward_impl(strop_model *m, const float *dout,
           /* taken before a recompute, not written yet: as if taken now */
           x.din_assign = (nd->vt->flags & STROP__LAYER_ASSIGNS_DIN) && nd->n_in == 1 &&
                          m->consumers[k] == 1;
-          if (!x.din_assign) memset(m->grads[k], 0, act_bytes(m, k));
+          if (!x.din_assign) strop__par_zero(m->grads[k], act_bytes(m, k) / sizeof(float));
           reg.reserved[k] = 0;
         }
         din[j] = m->grads[k];

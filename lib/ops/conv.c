@@ -221,6 +221,33 @@ static int64_t fwd_cols_len(const strop__conv2d_dims *d, int chunks) {
   return nb == 1 ? cols_len(d) : r16((kdim(d) + 1) * L) + r16(d->c_out * L);
 }
 
+/* The FP32 lowered backward of the same convs (more output channels than an image has
+ * positions, not Winograd's) runs blocks of images as well, and splits each block's products
+ * rather than its images (bwd_batched): with an image per chunk, every chunk packed the whole
+ * weight for a few columns of the input gradient, summed a weight gradient of inner dimension
+ * P into its own partial [c_out, K] (cleared, then added up after), and at batch 8 on 2
+ * threads each thread had four images of 49 positions. The batch splits into as few blocks of
+ * equal size as keep each within BWD_COLS columns (or one image): ResNet-50's 7 x 7 stage at
+ * batch 8 is one block, its 14 x 14 stage two of four images. The block depends on d alone. */
+int strop__conv_batch_backward = 1;
+enum { BWD_COLS = 1024 };
+
+static int64_t bwd_block(const strop__conv2d_dims *d) {
+  const int64_t P = d->oh * d->ow;
+  if (!strop__conv_batch_backward || d->groups != 1 || d->bf16 || P <= 0 || d->c_out <= P ||
+      wino_m(d) || d->n < 1)
+    return 0;
+  const int64_t blocks = (d->n * P + BWD_COLS - 1) / BWD_COLS;
+  return (d->n + blocks - 1) / blocks;
+}
+/* a block's output gradient [c_out, L] and columns [K + 1, L] (the bias gradient's ones in the
+ * last row), then per chunk the epilogue's area */
+static int64_t bwd_block_len(const strop__conv2d_dims *d, int chunks,
+                             const strop__conv2d_epilogue *ep) {
+  const int64_t L = bwd_block(d) * d->oh * d->ow;
+  return r16(d->c_out * L) + r16((kdim(d) + 1) * L) + chunks * ep_len(d, 1, ep);
+}
+
 /* ---- BF16 products (d->bf16) ---- */
 
 /* 1: vdpbf16ps (ungrouped convs where the CPU runs it); 2: the exact fallback, the FP32 lowered
@@ -335,6 +362,7 @@ size_t strop__conv2d_scratch_floats(const strop__conv2d_dims *d, int backward, i
                         ((bw ? cols_len(d) : fwd_cols_len(d, chunks)) + (bw ? part_len(d) : 0) +
                          ep_len(d, (int)bw, ep) + round_chunk_len(d, (int)bw)));
   }
+  if (backward == 1 && bwd_block(d)) return (size_t)bwd_block_len(d, chunks, ep);
   const int m = backward == 1 ? 0 : wino_m(d);
   if (m)
     return (size_t)((backward ? 0 : wino_u_len(d, m)) +
@@ -490,6 +518,7 @@ typedef struct conv_job {
   int mw, first;
   float *wm, *wv, *wy, *wc;
   int64_t wper, n0, nn, T;
+  float *by, *bc; /* batched backward: a block's dY [c_out, L] and columns [K + 1, L] */
   const strop__conv2d_epilogue *ep; /* NULL: none */
   strop__pool2d_dims pd;            /* the epilogue's pool over one image */
 } conv_job;
@@ -1461,6 +1490,80 @@ static void bwd_reduce_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
   }
 }
 
+/* Batched backward, phase 1 of a block (images n0 .. n0 + nn - 1, L = nn P columns): each
+ * image's output gradient (through the epilogue's backward) and, when dW is wanted, its columns
+ * (a pointwise conv's image rows) into column s P of the block's dY and columns. */
+static void bwd_gather(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  const conv_job *j = ctx;
+  const strop__conv2d_dims *d = j->d;
+  const int64_t P = d->oh * d->ow, HW = d->h * d->w, CO = d->c_out, CI = d->c_in;
+  const int64_t L = j->nn * P;
+  for (int64_t s = lo; s < hi; s++) {
+    const int64_t n = j->n0 + s;
+    const float *dyn = j->ep ? bwd_epilogue(j, n, j->chunk0 + chunk * j->per)
+                             : j->dy + n * CO * P;
+    for (int64_t o = 0; o < CO; o++)
+      memcpy(j->by + o * L + s * P, dyn + o * P, sizeof(float) * (size_t)P);
+    if (!j->dw) continue;
+    const float *xn = j->x + n * CI * HW;
+    if (is_pointwise(d))
+      for (int64_t c = 0; c < CI; c++)
+        memcpy(j->bc + c * L + s * P, xn + c * P, sizeof(float) * (size_t)P);
+    else im2col(d, xn, j->bc + s * P, L);
+  }
+}
+
+/* phase 3: the block's input-gradient columns [K, L] back into each image's dx (a pointwise
+ * conv's columns are dx's rows) */
+static void bwd_scatter(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  (void)chunk;
+  const conv_job *j = ctx;
+  const strop__conv2d_dims *d = j->d;
+  const int64_t P = d->oh * d->ow, HW = d->h * d->w, CI = d->c_in, L = j->nn * P;
+  for (int64_t s = lo; s < hi; s++) {
+    float *dxn = j->dx + (j->n0 + s) * CI * HW;
+    if (is_pointwise(d)) {
+      for (int64_t c = 0; c < CI; c++) {
+        if (j->assign) memcpy(dxn + c * P, j->bc + c * L + s * P, sizeof(float) * (size_t)P);
+        else add_into(dxn + c * P, j->bc + c * L + s * P, P);
+      }
+      continue;
+    }
+    if (j->assign) memset(dxn, 0, sizeof(float) * (size_t)(CI * HW));
+    col2im(d, j->bc + s * P, L, dxn);
+  }
+}
+
+/* The FP32 lowered backward of bwd_block's convs, a block of images at a time: dY and the
+ * columns gathered (split over the images), dW += dY cols^T and db += dY 1 as single products
+ * of inner dimension L (strop__sgemm splits them over dW's rows or columns: no partial sums),
+ * the input gradient's columns W^T dY [K, L] into the columns' room, then added back per image.
+ * No sum depends on the split, so every gradient has the same bits at any thread count. */
+static void bwd_batched(conv_job *j, float *scratch) {
+  const strop__conv2d_dims *d = j->d;
+  const int64_t nbm = bwd_block(d), P = d->oh * d->ow, K = kdim(d), CO = d->c_out;
+  j->by = scratch;
+  j->bc = j->by + r16(CO * nbm * P);
+  j->chunk0 = j->bc + r16((K + 1) * nbm * P);
+  j->per = ep_len(d, 1, j->ep);
+  for (j->n0 = 0; j->n0 < d->n; j->n0 += nbm) {
+    j->nn = d->n - j->n0 < nbm ? d->n - j->n0 : nbm;
+    const int64_t L = j->nn * P;
+    const int chunks = strop__par_chunks(j->chunks, j->nn, 1);
+    strop__par_run(chunks, j->nn, bwd_gather, j);
+    if (j->dw) strop__sgemm(0, 1, CO, K, L, 1.0f, j->by, L, j->bc, L, 1.0f, j->dw, K);
+    if (j->db) {
+      float *ones = j->bc + K * L;
+      for (int64_t p = 0; p < L; p++) ones[p] = 1.0f;
+      strop__sgemm(0, 0, CO, 1, L, 1.0f, j->by, L, ones, 1, 1.0f, j->db, 1);
+    }
+    if (j->dx) {
+      strop__sgemm(1, 0, K, L, CO, 1.0f, j->w, K, j->by, L, 0.0f, j->bc, L);
+      strop__par_run(chunks, j->nn, bwd_scatter, j);
+    }
+  }
+}
+
 /* strop__conv2d_backward, and with `assign` dx written instead of added to. */
 static void conv2d_backward(const strop__conv2d_dims *d, const float *x, const float *w,
                             const float *dy, float *dx, float *dw, float *db, float *scratch,
@@ -1505,6 +1608,10 @@ static void conv2d_backward(const strop__conv2d_dims *d, const float *x, const f
     j.per = bf16_chunk_len(d, 1, chunks, ep);
     strop__par_run(chunks, d->n, bf16_bwd_chunk, &j);
     if (j.partial) strop__par_for(d->c_out, 8, bwd_reduce_range, &j);
+    return;
+  }
+  if (!bm && bwd_block(d)) {
+    bwd_batched(&j, scratch);
     return;
   }
   /* [dW | db] accumulated together through the ones row of the columns (not on BF16 values:

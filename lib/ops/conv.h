@@ -55,6 +55,12 @@ extern int strop__conv_batch;
  * the weight packed per block, products through a buffer): the same bits. */
 extern int strop__conv_bf16_direct;
 
+/* Tests and benches: 1 (the default) runs the FP32 lowered backward of the convs with more
+ * output channels than output positions a block of images per product, the products split
+ * across threads instead of the images (ops/conv.c: bwd_block); 0 an image per product, each
+ * chunk summing its own weight gradient. */
+extern int strop__conv_batch_backward;
+
 /* The forward, input gradient and weight gradient of 3x3 stride-1 dilation-1 ungrouped convs
  * (the input gradient also needs padding <= 2): -1 (the default) follows
  * STROP_WINOGRAD in the environment ("0" never, "2" / "4" F(2x2, 3x3) / F(4x4, 3x3) on every
@@ -102,7 +108,9 @@ void strop__conv2d_forward_filtered(const strop__conv2d_dims *d, const float *x,
  * db; any of the three may be NULL (not wanted). With chunks > 1 the weight and bias gradients
  * are summed per chunk, then the chunks in order: deterministic for a given chunk count. The
  * convs whose forward runs Winograd (strop__conv_winograd) take their weight and bias
- * gradients from Winograd F(3x3, m x m) too, the same bits at any chunk count. */
+ * gradients from Winograd F(3x3, m x m) too, and the FP32 lowered convs with more output
+ * channels than positions (strop__conv_batch_backward) from products over blocks of images:
+ * both the same bits at any chunk count. */
 /* With an epilogue, dy is the gradient of the epilogue's output and ep carries the forward's
  * argmax and output. */
 void strop__conv2d_backward(const strop__conv2d_dims *d, const float *x, const float *w,
