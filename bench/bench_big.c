@@ -24,7 +24,10 @@
  * KERNELS=ab alternates the row kernels' statistics one row at a time (rows1) and several
  * rows side by side (rows: strop__rows_together's default, or ROWS_TOGETHER=n) the same way —
  * the same bits; CONV_BATCH=ab alternates FP32 convs of small images an image per product and
- * batched (strop__conv_batch; batched_cpu_speedup > 1: batching is faster). Frozen and LoRA
+ * batched (strop__conv_batch; batched_cpu_speedup > 1: batching is faster); HELD_DOT=ab
+ * alternates the frozen BF16 / int8 weights' products on the exact fallback (widened to FP32,
+ * strop__bf16_impl 1: an int8 base's only path before it was expanded into the vdpbf16ps
+ * panels) and on vdpbf16ps (dot_cpu_speedup > 1: vdpbf16ps is faster). Frozen and LoRA
  * rows load with STROP_LOAD_FROZEN | STROP_LOAD_MMAP: the frozen base is read straight from
  * the mapped file (docs/performance.md); MMAP=0 copies it.
  *
@@ -43,6 +46,7 @@
 #include "benchutil.h"
 #include "graph/graph.h"
 #include "ops/conv.h"
+#include "ops/lowp.h"
 #include "ops/ops.h"
 
 /* the process's CPU time (s): on a shared machine the wall clock also counts the time the
@@ -63,7 +67,7 @@ static int64_t env_int(const char *k, int64_t def) {
  * kernels' statistics one row at a time (0) or strop__rows_together's default rows side by side
  * (1): the same bits; an image per conv product (0) or small images batched (1,
  * strop__conv_batch). */
-enum { AB_DTYPE, AB_FUSED, AB_ROWS, AB_CONV };
+enum { AB_DTYPE, AB_FUSED, AB_ROWS, AB_CONV, AB_HELD };
 
 static void ab_set(strop_model *m, int what, int d) {
   static int rows_default = 0;
@@ -71,6 +75,7 @@ static void ab_set(strop_model *m, int what, int d) {
   if (what == AB_FUSED) strop__fused_loss = d;
   else if (what == AB_ROWS) strop__rows_together = d ? rows_default : 1;
   else if (what == AB_CONV) strop__conv_batch = d;
+  else if (what == AB_HELD) strop__bf16_impl = d ? 0 : 1;
   else bench_must(strop_model_set_compute_dtype(m, d), "compute dtype");
 }
 
@@ -179,11 +184,15 @@ int main(int argc, char **argv) {
   const char *cdt = getenv("COMPUTE_DTYPE"), *fab = getenv("FUSED_LOSS");
   /* interleaved A/B: 0 / 1 are FP32 / BF16 products, the unfused / fused LM-head step, the
    * row kernels one row / several rows at a time, or convs an image per product / batched */
-  const char *kab = getenv("KERNELS"), *cba = getenv("CONV_BATCH");
+  const char *kab = getenv("KERNELS"), *cba = getenv("CONV_BATCH"), *hab = getenv("HELD_DOT");
   const int ab_fused = fab && !strcmp(fab, "ab"), ab_rows = kab && !strcmp(kab, "ab");
-  const int ab_conv = cba && !strcmp(cba, "ab");
-  const int ab = ab_fused || ab_rows || ab_conv || (cdt && !strcmp(cdt, "ab"));
-  const int what = ab_fused ? AB_FUSED : ab_rows ? AB_ROWS : ab_conv ? AB_CONV : AB_DTYPE;
+  const int ab_conv = cba && !strcmp(cba, "ab"), ab_held = hab && !strcmp(hab, "ab");
+  const int ab = ab_fused || ab_rows || ab_conv || ab_held || (cdt && !strcmp(cdt, "ab"));
+  const int what = ab_fused  ? AB_FUSED
+                   : ab_rows ? AB_ROWS
+                   : ab_conv ? AB_CONV
+                   : ab_held ? AB_HELD
+                             : AB_DTYPE;
   if (cdt && !strcmp(cdt, "bf16"))
     bench_must(strop_model_set_compute_dtype(m, STROP_DTYPE_BF16), "compute dtype");
   if (getenv("FUSED_ROWS")) strop__fused_loss_rows = env_int("FUSED_ROWS", 0);
@@ -235,10 +244,11 @@ int main(int argc, char **argv) {
         if (dc < bc[d]) bc[d] = dc;
         if (r < 64) rc[r][d] = dc;
       }
-    static const char *const names[4][3] = {{"f32", "bf16", "compute_dtype"},
+    static const char *const names[5][3] = {{"f32", "bf16", "compute_dtype"},
                                             {"unfused", "fused", "fused_loss"},
                                             {"rows1", "rows", "kernels"},
-                                            {"per_image", "batched", "conv_batch"}};
+                                            {"per_image", "batched", "conv_batch"},
+                                            {"fallback", "dot", "held_dot"}};
     const char *a = names[what][0], *b = names[what][1];
     printf("RESULT impl=strop row=%s threads=%d batch=%lld tokens=%lld %s=ab "
            "%s_step_ms=%.1f %s_step_ms=%.1f %s_speedup=%.3f %s_cpu_ms=%.1f "

@@ -73,22 +73,12 @@ typedef struct gjob {
   uint32_t *bp; /* per chunk one panel of kp x 32 pairs: bp[q 32 + c] */
 } gjob;
 
-/* 16 FP32 values rounded to BF16 in the low half of each lane (strop__bf16_rne_bits, vectorised) */
-BF16_TARGET static inline __m512i rne16(__m512i u) {
-  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-  const __m512i r = _mm512_srli_epi32(
-      _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
-  const __mmask16 nan = _mm512_cmpgt_epu32_mask(
-      _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
-  return _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
-}
-
 /* The pairs (r0[c], r1[c]) of 16 columns (cnt of them read, the rest 0; r1 NULL: zeros) */
 BF16_TARGET static inline __m512i pairs16(const float *r0, const float *r1, int64_t cnt) {
   const __mmask16 mk = cnt >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << cnt) - 1u);
-  const __m512i lo = rne16(_mm512_castps_si512(_mm512_maskz_loadu_ps(mk, r0)));
+  const __m512i lo = strop__bf16_rne16(_mm512_castps_si512(_mm512_maskz_loadu_ps(mk, r0)));
   if (!r1) return lo;
-  const __m512i hi = rne16(_mm512_castps_si512(_mm512_maskz_loadu_ps(mk, r1)));
+  const __m512i hi = strop__bf16_rne16(_mm512_castps_si512(_mm512_maskz_loadu_ps(mk, r1)));
   return _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
 }
 
@@ -96,8 +86,8 @@ BF16_TARGET static inline __m512i pairs16(const float *r0, const float *r1, int6
  * rest 0): a row of A [m, k] or of B [n, k] as the kernel takes it */
 BF16_TARGET static inline __m512i row_pairs16(const float *x, int64_t cnt) {
   const __mmask16 m0 = (__mmask16)strop__lanes32(cnt), m1 = (__mmask16)strop__lanes32(cnt - 16);
-  const __m512i lo = rne16(_mm512_castps_si512(_mm512_maskz_loadu_ps(m0, x)));
-  const __m512i hi = rne16(_mm512_castps_si512(_mm512_maskz_loadu_ps(m1, x + 16)));
+  const __m512i lo = strop__bf16_rne16(_mm512_castps_si512(_mm512_maskz_loadu_ps(m0, x)));
+  const __m512i hi = strop__bf16_rne16(_mm512_castps_si512(_mm512_maskz_loadu_ps(m1, x + 16)));
   return _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi32_epi16(lo)),
                             _mm512_cvtepi32_epi16(hi), 1);
 }

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* strop — the 8 x 32 vdpbf16ps tile both BF16 products run (ops/lowp.c for a held BF16 weight,
- * ops/bf16gemm.c for two FP32 operands rounded while packing), and the 16 x 16 transpose their
- * packing and the weight's BF16 copy share. Included only where <immintrin.h> and the target
- * attribute are available (x86-64, GCC >= 10 or clang). */
+/* strop — the 8 x 32 vdpbf16ps tile both BF16 products run (ops/lowp.c for a held BF16 or int8
+ * weight, ops/bf16gemm.c for two FP32 operands rounded while packing), and the 16 x 16
+ * transpose, the vectorised rounding to BF16 and the int8 weight's expansion their packing
+ * shares. Included only where <immintrin.h> and the target attribute are available (x86-64,
+ * GCC >= 10 or clang). */
 #ifndef STROP_OPS_BF16TILE_H
 #define STROP_OPS_BF16TILE_H
 
@@ -47,6 +48,81 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) static inline void strop_
     _mm512_mask_storeu_ps(cr, m0, v0);
     if (m1) _mm512_mask_storeu_ps(cr + 16, m1, v1);
   }
+}
+
+/* 16 FP32 values (their bits) rounded to BF16 in the low half of each lane, the high half 0:
+ * strop__bf16_rne_bits (ops/lowp.h) vectorised, the same bits (NaN kept quiet, overflow to Inf;
+ * vcvtneps2bf16 would flush denormals) */
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static inline __m512i strop__bf16_rne16(
+    __m512i u) {
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  const __m512i r = _mm512_srli_epi32(
+      _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
+  const __mmask16 nan = _mm512_cmpgt_epu32_mask(
+      _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+  return _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+}
+
+/* 16 int8 values p[0 .. 15] (the lanes of mk; the others read as 0) times their scales s, each
+ * product rounded to BF16 (nearest even) in the low half of its lane: the BF16 value nearest
+ * the FP32 value (float)q * scale that strop__lowp_expand gives */
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static inline __m512i strop__int8_bf16_16(
+    const int8_t *p, __mmask16 mk, __m512 s) {
+  const __m512i b = _mm512_maskz_loadu_epi8((__mmask64)mk, p); /* the 16 bytes, no VL needed */
+  const __m512 w = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm512_castsi512_si128(b)));
+  return strop__bf16_rne16(_mm512_castps_si512(_mm512_mul_ps(w, s)));
+}
+
+/* 32 int8 values p[0 .. 31] (the lanes of mk) as 32 consecutive BF16 values: the first 16
+ * scaled by s0, the next 16 by s1 (strop__int8_bf16_16) */
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static inline __m512i strop__int8_bf16_32(
+    const int8_t *p, __mmask32 mk, __m512 s0, __m512 s1) {
+  const __m512i lo = strop__int8_bf16_16(p, (__mmask16)mk, s0);
+  const __m512i hi = strop__int8_bf16_16(p + 16, (__mmask16)(mk >> 16), s1);
+  return _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi32_epi16(lo)),
+                            _mm512_cvtepi32_epi16(hi), 1);
+}
+
+/* Where 16 consecutive inputs i0 .. i0 + 15 of an int8 weight (ops/lowp.h: ng scales per output
+ * channel, each for a run of gl inputs) take their scales from: all from run g (split 0), or
+ * lane l from run idx[l] (a run ends among them). Found once for every output channel that
+ * reads these inputs; runs past the last one read the last one. */
+typedef struct strop__int8_runs {
+  int64_t g;
+  int split;
+  __m512i idx;
+} strop__int8_runs;
+
+__attribute__((target("avx512f"))) static inline strop__int8_runs strop__int8_runs_at(
+    int64_t ng, int64_t gl, int64_t i0) {
+  strop__int8_runs r = {0, 0, _mm512_setzero_si512()};
+  if (ng <= 1) return r;
+  const int64_t g0 = i0 / gl < ng - 1 ? i0 / gl : ng - 1;
+  const int64_t g1 = (i0 + 15) / gl < ng - 1 ? (i0 + 15) / gl : ng - 1;
+  r.g = g0;
+  if (g1 == g0) return r;
+  int32_t t[16];
+  for (int l = 0; l < 16; l++) t[l] = (int32_t)((i0 + l) / gl < ng - 1 ? (i0 + l) / gl : ng - 1);
+  r.split = 1;
+  r.idx = _mm512_loadu_si512(t);
+  return r;
+}
+
+/* the scales of those 16 inputs of the output channel whose ng scales start at s */
+__attribute__((target("avx512f"))) static inline __m512 strop__int8_scales_in(
+    const float *s, const strop__int8_runs *r) {
+  return r->split ? _mm512_i32gather_ps(r->idx, s, 4) : _mm512_set1_ps(s[r->g]);
+}
+
+/* the scales of output channels o0 .. o0 + 15 (the lanes of mk; the others 0) for inputs of
+ * run g, from scale[o * ng + g] */
+__attribute__((target("avx512f"))) static inline __m512 strop__int8_scales_out(
+    const float *scale, int64_t ng, int64_t g, int64_t o0, __mmask16 mk) {
+  if (ng <= 1) return _mm512_maskz_loadu_ps(mk, scale + o0);
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i idx = _mm512_add_epi32(_mm512_mullo_epi32(lane, _mm512_set1_epi32((int)ng)),
+                                       _mm512_set1_epi32((int)(o0 * ng + g)));
+  return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mk, idx, scale, 4);
 }
 
 /* the first cnt of 32 lanes (cnt clipped to 0 .. 32) */
