@@ -63,24 +63,38 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) static inline __m512i str
   return _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
 }
 
-/* 16 int8 values p[0 .. 15] (the lanes of mk; the others read as 0) times their scales s, each
- * product rounded to BF16 (nearest even) in the low half of its lane: the BF16 value nearest
- * the FP32 value (float)q * scale that strop__lowp_expand gives */
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) static inline __m512i strop__int8_bf16_16(
+/* An int8 weight's values expanded to BF16: (float)q * scale in FP32 (the value
+ * strop__lowp_expand gives), rounded to nearest even by vcvtne2ps2bf16 — strop__bf16_from_f32's
+ * bits, except that a value below FP32's normal range becomes a zero of its sign, which
+ * vdpbf16ps reads as zero anyway (it treats denormal inputs as zero): no product changes. */
+
+/* 16 int8 values p[0 .. 15] (the lanes of mk; the others read as 0) times their scales s */
+__attribute__((target("avx512f,avx512bw"))) static inline __m512 strop__int8_scaled16(
     const int8_t *p, __mmask16 mk, __m512 s) {
   const __m512i b = _mm512_maskz_loadu_epi8((__mmask64)mk, p); /* the 16 bytes, no VL needed */
-  const __m512 w = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm512_castsi512_si128(b)));
-  return strop__bf16_rne16(_mm512_castps_si512(_mm512_mul_ps(w, s)));
+  return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm512_castsi512_si128(b))), s);
 }
 
 /* 32 int8 values p[0 .. 31] (the lanes of mk) as 32 consecutive BF16 values: the first 16
- * scaled by s0, the next 16 by s1 (strop__int8_bf16_16) */
+ * scaled by s0, the next 16 by s1 */
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) static inline __m512i strop__int8_bf16_32(
     const int8_t *p, __mmask32 mk, __m512 s0, __m512 s1) {
-  const __m512i lo = strop__int8_bf16_16(p, (__mmask16)mk, s0);
-  const __m512i hi = strop__int8_bf16_16(p + 16, (__mmask16)(mk >> 16), s1);
-  return _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi32_epi16(lo)),
-                            _mm512_cvtepi32_epi16(hi), 1);
+  const __m256i b = _mm512_castsi512_si256(_mm512_maskz_loadu_epi8((__mmask64)mk, p));
+  const __m512 lo = _mm512_mul_ps(
+      _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(b))), s0);
+  const __m512 hi = _mm512_mul_ps(
+      _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(b, 1))), s1);
+  return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+}
+
+/* 16 pairs of FP32 values as BF16 pairs: lane c = BF16(a[c]) | BF16(b[c]) << 16, the (k, k + 1)
+ * pairs of a panel column */
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static inline __m512i strop__bf16_pairs16(
+    __m512 a, __m512 b) {
+  const __m512i v = (__m512i)_mm512_cvtne2ps_pbh(b, a); /* a's 16, then b's 16 */
+  const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24,
+                                       8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  return _mm512_permutexvar_epi16(idx, v);
 }
 
 /* Where 16 consecutive inputs i0 .. i0 + 15 of an int8 weight (ops/lowp.h: ng scales per output

@@ -600,7 +600,7 @@ INLDP void lpdot_rows(const int M, const lp_job *J, int64_t j, int64_t w) {
     const int8_t *br[2] = {v + 2 * q * out + j, v + (2 * q + 1) * out + j};
     for (int c = 0; c < nv; c++) {
       const __mmask16 mk = c == nv - 1 ? ml : (__mmask16)0xffff;
-      __m512i pr[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
+      __m512 pr[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
       for (int t = 0; t < 2; t++) {
         const int64_t p = 2 * q + t;
         if (p >= in) continue;
@@ -611,9 +611,9 @@ INLDP void lpdot_rows(const int M, const lp_job *J, int64_t j, int64_t w) {
         }
         if ((c & 3) == 0) /* the row 4 below, into L2 */
           _mm_prefetch((const char *)(br[t] + 4 * out + 16 * c), _MM_HINT_T1);
-        pr[t] = strop__int8_bf16_16(br[t] + 16 * c, mk, _mm512_maskz_load_ps(mk, sc + 16 * c));
+        pr[t] = strop__int8_scaled16(br[t] + 16 * c, mk, _mm512_maskz_load_ps(mk, sc + 16 * c));
       }
-      const __m512bh b = (__m512bh)_mm512_or_si512(pr[0], _mm512_slli_epi32(pr[1], 16));
+      const __m512bh b = (__m512bh)strop__bf16_pairs16(pr[0], pr[1]);
       for (int i = 0; i < M; i++)
         _mm512_store_ps(s[i] + 16 * c, _mm512_dpbf16_ps(_mm512_load_ps(s[i] + 16 * c), xv[i], b));
     }

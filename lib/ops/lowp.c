@@ -5,6 +5,7 @@
  * the bits of an FP32 model whose weights hold the same values. */
 #include "ops/lowp.h"
 
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -295,7 +296,9 @@ static uint32_t w_at(const bf16_job *J, int64_t o, int64_t i) {
     const int8_t *v = J->q->v;
     const float w = (float)v[J->q->scale_cols ? i * nout + o : o * nin + i] *
                     J->q->scale[o * J->ng + (J->ng > 1 ? i / J->gl : 0)];
-    return strop__bf16_from_f32(w);
+    /* below the normal range a zero of its sign, as vcvtne2ps2bf16 (bf16tile.h) */
+    return fabsf(w) < FLT_MIN ? strop__bf16_from_f32(copysignf(0.0f, w))
+                              : strop__bf16_from_f32(w);
   }
   return J->held ? panel_at(J->b, nin, o, i) : J->b[o * nin + i];
 }
@@ -359,7 +362,7 @@ BF16_TARGET static void pack_panel_held_kn(const bf16_job *J, int64_t j0, uint32
 }
 
 /* pack_panel_scalar's layout from an int8 weight, each value scaled and rounded to BF16 as it
- * is packed (strop__int8_bf16_16). The weight is stored in its own layout, so B [k, n] in memory
+ * is packed (bf16tile.h). The weight is stored in its own layout, so B [k, n] in memory
  * (two rows interleaved, as a BF16 B [k, n]) is W [in, out] for _nt and W [out, in] for _nn;
  * B [n, k] (a row's 32 values, 16 rows transposed 16 x 16) the other two. The lanes of a row
  * are output channels (scales loaded or gathered per run of inputs) or inputs of one channel
@@ -376,10 +379,10 @@ BF16_TARGET static void pack_panel_int8(const bf16_job *J, int64_t j0, uint32_t 
     int64_t g = -1, next = 0; /* lanes_out: the run of row kk (an input), where it ends */
     for (int h = 0; h < 2; h++) ri[h] = strop__int8_runs_at(ng, gl, j0 + 16 * h);
     for (int64_t qq = 0; qq < kp; qq++) {
-      __m512i r[2][2]; /* [row 2qq + t][h] */
+      __m512 r[2][2]; /* [row 2qq + t][h], scaled */
       for (int t = 0; t < 2; t++) {
         const int64_t kk = 2 * qq + t;
-        for (int h = 0; h < 2; h++) r[t][h] = _mm512_setzero_si512();
+        for (int h = 0; h < 2; h++) r[t][h] = _mm512_setzero_ps();
         if (kk >= J->k) continue;
         if (lanes_out && kk >= next) { /* rows go up one at a time: the runs in order */
           g = ng > 1 ? kk / gl : 0;
@@ -390,12 +393,11 @@ BF16_TARGET static void pack_panel_int8(const bf16_job *J, int64_t j0, uint32_t 
         for (int h = 0; h < 2; h++) {
           if (!mh[h]) continue;
           const __m512 sc = lanes_out ? so[h] : strop__int8_scales_in(q->scale + kk * ng, &ri[h]);
-          r[t][h] = strop__int8_bf16_16(v + kk * J->n + j0 + 16 * h, mh[h], sc);
+          r[t][h] = strop__int8_scaled16(v + kk * J->n + j0 + 16 * h, mh[h], sc);
         }
       }
       for (int h = 0; h < 2; h++)
-        _mm512_store_si512(p + qq * BNR + 16 * h,
-                           _mm512_or_si512(r[0][h], _mm512_slli_epi32(r[1][h], 16)));
+        _mm512_store_si512(p + qq * BNR + 16 * h, strop__bf16_pairs16(r[0][h], r[1][h]));
     }
     return;
   }
