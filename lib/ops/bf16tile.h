@@ -71,15 +71,21 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) static inline __m512i str
 /* 16 int8 values p[0 .. 15] (the lanes of mk; the others read as 0) times their scales s */
 __attribute__((target("avx512f,avx512bw"))) static inline __m512 strop__int8_scaled16(
     const int8_t *p, __mmask16 mk, __m512 s) {
-  const __m512i b = _mm512_maskz_loadu_epi8((__mmask64)mk, p); /* the 16 bytes, no VL needed */
-  return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm512_castsi512_si128(b))), s);
+  /* a whole run with a plain load: a masked 64-byte load for 16 bytes costs Zen 4 an assist
+   * where its unused bytes cross a page (and splits cache lines) */
+  const __m128i b = mk == (__mmask16)0xffff
+                        ? _mm_loadu_si128((const __m128i *)(const void *)p)
+                        : _mm512_castsi512_si128(_mm512_maskz_loadu_epi8((__mmask64)mk, p));
+  return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b)), s);
 }
 
 /* 32 int8 values p[0 .. 31] (the lanes of mk) as 32 consecutive BF16 values: the first 16
  * scaled by s0, the next 16 by s1 */
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) static inline __m512i strop__int8_bf16_32(
     const int8_t *p, __mmask32 mk, __m512 s0, __m512 s1) {
-  const __m256i b = _mm512_castsi512_si256(_mm512_maskz_loadu_epi8((__mmask64)mk, p));
+  const __m256i b = mk == (__mmask32)0xffffffffu
+                        ? _mm256_loadu_si256((const __m256i *)(const void *)p)
+                        : _mm512_castsi512_si256(_mm512_maskz_loadu_epi8((__mmask64)mk, p));
   const __m512 lo = _mm512_mul_ps(
       _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(b))), s0);
   const __m512 hi = _mm512_mul_ps(

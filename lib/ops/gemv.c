@@ -598,6 +598,28 @@ INLDP void lpdot_rows(const int M, const lp_job *J, int64_t j, int64_t w) {
     __m512bh xv[STROP__GEMV_MAX_M];
     for (int i = 0; i < M; i++) xv[i] = (__m512bh)_mm512_set1_epi32((int)J->xp[i * kp + q]);
     const int8_t *br[2] = {v + 2 * q * out + j, v + (2 * q + 1) * out + j};
+    const int64_t g0 = J->ng > 1 ? 2 * q / J->gl : 0, g1 = J->ng > 1 ? (2 * q + 1) / J->gl : 0;
+    if (2 * q + 1 < in && g0 == g1) { /* both rows, one run of scales: the loop kept tight */
+      if (g0 != gcur) {
+        for (int64_t cc = 0; cc < w; cc++) sc[cc] = J->w->scale[(j + cc) * J->ng + g0];
+        gcur = g0;
+      }
+      const int8_t *r0 = br[0], *r1 = br[1];
+      for (int c = 0; c < nv; c++) {
+        const __mmask16 mk = c == nv - 1 ? ml : (__mmask16)0xffff;
+        if ((c & 3) == 0) { /* the rows 4 below, into L2 */
+          _mm_prefetch((const char *)(r0 + 4 * out + 16 * c), _MM_HINT_T1);
+          _mm_prefetch((const char *)(r1 + 4 * out + 16 * c), _MM_HINT_T1);
+        }
+        const __m512 sv = _mm512_maskz_load_ps(mk, sc + 16 * c);
+        const __m512bh b = (__m512bh)strop__bf16_pairs16(
+            strop__int8_scaled16(r0 + 16 * c, mk, sv), strop__int8_scaled16(r1 + 16 * c, mk, sv));
+        for (int i = 0; i < M; i++)
+          _mm512_store_ps(s[i] + 16 * c,
+                          _mm512_dpbf16_ps(_mm512_load_ps(s[i] + 16 * c), xv[i], b));
+      }
+      continue;
+    }
     for (int c = 0; c < nv; c++) {
       const __mmask16 mk = c == nv - 1 ? ml : (__mmask16)0xffff;
       __m512 pr[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
