@@ -28,8 +28,11 @@
  * alternates the BF16 convs' columns written by im2col and packed straight from the images
  * (strop__conv_bf16_direct, the same bits; with COMPUTE_DTYPE=bf16); CONV_BWD=ab the FP32
  * lowered conv backward of those convs an image per product in each chunk and batched with its
- * products split over the threads (strop__conv_batch_backward; CONV_BWD=0: per chunk only).
- * Frozen and LoRA
+ * products split over the threads (strop__conv_batch_backward; CONV_BWD=0: per chunk only);
+ * HELD_DOT=ab alternates the frozen BF16 / int8 weights' products on the exact fallback
+ * (widened to FP32, strop__bf16_impl 1: an int8 base's only path before it was expanded into
+ * the vdpbf16ps panels) and on vdpbf16ps (dot_cpu_speedup > 1: vdpbf16ps is faster). Frozen
+ * and LoRA
  * rows load with STROP_LOAD_FROZEN | STROP_LOAD_MMAP: the frozen base is read straight from
  * the mapped file (docs/performance.md); MMAP=0 copies it.
  *
@@ -52,6 +55,7 @@
 #include "benchutil.h"
 #include "graph/graph.h"
 #include "ops/conv.h"
+#include "ops/lowp.h"
 #include "ops/ops.h"
 
 /* the process's CPU time (s): on a shared machine the wall clock also counts the time the
@@ -59,6 +63,16 @@
 static double cpu_now(void) {
   struct timespec t;
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* the calling thread's CPU time (s): the step's own thread never sleeps in a step (it spins
+ * while the workers finish their chunks), so this is the step's critical path as far as it was
+ * scheduled — what a serial pass lengthens and the process's CPU time does not show when the
+ * idle workers sleep */
+static double thread_cpu_now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
   return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
@@ -73,8 +87,9 @@ static int64_t env_int(const char *k, int64_t def) {
  * (1): the same bits; an image per conv product (0) or small images batched (1,
  * strop__conv_batch); the BF16 convs' im2col path (0) or their columns packed straight from
  * the images (1, strop__conv_bf16_direct): the same bits; the FP32 conv backward per chunk (0)
- * or batched (1, strop__conv_batch_backward). */
-enum { AB_DTYPE, AB_FUSED, AB_ROWS, AB_CONV, AB_PACK, AB_CONV_BWD };
+ * or batched (1, strop__conv_batch_backward); frozen BF16 / int8 products on the fallback (0)
+ * or vdpbf16ps (1). */
+enum { AB_DTYPE, AB_FUSED, AB_ROWS, AB_CONV, AB_PACK, AB_CONV_BWD, AB_HELD };
 
 static void ab_set(strop_model *m, int what, int d) {
   static int rows_default = 0;
@@ -84,6 +99,7 @@ static void ab_set(strop_model *m, int what, int d) {
   else if (what == AB_CONV) strop__conv_batch = d;
   else if (what == AB_PACK) strop__conv_bf16_direct = d;
   else if (what == AB_CONV_BWD) strop__conv_batch_backward = d;
+  else if (what == AB_HELD) strop__bf16_impl = d ? 0 : 1;
   else bench_must(strop_model_set_compute_dtype(m, d), "compute dtype");
 }
 
@@ -225,17 +241,18 @@ int main(int argc, char **argv) {
   /* interleaved A/B: 0 / 1 are FP32 / BF16 products, the unfused / fused LM-head step, the
    * row kernels one row / several rows at a time, or convs an image per product / batched */
   const char *kab = getenv("KERNELS"), *cba = getenv("CONV_BATCH"), *cpk = getenv("CONV_PACK");
-  const char *cbb = getenv("CONV_BWD");
+  const char *cbb = getenv("CONV_BWD"), *hab = getenv("HELD_DOT");
   const int ab_fused = fab && !strcmp(fab, "ab"), ab_rows = kab && !strcmp(kab, "ab");
   const int ab_conv = cba && !strcmp(cba, "ab"), ab_pack = cpk && !strcmp(cpk, "ab");
-  const int ab_cbwd = cbb && !strcmp(cbb, "ab");
-  const int ab = ab_fused || ab_rows || ab_conv || ab_pack || ab_cbwd ||
+  const int ab_cbwd = cbb && !strcmp(cbb, "ab"), ab_held = hab && !strcmp(hab, "ab");
+  const int ab = ab_fused || ab_rows || ab_conv || ab_pack || ab_cbwd || ab_held ||
                  (cdt && !strcmp(cdt, "ab"));
   const int what = ab_fused  ? AB_FUSED
                    : ab_rows ? AB_ROWS
                    : ab_conv ? AB_CONV
                    : ab_pack ? AB_PACK
                    : ab_cbwd ? AB_CONV_BWD
+                   : ab_held ? AB_HELD
                              : AB_DTYPE;
   if (cdt && !strcmp(cdt, "bf16"))
     bench_must(strop_model_set_compute_dtype(m, STROP_DTYPE_BF16), "compute dtype");
@@ -273,6 +290,7 @@ int main(int argc, char **argv) {
   float loss = 0;
   if (ab) { /* interleaved A/B, the order swapped every round */
     double bt[2] = {1e30, 1e30}, bc[2] = {1e30, 1e30}; /* wall, and the process's CPU time */
+    double bm[2] = {1e30, 1e30};                       /* the calling thread's CPU time */
     double rc[64][2];                                  /* each round's CPU time per step */
     for (int d = 0; d < 2; d++) { /* a warm-up step of each (the BF16 copies are made) */
       ab_set(m, what, d);
@@ -282,24 +300,28 @@ int main(int argc, char **argv) {
       for (int h = 0; h < 2; h++) {
         const int d = (r + h) % 2;
         ab_set(m, what, d);
-        const double t0 = bench_now(), c0 = cpu_now();
+        const double t0 = bench_now(), c0 = cpu_now(), m0 = thread_cpu_now();
         for (int s = 0; s < steps; s++) bench_must(strop_trainer_step(tr, x, y, &loss), "step");
         const double dt = (bench_now() - t0) / steps, dc = (cpu_now() - c0) / steps;
+        const double dm = (thread_cpu_now() - m0) / steps;
+        if (dm < bm[d]) bm[d] = dm;
         if (dt < bt[d]) bt[d] = dt;
         if (dc < bc[d]) bc[d] = dc;
         if (r < 64) rc[r][d] = dc;
       }
-    static const char *const names[6][3] = {
+    static const char *const names[7][3] = {
         {"f32", "bf16", "compute_dtype"},  {"unfused", "fused", "fused_loss"},
         {"rows1", "rows", "kernels"},      {"per_image", "batched", "conv_batch"},
-        {"im2col", "direct", "conv_pack"}, {"per_chunk", "batched", "conv_bwd"}};
+        {"im2col", "direct", "conv_pack"}, {"per_chunk", "batched", "conv_bwd"},
+        {"fallback", "dot", "held_dot"}};
     const char *a = names[what][0], *b = names[what][1];
     printf("RESULT impl=strop row=%s threads=%d batch=%lld tokens=%lld %s=ab "
            "%s_step_ms=%.1f %s_step_ms=%.1f %s_speedup=%.3f %s_cpu_ms=%.1f "
-           "%s_cpu_ms=%.1f %s_cpu_speedup=%.3f gemm_flops=%.4g round_cpu_ratios=",
+           "%s_cpu_ms=%.1f %s_cpu_speedup=%.3f %s_main_ms=%.1f %s_main_ms=%.1f "
+           "%s_main_speedup=%.3f gemm_flops=%.4g round_cpu_ratios=",
            row, threads, (long long)batch, (long long)tokens, names[what][2], a, bt[0] * 1e3, b,
-           bt[1] * 1e3, b, bt[0] / bt[1], a, bc[0] * 1e3, b, bc[1] * 1e3, b, bc[0] / bc[1],
-           step_flops);
+           bt[1] * 1e3, b, bt[0] / bt[1], a, bc[0] * 1e3, b, bc[1] * 1e3, b, bc[0] / bc[1], a,
+           bm[0] * 1e3, b, bm[1] * 1e3, b, bm[0] / bm[1], step_flops);
     for (int r = 0; r < repeats && r < 64; r++)
       printf("%s%.3f", r ? "," : "", rc[r][1] / rc[r][0]); /* B's time over A's */
     printf("\n");

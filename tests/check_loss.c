@@ -207,11 +207,15 @@ static double ce_ref(const strop__loss_cfg *c, const float *z, const float *y, i
 /* The softmax sums of several rows side by side (strop__rows_together 8) against one row at a
  * time (1): the same loss and gradient bits, over all rows at once and a chunk of rows at a time
  * (the fused LM head's strop__ce_rows), with ignored rows and a NaN row among them, plain,
- * weighted and smoothed. */
-START_TEST(rows_together_bits) {
-  enum { R = 29, C = 1003 };
+ * weighted and smoothed; R rows, on `threads` threads: from 2^18 logits on (R 301) the rows run
+ * across threads, in blocks of 256 rows (301: a second, short one), and give the bits of the
+ * serial reference. */
+static void rows_together_case(int R, int threads) {
+  enum { C = 1003 };
+  ck_assert_int_eq(strop_set_num_threads(threads), STROP_OK);
   const int keep = strop__rows_together;
-  float *z = malloc(sizeof(float) * R * C), *w = malloc(sizeof(float) * C), y[R];
+  float *z = malloc(sizeof(float) * R * C), *w = malloc(sizeof(float) * C);
+  float *y = malloc(sizeof(float) * R);
   float *g[4];
   for (int k = 0; k < 4; k++) g[k] = malloc(sizeof(float) * R * C);
   uint32_t u = 777u;
@@ -248,14 +252,24 @@ START_TEST(rows_together_bits) {
     strop__rows_together = keep;
     l[3] = ce_ref(&c, z, y, R, C, g[3]);
     for (int k = 1; k < 4; k++) {
-      ck_assert_msg(memcmp(&l[0], &l[k], sizeof l[0]) == 0, "variant %d, %d: loss %.17g vs %.17g",
-                    variant, k, l[k], l[0]);
+      ck_assert_msg(memcmp(&l[0], &l[k], sizeof l[0]) == 0,
+                    "R %d threads %d variant %d, %d: loss %.17g vs %.17g", R, threads, variant, k,
+                    l[k], l[0]);
       ck_assert_msg(memcmp(g[0], g[k], sizeof(float) * R * C) == 0,
-                    "variant %d, %d: the gradient's bits differ", variant, k);
+                    "R %d threads %d variant %d, %d: the gradient's bits differ", R, threads,
+                    variant, k);
     }
   }
   for (int k = 0; k < 4; k++) free(g[k]);
-  free(z), free(w);
+  free(z), free(w), free(y);
+  ck_assert_int_eq(strop_set_num_threads(1), STROP_OK);
+}
+
+START_TEST(rows_together_bits) {
+  for (int threads = 1; threads <= 2; threads++) {
+    rows_together_case(29, threads);
+    rows_together_case(301, threads);
+  }
 }
 END_TEST
 

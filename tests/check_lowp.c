@@ -489,6 +489,136 @@ START_TEST(bf16_long_k_one_pass) {
 }
 END_TEST
 
+/* An int8 weight on vdpbf16ps is expanded to BF16 as its panels are packed: each value the BF16
+ * nearest its FP32 value (float)q * scale. So its products are bit for bit those of the BF16
+ * weight made from the int8 weight's FP32 values (strop__lowp_expand, then rounded), forward
+ * (_nt) and input gradient (_nn), both layouts, per channel and groups of 32, 7, 24 and 100
+ * inputs, shapes with edges, written and added, one thread and two; and the element-wise
+ * packing (strop__bf16_impl 2) gives the same bits. */
+START_TEST(int8_dot_equals_bf16_of_values) {
+  if (!strop__bf16_dot_enabled()) return; /* the fallback: int8_exact, int8_backward_exact */
+  static const int64_t shapes[][3] = {{1, 1, 1},     {5, 7, 45},    {9, 33, 70},   {8, 64, 64},
+                                      {17, 65, 100}, {13, 70, 301}, {40, 100, 257}};
+  static const int64_t groups[] = {0, 32, 7, 24, 100};
+  const int threads = strop_get_num_threads();
+  int cases = 0;
+  for (int th = 1; th <= 2; th++) {
+    ck_assert_int_eq(strop_set_num_threads(th), STROP_OK);
+    for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++)
+      for (size_t gi = 0; gi < sizeof groups / sizeof *groups; gi++)
+        for (int layout = 0; layout < 2; layout++) {
+          const int64_t m = shapes[sh][0], out = shapes[sh][1], in = shapes[sh][2];
+          const int64_t rows = layout ? in : out, cols = layout ? out : in, big = m * (in + out);
+          float *w = malloc((size_t)(rows * cols) * sizeof *w);
+          float *wv = malloc((size_t)(rows * cols) * sizeof *wv);
+          float *x = malloc((size_t)big * sizeof *x);
+          float *y[3] = {malloc((size_t)big * sizeof(float)), malloc((size_t)big * sizeof(float)),
+                         malloc((size_t)big * sizeof(float))};
+          for (int64_t i = 0; i < rows * cols; i++)
+            w[i] = (float)(cos(0.7 * (double)i + 0.1) * (1 + 3 * (i % 11 == 0)));
+          for (int64_t i = 0; i < big; i++) x[i] = (float)sin(0.3 * (double)i);
+          strop__lowp q8, qb;
+          ck_assert_int_eq(
+              strop__lowp_make(&q8, STROP__LOWP_INT8, w, rows, cols, layout, groups[gi]), 0);
+          strop__lowp_expand(&q8, wv);
+          ck_assert_int_eq(strop__lowp_make(&qb, STROP__LOWP_BF16, wv, rows, cols, layout, 0), 0);
+          for (int bwd = 0; bwd < 2; bwd++)
+            for (int add = 0; add < 2; add++) {
+              const int64_t n = bwd ? m * in : m * out;
+              for (int v = 0; v < 3; v++)
+                for (int64_t i = 0; i < n; i++) y[v][i] = 0.25f * (float)(i % 7);
+              for (int v = 0; v < 3; v++) {
+                const strop__lowp *q = v == 1 ? &qb : &q8;
+                strop__bf16_impl = v == 2 ? 2 : 0; /* 2: packed element by element */
+                if (bwd)
+                  ck_assert_int_eq(
+                      strop__linear_backward_lowp(q, x, y[v], m, in, out, layout, !add), 0);
+                else
+                  ck_assert_int_eq(
+                      strop__linear_forward_lowp(x, q, add ? x : NULL, y[v], m, in, out, layout),
+                      0);
+                strop__bf16_impl = 0;
+              }
+              for (int v = 1; v < 3; v++)
+                ck_assert_msg(!memcmp(y[0], y[v], (size_t)n * sizeof(float)),
+                              "%s %s [%lld x %lld x %lld] group %lld layout %d threads %d: "
+                              "int8 differs from %s",
+                              bwd ? "dx" : "y", add ? "added" : "written", (long long)m,
+                              (long long)out, (long long)in, (long long)groups[gi], layout, th,
+                              v == 1 ? "the BF16 of its values" : "the element-wise packing");
+              cases++;
+            }
+          strop__lowp_free(&q8);
+          strop__lowp_free(&qb);
+          free(w), free(wv), free(x);
+          for (int v = 0; v < 3; v++) free(y[v]);
+        }
+  }
+  ck_assert_int_eq(strop_set_num_threads(threads), STROP_OK);
+  ck_assert_int_gt(cases, 500);
+}
+END_TEST
+
+/* The int8 product on vdpbf16ps against the FP32 product of the dequantised weight (what the
+ * fallback computes, exactly): x (dy) and each weight rounded to BF16 (relative 2^-9 each), so
+ * every element within 2^-8 of sum |x w| (plus FP32 summation error); per channel and groups,
+ * both layouts, forward and input gradient; and on the forced fallback (strop__bf16_impl 1) the
+ * FP32 product's bits. */
+START_TEST(int8_dot_tolerance) {
+  enum { M = 11, OUT = 45, IN = 70 };
+  static const int64_t groups[] = {0, 16, 9};
+  for (size_t gi = 0; gi < 3; gi++)
+    for (int layout = 0; layout < 2; layout++)
+      for (int bwd = 0; bwd < 2; bwd++) {
+        const int64_t rows = layout ? IN : OUT, cols = layout ? OUT : IN;
+        float w[IN * OUT], wv[IN * OUT], x[M * (IN + OUT)], got[M * (IN + OUT)],
+            want[M * (IN + OUT)];
+        for (int i = 0; i < IN * OUT; i++) w[i] = (float)(cos(0.37 * i) * (i % 13 ? 1 : 4));
+        for (int i = 0; i < M * (IN + OUT); i++) x[i] = (float)sin(0.21 * i + 0.3);
+        strop__lowp q;
+        ck_assert_int_eq(
+            strop__lowp_make(&q, STROP__LOWP_INT8, w, rows, cols, layout, groups[gi]), 0);
+        strop__lowp_expand(&q, wv);
+        const int64_t n = bwd ? M * IN : M * OUT, k = bwd ? OUT : IN;
+        for (int path = 0; path < 2; path++) { /* 0: vdpbf16ps where it runs, 1: the fallback */
+          strop__bf16_impl = path;
+          if (bwd)
+            ck_assert_int_eq(strop__linear_backward_lowp(&q, x, got, M, IN, OUT, layout, 1), 0);
+          else
+            ck_assert_int_eq(strop__linear_forward_lowp(x, &q, NULL, got, M, IN, OUT, layout), 0);
+          strop__bf16_impl = 0;
+          if (bwd)
+            (void)strop__linear_backward(NULL, wv, x, want, NULL, NULL, M, IN, OUT,
+                                         STROP__LB_ASSIGN_DX | (layout ? STROP__LB_W_IN_OUT : 0));
+          else strop__linear_forward_ex(x, wv, NULL, want, M, IN, OUT, layout);
+          if (path == 1 || !strop__bf16_dot_enabled()) {
+            ck_assert_msg(!memcmp(got, want, (size_t)n * sizeof(float)),
+                          "fallback: group %lld layout %d %s not the FP32 product's bits",
+                          (long long)groups[gi], layout, bwd ? "dx" : "y");
+            continue;
+          }
+          double worst = 0.0;
+          for (int64_t i = 0; i < n; i++) {
+            const int64_t r = i / (n / M), c = i % (n / M);
+            double mag = 0.0;
+            for (int64_t t = 0; t < k; t++) {
+              const int64_t o = bwd ? t : c, in_ = bwd ? c : t;
+              mag += fabs((double)x[r * k + t] * wv[layout ? in_ * OUT + o : o * IN + in_]);
+            }
+            const double e = fabs((double)got[i] - want[i]);
+            ck_assert_msg(e <= (1.0 / 256 + 1e-6) * mag + 1e-6,
+                          "group %lld layout %d %s(%lld, %lld) %g, fp32 %g, sum |x w| %g",
+                          (long long)groups[gi], layout, bwd ? "dx" : "y", (long long)r,
+                          (long long)c, (double)got[i], (double)want[i], mag);
+            worst = fmax(worst, e);
+          }
+          ck_assert(worst > 0.0); /* it did run the BF16 product */
+        }
+        strop__lowp_free(&q);
+      }
+}
+END_TEST
+
 /* A few rows (a decoded token) through a held weight (lib/ops/gemv.c: strop__lowp_gemv, which
  * strop__linear_forward_lowp runs for m <= 4): the weight read as stored and widened in
  * registers gives the general path's bits exactly — the FP32 product of the widened weight,
@@ -508,7 +638,8 @@ START_TEST(gemv_equals_general_path) {
     int dtype, bf16_impl;
     int64_t group;
   } kinds[] = {{STROP__LOWP_BF16, 0, 0},  {STROP__LOWP_BF16, 1, 0},   {STROP__LOWP_INT8, 0, 0},
-               {STROP__LOWP_INT8, 0, 32}, {STROP__LOWP_INT8, 0, 100}, {STROP__LOWP_INT8, 0, 7}};
+               {STROP__LOWP_INT8, 0, 32}, {STROP__LOWP_INT8, 0, 100}, {STROP__LOWP_INT8, 0, 7},
+               {STROP__LOWP_INT8, 1, 0},  {STROP__LOWP_INT8, 1, 7}}; /* int8's fallback too */
   enum { GUARD = 20 };
   int cases = 0;
   for (size_t kd = 0; kd < sizeof kinds / sizeof *kinds; kd++)
@@ -541,9 +672,9 @@ START_TEST(gemv_equals_general_path) {
                 /* it declines only where the general path hands the widened weight's FP32
                  * product to OpenBLAS's own AVX-512 kernels (other bits): a short k, which
                  * strop__gemm_use_own leaves to OpenBLAS on a CPU it has such kernels for */
-                const int takes =
-                    (kinds[kd].dtype == STROP__LOWP_BF16 && strop__bf16_dot_enabled()) ||
-                    strop__gemv_pick(0, m, strop__gemm_use_own(0, !layout, m, out, in));
+                const int takes = strop__bf16_dot_enabled() || /* BF16 and int8 on vdpbf16ps */
+                                  strop__gemv_pick(0, m,
+                                                   strop__gemm_use_own(0, !layout, m, out, in));
                 const int r = strop__lowp_gemv(x, &q, bias ? b : NULL, y2, m, in, out, layout);
                 ck_assert_msg(r == (takes ? 0 : -1),
                               "dtype %d group %lld bf16_impl %d out %lld in %lld layout %d m "
@@ -1272,6 +1403,8 @@ static Suite *suite(void) {
   tcase_add_test(c, bf16_pack_matches_scalar);
   tcase_add_test(c, bf16_long_k_one_pass);
   tcase_add_test(c, gemv_equals_general_path);
+  tcase_add_test(c, int8_dot_equals_bf16_of_values);
+  tcase_add_test(c, int8_dot_tolerance);
   tcase_add_test(c, bf16_backward_tolerance);
   suite_add_tcase(s, c);
   c = tcase_create("train");

@@ -1910,6 +1910,11 @@ START_TEST(fused_step_matches_unfused) {
   ck_assert_int_eq(strop__param_dtype(strop__model_param_find(bf, "head.weight")),
                    STROP__LOWP_BF16);
   fused_matches_unfused(bf, "bf16 frozen head", strop__bf16_dot_enabled(), 0, 64, 12, 1);
+  /* an int8 head on vdpbf16ps is expanded while its panels are packed: it fuses too */
+  strop_model *i8 = untied_lm(64, 8);
+  strop_test_must(strop_model_freeze(i8, "head"), "freeze");
+  strop_test_must(strop_model_set_frozen_dtype(i8, STROP_DTYPE_INT8), "int8");
+  fused_matches_unfused(i8, "int8 frozen head", strop__bf16_dot_enabled(), 0, 64, 12, 1);
   char cmd[300];
   snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
   ck_assert_int_eq(system(cmd), 0);
@@ -1917,7 +1922,8 @@ START_TEST(fused_step_matches_unfused) {
 END_TEST
 
 /* Where the fusion does not apply the step is the unfused one: another loss, a head held in
- * int8 (each chunk would widen the whole weight), a last node that is no linear, a forward the
+ * int8 on the exact fallback (each chunk would widen the whole weight; on vdpbf16ps it is
+ * expanded as it is packed and fuses), a last node that is no linear, a forward the
  * host differentiates, STROP_FUSED_LOSS=0; and where it does, the single-chunk step gives the
  * unfused step's numbers bit for bit. */
 START_TEST(unfused_where_fusion_does_not_apply) {
@@ -1952,7 +1958,9 @@ START_TEST(unfused_where_fusion_does_not_apply) {
     }
     if (which == 4) strop__fused_loss = 0;
     const int64_t before = m->rows_steps;
+    if (which == 1) strop__bf16_impl = 1; /* the exact fallback (vdpbf16ps fuses: above) */
     ck_assert_msg(strop_trainer_step(tr, x, y, NULL) == STROP_OK, "%s", strop_last_error());
+    strop__bf16_impl = 0;
     /* (case 0, a linear head with the cross-entropy: fused) */
     ck_assert_msg(m->rows_steps == before + (which == 0), "case %d: %lld fused steps", which,
                   (long long)(m->rows_steps - before));

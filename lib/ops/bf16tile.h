@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* strop — the 8 x 32 vdpbf16ps tile both BF16 products run (ops/lowp.c for a held BF16 weight,
- * ops/bf16gemm.c for two FP32 operands rounded while packing), and the 16 x 16 transpose their
- * packing and the weight's BF16 copy share. Included only where <immintrin.h> and the target
- * attribute are available (x86-64, GCC >= 10 or clang). */
+/* strop — the 8 x 32 vdpbf16ps tile both BF16 products run (ops/lowp.c for a held BF16 or int8
+ * weight, ops/bf16gemm.c for two FP32 operands rounded while packing), and the 16 x 16
+ * transpose, the vectorised rounding to BF16 and the int8 weight's expansion their packing
+ * shares. Included only where <immintrin.h> and the target attribute are available (x86-64,
+ * GCC >= 10 or clang). */
 #ifndef STROP_OPS_BF16TILE_H
 #define STROP_OPS_BF16TILE_H
 
@@ -93,6 +94,88 @@ __attribute__((target("avx512f"))) static inline __m512i strop__rne16(__m512i u)
 __attribute__((target("avx512f"))) static inline __m512i strop__pairs16_ps(__m512 v0, __m512 v1) {
   return _mm512_or_si512(strop__rne16(_mm512_castps_si512(v0)),
                          _mm512_slli_epi32(strop__rne16(_mm512_castps_si512(v1)), 16));
+}
+
+/* An int8 weight's values expanded to BF16: (float)q * scale in FP32 (the value
+ * strop__lowp_expand gives), rounded to nearest even by vcvtne2ps2bf16 — strop__bf16_from_f32's
+ * bits, except that a value below FP32's normal range becomes a zero of its sign, which
+ * vdpbf16ps reads as zero anyway (it treats denormal inputs as zero): no product changes. */
+
+/* 16 int8 values p[0 .. 15] (the lanes of mk; the others read as 0) times their scales s */
+__attribute__((target("avx512f,avx512bw"))) static inline __m512 strop__int8_scaled16(
+    const int8_t *p, __mmask16 mk, __m512 s) {
+  /* a whole run with a plain load: a masked 64-byte load for 16 bytes costs Zen 4 an assist
+   * where its unused bytes cross a page (and splits cache lines) */
+  const __m128i b = mk == (__mmask16)0xffff
+                        ? _mm_loadu_si128((const __m128i *)(const void *)p)
+                        : _mm512_castsi512_si128(_mm512_maskz_loadu_epi8((__mmask64)mk, p));
+  return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b)), s);
+}
+
+/* 32 int8 values p[0 .. 31] (the lanes of mk) as 32 consecutive BF16 values: the first 16
+ * scaled by s0, the next 16 by s1 */
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static inline __m512i strop__int8_bf16_32(
+    const int8_t *p, __mmask32 mk, __m512 s0, __m512 s1) {
+  const __m256i b = mk == (__mmask32)0xffffffffu
+                        ? _mm256_loadu_si256((const __m256i *)(const void *)p)
+                        : _mm512_castsi512_si256(_mm512_maskz_loadu_epi8((__mmask64)mk, p));
+  const __m512 lo = _mm512_mul_ps(
+      _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(b))), s0);
+  const __m512 hi = _mm512_mul_ps(
+      _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(b, 1))), s1);
+  return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+}
+
+/* 16 pairs of FP32 values as BF16 pairs: lane c = BF16(a[c]) | BF16(b[c]) << 16, the (k, k + 1)
+ * pairs of a panel column */
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static inline __m512i strop__bf16_pairs16(
+    __m512 a, __m512 b) {
+  const __m512i v = (__m512i)_mm512_cvtne2ps_pbh(b, a); /* a's 16, then b's 16 */
+  const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24,
+                                       8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  return _mm512_permutexvar_epi16(idx, v);
+}
+
+/* Where 16 consecutive inputs i0 .. i0 + 15 of an int8 weight (ops/lowp.h: ng scales per output
+ * channel, each for a run of gl inputs) take their scales from: all from run g (split 0), or
+ * lane l from run idx[l] (a run ends among them). Found once for every output channel that
+ * reads these inputs; runs past the last one read the last one. */
+typedef struct strop__int8_runs {
+  int64_t g;
+  int split;
+  __m512i idx;
+} strop__int8_runs;
+
+__attribute__((target("avx512f"))) static inline strop__int8_runs strop__int8_runs_at(
+    int64_t ng, int64_t gl, int64_t i0) {
+  strop__int8_runs r = {0, 0, _mm512_setzero_si512()};
+  if (ng <= 1) return r;
+  const int64_t g0 = i0 / gl < ng - 1 ? i0 / gl : ng - 1;
+  const int64_t g1 = (i0 + 15) / gl < ng - 1 ? (i0 + 15) / gl : ng - 1;
+  r.g = g0;
+  if (g1 == g0) return r;
+  int32_t t[16];
+  for (int l = 0; l < 16; l++) t[l] = (int32_t)((i0 + l) / gl < ng - 1 ? (i0 + l) / gl : ng - 1);
+  r.split = 1;
+  r.idx = _mm512_loadu_si512(t);
+  return r;
+}
+
+/* the scales of those 16 inputs of the output channel whose ng scales start at s */
+__attribute__((target("avx512f"))) static inline __m512 strop__int8_scales_in(
+    const float *s, const strop__int8_runs *r) {
+  return r->split ? _mm512_i32gather_ps(r->idx, s, 4) : _mm512_set1_ps(s[r->g]);
+}
+
+/* the scales of output channels o0 .. o0 + 15 (the lanes of mk; the others 0) for inputs of
+ * run g, from scale[o * ng + g] */
+__attribute__((target("avx512f"))) static inline __m512 strop__int8_scales_out(
+    const float *scale, int64_t ng, int64_t g, int64_t o0, __mmask16 mk) {
+  if (ng <= 1) return _mm512_maskz_loadu_ps(mk, scale + o0);
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i idx = _mm512_add_epi32(_mm512_mullo_epi32(lane, _mm512_set1_epi32((int)ng)),
+                                       _mm512_set1_epi32((int)(o0 * ng + g)));
+  return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mk, idx, scale, 4);
 }
 
 /* the first cnt of 32 lanes (cnt clipped to 0 .. 32) */

@@ -65,8 +65,7 @@ int strop__linear_forward_lowp(const float *x, const strop__lowp *w, const float
                                int64_t m, int64_t in, int64_t out, int w_in_out) {
   /* a few rows (a decoded token): the weight read as stored, not widened into scratch */
   if (m <= STROP__GEMV_MAX_M && strop__lowp_gemv(x, w, b, y, m, in, out, w_in_out) == 0) return 0;
-  if (w->dtype == STROP__LOWP_BF16 && w->scale_cols == w_in_out && m > 0 &&
-      strop__bf16_dot_enabled()) {
+  if (m > 0 && strop__linear_lowp_direct(w, w_in_out)) {
     void *abf = strop__lowp_scratch_take(strop__bf16_gemm_scratch(m, out, in));
     if (!abf) return -1;
     float beta = 0.0f;
@@ -89,8 +88,7 @@ int strop__linear_forward_lowp(const float *x, const strop__lowp *w, const float
 int strop__linear_backward_lowp(const strop__lowp *w, const float *dy, float *dx, int64_t m,
                                 int64_t in, int64_t out, int w_in_out, int assign_dx) {
   if (!dx) return 0;
-  if (w->dtype == STROP__LOWP_BF16 && w->scale_cols == w_in_out && m > 0 &&
-      strop__bf16_dot_enabled()) { /* held [out, in]: dX = dY W on vdpbf16ps */
+  if (m > 0 && strop__linear_lowp_direct(w, w_in_out)) { /* dX = dY W on vdpbf16ps */
     void *abf = strop__lowp_scratch_take(strop__bf16_gemm_scratch(m, in, out));
     if (!abf) return -1;
     strop__bf16_gemm_nn(m, in, out, dy, out, w, assign_dx ? 0.0f : 1.0f, dx, in, abf);
@@ -175,7 +173,9 @@ oom:
 }
 
 int strop__linear_lowp_direct(const strop__lowp *w, int w_in_out) {
-  return w->dtype == STROP__LOWP_BF16 && w->scale_cols == w_in_out && strop__bf16_dot_enabled();
+  /* an int8 weight is expanded to BF16 as the kernel packs its panels */
+  return (w->dtype == STROP__LOWP_BF16 || w->dtype == STROP__LOWP_INT8) &&
+         w->scale_cols == w_in_out && strop__bf16_dot_enabled();
 }
 
 /* ---- elementwise activations ---- */

@@ -28,9 +28,10 @@ int strop__linear_backward(const float *x, const float *w, const float *dy, floa
                            float *db, int64_t m, int64_t in, int64_t out, unsigned assign);
 
 /* The same two with W held in BF16 or int8 (ops/lowp.h; w->rows x w->cols is W's layout,
- * [out, in] or [in, out] with w_in_out). A BF16 W on a CPU with AVX512_BF16
- * multiplies BF16 x BF16 with FP32 sums (x, or dy in the backward, rounded to BF16); every
- * other case widens W to FP32 while packing it for the FP32 GEMM, which gives the bits of
+ * [out, in] or [in, out] with w_in_out). On a CPU with AVX512_BF16 W multiplies BF16 x BF16
+ * with FP32 sums (x, or dy in the backward, rounded to BF16; an int8 W expanded to the BF16
+ * values nearest its FP32 ones while its panels are packed); elsewhere (or with
+ * strop__bf16_impl 1) W is widened to FP32 for the FP32 GEMM, which gives the bits of
  * strop__linear_forward_ex / strop__linear_backward on those FP32 values. Backward gives dx
  * only (a weight so held is frozen), written (assign_dx) or added. Return 0, or -1 when the scratch could not be allocated (y or dx not written). */
 int strop__linear_forward_lowp(const float *x, const strop__lowp *w, const float *b, float *y,
@@ -39,8 +40,8 @@ int strop__linear_backward_lowp(const strop__lowp *w, const float *dy, float *dx
                                 int64_t in, int64_t out, int w_in_out, int assign_dx);
 
 /* 1 when the two above run with w as it is held, without widening all of it into scratch at
- * each call (a BF16 weight on the vdpbf16ps kernels): a caller that runs a product a few rows
- * at a time then pays nothing per call for the weight. */
+ * each call (a BF16 or int8 weight on the vdpbf16ps kernels): a caller that runs a product a
+ * few rows at a time then pays nothing per call for the weight. */
 int strop__linear_lowp_direct(const strop__lowp *w, int w_in_out);
 
 /* The same products in BF16 for an FP32 weight (the model's compute dtype): wb is the weight's

@@ -36,6 +36,8 @@ static int gemv_env_off(void) {
 #if defined(__x86_64__) && defined(__GNUC__)
 #  include <immintrin.h>
 
+#  include "ops/bf16tile.h"
+
 enum { KC = STROP__GEMM_KC };
 
 static int has_avx2(void) {
@@ -395,8 +397,9 @@ T256 GEMV_BODIES(gemv_t256, t256)
  * registers: BF16 shifted into the top half of an FP32, int8 converted and multiplied by its
  * scale — the values strop__lowp_expand writes, exactly — then summed as the FP32 kernels above
  * sum (the bits of the FP32 GEMM on the widened weight, which is what the general path runs).
- * A BF16 weight whose product runs on vdpbf16ps takes that instruction here too, in the same
- * pairs and order as lowp.c's kernel. AVX-512 only (the general path elsewhere). */
+ * A weight whose product runs on vdpbf16ps (BF16, and int8 expanded to BF16 as lowp.c packs it)
+ * takes that instruction here too, in the same pairs and order as lowp.c's kernel. AVX-512 only
+ * (the general path elsewhere). */
 #  define TLP __attribute__((target("avx512f,avx512bw,avx512vl")))
 #  define INLLP static inline __attribute__((always_inline, target("avx512f,avx512bw,avx512vl")))
 #  define INLDP \
@@ -405,7 +408,8 @@ T256 GEMV_BODIES(gemv_t256, t256)
     enum {
       LP_BF16 = 1,
       LP_INT8 = 2,
-      LP_DOT = 3
+      LP_DOT = 3, /* BF16 on vdpbf16ps */
+      LP_DOT8 = 4 /* int8 expanded to BF16, on vdpbf16ps */
     };
 
 /* 16 stored values from p (those of mask mk; the others 0), widened exactly */
@@ -525,12 +529,17 @@ INLLP void lpn_rows(const int M, const lp_job *J, int64_t j, int64_t w) {
 
 /* BF16 on vdpbf16ps: output channels [j, j + nr) (nr <= 32) in two groups of 16, 16 pairs of
  * inputs of 16 channels transposed per step, every pair up to lowp.c's padded depth (zeros
- * past in), one sum. */
-INLDP void lpdot_group(const int M, const lp_job *J, int64_t j, int64_t nr) {
-  const int64_t in = J->in, kp = J->kp;
-  const uint16_t *row[32];
-  for (int r = 0; r < 32; r++)
-    row[r] = (const uint16_t *)J->w->v + (j + (r < nr ? r : nr - 1)) * in;
+ * past in), one sum. An int8 W [out, in] (i8) the same, each run of 32 values scaled and
+ * rounded to BF16 as lowp.c packs them (strop__int8_bf16_32). */
+INLDP void lpdot_group(const int M, const int i8, const lp_job *J, int64_t j, int64_t nr) {
+  const int64_t in = J->in, kp = J->kp, es = i8 ? 1 : 2;
+  const char *row[32];
+  const float *sc[32]; /* int8: the channel's scales */
+  for (int r = 0; r < 32; r++) {
+    const int64_t o = j + (r < nr ? r : nr - 1);
+    row[r] = (const char *)J->w->v + o * in * es;
+    sc[r] = i8 ? J->w->scale + o * J->ng : NULL;
+  }
   __m512 acc[2][STROP__GEMV_MAX_M];
   for (int h = 0; h < 2; h++)
     for (int i = 0; i < M; i++) acc[h][i] = _mm512_setzero_ps();
@@ -540,11 +549,18 @@ INLDP void lpdot_group(const int M, const lp_job *J, int64_t j, int64_t nr) {
                          : left <= 0 ? (__mmask32)0
                                      : (__mmask32)((1u << left) - 1u);
     for (int q = 0; q < 32; q++) /* the next 32 channels' line at this depth, into L2 */
-      _mm_prefetch((const char *)(row[q] + 32 * in + 2 * q0), _MM_HINT_T1);
+      _mm_prefetch(row[q] + (32 * in + 2 * q0) * es, _MM_HINT_T1);
+    strop__int8_runs ri[2];
+    if (i8)
+      for (int t = 0; t < 2; t++) ri[t] = strop__int8_runs_at(J->ng, J->gl, 2 * q0 + 16 * t);
     for (int h = 0; h < 2; h++) {
       __m512 r[16], t[16];
       for (int q = 0; q < 16; q++)
-        r[q] = _mm512_castsi512_ps(_mm512_maskz_loadu_epi16(mk, row[16 * h + q] + 2 * q0));
+        r[q] = _mm512_castsi512_ps(
+            i8 ? strop__int8_bf16_32((const int8_t *)(const void *)row[16 * h + q] + 2 * q0, mk,
+                                     strop__int8_scales_in(sc[16 * h + q], &ri[0]),
+                                     strop__int8_scales_in(sc[16 * h + q], &ri[1]))
+               : _mm512_maskz_loadu_epi16(mk, row[16 * h + q] + 4 * q0));
       tr16(r, t);
       for (int q = 0; q < 16; q++)
         for (int i = 0; i < M; i++)
@@ -560,6 +576,77 @@ INLDP void lpdot_group(const int M, const lp_job *J, int64_t j, int64_t nr) {
       __m512 v = acc[h][i];
       if (J->beta != 0.0f) v = _mm512_add_ps(_mm512_maskz_loadu_ps(mc, c), v);
       _mm512_mask_storeu_ps(c, mc, v);
+    }
+}
+
+/* int8 W [in, out] on vdpbf16ps: output channels [j, j + w) (w <= NT / M), inputs 2q and 2q + 1's
+ * rows streamed, scaled and rounded per channel and interleaved into pairs as lowp.c packs them,
+ * one sum per channel kept in L1 over every pair up to lowp.c's padded depth (zeros past in):
+ * each channel's pairs in k order, the kernel's sums. */
+INLDP void lpdot_rows(const int M, const lp_job *J, int64_t j, int64_t w) {
+  const int64_t in = J->in, out = J->out, kp = J->kp, nv = (w + 15) / 16;
+  const int8_t *v = J->w->v;
+  const __mmask16 ml = lanes16(w - (nv - 1) * 16);
+  __attribute__((aligned(64))) float sums[NT], sc[NT];
+  float *s[STROP__GEMV_MAX_M];
+  for (int i = 0; i < M; i++) {
+    s[i] = sums + i * (NT / M / 16 * 16);
+    for (int64_t c = 0; c < nv; c++) _mm512_store_ps(s[i] + 16 * c, _mm512_setzero_ps());
+  }
+  int64_t gcur = -1;
+  for (int64_t q = 0; q < kp; q++) {
+    __m512bh xv[STROP__GEMV_MAX_M];
+    for (int i = 0; i < M; i++) xv[i] = (__m512bh)_mm512_set1_epi32((int)J->xp[i * kp + q]);
+    const int8_t *br[2] = {v + 2 * q * out + j, v + (2 * q + 1) * out + j};
+    const int64_t g0 = J->ng > 1 ? 2 * q / J->gl : 0, g1 = J->ng > 1 ? (2 * q + 1) / J->gl : 0;
+    if (2 * q + 1 < in && g0 == g1) { /* both rows, one run of scales: the loop kept tight */
+      if (g0 != gcur) {
+        for (int64_t cc = 0; cc < w; cc++) sc[cc] = J->w->scale[(j + cc) * J->ng + g0];
+        gcur = g0;
+      }
+      const int8_t *r0 = br[0], *r1 = br[1];
+      for (int c = 0; c < nv; c++) {
+        const __mmask16 mk = c == nv - 1 ? ml : (__mmask16)0xffff;
+        if ((c & 3) == 0) { /* the rows 4 below, into L2 */
+          _mm_prefetch((const char *)(r0 + 4 * out + 16 * c), _MM_HINT_T1);
+          _mm_prefetch((const char *)(r1 + 4 * out + 16 * c), _MM_HINT_T1);
+        }
+        const __m512 sv = _mm512_maskz_load_ps(mk, sc + 16 * c);
+        const __m512bh b = (__m512bh)strop__bf16_pairs16(
+            strop__int8_scaled16(r0 + 16 * c, mk, sv), strop__int8_scaled16(r1 + 16 * c, mk, sv));
+        for (int i = 0; i < M; i++)
+          _mm512_store_ps(s[i] + 16 * c,
+                          _mm512_dpbf16_ps(_mm512_load_ps(s[i] + 16 * c), xv[i], b));
+      }
+      continue;
+    }
+    for (int c = 0; c < nv; c++) {
+      const __mmask16 mk = c == nv - 1 ? ml : (__mmask16)0xffff;
+      __m512 pr[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+      for (int t = 0; t < 2; t++) {
+        const int64_t p = 2 * q + t;
+        if (p >= in) continue;
+        const int64_t g = J->ng > 1 ? p / J->gl : 0;
+        if (g != gcur) { /* the channels' scales of this run of inputs */
+          for (int64_t cc = 0; cc < w; cc++) sc[cc] = J->w->scale[(j + cc) * J->ng + g];
+          gcur = g;
+        }
+        if ((c & 3) == 0) /* the row 4 below, into L2 */
+          _mm_prefetch((const char *)(br[t] + 4 * out + 16 * c), _MM_HINT_T1);
+        pr[t] = strop__int8_scaled16(br[t] + 16 * c, mk, _mm512_maskz_load_ps(mk, sc + 16 * c));
+      }
+      const __m512bh b = (__m512bh)strop__bf16_pairs16(pr[0], pr[1]);
+      for (int i = 0; i < M; i++)
+        _mm512_store_ps(s[i] + 16 * c, _mm512_dpbf16_ps(_mm512_load_ps(s[i] + 16 * c), xv[i], b));
+    }
+  }
+  for (int i = 0; i < M; i++)
+    for (int64_t c = 0; c < nv; c++) {
+      float *y = J->y + i * out + j + 16 * c;
+      const __mmask16 mc = c == nv - 1 ? ml : (__mmask16)0xffff;
+      __m512 r = _mm512_load_ps(s[i] + 16 * c);
+      if (J->beta != 0.0f) r = _mm512_add_ps(_mm512_maskz_loadu_ps(mc, y), r);
+      _mm512_mask_storeu_ps(y, mc, r);
     }
 }
 
@@ -593,10 +680,30 @@ TLP static void lp_n_int8(const lp_job *J, int64_t j, int64_t w) {
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void lp_dot(
     const lp_job *J, int64_t j, int64_t nr) {
   switch (J->m) {
-    case 1: lpdot_group(1, J, j, nr); break;
-    case 2: lpdot_group(2, J, j, nr); break;
-    case 3: lpdot_group(3, J, j, nr); break;
-    default: lpdot_group(4, J, j, nr); break;
+    case 1: lpdot_group(1, 0, J, j, nr); break;
+    case 2: lpdot_group(2, 0, J, j, nr); break;
+    case 3: lpdot_group(3, 0, J, j, nr); break;
+    default: lpdot_group(4, 0, J, j, nr); break;
+  }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void lp_dot8(
+    const lp_job *J, int64_t j, int64_t nr) {
+  switch (J->m) {
+    case 1: lpdot_group(1, 1, J, j, nr); break;
+    case 2: lpdot_group(2, 1, J, j, nr); break;
+    case 3: lpdot_group(3, 1, J, j, nr); break;
+    default: lpdot_group(4, 1, J, j, nr); break;
+  }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void lp_dot8_rows(
+    const lp_job *J, int64_t j, int64_t w) {
+  switch (J->m) {
+    case 1: lpdot_rows(1, J, j, w); break;
+    case 2: lpdot_rows(2, J, j, w); break;
+    case 3: lpdot_rows(3, J, j, w); break;
+    default: lpdot_rows(4, J, j, w); break;
   }
 }
 
@@ -606,15 +713,18 @@ static void lp_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   (void)chunk;
   const lp_job *J = ctx;
   const int64_t end = hi * LP_BLOCK < J->out ? hi * LP_BLOCK : J->out;
-  if (J->kind == LP_INT8 && J->w->scale_cols) {
+  if ((J->kind == LP_INT8 || J->kind == LP_DOT8) && J->w->scale_cols) {
     const int64_t tile = NT / J->m / 16 * 16;
-    for (int64_t j = lo * LP_BLOCK; j < end; j += tile)
-      lp_n_int8(J, j, end - j < tile ? end - j : tile);
+    for (int64_t j = lo * LP_BLOCK; j < end; j += tile) {
+      if (J->kind == LP_DOT8) lp_dot8_rows(J, j, end - j < tile ? end - j : tile);
+      else lp_n_int8(J, j, end - j < tile ? end - j : tile);
+    }
     return;
   }
   for (int64_t j = lo * LP_BLOCK; j < end; j += 32) {
     const int64_t nr = end - j < 32 ? end - j : 32;
     if (J->kind == LP_DOT) lp_dot(J, j, nr);
+    else if (J->kind == LP_DOT8) lp_dot8(J, j, nr);
     else if (J->kind == LP_BF16) lp_t_bf16(J, j, nr);
     else lp_t_int8(J, j, nr);
   }
@@ -628,13 +738,13 @@ int strop__lowp_gemv(const float *x, const strop__lowp *w, const float *b, float
       strop__gemv_impl == 1 || gemv_env_off() || !strop__gemm_own_available() ||
       !__builtin_cpu_supports("avx512bw") || !__builtin_cpu_supports("avx512vl"))
     return -1;
-  const int dot = w->dtype == STROP__LOWP_BF16 && strop__bf16_dot_enabled();
+  /* an int8 weight too: the general path expands it to BF16 for vdpbf16ps */
+  const int dot = strop__bf16_dot_enabled();
   /* otherwise the general path runs the FP32 product of the widened weight, whose bits these
    * kernels give where strop__sgemm would run the own GEMM or a kernel above on it */
   if (!dot && !strop__gemv_pick(0, m, strop__gemm_use_own(0, !w_in_out, m, out, in))) return -1;
-  lp_job J = {.kind = dot                            ? LP_DOT
-                      : w->dtype == STROP__LOWP_BF16 ? LP_BF16
-                                                     : LP_INT8,
+  const int bf16 = w->dtype == STROP__LOWP_BF16;
+  lp_job J = {.kind = dot ? (bf16 ? LP_DOT : LP_DOT8) : (bf16 ? LP_BF16 : LP_INT8),
               .m = (int)m,
               .x = x,
               .w = w,

@@ -5,6 +5,7 @@
 
 #include <math.h>
 
+#include "core/core.h"
 #include "ops/ops.h"
 #include "ops/vmath.h"
 
@@ -127,21 +128,20 @@ static inline __attribute__((always_inline)) void ce_sums(const float *z, int64_
   }
 }
 
-/* One row: z its C logits, m their largest and s the sum of exp(z - m), y its target. Adds the
- * row's (weighted) loss to *total and its weight to *wtotal; with g, writes the unscaled
- * gradient there, which may be z itself (every logit is read before its gradient is written
- * over it). An ignored row adds nothing and gets a zero gradient. */
-static inline __attribute__((always_inline)) void ce_finish(const strop__loss_cfg *c,
-                                                            const float *z, float *g, float y,
-                                                            int64_t C, double wsum, double m,
-                                                            double s, double *total,
-                                                            double *wtotal) {
+/* One row: z its C logits, m their largest and s the sum of exp(z - m), y its target. Returns
+ * the row's (weighted) loss; with g, writes the gradient there, times fs (the reduction's scale,
+ * as a second rounding: 1 skips it), which may be z itself (every logit is read before its
+ * gradient is written over it). An ignored row returns 0 and gets a zero gradient. */
+static inline __attribute__((always_inline)) double ce_finish(const strop__loss_cfg *c,
+                                                              const float *z, float *g, float y,
+                                                              int64_t C, double wsum, double m,
+                                                              double s, float fs) {
   const float eps = c->label_smoothing;
   const float *w = c->class_weights;
   if ((double)y == (double)c->ignore_index) {
     if (g)
       for (int64_t j = 0; j < C; j++) g[j] = 0.0f;
-    return;
+    return 0.0;
   }
   int64_t yi = (int64_t)y;
   double lse = m + log(s);
@@ -152,8 +152,6 @@ static inline __attribute__((always_inline)) void ce_finish(const strop__loss_cf
     for (int64_t j = 0; j < C; j++) sm += (w ? (double)w[j] : 1.0) * (lse - (double)z[j]);
     row += (double)eps / (double)C * sm;
   }
-  *total += row;
-  *wtotal += wy;
   if (g) {
     double a = (1.0 - eps) * wy + (double)eps / (double)C * wsum;
     double ew = (double)eps / (double)C;
@@ -166,35 +164,79 @@ static inline __attribute__((always_inline)) void ce_finish(const strop__loss_cf
     else
       for (int64_t j = 0; j < C; j++) g[j] = (float)(strop__vexp((double)z[j] - lse) * a - ew);
     g[yi] -= (float)((1.0 - eps) * wy);
+    if (fs != 1.0f)
+      for (int64_t j = 0; j < C; j++) g[j] *= fs;
   }
+  return row;
 }
 
-/* rows rows of z (stride C) with their targets y, in row order (g: their gradients, or NULL),
- * strop__rows_together of them at a time for the sums; 1 runs the row loop as it was written
- * before (its maximum one compare after another: the reference, the same bits) */
-static inline __attribute__((always_inline)) void ce_rows(const strop__loss_cfg *c,
-                                                          const float *z, float *g,
-                                                          const float *y, int64_t rows, int64_t C,
-                                                          double wsum, double *total,
-                                                          double *wtotal) {
-  const int64_t grp = strop__rows_together < 1          ? 1
-                      : strop__rows_together > CE_GROUP ? CE_GROUP
-                                                        : strop__rows_together;
-  for (int64_t r0 = 0; r0 < rows; r0 += grp) {
-    const int nr = rows - r0 < grp ? (int)(rows - r0) : (int)grp;
-    const float *zr = z + r0 * C;
+/* The rows of a cross-entropy, strop__rows_together of them at a time for the sums (1 runs the
+ * row loop as it was written before: its maximum one compare after another, the reference, the
+ * same bits). The rows of a block run as groups across threads, each row wholly on one thread,
+ * their losses kept per row and summed afterwards in row order: the bits of one thread. */
+typedef struct ce_job {
+  const strop__loss_cfg *c;
+  const float *z, *y; /* the block's rows and their targets */
+  float *g;           /* their gradients, or NULL */
+  int64_t rows, C, grp;
+  double wsum;
+  float fs;
+  double *loss; /* per row of the block */
+} ce_job;
+
+/* groups [lo, hi) of the block's rows */
+STROP__CLONES static void ce_groups(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  (void)chunk;
+  const ce_job *J = ctx;
+  const strop__loss_cfg *c = J->c;
+  const int64_t C = J->C, grp = J->grp;
+  for (int64_t r0 = lo * grp; r0 < hi * grp && r0 < J->rows; r0 += grp) {
+    const int nr = J->rows - r0 < grp ? (int)(J->rows - r0) : (int)grp;
+    const float *zr = J->z + r0 * C;
     double m[CE_GROUP], s[CE_GROUP];
     for (int r = 0; r < nr; r++) {
       m[r] = 0.0; /* an ignored row: its sum is not used */
-      if ((double)y[r0 + r] != (double)c->ignore_index) m[r] = ce_max(zr + r * C, C, grp > 1);
+      if ((double)J->y[r0 + r] != (double)c->ignore_index) m[r] = ce_max(zr + r * C, C, grp > 1);
     }
     if (nr == CE_GROUP) ce_sums(zr, C, m, CE_GROUP, s);
     else
       for (int r = 0; r < nr; r++) ce_sums(zr + r * C, C, m + r, 1, s + r);
     for (int r = 0; r < nr; r++)
-      ce_finish(c, zr + r * C, g ? g + (r0 + r) * C : NULL, y[r0 + r], C, wsum, m[r], s[r], total,
-                wtotal);
+      J->loss[r0 + r] = ce_finish(c, zr + r * C, J->g ? J->g + (r0 + r) * C : NULL, J->y[r0 + r],
+                                  C, J->wsum, m[r], s[r], J->fs);
   }
+}
+
+/* rows rows of z (stride C) with their targets y (g: their gradients times fs, or NULL): adds
+ * their losses to *total in row order */
+static void ce_rows(const strop__loss_cfg *c, const float *z, float *g, const float *y,
+                    int64_t rows, int64_t C, double wsum, float fs, double *total) {
+  const int64_t grp = strop__rows_together < 1          ? 1
+                      : strop__rows_together > CE_GROUP ? CE_GROUP
+                                                        : strop__rows_together;
+  enum { BLOCK_GROUPS = 32 }; /* a block: up to 256 rows, their losses on the stack */
+  double loss[BLOCK_GROUPS * CE_GROUP];
+  const int64_t block = BLOCK_GROUPS * grp;
+  for (int64_t b0 = 0; b0 < rows; b0 += block) {
+    const int64_t nb = rows - b0 < block ? rows - b0 : block, groups = (nb + grp - 1) / grp;
+    ce_job J = {c, z + b0 * C, y + b0, g ? g + b0 * C : NULL, nb, C, grp, wsum, fs, loss};
+    /* a row is about C exponentials: split from a few hundred thousand logits on */
+    const int threads = (double)nb * (double)C >= (double)(1 << 18) ? strop__num_threads() : 1;
+    strop__par_run(strop__par_chunks(threads, groups, 1), groups, ce_groups, &J);
+    for (int64_t r = 0; r < nb; r++)
+      if ((double)y[b0 + r] != (double)c->ignore_index) *total += loss[r];
+  }
+}
+
+/* The weight total of the rows not ignored, summed in row order */
+static double ce_wtotal(const strop__loss_cfg *c, const float *target, int64_t rows) {
+  double wtotal = 0.0;
+  for (int64_t r = 0; r < rows; r++) {
+    const float y = target[r];
+    if ((double)y == (double)c->ignore_index) continue;
+    wtotal += c->class_weights ? (double)c->class_weights[(int64_t)y] : 1.0;
+  }
+  return wtotal;
 }
 
 STROP__CLONES static strop_status cross_entropy(const strop__loss_cfg *c, const float *pred,
@@ -206,15 +248,13 @@ STROP__CLONES static strop_status cross_entropy(const strop__loss_cfg *c, const 
   if (st) return st;
   const int64_t rows = n * tps;
   const double wsum = ce_wsum(c, C);
-  double total = 0.0, wtotal = 0.0;
-  ce_rows(c, pred, dpred, target, rows, C, wsum, &total, &wtotal);
-  double scale = 1.0;
-  if (c->reduction == STROP__LOSS_REDUCTION_MEAN) scale = wtotal != 0.0 ? 1.0 / wtotal : 0.0;
-  *loss_out = total * scale;
-  if (dpred && scale != 1.0) {
-    float fs = (float)scale;
-    for (int64_t i = 0; i < rows * C; i++) dpred[i] *= fs;
+  double scale = 1.0, total = 0.0;
+  if (c->reduction == STROP__LOSS_REDUCTION_MEAN) {
+    const double wtotal = ce_wtotal(c, target, rows);
+    scale = wtotal != 0.0 ? 1.0 / wtotal : 0.0;
   }
+  ce_rows(c, pred, dpred, target, rows, C, wsum, scale != 1.0 ? (float)scale : 1.0f, &total);
+  *loss_out = total * scale;
   return STROP_OK;
 }
 
@@ -240,13 +280,8 @@ strop_status strop__ce_rows_begin(strop__ce_rows *st, const strop__loss_cfg *c, 
   st->C = C;
   st->wsum = ce_wsum(c, C);
   st->total = 0.0;
-  /* the weight total strop__loss_eval sums as it goes: the same terms in the same order */
-  double wtotal = 0.0;
-  for (int64_t r = 0; r < st->rows; r++) {
-    const float y = target[r];
-    if ((double)y == (double)c->ignore_index) continue;
-    wtotal += c->class_weights ? (double)c->class_weights[(int64_t)y] : 1.0;
-  }
+  /* the weight total strop__loss_eval sums: the same terms in the same order */
+  const double wtotal = ce_wtotal(c, target, st->rows);
   st->scale = 1.0;
   if (c->reduction == STROP__LOSS_REDUCTION_MEAN) st->scale = wtotal != 0.0 ? 1.0 / wtotal : 0.0;
   return STROP_OK;
@@ -254,13 +289,8 @@ strop_status strop__ce_rows_begin(strop__ce_rows *st, const strop__loss_cfg *c, 
 
 STROP__CLONES void strop__ce_rows_eval(strop__ce_rows *st, int64_t r0, int64_t nr, float *z,
                                        int grad) {
-  const int64_t C = st->C;
-  double wtotal = 0.0; /* (summed beforehand) */
-  ce_rows(st->c, z, grad ? z : NULL, st->target + r0, nr, C, st->wsum, &st->total, &wtotal);
-  if (grad && st->scale != 1.0) {
-    float fs = (float)st->scale;
-    for (int64_t i = 0; i < nr * C; i++) z[i] *= fs;
-  }
+  ce_rows(st->c, z, grad ? z : NULL, st->target + r0, nr, st->C, st->wsum,
+          st->scale != 1.0 ? (float)st->scale : 1.0f, &st->total);
 }
 
 double strop__ce_rows_loss(const strop__ce_rows *st) { return st->total * st->scale; }

@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /* strop — BF16 and int8 weights: conversions, and the BF16 x BF16 -> FP32 product on
- * AVX512_BF16 (vdpbf16ps). The fallback is not here: a layer widens the weight to FP32 and runs
- * the FP32 GEMM, so it gives the bits of an FP32 model whose weights hold the same values. */
+ * AVX512_BF16 (vdpbf16ps; an int8 weight expanded to BF16 as its panels are packed). The
+ * fallback is not here: a layer widens the weight to FP32 and runs the FP32 GEMM, so it gives
+ * the bits of an FP32 model whose weights hold the same values. */
 #include "ops/lowp.h"
 
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -278,15 +280,26 @@ typedef struct bf16_job {
   const uint16_t *a, *b;
   float beta;
   float *c;
-  uint32_t *panels; /* one KA/2 x 32 panel of B's pairs per chunk */
+  uint32_t *panels;     /* one KA/2 x 32 panel of B's pairs per chunk */
+  const strop__lowp *q; /* the weight; int8: expanded to BF16 as its panels are packed */
+  int64_t ng, gl;       /* int8: scales per output channel, inputs per scale */
 } bf16_job;
 
 enum { BNR = 32, BMR = 8 };
 
-/* W(o, i): output channel o, input i (B's (j, kk) for _nt, (kk, j) for _nn), 0 past the edges */
+/* W(o, i): output channel o, input i (B's (j, kk) for _nt, (kk, j) for _nn), 0 past the edges;
+ * an int8 weight's as the BF16 value nearest its FP32 value (float)q * scale */
 static uint32_t w_at(const bf16_job *J, int64_t o, int64_t i) {
   const int64_t nout = J->b_kn ? J->k : J->n, nin = J->b_kn ? J->n : J->k;
   if (o >= nout || i >= nin) return 0;
+  if (J->q->dtype == STROP__LOWP_INT8) {
+    const int8_t *v = J->q->v;
+    const float w = (float)v[J->q->scale_cols ? i * nout + o : o * nin + i] *
+                    J->q->scale[o * J->ng + (J->ng > 1 ? i / J->gl : 0)];
+    /* below the normal range a zero of its sign, as vcvtne2ps2bf16 (bf16tile.h) */
+    return fabsf(w) < FLT_MIN ? strop__bf16_from_f32(copysignf(0.0f, w))
+                              : strop__bf16_from_f32(w);
+  }
   return J->held ? panel_at(J->b, nin, o, i) : J->b[o * nin + i];
 }
 
@@ -348,6 +361,87 @@ BF16_TARGET static void pack_panel_held_kn(const bf16_job *J, int64_t j0, uint32
   }
 }
 
+/* pack_panel_scalar's layout from an int8 weight, each value scaled and rounded to BF16 as it
+ * is packed (bf16tile.h). The weight is stored in its own layout, so B [k, n] in memory
+ * (two rows interleaved, as a BF16 B [k, n]) is W [in, out] for _nt and W [out, in] for _nn;
+ * B [n, k] (a row's 32 values, 16 rows transposed 16 x 16) the other two. The lanes of a row
+ * are output channels (scales loaded or gathered per run of inputs) or inputs of one channel
+ * (its scale broadcast, or gathered where a run ends among them). */
+BF16_TARGET static void pack_panel_int8(const bf16_job *J, int64_t j0, uint32_t *p) {
+  const strop__lowp *q = J->q;
+  const int8_t *v = q->v;
+  const int64_t kp = J->ka / 2, nr = J->n - j0 < BNR ? J->n - j0 : BNR, ng = J->ng, gl = J->gl;
+  const int lanes_out = !J->b_kn; /* B's columns j are output channels (_nt) or inputs (_nn) */
+  if (J->b_kn != q->scale_cols) { /* B [k, n]: rows kk of n values */
+    const __mmask16 mh[2] = {(__mmask16)strop__lanes32(nr), (__mmask16)strop__lanes32(nr - 16)};
+    __m512 so[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()}; /* lanes_out: run g's scales */
+    strop__int8_runs ri[2];                                    /* else: the inputs' runs */
+    int64_t g = -1, next = 0; /* lanes_out: the run of row kk (an input), where it ends */
+    for (int h = 0; h < 2; h++) ri[h] = strop__int8_runs_at(ng, gl, j0 + 16 * h);
+    for (int64_t qq = 0; qq < kp; qq++) {
+      __m512 r[2][2]; /* [row 2qq + t][h], scaled */
+      for (int t = 0; t < 2; t++) {
+        const int64_t kk = 2 * qq + t;
+        for (int h = 0; h < 2; h++) r[t][h] = _mm512_setzero_ps();
+        if (kk >= J->k) continue;
+        if (lanes_out && kk >= next) { /* rows go up one at a time: the runs in order */
+          g = ng > 1 ? kk / gl : 0;
+          next = ng > 1 ? (g + 1) * gl : J->k;
+          for (int h = 0; h < 2; h++)
+            so[h] = strop__int8_scales_out(q->scale, ng, g, j0 + 16 * h, mh[h]);
+        }
+        for (int h = 0; h < 2; h++) {
+          if (!mh[h]) continue;
+          const __m512 sc = lanes_out ? so[h] : strop__int8_scales_in(q->scale + kk * ng, &ri[h]);
+          r[t][h] = strop__int8_scaled16(v + kk * J->n + j0 + 16 * h, mh[h], sc);
+        }
+      }
+      for (int h = 0; h < 2; h++)
+        _mm512_store_si512(p + qq * BNR + 16 * h, strop__bf16_pairs16(r[0][h], r[1][h]));
+    }
+    return;
+  }
+  /* B [n, k]: row j0 + c holds its k values contiguously */
+  int64_t grow[BNR]; /* !lanes_out: the run of each row's input */
+  for (int c = 0; c < BNR; c++) grow[c] = !lanes_out && ng > 1 ? (j0 + c) / gl : 0;
+  for (int64_t q0 = 0; q0 < kp; q0 += 16) {
+    const __mmask32 mk = strop__lanes32(J->k - 2 * q0);
+    strop__int8_runs ri[2];
+    __m512 so[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int t = 0; t < 2; t++) {
+      const int64_t i0 = 2 * q0 + 16 * t;
+      ri[t] = strop__int8_runs_at(lanes_out ? ng : 1, gl, i0);
+      if (!lanes_out && ng <= 1)
+        so[t] = strop__int8_scales_out(q->scale, 1, 0, i0, (__mmask16)(mk >> (16 * t)));
+    }
+    for (int h = 0; h < 2; h++) { /* rows j0 + 16 h .. j0 + 16 h + 15 */
+      __m512i r[16];
+      for (int c = 0; c < 16; c++) {
+        const int64_t j = j0 + 16 * h + c;
+        if (16 * h + c >= nr) {
+          r[c] = _mm512_setzero_si512();
+          continue;
+        }
+        __m512 s0, s1;
+        if (lanes_out) {
+          s0 = strop__int8_scales_in(q->scale + j * ng, &ri[0]);
+          s1 = strop__int8_scales_in(q->scale + j * ng, &ri[1]);
+        } else if (ng <= 1) {
+          s0 = so[0];
+          s1 = so[1];
+        } else {
+          s0 = strop__int8_scales_out(q->scale, ng, grow[16 * h + c], 2 * q0, (__mmask16)mk);
+          s1 = strop__int8_scales_out(q->scale, ng, grow[16 * h + c], 2 * q0 + 16,
+                                      (__mmask16)(mk >> 16));
+        }
+        r[c] = strop__int8_bf16_32(v + j * J->k + 2 * q0, mk, s0, s1);
+      }
+      strop__transpose16(r);
+      for (int qq = 0; qq < 16; qq++) _mm512_store_si512(p + (q0 + qq) * BNR + 16 * h, r[qq]);
+    }
+  }
+}
+
 /* pack_panel_scalar's layout, vectorised. B [n, k]: a row's pairs are its consecutive 32-bit
  * words, so 16 pairs of each of 32 rows are loaded (masked to k: an odd k's last pair reads no
  * further) and transposed 16 x 16 (strop__transpose16). B [k, n]: 32 values of each of two rows, zero-extended and
@@ -359,6 +453,10 @@ BF16_TARGET static void pack_panel(const bf16_job *J, int64_t j0, uint32_t *p) {
   }
   if (J->held) { /* _nt runs on the held panels themselves (bf16_chunk) */
     pack_panel_held_kn(J, j0, p);
+    return;
+  }
+  if (J->q->dtype == STROP__LOWP_INT8) {
+    pack_panel_int8(J, j0, p);
     return;
   }
   const int64_t kp = J->ka / 2, nr = J->n - j0 < BNR ? J->n - j0 : BNR;
@@ -425,23 +523,44 @@ size_t strop__bf16_gemm_scratch(int64_t m, int64_t n, int64_t k) {
          (size_t)(strop__num_threads() + 1) * (ka / 2) * BNR * sizeof(uint32_t) + 64;
 }
 
+/* A's rows [lo, hi) rounded to BF16, zero to ka */
+typedef struct round_job {
+  const float *a;
+  int64_t lda, k, ka;
+  uint16_t *abf;
+} round_job;
+
+static void round_rows(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  (void)chunk;
+  const round_job *R = ctx;
+  for (int64_t i = lo; i < hi; i++) {
+    strop__bf16_round_n(R->a + i * R->lda, R->abf + i * R->ka, (size_t)R->k);
+    for (int64_t t = R->k; t < R->ka; t++) R->abf[i * R->ka + t] = 0;
+  }
+}
+
 static void bf16_gemm(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                       const strop__lowp *q, int b_kn, float beta, float *c, int64_t ldc,
                       void *work) {
   const int64_t ka = (k + 31) / 32 * 32;
   uint16_t *abf = work;
-  for (int64_t i = 0; i < m; i++) {
-    strop__bf16_round_n(a + i * lda, abf + i * ka, (size_t)k);
-    for (int64_t t = k; t < ka; t++) abf[i * ka + t] = 0;
-  }
-  /* the panels follow A's rows, 64-byte aligned (m * ka * 2 is a multiple of 64) */
-  bf16_job J = {m,    n,    k,         ka,
-                ldc,  b_kn, q->panels, abf,
-                q->v, beta, c,         (uint32_t *)(void *)(abf + (size_t)m * (size_t)ka)};
-  const int64_t blocks = (n + BNR - 1) / BNR;
   const int threads = (double)m * (double)n * (double)k >= (double)(1 << 20)
                           ? strop__num_threads()
                           : 1;
+  /* A rounded across threads too: on one, it was a serial pass before each product (0.9% of a
+   * GPT-2 BF16 step at 2 threads, the other thread waiting) */
+  round_job R = {a, lda, k, ka, abf};
+  strop__par_run(strop__par_chunks(threads, m, (1 << 14) / ka + 1), m, round_rows, &R);
+  /* the panels follow A's rows, 64-byte aligned (m * ka * 2 is a multiple of 64) */
+  bf16_job J = {m,    n,    k,         ka,
+                ldc,  b_kn, q->panels, abf,
+                q->v, beta, c,         (uint32_t *)(void *)(abf + (size_t)m * (size_t)ka),
+                q,    1,    0};
+  if (q->dtype == STROP__LOWP_INT8) {
+    J.ng = lowp_groups(q);
+    J.gl = J.ng > 1 ? q->group : lowp_inputs(q);
+  }
+  const int64_t blocks = (n + BNR - 1) / BNR;
   strop__par_run(strop__par_chunks(threads, blocks, 1), blocks, bf16_chunk, &J);
 }
 

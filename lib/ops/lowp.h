@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* strop — frozen weights held in fewer bits: BF16 (the top half of an FP32) or int8 with one
  * FP32 scale per output channel or per group of an output channel's inputs (symmetric,
- * absmax), their conversions, and the BF16 product
- * on AVX512_BF16 (vdpbf16ps, FP32 accumulation) with its exact fallback (widen, FP32 GEMM). */
+ * absmax), their conversions, and their product on AVX512_BF16 (vdpbf16ps, FP32 accumulation;
+ * int8 expanded to BF16 while packing) with its exact fallback (widen, FP32 GEMM). */
 #ifndef STROP_OPS_LOWP_H
 #define STROP_OPS_LOWP_H
 
@@ -76,7 +76,7 @@ void strop__lowp_scratch_give(void *p);
  * that widens such weights keeps once warm, which strop_model_step_memory counts. */
 size_t strop__lowp_scratch_bytes(void);
 
-/* Which BF16 product strop__bf16_gemm_nt and _nn run: 0 decides by the CPU (vdpbf16ps when it has
+/* Which product a held BF16 or int8 weight takes: 0 decides by the CPU (vdpbf16ps when it has
  * AVX512_BF16 and STROP_BF16_FALLBACK is not set in the environment), 1 forces the exact
  * fallback (tests run both paths on one machine), 2 decides as 0 but packs the weight's panels
  * element by element, the reference the vectorised packing is tested against. */
@@ -88,8 +88,12 @@ int strop__bf16_dot_enabled(void);
  * cols k; or q [in, out] stored transposed: rows k, cols n) and A FP32, rounded to BF16 on the
  * way in: the vdpbf16ps product, FP32 sums in k order for every element (whatever the split
  * across threads). Panels of 32 of B's rows are packed as (k, k + 1) pairs per column, A's
- * pairs broadcast: an 8 x 32 tile keeps 16 accumulators. work: 64-byte aligned,
- * strop__bf16_gemm_scratch(m, n, k) bytes. Only where strop__bf16_dot_enabled(); beta 0 or 1. */
+ * pairs broadcast: an 8 x 32 tile keeps 16 accumulators. B may be an int8 weight instead (in
+ * its own layout, [out, in] or [in, out]): each value is expanded to the BF16 value nearest its
+ * FP32 value (float)q * scale as the panels are packed, so the product is bit for bit that of
+ * the BF16 weight strop__lowp_make would make from strop__lowp_expand's values. work: 64-byte
+ * aligned, strop__bf16_gemm_scratch(m, n, k) bytes. Only where strop__bf16_dot_enabled(); beta
+ * 0 or 1. */
 size_t strop__bf16_gemm_scratch(int64_t m, int64_t n, int64_t k);
 void strop__bf16_gemm_nt(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                          const strop__lowp *q, float beta, float *c, int64_t ldc, void *work);
