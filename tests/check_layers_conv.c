@@ -99,6 +99,19 @@ static float *fx_get(const fixture *f, const char *name, size_t *n) {
 
 /* ------------------------------------------------------------ forward references */
 
+/* The epilogues the conv tests run: none (e 0), a relu (1), a relu and a 2x2 max-pool (2). */
+static strop__conv2d_epilogue relu_pool(const strop__conv2d_dims *d, int e) {
+  strop__conv2d_epilogue ep;
+  memset(&ep, 0, sizeof ep);
+  ep.relu = e > 0;
+  ep.pool = e == 2;
+  ep.pd.kh = ep.pd.kw = ep.pd.sh = ep.pd.sw = 2;
+  ep.pd.dh = ep.pd.dw = 1;
+  ep.pd.oh = strop__conv_out_len(d->oh, 2, 2, 0, 1);
+  ep.pd.ow = strop__conv_out_len(d->ow, 2, 2, 0, 1);
+  return ep;
+}
+
 /* The FP32 lowered forward of convs with more output channels than positions runs a block of
  * images per product (strop__conv_batch): the same values as an image per product within FP32
  * rounding (the products' k sums may split differently), with a fused bias (3x3), a separate
@@ -117,14 +130,7 @@ START_TEST(batched_forward_matches_per_image) {
       for (int chunks = 1; chunks <= 2; chunks++) {
         strop__conv2d_dims d = cases[k];
         strop__conv2d_out_size(&d);
-        strop__conv2d_epilogue ep;
-        memset(&ep, 0, sizeof ep);
-        ep.relu = e > 0;
-        ep.pool = e == 2;
-        ep.pd.kh = ep.pd.kw = ep.pd.sh = ep.pd.sw = 2;
-        ep.pd.dh = ep.pd.dw = 1;
-        ep.pd.oh = strop__conv_out_len(d.oh, 2, 2, 0, 1);
-        ep.pd.ow = strop__conv_out_len(d.ow, 2, 2, 0, 1);
+        strop__conv2d_epilogue ep = relu_pool(&d, e);
         const size_t nx = (size_t)(d.n * d.c_in * d.h * d.w), nw = (size_t)(d.c_out * d.c_in * 9);
         const size_t ny = (size_t)(d.n * d.c_out * (e == 2 ? ep.pd.oh * ep.pd.ow : d.oh * d.ow));
         float *x = malloc(nx * sizeof(float)), *w = malloc(nw * sizeof(float));
@@ -179,14 +185,7 @@ START_TEST(batched_backward_matches_per_image) {
       for (int assign = 0; assign < 2; assign++) {
         strop__conv2d_dims d = cases[k];
         strop__conv2d_out_size(&d);
-        strop__conv2d_epilogue ep;
-        memset(&ep, 0, sizeof ep);
-        ep.relu = e > 0;
-        ep.pool = e == 2;
-        ep.pd.kh = ep.pd.kw = ep.pd.sh = ep.pd.sw = 2;
-        ep.pd.dh = ep.pd.dw = 1;
-        ep.pd.oh = strop__conv_out_len(d.oh, 2, 2, 0, 1);
-        ep.pd.ow = strop__conv_out_len(d.ow, 2, 2, 0, 1);
+        strop__conv2d_epilogue ep = relu_pool(&d, e);
         const size_t nx = (size_t)(d.n * d.c_in * d.h * d.w);
         const size_t nw = (size_t)(d.c_out * d.c_in * d.kh * d.kw), nb = (size_t)d.c_out;
         const size_t ny = (size_t)(d.n * d.c_out * (e == 2 ? ep.pd.oh * ep.pd.ow : d.oh * d.ow));
