@@ -17,8 +17,10 @@ frozen base borrowed from the mapped file, and the TinyLlama shape with 2 layers
 on q/v, the BF16 base borrowed, then an int8 base: the gated MLPs' weights held as the rest).
 The peak is the steps' own: bench_big resets VmHWM after the load, the LoRA surgery and the
 planning, whose peaks are not the step's. The setup's own peak (load, LoRA surgery, planning)
-of the LoRA rows must not pass the steps' by more than 5%: the surgery's clone shares the frozen
-base instead of copying it (the int8 row's setup was 20% over its steps when it copied). The
+of the LoRA rows must not pass the steps' by more than 10%: the surgery's clone shares the frozen
+base instead of copying it (the int8 row's setup was 20% over its steps when it copied). (5%
+until the int8 base ran on vdpbf16ps: its steps no longer widen weights into scratch, so the
+load's own staging, unchanged at 464 MB, now stands 5.8% over the 439 MB steps.) The
 checkpoints are random weights written by bench/torch_big.py (kept in OUT_DIR for the next run).
 Exits 77 (skipped) without torch."""
 import os
@@ -28,7 +30,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCH = os.path.join(HERE, "..", "..", "bench")
 TOLERANCE = 0.10
-SETUP_OVER_STEPS = 0.05
+SETUP_OVER_STEPS = 0.10
 
 
 def field(line, key):
