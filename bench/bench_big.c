@@ -142,6 +142,17 @@ static void log_stderr(int level, const char *message, void *user_data) {
   fprintf(stderr, "strop: %s\n", message);
 }
 
+/* Frees what main made for the steps; main's exit status. */
+static int finish(strop_tensor *x, strop_tensor *y, strop_trainer *tr, strop_optimizer *opt,
+                  strop_model *m) {
+  strop_tensor_free(x);
+  strop_tensor_free(y);
+  strop_trainer_free(tr);
+  strop_optimizer_free(opt);
+  strop_model_free(m);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc < 3) {
     fprintf(stderr, "usage: bench_big ROW DIR [threads] [steps] [repeats]\n");
@@ -325,12 +336,7 @@ int main(int argc, char **argv) {
     for (int r = 0; r < repeats && r < 64; r++)
       printf("%s%.3f", r ? "," : "", rc[r][1] / rc[r][0]); /* B's time over A's */
     printf("\n");
-    strop_tensor_free(x);
-    strop_tensor_free(y);
-    strop_trainer_free(tr);
-    strop_optimizer_free(opt);
-    strop_model_free(m);
-    return 0;
+    return finish(x, y, tr, opt, m);
   }
   if (getenv("GEMM_PROFILE")) { /* after a warm-up step, `steps` steps observed */
     bench_must(strop_trainer_step(tr, x, y, &loss), "warm-up");
@@ -359,12 +365,7 @@ int main(int argc, char **argv) {
            "gemm_share=%.4f gemm_gflops=%.1f counted_gemm_flops=%.4g step_flops=%.4g\n",
            row, threads, step_s * 1e3, total * 1e3, total / step_s, flops / total / 1e9, flops,
            step_flops);
-    strop_tensor_free(x);
-    strop_tensor_free(y);
-    strop_trainer_free(tr);
-    strop_optimizer_free(opt);
-    strop_model_free(m);
-    return 0;
+    return finish(x, y, tr, opt, m);
   }
   const double best = bench_best_step(tr, x, y, steps, repeats, &loss);
   const char *fl = getenv("STROP_FUSED_LOSS");
@@ -379,10 +380,5 @@ int main(int argc, char **argv) {
          (long long)strop_model_param_count(m, 0), (long long)strop_model_param_count(m, 1),
          load_s, rss_start, hwm_load, rss_before, hwm_before, bench_status_kb("VmHWM:"),
          planned / 1024, (est[0] + est[1] + est[2] + est[3]) / 1024);
-  strop_tensor_free(x);
-  strop_tensor_free(y);
-  strop_trainer_free(tr);
-  strop_optimizer_free(opt);
-  strop_model_free(m);
-  return 0;
+  return finish(x, y, tr, opt, m);
 }
