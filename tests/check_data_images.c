@@ -143,6 +143,29 @@ START_TEST(decode_refuses_broken_files) {
 }
 END_TEST
 
+/* A chunk claiming more bytes than the file holds is refused before libpng allocates its
+ * buffer: the fuzzer's 43-byte file whose sPLT claims 0x73000300 bytes asked for 1.9 GB (here
+ * with the header's CRC right, so libpng itself would reach the sPLT). */
+START_TEST(decode_refuses_a_chunk_longer_than_the_file) {
+  static const uint8_t png[] = {0x89, 'P',  'N',  'G',  '\r', '\n', 0x1a, '\n', 0x00, 0x00, 0x00,
+                                0x0d, 'I',  'H',  'D',  'R',  0x00, 0x00, 0x0d, 0x00, 0x00, 0x00,
+                                0x00, 0x09, 0x08, 0x03, 0x00, 0x00, 0x00, 0xe0, 0xce, 0x90, 0xef,
+                                0x73, 0x00, 0x03, 0x00, 's',  'P',  'L',  'T',  0xff, 0x02};
+  strop__alloc_peak_reset();
+  int64_t before = strop__alloc_peak();
+  strop__image_info info;
+  uint8_t *px = (uint8_t *)1;
+  int st = strop__image_decode("t", png, sizeof png, "claims.png", 3, STROP_IMAGE_MAX_PIXELS, &px,
+                               &info);
+  ck_assert_int_eq(st, STROP_E_FORMAT);
+  ck_assert_ptr_null(px);
+  ck_assert_msg(strstr(strop_last_error(), "claims.png") &&
+                    strstr(strop_last_error(), "chunk 'sPLT' at byte 33 claims 1929380608 bytes"),
+                "%s", strop_last_error());
+  ck_assert_int_lt(strop__alloc_peak() - before, 1 << 20);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ the source ---- */
 
 START_TEST(folder_order_is_imagefolders) {
@@ -760,6 +783,7 @@ int main(void) {
   TCase *tc = tcase_create("decode");
   tcase_add_test(tc, decode_equals_pil);
   tcase_add_test(tc, decode_refuses_broken_files);
+  tcase_add_test(tc, decode_refuses_a_chunk_longer_than_the_file);
   suite_add_tcase(s, tc);
   tc = tcase_create("source");
   tcase_add_test(tc, folder_order_is_imagefolders);

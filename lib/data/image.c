@@ -225,9 +225,36 @@ static void png_dealloc(png_structp png, png_voidp p) {
   strop__free(p);
 }
 
+/* libpng allocates a chunk's buffer from the length the chunk claims before it reads the
+ * bytes, so a 43-byte file whose sPLT claims 1.9 GB asked for 1.9 GB. Every chunk up to IEND
+ * must fit in the file; what follows a file that simply stops is libpng's to judge. */
+static strop_status png_chunks_fit(const char *fn, const uint8_t *buf, size_t len,
+                                   const char *name) {
+  size_t pos = 8;
+  while (len - pos >= 8) {
+    const uint8_t *c = buf + pos;
+    uint64_t n = (uint64_t)c[0] << 24 | (uint64_t)c[1] << 16 | (uint64_t)c[2] << 8 | c[3];
+    uint64_t left = len - pos - 8;
+    char type[5] = {0};
+    for (int i = 0; i < 4; i++)
+      type[i] = c[4 + i] > 0x20 && c[4 + i] < 0x7f ? (char)c[4 + i] : '?';
+    if (n > left)
+      return strop__err(STROP_E_FORMAT,
+                        "%s: %s: not a readable PNG: chunk '%s' at byte %zu claims %llu bytes "
+                        "but the file has %llu after its header (truncated or corrupt)",
+                        fn, name, type, pos, (unsigned long long)n, (unsigned long long)left);
+    if (!memcmp(c + 4, "IEND", 4)) break;
+    if (n + 4 > left) break; /* the last chunk's CRC is cut off: libpng reports it */
+    pos += 12 + (size_t)n;
+  }
+  return STROP_OK;
+}
+
 static strop_status png_run(const char *fn, const uint8_t *buf, size_t len, const char *name,
                             int channels, int64_t max_pixels, uint8_t **pixels,
                             strop__image_info *info) {
+  strop_status fit = png_chunks_fit(fn, buf, len, name);
+  if (fit != STROP_OK) return fit;
   png_src src = {buf, len, 0, 0, {0}};
   png_structp png = png_create_read_struct_2(PNG_LIBPNG_VER_STRING, &src, png_fail, png_warn,
                                              &src, png_alloc, png_dealloc);

@@ -3,8 +3,9 @@
 """Writes the seed corpus of the image fuzz targets (tests/fuzz/corpus/jpeg, corpus/png):
 small JPEG and PNG files of every layout the wrappers handle (grey, RGB, 4:2:0 and 4:4:4,
 progressive, restart markers; grey, grey + alpha, RGB, RGBA, palette with transparency, 1-bit,
-interlaced) and hostile ones (truncated, a bomb header, 16-bit, CMYK, a broken CRC). Needs PIL
-(python3-pil): python3 tests/fuzz/gen_image_corpus.py. The outputs are committed."""
+interlaced) and hostile ones (truncated, a bomb header, 16-bit, CMYK, a broken CRC, a chunk
+longer than the file). Needs PIL (python3-pil): python3 tests/fuzz/gen_image_corpus.py.
+The outputs are committed."""
 import io
 import os
 import struct
@@ -78,6 +79,9 @@ def main():
     ihdr = struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0)
     put("png", "hostile_bomb.png", b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) +
         chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    # found by fuzz_png: a chunk whose length claims 1.9 GB in a 43-byte file (libpng allocated it)
+    put("png", "hostile_chunk_claims.png", b"\x89PNG\r\n\x1a\n" + bytes.fromhex(
+        "0000000d49484452 00000d00 00000009 0803000000 de000300 73000300") + b"sPLT\xff\x02")
 
 
 if __name__ == "__main__":
