@@ -28,7 +28,9 @@
  * valgrind --tool=callgrind --toggle-collect=rmsnorm_forward (rmsnorm_backward, attn_forward,
  * attn_backward) it gives each layer's instruction count. LAYER=rmsnorm or LAYER=attention in
  * the environment runs that one only; STEP_MEMORY=0 skips the planning step (a forward and
- * backward of its own). */
+ * backward of its own); ATTN_OPTS replaces the attention's options (e.g. "num_heads=12
+ * dropout=0.1" for BERT's self-attention on a packed q|k|v of 3 x 768: d 768, heads 12,
+ * kv_heads 12). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,6 +72,7 @@ static int layer_main(int argc, char **argv) {
   snprintf(opts, sizeof opts,
            "num_heads=%lld num_kv_heads=%lld causal=true rope=rotate_half rope_theta=10000",
            (long long)h, (long long)kvh);
+  if (getenv("ATTN_OPTS")) snprintf(opts, sizeof opts, "%s", getenv("ATTN_OPTS"));
   strop_model *m[2] = {one_node(t, d, "rmsnorm", "eps=1e-5"), one_node(t, w, "attention", opts)};
   const int64_t width[2] = {d, w};
   float *x[2], *dy[2];
@@ -167,9 +170,9 @@ int main(int argc, char **argv) {
           for (int h = 0; h < 2; h++) {
             dm.bf16 = (r + h) % 2;
             const double t0 = threads == 1 ? cpu_now() : bench_now();
-            strop__sdpa_forward(&dm, q, k, v, p, NULL, NULL, scratch, ctx);
+            strop__sdpa_forward(&dm, q, k, v, p, scratch, ctx);
             const double t1 = threads == 1 ? cpu_now() : bench_now();
-            strop__sdpa_backward(&dm, q, k, v, p, NULL, ctx, dc, scratch, dq, dk, dv, 0);
+            strop__sdpa_backward(&dm, q, k, v, p, ctx, dc, scratch, dq, dk, dv, 0);
             const double t2 = threads == 1 ? cpu_now() : bench_now();
             if (r && t1 - t0 < f[dm.bf16]) f[dm.bf16] = t1 - t0;
             if (r && t2 - t1 < b[dm.bf16]) b[dm.bf16] = t2 - t1;
@@ -187,9 +190,9 @@ int main(int argc, char **argv) {
       double bf = 1e30, bb = 1e30;
       for (int r = 0; r < repeats; r++) {
         double t0 = bench_now();
-        strop__sdpa_forward(&dm, q, k, v, p, NULL, NULL, scratch, ctx);
+        strop__sdpa_forward(&dm, q, k, v, p, scratch, ctx);
         double t1 = bench_now();
-        strop__sdpa_backward(&dm, q, k, v, p, NULL, ctx, dc, scratch, dq, dk, dv, 0);
+        strop__sdpa_backward(&dm, q, k, v, p, ctx, dc, scratch, dq, dk, dv, 0);
         double t2 = bench_now();
         if (t1 - t0 < bf) bf = t1 - t0;
         if (t2 - t1 < bb) bb = t2 - t1;

@@ -176,13 +176,15 @@ START_TEST(core_matches_reference) {
 }
 END_TEST
 
-/* Finite differences through projections into the core: every option at once. */
+/* Finite differences through projections into the core: every option at once; dropout on the
+ * materialised core and (with blocks of 2 x 3, causal) on the tiled one. */
 START_TEST(core_gradcheck) {
   const int64_t shape[2] = {5, 6};
   static const char *const variants[] = {
       "num_heads=4 num_kv_heads=2 rope=rotate_half causal=true",
       "num_heads=2 rope=rotate_half rope_factor=2 rope_dim=2",
       "num_heads=2 num_kv_heads=1 dropout=0.3 scale=0.7",
+      "num_heads=4 num_kv_heads=2 dropout=0.2 causal=true rope=rotate_half",
   };
   strop_test_gc_opts o;
   strop_test_gc_defaults(&o);
@@ -190,7 +192,7 @@ START_TEST(core_gradcheck) {
   o.max_per_tensor = 16;
   const int bq = strop__sdpa_block_q, bk = strop__sdpa_block_k;
   if (_i) strop__sdpa_block_q = 2, strop__sdpa_block_k = 3; /* the tiled core, many blocks */
-  for (int v = 0; v < 3; v++) {
+  for (int v = 0; v < 4; v++) {
     const int gqa = v != 1;
     strop_test_node sep[5] = {{"q", "linear", "out_features=8", "input"},
                               {"k", "linear", gqa ? "out_features=4" : "out_features=8", "input"},
@@ -496,7 +498,8 @@ END_TEST
 /* ---- the tiled core (online softmax) against the materialised one and float64 ---- */
 
 /* Float64 attention of one configuration and its gradients for the upstream gradient dc:
- * q [n t, h hd], k, v [n t, kvh hd] (dense rows), out [n t, h hd]. */
+ * q [n t, h hd], k, v [n t, kvh hd] (dense rows), out [n t, h hd]; with dm->dropout the
+ * weights strop__sdpa_drop_keeps drops are 0, the others scaled by 1 / (1 - p). */
 static void ref_sdpa(const strop__sdpa_dims *dm, const float *q, const float *k, const float *v,
                      const float *dc, double *out, double *dq, double *dk, double *dv) {
   const int64_t n = dm->n, t = dm->t, h = dm->heads, hd = dm->head_dim;
@@ -516,6 +519,12 @@ static void ref_sdpa(const strop__sdpa_dims *dm, const float *q, const float *k,
       for (int64_t i = 0; i < t; i++) {
         double mx = -INFINITY, sum = 0;
         double *pr = P + i * t;
+        /* dropout's scale of weight j: 1 without it */
+#define DS(j)                                                                 \
+  (dm->dropout > 0 ? (strop__sdpa_drop_keeps(dm, dm->drop_row0 + b, hh, i, j) \
+                          ? 1.0 / (1.0 - (double)dm->dropout)                 \
+                          : 0.0)                                              \
+                   : 1.0)
         for (int64_t j = 0; j < t; j++) {
           const int ok = (!dm->causal || j <= i) && (!pad || pad[j] != 0.0f);
           double d = 0;
@@ -527,7 +536,7 @@ static void ref_sdpa(const strop__sdpa_dims *dm, const float *q, const float *k,
         for (int64_t j = 0; j < t; j++) pr[j] = sum > 0 ? pr[j] / sum : 0.0;
         for (int64_t e = 0; e < hd; e++) {
           double acc = 0;
-          for (int64_t j = 0; j < t; j++) acc += pr[j] * VV(j, e);
+          for (int64_t j = 0; j < t; j++) acc += pr[j] * DS(j) * VV(j, e);
           out[(b * t + i) * qw + hh * hd + e] = acc;
         }
         /* dP = dc V^T, dS = P (dP - sum P dP) */
@@ -535,15 +544,15 @@ static void ref_sdpa(const strop__sdpa_dims *dm, const float *q, const float *k,
         for (int64_t j = 0; j < t; j++) {
           double d = 0;
           for (int64_t e = 0; e < hd; e++) d += DC(i, e) * VV(j, e);
-          dP[j] = d;
-          dot += pr[j] * d;
+          dP[j] = d * DS(j);
+          dot += pr[j] * dP[j];
         }
         for (int64_t j = 0; j < t; j++) {
           const double ds = pr[j] * (dP[j] - dot) * dm->scale;
           for (int64_t e = 0; e < hd; e++) {
             dq[(b * t + i) * qw + hh * hd + e] += ds * KV(j, e);
             dk[(b * t + j) * kw + g * hd + e] += ds * QV(i, e);
-            dv[(b * t + j) * kw + g * hd + e] += pr[j] * DC(i, e);
+            dv[(b * t + j) * kw + g * hd + e] += pr[j] * DS(j) * DC(i, e);
           }
         }
       }
@@ -551,6 +560,7 @@ static void ref_sdpa(const strop__sdpa_dims *dm, const float *q, const float *k,
 #undef KV
 #undef VV
 #undef DC
+#undef DS
     }
   free(P);
   free(dP);
@@ -570,16 +580,22 @@ static double err_scaled(const float *got, const double *want, size_t n) {
  * gradient within 1e-5 of each tensor's largest value (the materialised path's own error
  * here is of the same order), causal and padding masks, grouped-query heads, sequences of
  * several blocks with ragged ends (blocks of 8 x 16 and the default 64 x 128), 1 and 3
- * chunks; a row whose keys are all padding gets zeros; the scratch is one block per chunk. */
+ * chunks, dropout (the reference drops what strop__sdpa_drop_keeps says, both cores apply that
+ * mask; a data-parallel rank's offset drop_row0); a row whose keys are all padding gets zeros;
+ * the scratch is one block per chunk. */
 START_TEST(tiled_matches_materialised) {
   const int bq = strop__sdpa_block_q, bk = strop__sdpa_block_k;
   static const struct {
     int64_t n, t, h, kvh, hd;
     int causal, pad, blk_q, blk_k, chunks;
+    float drop;
   } C[] = {
-      {2, 37, 4, 2, 8, 0, 0, 8, 16, 1},     {2, 37, 4, 2, 8, 1, 0, 8, 16, 3},
-      {3, 29, 2, 1, 16, 1, 1, 8, 16, 3},    {2, 40, 2, 2, 8, 0, 1, 16, 8, 1},
-      {2, 150, 2, 1, 16, 1, 1, 64, 128, 2}, {1, 200, 2, 2, 8, 0, 0, 64, 128, 1},
+      {2, 37, 4, 2, 8, 0, 0, 8, 16, 1, 0},       {2, 37, 4, 2, 8, 1, 0, 8, 16, 3, 0},
+      {3, 29, 2, 1, 16, 1, 1, 8, 16, 3, 0},      {2, 40, 2, 2, 8, 0, 1, 16, 8, 1, 0},
+      {2, 150, 2, 1, 16, 1, 1, 64, 128, 2, 0},   {1, 200, 2, 2, 8, 0, 0, 64, 128, 1, 0},
+      {2, 37, 4, 2, 8, 0, 0, 8, 16, 1, 0.3f},    {2, 37, 4, 2, 8, 1, 0, 8, 16, 3, 0.1f},
+      {3, 29, 2, 1, 16, 1, 1, 8, 16, 3, 0.5f},   {2, 150, 2, 1, 16, 1, 1, 64, 128, 2, 0.2f},
+      {1, 200, 2, 2, 8, 0, 0, 64, 128, 1, 0.1f},
   };
   for (size_t ci = 0; ci < sizeof C / sizeof C[0]; ci++) {
     strop__sdpa_block_q = C[ci].blk_q;
@@ -611,6 +627,9 @@ START_TEST(tiled_matches_materialised) {
                              .ldv = kvh * hd,
                              .causal = C[ci].causal,
                              .pad_mask = C[ci].pad ? pad : NULL,
+                             .dropout = C[ci].drop,
+                             .drop_seed = 0x5eed0000u + ci,
+                             .drop_row0 = (int64_t)ci,
                              .scale = (float)(1.0 / sqrt((double)hd)),
                              .chunks = C[ci].chunks,
                              .tiled = tiled};
@@ -623,9 +642,9 @@ START_TEST(tiled_matches_materialised) {
       gq[tiled] = malloc(sizeof(float) * (size_t)qn);
       gk[tiled] = malloc(sizeof(float) * (size_t)kn);
       gv[tiled] = malloc(sizeof(float) * (size_t)kn);
-      strop__sdpa_forward(&dm, q, k, v, p, NULL, NULL, scr, out[tiled]);
-      strop__sdpa_backward(&dm, q, k, v, p, NULL, out[tiled], dc, scr, gq[tiled], gk[tiled],
-                           gv[tiled], 0);
+      strop__sdpa_forward(&dm, q, k, v, p, scr, out[tiled]);
+      strop__sdpa_backward(&dm, q, k, v, p, out[tiled], dc, scr, gq[tiled], gk[tiled], gv[tiled],
+                           0);
       free(p);
       free(scr);
     }
@@ -640,11 +659,13 @@ START_TEST(tiled_matches_materialised) {
     }
     if (C[ci].pad && !C[ci].causal)
       for (int64_t i = 0; i < t * h * hd; i++) ck_assert(out[1][i] == 0.0f);
-    /* one block (and a few rows) per chunk, whatever t is */
+    /* one block (and a few rows; with dropout a block and a row more) per chunk, whatever t is */
     const size_t blk = (size_t)(C[ci].blk_q < t ? C[ci].blk_q : t) *
                        (size_t)(C[ci].blk_k < t ? C[ci].blk_k : t);
-    ck_assert_uint_le(fs[1], (size_t)C[ci].chunks * (blk + 2 * (size_t)C[ci].blk_q));
-    ck_assert_uint_le(bs[1], (size_t)C[ci].chunks * (2 * blk + (size_t)C[ci].blk_q));
+    const size_t drow = C[ci].drop > 0 ? (size_t)C[ci].blk_k : 0, dblk = C[ci].drop > 0 ? blk : 0;
+    ck_assert_uint_le(fs[1], (size_t)C[ci].chunks * (blk + 2 * (size_t)C[ci].blk_q + drow));
+    ck_assert_uint_le(bs[1],
+                      (size_t)C[ci].chunks * (2 * blk + (size_t)C[ci].blk_q + dblk + drow));
     for (int tiled = 0; tiled < 2; tiled++) {
       free(out[tiled]);
       free(gq[tiled]);
@@ -666,6 +687,98 @@ START_TEST(tiled_matches_materialised) {
   ck_assert_uint_eq(strop__sdpa_saved_floats(&d), 2 * 12 * 2048);
   d.tiled = 0;
   ck_assert_uint_eq(strop__sdpa_backward_scratch(&d), 2 * 2 * 2048 * 2048);
+}
+END_TEST
+
+/* Dropout's mask is a function of the weight's place: it drops a fraction p of the weights
+ * (within 4 standard deviations over 24576 of them, for p = 0.1, 0.5, 0.9), none at p = 0 and
+ * all at p = 1 (the output is then 0), another seed gives another mask; and a sample gets the
+ * same output alone, at its global index drop_row0, as inside the whole batch (a
+ * data-parallel rank's rows) — bit for bit on both cores, with 1 and 2 chunks. */
+START_TEST(dropout_mask_by_place) {
+  strop__sdpa_dims dm = {.n = 2, .t = 64, .heads = 3, .kv_heads = 3, .head_dim = 8};
+  const float ps[3] = {0.1f, 0.5f, 0.9f};
+  for (int pi = 0; pi < 3; pi++) {
+    dm.dropout = ps[pi];
+    dm.drop_seed = 42;
+    int64_t kept = 0, all = 0, differ = 0;
+    for (int64_t b = 0; b < dm.n; b++)
+      for (int64_t h = 0; h < dm.heads; h++)
+        for (int64_t i = 0; i < dm.t; i++)
+          for (int64_t j = 0; j < dm.t; j++) {
+            const int k = strop__sdpa_drop_keeps(&dm, b, h, i, j);
+            kept += k, all++;
+            dm.drop_seed = 43;
+            differ += k != strop__sdpa_drop_keeps(&dm, b, h, i, j);
+            dm.drop_seed = 42;
+          }
+    const double p = ps[pi], frac = 1.0 - (double)kept / (double)all;
+    ck_assert_msg(fabs(frac - p) <= 4.0 * sqrt(p * (1 - p) / (double)all),
+                  "p %.1f: dropped %.4f of %lld weights", p, frac, (long long)all);
+    ck_assert_int_gt(differ, all / 20);
+  }
+  dm.dropout = 0.0f;
+  ck_assert(strop__sdpa_drop_keeps(&dm, 0, 0, 0, 0));
+  dm.dropout = 1.0f;
+  int none = 1;
+  for (int64_t j = 0; j < dm.t; j++) none &= !strop__sdpa_drop_keeps(&dm, 1, 2, 3, j);
+  ck_assert(none);
+
+  /* a sample alone at its global index = the same sample inside the batch */
+  const int bq = strop__sdpa_block_q, bk = strop__sdpa_block_k;
+  strop__sdpa_block_q = 16, strop__sdpa_block_k = 32;
+  const int64_t n = 3, t = 50, h = 2, hd = 8, w = h * hd, rows = n * t * w;
+  float *q = malloc(sizeof(float) * (size_t)rows), *k = malloc(sizeof(float) * (size_t)rows);
+  float *v = malloc(sizeof(float) * (size_t)rows), *dc = malloc(sizeof(float) * (size_t)rows);
+  for (int64_t i = 0; i < rows; i++) {
+    q[i] = sinf(0.3f * (float)i), k[i] = cosf(0.17f * (float)i);
+    v[i] = sinf(0.05f * (float)i + 2.0f), dc[i] = cosf(0.09f * (float)i);
+  }
+  for (int tiled = 0; tiled < 2; tiled++)
+    for (int chunks = 1; chunks <= 2; chunks++)
+      for (int pi = 0; pi < 2; pi++) {
+        float *got[2][4];
+        for (int alone = 0; alone < 2; alone++) {
+          const int64_t off = alone ? 2 * t * w : 0, nn = alone ? 1 : n;
+          strop__sdpa_dims d = {.n = nn,
+                                .t = t,
+                                .heads = h,
+                                .kv_heads = h,
+                                .head_dim = hd,
+                                .ldq = w,
+                                .ldk = w,
+                                .ldv = w,
+                                .causal = tiled,
+                                .dropout = pi ? 1.0f : 0.25f,
+                                .drop_seed = 7,
+                                .drop_row0 = alone ? 2 : 0,
+                                .scale = 0.35f,
+                                .chunks = chunks,
+                                .tiled = tiled};
+          const size_t fs = strop__sdpa_forward_scratch(&d),
+                       bs = strop__sdpa_backward_scratch(&d);
+          float *pw = malloc(sizeof(float) * strop__sdpa_saved_floats(&d));
+          float *scr = malloc(sizeof(float) * (fs > bs ? fs : bs));
+          for (int e = 0; e < 4; e++)
+            got[alone][e] = malloc(sizeof(float) * (size_t)(nn * t * w));
+          strop__sdpa_forward(&d, q + off, k + off, v + off, pw, scr, got[alone][0]);
+          strop__sdpa_backward(&d, q + off, k + off, v + off, pw, got[alone][0], dc + off, scr,
+                               got[alone][1], got[alone][2], got[alone][3], 0);
+          free(pw);
+          free(scr);
+        }
+        for (int e = 0; e < 4; e++) {
+          ck_assert_msg(
+              !memcmp(got[1][e], got[0][e] + 2 * t * w, sizeof(float) * (size_t)(t * w)),
+              "tiled %d chunks %d p %d: tensor %d of sample 2 differs alone", tiled, chunks, pi,
+              e);
+          if (pi) /* everything dropped: no output, no gradient */
+            for (int64_t i = 0; i < n * t * w; i++) ck_assert(got[0][e][i] == 0.0f);
+          for (int a = 0; a < 2; a++) free(got[a][e]);
+        }
+      }
+  strop__sdpa_block_q = bq, strop__sdpa_block_k = bk;
+  free(q), free(k), free(v), free(dc);
 }
 END_TEST
 
@@ -746,9 +859,9 @@ START_TEST(bf16_core_close) {
       float *scr = malloc(sizeof(float) * (fs > bs ? fs : bs) + 64);
       float *sa = (float *)(void *)((char *)scr + 4); /* any alignment of the scratch */
       for (int w = 0; w < 4; w++) r[run][w] = malloc(sizeof(float) * (size_t)(w < 2 ? qn : kn));
-      strop__sdpa_forward(&dm, q, k, v, p, NULL, NULL, sa, r[run][0]);
-      strop__sdpa_backward(&dm, q, k, v, p, NULL, r[run][0], dc, sa, r[run][1], r[run][2],
-                           r[run][3], 0);
+      strop__sdpa_forward(&dm, q, k, v, p, sa, r[run][0]);
+      strop__sdpa_backward(&dm, q, k, v, p, r[run][0], dc, sa, r[run][1], r[run][2], r[run][3],
+                           0);
       strop__bf16_impl = 0;
       free(p);
       free(scr);
@@ -852,10 +965,10 @@ START_TEST(rope_at_load_matches_rotated_copies) {
       gk[at_load] = calloc((size_t)(n * t * w), sizeof(float));
       gv[at_load] = calloc((size_t)(n * t * w), sizeof(float));
       const float *q = at_load ? x : qr, *k = at_load ? x + qw : kr;
-      strop__sdpa_forward(&dm, q, k, x + qw + kw, p, NULL, NULL, scr, out[at_load]);
+      strop__sdpa_forward(&dm, q, k, x + qw + kw, p, scr, out[at_load]);
       float *dq = at_load ? gq[1] : calloc((size_t)qn, sizeof(float));
       float *dk = at_load ? gk[1] + qw : calloc((size_t)kn, sizeof(float));
-      strop__sdpa_backward(&dm, q, k, x + qw + kw, p, NULL, out[at_load], dc, scr, dq, dk,
+      strop__sdpa_backward(&dm, q, k, x + qw + kw, p, out[at_load], dc, scr, dq, dk,
                            gv[at_load] + qw + kw, 1);
       if (!at_load) { /* turned back into the packed layout, as the layer did */
         strop__rope_apply(dq, qw, gq[0], w, n, t, h, hd, rot, cs, cs + t * half, 1);
@@ -1027,6 +1140,7 @@ static Suite *suite(void) {
   tcase_add_loop_test(tc, core_gradcheck, 0, 2);
   tcase_add_test(tc, mha_equals_core);
   tcase_add_test(tc, tiled_matches_materialised);
+  tcase_add_test(tc, dropout_mask_by_place);
   tcase_add_test(tc, bf16_core_close);
   tcase_add_test(tc, tiled_picked_where_it_pays);
   tcase_add_test(tc, rope_at_load_matches_rotated_copies);

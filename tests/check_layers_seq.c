@@ -170,10 +170,16 @@ START_TEST(kernel_attention) {
   for (int variant = 0; variant < 4; variant++) {
     int causal = variant & 1;
     const float *mask = variant & 2 ? pad : NULL;
-    strop__mha_dims dm = {N, T, D, H, causal, mask, 0.0f, variant & 1 ? 2 : 1, 0, 0};
+    strop__mha_dims dm = {.n = N,
+                          .t = T,
+                          .d = D,
+                          .heads = H,
+                          .causal = causal,
+                          .pad_mask = mask,
+                          .chunks = variant & 1 ? 2 : 1};
     strop__mha_weights mw = {w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]};
-    strop__mha_cache c = {q, k, v, ctx, p, NULL};
-    strop__attention_forward(&dm, x, &mw, &c, &g, scratch, y);
+    strop__mha_cache c = {q, k, v, ctx, p, 0};
+    strop__attention_forward(&dm, x, &mw, &c, scratch, y);
     naive_attention(N, T, D, H, x, w, causal, mask, ref);
     for (int i = 0; i < N * T * D; i++)
       ck_assert_msg(fabs(y[i] - ref[i]) <= 1e-5 * fmax(1.0, fabs(ref[i])),
@@ -191,10 +197,10 @@ START_TEST(kernel_attention) {
   }
   /* every key padded: zero weights, output = the output bias (no NaN) */
   const float none[N * T] = {0};
-  strop__mha_dims dm = {N, T, D, H, 0, none, 0.0f, 1, 0, 0};
+  strop__mha_dims dm = {.n = N, .t = T, .d = D, .heads = H, .pad_mask = none, .chunks = 1};
   strop__mha_weights mw = {w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]};
-  strop__mha_cache c = {q, k, v, ctx, p, NULL};
-  strop__attention_forward(&dm, x, &mw, &c, &g, scratch, y);
+  strop__mha_cache c = {q, k, v, ctx, p, 0};
+  strop__attention_forward(&dm, x, &mw, &c, scratch, y);
   for (int i = 0; i < N * T * D; i++) ck_assert_float_eq_tol(y[i], w[7][i % D], 1e-6f);
   ck_assert_uint_eq(strop__attention_backward_scratch(&dm), 4 * N * T * D + 2 * T * T);
 }

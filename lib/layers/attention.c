@@ -254,12 +254,10 @@ static void mha_dims(const strop__node *n, const strop__exec *x, const strop__ac
   dm->heads = c->num_heads;
   dm->causal = c->causal;
   dm->pad_mask = x->pad_mask;
-  dm->dropout = c->dropout;
+  dm->dropout = x->training ? c->dropout : 0.0f; /* the seed: the forward draws it */
+  dm->drop_row0 = x->rows_before;
   dm->chunks = strop__par_chunks(x->nthreads, dm->n, 1);
-  /* dropout's mask is drawn per weight: then the t x t weights are materialised, and where
-   * they are small and the tiled path would be slower */
-  dm->tiled = !(x->training && c->dropout > 0.0f) &&
-              strop__sdpa_pick_tiled(dm->t, dm->d / dm->heads, dm->causal);
+  dm->tiled = strop__sdpa_pick_tiled(dm->t, dm->d / dm->heads, dm->causal);
   dm->bf16 = x->compute_dtype == STROP__LOWP_BF16; /* the core's products; softmax in FP32 */
 }
 
@@ -301,28 +299,25 @@ static strop_status mha_forward(strop__node *n, const strop__exec *x, const stro
   dm.pad_mask = strop__exec_mask(n, x, dm.t, &st);
   if (st) return st;
   const size_t act = (size_t)(dm.n * dm.t * dm.d), att = (size_t)(dm.n * dm.heads * dm.t * dm.t);
-  /* only dropout draws (the weights may be materialised without it: small t) */
-  const int drop = x->training && ((const mha_cfg *)n->cfg)->dropout > 0.0f;
   /* the weights, or tiled only each row's max and inverse sum */
   const size_t saved = dm.tiled ? (size_t)(2 * dm.n * dm.heads * dm.t) : att;
   strop__mha_cache *cache = strop__arena_alloc(x->arena, sizeof *cache);
   float *buf = strop__arena_alloc(x->arena, (4 * act + saved) * sizeof(float));
   float *scratch = strop__arena_alloc(x->arena,
                                       strop__attention_forward_scratch(&dm) * sizeof(float));
-  uint8_t *keep = drop ? strop__arena_alloc(x->arena, att) : NULL;
-  if (!cache || !buf || !scratch || (drop && !keep))
+  if (!cache || !buf || !scratch)
     return strop__err(STROP_E_NOMEM, "layer '%s' (multihead_attention): out of memory", n->name);
-  *cache = (strop__mha_cache){buf, buf + act, buf + 2 * act, buf + 3 * act, buf + 4 * act, keep};
+  /* dropout: one seed per forward, the same number of draws whatever the batch or the rank */
+  if (dm.dropout > 0.0f) dm.drop_seed = strop__sdpa_draw_seed(x->rng);
+  *cache = (strop__mha_cache){buf,           buf + act,     buf + 2 * act,
+                              buf + 3 * act, buf + 4 * act, dm.drop_seed};
   n->saved = cache;
   float *eff[4];
   if (!lora_buffers(n, x, eff, 0))
     return strop__err(STROP_E_NOMEM, "layer '%s' (multihead_attention): out of memory", n->name);
   strop__mha_weights w;
   mha_weights(n, eff, &w);
-  const uint64_t per_row = drop && dm.n > 0 ? att / (size_t)dm.n : 0; /* one draw per weight */
-  strop__exec_skip_rows(x, x->rows_before, per_row);
-  strop__attention_forward(&dm, in[0].data, &w, cache, x->rng, scratch, out->data);
-  strop__exec_skip_rows(x, x->rows_after, per_row);
+  strop__attention_forward(&dm, in[0].data, &w, cache, scratch, out->data);
   return STROP_OK;
 }
 
@@ -335,6 +330,7 @@ static strop_status mha_backward(strop__node *n, const strop__exec *x, const str
                       "layer '%s' (multihead_attention): backward without forward", n->name);
   strop__mha_dims dm;
   mha_dims(n, x, in, &dm);
+  dm.drop_seed = cache->drop_seed;
   float *scratch = strop__arena_alloc(x->arena,
                                       strop__attention_backward_scratch(&dm) * sizeof(float));
   if (!scratch)

@@ -143,12 +143,12 @@ static strop_status attn_infer(strop__node *n) {
 }
 
 /* What the forward keeps for the backward: views of the inputs (with rotary embeddings the
- * kernels rotate q and k as they load them, from dm's tables: no rotated copy is kept). */
+ * kernels rotate q and k as they load them, from dm's tables: no rotated copy is kept), the
+ * weights or the rows' statistics; dm holds dropout's seed (its mask is computed again). */
 typedef struct attn_saved {
   strop__sdpa_dims dm;
   const float *q, *k, *v;
   float *p;
-  uint8_t *keep;
 } attn_saved;
 
 static strop_status oom(const strop__node *n) {
@@ -342,12 +342,11 @@ static strop_status attn_forward(strop__node *n, const strop__exec *x, const str
       .ldk = ld[1],
       .ldv = ld[2],
       .causal = c->causal,
-      .dropout = c->dropout,
+      .dropout = x->training ? c->dropout : 0.0f, /* the seed: drawn below */
+      .drop_row0 = x->rows_before,
       .scale = c->scale > 0 ? c->scale : (float)(1.0 / sqrt((double)g.hd)),
       .chunks = strop__par_chunks(x->nthreads, nb, 1),
-      /* dropout's mask is drawn per weight: then the t x t weights are materialised, and where
-       * they are small and the tiled path would be slower */
-      .tiled = !(x->training && c->dropout > 0.0f) && strop__sdpa_pick_tiled(t, g.hd, c->causal),
+      .tiled = strop__sdpa_pick_tiled(t, g.hd, c->causal),
       /* the model's compute dtype: the products in BF16, the softmax in FP32 */
       .bf16 = x->compute_dtype == STROP__LOWP_BF16};
   sv->dm.pad_mask = strop__exec_mask(n, x, t, &st);
@@ -361,18 +360,13 @@ static strop_status attn_forward(strop__node *n, const strop__exec *x, const str
     sv->dm.rope_cos = cs;
     sv->dm.rope_sin = cs + half;
   }
-  const size_t att = (size_t)(nb * g.h * t * t);
-  /* only dropout draws (the weights may be materialised without it: small t) */
-  const int drop = x->training && c->dropout > 0.0f;
   sv->p = strop__arena_alloc(x->arena, strop__sdpa_saved_floats(&sv->dm) * sizeof *sv->p);
-  sv->keep = drop ? strop__arena_alloc(x->arena, att) : NULL;
   float *scratch = strop__arena_alloc(x->arena,
                                       strop__sdpa_forward_scratch(&sv->dm) * sizeof(float));
-  if (!sv->p || (drop && !sv->keep) || !scratch) return oom(n);
-  const uint64_t per_row = drop && nb > 0 ? att / (size_t)nb : 0; /* one draw per weight */
-  strop__exec_skip_rows(x, x->rows_before, per_row);
-  strop__sdpa_forward(&sv->dm, sv->q, sv->k, sv->v, sv->p, sv->keep, x->rng, scratch, out->data);
-  strop__exec_skip_rows(x, x->rows_after, per_row);
+  if (!sv->p || !scratch) return oom(n);
+  /* dropout: one seed per forward, the same number of draws whatever the batch or the rank */
+  if (sv->dm.dropout > 0.0f) sv->dm.drop_seed = strop__sdpa_draw_seed(x->rng);
+  strop__sdpa_forward(&sv->dm, sv->q, sv->k, sv->v, sv->p, scratch, out->data);
   n->saved = sv;
   return STROP_OK;
 }
@@ -402,8 +396,7 @@ static strop_status attn_backward(strop__node *n, const strop__exec *x, const st
     dv = din[2];
   }
   /* with rotary embeddings the kernel takes dq and dk back through the rotation itself */
-  strop__sdpa_backward(dm, sv->q, sv->k, sv->v, sv->p, sv->keep, out->data, dout, scratch, dq, dk,
-                       dv, 1);
+  strop__sdpa_backward(dm, sv->q, sv->k, sv->v, sv->p, out->data, dout, scratch, dq, dk, dv, 1);
   return STROP_OK;
 }
 

@@ -121,6 +121,64 @@ static inline __attribute__((always_inline)) float dot_lanes(const float *a, con
   return acc[0];
 }
 
+/* ---- dropout's mask: a hash of the weight's place, not a draw ---- */
+
+/* The mask's key of query row i of head h of global sample s: splitmix64's finaliser of the
+ * seed advanced by the row's index. */
+static inline uint64_t drop_row_key(const strop__sdpa_dims *dm, int64_t s, int64_t h, int64_t i) {
+  uint64_t z = dm->drop_seed +
+               ((uint64_t)((s * dm->heads + h) * dm->t + i) + 1u) * 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+/* A weight is kept when its 32 bits are at least p 2^32 (2^32 when p >= 1: none kept). */
+static uint64_t drop_threshold(float p) {
+  return p >= 1.0f ? (uint64_t)1 << 32 : (uint64_t)((double)p * 4294967296.0);
+}
+
+/* The 32 bits of key j of a row: murmur3's finaliser of (the key's low half xor j times an odd
+ * constant) plus its high half — one to one in j, so a row's keys never share their bits. */
+static inline __attribute__((always_inline)) uint32_t drop_bits(uint64_t key, uint32_t j) {
+  uint32_t x = ((uint32_t)key ^ (j * 0x9E3779B9u)) + (uint32_t)(key >> 32);
+  x ^= x >> 16;
+  x *= 0x85EBCA6Bu;
+  x ^= x >> 13;
+  x *= 0xC2B2AE35u;
+  x ^= x >> 16;
+  return x;
+}
+
+/* m[c] for keys j0 .. j0 + n - 1 of the row of key `key`: ks (1 / (1 - p)) where the weight is
+ * kept, 0 where dropped. */
+static inline __attribute__((always_inline)) void drop_row_scales(uint64_t key, int64_t j0,
+                                                                  int64_t n, uint64_t thr,
+                                                                  float ks, float *m) {
+  for (int64_t c = 0; c < n; c++)
+    m[c] = (uint64_t)drop_bits(key, (uint32_t)(j0 + c)) >= thr ? ks : 0.0f;
+}
+
+uint64_t strop__sdpa_draw_seed(strop__rng *rng) {
+  const uint64_t hi = strop__rng_u32(rng);
+  return hi << 32 | strop__rng_u32(rng);
+}
+
+int strop__sdpa_drop_keeps(const strop__sdpa_dims *dm, int64_t s, int64_t h, int64_t i,
+                           int64_t j) {
+  if (!(dm->dropout > 0.0f)) return 1;
+  return drop_bits(drop_row_key(dm, s, h, i), (uint32_t)j) >= drop_threshold(dm->dropout);
+}
+
+/* the scale of a kept weight */
+static float drop_keep_scale(float p) { return p < 1.0f ? 1.0f / (1.0f - p) : 0.0f; }
+
+/* x through dropout, m its scale from drop_row_scales: a dropped weight (or gradient) is 0 even
+ * where x is not finite */
+static inline __attribute__((always_inline)) float dropped(float x, float m) {
+  return m != 0.0f ? x * m : 0.0f;
+}
+
 /* Masked softmax of one row of scores s[0..t) for query i of batch b, in place. */
 /* inlined into the (cloned) per-sample loops so its exp loop gets their vector width */
 static inline __attribute__((always_inline)) void softmax_row(float *s, int64_t t, int64_t i,
@@ -146,9 +204,7 @@ typedef struct core_job {
   const strop__sdpa_dims *dm;
   const float *q, *k, *v;
   float *p;
-  uint8_t *keep;
-  strop__rng *rng;
-  float *scratch; /* forward: dropout's t*t; backward: the per-chunk P', dP areas */
+  float *scratch; /* per chunk: forward, the dropped weights; backward, P', dP (and blocks) */
   const float *dctx;
   float *ctx, *dq, *dk, *dv;
   int accumulate;
@@ -203,10 +259,18 @@ static void mm(const core_job *j, float *work, int ta, int tb, int64_t m, int64_
 }
 
 /* Rotary embeddings at the load: the materialised path's per-chunk rows of the current head
- * (forward: q and k; backward: also the gradients of the rotated q and k), t x head_dim each,
- * after the t x t area the forward keeps for dropout / the backward's P' and dP. */
+ * (forward: q and k; backward: also the gradients of the rotated q and k), t x head_dim each. */
 static size_t core_rope_floats(const strop__sdpa_dims *dm, int heads) {
   return dm->rot ? (size_t)(heads * dm->t * dm->head_dim) : 0;
+}
+
+static int drops(const strop__sdpa_dims *dm) { return dm->dropout > 0.0f; }
+
+/* A chunk's area in the materialised forward: with dropout the dropped weights [t, t] and a
+ * row of the mask [t], the rotary rows, the BF16 products'. */
+static size_t core_fwd_floats(const strop__sdpa_dims *dm) {
+  return (drops(dm) ? (size_t)(dm->t * dm->t + dm->t) : 0) + core_rope_floats(dm, 2) +
+         bf16_floats(dm, dm->t, dm->t);
 }
 
 /* Scores, softmax, dropout and P V for samples [b0, b1). */
@@ -215,11 +279,13 @@ STROP__CLONES static void core_fwd_samples(void *ctx, int64_t b0, int64_t b1, in
   const strop__sdpa_dims *dm = j->dm;
   const int64_t t = dm->t, h = dm->heads, hd = dm->head_dim, group = h / dm->kv_heads;
   const int64_t ldo = h * hd, rot = dm->rot;
-  const float p = dm->dropout, keep_scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
-  float *scratch = j->scratch;
-  float *Qr = scratch + t * t + (size_t)chunk * core_rope_floats(dm, 2), *Kr = Qr + t * hd;
-  float *W = bf16_area(scratch + t * t + (size_t)sdpa_chunks(dm) * core_rope_floats(dm, 2) +
-                       (size_t)chunk * bf16_floats(dm, t, t));
+  const int drop = drops(dm);
+  const uint64_t thr = drop_threshold(dm->dropout);
+  const float ks = drop_keep_scale(dm->dropout);
+  float *Pd = j->scratch + (size_t)chunk * core_fwd_floats(dm); /* dropout: P' [t, t] */
+  float *mrow = Pd + t * t;                                     /* and a row of its mask */
+  float *Qr = Pd + (drop ? t * t + t : 0), *Kr = Qr + t * hd;
+  float *W = bf16_area(Qr + core_rope_floats(dm, 2));
   for (int64_t b = b0; b < b1; b++) {
     const float *pad = dm->pad_mask ? dm->pad_mask + b * t : NULL;
     for (int64_t hh = 0; hh < h; hh++) {
@@ -238,13 +304,12 @@ STROP__CLONES static void core_fwd_samples(void *ctx, int64_t b0, int64_t b1, in
       mm(j, W, 0, 1, t, t, hd, dm->scale, qh, ldq, kh, ldk, 0.0f, P, t);
       for (int64_t i = 0; i < t; i++) softmax_row(P + i * t, t, i, dm->causal, pad);
       const float *Pu = P;
-      if (j->keep) {
-        uint8_t *keep = j->keep + (b * h + hh) * t * t;
-        for (int64_t e = 0; e < t * t; e++) {
-          keep[e] = strop__rng_uniform(j->rng) >= p;
-          scratch[e] = keep[e] ? P[e] * keep_scale : 0.0f;
+      if (drop) {
+        for (int64_t i = 0; i < t; i++) {
+          drop_row_scales(drop_row_key(dm, dm->drop_row0 + b, hh, i), 0, t, thr, ks, mrow);
+          for (int64_t jj = 0; jj < t; jj++) Pd[i * t + jj] = dropped(P[i * t + jj], mrow[jj]);
         }
-        Pu = scratch;
+        Pu = Pd;
       }
       mm(j, W, 0, 0, t, hd, t, 1.0f, Pu, t, vh, dm->ldv, 0.0f, j->ctx + b * t * ldo + hh * hd,
          ldo);
@@ -252,10 +317,11 @@ STROP__CLONES static void core_fwd_samples(void *ctx, int64_t b0, int64_t b1, in
   }
 }
 
-/* A chunk's area in the materialised backward: P' and dP [t, t], the rotary rows, the BF16
- * products' */
+/* A chunk's area in the materialised backward: P' and dP [t, t], with dropout a row of its
+ * mask [t], the rotary rows, the BF16 products' */
 static size_t core_bwd_floats(const strop__sdpa_dims *dm) {
-  return (size_t)(2 * dm->t * dm->t) + core_rope_floats(dm, 4) + bf16_floats(dm, dm->t, dm->t);
+  return (size_t)(2 * dm->t * dm->t) + (drops(dm) ? (size_t)dm->t : 0) + core_rope_floats(dm, 4) +
+         bf16_floats(dm, dm->t, dm->t);
 }
 
 /* Through P V, dropout, softmax and the scores for samples [b0, b1), with this chunk's P', dP. */
@@ -264,12 +330,15 @@ STROP__CLONES static void core_bwd_samples(void *ctx, int64_t b0, int64_t b1, in
   const strop__sdpa_dims *dm = j->dm;
   const int64_t t = dm->t, h = dm->heads, hd = dm->head_dim, group = h / dm->kv_heads;
   const int64_t ldo = h * hd, rot = dm->rot;
-  const float p = dm->dropout, keep_scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
+  const int drop = drops(dm);
+  const uint64_t thr = drop_threshold(dm->dropout);
+  const float ks = drop_keep_scale(dm->dropout);
   float *Pd = j->scratch + (size_t)chunk * core_bwd_floats(dm), *dP = Pd + t * t;
+  float *mrow = dP + t * t; /* dropout: a row of the mask */
   /* with rotary embeddings: the head's rotated q and k, the gradient of its rotated q, and of
    * its kv head's rotated k summed over the group's heads, turned back at the group's end */
-  float *Qr = dP + t * t, *Kr = Qr + t * hd, *dQr = Kr + t * hd, *dKr = dQr + t * hd;
-  float *W = bf16_area(Pd + 2 * t * t + core_rope_floats(dm, 4)); /* dm->bf16's products */
+  float *Qr = mrow + (drop ? t : 0), *Kr = Qr + t * hd, *dQr = Kr + t * hd, *dKr = dQr + t * hd;
+  float *W = bf16_area(Qr + core_rope_floats(dm, 4)); /* dm->bf16's products */
   for (int64_t b = b0; b < b1; b++) {
     for (int64_t hh = 0; hh < h; hh++) {
       const int64_t kvh = hh / group;
@@ -288,25 +357,24 @@ STROP__CLONES static void core_bwd_samples(void *ctx, int64_t b0, int64_t b1, in
         qh = Qr, kh = Kr, ldq = ldk = hd;
       }
       const float *P = j->p + (b * h + hh) * t * t;
-      const uint8_t *keep = j->keep ? j->keep + (b * h + hh) * t * t : NULL;
-      const float *Pu = P;
-      if (keep) {
-        for (int64_t e = 0; e < t * t; e++) Pd[e] = keep[e] ? P[e] * keep_scale : 0.0f;
-        Pu = Pd;
-      }
-      /* dV = P'^T dctx ; dP' = dctx V^T */
-      if (j->dv) mm(j, W, 1, 0, t, hd, t, 1.0f, Pu, t, dc, ldo, beta_kv, j->dv + vo, dm->ldv);
+      /* dP' = dctx V^T; per row through dropout (its mask computed once: P' for dV too), then
+       * softmax: dS = P * (dP - sum_k P dP); dV = P'^T dctx */
       mm(j, W, 0, 1, t, t, hd, 1.0f, dc, ldo, j->v + vo, dm->ldv, 0.0f, dP, t);
-      /* through dropout, then softmax: dS = P * (dP - sum_k P dP) */
       for (int64_t i = 0; i < t; i++) {
         const float *pr = P + i * t;
         float *dr = dP + i * t;
-        const uint8_t *kr = keep ? keep + i * t : NULL;
-        if (kr)
-          for (int64_t jj = 0; jj < t; jj++) dr[jj] = kr[jj] ? dr[jj] * keep_scale : 0.0f;
+        if (drop) {
+          drop_row_scales(drop_row_key(dm, dm->drop_row0 + b, hh, i), 0, t, thr, ks, mrow);
+          for (int64_t jj = 0; jj < t; jj++) {
+            Pd[i * t + jj] = dropped(pr[jj], mrow[jj]);
+            dr[jj] = dropped(dr[jj], mrow[jj]);
+          }
+        }
         const float dot = dot_lanes(pr, dr, t);
         for (int64_t jj = 0; jj < t; jj++) dr[jj] = pr[jj] * (dr[jj] - dot);
       }
+      if (j->dv)
+        mm(j, W, 1, 0, t, hd, t, 1.0f, drop ? Pd : P, t, dc, ldo, beta_kv, j->dv + vo, dm->ldv);
       /* S = scale Q K^T: dQ = scale dS K, dK = scale dS^T Q (of the rotated q and k, then
        * rotated back: dq = R^T dQ) */
       if (j->dq && !rot)
@@ -342,19 +410,21 @@ static int64_t blk_k(const strop__sdpa_dims *dm) {
 }
 
 /* per chunk: forward S [BQ, BK], running max and sum [BQ] each; backward P and dS [BQ, BK],
- * D [BQ]; with rotary embeddings the block of queries and the block of keys rotated as they
+ * D [BQ]; with dropout a row of the mask [BK], in the backward also the dropped weights
+ * [BQ, BK]; with rotary embeddings the block of queries and the block of keys rotated as they
  * are loaded [BQ + BK, head_dim], in the backward also their gradients before they are turned
  * back (the queries' summed over the key blocks, the keys' one block at a time) */
 static size_t tiled_rope_floats(const strop__sdpa_dims *dm) {
   return dm->rot ? (size_t)((blk_q(dm) + blk_k(dm)) * dm->head_dim) : 0;
 }
 static size_t tiled_fwd_floats(const strop__sdpa_dims *dm) {
-  return (size_t)(blk_q(dm) * blk_k(dm) + 2 * blk_q(dm)) + tiled_rope_floats(dm) +
-         bf16_floats(dm, blk_q(dm), blk_k(dm));
+  return (size_t)(blk_q(dm) * blk_k(dm) + 2 * blk_q(dm)) + (drops(dm) ? (size_t)blk_k(dm) : 0) +
+         tiled_rope_floats(dm) + bf16_floats(dm, blk_q(dm), blk_k(dm));
 }
 static size_t tiled_bwd_floats(const strop__sdpa_dims *dm) {
-  return (size_t)(2 * blk_q(dm) * blk_k(dm) + blk_q(dm)) + 2 * tiled_rope_floats(dm) +
-         bf16_floats(dm, blk_q(dm), blk_k(dm));
+  return (size_t)(2 * blk_q(dm) * blk_k(dm) + blk_q(dm)) +
+         (drops(dm) ? (size_t)(blk_q(dm) * blk_k(dm) + blk_k(dm)) : 0) +
+         2 * tiled_rope_floats(dm) + bf16_floats(dm, blk_q(dm), blk_k(dm));
 }
 
 /* How many of the keys j0 .. j0 + bk - 1 a causal mask leaves query i (<= 0: none): the
@@ -371,9 +441,13 @@ STROP__CLONES static void tiled_fwd_samples(void *ctx, int64_t b0, int64_t b1, i
   const strop__sdpa_dims *dm = j->dm;
   const int64_t t = dm->t, h = dm->heads, hd = dm->head_dim, group = h / dm->kv_heads;
   const int64_t ldo = h * hd, BQ = blk_q(dm), BK = blk_k(dm), rot = dm->rot, half = rot / 2;
+  const int drop = drops(dm);
+  const uint64_t thr = drop_threshold(dm->dropout);
+  const float ks = drop_keep_scale(dm->dropout);
   float *S = j->scratch + (size_t)chunk * tiled_fwd_floats(dm), *mx = S + BQ * BK, *sm = mx + BQ;
-  float *Qr = sm + BQ, *Kr = Qr + BQ * hd;          /* rotary: the blocks as loaded */
-  float *W = bf16_area(Qr + tiled_rope_floats(dm)); /* dm->bf16's products */
+  float *mrow = sm + BQ;                                  /* dropout: a row of the mask */
+  float *Qr = mrow + (drop ? BK : 0), *Kr = Qr + BQ * hd; /* rotary: the blocks as loaded */
+  float *W = bf16_area(Qr + tiled_rope_floats(dm));       /* dm->bf16's products */
   for (int64_t b = b0; b < b1; b++) {
     const float *pad = dm->pad_mask ? dm->pad_mask + b * t : NULL;
     for (int64_t hh = 0; hh < h; hh++) {
@@ -421,6 +495,11 @@ STROP__CLONES static void tiled_fwd_samples(void *ctx, int64_t b0, int64_t b1, i
             }
             const float sum = row_exp(sr, lim, pd, m, 1.0f);
             for (int64_t c = lim > 0 ? lim : 0; c < bk; c++) sr[c] = 0.0f;
+            if (drop) { /* the sum is of every weight; V is summed with the kept ones */
+              drop_row_scales(drop_row_key(dm, dm->drop_row0 + b, hh, i0 + r), j0, bk, thr, ks,
+                              mrow);
+              for (int64_t c = 0; c < bk; c++) sr[c] = dropped(sr[c], mrow[c]);
+            }
             if (m != mx[r]) { /* a larger max: what was summed shrinks by exp(old - new) */
               const float a = mx[r] == -INFINITY ? 0.0f : strop__vexpf(mx[r] - m);
               sm[r] *= a;
@@ -463,11 +542,16 @@ STROP__CLONES static void tiled_bwd_samples(void *ctx, int64_t b0, int64_t b1, i
   const strop__sdpa_dims *dm = j->dm;
   const int64_t t = dm->t, h = dm->heads, hd = dm->head_dim, group = h / dm->kv_heads;
   const int64_t ldo = h * hd, BQ = blk_q(dm), BK = blk_k(dm), rot = dm->rot, half = rot / 2;
+  const int drop = drops(dm);
+  const uint64_t thr = drop_threshold(dm->dropout);
+  const float ks = drop_keep_scale(dm->dropout);
   float *P = j->scratch + (size_t)chunk * tiled_bwd_floats(dm), *dS = P + BQ * BK,
         *D = dS + BQ * BK;
+  float *Pd = D + BQ, *mrow = Pd + BQ * BK; /* dropout: the dropped weights, a row of the mask */
   /* rotary: the blocks of q and k as loaded, the gradient of the rotated query block (summed
    * over the key blocks, then turned back) and of a rotated key block (turned back at once) */
-  float *Qr = D + BQ, *Kr = Qr + BQ * hd, *dQr = Kr + BK * hd, *dKr = dQr + BQ * hd;
+  float *Qr = drop ? mrow + BK : Pd, *Kr = Qr + BQ * hd, *dQr = Kr + BK * hd,
+        *dKr = dQr + BQ * hd;
   float *W = bf16_area(Qr + 2 * tiled_rope_floats(dm)); /* dm->bf16's products */
   for (int64_t b = b0; b < b1; b++) {
     const float *pad = dm->pad_mask ? dm->pad_mask + b * t : NULL;
@@ -526,11 +610,23 @@ STROP__CLONES static void tiled_bwd_samples(void *ctx, int64_t b0, int64_t b1, i
             (void)row_exp(pr, lim, pd, m, inv);
             for (int64_t c = lim > 0 ? lim : 0; c < bk; c++) pr[c] = 0.0f;
           }
+          const int grads = dq || dk;
+          if (grads) /* dP' = dctx V^T */
+            mm(j, W, 0, 1, bq, bk, hd, 1.0f, dc, ldo, j->v + vo + j0 * dm->ldv, dm->ldv, 0.0f, dS,
+               bk);
+          if (drop) /* the mask computed once per row: P' for dV, and dP' through it: dP */
+            for (int64_t r = 0; r < bq; r++) {
+              drop_row_scales(drop_row_key(dm, dm->drop_row0 + b, hh, i0 + r), j0, bk, thr, ks,
+                              mrow);
+              for (int64_t c = 0; c < bk; c++) Pd[r * bk + c] = dropped(P[r * bk + c], mrow[c]);
+              if (grads)
+                for (int64_t c = 0; c < bk; c++)
+                  dS[r * bk + c] = dropped(dS[r * bk + c], mrow[c]);
+            }
           if (dv)
-            mm(j, W, 1, 0, bk, hd, bq, 1.0f, P, bk, dc, ldo, 1.0f, dv + j0 * dm->ldv, dm->ldv);
-          if (!dq && !dk) continue;
-          mm(j, W, 0, 1, bq, bk, hd, 1.0f, dc, ldo, j->v + vo + j0 * dm->ldv, dm->ldv, 0.0f, dS,
-             bk);
+            mm(j, W, 1, 0, bk, hd, bq, 1.0f, drop ? Pd : P, bk, dc, ldo, 1.0f, dv + j0 * dm->ldv,
+               dm->ldv);
+          if (!grads) continue;
           if (jend <= BK) /* the row's keys in one block: D from it, as the weights have it */
             for (int64_t r = 0; r < bq; r++) D[r] = dot_lanes(P + r * bk, dS + r * bk, bk);
           for (int64_t r = 0; r < bq; r++) {
@@ -567,10 +663,7 @@ size_t strop__sdpa_saved_floats(const strop__sdpa_dims *dm) {
 }
 
 size_t strop__sdpa_forward_scratch(const strop__sdpa_dims *dm) {
-  return dm->tiled ? (size_t)sdpa_chunks(dm) * tiled_fwd_floats(dm)
-                   : (size_t)(dm->t * dm->t) +
-                         (size_t)sdpa_chunks(dm) *
-                             (core_rope_floats(dm, 2) + bf16_floats(dm, dm->t, dm->t));
+  return (size_t)sdpa_chunks(dm) * (dm->tiled ? tiled_fwd_floats(dm) : core_fwd_floats(dm));
 }
 
 size_t strop__sdpa_backward_scratch(const strop__sdpa_dims *dm) {
@@ -578,34 +671,26 @@ size_t strop__sdpa_backward_scratch(const strop__sdpa_dims *dm) {
 }
 
 void strop__sdpa_forward(const strop__sdpa_dims *dm, const float *q, const float *k,
-                         const float *v, float *p, uint8_t *keep, strop__rng *rng, float *scratch,
-                         float *ctx) {
+                         const float *v, float *p, float *scratch, float *ctx) {
   core_job j = {.dm = dm,
                 .q = q,
                 .k = k,
                 .v = v,
                 .p = p,
-                .keep = keep,
-                .rng = rng,
                 .scratch = scratch,
                 .ctx = ctx,
                 .dot = dm->bf16 && strop__bf16_dot_enabled()};
-  if (dm->tiled) strop__par_run(sdpa_chunks(dm), dm->n, tiled_fwd_samples, &j);
-  else if (keep) /* dropout draws from one generator in sample order: one chunk */
-    core_fwd_samples(&j, 0, dm->n, 0);
-  else strop__par_run(sdpa_chunks(dm), dm->n, core_fwd_samples, &j);
+  strop__par_run(sdpa_chunks(dm), dm->n, dm->tiled ? tiled_fwd_samples : core_fwd_samples, &j);
 }
 
 void strop__sdpa_backward(const strop__sdpa_dims *dm, const float *q, const float *k,
-                          const float *v, const float *p, const uint8_t *keep, const float *ctx,
-                          const float *dctx, float *scratch, float *dq, float *dk, float *dv,
-                          int accumulate) {
+                          const float *v, const float *p, const float *ctx, const float *dctx,
+                          float *scratch, float *dq, float *dk, float *dv, int accumulate) {
   core_job j = {.dm = dm,
                 .q = q,
                 .k = k,
                 .v = v,
                 .p = (float *)p,
-                .keep = (uint8_t *)keep,
                 .scratch = scratch,
                 .dctx = dctx,
                 .ctx = (float *)ctx,
@@ -679,6 +764,8 @@ static void core_dims(const strop__mha_dims *dm, strop__sdpa_dims *cd) {
                            .causal = dm->causal,
                            .pad_mask = dm->pad_mask,
                            .dropout = dm->dropout,
+                           .drop_seed = dm->drop_seed,
+                           .drop_row0 = dm->drop_row0,
                            .scale = (float)(1.0 / sqrt((double)hd)),
                            .chunks = dm->chunks,
                            .tiled = dm->tiled,
@@ -687,14 +774,14 @@ static void core_dims(const strop__mha_dims *dm, strop__sdpa_dims *cd) {
 
 void strop__attention_forward(const strop__mha_dims *dm, const float *x,
                               const strop__mha_weights *w, const strop__mha_cache *c,
-                              strop__rng *rng, float *scratch, float *y) {
+                              float *scratch, float *y) {
   const int64_t rows = dm->n * dm->t, d = dm->d;
   project(x, w->wq, w->bq, rows, d, c->q);
   project(x, w->wk, w->bk, rows, d, c->k);
   project(x, w->wv, w->bv, rows, d, c->v);
   strop__sdpa_dims cd;
   core_dims(dm, &cd);
-  strop__sdpa_forward(&cd, c->q, c->k, c->v, c->p, c->keep, rng, scratch, c->ctx);
+  strop__sdpa_forward(&cd, c->q, c->k, c->v, c->p, scratch, c->ctx);
   project(c->ctx, w->wo, w->bo, rows, d, y);
 }
 
@@ -710,7 +797,7 @@ void strop__attention_backward(const strop__mha_dims *dm, const float *x,
   strop__sgemm(0, 0, rows, d, d, 1.0f, dy, d, w->wo, d, 0.0f, dctx, d);
   strop__sdpa_dims cd;
   core_dims(dm, &cd);
-  strop__sdpa_backward(&cd, c->q, c->k, c->v, c->p, c->keep, c->ctx, dctx, Pd, dq, dk, dv, 0);
+  strop__sdpa_backward(&cd, c->q, c->k, c->v, c->p, c->ctx, dctx, Pd, dq, dk, dv, 0);
   project_backward(x, w->wq, dq, rows, d, dx, g->wq, g->bq);
   /* The key bias adds q_i . b_k to every score of row i: softmax ignores that shift, so its
    * gradient is exactly zero (PyTorch returns rounding noise of ~1e-8); skip the sum. */

@@ -22,18 +22,21 @@ typedef struct strop__mha_grads {
 
 /* What the forward leaves for the backward (caller-owned, e.g. arena):
  * q, k, v, ctx: n*t*d each; p: n*h*t*t softmax weights (before dropout), or 2 n*h*t
- * (row maxima, inverse sums) when dm->tiled;
- * keep: n*h*t*t dropout keep flags, or NULL when no dropout is applied. */
+ * (row maxima, inverse sums) when dm->tiled. (Dropout's mask is not kept: it is a function of
+ * the dims' drop_seed and the weight's place, computed again by the backward.) */
 typedef struct strop__mha_cache {
   float *q, *k, *v, *ctx, *p;
-  uint8_t *keep;
+  uint64_t drop_seed; /* the forward's dropout seed (strop__mha_dims.drop_seed) */
 } strop__mha_cache;
 
 typedef struct strop__mha_dims {
   int64_t n, t, d, heads;
   int causal;            /* 1: position i attends to keys j <= i only */
   const float *pad_mask; /* [n, t], 1 keep, 0 padding (keys masked out); or NULL */
-  float dropout;         /* probability of dropping an attention weight (when keep != NULL) */
+  float dropout;         /* probability of dropping an attention weight; 0: none (eval) */
+  uint64_t drop_seed;    /* with dropout: the mask's seed (strop__sdpa_dims.drop_seed) */
+  int64_t drop_row0;     /* with dropout: the global index of sample 0 (a data-parallel rank's
+                            first row of the whole batch) */
   int chunks;            /* samples split into this many chunks run in parallel (<= 1: one) */
   int tiled;             /* 1: the core runs tiled (strop__sdpa_dims.tiled): c->p then holds
                             2 n*heads*t floats, each row's max and inverse sum */
@@ -50,15 +53,22 @@ typedef struct strop__sdpa_dims {
                              wider when they are views into one packed [t, q|k|v] tensor */
   int causal;
   const float *pad_mask; /* [n, t], 1 keep, 0 padding (keys masked out); or NULL */
-  float dropout;         /* on the attention weights, when keep != NULL */
-  float scale;           /* of the scores, usually 1 / sqrt(head_dim) */
-  int chunks;            /* samples split into this many chunks run in parallel */
-  int tiled;             /* 1 (no dropout): flash-attention style, one block of scores per chunk
-                            at a time with the online softmax (running max and sum); the forward
-                            keeps only each row's max and inverse sum and the backward recomputes the
-                            score blocks from q, k and it. 0: the t x t weights materialised
-                            (dropout needs them: its mask is drawn per weight) */
-  int64_t rot; /* rotary embeddings (rope.h): the first rot values of every head of q and k
+  float dropout;      /* probability of dropping an attention weight (after the softmax; the kept
+                    ones scaled by 1 / (1 - dropout)); 0: none. The mask is a hash of
+                    (drop_seed, drop_row0 + sample, head, query, key) — nothing is drawn or kept
+                    per weight: the backward, a checkpointed block's recompute, any split of the
+                    samples into chunks or ranks and both cores see the same mask */
+  uint64_t drop_seed; /* with dropout: the mask's seed (the layer draws it once per forward) */
+  int64_t drop_row0;  /* with dropout: the global index of sample 0 (a data-parallel rank's rows
+                         get the mask one process gives the same rows of the whole batch) */
+  float scale;        /* of the scores, usually 1 / sqrt(head_dim) */
+  int chunks;         /* samples split into this many chunks run in parallel */
+  int tiled;          /* 1: flash-attention style, one block of scores per chunk at a time
+                            with the online softmax (running max and sum); the forward keeps only
+                            each row's max and inverse sum and the backward recomputes the score
+                            blocks (and dropout's mask) from q, k and it. 0: the t x t weights
+                            materialised */
+  int64_t rot;        /* rotary embeddings (rope.h): the first rot values of every head of q and k
                   rotate as the kernels load them (the backward turns dq and dk back the same
                   way), so the callers pass q and k as they were projected; 0: none */
   const float *rope_cos, *rope_sin; /* with rot: [t, rot / 2] each (strop__rope_tables), row i
@@ -71,8 +81,7 @@ typedef struct strop__sdpa_dims {
                (decoding) path ignores it. */
 } strop__sdpa_dims;
 
-/* Whether the core runs tiled for t queries of head_dim-wide heads when nothing needs the
- * weights (dropout does): 1, unless the t x t weights are small — at most twice the queries
+/* Whether the core runs tiled for t queries of head_dim-wide heads: 1, unless the t x t weights are small — at most twice the queries
  * (t <= 2 head_dim) — and the tiled path cannot skip blocks (no causal mask, or one block of
  * queries): there, recomputing the scores and their exp in the backward costs 1.5-1.7x the
  * materialised backward (at t = 64, head_dim 32: one score costs 2 x 32 multiply-adds per
@@ -85,27 +94,33 @@ extern int strop__sdpa_block_q, strop__sdpa_block_k;
 /* Floats of p: the weights n*heads*t*t, or tiled 2 n*heads*t: each row's max score and the
  * inverse of its sum of exp(s - max) (its logsumexp, in two parts). */
 size_t strop__sdpa_saved_floats(const strop__sdpa_dims *dm);
-/* Scratch floats: the materialised path's t*t (forward, for dropout) and 2 t*t per chunk
- * (backward); tiled, a block of scores (and of their gradients) and a few rows per chunk,
- * whatever t is. With rot, also the rotated rows of the head being read (and their
+/* Scratch floats: per chunk, the materialised path's t*t for the dropped weights (forward,
+ * with dropout) and 2 t*t (backward; and a row of the mask with dropout); tiled, a block of
+ * scores (and of their gradients, and the dropped weights) and a few rows per chunk, whatever
+ * t is. With rot, also the rotated rows of the head being read (and their
  * gradients): per chunk t x head_dim for 2 (forward) and 4 (backward) heads materialised, one
  * block of queries and one of keys (twice in the backward) tiled. */
 size_t strop__sdpa_forward_scratch(const strop__sdpa_dims *dm);
 size_t strop__sdpa_backward_scratch(const strop__sdpa_dims *dm);
-/* ctx [n*t, heads*head_dim] = softmax(mask(scale q k^T)) v per head; p gets the weights
- * before dropout [n, heads, t, t] (or, tiled, the max [n, heads, t] then the inverse sum
- * [n, heads, t] of each row), kept for the
- * backward; keep [n, heads, t, t] (NULL: no dropout; always NULL tiled) the dropout flags
- * drawn from rng. A query row whose keys are all masked gets all-zero weights. */
+/* ctx [n*t, heads*head_dim] = dropout(softmax(mask(scale q k^T))) v per head; p gets the
+ * weights before dropout [n, heads, t, t] (or, tiled, the max [n, heads, t] then the inverse
+ * sum [n, heads, t] of each row), kept for the backward. A query row whose keys are all
+ * masked gets all-zero weights. */
 void strop__sdpa_forward(const strop__sdpa_dims *dm, const float *q, const float *k,
-                         const float *v, float *p, uint8_t *keep, strop__rng *rng, float *scratch,
-                         float *ctx);
+                         const float *v, float *p, float *scratch, float *ctx);
 /* Given dctx, writes (accumulate = 0) or adds (1) dq, dk, dv in q's, k's and v's layouts; any
  * may be NULL (not needed). ctx is the forward's output (read by the tiled path only). */
 void strop__sdpa_backward(const strop__sdpa_dims *dm, const float *q, const float *k,
-                          const float *v, const float *p, const uint8_t *keep, const float *ctx,
-                          const float *dctx, float *scratch, float *dq, float *dk, float *dv,
-                          int accumulate);
+                          const float *v, const float *p, const float *ctx, const float *dctx,
+                          float *scratch, float *dq, float *dk, float *dv, int accumulate);
+
+/* A dropout seed for one forward: two draws from rng. */
+uint64_t strop__sdpa_draw_seed(strop__rng *rng);
+
+/* Whether dropout keeps weight (i, j) of head h of global sample s (the mask the kernels apply,
+ * for tests): 1 kept, 0 dropped. */
+int strop__sdpa_drop_keeps(const strop__sdpa_dims *dm, int64_t s, int64_t h, int64_t i,
+                           int64_t j);
 
 /* Incremental decoding: dm->t new queries at positions [past, past + t) against the keys and
  * values of positions [0, past + t), kept per sample in k and v as [cap, ldk] / [cap, ldv]
@@ -138,12 +153,12 @@ size_t strop__attention_forward_scratch(const strop__mha_dims *dm);
 size_t strop__attention_backward_scratch(const strop__mha_dims *dm);
 
 /* y[n, t, d] = out_proj(softmax(mask(q k^T / sqrt(d / heads))) v). A query row whose keys
- * are all masked gets all-zero weights (PyTorch would give NaN). When c->keep is not NULL
- * the weights are dropped with probability dm->dropout from rng and the rest scaled by
- * 1 / (1 - dropout). */
+ * are all masked gets all-zero weights (PyTorch would give NaN). With dm->dropout > 0 the
+ * weights are dropped with that probability by the mask of dm->drop_seed and the rest scaled
+ * by 1 / (1 - dropout). */
 void strop__attention_forward(const strop__mha_dims *dm, const float *x,
                               const strop__mha_weights *w, const strop__mha_cache *c,
-                              strop__rng *rng, float *scratch, float *y);
+                              float *scratch, float *y);
 
 /* Given dy, adds d loss / d x into dx (nullable) and the parameter gradients into g. The
  * key bias gets nothing added: softmax is invariant to it, its gradient is exactly zero. */
