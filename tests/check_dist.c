@@ -790,21 +790,25 @@ END_TEST
  * batch (the generator skips the other ranks' rows), so 2 ranks match one process within the
  * float tolerance, as without dropout; so do 3 uneven ranks whose last batch leaves two of
  * them empty (they take rank 0's generator after it). With every rank drawing rank 0's masks
- * for its own rows, as before, the weights differ by far more (measured: 8.6). */
+ * for its own rows, as before, the weights differ by far more (measured: 8.6). Attention
+ * dropout too (its mask hashes each weight's global row: 2 ranks, then 3 uneven ones). */
 START_TEST(dropout_masks_are_those_of_one_process) {
-  const int64_t samples[2] = {640, 129}, steps[2] = {20, 0}, epochs[2] = {3, 2};
-  const int ranks[2] = {2, 3};
-  for (int k = 0; k < 2; k++) {
+  const int64_t samples[4] = {640, 129, 640, 129}, steps[4] = {20, 0, 20, 0},
+                epochs[4] = {3, 2, 3, 2};
+  const int ranks[4] = {2, 3, 2, 3};
+  for (int k = 0; k < 4; k++) {
     sc_run one = scenario(samples[k], 64, steps[k], epochs[k], STROP_OPTIM_SGD);
     one.dropout = 0.3f;
+    one.attention = k >= 2;
     sc_fit(NULL, &one);
     rank_job jobs[3];
     memset(jobs, 0, sizeof jobs);
     for (int i = 0; i < ranks[k]; i++) jobs[i].run = one, jobs[i].run.w = NULL;
     world w;
-    run_ranks_async(&w, ranks[k], jobs, k); /* the overlapped sums too, on 3 ranks */
+    run_ranks_async(&w, ranks[k], jobs, k % 2); /* the overlapped sums too, on 3 ranks */
     double rel = compare_to_one_process(jobs, ranks[k], &one, TOL_SGD);
-    printf("dist: %d ranks with dropout vs 1 process: max rel diff %.3g\n", ranks[k], rel);
+    printf("dist: %d ranks with %s dropout vs 1 process: max rel diff %.3g\n", ranks[k],
+           k >= 2 ? "attention" : "layer", rel);
     free_runs(jobs, ranks[k]);
     free(one.w);
   }

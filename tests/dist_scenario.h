@@ -38,8 +38,11 @@ static strop_dataset *sc_blobs(int64_t n, uint64_t seed) {
 /* 8 -> 32 -> relu -> 4; frozen_fc1: fc1 frozen (only head trains, and is all that moves).
  * tied: 8 -> 8 -> relu -> 8 -> relu -> 4 with fc1's weight tied to fc2's, so the tensor's
  * owner is fc2 but its gradient is final only after fc1's backward, the lower use. dropout > 0:
- * a dropout layer of that p before the head. */
-static strop_model *sc_model_tied(uint64_t seed, int frozen_fc1, int tied, float dropout) {
+ * a dropout layer of that p before the head; attention (with dropout > 0, not tied): the 32
+ * features as 8 positions of 4, self-attention of 2 heads with dropout p on its weights,
+ * flattened, instead of the dropout layer. */
+static strop_model *sc_model_attn(uint64_t seed, int frozen_fc1, int tied, float dropout,
+                                  int attention) {
   int64_t in[1] = {8};
   strop_model *m = NULL;
   if (strop_model_create(1, in, &m)) return NULL;
@@ -51,16 +54,24 @@ static strop_model *sc_model_tied(uint64_t seed, int frozen_fc1, int tied, float
     strop_model_free(m);
     return NULL;
   }
-  char p[32];
+  char p[32], a[64];
   snprintf(p, sizeof p, "p=%g", (double)dropout);
+  snprintf(a, sizeof a, "num_heads=2 dropout=%g", (double)dropout);
   if (strop_model_add(m, "act", "relu", NULL, NULL) ||
-      (dropout > 0 && strop_model_add(m, "drop", "dropout", p, NULL)) ||
+      (attention && (strop_model_add(m, "seq", "reshape", "shape=[8, 4]", NULL) ||
+                     strop_model_add(m, "attn", "multihead_attention", a, NULL) ||
+                     strop_model_add(m, "flat", "flatten", NULL, NULL))) ||
+      (dropout > 0 && !attention && strop_model_add(m, "drop", "dropout", p, NULL)) ||
       strop_model_add(m, "head", "linear", "out_features=4", NULL) ||
       strop_model_finalize(m, seed) || (frozen_fc1 && strop_model_freeze(m, "fc1.*"))) {
     strop_model_free(m);
     return NULL;
   }
   return m;
+}
+
+static inline strop_model *sc_model_tied(uint64_t seed, int frozen_fc1, int tied, float dropout) {
+  return sc_model_attn(seed, frozen_fc1, tied, dropout, 0);
 }
 
 static inline strop_model *sc_model(uint64_t seed, int frozen_fc1) {
@@ -99,6 +110,7 @@ typedef struct sc_run {
   int frozen_fc1;
   int tied;          /* sc_model_tied's model */
   float dropout;     /* > 0: a dropout of this p before the head */
+  int attention;     /* with dropout: attention dropout of that p instead (sc_model_attn) */
   size_t bucket_max; /* floats per gradient bucket (0: the trainer's default) */
   int no_overlap;    /* 1: sum the gradients after the backward even when the group can
                         overlap them with it */
@@ -117,7 +129,7 @@ typedef struct sc_run {
 /* Fits the scenario's model with d (NULL: one process); fills r's results. */
 static void sc_fit(strop_dist *d, sc_run *r) {
   strop_dataset *ds = sc_blobs(r->samples, 21);
-  strop_model *m = sc_model_tied(23, r->frozen_fc1, r->tied, r->dropout);
+  strop_model *m = sc_model_attn(23, r->frozen_fc1, r->tied, r->dropout, r->attention);
   strop_optimizer *opt = NULL;
   strop_trainer *t = NULL;
   strop_batch_iter *it = NULL;
