@@ -39,7 +39,16 @@
  * (12 d^2 multiply-adds a token forward, 3x with backward, c_fc's 4 d^2), so
  * saved_over_layer_gemms = (pass + cold - 2 hot) / (9 gemm) bounds the share of a step from
  * above. Best of `repeats`, thread CPU time. Prints "RESULT bench=gelu_pass ... pass_ms=
- * hot_ms= cold_ms= gemm_ms= saved_over_layer_gemms=". */
+ * hot_ms= cold_ms= gemm_ms= saved_over_layer_gemms=".
+ *
+ *   bench_block gelu_ab [repeats] [n approximate]
+ *
+ * The GELU kernels alone, the per-CPU clones of the plain loops (strop__gelu_isa 1) and the
+ * AVX-512 ones (0) alternately in one process, the order swapped every round: the forward and
+ * the backward into an uninitialised dx over n floats (default 1024 x 3072, BERT's
+ * intermediate at 8 x 128 tokens; approximate 0 = erf form, 1 = tanh form), inputs spread
+ * over [-3, 3]. Best of `repeats`, thread CPU time. Prints "RESULT bench=gelu_ab ...
+ * fwd_speedup= bwd_speedup=" (the clones' time over AVX-512's). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -130,8 +139,43 @@ static int gelu_main(int argc, char **argv) {
   return 0;
 }
 
+static int gelu_ab_main(int argc, char **argv) {
+  const int repeats = argc > 2 ? atoi(argv[2]) : 10;
+  const size_t n = argc > 3 ? (size_t)atoll(argv[3]) : (size_t)1024 * 3072;
+  const int approx = argc > 4 ? atoi(argv[4]) : 0;
+  float *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y), *dy = malloc(n * sizeof *dy);
+  float *dx = malloc(n * sizeof *dx);
+  if (!x || !y || !dy || !dx) return 1;
+  for (size_t i = 0; i < n; i++) {
+    x[i] = 3.0f * sinf(0.37f * (float)(i % 10007));
+    dy[i] = 0.5f * cosf(0.11f * (float)(i % 9973));
+  }
+  double bf[2] = {1e30, 1e30}, bb[2] = {1e30, 1e30};
+  for (int r = 0; r <= repeats; r++)
+    for (int h = 0; h < 2; h++) {
+      const int isa = (r + h) % 2;
+      strop__gelu_isa = isa;
+      const double t0 = cpu_now();
+      strop__gelu_forward(x, y, n, approx);
+      const double t1 = cpu_now();
+      strop__gelu_backward_assign(x, dy, dx, n, approx);
+      const double t2 = cpu_now();
+      if (r && t1 - t0 < bf[isa]) bf[isa] = t1 - t0;
+      if (r && t2 - t1 < bb[isa]) bb[isa] = t2 - t1;
+    }
+  strop__gelu_isa = 0;
+  printf("RESULT bench=gelu_ab n=%zu approximate=%d threads=1 clones_fwd_ms=%.3f "
+         "avx512_fwd_ms=%.3f fwd_speedup=%.3f clones_bwd_ms=%.3f avx512_bwd_ms=%.3f "
+         "bwd_speedup=%.3f check=%g\n",
+         n, approx, bf[1] * 1e3, bf[0] * 1e3, bf[1] / bf[0], bb[1] * 1e3, bb[0] * 1e3,
+         bb[1] / bb[0], (double)(y[n / 3] + dx[n / 5]));
+  free(x), free(y), free(dy), free(dx);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc > 1 && !strcmp(argv[1], "gelu")) return gelu_main(argc, argv);
+  if (argc > 1 && !strcmp(argv[1], "gelu_ab")) return gelu_ab_main(argc, argv);
   if (argc > 1 && !strcmp(argv[1], "gate")) return gate_main(argc, argv);
   const int threads = argc > 1 ? atoi(argv[1]) : 1, repeats = argc > 2 ? atoi(argv[2]) : 20;
   const int64_t d = argc > 3 ? atoll(argv[3]) : 2048, t = argc > 4 ? atoll(argv[4]) : 256;

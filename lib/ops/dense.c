@@ -219,7 +219,155 @@ void strop__leaky_relu_backward(const float *x, const float *y, const float *dy,
 #define GELU_TANH_B 0.79788456080286535588f
 #define GELU_TANH_K 0.044715f
 
+int strop__gelu_isa = 0;
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(STROP_NO_CLONES)
+#  define GELU_AVX512 1
+#  include <immintrin.h>
+#  define T512 __attribute__((target("avx512f")))
+#  define INL512 static inline __attribute__((always_inline, target("avx512f")))
+
+static int gelu_avx512(void) { return strop__gelu_isa == 0 && __builtin_cpu_supports("avx512f"); }
+
+/* e^(a + b) for a <= 0 in [-110, 0] and |b| <= 2, a the large part held exactly: n =
+ * round((a + b) / ln2), r = (a - n ln2_hi, exact) + b - n ln2_lo (Cody-Waite; b added
+ * before the last term, where the sum is small, rounds least), e^r by its Taylor
+ * series to r^7 as strop__vexpf, times 2^n by vscalefps (one rounding, so a subnormal result
+ * rounds once). */
+INL512 __m512 exp_sum512(__m512 a, __m512 b) {
+  const __m512 n = _mm512_roundscale_ps(
+      _mm512_mul_ps(_mm512_add_ps(a, b), _mm512_set1_ps(1.44269504f)),
+      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_add_ps(_mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), a), b);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, n);
+}
+
+/* Phi(x) = erfc(-x / sqrt2) / 2 with strop__verfcf's fit, erfc(z) = t e^(-z^2 + P(t)), and
+ * x^2 / 2 carried as hi + lo (an FMA's exact remainder): the float rounding of -z^2 was
+ * verfcf's error in the tail (1e-5 at |x| = 12.7), here the tail keeps the fit's accuracy.
+ * t = 1 / (1 + z / 2) by vrcp14ps and one Newton step (2^-28) instead of a division. |x| is
+ * held at 14.8, past which Phi(-|x|) is 0 in float. *e2 is e^(-x^2 / 2), the density's
+ * factor, when asked. */
+INL512 __m512 phi512(__m512 x, __m512 *e2) {
+  const __m512 ax = _mm512_min_ps(_mm512_abs_ps(x), _mm512_set1_ps(14.8f));
+  const __m512 z = _mm512_mul_ps(ax, _mm512_set1_ps(GELU_SQRT1_2));
+  const __m512 d = _mm512_fmadd_ps(z, _mm512_set1_ps(0.5f), _mm512_set1_ps(1.0f));
+  const __m512 r0 = _mm512_rcp14_ps(d);
+  const __m512 t = _mm512_fmadd_ps(r0, _mm512_fnmadd_ps(d, r0, _mm512_set1_ps(1.0f)), r0);
+  const __m512 s = _mm512_sub_ps(t, _mm512_set1_ps(0.5f));
+  __m512 p = _mm512_set1_ps(0.17087277f);
+  p = _mm512_fmadd_ps(p, s, _mm512_set1_ps(-0.053224765f));
+  p = _mm512_fmadd_ps(p, s, _mm512_set1_ps(-0.26223812f));
+  p = _mm512_fmadd_ps(p, s, _mm512_set1_ps(0.11370004f));
+  p = _mm512_fmadd_ps(p, s, _mm512_set1_ps(0.278521901f));
+  p = _mm512_fmadd_ps(p, s, _mm512_set1_ps(-0.157980353f));
+  p = _mm512_fmadd_ps(p, s, _mm512_set1_ps(-0.374999141f));
+  p = _mm512_fmadd_ps(p, s, _mm512_set1_ps(0.189372402f));
+  p = _mm512_fmadd_ps(p, s, _mm512_set1_ps(1.34528443f));
+  p = _mm512_fmadd_ps(p, s, _mm512_set1_ps(-0.671794082f));
+  const __m512 half = _mm512_set1_ps(0.5f);
+  const __m512 sq = _mm512_mul_ps(ax, ax);
+  const __m512 hi = _mm512_mul_ps(sq, half),
+               lo = _mm512_mul_ps(_mm512_fmsub_ps(ax, ax, sq), half);
+  const __m512 nhi = _mm512_sub_ps(_mm512_setzero_ps(), hi);
+  if (e2) *e2 = exp_sum512(nhi, _mm512_sub_ps(_mm512_setzero_ps(), lo));
+  const __m512 q = _mm512_mul_ps(_mm512_mul_ps(t, half), exp_sum512(nhi, _mm512_sub_ps(p, lo)));
+  const __mmask16 pos = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ);
+  return _mm512_mask_sub_ps(q, pos, _mm512_set1_ps(1.0f), q);
+}
+
+/* The tanh form's 0.5 (1 + tanh(u)), u = sqrt(2 / pi) (x + 0.044715 x^3) as the plain loop
+ * forms it, written as the logistic S = 1 / (1 + e^(-2u)) (the same value; where tanh(u)
+ * nears -1 the sum 1 + tanh cancels, this does not): with w = e^(-2|u|) in (0, 1], S is
+ * 1 / (1 + w) for u >= 0 and w / (1 + w) below, by vrcp14ps and one Newton step. -2|u| is held
+ * at -110, past which w is below the subnormals. *oms is 1 - S, the other one, when asked. */
+INL512 __m512 logistic512(__m512 x, __m512 *oms) {
+  const __m512 k3 = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(GELU_TANH_K), x), x);
+  const __m512 u = _mm512_mul_ps(_mm512_set1_ps(GELU_TANH_B), _mm512_fmadd_ps(k3, x, x));
+  const __m512 m = _mm512_max_ps(_mm512_mul_ps(_mm512_abs_ps(u), _mm512_set1_ps(-2.0f)),
+                                 _mm512_set1_ps(-110.0f));
+  const __m512 w = exp_sum512(m, _mm512_setzero_ps());
+  const __m512 d = _mm512_add_ps(w, _mm512_set1_ps(1.0f));
+  const __m512 r0 = _mm512_rcp14_ps(d);
+  const __m512 r = _mm512_fmadd_ps(r0, _mm512_fnmadd_ps(d, r0, _mm512_set1_ps(1.0f)), r0);
+  const __m512 wr = _mm512_mul_ps(w, r);
+  const __mmask16 pos = _mm512_cmp_ps_mask(u, _mm512_setzero_ps(), _CMP_GE_OQ);
+  if (oms) *oms = _mm512_mask_blend_ps(pos, r, wr);
+  return _mm512_mask_blend_ps(pos, wr, r);
+}
+
+T512 static void gelu_forward512(const float *x, float *y, size_t n, int approximate) {
+  for (size_t i = 0; i < n; i += 16) {
+    const __mmask16 k = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+    const __m512 v = _mm512_maskz_loadu_ps(k, x + i);
+    const __m512 f = approximate ? logistic512(v, NULL) : phi512(v, NULL);
+    _mm512_mask_storeu_ps(y + i, k, _mm512_mul_ps(v, f));
+  }
+}
+
+T512 static void phi_values512(const float *x, float *phi, size_t n) {
+  for (size_t i = 0; i < n; i += 16) {
+    const __mmask16 k = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(phi + i, k, phi512(_mm512_maskz_loadu_ps(k, x + i), NULL));
+  }
+}
+
+/* dx = (assign ? 0 : dx) + dy gelu'(x), one FMA (0 + dy g rounds as dy g does). Exact form:
+ * gelu' = Phi(x) + x pdf(x); tanh form: S + 2 x S (1 - S) sqrt(2 / pi) (1 + 3 0.044715 x^2),
+ * S (1 - S) being (1 - tanh^2(u)) / 4. */
+T512 static void gelu_backward512(const float *x, const float *dy, float *dx, size_t n,
+                                  int approximate, int assign) {
+  for (size_t i = 0; i < n; i += 16) {
+    const __mmask16 k = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+    const __m512 v = _mm512_maskz_loadu_ps(k, x + i);
+    __m512 g;
+    if (approximate) {
+      __m512 oms;
+      const __m512 sg = logistic512(v, &oms);
+      const __m512 v2 = _mm512_mul_ps(v, v);
+      const __m512 inner_d = _mm512_mul_ps(
+          _mm512_set1_ps(GELU_TANH_B),
+          _mm512_fmadd_ps(_mm512_set1_ps(3.0f * GELU_TANH_K), v2, _mm512_set1_ps(1.0f)));
+      const __m512 right = _mm512_mul_ps(_mm512_mul_ps(_mm512_add_ps(v, v), sg), oms);
+      g = _mm512_fmadd_ps(right, inner_d, sg);
+    } else {
+      __m512 e2;
+      const __m512 cdf = phi512(v, &e2);
+      g = _mm512_fmadd_ps(v, _mm512_mul_ps(e2, _mm512_set1_ps(GELU_PDF_C)), cdf);
+    }
+    const __m512 acc = assign ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(k, dx + i);
+    _mm512_mask_storeu_ps(dx + i, k, _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, dy + i), g, acc));
+  }
+}
+#endif
+
+STROP__CLONES int strop__gelu_phi(const float *x, float *phi, size_t n) {
+#ifdef GELU_AVX512
+  if (gelu_avx512()) {
+    phi_values512(x, phi, n);
+    return 1;
+  }
+#endif
+  for (size_t i = 0; i < n; i++) phi[i] = 0.5f * strop__verfcf(-x[i] * GELU_SQRT1_2);
+  return 0;
+}
+
 STROP__CLONES void strop__gelu_forward(const float *x, float *y, size_t n, int approximate) {
+#ifdef GELU_AVX512
+  if (gelu_avx512()) {
+    gelu_forward512(x, y, n, approximate);
+    return;
+  }
+#endif
   if (approximate) {
     for (size_t i = 0; i < n; i++) {
       float v = x[i];
@@ -238,6 +386,12 @@ STROP__CLONES void strop__gelu_forward(const float *x, float *y, size_t n, int a
 static inline __attribute__((always_inline)) void gelu_bwd(const float *x, const float *dy,
                                                            float *dx, size_t n, int approximate,
                                                            const int assign) {
+#ifdef GELU_AVX512
+  if (gelu_avx512()) {
+    gelu_backward512(x, dy, dx, n, approximate, assign);
+    return;
+  }
+#endif
   if (approximate) {
     for (size_t i = 0; i < n; i++) {
       float v = x[i], v2 = v * v;

@@ -77,6 +77,15 @@ void strop__gelu_backward(const float *x, const float *y, const float *dy, float
  * uninitialised dx: no pass to zero it first. */
 void strop__gelu_backward_assign(const float *x, const float *dy, float *dx, size_t n,
                                  int approximate);
+/* Which GELU kernels run: 0 the AVX-512 ones where the CPU has them (the erf form's Phi by
+ * vrcp14ps, vscalefps and an exactly split x^2 / 2, the tanh form as a logistic; within a few
+ * ulp of libm: tests/check_layers_dense's gelu_avx512_accuracy), 1 the per-CPU clones of the
+ * plain loops (strop__verfcf, strop__vtanhf). For tests and bench_big's GELU=ab. */
+extern int strop__gelu_isa;
+/* Phi(x) = erfc(-x / sqrt2) / 2, the exact form's factor, as the kernels strop__gelu_isa
+ * selects compute it: for the accuracy tests. Returns 1 when the AVX-512 kernel ran, 0 when
+ * the clones did (no AVX-512, a build without clones, or strop__gelu_isa 1). */
+int strop__gelu_phi(const float *x, float *phi, size_t n);
 void strop__silu_forward(const float *x, float *y, size_t n);
 void strop__silu_backward(const float *x, const float *y, const float *dy, float *dx, size_t n);
 /* The gated MLP's product (Llama's act_fn(gate) * up) in one pass: h = silu(g) u, the values
