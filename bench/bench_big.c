@@ -31,7 +31,9 @@
  * products split over the threads (strop__conv_batch_backward; CONV_BWD=0: per chunk only);
  * HELD_DOT=ab alternates the frozen BF16 / int8 weights' products on the exact fallback
  * (widened to FP32, strop__bf16_impl 1: an int8 base's only path before it was expanded into
- * the vdpbf16ps panels) and on vdpbf16ps (dot_cpu_speedup > 1: vdpbf16ps is faster). Frozen
+ * the vdpbf16ps panels) and on vdpbf16ps (dot_cpu_speedup > 1: vdpbf16ps is faster); B_GROUPS=ab
+ * the BF16 weight gradients' B a panel of 32 columns at a time against all of A and in groups
+ * of panels that fit in L2 (strop__bf16_b_groups, the same bits; with COMPUTE_DTYPE=bf16). Frozen
  * and LoRA
  * rows load with STROP_LOAD_FROZEN | STROP_LOAD_MMAP: the frozen base is read straight from
  * the mapped file (docs/performance.md); MMAP=0 copies it.
@@ -45,7 +47,9 @@
  * (its four figures' sum: a language model is loaded declared for TOKENS, its input shape).
  * GEMM_PROFILE=1 prints instead, for `steps` steps after a warm-up (1 thread: the products run
  * on the calling thread), one GEMM line per product kind and shape (op, m n k, alpha 1 or not,
- * the kernel: own, openblas or gemv) with its calls and thread CPU time per step, GFLOP/s and
+ * the kernel: own, openblas or gemv; with COMPUTE_DTYPE=bf16 also bf16, two FP32 operands
+ * rounded while packed, and bf16_held, a weight's BF16 copy; attention's per-block products
+ * are not seen) with its calls and thread CPU time per step, GFLOP/s and
  * share of the step's process CPU time, and a RESULT line with their sums. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,6 +58,7 @@
 
 #include "benchutil.h"
 #include "graph/graph.h"
+#include "ops/bf16gemm.h"
 #include "ops/conv.h"
 #include "ops/lowp.h"
 #include "ops/ops.h"
@@ -88,8 +93,9 @@ static int64_t env_int(const char *k, int64_t def) {
  * strop__conv_batch); the BF16 convs' im2col path (0) or their columns packed straight from
  * the images (1, strop__conv_bf16_direct): the same bits; the FP32 conv backward per chunk (0)
  * or batched (1, strop__conv_batch_backward); frozen BF16 / int8 products on the fallback (0)
- * or vdpbf16ps (1). */
-enum { AB_DTYPE, AB_FUSED, AB_ROWS, AB_CONV, AB_PACK, AB_CONV_BWD, AB_HELD };
+ * or vdpbf16ps (1); BF16 weight gradients a panel of B at a time (0) or B's panels in groups
+ * (1, strop__bf16_b_groups): the same bits. */
+enum { AB_DTYPE, AB_FUSED, AB_ROWS, AB_CONV, AB_PACK, AB_CONV_BWD, AB_HELD, AB_BGROUPS };
 
 static void ab_set(strop_model *m, int what, int d) {
   static int rows_default = 0;
@@ -100,10 +106,11 @@ static void ab_set(strop_model *m, int what, int d) {
   else if (what == AB_PACK) strop__conv_bf16_direct = d;
   else if (what == AB_CONV_BWD) strop__conv_batch_backward = d;
   else if (what == AB_HELD) strop__bf16_impl = d ? 0 : 1;
+  else if (what == AB_BGROUPS) strop__bf16_b_groups = d;
   else bench_must(strop_model_set_compute_dtype(m, d), "compute dtype");
 }
 
-/* GEMM_PROFILE=1: every FP32 product of the steps by kind and shape (strop__gemm_observer), its
+/* GEMM_PROFILE=1: every product of the steps by kind and shape (strop__gemm_observer), its
  * calls, thread CPU time and rate */
 typedef struct gemm_kind {
   int ta, tb, kernel, scaled;
@@ -252,11 +259,12 @@ int main(int argc, char **argv) {
   /* interleaved A/B: 0 / 1 are FP32 / BF16 products, the unfused / fused LM-head step, the
    * row kernels one row / several rows at a time, or convs an image per product / batched */
   const char *kab = getenv("KERNELS"), *cba = getenv("CONV_BATCH"), *cpk = getenv("CONV_PACK");
-  const char *cbb = getenv("CONV_BWD"), *hab = getenv("HELD_DOT");
+  const char *cbb = getenv("CONV_BWD"), *hab = getenv("HELD_DOT"), *bgr = getenv("B_GROUPS");
   const int ab_fused = fab && !strcmp(fab, "ab"), ab_rows = kab && !strcmp(kab, "ab");
   const int ab_conv = cba && !strcmp(cba, "ab"), ab_pack = cpk && !strcmp(cpk, "ab");
   const int ab_cbwd = cbb && !strcmp(cbb, "ab"), ab_held = hab && !strcmp(hab, "ab");
-  const int ab = ab_fused || ab_rows || ab_conv || ab_pack || ab_cbwd || ab_held ||
+  const int ab_bgr = bgr && !strcmp(bgr, "ab");
+  const int ab = ab_fused || ab_rows || ab_conv || ab_pack || ab_cbwd || ab_held || ab_bgr ||
                  (cdt && !strcmp(cdt, "ab"));
   const int what = ab_fused  ? AB_FUSED
                    : ab_rows ? AB_ROWS
@@ -264,6 +272,7 @@ int main(int argc, char **argv) {
                    : ab_pack ? AB_PACK
                    : ab_cbwd ? AB_CONV_BWD
                    : ab_held ? AB_HELD
+                   : ab_bgr  ? AB_BGROUPS
                              : AB_DTYPE;
   if (cdt && !strcmp(cdt, "bf16"))
     bench_must(strop_model_set_compute_dtype(m, STROP_DTYPE_BF16), "compute dtype");
@@ -320,11 +329,11 @@ int main(int argc, char **argv) {
         if (dc < bc[d]) bc[d] = dc;
         if (r < 64) rc[r][d] = dc;
       }
-    static const char *const names[7][3] = {
+    static const char *const names[8][3] = {
         {"f32", "bf16", "compute_dtype"},  {"unfused", "fused", "fused_loss"},
         {"rows1", "rows", "kernels"},      {"per_image", "batched", "conv_batch"},
         {"im2col", "direct", "conv_pack"}, {"per_chunk", "batched", "conv_bwd"},
-        {"fallback", "dot", "held_dot"}};
+        {"fallback", "dot", "held_dot"},   {"panels", "groups", "b_groups"}};
     const char *a = names[what][0], *b = names[what][1];
     printf("RESULT impl=strop row=%s threads=%d batch=%lld tokens=%lld %s=ab "
            "%s_step_ms=%.1f %s_step_ms=%.1f %s_speedup=%.3f %s_cpu_ms=%.1f "
@@ -355,9 +364,11 @@ int main(int argc, char **argv) {
              "ms_per_step=%.2f gflops=%.1f share_of_step=%.4f\n",
              row, g->ta ? 'T' : 'N', g->tb ? 'T' : 'N', (long long)g->m, (long long)g->n,
              (long long)g->k, g->scaled ? "scaled" : "1",
-             g->kernel == 2 ? "gemv"
-             : g->kernel    ? "own"
-                            : "openblas",
+             g->kernel == 4   ? "bf16_held"
+             : g->kernel == 3 ? "bf16"
+             : g->kernel == 2 ? "gemv"
+             : g->kernel      ? "own"
+                              : "openblas",
              (double)g->calls / steps, g->seconds / steps * 1e3, fl / (g->seconds / steps) / 1e9,
              g->seconds / steps / step_s);
     }

@@ -113,8 +113,8 @@ END_TEST
  * entry with alpha (attention's) the same bits, and alpha 1/2 half of them. */
 START_TEST(gemm_f32_edges) {
   if (!strop__bf16_dot_enabled()) return; /* the fallback is the FP32 GEMM (tested there) */
-  /* the last two: B's panels packed one at a time (over B_ALL_MAX bytes of them), the others
-   * all packed first (rows_chunk) */
+  /* the last two: over B_ALL_MAX bytes of B's panels, packed in groups (strop__bf16_b_groups;
+   * b_groups_same_bits: the same bits as a panel at a time), the others all packed first */
   static const int64_t shapes[][3] = {{1, 1, 1},      {5, 7, 45},     {8, 32, 32}, {9, 33, 70},
                                       {3, 2, 301},    {17, 65, 64},   {40, 96, 7}, {33, 31, 0},
                                       {9, 1057, 513}, {17, 2050, 300}};
@@ -172,6 +172,51 @@ START_TEST(gemm_f32_edges) {
         free(b);
         free(c);
       }
+}
+END_TEST
+
+/* B's panels in groups that fit in L2 (strop__bf16_b_groups 1) give the bits of a panel at a
+ * time against all of A (0): every transpose, written and added, 1 and 2 threads; groups of
+ * unequal size (22 panels of 7 to a group: 6, 6, 6, 4 at 1 thread, 6 and 5 per thread at 2), m
+ * not a multiple of 8, a last panel of 12 columns, and a panel too large to group (k 2100: a
+ * panel at a time either way). */
+START_TEST(b_groups_same_bits) {
+  if (!strop__bf16_dot_enabled()) return;
+  static const int64_t shapes[][3] = {
+      {9, 1057, 513}, {17, 2050, 300}, {41, 684, 1030}, {12, 300, 2100}};
+  const int threads = strop_get_num_threads();
+  for (int th = 1; th <= 2; th++) {
+    ck_assert_int_eq(strop_set_num_threads(th), STROP_OK);
+    for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++)
+      for (int tr = 0; tr < 4; tr++)
+        for (int beta = 0; beta < 2; beta++) {
+          const int64_t m = shapes[sh][0], n = shapes[sh][1], k = shapes[sh][2];
+          const int ta = tr & 1, tb = tr >> 1;
+          const int64_t lda = ta ? m : k, ldb = tb ? k : n, ldc = n + 1;
+          float *a = malloc((size_t)(m * k) * sizeof *a),
+                *b = malloc((size_t)(n * k) * sizeof *b);
+          float *c[2] = {malloc((size_t)(m * ldc) * sizeof(float)),
+                         malloc((size_t)(m * ldc) * sizeof(float))};
+          fill(a, (size_t)(m * k), 0.53);
+          fill(b, (size_t)(n * k), 0.31);
+          void *work = strop__malloc_aligned(strop__bf16_gemm_f32_scratch(m, n, k));
+          for (int g = 0; g < 2; g++) {
+            strop__bf16_b_groups = g;
+            for (int64_t i = 0; i < m * ldc; i++) c[g][i] = 0.25f * (float)(i % 5);
+            strop__bf16_gemm_f32(ta, tb, m, n, k, a, lda, b, ldb, (float)beta, c[g], ldc, work);
+          }
+          strop__bf16_b_groups = 1;
+          ck_assert_msg(!memcmp(c[0], c[1], (size_t)(m * ldc) * sizeof(float)),
+                        "m %lld n %lld k %lld ta %d tb %d beta %d threads %d: groups differ",
+                        (long long)m, (long long)n, (long long)k, ta, tb, beta, th);
+          strop__free_aligned(work);
+          free(a);
+          free(b);
+          free(c[0]);
+          free(c[1]);
+        }
+  }
+  ck_assert_int_eq(strop_set_num_threads(threads), STROP_OK);
 }
 END_TEST
 
@@ -1368,6 +1413,7 @@ static Suite *suite(void) {
   TCase *c = tcase_create("kernels");
   tcase_add_test(c, rounding_matches_scalar);
   tcase_add_test(c, gemm_f32_edges);
+  tcase_add_test(c, b_groups_same_bits);
   suite_add_tcase(s, c);
   c = tcase_create("linear");
   tcase_add_test(c, fallback_exact);

@@ -566,12 +566,18 @@ static void bf16_gemm(int64_t m, int64_t n, int64_t k, const float *a, int64_t l
 
 void strop__bf16_gemm_nt(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                          const strop__lowp *q, float beta, float *c, int64_t ldc, void *work) {
+  strop__gemm_observer_fn obs = strop__gemm_observer;
+  const double t0 = obs ? strop__thread_cpu_now() : 0.0;
   bf16_gemm(m, n, k, a, lda, q, 0, beta, c, ldc, work);
+  if (obs) obs(0, 1, m, n, k, 1.0f, 4, strop__thread_cpu_now() - t0);
 }
 
 void strop__bf16_gemm_nn(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                          const strop__lowp *q, float beta, float *c, int64_t ldc, void *work) {
+  strop__gemm_observer_fn obs = strop__gemm_observer;
+  const double t0 = obs ? strop__thread_cpu_now() : 0.0;
   bf16_gemm(m, n, k, a, lda, q, 1, beta, c, ldc, work);
+  if (obs) obs(0, 0, m, n, k, 1.0f, 4, strop__thread_cpu_now() - t0);
 }
 
 #else
