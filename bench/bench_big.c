@@ -33,7 +33,9 @@
  * (widened to FP32, strop__bf16_impl 1: an int8 base's only path before it was expanded into
  * the vdpbf16ps panels) and on vdpbf16ps (dot_cpu_speedup > 1: vdpbf16ps is faster); B_GROUPS=ab
  * the BF16 weight gradients' B a panel of 32 columns at a time against all of A and in groups
- * of panels that fit in L2 (strop__bf16_b_groups, the same bits; with COMPUTE_DTYPE=bf16). Frozen
+ * of panels that fit in L2 (strop__bf16_b_groups, the same bits; with COMPUTE_DTYPE=bf16);
+ * K_SLICES=ab the LM head's BF16 input gradient (k the vocabulary) all of k at once and in slices
+ * of k whose panels stay in L2 (strop__bf16_kslices, the same bits). Frozen
  * and LoRA
  * rows load with STROP_LOAD_FROZEN | STROP_LOAD_MMAP: the frozen base is read straight from
  * the mapped file (docs/performance.md); MMAP=0 copies it.
@@ -94,8 +96,19 @@ static int64_t env_int(const char *k, int64_t def) {
  * the images (1, strop__conv_bf16_direct): the same bits; the FP32 conv backward per chunk (0)
  * or batched (1, strop__conv_batch_backward); frozen BF16 / int8 products on the fallback (0)
  * or vdpbf16ps (1); BF16 weight gradients a panel of B at a time (0) or B's panels in groups
- * (1, strop__bf16_b_groups): the same bits. */
-enum { AB_DTYPE, AB_FUSED, AB_ROWS, AB_CONV, AB_PACK, AB_CONV_BWD, AB_HELD, AB_BGROUPS };
+ * (1, strop__bf16_b_groups): the same bits; the LM head's BF16 input gradient all of k at once
+ * (0) or in slices (1, strop__bf16_kslices): the same bits. */
+enum {
+  AB_DTYPE,
+  AB_FUSED,
+  AB_ROWS,
+  AB_CONV,
+  AB_PACK,
+  AB_CONV_BWD,
+  AB_HELD,
+  AB_BGROUPS,
+  AB_KSLICES
+};
 
 static void ab_set(strop_model *m, int what, int d) {
   static int rows_default = 0;
@@ -107,6 +120,7 @@ static void ab_set(strop_model *m, int what, int d) {
   else if (what == AB_CONV_BWD) strop__conv_batch_backward = d;
   else if (what == AB_HELD) strop__bf16_impl = d ? 0 : 1;
   else if (what == AB_BGROUPS) strop__bf16_b_groups = d;
+  else if (what == AB_KSLICES) strop__bf16_kslices = d;
   else bench_must(strop_model_set_compute_dtype(m, d), "compute dtype");
 }
 
@@ -260,12 +274,13 @@ int main(int argc, char **argv) {
    * row kernels one row / several rows at a time, or convs an image per product / batched */
   const char *kab = getenv("KERNELS"), *cba = getenv("CONV_BATCH"), *cpk = getenv("CONV_PACK");
   const char *cbb = getenv("CONV_BWD"), *hab = getenv("HELD_DOT"), *bgr = getenv("B_GROUPS");
+  const char *ksl = getenv("K_SLICES");
   const int ab_fused = fab && !strcmp(fab, "ab"), ab_rows = kab && !strcmp(kab, "ab");
   const int ab_conv = cba && !strcmp(cba, "ab"), ab_pack = cpk && !strcmp(cpk, "ab");
   const int ab_cbwd = cbb && !strcmp(cbb, "ab"), ab_held = hab && !strcmp(hab, "ab");
-  const int ab_bgr = bgr && !strcmp(bgr, "ab");
+  const int ab_bgr = bgr && !strcmp(bgr, "ab"), ab_ksl = ksl && !strcmp(ksl, "ab");
   const int ab = ab_fused || ab_rows || ab_conv || ab_pack || ab_cbwd || ab_held || ab_bgr ||
-                 (cdt && !strcmp(cdt, "ab"));
+                 ab_ksl || (cdt && !strcmp(cdt, "ab"));
   const int what = ab_fused  ? AB_FUSED
                    : ab_rows ? AB_ROWS
                    : ab_conv ? AB_CONV
@@ -273,6 +288,7 @@ int main(int argc, char **argv) {
                    : ab_cbwd ? AB_CONV_BWD
                    : ab_held ? AB_HELD
                    : ab_bgr  ? AB_BGROUPS
+                   : ab_ksl  ? AB_KSLICES
                              : AB_DTYPE;
   if (cdt && !strcmp(cdt, "bf16"))
     bench_must(strop_model_set_compute_dtype(m, STROP_DTYPE_BF16), "compute dtype");
@@ -329,11 +345,12 @@ int main(int argc, char **argv) {
         if (dc < bc[d]) bc[d] = dc;
         if (r < 64) rc[r][d] = dc;
       }
-    static const char *const names[8][3] = {
+    static const char *const names[9][3] = {
         {"f32", "bf16", "compute_dtype"},  {"unfused", "fused", "fused_loss"},
         {"rows1", "rows", "kernels"},      {"per_image", "batched", "conv_batch"},
         {"im2col", "direct", "conv_pack"}, {"per_chunk", "batched", "conv_bwd"},
-        {"fallback", "dot", "held_dot"},   {"panels", "groups", "b_groups"}};
+        {"fallback", "dot", "held_dot"},   {"panels", "groups", "b_groups"},
+        {"whole_k", "sliced", "k_slices"}};
     const char *a = names[what][0], *b = names[what][1];
     printf("RESULT impl=strop row=%s threads=%d batch=%lld tokens=%lld %s=ab "
            "%s_step_ms=%.1f %s_step_ms=%.1f %s_speedup=%.3f %s_cpu_ms=%.1f "

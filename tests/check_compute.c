@@ -220,6 +220,57 @@ START_TEST(b_groups_same_bits) {
 }
 END_TEST
 
+/* The input gradient through a weight held in panels whose _nn panel passes 512 KB (k the
+ * outputs, over 8192: the LM head's) runs k in slices with each sum carried between them
+ * (strop__bf16_kslices 1): the bits of all of k at once (0) and of the weight stored plainly;
+ * both layouts, written and added, 1 and 2 threads, m not a multiple of 8, n not of 32, a last
+ * slice shorter than the others (9000 outputs: 8 full slices and 832). */
+START_TEST(kslices_same_bits) {
+  if (!strop__bf16_dot_enabled()) return;
+  static const int64_t shapes[][3] = {{9000, 45, 13}, {17000, 70, 9}}; /* out, in, rows */
+  const int threads = strop_get_num_threads();
+  for (int th = 1; th <= 2; th++) {
+    ck_assert_int_eq(strop_set_num_threads(th), STROP_OK);
+    for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++)
+      for (int sc = 0; sc < 2; sc++)
+        for (int add = 0; add < 2; add++) {
+          const int64_t out = shapes[sh][0], in = shapes[sh][1], m = shapes[sh][2];
+          const int64_t R = sc ? in : out, C = sc ? out : in;
+          float *w = malloc((size_t)(R * C) * sizeof *w), *dy = malloc((size_t)(m * out) * 4);
+          fill(w, (size_t)(R * C), 0.37);
+          fill(dy, (size_t)(m * out), 0.23);
+          strop__lowp plain, held = {STROP__LOWP_BF16, sc, R, C, 0, NULL, NULL, 1};
+          ck_assert_int_eq(strop__lowp_make(&plain, STROP__LOWP_BF16, w, R, C, sc, 0), 0);
+          held.v = strop__malloc_aligned(strop__bf16_panels_bytes(out, in));
+          strop__bf16_shadow_fill(&held, w);
+          float *dx[3];
+          for (int v = 0; v < 3; v++) { /* sliced, all of k, plain */
+            dx[v] = malloc((size_t)(m * in) * sizeof(float));
+            for (int64_t i = 0; i < m * in; i++) dx[v][i] = 0.25f * (float)(i % 3);
+            strop__bf16_kslices = v == 0;
+            ck_assert_int_eq(strop__linear_backward_bf16(
+                                 NULL, v == 2 ? &plain : &held, dy, dx[v], NULL, NULL, m, in, out,
+                                 (add ? 0 : STROP__LB_ASSIGN_DX) | (sc ? STROP__LB_W_IN_OUT : 0)),
+                             0);
+          }
+          strop__bf16_kslices = 1;
+          for (int v = 1; v < 3; v++)
+            ck_assert_msg(!memcmp(dx[0], dx[v], (size_t)(m * in) * sizeof(float)),
+                          "%lld x %lld, %lld rows, layout %d, added %d, threads %d: the slices "
+                          "differ from %s",
+                          (long long)out, (long long)in, (long long)m, sc, add, th,
+                          v == 1 ? "all of k at once" : "the plain weight");
+          for (int v = 0; v < 3; v++) free(dx[v]);
+          strop__lowp_free(&plain);
+          strop__lowp_free(&held);
+          free(w);
+          free(dy);
+        }
+  }
+  ck_assert_int_eq(strop_set_num_threads(threads), STROP_OK);
+}
+END_TEST
+
 /* ---- linear ---- */
 
 /* The fallback is the FP32 linear on the BF16-rounded x, dy and W, bit for bit: the forward,
@@ -1414,6 +1465,7 @@ static Suite *suite(void) {
   tcase_add_test(c, rounding_matches_scalar);
   tcase_add_test(c, gemm_f32_edges);
   tcase_add_test(c, b_groups_same_bits);
+  tcase_add_test(c, kslices_same_bits);
   suite_add_tcase(s, c);
   c = tcase_create("linear");
   tcase_add_test(c, fallback_exact);
