@@ -34,7 +34,11 @@
  * the vdpbf16ps panels) and on vdpbf16ps (dot_cpu_speedup > 1: vdpbf16ps is faster);
  * GELU=ab alternates GELU (both forms) on the per-CPU clones of the plain loops and on its
  * AVX-512 kernels (strop__gelu_isa; gelu_cpu_speedup > 1: AVX-512 is faster; GELU=clones runs
- * the clones only). Frozen and LoRA
+ * the clones only); B_GROUPS=ab the BF16 weight gradients' B a panel of 32 columns at a time
+ * against all of A and in groups of panels that fit in L2 (strop__bf16_b_groups, the same bits;
+ * with COMPUTE_DTYPE=bf16); K_SLICES=ab the LM head's BF16 input gradient (k the vocabulary) all
+ * of k at once and in slices of k whose panels stay in L2 (strop__bf16_kslices, the same bits).
+ * Frozen and LoRA
  * rows load with STROP_LOAD_FROZEN | STROP_LOAD_MMAP: the frozen base is read straight from
  * the mapped file (docs/performance.md); MMAP=0 copies it.
  *
@@ -47,7 +51,9 @@
  * (its four figures' sum: a language model is loaded declared for TOKENS, its input shape).
  * GEMM_PROFILE=1 prints instead, for `steps` steps after a warm-up (1 thread: the products run
  * on the calling thread), one GEMM line per product kind and shape (op, m n k, alpha 1 or not,
- * the kernel: own, openblas or gemv) with its calls and thread CPU time per step, GFLOP/s and
+ * the kernel: own, openblas or gemv; with COMPUTE_DTYPE=bf16 also bf16, two FP32 operands
+ * rounded while packed, and bf16_held, a weight's BF16 copy; attention's per-block products
+ * are not seen) with its calls and thread CPU time per step, GFLOP/s and
  * share of the step's process CPU time, and a RESULT line with their sums. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,6 +62,7 @@
 
 #include "benchutil.h"
 #include "graph/graph.h"
+#include "ops/bf16gemm.h"
 #include "ops/conv.h"
 #include "ops/dense.h"
 #include "ops/lowp.h"
@@ -91,8 +98,22 @@ static int64_t env_int(const char *k, int64_t def) {
  * strop__conv_batch); the BF16 convs' im2col path (0) or their columns packed straight from
  * the images (1, strop__conv_bf16_direct): the same bits; the FP32 conv backward per chunk (0)
  * or batched (1, strop__conv_batch_backward); frozen BF16 / int8 products on the fallback (0)
- * or vdpbf16ps (1). */
-enum { AB_DTYPE, AB_FUSED, AB_ROWS, AB_CONV, AB_PACK, AB_CONV_BWD, AB_HELD, AB_GELU };
+ * or vdpbf16ps (1); GELU on the clones (0) or AVX-512 (1); BF16 weight gradients a panel of
+ * B at a time (0) or B's panels in groups (1, strop__bf16_b_groups): the same bits; the LM
+ * head's BF16 input gradient all of k at once (0) or in slices (1, strop__bf16_kslices): the
+ * same bits. */
+enum {
+  AB_DTYPE,
+  AB_FUSED,
+  AB_ROWS,
+  AB_CONV,
+  AB_PACK,
+  AB_CONV_BWD,
+  AB_HELD,
+  AB_GELU,
+  AB_BGROUPS,
+  AB_KSLICES
+};
 
 static void ab_set(strop_model *m, int what, int d) {
   static int rows_default = 0;
@@ -104,10 +125,12 @@ static void ab_set(strop_model *m, int what, int d) {
   else if (what == AB_CONV_BWD) strop__conv_batch_backward = d;
   else if (what == AB_HELD) strop__bf16_impl = d ? 0 : 1;
   else if (what == AB_GELU) strop__gelu_isa = d ? 0 : 1;
+  else if (what == AB_BGROUPS) strop__bf16_b_groups = d;
+  else if (what == AB_KSLICES) strop__bf16_kslices = d;
   else bench_must(strop_model_set_compute_dtype(m, d), "compute dtype");
 }
 
-/* GEMM_PROFILE=1: every FP32 product of the steps by kind and shape (strop__gemm_observer), its
+/* GEMM_PROFILE=1: every product of the steps by kind and shape (strop__gemm_observer), its
  * calls, thread CPU time and rate */
 typedef struct gemm_kind {
   int ta, tb, kernel, scaled;
@@ -257,12 +280,14 @@ int main(int argc, char **argv) {
    * row kernels one row / several rows at a time, or convs an image per product / batched */
   const char *kab = getenv("KERNELS"), *cba = getenv("CONV_BATCH"), *cpk = getenv("CONV_PACK");
   const char *cbb = getenv("CONV_BWD"), *hab = getenv("HELD_DOT"), *gab = getenv("GELU");
+  const char *bgr = getenv("B_GROUPS"), *ksl = getenv("K_SLICES");
   const int ab_fused = fab && !strcmp(fab, "ab"), ab_rows = kab && !strcmp(kab, "ab");
   const int ab_conv = cba && !strcmp(cba, "ab"), ab_pack = cpk && !strcmp(cpk, "ab");
   const int ab_cbwd = cbb && !strcmp(cbb, "ab"), ab_held = hab && !strcmp(hab, "ab");
   const int ab_gelu = gab && !strcmp(gab, "ab");
+  const int ab_bgr = bgr && !strcmp(bgr, "ab"), ab_ksl = ksl && !strcmp(ksl, "ab");
   const int ab = ab_fused || ab_rows || ab_conv || ab_pack || ab_cbwd || ab_held || ab_gelu ||
-                 (cdt && !strcmp(cdt, "ab"));
+                 ab_bgr || ab_ksl || (cdt && !strcmp(cdt, "ab"));
   const int what = ab_fused  ? AB_FUSED
                    : ab_rows ? AB_ROWS
                    : ab_conv ? AB_CONV
@@ -270,6 +295,8 @@ int main(int argc, char **argv) {
                    : ab_cbwd ? AB_CONV_BWD
                    : ab_held ? AB_HELD
                    : ab_gelu ? AB_GELU
+                   : ab_bgr  ? AB_BGROUPS
+                   : ab_ksl  ? AB_KSLICES
                              : AB_DTYPE;
   if (cdt && !strcmp(cdt, "bf16"))
     bench_must(strop_model_set_compute_dtype(m, STROP_DTYPE_BF16), "compute dtype");
@@ -327,11 +354,12 @@ int main(int argc, char **argv) {
         if (dc < bc[d]) bc[d] = dc;
         if (r < 64) rc[r][d] = dc;
       }
-    static const char *const names[8][3] = {
+    static const char *const names[10][3] = {
         {"f32", "bf16", "compute_dtype"},  {"unfused", "fused", "fused_loss"},
         {"rows1", "rows", "kernels"},      {"per_image", "batched", "conv_batch"},
         {"im2col", "direct", "conv_pack"}, {"per_chunk", "batched", "conv_bwd"},
-        {"fallback", "dot", "held_dot"},   {"clones", "avx512", "gelu"}};
+        {"fallback", "dot", "held_dot"},   {"clones", "avx512", "gelu"},
+        {"panels", "groups", "b_groups"},  {"whole_k", "sliced", "k_slices"}};
     const char *a = names[what][0], *b = names[what][1];
     printf("RESULT impl=strop row=%s threads=%d batch=%lld tokens=%lld %s=ab "
            "%s_step_ms=%.1f %s_step_ms=%.1f %s_speedup=%.3f %s_cpu_ms=%.1f "
@@ -362,9 +390,11 @@ int main(int argc, char **argv) {
              "ms_per_step=%.2f gflops=%.1f share_of_step=%.4f\n",
              row, g->ta ? 'T' : 'N', g->tb ? 'T' : 'N', (long long)g->m, (long long)g->n,
              (long long)g->k, g->scaled ? "scaled" : "1",
-             g->kernel == 2 ? "gemv"
-             : g->kernel    ? "own"
-                            : "openblas",
+             g->kernel == 4   ? "bf16_held"
+             : g->kernel == 3 ? "bf16"
+             : g->kernel == 2 ? "gemv"
+             : g->kernel      ? "own"
+                              : "openblas",
              (double)g->calls / steps, g->seconds / steps * 1e3, fl / (g->seconds / steps) / 1e9,
              g->seconds / steps / step_s);
     }

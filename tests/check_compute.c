@@ -113,8 +113,8 @@ END_TEST
  * entry with alpha (attention's) the same bits, and alpha 1/2 half of them. */
 START_TEST(gemm_f32_edges) {
   if (!strop__bf16_dot_enabled()) return; /* the fallback is the FP32 GEMM (tested there) */
-  /* the last two: B's panels packed one at a time (over B_ALL_MAX bytes of them), the others
-   * all packed first (rows_chunk) */
+  /* the last two: over B_ALL_MAX bytes of B's panels, packed in groups (strop__bf16_b_groups;
+   * b_groups_same_bits: the same bits as a panel at a time), the others all packed first */
   static const int64_t shapes[][3] = {{1, 1, 1},      {5, 7, 45},     {8, 32, 32}, {9, 33, 70},
                                       {3, 2, 301},    {17, 65, 64},   {40, 96, 7}, {33, 31, 0},
                                       {9, 1057, 513}, {17, 2050, 300}};
@@ -172,6 +172,102 @@ START_TEST(gemm_f32_edges) {
         free(b);
         free(c);
       }
+}
+END_TEST
+
+/* B's panels in groups that fit in L2 (strop__bf16_b_groups 1) give the bits of a panel at a
+ * time against all of A (0): every transpose, written and added, 1 and 2 threads; groups of
+ * unequal size (22 panels of 7 to a group: 6, 6, 6, 4 at 1 thread, 6 and 5 per thread at 2), m
+ * not a multiple of 8, a last panel of 12 columns, and a panel too large to group (k 2100: a
+ * panel at a time either way). */
+START_TEST(b_groups_same_bits) {
+  if (!strop__bf16_dot_enabled()) return;
+  static const int64_t shapes[][3] = {
+      {9, 1057, 513}, {17, 2050, 300}, {41, 684, 1030}, {12, 300, 2100}};
+  const int threads = strop_get_num_threads();
+  for (int th = 1; th <= 2; th++) {
+    ck_assert_int_eq(strop_set_num_threads(th), STROP_OK);
+    for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++)
+      for (int tr = 0; tr < 4; tr++)
+        for (int beta = 0; beta < 2; beta++) {
+          const int64_t m = shapes[sh][0], n = shapes[sh][1], k = shapes[sh][2];
+          const int ta = tr & 1, tb = tr >> 1;
+          const int64_t lda = ta ? m : k, ldb = tb ? k : n, ldc = n + 1;
+          float *a = malloc((size_t)(m * k) * sizeof *a),
+                *b = malloc((size_t)(n * k) * sizeof *b);
+          float *c[2] = {malloc((size_t)(m * ldc) * sizeof(float)),
+                         malloc((size_t)(m * ldc) * sizeof(float))};
+          fill(a, (size_t)(m * k), 0.53);
+          fill(b, (size_t)(n * k), 0.31);
+          void *work = strop__malloc_aligned(strop__bf16_gemm_f32_scratch(m, n, k));
+          for (int g = 0; g < 2; g++) {
+            strop__bf16_b_groups = g;
+            for (int64_t i = 0; i < m * ldc; i++) c[g][i] = 0.25f * (float)(i % 5);
+            strop__bf16_gemm_f32(ta, tb, m, n, k, a, lda, b, ldb, (float)beta, c[g], ldc, work);
+          }
+          strop__bf16_b_groups = 1;
+          ck_assert_msg(!memcmp(c[0], c[1], (size_t)(m * ldc) * sizeof(float)),
+                        "m %lld n %lld k %lld ta %d tb %d beta %d threads %d: groups differ",
+                        (long long)m, (long long)n, (long long)k, ta, tb, beta, th);
+          strop__free_aligned(work);
+          free(a);
+          free(b);
+          free(c[0]);
+          free(c[1]);
+        }
+  }
+  ck_assert_int_eq(strop_set_num_threads(threads), STROP_OK);
+}
+END_TEST
+
+/* The input gradient through a weight held in panels whose _nn panel passes 512 KB (k the
+ * outputs, over 8192: the LM head's) runs k in slices with each sum carried between them
+ * (strop__bf16_kslices 1): the bits of all of k at once (0) and of the weight stored plainly;
+ * both layouts, written and added, 1 and 2 threads, m not a multiple of 8, n not of 32, a last
+ * slice shorter than the others (9000 outputs: 8 full slices and 832). */
+START_TEST(kslices_same_bits) {
+  if (!strop__bf16_dot_enabled()) return;
+  static const int64_t shapes[][3] = {{9000, 45, 13}, {17000, 70, 9}}; /* out, in, rows */
+  const int threads = strop_get_num_threads();
+  for (int th = 1; th <= 2; th++) {
+    ck_assert_int_eq(strop_set_num_threads(th), STROP_OK);
+    for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++)
+      for (int sc = 0; sc < 2; sc++)
+        for (int add = 0; add < 2; add++) {
+          const int64_t out = shapes[sh][0], in = shapes[sh][1], m = shapes[sh][2];
+          const int64_t R = sc ? in : out, C = sc ? out : in;
+          float *w = malloc((size_t)(R * C) * sizeof *w), *dy = malloc((size_t)(m * out) * 4);
+          fill(w, (size_t)(R * C), 0.37);
+          fill(dy, (size_t)(m * out), 0.23);
+          strop__lowp plain, held = {STROP__LOWP_BF16, sc, R, C, 0, NULL, NULL, 1};
+          ck_assert_int_eq(strop__lowp_make(&plain, STROP__LOWP_BF16, w, R, C, sc, 0), 0);
+          held.v = strop__malloc_aligned(strop__bf16_panels_bytes(out, in));
+          strop__bf16_shadow_fill(&held, w);
+          float *dx[3];
+          for (int v = 0; v < 3; v++) { /* sliced, all of k, plain */
+            dx[v] = malloc((size_t)(m * in) * sizeof(float));
+            for (int64_t i = 0; i < m * in; i++) dx[v][i] = 0.25f * (float)(i % 3);
+            strop__bf16_kslices = v == 0;
+            ck_assert_int_eq(strop__linear_backward_bf16(
+                                 NULL, v == 2 ? &plain : &held, dy, dx[v], NULL, NULL, m, in, out,
+                                 (add ? 0 : STROP__LB_ASSIGN_DX) | (sc ? STROP__LB_W_IN_OUT : 0)),
+                             0);
+          }
+          strop__bf16_kslices = 1;
+          for (int v = 1; v < 3; v++)
+            ck_assert_msg(!memcmp(dx[0], dx[v], (size_t)(m * in) * sizeof(float)),
+                          "%lld x %lld, %lld rows, layout %d, added %d, threads %d: the slices "
+                          "differ from %s",
+                          (long long)out, (long long)in, (long long)m, sc, add, th,
+                          v == 1 ? "all of k at once" : "the plain weight");
+          for (int v = 0; v < 3; v++) free(dx[v]);
+          strop__lowp_free(&plain);
+          strop__lowp_free(&held);
+          free(w);
+          free(dy);
+        }
+  }
+  ck_assert_int_eq(strop_set_num_threads(threads), STROP_OK);
 }
 END_TEST
 
@@ -1368,6 +1464,8 @@ static Suite *suite(void) {
   TCase *c = tcase_create("kernels");
   tcase_add_test(c, rounding_matches_scalar);
   tcase_add_test(c, gemm_f32_edges);
+  tcase_add_test(c, b_groups_same_bits);
+  tcase_add_test(c, kslices_same_bits);
   suite_add_tcase(s, c);
   c = tcase_create("linear");
   tcase_add_test(c, fallback_exact);

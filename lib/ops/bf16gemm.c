@@ -74,6 +74,7 @@ typedef struct gjob {
   strop__bf16_pack_b_fn pack; /* non-NULL: op(B)'s panels come from it, b is not read */
   const void *pctx;
   const strop__bf16_c_layout *lay; /* non-NULL: where C's columns go, and a row's addend */
+  int64_t fit; /* gemm_chunk: panels of B packed at once (a chunk's bp holds as many) */
 } gjob;
 
 /* The pairs (r0[c], r1[c]) of 16 columns (cnt of them read, the rest 0; r1 NULL: zeros) */
@@ -218,14 +219,21 @@ BF16_TARGET static void kernel(const gjob *J, int64_t ib, int64_t j0, const uint
                            L->add ? L->add + i0 : NULL, c, split, c2, J->ldc);
 }
 
-/* column panels [lo, hi) of 32 */
+/* column panels [lo, hi) of 32, in groups of as nearly equal size as J->fit allows: a group's
+ * panels packed, then every block of 8 rows against each of them (J->fit 1: a panel, then all
+ * of A against it). A group in L2 has A, packed once, read from further out once per group
+ * rather than once per panel. */
 static void gemm_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   const gjob *J = ctx;
-  uint32_t *p = J->bp + (size_t)chunk * (size_t)J->kp * NR;
-  const int64_t np = (J->m + MR - 1) / MR;
-  for (int64_t jb = lo; jb < hi; jb++) {
-    pack_b(J, jb * NR, p);
-    for (int64_t ib = 0; ib < np; ib++) kernel(J, ib, jb * NR, p);
+  const size_t panel = (size_t)J->kp * NR;
+  uint32_t *p = J->bp + (size_t)chunk * (size_t)J->fit * panel;
+  const int64_t np = (J->m + MR - 1) / MR, ng = (hi - lo + J->fit - 1) / J->fit;
+  const int64_t per = ng > 0 ? (hi - lo + ng - 1) / ng : 1;
+  for (int64_t g0 = lo; g0 < hi; g0 += per) {
+    const int64_t g1 = g0 + per < hi ? g0 + per : hi;
+    for (int64_t jb = g0; jb < g1; jb++) pack_b(J, jb * NR, p + (size_t)(jb - g0) * panel);
+    for (int64_t ib = 0; ib < np; ib++)
+      for (int64_t jb = g0; jb < g1; jb++) kernel(J, ib, jb * NR, p + (size_t)(jb - g0) * panel);
   }
 }
 
@@ -281,10 +289,28 @@ static size_t b_all_bytes(int64_t n, int64_t k) {
   return (size_t)((n + NR - 1) / NR) * (size_t)((k + 1) / 2) * NR * sizeof(uint32_t);
 }
 
+int strop__bf16_b_groups = 1;
+
+/* Past B_ALL_MAX, how many of B's panels a thread packs at once (gemm_chunk): as many as fit in
+ * B_ALL_MAX (its own L2), at most all; 1 where fewer than 4 fit. A weight gradient dW = dy^T x
+ * of a transformer's shapes (k 512 rows, 24 to 96 panels of 32 KB) then reads A from L3 once per
+ * group of 16 panels instead of once per panel (6-11% faster at 1 thread); each sum is still one
+ * tile's over all of k: the same bits. */
+static int64_t b_group_panels(int64_t n, int64_t k) {
+  const size_t panel = (size_t)((k + 1) / 2) * NR * sizeof(uint32_t);
+  if (panel == 0) return 1;
+  const int64_t blocks = (n + NR - 1) / NR, fit = (int64_t)(B_ALL_MAX / panel);
+  return fit < 4 ? 1 : fit < blocks ? fit : blocks;
+}
+
 size_t strop__bf16_gemm_f32_scratch(int64_t m, int64_t n, int64_t k) {
   const size_t kp = (size_t)(k + 1) / 2;
   size_t b = (size_t)(strop__num_threads() + 1) * kp * NR * sizeof(uint32_t);
   if (b_all_bytes(n, k) <= B_ALL_MAX && b_all_bytes(n, k) > b) b = b_all_bytes(n, k);
+  /* or a group of panels per chunk (gemm_chunk), whichever strop__bf16_b_groups the product finds */
+  const size_t g = (size_t)(strop__num_threads() + 1) * (size_t)b_group_panels(n, k) * kp * NR *
+                   sizeof(uint32_t);
+  if (b_all_bytes(n, k) > B_ALL_MAX && g > b) b = g;
   return a_bytes(m, k) + b + 128;
 }
 
@@ -302,7 +328,7 @@ static void run(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, co
                 const strop__bf16_c_layout *lay, void *work, int threads) {
   if (m <= 0 || n <= 0) return;
   gjob J = {ta, tb,    m,    n, k,    (k + 1) / 2, lda,  ldb,  ldc, a,
-            b,  alpha, beta, c, work, NULL,        pack, pctx, lay};
+            b,  alpha, beta, c, work, NULL,        pack, pctx, lay, 1};
   /* the panels after A's micro-panels, 64-byte aligned */
   const size_t ab = (a_bytes(m, k) + 63) / 64 * 64;
   J.bp = (uint32_t *)(void *)((char *)work + ab);
@@ -314,6 +340,8 @@ static void run(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, co
     strop__par_run(strop__par_chunks(threads, blocks, 1), blocks, pack_b_all, &J);
     strop__par_run(strop__par_chunks(threads, np, 1), np, rows_chunk, &J);
   } else {
+    /* a convolution's products (pack, lay) keep a panel at a time */
+    if (strop__bf16_b_groups && !pack && !lay) J.fit = b_group_panels(n, k);
     strop__par_run(strop__par_chunks(threads, blocks, 1), blocks, gemm_chunk, &J);
   }
 }
@@ -322,8 +350,11 @@ void strop__bf16_gemm_f32(int ta, int tb, int64_t m, int64_t n, int64_t k, const
                           int64_t lda, const float *b, int64_t ldb, float beta, float *c,
                           int64_t ldc, void *work) {
   const int big = (double)m * (double)n * (double)k >= (double)(1 << 20);
+  strop__gemm_observer_fn obs = strop__gemm_observer;
+  const double t0 = obs ? strop__thread_cpu_now() : 0.0;
   run(ta, tb, m, n, k, 1.0f, a, lda, NULL, b, ldb, NULL, NULL, beta, c, ldc, NULL, work,
       big ? strop__num_threads() : 1);
+  if (obs) obs(ta, tb, m, n, k, 1.0f, 3, strop__thread_cpu_now() - t0);
 }
 
 size_t strop__bf16_pack_a_bytes(int64_t m, int64_t k) { return a_bytes(m, k); }

@@ -29,6 +29,11 @@ void strop__bf16_shadow_fill(strop__lowp *q, const float *w);
  * gradient dW = dy^T x (ta 1, tb 0) is what it is for; the transposes are all supported (every
  * operand's rounding and packing vectorised). */
 size_t strop__bf16_gemm_f32_scratch(int64_t m, int64_t n, int64_t k);
+/* 1 (the default): where B's packed panels pass half of L2, strop__bf16_gemm_f32 packs them in
+ * groups that fit and runs C's rows against one group after the other (A read once per group);
+ * 0: a panel of 32 columns at a time against all of A (tests and bench_big B_GROUPS=ab compare
+ * the two: the same bits). */
+extern int strop__bf16_b_groups;
 void strop__bf16_gemm_f32(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a,
                           int64_t lda, const float *b, int64_t ldb, float beta, float *c,
                           int64_t ldc, void *work);

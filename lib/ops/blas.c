@@ -157,7 +157,7 @@ static void gemm_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
 
 strop__gemm_observer_fn strop__gemm_observer = NULL;
 
-static double thread_cpu_now(void) {
+double strop__thread_cpu_now(void) {
   struct timespec t;
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
   return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
@@ -201,12 +201,12 @@ static int sgemm_run(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, 
   /* the own kernels never call OpenBLAS: no section to open for them */
   const int blas = !j.own && !j.gemv;
   strop__gemm_observer_fn obs = strop__gemm_observer;
-  const double t0 = obs ? thread_cpu_now() : 0.0;
+  const double t0 = obs ? strop__thread_cpu_now() : 0.0;
   if (blas) strop__blas_enter();
   /* splitting rows or columns of C leaves every element's sum over k as it was */
   strop__par_run(strop__par_chunks(threads, blocks, 1), blocks, gemm_chunk, &j);
   if (blas) strop__blas_leave();
-  if (obs) obs(trans_a, trans_b, m, n, k, alpha, gemv ? 2 : own, thread_cpu_now() - t0);
+  if (obs) obs(trans_a, trans_b, m, n, k, alpha, gemv ? 2 : own, strop__thread_cpu_now() - t0);
   return !atomic_load(&j.bad);
 }
 

@@ -283,6 +283,7 @@ typedef struct bf16_job {
   uint32_t *panels;     /* one KA/2 x 32 panel of B's pairs per chunk */
   const strop__lowp *q; /* the weight; int8: expanded to BF16 as its panels are packed */
   int64_t ng, gl;       /* int8: scales per output channel, inputs per scale */
+  float *acc;           /* bf16_chunk_kslices: C's sums so far, [n / 32][m8][32] */
 } bf16_job;
 
 enum { BNR = 32, BMR = 8 };
@@ -342,14 +343,15 @@ __attribute__((target("avx512f"))) static inline void transpose8_epi64(__m512i r
  * j0 + 31 (2 KB, contiguous) are read, swapped and transposed 8 x 8 on 64-bit lanes into _nn's
  * 16 rows of the block (2 KB, contiguous). Nothing to mask: the held panels are zero past both
  * edges and cover every row and column read. */
-BF16_TARGET static void pack_panel_held_kn(const bf16_job *J, int64_t j0, uint32_t *p) {
+BF16_TARGET static void pack_panel_held_kn(const bf16_job *J, int64_t j0, int64_t b0, int64_t b1,
+                                           uint32_t *p) {
   const int64_t kh = (J->n + 31) / 32 * 16; /* pairs per held row: the inputs are _nn's n */
   const uint32_t *w = (const uint32_t *)(const void *)J->b;
   const __m512i swap = _mm512_broadcast_i32x4(
       _mm_setr_epi8(0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15));
-  for (int64_t blk = 0; blk < J->ka / 32; blk++) {
+  for (int64_t blk = b0; blk < b1; blk++) {
     const uint32_t *src = w + (size_t)(blk * kh + j0 / 2) * BNR;
-    uint32_t *dst = p + (size_t)blk * 16 * BNR;
+    uint32_t *dst = p + (size_t)(blk - b0) * 16 * BNR;
     for (int h = 0; h < 2; h++)     /* output channels 16 h .. 16 h + 15 of the block */
       for (int g = 0; g < 2; g++) { /* inputs j0 + 16 g .. j0 + 16 g + 15 */
         __m512i r[8];
@@ -452,7 +454,7 @@ BF16_TARGET static void pack_panel(const bf16_job *J, int64_t j0, uint32_t *p) {
     return;
   }
   if (J->held) { /* _nt runs on the held panels themselves (bf16_chunk) */
-    pack_panel_held_kn(J, j0, p);
+    pack_panel_held_kn(J, j0, 0, J->ka / 32, p);
     return;
   }
   if (J->q->dtype == STROP__LOWP_INT8) {
@@ -502,6 +504,76 @@ BF16_TARGET static void kernel_8x32(const bf16_job *J, int64_t i, int64_t j0, co
                         J->c + i * J->ldc + j0, J->ldc);
 }
 
+int strop__bf16_kslices = 1;
+
+/* k in slices of KS_BLOCKS blocks of 32 (512 pairs: a panel's slice 64 KB) where a held weight's
+ * _nn panel passes KS_PANEL bytes */
+enum { KS_BLOCKS = 32, KS_PANEL = 512 << 10 };
+static int kslices(int64_t ka) { return (size_t)ka / 2 * BNR * sizeof(uint32_t) > KS_PANEL; }
+
+/* acc (8 rows of 32 sums, stored whole) += rows a + r rs (those past mr read row mr - 1) times
+ * the panel p over kp pairs, from zero unless load: strop__bf16_tile_8x32's sums in its order,
+ * carried between calls in FP32 (stored and loaded exactly), so that k may come in slices */
+BF16_TARGET static void tile_acc(const uint32_t *a, int64_t rs, int64_t kp, const uint32_t *p,
+                                 int64_t mr, float *acc, int load) {
+  const uint32_t *ar[8];
+  for (int r = 0; r < 8; r++) ar[r] = a + (r < mr ? r : mr - 1) * rs;
+  __m512 v[8][2];
+  for (int r = 0; r < 8; r++) {
+    v[r][0] = load ? _mm512_load_ps(acc + r * BNR) : _mm512_setzero_ps();
+    v[r][1] = load ? _mm512_load_ps(acc + r * BNR + 16) : _mm512_setzero_ps();
+  }
+  for (int64_t q = 0; q < kp; q++) {
+    const __m512bh b0 = (__m512bh)_mm512_load_si512(p + q * BNR);
+    const __m512bh b1 = (__m512bh)_mm512_load_si512(p + q * BNR + 16);
+    for (int r = 0; r < 8; r++) {
+      const __m512bh av = (__m512bh)_mm512_set1_epi32((int)ar[r][q]);
+      v[r][0] = _mm512_dpbf16_ps(v[r][0], av, b0);
+      v[r][1] = _mm512_dpbf16_ps(v[r][1], av, b1);
+    }
+  }
+  for (int r = 0; r < 8; r++) {
+    _mm512_store_ps(acc + r * BNR, v[r][0]);
+    _mm512_store_ps(acc + r * BNR + 16, v[r][1]);
+  }
+}
+
+/* bf16_chunk for a held weight's _nn product whose panel would pass L2 (the LM head's input
+ * gradient: k the 50257 words, a panel of 32 columns 3.2 MB, which every 8-row tile read from
+ * L3): column blocks [lo, hi) a slice of k at a time, each block's slice packed
+ * (pack_panel_held_kn) and run by every tile, whose sums wait in J->acc for the next slice;
+ * then C written once (+ C with beta) as the tile writes it. The same bits. */
+BF16_TARGET static void bf16_chunk_kslices(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  const bf16_job *J = ctx;
+  const int64_t kb = J->ka / 32, m8 = (J->m + BMR - 1) / BMR * BMR;
+  uint32_t *p = J->panels + (size_t)chunk * KS_BLOCKS * 16 * BNR;
+  const uint32_t *a = (const uint32_t *)(const void *)J->a; /* rows of ka / 2 pairs */
+  for (int64_t b0 = 0; b0 < kb; b0 += KS_BLOCKS) {
+    const int64_t b1 = b0 + KS_BLOCKS < kb ? b0 + KS_BLOCKS : kb;
+    for (int64_t jb = lo; jb < hi; jb++) {
+      pack_panel_held_kn(J, jb * BNR, b0, b1, p);
+      for (int64_t i = 0; i < J->m; i += BMR)
+        tile_acc(a + i * (J->ka / 2) + b0 * 16, J->ka / 2, (b1 - b0) * 16, p,
+                 J->m - i < BMR ? J->m - i : BMR, J->acc + ((size_t)jb * m8 + i) * BNR, b0 > 0);
+    }
+  }
+  for (int64_t jb = lo; jb < hi; jb++) {
+    const int64_t nr = J->n - jb * BNR < BNR ? J->n - jb * BNR : BNR;
+    const __mmask16 m0 = (__mmask16)strop__lanes32(nr), m1 = (__mmask16)strop__lanes32(nr - 16);
+    for (int64_t i = 0; i < J->m; i++) {
+      const float *s = J->acc + ((size_t)jb * m8 + i) * BNR;
+      float *c = J->c + i * J->ldc + jb * BNR;
+      __m512 v0 = _mm512_load_ps(s), v1 = _mm512_load_ps(s + 16);
+      if (J->beta != 0.0f) {
+        v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, c), v0);
+        v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, c + 16), v1);
+      }
+      _mm512_mask_storeu_ps(c, m0, v0);
+      if (m1) _mm512_mask_storeu_ps(c + 16, m1, v1);
+    }
+  }
+}
+
 /* column blocks [lo, hi) of 32 */
 static void bf16_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   const bf16_job *J = ctx;
@@ -517,9 +589,13 @@ static void bf16_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
 }
 
 size_t strop__bf16_gemm_scratch(int64_t m, int64_t n, int64_t k) {
-  (void)n;
   const size_t ka = (size_t)(k + 31) / 32 * 32;
-  return (size_t)m * ka * sizeof(uint16_t) +
+  /* bf16_chunk_kslices' sums of all of C, before the panels */
+  const size_t acc = kslices((int64_t)ka)
+                         ? (size_t)((m + BMR - 1) / BMR * BMR) *
+                               (size_t)((n + BNR - 1) / BNR * BNR) * sizeof(float)
+                         : 0;
+  return (size_t)m * ka * sizeof(uint16_t) + acc +
          (size_t)(strop__num_threads() + 1) * (ka / 2) * BNR * sizeof(uint32_t) + 64;
 }
 
@@ -551,27 +627,39 @@ static void bf16_gemm(int64_t m, int64_t n, int64_t k, const float *a, int64_t l
    * GPT-2 BF16 step at 2 threads, the other thread waiting) */
   round_job R = {a, lda, k, ka, abf};
   strop__par_run(strop__par_chunks(threads, m, (1 << 14) / ka + 1), m, round_rows, &R);
-  /* the panels follow A's rows, 64-byte aligned (m * ka * 2 is a multiple of 64) */
-  bf16_job J = {m,    n,    k,         ka,
-                ldc,  b_kn, q->panels, abf,
-                q->v, beta, c,         (uint32_t *)(void *)(abf + (size_t)m * (size_t)ka),
-                q,    1,    0};
+  /* the panels follow A's rows, 64-byte aligned (m * ka * 2 is a multiple of 64); for a held
+   * weight's _nn in slices of k, C's sums between them (a multiple of 64 bytes too) */
+  const int sliced = b_kn && q->panels && q->dtype == STROP__LOWP_BF16 && kslices(ka) &&
+                     strop__bf16_kslices && strop__bf16_impl != 2;
+  float *acc = (float *)(void *)(abf + (size_t)m * (size_t)ka);
+  const size_t acc_n =
+      kslices(ka) ? (size_t)((m + BMR - 1) / BMR * BMR) * (size_t)((n + BNR - 1) / BNR * BNR) : 0;
+  bf16_job J = {m,         n,   k,    ka,   ldc, b_kn,
+                q->panels, abf, q->v, beta, c,   (uint32_t *)(void *)(acc + acc_n),
+                q,         1,   0,    acc};
   if (q->dtype == STROP__LOWP_INT8) {
     J.ng = lowp_groups(q);
     J.gl = J.ng > 1 ? q->group : lowp_inputs(q);
   }
   const int64_t blocks = (n + BNR - 1) / BNR;
-  strop__par_run(strop__par_chunks(threads, blocks, 1), blocks, bf16_chunk, &J);
+  strop__par_run(strop__par_chunks(threads, blocks, 1), blocks,
+                 sliced ? bf16_chunk_kslices : bf16_chunk, &J);
 }
 
 void strop__bf16_gemm_nt(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                          const strop__lowp *q, float beta, float *c, int64_t ldc, void *work) {
+  strop__gemm_observer_fn obs = strop__gemm_observer;
+  const double t0 = obs ? strop__thread_cpu_now() : 0.0;
   bf16_gemm(m, n, k, a, lda, q, 0, beta, c, ldc, work);
+  if (obs) obs(0, 1, m, n, k, 1.0f, 4, strop__thread_cpu_now() - t0);
 }
 
 void strop__bf16_gemm_nn(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                          const strop__lowp *q, float beta, float *c, int64_t ldc, void *work) {
+  strop__gemm_observer_fn obs = strop__gemm_observer;
+  const double t0 = obs ? strop__thread_cpu_now() : 0.0;
   bf16_gemm(m, n, k, a, lda, q, 1, beta, c, ldc, work);
+  if (obs) obs(0, 0, m, n, k, 1.0f, 4, strop__thread_cpu_now() - t0);
 }
 
 #else

@@ -81,6 +81,11 @@ size_t strop__lowp_scratch_bytes(void);
  * fallback (tests run both paths on one machine), 2 decides as 0 but packs the weight's panels
  * element by element, the reference the vectorised packing is tested against. */
 extern int strop__bf16_impl;
+/* 1 (the default): a BF16 weight held in panels whose strop__bf16_gemm_nn panel of 32 columns
+ * would pass 512 KB (k > 8192: the LM head's input gradient) runs k in slices whose panels stay
+ * in L2, each element's sums carried between slices in FP32; 0: all of k at once (tests and
+ * bench_big K_SLICES=ab compare the two: the same bits). */
+extern int strop__bf16_kslices;
 /* 1 when the vdpbf16ps kernel runs for BF16 weights here (CPU, build, strop__bf16_impl, the
  * environment). */
 int strop__bf16_dot_enabled(void);

@@ -40,14 +40,17 @@ size_t strop__gemm_buffer_bytes(void);
 int strop__sgemm_own(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                      const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
                      float *c, int64_t ldc, int *nonfinite);
-/* A benchmark's observer of the FP32 products strop__sgemm runs (bench_big GEMM_PROFILE=1: the
+/* A benchmark's observer of the products strop__sgemm runs (bench_big GEMM_PROFILE=1: the
  * step's time per product and shape): when set, called after each product with its shape, its
- * alpha, the kernel that ran it (0 OpenBLAS, 1 the own GEMM, 2 a few-rows kernel of gemv.c) and
- * the calling thread's CPU seconds in it (the whole product at 1 thread). NULL, the default,
- * costs one test per product. */
+ * alpha, the kernel that ran it (0 OpenBLAS, 1 the own GEMM, 2 a few-rows kernel of gemv.c; for
+ * the BF16 products, 3 strop__bf16_gemm_f32 on two FP32 operands, 4 strop__bf16_gemm_nt / _nn on
+ * a weight held in BF16 or int8) and the calling thread's CPU seconds in it (the whole product at
+ * 1 thread). NULL, the default, costs one test per product. */
 typedef void (*strop__gemm_observer_fn)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
                                         float alpha, int kernel, double seconds);
 extern strop__gemm_observer_fn strop__gemm_observer;
+/* The calling thread's CPU time in seconds (the observer's clock). */
+double strop__thread_cpu_now(void);
 /* 1 when this build and CPU can run strop__sgemm_own. */
 int strop__gemm_own_available(void);
 /* 1 when strop__sgemm uses it for this product: strop__gemm_impl 0 decides by the CPU,
