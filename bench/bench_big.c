@@ -34,7 +34,9 @@
  * the vdpbf16ps panels) and on vdpbf16ps (dot_cpu_speedup > 1: vdpbf16ps is faster). Frozen
  * and LoRA
  * rows load with STROP_LOAD_FROZEN | STROP_LOAD_MMAP: the frozen base is read straight from
- * the mapped file (docs/performance.md); MMAP=0 copies it.
+ * the mapped file (docs/performance.md); MMAP=0 copies it. CONV_HELD=ab alternates a frozen
+ * BF16 conv's weight packed per call and kept packed (strop__conv_keep_packed; with
+ * COMPUTE_DTYPE=bf16), CONV_HELD=0 packs per call.
  *
  * Prints one RESULT line: samples/s or tokens/s (best of `repeats` windows of `steps` steps
  * after a warm-up), the step's multiply-add work (gemm_flops: the matrix products and
@@ -88,8 +90,9 @@ static int64_t env_int(const char *k, int64_t def) {
  * strop__conv_batch); the BF16 convs' im2col path (0) or their columns packed straight from
  * the images (1, strop__conv_bf16_direct): the same bits; the FP32 conv backward per chunk (0)
  * or batched (1, strop__conv_batch_backward); frozen BF16 / int8 products on the fallback (0)
- * or vdpbf16ps (1). */
-enum { AB_DTYPE, AB_FUSED, AB_ROWS, AB_CONV, AB_PACK, AB_CONV_BWD, AB_HELD };
+ * or vdpbf16ps (1); a frozen BF16 conv's weight packed per call (0) or kept packed (1,
+ * strop__conv_keep_packed): the same bits. */
+enum { AB_DTYPE, AB_FUSED, AB_ROWS, AB_CONV, AB_PACK, AB_CONV_BWD, AB_HELD, AB_HELDW };
 
 static void ab_set(strop_model *m, int what, int d) {
   static int rows_default = 0;
@@ -100,6 +103,7 @@ static void ab_set(strop_model *m, int what, int d) {
   else if (what == AB_PACK) strop__conv_bf16_direct = d;
   else if (what == AB_CONV_BWD) strop__conv_batch_backward = d;
   else if (what == AB_HELD) strop__bf16_impl = d ? 0 : 1;
+  else if (what == AB_HELDW) strop__conv_keep_packed = d;
   else bench_must(strop_model_set_compute_dtype(m, d), "compute dtype");
 }
 
@@ -252,22 +256,25 @@ int main(int argc, char **argv) {
   /* interleaved A/B: 0 / 1 are FP32 / BF16 products, the unfused / fused LM-head step, the
    * row kernels one row / several rows at a time, or convs an image per product / batched */
   const char *kab = getenv("KERNELS"), *cba = getenv("CONV_BATCH"), *cpk = getenv("CONV_PACK");
-  const char *cbb = getenv("CONV_BWD"), *hab = getenv("HELD_DOT");
+  const char *cbb = getenv("CONV_BWD"), *hab = getenv("HELD_DOT"), *chw = getenv("CONV_HELD");
   const int ab_fused = fab && !strcmp(fab, "ab"), ab_rows = kab && !strcmp(kab, "ab");
   const int ab_conv = cba && !strcmp(cba, "ab"), ab_pack = cpk && !strcmp(cpk, "ab");
   const int ab_cbwd = cbb && !strcmp(cbb, "ab"), ab_held = hab && !strcmp(hab, "ab");
-  const int ab = ab_fused || ab_rows || ab_conv || ab_pack || ab_cbwd || ab_held ||
+  const int ab_heldw = chw && !strcmp(chw, "ab");
+  const int ab = ab_fused || ab_rows || ab_conv || ab_pack || ab_cbwd || ab_held || ab_heldw ||
                  (cdt && !strcmp(cdt, "ab"));
-  const int what = ab_fused  ? AB_FUSED
-                   : ab_rows ? AB_ROWS
-                   : ab_conv ? AB_CONV
-                   : ab_pack ? AB_PACK
-                   : ab_cbwd ? AB_CONV_BWD
-                   : ab_held ? AB_HELD
-                             : AB_DTYPE;
+  const int what = ab_fused   ? AB_FUSED
+                   : ab_rows  ? AB_ROWS
+                   : ab_conv  ? AB_CONV
+                   : ab_pack  ? AB_PACK
+                   : ab_cbwd  ? AB_CONV_BWD
+                   : ab_held  ? AB_HELD
+                   : ab_heldw ? AB_HELDW
+                              : AB_DTYPE;
   if (cdt && !strcmp(cdt, "bf16"))
     bench_must(strop_model_set_compute_dtype(m, STROP_DTYPE_BF16), "compute dtype");
   if (cbb && !strcmp(cbb, "0")) strop__conv_batch_backward = 0;
+  if (chw && !strcmp(chw, "0")) strop__conv_keep_packed = 0;
   if (getenv("FUSED_ROWS")) strop__fused_loss_rows = env_int("FUSED_ROWS", 0);
   if (getenv("ROWS_TOGETHER")) strop__rows_together = (int)env_int("ROWS_TOGETHER", 1);
   size_t planned = 0, est[4] = {0, 0, 0, 0};
@@ -320,11 +327,11 @@ int main(int argc, char **argv) {
         if (dc < bc[d]) bc[d] = dc;
         if (r < 64) rc[r][d] = dc;
       }
-    static const char *const names[7][3] = {
+    static const char *const names[8][3] = {
         {"f32", "bf16", "compute_dtype"},  {"unfused", "fused", "fused_loss"},
         {"rows1", "rows", "kernels"},      {"per_image", "batched", "conv_batch"},
         {"im2col", "direct", "conv_pack"}, {"per_chunk", "batched", "conv_bwd"},
-        {"fallback", "dot", "held_dot"}};
+        {"fallback", "dot", "held_dot"},   {"per_call", "held", "conv_held"}};
     const char *a = names[what][0], *b = names[what][1];
     printf("RESULT impl=strop row=%s threads=%d batch=%lld tokens=%lld %s=ab "
            "%s_step_ms=%.1f %s_step_ms=%.1f %s_speedup=%.3f %s_cpu_ms=%.1f "

@@ -291,10 +291,18 @@ static int64_t bf16_work(const strop__conv2d_dims *d, int chunks, int backward) 
 
 /* vdpbf16ps, the forward's weight before the chunks: packed once (strop__bf16_pack_a), or
  * transposed [K, c_out] for each block's product to pack (strop__conv_bf16_direct 0) */
+static int64_t bf16_a_len(const strop__conv2d_dims *d) {
+  return r16((int64_t)((strop__bf16_pack_a_bytes(d->c_out, kdim(d)) + 3) / 4));
+}
 static int64_t bf16_w_len(const strop__conv2d_dims *d) {
-  const int64_t t = r16(kdim(d) * d->c_out);
-  const int64_t a = r16((int64_t)((strop__bf16_pack_a_bytes(d->c_out, kdim(d)) + 3) / 4));
+  const int64_t t = r16(kdim(d) * d->c_out), a = bf16_a_len(d);
   return a > t ? a : t;
+}
+
+/* d's forward can take its weight already packed for vdpbf16ps (strop__conv2d_filters): the
+ * packing is the same whatever the images, so a frozen weight's can be made once */
+static int held_packed(const strop__conv2d_dims *d) {
+  return bf16_mode(d) == 1 && strop__conv_bf16_direct;
 }
 
 /* d's vdpbf16ps forward packs its columns straight from the images (pack_cols) for blocks of up
@@ -350,10 +358,13 @@ size_t strop__conv2d_scratch_floats(const strop__conv2d_dims *d, int backward, i
   if (chunks < 1) chunks = 1;
   if (depthwise(d, ep)) return 16; /* the direct kernel needs none */
   const int bm = bf16_mode(d);
-  if (bm == 1) { /* forward: the weight (bf16_w_len) first; backward: the ones row and W^T */
+  if (bm == 1) { /* forward: the weight (bf16_w_len, unless given packed) first; backward: the
+                  ones row and W^T */
     const int64_t bw = backward == 1;
-    return (size_t)((bw ? ones_len(d) + bf16_wt_len(d) : bf16_w_len(d)) +
-                    chunks * bf16_chunk_len(d, (int)bw, chunks, ep));
+    const int64_t wl = bw                                ? ones_len(d) + bf16_wt_len(d)
+                       : backward == 2 && held_packed(d) ? 0
+                                                         : bf16_w_len(d);
+    return (size_t)(wl + chunks * bf16_chunk_len(d, (int)bw, chunks, ep));
   }
   if (bm == 2) {
     const int64_t bw = backward == 1;
@@ -1216,11 +1227,16 @@ static int64_t dw_grain(const strop__conv2d_dims *d) {
 }
 
 size_t strop__conv2d_filters_floats(const strop__conv2d_dims *d) {
+  if (held_packed(d)) return (size_t)bf16_a_len(d);
   const int m = wino_m(d);
   return m ? (size_t)wino_u_len(d, m) : 0;
 }
 
 void strop__conv2d_filters(const strop__conv2d_dims *d, const float *w, float *u) {
+  if (held_packed(d)) { /* the same packing as the forward's per call */
+    strop__bf16_pack_a(0, d->c_out, kdim(d), w, kdim(d), (uint32_t *)(void *)u);
+    return;
+  }
   conv_job j = {.d = d, .w = w, .u = u, .m = wino_m(d)};
   if (j.m) strop__par_for(d->c_out, 8, wino_filter_range, &j);
 }
@@ -1252,14 +1268,17 @@ void strop__conv2d_forward_filtered(const strop__conv2d_dims *d, const float *x,
                 .pd = image_pool(d, ep)};
   const int bm = bf16_mode(d);
   if (bm == 1) {
-    if (strop__conv_bf16_direct) { /* the weight rounded and packed once for every block */
+    j.chunk0 = scratch + bf16_w_len(d);
+    if (u && held_packed(d)) { /* the weight packed by the caller (strop__conv2d_filters) */
+      j.ap = (const uint32_t *)(const void *)u;
+      j.chunk0 = scratch;
+    } else if (strop__conv_bf16_direct) { /* the weight rounded and packed once for every block */
       strop__bf16_pack_a(0, d->c_out, K, w, K, (uint32_t *)(void *)scratch);
       j.ap = (const uint32_t *)(const void *)scratch;
     } else { /* the weight transposed, [K, c_out], which the product packs per block */
       transpose(w, d->c_out, K, K, scratch, d->c_out);
       j.waug = scratch;
     }
-    j.chunk0 = scratch + bf16_w_len(d);
     j.per = bf16_chunk_len(d, 0, chunks, ep);
     strop__par_run(chunks, d->n, bf16_fwd_chunk, &j);
     return;
