@@ -812,7 +812,7 @@ END_TEST
  * (lib/ops/conv.c): outputs, every parameter gradient and the input gradient are the unfused
  * graph's bit for bit, at 1 and 3 threads, also with ties (all-negative windows), NaN inputs,
  * overlapping, padded and dilated windows and odd sizes; a fan-out or a kept activation stops
- * the fusion. */
+ * the fusion. A residual sum whose sole reader is a relu computes it likewise (layers/merge.c). */
 static const struct fuse_case {
   int64_t shape[3];
   int fused_nodes; /* how many nodes the fusion should absorb in this model */
@@ -850,6 +850,25 @@ static const struct fuse_case {
       {"q", "avgpool2d", "kernel_size=2", "r"},
       {"s", "add", "", "p,q"},
       {"c2", "conv2d", "out_channels=2 kernel_size=1", "s"},
+      {"r2", "relu", "", NULL},
+      {"f", "flatten", "", NULL}}},
+    /* a residual block's end: the sum's sole reader is a relu, which the add computes */
+    {{3, 6, 6},
+     2,
+     {{"c", "conv2d", "out_channels=4 kernel_size=3 padding=1", NULL},
+      {"r", "relu", "", NULL},
+      {"c2", "conv2d", "out_channels=4 kernel_size=3 padding=1", "r"},
+      {"s", "add", "", "c2,r"},
+      {"r2", "relu", "", NULL},
+      {"f", "flatten", "", NULL}}},
+    /* three inputs (the sum, then the relu, per slice) */
+    {{2, 5, 7},
+     2,
+     {{"c", "conv2d", "out_channels=3 kernel_size=3 padding=1", NULL},
+      {"r", "relu", "", NULL},
+      {"c2", "conv2d", "out_channels=3 kernel_size=1", "r"},
+      {"c3", "conv2d", "out_channels=3 kernel_size=3 padding=1", "r"},
+      {"s", "add", "", "c2,r,c3"},
       {"r2", "relu", "", NULL},
       {"f", "flatten", "", NULL}}},
 };
