@@ -15,11 +15,11 @@
  * dropped), B packed as kp groups of 32 pairs (p[q * 32 + j]); C row-major with ldc, its
  * columns j < split at c + j, the others at c2 + j - split (a tile across two images' outputs;
  * split >= nr: all at c). FP32 sums in k order for every element, then times alpha (skipped
- * when 1: the same bits), then add[r], then C added. */
+ * when 1: the same bits), then add[r], then C added, then (relu 1) max(0, ·). */
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) static inline void
 strop__bf16_tile_8x32_ex(const uint32_t *a, int64_t rs, int64_t qs, int64_t kp, const uint32_t *p,
                          int64_t mr, int64_t nr, float alpha, float beta, const float *add,
-                         float *c, int64_t split, float *c2, int64_t ldc) {
+                         int relu, float *c, int64_t split, float *c2, int64_t ldc) {
   const uint32_t *ar[8];
   for (int r = 0; r < 8; r++) ar[r] = a + (r < mr ? r : mr - 1) * rs;
   __m512 acc[8][2];
@@ -64,6 +64,10 @@ strop__bf16_tile_8x32_ex(const uint32_t *a, int64_t rs, int64_t qs, int64_t kp, 
       v0 = _mm512_add_ps(c0, v0);
       v1 = _mm512_add_ps(c1, v1);
     }
+    if (relu) { /* max(0, v): 0 > v ? 0 : v, strop__relu_forward's select (NaN and -0 kept) */
+      v0 = _mm512_max_ps(_mm512_setzero_ps(), v0);
+      v1 = _mm512_max_ps(_mm512_setzero_ps(), v1);
+    }
     _mm512_mask_storeu_ps(cr, s0, v0);
     if (s1) _mm512_mask_storeu_ps(cr + 16, s1, v1);
     if (t0) _mm512_mask_storeu_ps(dr, t0, v0);
@@ -71,11 +75,11 @@ strop__bf16_tile_8x32_ex(const uint32_t *a, int64_t rs, int64_t qs, int64_t kp, 
   }
 }
 
-/* strop__bf16_tile_8x32_ex with every column at c and nothing added before C */
+/* strop__bf16_tile_8x32_ex with every column at c, nothing added before C and no relu */
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) static inline void strop__bf16_tile_8x32(
     const uint32_t *a, int64_t rs, int64_t qs, int64_t kp, const uint32_t *p, int64_t mr,
     int64_t nr, float alpha, float beta, float *c, int64_t ldc) {
-  strop__bf16_tile_8x32_ex(a, rs, qs, kp, p, mr, nr, alpha, beta, NULL, c, 32, c, ldc);
+  strop__bf16_tile_8x32_ex(a, rs, qs, kp, p, mr, nr, alpha, beta, NULL, 0, c, 32, c, ldc);
 }
 
 /* 16 FP32 values (their bits) rounded to BF16 in the low half of each lane: strop__bf16_rne_bits
@@ -134,6 +138,22 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) static inline __m512i str
   const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24,
                                        8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
   return _mm512_permutexvar_epi16(idx, v);
+}
+
+/* strop__pairs16_ps in two instructions (strop__bf16_pairs16: vcvtne2ps2bf16, whose rounding
+ * is strop__rne16's, NaN made quiet alike) unless a lane holds an FP32 denormal, which
+ * vcvtne2ps2bf16 flushes to a zero where strop__rne16 keeps a BF16 denormal or rounds up to
+ * the least normal: the same bits always. */
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static inline __m512i
+strop__pairs16_ps_cvt(__m512 v0, __m512 v1) {
+  /* a denormal's magnitude bits less 1 lie below 0x007fffff (unsigned), a zero's do not */
+  const __m512i mag = _mm512_set1_epi32(0x7fffffff), one = _mm512_set1_epi32(1);
+  const __m512i lim = _mm512_set1_epi32(0x007fffff);
+  const __m512i a0 = _mm512_sub_epi32(_mm512_and_si512(_mm512_castps_si512(v0), mag), one);
+  const __m512i a1 = _mm512_sub_epi32(_mm512_and_si512(_mm512_castps_si512(v1), mag), one);
+  if (_mm512_cmplt_epu32_mask(a0, lim) | _mm512_cmplt_epu32_mask(a1, lim))
+    return strop__pairs16_ps(v0, v1);
+  return strop__bf16_pairs16(v0, v1);
 }
 
 /* Where 16 consecutive inputs i0 .. i0 + 15 of an int8 weight (ops/lowp.h: ng scales per output

@@ -675,6 +675,8 @@ static const float *bwd_epilogue(const conv_job *j, int64_t n, float *buf);
  * im2col writes FP32 columns, the weight is transposed and packed per block, the products go
  * through a buffer. The same bits (tests, bench_big's CONV_PACK=ab, bench_bf16conv). */
 int strop__conv_bf16_direct = 1;
+int strop__conv_tile_relu = 1;
+int strop__conv_pack_cvt = 1;
 
 /* dst [cols, rows] (rows ldd apart) = src [rows, cols] (ld lds) transposed: 16 x 16 blocks
  * through registers where AVX-512 runs (the only place the vdpbf16ps path runs) */
@@ -802,14 +804,23 @@ __attribute__((target("avx512f"))) static void col_lanes(const strop__conv2d_dim
   }
 }
 
-__attribute__((target("avx512f,avx512bw,bmi2"))) static void pack_cols(const void *ctx,
-                                                                       int64_t j0, uint32_t *p) {
+/* a row pair of a panel: vcvtne2ps2bf16 (strop__conv_pack_cvt) or strop__rne16, the same bits */
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static inline __m512i pairs(int cvt,
+                                                                                   __m512 v0,
+                                                                                   __m512 v1) {
+  return cvt ? strop__pairs16_ps_cvt(v0, v1) : strop__pairs16_ps(v0, v1);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512bf16,bmi2"))) static void pack_cols(const void *ctx,
+                                                                                  int64_t j0,
+                                                                                  uint32_t *p) {
   const col_pack *cp = ctx;
   const strop__conv2d_dims *d = cp->d;
   const int64_t P = d->oh * d->ow, W = d->w, HW = d->h * W, CHW = d->c_in * HW, K = kdim(d);
   const int64_t kp = (K + 1) / 2;
   const int sw = (int)d->sw;
   const __mmask32 live = strop__lanes32(cp->L - j0);
+  const int cvt = strop__conv_pack_cvt;
   if (is_pointwise(d)) { /* row k is channel k, every tap inside: per half, one or two runs */
     const float *b0[2], *b1[2];
     __mmask16 m0[2], m1[2];
@@ -831,8 +842,8 @@ __attribute__((target("avx512f,avx512bw,bmi2"))) static void pack_cols(const voi
           v[t][h] = _mm512_maskz_loadu_ps(m0[h], b0[h] + k * HW);
           if (m1[h]) v[t][h] = _mm512_mask_loadu_ps(v[t][h], m1[h], b1[h] + k * HW);
         }
-      _mm512_store_si512(p + q * 32, strop__pairs16_ps(v[0][0], v[1][0]));
-      _mm512_store_si512(p + q * 32 + 16, strop__pairs16_ps(v[0][1], v[1][1]));
+      _mm512_store_si512(p + q * 32, pairs(cvt, v[0][0], v[1][0]));
+      _mm512_store_si512(p + q * 32 + 16, pairs(cvt, v[0][1], v[1][1]));
     }
     return;
   }
@@ -865,8 +876,8 @@ __attribute__((target("avx512f,avx512bw,bmi2"))) static void pack_cols(const voi
       b1 = cols_row16(&hl[1], x, sw, tm[1][t], delta);
       if (++t == taps) t = 0, c++;
     }
-    _mm512_store_si512(p + q * 32, strop__pairs16_ps(a0, b0));
-    _mm512_store_si512(p + q * 32 + 16, strop__pairs16_ps(a1, b1));
+    _mm512_store_si512(p + q * 32, pairs(cvt, a0, b0));
+    _mm512_store_si512(p + q * 32 + 16, pairs(cvt, a1, b1));
   }
 }
 
@@ -951,12 +962,14 @@ static void bf16_fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   void *work = cbuf + (fwd_cbuf_needed(d, nbm, j->ep) ? r16(CO * nbm * P) : 0);
   const int pw = is_pointwise(d);
   const int direct = j->ap && !fwd_cols_needed(d, nbm);
+  /* a relu alone (no pool) in the tiles' stores where the product writes y itself */
+  const int tile_relu = strop__conv_tile_relu && j->ep && j->ep->relu && !j->ep->pool;
   for (int64_t n0 = lo; n0 < hi; n0 += nbm) {
     const int64_t nb = hi - n0 < nbm ? hi - n0 : nbm, L = nb * P;
     /* the product straight into y (or a lone image's raw output) with the bias, when its
      * tiles cross one image's edge at most */
     float *to = !j->ap || (nb > 1 && (raw || P < 32)) ? NULL : raw ? raw : j->y + n0 * CO * P;
-    const strop__bf16_c_layout lay = {P, CO * P, j->b};
+    const strop__bf16_c_layout lay = {P, CO * P, j->b, tile_relu};
     float *c = to ? to : nb > 1 ? cbuf : raw ? raw : j->y + n0 * CO * P;
     const strop__bf16_c_layout *cl = to ? &lay : NULL;
     const int64_t ldc = to ? P : L;
@@ -981,7 +994,7 @@ static void bf16_fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
     for (int64_t s = 0; s < nb; s++) {
       float *yn = raw ? raw : j->y + (n0 + s) * CO * P;
       if (to) {
-        fwd_epilogue(j, n0 + s, yn);
+        if (!tile_relu) fwd_epilogue(j, n0 + s, yn);
         continue;
       }
       for (int64_t o = 0; o < CO; o++) {
@@ -1035,7 +1048,7 @@ static void bf16_bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
     if (j->dx && j->ap && pw && (nb == 1 || P >= 32)) {
       /* pointwise, the weight packed once: the product writes (or adds into) the image
        * gradients themselves */
-      const strop__bf16_c_layout lay = {P, CI * HW, NULL};
+      const strop__bf16_c_layout lay = {P, CI * HW, NULL, 0};
       strop__bf16_gemm_f32_packed(K, L, CO, j->ap, g, L, NULL, NULL, j->assign ? 0.0f : 1.0f,
                                   j->dx + n0 * CI * HW, P, &lay, work);
     } else if (j->dx) {

@@ -55,6 +55,14 @@ extern int strop__conv_batch;
  * the weight packed per block, products through a buffer): the same bits. */
 extern int strop__conv_bf16_direct;
 
+/* Tests and benches: 1 (the default) has the vdpbf16ps forward that writes y itself apply a
+ * fused relu (without a pool) in its tiles' stores, 0 in a pass over each image after: the
+ * same bits. */
+extern int strop__conv_tile_relu;
+/* Tests and benches: 1 (the default) rounds the columns pack_cols packs with vcvtne2ps2bf16
+ * (strop__rne16 where a value is an FP32 denormal), 0 with strop__rne16 alone: the same bits. */
+extern int strop__conv_pack_cvt;
+
 /* Tests and benches: 1 (the default) runs the FP32 lowered backward of the convs with more
  * output channels than output positions a block of images per product, the products split
  * across threads instead of the images (ops/conv.c: bwd_block); 0 an image per product, each
