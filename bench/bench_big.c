@@ -38,10 +38,9 @@
  * BF16 conv's weight packed per call and kept packed (strop__conv_keep_packed; with
  * COMPUTE_DTYPE=bf16), CONV_HELD=0 packs per call; ADD_RELU=ab a residual sum and the relu
  * after it apart and in one pass (strop__add_fuse_relu, the same bits), ADD_RELU=0 apart;
- * FROZEN_PATH=ab those two, a conv's relu in its vdpbf16ps tiles' stores
- * (strop__conv_tile_relu) and its columns rounded by vcvtne2ps2bf16 (strop__conv_pack_cvt)
- * all off and all on (the BF16 frozen trunk before and after 2026-12-05's changes, the same
- * bits), FROZEN_PATH=0 all off.
+ * FROZEN_PATH=ab those two and a conv's relu in its vdpbf16ps tiles' stores
+ * (strop__conv_tile_relu) all off and all on (the BF16 frozen trunk before and after
+ * 2026-12-05's changes, the same bits), FROZEN_PATH=0 all off.
  *
  * Prints one RESULT line: samples/s or tokens/s (best of `repeats` windows of `steps` steps
  * after a warm-up), the step's multiply-add work (gemm_flops: the matrix products and
@@ -124,8 +123,7 @@ static void ab_set(strop_model *m, int what, int d) {
   else if (what == AB_HELDW) strop__conv_keep_packed = d;
   else if (what == AB_ADDRELU) strop__add_fuse_relu = d;
   else if (what == AB_FROZEN)
-    strop__conv_keep_packed = strop__add_fuse_relu = strop__conv_tile_relu =
-        strop__conv_pack_cvt = d;
+    strop__conv_keep_packed = strop__add_fuse_relu = strop__conv_tile_relu = d;
   else bench_must(strop_model_set_compute_dtype(m, d), "compute dtype");
 }
 
@@ -303,8 +301,7 @@ int main(int argc, char **argv) {
   if (chw && !strcmp(chw, "0")) strop__conv_keep_packed = 0;
   if (arl && !strcmp(arl, "0")) strop__add_fuse_relu = 0;
   if (fpa && !strcmp(fpa, "0"))
-    strop__conv_keep_packed = strop__add_fuse_relu = strop__conv_tile_relu =
-        strop__conv_pack_cvt = 0;
+    strop__conv_keep_packed = strop__add_fuse_relu = strop__conv_tile_relu = 0;
   if (getenv("FUSED_ROWS")) strop__fused_loss_rows = env_int("FUSED_ROWS", 0);
   if (getenv("ROWS_TOGETHER")) strop__rows_together = (int)env_int("ROWS_TOGETHER", 1);
   size_t planned = 0, est[4] = {0, 0, 0, 0};

@@ -958,9 +958,9 @@ START_TEST(conv_direct_same_bits) {
       const cshape *cs = k < NDSH ? &DSH[k] : &CSH[k - NDSH];
       const strop__conv2d_dims d = cdims(cs, 1);
       cbufs a = calloc_bufs(&d, chunks);
-      if (v == 3) { /* FP32 denormals (the columns' rounding flushes none: pack_cols' guard),
-                       one that rounds up to BF16's least normal, and a weight large enough
-                       for their products to count */
+      if (v == 3) { /* FP32 denormals rounded alike on both paths (none flushed), one that
+                       rounds up to BF16's least normal, and a weight large enough for their
+                       products to count */
         const uint32_t den[3] = {0x007fffffu, 0x807fff00u, 0x00000001u};
         for (int i = 0; i < 3; i++) memcpy(&a.x[(size_t)i * a.nx / 3], &den[i], 4);
         a.w[0] = 0x1p120f;

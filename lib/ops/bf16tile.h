@@ -140,22 +140,6 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) static inline __m512i str
   return _mm512_permutexvar_epi16(idx, v);
 }
 
-/* strop__pairs16_ps in two instructions (strop__bf16_pairs16: vcvtne2ps2bf16, whose rounding
- * is strop__rne16's, NaN made quiet alike) unless a lane holds an FP32 denormal, which
- * vcvtne2ps2bf16 flushes to a zero where strop__rne16 keeps a BF16 denormal or rounds up to
- * the least normal: the same bits always. */
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) static inline __m512i
-strop__pairs16_ps_cvt(__m512 v0, __m512 v1) {
-  /* a denormal's magnitude bits less 1 lie below 0x007fffff (unsigned), a zero's do not */
-  const __m512i mag = _mm512_set1_epi32(0x7fffffff), one = _mm512_set1_epi32(1);
-  const __m512i lim = _mm512_set1_epi32(0x007fffff);
-  const __m512i a0 = _mm512_sub_epi32(_mm512_and_si512(_mm512_castps_si512(v0), mag), one);
-  const __m512i a1 = _mm512_sub_epi32(_mm512_and_si512(_mm512_castps_si512(v1), mag), one);
-  if (_mm512_cmplt_epu32_mask(a0, lim) | _mm512_cmplt_epu32_mask(a1, lim))
-    return strop__pairs16_ps(v0, v1);
-  return strop__bf16_pairs16(v0, v1);
-}
-
 /* Where 16 consecutive inputs i0 .. i0 + 15 of an int8 weight (ops/lowp.h: ng scales per output
  * channel, each for a run of gl inputs) take their scales from: all from run g (split 0), or
  * lane l from run idx[l] (a run ends among them). Found once for every output channel that

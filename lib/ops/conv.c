@@ -676,7 +676,6 @@ static const float *bwd_epilogue(const conv_job *j, int64_t n, float *buf);
  * through a buffer. The same bits (tests, bench_big's CONV_PACK=ab, bench_bf16conv). */
 int strop__conv_bf16_direct = 1;
 int strop__conv_tile_relu = 1;
-int strop__conv_pack_cvt = 1;
 
 /* dst [cols, rows] (rows ldd apart) = src [rows, cols] (ld lds) transposed: 16 x 16 blocks
  * through registers where AVX-512 runs (the only place the vdpbf16ps path runs) */
@@ -804,23 +803,14 @@ __attribute__((target("avx512f"))) static void col_lanes(const strop__conv2d_dim
   }
 }
 
-/* a row pair of a panel: vcvtne2ps2bf16 (strop__conv_pack_cvt) or strop__rne16, the same bits */
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) static inline __m512i pairs(int cvt,
-                                                                                   __m512 v0,
-                                                                                   __m512 v1) {
-  return cvt ? strop__pairs16_ps_cvt(v0, v1) : strop__pairs16_ps(v0, v1);
-}
-
-__attribute__((target("avx512f,avx512bw,avx512bf16,bmi2"))) static void pack_cols(const void *ctx,
-                                                                                  int64_t j0,
-                                                                                  uint32_t *p) {
+__attribute__((target("avx512f,avx512bw,bmi2"))) static void pack_cols(const void *ctx,
+                                                                       int64_t j0, uint32_t *p) {
   const col_pack *cp = ctx;
   const strop__conv2d_dims *d = cp->d;
   const int64_t P = d->oh * d->ow, W = d->w, HW = d->h * W, CHW = d->c_in * HW, K = kdim(d);
   const int64_t kp = (K + 1) / 2;
   const int sw = (int)d->sw;
   const __mmask32 live = strop__lanes32(cp->L - j0);
-  const int cvt = strop__conv_pack_cvt;
   if (is_pointwise(d)) { /* row k is channel k, every tap inside: per half, one or two runs */
     const float *b0[2], *b1[2];
     __mmask16 m0[2], m1[2];
@@ -842,8 +832,8 @@ __attribute__((target("avx512f,avx512bw,avx512bf16,bmi2"))) static void pack_col
           v[t][h] = _mm512_maskz_loadu_ps(m0[h], b0[h] + k * HW);
           if (m1[h]) v[t][h] = _mm512_mask_loadu_ps(v[t][h], m1[h], b1[h] + k * HW);
         }
-      _mm512_store_si512(p + q * 32, pairs(cvt, v[0][0], v[1][0]));
-      _mm512_store_si512(p + q * 32 + 16, pairs(cvt, v[0][1], v[1][1]));
+      _mm512_store_si512(p + q * 32, strop__pairs16_ps(v[0][0], v[1][0]));
+      _mm512_store_si512(p + q * 32 + 16, strop__pairs16_ps(v[0][1], v[1][1]));
     }
     return;
   }
@@ -876,8 +866,8 @@ __attribute__((target("avx512f,avx512bw,avx512bf16,bmi2"))) static void pack_col
       b1 = cols_row16(&hl[1], x, sw, tm[1][t], delta);
       if (++t == taps) t = 0, c++;
     }
-    _mm512_store_si512(p + q * 32, pairs(cvt, a0, b0));
-    _mm512_store_si512(p + q * 32 + 16, pairs(cvt, a1, b1));
+    _mm512_store_si512(p + q * 32, strop__pairs16_ps(a0, b0));
+    _mm512_store_si512(p + q * 32 + 16, strop__pairs16_ps(a1, b1));
   }
 }
 

@@ -59,9 +59,6 @@ extern int strop__conv_bf16_direct;
  * fused relu (without a pool) in its tiles' stores, 0 in a pass over each image after: the
  * same bits. */
 extern int strop__conv_tile_relu;
-/* Tests and benches: 1 (the default) rounds the columns pack_cols packs with vcvtne2ps2bf16
- * (strop__rne16 where a value is an FP32 denormal), 0 with strop__rne16 alone: the same bits. */
-extern int strop__conv_pack_cvt;
 
 /* Tests and benches: 1 (the default) runs the FP32 lowered backward of the convs with more
  * output channels than output positions a block of images per product, the products split
