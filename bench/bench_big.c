@@ -40,7 +40,13 @@
  * of k at once and in slices of k whose panels stay in L2 (strop__bf16_kslices, the same bits).
  * Frozen and LoRA
  * rows load with STROP_LOAD_FROZEN | STROP_LOAD_MMAP: the frozen base is read straight from
- * the mapped file (docs/performance.md); MMAP=0 copies it.
+ * the mapped file (docs/performance.md); MMAP=0 copies it. CONV_HELD=ab alternates a frozen
+ * BF16 conv's weight packed per call and kept packed (strop__conv_keep_packed; with
+ * COMPUTE_DTYPE=bf16), CONV_HELD=0 packs per call; ADD_RELU=ab a residual sum and the relu
+ * after it apart and in one pass (strop__add_fuse_relu, the same bits), ADD_RELU=0 apart;
+ * FROZEN_PATH=ab those two and a conv's relu in its vdpbf16ps tiles' stores
+ * (strop__conv_tile_relu) all off and all on (the BF16 frozen trunk before and after
+ * 2026-12-05's changes, the same bits), FROZEN_PATH=0 all off.
  *
  * Prints one RESULT line: samples/s or tokens/s (best of `repeats` windows of `steps` steps
  * after a warm-up), the step's multiply-add work (gemm_flops: the matrix products and
@@ -101,7 +107,10 @@ static int64_t env_int(const char *k, int64_t def) {
  * or vdpbf16ps (1); GELU on the clones (0) or AVX-512 (1); BF16 weight gradients a panel of
  * B at a time (0) or B's panels in groups (1, strop__bf16_b_groups): the same bits; the LM
  * head's BF16 input gradient all of k at once (0) or in slices (1, strop__bf16_kslices): the
- * same bits. */
+ * same bits; a frozen BF16 conv's weight packed per call (0) or kept packed (1,
+ * strop__conv_keep_packed): the same bits; a residual sum and its relu apart (0) or in one pass
+ * (1, strop__add_fuse_relu): the same bits; those and the relu in the tiles' stores all off (0)
+ * or on (1). */
 enum {
   AB_DTYPE,
   AB_FUSED,
@@ -112,7 +121,10 @@ enum {
   AB_HELD,
   AB_GELU,
   AB_BGROUPS,
-  AB_KSLICES
+  AB_KSLICES,
+  AB_HELDW,
+  AB_ADDRELU,
+  AB_FROZEN
 };
 
 static void ab_set(strop_model *m, int what, int d) {
@@ -127,6 +139,10 @@ static void ab_set(strop_model *m, int what, int d) {
   else if (what == AB_GELU) strop__gelu_isa = d ? 0 : 1;
   else if (what == AB_BGROUPS) strop__bf16_b_groups = d;
   else if (what == AB_KSLICES) strop__bf16_kslices = d;
+  else if (what == AB_HELDW) strop__conv_keep_packed = d;
+  else if (what == AB_ADDRELU) strop__add_fuse_relu = d;
+  else if (what == AB_FROZEN)
+    strop__conv_keep_packed = strop__add_fuse_relu = strop__conv_tile_relu = d;
   else bench_must(strop_model_set_compute_dtype(m, d), "compute dtype");
 }
 
@@ -280,28 +296,39 @@ int main(int argc, char **argv) {
    * row kernels one row / several rows at a time, or convs an image per product / batched */
   const char *kab = getenv("KERNELS"), *cba = getenv("CONV_BATCH"), *cpk = getenv("CONV_PACK");
   const char *cbb = getenv("CONV_BWD"), *hab = getenv("HELD_DOT"), *gab = getenv("GELU");
-  const char *bgr = getenv("B_GROUPS"), *ksl = getenv("K_SLICES");
+  const char *bgr = getenv("B_GROUPS"), *ksl = getenv("K_SLICES"), *chw = getenv("CONV_HELD");
+  const char *arl = getenv("ADD_RELU"), *fpa = getenv("FROZEN_PATH");
   const int ab_fused = fab && !strcmp(fab, "ab"), ab_rows = kab && !strcmp(kab, "ab");
   const int ab_conv = cba && !strcmp(cba, "ab"), ab_pack = cpk && !strcmp(cpk, "ab");
   const int ab_cbwd = cbb && !strcmp(cbb, "ab"), ab_held = hab && !strcmp(hab, "ab");
   const int ab_gelu = gab && !strcmp(gab, "ab");
   const int ab_bgr = bgr && !strcmp(bgr, "ab"), ab_ksl = ksl && !strcmp(ksl, "ab");
+  const int ab_heldw = chw && !strcmp(chw, "ab"), ab_arelu = arl && !strcmp(arl, "ab");
+  const int ab_frozen = fpa && !strcmp(fpa, "ab");
   const int ab = ab_fused || ab_rows || ab_conv || ab_pack || ab_cbwd || ab_held || ab_gelu ||
-                 ab_bgr || ab_ksl || (cdt && !strcmp(cdt, "ab"));
-  const int what = ab_fused  ? AB_FUSED
-                   : ab_rows ? AB_ROWS
-                   : ab_conv ? AB_CONV
-                   : ab_pack ? AB_PACK
-                   : ab_cbwd ? AB_CONV_BWD
-                   : ab_held ? AB_HELD
-                   : ab_gelu ? AB_GELU
-                   : ab_bgr  ? AB_BGROUPS
-                   : ab_ksl  ? AB_KSLICES
-                             : AB_DTYPE;
+                 ab_bgr || ab_ksl || ab_heldw || ab_arelu || ab_frozen ||
+                 (cdt && !strcmp(cdt, "ab"));
+  const int what = ab_fused    ? AB_FUSED
+                   : ab_rows   ? AB_ROWS
+                   : ab_conv   ? AB_CONV
+                   : ab_pack   ? AB_PACK
+                   : ab_cbwd   ? AB_CONV_BWD
+                   : ab_held   ? AB_HELD
+                   : ab_gelu   ? AB_GELU
+                   : ab_bgr    ? AB_BGROUPS
+                   : ab_ksl    ? AB_KSLICES
+                   : ab_heldw  ? AB_HELDW
+                   : ab_arelu  ? AB_ADDRELU
+                   : ab_frozen ? AB_FROZEN
+                               : AB_DTYPE;
   if (cdt && !strcmp(cdt, "bf16"))
     bench_must(strop_model_set_compute_dtype(m, STROP_DTYPE_BF16), "compute dtype");
   if (cbb && !strcmp(cbb, "0")) strop__conv_batch_backward = 0;
   if (gab && !strcmp(gab, "clones")) strop__gelu_isa = 1;
+  if (chw && !strcmp(chw, "0")) strop__conv_keep_packed = 0;
+  if (arl && !strcmp(arl, "0")) strop__add_fuse_relu = 0;
+  if (fpa && !strcmp(fpa, "0"))
+    strop__conv_keep_packed = strop__add_fuse_relu = strop__conv_tile_relu = 0;
   if (getenv("FUSED_ROWS")) strop__fused_loss_rows = env_int("FUSED_ROWS", 0);
   if (getenv("ROWS_TOGETHER")) strop__rows_together = (int)env_int("ROWS_TOGETHER", 1);
   size_t planned = 0, est[4] = {0, 0, 0, 0};
@@ -354,12 +381,14 @@ int main(int argc, char **argv) {
         if (dc < bc[d]) bc[d] = dc;
         if (r < 64) rc[r][d] = dc;
       }
-    static const char *const names[10][3] = {
+    static const char *const names[13][3] = {
         {"f32", "bf16", "compute_dtype"},  {"unfused", "fused", "fused_loss"},
         {"rows1", "rows", "kernels"},      {"per_image", "batched", "conv_batch"},
         {"im2col", "direct", "conv_pack"}, {"per_chunk", "batched", "conv_bwd"},
         {"fallback", "dot", "held_dot"},   {"clones", "avx512", "gelu"},
-        {"panels", "groups", "b_groups"},  {"whole_k", "sliced", "k_slices"}};
+        {"panels", "groups", "b_groups"},  {"whole_k", "sliced", "k_slices"},
+        {"per_call", "held", "conv_held"}, {"apart", "fused", "add_relu"},
+        {"before", "after", "frozen_path"}};
     const char *a = names[what][0], *b = names[what][1];
     printf("RESULT impl=strop row=%s threads=%d batch=%lld tokens=%lld %s=ab "
            "%s_step_ms=%.1f %s_step_ms=%.1f %s_speedup=%.3f %s_cpu_ms=%.1f "

@@ -1041,8 +1041,9 @@ static void conv_direct_run(const strop__conv2d_dims *d, const cbufs *a, int dir
 }
 
 /* The columns packed straight from the images, the weight packed once and the product written
- * into y with the bias give the bits of im2col's columns packed by the product (the path
- * before them), forward and backward, on vdpbf16ps and with the fallback forced. */
+ * into y with the bias (and the relu in the tiles' stores) give the bits of im2col's columns
+ * packed by the product (the path before them), forward and backward, on vdpbf16ps and with
+ * the fallback forced, FP32 denormals in the images too. */
 START_TEST(conv_direct_same_bits) {
   const int path = _i;
   if (path == 0 && !strop__bf16_dot_enabled()) return;
@@ -1053,6 +1054,13 @@ START_TEST(conv_direct_same_bits) {
       const cshape *cs = k < NDSH ? &DSH[k] : &CSH[k - NDSH];
       const strop__conv2d_dims d = cdims(cs, 1);
       cbufs a = calloc_bufs(&d, chunks);
+      if (v == 3) { /* FP32 denormals rounded alike on both paths (none flushed), one that
+                       rounds up to BF16's least normal, and a weight large enough for their
+                       products to count */
+        const uint32_t den[3] = {0x007fffffu, 0x807fff00u, 0x00000001u};
+        for (int i = 0; i < 3; i++) memcpy(&a.x[(size_t)i * a.nx / 3], &den[i], 4);
+        a.w[0] = 0x1p120f;
+      }
       float *y0 = calloc(a.ny, sizeof(float)), *dx0 = calloc(a.nx, sizeof(float));
       float *dw0 = calloc(a.nw, sizeof(float)), *db0 = calloc((size_t)d.c_out, sizeof(float));
       conv_direct_run(&d, &a, 0, chunks, bias, relu, assign, y0, dx0, dw0, db0);

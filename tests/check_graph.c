@@ -298,12 +298,13 @@ START_TEST(frozen_trunk_keeps_only_live_activations) {
 }
 END_TEST
 
-/* A relu after a batch norm or a residual sum writes over its input (neither's backward reads
- * its own output, and relu's backward reads only relu's), a sum's inputs and a pool's input
- * are not kept for backwards that never read them, the convolution gives its columns back,
- * and the backward hands dead activations to the gradients: a conv-bn-relu-residual stack
- * holds 5 of its 7 full-size activations after the forward, and the output and every
- * gradient are the same bits as with every activation kept (keep_all, the former layout). */
+/* A relu after a batch norm writes over its input (its backward does not read its own output,
+ * and relu's backward reads only relu's), a residual sum computes the relu after it (the sum is
+ * never stored), a sum's inputs and a pool's input are not kept for backwards that never read
+ * them, the convolution gives its columns back, and the backward hands dead activations to the
+ * gradients: a conv-bn-relu-residual stack holds 5 of its 7 full-size activations after the
+ * forward, and the output and every gradient are the same bits as with every activation kept
+ * and nothing fused (keep_all, no_fusion: the former layout). */
 static size_t conv_stack_step(strop_model *m, const float *x, const float *dout, float *out,
                               float *grads) {
   const strop__act *o;
@@ -313,8 +314,8 @@ static size_t conv_stack_step(strop_model *m, const float *x, const float *dout,
   const size_t used = m->arena.used_total - before;
   memcpy(out, o->data, 12 * sizeof *out);
   if (!m->keep_all) {
-    ck_assert_ptr_eq(m->acts[1].data, m->acts[2].data);    /* b1 -> r1 in place */
-    ck_assert_ptr_eq(m->acts[5].data, m->acts[6].data);    /* s -> r2 in place */
+    ck_assert_ptr_eq(m->acts[1].data, m->acts[2].data); /* b1 -> r1 in place */
+    ck_assert_ptr_null(m->acts[5].data); /* s computes r2 (layers/merge.c): the sum unstored */
     ck_assert_int_eq(m->released[4], STROP__ACT_RELEASED); /* b2: the sum does not keep it */
   }
   ck_assert_int_eq(strop__model_backward(m, dout), STROP_OK);
@@ -349,9 +350,9 @@ START_TEST(in_place_and_unread_activations) {
   /* what the forward holds, on the free list (a planned step takes its whole region, the
    * backward's gradients included, before the forward: planned_step_memory) */
   strop__memory_plan = 0;
-  m->keep_all = 1;
+  m->keep_all = m->no_fusion = 1;
   const size_t used_all = conv_stack_step(m, x, dout, out_all, g_all);
-  m->keep_all = 0;
+  m->keep_all = m->no_fusion = 0;
   const size_t used_live = conv_stack_step(m, x, dout, out_live, g_live);
   strop__memory_plan = -1;
   const size_t act = 4 * 8 * 144 * sizeof(float); /* one [8, 12, 12] activation of the batch */

@@ -13,6 +13,7 @@
 #include "graph/graph.h"
 #include "harness.h"
 #include "ops/conv.h"
+#include "ops/lowp.h"
 #include "ops/norm.h"
 #include "ops/pool.h"
 #include "strop/strop.h"
@@ -811,7 +812,7 @@ END_TEST
  * (lib/ops/conv.c): outputs, every parameter gradient and the input gradient are the unfused
  * graph's bit for bit, at 1 and 3 threads, also with ties (all-negative windows), NaN inputs,
  * overlapping, padded and dilated windows and odd sizes; a fan-out or a kept activation stops
- * the fusion. */
+ * the fusion. A residual sum whose sole reader is a relu computes it likewise (layers/merge.c). */
 static const struct fuse_case {
   int64_t shape[3];
   int fused_nodes; /* how many nodes the fusion should absorb in this model */
@@ -849,6 +850,25 @@ static const struct fuse_case {
       {"q", "avgpool2d", "kernel_size=2", "r"},
       {"s", "add", "", "p,q"},
       {"c2", "conv2d", "out_channels=2 kernel_size=1", "s"},
+      {"r2", "relu", "", NULL},
+      {"f", "flatten", "", NULL}}},
+    /* a residual block's end: the sum's sole reader is a relu, which the add computes */
+    {{3, 6, 6},
+     2,
+     {{"c", "conv2d", "out_channels=4 kernel_size=3 padding=1", NULL},
+      {"r", "relu", "", NULL},
+      {"c2", "conv2d", "out_channels=4 kernel_size=3 padding=1", "r"},
+      {"s", "add", "", "c2,r"},
+      {"r2", "relu", "", NULL},
+      {"f", "flatten", "", NULL}}},
+    /* three inputs (the sum, then the relu, per slice) */
+    {{2, 5, 7},
+     2,
+     {{"c", "conv2d", "out_channels=3 kernel_size=3 padding=1", NULL},
+      {"r", "relu", "", NULL},
+      {"c2", "conv2d", "out_channels=3 kernel_size=1", "r"},
+      {"c3", "conv2d", "out_channels=3 kernel_size=3 padding=1", "r"},
+      {"s", "add", "", "c2,r,c3"},
       {"r2", "relu", "", NULL},
       {"f", "flatten", "", NULL}}},
 };
@@ -1184,6 +1204,111 @@ START_TEST(winograd_filter_cache) {
   for (int k = 0; k < 2; k++) strop_model_free(m[k]);
   strop__conv_winograd = -1;
   strop__conv_keep_filters = -1;
+}
+END_TEST
+
+/* One training step of m (training mode, the norm folded where it may be): its output and
+ * every gradient (the head's, and the input's when m wants it) into out and grads; returns the
+ * count of both. */
+static size_t held_step(strop_model *m, const float *x, int64_t n, float *out, float *grads) {
+  const strop__act *o;
+  ck_assert_int_eq(strop__model_zero_grad(m), STROP_OK);
+  ck_assert_msg(strop__model_forward_exec(m, x, n, 1, NULL, &o) == STROP_OK, "%s",
+                strop_last_error());
+  const size_t on = (size_t)n * strop__shape_numel(&o->shape);
+  memcpy(out, o->data, sizeof(float) * on);
+  float dout[512];
+  ck_assert_uint_le(on, 512);
+  for (size_t i = 0; i < on; i++) dout[i] = cosf(0.3f * (float)i);
+  ck_assert_int_eq(strop__model_backward(m, dout), STROP_OK);
+  size_t k = 0;
+  for (int i = 0; i < m->n_params; i++)
+    if (m->params[i]->grad && m->params[i]->trainable) {
+      memcpy(grads + k, m->params[i]->grad, sizeof(float) * m->params[i]->numel);
+      k += m->params[i]->numel;
+    }
+  if (m->want_input_grad) {
+    const size_t in = (size_t)n * strop__shape_numel(&m->in_shape);
+    memcpy(grads + k, m->input_grad, sizeof(float) * in);
+    k += in;
+  }
+  strop__model_step_end(m);
+  memcpy(out + on, grads, sizeof(float) * k);
+  return on + k;
+}
+
+/* A frozen conv computing in BF16 on vdpbf16ps keeps its weight packed (n->wino,
+ * strop__conv_keep_packed) and, where its backward never runs, its folded bias beside it with
+ * the folded FP32 copy given back; the step's output and gradients are the bits of the same
+ * step packing per call: at first (and again, the copy reused), after set_tensor of the norm's
+ * statistics and of the conv's weight, after writes through a view, after a step in FP32
+ * (nothing packed kept then), with the input's gradient wanted (the fold kept for the
+ * backward), and unfrozen (nothing kept). */
+START_TEST(bf16_packed_weight_cache) {
+  enum { N = 3, CAP = 4096 };
+  static float x[CAP], got[2][CAP], grads[CAP];
+  strop_model *m[2]; /* m[0] keeps its packed weight, m[1] packs per call */
+  for (int k = 0; k < 2; k++) {
+    m[k] = fold_model(0);
+    m[k]->want_input_grad = 0;
+    ck_assert_int_eq(strop_model_set_compute_dtype(m[k], STROP_DTYPE_BF16), STROP_OK);
+  }
+  const int dot = strop__bf16_dot_enabled(); /* elsewhere the exact fallback: nothing kept */
+  const size_t per = strop__shape_numel(&m[0]->in_shape);
+  for (size_t i = 0; i < N * per; i++) x[i] = sinf(0.37f * (float)i + 0.2f);
+  strop__node *c = &m[0]->nodes[0];
+  const size_t wbytes = strop__model_param_find(m[0], "c.weight")->numel * sizeof(float);
+  strop_tensor *t = NULL;
+  for (int round = 0; round < 8; round++) {
+    if (round == 2) {
+      const float rv[5] = {2.0f, 0.1f, 1.0f, 3.5f, 0.7f};
+      for (int k = 0; k < 2; k++) set_param(m[k], "bn.running_var", rv, 5);
+    } else if (round == 3) {
+      float wv[5 * 3 * 9];
+      for (int i = 0; i < 5 * 3 * 9; i++) wv[i] = cosf(0.5f * (float)i);
+      for (int k = 0; k < 2; k++) set_param(m[k], "c.weight", wv, 5 * 3 * 9);
+    } else if (round == 4 || round == 5) { /* a view out: nothing kept can be trusted */
+      if (!t) ck_assert_int_eq(strop_model_tensor_view(m[0], "bn.running_mean", &t), STROP_OK);
+      strop_tensor_data(t)[round - 3] = round == 4 ? 0.625f : -0.5f;
+      set_param(m[1], "bn.running_mean", strop_tensor_data(t), 5);
+    } else if (round == 6) { /* a step in FP32: the packed copy goes; then BF16 again */
+      ck_assert_int_eq(strop_model_set_compute_dtype(m[0], STROP_DTYPE_F32), STROP_OK);
+      held_step(m[0], x, N, got[0], grads);
+      ck_assert_ptr_null(c->wino);
+      ck_assert_int_eq(strop_model_set_compute_dtype(m[0], STROP_DTYPE_BF16), STROP_OK);
+    } else if (round == 7) { /* the input's gradient: the conv's backward runs, the fold stays */
+      for (int k = 0; k < 2; k++) m[k]->want_input_grad = 1;
+    }
+    size_t cnt[2];
+    for (int k = 0; k < 2; k++) {
+      strop__conv_keep_packed = !k;
+      cnt[k] = held_step(m[k], x, N, got[k], grads);
+    }
+    strop__conv_keep_packed = 1;
+    ck_assert_ptr_null(m[1]->nodes[0].wino);
+    ck_assert_uint_eq(cnt[0], cnt[1]);
+    ck_assert_msg(!memcmp(got[0], got[1], sizeof(float) * cnt[0]),
+                  "round %d: the kept packed weight gives other bits", round);
+    if (!dot) {
+      ck_assert_ptr_null(c->wino);
+      continue;
+    }
+    ck_assert_ptr_nonnull(c->wino);
+    /* the fold's values given back but in round 7, where the backward reads them */
+    if (round < 7) ck_assert_uint_lt(strop__node_fold_bytes(c) - c->wino_bytes, wbytes);
+    else ck_assert_uint_gt(strop__node_fold_bytes(c) - c->wino_bytes, wbytes);
+    /* a second step reuses it, with the same bits */
+    const void *kept = c->wino;
+    ck_assert_uint_eq(held_step(m[0], x, N, got[1], grads), cnt[0]);
+    ck_assert_ptr_eq(c->wino, kept);
+    ck_assert(!memcmp(got[0], got[1], sizeof(float) * cnt[0]));
+  }
+  strop_tensor_free(t);
+  /* unfrozen: the weight trains, nothing is kept */
+  ck_assert_int_eq(strop_model_unfreeze(m[0], "c.*"), STROP_OK);
+  held_step(m[0], x, N, got[0], grads);
+  ck_assert_ptr_null(c->wino);
+  for (int k = 0; k < 2; k++) strop_model_free(m[k]);
 }
 END_TEST
 
@@ -1733,6 +1858,7 @@ static Suite *suite(void) {
   tcase_add_loop_test(tc, bn_fold_matches_unfolded, 0, N_FOLD);
   tcase_add_loop_test(tc, bn_fold_follows_changes, 0, 2);
   tcase_add_test(tc, winograd_filter_cache);
+  tcase_add_test(tc, bf16_packed_weight_cache);
   tcase_add_loop_test(tc, bn_fold_gradcheck, 0, N_FOLD);
   suite_add_tcase(s, tc);
   tc = tcase_create("gradcheck");

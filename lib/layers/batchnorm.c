@@ -211,6 +211,7 @@ typedef struct fold_cache {
   size_t wn, c;
   size_t released; /* bytes of the borrowed weight's pages handed back (drop_mapped) */
   int valid;
+  int dropped; /* the values given back (strop__layer_fold_drop): wn and c 0, released kept */
 } fold_cache;
 
 /* A weight borrowed from a mapped file (read-only, private, never written) that the training
@@ -235,7 +236,20 @@ size_t strop__node_fold_bytes(const strop__node *n) {
 
 size_t strop__node_fold_released(const strop__node *n) {
   const fold_cache *fc = n->fold;
-  return fc && fc->valid ? fc->released : 0;
+  return fc && (fc->valid || fc->dropped) ? fc->released : 0;
+}
+
+void strop__layer_fold_drop(strop__node *n) {
+  fold_cache *fc = n->fold;
+  if (!fc || !fc->wn) return;
+  fold_cache *h = strop__malloc_aligned(FOLD_HEAD);
+  if (!h) return; /* the values stay: more memory, nothing wrong */
+  *h = *fc;
+  h->wn = h->c = 0;
+  h->valid = 0;
+  h->dropped = 1;
+  strop__free_aligned(fc);
+  n->fold = h;
 }
 
 strop_status strop__layer_fold_norm(strop__node *n, const strop__param *w, const strop__param *b,

@@ -292,15 +292,21 @@ static int conv_fuse(strop__node *n, strop__node *const *next, int n_next, int s
   return k;
 }
 
-/* n->wino: the Winograd-transformed filters of a frozen weight, made by the first forward that
- * needs them and kept, so later forwards skip the filter transform (at batch 16 about 5% of a
- * ResNet trunk's Winograd forward). Off by default (strop__conv_keep_filters): 4x the weight's
- * memory would take the frozen trunks' peak RSS past issue 21's and issue 19's targets (see
- * docs/performance.md). The same bits as a transform per call. Keyed as the norm
- * fold is: the weights they came from (the weight, or its folded copy) and the address and
- * version of every tensor behind those (the weight, and the folded norm's); never trusted
- * while one of them has a writable view out; freed when the weight trains. */
+/* n->wino: what the forward computes from a frozen weight alone (ops/conv.h:
+ * strop__conv2d_filters), made by the first forward that needs it and kept, so later forwards
+ * skip it. Winograd's transformed filters (at batch 16 about 5% of a ResNet trunk's Winograd
+ * forward) are kept only where strop__conv_keep_filters says: 4x the weight's memory would take
+ * the frozen trunks' peak RSS past issue 21's and issue 19's targets (see
+ * docs/performance.md). The weight rounded to BF16 and packed for vdpbf16ps is half its bytes
+ * and kept by default (strop__conv_keep_packed); where the conv's backward never runs (nothing
+ * trainable upstream: a frozen trunk's) the folded bias is kept beside it and the FP32 folded
+ * copy given back (strop__layer_fold_drop), so the trunk holds half the bytes it held. The same
+ * bits as the work per call. Keyed as the norm fold is: the weights they came from (the weight,
+ * or its folded copy while it is kept), the compute dtype, and the address and version of every
+ * tensor behind those (the weight, the bias and the folded norm's); never trusted while one of
+ * them has a writable view out; freed when the weight trains. */
 int strop__conv_keep_filters = -1;
+int strop__conv_keep_packed = 1;
 
 static int keep_filters(void) {
   static int env = -1; /* -1: not read yet */
@@ -315,11 +321,13 @@ static int keep_filters(void) {
   return e;
 }
 
-enum { WC_SRC = 8 };
+enum { WC_SRC = 9 };
 typedef struct wino_cache {
-  const float *from;
+  const float *from; /* the folded copy they came from, or NULL (given back, or no fold) */
   const void *src[WC_SRC];
   int ver[WC_SRC], nsrc, valid;
+  int bf16; /* the compute dtype they were made for */
+  int bias; /* 1: the folded bias follows them (their floats rounded up to 16) */
   size_t floats;
 } wino_cache;
 #define WC_HEAD ((sizeof(wino_cache) + 63) / 64 * 64)
@@ -330,18 +338,20 @@ static void wino_drop(strop__node *n) {
   n->wino_bytes = 0;
 }
 
-/* The key of n's filters computed from wd into k; 0 when no kept copy can be trusted (a
- * writable view of a tensor behind them is out: they are made anew at each call). */
-static int wino_key(const strop__node *n, const float *wd, wino_cache *k) {
+/* The key of n's kept values computed from `from` (NULL: from the tensors behind it) into k;
+ * 0 when no kept copy can be trusted (a writable view of a tensor behind them is out: they are
+ * made anew at each call). */
+static int wino_key(const strop__node *n, const float *from, wino_cache *k) {
   const conv_cfg *c = n->cfg;
   const strop__param *ps[WC_SRC];
   int np = 0;
   ps[np++] = strop__node_p(n, W);
+  if (strop__node_p(n, B)) ps[np++] = strop__node_p(n, B);
   for (int i = 0; c->norm && i < c->norm->n_params && np < WC_SRC; i++)
     ps[np++] = strop__param_owner(&c->norm->params[i]);
-  k->from = wd;
+  k->from = from;
   k->nsrc = np;
-  int ok = !c->norm || c->norm->n_params < WC_SRC;
+  int ok = !c->norm || c->norm->n_params < WC_SRC - 1;
   for (int i = 0; i < np; i++) {
     k->src[i] = ps[i]->data ? (const void *)ps[i]->data : (const void *)ps[i]->idata;
     k->ver[i] = ps[i]->version;
@@ -350,42 +360,65 @@ static int wino_key(const strop__node *n, const float *wd, wino_cache *k) {
   return ok;
 }
 
-/* *u: the kept filters of wd for d (made now if the key changed), or NULL when the weight
- * trains or d does not run Winograd. */
-static strop_status conv_filters(strop__node *n, const strop__conv2d_dims *d, const float *wd,
-                                 const float **u) {
+/* The weight *wd, bias *bd and (NULL, or) what the forward of d takes made from the weight
+ * alone, *u: kept in n->wino (made now if the key changed) where the weight is frozen and the
+ * policy above keeps it; then, where the fold was given back, *bd is the kept folded bias and
+ * *wd the unfolded weight, which a forward given *u does not read. */
+static strop_status conv_prepared(strop__node *n, const strop__conv2d_dims *d, const float **wd,
+                                  const float **bd, const float **u) {
+  const conv_cfg *c = n->cfg;
   const strop__param *w = strop__node_p(n, W);
   const size_t fl = strop__conv2d_filters_floats(d);
+  const int keep = !w->trainable && fl && (d->bf16 ? strop__conv_keep_packed : keep_filters());
+  strop_status st;
   *u = NULL;
-  if (w->trainable || !keep_filters()) wino_drop(n);
-  if (w->trainable || !fl || !keep_filters()) return STROP_OK;
+  if (!keep) {
+    wino_drop(n);
+    return conv_weights(n, wd, bd);
+  }
+  /* the folded copy is given back: only the packed weight and the bias are read */
+  const int alone = d->bf16 && c->norm && !n->needs_backward;
+  if (!alone && (st = conv_weights(n, wd, bd))) return st;
   wino_cache k;
   memset(&k, 0, sizeof k);
-  const int trusted = wino_key(n, wd, &k);
+  const int trusted = wino_key(n, alone ? NULL : *wd, &k);
+  k.bf16 = d->bf16;
+  k.bias = alone;
   wino_cache *wc = n->wino;
+  const size_t held = fl + (alone ? ((size_t)c->out_channels + 15) / 16 * 16 : 0);
   float *uf = wc ? (float *)((char *)wc + WC_HEAD) : NULL;
   if (trusted && wc && wc->valid && wc->floats == fl && wc->from == k.from &&
-      wc->nsrc == k.nsrc && !memcmp(wc->src, k.src, sizeof k.src) &&
-      !memcmp(wc->ver, k.ver, sizeof k.ver)) {
+      wc->bf16 == k.bf16 && wc->bias == k.bias && wc->nsrc == k.nsrc &&
+      !memcmp(wc->src, k.src, sizeof k.src) && !memcmp(wc->ver, k.ver, sizeof k.ver)) {
     *u = uf;
+    if (alone) {
+      *wd = w->data;
+      *bd = uf + fl;
+    }
     return STROP_OK;
   }
-  if (!wc || wc->floats != fl) {
+  if (alone && (st = conv_weights(n, wd, bd))) return st;
+  if (!wc || wc->floats != fl || wc->bias != alone) {
     wino_drop(n);
-    const size_t bytes = WC_HEAD + fl * sizeof(float);
+    const size_t bytes = WC_HEAD + held * sizeof(float);
     if (!(wc = strop__malloc_aligned(bytes)))
-      return strop__err(STROP_E_NOMEM,
-                        "layer '%s' (conv2d): out of memory for %zu bytes of transformed filters",
-                        n->name, bytes);
+      return strop__err(STROP_E_NOMEM, "layer '%s' (conv2d): out of memory for %zu bytes of %s",
+                        n->name, bytes, d->bf16 ? "its packed weight" : "transformed filters");
     n->wino = wc;
     n->wino_bytes = bytes;
     uf = (float *)((char *)wc + WC_HEAD);
   }
-  strop__conv2d_filters(d, wd, uf);
+  strop__conv2d_filters(d, *wd, uf);
   *wc = k;
   wc->floats = fl;
   wc->valid = 1;
   *u = uf;
+  if (alone) {
+    memcpy(uf + fl, *bd, sizeof(float) * (size_t)c->out_channels);
+    *bd = uf + fl;
+    *wd = w->data;
+    strop__layer_fold_drop(n);
+  }
   return STROP_OK;
 }
 
@@ -426,7 +459,7 @@ static strop_status conv_forward(strop__node *n, const strop__exec *x, const str
   /* the columns are scratch: given back to the arena once the output is computed, so a
    * forward does not hold every conv's lowering until the step ends */
   const float *wd, *bd, *u;
-  if ((st = conv_weights(n, &wd, &bd)) || (st = conv_filters(n, &d, wd, &u))) return st;
+  if ((st = conv_prepared(n, &d, &wd, &bd, &u))) return st;
   strop__arena_mark mk = strop__arena_get_mark(x->arena);
   float *scratch = conv_scratch(n, x, &d, u ? 2 : 0, &st);
   if (st) return st;

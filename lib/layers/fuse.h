@@ -22,6 +22,12 @@ int strop__layer_norm_foldable(const strop__node *n, int64_t channels);
  * *wf and *bf are n->fold's until the next call; STROP_E_NOMEM naming n. */
 strop_status strop__layer_fold_norm(strop__node *n, const strop__param *w, const strop__param *b,
                                     const strop__node *norm, const float **wf, const float **bf);
+/* Gives back the values of n's fold (strop__layer_fold_norm) when what n computes with was made
+ * from them and is kept elsewhere (a frozen conv's packed weight and folded bias): the next
+ * fold computes them again. The record of the borrowed weight's pages handed back
+ * (strop__node_fold_released) stays. Nothing is given back when there is no fold or the
+ * smaller record cannot be allocated. */
+void strop__layer_fold_drop(strop__node *n);
 
 /* 1 when node n is an rmsnorm: then its row width (the product of normalized_shape) goes into
  * *d, its eps into *eps and its weight (NULL without elementwise_affine) into *w. */

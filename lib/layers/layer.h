@@ -266,7 +266,8 @@ struct strop__node {
   /* a frozen norm folded into this node's weights at run time (fuse.h): the folded values and
    * what they were computed from, owned (strop__free_aligned), or NULL */
   void *fold;
-  /* a frozen conv's Winograd-transformed filters, kept across calls (layers/conv.c): owned
+  /* what a frozen conv's forward computes from its weight alone, kept across calls
+   * (layers/conv.c): its Winograd-transformed filters or its weight packed for vdpbf16ps; owned
    * (strop__free_aligned, wino_bytes of them), or NULL */
   void *wino;
   size_t wino_bytes;
@@ -398,8 +399,17 @@ void strop__node_clear_params(strop__node *n);
  * default) follows STROP_WINOGRAD_CACHE in the environment, read once ("1": keep them; anything
  * else or unset: transform per call); 0 never; 1 always (tests, benches). */
 extern int strop__conv_keep_filters;
+/* Whether a frozen conv whose forward runs on vdpbf16ps (the BF16 compute dtype) keeps its
+ * weight rounded and packed in n->wino between calls (half the weight's bytes): 1 (the
+ * default) keeps it and, where the conv's backward never runs, gives its folded FP32 copy back
+ * (strop__layer_fold_drop), so a frozen trunk holds less than without it; 0 packs per call
+ * (tests, bench_big's CONV_HELD=ab). The same bits either way. */
+extern int strop__conv_keep_packed;
+/* Tests and benches: 1 (the default) has a residual sum (add) whose sole reader is a relu
+ * compute the relu in the same pass (layers/merge.c), 0 runs the two apart: the same bits. */
+extern int strop__add_fuse_relu;
 /* The bytes n->fold holds (a frozen norm folded into n's weights, fuse.h) and n->wino (a frozen
- * conv's transformed filters): allocated by the first forward that folds or transforms (or a
+ * conv's transformed filters or packed weight): allocated by the first forward that folds or transforms (or a
  * step's planning), kept until n's parameters go (n->wino: until the weight trains). */
 size_t strop__node_fold_bytes(const strop__node *n);
 /* The bytes of a borrowed (memory-mapped) weight the fold stands in for, whose pages a

@@ -5,6 +5,7 @@
 
 #include "layers/fuse.h"
 #include "layers/layer.h"
+#include "ops/dense.h"
 #include "ops/layernorm.h"
 
 typedef struct add_cfg {
@@ -12,6 +13,7 @@ typedef struct add_cfg {
   /* run time, from add_fuse: the rmsnorm after this add that it computes in the same pass
    * over each row, or NULL */
   const strop__node *norm;
+  int relu; /* run time, from add_fuse: 1 when it computes the relu after it too */
 } add_cfg;
 
 typedef struct concat_cfg {
@@ -49,6 +51,8 @@ typedef struct add_job {
   float *y;          /* forward */
   const float *dout; /* backward */
   float *const *din;
+  int relu;           /* forward: relu(sum) into y */
+  const float *yrelu; /* backward: the fused relu's output, or NULL */
 } add_job;
 
 /* Elements per thread below which a split does not pay for waking a worker. */
@@ -59,11 +63,19 @@ static void add_fwd_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
   const add_job *j = ctx;
   const float *a = j->in[0].data, *b = j->in[1].data;
   float *y = j->y;
+  if (j->relu && j->n_in == 2) { /* the sum and strop__relu_forward's select in one pass */
+    for (int64_t k = lo; k < hi; k++) {
+      const float s = a[k] + b[k];
+      y[k] = s < 0.0f ? 0.0f : s;
+    }
+    return;
+  }
   for (int64_t k = lo; k < hi; k++) y[k] = a[k] + b[k];
   for (int i = 2; i < j->n_in; i++) {
     const float *c = j->in[i].data;
     for (int64_t k = lo; k < hi; k++) y[k] += c[k];
   }
+  if (j->relu) strop__relu_forward(y + lo, y + lo, (size_t)(hi - lo));
 }
 
 static void add_bwd_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
@@ -72,22 +84,40 @@ static void add_bwd_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
   for (int i = 0; i < j->n_in; i++) {
     float *dx = j->din[i];
     if (!dx) continue;
-    for (int64_t k = lo; k < hi; k++) dx[k] += j->dout[k];
+    const float *yr = j->yrelu;
+    if (yr) /* the relu's gradient (strop__relu_backward_assign's select) added in */
+      for (int64_t k = lo; k < hi; k++) {
+        const float g = j->dout[k];
+        dx[k] += yr[k] <= 0.0f ? 0.0f : g;
+      }
+    else
+      for (int64_t k = lo; k < hi; k++) dx[k] += j->dout[k];
   }
 }
 
-/* A residual sum read by an rmsnorm and by others after it (a Llama block's: the norm, and
- * the next residual sum): the sum is stored for the others anyway (shared), so the add writes
- * it and normalises each row while it is in cache, and in the backward adds the norm's input
- * gradient to the sum's and hands it to the inputs in one pass (ops/layernorm.h), with the
- * bits of the two apart. Offered in eval mode and with a training norm weight too
- * (STROP__LAYER_FUSE_EXACT). */
+/* A residual sum whose only reader is a relu (a ResNet block's end) computes the relu in the
+ * same pass: the sum is never stored and read again, the bits are the two layers' apart (the
+ * relu's select on the same float sum; backward, strop__relu_backward_assign's select added to
+ * each input's gradient). A residual sum read by an rmsnorm and by others after it (a Llama
+ * block's: the norm, and the next residual sum): the sum is stored for the others anyway
+ * (shared), so the add writes it and normalises each row while it is in cache, and in the
+ * backward adds the norm's input gradient to the sum's and hands it to the inputs in one pass
+ * (ops/layernorm.h), with the bits of the two apart. Offered in eval mode and with a training
+ * norm weight too (STROP__LAYER_FUSE_EXACT). */
+int strop__add_fuse_relu = 1;
+
 static int add_fuse(strop__node *n, strop__node *const *next, int n_next, int shared) {
   add_cfg *c = n->cfg;
   int64_t d;
   float eps;
   strop__param *w;
   c->norm = NULL;
+  c->relu = 0;
+  if (strop__add_fuse_relu && n_next >= 1 && !shared && n->n_in >= 2 &&
+      (next[0]->vt->flags & STROP__LAYER_EPILOGUE_RELU)) {
+    c->relu = 1;
+    return 1;
+  }
   if (n_next < 1 || !shared || !strop__layer_rmsnorm_rows(next[0], &d, &eps, &w)) return 0;
   c->norm = next[0];
   return 1;
@@ -147,7 +177,8 @@ static strop_status add_forward(strop__node *n, const strop__exec *x, const stro
     memcpy(out->data, in[0].data, cnt * sizeof(float));
     return STROP_OK;
   }
-  add_job j = {.in = in, .n_in = n->n_in, .y = out->data};
+  const int relu = n->fused > 0 && ((const add_cfg *)n->cfg)->relu;
+  add_job j = {.in = in, .n_in = n->n_in, .y = out->data, .relu = relu};
   strop__par_for((int64_t)cnt, ADD_GRAIN, add_fwd_range, &j);
   return STROP_OK;
 }
@@ -157,7 +188,9 @@ static strop_status add_backward(strop__node *n, const strop__exec *x, const str
   (void)out;
   if (n->fused > 0 && ((const add_cfg *)n->cfg)->norm) return add_norm_backward(n, x, dout, din);
   size_t cnt = (size_t)in[0].n * strop__shape_numel(&in[0].shape);
-  add_job j = {.in = in, .n_in = n->n_in, .dout = dout, .din = din};
+  const int relu = n->fused > 0 && ((const add_cfg *)n->cfg)->relu;
+  add_job j = {
+      .in = in, .n_in = n->n_in, .dout = dout, .din = din, .yrelu = relu ? out->data : NULL};
   strop__par_for((int64_t)cnt, ADD_GRAIN, add_bwd_range, &j);
   return STROP_OK;
 }

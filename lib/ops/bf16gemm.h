@@ -55,6 +55,7 @@ void strop__bf16_pack_a(int ta, int64_t m, int64_t k, const float *a, int64_t ld
 typedef struct strop__bf16_c_layout {
   int64_t period, stride;
   const float *add;
+  int relu; /* 1: what is stored is max(0, ·) of it (strop__relu_forward's select) */
 } strop__bf16_c_layout;
 /* strop__bf16_gemm_f32 (tb 0) with A already packed (strop__bf16_pack_a), and B [k, n] (ldb)
  * or, when pack is non-NULL, never stored: its panels come from pack as the product needs them

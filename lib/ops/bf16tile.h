@@ -15,11 +15,11 @@
  * dropped), B packed as kp groups of 32 pairs (p[q * 32 + j]); C row-major with ldc, its
  * columns j < split at c + j, the others at c2 + j - split (a tile across two images' outputs;
  * split >= nr: all at c). FP32 sums in k order for every element, then times alpha (skipped
- * when 1: the same bits), then add[r], then C added. */
+ * when 1: the same bits), then add[r], then C added, then (relu 1) max(0, ·). */
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) static inline void
 strop__bf16_tile_8x32_ex(const uint32_t *a, int64_t rs, int64_t qs, int64_t kp, const uint32_t *p,
                          int64_t mr, int64_t nr, float alpha, float beta, const float *add,
-                         float *c, int64_t split, float *c2, int64_t ldc) {
+                         int relu, float *c, int64_t split, float *c2, int64_t ldc) {
   const uint32_t *ar[8];
   for (int r = 0; r < 8; r++) ar[r] = a + (r < mr ? r : mr - 1) * rs;
   __m512 acc[8][2];
@@ -64,6 +64,10 @@ strop__bf16_tile_8x32_ex(const uint32_t *a, int64_t rs, int64_t qs, int64_t kp, 
       v0 = _mm512_add_ps(c0, v0);
       v1 = _mm512_add_ps(c1, v1);
     }
+    if (relu) { /* max(0, v): 0 > v ? 0 : v, strop__relu_forward's select (NaN and -0 kept) */
+      v0 = _mm512_max_ps(_mm512_setzero_ps(), v0);
+      v1 = _mm512_max_ps(_mm512_setzero_ps(), v1);
+    }
     _mm512_mask_storeu_ps(cr, s0, v0);
     if (s1) _mm512_mask_storeu_ps(cr + 16, s1, v1);
     if (t0) _mm512_mask_storeu_ps(dr, t0, v0);
@@ -71,11 +75,11 @@ strop__bf16_tile_8x32_ex(const uint32_t *a, int64_t rs, int64_t qs, int64_t kp, 
   }
 }
 
-/* strop__bf16_tile_8x32_ex with every column at c and nothing added before C */
+/* strop__bf16_tile_8x32_ex with every column at c, nothing added before C and no relu */
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) static inline void strop__bf16_tile_8x32(
     const uint32_t *a, int64_t rs, int64_t qs, int64_t kp, const uint32_t *p, int64_t mr,
     int64_t nr, float alpha, float beta, float *c, int64_t ldc) {
-  strop__bf16_tile_8x32_ex(a, rs, qs, kp, p, mr, nr, alpha, beta, NULL, c, 32, c, ldc);
+  strop__bf16_tile_8x32_ex(a, rs, qs, kp, p, mr, nr, alpha, beta, NULL, 0, c, 32, c, ldc);
 }
 
 /* 16 FP32 values (their bits) rounded to BF16 in the low half of each lane: strop__bf16_rne_bits

@@ -291,10 +291,18 @@ static int64_t bf16_work(const strop__conv2d_dims *d, int chunks, int backward) 
 
 /* vdpbf16ps, the forward's weight before the chunks: packed once (strop__bf16_pack_a), or
  * transposed [K, c_out] for each block's product to pack (strop__conv_bf16_direct 0) */
+static int64_t bf16_a_len(const strop__conv2d_dims *d) {
+  return r16((int64_t)((strop__bf16_pack_a_bytes(d->c_out, kdim(d)) + 3) / 4));
+}
 static int64_t bf16_w_len(const strop__conv2d_dims *d) {
-  const int64_t t = r16(kdim(d) * d->c_out);
-  const int64_t a = r16((int64_t)((strop__bf16_pack_a_bytes(d->c_out, kdim(d)) + 3) / 4));
+  const int64_t t = r16(kdim(d) * d->c_out), a = bf16_a_len(d);
   return a > t ? a : t;
+}
+
+/* d's forward can take its weight already packed for vdpbf16ps (strop__conv2d_filters): the
+ * packing is the same whatever the images, so a frozen weight's can be made once */
+static int held_packed(const strop__conv2d_dims *d) {
+  return bf16_mode(d) == 1 && strop__conv_bf16_direct;
 }
 
 /* d's vdpbf16ps forward packs its columns straight from the images (pack_cols) for blocks of up
@@ -350,10 +358,13 @@ size_t strop__conv2d_scratch_floats(const strop__conv2d_dims *d, int backward, i
   if (chunks < 1) chunks = 1;
   if (depthwise(d, ep)) return 16; /* the direct kernel needs none */
   const int bm = bf16_mode(d);
-  if (bm == 1) { /* forward: the weight (bf16_w_len) first; backward: the ones row and W^T */
+  if (bm == 1) { /* forward: the weight (bf16_w_len, unless given packed) first; backward: the
+                  ones row and W^T */
     const int64_t bw = backward == 1;
-    return (size_t)((bw ? ones_len(d) + bf16_wt_len(d) : bf16_w_len(d)) +
-                    chunks * bf16_chunk_len(d, (int)bw, chunks, ep));
+    const int64_t wl = bw                                ? ones_len(d) + bf16_wt_len(d)
+                       : backward == 2 && held_packed(d) ? 0
+                                                         : bf16_w_len(d);
+    return (size_t)(wl + chunks * bf16_chunk_len(d, (int)bw, chunks, ep));
   }
   if (bm == 2) {
     const int64_t bw = backward == 1;
@@ -664,6 +675,7 @@ static const float *bwd_epilogue(const conv_job *j, int64_t n, float *buf);
  * im2col writes FP32 columns, the weight is transposed and packed per block, the products go
  * through a buffer. The same bits (tests, bench_big's CONV_PACK=ab, bench_bf16conv). */
 int strop__conv_bf16_direct = 1;
+int strop__conv_tile_relu = 1;
 
 /* dst [cols, rows] (rows ldd apart) = src [rows, cols] (ld lds) transposed: 16 x 16 blocks
  * through registers where AVX-512 runs (the only place the vdpbf16ps path runs) */
@@ -940,12 +952,14 @@ static void bf16_fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   void *work = cbuf + (fwd_cbuf_needed(d, nbm, j->ep) ? r16(CO * nbm * P) : 0);
   const int pw = is_pointwise(d);
   const int direct = j->ap && !fwd_cols_needed(d, nbm);
+  /* a relu alone (no pool) in the tiles' stores where the product writes y itself */
+  const int tile_relu = strop__conv_tile_relu && j->ep && j->ep->relu && !j->ep->pool;
   for (int64_t n0 = lo; n0 < hi; n0 += nbm) {
     const int64_t nb = hi - n0 < nbm ? hi - n0 : nbm, L = nb * P;
     /* the product straight into y (or a lone image's raw output) with the bias, when its
      * tiles cross one image's edge at most */
     float *to = !j->ap || (nb > 1 && (raw || P < 32)) ? NULL : raw ? raw : j->y + n0 * CO * P;
-    const strop__bf16_c_layout lay = {P, CO * P, j->b};
+    const strop__bf16_c_layout lay = {P, CO * P, j->b, tile_relu};
     float *c = to ? to : nb > 1 ? cbuf : raw ? raw : j->y + n0 * CO * P;
     const strop__bf16_c_layout *cl = to ? &lay : NULL;
     const int64_t ldc = to ? P : L;
@@ -970,7 +984,7 @@ static void bf16_fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
     for (int64_t s = 0; s < nb; s++) {
       float *yn = raw ? raw : j->y + (n0 + s) * CO * P;
       if (to) {
-        fwd_epilogue(j, n0 + s, yn);
+        if (!tile_relu) fwd_epilogue(j, n0 + s, yn);
         continue;
       }
       for (int64_t o = 0; o < CO; o++) {
@@ -1024,7 +1038,7 @@ static void bf16_bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
     if (j->dx && j->ap && pw && (nb == 1 || P >= 32)) {
       /* pointwise, the weight packed once: the product writes (or adds into) the image
        * gradients themselves */
-      const strop__bf16_c_layout lay = {P, CI * HW, NULL};
+      const strop__bf16_c_layout lay = {P, CI * HW, NULL, 0};
       strop__bf16_gemm_f32_packed(K, L, CO, j->ap, g, L, NULL, NULL, j->assign ? 0.0f : 1.0f,
                                   j->dx + n0 * CI * HW, P, &lay, work);
     } else if (j->dx) {
@@ -1216,11 +1230,16 @@ static int64_t dw_grain(const strop__conv2d_dims *d) {
 }
 
 size_t strop__conv2d_filters_floats(const strop__conv2d_dims *d) {
+  if (held_packed(d)) return (size_t)bf16_a_len(d);
   const int m = wino_m(d);
   return m ? (size_t)wino_u_len(d, m) : 0;
 }
 
 void strop__conv2d_filters(const strop__conv2d_dims *d, const float *w, float *u) {
+  if (held_packed(d)) { /* the same packing as the forward's per call */
+    strop__bf16_pack_a(0, d->c_out, kdim(d), w, kdim(d), (uint32_t *)(void *)u);
+    return;
+  }
   conv_job j = {.d = d, .w = w, .u = u, .m = wino_m(d)};
   if (j.m) strop__par_for(d->c_out, 8, wino_filter_range, &j);
 }
@@ -1252,14 +1271,17 @@ void strop__conv2d_forward_filtered(const strop__conv2d_dims *d, const float *x,
                 .pd = image_pool(d, ep)};
   const int bm = bf16_mode(d);
   if (bm == 1) {
-    if (strop__conv_bf16_direct) { /* the weight rounded and packed once for every block */
+    j.chunk0 = scratch + bf16_w_len(d);
+    if (u && held_packed(d)) { /* the weight packed by the caller (strop__conv2d_filters) */
+      j.ap = (const uint32_t *)(const void *)u;
+      j.chunk0 = scratch;
+    } else if (strop__conv_bf16_direct) { /* the weight rounded and packed once for every block */
       strop__bf16_pack_a(0, d->c_out, K, w, K, (uint32_t *)(void *)scratch);
       j.ap = (const uint32_t *)(const void *)scratch;
     } else { /* the weight transposed, [K, c_out], which the product packs per block */
       transpose(w, d->c_out, K, K, scratch, d->c_out);
       j.waug = scratch;
     }
-    j.chunk0 = scratch + bf16_w_len(d);
     j.per = bf16_chunk_len(d, 0, chunks, ep);
     strop__par_run(chunks, d->n, bf16_fwd_chunk, &j);
     return;

@@ -55,6 +55,11 @@ extern int strop__conv_batch;
  * the weight packed per block, products through a buffer): the same bits. */
 extern int strop__conv_bf16_direct;
 
+/* Tests and benches: 1 (the default) has the vdpbf16ps forward that writes y itself apply a
+ * fused relu (without a pool) in its tiles' stores, 0 in a pass over each image after: the
+ * same bits. */
+extern int strop__conv_tile_relu;
+
 /* Tests and benches: 1 (the default) runs the FP32 lowered backward of the convs with more
  * output channels than output positions a block of images per product, the products split
  * across threads instead of the images (ops/conv.c: bwd_block); 0 an image per product, each
@@ -90,11 +95,13 @@ void strop__conv2d_forward(const strop__conv2d_dims *d, const float *x, const fl
                            const float *b, float *y, float *scratch, int chunks,
                            const strop__conv2d_epilogue *ep);
 
-/* Floats of the transformed filters a Winograd forward of d computes from the weight at each
- * call (0: d does not run Winograd). They depend on the weight, c_in, c_out and the tile
- * (strop__conv_winograd) only, not on the batch or the image size: a caller whose weight does
- * not change (a frozen trunk) computes them once with strop__conv2d_filters, the same bits as
- * the forward's own, and hands them to strop__conv2d_forward_filtered. */
+/* Floats of what a forward of d computes from the weight alone at each call: the transformed
+ * filters of a Winograd forward, or the weight rounded to BF16 and packed for vdpbf16ps
+ * (d->bf16 where the products run it, strop__conv_bf16_direct); 0: neither. They depend on the
+ * weight, c_in, c_out, the kernel, the compute dtype and the tile (strop__conv_winograd) only,
+ * not on the batch or the image size: a caller whose weight does not change (a frozen trunk)
+ * computes them once with strop__conv2d_filters, the same bits as the forward's own, and hands
+ * them to strop__conv2d_forward_filtered (a BF16 forward given them does not read w). */
 size_t strop__conv2d_filters_floats(const strop__conv2d_dims *d);
 void strop__conv2d_filters(const strop__conv2d_dims *d, const float *w, float *u);
 

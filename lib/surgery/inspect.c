@@ -84,6 +84,9 @@ typedef struct step_figures {
   size_t gemm;
   size_t fold; /* frozen batch norms folded into the frozen weights before them (conv): the
                   folded copies, made by the step's first forward and kept with the model */
+  /* the mapped weights' pages handed back beyond the bytes of what stands in for them (a
+   * frozen conv's weight kept packed in BF16 instead of its folded copy): out of the peak */
+  size_t unmapped;
   /* the BF16 copies of FP32 weights a model computing in BF16 multiplies with
    * (strop_model_set_compute_dtype), made by the first forward and kept */
   size_t shadow;
@@ -91,7 +94,8 @@ typedef struct step_figures {
 } step_figures;
 
 static size_t figures_peak(const step_figures *f) {
-  return f->weights + f->fold + f->shadow + f->grads + f->optim + f->act;
+  const size_t sum = f->weights + f->fold + f->shadow + f->grads + f->optim + f->act;
+  return sum > f->unmapped ? sum - f->unmapped : 0;
 }
 
 /* Step memory grows with the batch as a + b n (activations, saved tensors and gradients are per
@@ -120,12 +124,13 @@ static strop_status plan_figures(const char *fn, strop_model *m, int64_t batch,
   malloc_trim(0);
 #endif
   /* the probe's forward made the folded copies a training step computes with; they stay */
-  f->fold = 0;
+  f->fold = f->unmapped = 0;
   for (int i = 0; i < m->n_nodes; i++) {
     /* less a mapped weight's pages the copy stands in for (dropped from RSS at each step) */
     const size_t fb = strop__node_fold_bytes(&m->nodes[i]);
     const size_t rel = strop__node_fold_released(&m->nodes[i]);
     f->fold += fb > rel ? fb - rel : 0;
+    f->unmapped += rel > fb ? rel - fb : 0;
   }
   f->shadow = 0;
   for (int i = 0; i < m->n_params; i++) f->shadow += strop__lowp_bytes(&m->params[i]->shadow);
@@ -223,7 +228,8 @@ strop_status strop_model_memory_estimate(const strop_model *model, int64_t batch
     strop__shape shape = model->in_shape;
     if ((s = plan_figures(fn, (strop_model *)model, batch, &shape, optimizer_slots, &f)))
       return s;
-    act = figures_peak(&f) - f.weights - f.grads - f.optim;
+    const size_t peak = figures_peak(&f), held = f.weights + f.grads + f.optim;
+    act = peak > held ? peak - held : 0;
   }
   if (weights) *weights = w;
   if (grads) *grads = g;
