@@ -392,8 +392,9 @@ static size_t planned_step(strop_model *m, const float *x, int64_t n, const floa
 
 /* The step's activations and gradients planned from their lifetimes in one region (greedy by
  * size) instead of taken from the free list: the same output and gradients to the bit, every
- * node's output where the plan put it, and a lower peak than the free list's, whose holes the
- * backward's early full-size gradients did not fit (a conv-bn-relu-residual stack). */
+ * node's output and every conv's scratch where the plan put it, and a lower peak than the free
+ * list's, whose holes the backward's early full-size gradients did not fit (a
+ * conv-bn-relu-residual stack). */
 START_TEST(planned_step_memory) {
   static const strop_test_node nodes[] = {
       {"c1", "conv2d", "out_channels=8 kernel_size=3 padding=1 bias=false", "input"},
@@ -430,6 +431,19 @@ START_TEST(planned_step_memory) {
   for (int i = 0; i < m->n_nodes; i++)
     if (m->acts[i].data && m->nodes[i].fused == 0)
       ck_assert_ptr_eq((unsigned char *)m->acts[i].data, m->plan_base + m->plan_off[i]);
+  /* and the convs' scratch of the forward and of the backward (vtable scratch) in it too,
+   * where the tensors dead at that moment were, rather than above the region */
+  const int nn = m->n_nodes;
+  for (int i = 0; i < nn; i++) {
+    if (strcmp(m->nodes[i].vt->type, "conv2d")) continue;
+    for (int b = 0; b < 2; b++) {
+      const size_t q = (size_t)(3 + b) * (size_t)nn + (size_t)i;
+      ck_assert_msg(m->plan_off[q] != SIZE_MAX, "%s: scratch %d not planned", m->nodes[i].name,
+                    b);
+      ck_assert_uint_gt(m->plan_scratch[b * nn + i], 0);
+      ck_assert_uint_le(m->plan_off[q] + m->plan_scratch[b * nn + i], m->plan_bytes);
+    }
+  }
   ck_assert_int_eq(strop__model_backward(m, dout), STROP_OK);
   strop__model_step_end(m);
   strop_model_free(m);
