@@ -179,6 +179,9 @@ strop_status strop__model_backward_rows(strop_model *m, const strop__row_loss *l
  * from the free list (0); -1 (the default): STROP_MEMORY_PLAN in the environment ("0": the free
  * list), else planned. For tests that compare the two. */
 extern int strop__memory_plan;
+/* Tests and benches: 1 (the default) plans the layers' scratch with the planned step (vtable
+ * `scratch`); 0 leaves it to the arena, above the planned region, as before. */
+extern int strop__plan_scratch;
 
 /* Groups the nodes into the blocks that pattern names ("auto" or a glob over dotted name
  * prefixes; see strop_model_set_checkpointing): first[i] = the first node of the run of

@@ -977,13 +977,15 @@ static int memory_plan_on(void) {
  * of it was lost, and neighbours never merged (the backward's large early gradients then grew
  * the arena past everything the forward held). Steps with checkpointed blocks, whose recompute
  * gives memory back in regions, stay on the free list. */
+int strop__plan_scratch = 1;
+
 /* The scratch node i's forward (backward 0) or backward (1) asks for (vtable `scratch`), for
  * the step's shapes at batch n; 0 when it plans none. */
 static size_t node_scratch(const strop_model *m, int i, const strop__exec *x, int64_t n,
                            int backward) {
   const strop__node *nd = &m->nodes[i];
   strop__shape in[16];
-  if (!nd->vt->scratch || nd->n_in > 16) return 0;
+  if (!strop__plan_scratch || !nd->vt->scratch || nd->n_in > 16) return 0;
   for (int j = 0; j < nd->n_in; j++) in[j] = nd->in[j] < 0 ? m->run_in : m->run_shapes[nd->in[j]];
   return nd->vt->scratch(nd, x, in, n, backward);
 }
