@@ -179,9 +179,13 @@ strop_status strop__model_backward_rows(strop_model *m, const strop__row_loss *l
  * from the free list (0); -1 (the default): STROP_MEMORY_PLAN in the environment ("0": the free
  * list), else planned. For tests that compare the two. */
 extern int strop__memory_plan;
-/* Tests and benches: 1 (the default) plans the layers' scratch with the planned step (vtable
- * `scratch`); 0 leaves it to the arena, above the planned region, as before. */
+/* Tests and benches: 1 (the default) plans the layers' scratch of at least
+ * strop__plan_scratch_min bytes with the planned step (vtable `scratch`); 0 leaves all of it to
+ * the arena, above the planned region, as before. */
 extern int strop__plan_scratch;
+/* The least scratch planned (bytes); smaller scratch stays on the arena's top, the same warm
+ * memory for every call. Tests set 0. */
+extern size_t strop__plan_scratch_min;
 
 /* Groups the nodes into the blocks that pattern names ("auto" or a glob over dotted name
  * prefixes; see strop_model_set_checkpointing): first[i] = the first node of the run of

@@ -978,6 +978,7 @@ static int memory_plan_on(void) {
  * the arena past everything the forward held). Steps with checkpointed blocks, whose recompute
  * gives memory back in regions, stay on the free list. */
 int strop__plan_scratch = 1;
+size_t strop__plan_scratch_min = (size_t)1 << 20;
 
 /* The scratch node i's forward (backward 0) or backward (1) asks for (vtable `scratch`), for
  * the step's shapes at batch n; 0 when it plans none. */
@@ -987,7 +988,8 @@ static size_t node_scratch(const strop_model *m, int i, const strop__exec *x, in
   strop__shape in[16];
   if (!strop__plan_scratch || !nd->vt->scratch || nd->n_in > 16) return 0;
   for (int j = 0; j < nd->n_in; j++) in[j] = nd->in[j] < 0 ? m->run_in : m->run_shapes[nd->in[j]];
-  return nd->vt->scratch(nd, x, in, n, backward);
+  const size_t b = nd->vt->scratch(nd, x, in, n, backward);
+  return b >= strop__plan_scratch_min ? b : 0;
 }
 
 /* x's planned scratch for node i's forward (backward 0) or backward (1), if any. */
