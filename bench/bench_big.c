@@ -35,7 +35,9 @@
  * WINO_ROWS=ab the large Winograd transforms held whole and a row / block at a time
  * (strop__conv_wino_rows, the same bits; WINO_ROWS=0: whole only); PLAN_SCRATCH=ab the convs'
  * scratch above the planned region and planned in it (strop__plan_scratch; PLAN_SCRATCH=0:
- * above it, as before; with WINO_ROWS=0 the old step's memory). WEIGHTS_OUT=file saves the
+ * above it, as before); FUSION=ab every layer run by itself (the model's no_fusion) and the
+ * layers' fusions (a relu with the max-pool after it, a conv's epilogues); FUSION=0: none (with
+ * WINO_ROWS=0 PLAN_SCRATCH=0, the step's memory before branch rnmem). WEIGHTS_OUT=file saves the
  * weights after the steps (safetensors), to compare two runs bit for bit. Frozen
  * and LoRA
  * rows load with STROP_LOAD_FROZEN | STROP_LOAD_MMAP: the frozen base is read straight from
@@ -103,7 +105,8 @@ enum {
   AB_CONV_BWD,
   AB_HELD,
   AB_WINO_ROWS,
-  AB_PLAN_SCRATCH
+  AB_PLAN_SCRATCH,
+  AB_FUSION
 };
 
 static void ab_set(strop_model *m, int what, int d) {
@@ -117,6 +120,7 @@ static void ab_set(strop_model *m, int what, int d) {
   else if (what == AB_HELD) strop__bf16_impl = d ? 0 : 1;
   else if (what == AB_WINO_ROWS) strop__conv_wino_rows = d;
   else if (what == AB_PLAN_SCRATCH) strop__plan_scratch = d;
+  else if (what == AB_FUSION) m->no_fusion = !d;
   else bench_must(strop_model_set_compute_dtype(m, d), "compute dtype");
 }
 
@@ -272,13 +276,14 @@ int main(int argc, char **argv) {
    * row kernels one row / several rows at a time, or convs an image per product / batched */
   const char *kab = getenv("KERNELS"), *cba = getenv("CONV_BATCH"), *cpk = getenv("CONV_PACK");
   const char *cbb = getenv("CONV_BWD"), *hab = getenv("HELD_DOT"), *wro = getenv("WINO_ROWS");
-  const char *psc = getenv("PLAN_SCRATCH");
+  const char *psc = getenv("PLAN_SCRATCH"), *fus = getenv("FUSION");
   const int ab_fused = fab && !strcmp(fab, "ab"), ab_rows = kab && !strcmp(kab, "ab");
   const int ab_conv = cba && !strcmp(cba, "ab"), ab_pack = cpk && !strcmp(cpk, "ab");
   const int ab_cbwd = cbb && !strcmp(cbb, "ab"), ab_held = hab && !strcmp(hab, "ab");
   const int ab_wrows = wro && !strcmp(wro, "ab"), ab_psc = psc && !strcmp(psc, "ab");
+  const int ab_fus = fus && !strcmp(fus, "ab");
   const int ab = ab_fused || ab_rows || ab_conv || ab_pack || ab_cbwd || ab_held || ab_wrows ||
-                 ab_psc || (cdt && !strcmp(cdt, "ab"));
+                 ab_psc || ab_fus || (cdt && !strcmp(cdt, "ab"));
   const int what = ab_fused   ? AB_FUSED
                    : ab_rows  ? AB_ROWS
                    : ab_conv  ? AB_CONV
@@ -287,12 +292,14 @@ int main(int argc, char **argv) {
                    : ab_held  ? AB_HELD
                    : ab_wrows ? AB_WINO_ROWS
                    : ab_psc   ? AB_PLAN_SCRATCH
+                   : ab_fus   ? AB_FUSION
                               : AB_DTYPE;
   if (cdt && !strcmp(cdt, "bf16"))
     bench_must(strop_model_set_compute_dtype(m, STROP_DTYPE_BF16), "compute dtype");
   if (cbb && !strcmp(cbb, "0")) strop__conv_batch_backward = 0;
   if (wro && !strcmp(wro, "0")) strop__conv_wino_rows = 0;
   if (psc && !strcmp(psc, "0")) strop__plan_scratch = 0;
+  if (fus && !strcmp(fus, "0")) m->no_fusion = 1;
   if (getenv("FUSED_ROWS")) strop__fused_loss_rows = env_int("FUSED_ROWS", 0);
   if (getenv("ROWS_TOGETHER")) strop__rows_together = (int)env_int("ROWS_TOGETHER", 1);
   size_t planned = 0, est[4] = {0, 0, 0, 0};
@@ -345,12 +352,12 @@ int main(int argc, char **argv) {
         if (dc < bc[d]) bc[d] = dc;
         if (r < 64) rc[r][d] = dc;
       }
-    static const char *const names[9][3] = {
-        {"f32", "bf16", "compute_dtype"},    {"unfused", "fused", "fused_loss"},
-        {"rows1", "rows", "kernels"},        {"per_image", "batched", "conv_batch"},
-        {"im2col", "direct", "conv_pack"},   {"per_chunk", "batched", "conv_bwd"},
-        {"fallback", "dot", "held_dot"},     {"whole", "rows", "wino_rows"},
-        {"arena", "planned", "plan_scratch"}};
+    static const char *const names[10][3] = {
+        {"f32", "bf16", "compute_dtype"},     {"unfused", "fused", "fused_loss"},
+        {"rows1", "rows", "kernels"},         {"per_image", "batched", "conv_batch"},
+        {"im2col", "direct", "conv_pack"},    {"per_chunk", "batched", "conv_bwd"},
+        {"fallback", "dot", "held_dot"},      {"whole", "rows", "wino_rows"},
+        {"arena", "planned", "plan_scratch"}, {"unfused", "fused", "fusion"}};
     const char *a = names[what][0], *b = names[what][1];
     printf("RESULT impl=strop row=%s threads=%d batch=%lld tokens=%lld %s=ab "
            "%s_step_ms=%.1f %s_step_ms=%.1f %s_speedup=%.3f %s_cpu_ms=%.1f "
