@@ -968,15 +968,6 @@ static int memory_plan_on(void) {
   return e;
 }
 
-/* Plans where every activation and activation gradient of the step lives, before the forward
- * runs: the forward and the backward below are followed tick by tick with the same decisions
- * (what is kept, what is written in place, when an output's last reader has run, which
- * gradients the backward takes when), each buffer is live from its first write to its last
- * read, and strop__arena_plan packs them into one region of the arena (greedy by size). The
- * free list's reuse left holes: a buffer went to the first later tensor that fit and the rest
- * of it was lost, and neighbours never merged (the backward's large early gradients then grew
- * the arena past everything the forward held). Steps with checkpointed blocks, whose recompute
- * gives memory back in regions, stay on the free list. */
 int strop__plan_scratch = 1;
 size_t strop__plan_scratch_min = (size_t)1 << 20;
 
@@ -1002,6 +993,17 @@ static void scratch_take(const strop_model *m, int i, strop__exec *x, int backwa
   x->scratch_bytes = m->plan_scratch[(size_t)backward * (size_t)m->n_nodes + (size_t)i];
 }
 
+/* Plans where every activation and activation gradient of the step lives, before the forward
+ * runs: the forward and the backward below are followed tick by tick with the same decisions
+ * (what is kept, what is written in place, when an output's last reader has run, which
+ * gradients the backward takes when), each buffer is live from its first write to its last
+ * read, and strop__arena_plan packs them into one region of the arena (greedy by size). The
+ * free list's reuse left holes: a buffer went to the first later tensor that fit and the rest
+ * of it was lost, and neighbours never merged (the backward's large early gradients then grew
+ * the arena past everything the forward held). The layers' scratch (vtable `scratch`) is
+ * planned with them, live for the tick of its call, instead of above the region: the step then
+ * peaked at the whole region plus the largest scratch of any layer. Steps with checkpointed
+ * blocks, whose recompute gives memory back in regions, stay on the free list. */
 static strop_status plan_lifetimes(strop_model *m, const uint8_t *keep, int64_t n,
                                    const strop__exec *x) {
   const int nn = m->n_nodes;
