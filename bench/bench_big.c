@@ -38,7 +38,13 @@
  * against all of A and in groups of panels that fit in L2 (strop__bf16_b_groups, the same bits;
  * with COMPUTE_DTYPE=bf16); K_SLICES=ab the LM head's BF16 input gradient (k the vocabulary) all
  * of k at once and in slices of k whose panels stay in L2 (strop__bf16_kslices, the same bits).
- * Frozen and LoRA
+ * WINO_ROWS=ab the large Winograd transforms held whole and a row / block at a time
+ * (strop__conv_wino_rows, the same bits; WINO_ROWS=0: whole only); PLAN_SCRATCH=ab the convs'
+ * scratch above the planned region and planned in it (strop__plan_scratch; PLAN_SCRATCH=0:
+ * above it, as before); FUSION=ab every layer run by itself (the model's no_fusion) and the
+ * layers' fusions (a relu with the max-pool after it, a conv's epilogues); FUSION=0: none (with
+ * WINO_ROWS=0 PLAN_SCRATCH=0, the step's memory before branch rnmem). WEIGHTS_OUT=file saves the
+ * weights after the steps (safetensors), to compare two runs bit for bit. Frozen and LoRA
  * rows load with STROP_LOAD_FROZEN | STROP_LOAD_MMAP: the frozen base is read straight from
  * the mapped file (docs/performance.md); MMAP=0 copies it. CONV_HELD=ab alternates a frozen
  * BF16 conv's weight packed per call and kept packed (strop__conv_keep_packed; with
@@ -110,7 +116,8 @@ static int64_t env_int(const char *k, int64_t def) {
  * same bits; a frozen BF16 conv's weight packed per call (0) or kept packed (1,
  * strop__conv_keep_packed): the same bits; a residual sum and its relu apart (0) or in one pass
  * (1, strop__add_fuse_relu): the same bits; those and the relu in the tiles' stores all off (0)
- * or on (1). */
+ * or on (1); the large Winograd transforms whole (0) or in rows (1); the convs' scratch above
+ * the planned region (0) or in it (1); no fusion (0) or the layers' fusions (1). */
 enum {
   AB_DTYPE,
   AB_FUSED,
@@ -124,7 +131,10 @@ enum {
   AB_KSLICES,
   AB_HELDW,
   AB_ADDRELU,
-  AB_FROZEN
+  AB_FROZEN,
+  AB_WINO_ROWS,
+  AB_PLAN_SCRATCH,
+  AB_FUSION
 };
 
 static void ab_set(strop_model *m, int what, int d) {
@@ -143,6 +153,9 @@ static void ab_set(strop_model *m, int what, int d) {
   else if (what == AB_ADDRELU) strop__add_fuse_relu = d;
   else if (what == AB_FROZEN)
     strop__conv_keep_packed = strop__add_fuse_relu = strop__conv_tile_relu = d;
+  else if (what == AB_WINO_ROWS) strop__conv_wino_rows = d;
+  else if (what == AB_PLAN_SCRATCH) strop__plan_scratch = d;
+  else if (what == AB_FUSION) m->no_fusion = !d;
   else bench_must(strop_model_set_compute_dtype(m, d), "compute dtype");
 }
 
@@ -188,6 +201,8 @@ static void log_stderr(int level, const char *message, void *user_data) {
 /* Frees what main made for the steps; main's exit status. */
 static int finish(strop_tensor *x, strop_tensor *y, strop_trainer *tr, strop_optimizer *opt,
                   strop_model *m) {
+  const char *wo = getenv("WEIGHTS_OUT"); /* the trained weights, to compare two runs' bits */
+  if (wo) bench_must(strop_model_save_weights(m, wo), "save weights");
   strop_tensor_free(x);
   strop_tensor_free(y);
   strop_trainer_free(tr);
@@ -297,7 +312,8 @@ int main(int argc, char **argv) {
   const char *kab = getenv("KERNELS"), *cba = getenv("CONV_BATCH"), *cpk = getenv("CONV_PACK");
   const char *cbb = getenv("CONV_BWD"), *hab = getenv("HELD_DOT"), *gab = getenv("GELU");
   const char *bgr = getenv("B_GROUPS"), *ksl = getenv("K_SLICES"), *chw = getenv("CONV_HELD");
-  const char *arl = getenv("ADD_RELU"), *fpa = getenv("FROZEN_PATH");
+  const char *arl = getenv("ADD_RELU"), *fpa = getenv("FROZEN_PATH"), *wro = getenv("WINO_ROWS");
+  const char *psc = getenv("PLAN_SCRATCH"), *fus = getenv("FUSION");
   const int ab_fused = fab && !strcmp(fab, "ab"), ab_rows = kab && !strcmp(kab, "ab");
   const int ab_conv = cba && !strcmp(cba, "ab"), ab_pack = cpk && !strcmp(cpk, "ab");
   const int ab_cbwd = cbb && !strcmp(cbb, "ab"), ab_held = hab && !strcmp(hab, "ab");
@@ -305,9 +321,11 @@ int main(int argc, char **argv) {
   const int ab_bgr = bgr && !strcmp(bgr, "ab"), ab_ksl = ksl && !strcmp(ksl, "ab");
   const int ab_heldw = chw && !strcmp(chw, "ab"), ab_arelu = arl && !strcmp(arl, "ab");
   const int ab_frozen = fpa && !strcmp(fpa, "ab");
+  const int ab_wrows = wro && !strcmp(wro, "ab"), ab_psc = psc && !strcmp(psc, "ab");
+  const int ab_fus = fus && !strcmp(fus, "ab");
   const int ab = ab_fused || ab_rows || ab_conv || ab_pack || ab_cbwd || ab_held || ab_gelu ||
-                 ab_bgr || ab_ksl || ab_heldw || ab_arelu || ab_frozen ||
-                 (cdt && !strcmp(cdt, "ab"));
+                 ab_bgr || ab_ksl || ab_heldw || ab_arelu || ab_frozen || ab_wrows || ab_psc ||
+                 ab_fus || (cdt && !strcmp(cdt, "ab"));
   const int what = ab_fused    ? AB_FUSED
                    : ab_rows   ? AB_ROWS
                    : ab_conv   ? AB_CONV
@@ -320,6 +338,9 @@ int main(int argc, char **argv) {
                    : ab_heldw  ? AB_HELDW
                    : ab_arelu  ? AB_ADDRELU
                    : ab_frozen ? AB_FROZEN
+                   : ab_wrows  ? AB_WINO_ROWS
+                   : ab_psc    ? AB_PLAN_SCRATCH
+                   : ab_fus    ? AB_FUSION
                                : AB_DTYPE;
   if (cdt && !strcmp(cdt, "bf16"))
     bench_must(strop_model_set_compute_dtype(m, STROP_DTYPE_BF16), "compute dtype");
@@ -329,6 +350,9 @@ int main(int argc, char **argv) {
   if (arl && !strcmp(arl, "0")) strop__add_fuse_relu = 0;
   if (fpa && !strcmp(fpa, "0"))
     strop__conv_keep_packed = strop__add_fuse_relu = strop__conv_tile_relu = 0;
+  if (wro && !strcmp(wro, "0")) strop__conv_wino_rows = 0;
+  if (psc && !strcmp(psc, "0")) strop__plan_scratch = 0;
+  if (fus && !strcmp(fus, "0")) m->no_fusion = 1;
   if (getenv("FUSED_ROWS")) strop__fused_loss_rows = env_int("FUSED_ROWS", 0);
   if (getenv("ROWS_TOGETHER")) strop__rows_together = (int)env_int("ROWS_TOGETHER", 1);
   size_t planned = 0, est[4] = {0, 0, 0, 0};
@@ -381,14 +405,15 @@ int main(int argc, char **argv) {
         if (dc < bc[d]) bc[d] = dc;
         if (r < 64) rc[r][d] = dc;
       }
-    static const char *const names[13][3] = {
-        {"f32", "bf16", "compute_dtype"},  {"unfused", "fused", "fused_loss"},
-        {"rows1", "rows", "kernels"},      {"per_image", "batched", "conv_batch"},
-        {"im2col", "direct", "conv_pack"}, {"per_chunk", "batched", "conv_bwd"},
-        {"fallback", "dot", "held_dot"},   {"clones", "avx512", "gelu"},
-        {"panels", "groups", "b_groups"},  {"whole_k", "sliced", "k_slices"},
-        {"per_call", "held", "conv_held"}, {"apart", "fused", "add_relu"},
-        {"before", "after", "frozen_path"}};
+    static const char *const names[16][3] = {
+        {"f32", "bf16", "compute_dtype"},     {"unfused", "fused", "fused_loss"},
+        {"rows1", "rows", "kernels"},         {"per_image", "batched", "conv_batch"},
+        {"im2col", "direct", "conv_pack"},    {"per_chunk", "batched", "conv_bwd"},
+        {"fallback", "dot", "held_dot"},      {"clones", "avx512", "gelu"},
+        {"panels", "groups", "b_groups"},     {"whole_k", "sliced", "k_slices"},
+        {"per_call", "held", "conv_held"},    {"apart", "fused", "add_relu"},
+        {"before", "after", "frozen_path"},   {"whole", "rows", "wino_rows"},
+        {"arena", "planned", "plan_scratch"}, {"unfused", "fused", "fusion"}};
     const char *a = names[what][0], *b = names[what][1];
     printf("RESULT impl=strop row=%s threads=%d batch=%lld tokens=%lld %s=ab "
            "%s_step_ms=%.1f %s_step_ms=%.1f %s_speedup=%.3f %s_cpu_ms=%.1f "

@@ -298,13 +298,15 @@ START_TEST(frozen_trunk_keeps_only_live_activations) {
 }
 END_TEST
 
-/* A relu after a batch norm writes over its input (its backward does not read its own output,
- * and relu's backward reads only relu's), a residual sum computes the relu after it (the sum is
- * never stored), a sum's inputs and a pool's input are not kept for backwards that never read
- * them, the convolution gives its columns back, and the backward hands dead activations to the
- * gradients: a conv-bn-relu-residual stack holds 5 of its 7 full-size activations after the
- * forward, and the output and every gradient are the same bits as with every activation kept
- * and nothing fused (keep_all, no_fusion: the former layout). */
+/* A relu after a batch norm writes over its input (the norm's backward does not read its own
+ * output, and relu's backward reads only relu's), a residual sum computes the relu after it
+ * (the sum is never stored; a relu whose only reader is a max-pool runs with it instead when
+ * no sum takes it: ResNet's stem, layers_conv), a sum's inputs are not kept for backwards that
+ * never read them, the convolution gives its columns back, and the backward hands dead
+ * activations to the gradients: a conv-bn-relu-residual stack's forward takes under 6
+ * full-size activations (over 6 with every one kept), and the output and every gradient are
+ * the same bits as with every activation kept (keep_all, the former layout) and as with every
+ * layer run by itself (no_fusion). */
 static size_t conv_stack_step(strop_model *m, const float *x, const float *dout, float *out,
                               float *grads) {
   const strop__act *o;
@@ -315,7 +317,11 @@ static size_t conv_stack_step(strop_model *m, const float *x, const float *dout,
   memcpy(out, o->data, 12 * sizeof *out);
   if (!m->keep_all) {
     ck_assert_ptr_eq(m->acts[1].data, m->acts[2].data); /* b1 -> r1 in place */
-    ck_assert_ptr_null(m->acts[5].data); /* s computes r2 (layers/merge.c): the sum unstored */
+    if (!m->no_fusion) {
+      ck_assert_ptr_null(m->acts[5].data); /* s computes r2 (layers/merge.c): the sum unstored */
+    } else {
+      ck_assert_ptr_eq(m->acts[5].data, m->acts[6].data); /* s -> r2 in place */
+    }
     ck_assert_int_eq(m->released[4], STROP__ACT_RELEASED); /* b2: the sum does not keep it */
   }
   ck_assert_int_eq(strop__model_backward(m, dout), STROP_OK);
@@ -344,7 +350,8 @@ START_TEST(in_place_and_unread_activations) {
   const int64_t shape[3] = {8, 12, 12};
   strop_model *m = strop_test_build(3, shape, nodes, 10, 3);
   static float x[4 * 8 * 144], g_all[2 * 8 * 8 * 9 + 64 + 200], g_live[2 * 8 * 8 * 9 + 64 + 200];
-  float dout[12], out_all[12], out_live[12];
+  static float g_one[2 * 8 * 8 * 9 + 64 + 200];
+  float dout[12], out_all[12], out_live[12], out_one[12];
   for (int i = 0; i < 4 * 8 * 144; i++) x[i] = sinf(0.3f * (float)i);
   for (int i = 0; i < 12; i++) dout[i] = cosf((float)i);
   /* what the forward holds, on the free list (a planned step takes its whole region, the
@@ -354,14 +361,51 @@ START_TEST(in_place_and_unread_activations) {
   const size_t used_all = conv_stack_step(m, x, dout, out_all, g_all);
   m->keep_all = m->no_fusion = 0;
   const size_t used_live = conv_stack_step(m, x, dout, out_live, g_live);
+  m->no_fusion = 1;
+  conv_stack_step(m, x, dout, out_one, g_one);
+  m->no_fusion = 0;
   strop__memory_plan = -1;
   const size_t act = 4 * 8 * 144 * sizeof(float); /* one [8, 12, 12] activation of the batch */
-  ck_assert_msg(used_live < 6 * act && used_all > 7 * act,
+  ck_assert_msg(used_live < 6 * act && used_all > 6 * act,
                 "the forward used %zu bytes (all kept: %zu), %zu per activation", used_live,
                 used_all, act);
   ck_assert(memcmp(out_all, out_live, sizeof out_all) == 0);
   ck_assert(memcmp(g_all, g_live, sizeof g_all) == 0);
+  ck_assert(memcmp(out_one, out_live, sizeof out_all) == 0);
+  ck_assert(memcmp(g_one, g_live, sizeof g_all) == 0);
   strop_model_free(m);
+
+  /* without the sum, the relu's only reader is the max-pool: the pair runs as one (the relu's
+   * output never stored), the same bits as each run by itself */
+  static const strop_test_node stem[] = {
+      {"c1", "conv2d", "out_channels=8 kernel_size=3 padding=1 bias=false", "input"},
+      {"b1", "batchnorm2d", NULL, NULL},
+      {"r1", "relu", NULL, NULL},
+      {"p", "maxpool2d", "kernel_size=2", NULL},
+      {"g", "global_avgpool", NULL, NULL},
+      {"head", "linear", "out_features=3", NULL}};
+  float o2[2][12], g2[2][8 * 8 * 9 + 16 + 27] = {{0}};
+  for (int fused = 0; fused < 2; fused++) {
+    m = strop_test_build(3, shape, stem, 6, 3);
+    m->no_fusion = !fused;
+    const strop__act *o;
+    ck_assert_int_eq(strop__model_zero_grad(m), STROP_OK);
+    ck_assert_int_eq(strop__model_forward_exec(m, x, 4, 1, NULL, &o), STROP_OK);
+    memcpy(o2[fused], o->data, sizeof o2[fused]);
+    if (fused) ck_assert_ptr_null(m->acts[2].data); /* r1 runs with p: not stored */
+    ck_assert_int_eq(strop__model_backward(m, dout), STROP_OK);
+    size_t k = 0;
+    for (int i = 0; i < m->n_params; i++)
+      if (m->params[i]->grad) {
+        ck_assert_uint_le(k + m->params[i]->numel, sizeof g2[fused] / sizeof(float));
+        memcpy(g2[fused] + k, m->params[i]->grad, m->params[i]->numel * sizeof(float));
+        k += m->params[i]->numel;
+      }
+    strop__model_step_end(m);
+    strop_model_free(m);
+  }
+  ck_assert(memcmp(o2[0], o2[1], sizeof o2[0]) == 0);
+  ck_assert(memcmp(g2[0], g2[1], sizeof g2[0]) == 0);
 }
 END_TEST
 
@@ -393,8 +437,9 @@ static size_t planned_step(strop_model *m, const float *x, int64_t n, const floa
 
 /* The step's activations and gradients planned from their lifetimes in one region (greedy by
  * size) instead of taken from the free list: the same output and gradients to the bit, every
- * node's output where the plan put it, and a lower peak than the free list's, whose holes the
- * backward's early full-size gradients did not fit (a conv-bn-relu-residual stack). */
+ * node's output and every conv's scratch where the plan put it, and a lower peak than the free
+ * list's, whose holes the backward's early full-size gradients did not fit (a
+ * conv-bn-relu-residual stack). */
 START_TEST(planned_step_memory) {
   static const strop_test_node nodes[] = {
       {"c1", "conv2d", "out_channels=8 kernel_size=3 padding=1 bias=false", "input"},
@@ -416,6 +461,7 @@ START_TEST(planned_step_memory) {
   float dout[12], out_free[12], out_plan[12];
   for (int i = 0; i < 4 * 8 * 144; i++) x[i] = sinf(0.3f * (float)i);
   for (int i = 0; i < 12; i++) dout[i] = cosf((float)i);
+  strop__plan_scratch_min = 0; /* every conv's scratch planned (this model's is small) */
   strop__memory_plan = 0;
   const size_t peak_free = planned_step(m, x, 4, dout, out_free, 12, g_free);
   strop__memory_plan = 1;
@@ -431,7 +477,21 @@ START_TEST(planned_step_memory) {
   for (int i = 0; i < m->n_nodes; i++)
     if (m->acts[i].data && m->nodes[i].fused == 0)
       ck_assert_ptr_eq((unsigned char *)m->acts[i].data, m->plan_base + m->plan_off[i]);
+  /* and the convs' scratch of the forward and of the backward (vtable scratch) in it too,
+   * where the tensors dead at that moment were, rather than above the region */
+  const int nn = m->n_nodes;
+  for (int i = 0; i < nn; i++) {
+    if (strcmp(m->nodes[i].vt->type, "conv2d")) continue;
+    for (int b = 0; b < 2; b++) {
+      const size_t q = (size_t)(3 + b) * (size_t)nn + (size_t)i;
+      ck_assert_msg(m->plan_off[q] != SIZE_MAX, "%s: scratch %d not planned", m->nodes[i].name,
+                    b);
+      ck_assert_uint_gt(m->plan_scratch[b * nn + i], 0);
+      ck_assert_uint_le(m->plan_off[q] + m->plan_scratch[b * nn + i], m->plan_bytes);
+    }
+  }
   ck_assert_int_eq(strop__model_backward(m, dout), STROP_OK);
+  strop__plan_scratch_min = (size_t)1 << 20;
   strop__model_step_end(m);
   strop_model_free(m);
 }

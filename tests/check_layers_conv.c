@@ -162,6 +162,79 @@ START_TEST(batched_forward_matches_per_image) {
 }
 END_TEST
 
+/* Convs whose Winograd transforms are large (ResNet-50's 512-channel 3x3: 37.7 MB of filters)
+ * hold the filters a row of planes at a time and the weight gradient's products a block of
+ * output channels at a time (strop__conv_wino_rows): y, dx, dw and db bit for bit those of the
+ * whole transforms, at 1 and 2 threads, with and without a relu or relu + max-pool epilogue,
+ * dx added to and assigned, and dx alone (a frozen conv); without an epilogue the scratch is
+ * less than half. */
+START_TEST(winograd_rows_same_bits) {
+  static const strop__conv2d_dims cases[] = {
+      /* n, c_in, h, w, c_out, kh, kw, sh, sw, ph, pw, dh, dw, groups */
+      {2, 512, 7, 7, 512, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0},
+      {3, 384, 5, 6, 448, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0},
+  };
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++)
+    for (int t = 1; t <= 2; t++)
+      for (int e = 0; e < 3; e++)
+        for (int mode = 0; mode < 3; mode++) { /* added, assigned, dx alone */
+          strop__conv2d_dims d = cases[k];
+          strop__conv2d_out_size(&d);
+          strop__conv2d_epilogue ep = relu_pool(&d, e);
+          const size_t nx = (size_t)(d.n * d.c_in * d.h * d.w);
+          const size_t nw = (size_t)(d.c_out * d.c_in * 9), nb = (size_t)d.c_out;
+          const size_t ny = (size_t)(d.n * d.c_out *
+                                     (e == 2 ? ep.pd.oh * ep.pd.ow : d.oh * d.ow));
+          float *x = malloc(nx * 4), *w = malloc(nw * 4), *b = malloc(nb * 4);
+          float *dy = malloc(ny * 4);
+          int32_t *am = malloc(ny * sizeof(int32_t));
+          for (size_t i = 0; i < nx; i++) x[i] = sinf(0.37f * (float)i);
+          for (size_t i = 0; i < nw; i++) w[i] = cosf(0.11f * (float)i) * 0.05f;
+          for (size_t i = 0; i < nb; i++) b[i] = 0.05f * (float)(i % 5) - 0.1f;
+          for (size_t i = 0; i < ny; i++) dy[i] = cosf(0.23f * (float)i + 0.5f);
+          ep.argmax = am;
+          float *v[2][4]; /* whole, rows: y, dx, dw, db */
+          size_t sfl[2];
+          ck_assert_int_eq(strop_set_num_threads(t), STROP_OK);
+          const int chunks = strop__par_chunks(t, d.n, 1);
+          for (int r = 0; r < 2; r++) {
+            strop__conv_wino_rows = r;
+            const size_t fl = strop__conv2d_scratch_floats(&d, 1, chunks, e ? &ep : NULL),
+                         ff = strop__conv2d_scratch_floats(&d, 0, chunks, e ? &ep : NULL);
+            sfl[r] = fl > ff ? fl : ff;
+            float *sc = aligned_alloc(64, (sfl[r] * 4 + 63) / 64 * 64);
+            v[r][0] = malloc(ny * 4), v[r][1] = malloc(nx * 4);
+            v[r][2] = malloc(nw * 4), v[r][3] = malloc(nb * 4);
+            strop__conv2d_forward(&d, x, w, b, v[r][0], sc, chunks, e ? &ep : NULL);
+            ep.y = v[r][0];
+            for (size_t i = 0; i < nx; i++) v[r][1][i] = mode == 1 ? NAN : 0.25f;
+            for (size_t i = 0; i < nw; i++) v[r][2][i] = 0.5f;
+            for (size_t i = 0; i < nb; i++) v[r][3][i] = -0.5f;
+            float *gw = mode == 2 ? NULL : v[r][2], *gb = mode == 2 ? NULL : v[r][3];
+            if (mode == 1)
+              strop__conv2d_backward_assign(&d, x, w, dy, v[r][1], gw, gb, sc, chunks,
+                                            e ? &ep : NULL);
+            else
+              strop__conv2d_backward(&d, x, w, dy, v[r][1], gw, gb, sc, chunks, e ? &ep : NULL);
+            free(sc);
+          }
+          strop__conv_wino_rows = 1;
+          const size_t cnt[4] = {ny, nx, nw, nb};
+          for (int q = 0; q < 4; q++)
+            ck_assert_msg(!memcmp(v[0][q], v[1][q], cnt[q] * 4),
+                          "case %zu threads %d ep %d mode %d: tensor %d differs", k, t, e, mode,
+                          q);
+          if (!e) /* (an epilogue's backward keeps dx's whole filters: frozen convs) */
+            ck_assert_msg(2 * sfl[1] < sfl[0], "case %zu: scratch %zu floats, whole %zu", k,
+                          sfl[1], sfl[0]);
+          for (int r = 0; r < 2; r++)
+            for (int q = 0; q < 4; q++) free(v[r][q]);
+          free(x), free(w), free(b), free(dy), free(am);
+        }
+  ck_assert_int_eq(strop_set_num_threads(1), STROP_OK);
+}
+END_TEST
+
 /* The FP32 lowered backward of the same convs runs a block of images per product, split over
  * the products instead of the images (strop__conv_batch_backward): dx, dw and db within FP32
  * rounding of an image per product (the k sums split differently: within the bound of each
@@ -1841,6 +1914,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, conv_forward_reference);
   tcase_add_test(tc, batched_forward_matches_per_image);
   tcase_add_test(tc, batched_backward_matches_per_image);
+  tcase_add_test(tc, winograd_rows_same_bits);
   tcase_add_test(tc, pool_forward_reference);
   tcase_add_test(tc, bn_forward_reference);
   tcase_add_test(tc, bn_kernels_match_serial);

@@ -91,15 +91,17 @@ struct strop_model {
   /* the step's activations and gradients planned from their lifetimes (arena, from the
    * forward until the step ends; NULL when the step runs on the free list: checkpointing):
    * per node the offset in plan_base of its output (plan_off[i]), of its output's gradient
-   * (plan_off[n_nodes + i]) and of its recomputed output (plan_off[2 n_nodes + i]), SIZE_MAX
-   * when not planned, and the backward iteration the
-   * gradient is planned to be taken at (plan_giter) */
+   * (plan_off[n_nodes + i]), of its recomputed output (plan_off[2 n_nodes + i]) and of the
+   * scratch of its forward and backward (plan_off[3 n_nodes + i], plan_off[4 n_nodes + i]:
+   * vtable `scratch`, plan_scratch[i] and plan_scratch[n_nodes + i] bytes), SIZE_MAX when not
+   * planned, and the backward iteration the gradient is planned to be taken at (plan_giter) */
   /* per node (arena, from the forward until the step ends; NULL with checkpointing): 1 when
    * its output was not kept and its sole reader's backward computes it again from its input
    * (STROP__LAYER_RECOMPUTE: gelu before fc2); with a plan, plan_off[2 n_nodes + i] is where */
   uint8_t *recompute;
   unsigned char *plan_base;
   size_t *plan_off;
+  size_t *plan_scratch;
   int *plan_giter;
   size_t plan_bytes; /* the planned region's size */
   /* what the last step held, for strop_model_step_memory's account (DEBUG log) */
@@ -177,6 +179,13 @@ strop_status strop__model_backward_rows(strop_model *m, const strop__row_loss *l
  * from the free list (0); -1 (the default): STROP_MEMORY_PLAN in the environment ("0": the free
  * list), else planned. For tests that compare the two. */
 extern int strop__memory_plan;
+/* Tests and benches: 1 (the default) plans the layers' scratch of at least
+ * strop__plan_scratch_min bytes with the planned step (vtable `scratch`); 0 leaves all of it to
+ * the arena, above the planned region, as before. */
+extern int strop__plan_scratch;
+/* The least scratch planned (bytes); smaller scratch stays on the arena's top, the same warm
+ * memory for every call. Tests set 0. */
+extern size_t strop__plan_scratch_min;
 
 /* Groups the nodes into the blocks that pattern names ("auto" or a glob over dotted name
  * prefixes; see strop_model_set_checkpointing): first[i] = the first node of the run of

@@ -526,6 +526,7 @@ void strop__model_step_end(strop_model *m) {
   m->plan_base = NULL;
   m->plan_off = NULL;
   m->plan_giter = NULL;
+  m->plan_scratch = NULL;
   m->plan_bytes = 0;
   m->recompute = NULL;
   m->rows_fused = 0;
@@ -967,6 +968,31 @@ static int memory_plan_on(void) {
   return e;
 }
 
+int strop__plan_scratch = 1;
+size_t strop__plan_scratch_min = (size_t)1 << 20;
+
+/* The scratch node i's forward (backward 0) or backward (1) asks for (vtable `scratch`), for
+ * the step's shapes at batch n; 0 when it plans none. */
+static size_t node_scratch(const strop_model *m, int i, const strop__exec *x, int64_t n,
+                           int backward) {
+  const strop__node *nd = &m->nodes[i];
+  strop__shape in[16];
+  if (!strop__plan_scratch || !nd->vt->scratch || nd->n_in > 16) return 0;
+  for (int j = 0; j < nd->n_in; j++) in[j] = nd->in[j] < 0 ? m->run_in : m->run_shapes[nd->in[j]];
+  const size_t b = nd->vt->scratch(nd, x, in, n, backward);
+  return b >= strop__plan_scratch_min ? b : 0;
+}
+
+/* x's planned scratch for node i's forward (backward 0) or backward (1), if any. */
+static void scratch_take(const strop_model *m, int i, strop__exec *x, int backward) {
+  const size_t q = (size_t)(3 + backward) * (size_t)m->n_nodes + (size_t)i;
+  x->scratch = NULL;
+  x->scratch_bytes = 0;
+  if (!m->plan_off || m->plan_off[q] == SIZE_MAX) return;
+  x->scratch = m->plan_base + m->plan_off[q];
+  x->scratch_bytes = m->plan_scratch[(size_t)backward * (size_t)m->n_nodes + (size_t)i];
+}
+
 /* Plans where every activation and activation gradient of the step lives, before the forward
  * runs: the forward and the backward below are followed tick by tick with the same decisions
  * (what is kept, what is written in place, when an output's last reader has run, which
@@ -974,31 +1000,38 @@ static int memory_plan_on(void) {
  * read, and strop__arena_plan packs them into one region of the arena (greedy by size). The
  * free list's reuse left holes: a buffer went to the first later tensor that fit and the rest
  * of it was lost, and neighbours never merged (the backward's large early gradients then grew
- * the arena past everything the forward held). Steps with checkpointed blocks, whose recompute
- * gives memory back in regions, stay on the free list. */
-static strop_status plan_lifetimes(strop_model *m, const uint8_t *keep, int64_t n) {
+ * the arena past everything the forward held). The layers' scratch (vtable `scratch`) is
+ * planned with them, live for the tick of its call, instead of above the region: the step then
+ * peaked at the whole region plus the largest scratch of any layer. Steps with checkpointed
+ * blocks, whose recompute gives memory back in regions, stay on the free list. */
+static strop_status plan_lifetimes(strop_model *m, const uint8_t *keep, int64_t n,
+                                   const strop__exec *x) {
   const int nn = m->n_nodes;
   m->plan_base = NULL;
   m->plan_off = NULL;
   m->plan_giter = NULL;
+  m->plan_scratch = NULL;
   m->plan_bytes = 0;
   if (m->ckpt_first || nn == 0 || !memory_plan_on()) return STROP_OK;
   strop__arena *a = &m->arena;
-  const size_t n3 = 3 * (size_t)nn;
+  const size_t n3 = 5 * (size_t)nn;
   size_t *off = strop__arena_alloc(a, n3 * sizeof *off);
   size_t *idoff = strop__arena_alloc(a, n3 * sizeof *idoff);
   int *giter = strop__arena_alloc(a, (size_t)nn * sizeof *giter);
   int *tid = strop__arena_alloc(a, n3 * sizeof *tid); /* per node: its output's block, its
-                                                         output gradient's, its recompute's */
+                                                         output gradient's, its recompute's,
+                                                         its forward's and backward's scratch */
   int *left = strop__arena_alloc(a, (size_t)nn * sizeof *left);
   uint8_t *state = strop__arena_alloc(a, (size_t)nn);
   uint8_t *has_grad = strop__arena_calloc(a, (size_t)nn);
+  size_t *sbytes = strop__arena_calloc(a, 2 * (size_t)nn * sizeof *sbytes);
   strop__arena_block *blk = strop__arena_alloc(a, n3 * sizeof *blk);
   int *placed = strop__arena_alloc(a, n3 * sizeof *placed);
-  if (!off || !idoff || !giter || !tid || !left || !state || !has_grad || !blk || !placed)
+  if (!off || !idoff || !giter || !tid || !left || !state || !has_grad || !sbytes || !blk ||
+      !placed)
     return strop__err(STROP_E_NOMEM, "forward: out of memory");
   for (int i = 0; i < nn; i++) {
-    tid[i] = tid[nn + i] = tid[2 * nn + i] = -1;
+    tid[i] = tid[nn + i] = tid[2 * nn + i] = tid[3 * nn + i] = tid[4 * nn + i] = -1;
     left[i] = m->consumers[i];
     state[i] = STROP__ACT_KEPT;
     giter[i] = -1;
@@ -1028,6 +1061,12 @@ static strop_status plan_lifetimes(strop_model *m, const uint8_t *keep, int64_t 
       blk[nb] = (strop__arena_block){bytes, 2 * i, INT_MAX, nb, 0};
       tid[i] = nb++;
       left[i]--; /* read by the chain's second node */
+    }
+    const size_t sb = node_scratch(m, i, x, n, 0); /* beside its inputs and output */
+    if (sb) {
+      blk[nb] = (strop__arena_block){sb, 2 * i, 2 * i, nb, 0};
+      tid[3 * nn + i] = nb++;
+      sbytes[i] = sb;
     }
     for (int j = 0; j < nd->n_in; j++) {
       const int k = nd->in[j];
@@ -1068,6 +1107,12 @@ static strop_status plan_lifetimes(strop_model *m, const uint8_t *keep, int64_t 
       blk[nb] = (strop__arena_block){bytes, t + 1, t + 1, nb, 0};
       tid[2 * nn + k] = nb++;
     }
+    const size_t sb = node_scratch(m, first, x, n, 1); /* beside its gradients */
+    if (sb) {
+      blk[nb] = (strop__arena_block){sb, t + 1, t + 1, nb, 0};
+      tid[4 * nn + first] = nb++;
+      sbytes[nn + first] = sb;
+    }
     if (i != nn - 1 && tid[nn + i] >= 0) blk[tid[nn + i]].last = t + 2;
     if (head_grad && tid[nn + first] >= 0) blk[tid[nn + first]].last = t + 2;
     i = first;
@@ -1094,6 +1139,7 @@ static strop_status plan_lifetimes(strop_model *m, const uint8_t *keep, int64_t 
   }
   m->plan_off = off;
   m->plan_giter = giter;
+  m->plan_scratch = sbytes;
   m->plan_bytes = bytes;
   if (m->account) {
     m->account->planned = bytes;
@@ -1225,7 +1271,7 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
         keep[i] = 0; /* dead once its reader's forward has run */
       }
   }
-  if ((s = plan_lifetimes(m, keep, n))) {
+  if ((s = plan_lifetimes(m, keep, n, &x))) {
     strop__model_step_end(m);
     return s;
   }
@@ -1309,8 +1355,11 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
     const int scratch_only = (!m->upstream_trainable[i] || (ckf && ckf[i] >= 0)) && !m->keep_all;
     if (ckf && ckf[i] == i) m->ckpt_rng[i] = m->rng;
     strop__arena_mark mk = strop__arena_get_mark(&m->arena);
+    scratch_take(m, i, &x, 0);
     s = nd->vt->forward(nd, &x, ins, o);
     x.fused_head = NULL;
+    x.scratch = NULL;
+    x.scratch_bytes = 0;
     if (s) {
       strop__model_step_end(m);
       return s;
@@ -1811,9 +1860,12 @@ static strop_status backward_impl(strop_model *m, const float *dout,
       x.fused_head = &m->acts[first];
       x.fused_head_grad = head_grad;
     }
+    if (!by_rows) scratch_take(m, first, &x, 1);
     s = by_rows ? rows_run(m, nd, &x, &ins[0], din, loss)
                 : nd->vt->backward(nd, &x, ins, &m->acts[i], m->grads[i], din);
     x.fused_head = NULL;
+    x.scratch = NULL;
+    x.scratch_bytes = 0;
     x.fused_head_grad = NULL;
     if (s) return s;
     if (x.pgrad_assign) /* the layer wrote them outright */

@@ -3,7 +3,9 @@
  * softmax, log_softmax (along one dimension). Kernels are in ops/dense.c. */
 #include <string.h>
 
+#include "layers/fuse.h"
 #include "layers/layer.h"
+#include "ops/conv.h"
 #include "ops/dense.h"
 
 enum {
@@ -25,6 +27,10 @@ typedef struct act_cfg {
   int approximate;      /* gelu: 0 none, 1 tanh */
   int64_t dim;          /* softmax: as given, PyTorch's numbering (0 = batch, -1 = last) */
   int axis;             /* softmax: resolved per-sample axis (0-based), set by infer */
+  /* relu, run time, from relu_fuse: the max-pool after it computed in the same pass (pool set;
+   * pd its window) */
+  int pool;
+  strop__pool2d_dims pd;
 } act_cfg;
 
 static const char *const gelu_modes[] = {"none", "tanh", NULL};
@@ -158,9 +164,44 @@ static void act_run(act_job *j, const strop__act *in) {
   strop__par_for(items, grain, act_range, j);
 }
 
+/* A relu whose sole reader is a max-pool computes both (strop__maxpool2d_forward_ex): the
+ * relu's output is never stored, and the pair's backward reads only the pool's output and
+ * winners (a window whose maximum is <= 0 passes no gradient) — the same numbers as the two
+ * layers one after the other. In a ResNet's stem that is the full-size activation the relu
+ * kept for its backward alone (25.7 MB at 224², batch 8), since the pool does not read its
+ * input. */
+static int relu_fuse(strop__node *n, strop__node *const *next, int n_next, int shared) {
+  act_cfg *c = n->cfg;
+  c->pool = !shared && n_next > 0 && strop__layer_maxpool_window(next[0], &c->pd);
+  return c->pool;
+}
+
+/* the fused pool's window over this call's input */
+static strop__pool2d_dims relu_pool_dims(const act_cfg *c, const strop__act *in) {
+  strop__pool2d_dims d = c->pd;
+  d.n = in->n;
+  d.c = in->shape.d[0];
+  d.h = in->shape.d[1];
+  d.w = in->shape.d[2];
+  d.oh = strop__conv_out_len(d.h, d.kh, d.sh, d.ph, d.dh);
+  d.ow = strop__conv_out_len(d.w, d.kw, d.sw, d.pw, d.dw);
+  return d;
+}
+
 static strop_status act_forward(strop__node *n, const strop__exec *x, const strop__act *in,
                                 strop__act *out) {
-  (void)x;
+  const act_cfg *c = n->cfg;
+  if (c->pool && kind_of(n) == ACT_RELU) {
+    const strop__pool2d_dims d = relu_pool_dims(c, &in[0]);
+    const size_t cnt = (size_t)(d.n * d.c * d.oh * d.ow);
+    int32_t *arg = strop__arena_alloc(x->arena, (cnt ? cnt : 1) * sizeof(int32_t));
+    if (!arg)
+      return strop__err(STROP_E_NOMEM, "layer '%s' (relu): out of memory for the argmax",
+                        n->name);
+    strop__maxpool2d_forward_ex(&d, in[0].data, out->data, arg, 1);
+    n->saved = arg;
+    return STROP_OK;
+  }
   act_job j = {n->cfg, kind_of(n), 0, 0, in[0].data, NULL, NULL, out->data, 0, 0};
   if (j.kind < 0) return strop__err(STROP_E_INTERNAL, "layer '%s': unknown activation", n->name);
   act_run(&j, &in[0]);
@@ -170,6 +211,22 @@ static strop_status act_forward(strop__node *n, const strop__exec *x, const stro
 static strop_status act_backward(strop__node *n, const strop__exec *x, const strop__act *in,
                                  const strop__act *out, const float *dout, float *const *din) {
   if (!din[0]) return STROP_OK;
+  const act_cfg *c = n->cfg;
+  if (c->pool && kind_of(n) == ACT_RELU) {
+    if (!n->saved)
+      return strop__err(STROP_E_INTERNAL, "layer '%s' (relu): backward without forward", n->name);
+    const strop__pool2d_dims d = relu_pool_dims(c, &in[0]);
+    if (x->din_assign) {
+      strop__maxpool2d_backward_assign_ex(&d, dout, n->saved, out->data, din[0]);
+      return STROP_OK;
+    }
+    const size_t cnt = (size_t)(d.n * d.c * d.h * d.w); /* assigned here, then added */
+    float *g = strop__arena_alloc(x->arena, (cnt ? cnt : 1) * sizeof(float));
+    if (!g) return strop__err(STROP_E_NOMEM, "layer '%s' (relu): out of memory", n->name);
+    strop__maxpool2d_backward_assign_ex(&d, dout, n->saved, out->data, g);
+    for (size_t i = 0; i < cnt; i++) din[0][i] += g[i];
+    return STROP_OK;
+  }
   act_job j = {n->cfg, kind_of(n), 1, x->din_assign, in[0].data, out->data, dout, din[0], 0, 0};
   if (j.kind < 0) return strop__err(STROP_E_INTERNAL, "layer '%s': unknown activation", n->name);
   act_run(&j, &in[0]);
@@ -201,8 +258,22 @@ static strop_status act_backward(strop__node *n, const strop__exec *x, const str
   ACT_VT(NAME, DOC, FLAGS, OPTIONS, strop__shape_same, strop__node_infer_shape)
 #define ACT_SOFT(NAME, DOC) ACT_VT(NAME, DOC, 0, SOFTMAX_OPTIONS, softmax_shape, softmax_infer)
 
-ACT_SAME(relu, "max(x, 0) (torch.nn.ReLU)", STROP__LAYER_EPILOGUE_RELU | STROP__LAYER_IN_PLACE,
-         NULL)
+/* relu's backward reads its output only (IN_UNREAD: what its fused pool says for the pair) */
+const strop__layer_vtable strop__layer_relu = {
+    .type = "relu",
+    .doc = "max(x, 0) (torch.nn.ReLU)",
+    .cfg_size = sizeof(act_cfg),
+    .n_inputs = 1,
+    .flags = STROP__LAYER_ASSIGNS_DIN | STROP__LAYER_EPILOGUE_RELU | STROP__LAYER_IN_PLACE |
+             STROP__LAYER_IN_UNREAD,
+    .options = NULL,
+    .shape = strop__shape_same,
+    .infer = strop__node_infer_shape,
+    .init = NULL,
+    .forward = act_forward,
+    .backward = act_backward,
+    .fuse = relu_fuse,
+};
 ACT_SAME(relu6, "min(max(x, 0), 6) (torch.nn.ReLU6, MobileNetV2's activation)",
          STROP__LAYER_IN_PLACE, NULL)
 ACT_SAME(leaky_relu, "x, or negative_slope x below 0 (torch.nn.LeakyReLU)", ACT_CHEAP,

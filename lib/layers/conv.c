@@ -422,13 +422,27 @@ static strop_status conv_prepared(strop__node *n, const strop__conv2d_dims *d, c
   return STROP_OK;
 }
 
+static size_t scratch_floats(const strop__node *n, const strop__exec *x,
+                             const strop__conv2d_dims *d, int backward) {
+  strop__conv2d_epilogue ep;
+  return strop__conv2d_scratch_floats(d, backward, conv_chunks(x, d),
+                                      conv_epilogue(n->cfg, d, &ep));
+}
+
+/* the scratch of a call (the forward's with the filters transformed per call: at least that of
+ * one with kept filters), which the graph plans with the step's tensors */
+static size_t conv_scratch_bytes(const strop__node *n, const strop__exec *x,
+                                 const strop__shape *in, int64_t batch, int backward) {
+  if (in[0].rank != 3) return 0;
+  const strop__conv2d_dims d = conv_dims(n->cfg, x, &in[0], batch);
+  return scratch_floats(n, x, &d, backward) * sizeof(float);
+}
+
 static float *conv_scratch(strop__node *n, const strop__exec *x, const strop__conv2d_dims *d,
                            int backward, strop_status *st) {
-  strop__conv2d_epilogue ep;
-  size_t fl = strop__conv2d_scratch_floats(d, backward, conv_chunks(x, d),
-                                           conv_epilogue(n->cfg, d, &ep));
+  size_t fl = scratch_floats(n, x, d, backward);
   *st = STROP_OK;
-  float *p = strop__arena_alloc(x->arena, fl * sizeof(float));
+  float *p = strop__exec_scratch(x, fl * sizeof(float));
   if (!p)
     *st = strop__err(STROP_E_NOMEM,
                      "layer '%s' (conv2d): out of memory for %zu bytes of "
@@ -515,4 +529,5 @@ const strop__layer_vtable strop__layer_conv2d = {
     .forward = conv_forward,
     .backward = conv_backward,
     .fuse = conv_fuse,
+    .scratch = conv_scratch_bytes,
 };

@@ -220,7 +220,20 @@ typedef struct strop__exec {
    * the chain, so complete), which the layer adds to what flows back through the chain; NULL
    * when none came (then it counts as zero) */
   const float *fused_head_grad;
+  /* the scratch the graph planned for this forward or backward (vtable `scratch`) with the
+   * step's activations, in memory no tensor live at that moment holds, and its bytes; NULL / 0
+   * when none was planned. Taken through strop__exec_scratch */
+  void *scratch;
+  size_t scratch_bytes;
 } strop__exec;
+
+/* bytes of scratch for a layer's forward or backward: the planned scratch when it holds them
+ * (vtable `scratch`), else the arena's (given back by the graph after the call); NULL when out
+ * of memory */
+static inline void *strop__exec_scratch(const strop__exec *x, size_t bytes) {
+  if (x->scratch && bytes <= x->scratch_bytes) return x->scratch;
+  return strop__arena_alloc(x->arena, bytes);
+}
 
 /* A layer that draws per_row numbers (strop__rng_u32 steps) for each of its rows, in row
  * order, calls this with rows_before before its draws and rows_after after them, so that a
@@ -555,6 +568,13 @@ struct strop__layer_vtable {
    * fuse.h) reads those parameters at each call. Eval mode keeps the unfused numbers
    * (predictions do not depend on freezing). */
   int (*fuse)(strop__node *n, strop__node *const *next, int n_next, int shared);
+  /* Optional: the bytes of scratch the forward (backward 0) or the backward (1) takes through
+   * strop__exec_scratch for inputs of per-sample shapes in at batch n, run with x's settings
+   * (threads, compute dtype) and this step's fusion: the graph plans them with the step's
+   * activations and gradients, in the memory of tensors dead at that moment, instead of above
+   * them all. An upper bound is fine; 0 or NULL: nothing planned. */
+  size_t (*scratch)(const strop__node *n, const strop__exec *x, const strop__shape *in,
+                    int64_t batch, int backward);
   /* Optional: 1 when the graph may run this node a run of rows at a time, as it does with the
    * model's last node fused with a loss over the rows of its output (graph.h, strop__row_loss:
    * the LM head and its cross-entropy, one chunk of logits held at a time). It must hold that:

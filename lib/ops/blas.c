@@ -165,7 +165,7 @@ double strop__thread_cpu_now(void) {
 
 static int sgemm_run(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                      const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
-                     float *c, int64_t ldc, int check) {
+                     float *c, int64_t ldc, int check, int64_t m_path) {
   if (m <= 0 || n <= 0) return 1;
   if (k <= 0) {
     /* BLAS leaves C untouched for k = 0 only when beta = 1; make it explicit */
@@ -174,8 +174,8 @@ static int sgemm_run(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, 
         c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
     return !check || !block_nonfinite(c, m, n, ldc);
   }
-  const int own = strop__gemm_use_own(trans_a, trans_b, m, n, k);
-  const int gemv = strop__gemv_pick(trans_a, m, own);
+  const int own = strop__gemm_use_own(trans_a, trans_b, m_path, n, k);
+  const int gemv = strop__gemv_pick(trans_a, m_path, own);
   gemm_job j = {.ta = trans_a,
                 .tb = trans_b,
                 .split_m = !gemv && n < m, /* a product of few rows: its columns */
@@ -213,11 +213,17 @@ static int sgemm_run(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, 
 void strop__sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                   const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
                   int64_t ldc) {
-  (void)sgemm_run(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, 0);
+  (void)sgemm_run(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, 0, m);
+}
+
+void strop__sgemm_rows(int64_t m_all, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                       float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
+                       float beta, float *c, int64_t ldc) {
+  (void)sgemm_run(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, 0, m_all);
 }
 
 int strop__sgemm_finite(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                         const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
                         float *c, int64_t ldc) {
-  return sgemm_run(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, 1);
+  return sgemm_run(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, 1, m);
 }

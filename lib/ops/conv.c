@@ -143,6 +143,26 @@ static int64_t wino_chunk_len(const strop__conv2d_dims *d, int m, int chunks,
          r16((int64_t)strop__winograd_work_floats(d, m));
 }
 
+/* Transformed filters of at least this many floats (ResNet-50's 512-channel 3x3 convs: 37.7 MB,
+ * in every step's scratch at the step's peak) are made a row of m + 2 planes at a time: the
+ * a^2 products run a row after another (each the product the whole filters ran), the filters
+ * of the next row written over the last, and every chunk's tiles V and products M stay in its
+ * area from the first row to the last (its images are one block). The same bits, a sixth of
+ * the filters' memory. */
+enum { WINO_ROWS_MIN = 1 << 22 };
+int strop__conv_wino_rows = 1;
+
+/* 1 when d's Winograd forward runs its filters a row at a time (above). */
+static int wino_rows(const strop__conv2d_dims *d, int m, int chunks) {
+  const int64_t share = (d->n + chunks - 1) / chunks;
+  return strop__conv_wino_rows && m && wino_u_len(d, m) >= WINO_ROWS_MIN &&
+         wino_block(d, m, chunks) >= share;
+}
+/* the filters held: all of them, or one row */
+static int64_t wino_u_held(const strop__conv2d_dims *d, int m, int chunks) {
+  return wino_rows(d, m, chunks) ? r16((int64_t)(m + 2) * d->c_out * d->c_in) : wino_u_len(d, m);
+}
+
 /* The input gradient of a 3x3 stride-1 conv is the forward of another: dx = conv(dy, w'), w'
  * [c_in, c_out] the filters rotated by 180 degrees and transposed, padding 2 - p (so the output
  * is [h, w] again). Run through Winograd like the forward where it applies and p <= 2. */
@@ -190,11 +210,25 @@ static int64_t wino_dw_chunk_len(const strop__conv2d_dims *d, int m,
                                  const strop__conv2d_epilogue *ep) {
   return ep_len(d, 1, ep) + r16((int64_t)strop__winograd_work_floats(d, m));
 }
+/* M is as large as the forward's filters: where it is at least WINO_ROWS_MIN floats and the
+ * batch is one block of images (the 7 x 7 stage), the products and G^T M G run a block of output
+ * channels at a time, M held for WINO_DW_FLOATS at most, each block's product on the path the
+ * whole one takes (strop__sgemm_rows: the same bits). Output channels per block: */
+enum { WINO_DW_FLOATS = 1 << 20 };
+static int64_t wino_dw_rows(const strop__conv2d_dims *d, int m, int chunks) {
+  const int64_t a2 = (int64_t)(m + 2) * (m + 2);
+  if (!strop__conv_wino_rows || a2 * d->c_out * d->c_in < WINO_ROWS_MIN ||
+      wino_dw_block(d, m, chunks) < d->n)
+    return d->c_out;
+  const int64_t r = WINO_DW_FLOATS / (a2 * d->c_in) / 8 * 8;
+  return r < 8 ? 8 : r > d->c_out ? d->c_out : r;
+}
 static int64_t wino_dw_len(const strop__conv2d_dims *d, int m, int chunks,
                            const strop__conv2d_epilogue *ep) {
   const int64_t a2 = (int64_t)(m + 2) * (m + 2),
                 T = wino_dw_block(d, m, chunks) * strop__winograd_tiles(d, m);
-  return a2 * (wplane(d->c_out * d->c_in) + wplane(d->c_in * T) + wplane(d->c_out * T)) +
+  return a2 * (wplane(wino_dw_rows(d, m, chunks) * d->c_in) + wplane(d->c_in * T) +
+               wplane(d->c_out * T)) +
          chunks * wino_dw_chunk_len(d, m, ep);
 }
 
@@ -376,14 +410,19 @@ size_t strop__conv2d_scratch_floats(const strop__conv2d_dims *d, int backward, i
   if (backward == 1 && bwd_block(d)) return (size_t)bwd_block_len(d, chunks, ep);
   const int m = backward == 1 ? 0 : wino_m(d);
   if (m)
-    return (size_t)((backward ? 0 : wino_u_len(d, m)) +
+    return (size_t)((backward ? 0 : wino_u_held(d, m, chunks)) +
                     chunks * wino_chunk_len(d, m, chunks, ep));
   if (backward == 2) backward = 0;
   int64_t per = (backward ? cols_len(d) + part_len(d) : fwd_cols_len(d, chunks)) +
                 ep_len(d, backward, ep);
   int64_t aug = !backward && fused_bias(d) ? part_len(d) : 0;
   const int mdx = backward ? wino_dx_m(d) : 0;
-  if (mdx) {
+  const strop__conv2d_dims dd = dx_dims(d);
+  if (mdx && !(ep && (ep->relu || ep->pool)) && wino_rows(&dd, mdx, chunks)) {
+    /* a row of dx's filters and the chunks' Winograd areas alone (wino_dx_rows_chunk) */
+    aug = wino_u_held(&dd, mdx, chunks);
+    per = wino_dx_len(d, mdx, chunks);
+  } else if (mdx) {
     aug += wino_u_len(d, mdx);
     per += wino_dx_len(d, mdx, chunks);
   }
@@ -522,6 +561,7 @@ typedef struct conv_job {
                             round their images and output gradients (round_chunk_len) */
   int64_t part_off;      /* backward: where a chunk's partial sums start in its area */
   int m;                 /* Winograd: the tile size (backward: of dx) */
+  int row;               /* Winograd, filters a row at a time (wino_rows): the row, else -1 */
   float *u;              /* Winograd: the transformed filters (backward: of dx) */
   strop__conv2d_dims dd; /* backward with Winograd: dx's conv (dx_dims) */
   /* Winograd weight gradient: the tile size, M, a block's V and Y, the per-chunk areas, and
@@ -529,7 +569,8 @@ typedef struct conv_job {
   int mw, first;
   float *wm, *wv, *wy, *wc;
   int64_t wper, n0, nn, T;
-  float *by, *bc; /* batched backward: a block's dY [c_out, L] and columns [K + 1, L] */
+  int64_t o0, no, pm; /* its block of output channels o0 .. o0 + no - 1 and M's plane stride */
+  float *by, *bc;     /* batched backward: a block's dY [c_out, L] and columns [K + 1, L] */
   const strop__conv2d_epilogue *ep; /* NULL: none */
   strop__pool2d_dims pd;            /* the epilogue's pool over one image */
 } conv_job;
@@ -649,14 +690,18 @@ static void wino_fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   float *v = base + ep_len(d, 0, j->ep);
   float *mm = v + wino_v_len(d, m, j->chunks);
   float *work = mm + wino_m_len(d, m, j->chunks);
+  /* filters a row at a time: this call runs row j->row's products; the first transforms the
+   * tiles, the last transforms the products back (the chunk is one block) */
+  const int x0 = j->row < 0 ? 0 : j->row * (m + 2), x1 = j->row < 0 ? a2 : x0 + m + 2;
   for (int64_t n0 = lo; n0 < hi; n0 += nb) {
     const int64_t nn = hi - n0 < nb ? hi - n0 : nb, T = nn * tpi;
     const int64_t pv = wplane(CI * T), pm = wplane(CO * T);
-    for (int64_t s = 0; s < nn; s++)
+    for (int64_t s = 0; s < nn && j->row <= 0; s++)
       strop__winograd_input(d, m, j->x + (n0 + s) * CI * HW, v, T, pv, s * tpi, work);
-    for (int xi = 0; xi < a2; xi++)
-      strop__sgemm(0, 0, CO, T, CI, 1.0f, j->u + xi * CO * CI, CI, v + xi * pv, T, 0.0f,
+    for (int xi = x0; xi < x1; xi++)
+      strop__sgemm(0, 0, CO, T, CI, 1.0f, j->u + (xi - x0) * CO * CI, CI, v + xi * pv, T, 0.0f,
                    mm + xi * pm, T);
+    if (x1 < a2) continue;
     for (int64_t s = 0; s < nn; s++) {
       float *yn = raw ? raw : j->y + (n0 + s) * CO * P;
       strop__winograd_output(d, m, mm, T, pm, s * tpi, j->b, yn, 0, work);
@@ -1085,14 +1130,14 @@ static void bf16_bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
 static void wino_filter_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
   (void)chunk;
   const conv_job *j = ctx;
-  strop__winograd_filter(j->d, j->m, j->w, 0, j->u, lo, hi);
+  strop__winograd_filter_row(j->d, j->m, j->w, 0, j->row, j->u, lo, hi);
 }
 
 /* the input gradient's filters: rotated and transposed */
 static void wino_dx_filter_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
   (void)chunk;
   const conv_job *j = ctx;
-  strop__winograd_filter(&j->dd, j->m, j->w, 1, j->u, lo, hi);
+  strop__winograd_filter_row(&j->dd, j->m, j->w, 1, j->row, j->u, lo, hi);
 }
 
 /* The epilogue's pool over one image of c_out planes (unused without a pool). */
@@ -1240,7 +1285,7 @@ void strop__conv2d_filters(const strop__conv2d_dims *d, const float *w, float *u
     strop__bf16_pack_a(0, d->c_out, kdim(d), w, kdim(d), (uint32_t *)(void *)u);
     return;
   }
-  conv_job j = {.d = d, .w = w, .u = u, .m = wino_m(d)};
+  conv_job j = {.d = d, .w = w, .u = u, .m = wino_m(d), .row = -1};
   if (j.m) strop__par_for(d->c_out, 8, wino_filter_range, &j);
 }
 
@@ -1286,15 +1331,25 @@ void strop__conv2d_forward_filtered(const strop__conv2d_dims *d, const float *x,
     strop__par_run(chunks, d->n, bf16_fwd_chunk, &j);
     return;
   }
+  j.row = -1;
   if ((j.m = wino_m(d))) {
     j.u = (float *)u; /* only read */
     j.chunk0 = scratch;
+    j.per = wino_chunk_len(d, j.m, chunks, ep);
+    if (!u && wino_rows(d, j.m, chunks)) { /* a row of filters at a time */
+      j.u = scratch;
+      j.chunk0 = scratch + wino_u_held(d, j.m, chunks);
+      for (j.row = 0; j.row < j.m + 2; j.row++) {
+        strop__par_for(d->c_out, 8, wino_filter_range, &j);
+        strop__par_run(chunks, d->n, wino_fwd_chunk, &j);
+      }
+      return;
+    }
     if (!u) {
       j.u = scratch;
       strop__par_for(d->c_out, 8, wino_filter_range, &j);
       j.chunk0 = scratch + wino_u_len(d, j.m);
     }
-    j.per = wino_chunk_len(d, j.m, chunks, ep);
     strop__par_run(chunks, d->n, wino_fwd_chunk, &j);
     return;
   }
@@ -1444,14 +1499,14 @@ static void wdw_products(void *ctx, int64_t lo, int64_t hi, int chunk) {
   (void)chunk;
   const conv_job *j = ctx;
   const int64_t CO = j->d->c_out, CI = j->d->c_in, T = j->T, a = j->mw + 2;
-  const int64_t py = wplane(CO * T), pv = wplane(CI * T), pm = wplane(CO * CI);
+  const int64_t py = wplane(CO * T), pv = wplane(CI * T), pm = j->pm;
   for (int64_t xi = lo; xi < hi; xi++) {
     const float *y = j->wy + xi * py;
-    if (j->dw)
-      strop__sgemm(0, 1, CO, CI, T, 1.0f, y, T, j->wv + xi * pv, T, j->first ? 0.0f : 1.0f,
-                   j->wm + xi * pm, CI);
+    if (j->dw) /* the output channels o0 .. o0 + no - 1 */
+      strop__sgemm_rows(CO, 0, 1, j->no, CI, T, 1.0f, y + j->o0 * T, T, j->wv + xi * pv, T,
+                        j->first ? 0.0f : 1.0f, j->wm + xi * pm, CI);
     if (j->db && xi == a + 1)
-      for (int64_t o = 0; o < CO; o++) {
+      for (int64_t o = j->o0; o < j->o0 + j->no; o++) {
         double sum = 0.0;
         for (int64_t t = 0; t < T; t++) sum += y[o * T + t];
         j->db[o] += (float)sum;
@@ -1463,8 +1518,7 @@ static void wdw_products(void *ctx, int64_t lo, int64_t hi, int chunk) {
 static void wdw_filters(void *ctx, int64_t lo, int64_t hi, int chunk) {
   (void)chunk;
   const conv_job *j = ctx;
-  strop__winograd_filter_grad(j->d, j->mw, j->wm, wplane(j->d->c_out * j->d->c_in), j->dw, lo,
-                              hi);
+  strop__winograd_filter_grad(j->d, j->mw, j->wm, j->pm, j->dw + j->o0 * j->d->c_in * 9, lo, hi);
 }
 
 /* The weight and bias gradients by Winograd (see wino_dw_block), in scratch. */
@@ -1473,11 +1527,28 @@ static void wino_dw(conv_job *j, float *scratch) {
   const int m = j->mw, chunks = j->chunks;
   const int64_t a2 = (int64_t)(m + 2) * (m + 2), tpi = strop__winograd_tiles(d, m);
   const int64_t nb = wino_dw_block(d, m, chunks), tb = nb * tpi;
+  const int64_t rows = wino_dw_rows(d, m, chunks);
+  j->pm = wplane(rows * d->c_in);
   j->wm = scratch;
-  j->wv = j->wm + a2 * wplane(d->c_out * d->c_in);
+  j->wv = j->wm + a2 * j->pm;
   j->wy = j->wv + a2 * wplane(d->c_in * tb);
   j->wc = j->wy + a2 * wplane(d->c_out * tb);
   j->wper = wino_dw_chunk_len(d, m, j->ep);
+  j->o0 = 0;
+  j->no = d->c_out;
+  if (rows < d->c_out) { /* one block of images; its products a block of channels at a time */
+    j->n0 = 0;
+    j->nn = d->n;
+    j->T = j->nn * tpi;
+    j->first = 1;
+    strop__par_run(strop__par_chunks(chunks, j->nn, 1), j->nn, wdw_transform, j);
+    for (j->o0 = 0; j->o0 < d->c_out; j->o0 += rows) {
+      j->no = d->c_out - j->o0 < rows ? d->c_out - j->o0 : rows;
+      strop__par_run(strop__par_chunks(chunks, a2, 1), a2, wdw_products, j);
+      if (j->dw) strop__par_run(strop__par_chunks(chunks, j->no, 8), j->no, wdw_filters, j);
+    }
+    return;
+  }
   for (j->n0 = 0; j->n0 < d->n; j->n0 += nb) {
     j->nn = d->n - j->n0 < nb ? d->n - j->n0 : nb;
     j->T = j->nn * tpi;
@@ -1586,6 +1657,31 @@ static void bwd_batched(conv_job *j, float *scratch) {
   }
 }
 
+/* The input gradient by Winograd with dx's filters a row at a time (wino_rows): row j->row's
+ * products; the first row transforms the chunk's output gradients (its images are one block),
+ * the last transforms the products back into dx. bwd_chunk's arithmetic, in that order. */
+static void wino_dx_rows_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  const conv_job *j = ctx;
+  const strop__conv2d_dims *d = j->d, *dd = &j->dd;
+  const int m = j->m, a = m + 2;
+  const int64_t tpi = strop__winograd_tiles(dd, m), T = (hi - lo) * tpi;
+  const int64_t P = d->oh * d->ow, HW = d->h * d->w, CI = d->c_in, CO = d->c_out;
+  const int64_t pv = wplane(CO * T), pm = wplane(CI * T);
+  float *wv = j->chunk0 + chunk * j->per;
+  float *wm = wv + wino_v_len(dd, m, j->chunks);
+  float *work = wm + wino_m_len(dd, m, j->chunks);
+  if (j->row == 0)
+    for (int64_t s = 0; s < hi - lo; s++)
+      strop__winograd_input(dd, m, j->dy + (lo + s) * CO * P, wv, T, pv, s * tpi, work);
+  for (int xi = j->row * a; xi < (j->row + 1) * a; xi++)
+    strop__sgemm(0, 0, CI, T, CO, 1.0f, j->u + (xi - j->row * a) * CI * CO, CO, wv + xi * pv, T,
+                 0.0f, wm + xi * pm, T);
+  if (j->row == a - 1)
+    for (int64_t t = 0; t < hi - lo; t++)
+      strop__winograd_output(dd, m, wm, T, pm, t * tpi, NULL, j->dx + (lo + t) * CI * HW,
+                             !j->assign, work);
+}
+
 /* strop__conv2d_backward, and with `assign` dx written instead of added to. */
 static void conv2d_backward(const strop__conv2d_dims *d, const float *x, const float *w,
                             const float *dy, float *dx, float *dw, float *db, float *scratch,
@@ -1607,6 +1703,7 @@ static void conv2d_backward(const strop__conv2d_dims *d, const float *x, const f
                 .db = db,
                 .chunks = chunks,
                 .assign = assign,
+                .row = -1,
                 .ep = ep,
                 .pd = image_pool(d, ep)};
   /* 3x3 stride 1 as the forward: the weight and bias gradients by Winograd first, then the
@@ -1635,6 +1732,21 @@ static void conv2d_backward(const strop__conv2d_dims *d, const float *x, const f
   if (!bm && bwd_block(d)) {
     bwd_batched(&j, scratch);
     return;
+  }
+  if (wino_dx_m(d) && dx && !ep) {
+    j.dd = dx_dims(d);
+    j.m = wino_dx_m(d);
+    if (wino_rows(&j.dd, j.m, chunks)) { /* dx's filters a row at a time */
+      j.u = scratch + ones_len(d);
+      j.chunk0 = j.u + wino_u_held(&j.dd, j.m, chunks);
+      j.per = wino_dx_len(d, j.m, chunks);
+      for (j.row = 0; j.row < j.m + 2; j.row++) {
+        strop__par_for(d->c_in, 8, wino_dx_filter_range, &j);
+        strop__par_run(chunks, d->n, wino_dx_rows_chunk, &j);
+      }
+      return;
+    }
+    j.m = 0;
   }
   /* [dW | db] accumulated together through the ones row of the columns (not on BF16 values:
    * the bias gradient sums the unrounded output gradient) */

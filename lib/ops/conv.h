@@ -66,6 +66,12 @@ extern int strop__conv_tile_relu;
  * chunk summing its own weight gradient. */
 extern int strop__conv_batch_backward;
 
+/* Tests and benches: 1 (the default) holds the large Winograd transforms of a conv (ResNet-50's
+ * 512-channel 3x3: 37.7 MB of filters, and as much of weight-gradient products) a row of planes
+ * or a block of output channels at a time where the batch allows (ops/conv.c: wino_rows,
+ * wino_dw_rows); 0 all at once. The same bits. */
+extern int strop__conv_wino_rows;
+
 /* The forward, input gradient and weight gradient of 3x3 stride-1 dilation-1 ungrouped convs
  * (the input gradient also needs padding <= 2): -1 (the default) follows
  * STROP_WINOGRAD in the environment ("0" never, "2" / "4" F(2x2, 3x3) / F(4x4, 3x3) on every

@@ -23,6 +23,12 @@
 void strop__sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                   const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
                   int64_t ldc);
+/* The same for m rows of a product of m_all rows, on the path (own kernel, product of few rows
+ * or OpenBLAS) the whole product takes: each row's bits are then those of the whole product
+ * (the paths differ in their bits, a split of the rows does not). */
+void strop__sgemm_rows(int64_t m_all, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                       float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
+                       float beta, float *c, int64_t ldc);
 /* The same, and returns 1 when every element of C is finite afterwards, 0 otherwise: the own
  * kernel looks at each value as it stores it, OpenBLAS's result is scanned by the thread that
  * wrote it while it is in cache (a gradient checked where it is made, not read back later). */

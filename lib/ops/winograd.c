@@ -28,9 +28,15 @@ static const double G2[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0
 /* Input channels per pass of the filter transform: the loops run across them. */
 enum { FB = 32 };
 
-STROP__CLONES void strop__winograd_filter(const strop__conv2d_dims *d, int m, const float *w,
-                                          int flip, float *u, int64_t o_lo, int64_t o_hi) {
-  const int a = m + 2;
+void strop__winograd_filter(const strop__conv2d_dims *d, int m, const float *w, int flip,
+                            float *u, int64_t o_lo, int64_t o_hi) {
+  strop__winograd_filter_row(d, m, w, flip, -1, u, o_lo, o_hi);
+}
+
+STROP__CLONES void strop__winograd_filter_row(const strop__conv2d_dims *d, int m, const float *w,
+                                              int flip, int row, float *u, int64_t o_lo,
+                                              int64_t o_hi) {
+  const int a = m + 2, i0 = row < 0 ? 0 : row, i1 = row < 0 ? a : row + 1;
   const double(*g)[3] = m == 4 ? G4 : G2;
   const int64_t CO = d->c_out, CI = d->c_in;
   double f[9][FB], t[6][3][FB];
@@ -41,13 +47,13 @@ STROP__CLONES void strop__winograd_filter(const strop__conv2d_dims *d, int m, co
         const float *src = flip ? w + ((c0 + c) * CO + o) * 9 : w + (o * CI + c0 + c) * 9;
         for (int q = 0; q < 9; q++) f[q][c] = flip ? src[8 - q] : src[q];
       }
-      for (int i = 0; i < a; i++) /* t = G f */
+      for (int i = i0; i < i1; i++) /* t = G f */
         for (int s = 0; s < 3; s++)
           for (int64_t c = 0; c < nc; c++)
             t[i][s][c] = g[i][0] * f[s][c] + g[i][1] * f[3 + s][c] + g[i][2] * f[6 + s][c];
-      for (int i = 0; i < a; i++) /* u = t G^T */
+      for (int i = i0; i < i1; i++) /* u = t G^T */
         for (int j = 0; j < a; j++) {
-          float *uo = u + ((int64_t)(i * a + j) * CO + o) * CI + c0;
+          float *uo = u + ((int64_t)((i - i0) * a + j) * CO + o) * CI + c0;
           for (int64_t c = 0; c < nc; c++)
             uo[c] = (float)(t[i][0][c] * g[j][0] + t[i][1][c] * g[j][1] + t[i][2][c] * g[j][2]);
         }

@@ -20,6 +20,12 @@ int64_t strop__winograd_tiles(const strop__conv2d_dims *d, int m);
 void strop__winograd_filter(const strop__conv2d_dims *d, int m, const float *w, int flip,
                             float *u, int64_t o_lo, int64_t o_hi);
 
+/* The same for the m + 2 planes of one row of u, (row, 0) .. (row, m + 1), into u
+ * [m + 2, c_out, c_in] (row -1: every plane, as strop__winograd_filter): a conv whose transformed
+ * filters are large holds them a row at a time (each value as the whole transform makes it). */
+void strop__winograd_filter_row(const strop__conv2d_dims *d, int m, const float *w, int flip,
+                                int row, float *u, int64_t o_lo, int64_t o_hi);
+
 /* Floats of work area the two transforms below need (one row of tiles). */
 size_t strop__winograd_work_floats(const strop__conv2d_dims *d, int m);
 
