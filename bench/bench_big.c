@@ -103,61 +103,79 @@ static int64_t env_int(const char *k, int64_t def) {
   return v && atoll(v) > 0 ? atoll(v) : def;
 }
 
-/* What an interleaved A/B alternates: FP32 (0) or BF16 (1) products; the unfused (0) or fused
- * (1) LM head and cross-entropy (strop__fused_loss: the library's own switch); the row
- * kernels' statistics one row at a time (0) or strop__rows_together's default rows side by side
- * (1): the same bits; an image per conv product (0) or small images batched (1,
- * strop__conv_batch); the BF16 convs' im2col path (0) or their columns packed straight from
- * the images (1, strop__conv_bf16_direct): the same bits; the FP32 conv backward per chunk (0)
- * or batched (1, strop__conv_batch_backward); frozen BF16 / int8 products on the fallback (0)
- * or vdpbf16ps (1); GELU on the clones (0) or AVX-512 (1); BF16 weight gradients a panel of
- * B at a time (0) or B's panels in groups (1, strop__bf16_b_groups): the same bits; the LM
- * head's BF16 input gradient all of k at once (0) or in slices (1, strop__bf16_kslices): the
- * same bits; a frozen BF16 conv's weight packed per call (0) or kept packed (1,
- * strop__conv_keep_packed): the same bits; a residual sum and its relu apart (0) or in one pass
- * (1, strop__add_fuse_relu): the same bits; those and the relu in the tiles' stores all off (0)
- * or on (1); the large Winograd transforms whole (0) or in rows (1); the convs' scratch above
- * the planned region (0) or in it (1); no fusion (0) or the layers' fusions (1). */
-enum {
-  AB_DTYPE,
-  AB_FUSED,
-  AB_ROWS,
-  AB_CONV,
-  AB_PACK,
-  AB_CONV_BWD,
-  AB_HELD,
-  AB_GELU,
-  AB_BGROUPS,
-  AB_KSLICES,
-  AB_HELDW,
-  AB_ADDRELU,
-  AB_FROZEN,
-  AB_WINO_ROWS,
-  AB_PLAN_SCRATCH,
-  AB_FUSION
-};
+/* What an interleaved A/B alternates: each switch's environment variable (`ab` alternates its
+ * off (0) and on (1) sides; off_word / on_word, where given, set one side for the whole run),
+ * the labels of the two sides and the key of the RESULT line. The first variable set to `ab` in
+ * the table's order is the one alternated; none: COMPUTE_DTYPE. */
+typedef struct ab_switch {
+  const char *env, *off_word, *on_word;
+  const char *off, *on, *key;
+  void (*set)(strop_model *m, int on);
+} ab_switch;
 
-static void ab_set(strop_model *m, int what, int d) {
-  static int rows_default = 0;
-  if (!rows_default) rows_default = strop__rows_together;
-  if (what == AB_FUSED) strop__fused_loss = d;
-  else if (what == AB_ROWS) strop__rows_together = d ? rows_default : 1;
-  else if (what == AB_CONV) strop__conv_batch = d;
-  else if (what == AB_PACK) strop__conv_bf16_direct = d;
-  else if (what == AB_CONV_BWD) strop__conv_batch_backward = d;
-  else if (what == AB_HELD) strop__bf16_impl = d ? 0 : 1;
-  else if (what == AB_GELU) strop__gelu_isa = d ? 0 : 1;
-  else if (what == AB_BGROUPS) strop__bf16_b_groups = d;
-  else if (what == AB_KSLICES) strop__bf16_kslices = d;
-  else if (what == AB_HELDW) strop__conv_keep_packed = d;
-  else if (what == AB_ADDRELU) strop__add_fuse_relu = d;
-  else if (what == AB_FROZEN)
-    strop__conv_keep_packed = strop__add_fuse_relu = strop__conv_tile_relu = d;
-  else if (what == AB_WINO_ROWS) strop__conv_wino_rows = d;
-  else if (what == AB_PLAN_SCRATCH) strop__plan_scratch = d;
-  else if (what == AB_FUSION) m->no_fusion = !d;
-  else bench_must(strop_model_set_compute_dtype(m, d), "compute dtype");
+static void set_dtype(strop_model *m, int on) {
+  bench_must(strop_model_set_compute_dtype(m, on ? STROP_DTYPE_BF16 : STROP_DTYPE_F32),
+             "compute dtype");
 }
+/* the unfused / fused LM head and cross-entropy (the library's own switch) */
+static void set_fused(strop_model *m, int on) { (void)m, strop__fused_loss = on; }
+/* the row kernels' statistics one row at a time / strop__rows_together's default rows side
+ * by side: the same bits */
+static void set_rows(strop_model *m, int on) {
+  static int rows_default = 0;
+  (void)m;
+  if (!rows_default) rows_default = strop__rows_together;
+  strop__rows_together = on ? rows_default : 1;
+}
+/* an image per conv product / small images batched */
+static void set_conv(strop_model *m, int on) { (void)m, strop__conv_batch = on; }
+/* the BF16 convs' im2col path / columns packed straight from the images: the same bits */
+static void set_pack(strop_model *m, int on) { (void)m, strop__conv_bf16_direct = on; }
+/* the FP32 conv backward per chunk / batched */
+static void set_conv_bwd(strop_model *m, int on) { (void)m, strop__conv_batch_backward = on; }
+/* frozen BF16 / int8 products on the fallback / vdpbf16ps */
+static void set_held(strop_model *m, int on) { (void)m, strop__bf16_impl = on ? 0 : 1; }
+/* GELU on the per-CPU clones / the AVX-512 kernels */
+static void set_gelu(strop_model *m, int on) { (void)m, strop__gelu_isa = on ? 0 : 1; }
+/* BF16 weight gradients a panel of B at a time / B's panels in groups: the same bits */
+static void set_bgroups(strop_model *m, int on) { (void)m, strop__bf16_b_groups = on; }
+/* the LM head's BF16 input gradient all of k at once / in slices: the same bits */
+static void set_kslices(strop_model *m, int on) { (void)m, strop__bf16_kslices = on; }
+/* a frozen BF16 conv's weight packed per call / kept packed: the same bits */
+static void set_heldw(strop_model *m, int on) { (void)m, strop__conv_keep_packed = on; }
+/* a residual sum and its relu apart / in one pass: the same bits */
+static void set_addrelu(strop_model *m, int on) { (void)m, strop__add_fuse_relu = on; }
+/* those two and the relu in the BF16 tiles' stores all off / all on */
+static void set_frozen(strop_model *m, int on) {
+  (void)m;
+  strop__conv_keep_packed = strop__add_fuse_relu = strop__conv_tile_relu = on;
+}
+/* the large Winograd transforms whole / a row or block at a time: the same bits */
+static void set_wino_rows(strop_model *m, int on) { (void)m, strop__conv_wino_rows = on; }
+/* the convs' scratch above the planned region / planned in it */
+static void set_plan_scratch(strop_model *m, int on) { (void)m, strop__plan_scratch = on; }
+/* every layer run by itself / the layers' fusions */
+static void set_fusion(strop_model *m, int on) { m->no_fusion = !on; }
+
+static const ab_switch AB[] = {
+    {"FUSED_LOSS", NULL, NULL, "unfused", "fused", "fused_loss", set_fused},
+    {"KERNELS", NULL, NULL, "rows1", "rows", "kernels", set_rows},
+    {"CONV_BATCH", NULL, NULL, "per_image", "batched", "conv_batch", set_conv},
+    {"CONV_PACK", NULL, NULL, "im2col", "direct", "conv_pack", set_pack},
+    {"CONV_BWD", "0", NULL, "per_chunk", "batched", "conv_bwd", set_conv_bwd},
+    {"HELD_DOT", NULL, NULL, "fallback", "dot", "held_dot", set_held},
+    {"GELU", "clones", NULL, "clones", "avx512", "gelu", set_gelu},
+    {"B_GROUPS", NULL, NULL, "panels", "groups", "b_groups", set_bgroups},
+    {"K_SLICES", NULL, NULL, "whole_k", "sliced", "k_slices", set_kslices},
+    {"CONV_HELD", "0", NULL, "per_call", "held", "conv_held", set_heldw},
+    {"ADD_RELU", "0", NULL, "apart", "fused", "add_relu", set_addrelu},
+    {"FROZEN_PATH", "0", NULL, "before", "after", "frozen_path", set_frozen},
+    {"WINO_ROWS", "0", NULL, "whole", "rows", "wino_rows", set_wino_rows},
+    {"PLAN_SCRATCH", "0", NULL, "arena", "planned", "plan_scratch", set_plan_scratch},
+    {"FUSION", "0", NULL, "unfused", "fused", "fusion", set_fusion},
+    {"COMPUTE_DTYPE", NULL, "bf16", "f32", "bf16", "compute_dtype", set_dtype},
+};
+#define N_AB ((int)(sizeof AB / sizeof AB[0]))
 
 /* GEMM_PROFILE=1: every product of the steps by kind and shape (strop__gemm_observer), its
  * calls, thread CPU time and rate */
@@ -306,53 +324,17 @@ int main(int argc, char **argv) {
     xr = 2, xd[0] = batch, xd[1] = tokens;
     yr = bert ? 1 : 2, yd[0] = batch, yd[1] = tokens;
   }
-  const char *cdt = getenv("COMPUTE_DTYPE"), *fab = getenv("FUSED_LOSS");
-  /* interleaved A/B: 0 / 1 are FP32 / BF16 products, the unfused / fused LM-head step, the
-   * row kernels one row / several rows at a time, or convs an image per product / batched */
-  const char *kab = getenv("KERNELS"), *cba = getenv("CONV_BATCH"), *cpk = getenv("CONV_PACK");
-  const char *cbb = getenv("CONV_BWD"), *hab = getenv("HELD_DOT"), *gab = getenv("GELU");
-  const char *bgr = getenv("B_GROUPS"), *ksl = getenv("K_SLICES"), *chw = getenv("CONV_HELD");
-  const char *arl = getenv("ADD_RELU"), *fpa = getenv("FROZEN_PATH"), *wro = getenv("WINO_ROWS");
-  const char *psc = getenv("PLAN_SCRATCH"), *fus = getenv("FUSION");
-  const int ab_fused = fab && !strcmp(fab, "ab"), ab_rows = kab && !strcmp(kab, "ab");
-  const int ab_conv = cba && !strcmp(cba, "ab"), ab_pack = cpk && !strcmp(cpk, "ab");
-  const int ab_cbwd = cbb && !strcmp(cbb, "ab"), ab_held = hab && !strcmp(hab, "ab");
-  const int ab_gelu = gab && !strcmp(gab, "ab");
-  const int ab_bgr = bgr && !strcmp(bgr, "ab"), ab_ksl = ksl && !strcmp(ksl, "ab");
-  const int ab_heldw = chw && !strcmp(chw, "ab"), ab_arelu = arl && !strcmp(arl, "ab");
-  const int ab_frozen = fpa && !strcmp(fpa, "ab");
-  const int ab_wrows = wro && !strcmp(wro, "ab"), ab_psc = psc && !strcmp(psc, "ab");
-  const int ab_fus = fus && !strcmp(fus, "ab");
-  const int ab = ab_fused || ab_rows || ab_conv || ab_pack || ab_cbwd || ab_held || ab_gelu ||
-                 ab_bgr || ab_ksl || ab_heldw || ab_arelu || ab_frozen || ab_wrows || ab_psc ||
-                 ab_fus || (cdt && !strcmp(cdt, "ab"));
-  const int what = ab_fused    ? AB_FUSED
-                   : ab_rows   ? AB_ROWS
-                   : ab_conv   ? AB_CONV
-                   : ab_pack   ? AB_PACK
-                   : ab_cbwd   ? AB_CONV_BWD
-                   : ab_held   ? AB_HELD
-                   : ab_gelu   ? AB_GELU
-                   : ab_bgr    ? AB_BGROUPS
-                   : ab_ksl    ? AB_KSLICES
-                   : ab_heldw  ? AB_HELDW
-                   : ab_arelu  ? AB_ADDRELU
-                   : ab_frozen ? AB_FROZEN
-                   : ab_wrows  ? AB_WINO_ROWS
-                   : ab_psc    ? AB_PLAN_SCRATCH
-                   : ab_fus    ? AB_FUSION
-                               : AB_DTYPE;
-  if (cdt && !strcmp(cdt, "bf16"))
-    bench_must(strop_model_set_compute_dtype(m, STROP_DTYPE_BF16), "compute dtype");
-  if (cbb && !strcmp(cbb, "0")) strop__conv_batch_backward = 0;
-  if (gab && !strcmp(gab, "clones")) strop__gelu_isa = 1;
-  if (chw && !strcmp(chw, "0")) strop__conv_keep_packed = 0;
-  if (arl && !strcmp(arl, "0")) strop__add_fuse_relu = 0;
-  if (fpa && !strcmp(fpa, "0"))
-    strop__conv_keep_packed = strop__add_fuse_relu = strop__conv_tile_relu = 0;
-  if (wro && !strcmp(wro, "0")) strop__conv_wino_rows = 0;
-  if (psc && !strcmp(psc, "0")) strop__plan_scratch = 0;
-  if (fus && !strcmp(fus, "0")) m->no_fusion = 1;
+  /* interleaved A/B: the first switch of AB set to `ab` (COMPUTE_DTYPE when none is); the
+   * others' off_word / on_word fix a side for the whole run */
+  const char *cdt = getenv("COMPUTE_DTYPE");
+  int what = N_AB - 1, ab = 0;
+  for (int i = 0; i < N_AB; i++) {
+    const char *v = getenv(AB[i].env);
+    if (!v) continue;
+    if (!strcmp(v, "ab") && !ab) what = i, ab = 1;
+    else if (AB[i].off_word && !strcmp(v, AB[i].off_word)) AB[i].set(m, 0);
+    else if (AB[i].on_word && !strcmp(v, AB[i].on_word)) AB[i].set(m, 1);
+  }
   if (getenv("FUSED_ROWS")) strop__fused_loss_rows = env_int("FUSED_ROWS", 0);
   if (getenv("ROWS_TOGETHER")) strop__rows_together = (int)env_int("ROWS_TOGETHER", 1);
   size_t planned = 0, est[4] = {0, 0, 0, 0};
@@ -389,13 +371,13 @@ int main(int argc, char **argv) {
     double bm[2] = {1e30, 1e30};                       /* the calling thread's CPU time */
     double rc[64][2];                                  /* each round's CPU time per step */
     for (int d = 0; d < 2; d++) { /* a warm-up step of each (the BF16 copies are made) */
-      ab_set(m, what, d);
+      AB[what].set(m, d);
       bench_must(strop_trainer_step(tr, x, y, &loss), "warm-up");
     }
     for (int r = 0; r < repeats; r++)
       for (int h = 0; h < 2; h++) {
         const int d = (r + h) % 2;
-        ab_set(m, what, d);
+        AB[what].set(m, d);
         const double t0 = bench_now(), c0 = cpu_now(), m0 = thread_cpu_now();
         for (int s = 0; s < steps; s++) bench_must(strop_trainer_step(tr, x, y, &loss), "step");
         const double dt = (bench_now() - t0) / steps, dc = (cpu_now() - c0) / steps;
@@ -405,21 +387,12 @@ int main(int argc, char **argv) {
         if (dc < bc[d]) bc[d] = dc;
         if (r < 64) rc[r][d] = dc;
       }
-    static const char *const names[16][3] = {
-        {"f32", "bf16", "compute_dtype"},     {"unfused", "fused", "fused_loss"},
-        {"rows1", "rows", "kernels"},         {"per_image", "batched", "conv_batch"},
-        {"im2col", "direct", "conv_pack"},    {"per_chunk", "batched", "conv_bwd"},
-        {"fallback", "dot", "held_dot"},      {"clones", "avx512", "gelu"},
-        {"panels", "groups", "b_groups"},     {"whole_k", "sliced", "k_slices"},
-        {"per_call", "held", "conv_held"},    {"apart", "fused", "add_relu"},
-        {"before", "after", "frozen_path"},   {"whole", "rows", "wino_rows"},
-        {"arena", "planned", "plan_scratch"}, {"unfused", "fused", "fusion"}};
-    const char *a = names[what][0], *b = names[what][1];
+    const char *a = AB[what].off, *b = AB[what].on;
     printf("RESULT impl=strop row=%s threads=%d batch=%lld tokens=%lld %s=ab "
            "%s_step_ms=%.1f %s_step_ms=%.1f %s_speedup=%.3f %s_cpu_ms=%.1f "
            "%s_cpu_ms=%.1f %s_cpu_speedup=%.3f %s_main_ms=%.1f %s_main_ms=%.1f "
            "%s_main_speedup=%.3f gemm_flops=%.4g round_cpu_ratios=",
-           row, threads, (long long)batch, (long long)tokens, names[what][2], a, bt[0] * 1e3, b,
+           row, threads, (long long)batch, (long long)tokens, AB[what].key, a, bt[0] * 1e3, b,
            bt[1] * 1e3, b, bt[0] / bt[1], a, bc[0] * 1e3, b, bc[1] * 1e3, b, bc[0] / bc[1], a,
            bm[0] * 1e3, b, bm[1] * 1e3, b, bm[0] / bm[1], step_flops);
     for (int r = 0; r < repeats && r < 64; r++)
