@@ -144,37 +144,41 @@ for t in $THREADS; do
         planned="$(mb "$(field planned_peak_kb "$s")")MB"
       fi
       floor=$(awk "BEGIN{printf \"%.1f\", $fl / ($pk * 1e9) * 1e3}")
-      share=$(awk "BEGIN{printf \"%.0f%%\", $floor / $ms * 100}")
+      sharev=$(awk "BEGIN{printf \"%.2f\", $floor / $ms * 100}")
+      share=$(awk "BEGIN{printf \"%.0f%%\", $sharev}")
       printf '%-16s %-18s %3s %10s %9s %7s %7sMB %9s %7s\n' "$r" "$label" "$t" "$hi" \
         "$floor" "$share" "$(mb "$pk_kb")" "$planned" "$spread"
-      echo "$r $t $label|$hi|$pk_kb" >> "$RATES"
+      echo "$r $t $label|$hi|$pk_kb|$sharev" >> "$RATES"
     done
   done
 done
 
-# The ratios the issue states its targets in, from the rates above (best of the rounds).
+# The ratios the issue states its targets in, from the rates above (best of the rounds), and
+# the share of the BF16 peak that 1.5x PyTorch's autocast asks of strop's BF16 step (above 100%:
+# out of reach for any implementation of the same arithmetic).
 echo
-printf '%-27s %3s %11s %13s %9s %9s %11s\n' row thr strop/torch bf16/autocast bf16/own \
-  rss/torch bf16rss/ac
+printf '%-27s %3s %11s %13s %9s %9s %11s %9s\n' row thr strop/torch bf16/autocast bf16/own \
+  rss/torch bf16rss/ac 1.5xac@
 awk -F'|' '
   { split($1, k, " "); key = k[1] " " k[2]; lab = substr($1, length(key) + 2)
-    rate[key, lab] = $2; rss[key, lab] = $3; if (!(key in seen)) { seen[key] = 1; order[n++] = key } }
+    rate[key, lab] = $2; rss[key, lab] = $3; shr[key, lab] = $4; if (!(key in seen)) { seen[key] = 1; order[n++] = key } }
   function q(a, b) { return (a != "" && b != "" && b + 0 > 0) ? sprintf("%.2fx", a / b) : "-" }
   END {
     for (i = 0; i < n; i++) {
       key = order[i]; split(key, k, " ")
       t = rate[key, "torch fp32"]; a = rate[key, "torch autocast"]
       tr = rss[key, "torch fp32"]; ar = rss[key, "torch autocast"]
+      need = shr[key, "torch autocast"] != "" ? sprintf("%.0f%%", 1.5 * shr[key, "torch autocast"]) : "-"
       if (rate[key, "strop base=f32"] != "") {
         f = rate[key, "strop base=f32"]; b = rate[key, "strop bf16"]
-        printf "%-27s %3s %11s %13s %9s %9s %11s\n", k[1], k[2], q(f, t), q(b, a), q(b, f),
-          q(rss[key, "strop base=f32"], tr), q(rss[key, "strop bf16"], ar)
+        printf "%-27s %3s %11s %13s %9s %9s %11s %9s\n", k[1], k[2], q(f, t), q(b, a), q(b, f),
+          q(rss[key, "strop base=f32"], tr), q(rss[key, "strop bf16"], ar), need
       } else { # a frozen base held in BF16 or int8 (TinyLlama): each base against PyTorch
         for (j = 1; j <= 2; j++) {
           base = j == 1 ? "bf16" : "int8"; b = rate[key, "strop base=" base]
           if (b == "") continue
-          printf "%-27s %3s %11s %13s %9s %9s %11s\n", k[1] " (" base " base)", k[2], q(b, t),
-            q(b, a), "-", q(rss[key, "strop base=" base], tr), "-"
+          printf "%-27s %3s %11s %13s %9s %9s %11s %9s\n", k[1] " (" base " base)", k[2], q(b, t),
+            q(b, a), "-", q(rss[key, "strop base=" base], tr), "-", need
         }
       }
     }
