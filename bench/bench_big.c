@@ -54,7 +54,9 @@
  * (strop__conv_tile_relu) all off and all on (the BF16 frozen trunk before and after
  * 2026-12-05's changes, the same bits), FROZEN_PATH=0 all off. CONV_ADD=ab alternates a
  * residual sum after a frozen conv (and its relu) run by the add and in the conv's epilogue (its
- * BF16 tiles' stores; strop__conv_fuse_add, the same bits), CONV_ADD=0 by the add.
+ * BF16 tiles' stores; strop__conv_fuse_add, the same bits), CONV_ADD=0 by the add; TILE_PF=ab
+ * the BF16 conv tiles' output lines asked for before their sums or not
+ * (strop__conv_tile_prefetch, the same bits), TILE_PF=0 not.
  *
  * Prints one RESULT line: samples/s or tokens/s (best of `repeats` windows of `steps` steps
  * after a warm-up), the step's multiply-add work (gemm_flops: the matrix products and
@@ -150,6 +152,8 @@ static void set_addrelu(strop_model *m, int on) { (void)m, strop__add_fuse_relu 
 /* a residual sum (and its relu) after a frozen conv by itself / in the conv's epilogue: the
  * same bits */
 static void set_convadd(strop_model *m, int on) { (void)m, strop__conv_fuse_add = on; }
+/* the BF16 conv tiles' output lines asked for before their sums: off / on (the same bits) */
+static void set_tilepf(strop_model *m, int on) { (void)m, strop__conv_tile_prefetch = on; }
 /* those two and the relu in the BF16 tiles' stores all off / all on */
 static void set_frozen(strop_model *m, int on) {
   (void)m;
@@ -176,6 +180,7 @@ static const ab_switch AB[] = {
     {"ADD_RELU", "0", NULL, "apart", "fused", "add_relu", set_addrelu},
     {"FROZEN_PATH", "0", NULL, "before", "after", "frozen_path", set_frozen},
     {"CONV_ADD", "0", NULL, "apart", "fused", "conv_add", set_convadd},
+    {"TILE_PF", "0", NULL, "off", "on", "tile_pf", set_tilepf},
     {"WINO_ROWS", "0", NULL, "whole", "rows", "wino_rows", set_wino_rows},
     {"PLAN_SCRATCH", "0", NULL, "arena", "planned", "plan_scratch", set_plan_scratch},
     {"FUSION", "0", NULL, "unfused", "fused", "fusion", set_fusion},

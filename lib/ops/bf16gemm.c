@@ -217,9 +217,10 @@ BF16_TARGET static void kernel(const gjob *J, int64_t ib, int64_t j0, const uint
   float *c2 = split < nr ? J->c + (s + 1) * L->stride + i0 * J->ldc : c;
   const float *e = L->res ? L->res + (c - J->c) : NULL,
               *e2 = L->res ? L->res + (c2 - J->c) : NULL;
-  strop__bf16_tile_8x32_ex(a, 1, MR, J->kp, p, mr, nr, J->alpha, J->beta,
-                           L->add ? L->add + i0 : NULL, L->relu, c, split, c2, J->ldc, e, e2,
-                           L->res_first);
+  strop__bf16_tile_8x32_ex(
+      a, 1, MR, J->kp, p, mr, nr, J->alpha, J->beta, L->add ? L->add + i0 : NULL, L->relu, c,
+      split, c2, J->ldc, e, e2,
+      (L->res_first ? STROP__TILE_RES_FIRST : 0) | (L->prefetch ? STROP__TILE_PREFETCH_C : 0));
 }
 
 /* column panels [lo, hi) of 32, in groups of as nearly equal size as J->fit allows: a group's

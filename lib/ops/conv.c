@@ -736,6 +736,7 @@ static const float *bwd_epilogue(const conv_job *j, int64_t n, float *buf);
  * through a buffer. The same bits (tests, bench_big's CONV_PACK=ab, bench_bf16conv). */
 int strop__conv_bf16_direct = 1;
 int strop__conv_tile_relu = 1;
+int strop__conv_tile_prefetch = 1;
 
 /* dst [cols, rows] (rows ldd apart) = src [rows, cols] (ld lds) transposed: 16 x 16 blocks
  * through registers where AVX-512 runs (the only place the vdpbf16ps path runs) */
@@ -1026,7 +1027,8 @@ static void bf16_fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
         .add = j->b,
         .relu = tile_ep && j->ep->relu,
         .res = tile_ep && j->ep->res ? j->ep->res + n0 * CO * P : NULL,
-        .res_first = tile_ep && j->ep->res_first};
+        .res_first = tile_ep && j->ep->res_first,
+        .prefetch = strop__conv_tile_prefetch};
     float *c = to ? to : nb > 1 ? cbuf : raw ? raw : j->y + n0 * CO * P;
     const strop__bf16_c_layout *cl = to ? &lay : NULL;
     const int64_t ldc = to ? P : L;
@@ -1105,7 +1107,7 @@ static void bf16_bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
     if (j->dx && j->ap && pw && (nb == 1 || P >= 32)) {
       /* pointwise, the weight packed once: the product writes (or adds into) the image
        * gradients themselves */
-      const strop__bf16_c_layout lay = {P, CI * HW, NULL, 0, NULL, 0};
+      const strop__bf16_c_layout lay = {P, CI * HW, NULL, 0, NULL, 0, 0};
       strop__bf16_gemm_f32_packed(K, L, CO, j->ap, g, L, NULL, NULL, j->assign ? 0.0f : 1.0f,
                                   j->dx + n0 * CI * HW, P, &lay, work);
     } else if (j->dx) {

@@ -66,6 +66,10 @@ extern int strop__conv_bf16_direct;
  * image after: the same bits. */
 extern int strop__conv_tile_relu;
 
+/* Tests and benches: 1 (the default) has the vdpbf16ps forward that writes y itself ask for
+ * each tile's output lines (for writing) before the tile's sums; 0 does not. The same bits. */
+extern int strop__conv_tile_prefetch;
+
 /* Tests and benches: 1 (the default) runs the FP32 lowered backward of the convs with more
  * output channels than output positions a block of images per product, the products split
  * across threads instead of the images (ops/conv.c: bwd_block); 0 an image per product, each
