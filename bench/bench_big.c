@@ -56,7 +56,9 @@
  * residual sum after a frozen conv (and its relu) run by the add and in the conv's epilogue (its
  * BF16 tiles' stores; strop__conv_fuse_add, the same bits), CONV_ADD=0 by the add; TILE_PF=ab
  * the BF16 conv tiles' output lines asked for before their sums or not
- * (strop__conv_tile_prefetch, the same bits), TILE_PF=0 not.
+ * (strop__conv_tile_prefetch, the same bits), TILE_PF=0 not; CONV_POOL=ab a max-pool after a
+ * conv (ResNet's stem: after its folded norm and relu) by itself and in the conv's epilogue
+ * (strop__conv_fuse_pool, the same bits), CONV_POOL=0 by itself.
  *
  * Prints one RESULT line: samples/s or tokens/s (best of `repeats` windows of `steps` steps
  * after a warm-up), the step's multiply-add work (gemm_flops: the matrix products and
@@ -152,6 +154,8 @@ static void set_addrelu(strop_model *m, int on) { (void)m, strop__add_fuse_relu 
 /* a residual sum (and its relu) after a frozen conv by itself / in the conv's epilogue: the
  * same bits */
 static void set_convadd(strop_model *m, int on) { (void)m, strop__conv_fuse_add = on; }
+/* a max-pool after a conv (ResNet's stem) by itself / in the conv's epilogue */
+static void set_convpool(strop_model *m, int on) { (void)m, strop__conv_fuse_pool = on; }
 /* the BF16 conv tiles' output lines asked for before their sums: off / on (the same bits) */
 static void set_tilepf(strop_model *m, int on) { (void)m, strop__conv_tile_prefetch = on; }
 /* those two and the relu in the BF16 tiles' stores all off / all on */
@@ -181,6 +185,7 @@ static const ab_switch AB[] = {
     {"FROZEN_PATH", "0", NULL, "before", "after", "frozen_path", set_frozen},
     {"CONV_ADD", "0", NULL, "apart", "fused", "conv_add", set_convadd},
     {"TILE_PF", "0", NULL, "off", "on", "tile_pf", set_tilepf},
+    {"CONV_POOL", "0", NULL, "apart", "fused", "conv_pool", set_convpool},
     {"WINO_ROWS", "0", NULL, "whole", "rows", "wino_rows", set_wino_rows},
     {"PLAN_SCRATCH", "0", NULL, "arena", "planned", "plan_scratch", set_plan_scratch},
     {"FUSION", "0", NULL, "unfused", "fused", "fusion", set_fusion},

@@ -442,7 +442,8 @@ static size_t residual_trunk_step(strop_model *m, const float *x, int64_t n, flo
  * never stored, its operands in the add's order (the block input first for the downsample's
  * sum), the shortcut read from the model's input and from a stored conv output. The output and
  * the head's gradients are the same bits as the add run by itself, in FP32 and BF16, with the
- * step planned and on the free list; a parameter upstream that trains turns it off. */
+ * step planned and on the free list; a parameter upstream that trains turns it off. And a
+ * frozen stem's max-pool in its conv's epilogue after the folded norm and the relu. */
 START_TEST(residual_sum_in_conv_epilogue) {
   static const strop_test_node nodes[] = {
       {"a.c1", "conv2d", "out_channels=8 kernel_size=1 bias=false", "input"},
@@ -511,6 +512,7 @@ START_TEST(residual_sum_in_conv_epilogue) {
     }
   }
   strop__memory_plan = -1;
+  ck_assert_int_eq(strop_model_set_compute_dtype(m, STROP_DTYPE_F32), STROP_OK);
   /* a trunk parameter that trains: the chain's backward runs, so no sum is offered */
   ck_assert_int_eq(strop_model_unfreeze(m, "b.c3.*"), STROP_OK);
   int kept;
@@ -518,6 +520,32 @@ START_TEST(residual_sum_in_conv_epilogue) {
   ck_assert_int_eq(m->nodes[c3].fused, 3); /* block a: still frozen upstream */
   ck_assert_int_eq(m->nodes[16].fused, 0); /* b.c3 trains: nothing folded */
   ck_assert_int_eq(m->nodes[d0].fused, 1); /* its sum is upstream-trainable now */
+  strop_model_free(m);
+
+  /* a frozen stem (conv, norm, relu, max-pool): the conv takes all three, the same bits as
+   * the pool by itself */
+  static const strop_test_node stem[] = {
+      {"s.c", "conv2d", "out_channels=8 kernel_size=3 stride=2 padding=1 bias=false", "input"},
+      {"s.b", "batchnorm2d", NULL, NULL},
+      {"s.r", "relu", NULL, NULL},
+      {"s.p", "maxpool2d", "kernel_size=3 stride=2 padding=1", NULL},
+      {"g", "global_avgpool", NULL, NULL},
+      {"head", "linear", "out_features=3", NULL}};
+  m = strop_test_build(3, shape, stem, 6, 9);
+  ck_assert_int_eq(strop_model_freeze(m, "s.*"), STROP_OK);
+  for (int dtype = 0; dtype < 2; dtype++) {
+    ck_assert_int_eq(strop_model_set_compute_dtype(m, dtype ? STROP_DTYPE_BF16 : STROP_DTYPE_F32),
+                     STROP_OK);
+    size_t cnt[2];
+    for (int fuse = 0; fuse < 2; fuse++) {
+      strop__conv_fuse_pool = fuse;
+      cnt[fuse] = residual_trunk_step(m, x, N, got[fuse], &kept);
+      ck_assert_int_eq(m->nodes[0].fused, fuse ? 3 : 2);
+    }
+    strop__conv_fuse_pool = 1;
+    ck_assert_uint_eq(cnt[0], cnt[1]);
+    ck_assert(!memcmp(got[0], got[1], cnt[0] * sizeof(float)));
+  }
   strop_model_free(m);
 }
 END_TEST

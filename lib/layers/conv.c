@@ -279,6 +279,7 @@ static strop_status conv_weights(strop__node *n, const float **w, const float **
  * stored either, and their numbers are the unfused ones (same kernels, same order, the sum's
  * two floats in its order). strop__conv_fuse_add 0 leaves the sum to the add. */
 int strop__conv_fuse_add = 1;
+int strop__conv_fuse_pool = 1;
 
 static int conv_fuse(strop__node *n, strop__node *const *next, int n_next, int shared) {
   conv_cfg *c = n->cfg;
@@ -303,7 +304,7 @@ static int conv_fuse(strop__node *n, strop__node *const *next, int n_next, int s
     c->ep.relu = 1;
     k++;
   }
-  if (k < n_next && strop__layer_maxpool_window(next[k], &c->ep.pd)) {
+  if (strop__conv_fuse_pool && k < n_next && strop__layer_maxpool_window(next[k], &c->ep.pd)) {
     c->ep.pool = 1;
     k++;
   }

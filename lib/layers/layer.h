@@ -430,6 +430,10 @@ extern int strop__add_fuse_relu;
  * it (and the sum's relu: layers/conv.c, conv_fuse), 0 leaves the sum to the add: the same
  * bits. */
 extern int strop__conv_fuse_add;
+/* Tests and benches: 1 (the default) has a conv compute a max-pool after it (after its relu,
+ * and its folded norm: ResNet's stem, now that a chain may hold three nodes) in its epilogue,
+ * 0 leaves the pool to its own node: the same bits. */
+extern int strop__conv_fuse_pool;
 /* The bytes n->fold holds (a frozen norm folded into n's weights, fuse.h) and n->wino (a frozen
  * conv's transformed filters or packed weight): allocated by the first forward that folds or transforms (or a
  * step's planning), kept until n's parameters go (n->wino: until the weight trains). */
