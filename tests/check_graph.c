@@ -9,6 +9,7 @@
 
 #include "graph/graph.h"
 #include "harness.h"
+#include "ops/conv.h"
 #include "strop/strop.h"
 #include "testutil.h"
 
@@ -443,7 +444,8 @@ static size_t residual_trunk_step(strop_model *m, const float *x, int64_t n, flo
  * sum), the shortcut read from the model's input and from a stored conv output. The output and
  * the head's gradients are the same bits as the add run by itself, in FP32 and BF16, with the
  * step planned and on the free list; a parameter upstream that trains turns it off. And a
- * frozen stem's max-pool in its conv's epilogue after the folded norm and the relu. */
+ * frozen stem's max-pool in its conv's epilogue after the folded norm and the relu; a basic
+ * block's sum after a Winograd conv. */
 START_TEST(residual_sum_in_conv_epilogue) {
   static const strop_test_node nodes[] = {
       {"a.c1", "conv2d", "out_channels=8 kernel_size=1 bias=false", "input"},
@@ -546,6 +548,37 @@ START_TEST(residual_sum_in_conv_epilogue) {
     ck_assert_uint_eq(cnt[0], cnt[1]);
     ck_assert(!memcmp(got[0], got[1], cnt[0] * sizeof(float)));
   }
+  strop_model_free(m);
+
+  /* a frozen basic block of 64 channels: its second 3 x 3 conv runs Winograd in FP32, the sum
+   * in that path's per-image epilogue */
+  static const strop_test_node basic[] = {
+      {"k.c1", "conv2d", "out_channels=64 kernel_size=3 padding=1 bias=false", "input"},
+      {"k.b1", "batchnorm2d", NULL, NULL},
+      {"k.r1", "relu", NULL, NULL},
+      {"k.c2", "conv2d", "out_channels=64 kernel_size=3 padding=1 bias=false", NULL},
+      {"k.b2", "batchnorm2d", NULL, NULL},
+      {"k.s", "add", NULL, "k.b2,input"},
+      {"k.r2", "relu", NULL, NULL},
+      {"g", "global_avgpool", NULL, NULL},
+      {"head", "linear", "out_features=3", NULL}};
+  const int64_t shape64[3] = {64, 6, 6};
+  m = strop_test_build(3, shape64, basic, 9, 13);
+  ck_assert_int_eq(strop_model_freeze(m, "k.*"), STROP_OK);
+  strop__conv_winograd = 4;
+  for (int dtype = 0; dtype < 2; dtype++) {
+    ck_assert_int_eq(strop_model_set_compute_dtype(m, dtype ? STROP_DTYPE_BF16 : STROP_DTYPE_F32),
+                     STROP_OK);
+    size_t cnt[2];
+    for (int fuse = 0; fuse < 2; fuse++) {
+      strop__conv_fuse_add = fuse;
+      cnt[fuse] = residual_trunk_step(m, x, 2, got[fuse], &kept);
+      ck_assert_int_eq(m->nodes[3].fused, fuse ? 3 : 1);
+    }
+    ck_assert_uint_eq(cnt[0], cnt[1]);
+    ck_assert(!memcmp(got[0], got[1], cnt[0] * sizeof(float)));
+  }
+  strop__conv_winograd = -1;
   strop_model_free(m);
 }
 END_TEST
