@@ -52,7 +52,14 @@
  * after it apart and in one pass (strop__add_fuse_relu, the same bits), ADD_RELU=0 apart;
  * FROZEN_PATH=ab those two and a conv's relu in its vdpbf16ps tiles' stores
  * (strop__conv_tile_relu) all off and all on (the BF16 frozen trunk before and after
- * 2026-12-05's changes, the same bits), FROZEN_PATH=0 all off.
+ * 2026-12-05's changes, the same bits), FROZEN_PATH=0 all off. CONV_ADD=ab alternates a
+ * residual sum after a frozen conv (and its relu) run by the add and in the conv's epilogue (its
+ * BF16 tiles' stores; strop__conv_fuse_add, the same bits), CONV_ADD=0 by the add; TILE_PF=ab
+ * the BF16 conv tiles' output lines asked for before their sums or not
+ * (strop__conv_tile_prefetch, the same bits), TILE_PF=0 not; CONV_POOL=ab a max-pool after a
+ * conv (ResNet's stem: after its folded norm and relu) by itself and in the conv's epilogue
+ * (strop__conv_fuse_pool, the same bits), CONV_POOL=0 by itself; CONV_EPI=ab those three all
+ * off and all on (branch rnfz2's changes), CONV_EPI=0 all off.
  *
  * Prints one RESULT line: samples/s or tokens/s (best of `repeats` windows of `steps` steps
  * after a warm-up), the step's multiply-add work (gemm_flops: the matrix products and
@@ -145,6 +152,19 @@ static void set_kslices(strop_model *m, int on) { (void)m, strop__bf16_kslices =
 static void set_heldw(strop_model *m, int on) { (void)m, strop__conv_keep_packed = on; }
 /* a residual sum and its relu apart / in one pass: the same bits */
 static void set_addrelu(strop_model *m, int on) { (void)m, strop__add_fuse_relu = on; }
+/* a residual sum (and its relu) after a frozen conv by itself / in the conv's epilogue: the
+ * same bits */
+static void set_convadd(strop_model *m, int on) { (void)m, strop__conv_fuse_add = on; }
+/* a max-pool after a conv (ResNet's stem) by itself / in the conv's epilogue */
+static void set_convpool(strop_model *m, int on) { (void)m, strop__conv_fuse_pool = on; }
+/* the BF16 conv tiles' output lines asked for before their sums: off / on (the same bits) */
+static void set_tilepf(strop_model *m, int on) { (void)m, strop__conv_tile_prefetch = on; }
+/* the three above (a residual sum, a stem's pool in a conv's epilogue; the tiles' lines asked
+ * for) all off / all on */
+static void set_conv_epi(strop_model *m, int on) {
+  (void)m;
+  strop__conv_fuse_add = strop__conv_fuse_pool = strop__conv_tile_prefetch = on;
+}
 /* those two and the relu in the BF16 tiles' stores all off / all on */
 static void set_frozen(strop_model *m, int on) {
   (void)m;
@@ -170,6 +190,10 @@ static const ab_switch AB[] = {
     {"CONV_HELD", "0", NULL, "per_call", "held", "conv_held", set_heldw},
     {"ADD_RELU", "0", NULL, "apart", "fused", "add_relu", set_addrelu},
     {"FROZEN_PATH", "0", NULL, "before", "after", "frozen_path", set_frozen},
+    {"CONV_ADD", "0", NULL, "apart", "fused", "conv_add", set_convadd},
+    {"TILE_PF", "0", NULL, "off", "on", "tile_pf", set_tilepf},
+    {"CONV_POOL", "0", NULL, "apart", "fused", "conv_pool", set_convpool},
+    {"CONV_EPI", "0", NULL, "before", "after", "conv_epi", set_conv_epi},
     {"WINO_ROWS", "0", NULL, "whole", "rows", "wino_rows", set_wino_rows},
     {"PLAN_SCRATCH", "0", NULL, "arena", "planned", "plan_scratch", set_plan_scratch},
     {"FUSION", "0", NULL, "unfused", "fused", "fusion", set_fusion},

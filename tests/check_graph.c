@@ -9,6 +9,7 @@
 
 #include "graph/graph.h"
 #include "harness.h"
+#include "ops/conv.h"
 #include "strop/strop.h"
 #include "testutil.h"
 
@@ -406,6 +407,179 @@ START_TEST(in_place_and_unread_activations) {
   }
   ck_assert(memcmp(o2[0], o2[1], sizeof o2[0]) == 0);
   ck_assert(memcmp(g2[0], g2[1], sizeof g2[0]) == 0);
+}
+END_TEST
+
+/* One training step of the frozen residual trunk m (only the head trains) on x: the output
+ * and the head's gradients into out (returned: their count); *sum_kept 1 when the output of a
+ * norm before a sum (a sum's operand) was stored. */
+static size_t residual_trunk_step(strop_model *m, const float *x, int64_t n, float *out,
+                                  int *sum_kept) {
+  const strop__act *o;
+  ck_assert_int_eq(strop__model_zero_grad(m), STROP_OK);
+  ck_assert_msg(strop__model_forward_exec(m, x, n, 1, NULL, &o) == STROP_OK, "%s",
+                strop_last_error());
+  size_t k = (size_t)n * strop__shape_numel(&o->shape);
+  memcpy(out, o->data, k * sizeof *out);
+  *sum_kept = 0;
+  for (int i = 1; i < m->n_nodes; i++)
+    if (!strcmp(m->nodes[i].vt->type, "add") && m->acts[i - 1].data) *sum_kept = 1;
+  float dout[64];
+  for (size_t i = 0; i < k; i++) dout[i] = cosf(0.7f * (float)i);
+  ck_assert_int_eq(strop__model_backward(m, dout), STROP_OK);
+  for (int i = 0; i < m->n_params; i++)
+    if (m->params[i]->grad && m->params[i]->trainable) {
+      memcpy(out + k, m->params[i]->grad, m->params[i]->numel * sizeof *out);
+      k += m->params[i]->numel;
+    }
+  strop__model_step_end(m);
+  return k;
+}
+
+/* A frozen bottleneck trunk (batch norm folded into the convs): the residual sum after a
+ * block's last conv, and after a downsample's conv, with the relu after it, run in the conv's
+ * epilogue (its BF16 tiles' stores where the product writes the output itself: the 10 x 10
+ * images; a pass per image where a block of 5 x 5 images goes through a buffer) — the sum
+ * never stored, its operands in the add's order (the block input first for the downsample's
+ * sum), the shortcut read from the model's input and from a stored conv output. The output and
+ * the head's gradients are the same bits as the add run by itself, in FP32 and BF16, with the
+ * step planned and on the free list; a parameter upstream that trains turns it off. And a
+ * frozen stem's max-pool in its conv's epilogue after the folded norm and the relu; a basic
+ * block's sum after a Winograd conv. */
+START_TEST(residual_sum_in_conv_epilogue) {
+  static const strop_test_node nodes[] = {
+      {"a.c1", "conv2d", "out_channels=8 kernel_size=1 bias=false", "input"},
+      {"a.b1", "batchnorm2d", NULL, NULL},
+      {"a.r1", "relu", NULL, NULL},
+      {"a.c2", "conv2d", "out_channels=8 kernel_size=3 padding=1 bias=false", NULL},
+      {"a.b2", "batchnorm2d", NULL, NULL},
+      {"a.r2", "relu", NULL, NULL},
+      {"a.c3", "conv2d", "out_channels=16 kernel_size=1 bias=false", NULL},
+      {"a.b3", "batchnorm2d", NULL, NULL},
+      {"a.s", "add", NULL, "a.b3,input"},
+      {"a.r3", "relu", NULL, NULL},
+      {"b.c1", "conv2d", "out_channels=8 kernel_size=1 bias=false", NULL},
+      {"b.b1", "batchnorm2d", NULL, NULL},
+      {"b.r1", "relu", NULL, NULL},
+      {"b.c2", "conv2d", "out_channels=8 kernel_size=3 stride=2 padding=1 bias=false", NULL},
+      {"b.b2", "batchnorm2d", NULL, NULL},
+      {"b.r2", "relu", NULL, NULL},
+      {"b.c3", "conv2d", "out_channels=32 kernel_size=1 bias=false", NULL},
+      {"b.b3", "batchnorm2d", NULL, NULL},
+      {"b.d0", "conv2d", "out_channels=32 kernel_size=1 stride=2 bias=false", "a.r3"},
+      {"b.d1", "batchnorm2d", NULL, NULL},
+      {"b.s", "add", NULL, "b.b3,b.d1"},
+      {"b.r3", "relu", NULL, NULL},
+      {"g", "global_avgpool", NULL, NULL},
+      {"head", "linear", "out_features=3", NULL}};
+  enum { NN = sizeof nodes / sizeof nodes[0], N = 3 };
+  const int64_t shape[3] = {16, 10, 10};
+  static float x[N * 16 * 100], got[2][512];
+  for (int i = 0; i < N * 16 * 100; i++) x[i] = sinf(0.37f * (float)i + 0.1f);
+  strop_model *m = strop_test_build(3, shape, nodes, NN, 5);
+  /* running statistics away from (0, 1), so the folds move the numbers */
+  for (int i = 0; i < m->n_nodes; i++) {
+    if (strcmp(m->nodes[i].vt->type, "batchnorm2d")) continue;
+    for (int j = 0; j < m->nodes[i].n_params; j++) {
+      strop__param *p = &m->nodes[i].params[j];
+      for (size_t e = 0; p->data && e < p->numel; e++)
+        p->data[e] = strstr(p->name, "var")    ? 0.5f + 0.1f * (float)((e * 3 + i) % 7)
+                     : strstr(p->name, "mean") ? 0.05f * sinf((float)(e + i))
+                     : strstr(p->name, "bias") ? 0.1f * cosf((float)(e * 5 + i))
+                                               : 0.8f + 0.05f * (float)(e % 5);
+    }
+  }
+  ck_assert_int_eq(strop_model_freeze(m, "a.*"), STROP_OK);
+  ck_assert_int_eq(strop_model_freeze(m, "b.*"), STROP_OK);
+  const int c3 = 6, d0 = 18;
+  for (int dtype = 0; dtype < 2; dtype++) {
+    ck_assert_int_eq(strop_model_set_compute_dtype(m, dtype ? STROP_DTYPE_BF16 : STROP_DTYPE_F32),
+                     STROP_OK);
+    for (int plan = 0; plan < 2; plan++) {
+      strop__memory_plan = plan;
+      size_t cnt[2];
+      int kept[2];
+      for (int fuse = 0; fuse < 2; fuse++) {
+        strop__conv_fuse_add = fuse;
+        cnt[fuse] = residual_trunk_step(m, x, N, got[fuse], &kept[fuse]);
+        /* the block's last conv takes its norm, the sum and the relu; so does the downsample */
+        ck_assert_int_eq(m->nodes[c3].fused, fuse ? 3 : 1);
+        ck_assert_int_eq(m->nodes[d0].fused, fuse ? 3 : 1);
+        ck_assert_int_eq(kept[fuse], !fuse);
+      }
+      ck_assert_uint_eq(cnt[0], cnt[1]);
+      ck_assert_msg(!memcmp(got[0], got[1], cnt[0] * sizeof(float)),
+                    "dtype %d plan %d: the sum in the conv's epilogue gives other bits", dtype,
+                    plan);
+    }
+  }
+  strop__memory_plan = -1;
+  ck_assert_int_eq(strop_model_set_compute_dtype(m, STROP_DTYPE_F32), STROP_OK);
+  /* a trunk parameter that trains: the chain's backward runs, so no sum is offered */
+  ck_assert_int_eq(strop_model_unfreeze(m, "b.c3.*"), STROP_OK);
+  int kept;
+  residual_trunk_step(m, x, N, got[0], &kept);
+  ck_assert_int_eq(m->nodes[c3].fused, 3); /* block a: still frozen upstream */
+  ck_assert_int_eq(m->nodes[16].fused, 0); /* b.c3 trains: nothing folded */
+  ck_assert_int_eq(m->nodes[d0].fused, 1); /* its sum is upstream-trainable now */
+  strop_model_free(m);
+
+  /* a frozen stem (conv, norm, relu, max-pool): the conv takes all three, the same bits as
+   * the pool by itself */
+  static const strop_test_node stem[] = {
+      {"s.c", "conv2d", "out_channels=8 kernel_size=3 stride=2 padding=1 bias=false", "input"},
+      {"s.b", "batchnorm2d", NULL, NULL},
+      {"s.r", "relu", NULL, NULL},
+      {"s.p", "maxpool2d", "kernel_size=3 stride=2 padding=1", NULL},
+      {"g", "global_avgpool", NULL, NULL},
+      {"head", "linear", "out_features=3", NULL}};
+  m = strop_test_build(3, shape, stem, 6, 9);
+  ck_assert_int_eq(strop_model_freeze(m, "s.*"), STROP_OK);
+  for (int dtype = 0; dtype < 2; dtype++) {
+    ck_assert_int_eq(strop_model_set_compute_dtype(m, dtype ? STROP_DTYPE_BF16 : STROP_DTYPE_F32),
+                     STROP_OK);
+    size_t cnt[2];
+    for (int fuse = 0; fuse < 2; fuse++) {
+      strop__conv_fuse_pool = fuse;
+      cnt[fuse] = residual_trunk_step(m, x, N, got[fuse], &kept);
+      ck_assert_int_eq(m->nodes[0].fused, fuse ? 3 : 2);
+    }
+    strop__conv_fuse_pool = 1;
+    ck_assert_uint_eq(cnt[0], cnt[1]);
+    ck_assert(!memcmp(got[0], got[1], cnt[0] * sizeof(float)));
+  }
+  strop_model_free(m);
+
+  /* a frozen basic block of 64 channels: its second 3 x 3 conv runs Winograd in FP32, the sum
+   * in that path's per-image epilogue */
+  static const strop_test_node basic[] = {
+      {"k.c1", "conv2d", "out_channels=64 kernel_size=3 padding=1 bias=false", "input"},
+      {"k.b1", "batchnorm2d", NULL, NULL},
+      {"k.r1", "relu", NULL, NULL},
+      {"k.c2", "conv2d", "out_channels=64 kernel_size=3 padding=1 bias=false", NULL},
+      {"k.b2", "batchnorm2d", NULL, NULL},
+      {"k.s", "add", NULL, "k.b2,input"},
+      {"k.r2", "relu", NULL, NULL},
+      {"g", "global_avgpool", NULL, NULL},
+      {"head", "linear", "out_features=3", NULL}};
+  const int64_t shape64[3] = {64, 6, 6};
+  m = strop_test_build(3, shape64, basic, 9, 13);
+  ck_assert_int_eq(strop_model_freeze(m, "k.*"), STROP_OK);
+  strop__conv_winograd = 4;
+  for (int dtype = 0; dtype < 2; dtype++) {
+    ck_assert_int_eq(strop_model_set_compute_dtype(m, dtype ? STROP_DTYPE_BF16 : STROP_DTYPE_F32),
+                     STROP_OK);
+    size_t cnt[2];
+    for (int fuse = 0; fuse < 2; fuse++) {
+      strop__conv_fuse_add = fuse;
+      cnt[fuse] = residual_trunk_step(m, x, 2, got[fuse], &kept);
+      ck_assert_int_eq(m->nodes[3].fused, fuse ? 3 : 1);
+    }
+    ck_assert_uint_eq(cnt[0], cnt[1]);
+    ck_assert(!memcmp(got[0], got[1], cnt[0] * sizeof(float)));
+  }
+  strop__conv_winograd = -1;
+  strop_model_free(m);
 }
 END_TEST
 
@@ -1384,6 +1558,7 @@ int main(void) {
   tcase_add_test(tc, frozen_trunk_keeps_only_live_activations);
   tcase_add_test(tc, in_place_and_unread_activations);
   tcase_add_test(tc, planned_step_memory);
+  tcase_add_test(tc, residual_sum_in_conv_epilogue);
   tcase_add_test(tc, unread_outputs_are_not_kept);
   tcase_add_test(tc, cheap_outputs_computed_again);
   suite_add_tcase(s, tc);

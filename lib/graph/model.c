@@ -785,11 +785,41 @@ static int fusable(const strop__node *b, int training) {
   return !(b->vt->flags & STROP__LAYER_BATCHSTATS) || b->frozen_stats;
 }
 
+/* The input of node b, read after node j in a chain that starts at node i, from before the
+ * chain (node < i, or -1: the model's input), when b may read one beside j: a two-input node
+ * of a chain no backward runs through and no checkpointed block holds, the chain's only such
+ * (has_side 0); -2 otherwise. *slot: b's input slot it fills. */
+static int side_input(const strop_model *m, int i, int j, const strop__node *b, int has_side,
+                      int *slot) {
+  if (b->n_in != 2 || has_side || m->upstream_trainable[i] || m->ckpt_first ||
+      (b->in[0] == j) == (b->in[1] == j))
+    return -2;
+  *slot = b->in[0] == j;
+  const int k = b->in[*slot];
+  return k < i ? k : -2;
+}
+
+/* The input from before the chain that the fused chain [i, last] reads beside its first node's
+ * (a two-input node plan_fusion offered), -2 when none; *slot: the input slot it fills. */
+static int chain_side(const strop_model *m, int i, int last, int *slot) {
+  *slot = 0;
+  for (int q = i + 1; q <= last; q++) {
+    const strop__node *b = &m->nodes[q];
+    if (b->n_in == 2) {
+      *slot = b->in[0] == q - 1;
+      return b->in[*slot];
+    }
+  }
+  return -2;
+}
+
 /* Asks each layer that can fuse which of the nodes after it it computes itself (see
  * strop__layer_vtable.fuse): a chain of sole readers but for the first node's output, which
  * others after the chain may read too (shared: then it is stored as well), none of whose
  * outputs but the last is the model's output or m->keep_act. A chain's nodes are all visited
- * by a backward or none of them (the first decides what is kept and saved). */
+ * by a backward or none of them (the first decides what is kept and saved). Where none is, one
+ * of them may read a second input from before the chain (side_input: a residual sum after a
+ * frozen trunk's conv), which the first node's forward then reads and releases. */
 static void plan_fusion(strop_model *m, int training) {
   const int nn = m->n_nodes;
   for (int i = 0; i < nn; i++) m->nodes[i].fused = m->nodes[i].fused_shared = 0;
@@ -798,15 +828,17 @@ static void plan_fusion(strop_model *m, int training) {
     if (nd->fused < 0 || !nd->vt->fuse) continue;
     const int exact = (nd->vt->flags & STROP__LAYER_FUSE_EXACT) != 0;
     strop__node *next[STROP__FUSE_MAX];
-    int len = 0, shared = 0;
+    int len = 0, shared = 0, has_side = 0, slot;
     for (int j = i; !m->no_fusion && len < STROP__FUSE_MAX && j + 1 < nn; j++) {
       const strop__node *b = &m->nodes[j + 1];
-      if (j == m->keep_act || (m->consumers[j] != 1 && j != i) || b->n_in != 1 || b->in[0] != j ||
-          !(exact || fusable(b, training)) ||
+      const int side = side_input(m, i, j, b, has_side, &slot) >= -1;
+      if (j == m->keep_act || (m->consumers[j] != 1 && j != i) ||
+          ((b->n_in != 1 || b->in[0] != j) && !side) || !(exact || fusable(b, training)) ||
           m->upstream_trainable[j + 1] != m->upstream_trainable[i] ||
           (m->ckpt_first && m->ckpt_first[j + 1] != m->ckpt_first[i]))
         break; /* nor does a chain cross the edge of a checkpointed block */
       if (j == i) shared = m->consumers[i] - 1;
+      has_side |= side;
       next[len++] = &m->nodes[j + 1];
     }
     int k = nd->vt->fuse(nd, next, len, len ? shared : 0);
@@ -1073,8 +1105,10 @@ static strop_status plan_lifetimes(strop_model *m, const uint8_t *keep, int64_t 
       tid[3 * nn + i] = nb++;
       sbytes[i] = sb;
     }
-    for (int j = 0; j < nd->n_in; j++) {
-      const int k = nd->in[j];
+    int slot;
+    const int ks = chain_side(m, i, last, &slot); /* read by the chain too */
+    for (int j = 0; j <= nd->n_in; j++) {
+      const int k = j < nd->n_in ? nd->in[j] : ks;
       if (k < 0 || --left[k] > 0 || keep[k] || state[k]) continue;
       state[k] = STROP__ACT_RELEASED;
       if (tid[k] >= 0) blk[tid[k]].last = 2 * i + 1;
@@ -1361,8 +1395,11 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
     if (ckf && ckf[i] == i) m->ckpt_rng[i] = m->rng;
     strop__arena_mark mk = strop__arena_get_mark(&m->arena);
     scratch_take(m, i, &x, 0);
+    const int ks = chain_side(m, i, last, &x.fused_side_slot); /* read by the chain too */
+    x.fused_side = ks >= 0 ? &m->acts[ks] : ks == -1 ? &m->input : NULL;
     s = nd->vt->forward(nd, &x, ins, o);
     x.fused_head = NULL;
+    x.fused_side = NULL;
     x.scratch = NULL;
     x.scratch_bytes = 0;
     if (s) {
@@ -1375,8 +1412,8 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
     } else if (m->account) {
       account_add(m->account, nd->vt->type, 0, m->arena.used_total - mk.total);
     }
-    for (int j = 0; j < nd->n_in; j++) {
-      const int k = nd->in[j];
+    for (int j = 0; j <= nd->n_in; j++) {
+      const int k = j < nd->n_in ? nd->in[j] : ks;
       if (k < 0 || --left[k] > 0 || keep[k] || m->released[k]) continue;
       m->released[k] = STROP__ACT_RELEASED; /* its last reader has run, no backward reads it */
       if (in_plan(m, m->acts[k].data)) continue; /* the plan has its memory taken already */
@@ -1725,8 +1762,10 @@ static strop_status backward_impl(strop_model *m, const float *dout,
     }
     if (!m->upstream_trainable[i] || nd->fused < 0) continue;
     const int last = i + (nd->fused > 0 ? nd->fused : 0);
+    int slot;
     int bad = (unit_reads_out(m, i, last) && m->released[last] == STROP__ACT_RELEASED) ||
-              (nd->fused_shared && m->released[i] == STROP__ACT_RELEASED);
+              (nd->fused_shared && m->released[i] == STROP__ACT_RELEASED) ||
+              chain_side(m, i, last, &slot) >= -1; /* fused where no backward was to run */
     for (int j = 0; j < nd->n_in && !bad && unit_reads_in(m, i, last); j++)
       bad = nd->in[j] >= 0 && m->released[nd->in[j]] == STROP__ACT_RELEASED &&
             !(m->recompute && m->recompute[nd->in[j]]);

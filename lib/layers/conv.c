@@ -25,6 +25,8 @@ typedef struct conv_cfg {
   /* run time, from conv_fuse: a frozen batch norm after this frozen conv, folded into its
    * weights (fuse.h), or NULL */
   const strop__node *norm;
+  int add; /* run time, from conv_fuse: 1 when it adds a residual sum's other input (ep.res,
+              the exec's fused_side) before the relu */
 } conv_cfg;
 
 enum { W, B }; /* parameter slots */
@@ -238,12 +240,17 @@ static int conv_chunks(const strop__exec *x, const strop__conv2d_dims *d) {
   return strop__par_chunks(x->nthreads, d->n, 1);
 }
 
-/* The epilogue of the fused relu / max-pool for this call's geometry d, or NULL when nothing
- * is fused. */
-static strop__conv2d_epilogue *conv_epilogue(const conv_cfg *c, const strop__conv2d_dims *d,
+/* The epilogue of the fused residual sum / relu / max-pool for this call's geometry d and
+ * exec x (the sum's other input), or NULL when nothing is fused. */
+static strop__conv2d_epilogue *conv_epilogue(const conv_cfg *c, const strop__exec *x,
+                                             const strop__conv2d_dims *d,
                                              strop__conv2d_epilogue *ep) {
-  if (!c->ep.relu && !c->ep.pool) return NULL;
+  if (!c->ep.relu && !c->ep.pool && !c->add) return NULL;
   *ep = c->ep;
+  if (c->add && x->fused_side) {
+    ep->res = x->fused_side->data;
+    ep->res_first = x->fused_side_slot == 0;
+  }
   if (ep->pool) { /* the pool's window over this call's conv output */
     strop__pool2d_dims *p = &ep->pd;
     p->oh = strop__conv_out_len(d->oh, p->kh, p->sh, p->ph, p->dh);
@@ -265,14 +272,21 @@ static strop_status conv_weights(strop__node *n, const float **w, const float **
 /* A frozen batch norm after a frozen conv (a pre-trained trunk: ResNet, MobileNet) folds into
  * its weights and bias, so the pair is one conv (the norm's pass over the activation and the
  * activation itself are gone; the values differ from the unfused ones by float rounding); then
- * a relu, a max-pool, or a relu then a max-pool run in its epilogue, image by image while the
- * conv's output is in cache: those full-size activations are never stored either, and their
- * numbers are the unfused ones (same kernels, same order). */
+ * a residual sum with an output computed before the conv (offered where no backward runs
+ * through them: a frozen ResNet block's end, its relu with it), a relu, a max-pool, or a relu
+ * then a max-pool run in its epilogue, image by image while the conv's output is in cache (the
+ * BF16 products' sum and relu in their tiles' stores): those full-size activations are never
+ * stored either, and their numbers are the unfused ones (same kernels, same order, the sum's
+ * two floats in its order). strop__conv_fuse_add 0 leaves the sum to the add. */
+int strop__conv_fuse_add = 1;
+int strop__conv_fuse_pool = 1;
+
 static int conv_fuse(strop__node *n, strop__node *const *next, int n_next, int shared) {
   conv_cfg *c = n->cfg;
   int k = 0;
   memset(&c->ep, 0, sizeof c->ep);
   c->norm = NULL;
+  c->add = 0;
   if (shared) return 0; /* its epilogue never writes the conv's own output */
   const strop__param *w = strop__node_p(n, W), *b = strop__node_p(n, B);
   if (n_next > 0 && !w->trainable && !(b && b->trainable) &&
@@ -281,11 +295,16 @@ static int conv_fuse(strop__node *n, strop__node *const *next, int n_next, int s
     k++;
   }
   if (c->groups > 1 && c->groups == c->in_channels) return k; /* depthwise: a direct kernel */
+  if (strop__conv_fuse_add && k < n_next && next[k]->n_in == 2 &&
+      (next[k]->vt->flags & STROP__LAYER_EPILOGUE_ADD)) {
+    c->add = 1;
+    k++;
+  }
   if (k < n_next && (next[k]->vt->flags & STROP__LAYER_EPILOGUE_RELU)) {
     c->ep.relu = 1;
     k++;
   }
-  if (k < n_next && strop__layer_maxpool_window(next[k], &c->ep.pd)) {
+  if (strop__conv_fuse_pool && k < n_next && strop__layer_maxpool_window(next[k], &c->ep.pd)) {
     c->ep.pool = 1;
     k++;
   }
@@ -426,7 +445,7 @@ static size_t scratch_floats(const strop__node *n, const strop__exec *x,
                              const strop__conv2d_dims *d, int backward) {
   strop__conv2d_epilogue ep;
   return strop__conv2d_scratch_floats(d, backward, conv_chunks(x, d),
-                                      conv_epilogue(n->cfg, d, &ep));
+                                      conv_epilogue(n->cfg, x, d, &ep));
 }
 
 /* the scratch of a call (the forward's with the filters transformed per call: at least that of
@@ -457,8 +476,11 @@ static strop_status conv_forward(strop__node *n, const strop__exec *x, const str
   strop__conv2d_dims d = conv_dims(c, x, &in[0].shape, in[0].n);
   strop_status st;
   strop__conv2d_epilogue epb;
-  strop__conv2d_epilogue *ep = conv_epilogue(c, &d, &epb);
+  strop__conv2d_epilogue *ep = conv_epilogue(c, x, &d, &epb);
   n->saved = NULL;
+  if (c->add && !x->fused_side)
+    return strop__err(STROP_E_INTERNAL, "layer '%s' (conv2d): fused sum without its input",
+                      n->name);
   if (ep && ep->pool) {
     /* the pool's winners, kept for the backward */
     size_t cnt = (size_t)(d.n * d.c_out * ep->pd.oh * ep->pd.ow);
@@ -493,7 +515,10 @@ static strop_status conv_backward(strop__node *n, const strop__exec *x, const st
   strop__conv2d_dims d = conv_dims(c, x, &in[0].shape, in[0].n);
   strop_status st = STROP_OK;
   strop__conv2d_epilogue epb;
-  strop__conv2d_epilogue *ep = conv_epilogue(c, &d, &epb);
+  strop__conv2d_epilogue *ep = conv_epilogue(c, x, &d, &epb);
+  if (c->add)
+    return strop__err(STROP_E_INTERNAL, "layer '%s' (conv2d): no backward of a fused sum",
+                      n->name);
   if (ep) {
     if (ep->pool && !n->saved)
       return strop__err(STROP_E_INTERNAL, "layer '%s' (conv2d): backward without forward",

@@ -225,6 +225,11 @@ typedef struct strop__exec {
    * when none was planned. Taken through strop__exec_scratch */
   void *scratch;
   size_t scratch_bytes;
+  /* forward of a fused chain one of whose nodes reads a second input from before the chain
+   * (vtable `fuse`): that output, and the input slot of its reader it fills (0 or 1); NULL
+   * otherwise */
+  const strop__act *fused_side;
+  int fused_side_slot;
 } strop__exec;
 
 /* bytes of scratch for a layer's forward or backward: the planned scratch when it holds them
@@ -421,6 +426,14 @@ extern int strop__conv_keep_packed;
 /* Tests and benches: 1 (the default) has a residual sum (add) whose sole reader is a relu
  * compute the relu in the same pass (layers/merge.c), 0 runs the two apart: the same bits. */
 extern int strop__add_fuse_relu;
+/* Tests and benches: 1 (the default) has a conv absorb a residual sum the graph offers after
+ * it (and the sum's relu: layers/conv.c, conv_fuse), 0 leaves the sum to the add: the same
+ * bits. */
+extern int strop__conv_fuse_add;
+/* Tests and benches: 1 (the default) has a conv compute a max-pool after it (after its relu,
+ * and its folded norm: ResNet's stem, now that a chain may hold three nodes) in its epilogue,
+ * 0 leaves the pool to its own node: the same bits. */
+extern int strop__conv_fuse_pool;
 /* The bytes n->fold holds (a frozen norm folded into n's weights, fuse.h) and n->wino (a frozen
  * conv's transformed filters or packed weight): allocated by the first forward that folds or transforms (or a
  * step's planning), kept until n's parameters go (n->wino: until the weight trains). */
@@ -509,11 +522,14 @@ enum {
                                       backward reads its input only (gelu, silu): its output
                                       may be dropped after its reader's forward and computed
                                       again from its input for that reader's backward */
-  STROP__LAYER_FUSE_EXACT = 32768      /* its fuse computes what it absorbs with the bits the
+  STROP__LAYER_FUSE_EXACT = 32768,     /* its fuse computes what it absorbs with the bits the
                                       absorbed nodes' own kernels give, their parameters'
                                       gradients included: the graph offers it nodes with
                                       trainable parameters, and in eval mode too (add, which
                                       takes the rmsnorm after it) */
+  STROP__LAYER_EPILOGUE_ADD = 65536    /* a sum of its inputs (add): offered in a chain with a
+                                      second input (strop__layer_vtable.fuse), a conv may add
+                                      that input in its epilogue */
 };
 
 struct strop__layer_vtable {
@@ -552,7 +568,11 @@ struct strop__layer_vtable {
                            const strop__act *out, const float *dout, float *const *din);
   /* Optional fusion, asked before each forward. next[0..n_next) is a chain after this node:
    * next[0] reads this node's output (its only input), next[i + 1] is the sole reader of
-   * next[i]'s, and none of their outputs but the last may be needed by anyone else. shared:
+   * next[i]'s, and none of their outputs but the last may be needed by anyone else. Where no
+   * backward runs through the chain (nothing trainable at or before its nodes) and it crosses
+   * no checkpointed block, one of them may have a second input (its n_in is 2): the output of
+   * a node before this one (or the model's input), ready before this node runs, handed to the
+   * forward in x->fused_side (a residual sum, STROP__LAYER_EPILOGUE_ADD). shared:
    * how many other input slots, all of nodes after next[0] and outside the chain, read this
    * node's output too (0: next[0] is its sole reader). Returns how many of them, k (a prefix),
    * this layer computes itself until asked again (0: none; a call undoes an earlier fusion).
@@ -591,7 +611,7 @@ struct strop__layer_vtable {
 };
 
 /* The longest chain the graph offers a layer's fuse. */
-#define STROP__FUSE_MAX 2
+#define STROP__FUSE_MAX 3
 
 /* The registry: look up a layer type by name; NULL if unknown. */
 const strop__layer_vtable *strop__layer_find(const char *type);

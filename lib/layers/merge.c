@@ -298,7 +298,7 @@ const strop__layer_vtable strop__layer_add = {
     .n_inputs = 0,
     .doc = "elementwise sum of inputs of one shape (a residual connection)",
     .flags = STROP__LAYER_ANY_INPUTS | STROP__LAYER_OUT_UNREAD | STROP__LAYER_IN_UNREAD |
-             STROP__LAYER_FUSE_EXACT,
+             STROP__LAYER_FUSE_EXACT | STROP__LAYER_EPILOGUE_ADD,
     .shape = add_shape,
     .infer = strop__node_infer_shape,
     .init = NULL,

@@ -215,8 +215,12 @@ BF16_TARGET static void kernel(const gjob *J, int64_t ib, int64_t j0, const uint
   const int64_t split = L->period - r;
   float *c = J->c + s * L->stride + i0 * J->ldc + r;
   float *c2 = split < nr ? J->c + (s + 1) * L->stride + i0 * J->ldc : c;
-  strop__bf16_tile_8x32_ex(a, 1, MR, J->kp, p, mr, nr, J->alpha, J->beta,
-                           L->add ? L->add + i0 : NULL, L->relu, c, split, c2, J->ldc);
+  const float *e = L->res ? L->res + (c - J->c) : NULL,
+              *e2 = L->res ? L->res + (c2 - J->c) : NULL;
+  strop__bf16_tile_8x32_ex(
+      a, 1, MR, J->kp, p, mr, nr, J->alpha, J->beta, L->add ? L->add + i0 : NULL, L->relu, c,
+      split, c2, J->ldc, e, e2,
+      (L->res_first ? STROP__TILE_RES_FIRST : 0) | (L->prefetch ? STROP__TILE_PREFETCH_C : 0));
 }
 
 /* column panels [lo, hi) of 32, in groups of as nearly equal size as J->fit allows: a group's

@@ -56,6 +56,12 @@ typedef struct strop__bf16_c_layout {
   int64_t period, stride;
   const float *add;
   int relu; /* 1: what is stored is max(0, ·) of it (strop__relu_forward's select) */
+  /* a residual laid out as C (element (i, j) at res + the offset of C(i, j) from c), or NULL:
+   * added after add[i] and before beta's C, res's element first when res_first (a residual
+   * sum's operand order: the bits of that sum as a pass after the product) */
+  const float *res;
+  int res_first;
+  int prefetch; /* 1: C's lines asked for writing before each tile's sums (a large output) */
 } strop__bf16_c_layout;
 /* strop__bf16_gemm_f32 (tb 0) with A already packed (strop__bf16_pack_a), and B [k, n] (ldb)
  * or, when pack is non-NULL, never stored: its panels come from pack as the product needs them

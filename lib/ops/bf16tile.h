@@ -10,20 +10,51 @@
 #include <immintrin.h>
 #include <stdint.h>
 
-/* C[mr, nr] = alpha A B (+ add[r] on row r when add is non-NULL) (+ C when beta != 0) over kp
- * pairs of k: A's pair (r, q) at a[r * rs + q * qs] (rows r >= mr read row mr - 1, their sums
- * dropped), B packed as kp groups of 32 pairs (p[q * 32 + j]); C row-major with ldc, its
+/* strop__bf16_tile_8x32_ex's opts: the residual's element first in its sum (a residual sum's
+ * operand order); C's lines asked for writing before the sums (a large output written once:
+ * a convolution's, whose stores would otherwise wait for each line) */
+enum { STROP__TILE_RES_FIRST = 1, STROP__TILE_PREFETCH_C = 2 };
+
+/* C[mr, nr] = alpha A B (+ add[r] on row r when add is non-NULL) (+ R) (+ C when beta != 0)
+ * over kp pairs of k: A's pair (r, q) at a[r * rs + q * qs] (rows r >= mr read row mr - 1, their
+ * sums dropped), B packed as kp groups of 32 pairs (p[q * 32 + j]); C row-major with ldc, its
  * columns j < split at c + j, the others at c2 + j - split (a tile across two images' outputs;
- * split >= nr: all at c). FP32 sums in k order for every element, then times alpha (skipped
- * when 1: the same bits), then add[r], then C added, then (relu 1) max(0, ·). */
+ * split >= nr: all at c); R (a residual, or NULL) laid out as C from e and e2. FP32 sums in k
+ * order for every element, then times alpha (skipped when 1: the same bits), then add[r], then
+ * R added (R + v with STROP__TILE_RES_FIRST in opts, else v + R), then C added, then (relu 1)
+ * max(0, ·). */
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) static inline void
 strop__bf16_tile_8x32_ex(const uint32_t *a, int64_t rs, int64_t qs, int64_t kp, const uint32_t *p,
                          int64_t mr, int64_t nr, float alpha, float beta, const float *add,
-                         int relu, float *c, int64_t split, float *c2, int64_t ldc) {
+                         int relu, float *c, int64_t split, float *c2, int64_t ldc,
+                         const float *e, const float *e2, int opts) {
   const uint32_t *ar[8];
   for (int r = 0; r < 8; r++) ar[r] = a + (r < mr ? r : mr - 1) * rs;
   __m512 acc[8][2];
   for (int r = 0; r < 8; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  /* the residual's lines asked for now, read after the sums: a block's shortcut is far in
+   * memory (read once), and its loads would stall the stores; C's for writing likewise */
+  const int64_t h0 = split < 16 ? split : 16, h1 = split < nr ? split : nr;
+  for (int64_t r = 0; e && r < mr; r++) {
+    const float *er = e + r * ldc, *fr = e2 + r * ldc - split;
+    _mm_prefetch((const char *)er, _MM_HINT_T0);
+    _mm_prefetch((const char *)(er + h0), _MM_HINT_T0);
+    _mm_prefetch((const char *)(er + h1 - 1), _MM_HINT_T0);
+    if (split < nr) {
+      _mm_prefetch((const char *)(fr + split), _MM_HINT_T0);
+      _mm_prefetch((const char *)(fr + nr - 1), _MM_HINT_T0);
+    }
+  }
+  for (int64_t r = 0; (opts & STROP__TILE_PREFETCH_C) && r < mr; r++) {
+    const float *cr = c + r * ldc, *dr = c2 + r * ldc - split;
+    _mm_prefetch((const char *)cr, _MM_HINT_ET0);
+    _mm_prefetch((const char *)(cr + h0), _MM_HINT_ET0);
+    _mm_prefetch((const char *)(cr + h1 - 1), _MM_HINT_ET0);
+    if (split < nr) {
+      _mm_prefetch((const char *)(dr + split), _MM_HINT_ET0);
+      _mm_prefetch((const char *)(dr + nr - 1), _MM_HINT_ET0);
+    }
+  }
   for (int64_t q = 0; q < kp; q++) {
     const __m512bh b0 = (__m512bh)_mm512_load_si512(p + q * 32);
     const __m512bh b1 = (__m512bh)_mm512_load_si512(p + q * 32 + 16);
@@ -55,6 +86,17 @@ strop__bf16_tile_8x32_ex(const uint32_t *a, int64_t rs, int64_t qs, int64_t kp, 
       v0 = _mm512_add_ps(v0, _mm512_set1_ps(add[r]));
       v1 = _mm512_add_ps(v1, _mm512_set1_ps(add[r]));
     }
+    if (e) { /* the residual, loaded as C is */
+      const float *er = e + r * ldc, *fr = t0 | t1 ? e2 + r * ldc - split : er;
+      __m512 r0 = _mm512_maskz_loadu_ps(s0, er), r1 = _mm512_maskz_loadu_ps(s1, er + 16);
+      if (t0 | t1) {
+        r0 = _mm512_mask_loadu_ps(r0, t0, fr);
+        r1 = _mm512_mask_loadu_ps(r1, t1, fr + 16);
+      }
+      const int first = opts & STROP__TILE_RES_FIRST;
+      v0 = first ? _mm512_add_ps(r0, v0) : _mm512_add_ps(v0, r0);
+      v1 = first ? _mm512_add_ps(r1, v1) : _mm512_add_ps(v1, r1);
+    }
     if (beta != 0.0f) {
       __m512 c0 = _mm512_maskz_loadu_ps(s0, cr), c1 = _mm512_maskz_loadu_ps(s1, cr + 16);
       if (t0 | t1) {
@@ -75,11 +117,13 @@ strop__bf16_tile_8x32_ex(const uint32_t *a, int64_t rs, int64_t qs, int64_t kp, 
   }
 }
 
-/* strop__bf16_tile_8x32_ex with every column at c, nothing added before C and no relu */
+/* strop__bf16_tile_8x32_ex with every column at c, nothing added before C, no residual and no
+ * relu */
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) static inline void strop__bf16_tile_8x32(
     const uint32_t *a, int64_t rs, int64_t qs, int64_t kp, const uint32_t *p, int64_t mr,
     int64_t nr, float alpha, float beta, float *c, int64_t ldc) {
-  strop__bf16_tile_8x32_ex(a, rs, qs, kp, p, mr, nr, alpha, beta, NULL, 0, c, 32, c, ldc);
+  strop__bf16_tile_8x32_ex(a, rs, qs, kp, p, mr, nr, alpha, beta, NULL, 0, c, 32, c, ldc, NULL,
+                           NULL, 0);
 }
 
 /* 16 FP32 values (their bits) rounded to BF16 in the low half of each lane: strop__bf16_rne_bits

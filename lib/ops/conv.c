@@ -38,7 +38,7 @@ int strop__conv_depthwise_direct = 1;
 
 static int depthwise(const strop__conv2d_dims *d, const strop__conv2d_epilogue *ep) {
   return strop__conv_depthwise_direct && d->groups == d->c_in && d->groups > 1 &&
-         (!ep || (!ep->relu && !ep->pool));
+         (!ep || (!ep->relu && !ep->pool && !ep->res));
 }
 
 /* 3x3 stride-1 ungrouped convs of at least WINO_MIN_CHANNELS input and output channels (ResNet's
@@ -587,12 +587,27 @@ static const float *image(const conv_job *j, const float *v, int64_t cnt, float 
   return buf;
 }
 
-/* Forward epilogue of image n, whose raw output is yn: the pool (of the relu) into y, or the
- * relu in place. */
+/* y = r + y (first) or y + r, then (relu) strop__relu_forward's select: a residual sum and
+ * its relu in one pass (add's bits, layers/merge.c) */
+static void res_add(float *restrict y, const float *restrict r, int64_t cnt, int first,
+                    int relu) {
+  for (int64_t k = 0; k < cnt; k++) {
+    const float s = first ? r[k] + y[k] : y[k] + r[k];
+    y[k] = relu && s < 0.0f ? 0.0f : s;
+  }
+}
+
+/* Forward epilogue of image n, whose raw output is yn: the residual added, then the pool (of
+ * the relu) into y, or the relu in place. */
 static void fwd_epilogue(const conv_job *j, int64_t n, float *yn) {
   const strop__conv2d_epilogue *ep = j->ep;
   const int64_t C = j->d->c_out;
   if (!ep) return;
+  if (ep->res) {
+    const int64_t cnt = C * j->d->oh * j->d->ow;
+    res_add(yn, ep->res + n * cnt, cnt, ep->res_first, ep->relu && !ep->pool);
+    if (!ep->pool) return;
+  }
   if (ep->pool) {
     const int64_t O = j->pd.oh * j->pd.ow;
     strop__maxpool2d_forward_ex(&j->pd, yn, j->y + n * C * O, ep->argmax + n * C * O, ep->relu);
@@ -721,6 +736,7 @@ static const float *bwd_epilogue(const conv_job *j, int64_t n, float *buf);
  * through a buffer. The same bits (tests, bench_big's CONV_PACK=ab, bench_bf16conv). */
 int strop__conv_bf16_direct = 1;
 int strop__conv_tile_relu = 1;
+int strop__conv_tile_prefetch = 1;
 
 /* dst [cols, rows] (rows ldd apart) = src [rows, cols] (ld lds) transposed: 16 x 16 blocks
  * through registers where AVX-512 runs (the only place the vdpbf16ps path runs) */
@@ -997,14 +1013,22 @@ static void bf16_fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   void *work = cbuf + (fwd_cbuf_needed(d, nbm, j->ep) ? r16(CO * nbm * P) : 0);
   const int pw = is_pointwise(d);
   const int direct = j->ap && !fwd_cols_needed(d, nbm);
-  /* a relu alone (no pool) in the tiles' stores where the product writes y itself */
-  const int tile_relu = strop__conv_tile_relu && j->ep && j->ep->relu && !j->ep->pool;
+  /* the epilogue without a pool (a residual sum, a relu) in the tiles' stores where the
+   * product writes y itself */
+  const int tile_ep = strop__conv_tile_relu && j->ep && !j->ep->pool;
   for (int64_t n0 = lo; n0 < hi; n0 += nbm) {
     const int64_t nb = hi - n0 < nbm ? hi - n0 : nbm, L = nb * P;
     /* the product straight into y (or a lone image's raw output) with the bias, when its
      * tiles cross one image's edge at most */
     float *to = !j->ap || (nb > 1 && (raw || P < 32)) ? NULL : raw ? raw : j->y + n0 * CO * P;
-    const strop__bf16_c_layout lay = {P, CO * P, j->b, tile_relu};
+    const strop__bf16_c_layout lay = {
+        .period = P,
+        .stride = CO * P,
+        .add = j->b,
+        .relu = tile_ep && j->ep->relu,
+        .res = tile_ep && j->ep->res ? j->ep->res + n0 * CO * P : NULL,
+        .res_first = tile_ep && j->ep->res_first,
+        .prefetch = strop__conv_tile_prefetch};
     float *c = to ? to : nb > 1 ? cbuf : raw ? raw : j->y + n0 * CO * P;
     const strop__bf16_c_layout *cl = to ? &lay : NULL;
     const int64_t ldc = to ? P : L;
@@ -1029,7 +1053,7 @@ static void bf16_fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
     for (int64_t s = 0; s < nb; s++) {
       float *yn = raw ? raw : j->y + (n0 + s) * CO * P;
       if (to) {
-        if (!tile_relu) fwd_epilogue(j, n0 + s, yn);
+        if (!tile_ep) fwd_epilogue(j, n0 + s, yn);
         continue;
       }
       for (int64_t o = 0; o < CO; o++) {
@@ -1083,7 +1107,7 @@ static void bf16_bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
     if (j->dx && j->ap && pw && (nb == 1 || P >= 32)) {
       /* pointwise, the weight packed once: the product writes (or adds into) the image
        * gradients themselves */
-      const strop__bf16_c_layout lay = {P, CI * HW, NULL, 0};
+      const strop__bf16_c_layout lay = {P, CI * HW, NULL, 0, NULL, 0, 0};
       strop__bf16_gemm_f32_packed(K, L, CO, j->ap, g, L, NULL, NULL, j->assign ? 0.0f : 1.0f,
                                   j->dx + n0 * CI * HW, P, &lay, work);
     } else if (j->dx) {
@@ -1300,7 +1324,7 @@ void strop__conv2d_forward_filtered(const strop__conv2d_dims *d, const float *x,
                                     int chunks, const strop__conv2d_epilogue *ep) {
   const int64_t K = kdim(d);
   if (chunks < 1) chunks = 1;
-  if (ep && !ep->relu && !ep->pool) ep = NULL;
+  if (ep && !ep->relu && !ep->pool && !ep->res) ep = NULL;
   if (depthwise(d, ep)) {
     dw_job dj = {.d = d, .x = x, .w = w, .b = b, .y = y};
     strop__par_for(d->n * d->c_out, dw_grain(d), dw_fwd_range, &dj);

@@ -28,10 +28,16 @@ typedef struct strop__conv2d_dims {
 } strop__conv2d_dims;
 
 /* What the convolution applies to each image's output before it leaves the cache, in place of
- * a ReLU and/or a max-pool layer that follow it (the graph fuses such chains): the same kernels
- * as those layers, run per image, so the numbers are the unfused ones bit for bit and neither
- * the raw nor the rectified output is ever stored. */
+ * a residual sum, a ReLU and/or a max-pool layer that follow it (the graph fuses such chains):
+ * the same kernels as those layers, run per image, so the numbers are the unfused ones bit for
+ * bit and neither the raw nor the rectified output is ever stored. */
 typedef struct strop__conv2d_epilogue {
+  /* forward: y = res + y (res_first) or y + res before the relu, res [n, c_out, oh, ow] (a
+   * residual sum's other input, add's bits: the same two floats in the same order), or NULL.
+   * The forward only: there is no backward of it (the graph fuses a residual sum into a conv
+   * only where no backward runs through them) */
+  const float *res;
+  int res_first;
   int relu; /* y = relu(y) (strop__relu_forward) */
   int pool; /* then y = maxpool(y) with pd's window (pd.n, c, h, w are ignored) */
   strop__pool2d_dims pd;
@@ -56,9 +62,13 @@ extern int strop__conv_batch;
 extern int strop__conv_bf16_direct;
 
 /* Tests and benches: 1 (the default) has the vdpbf16ps forward that writes y itself apply a
- * fused relu (without a pool) in its tiles' stores, 0 in a pass over each image after: the
- * same bits. */
+ * fused residual sum and relu (without a pool) in its tiles' stores, 0 in a pass over each
+ * image after: the same bits. */
 extern int strop__conv_tile_relu;
+
+/* Tests and benches: 1 (the default) has the vdpbf16ps forward that writes y itself ask for
+ * each tile's output lines (for writing) before the tile's sums; 0 does not. The same bits. */
+extern int strop__conv_tile_prefetch;
 
 /* Tests and benches: 1 (the default) runs the FP32 lowered backward of the convs with more
  * output channels than output positions a block of images per product, the products split
