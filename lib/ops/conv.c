@@ -398,6 +398,13 @@ static int fwd_cbuf_needed(const strop__conv2d_dims *d, int64_t nbm,
   return !strop__conv_bf16_direct || (nbm > 1 && ((ep && ep->pool) || d->oh * d->ow < 32));
 }
 
+static size_t lanes_bytes(int64_t L);
+/* the vdpbf16ps backward's lanes of a block's columns (col_lanes_all) for the weight gradient's
+ * columns packed from the images */
+static int64_t bwd_lanes_len(const strop__conv2d_dims *d, int64_t nbm) {
+  return col_pack_ok(d, nbm) ? r16((int64_t)(lanes_bytes(nbm * d->oh * d->ow) + 3) / 4) : 0;
+}
+
 /* vdpbf16ps, per chunk. Forward: the pool's raw output (epilogue), the block's columns
  * [K, L] and its products [c_out, L] where they are needed (fwd_cols_needed, fwd_cbuf_needed),
  * and the GEMM's work (L = nb P). Backward: the weight and bias
@@ -411,7 +418,7 @@ static int64_t bf16_chunk_len(const strop__conv2d_dims *d, int backward, int chu
     return ep_len(d, 0, ep) + (fwd_cols_needed(d, nbm) ? r16(K * L) : 0) +
            (fwd_cbuf_needed(d, nbm, ep) ? r16(CO * L) : 0) + bf16_work(d, chunks, 0);
   return part_len(d) + ep_len(d, 1, ep) + (bwd_cols_needed(d, nbm) ? r16(K * L) : 0) +
-         r16(CO * L) + bf16_work(d, chunks, 1);
+         r16(CO * L) + bwd_lanes_len(d, nbm) + bf16_work(d, chunks, 1);
 }
 
 /* the exact fallback's per-chunk areas (the rounded image, and in the backward the rounded
@@ -801,7 +808,8 @@ typedef struct col_pack {
   const float *x;    /* the block's first image */
   int64_t L;         /* its columns, nb P */
   int64_t img, chan; /* x's strides between images and between channels: c_in h w and h w
-                          for a block of images; P and L for a block's dY laid side by side */
+                        for a block of images; P and L for a block's dY laid side by side */
+  const void *lanes; /* pack_cols_t: the lanes of every 32 columns (col_lanes_all), or NULL */
 } col_pack;
 
 typedef struct half_lanes {
@@ -977,8 +985,10 @@ __attribute__((target("avx512f,avx512bw,bmi2"))) static void pack_cols_t(const v
   const __m512i hh = _mm512_set1_epi32((int32_t)d->h), ww = _mm512_set1_epi32((int32_t)W);
   for (int64_t q0 = 0; q0 < kp; q0 += 16) {
     const __mmask32 live = strop__lanes32(cp->L - 2 * q0);
-    half_lanes hl[2];
-    col_lanes(d, cp->img, 2 * q0, live, hl);
+    half_lanes hb[2];
+    const half_lanes *hl = hb;
+    if (cp->lanes) hl = (const half_lanes *)cp->lanes + q0 / 8;
+    else col_lanes(d, cp->img, 2 * q0, live, hb);
     const int64_t nq = kp - q0 < 16 ? kp - q0 : 16;
     for (int h = 0; h < 2; h++) {
       __m512i t[16];
@@ -1003,6 +1013,16 @@ __attribute__((target("avx512f,avx512bw,bmi2"))) static void pack_cols_t(const v
     }
   }
 }
+/* bytes of the lanes of L columns (col_lanes_all), a multiple of 64 */
+static size_t lanes_bytes(int64_t L) { return (size_t)((L + 31) / 32) * 2 * sizeof(half_lanes); }
+
+/* the lanes of cp's columns, 32 at a time, into buf (64-byte aligned, lanes_bytes(cp->L)): the
+ * same for every panel of taps pack_cols_t packs from them, so found once per product */
+static void col_lanes_all(const col_pack *cp, void *buf) {
+  half_lanes *hl = buf;
+  for (int64_t j = 0; j < cp->L; j += 32)
+    col_lanes(cp->d, cp->img, j, strop__lanes32(cp->L - j), hl + j / 16);
+}
 #else
 static void transpose(const float *src, int64_t rows, int64_t cols, int64_t lds, float *dst,
                       int64_t ldd) {
@@ -1013,7 +1033,13 @@ typedef struct col_pack {
   const strop__conv2d_dims *d;
   const float *x;
   int64_t L, img, chan;
+  const void *lanes;
 } col_pack;
+static size_t lanes_bytes(int64_t L) {
+  (void)L;
+  return 0;
+}
+static void col_lanes_all(const col_pack *cp, void *buf) { (void)cp, (void)buf; }
 static void pack_cols(const void *ctx, int64_t j0, uint32_t *p) { (void)ctx, (void)j0, (void)p; }
 static void pack_cols_t(const void *ctx, int64_t j0, uint32_t *p) {
   (void)ctx, (void)j0, (void)p;
@@ -1048,7 +1074,7 @@ static void bf16_fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
     const strop__bf16_c_layout *cl = to ? &lay : NULL;
     const int64_t ldc = to ? P : L;
     if (direct) {
-      const col_pack cp = {d, j->x + n0 * d->c_in * HW, L, d->c_in * HW, HW};
+      const col_pack cp = {d, j->x + n0 * d->c_in * HW, L, d->c_in * HW, HW, NULL};
       strop__bf16_gemm_f32_packed(CO, L, K, j->ap, NULL, 0, pack_cols, &cp, 0.0f, c, ldc, cl,
                                   work);
     } else {
@@ -1101,7 +1127,8 @@ static void bf16_bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   float *epa = part + part_len(d);
   float *cols = epa + ep_len(d, 1, j->ep);
   float *dyb = cols + (bwd_cols_needed(d, nbm) ? r16(K * Lm) : 0);
-  void *work = dyb + r16(CO * Lm);
+  float *lanes = dyb + r16(CO * Lm);
+  void *work = lanes + bwd_lanes_len(d, nbm);
   float *dw = j->dw, *db = j->db;
   if (j->partial) {
     memset(part, 0, sizeof(float) * (size_t)part_len(d));
@@ -1123,7 +1150,7 @@ static void bf16_bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
     if (j->dx && j->dxd) {
       /* dx = conv(dY, w') as a forward: dY's columns packed from the block's dY (side by
        * side: images P apart, channels L), the product written into (or added to) dx */
-      const col_pack cp = {&j->dd, g, nb * HW, P, L};
+      const col_pack cp = {&j->dd, g, nb * HW, P, L, NULL};
       const strop__bf16_c_layout lay = {HW, CI * HW, NULL, 0};
       strop__bf16_gemm_f32_packed(CI, nb * HW, kdim(&j->dd), j->ap, NULL, 0, pack_cols, &cp,
                                   j->assign ? 0.0f : 1.0f, j->dx + n0 * CI * HW, HW, &lay, work);
@@ -1156,7 +1183,8 @@ static void bf16_bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
        * from these layouts itself, so no transposed copies (pointwise: a lone image's rows
        * are its columns) */
       if ((!pw || nb > 1) && col_pack_ok(d, nbm)) { /* the columns packed from the images */
-        const col_pack cp = {d, j->x + n0 * CI * HW, L, CI * HW, HW};
+        const col_pack cp = {d, j->x + n0 * CI * HW, L, CI * HW, HW, lanes};
+        col_lanes_all(&cp, lanes);
         strop__bf16_gemm_f32_packb(0, CO, K, L, g, L, pack_cols_t, &cp, 1.0f, dw, K, work);
         continue;
       }
