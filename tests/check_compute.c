@@ -1026,9 +1026,11 @@ static void conv_direct_run(const strop__conv2d_dims *d, const cbufs *a, int dir
   size_t fl = strop__conv2d_scratch_floats(d, 0, chunks, relu ? &ep : NULL);
   const size_t fb = strop__conv2d_scratch_floats(d, 1, chunks, relu ? &ep : NULL);
   if (fb > fl) fl = fb;
-  float *scratch = aligned_alloc(64, (fl * sizeof(float) + 63) / 64 * 64);
-  /* NaN in the scratch: nothing may read it before writing it */
+  /* NaN in the scratch: nothing may read it before writing it; 16 floats past it that nothing
+   * may write */
+  float *scratch = aligned_alloc(64, ((fl + 16) * sizeof(float) + 63) / 64 * 64);
   for (size_t i = 0; i < fl; i++) scratch[i] = NAN;
+  for (size_t i = fl; i < fl + 16; i++) scratch[i] = -7.0f;
   strop__conv2d_forward(d, a->x, a->w, bias ? a->b : NULL, y, scratch, chunks, relu ? &ep : NULL);
   for (size_t i = 0; i < nx; i++) dx[i] = 0.25f;
   for (size_t i = 0; i < nw; i++) dw[i] = -0.5f;
@@ -1036,6 +1038,7 @@ static void conv_direct_run(const strop__conv2d_dims *d, const cbufs *a, int dir
   (assign ? strop__conv2d_backward_assign : strop__conv2d_backward)(
       d, a->x, a->w, a->dy, dx, dw, db, scratch, chunks, relu ? &ep : NULL);
   (void)ny;
+  for (size_t i = fl; i < fl + 16; i++) ck_assert_msg(scratch[i] == -7.0f, "scratch overrun");
   free(scratch);
   strop__conv_bf16_direct = 1;
 }
