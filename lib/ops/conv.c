@@ -3,7 +3,9 @@
  * GEMM with the recomputed columns, dX by GEMM into columns then col2im. 1x1 stride-1 convs
  * read and write the images directly (no columns); depthwise convs (a group per input
  * channel) run a direct stencil per plane; 3x3 stride-1 convs of enough channels run forward,
- * dX and dW as Winograd's batched GEMMs (winograd.h). */
+ * dX and dW as Winograd's batched GEMMs (winograd.h). In BF16 on vdpbf16ps the columns are
+ * packed straight from the images, and a stride-1 conv's dX is the forward of dY with the
+ * flipped weight (bf16_dx). */
 #include "ops/conv.h"
 
 #include <stdlib.h>
