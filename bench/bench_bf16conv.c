@@ -3,7 +3,8 @@
  * layer shape by layer shape: the forward with its columns packed straight from the images
  * (strop__conv_bf16_direct 1) and written by im2col first (0), the backward, and the bare
  * product (the weight packed once, the columns' panels left as they are: the tile's own rate
- * on the shape). The variants alternate in one process, best of `iters` by the thread's CPU
+ * on the shape), and the input gradient alone as the forward of dy (strop__conv_bf16_dx 1:
+ * stride 1) and through FP32 columns and col2im (0). The variants alternate in one process, best of `iters` by the thread's CPU
  * time (the machine is shared: compare the columns of one run, not runs). Per shape and summed
  * over the network (each shape times its count): GFLOP/s, and the bare product's share.
  *
@@ -46,7 +47,7 @@ static const shape SH[] = {
     {"l4 1x1 2048-512", 2048, 7, 512, 1, 1, 2},  {"l4 3x3 512", 512, 7, 512, 3, 1, 2},
     {"l4 1x1 512-2048", 512, 7, 2048, 1, 1, 3},
 };
-enum { NSH = sizeof SH / sizeof SH[0], V = 5 };
+enum { NSH = sizeof SH / sizeof SH[0], V = 7 };
 
 /* the bare product's packer: the panel is left as it is */
 static void no_pack(const void *ctx, int64_t j0, uint32_t *p) { (void)ctx, (void)j0, (void)p; }
@@ -62,10 +63,11 @@ int main(int argc, char **argv) {
   bench_must(strop_set_num_threads(threads), "threads");
   strop__rng rng;
   strop__rng_seed(&rng, 5, 0);
-  static const char *const vn[V] = {"fwd", "fwd_im2col", "bare", "bwd", "bwd_old"};
+  static const char *const vn[V] = {"fwd",     "fwd_im2col", "bare",     "bwd",
+                                    "bwd_old", "dx",         "dx_col2im"};
   double tot[V] = {0}, flops_all = 0;
-  printf("%-20s %5s %6s %7s  GFLOP/s: %7s %10s %7s %7s %7s  bare/fwd\n", "shape", "K", "CO", "L",
-         vn[0], vn[1], vn[2], vn[3], vn[4]);
+  printf("%-20s %5s %6s %7s  GFLOP/s: %7s %10s %7s %7s %7s %7s %9s  bare/fwd\n", "shape", "K",
+         "CO", "L", vn[0], vn[1], vn[2], vn[3], vn[4], vn[5], vn[6]);
   for (int i = 0; i < NSH; i++) {
     const shape *s = &SH[i];
     strop__conv2d_dims d;
@@ -89,6 +91,12 @@ int main(int argc, char **argv) {
     strop__conv_bf16_direct = 0; /* the old layout needs the most */
     if (strop__conv2d_scratch_floats(&d, 0, chunks, NULL) > fl)
       fl = strop__conv2d_scratch_floats(&d, 0, chunks, NULL);
+    if (strop__conv2d_scratch_floats(&d, 1, chunks, NULL) > fl)
+      fl = strop__conv2d_scratch_floats(&d, 1, chunks, NULL);
+    strop__conv_bf16_direct = 1, strop__conv_bf16_dx = 0; /* dx through col2im */
+    if (strop__conv2d_scratch_floats(&d, 1, chunks, NULL) > fl)
+      fl = strop__conv2d_scratch_floats(&d, 1, chunks, NULL);
+    strop__conv_bf16_dx = 1;
     float *scratch = strop__malloc_aligned(fl * 4);
     /* the bare product: the conv's blocks (bf16_block: at least 512 columns) */
     int64_t nb = (512 + P - 1) / P;
@@ -112,9 +120,13 @@ int main(int argc, char **argv) {
             strop__bf16_gemm_f32_packed(CO, L, K, ap, NULL, 0, no_pack, NULL, 0.0f, c, L, NULL,
                                         work);
           }
-        } else {
+        } else if (v <= 4) {
           strop__conv_bf16_direct = v == 3;
           strop__conv2d_backward_assign(&d, x, w, dy, dx, dw, NULL, scratch, chunks, NULL);
+        } else { /* the input gradient alone: as a forward of dy (stride 1), through col2im */
+          strop__conv_bf16_direct = 1, strop__conv_bf16_dx = v == 5;
+          strop__conv2d_backward_assign(&d, x, w, dy, dx, NULL, NULL, scratch, chunks, NULL);
+          strop__conv_bf16_dx = 1;
         }
         const double dt = cpu_now() - t0;
         if (dt < best[v]) best[v] = dt;
@@ -124,8 +136,8 @@ int main(int argc, char **argv) {
     printf("%-20s %5lld %6lld %7lld  GFLOP/s:", s->name, (long long)K, (long long)CO,
            (long long)(nb * P));
     for (int v = 0; v < V; v++) {
-      const double ff = v >= 3 ? 2 * f : f;
-      printf(" %*.1f", v == 1 ? 10 : 7, ff / best[v] / 1e9);
+      const double ff = v == 3 || v == 4 ? 2 * f : f;
+      printf(" %*.1f", v == 1 ? 10 : v == 6 ? 9 : 7, ff / best[v] / 1e9);
       tot[v] += (double)s->count * best[v];
     }
     printf("  %.2f\n", best[2] / best[0]);
@@ -137,10 +149,16 @@ int main(int argc, char **argv) {
   }
   printf("%-20s %27s", "network (x count)", "GFLOP/s:");
   for (int v = 0; v < V; v++)
-    printf(" %*.1f", v == 1 ? 10 : 7, (v >= 3 ? 2 : 1) * flops_all / tot[v] / 1e9);
+    printf(" %*.1f",
+           v == 1   ? 10
+           : v == 6 ? 9
+                    : 7,
+           (v == 3 || v == 4 ? 2 : 1) * flops_all / tot[v] / 1e9);
   printf("  %.2f\nRESULT bench=bf16conv batch=%lld threads=%d fwd_ms=%.1f fwd_im2col_ms=%.1f "
-         "bare_ms=%.1f bwd_ms=%.1f bwd_old_ms=%.1f fwd_speedup=%.3f bwd_speedup=%.3f\n",
+         "bare_ms=%.1f bwd_ms=%.1f bwd_old_ms=%.1f dx_ms=%.1f dx_col2im_ms=%.1f fwd_speedup=%.3f "
+         "bwd_speedup=%.3f dx_speedup=%.3f\n",
          tot[2] / tot[0], (long long)batch, threads, tot[0] * 1e3, tot[1] * 1e3, tot[2] * 1e3,
-         tot[3] * 1e3, tot[4] * 1e3, tot[1] / tot[0], tot[4] / tot[3]);
+         tot[3] * 1e3, tot[4] * 1e3, tot[5] * 1e3, tot[6] * 1e3, tot[1] / tot[0], tot[4] / tot[3],
+         tot[6] / tot[5]);
   return 0;
 }

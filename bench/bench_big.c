@@ -59,7 +59,9 @@
  * (strop__conv_tile_prefetch, the same bits), TILE_PF=0 not; CONV_POOL=ab a max-pool after a
  * conv (ResNet's stem: after its folded norm and relu) by itself and in the conv's epilogue
  * (strop__conv_fuse_pool, the same bits), CONV_POOL=0 by itself; CONV_EPI=ab those three all
- * off and all on (branch rnfz2's changes), CONV_EPI=0 all off.
+ * off and all on (branch rnfz2's changes), CONV_EPI=0 all off; CONV_DX=ab the BF16 stride-1
+ * convs' input gradient through FP32 columns and col2im and as the forward of dy with the
+ * flipped weight (strop__conv_bf16_dx; not the same bits), CONV_DX=0 through col2im.
  *
  * Prints one RESULT line: samples/s or tokens/s (best of `repeats` windows of `steps` steps
  * after a warm-up), the step's multiply-add work (gemm_flops: the matrix products and
@@ -174,6 +176,9 @@ static void set_frozen(strop_model *m, int on) {
 static void set_wino_rows(strop_model *m, int on) { (void)m, strop__conv_wino_rows = on; }
 /* the convs' scratch above the planned region / planned in it */
 static void set_plan_scratch(strop_model *m, int on) { (void)m, strop__plan_scratch = on; }
+/* the BF16 stride-1 convs' input gradient through FP32 columns and col2im / as the forward of
+ * dy with the flipped weight */
+static void set_convdx(strop_model *m, int on) { (void)m, strop__conv_bf16_dx = on; }
 /* every layer run by itself / the layers' fusions */
 static void set_fusion(strop_model *m, int on) { m->no_fusion = !on; }
 
@@ -197,6 +202,7 @@ static const ab_switch AB[] = {
     {"WINO_ROWS", "0", NULL, "whole", "rows", "wino_rows", set_wino_rows},
     {"PLAN_SCRATCH", "0", NULL, "arena", "planned", "plan_scratch", set_plan_scratch},
     {"FUSION", "0", NULL, "unfused", "fused", "fusion", set_fusion},
+    {"CONV_DX", "0", NULL, "col2im", "direct", "conv_dx", set_convdx},
     {"COMPUTE_DTYPE", NULL, "bf16", "f32", "bf16", "compute_dtype", set_dtype},
 };
 #define N_AB ((int)(sizeof AB / sizeof AB[0]))

@@ -1026,9 +1026,11 @@ static void conv_direct_run(const strop__conv2d_dims *d, const cbufs *a, int dir
   size_t fl = strop__conv2d_scratch_floats(d, 0, chunks, relu ? &ep : NULL);
   const size_t fb = strop__conv2d_scratch_floats(d, 1, chunks, relu ? &ep : NULL);
   if (fb > fl) fl = fb;
-  float *scratch = aligned_alloc(64, (fl * sizeof(float) + 63) / 64 * 64);
-  /* NaN in the scratch: nothing may read it before writing it */
+  /* NaN in the scratch: nothing may read it before writing it; 16 floats past it that nothing
+   * may write */
+  float *scratch = aligned_alloc(64, ((fl + 16) * sizeof(float) + 63) / 64 * 64);
   for (size_t i = 0; i < fl; i++) scratch[i] = NAN;
+  for (size_t i = fl; i < fl + 16; i++) scratch[i] = -7.0f;
   strop__conv2d_forward(d, a->x, a->w, bias ? a->b : NULL, y, scratch, chunks, relu ? &ep : NULL);
   for (size_t i = 0; i < nx; i++) dx[i] = 0.25f;
   for (size_t i = 0; i < nw; i++) dw[i] = -0.5f;
@@ -1036,6 +1038,7 @@ static void conv_direct_run(const strop__conv2d_dims *d, const cbufs *a, int dir
   (assign ? strop__conv2d_backward_assign : strop__conv2d_backward)(
       d, a->x, a->w, a->dy, dx, dw, db, scratch, chunks, relu ? &ep : NULL);
   (void)ny;
+  for (size_t i = fl; i < fl + 16; i++) ck_assert_msg(scratch[i] == -7.0f, "scratch overrun");
   free(scratch);
   strop__conv_bf16_direct = 1;
 }
@@ -1048,6 +1051,7 @@ START_TEST(conv_direct_same_bits) {
   const int path = _i;
   if (path == 0 && !strop__bf16_dot_enabled()) return;
   strop__bf16_impl = path;
+  strop__conv_bf16_dx = 0; /* its dx sums in another order: conv_dx_reference */
   for (int k = 0; k < NDSH + NCSH; k++)
     for (int v = 0; v < 8; v++) {
       const int chunks = 1 + (v & 1), bias = (v >> 1) & 1, relu = v >> 2, assign = v & 1;
@@ -1074,6 +1078,82 @@ START_TEST(conv_direct_same_bits) {
       free_bufs(&a);
     }
   strop__bf16_impl = 0;
+  strop__conv_bf16_dx = 1;
+}
+END_TEST
+
+/* Shapes for the input gradient computed as the forward of dy with the flipped weight
+ * (strop__conv_bf16_dx): a 3x3 of padding 0 (dy padded by 2), a 5x5 of padding 1 (by 3), a 2x2
+ * (an even kernel: padding 1 gives a larger output, dy padded by 0), a 4x4 image (P < 16: dx's
+ * columns keep im2col); with DSH's and CSH's, and each again at dilation 2 where it fits. */
+static const cshape XSH[] = {
+    {3, 6, 9, 10, 5, 3, 1, 0, 1},
+    {2, 4, 11, 12, 9, 5, 1, 1, 1},
+    {4, 5, 7, 6, 6, 2, 1, 1, 1},
+    {5, 3, 4, 4, 7, 3, 1, 1, 1},
+};
+enum { NXSH = sizeof XSH / sizeof XSH[0] };
+
+/* |got - (init + want)| within near()'s bound */
+static int within(float got, double init, double want, double mag, int64_t terms) {
+  return fabs((double)got - init - want) <=
+         (double)(terms + 2) * 0x1p-23 * (mag + fabs(init)) + 1e-30;
+}
+
+/* The input gradient on vdpbf16ps against the double-precision one of the rounded weight and
+ * output gradient (masked by a relu epilogue's), element by element within FP32 summation's
+ * bound, on every shape, dilation 1 and 2, 1 and 2 chunks, with and without a relu, dx written
+ * and added to; and the same numbers with the kernel left unflipped fail that bound (the test
+ * tells a broken flip apart). */
+START_TEST(conv_dx_reference) {
+  if (!strop__bf16_dot_enabled()) return;
+  for (int k = 0; k < 2 * (NDSH + NCSH + NXSH); k++)
+    for (int v = 0; v < 4; v++) {
+      const int kk = k % (NDSH + NCSH + NXSH), dil = 1 + k / (NDSH + NCSH + NXSH);
+      const int chunks = 1 + (v & 1), relu = v >> 1, assign = (k + v) & 1;
+      const cshape *cs = kk < NDSH          ? &DSH[kk]
+                         : kk < NDSH + NCSH ? &CSH[kk - NDSH]
+                                            : &XSH[kk - NDSH - NCSH];
+      strop__conv2d_dims d = cdims(cs, 1);
+      if (dil == 2) {
+        d.dh = d.dw = 2;
+        strop__conv2d_out_size(&d);
+        if (d.kh == 1 || d.oh < 1 || d.ow < 1) continue;
+      }
+      cbufs a = calloc_bufs(&d, chunks);
+      conv_direct_run(&d, &a, 1, chunks, 1, relu, assign, a.y, a.dx, a.dw, a.db);
+      const int64_t P = d.oh * d.ow, HW = d.h * d.w, G = d.groups, cig = d.c_in / G;
+      const int64_t cog = d.c_out / G, KK = d.kh * d.kw;
+      double *dx = calloc(a.nx, sizeof(double)), *dxm = calloc(a.nx, sizeof(double));
+      double *bad = calloc(a.nx, sizeof(double)), *badm = calloc(a.nx, sizeof(double));
+      for (int64_t n = 0; n < d.n; n++)
+        for (int64_t o = 0; o < d.c_out; o++)
+          for (int64_t p = 0; p < P; p++) {
+            const int64_t yi = (n * d.c_out + o) * P + p;
+            const double gy = relu && !(a.y[yi] > 0.0f) ? 0.0 : a.dyr[yi];
+            for (int64_t c = 0; c < cig; c++)
+              for (int64_t t = 0; t < KK; t++) {
+                const int64_t iy = p / d.ow * d.sh - d.ph + t / d.kw * d.dh;
+                const int64_t ix = p % d.ow * d.sw - d.pw + t % d.kw * d.dw;
+                if (iy < 0 || iy >= d.h || ix < 0 || ix >= d.w) continue;
+                const int64_t xi = (n * d.c_in + o / cog * cig + c) * HW + iy * d.w + ix;
+                const double wv = a.wr[(o * cig + c) * KK + t];
+                const double wb = a.wr[(o * cig + c) * KK + KK - 1 - t];
+                dx[xi] += wv * gy;
+                dxm[xi] += fabs(wv * gy);
+                bad[xi] += wb * gy;
+                badm[xi] += fabs(wb * gy);
+              }
+          }
+      int64_t off = 0;
+      for (size_t i = 0; i < a.nx; i++) {
+        near(a.dx[i], assign ? 0 : 0.25, dx[i], dxm[i], cog * KK, "dx", k, (int64_t)i);
+        off += !within(a.dx[i], assign ? 0 : 0.25, bad[i], badm[i], cog * KK);
+      }
+      ck_assert_msg(KK == 1 || off > 0, "shape %d v %d: an unflipped kernel passes too", k, v);
+      free(dx), free(dxm), free(bad), free(badm);
+      free_bufs(&a);
+    }
 }
 END_TEST
 
@@ -1494,6 +1574,7 @@ static Suite *suite(void) {
   tcase_add_test(c, conv_fallback_exact);
   tcase_add_loop_test(c, conv_paths_match_reference, 0, 2);
   tcase_add_loop_test(c, conv_direct_same_bits, 0, 2);
+  tcase_add_test(c, conv_dx_reference);
   tcase_add_loop_test(c, cnn_gradcheck, 0, 4);
   tcase_add_loop_test(c, cnn_finetune_close, 0, 4);
   suite_add_tcase(s, c);

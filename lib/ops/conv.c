@@ -3,7 +3,9 @@
  * GEMM with the recomputed columns, dX by GEMM into columns then col2im. 1x1 stride-1 convs
  * read and write the images directly (no columns); depthwise convs (a group per input
  * channel) run a direct stencil per plane; 3x3 stride-1 convs of enough channels run forward,
- * dX and dW as Winograd's batched GEMMs (winograd.h). */
+ * dX and dW as Winograd's batched GEMMs (winograd.h). In BF16 on vdpbf16ps the columns are
+ * packed straight from the images, and a stride-1 conv's dX is the forward of dY with the
+ * flipped weight (bf16_dx). */
 #include "ops/conv.h"
 
 #include <stdlib.h>
@@ -163,17 +165,18 @@ static int64_t wino_u_held(const strop__conv2d_dims *d, int m, int chunks) {
   return wino_rows(d, m, chunks) ? r16((int64_t)(m + 2) * d->c_out * d->c_in) : wino_u_len(d, m);
 }
 
-/* The input gradient of a 3x3 stride-1 conv is the forward of another: dx = conv(dy, w'), w'
- * [c_in, c_out] the filters rotated by 180 degrees and transposed, padding 2 - p (so the output
- * is [h, w] again). Run through Winograd like the forward where it applies and p <= 2. */
+/* The input gradient of a stride-1 conv is the forward of another: dx = conv(dy, w'), w'
+ * [c_in, c_out] the filters rotated by 180 degrees and transposed, padding d (k - 1) - p (so
+ * the output is [h, w] again; 2 - p for a 3x3). Run through Winograd like the forward where it
+ * applies and p <= 2, and on vdpbf16ps as the BF16 forward runs (bf16_dx). */
 static strop__conv2d_dims dx_dims(const strop__conv2d_dims *d) {
   strop__conv2d_dims e = *d;
   e.c_in = d->c_out;
   e.c_out = d->c_in;
   e.h = d->oh;
   e.w = d->ow;
-  e.ph = 2 - d->ph;
-  e.pw = 2 - d->pw;
+  e.ph = d->dh * (d->kh - 1) - d->ph;
+  e.pw = d->dw * (d->kw - 1) - d->pw;
   e.oh = d->h;
   e.ow = d->w;
   return e;
@@ -305,6 +308,8 @@ static int64_t bf16_block(const strop__conv2d_dims *d, int chunks) {
   return nb < 1 ? 1 : nb;
 }
 
+static int bf16_dx(const strop__conv2d_dims *d, int64_t nb);
+
 /* floats of strop__bf16_gemm_f32's work area for every block of 1 .. bf16_block images (a
  * chunk's last block may be smaller, and a smaller product may need more: it packs all of B at
  * once when that fits in 512 KB), 64-byte aligned: the forward's W cols, or the backward's
@@ -318,6 +323,8 @@ static int64_t bf16_work(const strop__conv2d_dims *d, int chunks, int backward) 
                         : strop__bf16_gemm_f32_scratch(CO, L, K);
     if (backward && strop__bf16_gemm_f32_scratch(CO, K, L) > w)
       w = strop__bf16_gemm_f32_scratch(CO, K, L);
+    const size_t f = strop__bf16_gemm_f32_scratch(d->c_in, nb * d->h * d->w, CO * d->kh * d->kw);
+    if (backward && bf16_dx(d, nbm) && f > w) w = f;
     if (w > most) most = w;
   }
   return r16((int64_t)((most + 3) / 4));
@@ -350,9 +357,37 @@ static int col_pack_ok(const strop__conv2d_dims *d, int64_t nb) {
          d->kh * d->kw <= 64 && (nb + 1) * d->c_in * d->h * d->w < ((int64_t)1 << 31);
 }
 
-/* the backward's W^T [K, c_out], packed once for the input gradient's products */
+/* d's vdpbf16ps input gradient is the forward of dY with the flipped weight (dx_dims), its
+ * columns packed straight from dY (pack_cols) and the product written into dx (or added to it),
+ * for blocks of up to nb images: stride 1 (a pointwise conv's dx is one product already), the
+ * padding within the dilated kernel, and pack_cols and the C layout able to take it. No FP32
+ * columns, no col2im. */
+int strop__conv_bf16_dx = 1;
+
+static int bf16_dx(const strop__conv2d_dims *d, int64_t nb) {
+  if (!strop__conv_bf16_dx || bf16_mode(d) != 1 || is_pointwise(d) || d->sh != 1 || d->sw != 1 ||
+      d->ph > d->dh * (d->kh - 1) || d->pw > d->dw * (d->kw - 1))
+    return 0;
+  const strop__conv2d_dims e = dx_dims(d);
+  return col_pack_ok(&e, nb) && (nb == 1 || d->h * d->w >= 32);
+}
+
+/* the backward's weight packed once for the input gradient's products: W^T [K, c_out], or the
+ * flipped weight [c_in, c_out kh kw] (bf16_dx) */
 static int64_t bf16_wt_len(const strop__conv2d_dims *d) {
-  return r16((int64_t)((strop__bf16_pack_a_bytes(kdim(d), d->c_out) + 3) / 4));
+  const size_t t = strop__bf16_pack_a_bytes(kdim(d), d->c_out);
+  const size_t f = strop__bf16_pack_a_bytes(d->c_in, d->c_out * d->kh * d->kw);
+  return r16((int64_t)(((t > f ? t : f) + 3) / 4));
+}
+
+/* The vdpbf16ps backward's per-chunk FP32 columns [K, L]: for the input gradient's product
+ * where it is neither bf16_dx nor a pointwise conv's written into dx, and for the weight
+ * gradient's where they are not packed from the images (a lone image's pointwise columns are
+ * the image) */
+static int bwd_cols_needed(const strop__conv2d_dims *d, int64_t nbm) {
+  if (!strop__conv_bf16_direct) return 1;
+  if (is_pointwise(d)) return nbm > 1 && (d->oh * d->ow < 32 || !col_pack_ok(d, nbm));
+  return !bf16_dx(d, nbm) || !col_pack_ok(d, nbm);
 }
 
 /* The vdpbf16ps forward's per-chunk FP32 columns: not where they are packed from the images;
@@ -363,6 +398,13 @@ static int fwd_cols_needed(const strop__conv2d_dims *d, int64_t nbm) {
 static int fwd_cbuf_needed(const strop__conv2d_dims *d, int64_t nbm,
                            const strop__conv2d_epilogue *ep) {
   return !strop__conv_bf16_direct || (nbm > 1 && ((ep && ep->pool) || d->oh * d->ow < 32));
+}
+
+static size_t lanes_bytes(int64_t L);
+/* the vdpbf16ps backward's lanes of a block's columns (col_lanes_all) for the weight gradient's
+ * columns packed from the images */
+static int64_t bwd_lanes_len(const strop__conv2d_dims *d, int64_t nbm) {
+  return col_pack_ok(d, nbm) ? r16((int64_t)(lanes_bytes(nbm * d->oh * d->ow) + 3) / 4) : 0;
 }
 
 /* vdpbf16ps, per chunk. Forward: the pool's raw output (epilogue), the block's columns
@@ -377,7 +419,8 @@ static int64_t bf16_chunk_len(const strop__conv2d_dims *d, int backward, int chu
   if (!backward)
     return ep_len(d, 0, ep) + (fwd_cols_needed(d, nbm) ? r16(K * L) : 0) +
            (fwd_cbuf_needed(d, nbm, ep) ? r16(CO * L) : 0) + bf16_work(d, chunks, 0);
-  return part_len(d) + ep_len(d, 1, ep) + r16(K * L) + r16(CO * L) + bf16_work(d, chunks, 1);
+  return part_len(d) + ep_len(d, 1, ep) + (bwd_cols_needed(d, nbm) ? r16(K * L) : 0) +
+         r16(CO * L) + bwd_lanes_len(d, nbm) + bf16_work(d, chunks, 1);
 }
 
 /* the exact fallback's per-chunk areas (the rounded image, and in the backward the rounded
@@ -557,6 +600,8 @@ typedef struct conv_job {
   int64_t per;        /* floats per chunk area */
   int chunks, fused, partial;
   int assign;            /* backward: dx is written, not added to */
+  int dxd;               /* BF16 backward: dx as the forward of dY (bf16_dx; ap the flipped
+                            weight packed, dd its conv) */
   int rnd;               /* the exact BF16 fallback: w is the rounded weight, and the chunks
                             round their images and output gradients (round_chunk_len) */
   int64_t part_off;      /* backward: where a chunk's partial sums start in its area */
@@ -778,8 +823,11 @@ enum { COL_RUNS = 4, COL_TAPS = 64 };
 
 typedef struct col_pack {
   const strop__conv2d_dims *d;
-  const float *x; /* the block's first image */
-  int64_t L;      /* its columns, nb P */
+  const float *x;    /* the block's first image */
+  int64_t L;         /* its columns, nb P */
+  int64_t img, chan; /* x's strides between images and between channels: c_in h w and h w
+                        for a block of images; P and L for a block's dY laid side by side */
+  const void *lanes; /* pack_cols_t: the lanes of every 32 columns (col_lanes_all), or NULL */
 } col_pack;
 
 typedef struct half_lanes {
@@ -827,9 +875,10 @@ __attribute__((target("avx512f,bmi2"))) static inline __m512 cols_row16(const ha
 }
 
 /* hl: the lanes of columns j0 .. j0 + 31 (live: those of the block) */
-__attribute__((target("avx512f"))) static void col_lanes(const strop__conv2d_dims *d, int64_t j0,
-                                                         __mmask32 live, half_lanes hl[2]) {
-  const int64_t P = d->oh * d->ow, W = d->w, CHW = d->c_in * d->h * W;
+__attribute__((target("avx512f"))) static void col_lanes(const strop__conv2d_dims *d, int64_t img,
+                                                         int64_t j0, __mmask32 live,
+                                                         half_lanes hl[2]) {
+  const int64_t P = d->oh * d->ow, W = d->w;
   const int contig = col_contig(d), sw = (int)d->sw;
   int64_t s = j0 / P, oy = j0 % P / d->ow, ox = j0 % P % d->ow; /* column j0's image, output */
   for (int h = 0; h < 2; h++) {
@@ -845,7 +894,7 @@ __attribute__((target("avx512f"))) static void col_lanes(const strop__conv2d_dim
         const int r = hl[h].nr++;
         hl[h].m[r] = 0;
         hl[h].a[r] = l;
-        hl[h].b[r] = s * CHW + iy[l] * W + ix[l];
+        hl[h].b[r] = s * img + iy[l] * W + ix[l];
         if (sw == 2)
           hl[h].idx[r] = _mm512_slli_epi32(
               _mm512_sub_epi32(
@@ -868,7 +917,7 @@ __attribute__((target("avx512f,avx512bw,bmi2"))) static void pack_cols(const voi
                                                                        int64_t j0, uint32_t *p) {
   const col_pack *cp = ctx;
   const strop__conv2d_dims *d = cp->d;
-  const int64_t P = d->oh * d->ow, W = d->w, HW = d->h * W, CHW = d->c_in * HW, K = kdim(d);
+  const int64_t P = d->oh * d->ow, W = d->w, HW = cp->chan, CHW = cp->img, K = kdim(d);
   const int64_t kp = (K + 1) / 2;
   const int sw = (int)d->sw;
   const __mmask32 live = strop__lanes32(cp->L - j0);
@@ -899,7 +948,7 @@ __attribute__((target("avx512f,avx512bw,bmi2"))) static void pack_cols(const voi
     return;
   }
   half_lanes hl[2];
-  col_lanes(d, j0, live, hl);
+  col_lanes(d, cp->img, j0, live, hl);
   const __mmask16 lv0 = (__mmask16)live, lv1 = (__mmask16)(live >> 16);
   const __m512i hh = _mm512_set1_epi32((int32_t)d->h), ww = _mm512_set1_epi32((int32_t)W);
   const float *x = cp->x;
@@ -941,7 +990,7 @@ __attribute__((target("avx512f,avx512bw,bmi2"))) static void pack_cols_t(const v
                                                                          uint32_t *p) {
   const col_pack *cp = ctx;
   const strop__conv2d_dims *d = cp->d;
-  const int64_t W = d->w, HW = d->h * W, K = kdim(d), kp = (cp->L + 1) / 2;
+  const int64_t W = d->w, HW = cp->chan, K = kdim(d), kp = (cp->L + 1) / 2;
   const int sw = (int)d->sw, nt = K - j0 < 32 ? (int)(K - j0) : 32;
   int32_t ty[32], tx[32];
   int64_t tdel[32];
@@ -954,8 +1003,10 @@ __attribute__((target("avx512f,avx512bw,bmi2"))) static void pack_cols_t(const v
   const __m512i hh = _mm512_set1_epi32((int32_t)d->h), ww = _mm512_set1_epi32((int32_t)W);
   for (int64_t q0 = 0; q0 < kp; q0 += 16) {
     const __mmask32 live = strop__lanes32(cp->L - 2 * q0);
-    half_lanes hl[2];
-    col_lanes(d, 2 * q0, live, hl);
+    half_lanes hb[2];
+    const half_lanes *hl = hb;
+    if (cp->lanes) hl = (const half_lanes *)cp->lanes + q0 / 8;
+    else col_lanes(d, cp->img, 2 * q0, live, hb);
     const int64_t nq = kp - q0 < 16 ? kp - q0 : 16;
     for (int h = 0; h < 2; h++) {
       __m512i t[16];
@@ -980,6 +1031,16 @@ __attribute__((target("avx512f,avx512bw,bmi2"))) static void pack_cols_t(const v
     }
   }
 }
+/* bytes of the lanes of L columns (col_lanes_all), a multiple of 64 */
+static size_t lanes_bytes(int64_t L) { return (size_t)((L + 31) / 32) * 2 * sizeof(half_lanes); }
+
+/* the lanes of cp's columns, 32 at a time, into buf (64-byte aligned, lanes_bytes(cp->L)): the
+ * same for every panel of taps pack_cols_t packs from them, so found once per product */
+static void col_lanes_all(const col_pack *cp, void *buf) {
+  half_lanes *hl = buf;
+  for (int64_t j = 0; j < cp->L; j += 32)
+    col_lanes(cp->d, cp->img, j, strop__lanes32(cp->L - j), hl + j / 16);
+}
 #else
 static void transpose(const float *src, int64_t rows, int64_t cols, int64_t lds, float *dst,
                       int64_t ldd) {
@@ -989,8 +1050,14 @@ static void transpose(const float *src, int64_t rows, int64_t cols, int64_t lds,
 typedef struct col_pack {
   const strop__conv2d_dims *d;
   const float *x;
-  int64_t L;
+  int64_t L, img, chan;
+  const void *lanes;
 } col_pack;
+static size_t lanes_bytes(int64_t L) {
+  (void)L;
+  return 0;
+}
+static void col_lanes_all(const col_pack *cp, void *buf) { (void)cp, (void)buf; }
 static void pack_cols(const void *ctx, int64_t j0, uint32_t *p) { (void)ctx, (void)j0, (void)p; }
 static void pack_cols_t(const void *ctx, int64_t j0, uint32_t *p) {
   (void)ctx, (void)j0, (void)p;
@@ -1033,7 +1100,7 @@ static void bf16_fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
     const strop__bf16_c_layout *cl = to ? &lay : NULL;
     const int64_t ldc = to ? P : L;
     if (direct) {
-      const col_pack cp = {d, j->x + n0 * d->c_in * HW, L};
+      const col_pack cp = {d, j->x + n0 * d->c_in * HW, L, d->c_in * HW, HW, NULL};
       strop__bf16_gemm_f32_packed(CO, L, K, j->ap, NULL, 0, pack_cols, &cp, 0.0f, c, ldc, cl,
                                   work);
     } else {
@@ -1072,7 +1139,8 @@ static void bf16_fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
 }
 
 /* Backward of a chunk's images, a block at a time: the block's output gradient [c_out, L]; the
- * input gradient's columns W^T dY [K, L] on vdpbf16ps, each image's added back (col2im); the
+ * input gradient as the forward of dY with the flipped weight (bf16_dx), or a pointwise conv's
+ * W^T dY written into dx, or else the columns W^T dY [K, L] each image's added back (col2im); the
  * weight gradient dY cols^T straight from the block's dY and columns (the product transposes
  * while it packs); the bias gradient from the unrounded dY in FP32. */
 static void bf16_bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
@@ -1084,8 +1152,9 @@ static void bf16_bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   float *part = j->chunk0 + chunk * j->per;
   float *epa = part + part_len(d);
   float *cols = epa + ep_len(d, 1, j->ep);
-  float *dyb = cols + r16(K * Lm);
-  void *work = dyb + r16(CO * Lm);
+  float *dyb = cols + (bwd_cols_needed(d, nbm) ? r16(K * Lm) : 0);
+  float *lanes = dyb + r16(CO * Lm);
+  void *work = lanes + bwd_lanes_len(d, nbm);
   float *dw = j->dw, *db = j->db;
   if (j->partial) {
     memset(part, 0, sizeof(float) * (size_t)part_len(d));
@@ -1104,7 +1173,14 @@ static void bf16_bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
         for (int64_t o = 0; o < CO; o++)
           memcpy(dyb + o * L + s * P, dyn + o * P, sizeof(float) * (size_t)P);
     }
-    if (j->dx && j->ap && pw && (nb == 1 || P >= 32)) {
+    if (j->dx && j->dxd) {
+      /* dx = conv(dY, w') as a forward: dY's columns packed from the block's dY (side by
+       * side: images P apart, channels L), the product written into (or added to) dx */
+      const col_pack cp = {&j->dd, g, nb * HW, P, L, NULL};
+      const strop__bf16_c_layout lay = {HW, CI * HW, NULL, 0};
+      strop__bf16_gemm_f32_packed(CI, nb * HW, kdim(&j->dd), j->ap, NULL, 0, pack_cols, &cp,
+                                  j->assign ? 0.0f : 1.0f, j->dx + n0 * CI * HW, HW, &lay, work);
+    } else if (j->dx && j->ap && pw && (nb == 1 || P >= 32)) {
       /* pointwise, the weight packed once: the product writes (or adds into) the image
        * gradients themselves */
       const strop__bf16_c_layout lay = {P, CI * HW, NULL, 0, NULL, 0, 0};
@@ -1133,7 +1209,8 @@ static void bf16_bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
        * from these layouts itself, so no transposed copies (pointwise: a lone image's rows
        * are its columns) */
       if ((!pw || nb > 1) && col_pack_ok(d, nbm)) { /* the columns packed from the images */
-        const col_pack cp = {d, j->x + n0 * CI * HW, L};
+        const col_pack cp = {d, j->x + n0 * CI * HW, L, CI * HW, HW, lanes};
+        col_lanes_all(&cp, lanes);
         strop__bf16_gemm_f32_packb(0, CO, K, L, g, L, pack_cols_t, &cp, 1.0f, dw, K, work);
         continue;
       }
@@ -1707,6 +1784,21 @@ static void wino_dx_rows_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
 }
 
 /* strop__conv2d_backward, and with `assign` dx written instead of added to. */
+/* rows [lo, hi) of the flipped weight w' [c_in, c_out kh kw] (dx_dims) into j->chunk0:
+ * w'(c, (o kh + a) kw + b) = w(o, c, kh - 1 - a, kw - 1 - b), the kernel's taps reversed */
+static void flip_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  (void)chunk;
+  const conv_job *j = ctx;
+  const strop__conv2d_dims *d = j->d;
+  const int64_t KK = d->kh * d->kw, CO = d->c_out, K = kdim(d);
+  for (int64_t c = lo; c < hi; c++)
+    for (int64_t o = 0; o < CO; o++) {
+      const float *src = j->w + o * K + c * KK;
+      float *dst = j->chunk0 + (c * CO + o) * KK;
+      for (int64_t t = 0; t < KK; t++) dst[t] = src[KK - 1 - t];
+    }
+}
+
 static void conv2d_backward(const strop__conv2d_dims *d, const float *x, const float *w,
                             const float *dy, float *dx, float *dw, float *db, float *scratch,
                             int chunks, const strop__conv2d_epilogue *ep, int assign) {
@@ -1743,8 +1835,16 @@ static void conv2d_backward(const strop__conv2d_dims *d, const float *x, const f
     j.partial = (dw || db) && chunks > 1;
     if (db) j.ones = fill_ones(d, scratch);
     j.chunk0 = scratch + ones_len(d) + bf16_wt_len(d);
-    if (dx && strop__conv_bf16_direct) { /* W^T [K, c_out] packed once for every block */
-      uint32_t *ap = (uint32_t *)(void *)(scratch + ones_len(d));
+    uint32_t *ap = (uint32_t *)(void *)(scratch + ones_len(d));
+    if (dx && bf16_dx(d, bf16_block(d, chunks))) {
+      /* the flipped weight [c_in, c_out kh kw], made in the first chunk's area (its partial
+       * sums, at least as large: cleared by the chunk before use), packed once */
+      j.dxd = 1;
+      j.dd = dx_dims(d);
+      strop__par_for(d->c_in, 8, flip_range, &j);
+      strop__bf16_pack_a(0, d->c_in, kdim(&j.dd), j.chunk0, kdim(&j.dd), ap);
+      j.ap = ap;
+    } else if (dx && strop__conv_bf16_direct) { /* W^T [K, c_out] packed once for every block */
       strop__bf16_pack_a(1, kdim(d), d->c_out, w, kdim(d), ap);
       j.ap = ap;
     }

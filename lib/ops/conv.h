@@ -61,6 +61,13 @@ extern int strop__conv_batch;
  * the weight packed per block, products through a buffer): the same bits. */
 extern int strop__conv_bf16_direct;
 
+/* Tests and benches: 1 (the default) computes the vdpbf16ps input gradient of stride-1 convs
+ * that are not pointwise as the forward of dy with the weight flipped and transposed, its
+ * columns packed straight from dy and the product written into dx (with strop__conv_bf16_direct);
+ * 0 through FP32 columns W^T dy and col2im. Not the same bits: each dx element sums its terms in
+ * another order (the reference tests bound both). */
+extern int strop__conv_bf16_dx;
+
 /* Tests and benches: 1 (the default) has the vdpbf16ps forward that writes y itself apply a
  * fused residual sum and relu (without a pool) in its tiles' stores, 0 in a pass over each
  * image after: the same bits. */
