@@ -1177,7 +1177,7 @@ static void bf16_bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
       /* dx = conv(dY, w') as a forward: dY's columns packed from the block's dY (side by
        * side: images P apart, channels L), the product written into (or added to) dx */
       const col_pack cp = {&j->dd, g, nb * HW, P, L, NULL};
-      const strop__bf16_c_layout lay = {HW, CI * HW, NULL, 0};
+      const strop__bf16_c_layout lay = {HW, CI * HW, NULL, 0, NULL, 0, 0};
       strop__bf16_gemm_f32_packed(CI, nb * HW, kdim(&j->dd), j->ap, NULL, 0, pack_cols, &cp,
                                   j->assign ? 0.0f : 1.0f, j->dx + n0 * CI * HW, HW, &lay, work);
     } else if (j->dx && j->ap && pw && (nb == 1 || P >= 32)) {
