@@ -43,7 +43,9 @@
  * scratch above the planned region and planned in it (strop__plan_scratch; PLAN_SCRATCH=0:
  * above it, as before); FUSION=ab every layer run by itself (the model's no_fusion) and the
  * layers' fusions (a relu with the max-pool after it, a conv's epilogues); FUSION=0: none (with
- * WINO_ROWS=0 PLAN_SCRATCH=0, the step's memory before branch rnmem). WEIGHTS_OUT=file saves the
+ * WINO_ROWS=0 PLAN_SCRATCH=0, the step's memory before branch rnmem). DIN_FIRST=ab an input
+ * gradient zeroed and added to unless its sole reader writes it, and written by its first
+ * writer in the backward (a residual sum's two; strop__din_first_writer), DIN_FIRST=0 zeroed. WEIGHTS_OUT=file saves the
  * weights after the steps (safetensors), to compare two runs bit for bit. Frozen and LoRA
  * rows load with STROP_LOAD_FROZEN | STROP_LOAD_MMAP: the frozen base is read straight from
  * the mapped file (docs/performance.md); MMAP=0 copies it. CONV_HELD=ab alternates a frozen
@@ -176,6 +178,7 @@ static void set_frozen(strop_model *m, int on) {
 static void set_wino_rows(strop_model *m, int on) { (void)m, strop__conv_wino_rows = on; }
 /* the convs' scratch above the planned region / planned in it */
 static void set_plan_scratch(strop_model *m, int on) { (void)m, strop__plan_scratch = on; }
+static void set_din_first(strop_model *m, int on) { (void)m, strop__din_first_writer = on; }
 /* the BF16 stride-1 convs' input gradient through FP32 columns and col2im / as the forward of
  * dy with the flipped weight */
 static void set_convdx(strop_model *m, int on) { (void)m, strop__conv_bf16_dx = on; }
@@ -201,6 +204,7 @@ static const ab_switch AB[] = {
     {"CONV_EPI", "0", NULL, "before", "after", "conv_epi", set_conv_epi},
     {"WINO_ROWS", "0", NULL, "whole", "rows", "wino_rows", set_wino_rows},
     {"PLAN_SCRATCH", "0", NULL, "arena", "planned", "plan_scratch", set_plan_scratch},
+    {"DIN_FIRST", "0", NULL, "zeroed", "first_writes", "din_first", set_din_first},
     {"FUSION", "0", NULL, "unfused", "fused", "fusion", set_fusion},
     {"CONV_DX", "0", NULL, "col2im", "direct", "conv_dx", set_convdx},
     {"COMPUTE_DTYPE", NULL, "bf16", "f32", "bf16", "compute_dtype", set_dtype},

@@ -671,6 +671,48 @@ START_TEST(planned_step_memory) {
 }
 END_TEST
 
+/* The first node to write an input gradient in the backward writes it outright where its layer
+ * can (a residual sum: both inputs, one of them read by a conv too; a sum of one input with
+ * itself: its first slot writes, its second adds), instead of the gradient being zeroed and
+ * added to: the same output and gradients to the bit, on the planned region and the free list,
+ * in a second step whose memory holds the first's values (a sum that added to what it should
+ * have written would be off). */
+START_TEST(first_writer_assigns_input_gradients) {
+  static const strop_test_node nodes[] = {
+      {"c1", "conv2d", "out_channels=8 kernel_size=3 padding=1 bias=false", "input"},
+      {"b1", "batchnorm2d", NULL, NULL},
+      {"r1", "relu", NULL, NULL},
+      {"c2", "conv2d", "out_channels=8 kernel_size=3 padding=1 bias=false", NULL},
+      {"b2", "batchnorm2d", NULL, NULL},
+      {"s", "add", NULL, "b2,r1"},
+      {"r2", "relu", NULL, NULL},
+      {"d", "add", NULL, "r2,r2"},
+      {"c3", "conv2d", "out_channels=8 kernel_size=3 padding=1 bias=false", NULL},
+      {"t", "add", NULL, "c3,d"},
+      {"g", "global_avgpool", NULL, NULL},
+      {"head", "linear", "out_features=3", NULL}};
+  const int64_t shape[3] = {8, 10, 10};
+  static float x[4 * 8 * 100], g[2][2000];
+  float dout[12], out[2][12];
+  for (int i = 0; i < 4 * 8 * 100; i++) x[i] = sinf(0.41f * (float)i) + 0.1f;
+  for (int i = 0; i < 12; i++) dout[i] = cosf(1.3f * (float)i);
+  for (int plan = 0; plan < 2; plan++) {
+    strop__memory_plan = plan;
+    for (int first = 0; first < 2; first++) {
+      strop_model *m = strop_test_build(3, shape, nodes, 12, 5);
+      strop__din_first_writer = first;
+      planned_step(m, x, 4, dout, out[first], 12, g[first]); /* leaves its values behind */
+      planned_step(m, x, 4, dout, out[first], 12, g[first]);
+      strop_model_free(m);
+    }
+    strop__din_first_writer = 1;
+    ck_assert(memcmp(out[0], out[1], sizeof out[0]) == 0);
+    ck_assert_msg(memcmp(g[0], g[1], sizeof g[0]) == 0, "plan %d: gradients differ", plan);
+  }
+  strop__memory_plan = -1;
+}
+END_TEST
+
 /* Layers whose backward reads neither their output (linear, gelu, layernorm, dropout) nor their
  * input (dropout: the mask only) do not keep them: a dropout writes over the linear or gelu
  * output before it, and its own output goes once the residual sum has read it. Same bits as
@@ -1558,6 +1600,7 @@ int main(void) {
   tcase_add_test(tc, frozen_trunk_keeps_only_live_activations);
   tcase_add_test(tc, in_place_and_unread_activations);
   tcase_add_test(tc, planned_step_memory);
+  tcase_add_test(tc, first_writer_assigns_input_gradients);
   tcase_add_test(tc, residual_sum_in_conv_epilogue);
   tcase_add_test(tc, unread_outputs_are_not_kept);
   tcase_add_test(tc, cheap_outputs_computed_again);

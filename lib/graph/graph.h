@@ -183,6 +183,11 @@ extern int strop__memory_plan;
  * strop__plan_scratch_min bytes with the planned step (vtable `scratch`); 0 leaves all of it to
  * the arena, above the planned region, as before. */
 extern int strop__plan_scratch;
+/* Tests and benches: 1 (the default) lets the first node to write an input gradient in the
+ * backward write it outright when its layer can (STROP__LAYER_ASSIGNS_DIN; a residual sum
+ * writing both its inputs' gradients); 0 only a sole reader of a one-input layer, as before:
+ * the other gradients zeroed first and added to. The same values (0 + g is g but for -0). */
+extern int strop__din_first_writer;
 /* The least scratch planned (bytes); smaller scratch stays on the arena's top, the same warm
  * memory for every call. Tests set 0. */
 extern size_t strop__plan_scratch_min;

@@ -1001,6 +1001,7 @@ static int memory_plan_on(void) {
 }
 
 int strop__plan_scratch = 1;
+int strop__din_first_writer = 1;
 size_t strop__plan_scratch_min = (size_t)1 << 20;
 
 /* The scratch node i's forward (backward 0) or backward (1) asks for (vtable `scratch`), for
@@ -1852,17 +1853,19 @@ static strop_status backward_impl(strop_model *m, const float *dout,
       } else if (m->upstream_trainable[k]) {
         if (!m->grads[k]) {
           size_t b = strop__shape_numel(&m->acts[k].shape) * sizeof(float) * (size_t)m->batch;
-          /* a sole consumer that can write its input gradient outright skips the zeroing; the
-           * others' is split over the threads (a residual block's input, read by the block and
-           * by its sum, is 26 MB at ResNet-50's batch 8: a serial pass the workers waited on) */
-          x.din_assign = (nd->vt->flags & STROP__LAYER_ASSIGNS_DIN) && nd->n_in == 1 &&
-                         m->consumers[k] == 1;
+          /* the first consumer to write it (in the backward's order) can write it outright when
+           * its layer says so (din_assign's bit j): the zeroing is skipped, the others add to it.
+           * Where it is zeroed the pass is split over the threads (a residual block's input,
+           * read by the block and by its sum, is 26 MB at ResNet-50's batch 8) */
+          const int fresh = (nd->vt->flags & STROP__LAYER_ASSIGNS_DIN) && j < 31 &&
+                            (strop__din_first_writer || (nd->n_in == 1 && m->consumers[k] == 1));
+          if (fresh) x.din_assign |= 1 << j;
           int best = -1;
           if (m->plan_off && m->plan_giter[k] == i && m->plan_off[nn + k] != SIZE_MAX) {
             /* where the plan put it (taken here, as planned) */
             m->grads[k] = (float *)(m->plan_base + m->plan_off[nn + k]);
             gbytes[k] = b;
-            if (!x.din_assign) strop__par_zero(m->grads[k], b / sizeof(float));
+            if (!fresh) strop__par_zero(m->grads[k], b / sizeof(float));
           } else {
             for (int q = 0; q < n_spares; q++)
               if (spares[q].bytes >= b && (best < 0 || spares[q].bytes < spares[best].bytes))
@@ -1874,18 +1877,19 @@ static strop_status backward_impl(strop_model *m, const float *dout,
             m->grads[k] = spares[best].p;
             gbytes[k] = spares[best].bytes;
             spares[best] = spares[--n_spares];
-            if (!x.din_assign) strop__par_zero(m->grads[k], b / sizeof(float));
+            if (!fresh) strop__par_zero(m->grads[k], b / sizeof(float));
           } else {
             m->grads[k] = strop__arena_alloc(&m->arena, b);
-            if (m->grads[k] && !x.din_assign) strop__par_zero(m->grads[k], b / sizeof(float));
+            if (m->grads[k] && !fresh) strop__par_zero(m->grads[k], b / sizeof(float));
             gbytes[k] = b;
           }
           if (!m->grads[k]) return strop__err(STROP_E_NOMEM, "backward: out of memory");
         } else if (reg.reserved && reg.reserved[k]) {
           /* taken before a recompute, not written yet: as if taken now */
-          x.din_assign = (nd->vt->flags & STROP__LAYER_ASSIGNS_DIN) && nd->n_in == 1 &&
-                         m->consumers[k] == 1;
-          if (!x.din_assign) strop__par_zero(m->grads[k], act_bytes(m, k) / sizeof(float));
+          if ((nd->vt->flags & STROP__LAYER_ASSIGNS_DIN) && j < 31 &&
+              (strop__din_first_writer || (nd->n_in == 1 && m->consumers[k] == 1)))
+            x.din_assign |= 1 << j;
+          else strop__par_zero(m->grads[k], act_bytes(m, k) / sizeof(float));
           reg.reserved[k] = 0;
         }
         din[j] = m->grads[k];

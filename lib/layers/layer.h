@@ -188,8 +188,10 @@ typedef struct strop__exec {
                             input); valid for the whole step (forward and backward); or NULL.
                             Attention masks padded keys, pooling skips padded positions; a
                             layer whose sequence length differs from pad_len refuses it */
-  int din_assign;        /* backward of a STROP__LAYER_ASSIGNS_DIN layer: din[0] is NOT zeroed
-                            (this node is its input's only consumer); write every element */
+  int din_assign;        /* backward of a STROP__LAYER_ASSIGNS_DIN layer: bit j set when din[j]
+                            is NOT zeroed (this node is the first to write that gradient in
+                            the backward; later readers of the input add to it): write every
+                            element of it. A one-input layer: 1 or 0 */
   int pgrad_assign;      /* backward of a STROP__LAYER_ASSIGNS_PGRAD layer: the gradients of
                             its trainable parameters hold stale values; write, do not add. It
                             may then set grad_checked on a parameter whose values it saw are
@@ -492,22 +494,23 @@ typedef struct strop__lora_ops {
 } strop__lora_ops;
 
 enum {
-  STROP__LAYER_STOCHASTIC = 1,      /* uses exec->rng in train mode */
-  STROP__LAYER_BATCHSTATS = 2,      /* behaves differently in train mode (batch norm) */
-  STROP__LAYER_ANY_INPUTS = 4,      /* accepts any number of inputs >= 1 (add, concat) */
-  STROP__LAYER_ASSIGNS_DIN = 8,     /* one input; backward honours exec->din_assign, so the graph
-                                   may skip zeroing the input gradient of a sole consumer */
-  STROP__LAYER_ASSIGNS_PGRAD = 16,  /* backward honours exec->pgrad_assign, so the graph may
+  STROP__LAYER_STOCHASTIC = 1,         /* uses exec->rng in train mode */
+  STROP__LAYER_BATCHSTATS = 2,         /* behaves differently in train mode (batch norm) */
+  STROP__LAYER_ANY_INPUTS = 4,         /* accepts any number of inputs >= 1 (add, concat) */
+  STROP__LAYER_ASSIGNS_DIN = 8,        /* backward honours exec->din_assign (a bit per input), so
+                                   the graph may skip zeroing an input gradient this node is the
+                                   first to write */
+  STROP__LAYER_ASSIGNS_PGRAD = 16,     /* backward honours exec->pgrad_assign, so the graph may
                                       skip zeroing the parameter gradients (lazy zero_grad) */
-  STROP__LAYER_FOLDABLE_NORM = 32,  /* an eval-mode affine norm over dim 0 of its input with
+  STROP__LAYER_FOLDABLE_NORM = 32,     /* an eval-mode affine norm over dim 0 of its input with
                                       weight, bias, running_mean, running_var and an 'eps'
                                       option: export folds it into the layer before it */
-  STROP__LAYER_FOLD_CF = 64,        /* a norm can fold into it: 'weight' [C, ...] and an
+  STROP__LAYER_FOLD_CF = 64,           /* a norm can fold into it: 'weight' [C, ...] and an
                                       optional 'bias' [C] ('bias' option), C = dim 0 of its
                                       output (channels first: conv) */
-  STROP__LAYER_FOLD_CL = 128,       /* the same with C the last dim of its output (linear):
+  STROP__LAYER_FOLD_CL = 128,          /* the same with C the last dim of its output (linear):
                                       foldable only when the output is [C] */
-  STROP__LAYER_EPILOGUE_RELU = 256, /* a relu: a conv may compute it in its epilogue */
+  STROP__LAYER_EPILOGUE_RELU = 256,    /* a relu: a conv may compute it in its epilogue */
   STROP__LAYER_EPILOGUE_MAXPOOL = 512, /* a max-pool: a conv may compute it in its epilogue */
   STROP__LAYER_EVAL_IDENTITY = 1024,   /* the identity in eval mode (dropout): export drops it */
   STROP__LAYER_IN_PLACE = 2048,        /* one input, elementwise: the forward may write its output
@@ -561,9 +564,9 @@ struct strop__layer_vtable {
   strop_status (*forward)(strop__node *n, const strop__exec *x, const strop__act *in,
                           strop__act *out);
   /* Given dout (same layout as out), ADD the input gradients into din[i] (zeroed by the graph;
-   * din[i] == NULL when input i needs no gradient; with STROP__LAYER_ASSIGNS_DIN and
-   * x->din_assign, din[0] is uninitialised and gets written) and ADD parameter gradients into p->grad
-   * for each param with p->trainable && p->grad. in/out are the forward's activations. */
+   * din[i] == NULL when input i needs no gradient; with STROP__LAYER_ASSIGNS_DIN and bit i of
+   * x->din_assign, din[i] is uninitialised and gets written) and ADD parameter gradients into
+   * p->grad for each param with p->trainable && p->grad. in/out are the forward's activations. */
   strop_status (*backward)(strop__node *n, const strop__exec *x, const strop__act *in,
                            const strop__act *out, const float *dout, float *const *din);
   /* Optional fusion, asked before each forward. next[0..n_next) is a chain after this node:

@@ -53,6 +53,7 @@ typedef struct add_job {
   float *const *din;
   int relu;           /* forward: relu(sum) into y */
   const float *yrelu; /* backward: the fused relu's output, or NULL */
+  int assign;         /* backward: exec->din_assign */
 } add_job;
 
 /* Elements per thread below which a split does not pay for waking a worker. */
@@ -78,20 +79,30 @@ static void add_fwd_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
   if (j->relu) strop__relu_forward(y + lo, y + lo, (size_t)(hi - lo));
 }
 
+/* The gradient handed to every input, a piece at a time: dout, or with the fused relu
+ * strop__relu_backward_assign's select of it, written to the inputs' gradients a bit of
+ * din_assign says were not zeroed and added to the others (0 + g is g but for g = -0), in input
+ * order: an input read twice (add(x, x)) gets its first slot's g and then the second's. */
 static void add_bwd_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
   (void)chunk;
   const add_job *j = ctx;
-  for (int i = 0; i < j->n_in; i++) {
-    float *dx = j->din[i];
-    if (!dx) continue;
-    const float *yr = j->yrelu;
-    if (yr) /* the relu's gradient (strop__relu_backward_assign's select) added in */
-      for (int64_t k = lo; k < hi; k++) {
-        const float g = j->dout[k];
-        dx[k] += yr[k] <= 0.0f ? 0.0f : g;
-      }
-    else
-      for (int64_t k = lo; k < hi; k++) dx[k] += j->dout[k];
+  enum { PIECE = 1024 };
+  float gb[PIECE];
+  for (int64_t p0 = lo; p0 < hi; p0 += PIECE) {
+    const int64_t np = hi - p0 < PIECE ? hi - p0 : PIECE;
+    const float *g = j->dout + p0;
+    if (j->yrelu) {
+      const float *yr = j->yrelu + p0;
+      for (int64_t k = 0; k < np; k++) gb[k] = yr[k] <= 0.0f ? 0.0f : g[k];
+      g = gb;
+    }
+    for (int i = 0; i < j->n_in; i++) {
+      float *dx = j->din[i] ? j->din[i] + p0 : NULL;
+      if (!dx) continue;
+      if (i < 31 && (j->assign >> i) & 1) memcpy(dx, g, sizeof(float) * (size_t)np);
+      else
+        for (int64_t k = 0; k < np; k++) dx[k] += g[k];
+    }
   }
 }
 
@@ -164,6 +175,9 @@ static strop_status add_norm_backward(strop__node *n, const strop__exec *x, cons
   float *scratch = strop__arena_alloc(
       x->arena, strop__add_rmsnorm_backward_scratch(rows, d) * sizeof(float));
   if (!scratch) return strop__err(STROP_E_NOMEM, "layer '%s' (add): out of memory", n->name);
+  const size_t cnt = (size_t)rows * (size_t)d;
+  for (int i = 0; i < n->n_in && i < 31; i++) /* the fused pass adds to every input's */
+    if (din[i] && ((x->din_assign >> i) & 1)) strop__par_zero(din[i], cnt);
   strop__add_rmsnorm_backward(x->fused_head->data, dout, x->fused_head_grad, rows, d,
                               w ? w->data : NULL, n->saved, din, n->n_in, dw, scratch);
   return STROP_OK;
@@ -189,8 +203,12 @@ static strop_status add_backward(strop__node *n, const strop__exec *x, const str
   if (n->fused > 0 && ((const add_cfg *)n->cfg)->norm) return add_norm_backward(n, x, dout, din);
   size_t cnt = (size_t)in[0].n * strop__shape_numel(&in[0].shape);
   const int relu = n->fused > 0 && ((const add_cfg *)n->cfg)->relu;
-  add_job j = {
-      .in = in, .n_in = n->n_in, .dout = dout, .din = din, .yrelu = relu ? out->data : NULL};
+  add_job j = {.in = in,
+               .n_in = n->n_in,
+               .dout = dout,
+               .din = din,
+               .yrelu = relu ? out->data : NULL,
+               .assign = x->din_assign};
   strop__par_for((int64_t)cnt, ADD_GRAIN, add_bwd_range, &j);
   return STROP_OK;
 }
@@ -297,8 +315,8 @@ const strop__layer_vtable strop__layer_add = {
     .cfg_size = sizeof(add_cfg), /* no options */
     .n_inputs = 0,
     .doc = "elementwise sum of inputs of one shape (a residual connection)",
-    .flags = STROP__LAYER_ANY_INPUTS | STROP__LAYER_OUT_UNREAD | STROP__LAYER_IN_UNREAD |
-             STROP__LAYER_FUSE_EXACT | STROP__LAYER_EPILOGUE_ADD,
+    .flags = STROP__LAYER_ANY_INPUTS | STROP__LAYER_ASSIGNS_DIN | STROP__LAYER_OUT_UNREAD |
+             STROP__LAYER_IN_UNREAD | STROP__LAYER_FUSE_EXACT | STROP__LAYER_EPILOGUE_ADD,
     .shape = add_shape,
     .infer = strop__node_infer_shape,
     .init = NULL,
