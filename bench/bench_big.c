@@ -52,7 +52,10 @@
  * after it apart and in one pass (strop__add_fuse_relu, the same bits), ADD_RELU=0 apart;
  * FROZEN_PATH=ab those two and a conv's relu in its vdpbf16ps tiles' stores
  * (strop__conv_tile_relu) all off and all on (the BF16 frozen trunk before and after
- * 2026-12-05's changes, the same bits), FROZEN_PATH=0 all off.
+ * 2026-12-05's changes, the same bits), FROZEN_PATH=0 all off. BN_FUSE=ab alternates a batch
+ * norm and the relu after it run apart and the relu in the norm's passes (strop__bn_fuse_relu,
+ * the same bits; BN_FUSE=0: apart), BN_ISA=ab the norms' group sums in plain C and on AVX-512
+ * (strop__bn_isa, the same bits; BN_ISA=c: plain C), BN_PATH=ab both off and both on.
  *
  * Prints one RESULT line: samples/s or tokens/s (best of `repeats` windows of `steps` steps
  * after a warm-up), the step's multiply-add work (gemm_flops: the matrix products and
@@ -78,6 +81,7 @@
 #include "ops/conv.h"
 #include "ops/dense.h"
 #include "ops/lowp.h"
+#include "ops/norm.h"
 #include "ops/ops.h"
 
 /* the process's CPU time (s): on a shared machine the wall clock also counts the time the
@@ -156,6 +160,15 @@ static void set_wino_rows(strop_model *m, int on) { (void)m, strop__conv_wino_ro
 static void set_plan_scratch(strop_model *m, int on) { (void)m, strop__plan_scratch = on; }
 /* every layer run by itself / the layers' fusions */
 static void set_fusion(strop_model *m, int on) { m->no_fusion = !on; }
+/* a batch norm and the relu after it apart / in the norm's passes: the same bits */
+static void set_bnfuse(strop_model *m, int on) { (void)m, strop__bn_fuse_relu = on; }
+/* the batch norms' group sums in plain C / on AVX-512: the same bits */
+static void set_bnisa(strop_model *m, int on) { (void)m, strop__bn_isa = on ? 0 : 1; }
+/* both off / both on (the batch norms before and after branch rnbn) */
+static void set_bnpath(strop_model *m, int on) {
+  set_bnfuse(m, on);
+  set_bnisa(m, on);
+}
 
 static const ab_switch AB[] = {
     {"FUSED_LOSS", NULL, NULL, "unfused", "fused", "fused_loss", set_fused},
@@ -173,6 +186,9 @@ static const ab_switch AB[] = {
     {"WINO_ROWS", "0", NULL, "whole", "rows", "wino_rows", set_wino_rows},
     {"PLAN_SCRATCH", "0", NULL, "arena", "planned", "plan_scratch", set_plan_scratch},
     {"FUSION", "0", NULL, "unfused", "fused", "fusion", set_fusion},
+    {"BN_FUSE", "0", NULL, "apart", "fused", "bn_fuse", set_bnfuse},
+    {"BN_ISA", "c", NULL, "plain_c", "avx512", "bn_isa", set_bnisa},
+    {"BN_PATH", "0", NULL, "before", "after", "bn_path", set_bnpath},
     {"COMPUTE_DTYPE", NULL, "bf16", "f32", "bf16", "compute_dtype", set_dtype},
 };
 #define N_AB ((int)(sizeof AB / sizeof AB[0]))

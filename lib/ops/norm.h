@@ -9,17 +9,20 @@
 #include <stdint.h>
 
 /* Train mode: y = (x - mean) * invstd * gamma + beta with the batch's per-channel mean and
- * biased variance (accumulated in double). gamma/beta may be NULL (affine off). mean, invstd
- * (for the backward) and var_biased get c values each; var_biased may be NULL. */
+ * biased variance (accumulated in double); with relu, relu(y) as strop__relu_forward gives it
+ * (a relu after the norm computed in the same pass). gamma/beta may be NULL (affine off).
+ * mean, invstd (for the backward) and var_biased get c values each; var_biased may be NULL. */
 void strop__batchnorm_forward_train(int64_t n, int64_t c, int64_t l, const float *x,
-                                    const float *gamma, const float *beta, float eps, float *y,
-                                    float *mean, float *invstd, float *var_biased);
+                                    const float *gamma, const float *beta, float eps, int relu,
+                                    float *y, float *mean, float *invstd, float *var_biased);
 /* Backward of the train-mode forward: ADDS into dx (with `assign`: writes every element of dx
- * instead), dgamma, dbeta (each may be NULL). */
+ * instead), dgamma, dbeta (each may be NULL). relu_y: the forward's output when it had relu
+ * (dy is then the gradient of relu(y), which passes where relu_y > 0 or NaN, as
+ * strop__relu_backward_assign), else NULL. */
 void strop__batchnorm_backward_train(int64_t n, int64_t c, int64_t l, const float *x,
-                                     const float *dy, const float *gamma, const float *mean,
-                                     const float *invstd, float *dx, float *dgamma, float *dbeta,
-                                     int assign);
+                                     const float *dy, const float *relu_y, const float *gamma,
+                                     const float *mean, const float *invstd, float *dx,
+                                     float *dgamma, float *dbeta, int assign);
 
 /* Running statistics update as PyTorch: r = (1 - momentum) r + momentum s, with the unbiased
  * variance var_biased * count / (count - 1) for running_var. */
@@ -27,15 +30,19 @@ void strop__batchnorm_update_running(int64_t c, const float *mean, const float *
                                      int64_t count, float momentum, float *running_mean,
                                      float *running_var);
 
-/* Eval mode (or frozen statistics): normalise with the given mean/var. */
+/* Eval mode (or frozen statistics): normalise with the given mean/var (relu: and relu). */
 void strop__batchnorm_forward_eval(int64_t n, int64_t c, int64_t l, const float *x,
                                    const float *gamma, const float *beta, const float *mean,
-                                   const float *var, float eps, float *y);
+                                   const float *var, float eps, int relu, float *y);
 /* Its backward: an affine map. ADDS into dx (`assign`: writes it), dgamma, dbeta (each may be
- * NULL). */
+ * NULL); relu_y as for the train-mode backward. */
 void strop__batchnorm_backward_eval(int64_t n, int64_t c, int64_t l, const float *x,
-                                    const float *dy, const float *gamma, const float *mean,
-                                    const float *var, float eps, float *dx, float *dgamma,
-                                    float *dbeta, int assign);
+                                    const float *dy, const float *relu_y, const float *gamma,
+                                    const float *mean, const float *var, float eps, float *dx,
+                                    float *dgamma, float *dbeta, int assign);
+
+/* Tests and benches: which kernels sum a group of channels; 0 the best the CPU has (AVX-512),
+ * 1 plain C. The same bits either way. */
+extern int strop__bn_isa;
 
 #endif
