@@ -298,7 +298,8 @@ START_TEST(frozen_trunk_keeps_only_live_activations) {
 }
 END_TEST
 
-/* A relu after a batch norm writes over its input (the norm's backward does not read its own
+/* A batch norm computes the relu after it (layers/batchnorm.c: the norm's output is never
+ * stored; run apart, the relu writes over its input: the norm's backward does not read its own
  * output, and relu's backward reads only relu's), a residual sum computes the relu after it
  * (the sum is never stored; a relu whose only reader is a max-pool runs with it instead when
  * no sum takes it: ResNet's stem, layers_conv), a sum's inputs are not kept for backwards that

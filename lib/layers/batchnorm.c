@@ -28,6 +28,7 @@ typedef struct bn_cfg {
 typedef struct bn_saved {
   int batch_stats; /* 1: normalised with the batch's statistics */
   float *mean, *invstd;
+  float *relu_ab; /* with the relu fused: each channel's y = x a + b, its a and b (norm.h) */
 } bn_saved;
 
 enum { W, B, RM, RV, NBT }; /* parameter slots */
@@ -136,10 +137,12 @@ static strop_status bn_forward(strop__node *n, const strop__exec *x, const strop
   memset(sv, 0, sizeof *sv);
   sv->batch_stats = !c->track_running_stats || (x->training && !n->frozen_stats);
   n->saved = sv;
-  const int relu = n->fused > 0 && c->relu;
+  if (n->fused > 0 && c->relu &&
+      !(sv->relu_ab = strop__arena_alloc(x->arena, 2 * (size_t)C * sizeof(float))))
+    return strop__err(STROP_E_NOMEM, "layer '%s' (%s): out of memory", n->name, n->vt->type);
   if (!sv->batch_stats) {
     strop__batchnorm_forward_eval(N, C, l, in[0].data, gamma, beta, rm->data, rv->data, c->eps,
-                                  relu, out->data);
+                                  sv->relu_ab, out->data);
     return STROP_OK;
   }
   if (N * l <= 1)
@@ -154,7 +157,7 @@ static strop_status bn_forward(strop__node *n, const strop__exec *x, const strop
   sv->mean = buf;
   sv->invstd = buf + C;
   float *var = buf + 2 * C;
-  strop__batchnorm_forward_train(N, C, l, in[0].data, gamma, beta, c->eps, relu, out->data,
+  strop__batchnorm_forward_train(N, C, l, in[0].data, gamma, beta, c->eps, sv->relu_ab, out->data,
                                  sv->mean, sv->invstd, var);
   if (x->training && c->track_running_stats && !x->recompute) {
     float m = c->momentum;
@@ -172,6 +175,7 @@ static strop_status bn_forward(strop__node *n, const strop__exec *x, const strop
 
 static strop_status bn_backward(strop__node *n, const strop__exec *x, const strop__act *in,
                                 const strop__act *out, const float *dout, float *const *din) {
+  (void)out; /* the fused relu's mask comes from the input (sv->relu_ab) */
   const bn_cfg *c = n->cfg;
   const bn_saved *sv = n->saved;
   if (!sv)
@@ -182,14 +186,13 @@ static strop_status bn_backward(strop__node *n, const strop__exec *x, const stro
   float *dg = strop__node_grad(n, W), *dbt = strop__node_grad(n, B);
   const float *gamma = w ? w->data : NULL;
   if (!dg && !dbt && !din[0]) return STROP_OK;
-  const float *ry = n->fused > 0 && c->relu ? out->data : NULL; /* the relu's mask */
   if (sv->batch_stats) {
-    strop__batchnorm_backward_train(N, C, l, in[0].data, dout, ry, gamma, sv->mean, sv->invstd,
-                                    din[0], dg, dbt, x->din_assign);
+    strop__batchnorm_backward_train(N, C, l, in[0].data, dout, sv->relu_ab, gamma, sv->mean,
+                                    sv->invstd, din[0], dg, dbt, x->din_assign);
   } else {
     strop__param *rm = strop__node_p(n, RM), *rv = strop__node_p(n, RV);
-    strop__batchnorm_backward_eval(N, C, l, in[0].data, dout, ry, gamma, rm->data, rv->data,
-                                   c->eps, din[0], dg, dbt, x->din_assign);
+    strop__batchnorm_backward_eval(N, C, l, in[0].data, dout, sv->relu_ab, gamma, rm->data,
+                                   rv->data, c->eps, din[0], dg, dbt, x->din_assign);
   }
   return STROP_OK;
 }

@@ -21,16 +21,19 @@ typedef struct bn_job {
   float eps;
   float *y, *dx, *dgamma, *dbeta, *mean_out, *invstd_out, *var_out;
   int assign;
-  int relu;        /* forward: relu(y) stored (strop__relu_forward's select) */
-  const float *ry; /* backward: that relu's output, whose gradient mask applies to dy; or NULL */
+  float *ab_out;   /* forward: relu(y) stored (strop__relu_forward's select), and each
+                      channel's y = x a + b into a = ab_out[ch], b = ab_out[c + ch]; or NULL */
+  const float *ab; /* backward: those, whose relu's gradient mask applies to dy; or NULL */
 } bn_job;
 
 int strop__bn_isa = 0;
 
-/* dy as the fused relu passes it back (strop__relu_backward_assign's select: NaN passes) */
-static inline float relu_dy(const float *ry, const float *dy, int64_t o) {
-  const float g = dy[o];
-  return ry && ry[o] <= 0.0f ? 0.0f : g;
+/* dy as the fused relu passes it back: strop__relu_backward_assign's select on the relu's
+ * output relu(v), v = x a + b as the forward computed it, which is <= 0 exactly where v is
+ * (NaN passes) — so the output need not be read */
+static inline float relu_dy(float x, float a, float b, float g) {
+  const float v = x * a + b;
+  return v <= 0.0f ? 0.0f : g;
 }
 
 /* s[k] = the sum over the batch of channel c0 + k (k < g) of x, in double */
@@ -72,24 +75,34 @@ static void group_sq(const bn_job *j, int64_t c0, int g, const double *mu, doubl
 }
 
 /* sum[k] of dy and dot[k] of (x - mu[k]) dy over channel c0 + k, in double */
+/* the fused relu's a and b of channels c0 + k (0 in the missing ones); 0 without a relu */
+static int group_ab(const bn_job *j, int64_t c0, int g, float *a, float *b) {
+  for (int k = 0; k < BN_G; k++) {
+    a[k] = j->ab && k < g ? j->ab[c0 + k] : 0.0f;
+    b[k] = j->ab && k < g ? j->ab[j->c + c0 + k] : 0.0f;
+  }
+  return j->ab != NULL;
+}
+
 static void group_dot(const bn_job *j, int64_t c0, int g, const double *mu, double *sum,
                       double *dot) {
   const int64_t cl = j->c * j->l, l = j->l;
+  float a[BN_G], b[BN_G];
+  const float *ra = group_ab(j, c0, g, a, b) ? a : NULL, *rb = b;
   for (int k = 0; k < BN_G; k++) sum[k] = dot[k] = 0.0;
   for (int64_t i = 0; i < j->n; i++) {
     const float *p = j->x + i * cl + c0 * l, *q = j->dy + i * cl + c0 * l;
-    const float *r = j->ry ? j->ry + i * cl + c0 * l : NULL;
     if (g == BN_G) {
       for (int64_t t = 0; t < l; t++)
         for (int k = 0; k < BN_G; k++) {
-          const float gv = relu_dy(r, q, k * l + t);
+          const float gv = ra ? relu_dy(p[k * l + t], ra[k], rb[k], q[k * l + t]) : q[k * l + t];
           sum[k] += gv;
           dot[k] += (p[k * l + t] - mu[k]) * gv;
         }
     } else {
       for (int k = 0; k < g; k++)
         for (int64_t t = 0; t < l; t++) {
-          const float gv = relu_dy(r, q, k * l + t);
+          const float gv = ra ? relu_dy(p[k * l + t], ra[k], rb[k], q[k * l + t]) : q[k * l + t];
           sum[k] += gv;
           dot[k] += (p[k * l + t] - mu[k]) * gv;
         }
@@ -143,17 +156,20 @@ BN_INL void load_cols(const float *const *p, int64_t t, __mmask8 m, __m256 r[8])
   transpose8(r);
 }
 
-/* the same of dy, each value 0 where the relu's output (rows y, or none) is <= 0 */
-BN_INL void load_dy_cols(const float *const *p, const float *const *y, int64_t t, __mmask8 m,
-                         __m256 r[8]) {
+/* the same of x into xr and of dy into r, each dy 0 where the fused relu's x a + b (a, b
+ * one per row, or none) is <= 0 (relu_dy) */
+BN_INL void load_x_dy_cols(const float *const *px, const float *const *p, const __m256 *a,
+                           const __m256 *b, int64_t t, __mmask8 m, __m256 xr[8], __m256 r[8]) {
   for (int k = 0; k < BN_G; k++) {
+    xr[k] = _mm256_maskz_loadu_ps(m, px[k] + t);
     r[k] = _mm256_maskz_loadu_ps(m, p[k] + t);
-    if (y)
-      r[k] = _mm256_mask_mov_ps(
-          r[k],
-          _mm256_cmp_ps_mask(_mm256_maskz_loadu_ps(m, y[k] + t), _mm256_setzero_ps(), _CMP_LE_OQ),
-          _mm256_setzero_ps());
+    if (a) {
+      const __m256 v = _mm256_add_ps(_mm256_mul_ps(xr[k], a[k]), b[k]);
+      r[k] = _mm256_mask_mov_ps(r[k], _mm256_cmp_ps_mask(v, _mm256_setzero_ps(), _CMP_LE_OQ),
+                                _mm256_setzero_ps());
+    }
   }
+  transpose8(xr);
   transpose8(r);
 }
 
@@ -204,17 +220,18 @@ BN_T static void group_dot_avx512(const bn_job *j, int64_t c0, int g, const doub
                                   double *sum, double *dot) {
   const __m512d m = _mm512_loadu_pd(mu);
   __m512d as = _mm512_setzero_pd(), ad = _mm512_setzero_pd();
-  const float *p[BN_G], *q[BN_G], *y[BN_G] = {NULL};
-  __m256 r[8], e[8];
+  const float *p[BN_G], *q[BN_G];
+  float a[BN_G], b[BN_G];
+  __m256 r[8], e[8], va[BN_G], vb[BN_G];
+  const int relu = group_ab(j, c0, g, a, b);
+  for (int k = 0; k < BN_G; k++) va[k] = _mm256_set1_ps(a[k]), vb[k] = _mm256_set1_ps(b[k]);
   for (int64_t i = 0; i < j->n; i++) {
     group_rows(j, j->x, i, c0, g, p);
     group_rows(j, j->dy, i, c0, g, q);
-    if (j->ry) group_rows(j, j->ry, i, c0, g, y);
     for (int64_t t = 0; t < j->l; t += 8) {
       const int64_t cols = j->l - t < 8 ? j->l - t : 8;
       const __mmask8 mk = tail_mask(cols);
-      load_cols(p, t, mk, r);
-      load_dy_cols(q, j->ry ? y : NULL, t, mk, e);
+      load_x_dy_cols(p, q, relu ? va : NULL, vb, t, mk, r, e);
       for (int k = 0; k < cols; k++) {
         const __m512d gv = _mm512_cvtps_pd(e[k]);
         as = _mm512_add_pd(as, gv);
@@ -275,39 +292,48 @@ STROP__CLONES static void affine_row(const float *p, float *q, int64_t l, float 
     for (int64_t t = 0; t < l; t++) q[t] = p[t] * a + b;
 }
 
-/* dx = (dy - gm - (x - mu) * k) * w, dy through the relu's mask when ry is given; added into
- * dx, or written with assign */
-STROP__CLONES static void dx_row(const float *p, const float *gv, const float *ry, float *q,
-                                 int64_t l, float gm, float mu, float k, float w, int assign) {
-  if (ry && assign)
-    for (int64_t t = 0; t < l; t++) q[t] = (relu_dy(ry, gv, t) - gm - (p[t] - mu) * k) * w;
-  else if (ry)
-    for (int64_t t = 0; t < l; t++) q[t] += (relu_dy(ry, gv, t) - gm - (p[t] - mu) * k) * w;
+/* dx = (dy - gm - (x - mu) * k) * w, dy through the fused relu's mask (relu: its a, b); added
+ * into dx, or written with assign */
+STROP__CLONES static void dx_row(const float *p, const float *gv, int relu, float a, float b,
+                                 float *q, int64_t l, float gm, float mu, float k, float w,
+                                 int assign) {
+  if (relu && assign)
+    for (int64_t t = 0; t < l; t++)
+      q[t] = (relu_dy(p[t], a, b, gv[t]) - gm - (p[t] - mu) * k) * w;
+  else if (relu)
+    for (int64_t t = 0; t < l; t++)
+      q[t] += (relu_dy(p[t], a, b, gv[t]) - gm - (p[t] - mu) * k) * w;
   else if (assign)
     for (int64_t t = 0; t < l; t++) q[t] = (gv[t] - gm - (p[t] - mu) * k) * w;
   else
     for (int64_t t = 0; t < l; t++) q[t] += (gv[t] - gm - (p[t] - mu) * k) * w;
 }
 
-/* dx = dy * a (the eval-mode backward), dy through the relu's mask when ry is given */
-STROP__CLONES static void scale_row(const float *gv, const float *ry, float *q, int64_t l,
-                                    float a, int assign) {
-  if (ry && assign)
-    for (int64_t t = 0; t < l; t++) q[t] = relu_dy(ry, gv, t) * a;
-  else if (ry)
-    for (int64_t t = 0; t < l; t++) q[t] += relu_dy(ry, gv, t) * a;
+/* dx = dy * a (the eval-mode backward), dy through the fused relu's mask (relu: the forward's
+ * x ra + rb) */
+STROP__CLONES static void scale_row(const float *p, const float *gv, int relu, float ra, float rb,
+                                    float *q, int64_t l, float a, int assign) {
+  if (relu && assign)
+    for (int64_t t = 0; t < l; t++) q[t] = relu_dy(p[t], ra, rb, gv[t]) * a;
+  else if (relu)
+    for (int64_t t = 0; t < l; t++) q[t] += relu_dy(p[t], ra, rb, gv[t]) * a;
   else if (assign)
     for (int64_t t = 0; t < l; t++) q[t] = gv[t] * a;
   else
     for (int64_t t = 0; t < l; t++) q[t] += gv[t] * a;
 }
 
-/* out = in * a + b (relu of it with j->relu) over channel ch of the batch */
-static void channel_affine(const bn_job *j, const float *in, float *out, int64_t ch, float a,
-                           float b) {
+/* y = x a[k] + b[k] (relu of it with j->ab_out, which gets a and b) over channel c0 + k of
+ * the batch */
+static void group_affine(const bn_job *j, int64_t c0, int g, const float *a, const float *b) {
   const int64_t cl = j->c * j->l, l = j->l;
+  for (int k = 0; k < g && j->ab_out; k++)
+    j->ab_out[c0 + k] = a[k], j->ab_out[j->c + c0 + k] = b[k];
   for (int64_t i = 0; i < j->n; i++)
-    affine_row(in + i * cl + ch * l, out + i * cl + ch * l, l, a, b, j->relu);
+    for (int k = 0; k < g; k++) {
+      const int64_t o = i * cl + (c0 + k) * l;
+      affine_row(j->x + o, j->y + o, l, a[k], b[k], j->ab_out != NULL);
+    }
 }
 
 /* Groups of BN_G channels per chunk: enough values that a split pays for waking a worker. */
@@ -332,6 +358,7 @@ static void fwd_train_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
     group_sum_any(j, c0, g, s);
     for (int k = 0; k < BN_G; k++) mu[k] = s[k] / cnt;
     group_sq_any(j, c0, g, mu, v);
+    float a[BN_G], b[BN_G];
     for (int k = 0; k < g; k++) {
       const int64_t ch = c0 + k;
       const double var = v[k] / cnt;
@@ -339,16 +366,17 @@ static void fwd_train_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
       j->mean_out[ch] = (float)mu[k];
       j->invstd_out[ch] = (float)is;
       if (j->var_out) j->var_out[ch] = (float)var;
-      const float a = (float)(j->gamma ? is * j->gamma[ch] : is);
-      const float b = (float)((j->beta ? j->beta[ch] : 0.0) - mu[k] * a);
-      channel_affine(j, j->x, j->y, ch, a, b);
+      a[k] = (float)(j->gamma ? is * j->gamma[ch] : is);
+      b[k] = (float)((j->beta ? j->beta[ch] : 0.0) - mu[k] * a[k]);
     }
+    group_affine(j, c0, g, a, b);
   }
 }
 
 void strop__batchnorm_forward_train(int64_t n, int64_t c, int64_t l, const float *x,
-                                    const float *gamma, const float *beta, float eps, int relu,
-                                    float *y, float *mean, float *invstd, float *var_biased) {
+                                    const float *gamma, const float *beta, float eps,
+                                    float *relu_ab, float *y, float *mean, float *invstd,
+                                    float *var_biased) {
   const bn_job j = {.n = n,
                     .c = c,
                     .l = l,
@@ -360,7 +388,7 @@ void strop__batchnorm_forward_train(int64_t n, int64_t c, int64_t l, const float
                     .mean_out = mean,
                     .invstd_out = invstd,
                     .var_out = var_biased,
-                    .relu = relu};
+                    .ab_out = relu_ab};
   bn_run(&j, fwd_train_range);
 }
 
@@ -375,28 +403,30 @@ static void bwd_train_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
     double mu[BN_G], sum[BN_G], dot[BN_G];
     for (int k = 0; k < BN_G; k++) mu[k] = k < g ? j->mean[c0 + k] : 0.0;
     group_dot_any(j, c0, g, mu, sum, dot);
+    float kk[BN_G], gm[BN_G], fmu[BN_G], w[BN_G], ra[BN_G], rb[BN_G];
+    group_ab(j, c0, g, ra, rb);
     for (int k = 0; k < g; k++) {
       const int64_t ch = c0 + k;
       const double is = j->invstd[ch];
       if (j->dgamma) j->dgamma[ch] += (float)(dot[k] * is);
       if (j->dbeta) j->dbeta[ch] += (float)sum[k];
-      if (!j->dx) continue;
       /* dx = (dy - mean(dy) - (x - mu) * k) * invstd * gamma, k = dot * invstd^2 / cnt */
-      const float kk = (float)(dot[k] * is * is / cnt);
-      const float gm = (float)(sum[k] / cnt);
-      const float fmu = (float)mu[k];
-      const float w = (float)(j->gamma ? is * j->gamma[ch] : is);
-      for (int64_t i = 0; i < j->n; i++) {
-        const int64_t o = i * cl + ch * l;
-        dx_row(j->x + o, j->dy + o, j->ry ? j->ry + o : NULL, j->dx + o, l, gm, fmu, kk, w,
-               j->assign);
-      }
+      kk[k] = (float)(dot[k] * is * is / cnt);
+      gm[k] = (float)(sum[k] / cnt);
+      fmu[k] = (float)mu[k];
+      w[k] = (float)(j->gamma ? is * j->gamma[ch] : is);
     }
+    for (int64_t i = 0; i < j->n && j->dx; i++)
+      for (int k = 0; k < g; k++) {
+        const int64_t o = i * cl + (c0 + k) * l;
+        dx_row(j->x + o, j->dy + o, j->ab != NULL, ra[k], rb[k], j->dx + o, l, gm[k], fmu[k],
+               kk[k], w[k], j->assign);
+      }
   }
 }
 
 void strop__batchnorm_backward_train(int64_t n, int64_t c, int64_t l, const float *x,
-                                     const float *dy, const float *relu_y, const float *gamma,
+                                     const float *dy, const float *relu_ab, const float *gamma,
                                      const float *mean, const float *invstd, float *dx,
                                      float *dgamma, float *dbeta, int assign) {
   const bn_job j = {.n = n,
@@ -411,7 +441,7 @@ void strop__batchnorm_backward_train(int64_t n, int64_t c, int64_t l, const floa
                     .dgamma = dgamma,
                     .dbeta = dbeta,
                     .assign = assign,
-                    .ry = relu_y};
+                    .ab = relu_ab};
   bn_run(&j, bwd_train_range);
 }
 
@@ -432,18 +462,20 @@ static void fwd_eval_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
   for (int64_t grp = lo; grp < hi; grp++) {
     int64_t c0;
     const int g = group_of(j, grp, &c0);
-    for (int64_t ch = c0; ch < c0 + g; ch++) {
+    float a[BN_G], b[BN_G];
+    for (int k = 0; k < g; k++) {
+      const int64_t ch = c0 + k;
       const double is = 1.0 / sqrt((double)j->var[ch] + (double)j->eps);
-      const float a = (float)(j->gamma ? is * j->gamma[ch] : is);
-      const float b = (float)((j->beta ? j->beta[ch] : 0.0) - j->mean[ch] * (double)a);
-      channel_affine(j, j->x, j->y, ch, a, b);
+      a[k] = (float)(j->gamma ? is * j->gamma[ch] : is);
+      b[k] = (float)((j->beta ? j->beta[ch] : 0.0) - j->mean[ch] * (double)a[k]);
     }
+    group_affine(j, c0, g, a, b);
   }
 }
 
 void strop__batchnorm_forward_eval(int64_t n, int64_t c, int64_t l, const float *x,
                                    const float *gamma, const float *beta, const float *mean,
-                                   const float *var, float eps, int relu, float *y) {
+                                   const float *var, float eps, float *relu_ab, float *y) {
   const bn_job j = {.n = n,
                     .c = c,
                     .l = l,
@@ -454,7 +486,7 @@ void strop__batchnorm_forward_eval(int64_t n, int64_t c, int64_t l, const float 
                     .var = var,
                     .eps = eps,
                     .y = y,
-                    .relu = relu};
+                    .ab_out = relu_ab};
   bn_run(&j, fwd_eval_range);
 }
 
@@ -477,16 +509,17 @@ static void bwd_eval_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
       if (j->dbeta) j->dbeta[ch] += (float)sum[k];
       if (!j->dx) continue;
       const float a = (float)(j->gamma ? is * j->gamma[ch] : is);
+      const float ra = j->ab ? j->ab[ch] : 0.0f, rb = j->ab ? j->ab[j->c + ch] : 0.0f;
       for (int64_t i = 0; i < j->n; i++) {
         const int64_t o = i * cl + ch * l;
-        scale_row(j->dy + o, j->ry ? j->ry + o : NULL, j->dx + o, l, a, j->assign);
+        scale_row(j->x + o, j->dy + o, j->ab != NULL, ra, rb, j->dx + o, l, a, j->assign);
       }
     }
   }
 }
 
 void strop__batchnorm_backward_eval(int64_t n, int64_t c, int64_t l, const float *x,
-                                    const float *dy, const float *relu_y, const float *gamma,
+                                    const float *dy, const float *relu_ab, const float *gamma,
                                     const float *mean, const float *var, float eps, float *dx,
                                     float *dgamma, float *dbeta, int assign) {
   const bn_job j = {.n = n,
@@ -502,6 +535,6 @@ void strop__batchnorm_backward_eval(int64_t n, int64_t c, int64_t l, const float
                     .dgamma = dgamma,
                     .dbeta = dbeta,
                     .assign = assign,
-                    .ry = relu_y};
+                    .ab = relu_ab};
   bn_run(&j, bwd_eval_range);
 }
