@@ -74,7 +74,6 @@ static void group_sq(const bn_job *j, int64_t c0, int g, const double *mu, doubl
   }
 }
 
-/* sum[k] of dy and dot[k] of (x - mu[k]) dy over channel c0 + k, in double */
 /* the fused relu's a and b of channels c0 + k (0 in the missing ones); 0 without a relu */
 static int group_ab(const bn_job *j, int64_t c0, int g, float *a, float *b) {
   for (int k = 0; k < BN_G; k++) {
@@ -84,6 +83,8 @@ static int group_ab(const bn_job *j, int64_t c0, int g, float *a, float *b) {
   return j->ab != NULL;
 }
 
+/* sum[k] of dy and dot[k] of (x - mu[k]) dy over channel c0 + k, in double (dy through the
+ * fused relu's mask) */
 static void group_dot(const bn_job *j, int64_t c0, int g, const double *mu, double *sum,
                       double *dot) {
   const int64_t cl = j->c * j->l, l = j->l;
