@@ -64,6 +64,10 @@
  * off and all on (branch rnfz2's changes), CONV_EPI=0 all off; CONV_DX=ab the BF16 stride-1
  * convs' input gradient through FP32 columns and col2im and as the forward of dy with the
  * flipped weight (strop__conv_bf16_dx; not the same bits), CONV_DX=0 through col2im.
+ * BN_FUSE=ab alternates a batch norm and the relu after it run apart and the relu in the norm's
+ * passes (strop__bn_fuse_relu, the same bits; BN_FUSE=0: apart), BN_ISA=ab the norms' group
+ * sums in plain C and on AVX-512 (strop__bn_isa, the same bits; BN_ISA=c: plain C), BN_PATH=ab
+ * both off and both on.
  *
  * Prints one RESULT line: samples/s or tokens/s (best of `repeats` windows of `steps` steps
  * after a warm-up), the step's multiply-add work (gemm_flops: the matrix products and
@@ -89,6 +93,7 @@
 #include "ops/conv.h"
 #include "ops/dense.h"
 #include "ops/lowp.h"
+#include "ops/norm.h"
 #include "ops/ops.h"
 
 /* the process's CPU time (s): on a shared machine the wall clock also counts the time the
@@ -184,6 +189,15 @@ static void set_din_first(strop_model *m, int on) { (void)m, strop__din_first_wr
 static void set_convdx(strop_model *m, int on) { (void)m, strop__conv_bf16_dx = on; }
 /* every layer run by itself / the layers' fusions */
 static void set_fusion(strop_model *m, int on) { m->no_fusion = !on; }
+/* a batch norm and the relu after it apart / in the norm's passes: the same bits */
+static void set_bnfuse(strop_model *m, int on) { (void)m, strop__bn_fuse_relu = on; }
+/* the batch norms' group sums in plain C / on AVX-512: the same bits */
+static void set_bnisa(strop_model *m, int on) { (void)m, strop__bn_isa = on ? 0 : 1; }
+/* both off / both on (the batch norms before and after branch rnbn) */
+static void set_bnpath(strop_model *m, int on) {
+  set_bnfuse(m, on);
+  set_bnisa(m, on);
+}
 
 static const ab_switch AB[] = {
     {"FUSED_LOSS", NULL, NULL, "unfused", "fused", "fused_loss", set_fused},
@@ -207,6 +221,9 @@ static const ab_switch AB[] = {
     {"DIN_FIRST", "0", NULL, "zeroed", "first_writes", "din_first", set_din_first},
     {"FUSION", "0", NULL, "unfused", "fused", "fusion", set_fusion},
     {"CONV_DX", "0", NULL, "col2im", "direct", "conv_dx", set_convdx},
+    {"BN_FUSE", "0", NULL, "apart", "fused", "bn_fuse", set_bnfuse},
+    {"BN_ISA", "c", NULL, "plain_c", "avx512", "bn_isa", set_bnisa},
+    {"BN_PATH", "0", NULL, "before", "after", "bn_path", set_bnpath},
     {"COMPUTE_DTYPE", NULL, "bf16", "f32", "bf16", "compute_dtype", set_dtype},
 };
 #define N_AB ((int)(sizeof AB / sizeof AB[0]))

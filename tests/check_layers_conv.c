@@ -13,6 +13,7 @@
 #include "graph/graph.h"
 #include "harness.h"
 #include "ops/conv.h"
+#include "ops/dense.h"
 #include "ops/lowp.h"
 #include "ops/norm.h"
 #include "ops/pool.h"
@@ -687,17 +688,22 @@ START_TEST(bn_forward_reference) {
 END_TEST
 
 /* The batch norm kernels split the channels over the worker pool and sum BN_G channels side by
- * side (lib/ops/norm.c): every output and gradient is bit for bit what one channel at a time
- * in one double chain gives (the reference below), at 1 and 3 threads, for channel counts
- * that are and are not a multiple of the group, and `assign` writes what adding into zeros
+ * side (lib/ops/norm.c), on AVX-512 a lane per channel or in plain C (strop__bn_isa): every
+ * output and gradient is bit for bit what one channel at a time in one double chain gives (the
+ * reference below), at 1 and 3 threads, for channel counts and lengths that are and are not a
+ * multiple of the group and of a vector, with and without the relu after the norm computed in
+ * its passes (relu: the reference applies strop__relu_forward's and
+ * strop__relu_backward_assign's selects apart), and `assign` writes what adding into zeros
  * gives. */
 static void bn_ref_train(int64_t n, int64_t c, int64_t l, const float *x, const float *dy,
-                         const float *gamma, const float *beta, float eps, float *y, float *mean,
-                         float *invstd, float *var, float *dx, float *dg, float *db) {
+                         const float *gamma, const float *beta, float eps, int relu, float *y,
+                         float *mean, float *invstd, float *var, float *dx, float *dg,
+                         float *db) {
   const int64_t cl = c * l;
   const double cnt = (double)(n * l);
+  float *g = malloc(sizeof(float) * (size_t)(n * cl));
   for (int64_t ch = 0; ch < c; ch++) {
-    double s = 0.0, v = 0.0, sum = 0.0, dot = 0.0;
+    double s = 0.0, v = 0.0;
     for (int64_t i = 0; i < n; i++)
       for (int64_t j = 0; j < l; j++) s += x[i * cl + ch * l + j];
     const double mu = s / cnt;
@@ -714,11 +720,19 @@ static void bn_ref_train(int64_t n, int64_t c, int64_t l, const float *x, const 
     const float a = (float)(is * gamma[ch]), b = (float)(beta[ch] - mu * a);
     for (int64_t i = 0; i < n; i++)
       for (int64_t j = 0; j < l; j++) y[i * cl + ch * l + j] = x[i * cl + ch * l + j] * a + b;
+  }
+  memcpy(g, dy, sizeof(float) * (size_t)(n * cl));
+  if (relu) { /* the relu layer's own kernels, one after the other */
+    strop__relu_forward(y, y, (size_t)(n * cl));
+    strop__relu_backward_assign(y, dy, g, (size_t)(n * cl));
+  }
+  for (int64_t ch = 0; ch < c; ch++) {
+    double sum = 0.0, dot = 0.0;
     const double m2 = mean[ch], is2 = invstd[ch];
     for (int64_t i = 0; i < n; i++)
       for (int64_t j = 0; j < l; j++) {
-        sum += dy[i * cl + ch * l + j];
-        dot += (x[i * cl + ch * l + j] - m2) * dy[i * cl + ch * l + j];
+        sum += g[i * cl + ch * l + j];
+        dot += (x[i * cl + ch * l + j] - m2) * g[i * cl + ch * l + j];
       }
     dg[ch] += (float)(dot * is2);
     db[ch] += (float)sum;
@@ -727,37 +741,43 @@ static void bn_ref_train(int64_t n, int64_t c, int64_t l, const float *x, const 
     for (int64_t i = 0; i < n; i++)
       for (int64_t j = 0; j < l; j++) {
         const int64_t o = i * cl + ch * l + j;
-        dx[o] += (dy[o] - gm - (x[o] - fmu) * k) * w;
+        dx[o] += (g[o] - gm - (x[o] - fmu) * k) * w;
       }
   }
+  free(g);
 }
 
 START_TEST(bn_kernels_match_serial) {
-  static const int64_t cases[][3] = {{3, 13, 37}, {2, 16, 300}, {5, 7, 1}, {4, 64, 49}};
+  static const int64_t cases[][3] = {{3, 13, 37}, {2, 16, 300}, {5, 7, 1},  {4, 64, 49},
+                                     {2, 24, 64}, {1, 8, 3},    {3, 9, 196}};
+  const int isa = _i / 2, relu = _i % 2;
+  strop__bn_isa = isa;
   for (size_t cs = 0; cs < sizeof cases / sizeof cases[0]; cs++) {
     const int64_t n = cases[cs][0], c = cases[cs][1], l = cases[cs][2], tot = n * c * l;
     float *x = malloc(sizeof(float) * (size_t)tot), *dy = malloc(sizeof(float) * (size_t)tot);
     float *y0 = malloc(sizeof(float) * (size_t)tot), *y1 = malloc(sizeof(float) * (size_t)tot);
     float *dx0 = malloc(sizeof(float) * (size_t)tot), *dx1 = malloc(sizeof(float) * (size_t)tot);
-    float *dx2 = malloc(sizeof(float) * (size_t)tot);
-    float g[64], b[64], st0[3][64], st1[3][64], dg0[64], db0[64], dg1[64], db1[64];
+    float *dx2 = malloc(sizeof(float) * (size_t)tot), *g = malloc(sizeof(float) * (size_t)tot);
+    float gm[64], b[64], st0[3][64], st1[3][64], dg0[64], db0[64], dg1[64], db1[64];
     for (int64_t i = 0; i < tot; i++) {
       x[i] = 3.0f + sinf(0.37f * (float)i) * (1.0f + 0.01f * (float)(i % 11));
       dy[i] = cosf(0.11f * (float)i);
       dx0[i] = dx1[i] = 0.25f * sinf((float)i);
     }
-    for (int64_t k = 0; k < c; k++) g[k] = 0.5f + 0.1f * (float)k, b[k] = 0.2f * (float)k - 1.0f;
+    for (int64_t k = 0; k < c; k++) gm[k] = 0.5f + 0.1f * (float)k, b[k] = 0.2f * (float)k - 1.0f;
     memset(dg0, 0, sizeof dg0);
     memset(db0, 0, sizeof db0);
-    bn_ref_train(n, c, l, x, dy, g, b, 1e-5f, y0, st0[0], st0[1], st0[2], dx0, dg0, db0);
+    bn_ref_train(n, c, l, x, dy, gm, b, 1e-5f, relu, y0, st0[0], st0[1], st0[2], dx0, dg0, db0);
+    float ab[128];
+    float *rab = relu ? ab : NULL; /* each channel's a, b of the fused relu's mask */
     static const int threads[2] = {1, 3};
     for (int r = 0; r < 2; r++) {
       ck_assert_int_eq(strop_set_num_threads(threads[r]), STROP_OK);
       for (int64_t i = 0; i < tot; i++) dx1[i] = 0.25f * sinf((float)i), dx2[i] = NAN;
       memset(dg1, 0, sizeof dg1);
       memset(db1, 0, sizeof db1);
-      strop__batchnorm_forward_train(n, c, l, x, g, b, 1e-5f, y1, st1[0], st1[1], st1[2]);
-      strop__batchnorm_backward_train(n, c, l, x, dy, g, st1[0], st1[1], dx1, dg1, db1, 0);
+      strop__batchnorm_forward_train(n, c, l, x, gm, b, 1e-5f, rab, y1, st1[0], st1[1], st1[2]);
+      strop__batchnorm_backward_train(n, c, l, x, dy, rab, gm, st1[0], st1[1], dx1, dg1, db1, 0);
       ck_assert_int_eq(memcmp(y0, y1, sizeof(float) * (size_t)tot), 0);
       for (int q = 0; q < 3; q++)
         ck_assert_int_eq(memcmp(st0[q], st1[q], sizeof(float) * (size_t)c), 0);
@@ -765,29 +785,49 @@ START_TEST(bn_kernels_match_serial) {
       ck_assert_int_eq(memcmp(dg0, dg1, sizeof(float) * (size_t)c), 0);
       ck_assert_int_eq(memcmp(db0, db1, sizeof(float) * (size_t)c), 0);
       /* assign: every element written, as if added into zeros */
-      strop__batchnorm_backward_train(n, c, l, x, dy, g, st1[0], st1[1], dx2, NULL, NULL, 1);
+      strop__batchnorm_backward_train(n, c, l, x, dy, rab, gm, st1[0], st1[1], dx2, NULL, NULL,
+                                      1);
       for (int64_t i = 0; i < tot; i++) dx1[i] = 0.0f;
-      strop__batchnorm_backward_train(n, c, l, x, dy, g, st1[0], st1[1], dx1, NULL, NULL, 0);
+      strop__batchnorm_backward_train(n, c, l, x, dy, rab, gm, st1[0], st1[1], dx1, NULL, NULL,
+                                      0);
       ck_assert_int_eq(memcmp(dx1, dx2, sizeof(float) * (size_t)tot), 0);
-      /* eval mode, running statistics: the same with assign and added into zeros */
-      strop__batchnorm_forward_eval(n, c, l, x, g, b, st1[0], st1[2], 1e-5f, y1);
+      /* eval mode, running statistics: the same with assign and added into zeros; with the
+       * relu, what the plain eval forward and the relu's kernels give apart */
+      strop__batchnorm_forward_eval(n, c, l, x, gm, b, st1[0], st1[2], 1e-5f, NULL, y1);
+      memcpy(g, dy, sizeof(float) * (size_t)tot);
+      if (relu) {
+        strop__relu_forward(y1, y1, (size_t)tot);
+        strop__relu_backward_assign(y1, dy, g, (size_t)tot);
+      }
+      strop__batchnorm_forward_eval(n, c, l, x, gm, b, st1[0], st1[2], 1e-5f, rab, y0);
+      ck_assert_int_eq(memcmp(y0, y1, sizeof(float) * (size_t)tot), 0);
       for (int64_t i = 0; i < tot; i++) dx2[i] = NAN, dx1[i] = 0.0f;
       memset(dg1, 0, sizeof dg1);
-      strop__batchnorm_backward_eval(n, c, l, x, dy, g, st1[0], st1[2], 1e-5f, dx2, dg1, NULL, 1);
-      strop__batchnorm_backward_eval(n, c, l, x, dy, g, st1[0], st1[2], 1e-5f, dx1, NULL, NULL,
-                                     0);
+      memset(dg0, 0, sizeof dg0);
+      strop__batchnorm_backward_eval(n, c, l, x, dy, rab, gm, st1[0], st1[2], 1e-5f, dx2, dg1,
+                                     NULL, 1);
+      strop__batchnorm_backward_eval(n, c, l, x, g, NULL, gm, st1[0], st1[2], 1e-5f, dx1, dg0,
+                                     NULL, 0);
       ck_assert_int_eq(memcmp(dx1, dx2, sizeof(float) * (size_t)tot), 0);
+      ck_assert_int_eq(memcmp(dg0, dg1, sizeof(float) * (size_t)c), 0);
+      strop__batchnorm_forward_eval(n, c, l, x, gm, b, st1[0], st1[2], 1e-5f, NULL, y1);
       for (int64_t k = 0; k < c; k++) {
         const double is = 1.0 / sqrt((double)st1[2][k] + 1e-5);
-        const double a = (float)(is * g[k]);
+        const double a = (float)(is * gm[k]);
         ck_assert_float_eq(y1[k * l],
                            (float)(x[k * l] * (float)a + (float)(b[k] - st1[0][k] * a)));
         ck_assert(isfinite(dg1[k]));
       }
+      /* the next thread count compares with the train-mode reference again */
+      for (int64_t i = 0; i < tot; i++) dx0[i] = 0.25f * sinf((float)i);
+      memset(dg0, 0, sizeof dg0);
+      memset(db0, 0, sizeof db0);
+      bn_ref_train(n, c, l, x, dy, gm, b, 1e-5f, relu, y0, st0[0], st0[1], st0[2], dx0, dg0, db0);
     }
     ck_assert_int_eq(strop_set_num_threads(0), STROP_OK);
-    free(x), free(dy), free(y0), free(y1), free(dx0), free(dx1), free(dx2);
+    free(x), free(dy), free(y0), free(y1), free(dx0), free(dx1), free(dx2), free(g);
   }
+  strop__bn_isa = 0;
 }
 END_TEST
 
@@ -1917,7 +1957,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, winograd_rows_same_bits);
   tcase_add_test(tc, pool_forward_reference);
   tcase_add_test(tc, bn_forward_reference);
-  tcase_add_test(tc, bn_kernels_match_serial);
+  tcase_add_loop_test(tc, bn_kernels_match_serial, 0, 4);
   tcase_add_test(tc, adaptive_forward_reference);
   tcase_add_test(tc, depthwise_matches_gemm);
   tcase_add_test(tc, winograd_matches_reference);

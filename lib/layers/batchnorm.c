@@ -21,12 +21,14 @@ typedef struct bn_cfg {
   float momentum; /* < 0: momentum=None, the cumulative average */
   int affine;
   int track_running_stats;
+  int relu; /* run time, from bn_fuse: 1 when it computes the relu after it too */
 } bn_cfg;
 
 /* What the forward left for the backward (arena). */
 typedef struct bn_saved {
   int batch_stats; /* 1: normalised with the batch's statistics */
   float *mean, *invstd;
+  float *relu_ab; /* with the relu fused: each channel's y = x a + b, its a and b (norm.h) */
 } bn_saved;
 
 enum { W, B, RM, RV, NBT }; /* parameter slots */
@@ -135,9 +137,12 @@ static strop_status bn_forward(strop__node *n, const strop__exec *x, const strop
   memset(sv, 0, sizeof *sv);
   sv->batch_stats = !c->track_running_stats || (x->training && !n->frozen_stats);
   n->saved = sv;
+  if (n->fused > 0 && c->relu &&
+      !(sv->relu_ab = strop__arena_alloc(x->arena, 2 * (size_t)C * sizeof(float))))
+    return strop__err(STROP_E_NOMEM, "layer '%s' (%s): out of memory", n->name, n->vt->type);
   if (!sv->batch_stats) {
     strop__batchnorm_forward_eval(N, C, l, in[0].data, gamma, beta, rm->data, rv->data, c->eps,
-                                  out->data);
+                                  sv->relu_ab, out->data);
     return STROP_OK;
   }
   if (N * l <= 1)
@@ -152,8 +157,8 @@ static strop_status bn_forward(strop__node *n, const strop__exec *x, const strop
   sv->mean = buf;
   sv->invstd = buf + C;
   float *var = buf + 2 * C;
-  strop__batchnorm_forward_train(N, C, l, in[0].data, gamma, beta, c->eps, out->data, sv->mean,
-                                 sv->invstd, var);
+  strop__batchnorm_forward_train(N, C, l, in[0].data, gamma, beta, c->eps, sv->relu_ab, out->data,
+                                 sv->mean, sv->invstd, var);
   if (x->training && c->track_running_stats && !x->recompute) {
     float m = c->momentum;
     if (nbt && nbt->idata) {
@@ -170,7 +175,7 @@ static strop_status bn_forward(strop__node *n, const strop__exec *x, const strop
 
 static strop_status bn_backward(strop__node *n, const strop__exec *x, const strop__act *in,
                                 const strop__act *out, const float *dout, float *const *din) {
-  (void)out;
+  (void)out; /* the fused relu's mask comes from the input (sv->relu_ab) */
   const bn_cfg *c = n->cfg;
   const bn_saved *sv = n->saved;
   if (!sv)
@@ -182,14 +187,32 @@ static strop_status bn_backward(strop__node *n, const strop__exec *x, const stro
   const float *gamma = w ? w->data : NULL;
   if (!dg && !dbt && !din[0]) return STROP_OK;
   if (sv->batch_stats) {
-    strop__batchnorm_backward_train(N, C, l, in[0].data, dout, gamma, sv->mean, sv->invstd,
-                                    din[0], dg, dbt, x->din_assign);
+    strop__batchnorm_backward_train(N, C, l, in[0].data, dout, sv->relu_ab, gamma, sv->mean,
+                                    sv->invstd, din[0], dg, dbt, x->din_assign);
   } else {
     strop__param *rm = strop__node_p(n, RM), *rv = strop__node_p(n, RV);
-    strop__batchnorm_backward_eval(N, C, l, in[0].data, dout, gamma, rm->data, rv->data, c->eps,
-                                   din[0], dg, dbt, x->din_assign);
+    strop__batchnorm_backward_eval(N, C, l, in[0].data, dout, sv->relu_ab, gamma, rm->data,
+                                   rv->data, c->eps, din[0], dg, dbt, x->din_assign);
   }
   return STROP_OK;
+}
+
+/* A norm whose sole reader is a relu (a ResNet block's conv, norm, relu) computes the relu in
+ * its affine pass, and the relu's gradient mask in its backward's passes: the norm's output is
+ * never stored and read again, nor is the relu's input gradient, and the bits are those of the
+ * two layers apart (strop__relu_forward's select on the same float; in the backward
+ * strop__relu_backward_assign's select on dy where the norm reads it). Not when a max-pool
+ * reads the relu: the relu runs with the pool then (layers/activation.c), which keeps the
+ * relu's full-size output from being stored at all (a ResNet's stem). */
+int strop__bn_fuse_relu = 1;
+
+static int bn_fuse(strop__node *n, strop__node *const *next, int n_next, int shared) {
+  bn_cfg *c = n->cfg;
+  strop__pool2d_dims pd;
+  c->relu = strop__bn_fuse_relu && n_next >= 1 && !shared &&
+            (next[0]->vt->flags & STROP__LAYER_EPILOGUE_RELU) != 0 &&
+            !(n_next >= 2 && strop__layer_maxpool_window(next[1], &pd));
+  return c->relu;
 }
 
 /* ---- folding a frozen norm into the layer before it (fuse.h) ---- */
@@ -321,6 +344,7 @@ const strop__layer_vtable strop__layer_batchnorm1d = {
     .init = bn_init,
     .forward = bn_forward,
     .backward = bn_backward,
+    .fuse = bn_fuse,
 };
 
 const strop__layer_vtable strop__layer_batchnorm2d = {
@@ -337,4 +361,5 @@ const strop__layer_vtable strop__layer_batchnorm2d = {
     .init = bn_init,
     .forward = bn_forward,
     .backward = bn_backward,
+    .fuse = bn_fuse,
 };

@@ -436,6 +436,9 @@ extern int strop__conv_fuse_add;
  * and its folded norm: ResNet's stem, now that a chain may hold three nodes) in its epilogue,
  * 0 leaves the pool to its own node: the same bits. */
 extern int strop__conv_fuse_pool;
+/* Tests and benches: 1 (the default) has a batch norm whose sole reader is a relu compute the
+ * relu in its passes (layers/batchnorm.c), 0 runs the two apart: the same bits. */
+extern int strop__bn_fuse_relu;
 /* The bytes n->fold holds (a frozen norm folded into n's weights, fuse.h) and n->wino (a frozen
  * conv's transformed filters or packed weight): allocated by the first forward that folds or transforms (or a
  * step's planning), kept until n's parameters go (n->wino: until the weight trains). */

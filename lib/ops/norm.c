@@ -6,6 +6,7 @@
 #include <math.h>
 
 #include "core/core.h"
+#include "ops/ops.h"
 
 /* Channels are independent, so the kernels split them over the worker pool; within a channel
  * every sum runs in one fixed order (image by image, position by position), whatever the split.
@@ -20,7 +21,20 @@ typedef struct bn_job {
   float eps;
   float *y, *dx, *dgamma, *dbeta, *mean_out, *invstd_out, *var_out;
   int assign;
+  float *ab_out;   /* forward: relu(y) stored (strop__relu_forward's select), and each
+                      channel's y = x a + b into a = ab_out[ch], b = ab_out[c + ch]; or NULL */
+  const float *ab; /* backward: those, whose relu's gradient mask applies to dy; or NULL */
 } bn_job;
+
+int strop__bn_isa = 0;
+
+/* dy as the fused relu passes it back: strop__relu_backward_assign's select on the relu's
+ * output relu(v), v = x a + b as the forward computed it, which is <= 0 exactly where v is
+ * (NaN passes) — so the output need not be read */
+static inline float relu_dy(float x, float a, float b, float g) {
+  const float v = x * a + b;
+  return v <= 0.0f ? 0.0f : g;
+}
 
 /* s[k] = the sum over the batch of channel c0 + k (k < g) of x, in double */
 static void group_sum(const bn_job *j, int64_t c0, int g, double *s) {
@@ -60,24 +74,36 @@ static void group_sq(const bn_job *j, int64_t c0, int g, const double *mu, doubl
   }
 }
 
-/* sum[k] of dy and dot[k] of (x - mu[k]) dy over channel c0 + k, in double */
+/* the fused relu's a and b of channels c0 + k (0 in the missing ones); 0 without a relu */
+static int group_ab(const bn_job *j, int64_t c0, int g, float *a, float *b) {
+  for (int k = 0; k < BN_G; k++) {
+    a[k] = j->ab && k < g ? j->ab[c0 + k] : 0.0f;
+    b[k] = j->ab && k < g ? j->ab[j->c + c0 + k] : 0.0f;
+  }
+  return j->ab != NULL;
+}
+
+/* sum[k] of dy and dot[k] of (x - mu[k]) dy over channel c0 + k, in double (dy through the
+ * fused relu's mask) */
 static void group_dot(const bn_job *j, int64_t c0, int g, const double *mu, double *sum,
                       double *dot) {
   const int64_t cl = j->c * j->l, l = j->l;
+  float a[BN_G], b[BN_G];
+  const float *ra = group_ab(j, c0, g, a, b) ? a : NULL, *rb = b;
   for (int k = 0; k < BN_G; k++) sum[k] = dot[k] = 0.0;
   for (int64_t i = 0; i < j->n; i++) {
     const float *p = j->x + i * cl + c0 * l, *q = j->dy + i * cl + c0 * l;
     if (g == BN_G) {
       for (int64_t t = 0; t < l; t++)
         for (int k = 0; k < BN_G; k++) {
-          const float gv = q[k * l + t];
+          const float gv = ra ? relu_dy(p[k * l + t], ra[k], rb[k], q[k * l + t]) : q[k * l + t];
           sum[k] += gv;
           dot[k] += (p[k * l + t] - mu[k]) * gv;
         }
     } else {
       for (int k = 0; k < g; k++)
         for (int64_t t = 0; t < l; t++) {
-          const float gv = q[k * l + t];
+          const float gv = ra ? relu_dy(p[k * l + t], ra[k], rb[k], q[k * l + t]) : q[k * l + t];
           sum[k] += gv;
           dot[k] += (p[k * l + t] - mu[k]) * gv;
         }
@@ -85,15 +111,230 @@ static void group_dot(const bn_job *j, int64_t c0, int g, const double *mu, doub
   }
 }
 
-/* out = in * a + b over channel ch of the batch */
-static void channel_affine(const bn_job *j, const float *in, float *out, int64_t ch, float a,
-                           float b) {
-  const int64_t cl = j->c * j->l, l = j->l;
-  for (int64_t i = 0; i < j->n; i++) {
-    const float *p = in + i * cl + ch * l;
-    float *q = out + i * cl + ch * l;
-    for (int64_t t = 0; t < l; t++) q[t] = p[t] * a + b;
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(STROP_NO_CLONES)
+#  define BN_AVX512 1
+#  include <immintrin.h>
+#  define BN_T __attribute__((target("avx512f,avx512vl")))
+#  define BN_INL static inline __attribute__((always_inline, target("avx512f,avx512vl")))
+
+static int bn_avx512(void) { return strop__bn_isa == 0 && __builtin_cpu_supports("avx512vl"); }
+
+/* The group's sums on AVX-512: one double lane per channel of the group, so each lane adds
+ * its channel's values in the scalar loops' order (image by image, position by position) with
+ * the same double operations — the same bits. Eight positions of the eight channels are
+ * loaded as rows (r[k]: channel k), transposed to columns (r[q]: position q of every channel)
+ * and widened to doubles, one column after the other into the sums. A group of fewer than
+ * BN_G channels reads channel c0 again in the missing lanes, whose sums are dropped. */
+
+/* 8 x 8 floats: row k, column q -> row q, column k */
+BN_INL void transpose8(__m256 r[8]) {
+  __m256 t[8], u[8];
+  for (int k = 0; k < 8; k += 2) {
+    t[k] = _mm256_unpacklo_ps(r[k], r[k + 1]);
+    t[k + 1] = _mm256_unpackhi_ps(r[k], r[k + 1]);
   }
+  for (int k = 0; k < 8; k += 4) {
+    u[k] = _mm256_shuffle_ps(t[k], t[k + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    u[k + 1] = _mm256_shuffle_ps(t[k], t[k + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    u[k + 2] = _mm256_shuffle_ps(t[k + 1], t[k + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    u[k + 3] = _mm256_shuffle_ps(t[k + 1], t[k + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int k = 0; k < 4; k++) {
+    r[k] = _mm256_permute2f128_ps(u[k], u[k + 4], 0x20);
+    r[k + 4] = _mm256_permute2f128_ps(u[k], u[k + 4], 0x31);
+  }
+}
+
+/* the group's channel rows of image i (the missing ones: channel c0's) */
+BN_INL void group_rows(const bn_job *j, const float *base, int64_t i, int64_t c0, int g,
+                       const float **p) {
+  for (int k = 0; k < BN_G; k++) p[k] = base + i * j->c * j->l + (c0 + (k < g ? k : 0)) * j->l;
+}
+
+/* positions t .. t + 8 of the rows (m of them, the rest read as 0), transposed */
+BN_INL void load_cols(const float *const *p, int64_t t, __mmask8 m, __m256 r[8]) {
+  for (int k = 0; k < BN_G; k++) r[k] = _mm256_maskz_loadu_ps(m, p[k] + t);
+  transpose8(r);
+}
+
+/* the same of x into xr and of dy into r, each dy 0 where the fused relu's x a + b (a, b
+ * one per row, or none) is <= 0 (relu_dy) */
+BN_INL void load_x_dy_cols(const float *const *px, const float *const *p, const __m256 *a,
+                           const __m256 *b, int64_t t, __mmask8 m, __m256 xr[8], __m256 r[8]) {
+  for (int k = 0; k < BN_G; k++) {
+    xr[k] = _mm256_maskz_loadu_ps(m, px[k] + t);
+    r[k] = _mm256_maskz_loadu_ps(m, p[k] + t);
+    if (a) {
+      const __m256 v = _mm256_add_ps(_mm256_mul_ps(xr[k], a[k]), b[k]);
+      r[k] = _mm256_mask_mov_ps(r[k], _mm256_cmp_ps_mask(v, _mm256_setzero_ps(), _CMP_LE_OQ),
+                                _mm256_setzero_ps());
+    }
+  }
+  transpose8(xr);
+  transpose8(r);
+}
+
+static __mmask8 tail_mask(int64_t left) {
+  return (__mmask8)(left >= 8 ? 0xff : (1u << left) - 1u);
+}
+
+BN_T static void group_sum_avx512(const bn_job *j, int64_t c0, int g, double *s) {
+  __m512d acc = _mm512_setzero_pd();
+  const float *p[BN_G];
+  __m256 r[8];
+  for (int64_t i = 0; i < j->n; i++) {
+    group_rows(j, j->x, i, c0, g, p);
+    int64_t t = 0;
+    for (; t + 8 <= j->l; t += 8) {
+      load_cols(p, t, 0xff, r);
+      for (int q = 0; q < 8; q++) acc = _mm512_add_pd(acc, _mm512_cvtps_pd(r[q]));
+    }
+    if (t < j->l) {
+      load_cols(p, t, tail_mask(j->l - t), r);
+      for (int q = 0; q < j->l - t; q++) acc = _mm512_add_pd(acc, _mm512_cvtps_pd(r[q]));
+    }
+  }
+  _mm512_storeu_pd(s, acc);
+}
+
+BN_T static void group_sq_avx512(const bn_job *j, int64_t c0, int g, const double *mu,
+                                 double *v) {
+  const __m512d m = _mm512_loadu_pd(mu);
+  __m512d acc = _mm512_setzero_pd();
+  const float *p[BN_G];
+  __m256 r[8];
+  for (int64_t i = 0; i < j->n; i++) {
+    group_rows(j, j->x, i, c0, g, p);
+    for (int64_t t = 0; t < j->l; t += 8) {
+      const int64_t cols = j->l - t < 8 ? j->l - t : 8;
+      load_cols(p, t, tail_mask(cols), r);
+      for (int q = 0; q < cols; q++) {
+        const __m512d d = _mm512_sub_pd(_mm512_cvtps_pd(r[q]), m);
+        acc = _mm512_add_pd(acc, _mm512_mul_pd(d, d));
+      }
+    }
+  }
+  _mm512_storeu_pd(v, acc);
+}
+
+BN_T static void group_dot_avx512(const bn_job *j, int64_t c0, int g, const double *mu,
+                                  double *sum, double *dot) {
+  const __m512d m = _mm512_loadu_pd(mu);
+  __m512d as = _mm512_setzero_pd(), ad = _mm512_setzero_pd();
+  const float *p[BN_G], *q[BN_G];
+  float a[BN_G], b[BN_G];
+  __m256 r[8], e[8], va[BN_G], vb[BN_G];
+  const int relu = group_ab(j, c0, g, a, b);
+  for (int k = 0; k < BN_G; k++) va[k] = _mm256_set1_ps(a[k]), vb[k] = _mm256_set1_ps(b[k]);
+  for (int64_t i = 0; i < j->n; i++) {
+    group_rows(j, j->x, i, c0, g, p);
+    group_rows(j, j->dy, i, c0, g, q);
+    for (int64_t t = 0; t < j->l; t += 8) {
+      const int64_t cols = j->l - t < 8 ? j->l - t : 8;
+      const __mmask8 mk = tail_mask(cols);
+      load_x_dy_cols(p, q, relu ? va : NULL, vb, t, mk, r, e);
+      for (int k = 0; k < cols; k++) {
+        const __m512d gv = _mm512_cvtps_pd(e[k]);
+        as = _mm512_add_pd(as, gv);
+        ad = _mm512_add_pd(ad, _mm512_mul_pd(_mm512_sub_pd(_mm512_cvtps_pd(r[k]), m), gv));
+      }
+    }
+  }
+  _mm512_storeu_pd(sum, as);
+  _mm512_storeu_pd(dot, ad);
+}
+#endif
+
+/* The group passes: AVX-512 where the CPU has it, else the scalar loops above. */
+static void group_sum_any(const bn_job *j, int64_t c0, int g, double *s) {
+#if defined(BN_AVX512)
+  if (bn_avx512()) {
+    group_sum_avx512(j, c0, g, s);
+    return;
+  }
+#endif
+  group_sum(j, c0, g, s);
+}
+
+static void group_sq_any(const bn_job *j, int64_t c0, int g, const double *mu, double *v) {
+#if defined(BN_AVX512)
+  if (bn_avx512()) {
+    group_sq_avx512(j, c0, g, mu, v);
+    return;
+  }
+#endif
+  group_sq(j, c0, g, mu, v);
+}
+
+static void group_dot_any(const bn_job *j, int64_t c0, int g, const double *mu, double *sum,
+                          double *dot) {
+#if defined(BN_AVX512)
+  if (bn_avx512()) {
+    group_dot_avx512(j, c0, g, mu, sum, dot);
+    return;
+  }
+#endif
+  group_dot(j, c0, g, mu, sum, dot);
+}
+
+/* The elementwise passes over one channel's row of l values: built for the CPU's widest
+ * vectors (STROP__CLONES) — each element's few float operations in the order written, so
+ * every clone gives the same bits. */
+
+/* q = p * a + b, or relu of it */
+STROP__CLONES static void affine_row(const float *p, float *q, int64_t l, float a, float b,
+                                     int relu) {
+  if (relu)
+    for (int64_t t = 0; t < l; t++) {
+      const float v = p[t] * a + b;
+      q[t] = v < 0.0f ? 0.0f : v;
+    }
+  else
+    for (int64_t t = 0; t < l; t++) q[t] = p[t] * a + b;
+}
+
+/* dx = (dy - gm - (x - mu) * k) * w, dy through the fused relu's mask (relu: its a, b); added
+ * into dx, or written with assign */
+STROP__CLONES static void dx_row(const float *p, const float *gv, int relu, float a, float b,
+                                 float *q, int64_t l, float gm, float mu, float k, float w,
+                                 int assign) {
+  if (relu && assign)
+    for (int64_t t = 0; t < l; t++)
+      q[t] = (relu_dy(p[t], a, b, gv[t]) - gm - (p[t] - mu) * k) * w;
+  else if (relu)
+    for (int64_t t = 0; t < l; t++)
+      q[t] += (relu_dy(p[t], a, b, gv[t]) - gm - (p[t] - mu) * k) * w;
+  else if (assign)
+    for (int64_t t = 0; t < l; t++) q[t] = (gv[t] - gm - (p[t] - mu) * k) * w;
+  else
+    for (int64_t t = 0; t < l; t++) q[t] += (gv[t] - gm - (p[t] - mu) * k) * w;
+}
+
+/* dx = dy * a (the eval-mode backward), dy through the fused relu's mask (relu: the forward's
+ * x ra + rb) */
+STROP__CLONES static void scale_row(const float *p, const float *gv, int relu, float ra, float rb,
+                                    float *q, int64_t l, float a, int assign) {
+  if (relu && assign)
+    for (int64_t t = 0; t < l; t++) q[t] = relu_dy(p[t], ra, rb, gv[t]) * a;
+  else if (relu)
+    for (int64_t t = 0; t < l; t++) q[t] += relu_dy(p[t], ra, rb, gv[t]) * a;
+  else if (assign)
+    for (int64_t t = 0; t < l; t++) q[t] = gv[t] * a;
+  else
+    for (int64_t t = 0; t < l; t++) q[t] += gv[t] * a;
+}
+
+/* y = x a[k] + b[k] (relu of it with j->ab_out, which gets a and b) over channel c0 + k of
+ * the batch */
+static void group_affine(const bn_job *j, int64_t c0, int g, const float *a, const float *b) {
+  const int64_t cl = j->c * j->l, l = j->l;
+  for (int k = 0; k < g && j->ab_out; k++)
+    j->ab_out[c0 + k] = a[k], j->ab_out[j->c + c0 + k] = b[k];
+  for (int64_t i = 0; i < j->n; i++)
+    for (int k = 0; k < g; k++) {
+      const int64_t o = i * cl + (c0 + k) * l;
+      affine_row(j->x + o, j->y + o, l, a[k], b[k], j->ab_out != NULL);
+    }
 }
 
 /* Groups of BN_G channels per chunk: enough values that a split pays for waking a worker. */
@@ -115,9 +356,10 @@ static void fwd_train_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
     int64_t c0;
     const int g = group_of(j, grp, &c0);
     double s[BN_G], mu[BN_G], v[BN_G];
-    group_sum(j, c0, g, s);
+    group_sum_any(j, c0, g, s);
     for (int k = 0; k < BN_G; k++) mu[k] = s[k] / cnt;
-    group_sq(j, c0, g, mu, v);
+    group_sq_any(j, c0, g, mu, v);
+    float a[BN_G], b[BN_G];
     for (int k = 0; k < g; k++) {
       const int64_t ch = c0 + k;
       const double var = v[k] / cnt;
@@ -125,16 +367,17 @@ static void fwd_train_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
       j->mean_out[ch] = (float)mu[k];
       j->invstd_out[ch] = (float)is;
       if (j->var_out) j->var_out[ch] = (float)var;
-      const float a = (float)(j->gamma ? is * j->gamma[ch] : is);
-      const float b = (float)((j->beta ? j->beta[ch] : 0.0) - mu[k] * a);
-      channel_affine(j, j->x, j->y, ch, a, b);
+      a[k] = (float)(j->gamma ? is * j->gamma[ch] : is);
+      b[k] = (float)((j->beta ? j->beta[ch] : 0.0) - mu[k] * a[k]);
     }
+    group_affine(j, c0, g, a, b);
   }
 }
 
 void strop__batchnorm_forward_train(int64_t n, int64_t c, int64_t l, const float *x,
-                                    const float *gamma, const float *beta, float eps, float *y,
-                                    float *mean, float *invstd, float *var_biased) {
+                                    const float *gamma, const float *beta, float eps,
+                                    float *relu_ab, float *y, float *mean, float *invstd,
+                                    float *var_biased) {
   const bn_job j = {.n = n,
                     .c = c,
                     .l = l,
@@ -145,7 +388,8 @@ void strop__batchnorm_forward_train(int64_t n, int64_t c, int64_t l, const float
                     .y = y,
                     .mean_out = mean,
                     .invstd_out = invstd,
-                    .var_out = var_biased};
+                    .var_out = var_biased,
+                    .ab_out = relu_ab};
   bn_run(&j, fwd_train_range);
 }
 
@@ -159,34 +403,33 @@ static void bwd_train_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
     const int g = group_of(j, grp, &c0);
     double mu[BN_G], sum[BN_G], dot[BN_G];
     for (int k = 0; k < BN_G; k++) mu[k] = k < g ? j->mean[c0 + k] : 0.0;
-    group_dot(j, c0, g, mu, sum, dot);
+    group_dot_any(j, c0, g, mu, sum, dot);
+    float kk[BN_G], gm[BN_G], fmu[BN_G], w[BN_G], ra[BN_G], rb[BN_G];
+    group_ab(j, c0, g, ra, rb);
     for (int k = 0; k < g; k++) {
       const int64_t ch = c0 + k;
       const double is = j->invstd[ch];
       if (j->dgamma) j->dgamma[ch] += (float)(dot[k] * is);
       if (j->dbeta) j->dbeta[ch] += (float)sum[k];
-      if (!j->dx) continue;
       /* dx = (dy - mean(dy) - (x - mu) * k) * invstd * gamma, k = dot * invstd^2 / cnt */
-      const float kk = (float)(dot[k] * is * is / cnt);
-      const float gm = (float)(sum[k] / cnt);
-      const float fmu = (float)mu[k];
-      const float w = (float)(j->gamma ? is * j->gamma[ch] : is);
-      for (int64_t i = 0; i < j->n; i++) {
-        const float *p = j->x + i * cl + ch * l, *gv = j->dy + i * cl + ch * l;
-        float *q = j->dx + i * cl + ch * l;
-        if (j->assign)
-          for (int64_t t = 0; t < l; t++) q[t] = (gv[t] - gm - (p[t] - fmu) * kk) * w;
-        else
-          for (int64_t t = 0; t < l; t++) q[t] += (gv[t] - gm - (p[t] - fmu) * kk) * w;
-      }
+      kk[k] = (float)(dot[k] * is * is / cnt);
+      gm[k] = (float)(sum[k] / cnt);
+      fmu[k] = (float)mu[k];
+      w[k] = (float)(j->gamma ? is * j->gamma[ch] : is);
     }
+    for (int64_t i = 0; i < j->n && j->dx; i++)
+      for (int k = 0; k < g; k++) {
+        const int64_t o = i * cl + (c0 + k) * l;
+        dx_row(j->x + o, j->dy + o, j->ab != NULL, ra[k], rb[k], j->dx + o, l, gm[k], fmu[k],
+               kk[k], w[k], j->assign);
+      }
   }
 }
 
 void strop__batchnorm_backward_train(int64_t n, int64_t c, int64_t l, const float *x,
-                                     const float *dy, const float *gamma, const float *mean,
-                                     const float *invstd, float *dx, float *dgamma, float *dbeta,
-                                     int assign) {
+                                     const float *dy, const float *relu_ab, const float *gamma,
+                                     const float *mean, const float *invstd, float *dx,
+                                     float *dgamma, float *dbeta, int assign) {
   const bn_job j = {.n = n,
                     .c = c,
                     .l = l,
@@ -198,7 +441,8 @@ void strop__batchnorm_backward_train(int64_t n, int64_t c, int64_t l, const floa
                     .dx = dx,
                     .dgamma = dgamma,
                     .dbeta = dbeta,
-                    .assign = assign};
+                    .assign = assign,
+                    .ab = relu_ab};
   bn_run(&j, bwd_train_range);
 }
 
@@ -219,18 +463,20 @@ static void fwd_eval_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
   for (int64_t grp = lo; grp < hi; grp++) {
     int64_t c0;
     const int g = group_of(j, grp, &c0);
-    for (int64_t ch = c0; ch < c0 + g; ch++) {
+    float a[BN_G], b[BN_G];
+    for (int k = 0; k < g; k++) {
+      const int64_t ch = c0 + k;
       const double is = 1.0 / sqrt((double)j->var[ch] + (double)j->eps);
-      const float a = (float)(j->gamma ? is * j->gamma[ch] : is);
-      const float b = (float)((j->beta ? j->beta[ch] : 0.0) - j->mean[ch] * (double)a);
-      channel_affine(j, j->x, j->y, ch, a, b);
+      a[k] = (float)(j->gamma ? is * j->gamma[ch] : is);
+      b[k] = (float)((j->beta ? j->beta[ch] : 0.0) - j->mean[ch] * (double)a[k]);
     }
+    group_affine(j, c0, g, a, b);
   }
 }
 
 void strop__batchnorm_forward_eval(int64_t n, int64_t c, int64_t l, const float *x,
                                    const float *gamma, const float *beta, const float *mean,
-                                   const float *var, float eps, float *y) {
+                                   const float *var, float eps, float *relu_ab, float *y) {
   const bn_job j = {.n = n,
                     .c = c,
                     .l = l,
@@ -240,7 +486,8 @@ void strop__batchnorm_forward_eval(int64_t n, int64_t c, int64_t l, const float 
                     .mean = mean,
                     .var = var,
                     .eps = eps,
-                    .y = y};
+                    .y = y,
+                    .ab_out = relu_ab};
   bn_run(&j, fwd_eval_range);
 }
 
@@ -254,7 +501,7 @@ static void bwd_eval_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
     double mu[BN_G], sum[BN_G], dot[BN_G];
     if (j->dgamma || j->dbeta) {
       for (int k = 0; k < BN_G; k++) mu[k] = k < g ? j->mean[c0 + k] : 0.0;
-      group_dot(j, c0, g, mu, sum, dot);
+      group_dot_any(j, c0, g, mu, sum, dot);
     }
     for (int k = 0; k < g; k++) {
       const int64_t ch = c0 + k;
@@ -263,22 +510,19 @@ static void bwd_eval_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
       if (j->dbeta) j->dbeta[ch] += (float)sum[k];
       if (!j->dx) continue;
       const float a = (float)(j->gamma ? is * j->gamma[ch] : is);
+      const float ra = j->ab ? j->ab[ch] : 0.0f, rb = j->ab ? j->ab[j->c + ch] : 0.0f;
       for (int64_t i = 0; i < j->n; i++) {
-        const float *gv = j->dy + i * cl + ch * l;
-        float *q = j->dx + i * cl + ch * l;
-        if (j->assign)
-          for (int64_t t = 0; t < l; t++) q[t] = gv[t] * a;
-        else
-          for (int64_t t = 0; t < l; t++) q[t] += gv[t] * a;
+        const int64_t o = i * cl + ch * l;
+        scale_row(j->x + o, j->dy + o, j->ab != NULL, ra, rb, j->dx + o, l, a, j->assign);
       }
     }
   }
 }
 
 void strop__batchnorm_backward_eval(int64_t n, int64_t c, int64_t l, const float *x,
-                                    const float *dy, const float *gamma, const float *mean,
-                                    const float *var, float eps, float *dx, float *dgamma,
-                                    float *dbeta, int assign) {
+                                    const float *dy, const float *relu_ab, const float *gamma,
+                                    const float *mean, const float *var, float eps, float *dx,
+                                    float *dgamma, float *dbeta, int assign) {
   const bn_job j = {.n = n,
                     .c = c,
                     .l = l,
@@ -291,6 +535,7 @@ void strop__batchnorm_backward_eval(int64_t n, int64_t c, int64_t l, const float
                     .dx = dx,
                     .dgamma = dgamma,
                     .dbeta = dbeta,
-                    .assign = assign};
+                    .assign = assign,
+                    .ab = relu_ab};
   bn_run(&j, bwd_eval_range);
 }

@@ -9,17 +9,23 @@
 #include <stdint.h>
 
 /* Train mode: y = (x - mean) * invstd * gamma + beta with the batch's per-channel mean and
- * biased variance (accumulated in double). gamma/beta may be NULL (affine off). mean, invstd
+ * biased variance (accumulated in double), computed as y = x a + b with float a and b per
+ * channel. With relu_ab (2c floats, else NULL), relu(y) as strop__relu_forward gives it (a
+ * relu after the norm computed in the same pass), and each channel's a into relu_ab[ch], b
+ * into relu_ab[c + ch] for the backward. gamma/beta may be NULL (affine off). mean, invstd
  * (for the backward) and var_biased get c values each; var_biased may be NULL. */
 void strop__batchnorm_forward_train(int64_t n, int64_t c, int64_t l, const float *x,
-                                    const float *gamma, const float *beta, float eps, float *y,
-                                    float *mean, float *invstd, float *var_biased);
+                                    const float *gamma, const float *beta, float eps,
+                                    float *relu_ab, float *y, float *mean, float *invstd,
+                                    float *var_biased);
 /* Backward of the train-mode forward: ADDS into dx (with `assign`: writes every element of dx
- * instead), dgamma, dbeta (each may be NULL). */
+ * instead), dgamma, dbeta (each may be NULL). relu_ab: what the forward wrote there when it
+ * had the relu (dy is then the gradient of relu(y); it passes where x a + b > 0 or NaN, as
+ * strop__relu_backward_assign passes it where relu(y) does: y is not read), else NULL. */
 void strop__batchnorm_backward_train(int64_t n, int64_t c, int64_t l, const float *x,
-                                     const float *dy, const float *gamma, const float *mean,
-                                     const float *invstd, float *dx, float *dgamma, float *dbeta,
-                                     int assign);
+                                     const float *dy, const float *relu_ab, const float *gamma,
+                                     const float *mean, const float *invstd, float *dx,
+                                     float *dgamma, float *dbeta, int assign);
 
 /* Running statistics update as PyTorch: r = (1 - momentum) r + momentum s, with the unbiased
  * variance var_biased * count / (count - 1) for running_var. */
@@ -27,15 +33,20 @@ void strop__batchnorm_update_running(int64_t c, const float *mean, const float *
                                      int64_t count, float momentum, float *running_mean,
                                      float *running_var);
 
-/* Eval mode (or frozen statistics): normalise with the given mean/var. */
+/* Eval mode (or frozen statistics): normalise with the given mean/var (relu_ab: and the relu,
+ * as for the train-mode forward). */
 void strop__batchnorm_forward_eval(int64_t n, int64_t c, int64_t l, const float *x,
                                    const float *gamma, const float *beta, const float *mean,
-                                   const float *var, float eps, float *y);
+                                   const float *var, float eps, float *relu_ab, float *y);
 /* Its backward: an affine map. ADDS into dx (`assign`: writes it), dgamma, dbeta (each may be
- * NULL). */
+ * NULL); relu_ab as for the train-mode backward. */
 void strop__batchnorm_backward_eval(int64_t n, int64_t c, int64_t l, const float *x,
-                                    const float *dy, const float *gamma, const float *mean,
-                                    const float *var, float eps, float *dx, float *dgamma,
-                                    float *dbeta, int assign);
+                                    const float *dy, const float *relu_ab, const float *gamma,
+                                    const float *mean, const float *var, float eps, float *dx,
+                                    float *dgamma, float *dbeta, int assign);
+
+/* Tests and benches: which kernels sum a group of channels; 0 the best the CPU has (AVX-512),
+ * 1 plain C. The same bits either way. */
+extern int strop__bn_isa;
 
 #endif
