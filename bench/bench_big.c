@@ -52,7 +52,11 @@
  * after it apart and in one pass (strop__add_fuse_relu, the same bits), ADD_RELU=0 apart;
  * FROZEN_PATH=ab those two and a conv's relu in its vdpbf16ps tiles' stores
  * (strop__conv_tile_relu) all off and all on (the BF16 frozen trunk before and after
- * 2026-12-05's changes, the same bits), FROZEN_PATH=0 all off.
+ * 2026-12-05's changes, the same bits), FROZEN_PATH=0 all off; SHADOW=ab the weights' BF16
+ * copies (COMPUTE_DTYPE=bf16) made again in a pass of their own before the next product and
+ * written by the optimizer's update as it goes (strop__shadow_follows, the same bits), SHADOW=0
+ * the former; CE=ab the cross-entropy's exponentials on the plain loops' per-CPU clones and on
+ * AVX-512 (strop__ce_isa, the same bits; CE=clones the clones only).
  *
  * Prints one RESULT line: samples/s or tokens/s (best of `repeats` windows of `steps` steps
  * after a warm-up), the step's multiply-add work (gemm_flops: the matrix products and
@@ -77,6 +81,7 @@
 #include "ops/bf16gemm.h"
 #include "ops/conv.h"
 #include "ops/dense.h"
+#include "ops/loss.h"
 #include "ops/lowp.h"
 #include "ops/ops.h"
 
@@ -154,6 +159,23 @@ static void set_frozen(strop_model *m, int on) {
 static void set_wino_rows(strop_model *m, int on) { (void)m, strop__conv_wino_rows = on; }
 /* the convs' scratch above the planned region / planned in it */
 static void set_plan_scratch(strop_model *m, int on) { (void)m, strop__plan_scratch = on; }
+/* the weights' BF16 copies made again in a pass of their own at the next product / written by
+ * the optimizer's update as it goes: the same bits */
+static void set_shadow(strop_model *m, int on) {
+  strop__shadow_follows = on;
+  /* each side's window starts as its own steady state would leave it, outside the timing: the
+   * copies current (made here) for the update's side, stale for the other's */
+  for (int i = 0; i < m->n_params; i++) {
+    strop__param *p = m->params[i];
+    if (!p->shadow.dtype) continue;
+    if (on)
+      bench_must(strop__param_shadow(p, p->shadow.scale_cols) ? STROP_OK : STROP_E_NOMEM,
+                 "BF16 copy");
+    else p->shadow_version = p->version - 1;
+  }
+}
+/* the cross-entropy's exponentials on the plain loops' clones / on AVX-512: the same bits */
+static void set_ce(strop_model *m, int on) { (void)m, strop__ce_isa = on ? 0 : 1; }
 /* every layer run by itself / the layers' fusions */
 static void set_fusion(strop_model *m, int on) { m->no_fusion = !on; }
 
@@ -173,6 +195,8 @@ static const ab_switch AB[] = {
     {"WINO_ROWS", "0", NULL, "whole", "rows", "wino_rows", set_wino_rows},
     {"PLAN_SCRATCH", "0", NULL, "arena", "planned", "plan_scratch", set_plan_scratch},
     {"FUSION", "0", NULL, "unfused", "fused", "fusion", set_fusion},
+    {"SHADOW", "0", NULL, "own_pass", "in_update", "shadow", set_shadow},
+    {"CE", "clones", NULL, "clones", "avx512", "ce", set_ce},
     {"COMPUTE_DTYPE", NULL, "bf16", "f32", "bf16", "compute_dtype", set_dtype},
 };
 #define N_AB ((int)(sizeof AB / sizeof AB[0]))

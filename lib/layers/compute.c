@@ -32,6 +32,26 @@ const strop__lowp *strop__param_shadow(strop__param *w, int scale_cols) {
   return q;
 }
 
+int64_t strop__param_shadow_unit(const strop__param *w) {
+  const strop__lowp *q = &w->shadow;
+  if (!strop__shadow_follows || q->dtype != STROP__LOWP_BF16 || !q->panels || !w->data ||
+      w->rank != 2 || w->viewed || w->shadow_version != w->version || q->rows != w->dims[0] ||
+      q->cols != w->dims[1])
+    return 0;
+  if (!q->scale_cols) return 32; /* a panel of 32 outputs */
+  /* pairs of inputs: about 16K values a block, their four streams in L2 */
+  const int64_t pairs = q->cols > 0 ? 8192 / q->cols : 1;
+  return pairs < 1 ? 2 : 2 * pairs;
+}
+
+void strop__param_shadow_rows(strop__param *w, int64_t r0, int64_t r1) {
+  strop__bf16_shadow_fill_rows(&w->shadow, w->data, r0, r1);
+}
+
+void strop__param_shadow_current(strop__param *w) { w->shadow_version = w->version; }
+
+int strop__shadow_follows = 1;
+
 static strop_status nomem(const strop__node *n, const strop__param *w, const char *what) {
   return strop__err(STROP_E_NOMEM, "layer '%s' (%s): out of memory for the BF16 %s of '%s'",
                     n->name, n->vt->type, what, w->name);
