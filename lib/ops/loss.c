@@ -426,7 +426,8 @@ STROP__CLONES static void ce_groups(void *ctx, int64_t lo, int64_t hi, int chunk
       m[r] = ce_max(zr + r * C, C, grp > 1);
     }
 #ifdef CE_AVX512
-    if (isa512) ce_sums512(zr, C, m, nr, s, all_clean);
+    if (isa512 && grp > 1) /* (rows one at a time: the plain loop, the reference) */
+      ce_sums512(zr, C, m, nr, s, all_clean);
     else
 #endif
         if (nr == CE_GROUP)
