@@ -54,8 +54,8 @@
  * (strop__conv_tile_relu) all off and all on (the BF16 frozen trunk before and after
  * 2026-12-05's changes, the same bits), FROZEN_PATH=0 all off; SHADOW=ab the weights' BF16
  * copies (COMPUTE_DTYPE=bf16) made again in a pass of their own before the next product and
- * written by the optimizer's update as it goes (strop__shadow_follows, the same bits), SHADOW=0
- * the former; CE=ab the cross-entropy's exponentials on the plain loops' per-CPU clones and on
+ * written by the optimizer's update as it goes (strop__shadow_follows, the same bits; off by
+ * default), SHADOW=1 the latter; CE=ab the cross-entropy's exponentials on the plain loops' per-CPU clones and on
  * AVX-512 (strop__ce_isa, the same bits; CE=clones the clones only).
  *
  * Prints one RESULT line: samples/s or tokens/s (best of `repeats` windows of `steps` steps
@@ -195,7 +195,7 @@ static const ab_switch AB[] = {
     {"WINO_ROWS", "0", NULL, "whole", "rows", "wino_rows", set_wino_rows},
     {"PLAN_SCRATCH", "0", NULL, "arena", "planned", "plan_scratch", set_plan_scratch},
     {"FUSION", "0", NULL, "unfused", "fused", "fusion", set_fusion},
-    {"SHADOW", "0", NULL, "own_pass", "in_update", "shadow", set_shadow},
+    {"SHADOW", NULL, "1", "own_pass", "in_update", "shadow", set_shadow},
     {"CE", "clones", NULL, "clones", "avx512", "ce", set_ce},
     {"COMPUTE_DTYPE", NULL, "bf16", "f32", "bf16", "compute_dtype", set_dtype},
 };

@@ -738,10 +738,11 @@ START_TEST(copy_written_by_update) {
           OK(strop__optimizer_create_params(sh % 2 ? STROP_OPTIM_SGD : STROP_OPTIM_ADAMW, ps, 1,
                                             &o));
           OK(strop_optimizer_set_double(o, STROP_OPT_LR, 0.05));
+          const int follows = strop__shadow_follows;
           strop__shadow_follows = how != 2;
           const strop_status st = how == 1 || how == 3 ? strop__optim_step_owning_grads(o)
                                                        : strop_optimizer_step(o);
-          strop__shadow_follows = 1;
+          strop__shadow_follows = follows;
           ck_assert_int_eq(st, how == 3 ? STROP_E_NUMERIC : STROP_OK);
           ck_assert_msg((p.shadow_version == p.version) == (how < 2),
                         "%lld x %lld layout %d threads %d how %d: copy current %d",

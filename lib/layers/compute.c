@@ -53,7 +53,7 @@ void strop__param_shadow_rows(strop__param *w, int64_t r0, int64_t r1) {
 
 void strop__param_shadow_current(strop__param *w) { w->shadow_version = w->version; }
 
-int strop__shadow_follows = 1;
+int strop__shadow_follows = 0;
 
 static strop_status nomem(const strop__node *n, const strop__param *w, const char *what) {
   return strop__err(STROP_E_NOMEM, "layer '%s' (%s): out of memory for the BF16 %s of '%s'",

@@ -367,8 +367,11 @@ const strop__lowp *strop__param_shadow(strop__param *w, int scale_cols);
 int64_t strop__param_shadow_unit(const strop__param *w);
 void strop__param_shadow_rows(strop__param *w, int64_t r0, int64_t r1);
 void strop__param_shadow_current(strop__param *w);
-/* 1 (the default): optimizers keep the copies current as above; 0: the next product makes a
- * stale copy again (bench_big SHADOW=ab compares the two) */
+/* 1: optimizers keep the copies current as above; 0 (the default): the next product makes a
+ * stale copy again, just before it reads it — the update's copy saves the copy's own pass 15-20%
+ * of update and pass alone, but GPT-2's BF16 step was no faster at 1 thread (0.999) and slower at
+ * 2 (0.93, 0.98): the copy made a step earlier is no longer in L3 for its product (bench_big
+ * SHADOW=ab compares the two, docs/performance.md) */
 extern int strop__shadow_follows;
 /* y = x W^T + b and the backward (dx, dw, db: any may be NULL; assign: STROP__LB_* of
  * ops/dense.h) of a linear-shaped layer on BF16 values (strop__linear_forward_bf16 / _backward_
