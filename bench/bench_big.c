@@ -55,8 +55,8 @@
  * 2026-12-05's changes, the same bits), FROZEN_PATH=0 all off; SHADOW=ab the weights' BF16
  * copies (COMPUTE_DTYPE=bf16) made again in a pass of their own before the next product and
  * written by the optimizer's update as it goes (strop__shadow_follows, the same bits; off by
- * default), SHADOW=1 the latter; CE=ab the cross-entropy's exponentials on the plain loops' per-CPU clones and on
- * AVX-512 (strop__ce_isa, the same bits; CE=clones the clones only).
+ * default), SHADOW=1 the latter; CE=ab the cross-entropy's exponentials on the plain loops'
+ * per-CPU clones and on AVX-512 (strop__ce_isa, the same bits; CE=clones the clones only).
  *
  * Prints one RESULT line: samples/s or tokens/s (best of `repeats` windows of `steps` steps
  * after a warm-up), the step's multiply-add work (gemm_flops: the matrix products and
