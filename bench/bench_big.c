@@ -67,7 +67,9 @@
  * BN_FUSE=ab alternates a batch norm and the relu after it run apart and the relu in the norm's
  * passes (strop__bn_fuse_relu, the same bits; BN_FUSE=0: apart), BN_ISA=ab the norms' group
  * sums in plain C and on AVX-512 (strop__bn_isa, the same bits; BN_ISA=c: plain C), BN_PATH=ab
- * both off and both on.
+ * both off and both on; CE=ab the cross-entropy's
+ * exponentials on the plain loops' per-CPU clones and on AVX-512 (strop__ce_isa, the same
+ * bits; CE=clones the clones only).
  *
  * Prints one RESULT line: samples/s or tokens/s (best of `repeats` windows of `steps` steps
  * after a warm-up), the step's multiply-add work (gemm_flops: the matrix products and
@@ -92,6 +94,7 @@
 #include "ops/bf16gemm.h"
 #include "ops/conv.h"
 #include "ops/dense.h"
+#include "ops/loss.h"
 #include "ops/lowp.h"
 #include "ops/norm.h"
 #include "ops/ops.h"
@@ -187,6 +190,8 @@ static void set_din_first(strop_model *m, int on) { (void)m, strop__din_first_wr
 /* the BF16 stride-1 convs' input gradient through FP32 columns and col2im / as the forward of
  * dy with the flipped weight */
 static void set_convdx(strop_model *m, int on) { (void)m, strop__conv_bf16_dx = on; }
+/* the cross-entropy's exponentials on the plain loops' clones / on AVX-512: the same bits */
+static void set_ce(strop_model *m, int on) { (void)m, strop__ce_isa = on ? 0 : 1; }
 /* every layer run by itself / the layers' fusions */
 static void set_fusion(strop_model *m, int on) { m->no_fusion = !on; }
 /* a batch norm and the relu after it apart / in the norm's passes: the same bits */
@@ -224,6 +229,7 @@ static const ab_switch AB[] = {
     {"BN_FUSE", "0", NULL, "apart", "fused", "bn_fuse", set_bnfuse},
     {"BN_ISA", "c", NULL, "plain_c", "avx512", "bn_isa", set_bnisa},
     {"BN_PATH", "0", NULL, "before", "after", "bn_path", set_bnpath},
+    {"CE", "clones", NULL, "clones", "avx512", "ce", set_ce},
     {"COMPUTE_DTYPE", NULL, "bf16", "f32", "bf16", "compute_dtype", set_dtype},
 };
 #define N_AB ((int)(sizeof AB / sizeof AB[0]))

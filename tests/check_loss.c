@@ -210,8 +210,7 @@ static double ce_ref(const strop__loss_cfg *c, const float *z, const float *y, i
  * weighted and smoothed; R rows, on `threads` threads: from 2^18 logits on (R 301) the rows run
  * across threads, in blocks of 256 rows (301: a second, short one), and give the bits of the
  * serial reference. */
-static void rows_together_case(int R, int threads) {
-  enum { C = 1003 };
+static void rows_together_case(int R, int threads, int C) {
   ck_assert_int_eq(strop_set_num_threads(threads), STROP_OK);
   const int keep = strop__rows_together;
   float *z = malloc(sizeof(float) * R * C), *w = malloc(sizeof(float) * C);
@@ -229,10 +228,21 @@ static void rows_together_case(int R, int threads) {
       float *v = &z[r * C + j];
       *v = j == 10 ? (r == 3 ? -0.0f : 0.0f) : j == 20 ? (r == 3 ? 0.0f : -0.0f) : -fabsf(*v) - 1;
     }
+  /* row 7: a logit 1000 below the rest, outside vexp's range (the exponentials' checked form,
+   * and its group's); row 8: one 745 below its maximum, in range for the sums but not, less
+   * log(s), for the gradient */
+  if (C > 9) z[7 * C + 3] = -1000.0f;
+  if (C > 9) {
+    float mx = z[8 * C];
+    for (int j = 1; j < C; j++) mx = z[8 * C + j] > mx ? z[8 * C + j] : mx;
+    z[8 * C + 4] = mx - 745.0f;
+  }
   for (int j = 0; j < C; j++) w[j] = 0.5f + (float)(j % 7) * 0.25f;
   for (int r = 0; r < R; r++) y[r] = r % 9 == 4 ? -100.0f : (float)((r * 37) % C);
-  for (int variant = 0; variant < 3; variant++) {
-    z[17 * C + 5] = variant == 0 ? NAN : 0.5f; /* a NaN row once: the loss is NaN then */
+  for (int v6 = 0; v6 < 6; v6++) { /* on AVX-512 (strop__ce_isa 0) and the clones (1) */
+    const int variant = v6 % 3;
+    strop__ce_isa = v6 / 3;
+    z[17 * (C > 1 ? C : 0) + (C > 5 ? 5 : 0)] = variant == 0 ? NAN : 0.5f; /* a NaN row once */
     strop__loss_cfg c;
     strop__loss_cfg_init(&c, STROP_LOSS_CROSS_ENTROPY);
     if (variant == 1) c.class_weights = w;
@@ -253,13 +263,14 @@ static void rows_together_case(int R, int threads) {
     l[3] = ce_ref(&c, z, y, R, C, g[3]);
     for (int k = 1; k < 4; k++) {
       ck_assert_msg(memcmp(&l[0], &l[k], sizeof l[0]) == 0,
-                    "R %d threads %d variant %d, %d: loss %.17g vs %.17g", R, threads, variant, k,
-                    l[k], l[0]);
+                    "R %d C %d threads %d variant %d isa %d, %d: loss %.17g vs %.17g", R, C,
+                    threads, variant, strop__ce_isa, k, l[k], l[0]);
       ck_assert_msg(memcmp(g[0], g[k], sizeof(float) * R * C) == 0,
-                    "R %d threads %d variant %d, %d: the gradient's bits differ", R, threads,
-                    variant, k);
+                    "R %d C %d threads %d variant %d isa %d, %d: the gradient's bits differ", R,
+                    C, threads, variant, strop__ce_isa, k);
     }
   }
+  strop__ce_isa = 0;
   for (int k = 0; k < 4; k++) free(g[k]);
   free(z), free(w), free(y);
   ck_assert_int_eq(strop_set_num_threads(1), STROP_OK);
@@ -267,9 +278,80 @@ static void rows_together_case(int R, int threads) {
 
 START_TEST(rows_together_bits) {
   for (int threads = 1; threads <= 2; threads++) {
-    rows_together_case(29, threads);
-    rows_together_case(301, threads);
+    rows_together_case(29, threads, 1003);
+    rows_together_case(301, threads, 1003);
+    rows_together_case(29, threads, 5); /* the Fashion demo's head */
+    rows_together_case(21, threads, 8);
+    rows_together_case(19, threads, 1);
+    rows_together_case(13, threads, 37);
   }
+}
+END_TEST
+
+/* strop__vexp8 (the cross-entropy's AVX-512 exponentials) gives strop__vexp's bits: every
+ * 4099th float (every float with STROP_TEST_ALL_FLOATS=1: 2^32 values), a fine sweep over the
+ * subnormal results and the ends of the range, random doubles, the special values; its form
+ * without clamps (checked 0) the same over every float in [-745.13, 0] visited. */
+START_TEST(vexp_avx512_same_bits) {
+  enum { B = 4096 };
+  static double x[B], got[B], fast[B];
+  const char *all = getenv("STROP_TEST_ALL_FLOATS");
+  const uint64_t stride = all && all[0] == '1' ? 1 : 4099;
+  int nb = 0;
+  uint64_t checked = 0;
+  uint32_t u = 99u;
+  for (int part = 0; part < 4; part++) {
+    uint64_t count = part == 0   ? ((1ull << 32) + stride - 1) / stride
+                     : part == 1 ? 1u << 21
+                     : part == 2 ? 1u << 20
+                                 : 12;
+    for (uint64_t i = 0; i < count; i++) {
+      double v;
+      if (part == 0) {
+        const uint32_t bits = (uint32_t)(i * stride);
+        float f;
+        memcpy(&f, &bits, sizeof f);
+        v = (double)f;
+      } else if (part == 1) { /* [-746, -700] and [700, 710] in steps of 2^-15 */
+        v = i < (1u << 20) ? -746.0 + (double)i * 0x1p-15
+                           : 700.0 + (double)(i - (1u << 20)) * 0x1p-17;
+      } else if (part == 2) {
+        u = u * 1664525u + 1013904223u;
+        const uint32_t u2 = u * 22695477u + 1u;
+        v = ((double)u / 4294967296.0 - 0.5) * 1600.0 + (double)u2 * 0x1p-60;
+      } else {
+        static const double sp[12] = {0.0,
+                                      -0.0,
+                                      1e-320,
+                                      -1e-320,
+                                      709.782712893384,
+                                      -745.1332191019412,
+                                      709.7827128933841,
+                                      -745.1332191019413,
+                                      (double)INFINITY,
+                                      -(double)INFINITY,
+                                      (double)NAN,
+                                      -708.4};
+        v = sp[i];
+      }
+      x[nb++] = v;
+      if (nb == B || (i + 1 == count)) {
+        strop__vexp8(x, got, nb, 1);
+        strop__vexp8(x, fast, nb, 0);
+        for (int k = 0; k < nb; k++) {
+          const double want = strop__vexp(x[k]);
+          /* one test per value, no Check call unless it fails: 2^32 of them with the variable */
+          if (memcmp(&got[k], &want, sizeof want))
+            ck_abort_msg("exp(%a): %a, want %a", x[k], got[k], want);
+          if (x[k] >= -745.1332191019412 && x[k] <= 0.0 && memcmp(&fast[k], &want, sizeof want))
+            ck_abort_msg("unchecked exp(%a): %a, want %a", x[k], fast[k], want);
+        }
+        checked += (uint64_t)nb;
+        nb = 0;
+      }
+    }
+  }
+  ck_assert_uint_gt(checked, 1u << 20);
 }
 END_TEST
 
@@ -404,6 +486,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, all_ignored);
   tcase_add_test(tc, nan_propagates);
   tcase_add_test(tc, rows_together_bits);
+  tcase_add_test(tc, vexp_avx512_same_bits);
   suite_add_tcase(s, tc);
   tc = tcase_create("gradcheck");
   tcase_add_test(tc, gradcheck);

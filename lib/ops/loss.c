@@ -128,6 +128,210 @@ static inline __attribute__((always_inline)) void ce_sums(const float *z, int64_
   }
 }
 
+int strop__ce_isa = 0;
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(STROP_NO_CLONES)
+#  define CE_AVX512 1
+#  include <immintrin.h>
+#  define INL512 static inline __attribute__((always_inline, target("avx512f,avx512vl")))
+#  define T512 __attribute__((target("avx512f,avx512vl")))
+
+static int ce_avx512(void) {
+  return strop__ce_isa == 0 && __builtin_cpu_supports("avx512f") &&
+         __builtin_cpu_supports("avx512vl");
+}
+
+/* strop__vexp on 8 lanes, the same operations in the same order (no fused multiply-add: the
+ * library is built without contraction) but for the last step: p 2^a 2^b, a = floor(n / 2),
+ * b = n - a, is p times 2^n rounded once (p 2^a is exact, p in [0.7, 1.5], a in [-538, 512]),
+ * which vscalefpd gives in one instruction, subnormal results too. tests: loss
+ * `vexp_avx512_same_bits` (every float, and a sweep of doubles through the subnormal range). */
+INL512 __m512d vexp8_in(__m512d x, const int checked) {
+  const __m512d hi = _mm512_set1_pd(709.782712893384), lo = _mm512_set1_pd(-745.1332191019412);
+  __mmask8 nan = 0;
+  __m512d xc = x;
+  if (checked) {
+    nan = _mm512_cmp_pd_mask(x, x, _CMP_UNORD_Q);
+    xc = _mm512_mask_blend_pd(nan, x, _mm512_setzero_pd());
+    xc = _mm512_min_pd(xc, hi); /* xc > hi ? hi : xc, xc not NaN */
+    xc = _mm512_max_pd(xc, lo); /* xc < lo ? lo : xc */
+  }
+  const __m512d sh = _mm512_set1_pd(6755399441055744.0);
+  const __m512d n = _mm512_sub_pd(
+      _mm512_add_pd(_mm512_mul_pd(xc, _mm512_set1_pd(1.4426950408889634)), sh), sh);
+  const __m512d r = _mm512_sub_pd(
+      _mm512_sub_pd(xc, _mm512_mul_pd(n, _mm512_set1_pd(6.93147180369123816490e-01))),
+      _mm512_mul_pd(n, _mm512_set1_pd(1.90821492927058770002e-10)));
+  static const double c[13] = {1.0 / 479001600.0,
+                               1.0 / 39916800.0,
+                               1.0 / 3628800.0,
+                               1.0 / 362880.0,
+                               1.0 / 40320.0,
+                               1.0 / 5040.0,
+                               1.0 / 720.0,
+                               1.0 / 120.0,
+                               1.0 / 24.0,
+                               1.0 / 6.0,
+                               0.5,
+                               1.0,
+                               1.0};
+  __m512d p = _mm512_set1_pd(1.0 / 6227020800.0);
+  for (int i = 0; i < 13; i++) p = _mm512_add_pd(_mm512_mul_pd(p, r), _mm512_set1_pd(c[i]));
+  __m512d e = _mm512_scalef_pd(p, n);
+  if (!checked) return e;
+  e = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(x, lo, _CMP_LT_OQ), e, _mm512_setzero_pd());
+  e = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(x, hi, _CMP_GT_OQ), e,
+                           _mm512_set1_pd((double)INFINITY));
+  return _mm512_mask_blend_pd(nan, e, x);
+}
+/* every x, and x known to be a number in [lo, hi], where the clamps and selects change nothing:
+ * the same value without them */
+INL512 __m512d vexp8(__m512d x) { return vexp8_in(x, 1); }
+INL512 __m512d vexp8_fast(__m512d x) { return vexp8_in(x, 0); }
+/* the lower bound of vexp's range: an x at or above it, below 0, takes vexp8_fast */
+#  define VEXP_LO (-745.1332191019412)
+
+/* strop__vexp through vexp8 (checked 1) or vexp8_fast, for the tests */
+T512 void strop__vexp8(const double *x, double *out, int64_t n, int checked) {
+  int64_t i = 0;
+  for (; i < n; i += 8) {
+    const __mmask8 k = n - i >= 8 ? 0xFF : (__mmask8)((1u << (n - i)) - 1);
+    const __m512d v = _mm512_maskz_loadu_pd(k, x + i);
+    _mm512_mask_storeu_pd(out + i, k, checked ? vexp8(v) : vexp8_fast(v));
+  }
+}
+
+/* A row's largest logit as ce_max gives it (a NaN first stays; otherwise NaN is never greater),
+ * with its smallest (*mn, NaNs left out) and whether it holds a NaN (*nan) in the same read:
+ * where none and mn - m >= VEXP_LO, every exponent of its sums and gradient is in vexp's
+ * range */
+T512 static double ce_range512(const float *z, int64_t C, float *mn, int *nan) {
+  const float z0 = z[0];
+  __m512 mx = _mm512_set1_ps(z0), mi = mx;
+  __mmask16 bad = 0;
+  int64_t j = 0;
+  for (; j < C; j += 16) {
+    const __mmask16 k = C - j >= 16 ? 0xFFFF : (__mmask16)((1u << (C - j)) - 1);
+    const __m512 v = _mm512_mask_loadu_ps(mx, k, z + j); /* lanes past C: the maximum so far */
+    bad |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    mx = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, mx, _CMP_GT_OQ), mx, v);
+    mi = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, mi, _CMP_LT_OQ), mi, v);
+  }
+  float a[16], b[16];
+  _mm512_storeu_ps(a, mx);
+  _mm512_storeu_ps(b, mi);
+  float m = a[0], lo = b[0];
+  for (int l = 1; l < 16; l++) {
+    m = a[l] > m ? a[l] : m;
+    lo = b[l] < lo ? b[l] : lo;
+  }
+  *mn = lo;
+  *nan = bad != 0;
+  return z0 != z0 ? z0 : m;
+}
+
+/* ce_sums for up to 8 rows, a row a lane: each 8 x 8 block of logits transposed so that one
+ * vector holds a column of the rows, its exponentials added to the lanes' sums one column after
+ * the other — each row's sum in j order as ce_sums adds it, without the scalar adds (rows past
+ * nr repeat row 0; their lanes are dropped) */
+INL512 void ce_sums512_in(const float *z, int64_t C, const double *m, int nr, double *s,
+                          const int fast) {
+  const float *row[8];
+  double mm[8];
+  for (int r = 0; r < 8; r++) {
+    row[r] = z + (r < nr ? r : 0) * C;
+    mm[r] = m[r < nr ? r : 0];
+  }
+  const __m512d mv = _mm512_loadu_pd(mm);
+  __m512d acc = _mm512_setzero_pd();
+  int64_t j = 0;
+  for (; j + 8 <= C; j += 8) {
+    __m256 t0 = _mm256_loadu_ps(row[0] + j), t1 = _mm256_loadu_ps(row[1] + j);
+    __m256 t2 = _mm256_loadu_ps(row[2] + j), t3 = _mm256_loadu_ps(row[3] + j);
+    __m256 t4 = _mm256_loadu_ps(row[4] + j), t5 = _mm256_loadu_ps(row[5] + j);
+    __m256 t6 = _mm256_loadu_ps(row[6] + j), t7 = _mm256_loadu_ps(row[7] + j);
+    const __m256 u0 = _mm256_unpacklo_ps(t0, t1), u1 = _mm256_unpackhi_ps(t0, t1);
+    const __m256 u2 = _mm256_unpacklo_ps(t2, t3), u3 = _mm256_unpackhi_ps(t2, t3);
+    const __m256 u4 = _mm256_unpacklo_ps(t4, t5), u5 = _mm256_unpackhi_ps(t4, t5);
+    const __m256 u6 = _mm256_unpacklo_ps(t6, t7), u7 = _mm256_unpackhi_ps(t6, t7);
+    const __m256 v0 = _mm256_shuffle_ps(u0, u2, 0x44), v1 = _mm256_shuffle_ps(u0, u2, 0xEE);
+    const __m256 v2 = _mm256_shuffle_ps(u1, u3, 0x44), v3 = _mm256_shuffle_ps(u1, u3, 0xEE);
+    const __m256 v4 = _mm256_shuffle_ps(u4, u6, 0x44), v5 = _mm256_shuffle_ps(u4, u6, 0xEE);
+    const __m256 v6 = _mm256_shuffle_ps(u5, u7, 0x44), v7 = _mm256_shuffle_ps(u5, u7, 0xEE);
+    __m256 col[8];
+    col[0] = _mm256_permute2f128_ps(v0, v4, 0x20);
+    col[1] = _mm256_permute2f128_ps(v1, v5, 0x20);
+    col[2] = _mm256_permute2f128_ps(v2, v6, 0x20);
+    col[3] = _mm256_permute2f128_ps(v3, v7, 0x20);
+    col[4] = _mm256_permute2f128_ps(v0, v4, 0x31);
+    col[5] = _mm256_permute2f128_ps(v1, v5, 0x31);
+    col[6] = _mm256_permute2f128_ps(v2, v6, 0x31);
+    col[7] = _mm256_permute2f128_ps(v3, v7, 0x31);
+    __m512d e[8];
+    for (int c = 0; c < 8; c++) {
+      const __m512d x = _mm512_sub_pd(_mm512_cvtps_pd(col[c]), mv);
+      e[c] = fast ? vexp8_fast(x) : vexp8(x);
+    }
+    for (int c = 0; c < 8; c++) acc = _mm512_add_pd(acc, e[c]);
+  }
+  for (; j < C; j++) {
+    double x[8];
+    for (int r = 0; r < 8; r++) x[r] = (double)row[r][j];
+    acc = _mm512_add_pd(acc, vexp8(_mm512_sub_pd(_mm512_loadu_pd(x), mv)));
+  }
+  double out[8];
+  _mm512_storeu_pd(out, acc);
+  for (int r = 0; r < nr; r++) s[r] = out[r];
+}
+/* fast: every row's exponents known to be in vexp's range (ce_range512) */
+T512 static void ce_sums512(const float *z, int64_t C, const double *m, int nr, double *s,
+                            int fast) {
+  if (fast) ce_sums512_in(z, C, m, nr, s, 1);
+  else ce_sums512_in(z, C, m, nr, s, 0);
+}
+
+/* ce_finish's gradient without class weights: g[j] = (float)(e^(z[j] - lse) a - ew), then
+ * g[yi] -= gy, then times fs where fs != 1 — in one pass (the target's value, read first, made
+ * again at the end), the same roundings in the same order; a 1 and ew 0 (no label smoothing)
+ * skip the multiply and subtract, which then change no value */
+INL512 void ce_grad512_in(const float *z, float *g, int64_t C, double lse, double a, double ew,
+                          int64_t yi, float gy, float fs, const int fast) {
+  const float zy = z[yi];
+  const __m512d lv = _mm512_set1_pd(lse), av = _mm512_set1_pd(a), ev = _mm512_set1_pd(ew);
+  const int plain = a == 1.0 && ew == 0.0, scaled = fs != 1.0f;
+  const __m256 fv = _mm256_set1_ps(fs);
+  int64_t j = 0;
+  for (; j < C; j += 8) {
+    const __mmask8 k = C - j >= 8 ? 0xFF : (__mmask8)((1u << (C - j)) - 1);
+    const __m512d x = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_maskz_loadu_ps(k, z + j)), lv);
+    __m512d t = fast ? vexp8_fast(x) : vexp8(x);
+    if (!plain) t = _mm512_sub_pd(_mm512_mul_pd(t, av), ev);
+    __m256 f = _mm512_cvtpd_ps(t);
+    if (scaled) f = _mm256_mul_ps(f, fv);
+    _mm256_mask_storeu_ps(g + j, k, f);
+  }
+  __m512d t = vexp8(_mm512_set1_pd((double)zy - lse));
+  if (!plain) t = _mm512_sub_pd(_mm512_mul_pd(t, av), ev);
+  float f = _mm_cvtss_f32(_mm512_castps512_ps128(_mm512_castps256_ps512(_mm512_cvtpd_ps(t))));
+  f -= gy;
+  if (scaled) f *= fs;
+  g[yi] = f;
+}
+/* fast: the row holds no NaN and its smallest logit less lse is in vexp's range (lse >= the
+ * row's maximum, so every exponent is in [mn - lse, 0]) */
+T512 static void ce_grad512(const float *z, float *g, int64_t C, double lse, double a, double ew,
+                            int64_t yi, float gy, float fs, int fast) {
+  if (fast) ce_grad512_in(z, g, C, lse, a, ew, yi, gy, fs, 1);
+  else ce_grad512_in(z, g, C, lse, a, ew, yi, gy, fs, 0);
+}
+#else
+static int ce_avx512(void) { return 0; }
+void strop__vexp8(const double *x, double *out, int64_t n, int checked) {
+  (void)checked;
+  for (int64_t i = 0; i < n; i++) out[i] = strop__vexp(x[i]);
+}
+#endif
+
 /* One row: z its C logits, m their largest and s the sum of exp(z - m), y its target. Returns
  * the row's (weighted) loss; with g, writes the gradient there, times fs (the reduction's scale,
  * as a second rounding: 1 skips it), which may be z itself (every logit is read before its
@@ -135,7 +339,8 @@ static inline __attribute__((always_inline)) void ce_sums(const float *z, int64_
 static inline __attribute__((always_inline)) double ce_finish(const strop__loss_cfg *c,
                                                               const float *z, float *g, float y,
                                                               int64_t C, double wsum, double m,
-                                                              double s, float fs) {
+                                                              double s, float fs, int isa512,
+                                                              int clean, float mn) {
   const float eps = c->label_smoothing;
   const float *w = c->class_weights;
   if ((double)y == (double)c->ignore_index) {
@@ -155,6 +360,13 @@ static inline __attribute__((always_inline)) double ce_finish(const strop__loss_
   if (g) {
     double a = (1.0 - eps) * wy + (double)eps / (double)C * wsum;
     double ew = (double)eps / (double)C;
+#ifdef CE_AVX512
+    if (!w && isa512) {
+      ce_grad512(z, g, C, lse, a, ew, yi, (float)((1.0 - eps) * wy), fs,
+                 clean && (double)mn - lse >= VEXP_LO);
+      return row;
+    }
+#endif
     /* two loops, not `w ? w[j] : 1.0` in one: vectorised, that select became a masked load
      * from w, which with w NULL and its mask empty still costs a fault-suppression assist on
      * every vector on AMD's Zen 4 (a quarter of the loss's time); ew * 1.0 is ew exactly */
@@ -190,20 +402,41 @@ STROP__CLONES static void ce_groups(void *ctx, int64_t lo, int64_t hi, int chunk
   const ce_job *J = ctx;
   const strop__loss_cfg *c = J->c;
   const int64_t C = J->C, grp = J->grp;
+  const int isa512 = ce_avx512();
   for (int64_t r0 = lo * grp; r0 < hi * grp && r0 < J->rows; r0 += grp) {
     const int nr = J->rows - r0 < grp ? (int)(J->rows - r0) : (int)grp;
     const float *zr = J->z + r0 * C;
     double m[CE_GROUP], s[CE_GROUP];
+    float mn[CE_GROUP];
+    int clean[CE_GROUP], all_clean = 1; /* rows whose exponents vexp8_fast takes */
     for (int r = 0; r < nr; r++) {
       m[r] = 0.0; /* an ignored row: its sum is not used */
-      if ((double)J->y[r0 + r] != (double)c->ignore_index) m[r] = ce_max(zr + r * C, C, grp > 1);
+      mn[r] = 0.0f;
+      clean[r] = 0;
+      if ((double)J->y[r0 + r] == (double)c->ignore_index) continue;
+#ifdef CE_AVX512
+      if (isa512) {
+        int nan;
+        m[r] = ce_range512(zr + r * C, C, &mn[r], &nan);
+        clean[r] = !nan && (double)mn[r] - m[r] >= VEXP_LO;
+        all_clean &= clean[r];
+        continue;
+      }
+#endif
+      m[r] = ce_max(zr + r * C, C, grp > 1);
     }
-    if (nr == CE_GROUP) ce_sums(zr, C, m, CE_GROUP, s);
+#ifdef CE_AVX512
+    if (isa512 && grp > 1) /* (rows one at a time: the plain loop, the reference) */
+      ce_sums512(zr, C, m, nr, s, all_clean);
+    else
+#endif
+        if (nr == CE_GROUP)
+      ce_sums(zr, C, m, CE_GROUP, s);
     else
       for (int r = 0; r < nr; r++) ce_sums(zr + r * C, C, m + r, 1, s + r);
     for (int r = 0; r < nr; r++)
       J->loss[r0 + r] = ce_finish(c, zr + r * C, J->g ? J->g + (r0 + r) * C : NULL, J->y[r0 + r],
-                                  C, J->wsum, m[r], s[r], J->fs);
+                                  C, J->wsum, m[r], s[r], J->fs, isa512, clean[r], mn[r]);
   }
 }
 

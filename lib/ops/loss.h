@@ -78,6 +78,15 @@ void strop__ce_rows_eval(strop__ce_rows *st, int64_t r0, int64_t nr, float *z, i
 /* The reduced loss once every row has been evaluated. */
 double strop__ce_rows_loss(const strop__ce_rows *st);
 
+/* 0 (the default): the cross-entropy's exponentials run on AVX-512 where the CPU has it (8 rows'
+ * sums side by side, the gradient in one pass), the same bits as the plain loops' per-CPU clones,
+ * which 1 selects (tests and bench_big CE=ab compare the two). strop__vexp8: strop__vexp of n
+ * values as that path computes them (for the tests; AVX-512 CPUs only, strop__vexp elsewhere):
+ * checked 1 for any x, 0 the form without clamps and selects that rows whose exponents are all
+ * numbers in [-745.1332191019412, 0] take. */
+extern int strop__ce_isa;
+void strop__vexp8(const double *x, double *out, int64_t n, int checked);
+
 /* "cross_entropy", "mse", ... or "unknown". */
 const char *strop__loss_name(int kind);
 
