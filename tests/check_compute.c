@@ -702,71 +702,6 @@ START_TEST(panels_same_bits) {
 }
 END_TEST
 
-/* An optimizer's update writes a weight's current copy as it goes (strop__param_shadow_unit's
- * blocks): afterwards the copy is marked current and holds the bits strop__bf16_shadow_fill
- * makes from the new values, for both layouts, shapes with edges (rows not a multiple of a
- * block, odd inputs), on 1 and 2 threads, the trainer's update (which keeps the old weights in
- * the gradients) and the public one; a refused update, a stale copy or strop__shadow_follows 0
- * leave the copy stale for the next product to make again. */
-START_TEST(copy_written_by_update) {
-  static const int64_t shapes[][2] = {{37, 45}, {1, 1}, {64, 32}, {100, 700}, {5, 301}, {70, 3}};
-  const int threads = strop_get_num_threads();
-  for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++)
-    for (int sc = 0; sc < 2; sc++)
-      for (int th = 1; th <= 2; th++)
-        for (int how = 0; how < 4; how++) { /* public, trainer's, switched off, refused */
-          OK(strop_set_num_threads(th));
-          const int64_t out = shapes[sh][0], in = shapes[sh][1];
-          const int64_t R = sc ? in : out, C = sc ? out : in;
-          strop__param p;
-          memset(&p, 0, sizeof p);
-          p.name = (char *)"w";
-          p.rank = 2;
-          p.dims[0] = R;
-          p.dims[1] = C;
-          p.numel = (size_t)(R * C);
-          p.data = strop__malloc_aligned(p.numel * sizeof(float));
-          p.grad = strop__malloc_aligned(p.numel * sizeof(float));
-          p.trainable = 1;
-          p.lr_mult = 1.0f;
-          fill(p.data, p.numel, 0.37);
-          fill(p.grad, p.numel, 0.11);
-          if (how == 3) p.grad[p.numel / 2] = NAN;
-          ck_assert_ptr_nonnull(strop__param_shadow(&p, sc));
-          strop__param *ps[1] = {&p};
-          strop_optimizer *o = NULL;
-          OK(strop__optimizer_create_params(sh % 2 ? STROP_OPTIM_SGD : STROP_OPTIM_ADAMW, ps, 1,
-                                            &o));
-          OK(strop_optimizer_set_double(o, STROP_OPT_LR, 0.05));
-          const int follows = strop__shadow_follows;
-          strop__shadow_follows = how != 2;
-          const strop_status st = how == 1 || how == 3 ? strop__optim_step_owning_grads(o)
-                                                       : strop_optimizer_step(o);
-          strop__shadow_follows = follows;
-          ck_assert_int_eq(st, how == 3 ? STROP_E_NUMERIC : STROP_OK);
-          ck_assert_msg((p.shadow_version == p.version) == (how < 2),
-                        "%lld x %lld layout %d threads %d how %d: copy current %d",
-                        (long long)out, (long long)in, sc, th, how,
-                        p.shadow_version == p.version);
-          strop__lowp want = p.shadow;
-          want.v = strop__malloc_aligned(strop__bf16_panels_bytes(out, in));
-          strop__bf16_shadow_fill(&want, p.data);
-          const void *v = p.shadow.v;
-          ck_assert_ptr_nonnull(strop__param_shadow(&p, sc)); /* made again if stale */
-          ck_assert_ptr_eq(p.shadow.v, v);
-          ck_assert_msg(!memcmp(p.shadow.v, want.v, strop__bf16_panels_bytes(out, in)),
-                        "%lld x %lld layout %d threads %d how %d: the copy differs",
-                        (long long)out, (long long)in, sc, th, how);
-          strop__lowp_free(&want);
-          strop_optimizer_free(o);
-          strop__lowp_free(&p.shadow);
-          strop__free_aligned(p.data);
-          strop__free_aligned(p.grad);
-        }
-  OK(strop_set_num_threads(threads));
-}
-END_TEST
-
 /* The copies are made once per change of the weights, not per forward: two forwards (and a
  * backward) share them; strop_model_step_memory counts them (the BF16 model's planned peak is
  * the FP32 one's plus 2 bytes per linear weight value, at least); back to FP32 gives them back
@@ -1630,7 +1565,6 @@ static Suite *suite(void) {
   c = tcase_create("copies");
   tcase_add_test(c, copy_follows_the_weight);
   tcase_add_test(c, panels_same_bits);
-  tcase_add_test(c, copy_written_by_update);
   tcase_add_test(c, copies_memory_and_default);
   suite_add_tcase(s, c);
   c = tcase_create("train");

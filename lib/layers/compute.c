@@ -32,29 +32,6 @@ const strop__lowp *strop__param_shadow(strop__param *w, int scale_cols) {
   return q;
 }
 
-int64_t strop__param_shadow_unit(const strop__param *w) {
-  const strop__lowp *q = &w->shadow;
-  if (!strop__shadow_follows || q->dtype != STROP__LOWP_BF16 || !q->panels || !w->data ||
-      w->rank != 2 || w->viewed || w->shadow_version != w->version || q->rows != w->dims[0] ||
-      q->cols != w->dims[1])
-    return 0;
-  /* about 32K values a block (their four streams of an Adam update, 512 KB, in L2): larger
-   * blocks write longer runs of each panel (a block of a few rows of W [in, out] writes a
-   * short piece into every panel, each a page of its own: 8K values a block took as long as
-   * the copy's own pass, 32K saved 23% of update and pass together, 128K less again) */
-  const int64_t per = q->cols > 0 ? 32768 / q->cols : 1;
-  if (!q->scale_cols) return 32 * (per / 32 > 1 ? per / 32 : 1); /* whole panels of 32 outputs */
-  return per / 2 > 1 ? 2 * (per / 2) : 2;                        /* pairs of inputs */
-}
-
-void strop__param_shadow_rows(strop__param *w, int64_t r0, int64_t r1) {
-  strop__bf16_shadow_fill_rows(&w->shadow, w->data, r0, r1);
-}
-
-void strop__param_shadow_current(strop__param *w) { w->shadow_version = w->version; }
-
-int strop__shadow_follows = 0;
-
 static strop_status nomem(const strop__node *n, const strop__param *w, const char *what) {
   return strop__err(STROP_E_NOMEM, "layer '%s' (%s): out of memory for the BF16 %s of '%s'",
                     n->name, n->vt->type, what, w->name);

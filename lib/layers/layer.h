@@ -363,23 +363,6 @@ int strop__compute_bf16(const strop__exec *x, const strop__param *w);
  * w->data when missing or stale (w->version moved on, a layout change, or w handed out as a
  * writable view) and kept in w->shadow; NULL when out of memory. */
 const strop__lowp *strop__param_shadow(strop__param *w, int scale_cols);
-/* An update that writes w's values (an optimizer step) may write its BF16 copy as it goes, a
- * block of rows while their new values are in cache, instead of leaving the copy stale for the
- * next product to make again in a pass of its own (the same bits). strop__param_shadow_unit:
- * the rows per block (32 for W [out, in], an even count for W [in, out], the last block ends at
- * w's rows), or 0 when w has no current copy in panels to keep (none, stale, a view handed out,
- * or strop__shadow_follows 0). strop__param_shadow_rows writes rows [r0, r1) of the copy (block
- * bounds; any thread, distinct blocks at once); once every block is written and w->version
- * bumped, strop__param_shadow_current marks the copy as made from the new values. */
-int64_t strop__param_shadow_unit(const strop__param *w);
-void strop__param_shadow_rows(strop__param *w, int64_t r0, int64_t r1);
-void strop__param_shadow_current(strop__param *w);
-/* 1: optimizers keep the copies current as above; 0 (the default): the next product makes a
- * stale copy again, just before it reads it — the update's copy saves the copy's own pass 15-20%
- * of update and pass alone, but GPT-2's BF16 step was no faster at 1 thread (0.999) and slower at
- * 2 (0.93, 0.98): the copy made a step earlier is no longer in L3 for its product (bench_big
- * SHADOW=ab compares the two, docs/performance.md) */
-extern int strop__shadow_follows;
 /* y = x W^T + b and the backward (dx, dw, db: any may be NULL; assign: STROP__LB_* of
  * ops/dense.h) of a linear-shaped layer on BF16 values (strop__linear_forward_bf16 / _backward_
  * bf16 through w's copy); STROP_E_NOMEM naming the node, nothing written. */

@@ -279,24 +279,6 @@ BF16_TARGET static void fill_panels_avx512(void *ctx, int64_t lo, int64_t hi, in
   }
 }
 
-/* fill_panels_avx512 over the weight's rows [r0, r1) only (strop__bf16_shadow_fill_rows): with
- * W [out, in] the whole panels of those output channels, with W [in, out] those input pairs'
- * rows of every panel — the same packing of the same values, so the same bits */
-BF16_TARGET static void fill_rows_avx512(strop__lowp *q, const float *w, int64_t r0, int64_t r1) {
-  const int64_t out = q->scale_cols ? q->cols : q->rows, in = q->scale_cols ? q->rows : q->cols;
-  const int64_t kh = (in + 31) / 32 * 16;
-  if (!q->scale_cols) {
-    gjob J = {.tb = 1, .n = out, .k = in, .kp = (in + 1) / 2, .ldb = in, .b = w};
-    for (int64_t jb = r0 / NR; jb * NR < r1; jb++)
-      pack_b(&J, jb * NR, (uint32_t *)q->v + (size_t)jb * (size_t)kh * NR);
-    return;
-  }
-  gjob J = {
-      .tb = 0, .n = out, .k = r1 - r0, .kp = (r1 - r0 + 1) / 2, .ldb = out, .b = w + r0 * out};
-  for (int64_t jb = 0; jb * NR < out; jb++)
-    pack_b(&J, jb * NR, (uint32_t *)q->v + ((size_t)jb * (size_t)kh + (size_t)r0 / 2) * NR);
-}
-
 static size_t a_bytes(int64_t m, int64_t k) {
   const size_t kp = (size_t)(k + 1) / 2;
   return (size_t)((m + 15) / 16 * 16) * kp * sizeof(uint32_t);
@@ -418,9 +400,6 @@ static void fill_panels_avx512(void *ctx, int64_t lo, int64_t hi, int chunk) {
   fill_panels_scalar(ctx, lo, hi, chunk);
 }
 static void fill_transposed_avx512(strop__lowp *q, const float *w) { fill_transposed(q, w); }
-static void fill_rows_avx512(strop__lowp *q, const float *w, int64_t r0, int64_t r1) {
-  (void)q, (void)w, (void)r0, (void)r1;
-}
 size_t strop__bf16_gemm_f32_scratch(int64_t m, int64_t n, int64_t k) {
   (void)m, (void)n, (void)k;
   return 0;
@@ -476,21 +455,4 @@ void strop__bf16_shadow_fill(strop__lowp *q, const float *w) {
   if (!q->scale_cols) strop__bf16_round_n(w, q->v, (size_t)q->rows * (size_t)q->cols);
   else if (fill_avx512()) fill_transposed_avx512(q, w);
   else fill_transposed(q, w);
-}
-
-void strop__bf16_shadow_fill_rows(strop__lowp *q, const float *w, int64_t r0, int64_t r1) {
-  if (r1 <= r0) return;
-  if (fill_avx512()) {
-    fill_rows_avx512(q, w, r0, r1);
-    return;
-  }
-  /* fill_panels_scalar's values at the rows' places; the padding stays as it was made */
-  uint16_t *v = q->v;
-  const int64_t in = q->scale_cols ? q->rows : q->cols, kh = (in + 31) / 32 * 16;
-  for (int64_t r = r0; r < r1; r++)
-    for (int64_t c = 0; c < q->cols; c++) {
-      const int64_t o = q->scale_cols ? c : r, i = q->scale_cols ? r : c;
-      v[2 * ((o / 32 * kh + i / 2) * 32 + o % 32) + (i & 1)] = strop__bf16_from_f32(
-          w[r * q->cols + c]);
-    }
 }

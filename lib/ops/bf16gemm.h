@@ -19,12 +19,6 @@ void strop__bf16_round_f32(const float *x, float *out, size_t n);
  * transposed when q->scale_cols; or with q->panels in the kernel's panels (v then of
  * strop__bf16_panels_bytes), so that its products pack nothing. */
 void strop__bf16_shadow_fill(strop__lowp *q, const float *w);
-/* The same for the rows [r0, r1) of w (rows x cols as stored) of a copy held in panels (q->panels),
- * the rest of q as it was, on the calling thread: what an optimizer's update writes after a block
- * of rows while their new values are in cache. With W [out, in] (rows the outputs) r0 and r1 are
- * multiples of 32, whole panels; with W [in, out] (rows the inputs) they are even, whole pairs;
- * r1 may be q->rows in both. */
-void strop__bf16_shadow_fill_rows(strop__lowp *q, const float *w, int64_t r0, int64_t r1);
 
 /* C[m, n] = op(A)[m, k] op(B)[k, n] + beta C, op(A)(i, t) = ta ? a[t lda + i] : a[i lda + t],
  * op(B)(t, j) = tb ? b[j ldb + t] : b[t ldb + j]; both FP32 operands rounded to BF16 (nearest

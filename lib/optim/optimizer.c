@@ -776,11 +776,12 @@ typedef struct step_job {
   slot *s;
   double lr, wd;
   int backup;
-  int64_t unit, cols; /* unit > 0: blocks of unit rows of cols values, and the BF16 copy too */
-  int bad[64];        /* per chunk: strop__par_chunks makes at most 64 */
+  int bad[64]; /* per chunk: strop__par_chunks makes at most 64 */
 } step_job;
 
-static int step_elems(step_job *j, size_t a, size_t b) {
+static void step_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  step_job *j = ctx;
+  const size_t a = (size_t)lo, b = (size_t)hi;
   int bad;
   switch (j->o->kind) {
     case STROP_OPTIM_SGD: bad = step_sgd(j->o, j->s, j->lr, j->wd, a, b, j->backup); break;
@@ -790,27 +791,6 @@ static int step_elems(step_job *j, size_t a, size_t b) {
       bad = step_rmsprop(j->o, j->s, j->lr, j->wd, a, b, j->backup);
       break;
     default: bad = step_adagrad(j->o, j->s, j->lr, j->wd, a, b, j->backup); break;
-  }
-  return bad;
-}
-
-static void step_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
-  step_job *j = ctx;
-  j->bad[chunk & 63] |= step_elems(j, (size_t)lo, (size_t)hi);
-}
-
-/* Blocks [lo, hi) of j->unit rows: each block's update, then its rows of the weight's BF16 copy
- * rounded from the new values while they are in cache (the copy's own pass would read them all
- * from memory again) */
-static void step_blocks(void *ctx, int64_t lo, int64_t hi, int chunk) {
-  step_job *j = ctx;
-  strop__param *p = j->s->p;
-  const int64_t rows = (int64_t)j->s->numel / j->cols;
-  int bad = 0;
-  for (int64_t u = lo; u < hi; u++) {
-    const int64_t r0 = u * j->unit, r1 = r0 + j->unit < rows ? r0 + j->unit : rows;
-    bad |= step_elems(j, (size_t)(r0 * j->cols), (size_t)(r1 * j->cols));
-    strop__param_shadow_rows(p, r0, r1);
   }
   j->bad[chunk & 63] |= bad;
 }
@@ -841,17 +821,8 @@ static strop_status optim_step(strop_optimizer *opt, int backup, const char *fn)
     job.backup = backup;
     s->sgd_buf_was_valid = s->sgd_buf_valid;
     if (opt->kind != STROP_OPTIM_SGD) s->step++;
-    job.unit = strop__param_shadow_unit(s->p);
-    if (job.unit > 0) {
-      job.cols = s->p->dims[1];
-      const int64_t rows = s->p->dims[0], per = job.unit * job.cols;
-      strop__par_for((rows + job.unit - 1) / job.unit, per < STEP_GRAIN ? STEP_GRAIN / per : 1,
-                     step_blocks, &job);
-    } else {
-      strop__par_for((int64_t)s->numel, STEP_GRAIN, step_range, &job);
-    }
+    strop__par_for((int64_t)s->numel, STEP_GRAIN, step_range, &job);
     s->p->version++; /* what is derived from the values (a BF16 copy) is stale */
-    if (job.unit > 0) strop__param_shadow_current(s->p); /* but for the copy written above */
     if (opt->kind == STROP_OPTIM_SGD) s->sgd_buf_valid = 1;
     int bad = 0;
     for (int c = 0; c < 64; c++) bad |= job.bad[c];
