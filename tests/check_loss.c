@@ -242,7 +242,8 @@ static void rows_together_case(int R, int threads, int C) {
   for (int v6 = 0; v6 < 6; v6++) { /* on AVX-512 (strop__ce_isa 0) and the clones (1) */
     const int variant = v6 % 3;
     strop__ce_isa = v6 / 3;
-    z[17 * (C > 1 ? C : 0) + (C > 5 ? 5 : 0)] = variant == 0 ? NAN : 0.5f; /* a NaN row once */
+    /* a NaN row once (row 17, or the last of fewer rows) */
+    z[(R > 17 ? 17 : R - 1) * C + (C > 5 ? 5 : 0)] = variant == 0 ? NAN : 0.5f;
     strop__loss_cfg c;
     strop__loss_cfg_init(&c, STROP_LOSS_CROSS_ENTROPY);
     if (variant == 1) c.class_weights = w;

@@ -366,6 +366,8 @@ static inline __attribute__((always_inline)) double ce_finish(const strop__loss_
                  clean && (double)mn - lse >= VEXP_LO);
       return row;
     }
+#else
+    (void)isa512, (void)clean, (void)mn;
 #endif
     /* two loops, not `w ? w[j] : 1.0` in one: vectorised, that select became a masked load
      * from w, which with w NULL and its mask empty still costs a fault-suppression assist on
@@ -429,6 +431,8 @@ STROP__CLONES static void ce_groups(void *ctx, int64_t lo, int64_t hi, int chunk
     if (isa512 && grp > 1) /* (rows one at a time: the plain loop, the reference) */
       ce_sums512(zr, C, m, nr, s, all_clean);
     else
+#else
+    (void)all_clean;
 #endif
         if (nr == CE_GROUP)
       ce_sums(zr, C, m, CE_GROUP, s);
