@@ -17,6 +17,7 @@
 
 #include "core/core.h"
 #include "ops/lowp.h"
+#include "ops/tr8.h"
 #include "ops/ops.h"
 
 int strop__gemv_impl = 0;
@@ -332,26 +333,6 @@ INL256 void n256(const int M, int64_t n, int64_t k, float alpha, const float *a,
   }
 }
 
-/* r[0..7] (8 rows of 8) -> t[q] holding element q of every row */
-INL256 void tr8(const __m256 *r, __m256 *t) {
-  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-  t[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
-  t[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
-  t[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
-  t[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
-  t[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
-  t[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
-  t[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
-  t[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
-}
-
 /* B [n, k]: two groups of 8 rows at a time (two FMA chains), the last ones one by one */
 INL256 void t256(const int M, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
                  const float *b, int64_t ldb, float beta, float *c, int64_t ldc, unsigned *bad) {
@@ -369,9 +350,9 @@ INL256 void t256(const int M, int64_t n, int64_t k, float alpha, const float *a,
         const __m256i mk = lanes8(kw);
         __m256 r[8], t0[8], t1[8];
         for (int q = 0; q < 8; q++) r[q] = _mm256_maskload_ps(row[q] + p, mk);
-        tr8(r, t0);
+        strop__tr8x8_ps(r, t0);
         for (int q = 0; q < 8; q++) r[q] = _mm256_maskload_ps(row[8 + q] + p, mk);
-        tr8(r, t1);
+        strop__tr8x8_ps(r, t1);
         for (int q = 0; q < kw; q++)
           for (int i = 0; i < M; i++) {
             const __m256 x = _mm256_set1_ps(a[i * lda + p + q]);

@@ -7,6 +7,7 @@
 
 #include "core/core.h"
 #include "ops/ops.h"
+#include "ops/tr8.h"
 #include "ops/vmath.h"
 
 void strop__loss_cfg_init(strop__loss_cfg *c, int kind) {
@@ -246,27 +247,9 @@ INL512 void ce_sums512_in(const float *z, int64_t C, const double *m, int nr, do
   __m512d acc = _mm512_setzero_pd();
   int64_t j = 0;
   for (; j + 8 <= C; j += 8) {
-    __m256 t0 = _mm256_loadu_ps(row[0] + j), t1 = _mm256_loadu_ps(row[1] + j);
-    __m256 t2 = _mm256_loadu_ps(row[2] + j), t3 = _mm256_loadu_ps(row[3] + j);
-    __m256 t4 = _mm256_loadu_ps(row[4] + j), t5 = _mm256_loadu_ps(row[5] + j);
-    __m256 t6 = _mm256_loadu_ps(row[6] + j), t7 = _mm256_loadu_ps(row[7] + j);
-    const __m256 u0 = _mm256_unpacklo_ps(t0, t1), u1 = _mm256_unpackhi_ps(t0, t1);
-    const __m256 u2 = _mm256_unpacklo_ps(t2, t3), u3 = _mm256_unpackhi_ps(t2, t3);
-    const __m256 u4 = _mm256_unpacklo_ps(t4, t5), u5 = _mm256_unpackhi_ps(t4, t5);
-    const __m256 u6 = _mm256_unpacklo_ps(t6, t7), u7 = _mm256_unpackhi_ps(t6, t7);
-    const __m256 v0 = _mm256_shuffle_ps(u0, u2, 0x44), v1 = _mm256_shuffle_ps(u0, u2, 0xEE);
-    const __m256 v2 = _mm256_shuffle_ps(u1, u3, 0x44), v3 = _mm256_shuffle_ps(u1, u3, 0xEE);
-    const __m256 v4 = _mm256_shuffle_ps(u4, u6, 0x44), v5 = _mm256_shuffle_ps(u4, u6, 0xEE);
-    const __m256 v6 = _mm256_shuffle_ps(u5, u7, 0x44), v7 = _mm256_shuffle_ps(u5, u7, 0xEE);
-    __m256 col[8];
-    col[0] = _mm256_permute2f128_ps(v0, v4, 0x20);
-    col[1] = _mm256_permute2f128_ps(v1, v5, 0x20);
-    col[2] = _mm256_permute2f128_ps(v2, v6, 0x20);
-    col[3] = _mm256_permute2f128_ps(v3, v7, 0x20);
-    col[4] = _mm256_permute2f128_ps(v0, v4, 0x31);
-    col[5] = _mm256_permute2f128_ps(v1, v5, 0x31);
-    col[6] = _mm256_permute2f128_ps(v2, v6, 0x31);
-    col[7] = _mm256_permute2f128_ps(v3, v7, 0x31);
+    __m256 col[8]; /* the 8 rows' logits j .. j + 7, turned into columns */
+    for (int r = 0; r < 8; r++) col[r] = _mm256_loadu_ps(row[r] + j);
+    strop__tr8x8_ps(col, col);
     __m512d e[8];
     for (int c = 0; c < 8; c++) {
       const __m512d x = _mm512_sub_pd(_mm512_cvtps_pd(col[c]), mv);

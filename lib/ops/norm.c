@@ -114,6 +114,8 @@ static void group_dot(const bn_job *j, int64_t c0, int g, const double *mu, doub
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(STROP_NO_CLONES)
 #  define BN_AVX512 1
 #  include <immintrin.h>
+
+#  include "ops/tr8.h"
 #  define BN_T __attribute__((target("avx512f,avx512vl")))
 #  define BN_INL static inline __attribute__((always_inline, target("avx512f,avx512vl")))
 
@@ -127,23 +129,7 @@ static int bn_avx512(void) { return strop__bn_isa == 0 && __builtin_cpu_supports
  * BN_G channels reads channel c0 again in the missing lanes, whose sums are dropped. */
 
 /* 8 x 8 floats: row k, column q -> row q, column k */
-BN_INL void transpose8(__m256 r[8]) {
-  __m256 t[8], u[8];
-  for (int k = 0; k < 8; k += 2) {
-    t[k] = _mm256_unpacklo_ps(r[k], r[k + 1]);
-    t[k + 1] = _mm256_unpackhi_ps(r[k], r[k + 1]);
-  }
-  for (int k = 0; k < 8; k += 4) {
-    u[k] = _mm256_shuffle_ps(t[k], t[k + 2], _MM_SHUFFLE(1, 0, 1, 0));
-    u[k + 1] = _mm256_shuffle_ps(t[k], t[k + 2], _MM_SHUFFLE(3, 2, 3, 2));
-    u[k + 2] = _mm256_shuffle_ps(t[k + 1], t[k + 3], _MM_SHUFFLE(1, 0, 1, 0));
-    u[k + 3] = _mm256_shuffle_ps(t[k + 1], t[k + 3], _MM_SHUFFLE(3, 2, 3, 2));
-  }
-  for (int k = 0; k < 4; k++) {
-    r[k] = _mm256_permute2f128_ps(u[k], u[k + 4], 0x20);
-    r[k + 4] = _mm256_permute2f128_ps(u[k], u[k + 4], 0x31);
-  }
-}
+BN_INL void transpose8(__m256 r[8]) { strop__tr8x8_ps(r, r); }
 
 /* the group's channel rows of image i (the missing ones: channel c0's) */
 BN_INL void group_rows(const bn_job *j, const float *base, int64_t i, int64_t c0, int g,
