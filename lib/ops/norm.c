@@ -357,27 +357,34 @@ static void group_stats(const bn_job *j, int64_t c0, int g, const double *mu, co
   }
 }
 
+/* The train-mode forward of channel groups [lo, hi): each group's sums of x and of its squared
+ * deviations (or the group's, j->sum and j->sq_dot over j->cnt values, summed over a group of
+ * processes), its statistics and the affine pass. */
 static void fwd_train_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
   (void)chunk;
   const bn_job *j = ctx;
-  const double cnt = (double)(j->n * j->l);
+  const double cnt = j->sum ? j->cnt : (double)(j->n * j->l);
   for (int64_t grp = lo; grp < hi; grp++) {
     int64_t c0;
     const int g = group_of(j, grp, &c0);
     double s[BN_G], mu[BN_G], v[BN_G];
-    group_sum_any(j, c0, g, s);
-    for (int k = 0; k < BN_G; k++) mu[k] = s[k] / cnt;
-    group_sq_any(j, c0, g, mu, v);
+    if (j->sum) {
+      for (int k = 0; k < g; k++) mu[k] = j->sum[c0 + k] / cnt, v[k] = j->sq_dot[c0 + k];
+    } else {
+      group_sum_any(j, c0, g, s);
+      for (int k = 0; k < BN_G; k++) mu[k] = s[k] / cnt;
+      group_sq_any(j, c0, g, mu, v);
+    }
     float a[BN_G], b[BN_G];
     group_stats(j, c0, g, mu, v, cnt, a, b);
     group_affine(j, c0, g, a, b);
   }
 }
 
-void strop__batchnorm_forward_train(int64_t n, int64_t c, int64_t l, const float *x,
-                                    const float *gamma, const float *beta, float eps,
-                                    float *relu_ab, float *y, float *mean, float *invstd,
-                                    float *var_biased) {
+static void forward_train(int64_t n, int64_t c, int64_t l, const float *x, const float *gamma,
+                          const float *beta, float eps, const double *sum, const double *sq,
+                          double count, float *relu_ab, float *y, float *mean, float *invstd,
+                          float *var_biased) {
   const bn_job j = {.n = n,
                     .c = c,
                     .l = l,
@@ -389,8 +396,19 @@ void strop__batchnorm_forward_train(int64_t n, int64_t c, int64_t l, const float
                     .mean_out = mean,
                     .invstd_out = invstd,
                     .var_out = var_biased,
-                    .ab_out = relu_ab};
+                    .ab_out = relu_ab,
+                    .sum = sum,
+                    .sq_dot = sq,
+                    .cnt = count};
   bn_run(&j, fwd_train_range);
+}
+
+void strop__batchnorm_forward_train(int64_t n, int64_t c, int64_t l, const float *x,
+                                    const float *gamma, const float *beta, float eps,
+                                    float *relu_ab, float *y, float *mean, float *invstd,
+                                    float *var_biased) {
+  forward_train(n, c, l, x, gamma, beta, eps, NULL, NULL, 0.0, relu_ab, y, mean, invstd,
+                var_biased);
 }
 
 /* dx of channel c0 + k from the sums sum[k] of dy and dot[k] of (x - mu[k]) dy over cnt values
@@ -428,25 +446,32 @@ static void group_param_grads(const bn_job *j, int64_t c0, int g, const double *
   }
 }
 
+/* The train-mode backward of channel groups [lo, hi): each group's sums of dy and (x - mean)
+ * dy and the parameters' gradients (or the group's sums, j->sum and j->sq_dot over j->cnt
+ * values: the dx pass only), then dx. */
 static void bwd_train_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
   (void)chunk;
   const bn_job *j = ctx;
-  const double cnt = (double)(j->n * j->l);
+  const double cnt = j->sum ? j->cnt : (double)(j->n * j->l);
   for (int64_t grp = lo; grp < hi; grp++) {
     int64_t c0;
     const int g = group_of(j, grp, &c0);
     double mu[BN_G], sum[BN_G], dot[BN_G];
     for (int k = 0; k < BN_G; k++) mu[k] = k < g ? j->mean[c0 + k] : 0.0;
+    if (j->sum) {
+      group_dx(j, c0, g, mu, j->sum + c0, j->sq_dot + c0, cnt);
+      continue;
+    }
     group_dot_any(j, c0, g, mu, sum, dot);
     group_param_grads(j, c0, g, sum, dot);
     group_dx(j, c0, g, mu, sum, dot, cnt);
   }
 }
 
-void strop__batchnorm_backward_train(int64_t n, int64_t c, int64_t l, const float *x,
-                                     const float *dy, const float *relu_ab, const float *gamma,
-                                     const float *mean, const float *invstd, float *dx,
-                                     float *dgamma, float *dbeta, int assign) {
+static void backward_train(int64_t n, int64_t c, int64_t l, const float *x, const float *dy,
+                           const float *relu_ab, const float *gamma, const float *mean,
+                           const float *invstd, const double *sum, const double *dot,
+                           double count, float *dx, float *dgamma, float *dbeta, int assign) {
   const bn_job j = {.n = n,
                     .c = c,
                     .l = l,
@@ -459,8 +484,19 @@ void strop__batchnorm_backward_train(int64_t n, int64_t c, int64_t l, const floa
                     .dgamma = dgamma,
                     .dbeta = dbeta,
                     .assign = assign,
-                    .ab = relu_ab};
+                    .ab = relu_ab,
+                    .sum = sum,
+                    .sq_dot = dot,
+                    .cnt = count};
   bn_run(&j, bwd_train_range);
+}
+
+void strop__batchnorm_backward_train(int64_t n, int64_t c, int64_t l, const float *x,
+                                     const float *dy, const float *relu_ab, const float *gamma,
+                                     const float *mean, const float *invstd, float *dx,
+                                     float *dgamma, float *dbeta, int assign) {
+  backward_train(n, c, l, x, dy, relu_ab, gamma, mean, invstd, NULL, NULL, 0.0, dx, dgamma, dbeta,
+                 assign);
 }
 
 /* ---- a batch spread over a group of processes (SyncBatchNorm) ---- */
@@ -489,41 +525,13 @@ void strop__batchnorm_sums(int64_t n, int64_t c, int64_t l, const float *x, cons
   bn_run(&j, sums_range);
 }
 
-static void fwd_sums_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
-  (void)chunk;
-  const bn_job *j = ctx;
-  for (int64_t grp = lo; grp < hi; grp++) {
-    int64_t c0;
-    const int g = group_of(j, grp, &c0);
-    double mu[BN_G], v[BN_G];
-    for (int k = 0; k < g; k++) mu[k] = j->sum[c0 + k] / j->cnt, v[k] = j->sq_dot[c0 + k];
-    float a[BN_G], b[BN_G];
-    group_stats(j, c0, g, mu, v, j->cnt, a, b);
-    group_affine(j, c0, g, a, b);
-  }
-}
-
 void strop__batchnorm_forward_sums(int64_t n, int64_t c, int64_t l, const float *x,
                                    const float *gamma, const float *beta, float eps,
                                    const double *sum, const double *sq, double count,
                                    float *relu_ab, float *y, float *mean, float *invstd,
                                    float *var_biased) {
-  const bn_job j = {.n = n,
-                    .c = c,
-                    .l = l,
-                    .x = x,
-                    .gamma = gamma,
-                    .beta = beta,
-                    .eps = eps,
-                    .y = y,
-                    .mean_out = mean,
-                    .invstd_out = invstd,
-                    .var_out = var_biased,
-                    .ab_out = relu_ab,
-                    .sum = sum,
-                    .sq_dot = sq,
-                    .cnt = count};
-  bn_run(&j, fwd_sums_range);
+  forward_train(n, c, l, x, gamma, beta, eps, sum, sq, count, relu_ab, y, mean, invstd,
+                var_biased);
 }
 
 static void dots_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
@@ -558,37 +566,12 @@ void strop__batchnorm_dots(int64_t n, int64_t c, int64_t l, const float *x, cons
   bn_run(&j, dots_range);
 }
 
-static void bwd_sums_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
-  (void)chunk;
-  const bn_job *j = ctx;
-  for (int64_t grp = lo; grp < hi; grp++) {
-    int64_t c0;
-    const int g = group_of(j, grp, &c0);
-    double mu[BN_G];
-    for (int k = 0; k < BN_G; k++) mu[k] = k < g ? j->mean[c0 + k] : 0.0;
-    group_dx(j, c0, g, mu, j->sum + c0, j->sq_dot + c0, j->cnt);
-  }
-}
-
 void strop__batchnorm_backward_sums(int64_t n, int64_t c, int64_t l, const float *x,
                                     const float *dy, const float *relu_ab, const float *gamma,
                                     const float *mean, const float *invstd, const double *sum,
                                     const double *dot, double count, float *dx, int assign) {
-  const bn_job j = {.n = n,
-                    .c = c,
-                    .l = l,
-                    .x = x,
-                    .dy = dy,
-                    .gamma = gamma,
-                    .mean = mean,
-                    .invstd = invstd,
-                    .dx = dx,
-                    .assign = assign,
-                    .ab = relu_ab,
-                    .sum = sum,
-                    .sq_dot = dot,
-                    .cnt = count};
-  bn_run(&j, bwd_sums_range);
+  backward_train(n, c, l, x, dy, relu_ab, gamma, mean, invstd, sum, dot, count, dx, NULL, NULL,
+                 assign);
 }
 
 void strop__batchnorm_update_running(int64_t c, const float *mean, const float *var_biased,
