@@ -141,6 +141,7 @@ typedef struct rank_job {
   sc_run run;
   void (*body)(strop_dist *d, struct rank_job *j); /* NULL: sc_fit */
   int64_t out[4];
+  int sync; /* bodies that train BatchNorms: STROP_TRAIN_SYNC_BATCHNORM */
 } rank_job;
 
 static void *rank_main(void *p) {
@@ -321,14 +322,16 @@ static void bn_body(strop_dist *d, rank_job *j) {
   strop_batch_iter *it = NULL;
   strop_test_must(strop_optimizer_create(m, STROP_OPTIM_SGD, &opt), "optimizer");
   strop_test_must(strop_trainer_create(m, opt, &t), "trainer");
-  strop_test_must(strop_trainer_set_dist(t, d), "set_dist");
+  /* (a failed collective may stop set_dist: sync_batchnorm_failed_collectives) */
+  const strop_status sd = strop_trainer_set_dist(t, d);
+  strop_test_must(strop_trainer_set_int(t, STROP_TRAIN_SYNC_BATCHNORM, j->sync), "sync");
   strop_test_must(strop_batch_iter_create(ds, 16, 5, STROP_ITER_SHUFFLE, &it), "iter");
   size_t nw;
   float *before = sc_weights(m, &nw);
   strop_fit_options o;
   strop_fit_options_init(&o);
   o.epochs = 1;
-  j->run.status = strop_trainer_fit(t, it, NULL, &o);
+  j->run.status = sd ? sd : strop_trainer_fit(t, it, NULL, &o);
   snprintf(j->run.error, sizeof j->run.error, "%s", j->run.status ? strop_last_error() : "");
   j->run.w = sc_weights(m, &j->run.n);
   /* the running mean and variance: 8 floats after conv's 4*2*9+4 and bn's 4+4 */
@@ -385,6 +388,154 @@ START_TEST(batchnorm_never_gets_a_one_row_share) {
     ck_assert_msg(jobs[i].run.status == STROP_OK, "rank %d: %s", i, jobs[i].run.error);
   ck_assert(memcmp(jobs[0].run.w, jobs[1].run.w, jobs[0].run.n * sizeof(float)) == 0);
   free_runs(jobs, 2);
+}
+END_TEST
+
+/* SyncBatchNorm: 2 ranks whose BatchNorm sums its statistics over the group fit as one process
+ * with the whole batch (weights and running statistics within the sums' order), rank 1's share
+ * of the last batch empty included (67 rows of 1x1 images in batches of 16: its last batch of 3
+ * rows is all rank 0's, rank 1 runs a stand-in row that adds nothing); without the sums each
+ * rank normalises its 8 rows alone and the weights leave one process's by far more. */
+static double bn_group_against_one(int sync, int64_t samples, int64_t side) {
+  rank_job one;
+  memset(&one, 0, sizeof one);
+  one.out[2] = samples;
+  one.out[3] = side;
+  bn_body(NULL, &one);
+  ck_assert_msg(one.run.status == STROP_OK, "one process: %s", one.run.error);
+  rank_job jobs[2];
+  memset(jobs, 0, sizeof jobs);
+  for (int i = 0; i < 2; i++) {
+    jobs[i].body = bn_body;
+    jobs[i].sync = sync;
+    jobs[i].out[2] = samples;
+    jobs[i].out[3] = side;
+  }
+  world w;
+  run_ranks(&w, 2, jobs);
+  for (int i = 0; i < 2; i++) {
+    ck_assert_msg(jobs[i].run.status == STROP_OK, "rank %d: %s", i, jobs[i].run.error);
+    ck_assert_uint_eq(jobs[i].run.n, one.run.n);
+  }
+  ck_assert_msg(memcmp(jobs[0].run.w, jobs[1].run.w, one.run.n * sizeof(float)) == 0,
+                "the ranks' weights or running statistics differ (sync %d)", sync);
+  ck_assert_int_eq(jobs[0].out[1], 1); /* the running statistics moved */
+  const double rel = sc_max_rel(jobs[0].run.w, one.run.w, one.run.n);
+  free_runs(jobs, 2);
+  free(one.run.w);
+  return rel;
+}
+
+START_TEST(sync_batchnorm_is_one_process_on_the_whole_batch) {
+  const double synced = bn_group_against_one(1, 64, 6);
+  ck_assert_msg(synced <= TOL_SGD, "synced: %g from one process", synced);
+  const double own = bn_group_against_one(0, 64, 6);
+  ck_assert_msg(own > 100 * TOL_SGD, "each rank's own statistics: only %g from one process", own);
+  const double empty = bn_group_against_one(1, 67, 1);
+  ck_assert_msg(empty <= TOL_SGD, "with an empty share: %g from one process", empty);
+  fprintf(stderr,
+          "dist: SyncBatchNorm on 2 ranks vs 1 process: max rel diff %.3g (%.3g with an "
+          "empty share; each rank's own statistics: %.3g)\n",
+          synced, empty, own);
+}
+END_TEST
+
+/* With the statistics summed over the group, a rank that fails before a BatchNorm (a token id
+ * out of range in its rows' embedding) leaves the other waiting in that BatchNorm's sum: the
+ * agreement before it tells the other, both drop the step, and a good step after it runs on
+ * both with the same weights. */
+static void sync_fail_body(strop_dist *d, rank_job *j) {
+  int64_t in[1] = {4};
+  strop_model *m = NULL;
+  strop_test_must(strop_model_create(1, in, &m), "create");
+  strop_test_must(
+      strop_model_add(m, "emb", "embedding", "num_embeddings=10 embedding_dim=4", NULL),
+      "embedding");
+  strop_test_must(strop_model_add(m, "bn", "batchnorm1d", NULL, NULL), "bn");
+  strop_test_must(strop_model_add(m, "flat", "flatten", NULL, NULL), "flatten");
+  strop_test_must(strop_model_add(m, "head", "linear", "out_features=3", NULL), "head");
+  strop_test_must(strop_model_finalize(m, 5), "finalize");
+  strop_optimizer *opt = NULL;
+  strop_trainer *t = NULL;
+  strop_test_must(strop_optimizer_create(m, STROP_OPTIM_SGD, &opt), "optimizer");
+  strop_test_must(strop_trainer_create(m, opt, &t), "trainer");
+  strop_test_must(strop_trainer_set_dist(t, d), "set_dist");
+  strop_test_must(strop_trainer_set_int(t, STROP_TRAIN_SYNC_BATCHNORM, 1), "sync");
+  int64_t xd[2] = {4, 4}, yd[1] = {4};
+  strop_tensor *x = NULL, *y = NULL;
+  strop_test_must(strop_tensor_create(2, xd, &x), "x");
+  strop_test_must(strop_tensor_create(1, yd, &y), "y");
+  float *xv = strop_tensor_data(x), *yv = strop_tensor_data(y);
+  for (int i = 0; i < 16; i++) xv[i] = (float)((i * 3 + j->rc.rank) % 10);
+  for (int i = 0; i < 4; i++) yv[i] = (float)(i % 3);
+  if (j->rc.rank == 1) xv[6] = 99.0f;
+  float loss = 0;
+  j->out[0] = strop_trainer_step(t, x, y, &loss);
+  snprintf(j->run.error, sizeof j->run.error, "%s", j->out[0] ? strop_last_error() : "");
+  xv[6] = 2.0f;
+  j->out[1] = strop_trainer_step(t, x, y, &loss);
+  j->out[2] = strop_trainer_global_step(t);
+  j->run.w = sc_weights(m, &j->run.n);
+  strop_tensor_free(x);
+  strop_tensor_free(y);
+  strop_trainer_free(t);
+  strop_optimizer_free(opt);
+  strop_model_free(m);
+}
+
+START_TEST(sync_batchnorm_rank_failing_before_a_sum) {
+  rank_job jobs[2];
+  memset(jobs, 0, sizeof jobs);
+  jobs[0].body = jobs[1].body = sync_fail_body;
+  world w;
+  run_ranks(&w, 2, jobs);
+  ck_assert_int_eq(jobs[1].out[0], STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(jobs[1].run.error, "token id 99"));
+  ck_assert_int_eq(jobs[0].out[0], STROP_E_IO);
+  ck_assert_ptr_nonnull(strstr(jobs[0].run.error, "1 of 2 ranks failed their part"));
+  ck_assert_ptr_nonnull(strstr(jobs[0].run.error, "layer 'bn'"));
+  for (int i = 0; i < 2; i++) {
+    ck_assert_int_eq(jobs[i].out[1], STROP_OK);
+    ck_assert_int_eq(jobs[i].out[2], 1);
+  }
+  ck_assert(memcmp(jobs[0].run.w, jobs[1].run.w, jobs[0].run.n * sizeof(float)) == 0);
+  free_runs(jobs, 2);
+}
+END_TEST
+
+/* Every collective of a synced fit failing in turn (on every rank, as a failed MPI call): each
+ * rank returns an error, none waits for ever. */
+START_TEST(sync_batchnorm_failed_collectives) {
+  for (int64_t k = 1; k <= 16; k++) {
+    rank_job jobs[2];
+    memset(jobs, 0, sizeof jobs);
+    for (int i = 0; i < 2; i++) {
+      jobs[i].body = bn_body;
+      jobs[i].sync = 1;
+      jobs[i].out[2] = 32;
+    }
+    world w;
+    memset(&w, 0, sizeof w);
+    w.size = 2;
+    w.fail_at = k;
+    pthread_barrier_init(&w.bar, NULL, 2);
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) {
+      jobs[i].w = &w;
+      jobs[i].rc.w = &w;
+      jobs[i].rc.rank = i;
+      ck_assert_int_eq(pthread_create(&th[i], NULL, rank_main, &jobs[i]), 0);
+    }
+    for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&w.bar);
+    ck_assert_msg((jobs[0].run.status == STROP_OK) == (jobs[1].run.status == STROP_OK),
+                  "collective %lld: rank 0 %d, rank 1 %d", (long long)k, jobs[0].run.status,
+                  jobs[1].run.status);
+    if (w.calls >= k)
+      ck_assert_msg(jobs[0].run.status != STROP_OK, "collective %lld failed, fit went on",
+                    (long long)k);
+    free_runs(jobs, 2);
+  }
 }
 END_TEST
 
@@ -1092,6 +1243,8 @@ int main(void) {
   tcase_add_test(tc, frozen_parameters_are_never_sent);
   tcase_add_test(tc, batchnorm_statistics_are_averaged_unless_frozen);
   tcase_add_test(tc, batchnorm_never_gets_a_one_row_share);
+  tcase_add_test(tc, sync_batchnorm_is_one_process_on_the_whole_batch);
+  tcase_add_test(tc, sync_batchnorm_failed_collectives);
   tcase_add_test(tc, two_rank_checkpoint_resumes_in_one_process);
   tcase_add_test(tc, nan_on_one_rank_skips_on_all);
   tcase_add_test(tc, eval_metrics_are_reduced);
@@ -1105,6 +1258,7 @@ int main(void) {
   tc = tcase_create("failures"); /* a rank waiting for a failed one forever is a timeout */
   tcase_set_timeout(tc, 30);
   tcase_add_test(tc, a_rank_that_fails_its_part_stops_the_others);
+  tcase_add_test(tc, sync_batchnorm_rank_failing_before_a_sum);
   suite_add_tcase(s, tc);
   return strop_test_run(s);
 }

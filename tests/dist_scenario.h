@@ -70,6 +70,22 @@ static strop_model *sc_model_attn(uint64_t seed, int frozen_fc1, int tied, float
   return m;
 }
 
+/* 8 -> 32 -> BatchNorm1d -> relu -> 4: a BatchNorm in training mode (SyncBatchNorm's case). */
+static strop_model *sc_model_bn(uint64_t seed) {
+  int64_t in[1] = {8};
+  strop_model *m = NULL;
+  if (strop_model_create(1, in, &m)) return NULL;
+  if (strop_model_add(m, "fc1", "linear", "out_features=32", NULL) ||
+      strop_model_add(m, "bn", "batchnorm1d", NULL, NULL) ||
+      strop_model_add(m, "act", "relu", NULL, NULL) ||
+      strop_model_add(m, "head", "linear", "out_features=4", NULL) ||
+      strop_model_finalize(m, seed)) {
+    strop_model_free(m);
+    return NULL;
+  }
+  return m;
+}
+
 static inline strop_model *sc_model_tied(uint64_t seed, int frozen_fc1, int tied, float dropout) {
   return sc_model_attn(seed, frozen_fc1, tied, dropout, 0);
 }
@@ -111,6 +127,7 @@ typedef struct sc_run {
   int tied;          /* sc_model_tied's model */
   float dropout;     /* > 0: a dropout of this p before the head */
   int attention;     /* with dropout: attention dropout of that p instead (sc_model_attn) */
+  int batchnorm;     /* 1: sc_model_bn's model; 2: and STROP_TRAIN_SYNC_BATCHNORM */
   size_t bucket_max; /* floats per gradient bucket (0: the trainer's default) */
   int no_overlap;    /* 1: sum the gradients after the backward even when the group can
                         overlap them with it */
@@ -129,7 +146,9 @@ typedef struct sc_run {
 /* Fits the scenario's model with d (NULL: one process); fills r's results. */
 static void sc_fit(strop_dist *d, sc_run *r) {
   strop_dataset *ds = sc_blobs(r->samples, 21);
-  strop_model *m = sc_model_attn(23, r->frozen_fc1, r->tied, r->dropout, r->attention);
+  strop_model *m = r->batchnorm
+                       ? sc_model_bn(23)
+                       : sc_model_attn(23, r->frozen_fc1, r->tied, r->dropout, r->attention);
   strop_optimizer *opt = NULL;
   strop_trainer *t = NULL;
   strop_batch_iter *it = NULL;
@@ -148,6 +167,7 @@ static void sc_fit(strop_dist *d, sc_run *r) {
   if (!s) s = strop_batch_iter_create(ds, r->batch, 99, STROP_ITER_SHUFFLE, &it);
   if (!s && r->ckpt_in) s = strop_trainer_load_checkpoint(t, r->ckpt_in);
   if (!s && d) s = strop_trainer_set_dist(t, d);
+  if (!s && r->batchnorm == 2) s = strop_trainer_set_int(t, STROP_TRAIN_SYNC_BATCHNORM, 1);
   if (!s) {
     strop_fit_options o;
     strop_fit_options_init(&o);

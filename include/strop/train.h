@@ -57,8 +57,13 @@ typedef enum strop_train_knob {
   STROP_TRAIN_CLIP_NORM = 4,       /**< float >= 0: clip the global gradient L2 norm; 0 = off. */
   STROP_TRAIN_CLIP_VALUE = 5,      /**< float >= 0: clip each gradient to [-v, v]; 0 = off. */
   STROP_TRAIN_ACCUM_STEPS = 6,     /**< int >= 1: micro-batches per optimizer step (1). */
-  STROP_TRAIN_SCHED_PER_EPOCH = 7  /**< flag 0/1: step the scheduler per epoch, not per
+  STROP_TRAIN_SCHED_PER_EPOCH = 7, /**< flag 0/1: step the scheduler per epoch, not per
                                         optimizer step (0). */
+  STROP_TRAIN_SYNC_BATCHNORM = 8   /**< flag 0/1: in a data-parallel group
+                                        (strop_trainer_set_dist()), the batch statistics of
+                                        BatchNorms in training mode are those of the whole
+                                        global batch, summed over the ranks — PyTorch's
+                                        SyncBatchNorm (0: each rank's own rows). @since 0.2 */
 } strop_train_knob;
 
 /**
@@ -101,6 +106,13 @@ STROP_API void strop_trainer_free(strop_trainer *tr);
  * - strop_trainer_backward() with a host's loss: the gradients are averaged over the ranks.
  * - A step skipped by the numeric guard on one rank is skipped on all; the running
  *   statistics of BatchNorms that train are averaged over the ranks after each step.
+ * - With ::STROP_TRAIN_SYNC_BATCHNORM, strop_trainer_step() and strop_trainer_fit() normalise
+ *   with the global batch's statistics: each BatchNorm in training mode sums its per-channel
+ *   sums over the ranks (three all-reduces of 2 C + 1 doubles or fewer per layer and step,
+ *   each after a small one by which the ranks learn whether one has failed its part), so
+ *   the ranks' running statistics stay equal and the step is one process's step on the whole
+ *   batch up to the order of the sums. A rank with no rows of a batch runs one stand-in row
+ *   that adds nothing. strop_trainer_forward() (a host's loss) keeps each rank's own rows.
  * - strop_trainer_eval() and strop_trainer_eval_dataset() give each rank its share of every
  *   batch and sum the metrics: like the steps, they are collectives (every rank calls them).
  * - A rank whose part of a step fails (a bad target, an allocation) returns its error; the

@@ -125,6 +125,9 @@ struct strop_model {
    * that each row gets one process's masks (the forward and a checkpointed block's recompute
    * pass them to the layers); 0 otherwise */
   int64_t rows_before, rows_after;
+  /* a data-parallel training step's group for batch statistics (strop__exec.group), or NULL;
+   * set by the trainer for its step (a probe never sees it) */
+  const strop__group *group;
   /* a loss over the rows of the output fused with the last node (strop__row_loss): want_rows
    * is set by the caller around a forward that may leave the last node to it (the forward
    * decides: strop__model_forward_shaped); rows_fused says, for the step, whether it did (the

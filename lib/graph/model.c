@@ -1243,7 +1243,8 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
                    .rows_after = m->rows_after,
                    .token_types = types,
                    .types_len = types_len,
-                   .compute_dtype = m->compute_dtype};
+                   .compute_dtype = m->compute_dtype,
+                   .group = m->probe ? NULL : m->group};
   m->input.data = (float *)input;
   m->input.n = n;
   m->input.shape = *shape;
@@ -1660,7 +1661,8 @@ static strop__exec step_exec(strop_model *m) {
                    .rows_after = m->rows_after,
                    .token_types = m->step_types,
                    .types_len = m->step_types_len,
-                   .compute_dtype = m->compute_dtype};
+                   .compute_dtype = m->compute_dtype,
+                   .group = m->probe ? NULL : m->group};
   return x;
 }
 

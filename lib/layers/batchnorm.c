@@ -29,6 +29,7 @@ typedef struct bn_saved {
   int batch_stats; /* 1: normalised with the batch's statistics */
   float *mean, *invstd;
   float *relu_ab; /* with the relu fused: each channel's y = x a + b, its a and b (norm.h) */
+  double count;   /* over a group (x->group): the group's values per channel; else 0 */
 } bn_saved;
 
 enum { W, B, RM, RV, NBT }; /* parameter slots */
@@ -123,13 +124,76 @@ static int64_t bn_len(const strop__shape *s) {
   return l;
 }
 
+/* The running statistics moved by a training forward's batch statistics over count values */
+static void update_running(strop__node *n, const strop__exec *x, const float *mean,
+                           const float *var, int64_t count) {
+  const bn_cfg *c = n->cfg;
+  if (!x->training || !c->track_running_stats || x->recompute) return;
+  strop__param *rm = strop__node_p(n, RM), *rv = strop__node_p(n, RV),
+               *nbt = strop__node_p(n, NBT);
+  float m = c->momentum;
+  if (nbt && nbt->idata) {
+    nbt->idata[0] += 1;
+    if (m < 0.0f) m = (float)(1.0 / (double)nbt->idata[0]);
+  }
+  if (m < 0.0f) m = 0.0f;
+  strop__batchnorm_update_running(c->num_features, mean, var, count, m, rm->data, rv->data);
+  rm->version++; /* what a fold derived from them is stale */
+  rv->version++;
+}
+
+/* Adds v[0..k) over the step's group (x->group); a stand-in's rows add nothing */
+static strop_status group_sum(const strop__node *n, const strop__exec *x, double *v, int64_t k) {
+  if (x->group->phantom) memset(v, 0, (size_t)k * sizeof *v);
+  strop_status s = x->group->sum(x->group->ctx, v, k);
+  if (s) strop__err_prefix("layer '%s' (%s)", n->name, n->vt->type);
+  return s;
+}
+
+/* SyncBatchNorm: the batch statistics of the rows of every process of x->group — the sums of
+ * x (and the count), then of the squared deviations from the group's mean, each added up over
+ * the group; with a group of one process, the bits of the forward without one. */
+static strop_status bn_forward_group(strop__node *n, const strop__exec *x, const strop__act *in,
+                                     strop__act *out, bn_saved *sv) {
+  const bn_cfg *c = n->cfg;
+  const int64_t C = c->num_features, l = bn_len(&in[0].shape), N = in[0].n;
+  strop__param *w = strop__node_p(n, W), *b = strop__node_p(n, B);
+  float *buf = strop__arena_alloc(x->arena, 3 * (size_t)C * sizeof(float));
+  double *sums = strop__arena_alloc(x->arena, (3 * (size_t)C + 1) * sizeof(double));
+  if (!buf || !sums)
+    return strop__err(STROP_E_NOMEM, "layer '%s' (%s): out of memory", n->name, n->vt->type);
+  double *mu = sums + C + 1, *sq = mu + C;
+  strop__batchnorm_sums(N, C, l, in[0].data, NULL, sums);
+  sums[C] = (double)(N * l);
+  strop_status s = group_sum(n, x, sums, C + 1);
+  if (s) return s;
+  const double cnt = sums[C];
+  if (cnt <= 1.0)
+    return strop__err(STROP_E_SHAPE,
+                      "layer '%s' (%s): batch statistics need more than 1 value per channel, "
+                      "got %.0f over the group's processes (use eval mode or freeze the "
+                      "statistics)",
+                      n->name, n->vt->type, cnt);
+  for (int64_t ch = 0; ch < C; ch++) mu[ch] = sums[ch] / cnt;
+  strop__batchnorm_sums(N, C, l, in[0].data, mu, sq);
+  if ((s = group_sum(n, x, sq, C))) return s;
+  sv->mean = buf;
+  sv->invstd = buf + C;
+  sv->count = cnt;
+  float *var = buf + 2 * C;
+  strop__batchnorm_forward_sums(N, C, l, in[0].data, w ? w->data : NULL, b ? b->data : NULL,
+                                c->eps, sums, sq, cnt, sv->relu_ab, out->data, sv->mean,
+                                sv->invstd, var);
+  update_running(n, x, sv->mean, var, (int64_t)cnt);
+  return STROP_OK;
+}
+
 static strop_status bn_forward(strop__node *n, const strop__exec *x, const strop__act *in,
                                strop__act *out) {
   const bn_cfg *c = n->cfg;
   const int64_t C = c->num_features, l = bn_len(&in[0].shape), N = in[0].n;
   strop__param *w = strop__node_p(n, W), *b = strop__node_p(n, B);
-  strop__param *rm = strop__node_p(n, RM), *rv = strop__node_p(n, RV),
-               *nbt = strop__node_p(n, NBT);
+  strop__param *rm = strop__node_p(n, RM), *rv = strop__node_p(n, RV);
   const float *gamma = w ? w->data : NULL, *beta = b ? b->data : NULL;
   bn_saved *sv = strop__arena_alloc(x->arena, sizeof *sv);
   if (!sv)
@@ -145,6 +209,7 @@ static strop_status bn_forward(strop__node *n, const strop__exec *x, const strop
                                   sv->relu_ab, out->data);
     return STROP_OK;
   }
+  if (x->group) return bn_forward_group(n, x, in, out, sv);
   if (N * l <= 1)
     return strop__err(STROP_E_SHAPE,
                       "layer '%s' (%s): batch statistics need more than 1 value per channel, "
@@ -159,17 +224,7 @@ static strop_status bn_forward(strop__node *n, const strop__exec *x, const strop
   float *var = buf + 2 * C;
   strop__batchnorm_forward_train(N, C, l, in[0].data, gamma, beta, c->eps, sv->relu_ab, out->data,
                                  sv->mean, sv->invstd, var);
-  if (x->training && c->track_running_stats && !x->recompute) {
-    float m = c->momentum;
-    if (nbt && nbt->idata) {
-      nbt->idata[0] += 1;
-      if (m < 0.0f) m = (float)(1.0 / (double)nbt->idata[0]);
-    }
-    if (m < 0.0f) m = 0.0f;
-    strop__batchnorm_update_running(C, sv->mean, var, N * l, m, rm->data, rv->data);
-    rm->version++; /* what a fold derived from them is stale */
-    rv->version++;
-  }
+  update_running(n, x, sv->mean, var, N * l);
   return STROP_OK;
 }
 
@@ -186,7 +241,22 @@ static strop_status bn_backward(strop__node *n, const strop__exec *x, const stro
   float *dg = strop__node_grad(n, W), *dbt = strop__node_grad(n, B);
   const float *gamma = w ? w->data : NULL;
   if (!dg && !dbt && !din[0]) return STROP_OK;
-  if (sv->batch_stats) {
+  if (sv->batch_stats && sv->count > 0) { /* over the group: its sums of dy, (x - mean) dy */
+    double *sums = strop__arena_alloc(x->arena, 2 * (size_t)C * sizeof(double));
+    if (!sums)
+      return strop__err(STROP_E_NOMEM, "layer '%s' (%s): out of memory", n->name, n->vt->type);
+    strop__batchnorm_dots(N, C, l, in[0].data, dout, sv->relu_ab, sv->mean, sv->invstd, dg, dbt,
+                          sums, sums + C);
+    if (!din[0]) return STROP_OK; /* (the same on every process: the same graph) */
+    strop_status s = group_sum(n, x, sums, 2 * C);
+    if (s) return s;
+    if (x->group->phantom) { /* a stand-in row: no gradient flows back from it */
+      if (x->din_assign) memset(din[0], 0, (size_t)(N * C * l) * sizeof(float));
+      return STROP_OK;
+    }
+    strop__batchnorm_backward_sums(N, C, l, in[0].data, dout, sv->relu_ab, gamma, sv->mean,
+                                   sv->invstd, sums, sums + C, sv->count, din[0], x->din_assign);
+  } else if (sv->batch_stats) {
     strop__batchnorm_backward_train(N, C, l, in[0].data, dout, sv->relu_ab, gamma, sv->mean,
                                     sv->invstd, din[0], dg, dbt, x->din_assign);
   } else {

@@ -178,6 +178,17 @@ typedef struct strop__side {
   const float *types; /* token types (BERT's token_type_ids: segment 0, 1, ...), or NULL: 0 */
 } strop__side;
 
+/* The group of processes a data-parallel step is spread over, for the layers whose forward
+ * needs statistics of the whole batch (SyncBatchNorm): sum adds v[0..n) over the group in place
+ * (every process calls it the same times in the same order with the same n) and returns
+ * STROP_OK or a status with its sentence set; phantom: this process's rows are a stand-in
+ * (its share of the batch is empty: it runs one row only to take part), so it adds nothing. */
+typedef struct strop__group {
+  strop_status (*sum)(void *ctx, double *v, int64_t n);
+  void *ctx;
+  int phantom;
+} strop__group;
+
 typedef struct strop__exec {
   strop__arena *arena; /* scratch and saved tensors; reset after each step */
   strop__rng *rng;     /* the model's generator (dropout) */
@@ -232,6 +243,9 @@ typedef struct strop__exec {
    * otherwise */
   const strop__act *fused_side;
   int fused_side_slot;
+  /* a data-parallel training step's group when batch statistics are summed over it
+   * (strop__group), or NULL: each process's own rows */
+  const strop__group *group;
 } strop__exec;
 
 /* bytes of scratch for a layer's forward or backward: the planned scratch when it holds them

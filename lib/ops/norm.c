@@ -24,6 +24,12 @@ typedef struct bn_job {
   float *ab_out;   /* forward: relu(y) stored (strop__relu_forward's select), and each
                       channel's y = x a + b into a = ab_out[ch], b = ab_out[c + ch]; or NULL */
   const float *ab; /* backward: those, whose relu's gradient mask applies to dy; or NULL */
+  /* the passes of a batch spread over a group (strop__batchnorm_sums and the rest): */
+  const double *mu_in;        /* the means the squared deviations are taken from, or NULL */
+  double *sum_out, *dot_out;  /* per channel: this process's sums */
+  const double *sum, *sq_dot; /* per channel: the group's sums of x (or dy) and of the squared
+                                 deviations (or (x - mean) dy) */
+  double cnt;                 /* the group's values per channel */
 } bn_job;
 
 int strop__bn_isa = 0;
@@ -334,36 +340,51 @@ static int group_of(const bn_job *j, int64_t grp, int64_t *c0) {
   return j->c - *c0 < BN_G ? (int)(j->c - *c0) : BN_G;
 }
 
+/* Channel c0 + k's mean, invstd and biased variance (into the job's outputs) and the affine
+ * y = x a[k] + b[k] that normalises it, from the means mu[k] and the sums v[k] of squared
+ * deviations over cnt values. */
+static void group_stats(const bn_job *j, int64_t c0, int g, const double *mu, const double *v,
+                        double cnt, float *a, float *b) {
+  for (int k = 0; k < g; k++) {
+    const int64_t ch = c0 + k;
+    const double var = v[k] / cnt;
+    const double is = 1.0 / sqrt(var + (double)j->eps);
+    j->mean_out[ch] = (float)mu[k];
+    j->invstd_out[ch] = (float)is;
+    if (j->var_out) j->var_out[ch] = (float)var;
+    a[k] = (float)(j->gamma ? is * j->gamma[ch] : is);
+    b[k] = (float)((j->beta ? j->beta[ch] : 0.0) - mu[k] * a[k]);
+  }
+}
+
+/* The train-mode forward of channel groups [lo, hi): each group's sums of x and of its squared
+ * deviations (or the group's, j->sum and j->sq_dot over j->cnt values, summed over a group of
+ * processes), its statistics and the affine pass. */
 static void fwd_train_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
   (void)chunk;
   const bn_job *j = ctx;
-  const double cnt = (double)(j->n * j->l);
+  const double cnt = j->sum ? j->cnt : (double)(j->n * j->l);
   for (int64_t grp = lo; grp < hi; grp++) {
     int64_t c0;
     const int g = group_of(j, grp, &c0);
     double s[BN_G], mu[BN_G], v[BN_G];
-    group_sum_any(j, c0, g, s);
-    for (int k = 0; k < BN_G; k++) mu[k] = s[k] / cnt;
-    group_sq_any(j, c0, g, mu, v);
-    float a[BN_G], b[BN_G];
-    for (int k = 0; k < g; k++) {
-      const int64_t ch = c0 + k;
-      const double var = v[k] / cnt;
-      const double is = 1.0 / sqrt(var + (double)j->eps);
-      j->mean_out[ch] = (float)mu[k];
-      j->invstd_out[ch] = (float)is;
-      if (j->var_out) j->var_out[ch] = (float)var;
-      a[k] = (float)(j->gamma ? is * j->gamma[ch] : is);
-      b[k] = (float)((j->beta ? j->beta[ch] : 0.0) - mu[k] * a[k]);
+    if (j->sum) {
+      for (int k = 0; k < g; k++) mu[k] = j->sum[c0 + k] / cnt, v[k] = j->sq_dot[c0 + k];
+    } else {
+      group_sum_any(j, c0, g, s);
+      for (int k = 0; k < BN_G; k++) mu[k] = s[k] / cnt;
+      group_sq_any(j, c0, g, mu, v);
     }
+    float a[BN_G], b[BN_G];
+    group_stats(j, c0, g, mu, v, cnt, a, b);
     group_affine(j, c0, g, a, b);
   }
 }
 
-void strop__batchnorm_forward_train(int64_t n, int64_t c, int64_t l, const float *x,
-                                    const float *gamma, const float *beta, float eps,
-                                    float *relu_ab, float *y, float *mean, float *invstd,
-                                    float *var_biased) {
+static void forward_train(int64_t n, int64_t c, int64_t l, const float *x, const float *gamma,
+                          const float *beta, float eps, const double *sum, const double *sq,
+                          double count, float *relu_ab, float *y, float *mean, float *invstd,
+                          float *var_biased) {
   const bn_job j = {.n = n,
                     .c = c,
                     .l = l,
@@ -375,47 +396,82 @@ void strop__batchnorm_forward_train(int64_t n, int64_t c, int64_t l, const float
                     .mean_out = mean,
                     .invstd_out = invstd,
                     .var_out = var_biased,
-                    .ab_out = relu_ab};
+                    .ab_out = relu_ab,
+                    .sum = sum,
+                    .sq_dot = sq,
+                    .cnt = count};
   bn_run(&j, fwd_train_range);
 }
 
+void strop__batchnorm_forward_train(int64_t n, int64_t c, int64_t l, const float *x,
+                                    const float *gamma, const float *beta, float eps,
+                                    float *relu_ab, float *y, float *mean, float *invstd,
+                                    float *var_biased) {
+  forward_train(n, c, l, x, gamma, beta, eps, NULL, NULL, 0.0, relu_ab, y, mean, invstd,
+                var_biased);
+}
+
+/* dx of channel c0 + k from the sums sum[k] of dy and dot[k] of (x - mu[k]) dy over cnt values
+ * (mu the forward's means) */
+static void group_dx(const bn_job *j, int64_t c0, int g, const double *mu, const double *sum,
+                     const double *dot, double cnt) {
+  const int64_t cl = j->c * j->l, l = j->l;
+  float kk[BN_G], gm[BN_G], fmu[BN_G], w[BN_G], ra[BN_G], rb[BN_G];
+  group_ab(j, c0, g, ra, rb);
+  for (int k = 0; k < g; k++) {
+    const int64_t ch = c0 + k;
+    const double is = j->invstd[ch];
+    /* dx = (dy - mean(dy) - (x - mu) * k) * invstd * gamma, k = dot * invstd^2 / cnt */
+    kk[k] = (float)(dot[k] * is * is / cnt);
+    gm[k] = (float)(sum[k] / cnt);
+    fmu[k] = (float)mu[k];
+    w[k] = (float)(j->gamma ? is * j->gamma[ch] : is);
+  }
+  for (int64_t i = 0; i < j->n && j->dx; i++)
+    for (int k = 0; k < g; k++) {
+      const int64_t o = i * cl + (c0 + k) * l;
+      dx_row(j->x + o, j->dy + o, j->ab != NULL, ra[k], rb[k], j->dx + o, l, gm[k], fmu[k], kk[k],
+             w[k], j->assign);
+    }
+}
+
+/* gamma's and beta's gradients of channel c0 + k from the sums of dy and (x - mean) dy */
+static void group_param_grads(const bn_job *j, int64_t c0, int g, const double *sum,
+                              const double *dot) {
+  for (int k = 0; k < g; k++) {
+    const int64_t ch = c0 + k;
+    const double is = j->invstd[ch];
+    if (j->dgamma) j->dgamma[ch] += (float)(dot[k] * is);
+    if (j->dbeta) j->dbeta[ch] += (float)sum[k];
+  }
+}
+
+/* The train-mode backward of channel groups [lo, hi): each group's sums of dy and (x - mean)
+ * dy and the parameters' gradients (or the group's sums, j->sum and j->sq_dot over j->cnt
+ * values: the dx pass only), then dx. */
 static void bwd_train_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
   (void)chunk;
   const bn_job *j = ctx;
-  const int64_t cl = j->c * j->l, l = j->l;
-  const double cnt = (double)(j->n * j->l);
+  const double cnt = j->sum ? j->cnt : (double)(j->n * j->l);
   for (int64_t grp = lo; grp < hi; grp++) {
     int64_t c0;
     const int g = group_of(j, grp, &c0);
     double mu[BN_G], sum[BN_G], dot[BN_G];
     for (int k = 0; k < BN_G; k++) mu[k] = k < g ? j->mean[c0 + k] : 0.0;
-    group_dot_any(j, c0, g, mu, sum, dot);
-    float kk[BN_G], gm[BN_G], fmu[BN_G], w[BN_G], ra[BN_G], rb[BN_G];
-    group_ab(j, c0, g, ra, rb);
-    for (int k = 0; k < g; k++) {
-      const int64_t ch = c0 + k;
-      const double is = j->invstd[ch];
-      if (j->dgamma) j->dgamma[ch] += (float)(dot[k] * is);
-      if (j->dbeta) j->dbeta[ch] += (float)sum[k];
-      /* dx = (dy - mean(dy) - (x - mu) * k) * invstd * gamma, k = dot * invstd^2 / cnt */
-      kk[k] = (float)(dot[k] * is * is / cnt);
-      gm[k] = (float)(sum[k] / cnt);
-      fmu[k] = (float)mu[k];
-      w[k] = (float)(j->gamma ? is * j->gamma[ch] : is);
+    if (j->sum) {
+      group_dx(j, c0, g, mu, j->sum + c0, j->sq_dot + c0, cnt);
+      continue;
     }
-    for (int64_t i = 0; i < j->n && j->dx; i++)
-      for (int k = 0; k < g; k++) {
-        const int64_t o = i * cl + (c0 + k) * l;
-        dx_row(j->x + o, j->dy + o, j->ab != NULL, ra[k], rb[k], j->dx + o, l, gm[k], fmu[k],
-               kk[k], w[k], j->assign);
-      }
+    group_dot_any(j, c0, g, mu, sum, dot);
+    group_param_grads(j, c0, g, sum, dot);
+    group_dx(j, c0, g, mu, sum, dot, cnt);
   }
 }
 
-void strop__batchnorm_backward_train(int64_t n, int64_t c, int64_t l, const float *x,
-                                     const float *dy, const float *relu_ab, const float *gamma,
-                                     const float *mean, const float *invstd, float *dx,
-                                     float *dgamma, float *dbeta, int assign) {
+static void backward_train(int64_t n, int64_t c, int64_t l, const float *x, const float *dy,
+                           const float *relu_ab, const float *gamma, const float *mean,
+                           const float *invstd, const double *sum, const double *dot,
+                           double count, float *dx, float *dgamma, float *dbeta, int assign) {
   const bn_job j = {.n = n,
                     .c = c,
                     .l = l,
@@ -428,8 +484,94 @@ void strop__batchnorm_backward_train(int64_t n, int64_t c, int64_t l, const floa
                     .dgamma = dgamma,
                     .dbeta = dbeta,
                     .assign = assign,
-                    .ab = relu_ab};
+                    .ab = relu_ab,
+                    .sum = sum,
+                    .sq_dot = dot,
+                    .cnt = count};
   bn_run(&j, bwd_train_range);
+}
+
+void strop__batchnorm_backward_train(int64_t n, int64_t c, int64_t l, const float *x,
+                                     const float *dy, const float *relu_ab, const float *gamma,
+                                     const float *mean, const float *invstd, float *dx,
+                                     float *dgamma, float *dbeta, int assign) {
+  backward_train(n, c, l, x, dy, relu_ab, gamma, mean, invstd, NULL, NULL, 0.0, dx, dgamma, dbeta,
+                 assign);
+}
+
+/* ---- a batch spread over a group of processes (SyncBatchNorm) ---- */
+
+/* this process's sums of channel group grp: of x, or of (x - mu_in)^2 */
+static void sums_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  (void)chunk;
+  const bn_job *j = ctx;
+  for (int64_t grp = lo; grp < hi; grp++) {
+    int64_t c0;
+    const int g = group_of(j, grp, &c0);
+    double v[BN_G], mu[BN_G];
+    if (j->mu_in) {
+      for (int k = 0; k < BN_G; k++) mu[k] = k < g ? j->mu_in[c0 + k] : 0.0;
+      group_sq_any(j, c0, g, mu, v);
+    } else {
+      group_sum_any(j, c0, g, v);
+    }
+    for (int k = 0; k < g; k++) j->sum_out[c0 + k] = v[k];
+  }
+}
+
+void strop__batchnorm_sums(int64_t n, int64_t c, int64_t l, const float *x, const double *mu,
+                           double *out) {
+  const bn_job j = {.n = n, .c = c, .l = l, .x = x, .mu_in = mu, .sum_out = out};
+  bn_run(&j, sums_range);
+}
+
+void strop__batchnorm_forward_sums(int64_t n, int64_t c, int64_t l, const float *x,
+                                   const float *gamma, const float *beta, float eps,
+                                   const double *sum, const double *sq, double count,
+                                   float *relu_ab, float *y, float *mean, float *invstd,
+                                   float *var_biased) {
+  forward_train(n, c, l, x, gamma, beta, eps, sum, sq, count, relu_ab, y, mean, invstd,
+                var_biased);
+}
+
+static void dots_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  (void)chunk;
+  const bn_job *j = ctx;
+  for (int64_t grp = lo; grp < hi; grp++) {
+    int64_t c0;
+    const int g = group_of(j, grp, &c0);
+    double mu[BN_G], sum[BN_G], dot[BN_G];
+    for (int k = 0; k < BN_G; k++) mu[k] = k < g ? j->mean[c0 + k] : 0.0;
+    group_dot_any(j, c0, g, mu, sum, dot);
+    group_param_grads(j, c0, g, sum, dot);
+    for (int k = 0; k < g; k++) j->sum_out[c0 + k] = sum[k], j->dot_out[c0 + k] = dot[k];
+  }
+}
+
+void strop__batchnorm_dots(int64_t n, int64_t c, int64_t l, const float *x, const float *dy,
+                           const float *relu_ab, const float *mean, const float *invstd,
+                           float *dgamma, float *dbeta, double *sum, double *dot) {
+  const bn_job j = {.n = n,
+                    .c = c,
+                    .l = l,
+                    .x = x,
+                    .dy = dy,
+                    .mean = mean,
+                    .invstd = invstd,
+                    .dgamma = dgamma,
+                    .dbeta = dbeta,
+                    .ab = relu_ab,
+                    .sum_out = sum,
+                    .dot_out = dot};
+  bn_run(&j, dots_range);
+}
+
+void strop__batchnorm_backward_sums(int64_t n, int64_t c, int64_t l, const float *x,
+                                    const float *dy, const float *relu_ab, const float *gamma,
+                                    const float *mean, const float *invstd, const double *sum,
+                                    const double *dot, double count, float *dx, int assign) {
+  backward_train(n, c, l, x, dy, relu_ab, gamma, mean, invstd, sum, dot, count, dx, NULL, NULL,
+                 assign);
 }
 
 void strop__batchnorm_update_running(int64_t c, const float *mean, const float *var_biased,

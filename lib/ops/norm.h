@@ -27,6 +27,33 @@ void strop__batchnorm_backward_train(int64_t n, int64_t c, int64_t l, const floa
                                      const float *mean, const float *invstd, float *dx,
                                      float *dgamma, float *dbeta, int assign);
 
+/* Train mode over a batch spread over a group of processes (SyncBatchNorm), in passes between
+ * which the caller adds the per-channel sums up over the group (every process the same sums):
+ * strop__batchnorm_sums gives this process's sums of x per channel (mu NULL) or of (x - mu)^2
+ * (mu: the group's means, sum / count), in double, c values into out;
+ * strop__batchnorm_forward_sums normalises with the group's sums of x (sum) and of squared
+ * deviations (sq) over count values per channel (relu_ab, y, mean, invstd, var_biased as for
+ * strop__batchnorm_forward_train); in the backward strop__batchnorm_dots ADDS this process's
+ * gamma and beta gradients (dgamma, dbeta may be NULL; those of the process's rows: the
+ * trainer sums parameter gradients over the group) and gives its sums of dy and (x - mean) dy
+ * per channel (c doubles each), and strop__batchnorm_backward_sums writes (assign) or ADDS dx
+ * from the group's sums over count values. With one process's sums and count = n l they give
+ * the bits of strop__batchnorm_forward_train and _backward_train. */
+void strop__batchnorm_sums(int64_t n, int64_t c, int64_t l, const float *x, const double *mu,
+                           double *out);
+void strop__batchnorm_forward_sums(int64_t n, int64_t c, int64_t l, const float *x,
+                                   const float *gamma, const float *beta, float eps,
+                                   const double *sum, const double *sq, double count,
+                                   float *relu_ab, float *y, float *mean, float *invstd,
+                                   float *var_biased);
+void strop__batchnorm_dots(int64_t n, int64_t c, int64_t l, const float *x, const float *dy,
+                           const float *relu_ab, const float *mean, const float *invstd,
+                           float *dgamma, float *dbeta, double *sum, double *dot);
+void strop__batchnorm_backward_sums(int64_t n, int64_t c, int64_t l, const float *x,
+                                    const float *dy, const float *relu_ab, const float *gamma,
+                                    const float *mean, const float *invstd, const double *sum,
+                                    const double *dot, double count, float *dx, int assign);
+
 /* Running statistics update as PyTorch: r = (1 - momentum) r + momentum s, with the unbiased
  * variance var_biased * count / (count - 1) for running_var. */
 void strop__batchnorm_update_running(int64_t c, const float *mean, const float *var_biased,

@@ -18,7 +18,7 @@ _Static_assert((int)STROP__LOSS_CROSS_ENTROPY == (int)STROP_LOSS_CROSS_ENTROPY &
                "ops/loss.h and strop/train.h number the losses differently");
 
 /* The trainer's settings (trainer.c): one entry per strop_train_knob. */
-enum { STROP__TRAIN_N_KNOBS = 8 };
+enum { STROP__TRAIN_N_KNOBS = 9 };
 extern const strop__settings strop__trainer_settings;
 
 /* History columns per epoch (checkpoints store hist_len x H_COLS doubles). */
@@ -109,6 +109,12 @@ struct strop_trainer {
                          overlap (tests compare both paths) */
   int64_t rows_before, rows_after; /* fit in a group: the global batch's rows before and after
                                       this rank's share (the model's random draws skip them) */
+  int sync_bn;                     /* STROP_TRAIN_SYNC_BATCHNORM */
+  strop__group group;              /* the model's group for batch statistics in a step */
+  int group_failed;                /* a rank failed its part of the step and said so in the
+                                      agreement before a group sum: nothing more to tell */
+  int window_own_stats;            /* 1: a step of this window normalised with the rank's own
+                                      rows, so the running statistics are averaged after it */
 };
 
 /* One micro-batch: forward, loss, backward; an optimizer step every accum calls. x is

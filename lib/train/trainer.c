@@ -69,6 +69,11 @@ static const strop__setting KNOBS[STROP__TRAIN_N_KNOBS] = {KNOB(STROP_TRAIN_LOSS
     .name = "sched_per_epoch", .type = STROP__SET_FLAG, .lo = 0, .hi = 1, .group = "update",
     .doc = "Step the scheduler once per epoch of strop_trainer_fit() instead of per step."
 }
+, KNOB(STROP_TRAIN_SYNC_BATCHNORM),
+    .name = "sync_batchnorm", .type = STROP__SET_FLAG, .lo = 0, .hi = 1, .group = "update",
+    .doc = "In a data-parallel group, BatchNorms in training mode normalise with the statistics "
+           "of the whole global batch (SyncBatchNorm)."
+}
 ,
 }
 ;
@@ -193,6 +198,7 @@ static strop_status set_knob(strop_trainer *t, const char *fn, int key, double v
                           fn);
       t->accum = (int64_t)v;
       break;
+    case STROP_TRAIN_SYNC_BATCHNORM: t->sync_bn = (int)v; break;
     default: t->sched_per_epoch = (int)v; break; /* STROP_TRAIN_SCHED_PER_EPOCH */
   }
   t->kv[key] = v;
@@ -478,6 +484,7 @@ static void buffers_restore(strop_trainer *t) {
 static strop_status drop_accumulation(strop_trainer *t) {
   dist_abandon(t);
   t->micro = 0;
+  t->window_own_stats = 0;
   buffers_restore(t);
   return strop__model_zero_grad_lazy(t->m);
 }
@@ -874,11 +881,38 @@ static strop_status dist_header(strop_trainer *t, const char *fn, double *h, dou
  * the header, are told, so that every rank drops the window rather than wait for this one. */
 static strop_status dist_fail(strop_trainer *t, const char *fn, strop_status s) {
   if (!dist_on(t)) return s;
+  if (t->group_failed) { /* another rank failed first and said so: every rank knows */
+    t->group_failed = 0;
+    (void)drop_accumulation(t);
+    return s;
+  }
   double h[DH_N] = {0};
   h[DH_FAIL] = 1;
   (void)strop__dist_sum_double(t->dist, fn, h, DH_N);
   (void)drop_accumulation(t);
   return s;
+}
+
+/* A group sum of a step's batch statistics (strop__group, STROP_TRAIN_SYNC_BATCHNORM). It
+ * comes in the middle of the forward or the backward, where a rank that failed its part of the
+ * step (out of memory) can no longer join the others: so the ranks first sum a header of the
+ * size dist_fail sends — the failed rank's dist_fail is that header, with DH_FAIL set — and
+ * only then the values. Those that learn of a failure there return an error and tell no one
+ * again (t->group_failed). */
+static strop_status group_sum(void *ctx, double *v, int64_t n) {
+  static const char fn[] = "strop_trainer_step";
+  strop_trainer *t = ctx;
+  double h[DH_N] = {0};
+  strop_status s = strop__dist_sum_double(t->dist, fn, h, DH_N);
+  if (s) return s;
+  if (h[DH_FAIL] > 0) {
+    t->group_failed = 1;
+    return strop__err(STROP_E_IO,
+                      "%s: step %lld: %g of %d ranks failed their part of the step; "
+                      "rank %d dropped it too",
+                      fn, (long long)t->global_step, h[DH_FAIL], t->dist->size, t->dist->rank);
+  }
+  return strop__dist_sum_double(t->dist, fn, v, n);
 }
 
 /* Once the window holds accum micro-batches: the guard, clipping, the update, zeroing, the
@@ -890,10 +924,14 @@ static strop_status window_end(strop_trainer *t, const char *fn) {
   t->micro = 0;
   /* every rank then holds the same gradients and buffers, so the guard and the update below
    * decide and do the same everywhere */
-  if (dist_on(t) && ((s = dist_sum_grads(t, fn)) || (s = dist_mean_buffers(t, fn)))) {
+  /* (after steps whose batch statistics were summed over the group the running statistics
+   * are the same on every rank already) */
+  if (dist_on(t) &&
+      ((s = dist_sum_grads(t, fn)) || (t->window_own_stats && (s = dist_mean_buffers(t, fn))))) {
     drop_accumulation(t);
     return s;
   }
+  t->window_own_stats = 0;
   if (!grads_finite(m)) {
     t->skipped++;
     drop_accumulation(t);
@@ -1009,9 +1047,52 @@ strop_status strop__trainer_micro_step(strop_trainer *t, const float *x,
                                        int64_t *correct_out) {
   t->m->rows_before = t->rows_before;
   t->m->rows_after = t->rows_after;
+  t->group = (strop__group){group_sum, t, 0};
+  t->group_failed = 0;
+  t->m->group = t->sync_bn && dist_on(t) ? &t->group : NULL;
+  if (!t->m->group) t->window_own_stats = 1;
   strop_status s = micro_step(t, x, shape, side, y, n, loss_out, correct_out);
   t->m->rows_before = t->m->rows_after = 0;
+  t->m->group = NULL;
+  t->group_failed = 0;
   return s;
+}
+
+/* This rank's share of the batch is empty in a step whose batch statistics are summed over the
+ * group: it runs one row of zeros as a stand-in, whose sums count for nothing (the group's
+ * phantom), so that it joins every layer's sums, and takes a zero gradient back. */
+static strop_status stand_in_step(strop_trainer *t, const char *fn, const strop__shape *shape,
+                                  int64_t per, double *loss_out, int64_t *correct_out) {
+  strop_model *m = t->m;
+  const strop__shape *in = shape ? shape : &m->in_shape;
+  float *x = strop__calloc(strop__shape_numel(in) ? strop__shape_numel(in) : 1, sizeof *x);
+  if (!x) {
+    drop_accumulation(t);
+    return dist_fail(t, fn, STROP__NOMEM(fn));
+  }
+  const strop__act *out;
+  t->group.phantom = 1;
+  strop_status s = strop__model_forward_shaped(m, x, 1, in, 1, NULL, &out);
+  float *dpred = s ? NULL : strop__arena_calloc(&m->arena, (size_t)per * sizeof(float));
+  if (!s && !dpred) {
+    strop__model_step_end(m);
+    s = STROP__NOMEM(fn);
+  }
+  if (s) {
+    strop__free(x);
+    drop_accumulation(t);
+    strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
+    return dist_fail(t, fn, s);
+  }
+  double h[DH_N] = {0};
+  if ((s = dist_header(t, fn, h, loss_out, correct_out))) {
+    strop__model_step_end(m);
+    strop__free(x);
+    return s;
+  }
+  s = window_backward(t, fn, dpred, (size_t)per, 1);
+  strop__free(x);
+  return s ? s : window_end(t, fn);
 }
 
 static strop_status micro_step(strop_trainer *t, const float *x, const strop__shape *shape,
@@ -1027,6 +1108,7 @@ static strop_status micro_step(strop_trainer *t, const float *x, const strop__sh
     return s;
   }
   if ((s = loss_geometry_of(t, fn, &os, &per, &classes, &tps)) || (s = window_begin(t))) return s;
+  if (n == 0 && m->group) return stand_in_step(t, fn, shape, per, loss_out, correct_out);
   if (n == 0 && dist_on(t)) { /* this rank's share of the batch is empty: it still takes part */
     double h[DH_N] = {0};
     if ((s = dist_header(t, fn, h, loss_out, correct_out))) return s;
@@ -1216,6 +1298,7 @@ static strop_status forward_side(const char *fn, strop_trainer *t, const strop_t
     return s == STROP_E_NOMEM ? STROP__NOMEM(fn) : s;
   }
   t->host_pending = 1;
+  t->window_own_stats = 1; /* its running statistics from its own rows: averaged */
   return STROP_OK;
 }
 

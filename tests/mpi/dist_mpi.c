@@ -2,7 +2,7 @@
 /* strop tests — the data-parallel trainer over real MPI ranks (run by mpirun, see
  * CMakeLists.txt): parity with one process (with dropout too), sums overlapped with the backward, a resume in one process from a group's
  * checkpoint, and a rank that dies. Rank 0 reports; the others print only errors.
- * Usage: dist_mpi parity | overlap | dropout | resume DIR | die */
+ * Usage: dist_mpi parity | overlap | dropout | syncbn | resume DIR | die */
 #include <mpi.h>
 #include <stdio.h>
 #include <string.h>
@@ -119,6 +119,36 @@ static int dropout(strop_dist *d, int rank) {
   return rc;
 }
 
+/* A BatchNorm in training mode: with STROP_TRAIN_SYNC_BATCHNORM the ranks normalise with the
+ * statistics of the global batch, and match one process within the same tolerance; without it
+ * each normalises its 32 rows alone, far from one process. */
+static int syncbn(strop_dist *d, int rank) {
+  sc_run g = scenario(20, 3), own = scenario(20, 3);
+  g.batchnorm = 2;
+  own.batchnorm = 1;
+  sc_fit(d, &g);
+  sc_fit(d, &own);
+  if (g.status) return fail(rank, "fit (synced)", g.error);
+  if (own.status) return fail(rank, "fit (own statistics)", own.error);
+  if (!same_on_all_ranks(d, &g)) return fail(rank, "syncbn", "the ranks' weights differ");
+  int rc = 0;
+  if (rank == 0) {
+    sc_run one = scenario(20, 3);
+    one.batchnorm = 1;
+    sc_fit(NULL, &one);
+    double rel = sc_max_rel(g.w, one.w, one.n), rel_own = sc_max_rel(own.w, one.w, one.n);
+    printf("dist_mpi syncbn: %d ranks, BatchNorm1d, 20 SGD steps: max rel diff %.3g with "
+           "SyncBatchNorm (tolerance %g), %.3g with each rank's own statistics\n",
+           strop_dist_size(d), rel, TOL_SGD, rel_own);
+    if (!(rel <= TOL_SGD)) rc = fail(rank, "syncbn", "differs from one process");
+    if (!(rel_own > 10 * TOL_SGD)) rc = fail(rank, "syncbn", "own statistics as close");
+    free(one.w);
+  }
+  free(g.w);
+  free(own.w);
+  return rc;
+}
+
 static int resume(strop_dist *d, int rank, const char *dir) {
   char path[512];
   snprintf(path, sizeof path, "%s/dist_mpi.ckpt", dir);
@@ -184,12 +214,14 @@ int main(int argc, char **argv) {
     rc = overlap(d, rank);
   } else if (argc >= 2 && strcmp(argv[1], "dropout") == 0) {
     rc = dropout(d, rank);
+  } else if (argc >= 2 && strcmp(argv[1], "syncbn") == 0) {
+    rc = syncbn(d, rank);
   } else if (argc >= 3 && strcmp(argv[1], "resume") == 0) {
     rc = resume(d, rank, argv[2]);
   } else if (argc >= 2 && strcmp(argv[1], "die") == 0) {
     rc = die(d, rank);
   } else {
-    rc = fail(rank, "usage", "dist_mpi parity | overlap | dropout | resume DIR | die");
+    rc = fail(rank, "usage", "dist_mpi parity | overlap | dropout | syncbn | resume DIR | die");
   }
   if (rc) MPI_Abort(MPI_COMM_WORLD, rc);
   strop_dist_free(d);

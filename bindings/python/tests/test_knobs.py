@@ -51,6 +51,9 @@ def test_doubles_round_trip(mlp):
     tr = strop.Trainer(mlp, opt, accumulate=2, clip_norm=0.5, loss="huber", delta=0.5)
     assert tr["accum_steps"] == 2 and tr["clip_norm"] == 0.5
     assert tr["loss"] == 4 and tr["huber_delta"] == 0.5
+    assert tr["sync_batchnorm"] == 0  # SyncBatchNorm: a flag, off by default
+    tr["sync_batchnorm"] = True
+    assert tr["sync_batchnorm"] == 1 and isinstance(tr["sync_batchnorm"], int)
     t = strop.Tuner("random", pruner="median", workers=2, ei_xi=0.03)
     assert t["pruner"] == 1 and t["n_workers"] == 2 and t["ei_xi"] == 0.03
 
