@@ -271,7 +271,11 @@ START_TEST(workers_give_the_same_batches) {
 END_TEST
 
 /* The in-memory cache: the same batches with no cache, a cache too small for every image, and
- * one that holds them all, over three epochs and two workers reading it at once. */
+ * one that holds them all, over three epochs and two workers reading it at once. The resize and
+ * centre crop draw nothing, so what the iterator keeps is their output (3 x 12 x 12 floats and
+ * a header: 1752 bytes), not the decoded pixels: 3 of them fit in 6000 bytes and are taken 2
+ * epochs more (6 hits), all 7 in the large cache (14 hits), nothing decoded is kept beside
+ * them; with a flip first nothing can be kept but the decoded pixels. */
 START_TEST(cache_gives_the_same_batches) {
   NEED_FIXTURES();
   char root[512];
@@ -308,10 +312,39 @@ START_TEST(cache_gives_the_same_batches) {
         at += (size_t)rows * per;
       }
     ck_assert_uint_eq(at, total);
+    const size_t entry = 1752; /* kept's header and 3 x 12 x 12 floats */
+    ck_assert_int_eq(strop__batch_iter_cache_hits(it), v == 0 ? 0 : v == 1 ? 6 : 14);
+    ck_assert_uint_eq(atomic_load(&ds->img_cache_used), v == 0   ? 0
+                                                        : v == 1 ? 3 * entry
+                                                                 : 7 * entry);
+    for (int64_t r = 0; v && r < ds->n; r++) ck_assert_ptr_null(atomic_load(&ds->img_cache[r]));
     strop_batch_iter_free(it);
+    ck_assert_uint_eq(atomic_load(&ds->img_cache_used), 0); /* given back with the iterator */
     strop_dataset_free(ds);
   }
   free(first);
+  /* a flip first: the decoded pixels are kept, the iterator keeps nothing */
+  strop_image_options o;
+  strop_image_options_init(&o);
+  o.cache_bytes = (size_t)1 << 24;
+  strop_dataset *ds = NULL;
+  strop_test_must(strop_dataset_load_images(root, &o, &ds), "load");
+  strop_batch_iter *it = NULL;
+  strop_test_must(strop_batch_iter_create(ds, 2, 5, 0, &it), "iter");
+  strop_test_must(strop_batch_iter_add_hflip(it, 0.5f), "flip");
+  strop_test_must(strop_batch_iter_add_resize_shorter(it, 14, 0, STROP_RESIZE_BILINEAR_AA), "r");
+  strop_test_must(strop_batch_iter_add_center_crop(it, 12, 12), "c");
+  for (int e = 0; e < 2; e++)
+    for (;;) {
+      strop_tensor *x = NULL;
+      int64_t rows = 0;
+      strop_test_must(strop_batch_iter_next(it, &x, NULL, &rows), "next");
+      if (!rows) break;
+    }
+  ck_assert_int_eq(strop__batch_iter_cache_hits(it), 0);
+  for (int64_t r = 0; r < ds->n; r++) ck_assert_ptr_nonnull(atomic_load(&ds->img_cache[r]));
+  strop_batch_iter_free(it);
+  strop_dataset_free(ds);
 }
 END_TEST
 

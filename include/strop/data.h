@@ -305,8 +305,13 @@ typedef struct strop_image_options {
   int64_t max_pixels; /**< Width x height above which a file is refused before anything is
                              allocated for its pixels (decompression bombs); default
                              STROP_IMAGE_MAX_PIXELS, at most 2^34. */
-  size_t cache_bytes; /**< Decoded pixels (1 byte per channel) kept in memory, up to this
-                             many bytes, so later epochs skip decoding; default 0 (none). */
+  size_t cache_bytes; /**< Memory, up to this many bytes, that keeps what later epochs
+                             would compute again: each sample's decoded pixels (1 byte per
+                             channel), or, for a batch iterator whose transforms start with a
+                             resize or centre crop and draw nothing before it (an evaluation
+                             pipeline), their output (4 bytes a value), so later epochs skip
+                             decoding and resizing; what an iterator keeps is given back when
+                             it is freed. Default 0 (none). */
 } strop_image_options;
 
 /**

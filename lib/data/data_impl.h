@@ -245,12 +245,24 @@ void strop__color_jitter_step(float *img, int64_t c, int64_t h, int64_t w, int w
                               float *grey);
 
 /* Reads root sample r of an image dataset into in (C x H x W floats in [0, 255], each
- * multiplied by scale: 1 for the values themselves). */
+ * multiplied by scale: 1 for the values themselves); keep: its decoded pixels may be kept in
+ * the dataset's cache (0: a reader that keeps what it makes of them instead). */
 strop_status strop__images_read(const strop_dataset *rt, const char *fn, int64_t r, float *in,
-                                float scale);
+                                float scale, int keep);
+/* The image cache's budget (strop_image_options.cache_bytes), shared by the decoded pixels and
+ * what iterators keep of a sample (their resized pixels): charge takes bytes from it and
+ * returns 1, or 0 (nothing taken) when they do not fit or the dataset keeps nothing; release
+ * gives them back. Safe from any thread. */
+int strop__images_cache_charge(const strop_dataset *rt, size_t bytes);
+void strop__images_cache_release(const strop_dataset *rt, size_t bytes);
 /* strop__ds_read with every input value multiplied by scale as it is read (float(v) * scale,
- * the product a following scale transform would compute); targets as strop__ds_read. */
+ * the product a following scale transform would compute); targets as strop__ds_read; keep as
+ * for strop__images_read. */
 strop_status strop__ds_read_scaled(const strop_dataset *ds, const char *fn, int64_t i, float *in,
-                                   float *tgt, float scale);
+                                   float *tgt, float scale, int keep);
+/* Benches: 0 makes iterators keep the decoded pixels only, as before they kept resized ones. */
+extern int strop__iter_keep_resized;
+/* Samples an iterator took from its cache of resized pixels (tests). */
+int64_t strop__batch_iter_cache_hits(const strop_batch_iter *it);
 
 #endif

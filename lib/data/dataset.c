@@ -257,7 +257,7 @@ static strop_status root_read(const strop_dataset *rt, const char *fn, int64_t r
     }
     case STROP__DS_IMAGES:
       if (in) {
-        strop_status st = strop__images_read(rt, fn, r, in, 1.0f);
+        strop_status st = strop__images_read(rt, fn, r, in, 1.0f, 1);
         if (st) return st;
       }
       if (tgt) tgt[0] = rt->y[r];
@@ -420,7 +420,7 @@ int strop_dataset_has_token_types(const strop_dataset *ds) {
 }
 
 strop_status strop__ds_read_scaled(const strop_dataset *ds, const char *fn, int64_t i, float *in,
-                                   float *tgt, float scale) {
+                                   float *tgt, float scale, int keep) {
   const strop_dataset *rt = strop__ds_root(ds);
   if (rt->kind != STROP__DS_IMAGES || !in) {
     strop_status st = strop__ds_read(ds, fn, i, in, tgt);
@@ -435,7 +435,7 @@ strop_status strop__ds_read_scaled(const strop_dataset *ds, const char *fn, int6
     return STROP_OK;
   }
   int64_t r = ds->idx ? ds->idx[i] : i;
-  strop_status st = strop__images_read(rt, fn, r, in, scale);
+  strop_status st = strop__images_read(rt, fn, r, in, scale, keep);
   if (st || !tgt) return st;
   return strop__ds_read(ds, fn, i, NULL, tgt);
 }

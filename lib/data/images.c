@@ -81,8 +81,21 @@ static strop_status probe_file(const char *fn, const char *path, int64_t max_pix
   return st;
 }
 
+int strop__images_cache_charge(const strop_dataset *rt, size_t bytes) {
+  if (!rt->img_cache) return 0;
+  strop_dataset *m = (strop_dataset *)rt;
+  size_t used = atomic_fetch_add(&m->img_cache_used, bytes);
+  if (used + bytes <= rt->img_cache_cap) return 1;
+  atomic_fetch_sub(&m->img_cache_used, bytes);
+  return 0;
+}
+
+void strop__images_cache_release(const strop_dataset *rt, size_t bytes) {
+  atomic_fetch_sub(&((strop_dataset *)rt)->img_cache_used, bytes);
+}
+
 strop_status strop__images_read(const strop_dataset *rt, const char *fn, int64_t r, float *in,
-                                float scale) {
+                                float scale, int keep) {
   const char *path = rt->img_paths + rt->img_off[r];
   int64_t h = rt->img_hw[2 * r], w = rt->img_hw[2 * r + 1];
   int c = rt->img_c;
@@ -109,14 +122,11 @@ strop_status strop__images_read(const strop_dataset *rt, const char *fn, int64_t
     px = own;
     /* keep it while the budget lasts; another thread may have stored it first */
     size_t bytes = npix * (size_t)c;
-    if (rt->img_cache) {
-      strop_dataset *m = (strop_dataset *)rt;
-      size_t used = atomic_fetch_add(&m->img_cache_used, bytes);
+    if (keep && strop__images_cache_charge(rt, bytes)) {
       uint8_t *expect = NULL;
-      if (used + bytes <= rt->img_cache_cap &&
-          atomic_compare_exchange_strong(&m->img_cache[r], &expect, own))
+      if (atomic_compare_exchange_strong(&((strop_dataset *)rt)->img_cache[r], &expect, own))
         own = NULL;
-      else atomic_fetch_sub(&m->img_cache_used, bytes);
+      else strop__images_cache_release(rt, bytes);
     }
   }
   /* interleaved bytes -> planar floats in [0, 255], times scale (the float product a scale

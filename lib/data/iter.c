@@ -33,6 +33,14 @@ typedef struct xform {
                            saturation, hue */
 } xform;
 
+/* What an iterator keeps of a sample of an image dataset: the output of its leading
+ * transforms that draw nothing (scale, normalize, resize, centre crop), c x h x w floats. */
+typedef struct kept {
+  int64_t h, w;
+  size_t bytes; /* charged to the dataset's cache budget */
+  float px[];
+} kept;
+
 /* Job states of the prefetch workers. */
 enum { JOB_NONE = 0, JOB_QUEUED, JOB_RUNNING, JOB_DONE };
 
@@ -62,7 +70,12 @@ struct strop_batch_iter {
   int out_rank; /* per-sample shape after transforms (0 for a varying size) */
   int64_t out_dims[STROP_MAX_RANK];
   size_t out_numel, max_numel, max_work; /* largest stage and resize workspace, in floats */
-  scratch main_s;                        /* the calling thread's */
+  int pre;                               /* > 0: transforms [0, pre) draw nothing and resize or
+                                            crop, and their output is kept per sample in kept
+                                            (an image dataset with a cache budget) */
+  _Atomic(kept *) *kept;                 /* per sample of ds, or NULL */
+  _Atomic int64_t kept_hits;
+  scratch main_s; /* the calling thread's */
 
   struct {
     float *x, *y, *m, *k; /* inputs, targets, masks, token types */
@@ -536,6 +549,54 @@ static int64_t batch_share(const strop_batch_iter *it, int64_t pos, int64_t *off
 
 /* Fills row r of buffer b with the sample at epoch position pos + r, using scratch sc.
  * The order (perm) must be ready. Allocates nothing but what decoding a file needs. */
+/* Keeps sample j's px (c x h x w, the output of transforms [0, it->pre)) while the dataset's
+ * cache budget lasts; another thread may have kept it first. Nothing when out of memory. */
+static void keep_sample(const strop_batch_iter *it, int64_t j, int64_t c, int64_t h, int64_t w,
+                        const float *px) {
+  const size_t n = (size_t)(c * h * w), bytes = sizeof(kept) + n * sizeof(float);
+  const strop_dataset *rt = strop__ds_root(it->ds);
+  if (!strop__images_cache_charge(rt, bytes)) return;
+  kept *k = strop__malloc(bytes);
+  kept *expect = NULL;
+  if (k) {
+    *k = (kept){h, w, bytes};
+    memcpy(k->px, px, n * sizeof(float));
+  }
+  if (!k || !atomic_compare_exchange_strong(&it->kept[j], &expect, k)) {
+    strop__free(k);
+    strop__images_cache_release(rt, bytes);
+  }
+}
+
+/* Where the iterator keeps its samples' resized pixels (it->pre, it->kept): an image dataset
+ * with a cache budget whose leading transforms draw nothing and resize or crop — those are the
+ * same every epoch and cost a decode and a resize; kept, the decoded pixels are not. */
+int strop__iter_keep_resized = 1;
+
+static strop_status plan_kept(strop_batch_iter *it, const char *fn) {
+  const strop_dataset *rt = strop__ds_root(it->ds);
+  it->pre = 0;
+  if (rt->kind != STROP__DS_IMAGES || !rt->img_cache || it->inplace || !strop__iter_keep_resized)
+    return STROP_OK;
+  int t = 0, resizes = 0;
+  for (; t < it->nxf; t++) {
+    const int ty = it->xf[t].type;
+    if (ty != XF_SCALE && ty != XF_NORMALIZE && ty != XF_RESIZE && ty != XF_RESIZE_SHORT &&
+        ty != XF_CENTER_CROP)
+      break;
+    resizes += ty != XF_SCALE && ty != XF_NORMALIZE;
+  }
+  if (!resizes) return STROP_OK;
+  it->kept = strop__calloc((size_t)it->n, sizeof *it->kept);
+  if (!it->kept) return STROP__NOMEM(fn);
+  it->pre = t;
+  return STROP_OK;
+}
+
+int64_t strop__batch_iter_cache_hits(const strop_batch_iter *it) {
+  return atomic_load(&((strop_batch_iter *)it)->kept_hits);
+}
+
 static strop_status fill_row(const strop_batch_iter *it, int64_t epoch, int64_t pos, int b,
                              int64_t r, const scratch *sc) {
   const char *fn = "strop_batch_iter_next";
@@ -556,11 +617,30 @@ static strop_status fill_row(const strop_batch_iter *it, int64_t epoch, int64_t 
   float scale = first ? it->xf[0].a : 1.0f;
   if (it->inplace) {
     /* scale / normalize / flip / jitter only: work in the output row, no scratch copies */
-    if ((st = strop__ds_read_scaled(it->ds, fn, j, xo, yo, scale))) return st;
+    if ((st = strop__ds_read_scaled(it->ds, fn, j, xo, yo, scale, 1))) return st;
     return run_transforms(it, first, it->nxf, c, &h, &w, sc, xo, sc->s1, &rng, j, &res);
   }
-  if ((st = strop__ds_read_scaled(it->ds, fn, j, sc->s0, yo, scale))) return st;
-  st = run_transforms(it, first, it->nxf, c, &h, &w, sc, sc->s0, sc->s1, &rng, j, &res);
+  float *a = sc->s0, *t = sc->s1;
+  const kept *k = it->kept ? atomic_load(&it->kept[j]) : NULL;
+  if (k) { /* the leading transforms' output, kept from an earlier epoch */
+    atomic_fetch_add(&((strop_batch_iter *)it)->kept_hits, 1);
+    if ((st = strop__ds_read(it->ds, fn, j, NULL, yo))) return st;
+    h = k->h;
+    w = k->w;
+    memcpy(a, k->px, (size_t)(c * h * w) * sizeof(float));
+    first = it->pre;
+  } else {
+    if ((st = strop__ds_read_scaled(it->ds, fn, j, a, yo, scale, !it->kept))) return st;
+    if (it->kept) {
+      if ((st = run_transforms(it, first, it->pre, c, &h, &w, sc, a, t, &rng, j, &res)))
+        return st;
+      keep_sample(it, j, c, h, w, res);
+      a = res;
+      t = res == sc->s0 ? sc->s1 : sc->s0;
+      first = it->pre;
+    }
+  }
+  st = run_transforms(it, first, it->nxf, c, &h, &w, sc, a, t, &rng, j, &res);
   if (st) return st;
   if ((size_t)(c * h * w) != it->out_numel)
     return strop__err(STROP_E_INTERNAL, "%s: sample %lld came out %lld x %lld", fn, (long long)j,
@@ -857,6 +937,7 @@ static strop_status start(strop_batch_iter *it, const char *fn) {
   }
   plan_scratch(it, it->nxf, &it->max_numel, &it->max_work);
   strop_status sst = scratch_alloc(it, fn, &it->main_s);
+  if (!sst) sst = plan_kept(it, fn);
   if (sst) return sst;
   /* no batch holds more rows than an epoch visits: a batch size above the dataset's size
    * costs nothing more than the dataset */
@@ -982,6 +1063,17 @@ static void release_buffers(strop_batch_iter *it) {
   it->last_types = NULL;
   strop__free(it->perm);
   it->perm = NULL;
+  if (it->kept) {
+    const strop_dataset *rt = strop__ds_root(it->ds);
+    for (int64_t j = 0; j < it->n; j++) {
+      kept *k = atomic_load(&it->kept[j]);
+      if (!k) continue;
+      strop__images_cache_release(rt, k->bytes);
+      strop__free(k);
+    }
+    strop__free((void *)it->kept);
+    it->kept = NULL;
+  }
   scratch_free(&it->main_s);
   for (int k = 0; k < MAX_WORKERS; k++) scratch_free(&it->ws[k]);
 }
