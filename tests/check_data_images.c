@@ -274,7 +274,7 @@ END_TEST
  * one that holds them all, over three epochs and two workers reading it at once. The resize and
  * centre crop draw nothing, so what the iterator keeps is their output (3 x 12 x 12 floats and
  * a header: 1752 bytes), not the decoded pixels: 3 of them fit in 6000 bytes and are taken 2
- * epochs more (6 hits), all 7 in the large cache (14 hits), nothing decoded is kept beside
+ * epochs more (6 hits, and the prefetch's), all 7 in the large cache (14 hits), nothing decoded is kept beside
  * them; with a flip first nothing can be kept but the decoded pixels. */
 START_TEST(cache_gives_the_same_batches) {
   NEED_FIXTURES();
@@ -313,7 +313,10 @@ START_TEST(cache_gives_the_same_batches) {
       }
     ck_assert_uint_eq(at, total);
     const size_t entry = 1752; /* kept's header and 3 x 12 x 12 floats */
-    ck_assert_int_eq(strop__batch_iter_cache_hits(it), v == 0 ? 0 : v == 1 ? 6 : 14);
+    /* (the prefetch may have read the next epoch's first batch of 2 already) */
+    const int64_t hits = strop__batch_iter_cache_hits(it), want = v == 0 ? 0 : v == 1 ? 6 : 14;
+    ck_assert_msg(hits >= want && hits <= want + (v ? 2 : 0), "%lld samples from the cache",
+                  (long long)hits);
     ck_assert_uint_eq(atomic_load(&ds->img_cache_used), v == 0   ? 0
                                                         : v == 1 ? 3 * entry
                                                                  : 7 * entry);

@@ -84,10 +84,13 @@ static strop_status probe_file(const char *fn, const char *path, int64_t max_pix
 int strop__images_cache_charge(const strop_dataset *rt, size_t bytes) {
   if (!rt->img_cache) return 0;
   strop_dataset *m = (strop_dataset *)rt;
-  size_t used = atomic_fetch_add(&m->img_cache_used, bytes);
-  if (used + bytes <= rt->img_cache_cap) return 1;
-  atomic_fetch_sub(&m->img_cache_used, bytes);
-  return 0;
+  /* taken only when it fits (an add undone after the fact would let a concurrent charge see a
+   * budget spent that is not, and refuse what fits) */
+  size_t used = atomic_load(&m->img_cache_used);
+  do {
+    if (bytes > rt->img_cache_cap || used > rt->img_cache_cap - bytes) return 0;
+  } while (!atomic_compare_exchange_weak(&m->img_cache_used, &used, used + bytes));
+  return 1;
 }
 
 void strop__images_cache_release(const strop_dataset *rt, size_t bytes) {
