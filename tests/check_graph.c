@@ -1132,6 +1132,33 @@ START_TEST(checkpointing_planned_below_plain) {
   strop_model_free(fl);
   strop_model_free(ck);
   strop_model_free(plain);
+  /* a relu after a linear in a block writes over the linear's output in the recompute as in
+   * the forward (plan_off[5 n_nodes + i]: the recompute's outputs), with the same bits */
+  static const strop_test_node rn[] = {{"proj", "linear", "out_features=16", "input"},
+                                       {"blocks.0.fc1", "linear", "out_features=64", NULL},
+                                       {"blocks.0.act", "relu", NULL, NULL},
+                                       {"blocks.0.fc2", "linear", "out_features=16", NULL},
+                                       {"blocks.1.fc1", "linear", "out_features=64", NULL},
+                                       {"blocks.1.act", "relu", NULL, NULL},
+                                       {"blocks.1.fc2", "linear", "out_features=16", NULL},
+                                       {"head", "linear", "out_features=4", NULL}};
+  plain = strop_test_build(1, shape, rn, 8, 37);
+  ck_assert_int_eq(strop__model_clone(plain, &ck), STROP_OK);
+  ck_assert_int_eq(strop_model_set_checkpointing(ck, "auto"), STROP_OK);
+  ckpt_steps(plain, x, N, 4, ga, 240000);
+  ckpt_steps(ck, x, N, 4, gb, 240000);
+  ck_assert(!memcmp(ga, gb, sizeof ga));
+  ckpt_same_state(plain, ck);
+  ck_assert_int_eq(strop__model_forward_exec(ck, x, N, 1, NULL, &o), STROP_OK);
+  const size_t r0 = 5 * (size_t)ck->n_nodes;
+  for (int b = 0; b < 2; b++) {
+    ck_assert_uint_ne(ck->plan_off[r0 + 1 + 3 * (size_t)b], SIZE_MAX); /* fc1's */
+    ck_assert_uint_eq(ck->plan_off[r0 + 2 + 3 * (size_t)b], SIZE_MAX); /* relu: in place */
+    ck_assert_uint_ne(ck->plan_off[r0 + 3 + 3 * (size_t)b], SIZE_MAX); /* fc2's */
+  }
+  strop__model_step_end(ck);
+  strop_model_free(ck);
+  strop_model_free(plain);
 }
 END_TEST
 
