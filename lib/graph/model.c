@@ -1172,7 +1172,7 @@ static strop_status plan_lifetimes(strop_model *m, const uint8_t *keep, int64_t 
   /* the backward, as strop__model_backward runs it (nodes that need one as they are now) */
   memcpy(ctid, tid, (size_t)nn * sizeof *ctid);
   has_grad[nn - 1] = 1; /* the loss's, the caller's memory */
-  int clock = 2 * nn;
+  int clock = 2 * nn, prev = nn - 1, open_b0 = -1;
   for (int i = nn - 1; i >= 0; i--) {
     const int d = i + 1;
     if (d < nn && state[d] == STROP__ACT_KEPT && ctid[d] >= 0 && !keep_always(m, d) &&
@@ -1180,6 +1180,22 @@ static strop_status plan_lifetimes(strop_model *m, const uint8_t *keep, int64_t 
       state[d] = STROP__ACT_RELEASED;
       blk[ctid[d]].last = clock;
     }
+    /* In a recomputed block, the output of a fused chain's last node, which the release above
+     * skips (the backward went from the chain's last node to before its first): its readers'
+     * backwards and its own have run, nothing reads it again. And when the backward has passed
+     * the block, what is left of it (ckpt_end). */
+    for (int j = d + 1; ckf && j <= prev; j++)
+      if (ckf[j] >= 0 && state[j] == STROP__ACT_KEPT && ctid[j] >= 0) {
+        state[j] = STROP__ACT_RELEASED;
+        blk[ctid[j]].last = clock;
+      }
+    for (int j = open_b0; open_b0 > i && j <= m->ckpt_last[open_b0]; j++)
+      if (state[j] == STROP__ACT_KEPT && ctid[j] >= 0) {
+        state[j] = STROP__ACT_RELEASED;
+        blk[ctid[j]].last = clock;
+      }
+    if (open_b0 > i) open_b0 = -1;
+    prev = i;
     clock++;
     int first = i;
     while (first > 0 && m->nodes[first].fused < 0) first--;
@@ -1191,6 +1207,7 @@ static strop_status plan_lifetimes(strop_model *m, const uint8_t *keep, int64_t 
     }
     if (ckf && ckf[i] >= 0 && m->ckpt_last[ckf[i]] == i) { /* ckpt_recompute */
       const int b0 = ckf[i];
+      open_b0 = b0;
       if (state[i] == STROP__ACT_KEPT && ctid[i] >= 0) blk[ctid[i]].last = clock - 1;
       for (int j = b0; j <= i; j++) left[j] = m->consumers[j] - (m->nodes[j].fused_shared != 0);
       for (int u = b0; u <= i; u++) {
