@@ -69,7 +69,10 @@
  * sums in plain C and on AVX-512 (strop__bn_isa, the same bits; BN_ISA=c: plain C), BN_PATH=ab
  * both off and both on; CE=ab the cross-entropy's
  * exponentials on the plain loops' per-CPU clones and on AVX-512 (strop__ce_isa, the same
- * bits; CE=clones the clones only).
+ * bits; CE=clones the clones only). CKPT=auto checkpoints the model's blocks for the whole run
+ * (strop_model_set_checkpointing "auto", before the planning), CKPT=ab alternates plain and
+ * checkpointed steps (the same bits; checkpointed_cpu_speedup < 1: the recompute's cost);
+ * MEMORY_PLAN=ab the free list and the lifetime-planned arena (the same bits).
  *
  * Prints one RESULT line: samples/s or tokens/s (best of `repeats` windows of `steps` steps
  * after a warm-up), the step's multiply-add work (gemm_flops: the matrix products and
