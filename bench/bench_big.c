@@ -69,7 +69,10 @@
  * sums in plain C and on AVX-512 (strop__bn_isa, the same bits; BN_ISA=c: plain C), BN_PATH=ab
  * both off and both on; CE=ab the cross-entropy's
  * exponentials on the plain loops' per-CPU clones and on AVX-512 (strop__ce_isa, the same
- * bits; CE=clones the clones only).
+ * bits; CE=clones the clones only). CKPT=auto checkpoints the model's blocks for the whole run
+ * (strop_model_set_checkpointing "auto", before the planning), CKPT=ab alternates plain and
+ * checkpointed steps (the same bits; checkpointed_cpu_speedup < 1: the recompute's cost);
+ * MEMORY_PLAN=ab the free list and the lifetime-planned arena (the same bits).
  *
  * Prints one RESULT line: samples/s or tokens/s (best of `repeats` windows of `steps` steps
  * after a warm-up), the step's multiply-add work (gemm_flops: the matrix products and
@@ -204,6 +207,13 @@ static void set_bnpath(strop_model *m, int on) {
   set_bnisa(m, on);
 }
 
+/* no activation checkpointing / every block of "auto" checkpointed (CKPT=auto: the whole run) */
+static void set_ckpt(strop_model *m, int on) {
+  bench_must(strop_model_set_checkpointing(m, on ? "auto" : NULL), "checkpointing");
+}
+/* the step on the free list / planned from its tensors' lifetimes */
+static void set_plan(strop_model *m, int on) { (void)m, strop__memory_plan = on; }
+
 static const ab_switch AB[] = {
     {"FUSED_LOSS", NULL, NULL, "unfused", "fused", "fused_loss", set_fused},
     {"KERNELS", NULL, NULL, "rows1", "rows", "kernels", set_rows},
@@ -230,6 +240,8 @@ static const ab_switch AB[] = {
     {"BN_ISA", "c", NULL, "plain_c", "avx512", "bn_isa", set_bnisa},
     {"BN_PATH", "0", NULL, "before", "after", "bn_path", set_bnpath},
     {"CE", "clones", NULL, "clones", "avx512", "ce", set_ce},
+    {"CKPT", "0", "auto", "plain", "checkpointed", "ckpt", set_ckpt},
+    {"MEMORY_PLAN", "0", NULL, "free_list", "planned", "memory_plan", set_plan},
     {"COMPUTE_DTYPE", NULL, "bf16", "f32", "bf16", "compute_dtype", set_dtype},
 };
 #define N_AB ((int)(sizeof AB / sizeof AB[0]))

@@ -9,6 +9,11 @@ its peak RSS is its own. Nothing here is a test: no thresholds.
 
     bench/ckpt_memory.py [build-dir] [layers] [batch] [tokens] [steps]   (build 12 4 128 3)
     bench/ckpt_memory.py build 2 2 64 1                                   a smoke run
+    STROP_ONLY=1 bench/ckpt_memory.py ...                                 strop's rows only
+    bench/ckpt_memory.py --resnet50 DIR [build-dir] [batch] [steps]       ResNet-50 224², strop only
+
+DIR holds bench_big's ResNet-50 checkpoint (model.safetensors of random weights: bench/
+torch_big.py writes it).
 
 Prints one line per configuration: peak RSS (MB), strop's predicted peak of the library's own
 memory, seconds per step."""
@@ -45,6 +50,7 @@ def run_strop(build, layers, batch, tokens, steps, ckpt):
     if ckpt:
         m.checkpointing = "auto"
     plan = m.step_memory(batch, sample_shape=[tokens], optimizer_slots=2)
+    est = m.memory_estimate(batch, optimizer_slots=2)  # at max_length = tokens
     opt = strop.Optimizer(m, "adamw", lr=1e-4)
     tr = strop.Trainer(m, opt)
     rng = np.random.default_rng(1)
@@ -54,7 +60,52 @@ def run_strop(build, layers, batch, tokens, steps, ckpt):
     for _ in range(steps):
         tr.step(ids, ids)
     dt = (time.perf_counter() - t0) / steps
-    return plan["peak"], dt
+    return plan["peak"], sum(est.values()), dt
+
+
+def run_strop_resnet(build, folder, batch, steps, ckpt):
+    """A full fine-tune of ResNet-50 at 224² with AdamW: the predicted peak
+    (Model.step_memory), the estimate's parts (Model.memory_estimate) and the seconds a step."""
+    os.environ.setdefault("STROP_LIBRARY", os.path.join(build, "libstrop.so"))
+    sys.path.insert(0, os.path.join(ROOT, "bindings", "python"))
+    import numpy as np
+    import strop
+    m = strop.Model.from_pretrained(os.path.join(folder, "model.safetensors"), arch="resnet50",
+                                    image_size=224)
+    if ckpt:
+        m.checkpointing = "auto"
+    plan = m.step_memory(batch, optimizer_slots=2)
+    est = m.memory_estimate(batch, optimizer_slots=2)
+    opt = strop.Optimizer(m, "adamw", lr=1e-4)
+    tr = strop.Trainer(m, opt)
+    rng = np.random.default_rng(7)
+    x = (rng.random((batch, 3, 224, 224)) * 2 - 1).astype(np.float32)
+    y = rng.integers(0, 1000, size=(batch,)).astype(np.float32)
+    tr.step(x, y)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        tr.step(x, y)
+    return plan["peak"], sum(est.values()), (time.perf_counter() - t0) / steps
+
+
+def resnet_main(a):
+    folder = a[0]
+    build = os.path.abspath(a[1] if len(a) > 1 else "build")
+    batch, steps = ([int(x) for x in a[2:]] + [8, 1][len(a[2:]):])[:2]
+    print(f"# ResNet-50 224², batch {batch}, AdamW, strop's library in {build}; "
+          f"load {os.getloadavg()[0]:.2f}")
+    print(f"{'run':28s} {'peak RSS':>10s} {'predicted':>10s} {'estimate':>10s} {'s/step':>8s}")
+    for ckpt in (0, 1):
+        r = subprocess.run([sys.executable, __file__, "--resnet-child", folder, build,
+                            str(batch), str(steps), str(ckpt)], capture_output=True, text=True)
+        line = [x for x in r.stdout.splitlines() if x.startswith("RESULT")]
+        name = f"strop {'checkpointed' if ckpt else 'plain'}"
+        if r.returncode or not line:
+            print(f"{name:28s} failed: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
+            continue
+        f = dict(kv.split("=") for kv in line[0].split()[1:])
+        print(f"{name:28s} {int(f['rss_kb']) / 1024:8.1f}MB {int(f['predicted']) / 2**20:8.1f}MB "
+              f"{int(f['estimate']) / 2**20:8.1f}MB {float(f['s_per_step']):8.3f}")
 
 
 def run_torch(layers, batch, tokens, steps, ckpt):
@@ -89,30 +140,40 @@ def run_torch(layers, batch, tokens, steps, ckpt):
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
-    return 0, (time.perf_counter() - t0) / steps
+    return 0, 0, (time.perf_counter() - t0) / steps
 
 
 def child(argv):
     which, build, layers, batch, tokens, steps, ckpt = argv
     layers, batch, tokens, steps, ckpt = map(int, (layers, batch, tokens, steps, ckpt))
     if which == "strop":
-        plan, dt = run_strop(build, layers, batch, tokens, steps, ckpt)
+        plan, est, dt = run_strop(build, layers, batch, tokens, steps, ckpt)
     else:
-        plan, dt = run_torch(layers, batch, tokens, steps, ckpt)
+        plan, est, dt = run_torch(layers, batch, tokens, steps, ckpt)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
-    print(f"RESULT rss_kb={rss} predicted={plan} s_per_step={dt:.3f}", flush=True)
+    print(f"RESULT rss_kb={rss} predicted={plan} estimate={est} s_per_step={dt:.3f}", flush=True)
 
 
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         return child(sys.argv[2:])
+    if len(sys.argv) > 1 and sys.argv[1] == "--resnet-child":
+        folder, build, batch, steps, ckpt = sys.argv[2:]
+        pred, est, dt = run_strop_resnet(build, folder, int(batch), int(steps), int(ckpt))
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(f"RESULT rss_kb={rss} predicted={pred} estimate={est} s_per_step={dt:.3f}",
+              flush=True)
+        return None
+    if len(sys.argv) > 1 and sys.argv[1] == "--resnet50":
+        return resnet_main(sys.argv[2:])
     a = sys.argv[1:]
     build = os.path.abspath(a[0] if a else "build")
     layers, batch, tokens, steps = ([int(x) for x in a[1:]] + [12, 4, 128, 3][len(a[1:]):])[:4]
     print(f"# GPT-2 small shape, {layers} layers, batch {batch} x {tokens} tokens, AdamW; "
           f"{os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f}")
-    print(f"{'run':28s} {'peak RSS':>10s} {'predicted':>10s} {'s/step':>8s}")
-    for which in ("strop", "torch"):
+    print(f"{'run':28s} {'peak RSS':>10s} {'predicted':>10s} {'estimate':>10s} {'s/step':>8s}")
+    which_runs = ("strop",) if os.environ.get("STROP_ONLY") else ("strop", "torch")
+    for which in which_runs:
         for ckpt in (0, 1):
             r = subprocess.run([sys.executable, __file__, "--child", which, build, str(layers),
                                 str(batch), str(tokens), str(steps), str(ckpt)],
@@ -123,9 +184,10 @@ def main():
                 print(f"{name:28s} failed: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
                 continue
             f = dict(kv.split("=") for kv in line[0].split()[1:])
-            pred = int(f["predicted"])
+            pred, est = int(f["predicted"]), int(f["estimate"])
             print(f"{name:28s} {int(f['rss_kb']) / 1024:8.0f}MB "
                   f"{(f'{pred / 2**20:8.0f}MB' if pred else '       -'):>10s} "
+                  f"{(f'{est / 2**20:8.0f}MB' if est else '       -'):>10s} "
                   f"{float(f['s_per_step']):8.3f}")
 
 

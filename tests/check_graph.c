@@ -996,10 +996,19 @@ START_TEST(checkpointing_resnet_blocks_bit_identical) {
   ck_assert_str_eq(buf, "auto");
   static float x[4 * 3 * 256], ga[40000], gb[40000];
   for (int i = 0; i < 4 * 3 * 256; i++) x[i] = sinf(0.37f * (float)i);
+  strop_model *fl = NULL; /* checkpointed on the free list (STROP_MEMORY_PLAN=0) */
+  ck_assert_int_eq(strop__model_clone(ck, &fl), STROP_OK);
+  static float gc[40000];
   const size_t peak_plain = ckpt_steps(plain, x, 4, 5, ga, 40000);
   const size_t peak_ck = ckpt_steps(ck, x, 4, 5, gb, 40000);
+  strop__memory_plan = 0;
+  ckpt_steps(fl, x, 4, 5, gc, 40000);
+  strop__memory_plan = -1;
   ck_assert(!memcmp(ga, gb, sizeof ga));
+  ck_assert(!memcmp(ga, gc, sizeof ga));
   ckpt_same_state(plain, ck);
+  ckpt_same_state(plain, fl);
+  strop_model_free(fl);
   /* 6 blocks of 4 or 5 kept [8, 16, 16] activations each, against their inputs and one
    * block's recompute */
   const size_t act = 4 * 8 * 256 * sizeof(float);
@@ -1032,17 +1041,122 @@ START_TEST(checkpointing_transformer_dropout_bit_identical) {
   ck_assert_int_eq(strop_model_checkpoint_blocks(ck), 3);
   static float x[6 * 12 * 8], ga[60000], gb[60000];
   for (int i = 0; i < 6 * 12 * 8; i++) x[i] = sinf(0.11f * (float)i) + 0.1f * cosf((float)i);
+  strop_model *fl = NULL; /* checkpointed on the free list (STROP_MEMORY_PLAN=0) */
+  ck_assert_int_eq(strop__model_clone(ck, &fl), STROP_OK);
+  static float gc[60000];
   const size_t peak_plain = ckpt_steps(plain, x, 6, 4, ga, 60000);
   const size_t peak_ck = ckpt_steps(ck, x, 6, 4, gb, 60000);
+  strop__memory_plan = 0;
+  ckpt_steps(fl, x, 6, 4, gc, 60000);
+  strop__memory_plan = -1;
   ck_assert(!memcmp(ga, gb, sizeof ga));
+  ck_assert(!memcmp(ga, gc, sizeof ga));
   ckpt_same_state(plain, ck);
-  ck_assert(plain->rng.state == ck->rng.state);
+  ckpt_same_state(plain, fl);
+  ck_assert(plain->rng.state == ck->rng.state && fl->rng.state == ck->rng.state);
+  strop_model_free(fl);
   ck_assert_msg(peak_ck < peak_plain, "peak with checkpointing %zu, without %zu", peak_ck,
                 peak_plain);
   /* eval mode and checkpointing off are untouched */
   ck_assert_int_eq(strop_model_set_checkpointing(ck, NULL), STROP_OK);
   ck_assert_int_eq(strop_model_get_checkpointing(ck, NULL, 0), 0);
   ck_assert_int_eq(strop_model_checkpoint_blocks(ck), 0);
+  strop_model_free(ck);
+  strop_model_free(plain);
+}
+END_TEST
+
+/* Residual MLP blocks (linear 32 -> 128, tanh, linear 128 -> 32, + the block's input) under
+ * "blocks.*", and after them a gelu between two linears outside any block (its output computed
+ * again for the second linear's backward, as in a step without checkpointing). The planned
+ * checkpointed step (the recompute's outputs and scratch planned with the rest, STROP_MEMORY_PLAN
+ * on) gives the unplanned checkpointed step's and the plain step's gradients, weights and
+ * generator to the bit, and its peak is below the plain step's by at least the blocks' inner
+ * activations but one block's (each block keeps a tanh output of 128 per sample the plain step
+ * holds to its backward: the checkpointed step holds one block's at a time); a checkpointed
+ * step on the free list peaks above the planned one. */
+START_TEST(checkpointing_planned_below_plain) {
+  enum { B = 8, N = 64 };
+  strop_test_node nodes[4 * B + 6];
+  char names[B][4][32], ins[B][72];
+  int n = 0;
+  nodes[n++] = (strop_test_node){"proj", "linear", "out_features=32", "input"};
+  static const char *const part[4] = {"fc1", "act", "fc2", "add"};
+  static const char *const type[4] = {"linear", "tanh", "linear", "add"};
+  static const char *const opt[4] = {"out_features=128", NULL, "out_features=32", NULL};
+  for (int b = 0; b < B; b++) {
+    for (int k = 0; k < 4; k++)
+      snprintf(names[b][k], sizeof names[b][k], "blocks.%d.%s", b, part[k]);
+    snprintf(ins[b], sizeof ins[b], "%s,%s", names[b][2], b ? names[b - 1][3] : "proj");
+    for (int k = 0; k < 4; k++)
+      nodes[n++] = (strop_test_node){names[b][k], type[k], opt[k], k == 3 ? ins[b] : NULL};
+  }
+  nodes[n++] = (strop_test_node){"post_fc1", "linear", "out_features=64", NULL};
+  nodes[n++] = (strop_test_node){"post_act", "gelu", NULL, NULL};
+  nodes[n++] = (strop_test_node){"post_fc2", "linear", "out_features=32", NULL};
+  nodes[n++] = (strop_test_node){"head", "linear", "out_features=4", NULL};
+  const int64_t shape[1] = {16};
+  strop_model *plain = strop_test_build(1, shape, nodes, n, 31), *ck = NULL, *fl = NULL;
+  ck_assert_int_eq(strop__model_clone(plain, &ck), STROP_OK);
+  ck_assert_int_eq(strop_model_set_checkpointing(ck, "blocks.*"), STROP_OK);
+  ck_assert_int_eq(strop_model_checkpoint_blocks(ck), B);
+  ck_assert_int_eq(strop__model_clone(ck, &fl), STROP_OK);
+  static float x[N * 16], ga[240000], gb[240000], gc[240000];
+  for (int i = 0; i < N * 16; i++) x[i] = sinf(0.23f * (float)i) + 0.2f * cosf((float)i);
+  const size_t peak_plain = ckpt_steps(plain, x, N, 4, ga, 240000);
+  const size_t peak_ck = ckpt_steps(ck, x, N, 4, gb, 240000);
+  strop__memory_plan = 0;
+  const size_t peak_fl = ckpt_steps(fl, x, N, 4, gc, 240000);
+  strop__memory_plan = -1;
+  ck_assert(!memcmp(ga, gb, sizeof ga));
+  ck_assert(!memcmp(ga, gc, sizeof ga));
+  ckpt_same_state(plain, ck);
+  ckpt_same_state(plain, fl);
+  const size_t inner = (size_t)N * 128 * sizeof(float);
+  fprintf(stderr,
+          "checkpointing: step memory peak %zu bytes plain, %zu checkpointed and planned, %zu "
+          "checkpointed on the free list (%zu a block's tanh output)\n",
+          peak_plain, peak_ck, peak_fl, inner);
+  ck_assert_msg(peak_ck + (B - 1) * inner <= peak_plain,
+                "peak with checkpointing %zu, without %zu (%zu a block's inner activation)",
+                peak_ck, peak_plain, inner);
+  ck_assert_msg(peak_ck < peak_fl, "planned %zu, on the free list %zu", peak_ck, peak_fl);
+  /* the step is planned, and the gelu outside the blocks is computed again */
+  const strop__act *o;
+  ck_assert_int_eq(strop__model_forward_exec(ck, x, N, 1, NULL, &o), STROP_OK);
+  ck_assert_ptr_nonnull(ck->plan_base);
+  ck_assert_ptr_nonnull(ck->ckpt_first);
+  ck_assert_ptr_nonnull(ck->recompute);
+  ck_assert_int_eq(ck->recompute[strop__model_node_find(ck, "post_act")], 1);
+  strop__model_step_end(ck);
+  strop_model_free(fl);
+  strop_model_free(ck);
+  strop_model_free(plain);
+  /* a relu after a linear in a block writes over the linear's output in the recompute as in
+   * the forward (plan_off[5 n_nodes + i]: the recompute's outputs), with the same bits */
+  static const strop_test_node rn[] = {{"proj", "linear", "out_features=16", "input"},
+                                       {"blocks.0.fc1", "linear", "out_features=64", NULL},
+                                       {"blocks.0.act", "relu", NULL, NULL},
+                                       {"blocks.0.fc2", "linear", "out_features=16", NULL},
+                                       {"blocks.1.fc1", "linear", "out_features=64", NULL},
+                                       {"blocks.1.act", "relu", NULL, NULL},
+                                       {"blocks.1.fc2", "linear", "out_features=16", NULL},
+                                       {"head", "linear", "out_features=4", NULL}};
+  plain = strop_test_build(1, shape, rn, 8, 37);
+  ck_assert_int_eq(strop__model_clone(plain, &ck), STROP_OK);
+  ck_assert_int_eq(strop_model_set_checkpointing(ck, "auto"), STROP_OK);
+  ckpt_steps(plain, x, N, 4, ga, 240000);
+  ckpt_steps(ck, x, N, 4, gb, 240000);
+  ck_assert(!memcmp(ga, gb, sizeof ga));
+  ckpt_same_state(plain, ck);
+  ck_assert_int_eq(strop__model_forward_exec(ck, x, N, 1, NULL, &o), STROP_OK);
+  const size_t r0 = 5 * (size_t)ck->n_nodes;
+  for (int b = 0; b < 2; b++) {
+    ck_assert_uint_ne(ck->plan_off[r0 + 1 + 3 * (size_t)b], SIZE_MAX); /* fc1's */
+    ck_assert_uint_eq(ck->plan_off[r0 + 2 + 3 * (size_t)b], SIZE_MAX); /* relu: in place */
+    ck_assert_uint_ne(ck->plan_off[r0 + 3 + 3 * (size_t)b], SIZE_MAX); /* fc2's */
+  }
+  strop__model_step_end(ck);
   strop_model_free(ck);
   strop_model_free(plain);
 }
@@ -1690,6 +1804,7 @@ int main(void) {
   tcase_add_test(tc, bn_relu_fused_bit_identical);
   tcase_add_test(tc, checkpointing_transformer_dropout_bit_identical);
   tcase_add_test(tc, checkpointing_errors);
+  tcase_add_test(tc, checkpointing_planned_below_plain);
   suite_add_tcase(s, tc);
   tc = tcase_create("metadata");
   tcase_add_test(tc, meta_set_get_list);

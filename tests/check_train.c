@@ -2088,6 +2088,50 @@ START_TEST(fused_step_memory) {
 }
 END_TEST
 
+/* A GPT-2-shaped model with each transformer.h.N checkpointed: its LM head is no block's, so
+ * the step still fuses the head with its cross-entropy, on the planned step; two AdamW steps
+ * give the loss, gradients and weights of the same model without checkpointing to the bit. */
+START_TEST(checkpointed_step_fuses_the_loss) {
+  char dir[] = "/tmp/strop_ckfused_XXXXXX";
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  strop_model *m[2] = {mem_model(2, dir), NULL};
+  strop_test_must(strop_model_clone(m[0], &m[1]), "clone");
+  strop_test_must(strop_model_set_checkpointing(m[1], "auto"), "checkpointing");
+  ck_assert_int_eq(strop_model_checkpoint_blocks(m[1]), 2);
+  strop_optimizer *opt[2];
+  strop_trainer *tr[2];
+  for (int k = 0; k < 2; k++) {
+    strop_test_must(strop_optimizer_create(m[k], STROP_OPTIM_ADAMW, &opt[k]), "optimizer");
+    strop_test_must(strop_trainer_create(m[k], opt[k], &tr[k]), "trainer");
+  }
+  strop_tensor *x = NULL, *y = NULL;
+  lm_batch(3, 20, 2000, &x, &y);
+  strop__fused_loss_rows = 7;
+  const int64_t before = m[1]->rows_steps;
+  for (int step = 0; step < 2; step++) {
+    float loss[2];
+    for (int k = 0; k < 2; k++)
+      ck_assert_msg(strop_trainer_step(tr[k], x, y, &loss[k]) == STROP_OK, "%s",
+                    strop_last_error());
+    ck_assert(!memcmp(&loss[0], &loss[1], sizeof loss[0]));
+  }
+  ck_assert_int_eq(m[1]->rows_steps - before, 2);
+  ck_assert(params_diff(m[0], m[1], 1, 1e-30) == 0);
+  ck_assert(params_diff(m[0], m[1], 0, 1e-30) == 0);
+  strop__fused_loss_rows = 0;
+  strop_tensor_free(x);
+  strop_tensor_free(y);
+  for (int k = 0; k < 2; k++) {
+    strop_trainer_free(tr[k]);
+    strop_optimizer_free(opt[k]);
+    strop_model_free(m[k]);
+  }
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 int main(int argc, char **argv) {
   if (argc == 4 && strcmp(argv[1], "--resume") == 0) {
     g_resume_ckpt = argv[2];
@@ -2140,6 +2184,7 @@ int main(int argc, char **argv) {
   tcase_add_test(tc, unfused_where_fusion_does_not_apply);
   tcase_add_test(tc, fused_eval_matches_unfused);
   tcase_add_test(tc, fused_step_memory);
+  tcase_add_test(tc, checkpointed_step_fuses_the_loss);
   tcase_set_timeout(tc, 300);
   suite_add_tcase(s, tc);
   tc = tcase_create("fit");

@@ -89,15 +89,18 @@ struct strop_model {
   strop__rng *ckpt_rng;
   int probe; /* 1 while strop__model_probe_step runs: no state changes */
   /* the step's activations and gradients planned from their lifetimes (arena, from the
-   * forward until the step ends; NULL when the step runs on the free list: checkpointing):
+   * forward until the step ends; NULL when the step runs on the free list: STROP_MEMORY_PLAN=0):
    * per node the offset in plan_base of its output (plan_off[i]), of its output's gradient
-   * (plan_off[n_nodes + i]), of its recomputed output (plan_off[2 n_nodes + i]) and of the
+   * (plan_off[n_nodes + i]), of its recomputed output (plan_off[2 n_nodes + i]), of the
    * scratch of its forward and backward (plan_off[3 n_nodes + i], plan_off[4 n_nodes + i]:
-   * vtable `scratch`, plan_scratch[i] and plan_scratch[n_nodes + i] bytes), SIZE_MAX when not
-   * planned, and the backward iteration the gradient is planned to be taken at (plan_giter) */
-  /* per node (arena, from the forward until the step ends; NULL with checkpointing): 1 when
-   * its output was not kept and its sole reader's backward computes it again from its input
-   * (STROP__LAYER_RECOMPUTE: gelu before fc2); with a plan, plan_off[2 n_nodes + i] is where */
+   * vtable `scratch`, plan_scratch[i] and plan_scratch[n_nodes + i] bytes), and in a
+   * checkpointed block of its output and forward's scratch in the block's recompute
+   * (plan_off[5 n_nodes + i], plan_off[6 n_nodes + i]; model.c's PLAN_* slots), SIZE_MAX when
+   * not planned, and the backward iteration the gradient is planned to be taken at (plan_giter) */
+  /* per node (arena, from the forward until the step ends; NULL where everything is kept): 1
+   * when its output was not kept and its sole reader's backward computes it again from its
+   * input (STROP__LAYER_RECOMPUTE: gelu before fc2; not inside a checkpointed block); with a
+   * plan, plan_off[2 n_nodes + i] is where */
   uint8_t *recompute;
   unsigned char *plan_base;
   size_t *plan_off;

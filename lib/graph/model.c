@@ -614,6 +614,11 @@ static size_t act_bytes(const strop_model *m, int k) {
   return strop__shape_numel(&m->acts[k].shape) * sizeof(float) * (size_t)m->batch;
 }
 
+/* The bytes of node k's output at batch n, before the forward has run. */
+static size_t act_bytes_n(const strop_model *m, int k, int64_t n) {
+  return strop__shape_numel(&m->run_shapes[k]) * sizeof(float) * (size_t)n;
+}
+
 /* ---- activation checkpointing ---- */
 
 /* The length of the block name of node `name` under pattern: its shortest proper dotted prefix
@@ -694,6 +699,26 @@ static strop_status plan_checkpoints(strop_model *m) {
   m->ckpt_last = last;
   m->ckpt_rng = rng;
   return STROP_OK;
+}
+
+/* Whether a backward reads node k's output as the recompute of the checkpointed block ending at
+ * b1 makes it (k stored by the recompute, b0 <= k <= b1): the block's last node's (its readers
+ * after the block have had their backward, but its own may read it), a fused chain's stored
+ * first output, an output its own unit's backward reads, or one a reader in the block reads
+ * (nothing after the block reads it). Any other output is dead once its readers' forwards in
+ * the recompute have run. */
+static int ckpt_reads(const strop_model *m, int k, int b1) {
+  if (k == b1 || m->nodes[k].fused > 0) return 1;
+  int first = k;
+  while (first > 0 && m->nodes[first].fused < 0) first--;
+  if (unit_reads_out(m, first, k)) return 1;
+  for (int j = k + 1; j <= b1; j++) {
+    const strop__node *r = &m->nodes[j];
+    if (r->fused < 0) continue;
+    for (int q = 0; q < r->n_in; q++)
+      if (r->in[q] == k && unit_reads_in(m, j, j + r->fused)) return 1;
+  }
+  return 0;
 }
 
 strop_status strop_model_set_checkpointing(strop_model *m, const char *pattern) {
@@ -889,11 +914,13 @@ strop_status strop__model_output_for(strop_model *m, const strop__shape *in, str
  * reads neither its output nor anything but its input k, k is kept anyway (i's own backward
  * reads it, so it lives until the backward has passed i), and i's one reader is a node by
  * itself that a backward visits and that reads its input (fc2 after BERT's and GPT-2's gelu:
- * the output, as large as its input, goes once fc2's forward has run). Not with checkpointed
- * blocks (their recompute keeps what it makes) nor where everything is kept. */
+ * the output, as large as its input, goes once fc2's forward has run). Not inside a
+ * checkpointed block (the block's recompute makes its outputs again anyway) nor where everything
+ * is kept. */
 static int recomputed(const strop_model *m, int i, const uint8_t *keep) {
   const strop__node *nd = &m->nodes[i];
-  if (m->ckpt_first || m->keep_all || !(nd->vt->flags & STROP__LAYER_RECOMPUTE) ||
+  const int *ckf = m->ckpt_first;
+  if ((ckf && ckf[i] >= 0) || m->keep_all || !(nd->vt->flags & STROP__LAYER_RECOMPUTE) ||
       nd->fused != 0 || nd->n_in != 1 || nd->in[0] < 0 || keep_always(m, i) ||
       m->consumers[i] != 1 || keep[i] != 1 || unit_reads_out(m, i, i) ||
       !m->upstream_trainable[i])
@@ -904,7 +931,7 @@ static int recomputed(const strop_model *m, int i, const uint8_t *keep) {
     for (int q = 0; q < m->nodes[j].n_in; q++)
       if (m->nodes[j].in[q] == i) /* (a last node left to the loss runs after the forward) */
         return m->nodes[j].fused == 0 && m->upstream_trainable[j] && unit_reads_in(m, j, j) &&
-               !(m->rows_fused && j == m->n_nodes - 1);
+               !(m->rows_fused && j == m->n_nodes - 1) && !(ckf && ckf[j] >= 0);
   return 0;
 }
 
@@ -967,11 +994,12 @@ static int in_plan(const strop_model *m, const void *p) {
   return m->plan_base && c >= m->plan_base && c < m->plan_base + m->plan_bytes;
 }
 
-/* The step's clock: node i's forward takes its output at tick 2 i and lets go of its inputs
- * at 2 i + 1; the backward's iteration i (from the last node down) lets go of node i + 1's
- * output at bwd_tick(i), takes the gradients of its inputs one tick later and gives back its
- * own output's gradient one tick after that. */
-static int bwd_tick(int nn, int i) { return 2 * nn + 3 * (nn - 1 - i); }
+/* The step's clock (plan_lifetimes): node i's forward takes its output at tick 2 i and lets
+ * go of its inputs at 2 i + 1; from tick 2 n_nodes on, the backward's iteration i (from the
+ * last node down) lets go of node i + 1's output, then (at the last node of a checkpointed
+ * block) runs the block's forward again, two ticks a unit as in the forward, takes the
+ * gradients of its inputs at the next tick and gives back its own output's gradient one tick
+ * after that. */
 
 static void account_add(strop__step_account *a, const char *type, size_t kept, size_t saved) {
   int t = 0;
@@ -1021,14 +1049,35 @@ static size_t node_scratch(const strop_model *m, int i, const strop__exec *x, in
   return b >= strop__plan_scratch_min ? b : 0;
 }
 
-/* x's planned scratch for node i's forward (backward 0) or backward (1), if any. */
-static void scratch_take(const strop_model *m, int i, strop__exec *x, int backward) {
-  const size_t q = (size_t)(3 + backward) * (size_t)m->n_nodes + (size_t)i;
+/* A node's slots in the plan (m->plan_off[slot * n_nodes + i]): its output, its output's
+ * gradient, its output computed again for its reader's backward (STROP__LAYER_RECOMPUTE), the
+ * scratch of its forward and of its backward, and in a checkpointed block the output and the
+ * forward's scratch of the block's recompute. */
+enum {
+  PLAN_OUT,
+  PLAN_GRAD,
+  PLAN_RECOMPUTE,
+  PLAN_FWD_SCRATCH,
+  PLAN_BWD_SCRATCH,
+  PLAN_CKPT_OUT,
+  PLAN_CKPT_SCRATCH,
+  PLAN_SLOTS
+};
+
+/* x's planned scratch in slot `slot` of node i, of the size of its forward's (backward 0) or
+ * backward's (1), if any. */
+static void scratch_at(const strop_model *m, int i, strop__exec *x, int slot, int backward) {
+  const size_t q = (size_t)slot * (size_t)m->n_nodes + (size_t)i;
   x->scratch = NULL;
   x->scratch_bytes = 0;
   if (!m->plan_off || m->plan_off[q] == SIZE_MAX) return;
   x->scratch = m->plan_base + m->plan_off[q];
   x->scratch_bytes = m->plan_scratch[(size_t)backward * (size_t)m->n_nodes + (size_t)i];
+}
+
+/* x's planned scratch for node i's forward (backward 0) or backward (1), if any. */
+static void scratch_take(const strop_model *m, int i, strop__exec *x, int backward) {
+  scratch_at(m, i, x, PLAN_FWD_SCRATCH + backward, backward);
 }
 
 /* Plans where every activation and activation gradient of the step lives, before the forward
@@ -1040,8 +1089,10 @@ static void scratch_take(const strop_model *m, int i, strop__exec *x, int backwa
  * of it was lost, and neighbours never merged (the backward's large early gradients then grew
  * the arena past everything the forward held). The layers' scratch (vtable `scratch`) is
  * planned with them, live for the tick of its call, instead of above the region: the step then
- * peaked at the whole region plus the largest scratch of any layer. Steps with checkpointed
- * blocks, whose recompute gives memory back in regions, stay on the free list. */
+ * peaked at the whole region plus the largest scratch of any layer. A checkpointed block's
+ * inner outputs live twice: from their forward to their last reader's in the forward, and again
+ * from the block's recompute (just before its backward) to their last read in the backward —
+ * two blocks of the plan, the recompute's scratch planned as the forward's. */
 static strop_status plan_lifetimes(strop_model *m, const uint8_t *keep, int64_t n,
                                    const strop__exec *x) {
   const int nn = m->n_nodes;
@@ -1050,26 +1101,28 @@ static strop_status plan_lifetimes(strop_model *m, const uint8_t *keep, int64_t 
   m->plan_giter = NULL;
   m->plan_scratch = NULL;
   m->plan_bytes = 0;
-  if (m->ckpt_first || nn == 0 || !memory_plan_on()) return STROP_OK;
+  if (nn == 0 || !memory_plan_on()) return STROP_OK;
   strop__arena *a = &m->arena;
-  const size_t n3 = 5 * (size_t)nn;
+  const int *ckf = m->ckpt_first;
+  const size_t n3 = PLAN_SLOTS * (size_t)nn;
   size_t *off = strop__arena_alloc(a, n3 * sizeof *off);
   size_t *idoff = strop__arena_alloc(a, n3 * sizeof *idoff);
   int *giter = strop__arena_alloc(a, (size_t)nn * sizeof *giter);
-  int *tid = strop__arena_alloc(a, n3 * sizeof *tid); /* per node: its output's block, its
-                                                         output gradient's, its recompute's,
-                                                         its forward's and backward's scratch */
+  /* per node and slot (PLAN_*): its block; ctid: the block a node's output is in now (the
+   * forward's, or its block's recompute's) */
+  int *tid = strop__arena_alloc(a, n3 * sizeof *tid);
+  int *ctid = strop__arena_alloc(a, (size_t)nn * sizeof *ctid);
   int *left = strop__arena_alloc(a, (size_t)nn * sizeof *left);
   uint8_t *state = strop__arena_alloc(a, (size_t)nn);
   uint8_t *has_grad = strop__arena_calloc(a, (size_t)nn);
   size_t *sbytes = strop__arena_calloc(a, 2 * (size_t)nn * sizeof *sbytes);
   strop__arena_block *blk = strop__arena_alloc(a, n3 * sizeof *blk);
   int *placed = strop__arena_alloc(a, n3 * sizeof *placed);
-  if (!off || !idoff || !giter || !tid || !left || !state || !has_grad || !sbytes || !blk ||
-      !placed)
+  if (!off || !idoff || !giter || !tid || !ctid || !left || !state || !has_grad || !sbytes ||
+      !blk || !placed)
     return strop__err(STROP_E_NOMEM, "forward: out of memory");
+  for (size_t q = 0; q < n3; q++) tid[q] = -1;
   for (int i = 0; i < nn; i++) {
-    tid[i] = tid[nn + i] = tid[2 * nn + i] = tid[3 * nn + i] = tid[4 * nn + i] = -1;
     left[i] = m->consumers[i];
     state[i] = STROP__ACT_KEPT;
     giter[i] = -1;
@@ -1117,20 +1170,81 @@ static strop_status plan_lifetimes(strop_model *m, const uint8_t *keep, int64_t 
     i = last;
   }
   /* the backward, as strop__model_backward runs it (nodes that need one as they are now) */
+  memcpy(ctid, tid, (size_t)nn * sizeof *ctid);
   has_grad[nn - 1] = 1; /* the loss's, the caller's memory */
+  int clock = 2 * nn, prev = nn - 1, open_b0 = -1;
   for (int i = nn - 1; i >= 0; i--) {
-    const int t = bwd_tick(nn, i), d = i + 1;
-    if (d < nn && state[d] == STROP__ACT_KEPT && tid[d] >= 0 && !keep_always(m, d) &&
+    const int d = i + 1;
+    if (d < nn && state[d] == STROP__ACT_KEPT && ctid[d] >= 0 && !keep_always(m, d) &&
         !m->keep_all) {
       state[d] = STROP__ACT_RELEASED;
-      blk[tid[d]].last = t;
+      blk[ctid[d]].last = clock;
     }
+    /* In a recomputed block, the output of a fused chain's last node, which the release above
+     * skips (the backward went from the chain's last node to before its first): its readers'
+     * backwards and its own have run, nothing reads it again. And when the backward has passed
+     * the block, what is left of it (ckpt_end). */
+    for (int j = d + 1; ckf && j <= prev; j++)
+      if (ckf[j] >= 0 && state[j] == STROP__ACT_KEPT && ctid[j] >= 0) {
+        state[j] = STROP__ACT_RELEASED;
+        blk[ctid[j]].last = clock;
+      }
+    for (int j = open_b0; open_b0 > i && j <= m->ckpt_last[open_b0]; j++)
+      if (state[j] == STROP__ACT_KEPT && ctid[j] >= 0) {
+        state[j] = STROP__ACT_RELEASED;
+        blk[ctid[j]].last = clock;
+      }
+    if (open_b0 > i) open_b0 = -1;
+    prev = i;
+    clock++;
     int first = i;
     while (first > 0 && m->nodes[first].fused < 0) first--;
     const strop__node *nd = &m->nodes[first];
     const int head_grad = first != i && nd->fused_shared && has_grad[first];
-    if (m->nodes[i].fused > 0 || !m->upstream_trainable[i] || (!has_grad[i] && !head_grad))
+    if (m->nodes[i].fused > 0 || !m->upstream_trainable[i] || (!has_grad[i] && !head_grad)) {
+      clock += 2;
       continue;
+    }
+    if (ckf && ckf[i] >= 0 && m->ckpt_last[ckf[i]] == i) { /* ckpt_recompute */
+      const int b0 = ckf[i];
+      open_b0 = b0;
+      if (state[i] == STROP__ACT_KEPT && ctid[i] >= 0) blk[ctid[i]].last = clock - 1;
+      for (int j = b0; j <= i; j++) left[j] = m->consumers[j] - (m->nodes[j].fused_shared != 0);
+      for (int u = b0; u <= i; u++) {
+        const strop__node *un = &m->nodes[u];
+        const int ul = u + (un->fused > 0 ? un->fused : 0), k0 = un->n_in == 1 ? un->in[0] : -1;
+        if (k0 >= b0 &&
+            writes_in_place(m, u, ul, keep, state[k0] == STROP__ACT_KEPT && ctid[k0] >= 0)) {
+          ctid[ul] = ctid[k0];
+          state[k0] = STROP__ACT_MOVED;
+        } else {
+          blk[nb] = (strop__arena_block){act_bytes_n(m, ul, n), clock, INT_MAX, nb, 0};
+          tid[PLAN_CKPT_OUT * nn + ul] = ctid[ul] = nb++;
+        }
+        state[ul] = STROP__ACT_KEPT;
+        if (un->fused_shared) {
+          blk[nb] = (strop__arena_block){act_bytes_n(m, u, n), clock, INT_MAX, nb, 0};
+          tid[PLAN_CKPT_OUT * nn + u] = ctid[u] = nb++;
+          state[u] = STROP__ACT_KEPT;
+        }
+        if (sbytes[u]) { /* the same call as the forward's, the same scratch */
+          blk[nb] = (strop__arena_block){sbytes[u], clock, clock, nb, 0};
+          tid[PLAN_CKPT_SCRATCH * nn + u] = nb++;
+        }
+        for (int j = 0; j < un->n_in; j++) {
+          const int k = un->in[j];
+          if (k < b0 || --left[k] > 0 || state[k] != STROP__ACT_KEPT || ctid[k] < 0 ||
+              ckpt_reads(m, k, i))
+            continue;
+          state[k] = STROP__ACT_RELEASED;
+          blk[ctid[k]].last = clock + 1;
+        }
+        clock += 2;
+        u = ul;
+      }
+    }
+    const int t = clock - 1; /* gradients at t + 1, the output's given back at t + 2 */
+    clock += 2;
     for (int j = 0; j < nd->n_in; j++) {
       const int k = nd->in[j];
       if (k < 0 || !m->upstream_trainable[k] || has_grad[k]) continue;
@@ -1301,7 +1415,7 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
   for (int i = 0; i < nn; i++)
     if (!keep[i]) keep[i] = keep_always(m, i) || m->keep_all;
   m->recompute = NULL;
-  if (!m->ckpt_first && !m->keep_all) {
+  if (!m->keep_all) {
     if (!(m->recompute = strop__arena_calloc(&m->arena, (size_t)nn))) {
       strop__model_step_end(m);
       return strop__err(STROP_E_NOMEM, "forward: out of memory");
@@ -1530,18 +1644,28 @@ typedef struct ckpt_region {
   int n_back;
   uint8_t *reserved; /* per node: a gradient taken before the region and not yet written
                               (zeroed or assigned by its first writer, as if taken then) */
+  int *left;         /* per node of the block: its readers in the recompute still to run */
+  uint8_t *none;     /* n_nodes zeros: nothing in a block is kept for a reader after it */
 } ckpt_region;
 
 /* Opens the region of block [b0, b1] and runs the block's forward again: the same inputs, the
  * same generator state (so dropout draws the same masks), batch norm leaving its running
- * statistics alone, every activation and saved tensor its backward reads kept. */
+ * statistics alone, every activation and saved tensor its backward reads kept. In a planned
+ * step the outputs go where the plan put them (PLAN_CKPT_OUT), an in-place layer writes over
+ * its input as in the forward, and an output no backward reads is let go once its readers
+ * have run (ckpt_reads): the plan gave its memory to what follows. */
 static strop_status ckpt_recompute(strop_model *m, int b0, int b1, strop__exec *x, spare *spares,
                                    int *n_spares, size_t *gbytes, ckpt_region *r) {
-  /* the gradients of the block's inputs outlive the region: they are taken before it */
+  const int nn = m->n_nodes;
+  /* the gradients of the block's inputs outlive the region: they are taken before it, unless
+   * the plan has a place for them from the backward that takes them */
   for (int j = b0; j <= b1; j++)
     for (int q = 0; q < m->nodes[j].n_in; q++) {
       const int k = m->nodes[j].in[q];
       if (k < 0 || k >= b0 || !m->upstream_trainable[k] || m->grads[k]) continue;
+      if (m->plan_off && m->plan_giter[k] >= b0 && m->plan_giter[k] <= b1 &&
+          m->plan_off[nn + k] != SIZE_MAX)
+        continue;
       const size_t b = act_bytes(m, k);
       size_t got = b;
       float *p = spare_take(spares, n_spares, b, &got);
@@ -1552,9 +1676,10 @@ static strop_status ckpt_recompute(strop_model *m, int b0, int b1, strop__exec *
       r->reserved[k] = 1;
     }
   r->n_back = 0;
-  if (m->released[b1] == STROP__ACT_KEPT && m->acts[b1].data)
+  if (m->released[b1] == STROP__ACT_KEPT && m->acts[b1].data && !in_plan(m, m->acts[b1].data))
     r->back[r->n_back++] = (spare){m->acts[b1].data, act_bytes(m, b1)};
-  r->back[r->n_back++] = (spare){m->grads[b1], gbytes[b1]};
+  if (!in_plan(m, m->grads[b1])) r->back[r->n_back++] = (spare){m->grads[b1], gbytes[b1]};
+  for (int j = b0; j <= b1; j++) r->left[j] = m->consumers[j] - (m->nodes[j].fused_shared != 0);
   memcpy(r->snap, spares, (size_t)*n_spares * sizeof *spares);
   r->n_snap = *n_spares;
   r->mark = strop__arena_get_mark(&m->arena);
@@ -1586,11 +1711,24 @@ static strop_status ckpt_recompute(strop_model *m, int b0, int b1, strop__exec *
     const size_t bytes = act_bytes(m, last);
     size_t got;
     strop__act *o = &m->acts[last];
-    if (!(o->data = spare_take(spares, n_spares, bytes, &got)))
+    const int k0 = nd->n_in == 1 ? nd->in[0] : -1;
+    const size_t *po = m->plan_off ? m->plan_off + PLAN_CKPT_OUT * (size_t)nn : NULL;
+    if (po && k0 >= b0 &&
+        writes_in_place(m, i, last, r->none,
+                        m->acts[k0].data && m->released[k0] == STROP__ACT_KEPT)) {
+      o->data = m->acts[k0].data;
+      m->released[k0] = STROP__ACT_MOVED;
+    } else if (po && po[last] != SIZE_MAX) {
+      o->data = (float *)(m->plan_base + po[last]);
+    } else if (!(o->data = spare_take(spares, n_spares, bytes, &got))) {
       o->data = strop__arena_alloc(&m->arena, bytes);
+    }
     strop__act *h = nd->fused_shared ? &m->acts[i] : NULL; /* the chain's first output too */
-    if (h && o->data && !(h->data = spare_take(spares, n_spares, act_bytes(m, i), &got)))
-      h->data = strop__arena_alloc(&m->arena, act_bytes(m, i));
+    if (h && o->data) {
+      if (po && po[i] != SIZE_MAX) h->data = (float *)(m->plan_base + po[i]);
+      else if (!(h->data = spare_take(spares, n_spares, act_bytes(m, i), &got)))
+        h->data = strop__arena_alloc(&m->arena, act_bytes(m, i));
+    }
     if (!o->data || (h && !h->data))
       s = strop__err(STROP_E_NOMEM,
                      "backward: layer '%s': out of memory for %zu bytes of "
@@ -1598,8 +1736,17 @@ static strop_status ckpt_recompute(strop_model *m, int b0, int b1, strop__exec *
                      m->nodes[last].name, bytes);
     else {
       x->fused_head = h;
+      scratch_at(m, i, x, PLAN_CKPT_SCRATCH, 0);
       s = nd->vt->forward(nd, x, ins, o);
       x->fused_head = NULL;
+      x->scratch = NULL;
+      x->scratch_bytes = 0;
+    }
+    for (int j = 0; j < nd->n_in && po && !s; j++) { /* as the plan let them go */
+      const int k = nd->in[j];
+      if (k >= b0 && --r->left[k] <= 0 && m->released[k] == STROP__ACT_KEPT &&
+          !ckpt_reads(m, k, b1))
+        m->released[k] = STROP__ACT_RELEASED;
     }
     i = last;
   }
@@ -1801,11 +1948,14 @@ static strop_status backward_impl(strop_model *m, const float *dout,
   int n_spares = m->n_fwd_free;
   if (n_spares) memcpy(spares, m->fwd_free, (size_t)n_spares * sizeof *spares);
   m->n_fwd_free = 0;
-  ckpt_region reg = {-1, -1, {0}, NULL, 0, {{0}}, 0, NULL};
+  ckpt_region reg = {-1, -1, {0}, NULL, 0, {{0}}, 0, NULL, NULL, NULL};
   if (m->ckpt_first) {
     reg.snap = strop__arena_alloc(&m->arena, 2 * (size_t)nn * sizeof *reg.snap);
     reg.reserved = strop__arena_calloc(&m->arena, (size_t)nn);
-    if (!reg.snap || !reg.reserved) return strop__err(STROP_E_NOMEM, "backward: out of memory");
+    reg.left = strop__arena_alloc(&m->arena, (size_t)nn * sizeof *reg.left);
+    reg.none = strop__arena_calloc(&m->arena, (size_t)nn);
+    if (!reg.snap || !reg.reserved || !reg.left || !reg.none)
+      return strop__err(STROP_E_NOMEM, "backward: out of memory");
   }
   float *din_local[16];
   for (int i = nn - 1; i >= 0; i--) {

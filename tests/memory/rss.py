@@ -12,7 +12,8 @@ length).
     rss.py BENCH_BIG OUT_DIR
 
 Rows: GPT-2-small width with 2 layers (4 x 128, full), BERT-base width with 2 layers (8 x 128,
-full), ResNet-50 at 112 x 112 (batch 8, full and frozen trunk), the GPT-2 LoRA row with the
+full), ResNet-50 at 112 x 112 (batch 8, full and frozen trunk), the GPT-2 and ResNet-50 full
+rows again with activation checkpointing ("auto": bench_big's CKPT=auto), the GPT-2 LoRA row with the
 frozen base borrowed from the mapped file, and the TinyLlama shape with 2 layers (1 x 64, LoRA
 on q/v, the BF16 base borrowed, then an int8 base: the gated MLPs' weights held as the rest).
 The peak is the steps' own: bench_big resets VmHWM after the load, the LoRA surgery and the
@@ -67,7 +68,8 @@ def main():
             ("tinyllama_lora", {"FROZEN_DTYPE": "bf16", "TOKENS": "64"}, 1),
             ("tinyllama_lora", {"FROZEN_DTYPE": "int8", "TOKENS": "64"}, 1),
             ("resnet50_frozen", {"SIZE": "224", "THREADS": "2"}, 1),
-            ("resnet50_frozen", {"SIZE": "224", "THREADS": "2", "COMPUTE_DTYPE": "bf16"}, 1)]
+            ("resnet50_frozen", {"SIZE": "224", "THREADS": "2", "COMPUTE_DTYPE": "bf16"}, 1),
+            ("gpt2_full", {"CKPT": "auto"}, 1), ("resnet50_full", {"SIZE": "112", "CKPT": "auto"}, 1)]
     bad = 0
     for row, env, asserted in rows:
         env = dict(env)
@@ -95,7 +97,8 @@ def main():
         row_name = row + ("/" + env["FROZEN_DTYPE"] if "FROZEN_DTYPE" in env else "")
         row_name += ("/" + env["SIZE"] if env.get("SIZE") == "224" else "") + \
             ("/t" + threads if threads != "1" else "") + \
-            ("/bf16" if env.get("COMPUTE_DTYPE") == "bf16" else "")
+            ("/bf16" if env.get("COMPUTE_DTYPE") == "bf16" else "") + \
+            ("/ckpt" if env.get("CKPT") else "")
         print(f"{row_name:21s} baseline {base / 1024:7.1f} MB  peak {peak / 1024:7.1f} MB  "
               f"measured {measured / 1024:7.1f} MB  predicted {planned / 1024:7.1f} MB  "
               f"error {err * 100:+5.1f}%  estimate {estimate / 1024:7.1f} MB "
