@@ -776,8 +776,10 @@ START_TEST(bn_kernels_match_serial) {
       for (int64_t i = 0; i < tot; i++) dx1[i] = 0.25f * sinf((float)i), dx2[i] = NAN;
       memset(dg1, 0, sizeof dg1);
       memset(db1, 0, sizeof db1);
-      strop__batchnorm_forward_train(n, c, l, x, gm, b, 1e-5f, rab, y1, st1[0], st1[1], st1[2]);
-      strop__batchnorm_backward_train(n, c, l, x, dy, rab, gm, st1[0], st1[1], dx1, dg1, db1, 0);
+      strop__batchnorm_forward_train(n, c, l, x, gm, b, 1e-5f, rab, y1, st1[0], st1[1], st1[2],
+                                     NULL);
+      strop__batchnorm_backward_train(n, c, l, x, dy, rab, gm, st1[0], st1[1], dx1, dg1, db1, 0,
+                                      NULL);
       ck_assert_int_eq(memcmp(y0, y1, sizeof(float) * (size_t)tot), 0);
       for (int q = 0; q < 3; q++)
         ck_assert_int_eq(memcmp(st0[q], st1[q], sizeof(float) * (size_t)c), 0);
@@ -785,32 +787,32 @@ START_TEST(bn_kernels_match_serial) {
       ck_assert_int_eq(memcmp(dg0, dg1, sizeof(float) * (size_t)c), 0);
       ck_assert_int_eq(memcmp(db0, db1, sizeof(float) * (size_t)c), 0);
       /* assign: every element written, as if added into zeros */
-      strop__batchnorm_backward_train(n, c, l, x, dy, rab, gm, st1[0], st1[1], dx2, NULL, NULL,
-                                      1);
+      strop__batchnorm_backward_train(n, c, l, x, dy, rab, gm, st1[0], st1[1], dx2, NULL, NULL, 1,
+                                      NULL);
       for (int64_t i = 0; i < tot; i++) dx1[i] = 0.0f;
-      strop__batchnorm_backward_train(n, c, l, x, dy, rab, gm, st1[0], st1[1], dx1, NULL, NULL,
-                                      0);
+      strop__batchnorm_backward_train(n, c, l, x, dy, rab, gm, st1[0], st1[1], dx1, NULL, NULL, 0,
+                                      NULL);
       ck_assert_int_eq(memcmp(dx1, dx2, sizeof(float) * (size_t)tot), 0);
       /* eval mode, running statistics: the same with assign and added into zeros; with the
        * relu, what the plain eval forward and the relu's kernels give apart */
-      strop__batchnorm_forward_eval(n, c, l, x, gm, b, st1[0], st1[2], 1e-5f, NULL, y1);
+      strop__batchnorm_forward_eval(n, c, l, x, gm, b, st1[0], st1[2], 1e-5f, NULL, y1, NULL);
       memcpy(g, dy, sizeof(float) * (size_t)tot);
       if (relu) {
         strop__relu_forward(y1, y1, (size_t)tot);
         strop__relu_backward_assign(y1, dy, g, (size_t)tot);
       }
-      strop__batchnorm_forward_eval(n, c, l, x, gm, b, st1[0], st1[2], 1e-5f, rab, y0);
+      strop__batchnorm_forward_eval(n, c, l, x, gm, b, st1[0], st1[2], 1e-5f, rab, y0, NULL);
       ck_assert_int_eq(memcmp(y0, y1, sizeof(float) * (size_t)tot), 0);
       for (int64_t i = 0; i < tot; i++) dx2[i] = NAN, dx1[i] = 0.0f;
       memset(dg1, 0, sizeof dg1);
       memset(dg0, 0, sizeof dg0);
       strop__batchnorm_backward_eval(n, c, l, x, dy, rab, gm, st1[0], st1[2], 1e-5f, dx2, dg1,
-                                     NULL, 1);
+                                     NULL, 1, NULL);
       strop__batchnorm_backward_eval(n, c, l, x, g, NULL, gm, st1[0], st1[2], 1e-5f, dx1, dg0,
-                                     NULL, 0);
+                                     NULL, 0, NULL);
       ck_assert_int_eq(memcmp(dx1, dx2, sizeof(float) * (size_t)tot), 0);
       ck_assert_int_eq(memcmp(dg0, dg1, sizeof(float) * (size_t)c), 0);
-      strop__batchnorm_forward_eval(n, c, l, x, gm, b, st1[0], st1[2], 1e-5f, NULL, y1);
+      strop__batchnorm_forward_eval(n, c, l, x, gm, b, st1[0], st1[2], 1e-5f, NULL, y1, NULL);
       for (int64_t k = 0; k < c; k++) {
         const double is = 1.0 / sqrt((double)st1[2][k] + 1e-5);
         const double a = (float)(is * gm[k]);
