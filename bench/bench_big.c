@@ -68,11 +68,8 @@
  * passes (strop__bn_fuse_relu, the same bits; BN_FUSE=0: apart), BN_ISA=ab the norms' group
  * sums in plain C and on AVX-512 (strop__bn_isa, the same bits; BN_ISA=c: plain C), BN_PATH=ab
  * both off and both on; BN_ADD=ab a batch norm, the residual sum after it and the sum's relu
- * apart and in the norm's passes (strop__bn_fuse_add, the same bits; BN_ADD=0: apart), BN_L2=ab
- * the norms' channels 8 at a time and 4 where 8 would not stay in L2 (strop__bn_l2, the same
- * bits; BN_L2=0: 8); CE=ab
- * the cross-entropy's
- * exponentials on the plain loops' per-CPU clones and on AVX-512 (strop__ce_isa, the same
+ * apart and in the norm's passes (strop__bn_fuse_add, the same bits; BN_ADD=0: apart); CE=ab
+ * the cross-entropy's exponentials on the plain loops' per-CPU clones and on AVX-512 (strop__ce_isa, the same
  * bits; CE=clones the clones only).
  *
  * Prints one RESULT line: samples/s or tokens/s (best of `repeats` windows of `steps` steps
@@ -205,8 +202,6 @@ static void set_bnisa(strop_model *m, int on) { (void)m, strop__bn_isa = on ? 0 
 /* a batch norm, the residual sum after it and the sum's relu apart (the sum and its relu in one
  * pass) / in the norm's passes: the same bits */
 static void set_bnadd(strop_model *m, int on) { (void)m, strop__bn_fuse_add = on; }
-/* the batch norms' groups of 8 channels always / of 4 where 8 would not stay in L2 */
-static void set_bnl2(strop_model *m, int on) { (void)m, strop__bn_l2 = on; }
 /* both off / both on (the batch norms before and after branch rnbn) */
 static void set_bnpath(strop_model *m, int on) {
   set_bnfuse(m, on);
@@ -239,7 +234,6 @@ static const ab_switch AB[] = {
     {"BN_ISA", "c", NULL, "plain_c", "avx512", "bn_isa", set_bnisa},
     {"BN_PATH", "0", NULL, "before", "after", "bn_path", set_bnpath},
     {"BN_ADD", "0", NULL, "apart", "fused", "bn_add", set_bnadd},
-    {"BN_L2", "0", NULL, "g8", "l2", "bn_l2", set_bnl2},
     {"CE", "clones", NULL, "clones", "avx512", "ce", set_ce},
     {"COMPUTE_DTYPE", NULL, "bf16", "f32", "bf16", "compute_dtype", set_dtype},
 };

@@ -25,7 +25,6 @@ typedef struct bn_job {
                       channel's y = x a + b into a = ab_out[ch], b = ab_out[c + ch]; or NULL */
   const float *ab; /* backward: those, whose relu's gradient mask applies to dy; or NULL */
   const strop__bn_res *res; /* the residual sum (and relu) after the norm, or NULL */
-  int gs;                   /* channels per group (bn_run): BN_G, or fewer for L2 */
 } bn_job;
 
 int strop__bn_isa = 0;
@@ -406,32 +405,15 @@ static const float *row_dy(const bn_job *j, int64_t o, int64_t l, float *buf) {
   return j->dy + o;
 }
 
-/* Channels per group: BN_G, or half of it where BN_G channels of two tensors of the batch (the
- * backward's x and the gradient its write pass reads again; the forward's x, which its three
- * passes read) would not fit a core's L2 together and half of them would — ResNet-50's 56 x 56
- * tensors at batch 8, 100 KB a channel: the second pass over a group then reads L2, not
- * memory. The sums' lanes of the missing channels cost adds, not bytes. 0: always BN_G (tests,
- * bench_big's BN_L2=ab); the same bits either way (each channel's sums in their own order). */
-int strop__bn_l2 = 0;
-#define BN_L2_BYTES ((double)(1 << 20))
-
-static int group_size(const bn_job *j) {
-  const double ch = 2.0 * (double)j->n * (double)j->l * sizeof(float);
-  if (strop__bn_l2 && BN_G * ch > BN_L2_BYTES && BN_G / 2 * ch <= BN_L2_BYTES) return BN_G / 2;
-  return BN_G;
-}
-
-/* Groups of channels per chunk: enough values that a split pays for waking a worker. */
-static void bn_run(const bn_job *j0, strop__par_fn fn) {
-  bn_job j = *j0;
-  j.gs = group_size(&j);
-  const int64_t groups = (j.c + j.gs - 1) / j.gs, per = j.n * j.l * j.gs;
-  strop__par_for(groups, per >= 65536 ? 1 : 65536 / (per > 0 ? per : 1), fn, &j);
+/* Groups of BN_G channels per chunk: enough values that a split pays for waking a worker. */
+static void bn_run(const bn_job *j, strop__par_fn fn) {
+  const int64_t groups = (j->c + BN_G - 1) / BN_G, per = j->n * j->l * BN_G;
+  strop__par_for(groups, per >= 65536 ? 1 : 65536 / (per > 0 ? per : 1), fn, (void *)j);
 }
 
 static int group_of(const bn_job *j, int64_t grp, int64_t *c0) {
-  *c0 = grp * j->gs;
-  return j->c - *c0 < j->gs ? (int)(j->c - *c0) : j->gs;
+  *c0 = grp * BN_G;
+  return j->c - *c0 < BN_G ? (int)(j->c - *c0) : BN_G;
 }
 
 static void fwd_train_range(void *ctx, int64_t lo, int64_t hi, int chunk) {

@@ -68,8 +68,5 @@ void strop__batchnorm_backward_eval(int64_t n, int64_t c, int64_t l, const float
 /* Tests and benches: which kernels sum a group of channels; 0 the best the CPU has (AVX-512),
  * 1 plain C. The same bits either way. */
 extern int strop__bn_isa;
-/* Tests and benches: 1 (the default) has the kernels sum fewer channels at a time where a
- * group's tensors would not stay in L2 (ops/norm.c, group_size), 0 always 8. The same bits. */
-extern int strop__bn_l2;
 
 #endif
