@@ -69,8 +69,8 @@
  * sums in plain C and on AVX-512 (strop__bn_isa, the same bits; BN_ISA=c: plain C), BN_PATH=ab
  * both off and both on; BN_ADD=ab a batch norm, the residual sum after it and the sum's relu
  * apart and in the norm's passes (strop__bn_fuse_add, the same bits; BN_ADD=0: apart); CE=ab
- * the cross-entropy's exponentials on the plain loops' per-CPU clones and on AVX-512 (strop__ce_isa, the same
- * bits; CE=clones the clones only).
+ * the cross-entropy's exponentials on the plain loops' per-CPU clones and on AVX-512
+ * (strop__ce_isa, the same bits; CE=clones the clones only).
  *
  * Prints one RESULT line: samples/s or tokens/s (best of `repeats` windows of `steps` steps
  * after a warm-up), the step's multiply-add work (gemm_flops: the matrix products and

@@ -303,8 +303,9 @@ END_TEST
 /* A batch norm computes the relu after it (layers/batchnorm.c: the norm's output is never
  * stored; run apart, the relu writes over its input: the norm's backward does not read its own
  * output, and relu's backward reads only relu's), a batch norm computes the residual sum after
- * it and the sum's relu (neither the norm's output nor the sum stored; a relu whose only reader is a max-pool runs with it instead when
- * no sum takes it: ResNet's stem, layers_conv), a sum's inputs are not kept for backwards that
+ * it and the sum's relu (neither the norm's output nor the sum stored; a relu whose only
+ * reader is a max-pool runs with it instead when no sum takes it: ResNet's stem, layers_conv),
+ * a sum's inputs are not kept for backwards that
  * never read them, the convolution gives its columns back, and the backward hands dead
  * activations to the gradients: a conv-bn-relu-residual stack's forward takes under 6
  * full-size activations (over 6 with every one kept), and the output and every gradient are
