@@ -67,12 +67,14 @@
  * BN_FUSE=ab alternates a batch norm and the relu after it run apart and the relu in the norm's
  * passes (strop__bn_fuse_relu, the same bits; BN_FUSE=0: apart), BN_ISA=ab the norms' group
  * sums in plain C and on AVX-512 (strop__bn_isa, the same bits; BN_ISA=c: plain C), BN_PATH=ab
- * both off and both on; CE=ab the cross-entropy's
- * exponentials on the plain loops' per-CPU clones and on AVX-512 (strop__ce_isa, the same
- * bits; CE=clones the clones only). CKPT=auto checkpoints the model's blocks for the whole run
- * (strop_model_set_checkpointing "auto", before the planning), CKPT=ab alternates plain and
- * checkpointed steps (the same bits; checkpointed_cpu_speedup < 1: the recompute's cost);
- * MEMORY_PLAN=ab the free list and the lifetime-planned arena (the same bits).
+ * both off and both on; BN_ADD=ab a batch norm, the residual sum after it and the sum's relu
+ * apart and in the norm's passes (strop__bn_fuse_add, the same bits; BN_ADD=0: apart); CE=ab
+ * the cross-entropy's exponentials on the plain loops' per-CPU clones and on AVX-512
+ * (strop__ce_isa, the same bits; CE=clones the clones only). CKPT=auto checkpoints the model's
+ * blocks for the whole run (strop_model_set_checkpointing "auto", before the planning), CKPT=ab
+ * alternates plain and checkpointed steps (the same bits; checkpointed_cpu_speedup < 1: the
+ * recompute's cost); MEMORY_PLAN=ab the free list and the lifetime-planned arena (the same
+ * bits).
  *
  * Prints one RESULT line: samples/s or tokens/s (best of `repeats` windows of `steps` steps
  * after a warm-up), the step's multiply-add work (gemm_flops: the matrix products and
@@ -201,6 +203,9 @@ static void set_fusion(strop_model *m, int on) { m->no_fusion = !on; }
 static void set_bnfuse(strop_model *m, int on) { (void)m, strop__bn_fuse_relu = on; }
 /* the batch norms' group sums in plain C / on AVX-512: the same bits */
 static void set_bnisa(strop_model *m, int on) { (void)m, strop__bn_isa = on ? 0 : 1; }
+/* a batch norm, the residual sum after it and the sum's relu apart (the sum and its relu in one
+ * pass) / in the norm's passes: the same bits */
+static void set_bnadd(strop_model *m, int on) { (void)m, strop__bn_fuse_add = on; }
 /* both off / both on (the batch norms before and after branch rnbn) */
 static void set_bnpath(strop_model *m, int on) {
   set_bnfuse(m, on);
@@ -239,6 +244,7 @@ static const ab_switch AB[] = {
     {"BN_FUSE", "0", NULL, "apart", "fused", "bn_fuse", set_bnfuse},
     {"BN_ISA", "c", NULL, "plain_c", "avx512", "bn_isa", set_bnisa},
     {"BN_PATH", "0", NULL, "before", "after", "bn_path", set_bnpath},
+    {"BN_ADD", "0", NULL, "apart", "fused", "bn_add", set_bnadd},
     {"CE", "clones", NULL, "clones", "avx512", "ce", set_ce},
     {"CKPT", "0", "auto", "plain", "checkpointed", "ckpt", set_ckpt},
     {"MEMORY_PLAN", "0", NULL, "free_list", "planned", "memory_plan", set_plan},

@@ -141,7 +141,9 @@ typedef struct rank_job {
   sc_run run;
   void (*body)(strop_dist *d, struct rank_job *j); /* NULL: sc_fit */
   int64_t out[4];
-  int sync; /* bodies that train BatchNorms: STROP_TRAIN_SYNC_BATCHNORM */
+  int sync;     /* bodies that train BatchNorms: STROP_TRAIN_SYNC_BATCHNORM */
+  int residual; /* bn_body: conv 2 -> 2, the norm, its sum with the input, relu (one fused
+                   chain: the norm takes the sum and the relu) */
 } rank_job;
 
 static void *rank_main(void *p) {
@@ -299,10 +301,13 @@ static void bn_body(strop_dist *d, rank_job *j) {
   const int64_t side = j->out[3] ? j->out[3] : 6, in[3] = {2, side, side};
   strop_model *m = NULL;
   strop_test_must(strop_model_create(3, in, &m), "create");
-  strop_test_must(
-      strop_model_add(m, "conv", "conv2d", "out_channels=4 kernel_size=3 padding=1", NULL),
-      "conv");
+  strop_test_must(strop_model_add(m, "conv", "conv2d",
+                                  j->residual ? "out_channels=2 kernel_size=3 padding=1"
+                                              : "out_channels=4 kernel_size=3 padding=1",
+                                  NULL),
+                  "conv");
   strop_test_must(strop_model_add(m, "bn", "batchnorm2d", NULL, NULL), "bn");
+  if (j->residual) strop_test_must(strop_model_add(m, "sum", "add", NULL, "bn,input"), "sum");
   strop_test_must(strop_model_add(m, "act", "relu", NULL, NULL), "relu");
   strop_test_must(strop_model_add(m, "pool", "global_avgpool", NULL, NULL), "pool");
   strop_test_must(strop_model_add(m, "head", "linear", "out_features=3", NULL), "head");
@@ -334,9 +339,11 @@ static void bn_body(strop_dist *d, rank_job *j) {
   j->run.status = sd ? sd : strop_trainer_fit(t, it, NULL, &o);
   snprintf(j->run.error, sizeof j->run.error, "%s", j->run.status ? strop_last_error() : "");
   j->run.w = sc_weights(m, &j->run.n);
-  /* the running mean and variance: 8 floats after conv's 4*2*9+4 and bn's 4+4 */
-  const float *rs = j->run.w + 72 + 4 + 8, *rs0 = before + 72 + 4 + 8;
-  j->out[1] = memcmp(rs, rs0, 8 * sizeof *rs) != 0;
+  /* the running mean and variance: 8 floats after conv's 4*2*9+4 and bn's 4+4 (residual: 4
+   * after 2*2*9+2 and 2+2) */
+  const size_t at = j->residual ? 36 + 2 + 4 : 72 + 4 + 8, nrs = j->residual ? 4 : 8;
+  const float *rs = j->run.w + at, *rs0 = before + at;
+  j->out[1] = memcmp(rs, rs0, nrs * sizeof *rs) != 0;
   free(before);
   strop_batch_iter_free(it);
   strop_trainer_free(t);
@@ -396,11 +403,12 @@ END_TEST
  * of the last batch empty included (67 rows of 1x1 images in batches of 16: its last batch of 3
  * rows is all rank 0's, rank 1 runs a stand-in row that adds nothing); without the sums each
  * rank normalises its 8 rows alone and the weights leave one process's by far more. */
-static double bn_group_against_one(int sync, int64_t samples, int64_t side) {
+static double bn_group_against_one(int sync, int64_t samples, int64_t side, int residual) {
   rank_job one;
   memset(&one, 0, sizeof one);
   one.out[2] = samples;
   one.out[3] = side;
+  one.residual = residual;
   bn_body(NULL, &one);
   ck_assert_msg(one.run.status == STROP_OK, "one process: %s", one.run.error);
   rank_job jobs[2];
@@ -408,6 +416,7 @@ static double bn_group_against_one(int sync, int64_t samples, int64_t side) {
   for (int i = 0; i < 2; i++) {
     jobs[i].body = bn_body;
     jobs[i].sync = sync;
+    jobs[i].residual = residual;
     jobs[i].out[2] = samples;
     jobs[i].out[3] = side;
   }
@@ -427,16 +436,21 @@ static double bn_group_against_one(int sync, int64_t samples, int64_t side) {
 }
 
 START_TEST(sync_batchnorm_is_one_process_on_the_whole_batch) {
-  const double synced = bn_group_against_one(1, 64, 6);
+  const double synced = bn_group_against_one(1, 64, 6, 0);
   ck_assert_msg(synced <= TOL_SGD, "synced: %g from one process", synced);
-  const double own = bn_group_against_one(0, 64, 6);
+  const double own = bn_group_against_one(0, 64, 6, 0);
   ck_assert_msg(own > 100 * TOL_SGD, "each rank's own statistics: only %g from one process", own);
-  const double empty = bn_group_against_one(1, 67, 1);
+  const double empty = bn_group_against_one(1, 67, 1, 0);
   ck_assert_msg(empty <= TOL_SGD, "with an empty share: %g from one process", empty);
+  /* the norm fused with the residual sum after it and the sum's relu */
+  const double res = bn_group_against_one(1, 64, 6, 1),
+               res_own = bn_group_against_one(0, 64, 6, 1);
+  ck_assert_msg(res <= TOL_SGD, "synced, residual chain: %g from one process", res);
+  ck_assert_msg(res_own > 10 * TOL_SGD, "residual chain, own statistics: only %g", res_own);
   fprintf(stderr,
-          "dist: SyncBatchNorm on 2 ranks vs 1 process: max rel diff %.3g (%.3g with an "
-          "empty share; each rank's own statistics: %.3g)\n",
-          synced, empty, own);
+          "dist: SyncBatchNorm on 2 ranks vs 1 process: max rel diff %.3g (%.3g with an empty "
+          "share, %.3g with the residual chain; each rank's own statistics: %.3g, %.3g)\n",
+          synced, empty, res, own, res_own);
 }
 END_TEST
 

@@ -10,6 +10,7 @@
 #include "graph/graph.h"
 #include "harness.h"
 #include "ops/conv.h"
+#include "ops/norm.h"
 #include "strop/strop.h"
 #include "testutil.h"
 
@@ -301,9 +302,10 @@ END_TEST
 
 /* A batch norm computes the relu after it (layers/batchnorm.c: the norm's output is never
  * stored; run apart, the relu writes over its input: the norm's backward does not read its own
- * output, and relu's backward reads only relu's), a residual sum computes the relu after it
- * (the sum is never stored; a relu whose only reader is a max-pool runs with it instead when
- * no sum takes it: ResNet's stem, layers_conv), a sum's inputs are not kept for backwards that
+ * output, and relu's backward reads only relu's), a batch norm computes the residual sum after
+ * it and the sum's relu (neither the norm's output nor the sum stored; a relu whose only
+ * reader is a max-pool runs with it instead when no sum takes it: ResNet's stem, layers_conv),
+ * a sum's inputs are not kept for backwards that
  * never read them, the convolution gives its columns back, and the backward hands dead
  * activations to the gradients: a conv-bn-relu-residual stack's forward takes under 6
  * full-size activations (over 6 with every one kept), and the output and every gradient are
@@ -320,12 +322,14 @@ static size_t conv_stack_step(strop_model *m, const float *x, const float *dout,
   if (!m->keep_all) {
     if (!m->no_fusion) {
       ck_assert_ptr_null(m->acts[1].data); /* b1 computes r1 (layers/batchnorm.c) */
-      ck_assert_ptr_null(m->acts[5].data); /* s computes r2 (layers/merge.c): the sum unstored */
+      ck_assert_ptr_null(m->acts[4].data); /* b2 computes s and r2 (layers/batchnorm.c): */
+      ck_assert_ptr_null(m->acts[5].data); /* neither the norm nor the sum stored */
+      ck_assert_int_eq(m->nodes[4].fused, 2);
     } else {
-      ck_assert_ptr_eq(m->acts[1].data, m->acts[2].data); /* b1 -> r1 in place */
-      ck_assert_ptr_eq(m->acts[5].data, m->acts[6].data); /* s -> r2 in place */
+      ck_assert_ptr_eq(m->acts[1].data, m->acts[2].data);    /* b1 -> r1 in place */
+      ck_assert_ptr_eq(m->acts[5].data, m->acts[6].data);    /* s -> r2 in place */
+      ck_assert_int_eq(m->released[4], STROP__ACT_RELEASED); /* b2: the sum does not keep it */
     }
-    ck_assert_int_eq(m->released[4], STROP__ACT_RELEASED); /* b2: the sum does not keep it */
   }
   ck_assert_int_eq(strop__model_backward(m, dout), STROP_OK);
   size_t k = 0;
@@ -952,6 +956,117 @@ START_TEST(bn_relu_fused_bit_identical) {
     go.tol = 2e-2; /* float32 central differences, eps 1e-3 */
     strop_test_gradcheck(m, 4, 23 + (uint64_t)v, &go);
     ck_assert_int_eq(m->nodes[0].fused, 1);
+    strop_model_free(m);
+  }
+}
+END_TEST
+
+/* A train-mode batch norm whose sole reader is a residual sum computes the sum and its relu
+ * (layers/batchnorm.c, strop__bn_fuse_add; the graph hands the sum's other input in and its
+ * gradient back): over SGD steps the outputs, every gradient, the weights, the running
+ * statistics and batch counts are the same bits as with the three apart — the sum's operands
+ * in either order, the other operand a trainable norm's output (a downsample), a norm with
+ * frozen statistics (the eval-mode kernels) whose sum has two readers and no relu; with the
+ * gradients written by their first writer and zeroed and added to; the group sums on AVX-512
+ * and in plain C; in checkpointed blocks; and in eval mode. Finite differences through the
+ * chain (the sum and its relu; the sum alone), its other operand a trainable conv's output or
+ * the model's input. */
+static strop_model *bn_add_model(void) {
+  static const strop_test_node nodes[] = {
+      {"stem.c", "conv2d", "out_channels=8 kernel_size=3 padding=1 bias=false", "input"},
+      {"stem.b", "batchnorm2d", NULL, NULL},
+      {"stem.r", "relu", NULL, NULL},
+      {"l.0.c", "conv2d", "out_channels=8 kernel_size=3 padding=1 bias=false", NULL},
+      {"l.0.b", "batchnorm2d", NULL, NULL},
+      {"l.0.s", "add", NULL, "l.0.b,stem.r"},
+      {"l.0.r", "relu", NULL, NULL},
+      {"l.1.c", "conv2d", "out_channels=12 kernel_size=1 bias=false", NULL},
+      {"l.1.b", "batchnorm2d", NULL, NULL},
+      {"l.1.dc", "conv2d", "out_channels=12 kernel_size=1 bias=false", "l.0.r"},
+      {"l.1.db", "batchnorm2d", "momentum=none", NULL},
+      {"l.1.s", "add", NULL, "l.1.b,l.1.db"},
+      {"l.1.r", "relu", NULL, NULL},
+      {"l.2.c", "conv2d", "out_channels=12 kernel_size=3 padding=1 bias=false", NULL},
+      {"l.2.b", "batchnorm2d", NULL, NULL},
+      {"l.2.s", "add", NULL, "l.1.r,l.2.b"},
+      {"l.2.e", "conv2d", "out_channels=12 kernel_size=1", NULL},
+      {"l.2.t", "add", NULL, "l.2.e,l.2.s"},
+      {"g", "global_avgpool", NULL, NULL},
+      {"head", "linear", "out_features=5", NULL}};
+  const int64_t shape[3] = {4, 8, 8};
+  strop_model *m = strop_test_build(3, shape, nodes, 20, 31);
+  m->nodes[strop__model_node_find(m, "l.2.b")].frozen_stats = 1;
+  return m;
+}
+
+START_TEST(bn_add_relu_fused_bit_identical) {
+  static float x[6 * 4 * 64], ga[8][30000];
+  static float eval[8][6 * 5];
+  for (int i = 0; i < 6 * 4 * 64; i++) x[i] = sinf(0.23f * (float)i) + 0.4f * cosf((float)i);
+  static const char *const heads[3] = {"l.0.b", "l.1.db", "l.2.b"};
+  static const int len[3] = {2, 2, 1};
+  strop_model *ref = NULL;
+  for (int v = 0; v < 6; v++) {
+    /* 0 apart; 1 fused; 2 apart and 3 fused with every input gradient zeroed and added to;
+     * 4 fused, plain C group sums; 5 fused, checkpointed blocks */
+    strop_model *m = bn_add_model();
+    strop__bn_fuse_add = v != 0 && v != 2;
+    strop__din_first_writer = v != 2 && v != 3;
+    strop__bn_isa = v == 4;
+    if (v == 5) {
+      ck_assert_int_eq(strop_model_set_checkpointing(m, "l.?"), STROP_OK);
+      ck_assert_int_eq(strop_model_checkpoint_blocks(m), 3);
+    }
+    memset(ga[v], 0, sizeof ga[v]);
+    ckpt_steps(m, x, 6, 5, ga[v], 30000);
+    const strop__act *o;
+    ck_assert_int_eq(strop__model_forward_exec(m, x, 6, 1, NULL, &o), STROP_OK);
+    for (int h = 0; h < 3; h++)
+      ck_assert_int_eq(m->nodes[strop__model_node_find(m, heads[h])].fused,
+                       strop__bn_fuse_add ? len[h] : 0);
+    strop__model_step_end(m);
+    ck_assert_int_eq(strop__model_forward_exec(m, x, 6, 0, NULL, &o), STROP_OK);
+    memcpy(eval[v], o->data, sizeof eval[v]);
+    strop__model_step_end(m);
+    strop__bn_fuse_add = 1;
+    strop__din_first_writer = 1;
+    strop__bn_isa = 0;
+    if (!v) {
+      ref = m;
+      continue;
+    }
+    ck_assert_msg(!memcmp(ga[0], ga[v], sizeof ga[0]), "variant %d: gradients differ", v);
+    ck_assert_msg(!memcmp(eval[0], eval[v], sizeof eval[0]), "variant %d: eval differs", v);
+    ckpt_same_state(ref, m);
+    strop_model_free(m);
+  }
+  strop_model_free(ref);
+  /* finite differences through the chain: the sum's other operand a trainable conv's output,
+   * or the model's input (its gradient checked too); train-mode and frozen statistics */
+  for (int v = 0; v < 4; v++) {
+    const strop_test_node gc[] = {{"c0", "conv2d", "out_channels=3 kernel_size=1", "input"},
+                                  {"b", "batchnorm2d", NULL, "input"},
+                                  {"s", "add", NULL, "b,c0"},
+                                  {"r", "relu", NULL, NULL},
+                                  {"f", "flatten", NULL, NULL},
+                                  {"head", "linear", "out_features=3", NULL}};
+    const strop_test_node gi[] = {
+        {"c0", "conv2d", "out_channels=3 kernel_size=1 bias=false", "input"},
+        {"b", "batchnorm2d", NULL, NULL},
+        {"s", "add", NULL, "input,b"},
+        {"f", "flatten", NULL, NULL},
+        {"head", "linear", "out_features=3", NULL}};
+    const int64_t gshape[3] = {3, 4, 4};
+    const int on_input = v & 1;
+    strop_model *m = strop_test_build(3, gshape, on_input ? gi : gc, on_input ? 5 : 6,
+                                      41 + (uint64_t)v);
+    m->nodes[1].frozen_stats = v >= 2;
+    strop_test_gc_opts go;
+    strop_test_gc_defaults(&go);
+    go.tol = 2e-2;             /* float32 central differences, eps 1e-3 */
+    go.check_input = on_input; /* (through the relu's kinks: the input's noise floor) */
+    strop_test_gradcheck(m, 4, 43 + (uint64_t)v, &go);
+    ck_assert_int_eq(m->nodes[1].fused, on_input ? 1 : 2);
     strop_model_free(m);
   }
 }
@@ -1802,6 +1917,7 @@ int main(void) {
   tc = tcase_create("checkpointing");
   tcase_add_test(tc, checkpointing_resnet_blocks_bit_identical);
   tcase_add_test(tc, bn_relu_fused_bit_identical);
+  tcase_add_test(tc, bn_add_relu_fused_bit_identical);
   tcase_add_test(tc, checkpointing_transformer_dropout_bit_identical);
   tcase_add_test(tc, checkpointing_errors);
   tcase_add_test(tc, checkpointing_planned_below_plain);

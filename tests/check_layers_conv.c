@@ -749,19 +749,21 @@ static void bn_ref_train(int64_t n, int64_t c, int64_t l, const float *x, const 
 
 /* SyncBatchNorm's passes (ops/norm.h: the sums a group adds up, then the passes that use the
  * group's sums): with one process's sums they give the train-mode kernels' bits (forward,
- * statistics, dx added and assigned, dgamma, dbeta; with and without the fused relu, both
- * ISAs); with the batch split in two "processes" whose sums are added, each half's outputs
+ * statistics, dx added and assigned, dgamma, dbeta; without a fused relu, with it, and with the
+ * residual sum and its relu after the norm, whose other operand's gradient too; both ISAs); with the batch split in two "processes" whose sums are added, each half's outputs
  * and dx are the whole batch's within the sums' order, and the halves' dgamma, dbeta add up
  * to the whole's. */
 START_TEST(bn_group_passes) {
   static const int64_t cases[][3] = {{4, 13, 37}, {2, 16, 300}, {6, 7, 1}, {4, 24, 49}};
-  const int isa = _i / 2, relu = _i % 2;
+  const int isa = _i / 3, relu = _i % 3 == 1, withres = _i % 3 == 2;
   strop__bn_isa = isa;
   for (size_t cs = 0; cs < sizeof cases / sizeof cases[0]; cs++) {
     const int64_t n = cases[cs][0], c = cases[cs][1], l = cases[cs][2], tot = n * c * l;
     float *x = malloc(sizeof(float) * (size_t)tot), *dy = malloc(sizeof(float) * (size_t)tot);
     float *y0 = malloc(sizeof(float) * (size_t)tot), *y1 = malloc(sizeof(float) * (size_t)tot);
     float *dx0 = malloc(sizeof(float) * (size_t)tot), *dx1 = malloc(sizeof(float) * (size_t)tot);
+    float *r = malloc(sizeof(float) * (size_t)tot), *dr0 = malloc(sizeof(float) * (size_t)tot),
+          *dr1 = malloc(sizeof(float) * (size_t)tot);
     float gm[32], b[32], st0[3][32], st1[3][32], dg0[32], db0[32], dg1[32], db1[32], ab0[64],
         ab1[64];
     double sums[2][32], sq[2][32], mu[32], dsum[2][32], ddot[2][32];
@@ -769,36 +771,47 @@ START_TEST(bn_group_passes) {
       x[i] = 3.0f + sinf(0.37f * (float)i) * (1.0f + 0.01f * (float)(i % 11));
       dy[i] = cosf(0.11f * (float)i);
       dx0[i] = dx1[i] = 0.25f * sinf((float)i);
+      r[i] = 0.7f * cosf(0.23f * (float)i) - 0.2f; /* the residual sum's other operand */
     }
+    /* with the residual sum after the norm (and its relu): forward from r, backward through
+     * the chain's output's select into r's gradient, written */
+    const strop__bn_res fr = {r, 0, 1, NULL, NULL, 0}, b0 = {NULL, 0, 1, y0, dr0, 1},
+                        b1 = {NULL, 0, 1, y1, dr1, 1};
+    const strop__bn_res *pf = withres ? &fr : NULL, *pb0 = withres ? &b0 : NULL,
+                        *pb1 = withres ? &b1 : NULL;
     for (int64_t k = 0; k < c; k++) gm[k] = 0.5f + 0.1f * (float)k, b[k] = 0.2f * (float)k - 1.0f;
     float *rab0 = relu ? ab0 : NULL, *rab1 = relu ? ab1 : NULL;
     memset(dg0, 0, sizeof dg0);
     memset(db0, 0, sizeof db0);
     memset(dg1, 0, sizeof dg1);
     memset(db1, 0, sizeof db1);
-    strop__batchnorm_forward_train(n, c, l, x, gm, b, 1e-5f, rab0, y0, st0[0], st0[1], st0[2]);
-    strop__batchnorm_backward_train(n, c, l, x, dy, rab0, gm, st0[0], st0[1], dx0, dg0, db0, 0);
+    strop__batchnorm_forward_train(n, c, l, x, gm, b, 1e-5f, rab0, y0, st0[0], st0[1], st0[2],
+                                   pf);
+    strop__batchnorm_backward_train(n, c, l, x, dy, rab0, gm, st0[0], st0[1], dx0, dg0, db0, 0,
+                                    pb0);
     /* one process */
     const double cnt = (double)(n * l);
     strop__batchnorm_sums(n, c, l, x, NULL, sums[0]);
     for (int64_t k = 0; k < c; k++) mu[k] = sums[0][k] / cnt;
     strop__batchnorm_sums(n, c, l, x, mu, sq[0]);
     strop__batchnorm_forward_sums(n, c, l, x, gm, b, 1e-5f, sums[0], sq[0], cnt, rab1, y1, st1[0],
-                                  st1[1], st1[2]);
-    strop__batchnorm_dots(n, c, l, x, dy, rab1, st1[0], st1[1], dg1, db1, dsum[0], ddot[0]);
+                                  st1[1], st1[2], pf);
+    strop__batchnorm_dots(n, c, l, x, dy, rab1, st1[0], st1[1], dg1, db1, dsum[0], ddot[0], pb1);
     strop__batchnorm_backward_sums(n, c, l, x, dy, rab1, gm, st1[0], st1[1], dsum[0], ddot[0],
-                                   cnt, dx1, 0);
+                                   cnt, dx1, 0, pb1);
     ck_assert_int_eq(memcmp(y0, y1, sizeof(float) * (size_t)tot), 0);
     for (int q = 0; q < 3; q++) ck_assert_int_eq(memcmp(st0[q], st1[q], sizeof(float) * c), 0);
     if (relu) ck_assert_int_eq(memcmp(ab0, ab1, sizeof(float) * 2 * c), 0);
     ck_assert_int_eq(memcmp(dx0, dx1, sizeof(float) * (size_t)tot), 0);
     ck_assert_int_eq(memcmp(dg0, dg1, sizeof(float) * c), 0);
     ck_assert_int_eq(memcmp(db0, db1, sizeof(float) * c), 0);
+    if (withres) ck_assert_int_eq(memcmp(dr0, dr1, sizeof(float) * (size_t)tot), 0);
     for (int64_t i = 0; i < tot; i++) dx1[i] = NAN; /* assign: every element written */
     strop__batchnorm_backward_sums(n, c, l, x, dy, rab1, gm, st1[0], st1[1], dsum[0], ddot[0],
-                                   cnt, dx1, 1);
+                                   cnt, dx1, 1, pb1);
     for (int64_t i = 0; i < tot; i++) dx0[i] = 0.0f;
-    strop__batchnorm_backward_train(n, c, l, x, dy, rab0, gm, st0[0], st0[1], dx0, NULL, NULL, 0);
+    strop__batchnorm_backward_train(n, c, l, x, dy, rab0, gm, st0[0], st0[1], dx0, NULL, NULL, 0,
+                                    pb0);
     ck_assert_int_eq(memcmp(dx0, dx1, sizeof(float) * (size_t)tot), 0);
     /* two processes: rows [0, h) and [h, n), their sums added */
     const int64_t h = n / 2, off = h * c * l;
@@ -808,16 +821,21 @@ START_TEST(bn_group_passes) {
     for (int p = 0; p < 2; p++) strop__batchnorm_sums(rows[p], c, l, x + at[p], mu, sq[p]);
     for (int64_t k = 0; k < c; k++) sums[0][k] += sums[1][k], sq[0][k] += sq[1][k];
     float dgh[32] = {0}, dbh[32] = {0};
+    strop__bn_res fh[2], bh[2]; /* each half's rows of r, the output and r's gradient */
     for (int p = 0; p < 2; p++) {
+      fh[p] = (strop__bn_res){r + at[p], 0, 1, NULL, NULL, 0};
+      bh[p] = (strop__bn_res){NULL, 0, 1, y1 + at[p], dr1 + at[p], 1};
       strop__batchnorm_forward_sums(rows[p], c, l, x + at[p], gm, b, 1e-5f, sums[0], sq[0], cnt,
-                                    rab1, y1 + at[p], st1[0], st1[1], st1[2]);
+                                    rab1, y1 + at[p], st1[0], st1[1], st1[2],
+                                    withres ? &fh[p] : NULL);
       strop__batchnorm_dots(rows[p], c, l, x + at[p], dy + at[p], rab1, st1[0], st1[1], dgh, dbh,
-                            dsum[p], ddot[p]);
+                            dsum[p], ddot[p], withres ? &bh[p] : NULL);
     }
     for (int64_t k = 0; k < c; k++) dsum[0][k] += dsum[1][k], ddot[0][k] += ddot[1][k];
     for (int p = 0; p < 2; p++)
       strop__batchnorm_backward_sums(rows[p], c, l, x + at[p], dy + at[p], rab1, gm, st1[0],
-                                     st1[1], dsum[0], ddot[0], cnt, dx1 + at[p], 1);
+                                     st1[1], dsum[0], ddot[0], cnt, dx1 + at[p], 1,
+                                     withres ? &bh[p] : NULL);
     for (int64_t i = 0; i < tot; i++) {
       ck_assert_msg(fabsf(y1[i] - y0[i]) <= 1e-5f * (1.0f + fabsf(y0[i])), "y[%lld]",
                     (long long)i);
@@ -834,6 +852,9 @@ START_TEST(bn_group_passes) {
     free(y1);
     free(dx0);
     free(dx1);
+    free(r);
+    free(dr0);
+    free(dr1);
   }
   strop__bn_isa = 0;
 }
@@ -868,8 +889,10 @@ START_TEST(bn_kernels_match_serial) {
       for (int64_t i = 0; i < tot; i++) dx1[i] = 0.25f * sinf((float)i), dx2[i] = NAN;
       memset(dg1, 0, sizeof dg1);
       memset(db1, 0, sizeof db1);
-      strop__batchnorm_forward_train(n, c, l, x, gm, b, 1e-5f, rab, y1, st1[0], st1[1], st1[2]);
-      strop__batchnorm_backward_train(n, c, l, x, dy, rab, gm, st1[0], st1[1], dx1, dg1, db1, 0);
+      strop__batchnorm_forward_train(n, c, l, x, gm, b, 1e-5f, rab, y1, st1[0], st1[1], st1[2],
+                                     NULL);
+      strop__batchnorm_backward_train(n, c, l, x, dy, rab, gm, st1[0], st1[1], dx1, dg1, db1, 0,
+                                      NULL);
       ck_assert_int_eq(memcmp(y0, y1, sizeof(float) * (size_t)tot), 0);
       for (int q = 0; q < 3; q++)
         ck_assert_int_eq(memcmp(st0[q], st1[q], sizeof(float) * (size_t)c), 0);
@@ -877,32 +900,32 @@ START_TEST(bn_kernels_match_serial) {
       ck_assert_int_eq(memcmp(dg0, dg1, sizeof(float) * (size_t)c), 0);
       ck_assert_int_eq(memcmp(db0, db1, sizeof(float) * (size_t)c), 0);
       /* assign: every element written, as if added into zeros */
-      strop__batchnorm_backward_train(n, c, l, x, dy, rab, gm, st1[0], st1[1], dx2, NULL, NULL,
-                                      1);
+      strop__batchnorm_backward_train(n, c, l, x, dy, rab, gm, st1[0], st1[1], dx2, NULL, NULL, 1,
+                                      NULL);
       for (int64_t i = 0; i < tot; i++) dx1[i] = 0.0f;
-      strop__batchnorm_backward_train(n, c, l, x, dy, rab, gm, st1[0], st1[1], dx1, NULL, NULL,
-                                      0);
+      strop__batchnorm_backward_train(n, c, l, x, dy, rab, gm, st1[0], st1[1], dx1, NULL, NULL, 0,
+                                      NULL);
       ck_assert_int_eq(memcmp(dx1, dx2, sizeof(float) * (size_t)tot), 0);
       /* eval mode, running statistics: the same with assign and added into zeros; with the
        * relu, what the plain eval forward and the relu's kernels give apart */
-      strop__batchnorm_forward_eval(n, c, l, x, gm, b, st1[0], st1[2], 1e-5f, NULL, y1);
+      strop__batchnorm_forward_eval(n, c, l, x, gm, b, st1[0], st1[2], 1e-5f, NULL, y1, NULL);
       memcpy(g, dy, sizeof(float) * (size_t)tot);
       if (relu) {
         strop__relu_forward(y1, y1, (size_t)tot);
         strop__relu_backward_assign(y1, dy, g, (size_t)tot);
       }
-      strop__batchnorm_forward_eval(n, c, l, x, gm, b, st1[0], st1[2], 1e-5f, rab, y0);
+      strop__batchnorm_forward_eval(n, c, l, x, gm, b, st1[0], st1[2], 1e-5f, rab, y0, NULL);
       ck_assert_int_eq(memcmp(y0, y1, sizeof(float) * (size_t)tot), 0);
       for (int64_t i = 0; i < tot; i++) dx2[i] = NAN, dx1[i] = 0.0f;
       memset(dg1, 0, sizeof dg1);
       memset(dg0, 0, sizeof dg0);
       strop__batchnorm_backward_eval(n, c, l, x, dy, rab, gm, st1[0], st1[2], 1e-5f, dx2, dg1,
-                                     NULL, 1);
+                                     NULL, 1, NULL);
       strop__batchnorm_backward_eval(n, c, l, x, g, NULL, gm, st1[0], st1[2], 1e-5f, dx1, dg0,
-                                     NULL, 0);
+                                     NULL, 0, NULL);
       ck_assert_int_eq(memcmp(dx1, dx2, sizeof(float) * (size_t)tot), 0);
       ck_assert_int_eq(memcmp(dg0, dg1, sizeof(float) * (size_t)c), 0);
-      strop__batchnorm_forward_eval(n, c, l, x, gm, b, st1[0], st1[2], 1e-5f, NULL, y1);
+      strop__batchnorm_forward_eval(n, c, l, x, gm, b, st1[0], st1[2], 1e-5f, NULL, y1, NULL);
       for (int64_t k = 0; k < c; k++) {
         const double is = 1.0 / sqrt((double)st1[2][k] + 1e-5);
         const double a = (float)(is * gm[k]);
@@ -2050,7 +2073,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, pool_forward_reference);
   tcase_add_test(tc, bn_forward_reference);
   tcase_add_loop_test(tc, bn_kernels_match_serial, 0, 4);
-  tcase_add_loop_test(tc, bn_group_passes, 0, 4);
+  tcase_add_loop_test(tc, bn_group_passes, 0, 6);
   tcase_add_test(tc, adaptive_forward_reference);
   tcase_add_test(tc, depthwise_matches_gemm);
   tcase_add_test(tc, winograd_matches_reference);

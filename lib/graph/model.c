@@ -811,16 +811,22 @@ static int fusable(const strop__node *b, int training) {
 }
 
 /* The input of node b, read after node j in a chain that starts at node i, from before the
- * chain (node < i, or -1: the model's input), when b may read one beside j: a two-input node
- * of a chain no backward runs through and no checkpointed block holds, the chain's only such
- * (has_side 0); -2 otherwise. *slot: b's input slot it fills. */
+ * chain (node < i, or -1: the model's input), when b may read one beside j: a two-input node,
+ * the chain's only such (has_side 0), of a chain no backward runs through and no checkpointed
+ * block holds — or any chain when node i's layer hands that input's gradient back
+ * (STROP__LAYER_SIDE_GRAD) and the input is none of node i's own (one pass writing a gradient
+ * twice would need the two writes' order); -2 otherwise. *slot: b's input slot it fills. */
 static int side_input(const strop_model *m, int i, int j, const strop__node *b, int has_side,
                       int *slot) {
-  if (b->n_in != 2 || has_side || m->upstream_trainable[i] || m->ckpt_first ||
+  const strop__node *f = &m->nodes[i];
+  const int grad = (f->vt->flags & STROP__LAYER_SIDE_GRAD) != 0;
+  if (b->n_in != 2 || has_side || (!grad && (m->upstream_trainable[i] || m->ckpt_first)) ||
       (b->in[0] == j) == (b->in[1] == j))
     return -2;
   *slot = b->in[0] == j;
   const int k = b->in[*slot];
+  for (int q = 0; q < f->n_in; q++)
+    if (f->in[q] == k) return -2;
   return k < i ? k : -2;
 }
 
@@ -1245,8 +1251,10 @@ static strop_status plan_lifetimes(strop_model *m, const uint8_t *keep, int64_t 
     }
     const int t = clock - 1; /* gradients at t + 1, the output's given back at t + 2 */
     clock += 2;
-    for (int j = 0; j < nd->n_in; j++) {
-      const int k = nd->in[j];
+    int slot;
+    const int ks = chain_side(m, first, i, &slot); /* a side input's gradient after them */
+    for (int j = 0; j <= nd->n_in; j++) {
+      const int k = j < nd->n_in ? nd->in[j] : ks;
       if (k < 0 || !m->upstream_trainable[k] || has_grad[k]) continue;
       has_grad[k] = 1;
       const size_t bytes = strop__shape_numel(&m->run_shapes[k]) * sizeof(float) * (size_t)n;
@@ -1648,6 +1656,39 @@ typedef struct ckpt_region {
   uint8_t *none;     /* n_nodes zeros: nothing in a block is kept for a reader after it */
 } ckpt_region;
 
+/* Node k's output gradient for the backward of the unit ending at node i, taken now when no
+ * reader wrote it yet (where the plan put it, else from the free list or the arena) or when it
+ * was taken before a checkpointed block's recompute and not written since: *fresh 1 when the
+ * unit writes it outright (can: its layer may, as the first writer), else it is zeroed here
+ * (the pass is split over the threads: a residual block's input, read by the block and by its
+ * sum, is 26 MB at ResNet-50's batch 8) and *fresh is 0. A gradient some reader wrote already
+ * is left as it is (*fresh 0). */
+static strop_status grad_take(strop_model *m, int k, int i, int can, spare *spares, int *n_spares,
+                              size_t *gbytes, ckpt_region *reg, int *fresh) {
+  const int nn = m->n_nodes;
+  *fresh = 0;
+  if (m->grads[k]) {
+    if (reg->reserved && reg->reserved[k]) { /* as if taken now */
+      if (can) *fresh = 1;
+      else strop__par_zero(m->grads[k], act_bytes(m, k) / sizeof(float));
+      reg->reserved[k] = 0;
+    }
+    return STROP_OK;
+  }
+  const size_t b = act_bytes(m, k);
+  if (m->plan_off && m->plan_giter[k] == i && m->plan_off[nn + k] != SIZE_MAX) {
+    m->grads[k] = (float *)(m->plan_base + m->plan_off[nn + k]); /* as planned */
+    gbytes[k] = b;
+  } else if ((m->grads[k] = spare_take(spares, n_spares, b, &gbytes[k])) == NULL) {
+    m->grads[k] = strop__arena_alloc(&m->arena, b);
+    gbytes[k] = b;
+  }
+  if (!m->grads[k]) return strop__err(STROP_E_NOMEM, "backward: out of memory");
+  if (can) *fresh = 1;
+  else strop__par_zero(m->grads[k], b / sizeof(float));
+  return STROP_OK;
+}
+
 /* Opens the region of block [b0, b1] and runs the block's forward again: the same inputs, the
  * same generator state (so dropout draws the same masks), batch norm leaving its running
  * statistics alone, every activation and saved tensor its backward reads kept. In a planned
@@ -1737,8 +1778,11 @@ static strop_status ckpt_recompute(strop_model *m, int b0, int b1, strop__exec *
     else {
       x->fused_head = h;
       scratch_at(m, i, x, PLAN_CKPT_SCRATCH, 0);
+      const int ks = chain_side(m, i, last, &x->fused_side_slot);
+      x->fused_side = ks >= 0 ? &m->acts[ks] : ks == -1 ? &m->input : NULL;
       s = nd->vt->forward(nd, x, ins, o);
       x->fused_head = NULL;
+      x->fused_side = NULL;
       x->scratch = NULL;
       x->scratch_bytes = 0;
     }
@@ -1915,7 +1959,8 @@ static strop_status backward_impl(strop_model *m, const float *dout,
     int slot;
     int bad = (unit_reads_out(m, i, last) && m->released[last] == STROP__ACT_RELEASED) ||
               (nd->fused_shared && m->released[i] == STROP__ACT_RELEASED) ||
-              chain_side(m, i, last, &slot) >= -1; /* fused where no backward was to run */
+              (chain_side(m, i, last, &slot) >= -1 && /* fused where no backward was to run */
+               !(nd->vt->flags & STROP__LAYER_SIDE_GRAD));
     for (int j = 0; j < nd->n_in && !bad && unit_reads_in(m, i, last); j++)
       bad = nd->in[j] >= 0 && m->released[nd->in[j]] == STROP__ACT_RELEASED &&
             !(m->recompute && m->recompute[nd->in[j]]);
@@ -2000,54 +2045,33 @@ static strop_status backward_impl(strop_model *m, const float *dout,
     for (int j = 0; j < nd->n_in; j++) {
       int k = nd->in[j];
       ins[j] = k < 0 ? m->input : m->acts[k];
+      /* the first consumer to write it (in the backward's order) can write it outright when
+       * its layer says so (din_assign's bit j): the zeroing is skipped, the others add to it */
+      const int can = k >= 0 && (nd->vt->flags & STROP__LAYER_ASSIGNS_DIN) && j < 31 &&
+                      (strop__din_first_writer || (nd->n_in == 1 && m->consumers[k] == 1));
+      int fresh = 0;
       if (k < 0) {
         din[j] = m->input_grad;
       } else if (m->upstream_trainable[k]) {
-        if (!m->grads[k]) {
-          size_t b = strop__shape_numel(&m->acts[k].shape) * sizeof(float) * (size_t)m->batch;
-          /* the first consumer to write it (in the backward's order) can write it outright when
-           * its layer says so (din_assign's bit j): the zeroing is skipped, the others add to it.
-           * Where it is zeroed the pass is split over the threads (a residual block's input,
-           * read by the block and by its sum, is 26 MB at ResNet-50's batch 8) */
-          const int fresh = (nd->vt->flags & STROP__LAYER_ASSIGNS_DIN) && j < 31 &&
-                            (strop__din_first_writer || (nd->n_in == 1 && m->consumers[k] == 1));
-          if (fresh) x.din_assign |= 1 << j;
-          int best = -1;
-          if (m->plan_off && m->plan_giter[k] == i && m->plan_off[nn + k] != SIZE_MAX) {
-            /* where the plan put it (taken here, as planned) */
-            m->grads[k] = (float *)(m->plan_base + m->plan_off[nn + k]);
-            gbytes[k] = b;
-            if (!fresh) strop__par_zero(m->grads[k], b / sizeof(float));
-          } else {
-            for (int q = 0; q < n_spares; q++)
-              if (spares[q].bytes >= b && (best < 0 || spares[q].bytes < spares[best].bytes))
-                best = q;
-          }
-          if (m->grads[k]) {
-            /* planned */
-          } else if (best >= 0) {
-            m->grads[k] = spares[best].p;
-            gbytes[k] = spares[best].bytes;
-            spares[best] = spares[--n_spares];
-            if (!fresh) strop__par_zero(m->grads[k], b / sizeof(float));
-          } else {
-            m->grads[k] = strop__arena_alloc(&m->arena, b);
-            if (m->grads[k] && !fresh) strop__par_zero(m->grads[k], b / sizeof(float));
-            gbytes[k] = b;
-          }
-          if (!m->grads[k]) return strop__err(STROP_E_NOMEM, "backward: out of memory");
-        } else if (reg.reserved && reg.reserved[k]) {
-          /* taken before a recompute, not written yet: as if taken now */
-          if ((nd->vt->flags & STROP__LAYER_ASSIGNS_DIN) && j < 31 &&
-              (strop__din_first_writer || (nd->n_in == 1 && m->consumers[k] == 1)))
-            x.din_assign |= 1 << j;
-          else strop__par_zero(m->grads[k], act_bytes(m, k) / sizeof(float));
-          reg.reserved[k] = 0;
-        }
+        if ((s = grad_take(m, k, i, can, spares, &n_spares, gbytes, &reg, &fresh))) return s;
+        if (fresh) x.din_assign |= 1 << j;
         din[j] = m->grads[k];
       } else {
         din[j] = NULL;
       }
+    }
+    /* a fused chain's second input from before it (chain_side): its gradient, which the
+     * chain's first node writes when it is the first to, as the chain's sum would have */
+    int side_slot;
+    const int ks = chain_side(m, first, i, &side_slot);
+    x.fused_side_slot = side_slot;
+    x.fused_side_grad = ks == -1 ? m->input_grad : NULL;
+    x.fused_side_assign = 0;
+    if (ks >= 0 && m->upstream_trainable[ks]) {
+      if ((s = grad_take(m, ks, i, strop__din_first_writer, spares, &n_spares, gbytes, &reg,
+                         &x.fused_side_assign)))
+        return s;
+      x.fused_side_grad = m->grads[ks];
     }
     /* what the layer takes from the arena inside its backward is scratch: given back after */
     strop__arena_mark mk = strop__arena_get_mark(&m->arena);
@@ -2067,6 +2091,7 @@ static strop_status backward_impl(strop_model *m, const float *dout,
     x.scratch = NULL;
     x.scratch_bytes = 0;
     x.fused_head_grad = NULL;
+    x.fused_side_grad = NULL;
     if (s) return s;
     if (x.pgrad_assign) /* the layer wrote them outright */
       for (int j = 0; j < nd->n_params; j++) nd->params[j].grad_stale = 0;

@@ -22,6 +22,8 @@ typedef struct bn_cfg {
   int affine;
   int track_running_stats;
   int relu; /* run time, from bn_fuse: 1 when it computes the relu after it too */
+  int res;  /* run time, from bn_fuse: 1 when it computes the residual sum after it (its
+               other operand in the exec's fused_side), 2 with the sum's relu too */
 } bn_cfg;
 
 /* What the forward left for the backward (arena). */
@@ -154,7 +156,7 @@ static strop_status group_sum(const strop__node *n, const strop__exec *x, double
  * x (and the count), then of the squared deviations from the group's mean, each added up over
  * the group; with a group of one process, the bits of the forward without one. */
 static strop_status bn_forward_group(strop__node *n, const strop__exec *x, const strop__act *in,
-                                     strop__act *out, bn_saved *sv) {
+                                     strop__act *out, bn_saved *sv, const strop__bn_res *rp) {
   const bn_cfg *c = n->cfg;
   const int64_t C = c->num_features, l = bn_len(&in[0].shape), N = in[0].n;
   strop__param *w = strop__node_p(n, W), *b = strop__node_p(n, B);
@@ -183,7 +185,7 @@ static strop_status bn_forward_group(strop__node *n, const strop__exec *x, const
   float *var = buf + 2 * C;
   strop__batchnorm_forward_sums(N, C, l, in[0].data, w ? w->data : NULL, b ? b->data : NULL,
                                 c->eps, sums, sq, cnt, sv->relu_ab, out->data, sv->mean,
-                                sv->invstd, var);
+                                sv->invstd, var, rp);
   update_running(n, x, sv->mean, var, (int64_t)cnt);
   return STROP_OK;
 }
@@ -204,12 +206,22 @@ static strop_status bn_forward(strop__node *n, const strop__exec *x, const strop
   if (n->fused > 0 && c->relu &&
       !(sv->relu_ab = strop__arena_alloc(x->arena, 2 * (size_t)C * sizeof(float))))
     return strop__err(STROP_E_NOMEM, "layer '%s' (%s): out of memory", n->name, n->vt->type);
+  strop__bn_res res = {0}, *rp = NULL;
+  if (n->fused > 0 && c->res) {
+    if (!x->fused_side || !x->fused_side->data)
+      return strop__err(STROP_E_INTERNAL, "layer '%s' (%s): fused without the sum's other input",
+                        n->name, n->vt->type);
+    res.r = x->fused_side->data;
+    res.r_first = x->fused_side_slot == 0;
+    res.relu = c->res == 2;
+    rp = &res;
+  }
   if (!sv->batch_stats) {
     strop__batchnorm_forward_eval(N, C, l, in[0].data, gamma, beta, rm->data, rv->data, c->eps,
-                                  sv->relu_ab, out->data);
+                                  sv->relu_ab, out->data, rp);
     return STROP_OK;
   }
-  if (x->group) return bn_forward_group(n, x, in, out, sv);
+  if (x->group) return bn_forward_group(n, x, in, out, sv, rp);
   if (N * l <= 1)
     return strop__err(STROP_E_SHAPE,
                       "layer '%s' (%s): batch statistics need more than 1 value per channel, "
@@ -223,15 +235,14 @@ static strop_status bn_forward(strop__node *n, const strop__exec *x, const strop
   sv->invstd = buf + C;
   float *var = buf + 2 * C;
   strop__batchnorm_forward_train(N, C, l, in[0].data, gamma, beta, c->eps, sv->relu_ab, out->data,
-                                 sv->mean, sv->invstd, var);
+                                 sv->mean, sv->invstd, var, rp);
   update_running(n, x, sv->mean, var, N * l);
   return STROP_OK;
 }
 
 static strop_status bn_backward(strop__node *n, const strop__exec *x, const strop__act *in,
                                 const strop__act *out, const float *dout, float *const *din) {
-  (void)out; /* the fused relu's mask comes from the input (sv->relu_ab) */
-  const bn_cfg *c = n->cfg;
+  const bn_cfg *c = n->cfg; /* the fused relu's mask comes from the input (sv->relu_ab) */
   const bn_saved *sv = n->saved;
   if (!sv)
     return strop__err(STROP_E_INTERNAL, "layer '%s' (%s): backward without forward", n->name,
@@ -240,13 +251,20 @@ static strop_status bn_backward(strop__node *n, const strop__exec *x, const stro
   strop__param *w = strop__node_p(n, W);
   float *dg = strop__node_grad(n, W), *dbt = strop__node_grad(n, B);
   const float *gamma = w ? w->data : NULL;
-  if (!dg && !dbt && !din[0]) return STROP_OK;
+  /* the residual sum's relu selects dy by the chain's output; the sum hands its gradient to
+   * its other input as the add would */
+  const int res = n->fused > 0 && c->res;
+  const strop__bn_res rs = {.relu = res && c->res == 2,
+                            .out = res && c->res == 2 ? out->data : NULL,
+                            .dr = res ? x->fused_side_grad : NULL,
+                            .dr_assign = x->fused_side_assign};
+  if (!dg && !dbt && !din[0] && !rs.dr) return STROP_OK;
   if (sv->batch_stats && sv->count > 0) { /* over the group: its sums of dy, (x - mean) dy */
     double *sums = strop__arena_alloc(x->arena, 2 * (size_t)C * sizeof(double));
     if (!sums)
       return strop__err(STROP_E_NOMEM, "layer '%s' (%s): out of memory", n->name, n->vt->type);
     strop__batchnorm_dots(N, C, l, in[0].data, dout, sv->relu_ab, sv->mean, sv->invstd, dg, dbt,
-                          sums, sums + C);
+                          sums, sums + C, res ? &rs : NULL);
     if (!din[0]) return STROP_OK; /* (the same on every process: the same graph) */
     strop_status s = group_sum(n, x, sums, 2 * C);
     if (s) return s;
@@ -255,14 +273,16 @@ static strop_status bn_backward(strop__node *n, const strop__exec *x, const stro
       return STROP_OK;
     }
     strop__batchnorm_backward_sums(N, C, l, in[0].data, dout, sv->relu_ab, gamma, sv->mean,
-                                   sv->invstd, sums, sums + C, sv->count, din[0], x->din_assign);
+                                   sv->invstd, sums, sums + C, sv->count, din[0], x->din_assign,
+                                   res ? &rs : NULL);
   } else if (sv->batch_stats) {
     strop__batchnorm_backward_train(N, C, l, in[0].data, dout, sv->relu_ab, gamma, sv->mean,
-                                    sv->invstd, din[0], dg, dbt, x->din_assign);
+                                    sv->invstd, din[0], dg, dbt, x->din_assign, res ? &rs : NULL);
   } else {
     strop__param *rm = strop__node_p(n, RM), *rv = strop__node_p(n, RV);
     strop__batchnorm_backward_eval(N, C, l, in[0].data, dout, sv->relu_ab, gamma, rm->data,
-                                   rv->data, c->eps, din[0], dg, dbt, x->din_assign);
+                                   rv->data, c->eps, din[0], dg, dbt, x->din_assign,
+                                   res ? &rs : NULL);
   }
   return STROP_OK;
 }
@@ -276,9 +296,26 @@ static strop_status bn_backward(strop__node *n, const strop__exec *x, const stro
  * relu's full-size output from being stored at all (a ResNet's stem). */
 int strop__bn_fuse_relu = 1;
 
+/* A norm whose sole reader is a residual sum of two inputs (a ResNet bottleneck's last norm:
+ * add(norm, shortcut), then a relu) computes the sum in its affine pass, the sum's other operand
+ * read from the exec's fused_side, and the relu after the sum too (as the sum took it before:
+ * a max-pool after it runs by itself). In the backward, the dot pass takes dy through the relu's
+ * select on the chain's output and hands it to the other operand's gradient (x->fused_side_grad,
+ * written or added, as the sum's backward), and the write pass reads it back from there when it
+ * was written: the norm's output and the sum's are never stored, nor the sum's gradient, and the
+ * bits are those of the three layers apart (the affine's float, the add's in its operand order,
+ * the relu's select; the sum's gradient through add_bwd_range's select). */
+int strop__bn_fuse_add = 1;
+
 static int bn_fuse(strop__node *n, strop__node *const *next, int n_next, int shared) {
   bn_cfg *c = n->cfg;
   strop__pool2d_dims pd;
+  c->relu = c->res = 0;
+  if (strop__bn_fuse_add && n_next >= 1 && !shared && next[0]->n_in == 2 &&
+      (next[0]->vt->flags & STROP__LAYER_EPILOGUE_ADD)) {
+    c->res = n_next >= 2 && (next[1]->vt->flags & STROP__LAYER_EPILOGUE_RELU) ? 2 : 1;
+    return c->res;
+  }
   c->relu = strop__bn_fuse_relu && n_next >= 1 && !shared &&
             (next[0]->vt->flags & STROP__LAYER_EPILOGUE_RELU) != 0 &&
             !(n_next >= 2 && strop__layer_maxpool_window(next[1], &pd));
@@ -406,7 +443,7 @@ const strop__layer_vtable strop__layer_batchnorm1d = {
     .cfg_size = sizeof(bn_cfg),
     .n_inputs = 1,
     .flags = STROP__LAYER_BATCHSTATS | STROP__LAYER_FOLDABLE_NORM | STROP__LAYER_OUT_UNREAD |
-             STROP__LAYER_ASSIGNS_DIN,
+             STROP__LAYER_ASSIGNS_DIN | STROP__LAYER_SIDE_GRAD,
     .options = OPTIONS,
     .params = PARAMS,
     .shape = bn1d_shape,
@@ -423,7 +460,7 @@ const strop__layer_vtable strop__layer_batchnorm2d = {
     .cfg_size = sizeof(bn_cfg),
     .n_inputs = 1,
     .flags = STROP__LAYER_BATCHSTATS | STROP__LAYER_FOLDABLE_NORM | STROP__LAYER_OUT_UNREAD |
-             STROP__LAYER_ASSIGNS_DIN,
+             STROP__LAYER_ASSIGNS_DIN | STROP__LAYER_SIDE_GRAD,
     .options = OPTIONS,
     .params = PARAMS,
     .shape = bn2d_shape,

@@ -243,6 +243,12 @@ typedef struct strop__exec {
    * otherwise */
   const strop__act *fused_side;
   int fused_side_slot;
+  /* backward of such a chain that a backward runs through (its first node's layer has
+   * STROP__LAYER_SIDE_GRAD): the gradient of that second input, or NULL when it needs none;
+   * written outright when fused_side_assign is 1 (the chain is the first to write it in the
+   * backward), else added to; fused_side_slot as in its forward */
+  float *fused_side_grad;
+  int fused_side_assign;
   /* a data-parallel training step's group when batch statistics are summed over it
    * (strop__group), or NULL: each process's own rows */
   const strop__group *group;
@@ -453,6 +459,11 @@ extern int strop__conv_fuse_pool;
 /* Tests and benches: 1 (the default) has a batch norm whose sole reader is a relu compute the
  * relu in its passes (layers/batchnorm.c), 0 runs the two apart: the same bits. */
 extern int strop__bn_fuse_relu;
+/* Tests and benches: 1 (the default) has a batch norm whose sole reader is a residual sum
+ * compute the sum, and the relu after it, in its passes (layers/batchnorm.c; the graph offers
+ * the chain with its second input, trainable or not), 0 leaves them to the add: the same
+ * bits. */
+extern int strop__bn_fuse_add;
 /* The bytes n->fold holds (a frozen norm folded into n's weights, fuse.h) and n->wino (a frozen
  * conv's transformed filters or packed weight): allocated by the first forward that folds or transforms (or a
  * step's planning), kept until n's parameters go (n->wino: until the weight trains). */
@@ -547,9 +558,13 @@ enum {
                                       gradients included: the graph offers it nodes with
                                       trainable parameters, and in eval mode too (add, which
                                       takes the rmsnorm after it) */
-  STROP__LAYER_EPILOGUE_ADD = 65536    /* a sum of its inputs (add): offered in a chain with a
+  STROP__LAYER_EPILOGUE_ADD = 65536,   /* a sum of its inputs (add): offered in a chain with a
                                       second input (strop__layer_vtable.fuse), a conv may add
                                       that input in its epilogue */
+  STROP__LAYER_SIDE_GRAD = 131072      /* its fuse may take a chain with a second input that a
+                                      backward runs through: its backward hands that input's
+                                      gradient to x->fused_side_grad (a train-mode batch norm,
+                                      its residual sum and relu) */
 };
 
 struct strop__layer_vtable {
@@ -592,7 +607,10 @@ struct strop__layer_vtable {
    * backward runs through the chain (nothing trainable at or before its nodes) and it crosses
    * no checkpointed block, one of them may have a second input (its n_in is 2): the output of
    * a node before this one (or the model's input), ready before this node runs, handed to the
-   * forward in x->fused_side (a residual sum, STROP__LAYER_EPILOGUE_ADD). shared:
+   * forward in x->fused_side (a residual sum, STROP__LAYER_EPILOGUE_ADD). A layer with
+   * STROP__LAYER_SIDE_GRAD is offered such a chain where a backward runs through it too (and
+   * inside a checkpointed block), when that input is none of its own: its backward then hands
+   * the input's gradient to x->fused_side_grad. shared:
    * how many other input slots, all of nodes after next[0] and outside the chain, read this
    * node's output too (0: next[0] is its sole reader). Returns how many of them, k (a prefix),
    * this layer computes itself until asked again (0: none; a call undoes an earlier fusion).

@@ -30,6 +30,7 @@ typedef struct bn_job {
   const double *sum, *sq_dot; /* per channel: the group's sums of x (or dy) and of the squared
                                  deviations (or (x - mean) dy) */
   double cnt;                 /* the group's values per channel */
+  const strop__bn_res *res;   /* the residual sum (and relu) after the norm, or NULL */
 } bn_job;
 
 int strop__bn_isa = 0;
@@ -40,6 +41,18 @@ int strop__bn_isa = 0;
 static inline float relu_dy(float x, float a, float b, float g) {
   const float v = x * a + b;
   return v <= 0.0f ? 0.0f : g;
+}
+
+/* The gradient of the norm's output from the chain after it at element o: dy through the
+ * residual sum's relu (add_bwd_range's select on the relu's output), and handed to the sum's
+ * other operand as the add hands it on (written or added) */
+static inline float res_dy(const strop__bn_res *r, int64_t o, float g) {
+  if (r->out) g = r->out[o] <= 0.0f ? 0.0f : g;
+  if (r->dr) {
+    if (r->dr_assign) r->dr[o] = g;
+    else r->dr[o] += g;
+  }
+  return g;
 }
 
 /* s[k] = the sum over the batch of channel c0 + k (k < g) of x, in double */
@@ -98,18 +111,21 @@ static void group_dot(const bn_job *j, int64_t c0, int g, const double *mu, doub
   const float *ra = group_ab(j, c0, g, a, b) ? a : NULL, *rb = b;
   for (int k = 0; k < BN_G; k++) sum[k] = dot[k] = 0.0;
   for (int64_t i = 0; i < j->n; i++) {
-    const float *p = j->x + i * cl + c0 * l, *q = j->dy + i * cl + c0 * l;
+    const int64_t o = i * cl + c0 * l;
+    const float *p = j->x + o, *q = j->dy + o;
     if (g == BN_G) {
       for (int64_t t = 0; t < l; t++)
         for (int k = 0; k < BN_G; k++) {
-          const float gv = ra ? relu_dy(p[k * l + t], ra[k], rb[k], q[k * l + t]) : q[k * l + t];
+          float gv = ra ? relu_dy(p[k * l + t], ra[k], rb[k], q[k * l + t]) : q[k * l + t];
+          if (j->res) gv = res_dy(j->res, o + k * l + t, gv);
           sum[k] += gv;
           dot[k] += (p[k * l + t] - mu[k]) * gv;
         }
     } else {
       for (int k = 0; k < g; k++)
         for (int64_t t = 0; t < l; t++) {
-          const float gv = ra ? relu_dy(p[k * l + t], ra[k], rb[k], q[k * l + t]) : q[k * l + t];
+          float gv = ra ? relu_dy(p[k * l + t], ra[k], rb[k], q[k * l + t]) : q[k * l + t];
+          if (j->res) gv = res_dy(j->res, o + k * l + t, gv);
           sum[k] += gv;
           dot[k] += (p[k * l + t] - mu[k]) * gv;
         }
@@ -149,10 +165,20 @@ BN_INL void load_cols(const float *const *p, int64_t t, __mmask8 m, __m256 r[8])
   transpose8(r);
 }
 
+/* the rows of the residual chain after the norm (its relu's output, the sum's other operand's
+ * gradient) of image i, as group_rows; NULL where it has none */
+typedef struct res_rows {
+  const float *out[BN_G];
+  float *dr[BN_G];
+} res_rows;
+
 /* the same of x into xr and of dy into r, each dy 0 where the fused relu's x a + b (a, b
- * one per row, or none) is <= 0 (relu_dy) */
+ * one per row, or none) is <= 0 (relu_dy), or through the residual chain's relu and into the
+ * sum's other operand's gradient (res_dy; rr with res, its first g rows only: the others
+ * repeat row 0) */
 BN_INL void load_x_dy_cols(const float *const *px, const float *const *p, const __m256 *a,
-                           const __m256 *b, int64_t t, __mmask8 m, __m256 xr[8], __m256 r[8]) {
+                           const __m256 *b, const strop__bn_res *res, const res_rows *rr, int g,
+                           int64_t t, __mmask8 m, __m256 xr[8], __m256 r[8]) {
   for (int k = 0; k < BN_G; k++) {
     xr[k] = _mm256_maskz_loadu_ps(m, px[k] + t);
     r[k] = _mm256_maskz_loadu_ps(m, p[k] + t);
@@ -160,6 +186,18 @@ BN_INL void load_x_dy_cols(const float *const *px, const float *const *p, const 
       const __m256 v = _mm256_add_ps(_mm256_mul_ps(xr[k], a[k]), b[k]);
       r[k] = _mm256_mask_mov_ps(r[k], _mm256_cmp_ps_mask(v, _mm256_setzero_ps(), _CMP_LE_OQ),
                                 _mm256_setzero_ps());
+    }
+    if (res) {
+      if (res->out) {
+        const __m256 y = _mm256_maskz_loadu_ps(m, rr->out[k] + t);
+        r[k] = _mm256_mask_mov_ps(r[k], _mm256_cmp_ps_mask(y, _mm256_setzero_ps(), _CMP_LE_OQ),
+                                  _mm256_setzero_ps());
+      }
+      if (res->dr && k < g) {
+        float *d = rr->dr[k] + t;
+        _mm256_mask_storeu_ps(
+            d, m, res->dr_assign ? r[k] : _mm256_add_ps(_mm256_maskz_loadu_ps(m, d), r[k]));
+      }
     }
   }
   transpose8(xr);
@@ -217,14 +255,18 @@ BN_T static void group_dot_avx512(const bn_job *j, int64_t c0, int g, const doub
   float a[BN_G], b[BN_G];
   __m256 r[8], e[8], va[BN_G], vb[BN_G];
   const int relu = group_ab(j, c0, g, a, b);
+  res_rows rr;
   for (int k = 0; k < BN_G; k++) va[k] = _mm256_set1_ps(a[k]), vb[k] = _mm256_set1_ps(b[k]);
   for (int64_t i = 0; i < j->n; i++) {
     group_rows(j, j->x, i, c0, g, p);
     group_rows(j, j->dy, i, c0, g, q);
+    if (j->res && j->res->out) group_rows(j, j->res->out, i, c0, g, rr.out);
+    for (int k = 0; j->res && j->res->dr && k < BN_G; k++)
+      rr.dr[k] = j->res->dr + i * j->c * j->l + (c0 + (k < g ? k : 0)) * j->l;
     for (int64_t t = 0; t < j->l; t += 8) {
       const int64_t cols = j->l - t < 8 ? j->l - t : 8;
       const __mmask8 mk = tail_mask(cols);
-      load_x_dy_cols(p, q, relu ? va : NULL, vb, t, mk, r, e);
+      load_x_dy_cols(p, q, relu ? va : NULL, vb, j->res, &rr, g, t, mk, r, e);
       for (int k = 0; k < cols; k++) {
         const __m512d gv = _mm512_cvtps_pd(e[k]);
         as = _mm512_add_pd(as, gv);
@@ -285,6 +327,31 @@ STROP__CLONES static void affine_row(const float *p, float *q, int64_t l, float 
     for (int64_t t = 0; t < l; t++) q[t] = p[t] * a + b;
 }
 
+/* q = p * a + b + r (r + (p * a + b) with first: the sum's operands in the add's order), or
+ * relu of it: the norm, the residual sum and its relu (strop__bn_res) */
+STROP__CLONES static void affine_res_row(const float *p, const float *r, float *q, int64_t l,
+                                         float a, float b, int first, int relu) {
+  if (first && relu)
+    for (int64_t t = 0; t < l; t++) {
+      const float s = r[t] + (p[t] * a + b);
+      q[t] = s < 0.0f ? 0.0f : s;
+    }
+  else if (relu)
+    for (int64_t t = 0; t < l; t++) {
+      const float s = (p[t] * a + b) + r[t];
+      q[t] = s < 0.0f ? 0.0f : s;
+    }
+  else if (first)
+    for (int64_t t = 0; t < l; t++) q[t] = r[t] + (p[t] * a + b);
+  else
+    for (int64_t t = 0; t < l; t++) q[t] = (p[t] * a + b) + r[t];
+}
+
+/* g = dy where the residual chain's relu output y is > 0 or NaN, else 0 (res_dy's select) */
+STROP__CLONES static void mask_row(const float *y, const float *dy, float *g, int64_t l) {
+  for (int64_t t = 0; t < l; t++) g[t] = y[t] <= 0.0f ? 0.0f : dy[t];
+}
+
 /* dx = (dy - gm - (x - mu) * k) * w, dy through the fused relu's mask (relu: its a, b); added
  * into dx, or written with assign */
 STROP__CLONES static void dx_row(const float *p, const float *gv, int relu, float a, float b,
@@ -316,17 +383,32 @@ STROP__CLONES static void scale_row(const float *p, const float *gv, int relu, f
     for (int64_t t = 0; t < l; t++) q[t] += gv[t] * a;
 }
 
-/* y = x a[k] + b[k] (relu of it with j->ab_out, which gets a and b) over channel c0 + k of
- * the batch */
+/* y = x a[k] + b[k] (relu of it with j->ab_out, which gets a and b; the residual sum and its
+ * relu after it with j->res) over channel c0 + k of the batch */
 static void group_affine(const bn_job *j, int64_t c0, int g, const float *a, const float *b) {
   const int64_t cl = j->c * j->l, l = j->l;
+  const strop__bn_res *r = j->res;
   for (int k = 0; k < g && j->ab_out; k++)
     j->ab_out[c0 + k] = a[k], j->ab_out[j->c + c0 + k] = b[k];
   for (int64_t i = 0; i < j->n; i++)
     for (int k = 0; k < g; k++) {
       const int64_t o = i * cl + (c0 + k) * l;
-      affine_row(j->x + o, j->y + o, l, a[k], b[k], j->ab_out != NULL);
+      if (r) affine_res_row(j->x + o, r->r + o, j->y + o, l, a[k], b[k], r->r_first, r->relu);
+      else affine_row(j->x + o, j->y + o, l, a[k], b[k], j->ab_out != NULL);
     }
+}
+
+/* The gradient of the norm's output over the row at o of l values, for the elementwise pass
+ * after the group's sums: where the dot pass wrote it (the sum's other operand's gradient,
+ * written outright), else dy through the residual chain's relu into buf (l of them), else dy */
+static const float *row_dy(const bn_job *j, int64_t o, int64_t l, float *buf) {
+  const strop__bn_res *r = j->res;
+  if (r && r->dr && r->dr_assign) return r->dr + o;
+  if (r && r->out) {
+    mask_row(r->out + o, j->dy + o, buf, l);
+    return buf;
+  }
+  return j->dy + o;
 }
 
 /* Groups of BN_G channels per chunk: enough values that a split pays for waking a worker. */
@@ -384,7 +466,7 @@ static void fwd_train_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
 static void forward_train(int64_t n, int64_t c, int64_t l, const float *x, const float *gamma,
                           const float *beta, float eps, const double *sum, const double *sq,
                           double count, float *relu_ab, float *y, float *mean, float *invstd,
-                          float *var_biased) {
+                          float *var_biased, const strop__bn_res *res) {
   const bn_job j = {.n = n,
                     .c = c,
                     .l = l,
@@ -397,6 +479,7 @@ static void forward_train(int64_t n, int64_t c, int64_t l, const float *x, const
                     .invstd_out = invstd,
                     .var_out = var_biased,
                     .ab_out = relu_ab,
+                    .res = res,
                     .sum = sum,
                     .sq_dot = sq,
                     .cnt = count};
@@ -406,10 +489,13 @@ static void forward_train(int64_t n, int64_t c, int64_t l, const float *x, const
 void strop__batchnorm_forward_train(int64_t n, int64_t c, int64_t l, const float *x,
                                     const float *gamma, const float *beta, float eps,
                                     float *relu_ab, float *y, float *mean, float *invstd,
-                                    float *var_biased) {
+                                    float *var_biased, const strop__bn_res *res) {
   forward_train(n, c, l, x, gamma, beta, eps, NULL, NULL, 0.0, relu_ab, y, mean, invstd,
-                var_biased);
+                var_biased, res);
 }
+
+/* Values per call of the elementwise passes of the backward (a row's piece) */
+enum { ROW_PIECE = 1024 };
 
 /* dx of channel c0 + k from the sums sum[k] of dy and dot[k] of (x - mu[k]) dy over cnt values
  * (mu the forward's means) */
@@ -430,8 +516,12 @@ static void group_dx(const bn_job *j, int64_t c0, int g, const double *mu, const
   for (int64_t i = 0; i < j->n && j->dx; i++)
     for (int k = 0; k < g; k++) {
       const int64_t o = i * cl + (c0 + k) * l;
-      dx_row(j->x + o, j->dy + o, j->ab != NULL, ra[k], rb[k], j->dx + o, l, gm[k], fmu[k], kk[k],
-             w[k], j->assign);
+      for (int64_t t = 0; t < l; t += ROW_PIECE) { /* pieces: row_dy's buffer */
+        const int64_t len = l - t < ROW_PIECE ? l - t : ROW_PIECE;
+        float buf[ROW_PIECE];
+        dx_row(j->x + o + t, row_dy(j, o + t, len, buf), j->ab != NULL, ra[k], rb[k],
+               j->dx + o + t, len, gm[k], fmu[k], kk[k], w[k], j->assign);
+      }
     }
 }
 
@@ -447,8 +537,9 @@ static void group_param_grads(const bn_job *j, int64_t c0, int g, const double *
 }
 
 /* The train-mode backward of channel groups [lo, hi): each group's sums of dy and (x - mean)
- * dy and the parameters' gradients (or the group's sums, j->sum and j->sq_dot over j->cnt
- * values: the dx pass only), then dx. */
+ * dy (dy through the residual chain's relu, handing the sum's gradient on: group_dot) and the
+ * parameters' gradients (or the group's sums, j->sum and j->sq_dot over j->cnt values: the dx
+ * pass only), then dx. */
 static void bwd_train_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
   (void)chunk;
   const bn_job *j = ctx;
@@ -471,7 +562,8 @@ static void bwd_train_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
 static void backward_train(int64_t n, int64_t c, int64_t l, const float *x, const float *dy,
                            const float *relu_ab, const float *gamma, const float *mean,
                            const float *invstd, const double *sum, const double *dot,
-                           double count, float *dx, float *dgamma, float *dbeta, int assign) {
+                           double count, float *dx, float *dgamma, float *dbeta, int assign,
+                           const strop__bn_res *res) {
   const bn_job j = {.n = n,
                     .c = c,
                     .l = l,
@@ -485,6 +577,7 @@ static void backward_train(int64_t n, int64_t c, int64_t l, const float *x, cons
                     .dbeta = dbeta,
                     .assign = assign,
                     .ab = relu_ab,
+                    .res = res,
                     .sum = sum,
                     .sq_dot = dot,
                     .cnt = count};
@@ -494,9 +587,10 @@ static void backward_train(int64_t n, int64_t c, int64_t l, const float *x, cons
 void strop__batchnorm_backward_train(int64_t n, int64_t c, int64_t l, const float *x,
                                      const float *dy, const float *relu_ab, const float *gamma,
                                      const float *mean, const float *invstd, float *dx,
-                                     float *dgamma, float *dbeta, int assign) {
+                                     float *dgamma, float *dbeta, int assign,
+                                     const strop__bn_res *res) {
   backward_train(n, c, l, x, dy, relu_ab, gamma, mean, invstd, NULL, NULL, 0.0, dx, dgamma, dbeta,
-                 assign);
+                 assign, res);
 }
 
 /* ---- a batch spread over a group of processes (SyncBatchNorm) ---- */
@@ -529,9 +623,9 @@ void strop__batchnorm_forward_sums(int64_t n, int64_t c, int64_t l, const float 
                                    const float *gamma, const float *beta, float eps,
                                    const double *sum, const double *sq, double count,
                                    float *relu_ab, float *y, float *mean, float *invstd,
-                                   float *var_biased) {
+                                   float *var_biased, const strop__bn_res *res) {
   forward_train(n, c, l, x, gamma, beta, eps, sum, sq, count, relu_ab, y, mean, invstd,
-                var_biased);
+                var_biased, res);
 }
 
 static void dots_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
@@ -550,7 +644,8 @@ static void dots_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
 
 void strop__batchnorm_dots(int64_t n, int64_t c, int64_t l, const float *x, const float *dy,
                            const float *relu_ab, const float *mean, const float *invstd,
-                           float *dgamma, float *dbeta, double *sum, double *dot) {
+                           float *dgamma, float *dbeta, double *sum, double *dot,
+                           const strop__bn_res *res) {
   const bn_job j = {.n = n,
                     .c = c,
                     .l = l,
@@ -561,6 +656,7 @@ void strop__batchnorm_dots(int64_t n, int64_t c, int64_t l, const float *x, cons
                     .dgamma = dgamma,
                     .dbeta = dbeta,
                     .ab = relu_ab,
+                    .res = res,
                     .sum_out = sum,
                     .dot_out = dot};
   bn_run(&j, dots_range);
@@ -569,9 +665,10 @@ void strop__batchnorm_dots(int64_t n, int64_t c, int64_t l, const float *x, cons
 void strop__batchnorm_backward_sums(int64_t n, int64_t c, int64_t l, const float *x,
                                     const float *dy, const float *relu_ab, const float *gamma,
                                     const float *mean, const float *invstd, const double *sum,
-                                    const double *dot, double count, float *dx, int assign) {
+                                    const double *dot, double count, float *dx, int assign,
+                                    const strop__bn_res *res) {
   backward_train(n, c, l, x, dy, relu_ab, gamma, mean, invstd, sum, dot, count, dx, NULL, NULL,
-                 assign);
+                 assign, res);
 }
 
 void strop__batchnorm_update_running(int64_t c, const float *mean, const float *var_biased,
@@ -604,7 +701,8 @@ static void fwd_eval_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
 
 void strop__batchnorm_forward_eval(int64_t n, int64_t c, int64_t l, const float *x,
                                    const float *gamma, const float *beta, const float *mean,
-                                   const float *var, float eps, float *relu_ab, float *y) {
+                                   const float *var, float eps, float *relu_ab, float *y,
+                                   const strop__bn_res *res) {
   const bn_job j = {.n = n,
                     .c = c,
                     .l = l,
@@ -615,7 +713,8 @@ void strop__batchnorm_forward_eval(int64_t n, int64_t c, int64_t l, const float 
                     .var = var,
                     .eps = eps,
                     .y = y,
-                    .ab_out = relu_ab};
+                    .ab_out = relu_ab,
+                    .res = res};
   bn_run(&j, fwd_eval_range);
 }
 
@@ -627,7 +726,7 @@ static void bwd_eval_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
     int64_t c0;
     const int g = group_of(j, grp, &c0);
     double mu[BN_G], sum[BN_G], dot[BN_G];
-    if (j->dgamma || j->dbeta) {
+    if (j->dgamma || j->dbeta || j->res) { /* (the chain's sum hands on its gradient here) */
       for (int k = 0; k < BN_G; k++) mu[k] = k < g ? j->mean[c0 + k] : 0.0;
       group_dot_any(j, c0, g, mu, sum, dot);
     }
@@ -639,10 +738,13 @@ static void bwd_eval_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
       if (!j->dx) continue;
       const float a = (float)(j->gamma ? is * j->gamma[ch] : is);
       const float ra = j->ab ? j->ab[ch] : 0.0f, rb = j->ab ? j->ab[j->c + ch] : 0.0f;
-      for (int64_t i = 0; i < j->n; i++) {
-        const int64_t o = i * cl + ch * l;
-        scale_row(j->x + o, j->dy + o, j->ab != NULL, ra, rb, j->dx + o, l, a, j->assign);
-      }
+      for (int64_t i = 0; i < j->n; i++)
+        for (int64_t t = 0; t < l; t += ROW_PIECE) {
+          const int64_t o = i * cl + ch * l + t, len = l - t < ROW_PIECE ? l - t : ROW_PIECE;
+          float buf[ROW_PIECE];
+          scale_row(j->x + o, row_dy(j, o, len, buf), j->ab != NULL, ra, rb, j->dx + o, len, a,
+                    j->assign);
+        }
     }
   }
 }
@@ -650,7 +752,8 @@ static void bwd_eval_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
 void strop__batchnorm_backward_eval(int64_t n, int64_t c, int64_t l, const float *x,
                                     const float *dy, const float *relu_ab, const float *gamma,
                                     const float *mean, const float *var, float eps, float *dx,
-                                    float *dgamma, float *dbeta, int assign) {
+                                    float *dgamma, float *dbeta, int assign,
+                                    const strop__bn_res *res) {
   const bn_job j = {.n = n,
                     .c = c,
                     .l = l,
@@ -664,6 +767,7 @@ void strop__batchnorm_backward_eval(int64_t n, int64_t c, int64_t l, const float
                     .dgamma = dgamma,
                     .dbeta = dbeta,
                     .assign = assign,
-                    .ab = relu_ab};
+                    .ab = relu_ab,
+                    .res = res};
   bn_run(&j, bwd_eval_range);
 }
