@@ -69,7 +69,10 @@
  * sums in plain C and on AVX-512 (strop__bn_isa, the same bits; BN_ISA=c: plain C), BN_PATH=ab
  * both off and both on; CE=ab the cross-entropy's
  * exponentials on the plain loops' per-CPU clones and on AVX-512 (strop__ce_isa, the same
- * bits; CE=clones the clones only).
+ * bits; CE=clones the clones only). HEAD_CHUNK=ab the LM head's chunks of rows at most 16 MiB of
+ * logits and as large as the head's weight gradient when it trains (strop__rows_chunk_grads:
+ * GPT-2 full's 512 rows in one chunk instead of three; its dW then sums in another order),
+ * HEAD_CHUNK=0 16 MiB only; HEAD_ROWS=n gives the second side n rows a chunk instead.
  *
  * Prints one RESULT line: samples/s or tokens/s (best of `repeats` windows of `steps` steps
  * after a warm-up), the step's multiply-add work (gemm_flops: the matrix products and
@@ -192,6 +195,13 @@ static void set_din_first(strop_model *m, int on) { (void)m, strop__din_first_wr
 static void set_convdx(strop_model *m, int on) { (void)m, strop__conv_bf16_dx = on; }
 /* the cross-entropy's exponentials on the plain loops' clones / on AVX-512: the same bits */
 static void set_ce(strop_model *m, int on) { (void)m, strop__ce_isa = on ? 0 : 1; }
+/* the LM head's chunks of 16 MiB of logits / as large as the head's weight gradient when it
+ * trains (strop__rows_chunk_grads); HEAD_ROWS=n: n rows a chunk on the second side instead */
+static void set_head_chunk(strop_model *m, int on) {
+  (void)m;
+  strop__rows_chunk_grads = on;
+  strop__fused_loss_rows = on ? env_int("HEAD_ROWS", 0) : 0;
+}
 /* every layer run by itself / the layers' fusions */
 static void set_fusion(strop_model *m, int on) { m->no_fusion = !on; }
 /* a batch norm and the relu after it apart / in the norm's passes: the same bits */
@@ -230,6 +240,7 @@ static const ab_switch AB[] = {
     {"BN_ISA", "c", NULL, "plain_c", "avx512", "bn_isa", set_bnisa},
     {"BN_PATH", "0", NULL, "before", "after", "bn_path", set_bnpath},
     {"CE", "clones", NULL, "clones", "avx512", "ce", set_ce},
+    {"HEAD_CHUNK", "0", NULL, "chunks_16mib", "chunks_grads", "head_chunk", set_head_chunk},
     {"COMPUTE_DTYPE", NULL, "bf16", "f32", "bf16", "compute_dtype", set_dtype},
 };
 #define N_AB ((int)(sizeof AB / sizeof AB[0]))
