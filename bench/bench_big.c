@@ -73,6 +73,9 @@
  * logits and as large as the head's weight gradient when it trains (strop__rows_chunk_grads:
  * GPT-2 full's 512 rows in one chunk instead of three; its dW then sums in another order),
  * HEAD_CHUNK=0 16 MiB only; HEAD_ROWS=n gives the second side n rows a chunk instead.
+ * HELD_GROUPS=ab a held BF16 weight's _nt product (the LM head's forward) a panel of the weight
+ * against all of A at a time and a group of panels against each tile of A (strop__bf16_held_groups,
+ * the same bits; with COMPUTE_DTYPE=bf16), HELD_GROUPS=0 a panel at a time.
  *
  * Prints one RESULT line: samples/s or tokens/s (best of `repeats` windows of `steps` steps
  * after a warm-up), the step's multiply-add work (gemm_flops: the matrix products and
@@ -202,6 +205,8 @@ static void set_head_chunk(strop_model *m, int on) {
   strop__rows_chunk_grads = on;
   strop__fused_loss_rows = on ? env_int("HEAD_ROWS", 0) : 0;
 }
+/* a held weight's _nt panels a panel at a time / in groups against A's tiles: the same bits */
+static void set_held_groups(strop_model *m, int on) { (void)m, strop__bf16_held_groups = on; }
 /* every layer run by itself / the layers' fusions */
 static void set_fusion(strop_model *m, int on) { m->no_fusion = !on; }
 /* a batch norm and the relu after it apart / in the norm's passes: the same bits */
@@ -241,6 +246,7 @@ static const ab_switch AB[] = {
     {"BN_PATH", "0", NULL, "before", "after", "bn_path", set_bnpath},
     {"CE", "clones", NULL, "clones", "avx512", "ce", set_ce},
     {"HEAD_CHUNK", "0", NULL, "chunks_16mib", "chunks_grads", "head_chunk", set_head_chunk},
+    {"HELD_GROUPS", "0", NULL, "panels", "groups", "held_groups", set_held_groups},
     {"COMPUTE_DTYPE", NULL, "bf16", "f32", "bf16", "compute_dtype", set_dtype},
 };
 #define N_AB ((int)(sizeof AB / sizeof AB[0]))
