@@ -93,6 +93,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "benchutil.h"
@@ -121,6 +122,15 @@ static double thread_cpu_now(void) {
   struct timespec t;
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
   return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* the process's system CPU time (s) and minor page faults so far: a step that takes fresh
+ * memory from the system pays for it here */
+static double sys_now(long *faults) {
+  struct rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  *faults = u.ru_minflt;
+  return (double)u.ru_stime.tv_sec + 1e-6 * (double)u.ru_stime.tv_usec;
 }
 
 static int64_t env_int(const char *k, int64_t def) {
@@ -444,6 +454,8 @@ int main(int argc, char **argv) {
     double bt[2] = {1e30, 1e30}, bc[2] = {1e30, 1e30}; /* wall, and the process's CPU time */
     double bm[2] = {1e30, 1e30};                       /* the calling thread's CPU time */
     double rc[64][2];                                  /* each round's CPU time per step */
+    double bs[2] = {1e30, 1e30};                       /* system CPU time, page faults */
+    long bf[2] = {1L << 60, 1L << 60};
     for (int d = 0; d < 2; d++) { /* a warm-up step of each (the BF16 copies are made) */
       AB[what].set(m, d);
       bench_must(strop_trainer_step(tr, x, y, &loss), "warm-up");
@@ -452,10 +464,15 @@ int main(int argc, char **argv) {
       for (int h = 0; h < 2; h++) {
         const int d = (r + h) % 2;
         AB[what].set(m, d);
+        long f0 = 0, f1 = 0;
+        const double s0 = sys_now(&f0);
         const double t0 = bench_now(), c0 = cpu_now(), m0 = thread_cpu_now();
         for (int s = 0; s < steps; s++) bench_must(strop_trainer_step(tr, x, y, &loss), "step");
         const double dt = (bench_now() - t0) / steps, dc = (cpu_now() - c0) / steps;
         const double dm = (thread_cpu_now() - m0) / steps;
+        const double ds = (sys_now(&f1) - s0) / steps;
+        if (ds < bs[d]) bs[d] = ds;
+        if ((f1 - f0) / steps < bf[d]) bf[d] = (f1 - f0) / steps;
         if (dm < bm[d]) bm[d] = dm;
         if (dt < bt[d]) bt[d] = dt;
         if (dc < bc[d]) bc[d] = dc;
@@ -471,7 +488,8 @@ int main(int argc, char **argv) {
            bm[0] * 1e3, b, bm[1] * 1e3, b, bm[0] / bm[1], step_flops);
     for (int r = 0; r < repeats && r < 64; r++)
       printf("%s%.3f", r ? "," : "", rc[r][1] / rc[r][0]); /* B's time over A's */
-    printf("\n");
+    printf(" %s_sys_ms=%.1f %s_sys_ms=%.1f %s_faults=%ld %s_faults=%ld\n", a, bs[0] * 1e3, b,
+           bs[1] * 1e3, a, bf[0], b, bf[1]);
     return finish(x, y, tr, opt, m);
   }
   if (getenv("GEMM_PROFILE")) { /* after a warm-up step, `steps` steps observed */
