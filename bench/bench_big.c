@@ -75,10 +75,7 @@
  * HEAD_CHUNK=0 16 MiB only; HEAD_ROWS=n gives the second side n rows a chunk instead.
  * HELD_GROUPS=ab a held BF16 weight's _nt product (the LM head's forward) a panel of the weight
  * against all of A at a time and a group of panels against each tile of A (strop__bf16_held_groups,
- * the same bits; with COMPUTE_DTYPE=bf16), HELD_GROUPS=0 a panel at a time. C_PREFETCH=ab the
- * BF16 products' tiles of a C past 32 MB (the LM head's logits, its weight gradient) stored as
- * they come and their lines asked for before the sums (strop__bf16_c_prefetch, the same bits),
- * C_PREFETCH=0 not asked for.
+ * the same bits; with COMPUTE_DTYPE=bf16), HELD_GROUPS=0 a panel at a time.
  *
  * Prints one RESULT line: samples/s or tokens/s (best of `repeats` windows of `steps` steps
  * after a warm-up), the step's multiply-add work (gemm_flops: the matrix products and
@@ -220,8 +217,6 @@ static void set_head_chunk(strop_model *m, int on) {
 }
 /* a held weight's _nt panels a panel at a time / in groups against A's tiles: the same bits */
 static void set_held_groups(strop_model *m, int on) { (void)m, strop__bf16_held_groups = on; }
-/* the BF16 products' tiles of a large C not asked for / asked for before their sums */
-static void set_c_prefetch(strop_model *m, int on) { (void)m, strop__bf16_c_prefetch = on; }
 /* every layer run by itself / the layers' fusions */
 static void set_fusion(strop_model *m, int on) { m->no_fusion = !on; }
 /* a batch norm and the relu after it apart / in the norm's passes: the same bits */
@@ -262,7 +257,6 @@ static const ab_switch AB[] = {
     {"CE", "clones", NULL, "clones", "avx512", "ce", set_ce},
     {"HEAD_CHUNK", "0", NULL, "chunks_16mib", "chunks_grads", "head_chunk", set_head_chunk},
     {"HELD_GROUPS", "0", NULL, "panels", "groups", "held_groups", set_held_groups},
-    {"C_PREFETCH", "0", NULL, "off", "on", "c_prefetch", set_c_prefetch},
     {"COMPUTE_DTYPE", NULL, "bf16", "f32", "bf16", "compute_dtype", set_dtype},
 };
 #define N_AB ((int)(sizeof AB / sizeof AB[0]))

@@ -320,48 +320,6 @@ START_TEST(held_groups_same_bits) {
 }
 END_TEST
 
-/* The products whose C passes 32 MB ask for its lines before each tile's sums
- * (strop__bf16_c_prefetch): the same bits as without, for a held weight's forward (C 33.8 MB)
- * and a weight gradient's product of two FP32 operands (dW = dy^T x, C 34.3 MB), added to C. */
-START_TEST(c_prefetch_same_bits) {
-  if (!strop__bf16_dot_enabled()) return;
-  const int64_t m = 256, out = 33000, in = 40, k = 40, wn = 260;
-  float *w = malloc((size_t)(out * in) * sizeof *w), *x = malloc((size_t)(m * in) * 4);
-  float *dy = malloc((size_t)(k * out) * sizeof *dy), *xx = malloc((size_t)(k * wn) * 4);
-  fill(w, (size_t)(out * in), 0.37);
-  fill(x, (size_t)(m * in), 0.23);
-  fill(dy, (size_t)(k * out), 0.19);
-  fill(xx, (size_t)(k * wn), 0.29);
-  strop__lowp held = {STROP__LOWP_BF16, 0, out, in, 0, NULL, NULL, 1};
-  held.v = strop__malloc_aligned(strop__bf16_panels_bytes(out, in));
-  strop__bf16_shadow_fill(&held, w);
-  const size_t ny = (size_t)(m * out), nw = (size_t)(out * wn);
-  float *y[2], *dw[2];
-  void *work = strop__malloc_aligned(strop__bf16_gemm_f32_scratch(out, wn, k));
-  for (int v = 0; v < 2; v++) {
-    strop__bf16_c_prefetch = v;
-    y[v] = malloc(ny * sizeof(float));
-    ck_assert_int_eq(strop__linear_forward_bf16(x, &held, NULL, y[v], m, in, out), 0);
-    dw[v] = malloc(nw * sizeof(float));
-    for (size_t i = 0; i < nw; i++) dw[v][i] = 0.5f * (float)(i % 5);
-    strop__bf16_gemm_f32(1, 0, out, wn, k, dy, out, xx, wn, 1.0f, dw[v], wn, work);
-  }
-  strop__bf16_c_prefetch = 1;
-  ck_assert(!memcmp(y[0], y[1], ny * sizeof(float)));
-  ck_assert(!memcmp(dw[0], dw[1], nw * sizeof(float)));
-  for (int v = 0; v < 2; v++) {
-    free(y[v]);
-    free(dw[v]);
-  }
-  strop__free_aligned(work);
-  strop__lowp_free(&held);
-  free(w);
-  free(x);
-  free(dy);
-  free(xx);
-}
-END_TEST
-
 /* ---- linear ---- */
 
 /* The fallback is the FP32 linear on the BF16-rounded x, dy and W, bit for bit: the forward,
@@ -1646,7 +1604,6 @@ static Suite *suite(void) {
   tcase_add_test(c, b_groups_same_bits);
   tcase_add_test(c, kslices_same_bits);
   tcase_add_test(c, held_groups_same_bits);
-  tcase_add_test(c, c_prefetch_same_bits);
   suite_add_tcase(s, c);
   c = tcase_create("linear");
   tcase_add_test(c, fallback_exact);

@@ -8,9 +8,6 @@
 #include "core/core.h"
 #include "ops/ops.h"
 
-int strop__bf16_b_groups = 1;
-int strop__bf16_c_prefetch = 1;
-
 STROP__CLONES void strop__bf16_round_f32(const float *x, float *out, size_t n) {
   for (size_t i = 0; i < n; i++) {
     uint32_t u;
@@ -78,7 +75,6 @@ typedef struct gjob {
   const void *pctx;
   const strop__bf16_c_layout *lay; /* non-NULL: where C's columns go, and a row's addend */
   int64_t fit; /* gemm_chunk: panels of B packed at once (a chunk's bp holds as many) */
-  int pf;      /* STROP__TILE_PREFETCH_C for a C past STROP__BF16_BIG_C, else 0 */
 } gjob;
 
 /* The pairs (r0[c], r1[c]) of 16 columns (cnt of them read, the rest 0; r1 NULL: zeros) */
@@ -210,9 +206,8 @@ BF16_TARGET static void kernel(const gjob *J, int64_t ib, int64_t j0, const uint
   const uint32_t *a = J->ap + (size_t)ib * (size_t)J->kp * MR; /* pair (r, q) at q * MR + r */
   const strop__bf16_c_layout *L = J->lay;
   if (!L) {
-    float *c = J->c + i0 * J->ldc + j0;
-    strop__bf16_tile_8x32_ex(a, 1, MR, J->kp, p, mr, nr, J->alpha, J->beta, NULL, 0, c, 32, c,
-                             J->ldc, NULL, NULL, J->pf);
+    strop__bf16_tile_8x32(a, 1, MR, J->kp, p, mr, nr, J->alpha, J->beta, J->c + i0 * J->ldc + j0,
+                          J->ldc);
     return;
   }
   /* columns j0 .. of image s from its column r on, the rest (if any) in image s + 1 */
@@ -298,6 +293,8 @@ static size_t b_all_bytes(int64_t n, int64_t k) {
   return (size_t)((n + NR - 1) / NR) * (size_t)((k + 1) / 2) * NR * sizeof(uint32_t);
 }
 
+int strop__bf16_b_groups = 1;
+
 /* Past B_ALL_MAX, how many of B's panels a thread packs at once (gemm_chunk): as many as fit in
  * B_ALL_MAX (its own L2), at most all; 1 where fewer than 4 fit. A weight gradient dW = dy^T x
  * of a transformer's shapes (k 512 rows, 24 to 96 panels of 32 KB) then reads A from L3 once per
@@ -334,10 +331,8 @@ static void run(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, co
                 strop__bf16_pack_b_fn pack, const void *pctx, float beta, float *c, int64_t ldc,
                 const strop__bf16_c_layout *lay, void *work, int threads) {
   if (m <= 0 || n <= 0) return;
-  gjob J = {ta,    tb,   m, n,    k,    (k + 1) / 2, lda,  ldb, ldc, a, b,
-            alpha, beta, c, work, NULL, pack,        pctx, lay, 1,   0};
-  if (strop__bf16_c_prefetch && (double)m * (double)n * sizeof(float) > STROP__BF16_BIG_C)
-    J.pf = STROP__TILE_PREFETCH_C;
+  gjob J = {ta, tb,    m,    n, k,    (k + 1) / 2, lda,  ldb,  ldc, a,
+            b,  alpha, beta, c, work, NULL,        pack, pctx, lay, 1};
   /* the panels after A's micro-panels, 64-byte aligned */
   const size_t ab = (a_bytes(m, k) + 63) / 64 * 64;
   J.bp = (uint32_t *)(void *)((char *)work + ab);

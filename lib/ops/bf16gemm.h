@@ -34,13 +34,6 @@ size_t strop__bf16_gemm_f32_scratch(int64_t m, int64_t n, int64_t k);
  * 0: a panel of 32 columns at a time against all of A (tests and bench_big B_GROUPS=ab compare
  * the two: the same bits). */
 extern int strop__bf16_b_groups;
-/* 1 (the default): the products whose C passes STROP__BF16_BIG_C bytes (the LM head's logits
- * and weight gradient, 38-154 MB) ask for each tile's lines of C for writing before its sums
- * (strop__bf16_tile_8x32_ex's STROP__TILE_PREFETCH_C), so that the stores do not wait on the
- * lines' reads from memory; 0: not (tests and bench_big C_PREFETCH=ab: the same bits). Both
- * bf16gemm.c's products and a held weight's (lowp.c). */
-extern int strop__bf16_c_prefetch;
-#define STROP__BF16_BIG_C ((double)(32 << 20))
 void strop__bf16_gemm_f32(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a,
                           int64_t lda, const float *b, int64_t ldb, float beta, float *c,
                           int64_t ldc, void *work);

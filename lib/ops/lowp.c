@@ -12,7 +12,6 @@
 #include <string.h>
 
 #include "core/core.h"
-#include "ops/bf16gemm.h"
 #include "ops/ops.h"
 
 int strop__bf16_impl = 0;
@@ -286,7 +285,6 @@ typedef struct bf16_job {
   const strop__lowp *q; /* the weight; int8: expanded to BF16 as its panels are packed */
   int64_t ng, gl;       /* int8: scales per output channel, inputs per scale */
   float *acc;           /* bf16_chunk_kslices: C's sums so far, [n / 32][m8][32] */
-  int pf;               /* STROP__TILE_PREFETCH_C for a C past STROP__BF16_BIG_C, else 0 */
 } bf16_job;
 
 enum { BNR = 32, BMR = 8 };
@@ -503,9 +501,8 @@ BF16_TARGET static void kernel_8x32(const bf16_job *J, int64_t i, int64_t j0, co
   const int64_t nr = J->n - j0 < BNR ? J->n - j0 : BNR;
   const uint32_t *a = (const uint32_t *)(const void *)(J->a +
                                                        i * J->ka); /* rows of ka / 2 pairs */
-  float *c = J->c + i * J->ldc + j0;
-  strop__bf16_tile_8x32_ex(a, J->ka / 2, 1, J->ka / 2, p, mr, nr, 1.0f, J->beta, NULL, 0, c, 32,
-                           c, J->ldc, NULL, NULL, J->pf);
+  strop__bf16_tile_8x32(a, J->ka / 2, 1, J->ka / 2, p, mr, nr, 1.0f, J->beta,
+                        J->c + i * J->ldc + j0, J->ldc);
 }
 
 int strop__bf16_kslices = 1;
@@ -657,9 +654,7 @@ static void bf16_gemm(int64_t m, int64_t n, int64_t k, const float *a, int64_t l
       kslices(ka) ? (size_t)((m + BMR - 1) / BMR * BMR) * (size_t)((n + BNR - 1) / BNR * BNR) : 0;
   bf16_job J = {m,         n,   k,    ka,   ldc, b_kn,
                 q->panels, abf, q->v, beta, c,   (uint32_t *)(void *)(acc + acc_n),
-                q,         1,   0,    acc,  0};
-  if (strop__bf16_c_prefetch && (double)m * (double)n * sizeof(float) > STROP__BF16_BIG_C)
-    J.pf = STROP__TILE_PREFETCH_C;
+                q,         1,   0,    acc};
   if (q->dtype == STROP__LOWP_INT8) {
     J.ng = lowp_groups(q);
     J.gl = J.ng > 1 ? q->group : lowp_inputs(q);
