@@ -456,7 +456,12 @@ int main(int argc, char **argv) {
     double rc[64][2];                                  /* each round's CPU time per step */
     double bs[2] = {1e30, 1e30};                       /* system CPU time, page faults */
     long bf[2] = {1L << 60, 1L << 60};
-    for (int d = 0; d < 2; d++) { /* a warm-up step of each (the BF16 copies are made) */
+    /* a warm-up step of each (the BF16 copies are made), the second side's first: the first
+     * step sizes the arena, and a step that outgrows it later only in scratch a rollback gives
+     * back (HEAD_CHUNK's one-chunk side: the LM head's 103 MB of logits) would map and fault
+     * that memory again at every step (docs/performance.md, branch gph) */
+    for (int h = 0; h < 2; h++) {
+      const int d = 1 - h;
       AB[what].set(m, d);
       bench_must(strop_trainer_step(tr, x, y, &loss), "warm-up");
     }

@@ -756,35 +756,6 @@ START_TEST(arena_aligned_and_warm) {
 }
 END_TEST
 
-/* A step that outgrows the arena only in scratch given back by a rollback (the LM head's logits
- * above a step's planned region) grows it at the next reset, so that the steps after it take
- * nothing from the system: a chunk grown and given back at every step cost GPT-2 25,000 page
- * faults a step. */
-START_TEST(arena_outgrown_in_scratch_grows) {
-  int64_t live0 = strop__alloc_live();
-  strop__arena a;
-  strop__arena_init(&a);
-  void *ptrs[N_SIZES];
-  arena_round(&a, ptrs);
-  strop__arena_reset(&a); /* one chunk of the peak */
-  for (int step = 0; step < 4; step++) {
-    const int64_t count = strop__alloc_count();
-    arena_round(&a, ptrs);
-    const strop__arena_mark mk = strop__arena_get_mark(&a);
-    unsigned char *big = strop__arena_alloc(&a, (size_t)8 << 20); /* past the chunk */
-    ck_assert_ptr_nonnull(big);
-    memset(big, 1, (size_t)8 << 20);
-    strop__arena_rollback(&a, mk);
-    strop__arena_reset(&a);
-    /* the first such step allocates (the scratch, then the grown arena); the others nothing */
-    ck_assert_msg(step == 0 || strop__alloc_count() == count, "step %d allocated %lld times",
-                  step, (long long)(strop__alloc_count() - count));
-  }
-  strop__arena_destroy(&a);
-  ck_assert_int_eq(strop__alloc_live(), live0);
-}
-END_TEST
-
 /* Blocks planned from their lifetimes: two blocks live at a common tick never share a byte,
  * offsets are 64-byte aligned, blocks that never meet share memory (a chain of blocks each
  * live over two ticks needs room for two of them), and the region is what its blocks reach. */
@@ -981,7 +952,6 @@ int main(void) {
   suite_add_tcase(s, tc);
   tc = tcase_create("arena");
   tcase_add_test(tc, arena_aligned_and_warm);
-  tcase_add_test(tc, arena_outgrown_in_scratch_grows);
   tcase_add_test(tc, arena_out_of_memory);
   tcase_add_test(tc, arena_plan_packs_by_lifetime);
   suite_add_tcase(s, tc);

@@ -83,10 +83,8 @@ static void free_chain(strop__arena_chunk *c) {
 }
 
 void strop__arena_reset(strop__arena *a) {
-  if (a->head && (a->head->next || a->head->cap < a->peak)) {
-    /* several chunks, or one smaller than the peak (a step that outgrew it in scratch that a
-     * rollback gave back: each later step would map and fault that memory again, GPT-2's 103 MB
-     * of LM-head logits 25,000 page faults a step): consolidate into one of the peak size */
+  if (a->head && a->head->next) {
+    /* several chunks: consolidate into one of the peak size */
     free_chain(a->head);
     give_back();
     a->head = chunk_new(a->peak);
