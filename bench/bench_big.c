@@ -75,6 +75,13 @@
  * alternates plain and checkpointed steps (the same bits; checkpointed_cpu_speedup < 1: the
  * recompute's cost); MEMORY_PLAN=ab the free list and the lifetime-planned arena (the same
  * bits).
+ * HEAD_CHUNK=ab the LM head's chunks of rows at most 16 MiB of logits and as large as the head's
+ * weight gradient when it trains (strop__rows_chunk_grads: GPT-2 full's 512 rows in one chunk
+ * instead of three; its dW then sums in another order), HEAD_CHUNK=0 16 MiB only; HEAD_ROWS=n
+ * gives the second side n rows a chunk instead. HELD_GROUPS=ab a held BF16 weight's _nt product
+ * (the LM head's forward) a panel of the weight against all of A at a time and a group of
+ * panels against each tile of A (strop__bf16_held_groups, the same bits; with
+ * COMPUTE_DTYPE=bf16), HELD_GROUPS=0 a panel at a time.
  *
  * Prints one RESULT line: samples/s or tokens/s (best of `repeats` windows of `steps` steps
  * after a warm-up), the step's multiply-add work (gemm_flops: the matrix products and
@@ -92,6 +99,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "benchutil.h"
@@ -120,6 +128,15 @@ static double thread_cpu_now(void) {
   struct timespec t;
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
   return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* the process's system CPU time (s) and minor page faults so far: a step that takes fresh
+ * memory from the system pays for it here */
+static double sys_now(long *faults) {
+  struct rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  *faults = u.ru_minflt;
+  return (double)u.ru_stime.tv_sec + 1e-6 * (double)u.ru_stime.tv_usec;
 }
 
 static int64_t env_int(const char *k, int64_t def) {
@@ -197,6 +214,15 @@ static void set_din_first(strop_model *m, int on) { (void)m, strop__din_first_wr
 static void set_convdx(strop_model *m, int on) { (void)m, strop__conv_bf16_dx = on; }
 /* the cross-entropy's exponentials on the plain loops' clones / on AVX-512: the same bits */
 static void set_ce(strop_model *m, int on) { (void)m, strop__ce_isa = on ? 0 : 1; }
+/* the LM head's chunks of 16 MiB of logits / as large as the head's weight gradient when it
+ * trains (strop__rows_chunk_grads); HEAD_ROWS=n: n rows a chunk on the second side instead */
+static void set_head_chunk(strop_model *m, int on) {
+  (void)m;
+  strop__rows_chunk_grads = on;
+  strop__fused_loss_rows = on ? env_int("HEAD_ROWS", 0) : 0;
+}
+/* a held weight's _nt panels a panel at a time / in groups against A's tiles: the same bits */
+static void set_held_groups(strop_model *m, int on) { (void)m, strop__bf16_held_groups = on; }
 /* every layer run by itself / the layers' fusions */
 static void set_fusion(strop_model *m, int on) { m->no_fusion = !on; }
 /* a batch norm and the relu after it apart / in the norm's passes: the same bits */
@@ -248,6 +274,8 @@ static const ab_switch AB[] = {
     {"CE", "clones", NULL, "clones", "avx512", "ce", set_ce},
     {"CKPT", "0", "auto", "plain", "checkpointed", "ckpt", set_ckpt},
     {"MEMORY_PLAN", "0", NULL, "free_list", "planned", "memory_plan", set_plan},
+    {"HEAD_CHUNK", "0", NULL, "chunks_16mib", "chunks_grads", "head_chunk", set_head_chunk},
+    {"HELD_GROUPS", "0", NULL, "panels", "groups", "held_groups", set_held_groups},
     {"COMPUTE_DTYPE", NULL, "bf16", "f32", "bf16", "compute_dtype", set_dtype},
 };
 #define N_AB ((int)(sizeof AB / sizeof AB[0]))
@@ -445,7 +473,14 @@ int main(int argc, char **argv) {
     double bt[2] = {1e30, 1e30}, bc[2] = {1e30, 1e30}; /* wall, and the process's CPU time */
     double bm[2] = {1e30, 1e30};                       /* the calling thread's CPU time */
     double rc[64][2];                                  /* each round's CPU time per step */
-    for (int d = 0; d < 2; d++) { /* a warm-up step of each (the BF16 copies are made) */
+    double bs[2] = {1e30, 1e30};                       /* system CPU time, page faults */
+    long bf[2] = {1L << 60, 1L << 60};
+    /* a warm-up step of each (the BF16 copies are made), the second side's first: the first
+     * step sizes the arena, and a step that outgrows it later only in scratch a rollback gives
+     * back (HEAD_CHUNK's one-chunk side: the LM head's 103 MB of logits) would map and fault
+     * that memory again at every step (docs/performance.md, branch gph) */
+    for (int h = 0; h < 2; h++) {
+      const int d = 1 - h;
       AB[what].set(m, d);
       bench_must(strop_trainer_step(tr, x, y, &loss), "warm-up");
     }
@@ -453,10 +488,15 @@ int main(int argc, char **argv) {
       for (int h = 0; h < 2; h++) {
         const int d = (r + h) % 2;
         AB[what].set(m, d);
+        long f0 = 0, f1 = 0;
+        const double s0 = sys_now(&f0);
         const double t0 = bench_now(), c0 = cpu_now(), m0 = thread_cpu_now();
         for (int s = 0; s < steps; s++) bench_must(strop_trainer_step(tr, x, y, &loss), "step");
         const double dt = (bench_now() - t0) / steps, dc = (cpu_now() - c0) / steps;
         const double dm = (thread_cpu_now() - m0) / steps;
+        const double ds = (sys_now(&f1) - s0) / steps;
+        if (ds < bs[d]) bs[d] = ds;
+        if ((f1 - f0) / steps < bf[d]) bf[d] = (f1 - f0) / steps;
         if (dm < bm[d]) bm[d] = dm;
         if (dt < bt[d]) bt[d] = dt;
         if (dc < bc[d]) bc[d] = dc;
@@ -472,7 +512,8 @@ int main(int argc, char **argv) {
            bm[0] * 1e3, b, bm[1] * 1e3, b, bm[0] / bm[1], step_flops);
     for (int r = 0; r < repeats && r < 64; r++)
       printf("%s%.3f", r ? "," : "", rc[r][1] / rc[r][0]); /* B's time over A's */
-    printf("\n");
+    printf(" %s_sys_ms=%.1f %s_sys_ms=%.1f %s_faults=%ld %s_faults=%ld\n", a, bs[0] * 1e3, b,
+           bs[1] * 1e3, a, bf[0], b, bf[1]);
     return finish(x, y, tr, opt, m);
   }
   if (getenv("GEMM_PROFILE")) { /* after a warm-up step, `steps` steps observed */

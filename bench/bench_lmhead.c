@@ -110,7 +110,8 @@ int main(int argc, char **argv) {
   head h = {
       .rows = env_int("ROWS", 512), .d = env_int("D", 768), .vocab = env_int("VOCAB", 50257)};
   h.full = !(getenv("FULL") && !strcmp(getenv("FULL"), "0"));
-  h.chunk = env_int("CHUNK", strop__rows_chunk(h.rows, h.vocab));
+  h.chunk = env_int("CHUNK",
+                    strop__rows_chunk(h.rows, h.vocab, h.full ? (size_t)(h.vocab * h.d) * 4 : 0));
   const size_t nx = (size_t)(h.rows * h.d), nw = (size_t)(h.vocab * h.d);
   float *x = strop__malloc_aligned(nx * 4), *w = strop__malloc_aligned(nw * 4);
   float *y = strop__malloc_aligned((size_t)h.rows * 4);

@@ -271,6 +271,55 @@ START_TEST(kslices_same_bits) {
 }
 END_TEST
 
+/* A held weight's forward (_nt, the panels read in place) whose A passes 512 KB runs groups of
+ * panels against each tile of A (strop__bf16_held_groups): the same bits as a panel at a time
+ * and as the plain BF16 weight's packed panels — rows and outputs not multiples of 8 and 32, a
+ * last group of fewer panels, a bias, both layouts, 1 and 2 threads. */
+START_TEST(held_groups_same_bits) {
+  if (!strop__bf16_dot_enabled()) return;
+  static const int64_t shapes[][3] = {{333, 1000, 301}, {200, 600, 700}}; /* out, in, rows */
+  const int threads = strop_get_num_threads();
+  for (int th = 1; th <= 2; th++) {
+    ck_assert_int_eq(strop_set_num_threads(th), STROP_OK);
+    for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++)
+      for (int sc = 0; sc < 2; sc++) {
+        const int64_t out = shapes[sh][0], in = shapes[sh][1], m = shapes[sh][2];
+        const int64_t R = sc ? in : out, C = sc ? out : in;
+        float *w = malloc((size_t)(R * C) * sizeof *w), *x = malloc((size_t)(m * in) * 4);
+        float *b = malloc((size_t)out * sizeof *b);
+        fill(w, (size_t)(R * C), 0.37);
+        fill(x, (size_t)(m * in), 0.23);
+        fill(b, (size_t)out, 0.5);
+        strop__lowp plain, held = {STROP__LOWP_BF16, sc, R, C, 0, NULL, NULL, 1};
+        ck_assert_int_eq(strop__lowp_make(&plain, STROP__LOWP_BF16, w, R, C, sc, 0), 0);
+        held.v = strop__malloc_aligned(strop__bf16_panels_bytes(out, in));
+        strop__bf16_shadow_fill(&held, w);
+        float *y[3];
+        for (int v = 0; v < 3; v++) { /* groups, a panel at a time, plain */
+          y[v] = malloc((size_t)(m * out) * sizeof(float));
+          strop__bf16_held_groups = v == 0;
+          ck_assert_int_eq(
+              strop__linear_forward_bf16(x, v == 2 ? &plain : &held, b, y[v], m, in, out), 0);
+        }
+        strop__bf16_held_groups = 1;
+        for (int v = 1; v < 3; v++)
+          ck_assert_msg(
+              !memcmp(y[0], y[v], (size_t)(m * out) * sizeof(float)),
+              "%lld x %lld, %lld rows, layout %d, threads %d: the groups differ from %s",
+              (long long)out, (long long)in, (long long)m, sc, th,
+              v == 1 ? "a panel at a time" : "the plain weight");
+        for (int v = 0; v < 3; v++) free(y[v]);
+        strop__lowp_free(&plain);
+        strop__lowp_free(&held);
+        free(w);
+        free(x);
+        free(b);
+      }
+  }
+  ck_assert_int_eq(strop_set_num_threads(threads), STROP_OK);
+}
+END_TEST
+
 /* ---- linear ---- */
 
 /* The fallback is the FP32 linear on the BF16-rounded x, dy and W, bit for bit: the forward,
@@ -1554,6 +1603,7 @@ static Suite *suite(void) {
   tcase_add_test(c, gemm_f32_edges);
   tcase_add_test(c, b_groups_same_bits);
   tcase_add_test(c, kslices_same_bits);
+  tcase_add_test(c, held_groups_same_bits);
   suite_add_tcase(s, c);
   c = tcase_create("linear");
   tcase_add_test(c, fallback_exact);

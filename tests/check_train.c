@@ -1757,19 +1757,24 @@ END_TEST
 
 /* A small language model with an untied head: embedding, linear, gelu (whose output the head's
  * backward recomputes unfused), head with a bias; [N, T] token ids in, [N, T, V] logits out. */
-static strop_model *untied_lm(int64_t vocab, uint64_t seed) {
+static strop_model *untied_lm_w(int64_t vocab, int64_t width, uint64_t seed) {
   const int64_t in[1] = {12};
   char opt[96];
   strop_model *m = NULL;
   strop_test_must(strop_model_create(1, in, &m), "create");
   snprintf(opt, sizeof opt, "num_embeddings=%lld embedding_dim=16", (long long)vocab);
   strop_test_must(strop_model_add(m, "emb", "embedding", opt, NULL), "emb");
-  strop_test_must(strop_model_add(m, "fc", "linear", "out_features=24", NULL), "fc");
+  snprintf(opt, sizeof opt, "out_features=%lld", (long long)width);
+  strop_test_must(strop_model_add(m, "fc", "linear", opt, NULL), "fc");
   strop_test_must(strop_model_add(m, "act", "gelu", NULL, NULL), "act");
   snprintf(opt, sizeof opt, "out_features=%lld bias=true", (long long)vocab);
   strop_test_must(strop_model_add(m, "head", "linear", opt, NULL), "head");
   strop_test_must(strop_model_finalize(m, seed), "finalize");
   return m;
+}
+
+static strop_model *untied_lm(int64_t vocab, uint64_t seed) {
+  return untied_lm_w(vocab, 24, seed);
 }
 
 /* Token ids [n, t] and next-token targets [n, t] with every fifth one ignored (-100). */
@@ -2044,6 +2049,78 @@ START_TEST(fused_eval_matches_unfused) {
 }
 END_TEST
 
+/* The rows a chunk takes: GPT-2's head (512 rows of 50257 logits) in 192 / 192 / 128 rows when
+ * frozen (16 MiB of logits a chunk), in one chunk when its 154 MB weight gradient trains (a
+ * chunk may hold as much as that gradient, which each chunk reads and writes whole), as before
+ * with strop__rows_chunk_grads 0; a larger batch in chunks no larger than the gradient but for
+ * the rounding up to 32 rows. */
+START_TEST(chunk_rows_weigh_the_weight_gradient) {
+  const size_t dw = (size_t)50257 * 768 * 4;
+  ck_assert_int_eq(strop__rows_chunk(512, 50257, 0), 192);
+  ck_assert_int_eq(strop__rows_chunk(512, 50257, 2 * 768 * 4), 192);
+  ck_assert_int_eq(strop__rows_chunk(512, 50257, dw), 512);
+  strop__rows_chunk_grads = 0;
+  ck_assert_int_eq(strop__rows_chunk(512, 50257, dw), 192);
+  strop__rows_chunk_grads = 1;
+  const int64_t c = strop__rows_chunk(8192, 50257, dw);
+  ck_assert_msg(c >= 672 && c <= 768 && c % 32 == 0, "%lld rows a chunk", (long long)c);
+  ck_assert_int_eq(strop__rows_chunk(100, 50257, dw), 100);
+  strop__fused_loss_rows = 7; /* (tests' own chunks win) */
+  ck_assert_int_eq(strop__rows_chunk(512, 50257, dw), 7);
+  strop__fused_loss_rows = 0;
+}
+END_TEST
+
+/* A trained head whose weight gradient is larger than the logits of its rows (300 rows, a head
+ * of 320 inputs, the logits' room cut to nothing): its step runs in one chunk and gives the
+ * unfused step's loss and gradients bit for bit, FP32 and BF16 (the same products on the same
+ * rows); frozen, or with strop__rows_chunk_grads 0, in two chunks of at most 192 rows, within
+ * float rounding. */
+START_TEST(fused_trained_head_in_one_chunk) {
+  strop__rows_chunk_bytes = 1;
+  for (int which = 0; which < 4; which++) {
+    const int bf16 = which == 1, frozen = which == 2;
+    strop__rows_chunk_grads = which != 3;
+    strop_model *m[2] = {untied_lm_w(64, 320, 21), NULL};
+    if (frozen) strop_test_must(strop_model_freeze(m[0], "head"), "freeze");
+    if (bf16) strop_test_must(strop_model_set_compute_dtype(m[0], STROP_DTYPE_BF16), "bf16");
+    strop_test_must(strop_model_clone(m[0], &m[1]), "clone");
+    if (bf16) strop_test_must(strop_model_set_compute_dtype(m[1], STROP_DTYPE_BF16), "bf16");
+    strop_tensor *x = NULL, *y = NULL;
+    lm_batch(25, 12, 64, &x, &y); /* 300 rows */
+    float loss[2];
+    for (int k = 0; k < 2; k++) {
+      strop_optimizer *opt = NULL;
+      strop_trainer *tr = NULL;
+      strop_test_must(strop_optimizer_create(m[k], STROP_OPTIM_SGD, &opt), "optimizer");
+      strop_test_must(strop_trainer_create(m[k], opt, &tr), "trainer");
+      strop_test_must(strop_trainer_set_int(tr, STROP_TRAIN_ACCUM_STEPS, 2), "accum");
+      strop__fused_loss = k == 0;
+      const int64_t chunks = m[k]->rows_chunks;
+      ck_assert_msg(strop_trainer_step(tr, x, y, &loss[k]) == STROP_OK, "%s", strop_last_error());
+      strop__fused_loss = -1;
+      ck_assert_int_eq(m[k]->rows_chunks - chunks, k == 1 ? 0 : which == 0 || bf16 ? 1 : 2);
+      strop_trainer_free(tr);
+      strop_optimizer_free(opt);
+    }
+    const double dg = params_diff(m[0], m[1], 1, 1e-6);
+    fprintf(stderr, "trained head, case %d: loss %.9g / %.9g, gradients within %.2g\n", which,
+            (double)loss[0], (double)loss[1], dg);
+    ck_assert_msg(fabs((double)loss[0] - (double)loss[1]) <= 2e-6 * fabs((double)loss[1]),
+                  "case %d: loss %.9g fused, %.9g not", which, (double)loss[0], (double)loss[1]);
+    ck_assert_msg(dg <= 1e-5, "case %d: gradients differ by %g of their largest", which, dg);
+    if (which <= 2) /* one chunk, or a frozen head's chunks adding no weight gradient */
+      ck_assert_msg(loss[0] == loss[1] && dg == 0, "case %d: gradients differ by %g", which, dg);
+    strop_tensor_free(x);
+    strop_tensor_free(y);
+    strop_model_free(m[0]);
+    strop_model_free(m[1]);
+  }
+  strop__rows_chunk_grads = 1;
+  strop__rows_chunk_bytes = STROP__ROWS_CHUNK_BYTES;
+}
+END_TEST
+
 /* With the head fused (chunks of 16 rows of 32000 logits), the step memory drops by about the
  * logits and their gradient, and strop_model_step_memory predicts what the steps hold. */
 START_TEST(fused_step_memory) {
@@ -2185,6 +2262,8 @@ int main(int argc, char **argv) {
   tcase_add_test(tc, fused_eval_matches_unfused);
   tcase_add_test(tc, fused_step_memory);
   tcase_add_test(tc, checkpointed_step_fuses_the_loss);
+  tcase_add_test(tc, chunk_rows_weigh_the_weight_gradient);
+  tcase_add_test(tc, fused_trained_head_in_one_chunk);
   tcase_set_timeout(tc, 300);
   suite_add_tcase(s, tc);
   tc = tcase_create("fit");

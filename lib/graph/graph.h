@@ -135,10 +135,11 @@ struct strop_model {
    * is set by the caller around a forward that may leave the last node to it (the forward
    * decides: strop__model_forward_shaped); rows_fused says, for the step, whether it did (the
    * last node's output was not computed: strop__model_rows_eval or strop__model_backward_rows
-   * computes it a chunk of rows at a time); rows_steps counts the forwards that did (tests) */
+   * computes it a chunk of rows at a time); rows_steps counts the forwards that did and
+   * rows_chunks the chunks their backwards ran (tests) */
   int want_rows;
   int rows_fused;
-  int64_t rows_steps;
+  int64_t rows_steps, rows_chunks;
 };
 
 /* A loss over the rows of the model's output [rows, cols] (every dimension but the last
@@ -160,17 +161,29 @@ typedef struct strop__row_loss {
  * one against the other), else yes where it applies. */
 extern int strop__fused_loss;
 /* Rows per chunk of such a step (tests: small chunks on small models), or 0: as many as fit
- * STROP__ROWS_CHUNK_BYTES of output, at least STROP__ROWS_CHUNK_MIN, spread evenly over the
- * chunks that takes and rounded up to STROP__ROWS_CHUNK_ALIGN. */
+ * strop__rows_chunk_bytes of output, or the bytes of the gradients the node's backward adds to
+ * if more (strop__rows_chunk), at least STROP__ROWS_CHUNK_MIN, spread evenly over the chunks
+ * that takes and rounded up to STROP__ROWS_CHUNK_ALIGN. */
 extern int64_t strop__fused_loss_rows;
+/* Benches and tests: 1 (the default) lets a chunk hold as much output as the gradients its
+ * backward adds to (strop__rows_chunk's grad_bytes); 0 only strop__rows_chunk_bytes, as before
+ * branch gph. */
+extern int strop__rows_chunk_grads;
 #define STROP__ROWS_CHUNK_BYTES ((size_t)16 << 20)
+/* The output a chunk holds at least the room for: STROP__ROWS_CHUNK_BYTES (tests: less, so that
+ * a small model's rows take several chunks) */
+extern size_t strop__rows_chunk_bytes;
 /* (each chunk's products read the whole weight again: below about 192 rows that pass costs
  * more than the chunk's logits stay in cache to save, bench_lmhead's GPT-2 head 1.08x the whole
  * head's CPU time at 64 rows, 1.06x at 96, 1.025x at 128, 1.016x at 192) */
 #define STROP__ROWS_CHUNK_MIN 192
 #define STROP__ROWS_CHUNK_ALIGN 32
-/* The rows per chunk of such a step over rows of cols outputs. */
-int64_t strop__rows_chunk(int64_t rows, int64_t cols);
+/* The rows per chunk of such a step over rows of cols outputs, whose node's backward adds to
+ * grad_bytes of parameter gradients at each chunk (0: none, a frozen head). Each chunk reads
+ * and writes those gradients whole (GPT-2's tied head: 154 MB of dW, passed 3 times a step in
+ * 192-row chunks), so a chunk may hold as much output as they take: the step then holds at most
+ * twice what the gradients hold already, and passes them once per that much output. */
+int64_t strop__rows_chunk(int64_t rows, int64_t cols, size_t grad_bytes);
 
 /* After a forward that left its last node to a loss (m->rows_fused): the last node's output a
  * chunk of rows at a time, each chunk given to loss (grad 0); an evaluation's. */

@@ -975,10 +975,15 @@ static int rows_fusable(const strop_model *m, int training) {
          !(m->ckpt_first && m->ckpt_first[nn - 1] >= 0) && m->run_shapes[nn - 1].rank >= 1;
 }
 
-int64_t strop__rows_chunk(int64_t rows, int64_t cols) {
+int strop__rows_chunk_grads = 1;
+size_t strop__rows_chunk_bytes = STROP__ROWS_CHUNK_BYTES;
+
+int64_t strop__rows_chunk(int64_t rows, int64_t cols, size_t grad_bytes) {
   int64_t c = strop__fused_loss_rows;
   if (c <= 0) {
-    c = (int64_t)(STROP__ROWS_CHUNK_BYTES / ((size_t)cols * sizeof(float)));
+    size_t bytes = strop__rows_chunk_bytes;
+    if (strop__rows_chunk_grads && grad_bytes > bytes) bytes = grad_bytes;
+    c = (int64_t)(bytes / ((size_t)cols * sizeof(float)));
     if (c < STROP__ROWS_CHUNK_MIN) c = STROP__ROWS_CHUNK_MIN;
     if (c < rows) {
       /* as many chunks as that takes, of even size, each a whole number of the 32 rows the
@@ -1869,7 +1874,13 @@ static strop_status rows_run(strop_model *m, strop__node *nd, strop__exec *x,
   const strop__shape *os = &m->run_shapes[m->n_nodes - 1];
   const int64_t cols = os->d[os->rank - 1], width = in->shape.d[in->shape.rank - 1];
   const int64_t rows = (int64_t)(strop__shape_numel(&in->shape) / (size_t)width) * in->n;
-  const int64_t chunk = strop__rows_chunk(rows, cols);
+  /* the gradients each chunk's backward adds to (a tied weight's owner's) */
+  size_t grad_bytes = 0;
+  for (int j = 0; din && j < nd->n_params; j++) {
+    const strop__param *p = strop__param_owner(&nd->params[j]);
+    if (p->trainable) grad_bytes += p->numel * sizeof(float);
+  }
+  const int64_t chunk = strop__rows_chunk(rows, cols, grad_bytes);
   if (rows == 0) return STROP_OK;
   float *v = strop__arena_alloc(&m->arena, (size_t)chunk * (size_t)cols * sizeof *v);
   if (!v)
@@ -1893,6 +1904,7 @@ static strop_status rows_run(strop_model *m, strop__node *nd, strop__exec *x,
     }
     strop__arena_rollback(&m->arena, mk);
     nd->saved = NULL;
+    m->rows_chunks += din != NULL;
   }
   x->pgrad_assign = assign;
   /* a gradient seen finite as the first chunk wrote it has had the others added since */

@@ -86,7 +86,7 @@ strop_status strop__model_probe_step(strop_model *m, int64_t n, const strop__sha
     }
   }
   const strop__rng rng = m->rng;
-  const int64_t rows_steps = m->rows_steps;
+  const int64_t rows_steps = m->rows_steps, rows_chunks = m->rows_chunks;
   strop__arena mine = m->arena;
   strop__arena_init(&m->arena);
   m->probe = 1;
@@ -118,6 +118,7 @@ strop_status strop__model_probe_step(strop_model *m, int64_t n, const strop__sha
   m->arena = mine;
   m->rng = rng;
   m->rows_steps = rows_steps;
+  m->rows_chunks = rows_chunks;
   for (int i = 0; i < m->n_params; i++) {
     strop__param *p = m->params[i];
     if (p->grad == scratch || (p->trainable && !p->is_buffer && p->data)) {

@@ -15,6 +15,7 @@
 #include "ops/ops.h"
 
 int strop__bf16_impl = 0;
+int strop__bf16_held_groups = 1;
 
 uint16_t strop__bf16_from_f32(float x) {
   uint32_t u;
@@ -574,11 +575,28 @@ BF16_TARGET static void bf16_chunk_kslices(void *ctx, int64_t lo, int64_t hi, in
   }
 }
 
+/* A's bytes past which a held weight's panels read in place run in groups, and a group's bytes */
+enum { HG_A = 512 << 10, HG_B = 256 << 10 };
+
 /* column blocks [lo, hi) of 32 */
 static void bf16_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   const bf16_job *J = ctx;
   uint32_t *p = J->panels + (size_t)chunk * (size_t)(J->ka / 2) * BNR;
   const int direct = J->held && !J->b_kn && strop__bf16_impl != 2;
+  const size_t panel = (size_t)(J->ka / 2) * BNR * sizeof(uint32_t);
+  if (direct && strop__bf16_held_groups && (size_t)J->m * (size_t)J->ka * 2 > HG_A &&
+      panel <= HG_B / 2) {
+    /* each tile of A (8 rows, in L1) against the group's panels (in L2): the same tiles */
+    const int64_t g = (int64_t)(HG_B / panel);
+    const uint32_t *w = (const uint32_t *)(const void *)J->b;
+    for (int64_t g0 = lo; g0 < hi; g0 += g) {
+      const int64_t g1 = g0 + g < hi ? g0 + g : hi;
+      for (int64_t i = 0; i < J->m; i += BMR)
+        for (int64_t jb = g0; jb < g1; jb++)
+          kernel_8x32(J, i, jb * BNR, w + (size_t)jb * (size_t)(J->ka / 2) * BNR);
+    }
+    return;
+  }
   for (int64_t jb = lo; jb < hi; jb++) {
     const uint32_t *pp = p;
     if (direct)

@@ -86,6 +86,11 @@ extern int strop__bf16_impl;
  * in L2, each element's sums carried between slices in FP32; 0: all of k at once (tests and
  * bench_big K_SLICES=ab compare the two: the same bits). */
 extern int strop__bf16_kslices;
+/* 1 (the default): a held weight's _nt product whose A passes 512 KB (the LM head's forward
+ * over a 512-row chunk: 768 KB of BF16 rows) runs every 8-row tile of A against a group of the
+ * weight's panels (256 KB) at a time, so that A comes from L3 once per group rather than once
+ * per 48 KB panel; 0: a panel at a time (tests and bench_big HELD_GROUPS=ab: the same bits). */
+extern int strop__bf16_held_groups;
 /* 1 when the vdpbf16ps kernel runs for BF16 weights here (CPU, build, strop__bf16_impl, the
  * environment). */
 int strop__bf16_dot_enabled(void);
