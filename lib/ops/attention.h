@@ -62,7 +62,9 @@ typedef struct strop__sdpa_dims {
   int64_t drop_row0;  /* with dropout: the global index of sample 0 (a data-parallel rank's rows
                          get the mask one process gives the same rows of the whole batch) */
   float scale;        /* of the scores, usually 1 / sqrt(head_dim) */
-  int chunks;         /* samples split into this many chunks run in parallel */
+  int chunks;         /* samples split into this many chunks run in parallel (tiled: the
+                         n * kv_heads (sample, kv head) items, a kv head with its group of
+                         query heads: the same bits at any count) */
   int tiled;          /* 1: flash-attention style, one block of scores per chunk at a time
                             with the online softmax (running max and sum); the forward keeps only
                             each row's max and inverse sum and the backward recomputes the score
