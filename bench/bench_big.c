@@ -69,7 +69,11 @@
  * sums in plain C and on AVX-512 (strop__bn_isa, the same bits; BN_ISA=c: plain C), BN_PATH=ab
  * both off and both on; CE=ab the cross-entropy's
  * exponentials on the plain loops' per-CPU clones and on AVX-512 (strop__ce_isa, the same
- * bits; CE=clones the clones only).
+ * bits; CE=clones the clones only); PAR_SPLIT=ab the split-independent passes (strop__par_for)
+ * a chunk per thread and strop__par_for_split chunks per thread claimed as they come (the same
+ * bits), PAR_SPLIT=0 a chunk per thread; SDPA_SPLIT=ab the tiled attention core's chunks over
+ * the samples and over (sample, kv head) items (strop__sdpa_split_heads, the same bits),
+ * SDPA_SPLIT=0 over the samples.
  *
  * Prints one RESULT line: samples/s or tokens/s (best of `repeats` windows of `steps` steps
  * after a warm-up), the step's multiply-add work (gemm_flops: the matrix products and
@@ -83,7 +87,14 @@
  * the kernel: own, openblas or gemv; with COMPUTE_DTYPE=bf16 also bf16, two FP32 operands
  * rounded while packed, and bf16_held, a weight's BF16 copy; attention's per-block products
  * are not seen) with its calls and thread CPU time per step, GFLOP/s and
- * share of the step's process CPU time, and a RESULT line with their sums. */
+ * share of the step's process CPU time, and a RESULT line with their sums.
+ * POOL_PROFILE=1 prints instead, for `steps` steps after a warm-up, where the calling thread's
+ * CPU time went (strop__pool_profile): in runs split over the workers (par), in runs on that
+ * thread alone (lone: one chunk, or the pool busy), and outside any run (outside: the passes
+ * nobody split) — lone and outside are the step's serial share; one POOL line per run callback
+ * (its address in the executable: `addr2line -f -e bench_big ADDR` names it). */
+#define _GNU_SOURCE /* dladdr */
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,12 +102,14 @@
 
 #include "benchutil.h"
 #include "graph/graph.h"
+#include "ops/attention.h"
 #include "ops/bf16gemm.h"
 #include "ops/conv.h"
 #include "ops/dense.h"
 #include "ops/loss.h"
 #include "ops/lowp.h"
 #include "ops/norm.h"
+#include "core/pool_profile.h"
 #include "ops/ops.h"
 
 /* the process's CPU time (s): on a shared machine the wall clock also counts the time the
@@ -204,6 +217,17 @@ static void set_bnpath(strop_model *m, int on) {
   set_bnisa(m, on);
 }
 
+/* the split-independent passes a chunk per thread / in strop__par_for_split chunks per thread,
+ * claimed as they come: the same bits */
+static void set_par_split(strop_model *m, int on) {
+  (void)m;
+  strop__par_for_split = on ? 4 : 1;
+}
+
+/* the tiled attention core's chunks over the samples / over (sample, kv head) items: the same
+ * bits */
+static void set_sdpa_split(strop_model *m, int on) { (void)m, strop__sdpa_split_heads = on; }
+
 static const ab_switch AB[] = {
     {"FUSED_LOSS", NULL, NULL, "unfused", "fused", "fused_loss", set_fused},
     {"KERNELS", NULL, NULL, "rows1", "rows", "kernels", set_rows},
@@ -230,6 +254,8 @@ static const ab_switch AB[] = {
     {"BN_ISA", "c", NULL, "plain_c", "avx512", "bn_isa", set_bnisa},
     {"BN_PATH", "0", NULL, "before", "after", "bn_path", set_bnpath},
     {"CE", "clones", NULL, "clones", "avx512", "ce", set_ce},
+    {"PAR_SPLIT", "0", NULL, "per_thread", "split", "par_split", set_par_split},
+    {"SDPA_SPLIT", "0", NULL, "samples", "items", "sdpa_split", set_sdpa_split},
     {"COMPUTE_DTYPE", NULL, "bf16", "f32", "bf16", "compute_dtype", set_dtype},
 };
 #define N_AB ((int)(sizeof AB / sizeof AB[0]))
@@ -455,6 +481,39 @@ int main(int argc, char **argv) {
     for (int r = 0; r < repeats && r < 64; r++)
       printf("%s%.3f", r ? "," : "", rc[r][1] / rc[r][0]); /* B's time over A's */
     printf("\n");
+    return finish(x, y, tr, opt, m);
+  }
+  if (getenv("POOL_PROFILE")) { /* after a warm-up step, `steps` steps observed */
+    bench_must(strop_trainer_step(tr, x, y, &loss), "warm-up");
+    strop__pool_par_s = strop__pool_lone_s = 0.0;
+    strop__pool_naccounts = 0;
+    strop__pool_profile = 1;
+    const double c0 = cpu_now(), m0 = thread_cpu_now();
+    for (int s = 0; s < steps; s++) bench_must(strop_trainer_step(tr, x, y, &loss), "step");
+    const double proc_s = (cpu_now() - c0) / steps, main_s = (thread_cpu_now() - m0) / steps;
+    strop__pool_profile = 0;
+    double own = 0, wk = 0;
+    for (int i = 0; i < strop__pool_naccounts; i++) {
+      const strop__pool_account *a = &strop__pool_accounts[i];
+      Dl_info di;
+      const uintptr_t base = dladdr((void *)(uintptr_t)a->fn, &di) ? (uintptr_t)di.dli_fbase
+                                                                   : (uintptr_t)0;
+      printf("POOL row=%s fn=%s+0x%lx chunks=%d runs_per_step=%.0f lone_runs_per_step=%.0f "
+             "par_ms=%.2f lone_ms=%.2f own_ms=%.2f worker_ms=%.2f own_chunks=%.0f "
+             "worker_chunks=%.0f\n",
+             row, base ? di.dli_fname : "?", (unsigned long)((uintptr_t)a->fn - base), a->chunks,
+             (double)a->runs / steps, (double)a->lone_runs / steps, a->par_s / steps * 1e3,
+             a->lone_s / steps * 1e3, a->own_s / steps * 1e3, a->worker_s / steps * 1e3,
+             (double)a->own_chunks / steps, (double)a->worker_chunks / steps);
+      own += a->own_s / steps, wk += a->worker_s / steps;
+    }
+    const double par = strop__pool_par_s / steps, lone = strop__pool_lone_s / steps;
+    printf("RESULT impl=strop row=%s threads=%d pool_profile=1 process_cpu_ms=%.1f "
+           "main_cpu_ms=%.1f par_ms=%.1f lone_ms=%.1f outside_ms=%.1f serial_share=%.3f "
+           "own_chunks_ms=%.1f worker_chunks_ms=%.1f wait_ms=%.1f\n",
+           row, threads, proc_s * 1e3, main_s * 1e3, par * 1e3, lone * 1e3,
+           (main_s - par - lone) * 1e3, (main_s - par) / main_s, own * 1e3, wk * 1e3,
+           (par - own) * 1e3);
     return finish(x, y, tr, opt, m);
   }
   if (getenv("GEMM_PROFILE")) { /* after a warm-up step, `steps` steps observed */

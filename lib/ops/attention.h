@@ -89,6 +89,10 @@ typedef struct strop__sdpa_dims {
  * materialised backward (at t = 64, head_dim 32: one score costs 2 x 32 multiply-adds per
  * product, the exp as much as one more product). */
 int strop__sdpa_pick_tiled(int64_t t, int64_t head_dim, int causal);
+/* 1 (the default): the tiled core's callers count its chunks over the n * kv_heads (sample, kv
+ * head) items; 0: over the samples, as before 2026-12-05 (one sample: one chunk) — the same
+ * bits; bench_big's SDPA_SPLIT=ab switch. */
+extern int strop__sdpa_split_heads;
 
 /* Tests: the tiled path's block of queries x keys (defaults 64 x 128); > 0. */
 extern int strop__sdpa_block_q, strop__sdpa_block_k;
