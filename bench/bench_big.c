@@ -73,7 +73,10 @@
  * a chunk per thread and strop__par_for_split chunks per thread claimed as they come (the same
  * bits), PAR_SPLIT=0 a chunk per thread; SDPA_SPLIT=ab the tiled attention core's chunks over
  * the samples and over (sample, kv head) items (strop__sdpa_split_heads, the same bits),
- * SDPA_SPLIT=0 over the samples.
+ * SDPA_SPLIT=0 over the samples; SPLIT_PASSES=ab a linear's bias rows and bias gradient, layer
+ * norm's parameter gradients, the BF16 panels of 768-wide outputs and the gated MLP's SiLU gate
+ * on the calling thread and
+ * split over the threads (strop__split_passes, the same bits), SPLIT_PASSES=0 serial.
  *
  * Prints one RESULT line: samples/s or tokens/s (best of `repeats` windows of `steps` steps
  * after a warm-up), the step's multiply-add work (gemm_flops: the matrix products and
@@ -228,6 +231,10 @@ static void set_par_split(strop_model *m, int on) {
  * bits */
 static void set_sdpa_split(strop_model *m, int on) { (void)m, strop__sdpa_split_heads = on; }
 
+/* the passes branch tt split (bias rows and gradients, layer norm's parameter gradients, the
+ * BF16 panels of 768-wide outputs, the SiLU gate) on the calling thread / split: the same bits */
+static void set_split_passes(strop_model *m, int on) { (void)m, strop__split_passes = on; }
+
 static const ab_switch AB[] = {
     {"FUSED_LOSS", NULL, NULL, "unfused", "fused", "fused_loss", set_fused},
     {"KERNELS", NULL, NULL, "rows1", "rows", "kernels", set_rows},
@@ -256,6 +263,7 @@ static const ab_switch AB[] = {
     {"CE", "clones", NULL, "clones", "avx512", "ce", set_ce},
     {"PAR_SPLIT", "0", NULL, "per_thread", "split", "par_split", set_par_split},
     {"SDPA_SPLIT", "0", NULL, "samples", "items", "sdpa_split", set_sdpa_split},
+    {"SPLIT_PASSES", "0", NULL, "serial", "split", "split_passes", set_split_passes},
     {"COMPUTE_DTYPE", NULL, "bf16", "f32", "bf16", "compute_dtype", set_dtype},
 };
 #define N_AB ((int)(sizeof AB / sizeof AB[0]))

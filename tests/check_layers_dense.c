@@ -161,6 +161,48 @@ START_TEST(kernel_linear_bias_split) {
 }
 END_TEST
 
+/* The gated MLP's SiLU gate, forward and backward, split over 2 threads in 1 and 4 chunks a
+ * thread: the bits of the pass on the calling thread alone (strop__split_passes 0), on lengths
+ * that leave ragged chunks and vector tails. */
+START_TEST(kernel_silu_gate_split) {
+  const int saved_threads = strop_get_num_threads(), saved_split = strop__par_for_split;
+  static const size_t lens[] = {1441792, 100003, 16385, 7};
+  for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+    const size_t n = lens[li];
+    float *g = malloc(sizeof(float) * n), *u = malloc(sizeof(float) * n);
+    float *h[2], *dh[2], *du[2];
+    for (size_t i = 0; i < n; i++)
+      g[i] = 12.0f * sinf(0.013f * (float)i) + (i % 101 == 0 ? -90.0f : 0.0f),
+      u[i] = cosf(0.7f * (float)i);
+    for (int k = 0; k < 2; k++) {
+      h[k] = malloc(sizeof(float) * n), dh[k] = malloc(sizeof(float) * n);
+      du[k] = malloc(sizeof(float) * n);
+    }
+    ck_assert_int_eq(strop_set_num_threads(1), STROP_OK);
+    strop__split_passes = 0;
+    strop__silu_gate_forward(g, u, h[0], n);
+    for (size_t i = 0; i < n; i++) dh[0][i] = sinf(0.29f * (float)i);
+    strop__silu_gate_backward(g, u, dh[0], du[0], n);
+    strop__split_passes = 1;
+    ck_assert_int_eq(strop_set_num_threads(2), STROP_OK);
+    for (int split = 1; split <= 4; split += 3) {
+      strop__par_for_split = split;
+      strop__silu_gate_forward(g, u, h[1], n);
+      for (size_t i = 0; i < n; i++) dh[1][i] = sinf(0.29f * (float)i);
+      strop__silu_gate_backward(g, u, dh[1], du[1], n);
+      ck_assert_msg(!memcmp(h[0], h[1], sizeof(float) * n) &&
+                        !memcmp(dh[0], dh[1], sizeof(float) * n) &&
+                        !memcmp(du[0], du[1], sizeof(float) * n),
+                    "n %zu split %d: the split SiLU gate's bits differ", n, split);
+    }
+    for (int k = 0; k < 2; k++) free(h[k]), free(dh[k]), free(du[k]);
+    free(g), free(u);
+  }
+  strop__par_for_split = saved_split;
+  ck_assert_int_eq(strop_set_num_threads(saved_threads), STROP_OK);
+}
+END_TEST
+
 START_TEST(kernel_linear) {
   /* x [2,3], W [2,3], b [2]: y = x W^T + b by hand */
   const float x[6] = {1, 2, 3, -1, 0, 2};
@@ -1757,6 +1799,7 @@ static Suite *suite(void) {
       {"registry", registered},
       {"kernel_linear", kernel_linear},
       {"kernel_linear_bias_split", kernel_linear_bias_split},
+      {"kernel_silu_gate_split", kernel_silu_gate_split},
       {"kernel_activations", kernel_activations},
       {"kernel_activation_grads", kernel_activation_grads},
       {"kernel_gelu_backward_assign", kernel_gelu_backward_assign},

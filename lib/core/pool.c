@@ -194,6 +194,7 @@ int strop__par_chunks(int nthreads, int64_t n, int64_t grain) {
  * run every chunk of a short pass alone — measured in docs/performance.md (2026-12-05, pool). */
 enum { PAR_FOR_SPLIT = 4 };
 int strop__par_for_split = PAR_FOR_SPLIT;
+int strop__split_passes = 1;
 
 int strop__pool_profile = 0;
 double strop__pool_par_s = 0.0, strop__pool_lone_s = 0.0;

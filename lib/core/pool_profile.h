@@ -26,6 +26,11 @@ enum { STROP__POOL_ACCOUNTS = 128 };
 /* chunks per thread of a strop__par_for run (4; 1: one chunk per thread, as before 2026-12-05):
  * bench_big's PAR_SPLIT=ab switch */
 extern int strop__par_for_split;
+/* 1 (the default): the passes branch tt split over the threads (a linear's bias rows and bias
+ * gradient, layer norm's parameter gradients, the BF16 weight panels of 768-wide outputs, the
+ * gated MLP's SiLU gate forward and backward) run split; 0: on the calling thread, as before 2026-12-05 — the same bits; bench_big's
+ * SPLIT_PASSES=ab switch */
+extern int strop__split_passes;
 extern int strop__pool_profile;
 extern double strop__pool_par_s, strop__pool_lone_s;
 extern strop__pool_account strop__pool_accounts[STROP__POOL_ACCOUNTS];
