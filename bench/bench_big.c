@@ -70,8 +70,8 @@
  * both off and both on; CE=ab the cross-entropy's
  * exponentials on the plain loops' per-CPU clones and on AVX-512 (strop__ce_isa, the same
  * bits; CE=clones the clones only); PAR_SPLIT=ab the split-independent passes (strop__par_for)
- * a chunk per thread and strop__par_for_split chunks per thread claimed as they come (the same
- * bits), PAR_SPLIT=0 a chunk per thread; SDPA_SPLIT=ab the tiled attention core's chunks over
+ * a chunk per thread and 4 chunks per thread claimed as they come (strop__par_for_split, the same
+ * bits), PAR_SPLIT=0 a chunk per thread (the default); SDPA_SPLIT=ab the tiled attention core's chunks over
  * the samples and over (sample, kv head) items (strop__sdpa_split_heads, the same bits),
  * SDPA_SPLIT=0 over the samples; SPLIT_PASSES=ab a linear's bias rows and bias gradient, layer
  * norm's parameter gradients, the BF16 panels of 768-wide outputs and the gated MLP's SiLU gate
@@ -220,8 +220,8 @@ static void set_bnpath(strop_model *m, int on) {
   set_bnisa(m, on);
 }
 
-/* the split-independent passes a chunk per thread / in strop__par_for_split chunks per thread,
- * claimed as they come: the same bits */
+/* the split-independent passes a chunk per thread / in 4 chunks per thread, claimed as they
+ * come: the same bits */
 static void set_par_split(strop_model *m, int on) {
   (void)m;
   strop__par_for_split = on ? 4 : 1;

@@ -188,11 +188,13 @@ int strop__par_chunks(int nthreads, int64_t n, int64_t grain) {
   return c < 1 ? 1 : (int)c;
 }
 
-/* A split-independent run is cut into up to this many chunks per thread: the caller and the
- * workers claim them as they come, so a worker that arrives late (asleep after a long pass,
- * or not scheduled on a loaded machine) still takes its share instead of leaving the caller to
- * run every chunk of a short pass alone — measured in docs/performance.md (2026-12-05, pool). */
-enum { PAR_FOR_SPLIT = 4 };
+/* A split-independent run may be cut into up to strop__par_for_split chunks per thread: the
+ * caller and the workers claim them as they come, so a worker that arrives late (asleep after a
+ * long pass, or not scheduled on a loaded machine) could still take a share instead of leaving
+ * the caller to run every chunk of a short pass alone. 1 by default: 4 was no faster under load
+ * (calling thread 0.989-0.997x, docs/performance.md 2026-12-05, branch tt); bench_big's
+ * PAR_SPLIT=ab measures it again. */
+enum { PAR_FOR_SPLIT = 1 };
 int strop__par_for_split = PAR_FOR_SPLIT;
 int strop__split_passes = 1;
 

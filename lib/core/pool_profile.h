@@ -23,8 +23,8 @@ typedef struct strop__pool_account {
   int64_t own_chunks, worker_chunks;
 } strop__pool_account;
 enum { STROP__POOL_ACCOUNTS = 128 };
-/* chunks per thread of a strop__par_for run (4; 1: one chunk per thread, as before 2026-12-05):
- * bench_big's PAR_SPLIT=ab switch */
+/* chunks per thread of a strop__par_for run at most (1, the default: one chunk per thread; 4
+ * was tried): bench_big's PAR_SPLIT=ab switch */
 extern int strop__par_for_split;
 /* 1 (the default): the passes branch tt split over the threads (a linear's bias rows and bias
  * gradient, layer norm's parameter gradients, the BF16 weight panels of 768-wide outputs, the
