@@ -82,6 +82,14 @@
  * (the LM head's forward) a panel of the weight against all of A at a time and a group of
  * panels against each tile of A (strop__bf16_held_groups, the same bits; with
  * COMPUTE_DTYPE=bf16), HELD_GROUPS=0 a panel at a time.
+ * PAR_SPLIT=ab the split-independent passes (strop__par_for) a chunk per thread and 4 chunks per
+ * thread claimed as they come (strop__par_for_split, the same bits), PAR_SPLIT=0 a chunk per
+ * thread (the default); SDPA_SPLIT=ab the tiled attention core's chunks over the samples and
+ * over (sample, kv head) items (strop__sdpa_split_heads, the same bits), SDPA_SPLIT=0 over the
+ * samples; SPLIT_PASSES=ab a linear's bias rows and bias gradient, layer norm's parameter
+ * gradients, the BF16 panels of 768-wide outputs and the gated MLP's SiLU gate on the calling
+ * thread and split over the threads (strop__split_passes, the same bits), SPLIT_PASSES=0
+ * serial.
  *
  * Prints one RESULT line: samples/s or tokens/s (best of `repeats` windows of `steps` steps
  * after a warm-up), the step's multiply-add work (gemm_flops: the matrix products and
@@ -95,7 +103,14 @@
  * the kernel: own, openblas or gemv; with COMPUTE_DTYPE=bf16 also bf16, two FP32 operands
  * rounded while packed, and bf16_held, a weight's BF16 copy; attention's per-block products
  * are not seen) with its calls and thread CPU time per step, GFLOP/s and
- * share of the step's process CPU time, and a RESULT line with their sums. */
+ * share of the step's process CPU time, and a RESULT line with their sums.
+ * POOL_PROFILE=1 prints instead, for `steps` steps after a warm-up, where the calling thread's
+ * CPU time went (strop__pool_profile): in runs split over the workers (par), in runs on that
+ * thread alone (lone: one chunk, or the pool busy), and outside any run (outside: the passes
+ * nobody split) — lone and outside are the step's serial share; one POOL line per run callback
+ * (its address in the executable: `addr2line -f -e bench_big ADDR` names it). */
+#define _GNU_SOURCE /* dladdr */
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,12 +119,14 @@
 
 #include "benchutil.h"
 #include "graph/graph.h"
+#include "ops/attention.h"
 #include "ops/bf16gemm.h"
 #include "ops/conv.h"
 #include "ops/dense.h"
 #include "ops/loss.h"
 #include "ops/lowp.h"
 #include "ops/norm.h"
+#include "core/pool_profile.h"
 #include "ops/ops.h"
 
 /* the process's CPU time (s): on a shared machine the wall clock also counts the time the
@@ -245,6 +262,21 @@ static void set_ckpt(strop_model *m, int on) {
 /* the step on the free list / planned from its tensors' lifetimes */
 static void set_plan(strop_model *m, int on) { (void)m, strop__memory_plan = on; }
 
+/* the split-independent passes a chunk per thread / in 4 chunks per thread, claimed as they
+ * come: the same bits */
+static void set_par_split(strop_model *m, int on) {
+  (void)m;
+  strop__par_for_split = on ? 4 : 1;
+}
+
+/* the tiled attention core's chunks over the samples / over (sample, kv head) items: the same
+ * bits */
+static void set_sdpa_split(strop_model *m, int on) { (void)m, strop__sdpa_split_heads = on; }
+
+/* the passes branch tt split (bias rows and gradients, layer norm's parameter gradients, the
+ * BF16 panels of 768-wide outputs, the SiLU gate) on the calling thread / split: the same bits */
+static void set_split_passes(strop_model *m, int on) { (void)m, strop__split_passes = on; }
+
 static const ab_switch AB[] = {
     {"FUSED_LOSS", NULL, NULL, "unfused", "fused", "fused_loss", set_fused},
     {"KERNELS", NULL, NULL, "rows1", "rows", "kernels", set_rows},
@@ -276,6 +308,10 @@ static const ab_switch AB[] = {
     {"MEMORY_PLAN", "0", NULL, "free_list", "planned", "memory_plan", set_plan},
     {"HEAD_CHUNK", "0", NULL, "chunks_16mib", "chunks_grads", "head_chunk", set_head_chunk},
     {"HELD_GROUPS", "0", NULL, "panels", "groups", "held_groups", set_held_groups},
+
+    {"PAR_SPLIT", "0", NULL, "per_thread", "split", "par_split", set_par_split},
+    {"SDPA_SPLIT", "0", NULL, "samples", "items", "sdpa_split", set_sdpa_split},
+    {"SPLIT_PASSES", "0", NULL, "serial", "split", "split_passes", set_split_passes},
     {"COMPUTE_DTYPE", NULL, "bf16", "f32", "bf16", "compute_dtype", set_dtype},
 };
 #define N_AB ((int)(sizeof AB / sizeof AB[0]))
@@ -514,6 +550,39 @@ int main(int argc, char **argv) {
       printf("%s%.3f", r ? "," : "", rc[r][1] / rc[r][0]); /* B's time over A's */
     printf(" %s_sys_ms=%.1f %s_sys_ms=%.1f %s_faults=%ld %s_faults=%ld\n", a, bs[0] * 1e3, b,
            bs[1] * 1e3, a, bf[0], b, bf[1]);
+    return finish(x, y, tr, opt, m);
+  }
+  if (getenv("POOL_PROFILE")) { /* after a warm-up step, `steps` steps observed */
+    bench_must(strop_trainer_step(tr, x, y, &loss), "warm-up");
+    strop__pool_par_s = strop__pool_lone_s = 0.0;
+    strop__pool_naccounts = 0;
+    strop__pool_profile = 1;
+    const double c0 = cpu_now(), m0 = thread_cpu_now();
+    for (int s = 0; s < steps; s++) bench_must(strop_trainer_step(tr, x, y, &loss), "step");
+    const double proc_s = (cpu_now() - c0) / steps, main_s = (thread_cpu_now() - m0) / steps;
+    strop__pool_profile = 0;
+    double own = 0, wk = 0;
+    for (int i = 0; i < strop__pool_naccounts; i++) {
+      const strop__pool_account *a = &strop__pool_accounts[i];
+      Dl_info di;
+      const uintptr_t base = dladdr((void *)(uintptr_t)a->fn, &di) ? (uintptr_t)di.dli_fbase
+                                                                   : (uintptr_t)0;
+      printf("POOL row=%s fn=%s+0x%lx chunks=%d runs_per_step=%.0f lone_runs_per_step=%.0f "
+             "par_ms=%.2f lone_ms=%.2f own_ms=%.2f worker_ms=%.2f own_chunks=%.0f "
+             "worker_chunks=%.0f\n",
+             row, base ? di.dli_fname : "?", (unsigned long)((uintptr_t)a->fn - base), a->chunks,
+             (double)a->runs / steps, (double)a->lone_runs / steps, a->par_s / steps * 1e3,
+             a->lone_s / steps * 1e3, a->own_s / steps * 1e3, a->worker_s / steps * 1e3,
+             (double)a->own_chunks / steps, (double)a->worker_chunks / steps);
+      own += a->own_s / steps, wk += a->worker_s / steps;
+    }
+    const double par = strop__pool_par_s / steps, lone = strop__pool_lone_s / steps;
+    printf("RESULT impl=strop row=%s threads=%d pool_profile=1 process_cpu_ms=%.1f "
+           "main_cpu_ms=%.1f par_ms=%.1f lone_ms=%.1f outside_ms=%.1f serial_share=%.3f "
+           "own_chunks_ms=%.1f worker_chunks_ms=%.1f wait_ms=%.1f\n",
+           row, threads, proc_s * 1e3, main_s * 1e3, par * 1e3, lone * 1e3,
+           (main_s - par - lone) * 1e3, (main_s - par) / main_s, own * 1e3, wk * 1e3,
+           (par - own) * 1e3);
     return finish(x, y, tr, opt, m);
   }
   if (getenv("GEMM_PROFILE")) { /* after a warm-up step, `steps` steps observed */

@@ -690,6 +690,90 @@ START_TEST(tiled_matches_materialised) {
 }
 END_TEST
 
+/* The tiled core splits (sample, kv head) items over its chunks: one sample of grouped-query
+ * heads (TinyLlama's step: a batch of one) in 2, 3 and 5 chunks — more chunks than samples,
+ * and than kv heads — gives bit for bit the output and gradients of 1 chunk (the heads one
+ * after the other, as the split by samples ran them), with rotary embeddings, dropout, a
+ * causal mask, BF16 products; the gradients written over what the buffers held (each item
+ * clears its own columns) and added to it. */
+START_TEST(tiled_items_split_bits) {
+  const int bq = strop__sdpa_block_q, bk = strop__sdpa_block_k;
+  strop__sdpa_block_q = 16, strop__sdpa_block_k = 32;
+  static const struct {
+    int64_t n, h, kvh;
+    int rot, bf16;
+    float drop;
+  } C[] = {{1, 8, 2, 1, 0, 0.0f},
+           {1, 6, 3, 0, 1, 0.2f},
+           {2, 4, 4, 2, 0, 0.1f},
+           {1, 4, 1, 0, 0, 0.0f},
+           {3, 4, 2, 1, 1, 0.0f}};
+  const int64_t t = 45, hd = 8;
+  for (size_t ci = 0; ci < sizeof C / sizeof C[0]; ci++) {
+    const int64_t n = C[ci].n, h = C[ci].h, kvh = C[ci].kvh;
+    const int64_t qn = n * t * h * hd, kn = n * t * kvh * hd, half = hd / 2;
+    float *q = malloc(sizeof(float) * (size_t)qn), *k = malloc(sizeof(float) * (size_t)kn);
+    float *v = malloc(sizeof(float) * (size_t)kn), *dc = malloc(sizeof(float) * (size_t)qn);
+    float *cs = malloc(sizeof(float) * (size_t)(2 * t * half));
+    for (int64_t i = 0; i < qn; i++) q[i] = 1.5f * sinf(0.37f * (float)i + (float)ci);
+    for (int64_t i = 0; i < kn; i++) k[i] = 1.5f * cosf(0.23f * (float)i);
+    for (int64_t i = 0; i < kn; i++) v[i] = sinf(0.11f * (float)i + 1.0f);
+    for (int64_t i = 0; i < qn; i++) dc[i] = cosf(0.07f * (float)i);
+    strop__rope_tables(t, hd, 10000.0, 1.0, cs, cs + t * half);
+    static const int chunks[] = {1, 2, 3, 5};
+    float *got[4][2][4];
+    for (int c = 0; c < 4; c++)
+      for (int acc = 0; acc < 2; acc++) {
+        strop__sdpa_dims dm = {.n = n,
+                               .t = t,
+                               .heads = h,
+                               .kv_heads = kvh,
+                               .head_dim = hd,
+                               .ldq = h * hd,
+                               .ldk = kvh * hd,
+                               .ldv = kvh * hd,
+                               .causal = 1,
+                               .dropout = C[ci].drop,
+                               .drop_seed = 99,
+                               .scale = 0.35f,
+                               .chunks = chunks[c],
+                               .tiled = 1,
+                               .rot = C[ci].rot ? hd : 0,
+                               .rope_cos = C[ci].rot ? cs : NULL,
+                               .rope_sin = C[ci].rot ? cs + t * half : NULL,
+                               .bf16 = C[ci].bf16};
+        const size_t fs = strop__sdpa_forward_scratch(&dm),
+                     bs = strop__sdpa_backward_scratch(&dm);
+        float *p = malloc(sizeof(float) * strop__sdpa_saved_floats(&dm));
+        float *scr = malloc(sizeof(float) * (fs > bs ? fs : bs));
+        const int64_t len[4] = {qn, qn, kn, kn};
+        for (int e = 0; e < 4; e++) {
+          got[c][acc][e] = malloc(sizeof(float) * (size_t)len[e]);
+          for (int64_t i = 0; i < len[e]; i++)
+            got[c][acc][e][i] = 0.5f + 0.001f * (float)(i % 97);
+        }
+        strop__sdpa_forward(&dm, q, k, v, p, scr, got[c][acc][0]);
+        strop__sdpa_backward(&dm, q, k, v, p, got[c][acc][0], dc, scr, got[c][acc][1],
+                             got[c][acc][2], got[c][acc][3], acc);
+        free(p);
+        free(scr);
+        for (int e = 0; e < 4; e++)
+          ck_assert_msg(!memcmp(got[c][acc][e], got[0][acc][e], sizeof(float) * (size_t)len[e]),
+                        "case %zu: %d chunks, accumulate %d: tensor %d differs from 1 chunk's",
+                        ci, chunks[c], acc, e);
+      }
+    /* written: what the buffers held is gone (the written and the added gradients differ) */
+    for (int e = 1; e < 4; e++)
+      ck_assert(memcmp(got[0][0][e], got[0][1][e], sizeof(float) * (size_t)(e == 1 ? qn : kn)));
+    for (int c = 0; c < 4; c++)
+      for (int acc = 0; acc < 2; acc++)
+        for (int e = 0; e < 4; e++) free(got[c][acc][e]);
+    free(q), free(k), free(v), free(dc), free(cs);
+  }
+  strop__sdpa_block_q = bq, strop__sdpa_block_k = bk;
+}
+END_TEST
+
 /* Dropout's mask is a function of the weight's place: it drops a fraction p of the weights
  * (within 4 standard deviations over 24576 of them, for p = 0.1, 0.5, 0.9), none at p = 0 and
  * all at p = 1 (the output is then 0), another seed gives another mask; and a sample gets the
@@ -1140,6 +1224,7 @@ static Suite *suite(void) {
   tcase_add_loop_test(tc, core_gradcheck, 0, 2);
   tcase_add_test(tc, mha_equals_core);
   tcase_add_test(tc, tiled_matches_materialised);
+  tcase_add_test(tc, tiled_items_split_bits);
   tcase_add_test(tc, dropout_mask_by_place);
   tcase_add_test(tc, bf16_core_close);
   tcase_add_test(tc, tiled_picked_where_it_pays);

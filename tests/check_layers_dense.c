@@ -11,6 +11,7 @@
 
 #include "core/arena.h"
 #include "core/core.h"
+#include "core/pool_profile.h"
 #include "graph/graph.h"
 #include "harness.h"
 #include "layers/init.h"
@@ -102,6 +103,105 @@ START_TEST(registered) {
 END_TEST
 
 /* ------------------------------------------------------------------ kernels */
+
+/* A linear's bias rows (forward) and its gradient's column sums (backward) run split over the
+ * threads (rows for the one, columns for the other, strop__par_for): with 1 and 2 threads and
+ * with 1 and 4 chunks a thread (strop__par_for_split), the bits of the serial loops they
+ * replaced — each column summed over the rows in row order, assigned (0 + the first row:
+ * -0 becomes +0) or added to what db held; widths that leave ragged chunks. */
+START_TEST(kernel_linear_bias_split) {
+  const int saved_threads = strop_get_num_threads(), saved_split = strop__par_for_split;
+  static const int64_t shapes[][2] = {{1024, 768}, {37, 2305}, {300, 17}, {1, 5000}, {0, 40}};
+  for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+    const int64_t m = shapes[si][0], out = shapes[si][1], in = 3;
+    float *dy = malloc(sizeof(float) * (size_t)(m * out + 1)),
+          *b = malloc(sizeof(float) * (size_t)out);
+    float *x = malloc(sizeof(float) * (size_t)(m * in + 1)),
+          *w = calloc((size_t)(out * in), sizeof(float));
+    float *want[2], *got = malloc(sizeof(float) * (size_t)out);
+    float *y = malloc(sizeof(float) * (size_t)(m * out + 1));
+    for (int64_t i = 0; i < m * out; i++)
+      dy[i] = (i % 11 == 0 ? -0.0f : sinf(0.37f * (float)i)) * (i % 7 == 0 ? 1e4f : 1.0f);
+    for (int64_t i = 0; i < m * in; i++) x[i] = cosf((float)i);
+    for (int64_t j = 0; j < out; j++) b[j] = 0.01f * (float)j - 3.0f;
+    for (int assign = 0; assign < 2; assign++) { /* the loops the split replaced */
+      want[assign] = malloc(sizeof(float) * (size_t)out);
+      for (int64_t j = 0; j < out; j++)
+        want[assign][j] = assign ? 7.0f : 0.5f - 0.001f * (float)j;
+      int64_t i = 0;
+      if (assign) {
+        for (int64_t j = 0; j < out; j++) want[assign][j] = m > 0 ? 0.0f + dy[j] : 0.0f;
+        i = 1;
+      }
+      for (; i < m; i++)
+        for (int64_t j = 0; j < out; j++) want[assign][j] += dy[i * out + j];
+    }
+    for (int th = 1; th <= 2; th++)
+      for (int split = 1; split <= 4; split += 3) {
+        ck_assert_int_eq(strop_set_num_threads(th), STROP_OK);
+        strop__par_for_split = split;
+        for (int assign = 0; assign < 2; assign++) {
+          for (int64_t j = 0; j < out; j++) got[j] = assign ? 7.0f : 0.5f - 0.001f * (float)j;
+          (void)strop__linear_backward(x, w, dy, NULL, NULL, got, m, in, out,
+                                       assign ? STROP__LB_ASSIGN_PARAMS : 0);
+          ck_assert_msg(!memcmp(got, want[assign], sizeof(float) * (size_t)out),
+                        "m %lld out %lld threads %d split %d assign %d: db bits differ",
+                        (long long)m, (long long)out, th, split, assign);
+        }
+        /* the forward with a zero weight: y is the bias in every row */
+        strop__linear_forward(x, w, b, y, m, in, out);
+        for (int64_t i = 0; i < m * out; i++)
+          ck_assert_msg(y[i] == b[i % out], "m %lld out %lld threads %d: y[%lld] is not the bias",
+                        (long long)m, (long long)out, th, (long long)i);
+      }
+    free(dy), free(b), free(x), free(w), free(want[0]), free(want[1]), free(got), free(y);
+  }
+  strop__par_for_split = saved_split;
+  ck_assert_int_eq(strop_set_num_threads(saved_threads), STROP_OK);
+}
+END_TEST
+
+/* The gated MLP's SiLU gate, forward and backward, split over 2 threads in 1 and 4 chunks a
+ * thread: the bits of the pass on the calling thread alone (strop__split_passes 0), on lengths
+ * that leave ragged chunks and vector tails. */
+START_TEST(kernel_silu_gate_split) {
+  const int saved_threads = strop_get_num_threads(), saved_split = strop__par_for_split;
+  static const size_t lens[] = {1441792, 100003, 16385, 7};
+  for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+    const size_t n = lens[li];
+    float *g = malloc(sizeof(float) * n), *u = malloc(sizeof(float) * n);
+    float *h[2], *dh[2], *du[2];
+    for (size_t i = 0; i < n; i++)
+      g[i] = 12.0f * sinf(0.013f * (float)i) + (i % 101 == 0 ? -90.0f : 0.0f),
+      u[i] = cosf(0.7f * (float)i);
+    for (int k = 0; k < 2; k++) {
+      h[k] = malloc(sizeof(float) * n), dh[k] = malloc(sizeof(float) * n);
+      du[k] = malloc(sizeof(float) * n);
+    }
+    ck_assert_int_eq(strop_set_num_threads(1), STROP_OK);
+    strop__split_passes = 0;
+    strop__silu_gate_forward(g, u, h[0], n);
+    for (size_t i = 0; i < n; i++) dh[0][i] = sinf(0.29f * (float)i);
+    strop__silu_gate_backward(g, u, dh[0], du[0], n);
+    strop__split_passes = 1;
+    ck_assert_int_eq(strop_set_num_threads(2), STROP_OK);
+    for (int split = 1; split <= 4; split += 3) {
+      strop__par_for_split = split;
+      strop__silu_gate_forward(g, u, h[1], n);
+      for (size_t i = 0; i < n; i++) dh[1][i] = sinf(0.29f * (float)i);
+      strop__silu_gate_backward(g, u, dh[1], du[1], n);
+      ck_assert_msg(!memcmp(h[0], h[1], sizeof(float) * n) &&
+                        !memcmp(dh[0], dh[1], sizeof(float) * n) &&
+                        !memcmp(du[0], du[1], sizeof(float) * n),
+                    "n %zu split %d: the split SiLU gate's bits differ", n, split);
+    }
+    for (int k = 0; k < 2; k++) free(h[k]), free(dh[k]), free(du[k]);
+    free(g), free(u);
+  }
+  strop__par_for_split = saved_split;
+  ck_assert_int_eq(strop_set_num_threads(saved_threads), STROP_OK);
+}
+END_TEST
 
 START_TEST(kernel_linear) {
   /* x [2,3], W [2,3], b [2]: y = x W^T + b by hand */
@@ -1698,6 +1798,8 @@ static Suite *suite(void) {
   } cases[] = {
       {"registry", registered},
       {"kernel_linear", kernel_linear},
+      {"kernel_linear_bias_split", kernel_linear_bias_split},
+      {"kernel_silu_gate_split", kernel_silu_gate_split},
       {"kernel_activations", kernel_activations},
       {"kernel_activation_grads", kernel_activation_grads},
       {"kernel_gelu_backward_assign", kernel_gelu_backward_assign},

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "core.h"
+#include "pool_profile.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #  include <immintrin.h>
@@ -44,6 +45,17 @@ static struct {
   void *ctx;
   int64_t n;
   _Atomic int chunks;
+  /* workers 0 .. helpers-1 take part in this run (the run's thread count less the caller):
+   * a run may have more chunks than threads, and the pool more workers than the run wants */
+  _Atomic int helpers;
+  struct {
+    int index;     /* the worker's number */
+    uint32_t seen; /* the run number current when it was started */
+  } start[MAX_WORKERS];
+  int profile; /* this run's chunks are timed (strop__pool_profile) */
+  /* with profile: the chunks' thread CPU time (ns) and count, on the caller ([0]) and the
+   * workers ([1]) */
+  _Atomic int64_t work_ns[2], work_chunks[2];
 } P = {.run_lock = PTHREAD_MUTEX_INITIALIZER,
        .mu = PTHREAD_MUTEX_INITIALIZER,
        .cv = PTHREAD_COND_INITIALIZER};
@@ -55,11 +67,22 @@ static void chunk_range(int64_t n, int chunks, int c, int64_t *lo, int64_t *hi) 
   *hi = n * (c + 1) / chunks;
 }
 
-static void claim_all(uint32_t run) {
+static int64_t thread_cpu_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+/* who: -1 on the thread that started the run, else the worker's number */
+static void claim_all(uint32_t run, int who) {
+  const int caller = who < 0;
   for (;;) {
     uint64_t t = atomic_load_explicit(&P.ticket, memory_order_acquire);
     if ((uint32_t)(t >> 32) != run) return;
     const uint32_t c = (uint32_t)t;
+    /* a worker the run does not want stays out (a later run's count, read late, only keeps it
+     * out of a run whose ticket its compare-and-swap would not match anyway) */
+    if (!caller && who >= atomic_load_explicit(&P.helpers, memory_order_acquire)) return;
     /* acquire: a chunk count of the next run is only seen after this run's ticket was closed,
      * so the compare-and-swap below cannot succeed on a stale ticket */
     if (c >= (uint32_t)atomic_load_explicit(&P.chunks, memory_order_acquire)) return;
@@ -69,7 +92,14 @@ static void claim_all(uint32_t run) {
     /* holding an unfinished chunk of this run: the run cannot end, its fields are stable */
     int64_t lo, hi;
     chunk_range(P.n, atomic_load_explicit(&P.chunks, memory_order_relaxed), (int)c, &lo, &hi);
-    P.fn(P.ctx, lo, hi, (int)c);
+    if (P.profile) {
+      const int64_t t0 = thread_cpu_ns();
+      P.fn(P.ctx, lo, hi, (int)c);
+      atomic_fetch_add_explicit(&P.work_ns[!caller], thread_cpu_ns() - t0, memory_order_relaxed);
+      atomic_fetch_add_explicit(&P.work_chunks[!caller], 1, memory_order_relaxed);
+    } else {
+      P.fn(P.ctx, lo, hi, (int)c);
+    }
     atomic_fetch_sub_explicit(&P.pending, 1, memory_order_acq_rel);
   }
 }
@@ -84,11 +114,12 @@ static uint32_t run_of_ticket(void) {
   return (uint32_t)(atomic_load_explicit(&P.ticket, memory_order_acquire) >> 32);
 }
 
-/* arg: the run number current when the worker was started (before the run that started it
- * was published), so a worker that starts late still joins that run */
+/* arg: its P.start entry: its number and the run number current when it was started (before
+ * the run that started it was published), so a worker that starts late still joins that run */
 static void *worker(void *arg) {
   t_in_run = 1; /* anything a worker calls runs serially inside it */
-  uint32_t seen = (uint32_t)(uintptr_t)arg;
+  const int index = ((const int *)arg)[0];
+  uint32_t seen = P.start[index].seen;
   for (;;) {
     uint32_t g;
     long start = now_ns();
@@ -104,7 +135,7 @@ static void *worker(void *arg) {
       if (stop) return NULL;
     }
     seen = g;
-    claim_all(g);
+    claim_all(g, index);
   }
 }
 
@@ -142,8 +173,9 @@ static void grow(int want) {
     P.atfork_done = 1;
   }
   while (P.nworkers < want) {
-    void *seen = (void *)(uintptr_t)run_of_ticket();
-    if (pthread_create(&P.tid[P.nworkers], NULL, worker, seen) != 0) break;
+    P.start[P.nworkers].index = P.nworkers;
+    P.start[P.nworkers].seen = run_of_ticket();
+    if (pthread_create(&P.tid[P.nworkers], NULL, worker, &P.start[P.nworkers]) != 0) break;
     P.nworkers++;
   }
 }
@@ -156,12 +188,84 @@ int strop__par_chunks(int nthreads, int64_t n, int64_t grain) {
   return c < 1 ? 1 : (int)c;
 }
 
+/* A split-independent run may be cut into up to strop__par_for_split chunks per thread: the
+ * caller and the workers claim them as they come, so a worker that arrives late (asleep after a
+ * long pass, or not scheduled on a loaded machine) could still take a share instead of leaving
+ * the caller to run every chunk of a short pass alone. 1 by default: 4 was no faster under load
+ * (calling thread 0.989-0.997x, docs/performance.md 2026-12-05, branch tt); bench_big's
+ * PAR_SPLIT=ab measures it again. */
+enum { PAR_FOR_SPLIT = 1 };
+int strop__par_for_split = PAR_FOR_SPLIT;
+int strop__split_passes = 1;
+
+int strop__pool_profile = 0;
+double strop__pool_par_s = 0.0, strop__pool_lone_s = 0.0;
+strop__pool_account strop__pool_accounts[STROP__POOL_ACCOUNTS];
+int strop__pool_naccounts = 0;
+
+static double thread_cpu_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* w: the run's chunk CPU times (ns) and counts, on the caller and the workers (par runs) */
+static void account(strop__par_fn fn, int chunks, int par, double s, const int64_t w[4]) {
+  *(par ? &strop__pool_par_s : &strop__pool_lone_s) += s;
+  int i = 0;
+  while (i < strop__pool_naccounts && strop__pool_accounts[i].fn != fn) i++;
+  if (i == STROP__POOL_ACCOUNTS) return;
+  strop__pool_account *a = &strop__pool_accounts[i];
+  if (i == strop__pool_naccounts) {
+    *a = (strop__pool_account){.fn = fn};
+    strop__pool_naccounts++;
+  }
+  if (chunks > a->chunks) a->chunks = chunks;
+  a->runs++;
+  if (par) {
+    a->par_s += s;
+    a->own_s += 1e-9 * (double)w[0];
+    a->worker_s += 1e-9 * (double)w[1];
+    a->own_chunks += w[2];
+    a->worker_chunks += w[3];
+  } else {
+    a->lone_runs++, a->lone_s += s;
+  }
+}
+
+static void par_run(int threads, int chunks, int64_t n, strop__par_fn fn, void *ctx, int *par,
+                    int64_t *w);
+
+/* a run of `chunks` chunks on at most `threads` threads (the caller and threads - 1 workers) */
+static void run_on(int threads, int chunks, int64_t n, strop__par_fn fn, void *ctx) {
+  static _Thread_local int depth; /* a run inside a lone run is counted in the outer one */
+  int par = 0;
+  if (!strop__pool_profile || t_in_run || depth) {
+    par_run(threads, chunks, n, fn, ctx, &par, NULL);
+    return;
+  }
+  int64_t w[4] = {0, 0, 0, 0};
+  depth = 1;
+  const double t0 = thread_cpu_s();
+  par_run(threads, chunks, n, fn, ctx, &par, w);
+  account(fn, chunks, par, thread_cpu_s() - t0, w);
+  depth = 0;
+}
+
 void strop__par_run(int chunks, int64_t n, strop__par_fn fn, void *ctx) {
+  run_on(chunks, chunks, n, fn, ctx);
+}
+
+/* *par: 1 when the run went to the workers; w (profiling, or NULL): see account */
+static void par_run(int threads, int chunks, int64_t n, strop__par_fn fn, void *ctx, int *par,
+                    int64_t *w) {
+  *par = 0;
   if (n <= 0) return;
   if (chunks > n) chunks = (int)n;
-  int serial = chunks <= 1 || t_in_run || pthread_mutex_trylock(&P.run_lock) != 0;
+  if (threads > chunks) threads = chunks;
+  int serial = threads <= 1 || t_in_run || pthread_mutex_trylock(&P.run_lock) != 0;
   if (!serial) {
-    grow(chunks - 1);
+    grow(threads - 1);
     if (P.nworkers == 0) {
       pthread_mutex_unlock(&P.run_lock);
       serial = 1;
@@ -175,9 +279,17 @@ void strop__par_run(int chunks, int64_t n, strop__par_fn fn, void *ctx) {
     }
     return;
   }
+  *par = 1;
   P.fn = fn;
   P.ctx = ctx;
   P.n = n;
+  P.profile = w != NULL;
+  atomic_store_explicit(&P.helpers, threads - 1 < P.nworkers ? threads - 1 : P.nworkers,
+                        memory_order_relaxed);
+  for (int i = 0; i < 2; i++) {
+    atomic_store_explicit(&P.work_ns[i], 0, memory_order_relaxed);
+    atomic_store_explicit(&P.work_chunks[i], 0, memory_order_relaxed);
+  }
   atomic_store_explicit(&P.pending, chunks, memory_order_relaxed);
   atomic_store_explicit(&P.chunks, chunks, memory_order_release);
   uint32_t run = run_of_ticket() + 1;
@@ -186,13 +298,18 @@ void strop__par_run(int chunks, int64_t n, strop__par_fn fn, void *ctx) {
   pthread_cond_broadcast(&P.cv);
   pthread_mutex_unlock(&P.mu);
   t_in_run = 1;
-  claim_all(run);
+  claim_all(run, -1);
   t_in_run = 0;
   /* the chunks still running are a worker's, already under way: spin, yielding now and then */
   for (unsigned spins = 1; atomic_load_explicit(&P.pending, memory_order_acquire) > 0; spins++) {
     CPU_RELAX();
     if ((spins & 4095) == 0) sched_yield();
   }
+  if (w)
+    for (int i = 0; i < 2; i++) {
+      w[i] = atomic_load_explicit(&P.work_ns[i], memory_order_relaxed);
+      w[2 + i] = atomic_load_explicit(&P.work_chunks[i], memory_order_relaxed);
+    }
   /* close the run: a worker that loaded this run's ticket late fails its compare-and-swap
    * instead of claiming a chunk index past the end while the next run is being set up */
   atomic_store_explicit(&P.ticket, ((uint64_t)run << 32) | TICKET_CLOSED, memory_order_relaxed);
@@ -200,7 +317,12 @@ void strop__par_run(int chunks, int64_t n, strop__par_fn fn, void *ctx) {
 }
 
 void strop__par_for(int64_t n, int64_t grain, strop__par_fn fn, void *ctx) {
-  strop__par_run(strop__par_chunks(strop__num_threads(), n, grain), n, fn, ctx);
+  const int threads = strop__num_threads();
+  if (threads <= 1) {
+    strop__par_run(1, n, fn, ctx);
+    return;
+  }
+  run_on(threads, strop__par_chunks(threads * strop__par_for_split, n, grain), n, fn, ctx);
 }
 
 static void zero_range(void *ctx, int64_t lo, int64_t hi, int chunk) {

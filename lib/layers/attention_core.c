@@ -345,7 +345,11 @@ static strop_status attn_forward(strop__node *n, const strop__exec *x, const str
       .dropout = x->training ? c->dropout : 0.0f, /* the seed: drawn below */
       .drop_row0 = x->rows_before,
       .scale = c->scale > 0 ? c->scale : (float)(1.0 / sqrt((double)g.hd)),
-      .chunks = strop__par_chunks(x->nthreads, nb, 1),
+      /* the tiled core splits (sample, kv head) items: one sample splits too */
+      .chunks = strop__par_chunks(
+          x->nthreads,
+          strop__sdpa_split_heads && strop__sdpa_pick_tiled(t, g.hd, c->causal) ? nb * g.kvh : nb,
+          1),
       .tiled = strop__sdpa_pick_tiled(t, g.hd, c->causal),
       /* the model's compute dtype: the products in BF16, the softmax in FP32 */
       .bf16 = x->compute_dtype == STROP__LOWP_BF16};

@@ -433,10 +433,22 @@ static inline int64_t visible_len(int causal, int64_t i, int64_t j0, int64_t bk)
   return !causal || i - j0 + 1 >= bk ? bk : i - j0 + 1;
 }
 
-/* Samples [b0, b1): per head and block of queries, the key blocks in order (a causal mask
+/* The tiled passes split (sample, kv head) pairs, item = sample * kv_heads + kv head, each the
+ * group of query heads that share the kv head, in head order: a batch of one sample (a
+ * TinyLlama step) still splits over the threads, and each head's sums — a kv head's gradient
+ * summed over its group — are the ones of a split by samples: the same bits at any count. */
+static void item_heads(const strop__sdpa_dims *dm, int64_t it, int64_t *b, int64_t *h0,
+                       int64_t *h1) {
+  const int64_t group = dm->heads / dm->kv_heads;
+  *b = it / dm->kv_heads;
+  *h0 = it % dm->kv_heads * group;
+  *h1 = *h0 + group;
+}
+
+/* Items [i0, i1): per head and block of queries, the key blocks in order (a causal mask
  * stops at the block's last query), each row's max m and sum l of exp(s - m) carried along
  * and the output rows rescaled when m grows; at the end out /= l, and m and 1 / l are kept. */
-STROP__CLONES static void tiled_fwd_samples(void *ctx, int64_t b0, int64_t b1, int chunk) {
+STROP__CLONES static void tiled_fwd_items(void *ctx, int64_t i0_, int64_t i1_, int chunk) {
   const core_job *j = ctx;
   const strop__sdpa_dims *dm = j->dm;
   const int64_t t = dm->t, h = dm->heads, hd = dm->head_dim, group = h / dm->kv_heads;
@@ -448,9 +460,11 @@ STROP__CLONES static void tiled_fwd_samples(void *ctx, int64_t b0, int64_t b1, i
   float *mrow = sm + BQ;                                  /* dropout: a row of the mask */
   float *Qr = mrow + (drop ? BK : 0), *Kr = Qr + BQ * hd; /* rotary: the blocks as loaded */
   float *W = bf16_area(Qr + tiled_rope_floats(dm));       /* dm->bf16's products */
-  for (int64_t b = b0; b < b1; b++) {
+  for (int64_t it = i0_; it < i1_; it++) {
+    int64_t b, h0, h1;
+    item_heads(dm, it, &b, &h0, &h1);
     const float *pad = dm->pad_mask ? dm->pad_mask + b * t : NULL;
-    for (int64_t hh = 0; hh < h; hh++) {
+    for (int64_t hh = h0; hh < h1; hh++) {
       const int64_t kvh = hh / group;
       const float *qh = j->q + b * t * dm->ldq + hh * hd;
       const float *kh = j->k + b * t * dm->ldk + kvh * hd;
@@ -530,14 +544,14 @@ STROP__CLONES static void tiled_fwd_samples(void *ctx, int64_t b0, int64_t b1, i
   }
 }
 
-/* Samples [b0, b1): per head, block of queries and block of keys, P = exp(s - max) / sum
+/* Items [i0, i1) (as the forward's): per head, block of queries and block of keys, P = exp(s - max) / sum
  * again, as the forward normalised its output (max and 1 / sum kept per row: the weights
  * and the output the backward sees agree to the forward's rounding, where one logsumexp
  * would add its own); dV += P^T dctx, dP = dctx V^T, dS = P (dP - D) with D = sum P dP
  * (= rowsum(dctx * ctx), taken so, in double, when a row's keys span several blocks: dK
  * sums dS, whose rows cancel to zero, so D is best had from the very P and dP when they
  * are at hand), dQ += scale dS K, dK += scale dS^T Q. */
-STROP__CLONES static void tiled_bwd_samples(void *ctx, int64_t b0, int64_t b1, int chunk) {
+STROP__CLONES static void tiled_bwd_items(void *ctx, int64_t i0_, int64_t i1_, int chunk) {
   const core_job *j = ctx;
   const strop__sdpa_dims *dm = j->dm;
   const int64_t t = dm->t, h = dm->heads, hd = dm->head_dim, group = h / dm->kv_heads;
@@ -553,17 +567,21 @@ STROP__CLONES static void tiled_bwd_samples(void *ctx, int64_t b0, int64_t b1, i
   float *Qr = drop ? mrow + BK : Pd, *Kr = Qr + BQ * hd, *dQr = Kr + BK * hd,
         *dKr = dQr + BQ * hd;
   float *W = bf16_area(Qr + 2 * tiled_rope_floats(dm)); /* dm->bf16's products */
-  for (int64_t b = b0; b < b1; b++) {
+  for (int64_t it = i0_; it < i1_; it++) {
+    int64_t b, h0, h1;
+    item_heads(dm, it, &b, &h0, &h1);
     const float *pad = dm->pad_mask ? dm->pad_mask + b * t : NULL;
-    if (!j->accumulate) /* written, not added: clear the sample's rows first, all heads at once */
+    if (!j->accumulate) /* written, not added: clear the item's columns of the sample's rows */
       for (int64_t i = 0; i < t; i++) {
-        if (j->dq) memset(j->dq + (b * t + i) * dm->ldq, 0, (size_t)(h * hd) * sizeof(float));
+        if (j->dq)
+          memset(j->dq + (b * t + i) * dm->ldq + h0 * hd, 0,
+                 (size_t)(group * hd) * sizeof(float));
         if (j->dk)
-          memset(j->dk + (b * t + i) * dm->ldk, 0, (size_t)(dm->kv_heads * hd) * sizeof(float));
+          memset(j->dk + (b * t + i) * dm->ldk + h0 / group * hd, 0, (size_t)hd * sizeof(float));
         if (j->dv)
-          memset(j->dv + (b * t + i) * dm->ldv, 0, (size_t)(dm->kv_heads * hd) * sizeof(float));
+          memset(j->dv + (b * t + i) * dm->ldv + h0 / group * hd, 0, (size_t)hd * sizeof(float));
       }
-    for (int64_t hh = 0; hh < h; hh++) {
+    for (int64_t hh = h0; hh < h1; hh++) {
       const int64_t kvh = hh / group;
       const int64_t qo = b * t * dm->ldq + hh * hd, ko = b * t * dm->ldk + kvh * hd,
                     vo = b * t * dm->ldv + kvh * hd;
@@ -652,6 +670,8 @@ STROP__CLONES static void tiled_bwd_samples(void *ctx, int64_t b0, int64_t b1, i
   }
 }
 
+int strop__sdpa_split_heads = 1;
+
 int strop__sdpa_pick_tiled(int64_t t, int64_t head_dim, int causal) {
   const int64_t bq = strop__sdpa_block_q > 0 ? strop__sdpa_block_q : 64;
   return t > 2 * head_dim || (causal && t > bq);
@@ -680,7 +700,8 @@ void strop__sdpa_forward(const strop__sdpa_dims *dm, const float *q, const float
                 .scratch = scratch,
                 .ctx = ctx,
                 .dot = dm->bf16 && strop__bf16_dot_enabled()};
-  strop__par_run(sdpa_chunks(dm), dm->n, dm->tiled ? tiled_fwd_samples : core_fwd_samples, &j);
+  if (dm->tiled) strop__par_run(sdpa_chunks(dm), dm->n * dm->kv_heads, tiled_fwd_items, &j);
+  else strop__par_run(sdpa_chunks(dm), dm->n, core_fwd_samples, &j);
 }
 
 void strop__sdpa_backward(const strop__sdpa_dims *dm, const float *q, const float *k,
@@ -699,7 +720,8 @@ void strop__sdpa_backward(const strop__sdpa_dims *dm, const float *q, const floa
                 .dv = dv,
                 .accumulate = accumulate,
                 .dot = dm->bf16 && strop__bf16_dot_enabled()};
-  strop__par_run(sdpa_chunks(dm), dm->n, dm->tiled ? tiled_bwd_samples : core_bwd_samples, &j);
+  if (dm->tiled) strop__par_run(sdpa_chunks(dm), dm->n * dm->kv_heads, tiled_bwd_items, &j);
+  else strop__par_run(sdpa_chunks(dm), dm->n, core_bwd_samples, &j);
 }
 
 /* ---- incremental decoding: new queries against cached keys and values ---- */

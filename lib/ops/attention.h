@@ -62,7 +62,9 @@ typedef struct strop__sdpa_dims {
   int64_t drop_row0;  /* with dropout: the global index of sample 0 (a data-parallel rank's rows
                          get the mask one process gives the same rows of the whole batch) */
   float scale;        /* of the scores, usually 1 / sqrt(head_dim) */
-  int chunks;         /* samples split into this many chunks run in parallel */
+  int chunks;         /* samples split into this many chunks run in parallel (tiled: the
+                         n * kv_heads (sample, kv head) items, a kv head with its group of
+                         query heads: the same bits at any count) */
   int tiled;          /* 1: flash-attention style, one block of scores per chunk at a time
                             with the online softmax (running max and sum); the forward keeps only
                             each row's max and inverse sum and the backward recomputes the score
@@ -87,6 +89,10 @@ typedef struct strop__sdpa_dims {
  * materialised backward (at t = 64, head_dim 32: one score costs 2 x 32 multiply-adds per
  * product, the exp as much as one more product). */
 int strop__sdpa_pick_tiled(int64_t t, int64_t head_dim, int causal);
+/* 1 (the default): the tiled core's callers count its chunks over the n * kv_heads (sample, kv
+ * head) items; 0: over the samples, as before 2026-12-05 (one sample: one chunk) — the same
+ * bits; bench_big's SDPA_SPLIT=ab switch. */
+extern int strop__sdpa_split_heads;
 
 /* Tests: the tiled path's block of queries x keys (defaults 64 x 128); > 0. */
 extern int strop__sdpa_block_q, strop__sdpa_block_k;

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/core.h"
+#include "core/pool_profile.h"
 #include "ops/ops.h"
 
 STROP__CLONES void strop__bf16_round_f32(const float *x, float *out, size_t n) {
@@ -448,8 +449,11 @@ void strop__bf16_shadow_fill(strop__lowp *q, const float *w) {
   if (q->panels) { /* split across threads by blocks of 32 output channels */
     const int64_t out = q->scale_cols ? q->cols : q->rows, in = q->scale_cols ? q->rows : q->cols;
     panel_fill F = {q, w, out, in, (in + 31) / 32 * 16};
-    strop__par_for((out + 31) / 32, 16, fill_avx512() ? fill_panels_avx512 : fill_panels_scalar,
-                   &F);
+    /* at least 64K weights a chunk: GPT-2's 768-wide outputs (24 panels) split too — at 16
+     * panels a chunk their copies ran on one thread after each optimizer step */
+    const int64_t per = 32 * in, grain = strop__split_passes ? (65536 + per - 1) / per : 16;
+    strop__par_for((out + 31) / 32, grain,
+                   fill_avx512() ? fill_panels_avx512 : fill_panels_scalar, &F);
     return;
   }
   if (!q->scale_cols) strop__bf16_round_n(w, q->v, (size_t)q->rows * (size_t)q->cols);

@@ -8,11 +8,60 @@
 #include <string.h>
 
 #include "core/core.h"
+#include "core/pool_profile.h"
 #include "ops/bf16gemm.h"
 #include "ops/ops.h"
 #include "ops/vmath.h"
 
 /* ---- linear ---- */
+
+/* A bias's rows and its gradient's column sums were a linear's serial passes (at 2 threads,
+ * outside any parallel run: POOL_PROFILE in docs/performance.md, 2026-12-05): rows copied in
+ * chunks of rows, sums in chunks of columns, each column summed over the rows in row order —
+ * the same bits at any thread count. */
+typedef struct bias_job {
+  const float *b, *dy;
+  float *y, *db;
+  int64_t m, out;
+  int assign; /* db = 0 + the first row, then the others added */
+} bias_job;
+
+static void bias_rows_range(void *ctx, int64_t r0, int64_t r1, int chunk) {
+  (void)chunk;
+  const bias_job *j = ctx;
+  for (int64_t i = r0; i < r1; i++)
+    memcpy(j->y + i * j->out, j->b, (size_t)j->out * sizeof(float));
+}
+
+/* y's m rows of out = b */
+static void bias_rows(const float *b, float *y, int64_t m, int64_t out) {
+  bias_job j = {.b = b, .y = y, .m = m, .out = out};
+  if (!strop__split_passes) bias_rows_range(&j, 0, m, 0);
+  else strop__par_for(m, out >= 16384 ? 1 : 16384 / (out > 0 ? out : 1), bias_rows_range, &j);
+}
+
+static void bias_grad_range(void *ctx, int64_t c0, int64_t c1, int chunk) {
+  (void)chunk;
+  const bias_job *j = ctx;
+  float *db = j->db;
+  int64_t i = 0;
+  if (j->assign) { /* 0 + the first row, as adding into zeros gives (-0 becomes +0) */
+    for (int64_t c = c0; c < c1; c++) db[c] = j->m > 0 ? 0.0f + j->dy[c] : 0.0f;
+    i = 1;
+  }
+  for (; i < j->m; i++) {
+    const float *r = j->dy + i * j->out;
+    for (int64_t c = c0; c < c1; c++) db[c] += r[c];
+  }
+}
+
+/* db (+)= the column sums of dy [m, out], in row order */
+static void bias_grad(const float *dy, float *db, int64_t m, int64_t out, int assign) {
+  bias_job j = {.dy = dy, .db = db, .m = m, .out = out, .assign = assign};
+  const int64_t grain = 16384 / (m > 0 ? m : 1); /* columns: at least 16384 adds a chunk */
+  if (!strop__split_passes) bias_grad_range(&j, 0, out, 0);
+  else strop__par_for(out, grain < 16 ? 16 : grain, bias_grad_range, &j);
+}
 
 void strop__linear_forward(const float *x, const float *w, const float *b, float *y, int64_t m,
                            int64_t in, int64_t out) {
@@ -23,7 +72,7 @@ void strop__linear_forward_ex(const float *x, const float *w, const float *b, fl
                               int64_t in, int64_t out, int w_in_out) {
   float beta = 0.0f;
   if (b) {
-    for (int64_t i = 0; i < m; i++) memcpy(y + i * out, b, (size_t)out * sizeof(float));
+    bias_rows(b, y, m, out);
     beta = 1.0f;
   }
   if (w_in_out) strop__sgemm(0, 0, m, out, in, 1.0f, x, in, w, out, beta, y, out);
@@ -47,15 +96,7 @@ int strop__linear_backward(const float *x, const float *w, const float *dy, floa
     else if (dw) strop__sgemm(1, 0, out, in, m, 1.0f, dy, out, x, in, 1.0f, dw, in);
   }
   if (db) {
-    int64_t i = 0;
-    if (assign_p) { /* 0 + the first row, as adding into zeros gives (-0 becomes +0) */
-      for (int64_t j = 0; j < out; j++) db[j] = m > 0 ? 0.0f + dy[j] : 0.0f;
-      i = 1;
-    }
-    for (; i < m; i++) {
-      const float *r = dy + i * out;
-      for (int64_t j = 0; j < out; j++) db[j] += r[j];
-    }
+    bias_grad(dy, db, m, out, assign_p);
     if (assign_p) finite = finite && strop__all_finite_serial(db, (size_t)out);
   }
   return finite;
@@ -70,7 +111,7 @@ int strop__linear_forward_lowp(const float *x, const strop__lowp *w, const float
     if (!abf) return -1;
     float beta = 0.0f;
     if (b) {
-      for (int64_t i = 0; i < m; i++) memcpy(y + i * out, b, (size_t)out * sizeof(float));
+      bias_rows(b, y, m, out);
       beta = 1.0f;
     }
     strop__bf16_gemm_nt(m, out, in, x, in, w, beta, y, out, abf);
@@ -470,17 +511,46 @@ STROP__CLONES void strop__silu_backward(const float *x, const float *y, const fl
   }
 }
 
-STROP__CLONES void strop__silu_gate_forward(const float *g, const float *u, float *h, size_t n) {
-  for (size_t i = 0; i < n; i++) h[i] = g[i] / (1.0f + strop__vexpf(-g[i])) * u[i];
+/* The SiLU gate's passes, elementwise, split over the threads in ranges of elements (they ran
+ * on the calling thread alone: 3% of its time in a 2-thread TinyLlama LoRA step, POOL_PROFILE;
+ * each element's operations are the same in any range: the same bits). */
+typedef struct silu_gate_job {
+  const float *g, *u;
+  float *h, *dh, *du;
+} silu_gate_job;
+
+STROP__CLONES static void silu_gate_fwd_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  (void)chunk;
+  const silu_gate_job *j = ctx;
+  const float *g = j->g, *u = j->u;
+  float *h = j->h;
+  for (int64_t i = lo; i < hi; i++) h[i] = g[i] / (1.0f + strop__vexpf(-g[i])) * u[i];
 }
 
-STROP__CLONES void strop__silu_gate_backward(const float *g, const float *u, float *dh, float *du,
-                                             size_t n) {
-  for (size_t i = 0; i < n; i++) {
+STROP__CLONES static void silu_gate_bwd_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  (void)chunk;
+  const silu_gate_job *j = ctx;
+  const float *g = j->g, *u = j->u;
+  float *dh = j->dh, *du = j->du;
+  for (int64_t i = lo; i < hi; i++) {
     const float e = strop__vexpf(-g[i]), s = 1.0f / (1.0f + e), d = dh[i];
     du[i] = d * (g[i] / (1.0f + e));
     dh[i] = d * u[i] * s * (1.0f + g[i] * (1.0f - s));
   }
+}
+
+enum { SILU_GATE_GRAIN = 16384 }; /* elements a chunk, as the activations' */
+
+void strop__silu_gate_forward(const float *g, const float *u, float *h, size_t n) {
+  silu_gate_job j = {.g = g, .u = u, .h = h};
+  if (!strop__split_passes) silu_gate_fwd_range(&j, 0, (int64_t)n, 0);
+  else strop__par_for((int64_t)n, SILU_GATE_GRAIN, silu_gate_fwd_range, &j);
+}
+
+void strop__silu_gate_backward(const float *g, const float *u, float *dh, float *du, size_t n) {
+  silu_gate_job j = {.g = g, .u = u, .dh = dh, .du = du};
+  if (!strop__split_passes) silu_gate_bwd_range(&j, 0, (int64_t)n, 0);
+  else strop__par_for((int64_t)n, SILU_GATE_GRAIN, silu_gate_bwd_range, &j);
 }
 
 void strop__tanh_forward(const float *x, float *y, size_t n) {

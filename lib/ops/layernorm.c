@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/core.h"
+#include "core/pool_profile.h"
 #include "ops/ops.h"
 
 /* Rows are independent: both passes split rows across strop's threads (no bit changes). Each
@@ -142,24 +143,46 @@ STROP__CLONES static void ln_backward_dx_chunk(void *ctx, int64_t r0, int64_t r1
   }
 }
 
-/* the parameter gradients sum over rows: one thread, in row order */
-STROP__CLONES static void ln_param_grads(const float *x, const float *dy, int64_t rows, int64_t d,
-                                         const float *mean, const float *rstd, float *dgamma,
-                                         float *dbeta) {
-  for (int64_t r = 0; r < rows; r++) {
-    const float *xr = x + r * d, *dyr = dy + r * d;
-    float m = mean[r], rs = rstd[r];
+/* the parameter gradients sum over rows in row order, the threads splitting the columns: the
+ * same bits at any thread count (one thread summed them all while the other waited: a serial
+ * pass of the step, docs/performance.md 2026-12-05) */
+typedef struct ln_pg_job {
+  const float *x, *dy, *mean, *rstd;
+  int64_t rows, d;
+  float *dgamma, *dbeta;
+} ln_pg_job;
+
+STROP__CLONES static void ln_param_grads(void *ctx, int64_t c0, int64_t c1, int chunk) {
+  (void)chunk;
+  const ln_pg_job *jb = ctx;
+  const int64_t d = jb->d;
+  float *dgamma = jb->dgamma, *dbeta = jb->dbeta;
+  for (int64_t r = 0; r < jb->rows; r++) {
+    const float *xr = jb->x + r * d, *dyr = jb->dy + r * d;
+    float m = jb->mean[r], rs = jb->rstd[r];
     if (dgamma)
-      for (int64_t j = 0; j < d; j++) dgamma[j] += dyr[j] * (xr[j] - m) * rs;
+      for (int64_t j = c0; j < c1; j++) dgamma[j] += dyr[j] * (xr[j] - m) * rs;
     if (dbeta)
-      for (int64_t j = 0; j < d; j++) dbeta[j] += dyr[j];
+      for (int64_t j = c0; j < c1; j++) dbeta[j] += dyr[j];
   }
 }
 
 void strop__layernorm_backward(const float *x, const float *dy, int64_t rows, int64_t d,
                                const float *gamma, const float *mean, const float *rstd,
                                float *dx, float *dgamma, float *dbeta) {
-  if (dgamma || dbeta) ln_param_grads(x, dy, rows, d, mean, rstd, dgamma, dbeta);
+  if (dgamma || dbeta) {
+    ln_pg_job pj = {.x = x,
+                    .dy = dy,
+                    .mean = mean,
+                    .rstd = rstd,
+                    .rows = rows,
+                    .d = d,
+                    .dgamma = dgamma,
+                    .dbeta = dbeta};
+    const int64_t grain = 8192 / (rows > 0 ? rows : 1); /* columns: 8192 rows' worth a chunk */
+    if (!strop__split_passes) ln_param_grads(&pj, 0, d, 0);
+    else strop__par_for(d, grain < 16 ? 16 : grain, ln_param_grads, &pj);
+  }
   if (!dx) return;
   ln_job j = {.x = x, .dy = dy, .gamma = gamma, .cmean = mean, .crstd = rstd, .d = d, .dx = dx};
   strop__par_for(rows, row_grain(d), ln_backward_dx_chunk, &j);
