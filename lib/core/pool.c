@@ -203,11 +203,7 @@ double strop__pool_par_s = 0.0, strop__pool_lone_s = 0.0;
 strop__pool_account strop__pool_accounts[STROP__POOL_ACCOUNTS];
 int strop__pool_naccounts = 0;
 
-static double thread_cpu_s(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
+static double thread_cpu_s(void) { return 1e-9 * (double)thread_cpu_ns(); }
 
 /* w: the run's chunk CPU times (ns) and counts, on the caller and the workers (par runs) */
 static void account(strop__par_fn fn, int chunks, int par, double s, const int64_t w[4]) {
@@ -323,6 +319,11 @@ void strop__par_for(int64_t n, int64_t grain, strop__par_fn fn, void *ctx) {
     return;
   }
   run_on(threads, strop__par_chunks(threads * strop__par_for_split, n, grain), n, fn, ctx);
+}
+
+void strop__par_for_pass(int64_t n, int64_t grain, strop__par_fn fn, void *ctx) {
+  if (strop__split_passes) strop__par_for(n, grain, fn, ctx);
+  else if (n > 0) fn(ctx, 0, n, 0);
 }
 
 static void zero_range(void *ctx, int64_t lo, int64_t hi, int chunk) {

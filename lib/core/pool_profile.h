@@ -31,6 +31,9 @@ extern int strop__par_for_split;
  * gated MLP's SiLU gate forward and backward) run split; 0: on the calling thread, as before 2026-12-05 — the same bits; bench_big's
  * SPLIT_PASSES=ab switch */
 extern int strop__split_passes;
+/* One of those passes: strop__par_for with strop__split_passes, else fn over [0, n) on the
+ * calling thread (chunk 0). */
+void strop__par_for_pass(int64_t n, int64_t grain, strop__par_fn fn, void *ctx);
 extern int strop__pool_profile;
 extern double strop__pool_par_s, strop__pool_lone_s;
 extern strop__pool_account strop__pool_accounts[STROP__POOL_ACCOUNTS];

@@ -332,6 +332,7 @@ static strop_status attn_forward(strop__node *n, const strop__exec *x, const str
   int64_t ld[3];
   views(in, n->n_in, &g, &sv->q, &sv->k, &sv->v, ld);
   if (x->decode) return attn_decode(n, x, &g, sv->q, sv->k, sv->v, ld, nb, t, out->data);
+  const int tiled = strop__sdpa_pick_tiled(t, g.hd, c->causal);
   sv->dm = (strop__sdpa_dims){
       .n = nb,
       .t = t,
@@ -346,11 +347,9 @@ static strop_status attn_forward(strop__node *n, const strop__exec *x, const str
       .drop_row0 = x->rows_before,
       .scale = c->scale > 0 ? c->scale : (float)(1.0 / sqrt((double)g.hd)),
       /* the tiled core splits (sample, kv head) items: one sample splits too */
-      .chunks = strop__par_chunks(
-          x->nthreads,
-          strop__sdpa_split_heads && strop__sdpa_pick_tiled(t, g.hd, c->causal) ? nb * g.kvh : nb,
-          1),
-      .tiled = strop__sdpa_pick_tiled(t, g.hd, c->causal),
+      .chunks = strop__par_chunks(x->nthreads, strop__sdpa_split_heads && tiled ? nb * g.kvh : nb,
+                                  1),
+      .tiled = tiled,
       /* the model's compute dtype: the products in BF16, the softmax in FP32 */
       .bf16 = x->compute_dtype == STROP__LOWP_BF16};
   sv->dm.pad_mask = strop__exec_mask(n, x, t, &st);

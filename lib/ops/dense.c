@@ -36,8 +36,7 @@ static void bias_rows_range(void *ctx, int64_t r0, int64_t r1, int chunk) {
 /* y's m rows of out = b */
 static void bias_rows(const float *b, float *y, int64_t m, int64_t out) {
   bias_job j = {.b = b, .y = y, .m = m, .out = out};
-  if (!strop__split_passes) bias_rows_range(&j, 0, m, 0);
-  else strop__par_for(m, out >= 16384 ? 1 : 16384 / (out > 0 ? out : 1), bias_rows_range, &j);
+  strop__par_for_pass(m, out >= 16384 ? 1 : 16384 / (out > 0 ? out : 1), bias_rows_range, &j);
 }
 
 static void bias_grad_range(void *ctx, int64_t c0, int64_t c1, int chunk) {
@@ -59,8 +58,7 @@ static void bias_grad_range(void *ctx, int64_t c0, int64_t c1, int chunk) {
 static void bias_grad(const float *dy, float *db, int64_t m, int64_t out, int assign) {
   bias_job j = {.dy = dy, .db = db, .m = m, .out = out, .assign = assign};
   const int64_t grain = 16384 / (m > 0 ? m : 1); /* columns: at least 16384 adds a chunk */
-  if (!strop__split_passes) bias_grad_range(&j, 0, out, 0);
-  else strop__par_for(out, grain < 16 ? 16 : grain, bias_grad_range, &j);
+  strop__par_for_pass(out, grain < 16 ? 16 : grain, bias_grad_range, &j);
 }
 
 void strop__linear_forward(const float *x, const float *w, const float *b, float *y, int64_t m,
@@ -543,14 +541,12 @@ enum { SILU_GATE_GRAIN = 16384 }; /* elements a chunk, as the activations' */
 
 void strop__silu_gate_forward(const float *g, const float *u, float *h, size_t n) {
   silu_gate_job j = {.g = g, .u = u, .h = h};
-  if (!strop__split_passes) silu_gate_fwd_range(&j, 0, (int64_t)n, 0);
-  else strop__par_for((int64_t)n, SILU_GATE_GRAIN, silu_gate_fwd_range, &j);
+  strop__par_for_pass((int64_t)n, SILU_GATE_GRAIN, silu_gate_fwd_range, &j);
 }
 
 void strop__silu_gate_backward(const float *g, const float *u, float *dh, float *du, size_t n) {
   silu_gate_job j = {.g = g, .u = u, .dh = dh, .du = du};
-  if (!strop__split_passes) silu_gate_bwd_range(&j, 0, (int64_t)n, 0);
-  else strop__par_for((int64_t)n, SILU_GATE_GRAIN, silu_gate_bwd_range, &j);
+  strop__par_for_pass((int64_t)n, SILU_GATE_GRAIN, silu_gate_bwd_range, &j);
 }
 
 void strop__tanh_forward(const float *x, float *y, size_t n) {

@@ -180,8 +180,7 @@ void strop__layernorm_backward(const float *x, const float *dy, int64_t rows, in
                     .dgamma = dgamma,
                     .dbeta = dbeta};
     const int64_t grain = 8192 / (rows > 0 ? rows : 1); /* columns: 8192 rows' worth a chunk */
-    if (!strop__split_passes) ln_param_grads(&pj, 0, d, 0);
-    else strop__par_for(d, grain < 16 ? 16 : grain, ln_param_grads, &pj);
+    strop__par_for_pass(d, grain < 16 ? 16 : grain, ln_param_grads, &pj);
   }
   if (!dx) return;
   ln_job j = {.x = x, .dy = dy, .gamma = gamma, .cmean = mean, .crstd = rstd, .d = d, .dx = dx};
