@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* strop tests — dist suite: the collective interface and the data-parallel trainer, with the
  * ranks played by threads over a host-style (custom) collective, so the default build tests it. */
+#include <errno.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -8,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/tensor_impl.h"
@@ -21,7 +23,13 @@ enum { MAXR = 4 };
 
 typedef struct world {
   int size;
-  pthread_barrier_t bar;
+  /* where the ranks meet (meet): a barrier that gives up after MEET_SECONDS, so that a rank
+   * left waiting for one that never comes fails the test instead of hanging it */
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int arrived;
+  unsigned gen;
+  int hung; /* 1: a rank waited MEET_SECONDS in vain; every collective fails from then on */
   void *slot[MAXR];
   int64_t floats;  /* floats all-reduced (counted once, by rank 0) */
   int64_t calls;   /* collectives so far (rank 0's count; all ranks make the same) */
@@ -36,6 +44,41 @@ typedef struct rank_ctx {
   int64_t calls;
   int64_t started, tested, waited; /* asynchronous sums */
 } rank_ctx;
+
+enum { MEET_SECONDS = 120 };
+
+static void world_open(world *w, int size) {
+  w->size = size;
+  pthread_mutex_init(&w->mu, NULL);
+  pthread_cond_init(&w->cv, NULL);
+}
+
+static void world_close(world *w) {
+  pthread_cond_destroy(&w->cv);
+  pthread_mutex_destroy(&w->mu);
+}
+
+/* 0 when every rank has come; 1 when one did not within MEET_SECONDS (w->hung). */
+static int meet(world *w) {
+  pthread_mutex_lock(&w->mu);
+  const unsigned gen = w->gen;
+  if (!w->hung && ++w->arrived == w->size) {
+    w->arrived = 0;
+    w->gen++;
+    pthread_cond_broadcast(&w->cv);
+  }
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += MEET_SECONDS;
+  while (gen == w->gen && !w->hung)
+    if (pthread_cond_timedwait(&w->cv, &w->mu, &until) == ETIMEDOUT) {
+      w->hung = 1;
+      pthread_cond_broadcast(&w->cv);
+    }
+  const int late = gen == w->gen;
+  pthread_mutex_unlock(&w->mu);
+  return late;
+}
 
 static int f_rank(void *c) { return ((rank_ctx *)c)->rank; }
 static int f_size(void *c) { return ((rank_ctx *)c)->w->size; }
@@ -52,14 +95,17 @@ static int failing(rank_ctx *r) {
   world *w = r->w;                                               \
   if (failing(r)) return 1;                                      \
   w->slot[r->rank] = v;                                          \
-  pthread_barrier_wait(&w->bar);                                 \
+  if (meet(w)) return 1;                                         \
   T *acc = malloc((size_t)(n ? n : 1) * sizeof *acc);            \
   for (int64_t i = 0; i < n; i++) {                              \
     T s = ((T *)w->slot[0])[i];                                  \
     for (int k = 1; k < w->size; k++) s += ((T *)w->slot[k])[i]; \
     acc[i] = s;                                                  \
   }                                                              \
-  pthread_barrier_wait(&w->bar);                                 \
+  if (meet(w)) {                                                 \
+    free(acc);                                                   \
+    return 1;                                                    \
+  }                                                              \
   memcpy(v, acc, (size_t)n * sizeof *acc);                       \
   free(acc);
 
@@ -79,17 +125,15 @@ static int f_bcast(void *c, void *v, size_t bytes, int root) {
   world *w = r->w;
   if (failing(r)) return 1;
   w->slot[r->rank] = v;
-  pthread_barrier_wait(&w->bar);
+  if (meet(w)) return 1;
   if (r->rank != root) memcpy(v, w->slot[root], bytes);
-  pthread_barrier_wait(&w->bar);
-  return 0;
+  return meet(w);
 }
 
 static int f_barrier(void *c) {
   rank_ctx *r = c;
   if (failing(r)) return 1;
-  pthread_barrier_wait(&r->w->bar);
-  return 0;
+  return meet(r->w);
 }
 
 /* The asynchronous sum: done at once (a collective over the thread ranks) when started, so a
@@ -141,9 +185,11 @@ typedef struct rank_job {
   sc_run run;
   void (*body)(strop_dist *d, struct rank_job *j); /* NULL: sc_fit */
   int64_t out[4];
-  int sync;     /* bodies that train BatchNorms: STROP_TRAIN_SYNC_BATCHNORM */
-  int residual; /* bn_body: conv 2 -> 2, the norm, its sum with the input, relu (one fused
+  int sync;        /* bodies that train BatchNorms: STROP_TRAIN_SYNC_BATCHNORM */
+  int residual;    /* bn_body: conv 2 -> 2, the norm, its sum with the input, relu (one fused
                    chain: the norm takes the sum and the relu) */
+  int accum;       /* oom_body: micro-batches per step */
+  int64_t fail_at; /* oom_body: this rank's allocation that fails in its first step (0: none) */
 } rank_job;
 
 static void *rank_main(void *p) {
@@ -163,9 +209,8 @@ static void *rank_main(void *p) {
  * world.async. */
 static void run_ranks_async(world *w, int size, rank_job *jobs, int async) {
   memset(w, 0, sizeof *w);
-  w->size = size;
+  world_open(w, size);
   w->async = async;
-  pthread_barrier_init(&w->bar, NULL, (unsigned)size);
   pthread_t th[MAXR];
   for (int i = 0; i < size; i++) {
     jobs[i].w = w;
@@ -175,7 +220,8 @@ static void run_ranks_async(world *w, int size, rank_job *jobs, int async) {
     ck_assert_int_eq(pthread_create(&th[i], NULL, rank_main, &jobs[i]), 0);
   }
   for (int i = 0; i < size; i++) pthread_join(th[i], NULL);
-  pthread_barrier_destroy(&w->bar);
+  world_close(w);
+  ck_assert_msg(!w->hung, "a rank waited %d s for the others in a collective", MEET_SECONDS);
 }
 
 static void run_ranks(world *w, int size, rank_job *jobs) { run_ranks_async(w, size, jobs, 0); }
@@ -454,6 +500,29 @@ START_TEST(sync_batchnorm_is_one_process_on_the_whole_batch) {
 }
 END_TEST
 
+/* An optimizer (kind) and a trainer on m, one rank of d, batch norms synced or not. */
+static strop_trainer *rank_trainer(strop_model *m, strop_dist *d, int kind, int sync,
+                                   strop_optimizer **opt) {
+  strop_trainer *t = NULL;
+  strop_test_must(strop_optimizer_create(m, kind, opt), "optimizer");
+  strop_test_must(strop_trainer_create(m, *opt, &t), "trainer");
+  strop_test_must(strop_trainer_set_dist(t, d), "set_dist");
+  strop_test_must(strop_trainer_set_int(t, STROP_TRAIN_SYNC_BATCHNORM, sync), "sync");
+  return t;
+}
+
+/* The end of a body: the global step into j->out[2], the weights into j->run, all freed. */
+static void rank_end(rank_job *j, strop_model *m, strop_optimizer *opt, strop_trainer *t,
+                     strop_tensor *x, strop_tensor *y) {
+  j->out[2] = strop_trainer_global_step(t);
+  j->run.w = sc_weights(m, &j->run.n);
+  strop_tensor_free(x);
+  strop_tensor_free(y);
+  strop_trainer_free(t);
+  strop_optimizer_free(opt);
+  strop_model_free(m);
+}
+
 /* With the statistics summed over the group, a rank that fails before a BatchNorm (a token id
  * out of range in its rows' embedding) leaves the other waiting in that BatchNorm's sum: the
  * agreement before it tells the other, both drop the step, and a good step after it runs on
@@ -470,11 +539,7 @@ static void sync_fail_body(strop_dist *d, rank_job *j) {
   strop_test_must(strop_model_add(m, "head", "linear", "out_features=3", NULL), "head");
   strop_test_must(strop_model_finalize(m, 5), "finalize");
   strop_optimizer *opt = NULL;
-  strop_trainer *t = NULL;
-  strop_test_must(strop_optimizer_create(m, STROP_OPTIM_SGD, &opt), "optimizer");
-  strop_test_must(strop_trainer_create(m, opt, &t), "trainer");
-  strop_test_must(strop_trainer_set_dist(t, d), "set_dist");
-  strop_test_must(strop_trainer_set_int(t, STROP_TRAIN_SYNC_BATCHNORM, 1), "sync");
+  strop_trainer *t = rank_trainer(m, d, STROP_OPTIM_SGD, 1, &opt);
   int64_t xd[2] = {4, 4}, yd[1] = {4};
   strop_tensor *x = NULL, *y = NULL;
   strop_test_must(strop_tensor_create(2, xd, &x), "x");
@@ -488,13 +553,7 @@ static void sync_fail_body(strop_dist *d, rank_job *j) {
   snprintf(j->run.error, sizeof j->run.error, "%s", j->out[0] ? strop_last_error() : "");
   xv[6] = 2.0f;
   j->out[1] = strop_trainer_step(t, x, y, &loss);
-  j->out[2] = strop_trainer_global_step(t);
-  j->run.w = sc_weights(m, &j->run.n);
-  strop_tensor_free(x);
-  strop_tensor_free(y);
-  strop_trainer_free(t);
-  strop_optimizer_free(opt);
-  strop_model_free(m);
+  rank_end(j, m, opt, t, x, y);
 }
 
 START_TEST(sync_batchnorm_rank_failing_before_a_sum) {
@@ -517,6 +576,203 @@ START_TEST(sync_batchnorm_rank_failing_before_a_sum) {
 }
 END_TEST
 
+/* A rank that runs out of memory in a step, anywhere: in the forward, in the backward after
+ * the ranks agreed on the loss, or making the sums' plan or the optimizer's first state. Each
+ * rank: a first step (accum micro-batches) with, on the failing rank, its allocation number
+ * j->fail_at failing; then a second step. out: the first step's status, the second's, the
+ * global step, 1 when the planned failure happened. Two convs with batch norms between
+ * (summed over the group with j->sync), Adam, buckets of 40 floats. */
+static void oom_body(strop_dist *d, rank_job *j) {
+  const int64_t in[3] = {2, 40, 40};
+  strop_model *m = NULL;
+  strop_test_must(strop_model_create(3, in, &m), "create");
+  strop_test_must(
+      strop_model_add(m, "c1", "conv2d", "out_channels=4 kernel_size=3 padding=1", NULL), "c1");
+  strop_test_must(strop_model_add(m, "n1", "batchnorm2d", NULL, NULL), "n1");
+  strop_test_must(strop_model_add(m, "r1", "relu", NULL, NULL), "r1");
+  strop_test_must(
+      strop_model_add(m, "c2", "conv2d", "out_channels=4 kernel_size=3 padding=1", NULL), "c2");
+  strop_test_must(strop_model_add(m, "n2", "batchnorm2d", NULL, NULL), "n2");
+  strop_test_must(strop_model_add(m, "r2", "relu", NULL, NULL), "r2");
+  strop_test_must(strop_model_add(m, "pool", "global_avgpool", NULL, NULL), "pool");
+  strop_test_must(strop_model_add(m, "head", "linear", "out_features=3", NULL), "head");
+  strop_test_must(strop_model_finalize(m, 9), "finalize");
+  strop_optimizer *opt = NULL;
+  strop_trainer *t = rank_trainer(m, d, STROP_OPTIM_ADAM, j->sync, &opt);
+  strop_test_must(strop_trainer_set_int(t, STROP_TRAIN_ACCUM_STEPS, j->accum ? j->accum : 1),
+                  "accum");
+  t->bucket_max = 40;
+  int64_t xd[4] = {12, 2, 40, 40}, yd[1] = {12};
+  strop_tensor *x = NULL, *y = NULL;
+  strop_test_must(strop_tensor_create(4, xd, &x), "x");
+  strop_test_must(strop_tensor_create(1, yd, &y), "y");
+  float *xv = strop_tensor_data(x), *yv = strop_tensor_data(y);
+  for (int i = 0; i < 12 * 3200; i++)
+    xv[i] = (float)((i * 7 + 3 * j->rc.rank) % 11) / 5.0f - 1.0f;
+  for (int i = 0; i < 12; i++) yv[i] = (float)((i + j->rc.rank) % 3);
+  float loss = 0;
+  strop_status s = STROP_OK;
+  if (j->fail_at) strop__alloc_fail_at_thread(j->fail_at);
+  for (int k = 0; !s && k < (j->accum ? j->accum : 1); k++)
+    s = strop_trainer_step(t, x, y, &loss);
+  if (j->fail_at) {
+    j->out[3] = strop__alloc_failed();
+    strop__alloc_fail_at_thread(0);
+  }
+  j->out[0] = s;
+  snprintf(j->run.error, sizeof j->run.error, "%s", s ? strop_last_error() : "");
+  s = STROP_OK;
+  for (int k = 0; !s && k < (j->accum ? j->accum : 1); k++)
+    s = strop_trainer_step(t, x, y, &loss);
+  j->out[1] = s;
+  rank_end(j, m, opt, t, x, y);
+}
+
+/* Rank 1's every allocation of its first step failing in turn: every rank returns from that
+ * step, rank 1 with STROP_E_NOMEM and rank 0 with STROP_E_IO naming the failure, none waits
+ * for ever (a backward that failed after the ranks agreed on the loss used to leave rank 0
+ * waiting in the gradients' sums); the second step runs on both and the ranks' weights are the
+ * same bit for bit. Returns the allocations swept. */
+static int oom_sweep(int sync, int async, int accum) {
+  int fired = 1, n = 0, in_backward = 0;
+  while (fired) {
+    n++;
+    ck_assert_int_lt(n, 5000);
+    rank_job jobs[2];
+    memset(jobs, 0, sizeof jobs);
+    for (int i = 0; i < 2; i++) {
+      jobs[i].body = oom_body;
+      jobs[i].sync = sync;
+      jobs[i].accum = accum;
+    }
+    jobs[1].fail_at = n;
+    world w;
+    run_ranks_async(&w, 2, jobs, async);
+    fired = (int)jobs[1].out[3];
+    const strop_status s0 = (strop_status)jobs[0].out[0], s1 = (strop_status)jobs[1].out[0];
+    ck_assert_msg((s0 == STROP_OK) == (s1 == STROP_OK),
+                  "rank 1's allocation %d failing: rank 0 %d (%s), rank 1 %d (%s)", n, s0,
+                  jobs[0].run.error, s1, jobs[1].run.error);
+    if (s1) {
+      ck_assert_msg(s1 == STROP_E_NOMEM, "allocation %d: rank 1 %d (%s)", n, s1,
+                    jobs[1].run.error);
+      ck_assert_msg(s0 == STROP_E_IO && strstr(jobs[0].run.error, "1 of 2 ranks failed"),
+                    "allocation %d: rank 0 %d (%s)", n, s0, jobs[0].run.error);
+      in_backward += strstr(jobs[0].run.error, "failed in the backward") != NULL;
+    }
+    for (int i = 0; i < 2; i++)
+      ck_assert_msg(jobs[i].out[1] == STROP_OK, "allocation %d: rank %d's next step: %s", n, i,
+                    jobs[i].run.error);
+    ck_assert_int_eq(jobs[0].out[2], jobs[1].out[2]);
+    ck_assert_int_eq(jobs[0].out[2], s1 ? 1 : 2);
+    ck_assert_uint_eq(jobs[0].run.n, jobs[1].run.n);
+    ck_assert_msg(memcmp(jobs[0].run.w, jobs[1].run.w, jobs[0].run.n * sizeof(float)) == 0,
+                  "allocation %d: the ranks' weights differ", n);
+    free_runs(jobs, 2);
+  }
+  /* the sweep reached the backward: rank 0 learnt of rank 1's failure after their agreement
+   * on the loss (a convolution's scratch in the backward) */
+  ck_assert_int_gt(in_backward, 0);
+  return n;
+}
+
+/* (the planned step: its convolution's scratch in the backward is allocated there) */
+START_TEST(rank_out_of_memory_in_a_step) {
+  printf("dist: rank 1 out of memory: %d allocations swept (blocking sums)", oom_sweep(0, 0, 1));
+  printf(", %d (sums overlapped with the backward)", oom_sweep(0, 1, 1));
+  printf(", %d (2 micro-batches a step)\n", oom_sweep(0, 1, 2));
+}
+END_TEST
+
+START_TEST(rank_out_of_memory_in_a_synced_step) {
+  printf("dist: rank 1 out of memory, batch norms synced: %d allocations swept",
+         oom_sweep(1, 1, 1));
+  printf(", %d (2 micro-batches a step)\n", oom_sweep(1, 0, 2));
+}
+END_TEST
+
+/* A host's samples: a fixed pattern, and a failure at the index j->out[3] names (-1: none) */
+static int fill_or_fail(int64_t i, float *x, float *y, char *msg, size_t cap, void *u) {
+  const rank_job *j = u;
+  if (i == j->out[3]) {
+    snprintf(msg, cap, "sample %lld is unreadable", (long long)i);
+    return 1;
+  }
+  for (int k = 0; k < 4; k++) x[k] = (float)((i * 5 + k * 3) % 7) / 3.0f - 1.0f;
+  y[0] = (float)(i % 3);
+  return 0;
+}
+
+/* Fits 2 epochs of 64 samples in batches of 16 with a validation set of 24; the training set's
+ * sample j->out[3] (j->out[2] 0) or the validation set's (1) fails to load on whichever rank's
+ * share holds it. out[0]: fit's status. */
+static void data_fail_body(strop_dist *d, rank_job *j) {
+  const int64_t in[1] = {4}, one[1] = {1};
+  strop_model *m = NULL;
+  strop_test_must(strop_model_create(1, in, &m), "create");
+  strop_test_must(strop_model_add(m, "fc", "linear", "out_features=8", NULL), "fc");
+  strop_test_must(strop_model_add(m, "act", "relu", NULL, NULL), "relu");
+  strop_test_must(strop_model_add(m, "head", "linear", "out_features=3", NULL), "head");
+  strop_test_must(strop_model_finalize(m, 4), "finalize");
+  rank_job good = *j;
+  good.out[3] = -1;
+  strop_dataset *tr = NULL, *va = NULL;
+  strop_test_must(strop_dataset_from_callback(64, 1, in, 1, one, 3, fill_or_fail,
+                                              j->out[2] ? (void *)&good : (void *)j, &tr),
+                  "train set");
+  strop_test_must(strop_dataset_from_callback(24, 1, in, 1, one, 3, fill_or_fail,
+                                              j->out[2] ? (void *)j : (void *)&good, &va),
+                  "validation set");
+  strop_batch_iter *ti = NULL, *vi = NULL;
+  strop_test_must(strop_batch_iter_create(tr, 16, 3, 0, &ti), "train iter");
+  strop_test_must(strop_batch_iter_create(va, 8, 3, 0, &vi), "val iter");
+  strop_optimizer *opt = NULL;
+  strop_trainer *t = rank_trainer(m, d, STROP_OPTIM_SGD, 0, &opt);
+  strop_fit_options o;
+  strop_fit_options_init(&o);
+  o.epochs = 2;
+  j->out[0] = strop_trainer_fit(t, ti, vi, &o);
+  snprintf(j->run.error, sizeof j->run.error, "%s", j->out[0] ? strop_last_error() : "");
+  j->run.w = sc_weights(m, &j->run.n);
+  strop_trainer_free(t);
+  strop_optimizer_free(opt);
+  strop_batch_iter_free(ti);
+  strop_batch_iter_free(vi);
+  strop_dataset_free(tr);
+  strop_dataset_free(va);
+  strop_model_free(m);
+}
+
+/* A sample that only one rank loads fails, in the training set (the batch's step) or the
+ * validation set (the evaluation's sums): both ranks' fits end with an error — the loading
+ * rank's STROP_E_CALLBACK naming the sample, the other's STROP_E_IO — and hold the same
+ * weights; neither waits for the other (before, the other waited in the step's or the
+ * evaluation's sum for ever). */
+START_TEST(data_failure_on_one_rank_ends_every_rank) {
+  for (int val = 0; val <= 1; val++) {
+    rank_job jobs[2];
+    memset(jobs, 0, sizeof jobs);
+    for (int i = 0; i < 2; i++) {
+      jobs[i].body = data_fail_body;
+      jobs[i].out[2] = val;
+      jobs[i].out[3] = val ? 21 : 45; /* in rank 1's half of its batch (rows 40..47, 20..23) */
+    }
+    world w;
+    run_ranks(&w, 2, jobs);
+    ck_assert_msg(
+        jobs[1].out[0] == STROP_E_CALLBACK && strstr(jobs[1].run.error, "unreadable") != NULL,
+        "%s set: rank 1: %d %s", val ? "validation" : "training", (int)jobs[1].out[0],
+        jobs[1].run.error);
+    ck_assert_msg(jobs[0].out[0] == STROP_E_IO && strstr(jobs[0].run.error, "1 of 2 ranks"),
+                  "%s set: rank 0: %d %s", val ? "validation" : "training", (int)jobs[0].out[0],
+                  jobs[0].run.error);
+    ck_assert_msg(memcmp(jobs[0].run.w, jobs[1].run.w, jobs[0].run.n * sizeof(float)) == 0,
+                  "the ranks' weights differ");
+    free_runs(jobs, 2);
+  }
+}
+END_TEST
+
 /* Every collective of a synced fit failing in turn (on every rank, as a failed MPI call): each
  * rank returns an error, none waits for ever. */
 START_TEST(sync_batchnorm_failed_collectives) {
@@ -530,9 +786,8 @@ START_TEST(sync_batchnorm_failed_collectives) {
     }
     world w;
     memset(&w, 0, sizeof w);
-    w.size = 2;
+    world_open(&w, 2);
     w.fail_at = k;
-    pthread_barrier_init(&w.bar, NULL, 2);
     pthread_t th[2];
     for (int i = 0; i < 2; i++) {
       jobs[i].w = &w;
@@ -541,7 +796,8 @@ START_TEST(sync_batchnorm_failed_collectives) {
       ck_assert_int_eq(pthread_create(&th[i], NULL, rank_main, &jobs[i]), 0);
     }
     for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
-    pthread_barrier_destroy(&w.bar);
+    world_close(&w);
+    ck_assert(!w.hung);
     ck_assert_msg((jobs[0].run.status == STROP_OK) == (jobs[1].run.status == STROP_OK),
                   "collective %lld: rank 0 %d, rank 1 %d", (long long)k, jobs[0].run.status,
                   jobs[1].run.status);
@@ -879,8 +1135,7 @@ START_TEST(failed_collective_is_an_error_on_all_ranks) {
   memset(&w, 0, sizeof w);
   /* run_ranks clears the world: set the failure through a first job's hook instead */
   jobs[0].rc.calls = 0;
-  pthread_barrier_init(&w.bar, NULL, 2);
-  w.size = 2;
+  world_open(&w, 2);
   w.fail_at = 40;
   pthread_t th[2];
   for (int i = 0; i < 2; i++) {
@@ -890,7 +1145,8 @@ START_TEST(failed_collective_is_an_error_on_all_ranks) {
     ck_assert_int_eq(pthread_create(&th[i], NULL, rank_main, &jobs[i]), 0);
   }
   for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
-  pthread_barrier_destroy(&w.bar);
+  world_close(&w);
+  ck_assert(!w.hung);
   for (int i = 0; i < 2; i++) {
     ck_assert_int_eq(jobs[i].run.status, STROP_E_CALLBACK);
     ck_assert_msg(strstr(jobs[i].run.error, "all-reduce failed") != NULL, "%s",
@@ -1273,6 +1529,14 @@ int main(void) {
   tcase_set_timeout(tc, 30);
   tcase_add_test(tc, a_rank_that_fails_its_part_stops_the_others);
   tcase_add_test(tc, sync_batchnorm_rank_failing_before_a_sum);
+  tcase_add_test(tc, data_failure_on_one_rank_ends_every_rank);
+  suite_add_tcase(s, tc);
+  /* ~150 two-rank first steps each: longer than a failure's test, and under the sanitizers
+   * longer still; a rank left waiting fails at its collective after MEET_SECONDS */
+  tc = tcase_create("allocation_sweeps");
+  tcase_set_timeout(tc, 600);
+  tcase_add_test(tc, rank_out_of_memory_in_a_step);
+  tcase_add_test(tc, rank_out_of_memory_in_a_synced_step);
   suite_add_tcase(s, tc);
   return strop_test_run(s);
 }

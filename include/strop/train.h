@@ -115,8 +115,13 @@ STROP_API void strop_trainer_free(strop_trainer *tr);
  *   that adds nothing. strop_trainer_forward() (a host's loss) keeps each rank's own rows.
  * - strop_trainer_eval() and strop_trainer_eval_dataset() give each rank its share of every
  *   batch and sum the metrics: like the steps, they are collectives (every rank calls them).
- * - A rank whose part of a step fails (a bad target, an allocation) returns its error; the
- *   others return STROP_E_IO saying a rank failed, and all drop the step.
+ * - A rank whose part of a step fails (its share of the batch unreadable or refused, an
+ *   allocation in the forward or the backward) returns its error; the others return
+ *   STROP_E_IO saying how many ranks failed (and whether in the backward), and all drop the
+ *   step, weights, buffers and optimizer state unchanged. So does an evaluation whose share
+ *   fails on a rank. strop_trainer_forward(), strop_trainer_backward() and
+ *   strop_trainer_apply() (a host's loss) tell the other ranks nothing: a host whose rank
+ *   fails there ends the job (strop_dist_abort()).
  * Thread safety: one thread per trainer, as every trainer call.
  * @param[in,out] tr The trainer; no accumulation window or forward may be open.
  * @param[in,out] d  The group; borrowed, must outlive the trainer (or the next call), or NULL.

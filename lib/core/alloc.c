@@ -18,11 +18,16 @@ static _Atomic int64_t g_count;
 static _Atomic int64_t g_live;
 static _Atomic int64_t g_fail_at; /* 0 = off; else countdown to the failing call */
 static _Atomic int g_failed;
-static _Atomic int64_t g_bytes;      /* usable bytes of the live allocations */
-static _Atomic int64_t g_bytes_peak; /* high-water mark of g_bytes since the last reset */
+static _Thread_local int64_t t_fail_at; /* the same, for this thread's calls alone */
+static _Atomic int64_t g_bytes;         /* usable bytes of the live allocations */
+static _Atomic int64_t g_bytes_peak;    /* high-water mark of g_bytes since the last reset */
 
 void strop__alloc_fail_at(int64_t n) {
   atomic_store(&g_fail_at, n < 0 ? 0 : n);
+  atomic_store(&g_failed, 0);
+}
+void strop__alloc_fail_at_thread(int64_t n) {
+  t_fail_at = n < 0 ? 0 : n;
   atomic_store(&g_failed, 0);
 }
 int64_t strop__alloc_count(void) { return atomic_load(&g_count); }
@@ -40,6 +45,10 @@ static void book(int64_t n) {
 
 /* Returns 1 when this allocation must fail by the test hook. */
 static int should_fail(void) {
+  if (t_fail_at > 0 && --t_fail_at == 0) {
+    atomic_store(&g_failed, 1);
+    return 1;
+  }
   int64_t n = atomic_load(&g_fail_at);
   if (n <= 0) return 0;
   n = atomic_fetch_sub(&g_fail_at, 1);

@@ -32,6 +32,9 @@ void strop__free_aligned(void *p);
 /* Test hooks. Fail the nth allocation from now on (1 = the next one); 0 switches off.
  * Allocation and live counts let tests see leaks and allocation-free steps. */
 void strop__alloc_fail_at(int64_t n);
+/* The same for the calling thread's allocations only (0: off): a test whose threads play the
+ * ranks of a group fails one rank's Nth allocation, whatever the others allocate. */
+void strop__alloc_fail_at_thread(int64_t n);
 int64_t strop__alloc_count(void); /* allocations made since start */
 int64_t strop__alloc_live(void);  /* allocations not yet freed */
 int strop__alloc_failed(void);    /* 1 once the planned failure has happened */

@@ -863,6 +863,11 @@ strop_status strop__optim_step_owning_grads(strop_optimizer *opt) {
   return optim_step(opt, 1, "strop_optimizer_step");
 }
 
+strop_status strop__optim_prepare(strop_optimizer *opt) {
+  strop_status st = sync(opt);
+  return st ? st : ensure_state(opt);
+}
+
 strop_status strop_optimizer_zero_grad(strop_optimizer *opt) {
   if (!opt) return strop__err(STROP_E_INVALID_ARG, "strop_optimizer_zero_grad: opt is NULL");
   strop__param **ps;

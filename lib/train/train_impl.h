@@ -78,6 +78,8 @@ struct strop_trainer {
   int64_t *bisnap;
   size_t bsnap_cap, bisnap_cap;
   strop__rng bsnap_rng;
+  int snap_live; /* 1: bsnap holds the buffers as this window began (buffers_take), until it
+                    ends or is dropped; a window that failed before taking them restores none */
   /* best weights */
   float *snapshot;
   size_t snapshot_len;
@@ -111,6 +113,7 @@ struct strop_trainer {
                                       this rank's share (the model's random draws skip them) */
   int sync_bn;                     /* STROP_TRAIN_SYNC_BATCHNORM */
   strop__group group;              /* the model's group for batch statistics in a step */
+  int in_backward;                 /* 1 while window_backward runs the model's backward */
   int group_failed;                /* a rank failed its part of the step and said so in the
                                       agreement before a group sum: nothing more to tell */
   int window_own_stats;            /* 1: a step of this window normalised with the rank's own

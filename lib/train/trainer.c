@@ -84,7 +84,7 @@ const strop__settings strop__trainer_settings = {"trainer", NULL,  1,
 
 static int dist_on(const strop_trainer *t);
 static int dist_overlaps(const strop_trainer *t);
-static strop_status dist_plan(strop_trainer *t, const char *fn);
+static strop_status dist_agree(strop_trainer *t, const char *fn, strop_status s);
 static strop_status dist_backward_done(void *ctx, int node);
 static void dist_abandon(strop_trainer *t);
 
@@ -426,6 +426,7 @@ static void clip_grads(strop_trainer *t) {
 static strop_status buffers_take(strop_trainer *t) {
   strop_model *m = t->m;
   size_t nf = 0, ni = 0;
+  t->snap_live = 0;
   for (int i = 0; i < m->n_params; i++) {
     const strop__param *p = m->params[i];
     if (!p->is_buffer) continue;
@@ -458,12 +459,15 @@ static strop_status buffers_take(strop_trainer *t) {
     }
   }
   t->bsnap_rng = m->rng;
+  t->snap_live = 1;
   return STROP_OK;
 }
 
 static void buffers_restore(strop_trainer *t) {
   strop_model *m = t->m;
   size_t of = 0, oi = 0;
+  if (!t->snap_live) return;
+  t->snap_live = 0;
   for (int i = 0; i < m->n_params; i++) {
     strop__param *p = m->params[i];
     if (!p->is_buffer) continue;
@@ -505,32 +509,31 @@ static strop_status window_begin(strop_trainer *t) {
 
 /* The backward of one micro-batch from dpred (arena memory: d loss / d output, n x per),
  * divided by the window's length; ends the step's activations and counts the micro-batch. A
- * failure drops the window. overlap: in a group that can, the window's last backward starts
- * the gradients' all-reduces as they become final (dist_backward_done); every rank of the
- * group must pass the same (the trainer's own loss does, strop_trainer_backward does not). */
+ * failure drops the window. own: the trainer's own loss, which every rank of a group passes
+ * the same (strop_trainer_backward's host loss does not): there the window's last backward
+ * starts the gradients' sums as they become final (dist_backward_done) when the plan is made
+ * (dist_prepare) and the group can, and the ranks then agree on the backward (dist_agree). */
 static strop_status window_backward(strop_trainer *t, const char *fn, float *dpred, size_t cnt,
-                                    int overlap) {
+                                    int own) {
   strop_model *m = t->m;
   strop_status s;
   if (t->accum > 1) {
     float inv = 1.0f / (float)t->accum;
     for (size_t i = 0; i < cnt; i++) dpred[i] *= inv;
   }
-  if (overlap && dist_overlaps(t) && t->micro + 1 >= t->accum) {
-    if ((s = dist_plan(t, fn))) {
-      strop__model_step_end(m);
-      drop_accumulation(t);
-      return s;
-    }
-    t->plan_live = 1;
+  if (own && t->plan_live && dist_overlaps(t)) {
     m->bwd_done = dist_backward_done;
     m->bwd_done_ctx = t;
   }
+  t->in_backward = 1;
   s = strop__model_backward(m, dpred);
+  t->in_backward = 0;
   m->bwd_done = NULL;
   m->bwd_done_ctx = NULL;
   strop__model_step_end(m);
-  if (s) {
+  if (own && dist_on(t)) {
+    if ((s = dist_agree(t, fn, s))) return s;
+  } else if (s) {
     drop_accumulation(t);
     strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
     return s;
@@ -556,9 +559,13 @@ static int dist_split(const strop_trainer *t, strop_batch_iter *it) {
   return on;
 }
 
-/* 1: the gradients' sums can overlap the backward (a group with the asynchronous sum). */
+/* 1: the gradients' sums can overlap the backward (a group with the asynchronous sum). Not
+ * when batch statistics are summed over the group (t->m->group): a rank failing in the
+ * backward tells the others in the one header it sends (dist_agree), which must meet their
+ * next batch norm's header or their agreement after the same sums everywhere; bucket sums
+ * started between those on the ranks that go on would not be matched on the failed one. */
 static int dist_overlaps(const strop_trainer *t) {
-  return strop__dist_async(t->dist) && !t->no_overlap;
+  return strop__dist_async(t->dist) && !t->no_overlap && !t->m->group;
 }
 
 /* Floats per all-reduce: whole parameters are packed until the next would overflow it (one
@@ -845,6 +852,18 @@ static double loss_den(const strop_trainer *t, const float *y, int64_t n, int64_
 /* What the ranks tell each other about a micro-batch before its backward. */
 enum { DH_DEN, DH_BAD, DH_LOSS, DH_CORRECT, DH_FAIL, DH_N };
 
+/* STROP_E_IO: n ranks of the group failed their part of the step (backward: learnt after the
+ * ranks agreed on the loss, so in their backward), which every rank drops; prefixed with fn
+ * and the step unless bare (a batch norm's sum: the layer's caller prefixes its sentence). */
+static strop_status failed_ranks(const strop_trainer *t, const char *fn, double n, int backward,
+                                 int bare) {
+  strop_status s = strop__err(
+      STROP_E_IO, "%g of %d ranks failed %s; rank %d dropped it too", n, t->dist->size,
+      backward ? "in the backward of the step" : "their part of the step", t->dist->rank);
+  if (!bare) strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
+  return s;
+}
+
 /* Sums the ranks' headers h: on return h holds the global sums. A loss that is not finite on
  * any rank skips the step on every rank (the same decision everywhere); *loss_out and
  * *correct_out get the global batch's values. On failure the window is dropped. */
@@ -858,10 +877,7 @@ static strop_status dist_header(strop_trainer *t, const char *fn, double *h, dou
   }
   if (h[DH_FAIL] > 0) {
     drop_accumulation(t);
-    return strop__err(STROP_E_IO,
-                      "%s: step %lld: %g of %d ranks failed their part of the step; "
-                      "rank %d dropped it too",
-                      fn, (long long)t->global_step, h[DH_FAIL], t->dist->size, t->dist->rank);
+    return failed_ranks(t, fn, h[DH_FAIL], 0, 0);
   }
   if (h[DH_BAD] > 0) {
     t->skipped++;
@@ -907,12 +923,61 @@ static strop_status group_sum(void *ctx, double *v, int64_t n) {
   if (s) return s;
   if (h[DH_FAIL] > 0) {
     t->group_failed = 1;
-    return strop__err(STROP_E_IO,
-                      "%s: step %lld: %g of %d ranks failed their part of the step; "
-                      "rank %d dropped it too",
-                      fn, (long long)t->global_step, h[DH_FAIL], t->dist->size, t->dist->rank);
+    return failed_ranks(t, fn, h[DH_FAIL], t->in_backward, 1);
   }
   return strop__dist_sum_double(t->dist, fn, v, n);
+}
+
+/* Before the header of a window's last micro-batch in a group (the trainer's own loss): what
+ * the gradients' sums, the averaging of running statistics and the update will allocate — the
+ * buckets' plan and memory, the optimizer's state on a first step — allocated now, so that a
+ * rank running out of memory there says so in the header (dist_fail) instead of failing after
+ * the ranks agreed, alone. Leaves the plan live (nothing started yet). */
+static strop_status dist_prepare(strop_trainer *t, const char *fn) {
+  if (t->micro + 1 < t->accum) return STROP_OK;
+  int n = 0;
+  strop_status s = dist_buffers(t, fn, &n);
+  size_t need = 0;
+  for (int i = 0; !s && t->window_own_stats && i < n; i++)
+    if (t->dlist[i]->numel <= BUCKET_FLOATS) need += t->dlist[i]->numel;
+  if (need > BUCKET_FLOATS) need = BUCKET_FLOATS;
+  if (s || (s = dist_plan(t, fn))) return s;
+  t->plan_live = 1;
+  for (int b = 0; !dist_overlaps(t) && b < t->n_bk; b++)
+    if (!t->bk[b].alone && t->bk[b].floats > need) need = t->bk[b].floats;
+  if ((s = bucket_reserve(t, fn, need)) || (s = strop__optim_prepare(t->opt))) {
+    dist_abandon(t);
+    strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
+  }
+  return s;
+}
+
+/* After a micro-batch's backward in a group (the trainer's own loss: every rank runs one, s
+ * its status here): the ranks tell each other whether theirs went through, so that a rank
+ * failing in its backward (out of memory) makes every rank drop the step instead of leaving
+ * them waiting in the gradients' sums. First every rank starts the sums its backward has not
+ * (with the plan live: all of them, on every rank, so the header comes after the same sums;
+ * a failed rank's buckets hold what its backward left, dropped with the step). A rank that
+ * learnt of a failure at a batch norm's sum in its backward (t->group_failed) sends nothing:
+ * the failed rank's header was the one it met there. On failure the window is dropped. */
+static strop_status dist_agree(strop_trainer *t, const char *fn, strop_status s) {
+  if (t->group_failed) {
+    t->group_failed = 0;
+    drop_accumulation(t);
+    strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
+    return s;
+  }
+  strop_status w = STROP_OK;
+  if (t->plan_live && dist_overlaps(t))
+    while (!w && t->bk_next < t->n_bk) w = bucket_start(t, fn, &t->bk[t->bk_next++]);
+  double h[DH_N] = {0};
+  h[DH_FAIL] = s != STROP_OK;
+  if (!w) w = strop__dist_sum_double(t->dist, fn, h, DH_N);
+  if (!s && !w && h[DH_FAIL] == 0) return STROP_OK;
+  drop_accumulation(t);
+  if (!s && !w) return failed_ranks(t, fn, h[DH_FAIL], 1, 0);
+  strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
+  return s ? s : w;
 }
 
 /* Once the window holds accum micro-batches: the guard, clipping, the update, zeroing, the
@@ -951,6 +1016,7 @@ static strop_status window_end(strop_trainer *t, const char *fn) {
     strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
     return s;
   }
+  t->snap_live = 0;
   if ((s = strop__model_zero_grad_lazy(m))) return s;
   t->global_step++;
   if (t->sched && !t->sched_per_epoch && !strop__sched_is_plateau(t->sched))
@@ -1084,6 +1150,11 @@ static strop_status stand_in_step(strop_trainer *t, const char *fn, const strop_
     strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
     return dist_fail(t, fn, s);
   }
+  if ((s = dist_prepare(t, fn))) {
+    strop__model_step_end(m);
+    strop__free(x);
+    return dist_fail(t, fn, s);
+  }
   double h[DH_N] = {0};
   if ((s = dist_header(t, fn, h, loss_out, correct_out))) {
     strop__model_step_end(m);
@@ -1105,13 +1176,16 @@ static strop_status micro_step(strop_trainer *t, const float *x, const strop__sh
   strop_status s = strop__model_output_for(m, shape ? shape : &m->in_shape, &os);
   if (s) {
     strop__err_prefix("%s", fn);
-    return s;
+    return dist_fail(t, fn, s);
   }
-  if ((s = loss_geometry_of(t, fn, &os, &per, &classes, &tps)) || (s = window_begin(t))) return s;
+  if ((s = loss_geometry_of(t, fn, &os, &per, &classes, &tps)) || (s = window_begin(t)))
+    return dist_fail(t, fn, s);
   if (n == 0 && m->group) return stand_in_step(t, fn, shape, per, loss_out, correct_out);
   if (n == 0 && dist_on(t)) { /* this rank's share of the batch is empty: it still takes part */
+    if ((s = dist_prepare(t, fn))) return dist_fail(t, fn, s);
     double h[DH_N] = {0};
-    if ((s = dist_header(t, fn, h, loss_out, correct_out))) return s;
+    if ((s = dist_header(t, fn, h, loss_out, correct_out)) || (s = dist_agree(t, fn, STROP_OK)))
+      return s;
     t->micro++;
     return window_end(t, fn);
   }
@@ -1153,6 +1227,10 @@ static strop_status micro_step(strop_trainer *t, const float *x, const strop__sh
     h[DH_BAD] = !isfinite(loss);
     h[DH_LOSS] = isfinite(loss) ? loss * den : 0.0;
     h[DH_CORRECT] = correct_out && classes > 0 ? (double)*correct_out : 0.0;
+    if ((s = dist_prepare(t, fn))) {
+      strop__model_step_end(m);
+      return dist_fail(t, fn, s);
+    }
     if ((s = dist_header(t, fn, h, loss_out, correct_out))) {
       strop__model_step_end(m);
       return s;
@@ -1209,15 +1287,17 @@ static strop_status step_side(const char *fn, strop_trainer *t, const strop_tens
                       : !inputs ? "inputs"
                                 : "targets");
   batch_geom g;
+  /* in a group, a rank whose batch is refused tells the others (dist_fail), who would wait */
   strop_status s = check_batch(t, fn, inputs, mask, types, &g);
-  if (s) return s;
+  if (s) return dist_fail(t, fn, s);
   const int64_t n = g.n, tps = g.tps;
   if ((int64_t)targets->numel != n * tps || targets->dims[0] != n)
-    return strop__err(STROP_E_SHAPE,
-                      "%s: %lld targets for a batch of %lld needs %lld per sample "
-                      "(%lld in all)",
-                      fn, (long long)targets->numel, (long long)n, (long long)tps,
-                      (long long)(n * tps));
+    return dist_fail(t, fn,
+                     strop__err(STROP_E_SHAPE,
+                                "%s: %lld targets for a batch of %lld needs %lld per sample "
+                                "(%lld in all)",
+                                fn, (long long)targets->numel, (long long)n, (long long)tps,
+                                (long long)(n * tps)));
   double l = 0.0;
   const strop__side side = {mask ? mask->data : NULL, types ? types->data : NULL};
   s = strop__trainer_micro_step(t, inputs->data, &g.in, &side, targets->data, n, &l, NULL);
@@ -1522,12 +1602,19 @@ int64_t strop_metrics_confusion(const strop_metrics *mt, int64_t *out, int64_t c
 }
 
 /* Sums a rank's metrics over the group, so every rank holds those of the whole data. */
-static strop_status dist_sum_metrics(strop_trainer *t, const char *fn, strop_metrics *mt) {
+static strop_status dist_sum_metrics(strop_trainer *t, const char *fn, strop_metrics *mt,
+                                     strop_status st) {
   enum { FIXED = 9 };
   /* a vocabulary's per-position metrics keep no confusion matrix */
   size_t cm = mt->confusion ? (size_t)(mt->classes * mt->classes) : 0, k = FIXED + cm;
-  double *v = strop__malloc(k * sizeof *v);
-  if (!v) return STROP__NOMEM(fn);
+  double *v = st ? NULL : strop__malloc(k * sizeof *v);
+  if (!st && !v) st = STROP__NOMEM(fn);
+  /* a rank that failed its rows (a file it could not read, out of memory) says so before the
+   * sum, which the others would otherwise wait for */
+  if ((st = strop__dist_agree(t->dist, fn, st, "evaluating its share of the batches"))) {
+    strop__free(v);
+    return st;
+  }
   v[0] = mt->loss_sum;
   v[1] = (double)mt->samples;
   v[2] = (double)mt->rows;
@@ -1566,7 +1653,8 @@ static strop_status eval_iter(strop_trainer *t, strop_batch_iter *it, strop_metr
   strop_metrics *mt = NULL;
   if ((s = strop__metrics_new(t->loss.kind == STROP_LOSS_CROSS_ENTROPY ? classes : 0, tps > 1,
                               &mt)))
-    return s;
+    return dist_on(t) ? strop__dist_agree(t->dist, fn, s, "evaluating its share of the batches")
+                      : s;
   /* in a group, each rank loads and evaluates its share of every batch; the sums are added at
    * the end */
   (void)dist_split(t, it);
@@ -1625,7 +1713,7 @@ static strop_status eval_iter(strop_trainer *t, strop_batch_iter *it, strop_metr
     }
   }
   (void)dist_split(NULL, it);
-  if (!s && dist_on(t)) s = dist_sum_metrics(t, fn, mt);
+  if (dist_on(t)) s = dist_sum_metrics(t, fn, mt, s);
   if (s) {
     strop_metrics_free(mt);
     return s;
@@ -1839,19 +1927,29 @@ strop_status strop_trainer_fit(strop_trainer *t, strop_batch_iter *train, strop_
     if (epoch >= o.epochs || stop) break;
     strop_tensor *x = NULL, *y = NULL;
     int64_t rows = 0;
-    if ((s = strop_batch_iter_next(train, &x, &y, &rows))) break;
+    /* in a group, a rank whose share of a batch fails to load (a file it cannot read) or is
+     * refused tells the others, who would wait for it in the step (dist_fail) */
+    if ((s = strop_batch_iter_next(train, &x, &y, &rows))) {
+      s = dist_fail(t, fn, s);
+      break;
+    }
     if (rows > 0) {
       const strop_tensor *mask = strop_batch_iter_mask(train);
       const strop_tensor *types = strop_batch_iter_token_types(train);
       const int64_t cnt = x->dims[0]; /* this rank's rows (may be none) */
       batch_geom g;
-      if ((s = check_batch(t, fn, x, mask, types, &g))) break;
+      if ((s = check_batch(t, fn, x, mask, types, &g))) {
+        s = dist_fail(t, fn, s);
+        break;
+      }
       tps = g.tps;
       if ((int64_t)y->numel != cnt * tps) {
-        s = strop__err(STROP_E_SHAPE,
+        s = dist_fail(
+            t, fn,
+            strop__err(STROP_E_SHAPE,
                        "%s: the data gives %lld target values per sample, the "
                        "model's output and loss need %lld",
-                       fn, (long long)(cnt ? y->numel / (size_t)cnt : 0), (long long)tps);
+                       fn, (long long)(cnt ? y->numel / (size_t)cnt : 0), (long long)tps));
         break;
       }
       double l = 0.0;
