@@ -190,6 +190,8 @@ typedef struct rank_job {
                    chain: the norm takes the sum and the relu) */
   int accum;       /* oom_body: micro-batches per step */
   int64_t fail_at; /* oom_body: this rank's allocation that fails in its first step (0: none) */
+  int64_t stop_at; /* data_fail_body: the global step after which this rank's progress callback
+                      stops fit (0: never; -1: after the first epoch) */
 } rank_job;
 
 static void *rank_main(void *p) {
@@ -703,6 +705,13 @@ static int fill_or_fail(int64_t i, float *x, float *y, char *msg, size_t cap, vo
   return 0;
 }
 
+/* data_fail_body's progress callback: stop as the rank's j->stop_at says. */
+static int stop_when_told(const strop_progress *p, void *u) {
+  const rank_job *j = u;
+  if (j->stop_at < 0) return p->phase == STROP_PHASE_EPOCH_END;
+  return j->stop_at > 0 && p->phase == STROP_PHASE_BATCH && p->global_step >= j->stop_at;
+}
+
 /* Fits 2 epochs of 64 samples in batches of 16 with a validation set of 24; the training set's
  * sample j->out[3] (j->out[2] 0) or the validation set's (1) fails to load on whichever rank's
  * share holds it. out[0]: fit's status. */
@@ -731,7 +740,10 @@ static void data_fail_body(strop_dist *d, rank_job *j) {
   strop_fit_options o;
   strop_fit_options_init(&o);
   o.epochs = 2;
+  o.progress = stop_when_told;
+  o.user_data = j;
   j->out[0] = strop_trainer_fit(t, ti, vi, &o);
+  j->out[1] = strop_trainer_global_step(t);
   snprintf(j->run.error, sizeof j->run.error, "%s", j->out[0] ? strop_last_error() : "");
   j->run.w = sc_weights(m, &j->run.n);
   strop_trainer_free(t);
@@ -766,6 +778,34 @@ START_TEST(data_failure_on_one_rank_ends_every_rank) {
     ck_assert_msg(jobs[0].out[0] == STROP_E_IO && strstr(jobs[0].run.error, "1 of 2 ranks"),
                   "%s set: rank 0: %d %s", val ? "validation" : "training", (int)jobs[0].out[0],
                   jobs[0].run.error);
+    ck_assert_msg(memcmp(jobs[0].run.w, jobs[1].run.w, jobs[0].run.n * sizeof(float)) == 0,
+                  "the ranks' weights differ");
+    free_runs(jobs, 2);
+  }
+}
+END_TEST
+
+/* One rank's progress callback stops fit (after a batch: rank 1 at step 3; after the first
+ * epoch: rank 0), the other's never: both stop after the same batch with STROP_E_CANCELLED,
+ * the same weights (before, the other went on to the next step and waited in it for ever). */
+START_TEST(a_stop_on_one_rank_stops_every_rank) {
+  for (int epoch_end = 0; epoch_end <= 1; epoch_end++) {
+    rank_job jobs[2];
+    memset(jobs, 0, sizeof jobs);
+    for (int i = 0; i < 2; i++) {
+      jobs[i].body = data_fail_body;
+      jobs[i].out[3] = -1;
+    }
+    if (epoch_end) jobs[0].stop_at = -1;
+    else jobs[1].stop_at = 3;
+    world w;
+    run_ranks(&w, 2, jobs);
+    for (int i = 0; i < 2; i++) {
+      ck_assert_msg(jobs[i].out[0] == STROP_E_CANCELLED, "rank %d: %d %s", i, (int)jobs[i].out[0],
+                    jobs[i].run.error);
+      ck_assert_int_eq(jobs[i].out[1], epoch_end ? 4 : 3);
+    }
+    ck_assert_ptr_nonnull(strstr(jobs[epoch_end ? 1 : 0].run.error, "another rank's"));
     ck_assert_msg(memcmp(jobs[0].run.w, jobs[1].run.w, jobs[0].run.n * sizeof(float)) == 0,
                   "the ranks' weights differ");
     free_runs(jobs, 2);
@@ -1530,6 +1570,7 @@ int main(void) {
   tcase_add_test(tc, a_rank_that_fails_its_part_stops_the_others);
   tcase_add_test(tc, sync_batchnorm_rank_failing_before_a_sum);
   tcase_add_test(tc, data_failure_on_one_rank_ends_every_rank);
+  tcase_add_test(tc, a_stop_on_one_rank_stops_every_rank);
   suite_add_tcase(s, tc);
   /* ~150 two-rank first steps each: longer than a failure's test, and under the sanitizers
    * longer still; a rank left waiting fails at its collective after MEET_SECONDS */

@@ -1853,6 +1853,24 @@ static strop_status save_on_rank0(strop_trainer *t, const char *path) {
   return strop__dist_agree(t->dist, fn, s, "writing the checkpoint");
 }
 
+/* Whether fit stops after this batch or epoch: want, this rank's progress callback's answer (0
+ * without one); *halt 1 when any rank of a group wants to. In a group every rank asks the
+ * others each time (a stop decided by the clock differs between ranks, and a rank leaving
+ * alone would leave the others waiting in the next step), so all stop after the same batch. */
+static strop_status dist_stop(strop_trainer *t, const char *fn, int want, int *halt) {
+  double v = want != 0;
+  strop_status s = dist_on(t) ? strop__dist_sum_double(t->dist, fn, &v, 1) : STROP_OK;
+  *halt = v > 0;
+  return s;
+}
+
+/* In a group, s as every rank sees it: an allocation one rank failed between the steps (the
+ * epoch's history, the best weights' copy) ends fit on every rank (strop__dist_agree). */
+static strop_status fit_agree(strop_trainer *t, const char *fn, strop_status s,
+                              const char *what) {
+  return dist_on(t) ? strop__dist_agree(t->dist, fn, s, what) : s;
+}
+
 static double lr_now(const strop_trainer *t) { return strop__optim_get_lr(t->opt); }
 
 static int better(int monitor, double v, double best, double min_delta) {
@@ -1987,6 +2005,7 @@ strop_status strop_trainer_fit(strop_trainer *t, strop_batch_iter *train, strop_
           t->global_step % o.checkpoint_every == 0) {
         if ((s = save_on_rank0(t, o.checkpoint_path))) break;
       }
+      int want_stop = 0;
       if (o.progress) {
         double el = now_sec();
         pr.phase = STROP_PHASE_BATCH;
@@ -2001,13 +2020,15 @@ strop_status strop_trainer_fit(strop_trainer *t, strop_batch_iter *train, strop_
         pr.val_metric = NAN;
         pr.best_epoch = t->best_epoch;
         pr.elapsed = el - t0;
-        if (o.progress(&pr, o.user_data)) {
-          s = strop__err(STROP_E_CANCELLED,
-                         "%s: stopped by the progress callback at epoch %lld, "
-                         "step %lld",
-                         fn, (long long)epoch, (long long)t->ep_batches);
-          break;
-        }
+        want_stop = o.progress(&pr, o.user_data) != 0;
+      }
+      int halt = want_stop;
+      if ((s = dist_stop(t, fn, want_stop, &halt))) break;
+      if (halt) {
+        s = strop__err(
+            STROP_E_CANCELLED, "%s: stopped by the progress callback at epoch %lld, step %lld%s",
+            fn, (long long)epoch, (long long)t->ep_batches, want_stop ? "" : " (another rank's)");
+        break;
       }
       if (o.max_steps > 0 && fit_steps >= o.max_steps) stop = 1;
       if (!stop) continue;
@@ -2015,11 +2036,12 @@ strop_status strop_trainer_fit(strop_trainer *t, strop_batch_iter *train, strop_
     if (rows > 0 && stop) break; /* a step budget ends mid-epoch: no epoch summary */
     /* the epoch has ended */
     double *row = NULL;
-    if ((s = hist_row(t, epoch, &row))) break;
+    if ((s = fit_agree(t, fn, hist_row(t, epoch, &row), "keeping the epoch's history"))) break;
     row[H_TRAIN_LOSS] = t->ep_samples ? t->ep_loss / (double)t->ep_samples : NAN;
     row[H_TRAIN_ACC] = classes > 0 && t->ep_rows ? (double)t->ep_correct / (double)t->ep_rows
                                                  : NAN;
     double monitored = row[H_TRAIN_LOSS];
+    int want_stop = 0;
     if (val) {
       strop_metrics *mt = NULL;
       int64_t ve, vp, vs;
@@ -2048,7 +2070,9 @@ strop_status strop_trainer_fit(strop_trainer *t, strop_batch_iter *train, strop_
       t->best_value = monitored;
       t->best_epoch = epoch;
       t->bad_epochs = 0;
-      if (o.restore_best && (s = snapshot_take(t))) break;
+      if (o.restore_best &&
+          (s = fit_agree(t, fn, snapshot_take(t), "keeping the best epoch's weights")))
+        break;
       if (o.best_path && (s = save_on_rank0(t, o.best_path))) break;
     } else {
       t->bad_epochs++;
@@ -2072,11 +2096,14 @@ strop_status strop_trainer_fit(strop_trainer *t, strop_batch_iter *train, strop_
       pr.val_metric = classes > 0 ? row[H_VAL_ACC] : row[H_VAL_MAE];
       pr.best_epoch = t->best_epoch;
       pr.elapsed = el - t0;
-      if (o.progress(&pr, o.user_data)) {
-        s = strop__err(STROP_E_CANCELLED, "%s: stopped by the progress callback after epoch %lld",
-                       fn, (long long)epoch);
-        break;
-      }
+      want_stop = o.progress(&pr, o.user_data) != 0;
+    }
+    int halt = want_stop;
+    if ((s = dist_stop(t, fn, want_stop, &halt))) break;
+    if (halt) {
+      s = strop__err(STROP_E_CANCELLED, "%s: stopped by the progress callback after epoch %lld%s",
+                     fn, (long long)epoch, want_stop ? "" : " (another rank's)");
+      break;
     }
     ep_t0 = now_sec();
     ep_samples_timed = 0;
