@@ -813,6 +813,113 @@ START_TEST(a_stop_on_one_rank_stops_every_rank) {
 }
 END_TEST
 
+/* A host's own loss on each rank (strop_trainer_forward / _backward / _apply), two windows of
+ * j->accum micro-batches: dout = (output - 1) / 8, or NaN in its first value on a rank whose
+ * j->stop_at is 1, in the first window; rank's allocation j->fail_at failing in the first
+ * window. out: the first apply's status, the second's, the global step, 1 when the planned
+ * failure happened. A batch norm (buffers averaged), Adam, buckets of 40 floats. */
+static void host_body(strop_dist *d, rank_job *j) {
+  const int64_t in[1] = {4};
+  strop_model *m = NULL;
+  strop_test_must(strop_model_create(1, in, &m), "create");
+  strop_test_must(strop_model_add(m, "fc", "linear", "out_features=8", NULL), "fc");
+  strop_test_must(strop_model_add(m, "bn", "batchnorm1d", NULL, NULL), "bn");
+  strop_test_must(strop_model_add(m, "act", "relu", NULL, NULL), "relu");
+  strop_test_must(strop_model_add(m, "head", "linear", "out_features=3", NULL), "head");
+  strop_test_must(strop_model_finalize(m, 6), "finalize");
+  strop_optimizer *opt = NULL;
+  strop_trainer *t = rank_trainer(m, d, STROP_OPTIM_ADAM, 0, &opt);
+  const int accum = j->accum ? j->accum : 1;
+  strop_test_must(strop_trainer_set_int(t, STROP_TRAIN_ACCUM_STEPS, accum), "accum");
+  t->bucket_max = 40;
+  int64_t xd[2] = {6, 4}, od[2] = {6, 3};
+  strop_tensor *x = NULL, *dout = NULL;
+  strop_test_must(strop_tensor_create(2, xd, &x), "x");
+  strop_test_must(strop_tensor_create(2, od, &dout), "dout");
+  float *xv = strop_tensor_data(x), *dv = strop_tensor_data(dout);
+  for (int i = 0; i < 24; i++) xv[i] = (float)((i * 5 + 2 * j->rc.rank) % 9) / 4.0f - 1.0f;
+  for (int w = 0; w < 2; w++) {
+    if (w == 0 && j->fail_at) strop__alloc_fail_at_thread(j->fail_at);
+    for (int k = 0; k < accum; k++) {
+      strop_tensor *out = NULL;
+      /* a failure here is the window's: apply reports it */
+      const strop_status sf = strop_trainer_forward(t, x, &out);
+      ck_assert(sf == STROP_OK || !out);
+      for (int i = 0; i < 18; i++) dv[i] = out ? (strop_tensor_data(out)[i] - 1.0f) / 8.0f : 0;
+      if (w == 0 && j->stop_at == 1) dv[0] = NAN;
+      const strop_status sb = strop_trainer_backward(t, dout);
+      ck_assert(sb == STROP_OK || j->fail_at || j->stop_at);
+      strop_tensor_free(out);
+    }
+    const strop_status s = strop_trainer_apply(t);
+    if (w == 0 && j->fail_at) {
+      j->out[3] = strop__alloc_failed();
+      strop__alloc_fail_at_thread(0);
+    }
+    j->out[w] = s;
+    if (w == 0) snprintf(j->run.error, sizeof j->run.error, "%s", s ? strop_last_error() : "");
+  }
+  rank_end(j, m, opt, t, x, dout);
+}
+
+/* A host's loss on 2 ranks: rank 1's every allocation of its first window failing in turn
+ * (forward, backward, the sums' plan, Adam's first state), and a dout with a NaN on rank 1
+ * alone: every rank's apply of that window fails (rank 1 naming its own failure, rank 0 with
+ * STROP_E_IO, or STROP_E_NUMERIC for the NaN), the window dropped on every rank, the next one
+ * applied on both, the ranks' weights and buffers the same bit for bit (before, rank 0 waited
+ * in the gradients' sums for ever). 1 and 2 micro-batches a window. */
+START_TEST(host_loss_failure_on_one_rank) {
+  for (int accum = 1; accum <= 2; accum++) {
+    int fired = 1, n = 0;
+    while (fired) {
+      n++;
+      ck_assert_int_lt(n, 5000);
+      rank_job jobs[2];
+      memset(jobs, 0, sizeof jobs);
+      for (int i = 0; i < 2; i++) {
+        jobs[i].body = host_body;
+        jobs[i].accum = accum;
+      }
+      jobs[1].fail_at = n;
+      world w;
+      run_ranks_async(&w, 2, jobs, 1);
+      fired = (int)jobs[1].out[3];
+      const strop_status s0 = (strop_status)jobs[0].out[0], s1 = (strop_status)jobs[1].out[0];
+      ck_assert_msg((s0 == STROP_OK) == (s1 == STROP_OK) && (!s1 || s0 == STROP_E_IO),
+                    "accum %d, rank 1's allocation %d failing: rank 0 %d (%s), rank 1 %d (%s)",
+                    accum, n, s0, jobs[0].run.error, s1, jobs[1].run.error);
+      for (int i = 0; i < 2; i++)
+        ck_assert_msg(jobs[i].out[1] == STROP_OK, "allocation %d: rank %d's next window", n, i);
+      ck_assert_int_eq(jobs[0].out[2], jobs[1].out[2]);
+      ck_assert_int_eq(jobs[0].out[2], s1 ? 1 : 2);
+      ck_assert_msg(memcmp(jobs[0].run.w, jobs[1].run.w, jobs[0].run.n * sizeof(float)) == 0,
+                    "allocation %d: the ranks' weights differ", n);
+      free_runs(jobs, 2);
+    }
+    printf("dist: a host's loss, rank 1 out of memory: %d allocations swept (%d micro-batch%s)\n",
+           n, accum, accum > 1 ? "es" : "");
+    rank_job jobs[2];
+    memset(jobs, 0, sizeof jobs);
+    for (int i = 0; i < 2; i++) {
+      jobs[i].body = host_body;
+      jobs[i].accum = accum;
+    }
+    jobs[1].stop_at = 1; /* a NaN in rank 1's dout */
+    world w;
+    run_ranks(&w, 2, jobs);
+    for (int i = 0; i < 2; i++) {
+      ck_assert_msg(jobs[i].out[0] == STROP_E_NUMERIC, "NaN: rank %d: %d %s", i,
+                    (int)jobs[i].out[0], jobs[i].run.error);
+      ck_assert_int_eq(jobs[i].out[1], STROP_OK);
+      ck_assert_int_eq(jobs[i].out[2], 1);
+    }
+    ck_assert_msg(memcmp(jobs[0].run.w, jobs[1].run.w, jobs[0].run.n * sizeof(float)) == 0,
+                  "NaN: the ranks' weights differ");
+    free_runs(jobs, 2);
+  }
+}
+END_TEST
+
 /* Every collective of a synced fit failing in turn (on every rank, as a failed MPI call): each
  * rank returns an error, none waits for ever. */
 START_TEST(sync_batchnorm_failed_collectives) {
@@ -1578,6 +1685,7 @@ int main(void) {
   tcase_set_timeout(tc, 600);
   tcase_add_test(tc, rank_out_of_memory_in_a_step);
   tcase_add_test(tc, rank_out_of_memory_in_a_synced_step);
+  tcase_add_test(tc, host_loss_failure_on_one_rank);
   suite_add_tcase(s, tc);
   return strop_test_run(s);
 }

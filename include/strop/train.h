@@ -119,9 +119,11 @@ STROP_API void strop_trainer_free(strop_trainer *tr);
  *   allocation in the forward or the backward) returns its error; the others return
  *   STROP_E_IO saying how many ranks failed (and whether in the backward), and all drop the
  *   step, weights, buffers and optimizer state unchanged. So does an evaluation whose share
- *   fails on a rank. strop_trainer_forward(), strop_trainer_backward() and
- *   strop_trainer_apply() (a host's loss) tell the other ranks nothing: a host whose rank
- *   fails there ends the job (strop_dist_abort()).
+ *   fails on a rank. With a host's loss, every rank calls strop_trainer_backward() after
+ *   each strop_trainer_forward() and strop_trainer_apply() after each backward, whatever the
+ *   call before returned: a failure on one rank makes every rank's apply that ends the window
+ *   fail (STROP_E_IO on the others; STROP_E_NUMERIC for a dout that is not finite) and drop
+ *   the window.
  * Thread safety: one thread per trainer, as every trainer call.
  * @param[in,out] tr The trainer; no accumulation window or forward may be open.
  * @param[in,out] d  The group; borrowed, must outlive the trainer (or the next call), or NULL.

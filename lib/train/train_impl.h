@@ -59,6 +59,9 @@ struct strop_trainer {
   int64_t micro;       /* micro-batches accumulated so far */
   int host_pending;    /* 1: strop_trainer_forward ran and its backward (or discard) has not:
                              the model holds that step's activations */
+  int host_failed;     /* in a group, a host's forward or backward of this window failed on
+                          this rank (its status): strop_trainer_apply tells the others and every
+                          rank drops the window */
   int64_t global_step; /* optimizer steps */
   int64_t skipped;     /* steps dropped by the numeric guard */
   /* fit state: the running epoch, saved in checkpoints for an exact resume */

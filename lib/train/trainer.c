@@ -1308,6 +1308,49 @@ static strop_status step_side(const char *fn, strop_trainer *t, const strop_tens
 
 /* ---- a loss the host computes ---- */
 
+/* In a group, a host's forward or backward that failed on this rank (s, its sentence set)
+ * marks the window (the first failure's status), which strop_trainer_apply then drops on
+ * every rank (host_agree); its forward's moves of the buffers go back with it, so a buffer
+ * copy is taken if the window began without one. Alone: s, nothing marked. */
+static strop_status host_fail(strop_trainer *t, strop_status s) {
+  if (!dist_on(t)) return s;
+  if (!t->host_failed) t->host_failed = s;
+  if (!t->snap_live) (void)buffers_take(t); /* nothing moved yet, or moved back: as it began */
+  return s;
+}
+
+/* strop_trainer_apply in a group, when the window is complete: what its sums and update will
+ * allocate first (dist_prepare), then the ranks tell each other whether one of them failed a
+ * forward or a backward of the window (host_fail) or could not prepare; then every rank drops
+ * the window (a gradient that was not finite on a rank: a skipped step everywhere). */
+static strop_status host_agree(strop_trainer *t, const char *fn) {
+  if (!dist_on(t) || t->micro < t->accum) return STROP_OK;
+  const strop_status mine = t->host_failed;
+  t->host_failed = 0;
+  const strop_status p = mine ? STROP_OK : dist_prepare(t, fn);
+  double h[DH_N] = {0};
+  h[DH_BAD] = mine == STROP_E_NUMERIC;
+  h[DH_FAIL] = (mine && mine != STROP_E_NUMERIC) || p;
+  strop_status s = strop__dist_sum_double(t->dist, fn, h, DH_N);
+  if (!s && h[DH_FAIL] == 0 && h[DH_BAD] == 0) return STROP_OK;
+  drop_accumulation(t);
+  if (s || p) {
+    strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
+    return s ? s : p;
+  }
+  if (mine)
+    return strop__err(mine,
+                      "%s: step %lld: a forward or backward of this window failed on "
+                      "this rank (%s); every rank dropped the step",
+                      fn, (long long)t->global_step, strop_status_str(mine));
+  if (h[DH_FAIL] > 0) return failed_ranks(t, fn, h[DH_FAIL], 0, 0);
+  t->skipped++;
+  return strop__err(STROP_E_NUMERIC,
+                    "%s: step %lld: dout is not finite on %g of %d ranks; the update was "
+                    "skipped on every rank and the weights and buffers are unchanged",
+                    fn, (long long)t->global_step, h[DH_BAD], t->dist->size);
+}
+
 /* The output's shape [N, os...] as dims; its rank, or -1 when too many. */
 static int output_dims(const strop__shape *os, int64_t n, int64_t *dims) {
   if (os->rank + 1 > STROP_MAX_RANK) return -1;
@@ -1350,42 +1393,60 @@ static strop_status forward_side(const char *fn, strop_trainer *t, const strop_t
   strop_model *m = t->m;
   batch_geom g;
   strop_status s = check_batch(t, fn, inputs, mask, types, &g);
-  if (s || (s = window_begin(t))) return s;
+  if (s || (s = window_begin(t))) return host_fail(t, s);
   const int64_t n = g.n;
   /* the backward reads the input again: a copy, so the host may free its tensor meanwhile
    * (the forward copies the mask itself) */
   float *x = strop__arena_alloc(&m->arena, inputs->numel * sizeof *x);
-  if (!x) return STROP__NOMEM(fn);
+  if (!x) return host_fail(t, STROP__NOMEM(fn));
   memcpy(x, inputs->data, inputs->numel * sizeof *x);
   const strop__act *o;
   const strop__side side = {mask ? mask->data : NULL, types ? types->data : NULL};
   s = strop__model_forward_shaped(m, x, n, &g.in, 1, &side, &o);
   if (s) {
     strop__model_step_end(m); /* also the input's copy when the forward failed early */
-    drop_accumulation(t);     /* what the forward moved before it failed */
     strop__err_prefix("%s: step %lld", fn, (long long)t->global_step);
+    if (dist_on(t)) return host_fail(t, s); /* what it moved goes back with the window */
+    drop_accumulation(t);                   /* what the forward moved before it failed */
     return s;
   }
   int64_t dims[STROP_MAX_RANK];
   int rank = output_dims(&o->shape, n, dims);
   if (rank < 0) {
     strop__model_step_end(m);
-    return strop__err(STROP_E_SHAPE, "%s: the output's rank exceeds %d", fn, STROP_MAX_RANK);
+    return host_fail(
+        t, strop__err(STROP_E_SHAPE, "%s: the output's rank exceeds %d", fn, STROP_MAX_RANK));
   }
   s = strop_tensor_from_data(o->data, (size_t)n * strop__shape_numel(&o->shape), rank, dims, out);
   if (s) {
     strop__model_step_end(m);
-    return s == STROP_E_NOMEM ? STROP__NOMEM(fn) : s;
+    return host_fail(t, s == STROP_E_NOMEM ? STROP__NOMEM(fn) : s);
   }
   t->host_pending = 1;
   t->window_own_stats = 1; /* its running statistics from its own rows: averaged */
   return STROP_OK;
 }
 
+static strop_status host_backward(strop_trainer *t, const strop_tensor *dout);
+
 strop_status strop_trainer_backward(strop_trainer *t, const strop_tensor *dout) {
-  static const char fn[] = "strop_trainer_backward";
   if (!t || !dout)
-    return strop__err(STROP_E_INVALID_ARG, "%s: %s is NULL", fn, t ? "dout" : "trainer");
+    return strop__err(STROP_E_INVALID_ARG, "strop_trainer_backward: %s is NULL",
+                      t ? "dout" : "trainer");
+  const int64_t micro = t->micro;
+  strop_status s = host_backward(t, dout);
+  if (s && dist_on(t)) {
+    /* the window (dropped: its buffers back as it began, taken again) still ends at the
+     * other ranks' apply, which drops it on every rank */
+    t->micro = micro + 1;
+    if (!t->snap_live) (void)buffers_take(t); /* the copies' room is there: allocates nothing */
+    (void)host_fail(t, s);
+  }
+  return s;
+}
+
+static strop_status host_backward(strop_trainer *t, const strop_tensor *dout) {
+  static const char fn[] = "strop_trainer_backward";
   strop_model *m = t->m;
   if (!t->host_pending || !m->have_forward) {
     int dropped = t->host_pending;
@@ -1445,7 +1506,8 @@ strop_status strop_trainer_apply(strop_trainer *t) {
                       "strop_trainer_backward, or drop it with strop_trainer_discard_forward, "
                       "first",
                       fn);
-  return window_end(t, fn);
+  strop_status s = host_agree(t, fn);
+  return s ? s : window_end(t, fn);
 }
 
 void strop_trainer_discard_forward(strop_trainer *t) {
