@@ -630,20 +630,23 @@ static void oom_body(strop_dist *d, rank_job *j) {
   rank_end(j, m, opt, t, x, y);
 }
 
-/* Rank 1's every allocation of its first step failing in turn: every rank returns from that
- * step, rank 1 with STROP_E_NOMEM and rank 0 with STROP_E_IO naming the failure, none waits
- * for ever (a backward that failed after the ranks agreed on the loss used to leave rank 0
- * waiting in the gradients' sums); the second step runs on both and the ranks' weights are the
- * same bit for bit. Returns the allocations swept. */
-static int oom_sweep(int sync, int async, int accum) {
-  int fired = 1, n = 0, in_backward = 0;
+/* Rank 1's every allocation of body's first step (or window) failing in turn: every rank
+ * returns from that step, rank 1 with STROP_E_NOMEM and rank 0 with STROP_E_IO naming the
+ * failure, none waits for ever (a backward that failed after the ranks agreed on the loss used
+ * to leave rank 0 waiting in the gradients' sums); the second step runs on both and the ranks'
+ * weights are the same bit for bit. Returns the allocations swept; *in_backward counts the
+ * failures rank 0 learnt of after the backward. */
+static int rank1_sweep(void (*body)(strop_dist *, rank_job *), int sync, int async, int accum,
+                       int *in_backward) {
+  int fired = 1, n = 0;
+  *in_backward = 0;
   while (fired) {
     n++;
     ck_assert_int_lt(n, 5000);
     rank_job jobs[2];
     memset(jobs, 0, sizeof jobs);
     for (int i = 0; i < 2; i++) {
-      jobs[i].body = oom_body;
+      jobs[i].body = body;
       jobs[i].sync = sync;
       jobs[i].accum = accum;
     }
@@ -660,7 +663,7 @@ static int oom_sweep(int sync, int async, int accum) {
                     jobs[1].run.error);
       ck_assert_msg(s0 == STROP_E_IO && strstr(jobs[0].run.error, "1 of 2 ranks failed"),
                     "allocation %d: rank 0 %d (%s)", n, s0, jobs[0].run.error);
-      in_backward += strstr(jobs[0].run.error, "failed in the backward") != NULL;
+      *in_backward += strstr(jobs[0].run.error, "failed in the backward") != NULL;
     }
     for (int i = 0; i < 2; i++)
       ck_assert_msg(jobs[i].out[1] == STROP_OK, "allocation %d: rank %d's next step: %s", n, i,
@@ -672,6 +675,12 @@ static int oom_sweep(int sync, int async, int accum) {
                   "allocation %d: the ranks' weights differ", n);
     free_runs(jobs, 2);
   }
+  return n;
+}
+
+static int oom_sweep(int sync, int async, int accum) {
+  int in_backward = 0;
+  const int n = rank1_sweep(oom_body, sync, async, accum, &in_backward);
   /* the sweep reached the backward: rank 0 learnt of rank 1's failure after their agreement
    * on the loss (a convolution's scratch in the backward) */
   ck_assert_int_gt(in_backward, 0);
@@ -870,32 +879,8 @@ static void host_body(strop_dist *d, rank_job *j) {
  * in the gradients' sums for ever). 1 and 2 micro-batches a window. */
 START_TEST(host_loss_failure_on_one_rank) {
   for (int accum = 1; accum <= 2; accum++) {
-    int fired = 1, n = 0;
-    while (fired) {
-      n++;
-      ck_assert_int_lt(n, 5000);
-      rank_job jobs[2];
-      memset(jobs, 0, sizeof jobs);
-      for (int i = 0; i < 2; i++) {
-        jobs[i].body = host_body;
-        jobs[i].accum = accum;
-      }
-      jobs[1].fail_at = n;
-      world w;
-      run_ranks_async(&w, 2, jobs, 1);
-      fired = (int)jobs[1].out[3];
-      const strop_status s0 = (strop_status)jobs[0].out[0], s1 = (strop_status)jobs[1].out[0];
-      ck_assert_msg((s0 == STROP_OK) == (s1 == STROP_OK) && (!s1 || s0 == STROP_E_IO),
-                    "accum %d, rank 1's allocation %d failing: rank 0 %d (%s), rank 1 %d (%s)",
-                    accum, n, s0, jobs[0].run.error, s1, jobs[1].run.error);
-      for (int i = 0; i < 2; i++)
-        ck_assert_msg(jobs[i].out[1] == STROP_OK, "allocation %d: rank %d's next window", n, i);
-      ck_assert_int_eq(jobs[0].out[2], jobs[1].out[2]);
-      ck_assert_int_eq(jobs[0].out[2], s1 ? 1 : 2);
-      ck_assert_msg(memcmp(jobs[0].run.w, jobs[1].run.w, jobs[0].run.n * sizeof(float)) == 0,
-                    "allocation %d: the ranks' weights differ", n);
-      free_runs(jobs, 2);
-    }
+    int unused;
+    const int n = rank1_sweep(host_body, 0, 1, accum, &unused);
     printf("dist: a host's loss, rank 1 out of memory: %d allocations swept (%d micro-batch%s)\n",
            n, accum, accum > 1 ? "es" : "");
     rank_job jobs[2];
