@@ -89,7 +89,10 @@
  * samples; SPLIT_PASSES=ab a linear's bias rows and bias gradient, layer norm's parameter
  * gradients, the BF16 panels of 768-wide outputs and the gated MLP's SiLU gate on the calling
  * thread and split over the threads (strop__split_passes, the same bits), SPLIT_PASSES=0
- * serial.
+ * serial. PACK_GROUPS=ab the BF16 products' panels (a held weight's read in place where A fits
+ * in L2, the packed ones: input gradients, plain BF16 and int8 weights) a panel at a time and in
+ * groups of 256 KB against each 8-row tile of A (strop__bf16_pack_groups, the same bits; with
+ * COMPUTE_DTYPE=bf16), PACK_GROUPS=0 a panel at a time.
  *
  * Prints one RESULT line: samples/s or tokens/s (best of `repeats` windows of `steps` steps
  * after a warm-up), the step's multiply-add work (gemm_flops: the matrix products and
@@ -277,6 +280,10 @@ static void set_sdpa_split(strop_model *m, int on) { (void)m, strop__sdpa_split_
  * BF16 panels of 768-wide outputs, the SiLU gate) on the calling thread / split: the same bits */
 static void set_split_passes(strop_model *m, int on) { (void)m, strop__split_passes = on; }
 
+/* the held and packed BF16 products' panels one at a time where A fit in L2 or B was packed /
+ * in groups against each tile of A (strop__bf16_pack_groups): the same bits */
+static void set_pack_groups(strop_model *m, int on) { (void)m, strop__bf16_pack_groups = on; }
+
 static const ab_switch AB[] = {
     {"FUSED_LOSS", NULL, NULL, "unfused", "fused", "fused_loss", set_fused},
     {"KERNELS", NULL, NULL, "rows1", "rows", "kernels", set_rows},
@@ -312,6 +319,7 @@ static const ab_switch AB[] = {
     {"PAR_SPLIT", "0", NULL, "per_thread", "split", "par_split", set_par_split},
     {"SDPA_SPLIT", "0", NULL, "samples", "items", "sdpa_split", set_sdpa_split},
     {"SPLIT_PASSES", "0", NULL, "serial", "split", "split_passes", set_split_passes},
+    {"PACK_GROUPS", "0", NULL, "panels", "groups", "pack_groups", set_pack_groups},
     {"COMPUTE_DTYPE", NULL, "bf16", "f32", "bf16", "compute_dtype", set_dtype},
 };
 #define N_AB ((int)(sizeof AB / sizeof AB[0]))

@@ -16,6 +16,7 @@
 
 int strop__bf16_impl = 0;
 int strop__bf16_held_groups = 1;
+int strop__bf16_pack_groups = 1;
 
 uint16_t strop__bf16_from_f32(float x) {
   uint32_t u;
@@ -507,6 +508,16 @@ BF16_TARGET static void kernel_8x32(const bf16_job *J, int64_t i, int64_t j0, co
 
 int strop__bf16_kslices = 1;
 
+/* A's bytes past which a held weight's panels read in place run in groups (unless
+ * strop__bf16_pack_groups: at every size), and a group's bytes */
+enum { HG_A = 512 << 10, HG_B = 256 << 10 };
+
+/* a chunk's words of panels: one panel, or a group of them (at most HG_B) */
+static size_t chunk_words(int64_t ka) {
+  const size_t panel = (size_t)(ka / 2) * BNR;
+  return panel * sizeof(uint32_t) <= HG_B / 2 ? HG_B / sizeof(uint32_t) : panel;
+}
+
 /* k in slices of KS_BLOCKS blocks of 32 (512 pairs: a panel's slice 64 KB) where a held weight's
  * _nn panel passes KS_PANEL bytes */
 enum { KS_BLOCKS = 32, KS_PANEL = 512 << 10 };
@@ -575,25 +586,30 @@ BF16_TARGET static void bf16_chunk_kslices(void *ctx, int64_t lo, int64_t hi, in
   }
 }
 
-/* A's bytes past which a held weight's panels read in place run in groups, and a group's bytes */
-enum { HG_A = 512 << 10, HG_B = 256 << 10 };
-
 /* column blocks [lo, hi) of 32 */
 static void bf16_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   const bf16_job *J = ctx;
-  uint32_t *p = J->panels + (size_t)chunk * (size_t)(J->ka / 2) * BNR;
+  uint32_t *p = J->panels + (size_t)chunk * chunk_words(J->ka);
   const int direct = J->held && !J->b_kn && strop__bf16_impl != 2;
   const size_t panel = (size_t)(J->ka / 2) * BNR * sizeof(uint32_t);
-  if (direct && strop__bf16_held_groups && (size_t)J->m * (size_t)J->ka * 2 > HG_A &&
-      panel <= HG_B / 2) {
-    /* each tile of A (8 rows, in L1) against the group's panels (in L2): the same tiles */
-    const int64_t g = (int64_t)(HG_B / panel);
+  /* each tile of A (8 rows, in L1) against a group's panels (in L2): the same tiles. Before
+   * strop__bf16_pack_groups a tile and a panel both came from L2 where A fit there (the LM
+   * head's 192-row chunks, 184 GFLOP/s against the blocks' 219), and packed panels went one
+   * at a time (the input gradients, 192-206) */
+  const int64_t g = panel <= HG_B / 2 ? (int64_t)(HG_B / panel) : 1;
+  if ((g > 1 && direct && strop__bf16_held_groups &&
+       (strop__bf16_pack_groups || (size_t)J->m * (size_t)J->ka * 2 > HG_A)) ||
+      (!direct && strop__bf16_pack_groups)) {
     const uint32_t *w = (const uint32_t *)(const void *)J->b;
     for (int64_t g0 = lo; g0 < hi; g0 += g) {
       const int64_t g1 = g0 + g < hi ? g0 + g : hi;
+      if (!direct)
+        for (int64_t jb = g0; jb < g1; jb++)
+          pack_panel(J, jb * BNR, p + (size_t)(jb - g0) * (size_t)(J->ka / 2) * BNR);
+      const uint32_t *pg = direct ? w + (size_t)g0 * (size_t)(J->ka / 2) * BNR : p;
       for (int64_t i = 0; i < J->m; i += BMR)
         for (int64_t jb = g0; jb < g1; jb++)
-          kernel_8x32(J, i, jb * BNR, w + (size_t)jb * (size_t)(J->ka / 2) * BNR);
+          kernel_8x32(J, i, jb * BNR, pg + (size_t)(jb - g0) * (size_t)(J->ka / 2) * BNR);
     }
     return;
   }
@@ -614,7 +630,7 @@ size_t strop__bf16_gemm_scratch(int64_t m, int64_t n, int64_t k) {
                                (size_t)((n + BNR - 1) / BNR * BNR) * sizeof(float)
                          : 0;
   return (size_t)m * ka * sizeof(uint16_t) + acc +
-         (size_t)(strop__num_threads() + 1) * (ka / 2) * BNR * sizeof(uint32_t) + 64;
+         (size_t)(strop__num_threads() + 1) * chunk_words((int64_t)ka) * sizeof(uint32_t) + 64;
 }
 
 /* A's rows [lo, hi) rounded to BF16, zero to ka */

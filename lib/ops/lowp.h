@@ -91,6 +91,13 @@ extern int strop__bf16_kslices;
  * weight's panels (256 KB) at a time, so that A comes from L3 once per group rather than once
  * per 48 KB panel; 0: a panel at a time (tests and bench_big HELD_GROUPS=ab: the same bits). */
 extern int strop__bf16_held_groups;
+/* 1 (the default): every 8-row tile of A runs against a group of panels (256 KB) at a time
+ * wherever a panel is at most 128 KB — a held weight's _nt product at any size of A (the LM
+ * head's 192-row chunks of a frozen head, whose A fit in L2, ran a panel at a time) and the
+ * panels packed per call (a held weight's _nn, the input gradient; a plain BF16 or int8
+ * weight) — so the tile's rows stay in L1 and only the panels stream from L2; 0: as before
+ * (tests and bench_big PACK_GROUPS=ab: the same bits). */
+extern int strop__bf16_pack_groups;
 /* 1 when the vdpbf16ps kernel runs for BF16 weights here (CPU, build, strop__bf16_impl, the
  * environment). */
 int strop__bf16_dot_enabled(void);
