@@ -221,13 +221,15 @@ START_TEST(b_groups_same_bits) {
 END_TEST
 
 /* The input gradient through a weight held in panels whose _nn panel passes 512 KB (k the
- * outputs, over 8192: the LM head's) runs k in slices with each sum carried between them
- * (strop__bf16_kslices 1): the bits of all of k at once (0) and of the weight stored plainly;
- * both layouts, written and added, 1 and 2 threads, m not a multiple of 8, n not of 32, a last
- * slice shorter than the others (9000 outputs: 8 full slices and 832). */
+ * outputs, over 8192: the LM head's) runs k in slices with each sum carried between them —
+ * across the column blocks of a chunk (strop__bf16_kslices 2; more than 24 of them at 1 thread
+ * for 900 inputs: a second group) or a column block at a time (1): the bits of all of k at once
+ * (0) and of the weight stored plainly; both layouts, written and added, 1 and 2 threads, m not
+ * a multiple of 8, n not of 32, a last slice shorter than the others (9000 outputs: 8 full
+ * slices of 1024 and 832, 35 of 256 and 40). */
 START_TEST(kslices_same_bits) {
   if (!strop__bf16_dot_enabled()) return;
-  static const int64_t shapes[][3] = {{9000, 45, 13}, {17000, 70, 9}}; /* out, in, rows */
+  static const int64_t shapes[][3] = {{9000, 45, 13}, {17000, 70, 9}, {9000, 900, 11}};
   const int threads = strop_get_num_threads();
   for (int th = 1; th <= 2; th++) {
     ck_assert_int_eq(strop_set_num_threads(th), STROP_OK);
@@ -243,24 +245,25 @@ START_TEST(kslices_same_bits) {
           ck_assert_int_eq(strop__lowp_make(&plain, STROP__LOWP_BF16, w, R, C, sc, 0), 0);
           held.v = strop__malloc_aligned(strop__bf16_panels_bytes(out, in));
           strop__bf16_shadow_fill(&held, w);
-          float *dx[3];
-          for (int v = 0; v < 3; v++) { /* sliced, all of k, plain */
+          float *dx[4];
+          static const char *const what[4] = {"", "a column block at a time", "all of k at once",
+                                              "the plain weight"};
+          for (int v = 0; v < 4; v++) { /* across the blocks, a block at a time, all k, plain */
             dx[v] = malloc((size_t)(m * in) * sizeof(float));
             for (int64_t i = 0; i < m * in; i++) dx[v][i] = 0.25f * (float)(i % 3);
-            strop__bf16_kslices = v == 0;
+            strop__bf16_kslices = v == 0 ? 2 : v == 1 ? 1 : 0;
             ck_assert_int_eq(strop__linear_backward_bf16(
-                                 NULL, v == 2 ? &plain : &held, dy, dx[v], NULL, NULL, m, in, out,
+                                 NULL, v == 3 ? &plain : &held, dy, dx[v], NULL, NULL, m, in, out,
                                  (add ? 0 : STROP__LB_ASSIGN_DX) | (sc ? STROP__LB_W_IN_OUT : 0)),
                              0);
           }
-          strop__bf16_kslices = 1;
-          for (int v = 1; v < 3; v++)
+          strop__bf16_kslices = 2;
+          for (int v = 1; v < 4; v++)
             ck_assert_msg(!memcmp(dx[0], dx[v], (size_t)(m * in) * sizeof(float)),
                           "%lld x %lld, %lld rows, layout %d, added %d, threads %d: the slices "
                           "differ from %s",
-                          (long long)out, (long long)in, (long long)m, sc, add, th,
-                          v == 1 ? "all of k at once" : "the plain weight");
-          for (int v = 0; v < 3; v++) free(dx[v]);
+                          (long long)out, (long long)in, (long long)m, sc, add, th, what[v]);
+          for (int v = 0; v < 4; v++) free(dx[v]);
           strop__lowp_free(&plain);
           strop__lowp_free(&held);
           free(w);

@@ -506,7 +506,7 @@ BF16_TARGET static void kernel_8x32(const bf16_job *J, int64_t i, int64_t j0, co
                         J->c + i * J->ldc + j0, J->ldc);
 }
 
-int strop__bf16_kslices = 1;
+int strop__bf16_kslices = 2;
 
 /* A's bytes past which a held weight's panels read in place run in groups (unless
  * strop__bf16_pack_groups: at every size), and a group's bytes */
@@ -521,6 +521,9 @@ static size_t chunk_words(int64_t ka) {
 /* k in slices of KS_BLOCKS blocks of 32 (512 pairs: a panel's slice 64 KB) where a held weight's
  * _nn panel passes KS_PANEL bytes */
 enum { KS_BLOCKS = 32, KS_PANEL = 512 << 10 };
+/* strop__bf16_kslices 2: slices of KW_BLOCKS blocks of 32 (256 of k) across up to KW_COLS
+ * column blocks (a group of panels 384 KB, within a chunk's scratch: KS_PANEL is larger) */
+enum { KW_BLOCKS = 8, KW_COLS = 24 };
 static int kslices(int64_t ka) { return (size_t)ka / 2 * BNR * sizeof(uint32_t) > KS_PANEL; }
 
 /* acc (8 rows of 32 sums, stored whole) += rows a + r rs (those past mr read row mr - 1) times
@@ -558,9 +561,33 @@ BF16_TARGET static void tile_acc(const uint32_t *a, int64_t rs, int64_t kp, cons
 BF16_TARGET static void bf16_chunk_kslices(void *ctx, int64_t lo, int64_t hi, int chunk) {
   const bf16_job *J = ctx;
   const int64_t kb = J->ka / 32, m8 = (J->m + BMR - 1) / BMR * BMR;
-  uint32_t *p = J->panels + (size_t)chunk * KS_BLOCKS * 16 * BNR;
   const uint32_t *a = (const uint32_t *)(const void *)J->a; /* rows of ka / 2 pairs */
-  for (int64_t b0 = 0; b0 < kb; b0 += KS_BLOCKS) {
+  if (strop__bf16_kslices == 2) {
+    /* slices of KW_BLOCKS blocks, each block's rows for up to KW_COLS column blocks packed as
+     * one run of up to 48 KB read in order (a column block at a time reads 2 KB runs 48 KB
+     * apart, from memory: the LM head's input gradient then took ~22 ms of a GPT-2 LoRA step
+     * more than when the same runs came from cache); every tile's slice of A (4 KB, in L1)
+     * then runs against the group's panels (384 KB, in L2) */
+    const size_t cw = (size_t)KW_BLOCKS * 16 * BNR; /* a column block's slice, in words */
+    uint32_t *p = J->panels + (size_t)chunk * KW_COLS * cw;
+    for (int64_t b0 = 0; b0 < kb; b0 += KW_BLOCKS) {
+      const int64_t b1 = b0 + KW_BLOCKS < kb ? b0 + KW_BLOCKS : kb;
+      for (int64_t g0 = lo; g0 < hi; g0 += KW_COLS) {
+        const int64_t g1 = g0 + KW_COLS < hi ? g0 + KW_COLS : hi;
+        for (int64_t blk = b0; blk < b1; blk++)
+          for (int64_t jb = g0; jb < g1; jb++)
+            pack_panel_held_kn(J, jb * BNR, blk, blk + 1,
+                               p + (size_t)(jb - g0) * cw + (size_t)(blk - b0) * 16 * BNR);
+        for (int64_t i = 0; i < J->m; i += BMR)
+          for (int64_t jb = g0; jb < g1; jb++)
+            tile_acc(a + i * (J->ka / 2) + b0 * 16, J->ka / 2, (b1 - b0) * 16,
+                     p + (size_t)(jb - g0) * cw, J->m - i < BMR ? J->m - i : BMR,
+                     J->acc + ((size_t)jb * m8 + i) * BNR, b0 > 0);
+      }
+    }
+  }
+  uint32_t *p = J->panels + (size_t)chunk * KS_BLOCKS * 16 * BNR;
+  for (int64_t b0 = 0; b0 < kb && strop__bf16_kslices != 2; b0 += KS_BLOCKS) {
     const int64_t b1 = b0 + KS_BLOCKS < kb ? b0 + KS_BLOCKS : kb;
     for (int64_t jb = lo; jb < hi; jb++) {
       pack_panel_held_kn(J, jb * BNR, b0, b1, p);

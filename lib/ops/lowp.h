@@ -81,10 +81,12 @@ size_t strop__lowp_scratch_bytes(void);
  * fallback (tests run both paths on one machine), 2 decides as 0 but packs the weight's panels
  * element by element, the reference the vectorised packing is tested against. */
 extern int strop__bf16_impl;
-/* 1 (the default): a BF16 weight held in panels whose strop__bf16_gemm_nn panel of 32 columns
- * would pass 512 KB (k > 8192: the LM head's input gradient) runs k in slices whose panels stay
- * in L2, each element's sums carried between slices in FP32; 0: all of k at once (tests and
- * bench_big K_SLICES=ab compare the two: the same bits). */
+/* 2 (the default): a BF16 weight held in panels whose strop__bf16_gemm_nn panel of 32 columns
+ * would pass 512 KB (k > 8192: the LM head's input gradient) runs k in slices of 256 across up
+ * to 24 column blocks, each block of the weight's rows packed in one run; 1: slices of 1024 a
+ * column block at a time (each block's rows read as 2 KB runs 48 KB apart); both keep the
+ * panels in L2 and carry each element's sums between slices in FP32; 0: all of k at once
+ * (tests and bench_big K_SLICES=ab, KS_WIDE=ab compare them: the same bits). */
 extern int strop__bf16_kslices;
 /* 1 (the default): a held weight's _nt product whose A passes 512 KB (the LM head's forward
  * over a 512-row chunk: 768 KB of BF16 rows) runs every 8-row tile of A against a group of the
