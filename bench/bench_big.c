@@ -95,7 +95,8 @@
  * COMPUTE_DTYPE=bf16), PACK_GROUPS=0 a panel at a time; KS_WIDE=ab the LM head's input
  * gradient's slices of k a column block at a time (1024 of k, the weight's rows read in 2 KB
  * runs) and across the chunk's column blocks (256 of k, a block's rows in one run;
- * strop__bf16_kslices 1 / 2, the same bits), KS_WIDE=0 a column block at a time.
+ * strop__bf16_kslices 1 / 2, the same bits), KS_WIDE=0 a column block at a time; HELD_PACK=ab
+ * both off and both on (branch glr's changes), HELD_PACK=0 both off.
  *
  * Prints one RESULT line: samples/s or tokens/s (best of `repeats` windows of `steps` steps
  * after a warm-up), the step's multiply-add work (gemm_flops: the matrix products and
@@ -289,6 +290,11 @@ static void set_pack_groups(strop_model *m, int on) { (void)m, strop__bf16_pack_
 /* the LM head's input gradient in slices of k a column block at a time / across the chunk's
  * column blocks, each block's rows packed in one run (strop__bf16_kslices 1 / 2): the same bits */
 static void set_ks_wide(strop_model *m, int on) { (void)m, strop__bf16_kslices = on ? 2 : 1; }
+/* both off / both on (the held products before and after branch glr) */
+static void set_held_pack(strop_model *m, int on) {
+  set_pack_groups(m, on);
+  set_ks_wide(m, on);
+}
 
 static const ab_switch AB[] = {
     {"FUSED_LOSS", NULL, NULL, "unfused", "fused", "fused_loss", set_fused},
@@ -327,6 +333,7 @@ static const ab_switch AB[] = {
     {"SPLIT_PASSES", "0", NULL, "serial", "split", "split_passes", set_split_passes},
     {"PACK_GROUPS", "0", NULL, "panels", "groups", "pack_groups", set_pack_groups},
     {"KS_WIDE", "0", NULL, "per_block", "wide", "ks_wide", set_ks_wide},
+    {"HELD_PACK", "0", NULL, "before", "after", "held_pack", set_held_pack},
     {"COMPUTE_DTYPE", NULL, "bf16", "f32", "bf16", "compute_dtype", set_dtype},
 };
 #define N_AB ((int)(sizeof AB / sizeof AB[0]))
