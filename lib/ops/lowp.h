@@ -89,9 +89,10 @@ extern int strop__bf16_impl;
  * (tests and bench_big K_SLICES=ab, KS_WIDE=ab compare them: the same bits). */
 extern int strop__bf16_kslices;
 /* 1 (the default): a held weight's _nt product whose A passes 512 KB (the LM head's forward
- * over a 512-row chunk: 768 KB of BF16 rows) runs every 8-row tile of A against a group of the
- * weight's panels (256 KB) at a time, so that A comes from L3 once per group rather than once
- * per 48 KB panel; 0: a panel at a time (tests and bench_big HELD_GROUPS=ab: the same bits). */
+ * over a 512-row chunk: 768 KB of BF16 rows; at every size of A with strop__bf16_pack_groups)
+ * runs every 8-row tile of A against a group of the weight's panels (256 KB) at a time, so that
+ * A comes from L3 once per group rather than once per 48 KB panel; 0: a panel at a time (tests
+ * and bench_big HELD_GROUPS=ab: the same bits). */
 extern int strop__bf16_held_groups;
 /* 1 (the default): every 8-row tile of A runs against a group of panels (256 KB) at a time
  * wherever a panel is at most 128 KB — a held weight's _nt product at any size of A (the LM
