@@ -585,15 +585,17 @@ BF16_TARGET static void bf16_chunk_kslices(void *ctx, int64_t lo, int64_t hi, in
                      J->acc + ((size_t)jb * m8 + i) * BNR, b0 > 0);
       }
     }
-  }
-  uint32_t *p = J->panels + (size_t)chunk * KS_BLOCKS * 16 * BNR;
-  for (int64_t b0 = 0; b0 < kb && strop__bf16_kslices != 2; b0 += KS_BLOCKS) {
-    const int64_t b1 = b0 + KS_BLOCKS < kb ? b0 + KS_BLOCKS : kb;
-    for (int64_t jb = lo; jb < hi; jb++) {
-      pack_panel_held_kn(J, jb * BNR, b0, b1, p);
-      for (int64_t i = 0; i < J->m; i += BMR)
-        tile_acc(a + i * (J->ka / 2) + b0 * 16, J->ka / 2, (b1 - b0) * 16, p,
-                 J->m - i < BMR ? J->m - i : BMR, J->acc + ((size_t)jb * m8 + i) * BNR, b0 > 0);
+  } else {
+    uint32_t *p = J->panels + (size_t)chunk * KS_BLOCKS * 16 * BNR;
+    for (int64_t b0 = 0; b0 < kb; b0 += KS_BLOCKS) {
+      const int64_t b1 = b0 + KS_BLOCKS < kb ? b0 + KS_BLOCKS : kb;
+      for (int64_t jb = lo; jb < hi; jb++) {
+        pack_panel_held_kn(J, jb * BNR, b0, b1, p);
+        for (int64_t i = 0; i < J->m; i += BMR)
+          tile_acc(a + i * (J->ka / 2) + b0 * 16, J->ka / 2, (b1 - b0) * 16, p,
+                   J->m - i < BMR ? J->m - i : BMR, J->acc + ((size_t)jb * m8 + i) * BNR,
+                   b0 > 0);
+      }
     }
   }
   for (int64_t jb = lo; jb < hi; jb++) {
