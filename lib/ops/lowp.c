@@ -593,8 +593,7 @@ BF16_TARGET static void bf16_chunk_kslices(void *ctx, int64_t lo, int64_t hi, in
         pack_panel_held_kn(J, jb * BNR, b0, b1, p);
         for (int64_t i = 0; i < J->m; i += BMR)
           tile_acc(a + i * (J->ka / 2) + b0 * 16, J->ka / 2, (b1 - b0) * 16, p,
-                   J->m - i < BMR ? J->m - i : BMR, J->acc + ((size_t)jb * m8 + i) * BNR,
-                   b0 > 0);
+                   J->m - i < BMR ? J->m - i : BMR, J->acc + ((size_t)jb * m8 + i) * BNR, b0 > 0);
       }
     }
   }
