@@ -89,7 +89,14 @@
  * samples; SPLIT_PASSES=ab a linear's bias rows and bias gradient, layer norm's parameter
  * gradients, the BF16 panels of 768-wide outputs and the gated MLP's SiLU gate on the calling
  * thread and split over the threads (strop__split_passes, the same bits), SPLIT_PASSES=0
- * serial.
+ * serial. PACK_GROUPS=ab the BF16 products' panels (a held weight's read in place where A fits
+ * in L2, the packed ones: input gradients, plain BF16 and int8 weights) a panel at a time and in
+ * groups of 256 KB against each 8-row tile of A (strop__bf16_pack_groups, the same bits; with
+ * COMPUTE_DTYPE=bf16), PACK_GROUPS=0 a panel at a time; KS_WIDE=ab the LM head's input
+ * gradient's slices of k a column block at a time (1024 of k, the weight's rows read in 2 KB
+ * runs) and across the chunk's column blocks (256 of k, a block's rows in one run;
+ * strop__bf16_kslices 1 / 2, the same bits), KS_WIDE=0 a column block at a time; HELD_PACK=ab
+ * both off and both on (branch glr's changes), HELD_PACK=0 both off.
  *
  * Prints one RESULT line: samples/s or tokens/s (best of `repeats` windows of `steps` steps
  * after a warm-up), the step's multiply-add work (gemm_flops: the matrix products and
@@ -198,7 +205,7 @@ static void set_gelu(strop_model *m, int on) { (void)m, strop__gelu_isa = on ? 0
 /* BF16 weight gradients a panel of B at a time / B's panels in groups: the same bits */
 static void set_bgroups(strop_model *m, int on) { (void)m, strop__bf16_b_groups = on; }
 /* the LM head's BF16 input gradient all of k at once / in slices: the same bits */
-static void set_kslices(strop_model *m, int on) { (void)m, strop__bf16_kslices = on; }
+static void set_kslices(strop_model *m, int on) { (void)m, strop__bf16_kslices = on ? 2 : 0; }
 /* a frozen BF16 conv's weight packed per call / kept packed: the same bits */
 static void set_heldw(strop_model *m, int on) { (void)m, strop__conv_keep_packed = on; }
 /* a residual sum and its relu apart / in one pass: the same bits */
@@ -277,6 +284,18 @@ static void set_sdpa_split(strop_model *m, int on) { (void)m, strop__sdpa_split_
  * BF16 panels of 768-wide outputs, the SiLU gate) on the calling thread / split: the same bits */
 static void set_split_passes(strop_model *m, int on) { (void)m, strop__split_passes = on; }
 
+/* the held and packed BF16 products' panels one at a time where A fit in L2 or B was packed /
+ * in groups against each tile of A (strop__bf16_pack_groups): the same bits */
+static void set_pack_groups(strop_model *m, int on) { (void)m, strop__bf16_pack_groups = on; }
+/* the LM head's input gradient in slices of k a column block at a time / across the chunk's
+ * column blocks, each block's rows packed in one run (strop__bf16_kslices 1 / 2): the same bits */
+static void set_ks_wide(strop_model *m, int on) { (void)m, strop__bf16_kslices = on ? 2 : 1; }
+/* both off / both on (the held products before and after branch glr) */
+static void set_held_pack(strop_model *m, int on) {
+  set_pack_groups(m, on);
+  set_ks_wide(m, on);
+}
+
 static const ab_switch AB[] = {
     {"FUSED_LOSS", NULL, NULL, "unfused", "fused", "fused_loss", set_fused},
     {"KERNELS", NULL, NULL, "rows1", "rows", "kernels", set_rows},
@@ -312,6 +331,9 @@ static const ab_switch AB[] = {
     {"PAR_SPLIT", "0", NULL, "per_thread", "split", "par_split", set_par_split},
     {"SDPA_SPLIT", "0", NULL, "samples", "items", "sdpa_split", set_sdpa_split},
     {"SPLIT_PASSES", "0", NULL, "serial", "split", "split_passes", set_split_passes},
+    {"PACK_GROUPS", "0", NULL, "panels", "groups", "pack_groups", set_pack_groups},
+    {"KS_WIDE", "0", NULL, "per_block", "wide", "ks_wide", set_ks_wide},
+    {"HELD_PACK", "0", NULL, "before", "after", "held_pack", set_held_pack},
     {"COMPUTE_DTYPE", NULL, "bf16", "f32", "bf16", "compute_dtype", set_dtype},
 };
 #define N_AB ((int)(sizeof AB / sizeof AB[0]))

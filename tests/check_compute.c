@@ -221,13 +221,15 @@ START_TEST(b_groups_same_bits) {
 END_TEST
 
 /* The input gradient through a weight held in panels whose _nn panel passes 512 KB (k the
- * outputs, over 8192: the LM head's) runs k in slices with each sum carried between them
- * (strop__bf16_kslices 1): the bits of all of k at once (0) and of the weight stored plainly;
- * both layouts, written and added, 1 and 2 threads, m not a multiple of 8, n not of 32, a last
- * slice shorter than the others (9000 outputs: 8 full slices and 832). */
+ * outputs, over 8192: the LM head's) runs k in slices with each sum carried between them —
+ * across the column blocks of a chunk (strop__bf16_kslices 2; more than 24 of them at 1 thread
+ * for 900 inputs: a second group) or a column block at a time (1): the bits of all of k at once
+ * (0) and of the weight stored plainly; both layouts, written and added, 1 and 2 threads, m not
+ * a multiple of 8, n not of 32, a last slice shorter than the others (9000 outputs: 8 full
+ * slices of 1024 and 832, 35 of 256 and 40). */
 START_TEST(kslices_same_bits) {
   if (!strop__bf16_dot_enabled()) return;
-  static const int64_t shapes[][3] = {{9000, 45, 13}, {17000, 70, 9}}; /* out, in, rows */
+  static const int64_t shapes[][3] = {{9000, 45, 13}, {17000, 70, 9}, {9000, 900, 11}};
   const int threads = strop_get_num_threads();
   for (int th = 1; th <= 2; th++) {
     ck_assert_int_eq(strop_set_num_threads(th), STROP_OK);
@@ -243,24 +245,25 @@ START_TEST(kslices_same_bits) {
           ck_assert_int_eq(strop__lowp_make(&plain, STROP__LOWP_BF16, w, R, C, sc, 0), 0);
           held.v = strop__malloc_aligned(strop__bf16_panels_bytes(out, in));
           strop__bf16_shadow_fill(&held, w);
-          float *dx[3];
-          for (int v = 0; v < 3; v++) { /* sliced, all of k, plain */
+          float *dx[4];
+          static const char *const what[4] = {"", "a column block at a time", "all of k at once",
+                                              "the plain weight"};
+          for (int v = 0; v < 4; v++) { /* across the blocks, a block at a time, all k, plain */
             dx[v] = malloc((size_t)(m * in) * sizeof(float));
             for (int64_t i = 0; i < m * in; i++) dx[v][i] = 0.25f * (float)(i % 3);
-            strop__bf16_kslices = v == 0;
+            strop__bf16_kslices = v == 0 ? 2 : v == 1 ? 1 : 0;
             ck_assert_int_eq(strop__linear_backward_bf16(
-                                 NULL, v == 2 ? &plain : &held, dy, dx[v], NULL, NULL, m, in, out,
+                                 NULL, v == 3 ? &plain : &held, dy, dx[v], NULL, NULL, m, in, out,
                                  (add ? 0 : STROP__LB_ASSIGN_DX) | (sc ? STROP__LB_W_IN_OUT : 0)),
                              0);
           }
-          strop__bf16_kslices = 1;
-          for (int v = 1; v < 3; v++)
+          strop__bf16_kslices = 2;
+          for (int v = 1; v < 4; v++)
             ck_assert_msg(!memcmp(dx[0], dx[v], (size_t)(m * in) * sizeof(float)),
                           "%lld x %lld, %lld rows, layout %d, added %d, threads %d: the slices "
                           "differ from %s",
-                          (long long)out, (long long)in, (long long)m, sc, add, th,
-                          v == 1 ? "all of k at once" : "the plain weight");
-          for (int v = 0; v < 3; v++) free(dx[v]);
+                          (long long)out, (long long)in, (long long)m, sc, add, th, what[v]);
+          for (int v = 0; v < 4; v++) free(dx[v]);
           strop__lowp_free(&plain);
           strop__lowp_free(&held);
           free(w);
@@ -315,6 +318,78 @@ START_TEST(held_groups_same_bits) {
         free(x);
         free(b);
       }
+  }
+  ck_assert_int_eq(strop_set_num_threads(threads), STROP_OK);
+}
+END_TEST
+
+/* strop__bf16_pack_groups: every 8-row tile of A against a group of panels — a held weight's
+ * forward whose A fits in L2 (the panels read in place), and the panels packed per call: a held
+ * weight's input gradient, a plain BF16 weight's and an int8 weight's (per channel and in groups
+ * of 32) forward and input gradient — gives the bits of a panel at a time (0). Rows past 8 and
+ * not a multiple of it, outputs and inputs not multiples of 32, a last group of fewer panels
+ * (333 outputs: 11 panels of 22.5 KB a group, over 1000 inputs: 32 column blocks), panels too
+ * large to group (3000 inputs), both layouts, written and added, 1 and 2 threads. Fails when a
+ * group's tile or panel is skipped or misplaced. */
+START_TEST(pack_groups_same_bits) {
+  if (!strop__bf16_dot_enabled()) return;
+  static const int64_t shapes[][3] = {{333, 1000, 37}, {200, 600, 13}, {70, 3000, 21}};
+  const int threads = strop_get_num_threads();
+  for (int th = 1; th <= 2; th++) {
+    ck_assert_int_eq(strop_set_num_threads(th), STROP_OK);
+    for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++)
+      for (int sc = 0; sc < 2; sc++)
+        for (int kind = 0; kind < 4; kind++) { /* held BF16, plain BF16, int8, int8 groups */
+          const int64_t out = shapes[sh][0], in = shapes[sh][1], m = shapes[sh][2];
+          const int64_t R = sc ? in : out, C = sc ? out : in;
+          float *w = malloc((size_t)(R * C) * sizeof *w), *x = malloc((size_t)(m * in) * 4);
+          float *dy = malloc((size_t)(m * out) * 4), *b = malloc((size_t)out * sizeof *b);
+          fill(w, (size_t)(R * C), 0.37);
+          fill(x, (size_t)(m * in), 0.23);
+          fill(dy, (size_t)(m * out), 0.41);
+          fill(b, (size_t)out, 0.5);
+          strop__lowp q = {STROP__LOWP_BF16, sc, R, C, 0, NULL, NULL, 1};
+          if (kind == 0) {
+            q.v = strop__malloc_aligned(strop__bf16_panels_bytes(out, in));
+            strop__bf16_shadow_fill(&q, w);
+          } else {
+            ck_assert_int_eq(strop__lowp_make(&q, kind == 1 ? STROP__LOWP_BF16 : STROP__LOWP_INT8,
+                                              w, R, C, sc, kind == 3 ? 32 : 0),
+                             0);
+          }
+          float *y[2], *dx[2][2];
+          for (int v = 0; v < 2; v++) { /* groups, a panel at a time */
+            strop__bf16_pack_groups = v == 0;
+            y[v] = malloc((size_t)(m * out) * sizeof(float));
+            ck_assert_int_eq(strop__linear_forward_lowp(x, &q, b, y[v], m, in, out, sc), 0);
+            for (int add = 0; add < 2; add++) {
+              dx[v][add] = malloc((size_t)(m * in) * sizeof(float));
+              for (int64_t i = 0; i < m * in; i++) dx[v][add][i] = 0.25f * (float)(i % 3);
+              ck_assert_int_eq(
+                  strop__linear_backward_lowp(&q, dy, dx[v][add], m, in, out, sc, !add), 0);
+            }
+          }
+          strop__bf16_pack_groups = 1;
+          ck_assert_msg(!memcmp(y[0], y[1], (size_t)(m * out) * sizeof(float)),
+                        "%lld x %lld, %lld rows, kind %d, layout %d, threads %d: the forward's "
+                        "groups differ from a panel at a time",
+                        (long long)out, (long long)in, (long long)m, kind, sc, th);
+          for (int add = 0; add < 2; add++)
+            ck_assert_msg(!memcmp(dx[0][add], dx[1][add], (size_t)(m * in) * sizeof(float)),
+                          "%lld x %lld, %lld rows, kind %d, layout %d, added %d, threads %d: the "
+                          "input gradient's groups differ from a panel at a time",
+                          (long long)out, (long long)in, (long long)m, kind, sc, add, th);
+          for (int v = 0; v < 2; v++) {
+            free(y[v]);
+            free(dx[v][0]);
+            free(dx[v][1]);
+          }
+          strop__lowp_free(&q);
+          free(w);
+          free(x);
+          free(dy);
+          free(b);
+        }
   }
   ck_assert_int_eq(strop_set_num_threads(threads), STROP_OK);
 }
@@ -1604,6 +1679,7 @@ static Suite *suite(void) {
   tcase_add_test(c, b_groups_same_bits);
   tcase_add_test(c, kslices_same_bits);
   tcase_add_test(c, held_groups_same_bits);
+  tcase_add_test(c, pack_groups_same_bits);
   suite_add_tcase(s, c);
   c = tcase_create("linear");
   tcase_add_test(c, fallback_exact);

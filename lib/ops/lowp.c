@@ -16,6 +16,7 @@
 
 int strop__bf16_impl = 0;
 int strop__bf16_held_groups = 1;
+int strop__bf16_pack_groups = 1;
 
 uint16_t strop__bf16_from_f32(float x) {
   uint32_t u;
@@ -505,11 +506,24 @@ BF16_TARGET static void kernel_8x32(const bf16_job *J, int64_t i, int64_t j0, co
                         J->c + i * J->ldc + j0, J->ldc);
 }
 
-int strop__bf16_kslices = 1;
+int strop__bf16_kslices = 2;
+
+/* A's bytes past which a held weight's panels read in place run in groups (unless
+ * strop__bf16_pack_groups: at every size), and a group's bytes */
+enum { HG_A = 512 << 10, HG_B = 256 << 10 };
+
+/* a chunk's words of panels: one panel, or a group of them (at most HG_B) */
+static size_t chunk_words(int64_t ka) {
+  const size_t panel = (size_t)(ka / 2) * BNR;
+  return panel * sizeof(uint32_t) <= HG_B / 2 ? HG_B / sizeof(uint32_t) : panel;
+}
 
 /* k in slices of KS_BLOCKS blocks of 32 (512 pairs: a panel's slice 64 KB) where a held weight's
  * _nn panel passes KS_PANEL bytes */
 enum { KS_BLOCKS = 32, KS_PANEL = 512 << 10 };
+/* strop__bf16_kslices 2: slices of KW_BLOCKS blocks of 32 (256 of k) across up to KW_COLS
+ * column blocks (a group of panels 384 KB, within a chunk's scratch: KS_PANEL is larger) */
+enum { KW_BLOCKS = 8, KW_COLS = 24 };
 static int kslices(int64_t ka) { return (size_t)ka / 2 * BNR * sizeof(uint32_t) > KS_PANEL; }
 
 /* acc (8 rows of 32 sums, stored whole) += rows a + r rs (those past mr read row mr - 1) times
@@ -547,15 +561,40 @@ BF16_TARGET static void tile_acc(const uint32_t *a, int64_t rs, int64_t kp, cons
 BF16_TARGET static void bf16_chunk_kslices(void *ctx, int64_t lo, int64_t hi, int chunk) {
   const bf16_job *J = ctx;
   const int64_t kb = J->ka / 32, m8 = (J->m + BMR - 1) / BMR * BMR;
-  uint32_t *p = J->panels + (size_t)chunk * KS_BLOCKS * 16 * BNR;
   const uint32_t *a = (const uint32_t *)(const void *)J->a; /* rows of ka / 2 pairs */
-  for (int64_t b0 = 0; b0 < kb; b0 += KS_BLOCKS) {
-    const int64_t b1 = b0 + KS_BLOCKS < kb ? b0 + KS_BLOCKS : kb;
-    for (int64_t jb = lo; jb < hi; jb++) {
-      pack_panel_held_kn(J, jb * BNR, b0, b1, p);
-      for (int64_t i = 0; i < J->m; i += BMR)
-        tile_acc(a + i * (J->ka / 2) + b0 * 16, J->ka / 2, (b1 - b0) * 16, p,
-                 J->m - i < BMR ? J->m - i : BMR, J->acc + ((size_t)jb * m8 + i) * BNR, b0 > 0);
+  if (strop__bf16_kslices == 2) {
+    /* slices of KW_BLOCKS blocks, each block's rows for up to KW_COLS column blocks packed as
+     * one run of up to 48 KB read in order (a column block at a time reads 2 KB runs 48 KB
+     * apart, from memory: the LM head's input gradient then took ~22 ms of a GPT-2 LoRA step
+     * more than when the same runs came from cache); every tile's slice of A (4 KB, in L1)
+     * then runs against the group's panels (384 KB, in L2) */
+    const size_t cw = (size_t)KW_BLOCKS * 16 * BNR; /* a column block's slice, in words */
+    uint32_t *p = J->panels + (size_t)chunk * KW_COLS * cw;
+    for (int64_t b0 = 0; b0 < kb; b0 += KW_BLOCKS) {
+      const int64_t b1 = b0 + KW_BLOCKS < kb ? b0 + KW_BLOCKS : kb;
+      for (int64_t g0 = lo; g0 < hi; g0 += KW_COLS) {
+        const int64_t g1 = g0 + KW_COLS < hi ? g0 + KW_COLS : hi;
+        for (int64_t blk = b0; blk < b1; blk++)
+          for (int64_t jb = g0; jb < g1; jb++)
+            pack_panel_held_kn(J, jb * BNR, blk, blk + 1,
+                               p + (size_t)(jb - g0) * cw + (size_t)(blk - b0) * 16 * BNR);
+        for (int64_t i = 0; i < J->m; i += BMR)
+          for (int64_t jb = g0; jb < g1; jb++)
+            tile_acc(a + i * (J->ka / 2) + b0 * 16, J->ka / 2, (b1 - b0) * 16,
+                     p + (size_t)(jb - g0) * cw, J->m - i < BMR ? J->m - i : BMR,
+                     J->acc + ((size_t)jb * m8 + i) * BNR, b0 > 0);
+      }
+    }
+  } else {
+    uint32_t *p = J->panels + (size_t)chunk * KS_BLOCKS * 16 * BNR;
+    for (int64_t b0 = 0; b0 < kb; b0 += KS_BLOCKS) {
+      const int64_t b1 = b0 + KS_BLOCKS < kb ? b0 + KS_BLOCKS : kb;
+      for (int64_t jb = lo; jb < hi; jb++) {
+        pack_panel_held_kn(J, jb * BNR, b0, b1, p);
+        for (int64_t i = 0; i < J->m; i += BMR)
+          tile_acc(a + i * (J->ka / 2) + b0 * 16, J->ka / 2, (b1 - b0) * 16, p,
+                   J->m - i < BMR ? J->m - i : BMR, J->acc + ((size_t)jb * m8 + i) * BNR, b0 > 0);
+      }
     }
   }
   for (int64_t jb = lo; jb < hi; jb++) {
@@ -575,25 +614,30 @@ BF16_TARGET static void bf16_chunk_kslices(void *ctx, int64_t lo, int64_t hi, in
   }
 }
 
-/* A's bytes past which a held weight's panels read in place run in groups, and a group's bytes */
-enum { HG_A = 512 << 10, HG_B = 256 << 10 };
-
 /* column blocks [lo, hi) of 32 */
 static void bf16_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   const bf16_job *J = ctx;
-  uint32_t *p = J->panels + (size_t)chunk * (size_t)(J->ka / 2) * BNR;
+  uint32_t *p = J->panels + (size_t)chunk * chunk_words(J->ka);
   const int direct = J->held && !J->b_kn && strop__bf16_impl != 2;
   const size_t panel = (size_t)(J->ka / 2) * BNR * sizeof(uint32_t);
-  if (direct && strop__bf16_held_groups && (size_t)J->m * (size_t)J->ka * 2 > HG_A &&
-      panel <= HG_B / 2) {
-    /* each tile of A (8 rows, in L1) against the group's panels (in L2): the same tiles */
-    const int64_t g = (int64_t)(HG_B / panel);
+  /* each tile of A (8 rows, in L1) against a group's panels (in L2): the same tiles. Before
+   * strop__bf16_pack_groups a tile and a panel both came from L2 where A fit there (the LM
+   * head's 192-row chunks, 184 GFLOP/s against the blocks' 219), and packed panels went one
+   * at a time (the input gradients, 192-206) */
+  const int64_t g = panel <= HG_B / 2 ? (int64_t)(HG_B / panel) : 1;
+  if ((g > 1 && direct && strop__bf16_held_groups &&
+       (strop__bf16_pack_groups || (size_t)J->m * (size_t)J->ka * 2 > HG_A)) ||
+      (!direct && strop__bf16_pack_groups)) {
     const uint32_t *w = (const uint32_t *)(const void *)J->b;
     for (int64_t g0 = lo; g0 < hi; g0 += g) {
       const int64_t g1 = g0 + g < hi ? g0 + g : hi;
+      if (!direct)
+        for (int64_t jb = g0; jb < g1; jb++)
+          pack_panel(J, jb * BNR, p + (size_t)(jb - g0) * (size_t)(J->ka / 2) * BNR);
+      const uint32_t *pg = direct ? w + (size_t)g0 * (size_t)(J->ka / 2) * BNR : p;
       for (int64_t i = 0; i < J->m; i += BMR)
         for (int64_t jb = g0; jb < g1; jb++)
-          kernel_8x32(J, i, jb * BNR, w + (size_t)jb * (size_t)(J->ka / 2) * BNR);
+          kernel_8x32(J, i, jb * BNR, pg + (size_t)(jb - g0) * (size_t)(J->ka / 2) * BNR);
     }
     return;
   }
@@ -614,7 +658,7 @@ size_t strop__bf16_gemm_scratch(int64_t m, int64_t n, int64_t k) {
                                (size_t)((n + BNR - 1) / BNR * BNR) * sizeof(float)
                          : 0;
   return (size_t)m * ka * sizeof(uint16_t) + acc +
-         (size_t)(strop__num_threads() + 1) * (ka / 2) * BNR * sizeof(uint32_t) + 64;
+         (size_t)(strop__num_threads() + 1) * chunk_words((int64_t)ka) * sizeof(uint32_t) + 64;
 }
 
 /* A's rows [lo, hi) rounded to BF16, zero to ka */

@@ -81,16 +81,26 @@ size_t strop__lowp_scratch_bytes(void);
  * fallback (tests run both paths on one machine), 2 decides as 0 but packs the weight's panels
  * element by element, the reference the vectorised packing is tested against. */
 extern int strop__bf16_impl;
-/* 1 (the default): a BF16 weight held in panels whose strop__bf16_gemm_nn panel of 32 columns
- * would pass 512 KB (k > 8192: the LM head's input gradient) runs k in slices whose panels stay
- * in L2, each element's sums carried between slices in FP32; 0: all of k at once (tests and
- * bench_big K_SLICES=ab compare the two: the same bits). */
+/* 2 (the default): a BF16 weight held in panels whose strop__bf16_gemm_nn panel of 32 columns
+ * would pass 512 KB (k > 8192: the LM head's input gradient) runs k in slices of 256 across up
+ * to 24 column blocks, each block of the weight's rows packed in one run; 1: slices of 1024 a
+ * column block at a time (each block's rows read as 2 KB runs 48 KB apart); both keep the
+ * panels in L2 and carry each element's sums between slices in FP32; 0: all of k at once
+ * (tests and bench_big K_SLICES=ab, KS_WIDE=ab compare them: the same bits). */
 extern int strop__bf16_kslices;
 /* 1 (the default): a held weight's _nt product whose A passes 512 KB (the LM head's forward
- * over a 512-row chunk: 768 KB of BF16 rows) runs every 8-row tile of A against a group of the
- * weight's panels (256 KB) at a time, so that A comes from L3 once per group rather than once
- * per 48 KB panel; 0: a panel at a time (tests and bench_big HELD_GROUPS=ab: the same bits). */
+ * over a 512-row chunk: 768 KB of BF16 rows; at every size of A with strop__bf16_pack_groups)
+ * runs every 8-row tile of A against a group of the weight's panels (256 KB) at a time, so that
+ * A comes from L3 once per group rather than once per 48 KB panel; 0: a panel at a time (tests
+ * and bench_big HELD_GROUPS=ab: the same bits). */
 extern int strop__bf16_held_groups;
+/* 1 (the default): every 8-row tile of A runs against a group of panels (256 KB) at a time
+ * wherever a panel is at most 128 KB — a held weight's _nt product at any size of A (the LM
+ * head's 192-row chunks of a frozen head, whose A fit in L2, ran a panel at a time) and the
+ * panels packed per call (a held weight's _nn, the input gradient; a plain BF16 or int8
+ * weight) — so the tile's rows stay in L1 and only the panels stream from L2; 0: as before
+ * (tests and bench_big PACK_GROUPS=ab: the same bits). */
+extern int strop__bf16_pack_groups;
 /* 1 when the vdpbf16ps kernel runs for BF16 weights here (CPU, build, strop__bf16_impl, the
  * environment). */
 int strop__bf16_dot_enabled(void);
