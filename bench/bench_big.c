@@ -89,7 +89,10 @@
  * samples; SPLIT_PASSES=ab a linear's bias rows and bias gradient, layer norm's parameter
  * gradients, the BF16 panels of 768-wide outputs and the gated MLP's SiLU gate on the calling
  * thread and split over the threads (strop__split_passes, the same bits), SPLIT_PASSES=0
- * serial.
+ * serial. PACK_SWEEP=ab the BF16 products' operands stored [k, cols] (the weight gradients' x
+ * and dy, a W [in, out] weight's BF16 panels) packed a panel at a time down all k rows and a
+ * few panels at once in one pass down the rows (strop__bf16_pack_sweep, the same bits),
+ * PACK_SWEEP=0 a panel at a time.
  *
  * Prints one RESULT line: samples/s or tokens/s (best of `repeats` windows of `steps` steps
  * after a warm-up), the step's multiply-add work (gemm_flops: the matrix products and
@@ -199,6 +202,9 @@ static void set_gelu(strop_model *m, int on) { (void)m, strop__gelu_isa = on ? 0
 static void set_bgroups(strop_model *m, int on) { (void)m, strop__bf16_b_groups = on; }
 /* the LM head's BF16 input gradient all of k at once / in slices: the same bits */
 static void set_kslices(strop_model *m, int on) { (void)m, strop__bf16_kslices = on; }
+/* BF16 operands stored [k, cols] packed a panel at a time / swept down their rows: the same
+ * bits */
+static void set_pack_sweep(strop_model *m, int on) { (void)m, strop__bf16_pack_sweep = on; }
 /* a frozen BF16 conv's weight packed per call / kept packed: the same bits */
 static void set_heldw(strop_model *m, int on) { (void)m, strop__conv_keep_packed = on; }
 /* a residual sum and its relu apart / in one pass: the same bits */
@@ -312,6 +318,7 @@ static const ab_switch AB[] = {
     {"PAR_SPLIT", "0", NULL, "per_thread", "split", "par_split", set_par_split},
     {"SDPA_SPLIT", "0", NULL, "samples", "items", "sdpa_split", set_sdpa_split},
     {"SPLIT_PASSES", "0", NULL, "serial", "split", "split_passes", set_split_passes},
+    {"PACK_SWEEP", "0", NULL, "panels", "sweep", "pack_sweep", set_pack_sweep},
     {"COMPUTE_DTYPE", NULL, "bf16", "f32", "bf16", "compute_dtype", set_dtype},
 };
 #define N_AB ((int)(sizeof AB / sizeof AB[0]))

@@ -124,11 +124,51 @@ static int fill_avx512(void) {
   return __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512bf16");
 }
 
+int strop__bf16_pack_sweep = 1;
+
+/* Operands stored [k, cols] (A with ta, B without tb) give a panel 64 or 128 bytes of each of k
+ * rows, lda apart: one panel after the other, every row's next bytes came from memory again with
+ * k rows' streams too many for the prefetcher (the LM head's dy: 512 rows 201 KB apart).
+ * strop__bf16_pack_sweep packs up to SWEEP_COLS columns' panels in one pass down the rows
+ * instead, a row's 1 KB read in order, as many as write at most SWEEP_BYTES (in L2: a W [3072,
+ * 768]'s 192 KB panels swept 8 at a time filled 20% slower than one at a time); each panel
+ * written where it was, the same values. */
+enum { SWEEP_COLS = 256, SWEEP_BYTES = 256 << 10 };
+
+/* of a sweep's panels (or groups) of `bytes` each, how many at once: 1 is the panel order */
+static int64_t sweep_width(int64_t most, size_t bytes) {
+  const int64_t fit = bytes ? (int64_t)(SWEEP_BYTES / bytes) : most;
+  return !strop__bf16_pack_sweep || fit < 1 ? 1 : fit < most ? fit : most;
+}
+
+/* A stored [k, m]: the micro-panels of 16-row groups [g0, g1), a row pair at a time */
+BF16_TARGET static void pack_a_sweep(const gjob *J, int64_t g0, int64_t g1) {
+  const int64_t np = (J->m + MR - 1) / MR;
+  for (int64_t q = 0; q < J->kp; q++) {
+    const float *r0 = J->a + 2 * q * J->lda;
+    const float *r1 = 2 * q + 1 < J->k ? r0 + J->lda : NULL;
+    for (int64_t g = g0; g < g1; g++) {
+      const int64_t i0 = g * 16;
+      uint32_t *p0 = J->ap + (size_t)(2 * g) * (size_t)J->kp * MR + q * MR;
+      const __m512i v = pairs16(r0 + i0, r1 ? r1 + i0 : NULL, J->m - i0);
+      _mm256_storeu_si256((__m256i *)(void *)p0, _mm512_castsi512_si256(v));
+      if (2 * g + 1 < np)
+        _mm256_storeu_si256((__m256i *)(void *)(p0 + (size_t)J->kp * MR),
+                            _mm512_extracti64x4_epi64(v, 1));
+    }
+  }
+}
+
 /* A's micro-panels of 16-row groups [lo, hi) (two micro-panels each) */
 BF16_TARGET static void pack_a(void *ctx, int64_t lo, int64_t hi, int chunk) {
   (void)chunk;
   const gjob *J = ctx;
   const int64_t np = (J->m + MR - 1) / MR;
+  const int64_t w = J->ta ? sweep_width(SWEEP_COLS / 16, (size_t)J->kp * 2 * MR * 4) : 1;
+  if (w > 1) {
+    for (int64_t g0 = lo; g0 < hi; g0 += w) pack_a_sweep(J, g0, g0 + w < hi ? g0 + w : hi);
+    return;
+  }
   for (int64_t g = lo; g < hi; g++) {
     const int64_t i0 = g * 16;
     uint32_t *p0 = J->ap + (size_t)(2 * g) * (size_t)J->kp * MR;
@@ -199,6 +239,37 @@ BF16_TARGET static void pack_b(const gjob *J, int64_t j0, uint32_t *p) {
   }
 }
 
+/* B stored [k, n] (pack_b's !tb): the panels of columns [32 jb0, 32 jb1), panel jb at p +
+ * (jb - jb0) stride, a row pair at a time (strop__bf16_pack_sweep) */
+BF16_TARGET static void pack_b_sweep(const gjob *J, int64_t jb0, int64_t jb1, uint32_t *p,
+                                     size_t stride) {
+  for (int64_t q = 0; q < J->kp; q++) {
+    const float *r0 = J->b + 2 * q * J->ldb;
+    const float *r1 = 2 * q + 1 < J->k ? r0 + J->ldb : NULL;
+    for (int64_t jb = jb0; jb < jb1; jb++) {
+      const int64_t j0 = jb * NR, cnt = J->n - j0;
+      uint32_t *d = p + (size_t)(jb - jb0) * stride + q * NR;
+      _mm512_store_si512(d, pairs16(r0 + j0, r1 ? r1 + j0 : NULL, cnt));
+      _mm512_store_si512(d + 16, cnt > 16 ? pairs16(r0 + j0 + 16, r1 ? r1 + j0 + 16 : NULL,
+                                                    cnt - 16)
+                                          : _mm512_setzero_si512());
+    }
+  }
+}
+
+/* pack_b of the panels [jb0, jb1), panel jb at p + (jb - jb0) stride: swept down the rows where
+ * that reads B better */
+BF16_TARGET static void pack_b_range(const gjob *J, int64_t jb0, int64_t jb1, uint32_t *p,
+                                     size_t stride) {
+  const int64_t w = !J->pack && !J->tb ? sweep_width(SWEEP_COLS / NR, stride * 4) : 1;
+  if (w > 1) {
+    for (int64_t s = jb0; s < jb1; s += w)
+      pack_b_sweep(J, s, s + w < jb1 ? s + w : jb1, p + (size_t)(s - jb0) * stride, stride);
+    return;
+  }
+  for (int64_t jb = jb0; jb < jb1; jb++) pack_b(J, jb * NR, p + (size_t)(jb - jb0) * stride);
+}
+
 /* C rows i0 .. i0 + 7 (those past m not stored) x the panel's 32 columns: 16 accumulators,
  * each lane summing its element's pairs in k order */
 BF16_TARGET static void kernel(const gjob *J, int64_t ib, int64_t j0, const uint32_t *p) {
@@ -236,7 +307,7 @@ static void gemm_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   const int64_t per = ng > 0 ? (hi - lo + ng - 1) / ng : 1;
   for (int64_t g0 = lo; g0 < hi; g0 += per) {
     const int64_t g1 = g0 + per < hi ? g0 + per : hi;
-    for (int64_t jb = g0; jb < g1; jb++) pack_b(J, jb * NR, p + (size_t)(jb - g0) * panel);
+    pack_b_range(J, g0, g1, p, panel);
     for (int64_t ib = 0; ib < np; ib++)
       for (int64_t jb = g0; jb < g1; jb++) kernel(J, ib, jb * NR, p + (size_t)(jb - g0) * panel);
   }
@@ -246,8 +317,7 @@ static void gemm_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
 BF16_TARGET static void pack_b_all(void *ctx, int64_t lo, int64_t hi, int chunk) {
   (void)chunk;
   const gjob *J = ctx;
-  for (int64_t jb = lo; jb < hi; jb++)
-    pack_b(J, jb * NR, J->bp + (size_t)jb * (size_t)J->kp * NR);
+  pack_b_range(J, lo, hi, J->bp + (size_t)lo * (size_t)J->kp * NR, (size_t)J->kp * NR);
 }
 
 /* row blocks [lo, hi) of 8 against every panel of B (all packed): C is written a block of 8 whole
@@ -273,9 +343,10 @@ BF16_TARGET static void fill_panels_avx512(void *ctx, int64_t lo, int64_t hi, in
             .kp = (F->in + 1) / 2,
             .ldb = F->q->scale_cols ? F->out : F->in,
             .b = F->w};
+  uint32_t *v = (uint32_t *)F->q->v;
+  pack_b_range(&J, lo, hi, v + (size_t)lo * (size_t)F->kh * NR, (size_t)F->kh * NR);
   for (int64_t jb = lo; jb < hi; jb++) {
-    uint32_t *p = (uint32_t *)F->q->v + (size_t)jb * (size_t)F->kh * NR;
-    pack_b(&J, jb * NR, p);
+    uint32_t *p = v + (size_t)jb * (size_t)F->kh * NR;
     memset(p + J.kp * NR, 0, (size_t)(F->kh - J.kp) * NR * sizeof *p);
   }
 }

@@ -34,6 +34,10 @@ size_t strop__bf16_gemm_f32_scratch(int64_t m, int64_t n, int64_t k);
  * 0: a panel of 32 columns at a time against all of A (tests and bench_big B_GROUPS=ab compare
  * the two: the same bits). */
 extern int strop__bf16_b_groups;
+/* 1 (the default): an operand stored [k, cols] (A with ta, B without tb, a W [in, out] weight's
+ * BF16 panels) packed a few panels at once in one pass down its rows; 0: a panel at a time down
+ * all of them (tests and bench_big PACK_SWEEP=ab compare the two: the same bits). */
+extern int strop__bf16_pack_sweep;
 void strop__bf16_gemm_f32(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a,
                           int64_t lda, const float *b, int64_t ldb, float beta, float *c,
                           int64_t ldc, void *work);
