@@ -205,6 +205,8 @@ static void set_kslices(strop_model *m, int on) { (void)m, strop__bf16_kslices =
 /* BF16 operands stored [k, cols] packed a panel at a time / swept down their rows: the same
  * bits */
 static void set_pack_sweep(strop_model *m, int on) { (void)m, strop__bf16_pack_sweep = on; }
+/* BF16 products' B all packed first up to 512 KB / 768 KB of panels: the same bits */
+static void set_b_all(strop_model *m, int on) { (void)m, strop__bf16_b_all_wide = on; }
 /* a frozen BF16 conv's weight packed per call / kept packed: the same bits */
 static void set_heldw(strop_model *m, int on) { (void)m, strop__conv_keep_packed = on; }
 /* a residual sum and its relu apart / in one pass: the same bits */
@@ -319,6 +321,7 @@ static const ab_switch AB[] = {
     {"SDPA_SPLIT", "0", NULL, "samples", "items", "sdpa_split", set_sdpa_split},
     {"SPLIT_PASSES", "0", NULL, "serial", "split", "split_passes", set_split_passes},
     {"PACK_SWEEP", "0", NULL, "panels", "sweep", "pack_sweep", set_pack_sweep},
+    {"B_ALL", "0", NULL, "b_all_512k", "b_all_768k", "b_all", set_b_all},
     {"COMPUTE_DTYPE", NULL, "bf16", "f32", "bf16", "compute_dtype", set_dtype},
 };
 #define N_AB ((int)(sizeof AB / sizeof AB[0]))
