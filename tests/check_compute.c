@@ -290,6 +290,53 @@ START_TEST(pack_sweep_same_bits) {
 }
 END_TEST
 
+/* strop__bf16_gemm_f32_finite: strop__bf16_gemm_f32's bits, and 1 only when every element of C
+ * is finite — an infinity from an overflowing sum or a NaN from A, in the last tile's last row
+ * and column (edges masked) or anywhere in a split over 2 threads; NaN in C's padding (ldc > n)
+ * with beta 0 is not C's. Every path: B all packed, in groups, a panel at a time. */
+START_TEST(gemm_f32_finite_seen) {
+  if (!strop__bf16_dot_enabled()) return;
+  static const int64_t shapes[][3] = {{37, 45, 70}, {33, 1057, 513}, {20, 300, 2100}};
+  const int threads = strop_get_num_threads();
+  for (int th = 1; th <= 2; th++) {
+    ck_assert_int_eq(strop_set_num_threads(th), STROP_OK);
+    for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++)
+      for (int bad = 0; bad < 4; bad++) { /* none, 1e38 (overflows), NaN, NaN in C's padding */
+        const int64_t m = shapes[sh][0], n = shapes[sh][1], k = shapes[sh][2], ldc = n + 3;
+        float *a = malloc((size_t)(k * m) * sizeof *a), *b = malloc((size_t)(k * n) * sizeof *b);
+        float *c[2] = {malloc((size_t)(m * ldc) * sizeof(float)),
+                       malloc((size_t)(m * ldc) * sizeof(float))};
+        fill(a, (size_t)(k * m), 0.41);
+        fill(b, (size_t)(k * n), 0.17);
+        /* dW = x^T dy (ta 1): A [k, m], element (i, t) at a[t m + i]; C(m - 1, n - 1) */
+        if (bad == 1) a[(k - 1) * m + m - 1] = 1e38f, b[(k - 1) * n + n - 1] = 1e3f;
+        if (bad == 2) a[(k / 2) * m + m - 1] = NAN;
+        const size_t wb = strop__bf16_gemm_f32_scratch(m, n, k);
+        void *work = strop__malloc_aligned(wb);
+        int seen = -1;
+        for (int g = 0; g < 2; g++) {
+          for (int64_t i = 0; i < m * ldc; i++) c[g][i] = bad == 3 ? NAN : 0.5f;
+          if (g) seen = strop__bf16_gemm_f32_finite(1, 0, m, n, k, a, m, b, n, 0.0f, c[g], ldc,
+                                                    work);
+          else strop__bf16_gemm_f32(1, 0, m, n, k, a, m, b, n, 0.0f, c[g], ldc, work);
+        }
+        ck_assert_msg(!memcmp(c[0], c[1], (size_t)(m * ldc) * sizeof(float)),
+                      "m %lld n %lld k %lld case %d threads %d: bits differ", (long long)m,
+                      (long long)n, (long long)k, bad, th);
+        ck_assert_msg(seen == (bad == 0 || bad == 3), "m %lld n %lld k %lld case %d threads %d: %d",
+                      (long long)m, (long long)n, (long long)k, bad, th, seen);
+        ck_assert(bad == 0 || bad == 3 || !isfinite(c[1][(m - 1) * ldc + n - 1]));
+        strop__free_aligned(work);
+        free(a);
+        free(b);
+        free(c[0]);
+        free(c[1]);
+      }
+  }
+  ck_assert_int_eq(strop_set_num_threads(threads), STROP_OK);
+}
+END_TEST
+
 /* The input gradient through a weight held in panels whose _nn panel passes 512 KB (k the
  * outputs, over 8192: the LM head's) runs k in slices with each sum carried between them
  * (strop__bf16_kslices 1): the bits of all of k at once (0) and of the weight stored plainly;
@@ -1674,6 +1721,7 @@ static Suite *suite(void) {
   tcase_add_test(c, b_groups_same_bits);
   tcase_add_test(c, kslices_same_bits);
   tcase_add_test(c, pack_sweep_same_bits);
+  tcase_add_test(c, gemm_f32_finite_seen);
   tcase_add_test(c, held_groups_same_bits);
   suite_add_tcase(s, c);
   c = tcase_create("linear");

@@ -3,6 +3,7 @@
  * copy of a trainable weight, and the vdpbf16ps GEMM whose operands are rounded while packed. */
 #include "ops/bf16gemm.h"
 
+#include <stdatomic.h>
 #include <string.h>
 
 #include "core/core.h"
@@ -76,6 +77,7 @@ typedef struct gjob {
   const void *pctx;
   const strop__bf16_c_layout *lay; /* non-NULL: where C's columns go, and a row's addend */
   int64_t fit; /* gemm_chunk: panels of B packed at once (a chunk's bp holds as many) */
+  atomic_int *bad; /* strop__bf16_gemm_f32_finite: set when a tile stored a NaN or infinity */
 } gjob;
 
 /* The pairs (r0[c], r1[c]) of 16 columns (cnt of them read, the rest 0; r1 NULL: zeros) */
@@ -278,8 +280,20 @@ BF16_TARGET static void kernel(const gjob *J, int64_t ib, int64_t j0, const uint
   const uint32_t *a = J->ap + (size_t)ib * (size_t)J->kp * MR; /* pair (r, q) at q * MR + r */
   const strop__bf16_c_layout *L = J->lay;
   if (!L) {
-    strop__bf16_tile_8x32(a, 1, MR, J->kp, p, mr, nr, J->alpha, J->beta, J->c + i0 * J->ldc + j0,
-                          J->ldc);
+    float *c = J->c + i0 * J->ldc + j0;
+    strop__bf16_tile_8x32(a, 1, MR, J->kp, p, mr, nr, J->alpha, J->beta, c, J->ldc);
+    if (J->bad) { /* the tile's rows read back from L1: all exponent bits set is NaN or Inf */
+      const __mmask16 m0 = (__mmask16)strop__lanes32(nr), m1 = (__mmask16)strop__lanes32(nr - 16);
+      const __m512i e = _mm512_set1_epi32(0x7f800000);
+      __mmask16 hit = 0;
+      for (int64_t r = 0; r < mr; r++) {
+        const __m512i v0 = _mm512_maskz_loadu_epi32(m0, c + r * J->ldc);
+        const __m512i v1 = _mm512_maskz_loadu_epi32(m1, c + r * J->ldc + 16);
+        hit |= _mm512_cmpeq_epi32_mask(_mm512_and_si512(v0, e), e) |
+               _mm512_cmpeq_epi32_mask(_mm512_and_si512(v1, e), e);
+      }
+      if (hit) atomic_store_explicit(J->bad, 1, memory_order_relaxed);
+    }
     return;
   }
   /* columns j0 .. of image s from its column r on, the rest (if any) in image s + 1 */
@@ -366,6 +380,7 @@ static size_t b_all_bytes(int64_t n, int64_t k) {
 }
 
 int strop__bf16_b_all_wide = 1;
+int strop__bf16_gemm_check_finite = 1;
 
 /* 1: all of B's panels packed first, C's rows then run against them (rows_chunk) */
 static int b_all(int64_t n, int64_t k) {
@@ -408,10 +423,10 @@ size_t strop__bf16_sgemm_serial_scratch(int64_t m, int64_t n, int64_t k) {
 static void run(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
                 int64_t lda, const uint32_t *ap, const float *b, int64_t ldb,
                 strop__bf16_pack_b_fn pack, const void *pctx, float beta, float *c, int64_t ldc,
-                const strop__bf16_c_layout *lay, void *work, int threads) {
+                const strop__bf16_c_layout *lay, void *work, int threads, atomic_int *bad) {
   if (m <= 0 || n <= 0) return;
   gjob J = {ta, tb,    m,    n, k,    (k + 1) / 2, lda,  ldb,  ldc, a,
-            b,  alpha, beta, c, work, NULL,        pack, pctx, lay, 1};
+            b,  alpha, beta, c, work, NULL,        pack, pctx, lay, 1, bad};
   /* the panels after A's micro-panels, 64-byte aligned */
   const size_t ab = (a_bytes(m, k) + 63) / 64 * 64;
   J.bp = (uint32_t *)(void *)((char *)work + ab);
@@ -436,8 +451,21 @@ void strop__bf16_gemm_f32(int ta, int tb, int64_t m, int64_t n, int64_t k, const
   strop__gemm_observer_fn obs = strop__gemm_observer;
   const double t0 = obs ? strop__thread_cpu_now() : 0.0;
   run(ta, tb, m, n, k, 1.0f, a, lda, NULL, b, ldb, NULL, NULL, beta, c, ldc, NULL, work,
-      big ? strop__num_threads() : 1);
+      big ? strop__num_threads() : 1, NULL);
   if (obs) obs(ta, tb, m, n, k, 1.0f, 3, strop__thread_cpu_now() - t0);
+}
+
+int strop__bf16_gemm_f32_finite(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a,
+                                int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                                int64_t ldc, void *work) {
+  const int big = (double)m * (double)n * (double)k >= (double)(1 << 20);
+  strop__gemm_observer_fn obs = strop__gemm_observer;
+  const double t0 = obs ? strop__thread_cpu_now() : 0.0;
+  atomic_int bad = 0;
+  run(ta, tb, m, n, k, 1.0f, a, lda, NULL, b, ldb, NULL, NULL, beta, c, ldc, NULL, work,
+      big ? strop__num_threads() : 1, &bad);
+  if (obs) obs(ta, tb, m, n, k, 1.0f, 3, strop__thread_cpu_now() - t0);
+  return !atomic_load(&bad);
 }
 
 size_t strop__bf16_pack_a_bytes(int64_t m, int64_t k) { return a_bytes(m, k); }
@@ -455,7 +483,7 @@ void strop__bf16_gemm_f32_packed(int64_t m, int64_t n, int64_t k, const uint32_t
                                  const strop__bf16_c_layout *lay, void *work) {
   const int big = (double)m * (double)n * (double)k >= (double)(1 << 20);
   run(0, 0, m, n, k, 1.0f, NULL, 0, ap, b, ldb, pack, pctx, beta, c, ldc, lay, work,
-      big ? strop__num_threads() : 1);
+      big ? strop__num_threads() : 1, NULL);
 }
 
 void strop__bf16_gemm_f32_packb(int ta, int64_t m, int64_t n, int64_t k, const float *a,
@@ -463,13 +491,14 @@ void strop__bf16_gemm_f32_packb(int ta, int64_t m, int64_t n, int64_t k, const f
                                 float beta, float *c, int64_t ldc, void *work) {
   const int big = (double)m * (double)n * (double)k >= (double)(1 << 20);
   run(ta, 0, m, n, k, 1.0f, a, lda, NULL, NULL, 0, pack, pctx, beta, c, ldc, NULL, work,
-      big ? strop__num_threads() : 1);
+      big ? strop__num_threads() : 1, NULL);
 }
 
 void strop__bf16_sgemm_serial(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha,
                               const float *a, int64_t lda, const float *b, int64_t ldb,
                               float beta, float *c, int64_t ldc, void *work) {
-  run(ta, tb, m, n, k, alpha, a, lda, NULL, b, ldb, NULL, NULL, beta, c, ldc, NULL, work, 1);
+  run(ta, tb, m, n, k, alpha, a, lda, NULL, b, ldb, NULL, NULL, beta, c, ldc, NULL, work, 1,
+      NULL);
 }
 
 #else
@@ -491,6 +520,13 @@ void strop__bf16_gemm_f32(int ta, int tb, int64_t m, int64_t n, int64_t k, const
 }
 size_t strop__bf16_sgemm_serial_scratch(int64_t m, int64_t n, int64_t k) {
   (void)m, (void)n, (void)k;
+  return 0;
+}
+int strop__bf16_gemm_f32_finite(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a,
+                                int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                                int64_t ldc, void *work) {
+  (void)ta, (void)tb, (void)m, (void)n, (void)k, (void)a, (void)lda, (void)b, (void)ldb;
+  (void)beta, (void)c, (void)ldc, (void)work;
   return 0;
 }
 size_t strop__bf16_pack_a_bytes(int64_t m, int64_t k) {

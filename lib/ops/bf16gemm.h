@@ -46,6 +46,16 @@ extern int strop__bf16_b_all_wide;
 void strop__bf16_gemm_f32(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a,
                           int64_t lda, const float *b, int64_t ldb, float beta, float *c,
                           int64_t ldc, void *work);
+/* 1 (the default): a BF16 weight gradient written outright is seen finite as its tiles are
+ * stored (strop__linear_backward_bf16_seen); 0: the trainer's guard reads it (bench_big
+ * CHECK_FINITE=ab compares the two) */
+extern int strop__bf16_gemm_check_finite;
+/* strop__bf16_gemm_f32 (the same bits) that also reads each tile of C back as it is stored:
+ * 1 when every element of C is finite, 0 when one is NaN or infinite (so that a weight gradient
+ * written outright need not be read again by the trainer's guard). */
+int strop__bf16_gemm_f32_finite(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a,
+                                int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                                int64_t ldc, void *work);
 /* A packer of op(B) [k, n] for strop__bf16_gemm_f32_packed: fills p (64-byte aligned) with
  * columns j0 .. j0 + 31 as strop__bf16_gemm_f32 packs them, ceil(k / 2) rows of 32 pairs,
  * p[q 32 + c] = B(2q, j0 + c) | B(2q + 1, j0 + c) << 16, each value rounded to BF16 (nearest
