@@ -92,11 +92,9 @@
  * serial. PACK_SWEEP=ab the BF16 products' operands stored [k, cols] (the weight gradients' x
  * and dy, a W [in, out] weight's BF16 panels) packed a panel at a time down all k rows and a
  * few panels at once in one pass down the rows (strop__bf16_pack_sweep, the same bits),
- * PACK_SWEEP=0 a panel at a time; B_ALL=ab those products' B all packed first up to 512 KB and
- * up to 768 KB of panels (strop__bf16_b_all_wide, the same bits), B_ALL=0 up to 512 KB;
- * CHECK_FINITE=ab a BF16 weight gradient written outright read again by the trainer's guard and
+ * PACK_SWEEP=0 a panel at a time; CHECK_FINITE=ab a BF16 weight gradient written outright read again by the trainer's guard and
  * seen finite as its tiles are stored (strop__bf16_gemm_check_finite), CHECK_FINITE=0 read by
- * the guard; GFL_PATH=ab those three all off and all on (branch gfl), GFL_PATH=0 all off.
+ * the guard; GFL_PATH=ab both off and both on (branch gfl), GFL_PATH=0 both off.
  *
  * Prints one RESULT line: samples/s or tokens/s (best of `repeats` windows of `steps` steps
  * after a warm-up), the step's multiply-add work (gemm_flops: the matrix products and
@@ -209,14 +207,11 @@ static void set_kslices(strop_model *m, int on) { (void)m, strop__bf16_kslices =
 /* BF16 operands stored [k, cols] packed a panel at a time / swept down their rows: the same
  * bits */
 static void set_pack_sweep(strop_model *m, int on) { (void)m, strop__bf16_pack_sweep = on; }
-/* BF16 products' B all packed first up to 512 KB / 768 KB of panels: the same bits */
-static void set_b_all(strop_model *m, int on) { (void)m, strop__bf16_b_all_wide = on; }
 /* BF16 weight gradients read by the trainer's guard / seen finite as the tiles store them */
 static void set_check_finite(strop_model *m, int on) { (void)m, strop__bf16_gemm_check_finite = on; }
-/* branch gfl's three (PACK_SWEEP, B_ALL, CHECK_FINITE) all off / all on: the same bits */
+/* branch gfl's two (PACK_SWEEP, CHECK_FINITE) both off / both on: the same bits */
 static void set_gfl(strop_model *m, int on) {
   set_pack_sweep(m, on);
-  set_b_all(m, on);
   set_check_finite(m, on);
 }
 /* a frozen BF16 conv's weight packed per call / kept packed: the same bits */
@@ -333,7 +328,6 @@ static const ab_switch AB[] = {
     {"SDPA_SPLIT", "0", NULL, "samples", "items", "sdpa_split", set_sdpa_split},
     {"SPLIT_PASSES", "0", NULL, "serial", "split", "split_passes", set_split_passes},
     {"PACK_SWEEP", "0", NULL, "panels", "sweep", "pack_sweep", set_pack_sweep},
-    {"B_ALL", "0", NULL, "b_all_512k", "b_all_768k", "b_all", set_b_all},
     {"CHECK_FINITE", "0", NULL, "guard", "tiles", "check_finite", set_check_finite},
     {"GFL_PATH", "0", NULL, "before", "after", "gfl_path", set_gfl},
     {"COMPUTE_DTYPE", NULL, "bf16", "f32", "bf16", "compute_dtype", set_dtype},

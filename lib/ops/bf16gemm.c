@@ -374,18 +374,12 @@ static size_t a_bytes(int64_t m, int64_t k) {
  * gradient over one chunk of rows: k 83, m the 50257 words) then sweeps C once, a block of rows at
  * a time, instead of a column panel of all of C's rows per panel — C is read and written once, in
  * order, where the panel order had it miss the cache at every tile */
-enum { B_ALL_MAX = 512 << 10, B_ALL_WIDE = 768 << 10 };
+enum { B_ALL_MAX = 512 << 10 };
 static size_t b_all_bytes(int64_t n, int64_t k) {
   return (size_t)((n + NR - 1) / NR) * (size_t)((k + 1) / 2) * NR * sizeof(uint32_t);
 }
 
-int strop__bf16_b_all_wide = 1;
 int strop__bf16_gemm_check_finite = 1;
-
-/* 1: all of B's panels packed first, C's rows then run against them (rows_chunk) */
-static int b_all(int64_t n, int64_t k) {
-  return b_all_bytes(n, k) <= (strop__bf16_b_all_wide ? B_ALL_WIDE : B_ALL_MAX);
-}
 
 int strop__bf16_b_groups = 1;
 
@@ -404,18 +398,18 @@ static int64_t b_group_panels(int64_t n, int64_t k) {
 size_t strop__bf16_gemm_f32_scratch(int64_t m, int64_t n, int64_t k) {
   const size_t kp = (size_t)(k + 1) / 2;
   size_t b = (size_t)(strop__num_threads() + 1) * kp * NR * sizeof(uint32_t);
-  if (b_all(n, k) && b_all_bytes(n, k) > b) b = b_all_bytes(n, k);
+  if (b_all_bytes(n, k) <= B_ALL_MAX && b_all_bytes(n, k) > b) b = b_all_bytes(n, k);
   /* or a group of panels per chunk (gemm_chunk), whichever strop__bf16_b_groups the product finds */
   const size_t g = (size_t)(strop__num_threads() + 1) * (size_t)b_group_panels(n, k) * kp * NR *
                    sizeof(uint32_t);
-  if (!b_all(n, k) && g > b) b = g;
+  if (b_all_bytes(n, k) > B_ALL_MAX && g > b) b = g;
   return a_bytes(m, k) + b + 128;
 }
 
 /* one chunk's panel, or all of B's as far as B_ALL_MAX: never less for a smaller shape */
 size_t strop__bf16_sgemm_serial_scratch(int64_t m, int64_t n, int64_t k) {
   const size_t one = (size_t)(k + 1) / 2 * NR * sizeof(uint32_t);
-  const size_t all = b_all(n, k) ? b_all_bytes(n, k) : B_ALL_MAX;
+  const size_t all = b_all_bytes(n, k) < B_ALL_MAX ? b_all_bytes(n, k) : B_ALL_MAX;
   return a_bytes(m, k) + (one > all ? one : all) + 128;
 }
 
@@ -433,7 +427,7 @@ static void run(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, co
   const int64_t groups = (m + 15) / 16, blocks = (n + NR - 1) / NR;
   if (ap) J.ap = (uint32_t *)(uintptr_t)ap; /* only read */
   else strop__par_run(strop__par_chunks(threads, groups, 4), groups, pack_a, &J);
-  if (b_all(n, k)) {
+  if (b_all_bytes(n, k) <= B_ALL_MAX) {
     const int64_t np = (m + MR - 1) / MR;
     strop__par_run(strop__par_chunks(threads, blocks, 1), blocks, pack_b_all, &J);
     strop__par_run(strop__par_chunks(threads, np, 1), np, rows_chunk, &J);

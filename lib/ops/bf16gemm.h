@@ -38,11 +38,6 @@ extern int strop__bf16_b_groups;
  * BF16 panels) packed a few panels at once in one pass down its rows; 0: a panel at a time down
  * all of them (tests and bench_big PACK_SWEEP=ab compare the two: the same bits). */
 extern int strop__bf16_pack_sweep;
-/* 1 (the default): strop__bf16_gemm_f32 packs all of B's panels first up to 768 KB of them (a
- * 768-column weight gradient's over 512 rows), C's rows then run against them once; 0: up to
- * 512 KB, past it groups of panels (tests and bench_big B_ALL=ab compare the two: the same
- * bits). */
-extern int strop__bf16_b_all_wide;
 void strop__bf16_gemm_f32(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a,
                           int64_t lda, const float *b, int64_t ldb, float beta, float *c,
                           int64_t ldc, void *work);
