@@ -92,9 +92,10 @@
  * serial. PACK_SWEEP=ab the BF16 products' operands stored [k, cols] (the weight gradients' x
  * and dy, a W [in, out] weight's BF16 panels) packed a panel at a time down all k rows and a
  * few panels at once in one pass down the rows (strop__bf16_pack_sweep, the same bits),
- * PACK_SWEEP=0 a panel at a time; CHECK_FINITE=ab a BF16 weight gradient written outright read again by the trainer's guard and
- * seen finite as its tiles are stored (strop__bf16_gemm_check_finite), CHECK_FINITE=0 read by
- * the guard; GFL_PATH=ab both off and both on (branch gfl), GFL_PATH=0 both off.
+ * PACK_SWEEP=0 a panel at a time; CHECK_FINITE=ab a BF16 weight gradient written outright
+ * read again by the trainer's guard and seen finite as its tiles are stored
+ * (strop__bf16_gemm_check_finite), CHECK_FINITE=0 read by the guard; GFL_PATH=ab both off and
+ * both on (branch gfl), GFL_PATH=0 both off.
  *
  * Prints one RESULT line: samples/s or tokens/s (best of `repeats` windows of `steps` steps
  * after a warm-up), the step's multiply-add work (gemm_flops: the matrix products and
@@ -208,7 +209,9 @@ static void set_kslices(strop_model *m, int on) { (void)m, strop__bf16_kslices =
  * bits */
 static void set_pack_sweep(strop_model *m, int on) { (void)m, strop__bf16_pack_sweep = on; }
 /* BF16 weight gradients read by the trainer's guard / seen finite as the tiles store them */
-static void set_check_finite(strop_model *m, int on) { (void)m, strop__bf16_gemm_check_finite = on; }
+static void set_check_finite(strop_model *m, int on) {
+  (void)m, strop__bf16_gemm_check_finite = on;
+}
 /* branch gfl's two (PACK_SWEEP, CHECK_FINITE) both off / both on: the same bits */
 static void set_gfl(strop_model *m, int on) {
   set_pack_sweep(m, on);

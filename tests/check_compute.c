@@ -272,8 +272,8 @@ START_TEST(pack_sweep_same_bits) {
       fill(w, (size_t)(in * out), 0.61);
       strop__lowp q[2];
       for (int g = 0; g < 2; g++) {
-        q[g] = (strop__lowp){STROP__LOWP_BF16, 1, in, out, 0, strop__malloc_aligned(bytes), NULL,
-                             1};
+        q[g] = (strop__lowp){
+            STROP__LOWP_BF16, 1, in, out, 0, strop__malloc_aligned(bytes), NULL, 1};
         memset(q[g].v, 0x5a, bytes); /* every byte written, the padding's zeros too */
         strop__bf16_pack_sweep = g;
         strop__bf16_shadow_fill(&q[g], w);
@@ -316,15 +316,16 @@ START_TEST(gemm_f32_finite_seen) {
         int seen = -1;
         for (int g = 0; g < 2; g++) {
           for (int64_t i = 0; i < m * ldc; i++) c[g][i] = bad == 3 ? NAN : 0.5f;
-          if (g) seen = strop__bf16_gemm_f32_finite(1, 0, m, n, k, a, m, b, n, 0.0f, c[g], ldc,
-                                                    work);
+          if (g)
+            seen = strop__bf16_gemm_f32_finite(1, 0, m, n, k, a, m, b, n, 0.0f, c[g], ldc, work);
           else strop__bf16_gemm_f32(1, 0, m, n, k, a, m, b, n, 0.0f, c[g], ldc, work);
         }
         ck_assert_msg(!memcmp(c[0], c[1], (size_t)(m * ldc) * sizeof(float)),
                       "m %lld n %lld k %lld case %d threads %d: bits differ", (long long)m,
                       (long long)n, (long long)k, bad, th);
-        ck_assert_msg(seen == (bad == 0 || bad == 3), "m %lld n %lld k %lld case %d threads %d: %d",
-                      (long long)m, (long long)n, (long long)k, bad, th, seen);
+        ck_assert_msg(seen == (bad == 0 || bad == 3),
+                      "m %lld n %lld k %lld case %d threads %d: %d", (long long)m, (long long)n,
+                      (long long)k, bad, th, seen);
         ck_assert(bad == 0 || bad == 3 || !isfinite(c[1][(m - 1) * ldc + n - 1]));
         strop__free_aligned(work);
         free(a);

@@ -76,7 +76,7 @@ typedef struct gjob {
   strop__bf16_pack_b_fn pack; /* non-NULL: op(B)'s panels come from it, b is not read */
   const void *pctx;
   const strop__bf16_c_layout *lay; /* non-NULL: where C's columns go, and a row's addend */
-  int64_t fit; /* gemm_chunk: panels of B packed at once (a chunk's bp holds as many) */
+  int64_t fit;     /* gemm_chunk: panels of B packed at once (a chunk's bp holds as many) */
   atomic_int *bad; /* strop__bf16_gemm_f32_finite: set when a tile stored a NaN or infinity */
 } gjob;
 
@@ -252,9 +252,9 @@ BF16_TARGET static void pack_b_sweep(const gjob *J, int64_t jb0, int64_t jb1, ui
       const int64_t j0 = jb * NR, cnt = J->n - j0;
       uint32_t *d = p + (size_t)(jb - jb0) * stride + q * NR;
       _mm512_store_si512(d, pairs16(r0 + j0, r1 ? r1 + j0 : NULL, cnt));
-      _mm512_store_si512(d + 16, cnt > 16 ? pairs16(r0 + j0 + 16, r1 ? r1 + j0 + 16 : NULL,
-                                                    cnt - 16)
-                                          : _mm512_setzero_si512());
+      _mm512_store_si512(d + 16, cnt > 16
+                                     ? pairs16(r0 + j0 + 16, r1 ? r1 + j0 + 16 : NULL, cnt - 16)
+                                     : _mm512_setzero_si512());
     }
   }
 }
@@ -419,8 +419,8 @@ static void run(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, co
                 strop__bf16_pack_b_fn pack, const void *pctx, float beta, float *c, int64_t ldc,
                 const strop__bf16_c_layout *lay, void *work, int threads, atomic_int *bad) {
   if (m <= 0 || n <= 0) return;
-  gjob J = {ta, tb,    m,    n, k,    (k + 1) / 2, lda,  ldb,  ldc, a,
-            b,  alpha, beta, c, work, NULL,        pack, pctx, lay, 1, bad};
+  gjob J = {ta,    tb,   m, n,    k,    (k + 1) / 2, lda,  ldb, ldc, a,  b,
+            alpha, beta, c, work, NULL, pack,        pctx, lay, 1,   bad};
   /* the panels after A's micro-panels, 64-byte aligned */
   const size_t ab = (a_bytes(m, k) + 63) / 64 * 64;
   J.bp = (uint32_t *)(void *)((char *)work + ab);
