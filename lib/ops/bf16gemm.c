@@ -8,6 +8,7 @@
 
 #include "core/core.h"
 #include "core/pool_profile.h"
+#include "ops/dense.h"
 #include "ops/ops.h"
 
 STROP__CLONES void strop__bf16_round_f32(const float *x, float *out, size_t n) {
@@ -280,20 +281,8 @@ BF16_TARGET static void kernel(const gjob *J, int64_t ib, int64_t j0, const uint
   const uint32_t *a = J->ap + (size_t)ib * (size_t)J->kp * MR; /* pair (r, q) at q * MR + r */
   const strop__bf16_c_layout *L = J->lay;
   if (!L) {
-    float *c = J->c + i0 * J->ldc + j0;
-    strop__bf16_tile_8x32(a, 1, MR, J->kp, p, mr, nr, J->alpha, J->beta, c, J->ldc);
-    if (J->bad) { /* the tile's rows read back from L1: all exponent bits set is NaN or Inf */
-      const __mmask16 m0 = (__mmask16)strop__lanes32(nr), m1 = (__mmask16)strop__lanes32(nr - 16);
-      const __m512i e = _mm512_set1_epi32(0x7f800000);
-      __mmask16 hit = 0;
-      for (int64_t r = 0; r < mr; r++) {
-        const __m512i v0 = _mm512_maskz_loadu_epi32(m0, c + r * J->ldc);
-        const __m512i v1 = _mm512_maskz_loadu_epi32(m1, c + r * J->ldc + 16);
-        hit |= _mm512_cmpeq_epi32_mask(_mm512_and_si512(v0, e), e) |
-               _mm512_cmpeq_epi32_mask(_mm512_and_si512(v1, e), e);
-      }
-      if (hit) atomic_store_explicit(J->bad, 1, memory_order_relaxed);
-    }
+    strop__bf16_tile_8x32(a, 1, MR, J->kp, p, mr, nr, J->alpha, J->beta, J->c + i0 * J->ldc + j0,
+                          J->ldc);
     return;
   }
   /* columns j0 .. of image s from its column r on, the rest (if any) in image s + 1 */
@@ -309,6 +298,18 @@ BF16_TARGET static void kernel(const gjob *J, int64_t ib, int64_t j0, const uint
       (L->res_first ? STROP__TILE_RES_FIRST : 0) | (L->prefetch ? STROP__TILE_PREFETCH_C : 0));
 }
 
+/* strop__bf16_gemm_f32_finite: C's rows of block ib, columns [j0, j1), read back once the block
+ * has run against a group of panels (the rows still in L1 or L2; a tile's own stores read back
+ * at once cost as much as the trainer's later pass saved) */
+static void seen_rows(const gjob *J, int64_t ib, int64_t j0, int64_t j1) {
+  const int64_t i0 = ib * MR, mr = J->m - i0 < MR ? J->m - i0 : MR;
+  for (int64_t r = 0; r < mr; r++)
+    if (!strop__all_finite_serial(J->c + (i0 + r) * J->ldc + j0, (size_t)(j1 - j0))) {
+      atomic_store_explicit(J->bad, 1, memory_order_relaxed);
+      return;
+    }
+}
+
 /* column panels [lo, hi) of 32, in groups of as nearly equal size as J->fit allows: a group's
  * panels packed, then every block of 8 rows against each of them (J->fit 1: a panel, then all
  * of A against it). A group in L2 has A, packed once, read from further out once per group
@@ -322,8 +323,10 @@ static void gemm_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   for (int64_t g0 = lo; g0 < hi; g0 += per) {
     const int64_t g1 = g0 + per < hi ? g0 + per : hi;
     pack_b_range(J, g0, g1, p, panel);
-    for (int64_t ib = 0; ib < np; ib++)
+    for (int64_t ib = 0; ib < np; ib++) {
       for (int64_t jb = g0; jb < g1; jb++) kernel(J, ib, jb * NR, p + (size_t)(jb - g0) * panel);
+      if (J->bad) seen_rows(J, ib, g0 * NR, g1 * NR < J->n ? g1 * NR : J->n);
+    }
   }
 }
 
@@ -340,9 +343,11 @@ static void rows_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   (void)chunk;
   const gjob *J = ctx;
   const int64_t blocks = (J->n + NR - 1) / NR;
-  for (int64_t ib = lo; ib < hi; ib++)
+  for (int64_t ib = lo; ib < hi; ib++) {
     for (int64_t jb = 0; jb < blocks; jb++)
       kernel(J, ib, jb * NR, J->bp + (size_t)jb * (size_t)J->kp * NR);
+    if (J->bad) seen_rows(J, ib, 0, J->n);
+  }
 }
 
 /* fill_panels_scalar's layout on AVX-512: a panel is the product's packing of B = the weight's
