@@ -41,13 +41,14 @@ extern int strop__bf16_pack_sweep;
 void strop__bf16_gemm_f32(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a,
                           int64_t lda, const float *b, int64_t ldb, float beta, float *c,
                           int64_t ldc, void *work);
-/* 1 (the default): a BF16 weight gradient written outright is seen finite as its tiles are
- * stored (strop__linear_backward_bf16_seen); 0: the trainer's guard reads it (bench_big
+/* 1 (the default): a BF16 weight gradient written outright is seen finite as it is stored
+ * (strop__linear_backward_bf16_seen); 0: the trainer's guard reads it (bench_big
  * CHECK_FINITE=ab compares the two) */
 extern int strop__bf16_gemm_check_finite;
-/* strop__bf16_gemm_f32 (the same bits) that also reads each tile of C back as it is stored:
- * 1 when every element of C is finite, 0 when one is NaN or infinite (so that a weight gradient
- * written outright need not be read again by the trainer's guard). */
+/* strop__bf16_gemm_f32 (the same bits) that also reads C back a block of 8 rows at a time, once
+ * the block has run against a group of panels (still in cache): 1 when every element of C is
+ * finite, 0 when one is NaN or infinite (so that a weight gradient written outright need not be
+ * read again by the trainer's guard). */
 int strop__bf16_gemm_f32_finite(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a,
                                 int64_t lda, const float *b, int64_t ldb, float beta, float *c,
                                 int64_t ldc, void *work);

@@ -194,7 +194,7 @@ int strop__linear_backward_bf16_seen(const float *x, const strop__lowp *wb, cons
   if (dx && strop__linear_backward_lowp(wb, dot ? dy : dyr, dx, m, in, out, w_in_out,
                                         (assign & STROP__LB_ASSIGN_DX) != 0))
     goto oom;
-  /* written outright (and the bias's sums) and seen finite as the tiles stored them */
+  /* written outright (and the bias's sums) and seen finite as their row blocks were stored */
   int seen = assign_p && dot && finite && strop__bf16_gemm_check_finite;
   if (dw && dot) {
     const float beta = assign_p ? 0.0f : 1.0f;
