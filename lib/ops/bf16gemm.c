@@ -78,7 +78,7 @@ typedef struct gjob {
   const void *pctx;
   const strop__bf16_c_layout *lay; /* non-NULL: where C's columns go, and a row's addend */
   int64_t fit;     /* gemm_chunk: panels of B packed at once (a chunk's bp holds as many) */
-  atomic_int *bad; /* strop__bf16_gemm_f32_finite: set when a tile stored a NaN or infinity */
+  atomic_int *bad; /* strop__bf16_gemm_f32_finite: set when C holds a NaN or an infinity */
 } gjob;
 
 /* The pairs (r0[c], r1[c]) of 16 columns (cnt of them read, the rest 0; r1 NULL: zeros) */
