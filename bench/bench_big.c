@@ -97,6 +97,13 @@
  * runs) and across the chunk's column blocks (256 of k, a block's rows in one run;
  * strop__bf16_kslices 1 / 2, the same bits), KS_WIDE=0 a column block at a time; HELD_PACK=ab
  * both off and both on (branch glr's changes), HELD_PACK=0 both off.
+ * PACK_SWEEP=ab the BF16 products' operands stored [k, cols] (the weight gradients' x
+ * and dy, a W [in, out] weight's BF16 panels) packed a panel at a time down all k rows and a
+ * few panels at once in one pass down the rows (strop__bf16_pack_sweep, the same bits),
+ * PACK_SWEEP=0 a panel at a time; CHECK_FINITE=ab a BF16 weight gradient written outright
+ * read again by the trainer's guard and seen finite as its tiles are stored
+ * (strop__bf16_gemm_check_finite), CHECK_FINITE=0 read by the guard; GFL_PATH=ab both off and
+ * both on (branch gfl), GFL_PATH=0 both off.
  *
  * Prints one RESULT line: samples/s or tokens/s (best of `repeats` windows of `steps` steps
  * after a warm-up), the step's multiply-add work (gemm_flops: the matrix products and
@@ -206,6 +213,18 @@ static void set_gelu(strop_model *m, int on) { (void)m, strop__gelu_isa = on ? 0
 static void set_bgroups(strop_model *m, int on) { (void)m, strop__bf16_b_groups = on; }
 /* the LM head's BF16 input gradient all of k at once / in slices: the same bits */
 static void set_kslices(strop_model *m, int on) { (void)m, strop__bf16_kslices = on ? 2 : 0; }
+/* BF16 operands stored [k, cols] packed a panel at a time / swept down their rows: the same
+ * bits */
+static void set_pack_sweep(strop_model *m, int on) { (void)m, strop__bf16_pack_sweep = on; }
+/* BF16 weight gradients read by the trainer's guard / seen finite as the tiles store them */
+static void set_check_finite(strop_model *m, int on) {
+  (void)m, strop__bf16_gemm_check_finite = on;
+}
+/* branch gfl's two (PACK_SWEEP, CHECK_FINITE) both off / both on: the same bits */
+static void set_gfl(strop_model *m, int on) {
+  set_pack_sweep(m, on);
+  set_check_finite(m, on);
+}
 /* a frozen BF16 conv's weight packed per call / kept packed: the same bits */
 static void set_heldw(strop_model *m, int on) { (void)m, strop__conv_keep_packed = on; }
 /* a residual sum and its relu apart / in one pass: the same bits */
@@ -334,6 +353,9 @@ static const ab_switch AB[] = {
     {"PACK_GROUPS", "0", NULL, "panels", "groups", "pack_groups", set_pack_groups},
     {"KS_WIDE", "0", NULL, "per_block", "wide", "ks_wide", set_ks_wide},
     {"HELD_PACK", "0", NULL, "before", "after", "held_pack", set_held_pack},
+    {"PACK_SWEEP", "0", NULL, "panels", "sweep", "pack_sweep", set_pack_sweep},
+    {"CHECK_FINITE", "0", NULL, "guard", "tiles", "check_finite", set_check_finite},
+    {"GFL_PATH", "0", NULL, "before", "after", "gfl_path", set_gfl},
     {"COMPUTE_DTYPE", NULL, "bf16", "f32", "bf16", "compute_dtype", set_dtype},
 };
 #define N_AB ((int)(sizeof AB / sizeof AB[0]))

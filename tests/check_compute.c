@@ -220,6 +220,124 @@ START_TEST(b_groups_same_bits) {
 }
 END_TEST
 
+/* Operands stored [k, cols] packed a few panels in one pass down their rows
+ * (strop__bf16_pack_sweep 1) give the bits of a panel at a time (0): A with ta and B without tb
+ * in every transpose, written and added, 1 and 2 threads; B all packed at once (300 x 700 x 70)
+ * and in groups (the others), sweeps of unequal width (19 groups of A by 16: 16 and 3), m not a
+ * multiple of 16 (33: a last group of one micro-panel), odd k (a last row pair of one row); and
+ * a W [in, out] weight's BF16 panels (strop__bf16_shadow_fill): 5 panels of 48 KB a sweep, 8 of
+ * 4 KB, a panel of 188 KB alone, n not a multiple of 32. */
+START_TEST(pack_sweep_same_bits) {
+  if (!strop__bf16_dot_enabled()) return;
+  static const int64_t shapes[][3] = {
+      {300, 700, 70}, {41, 2050, 300}, {33, 1057, 513}, {17, 75, 1030}};
+  static const int64_t weights[][2] = {{768, 300}, {45, 1000}, {3000, 70}}; /* in, out */
+  const int threads = strop_get_num_threads();
+  for (int th = 1; th <= 2; th++) {
+    ck_assert_int_eq(strop_set_num_threads(th), STROP_OK);
+    for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++)
+      for (int tr = 0; tr < 4; tr++)
+        for (int beta = 0; beta < 2; beta++) {
+          const int64_t m = shapes[sh][0], n = shapes[sh][1], k = shapes[sh][2];
+          const int ta = tr & 1, tb = tr >> 1;
+          const int64_t lda = (ta ? m : k) + 5, ldb = (tb ? k : n) + 3, ldc = n + 1;
+          const size_t na = (size_t)((ta ? k : m) * lda), nb = (size_t)((tb ? n : k) * ldb);
+          float *a = malloc(na * sizeof *a), *b = malloc(nb * sizeof *b);
+          float *c[2] = {malloc((size_t)(m * ldc) * sizeof(float)),
+                         malloc((size_t)(m * ldc) * sizeof(float))};
+          fill(a, na, 0.47);
+          fill(b, nb, 0.23);
+          const size_t wb = strop__bf16_gemm_f32_scratch(m, n, k);
+          void *work = strop__malloc_aligned(wb);
+          for (int g = 0; g < 2; g++) {
+            strop__bf16_pack_sweep = g;
+            memset(work, 0x5a, wb); /* no panel left over from the other side */
+            for (int64_t i = 0; i < m * ldc; i++) c[g][i] = 0.25f * (float)(i % 5);
+            strop__bf16_gemm_f32(ta, tb, m, n, k, a, lda, b, ldb, (float)beta, c[g], ldc, work);
+          }
+          strop__bf16_pack_sweep = 1;
+          ck_assert_msg(!memcmp(c[0], c[1], (size_t)(m * ldc) * sizeof(float)),
+                        "m %lld n %lld k %lld ta %d tb %d beta %d threads %d: sweep differs",
+                        (long long)m, (long long)n, (long long)k, ta, tb, beta, th);
+          strop__free_aligned(work);
+          free(a);
+          free(b);
+          free(c[0]);
+          free(c[1]);
+        }
+    for (size_t sh = 0; sh < sizeof weights / sizeof *weights; sh++) {
+      const int64_t in = weights[sh][0], out = weights[sh][1];
+      const size_t bytes = strop__bf16_panels_bytes(out, in);
+      float *w = malloc((size_t)(in * out) * sizeof *w);
+      fill(w, (size_t)(in * out), 0.61);
+      strop__lowp q[2];
+      for (int g = 0; g < 2; g++) {
+        q[g] = (strop__lowp){
+            STROP__LOWP_BF16, 1, in, out, 0, strop__malloc_aligned(bytes), NULL, 1};
+        memset(q[g].v, 0x5a, bytes); /* every byte written, the padding's zeros too */
+        strop__bf16_pack_sweep = g;
+        strop__bf16_shadow_fill(&q[g], w);
+      }
+      strop__bf16_pack_sweep = 1;
+      ck_assert_msg(!memcmp(q[0].v, q[1].v, bytes), "W [%lld, %lld] threads %d: panels differ",
+                    (long long)in, (long long)out, th);
+      strop__lowp_free(&q[0]);
+      strop__lowp_free(&q[1]);
+      free(w);
+    }
+  }
+  ck_assert_int_eq(strop_set_num_threads(threads), STROP_OK);
+}
+END_TEST
+
+/* strop__bf16_gemm_f32_finite: strop__bf16_gemm_f32's bits, and 1 only when every element of C
+ * is finite — an infinity from an overflowing sum or a NaN from A, in the last tile's last row
+ * and column (edges masked) or anywhere in a split over 2 threads; NaN in C's padding (ldc > n)
+ * with beta 0 is not C's. Every path: B all packed, in groups, a panel at a time. */
+START_TEST(gemm_f32_finite_seen) {
+  if (!strop__bf16_dot_enabled()) return;
+  static const int64_t shapes[][3] = {{37, 45, 70}, {33, 1057, 513}, {20, 300, 2100}};
+  const int threads = strop_get_num_threads();
+  for (int th = 1; th <= 2; th++) {
+    ck_assert_int_eq(strop_set_num_threads(th), STROP_OK);
+    for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++)
+      for (int bad = 0; bad < 4; bad++) { /* none, 1e38 (overflows), NaN, NaN in C's padding */
+        const int64_t m = shapes[sh][0], n = shapes[sh][1], k = shapes[sh][2], ldc = n + 3;
+        float *a = malloc((size_t)(k * m) * sizeof *a), *b = malloc((size_t)(k * n) * sizeof *b);
+        float *c[2] = {malloc((size_t)(m * ldc) * sizeof(float)),
+                       malloc((size_t)(m * ldc) * sizeof(float))};
+        fill(a, (size_t)(k * m), 0.41);
+        fill(b, (size_t)(k * n), 0.17);
+        /* dW = x^T dy (ta 1): A [k, m], element (i, t) at a[t m + i]; C(m - 1, n - 1) */
+        if (bad == 1) a[(k - 1) * m + m - 1] = 1e38f, b[(k - 1) * n + n - 1] = 1e3f;
+        if (bad == 2) a[(k / 2) * m + m - 1] = NAN;
+        const size_t wb = strop__bf16_gemm_f32_scratch(m, n, k);
+        void *work = strop__malloc_aligned(wb);
+        int seen = -1;
+        for (int g = 0; g < 2; g++) {
+          for (int64_t i = 0; i < m * ldc; i++) c[g][i] = bad == 3 ? NAN : 0.5f;
+          if (g)
+            seen = strop__bf16_gemm_f32_finite(1, 0, m, n, k, a, m, b, n, 0.0f, c[g], ldc, work);
+          else strop__bf16_gemm_f32(1, 0, m, n, k, a, m, b, n, 0.0f, c[g], ldc, work);
+        }
+        ck_assert_msg(!memcmp(c[0], c[1], (size_t)(m * ldc) * sizeof(float)),
+                      "m %lld n %lld k %lld case %d threads %d: bits differ", (long long)m,
+                      (long long)n, (long long)k, bad, th);
+        ck_assert_msg(seen == (bad == 0 || bad == 3),
+                      "m %lld n %lld k %lld case %d threads %d: %d", (long long)m, (long long)n,
+                      (long long)k, bad, th, seen);
+        ck_assert(bad == 0 || bad == 3 || !isfinite(c[1][(m - 1) * ldc + n - 1]));
+        strop__free_aligned(work);
+        free(a);
+        free(b);
+        free(c[0]);
+        free(c[1]);
+      }
+  }
+  ck_assert_int_eq(strop_set_num_threads(threads), STROP_OK);
+}
+END_TEST
+
 /* The input gradient through a weight held in panels whose _nn panel passes 512 KB (k the
  * outputs, over 8192: the LM head's) runs k in slices with each sum carried between them —
  * across the column blocks of a chunk (strop__bf16_kslices 2; more than 24 of them at 1 thread
@@ -1678,6 +1796,8 @@ static Suite *suite(void) {
   tcase_add_test(c, gemm_f32_edges);
   tcase_add_test(c, b_groups_same_bits);
   tcase_add_test(c, kslices_same_bits);
+  tcase_add_test(c, pack_sweep_same_bits);
+  tcase_add_test(c, gemm_f32_finite_seen);
   tcase_add_test(c, held_groups_same_bits);
   tcase_add_test(c, pack_groups_same_bits);
   suite_add_tcase(s, c);

@@ -47,11 +47,12 @@ strop_status strop__linear_forward_c(const strop__node *n, strop__param *w, cons
 
 strop_status strop__linear_backward_c(const strop__node *n, strop__param *w, const float *x,
                                       const float *dy, float *dx, float *dw, float *db, int64_t m,
-                                      int64_t in, int64_t out, unsigned assign) {
+                                      int64_t in, int64_t out, unsigned assign, int *finite) {
   const strop__lowp *q = NULL;
+  if (finite) *finite = 0;
   if (dx && !(q = strop__param_shadow(w, (assign & STROP__LB_W_IN_OUT) != 0)))
     return nomem(n, w, "backward");
-  if (strop__linear_backward_bf16(x, q, dy, dx, dw, db, m, in, out, assign))
+  if (strop__linear_backward_bf16_seen(x, q, dy, dx, dw, db, m, in, out, assign, finite))
     return nomem(n, w, "backward");
   return STROP_OK;
 }

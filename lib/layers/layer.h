@@ -385,13 +385,15 @@ int strop__compute_bf16(const strop__exec *x, const strop__param *w);
 const strop__lowp *strop__param_shadow(strop__param *w, int scale_cols);
 /* y = x W^T + b and the backward (dx, dw, db: any may be NULL; assign: STROP__LB_* of
  * ops/dense.h) of a linear-shaped layer on BF16 values (strop__linear_forward_bf16 / _backward_
- * bf16 through w's copy); STROP_E_NOMEM naming the node, nothing written. */
+ * bf16 through w's copy); STROP_E_NOMEM naming the node, nothing written. The backward sets
+ * *finite (when non-NULL) as strop__linear_backward_bf16_seen does: 1 when dw (and db) were
+ * written outright and seen finite, so that the layer may mark them grad_checked. */
 strop_status strop__linear_forward_c(const strop__node *n, strop__param *w, const float *x,
                                      const float *b, float *y, int64_t m, int64_t in, int64_t out,
                                      int w_in_out);
 strop_status strop__linear_backward_c(const strop__node *n, strop__param *w, const float *x,
                                       const float *dy, float *dx, float *dw, float *db, int64_t m,
-                                      int64_t in, int64_t out, unsigned assign);
+                                      int64_t in, int64_t out, unsigned assign, int *finite);
 /* A node's param by suffix ("weight"), or NULL: for code outside the node's layer. */
 strop__param *strop__node_param(strop__node *n, const char *suffix);
 /* The storage p would take as the model's frozen dtype `dtype` (STROP__LOWP_*): dtype for a

@@ -184,9 +184,17 @@ static strop_status linear_backward(strop__node *n, const strop__exec *x, const 
   const unsigned assign = (x->din_assign ? STROP__LB_ASSIGN_DX : 0) |
                           (x->pgrad_assign ? STROP__LB_ASSIGN_PARAMS : 0) |
                           (c->layout == LAYOUT_IN_OUT ? STROP__LB_W_IN_OUT : 0);
-  if (strop__compute_bf16(x, w)) /* the model computes in BF16 (layers/compute.c) */
-    return strop__linear_backward_c(n, w, in[0].data, dout, din[0], dw, db, linear_rows(&in[0]),
-                                    c->in_features, c->out_features, assign);
+  if (strop__compute_bf16(x, w)) { /* the model computes in BF16 (layers/compute.c) */
+    int seen = 0;
+    const strop_status st = strop__linear_backward_c(n, w, in[0].data, dout, din[0], dw, db,
+                                                     linear_rows(&in[0]), c->in_features,
+                                                     c->out_features, assign, &seen);
+    if (!st && seen) { /* as the FP32 path's below */
+      if (dw) w->grad_checked = 1;
+      if (db) b->grad_checked = 1;
+    }
+    return st;
+  }
   const int finite = strop__linear_backward(in[0].data, w->data, dout, din[0], dw, db,
                                             linear_rows(&in[0]), c->in_features, c->out_features,
                                             assign);

@@ -199,7 +199,7 @@ static strop_status lora_backward(strop__node *n, const strop__exec *x, const st
   } else if (strop__compute_bf16(x, w)) {
     strop_status st = strop__linear_backward_c(n, w, in[0].data, dout, din[0], dw, db, m,
                                                c->in_features, c->out_features,
-                                               c->layout ? STROP__LB_W_IN_OUT : 0);
+                                               c->layout ? STROP__LB_W_IN_OUT : 0, NULL);
     if (st) return st;
   } else {
     strop__linear_backward(in[0].data, w->data, dout, din[0], dw, db, m, c->in_features,

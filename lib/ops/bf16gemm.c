@@ -3,10 +3,12 @@
  * copy of a trainable weight, and the vdpbf16ps GEMM whose operands are rounded while packed. */
 #include "ops/bf16gemm.h"
 
+#include <stdatomic.h>
 #include <string.h>
 
 #include "core/core.h"
 #include "core/pool_profile.h"
+#include "ops/dense.h"
 #include "ops/ops.h"
 
 STROP__CLONES void strop__bf16_round_f32(const float *x, float *out, size_t n) {
@@ -75,7 +77,8 @@ typedef struct gjob {
   strop__bf16_pack_b_fn pack; /* non-NULL: op(B)'s panels come from it, b is not read */
   const void *pctx;
   const strop__bf16_c_layout *lay; /* non-NULL: where C's columns go, and a row's addend */
-  int64_t fit; /* gemm_chunk: panels of B packed at once (a chunk's bp holds as many) */
+  int64_t fit;     /* gemm_chunk: panels of B packed at once (a chunk's bp holds as many) */
+  atomic_int *bad; /* strop__bf16_gemm_f32_finite: set when C holds a NaN or an infinity */
 } gjob;
 
 /* The pairs (r0[c], r1[c]) of 16 columns (cnt of them read, the rest 0; r1 NULL: zeros) */
@@ -124,11 +127,51 @@ static int fill_avx512(void) {
   return __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512bf16");
 }
 
+int strop__bf16_pack_sweep = 1;
+
+/* Operands stored [k, cols] (A with ta, B without tb) give a panel 64 or 128 bytes of each of k
+ * rows, lda apart: one panel after the other, every row's next bytes came from memory again with
+ * k rows' streams too many for the prefetcher (the LM head's dy: 512 rows 201 KB apart).
+ * strop__bf16_pack_sweep packs up to SWEEP_COLS columns' panels in one pass down the rows
+ * instead, a row's 1 KB read in order, as many as write at most SWEEP_BYTES (in L2: a W [3072,
+ * 768]'s 192 KB panels swept 8 at a time filled 20% slower than one at a time); each panel
+ * written where it was, the same values. */
+enum { SWEEP_COLS = 256, SWEEP_BYTES = 256 << 10 };
+
+/* of a sweep's panels (or groups) of `bytes` each, how many at once: 1 is the panel order */
+static int64_t sweep_width(int64_t most, size_t bytes) {
+  const int64_t fit = bytes ? (int64_t)(SWEEP_BYTES / bytes) : most;
+  return !strop__bf16_pack_sweep || fit < 1 ? 1 : fit < most ? fit : most;
+}
+
+/* A stored [k, m]: the micro-panels of 16-row groups [g0, g1), a row pair at a time */
+BF16_TARGET static void pack_a_sweep(const gjob *J, int64_t g0, int64_t g1) {
+  const int64_t np = (J->m + MR - 1) / MR;
+  for (int64_t q = 0; q < J->kp; q++) {
+    const float *r0 = J->a + 2 * q * J->lda;
+    const float *r1 = 2 * q + 1 < J->k ? r0 + J->lda : NULL;
+    for (int64_t g = g0; g < g1; g++) {
+      const int64_t i0 = g * 16;
+      uint32_t *p0 = J->ap + (size_t)(2 * g) * (size_t)J->kp * MR + q * MR;
+      const __m512i v = pairs16(r0 + i0, r1 ? r1 + i0 : NULL, J->m - i0);
+      _mm256_storeu_si256((__m256i *)(void *)p0, _mm512_castsi512_si256(v));
+      if (2 * g + 1 < np)
+        _mm256_storeu_si256((__m256i *)(void *)(p0 + (size_t)J->kp * MR),
+                            _mm512_extracti64x4_epi64(v, 1));
+    }
+  }
+}
+
 /* A's micro-panels of 16-row groups [lo, hi) (two micro-panels each) */
 BF16_TARGET static void pack_a(void *ctx, int64_t lo, int64_t hi, int chunk) {
   (void)chunk;
   const gjob *J = ctx;
   const int64_t np = (J->m + MR - 1) / MR;
+  const int64_t w = J->ta ? sweep_width(SWEEP_COLS / 16, (size_t)J->kp * 2 * MR * 4) : 1;
+  if (w > 1) {
+    for (int64_t g0 = lo; g0 < hi; g0 += w) pack_a_sweep(J, g0, g0 + w < hi ? g0 + w : hi);
+    return;
+  }
   for (int64_t g = lo; g < hi; g++) {
     const int64_t i0 = g * 16;
     uint32_t *p0 = J->ap + (size_t)(2 * g) * (size_t)J->kp * MR;
@@ -199,6 +242,37 @@ BF16_TARGET static void pack_b(const gjob *J, int64_t j0, uint32_t *p) {
   }
 }
 
+/* B stored [k, n] (pack_b's !tb): the panels of columns [32 jb0, 32 jb1), panel jb at p +
+ * (jb - jb0) stride, a row pair at a time (strop__bf16_pack_sweep) */
+BF16_TARGET static void pack_b_sweep(const gjob *J, int64_t jb0, int64_t jb1, uint32_t *p,
+                                     size_t stride) {
+  for (int64_t q = 0; q < J->kp; q++) {
+    const float *r0 = J->b + 2 * q * J->ldb;
+    const float *r1 = 2 * q + 1 < J->k ? r0 + J->ldb : NULL;
+    for (int64_t jb = jb0; jb < jb1; jb++) {
+      const int64_t j0 = jb * NR, cnt = J->n - j0;
+      uint32_t *d = p + (size_t)(jb - jb0) * stride + q * NR;
+      _mm512_store_si512(d, pairs16(r0 + j0, r1 ? r1 + j0 : NULL, cnt));
+      _mm512_store_si512(d + 16, cnt > 16
+                                     ? pairs16(r0 + j0 + 16, r1 ? r1 + j0 + 16 : NULL, cnt - 16)
+                                     : _mm512_setzero_si512());
+    }
+  }
+}
+
+/* pack_b of the panels [jb0, jb1), panel jb at p + (jb - jb0) stride: swept down the rows where
+ * that reads B better */
+BF16_TARGET static void pack_b_range(const gjob *J, int64_t jb0, int64_t jb1, uint32_t *p,
+                                     size_t stride) {
+  const int64_t w = !J->pack && !J->tb ? sweep_width(SWEEP_COLS / NR, stride * 4) : 1;
+  if (w > 1) {
+    for (int64_t s = jb0; s < jb1; s += w)
+      pack_b_sweep(J, s, s + w < jb1 ? s + w : jb1, p + (size_t)(s - jb0) * stride, stride);
+    return;
+  }
+  for (int64_t jb = jb0; jb < jb1; jb++) pack_b(J, jb * NR, p + (size_t)(jb - jb0) * stride);
+}
+
 /* C rows i0 .. i0 + 7 (those past m not stored) x the panel's 32 columns: 16 accumulators,
  * each lane summing its element's pairs in k order */
 BF16_TARGET static void kernel(const gjob *J, int64_t ib, int64_t j0, const uint32_t *p) {
@@ -224,6 +298,18 @@ BF16_TARGET static void kernel(const gjob *J, int64_t ib, int64_t j0, const uint
       (L->res_first ? STROP__TILE_RES_FIRST : 0) | (L->prefetch ? STROP__TILE_PREFETCH_C : 0));
 }
 
+/* strop__bf16_gemm_f32_finite: C's rows of block ib, columns [j0, j1), read back once the block
+ * has run against a group of panels (the rows still in L1 or L2; a tile's own stores read back
+ * at once cost as much as the trainer's later pass saved) */
+static void seen_rows(const gjob *J, int64_t ib, int64_t j0, int64_t j1) {
+  const int64_t i0 = ib * MR, mr = J->m - i0 < MR ? J->m - i0 : MR;
+  for (int64_t r = 0; r < mr; r++)
+    if (!strop__all_finite_serial(J->c + (i0 + r) * J->ldc + j0, (size_t)(j1 - j0))) {
+      atomic_store_explicit(J->bad, 1, memory_order_relaxed);
+      return;
+    }
+}
+
 /* column panels [lo, hi) of 32, in groups of as nearly equal size as J->fit allows: a group's
  * panels packed, then every block of 8 rows against each of them (J->fit 1: a panel, then all
  * of A against it). A group in L2 has A, packed once, read from further out once per group
@@ -236,9 +322,11 @@ static void gemm_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   const int64_t per = ng > 0 ? (hi - lo + ng - 1) / ng : 1;
   for (int64_t g0 = lo; g0 < hi; g0 += per) {
     const int64_t g1 = g0 + per < hi ? g0 + per : hi;
-    for (int64_t jb = g0; jb < g1; jb++) pack_b(J, jb * NR, p + (size_t)(jb - g0) * panel);
-    for (int64_t ib = 0; ib < np; ib++)
+    pack_b_range(J, g0, g1, p, panel);
+    for (int64_t ib = 0; ib < np; ib++) {
       for (int64_t jb = g0; jb < g1; jb++) kernel(J, ib, jb * NR, p + (size_t)(jb - g0) * panel);
+      if (J->bad) seen_rows(J, ib, g0 * NR, g1 * NR < J->n ? g1 * NR : J->n);
+    }
   }
 }
 
@@ -246,8 +334,7 @@ static void gemm_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
 BF16_TARGET static void pack_b_all(void *ctx, int64_t lo, int64_t hi, int chunk) {
   (void)chunk;
   const gjob *J = ctx;
-  for (int64_t jb = lo; jb < hi; jb++)
-    pack_b(J, jb * NR, J->bp + (size_t)jb * (size_t)J->kp * NR);
+  pack_b_range(J, lo, hi, J->bp + (size_t)lo * (size_t)J->kp * NR, (size_t)J->kp * NR);
 }
 
 /* row blocks [lo, hi) of 8 against every panel of B (all packed): C is written a block of 8 whole
@@ -256,9 +343,11 @@ static void rows_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   (void)chunk;
   const gjob *J = ctx;
   const int64_t blocks = (J->n + NR - 1) / NR;
-  for (int64_t ib = lo; ib < hi; ib++)
+  for (int64_t ib = lo; ib < hi; ib++) {
     for (int64_t jb = 0; jb < blocks; jb++)
       kernel(J, ib, jb * NR, J->bp + (size_t)jb * (size_t)J->kp * NR);
+    if (J->bad) seen_rows(J, ib, 0, J->n);
+  }
 }
 
 /* fill_panels_scalar's layout on AVX-512: a panel is the product's packing of B = the weight's
@@ -273,9 +362,10 @@ BF16_TARGET static void fill_panels_avx512(void *ctx, int64_t lo, int64_t hi, in
             .kp = (F->in + 1) / 2,
             .ldb = F->q->scale_cols ? F->out : F->in,
             .b = F->w};
+  uint32_t *v = (uint32_t *)F->q->v;
+  pack_b_range(&J, lo, hi, v + (size_t)lo * (size_t)F->kh * NR, (size_t)F->kh * NR);
   for (int64_t jb = lo; jb < hi; jb++) {
-    uint32_t *p = (uint32_t *)F->q->v + (size_t)jb * (size_t)F->kh * NR;
-    pack_b(&J, jb * NR, p);
+    uint32_t *p = v + (size_t)jb * (size_t)F->kh * NR;
     memset(p + J.kp * NR, 0, (size_t)(F->kh - J.kp) * NR * sizeof *p);
   }
 }
@@ -293,6 +383,8 @@ enum { B_ALL_MAX = 512 << 10 };
 static size_t b_all_bytes(int64_t n, int64_t k) {
   return (size_t)((n + NR - 1) / NR) * (size_t)((k + 1) / 2) * NR * sizeof(uint32_t);
 }
+
+int strop__bf16_gemm_check_finite = 1;
 
 int strop__bf16_b_groups = 1;
 
@@ -330,10 +422,10 @@ size_t strop__bf16_sgemm_serial_scratch(int64_t m, int64_t n, int64_t k) {
 static void run(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
                 int64_t lda, const uint32_t *ap, const float *b, int64_t ldb,
                 strop__bf16_pack_b_fn pack, const void *pctx, float beta, float *c, int64_t ldc,
-                const strop__bf16_c_layout *lay, void *work, int threads) {
+                const strop__bf16_c_layout *lay, void *work, int threads, atomic_int *bad) {
   if (m <= 0 || n <= 0) return;
-  gjob J = {ta, tb,    m,    n, k,    (k + 1) / 2, lda,  ldb,  ldc, a,
-            b,  alpha, beta, c, work, NULL,        pack, pctx, lay, 1};
+  gjob J = {ta,    tb,   m, n,    k,    (k + 1) / 2, lda,  ldb, ldc, a,  b,
+            alpha, beta, c, work, NULL, pack,        pctx, lay, 1,   bad};
   /* the panels after A's micro-panels, 64-byte aligned */
   const size_t ab = (a_bytes(m, k) + 63) / 64 * 64;
   J.bp = (uint32_t *)(void *)((char *)work + ab);
@@ -358,8 +450,21 @@ void strop__bf16_gemm_f32(int ta, int tb, int64_t m, int64_t n, int64_t k, const
   strop__gemm_observer_fn obs = strop__gemm_observer;
   const double t0 = obs ? strop__thread_cpu_now() : 0.0;
   run(ta, tb, m, n, k, 1.0f, a, lda, NULL, b, ldb, NULL, NULL, beta, c, ldc, NULL, work,
-      big ? strop__num_threads() : 1);
+      big ? strop__num_threads() : 1, NULL);
   if (obs) obs(ta, tb, m, n, k, 1.0f, 3, strop__thread_cpu_now() - t0);
+}
+
+int strop__bf16_gemm_f32_finite(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a,
+                                int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                                int64_t ldc, void *work) {
+  const int big = (double)m * (double)n * (double)k >= (double)(1 << 20);
+  strop__gemm_observer_fn obs = strop__gemm_observer;
+  const double t0 = obs ? strop__thread_cpu_now() : 0.0;
+  atomic_int bad = 0;
+  run(ta, tb, m, n, k, 1.0f, a, lda, NULL, b, ldb, NULL, NULL, beta, c, ldc, NULL, work,
+      big ? strop__num_threads() : 1, &bad);
+  if (obs) obs(ta, tb, m, n, k, 1.0f, 3, strop__thread_cpu_now() - t0);
+  return !atomic_load(&bad);
 }
 
 size_t strop__bf16_pack_a_bytes(int64_t m, int64_t k) { return a_bytes(m, k); }
@@ -377,7 +482,7 @@ void strop__bf16_gemm_f32_packed(int64_t m, int64_t n, int64_t k, const uint32_t
                                  const strop__bf16_c_layout *lay, void *work) {
   const int big = (double)m * (double)n * (double)k >= (double)(1 << 20);
   run(0, 0, m, n, k, 1.0f, NULL, 0, ap, b, ldb, pack, pctx, beta, c, ldc, lay, work,
-      big ? strop__num_threads() : 1);
+      big ? strop__num_threads() : 1, NULL);
 }
 
 void strop__bf16_gemm_f32_packb(int ta, int64_t m, int64_t n, int64_t k, const float *a,
@@ -385,13 +490,14 @@ void strop__bf16_gemm_f32_packb(int ta, int64_t m, int64_t n, int64_t k, const f
                                 float beta, float *c, int64_t ldc, void *work) {
   const int big = (double)m * (double)n * (double)k >= (double)(1 << 20);
   run(ta, 0, m, n, k, 1.0f, a, lda, NULL, NULL, 0, pack, pctx, beta, c, ldc, NULL, work,
-      big ? strop__num_threads() : 1);
+      big ? strop__num_threads() : 1, NULL);
 }
 
 void strop__bf16_sgemm_serial(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha,
                               const float *a, int64_t lda, const float *b, int64_t ldb,
                               float beta, float *c, int64_t ldc, void *work) {
-  run(ta, tb, m, n, k, alpha, a, lda, NULL, b, ldb, NULL, NULL, beta, c, ldc, NULL, work, 1);
+  run(ta, tb, m, n, k, alpha, a, lda, NULL, b, ldb, NULL, NULL, beta, c, ldc, NULL, work, 1,
+      NULL);
 }
 
 #else
@@ -413,6 +519,13 @@ void strop__bf16_gemm_f32(int ta, int tb, int64_t m, int64_t n, int64_t k, const
 }
 size_t strop__bf16_sgemm_serial_scratch(int64_t m, int64_t n, int64_t k) {
   (void)m, (void)n, (void)k;
+  return 0;
+}
+int strop__bf16_gemm_f32_finite(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a,
+                                int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                                int64_t ldc, void *work) {
+  (void)ta, (void)tb, (void)m, (void)n, (void)k, (void)a, (void)lda, (void)b, (void)ldb;
+  (void)beta, (void)c, (void)ldc, (void)work;
   return 0;
 }
 size_t strop__bf16_pack_a_bytes(int64_t m, int64_t k) {

@@ -34,9 +34,24 @@ size_t strop__bf16_gemm_f32_scratch(int64_t m, int64_t n, int64_t k);
  * 0: a panel of 32 columns at a time against all of A (tests and bench_big B_GROUPS=ab compare
  * the two: the same bits). */
 extern int strop__bf16_b_groups;
+/* 1 (the default): an operand stored [k, cols] (A with ta, B without tb, a W [in, out] weight's
+ * BF16 panels) packed a few panels at once in one pass down its rows; 0: a panel at a time down
+ * all of them (tests and bench_big PACK_SWEEP=ab compare the two: the same bits). */
+extern int strop__bf16_pack_sweep;
 void strop__bf16_gemm_f32(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a,
                           int64_t lda, const float *b, int64_t ldb, float beta, float *c,
                           int64_t ldc, void *work);
+/* 1 (the default): a BF16 weight gradient written outright is seen finite as it is stored
+ * (strop__linear_backward_bf16_seen); 0: the trainer's guard reads it (bench_big
+ * CHECK_FINITE=ab compares the two) */
+extern int strop__bf16_gemm_check_finite;
+/* strop__bf16_gemm_f32 (the same bits) that also reads C back a block of 8 rows at a time, once
+ * the block has run against a group of panels (still in cache): 1 when every element of C is
+ * finite, 0 when one is NaN or infinite (so that a weight gradient written outright need not be
+ * read again by the trainer's guard). */
+int strop__bf16_gemm_f32_finite(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a,
+                                int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                                int64_t ldc, void *work);
 /* A packer of op(B) [k, n] for strop__bf16_gemm_f32_packed: fills p (64-byte aligned) with
  * columns j0 .. j0 + 31 as strop__bf16_gemm_f32 packs them, ceil(k / 2) rows of 32 pairs,
  * p[q 32 + c] = B(2q, j0 + c) | B(2q + 1, j0 + c) << 16, each value rounded to BF16 (nearest

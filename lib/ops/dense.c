@@ -167,8 +167,15 @@ int strop__linear_forward_bf16(const float *x, const strop__lowp *wb, const floa
 int strop__linear_backward_bf16(const float *x, const strop__lowp *wb, const float *dy, float *dx,
                                 float *dw, float *db, int64_t m, int64_t in, int64_t out,
                                 unsigned assign) {
+  return strop__linear_backward_bf16_seen(x, wb, dy, dx, dw, db, m, in, out, assign, NULL);
+}
+
+int strop__linear_backward_bf16_seen(const float *x, const strop__lowp *wb, const float *dy,
+                                     float *dx, float *dw, float *db, int64_t m, int64_t in,
+                                     int64_t out, unsigned assign, int *finite) {
   const int w_in_out = (assign & STROP__LB_W_IN_OUT) != 0;
   const int assign_p = (assign & STROP__LB_ASSIGN_PARAMS) != 0;
+  if (finite) *finite = 0;
   if (m <= 0 || (!dx && !dw)) { /* no product (dx has no rows): the FP32 kernel's zeros, sums */
     (void)strop__linear_backward(x, NULL, dy, NULL, dw, db, m, in, out, assign);
     return 0;
@@ -187,19 +194,27 @@ int strop__linear_backward_bf16(const float *x, const strop__lowp *wb, const flo
   if (dx && strop__linear_backward_lowp(wb, dot ? dy : dyr, dx, m, in, out, w_in_out,
                                         (assign & STROP__LB_ASSIGN_DX) != 0))
     goto oom;
+  /* written outright (and the bias's sums) and seen finite as their row blocks were stored */
+  int seen = assign_p && dot && finite && strop__bf16_gemm_check_finite;
   if (dw && dot) {
     const float beta = assign_p ? 0.0f : 1.0f;
-    if (w_in_out) /* dW [in, out] = x^T dy */
+    if (w_in_out && seen) /* dW [in, out] = x^T dy */
+      seen = strop__bf16_gemm_f32_finite(1, 0, in, out, m, x, in, dy, out, beta, dw, out, work);
+    else if (w_in_out)
       strop__bf16_gemm_f32(1, 0, in, out, m, x, in, dy, out, beta, dw, out, work);
-    else /* dW [out, in] = dy^T x */
-      strop__bf16_gemm_f32(1, 0, out, in, m, dy, out, x, in, beta, dw, in, work);
+    else if (seen) /* dW [out, in] = dy^T x */
+      seen = strop__bf16_gemm_f32_finite(1, 0, out, in, m, dy, out, x, in, beta, dw, in, work);
+    else strop__bf16_gemm_f32(1, 0, out, in, m, dy, out, x, in, beta, dw, in, work);
   } else if (dw) {
     (void)strop__linear_backward(xr, NULL, dyr, NULL, dw, NULL, m, in, out,
                                  assign & (STROP__LB_ASSIGN_PARAMS | STROP__LB_W_IN_OUT));
   }
-  if (db)
-    (void)strop__linear_backward(x, NULL, dy, NULL, NULL, db, m, in, out,
-                                 assign & STROP__LB_ASSIGN_PARAMS);
+  if (db) {
+    const int b_seen = strop__linear_backward(x, NULL, dy, NULL, NULL, db, m, in, out,
+                                              assign & STROP__LB_ASSIGN_PARAMS);
+    seen = seen && b_seen;
+  }
+  if (finite) *finite = seen;
   strop__lowp_scratch_give(work);
   strop__lowp_scratch_give(xr);
   strop__lowp_scratch_give(dyr);

@@ -59,6 +59,12 @@ int strop__linear_forward_bf16(const float *x, const strop__lowp *wb, const floa
 int strop__linear_backward_bf16(const float *x, const strop__lowp *wb, const float *dy, float *dx,
                                 float *dw, float *db, int64_t m, int64_t in, int64_t out,
                                 unsigned assign);
+/* strop__linear_backward_bf16 that sets *finite to 1 when it wrote dW (and db) outright
+ * (STROP__LB_ASSIGN_PARAMS) on vdpbf16ps and saw every value finite as it wrote them, else 0:
+ * the trainer's guard then need not read them again. */
+int strop__linear_backward_bf16_seen(const float *x, const strop__lowp *wb, const float *dy,
+                                     float *dx, float *dw, float *db, int64_t m, int64_t in,
+                                     int64_t out, unsigned assign, int *finite);
 
 /* Elementwise activations over n floats. Backward ADDS into dx; it reads x (the input)
  * and/or y (the output) as the formula needs — both are always passed. */
