@@ -905,6 +905,94 @@ START_TEST(host_loss_failure_on_one_rank) {
 }
 END_TEST
 
+/* ---- a recipe run on the group (strop_run_options.dist) ---- */
+
+static char g_recipe_dir[64];
+
+/* A CSV of 96 rows (4 blobs in 6-D, label last) and a spec of two linear layers. */
+static void recipe_files(void) {
+  snprintf(g_recipe_dir, sizeof g_recipe_dir, "/tmp/strop_dist_recipe_XXXXXX");
+  ck_assert_ptr_nonnull(mkdtemp(g_recipe_dir));
+  char p[128];
+  snprintf(p, sizeof p, "%s/blobs.csv", g_recipe_dir);
+  FILE *f = fopen(p, "w");
+  ck_assert_ptr_nonnull(f);
+  for (int i = 0; i < 96; i++) {
+    for (int k = 0; k < 6; k++)
+      fprintf(f, "%.3f,", (float)((i * 7 + k * 5) % 11) / 10.0f + (k == i % 4 ? 2.0f : 0.0f));
+    fprintf(f, "%d\n", i % 4);
+  }
+  fclose(f);
+  snprintf(p, sizeof p, "%s/net.yaml", g_recipe_dir);
+  f = fopen(p, "w");
+  ck_assert_ptr_nonnull(f);
+  fputs("input: [6]\nlayers:\n"
+        "  - {name: body.0, type: linear, out_features: 8}\n"
+        "  - {name: body.1, type: relu}\n"
+        "  - {name: head, type: linear, out_features: 4}\n",
+        f);
+  fclose(f);
+}
+
+/* rank_job.out[2] says how rank 1 differs: 1 its data file is missing, 2 its second stage's
+ * surgery names no layer, 3 its host stops before the second stage */
+static int stop_second_stage(const strop_run_event *e, void *u) {
+  (void)u;
+  return e->kind == STROP_EVENT_STAGE_START && e->stage == 1;
+}
+
+static void recipe_body(strop_dist *d, rank_job *j) {
+  const int odd = j->rc.rank == 1 ? (int)j->out[2] : 0;
+  char yaml[1024];
+  snprintf(yaml, sizeof yaml,
+           "seed: 3\nmodel: {spec: net.yaml}\n"
+           "data: {source: csv, path: %s, num_classes: 4, test_fraction: 0.25, "
+           "batch_size: 16, prefetch: false}\n"
+           "optimizer: {kind: sgd, lr: 0.05}\ntrain: {epochs: 2}\n"
+           "stages:\n  - {name: head, surgery: [freeze: \"body.*\"]}\n"
+           "  - {name: all, surgery: [unfreeze: \"%s\"]}\n",
+           odd == 1 ? "missing.csv" : "blobs.csv", odd == 2 ? "nothing.*" : "*");
+  strop_recipe *r = NULL;
+  strop_test_must(strop_recipe_load_string(yaml, g_recipe_dir, &r), "recipe");
+  strop_run_options o;
+  strop_run_options_init(&o);
+  o.mode = STROP_RUN_TRAIN;
+  o.write_outputs = 0;
+  o.dist = d;
+  if (odd == 3) o.on_event = stop_second_stage;
+  strop_run *run = NULL;
+  j->out[0] = strop_recipe_run(r, &o, &run);
+  snprintf(j->run.error, sizeof j->run.error, "%s", j->out[0] ? strop_last_error() : "");
+  strop_run_free(run);
+  strop_recipe_free(r);
+}
+
+/* A recipe run on 2 ranks where rank 1 alone fails loading its data, fails its second stage's
+ * surgery, or is stopped by its host before that stage: both ranks' runs end with an error
+ * (rank 0's STROP_E_IO naming the part that failed on rank 1, or STROP_E_CANCELLED), neither
+ * waits for the other (before, rank 0 waited in the stage's broadcast or its first step). */
+START_TEST(recipe_run_failing_on_one_rank) {
+  recipe_files();
+  static const char *const said[] = {"", "loading the model and the data", "preparing the stage",
+                                     "stopped by the host"};
+  for (int v = 1; v <= 3; v++) {
+    rank_job jobs[2];
+    memset(jobs, 0, sizeof jobs);
+    for (int i = 0; i < 2; i++) {
+      jobs[i].body = recipe_body;
+      jobs[i].out[2] = v;
+    }
+    world w;
+    run_ranks(&w, 2, jobs);
+    ck_assert_msg(jobs[1].out[0] != STROP_OK, "case %d: rank 1 went through", v);
+    ck_assert_msg(jobs[0].out[0] == (v == 3 ? STROP_E_CANCELLED : STROP_E_IO) &&
+                      strstr(jobs[0].run.error, said[v]),
+                  "case %d: rank 0: %d %s", v, (int)jobs[0].out[0], jobs[0].run.error);
+    free_runs(jobs, 2);
+  }
+}
+END_TEST
+
 /* Every collective of a synced fit failing in turn (on every rank, as a failed MPI call): each
  * rank returns an error, none waits for ever. */
 START_TEST(sync_batchnorm_failed_collectives) {
@@ -1663,6 +1751,7 @@ int main(void) {
   tcase_add_test(tc, sync_batchnorm_rank_failing_before_a_sum);
   tcase_add_test(tc, data_failure_on_one_rank_ends_every_rank);
   tcase_add_test(tc, a_stop_on_one_rank_stops_every_rank);
+  tcase_add_test(tc, recipe_run_failing_on_one_rank);
   suite_add_tcase(s, tc);
   /* ~150 two-rank first steps each: longer than a failure's test, and under the sanitizers
    * longer still; a rank left waiting fails at its collective after MEET_SECONDS */

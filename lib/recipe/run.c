@@ -1298,6 +1298,21 @@ static int emit_event(ctx *c, int kind, const strop__stage_result *sr, strop_mod
   return c->o->on_event(&e, c->o->user_data);
 }
 
+/* A stage event's answer: 1 when the host stops the run. In a group, 1 on every rank when any
+ * rank's host says so (a rank stopping alone would leave the others waiting in the stage). */
+static int event_stops(ctx *c, int kind, const strop__stage_result *sr, strop_model *m) {
+  double stop = emit_event(c, kind, sr, m) != 0;
+  if (c->o->dist && strop__dist_sum_double(c->o->dist, FN, &stop, 1)) return 1;
+  return stop > 0;
+}
+
+/* In a group, s as every rank sees it (strop__dist_agree): a rank that failed preparing a part
+ * of the run (a file only it cannot read, out of memory) says so before the collective that
+ * part ends in, which the others would wait in. Alone: s. */
+static strop_status agree(ctx *c, strop_status s, const char *what) {
+  return c->o->dist ? strop__dist_agree(c->o->dist, FN, s, what) : s;
+}
+
 /* Metrics of m on every sample of ds with the recipe's loss and deterministic transforms. */
 static strop_status eval_metrics(ctx *c, strop_model *m, strop_dataset *ds, strop_metrics **out) {
   strop_batch_iter *it = NULL;
@@ -1307,6 +1322,7 @@ static strop_status eval_metrics(ctx *c, strop_model *m, strop_dataset *ds, stro
   if (!s) s = strop_optimizer_create(m, STROP_OPTIM_SGD, &opt);
   if (!s) s = strop_trainer_create(m, opt, &t);
   if (!s) s = configure_trainer(c, t);
+  if (c->o->dist) s = agree(c, s, "preparing the evaluation");
   if (!s && c->o->dist) s = strop_trainer_set_dist(t, c->o->dist); /* each rank a share */
   if (!s) s = strop_trainer_eval(t, it, out);
   strop_trainer_free(t);
@@ -1379,9 +1395,12 @@ static strop_status run_stage(ctx *c, strop_model *m, const strop__ynode *st, in
   const strop_recipe *r = c->r;
   strop_status s;
   if (c->o->epochs_cap > 0 && epochs > c->o->epochs_cap) epochs = c->o->epochs_cap;
-  if (emit_event(c, STROP_EVENT_STAGE_START, NULL, m))
+  if (event_stops(c, STROP_EVENT_STAGE_START, NULL, m))
     return strop__err(STROP_E_CANCELLED, "%s: stopped by the host before stage '%s'", FN,
                       c->stage_name);
+  /* in a group, a failure before the weights' broadcast (set_dist) or before fit is told at
+   * the next of the two agreements below (at done: when this rank failed between them) */
+  int untold = c->o->dist != NULL;
   strop_batch_iter *it = NULL, *vit = NULL;
   strop_optimizer *opt = NULL;
   strop_scheduler *sch = NULL;
@@ -1396,7 +1415,7 @@ static strop_status run_stage(ctx *c, strop_model *m, const strop__ynode *st, in
   int64_t ckpt_every = 0;
   if ((s = rd2_bool(r, top, tst, "cache_frozen", &cache)) ||
       (s = rd2_int(r, top, tst, "checkpoint_every", &ckpt_every)))
-    return s;
+    goto done;
   if (cache && !c->text_task && c->hflip <= 0 && c->crop[0] <= 0 && c->rrc[0] <= 0 &&
       c->jitter[0] <= 0 && c->jitter[1] <= 0 && c->jitter[2] <= 0 && c->jitter[3] <= 0 &&
       ckpt_every <= 0 && !resume && strop__frozen_head_possible(m) &&
@@ -1437,7 +1456,11 @@ static strop_status run_stage(ctx *c, strop_model *m, const strop__ynode *st, in
   if ((s = strop_trainer_create(tm, opt, &t))) goto done;
   if ((s = configure_trainer(c, t))) goto done;
   /* data parallel: the ranks start from rank 0's weights; only rank 0 writes checkpoints */
-  if (c->o->dist && (s = strop_trainer_set_dist(t, c->o->dist))) goto done;
+  if (c->o->dist && ((s = agree(c, STROP_OK, "preparing the stage")) ||
+                     (s = strop_trainer_set_dist(t, c->o->dist)))) {
+    untold = 0;
+    goto done;
+  }
   if ((s = apply_knobs(r, top, tst, &strop__trainer_settings, "update", t, set_trainer, NULL))) {
     fail(s, "train");
     goto done;
@@ -1491,6 +1514,8 @@ static strop_status run_stage(ctx *c, strop_model *m, const strop__ynode *st, in
   fwd f = {c, c->run};
   fo.progress = on_progress;
   fo.user_data = &f;
+  untold = 0; /* fit and the evaluations after it agree by themselves */
+  if ((s = agree(c, STROP_OK, "preparing the stage's training"))) goto done;
   s = strop_trainer_fit(t, it, vit, &fo);
   if (s) {
     if (s != STROP_E_CANCELLED) fail(s, c->stage_name);
@@ -1501,10 +1526,11 @@ static strop_status run_stage(ctx *c, strop_model *m, const strop__ynode *st, in
   if (head && (s = strop__frozen_head_commit(&fh, m))) goto done;
   if ((s = evaluate(c, m, c->test, sr->test))) goto done;
   if ((s = evaluate(c, m, c->val, sr->val))) goto done;
-  if (emit_event(c, STROP_EVENT_STAGE_END, sr, m))
+  if (event_stops(c, STROP_EVENT_STAGE_END, sr, m))
     s = strop__err(STROP_E_CANCELLED, "%s: stopped by the host after stage '%s'", FN,
                    c->stage_name);
 done:
+  if (s && untold) (void)agree(c, s, "preparing the stage");
   strop_trainer_free(t);
   strop_scheduler_free(sch);
   strop_optimizer_free(opt);
@@ -1744,6 +1770,7 @@ strop_status strop_recipe_run(const strop_recipe *r, const strop_run_options *us
   if (!s) s = set_compute_dtype(&c, m);
   if (!s) s = check_head(&c, m);
   if (!s) s = record_meta(&c, m);
+  s = agree(&c, s, "loading the model and the data");
   /* stages */
   const strop__ynode *stages = section(r, "stages");
   int64_t n_stages = stages ? stages->n : 1;
@@ -1764,17 +1791,14 @@ strop_status strop_recipe_run(const strop_recipe *r, const strop_run_options *us
     char name[64];
     stage_name(stages, i, name);
     strop__stage_result *sr = new_stage(run, name, 0);
-    if (!sr) {
-      s = STROP__NOMEM(FN);
-      break;
-    }
+    if (!sr) s = STROP__NOMEM(FN);
     c.stage = i;
-    c.stage_name = sr->name;
-    if (st &&
-        (s = apply_surgery(&c, m, sub(st, "surgery"), c.seed + 31 * (uint64_t)(i + 1), name)))
-      break;
+    c.stage_name = sr ? sr->name : c.stage_name;
+    if (!s && st)
+      s = apply_surgery(&c, m, sub(st, "surgery"), c.seed + 31 * (uint64_t)(i + 1), name);
+    if (!s && i >= c.resume_stage) s = check_head(&c, m);
+    if ((s = agree(&c, s, "preparing the stage"))) break;
     if (i < c.resume_stage) continue; /* done before the checkpoint: its surgery only */
-    if ((s = check_head(&c, m))) break;
     s = run_stage(&c, m, st, epochs, c.seed + 1000 * (uint64_t)(i + 1), i == c.resume_stage, sr);
   }
   run->model = m;
