@@ -909,29 +909,11 @@ END_TEST
 
 static char g_recipe_dir[64];
 
-/* A CSV of 96 rows (4 blobs in 6-D, label last) and a spec of two linear layers. */
+/* A folder with the recipe suites' CSV (240 rows, 4 blobs in 6-D) and spec (strop_test_blobs). */
 static void recipe_files(void) {
   snprintf(g_recipe_dir, sizeof g_recipe_dir, "/tmp/strop_dist_recipe_XXXXXX");
   ck_assert_ptr_nonnull(mkdtemp(g_recipe_dir));
-  char p[128];
-  snprintf(p, sizeof p, "%s/blobs.csv", g_recipe_dir);
-  FILE *f = fopen(p, "w");
-  ck_assert_ptr_nonnull(f);
-  for (int i = 0; i < 96; i++) {
-    for (int k = 0; k < 6; k++)
-      fprintf(f, "%.3f,", (float)((i * 7 + k * 5) % 11) / 10.0f + (k == i % 4 ? 2.0f : 0.0f));
-    fprintf(f, "%d\n", i % 4);
-  }
-  fclose(f);
-  snprintf(p, sizeof p, "%s/net.yaml", g_recipe_dir);
-  f = fopen(p, "w");
-  ck_assert_ptr_nonnull(f);
-  fputs("input: [6]\nlayers:\n"
-        "  - {name: body.0, type: linear, out_features: 8}\n"
-        "  - {name: body.1, type: relu}\n"
-        "  - {name: head, type: linear, out_features: 4}\n",
-        f);
-  fclose(f);
+  strop_test_blobs(g_recipe_dir);
 }
 
 /* rank_job.out[2] says how rank 1 differs: 1 its data file is missing, 2 its second stage's

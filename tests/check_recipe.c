@@ -26,29 +26,7 @@ static char g_dir[64];
 static void make_files(void) {
   snprintf(g_dir, sizeof g_dir, "/tmp/strop_recipe_XXXXXX");
   ck_assert_ptr_nonnull(mkdtemp(g_dir));
-  char p[256];
-  snprintf(p, sizeof p, "%s/blobs.csv", g_dir);
-  FILE *f = fopen(p, "w");
-  strop_rng *g = NULL;
-  ck_assert_int_eq(strop_rng_create(5, &g), STROP_OK);
-  for (int i = 0; i < 240; i++) {
-    int c = i % 4;
-    float x[6];
-    ck_assert_int_eq(strop_rng_normal(g, 0, 0.6f, x, 6), STROP_OK);
-    x[c] += 2.0f;
-    for (int k = 0; k < 6; k++) fprintf(f, "%.5f,", x[k]);
-    fprintf(f, "%d\n", c);
-  }
-  fclose(f);
-  strop_rng_free(g);
-  snprintf(p, sizeof p, "%s/net.yaml", g_dir);
-  f = fopen(p, "w");
-  fputs("input: [6]\nlayers:\n"
-        "  - {name: body.0, type: linear, out_features: 16}\n"
-        "  - {name: body.1, type: relu}\n"
-        "  - {name: head, type: linear, out_features: 4}\n",
-        f);
-  fclose(f);
+  strop_test_blobs(g_dir);
 }
 
 static const char *RECIPE = "description: blobs\n"

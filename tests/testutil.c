@@ -86,6 +86,34 @@ int strop_test_alloc_sweep(strop_test_op op, void (*cleanup)(void *ctx), void *c
   return failures;
 }
 
+void strop_test_blobs(const char *dir) {
+  char p[256];
+  snprintf(p, sizeof p, "%s/blobs.csv", dir);
+  FILE *f = fopen(p, "w");
+  ck_assert_ptr_nonnull(f);
+  strop_rng *g = NULL;
+  ck_assert_int_eq(strop_rng_create(5, &g), STROP_OK);
+  for (int i = 0; i < 240; i++) {
+    int c = i % 4;
+    float x[6];
+    ck_assert_int_eq(strop_rng_normal(g, 0, 0.6f, x, 6), STROP_OK);
+    x[c] += 2.0f;
+    for (int k = 0; k < 6; k++) fprintf(f, "%.5f,", x[k]);
+    fprintf(f, "%d\n", c);
+  }
+  fclose(f);
+  strop_rng_free(g);
+  snprintf(p, sizeof p, "%s/net.yaml", dir);
+  f = fopen(p, "w");
+  ck_assert_ptr_nonnull(f);
+  fputs("input: [6]\nlayers:\n"
+        "  - {name: body.0, type: linear, out_features: 16}\n"
+        "  - {name: body.1, type: relu}\n"
+        "  - {name: head, type: linear, out_features: 4}\n",
+        f);
+  fclose(f);
+}
+
 void strop_test_must(int status, const char *what) {
   ck_assert_msg(status == STROP_OK, "%s: %s (%s)", what, strop_status_str(status),
                 strop_last_error());

@@ -12,6 +12,9 @@
 
 /* Fails the running test with the status and the library's sentence unless status is OK. */
 void strop_test_must(int status, const char *what);
+/* Writes into the folder dir a small CSV (blobs.csv: 240 rows, 4 blobs in 6-D, label last) and
+ * a spec of two linear layers for it (net.yaml): the data of the suites that run recipes. */
+void strop_test_blobs(const char *dir);
 
 /* A node for strop_test_build: name, type, options ("k=v ..."), inputs (NULL: previous). */
 typedef struct strop_test_node {

@@ -443,27 +443,30 @@ static void run(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, co
   }
 }
 
-void strop__bf16_gemm_f32(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a,
-                          int64_t lda, const float *b, int64_t ldb, float beta, float *c,
-                          int64_t ldc, void *work) {
+/* strop__bf16_gemm_f32 and its finite-checking form: bad NULL, or set when C holds a value
+ * that is not finite */
+static void gemm_f32(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                     const float *b, int64_t ldb, float beta, float *c, int64_t ldc, void *work,
+                     atomic_int *bad) {
   const int big = (double)m * (double)n * (double)k >= (double)(1 << 20);
   strop__gemm_observer_fn obs = strop__gemm_observer;
   const double t0 = obs ? strop__thread_cpu_now() : 0.0;
   run(ta, tb, m, n, k, 1.0f, a, lda, NULL, b, ldb, NULL, NULL, beta, c, ldc, NULL, work,
-      big ? strop__num_threads() : 1, NULL);
+      big ? strop__num_threads() : 1, bad);
   if (obs) obs(ta, tb, m, n, k, 1.0f, 3, strop__thread_cpu_now() - t0);
+}
+
+void strop__bf16_gemm_f32(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a,
+                          int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                          int64_t ldc, void *work) {
+  gemm_f32(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc, work, NULL);
 }
 
 int strop__bf16_gemm_f32_finite(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a,
                                 int64_t lda, const float *b, int64_t ldb, float beta, float *c,
                                 int64_t ldc, void *work) {
-  const int big = (double)m * (double)n * (double)k >= (double)(1 << 20);
-  strop__gemm_observer_fn obs = strop__gemm_observer;
-  const double t0 = obs ? strop__thread_cpu_now() : 0.0;
   atomic_int bad = 0;
-  run(ta, tb, m, n, k, 1.0f, a, lda, NULL, b, ldb, NULL, NULL, beta, c, ldc, NULL, work,
-      big ? strop__num_threads() : 1, &bad);
-  if (obs) obs(ta, tb, m, n, k, 1.0f, 3, strop__thread_cpu_now() - t0);
+  gemm_f32(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc, work, &bad);
   return !atomic_load(&bad);
 }
 

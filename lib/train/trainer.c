@@ -1315,7 +1315,9 @@ static strop_status step_side(const char *fn, strop_trainer *t, const strop_tens
 static strop_status host_fail(strop_trainer *t, strop_status s) {
   if (!dist_on(t)) return s;
   if (!t->host_failed) t->host_failed = s;
-  if (!t->snap_live) (void)buffers_take(t); /* nothing moved yet, or moved back: as it began */
+  /* nothing moved yet, or moved back by a drop: as the window began (the copies' room is there
+   * already, so this allocates nothing) */
+  if (!t->snap_live) (void)buffers_take(t);
   return s;
 }
 
@@ -1439,7 +1441,6 @@ strop_status strop_trainer_backward(strop_trainer *t, const strop_tensor *dout) 
     /* the window (dropped: its buffers back as it began, taken again) still ends at the
      * other ranks' apply, which drops it on every rank */
     t->micro = micro + 1;
-    if (!t->snap_live) (void)buffers_take(t); /* the copies' room is there: allocates nothing */
     (void)host_fail(t, s);
   }
   return s;
