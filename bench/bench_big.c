@@ -103,7 +103,9 @@
  * PACK_SWEEP=0 a panel at a time; CHECK_FINITE=ab a BF16 weight gradient written outright
  * read again by the trainer's guard and seen finite as its tiles are stored
  * (strop__bf16_gemm_check_finite), CHECK_FINITE=0 read by the guard; GFL_PATH=ab both off and
- * both on (branch gfl), GFL_PATH=0 both off.
+ * both on (branch gfl), GFL_PATH=0 both off. CE_FP32=ab alternates mixed precision's
+ * cross-entropy exponentials in double and in single precision (strop__ce_fp32; not the same
+ * bits, within 2 ulp; with COMPUTE_DTYPE=bf16), CE_FP32=0 in double.
  *
  * Prints one RESULT line: samples/s or tokens/s (best of `repeats` windows of `steps` steps
  * after a warm-up), the step's multiply-add work (gemm_flops: the matrix products and
@@ -315,6 +317,10 @@ static void set_held_pack(strop_model *m, int on) {
   set_ks_wide(m, on);
 }
 
+/* mixed precision's cross-entropy exponentials in double / in single precision
+ * (strop__ce_fp32; not the same bits: within 2 ulp) */
+static void set_ce_fp32(strop_model *m, int on) { (void)m, strop__ce_fp32 = on; }
+
 static const ab_switch AB[] = {
     {"FUSED_LOSS", NULL, NULL, "unfused", "fused", "fused_loss", set_fused},
     {"KERNELS", NULL, NULL, "rows1", "rows", "kernels", set_rows},
@@ -356,6 +362,7 @@ static const ab_switch AB[] = {
     {"PACK_SWEEP", "0", NULL, "panels", "sweep", "pack_sweep", set_pack_sweep},
     {"CHECK_FINITE", "0", NULL, "guard", "tiles", "check_finite", set_check_finite},
     {"GFL_PATH", "0", NULL, "before", "after", "gfl_path", set_gfl},
+    {"CE_FP32", "0", NULL, "double", "single", "ce_fp32", set_ce_fp32},
     {"COMPUTE_DTYPE", NULL, "bf16", "f32", "bf16", "compute_dtype", set_dtype},
 };
 #define N_AB ((int)(sizeof AB / sizeof AB[0]))

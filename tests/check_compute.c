@@ -13,6 +13,7 @@
 #include "ops/bf16gemm.h"
 #include "ops/conv.h"
 #include "ops/dense.h"
+#include "ops/loss.h"
 #include "ops/lowp.h"
 #include "optim/optim.h"
 #include "testutil.h"
@@ -1047,6 +1048,56 @@ START_TEST(finetune_close) {
 }
 END_TEST
 
+/* The trainer's cross-entropy takes its exponentials in single precision when the model
+ * computes in BF16 (strop__loss_cfg.fp32_exp) and in double when it computes in FP32: a step of
+ * a 1000-class head with strop__ce_fp32 on and off (the first of two accumulated, so the
+ * gradients stay) gives bias gradients (FP32 sums of the loss's gradient) that differ, within 1e-5 of the largest; an FP32 model's bits do not depend on the
+ * switch. */
+START_TEST(loss_exponentials_follow_the_dtype) {
+  enum { N = 16, F = 32, K = 1000 };
+  const strop_test_node nodes[] = {{"head", "linear", "out_features=1000", NULL}};
+  const int64_t in1[1] = {F}, xd[2] = {N, F}, yd[1] = {N};
+  static float x[N * F], y[N];
+  inputs(x, N * F, 0.3);
+  for (int i = 0; i < N; i++) y[i] = (float)((i * 397) % K);
+  for (int bf16 = 0; bf16 < 2; bf16++) {
+    strop_model *m[2] = {strop_test_build(1, in1, nodes, 1, 5), NULL};
+    OK(strop_model_clone(m[0], &m[1]));
+    for (int k = 0; k < 2; k++) {
+      if (bf16) OK(strop_model_set_compute_dtype(m[k], STROP_DTYPE_BF16));
+      strop__ce_fp32 = k == 0;
+      strop_optimizer *opt = NULL;
+      strop_trainer *tr = NULL;
+      OK(strop_optimizer_create(m[k], STROP_OPTIM_SGD, &opt));
+      OK(strop_trainer_create(m[k], opt, &tr));
+      OK(strop_trainer_set_int(tr, STROP_TRAIN_ACCUM_STEPS, 2)); /* the gradient stays */
+      strop_tensor *tx = NULL, *ty = NULL;
+      OK(strop_tensor_wrap(x, N * F, 2, xd, &tx));
+      OK(strop_tensor_wrap(y, N, 1, yd, &ty));
+      float loss = 0.0f;
+      OK(strop_trainer_step(tr, tx, ty, &loss));
+      strop_tensor_free(tx);
+      strop_tensor_free(ty);
+      strop_trainer_free(tr);
+      strop_optimizer_free(opt);
+    }
+    strop__ce_fp32 = 1;
+    const strop__param *a = strop__model_param_find(m[0], "head.bias"),
+                       *b = strop__model_param_find(m[1], "head.bias");
+    double worst = 0.0, big = 0.0;
+    for (size_t i = 0; i < a->numel; i++) {
+      worst = fmax(worst, fabs((double)a->grad[i] - (double)b->grad[i]));
+      big = fmax(big, fabs((double)b->grad[i]));
+    }
+    if (bf16)
+      ck_assert_msg(worst > 0.0 && worst <= 1e-5 * big, "BF16: gradients %g apart (of %g)", worst,
+                    big);
+    else ck_assert_msg(worst == 0.0, "FP32: the switch changed the gradient by %g", worst);
+    for (int k = 0; k < 2; k++) strop_model_free(m[k]);
+  }
+}
+END_TEST
+
 /* ---- convolutions ---- */
 
 /* Shapes with the lowering's cases: pointwise (P 9: a vdpbf16ps block holds several images),
@@ -1815,6 +1866,7 @@ static Suite *suite(void) {
   suite_add_tcase(s, c);
   c = tcase_create("train");
   tcase_add_loop_test(c, finetune_close, 0, 4);
+  tcase_add_test(c, loss_exponentials_follow_the_dtype);
   suite_add_tcase(s, c);
   c = tcase_create("conv");
   tcase_add_test(c, conv_fallback_exact);

@@ -356,6 +356,143 @@ START_TEST(vexp_avx512_same_bits) {
 }
 END_TEST
 
+/* Mixed precision's cross-entropy (strop__loss_cfg.fp32_exp, what the trainer sets for a model
+ * computing in BF16). strop__vexp16 against libm's exp: within 2 units in the last place over
+ * the floats of [-104, 0] (every 61st; every one with STROP_TEST_ALL_FLOATS=1), 0 below. The
+ * loss within 1e-6 of float64's, each gradient within (|x| + 6) 2^-23 (p a + ew + [j = y] gy) fs
+ * of it (x = z - lse, p = e^x: the argument's rounding to float, the exponential's 2 ulp and the
+ * single-precision multiply and subtract), plain and smoothed, whole and a chunk of rows at a
+ * time, on 1 and 2 threads, rows together or one at a time (the same bits each way); a row with
+ * a NaN, an infinity or a logit past double's range, and every row under class weights, take the
+ * double path: the bits of fp32_exp 0. */
+static double ulp_of(double v) {
+  v = fabs(v);
+  if (v < 0x1p-126) return 0x1p-149;
+  return ldexp(1.0, ilogb(v) - 23);
+}
+
+START_TEST(fp32_exp_tolerance) {
+  enum { B = 4096 };
+  static float x[B], got[B];
+  const char *all = getenv("STROP_TEST_ALL_FLOATS");
+  const uint32_t stride = all && all[0] == '1' ? 1 : 61, top = 0xC2D00000u; /* -104 */
+  double worst = 0.0;
+  int nb = 0;
+  for (uint64_t b = 0x80000000u; b <= top; b += stride) {
+    const uint32_t bits = (uint32_t)b;
+    memcpy(&x[nb++], &bits, sizeof bits);
+    if (nb == B || b + stride > top) {
+      strop__vexp16(x, got, nb);
+      for (int k = 0; k < nb; k++) {
+        const double want = exp((double)x[k]), err = fabs((double)got[k] - want) / ulp_of(want);
+        if (err > 2.0) ck_abort_msg("vexp16(%a) = %a, exp %a: %.2f ulp", x[k], got[k], want, err);
+        worst = err > worst ? err : worst;
+      }
+      nb = 0;
+    }
+  }
+  const float below[4] = {-104.5f, -1000.0f, -3e38f, -INFINITY};
+  strop__vexp16(below, got, 4);
+  for (int k = 0; k < 4; k++) ck_assert_msg(got[k] == 0.0f, "vexp16(%g) = %a", below[k], got[k]);
+  printf("vexp16: at most %.3f ulp of exp over [-104, 0]\n", worst);
+
+  const int R = 37, C = 1003;
+  float *z = malloc(sizeof(float) * R * C), *w = malloc(sizeof(float) * C);
+  float *y = malloc(sizeof(float) * R), *g[4];
+  for (int k = 0; k < 4; k++) g[k] = malloc(sizeof(float) * R * C);
+  uint32_t u = 4242u;
+  for (int i = 0; i < R * C; i++) {
+    u = u * 1664525u + 1013904223u;
+    z[i] = 16.0f * ((float)(u >> 8) / 16777216.0f - 0.5f) + (i % 97 == 0 ? 25.0f : 0.0f);
+  }
+  z[7 * C + 3] = -1000.0f; /* outside double's range: the double path */
+  for (int j = 0; j < C; j++) w[j] = 0.5f + (float)(j % 7) * 0.25f;
+  for (int r = 0; r < R; r++) y[r] = r % 9 == 4 ? -100.0f : (float)((r * 37) % C);
+  const int keep = strop__rows_together;
+  for (int variant = 0; variant < 3; variant++) {
+    z[8 * C + 5] = variant == 0 ? NAN : 0.5f;        /* a NaN row, once (its loss: NaN) */
+    z[9 * C + 6] = variant == 0 ? -INFINITY : 0.25f; /* an infinite logit, once */
+    strop__loss_cfg c;
+    strop__loss_cfg_init(&c, STROP_LOSS_CROSS_ENTROPY);
+    if (variant == 1) c.label_smoothing = 0.1f;
+    if (variant == 2) c.class_weights = w;
+    c.reduction = variant == 1 ? STROP__LOSS_REDUCTION_SUM : STROP__LOSS_REDUCTION_MEAN;
+    double l[4];
+    c.fp32_exp = 0;
+    ck_assert_int_eq(strop__loss_eval(&c, z, R, C, y, 1, &l[0], g[0]), STROP_OK);
+    c.fp32_exp = 1;
+    for (int threads = 1; threads <= 2; threads++) {
+      ck_assert_int_eq(strop_set_num_threads(threads), STROP_OK);
+      strop__rows_together = threads == 1 ? keep : 1;
+      ck_assert_int_eq(strop__loss_eval(&c, z, R, C, y, 1, &l[1], g[1]), STROP_OK);
+      strop__ce_rows st;
+      ck_assert_int_eq(strop__ce_rows_begin(&st, &c, R, C, y, 1), STROP_OK);
+      memcpy(g[2], z, sizeof(float) * R * C);
+      strop__ce_rows_eval(&st, 0, 11, g[2], 1);
+      strop__ce_rows_eval(&st, 11, R - 11, g[2] + 11 * C, 1);
+      l[2] = strop__ce_rows_loss(&st);
+      ck_assert_msg(memcmp(&l[1], &l[2], sizeof l[1]) == 0 &&
+                        memcmp(g[1], g[2], sizeof(float) * R * C) == 0,
+                    "variant %d threads %d: chunked rows differ", variant, threads);
+      if (threads == 1) memcpy(g[3], g[1], sizeof(float) * R * C), l[3] = l[1];
+      else
+        ck_assert_msg(memcmp(&l[1], &l[3], sizeof l[1]) == 0 &&
+                          memcmp(g[1], g[3], sizeof(float) * R * C) == 0,
+                      "variant %d: 2 threads or rows one at a time differ", variant);
+    }
+    strop__rows_together = keep;
+    ck_assert_int_eq(strop_set_num_threads(1), STROP_OK);
+    if (variant == 2) { /* class weights: the double path throughout */
+      ck_assert(memcmp(&l[0], &l[1], sizeof l[0]) == 0);
+      ck_assert(memcmp(g[0], g[1], sizeof(float) * R * C) == 0);
+      continue;
+    }
+    /* float64 reference of the clean rows; the others must have the double path's bits */
+    const double eps = c.label_smoothing, ew = eps / C, gy = 1.0 - eps;
+    int n = 0;
+    for (int r = 0; r < R; r++) n += y[r] != -100.0f;
+    const double fs = variant == 1 ? 1.0 : 1.0 / n;
+    double total = 0.0, differ = 0.0;
+    for (int r = 0; r < R; r++) {
+      const float *zr = z + r * C;
+      const float *g0 = g[0] + r * C, *g1 = g[1] + r * C;
+      const int nan_row = r == 8 && variant == 0, inf_row = r == 9 && variant == 0;
+      if (r == 7 || nan_row || inf_row || y[r] == -100.0f) {
+        ck_assert_msg(memcmp(g0, g1, sizeof(float) * C) == 0, "row %d: not the double bits", r);
+        if (y[r] == -100.0f || nan_row) continue; /* nothing, or NaN: no reference */
+      }
+      double m = zr[0], s = 0.0, sm = 0.0;
+      for (int j = 1; j < C; j++) m = zr[j] > m ? zr[j] : m;
+      for (int j = 0; j < C; j++) s += exp((double)zr[j] - m);
+      const double lse = m + log(s);
+      const int yi = (int)y[r];
+      for (int j = 0; j < C; j++) sm += lse - (double)zr[j];
+      total += (1.0 - eps) * (lse - zr[yi]) + eps / C * sm;
+      if (r == 7 || inf_row) continue;
+      for (int j = 0; j < C; j++) {
+        const double xj = (double)zr[j] - lse, p = exp(xj);
+        const double want = (p - ew - (j == yi ? gy : 0.0)) * fs;
+        const double bound = (fabs(xj) + 6.0) * 0x1p-23 * (p + ew + (j == yi ? gy : 0.0)) * fs +
+                             1e-38;
+        const double d = fabs((double)g1[j] - want);
+        ck_assert_msg(d <= bound, "variant %d row %d class %d: %.9g, float64 %.9g (bound %.3g)",
+                      variant, r, j, (double)g1[j], want, bound);
+        if (g1[j] != g0[j]) differ += 1.0;
+      }
+    }
+    total *= fs;
+    if (variant == 0)
+      ck_assert_msg(isnan(l[0]) && isnan(l[1]), "a NaN row's loss: %g, %g", l[0], l[1]);
+    else
+      ck_assert_msg(fabs(l[1] - total) <= 1e-6 * fmax(1.0, fabs(total)),
+                    "variant %d: loss %.12g, float64 %.12g", variant, l[1], total);
+    ck_assert_msg(differ > 0.0, "variant %d: fp32_exp changed no gradient", variant);
+  }
+  for (int k = 0; k < 4; k++) free(g[k]);
+  free(z), free(w), free(y);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ finite differences */
 
 /* Central differences of the double loss in float32 pred; tolerance 2e-3 relative with a
@@ -488,6 +625,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, nan_propagates);
   tcase_add_test(tc, rows_together_bits);
   tcase_add_test(tc, vexp_avx512_same_bits);
+  tcase_add_test(tc, fp32_exp_tolerance);
   suite_add_tcase(s, tc);
   tc = tcase_create("gradcheck");
   tcase_add_test(tc, gradcheck);

@@ -806,8 +806,11 @@ STROP_API int64_t strop_model_frozen_int8_group(const strop_model *model);
  *        depthwise convs keep their float32 stencil, and no conv runs Winograd in BF16. The
  *        float32 master weights, gradients and optimizer state are unchanged, and so are every
  *        other layer (norms, activations, attention scores, LoRA adapters) and the bias
- *        gradient. Where the CPU lacks AVX512_BF16 (or STROP_BF16_FALLBACK=1 is set in the
- *        environment) the same rounded values multiply in the float32 GEMM. ::STROP_DTYPE_F32 (the default)
+ *        gradient. A trainer's cross-entropy on such a model takes its exponentials in single
+ *        precision (within 2 units in the last place; double otherwise) on AVX-512 CPUs, for
+ *        rows without class weights that hold no NaN or infinity. Where the CPU lacks
+ *        AVX512_BF16 (or STROP_BF16_FALLBACK=1 is set in the environment) the same rounded
+ *        values multiply in the float32 GEMM. ::STROP_DTYPE_F32 (the default)
  *        computes everything in float32, bit for bit as before, and gives the BF16 copies back.
  *        Weights held in BF16 or int8 (strop_model_set_frozen_dtype()) compute as they did.
  *        docs/performance.md states the tolerances against float32.

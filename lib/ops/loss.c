@@ -20,6 +20,7 @@ void strop__loss_cfg_init(strop__loss_cfg *c, int kind) {
   c->reduction = STROP__LOSS_REDUCTION_MEAN;
   c->pos_weight = NULL;
   c->n_pos_weight = 0;
+  c->fp32_exp = 0;
 }
 
 const char *strop__loss_name(int kind) {
@@ -130,6 +131,7 @@ static inline __attribute__((always_inline)) void ce_sums(const float *z, int64_
 }
 
 int strop__ce_isa = 0;
+int strop__ce_fp32 = 1;
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(STROP_NO_CLONES)
 #  define CE_AVX512 1
@@ -273,6 +275,80 @@ T512 static void ce_sums512(const float *z, int64_t C, const double *m, int nr, 
   else ce_sums512_in(z, C, m, nr, s, 0);
 }
 
+/* e^x on 16 lanes in single precision, for x a number at most 0 (mixed-precision training's
+ * cross-entropy, strop__loss_cfg.fp32_exp): x is clamped at -104, where e^x is already below half
+ * the smallest subnormal; n = x / ln 2 to the nearest integer, r = x - n ln 2 in two parts by
+ * fused multiply-adds (|r| <= ln 2 / 2), e^r by its Taylor polynomial to degree 7 (what it leaves
+ * out is below 6e-9, a tenth of a float's unit in the last place), times 2^n by vscalefps (the
+ * subnormal results rounded once). Within 2 units in the last place of e^x (loss
+ * `ce_fp32_exp_tolerance` measures every float in [-104, 0]). */
+INL512 __m512 vexp16(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860682030941723212e-6f), r);
+  static const float c[7] = {1.0f / 720.0f, 1.0f / 120.0f, 1.0f / 24.0f, 1.0f / 6.0f,
+                             0.5f,          1.0f,          1.0f};
+  __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+  for (int i = 0; i < 7; i++) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c[i]));
+  return _mm512_scalef_ps(p, n);
+}
+
+/* vexp16 over n values at most 0, for the tests (AVX-512 CPUs only) */
+T512 void strop__vexp16(const float *x, float *out, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 k = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(out + i, k, vexp16(_mm512_maskz_loadu_ps(k, x + i)));
+  }
+}
+
+/* One clean row's sum of e^(z - m) with vexp16, 16 logits at a time, added in double (lanes past
+ * C read m: their e^0 is dropped) */
+T512 static double ce_sum_fp32(const float *z, int64_t C, double m) {
+  const __m512 mv = _mm512_set1_ps((float)m); /* m is one of the row's floats */
+  __m512d a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd();
+  for (int64_t j = 0; j < C; j += 16) {
+    const __mmask16 k = C - j >= 16 ? 0xFFFF : (__mmask16)((1u << (C - j)) - 1);
+    const __m512 e = _mm512_maskz_mov_ps(
+        k, vexp16(_mm512_sub_ps(_mm512_mask_loadu_ps(mv, k, z + j), mv)));
+    a0 = _mm512_add_pd(a0, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+    a1 = _mm512_add_pd(
+        a1, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
+  }
+  return _mm512_reduce_add_pd(_mm512_add_pd(a0, a1));
+}
+
+/* ce_grad512's gradient with vexp16: z - lse in double, rounded to float, its exponential in
+ * single precision, a and ew applied in single precision (the target's value, read first, made
+ * again at the end) */
+T512 static void ce_grad_fp32(const float *z, float *g, int64_t C, double lse, double a,
+                              double ew, int64_t yi, float gy, float fs) {
+  const float zy = z[yi];
+  const __m512d lv = _mm512_set1_pd(lse);
+  const __m512 av = _mm512_set1_ps((float)a), ev = _mm512_set1_ps((float)ew),
+               fv = _mm512_set1_ps(fs);
+  const int plain = a == 1.0 && ew == 0.0, scaled = fs != 1.0f;
+  for (int64_t j = 0; j < C; j += 16) {
+    const __mmask16 k = C - j >= 16 ? 0xFFFF : (__mmask16)((1u << (C - j)) - 1);
+    const __m512 v = _mm512_maskz_loadu_ps(k, z + j);
+    const __m256 x0 = _mm512_cvtpd_ps(
+        _mm512_sub_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v)), lv));
+    const __m256 x1 = _mm512_cvtpd_ps(_mm512_sub_pd(
+        _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))), lv));
+    __m512 t = vexp16(_mm512_castpd_ps(_mm512_insertf64x4(
+        _mm512_castps_pd(_mm512_castps256_ps512(x0)), _mm256_castps_pd(x1), 1)));
+    if (!plain) t = _mm512_sub_ps(_mm512_mul_ps(t, av), ev);
+    if (scaled) t = _mm512_mul_ps(t, fv);
+    _mm512_mask_storeu_ps(g + j, k, t);
+  }
+  __m512 t = vexp16(_mm512_set1_ps((float)((double)zy - lse)));
+  if (!plain) t = _mm512_sub_ps(_mm512_mul_ps(t, av), ev);
+  float f = _mm512_cvtss_f32(t) - gy;
+  if (scaled) f *= fs;
+  g[yi] = f;
+}
+
 /* ce_finish's gradient without class weights: g[j] = (float)(e^(z[j] - lse) a - ew), then
  * g[yi] -= gy, then times fs where fs != 1 — in one pass (the target's value, read first, made
  * again at the end), the same roundings in the same order; a 1 and ew 0 (no label smoothing)
@@ -309,6 +385,9 @@ T512 static void ce_grad512(const float *z, float *g, int64_t C, double lse, dou
 }
 #else
 static int ce_avx512(void) { return 0; }
+void strop__vexp16(const float *x, float *out, int64_t n) {
+  for (int64_t i = 0; i < n; i++) out[i] = (float)strop__vexp((double)x[i]);
+}
 void strop__vexp8(const double *x, double *out, int64_t n, int checked) {
   (void)checked;
   for (int64_t i = 0; i < n; i++) out[i] = strop__vexp(x[i]);
@@ -323,7 +402,7 @@ static inline __attribute__((always_inline)) double ce_finish(const strop__loss_
                                                               const float *z, float *g, float y,
                                                               int64_t C, double wsum, double m,
                                                               double s, float fs, int isa512,
-                                                              int clean, float mn) {
+                                                              int clean, float mn, int fp32) {
   const float eps = c->label_smoothing;
   const float *w = c->class_weights;
   if ((double)y == (double)c->ignore_index) {
@@ -344,13 +423,17 @@ static inline __attribute__((always_inline)) double ce_finish(const strop__loss_
     double a = (1.0 - eps) * wy + (double)eps / (double)C * wsum;
     double ew = (double)eps / (double)C;
 #ifdef CE_AVX512
+    if (!w && isa512 && fp32 && clean) {
+      ce_grad_fp32(z, g, C, lse, a, ew, yi, (float)((1.0 - eps) * wy), fs);
+      return row;
+    }
     if (!w && isa512) {
       ce_grad512(z, g, C, lse, a, ew, yi, (float)((1.0 - eps) * wy), fs,
                  clean && (double)mn - lse >= VEXP_LO);
       return row;
     }
 #else
-    (void)isa512, (void)clean, (void)mn;
+    (void)isa512, (void)clean, (void)mn, (void)fp32;
 #endif
     /* two loops, not `w ? w[j] : 1.0` in one: vectorised, that select became a masked load
      * from w, which with w NULL and its mask empty still costs a fault-suppression assist on
@@ -388,6 +471,8 @@ STROP__CLONES static void ce_groups(void *ctx, int64_t lo, int64_t hi, int chunk
   const strop__loss_cfg *c = J->c;
   const int64_t C = J->C, grp = J->grp;
   const int isa512 = ce_avx512();
+  /* single-precision exponentials: rows without class weights on AVX-512 (and clean) only */
+  const int fp32 = isa512 && c->fp32_exp && strop__ce_fp32 && !c->class_weights;
   for (int64_t r0 = lo * grp; r0 < hi * grp && r0 < J->rows; r0 += grp) {
     const int nr = J->rows - r0 < grp ? (int)(J->rows - r0) : (int)grp;
     const float *zr = J->z + r0 * C;
@@ -411,7 +496,11 @@ STROP__CLONES static void ce_groups(void *ctx, int64_t lo, int64_t hi, int chunk
       m[r] = ce_max(zr + r * C, C, grp > 1);
     }
 #ifdef CE_AVX512
-    if (isa512 && grp > 1) /* (rows one at a time: the plain loop, the reference) */
+    if (fp32) /* a row that is not clean in double, by itself: the same bits as in its group */
+      for (int r = 0; r < nr; r++)
+        if (clean[r]) s[r] = ce_sum_fp32(zr + r * C, C, m[r]);
+        else ce_sums512(zr + r * C, C, m + r, 1, s + r, 0);
+    else if (isa512 && grp > 1) /* (rows one at a time: the plain loop, the reference) */
       ce_sums512(zr, C, m, nr, s, all_clean);
     else
 #else
@@ -423,7 +512,7 @@ STROP__CLONES static void ce_groups(void *ctx, int64_t lo, int64_t hi, int chunk
       for (int r = 0; r < nr; r++) ce_sums(zr + r * C, C, m + r, 1, s + r);
     for (int r = 0; r < nr; r++)
       J->loss[r0 + r] = ce_finish(c, zr + r * C, J->g ? J->g + (r0 + r) * C : NULL, J->y[r0 + r],
-                                  C, J->wsum, m[r], s[r], J->fs, isa512, clean[r], mn[r]);
+                                  C, J->wsum, m[r], s[r], J->fs, isa512, clean[r], mn[r], fp32);
   }
 }
 

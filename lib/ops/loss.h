@@ -31,6 +31,10 @@ typedef struct strop__loss_cfg {
   const float
       *pos_weight; /* bce: n_pos_weight weights of positives along the last dim, or NULL */
   int64_t n_pos_weight;
+  int fp32_exp; /* cross-entropy: 1 takes the exponentials in single precision (vexp16, within 2
+                   ulp) on AVX-512 CPUs, for rows without class weights that hold no NaN or
+                   infinity — mixed-precision training (the trainer sets it from the model's
+                   compute dtype); 0, the default, in double (strop__vexp), the reference */
 } strop__loss_cfg;
 
 /* PyTorch's defaults: mean reduction, ignore_index -100, delta 1, no weights. */
@@ -86,6 +90,11 @@ double strop__ce_rows_loss(const strop__ce_rows *st);
  * numbers in [-745.1332191019412, 0] take. */
 extern int strop__ce_isa;
 void strop__vexp8(const double *x, double *out, int64_t n, int checked);
+/* 1 (the default): a cfg's fp32_exp is followed; 0 ignores it (bench_big CE_FP32=ab, tests).
+ * strop__vexp16: the single-precision exponential of n values at most 0 as fp32_exp computes it
+ * (AVX-512 CPUs; elsewhere strop__vexp rounded to float). */
+extern int strop__ce_fp32;
+void strop__vexp16(const float *x, float *out, int64_t n);
 
 /* "cross_entropy", "mse", ... or "unknown". */
 const char *strop__loss_name(int kind);
