@@ -204,6 +204,18 @@ static double ce_ref(const strop__loss_cfg *c, const float *z, const float *y, i
   return total * scale;
 }
 
+/* The loss of R rows of z (R > 11) a chunk of rows at a time, in place, as the fused LM head
+ * runs it: rows 0-10, then the rest; g gets the gradient. */
+static double ce_chunked(const strop__loss_cfg *c, const float *z, const float *y, int R, int C,
+                         float *g) {
+  strop__ce_rows st;
+  ck_assert_int_eq(strop__ce_rows_begin(&st, c, R, C, y, 1), STROP_OK);
+  memcpy(g, z, sizeof(float) * R * C);
+  strop__ce_rows_eval(&st, 0, 11, g, 1);
+  strop__ce_rows_eval(&st, 11, R - 11, g + 11 * C, 1);
+  return strop__ce_rows_loss(&st);
+}
+
 /* The softmax sums of several rows side by side (strop__rows_together 8) against one row at a
  * time (1): the same loss and gradient bits, over all rows at once and a chunk of rows at a time
  * (the fused LM head's strop__ce_rows), with ignored rows and a NaN row among them, plain,
@@ -253,13 +265,7 @@ static void rows_together_case(int R, int threads, int C) {
       strop__rows_together = k ? keep : 1;
       ck_assert_int_eq(strop__loss_eval(&c, z, R, C, y, 1, &l[k], g[k]), STROP_OK);
     }
-    /* a chunk of rows at a time, in place, as the fused LM head runs it */
-    strop__ce_rows st;
-    ck_assert_int_eq(strop__ce_rows_begin(&st, &c, R, C, y, 1), STROP_OK);
-    memcpy(g[2], z, sizeof(float) * R * C);
-    strop__ce_rows_eval(&st, 0, 11, g[2], 1);
-    strop__ce_rows_eval(&st, 11, R - 11, g[2] + 11 * C, 1);
-    l[2] = strop__ce_rows_loss(&st);
+    l[2] = ce_chunked(&c, z, y, R, C, g[2]);
     strop__rows_together = keep;
     l[3] = ce_ref(&c, z, y, R, C, g[3]);
     for (int k = 1; k < 4; k++) {
@@ -425,12 +431,7 @@ START_TEST(fp32_exp_tolerance) {
       ck_assert_int_eq(strop_set_num_threads(threads), STROP_OK);
       strop__rows_together = threads == 1 ? keep : 1;
       ck_assert_int_eq(strop__loss_eval(&c, z, R, C, y, 1, &l[1], g[1]), STROP_OK);
-      strop__ce_rows st;
-      ck_assert_int_eq(strop__ce_rows_begin(&st, &c, R, C, y, 1), STROP_OK);
-      memcpy(g[2], z, sizeof(float) * R * C);
-      strop__ce_rows_eval(&st, 0, 11, g[2], 1);
-      strop__ce_rows_eval(&st, 11, R - 11, g[2] + 11 * C, 1);
-      l[2] = strop__ce_rows_loss(&st);
+      l[2] = ce_chunked(&c, z, y, R, C, g[2]);
       ck_assert_msg(memcmp(&l[1], &l[2], sizeof l[1]) == 0 &&
                         memcmp(g[1], g[2], sizeof(float) * R * C) == 0,
                     "variant %d threads %d: chunked rows differ", variant, threads);
