@@ -295,6 +295,8 @@ INL512 __m512 vexp16(__m512 x) {
   return _mm512_scalef_ps(p, n);
 }
 
+int strop__ce_fp32_available(void) { return ce_avx512(); }
+
 /* vexp16 over n values at most 0, for the tests (AVX-512 CPUs only) */
 T512 void strop__vexp16(const float *x, float *out, int64_t n) {
   for (int64_t i = 0; i < n; i += 16) {
@@ -385,6 +387,7 @@ T512 static void ce_grad512(const float *z, float *g, int64_t C, double lse, dou
 }
 #else
 static int ce_avx512(void) { return 0; }
+int strop__ce_fp32_available(void) { return 0; }
 void strop__vexp16(const float *x, float *out, int64_t n) {
   for (int64_t i = 0; i < n; i++) out[i] = (float)strop__vexp((double)x[i]);
 }
@@ -494,8 +497,10 @@ STROP__CLONES static void ce_groups(void *ctx, int64_t lo, int64_t hi, int chunk
   const strop__loss_cfg *c = J->c;
   const int64_t C = J->C, grp = J->grp;
   const int isa512 = ce_avx512();
+#ifdef CE_AVX512
   /* single-precision exponentials: rows without class weights on AVX-512 (and clean) only */
   const int fp32 = isa512 && c->fp32_exp && strop__ce_fp32 && !c->class_weights;
+#endif
   for (int64_t r0 = lo * grp; r0 < hi * grp && r0 < J->rows; r0 += grp) {
     const int nr = J->rows - r0 < grp ? (int)(J->rows - r0) : (int)grp;
 #ifdef CE_AVX512

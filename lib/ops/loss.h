@@ -95,6 +95,9 @@ void strop__vexp8(const double *x, double *out, int64_t n, int checked);
  * (AVX-512 CPUs; elsewhere strop__vexp rounded to float). */
 extern int strop__ce_fp32;
 void strop__vexp16(const float *x, float *out, int64_t n);
+/* 1 where fp32_exp takes effect: the AVX-512 path is built (not under the sanitizers' builds,
+ * which leave out the per-CPU code) and the CPU has it, with strop__ce_isa 0 */
+int strop__ce_fp32_available(void);
 
 /* "cross_entropy", "mse", ... or "unknown". */
 const char *strop__loss_name(int kind);
