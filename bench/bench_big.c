@@ -317,6 +317,10 @@ static void set_held_pack(strop_model *m, int on) {
   set_ks_wide(m, on);
 }
 
+/* a residual chain's norm's dot pass reading its rows side by side / its chain's gradient staged
+ * an image at a time (strop__bn_stage): the same bits */
+static void set_bn_stage(strop_model *m, int on) { (void)m, strop__bn_stage = on; }
+
 /* mixed precision's cross-entropy exponentials in double / in single precision
  * (strop__ce_fp32; not the same bits: within 2 ulp) */
 static void set_ce_fp32(strop_model *m, int on) { (void)m, strop__ce_fp32 = on; }
@@ -362,6 +366,7 @@ static const ab_switch AB[] = {
     {"PACK_SWEEP", "0", NULL, "panels", "sweep", "pack_sweep", set_pack_sweep},
     {"CHECK_FINITE", "0", NULL, "guard", "tiles", "check_finite", set_check_finite},
     {"GFL_PATH", "0", NULL, "before", "after", "gfl_path", set_gfl},
+    {"BN_STAGE", "0", NULL, "rows", "staged", "bn_stage", set_bn_stage},
     {"CE_FP32", "0", NULL, "double", "single", "ce_fp32", set_ce_fp32},
     {"COMPUTE_DTYPE", NULL, "bf16", "f32", "bf16", "compute_dtype", set_dtype},
 };

@@ -240,6 +240,19 @@ static strop_status bn_forward(strop__node *n, const strop__exec *x, const strop
   return STROP_OK;
 }
 
+/* The floats of the backward's scratch: the stage of the dot pass of a norm with a residual
+ * chain after it (ops/norm.h), for batch n of per-channel length l on nthreads threads */
+static size_t bn_stage_floats(const strop__node *n, int nthreads, int64_t batch, int64_t l) {
+  const bn_cfg *c = n->cfg;
+  if (n->fused <= 0 || !c->res || !strop__bn_stage) return 0;
+  return strop__batchnorm_stage_floats(nthreads, batch, c->num_features, l);
+}
+
+static size_t bn_scratch(const strop__node *n, const strop__exec *x, const strop__shape *in,
+                         int64_t batch, int backward) {
+  return backward ? bn_stage_floats(n, x->nthreads, batch, bn_len(&in[0])) * sizeof(float) : 0;
+}
+
 static strop_status bn_backward(strop__node *n, const strop__exec *x, const strop__act *in,
                                 const strop__act *out, const float *dout, float *const *din) {
   const bn_cfg *c = n->cfg; /* the fused relu's mask comes from the input (sv->relu_ab) */
@@ -254,11 +267,15 @@ static strop_status bn_backward(strop__node *n, const strop__exec *x, const stro
   /* the residual sum's relu selects dy by the chain's output; the sum hands its gradient to
    * its other input as the add would */
   const int res = n->fused > 0 && c->res;
-  const strop__bn_res rs = {.relu = res && c->res == 2,
-                            .out = res && c->res == 2 ? out->data : NULL,
-                            .dr = res ? x->fused_side_grad : NULL,
-                            .dr_assign = x->fused_side_assign};
+  strop__bn_res rs = {.relu = res && c->res == 2,
+                      .out = res && c->res == 2 ? out->data : NULL,
+                      .dr = res ? x->fused_side_grad : NULL,
+                      .dr_assign = x->fused_side_assign};
   if (!dg && !dbt && !din[0] && !rs.dr) return STROP_OK;
+  if (res) { /* without it (out of memory) the dot pass reads as before: the same bits */
+    const size_t fl = bn_stage_floats(n, x->nthreads, N, l);
+    if (fl && (rs.stage = strop__exec_scratch(x, fl * sizeof(float)))) rs.stage_floats = fl;
+  }
   if (sv->batch_stats && sv->count > 0) { /* over the group: its sums of dy, (x - mean) dy */
     double *sums = strop__arena_alloc(x->arena, 2 * (size_t)C * sizeof(double));
     if (!sums)
@@ -306,6 +323,9 @@ int strop__bn_fuse_relu = 1;
  * bits are those of the three layers apart (the affine's float, the add's in its operand order,
  * the relu's select; the sum's gradient through add_bwd_range's select). */
 int strop__bn_fuse_add = 1;
+
+/* The dot pass's stage (bn_stage_floats) */
+int strop__bn_stage = 1;
 
 static int bn_fuse(strop__node *n, strop__node *const *next, int n_next, int shared) {
   bn_cfg *c = n->cfg;
@@ -452,6 +472,7 @@ const strop__layer_vtable strop__layer_batchnorm1d = {
     .forward = bn_forward,
     .backward = bn_backward,
     .fuse = bn_fuse,
+    .scratch = bn_scratch,
 };
 
 const strop__layer_vtable strop__layer_batchnorm2d = {
@@ -469,4 +490,5 @@ const strop__layer_vtable strop__layer_batchnorm2d = {
     .forward = bn_forward,
     .backward = bn_backward,
     .fuse = bn_fuse,
+    .scratch = bn_scratch,
 };

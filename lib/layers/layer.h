@@ -466,6 +466,10 @@ extern int strop__bn_fuse_relu;
  * the chain with its second input, trainable or not), 0 leaves them to the add: the same
  * bits. */
 extern int strop__bn_fuse_add;
+/* Tests and benches: 1 (the default) gives such a norm's backward the scratch in which its dot
+ * pass stages the chain's gradient an image at a time (ops/norm.h, strop__bn_res.stage), 0 none:
+ * the same bits. */
+extern int strop__bn_stage;
 /* The bytes n->fold holds (a frozen norm folded into n's weights, fuse.h) and n->wino (a frozen
  * conv's transformed filters or packed weight): allocated by the first forward that folds or transforms (or a
  * step's planning), kept until n's parameters go (n->wino: until the weight trains). */

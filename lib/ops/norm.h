@@ -20,7 +20,17 @@ typedef struct strop__bn_res {
                        gradient; NULL without the relu */
   float *dr;        /* backward: r's gradient (the sum's, as the add hands it on), or NULL */
   int dr_assign;    /* 1: dr is written outright, 0: added to */
+  float *stage;     /* backward: scratch for the dot pass, stage_floats floats
+                       (strop__batchnorm_stage_floats), or NULL: the same bits either way */
+  size_t stage_floats;
 } strop__bn_res;
+
+/* The floats of scratch (strop__bn_res.stage) that let the train-mode backward's dot pass of a
+ * norm with a residual chain after it read its tensors a row at a time on `nthreads` threads:
+ * eight channels' rows of dy, the chain's output and the sum's gradient, each read or written
+ * beside the others, are more streams than the CPU's prefetchers follow. 0 when the pass does
+ * not use it (no AVX-512, the sanitizers' builds). */
+size_t strop__batchnorm_stage_floats(int nthreads, int64_t n, int64_t c, int64_t l);
 
 /* Train mode: y = (x - mean) * invstd * gamma + beta with the batch's per-channel mean and
  * biased variance (accumulated in double), computed as y = x a + b with float a and b per
