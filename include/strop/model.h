@@ -672,8 +672,10 @@ STROP_API int64_t strop_model_param_count(const strop_model *model, int trainabl
  * @brief A view of the named parameter or float buffer.
  *
  * The view borrows the model's memory: valid while the model lives and is not restructured
- * (surgery, strop_model_reinit(), a tie, weight loading that changes shapes); writes through
- * it change the model.
+ * (surgery, strop_model_freeze() or strop_model_unfreeze(), strop_model_reinit(), a tie,
+ * weight loading that changes shapes, strop_model_lora_load(), strop_model_set_frozen_dtype()
+ * or strop_model_set_frozen_int8_group(): each may convert a tensor's storage and free the
+ * memory a view points at); writes through it change the model.
  * @param[in,out] model A finalized model.
  * @param[in]     name  The tensor's state_dict name ("head.weight").
  * @param[out]    out   A tensor handle owned by the caller (free it with strop_tensor_free();

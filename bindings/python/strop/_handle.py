@@ -19,6 +19,16 @@ from .errors import StateError
 _lock = threading.Lock()
 
 
+def handle_of(obj, cls, what):
+    """obj's C handle when obj is a ``cls``; else InvalidArgument naming what was passed (a
+    handle of another type in its place would reach the library as the wrong struct)."""
+    if not isinstance(obj, cls):
+        from .errors import InvalidArgument
+        raise InvalidArgument(f"{what} must be a strop.{cls.__name__}, got "
+                              f"{type(obj).__name__}")
+    return obj._h
+
+
 class _Box:
     __slots__ = ("handle", "free", "parents", "keep", "users", "__weakref__")
 

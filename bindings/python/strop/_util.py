@@ -15,13 +15,17 @@ def L():
 
 
 def enc(s):
-    """str/PathLike/bytes/None -> bytes/None for a c_char_p argument."""
+    """str/PathLike/bytes/None -> bytes/None for a c_char_p argument: UTF-8, with the file
+    system's escapes for the undecodable bytes of names os.listdir gives (os.fsencode).
+    InvalidArgument for a NUL character, which C would take for the string's end."""
     if s is None:
         return None
-    if isinstance(s, bytes):
-        return s
     import os
-    return os.fsencode(s) if not isinstance(s, str) else s.encode("utf-8")
+    b = s if isinstance(s, bytes) else os.fsencode(s)
+    if b"\0" in b:
+        raise InvalidArgument(f"{s!r}: a string passed to the library may not contain a NUL "
+                              "character")
+    return b
 
 
 def snprintf_string(fn, *args):

@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from . import _callbacks, _lib
-from ._handle import Handle
+from ._handle import Handle, handle_of
 from ._util import as_f32, as_i64, as_token_types, dims_array, enc, shape_of, snprintf_string
 from .errors import InvalidArgument, check, error_for_status
 
@@ -510,7 +510,9 @@ class BatchIterator(Handle):
                  prefetch=False):
         flags = (1 if shuffle else 0) | (2 if drop_last else 0) | (4 if prefetch else 0)
         out = ctypes.c_void_p()
-        check(_lib.lib.strop_batch_iter_create(dataset._h, int(batch_size), int(seed), flags,
+        check(_lib.lib.strop_batch_iter_create(handle_of(dataset, Dataset, "BatchIterator: "
+                                                         "dataset"),
+                                               int(batch_size), int(seed), flags,
                                                ctypes.byref(out)))
         # the library keeps the dataset's storage alive; a callback dataset's box is kept
         # so its Python callable outlives the iterator

@@ -13,7 +13,7 @@ from ._callbacks import Pending
 from ._handle import Handle
 from ._util import (as_f32, as_token_types, checked_string, dims_array, enc, shape_of,
                     snprintf_string)
-from .errors import NotFound, check, error_for_status
+from .errors import InvalidArgument, NotFound, ShapeError, check, error_for_status
 from .tensor import Tensor
 
 __all__ = ["Model", "ModelMeta", "Prediction", "LoadReport", "SafetensorsFile"]
@@ -142,6 +142,14 @@ class Prediction:
 
     def __len__(self):
         return len(self.labels)
+
+
+def _batch_size(v, fn):
+    """v as a positive int, or InvalidArgument naming fn"""
+    b = int(v)
+    if b < 1:
+        raise InvalidArgument(f"{fn}: batch_size must be at least 1, got {v!r}")
+    return b
 
 
 class Model(Handle):
@@ -410,7 +418,11 @@ class Model(Handle):
         hypotheses; greedy only, no stop strings); ``on_token`` then receives the best
         hypothesis's ids after the search."""
         lib = _lib.lib
-        batch = isinstance(ids, (list, tuple)) and len(ids) > 0 and not np.isscalar(ids[0])
+        if isinstance(ids, np.ndarray) and ids.ndim > 2:
+            raise InvalidArgument(f"Model.generate: ids of shape {ids.shape}: give one prompt "
+                                  "(1-D) or a batch of them (2-D, one row each)")
+        batch = ((isinstance(ids, (list, tuple)) and len(ids) > 0 and not np.isscalar(ids[0]))
+                 or (isinstance(ids, np.ndarray) and ids.ndim == 2))
         rows = ([np.ascontiguousarray(np.asarray(p, dtype=np.int64).reshape(-1)) for p in ids]
                 if batch else
                 [np.ascontiguousarray(np.asarray(ids, dtype=np.int64).reshape(-1))])
@@ -477,6 +489,7 @@ class Model(Handle):
         each row, best first: ``labels`` and ``classes`` (output indices) int64 (N, k),
         ``probs`` float64 (N, k) (softmax), ``names`` (N lists of k str or None)."""
         arr = as_f32(x, "predict")
+        batch_size = _batch_size(batch_size, "Model.predict")
         lib = _lib.lib
         kk = 1 if k is None else int(k)
         rows = len(arr) if arr.ndim >= 2 else None
@@ -512,6 +525,7 @@ class Model(Handle):
                 raise ValueError("predict_text: pairs must hold one entry per text")
         if not texts:
             raise ValueError("predict_text: no texts")
+        batch_size = _batch_size(batch_size, "Model.predict_text")
         kk = 1 if k is None else int(k)
         lib = _lib.lib
         out = []
@@ -609,8 +623,21 @@ class Model(Handle):
         with self.tensor(name) as t:
             return t.numpy()
 
-    def __setitem__(self, name, value):
+    def _shaped(self, name, value):
+        """value as the float32 array of the named tensor's shape; ShapeError naming both
+        shapes when it has another (as torch's load_state_dict: no silent reshaping)."""
         arr = as_f32(value, name)
+        with self.tensor(name) as t:
+            shape = tuple(t.shape)
+        if arr.shape != shape:
+            raise ShapeError(f"tensor '{name}': the value has shape {arr.shape}, the tensor "
+                             f"{shape}")
+        return arr
+
+    def __setitem__(self, name, value):
+        """Copies ``value`` (any array of the tensor's shape) into the named parameter or
+        buffer; ShapeError for another shape."""
+        arr = self._shaped(name, value)
         check(_lib.lib.strop_model_set_tensor(self._h, enc(name), arr.ctypes.data, arr.size))
 
     def grad(self, name):
@@ -625,7 +652,7 @@ class Model(Handle):
     def set_grad(self, name, value):
         """Replaces the named trainable parameter's gradient with ``value`` (copied), for an
         optimizer step on gradients made or changed in Python."""
-        arr = as_f32(value, name)
+        arr = self._shaped(name, value)
         check(_lib.lib.strop_model_set_grad(self._h, enc(name), arr.ctypes.data, arr.size))
 
     def __contains__(self, name):
@@ -687,10 +714,12 @@ class Model(Handle):
     # ---- surgery ----
     def freeze(self, glob="*"):
         check(_lib.lib.strop_model_freeze(self._h, enc(glob)))
+        self._gen += 1  # a tensor's storage may be converted: views taken before go stale
         return self
 
     def unfreeze(self, glob="*"):
         check(_lib.lib.strop_model_unfreeze(self._h, enc(glob)))
+        self._gen += 1  # a tensor's storage may be converted: views taken before go stale
         return self
 
     #: strop_dtype values by name (model.frozen_dtype)
@@ -714,6 +743,7 @@ class Model(Handle):
             raise InvalidArgument(f"Model.set_frozen_dtype: dtype must be one of "
                                   f"{', '.join(self.FROZEN_DTYPES)}, got {dtype!r}")
         check(_lib.lib.strop_model_set_frozen_dtype(self._h, self.FROZEN_DTYPES.index(dtype)))
+        self._gen += 1  # a tensor's storage may be converted: views taken before go stale
         return self
 
     #: compute dtypes by name (model.compute_dtype)
@@ -751,6 +781,7 @@ class Model(Handle):
     @int8_group.setter
     def int8_group(self, group):
         check(_lib.lib.strop_model_set_frozen_int8_group(self._h, int(group)))
+        self._gen += 1  # a tensor's storage may be converted: views taken before go stale
 
     def is_trainable(self, name):
         r = _lib.lib.strop_model_param_trainable(self._h, enc(name))

@@ -6,7 +6,7 @@ import ctypes
 import numpy as np
 
 from . import _lib
-from ._handle import Handle
+from ._handle import Handle, handle_of
 from ._knobs import KNOB_INT, KNOB_LIST, KnobTable
 from ._util import as_i64
 from .errors import InvalidArgument, check
@@ -40,7 +40,9 @@ class Optimizer(Handle):
     def __init__(self, model, kind="adam", **knobs):
         k = _kind(OPTIMIZER_KINDS, kind, "optimizer kind")
         out = ctypes.c_void_p()
-        check(_lib.lib.strop_optimizer_create(model._h, k, ctypes.byref(out)))
+        from .model import Model
+        check(_lib.lib.strop_optimizer_create(handle_of(model, Model, "Optimizer: model"), k,
+                                              ctypes.byref(out)))
         self._own(out.value, _lib.lib.strop_optimizer_free, parents=(model._box,))
         self.model = model
         # Nesterov needs momentum/dampening first: set the others before the flags
@@ -113,7 +115,8 @@ class Scheduler(Handle):
     def __init__(self, optimizer, kind="constant", **knobs):
         k = _kind(SCHEDULER_KINDS, kind, "scheduler kind")
         out = ctypes.c_void_p()
-        check(_lib.lib.strop_scheduler_create(optimizer._h, k, ctypes.byref(out)))
+        check(_lib.lib.strop_scheduler_create(
+            handle_of(optimizer, Optimizer, "Scheduler: optimizer"), k, ctypes.byref(out)))
         self._own(out.value, _lib.lib.strop_scheduler_free, parents=(optimizer._box,))
         self.optimizer = optimizer
         self._kind = k

@@ -3,7 +3,7 @@
 import ctypes
 
 from . import _lib
-from ._handle import Handle
+from ._handle import Handle, handle_of
 from ._util import checked_string, enc
 from .errors import check
 
@@ -33,7 +33,9 @@ class Surgery(Handle):
 
     def __init__(self, model, seed=None):
         out = ctypes.c_void_p()
-        check(_lib.lib.strop_surgery_create(model._h, ctypes.byref(out)))
+        from .model import Model
+        check(_lib.lib.strop_surgery_create(handle_of(model, Model, "Surgery: model"),
+                                            ctypes.byref(out)))
         self._own(out.value, _lib.lib.strop_surgery_free, parents=(model._box,))
         self.model = model
         if seed is not None:

@@ -85,7 +85,8 @@ class Tensor(Handle):
         m = self._model
         if m is not None and (m.closed or m._gen != self._gen):
             raise StateError("this view of a model parameter is stale: the model was "
-                             "restructured (surgery) or closed since; take a new view")
+                             "restructured (surgery, freeze or unfreeze, lora_load, a new "
+                             "frozen_dtype or int8_group) or closed since; take a new view")
         return h
 
     @property
@@ -146,7 +147,11 @@ class Tensor(Handle):
     def numpy(self, copy=True):
         """The values as a numpy array of the tensor's shape. ``copy=False`` gives a view of
         the tensor's memory (writes go both ways) that keeps the memory alive even after
-        ``close()``; a view of a model parameter is invalid once the model is restructured."""
+        ``close()``. Of a model parameter, such an array is valid only until the model is
+        restructured (surgery, freeze or unfreeze, lora_load, a new frozen_dtype or
+        int8_group): then the parameter's memory may be replaced and freed, and numpy cannot
+        be told, so reading or writing the array is undefined (it may crash). Take a new one
+        after a restructuring, or use a copy."""
         h = self._h
         shape = self.shape
         if copy:

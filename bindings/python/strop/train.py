@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _lib
-from ._handle import Handle
+from ._handle import Handle, handle_of
 from ._knobs import KNOB_INT, KnobTable
 from ._util import as_f32, as_token_types, dims_array, enc, shape_of
 from .data import BatchIterator, Dataset, _check_ds
@@ -127,8 +127,12 @@ class Trainer(Handle):
     """
 
     def __init__(self, model, optimizer, scheduler=None, **knobs):
+        from .model import Model
+        from .optim import Optimizer
+        mh = handle_of(model, Model, "Trainer: model")
+        oh = handle_of(optimizer, Optimizer, "Trainer: optimizer")
         out = ctypes.c_void_p()
-        check(_lib.lib.strop_trainer_create(model._h, optimizer._h, ctypes.byref(out)))
+        check(_lib.lib.strop_trainer_create(mh, oh, ctypes.byref(out)))
         self._own(out.value, _lib.lib.strop_trainer_free,
                   parents=(model._box, optimizer._box))
         self.model, self.optimizer, self.scheduler = model, optimizer, None
@@ -141,9 +145,11 @@ class Trainer(Handle):
 
     def set_scheduler(self, scheduler):
         """Attaches a Scheduler (None detaches); the trainer keeps it alive."""
+        from .optim import Scheduler
         box = self._box
         h = self._h
         if scheduler is not None:
+            handle_of(scheduler, Scheduler, "Trainer: scheduler")
             scheduler._box.acquire()
         try:
             check(_lib.lib.strop_trainer_set_scheduler(h, scheduler._h if scheduler else None))
@@ -321,8 +327,9 @@ class Trainer(Handle):
         if progress is not None:
             cb = progress_trampoline(progress, state)
             o.progress = cb
-        st = _lib.lib.strop_trainer_fit(self._h, train._h, val._h if val is not None else None,
-                                        ctypes.byref(o))
+        th = handle_of(train, BatchIterator, "Trainer.fit: train")
+        vh = handle_of(val, BatchIterator, "Trainer.fit: val") if val is not None else None
+        st = _lib.lib.strop_trainer_fit(self._h, th, vh, ctypes.byref(o))
         del cb  # referenced until here: the library calls it only during fit
         if state.exc is not None:
             err = error_for_status(st) if st != 0 else None

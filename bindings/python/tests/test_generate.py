@@ -112,6 +112,11 @@ def test_a_list_of_prompts_is_one_batch(model):
         [alone[0][:1], alone[1][:1], [], []]
     with pytest.raises(strop.StropError, match=r"prompts\[1\]\[0\] is 999"):
         model.generate([[1], [999]], 3)
+    # a 2-D array is a batch of prompts, one a row (as encode_batch's input_ids), not one prompt
+    rows = np.array([[5, 77, 12], [9, 8, 7]], dtype=np.int64)
+    assert model.generate(rows, 6) == [model.generate(list(r), 6) for r in rows]
+    with pytest.raises(strop.InvalidArgument, match=r"shape \(1, 2, 3\)"):
+        model.generate(rows[None], 6)
 
 
 def sequence_logprob(m, prompt, ids):

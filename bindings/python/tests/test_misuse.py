@@ -1,0 +1,94 @@
+# SPDX-License-Identifier: MIT
+"""What a careless caller gets: a clear exception, never a crash or a silent wrong answer —
+values of another shape, objects in the wrong slot, NUL characters, views after a
+restructuring, batch sizes below one."""
+import os
+
+import numpy as np
+import pytest
+
+from conftest import load_strop
+
+strop = load_strop()
+
+
+def test_values_of_another_shape_are_refused(mlp):
+    w = mlp["fc1.weight"]  # (16, 8)
+    with pytest.raises(strop.ShapeError, match=r"\(8, 16\).*\(16, 8\)"):
+        mlp["fc1.weight"] = w.T.copy()  # the same count, transposed: torch refuses it too
+    with pytest.raises(strop.ShapeError, match=r"fc1.weight"):
+        mlp["fc1.weight"] = w.reshape(-1)
+    with pytest.raises(strop.ShapeError):
+        mlp.load_state_dict({"fc1.weight": w.T.copy()})
+    np.testing.assert_array_equal(mlp["fc1.weight"], w)  # nothing was written
+    with pytest.raises(strop.ShapeError):
+        mlp.set_grad("fc1.weight", np.zeros((8, 16), np.float32))
+    mlp["fc1.weight"] = w * 2  # the tensor's own shape, any dtype
+    np.testing.assert_array_equal(mlp["fc1.weight"], w * 2)
+    mlp.load_state_dict({"fc1.weight": (w * 3).astype(np.float64)})
+    np.testing.assert_array_equal(mlp["fc1.weight"], (w * 3).astype(np.float32))
+
+
+def test_objects_in_the_wrong_slot(mlp, toy_data):
+    x, y = toy_data
+    opt = strop.Optimizer(mlp, "sgd", lr=0.1)
+    sched = strop.Scheduler(opt, "constant")
+    with strop.Dataset.from_numpy(x, y) as ds:
+        with pytest.raises(strop.InvalidArgument, match="scheduler must be a strop.Scheduler, "
+                                                        "got Optimizer"):
+            strop.Trainer(mlp, opt, scheduler=opt)
+        with pytest.raises(strop.InvalidArgument, match="optimizer must be a strop.Optimizer"):
+            strop.Trainer(mlp, sched, opt)
+        with pytest.raises(strop.InvalidArgument, match="model must be a strop.Model"):
+            strop.Optimizer(ds)
+        with pytest.raises(strop.InvalidArgument, match="optimizer must be a strop.Optimizer"):
+            strop.Scheduler(mlp)
+        with pytest.raises(strop.InvalidArgument, match="dataset must be a strop.Dataset"):
+            strop.BatchIterator(mlp)
+        with pytest.raises(strop.InvalidArgument, match="model must be a strop.Model"):
+            strop.Surgery(opt)
+        with strop.Trainer(mlp, opt, scheduler=sched) as tr:
+            with pytest.raises(strop.InvalidArgument, match="train must be a strop.BatchIterator"):
+                tr.fit(None, epochs=1)
+            with pytest.raises(strop.InvalidArgument, match="train must be a strop.BatchIterator"):
+                tr.fit(ds, epochs=1)
+    sched.close()
+    opt.close()
+
+
+def test_nul_characters_are_refused(mlp, tmp_path):
+    good = tmp_path / "w.safetensors"
+    mlp.save_weights(good)
+    with pytest.raises(strop.InvalidArgument, match="NUL"):
+        mlp.load_weights(str(good) + "\0.bak")
+    with pytest.raises(strop.InvalidArgument, match="NUL"):
+        mlp.save_weights(str(tmp_path / "x\0y.safetensors"))
+    assert sorted(os.listdir(tmp_path)) == ["w.safetensors"]
+    with pytest.raises(strop.InvalidArgument, match="NUL"):
+        mlp.meta["note"] = "first\0second"
+    with pytest.raises(strop.InvalidArgument, match="NUL"):
+        mlp["fc1.weight\0"]
+
+
+def test_views_go_stale_when_storage_may_change(mlp):
+    for change in (lambda m: m.freeze("fc1.*"), lambda m: m.unfreeze("*"),
+                   lambda m: m.set_frozen_dtype("bf16"), lambda m: m.set_frozen_dtype("f32")):
+        t = mlp.tensor("fc2.weight")
+        change(mlp)
+        with pytest.raises(strop.StateError, match="stale"):
+            t.numpy()
+        t.close()
+    mlp.freeze("fc1.*")
+    mlp.set_frozen_dtype("bf16")
+    t = mlp.tensor("fc2.weight")  # trainable: still float32
+    mlp.int8_group = 32
+    with pytest.raises(strop.StateError, match="stale"):
+        t.numpy()
+
+
+def test_batch_sizes_below_one(mlp):
+    x = np.zeros((3, 8), np.float32)
+    for b in (0, -1):
+        with pytest.raises(strop.InvalidArgument, match="batch_size must be at least 1"):
+            mlp.predict(x, batch_size=b)
+    assert mlp.predict(x, batch_size=2).shape == (3,)
