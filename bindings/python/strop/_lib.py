@@ -714,6 +714,28 @@ def _candidates():
         yield "/usr/local", p
 
 
+def _checked(base, bits, signed):
+    """base (a ctypes integer type) as an argument type that raises OverflowError for a
+    Python int out of its range instead of passing its low bits (2**64 + 8 would reach the
+    library as 8); ctypes reports it as ArgumentError naming the argument."""
+    lo, hi = ((-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1))
+    kind = f"{'a signed' if signed else 'an unsigned'} {bits}-bit integer"
+
+    class Checked(base):
+        @classmethod
+        def from_param(cls, v):
+            if isinstance(v, int) and not lo <= v <= hi:
+                raise OverflowError(f"{v} does not fit {kind}")
+            return base.from_param(v)
+
+    Checked.__name__ = f"checked_{base.__name__}"
+    return Checked
+
+
+_CHECKED = {t: _checked(t, ctypes.sizeof(t) * 8, t(-1).value < 0)
+            for t in (c_int, c_int64, c_size_t, c_uint32, c_uint64)}
+
+
 def _declare(cdll):
     for name, restype, argtypes in _DECLS:
         try:
@@ -722,7 +744,7 @@ def _declare(cdll):
             setattr(cdll, name, _missing(name))
             continue
         fn.restype = restype
-        fn.argtypes = argtypes
+        fn.argtypes = [_CHECKED.get(a, a) for a in argtypes]
     return cdll
 
 

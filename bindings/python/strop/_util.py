@@ -56,7 +56,12 @@ def shape_of(fn, *args):
 
 
 def dims_array(shape):
+    """(rank, int64_t[rank]) of a shape; a size past int64 is refused (a ctypes array would
+    keep its low bits: 2**64 + 8 would become 8)."""
     shape = tuple(int(d) for d in shape)
+    for d in shape:
+        if not -2**63 <= d < 2**63:
+            raise OverflowError(f"shape {shape}: {d} does not fit a signed 64-bit integer")
     return len(shape), (ctypes.c_int64 * max(1, len(shape)))(*shape)
 
 

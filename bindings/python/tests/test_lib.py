@@ -37,7 +37,23 @@ def test_declarations_are_applied():
         if not hasattr(fn, "argtypes"):  # a stub: the loaded library predates the symbol
             continue
         assert fn.restype == restype, name
-        assert list(fn.argtypes) == list(argtypes), name
+        # integers through their range-checked subclasses (_lib._checked)
+        assert list(fn.argtypes) == [_lib._CHECKED.get(a, a) for a in argtypes], name
+
+
+def test_integers_out_of_range_are_refused():
+    """ctypes passes the low bits of an int too wide for its argument; the bindings refuse it
+    (2**64 + 8 dims would have made an 8-wide input)."""
+    import ctypes
+    import strop
+    for bad in (2**64 + 8, 2**63, -2**63 - 1):
+        with pytest.raises(OverflowError, match="does not fit a signed 64-bit integer"):
+            strop.Model([bad])
+    with pytest.raises(ctypes.ArgumentError, match="does not fit an unsigned 64-bit integer"):
+        strop.Rng(seed=-1)
+    with pytest.raises(ctypes.ArgumentError, match="does not fit a signed 32-bit integer"):
+        strop.set_num_threads(2**32 + 1)
+    assert strop.Model([2**31]).input_shape == (2**31,)
 
 
 def test_declared_arity_matches_headers():
