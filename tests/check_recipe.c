@@ -786,6 +786,32 @@ START_TEST(outputs_ready_before_training) {
   ck_assert_int_gt(file_size(p, "ck.safetensors"), 100);
   snprintf(p, sizeof p, "%s/new/deeper/out", g_dir);
   ck_assert_int_gt(file_size(p, "w.safetensors"), 100);
+  /* two outputs naming one file (./ and // aside): refused before any epoch, naming both keys
+   * and the file, and nothing is written (output.spec used to overwrite the weights' file) */
+  static const char *const same[] = {"w.safetensors", "./w.safetensors", ".//w.safetensors"};
+  for (int i = 0; i < 3; i++) {
+    strop_recipe *r = NULL;
+    ck_assert_int_eq(strop_recipe_load_string(RECIPE, g_dir, &r), STROP_OK);
+    ck_assert_int_eq(strop_recipe_set(r, "baselines", "[]"), STROP_OK);
+    ck_assert_int_eq(strop_recipe_set(r, "output.dir", "same"), STROP_OK);
+    ck_assert_int_eq(strop_recipe_set(r, "output.weights", "w.safetensors"), STROP_OK);
+    ck_assert_int_eq(strop_recipe_set(r, "output.spec", same[i]), STROP_OK);
+    strop_run_options o;
+    strop_run_options_init(&o);
+    o.mode = STROP_RUN_TRAIN;
+    o.on_event = count_epochs;
+    epochs = 0;
+    o.user_data = &epochs;
+    strop_run *run = NULL;
+    ck_assert_int_eq(strop_recipe_run(r, &o, &run), STROP_E_INVALID_ARG);
+    ck_assert_int_eq(epochs, 0);
+    ck_assert_msg(strstr(strop_last_error(), "output.weights and output.spec both name"), "%s",
+                  strop_last_error());
+    strop_run_free(run);
+    strop_recipe_free(r);
+  }
+  snprintf(p, sizeof p, "%s/same/w.safetensors", g_dir);
+  ck_assert_int_ne(access(p, F_OK), 0);
   /* a folder that cannot be made: the run stops before any epoch, naming it */
   epochs = 0;
   ck_assert_int_eq(run_into("blobs.csv/out", &epochs), STROP_E_IO);
@@ -1492,6 +1518,16 @@ START_TEST(tune_errors_and_budget) {
   ck_assert_int_le(strop_tuner_num_trials(t), 1);
   ck_assert_int_eq(strop_tuner_get_double(t, STROP_TUNE_TIME_BUDGET, &v), STROP_OK);
   ck_assert(v == 1e-9);
+  strop_tuner_free(t);
+  /* a trials file in a folder that does not exist yet (a fresh checkout's out/): made, with
+   * its parents, as a run's outputs' folders are */
+  ck_assert_int_eq(strop_recipe_set(r, "tune.trials_file", "fresh/deeper/trials.jsonl"),
+                   STROP_OK);
+  ck_assert_msg(strop_recipe_tune(r, &o, &t) == STROP_OK, "%s", strop_last_error());
+  snprintf(tf, sizeof tf, "%s/fresh/deeper", g_dir);
+  struct stat sb;
+  ck_assert_int_eq(stat(tf, &sb), 0);
+  ck_assert(S_ISDIR(sb.st_mode));
   strop_tuner_free(t);
   strop_recipe_free(r);
 }

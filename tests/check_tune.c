@@ -1174,6 +1174,32 @@ START_TEST(resume_errors) {
   int64_t id;
   OK(strop_tuner_ask(t, &id));
   ck_assert_int_eq(id, 4);
+  /* ... and cut off, so that the trial told next is a line of its own: a third search reads
+   * both (the next line used to be appended to the torn one, and the file refused after) */
+  OK(strop_tuner_set_log(t, path));
+  OK(strop_tuner_tell(t, id, 0.25, STROP_TRIAL_OK));
+  strop_tuner_free(t);
+  t = space(STROP_TUNE_RANDOM, 1);
+  OK(strop_tuner_resume(t, path));
+  ck_assert_int_eq(strop_tuner_num_trials(t), 2);
+  strop_tuner_free(t);
+  /* a last line without its newline that reads whole (an edited file): kept, and the next
+   * line starts after it */
+  f = fopen(path, "w");
+  fputs("{\"id\":3,\"status\":\"failed\",\"value\":null,\"values\":{\"optimizer.lr\":0.01,"
+        "\"data.batch_size\":32,\"optimizer.name\":\"adam\"}}",
+        f);
+  fclose(f);
+  t = space(STROP_TUNE_RANDOM, 1);
+  OK(strop_tuner_resume(t, path));
+  ck_assert_int_eq(strop_tuner_num_trials(t), 1);
+  OK(strop_tuner_set_log(t, path));
+  OK(strop_tuner_ask(t, &id));
+  OK(strop_tuner_tell(t, id, 0.5, STROP_TRIAL_OK));
+  strop_tuner_free(t);
+  t = space(STROP_TUNE_RANDOM, 1);
+  OK(strop_tuner_resume(t, path));
+  ck_assert_int_eq(strop_tuner_num_trials(t), 2);
   strop_tuner_free(t);
   t = space(STROP_TUNE_RANDOM, 1);
   ERR(strop_tuner_resume(t, "/nonexistent-dir/trials.jsonl"), STROP_E_IO, "nonexistent");

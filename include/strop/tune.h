@@ -585,10 +585,11 @@ STROP_API STROP_NODISCARD strop_status strop_tuner_run(strop_tuner *t, int64_t n
  * @brief Appends every trial told from now on to @p path as one JSON line, flushed (and
  *        fsynced with ::STROP_TUNE_FSYNC). The format is in docs/tune.md.
  * @param[in,out] t    The tuner.
- * @param[in]     path The trials file (opened for appending now), or NULL to close the
- *                     current one.
- * @return STROP_OK; STROP_E_IO (cannot open, naming the path and the reason; the current file
- *         stays); STROP_E_INVALID_ARG (NULL tuner).
+ * @param[in]     path The trials file (opened for appending now; when it does not end a line,
+ *                     a newline is written first, so the next trial is a line of its own), or
+ *                     NULL to close the current one.
+ * @return STROP_OK; STROP_E_IO (cannot open or write, naming the path and the reason; the
+ *         current file stays); STROP_E_INVALID_ARG (NULL tuner).
  * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_tuner_set_log(strop_tuner *t, const char *path);
@@ -601,7 +602,9 @@ STROP_API STROP_NODISCARD strop_status strop_tuner_set_log(strop_tuner *t, const
  * time; new ids continue after the largest; the grid skips visited points; random and Bayes
  * draw as if the run had not stopped; a trial the file records as interrupted is asked again
  * first (a later line of the same id replaces such a line). Call it after the parameters are
- * added and before the first ask. A truncated last line (a crash mid-write) is ignored.
+ * added and before the first ask. A truncated last line (a crash mid-write) is ignored and cut
+ * off the file (with a ::STROP_LOG_WARN message), so that a trial appended after it is read
+ * back by the next resume.
  * @param[in,out] t    The tuner; unchanged on error.
  * @param[in]     path The trials file.
  * @return STROP_OK; STROP_E_IO (cannot read); STROP_E_FORMAT (malformed line, unknown or

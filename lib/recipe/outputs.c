@@ -2,8 +2,10 @@
 /* strop — what a recipe run leaves behind: the fine-tuned weights and spec, LoRA adapters, a
  * metrics file (CSV or JSON lines), an SVG plot of loss and accuracy, a JSON report. */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -502,25 +504,65 @@ static strop_status ready_folder_of(const char *path, char seen[][1024], int *n)
   return STROP_OK;
 }
 
+/* path as its folder's real path (the folder exists: ready_folder_of made it) and its last
+ * component, into out: two keys that name one file compare equal however they spell it (./,
+ * .., //, links); path itself when the folder cannot be resolved */
+static void plain_path(const char *path, char *out, size_t cap) {
+  char dir[1024], real[PATH_MAX];
+  snprintf(dir, sizeof dir, "%s", path);
+  char *slash = strrchr(dir, '/');
+  const char *base = slash ? slash + 1 : dir;
+  if (slash == dir) snprintf(real, sizeof real, "/");
+  if (slash) *slash = '\0';
+  const char *last = slash ? path + (base - dir) : path;
+  if ((slash == dir || realpath(slash ? dir : ".", real)) &&
+      snprintf(out, cap, "%s/%s", real, last) < (int)cap)
+    return;
+  snprintf(out, cap, "%s", path);
+}
+
+/* Refuses a second output key naming the file (or folder) an earlier one names: one would
+ * overwrite the other (output.spec: weights.safetensors left the weights' file holding YAML). */
+static strop_status distinct_output(const strop_recipe *r, const char *key, const char *path,
+                                    char names[][2048], const char **keys, int *n) {
+  char plain[2048];
+  plain_path(path, plain, sizeof plain);
+  for (int i = 0; i < *n; i++)
+    if (!strcmp(names[i], plain))
+      return strop__err(STROP_E_INVALID_ARG,
+                        "%s: %s: %s and %s both name '%s': one would overwrite the other; give "
+                        "each output its own file",
+                        FN, r->file, keys[i], key, path);
+  if (*n < 16) snprintf(names[*n], sizeof names[0], "%s", plain), keys[(*n)++] = key;
+  return STROP_OK;
+}
+
 strop_status strop__run_prepare_outputs(const strop_recipe *r) {
   const strop__ynode *out = strop__ynode_get(r->root, "output");
   if (!out || strop__ynode_is_null(out)) return STROP_OK;
   static const char *const files[] = {"weights", "spec",   "checkpoint", "metrics",
                                       "plot",    "report", "lora",       "pretrained"};
-  char seen[16][1024], path[1200], dir[1024];
-  int n = 0;
+  static const char *const keys[] = {"output.weights", "output.spec",      "output.checkpoint",
+                                     "output.metrics", "output.plot",      "output.report",
+                                     "output.lora",    "output.pretrained"};
+  static const char *const ex_keys[] = {"output.export.spec", "output.export.weights"};
+  char seen[16][1024], path[1200], dir[1024], names[16][2048];
+  const char *named[16];
+  int n = 0, nn = 0;
   /* the folder itself, even when no file is named (a probe file stands for its contents) */
   if (!strop__rd_path(r, out, "dir", dir, sizeof dir)) dir[0] = '\0';
   snprintf(path, sizeof path, "%s%s.", dir, dir[0] ? "/" : "");
   strop_status s = ready_folder_of(path, seen, &n);
   for (size_t i = 0; !s && i < sizeof files / sizeof files[0]; i++)
-    if (strop__run_out_path(r, out, files[i], path, sizeof path))
-      s = ready_folder_of(path, seen, &n);
+    if (strop__run_out_path(r, out, files[i], path, sizeof path) &&
+        !(s = ready_folder_of(path, seen, &n)))
+      s = distinct_output(r, keys[i], path, names, named, &nn);
   const strop__ynode *ex = strop__ynode_get(out, "export");
   if (!s && ex && ex->type == STROP__Y_MAP)
     for (int i = 0; !s && i < 2; i++)
-      if (strop__run_out_path(r, ex, i ? "weights" : "spec", path, sizeof path))
-        s = ready_folder_of(path, seen, &n);
+      if (strop__run_out_path(r, ex, i ? "weights" : "spec", path, sizeof path) &&
+          !(s = ready_folder_of(path, seen, &n)))
+        s = distinct_output(r, ex_keys[i], path, names, named, &nn);
   return s;
 }
 

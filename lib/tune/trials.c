@@ -23,10 +23,18 @@ strop_status strop_tuner_set_log(strop_tuner *t, const char *path) {
   strop_status st = STROP_OK;
   FILE *f = NULL;
   if (path) {
-    f = fopen(path, "a");
+    f = fopen(path, "a+");
     if (!f)
       st = strop__err(STROP_E_IO, "%s: cannot open '%s' for appending: %s", fn, path,
                       strerror(errno));
+    /* a file that does not end a line (its last write cut short): the next line starts on its
+     * own, not joined to that one */
+    if (f && fseek(f, -1, SEEK_END) == 0 && fgetc(f) != '\n' && fseek(f, 0, SEEK_END) == 0 &&
+        (fputc('\n', f) == EOF || fflush(f) != 0)) {
+      st = strop__err(STROP_E_IO, "%s: cannot write to '%s': %s", fn, path, strerror(errno));
+      fclose(f);
+      f = NULL;
+    }
   }
   if (st == STROP_OK) {
     if (t->log) fclose(t->log);
@@ -285,6 +293,12 @@ strop_status strop_tuner_resume(strop_tuner *t, const char *path) {
       if (st == STROP_E_FORMAT && !nl) { /* a torn last line: the crash it comes from */
         strop_clear_error();
         st = STROP_OK;
+        /* cut off, so that the next trial's line, appended, does not join it into a line no
+         * later resume reads; if it cannot be, strop_tuner_set_log still starts a new line */
+        if (truncate(path, (off_t)pos) == 0)
+          strop__log(STROP_LOG_WARN,
+                     "%s: %s:%lld: an unfinished last line (a write cut short) was removed", fn,
+                     path, (long long)c.line);
         break;
       }
       if (st == STROP_OK) {
