@@ -516,6 +516,12 @@ static void predict_raw_texts(strop_model *m, const char *dir) {
              "texts[1] is NULL");
   ck_assert_int_eq(strop_model_predict_text(m, NULL, texts, NULL, 1, 1, NULL),
                    STROP_E_INVALID_ARG);
+  /* an empty text, alone (no token in the batch) or beside others (it was scored as padding) */
+  const char *empty[3] = {"good", "", "bad"};
+  PT_REFUSED(strop_model_predict_text(m, NULL, empty + 1, NULL, 1, 1, &none), STROP_E_INVALID_ARG,
+             "text 0 is empty");
+  PT_REFUSED(strop_model_predict_text(m, NULL, empty, NULL, 3, 1, &none), STROP_E_INVALID_ARG,
+             "text 1 is empty");
   /* a model without input.tokenizer; a tokenizer file that is gone; another task */
   OK_T(strop_model_set_meta(m, "input.tokenizer", NULL));
   PT_REFUSED(strop_model_predict_text(m, NULL, texts, NULL, 1, 1, &none), STROP_E_NOT_FOUND,

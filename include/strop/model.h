@@ -1529,7 +1529,8 @@ STROP_API STROP_NODISCARD strop_status strop_model_predict(strop_model *model,
  * @param[in]     k     Classes per text, >= 1; more than the model has gives all of them.
  * @param[out]    out   The prediction (row i: texts[i]), owned by the caller
  *                      (strop_prediction_free()); NULL on error.
- * @return STROP_OK; STROP_E_INVALID_ARG (NULL arguments, n < 1, k < 1); STROP_E_NOT_FOUND (no
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL arguments, n < 1, k < 1, a text that encodes to
+ *         no token: an empty text, naming its index); STROP_E_NOT_FOUND (no
  *         tokenizer given and no "input.tokenizer" metadata: the sentence says so); STROP_E_IO,
  *         STROP_E_FORMAT or STROP_E_UNSUPPORTED (the tokenizer "input.tokenizer" names does not
  *         load: the sentence names the file and why; malformed metadata, naming the key);

@@ -1158,6 +1158,10 @@ static strop_status build_optimizer(ctx *c, strop_model *m, const strop__ynode *
     if (!(s = strop__rd_floats(r, src, "betas", betas, 2, &nb)) && nb == 2) {
       if (!(s = strop_optimizer_set_double(*out, STROP_OPT_BETA1, betas[0])))
         s = strop_optimizer_set_double(*out, STROP_OPT_BETA2, betas[1]);
+    } else if (!s && nb > 0) { /* one value was silently dropped before */
+      s = strop__recipe_err(FN, r, sub(src, "betas"), STROP_E_FORMAT,
+                            "'betas' takes two values, [beta1, beta2] (as [0.9, 0.999]), got %d",
+                            nb);
     }
   }
   if (s) {

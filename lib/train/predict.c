@@ -563,6 +563,15 @@ strop_status strop_model_predict_text(strop_model *m, strop_tokenizer *tok,
       strop__err_prefix("%s: texts %lld..%lld", tfn, (long long)row, (long long)(row + rows - 1));
       break;
     }
+    for (int64_t r = 0; r < rows && !st; r++) { /* as training refuses empty texts */
+      int64_t toks = 0;
+      for (int64_t e = 0; e < w; e++) toks += mk[r * w + e] != 0;
+      if (!toks)
+        st = strop__err(STROP_E_INVALID_ARG,
+                        "%s: text %lld is empty (no tokens to classify); give it some text", tfn,
+                        (long long)(row + r));
+    }
+    if (st) break;
     for (int64_t e = 0; e < rows * w; e++) {
       fx[e] = (float)ids[e];
       fm[e] = (float)mk[e];

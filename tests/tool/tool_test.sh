@@ -603,6 +603,12 @@ Y
   expect 1 "cannot create the folder d.csv/out" -- "$strop" train r.yaml --set output.dir=d.csv/out
   # resuming needs a checkpoint to resume from
   expect 3 "resuming needs 'output.checkpoint'" -- "$strop" train r.yaml --resume --set 'output.checkpoint=~'
+  # two outputs naming one file (the spec wrote YAML over the weights before), nothing trained
+  expect 3 "output.weights and output.spec both name 'out/./w.safetensors'" -- "$strop" train r.yaml --set output.spec=./w.safetensors
+  # --epochs 0 (the library's "no cap": it ran every epoch) and --top 0 are refused
+  expect 2 "--epochs takes a whole number from 1 to 2147483647, got '0'" -- "$strop" train r.yaml --epochs 0
+  # one beta (it was dropped without a word)
+  expect 3 "'betas' takes two values, [beta1, beta2]" -- "$strop" train r.yaml --set 'optimizer={kind: adam, lr: 0.01, betas: [0.5]}'
   # nonsense values in the recipe, at their line and column
   expect 3 "'val_fraction' must be in [0, 1), got -0.5" -- "$strop" train r.yaml --set data.val_fraction=-0.5
   expect 3 "'stages' must hold >= 1 entries, got 0" -- "$strop" train r.yaml --set 'stages=[]'

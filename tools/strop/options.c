@@ -331,10 +331,13 @@ int tool_parse_args(int argc, char **argv, tool_opts *o) {
       }
       *(double *)field = x;
     } else {
+      /* a cap of 0 epochs would mean no cap, and the top 0 classes nothing: both from 1 */
+      const long long lo = !strcmp(opt->name, "--epochs") || !strcmp(opt->name, "--top");
       char *end;
       long long n = strtoll(v, &end, 10);
-      if (*end || end == v || n < 0 || n > 2147483647) {
-        fprintf(stderr, "strop %s: %s takes a number >= 0, got '%s'\n", o->cmd, opt->name, v);
+      if (*end || end == v || n < lo || n > 2147483647) {
+        fprintf(stderr, "strop %s: %s takes a whole number from %lld to 2147483647, got '%s'\n",
+                o->cmd, opt->name, lo, v);
         return TOOL_EXIT_USAGE;
       }
       *(int64_t *)field = n;
