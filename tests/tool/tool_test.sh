@@ -107,7 +107,7 @@ usage)
   expect 2 "usage: strop" -- "$strop"
   expect 2 "unknown command 'frob'" -- "$strop" frob
   expect 2 "expected one RECIPE file" -- "$strop" finetune
-  expect 2 "--seed takes a number" -- "$strop" train --seed x r.yaml
+  expect 2 "--seed takes a whole number from 0" -- "$strop" train --seed x r.yaml
   expect 2 "unknown option '--wat'" -- "$strop" train --wat r.yaml
   expect 2 "--set takes KEY=VALUE" -- "$strop" train --set lr r.yaml
   ver=$(sed -nE 's/^project\(strop VERSION ([0-9.]+).*/\1/p' "$src/CMakeLists.txt")
@@ -607,6 +607,10 @@ Y
   expect 3 "output.weights and output.spec both name 'out/./w.safetensors'" -- "$strop" train r.yaml --set output.spec=./w.safetensors
   # --epochs 0 (the library's "no cap": it ran every epoch) and --top 0 are refused
   expect 2 "--epochs takes a whole number from 1 to 2147483647, got '0'" -- "$strop" train r.yaml --epochs 0
+  # skipped steps are told (the library's warnings on stderr, at most 8 and a count): a run
+  # whose every update overflows looked like one that trained
+  expect 0 "strop: warning: strop_trainer_step: step 0: strop_optimizer_step: the update of" -- "$strop" train r.yaml --epochs 2 --set optimizer.lr=1e308
+  expect 0 "strop: warning: more warnings follow; only the first 8 are shown" -- "$strop" train r.yaml --epochs 2 --set optimizer.lr=1e308
   # one beta (it was dropped without a word)
   expect 3 "'betas' takes two values, [beta1, beta2]" -- "$strop" train r.yaml --set 'optimizer={kind: adam, lr: 0.01, betas: [0.5]}'
   # nonsense values in the recipe, at their line and column

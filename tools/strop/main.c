@@ -3,6 +3,7 @@
  * models, and inspects model and weight files. A thin client of the public API. */
 #include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -610,6 +611,22 @@ static int cmd_predict(const opts *o) {
   return rc;
 }
 
+/* The library's warnings (a step skipped for a non-finite loss, a failed trial, a torn trials
+ * line cut off) on stderr: without a handler the library is silent, and a run whose every step
+ * was skipped looked like one that trained. The first TOOL_MAX_WARNINGS, then a count. */
+enum { TOOL_MAX_WARNINGS = 8 };
+static _Atomic int g_warnings;
+
+static void on_log(int level, const char *message, void *user) {
+  (void)user;
+  const int n = atomic_fetch_add(&g_warnings, 1);
+  if (n < TOOL_MAX_WARNINGS)
+    fprintf(stderr, "strop: %s: %s\n", level == STROP_LOG_ERROR ? "error" : "warning", message);
+  else if (n == TOOL_MAX_WARNINGS)
+    fprintf(stderr, "strop: warning: more warnings follow; only the first %d are shown\n",
+            TOOL_MAX_WARNINGS);
+}
+
 int main(int argc, char **argv) {
   opts o;
   int rc = tool_parse_args(argc, argv, &o);
@@ -619,6 +636,7 @@ int main(int argc, char **argv) {
     return EXIT_USAGE;
   }
   signal(SIGINT, on_sigint);
+  strop_set_log_handler(on_log, STROP_LOG_WARN, NULL);
   if (!strcmp(o.cmd, "train")) return cmd_run(&o, STROP_RUN_TRAIN);
   if (!strcmp(o.cmd, "finetune")) return cmd_run(&o, STROP_RUN_FINETUNE);
   if (!strcmp(o.cmd, "tune")) return cmd_tune(&o);
