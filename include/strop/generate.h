@@ -92,7 +92,11 @@ typedef struct strop_generate_options {
                                     summed log-probabilities over its generated length to the
                                     power length_penalty. Needs temperature 0; stop_strings are
                                     refused. Tokens reach on_token / on_row_token after the
-                                    search, in order. Appended in 0.2 (beam search). */
+                                    search, in order (so a search cannot be cancelled through
+                                    them). STROP_E_NOMEM before the search when the beams'
+                                    scores over the vocabulary alone pass the machine's free
+                                    memory (strop_memory_available()). Appended in 0.2 (beam
+                                    search). */
   float length_penalty; /**< Beam search: the exponent above; 1 (default); > 0 favours
                                     longer hypotheses, < 0 shorter ones. */
   int early_stopping;   /**< Beam search: 1 stops once num_beams hypotheses have finished; 0

@@ -418,6 +418,15 @@ static strop_status beam_one(const char *fn, strop_model *model, const int64_t *
   const int64_t B = o->num_beams;
   const int64_t maxgen = want < ctx - len + 1 ? want : ctx - len + 1;
   const int64_t keep = (o->num_stop_ids + 1 > 2 ? o->num_stop_ids + 1 : 2) * B;
+  /* the beams' logits and marks alone (B rows of the vocabulary, a float and two bytes each)
+   * against the machine's room: 100000 beams grew to gigabytes before */
+  size_t room = 0;
+  const double need = (double)B * (double)vocab * (sizeof(float) + 2.0);
+  if (strop_memory_available(&room, NULL, 0) == STROP_OK && need > (double)room)
+    return strop__err(STROP_E_NOMEM,
+                      "%s: num_beams %lld needs %.1f GB for the beams' scores over the %lld "
+                      "words alone, more than the %.1f GB this machine has free; use fewer beams",
+                      fn, (long long)B, need / 1e9, (long long)vocab, (double)room / 1e9);
   strop__decode dec;
   strop_status st = decode_open(model, n_attn, len + maxgen - 1 > len ? len + maxgen - 1 : len,
                                 &dec);

@@ -233,6 +233,9 @@ int tool_cmd_generate(const tool_opts *o, volatile sig_atomic_t *interrupted) {
   go.top_k = o->top_k;
   go.top_p = (float)o->top_p;
   go.num_beams = o->num_beams > 1 ? o->num_beams : 1;
+  /* a beam search calls back only once it is done, so it cannot see the interrupt flag: Ctrl-C
+   * stops the process itself (nothing is being written) */
+  if (go.num_beams > 1) signal(SIGINT, SIG_DFL);
   go.seed = o->seed >= 0 ? (uint64_t)o->seed : 0;
   if (eos >= 0) {
     go.stop_ids = &eos;

@@ -132,6 +132,10 @@ def sequence_logprob(m, prompt, ids):
 def test_beam_search(model):
     prompt = [5, 77, 12]
     assert model.generate(prompt, 6, num_beams=1) == model.generate(prompt, 6)
+    # more beams than the machine can hold the scores of: refused before any is allocated
+    with pytest.raises(strop.OutOfMemory, match=r"num_beams 1000000000000 needs .* GB for the "
+                                                 r"beams' scores"):
+        model.generate(prompt, 6, num_beams=10**12)
     got = model.generate(prompt, 6, num_beams=4, length_penalty=0.0)
     assert len(got) == 6 and all(0 <= i < V for i in got)
     # with no length penalty the best of four beams is at least as likely as the greedy
