@@ -124,6 +124,12 @@ START_TEST(validation_errors) {
       {"a: *x\n", "YAML"},
       {"model: {spec: [\n", "<string>:"},
       {"", "the recipe is empty"},
+      /* a bad byte at its line and column (the YAML reader's offset: the quote the lone 0xe9
+       * needed as its second byte; 1:1 before), é counted
+       * as one column */
+      {"seed: 1\ndescription: \"\xc3\xa9"
+       "caf\xe9\"\n",
+       "<string>:2:20: invalid trailing UTF-8 octet"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     strop_recipe *r = (strop_recipe *)1;

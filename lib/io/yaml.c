@@ -116,6 +116,17 @@ strop_status strop__yaml_parse(const char *fn, const char *file, const char *tex
     if (!yaml_parser_parse(&parser, &ev)) {
       if (parser.error == YAML_MEMORY_ERROR) {
         st = STROP__NOMEM(fn);
+      } else if (parser.error == YAML_READER_ERROR) {
+        /* the reader (bad UTF-8, a control character) gives a byte offset, not a mark: its
+         * line and column counted here (they read 1:1 before) */
+        size_t off = parser.problem_offset < len ? parser.problem_offset : len;
+        int line = 1, col = 1;
+        for (size_t i = 0; i < off; i++) {
+          if (text[i] == '\n') line++, col = 1;
+          else if (((unsigned char)text[i] & 0xC0) != 0x80) col++; /* characters, not bytes */
+        }
+        st = yerr(fn, file, line, col, STROP_E_FORMAT, "%s (byte %zu of the file)",
+                  parser.problem ? parser.problem : "unreadable YAML", off);
       } else {
         yaml_mark_t mk = parser.problem_mark;
         st = yerr(fn, file, (int)mk.line + 1, (int)mk.column + 1, STROP_E_FORMAT, "%s%s%s",
