@@ -2098,8 +2098,11 @@ strop_status strop_trainer_fit(strop_trainer *t, strop_batch_iter *train, strop_
       if ((s = dist_stop(t, fn, want_stop, &halt))) break;
       if (halt) {
         s = strop__err(
-            STROP_E_CANCELLED, "%s: stopped by the progress callback at epoch %lld, step %lld%s",
-            fn, (long long)epoch, (long long)t->ep_batches, want_stop ? "" : " (another rank's)");
+            STROP_E_CANCELLED,
+            "%s: stopped by the progress callback in epoch %lld (counted from 1), after its "
+            "step %lld%s",
+            fn, (long long)epoch + 1, (long long)t->ep_batches,
+            want_stop ? "" : " (another rank's)");
         break;
       }
       if (o.max_steps > 0 && fit_steps >= o.max_steps) stop = 1;

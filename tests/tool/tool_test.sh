@@ -592,6 +592,15 @@ Y
   "$strop" train long.yaml --quiet --epochs 60 --resume > /dev/null || fail "resume after kill -9"
   cmp -s long_whole.safetensors out/w.safetensors || fail "weights after kill -9 and resume differ"
   ls out/ck | grep -q '\.tmp\.' && fail "a temporary file of the killed run is left: $(ls out/ck)"
+  # Ctrl-C: exit 130, the epoch counted from 1 as the progress lines count it, and the way on
+  rm -rf out
+  "$strop" train long.yaml > int.txt 2>&1 & pid=$!
+  for _ in $(seq 1 500); do [ -s out/ck/ck.safetensors ] && break; sleep 0.01; done
+  kill -INT "$pid"; wait "$pid"; rc=$?
+  [ "$rc" -eq 130 ] || fail "Ctrl-C: exit $rc, expected 130: $(tail -3 int.txt)"
+  grep -qF "strop train: interrupted (strop_trainer_fit: stopped by the progress callback in epoch" int.txt || fail "Ctrl-C: $(tail -3 int.txt)"
+  grep -qF "'--resume' continues from the last checkpoint (output.checkpoint)" int.txt || fail "Ctrl-C: no way on: $(tail -3 int.txt)"
+  grep -q "in epoch 0 " int.txt && fail "Ctrl-C: an epoch counted from 0: $(tail -3 int.txt)"
   # a full output folder (a 1 KiB file size limit) fails before the first epoch, naming it
   rm -rf out
   out=$( (trap '' XFSZ; ulimit -f 1; "$strop" train r.yaml) 2>&1); rc=$?

@@ -143,7 +143,19 @@ static int cmd_run(const opts *o, int mode) {
   strop_run *run = NULL;
   strop_status s = strop_recipe_run(r, &ro, &run);
   tool_progress_end(&pg);
-  if (s) {
+  if (s == STROP_E_CANCELLED && g_interrupted) {
+    /* what an interrupted run leaves, and how to go on */
+    char ck[512];
+    const int has_ck = strop_recipe_get(r, "output.checkpoint", ck, sizeof ck) > 0;
+    fprintf(stderr,
+            "strop %s: interrupted (%s); the outputs of an earlier run are as they were.\n"
+            "  %s\n",
+            o->cmd, strop_last_error(),
+            has_ck ? "'--resume' continues from the last checkpoint (output.checkpoint)"
+                   : "set output.checkpoint and train.checkpoint_every to be able to "
+                     "'--resume' an interrupted run");
+    rc = EXIT_INTERRUPTED;
+  } else if (s) {
     rc = report_error(o->cmd, s);
   } else {
     if (o->json) tool_report_json(stdout, o->cmd, o->args[0], run);
