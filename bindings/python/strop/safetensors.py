@@ -50,8 +50,15 @@ def _dtype_name(dt):
 
 
 def _to_bf16_bits(a):
-    u = np.ascontiguousarray(a, dtype="<f4").view("<u4").astype(np.uint64)
-    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype("<u2")
+    """round to nearest even; a NaN stays a NaN (its rounding carry would reach the sign and
+    make 0x7fffffff a -0.0): its top half with the quiet bit set, as torch gives"""
+    f = np.ascontiguousarray(a, dtype="<f4")
+    u = f.view("<u4").astype(np.uint64)
+    r = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype("<u2")
+    nan = np.isnan(f)
+    if nan.any():
+        r[nan] = ((u[nan] >> 16) | 0x0040).astype("<u2")
+    return r
 
 
 def save(path, tensors, metadata=None, bf16=()):
@@ -60,11 +67,14 @@ def save(path, tensors, metadata=None, bf16=()):
     metadata: dict of strings stored as "__metadata__". Names listed in bf16 are stored as
     BF16. float16 arrays are stored as F16, int64 as I64, and so on.
     """
+    if isinstance(bf16, str):  # one name, not its letters ("h" in "head.weight")
+        bf16 = (bf16,)
+    bf16 = set(bf16)
     header, blobs, off = {}, [], 0
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
     for name, value in tensors.items():
-        if name == "__metadata__" or not name:
+        if name == "__metadata__" or not name or "\0" in name:
             raise SafetensorsError(f"invalid tensor name {name!r}")
         a = np.asarray(value)
         if not a.flags.c_contiguous:  # (np.ascontiguousarray would turn a scalar into [1])

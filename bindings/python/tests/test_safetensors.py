@@ -102,6 +102,34 @@ def test_bf16_rounding_is_nearest_even():
     bits = st._to_bf16_bits(x)
     back = (bits.astype("<u4") << 16).view("<f4")
     np.testing.assert_array_equal(back, [1.0, 1.0, 1.015625, -2.5, np.inf])
+    # NaNs stay NaNs with their sign, whatever their payload (0x7fffffff rounded to -0.0), as
+    # torch's bfloat16 gives; the largest finite float rounds to infinity, as torch's does
+    nans = np.array([0x7FFFFFFF, 0xFFFFFFFF, 0x7FC00000, 0x7F800001, 0x7F7FFFFF],
+                    dtype="<u4").view("<f4")
+    back = (st._to_bf16_bits(nans).astype("<u4") << 16).view("<f4")
+    assert np.isnan(back[:4]).all() and list(np.signbit(back[:4])) == [False, True, False, False]
+    assert back[4] == np.inf
+    try:
+        import torch
+    except ImportError:
+        return
+    ref = torch.from_numpy(nans.copy()).to(torch.bfloat16).to(torch.float32).numpy()
+    np.testing.assert_array_equal(np.isnan(ref), np.isnan(back))
+    np.testing.assert_array_equal(ref[4:], back[4:])
+
+
+def test_bf16_names(tmp_path):
+    """bf16 as one name is that name, not its letters; a name with a NUL is refused (the
+    reader refuses it)"""
+    p = tmp_path / "n.safetensors"
+    st.save(p, {"h": np.ones(2, np.float32), "head.weight": np.ones(2, np.float32)},
+            bf16="head.weight")
+    with open(p, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        h = json.loads(f.read(n))
+    assert h["h"]["dtype"] == "F32" and h["head.weight"]["dtype"] == "BF16"
+    with pytest.raises(st.SafetensorsError, match="invalid tensor name"):
+        st.save(p, {"a\0b": np.ones(2, np.float32)})
 
 
 @pytest.mark.parametrize("name", sorted(os.listdir(os.path.join(FIXTURES, "broken"))))
