@@ -44,15 +44,24 @@ def load_image(path, channels=3):
 
 
 def _check_ds(status):
-    """check(), re-raising an exception from a Python fill callback as itself."""
+    """check(), re-raising an exception from a Python fill callback as itself — when it is
+    the one this call's error reports (its text is in the library's sentence): one left by an
+    abandoned prefetch, or raised in another thread, is dropped, not raised in its place."""
     if status != 0:
-        if status == -11 and _callbacks.dataset_pending.exc is not None:
+        pend = _callbacks.dataset_pending
+        if status == -11 and pend.exc is not None:
             err = error_for_status(status)
-            try:
-                _callbacks.dataset_pending.reraise()
-            except BaseException as e:
-                raise e from err
+            exc, pend.exc = pend.exc, None
+            text = _callback_text(exc)[:60]
+            if text in str(err):
+                raise exc from err
+            raise err
         raise error_for_status(status)
+
+
+def _callback_text(e):
+    """what the fill trampoline tells the library of an exception e"""
+    return f"{type(e).__name__}: {e}".encode("utf-8", "replace").decode("utf-8", "replace")
 
 
 @_lib.RELEASE_FN
@@ -76,7 +85,7 @@ def _fill_trampoline(state):
             return 0
         except BaseException as e:  # noqa: B902 — carried to the caller
             _callbacks.dataset_pending.capture(e)
-            msg = f"{type(e).__name__}: {e}".encode("utf-8", "replace")[:cap - 1]
+            msg = _callback_text(e).encode("utf-8", "replace")[:cap - 1]
             ctypes.memmove(message, msg + b"\0", len(msg) + 1)
             return 1
     return _lib.FILL_FN(fill)

@@ -92,3 +92,29 @@ def test_batch_sizes_below_one(mlp):
         with pytest.raises(strop.InvalidArgument, match="batch_size must be at least 1"):
             mlp.predict(x, batch_size=b)
     assert mlp.predict(x, batch_size=2).shape == (3,)
+
+
+def test_a_stale_callback_exception_is_not_raised_for_another_error():
+    """An exception of a fill callback that a prefetch thread met, and that no call reported
+    (the iterator was closed first), is not raised in place of a later, unrelated error."""
+    import time
+
+    def bad(i):
+        if i == 1:
+            raise KeyError("boom from dataset A")
+        return np.zeros(8, np.float32), 0
+
+    a = strop.Dataset.from_callback(4, bad, (8,), (), num_classes=3)
+    it = a.batches(1, prefetch=True)  # the prefetch thread reads sample 1 ahead
+    it.next_batch()
+    time.sleep(0.2)
+    it.close()
+    a.close()
+    b = strop.Dataset.from_callback(4, lambda i: (np.zeros(8, np.float32), 7), (8,), (),
+                                    num_classes=3)
+    with pytest.raises(strop.CallbackError, match="the label 7"):
+        b[0]
+    # and this call's own exception still comes back as itself
+    c = strop.Dataset.from_callback(4, bad, (8,), (), num_classes=3)
+    with pytest.raises(KeyError, match="boom from dataset A"):
+        c[1]
