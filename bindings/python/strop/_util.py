@@ -28,6 +28,18 @@ def enc(s):
     return b
 
 
+def choose(table, value, what):
+    """table[value] for a name (any case), an int as it is; InvalidArgument listing the names
+    for an unknown one (a bare KeyError said nothing of what was asked)."""
+    if isinstance(value, str):
+        try:
+            return table[value.lower()] if value.lower() in table else table[value]
+        except KeyError:
+            raise InvalidArgument(f"unknown {what} {value!r}; known: "
+                                  f"{', '.join(map(str, table))}") from None
+    return int(value)
+
+
 def snprintf_string(fn, *args):
     """Calls an snprintf-style getter fn(*args, buf, cap) -> length; returns str or None (-1)."""
     n = fn(*args, None, 0)

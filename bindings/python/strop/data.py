@@ -8,7 +8,8 @@ import numpy as np
 
 from . import _callbacks, _lib
 from ._handle import Handle, handle_of
-from ._util import as_f32, as_i64, as_token_types, dims_array, enc, shape_of, snprintf_string
+from ._util import (as_f32, as_i64, as_token_types, choose, dims_array, enc, shape_of,
+                    snprintf_string)
 from .errors import InvalidArgument, check, error_for_status
 
 __all__ = ["Dataset", "BatchIterator", "Vocab", "CLASSES_INFER", "load_image"]
@@ -22,7 +23,7 @@ _RESIZE_MODES = {"nearest": 0, "bilinear": 1, "bilinear_aa": 2}
 
 
 def _mode(mode):
-    return _RESIZE_MODES[mode] if isinstance(mode, str) else int(mode)
+    return choose(_RESIZE_MODES, mode, "resize mode")
 
 
 def _text_of(fn, *args):
@@ -134,6 +135,10 @@ class Dataset(Handle):
         the library copy (strop_dataset_from_memory).
         """
         xa = as_f32(x, "x")
+        if xa.ndim == 0:
+            from .errors import ShapeError
+            raise ShapeError("Dataset.from_numpy: x is a scalar; give N samples, shaped "
+                             "(N, *input_shape)")
         if xa.ndim == 1:
             xa = xa.reshape(-1, 1)
         ya_in = np.asarray(y)
@@ -219,8 +224,7 @@ class Dataset(Handle):
         if name is not None:
             o.label_name = name
         if label_mode is not None:
-            o.label_mode = _CSV_LABEL_MODES[label_mode] if isinstance(label_mode, str) \
-                else int(label_mode)
+            o.label_mode = choose(_CSV_LABEL_MODES, label_mode, "label_mode")
         if num_classes is not None:
             o.num_classes = int(num_classes)
         out = ctypes.c_void_p()
@@ -683,7 +687,7 @@ class Vocab(Handle):
     def build(cls, paths, mode="chars"):
         if isinstance(paths, (str, bytes, os.PathLike)):
             paths = [paths]
-        m = {"bytes": 0, "chars": 1}[mode] if isinstance(mode, str) else int(mode)
+        m = choose({"bytes": 0, "chars": 1}, mode, "mode")
         arr = (ctypes.c_char_p * max(1, len(paths)))(*[enc(os.fspath(p)) for p in paths])
         out = ctypes.c_void_p()
         check(_lib.lib.strop_vocab_build(arr, len(paths), m, ctypes.byref(out)))

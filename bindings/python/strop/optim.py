@@ -8,7 +8,7 @@ import numpy as np
 from . import _lib
 from ._handle import Handle, handle_of
 from ._knobs import KNOB_INT, KNOB_LIST, KnobTable
-from ._util import as_i64
+from ._util import as_i64, choose
 from .errors import InvalidArgument, check
 
 __all__ = ["Optimizer", "Scheduler", "OPTIMIZER_KINDS", "SCHEDULER_KINDS"]
@@ -24,12 +24,7 @@ SCHEDULER_KNOBS = dict(_SCH.keys)
 
 
 def _kind(table, kind, what):
-    if isinstance(kind, str):
-        try:
-            return table[kind.lower()]
-        except KeyError:
-            raise InvalidArgument(f"unknown {what} '{kind}'; known: {', '.join(table)}") from None
-    return int(kind)
+    return choose(table, kind, what)
 
 
 class Optimizer(Handle):

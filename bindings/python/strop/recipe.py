@@ -9,7 +9,7 @@ from typing import Optional
 from . import _lib
 from ._callbacks import Pending
 from ._handle import Handle
-from ._util import checked_string, enc, snprintf_string
+from ._util import checked_string, choose, enc, snprintf_string
 from .data import _check_ds
 from .errors import Cancelled, NotFound, check, error_for_status
 
@@ -124,7 +124,7 @@ class Recipe(Handle):
         continues from output.checkpoint when it exists (as ``strop finetune --resume``)."""
         o = _lib.strop_run_options()
         _lib.lib.strop_run_options_init(ctypes.byref(o))
-        o.mode = {"finetune": 0, "train": 1}[mode] if isinstance(mode, str) else int(mode)
+        o.mode = choose({"finetune": 0, "train": 1}, mode, "mode")
         o.write_outputs = 1 if write_outputs else 0
         o.baselines = 1 if baselines else 0
         o.base_model = base_model._h if base_model is not None else None

@@ -7,6 +7,7 @@ import numpy as np
 
 from . import _lib
 from ._handle import Handle
+from ._util import choose
 from .errors import check
 
 __all__ = ["Rng", "set_num_threads", "get_num_threads", "set_log_handler", "version",
@@ -69,7 +70,7 @@ def set_log_handler(fn, max_level="info"):
     """Installs ``fn(level: int, message: str)`` as the library's log handler (None silences
     it). It may be called from library worker threads; exceptions in it are ignored."""
     global _log_cb
-    lvl = LOG_LEVELS[max_level] if isinstance(max_level, str) else int(max_level)
+    lvl = choose(LOG_LEVELS, max_level, "log level")
     with _log_lock:
         if fn is None:
             _lib.lib.strop_set_log_handler(_lib.LOG_FN(), lvl, None)

@@ -11,7 +11,7 @@ import numpy as np
 from . import _lib
 from ._handle import Handle, handle_of
 from ._knobs import KNOB_INT, KnobTable
-from ._util import as_f32, as_token_types, dims_array, enc, shape_of
+from ._util import as_f32, as_token_types, choose, dims_array, enc, shape_of
 from .data import BatchIterator, Dataset, _check_ds
 from .errors import Cancelled, InvalidArgument, check, error_for_status
 from .tensor import Tensor
@@ -312,7 +312,7 @@ class Trainer(Handle):
         _lib.lib.strop_fit_options_init(ctypes.byref(o))
         o.epochs = int(epochs)
         if monitor is not None:
-            o.monitor = MONITORS[monitor] if isinstance(monitor, str) else int(monitor)
+            o.monitor = choose(MONITORS, monitor, "monitor")
         o.patience = int(patience)
         o.min_delta = float(min_delta)
         o.restore_best = 1 if restore_best else 0

@@ -9,7 +9,7 @@ from . import _lib
 from ._callbacks import Pending
 from ._handle import Handle
 from ._knobs import KNOB_INT, KnobTable
-from ._util import enc
+from ._util import choose, enc
 from .errors import Cancelled, InvalidArgument, check, error_for_status
 
 __all__ = ["Tuner", "Trial", "TrialPruned", "TrialFailed"]
@@ -112,8 +112,8 @@ class Tuner(Handle):
     """
 
     def __init__(self, strategy="random", seed=0, direction="minimize", **knobs):
-        s = STRATEGIES[strategy] if isinstance(strategy, str) else int(strategy)
-        d = DIRECTIONS[direction] if isinstance(direction, str) else int(direction)
+        s = choose(STRATEGIES, strategy, "strategy")
+        d = choose(DIRECTIONS, direction, "direction")
         out = ctypes.c_void_p()
         check(_lib.lib.strop_tuner_create(s, int(seed), d, ctypes.byref(out)))
         self._own(out.value, _lib.lib.strop_tuner_free)
@@ -193,7 +193,7 @@ class Tuner(Handle):
 
     def tell(self, trial, value, status="ok"):
         tid = trial.id if isinstance(trial, Trial) else int(trial)
-        s = STATUS[status] if isinstance(status, str) else int(status)
+        s = choose(STATUS, status, "trial status")
         v = math.nan if value is None else float(value)
         check(_lib.lib.strop_tuner_tell(self._h, tid, v, s))
 

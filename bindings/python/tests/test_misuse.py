@@ -118,3 +118,14 @@ def test_a_stale_callback_exception_is_not_raised_for_another_error():
     c = strop.Dataset.from_callback(4, bad, (8,), (), num_classes=3)
     with pytest.raises(KeyError, match="boom from dataset A"):
         c[1]
+
+
+def test_unknown_words_list_the_known_ones(mlp):
+    for call, what in ((lambda: strop.Tuner("bayesian"), "strategy 'bayesian'; known: grid"),
+                       (lambda: strop.Tuner("random", direction="down"), "direction 'down'"),
+                       (lambda: strop.set_log_handler(print, "loud"), "log level 'loud'"),
+                       (lambda: strop.Optimizer(mlp, "adamm"), "optimizer kind 'adamm'")):
+        with pytest.raises(strop.InvalidArgument, match=what):
+            call()
+    with pytest.raises(strop.ShapeError, match="x is a scalar"):
+        strop.Dataset.from_numpy(np.float32(1), np.int64(0))
