@@ -665,8 +665,11 @@ typedef enum strop_monitor {
  */
 typedef struct strop_fit_options {
   size_t size;                 /**< sizeof(strop_fit_options), set by _init. */
-  int64_t epochs;              /**< Epochs to run, counted by the training iterator's epoch
-                                     number (default 10). */
+  int64_t epochs;              /**< The training iterator's epoch number to stop at
+                                     (default 10): it counts over the iterator's life, so a
+                                     second fit on the same iterator runs only the epochs
+                                     still missing (none when it has reached @c epochs); a
+                                     new iterator starts at 0. */
   int monitor;                 /**< strop_monitor (default val loss; train loss without
                                      validation data). */
   int64_t patience;            /**< Epochs without improvement before stopping; 0 = never. */

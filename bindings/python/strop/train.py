@@ -306,7 +306,12 @@ class Trainer(Handle):
         one). ``progress(p: Progress)`` is called after each optimizer step and each epoch;
         returning a true value stops training (fit then returns normally); an exception raised
         in it stops training cleanly and is re-raised here as itself. Returns the history:
-        a list of per-epoch dicts."""
+        a list of per-epoch dicts.
+
+        ``epochs`` is the iterator's epoch number to stop at, counted over the iterator's life
+        (strop_fit_options.epochs): a second ``fit`` on the same iterator runs only the epochs
+        still missing — none, returning ``[]``, when it already reached ``epochs``. Pass a
+        larger ``epochs`` or a new BatchIterator to train more."""
         from ._callbacks import Pending
         o = _lib.strop_fit_options()
         _lib.lib.strop_fit_options_init(ctypes.byref(o))
