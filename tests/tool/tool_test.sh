@@ -72,6 +72,7 @@ PY
   expect 0 "layer1.0.conv1.weight" -- "$strop" inspect "$work/one.safetensors"
   expect 0 "name: conv1" -- "$strop" import "$work/r18.safetensors" --arch resnet18
   expect 3 "single safetensors file" -- "$strop" import "$work/r18.safetensors"
+  expect 3 "name it with --arch NAME; 'strop import --list' lists the names" -- "$strop" import "$work/r18.safetensors"
   expect 3 "resnet9000" -- "$strop" import "$work/r18.safetensors" --arch resnet9000
   expect 1 "no such file or folder" -- "$strop" import "$work/nope" --arch resnet18
   expect 3 "missing" -- "$strop" import "$work/r18.safetensors" --arch resnet34
@@ -465,6 +466,14 @@ P
   "$strop" predict "$work/pngout/finetuned.yaml" "$work/pngout/finetuned.safetensors" "$work/x_first.npy" --top 2 > "$work/p_npy.txt" || fail "predict npy"
   sed 's/^0: [^:]*:/0:/' "$work/p_png.txt" | cmp -s - "$work/p_npy.txt" || fail "predict on the PNG ($(cat "$work/p_png.txt")) differs from the .npy row ($(cat "$work/p_npy.txt"))"
   echo "ok: predict on $first: $(cat "$work/p_png.txt")"
+  # an image of another size, on a model without input.resize: the file, its size, the way on
+  /usr/bin/python3 - "$first" "$work/wide.png" <<'P' || fail "writing wide.png"
+import sys
+from PIL import Image
+Image.open(sys.argv[1]).resize((100, 50)).save(sys.argv[2])
+P
+  expect 3 "wide.png is 100 x 50 pixels: strop_model_predict: the input" -- "$strop" predict "$work/pngout/finetuned.yaml" "$work/pngout/finetuned.safetensors" "$work/wide.png"
+  expect 3 "resize the image, or fine-tune with a recipe that resizes" -- "$strop" predict "$work/pngout/finetuned.yaml" "$work/pngout/finetuned.safetensors" "$work/wide.png"
   ;;
 demo_fashion|demo_digits)
   [ -f "$FASHION/train-images-idx3-ubyte.gz" ] || { echo "skip: $FASHION missing"; exit 77; }
@@ -1224,7 +1233,8 @@ PY
   expect 0 "usage: strop generate" -- "$strop" generate --help
   expect 2 "expected MODEL_DIR" -- "$strop" generate
   expect 2 "--temperature takes a number" -- "$strop" generate "$work/gpt" --temperature hot
-  expect 3 "top_p must be in (0, 1]" -- "$strop" generate "$work/gpt" --prompt hello --top-p 2
+  # checked with the other options, before the prompt is printed (exit 2, not 3 after the prompt)
+  expect 2 "--top-p takes a probability in (0, 1], got '2'" -- "$strop" generate "$work/gpt" --prompt hello --top-p 2
   expect 2 "neither a beginning- nor an end-of-sequence token" -- "$strop" generate "$work/gpt"
   expect 1 "" -- "$strop" generate "$work/none"
   # --chat: the folder's chat template renders the prompt as a user message; only the reply

@@ -334,6 +334,11 @@ static int cmd_import(const opts *o) {
   po.max_length = o->max_length;
   strop_model *m = NULL;
   strop_status s = strop_model_load_pretrained(o->args[0], o->arch, &po, &m, NULL);
+  if (s == STROP_E_INVALID_ARG && !o->arch && strstr(strop_last_error(), "single safetensors")) {
+    report_error("import", s); /* the library's sentence names its C function: the tool's way */
+    fprintf(stderr, "  name it with --arch NAME; 'strop import --list' lists the names\n");
+    return EXIT_INPUT;
+  }
   if (s) return report_error("import", s);
   if (o->output) s = strop_model_save_spec(m, o->output);
   if (!s && o->weights_out) s = strop_model_save_weights(m, o->weights_out);
@@ -600,13 +605,24 @@ static int cmd_predict(const opts *o) {
       s = strop_tensor_reshape(img, 4, d, &one);
     }
     if (!s) s = strop_model_predict(m, one, o->top > 4096 ? 4096 : (int)o->top, &q);
+    if (s == STROP_E_SHAPE) { /* which image, and what would fit */
+      char why[512];
+      snprintf(why, sizeof why, "%s", strop_last_error());
+      const int resizes = strop_model_get_meta(m, "input.resize", NULL, 0) >= 0;
+      fprintf(stderr, "strop predict: error: %s is %lld x %lld pixels: %s\n%s", o->args[f],
+              (long long)d[3], (long long)d[2], why,
+              resizes ? ""
+                      : "  (the model records no input.resize to bring an image to its size; "
+                        "resize the image, or fine-tune with a recipe that resizes)\n");
+      rc = EXIT_INPUT;
+    }
     strop_tensor_free(img);
     strop_tensor_free(one);
     if (!s) s = print_prediction(o, q, f - 2, o->args[f]);
     strop_prediction_free(q);
   }
   if (images) {
-    if (s) rc = report_error("predict", s);
+    if (s && !rc) rc = report_error("predict", s);
     else if (o->json) printf("\n");
     strop_model_free(m);
     return rc;

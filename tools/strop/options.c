@@ -329,6 +329,10 @@ int tool_parse_args(int argc, char **argv, tool_opts *o) {
         fprintf(stderr, "strop %s: %s takes a number >= 0, got '%s'\n", o->cmd, opt->name, v);
         return TOOL_EXIT_USAGE;
       }
+      if (!strcmp(opt->name, "--top-p") && !(x > 0.0 && x <= 1.0)) { /* before any output */
+        fprintf(stderr, "strop %s: --top-p takes a probability in (0, 1], got '%s'\n", o->cmd, v);
+        return TOOL_EXIT_USAGE;
+      }
       *(double *)field = x;
     } else {
       /* a cap of 0 epochs would mean no cap, and the top 0 classes nothing: both from 1 */
