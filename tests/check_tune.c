@@ -1107,6 +1107,15 @@ START_TEST(trials_file_roundtrip) {
 }
 END_TEST
 
+/* the trials a new search of space() reads back from path */
+static int64_t trials_in(const char *path) {
+  strop_tuner *t = space(STROP_TUNE_RANDOM, 1);
+  OK(strop_tuner_resume(t, path));
+  const int64_t n = strop_tuner_num_trials(t);
+  strop_tuner_free(t);
+  return n;
+}
+
 /* A resumed random search draws what the uninterrupted one would have. */
 START_TEST(resume_continues_stream) {
   char *path = tmp_path("stream.jsonl");
@@ -1179,10 +1188,7 @@ START_TEST(resume_errors) {
   OK(strop_tuner_set_log(t, path));
   OK(strop_tuner_tell(t, id, 0.25, STROP_TRIAL_OK));
   strop_tuner_free(t);
-  t = space(STROP_TUNE_RANDOM, 1);
-  OK(strop_tuner_resume(t, path));
-  ck_assert_int_eq(strop_tuner_num_trials(t), 2);
-  strop_tuner_free(t);
+  ck_assert_int_eq(trials_in(path), 2);
   /* a last line without its newline that reads whole (an edited file): kept, and the next
    * line starts after it */
   f = fopen(path, "w");
@@ -1190,17 +1196,14 @@ START_TEST(resume_errors) {
         "\"data.batch_size\":32,\"optimizer.name\":\"adam\"}}",
         f);
   fclose(f);
+  ck_assert_int_eq(trials_in(path), 1);
   t = space(STROP_TUNE_RANDOM, 1);
   OK(strop_tuner_resume(t, path));
-  ck_assert_int_eq(strop_tuner_num_trials(t), 1);
   OK(strop_tuner_set_log(t, path));
   OK(strop_tuner_ask(t, &id));
   OK(strop_tuner_tell(t, id, 0.5, STROP_TRIAL_OK));
   strop_tuner_free(t);
-  t = space(STROP_TUNE_RANDOM, 1);
-  OK(strop_tuner_resume(t, path));
-  ck_assert_int_eq(strop_tuner_num_trials(t), 2);
-  strop_tuner_free(t);
+  ck_assert_int_eq(trials_in(path), 2);
   t = space(STROP_TUNE_RANDOM, 1);
   ERR(strop_tuner_resume(t, "/nonexistent-dir/trials.jsonl"), STROP_E_IO, "nonexistent");
   strop_tuner_free(t);

@@ -247,6 +247,17 @@ BN_T static void group_sq_avx512(const bn_job *j, int64_t c0, int g, const doubl
   _mm512_storeu_pd(v, acc);
 }
 
+/* The dot pass's sums over cols positions of the group, transposed (r: x, e: dy, column q of
+ * each the group's values at one position): each channel's lane adds them in position order. */
+BN_INL void dot_cols(const __m256 *r, const __m256 *e, int64_t cols, __m512d m, __m512d *as,
+                     __m512d *ad) {
+  for (int k = 0; k < cols; k++) {
+    const __m512d gv = _mm512_cvtps_pd(e[k]);
+    *as = _mm512_add_pd(*as, gv);
+    *ad = _mm512_add_pd(*ad, _mm512_mul_pd(_mm512_sub_pd(_mm512_cvtps_pd(r[k]), m), gv));
+  }
+}
+
 /* The residual chain's gradient of the group's rows of image i (res_dy, through the fused
  * relu's select first as relu_dy: a, b per row, or none) into the stage's rows (l floats each),
  * handed on into the sum's other operand's gradient as it goes. A row at a time: the image's
@@ -301,11 +312,7 @@ BN_T static void group_dot_staged(const bn_job *j, int64_t c0, int g, const doub
       const __mmask8 mk = tail_mask(cols);
       load_cols(p, t, mk, r);
       load_cols(q, t, mk, e);
-      for (int k = 0; k < cols; k++) {
-        const __m512d gv = _mm512_cvtps_pd(e[k]);
-        as = _mm512_add_pd(as, gv);
-        ad = _mm512_add_pd(ad, _mm512_mul_pd(_mm512_sub_pd(_mm512_cvtps_pd(r[k]), m), gv));
-      }
+      dot_cols(r, e, cols, m, &as, &ad);
     }
   }
   _mm512_storeu_pd(sum, as);
@@ -332,11 +339,7 @@ BN_T static void group_dot_avx512(const bn_job *j, int64_t c0, int g, const doub
       const int64_t cols = j->l - t < 8 ? j->l - t : 8;
       const __mmask8 mk = tail_mask(cols);
       load_x_dy_cols(p, q, relu ? va : NULL, vb, j->res, &rr, g, t, mk, r, e);
-      for (int k = 0; k < cols; k++) {
-        const __m512d gv = _mm512_cvtps_pd(e[k]);
-        as = _mm512_add_pd(as, gv);
-        ad = _mm512_add_pd(ad, _mm512_mul_pd(_mm512_sub_pd(_mm512_cvtps_pd(r[k]), m), gv));
-      }
+      dot_cols(r, e, cols, m, &as, &ad);
     }
   }
   _mm512_storeu_pd(sum, as);
