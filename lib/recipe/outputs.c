@@ -546,7 +546,9 @@ strop_status strop__run_prepare_outputs(const strop_recipe *r) {
                                      "output.metrics", "output.plot",      "output.report",
                                      "output.lora",    "output.pretrained"};
   static const char *const ex_keys[] = {"output.export.spec", "output.export.weights"};
-  char seen[16][1024], path[1200], dir[1024], names[16][2048];
+  char seen[16][1024], path[1200], dir[1024];
+  char(*names)[2048] = strop__malloc(16 * sizeof *names); /* 32 KB: not on a host's stack */
+  if (!names) return STROP__NOMEM(FN);
   const char *named[16];
   int n = 0, nn = 0;
   /* the folder itself, even when no file is named (a probe file stands for its contents) */
@@ -563,6 +565,7 @@ strop_status strop__run_prepare_outputs(const strop_recipe *r) {
       if (strop__run_out_path(r, ex, i ? "weights" : "spec", path, sizeof path) &&
           !(s = ready_folder_of(path, seen, &n)))
         s = distinct_output(r, ex_keys[i], path, names, named, &nn);
+  strop__free(names);
   return s;
 }
 
