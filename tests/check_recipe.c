@@ -1509,6 +1509,11 @@ START_TEST(tune_errors_and_budget) {
   ck_assert_int_eq(strop_recipe_tune(r, &o, &t), STROP_E_FORMAT);
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "tune.trials_file"));
   ck_assert_int_eq(strop_recipe_set(r, "tune.best_recipe", "best.yaml"), STROP_OK);
+  /* no trial to run (-1 ran none and exited 0); the options' count overrides the recipe's */
+  ck_assert_int_eq(strop_recipe_set(r, "tune.trials", "-1"), STROP_OK);
+  ck_assert_int_eq(strop_recipe_tune(r, &o, &t), STROP_E_FORMAT);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "'trials' must be at least 1, got -1"));
+  ck_assert_int_eq(strop_recipe_set(r, "tune.trials", "4"), STROP_OK);
   o.time_budget = -1;
   ck_assert_int_eq(strop_recipe_tune(r, &o, &t), STROP_E_INVALID_ARG);
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "time_budget"));

@@ -625,10 +625,10 @@ strop_status strop_recipe_tune(const strop_recipe *r, const strop_tune_options *
   if (!s) s = strop__rd_int(r, tu, "seed", &seed);
   if (!s) s = strop__rd_int(r, tu, "trials", &trials);
   if (s) return s;
+  if (o.trials > 0) trials = o.trials;
   if (trials < 1) /* -1 ran no trial and reported "no trial finished ok" */
     return strop__recipe_err(FN, r, strop__ynode_get(tu, "trials"), STROP_E_FORMAT,
                              "'trials' must be at least 1, got %lld", (long long)trials);
-  if (o.trials > 0) trials = o.trials;
   if (!metric) metric = "val_accuracy";
   tctx tc;
   memset(&tc, 0, sizeof tc);
