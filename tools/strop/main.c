@@ -622,8 +622,11 @@ static int cmd_predict(const opts *o) {
     strop_prediction_free(q);
   }
   if (images) {
-    if (s && !rc) rc = report_error("predict", s);
-    else if (o->json) printf("\n");
+    if (!s) {
+      if (o->json) printf("\n");
+    } else if (!rc) {
+      rc = report_error("predict", s);
+    }
     strop_model_free(m);
     return rc;
   }
