@@ -13,7 +13,8 @@ from ._callbacks import Pending
 from ._handle import Handle
 from ._util import (as_f32, as_token_types, checked_string, dims_array, enc, shape_of,
                     snprintf_string)
-from .errors import InvalidArgument, NotFound, ShapeError, check, error_for_status
+from .errors import (InvalidArgument, NotFound, ShapeError, Unsupported, check,
+                     error_for_status)
 from .tensor import Tensor
 
 __all__ = ["Model", "ModelMeta", "Prediction", "LoadReport", "SafetensorsFile"]
@@ -627,8 +628,11 @@ class Model(Handle):
         """value as the float32 array of the named tensor's shape; ShapeError naming both
         shapes when it has another (as torch's load_state_dict: no silent reshaping)."""
         arr = as_f32(value, name)
-        with self.tensor(name) as t:
-            shape = tuple(t.shape)
+        try:
+            with self.tensor(name) as t:
+                shape = tuple(t.shape)
+        except Unsupported:  # an int64 buffer (num_batches_tracked): its one value, as C takes it
+            return arr
         if arr.shape != shape:
             raise ShapeError(f"tensor '{name}': the value has shape {arr.shape}, the tensor "
                              f"{shape}")

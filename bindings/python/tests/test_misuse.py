@@ -29,6 +29,19 @@ def test_values_of_another_shape_are_refused(mlp):
     np.testing.assert_array_equal(mlp["fc1.weight"], (w * 3).astype(np.float32))
 
 
+def test_an_int64_buffer_still_takes_its_value():
+    """a torch state_dict's num_batches_tracked (a 0-d int64) loads as before the shape check"""
+    m = strop.Model([2, 4, 4])
+    m.add("bn", "batchnorm2d", "num_features=2")
+    m.finalize(seed=0)
+    m.load_state_dict({"bn.num_batches_tracked": np.array(5, dtype=np.int64),
+                       "bn.weight": np.array([2.0, 3.0], np.float32)})
+    np.testing.assert_array_equal(m["bn.weight"], [2.0, 3.0])
+    with pytest.raises(strop.ShapeError):
+        m["bn.weight"] = np.ones((1, 2), np.float32)
+    m.close()
+
+
 def test_objects_in_the_wrong_slot(mlp, toy_data):
     x, y = toy_data
     opt = strop.Optimizer(mlp, "sgd", lr=0.1)
