@@ -815,7 +815,7 @@ START_TEST(outputs_ready_before_training) {
     epochs = 0;
     o.user_data = &epochs;
     strop_run *run = NULL;
-    ck_assert_int_eq(strop_recipe_run(r, &o, &run), STROP_E_INVALID_ARG);
+    ck_assert_int_eq(strop_recipe_run(r, &o, &run), STROP_E_FORMAT);
     ck_assert_int_eq(epochs, 0);
     ck_assert_msg(strstr(strop_last_error(), "output.weights and output.spec both name"), "%s",
                   strop_last_error());

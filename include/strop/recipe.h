@@ -216,8 +216,9 @@ STROP_API void strop_run_options_init(strop_run_options *o);
  * @return STROP_OK, or the first failure's status with a sentence naming the recipe section:
  *         STROP_E_INVALID_ARG (NULL, an uninitialised @p o); STROP_E_IO (a file cannot be
  *         read, an output folder cannot be created or written); STROP_E_FORMAT (a file or
- *         setting the run reads is malformed; resuming without output.checkpoint, or from a
- *         checkpoint another recipe or stage wrote); STROP_E_CANCELLED (the event callback
+ *         setting the run reads is malformed; two output keys naming one file; resuming without
+ *         output.checkpoint, or from a checkpoint another recipe or stage wrote);
+ *         STROP_E_CANCELLED (the event callback
  *         asked to stop); and the statuses of what the recipe asks for — loading the model
  *         and data, surgery, training and evaluation (STROP_E_NOT_FOUND, STROP_E_SHAPE,
  *         STROP_E_STATE, STROP_E_UNSUPPORTED, STROP_E_CALLBACK, STROP_E_NUMERIC) —;
@@ -448,8 +449,9 @@ STROP_API void strop_tune_options_init(strop_tune_options *o);
  * @param[out] out The tuner with every trial, owned by the caller (strop_tuner_free()); NULL
  *                 on error.
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL, an uninitialised @p o); STROP_E_FORMAT (no
- *         tune section, a bad parameter key, tune.best_recipe at the path of another output
- *         file, a malformed trials file: the sentence names file:line:col); STROP_E_IO (an
+ *         tune section, a bad parameter key, tune.trials below 1, tune.best_recipe at the path
+ *         of another output file, a malformed trials file: the sentence names file:line:col);
+ *         STROP_E_IO (an
  *         output or the trials file cannot be written); STROP_E_CANCELLED; the statuses of
  *         loading the model and data (as strop_recipe_run()) and of the tuner
  *         (strop_tuner_ask(): STROP_E_UNSUPPORTED, STROP_E_NUMERIC); STROP_E_NOMEM.

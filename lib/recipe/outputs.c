@@ -529,7 +529,7 @@ static strop_status distinct_output(const strop_recipe *r, const char *key, cons
   plain_path(path, plain, sizeof plain);
   for (int i = 0; i < *n; i++)
     if (!strcmp(names[i], plain))
-      return strop__err(STROP_E_INVALID_ARG,
+      return strop__err(STROP_E_FORMAT,
                         "%s: %s: %s and %s both name '%s': one would overwrite the other; give "
                         "each output its own file",
                         FN, r->file, keys[i], key, path);
