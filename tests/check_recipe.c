@@ -79,6 +79,13 @@ START_TEST(load_get_set) {
   ck_assert_int_eq(strop_recipe_set(r, "surgery", "[{lora: {match: \"body.0\", rank: 2}}]"),
                    STROP_OK);
   ck_assert_int_eq(strop_recipe_get(r, "surgery[0].lora.rank", buf, sizeof buf), 1);
+  /* an empty value (--set key=) or ~ is YAML's null: the key is not set, its default applies
+   * (docs/recipes.md) */
+  ck_assert_int_eq(strop_recipe_set(r, "stages[1].epochs", ""), STROP_OK);
+  ck_assert_int_eq(strop_recipe_get(r, "stages[1].epochs", buf, sizeof buf), -1);
+  ck_assert_int_eq(strop_recipe_set(r, "stages[1].epochs", "~"), STROP_OK);
+  ck_assert_int_eq(strop_recipe_get(r, "stages[1].epochs", buf, sizeof buf), -1);
+  ck_assert_int_eq(strop_recipe_set(r, "stages[1].epochs", "7"), STROP_OK);
   /* bad edits leave the recipe unchanged */
   ck_assert_int_eq(strop_recipe_set(r, "optimizer.lr", "fast"), STROP_E_FORMAT);
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "'lr' must be a number"));

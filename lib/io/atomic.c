@@ -188,6 +188,14 @@ strop_status strop__write_file_atomic(const char *fn, const char *path, const vo
   return strop__afile_commit(&f);
 }
 
+const char *strop__path_dir(const char *path, char *dir, size_t cap) {
+  const char *slash = strrchr(path, '/');
+  if (!slash) snprintf(dir, cap, ".");
+  else if (slash == path) snprintf(dir, cap, "/");
+  else snprintf(dir, cap, "%.*s", (int)(slash - path), path);
+  return slash ? slash + 1 : path;
+}
+
 strop_status strop__mkdirs(const char *fn, const char *path) {
   char tmp[4096];
   if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp)

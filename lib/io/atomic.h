@@ -35,6 +35,9 @@ strop_status strop__dir_probe(const char *fn, const char *dir);
 /* Creates the folder path and its missing parents (mkdir -p); an existing folder is fine.
  * STROP_E_IO naming fn and the folder that could not be made. */
 strop_status strop__mkdirs(const char *fn, const char *path);
+/* The folder of the file path into dir (cap bytes): "." for a bare name, "/" for a file at the
+ * root; returns the file's last component, a pointer into path. */
+const char *strop__path_dir(const char *path, char *dir, size_t cap);
 
 /* Test hook: every atomic writer fails once it has written more than n bytes in total
  * (counting from this call); a negative n switches the hook off. */

@@ -205,10 +205,9 @@ T512 void strop__vexp8(const double *x, double *out, int64_t n, int checked) {
 }
 
 /* A row's largest logit as ce_max gives it (a NaN first stays; otherwise NaN is never greater),
- * with its smallest (*mn, NaNs left out) and whether it holds a NaN (*nan) in the same read:
- * where none and mn - m >= VEXP_LO, every exponent of its sums and gradient is in vexp's
- * range */
-T512 static double ce_range512(const float *z, int64_t C, float *mn, int *nan) {
+ * with its smallest (*mn, NaNs left out) and whether it is clean (*clean) in the same read: no
+ * NaN and mn - m >= VEXP_LO, so every exponent of its sums and gradient is in vexp's range */
+T512 static double ce_range512(const float *z, int64_t C, float *mn, int *clean) {
   const float z0 = z[0];
   __m512 mx = _mm512_set1_ps(z0), mi = mx;
   __mmask16 bad = 0;
@@ -229,8 +228,9 @@ T512 static double ce_range512(const float *z, int64_t C, float *mn, int *nan) {
     lo = b[l] < lo ? b[l] : lo;
   }
   *mn = lo;
-  *nan = bad != 0;
-  return z0 != z0 ? z0 : m;
+  const double top = z0 != z0 ? z0 : m;
+  *clean = !bad && (double)lo - top >= VEXP_LO;
+  return top;
 }
 
 /* ce_sums for up to 8 rows, a row a lane: each 8 x 8 block of logits transposed so that one
@@ -479,9 +479,7 @@ static double ce_row_fp32(const ce_job *J, int64_t r) {
   float mn = 0.0f;
   int clean = 0;
   if ((double)J->y[r] != (double)c->ignore_index) {
-    int nan;
-    m = ce_range512(z, C, &mn, &nan);
-    clean = !nan && (double)mn - m >= VEXP_LO;
+    m = ce_range512(z, C, &mn, &clean);
     if (clean) s = ce_sum_fp32(z, C, m);
     else ce_sums512(z, C, &m, 1, &s, 0);
   }
@@ -520,9 +518,7 @@ STROP__CLONES static void ce_groups(void *ctx, int64_t lo, int64_t hi, int chunk
       if ((double)J->y[r0 + r] == (double)c->ignore_index) continue;
 #ifdef CE_AVX512
       if (isa512) {
-        int nan;
-        m[r] = ce_range512(zr + r * C, C, &mn[r], &nan);
-        clean[r] = !nan && (double)mn[r] - m[r] >= VEXP_LO;
+        m[r] = ce_range512(zr + r * C, C, &mn[r], &clean[r]);
         all_clean &= clean[r];
         continue;
       }

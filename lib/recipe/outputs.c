@@ -489,11 +489,7 @@ strop_status strop__run_plot_svg(const strop_run *run, const char *title, const 
  * proves it can take a file. */
 static strop_status ready_folder_of(const char *path, char seen[][1024], int *n) {
   char dir[1024];
-  snprintf(dir, sizeof dir, "%s", path);
-  char *slash = strrchr(dir, '/');
-  if (!slash) snprintf(dir, sizeof dir, ".");
-  else if (slash == dir) dir[1] = '\0';
-  else *slash = '\0';
+  strop__path_dir(path, dir, sizeof dir);
   for (int i = 0; i < *n; i++)
     if (!strcmp(seen[i], dir)) return STROP_OK;
   static const char where[] = FN ": output (checked before training)";
@@ -509,15 +505,8 @@ static strop_status ready_folder_of(const char *path, char seen[][1024], int *n)
  * .., //, links); path itself when the folder cannot be resolved */
 static void plain_path(const char *path, char *out, size_t cap) {
   char dir[1024], real[PATH_MAX];
-  snprintf(dir, sizeof dir, "%s", path);
-  char *slash = strrchr(dir, '/');
-  const char *base = slash ? slash + 1 : dir;
-  if (slash == dir) snprintf(real, sizeof real, "/");
-  if (slash) *slash = '\0';
-  const char *last = slash ? path + (base - dir) : path;
-  if ((slash == dir || realpath(slash ? dir : ".", real)) &&
-      snprintf(out, cap, "%s/%s", real, last) < (int)cap)
-    return;
+  const char *last = strop__path_dir(path, dir, sizeof dir);
+  if (realpath(dir, real) && snprintf(out, cap, "%s/%s", real, last) < (int)cap) return;
   snprintf(out, cap, "%s", path);
 }
 

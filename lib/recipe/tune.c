@@ -672,14 +672,10 @@ strop_status strop_recipe_tune(const strop_recipe *r, const strop_tune_options *
     struct stat st;
     /* its folder, as a run's outputs get theirs (a fresh checkout has no out/) */
     char dir[1024];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash && slash != dir) {
-      *slash = '\0';
-      if (strop_dist_rank(o.dist) == 0 && (s = strop__mkdirs(FN, dir))) {
-        strop__err_prefix("%s: tune.trials_file", r->file);
-        goto fail;
-      }
+    strop__path_dir(path, dir, sizeof dir);
+    if (strop_dist_rank(o.dist) == 0 && (s = strop__mkdirs(FN, dir))) {
+      strop__err_prefix("%s: tune.trials_file", r->file);
+      goto fail;
     }
     if (o.resume && stat(path, &st) == 0 && st.st_size > 0) {
       if ((s = strop_tuner_resume(t, path))) goto fail;

@@ -81,7 +81,9 @@ static const command_info COMMANDS[] = {
      "Prints the version of the strop library the tool runs on.\n"},
 };
 
-enum { ARG_FLAG, ARG_COUNT, ARG_STRING, ARG_SET, ARG_REAL, ARG_LIST };
+/* ARG_COUNT1: a count from 1 (a cap of 0 epochs would be the library's "no cap", the top 0
+ * classes nothing); ARG_PROB: a probability in (0, 1] */
+enum { ARG_FLAG, ARG_COUNT, ARG_COUNT1, ARG_STRING, ARG_SET, ARG_REAL, ARG_PROB, ARG_LIST };
 
 typedef struct option_info {
   const char *name, *alias;
@@ -101,7 +103,7 @@ static const option_info OPTIONS[] = {
      "override the recipe's seed (generate: the sampling\nseed, default 0)"},
     {"--threads", NULL, "N", ARG_COUNT, offsetof(tool_opts, threads),
      RUNS " eval predict generate", "threads for strop's kernels (0: every CPU)"},
-    {"--epochs", NULL, "N", ARG_COUNT, offsetof(tool_opts, epochs_cap), RUNS,
+    {"--epochs", NULL, "N", ARG_COUNT1, offsetof(tool_opts, epochs_cap), RUNS,
      "cap every stage at N epochs (quick runs)"},
     {"--trials", NULL, "N", ARG_COUNT, offsetof(tool_opts, trials), "tune",
      "N trials in all, those in the trials file counted\n"
@@ -120,7 +122,7 @@ static const option_info OPTIONS[] = {
      "architecture; default: the recipe's output spec"},
     {"--split", NULL, "test|val|train", ARG_STRING, offsetof(tool_opts, split), "eval",
      "which data to use (default test)"},
-    {"--top", NULL, "K", ARG_COUNT, offsetof(tool_opts, top), "predict",
+    {"--top", NULL, "K", ARG_COUNT1, offsetof(tool_opts, top), "predict",
      "print the K best classes per row (default 1)"},
     {"--quiet", "-q", NULL, ARG_FLAG, offsetof(tool_opts, quiet), RUNS, "no progress output"},
     {"--json", NULL, NULL, ARG_FLAG, offsetof(tool_opts, json), RUNS " eval predict inspect",
@@ -163,7 +165,7 @@ static const option_info OPTIONS[] = {
      "0 (default): greedy; above 0: sample at this\ntemperature"},
     {"--top-k", NULL, "K", ARG_COUNT, offsetof(tool_opts, top_k), "generate",
      "sample among the K most likely tokens (default 0: all)"},
-    {"--top-p", NULL, "P", ARG_REAL, offsetof(tool_opts, top_p), "generate",
+    {"--top-p", NULL, "P", ARG_PROB, offsetof(tool_opts, top_p), "generate",
      "sample among the most likely tokens that make up\nprobability P (default 1: all)"},
     {"--num-beams", NULL, "N", ARG_COUNT, offsetof(tool_opts, num_beams), "generate",
      "beam search with N beams (default 1: greedy); the\ntext comes when the search ends"},
@@ -322,21 +324,21 @@ int tool_parse_args(int argc, char **argv, tool_opts *o) {
         return TOOL_EXIT_USAGE;
       }
       o->prompts[o->nprompts++] = v;
-    } else if (opt->kind == ARG_REAL) {
+    } else if (opt->kind == ARG_REAL || opt->kind == ARG_PROB) {
       char *end;
       double x = strtod(v, &end);
       if (*end || end == v || !(x >= 0.0 && x <= 1e6)) {
         fprintf(stderr, "strop %s: %s takes a number >= 0, got '%s'\n", o->cmd, opt->name, v);
         return TOOL_EXIT_USAGE;
       }
-      if (!strcmp(opt->name, "--top-p") && !(x > 0.0 && x <= 1.0)) { /* before any output */
-        fprintf(stderr, "strop %s: --top-p takes a probability in (0, 1], got '%s'\n", o->cmd, v);
+      if (opt->kind == ARG_PROB && !(x > 0.0 && x <= 1.0)) { /* before any output */
+        fprintf(stderr, "strop %s: %s takes a probability in (0, 1], got '%s'\n", o->cmd,
+                opt->name, v);
         return TOOL_EXIT_USAGE;
       }
       *(double *)field = x;
     } else {
-      /* a cap of 0 epochs would mean no cap, and the top 0 classes nothing: both from 1 */
-      const long long lo = !strcmp(opt->name, "--epochs") || !strcmp(opt->name, "--top");
+      const long long lo = opt->kind == ARG_COUNT1;
       char *end;
       long long n = strtoll(v, &end, 10);
       if (*end || end == v || n < lo || n > 2147483647) {

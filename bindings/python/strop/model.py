@@ -612,6 +612,11 @@ class Model(Handle):
     def param_count(self, trainable_only=False):
         return _lib.lib.strop_model_param_count(self._h, 1 if trainable_only else 0)
 
+    def _restructured(self):
+        """Marks the Tensor views taken so far stale (StateError): the call just made may have
+        replaced or converted a tensor's storage (surgery, freeze, lora_load, frozen dtype)."""
+        self._gen += 1
+
     def tensor(self, name):
         """A Tensor viewing the named parameter or buffer (writes change the model). It keeps
         the model alive and becomes stale (StateError) when the model is restructured."""
@@ -718,12 +723,12 @@ class Model(Handle):
     # ---- surgery ----
     def freeze(self, glob="*"):
         check(_lib.lib.strop_model_freeze(self._h, enc(glob)))
-        self._gen += 1  # a tensor's storage may be converted: views taken before go stale
+        self._restructured()
         return self
 
     def unfreeze(self, glob="*"):
         check(_lib.lib.strop_model_unfreeze(self._h, enc(glob)))
-        self._gen += 1  # a tensor's storage may be converted: views taken before go stale
+        self._restructured()
         return self
 
     #: strop_dtype values by name (model.frozen_dtype)
@@ -747,7 +752,7 @@ class Model(Handle):
             raise InvalidArgument(f"Model.set_frozen_dtype: dtype must be one of "
                                   f"{', '.join(self.FROZEN_DTYPES)}, got {dtype!r}")
         check(_lib.lib.strop_model_set_frozen_dtype(self._h, self.FROZEN_DTYPES.index(dtype)))
-        self._gen += 1  # a tensor's storage may be converted: views taken before go stale
+        self._restructured()
         return self
 
     #: compute dtypes by name (model.compute_dtype)
@@ -785,7 +790,7 @@ class Model(Handle):
     @int8_group.setter
     def int8_group(self, group):
         check(_lib.lib.strop_model_set_frozen_int8_group(self._h, int(group)))
-        self._gen += 1  # a tensor's storage may be converted: views taken before go stale
+        self._restructured()
 
     def is_trainable(self, name):
         r = _lib.lib.strop_model_param_trainable(self._h, enc(name))
@@ -814,7 +819,7 @@ class Model(Handle):
 
     def lora_load(self, directory):
         check(_lib.lib.strop_model_lora_load(self._h, enc(os.fspath(directory))))
-        self._gen += 1
+        self._restructured()
 
     def __repr__(self):
         if self.closed:

@@ -107,4 +107,4 @@ class Surgery(Handle):
     def apply(self):
         st = _lib.lib.strop_surgery_apply(self._h)
         check(st)
-        self.model._gen += 1  # views taken before may point at replaced storage
+        self.model._restructured()

@@ -120,7 +120,11 @@ def test_a_stale_callback_exception_is_not_raised_for_another_error():
     a = strop.Dataset.from_callback(4, bad, (8,), (), num_classes=3)
     it = a.batches(1, prefetch=True)  # the prefetch thread reads sample 1 ahead
     it.next_batch()
-    time.sleep(0.2)
+    for _ in range(200):  # until its exception is pending (else this test would test nothing)
+        if strop._callbacks.dataset_pending.exc is not None:
+            break
+        time.sleep(0.01)
+    assert isinstance(strop._callbacks.dataset_pending.exc, KeyError)
     it.close()
     a.close()
     b = strop.Dataset.from_callback(4, lambda i: (np.zeros(8, np.float32), 7), (8,), (),
