@@ -10,13 +10,26 @@ only gives up the model's own use, and the C model is freed after the optimizer.
 
 ``Handle`` is the base of the public classes: ``close()``, the context manager and a
 ``weakref.finalize`` finaliser all run the same finalizer object, which runs at most once.
+
+Threads: ``Handle._h`` gives the box, which ctypes passes as its handle (``_as_parameter_``),
+and every library function is called through ``guard``. For the length of a call it holds a
+use of each box among the arguments (so a ``close()`` on another thread frees the C object
+after the call, not during it) and the lock of each box and of everything it borrows from (so
+a second thread's call into the same model, or into an optimizer or trainer of that model,
+waits for the first: the C library's one-thread-at-a-time rule, kept for Python). Locks are
+taken in the boxes' creation order, so two calls cannot wait for each other. A callback that
+the library runs on a thread of its own (a dataset's fill function on the prefetch thread)
+does not wait for an object another thread holds, since that thread may be waiting for the
+callback: it gets StateError.
 """
+import itertools
 import threading
 import weakref
 
 from .errors import StateError
 
 _lock = threading.Lock()
+_seq = itertools.count()
 
 
 def handle_of(obj, cls, what):
@@ -30,7 +43,7 @@ def handle_of(obj, cls, what):
 
 
 class _Box:
-    __slots__ = ("handle", "free", "parents", "keep", "users", "__weakref__")
+    __slots__ = ("handle", "free", "parents", "keep", "users", "lock", "seq", "__weakref__")
 
     def __init__(self, handle, free, parents=(), keep=None):
         self.handle = handle
@@ -38,8 +51,15 @@ class _Box:
         self.parents = tuple(p for p in parents if p is not None)
         self.keep = keep
         self.users = 1
+        self.lock = threading.RLock()
+        self.seq = next(_seq)
         for p in self.parents:
             p.acquire()
+
+    @property
+    def _as_parameter_(self):
+        """the C handle, as ctypes passes the box to a ``c_void_p`` argument"""
+        return self.handle
 
     def acquire(self):
         with _lock:
@@ -62,6 +82,76 @@ class _Box:
             p.release()
 
 
+def addr(h):
+    """the C handle as an int (or None) for a struct field, from a box, an int or None"""
+    return h.handle if isinstance(h, _Box) else h
+
+
+def _lineage(boxes):
+    """boxes and everything they borrow from, each once, in creation order (a parent entry
+    may be a holder with the box as its ``box``, as the trainer's scheduler entry is)"""
+    seen = {}
+    todo = list(boxes)
+    while todo:
+        b = todo.pop()
+        if type(b) is not _Box:
+            b = b.box
+        if b.seq not in seen:
+            seen[b.seq] = b
+            todo.extend(b.parents)
+    return [seen[k] for k in sorted(seen)]
+
+
+def _library_thread():
+    """True on a thread the library started (Python sees it as a dummy thread)"""
+    return isinstance(threading.current_thread(), threading._DummyThread)
+
+
+def _enter(boxes):
+    """holds a use and the lock of each box of the call's lineage; returns them"""
+    held = []
+    try:
+        for b in _lineage(boxes):
+            b.acquire()
+            if not b.lock.acquire(blocking=False):
+                if _library_thread():
+                    b.release()
+                    raise StateError(
+                        "a callback running on a library thread called into an object "
+                        "another thread is using (the call it is serving, or another): do "
+                        "not call strop from a dataset's fill function")
+                b.lock.acquire()
+            held.append(b)
+    except BaseException:
+        _leave(held)
+        raise
+    return held
+
+
+def _leave(held):
+    for b in reversed(held):
+        b.lock.release()
+        b.release()
+
+
+def guard(fn):
+    """fn (a declared library function) called with the boxes among its arguments, and those
+    in ``_hold`` (handles passed inside a struct), held as the module's docstring says"""
+    def call(*args, _hold=()):
+        boxes = [a for a in args if type(a) is _Box]
+        boxes.extend(b for b in _hold if type(b) is _Box)
+        if not boxes:
+            return fn(*args)
+        held = _enter(boxes)
+        try:
+            return fn(*args)
+        finally:
+            _leave(held)
+    call.__name__ = getattr(fn, "__name__", "call")
+    call.__wrapped__ = fn
+    return call
+
+
 class Handle:
     """Base of every class owning a libstrop handle."""
 
@@ -75,10 +165,11 @@ class Handle:
 
     @property
     def _h(self):
+        """the box, which ctypes passes as the C handle; StateError once closed"""
         box = getattr(self, "_box", None)
         if box is None or not self._fin.alive or box.handle is None:
             raise StateError(f"{type(self).__name__} is closed")
-        return box.handle
+        return box
 
     @property
     def closed(self):

@@ -737,6 +737,7 @@ _CHECKED = {t: _checked(t, ctypes.sizeof(t) * 8, t(-1).value < 0)
 
 
 def _declare(cdll):
+    from ._handle import guard
     for name, restype, argtypes in _DECLS:
         try:
             fn = getattr(cdll, name)
@@ -745,6 +746,7 @@ def _declare(cdll):
             continue
         fn.restype = restype
         fn.argtypes = [_CHECKED.get(a, a) for a in argtypes]
+        setattr(cdll, name, guard(fn))
     return cdll
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from . import _lib
 from ._callbacks import Pending
-from ._handle import Handle
+from ._handle import Handle, addr
 from ._util import (as_f32, as_token_types, checked_string, dims_array, enc, shape_of,
                     snprintf_string)
 from .errors import (InvalidArgument, NotFound, ShapeError, Unsupported, check,
@@ -380,11 +380,12 @@ class Model(Handle):
             tm = wrap(mask, "mask") if mask is not None else None
             side = _lib.strop_side_inputs()
             lib.strop_side_inputs_init(ctypes.byref(side))
-            side.mask = tm
+            side.mask = addr(tm)
             if token_type_ids is not None:
                 shape = np.shape(x)[:2] if not isinstance(x, Tensor) else tuple(x.shape[:2])
                 side.token_types = wrap(as_token_types(token_type_ids, shape), "token_type_ids")
-            check(lib.strop_model_forward_ext(h, th, ctypes.byref(side), ctypes.byref(out)))
+            check(lib.strop_model_forward_ext(h, th, ctypes.byref(side), ctypes.byref(out),
+                                              _hold=(tm,)))
             shape = shape_of(lib.strop_tensor_shape, out.value)
             res = np.empty(shape, dtype=np.float32)
             check(lib.strop_tensor_copy_to(out.value, res.ctypes.data, res.size))
@@ -450,8 +451,10 @@ class Model(Handle):
         if strings:
             o.stop_strings = arr
             o.num_stop_strings = len(strings)
+        tok = ()
         if tokenizer is not None:
-            o.tokenizer = tokenizer._h
+            tok = (tokenizer._h,)
+            o.tokenizer = addr(tok[0])
         pending = Pending()
         if on_token is not None:
             def call(row, tok, _user):
@@ -467,10 +470,11 @@ class Model(Handle):
             lens = np.array([r.size for r in rows], dtype=np.int64)
             st = lib.strop_generate_batch(self._h, ctypes.cast(ptrs, ctypes.c_void_p),
                                           lens.ctypes.data, len(rows), ctypes.byref(o),
-                                          out.ctypes.data, n, counts.ctypes.data)
+                                          out.ctypes.data, n, counts.ctypes.data, _hold=tok)
         else:
             st = lib.strop_generate(self._h, rows[0].ctypes.data, rows[0].size,
-                                    ctypes.byref(o), out.ctypes.data, n, counts.ctypes.data)
+                                    ctypes.byref(o), out.ctypes.data, n, counts.ctypes.data,
+                                    _hold=tok)
         pending.reraise()
         if st != -12:  # STROP_E_CANCELLED: on_token asked to stop; the ids so far stand
             check(st)

@@ -8,7 +8,7 @@ from typing import Optional
 
 from . import _lib
 from ._callbacks import Pending
-from ._handle import Handle
+from ._handle import Handle, addr
 from ._util import checked_string, choose, enc, snprintf_string
 from .data import _check_ds
 from .errors import Cancelled, NotFound, check, error_for_status
@@ -127,7 +127,8 @@ class Recipe(Handle):
         o.mode = choose({"finetune": 0, "train": 1}, mode, "mode")
         o.write_outputs = 1 if write_outputs else 0
         o.baselines = 1 if baselines else 0
-        o.base_model = base_model._h if base_model is not None else None
+        base = (base_model._h,) if base_model is not None else ()
+        o.base_model = addr(base[0]) if base else None
         o.epochs_cap = int(epochs_cap)
         o.resume = 1 if resume else 0
         state = Pending()
@@ -147,7 +148,7 @@ class Recipe(Handle):
             cb = _lib.RUN_FN(trampoline)
             o.on_event = cb
         out = ctypes.c_void_p()
-        st = _lib.lib.strop_recipe_run(self._h, ctypes.byref(o), ctypes.byref(out))
+        st = _lib.lib.strop_recipe_run(self._h, ctypes.byref(o), ctypes.byref(out), _hold=base)
         del cb
         return _finish(st, Run._adopt(out.value) if out.value else None, state, _check_ds)
 

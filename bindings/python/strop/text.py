@@ -49,7 +49,8 @@ def _utf8(text, what="text"):
 
 class Tokenizer(Handle):
     """A tokenizer (strop_tokenizer). Make one with Tokenizer.from_file or Tokenizer.train_bpe.
-    One tokenizer is used by one thread at a time (it keeps work buffers and a cache)."""
+    One tokenizer is used by one thread at a time (it keeps work buffers and a cache): a second
+    thread's call waits for the first's."""
 
     def __init__(self):
         raise TypeError("use Tokenizer.from_file or Tokenizer.train_bpe")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _lib
-from ._handle import Handle, handle_of
+from ._handle import Handle, addr, handle_of
 from ._knobs import KNOB_INT, KnobTable
 from ._util import as_f32, as_token_types, choose, dims_array, enc, shape_of
 from .data import BatchIterator, Dataset, _check_ds
@@ -224,7 +224,7 @@ class Trainer(Handle):
             tk = _types_handle(token_type_ids, x)
             side = _side(tm, tk)
             check(lib.strop_trainer_step_ext(h, tx[0], ctypes.byref(side), ty[0],
-                                             self._loss_ref))
+                                             self._loss_ref, _hold=_held(tm, tk)))
         finally:
             for t in (tx, ty, tm, tk):
                 if t is not None and t[1]:
@@ -245,7 +245,7 @@ class Trainer(Handle):
             tk = _types_handle(token_type_ids, x)
             side = _side(tm, tk)
             check(lib.strop_trainer_forward_ext(self._h, tx[0], ctypes.byref(side),
-                                                ctypes.byref(out)))
+                                                ctypes.byref(out), _hold=_held(tm, tk)))
             res = np.empty(shape_of(lib.strop_tensor_shape, out.value), dtype=np.float32)
             check(lib.strop_tensor_copy_to(out.value, res.ctypes.data, res.size))
             return res
@@ -392,12 +392,17 @@ def _types_handle(types, x):
     return _as_handle(as_token_types(types, shape))
 
 
+def _held(*ts):
+    """the handles of _as_handle results passed inside a struct, for guard's _hold"""
+    return tuple(t[0] for t in ts if t is not None)
+
+
 def _side(tm, tk):
     """strop_side_inputs of the mask and types handles (or None)"""
     side = _lib.strop_side_inputs()
     _lib.lib.strop_side_inputs_init(ctypes.byref(side))
-    side.mask = tm[0] if tm else None
-    side.token_types = tk[0] if tk else None
+    side.mask = addr(tm[0]) if tm else None
+    side.token_types = addr(tk[0]) if tk else None
     return side
 
 
