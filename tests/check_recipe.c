@@ -177,6 +177,10 @@ START_TEST(range_errors) {
       {"data: {num_classes: -2}\n",
        "'num_classes' must be in [-1, 16777216] (-1: infer), got -2"},
       {"data: {few_shot: -1}\n", "'few_shot' must be >= 0, got -1"},
+      /* a seed is refused below 0 as the tool's --seed is (it was taken modulo 2^64) */
+      {"seed: -1\n", "<string>:1:7: 'seed' must be >= 0, got -1"},
+      {"data: {seed: -3}\n", "'seed' must be >= 0, got -3"},
+      {"tune: {seed: -2}\n", "'seed' must be >= 0, got -2"},
       {"data: {classes: [1, -1]}\n", "<string>:1:21: 'classes' must be >= 0, got -1"},
       {"data: {input_shape: [1, 0]}\n", "'input_shape' must be >= 1, got 0"},
       {"data: {limit: -5}\n", "'limit' must be >= 0, got -5"},

@@ -123,14 +123,31 @@ static strop_status write_metrics(const strop_run *run, const char *path) {
   return s;
 }
 
+/* One split's metrics as a JSON object: top-5 only with more than 5 classes; perplexity and
+ * tokens only for a prediction per token (a language model: more tokens than samples, as the
+ * tool's summary decides), null for one prediction per sample, where exp(loss) and a second
+ * count of the samples say nothing. */
+static void report_metrics(strop__sbuf *b, const double *m, int top5) {
+  static const char *const mk[RUN_NM] = {"loss", "accuracy", "top5",       "macro_f1", "mse",
+                                         "mae",  "samples",  "perplexity", "tokens"};
+  const int per_token = m[STROP_METRIC_TOKENS] > m[STROP_METRIC_SAMPLES];
+  strop__sbuf_puts(b, "{");
+  for (int k = 0, first = 1; k < RUN_NM; k++) {
+    if (k == STROP_METRIC_TOP5 && !top5) continue;
+    strop__sbuf_printf(b, "%s\"%s\":", first ? "" : ",", mk[k]);
+    const int token_only = k == STROP_METRIC_PERPLEXITY || k == STROP_METRIC_TOKENS;
+    num(b, token_only && !per_token ? NAN : m[k]);
+    first = 0;
+  }
+  strop__sbuf_puts(b, "}");
+}
+
 static strop_status write_report(const strop_run *run, const char *path) {
   strop__sbuf b;
   memset(&b, 0, sizeof b);
   static const char *const info[] = {"train_size",       "val_size",     "test_size",
                                      "trainable_params", "total_params", "stages",
                                      "epochs",           "best_epoch",   "classes"};
-  static const char *const mk[RUN_NM] = {"loss", "accuracy", "top5",       "macro_f1", "mse",
-                                         "mae",  "samples",  "perplexity", "tokens"};
   int top5 = run->info[STROP_INFO_CLASSES] > 5; /* top-5 says something only with more classes */
   strop__sbuf_puts(&b, "{");
   for (int i = 0; i < 9; i++) {
@@ -153,21 +170,11 @@ static strop_status write_report(const strop_run *run, const char *path) {
     const strop__stage_result *s = &run->st[i];
     strop__sbuf_puts(&b, i ? ",{\"name\":" : "{\"name\":");
     strop__sbuf_json_str(&b, s->name);
-    strop__sbuf_printf(&b, ",\"baseline\":%s,\"test\":{", s->baseline ? "true" : "false");
-    for (int k = 0, first = 1; k < RUN_NM; k++) {
-      if (k == STROP_METRIC_TOP5 && !top5) continue;
-      strop__sbuf_printf(&b, "%s\"%s\":", first ? "" : ",", mk[k]);
-      num(&b, s->test[k]);
-      first = 0;
-    }
-    strop__sbuf_puts(&b, "},\"val\":{");
-    for (int k = 0, first = 1; k < RUN_NM; k++) {
-      if (k == STROP_METRIC_TOP5 && !top5) continue;
-      strop__sbuf_printf(&b, "%s\"%s\":", first ? "" : ",", mk[k]);
-      num(&b, s->val[k]);
-      first = 0;
-    }
-    strop__sbuf_puts(&b, "}}");
+    strop__sbuf_printf(&b, ",\"baseline\":%s,\"test\":", s->baseline ? "true" : "false");
+    report_metrics(&b, s->test, top5);
+    strop__sbuf_puts(&b, ",\"val\":");
+    report_metrics(&b, s->val, top5);
+    strop__sbuf_puts(&b, "}");
   }
   strop__sbuf_puts(&b, "]}\n");
   if (b.oom) {

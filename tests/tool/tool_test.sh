@@ -268,6 +268,11 @@ m = re.search(r"best epoch of stage '(\w+)': (\d+)", text)
 assert m and m.group(1) == "b" and int(m.group(2)) == best, text
 for st in rep["stages_results"]:
     assert "top5" not in st["test"], st
+    # one prediction a sample: no perplexity, no token count (the language model case of
+    # report.json is checked by demo_text)
+    for part in ("test", "val"):
+        assert st[part]["perplexity"] is None and st[part]["tokens"] is None, st
+        assert st[part]["samples"] > 0 and st[part]["accuracy"] is not None, st
 print("report: best epoch", best, "of stage 'b' by", key, "in files, --json and on screen;",
       f"{rep['seconds']:.2f} s")
 P
