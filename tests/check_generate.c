@@ -624,6 +624,11 @@ static int op_build_generate(void *ctx) {
   o.top_p = 0.9f;
   o.repetition_penalty = 1.2f;
   if (!st) st = strop_generate(m, prompt, 2, &o, ids, 5, &count);
+  /* beam search: the prompt's caches copied to the beams, the gather's scratch */
+  o.temperature = 0.0f;
+  o.top_p = 1.0f;
+  o.num_beams = 3;
+  if (!st) st = strop_generate(m, prompt, 2, &o, ids, 5, &count);
   strop_model_free(m);
   return st;
 }

@@ -418,45 +418,94 @@ static strop_status beam_one(const char *fn, strop_model *model, const int64_t *
   const int64_t B = o->num_beams;
   const int64_t maxgen = want < ctx - len + 1 ? want : ctx - len + 1;
   const int64_t keep = (o->num_stop_ids + 1 > 2 ? o->num_stop_ids + 1 : 2) * B;
-  /* the beams' logits and marks alone (B rows of the vocabulary, a float and two bytes each)
-   * against the machine's room: 100000 beams grew to gigabytes before */
-  size_t room = 0;
-  const double need = (double)B * (double)vocab * (sizeof(float) + 2.0);
-  if (strop_memory_available(&room, NULL, 0) == STROP_OK && need > (double)room)
-    return strop__err(STROP_E_NOMEM,
-                      "%s: num_beams %lld needs %.1f GB for the beams' scores over the %lld "
-                      "words alone, more than the %.1f GB this machine has free; use fewer beams",
-                      fn, (long long)B, need / 1e9, (long long)vocab, (double)room / 1e9);
+  /* The prompt runs once, as one sequence; its keys and values are then copied to every beam
+   * (each beam starts from the same prompt: B copies of its forward gave the same rows). */
   strop__decode dec;
   strop_status st = decode_open(model, n_attn, len + maxgen - 1 > len ? len + maxgen - 1 : len,
                                 &dec);
-  float *logits = strop__malloc((size_t)(B * vocab) * sizeof *logits);
-  float *in = strop__malloc((size_t)(B * len) * sizeof *in);
-  int64_t *feed = strop__malloc((size_t)(B * len) * sizeof *feed);
-  uint8_t *seen = strop__calloc((size_t)(B * vocab), 1),
-          *seen2 = strop__malloc((size_t)(B * vocab));
-  int64_t *seq = strop__malloc((size_t)(B * maxgen) * sizeof *seq);
-  int64_t *seq2 = strop__malloc((size_t)(B * maxgen) * sizeof *seq2);
-  float *score = strop__malloc((size_t)B * sizeof *score);
-  beam_cand *top = strop__malloc((size_t)keep * sizeof *top);
-  int64_t *from = strop__malloc((size_t)B * sizeof *from);
-  beam_hyp *hyps = strop__calloc((size_t)B, sizeof *hyps);
-  int64_t *hyp_ids = strop__malloc((size_t)(B * maxgen) * sizeof *hyp_ids);
-  if (st || !logits || !in || !feed || !seen || !seen2 || !seq || !seq2 || !score || !top ||
-      !from || !hyps || !hyp_ids) {
+  float *logits = NULL, *in = strop__malloc((size_t)len * sizeof *in);
+  int64_t *feed = NULL;
+  uint8_t *seen = NULL, *seen2 = NULL;
+  int64_t *seq = NULL, *seq2 = NULL, *from = NULL, *hyp_ids = NULL;
+  float *score = NULL, *tmp = NULL;
+  beam_cand *top = NULL;
+  beam_hyp *hyps = NULL;
+  float *first = strop__malloc((size_t)vocab * sizeof *first);
+  if (st || !in || !first) st = STROP__NOMEM(fn); /* decode_open fails only so */
+  if (st || (st = step(fn, model, &dec, prompt, 1, len, in, vocab, first))) goto done;
+  /* What the search holds for B beams — the caches of every attention node, the gather's
+   * scratch, the scores and marks over the vocabulary, the histories — against the machine's
+   * room, before any of it is taken (100000 beams of a small model grew to gigabytes before).
+   * Not counted: the activations of a step of B one-position rows. */
+  size_t room = 0, most = 0;
+  double cache = 0.0;
+  for (int i = 0; i < dec.n_kv; i++) {
+    cache += 2.0 * (double)dec.cap * (double)dec.kv[i].width * sizeof(float);
+    if ((size_t)(dec.cap * dec.kv[i].width) > most) most = (size_t)(dec.cap * dec.kv[i].width);
+  }
+  const double per_beam = cache + (double)most * sizeof(float) +
+                          (double)vocab * (sizeof(float) + 2.0) + 3.0 * (double)maxgen * 8.0,
+               need = (double)B * per_beam;
+  if (strop_memory_available(&room, NULL, 0) == STROP_OK && need > (double)room) {
+    st = strop__err(STROP_E_NOMEM,
+                    "%s: num_beams %lld needs %.2f GB (%.1f MB a beam: its key/value caches of "
+                    "%lld positions, its scores over the %lld words), more than the %.2f GB "
+                    "this machine has free; use fewer beams",
+                    fn, (long long)B, need / 1e9, per_beam / 1e6, (long long)dec.cap,
+                    (long long)vocab, (double)room / 1e9);
+    goto done;
+  }
+  for (int i = 0; i < dec.n_kv && B > 1; i++) { /* the prompt's rows, to every beam */
+    strop__kv_cache *c = &dec.kv[i];
+    if (!c->k) continue;
+    const size_t span = (size_t)(dec.cap * c->width), used = (size_t)(dec.pos * c->width);
+    float *k = strop__calloc((size_t)B * span, sizeof *k),
+          *v = strop__calloc((size_t)B * span, sizeof *v);
+    if (!k || !v) {
+      strop__free(k);
+      strop__free(v);
+      st = STROP__NOMEM(fn);
+      goto done;
+    }
+    for (int64_t b = 0; b < B; b++) {
+      memcpy(k + (size_t)b * span, c->k, used * sizeof *k);
+      memcpy(v + (size_t)b * span, c->v, used * sizeof *v);
+    }
+    strop__free(c->k);
+    strop__free(c->v);
+    c->k = k, c->v = v, c->batch = B;
+  }
+  if (B > len) {
+    float *wider = strop__realloc(in, (size_t)B * sizeof *in);
+    if (!wider) {
+      st = STROP__NOMEM(fn);
+      goto done;
+    }
+    in = wider;
+  }
+  feed = strop__malloc((size_t)B * sizeof *feed);
+  logits = strop__malloc((size_t)(B * vocab) * sizeof *logits);
+  seen = strop__calloc((size_t)(B * vocab), 1), seen2 = strop__malloc((size_t)(B * vocab));
+  seq = strop__malloc((size_t)(B * maxgen) * sizeof *seq);
+  seq2 = strop__malloc((size_t)(B * maxgen) * sizeof *seq2);
+  score = strop__malloc((size_t)B * sizeof *score);
+  top = strop__malloc((size_t)keep * sizeof *top);
+  from = strop__malloc((size_t)B * sizeof *from);
+  hyps = strop__calloc((size_t)B, sizeof *hyps);
+  hyp_ids = strop__malloc((size_t)(B * maxgen) * sizeof *hyp_ids);
+  if (!feed || !logits || !seen || !seen2 || !seq || !seq2 || !score || !top || !from || !hyps ||
+      !hyp_ids) {
     st = STROP__NOMEM(fn);
     goto done;
   }
   for (int64_t b = 0; b < B; b++) {
     hyps[b].ids = hyp_ids + b * maxgen;
     score[b] = b == 0 ? 0.0f : -1e9f;
-    memcpy(feed + b * len, prompt, (size_t)len * sizeof *prompt);
+    memcpy(logits + b * vocab, first, (size_t)vocab * sizeof *logits);
     for (int64_t i = 0; i < len; i++) seen[b * vocab + prompt[i]] = 1;
   }
   int64_t nh = 0, g = 0, done_early = 0;
   float worst = 1e9f;
-  float *tmp = NULL;
-  if ((st = step(fn, model, &dec, feed, B, len, in, vocab, logits))) goto done;
   for (;;) {
     /* each beam's log-probabilities, processed, plus its score; the best `keep` candidates */
     int64_t nt = 0;
@@ -508,10 +557,6 @@ static strop_status beam_one(const char *fn, strop_model *model, const int64_t *
     g++;
     if (done_early || g >= maxgen) break;
     if (!tmp) {
-      size_t most = 0;
-      for (int i = 0; i < dec.n_kv; i++)
-        if ((size_t)(dec.cap * dec.kv[i].width) > most)
-          most = (size_t)(dec.cap * dec.kv[i].width);
       tmp = strop__malloc((size_t)B * (most ? most : 1) * sizeof *tmp);
       if (!tmp) {
         st = STROP__NOMEM(fn);
@@ -520,12 +565,8 @@ static strop_status beam_one(const char *fn, strop_model *model, const int64_t *
     }
     kv_reorder(&dec, from, B, tmp);
     for (int64_t b = 0; b < B; b++) feed[b] = seq[b * maxgen + g - 1];
-    if ((st = step(fn, model, &dec, feed, B, 1, in, vocab, logits))) {
-      strop__free(tmp);
-      goto done;
-    }
+    if ((st = step(fn, model, &dec, feed, B, 1, in, vocab, logits))) goto done;
   }
-  strop__free(tmp);
   if (!done_early) /* the length ran out: the open beams are hypotheses too */
     for (int64_t b = 0; b < B; b++)
       hyp_add(hyps, &nh, B, &worst, seq + b * maxgen, g, -1, score[b], o->length_penalty);
@@ -547,6 +588,8 @@ static strop_status beam_one(const char *fn, strop_model *model, const int64_t *
   *count = n;
 done:
   decode_close(&dec);
+  strop__free(tmp);
+  strop__free(first);
   strop__free(logits);
   strop__free(in);
   strop__free(feed);

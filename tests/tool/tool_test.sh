@@ -1241,6 +1241,9 @@ PY
   # checked with the other options, before the prompt is printed (exit 2, not 3 after the prompt)
   expect 2 "--top-p takes a probability in (0, 1], got '2'" -- "$strop" generate "$work/gpt" --prompt hello --top-p 2
   expect 2 "neither a beginning- nor an end-of-sequence token" -- "$strop" generate "$work/gpt"
+  # beams whose key/value caches and scores cannot fit: refused before the search takes them
+  expect 1 "num_beams 2000000000 needs" -- "$strop" generate "$work/gpt" --prompt hello --max-tokens 6 --num-beams 2000000000
+  expect 0 "hello" -- "$strop" generate "$work/gpt" --prompt hello --max-tokens 6 --num-beams 3
   expect 1 "" -- "$strop" generate "$work/none"
   # --chat: the folder's chat template renders the prompt as a user message; only the reply
   # is printed, the same tokens greedy generation gives after the rendered text

@@ -132,9 +132,10 @@ def sequence_logprob(m, prompt, ids):
 def test_beam_search(model):
     prompt = [5, 77, 12]
     assert model.generate(prompt, 6, num_beams=1) == model.generate(prompt, 6)
-    # more beams than the machine can hold the scores of: refused before any is allocated
-    with pytest.raises(strop.OutOfMemory, match=r"num_beams 1000000000000 needs .* GB for the "
-                                                 r"beams' scores"):
+    # more beams than the machine can hold the caches and scores of: refused before any is
+    # allocated
+    with pytest.raises(strop.OutOfMemory, match=r"num_beams 1000000000000 needs .* GB \(.* MB "
+                                                 r"a beam: its key/value caches of 8 positions"):
         model.generate(prompt, 6, num_beams=10**12)
     got = model.generate(prompt, 6, num_beams=4, length_penalty=0.0)
     assert len(got) == 6 and all(0 <= i < V for i in got)
