@@ -3,7 +3,9 @@
 (YAML spec, safetensors weights) and the single-call surgery conveniences."""
 import collections.abc
 import ctypes
+import gc
 import os
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,7 +15,7 @@ from ._callbacks import Pending
 from ._handle import Handle, addr
 from ._util import (as_f32, as_token_types, checked_string, dims_array, enc, shape_of,
                     snprintf_string)
-from .errors import (InvalidArgument, NotFound, ShapeError, Unsupported, check,
+from .errors import (InvalidArgument, NotFound, ShapeError, StateError, Unsupported, check,
                      error_for_status)
 from .tensor import Tensor
 
@@ -616,6 +618,28 @@ class Model(Handle):
     def param_count(self, trainable_only=False):
         return _lib.lib.strop_model_param_count(self._h, 1 if trainable_only else 0)
 
+    def _raw_view(self, keeper):
+        """counts a numpy array over one of the model's parameters (Tensor.numpy(copy=False))
+        while it, or an array derived from it, lives"""
+        if getattr(self, "_raw", None) is None:
+            self._raw = weakref.WeakSet()
+        self._raw.add(keeper)
+
+    def _check_raw_views(self, what):
+        """StateError when numpy arrays over the model's parameters are alive: ``what`` (a
+        restructuring) may replace their memory, which numpy cannot be told (they would read
+        and write freed memory)"""
+        raw = getattr(self, "_raw", None)
+        if not raw:
+            return
+        gc.collect()  # arrays that only a reference cycle keeps
+        if raw:
+            raise StateError(
+                f"{what}: {len(raw)} numpy array(s) over this model's parameters "
+                f"(Tensor.numpy(copy=False), or arrays derived from one) are alive, and {what} "
+                f"may replace the parameters' memory under them; delete them first, or take "
+                f"copies (numpy(), m[name])")
+
     def _restructured(self):
         """Marks the Tensor views taken so far stale (StateError): the call just made may have
         replaced or converted a tensor's storage (surgery, freeze, lora_load, frozen dtype)."""
@@ -726,11 +750,13 @@ class Model(Handle):
 
     # ---- surgery ----
     def freeze(self, glob="*"):
+        self._check_raw_views("freeze")
         check(_lib.lib.strop_model_freeze(self._h, enc(glob)))
         self._restructured()
         return self
 
     def unfreeze(self, glob="*"):
+        self._check_raw_views("unfreeze")
         check(_lib.lib.strop_model_unfreeze(self._h, enc(glob)))
         self._restructured()
         return self
@@ -755,6 +781,7 @@ class Model(Handle):
             from .errors import InvalidArgument
             raise InvalidArgument(f"Model.set_frozen_dtype: dtype must be one of "
                                   f"{', '.join(self.FROZEN_DTYPES)}, got {dtype!r}")
+        self._check_raw_views("frozen_dtype")
         check(_lib.lib.strop_model_set_frozen_dtype(self._h, self.FROZEN_DTYPES.index(dtype)))
         self._restructured()
         return self
@@ -793,6 +820,7 @@ class Model(Handle):
 
     @int8_group.setter
     def int8_group(self, group):
+        self._check_raw_views("int8_group")
         check(_lib.lib.strop_model_set_frozen_int8_group(self._h, int(group)))
         self._restructured()
 
@@ -822,6 +850,7 @@ class Model(Handle):
         check(_lib.lib.strop_model_lora_save(self._h, enc(os.fspath(directory))))
 
     def lora_load(self, directory):
+        self._check_raw_views("lora_load")
         check(_lib.lib.strop_model_lora_load(self._h, enc(os.fspath(directory))))
         self._restructured()
 

@@ -105,6 +105,7 @@ class Surgery(Handle):
         return checked_string(_lib.lib.strop_surgery_describe, self._h)
 
     def apply(self):
+        self.model._check_raw_views("surgery")
         st = _lib.lib.strop_surgery_apply(self._h)
         check(st)
         self.model._restructured()

@@ -23,12 +23,15 @@ class _ViewKeeper:
         weakref.finalize(self, box.release)
 
 
-def c_view(box, address, shape):
+def c_view(box, address, shape, model=None):
     """A numpy float32 array over C memory at ``address`` that keeps ``box`` (the owner of the
-    memory) alive as long as the array or any array derived from it lives."""
+    memory) alive as long as the array or any array derived from it lives. Of a model's
+    parameter (``model``), the model counts it until then (Model._check_raw_views)."""
     n = int(np.prod(shape)) if len(shape) else 1
     carr = (ctypes.c_float * n).from_address(address)
-    carr._strop_keeper = _ViewKeeper(box)
+    carr._strop_keeper = keeper = _ViewKeeper(box)
+    if model is not None:
+        model._raw_view(keeper)
     return np.frombuffer(carr, dtype=np.float32).reshape(shape)
 
 
@@ -147,18 +150,18 @@ class Tensor(Handle):
     def numpy(self, copy=True):
         """The values as a numpy array of the tensor's shape. ``copy=False`` gives a view of
         the tensor's memory (writes go both ways) that keeps the memory alive even after
-        ``close()``. Of a model parameter, such an array is valid only until the model is
-        restructured (surgery, freeze or unfreeze, lora_load, a new frozen_dtype or
-        int8_group): then the parameter's memory may be replaced and freed, and numpy cannot
-        be told, so reading or writing the array is undefined (it may crash). Take a new one
-        after a restructuring, or use a copy."""
+        ``close()``. A restructuring of the model (surgery, freeze or unfreeze, lora_load, a
+        new frozen_dtype or int8_group) may replace a parameter's memory, which numpy cannot
+        be told: while such an array of one of its parameters (or an array derived from it)
+        is alive, the model refuses them with StateError. Delete the arrays first, or use
+        copies."""
         h = self._h
         shape = self.shape
         if copy:
             out = np.empty(shape, dtype=np.float32)
             check(_lib.lib.strop_tensor_copy_to(h, out.ctypes.data, out.size))
             return out
-        return c_view(self._box, _lib.lib.strop_tensor_data(h), shape)
+        return c_view(self._box, _lib.lib.strop_tensor_data(h), shape, self._model)
 
     def __array__(self, dtype=None, copy=None):
         a = self.numpy()

@@ -99,6 +99,38 @@ def test_views_go_stale_when_storage_may_change(mlp):
         t.numpy()
 
 
+def test_raw_arrays_block_restructuring(mlp, tmp_path):
+    """numpy(copy=False) of a parameter: while it (or an array derived from it) lives, the
+    calls that may replace the parameter's memory are refused, the model unchanged; once the
+    arrays are gone they run"""
+    import gc
+    t = mlp.tensor("fc1.weight")
+    raw = t.numpy(copy=False)
+    row = raw[1]  # derived: it keeps the memory in use too
+    del raw
+    changes = {"freeze": lambda: mlp.freeze("fc1.*"), "unfreeze": lambda: mlp.unfreeze("*"),
+               "frozen_dtype": lambda: mlp.set_frozen_dtype("bf16"),
+               "int8_group": lambda: setattr(mlp, "int8_group", 32),
+               "surgery": lambda: mlp.surgery().freeze("fc1.*").apply()}
+    for what, change in changes.items():
+        with pytest.raises(strop.StateError, match=f"^{what}: 1 numpy array"):
+            change()
+    assert mlp.is_trainable("fc1.weight") and mlp.frozen_dtype == "f32"
+    before = row.copy()
+    row[:] += 1  # still the parameter's memory
+    assert np.array_equal(mlp["fc1.weight"][1], before + 1)
+    cycle = [row]
+    cycle.append(cycle)  # only the collector frees it
+    del row, cycle
+    mlp.freeze("fc1.*")
+    mlp.set_frozen_dtype("bf16")
+    assert not mlp.is_trainable("fc1.weight") and mlp.frozen_dtype == "bf16"
+    copy = mlp.tensor("fc2.weight").numpy()  # copies do not count
+    mlp.unfreeze("*")
+    gc.collect()
+    assert copy.shape == (3, 16)
+
+
 def test_batch_sizes_below_one(mlp):
     x = np.zeros((3, 8), np.float32)
     for b in (0, -1):
