@@ -4,7 +4,9 @@ raised inside callbacks, carried back to the caller of the C function."""
 import itertools
 import threading
 
-_lock = threading.Lock()
+# reentrant: a collection inside the critical section may run a finalizer that frees a
+# dataset, whose release callback reclaims here on the same thread
+_lock = threading.RLock()
 _lent = {}
 _ids = itertools.count(1)
 

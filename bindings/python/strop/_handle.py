@@ -28,7 +28,9 @@ import weakref
 
 from .errors import StateError
 
-_lock = threading.Lock()
+# reentrant: an allocation inside the critical section may start a collection whose
+# finalizers release other boxes on the same thread
+_lock = threading.RLock()
 _seq = itertools.count()
 
 
