@@ -514,7 +514,28 @@ START_TEST(threads_set_get) {
   ck_assert_int_eq(strop_get_num_threads(), 2);
   long cpus = sysconf(_SC_NPROCESSORS_ONLN);
   ck_assert_int_eq(strop_set_num_threads(0), STROP_OK);
-  ck_assert_int_eq(strop_get_num_threads(), cpus < 1 ? 1 : (int)cpus);
+  ck_assert_int_eq(strop_get_num_threads(), cpus < 1 ? 1 : cpus > 64 ? 64 : (int)cpus);
+  /* more than the pool runs is taken as its 64 (INT_MAX grew a buffer per thread until
+   * allocation failed); a forward then runs as with 64 */
+  ck_assert_int_eq(strop_set_num_threads(INT_MAX), STROP_OK);
+  ck_assert_int_eq(strop_get_num_threads(), 64);
+  ck_assert_int_eq(strop_set_num_threads(100000), STROP_OK);
+  ck_assert_int_eq(strop_get_num_threads(), 64);
+  {
+    const int64_t in[1] = {512};
+    strop_model *m = NULL;
+    ck_assert_int_eq(strop_model_create(1, in, &m), STROP_OK);
+    ck_assert_int_eq(strop_model_add(m, "fc", "linear", "out_features=512", NULL), STROP_OK);
+    ck_assert_int_eq(strop_model_finalize(m, 1), STROP_OK);
+    const int64_t xs[2] = {256, 512};
+    strop_tensor *x = NULL, *y = NULL;
+    ck_assert_int_eq(strop_tensor_create(2, xs, &x), STROP_OK);
+    ck_assert_int_eq(strop_tensor_fill(x, 0.5f), STROP_OK);
+    ck_assert_int_eq(strop_model_forward(m, x, &y), STROP_OK);
+    strop_tensor_free(y);
+    strop_tensor_free(x);
+    strop_model_free(m);
+  }
   ck_assert_int_eq(strop_set_num_threads(1), STROP_OK);
   strop_clear_error();
   ck_assert_int_eq(strop_set_num_threads(-1), STROP_E_INVALID_ARG);

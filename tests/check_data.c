@@ -221,6 +221,18 @@ START_TEST(memory_errors) {
   ck_assert_int_eq(strop_dataset_size(NULL), -1);
   ck_assert_int_eq(strop_dataset_num_classes(NULL), -1);
   strop_dataset_free(NULL);
+  /* a non-finite input, or regression target, is refused naming the sample (a NaN sample
+   * made every step of fit a skipped one, reported as success); copied or wrapped alike */
+  x[3] = NAN;
+  assert_err(strop_dataset_from_memory(x, y, 2, 1, d, 0, NULL, 3, &ds), STROP_E_INVALID_ARG,
+             "inputs: sample 1, value 1 is not finite (nan)");
+  assert_err(strop_dataset_wrap(x, y, 2, 1, d, 0, NULL, 3, NULL, NULL, &ds), STROP_E_INVALID_ARG,
+             "strop_dataset_wrap: inputs: sample 1, value 1 is not finite");
+  x[3] = 4;
+  float r[2] = {0.5f, INFINITY};
+  assert_err(strop_dataset_from_memory(x, r, 2, 1, d, 1, (const int64_t[]){1}, 0, &ds),
+             STROP_E_INVALID_ARG, "targets: sample 1, value 0 is not finite (inf)");
+  ck_assert_ptr_null(ds);
 }
 END_TEST
 
@@ -751,6 +763,13 @@ START_TEST(iter_batch_larger_than_dataset) {
   }
   ck_assert_int_lt(strop__alloc_peak() - base, 1 << 20);
   ck_assert_int_eq(strop__alloc_live(), live);
+  /* a batch size near INT64_MAX: one batch, not 0 or -1 (n + b - 1 overflowed) */
+  const int64_t huge[] = {INT64_MAX, INT64_MAX - 5, INT64_MAX / 2 + 1};
+  for (size_t i = 0; i < sizeof huge / sizeof huge[0]; i++) {
+    ck_assert_int_eq(strop_batch_iter_create(ds, huge[i], 1, 0, &it), STROP_OK);
+    ck_assert_int_eq(strop_batch_iter_num_batches(it), 1);
+    strop_batch_iter_free(it);
+  }
   strop_dataset_free(ds);
 }
 END_TEST

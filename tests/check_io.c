@@ -1125,6 +1125,46 @@ START_TEST(atomic_small_helpers) {
 }
 END_TEST
 
+/* A write to a symbolic link replaces the file it names (the link stays), with that file's
+ * permissions; a write to a device, a pipe or a folder is refused and leaves it as it was
+ * (a save "to /dev/full" reported success and left a regular file in the device's place). */
+START_TEST(atomic_targets_links_and_nodes) {
+  const char *target = tmp_path("real.bin");
+  char link[4096], fifo[4096];
+  snprintf(link, sizeof link, "%s", tmp_path("link.bin"));
+  snprintf(fifo, sizeof fifo, "%s", tmp_path("pipe"));
+  ck_assert_int_eq(strop__write_file_atomic("t", target, "old", 3), STROP_OK);
+  ck_assert_int_eq(chmod(target, 0600), 0);
+  ck_assert_int_eq(symlink("real.bin", link), 0);
+  ck_assert_int_eq(strop__write_file_atomic("t", link, "new!", 4), STROP_OK);
+  struct stat sb;
+  ck_assert_int_eq(lstat(link, &sb), 0);
+  ck_assert(S_ISLNK(sb.st_mode));
+  ck_assert_int_eq(stat(target, &sb), 0);
+  ck_assert_int_eq((int)(sb.st_mode & 0777), 0600);
+  ck_assert_int_eq((int)sb.st_size, 4);
+  unlink(target); /* now a link to nothing: refused, naming the link */
+  ck_assert_int_eq(strop__write_file_atomic("t", link, "x", 1), STROP_E_IO);
+  ERR_HAS("is a symbolic link to a missing file");
+  ck_assert_int_eq(lstat(link, &sb), 0);
+  ck_assert(S_ISLNK(sb.st_mode));
+  ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+  ck_assert_int_eq(strop__write_file_atomic("t", fifo, "x", 1), STROP_E_IO);
+  ERR_HAS("is a pipe");
+  ck_assert_int_eq(lstat(fifo, &sb), 0);
+  ck_assert(S_ISFIFO(sb.st_mode));
+  ck_assert_int_eq(strop__write_file_atomic("t", g_dir, "x", 1), STROP_E_IO);
+  ERR_HAS("is a folder");
+  ck_assert_int_eq(strop__write_file_atomic("t", "/dev/null", "x", 1), STROP_E_IO);
+  ERR_HAS("'/dev/null' is a device");
+  ck_assert_int_eq(lstat("/dev/null", &sb), 0);
+  ck_assert(S_ISCHR(sb.st_mode));
+  ck_assert_int_eq(count_temp_files(), 0);
+  unlink(link);
+  unlink(fifo);
+}
+END_TEST
+
 /* A writer killed mid-write (kill -9) leaves its temporary; the next write to the same target
  * removes it, and never the temporary of a writer that still runs. */
 START_TEST(atomic_stale_temporaries_removed) {
@@ -2062,6 +2102,7 @@ static Suite *io_suite(void) {
   tcase_add_checked_fixture(tc, make_dir, remove_dir);
   tcase_add_test(tc, atomic_write_failure_keeps_old_file);
   tcase_add_test(tc, atomic_small_helpers);
+  tcase_add_test(tc, atomic_targets_links_and_nodes);
   tcase_add_test(tc, atomic_stale_temporaries_removed);
   suite_add_tcase(s, tc);
 

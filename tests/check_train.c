@@ -841,6 +841,42 @@ START_TEST(fit_early_stopping_restores_best) {
   ck_assert_mem_eq(w, s.w_at_epoch0, n * sizeof *w);
   free(w);
   free(s.w_at_epoch0);
+  /* options out of their range are refused before any step, naming the option (a NaN
+   * min_delta stopped early and restored epoch 0; negative counts were taken as "off") */
+  {
+    static const struct {
+      int field;
+      const char *want;
+    } bad[] = {{0, "min_delta must be finite and >= 0"},
+               {1, "min_delta must be finite"},
+               {2, "patience must be >= 0"},
+               {3, "checkpoint_every must be >= 0"},
+               {4, "max_steps must be >= 0"},
+               {5, "restore_best must be 0 or 1"}};
+    const int64_t before = strop_trainer_global_step(r.tr);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+      strop_fit_options b = o;
+      if (bad[i].field == 0) b.min_delta = NAN;
+      if (bad[i].field == 1) b.min_delta = -1.0;
+      if (bad[i].field == 2) b.patience = -1;
+      if (bad[i].field == 3) b.checkpoint_every = -5;
+      if (bad[i].field == 4) b.max_steps = -1;
+      if (bad[i].field == 5) b.restore_best = 7;
+      ck_assert_int_eq(strop_trainer_fit(r.tr, it, vit, &b), STROP_E_INVALID_ARG);
+      ck_assert_msg(strstr(strop_last_error(), bad[i].want), "%s", strop_last_error());
+    }
+    ck_assert_int_eq(strop_trainer_global_step(r.tr), before);
+  }
+  /* a scheduler of another optimizer is refused (it would have set that one's lr) */
+  {
+    rig other = make_rig(14, STROP_OPTIM_SGD, 0.1f);
+    ck_assert_int_eq(strop_scheduler_create(other.opt, STROP_SCHED_COSINE, &other.sched),
+                     STROP_OK);
+    ck_assert_int_eq(strop_trainer_set_scheduler(r.tr, other.sched), STROP_E_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(strop_last_error(), "made on another optimizer"));
+    ck_assert_int_eq(strop_trainer_set_scheduler(r.tr, NULL), STROP_OK);
+    free_rig(&other);
+  }
   /* a callback may stop training */
   memset(&s, 0, sizeof s);
   s.stop_after_batches = 3;

@@ -1186,6 +1186,24 @@ START_TEST(lora_on_tied_head_is_not_merged) {
 }
 END_TEST
 
+/* transformer_encoder's num_layers stops at 1024 (the graph finds nodes by name in a list: a
+ * spec of 100000 layers took hours to build) */
+START_TEST(encoder_layer_cap) {
+  const int64_t shape[2] = {4, 8};
+  strop_model *m = NULL;
+  strop_test_must(strop_model_create(2, shape, &m), "create");
+  ck_assert_int_eq(strop_model_add(m, "enc", "transformer_encoder",
+                                   "num_layers=1025 d_model=8 nhead=2 dim_feedforward=8", NULL),
+                   STROP_E_INVALID_ARG);
+  ck_assert_msg(strstr(strop_last_error(), "num_layers") && strstr(strop_last_error(), "1024"),
+                "%s", strop_last_error());
+  strop_test_must(strop_model_add(m, "enc", "transformer_encoder",
+                                  "num_layers=3 d_model=8 nhead=2 dim_feedforward=8", NULL),
+                  "three layers");
+  strop_model_free(m);
+}
+END_TEST
+
 START_TEST(fresh_errors) {
   char dir[400], cfg_only[400];
   /* a folder with config.json and no weights: the error names the option that draws them */
@@ -1244,6 +1262,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, fresh_gpt2);
   tcase_add_test(tc, fresh_llama_bert);
   tcase_add_test(tc, fresh_errors);
+  tcase_add_test(tc, encoder_layer_cap);
   tcase_add_test(tc, lora_on_tied_head_is_not_merged);
   suite_add_tcase(s, tc);
   if (!fixtures()) return s;

@@ -55,7 +55,8 @@ typedef struct strop_vocab strop_vocab;
  * @param[in]  inputs      @p n samples of @p in_dims each, row-major, one after another.
  *                         Copied; every value finite.
  * @param[in]  targets     For classification, @p n class indices stored as floats; for
- *                         regression, @p n samples of @p tgt_dims each. Copied.
+ *                         regression, @p n samples of @p tgt_dims each, every value
+ *                         finite. Copied.
  * @param[in]  n           Number of samples, >= 1.
  * @param[in]  in_rank     Rank of one input, 1 .. #STROP_MAX_RANK.
  * @param[in]  in_dims     @p in_rank sizes, each > 0; copied.

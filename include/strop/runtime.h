@@ -28,7 +28,9 @@ STROP_BEGIN_DECLS
  * counts (convolution weight gradients are summed per thread, then in thread order).
  *
  * A process-wide setting: call it when no strop call is running on any thread.
- * @param[in] n Threads, >= 1; 0 restores the default (the number of online CPUs).
+ * @param[in] n Threads, >= 1; 0 restores the default (the number of online CPUs). strop runs
+ *              at most 64 threads: a larger @p n (or CPU count) is taken as 64, which
+ *              strop_get_num_threads() then returns.
  * @return STROP_OK; STROP_E_INVALID_ARG for @p n < 0 (the setting is then unchanged).
  * @since 0.1
  */

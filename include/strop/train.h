@@ -141,7 +141,8 @@ STROP_API STROP_NODISCARD strop_status strop_trainer_set_dist(strop_trainer *tr,
  * @param[in,out] tr    The trainer.
  * @param[in,out] sched A scheduler on the trainer's optimizer; borrowed, must outlive the
  *                      trainer or be detached first. NULL detaches.
- * @return STROP_OK; STROP_E_INVALID_ARG (NULL trainer).
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL trainer, or a scheduler made on another
+ *         optimizer than the trainer's).
  * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_trainer_set_scheduler(strop_trainer *tr,
@@ -672,16 +673,20 @@ typedef struct strop_fit_options {
                                      new iterator starts at 0. */
   int monitor;                 /**< strop_monitor (default val loss; train loss without
                                      validation data). */
-  int64_t patience;            /**< Epochs without improvement before stopping; 0 = never. */
-  double min_delta;            /**< Improvement smaller than this does not count. */
-  int restore_best;            /**< 1: put back the best epoch's weights at the end. */
-  int64_t checkpoint_every;    /**< Write checkpoint_path every N optimizer steps; 0 = off. */
+  int64_t patience;            /**< Epochs without improvement before stopping; 0 = never;
+                                     >= 0. */
+  double min_delta;            /**< Improvement smaller than this does not count; finite,
+                                     >= 0. */
+  int restore_best;            /**< 1: put back the best epoch's weights at the end; 0 or 1. */
+  int64_t checkpoint_every;    /**< Write checkpoint_path every N optimizer steps; 0 = off;
+                                     >= 0. */
   const char *checkpoint_path; /**< Resumable checkpoint (also written at the end), or NULL. */
   const char *best_path;       /**< Checkpoint written whenever the monitored value improves. */
   strop_progress_fn progress;  /**< Callback, or NULL. */
   void *user_data;             /**< Passed to progress. */
   int64_t max_steps;           /**< Stop after this many optimizer steps in total; 0 = no
-                                     limit (for tests and budgets). */
+                                     limit (for tests and budgets); >= 0. A value out of its
+                                     range here or above: STROP_E_INVALID_ARG naming it. */
 } strop_fit_options;
 
 /**

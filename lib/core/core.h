@@ -152,6 +152,9 @@ void strop__rng_permutation(strop__rng *r, int64_t n, int64_t *out);
 
 /* ---- threads ---- */
 int strop__num_threads(void);
+/* The most threads strop runs (its pool's workers and the caller): a larger setting or CPU
+ * count is taken as this, so per-thread buffers stay bounded. */
+enum { STROP__MAX_THREADS = 64 };
 
 /* The worker pool (pool.c). A parallel run splits [0, n) into `chunks` contiguous ranges,
  * chunk c = [n c / chunks, n (c + 1) / chunks), and calls fn(ctx, lo, hi, c) once per chunk on

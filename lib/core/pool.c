@@ -23,7 +23,7 @@
 #  define CPU_RELAX() ((void)0)
 #endif
 
-enum { MAX_WORKERS = 63 };
+enum { MAX_WORKERS = STROP__MAX_THREADS - 1 };
 #define TICKET_CLOSED 0xffffffffu
 /* How long an idle worker spins before it sleeps: a training step's parallel runs are a few
  * hundred microseconds apart, and waking a sleeping thread costs tens of microseconds. */

@@ -18,13 +18,16 @@ static _Atomic int g_threads;
 
 static int default_threads(void) {
   long n = sysconf(_SC_NPROCESSORS_ONLN);
-  return n < 1 ? 1 : (int)n;
+  return n < 1 ? 1 : n > STROP__MAX_THREADS ? STROP__MAX_THREADS : (int)n;
 }
 
 strop_status strop_set_num_threads(int n) {
   if (n < 0)
     return strop__err(STROP_E_INVALID_ARG, "strop_set_num_threads: n must be >= 0, got %d", n);
   if (n == 0) n = default_threads();
+  /* the pool runs at most STROP__MAX_THREADS; a larger count only grew per-thread buffers
+   * (INT_MAX threads took every byte a GEMM could allocate) */
+  if (n > STROP__MAX_THREADS) n = STROP__MAX_THREADS;
   atomic_store(&g_threads, n); /* BLAS itself runs single-threaded inside (ops/blas.c) */
   return STROP_OK;
 }

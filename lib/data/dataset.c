@@ -160,6 +160,23 @@ static strop_status memory_source(const char *fn, const float *inputs, const flo
       return st;
     }
   }
+  /* every input (and a regression's every target) finite, as the loaders check theirs: a NaN
+   * sample made every step of fit a skipped one, which fit reported as success */
+  for (int part = 0; part < (num_classes == 0 ? 2 : 1); part++) {
+    const float *v = part ? targets : inputs;
+    const int64_t per = part ? ds->raw_tgt_numel : ds->in_numel;
+    const size_t total = (size_t)n * (size_t)per;
+    for (size_t i = 0; i < total; i++)
+      if (!isfinite(v[i])) {
+        st = strop__err(STROP_E_INVALID_ARG,
+                        "%s: %s: sample %lld, value %lld is not finite (%g); every value "
+                        "must be",
+                        fn, part ? "targets" : "inputs", (long long)(i / (size_t)per),
+                        (long long)(i % (size_t)per), (double)v[i]);
+        strop_dataset_free(ds);
+        return st;
+      }
+  }
   if (copy) {
     size_t nx = (size_t)n * ds->in_numel, ny = (size_t)n * ds->raw_tgt_numel;
     ds->x_owned = strop__malloc(nx * sizeof(float));

@@ -837,8 +837,9 @@ strop_status strop_batch_iter_create(strop_dataset *ds, int64_t batch_size, uint
   it->ds = ds;
   it->bs = batch_size;
   it->n = ds->n;
+  /* n / b rounded up without n + b - 1, which overflowed for a batch size near INT64_MAX */
   it->nb = (flags & STROP_ITER_DROP_LAST) ? ds->n / batch_size
-                                          : (ds->n + batch_size - 1) / batch_size;
+                                          : ds->n / batch_size + (ds->n % batch_size != 0);
   it->end = (flags & STROP_ITER_DROP_LAST) ? it->nb * batch_size : ds->n;
   it->seed = seed;
   it->flags = flags;

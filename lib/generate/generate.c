@@ -344,21 +344,54 @@ typedef struct beam_cand {
   int64_t beam, id;
 } beam_cand;
 
-/* Keeps the k best of the candidates offered (descending score; ties: the lower beam, then
- * the lower id, which is the lower flat index of torch.topk over [beams x vocab]). */
-static void cand_offer(beam_cand *top, int64_t *n, int64_t k, beam_cand c) {
-  int64_t i = *n < k ? (*n)++ : k;
-  if (i == k) {
-    const beam_cand *w = &top[k - 1];
-    if (!(c.score > w->score)) return; /* ties go to the earlier index, offered first */
-    i = k - 1;
-  }
-  while (i > 0 && c.score > top[i - 1].score) {
-    top[i] = top[i - 1];
-    i--;
-  }
-  top[i] = c;
+/* 1 when candidate a ranks before b: the higher score; on a tie the lower beam, then the lower
+ * id, which is the lower flat index of torch.topk over [beams x vocab]. Scores are never NaN
+ * here (cand_offer takes NaN as -inf), so this is a total order. */
+static int cand_before(const beam_cand *a, const beam_cand *b) {
+  if (a->score != b->score) return a->score > b->score;
+  return a->beam != b->beam ? a->beam < b->beam : a->id < b->id;
 }
+
+/* Restores the heap of the n kept candidates below slot i: every slot ranks before its
+ * children, so top[0] is the one that ranks last (the first to go). */
+static void cand_sift(beam_cand *top, int64_t n, int64_t i) {
+  for (;;) {
+    int64_t l = 2 * i + 1, w = i;
+    if (l < n && cand_before(&top[w], &top[l])) w = l;
+    if (l + 1 < n && cand_before(&top[w], &top[l + 1])) w = l + 1;
+    if (w == i) return;
+    const beam_cand t = top[i];
+    top[i] = top[w];
+    top[w] = t;
+    i = w;
+  }
+}
+
+/* Keeps the k best of the candidates offered, as a heap whose root ranks last: a candidate
+ * that does not rank before the root costs one comparison (a sorted list cost O(k) each:
+ * beams x vocabulary x 2 beams a step, an hour at a million beams). cand_sort orders them. */
+static void cand_offer(beam_cand *top, int64_t *n, int64_t k, beam_cand c) {
+  if (isnan(c.score)) c.score = -INFINITY;
+  if (*n < k) { /* sift the new one up */
+    int64_t i = (*n)++;
+    while (i > 0 && cand_before(&top[(i - 1) / 2], &c)) {
+      top[i] = top[(i - 1) / 2];
+      i = (i - 1) / 2;
+    }
+    top[i] = c;
+    return;
+  }
+  if (!cand_before(&c, &top[0])) return; /* offered in flat order: a tie goes to the earlier */
+  top[0] = c;
+  cand_sift(top, k, 0);
+}
+
+static int cand_cmp(const void *a, const void *b) {
+  return cand_before(a, b) ? -1 : cand_before(b, a) ? 1 : 0;
+}
+
+/* The kept candidates best first. */
+static void cand_sort(beam_cand *top, int64_t n) { qsort(top, (size_t)n, sizeof *top, cand_cmp); }
 
 /* Hugging Face's BeamHypotheses.add: kept while fewer than num_beams, or better than the worst
  * (which then goes). A hypothesis of no generated tokens scores -inf. */
@@ -523,6 +556,7 @@ static strop_status beam_one(const char *fn, strop_model *model, const int64_t *
         cand_offer(top, &nt, keep, (beam_cand){lp + score[b], b, i});
       }
     }
+    cand_sort(top, nt);
     /* the scorer: stop ids among the first B finish hypotheses, the rest continue */
     int64_t nb = 0;
     for (int64_t r = 0; r < nt && nb < B; r++) {

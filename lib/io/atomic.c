@@ -76,16 +76,58 @@ static void remove_stale_temps(const char *path) {
   closedir(d);
 }
 
+/* What path names, for a write that renames a new file over it: a symbolic link is followed
+ * to the file it names (*real, the caller frees: the link stays, the file it names is
+ * replaced), an existing file's permission bits go to *mode (-1: none yet); anything but a
+ * regular file — a device, a pipe, a folder — is refused, since the rename would replace the
+ * node itself (a save "to /dev/full" reported success and left a regular file there). */
+static strop_status write_target(const char *fn, const char *path, char **real, int *mode) {
+  struct stat sb;
+  *real = NULL;
+  *mode = -1;
+  if (lstat(path, &sb) != 0) return STROP_OK; /* a new file (or a folder the open reports) */
+  if (S_ISLNK(sb.st_mode)) {
+    *real = realpath(path, NULL);
+    if (!*real)
+      return strop__err(STROP_E_IO,
+                        "%s: '%s' is a symbolic link to a missing file (%s); save to the file "
+                        "itself, or remove the link",
+                        fn, path, strerror(errno));
+    if (stat(*real, &sb) != 0) return STROP_OK;
+  }
+  if (!S_ISREG(sb.st_mode)) {
+    const char *what = S_ISDIR(sb.st_mode)                          ? "a folder"
+                       : S_ISCHR(sb.st_mode) || S_ISBLK(sb.st_mode) ? "a device"
+                       : S_ISFIFO(sb.st_mode)                       ? "a pipe"
+                                                                    : "not a regular file";
+    strop_status st = strop__err(STROP_E_IO,
+                                 "%s: '%s' is %s; strop writes a file by renaming a new one "
+                                 "over it, which would replace it: name a regular file",
+                                 fn, *real ? *real : path, what);
+    free(*real);
+    *real = NULL;
+    return st;
+  }
+  *mode = (int)(sb.st_mode & 07777);
+  return STROP_OK;
+}
+
 strop_status strop__afile_open(strop__afile *f, const char *fn, const char *path) {
   f->fd = -1;
   f->path = f->tmp = NULL;
   f->fn = fn;
   f->written = 0;
   if (!path || !*path) return strop__err(STROP_E_INVALID_ARG, "%s: path is empty", fn);
+  char *real;
+  int mode;
+  strop_status ts = write_target(fn, path, &real, &mode);
+  if (ts) return ts;
+  if (real) path = real;
   f->path = strop__strdup(path);
   size_t n = strlen(path) + 64;
   f->tmp = strop__malloc(n);
   if (!f->path || !f->tmp) {
+    free(real);
     afile_reset(f);
     return STROP__NOMEM(fn);
   }
@@ -96,6 +138,9 @@ strop_status strop__afile_open(strop__afile *f, const char *fn, const char *path
     f->fd = open(f->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (f->fd >= 0) {
       (void)flock(f->fd, LOCK_EX | LOCK_NB); /* held until close: "a writer is at work" */
+      /* the replaced file's permissions carry over (a 0600 file stays 0600) */
+      if (mode >= 0) (void)fchmod(f->fd, (mode_t)mode);
+      free(real);
       return STROP_OK;
     }
     if (errno != EEXIST) break;
@@ -103,6 +148,7 @@ strop_status strop__afile_open(strop__afile *f, const char *fn, const char *path
   int e = errno;
   strop_status st = strop__err(STROP_E_IO, "%s: cannot create a temporary file beside '%s': %s",
                                fn, path, strerror(e));
+  free(real);
   afile_reset(f);
   return st;
 }

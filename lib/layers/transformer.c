@@ -155,7 +155,9 @@ static const strop__optdef TE_OPTIONS[] = {
      .type = STROP__OT_INT,
      .off = offsetof(tel_cfg, num_layers),
      .lo = 1,
-     .hi = 100000,
+     /* the graph finds nodes by name in a list (a build is quadratic in them: 100000 layers
+      * took hours); no encoder has near 1024 */
+     .hi = 1024,
      .example = "2",
      .doc = "encoder layers, named layers.0, layers.1, ..."},
     TEL_COMMON,

@@ -66,6 +66,8 @@ int strop__optim_get_momentum(const strop_optimizer *o, double *m);
 /* Scheduler state: "sched.last_step", "sched.lr", "sched.momentum" (F64), "sched.t_cur",
  * "sched.t_i", "sched.best" (F64), "sched.num_bad", "sched.cooldown_counter",
  * "sched.started" (I64 unless noted). state_set writes lr/momentum back to the optimizer. */
+/* The optimizer whose learning rate s sets. */
+const strop_optimizer *strop__sched_optimizer(const strop_scheduler *s);
 int strop__sched_state_count(const strop_scheduler *s);
 strop_status strop__sched_state_at(const strop_scheduler *s, int i, strop__state_entry *out);
 strop_status strop__sched_state_set(strop_scheduler *s, const char *name, int dtype,

@@ -169,6 +169,8 @@ struct strop_scheduler {
   int64_t num_bad, cooldown_counter, plateau_epoch;
 };
 
+const strop_optimizer *strop__sched_optimizer(const strop_scheduler *s) { return s->opt; }
+
 static void set_defaults(strop_scheduler *s) {
   double v[N_SK];
   strop__settings_defaults(&strop__scheduler_settings, s->kind, v);

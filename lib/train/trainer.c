@@ -135,6 +135,10 @@ void strop_trainer_free(strop_trainer *t) {
 
 strop_status strop_trainer_set_scheduler(strop_trainer *t, strop_scheduler *s) {
   if (!t) return strop__err(STROP_E_INVALID_ARG, "strop_trainer_set_scheduler: trainer is NULL");
+  if (s && strop__sched_optimizer(s) != t->opt) /* it would set another optimizer's lr */
+    return strop__err(STROP_E_INVALID_ARG,
+                      "strop_trainer_set_scheduler: the scheduler was made on another "
+                      "optimizer than the trainer's; make it on the trainer's optimizer");
   t->sched = s;
   return STROP_OK;
 }
@@ -1966,6 +1970,23 @@ strop_status strop_trainer_fit(strop_trainer *t, strop_batch_iter *train, strop_
                       (long long)o.epochs);
   if (o.monitor < STROP_MONITOR_VAL_LOSS || o.monitor > STROP_MONITOR_TRAIN_LOSS)
     return strop__err(STROP_E_INVALID_ARG, "%s: unknown monitor %d", fn, o.monitor);
+  /* counts below 0, a flag other than 0 or 1, or a NaN or negative min_delta were taken as
+   * "off" or compared false every epoch (a NaN min_delta stopped early and restored epoch 1) */
+  {
+    const char *bad = o.patience < 0           ? "patience must be >= 0 (0: never stop early)"
+                      : o.checkpoint_every < 0 ? "checkpoint_every must be >= 0 (0: off)"
+                      : o.max_steps < 0        ? "max_steps must be >= 0 (0: no limit)"
+                      : o.restore_best != 0 && o.restore_best != 1 ? "restore_best must be 0 or 1"
+                      : !(o.min_delta >= 0.0) || isinf(o.min_delta)
+                          ? "min_delta must be finite and >= 0"
+                          : NULL;
+    if (bad)
+      return strop__err(STROP_E_INVALID_ARG,
+                        "%s: %s (patience %lld, checkpoint_every %lld, max_steps %lld, "
+                        "restore_best %d, min_delta %g)",
+                        fn, bad, (long long)o.patience, (long long)o.checkpoint_every,
+                        (long long)o.max_steps, o.restore_best, o.min_delta);
+  }
   if (!val && o.monitor != STROP_MONITOR_TRAIN_LOSS) o.monitor = STROP_MONITOR_TRAIN_LOSS;
   if (o.checkpoint_every > 0 && !o.checkpoint_path)
     return strop__err(STROP_E_INVALID_ARG,
