@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* strop tests — core suite: status names, the per-thread error sentence, logging, the PCG32
  * generator, thread settings, the step arena, the version, allocation failures. */
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
@@ -439,6 +440,12 @@ static int rng_bad_call(int i, strop_rng *g, float *f, int64_t *p) {
     case 7: return strop_rng_normal(g, 0.0f, NAN, f, 4);
     case 8: return strop_rng_permutation(NULL, 4, p);
     case 9: return strop_rng_permutation(g, 4, NULL);
+    /* infinite bounds, spans or parameters filled infinities and NaN */
+    case 11: return strop_rng_uniform(g, 0.0f, INFINITY, f, 4);
+    case 12: return strop_rng_uniform(g, -INFINITY, INFINITY, f, 4);
+    case 13: return strop_rng_uniform(g, -FLT_MAX, FLT_MAX, f, 4);
+    case 14: return strop_rng_normal(g, NAN, 1.0f, f, 4);
+    case 15: return strop_rng_normal(g, 0.0f, INFINITY, f, 4);
     default: return strop_rng_permutation(g, -1, p);
   }
 }
@@ -451,11 +458,16 @@ START_TEST(rng_errors) {
       "must be >= lo",
       "strop_rng_normal: rng is NULL",
       "strop_rng_normal: out is NULL",
-      "std must be >= 0, got -0.5",
-      "std must be >= 0",
+      "std (-0.5) finite and >= 0",
+      "std (nan) finite and >= 0",
       "strop_rng_permutation: rng is NULL",
       "strop_rng_permutation: out is NULL",
       "n must be >= 0, got -1",
+      "lo (0) and hi (inf) must be finite",
+      "lo (-inf) and hi (inf) must be finite",
+      "hi - lo too",
+      "mean (nan) must be finite",
+      "std (inf) finite and >= 0",
   };
   strop_rng *g = NULL, *twin = NULL;
   ck_assert_int_eq(strop_rng_create(9, &g), STROP_OK);

@@ -116,7 +116,19 @@ START_TEST(build_errors) {
   ck_assert_int_eq(strop_model_add(m, "x", "linear", "out_features", NULL), STROP_E_INVALID_ARG);
   ck_assert_int_eq(strop_model_add(m, "bad name", "relu", NULL, NULL), STROP_E_INVALID_ARG);
   ck_assert_int_eq(strop_model_add(NULL, "a", "relu", NULL, NULL), STROP_E_INVALID_ARG);
+  /* an empty name in the inputs list ("a,,b" was "a,b"; ",,," the previous node) */
+  static const char *const holes[] = {",,,", "fc1,,fc1", "fc1,", ",fc1", "fc1, ,fc1"};
+  for (size_t i = 0; i < sizeof holes / sizeof holes[0]; i++) {
+    ck_assert_int_eq(strop_model_add(m, "y", "add", NULL, holes[i]), STROP_E_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(strop_last_error(), "has an empty name between commas"));
+  }
   ck_assert_int_eq(strop_model_num_nodes(m), 1); /* failed adds left it unchanged */
+  /* a sample of rank 8 leaves no room for the batch axis: refused at create */
+  const int64_t eight[8] = {1, 1, 1, 1, 1, 1, 1, 2};
+  strop_model *m8 = (strop_model *)1;
+  ck_assert_int_eq(strop_model_create(8, eight, &m8), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "no room for the batch axis"));
+  ck_assert_ptr_null(m8);
   strop_tensor *o = NULL;
   strop_tensor *x = NULL;
   int64_t xd[2] = {1, 4};

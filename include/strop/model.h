@@ -38,7 +38,8 @@ typedef struct strop_model strop_model;
 /**
  * @brief Creates an empty model whose input has the given per-sample shape (no batch dim),
  *        e.g. {1, 28, 28} for grey images or {64} for a sequence of 64 token ids.
- * @param[in]  rank        Number of per-sample dimensions, 1 .. #STROP_MAX_RANK.
+ * @param[in]  rank        Number of per-sample dimensions, 1 .. #STROP_MAX_RANK - 1 (a
+ *                         batch adds one).
  * @param[in]  input_shape @p rank sizes, each > 0; copied.
  * @param[out] out         The model, owned by the caller (strop_model_free()); NULL on
  *                         error.

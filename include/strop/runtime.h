@@ -74,8 +74,8 @@ STROP_API void strop_rng_free(strop_rng *rng);
  * @param[in]     hi  Upper bound (excluded), >= @p lo.
  * @param[out]    out Room for @p n floats; may be NULL when @p n is 0.
  * @param[in]     n   Number of values.
- * @return STROP_OK; STROP_E_INVALID_ARG (NULL @p rng or @p out, @p hi < @p lo or NaN; nothing
- *         is drawn).
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL @p rng or @p out, @p hi < @p lo, NaN, or a bound
+ *         or span @p hi - @p lo that is not finite; nothing is drawn).
  * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_rng_uniform(strop_rng *rng, float lo, float hi,
@@ -88,7 +88,8 @@ STROP_API STROP_NODISCARD strop_status strop_rng_uniform(strop_rng *rng, float l
  * @param[in]     std  Standard deviation, >= 0.
  * @param[out]    out  Room for @p n floats; may be NULL when @p n is 0.
  * @param[in]     n    Number of values.
- * @return STROP_OK; STROP_E_INVALID_ARG (NULL @p rng or @p out, @p std < 0 or NaN).
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL @p rng or @p out, @p std < 0, a @p mean or
+ *         @p std that is not finite).
  * @since 0.1
  */
 STROP_API STROP_NODISCARD strop_status strop_rng_normal(strop_rng *rng, float mean, float std,

@@ -110,6 +110,10 @@ strop_status strop_rng_uniform(strop_rng *rng, float lo, float hi, float *out, s
   if (!(hi >= lo))
     return strop__err(STROP_E_INVALID_ARG, "strop_rng_uniform: hi (%g) must be >= lo (%g)",
                       (double)hi, (double)lo);
+  if (!isfinite(hi - lo)) /* an infinite bound (or span) filled infinities and NaN */
+    return strop__err(STROP_E_INVALID_ARG,
+                      "strop_rng_uniform: lo (%g) and hi (%g) must be finite, hi - lo too",
+                      (double)lo, (double)hi);
   for (size_t i = 0; i < n; i++) out[i] = lo + (hi - lo) * strop__rng_uniform(&rng->r);
   return STROP_OK;
 }
@@ -117,9 +121,10 @@ strop_status strop_rng_uniform(strop_rng *rng, float lo, float hi, float *out, s
 strop_status strop_rng_normal(strop_rng *rng, float mean, float std, float *out, size_t n) {
   if (!rng || (!out && n))
     return strop__err(STROP_E_INVALID_ARG, "strop_rng_normal: %s is NULL", rng ? "out" : "rng");
-  if (!(std >= 0.0f))
-    return strop__err(STROP_E_INVALID_ARG, "strop_rng_normal: std must be >= 0, got %g",
-                      (double)std);
+  if (!(std >= 0.0f) || !isfinite(std) || !isfinite(mean))
+    return strop__err(STROP_E_INVALID_ARG,
+                      "strop_rng_normal: mean (%g) must be finite and std (%g) finite and >= 0",
+                      (double)mean, (double)std);
   for (size_t i = 0; i < n; i++) out[i] = mean + std * strop__rng_normal(&rng->r);
   return STROP_OK;
 }

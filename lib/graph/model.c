@@ -15,6 +15,11 @@ strop_status strop_model_create(int rank, const int64_t *input_shape, strop_mode
   static const char fn[] = "strop_model_create";
   if (!out) return strop__err(STROP_E_INVALID_ARG, "%s: out is NULL", fn);
   *out = NULL;
+  if (rank == STROP_MAX_RANK) /* accepted before, and then no batch of it could be made */
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: a sample of rank %d leaves no room for the batch axis (tensors hold "
+                      "at most %d dimensions): give at most %d per-sample dimensions",
+                      fn, rank, STROP_MAX_RANK, STROP_MAX_RANK - 1);
   size_t numel;
   strop_status s = strop__dims_numel(fn, rank, input_shape, &numel);
   if (s) return s;
@@ -256,6 +261,20 @@ strop_status strop_model_add(strop_model *model, const char *name, const char *t
   char *names[16];
   int n_in = 0;
   char *copy = NULL;
+  if (inputs && strchr(inputs, ',')) { /* ",,," was the previous node and "a,,b" was "a,b" */
+    for (const char *f = inputs;; f++) {
+      const char *e = f;
+      while (*e == ' ') e++;
+      if (*e == ',' || *e == '\0') {
+        strop__opts_free(&o);
+        return strop__err(STROP_E_INVALID_ARG,
+                          "%s: layer '%s': inputs '%s' has an empty name between commas", fn,
+                          name ? name : "(null)", inputs);
+      }
+      f = strchr(e, ',');
+      if (!f) break;
+    }
+  }
   if (inputs && *inputs) {
     copy = strop__strdup(inputs);
     if (!copy) {

@@ -211,7 +211,7 @@ strop_status strop_surgery_lora(strop_surgery *s, const char *glob, int64_t rank
   if (st) return st;
   if (empty(glob)) return strop__err(STROP_E_INVALID_ARG, "%s: glob is NULL or empty", fn);
   if (rank < 1 || rank > INT32_MAX)
-    return strop__err(STROP_E_INVALID_ARG, "%s: rank must be >= 1, got %lld", fn,
+    return strop__err(STROP_E_INVALID_ARG, "%s: rank must be in [1, %d], got %lld", fn, INT32_MAX,
                       (long long)rank);
   if (!(alpha > 0.0f) || !isfinite(alpha))
     return strop__err(STROP_E_INVALID_ARG, "%s: alpha must be > 0, got %g", fn, (double)alpha);
