@@ -90,11 +90,18 @@ strop_status strop__check_labels(const char *fn, const char *what, const float *
   return STROP_OK;
 }
 
+/* The index of v's first value that is not finite, or n. */
+static size_t nonfinite_at(const float *v, size_t n) {
+  size_t i = 0;
+  while (i < n && isfinite(v[i])) i++;
+  return i;
+}
+
 strop_status strop__check_finite(const char *fn, const char *what, const float *v, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    if (!isfinite(v[i]))
-      return strop__err(STROP_E_FORMAT, "%s: %s: element %zu is not finite (%g)", fn, what, i,
-                        (double)v[i]);
+  const size_t i = nonfinite_at(v, n);
+  if (i < n)
+    return strop__err(STROP_E_FORMAT, "%s: %s: element %zu is not finite (%g)", fn, what, i,
+                      (double)v[i]);
   return STROP_OK;
 }
 
@@ -165,17 +172,15 @@ static strop_status memory_source(const char *fn, const float *inputs, const flo
   for (int part = 0; part < (num_classes == 0 ? 2 : 1); part++) {
     const float *v = part ? targets : inputs;
     const int64_t per = part ? ds->raw_tgt_numel : ds->in_numel;
-    const size_t total = (size_t)n * (size_t)per;
-    for (size_t i = 0; i < total; i++)
-      if (!isfinite(v[i])) {
-        st = strop__err(STROP_E_INVALID_ARG,
-                        "%s: %s: sample %lld, value %lld is not finite (%g); every value "
-                        "must be",
-                        fn, part ? "targets" : "inputs", (long long)(i / (size_t)per),
-                        (long long)(i % (size_t)per), (double)v[i]);
-        strop_dataset_free(ds);
-        return st;
-      }
+    const size_t total = (size_t)n * (size_t)per, i = nonfinite_at(v, total);
+    if (i < total) {
+      st = strop__err(STROP_E_INVALID_ARG,
+                      "%s: %s: sample %lld, value %lld is not finite (%g); every value must be",
+                      fn, part ? "targets" : "inputs", (long long)(i / (size_t)per),
+                      (long long)(i % (size_t)per), (double)v[i]);
+      strop_dataset_free(ds);
+      return st;
+    }
   }
   if (copy) {
     size_t nx = (size_t)n * ds->in_numel, ny = (size_t)n * ds->raw_tgt_numel;

@@ -261,28 +261,28 @@ strop_status strop_model_add(strop_model *model, const char *name, const char *t
   char *names[16];
   int n_in = 0;
   char *copy = NULL;
-  if (inputs && strchr(inputs, ',')) { /* ",,," was the previous node and "a,,b" was "a,b" */
-    for (const char *f = inputs;; f++) {
-      const char *e = f;
-      while (*e == ' ') e++;
-      if (*e == ',' || *e == '\0') {
-        strop__opts_free(&o);
-        return strop__err(STROP_E_INVALID_ARG,
-                          "%s: layer '%s': inputs '%s' has an empty name between commas", fn,
-                          name ? name : "(null)", inputs);
-      }
-      f = strchr(e, ',');
-      if (!f) break;
-    }
-  }
   if (inputs && *inputs) {
     copy = strop__strdup(inputs);
     if (!copy) {
       strop__opts_free(&o);
       return STROP__NOMEM(fn);
     }
-    for (char *p = copy; *p;) {
-      while (*p == ' ' || *p == ',') p++;
+    /* names apart by commas or spaces; an empty name between commas is refused (",,," was
+     * the previous node and "a,,b" was "a,b") */
+    int comma = 0; /* a comma came since the last name (or the list starts) */
+    for (char *p = copy;;) {
+      while (*p == ' ') p++;
+      if (*p == ',' ? comma || n_in == 0 : !*p && comma) {
+        strop__free(copy);
+        strop__opts_free(&o);
+        return strop__err(STROP_E_INVALID_ARG,
+                          "%s: layer '%s': inputs '%s' has an empty name between commas", fn,
+                          name ? name : "(null)", inputs);
+      }
+      if (*p == ',') {
+        comma = 1, p++;
+        continue;
+      }
       if (!*p) break;
       if (n_in == 16) {
         strop__free(copy);
@@ -290,7 +290,9 @@ strop_status strop_model_add(strop_model *model, const char *name, const char *t
         return strop__err(STROP_E_INVALID_ARG, "%s: layer '%s': more than 16 inputs", fn, name);
       }
       names[n_in++] = p;
+      comma = 0;
       while (*p && *p != ',' && *p != ' ') p++;
+      if (*p == ',') comma = 1;
       if (*p) *p++ = '\0';
     }
   }
