@@ -6,13 +6,19 @@
  * registers, so nothing but the arithmetic units limits it.
  *
  *   bench_peak [seconds-per-row]      (default 0.5)
+ *   bench_peak c2c                    the one-way latency between CPUs 0 and 1 (bench_c2c_ns)
  *
  * Prints one line per kernel and thread count: GFLOP/s (a multiply-add counts 2 flops; a
- * vdpbf16ps lane does two of them). */
+ * vdpbf16ps lane does two of them). With `c2c`, one line `c2c_ns=N` (-1 where the process may not
+ * run on CPUs 0 and 1): on this wave's virtual machine about 27-40 ns while the host keeps its
+ * two virtual CPUs on cores that share a level-3 cache, 170-300 ns while it does not, which
+ * moves a 2-thread step by up to 15% (docs/performance.md, "The two speeds of a 2-thread
+ * process"). */
 #include <immintrin.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "benchutil.h"
 
@@ -123,6 +129,10 @@ static double best(kernel_fn fn, int threads, double flops_per_rep, double secon
 }
 
 int main(int argc, char **argv) {
+  if (argc > 1 && !strcmp(argv[1], "c2c")) {
+    printf("c2c_ns=%.1f\n", bench_c2c_ns(200000));
+    return 0;
+  }
   const double seconds = argc > 1 ? atof(argv[1]) : 0.5;
   if (!(seconds > 0)) {
     fprintf(stderr, "usage: bench_peak [seconds-per-row > 0]\n");

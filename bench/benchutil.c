@@ -1,7 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /* strop bench — see benchutil.h. */
+#define _GNU_SOURCE /* sched_setaffinity, pthread_setaffinity_np */
 #include "benchutil.h"
 
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,14 +49,64 @@ long bench_status_kb(const char *key) {
 
 long bench_peak_rss_kb(void) { return bench_status_kb("VmHWM:"); }
 
+/* the two sides of bench_c2c_ns: the caller writes odd values, the helper answers with even */
+static _Alignas(64) atomic_long c2c_flag;
+static long c2c_trips;
+
+static int pin_self(int cpu) {
+  cpu_set_t s;
+  CPU_ZERO(&s);
+  CPU_SET(cpu, &s);
+  return pthread_setaffinity_np(pthread_self(), sizeof s, &s);
+}
+
+static void *c2c_helper(void *arg) {
+  (void)arg;
+  pin_self(1);
+  for (long i = 0; i < c2c_trips; i++) {
+    while (atomic_load_explicit(&c2c_flag, memory_order_acquire) != 2 * i + 1) {
+    }
+    atomic_store_explicit(&c2c_flag, 2 * i + 2, memory_order_release);
+  }
+  return NULL;
+}
+
+double bench_c2c_ns(long round_trips) {
+  cpu_set_t old;
+  if (round_trips < 1 || pthread_getaffinity_np(pthread_self(), sizeof old, &old) != 0 ||
+      !CPU_ISSET(0, &old) || !CPU_ISSET(1, &old) || pin_self(0) != 0)
+    return -1;
+  atomic_store(&c2c_flag, 0);
+  c2c_trips = round_trips;
+  pthread_t t;
+  double ns = -1;
+  if (pthread_create(&t, NULL, c2c_helper, NULL) == 0) {
+    const double t0 = bench_now();
+    for (long i = 0; i < round_trips; i++) {
+      atomic_store_explicit(&c2c_flag, 2 * i + 1, memory_order_release);
+      while (atomic_load_explicit(&c2c_flag, memory_order_acquire) != 2 * i + 2) {
+      }
+    }
+    ns = (bench_now() - t0) * 1e9 / (double)round_trips / 2.0;
+    pthread_join(t, NULL);
+  }
+  pthread_setaffinity_np(pthread_self(), sizeof old, &old);
+  return ns;
+}
+
 double bench_best_step(strop_trainer *tr, const strop_tensor *x, const strop_tensor *y, int steps,
                        int repeats, float *loss) {
   bench_must(strop_trainer_step(tr, x, y, loss), "warm-up");
   double best = 1e30;
+  const int log = getenv("STEP_LOG") != NULL;
   for (int r = 0; r < repeats; r++) {
+    const double c2c = log ? bench_c2c_ns(20000) : 0;
     const double t0 = bench_now();
     for (int s = 0; s < steps; s++) bench_must(strop_trainer_step(tr, x, y, loss), "step");
     const double dt = (bench_now() - t0) / steps;
+    if (log)
+      printf("WINDOW round=%d step_ms=%.1f c2c_ns_before=%.1f c2c_ns_after=%.1f\n", r, dt * 1e3,
+             c2c, bench_c2c_ns(20000));
     if (dt < best) best = dt;
   }
   return best;

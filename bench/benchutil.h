@@ -18,8 +18,15 @@ void bench_args(int argc, char **argv, int first, int def_steps, int *threads, i
 long bench_status_kb(const char *key);
 /* Peak RSS since the last bench_reset_peak_rss() (VmHWM), in kB; -1 without /proc. */
 long bench_peak_rss_kb(void);
+/* The one-way latency between CPUs 0 and 1 in nanoseconds: the caller and a helper thread,
+ * pinned to one CPU each, hand a cache line back and forth round_trips times. -1 when the
+ * process may not run on both. On a virtual machine it says where the host placed the two
+ * virtual CPUs at that moment (docs/performance.md, "The two speeds of a 2-thread process"). */
+double bench_c2c_ns(long round_trips);
 /* One warm-up step, then `repeats` windows of `steps` strop_trainer_step calls on (x, y):
- * the best window's seconds per step; *loss the last step's loss. Exits on an error. */
+ * the best window's seconds per step; *loss the last step's loss. Exits on an error. With
+ * STEP_LOG set in the environment, prints each window's milliseconds per step and the
+ * bench_c2c_ns measured just before and just after it (a WINDOW line). */
 double bench_best_step(strop_trainer *tr, const strop_tensor *x, const strop_tensor *y, int steps,
                        int repeats, float *loss);
 /* Linux: writing 5 to clear_refs resets VmHWM to the current RSS, so a training phase's peak

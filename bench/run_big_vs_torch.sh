@@ -70,19 +70,25 @@ done
 
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC')  $(nproc) cpus  load: $(cut -d' ' -f1-3 /proc/loadavg)  smoke=$SMOKE steps=$STEPS repeats=$REPEATS rounds=$ROUNDS"
 echo "# peaks (GFLOP/s): $(echo "$PEAKS" | awk '{printf "%s %s t%s %s; ", $1, $3, $5, $6}')"
-printf '%-16s %-18s %3s %10s %9s %7s %9s %9s %7s\n' row run thr rate floor_ms of_peak peak_rss planned spread
+printf '%-16s %-18s %3s %10s %9s %7s %9s %9s %7s %7s\n' row run thr rate floor_ms of_peak peak_rss planned spread c2c_ns
 RATES=$(mktemp)
 trap 'rm -f "$RATES"' EXIT
 # One side of a row once: the RESULT line of bench_big (strop) or torch_big.py (PyTorch).
 # $1 row, $2 folder, $3 threads, $4 strop's frozen dtype or "torch", $5 compute dtype or autocast
+# The line ends with c2c_ns, the one-way latency between the two CPUs measured just before the
+# run (bench_peak c2c): a 2-thread run while the host keeps the virtual CPUs apart (170-300 ns
+# against 27-40) is up to 15% slower, PyTorch's as strop's (docs/performance.md, "The two speeds
+# of a 2-thread process").
 run_side() {
+  c2c=$("$BP" c2c)
   if [ "$4" = torch ]; then
-    OPENBLAS_NUM_THREADS=1 $PRE "$PY" "$HERE/torch_big.py" train "$1" "$2" "$3" "$STEPS" \
-      "$REPEATS" "$5" | grep '^RESULT'
+    l=$(OPENBLAS_NUM_THREADS=1 $PRE "$PY" "$HERE/torch_big.py" train "$1" "$2" "$3" "$STEPS" \
+      "$REPEATS" "$5" | grep '^RESULT')
   else
-    OPENBLAS_NUM_THREADS=1 FROZEN_DTYPE=$4 COMPUTE_DTYPE=$5 $PRE "$BB" "$1" "$2" "$3" "$STEPS" \
-      "$REPEATS" | grep '^RESULT'
+    l=$(OPENBLAS_NUM_THREADS=1 FROZEN_DTYPE=$4 COMPUTE_DTYPE=$5 $PRE "$BB" "$1" "$2" "$3" \
+      "$STEPS" "$REPEATS" | grep '^RESULT')
   fi
+  echo "$l $c2c"
 }
 rate_of() { r=$(field tokens_per_s "$1"); [ -n "$r" ] || r=$(field samples_per_s "$1"); echo "$r"; }
 for t in $THREADS; do
@@ -146,8 +152,8 @@ for t in $THREADS; do
       floor=$(awk "BEGIN{printf \"%.1f\", $fl / ($pk * 1e9) * 1e3}")
       sharev=$(awk "BEGIN{printf \"%.2f\", $floor / $ms * 100}")
       share=$(awk "BEGIN{printf \"%.0f%%\", $sharev}")
-      printf '%-16s %-18s %3s %10s %9s %7s %7sMB %9s %7s\n' "$r" "$label" "$t" "$hi" \
-        "$floor" "$share" "$(mb "$pk_kb")" "$planned" "$spread"
+      printf '%-16s %-18s %3s %10s %9s %7s %7sMB %9s %7s %7s\n' "$r" "$label" "$t" "$hi" \
+        "$floor" "$share" "$(mb "$pk_kb")" "$planned" "$spread" "$(field c2c_ns "$s")"
       echo "$r $t $label|$hi|$pk_kb|$sharev" >> "$RATES"
     done
   done
