@@ -28,10 +28,7 @@ static const char *fix(void) { return getenv("STROP_IMG_FIXTURES"); }
 static char g_tmp[256];
 
 static const char *tmpdir(void) {
-  if (!g_tmp[0]) {
-    snprintf(g_tmp, sizeof g_tmp, "/tmp/strop_img_XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(g_tmp));
-  }
+  if (!g_tmp[0]) strop_test_tmpdir("img", g_tmp, sizeof g_tmp);
   return g_tmp;
 }
 

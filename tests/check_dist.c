@@ -907,12 +907,11 @@ END_TEST
 
 /* ---- a recipe run on the group (strop_run_options.dist) ---- */
 
-static char g_recipe_dir[64];
+static char g_recipe_dir[256];
 
 /* A folder with the recipe suites' CSV (240 rows, 4 blobs in 6-D) and spec (strop_test_blobs). */
 static void recipe_files(void) {
-  snprintf(g_recipe_dir, sizeof g_recipe_dir, "/tmp/strop_dist_recipe_XXXXXX");
-  ck_assert_ptr_nonnull(mkdtemp(g_recipe_dir));
+  strop_test_tmpdir("dist_recipe", g_recipe_dir, sizeof g_recipe_dir);
   strop_test_blobs(g_recipe_dir);
 }
 
@@ -1195,12 +1194,11 @@ START_TEST(eval_metrics_are_reduced) {
 }
 END_TEST
 
-static char g_lm_dir[64], g_lm_tok[128], g_lm_text[128];
+static char g_lm_dir[256], g_lm_tok[300], g_lm_text[300];
 
 /* Writes the word-level tokenizer (w0 .. w1098 and <unk>) and a corpus of 61 of its words. */
 static void lm_files(void) {
-  snprintf(g_lm_dir, sizeof g_lm_dir, "/tmp/strop_dist_lm_XXXXXX");
-  if (!mkdtemp(g_lm_dir)) return;
+  strop_test_tmpdir("dist_lm", g_lm_dir, sizeof g_lm_dir);
   snprintf(g_lm_tok, sizeof g_lm_tok, "%s/tokenizer.json", g_lm_dir);
   snprintf(g_lm_text, sizeof g_lm_text, "%s/corpus.txt", g_lm_dir);
   FILE *f = fopen(g_lm_tok, "w");

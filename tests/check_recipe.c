@@ -24,8 +24,7 @@ static char g_dir[64];
 
 /* A directory with a small CSV (4 blobs in 6-D, label last) and a spec. */
 static void make_files(void) {
-  snprintf(g_dir, sizeof g_dir, "/tmp/strop_recipe_XXXXXX");
-  ck_assert_ptr_nonnull(mkdtemp(g_dir));
+  strop_test_tmpdir("recipe", g_dir, sizeof g_dir);
   strop_test_blobs(g_dir);
 }
 

@@ -18,10 +18,7 @@
 static char g_dir[256];
 
 static const char *tmpdir(void) {
-  if (!g_dir[0]) {
-    snprintf(g_dir, sizeof g_dir, "/tmp/strop_check_textdata_XXXXXX");
-    if (!mkdtemp(g_dir)) g_dir[0] = '\0';
-  }
+  if (!g_dir[0]) strop_test_tmpdir("check_textdata", g_dir, sizeof g_dir);
   return g_dir;
 }
 

@@ -1084,8 +1084,8 @@ static int op_load(void *ctx) {
 }
 
 START_TEST(failed_checkpoint_load_changes_nothing) {
-  char dir[] = "/tmp/strop_ckpt_XXXXXX";
-  ck_assert_ptr_nonnull(mkdtemp(dir));
+  char dir[128];
+  strop_test_tmpdir("ckpt", dir, sizeof dir);
   char adam[256], sgd[256], p01[300];
   snprintf(adam, sizeof adam, "%s/adam.ckpt", dir);
   snprintf(sgd, sizeof sgd, "%s/sgd.ckpt", dir);

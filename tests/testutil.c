@@ -2,12 +2,15 @@
 /* strop tests — shared helpers (see testutil.h). */
 #include "testutil.h"
 
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "core/core.h"
 
@@ -149,4 +152,60 @@ int strop_test_limit_address_space(long extra_mb) {
   const rlim_t lim = (rlim_t)vm * 1024 + ((rlim_t)extra_mb << 20);
   struct rlimit rl = {lim, lim};
   return vm && !setrlimit(RLIMIT_AS, &rl) ? 0 : -1;
+}
+
+/* the folders strop_test_tmpdir made, each with the process that made it */
+typedef struct tmp_dir {
+  pid_t pid;
+  char path[256];
+} tmp_dir;
+static tmp_dir *g_tmp_dirs;
+static int g_ntmp, g_tmp_hooked;
+
+/* path with everything under it; symbolic links are removed, not followed */
+static void remove_tree(const char *path) {
+  struct stat st;
+  if (lstat(path, &st) != 0) return;
+  if (S_ISDIR(st.st_mode)) {
+    DIR *d = opendir(path);
+    if (d) {
+      char sub[1024];
+      for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        if (snprintf(sub, sizeof sub, "%s/%s", path, e->d_name) < (int)sizeof sub)
+          remove_tree(sub);
+      }
+      closedir(d);
+    }
+    rmdir(path);
+  } else {
+    unlink(path);
+  }
+}
+
+/* At exit: the folders this process made, with what they hold (a forked test's child inherits
+ * its parent's list, and leaves the parent's folders alone). */
+static void remove_tmp_dirs(void) {
+  for (int i = 0; i < g_ntmp; i++)
+    if (g_tmp_dirs[i].pid == getpid()) remove_tree(g_tmp_dirs[i].path);
+}
+
+const char *strop_test_tmpdir(const char *tag, char *buf, size_t size) {
+  const char *root = getenv("TMPDIR");
+  if (!root || !*root) root = "/tmp";
+  const int n = snprintf(buf, size, "%s/strop_%s_XXXXXX", root, tag);
+  ck_assert_msg(n > 0 && (size_t)n < size && (size_t)n < sizeof g_tmp_dirs->path,
+                "strop_test_tmpdir: the path of %s is too long", tag);
+  tmp_dir *more = realloc(g_tmp_dirs, (size_t)(g_ntmp + 1) * sizeof *more);
+  ck_assert_ptr_nonnull(more);
+  g_tmp_dirs = more;
+  ck_assert_msg(mkdtemp(buf) != NULL, "strop_test_tmpdir: cannot make %s", buf);
+  if (!g_tmp_hooked) {
+    ck_assert_int_eq(atexit(remove_tmp_dirs), 0);
+    g_tmp_hooked = 1;
+  }
+  g_tmp_dirs[g_ntmp].pid = getpid();
+  snprintf(g_tmp_dirs[g_ntmp].path, sizeof g_tmp_dirs[g_ntmp].path, "%s", buf);
+  g_ntmp++;
+  return buf;
 }

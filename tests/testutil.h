@@ -27,6 +27,11 @@ strop_model *strop_test_build(int rank, const int64_t *shape, const strop_test_n
 
 /* Runs the suite and returns the process exit code. */
 int strop_test_run(Suite *s);
+/* Makes a new empty folder $TMPDIR/strop_<tag>_XXXXXX (/tmp without TMPDIR), writes its path to
+ * buf (size bytes) and returns buf. The process that made it removes it with everything in it
+ * when it exits normally, so a run of the suites leaves nothing behind; a test's forked child
+ * removes only the folders it made itself. Fails the test when the folder cannot be made. */
+const char *strop_test_tmpdir(const char *tag, char *buf, size_t size);
 
 /* Largest |a-b| / max(|b|, floor) over n elements; where_out gets the index. */
 double strop_test_max_rel(const float *a, const float *b, size_t n, double floor,
