@@ -467,22 +467,31 @@ static strop_status beam_one(const char *fn, strop_model *model, const int64_t *
   if (st || !in || !first) st = STROP__NOMEM(fn); /* decode_open fails only so */
   if (st || (st = step(fn, model, &dec, prompt, 1, len, in, vocab, first))) goto done;
   /* What the search holds for B beams — the caches of every attention node, the gather's
-   * scratch, the scores and marks over the vocabulary, the histories — against the machine's
-   * room, before any of it is taken (100000 beams of a small model grew to gigabytes before).
-   * Not counted: the activations of a step of B one-position rows. */
+   * scratch, the scores and marks over the vocabulary, the histories, and a step's activations
+   * (every node's output for one position of each beam's row: the step's arena keeps them all
+   * until the step ends) — against the machine's room, before any of it is taken (100000 beams
+   * of a small model grew to gigabytes before). */
   size_t room = 0, most = 0;
-  double cache = 0.0;
+  double cache = 0.0, acts = 0.0;
   for (int i = 0; i < dec.n_kv; i++) {
     cache += 2.0 * (double)dec.cap * (double)dec.kv[i].width * sizeof(float);
     if ((size_t)(dec.cap * dec.kv[i].width) > most) most = (size_t)(dec.cap * dec.kv[i].width);
   }
-  const double per_beam = cache + (double)most * sizeof(float) +
+  for (int i = 0; i < model->n_nodes; i++)
+    acts += (double)strop__shape_numel(&model->nodes[i].out_shape) * sizeof(float);
+  acts /= (double)model->in_shape.d[0];
+  const double per_beam = cache + acts + (double)most * sizeof(float) +
                           (double)vocab * (sizeof(float) + 2.0) + 3.0 * (double)maxgen * 8.0,
                need = (double)B * per_beam;
+  strop__log(STROP_LOG_DEBUG,
+             "%s: %lld beams: %.1f MB a beam (key/value caches %.1f, a step's activations "
+             "%.1f), %.2f GB in all",
+             fn, (long long)B, per_beam / 1e6, cache / 1e6, acts / 1e6, need / 1e9);
   if (strop_memory_available(&room, NULL, 0) == STROP_OK && need > (double)room) {
     st = strop__err(STROP_E_NOMEM,
                     "%s: num_beams %lld needs %.2f GB (%.1f MB a beam: its key/value caches of "
-                    "%lld positions, its scores over the %lld words), more than the %.2f GB "
+                    "%lld positions, a step's activations, its scores over the %lld words), "
+                    "more than the %.2f GB "
                     "this machine has free; use fewer beams",
                     fn, (long long)B, need / 1e9, per_beam / 1e6, (long long)dec.cap,
                     (long long)vocab, (double)room / 1e9);
