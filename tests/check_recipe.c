@@ -1518,6 +1518,19 @@ START_TEST(tune_errors_and_budget) {
   ck_assert_int_eq(strop_recipe_set(r, "tune.best_recipe", "trials.jsonl"), STROP_OK);
   ck_assert_int_eq(strop_recipe_tune(r, &o, &t), STROP_E_FORMAT);
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "tune.trials_file"));
+  /* the same files spelled otherwise, through folders that exist and folders a run would make */
+  static const char *const spellings[][2] = {{"./trials.jsonl", "tune.trials_file"},
+                                             {"nope/../trials.jsonl", "tune.trials_file"},
+                                             {".//trials.jsonl", "tune.trials_file"},
+                                             {"out/./net.yaml", "output.spec"},
+                                             {"out/new/../net.yaml", "output.spec"}};
+  for (size_t i = 0; i < sizeof spellings / sizeof spellings[0]; i++) {
+    ck_assert_int_eq(strop_recipe_set(r, "tune.best_recipe", spellings[i][0]), STROP_OK);
+    ck_assert_msg(strop_recipe_tune(r, &o, &t) == STROP_E_FORMAT, "%s was taken",
+                  spellings[i][0]);
+    ck_assert_msg(strstr(strop_last_error(), spellings[i][1]) != NULL, "%s: %s", spellings[i][0],
+                  strop_last_error());
+  }
   ck_assert_int_eq(strop_recipe_set(r, "tune.best_recipe", "best.yaml"), STROP_OK);
   /* no trial to run (-1 ran none and exited 0); the options' count overrides the recipe's */
   ck_assert_int_eq(strop_recipe_set(r, "tune.trials", "-1"), STROP_OK);

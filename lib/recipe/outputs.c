@@ -507,14 +507,47 @@ static strop_status ready_folder_of(const char *path, char seen[][1024], int *n)
   return STROP_OK;
 }
 
-/* path as its folder's real path (the folder exists: ready_folder_of made it) and its last
- * component, into out: two keys that name one file compare equal however they spell it (./,
- * .., //, links); path itself when the folder cannot be resolved */
-static void plain_path(const char *path, char *out, size_t cap) {
-  char dir[1024], real[PATH_MAX];
+void strop__recipe_plain_path(const char *path, char *out, size_t cap) {
+  char dir[1024], real[PATH_MAX], norm[PATH_MAX + 1024];
   const char *last = strop__path_dir(path, dir, sizeof dir);
-  if (realpath(dir, real) && snprintf(out, cap, "%s/%s", real, last) < (int)cap) return;
-  snprintf(out, cap, "%s", path);
+  /* the folder's deepest ancestor that exists, resolved; the rest (folders a run makes later)
+   * joined to it a component at a time, without '.' and empty ones, '..' taking one back */
+  size_t head = strlen(dir);
+  for (;;) {
+    const char c = dir[head];
+    dir[head] = '\0';
+    const int ok = realpath(head ? dir : c == '/' ? "/" : ".", real) != NULL;
+    dir[head] = c;
+    if (ok) break;
+    if (head == 0) {
+      snprintf(out, cap, "%s", path);
+      return;
+    }
+    while (head > 0 && dir[head - 1] != '/') head--; /* the last component's start */
+    if (head > 0) head--;                            /* the '/' before it */
+  }
+  size_t n = strlen(real);
+  memcpy(norm, real, n + 1);
+  for (const char *p = dir + head; *p;) {
+    while (*p == '/') p++;
+    const char *e = p;
+    while (*e && *e != '/') e++;
+    const size_t len = (size_t)(e - p);
+    if (len == 2 && p[0] == '.' && p[1] == '.') {
+      while (n > 1 && norm[n - 1] != '/') n--;
+      n = n > 1 ? n - 1 : 1; /* "/" stays */
+      norm[n] = '\0';
+    } else if (len && !(len == 1 && p[0] == '.')) {
+      if (n + len + 2 >= sizeof norm) break;
+      if (n > 1 || norm[0] != '/') norm[n++] = '/';
+      memcpy(norm + n, p, len);
+      n += len;
+      norm[n] = '\0';
+    }
+    p = e;
+  }
+  if (snprintf(out, cap, "%s%s%s", norm, strcmp(norm, "/") ? "/" : "", last) >= (int)cap)
+    snprintf(out, cap, "%s", path);
 }
 
 /* Refuses a second output key naming the file (or folder) an earlier one names: one would
@@ -522,7 +555,7 @@ static void plain_path(const char *path, char *out, size_t cap) {
 static strop_status distinct_output(const strop_recipe *r, const char *key, const char *path,
                                     char names[][2048], const char **keys, int *n) {
   char plain[2048];
-  plain_path(path, plain, sizeof plain);
+  strop__recipe_plain_path(path, plain, sizeof plain);
   for (int i = 0; i < *n; i++)
     if (!strcmp(names[i], plain))
       return strop__err(STROP_E_FORMAT,

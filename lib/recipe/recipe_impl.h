@@ -47,6 +47,10 @@ struct strop_run {
  * into buf; NULL when the key is absent. */
 const char *strop__run_out_path(const strop_recipe *r, const strop__ynode *out, const char *key,
                                 char *buf, size_t cap);
+/* path as its folder's real path and its last component, into out (cap bytes): two keys that
+ * name one file compare equal however they spell it (./, .., //, links); path itself while its
+ * folder cannot be resolved (it does not exist yet). */
+void strop__recipe_plain_path(const char *path, char *out, size_t cap);
 /* Before any training: creates output.dir and the folders of the output files (with
  * parents) and checks each can take a file, so a read-only or full folder fails the run
  * before its first epoch, naming the folder. */

@@ -581,19 +581,22 @@ static int64_t finished_trials(const strop_tuner *t) {
 /* tune.best_recipe must not be a file the search or the run of the tuned recipe writes (the
  * run would overwrite the recipe with a model spec, say). */
 static strop_status check_best_recipe_path(const strop_recipe *r, const strop__ynode *tu) {
-  char best[1024], other[1200];
+  char best[1024], other[1200], pb[2048], po[2048];
   if (!strop__rd_path(r, tu, "best_recipe", best, sizeof best)) return STROP_OK;
+  strop__recipe_plain_path(best, pb, sizeof pb);
   static const char *const tune_keys[] = {"trials_file", "plot"};
   static const char *const out_keys[] = {"weights", "spec", "checkpoint",
                                          "metrics", "plot", "report"};
   const strop__ynode *out = strop__ynode_get(r->root, "output");
   for (size_t i = 0; i < sizeof tune_keys / sizeof tune_keys[0]; i++)
-    if (strop__rd_path(r, tu, tune_keys[i], other, sizeof other) && !strcmp(best, other))
+    if (strop__rd_path(r, tu, tune_keys[i], other, sizeof other) &&
+        (strop__recipe_plain_path(other, po, sizeof po), !strcmp(pb, po)))
       return strop__recipe_err(FN, r, strop__ynode_get(tu, "best_recipe"), STROP_E_FORMAT,
                                "'tune.best_recipe' and 'tune.%s' are the same file '%s'",
                                tune_keys[i], best);
   for (size_t i = 0; out && i < sizeof out_keys / sizeof out_keys[0]; i++)
-    if (strop__run_out_path(r, out, out_keys[i], other, sizeof other) && !strcmp(best, other))
+    if (strop__run_out_path(r, out, out_keys[i], other, sizeof other) &&
+        (strop__recipe_plain_path(other, po, sizeof po), !strcmp(pb, po)))
       return strop__recipe_err(FN, r, strop__ynode_get(tu, "best_recipe"), STROP_E_FORMAT,
                                "'tune.best_recipe' is '%s', where 'output.%s' is written too: "
                                "running the tuned recipe would overwrite it; name one of them "
