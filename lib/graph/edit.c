@@ -59,6 +59,7 @@ strop_status strop__gedit_add(strop__gedit *g, const char *name, const char *typ
   if (st) return st;
   if ((st = aux_reserve(g, m->n_nodes))) {
     while (m->n_nodes > before) strop__node_release(&m->nodes[--m->n_nodes]);
+    strop__model_names_stale(m);
     return st;
   }
   for (int i = before; g->aux && i < m->n_nodes; i++)
@@ -70,6 +71,7 @@ strop_status strop__gedit_add(strop__gedit *g, const char *name, const char *typ
 void strop__gedit_move(strop__gedit *g, int from, int k, int to) {
   strop_model *m = g->m;
   if (k <= 0 || from == to) return;
+  strop__model_names_stale(m); /* the names index holds node indices */
   /* one node at a time keeps the scratch small; a block moves as k single moves */
   if (k > 1) {
     if (to > from)
@@ -98,6 +100,7 @@ void strop__gedit_move(strop__gedit *g, int from, int k, int to) {
 
 void strop__gedit_delete(strop__gedit *g, int idx) {
   strop_model *m = g->m;
+  strop__model_names_stale(m);
   strop__node_release(&m->nodes[idx]);
   const size_t as = g->aux_size;
   if (g->aux && g->aux_release) g->aux_release(g->aux + (size_t)idx * as);

@@ -33,6 +33,15 @@ struct strop_model {
   strop__shape in_shape; /* per-sample input shape */
   strop__node *nodes;    /* in insertion order, which is a topological order */
   int n_nodes, cap_nodes;
+  /* The nodes' names index (model.c's names_*), in the same block as the nodes: after the
+   * cap_nodes nodes, names_mask + 1 open-addressed slots (node index + 1, 0 empty; at least
+   * twice cap_nodes), so that it grows with the node array and never allocates by itself (a
+   * model's nodes are never allocated elsewhere). names_mask 0: no slots. It holds
+   * nodes[0, names_n) by their names; appends are indexed by the next lookup, and whatever
+   * else moves, drops or renames nodes calls strop__model_names_stale. A hit is checked
+   * against the node's current name, so a stale slot is never taken for a match. */
+  size_t names_mask;
+  int names_n;
   int finalized;
   int training;
   strop__rng rng; /* dropout and init stream; saved in checkpoints */
@@ -249,6 +258,9 @@ strop_status strop__model_add_opts(strop_model *m, const char *name, const char 
 strop_status strop__model_reindex(strop_model *m);
 strop__param *strop__model_param_find(strop_model *m, const char *name);
 int strop__model_node_find(const strop_model *m, const char *name);
+/* To call after any change to m->nodes but appending nodes (moving, dropping or renaming
+ * one): the names index is built again by its next lookup. */
+void strop__model_names_stale(strop_model *m);
 
 /* Training-path execution. The step's memory lives in m->arena until strop__model_step_end.
  * forward: input [n, in_shape]; side: the batch's padding mask and token types ([n, T] each,

@@ -79,6 +79,57 @@ int strop__model_node_find(const strop_model *m, const char *name) {
   return -1;
 }
 
+/* ---- the nodes' names index (graph.h): a scan of the nodes for every name added made
+ * building a model quadratic in its nodes (40000 adds took 4 s) ---- */
+
+/* Gives the node block room for cap nodes and for the slots of their names index; the one
+ * place that allocates m->nodes. STROP_E_NOMEM (naming fn) leaves the model as it was. */
+static strop_status nodes_reserve(strop_model *m, int cap, const char *fn) {
+  if (m->nodes && cap <= m->cap_nodes) return STROP_OK;
+  size_t slots = 16, node_bytes, slot_bytes;
+  while (slots < 2 * (size_t)cap) slots *= 2;
+  if (strop__mul_overflow((size_t)cap, sizeof *m->nodes, &node_bytes) ||
+      strop__mul_overflow(slots, sizeof(int), &slot_bytes) ||
+      node_bytes + slot_bytes < node_bytes)
+    return STROP__NOMEM(fn);
+  strop__node *v = strop__realloc(m->nodes, node_bytes + slot_bytes);
+  if (!v) return STROP__NOMEM(fn);
+  m->nodes = v;
+  m->cap_nodes = cap;
+  m->names_mask = slots - 1;
+  m->names_n = 0; /* the slots moved: the next lookup fills them again */
+  return STROP_OK;
+}
+
+void strop__model_names_stale(strop_model *m) { m->names_n = 0; }
+
+static void names_put(int *t, size_t mask, const char *name, int i) {
+  size_t h = (size_t)strop__hash64(name, strlen(name), 0) & mask;
+  while (t[h]) h = (h + 1) & mask;
+  t[h] = i + 1;
+}
+
+/* The node named name through the slots t, or -1. A slot whose node has another name now (or
+ * is gone) is passed over. */
+static int names_get(const strop_model *m, const int *t, size_t mask, const char *name) {
+  for (size_t h = (size_t)strop__hash64(name, strlen(name), 0) & mask; t[h]; h = (h + 1) & mask)
+    if (t[h] <= m->n_nodes && strcmp(m->nodes[t[h] - 1].name, name) == 0) return t[h] - 1;
+  return -1;
+}
+
+/* The node named name, or -1: through the names index, which first takes in the nodes appended
+ * since the last lookup (all of them after strop__model_names_stale, or when nodes were
+ * dropped without it). Never fails: a model without slots is scanned. */
+static int names_find(strop_model *m, const char *name) {
+  if (!m->names_mask) return strop__model_node_find(m, name);
+  int *t = (int *)(void *)(m->nodes + m->cap_nodes);
+  if (m->names_n > m->n_nodes) m->names_n = 0;
+  if (!m->names_n) memset(t, 0, (m->names_mask + 1) * sizeof *t);
+  for (; m->names_n < m->n_nodes; m->names_n++)
+    names_put(t, m->names_mask, m->nodes[m->names_n].name, m->names_n);
+  return names_get(m, t, m->names_mask, name);
+}
+
 static strop_status add_composite(strop_model *m, const char *name, const strop__layer_vtable *vt,
                                   strop__opts *opts, const char *const *inputs, int n_inputs);
 
@@ -94,7 +145,7 @@ strop_status strop__model_add_opts(strop_model *m, const char *name, const char 
                       "%s: bad node name '%s' (letters, digits, '_', '-' "
                       "and '.' separators; not 'input')",
                       fn, name ? name : "(null)");
-  if (strop__model_node_find(m, name) >= 0)
+  if (names_find(m, name) >= 0)
     return strop__err(STROP_E_INVALID_ARG, "%s: a node named '%s' already exists", fn, name);
   const strop__layer_vtable *vt = strop__layer_find(type);
   if (!vt) {
@@ -143,16 +194,9 @@ strop_status strop__model_add_opts(strop_model *m, const char *name, const char 
   }
   opts->layer = name;
   if ((s = strop__layer_parse(vt, opts, &nd.cfg))) goto fail;
-  if (m->n_nodes == m->cap_nodes) {
-    int cap = m->cap_nodes ? m->cap_nodes * 2 : 16;
-    strop__node *v = strop__realloc(m->nodes, (size_t)cap * sizeof *v);
-    if (!v) {
-      s = STROP__NOMEM(fn);
-      goto fail;
-    }
-    m->nodes = v;
-    m->cap_nodes = cap;
-  }
+  if (m->n_nodes == m->cap_nodes &&
+      (s = nodes_reserve(m, m->cap_nodes ? m->cap_nodes * 2 : 16, fn)))
+    goto fail;
   m->nodes[m->n_nodes++] = nd;
   return STROP_OK;
 fail:
@@ -225,7 +269,7 @@ static strop_status add_composite(strop_model *m, const char *name, const strop_
   strop__free(cfg);
   /* part names must be new in the real model too */
   for (int i = 0; !st && i < scratch->n_nodes; i++)
-    if (strop__model_node_find(m, scratch->nodes[i].name) >= 0)
+    if (names_find(m, scratch->nodes[i].name) >= 0)
       st = strop__err(STROP_E_INVALID_ARG,
                       "%s: layer '%s' (%s): a node named '%s' already "
                       "exists",
@@ -233,13 +277,7 @@ static strop_status add_composite(strop_model *m, const char *name, const strop_
   if (!st && m->n_nodes + scratch->n_nodes > m->cap_nodes) {
     int cap = m->cap_nodes ? m->cap_nodes : 16;
     while (cap < m->n_nodes + scratch->n_nodes) cap *= 2;
-    strop__node *v = strop__realloc(m->nodes, (size_t)cap * sizeof *v);
-    if (!v) {
-      st = STROP__NOMEM(fn);
-    } else {
-      m->nodes = v;
-      m->cap_nodes = cap;
-    }
+    st = nodes_reserve(m, cap, fn);
   }
   if (!st) {
     memcpy(m->nodes + m->n_nodes, scratch->nodes, (size_t)scratch->n_nodes * sizeof *m->nodes);
@@ -306,37 +344,11 @@ strop_status strop_model_add(strop_model *model, const char *name, const char *t
 
 /* ---- finalize: resolve inputs, order topologically, infer shapes, allocate, init ---- */
 
-/* The nodes' names in an open-addressed table (slots of node index + 1, 0 empty; a power of
- * two at least twice the nodes): resolving every input by a scan of the list was quadratic in
- * the nodes (40000 took 3 s to finalize). NULL when out of memory. */
-static int *name_table(const strop_model *m, size_t *mask) {
-  size_t cap = 16;
-  while (cap < 2 * (size_t)m->n_nodes) cap *= 2;
-  int *t = strop__calloc(cap, sizeof *t);
-  if (!t) return NULL;
-  *mask = cap - 1;
-  for (int i = 0; i < m->n_nodes; i++) {
-    const char *nm = m->nodes[i].name;
-    size_t h = (size_t)strop__hash64(nm, strlen(nm), 0) & *mask;
-    while (t[h]) h = (h + 1) & *mask;
-    t[h] = i + 1;
-  }
-  return t;
-}
-
-/* The node named name through the table t, or -1. */
-static int name_lookup(const strop_model *m, const int *t, size_t mask, const char *name) {
-  for (size_t h = (size_t)strop__hash64(name, strlen(name), 0) & mask; t[h]; h = (h + 1) & mask)
-    if (strcmp(m->nodes[t[h] - 1].name, name) == 0) return t[h] - 1;
-  return -1;
-}
-
 static strop_status resolve_and_sort(strop_model *m) {
   static const char fn[] = "strop_model_finalize";
   int n = m->n_nodes;
-  size_t mask = 0;
-  int *table = name_table(m, &mask);
-  if (!table) return STROP__NOMEM(fn);
+  /* inputs through the names index: a scan of the nodes per input was quadratic in the nodes
+   * (40000 took 3 s to finalize) */
   for (int i = 0; i < n; i++) {
     strop__node *nd = &m->nodes[i];
     for (int j = 0; j < nd->n_in; j++) {
@@ -344,16 +356,13 @@ static strop_status resolve_and_sort(strop_model *m) {
         nd->in[j] = -1;
         continue;
       }
-      int k = name_lookup(m, table, mask, nd->in_names[j]);
-      if (k < 0) {
-        strop__free(table);
+      int k = names_find(m, nd->in_names[j]);
+      if (k < 0)
         return strop__err(STROP_E_NOT_FOUND, "%s: layer '%s': unknown input '%s'", fn, nd->name,
                           nd->in_names[j]);
-      }
       nd->in[j] = k;
     }
   }
-  strop__free(table);
   /* Kahn's algorithm, stable: keeps insertion order where the edges allow */
   int *order = strop__malloc((size_t)n * sizeof *order);
   int *done = strop__calloc((size_t)n, sizeof *done);
@@ -404,6 +413,7 @@ static strop_status resolve_and_sort(strop_model *m) {
     for (int j = 0; j < sorted[i].n_in; j++)
       if (sorted[i].in[j] >= 0) sorted[i].in[j] = where[sorted[i].in[j]];
   memcpy(m->nodes, sorted, (size_t)n * sizeof *sorted);
+  strop__model_names_stale(m);
   strop__free(sorted);
   strop__free(order);
   strop__free(done);
@@ -2555,12 +2565,11 @@ static strop_status clone_model(strop_model *share_src, const strop_model *src,
   strop_model *m = NULL;
   strop_status s = strop_model_create(src->in_shape.rank, src->in_shape.d, &m);
   if (s) return s;
-  m->nodes = strop__calloc((size_t)(src->n_nodes ? src->n_nodes : 1), sizeof *m->nodes);
-  if (!m->nodes) {
+  if ((s = nodes_reserve(m, src->n_nodes ? src->n_nodes : 1, fn))) {
     strop_model_free(m);
-    return STROP__NOMEM(fn);
+    return s;
   }
-  m->cap_nodes = src->n_nodes ? src->n_nodes : 1;
+  memset(m->nodes, 0, (size_t)m->cap_nodes * sizeof *m->nodes);
   for (int i = 0; i < src->n_nodes; i++) {
     const strop__node *a = &src->nodes[i];
     strop__node *b = &m->nodes[i];

@@ -207,6 +207,7 @@ static strop_status ed_replace(strop__work *w, const strop__edit *e) {
   st = new_nodes(w, e, saved, (const char *const *)m->nodes[idx].in_names, m->nodes[idx].n_in,
                  e->seed, 0x5eed, &count);
   memcpy(name, saved, strlen(saved) + 1);
+  strop__model_names_stale(m); /* the names index may have taken the node as nameless */
   if (!st) {
     strop__gedit_move(&w->g, m->n_nodes - count, count, idx);
     if (composite) st = strop__gedit_rewire(m, saved, m->nodes[idx + count - 1].name, idx, count);
