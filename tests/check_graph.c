@@ -1309,6 +1309,230 @@ START_TEST(checkpointing_errors) {
 }
 END_TEST
 
+/* ---- node names: refused when taken, however the node array was grown or edited ---- */
+
+/* Every node's name is refused by a plain add and the model keeps its nodes. */
+static void names_all_taken(strop_model *m) {
+  const int n = m->n_nodes;
+  for (int i = 0; i < n; i++) {
+    char name[256];
+    snprintf(name, sizeof name, "%s", m->nodes[i].name);
+    strop_clear_error();
+    ck_assert_msg(strop_model_add(m, name, "relu", NULL, NULL) == STROP_E_INVALID_ARG,
+                  "'%s' (node %d of %d) was taken again", name, i, n);
+    ck_assert_ptr_nonnull(strstr(strop_last_error(), "already exists"));
+    ck_assert_int_eq(m->n_nodes, n);
+  }
+}
+
+/* Thousands of adds, plain and composite (whose parts are moved in from a scratch model), over
+ * many growths of the node array: every name stays taken, a composite whose parts would clash
+ * is refused whole, and new names are still free. */
+START_TEST(names_taken_after_many_adds) {
+  const int64_t in[2] = {4, 8};
+  strop_model *m = NULL;
+  ck_assert_int_eq(strop_model_create(2, in, &m), STROP_OK);
+  char name[64];
+  for (int i = 0; i < 3000; i++) {
+    snprintf(name, sizeof name, "r%d", i);
+    ck_assert_int_eq(strop_model_add(m, name, "relu", NULL, NULL), STROP_OK);
+    if (i % 500 == 7) {
+      snprintf(name, sizeof name, "blk%d", i);
+      ck_assert_int_eq(
+          strop_model_add(m, name, "transformer_block", "embed_dim=8 num_heads=2", NULL),
+          STROP_OK);
+    }
+  }
+  ck_assert_int_eq(strop_model_add(m, "enc", "transformer_encoder",
+                                   "d_model=8 nhead=2 num_layers=2 dim_feedforward=16", NULL),
+                   STROP_OK);
+  const int n = m->n_nodes;
+  ck_assert_int_gt(n, 3000 + 6 * 8);
+  ck_assert_int_ge(strop__model_node_find(m, "enc.layers.1.linear2"), 0);
+  names_all_taken(m);
+  /* the parts, each, by a composite of the same name: refused whole */
+  strop_clear_error();
+  ck_assert_int_eq(
+      strop_model_add(m, "blk7", "transformer_block", "embed_dim=8 num_heads=2", NULL),
+      STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "'blk7.ln1' already exists"));
+  ck_assert_int_eq(strop_model_add(m, "enc", "transformer_encoder",
+                                   "d_model=8 nhead=2 num_layers=1 dim_feedforward=16", NULL),
+                   STROP_E_INVALID_ARG);
+  ck_assert_int_eq(m->n_nodes, n);
+  /* a composite's name is not a node; a new name is free; a clone judges the same */
+  ck_assert_int_eq(strop_model_add(m, "blk7", "relu", NULL, NULL), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "r3000", "relu", NULL, NULL), STROP_OK);
+  strop_model *c = NULL;
+  ck_assert_int_eq(strop__model_clone(m, &c), STROP_OK);
+  names_all_taken(c);
+  ck_assert_int_eq(strop_model_add(c, "r3001", "relu", NULL, NULL), STROP_OK);
+  strop_model_free(c);
+  /* finalize resolves every input by name and reorders nothing here */
+  ck_assert_int_eq(strop_model_finalize(m, 1), STROP_OK);
+  ck_assert_int_eq(strop_model_num_nodes(m), n + 2);
+  ck_assert_str_eq(m->nodes[n + 1].name, "r3000");
+  strop_model_free(m);
+}
+END_TEST
+
+/* Inputs named before the nodes that make them: finalize reorders the nodes, and when it fails
+ * after that (a shape error) the model stays open to adds, whose names are judged right. */
+START_TEST(names_taken_after_reorder) {
+  const int64_t in[1] = {5};
+  strop_model *m = NULL;
+  ck_assert_int_eq(strop_model_create(1, in, &m), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "b", "relu", NULL, "a"), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "a", "linear", "in_features=7 out_features=5", "input"),
+                   STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "c", "relu", NULL, "b"), STROP_OK);
+  ck_assert_int_eq(strop_model_add(m, "d", "relu", NULL, "c"), STROP_OK);
+  ck_assert_int_ne(strop_model_finalize(m, 1), STROP_OK);
+  ck_assert_str_eq(m->nodes[0].name, "a");
+  ck_assert_str_eq(m->nodes[1].name, "b");
+  names_all_taken(m);
+  ck_assert_int_eq(strop_model_add(m, "e", "relu", NULL, NULL), STROP_OK);
+  strop_model_free(m);
+}
+END_TEST
+
+/* Runs a plan on a copy of base: two appends, x0 and x1 (the first grows the copy's node array,
+ * which a clone makes just large enough; the second has the copy index its names), then the
+ * edits e: each a kind ('a'ppend, 'b'efore: insert before, 'f'ter: insert after, 'r'emove,
+ * 'R'eplace, 't'runcate), its node, and the new name, type and options. Returns the plan's status; the
+ * copy in *out (out may be NULL). */
+typedef struct name_edit {
+  char kind;
+  const char *node, *name, *type, *opts;
+} name_edit;
+static strop_status names_plan(strop_model *base, const name_edit *e, int n, strop_model **out) {
+  strop_model *m = NULL;
+  ck_assert_int_eq(strop__model_clone(base, &m), STROP_OK);
+  strop_surgery *s = NULL;
+  ck_assert_int_eq(strop_surgery_create(m, &s), STROP_OK);
+  ck_assert_int_eq(strop_surgery_append(s, "x0", "relu", NULL), STROP_OK);
+  ck_assert_int_eq(strop_surgery_append(s, "x1", "relu", NULL), STROP_OK);
+  for (int i = 0; i < n; i++) {
+    strop_status st = STROP_OK;
+    switch (e[i].kind) {
+      case 'a': st = strop_surgery_append(s, e[i].name, e[i].type, e[i].opts); break;
+      case 'b':
+        st = strop_surgery_insert_before(s, e[i].node, e[i].name, e[i].type, e[i].opts);
+        break;
+      case 'f':
+        st = strop_surgery_insert_after(s, e[i].node, e[i].name, e[i].type, e[i].opts);
+        break;
+      case 'r': st = strop_surgery_remove(s, e[i].node); break;
+      case 't': st = strop_surgery_truncate(s, e[i].node); break;
+      case 'R': st = strop_surgery_replace(s, e[i].node, e[i].type, e[i].opts, 3); break;
+      default: ck_abort_msg("edit kind '%c'", e[i].kind);
+    }
+    ck_assert_int_eq(st, STROP_OK);
+  }
+  strop_clear_error();
+  strop_status st = strop_surgery_apply(s);
+  strop_surgery_free(s);
+  if (st) ck_assert_int_eq(strop_model_num_nodes(m), strop_model_num_nodes(base));
+  if (out) *out = m;
+  else strop_model_free(m);
+  return st;
+}
+
+/* Surgery moves, deletes and replaces nodes between the adds of one plan: a removed or
+ * replaced name is free again, a moved node's name stays taken, and so does a name a plain
+ * replacement keeps. */
+START_TEST(names_after_surgery) {
+  static const strop_test_node nodes[] = {{"fc1", "linear", "out_features=8", "input"},
+                                          {"act", "relu", NULL, NULL},
+                                          {"fc2", "linear", "out_features=8", NULL},
+                                          {"act2", "relu", NULL, NULL},
+                                          {"head", "linear", "out_features=8", NULL}};
+  const int64_t in[2] = {3, 8};
+  strop_model *base = strop_test_build(2, in, nodes, 5, 1), *m = NULL;
+  const char *blk = "embed_dim=8 num_heads=2";
+  /* removed: the nodes after it shift down; their names stay taken, its own is free */
+  const name_edit rm_taken[] = {{'r', "act", NULL, NULL, NULL},
+                                {'a', NULL, "head", "relu", NULL}};
+  ck_assert_int_eq(names_plan(base, rm_taken, 2, NULL), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "'head' already exists"));
+  const name_edit rm_x[] = {{'r', "act", NULL, NULL, NULL}, {'a', NULL, "x0", "relu", NULL}};
+  ck_assert_int_eq(names_plan(base, rm_x, 2, NULL), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "'x0' already exists"));
+  const name_edit rm_free[] = {{'r', "act", NULL, NULL, NULL}, {'f', "fc1", "act", "gelu", NULL}};
+  ck_assert_int_eq(names_plan(base, rm_free, 2, &m), STROP_OK);
+  ck_assert_int_eq(strop_model_num_nodes(m), 7);
+  ck_assert_str_eq(m->nodes[1].name, "act");
+  ck_assert_str_eq(m->nodes[1].vt->type, "gelu");
+  strop_model_free(m);
+  /* moved: a node inserted before fc2 or after act shifts fc2 and what follows up */
+  const name_edit mv[] = {{'b', "fc2", "mid", "relu", NULL}, {'a', NULL, "x1", "relu", NULL}};
+  ck_assert_int_eq(names_plan(base, mv, 2, NULL), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "'x1' already exists"));
+  const name_edit mv2[] = {{'f', "act", "mid", "relu", NULL}, {'a', NULL, "fc2", "relu", NULL}};
+  ck_assert_int_eq(names_plan(base, mv2, 2, NULL), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "'fc2' already exists"));
+  const name_edit mv3[] = {{'f', "act", "mid", "relu", NULL}, {'a', NULL, "mid", "relu", NULL}};
+  ck_assert_int_eq(names_plan(base, mv3, 2, NULL), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "'mid' already exists"));
+  /* replaced by a composite: the old name is free, the parts' names are taken */
+  const name_edit ren_taken[] = {{'R', "act2", NULL, "transformer_block", blk},
+                                 {'a', NULL, "act2.ff1", "relu", NULL}};
+  ck_assert_int_eq(names_plan(base, ren_taken, 2, NULL), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "'act2.ff1' already exists"));
+  const name_edit ren_head[] = {{'R', "act2", NULL, "transformer_block", blk},
+                                {'a', NULL, "head", "relu", NULL}};
+  ck_assert_int_eq(names_plan(base, ren_head, 2, NULL), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "'head' already exists"));
+  const name_edit ren_free[] = {{'R', "act2", NULL, "transformer_block", blk},
+                                {'a', NULL, "act2", "relu", NULL}};
+  ck_assert_int_eq(names_plan(base, ren_free, 2, &m), STROP_OK);
+  ck_assert_int_eq(strop__model_node_find(m, "act2.ln1"), 3);
+  ck_assert_str_eq(m->nodes[m->n_nodes - 1].name, "act2");
+  strop_model_free(m);
+  /* replaced by one node: it keeps the name, which stays taken */
+  const name_edit keep[] = {{'R', "act", NULL, "gelu", NULL}, {'a', NULL, "act", "relu", NULL}};
+  ck_assert_int_eq(names_plan(base, keep, 2, NULL), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "'act' already exists"));
+  const name_edit keep2[] = {{'R', "act", NULL, "gelu", NULL}, {'a', NULL, "head", "relu", NULL}};
+  ck_assert_int_eq(names_plan(base, keep2, 2, NULL), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "'head' already exists"));
+  /* truncated: what was dropped is free, what is kept taken */
+  const name_edit cut[] = {{'t', "fc2", NULL, NULL, NULL},
+                           {'a', NULL, "head", "relu", NULL},
+                           {'a', NULL, "fc1", "relu", NULL}};
+  ck_assert_int_eq(names_plan(base, cut, 3, NULL), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "'fc1' already exists"));
+  ck_assert_int_eq(names_plan(base, cut, 2, &m), STROP_OK);
+  ck_assert_int_eq(strop_model_num_nodes(m), 4);
+  strop_model_free(m);
+  strop_model_free(base);
+}
+END_TEST
+
+/* A model of 40000 nodes builds and finalizes (each add's name check and each input's lookup
+ * were scans of the nodes: 4 s to build it). */
+START_TEST(names_many_nodes) {
+  const int64_t in[1] = {2};
+  strop_model *m = NULL;
+  ck_assert_int_eq(strop_model_create(1, in, &m), STROP_OK);
+  char name[32], prev[32] = "input";
+  for (int i = 0; i < 40000; i++) {
+    snprintf(name, sizeof name, "n%d", i);
+    /* every tenth node reads the one ten back too (a DAG, not only a chain) */
+    char ins[80];
+    if (i >= 10 && i % 10 == 0) snprintf(ins, sizeof ins, "%s,n%d", prev, i - 10);
+    ck_assert_int_eq(strop_model_add(m, name, i >= 10 && i % 10 == 0 ? "add" : "relu", NULL,
+                                     i >= 10 && i % 10 == 0 ? ins : NULL),
+                     STROP_OK);
+    snprintf(prev, sizeof prev, "%s", name);
+  }
+  ck_assert_int_eq(strop_model_add(m, "n123", "relu", NULL, NULL), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_finalize(m, 1), STROP_OK);
+  ck_assert_int_eq(strop_model_num_nodes(m), 40000);
+  strop_model_free(m);
+}
+END_TEST
+
 START_TEST(alloc_failures) {
   ck_assert_int_ge(strop_test_alloc_sweep(op_build, free_m, NULL), 5);
 }
@@ -1908,6 +2132,12 @@ int main(void) {
   tcase_add_test(tc, node_getters);
   tcase_add_test(tc, layer_types);
   tcase_add_test(tc, reinit_is_a_fresh_build);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("names");
+  tcase_add_test(tc, names_taken_after_many_adds);
+  tcase_add_test(tc, names_taken_after_reorder);
+  tcase_add_test(tc, names_after_surgery);
+  tcase_add_test(tc, names_many_nodes);
   suite_add_tcase(s, tc);
   tc = tcase_create("errors");
   tcase_add_test(tc, build_errors);
