@@ -363,6 +363,13 @@ static strop_status resolve_and_sort(strop_model *m) {
       nd->in[j] = k;
     }
   }
+  /* nodes that read only earlier ones are in the order the sort below would leave them in;
+   * it scans from the first node for every node it places (quadratic: finalizing 40000 nodes
+   * spent 0.25 s there) */
+  int in_order = 1;
+  for (int i = 0; i < n && in_order; i++)
+    for (int j = 0; j < m->nodes[i].n_in; j++) in_order &= m->nodes[i].in[j] < i;
+  if (in_order) return STROP_OK;
   /* Kahn's algorithm, stable: keeps insertion order where the edges allow */
   int *order = strop__malloc((size_t)n * sizeof *order);
   int *done = strop__calloc((size_t)n, sizeof *done);
