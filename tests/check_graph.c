@@ -847,6 +847,21 @@ static int op_build(void *ctx) {
   }
   return s;
 }
+/* The same with an input named before its node: finalize sorts the nodes (its allocations) */
+static int op_build_sorted(void *ctx) {
+  (void)ctx;
+  int64_t in[1] = {6};
+  strop_status s = strop_model_create(1, in, &g_m);
+  if (s) return s;
+  if ((s = strop_model_add(g_m, "fc", "linear", "out_features=6", NULL)) ||
+      (s = strop_model_add(g_m, "sum", "add", NULL, "input,act")) ||
+      (s = strop_model_add(g_m, "act", "tanh", NULL, "fc")) ||
+      (s = strop_model_finalize(g_m, 1))) {
+    strop_model_free(g_m);
+    g_m = NULL;
+  }
+  return s;
+}
 static void free_m(void *ctx) {
   (void)ctx;
   strop_model_free(g_m);
@@ -1534,7 +1549,10 @@ START_TEST(names_many_nodes) {
 END_TEST
 
 START_TEST(alloc_failures) {
-  ck_assert_int_ge(strop_test_alloc_sweep(op_build, free_m, NULL), 5);
+  const int plain = strop_test_alloc_sweep(op_build, free_m, NULL);
+  ck_assert_int_ge(plain, 5);
+  /* the sort's order, marks and sorted copy too */
+  ck_assert_int_ge(strop_test_alloc_sweep(op_build_sorted, free_m, NULL), plain + 3);
 }
 END_TEST
 
