@@ -13,6 +13,7 @@ alternate C and Python and the best round's median is compared, to damp machine 
 Also reported: the bare cost of the Python layer per step (the same calls with the C step
 itself replaced by a no-op), which is what the bindings add.
 """
+import atexit
 import ctypes
 import os
 import re
@@ -97,7 +98,9 @@ def build_c(libpath):
     prebuilt = None
     cc = shutil.which(os.environ.get("CC", "cc"))
     if cc:
-        exe = os.path.join(tempfile.mkdtemp(), "bench_c_step")
+        tmp = tempfile.mkdtemp(prefix="strop_bench_c_step_")
+        atexit.register(shutil.rmtree, tmp, True)  # the program runs until main() returns
+        exe = os.path.join(tmp, "bench_c_step")
         libdir = os.path.dirname(libpath)
         r = subprocess.run([cc, "-std=c11", "-O2", os.path.join(HERE, "bench_c_step.c"), "-I",
                             os.path.join(ROOT, "include"), libpath, f"-Wl,-rpath,{libdir}",
