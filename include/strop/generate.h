@@ -96,11 +96,11 @@ typedef struct strop_generate_options {
                                     them). The prompt runs once and its keys and values are
                                     copied to every beam. STROP_E_NOMEM, before the beams
                                     take any memory, when what they hold — each attention
-                                    layer's key/value cache, the scores and marks over the
-                                    vocabulary, the histories — passes the machine's free
-                                    memory (strop_memory_available()); the message gives the
-                                    size a beam. Not counted: the activations of a step of
-                                    num_beams one-position rows. Appended in 0.2 (beam
+                                    layer's key/value cache, a step's activations for their
+                                    rows, the scores and marks over the vocabulary, the
+                                    histories — passes the machine's free memory
+                                    (strop_memory_available()); the message gives the size a
+                                    beam. Appended in 0.2 (beam
                                     search). */
   float length_penalty; /**< Beam search: the exponent above; 1 (default); > 0 favours
                                     longer hypotheses, < 0 shorter ones. */

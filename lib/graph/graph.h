@@ -34,13 +34,12 @@ struct strop_model {
   strop__node *nodes;    /* in insertion order, which is a topological order */
   int n_nodes, cap_nodes;
   /* The nodes' names index (model.c's names_*), in the same block as the nodes: after the
-   * cap_nodes nodes, names_mask + 1 open-addressed slots (node index + 1, 0 empty; at least
-   * twice cap_nodes), so that it grows with the node array and never allocates by itself (a
-   * model's nodes are never allocated elsewhere). names_mask 0: no slots. It holds
+   * cap_nodes nodes, open-addressed slots (node index + 1, 0 empty; the least power of two at
+   * least twice cap_nodes and 16), so that it grows with the node array and never allocates by
+   * itself (a model's nodes are never allocated elsewhere). It holds
    * nodes[0, names_n) by their names; appends are indexed by the next lookup, and whatever
    * else moves, drops or renames nodes calls strop__model_names_stale. A hit is checked
    * against the node's current name, so a stale slot is never taken for a match. */
-  size_t names_mask;
   int names_n;
   int finalized;
   int training;

@@ -84,10 +84,17 @@ int strop__model_node_find(const strop_model *m, const char *name) {
 
 /* Gives the node block room for cap nodes and for the slots of their names index; the one
  * place that allocates m->nodes. STROP_E_NOMEM (naming fn) leaves the model as it was. */
+/* The names index's slots in a node block of cap nodes. */
+static size_t names_slots(int cap) {
+  size_t slots = 16;
+  while (slots < 2 * (size_t)cap) slots *= 2;
+  return slots;
+}
+
 static strop_status nodes_reserve(strop_model *m, int cap, const char *fn) {
   if (m->nodes && cap <= m->cap_nodes) return STROP_OK;
-  size_t slots = 16, node_bytes, slot_bytes;
-  while (slots < 2 * (size_t)cap) slots *= 2;
+  const size_t slots = names_slots(cap);
+  size_t node_bytes, slot_bytes;
   if (strop__mul_overflow((size_t)cap, sizeof *m->nodes, &node_bytes) ||
       strop__mul_overflow(slots, sizeof(int), &slot_bytes) ||
       node_bytes + slot_bytes < node_bytes)
@@ -96,7 +103,6 @@ static strop_status nodes_reserve(strop_model *m, int cap, const char *fn) {
   if (!v) return STROP__NOMEM(fn);
   m->nodes = v;
   m->cap_nodes = cap;
-  m->names_mask = slots - 1;
   m->names_n = 0; /* the slots moved: the next lookup fills them again */
   return STROP_OK;
 }
@@ -119,15 +125,16 @@ static int names_get(const strop_model *m, const int *t, size_t mask, const char
 
 /* The node named name, or -1: through the names index, which first takes in the nodes appended
  * since the last lookup (all of them after strop__model_names_stale, or when nodes were
- * dropped without it). Never fails: a model without slots is scanned. */
+ * dropped without it). Never fails (lookups do not allocate). */
 static int names_find(strop_model *m, const char *name) {
-  if (!m->names_mask) return strop__model_node_find(m, name);
+  if (!m->nodes) return -1; /* no node yet */
   int *t = (int *)(void *)(m->nodes + m->cap_nodes);
+  const size_t mask = names_slots(m->cap_nodes) - 1;
   if (m->names_n > m->n_nodes) m->names_n = 0;
-  if (!m->names_n) memset(t, 0, (m->names_mask + 1) * sizeof *t);
+  if (!m->names_n) memset(t, 0, (mask + 1) * sizeof *t);
   for (; m->names_n < m->n_nodes; m->names_n++)
-    names_put(t, m->names_mask, m->nodes[m->names_n].name, m->names_n);
-  return names_get(m, t, m->names_mask, name);
+    names_put(t, mask, m->nodes[m->names_n].name, m->names_n);
+  return names_get(m, t, mask, name);
 }
 
 static strop_status add_composite(strop_model *m, const char *name, const strop__layer_vtable *vt,

@@ -155,8 +155,8 @@ static const strop__optdef TE_OPTIONS[] = {
      .type = STROP__OT_INT,
      .off = offsetof(tel_cfg, num_layers),
      .lo = 1,
-     /* the graph finds nodes by name in a list (a build is quadratic in them: 100000 layers
-      * took hours); no encoder has near 1024 */
+     /* a bound no encoder comes near (100000 layers, a million nodes with their weights, were
+      * accepted before) */
      .hi = 1024,
      .example = "2",
      .doc = "encoder layers, named layers.0, layers.1, ..."},

@@ -48,8 +48,9 @@ struct strop_run {
 const char *strop__run_out_path(const strop_recipe *r, const strop__ynode *out, const char *key,
                                 char *buf, size_t cap);
 /* path as its folder's real path and its last component, into out (cap bytes): two keys that
- * name one file compare equal however they spell it (./, .., //, links); path itself while its
- * folder cannot be resolved (it does not exist yet). */
+ * name one file compare equal however they spell it (./, .., //, links), also before a run
+ * makes their folders (the deepest folder that exists is resolved, the rest joined to it);
+ * path itself when not even that resolves. */
 void strop__recipe_plain_path(const char *path, char *out, size_t cap);
 /* Before any training: creates output.dir and the folders of the output files (with
  * parents) and checks each can take a file, so a read-only or full folder fails the run
