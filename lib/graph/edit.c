@@ -137,7 +137,7 @@ strop_status strop__gedit_relink(strop_model *m) {
         nd->in[j] = -1;
         continue;
       }
-      int k = strop__model_node_find(m, nd->in_names[j]);
+      int k = strop__model_node_lookup(m, nd->in_names[j]);
       if (k < 0)
         return strop__err(STROP_E_NOT_FOUND,
                           "layer '%s' reads '%s', which is no longer in "
@@ -162,12 +162,12 @@ int strop__gedit_consumers(const strop_model *m, int idx) {
   return c;
 }
 
-int strop__gedit_removable(const strop_model *m, int idx, int move_ok) {
+int strop__gedit_removable(strop_model *m, int idx, int move_ok) {
   const strop__node *nd = &m->nodes[idx];
   if (nd->n_in != 1) return 0;
   if (idx != m->n_nodes - 1) return 1;
   const char *src = nd->in_names[0];
-  int k = strop__model_node_find(m, src);
+  int k = strop__model_node_lookup(m, src);
   if (m->n_nodes < 2 || k < 0) return 0;
   return k == idx - 1 || (move_ok && strop__gedit_consumers(m, k) == 1);
 }
@@ -195,7 +195,7 @@ strop_status strop__gedit_remove(strop__gedit *g, int idx, int move_ok) {
   if (!st) {
     strop__gedit_delete(g, idx);
     /* the model's output is its last node: the removed output's input takes its place */
-    int k = strop__model_node_find(m, src);
+    int k = strop__model_node_lookup(m, src);
     if (last && k >= 0 && k != m->n_nodes - 1) strop__gedit_move(g, k, 1, m->n_nodes - 1);
   }
   strop__free(src);

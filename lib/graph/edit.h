@@ -53,7 +53,7 @@ int strop__gedit_consumers(const strop_model *m, int idx);
  * when idx was its only consumer (it is then moved to the end). The error names the node. */
 strop_status strop__gedit_remove(strop__gedit *g, int idx, int move_ok);
 /* 1 when strop__gedit_remove(idx, move_ok) would succeed. */
-int strop__gedit_removable(const strop_model *m, int idx, int move_ok);
+int strop__gedit_removable(strop_model *m, int idx, int move_ok);
 
 /* Re-types node idx as vt from its own options as it writes them, keeping the keys vt knows,
  * with overrides over[2k] = over[2k + 1] (NULL-terminated, may be NULL). Parameters are kept

@@ -256,7 +256,13 @@ strop_status strop__model_add_opts(strop_model *m, const char *name, const char 
 /* Rebuild m->params from the nodes (after finalize or any structural change). */
 strop_status strop__model_reindex(strop_model *m);
 strop__param *strop__model_param_find(strop_model *m, const char *name);
+/* The node named name, or -1, by a scan of the nodes: for models no one may be editing (it
+ * writes nothing, so several threads may look up one model at once). */
 int strop__model_node_find(const strop_model *m, const char *name);
+/* The same through the names index (filled by this lookup as needed, so it writes to m): for
+ * the code that builds or edits m, where a scan per lookup made an edit quadratic in the
+ * nodes. Never fails (lookups do not allocate). */
+int strop__model_node_lookup(strop_model *m, const char *name);
 /* To call after any change to m->nodes but appending nodes (moving, dropping or renaming
  * one): the names index is built again by its next lookup. */
 void strop__model_names_stale(strop_model *m);

@@ -137,6 +137,8 @@ static int names_find(strop_model *m, const char *name) {
   return names_get(m, t, mask, name);
 }
 
+int strop__model_node_lookup(strop_model *m, const char *name) { return names_find(m, name); }
+
 static strop_status add_composite(strop_model *m, const char *name, const strop__layer_vtable *vt,
                                   strop__opts *opts, const char *const *inputs, int n_inputs);
 

@@ -55,9 +55,9 @@ strop_status strop__work_reinfer(strop__work *w) {
 }
 
 /* ---- resolving names ---- */
-strop_status strop__work_resolve_one(const strop_model *m, const char *pat, int *idx) {
+strop_status strop__work_resolve_one(strop_model *m, const char *pat, int *idx) {
   if (!strop__glob_is_pattern(pat)) {
-    *idx = strop__model_node_find(m, pat);
+    *idx = strop__model_node_lookup(m, pat);
     if (*idx < 0) return strop__err(STROP_E_NOT_FOUND, "no node named '%s'", pat);
     return STROP_OK;
   }

@@ -525,7 +525,7 @@ static strop_status plan_module(const char *fn, const char *path, const strop_mo
 static strop_status fill_module(const char *fn, const char *path, strop_model *c,
                                 const strop__st_file *f, const kmod *k) {
   const size_t pl = sizeof PREFIX - 1;
-  int idx = strop__model_node_find(c, k->name);
+  int idx = strop__model_node_lookup(c, k->name);
   if (idx < 0) return strop__err(STROP_E_INTERNAL, "%s: node '%s' lost by the plan", fn, k->name);
   for (int i = 0; i < k->nt; i++) {
     const strop__st_tensor *t = &f->t[k->t[i]];
@@ -769,7 +769,7 @@ strop_status strop_model_lora_load(strop_model *model, const char *dir) {
       strop__param *p = strop__model_param_find(c, full);
       if (!p) {
         /* the file names the adapter as another kind of module than the model's node is */
-        const int at = strop__model_node_find(c, mods[k].name);
+        const int at = strop__model_node_lookup(c, mods[k].name);
         st = at >= 0 && tensor_names(&c->nodes[at]) != sfx
                  ? strop__err(STROP_E_FORMAT,
                               "%s: %s: '%s' does not fit module '%s', a %s node of the model, "

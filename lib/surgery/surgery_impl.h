@@ -77,7 +77,7 @@ strop_status strop__edit_lora(strop__work *w, const strop__edit *e);
  * differ from what they were inferred with; initialises what is new (edits.c). */
 strop_status strop__work_reinfer(strop__work *w);
 /* The single node pat names (exactly, or a glob matching one node) into *idx. */
-strop_status strop__work_resolve_one(const strop_model *m, const char *pat, int *idx);
+strop_status strop__work_resolve_one(strop_model *m, const char *pat, int *idx);
 
 /* describe.c: the head of an edit's line, a node's shape and size, the before/after diff */
 void strop__describe_edit_head(strop__sbuf *log, const strop_surgery *s, int k);

@@ -86,7 +86,7 @@ static strop_status drop_dropout(strop__gedit *g) {
 
 /* The node that norm node i can fold into, or -1 in *target: its sole input, a layer whose
  * output channels are dim 0 of the norm's input, read by nothing else. */
-static strop_status fold_target(const strop_model *m, int i, int *target) {
+static strop_status fold_target(strop_model *m, int i, int *target) {
   *target = -1;
   const strop__node *bn = &m->nodes[i];
   if (bn->n_in != 1 || bn->in[0] < 0 || !strop__gedit_removable(m, i, 1)) return STROP_OK;
