@@ -1215,6 +1215,118 @@ static void near(float got, double init, double want, double mag, int64_t terms,
                 init + want);
 }
 
+/* BF16 Winograd F(2x2, 3x3) forward (strop__conv_bf16_wino) on 3x3 stride-1 convs of 64 or
+ * more channels: whole images per product and strips of an image's tile rows, an odd c_in (a
+ * pair of channels with one), tiles across a 16-lane block's and a 32-column panel's edge,
+ * padding 0 to 2, 1 and 2 chunks, with and without a bias and a relu epilogue. Its error
+ * against the float64 conv of the unrounded operands stays within 4x the direct BF16 form's
+ * largest and 3x its RMS (measured 2.5-2.9x and 2.1-2.5x on these patterned values, 1.5-1.9x
+ * and 1.4-1.6x on ResNet-50's shapes: docs/performance.md); it differs from the direct form (it ran); vdpbf16ps and the forced fallback
+ * agree within FP32 summation; the filters made once (a frozen trunk's) give the per-call
+ * bits; the relu epilogue is the relu of its output. */
+static const cshape WSH[] = {
+    {2, 64, 9, 13, 72, 3, 1, 1, 1},  /* blocks of whole images (35 tiles each) */
+    {1, 65, 30, 35, 64, 3, 1, 2, 1}, /* strips of 5 tile rows of 19 tiles; c_in odd */
+    {8, 64, 7, 7, 64, 3, 1, 1, 1},   /* blocks of 6 and 2 images of 16 tiles */
+    {3, 64, 6, 5, 66, 3, 1, 0, 1},   /* no padding: 4 x 3 outputs */
+};
+
+START_TEST(conv_bf16_winograd) {
+  strop__bf16_impl = 0;
+  const int p0 = strop__bf16_dot_enabled() ? 0 : 1; /* the first path this CPU runs */
+  for (size_t k = 0; k < sizeof WSH / sizeof WSH[0]; k++)
+    for (int chunks = 1; chunks <= 2; chunks++)
+      for (int bias = 0; bias < 2; bias++) {
+        const strop__conv2d_dims d = cdims(&WSH[k], 1);
+        cbufs a = calloc_bufs(&d, chunks);
+        const int64_t P = d.oh * d.ow, HW = d.h * d.w;
+        const float *b = bias ? a.b : NULL;
+        double *ref = malloc(a.ny * sizeof(double)), ymax = 0;
+        for (int64_t n = 0; n < d.n; n++)
+          for (int64_t o = 0; o < d.c_out; o++)
+            for (int64_t p = 0; p < P; p++) {
+              double sum = b ? b[o] : 0.0;
+              for (int64_t c = 0; c < d.c_in; c++)
+                for (int64_t t = 0; t < 9; t++) {
+                  const int64_t at = tap(&d, p / d.ow, p % d.ow, t / 3, t % 3);
+                  if (at >= 0)
+                    sum += (double)a.w[(o * d.c_in + c) * 9 + t] *
+                           a.x[(n * d.c_in + c) * HW + at];
+                }
+              ref[(n * d.c_out + o) * P + p] = sum;
+              ymax = fmax(ymax, fabs(sum));
+            }
+        size_t fl = 16; /* scratch for every path and form */
+        for (int path = 0; path < 2; path++)
+          for (int wino = 0; wino < 2; wino++) {
+            strop__bf16_impl = path;
+            strop__conv_bf16_wino = wino;
+            const size_t f = strop__conv2d_scratch_floats(&d, 0, chunks, NULL);
+            if (f > fl) fl = f;
+          }
+        float *scratch = aligned_alloc(64, (fl * sizeof(float) + 63) / 64 * 64);
+        float *y[2][2]; /* [path: vdpbf16ps, fallback][0: direct, 1: Winograd] */
+        for (int path = 0; path < 2; path++)
+          for (int wino = 0; wino < 2; wino++) {
+            y[path][wino] = malloc(a.ny * sizeof(float));
+            if (path < p0) continue;
+            strop__bf16_impl = path;
+            strop__conv_bf16_wino = wino;
+            for (size_t i = 0; i < a.ny; i++) y[path][wino][i] = NAN;
+            strop__conv2d_forward(&d, a.x, a.w, b, y[path][wino], scratch, chunks, NULL);
+          }
+        for (int path = p0; path < 2; path++) {
+          double ed = 0, ew = 0, sd = 0, sw = 0;
+          int differs = 0;
+          for (size_t i = 0; i < a.ny; i++) {
+            ed = fmax(ed, fabs(y[path][0][i] - ref[i]));
+            ew = fmax(ew, fabs(y[path][1][i] - ref[i]));
+            sd += (y[path][0][i] - ref[i]) * (y[path][0][i] - ref[i]);
+            sw += (y[path][1][i] - ref[i]) * (y[path][1][i] - ref[i]);
+            differs |= y[path][0][i] != y[path][1][i];
+          }
+          ck_assert_msg(ew <= 4 * ed && sqrt(sw / sd) <= 3,
+                        "shape %zu chunks %d bias %d path %d: Winograd error %.3g (RMS %.3g), "
+                        "direct %.3g (RMS %.3g), of %.3g",
+                        k, chunks, bias, path, ew, sqrt(sw / a.ny), ed, sqrt(sd / a.ny), ymax);
+          ck_assert_msg(differs, "shape %zu path %d: Winograd did not run", k, path);
+        }
+        if (p0 == 0) {
+          double e = 0;
+          for (size_t i = 0; i < a.ny; i++) e = fmax(e, fabs(y[0][1][i] - y[1][1][i]));
+          ck_assert_msg(e <= 1e-5 * ymax, "shape %zu chunks %d: paths differ by %.3g of %.3g", k,
+                        chunks, e, ymax);
+          /* the filters made once, handed to the forward: the same bits */
+          strop__bf16_impl = 0;
+          strop__conv_bf16_wino = 1;
+          const size_t uf = strop__conv2d_filters_floats(&d);
+          ck_assert_uint_gt(uf, 0);
+          float *u = aligned_alloc(64, (uf * sizeof(float) + 63) / 64 * 64);
+          ck_assert_int_eq(strop__conv2d_filters(&d, a.w, u), 0);
+          float *yf = malloc(a.ny * sizeof(float));
+          strop__conv2d_forward_filtered(&d, a.x, a.w, u, b, yf, scratch, chunks, NULL);
+          ck_assert_msg(!memcmp(yf, y[0][1], a.ny * sizeof(float)), "shape %zu: held filters", k);
+          /* a relu epilogue: the relu of the output */
+          strop__conv2d_epilogue ep;
+          memset(&ep, 0, sizeof ep);
+          ep.relu = 1;
+          strop__conv2d_forward(&d, a.x, a.w, b, yf, scratch, chunks, &ep);
+          for (size_t i = 0; i < a.ny; i++)
+            ck_assert_msg(yf[i] == (y[0][1][i] > 0 ? y[0][1][i] : 0.0f), "shape %zu: relu [%zu]",
+                          k, i);
+          free(u);
+          free(yf);
+        }
+        for (int path = 0; path < 2; path++) free(y[path][0]), free(y[path][1]);
+        free(scratch);
+        free(ref);
+        free_bufs(&a);
+      }
+  strop__bf16_impl = 0;
+  strop__conv_bf16_wino = 1;
+}
+END_TEST
+
 /* Both paths (vdpbf16ps where the CPU runs it, the forced fallback) against the double-precision
  * conv of the rounded operands, element by element within FP32 summation's bound: the forward,
  * dx, dW and db (of the unrounded dy), every shape, 1 and 2 chunks, dx written and added. */
@@ -1875,6 +1987,7 @@ static Suite *suite(void) {
   tcase_add_loop_test(c, conv_paths_match_reference, 0, 2);
   tcase_add_loop_test(c, conv_direct_same_bits, 0, 2);
   tcase_add_test(c, conv_dx_reference);
+  tcase_add_test(c, conv_bf16_winograd);
   tcase_add_loop_test(c, cnn_gradcheck, 0, 4);
   tcase_add_loop_test(c, cnn_finetune_close, 0, 4);
   suite_add_tcase(s, c);

@@ -427,7 +427,11 @@ static strop_status conv_prepared(strop__node *n, const strop__conv2d_dims *d, c
     n->wino_bytes = bytes;
     uf = (float *)((char *)wc + WC_HEAD);
   }
-  strop__conv2d_filters(d, *wd, uf);
+  wc->valid = 0;
+  if (strop__conv2d_filters(d, *wd, uf))
+    return strop__err(STROP_E_NOMEM,
+                      "layer '%s' (conv2d): out of memory for %zu bytes to transform its filters",
+                      n->name, (size_t)(16 * d->c_out * d->c_in));
   *wc = k;
   wc->floats = fl;
   wc->valid = 1;

@@ -503,6 +503,23 @@ void strop__bf16_sgemm_serial(int ta, int tb, int64_t m, int64_t n, int64_t k, f
       NULL);
 }
 
+void strop__bf16_gemm_f32_prepacked(int64_t m, int64_t n, int64_t k, const uint32_t *ap,
+                                    const uint32_t *bp, float beta, float *c, int64_t ldc) {
+  if (m <= 0 || n <= 0) return;
+  gjob J = {.m = m,
+            .n = n,
+            .k = k,
+            .kp = (k + 1) / 2,
+            .ldc = ldc,
+            .alpha = 1.0f,
+            .beta = beta,
+            .c = c,
+            .ap = (uint32_t *)(uintptr_t)ap, /* only read */
+            .bp = (uint32_t *)(uintptr_t)bp, /* only read */
+            .fit = 1};
+  rows_chunk(&J, 0, (m + MR - 1) / MR, 0);
+}
+
 #else
 
 static int fill_avx512(void) { return 0; }
@@ -551,6 +568,10 @@ void strop__bf16_gemm_f32_packed(int64_t m, int64_t n, int64_t k, const uint32_t
   (void)lay;
   (void)m, (void)n, (void)k, (void)ap, (void)b, (void)ldb, (void)pack, (void)pctx, (void)beta;
   (void)c, (void)ldc, (void)work;
+}
+void strop__bf16_gemm_f32_prepacked(int64_t m, int64_t n, int64_t k, const uint32_t *ap,
+                                    const uint32_t *bp, float beta, float *c, int64_t ldc) {
+  (void)m, (void)n, (void)k, (void)ap, (void)bp, (void)beta, (void)c, (void)ldc;
 }
 void strop__bf16_sgemm_serial(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha,
                               const float *a, int64_t lda, const float *b, int64_t ldb,

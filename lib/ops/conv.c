@@ -346,6 +346,72 @@ static int held_packed(const strop__conv2d_dims *d) {
   return bf16_mode(d) == 1 && strop__conv_bf16_direct;
 }
 
+/* ---- BF16 Winograd forward (strop__conv_bf16_wino): F(2x2, 3x3) where the FP32 forward would
+ *      run Winograd. The filters are transformed in FP32 (G g G^T in double, rounded once, as
+ *      the FP32 path's), a row of 4 of the 16 planes at a time, and each plane rounded to BF16:
+ *      packed for vdpbf16ps (bf16_mode 1) or kept as FP32 values (the fallback, 2). Per block
+ *      of whole images or strip of an image's tile rows (wbf_split), the tiles are transformed
+ *      in FP32 with winograd.c's operations and rounded to BF16 — on vdpbf16ps straight into the
+ *      products' packed panels (wbf_in_rows), on the fallback into FP32 planes rounded in
+ *      place —, the 16 products run with FP32 sums, and the output transform (winograd.c's
+ *      operations: wbf_out_rows, or winograd.c itself), the bias and the epilogue follow. ---- */
+int strop__conv_bf16_wino = 1;
+enum { WBF_M = 2, WBF_A2 = 16 };
+
+static int wino_bf(const strop__conv2d_dims *d) {
+  if (!d->bf16 || !strop__conv_bf16_wino || !bf16_mode(d)) return 0;
+  strop__conv2d_dims f = *d;
+  f.bf16 = 0;
+  return wino_m(&f) ? WBF_M : 0;
+}
+/* a transformed plane [c_out, c_in]: packed (vdpbf16ps), or rounded FP32 values */
+static int64_t wbf_plane(const strop__conv2d_dims *d) {
+  return bf16_mode(d) == 1 ? r16((int64_t)((strop__bf16_pack_a_bytes(d->c_out, d->c_in) + 3) / 4))
+                           : r16(d->c_out * d->c_in);
+}
+static int64_t wbf_u_len(const strop__conv2d_dims *d) { return WBF_A2 * wbf_plane(d); }
+/* a row of 4 FP32 planes while they are made */
+static int64_t wbf_row_len(const strop__conv2d_dims *d) { return r16(4 * d->c_out * d->c_in); }
+/* Tiles a product runs over: a block of whole images, or a strip of an image's tile rows, of
+ * about WBF_TILES, so that a strip's 16 planes of tiles and of products stay in L2 between the
+ * transforms and the products (96 and 192 measured alike). */
+enum { WBF_TILES = 96 };
+/* tile rows a strip of one image (*nb 1), or images a block of whole images (*rows: all) */
+static void wbf_split(const strop__conv2d_dims *d, int chunks, int64_t *nb, int64_t *rows) {
+  const int64_t tpi = strop__winograd_tiles(d, WBF_M), txn = (d->ow + 1) / 2;
+  const int64_t tyn = (d->oh + 1) / 2, share = (d->n + chunks - 1) / chunks, t = WBF_TILES;
+  if (tpi > t) {
+    *nb = 1;
+    *rows = t / txn > 1 ? t / txn : 1;
+    if (*rows > tyn) *rows = tyn;
+  } else {
+    *rows = tyn;
+    *nb = t / tpi < share ? t / tpi : share;
+    if (*nb < 1) *nb = 1;
+  }
+}
+static int64_t wbf_cols(const strop__conv2d_dims *d, int chunks) {
+  int64_t nb, rows;
+  wbf_split(d, chunks, &nb, &rows);
+  return nb * rows * ((d->ow + 1) / 2);
+}
+/* a plane of a strip's tiles: packed panels (vdpbf16ps), or FP32 [c_in, cols] (the fallback) */
+static int64_t wbf_vplane(const strop__conv2d_dims *d, int64_t cols) {
+  return bf16_mode(d) == 1 ? r16((cols + 31) / 32 * ((d->c_in + 1) / 2) * 32)
+                           : wplane(d->c_in * cols);
+}
+/* the transforms' work: winograd.c's rows (the fallback; vdpbf16ps needs none) */
+static int64_t wbf_work_len(const strop__conv2d_dims *d) {
+  return bf16_mode(d) == 1 ? 0 : r16((int64_t)strop__winograd_work_floats(d, WBF_M));
+}
+/* per chunk: the epilogue's image, a strip's tiles V and products M [16, c, cols], the
+ * transforms' work */
+static int64_t wbf_chunk_len(const strop__conv2d_dims *d, int chunks,
+                             const strop__conv2d_epilogue *ep) {
+  const int64_t T = wbf_cols(d, chunks);
+  return ep_len(d, 0, ep) + WBF_A2 * (wbf_vplane(d, T) + wplane(d->c_out * T)) + wbf_work_len(d);
+}
+
 /* d's vdpbf16ps forward packs its columns straight from the images (pack_cols) for blocks of up
  * to nb images: a half panel's lanes fall into at most COL_RUNS runs (an image's rows one line:
  * stride 1, the output as wide as the input, P >= 16; else runs of an output row: ow >= 5),
@@ -435,6 +501,12 @@ size_t strop__conv2d_scratch_floats(const strop__conv2d_dims *d, int backward, i
   if (chunks < 1) chunks = 1;
   if (depthwise(d, ep)) return 16; /* the direct kernel needs none */
   const int bm = bf16_mode(d);
+  if (backward != 1 &&
+      wino_bf(d)) { /* the filters (unless given), made through the chunks' area */
+    const int64_t ch = chunks * wbf_chunk_len(d, chunks, ep);
+    if (backward == 2 && bm == 1) return (size_t)ch;
+    return (size_t)(wbf_u_len(d) + (ch > wbf_row_len(d) ? ch : wbf_row_len(d)));
+  }
   if (bm == 1) { /* forward: the weight (bf16_w_len, unless given packed) first; backward: the
                   ones row and W^T */
     const int64_t bw = backward == 1;
@@ -607,6 +679,8 @@ typedef struct conv_job {
   int64_t part_off;      /* backward: where a chunk's partial sums start in its area */
   int m;                 /* Winograd: the tile size (backward: of dx) */
   int row;               /* Winograd, filters a row at a time (wino_rows): the row, else -1 */
+  int wbf;               /* BF16 Winograd forward (wino_bf): bf16_mode's 1 or 2, else 0 */
+  int64_t uplane;        /* BF16 Winograd: floats between two of u's planes */
   float *u;              /* Winograd: the transformed filters (backward: of dx) */
   strop__conv2d_dims dd; /* backward with Winograd: dx's conv (dx_dims) */
   /* Winograd weight gradient: the tile size, M, a block's V and Y, the per-chunk areas, and
@@ -1041,7 +1115,163 @@ static void col_lanes_all(const col_pack *cp, void *buf) {
   for (int64_t j = 0; j < cp->L; j += 32)
     col_lanes(cp->d, cp->img, j, strop__lanes32(cp->L - j), hl + j / 16);
 }
+
+/* ---- BF16 Winograd F(2x2, 3x3) on AVX-512: the tile transform writes the products' packed
+ *      panels itself, and the output transform reads the products 16 tiles at a time. The
+ *      same operations in the same order as winograd.c's transforms for m = 2 (down the
+ *      columns, then across), so the tiles and outputs are theirs bit for bit. ---- */
+
+/* lanes l of 16 with lo <= l < hi */
+static inline __mmask16 wbf_span(int64_t lo, int64_t hi) {
+  lo = lo < 0 ? 0 : lo > 16 ? 16 : lo;
+  hi = hi < 0 ? 0 : hi > 16 ? 16 : hi;
+  return hi <= lo ? 0 : (__mmask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
+}
+
+/* The tiles of tile rows ty0 .. ty1 - 1 of image x, B^T p B of each 4x4 patch, rounded to BF16
+ * and paired along the channels straight into the 16 planes' packed panels (plane xi at
+ * vp + xi vps; panels of 32 columns, kp pairs of channels each; the strip's tiles at columns
+ * col0 ..). A patch's taps are read by masked loads: zeros in the padding. */
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void wbf_in_rows(
+    const strop__conv2d_dims *d, const float *x, int64_t ty0, int64_t ty1, uint32_t *vp,
+    int64_t vps, int64_t col0) {
+  const int64_t H = d->h, W = d->w, CI = d->c_in, txn = (d->ow + 1) / 2, kp = (CI + 1) / 2;
+  const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i io = _mm512_add_epi32(ie, _mm512_set1_epi32(1));
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  static const int off[4] = {0, 16, 2, 18};
+  static const int16_t pairs[32] __attribute__((aligned(64))) = {
+      0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
+      8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  const __m512i pair16 = _mm512_load_si512(pairs);
+  float v0[16][16] __attribute__((aligned(64)));
+  for (int64_t q = 0; q < kp; q++)
+    for (int64_t ty = ty0; ty < ty1; ty++)
+      for (int64_t tx0 = 0; tx0 < txn; tx0 += 16) {
+        const int64_t nl = txn - tx0 < 16 ? txn - tx0 : 16;
+        __mmask16
+            lm[4]; /* the lanes of each load inside the row: input column 2 tx0 + o - pw + l */
+        for (int e = 0; e < 4; e++) {
+          const int64_t x0 = 2 * tx0 + off[e] - d->pw;
+          lm[e] = wbf_span(-x0, W - x0);
+        }
+        for (int h = 0; h < 2; h++) {
+          const int64_t c = 2 * q + h;
+          __m512 dk[4][4];
+          for (int l = 0; l < 4; l++) {
+            const int64_t yy = 2 * ty - d->ph + l;
+            __m512 ld[4];
+            for (int e = 0; e < 4; e++) {
+              if (c >= CI || yy < 0 || yy >= H || !lm[e]) {
+                ld[e] = _mm512_setzero_ps();
+                continue;
+              }
+              /* the first lane's address may lie before the row: its lanes are masked off */
+              const uintptr_t at = (uintptr_t)(x + (c * H + yy) * W) +
+                                   (uintptr_t)((2 * tx0 + off[e] - d->pw) *
+                                               (int64_t)sizeof(float));
+              ld[e] = _mm512_maskz_loadu_ps(lm[e], (const void *)at);
+            }
+            dk[l][0] = _mm512_permutex2var_ps(ld[0], ie, ld[1]);
+            dk[l][1] = _mm512_permutex2var_ps(ld[0], io, ld[1]);
+            dk[l][2] = _mm512_permutex2var_ps(ld[2], ie, ld[3]);
+            dk[l][3] = _mm512_permutex2var_ps(ld[2], io, ld[3]);
+          }
+          __m512 t[4][4]; /* t[i][k]: B^T down the rows, column k of each tile */
+          for (int k = 0; k < 4; k++) {
+            t[0][k] = _mm512_sub_ps(dk[0][k], dk[2][k]);
+            t[1][k] = _mm512_add_ps(dk[1][k], dk[2][k]);
+            t[2][k] = _mm512_sub_ps(dk[2][k], dk[1][k]);
+            t[3][k] = _mm512_sub_ps(dk[1][k], dk[3][k]);
+          }
+          for (int i = 0; i < 4; i++) {
+            __m512 v[4];
+            v[0] = _mm512_sub_ps(t[i][0], t[i][2]);
+            v[1] = _mm512_add_ps(t[i][1], t[i][2]);
+            v[2] = _mm512_sub_ps(t[i][2], t[i][1]);
+            v[3] = _mm512_sub_ps(t[i][1], t[i][3]);
+            for (int j = 0; j < 4; j++) {
+              if (!h) {
+                _mm512_store_ps(v0[i * 4 + j], v[j]);
+                continue;
+              }
+              const int xi = i * 4 + j;
+              /* vcvtne2ps2bf16 rounds as strop__pairs16_ps does but for denormals, which it
+               * makes zeros of their sign: vdpbf16ps reads them as zeros anyway */
+              const __m512i pr = _mm512_permutexvar_epi16(
+                  pair16, (__m512i)_mm512_cvtne2ps_pbh(v[j], _mm512_load_ps(v0[xi])));
+              const int64_t col = col0 + (ty - ty0) * txn + tx0, o = col % 32, n1 = 32 - o;
+              uint32_t *base = vp + xi * vps + (col / 32) * kp * 32 + q * 32;
+              if (n1 >= nl) {
+                _mm512_mask_storeu_epi32(base + o, (__mmask16)((1u << nl) - 1u), pr);
+              } else {
+                _mm512_mask_storeu_epi32(base + o, (__mmask16)((1u << n1) - 1u), pr);
+                const __m512i sh = _mm512_permutexvar_epi32(
+                    _mm512_add_epi32(iota, _mm512_set1_epi32((int)n1)), pr);
+                _mm512_mask_storeu_epi32(base + kp * 32, (__mmask16)((1u << (nl - n1)) - 1u), sh);
+              }
+            }
+          }
+        }
+      }
+}
+
+/* The products mm [16, c_out, ld] (planes ps apart) of the tile rows ty0 .. ty1 - 1 at columns
+ * col0 .. -> y's rows of them: A^T M A of each tile plus b[o], 16 tiles at a time. */
+__attribute__((target("avx512f"))) static void wbf_out_rows(const strop__conv2d_dims *d,
+                                                            const float *mm, int64_t ld,
+                                                            int64_t ps, int64_t col0, int64_t ty0,
+                                                            int64_t ty1, const float *b,
+                                                            float *y) {
+  const int64_t OH = d->oh, OW = d->ow, CO = d->c_out, txn = (OW + 1) / 2;
+  const __m512i ilo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i ihi = _mm512_add_epi32(ilo, _mm512_set1_epi32(8));
+  for (int64_t o = 0; o < CO; o++) {
+    const __m512 bias = _mm512_set1_ps(b ? b[o] : 0.0f);
+    float *yo = y + o * OH * OW;
+    for (int64_t ty = ty0; ty < ty1; ty++)
+      for (int64_t tx0 = 0; tx0 < txn; tx0 += 16) {
+        const int64_t nl = txn - tx0 < 16 ? txn - tx0 : 16;
+        const __mmask16 live = (__mmask16)((1u << nl) - 1u);
+        const float *mt = mm + o * ld + col0 + (ty - ty0) * txn + tx0;
+        __m512 t[4][2]; /* across: t[i][j'] = (M A)_i j' */
+        for (int i = 0; i < 4; i++) {
+          const __m512 s0 = _mm512_maskz_loadu_ps(live, mt + (i * 4 + 0) * ps);
+          const __m512 s1 = _mm512_maskz_loadu_ps(live, mt + (i * 4 + 1) * ps);
+          const __m512 s2 = _mm512_maskz_loadu_ps(live, mt + (i * 4 + 2) * ps);
+          const __m512 s3 = _mm512_maskz_loadu_ps(live, mt + (i * 4 + 3) * ps);
+          t[i][0] = _mm512_add_ps(_mm512_add_ps(s0, s1), s2);
+          t[i][1] = _mm512_sub_ps(_mm512_sub_ps(s1, s2), s3);
+        }
+        for (int i = 0; i < 2; i++) { /* down: output row 2 ty + i */
+          const int64_t row = 2 * ty + i;
+          if (row >= OH) break;
+          __m512 r[2];
+          for (int j = 0; j < 2; j++)
+            r[j] = i == 0 ? _mm512_add_ps(_mm512_add_ps(t[0][j], t[1][j]), t[2][j])
+                          : _mm512_sub_ps(_mm512_sub_ps(t[1][j], t[2][j]), t[3][j]);
+          r[0] = _mm512_add_ps(r[0], bias);
+          r[1] = _mm512_add_ps(r[1], bias);
+          const int64_t x0 = 2 * tx0, nc = OW - x0 < 2 * nl ? OW - x0 : 2 * nl;
+          const __mmask32 cm = strop__lanes32(nc);
+          float *yr = yo + row * OW + x0;
+          _mm512_mask_storeu_ps(yr, (__mmask16)cm, _mm512_permutex2var_ps(r[0], ilo, r[1]));
+          _mm512_mask_storeu_ps(yr + 16, (__mmask16)(cm >> 16),
+                                _mm512_permutex2var_ps(r[0], ihi, r[1]));
+        }
+      }
+  }
+}
+
 #else
+static void wbf_in_rows(const strop__conv2d_dims *d, const float *x, int64_t ty0, int64_t ty1,
+                        uint32_t *vp, int64_t vps, int64_t col0) {
+  (void)d, (void)x, (void)ty0, (void)ty1, (void)vp, (void)vps, (void)col0;
+}
+static void wbf_out_rows(const strop__conv2d_dims *d, const float *mm, int64_t ld, int64_t ps,
+                         int64_t col0, int64_t ty0, int64_t ty1, const float *b, float *y) {
+  (void)d, (void)mm, (void)ld, (void)ps, (void)col0, (void)ty0, (void)ty1, (void)b, (void)y;
+}
 static void transpose(const float *src, int64_t rows, int64_t cols, int64_t lds, float *dst,
                       int64_t ldd) {
   for (int64_t i = 0; i < rows; i++)
@@ -1063,6 +1293,63 @@ static void pack_cols_t(const void *ctx, int64_t j0, uint32_t *p) {
   (void)ctx, (void)j0, (void)p;
 }
 #endif
+
+/* BF16 Winograd forward of a chunk's images (wino_bf): per block of whole images or strip of
+ * an image's tile rows (wbf_split), the tiles transformed (on vdpbf16ps straight into the
+ * products' packed panels; on the fallback into FP32 planes, then rounded), the 16 products
+ * M_xi = U_xi V_xi with FP32 sums, the products transformed back (with the bias) into the
+ * image's rows, and its epilogue once its last strip is in. */
+static void wbf_fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  const conv_job *j = ctx;
+  const strop__conv2d_dims *d = j->d;
+  const int64_t HW = d->h * d->w, P = d->oh * d->ow, CI = d->c_in, CO = d->c_out;
+  const int64_t txn = (d->ow + 1) / 2, tyn = (d->oh + 1) / 2, cols = wbf_cols(d, j->chunks);
+  const int64_t kp = (CI + 1) / 2, vpl = wbf_vplane(d, cols);
+  int64_t nb, rows;
+  wbf_split(d, j->chunks, &nb, &rows);
+  float *base = j->chunk0 + chunk * j->per;
+  float *raw = j->ep && j->ep->pool ? base : NULL;
+  float *v = base + ep_len(d, 0, j->ep);
+  float *mm = v + WBF_A2 * vpl;
+  float *work = mm + WBF_A2 * wplane(CO * cols);
+  for (int64_t n0 = lo; n0 < hi; n0 += nb) {
+    const int64_t nn = hi - n0 < nb ? hi - n0 : nb;
+    for (int64_t ty0 = 0; ty0 < tyn; ty0 += rows) {
+      const int64_t ty1 = ty0 + rows < tyn ? ty0 + rows : tyn, ts = (ty1 - ty0) * txn;
+      const int64_t T = nn * ts, pv = wplane(CI * T), pm = wplane(CO * T);
+      if (j->wbf == 1) {
+        const int64_t np = (T + 31) / 32, vps = r16(np * kp * 32);
+        uint32_t *vp = (uint32_t *)(void *)v;
+        if (T % 32) /* the last panel's columns past T */
+          for (int xi = 0; xi < WBF_A2; xi++)
+            memset(vp + xi * vps + (np - 1) * kp * 32, 0, sizeof(uint32_t) * (size_t)(kp * 32));
+        for (int64_t s = 0; s < nn; s++)
+          wbf_in_rows(d, j->x + (n0 + s) * CI * HW, ty0, ty1, vp, vps, s * ts);
+        for (int xi = 0; xi < WBF_A2; xi++) {
+          const uint32_t *ap = (const uint32_t *)(const void *)(j->u + xi * j->uplane);
+          strop__bf16_gemm_f32_prepacked(CO, T, CI, ap, vp + xi * vps, 0.0f, mm + xi * pm, T);
+        }
+      } else { /* the fallback: FP32 tiles, rounded, and the FP32 product of the rounded values */
+        for (int64_t s = 0; s < nn; s++)
+          strop__winograd_input_rows(d, WBF_M, j->x + (n0 + s) * CI * HW, v, T, pv, s * ts, ty0,
+                                     ty1, work);
+        for (int xi = 0; xi < WBF_A2; xi++) {
+          float *vx = v + xi * pv;
+          strop__bf16_round_f32(vx, vx, (size_t)(CI * T));
+          strop__sgemm(0, 0, CO, T, CI, 1.0f, j->u + xi * j->uplane, CI, vx, T, 0.0f,
+                       mm + xi * pm, T);
+        }
+      }
+      for (int64_t s = 0; s < nn; s++) {
+        float *yn = raw ? raw : j->y + (n0 + s) * CO * P;
+        if (j->wbf == 1) wbf_out_rows(d, mm, T, pm, s * ts, ty0, ty1, j->b, yn);
+        else
+          strop__winograd_output_rows(d, WBF_M, mm, T, pm, s * ts, ty0, ty1, j->b, yn, 0, work);
+        if (ty1 == tyn) fwd_epilogue(j, n0 + s, yn);
+      }
+    }
+  }
+}
 
 /* Forward of a chunk's images, a block of nb at a time (bf16_block): their columns [K, nb P]
  * side by side (a pointwise conv's images themselves when alone), C = W cols on vdpbf16ps with
@@ -1376,18 +1663,43 @@ static int64_t dw_grain(const strop__conv2d_dims *d) {
 }
 
 size_t strop__conv2d_filters_floats(const strop__conv2d_dims *d) {
+  if (wino_bf(d)) return bf16_mode(d) == 1 ? (size_t)wbf_u_len(d) : 0;
   if (held_packed(d)) return (size_t)bf16_a_len(d);
   const int m = wino_m(d);
   return m ? (size_t)wino_u_len(d, m) : 0;
 }
 
-void strop__conv2d_filters(const strop__conv2d_dims *d, const float *w, float *u) {
+/* BF16 Winograd's 16 planes into u (wbf_u_len), a row of 4 FP32 planes at a time through tmp
+ * (wbf_row_len) */
+static void wbf_filters(const strop__conv2d_dims *d, const float *w, float *u, float *tmp) {
+  const int64_t CC = d->c_out * d->c_in, pl = wbf_plane(d);
+  conv_job j = {.d = d, .w = w, .u = tmp, .m = WBF_M};
+  for (j.row = 0; j.row < WBF_M + 2; j.row++) {
+    strop__par_for(d->c_out, 8, wino_filter_range, &j);
+    for (int q = 0; q < WBF_M + 2; q++) {
+      float *dst = u + (j.row * (WBF_M + 2) + q) * pl;
+      if (bf16_mode(d) == 1)
+        strop__bf16_pack_a(0, d->c_out, d->c_in, tmp + q * CC, d->c_in, (uint32_t *)(void *)dst);
+      else strop__bf16_round_f32(tmp + q * CC, dst, (size_t)CC);
+    }
+  }
+}
+
+int strop__conv2d_filters(const strop__conv2d_dims *d, const float *w, float *u) {
+  if (wino_bf(d)) { /* the same filters as the forward's per call */
+    float *tmp = strop__malloc_aligned((size_t)wbf_row_len(d) * sizeof(float));
+    if (!tmp) return -1;
+    wbf_filters(d, w, u, tmp);
+    strop__free_aligned(tmp);
+    return 0;
+  }
   if (held_packed(d)) { /* the same packing as the forward's per call */
     strop__bf16_pack_a(0, d->c_out, kdim(d), w, kdim(d), (uint32_t *)(void *)u);
-    return;
+    return 0;
   }
   conv_job j = {.d = d, .w = w, .u = u, .m = wino_m(d), .row = -1};
   if (j.m) strop__par_for(d->c_out, 8, wino_filter_range, &j);
+  return 0;
 }
 
 void strop__conv2d_forward(const strop__conv2d_dims *d, const float *x, const float *w,
@@ -1416,6 +1728,22 @@ void strop__conv2d_forward_filtered(const strop__conv2d_dims *d, const float *x,
                 .ep = ep,
                 .pd = image_pool(d, ep)};
   const int bm = bf16_mode(d);
+  if ((j.m = wino_bf(d))) {
+    j.row = -1;
+    j.wbf = bm;
+    j.uplane = wbf_plane(d);
+    j.per = wbf_chunk_len(d, chunks, ep);
+    j.chunk0 = scratch;
+    if (u && bm == 1) {
+      j.u = (float *)u; /* only read */
+    } else {
+      j.u = scratch;
+      j.chunk0 = scratch + wbf_u_len(d);
+      wbf_filters(d, w, j.u, j.chunk0);
+    }
+    strop__par_run(chunks, d->n, wbf_fwd_chunk, &j);
+    return;
+  }
   if (bm == 1) {
     j.chunk0 = scratch + bf16_w_len(d);
     if (u && held_packed(d)) { /* the weight packed by the caller (strop__conv2d_filters) */

@@ -22,7 +22,8 @@ typedef struct strop__conv2d_dims {
    * dy rounded to BF16 (nearest even), the bias and the bias gradient in FP32. Ungrouped convs
    * run vdpbf16ps (strop__bf16_gemm_f32) where strop__bf16_dot_enabled(); elsewhere, and for
    * grouped convs, the exact fallback: the FP32 lowered GEMMs on the rounded operands. No
-   * Winograd (its transforms would round transformed values); depthwise convs keep their FP32
+   * Winograd in the backward; the forward of ResNet's 3x3 convs as BF16 Winograd F(2x2, 3x3)
+   * (strop__conv_bf16_wino: it rounds transformed values); depthwise convs keep their FP32
    * stencil (no product to speed up). 0: FP32. */
   int bf16;
 } strop__conv2d_dims;
@@ -67,6 +68,18 @@ extern int strop__conv_bf16_direct;
  * 0 through FP32 columns W^T dy and col2im. Not the same bits: each dx element sums its terms in
  * another order (the reference tests bound both). */
 extern int strop__conv_bf16_dx;
+
+/* 1 (the default): a BF16 conv's forward that the FP32 path would run as Winograd
+ * (strop__conv_winograd: 3x3 stride 1, ungrouped, 64 or more channels in and out) runs as
+ * Winograd F(2x2, 3x3) with the transformed filters and tiles rounded to BF16 and FP32 sums
+ * (vdpbf16ps, or on the fallback the FP32 GEMM on the rounded values): 16 products per tile
+ * and channel pair against the direct form's 36. Not the direct form's numbers: against the
+ * float64 conv of the unrounded operands its error is about 1.5x the direct BF16 path's on
+ * ResNet's 3x3 shapes (docs/performance.md). F(4x4, 3x3), which the FP32 path uses, is not
+ * taken in BF16: its transforms' constants make the rounding error about 9x the direct
+ * path's. The backward stays the direct BF16 form. 0: the direct form. Tests and benches
+ * switch it (bench_big WINO_BF16=ab). */
+extern int strop__conv_bf16_wino;
 
 /* Tests and benches: 1 (the default) has the vdpbf16ps forward that writes y itself apply a
  * fused residual sum and relu (without a pool) in its tiles' stores, 0 in a pass over each
@@ -119,14 +132,17 @@ void strop__conv2d_forward(const strop__conv2d_dims *d, const float *x, const fl
                            const strop__conv2d_epilogue *ep);
 
 /* Floats of what a forward of d computes from the weight alone at each call: the transformed
- * filters of a Winograd forward, or the weight rounded to BF16 and packed for vdpbf16ps
- * (d->bf16 where the products run it, strop__conv_bf16_direct); 0: neither. They depend on the
+ * filters of a Winograd forward, or the weight (BF16 Winograd: its transformed filters)
+ * rounded to BF16 and packed for vdpbf16ps (d->bf16 where the products run it,
+ * strop__conv_bf16_direct); 0: neither. They depend on the
  * weight, c_in, c_out, the kernel, the compute dtype and the tile (strop__conv_winograd) only,
  * not on the batch or the image size: a caller whose weight does not change (a frozen trunk)
  * computes them once with strop__conv2d_filters, the same bits as the forward's own, and hands
  * them to strop__conv2d_forward_filtered (a BF16 forward given them does not read w). */
 size_t strop__conv2d_filters_floats(const strop__conv2d_dims *d);
-void strop__conv2d_filters(const strop__conv2d_dims *d, const float *w, float *u);
+/* 0, or -1 when a BF16 Winograd forward's transform could not get its working memory (a row of
+ * FP32 filters, 16 c_out c_in bytes): u is then not made. */
+int strop__conv2d_filters(const strop__conv2d_dims *d, const float *w, float *u);
 
 /* strop__conv2d_forward with u the filters strop__conv2d_filters made of w (NULL: computed
  * here, into the scratch), and scratch sized by strop__conv2d_scratch_floats(d, u ? 2 : 0, ...). */

@@ -189,17 +189,22 @@ size_t strop__winograd_work_floats(const strop__conv2d_dims *d, int m) {
   return (size_t)(3 * (m + 2) * wp);
 }
 
-STROP__CLONES void strop__winograd_input(const strop__conv2d_dims *d, int m, const float *x,
-                                         float *v, int64_t ld, int64_t ps, int64_t t0,
-                                         float *work) {
+void strop__winograd_input(const strop__conv2d_dims *d, int m, const float *x, float *v,
+                           int64_t ld, int64_t ps, int64_t t0, float *work) {
+  strop__winograd_input_rows(d, m, x, v, ld, ps, t0, 0, (d->oh + m - 1) / m, work);
+}
+
+STROP__CLONES void strop__winograd_input_rows(const strop__conv2d_dims *d, int m, const float *x,
+                                              float *v, int64_t ld, int64_t ps, int64_t t0,
+                                              int64_t ty0, int64_t ty1, float *work) {
   const int a = m + 2;
-  const int64_t H = d->h, W = d->w, CI = d->c_in, ty_n = (d->oh + m - 1) / m;
+  const int64_t H = d->h, W = d->w, CI = d->c_in;
   const int64_t tx_n = (d->ow + m - 1) / m, wp = (row_width(d, m) + 15) / 16 * 16;
   const int64_t wr = row_width(d, m);
   float *rows = work, *t = work + a * wp;
   for (int64_t c = 0; c < CI; c++) {
     const float *xc = x + c * H * W;
-    for (int64_t ty = 0; ty < ty_n; ty++) {
+    for (int64_t ty = ty0; ty < ty1; ty++) {
       /* the patch rows, zero-padded: column X is input column X - pw */
       for (int l = 0; l < a; l++) {
         float *r = rows + l * wp;
@@ -212,25 +217,32 @@ STROP__CLONES void strop__winograd_input(const strop__conv2d_dims *d, int m, con
         for (int64_t X = x1 > x0 ? x1 : x0; X < wr; X++) r[X] = 0.0f;
       }
       bt(m, rows, wp, 1, wr, t, wp, 1); /* down the columns */
-      float *vt = v + c * ld + t0 + ty * tx_n;
+      float *vt = v + c * ld + t0 + (ty - ty0) * tx_n;
       for (int i = 0; i < a; i++) /* across each row: tile tx's taps start at column tx m */
         bt(m, t + i * wp, 1, m, tx_n, vt + (int64_t)i * a * ps, ps, 1);
     }
   }
 }
 
-STROP__CLONES void strop__winograd_output(const strop__conv2d_dims *d, int m, const float *mm,
-                                          int64_t ld, int64_t ps, int64_t t0, const float *b,
-                                          float *y, int add, float *work) {
+void strop__winograd_output(const strop__conv2d_dims *d, int m, const float *mm, int64_t ld,
+                            int64_t ps, int64_t t0, const float *b, float *y, int add,
+                            float *work) {
+  strop__winograd_output_rows(d, m, mm, ld, ps, t0, 0, (d->oh + m - 1) / m, b, y, add, work);
+}
+
+STROP__CLONES void strop__winograd_output_rows(const strop__conv2d_dims *d, int m,
+                                               const float *mm, int64_t ld, int64_t ps,
+                                               int64_t t0, int64_t ty0, int64_t ty1,
+                                               const float *b, float *y, int add, float *work) {
   const int a = m + 2;
-  const int64_t OH = d->oh, OW = d->ow, CO = d->c_out, ty_n = (OH + m - 1) / m;
+  const int64_t OH = d->oh, OW = d->ow, CO = d->c_out;
   const int64_t tx_n = (OW + m - 1) / m, wp = (row_width(d, m) + 15) / 16 * 16;
   float *t = work, *r = work + a * wp;
   for (int64_t o = 0; o < CO; o++) {
     const float bias = b ? b[o] : 0.0f;
     float *yo = y + o * OH * OW;
-    for (int64_t ty = 0; ty < ty_n; ty++) {
-      const float *mt = mm + o * ld + t0 + ty * tx_n;
+    for (int64_t ty = ty0; ty < ty1; ty++) {
+      const float *mt = mm + o * ld + t0 + (ty - ty0) * tx_n;
       for (int i = 0; i < a; i++) /* across: tile tx fills columns tx m .. tx m + m - 1 */
         at(m, mt + (int64_t)i * a * ps, ps, 1, tx_n, t + i * wp, 1, m);
       at(m, t, wp, 1, OW, r, wp, 1); /* down */

@@ -35,12 +35,22 @@ size_t strop__winograd_work_floats(const strop__conv2d_dims *d, int m);
  * apart. */
 void strop__winograd_input(const strop__conv2d_dims *d, int m, const float *x, float *v,
                            int64_t ld, int64_t ps, int64_t t0, float *work);
+/* The same for the tile rows ty0 .. ty1 - 1 of the image alone, their tiles at columns t0 ..
+ * t0 + (ty1 - ty0) tiles_across - 1 (strop__winograd_input is all of them). */
+void strop__winograd_input_rows(const strop__conv2d_dims *d, int m, const float *x, float *v,
+                                int64_t ld, int64_t ps, int64_t t0, int64_t ty0, int64_t ty1,
+                                float *work);
 
 /* The products mm [(m + 2)^2, c_out, ld] at columns t0 .. -> one image y [c_out, oh, ow]:
  * A^T M A of each tile, plus b[o] (b may be NULL); `add`: y += that instead of y = that. */
 void strop__winograd_output(const strop__conv2d_dims *d, int m, const float *mm, int64_t ld,
                             int64_t ps, int64_t t0, const float *b, float *y, int add,
                             float *work);
+/* The same for the tile rows ty0 .. ty1 - 1 of the image alone (their products at columns
+ * t0 ..): y's rows ty0 m .. ty1 m - 1 (those inside oh). */
+void strop__winograd_output_rows(const strop__conv2d_dims *d, int m, const float *mm, int64_t ld,
+                                 int64_t ps, int64_t t0, int64_t ty0, int64_t ty1, const float *b,
+                                 float *y, int add, float *work);
 
 /* The weight gradient, F(3 x 3, m x m): dW is the correlation of the input with dy, and a tile's
  * share is G^T [(A g A^T) . (B^T p B)] G for its m x m tile g of dy and the (m + 2) x (m + 2)
