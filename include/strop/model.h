@@ -806,7 +806,11 @@ STROP_API int64_t strop_model_frozen_int8_group(const strop_model *model);
  *        nodes too — forward, input gradient and weight gradient, frozen or trainable (a
  *        frozen trunk's folded batch norm included): the input (its columns), dy and the
  *        weight rounded to BF16 per call, the bias added and its gradient summed in float32;
- *        depthwise convs keep their float32 stencil, and no conv runs Winograd in BF16. The
+ *        depthwise convs keep their float32 stencil. The forward of a 3x3 stride-1 conv with
+ *        64 or more channels in and out (where float32 runs Winograd F(4x4, 3x3)) runs as
+ *        Winograd F(2x2, 3x3) instead: its transformed input tiles and filters are what is
+ *        rounded to BF16 (errors about 1.5x the direct form's; docs/performance.md;
+ *        STROP_WINOGRAD=0 in the environment turns Winograd off in both precisions). The
  *        float32 master weights, gradients and optimizer state are unchanged, and so are every
  *        other layer (norms, activations, attention scores, LoRA adapters) and the bias
  *        gradient. A trainer's cross-entropy on such a model takes its exponentials in single
