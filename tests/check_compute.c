@@ -1573,52 +1573,41 @@ enum { CCLASSES = 4 };
  * (no relu mask or pool winner flips on a rounding: a gradient comparison measures the products'
  * precision, where the kinks alone move c1's gradient by 5% when only the input is rounded).
  * frozen: c1 and bn1 frozen. */
-/* wide: c1 has 64 channels and a 64 -> 64 3x3 conv follows it (its BF16 forward runs
- * Winograd F(2x2, 3x3): strop__conv_bf16_wino) */
+/* wide: c1 has 64 channels and a 64 -> 64 3x3 conv "cw" follows it (its BF16 forward runs
+ * Winograd F(2x2, 3x3): strop__conv_bf16_wino) in place of the pool and stride-2 conv; frozen:
+ * the trunk before them (c1, bn1, and cw) */
 static strop_model *cnn_model_w(uint64_t seed, int frozen, int smooth, int wide) {
-  if (wide) {
-    const strop_test_node nodes[] = {
-        {"c1", "conv2d", "out_channels=64 kernel_size=3 padding=1", NULL},
-        {"bn1", "batchnorm2d", NULL, NULL},
-        {"r1", "relu", NULL, NULL},
-        {"cw", "conv2d", "out_channels=64 kernel_size=3 padding=1", NULL},
-        {"rw", "relu", NULL, NULL},
-        {"p1", "maxpool2d", "kernel_size=2", NULL},
-        {"c3", "conv2d", "out_channels=16 kernel_size=1", NULL},
-        {"r3", "relu", NULL, NULL},
-        {"flat", "flatten", NULL, NULL},
-        {"head", "linear", "out_features=4", NULL},
-    };
-    strop_model *m = strop_test_build(3, CIN, nodes, 10, seed);
-    if (frozen) {
-      strop_surgery *s = NULL;
-      OK(strop_surgery_create(m, &s));
-      OK(strop_surgery_freeze(s, "c1", 0));
-      OK(strop_surgery_freeze(s, "bn1", 0));
-      OK(strop_surgery_freeze(s, "cw", 0));
-      OK(strop_surgery_apply(s));
-      strop_surgery_free(s);
-    }
-    return m;
-  }
-  const strop_test_node nodes[] = {
+  const char *act = smooth ? "tanh" : "relu", *pool = smooth ? "avgpool2d" : "maxpool2d";
+  const strop_test_node narrow[] = {
       {"c1", "conv2d", "out_channels=8 kernel_size=3 padding=1", NULL},
       {"bn1", "batchnorm2d", NULL, NULL},
-      {"r1", smooth ? "tanh" : "relu", NULL, NULL},
-      {"p1", smooth ? "avgpool2d" : "maxpool2d", "kernel_size=2", NULL},
+      {"r1", act, NULL, NULL},
+      {"p1", pool, "kernel_size=2", NULL},
       {"c2", "conv2d", "out_channels=12 kernel_size=3 stride=2 padding=1", NULL},
-      {"r2", smooth ? "tanh" : "relu", NULL, NULL},
+      {"r2", act, NULL, NULL},
       {"c3", "conv2d", "out_channels=16 kernel_size=1", NULL},
-      {"r3", smooth ? "tanh" : "relu", NULL, NULL},
+      {"r3", act, NULL, NULL},
       {"flat", "flatten", NULL, NULL},
       {"head", "linear", "out_features=4", NULL},
   };
-  strop_model *m = strop_test_build(3, CIN, nodes, 10, seed);
+  const strop_test_node wider[] = {
+      {"c1", "conv2d", "out_channels=64 kernel_size=3 padding=1", NULL},
+      {"bn1", "batchnorm2d", NULL, NULL},
+      {"r1", act, NULL, NULL},
+      {"cw", "conv2d", "out_channels=64 kernel_size=3 padding=1", NULL},
+      {"rw", act, NULL, NULL},
+      {"p1", pool, "kernel_size=2", NULL},
+      {"c3", "conv2d", "out_channels=16 kernel_size=1", NULL},
+      {"r3", act, NULL, NULL},
+      {"flat", "flatten", NULL, NULL},
+      {"head", "linear", "out_features=4", NULL},
+  };
+  strop_model *m = strop_test_build(3, CIN, wide ? wider : narrow, 10, seed);
   if (frozen) {
+    static const char *const trunk[] = {"c1", "bn1", "cw"};
     strop_surgery *s = NULL;
     OK(strop_surgery_create(m, &s));
-    OK(strop_surgery_freeze(s, "c1", 0));
-    OK(strop_surgery_freeze(s, "bn1", 0));
+    for (int k = 0; k < (wide ? 3 : 2); k++) OK(strop_surgery_freeze(s, trunk[k], 0));
     OK(strop_surgery_apply(s));
     strop_surgery_free(s);
   }
