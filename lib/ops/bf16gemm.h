@@ -92,11 +92,6 @@ void strop__bf16_gemm_f32_packed(int64_t m, int64_t n, int64_t k, const uint32_t
 void strop__bf16_gemm_f32_packb(int ta, int64_t m, int64_t n, int64_t k, const float *a,
                                 int64_t lda, strop__bf16_pack_b_fn pack, const void *pctx,
                                 float beta, float *c, int64_t ldc, void *work);
-/* C = alpha op(A) op(B) + beta C as strop__bf16_gemm_f32 (alpha multiplies each FP32 sum; 1
- * gives strop__bf16_gemm_f32's bits), on the calling thread only: for kernels that already run
- * in a parallel chunk (attention's blocks). work: 64-byte aligned,
- * strop__bf16_sgemm_serial_scratch(m, n, k) bytes, which never shrinks as m, n or k grow, so
- * the largest shape's is enough for the smaller ones. */
 /* C = A B (beta 0: written; 1: added to) with both operands packed already: ap by
  * strop__bf16_pack_a, bp B's panels of 32 columns one after another (panel j at bp + j kp 32,
  * kp = ceil(k / 2): kp rows of 32 pairs, bp[q 32 + c] = B(2q, c) | B(2q + 1, c) << 16 as
@@ -106,6 +101,11 @@ void strop__bf16_gemm_f32_packb(int ta, int64_t m, int64_t n, int64_t k, const f
  * strop__bf16_dot_enabled(). */
 void strop__bf16_gemm_f32_prepacked(int64_t m, int64_t n, int64_t k, const uint32_t *ap,
                                     const uint32_t *bp, float beta, float *c, int64_t ldc);
+/* C = alpha op(A) op(B) + beta C as strop__bf16_gemm_f32 (alpha multiplies each FP32 sum; 1
+ * gives strop__bf16_gemm_f32's bits), on the calling thread only: for kernels that already run
+ * in a parallel chunk (attention's blocks). work: 64-byte aligned,
+ * strop__bf16_sgemm_serial_scratch(m, n, k) bytes, which never shrinks as m, n or k grow, so
+ * the largest shape's is enough for the smaller ones. */
 size_t strop__bf16_sgemm_serial_scratch(int64_t m, int64_t n, int64_t k);
 void strop__bf16_sgemm_serial(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha,
                               const float *a, int64_t lda, const float *b, int64_t ldb,
