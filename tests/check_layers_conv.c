@@ -1772,6 +1772,17 @@ START_TEST(maxpool_general_matches_scan) {
                   ck_assert_msg(am[i] == want_am[i], "k %d s %d p %d: argmax[%lld] %d, want %d",
                                 k, st, p, (long long)i, am[i], want_am[i]);
                 }
+                /* without the winners (no backward): the same values, a zero's sign aside (the
+                 * taps are compared in another order) */
+                strop__maxpool2d_forward_ex(&d, x, y, NULL, relu);
+                for (int64_t i = 0; i < 2 * oh * ow; i++)
+                  ck_assert_msg(memcmp(&y[i], &want[i], sizeof(float)) == 0 ||
+                                    (y[i] != y[i] && want[i] != want[i]) ||
+                                    (y[i] == 0.0f && want[i] == 0.0f),
+                                "k %d s %d p %d %lldx%lld nan %d relu %d: no argmax: y[%lld] %g, "
+                                "want %g",
+                                k, st, p, (long long)h, (long long)w, nan, relu, (long long)i,
+                                (double)y[i], (double)want[i]);
                 cases++;
               }
   ck_assert_int_gt(cases, 500);

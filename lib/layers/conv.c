@@ -485,8 +485,9 @@ static strop_status conv_forward(strop__node *n, const strop__exec *x, const str
   if (c->add && !x->fused_side)
     return strop__err(STROP_E_INTERNAL, "layer '%s' (conv2d): fused sum without its input",
                       n->name);
-  if (ep && ep->pool) {
-    /* the pool's winners, kept for the backward */
+  if (ep && ep->pool && n->needs_backward) {
+    /* the pool's winners, kept for the backward (none where no backward runs: a frozen trunk's
+     * stem) */
     size_t cnt = (size_t)(d.n * d.c_out * ep->pd.oh * ep->pd.ow);
     ep->argmax = strop__arena_alloc(x->arena, (cnt ? cnt : 1) * sizeof(int32_t));
     if (!ep->argmax)

@@ -729,7 +729,8 @@ static void fwd_epilogue(const conv_job *j, int64_t n, float *yn) {
   }
   if (ep->pool) {
     const int64_t O = j->pd.oh * j->pd.ow;
-    strop__maxpool2d_forward_ex(&j->pd, yn, j->y + n * C * O, ep->argmax + n * C * O, ep->relu);
+    strop__maxpool2d_forward_ex(&j->pd, yn, j->y + n * C * O,
+                                ep->argmax ? ep->argmax + n * C * O : NULL, ep->relu);
   } else if (ep->relu) {
     strop__relu_forward(yn, yn, (size_t)(C * j->d->oh * j->d->ow));
   }

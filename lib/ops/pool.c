@@ -256,9 +256,65 @@ STROP__CLONES static void maxpool_plane_swept(const strop__pool2d_dims *d, const
   }
 }
 
+/* A plane's maxima without their winners (argmax NULL: no backward reads them), the indexed
+ * paths' values: each tap's relu where asked, the largest of them, NaN when a tap is NaN.
+ * Planes without NaN, undilated, of rows up to NOARG_W: per output row the window rows' maxima
+ * column by column (contiguous), their relu, then each window's across them; otherwise each
+ * tap in turn. */
+enum { NOARG_W = 1024 };
+STROP__CLONES static void maxpool_plane_noarg(const strop__pool2d_dims *d, const float *xp,
+                                              float *yp, int relu) {
+  const int64_t H = d->h, W = d->w, oh = d->oh, ow = d->ow, sw = d->sw, pw = d->pw;
+  const int rows = d->dh == 1 && d->dw == 1 && W <= NOARG_W && !plane_has_nan(xp, H * W);
+  float cm[NOARG_W];
+  for (int64_t oy = 0; oy < oh; oy++) {
+    const int64_t y0 = oy * d->sh - d->ph;
+    int64_t kilo, kihi;
+    taps(y0, d->dh, d->kh, H, &kilo, &kihi);
+    float *yr = yp + oy * ow;
+    if (rows) {
+      for (int64_t c = 0; c < W; c++) cm[c] = -INFINITY;
+      for (int64_t ki = kilo; ki < kihi; ki++) {
+        const float *row = xp + (y0 + ki) * W;
+        for (int64_t c = 0; c < W; c++) cm[c] = row[c] > cm[c] ? row[c] : cm[c];
+      }
+      if (relu)
+        for (int64_t c = 0; c < W; c++) cm[c] = RELU(cm[c]);
+      for (int64_t ox = 0; ox < ow; ox++) {
+        const int64_t x0 = ox * sw - pw;
+        int64_t kjlo, kjhi;
+        taps(x0, 1, d->kw, W, &kjlo, &kjhi);
+        float m = -INFINITY;
+        for (int64_t kj = kjlo; kj < kjhi; kj++) m = cm[x0 + kj] > m ? cm[x0 + kj] : m;
+        yr[ox] = m;
+      }
+      continue;
+    }
+    for (int64_t ox = 0; ox < ow; ox++) yr[ox] = -INFINITY;
+    for (int64_t ki = kilo; ki < kihi; ki++) {
+      const float *row = xp + (y0 + ki * d->dh) * W;
+      for (int64_t kj = 0; kj < d->kw; kj++) {
+        const int64_t off = kj * d->dw - pw; /* input column ox * sw + off, valid in [0, W) */
+        const int64_t lo = off < 0 ? (-off + sw - 1) / sw : 0;
+        int64_t hi = W - 1 - off < 0 ? 0 : (W - 1 - off) / sw + 1;
+        if (hi > ow) hi = ow;
+        for (int64_t ox = lo; ox < hi; ox++) {
+          const float v = relu ? RELU(row[ox * sw + off]) : row[ox * sw + off];
+          yr[ox] = v > yr[ox] || v != v ? v : yr[ox];
+        }
+      }
+    }
+  }
+}
+
 static void maxpool2d_forward_serial(const strop__pool2d_dims *d, const float *x, float *y,
                                      int32_t *argmax, int relu) {
   const int64_t H = d->h, W = d->w, oh = d->oh, ow = d->ow;
+  if (!argmax) {
+    for (int64_t pl = 0; pl < d->n * d->c; pl++)
+      maxpool_plane_noarg(d, x + pl * H * W, y + pl * oh * ow, relu);
+    return;
+  }
   if (is_2x2(d)) {
     maxpool_2x2_forward(d, x, y, argmax, relu);
     return;
@@ -537,7 +593,8 @@ static void pool_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
   d.c = hi - lo;
   switch (j->op) {
     case POOL_MAX_FWD:
-      maxpool2d_forward_serial(&d, j->in + lo * HW, j->out + lo * O, j->argmax + lo * O, j->relu);
+      maxpool2d_forward_serial(&d, j->in + lo * HW, j->out + lo * O,
+                               j->argmax ? j->argmax + lo * O : NULL, j->relu);
       break;
     case POOL_MAX_BWD:
       maxpool2d_backward_serial(&d, j->in + lo * O, j->argmax + lo * O,

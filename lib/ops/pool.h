@@ -21,7 +21,8 @@ typedef struct strop__pool2d_dims {
 void strop__maxpool2d_forward(const strop__pool2d_dims *d, const float *x, float *y,
                               int32_t *argmax);
 /* y = maxpool(relu(x)) (relu as strop__relu_forward) when relu is 1, without storing relu(x):
- * the same values and argmax as the two layers one after the other. */
+ * the same values and argmax as the two layers one after the other. argmax may be NULL where
+ * no backward reads it: the same values, without the winners' bookkeeping. */
 void strop__maxpool2d_forward_ex(const strop__pool2d_dims *d, const float *x, float *y,
                                  int32_t *argmax, int relu);
 /* ADDS dy into dx at the argmax positions. */
