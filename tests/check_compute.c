@@ -1489,6 +1489,117 @@ START_TEST(conv_direct_same_bits) {
 }
 END_TEST
 
+/* The BF16 input gradient as the BF16 Winograd forward of dy (strop__conv_bf16_wino_dx) on the
+ * same shapes (dx's conv: blocks of whole images from the block's dy laid side by side, strips
+ * of one image, padding 0 to 2, an odd channel count), 1 and 2 chunks, dx written and added, a
+ * relu epilogue or none: without the relu, the bits of the BF16 Winograd forward of dy with the
+ * flipped weight (whose error conv_bf16_winograd bounds); against the float64 input gradient of
+ * the unrounded operands within 4x the direct form's largest and RMS errors (on these smooth
+ * test values 1.3-3.0x and 1.7-3.2x); Winograd ran (dx differs from the direct form's); the
+ * forward, dW and db the same bits either way. */
+START_TEST(conv_bf16_winograd_dx) {
+  if (!strop__bf16_dot_enabled()) return;
+  strop__bf16_impl = 0;
+  for (size_t k = 0; k < sizeof WSH / sizeof WSH[0]; k++)
+    for (int v = 0; v < 4; v++) {
+      const int chunks = 1 + (v & 1), relu = v >> 1, assign = (int)((k + (size_t)v) & 1);
+      const strop__conv2d_dims d = cdims(&WSH[k], 1);
+      cbufs a = calloc_bufs(&d, chunks);
+      const int64_t P = d.oh * d.ow, HW = d.h * d.w;
+      float *got[2][4]; /* [wino_dx][y, dx, dw, db] */
+      for (int wd = 0; wd < 2; wd++) {
+        got[wd][0] = malloc(a.ny * sizeof(float));
+        got[wd][1] = malloc(a.nx * sizeof(float));
+        got[wd][2] = malloc(a.nw * sizeof(float));
+        got[wd][3] = malloc((size_t)d.c_out * sizeof(float));
+        strop__conv_bf16_wino_dx = wd;
+        conv_direct_run(&d, &a, 1, chunks, 1, relu, assign, got[wd][0], got[wd][1], got[wd][2],
+                        got[wd][3]);
+      }
+      strop__conv_bf16_wino_dx = 1;
+      ck_assert_msg(!memcmp(got[0][0], got[1][0], a.ny * sizeof(float)), "shape %zu y", k);
+      ck_assert_msg(!memcmp(got[0][2], got[1][2], a.nw * sizeof(float)), "shape %zu dw", k);
+      ck_assert_msg(!memcmp(got[0][3], got[1][3], (size_t)d.c_out * sizeof(float)),
+                    "shape %zu db", k);
+      double *ref = calloc(a.nx, sizeof(double)), dmax = 0;
+      for (int64_t n = 0; n < d.n; n++)
+        for (int64_t o = 0; o < d.c_out; o++)
+          for (int64_t p = 0; p < P; p++) {
+            const int64_t yi = (n * d.c_out + o) * P + p;
+            if (relu && !(got[1][0][yi] > 0.0f)) continue;
+            for (int64_t c = 0; c < d.c_in; c++)
+              for (int64_t t = 0; t < 9; t++) {
+                const int64_t at = tap(&d, p / d.ow, p % d.ow, t / 3, t % 3);
+                if (at >= 0)
+                  ref[(n * d.c_in + c) * HW + at] += (double)a.w[(o * d.c_in + c) * 9 + t] *
+                                                     a.dy[yi];
+              }
+          }
+      for (size_t i = 0; i < a.nx; i++) dmax = fmax(dmax, fabs(ref[i]));
+      double ed = 0, ew = 0, sd = 0, sw = 0;
+      int differs = 0;
+      const double init = assign ? 0.0 : 0.25;
+      for (size_t i = 0; i < a.nx; i++) {
+        const double e0 = got[0][1][i] - init - ref[i], e1 = got[1][1][i] - init - ref[i];
+        ed = fmax(ed, fabs(e0));
+        ew = fmax(ew, fabs(e1));
+        sd += e0 * e0;
+        sw += e1 * e1;
+        differs |= got[0][1][i] != got[1][1][i];
+      }
+      ck_assert_msg(ew <= 4 * ed && sqrt(sw / sd) <= 4,
+                    "shape %zu chunks %d relu %d assign %d: Winograd dx error %.3g (RMS %.3g), "
+                    "direct %.3g (RMS %.3g), of %.3g",
+                    k, chunks, relu, assign, ew, sqrt(sw / a.nx), ed, sqrt(sd / a.nx), dmax);
+      ck_assert_msg(differs, "shape %zu: the Winograd input gradient did not run", k);
+      if (!relu) {
+        /* the BF16 Winograd forward of dy with the flipped weight w'(c, o, t) = w(o, c, 8 - t)
+         * (conv_bf16_winograd bounds its error): each element's sums are the same, in
+         * whatever blocks of images either runs, so the same bits (+ 0.25 when added) */
+        const strop__conv2d_dims e = {.n = d.n,
+                                      .c_in = d.c_out,
+                                      .h = d.oh,
+                                      .w = d.ow,
+                                      .c_out = d.c_in,
+                                      .kh = 3,
+                                      .kw = 3,
+                                      .sh = 1,
+                                      .sw = 1,
+                                      .ph = 2 - d.ph,
+                                      .pw = 2 - d.pw,
+                                      .dh = 1,
+                                      .dw = 1,
+                                      .groups = 1,
+                                      .bf16 = 1};
+        strop__conv2d_dims eo = e;
+        strop__conv2d_out_size(&eo);
+        ck_assert(eo.oh == d.h && eo.ow == d.w);
+        float *wf = malloc(a.nw * sizeof(float)), *fx = malloc(a.nx * sizeof(float));
+        for (int64_t o = 0; o < d.c_out; o++)
+          for (int64_t c = 0; c < d.c_in; c++)
+            for (int t = 0; t < 9; t++)
+              wf[(c * d.c_out + o) * 9 + t] = a.w[(o * d.c_in + c) * 9 + 8 - t];
+        const size_t fl = strop__conv2d_scratch_floats(&eo, 0, chunks, NULL);
+        float *sc = aligned_alloc(64, (fl * sizeof(float) + 63) / 64 * 64);
+        strop__conv2d_forward(&eo, a.dy, wf, NULL, fx, sc, chunks, NULL);
+        for (size_t i = 0; i < a.nx; i++) {
+          const float want = assign ? fx[i] : 0.25f + fx[i];
+          ck_assert_msg(got[1][1][i] == want,
+                        "shape %zu chunks %d assign %d: dx[%zu] %.9g, the "
+                        "forward's %.9g",
+                        k, chunks, assign, i, got[1][1][i], want);
+        }
+        free(wf), free(fx), free(sc);
+      }
+      for (int wd = 0; wd < 2; wd++)
+        for (int q = 0; q < 4; q++) free(got[wd][q]);
+      free(ref);
+      free_bufs(&a);
+    }
+  strop__bf16_impl = 0;
+}
+END_TEST
+
 /* Shapes for the input gradient computed as the forward of dy with the flipped weight
  * (strop__conv_bf16_dx): a 3x3 of padding 0 (dy padded by 2), a 5x5 of padding 1 (by 3), a 2x2
  * (an even kernel: padding 1 gives a larger output, dy padded by 0), a 4x4 image (P < 16: dx's
@@ -2011,6 +2122,7 @@ static Suite *suite(void) {
   tcase_add_loop_test(c, conv_paths_match_reference, 0, 2);
   tcase_add_loop_test(c, conv_direct_same_bits, 0, 2);
   tcase_add_test(c, conv_dx_reference);
+  tcase_add_test(c, conv_bf16_winograd_dx);
   tcase_add_test(c, conv_bf16_winograd);
   tcase_add_loop_test(c, cnn_gradcheck, 0, 4);
   tcase_add_loop_test(c, cnn_finetune_close, 0, 6);

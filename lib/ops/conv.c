@@ -438,12 +438,40 @@ static int bf16_dx(const strop__conv2d_dims *d, int64_t nb) {
   return col_pack_ok(&e, nb) && (nb == 1 || d->h * d->w >= 32);
 }
 
+/* d's vdpbf16ps input gradient as the BF16 Winograd forward of dY with the flipped weight
+ * (wbf_dx_block): stride 1, the padding within the kernel, and dx's conv (dx_dims) one whose
+ * forward runs as Winograd (wino_bf: 3x3, 64 or more channels in and out). The flipped weight's
+ * 16 transformed planes are made once per call; dY's tiles are read straight from the block's
+ * output gradient, and the outputs written into dx (or added to it). */
+int strop__conv_bf16_wino_dx = 1;
+
+static int wbf_dx(const strop__conv2d_dims *d) {
+  if (!strop__conv_bf16_wino_dx || !strop__conv_bf16_dx || bf16_mode(d) != 1 || d->sh != 1 ||
+      d->sw != 1 || d->ph > d->dh * (d->kh - 1) || d->pw > d->dw * (d->kw - 1))
+    return 0;
+  const strop__conv2d_dims e = dx_dims(d);
+  return wino_bf(&e) != 0;
+}
+
+/* per chunk: a strip's tiles V and products M of dx's conv (wbf_dx), else nothing */
+static int64_t wbf_dx_len(const strop__conv2d_dims *d, int chunks) {
+  if (!wbf_dx(d)) return 0;
+  const strop__conv2d_dims e = dx_dims(d);
+  const int64_t T = wbf_cols(&e, chunks);
+  return WBF_A2 * (wbf_vplane(&e, T) + wplane(e.c_out * T));
+}
+
 /* the backward's weight packed once for the input gradient's products: W^T [K, c_out], or the
- * flipped weight [c_in, c_out kh kw] (bf16_dx) */
+ * flipped weight [c_in, c_out kh kw] (bf16_dx), or (wbf_dx) dx's 16 Winograd planes and the row
+ * of 4 FP32 planes they are made through */
 static int64_t bf16_wt_len(const strop__conv2d_dims *d) {
   const size_t t = strop__bf16_pack_a_bytes(kdim(d), d->c_out);
   const size_t f = strop__bf16_pack_a_bytes(d->c_in, d->c_out * d->kh * d->kw);
-  return r16((int64_t)(((t > f ? t : f) + 3) / 4));
+  const int64_t a = r16((int64_t)(((t > f ? t : f) + 3) / 4));
+  if (!wbf_dx(d)) return a;
+  const strop__conv2d_dims e = dx_dims(d);
+  const int64_t u = wbf_u_len(&e) + wbf_row_len(&e);
+  return u > a ? u : a;
 }
 
 /* The vdpbf16ps backward's per-chunk FP32 columns [K, L]: for the input gradient's product
@@ -453,6 +481,7 @@ static int64_t bf16_wt_len(const strop__conv2d_dims *d) {
 static int bwd_cols_needed(const strop__conv2d_dims *d, int64_t nbm) {
   if (!strop__conv_bf16_direct) return 1;
   if (is_pointwise(d)) return nbm > 1 && (d->oh * d->ow < 32 || !col_pack_ok(d, nbm));
+  if (wbf_dx(d)) return !col_pack_ok(d, nbm);
   return !bf16_dx(d, nbm) || !col_pack_ok(d, nbm);
 }
 
@@ -477,7 +506,8 @@ static int64_t bwd_lanes_len(const strop__conv2d_dims *d, int64_t nbm) {
  * [K, L] and its products [c_out, L] where they are needed (fwd_cols_needed, fwd_cbuf_needed),
  * and the GEMM's work (L = nb P). Backward: the weight and bias
  * gradients' partial sums, the epilogue's area, the columns [K, L] (the input gradient's, then
- * the block's own), the block's output gradient [c_out, L], the GEMMs' work. */
+ * the block's own), the block's output gradient [c_out, L], the Winograd input gradient's
+ * tiles and products (wbf_dx), the GEMMs' work. */
 static int64_t bf16_chunk_len(const strop__conv2d_dims *d, int backward, int chunks,
                               const strop__conv2d_epilogue *ep) {
   const int64_t K = kdim(d), CO = d->c_out, L = bf16_block(d, chunks) * d->oh * d->ow;
@@ -486,7 +516,7 @@ static int64_t bf16_chunk_len(const strop__conv2d_dims *d, int backward, int chu
     return ep_len(d, 0, ep) + (fwd_cols_needed(d, nbm) ? r16(K * L) : 0) +
            (fwd_cbuf_needed(d, nbm, ep) ? r16(CO * L) : 0) + bf16_work(d, chunks, 0);
   return part_len(d) + ep_len(d, 1, ep) + (bwd_cols_needed(d, nbm) ? r16(K * L) : 0) +
-         r16(CO * L) + bwd_lanes_len(d, nbm) + bf16_work(d, chunks, 1);
+         r16(CO * L) + bwd_lanes_len(d, nbm) + wbf_dx_len(d, chunks) + bf16_work(d, chunks, 1);
 }
 
 /* the exact fallback's per-chunk areas (the rounded image, and in the backward the rounded
@@ -674,6 +704,8 @@ typedef struct conv_job {
   int assign;            /* backward: dx is written, not added to */
   int dxd;               /* BF16 backward: dx as the forward of dY (bf16_dx; ap the flipped
                             weight packed, dd its conv) */
+  int dxw;               /* BF16 backward: dx as the BF16 Winograd forward of dY (wbf_dx; u
+                            and uplane its filters, dd its conv) */
   int rnd;               /* the exact BF16 fallback: w is the rounded weight, and the chunks
                             round their images and output gradients (round_chunk_len) */
   int64_t part_off;      /* backward: where a chunk's partial sums start in its area */
@@ -1129,13 +1161,14 @@ static inline __mmask16 wbf_span(int64_t lo, int64_t hi) {
   return hi <= lo ? 0 : (__mmask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
 }
 
-/* The tiles of tile rows ty0 .. ty1 - 1 of image x, B^T p B of each 4x4 patch, rounded to BF16
+/* The tiles of tile rows ty0 .. ty1 - 1 of image x (channels cs floats apart), B^T p B of each
+ * 4x4 patch, rounded to BF16
  * and paired along the channels straight into the 16 planes' packed panels (plane xi at
  * vp + xi vps; panels of 32 columns, kp pairs of channels each; the strip's tiles at columns
  * col0 ..). A patch's taps are read by masked loads: zeros in the padding. */
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void wbf_in_rows(
-    const strop__conv2d_dims *d, const float *x, int64_t ty0, int64_t ty1, uint32_t *vp,
-    int64_t vps, int64_t col0) {
+    const strop__conv2d_dims *d, const float *x, int64_t cs, int64_t ty0, int64_t ty1,
+    uint32_t *vp, int64_t vps, int64_t col0) {
   const int64_t H = d->h, W = d->w, CI = d->c_in, txn = (d->ow + 1) / 2, kp = (CI + 1) / 2;
   const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i io = _mm512_add_epi32(ie, _mm512_set1_epi32(1));
@@ -1168,7 +1201,7 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void wbf_in_rows(
                 continue;
               }
               /* the first lane's address may lie before the row: its lanes are masked off */
-              const uintptr_t at = (uintptr_t)(x + (c * H + yy) * W) +
+              const uintptr_t at = (uintptr_t)(x + c * cs + yy * W) +
                                    (uintptr_t)((2 * tx0 + off[e] - d->pw) *
                                                (int64_t)sizeof(float));
               ld[e] = _mm512_maskz_loadu_ps(lm[e], (const void *)at);
@@ -1218,12 +1251,13 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void wbf_in_rows(
 }
 
 /* The products mm [16, c_out, ld] (planes ps apart) of the tile rows ty0 .. ty1 - 1 at columns
- * col0 .. -> y's rows of them: A^T M A of each tile plus b[o], 16 tiles at a time. */
+ * col0 .. -> y's rows of them: A^T M A of each tile plus b[o], 16 tiles at a time; added to
+ * y's values (y + that) with add. */
 __attribute__((target("avx512f"))) static void wbf_out_rows(const strop__conv2d_dims *d,
                                                             const float *mm, int64_t ld,
                                                             int64_t ps, int64_t col0, int64_t ty0,
-                                                            int64_t ty1, const float *b,
-                                                            float *y) {
+                                                            int64_t ty1, const float *b, float *y,
+                                                            int add) {
   const int64_t OH = d->oh, OW = d->ow, CO = d->c_out, txn = (OW + 1) / 2;
   const __m512i ilo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
   const __m512i ihi = _mm512_add_epi32(ilo, _mm512_set1_epi32(8));
@@ -1256,22 +1290,29 @@ __attribute__((target("avx512f"))) static void wbf_out_rows(const strop__conv2d_
           const int64_t x0 = 2 * tx0, nc = OW - x0 < 2 * nl ? OW - x0 : 2 * nl;
           const __mmask32 cm = strop__lanes32(nc);
           float *yr = yo + row * OW + x0;
-          _mm512_mask_storeu_ps(yr, (__mmask16)cm, _mm512_permutex2var_ps(r[0], ilo, r[1]));
-          _mm512_mask_storeu_ps(yr + 16, (__mmask16)(cm >> 16),
-                                _mm512_permutex2var_ps(r[0], ihi, r[1]));
+          __m512 o0 = _mm512_permutex2var_ps(r[0], ilo, r[1]);
+          __m512 o1 = _mm512_permutex2var_ps(r[0], ihi, r[1]);
+          if (add) {
+            o0 = _mm512_add_ps(_mm512_maskz_loadu_ps((__mmask16)cm, yr), o0);
+            o1 = _mm512_add_ps(_mm512_maskz_loadu_ps((__mmask16)(cm >> 16), yr + 16), o1);
+          }
+          _mm512_mask_storeu_ps(yr, (__mmask16)cm, o0);
+          _mm512_mask_storeu_ps(yr + 16, (__mmask16)(cm >> 16), o1);
         }
       }
   }
 }
 
 #else
-static void wbf_in_rows(const strop__conv2d_dims *d, const float *x, int64_t ty0, int64_t ty1,
-                        uint32_t *vp, int64_t vps, int64_t col0) {
-  (void)d, (void)x, (void)ty0, (void)ty1, (void)vp, (void)vps, (void)col0;
+static void wbf_in_rows(const strop__conv2d_dims *d, const float *x, int64_t cs, int64_t ty0,
+                        int64_t ty1, uint32_t *vp, int64_t vps, int64_t col0) {
+  (void)d, (void)x, (void)cs, (void)ty0, (void)ty1, (void)vp, (void)vps, (void)col0;
 }
 static void wbf_out_rows(const strop__conv2d_dims *d, const float *mm, int64_t ld, int64_t ps,
-                         int64_t col0, int64_t ty0, int64_t ty1, const float *b, float *y) {
+                         int64_t col0, int64_t ty0, int64_t ty1, const float *b, float *y,
+                         int add) {
   (void)d, (void)mm, (void)ld, (void)ps, (void)col0, (void)ty0, (void)ty1, (void)b, (void)y;
+  (void)add;
 }
 static void transpose(const float *src, int64_t rows, int64_t cols, int64_t lds, float *dst,
                       int64_t ldd) {
@@ -1325,7 +1366,7 @@ static void wbf_fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
           for (int xi = 0; xi < WBF_A2; xi++)
             memset(vp + xi * vps + (np - 1) * kp * 32, 0, sizeof(uint32_t) * (size_t)(kp * 32));
         for (int64_t s = 0; s < nn; s++)
-          wbf_in_rows(d, j->x + (n0 + s) * CI * HW, ty0, ty1, vp, vps, s * ts);
+          wbf_in_rows(d, j->x + (n0 + s) * CI * HW, HW, ty0, ty1, vp, vps, s * ts);
         for (int xi = 0; xi < WBF_A2; xi++) {
           const uint32_t *ap = (const uint32_t *)(const void *)(j->u + xi * j->uplane);
           strop__bf16_gemm_f32_prepacked(CO, T, CI, ap, vp + xi * vps, 0.0f, mm + xi * pm, T);
@@ -1343,7 +1384,7 @@ static void wbf_fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
       }
       for (int64_t s = 0; s < nn; s++) {
         float *yn = raw ? raw : j->y + (n0 + s) * CO * P;
-        if (j->wbf == 1) wbf_out_rows(d, mm, T, pm, s * ts, ty0, ty1, j->b, yn);
+        if (j->wbf == 1) wbf_out_rows(d, mm, T, pm, s * ts, ty0, ty1, j->b, yn, 0);
         else
           strop__winograd_output_rows(d, WBF_M, mm, T, pm, s * ts, ty0, ty1, j->b, yn, 0, work);
         if (ty1 == tyn) fwd_epilogue(j, n0 + s, yn);
@@ -1426,6 +1467,41 @@ static void bf16_fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   }
 }
 
+/* The input gradient of a block of nb images (from n0) as the BF16 Winograd forward of their
+ * output gradient g (image s at g + s P, channels cs apart) with the flipped weight's filters
+ * j->u (wbf_dx): as wbf_fwd_chunk, by dx's conv j->dd's blocks of whole images or strips of an
+ * image's tile rows (wbf_split) in area (wbf_dx_len), each image's rows written into dx, or
+ * added to it unless j->assign. */
+static void wbf_dx_block(const conv_job *j, const float *g, int64_t cs, int64_t n0, int64_t nb,
+                         float *area) {
+  const strop__conv2d_dims *e = &j->dd;
+  const int64_t P = j->d->oh * j->d->ow, HW = e->oh * e->ow, CI = e->c_in, CO = e->c_out;
+  const int64_t txn = (e->ow + 1) / 2, tyn = (e->oh + 1) / 2, kp = (CI + 1) / 2;
+  int64_t nbw, rows;
+  wbf_split(e, j->chunks, &nbw, &rows);
+  uint32_t *vp = (uint32_t *)(void *)area;
+  float *mm = area + WBF_A2 * wbf_vplane(e, wbf_cols(e, j->chunks));
+  for (int64_t s0 = 0; s0 < nb; s0 += nbw) {
+    const int64_t nn = nb - s0 < nbw ? nb - s0 : nbw;
+    for (int64_t ty0 = 0; ty0 < tyn; ty0 += rows) {
+      const int64_t ty1 = ty0 + rows < tyn ? ty0 + rows : tyn, ts = (ty1 - ty0) * txn;
+      const int64_t T = nn * ts, pm = wplane(CO * T), np = (T + 31) / 32, vps = r16(np * kp * 32);
+      if (T % 32) /* the last panel's columns past T */
+        for (int xi = 0; xi < WBF_A2; xi++)
+          memset(vp + xi * vps + (np - 1) * kp * 32, 0, sizeof(uint32_t) * (size_t)(kp * 32));
+      for (int64_t s = 0; s < nn; s++)
+        wbf_in_rows(e, g + (s0 + s) * P, cs, ty0, ty1, vp, vps, s * ts);
+      for (int xi = 0; xi < WBF_A2; xi++) {
+        const uint32_t *ap = (const uint32_t *)(const void *)(j->u + xi * j->uplane);
+        strop__bf16_gemm_f32_prepacked(CO, T, CI, ap, vp + xi * vps, 0.0f, mm + xi * pm, T);
+      }
+      for (int64_t s = 0; s < nn; s++)
+        wbf_out_rows(e, mm, T, pm, s * ts, ty0, ty1, NULL, j->dx + (n0 + s0 + s) * CO * HW,
+                     !j->assign);
+    }
+  }
+}
+
 /* Backward of a chunk's images, a block at a time: the block's output gradient [c_out, L]; the
  * input gradient as the forward of dY with the flipped weight (bf16_dx), or a pointwise conv's
  * W^T dY written into dx, or else the columns W^T dY [K, L] each image's added back (col2im); the
@@ -1442,7 +1518,8 @@ static void bf16_bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   float *cols = epa + ep_len(d, 1, j->ep);
   float *dyb = cols + (bwd_cols_needed(d, nbm) ? r16(K * Lm) : 0);
   float *lanes = dyb + r16(CO * Lm);
-  void *work = lanes + bwd_lanes_len(d, nbm);
+  float *wv = lanes + bwd_lanes_len(d, nbm);
+  void *work = wv + wbf_dx_len(d, j->chunks);
   float *dw = j->dw, *db = j->db;
   if (j->partial) {
     memset(part, 0, sizeof(float) * (size_t)part_len(d));
@@ -1461,7 +1538,9 @@ static void bf16_bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
         for (int64_t o = 0; o < CO; o++)
           memcpy(dyb + o * L + s * P, dyn + o * P, sizeof(float) * (size_t)P);
     }
-    if (j->dx && j->dxd) {
+    if (j->dx && j->dxw) {
+      wbf_dx_block(j, g, nb > 1 ? L : P, n0, nb, wv);
+    } else if (j->dx && j->dxd) {
       /* dx = conv(dY, w') as a forward: dY's columns packed from the block's dY (side by
        * side: images P apart, channels L), the product written into (or added to) dx */
       const col_pack cp = {&j->dd, g, nb * HW, P, L, NULL};
@@ -1670,13 +1749,22 @@ size_t strop__conv2d_filters_floats(const strop__conv2d_dims *d) {
   return m ? (size_t)wino_u_len(d, m) : 0;
 }
 
+/* the flipped weight's filters for dx's conv j->d (wbf_filters with flip) */
+static void wbf_flip_filter_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  (void)chunk;
+  const conv_job *j = ctx;
+  strop__winograd_filter_row(j->d, j->m, j->w, 1, j->row, j->u, lo, hi);
+}
+
 /* BF16 Winograd's 16 planes into u (wbf_u_len), a row of 4 FP32 planes at a time through tmp
- * (wbf_row_len) */
-static void wbf_filters(const strop__conv2d_dims *d, const float *w, float *u, float *tmp) {
+ * (wbf_row_len); with flip, d is dx's conv (dx_dims) and w the forward's weight, rotated and
+ * transposed as its filters are made */
+static void wbf_filters(const strop__conv2d_dims *d, const float *w, float *u, float *tmp,
+                        int flip) {
   const int64_t CC = d->c_out * d->c_in, pl = wbf_plane(d);
   conv_job j = {.d = d, .w = w, .u = tmp, .m = WBF_M};
   for (j.row = 0; j.row < WBF_M + 2; j.row++) {
-    strop__par_for(d->c_out, 8, wino_filter_range, &j);
+    strop__par_for(d->c_out, 8, flip ? wbf_flip_filter_range : wino_filter_range, &j);
     for (int q = 0; q < WBF_M + 2; q++) {
       float *dst = u + (j.row * (WBF_M + 2) + q) * pl;
       if (bf16_mode(d) == 1)
@@ -1690,7 +1778,7 @@ int strop__conv2d_filters(const strop__conv2d_dims *d, const float *w, float *u)
   if (wino_bf(d)) { /* the same filters as the forward's per call */
     float *tmp = strop__malloc_aligned((size_t)wbf_row_len(d) * sizeof(float));
     if (!tmp) return -1;
-    wbf_filters(d, w, u, tmp);
+    wbf_filters(d, w, u, tmp, 0);
     strop__free_aligned(tmp);
     return 0;
   }
@@ -1740,7 +1828,7 @@ void strop__conv2d_forward_filtered(const strop__conv2d_dims *d, const float *x,
     } else {
       j.u = scratch;
       j.chunk0 = scratch + wbf_u_len(d);
-      wbf_filters(d, w, j.u, j.chunk0);
+      wbf_filters(d, w, j.u, j.chunk0, 0);
     }
     strop__par_run(chunks, d->n, wbf_fwd_chunk, &j);
     return;
@@ -2165,7 +2253,13 @@ static void conv2d_backward(const strop__conv2d_dims *d, const float *x, const f
     if (db) j.ones = fill_ones(d, scratch);
     j.chunk0 = scratch + ones_len(d) + bf16_wt_len(d);
     uint32_t *ap = (uint32_t *)(void *)(scratch + ones_len(d));
-    if (dx && bf16_dx(d, bf16_block(d, chunks))) {
+    if (dx && wbf_dx(d)) { /* dx's 16 planes, made through the row after them, once */
+      j.dxw = 1;
+      j.dd = dx_dims(d);
+      j.u = scratch + ones_len(d);
+      j.uplane = wbf_plane(&j.dd);
+      wbf_filters(&j.dd, w, j.u, j.u + wbf_u_len(&j.dd), 1);
+    } else if (dx && bf16_dx(d, bf16_block(d, chunks))) {
       /* the flipped weight [c_in, c_out kh kw], made in the first chunk's area (its partial
        * sums, at least as large: cleared by the chunk before use), packed once */
       j.dxd = 1;

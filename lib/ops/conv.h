@@ -77,9 +77,19 @@ extern int strop__conv_bf16_dx;
  * float64 conv of the unrounded operands its error is about 1.5x the direct BF16 path's on
  * ResNet's 3x3 shapes (docs/performance.md). F(4x4, 3x3), which the FP32 path uses, is not
  * taken in BF16: its transforms' constants make the rounding error about 9x the direct
- * path's. The backward stays the direct BF16 form. 0: the direct form. Tests and benches
- * switch it (bench_big WINO_BF16=ab). */
+ * path's. Its input gradient follows it (strop__conv_bf16_wino_dx); the weight gradient stays
+ * the direct BF16 form. 0: the direct form. Tests and benches switch it (bench_big
+ * WINO_BF16=ab). */
 extern int strop__conv_bf16_wino;
+
+/* 1 (the default): where the vdpbf16ps input gradient runs as the forward of dy with the
+ * flipped weight (strop__conv_bf16_dx) and that forward is one strop__conv_bf16_wino would run as
+ * Winograd (3x3 stride 1, 64 or more channels in and out), it runs as that BF16 Winograd
+ * F(2x2, 3x3) forward: the flipped weight's transformed planes made once per call, dy's tiles
+ * read straight from the output gradient. Its error against the float64 input gradient is
+ * about the forward's (1.5x the direct BF16 form's). 0: the direct form. Tests and benches
+ * switch it (bench_big WINO_DX=ab). */
+extern int strop__conv_bf16_wino_dx;
 
 /* Tests and benches: 1 (the default) has the vdpbf16ps forward that writes y itself apply a
  * fused residual sum and relu (without a pool) in its tiles' stores, 0 in a pass over each
