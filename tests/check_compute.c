@@ -1496,7 +1496,8 @@ END_TEST
  * flipped weight (whose error conv_bf16_winograd bounds); against the float64 input gradient of
  * the unrounded operands within 4x the direct form's largest and RMS errors (on these smooth
  * test values 1.3-3.0x and 1.7-3.2x); Winograd ran (dx differs from the direct form's); the
- * forward, dW and db the same bits either way. */
+ * forward, dW and db the same bits either way, dW finite (shape 1 in 2 chunks: a chunk without
+ * an image). */
 START_TEST(conv_bf16_winograd_dx) {
   if (!strop__bf16_dot_enabled()) return;
   strop__bf16_impl = 0;
@@ -1519,6 +1520,10 @@ START_TEST(conv_bf16_winograd_dx) {
       strop__conv_bf16_wino_dx = 1;
       ck_assert_msg(!memcmp(got[0][0], got[1][0], a.ny * sizeof(float)), "shape %zu y", k);
       ck_assert_msg(!memcmp(got[0][2], got[1][2], a.nw * sizeof(float)), "shape %zu dw", k);
+      /* an image alone in 2 chunks (shape 1): the chunk without one adds nothing to dW */
+      for (size_t i = 0; i < a.nw; i++)
+        ck_assert_msg(isfinite(got[1][2][i]), "shape %zu chunks %d: dw[%zu] %g", k, chunks, i,
+                      got[1][2][i]);
       ck_assert_msg(!memcmp(got[0][3], got[1][3], (size_t)d.c_out * sizeof(float)),
                     "shape %zu db", k);
       double *ref = calloc(a.nx, sizeof(double)), dmax = 0;

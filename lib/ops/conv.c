@@ -2220,6 +2220,11 @@ static void conv2d_backward(const strop__conv2d_dims *d, const float *x, const f
                             const float *dy, float *dx, float *dw, float *db, float *scratch,
                             int chunks, const strop__conv2d_epilogue *ep, int assign) {
   if (chunks < 1) chunks = 1;
+  /* no more chunks than images: strop__par_run runs at most n, and the weight gradient's
+   * partial sums of every chunk are added up (a chunk with no image would add what its area
+   * held before). Each chunk's areas are those of the chunks asked for: a chunk's share is one
+   * image either way. */
+  if (d->n > 0 && chunks > d->n) chunks = (int)d->n;
   if (ep && !ep->relu && !ep->pool) ep = NULL;
   if (depthwise(d, ep)) {
     dw_job dj = {
