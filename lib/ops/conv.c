@@ -1774,6 +1774,32 @@ static void wbf_filters(const strop__conv2d_dims *d, const float *w, float *u, f
   }
 }
 
+/* dx's 16 planes (wbf_dx; e = dx_dims(d)) from the forward's: with F(2x2, 3x3)'s G, the
+ * transform of the rotated filter is Q (G g G^T) Q, Q swapping rows (and columns) 0 and 3, so
+ * dx's plane (i, j) is the forward's plane (q(i), q(j)) transposed. The forward's rows of 4 FP32
+ * planes are made through tmp as wbf_filters makes them (winograd.c reading the weight in
+ * order, where the rotated and transposed weight is read 36 bytes of every line), and each plane
+ * packed transposed into its place. The same values as the rotated filter's transform wherever
+ * the transform's sums of three taps are exact in double (their order is reversed). */
+int strop__conv_wdx_filters = 1;
+
+static void wbf_dx_filters(const strop__conv2d_dims *d, const strop__conv2d_dims *e,
+                           const float *w, float *u, float *tmp) {
+  if (!strop__conv_wdx_filters) {
+    wbf_filters(e, w, u, tmp, 1);
+    return;
+  }
+  static const int q[4] = {3, 1, 2, 0};
+  const int64_t CC = d->c_out * d->c_in, pl = wbf_plane(e);
+  conv_job j = {.d = d, .w = w, .u = tmp, .m = WBF_M};
+  for (j.row = 0; j.row < WBF_M + 2; j.row++) {
+    strop__par_for(d->c_out, 8, wino_filter_range, &j);
+    for (int c = 0; c < WBF_M + 2; c++)
+      strop__bf16_pack_a(1, e->c_out, e->c_in, tmp + c * CC, d->c_in,
+                         (uint32_t *)(void *)(u + (q[j.row] * (WBF_M + 2) + q[c]) * pl));
+  }
+}
+
 int strop__conv2d_filters(const strop__conv2d_dims *d, const float *w, float *u) {
   if (wino_bf(d)) { /* the same filters as the forward's per call */
     float *tmp = strop__malloc_aligned((size_t)wbf_row_len(d) * sizeof(float));
@@ -2263,7 +2289,7 @@ static void conv2d_backward(const strop__conv2d_dims *d, const float *x, const f
       j.dd = dx_dims(d);
       j.u = scratch + ones_len(d);
       j.uplane = wbf_plane(&j.dd);
-      wbf_filters(&j.dd, w, j.u, j.u + wbf_u_len(&j.dd), 1);
+      wbf_dx_filters(d, &j.dd, w, j.u, j.u + wbf_u_len(&j.dd));
     } else if (dx && bf16_dx(d, bf16_block(d, chunks))) {
       /* the flipped weight [c_in, c_out kh kw], made in the first chunk's area (its partial
        * sums, at least as large: cleared by the chunk before use), packed once */
