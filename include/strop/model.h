@@ -808,9 +808,11 @@ STROP_API int64_t strop_model_frozen_int8_group(const strop_model *model);
  *        weight rounded to BF16 per call, the bias added and its gradient summed in float32;
  *        depthwise convs keep their float32 stencil. The forward of a 3x3 stride-1 conv with
  *        64 or more channels in and out (where float32 runs Winograd F(4x4, 3x3)) runs as
- *        Winograd F(2x2, 3x3) instead: its transformed input tiles and filters are what is
- *        rounded to BF16 (errors about 1.5x the direct form's; docs/performance.md;
- *        STROP_WINOGRAD=0 in the environment turns Winograd off in both precisions). The
+ *        Winograd F(2x2, 3x3) instead, and where the CPU has AVX512_BF16 so does its input
+ *        gradient (the forward of dy with the flipped weight): their transformed tiles and
+ *        filters are what is rounded to BF16 (errors about 1.5x the direct form's;
+ *        docs/performance.md; STROP_WINOGRAD=0 in the environment turns Winograd off in both
+ *        precisions); the weight gradient stays direct. The
  *        float32 master weights, gradients and optimizer state are unchanged, and so are every
  *        other layer (norms, activations, attention scores, LoRA adapters) and the bias
  *        gradient. A trainer's cross-entropy on such a model takes its exponentials in single
