@@ -370,8 +370,22 @@ static int64_t wbf_plane(const strop__conv2d_dims *d) {
                            : r16(d->c_out * d->c_in);
 }
 static int64_t wbf_u_len(const strop__conv2d_dims *d) { return WBF_A2 * wbf_plane(d); }
-/* a row of 4 FP32 planes while they are made */
-static int64_t wbf_row_len(const strop__conv2d_dims *d) { return r16(4 * d->c_out * d->c_in); }
+/* The planes are made a block of output channels at a time, all 16 of the block's FP32 planes
+ * (at most WBF_FBLOCK floats: in L2) from one read of its rows of the weight: */
+enum { WBF_FBLOCK = 1 << 17 };
+/* output channels per block, a multiple of 8 (a packed panel's rows) */
+static int64_t wbf_oblock(const strop__conv2d_dims *d) {
+  int64_t ob = WBF_FBLOCK / (WBF_A2 * d->c_in) / 8 * 8;
+  if (ob < 8) ob = 8;
+  return ob < d->c_out ? ob : d->c_out;
+}
+/* the floats the planes are made through: a block's 16 FP32 planes, and (dx's planes, packed
+ * transposed) the block's own packing */
+static int64_t wbf_row_len(const strop__conv2d_dims *d) {
+  const int64_t ob = wbf_oblock(d);
+  return r16(WBF_A2 * ob * d->c_in) +
+         r16((int64_t)((strop__bf16_pack_a_bytes(d->c_in, ob) + 3) / 4));
+}
 /* Tiles a product runs over: a block of whole images, or a strip of an image's tile rows, of
  * about WBF_TILES, so that a strip's 16 planes of tiles and of products stay in L2 between the
  * transforms and the products (96 and 192 measured alike). */
@@ -470,7 +484,7 @@ static int64_t bf16_wt_len(const strop__conv2d_dims *d) {
   const int64_t a = r16((int64_t)(((t > f ? t : f) + 3) / 4));
   if (!wbf_dx(d)) return a;
   const strop__conv2d_dims e = dx_dims(d);
-  const int64_t u = wbf_u_len(&e) + wbf_row_len(&e);
+  const int64_t u = wbf_u_len(&e) + wbf_row_len(d);
   return u > a ? u : a;
 }
 
@@ -1749,54 +1763,59 @@ size_t strop__conv2d_filters_floats(const strop__conv2d_dims *d) {
   return m ? (size_t)wino_u_len(d, m) : 0;
 }
 
-/* the flipped weight's filters for dx's conv j->d (wbf_filters with flip) */
-static void wbf_flip_filter_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
-  (void)chunk;
-  const conv_job *j = ctx;
-  strop__winograd_filter_row(j->d, j->m, j->w, 1, j->row, j->u, lo, hi);
+/* The forward's 16 FP32 planes of output channels [o0, o0 + n) into tmp (16 n c_in floats,
+ * plane xi at tmp + xi n c_in): winograd.c's transform of those rows of the weight */
+static void wbf_block_planes(const strop__conv2d_dims *d, const float *w, int64_t o0, int64_t n,
+                             float *tmp) {
+  strop__conv2d_dims b = *d;
+  b.c_out = n;
+  conv_job j = {.d = &b, .w = w + o0 * d->c_in * 9, .u = tmp, .m = WBF_M, .row = -1};
+  strop__par_for(n, 8, wino_filter_range, &j);
 }
 
-/* BF16 Winograd's 16 planes into u (wbf_u_len), a row of 4 FP32 planes at a time through tmp
- * (wbf_row_len); with flip, d is dx's conv (dx_dims) and w the forward's weight, rotated and
- * transposed as its filters are made */
-static void wbf_filters(const strop__conv2d_dims *d, const float *w, float *u, float *tmp,
-                        int flip) {
-  const int64_t CC = d->c_out * d->c_in, pl = wbf_plane(d);
-  conv_job j = {.d = d, .w = w, .u = tmp, .m = WBF_M};
-  for (j.row = 0; j.row < WBF_M + 2; j.row++) {
-    strop__par_for(d->c_out, 8, flip ? wbf_flip_filter_range : wino_filter_range, &j);
-    for (int q = 0; q < WBF_M + 2; q++) {
-      float *dst = u + (j.row * (WBF_M + 2) + q) * pl;
+/* BF16 Winograd's 16 planes into u (wbf_u_len) through tmp (wbf_row_len), a block of output
+ * channels at a time (wbf_oblock): the block's FP32 planes, then its rows of each plane packed
+ * (their own panels of 8 rows) or rounded. The same values as the whole planes at once. */
+static void wbf_filters(const strop__conv2d_dims *d, const float *w, float *u, float *tmp) {
+  const int64_t CI = d->c_in, pl = wbf_plane(d), ob = wbf_oblock(d), kp = (CI + 1) / 2;
+  for (int64_t o0 = 0; o0 < d->c_out; o0 += ob) {
+    const int64_t n = d->c_out - o0 < ob ? d->c_out - o0 : ob;
+    wbf_block_planes(d, w, o0, n, tmp);
+    for (int xi = 0; xi < WBF_A2; xi++) {
+      const float *src = tmp + xi * n * CI;
       if (bf16_mode(d) == 1)
-        strop__bf16_pack_a(0, d->c_out, d->c_in, tmp + q * CC, d->c_in, (uint32_t *)(void *)dst);
-      else strop__bf16_round_f32(tmp + q * CC, dst, (size_t)CC);
+        strop__bf16_pack_a(0, n, CI, src, CI, (uint32_t *)(void *)(u + xi * pl) + o0 * kp);
+      else strop__bf16_round_f32(src, u + xi * pl + o0 * CI, (size_t)(n * CI));
     }
   }
 }
 
 /* dx's 16 planes (wbf_dx; e = dx_dims(d)) from the forward's: with F(2x2, 3x3)'s G, the
  * transform of the rotated filter is Q (G g G^T) Q, Q swapping rows (and columns) 0 and 3, so
- * dx's plane (i, j) is the forward's plane (q(i), q(j)) transposed. The forward's rows of 4 FP32
- * planes are made through tmp as wbf_filters makes them (winograd.c reading the weight in
- * order, where the rotated and transposed weight is read 36 bytes of every line), and each plane
- * packed transposed into its place. The same values as the rotated filter's transform wherever
- * the transform's sums of three taps are exact in double (their order is reversed). */
-int strop__conv_wdx_filters = 1;
-
+ * dx's plane (i, j) is the forward's plane (q(i), q(j)) transposed. A block of the forward's
+ * output channels at a time (wbf_block_planes: the weight read in order, where the rotated and
+ * transposed weight is read 36 bytes of every line), each plane's block packed transposed — a
+ * block of dx's plane's columns: its pairs of each panel of 8 rows — then copied into place.
+ * The same values as the rotated filter's transform wherever the transform's sums of three
+ * taps are exact in double (their order is reversed). */
 static void wbf_dx_filters(const strop__conv2d_dims *d, const strop__conv2d_dims *e,
                            const float *w, float *u, float *tmp) {
-  if (!strop__conv_wdx_filters) {
-    wbf_filters(e, w, u, tmp, 1);
-    return;
-  }
   static const int q[4] = {3, 1, 2, 0};
-  const int64_t CC = d->c_out * d->c_in, pl = wbf_plane(e);
-  conv_job j = {.d = d, .w = w, .u = tmp, .m = WBF_M};
-  for (j.row = 0; j.row < WBF_M + 2; j.row++) {
-    strop__par_for(d->c_out, 8, wino_filter_range, &j);
-    for (int c = 0; c < WBF_M + 2; c++)
-      strop__bf16_pack_a(1, e->c_out, e->c_in, tmp + c * CC, d->c_in,
-                         (uint32_t *)(void *)(u + (q[j.row] * (WBF_M + 2) + q[c]) * pl));
+  const int64_t CI = d->c_in, pl = wbf_plane(e), ob = wbf_oblock(d);
+  const int64_t kp = (d->c_out + 1) / 2, panels = (CI + 7) / 8;
+  uint32_t *buf = (uint32_t *)(void *)(tmp + r16(WBF_A2 * ob * CI));
+  for (int64_t o0 = 0; o0 < d->c_out; o0 += ob) {
+    const int64_t n = d->c_out - o0 < ob ? d->c_out - o0 : ob, kb = (n + 1) / 2;
+    wbf_block_planes(d, w, o0, n, tmp);
+    for (int xi = 0; xi < WBF_A2; xi++) {
+      uint32_t *dst =
+          (uint32_t *)(void *)(u +
+                               (q[xi / (WBF_M + 2)] * (WBF_M + 2) + q[xi % (WBF_M + 2)]) * pl);
+      strop__bf16_pack_a(1, CI, n, tmp + xi * n * CI, CI, buf);
+      for (int64_t ib = 0; ib < panels; ib++) /* pairs o0 / 2 .. of panel ib */
+        memcpy(dst + (ib * kp + o0 / 2) * 8, buf + ib * kb * 8,
+               sizeof(uint32_t) * (size_t)(kb * 8));
+    }
   }
 }
 
@@ -1804,7 +1823,7 @@ int strop__conv2d_filters(const strop__conv2d_dims *d, const float *w, float *u)
   if (wino_bf(d)) { /* the same filters as the forward's per call */
     float *tmp = strop__malloc_aligned((size_t)wbf_row_len(d) * sizeof(float));
     if (!tmp) return -1;
-    wbf_filters(d, w, u, tmp, 0);
+    wbf_filters(d, w, u, tmp);
     strop__free_aligned(tmp);
     return 0;
   }
@@ -1854,7 +1873,7 @@ void strop__conv2d_forward_filtered(const strop__conv2d_dims *d, const float *x,
     } else {
       j.u = scratch;
       j.chunk0 = scratch + wbf_u_len(d);
-      wbf_filters(d, w, j.u, j.chunk0, 0);
+      wbf_filters(d, w, j.u, j.chunk0);
     }
     strop__par_run(chunks, d->n, wbf_fwd_chunk, &j);
     return;

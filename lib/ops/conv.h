@@ -90,10 +90,6 @@ extern int strop__conv_bf16_wino;
  * about the forward's (1.5x the direct BF16 form's). 0: the direct form. Tests and benches
  * switch it (bench_big WINO_DX=ab). */
 extern int strop__conv_bf16_wino_dx;
-/* Tests and benches: 1 (the default) makes that input gradient's filters from the forward's
- * transformed planes, permuted and transposed (the same values wherever the transform's sums of
- * three taps are exact in double); 0 transforms the rotated and transposed weight itself. */
-extern int strop__conv_wdx_filters;
 
 /* Tests and benches: 1 (the default) has the vdpbf16ps forward that writes y itself apply a
  * fused residual sum and relu (without a pool) in its tiles' stores, 0 in a pass over each
