@@ -348,7 +348,7 @@ static int held_packed(const strop__conv2d_dims *d) {
 
 /* ---- BF16 Winograd forward (strop__conv_bf16_wino): F(2x2, 3x3) where the FP32 forward would
  *      run Winograd. The filters are transformed in FP32 (G g G^T in double, rounded once, as
- *      the FP32 path's), a row of 4 of the 16 planes at a time, and each plane rounded to BF16:
+ *      the FP32 path's), a block of output channels' 16 planes at a time, each plane rounded to BF16:
  *      packed for vdpbf16ps (bf16_mode 1) or kept as FP32 values (the fallback, 2). Per block
  *      of whole images or strip of an image's tile rows (wbf_split), the tiles are transformed
  *      in FP32 with winograd.c's operations and rounded to BF16 — on vdpbf16ps straight into the
