@@ -348,13 +348,14 @@ static int held_packed(const strop__conv2d_dims *d) {
 
 /* ---- BF16 Winograd forward (strop__conv_bf16_wino): F(2x2, 3x3) where the FP32 forward would
  *      run Winograd. The filters are transformed in FP32 (G g G^T in double, rounded once, as
- *      the FP32 path's), a block of output channels' 16 planes at a time, each plane rounded to BF16:
- *      packed for vdpbf16ps (bf16_mode 1) or kept as FP32 values (the fallback, 2). Per block
- *      of whole images or strip of an image's tile rows (wbf_split), the tiles are transformed
- *      in FP32 with winograd.c's operations and rounded to BF16 — on vdpbf16ps straight into the
- *      products' packed panels (wbf_in_rows), on the fallback into FP32 planes rounded in
- *      place —, the 16 products run with FP32 sums, and the output transform (winograd.c's
- *      operations: wbf_out_rows, or winograd.c itself), the bias and the epilogue follow. ---- */
+ *      the FP32 path's), a block of output channels' 16 planes at a time, each plane rounded
+ *      to BF16: packed for vdpbf16ps (bf16_mode 1) or kept as FP32 values (the fallback, 2).
+ *      Per block of whole images or strip of an image's tile rows (wbf_split), the tiles are
+ *      transformed in FP32 with winograd.c's operations and rounded to BF16 — on vdpbf16ps
+ *      straight into the products' packed panels (wbf_in_rows), on the fallback into FP32
+ *      planes rounded in place —, the 16 products run with FP32 sums, and the output transform
+ *      (winograd.c's operations: wbf_out_rows, or winograd.c itself), the bias and the
+ *      epilogue follow. ---- */
 int strop__conv_bf16_wino = 1;
 enum { WBF_M = 2, WBF_A2 = 16 };
 
