@@ -382,7 +382,7 @@ static int64_t wbf_oblock(const strop__conv2d_dims *d) {
 }
 /* the floats the planes are made through: a block's 16 FP32 planes, and (dx's planes, packed
  * transposed) the block's own packing */
-static int64_t wbf_row_len(const strop__conv2d_dims *d) {
+static int64_t wbf_make_len(const strop__conv2d_dims *d) {
   const int64_t ob = wbf_oblock(d);
   return r16(WBF_A2 * ob * d->c_in) +
          r16((int64_t)((strop__bf16_pack_a_bytes(d->c_in, ob) + 3) / 4));
@@ -477,15 +477,15 @@ static int64_t wbf_dx_len(const strop__conv2d_dims *d, int chunks) {
 }
 
 /* the backward's weight packed once for the input gradient's products: W^T [K, c_out], or the
- * flipped weight [c_in, c_out kh kw] (bf16_dx), or (wbf_dx) dx's 16 Winograd planes and the row
- * of 4 FP32 planes they are made through */
+ * flipped weight [c_in, c_out kh kw] (bf16_dx), or (wbf_dx) dx's 16 Winograd planes and the
+ * area they are made through (wbf_make_len) */
 static int64_t bf16_wt_len(const strop__conv2d_dims *d) {
   const size_t t = strop__bf16_pack_a_bytes(kdim(d), d->c_out);
   const size_t f = strop__bf16_pack_a_bytes(d->c_in, d->c_out * d->kh * d->kw);
   const int64_t a = r16((int64_t)(((t > f ? t : f) + 3) / 4));
   if (!wbf_dx(d)) return a;
   const strop__conv2d_dims e = dx_dims(d);
-  const int64_t u = wbf_u_len(&e) + wbf_row_len(d);
+  const int64_t u = wbf_u_len(&e) + wbf_make_len(d);
   return u > a ? u : a;
 }
 
@@ -550,7 +550,7 @@ size_t strop__conv2d_scratch_floats(const strop__conv2d_dims *d, int backward, i
       wino_bf(d)) { /* the filters (unless given), made through the chunks' area */
     const int64_t ch = chunks * wbf_chunk_len(d, chunks, ep);
     if (backward == 2 && bm == 1) return (size_t)ch;
-    return (size_t)(wbf_u_len(d) + (ch > wbf_row_len(d) ? ch : wbf_row_len(d)));
+    return (size_t)(wbf_u_len(d) + (ch > wbf_make_len(d) ? ch : wbf_make_len(d)));
   }
   if (bm == 1) { /* forward: the weight (bf16_w_len, unless given packed) first; backward: the
                   ones row and W^T */
@@ -1177,10 +1177,9 @@ static inline __mmask16 wbf_span(int64_t lo, int64_t hi) {
 }
 
 /* The tiles of tile rows ty0 .. ty1 - 1 of image x (channels cs floats apart), B^T p B of each
- * 4x4 patch, rounded to BF16
- * and paired along the channels straight into the 16 planes' packed panels (plane xi at
- * vp + xi vps; panels of 32 columns, kp pairs of channels each; the strip's tiles at columns
- * col0 ..). A patch's taps are read by masked loads: zeros in the padding. */
+ * 4x4 patch, rounded to BF16 and paired along the channels straight into the 16 planes' packed
+ * panels (plane xi at vp + xi vps; panels of 32 columns, kp pairs of channels each; the strip's
+ * tiles at columns col0 ..). A patch's taps are read by masked loads: zeros in the padding. */
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void wbf_in_rows(
     const strop__conv2d_dims *d, const float *x, int64_t cs, int64_t ty0, int64_t ty1,
     uint32_t *vp, int64_t vps, int64_t col0) {
@@ -1774,7 +1773,7 @@ static void wbf_block_planes(const strop__conv2d_dims *d, const float *w, int64_
   strop__par_for(n, 8, wino_filter_range, &j);
 }
 
-/* BF16 Winograd's 16 planes into u (wbf_u_len) through tmp (wbf_row_len), a block of output
+/* BF16 Winograd's 16 planes into u (wbf_u_len) through tmp (wbf_make_len), a block of output
  * channels at a time (wbf_oblock): the block's FP32 planes, then its rows of each plane packed
  * (their own panels of 8 rows) or rounded. The same values as the whole planes at once. */
 static void wbf_filters(const strop__conv2d_dims *d, const float *w, float *u, float *tmp) {
@@ -1822,7 +1821,7 @@ static void wbf_dx_filters(const strop__conv2d_dims *d, const strop__conv2d_dims
 
 int strop__conv2d_filters(const strop__conv2d_dims *d, const float *w, float *u) {
   if (wino_bf(d)) { /* the same filters as the forward's per call */
-    float *tmp = strop__malloc_aligned((size_t)wbf_row_len(d) * sizeof(float));
+    float *tmp = strop__malloc_aligned((size_t)wbf_make_len(d) * sizeof(float));
     if (!tmp) return -1;
     wbf_filters(d, w, u, tmp);
     strop__free_aligned(tmp);
@@ -2304,7 +2303,7 @@ static void conv2d_backward(const strop__conv2d_dims *d, const float *x, const f
     if (db) j.ones = fill_ones(d, scratch);
     j.chunk0 = scratch + ones_len(d) + bf16_wt_len(d);
     uint32_t *ap = (uint32_t *)(void *)(scratch + ones_len(d));
-    if (dx && wbf_dx(d)) { /* dx's 16 planes, made through the row after them, once */
+    if (dx && wbf_dx(d)) { /* dx's 16 planes, made through the area after them, once */
       j.dxw = 1;
       j.dd = dx_dims(d);
       j.u = scratch + ones_len(d);
