@@ -445,10 +445,15 @@ static int col_pack_ok(const strop__conv2d_dims *d, int64_t nb) {
  * columns, no col2im. */
 int strop__conv_bf16_dx = 1;
 
+/* d's vdpbf16ps input gradient may run as the forward of dY (dx_dims): stride 1, the padding
+ * within the dilated kernel (bf16_dx and wbf_dx add their kernels' own conditions) */
+static int dx_as_forward(const strop__conv2d_dims *d) {
+  return strop__conv_bf16_dx && bf16_mode(d) == 1 && !is_pointwise(d) && d->sh == 1 &&
+         d->sw == 1 && d->ph <= d->dh * (d->kh - 1) && d->pw <= d->dw * (d->kw - 1);
+}
+
 static int bf16_dx(const strop__conv2d_dims *d, int64_t nb) {
-  if (!strop__conv_bf16_dx || bf16_mode(d) != 1 || is_pointwise(d) || d->sh != 1 || d->sw != 1 ||
-      d->ph > d->dh * (d->kh - 1) || d->pw > d->dw * (d->kw - 1))
-    return 0;
+  if (!dx_as_forward(d)) return 0;
   const strop__conv2d_dims e = dx_dims(d);
   return col_pack_ok(&e, nb) && (nb == 1 || d->h * d->w >= 32);
 }
@@ -461,9 +466,7 @@ static int bf16_dx(const strop__conv2d_dims *d, int64_t nb) {
 int strop__conv_bf16_wino_dx = 1;
 
 static int wbf_dx(const strop__conv2d_dims *d) {
-  if (!strop__conv_bf16_wino_dx || !strop__conv_bf16_dx || bf16_mode(d) != 1 || d->sh != 1 ||
-      d->sw != 1 || d->ph > d->dh * (d->kh - 1) || d->pw > d->dw * (d->kw - 1))
-    return 0;
+  if (!strop__conv_bf16_wino_dx || !dx_as_forward(d)) return 0;
   const strop__conv2d_dims e = dx_dims(d);
   return wino_bf(&e) != 0;
 }
@@ -1350,6 +1353,28 @@ static void pack_cols_t(const void *ctx, int64_t j0, uint32_t *p) {
 }
 #endif
 
+/* vdpbf16ps: the tiles of tile rows ty0 .. ty1 - 1 of nn images (image s at x + s is, channels
+ * cs apart) into the 16 planes' packed panels at v (wbf_in_rows; the last panel's columns past
+ * the strip's T zeroed), then the 16 products M_xi = U_xi V_xi into mm (planes pm apart), U's
+ * planes at u, uplane floats apart: wbf_fwd_chunk's and wbf_dx_block's strip */
+static void wbf_strip_products(const strop__conv2d_dims *d, const float *u, int64_t uplane,
+                               const float *x, int64_t is, int64_t cs, int64_t nn, int64_t ty0,
+                               int64_t ty1, float *v, float *mm) {
+  const int64_t CI = d->c_in, CO = d->c_out, kp = (CI + 1) / 2;
+  const int64_t T = nn * (ty1 - ty0) * ((d->ow + 1) / 2), pm = wplane(CO * T);
+  const int64_t np = (T + 31) / 32, vps = r16(np * kp * 32);
+  uint32_t *vp = (uint32_t *)(void *)v;
+  if (T % 32) /* the last panel's columns past T */
+    for (int xi = 0; xi < WBF_A2; xi++)
+      memset(vp + xi * vps + (np - 1) * kp * 32, 0, sizeof(uint32_t) * (size_t)(kp * 32));
+  for (int64_t s = 0; s < nn; s++)
+    wbf_in_rows(d, x + s * is, cs, ty0, ty1, vp, vps, s * (T / nn));
+  for (int xi = 0; xi < WBF_A2; xi++) {
+    const uint32_t *ap = (const uint32_t *)(const void *)(u + xi * uplane);
+    strop__bf16_gemm_f32_prepacked(CO, T, CI, ap, vp + xi * vps, 0.0f, mm + xi * pm, T);
+  }
+}
+
 /* BF16 Winograd forward of a chunk's images (wino_bf): per block of whole images or strip of
  * an image's tile rows (wbf_split), the tiles transformed (on vdpbf16ps straight into the
  * products' packed panels; on the fallback into FP32 planes, then rounded), the 16 products
@@ -1360,7 +1385,7 @@ static void wbf_fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   const strop__conv2d_dims *d = j->d;
   const int64_t HW = d->h * d->w, P = d->oh * d->ow, CI = d->c_in, CO = d->c_out;
   const int64_t txn = (d->ow + 1) / 2, tyn = (d->oh + 1) / 2, cols = wbf_cols(d, j->chunks);
-  const int64_t kp = (CI + 1) / 2, vpl = wbf_vplane(d, cols);
+  const int64_t vpl = wbf_vplane(d, cols);
   int64_t nb, rows;
   wbf_split(d, j->chunks, &nb, &rows);
   float *base = j->chunk0 + chunk * j->per;
@@ -1374,17 +1399,8 @@ static void wbf_fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
       const int64_t ty1 = ty0 + rows < tyn ? ty0 + rows : tyn, ts = (ty1 - ty0) * txn;
       const int64_t T = nn * ts, pv = wplane(CI * T), pm = wplane(CO * T);
       if (j->wbf == 1) {
-        const int64_t np = (T + 31) / 32, vps = r16(np * kp * 32);
-        uint32_t *vp = (uint32_t *)(void *)v;
-        if (T % 32) /* the last panel's columns past T */
-          for (int xi = 0; xi < WBF_A2; xi++)
-            memset(vp + xi * vps + (np - 1) * kp * 32, 0, sizeof(uint32_t) * (size_t)(kp * 32));
-        for (int64_t s = 0; s < nn; s++)
-          wbf_in_rows(d, j->x + (n0 + s) * CI * HW, HW, ty0, ty1, vp, vps, s * ts);
-        for (int xi = 0; xi < WBF_A2; xi++) {
-          const uint32_t *ap = (const uint32_t *)(const void *)(j->u + xi * j->uplane);
-          strop__bf16_gemm_f32_prepacked(CO, T, CI, ap, vp + xi * vps, 0.0f, mm + xi * pm, T);
-        }
+        wbf_strip_products(d, j->u, j->uplane, j->x + n0 * CI * HW, CI * HW, HW, nn, ty0, ty1, v,
+                           mm);
       } else { /* the fallback: FP32 tiles, rounded, and the FP32 product of the rounded values */
         for (int64_t s = 0; s < nn; s++)
           strop__winograd_input_rows(d, WBF_M, j->x + (n0 + s) * CI * HW, v, T, pv, s * ts, ty0,
@@ -1489,26 +1505,17 @@ static void bf16_fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
 static void wbf_dx_block(const conv_job *j, const float *g, int64_t cs, int64_t n0, int64_t nb,
                          float *area) {
   const strop__conv2d_dims *e = &j->dd;
-  const int64_t P = j->d->oh * j->d->ow, HW = e->oh * e->ow, CI = e->c_in, CO = e->c_out;
-  const int64_t txn = (e->ow + 1) / 2, tyn = (e->oh + 1) / 2, kp = (CI + 1) / 2;
+  const int64_t P = j->d->oh * j->d->ow, HW = e->oh * e->ow, CO = e->c_out;
+  const int64_t txn = (e->ow + 1) / 2, tyn = (e->oh + 1) / 2;
   int64_t nbw, rows;
   wbf_split(e, j->chunks, &nbw, &rows);
-  uint32_t *vp = (uint32_t *)(void *)area;
   float *mm = area + WBF_A2 * wbf_vplane(e, wbf_cols(e, j->chunks));
   for (int64_t s0 = 0; s0 < nb; s0 += nbw) {
     const int64_t nn = nb - s0 < nbw ? nb - s0 : nbw;
     for (int64_t ty0 = 0; ty0 < tyn; ty0 += rows) {
       const int64_t ty1 = ty0 + rows < tyn ? ty0 + rows : tyn, ts = (ty1 - ty0) * txn;
-      const int64_t T = nn * ts, pm = wplane(CO * T), np = (T + 31) / 32, vps = r16(np * kp * 32);
-      if (T % 32) /* the last panel's columns past T */
-        for (int xi = 0; xi < WBF_A2; xi++)
-          memset(vp + xi * vps + (np - 1) * kp * 32, 0, sizeof(uint32_t) * (size_t)(kp * 32));
-      for (int64_t s = 0; s < nn; s++)
-        wbf_in_rows(e, g + (s0 + s) * P, cs, ty0, ty1, vp, vps, s * ts);
-      for (int xi = 0; xi < WBF_A2; xi++) {
-        const uint32_t *ap = (const uint32_t *)(const void *)(j->u + xi * j->uplane);
-        strop__bf16_gemm_f32_prepacked(CO, T, CI, ap, vp + xi * vps, 0.0f, mm + xi * pm, T);
-      }
+      const int64_t T = nn * ts, pm = wplane(CO * T);
+      wbf_strip_products(e, j->u, j->uplane, g + s0 * P, P, cs, nn, ty0, ty1, area, mm);
       for (int64_t s = 0; s < nn; s++)
         wbf_out_rows(e, mm, T, pm, s * ts, ty0, ty1, NULL, j->dx + (n0 + s0 + s) * CO * HW,
                      !j->assign);
