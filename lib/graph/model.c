@@ -843,8 +843,10 @@ strop_status strop_model_set_compute_dtype(strop_model *m, int dtype) {
   m->compute_dtype = dtype;
   if (dtype == STROP_DTYPE_F32) /* the BF16 copies are of no more use */
     for (int i = 0; i < m->n_nodes; i++)
-      for (int j = 0; j < m->nodes[i].n_params; j++)
+      for (int j = 0; j < m->nodes[i].n_params; j++) {
         strop__lowp_free(&m->nodes[i].params[j].shadow);
+        m->nodes[i].params[j].shadow_released = 0; /* read again when the products are */
+      }
   return STROP_OK;
 }
 
@@ -2624,6 +2626,7 @@ static strop_status clone_model(strop_model *share_src, const strop_model *src,
       pb->tied = NULL; /* reindex points it at the copy's owner */
       /* the BF16 copy is made again from the copy's values */
       memset(&pb->shadow, 0, sizeof pb->shadow);
+      pb->shadow_released = 0;
       pb->map = NULL;
       if (!(pb->name = strop__strdup(pa->name))) goto oom;
       /* a frozen weight the plan only reads: one copy, shared (a writer copies it first) */

@@ -5,8 +5,6 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "layers/fuse.h"
 #include "layers/init.h"
@@ -359,24 +357,14 @@ typedef struct fold_cache {
   int ver[F_N];
   float eps;
   size_t wn, c;
-  size_t released; /* bytes of the borrowed weight's pages handed back (drop_mapped) */
+  /* bytes of the borrowed weight's pages handed back (strop__param_drop_pages): the training
+   * steps read the folded copy only. An evaluation forward, which reads the unfolded weight,
+   * faults them in again; the next training forward drops them again. */
+  size_t released;
   int valid;
   int dropped; /* the values given back (strop__layer_fold_drop): wn and c 0, released kept */
 } fold_cache;
 
-/* A weight borrowed from a mapped file (read-only, private, never written) that the training
- * steps read only through its folded copy: its whole pages are handed back to the kernel, so
- * the copy replaces it in RSS instead of doubling it. An evaluation forward, which reads the
- * unfolded weight, faults them in again from the page cache; the next training forward drops
- * them again. Returns the bytes handed back. */
-static size_t drop_mapped(const strop__param *w) {
-  if (!strop__mapping_is_file(w->map) || !w->data) return 0; /* not heap memory shared */
-  const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
-  const uintptr_t a = ((uintptr_t)w->data + pg - 1) & ~(pg - 1);
-  const uintptr_t e = (uintptr_t)(w->data + w->numel) & ~(pg - 1);
-  if (e <= a || madvise((void *)a, e - a, MADV_DONTNEED)) return 0;
-  return e - a;
-}
 #define FOLD_HEAD ((sizeof(fold_cache) + 63) / 64 * 64)
 
 size_t strop__node_fold_bytes(const strop__node *n) {
@@ -432,7 +420,7 @@ strop_status strop__layer_fold_norm(strop__node *n, const strop__param *w, const
     same = (src[i] ? src[i]->data : NULL) == fc->src[i] &&
            (!src[i] || (src[i]->version == fc->ver[i] && !src[i]->viewed));
   if (same) {
-    fc->released = drop_mapped(w);
+    fc->released = strop__param_drop_pages(w);
     return STROP_OK;
   }
   const float *ga = src[F_GA] ? src[F_GA]->data : NULL, *be = src[F_BE] ? src[F_BE]->data : NULL;
@@ -453,7 +441,7 @@ strop_status strop__layer_fold_norm(strop__node *n, const strop__param *w, const
   }
   fc->eps = nc->eps;
   fc->valid = 1;
-  fc->released = drop_mapped(w);
+  fc->released = strop__param_drop_pages(w);
   return STROP_OK;
 }
 

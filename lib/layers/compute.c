@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* strop — linear products in the model's compute dtype (strop_model_set_compute_dtype): an FP32
- * weight's BF16 copy, kept until the weight's version changes, and the products through it. */
+ * weight's BF16 copy, kept until the weight's version changes, and the products through it. A
+ * weight borrowed from a mapped file gives its pages back once the copy is made: the copy
+ * stands in for it in memory as in the products. */
 #include "layers/layer.h"
 #include "ops/bf16gemm.h"
 #include "ops/dense.h"
@@ -9,12 +11,36 @@ int strop__compute_bf16(const strop__exec *x, const strop__param *w) {
   return x->compute_dtype == STROP__LOWP_BF16 && w && !w->lowp.dtype && w->data && w->rank == 2;
 }
 
+/* Makes q from w. A weight borrowed from a mapped file whose panels are its rows ([out, in]: an
+ * LM head's 50257 x 768) is read and handed back a few MB at a time, so that its pages and the
+ * copy are not both in RSS at once (154 MB more at GPT-2's head, at the step's peak). */
+static void fill(strop__param *w, strop__lowp *q) {
+  if (!strop__mapping_is_file(w->map) || q->scale_cols) {
+    strop__bf16_shadow_fill(q, w->data);
+    return;
+  }
+  const size_t row = (size_t)w->dims[1], block = 32 * row; /* a panel's rows */
+  const int64_t blocks = (w->dims[0] + 31) / 32;
+  const int64_t step = block * sizeof(float) >= (8u << 20)
+                           ? 1
+                           : (int64_t)((8u << 20) / (block * sizeof(float)));
+  for (int64_t b = 0; b < blocks; b += step) {
+    strop__bf16_shadow_fill_blocks(q, w->data, b, b + step);
+    (void)strop__param_drop_range(w, (size_t)b * block, (size_t)step * block);
+  }
+}
+
 const strop__lowp *strop__param_shadow(strop__param *w, int scale_cols) {
   strop__lowp *q = &w->shadow;
   const int64_t rows = w->dims[0], cols = w->dims[1];
   const int same = q->dtype && q->rows == rows && q->cols == cols && q->scale_cols == scale_cols;
   /* a writable view may have changed the values without a version bump: made again each time */
-  if (same && w->shadow_version == w->version && !w->viewed) return q;
+  if (same && w->shadow_version == w->version && !w->viewed) {
+    /* a frozen weight borrowed from a mapped file is read through its copy only: pages that
+     * came back (a tied embedding's rows read since, a save) are handed back again */
+    if (w->shadow_released) w->shadow_released = strop__param_drop_pages(w);
+    return q;
+  }
   if (!same) { /* held in the kernel's panels: its products then pack nothing */
     strop__lowp_free(q);
     void *v = strop__malloc_aligned(
@@ -27,8 +53,9 @@ const strop__lowp *strop__param_shadow(strop__param *w, int scale_cols) {
     q->panels = 1;
     q->v = v;
   }
-  strop__bf16_shadow_fill(q, w->data);
+  fill(w, q);
   w->shadow_version = w->version;
+  w->shadow_released = strop__param_drop_pages(w);
   return q;
 }
 

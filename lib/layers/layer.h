@@ -413,6 +413,14 @@ int strop__param_assign(strop__param *p, const float *v);
 /* p's values as FP32: p->data, or a widened copy into *tmp (strop__malloc_aligned; the caller
  * frees it) when p is held in lowp. NULL when out of memory (or p has no float data). */
 const float *strop__param_f32(const strop__param *p, float **tmp);
+/* Hands the whole pages of p's FP32 values back to the kernel when they are borrowed from a
+ * mapped file (read-only, private, never written) and what reads them reads a copy instead (a
+ * folded weight, a BF16 shadow): the copy then replaces them in RSS instead of doubling it. A
+ * later read of p->data faults them in again from the page cache, the same values. Returns the
+ * bytes handed back; 0 for any other parameter. */
+size_t strop__param_drop_pages(const strop__param *p);
+/* The same for the whole pages of p's values [from, from + count) only. */
+size_t strop__param_drop_range(const strop__param *p, size_t from, size_t count);
 /* Drops p's values: frees its FP32 data and lowp storage, or lets go of the mapping they were
  * borrowed from. p->data and p->lowp are empty afterwards (the other fields stay). */
 void strop__param_drop_values(strop__param *p);

@@ -4,6 +4,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "layers/layer.h"
 
@@ -161,6 +163,22 @@ int strop__param_lowp_target(const strop__param *p, int dtype, int tie_target) {
   return dtype;
 }
 
+size_t strop__param_drop_range(const strop__param *p, size_t from, size_t count) {
+  if (!strop__mapping_is_file(p->map) || !p->data || from >= p->numel)
+    return 0; /* not heap
+                                                                                     memory */
+  if (count > p->numel - from) count = p->numel - from;
+  const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+  const uintptr_t a = ((uintptr_t)(p->data + from) + pg - 1) & ~(pg - 1);
+  const uintptr_t e = (uintptr_t)(p->data + from + count) & ~(pg - 1);
+  if (e <= a || madvise((void *)a, e - a, MADV_DONTNEED)) return 0;
+  return e - a;
+}
+
+size_t strop__param_drop_pages(const strop__param *p) {
+  return strop__param_drop_range(p, 0, p->numel);
+}
+
 void strop__param_drop_values(strop__param *p) {
   if (p->map) {
     strop__mapping_unref(p->map);
@@ -171,6 +189,7 @@ void strop__param_drop_values(strop__param *p) {
     strop__lowp_free(&p->lowp);
   }
   strop__lowp_free(&p->shadow); /* made from the values dropped */
+  p->shadow_released = 0;
   p->data = NULL;
 }
 

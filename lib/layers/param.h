@@ -40,6 +40,8 @@ typedef struct strop__param {
                              compute dtype read (layers/compute.c), owned, never copied (a
                              clone makes its own); dtype 0 when there is none */
   int shadow_version;        /* the version shadow was made from: stale when it differs */
+  size_t shadow_released;    /* bytes of a frozen weight's mapped pages handed back because the
+                             products read only shadow (strop__param_drop_pages); 0 else */
   strop__mapping *map;       /* non-NULL: a frozen weight borrowed from a memory-mapped file
                              (one reference held): data (FP32) or lowp.v (BF16) points into
                              the read-only mapping, unaligned to 64 bytes (4 or 2 bytes only;

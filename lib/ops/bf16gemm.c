@@ -582,15 +582,35 @@ void strop__bf16_sgemm_serial(int ta, int tb, int64_t m, int64_t n, int64_t k, f
 
 #endif
 
+/* chunks [lo, hi) of 32 output channels of par_for's range [0, hi - lo), moved on by F->at */
+typedef struct panel_part {
+  const panel_fill *F;
+  int64_t at;
+} panel_part;
+
+static void fill_panels_part(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  const panel_part *P = ctx;
+  (fill_avx512() ? fill_panels_avx512 : fill_panels_scalar)((void *)P->F, P->at + lo, P->at + hi,
+                                                            chunk);
+}
+
+void strop__bf16_shadow_fill_blocks(strop__lowp *q, const float *w, int64_t lo, int64_t hi) {
+  /* split across threads by blocks of 32 output channels */
+  const int64_t out = q->scale_cols ? q->cols : q->rows, in = q->scale_cols ? q->rows : q->cols;
+  const int64_t blocks = (out + 31) / 32;
+  if (hi > blocks) hi = blocks;
+  if (lo >= hi) return;
+  const panel_fill F = {q, w, out, in, (in + 31) / 32 * 16};
+  const panel_part P = {&F, lo};
+  /* at least 64K weights a chunk: GPT-2's 768-wide outputs (24 panels) split too — at 16
+   * panels a chunk their copies ran on one thread after each optimizer step */
+  const int64_t per = 32 * in, grain = strop__split_passes ? (65536 + per - 1) / per : 16;
+  strop__par_for(hi - lo, grain, fill_panels_part, (void *)&P);
+}
+
 void strop__bf16_shadow_fill(strop__lowp *q, const float *w) {
-  if (q->panels) { /* split across threads by blocks of 32 output channels */
-    const int64_t out = q->scale_cols ? q->cols : q->rows, in = q->scale_cols ? q->rows : q->cols;
-    panel_fill F = {q, w, out, in, (in + 31) / 32 * 16};
-    /* at least 64K weights a chunk: GPT-2's 768-wide outputs (24 panels) split too — at 16
-     * panels a chunk their copies ran on one thread after each optimizer step */
-    const int64_t per = 32 * in, grain = strop__split_passes ? (65536 + per - 1) / per : 16;
-    strop__par_for((out + 31) / 32, grain,
-                   fill_avx512() ? fill_panels_avx512 : fill_panels_scalar, &F);
+  if (q->panels) {
+    strop__bf16_shadow_fill_blocks(q, w, 0, INT64_MAX);
     return;
   }
   if (!q->scale_cols) strop__bf16_round_n(w, q->v, (size_t)q->rows * (size_t)q->cols);

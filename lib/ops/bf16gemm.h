@@ -19,6 +19,9 @@ void strop__bf16_round_f32(const float *x, float *out, size_t n);
  * transposed when q->scale_cols; or with q->panels in the kernel's panels (v then of
  * strop__bf16_panels_bytes), so that its products pack nothing. */
 void strop__bf16_shadow_fill(strop__lowp *q, const float *w);
+/* The panels of output channels [32 lo, 32 hi) only (q->panels; the same values as the whole
+ * fill makes there): a weight can then be read, and let go of, a part at a time. */
+void strop__bf16_shadow_fill_blocks(strop__lowp *q, const float *w, int64_t lo, int64_t hi);
 
 /* C[m, n] = op(A)[m, k] op(B)[k, n] + beta C, op(A)(i, t) = ta ? a[t lda + i] : a[i lda + t],
  * op(B)(t, j) = tb ? b[j ldb + t] : b[t ldb + j]; both FP32 operands rounded to BF16 (nearest

@@ -85,7 +85,8 @@ typedef struct step_figures {
   size_t fold; /* frozen batch norms folded into the frozen weights before them (conv): the
                   folded copies, made by the step's first forward and kept with the model */
   /* the mapped weights' pages handed back beyond the bytes of what stands in for them (a
-   * frozen conv's weight kept packed in BF16 instead of its folded copy): out of the peak */
+   * frozen conv's weight kept packed in BF16 instead of its folded copy, a frozen weight's BF16
+   * shadow, counted in shadow): out of the peak */
   size_t unmapped;
   /* the BF16 copies of FP32 weights a model computing in BF16 multiplies with
    * (strop_model_set_compute_dtype), made by the first forward and kept */
@@ -133,7 +134,11 @@ static strop_status plan_figures(const char *fn, strop_model *m, int64_t batch,
     f->unmapped += rel > fb ? rel - fb : 0;
   }
   f->shadow = 0;
-  for (int i = 0; i < m->n_params; i++) f->shadow += strop__lowp_bytes(&m->params[i]->shadow);
+  for (int i = 0; i < m->n_params; i++) {
+    f->shadow += strop__lowp_bytes(&m->params[i]->shadow);
+    /* a mapped frozen weight the copy stands in for: its pages handed back at each step */
+    f->unmapped += m->params[i]->shadow_released;
+  }
   if (n2 == n1) {
     f->act_per_sample = (double)(a1 + o1) / (double)n1;
     f->act_fixed = 0;
@@ -319,7 +324,7 @@ strop_status strop_model_check_memory(strop_model *model, int64_t batch,
     }
   }
   /* the largest batch whose arena (at least its smallest chunk) fits beside the rest */
-  const double room = (double)limit -
+  const double room = (double)limit + (double)f.unmapped -
                       (double)(f.weights + f.fold + f.shadow + f.grads + f.optim + f.gemm);
   double fit = 0;
   if (room >= (double)strop__arena_footprint(0) && f.act_per_sample > 0)
