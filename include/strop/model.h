@@ -802,7 +802,11 @@ STROP_API int64_t strop_model_frozen_int8_group(const strop_model *model);
  *        the weight gradient dW = dy^T x, both weight layouts — multiply BF16 values with
  *        float32 sums (vdpbf16ps where the CPU has AVX512_BF16): x, dy and W rounded to
  *        nearest even, W through a BF16 copy made once per change of the weight (an optimizer
- *        step, a load), which strop_model_step_memory() counts. The products of `conv2d`
+ *        step, a load), which strop_model_step_memory() counts; a frozen weight borrowed from
+ *        a mapped file (::STROP_LOAD_MMAP) hands its file pages back once that copy is made,
+ *        so the copy takes their place in memory instead of adding to them (what reads the
+ *        float32 values later, a save or a float32 step, reads them from the file again,
+ *        the same values). The products of `conv2d`
  *        nodes too — forward, input gradient and weight gradient, frozen or trainable (a
  *        frozen trunk's folded batch norm included): the input (its columns), dy and the
  *        weight rounded to BF16 per call, the bias added and its gradient summed in float32;
