@@ -67,7 +67,9 @@
  * WINO_BF16=ab the BF16 3x3 stride-1 convs' forward direct and as Winograd F(2x2, 3x3)
  * (strop__conv_bf16_wino; not the same bits), WINO_BF16=0 direct; WINO_DX=ab their input
  * gradient direct and as the BF16 Winograd forward of dy (strop__conv_bf16_wino_dx; not the
- * same bits), WINO_DX=0 direct.
+ * same bits), WINO_DX=0 direct. WEIGHT_CACHE=ab the trained weights' BF16 products packed per
+ * call and through their kept copies (strop_model_set_weight_cache; the same bits),
+ * WEIGHT_CACHE=0 packed per call.
  * BN_FUSE=ab alternates a batch norm and the relu after it run apart and the relu in the norm's
  * passes (strop__bn_fuse_relu, the same bits; BN_FUSE=0: apart), BN_ISA=ab the norms' group
  * sums in plain C and on AVX-512 (strop__bn_isa, the same bits; BN_ISA=c: plain C), BN_PATH=ab
@@ -329,6 +331,9 @@ static void set_bn_stage(strop_model *m, int on) { (void)m, strop__bn_stage = on
 static void set_wino_bf16(strop_model *m, int on) { (void)m, strop__conv_bf16_wino = on; }
 /* the BF16 input gradient of 3x3 stride-1 convs direct / as the BF16 Winograd forward of dy */
 static void set_wino_dx(strop_model *m, int on) { (void)m, strop__conv_bf16_wino_dx = on; }
+static void set_wcache(strop_model *m, int on) {
+  bench_must(strop_model_set_weight_cache(m, on), "weight cache");
+}
 
 /* mixed precision's cross-entropy exponentials in double / in single precision
  * (strop__ce_fp32; not the same bits: within 2 ulp) */
@@ -378,6 +383,7 @@ static const ab_switch AB[] = {
     {"BN_STAGE", "0", NULL, "rows", "staged", "bn_stage", set_bn_stage},
     {"WINO_BF16", "0", NULL, "direct", "winograd", "wino_bf16", set_wino_bf16},
     {"WINO_DX", "0", NULL, "direct", "winograd", "wino_dx", set_wino_dx},
+    {"WEIGHT_CACHE", "0", NULL, "packed_per_call", "kept", "weight_cache", set_wcache},
     {"CE_FP32", "0", NULL, "double", "single", "ce_fp32", set_ce_fp32},
     {"COMPUTE_DTYPE", NULL, "bf16", "f32", "bf16", "compute_dtype", set_dtype},
 };

@@ -1016,6 +1016,84 @@ static run train(strop_model *m, int steps, double lr) {
   return out;
 }
 
+/* The weight cache off (strop_model_set_weight_cache(m, 0)): the trained weights' BF16
+ * products pack them per call instead of reading kept copies, with the same bits — six Adam
+ * steps give the same losses and every parameter the same values as with the copies kept, for
+ * a full fine-tune in both weight layouts, LoRA (its frozen FP32 bases keep their copies) and a
+ * gated MLP, at 1 and 2 threads; the trained weights then hold no copy, and
+ * strop_model_step_memory plans at least half their bytes less. On the forced fallback the
+ * copies stay (the FP32 GEMM multiplies them) and so do the bits. */
+static strop_model *cache_model(int kind) {
+  if (kind < 2) return text_model(21, kind);
+  if (kind == 2) return lora_model(21);
+  const strop_test_node nodes[] = {
+      {"fc1", "linear", "out_features=48", NULL},
+      {"mlp", "gated_mlp", "intermediate_size=40 bias=true", NULL},
+      {"flat", "flatten", NULL, NULL},
+      {"head", "linear", "out_features=4", NULL},
+  };
+  return strop_test_build(2, IN, nodes, 4, 21);
+}
+
+START_TEST(weight_cache_same_bits) {
+  const int kind = _i % 4, threads = 1 + (_i / 4) % 2, path = _i / 8;
+  if (path == 0 && !strop__bf16_dot_enabled()) return;
+  ck_assert_int_eq(strop_set_num_threads(threads), STROP_OK);
+  strop__bf16_impl = path;
+  strop_model *on = cache_model(kind), *off = NULL;
+  OK(strop_model_set_compute_dtype(on, STROP_DTYPE_BF16));
+  OK(strop_model_clone(on, &off));
+  ck_assert_int_eq(strop_model_weight_cache(off), 1); /* the default */
+  OK(strop_model_set_weight_cache(off, 0));
+  ck_assert_int_eq(strop_model_weight_cache(off), 0);
+  size_t p_on = 0, p_off = 0;
+  const int64_t shape[2] = {T, D};
+  OK(strop_model_step_memory(on, 16, shape, 2, 2, NULL, &p_on));
+  OK(strop_model_step_memory(off, 16, shape, 2, 2, NULL, &p_off));
+  run a = train(on, 6, 1e-2), b = train(off, 6, 1e-2);
+  strop__bf16_impl = 0;
+  ck_assert_mem_eq(a.loss, b.loss, 6 * sizeof(float));
+  ck_assert_float_ne(a.loss[0], a.loss[5]); /* it trained */
+  size_t trained = 0;
+  int frozen_copies = 0;
+  ck_assert_int_eq(on->n_params, off->n_params);
+  for (int i = 0; i < on->n_params; i++) {
+    const strop__param *p = on->params[i], *q = off->params[i];
+    ck_assert_str_eq(p->name, q->name);
+    if (p->data) ck_assert_mem_eq(p->data, q->data, p->numel * sizeof(float));
+    if (p->trainable && p->shadow.dtype) {
+      trained += strop__lowp_bytes(&p->shadow);
+      /* packed per call: no copy, but on the fallback, which multiplies it */
+      ck_assert_int_eq(q->shadow.dtype, path ? STROP__LOWP_BF16 : 0);
+    }
+    if (!p->trainable && p->shadow.dtype) frozen_copies++, ck_assert(q->shadow.dtype);
+  }
+  ck_assert_uint_gt(trained, 0);
+  ck_assert_int_eq(frozen_copies, kind == 2 ? 2 : 0); /* LoRA's two frozen bases keep theirs */
+  if (path == 0) ck_assert_uint_le(p_off + trained / 2, p_on);
+  else ck_assert_uint_eq(p_off, p_on);
+  strop_model *c = NULL; /* a clone keeps the setting */
+  OK(strop_model_clone(off, &c));
+  ck_assert_int_eq(strop_model_weight_cache(c), 0);
+  strop_model_free(c);
+  /* back on: the copies are made again, and it goes on with the same bits */
+  OK(strop_model_set_weight_cache(off, 1));
+  a = train(on, 2, 1e-2), b = train(off, 2, 1e-2);
+  ck_assert_mem_eq(a.loss, b.loss, 2 * sizeof(float));
+  strop_model_free(on);
+  strop_model_free(off);
+  ck_assert_int_eq(strop_set_num_threads(1), STROP_OK);
+  /* the arguments */
+  ck_assert_int_eq(strop_model_set_weight_cache(NULL, 0), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_weight_cache(NULL), -1);
+  strop_model *m = text_model(1, 0);
+  ck_assert_int_eq(strop_model_set_weight_cache(m, 2), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "0 or 1, got 2"));
+  ck_assert_int_eq(strop_model_weight_cache(m), 1);
+  strop_model_free(m);
+}
+END_TEST
+
 /* A full fine-tune (every linear trains in BF16) and a LoRA one (the FP32 base multiplies in
  * BF16) follow FP32's loss curve, on both paths: every step within 0.03 of the FP32 loss, and
  * the model learns. */
@@ -2154,6 +2232,7 @@ static Suite *suite(void) {
   suite_add_tcase(s, c);
   c = tcase_create("train");
   tcase_add_loop_test(c, finetune_close, 0, 4);
+  tcase_add_loop_test(c, weight_cache_same_bits, 0, 16);
   tcase_add_test(c, loss_exponentials_follow_the_dtype);
   suite_add_tcase(s, c);
   c = tcase_create("conv");

@@ -1038,15 +1038,18 @@ END_TEST
 /* model.frozen_dtype: the weights a stage freezes are held in it; a bad word is refused. */
 /* model.compute_dtype: bf16 trains the linear products in BF16 (the model records it), with
  * losses near FP32's (each stage's test loss within 0.05; restore_best puts the best weights
- * back, whose BF16 copies follow); f32 is the default; other words are refused naming the key. */
+ * back, whose BF16 copies follow); f32 is the default; other words are refused naming the key.
+ * model.weight_cache: false packs the trained weights per product (the model records it), the
+ * same losses as bf16's bit for bit; a non-boolean is refused naming the key. */
 START_TEST(compute_dtype_key) {
   make_files();
-  double loss[2][2];
-  static const char *const words[] = {"f32", "bf16"};
-  for (int k = 0; k < 2; k++) {
+  double loss[3][2];
+  static const char *const words[] = {"f32", "bf16", "bf16"};
+  for (int k = 0; k < 3; k++) {
     strop_recipe *r = NULL;
     ck_assert_int_eq(strop_recipe_load_string(RECIPE, g_dir, &r), STROP_OK);
     if (k) ck_assert_int_eq(strop_recipe_set(r, "model.compute_dtype", words[k]), STROP_OK);
+    if (k == 2) ck_assert_int_eq(strop_recipe_set(r, "model.weight_cache", "false"), STROP_OK);
     strop_run_options o;
     strop_run_options_init(&o);
     o.mode = STROP_RUN_TRAIN;
@@ -1054,7 +1057,8 @@ START_TEST(compute_dtype_key) {
     o.baselines = 0;
     strop_run *run = NULL;
     ck_assert_msg(strop_recipe_run(r, &o, &run) == STROP_OK, "%s", strop_last_error());
-    ck_assert_int_eq(strop_model_compute_dtype(strop_run_model(run)), k);
+    ck_assert_int_eq(strop_model_compute_dtype(strop_run_model(run)), k ? 1 : 0);
+    ck_assert_int_eq(strop_model_weight_cache(strop_run_model(run)), k != 2);
     for (int st = 0; st < 2; st++) {
       loss[k][st] = strop_run_stage_metric(run, st, STROP_METRIC_LOSS);
       ck_assert(isfinite(loss[k][st]));
@@ -1062,9 +1066,18 @@ START_TEST(compute_dtype_key) {
     strop_run_free(run);
     strop_recipe_free(r);
   }
-  for (int st = 0; st < 2; st++)
+  for (int st = 0; st < 2; st++) {
     ck_assert_msg(fabs(loss[0][st] - loss[1][st]) <= 0.05, "stage %d: f32 %g, bf16 %g", st,
                   loss[0][st], loss[1][st]);
+    ck_assert_double_eq(loss[1][st], loss[2][st]); /* the weight cache off: the same bits */
+  }
+  {
+    strop_recipe *r = NULL;
+    ck_assert_int_eq(strop_recipe_load_string(RECIPE, g_dir, &r), STROP_OK);
+    ck_assert_int_ne(strop_recipe_set(r, "model.weight_cache", "sometimes"), STROP_OK);
+    ck_assert_ptr_nonnull(strstr(strop_last_error(), "weight_cache"));
+    strop_recipe_free(r);
+  }
   static const char *const bad[] = {"fp16", "int8"};
   for (int k = 0; k < 2; k++) {
     strop_recipe *r = NULL;

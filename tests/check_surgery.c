@@ -14,6 +14,7 @@
 #include "harness.h"
 #include "io/safetensors.h"
 #include "layers/lora.h"
+#include "ops/lowp.h"
 #include "strop/strop.h"
 #include "surgery/surgery_impl.h"
 #include "testutil.h"
@@ -1925,6 +1926,20 @@ START_TEST(step_memory_errors_and_advice) {
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "activation checkpointing"));
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "a batch of "));
   ck_assert_int_eq(strop_model_get_checkpointing(m, NULL, 0), 0); /* still off */
+  /* computing in BF16 on vdpbf16ps, the trained weights' copies are named with what they take;
+   * packed per call, the peak is lower and they are no longer named */
+  OK(strop_model_set_compute_dtype(m, STROP_DTYPE_BF16));
+  OK(strop_model_step_memory(m, 4096, NULL, 0, 2, &act, &peak));
+  ck_assert_int_eq(strop_model_check_memory(m, 4096, NULL, 0, 2, peak - 1), STROP_E_NOMEM);
+  const int dot = strop__bf16_dot_enabled();
+  ck_assert_int_eq(strstr(strop_last_error(), "strop_model_set_weight_cache(model, 0)") != NULL,
+                   dot);
+  size_t lean = 0;
+  OK(strop_model_set_weight_cache(m, 0));
+  OK(strop_model_step_memory(m, 4096, NULL, 0, 2, &act, &lean));
+  if (dot) ck_assert_uint_lt(lean, peak);
+  ck_assert_int_eq(strop_model_check_memory(m, 4096, NULL, 0, 2, lean - 1), STROP_E_NOMEM);
+  ck_assert_ptr_null(strstr(strop_last_error(), "strop_model_set_weight_cache"));
   strop_model_free(m);
 }
 END_TEST

@@ -844,6 +844,36 @@ STROP_API STROP_NODISCARD strop_status strop_model_set_compute_dtype(strop_model
 STROP_API int strop_model_compute_dtype(const strop_model *model);
 
 /**
+ * @brief Whether the weights that train keep their BF16 copy between products (the weight
+ *        cache of a model computing in BF16, strop_model_set_compute_dtype(); PyTorch's
+ *        `torch.autocast(cache_enabled=...)`). On (1, the default): every float32 weight a
+ *        BF16 product reads keeps a BF16 copy, made once per change of the weight and read by
+ *        the forward and the input gradient. Off (0): only frozen weights keep theirs (they
+ *        never change; a frozen weight borrowed from a mapped file hands its pages back for
+ *        it); a weight that trains is rounded to BF16 as each of its products packs it, the
+ *        way the weight gradient's operands are. The results are the same bits either way;
+ *        off takes 2 bytes per trained weight less from the forward to the backward (GPT-2
+ *        small's full fine-tune: 284 MB of its 2.6 GB peak) for products a little slower
+ *        (about 1% of its step on AVX512_BF16; docs/performance.md). Where the CPU lacks
+ *        AVX512_BF16 the copies are kept either way: the exact fallback multiplies them.
+ *        strop_model_step_memory() counts what the setting keeps. Setting 0 gives the trained
+ *        weights' copies back now. Recipe key `model.weight_cache`.
+ * @param[in,out] model   A model (finalized or not).
+ * @param[in]     enabled 1 (keep every copy) or 0 (only the frozen weights').
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL model, @p enabled not 0 or 1; the model is then
+ *         unchanged). Not thread-safe on one model. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_set_weight_cache(strop_model *model,
+                                                                    int enabled);
+
+/**
+ * @brief The model's weight cache setting (strop_model_set_weight_cache()).
+ * @param[in] model The model.
+ * @return 1 or 0; -1 for NULL. Thread-safe (reads only). @since 0.2
+ */
+STROP_API int strop_model_weight_cache(const strop_model *model);
+
+/**
  * @brief Whether the named parameter is trainable.
  * @param[in] model The model.
  * @param[in] name  A parameter's state_dict name.

@@ -52,6 +52,9 @@ struct strop_model {
                          (strop_model_set_frozen_int8_group) */
   int compute_dtype;  /* STROP_DTYPE_F32 or _BF16: the precision of linear and conv products
                          (strop_model_set_compute_dtype; layers read it from strop__exec) */
+  int weight_cache;   /* 1 (the default): a trained FP32 weight a BF16 product reads keeps its
+                         BF16 copy until it changes; 0: only frozen ones do
+                         (strop_model_set_weight_cache; layers read it from strop__exec) */
   /* parameter index over all nodes, rebuilt by strop__model_reindex */
   strop__param **params;
   int n_params;

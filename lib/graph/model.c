@@ -30,6 +30,7 @@ strop_status strop_model_create(int rank, const int64_t *input_shape, strop_mode
   strop__arena_init(&m->arena);
   strop__rng_seed(&m->rng, 0, 0);
   m->keep_act = -1;
+  m->weight_cache = 1;
   *out = m;
   return STROP_OK;
 }
@@ -852,6 +853,21 @@ strop_status strop_model_set_compute_dtype(strop_model *m, int dtype) {
 
 int strop_model_compute_dtype(const strop_model *m) { return m ? m->compute_dtype : -1; }
 
+strop_status strop_model_set_weight_cache(strop_model *m, int enabled) {
+  static const char fn[] = "strop_model_set_weight_cache";
+  if (!m) return strop__err(STROP_E_INVALID_ARG, "%s: model is NULL", fn);
+  if (enabled != 0 && enabled != 1)
+    return strop__err(STROP_E_INVALID_ARG, "%s: enabled must be 0 or 1, got %d", fn, enabled);
+  m->weight_cache = enabled;
+  if (!enabled) /* the trained weights' copies are of no more use; the frozen ones' stay */
+    for (int i = 0; i < m->n_nodes; i++)
+      for (int j = 0; j < m->nodes[i].n_params; j++)
+        if (m->nodes[i].params[j].trainable) strop__lowp_free(&m->nodes[i].params[j].shadow);
+  return STROP_OK;
+}
+
+int strop_model_weight_cache(const strop_model *m) { return m ? m->weight_cache : -1; }
+
 int64_t strop_model_get_checkpointing(const strop_model *m, char *buf, size_t cap) {
   static const char fn[] = "strop_model_get_checkpointing";
   if (!m) {
@@ -1452,6 +1468,7 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
                    .token_types = types,
                    .types_len = types_len,
                    .compute_dtype = m->compute_dtype,
+                   .weight_cache = m->weight_cache,
                    .group = m->probe ? NULL : m->group};
   m->input.data = (float *)input;
   m->input.n = n;
@@ -1939,6 +1956,7 @@ static strop__exec step_exec(strop_model *m) {
                    .token_types = m->step_types,
                    .types_len = m->step_types_len,
                    .compute_dtype = m->compute_dtype,
+                   .weight_cache = m->weight_cache,
                    .group = m->probe ? NULL : m->group};
   return x;
 }
@@ -2658,6 +2676,7 @@ static strop_status clone_model(strop_model *share_src, const strop_model *src,
   m->frozen_dtype = src->frozen_dtype;
   m->int8_group = src->int8_group;
   m->compute_dtype = src->compute_dtype;
+  m->weight_cache = src->weight_cache;
   if (src->ckpt_pattern && !(m->ckpt_pattern = strop__strdup(src->ckpt_pattern))) goto oom;
   if (strop__meta_copy(&m->meta, &src->meta, fn)) goto oom;
   if (m->finalized && (s = strop__model_reindex(m))) {

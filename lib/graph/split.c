@@ -74,6 +74,7 @@ strop_status strop__model_split_head(const strop_model *m, int cut, strop_model 
   h->frozen_dtype = m->frozen_dtype;
   h->int8_group = m->int8_group;
   h->compute_dtype = m->compute_dtype;
+  h->weight_cache = m->weight_cache;
   *out = h;
   return STROP_OK;
 }

@@ -247,7 +247,7 @@ static strop_status proj_forward(const strop__node *n, const strop__exec *ex, in
   dims_of(n->cfg, i, &in, &out);
   strop__param *p = strop__node_p(n, SLOT_W(i));
   if (w && w == p->data && strop__compute_bf16(ex, p)) /* the model computes in BF16 */
-    return strop__linear_forward_c(n, p, x, bias_of(n, i), y, m, in, out, 0);
+    return strop__linear_forward_c(n, ex, p, x, bias_of(n, i), y, m, in, out, 0);
   if (w) {
     strop__linear_forward_ex(x, w, bias_of(n, i), y, m, in, out, 0);
     return STROP_OK;
@@ -266,7 +266,7 @@ static strop_status proj_backward(const strop__node *n, const strop__exec *ex, i
   dims_of(n->cfg, i, &in, &out);
   strop__param *p = strop__node_p(n, SLOT_W(i));
   if (w && w == p->data && strop__compute_bf16(ex, p))
-    return strop__linear_backward_c(n, p, x, dy, dx, gw, gb, m, in, out,
+    return strop__linear_backward_c(n, ex, p, x, dy, dx, gw, gb, m, in, out,
                                     assign_dx ? STROP__LB_ASSIGN_DX : 0, NULL);
   if (w) {
     strop__linear_backward(x, w, dy, dx, gw, gb, m, in, out, assign_dx ? STROP__LB_ASSIGN_DX : 0);

@@ -225,6 +225,8 @@ typedef struct strop__exec {
                                weight is held in FP32, and conv2d's (ops/conv.h's bf16), run
                                on BF16 values with FP32 sums
                                (strop_model_set_compute_dtype; layers/compute.c) */
+  int weight_cache;         /* 0: a trained weight's BF16 products pack it from FP32 per call,
+                               no copy kept (strop_model_set_weight_cache; layers/compute.c) */
   /* forward and backward of a fused chain whose first node's output is read beyond the chain
    * too (vtable `fuse`, shared > 0): that output, which the forward writes beside the chain's
    * last and the backward may read; NULL otherwise */
@@ -383,17 +385,19 @@ int strop__compute_bf16(const strop__exec *x, const strop__param *w);
  * w->data when missing or stale (w->version moved on, a layout change, or w handed out as a
  * writable view) and kept in w->shadow; NULL when out of memory. */
 const strop__lowp *strop__param_shadow(strop__param *w, int scale_cols);
-/* y = x W^T + b and the backward (dx, dw, db: any may be NULL; assign: STROP__LB_* of
+/* y = xin W^T + b and the backward (dx, dw, db: any may be NULL; assign: STROP__LB_* of
  * ops/dense.h) of a linear-shaped layer on BF16 values (strop__linear_forward_bf16 / _backward_
- * bf16 through w's copy); STROP_E_NOMEM naming the node, nothing written. The backward sets
+ * bf16 through w's copy; a trained w packed per call instead when x's weight cache is off, the
+ * same bits); STROP_E_NOMEM naming the node, nothing written. The backward sets
  * *finite (when non-NULL) as strop__linear_backward_bf16_seen does: 1 when dw (and db) were
  * written outright and seen finite, so that the layer may mark them grad_checked. */
-strop_status strop__linear_forward_c(const strop__node *n, strop__param *w, const float *x,
-                                     const float *b, float *y, int64_t m, int64_t in, int64_t out,
-                                     int w_in_out);
-strop_status strop__linear_backward_c(const strop__node *n, strop__param *w, const float *x,
-                                      const float *dy, float *dx, float *dw, float *db, int64_t m,
-                                      int64_t in, int64_t out, unsigned assign, int *finite);
+strop_status strop__linear_forward_c(const strop__node *n, const strop__exec *x, strop__param *w,
+                                     const float *xin, const float *b, float *y, int64_t m,
+                                     int64_t in, int64_t out, int w_in_out);
+strop_status strop__linear_backward_c(const strop__node *n, const strop__exec *x, strop__param *w,
+                                      const float *xin, const float *dy, float *dx, float *dw,
+                                      float *db, int64_t m, int64_t in, int64_t out,
+                                      unsigned assign, int *finite);
 /* A node's param by suffix ("weight"), or NULL: for code outside the node's layer. */
 strop__param *strop__node_param(strop__node *n, const char *suffix);
 /* The storage p would take as the model's frozen dtype `dtype` (STROP__LOWP_*): dtype for a

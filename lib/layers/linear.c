@@ -162,7 +162,7 @@ static strop_status linear_forward(strop__node *n, const strop__exec *x, const s
       in[0].shape.d[0] > 1)
     return last_rows(n, x, w, b, &in[0], out->data);
   if (strop__compute_bf16(x, w)) /* the model computes in BF16 (layers/compute.c) */
-    return strop__linear_forward_c(n, w, in[0].data, b ? b->data : NULL, out->data,
+    return strop__linear_forward_c(n, x, w, in[0].data, b ? b->data : NULL, out->data,
                                    linear_rows(&in[0]), c->in_features, c->out_features,
                                    c->layout == LAYOUT_IN_OUT);
   return strop__linear_forward_w(n, w, in[0].data, b ? b->data : NULL, out->data,
@@ -186,7 +186,7 @@ static strop_status linear_backward(strop__node *n, const strop__exec *x, const 
                           (c->layout == LAYOUT_IN_OUT ? STROP__LB_W_IN_OUT : 0);
   if (strop__compute_bf16(x, w)) { /* the model computes in BF16 (layers/compute.c) */
     int seen = 0;
-    const strop_status st = strop__linear_backward_c(n, w, in[0].data, dout, din[0], dw, db,
+    const strop_status st = strop__linear_backward_c(n, x, w, in[0].data, dout, din[0], dw, db,
                                                      linear_rows(&in[0]), c->in_features,
                                                      c->out_features, assign, &seen);
     if (!st && seen) { /* as the FP32 path's below */

@@ -421,6 +421,16 @@ static strop_status set_compute_dtype(ctx *c, strop_model *m) {
   return STROP_OK; /* absent (the schema checked the word) */
 }
 
+/* model.weight_cache: false packs the trained weights' BF16 products per call instead of
+ * keeping their copies (true, the default) */
+static strop_status set_weight_cache(ctx *c, strop_model *m) {
+  const strop__ynode *msec = section(c->r, "model");
+  int on = 1;
+  strop_status s = msec ? strop__rd_bool(c->r, msec, "weight_cache", &on) : STROP_OK;
+  if (!s && !on && (s = strop_model_set_weight_cache(m, 0))) return fail(s, "model.weight_cache");
+  return s;
+}
+
 /* ---- surgery ---- */
 static strop_status apply_surgery(ctx *c, strop_model *m, const strop__ynode *ops, uint64_t seed,
                                   const char *where) {
@@ -1772,6 +1782,7 @@ strop_status strop_recipe_run(const strop_recipe *r, const strop_run_options *us
   if (!s) s = apply_surgery(&c, m, section(r, "surgery"), c.seed + 17, "surgery");
   if (!s) s = set_checkpointing(&c, m);
   if (!s) s = set_compute_dtype(&c, m);
+  if (!s) s = set_weight_cache(&c, m);
   if (!s) s = check_head(&c, m);
   if (!s) s = record_meta(&c, m);
   s = agree(&c, s, "loading the model and the data");

@@ -7,6 +7,7 @@
 #  include <malloc.h>
 #endif
 
+#include "ops/lowp.h"
 #include "ops/ops.h"
 #include "strop/runtime.h"
 #include "surgery/surgery_impl.h"
@@ -322,6 +323,21 @@ strop_status strop_model_check_memory(strop_model *model, int64_t batch,
                          mb(g.act, a, sizeof a), mb(figures_peak(&g), b, sizeof b),
                          figures_peak(&g) <= limit ? ", which fits" : "");
     }
+  }
+  /* the trained weights' BF16 copies, when they are kept: packed per call instead (on
+   * vdpbf16ps; the exact fallback keeps them either way) */
+  size_t trained_copies = 0;
+  for (int i = 0; i < model->n_params; i++)
+    if (model->params[i]->trainable)
+      trained_copies += strop__lowp_bytes(&model->params[i]->shadow);
+  if (model->weight_cache && trained_copies && strop__bf16_dot_enabled()) {
+    const size_t lean = peak > trained_copies ? peak - trained_copies : 0;
+    strop__sbuf_printf(&t,
+                       " the trained weights' BF16 copies packed per call instead of kept "
+                       "(strop_model_set_weight_cache(model, 0), recipe key model.weight_cache: "
+                       "false; the same results, a little slower) take %s off (peak %s%s);",
+                       mb(trained_copies, a, sizeof a), mb(lean, b, sizeof b),
+                       lean <= limit ? ", which fits" : "");
   }
   /* the largest batch whose arena (at least its smallest chunk) fits beside the rest */
   const double room = (double)limit + (double)f.unmapped -

@@ -1286,6 +1286,22 @@ bf16_curves)
     STROP_BF16_FALLBACK=$fb "$strop" finetune "$src/examples/text/adapt-full.yaml" --epochs 2 \
       --quiet "$@" > "$work/text-$run.txt" 2>&1 || fail "text $run: $(cat "$work/text-$run.txt")"
   done
+  # the trained weights' BF16 copies packed per call instead of kept (model.weight_cache:
+  # false): the same losses bit for bit, and the report says so
+  "$strop" finetune "$src/examples/text/adapt-full.yaml" --epochs 2 --quiet \
+    --set data.path="$work/text/startrek.jsonl" --set output.dir="$work/text-packed" \
+    --set output.metrics=metrics.csv --set model.compute_dtype=bf16 \
+    --set model.weight_cache=false > "$work/text-packed.txt" 2>&1 ||
+    fail "text packed: $(cat "$work/text-packed.txt")"
+  grep -q "^precision:  products in bf16 with f32 sums, weight cache off$" "$work/text-packed.txt" ||
+    fail "the packed run's report does not say so: $(cat "$work/text-packed.txt")"
+  # (every column but the last, the seconds)
+  cut -d, -f1-8 "$work/text-bf16/metrics.csv" > "$work/text-bf16.losses"
+  cut -d, -f1-8 "$work/text-packed/metrics.csv" > "$work/text-packed.losses"
+  grep -q "train_loss" "$work/text-packed.losses" && [ "$(wc -l < "$work/text-packed.losses")" -ge 3 ] ||
+    fail "no losses in $(cat "$work/text-packed/metrics.csv")"
+  cmp "$work/text-bf16.losses" "$work/text-packed.losses" > /dev/null ||
+    fail "weight_cache false changed the losses: $(diff "$work/text-bf16.losses" "$work/text-packed.losses")"
   # the report says what is not float32
   grep -q "^precision:  products in bf16 with f32 sums$" "$work/fashion-bf16.txt" ||
     fail "the BF16 run's report does not say so: $(cat "$work/fashion-bf16.txt")"

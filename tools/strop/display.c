@@ -188,7 +188,9 @@ void tool_report_text(FILE *f, const strop_recipe *r, strop_run *run) {
   static const char *const dtypes[] = {"f32", "bf16", "int8"};
   const strop_model *m = strop_run_model(run);
   const int cd = m ? strop_model_compute_dtype(m) : 0, fd = m ? strop_model_frozen_dtype(m) : 0;
-  if (cd > 0 && cd <= 2) fprintf(f, "precision:  products in %s with f32 sums", dtypes[cd]);
+  if (cd > 0 && cd <= 2)
+    fprintf(f, "precision:  products in %s with f32 sums%s", dtypes[cd],
+            m && !strop_model_weight_cache(m) ? ", weight cache off" : "");
   if (fd > 0 && fd <= 2)
     fprintf(f, "%sfrozen weights held in %s",
             cd > 0 && cd <= 2 ? "; " : "precision:  ", dtypes[fd]);
