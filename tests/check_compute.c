@@ -2036,12 +2036,13 @@ END_TEST
 /* The models the compute dtype reaches, each computing in BF16: 0 linears (with GELU), 1 LoRA on
  * a BF16-held base, 2 LoRA on an int8-held base (per-group scales), 3 an attention layer, 4 a
  * CNN training whole (batch norm in train mode, max-pool), 5 the CNN with its first conv and
- * norm frozen (folded, with the relu and pool in its epilogue). */
-enum { ALLOC_MODELS = 6, AN = 6 };
+ * norm frozen (folded, with the relu and pool in its epilogue), 6 the linears of 0 with the
+ * weight cache off (the trained weights packed per product). */
+enum { ALLOC_MODELS = 7, AN = 6 };
 
 static strop_model *alloc_model(int which) {
   strop_model *m = NULL;
-  if (which == 0) m = text_model(21, 1);
+  if (which == 0 || which == 6) m = text_model(21, 1);
   else if (which <= 2) {
     m = lora_model(21);
     if (which == 2) OK(strop_model_set_frozen_int8_group(m, 16));
@@ -2056,6 +2057,7 @@ static strop_model *alloc_model(int which) {
     m = strop_test_build(2, IN, nodes, 4, 21);
   } else m = cnn_model(21, which == 5, 0);
   OK(strop_model_set_compute_dtype(m, STROP_DTYPE_BF16));
+  if (which == 6) OK(strop_model_set_weight_cache(m, 0));
   return m;
 }
 
@@ -2116,7 +2118,7 @@ static float *alloc_state(const arig *r, size_t *n_out) {
 
 static void alloc_batch(int which, float *x, float *y, strop_tensor **tx, strop_tensor **ty) {
   const int64_t yd[1] = {AN};
-  if (which >= 4) {
+  if (which == 4 || which == 5) {
     const size_t nx = (size_t)(AN * CIN[0] * CIN[1] * CIN[2]);
     for (size_t i = 0; i < nx; i++)
       x[i] = (float)(sin(0.37 * (double)i) + cos(2.9 * (double)(i * i % 101)));
