@@ -1775,17 +1775,21 @@ static int asan_build(void) {
 #endif
 }
 
-/* RssAnon of this process in kB (Linux), or -1. */
-static long rss_anon_kb(void) {
+/* A line of this process's /proc/self/status in kB ("RssAnon", "RssFile"; Linux), or -1. */
+static long status_kb(const char *key) {
   FILE *f = fopen("/proc/self/status", "r");
   if (!f) return -1;
   char line[256];
   long kb = -1;
+  const size_t n = strlen(key);
   while (fgets(line, sizeof line, f))
-    if (sscanf(line, "RssAnon: %ld kB", &kb) == 1) break;
+    if (!strncmp(line, key, n) && line[n] == ':' && sscanf(line + n + 1, "%ld kB", &kb) == 1)
+      break;
   fclose(f);
   return kb;
 }
+
+static long rss_anon_kb(void) { return status_kb("RssAnon"); }
 
 START_TEST(mmap_frozen_base_not_resident) {
   /* AddressSanitizer keeps freed memory in quarantine: RSS says nothing there (the byte
@@ -1829,17 +1833,8 @@ START_TEST(mmap_frozen_base_not_resident) {
 }
 END_TEST
 
-/* RssFile of this process in kB (the mapped files' pages it has mapped in), or -1. */
-static long rss_file_kb(void) {
-  FILE *f = fopen("/proc/self/status", "r");
-  if (!f) return -1;
-  char line[256];
-  long kb = -1;
-  while (fgets(line, sizeof line, f))
-    if (sscanf(line, "RssFile: %ld kB", &kb) == 1) break;
-  fclose(f);
-  return kb;
-}
+/* the mapped files' pages this process has mapped in, in kB, or -1 */
+static long rss_file_kb(void) { return status_kb("RssFile"); }
 
 /* A model computing in BF16 reads a frozen FP32 weight borrowed from the mapped file through
  * its BF16 copy only: the file's pages are handed back once the copy is made (a step held
