@@ -86,6 +86,10 @@ strop__mapping *strop__mapping_ref(strop__mapping *m);
 void strop__mapping_unref(strop__mapping *m); /* NULL: a no-op */
 /* 1 when m maps a file (its pages are the page cache's), 0 for shared heap memory or NULL. */
 int strop__mapping_is_file(const strop__mapping *m);
+/* Hands the whole pages inside [p, p + bytes) of a private read-only file mapping back to the
+ * kernel (madvise MADV_DONTNEED): a later read faults them in again from the page cache, the
+ * same bytes. Returns the bytes handed back (0 when none, or when madvise refuses). */
+size_t strop__mapping_drop_pages(const void *p, size_t bytes);
 /* Shared heap memory with no other reference: frees m alone, so that its memory is its holder's
  * own again, and returns 1. Otherwise (a file, or still shared) 0, nothing changed. */
 int strop__mapping_unshare(strop__mapping *m);

@@ -3,7 +3,9 @@
  * parameters that borrow their values from it share one mapping, unmapped with the last; and
  * frozen parameters' own memory shared the same way by a model and a surgery plan's clone. */
 #include <stdatomic.h>
+#include <stdint.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "core.h"
 
@@ -29,6 +31,15 @@ strop__mapping *strop__mapping_share(void *values, void *aux) {
 }
 
 int strop__mapping_is_file(const strop__mapping *m) { return m && !m->heap; }
+
+size_t strop__mapping_drop_pages(const void *p, size_t bytes) {
+  const long pg = sysconf(_SC_PAGESIZE);
+  if (!p || pg <= 0) return 0;
+  const uintptr_t mask = (uintptr_t)pg - 1;
+  const uintptr_t a = ((uintptr_t)p + mask) & ~mask, e = ((uintptr_t)p + bytes) & ~mask;
+  if (e <= a || madvise((void *)a, e - a, MADV_DONTNEED)) return 0;
+  return e - a;
+}
 
 int strop__mapping_unshare(strop__mapping *m) {
   /* one reference: no other holder can take one meanwhile (a model is used by one thread) */

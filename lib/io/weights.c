@@ -3,8 +3,6 @@
  * name, load by name with dtype conversion, prefix remapping and a missing/unexpected report. */
 #include <stdio.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "graph/graph.h"
 #include "io/io_internal.h"
@@ -95,15 +93,6 @@ typedef struct pending {
   float *fresh;        /* owned memory for a parameter that has none of its own yet */
   int lowp_target;     /* or the BF16 / int8 storage it is read into, having none yet */
 } pending;
-
-/* Tells the kernel the mapped pages wholly inside tensor t are not needed now (a private
- * read-only file mapping: a later read faults them in again from the page cache). */
-static void drop_pages(const strop__st_tensor *t) {
-  const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-  const uintptr_t lo = ((uintptr_t)t->data + page - 1) & ~(page - 1);
-  const uintptr_t hi = ((uintptr_t)t->data + t->nbytes) & ~(page - 1);
-  if (t->data && page && hi > lo) (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
-}
 
 static int host_le(void) {
   const uint16_t one = 1;
@@ -370,7 +359,7 @@ strop_status strop__model_load_files(const char *fn, strop_model *m,
       if (st != STROP_OK) goto done; /* out of memory in read_lowp; else not reached */
       /* the file's pages of a tensor that was copied are not kept in this process's RSS for
        * as long as other tensors borrow from the mapping (they are read again on demand) */
-      if (q->file->map) drop_pages(q->t);
+      if (q->file->map) (void)strop__mapping_drop_pages(q->t->data, q->t->nbytes);
     }
     p->version++;
   }

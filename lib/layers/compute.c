@@ -3,8 +3,6 @@
  * weight's BF16 copy, kept until the weight's version changes, and the products through it. A
  * weight borrowed from a mapped file gives its pages back once the copy is made: the copy
  * stands in for it in memory as in the products. */
-#include <string.h>
-
 #include "layers/layer.h"
 #include "ops/bf16gemm.h"
 #include "ops/dense.h"
@@ -80,18 +78,9 @@ strop_status strop__linear_forward_c(const strop__node *n, const strop__exec *x,
                                      int64_t in, int64_t out, int w_in_out) {
   if (packed_per_call(x, w) && m > 0) {
     strop__lowp_free(&w->shadow); /* (one made while the cache was on) */
-    void *work = strop__lowp_scratch_take(strop__bf16_gemm_f32_scratch(m, out, in));
-    if (!work) return nomem(n, w, "product");
-    float beta = 0.0f;
-    if (b) { /* the bias first, the products added to it: as the held product's */
-      for (int64_t i = 0; i < m; i++) memcpy(y + i * out, b, (size_t)out * sizeof *b);
-      beta = 1.0f;
-    }
-    /* y = x W^T: W [out, in] is op(B) transposed, [in, out] op(B) as it is */
-    strop__bf16_gemm_f32(0, !w_in_out, m, out, in, xin, in, w->data, w_in_out ? out : in, beta, y,
-                         out, work);
-    strop__lowp_scratch_give(work);
-    return STROP_OK;
+    return strop__linear_forward_bf16_packed(xin, w->data, b, y, m, in, out, w_in_out)
+               ? nomem(n, w, "product")
+               : STROP_OK;
   }
   const strop__lowp *q = strop__param_shadow(w, w_in_out);
   if (!q || strop__linear_forward_bf16(xin, q, b, y, m, in, out)) return nomem(n, w, "product");
@@ -104,14 +93,12 @@ strop_status strop__linear_backward_c(const strop__node *n, const strop__exec *x
                                       unsigned assign, int *finite) {
   const strop__lowp *q = NULL;
   if (finite) *finite = 0;
-  if (dx && packed_per_call(x, w) && m > 0) { /* dx = dy W: [out, in] as it is, else W^T */
-    const int w_in_out = (assign & STROP__LB_W_IN_OUT) != 0;
-    void *work = strop__lowp_scratch_take(strop__bf16_gemm_f32_scratch(m, in, out));
-    if (!work) return nomem(n, w, "backward");
-    strop__bf16_gemm_f32(0, w_in_out, m, in, out, dy, out, w->data, w_in_out ? out : in,
-                         (assign & STROP__LB_ASSIGN_DX) ? 0.0f : 1.0f, dx, in, work);
-    strop__lowp_scratch_give(work);
-    dx = NULL; /* written: the weight's and bias's gradients below as before */
+  if (dx && packed_per_call(x, w) && m > 0) { /* dx packed from w, then dW and db as before */
+    if (strop__linear_dx_bf16_packed(dy, w->data, dx, m, in, out,
+                                     (assign & STROP__LB_W_IN_OUT) != 0,
+                                     (assign & STROP__LB_ASSIGN_DX) != 0))
+      return nomem(n, w, "backward");
+    dx = NULL;
     if (!dw && !db) return STROP_OK;
   }
   if (dx && !(q = strop__param_shadow(w, (assign & STROP__LB_W_IN_OUT) != 0)))

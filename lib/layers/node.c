@@ -4,8 +4,6 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "layers/layer.h"
 
@@ -164,15 +162,10 @@ int strop__param_lowp_target(const strop__param *p, int dtype, int tie_target) {
 }
 
 size_t strop__param_drop_range(const strop__param *p, size_t from, size_t count) {
-  if (!strop__mapping_is_file(p->map) || !p->data || from >= p->numel)
-    return 0; /* not heap
-                                                                                     memory */
+  /* heap memory shared (map->heap) is never handed back */
+  if (!strop__mapping_is_file(p->map) || !p->data || from >= p->numel) return 0;
   if (count > p->numel - from) count = p->numel - from;
-  const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
-  const uintptr_t a = ((uintptr_t)(p->data + from) + pg - 1) & ~(pg - 1);
-  const uintptr_t e = (uintptr_t)(p->data + from + count) & ~(pg - 1);
-  if (e <= a || madvise((void *)a, e - a, MADV_DONTNEED)) return 0;
-  return e - a;
+  return strop__mapping_drop_pages(p->data + from, count * sizeof(float));
 }
 
 size_t strop__param_drop_pages(const strop__param *p) {

@@ -226,6 +226,35 @@ oom:
   return -1;
 }
 
+int strop__linear_forward_bf16_packed(const float *x, const float *w, const float *b, float *y,
+                                      int64_t m, int64_t in, int64_t out, int w_in_out) {
+  if (m <= 0) return 0;
+  void *work = strop__lowp_scratch_take(strop__bf16_gemm_f32_scratch(m, out, in));
+  if (!work) return -1;
+  float beta = 0.0f;
+  if (b) { /* the bias first, the products added to it: as strop__linear_forward_lowp */
+    bias_rows(b, y, m, out);
+    beta = 1.0f;
+  }
+  /* y = x W^T: W [out, in] is op(B) transposed, [in, out] op(B) as it is */
+  strop__bf16_gemm_f32(0, !w_in_out, m, out, in, x, in, w, w_in_out ? out : in, beta, y, out,
+                       work);
+  strop__lowp_scratch_give(work);
+  return 0;
+}
+
+int strop__linear_dx_bf16_packed(const float *dy, const float *w, float *dx, int64_t m,
+                                 int64_t in, int64_t out, int w_in_out, int assign_dx) {
+  if (m <= 0) return 0;
+  void *work = strop__lowp_scratch_take(strop__bf16_gemm_f32_scratch(m, in, out));
+  if (!work) return -1;
+  /* dx = dy W: W [out, in] is op(B) as it is, [in, out] transposed */
+  strop__bf16_gemm_f32(0, w_in_out, m, in, out, dy, out, w, w_in_out ? out : in,
+                       assign_dx ? 0.0f : 1.0f, dx, in, work);
+  strop__lowp_scratch_give(work);
+  return 0;
+}
+
 int strop__linear_lowp_direct(const strop__lowp *w, int w_in_out) {
   /* an int8 weight is expanded to BF16 as the kernel packs its panels */
   return (w->dtype == STROP__LOWP_BF16 || w->dtype == STROP__LOWP_INT8) &&

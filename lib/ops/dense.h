@@ -65,6 +65,16 @@ int strop__linear_backward_bf16(const float *x, const strop__lowp *wb, const flo
 int strop__linear_backward_bf16_seen(const float *x, const strop__lowp *wb, const float *dy,
                                      float *dx, float *dw, float *db, int64_t m, int64_t in,
                                      int64_t out, unsigned assign, int *finite);
+/* The forward y = x W^T + b and the input gradient dx = dy W (written with assign_dx, else
+ * added) on vdpbf16ps straight from the FP32 weight w ([out, in], or [in, out] with w_in_out),
+ * rounded to BF16 as the product packs it (strop__bf16_gemm_f32), no copy kept: the bits of
+ * strop__linear_forward_bf16 / the input gradient of strop__linear_backward_bf16 through w's
+ * copy. Only where strop__bf16_dot_enabled(). Return 0, or -1 when scratch could not be
+ * allocated (nothing written). */
+int strop__linear_forward_bf16_packed(const float *x, const float *w, const float *b, float *y,
+                                      int64_t m, int64_t in, int64_t out, int w_in_out);
+int strop__linear_dx_bf16_packed(const float *dy, const float *w, float *dx, int64_t m,
+                                 int64_t in, int64_t out, int w_in_out, int assign_dx);
 
 /* Elementwise activations over n floats. Backward ADDS into dx; it reads x (the input)
  * and/or y (the output) as the formula needs — both are always passed. */
