@@ -309,6 +309,17 @@ static void set_sdpa_split(strop_model *m, int on) { (void)m, strop__sdpa_split_
 
 /* the passes branch tt split (bias rows and gradients, layer norm's parameter gradients, the
  * BF16 panels of 768-wide outputs, the SiLU gate) on the calling thread / split: the same bits */
+/* the attention weights kept where strop__sdpa_pick_tiled's rule keeps them / always tiled
+ * (strop_model_set_attention) */
+static void set_sdpa_tiled(strop_model *m, int on) {
+  bench_must(strop_model_set_attention(m, on ? STROP_ATTENTION_TILED : STROP_ATTENTION_AUTO),
+             "attention");
+}
+
+/* the outputs only BF16 products read kept in FP32 / held in BF16 between their forward and
+ * backward (strop__compact_acts): the same bits */
+static void set_compact(strop_model *m, int on) { (void)m, strop__compact_acts = on; }
+
 static void set_split_passes(strop_model *m, int on) { (void)m, strop__split_passes = on; }
 
 /* the held and packed BF16 products' panels one at a time where A fit in L2 or B was packed /
@@ -373,6 +384,8 @@ static const ab_switch AB[] = {
 
     {"PAR_SPLIT", "0", NULL, "per_thread", "split", "par_split", set_par_split},
     {"SDPA_SPLIT", "0", NULL, "samples", "items", "sdpa_split", set_sdpa_split},
+    {"SDPA_TILED", "0", "1", "picked", "tiled", "sdpa_tiled", set_sdpa_tiled},
+    {"COMPACT", "0", NULL, "f32", "bf16", "compact", set_compact},
     {"SPLIT_PASSES", "0", NULL, "serial", "split", "split_passes", set_split_passes},
     {"PACK_GROUPS", "0", NULL, "panels", "groups", "pack_groups", set_pack_groups},
     {"KS_WIDE", "0", NULL, "per_block", "wide", "ks_wide", set_ks_wide},

@@ -69,7 +69,8 @@ for r in $ROWS; do
 done
 
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC')  $(nproc) cpus  load: $(cut -d' ' -f1-3 /proc/loadavg)  smoke=$SMOKE steps=$STEPS repeats=$REPEATS rounds=$ROUNDS"
-echo "# peaks (GFLOP/s): $(echo "$PEAKS" | awk '{printf "%s %s t%s %s; ", $1, $3, $5, $6}')"
+# (bench_peak's lines: "fp32 fma zmm threads 1 231.3 GFLOP/s", "bf16 vdpbf16ps threads 1 ...")
+echo "# peaks (GFLOP/s): $(echo "$PEAKS" | awk '{printf "%s %s t%s %s; ", $1, $(NF-4), $(NF-2), $(NF-1)}')"
 printf '%-16s %-18s %3s %10s %9s %7s %9s %9s %7s %7s\n' row run thr rate floor_ms of_peak peak_rss planned spread c2c_ns
 RATES=$(mktemp)
 trap 'rm -f "$RATES"' EXIT

@@ -253,7 +253,7 @@ END_TEST
  * also where the weights are materialised because they are small (t = 6, heads of 4; this
  * once applied dropout in eval, as the materialised path took a dropout mask whenever it ran). */
 START_TEST(no_dropout_in_eval) {
-  ck_assert_int_eq(strop__sdpa_pick_tiled(6, 4, 0), 0);
+  ck_assert_int_eq(strop__sdpa_pick_tiled(6, 4, 0, 0), 0);
   static const char *const types[2][2] = {{"multihead_attention", "num_heads=2"},
                                           {"attention", "num_heads=2"}};
   for (int ty = 0; ty < 2; ty++) {
@@ -1139,13 +1139,13 @@ END_TEST
  * skip blocks: the small transformer's t = 64 heads of 32 and BERT's 128 of 64 keep the
  * weights, GPT-2's causal 128 of 64 and every longer sequence run tiled. */
 START_TEST(tiled_picked_where_it_pays) {
-  ck_assert_int_eq(strop__sdpa_pick_tiled(64, 32, 0), 0);
-  ck_assert_int_eq(strop__sdpa_pick_tiled(64, 32, 1), 0); /* one block of queries */
-  ck_assert_int_eq(strop__sdpa_pick_tiled(128, 64, 0), 0);
-  ck_assert_int_eq(strop__sdpa_pick_tiled(128, 64, 1), 1);
-  ck_assert_int_eq(strop__sdpa_pick_tiled(129, 64, 0), 1);
-  ck_assert_int_eq(strop__sdpa_pick_tiled(2048, 64, 0), 1);
-  ck_assert_int_eq(strop__sdpa_pick_tiled(8, 2, 0), 1);
+  ck_assert_int_eq(strop__sdpa_pick_tiled(64, 32, 0, 0), 0);
+  ck_assert_int_eq(strop__sdpa_pick_tiled(64, 32, 1, 0), 0); /* one block of queries */
+  ck_assert_int_eq(strop__sdpa_pick_tiled(128, 64, 0, 0), 0);
+  ck_assert_int_eq(strop__sdpa_pick_tiled(128, 64, 1, 0), 1);
+  ck_assert_int_eq(strop__sdpa_pick_tiled(129, 64, 0, 0), 1);
+  ck_assert_int_eq(strop__sdpa_pick_tiled(2048, 64, 0, 0), 1);
+  ck_assert_int_eq(strop__sdpa_pick_tiled(8, 2, 0, 0), 1);
 }
 END_TEST
 

@@ -1094,6 +1094,197 @@ START_TEST(weight_cache_same_bits) {
 }
 END_TEST
 
+/* Activations held in BF16 between forward and backward (graph/model.c, compact_plan): a step
+ * computing in BF16 keeps an output that only BF16 products read (a layer norm's before its
+ * projections, q, k and v before the attention) rounded to BF16, and widens it back for the
+ * backward: the same bits as keeping it in FP32. Six Adam steps with it on and off give the
+ * same losses and every parameter the same values, for two pre-LN transformer blocks with
+ * separate q, k, v (kind 0), with rotary embeddings (1: q and k are rotated in FP32 first, so
+ * they stay FP32; the norms' outputs still go), with one packed q|k|v projection (2), and
+ * with the blocks checkpointed (3: nothing inside them is held so), at 1 and 2 threads and on
+ * the forced fallback; exactly the outputs named below are held at the end of a forward, and
+ * the step's planned region is smaller (kind 3: the same). */
+static strop_model *block_model(int kind) {
+  const char *rope = kind == 1 ? "num_heads=4 rope=rotate_half" : "num_heads=4";
+  const strop_test_node sep[] = {
+      {"b0.ln1", "layernorm", NULL, NULL},
+      {"b0.q", "linear", "out_features=32", "b0.ln1"},
+      {"b0.k", "linear", "out_features=32", "b0.ln1"},
+      {"b0.v", "linear", "out_features=32", "b0.ln1"},
+      {"b0.att", "attention", rope, "b0.q,b0.k,b0.v"},
+      {"b0.o", "linear", "out_features=32", NULL},
+      {"b0.res", "add", NULL, "input,b0.o"},
+      {"b0.ln2", "layernorm", NULL, NULL},
+      {"b0.fc", "linear", "out_features=64", NULL},
+      {"b0.act", "gelu", NULL, NULL},
+      {"b0.proj", "linear", "out_features=32", NULL},
+      {"b0.out", "add", NULL, "b0.res,b0.proj"},
+      {"b1.ln1", "layernorm", NULL, NULL},
+      {"b1.q", "linear", "out_features=32", "b1.ln1"},
+      {"b1.k", "linear", "out_features=32", "b1.ln1"},
+      {"b1.v", "linear", "out_features=32", "b1.ln1"},
+      {"b1.att", "attention", rope, "b1.q,b1.k,b1.v"},
+      {"b1.o", "linear", "out_features=32", NULL},
+      {"b1.out", "add", NULL, "b0.out,b1.o"},
+      {"flat", "flatten", NULL, NULL},
+      {"head", "linear", "out_features=4", NULL},
+  };
+  const strop_test_node packed[] = {
+      {"b0.ln1", "layernorm", NULL, NULL},
+      {"b0.qkv", "linear", "out_features=96", NULL},
+      {"b0.att", "attention", "num_heads=4 causal=true", NULL},
+      {"b0.o", "linear", "out_features=32", NULL},
+      {"b0.res", "add", NULL, "input,b0.o"},
+      {"b0.ln2", "layernorm", NULL, NULL},
+      {"b0.fc", "linear", "out_features=64", NULL},
+      {"b0.act", "gelu", NULL, NULL},
+      {"b0.proj", "linear", "out_features=32", NULL},
+      {"b0.out", "add", NULL, "b0.res,b0.proj"},
+      {"flat", "flatten", NULL, NULL},
+      {"head", "linear", "out_features=4", NULL},
+  };
+  strop_model *m = kind == 2 ? strop_test_build(2, IN, packed, 12, 31)
+                             : strop_test_build(2, IN, sep, 21, 31);
+  if (kind == 3) OK(strop_model_set_checkpointing(m, "b?"));
+  return m;
+}
+
+START_TEST(compact_acts_same_bits) {
+  const int kind = _i % 4, threads = 1 + (_i / 4) % 2, path = _i / 8;
+  if (path == 0 && !strop__bf16_dot_enabled()) return;
+  ck_assert_int_eq(strop_set_num_threads(threads), STROP_OK);
+  strop__bf16_impl = path;
+  strop_model *on = block_model(kind), *off = NULL;
+  OK(strop_model_set_compute_dtype(on, STROP_DTYPE_BF16));
+  OK(strop_model_clone(on, &off));
+  /* one training forward of 16 samples each: which outputs are held in BF16 at its end, and
+   * the planned region of the step's activations and gradients */
+  static const char *const held[4][10] = {
+      {"b0.ln1", "b0.q", "b0.k", "b0.v", "b0.ln2", "b1.ln1", "b1.q", "b1.k", "b1.v", NULL},
+      {"b0.ln1", "b0.ln2", "b1.ln1", NULL},
+      {"b0.ln1", "b0.qkv", "b0.ln2", NULL},
+      {NULL}};
+  static float x[16 * T * D];
+  inputs(x, 16 * T * D, 0.4);
+  size_t region[2];
+  strop_model *ms[2] = {off, on};
+  for (int c = 0; c < 2; c++) {
+    strop__compact_acts = c;
+    const strop__act *o = NULL;
+    OK(strop__model_forward_exec(ms[c], x, 16, 1, NULL, &o));
+    region[c] = ms[c]->plan_bytes;
+    int n_held = 0;
+    for (int i = 0; i < ms[c]->n_nodes; i++) {
+      const int is = ms[c]->released[i] == STROP__ACT_COMPACT;
+      int want = 0;
+      for (int h = 0; held[kind][h]; h++) want |= !strcmp(held[kind][h], ms[c]->nodes[i].name);
+      ck_assert_msg(is == (c && want), "kind %d compact %d: '%s' held in BF16: %d", kind, c,
+                    ms[c]->nodes[i].name, is);
+      n_held += is;
+    }
+    ck_assert_int_eq(n_held > 0, c && kind != 3);
+    strop__model_step_end(ms[c]);
+  }
+  if (kind == 3) ck_assert_uint_eq(region[1], region[0]);
+  else ck_assert_msg(region[1] < region[0], "planned %zu, in FP32 %zu", region[1], region[0]);
+  strop__compact_acts = 0;
+  run b = train(off, 6, 1e-2);
+  strop__compact_acts = 1;
+  run a = train(on, 6, 1e-2);
+  strop__bf16_impl = 0;
+  ck_assert_mem_eq(a.loss, b.loss, 6 * sizeof(float));
+  ck_assert_float_ne(a.loss[0], a.loss[5]); /* it trained */
+  ck_assert_int_eq(on->n_params, off->n_params);
+  for (int i = 0; i < on->n_params; i++) {
+    const strop__param *p = on->params[i], *q = off->params[i];
+    ck_assert_str_eq(p->name, q->name);
+    if (p->data) ck_assert_mem_eq(p->data, q->data, p->numel * sizeof(float));
+  }
+  strop_model_free(on);
+  strop_model_free(off);
+  ck_assert_int_eq(strop_set_num_threads(1), STROP_OK);
+}
+END_TEST
+
+/* strop_model_set_attention: block_model(0)'s attention (12 positions, heads 8 wide) keeps its
+ * weights by default (auto), as materialized does, with the same bits; tiled keeps none — the
+ * planned step memory drops — and follows the same losses within 1e-3. A clone keeps the
+ * setting; a forward pending when it changes keeps its own choice (its backward gives the
+ * gradients of an unchanged step); bad arguments leave the model as it was. */
+START_TEST(attention_setting) {
+  strop_model *m[3] = {block_model(0), NULL, NULL}, *c = NULL;
+  ck_assert_int_eq(strop_model_attention(m[0]), STROP_ATTENTION_AUTO);
+  OK(strop_model_clone(m[0], &m[1]));
+  OK(strop_model_clone(m[0], &m[2]));
+  OK(strop_model_set_attention(m[1], STROP_ATTENTION_TILED));
+  OK(strop_model_set_attention(m[2], STROP_ATTENTION_MATERIALIZED));
+  OK(strop_model_clone(m[1], &c));
+  ck_assert_int_eq(strop_model_attention(c), STROP_ATTENTION_TILED);
+  /* what a training forward of 16 samples holds for its backward */
+  size_t p[3];
+  static float x16[16 * T * D];
+  inputs(x16, 16 * T * D, 0.4);
+  for (int k = 0; k < 3; k++) {
+    const strop__act *o = NULL;
+    OK(strop__model_forward_exec(m[k], x16, 16, 1, NULL, &o));
+    p[k] = m[k]->arena.used_total;
+    strop__model_step_end(m[k]);
+  }
+  ck_assert_uint_eq(p[0], p[2]);
+  /* the weights of 2 layers x 4 heads x 12 x 12 at 16 samples, less the tiled statistics */
+  ck_assert_uint_ge(p[0], p[1] + 2 * 4 * 12 * 12 * 16 * sizeof(float) * 3 / 4);
+  run r[3];
+  for (int k = 0; k < 3; k++) r[k] = train(m[k], 6, 1e-2);
+  ck_assert_mem_eq(r[0].loss, r[2].loss, 6 * sizeof(float));
+  for (int s = 0; s < 6; s++)
+    ck_assert_msg(fabsf(r[0].loss[s] - r[1].loss[s]) <= 1e-3f, "step %d: %g tiled %g", s,
+                  (double)r[0].loss[s], (double)r[1].loss[s]);
+  /* switched between a forward and its backward: the backward runs as its forward did */
+  strop_model *u[2] = {NULL, NULL};
+  for (int k = 0; k < 2; k++) {
+    OK(strop_model_clone(m[2], &u[k]));
+    strop_optimizer *opt = NULL;
+    strop_trainer *tr = NULL;
+    OK(strop_optimizer_create(u[k], STROP_OPTIM_SGD, &opt));
+    OK(strop_trainer_create(u[k], opt, &tr));
+    static float x[4 * T * D];
+    inputs(x, 4 * T * D, 0.2);
+    strop_tensor *tx = wrap(x, 4), *out = NULL;
+    OK(strop_trainer_forward(tr, tx, &out));
+    if (k) OK(strop_model_set_attention(u[k], STROP_ATTENTION_TILED));
+    const int64_t n = strop_tensor_numel(out);
+    float *d = malloc((size_t)n * sizeof *d);
+    ck_assert_ptr_nonnull(d);
+    for (int64_t e = 0; e < n; e++) d[e] = 0.01f * (float)(e % 5) - 0.02f;
+    strop_tensor *td = NULL;
+    int64_t od[4];
+    const int orank = strop_tensor_shape(out, od, 4);
+    OK(strop_tensor_wrap(d, (size_t)n, orank, od, &td));
+    OK(strop_trainer_backward(tr, td));
+    OK(strop_trainer_apply(tr));
+    strop_tensor_free(td);
+    free(d);
+    strop_tensor_free(out);
+    strop_tensor_free(tx);
+    strop_trainer_free(tr);
+    strop_optimizer_free(opt);
+  }
+  for (int i = 0; i < u[0]->n_params; i++)
+    ck_assert_mem_eq(u[0]->params[i]->data, u[1]->params[i]->data,
+                     u[0]->params[i]->numel * sizeof(float));
+  /* the arguments */
+  ck_assert_int_eq(strop_model_set_attention(NULL, 1), STROP_E_INVALID_ARG);
+  ck_assert_int_eq(strop_model_attention(NULL), -1);
+  ck_assert_int_eq(strop_model_set_attention(m[1], 3), STROP_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(strop_last_error(), "got 3"));
+  ck_assert_int_eq(strop_model_attention(m[1]), STROP_ATTENTION_TILED);
+  for (int k = 0; k < 3; k++) strop_model_free(m[k]);
+  strop_model_free(c);
+  strop_model_free(u[0]);
+  strop_model_free(u[1]);
+}
+END_TEST
+
 /* A full fine-tune (every linear trains in BF16) and a LoRA one (the FP32 base multiplies in
  * BF16) follow FP32's loss curve, on both paths: every step within 0.03 of the FP32 loss, and
  * the model learns. */
@@ -2235,6 +2426,8 @@ static Suite *suite(void) {
   c = tcase_create("train");
   tcase_add_loop_test(c, finetune_close, 0, 4);
   tcase_add_loop_test(c, weight_cache_same_bits, 0, 16);
+  tcase_add_loop_test(c, compact_acts_same_bits, 0, 16);
+  tcase_add_test(c, attention_setting);
   tcase_add_test(c, loss_exponentials_follow_the_dtype);
   suite_add_tcase(s, c);
   c = tcase_create("conv");

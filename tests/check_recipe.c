@@ -1040,7 +1040,9 @@ END_TEST
  * losses near FP32's (each stage's test loss within 0.05; restore_best puts the best weights
  * back, whose BF16 copies follow); f32 is the default; other words are refused naming the key.
  * model.weight_cache: false packs the trained weights per product (the model records it), the
- * same losses as bf16's bit for bit; a non-boolean is refused naming the key. */
+ * same losses as bf16's bit for bit; a non-boolean is refused naming the key.
+ * model.attention: tiled is recorded by the model (this one has no attention layer: the same
+ * bits); a word other than auto, tiled and materialized is refused naming the key. */
 START_TEST(compute_dtype_key) {
   make_files();
   double loss[3][2];
@@ -1050,6 +1052,7 @@ START_TEST(compute_dtype_key) {
     ck_assert_int_eq(strop_recipe_load_string(RECIPE, g_dir, &r), STROP_OK);
     if (k) ck_assert_int_eq(strop_recipe_set(r, "model.compute_dtype", words[k]), STROP_OK);
     if (k == 2) ck_assert_int_eq(strop_recipe_set(r, "model.weight_cache", "false"), STROP_OK);
+    if (k == 2) ck_assert_int_eq(strop_recipe_set(r, "model.attention", "tiled"), STROP_OK);
     strop_run_options o;
     strop_run_options_init(&o);
     o.mode = STROP_RUN_TRAIN;
@@ -1059,6 +1062,8 @@ START_TEST(compute_dtype_key) {
     ck_assert_msg(strop_recipe_run(r, &o, &run) == STROP_OK, "%s", strop_last_error());
     ck_assert_int_eq(strop_model_compute_dtype(strop_run_model(run)), k ? 1 : 0);
     ck_assert_int_eq(strop_model_weight_cache(strop_run_model(run)), k != 2);
+    ck_assert_int_eq(strop_model_attention(strop_run_model(run)),
+                     k == 2 ? STROP_ATTENTION_TILED : STROP_ATTENTION_AUTO);
     for (int st = 0; st < 2; st++) {
       loss[k][st] = strop_run_stage_metric(run, st, STROP_METRIC_LOSS);
       ck_assert(isfinite(loss[k][st]));
@@ -1076,6 +1081,8 @@ START_TEST(compute_dtype_key) {
     ck_assert_int_eq(strop_recipe_load_string(RECIPE, g_dir, &r), STROP_OK);
     ck_assert_int_ne(strop_recipe_set(r, "model.weight_cache", "sometimes"), STROP_OK);
     ck_assert_ptr_nonnull(strstr(strop_last_error(), "weight_cache"));
+    ck_assert_int_ne(strop_recipe_set(r, "model.attention", "flash"), STROP_OK);
+    ck_assert_ptr_nonnull(strstr(strop_last_error(), "attention"));
     strop_recipe_free(r);
   }
   static const char *const bad[] = {"fp16", "int8"};

@@ -1941,6 +1941,28 @@ START_TEST(step_memory_errors_and_advice) {
   ck_assert_int_eq(strop_model_check_memory(m, 4096, NULL, 0, 2, lean - 1), STROP_E_NOMEM);
   ck_assert_ptr_null(strstr(strop_last_error(), "strop_model_set_weight_cache"));
   strop_model_free(m);
+  /* attention that keeps its weights (64 positions, heads 32 wide: auto keeps them): tiled
+   * attention is named; set, the peak is lower and it is no longer named */
+  int64_t seq[2] = {64, 64};
+  OK(strop_model_create(2, seq, &m));
+  OK(strop_model_add(m, "q", "linear", "out_features=64", NULL));
+  OK(strop_model_add(m, "k", "linear", "out_features=64", "input"));
+  OK(strop_model_add(m, "v", "linear", "out_features=64", "input"));
+  OK(strop_model_add(m, "att", "attention", "num_heads=2", "q,k,v"));
+  OK(strop_model_add(m, "o", "linear", "out_features=64", NULL));
+  OK(strop_model_add(m, "flat", "flatten", NULL, NULL));
+  OK(strop_model_add(m, "head", "linear", "out_features=2", NULL));
+  OK(strop_model_finalize(m, 3));
+  OK(strop_model_step_memory(m, 256, NULL, 0, 2, &act, &peak));
+  ck_assert_int_eq(strop_model_check_memory(m, 256, NULL, 0, 2, peak - 1), STROP_E_NOMEM);
+  ck_assert_ptr_nonnull(
+      strstr(strop_last_error(), "strop_model_set_attention(model, STROP_ATTENTION_TILED)"));
+  OK(strop_model_set_attention(m, STROP_ATTENTION_TILED));
+  OK(strop_model_step_memory(m, 256, NULL, 0, 2, &act, &lean));
+  ck_assert_uint_lt(lean + 4 * 1024 * 1024, peak); /* 256 x 2 heads x 64 x 64 floats: 8 MB */
+  ck_assert_int_eq(strop_model_check_memory(m, 256, NULL, 0, 2, lean - 1), STROP_E_NOMEM);
+  ck_assert_ptr_null(strstr(strop_last_error(), "strop_model_set_attention"));
+  strop_model_free(m);
 }
 END_TEST
 

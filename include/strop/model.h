@@ -873,6 +873,49 @@ STROP_API STROP_NODISCARD strop_status strop_model_set_weight_cache(strop_model 
  */
 STROP_API int strop_model_weight_cache(const strop_model *model);
 
+/** @brief How a model's attention layers compute (strop_model_set_attention()). @since 0.2 */
+typedef enum strop_attention {
+  STROP_ATTENTION_AUTO = 0,        /**< by speed (the default): the attention weights are
+                                         kept for the backward where they are small (at most
+                                         twice as many keys as a head's width, and no causal
+                                         mask over several blocks), else tiled. */
+  STROP_ATTENTION_TILED = 1,       /**< always tiled with the online softmax (flash
+                                         attention): one block of scores per head at a time,
+                                         nothing of size T x T kept for the backward, which
+                                         computes the scores again (PyTorch's
+                                         scaled_dot_product_attention on the CPU). */
+  STROP_ATTENTION_MATERIALIZED = 2 /**< the T x T weights always kept for the backward, at
+                                         every length (Hugging Face's "eager" attention). */
+} strop_attention;
+
+/**
+ * @brief Chooses how the model's attention layers (`attention`, `multihead_attention` and the
+ *        transformer blocks built on them) compute their weights: a memory-for-speed trade of
+ *        the training step. Materialized, the softmax weights [batch, heads, T, T] of every
+ *        layer are kept from the forward to the backward (BERT-base at 8 x 128 tokens: 75 MB
+ *        in FP32); tiled, a layer keeps two numbers per query and its backward computes the
+ *        scores again (BERT-base: about 2% more per step; docs/performance.md). The two give
+ *        the same function but not the same bits (the tiled softmax sums in blocks): losses
+ *        agree to about 1e-3. Decoding (strop_generate) is not affected. The setting is kept
+ *        by strop_model_clone() and surgery, not saved in files; strop_model_step_memory()
+ *        plans with it, and strop_model_check_memory() names it when it would help. Recipe
+ *        key `model.attention`.
+ * @param[in,out] model A model (finalized or not).
+ * @param[in]     mode  ::STROP_ATTENTION_AUTO, ::STROP_ATTENTION_TILED or
+ *                      ::STROP_ATTENTION_MATERIALIZED.
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL model, another @p mode; the model is then
+ *         unchanged). A forward awaiting its backward keeps the choice it ran with. Not
+ *         thread-safe on one model. @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_model_set_attention(strop_model *model, int mode);
+
+/**
+ * @brief The model's attention setting (strop_model_set_attention()).
+ * @param[in] model The model.
+ * @return A ::strop_attention value; -1 for NULL. Thread-safe (reads only). @since 0.2
+ */
+STROP_API int strop_model_attention(const strop_model *model);
+
 /**
  * @brief Whether the named parameter is trainable.
  * @param[in] model The model.

@@ -9,7 +9,17 @@
 #include "layers/layer.h"
 #include "strop/model.h"
 
-enum { STROP__ACT_KEPT = 0, STROP__ACT_RELEASED = 1, STROP__ACT_MOVED = 2 };
+enum {
+  STROP__ACT_KEPT = 0,
+  STROP__ACT_RELEASED = 1,
+  STROP__ACT_MOVED = 2,
+  STROP__ACT_COMPACT = 3 /* held in BF16 until a reader's backward (model.c, compact_plan) */
+};
+
+/* Tests and benches: 1 (the default) lets a step computing in BF16 hold the outputs that only
+ * BF16 products read in BF16 between their forward and backward (model.c, compact_plan), 0
+ * keeps them in FP32: the same bits. */
+extern int strop__compact_acts;
 
 /* What a training step's memory was made of, by kind: filled by the forward and the backward
  * while a model's `account` points at one (strop_model_step_memory's planning logs it). */
@@ -55,6 +65,8 @@ struct strop_model {
   int weight_cache;   /* 1 (the default): a trained FP32 weight a BF16 product reads keeps its
                          BF16 copy until it changes; 0: only frozen ones do
                          (strop_model_set_weight_cache; layers read it from strop__exec) */
+  int attention;      /* STROP_ATTENTION_*: tiled or materialised attention weights
+                         (strop_model_set_attention; layers read it from strop__exec) */
   /* parameter index over all nodes, rebuilt by strop__model_reindex */
   strop__param **params;
   int n_params;
@@ -106,13 +118,19 @@ struct strop_model {
    * scratch of its forward and backward (plan_off[3 n_nodes + i], plan_off[4 n_nodes + i]:
    * vtable `scratch`, plan_scratch[i] and plan_scratch[n_nodes + i] bytes), and in a
    * checkpointed block of its output and forward's scratch in the block's recompute
-   * (plan_off[5 n_nodes + i], plan_off[6 n_nodes + i]; model.c's PLAN_* slots), SIZE_MAX when
+   * (plan_off[5 n_nodes + i], plan_off[6 n_nodes + i]; model.c's PLAN_* slots; m->compact's
+   * two after them), SIZE_MAX when
    * not planned, and the backward iteration the gradient is planned to be taken at (plan_giter) */
   /* per node (arena, from the forward until the step ends; NULL where everything is kept): 1
    * when its output was not kept and its sole reader's backward computes it again from its
    * input (STROP__LAYER_RECOMPUTE: gelu before fc2; not inside a checkpointed block); with a
    * plan, plan_off[2 n_nodes + i] is where */
   uint8_t *recompute;
+  /* per node (arena, from the forward until the step ends; NULL for none): 1 when its output
+   * is held in BF16 from its last reader's forward to its first reader's backward
+   * (model.c, compact_plan; released[i] is STROP__ACT_COMPACT meanwhile), at
+   * plan_off[7 n_nodes + i], and widened back at plan_off[8 n_nodes + i] */
+  uint8_t *compact;
   unsigned char *plan_base;
   size_t *plan_off;
   size_t *plan_scratch;

@@ -9,6 +9,13 @@
 
 #include "core/tensor_impl.h"
 #include "graph/graph.h"
+#include "ops/attention.h"
+
+/* the layers read the model's attention setting as ops/attention.h's mode */
+_Static_assert((int)STROP__ATTN_AUTO == (int)STROP_ATTENTION_AUTO &&
+                   (int)STROP__ATTN_TILED == (int)STROP_ATTENTION_TILED &&
+                   (int)STROP__ATTN_MATERIALIZED == (int)STROP_ATTENTION_MATERIALIZED,
+               "strop_attention and STROP__ATTN_* agree");
 
 /* ---- model lifetime ---- */
 strop_status strop_model_create(int rank, const int64_t *input_shape, strop_model **out) {
@@ -868,6 +875,21 @@ strop_status strop_model_set_weight_cache(strop_model *m, int enabled) {
 
 int strop_model_weight_cache(const strop_model *m) { return m ? m->weight_cache : -1; }
 
+strop_status strop_model_set_attention(strop_model *m, int mode) {
+  static const char fn[] = "strop_model_set_attention";
+  if (!m) return strop__err(STROP_E_INVALID_ARG, "%s: model is NULL", fn);
+  if (mode != STROP_ATTENTION_AUTO && mode != STROP_ATTENTION_TILED &&
+      mode != STROP_ATTENTION_MATERIALIZED)
+    return strop__err(STROP_E_INVALID_ARG,
+                      "%s: mode must be STROP_ATTENTION_AUTO (0), _TILED (1) or _MATERIALIZED "
+                      "(2), got %d",
+                      fn, mode);
+  m->attention = mode; /* a pending backward keeps its forward's choice (the layers saved it) */
+  return STROP_OK;
+}
+
+int strop_model_attention(const strop_model *m) { return m ? m->attention : -1; }
+
 int64_t strop_model_get_checkpointing(const strop_model *m, char *buf, size_t cap) {
   static const char fn[] = "strop_model_get_checkpointing";
   if (!m) {
@@ -1159,8 +1181,9 @@ static size_t node_scratch(const strop_model *m, int i, const strop__exec *x, in
 
 /* A node's slots in the plan (m->plan_off[slot * n_nodes + i]): its output, its output's
  * gradient, its output computed again for its reader's backward (STROP__LAYER_RECOMPUTE), the
- * scratch of its forward and of its backward, and in a checkpointed block the output and the
- * forward's scratch of the block's recompute. */
+ * scratch of its forward and of its backward, in a checkpointed block the output and the
+ * forward's scratch of the block's recompute, and for an output held in BF16 between its
+ * readers' forwards and backwards (m->compact) its BF16 values and their widened copy. */
 enum {
   PLAN_OUT,
   PLAN_GRAD,
@@ -1169,8 +1192,83 @@ enum {
   PLAN_BWD_SCRATCH,
   PLAN_CKPT_OUT,
   PLAN_CKPT_SCRATCH,
+  PLAN_COMPACT,
+  PLAN_WIDEN,
   PLAN_SLOTS
 };
+
+int strop__compact_acts = 1;
+
+/* Which outputs the step may hold in BF16 between their last reader's forward and their first
+ * reader's backward (m->compact, NULL for none): with the model's products in BF16 and the step
+ * planned, an output the backward keeps (keep 1) whose every reader is a node of its own (no
+ * fused chain, no checkpointed block) that reads it only through products that round it to
+ * BF16 (vtable bf16_input), or never (IN_UNREAD), and whose own backward does not read it:
+ * BERT's and GPT-2's layer norm outputs before their projections, the projections' q, k and v
+ * before the attention. Widened back for the backward, the values those products round are
+ * the ones they rounded before: the same bits, and half the bytes kept across the step. */
+static strop_status compact_plan(strop_model *m, const uint8_t *keep, const strop__exec *x) {
+  const int nn = m->n_nodes;
+  m->compact = NULL;
+  if (!strop__compact_acts || x->compute_dtype != STROP__LOWP_BF16 || m->keep_all ||
+      !memory_plan_on())
+    return STROP_OK;
+  uint8_t *c = strop__arena_calloc(&m->arena, (size_t)nn);
+  if (!c) return strop__err(STROP_E_NOMEM, "forward: out of memory");
+  const int *ckf = m->ckpt_first;
+  for (int k = 0; k < nn; k++) {
+    const strop__node *nd = &m->nodes[k];
+    c[k] = keep[k] == 1 && !keep_always(m, k) && nd->fused == 0 && !nd->fused_shared &&
+           m->consumers[k] > 0 && !(m->recompute && m->recompute[k]) && !(ckf && ckf[k] >= 0) &&
+           !(m->upstream_trainable[k] && unit_reads_out(m, k, k));
+  }
+  for (int r = 0; r < nn; r++) {
+    const strop__node *rd = &m->nodes[r];
+    for (int j = 0; j < rd->n_in; j++) {
+      const int k = rd->in[j];
+      if (k < 0 || !c[k]) continue;
+      c[k] = rd->fused == 0 && !(ckf && ckf[r] >= 0) &&
+             ((rd->vt->flags & STROP__LAYER_IN_UNREAD) ||
+              (rd->vt->bf16_input && rd->vt->bf16_input(rd, x, j)));
+    }
+  }
+  m->compact = c;
+  return STROP_OK;
+}
+
+/* Node k's output, whose last reader's forward has run, rounded to BF16 where the plan put it
+ * (PLAN_COMPACT) and its FP32 memory given up; left as it is where the plan has no place for
+ * it (a step too large to plan). */
+static void compact_act(strop_model *m, int k) {
+  const size_t q = (size_t)PLAN_COMPACT * (size_t)m->n_nodes + (size_t)k;
+  if (!m->plan_off || m->plan_off[q] == SIZE_MAX) return;
+  strop__act *a = &m->acts[k];
+  strop__bf16_round_par(a->data, (uint16_t *)(void *)(m->plan_base + m->plan_off[q]),
+                        strop__shape_numel(&a->shape) * (size_t)a->n);
+  a->data = NULL;
+  m->released[k] = STROP__ACT_COMPACT;
+}
+
+/* Node k's output held in BF16, widened back to FP32 (exactly) for its readers' backwards:
+ * where the plan put it (PLAN_WIDEN), else in the arena until the step ends. */
+static strop_status widen_act(strop_model *m, int k) {
+  const size_t nn = (size_t)m->n_nodes,
+               numel = strop__shape_numel(&m->run_shapes[k]) * (size_t)m->batch;
+  const uint16_t *h =
+      (const uint16_t *)(const void *)(m->plan_base + m->plan_off[PLAN_COMPACT * nn + (size_t)k]);
+  const size_t qw = PLAN_WIDEN * nn + (size_t)k;
+  float *f = m->plan_off[qw] != SIZE_MAX ? (float *)(void *)(m->plan_base + m->plan_off[qw])
+                                         : strop__arena_alloc(&m->arena, numel * sizeof *f);
+  if (!f)
+    return strop__err(STROP_E_NOMEM,
+                      "backward: layer '%s': out of memory for %zu bytes of its output "
+                      "widened from BF16",
+                      m->nodes[k].name, numel * sizeof *f);
+  strop__bf16_widen_par(h, f, numel);
+  m->acts[k].data = f;
+  m->released[k] = STROP__ACT_KEPT;
+  return STROP_OK;
+}
 
 /* x's planned scratch in slot `slot` of node i, of the size of its forward's (backward 0) or
  * backward's (1), if any. */
@@ -1271,7 +1369,13 @@ static strop_status plan_lifetimes(strop_model *m, const uint8_t *keep, int64_t 
     const int ks = chain_side(m, i, last, &slot); /* read by the chain too */
     for (int j = 0; j <= nd->n_in; j++) {
       const int k = j < nd->n_in ? nd->in[j] : ks;
-      if (k < 0 || --left[k] > 0 || keep[k] || state[k]) continue;
+      if (k < 0 || --left[k] > 0 || state[k]) continue;
+      if (keep[k] && m->compact && m->compact[k] && tid[k] >= 0) { /* compact_act */
+        blk[tid[k]].last = 2 * i + 1;
+        blk[nb] = (strop__arena_block){act_bytes_n(m, k, n) / 2, 2 * i + 1, INT_MAX, nb, 0};
+        tid[PLAN_COMPACT * nn + k] = nb++;
+      }
+      if (keep[k]) continue;
       state[k] = STROP__ACT_RELEASED;
       if (tid[k] >= 0) blk[tid[k]].last = 2 * i + 1;
     }
@@ -1279,6 +1383,8 @@ static strop_status plan_lifetimes(strop_model *m, const uint8_t *keep, int64_t 
   }
   /* the backward, as strop__model_backward runs it (nodes that need one as they are now) */
   memcpy(ctid, tid, (size_t)nn * sizeof *ctid);
+  for (int k = 0; k < nn; k++) /* held in BF16 until a reader's backward widens them */
+    if (tid[PLAN_COMPACT * nn + k] >= 0) ctid[k] = tid[PLAN_COMPACT * nn + k];
   has_grad[nn - 1] = 1; /* the loss's, the caller's memory */
   int clock = 2 * nn, prev = nn - 1, open_b0 = -1;
   for (int i = nn - 1; i >= 0; i--) {
@@ -1353,6 +1459,13 @@ static strop_status plan_lifetimes(strop_model *m, const uint8_t *keep, int64_t 
     }
     const int t = clock - 1; /* gradients at t + 1, the output's given back at t + 2 */
     clock += 2;
+    for (int j = 0; j < nd->n_in; j++) { /* widen_act, at the first reader's backward */
+      const int k = nd->in[j];
+      if (k < 0 || tid[PLAN_COMPACT * nn + k] < 0 || tid[PLAN_WIDEN * nn + k] >= 0) continue;
+      blk[tid[PLAN_COMPACT * nn + k]].last = t + 1;
+      blk[nb] = (strop__arena_block){act_bytes_n(m, k, n), t + 1, INT_MAX, nb, 0};
+      tid[PLAN_WIDEN * nn + k] = ctid[k] = nb++;
+    }
     int slot;
     const int ks = chain_side(m, first, i, &slot); /* a side input's gradient after them */
     for (int j = 0; j <= nd->n_in; j++) {
@@ -1469,6 +1582,7 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
                    .types_len = types_len,
                    .compute_dtype = m->compute_dtype,
                    .weight_cache = m->weight_cache,
+                   .attention = m->attention,
                    .group = m->probe ? NULL : m->group};
   m->input.data = (float *)input;
   m->input.n = n;
@@ -1537,7 +1651,7 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
         keep[i] = 0; /* dead once its reader's forward has run */
       }
   }
-  if ((s = plan_lifetimes(m, keep, n, &x))) {
+  if ((s = compact_plan(m, keep, &x)) || (s = plan_lifetimes(m, keep, n, &x))) {
     strop__model_step_end(m);
     return s;
   }
@@ -1641,7 +1755,9 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
     }
     for (int j = 0; j <= nd->n_in; j++) {
       const int k = j < nd->n_in ? nd->in[j] : ks;
-      if (k < 0 || --left[k] > 0 || keep[k] || m->released[k]) continue;
+      if (k < 0 || --left[k] > 0 || m->released[k]) continue;
+      if (keep[k] && m->compact && m->compact[k]) compact_act(m, k);
+      if (keep[k]) continue;
       m->released[k] = STROP__ACT_RELEASED; /* its last reader has run, no backward reads it */
       if (in_plan(m, m->acts[k].data)) continue; /* the plan has its memory taken already */
       spares[n_spares].p = m->acts[k].data;
@@ -1654,6 +1770,8 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
     for (int i = 0; i < nn; i++)
       if (m->acts[i].data && m->released[i] == STROP__ACT_KEPT)
         account_add(ac, m->nodes[i].vt->type, act_bytes(m, i), 0);
+      else if (m->released[i] == STROP__ACT_COMPACT) /* held in BF16 */
+        account_add(ac, m->nodes[i].vt->type, act_bytes(m, i) / 2, 0);
     ac->fwd_used = m->arena.used_total;
     ac->fwd_peak = m->arena.peak;
     for (int q = 0; q < n_spares; q++) ac->fwd_free += spares[q].bytes;
@@ -1957,6 +2075,7 @@ static strop__exec step_exec(strop_model *m) {
                    .types_len = m->step_types_len,
                    .compute_dtype = m->compute_dtype,
                    .weight_cache = m->weight_cache,
+                   .attention = m->attention,
                    .group = m->probe ? NULL : m->group};
   return x;
 }
@@ -2155,6 +2274,8 @@ static strop_status backward_impl(strop_model *m, const float *dout,
     if (!ins) return strop__err(STROP_E_NOMEM, "backward: out of memory");
     for (int j = 0; j < nd->n_in; j++) {
       int k = nd->in[j];
+      if (k >= 0 && m->released && m->released[k] == STROP__ACT_COMPACT && (s = widen_act(m, k)))
+        return s;
       ins[j] = k < 0 ? m->input : m->acts[k];
       /* the first consumer to write it (in the backward's order) can write it outright when
        * its layer says so (din_assign's bit j): the zeroing is skipped, the others add to it */
@@ -2677,6 +2798,7 @@ static strop_status clone_model(strop_model *share_src, const strop_model *src,
   m->int8_group = src->int8_group;
   m->compute_dtype = src->compute_dtype;
   m->weight_cache = src->weight_cache;
+  m->attention = src->attention;
   if (src->ckpt_pattern && !(m->ckpt_pattern = strop__strdup(src->ckpt_pattern))) goto oom;
   if (strop__meta_copy(&m->meta, &src->meta, fn)) goto oom;
   if (m->finalized && (s = strop__model_reindex(m))) {

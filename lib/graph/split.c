@@ -75,6 +75,7 @@ strop_status strop__model_split_head(const strop_model *m, int cut, strop_model 
   h->int8_group = m->int8_group;
   h->compute_dtype = m->compute_dtype;
   h->weight_cache = m->weight_cache;
+  h->attention = m->attention;
   *out = h;
   return STROP_OK;
 }

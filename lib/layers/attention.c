@@ -257,7 +257,7 @@ static void mha_dims(const strop__node *n, const strop__exec *x, const strop__ac
   dm->dropout = x->training ? c->dropout : 0.0f; /* the seed: the forward draws it */
   dm->drop_row0 = x->rows_before;
   dm->chunks = strop__par_chunks(x->nthreads, dm->n, 1);
-  dm->tiled = strop__sdpa_pick_tiled(dm->t, dm->d / dm->heads, dm->causal);
+  dm->tiled = strop__sdpa_pick_tiled(dm->t, dm->d / dm->heads, dm->causal, x->attention);
   dm->bf16 = x->compute_dtype == STROP__LOWP_BF16; /* the core's products; softmax in FP32 */
 }
 

@@ -147,7 +147,6 @@ static strop_status attn_infer(strop__node *n) {
  * weights or the rows' statistics; dm holds dropout's seed (its mask is computed again). */
 typedef struct attn_saved {
   strop__sdpa_dims dm;
-  const float *q, *k, *v;
   float *p;
 } attn_saved;
 
@@ -330,9 +329,10 @@ static strop_status attn_forward(strop__node *n, const strop__exec *x, const str
   if (!sv) return oom(n);
   memset(sv, 0, sizeof *sv);
   int64_t ld[3];
-  views(in, n->n_in, &g, &sv->q, &sv->k, &sv->v, ld);
-  if (x->decode) return attn_decode(n, x, &g, sv->q, sv->k, sv->v, ld, nb, t, out->data);
-  const int tiled = strop__sdpa_pick_tiled(t, g.hd, c->causal);
+  const float *q, *k, *v;
+  views(in, n->n_in, &g, &q, &k, &v, ld);
+  if (x->decode) return attn_decode(n, x, &g, q, k, v, ld, nb, t, out->data);
+  const int tiled = strop__sdpa_pick_tiled(t, g.hd, c->causal, x->attention);
   sv->dm = (strop__sdpa_dims){
       .n = nb,
       .t = t,
@@ -369,14 +369,13 @@ static strop_status attn_forward(strop__node *n, const strop__exec *x, const str
   if (!sv->p || !scratch) return oom(n);
   /* dropout: one seed per forward, the same number of draws whatever the batch or the rank */
   if (sv->dm.dropout > 0.0f) sv->dm.drop_seed = strop__sdpa_draw_seed(x->rng);
-  strop__sdpa_forward(&sv->dm, sv->q, sv->k, sv->v, sv->p, scratch, out->data);
+  strop__sdpa_forward(&sv->dm, q, k, v, sv->p, scratch, out->data);
   n->saved = sv;
   return STROP_OK;
 }
 
 static strop_status attn_backward(strop__node *n, const strop__exec *x, const strop__act *in,
                                   const strop__act *out, const float *dout, float *const *din) {
-  (void)in; /* q, k and v are read through the views the forward kept */
   const attn_saved *sv = n->saved;
   if (!sv)
     return strop__err(STROP_E_INTERNAL, "layer '%s' (attention): backward without forward",
@@ -398,9 +397,23 @@ static strop_status attn_backward(strop__node *n, const strop__exec *x, const st
     dk = din[1];
     dv = din[2];
   }
+  /* q, k and v from the inputs as the backward is given them (the graph may hand over values
+   * widened from BF16: attn_bf16_input), at the forward's strides */
+  const float *q, *k, *v;
+  int64_t ld[3];
+  views(in, n->n_in, &g, &q, &k, &v, ld);
   /* with rotary embeddings the kernel takes dq and dk back through the rotation itself */
-  strop__sdpa_backward(dm, sv->q, sv->k, sv->v, sv->p, out->data, dout, scratch, dq, dk, dv, 1);
+  strop__sdpa_backward(dm, q, k, v, sv->p, out->data, dout, scratch, dq, dk, dv, 1);
   return STROP_OK;
+}
+
+/* With the products in BF16 (sdpa_dims.bf16) and no rotary embeddings, q, k and v are read only
+ * by the products, which round them (ops/attention.c's mm): scores, dctx V^T, dS K and dS^T Q.
+ * Rotated, they are read in FP32 by the rotation first. */
+static int attn_bf16_input(const strop__node *n, const strop__exec *x, int slot) {
+  (void)slot;
+  const attn_cfg *c = n->cfg;
+  return x->compute_dtype == STROP__LOWP_BF16 && !c->rope;
 }
 
 const strop__layer_vtable strop__layer_attention = {
@@ -418,4 +431,5 @@ const strop__layer_vtable strop__layer_attention = {
     .infer = attn_infer,
     .forward = attn_forward,
     .backward = attn_backward,
+    .bf16_input = attn_bf16_input,
 };

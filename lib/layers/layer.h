@@ -227,6 +227,8 @@ typedef struct strop__exec {
                                (strop_model_set_compute_dtype; layers/compute.c) */
   int weight_cache;         /* 0: a trained weight's BF16 products pack it from FP32 per call,
                                no copy kept (strop_model_set_weight_cache; layers/compute.c) */
+  int attention;            /* the attention cores' choice of tiled or materialised weights:
+                               ops/attention.h's STROP__ATTN_* (strop_model_set_attention) */
   /* forward and backward of a fused chain whose first node's output is read beyond the chain
    * too (vtable `fuse`, shared > 0): that output, which the forward writes beside the chain's
    * last and the backward may read; NULL otherwise */
@@ -662,6 +664,14 @@ struct strop__layer_vtable {
    * which the graph gives the first run only); and a run costs nothing beyond its rows' share
    * (a product that widens a whole held weight at each call does not qualify). NULL: never. */
   int (*rows)(const strop__node *n);
+  /* Optional: 1 when, in a step run with x's settings, the backward reads the data of input
+   * `slot` only through products that round it to BF16 first (the model's BF16 compute dtype:
+   * strop__bf16_rne_bits, as the vdpbf16ps kernels pack and the exact fallback rounds), or not
+   * at all, and takes it from in[slot] (not from pointers its forward kept). The graph may then
+   * hold that input in BF16 from its last reader's forward to its first reader's backward and
+   * hand the backwards its values widened back to FP32: the same bits, half the bytes kept
+   * between the two (graph/model.c, compact_plan). NULL: never. */
+  int (*bf16_input)(const strop__node *n, const strop__exec *x, int slot);
   /* LoRA adapters for this type, or NULL. */
   const strop__lora_ops *lora;
 };

@@ -214,6 +214,15 @@ static int linear_rows_ok(const strop__node *n) {
   return w && (!w->lowp.dtype || strop__linear_lowp_direct(&w->lowp, c->layout == LAYOUT_IN_OUT));
 }
 
+/* In BF16, x is read only by the dW product, which rounds it (strop__linear_backward_bf16_seen,
+ * both paths), or not at all (a weight held in BF16 or int8 is frozen; the bias's sums read
+ * dy alone). */
+static int linear_bf16_input(const strop__node *n, const strop__exec *x, int slot) {
+  (void)slot;
+  const strop__param *w = strop__node_p(n, W);
+  return w && (strop__compute_bf16(x, w) || w->lowp.dtype);
+}
+
 const strop__layer_vtable strop__layer_linear = {
     .type = "linear",
     .doc = "y = x W^T + b over the last dimension (torch.nn.Linear)",
@@ -230,5 +239,6 @@ const strop__layer_vtable strop__layer_linear = {
     .forward = linear_forward,
     .backward = linear_backward,
     .rows = linear_rows_ok,
+    .bf16_input = linear_bf16_input,
     .lora = &LORA,
 };

@@ -672,7 +672,9 @@ STROP__CLONES static void tiled_bwd_items(void *ctx, int64_t i0_, int64_t i1_, i
 
 int strop__sdpa_split_heads = 1;
 
-int strop__sdpa_pick_tiled(int64_t t, int64_t head_dim, int causal) {
+int strop__sdpa_pick_tiled(int64_t t, int64_t head_dim, int causal, int mode) {
+  if (mode == STROP__ATTN_TILED || mode == STROP__ATTN_MATERIALIZED)
+    return mode == STROP__ATTN_TILED;
   const int64_t bq = strop__sdpa_block_q > 0 ? strop__sdpa_block_q : 64;
   return t > 2 * head_dim || (causal && t > bq);
 }

@@ -83,12 +83,16 @@ typedef struct strop__sdpa_dims {
                (decoding) path ignores it. */
 } strop__sdpa_dims;
 
-/* Whether the core runs tiled for t queries of head_dim-wide heads: 1, unless the t x t weights are small — at most twice the queries
- * (t <= 2 head_dim) — and the tiled path cannot skip blocks (no causal mask, or one block of
- * queries): there, recomputing the scores and their exp in the backward costs 1.5-1.7x the
- * materialised backward (at t = 64, head_dim 32: one score costs 2 x 32 multiply-adds per
- * product, the exp as much as one more product). */
-int strop__sdpa_pick_tiled(int64_t t, int64_t head_dim, int causal);
+/* Whether the core runs tiled for t queries of head_dim-wide heads. Mode STROP__ATTN_TILED: 1;
+ * STROP__ATTN_MATERIALIZED: 0; STROP__ATTN_AUTO: 1, unless the t x t weights are small — at
+ * most twice the queries (t <= 2 head_dim) — and the tiled path cannot skip blocks (no causal
+ * mask, or one block of queries): there, recomputing the scores and their exp in the backward
+ * costs 1.5-1.7x the materialised backward (at t = 64, head_dim 32: one score costs 2 x 32
+ * multiply-adds per product, the exp as much as one more product). */
+int strop__sdpa_pick_tiled(int64_t t, int64_t head_dim, int causal, int mode);
+/* strop__sdpa_pick_tiled's mode, the model's attention setting (strop_model_set_attention, whose
+ * values these are): by the rule above, always tiled, always materialised. */
+enum { STROP__ATTN_AUTO = 0, STROP__ATTN_TILED = 1, STROP__ATTN_MATERIALIZED = 2 };
 /* 1 (the default): the tiled core's callers count its chunks over the n * kv_heads (sample, kv
  * head) items; 0: over the samples, as before 2026-12-05 (one sample: one chunk) — the same
  * bits; bench_big's SDPA_SPLIT=ab switch. */

@@ -39,6 +39,39 @@ STROP__CLONES void strop__bf16_round_n(const float *x, uint16_t *out, size_t n) 
   }
 }
 
+STROP__CLONES void strop__bf16_widen_n(const uint16_t *h, float *out, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    const uint32_t u = (uint32_t)h[i] << 16;
+    memcpy(&out[i], &u, sizeof u);
+  }
+}
+
+/* strop__bf16_round_par / _widen_par: runs of 64K values a task */
+typedef struct conv_job {
+  const void *src;
+  void *dst;
+  size_t n;
+  int widen;
+} conv_job;
+
+static void conv_run(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  (void)chunk;
+  const conv_job *J = ctx;
+  const size_t a = (size_t)lo << 16, b = (size_t)hi << 16 < J->n ? (size_t)hi << 16 : J->n;
+  if (J->widen) strop__bf16_widen_n((const uint16_t *)J->src + a, (float *)J->dst + a, b - a);
+  else strop__bf16_round_n((const float *)J->src + a, (uint16_t *)J->dst + a, b - a);
+}
+
+void strop__bf16_round_par(const float *x, uint16_t *out, size_t n) {
+  conv_job J = {x, out, n, 0};
+  strop__par_for((int64_t)((n + 0xffff) >> 16), 4, conv_run, &J);
+}
+
+void strop__bf16_widen_par(const uint16_t *h, float *out, size_t n) {
+  conv_job J = {h, out, n, 1};
+  strop__par_for((int64_t)((n + 0xffff) >> 16), 4, conv_run, &J);
+}
+
 /* absmax / 127 over the n values x[0], x[stride], ... (0 when they are all zero) */
 static float absmax_scale(const float *x, int64_t n, int64_t stride) {
   float a = 0.0f;

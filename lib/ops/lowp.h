@@ -42,6 +42,12 @@ typedef struct strop__lowp {
 uint16_t strop__bf16_from_f32(float x);
 float strop__bf16_to_f32(uint16_t h);
 void strop__bf16_round_n(const float *x, uint16_t *out, size_t n);
+/* BF16 -> FP32 of n values (exact). */
+void strop__bf16_widen_n(const uint16_t *h, float *out, size_t n);
+/* strop__bf16_round_n / strop__bf16_widen_n split across the library's threads (the same
+ * bits). */
+void strop__bf16_round_par(const float *x, uint16_t *out, size_t n);
+void strop__bf16_widen_par(const uint16_t *h, float *out, size_t n);
 
 /* strop__bf16_from_f32 on an FP32's bits, in the low 16 bits: branch-free, so that the loops
  * calling it vectorise */

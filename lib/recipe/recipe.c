@@ -86,6 +86,8 @@ static const char *const PER[] = {"step", "epoch", NULL};
 const char *const strop__recipe_frozen_dtypes[] = {"f32", "bf16", "int8", NULL};
 /* model.compute_dtype: the index is the strop_dtype */
 const char *const strop__recipe_cdtypes[] = {"f32", "bf16", NULL};
+/* model.attention, in strop_attention's order */
+const char *const strop__recipe_attention[] = {"auto", "tiled", "materialized", NULL};
 static const char *const BASELINES[] = {"scratch", NULL};
 static const char *const LABEL_MODES[] = {"index", "names", "names_sorted", NULL};
 static const char *const STRATEGIES[] = {"grid", "random", "bayes", NULL};
@@ -114,6 +116,7 @@ static const field F_MODEL[] = {{"spec", T_STR, NULL, NULL, NULL},
                                 {"int8_group", T_INT, NULL, NULL, &R_INT8_GROUP},
                                 {"compute_dtype", T_ENUM, NULL, strop__recipe_cdtypes, NULL},
                                 {"weight_cache", T_BOOL, NULL, NULL, NULL},
+                                {"attention", T_ENUM, NULL, strop__recipe_attention, NULL},
                                 {"frozen", T_BOOL, NULL, NULL, NULL},
                                 {"mmap", T_BOOL, NULL, NULL, NULL},
                                 {"checkpointing", T_STR, NULL, NULL, NULL},

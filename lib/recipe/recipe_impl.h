@@ -99,6 +99,7 @@ const char *strop__rd_str(const strop__ynode *map, const char *key);
 extern const char *const strop__recipe_frozen_dtypes[];
 /* model.compute_dtype's words, in strop_dtype order */
 extern const char *const strop__recipe_cdtypes[];
+extern const char *const strop__recipe_attention[];
 /* A list of ints/floats (or one scalar, as a list of one); *n gets the count (<= cap). */
 strop_status strop__rd_ints(const strop_recipe *r, const strop__ynode *map, const char *key,
                             int64_t *out, int cap, int *n);

@@ -431,6 +431,18 @@ static strop_status set_weight_cache(ctx *c, strop_model *m) {
   return s;
 }
 
+/* model.attention: auto (the default), tiled or materialized attention weights */
+static strop_status set_attention(ctx *c, strop_model *m) {
+  const strop__ynode *msec = section(c->r, "model");
+  const char *v = msec ? strop__rd_str(msec, "attention") : NULL;
+  for (int d = 0; v && strop__recipe_attention[d]; d++)
+    if (!strcmp(v, strop__recipe_attention[d])) {
+      strop_status s = strop_model_set_attention(m, d);
+      return s ? fail(s, "model.attention") : STROP_OK;
+    }
+  return STROP_OK; /* absent (the schema checked the word) */
+}
+
 /* ---- surgery ---- */
 static strop_status apply_surgery(ctx *c, strop_model *m, const strop__ynode *ops, uint64_t seed,
                                   const char *where) {
@@ -1783,6 +1795,7 @@ strop_status strop_recipe_run(const strop_recipe *r, const strop_run_options *us
   if (!s) s = set_checkpointing(&c, m);
   if (!s) s = set_compute_dtype(&c, m);
   if (!s) s = set_weight_cache(&c, m);
+  if (!s) s = set_attention(&c, m);
   if (!s) s = check_head(&c, m);
   if (!s) s = record_meta(&c, m);
   s = agree(&c, s, "loading the model and the data");

@@ -324,6 +324,25 @@ strop_status strop_model_check_memory(strop_model *model, int64_t batch,
                          figures_peak(&g) <= limit ? ", which fits" : "");
     }
   }
+  /* tiled attention, when the layers may keep their T x T weights: planned again tiled */
+  if (model->attention != STROP_ATTENTION_TILED) {
+    const int was = model->attention;
+    step_figures g;
+    model->attention = STROP_ATTENTION_TILED;
+    s = plan_figures(fn, model, batch, &shape, optimizer_slots, &g);
+    model->attention = was;
+    if (s) {
+      strop__sbuf_free(&t);
+      return s;
+    }
+    if (g.act < f.act)
+      strop__sbuf_printf(&t,
+                         " tiled attention (strop_model_set_attention(model, "
+                         "STROP_ATTENTION_TILED), recipe key model.attention: tiled; a little "
+                         "slower) takes the step memory to %s (peak %s%s);",
+                         mb(g.act, a, sizeof a), mb(figures_peak(&g), b, sizeof b),
+                         figures_peak(&g) <= limit ? ", which fits" : "");
+  }
   /* the trained weights' BF16 copies, when they are kept: packed per call instead (on
    * vdpbf16ps; the exact fallback keeps them either way) */
   size_t trained_copies = 0;

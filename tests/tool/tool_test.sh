@@ -1287,14 +1287,19 @@ bf16_curves)
       --quiet "$@" > "$work/text-$run.txt" 2>&1 || fail "text $run: $(cat "$work/text-$run.txt")"
   done
   # the trained weights' BF16 copies packed per call instead of kept (model.weight_cache:
-  # false): the same losses bit for bit, and the report says so
+  # false), and the attention tiled (model.attention: tiled, what auto picks for its causal
+  # windows of 128 tokens): the same losses bit for bit, and the report says both
   "$strop" finetune "$src/examples/text/adapt-full.yaml" --epochs 2 --quiet \
     --set data.path="$work/text/startrek.jsonl" --set output.dir="$work/text-packed" \
     --set output.metrics=metrics.csv --set model.compute_dtype=bf16 \
-    --set model.weight_cache=false > "$work/text-packed.txt" 2>&1 ||
+    --set model.weight_cache=false --set model.attention=tiled > "$work/text-packed.txt" 2>&1 ||
     fail "text packed: $(cat "$work/text-packed.txt")"
   grep -q "^precision:  products in bf16 with f32 sums, weight cache off$" "$work/text-packed.txt" ||
     fail "the packed run's report does not say so: $(cat "$work/text-packed.txt")"
+  grep -q "^attention:  tiled (no T x T weights kept)$" "$work/text-packed.txt" ||
+    fail "the packed run's report does not name the attention: $(cat "$work/text-packed.txt")"
+  ! grep -q "^attention:" "$work/fashion-bf16.txt" ||
+    fail "a run with the default attention names it: $(cat "$work/fashion-bf16.txt")"
   # (every column but the last, the seconds)
   cut -d, -f1-8 "$work/text-bf16/metrics.csv" > "$work/text-bf16.losses"
   cut -d, -f1-8 "$work/text-packed/metrics.csv" > "$work/text-packed.losses"

@@ -195,6 +195,11 @@ void tool_report_text(FILE *f, const strop_recipe *r, strop_run *run) {
     fprintf(f, "%sfrozen weights held in %s",
             cd > 0 && cd <= 2 ? "; " : "precision:  ", dtypes[fd]);
   if ((cd > 0 && cd <= 2) || (fd > 0 && fd <= 2)) fprintf(f, "\n");
+  const int at = m ? strop_model_attention(m) : 0; /* model.attention, when not auto */
+  if (at == STROP_ATTENTION_TILED || at == STROP_ATTENTION_MATERIALIZED)
+    fprintf(f, "attention:  %s\n",
+            at == STROP_ATTENTION_TILED ? "tiled (no T x T weights kept)"
+                                        : "materialized (the T x T weights kept)");
   int64_t n = strop_run_info(run, STROP_INFO_STAGES),
           rows = strop_run_info(run, STROP_INFO_EPOCHS);
   fprintf(f, "%-22s %6s %10s %10s %10s %10s\n", "stage", "epochs", "val acc", "val loss",

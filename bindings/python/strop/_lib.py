@@ -312,6 +312,8 @@ _DECLS = [
     ("strop_model_set_compute_dtype", c_int, [c_void_p, c_int]),
     ("strop_model_weight_cache", c_int, [c_void_p]),
     ("strop_model_set_weight_cache", c_int, [c_void_p, c_int]),
+    ("strop_model_attention", c_int, [c_void_p]),
+    ("strop_model_set_attention", c_int, [c_void_p, c_int]),
     ("strop_model_lora_load", c_int, [c_void_p, c_char_p]),
     ("strop_model_lora_merge", c_int, [c_void_p]),
     ("strop_model_lora_save", c_int, [c_void_p, c_char_p]),

@@ -788,6 +788,7 @@ class Model(Handle):
 
     #: compute dtypes by name (model.compute_dtype)
     COMPUTE_DTYPES = ("f32", "bf16")
+    ATTENTION = ("auto", "tiled", "materialized")
 
     @property
     def compute_dtype(self):
@@ -824,6 +825,23 @@ class Model(Handle):
             from .errors import InvalidArgument
             raise InvalidArgument(f"Model.weight_cache must be True or False, got {enabled!r}")
         check(_lib.lib.strop_model_set_weight_cache(self._h, int(enabled)))
+
+    @property
+    def attention(self):
+        """How the attention layers compute: "auto" (default: the attention weights kept for the
+        backward where they are small, else tiled), "tiled" (flash attention: nothing of size
+        T x T kept, the backward computes the scores again) or "materialized" (the weights
+        always kept) — a memory-for-speed trade; the results agree to about 1e-3, not to the
+        bit (strop_model_set_attention)."""
+        return self.ATTENTION[_lib.lib.strop_model_attention(self._h)]
+
+    @attention.setter
+    def attention(self, mode):
+        if mode not in self.ATTENTION:
+            from .errors import InvalidArgument
+            raise InvalidArgument(f"Model.attention must be one of {', '.join(self.ATTENTION)}, "
+                                  f"got {mode!r}")
+        check(_lib.lib.strop_model_set_attention(self._h, self.ATTENTION.index(mode)))
 
     @property
     def int8_group(self):

@@ -73,3 +73,38 @@ def test_weight_cache_errors():
         with pytest.raises(strop.InvalidArgument, match="True or False"):
             m.weight_cache = bad
     assert m.weight_cache is True
+
+
+def attention_model():
+    m = strop.Model([12, 32])
+    m.add("q", "linear", "out_features=32").add("k", "linear", "out_features=32", inputs="input")
+    m.add("v", "linear", "out_features=32", inputs="input")
+    m.add("att", "attention", "num_heads=4", inputs=["q", "k", "v"])
+    m.add("flat", "flatten").add("head", "linear", "out_features=4").finalize(seed=3)
+    return m
+
+
+def trained_attention(mode):
+    m = attention_model()
+    assert m.attention == "auto"
+    m.attention = mode
+    assert m.attention == mode
+    assert m.clone().attention == mode
+    tr = strop.Trainer(m, strop.Optimizer(m, "adamw", lr=0.01))
+    x = np.sin(np.arange(6 * 12 * 32, dtype=np.float32)).reshape(6, 12, 32)
+    y = np.arange(6, dtype=np.float32) % 4
+    return m, [tr.step(x, y) for _ in range(3)]
+
+
+def test_attention_setting():
+    # 12 positions, heads 8 wide: auto keeps the weights as materialized does, bit for bit;
+    # tiled computes them again in the backward, the same losses within 1e-3
+    (ma, la), (mm, lm), (mt, lt) = (trained_attention(k) for k in ("auto", "materialized", "tiled"))
+    assert la == lm
+    assert np.array_equal(np.asarray(ma["q.weight"]), np.asarray(mm["q.weight"]))
+    assert max(abs(a - b) for a, b in zip(la, lt)) <= 1e-3
+    m = attention_model()
+    for bad in ("flash", 1, None):
+        with pytest.raises(strop.InvalidArgument, match="auto, tiled, materialized"):
+            m.attention = bad
+    assert m.attention == "auto"
