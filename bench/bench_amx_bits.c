@@ -29,8 +29,8 @@ typedef struct tilecfg {
   uint8_t rows[16];
 } tilecfg;
 
-static uint16_t g_a[M][K];         /* A row-major, k contiguous: a tile's rows */
-static uint16_t g_b[K / 2][N][2];  /* B as pairs along k (strop's panels, AMX's B tile) */
+static uint16_t g_a[M][K];        /* A row-major, k contiguous: a tile's rows */
+static uint16_t g_b[K / 2][N][2]; /* B as pairs along k (strop's panels, AMX's B tile) */
 static float g_amx[M][N], g_dot[M][N];
 
 static uint16_t rne(float f) {

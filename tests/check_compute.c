@@ -1104,47 +1104,50 @@ END_TEST
  * with the blocks checkpointed (3: nothing inside them is held so), at 1 and 2 threads and on
  * the forced fallback; exactly the outputs named below are held at the end of a forward, and
  * the step's planned region is smaller (kind 3: the same). */
+/* Block b: a pre-LN attention (separate q, k, v, or with kind 2 one packed q|k|v projection and
+ * a causal mask; kind 1 with rotary embeddings) and a GELU MLP, each with its residual sum,
+ * reading `in` and ending in "b<b>.out". */
+static void add_block(strop_model *m, int b, int kind, const char *in) {
+  char ln1[16], q[16], k[16], v[16], att[16], o[16], res[16], ln2[16], fc[16], act[16];
+  char proj[16], out[16], ins[64];
+#define NAME(buf, part) snprintf(buf, sizeof buf, "b%d." part, b)
+  NAME(ln1, "ln1"), NAME(q, "q"), NAME(k, "k"), NAME(v, "v"), NAME(att, "att"), NAME(o, "o");
+  NAME(res, "res"), NAME(ln2, "ln2"), NAME(fc, "fc"), NAME(act, "act"), NAME(proj, "proj");
+  NAME(out, "out");
+#undef NAME
+  OK(strop_model_add(m, ln1, "layernorm", NULL, in));
+  if (kind == 2) {
+    snprintf(q, sizeof q, "b%d.qkv", b);
+    OK(strop_model_add(m, q, "linear", "out_features=96", ln1));
+    OK(strop_model_add(m, att, "attention", "num_heads=4 causal=true", q));
+  } else {
+    OK(strop_model_add(m, q, "linear", "out_features=32", ln1));
+    OK(strop_model_add(m, k, "linear", "out_features=32", ln1));
+    OK(strop_model_add(m, v, "linear", "out_features=32", ln1));
+    snprintf(ins, sizeof ins, "%s,%s,%s", q, k, v);
+    OK(strop_model_add(m, att, "attention",
+                       kind == 1 ? "num_heads=4 rope=rotate_half" : "num_heads=4", ins));
+  }
+  OK(strop_model_add(m, o, "linear", "out_features=32", att));
+  snprintf(ins, sizeof ins, "%s,%s", in, o);
+  OK(strop_model_add(m, res, "add", NULL, ins));
+  OK(strop_model_add(m, ln2, "layernorm", NULL, res));
+  OK(strop_model_add(m, fc, "linear", "out_features=64", ln2));
+  OK(strop_model_add(m, act, "gelu", NULL, fc));
+  OK(strop_model_add(m, proj, "linear", "out_features=32", act));
+  snprintf(ins, sizeof ins, "%s,%s", res, proj);
+  OK(strop_model_add(m, out, "add", NULL, ins));
+}
+
+/* Two blocks (kind 2: one), a flatten and a 4-class head; kind 3 checkpoints the blocks. */
 static strop_model *block_model(int kind) {
-  const char *rope = kind == 1 ? "num_heads=4 rope=rotate_half" : "num_heads=4";
-  const strop_test_node sep[] = {
-      {"b0.ln1", "layernorm", NULL, NULL},
-      {"b0.q", "linear", "out_features=32", "b0.ln1"},
-      {"b0.k", "linear", "out_features=32", "b0.ln1"},
-      {"b0.v", "linear", "out_features=32", "b0.ln1"},
-      {"b0.att", "attention", rope, "b0.q,b0.k,b0.v"},
-      {"b0.o", "linear", "out_features=32", NULL},
-      {"b0.res", "add", NULL, "input,b0.o"},
-      {"b0.ln2", "layernorm", NULL, NULL},
-      {"b0.fc", "linear", "out_features=64", NULL},
-      {"b0.act", "gelu", NULL, NULL},
-      {"b0.proj", "linear", "out_features=32", NULL},
-      {"b0.out", "add", NULL, "b0.res,b0.proj"},
-      {"b1.ln1", "layernorm", NULL, NULL},
-      {"b1.q", "linear", "out_features=32", "b1.ln1"},
-      {"b1.k", "linear", "out_features=32", "b1.ln1"},
-      {"b1.v", "linear", "out_features=32", "b1.ln1"},
-      {"b1.att", "attention", rope, "b1.q,b1.k,b1.v"},
-      {"b1.o", "linear", "out_features=32", NULL},
-      {"b1.out", "add", NULL, "b0.out,b1.o"},
-      {"flat", "flatten", NULL, NULL},
-      {"head", "linear", "out_features=4", NULL},
-  };
-  const strop_test_node packed[] = {
-      {"b0.ln1", "layernorm", NULL, NULL},
-      {"b0.qkv", "linear", "out_features=96", NULL},
-      {"b0.att", "attention", "num_heads=4 causal=true", NULL},
-      {"b0.o", "linear", "out_features=32", NULL},
-      {"b0.res", "add", NULL, "input,b0.o"},
-      {"b0.ln2", "layernorm", NULL, NULL},
-      {"b0.fc", "linear", "out_features=64", NULL},
-      {"b0.act", "gelu", NULL, NULL},
-      {"b0.proj", "linear", "out_features=32", NULL},
-      {"b0.out", "add", NULL, "b0.res,b0.proj"},
-      {"flat", "flatten", NULL, NULL},
-      {"head", "linear", "out_features=4", NULL},
-  };
-  strop_model *m = kind == 2 ? strop_test_build(2, IN, packed, 12, 31)
-                             : strop_test_build(2, IN, sep, 21, 31);
+  strop_model *m = NULL;
+  OK(strop_model_create(2, IN, &m));
+  add_block(m, 0, kind, "input");
+  if (kind != 2) add_block(m, 1, kind, "b0.out");
+  OK(strop_model_add(m, "flat", "flatten", NULL, NULL));
+  OK(strop_model_add(m, "head", "linear", "out_features=4", NULL));
+  OK(strop_model_finalize(m, 31));
   if (kind == 3) OK(strop_model_set_checkpointing(m, "b?"));
   return m;
 }
@@ -1159,11 +1162,11 @@ START_TEST(compact_acts_same_bits) {
   OK(strop_model_clone(on, &off));
   /* one training forward of 16 samples each: which outputs are held in BF16 at its end, and
    * the planned region of the step's activations and gradients */
-  static const char *const held[4][10] = {
-      {"b0.ln1", "b0.q", "b0.k", "b0.v", "b0.ln2", "b1.ln1", "b1.q", "b1.k", "b1.v", NULL},
-      {"b0.ln1", "b0.ln2", "b1.ln1", NULL},
-      {"b0.ln1", "b0.qkv", "b0.ln2", NULL},
-      {NULL}};
+  static const char *const held[4][11] = {{"b0.ln1", "b0.q", "b0.k", "b0.v", "b0.ln2", "b1.ln1",
+                                           "b1.q", "b1.k", "b1.v", "b1.ln2", NULL},
+                                          {"b0.ln1", "b0.ln2", "b1.ln1", "b1.ln2", NULL},
+                                          {"b0.ln1", "b0.qkv", "b0.ln2", NULL},
+                                          {NULL}};
   static float x[16 * T * D];
   inputs(x, 16 * T * D, 0.4);
   size_t region[2];

@@ -408,17 +408,22 @@ static strop_status set_checkpointing(ctx *c, strop_model *m) {
                            "'model.checkpointing': %s", sentence_after_fn(rest));
 }
 
+/* The index in words of model.<key>'s word, or -1 when the key is absent (the schema checked
+ * the word). */
+static int model_word(ctx *c, const char *key, const char *const *words) {
+  const strop__ynode *msec = section(c->r, "model");
+  const char *v = msec ? strop__rd_str(msec, key) : NULL;
+  for (int d = 0; v && words[d]; d++)
+    if (!strcmp(v, words[d])) return d;
+  return -1;
+}
+
 /* model.compute_dtype: the precision of the linear and conv products (f32, the default, or
  * bf16) */
 static strop_status set_compute_dtype(ctx *c, strop_model *m) {
-  const strop__ynode *msec = section(c->r, "model");
-  const char *v = msec ? strop__rd_str(msec, "compute_dtype") : NULL;
-  for (int d = 0; v && strop__recipe_cdtypes[d]; d++)
-    if (!strcmp(v, strop__recipe_cdtypes[d])) {
-      strop_status s = strop_model_set_compute_dtype(m, d);
-      return s ? fail(s, "model.compute_dtype") : STROP_OK;
-    }
-  return STROP_OK; /* absent (the schema checked the word) */
+  const int d = model_word(c, "compute_dtype", strop__recipe_cdtypes);
+  strop_status s = d >= 0 ? strop_model_set_compute_dtype(m, d) : STROP_OK;
+  return s ? fail(s, "model.compute_dtype") : STROP_OK;
 }
 
 /* model.weight_cache: false packs the trained weights' BF16 products per call instead of
@@ -433,14 +438,9 @@ static strop_status set_weight_cache(ctx *c, strop_model *m) {
 
 /* model.attention: auto (the default), tiled or materialized attention weights */
 static strop_status set_attention(ctx *c, strop_model *m) {
-  const strop__ynode *msec = section(c->r, "model");
-  const char *v = msec ? strop__rd_str(msec, "attention") : NULL;
-  for (int d = 0; v && strop__recipe_attention[d]; d++)
-    if (!strcmp(v, strop__recipe_attention[d])) {
-      strop_status s = strop_model_set_attention(m, d);
-      return s ? fail(s, "model.attention") : STROP_OK;
-    }
-  return STROP_OK; /* absent (the schema checked the word) */
+  const int d = model_word(c, "attention", strop__recipe_attention);
+  strop_status s = d >= 0 ? strop_model_set_attention(m, d) : STROP_OK;
+  return s ? fail(s, "model.attention") : STROP_OK;
 }
 
 /* ---- surgery ---- */

@@ -253,6 +253,17 @@ static const char *mb(size_t bytes, char *buf, size_t cap) {
   return buf;
 }
 
+/* One way to fit, planned again as g: "<how> takes the step memory to X (peak Y[, which
+ * fits]);" appended to t when it holds less than f. */
+static void advise(strop__sbuf *t, const step_figures *f, const step_figures *g, size_t limit,
+                   const char *how) {
+  char a[32], b[32];
+  if (g->act >= f->act) return;
+  strop__sbuf_printf(t, " %s takes the step memory to %s (peak %s%s);", how,
+                     mb(g->act, a, sizeof a), mb(figures_peak(g), b, sizeof b),
+                     figures_peak(g) <= limit ? ", which fits" : "");
+}
+
 /* The machine's limit for a step of model (strop_memory_available()'s room, plus what the
  * model already holds of the peak: its weights and buffers, folded copies) into *limit, and
  * the words naming it into why. */
@@ -315,14 +326,9 @@ strop_status strop_model_check_memory(strop_model *model, int64_t batch,
       strop__sbuf_free(&t);
       return s;
     }
-    if (g.act < f.act) {
-      strop__sbuf_printf(&t,
-                         " activation checkpointing (strop_model_set_checkpointing(model, "
-                         "\"auto\"), recipe key model.checkpointing: auto) takes the step "
-                         "memory to %s (peak %s%s);",
-                         mb(g.act, a, sizeof a), mb(figures_peak(&g), b, sizeof b),
-                         figures_peak(&g) <= limit ? ", which fits" : "");
-    }
+    advise(&t, &f, &g, limit,
+           "activation checkpointing (strop_model_set_checkpointing(model, \"auto\"), recipe "
+           "key model.checkpointing: auto)");
   }
   /* tiled attention, when the layers may keep their T x T weights: planned again tiled */
   if (model->attention != STROP_ATTENTION_TILED) {
@@ -335,13 +341,9 @@ strop_status strop_model_check_memory(strop_model *model, int64_t batch,
       strop__sbuf_free(&t);
       return s;
     }
-    if (g.act < f.act)
-      strop__sbuf_printf(&t,
-                         " tiled attention (strop_model_set_attention(model, "
-                         "STROP_ATTENTION_TILED), recipe key model.attention: tiled; a little "
-                         "slower) takes the step memory to %s (peak %s%s);",
-                         mb(g.act, a, sizeof a), mb(figures_peak(&g), b, sizeof b),
-                         figures_peak(&g) <= limit ? ", which fits" : "");
+    advise(&t, &f, &g, limit,
+           "tiled attention (strop_model_set_attention(model, STROP_ATTENTION_TILED), recipe "
+           "key model.attention: tiled; a little slower)");
   }
   /* the trained weights' BF16 copies, when they are kept: packed per call instead (on
    * vdpbf16ps; the exact fallback keeps them either way) */
