@@ -1370,7 +1370,7 @@ static strop_status plan_lifetimes(strop_model *m, const uint8_t *keep, int64_t 
     for (int j = 0; j <= nd->n_in; j++) {
       const int k = j < nd->n_in ? nd->in[j] : ks;
       if (k < 0 || --left[k] > 0 || state[k]) continue;
-      if (keep[k] && m->compact && m->compact[k] && tid[k] >= 0) { /* compact_act */
+      if (m->compact && m->compact[k] && tid[k] >= 0) { /* compact_act (keep[k] is 1) */
         blk[tid[k]].last = 2 * i + 1;
         blk[nb] = (strop__arena_block){act_bytes_n(m, k, n) / 2, 2 * i + 1, INT_MAX, nb, 0};
         tid[PLAN_COMPACT * nn + k] = nb++;
@@ -1756,7 +1756,7 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
     for (int j = 0; j <= nd->n_in; j++) {
       const int k = j < nd->n_in ? nd->in[j] : ks;
       if (k < 0 || --left[k] > 0 || m->released[k]) continue;
-      if (keep[k] && m->compact && m->compact[k]) compact_act(m, k);
+      if (m->compact && m->compact[k]) compact_act(m, k); /* (keep[k] is 1) */
       if (keep[k]) continue;
       m->released[k] = STROP__ACT_RELEASED; /* its last reader has run, no backward reads it */
       if (in_plan(m, m->acts[k].data)) continue; /* the plan has its memory taken already */

@@ -202,8 +202,7 @@ void strop__lowp_expand(const strop__lowp *q, float *dst) {
         dst[r * q->cols + c] = strop__bf16_to_f32(q->scale_cols ? panel_at(q->v, in, c, r)
                                                                 : panel_at(q->v, in, r, c));
   } else if (q->dtype == STROP__LOWP_BF16 && !q->scale_cols) {
-    const uint16_t *v = q->v;
-    for (size_t i = 0; i < n; i++) dst[i] = strop__bf16_to_f32(v[i]);
+    strop__bf16_widen_n(q->v, dst, n);
   } else if (q->dtype == STROP__LOWP_BF16) {
     const uint16_t *v = q->v;
     for (int64_t r = 0; r < q->rows; r++)
