@@ -62,9 +62,11 @@ static void fill_panels_scalar(void *ctx, int64_t lo, int64_t hi, int chunk) {
 #  include <immintrin.h>
 
 #  define BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512bf16")))
+#  include "ops/amxtile.h"
 #  include "ops/bf16tile.h"
 
-enum { MR = 8, NR = 32 };
+/* C's rows a tile makes on vdpbf16ps (MR) and on AMX (AR), C's columns (NR) */
+enum { MR = 8, AR = 32, NR = 32 };
 
 typedef struct gjob {
   int ta, tb;
@@ -72,14 +74,20 @@ typedef struct gjob {
   const float *a, *b;
   float alpha, beta;
   float *c;
-  uint32_t *ap; /* ceil(m / 8) micro-panels of kp x 8 pairs: ap[ib kp 8 + q 8 + r] */
+  uint32_t *ap; /* A's rows of kp pairs, row i's pair q at ap[i kp + q]; rows to a multiple of
+                 * 32 allocated (a_bytes), those past m never written (the AMX tile reads them,
+                 * and drops their sums) */
   uint32_t *bp; /* per chunk one panel of kp x 32 pairs: bp[q 32 + c] */
   strop__bf16_pack_b_fn pack; /* non-NULL: op(B)'s panels come from it, b is not read */
   const void *pctx;
   const strop__bf16_c_layout *lay; /* non-NULL: where C's columns go, and a row's addend */
   int64_t fit;     /* gemm_chunk: panels of B packed at once (a chunk's bp holds as many) */
   atomic_int *bad; /* strop__bf16_gemm_f32_finite: set when C holds a NaN or an infinity */
+  int amx;         /* 1: the AMX tile (strop__bf16_amx_runs), blocks of 32 rows; 0: 8 */
 } gjob;
+
+/* C's rows a kernel call makes */
+static int64_t row_step(const gjob *J) { return J->amx ? AR : MR; }
 
 /* The pairs (r0[c], r1[c]) of 16 columns (cnt of them read, the rest 0; r1 NULL: zeros) */
 BF16_TARGET static inline __m512i pairs16(const float *r0, const float *r1, int64_t cnt) {
@@ -144,68 +152,44 @@ static int64_t sweep_width(int64_t most, size_t bytes) {
   return !strop__bf16_pack_sweep || fit < 1 ? 1 : fit < most ? fit : most;
 }
 
-/* A stored [k, m]: the micro-panels of 16-row groups [g0, g1), a row pair at a time */
-BF16_TARGET static void pack_a_sweep(const gjob *J, int64_t g0, int64_t g1) {
-  const int64_t np = (J->m + MR - 1) / MR;
-  for (int64_t q = 0; q < J->kp; q++) {
-    const float *r0 = J->a + 2 * q * J->lda;
-    const float *r1 = 2 * q + 1 < J->k ? r0 + J->lda : NULL;
+/* A stored [k, m], 16-row groups [g0, g1): rows 2q and 2q + 1 give the pairs q of 16
+ * consecutive rows i (pairs16); 16 pairs of each group transposed (strop__transpose16) into 16
+ * pairs of each of its rows, a block of 16 pairs of all the groups before the next (down A's
+ * rows in order, as strop__bf16_pack_sweep reads B) */
+BF16_TARGET static void pack_a_kn(const gjob *J, int64_t g0, int64_t g1) {
+  for (int64_t q0 = 0; q0 < J->kp; q0 += 16) {
+    const int64_t nq = J->kp - q0 < 16 ? J->kp - q0 : 16;
+    const __mmask16 mk = (__mmask16)strop__lanes32(nq);
     for (int64_t g = g0; g < g1; g++) {
       const int64_t i0 = g * 16;
-      uint32_t *p0 = J->ap + (size_t)(2 * g) * (size_t)J->kp * MR + q * MR;
-      const __m512i v = pairs16(r0 + i0, r1 ? r1 + i0 : NULL, J->m - i0);
-      _mm256_storeu_si256((__m256i *)(void *)p0, _mm512_castsi512_si256(v));
-      if (2 * g + 1 < np)
-        _mm256_storeu_si256((__m256i *)(void *)(p0 + (size_t)J->kp * MR),
-                            _mm512_extracti64x4_epi64(v, 1));
+      __m512i t[16];
+      for (int64_t q = 0; q < 16; q++) {
+        const float *r0 = J->a + 2 * (q0 + q) * J->lda + i0;
+        const float *r1 = 2 * (q0 + q) + 1 < J->k ? r0 + J->lda : NULL;
+        t[q] = q < nq ? pairs16(r0, r1, J->m - i0) : _mm512_setzero_si512();
+      }
+      strop__transpose16(t); /* t[r] lane q: row i0 + r's pair q0 + q */
+      for (int64_t r = 0; r < 16 && i0 + r < J->m; r++)
+        _mm512_mask_storeu_epi32(J->ap + (i0 + r) * J->kp + q0, mk, t[r]);
     }
   }
 }
 
-/* A's micro-panels of 16-row groups [lo, hi) (two micro-panels each) */
+/* A's rows of 16-row groups [lo, hi): row i's pairs at ap[i kp + q] */
 BF16_TARGET static void pack_a(void *ctx, int64_t lo, int64_t hi, int chunk) {
   (void)chunk;
   const gjob *J = ctx;
-  const int64_t np = (J->m + MR - 1) / MR;
-  const int64_t w = J->ta ? sweep_width(SWEEP_COLS / 16, (size_t)J->kp * 2 * MR * 4) : 1;
-  if (w > 1) {
-    for (int64_t g0 = lo; g0 < hi; g0 += w) pack_a_sweep(J, g0, g0 + w < hi ? g0 + w : hi);
+  if (J->ta) {
+    const int64_t w = sweep_width(SWEEP_COLS / 16, (size_t)J->kp * 16 * 4);
+    for (int64_t g0 = lo; g0 < hi; g0 += w) pack_a_kn(J, g0, g0 + w < hi ? g0 + w : hi);
     return;
   }
-  for (int64_t g = lo; g < hi; g++) {
-    const int64_t i0 = g * 16;
-    uint32_t *p0 = J->ap + (size_t)(2 * g) * (size_t)J->kp * MR;
-    uint32_t *p1 = 2 * g + 1 < np ? p0 + (size_t)J->kp * MR : NULL;
-    if (J->ta) { /* A stored [k, m]: rows 2q and 2q + 1 give 16 pairs of consecutive i */
-      const int64_t cnt = J->m - i0;
-      for (int64_t q = 0; q < J->kp; q++) {
-        const float *r0 = J->a + 2 * q * J->lda + i0;
-        const float *r1 = 2 * q + 1 < J->k ? r0 + J->lda : NULL;
-        const __m512i v = pairs16(r0, r1, cnt);
-        _mm256_storeu_si256((__m256i *)(void *)(p0 + q * MR), _mm512_castsi512_si256(v));
-        if (p1)
-          _mm256_storeu_si256((__m256i *)(void *)(p1 + q * MR), _mm512_extracti64x4_epi64(v, 1));
-      }
-      continue;
-    }
-    /* A stored [m, k]: 16 pairs of each of the 16 rows, transposed: t[q] lane r is row i0 + r's
-     * pair q0 + q */
+  /* A stored [m, k]: a row's pairs are its consecutive values, 16 pairs at a time */
+  for (int64_t i = lo * 16; i < hi * 16 && i < J->m; i++)
     for (int64_t q0 = 0; q0 < J->kp; q0 += 16) {
-      __m512i t[16];
-      for (int r = 0; r < 16; r++)
-        t[r] = i0 + r < J->m ? row_pairs16(J->a + (i0 + r) * J->lda + 2 * q0, J->k - 2 * q0)
-                             : _mm512_setzero_si512();
-      strop__transpose16(t);
-      const int64_t nq = J->kp - q0 < 16 ? J->kp - q0 : 16;
-      for (int64_t q = 0; q < nq; q++) {
-        _mm256_storeu_si256((__m256i *)(void *)(p0 + (q0 + q) * MR),
-                            _mm512_castsi512_si256(t[q]));
-        if (p1)
-          _mm256_storeu_si256((__m256i *)(void *)(p1 + (q0 + q) * MR),
-                              _mm512_extracti64x4_epi64(t[q], 1));
-      }
+      const __m512i v = row_pairs16(J->a + i * J->lda + 2 * q0, J->k - 2 * q0);
+      _mm512_mask_storeu_epi32(J->ap + i * J->kp + q0, (__mmask16)strop__lanes32(J->kp - q0), v);
     }
-  }
 }
 
 /* B's columns j0 .. j0 + 31 as pairs: p[q 32 + c] = B(2q, j0 + c) | B(2q + 1, j0 + c) << 16 */
@@ -273,16 +257,22 @@ BF16_TARGET static void pack_b_range(const gjob *J, int64_t jb0, int64_t jb1, ui
   for (int64_t jb = jb0; jb < jb1; jb++) pack_b(J, jb * NR, p + (size_t)(jb - jb0) * stride);
 }
 
-/* C rows i0 .. i0 + 7 (those past m not stored) x the panel's 32 columns: 16 accumulators,
- * each lane summing its element's pairs in k order */
-BF16_TARGET static void kernel(const gjob *J, int64_t ib, int64_t j0, const uint32_t *p) {
-  const int64_t i0 = ib * MR, mr = J->m - i0 < MR ? J->m - i0 : MR;
+/* C rows i0 .. i0 + row_step - 1 (those past m not stored) x the panel's 32 columns: on
+ * vdpbf16ps 16 accumulators, each lane summing its element's pairs in k order; on AMX the
+ * tiles' sums */
+STROP__AMX_TARGET static void kernel(const gjob *J, int64_t ib, int64_t j0, const uint32_t *p) {
+  const int64_t i0 = ib * row_step(J), mr = J->m - i0 < row_step(J) ? J->m - i0 : row_step(J);
   const int64_t nr = J->n - j0 < NR ? J->n - j0 : NR;
-  const uint32_t *a = J->ap + (size_t)ib * (size_t)J->kp * MR; /* pair (r, q) at q * MR + r */
+  const uint32_t *a = J->ap + (size_t)i0 * (size_t)J->kp; /* pair (r, q) at r kp + q */
   const strop__bf16_c_layout *L = J->lay;
   if (!L) {
-    strop__bf16_tile_8x32(a, 1, MR, J->kp, p, mr, nr, J->alpha, J->beta, J->c + i0 * J->ldc + j0,
-                          J->ldc);
+    if (J->amx)
+      strop__amx_tile_32x32(a, J->kp, J->kp, p, mr, nr, J->alpha, J->beta, NULL, 0,
+                            J->c + i0 * J->ldc + j0, NR, J->c + i0 * J->ldc + j0, J->ldc, NULL,
+                            NULL, 0);
+    else
+      strop__bf16_tile_8x32(a, J->kp, 1, J->kp, p, mr, nr, J->alpha, J->beta,
+                            J->c + i0 * J->ldc + j0, J->ldc);
     return;
   }
   /* columns j0 .. of image s from its column r on, the rest (if any) in image s + 1 */
@@ -292,17 +282,22 @@ BF16_TARGET static void kernel(const gjob *J, int64_t ib, int64_t j0, const uint
   float *c2 = split < nr ? J->c + (s + 1) * L->stride + i0 * J->ldc : c;
   const float *e = L->res ? L->res + (c - J->c) : NULL,
               *e2 = L->res ? L->res + (c2 - J->c) : NULL;
-  strop__bf16_tile_8x32_ex(
-      a, 1, MR, J->kp, p, mr, nr, J->alpha, J->beta, L->add ? L->add + i0 : NULL, L->relu, c,
-      split, c2, J->ldc, e, e2,
-      (L->res_first ? STROP__TILE_RES_FIRST : 0) | (L->prefetch ? STROP__TILE_PREFETCH_C : 0));
+  const int opts =
+      (L->res_first ? STROP__TILE_RES_FIRST : 0) | (L->prefetch ? STROP__TILE_PREFETCH_C : 0);
+  if (J->amx)
+    strop__amx_tile_32x32(a, J->kp, J->kp, p, mr, nr, J->alpha, J->beta,
+                          L->add ? L->add + i0 : NULL, L->relu, c, split, c2, J->ldc, e, e2, opts);
+  else
+    strop__bf16_tile_8x32_ex(a, J->kp, 1, J->kp, p, mr, nr, J->alpha, J->beta,
+                             L->add ? L->add + i0 : NULL, L->relu, c, split, c2, J->ldc, e, e2,
+                             opts);
 }
 
 /* strop__bf16_gemm_f32_finite: C's rows of block ib, columns [j0, j1), read back once the block
  * has run against a group of panels (the rows still in L1 or L2; a tile's own stores read back
  * at once cost as much as the trainer's later pass saved) */
 static void seen_rows(const gjob *J, int64_t ib, int64_t j0, int64_t j1) {
-  const int64_t i0 = ib * MR, mr = J->m - i0 < MR ? J->m - i0 : MR;
+  const int64_t i0 = ib * row_step(J), mr = J->m - i0 < row_step(J) ? J->m - i0 : row_step(J);
   for (int64_t r = 0; r < mr; r++)
     if (!strop__all_finite_serial(J->c + (i0 + r) * J->ldc + j0, (size_t)(j1 - j0))) {
       atomic_store_explicit(J->bad, 1, memory_order_relaxed);
@@ -311,14 +306,16 @@ static void seen_rows(const gjob *J, int64_t ib, int64_t j0, int64_t j1) {
 }
 
 /* column panels [lo, hi) of 32, in groups of as nearly equal size as J->fit allows: a group's
- * panels packed, then every block of 8 rows against each of them (J->fit 1: a panel, then all
- * of A against it). A group in L2 has A, packed once, read from further out once per group
- * rather than once per panel. */
-static void gemm_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
+ * panels packed, then every block of rows (8, or 32 on AMX) against each of them (J->fit 1: a
+ * panel, then all of A against it). A group in L2 has A, packed once, read from further out
+ * once per group rather than once per panel. */
+STROP__AMX_TARGET static void gemm_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   const gjob *J = ctx;
   const size_t panel = (size_t)J->kp * NR;
   uint32_t *p = J->bp + (size_t)chunk * (size_t)J->fit * panel;
-  const int64_t np = (J->m + MR - 1) / MR, ng = (hi - lo + J->fit - 1) / J->fit;
+  const int64_t np = (J->m + row_step(J) - 1) / row_step(J),
+                ng = (hi - lo + J->fit - 1) / J->fit;
+  if (J->amx) strop__amx_begin();
   const int64_t per = ng > 0 ? (hi - lo + ng - 1) / ng : 1;
   for (int64_t g0 = lo; g0 < hi; g0 += per) {
     const int64_t g1 = g0 + per < hi ? g0 + per : hi;
@@ -328,6 +325,7 @@ static void gemm_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
       if (J->bad) seen_rows(J, ib, g0 * NR, g1 * NR < J->n ? g1 * NR : J->n);
     }
   }
+  if (J->amx) strop__amx_end();
 }
 
 /* all of B's panels [lo, hi), for rows_chunk */
@@ -337,17 +335,19 @@ BF16_TARGET static void pack_b_all(void *ctx, int64_t lo, int64_t hi, int chunk)
   pack_b_range(J, lo, hi, J->bp + (size_t)lo * (size_t)J->kp * NR, (size_t)J->kp * NR);
 }
 
-/* row blocks [lo, hi) of 8 against every panel of B (all packed): C is written a block of 8 whole
- * rows at a time */
-static void rows_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
+/* row blocks [lo, hi) of 8 (32 on AMX) against every panel of B (all packed): C is written a
+ * block of whole rows at a time */
+STROP__AMX_TARGET static void rows_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   (void)chunk;
   const gjob *J = ctx;
   const int64_t blocks = (J->n + NR - 1) / NR;
+  if (J->amx) strop__amx_begin();
   for (int64_t ib = lo; ib < hi; ib++) {
     for (int64_t jb = 0; jb < blocks; jb++)
       kernel(J, ib, jb * NR, J->bp + (size_t)jb * (size_t)J->kp * NR);
     if (J->bad) seen_rows(J, ib, 0, J->n);
   }
+  if (J->amx) strop__amx_end();
 }
 
 /* fill_panels_scalar's layout on AVX-512: a panel is the product's packing of B = the weight's
@@ -370,9 +370,10 @@ BF16_TARGET static void fill_panels_avx512(void *ctx, int64_t lo, int64_t hi, in
   }
 }
 
+/* A's rows of pairs, m rounded up to whole blocks of 32 (the AMX tile reads them) */
 static size_t a_bytes(int64_t m, int64_t k) {
   const size_t kp = (size_t)(k + 1) / 2;
-  return (size_t)((m + 15) / 16 * 16) * kp * sizeof(uint32_t);
+  return (size_t)((m + AR - 1) / AR * AR) * kp * sizeof(uint32_t);
 }
 
 /* B's panels all packed, when they fit in half of a 1 MB L2: a short k (the LM head's weight
@@ -418,22 +419,22 @@ size_t strop__bf16_sgemm_serial_scratch(int64_t m, int64_t n, int64_t k) {
   return a_bytes(m, k) + (one > all ? one : all) + 128;
 }
 
-/* ap: A's micro-panels made by strop__bf16_pack_a (then a is not read), or NULL */
+/* ap: A's rows packed by strop__bf16_pack_a (then a is not read), or NULL */
 static void run(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
                 int64_t lda, const uint32_t *ap, const float *b, int64_t ldb,
                 strop__bf16_pack_b_fn pack, const void *pctx, float beta, float *c, int64_t ldc,
                 const strop__bf16_c_layout *lay, void *work, int threads, atomic_int *bad) {
   if (m <= 0 || n <= 0) return;
   gjob J = {ta,    tb,   m, n,    k,    (k + 1) / 2, lda,  ldb, ldc, a,  b,
-            alpha, beta, c, work, NULL, pack,        pctx, lay, 1,   bad};
-  /* the panels after A's micro-panels, 64-byte aligned */
+            alpha, beta, c, work, NULL, pack,        pctx, lay, 1,   bad, strop__bf16_amx_runs(m)};
+  /* the panels after A's rows, 64-byte aligned */
   const size_t ab = (a_bytes(m, k) + 63) / 64 * 64;
   J.bp = (uint32_t *)(void *)((char *)work + ab);
   const int64_t groups = (m + 15) / 16, blocks = (n + NR - 1) / NR;
   if (ap) J.ap = (uint32_t *)(uintptr_t)ap; /* only read */
   else strop__par_run(strop__par_chunks(threads, groups, 4), groups, pack_a, &J);
   if (b_all_bytes(n, k) <= B_ALL_MAX) {
-    const int64_t np = (m + MR - 1) / MR;
+    const int64_t np = (m + row_step(&J) - 1) / row_step(&J);
     strop__par_run(strop__par_chunks(threads, blocks, 1), blocks, pack_b_all, &J);
     strop__par_run(strop__par_chunks(threads, np, 1), np, rows_chunk, &J);
   } else {
@@ -516,8 +517,9 @@ void strop__bf16_gemm_f32_prepacked(int64_t m, int64_t n, int64_t k, const uint3
             .c = c,
             .ap = (uint32_t *)(uintptr_t)ap, /* only read */
             .bp = (uint32_t *)(uintptr_t)bp, /* only read */
-            .fit = 1};
-  rows_chunk(&J, 0, (m + MR - 1) / MR, 0);
+            .fit = 1,
+            .amx = strop__bf16_amx_runs(m)};
+  rows_chunk(&J, 0, (m + row_step(&J) - 1) / row_step(&J), 0);
 }
 
 #else

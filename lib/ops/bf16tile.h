@@ -15,25 +15,12 @@
  * a convolution's, whose stores would otherwise wait for each line) */
 enum { STROP__TILE_RES_FIRST = 1, STROP__TILE_PREFETCH_C = 2 };
 
-/* C[mr, nr] = alpha A B (+ add[r] on row r when add is non-NULL) (+ R) (+ C when beta != 0)
- * over kp pairs of k: A's pair (r, q) at a[r * rs + q * qs] (rows r >= mr read row mr - 1, their
- * sums dropped), B packed as kp groups of 32 pairs (p[q * 32 + j]); C row-major with ldc, its
- * columns j < split at c + j, the others at c2 + j - split (a tile across two images' outputs;
- * split >= nr: all at c); R (a residual, or NULL) laid out as C from e and e2. FP32 sums in k
- * order for every element, then times alpha (skipped when 1: the same bits), then add[r], then
- * R added (R + v with STROP__TILE_RES_FIRST in opts, else v + R), then C added, then (relu 1)
- * max(0, ·). */
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) static inline void
-strop__bf16_tile_8x32_ex(const uint32_t *a, int64_t rs, int64_t qs, int64_t kp, const uint32_t *p,
-                         int64_t mr, int64_t nr, float alpha, float beta, const float *add,
-                         int relu, float *c, int64_t split, float *c2, int64_t ldc,
-                         const float *e, const float *e2, int opts) {
-  const uint32_t *ar[8];
-  for (int r = 0; r < 8; r++) ar[r] = a + (r < mr ? r : mr - 1) * rs;
-  __m512 acc[8][2];
-  for (int r = 0; r < 8; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-  /* the residual's lines asked for now, read after the sums: a block's shortcut is far in
-   * memory (read once), and its loads would stall the stores; C's for writing likewise */
+/* The lines strop__bf16_tile_8x32_ex's residual will read (and, with STROP__TILE_PREFETCH_C,
+ * C's for writing) asked for before its sums: a block's shortcut is far in memory (read once),
+ * and its loads would stall the stores */
+__attribute__((target("avx512f"))) static inline void strop__bf16_tile_prefetch(
+    int64_t mr, int64_t nr, float *c, int64_t split, float *c2, int64_t ldc, const float *e,
+    const float *e2, int opts) {
   const int64_t h0 = split < 16 ? split : 16, h1 = split < nr ? split : nr;
   for (int64_t r = 0; e && r < mr; r++) {
     const float *er = e + r * ldc, *fr = e2 + r * ldc - split;
@@ -55,15 +42,15 @@ strop__bf16_tile_8x32_ex(const uint32_t *a, int64_t rs, int64_t qs, int64_t kp, 
       _mm_prefetch((const char *)(dr + nr - 1), _MM_HINT_ET0);
     }
   }
-  for (int64_t q = 0; q < kp; q++) {
-    const __m512bh b0 = (__m512bh)_mm512_load_si512(p + q * 32);
-    const __m512bh b1 = (__m512bh)_mm512_load_si512(p + q * 32 + 16);
-    for (int r = 0; r < 8; r++) {
-      const __m512bh av = (__m512bh)_mm512_set1_epi32((int)ar[r][q * qs]);
-      acc[r][0] = _mm512_dpbf16_ps(acc[r][0], av, b0);
-      acc[r][1] = _mm512_dpbf16_ps(acc[r][1], av, b1);
-    }
-  }
+}
+
+/* What strop__bf16_tile_8x32_ex does with its sums acc (row r's 32 columns in acc[r][0],
+ * acc[r][1]) once they are made: times alpha, add[r], the residual, C, relu, stored (its
+ * comment says in which order). The AMX tile (ops/amxtile.h) ends the same way. */
+__attribute__((target("avx512f,avx512bw"))) static inline void strop__bf16_tile_finish(
+    __m512 acc[8][2], int64_t mr, int64_t nr, float alpha, float beta, const float *add,
+    int relu, float *c, int64_t split, float *c2, int64_t ldc, const float *e, const float *e2,
+    int opts) {
   const __mmask16 m0 = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1u);
   const __mmask16 m1 = nr >= 32   ? (__mmask16)0xffff
                        : nr <= 16 ? (__mmask16)0
@@ -115,6 +102,36 @@ strop__bf16_tile_8x32_ex(const uint32_t *a, int64_t rs, int64_t qs, int64_t kp, 
     if (t0) _mm512_mask_storeu_ps(dr, t0, v0);
     if (t1) _mm512_mask_storeu_ps(dr + 16, t1, v1);
   }
+}
+
+/* C[mr, nr] = alpha A B (+ add[r] on row r when add is non-NULL) (+ R) (+ C when beta != 0)
+ * over kp pairs of k: A's pair (r, q) at a[r * rs + q * qs] (rows r >= mr read row mr - 1, their
+ * sums dropped), B packed as kp groups of 32 pairs (p[q * 32 + j]); C row-major with ldc, its
+ * columns j < split at c + j, the others at c2 + j - split (a tile across two images' outputs;
+ * split >= nr: all at c); R (a residual, or NULL) laid out as C from e and e2. FP32 sums in k
+ * order for every element, then times alpha (skipped when 1: the same bits), then add[r], then
+ * R added (R + v with STROP__TILE_RES_FIRST in opts, else v + R), then C added, then (relu 1)
+ * max(0, ·). */
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static inline void
+strop__bf16_tile_8x32_ex(const uint32_t *a, int64_t rs, int64_t qs, int64_t kp, const uint32_t *p,
+                         int64_t mr, int64_t nr, float alpha, float beta, const float *add,
+                         int relu, float *c, int64_t split, float *c2, int64_t ldc,
+                         const float *e, const float *e2, int opts) {
+  const uint32_t *ar[8];
+  for (int r = 0; r < 8; r++) ar[r] = a + (r < mr ? r : mr - 1) * rs;
+  __m512 acc[8][2];
+  for (int r = 0; r < 8; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  strop__bf16_tile_prefetch(mr, nr, c, split, c2, ldc, e, e2, opts);
+  for (int64_t q = 0; q < kp; q++) {
+    const __m512bh b0 = (__m512bh)_mm512_load_si512(p + q * 32);
+    const __m512bh b1 = (__m512bh)_mm512_load_si512(p + q * 32 + 16);
+    for (int r = 0; r < 8; r++) {
+      const __m512bh av = (__m512bh)_mm512_set1_epi32((int)ar[r][q * qs]);
+      acc[r][0] = _mm512_dpbf16_ps(acc[r][0], av, b0);
+      acc[r][1] = _mm512_dpbf16_ps(acc[r][1], av, b1);
+    }
+  }
+  strop__bf16_tile_finish(acc, mr, nr, alpha, beta, add, relu, c, split, c2, ldc, e, e2, opts);
 }
 
 /* strop__bf16_tile_8x32_ex with every column at c, nothing added before C, no residual and no

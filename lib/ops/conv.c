@@ -1782,7 +1782,7 @@ static void wbf_block_planes(const strop__conv2d_dims *d, const float *w, int64_
 
 /* BF16 Winograd's 16 planes into u (wbf_u_len) through tmp (wbf_make_len), a block of output
  * channels at a time (wbf_oblock): the block's FP32 planes, then its rows of each plane packed
- * (their own panels of 8 rows) or rounded. The same values as the whole planes at once. */
+ * (rows of pairs, each block at its first row) or rounded. The same values as the whole planes at once. */
 static void wbf_filters(const strop__conv2d_dims *d, const float *w, float *u, float *tmp) {
   const int64_t CI = d->c_in, pl = wbf_plane(d), ob = wbf_oblock(d), kp = (CI + 1) / 2;
   for (int64_t o0 = 0; o0 < d->c_out; o0 += ob) {
@@ -1802,14 +1802,14 @@ static void wbf_filters(const strop__conv2d_dims *d, const float *w, float *u, f
  * dx's plane (i, j) is the forward's plane (q(i), q(j)) transposed. A block of the forward's
  * output channels at a time (wbf_block_planes: the weight read in order, where the rotated and
  * transposed weight is read 36 bytes of every line), each plane's block packed transposed — a
- * block of dx's plane's columns: its pairs of each panel of 8 rows — then copied into place.
+ * block of dx's plane's columns: its pairs of each row — then copied into place.
  * The same values as the rotated filter's transform wherever the transform's sums of three
  * taps are exact in double (their order is reversed). */
 static void wbf_dx_filters(const strop__conv2d_dims *d, const strop__conv2d_dims *e,
                            const float *w, float *u, float *tmp) {
   static const int q[4] = {3, 1, 2, 0};
   const int64_t CI = d->c_in, pl = wbf_plane(e), ob = wbf_oblock(d);
-  const int64_t kp = (d->c_out + 1) / 2, panels = (CI + 7) / 8;
+  const int64_t kp = (d->c_out + 1) / 2;
   uint32_t *buf = (uint32_t *)(void *)(tmp + r16(WBF_A2 * ob * CI));
   for (int64_t o0 = 0; o0 < d->c_out; o0 += ob) {
     const int64_t n = d->c_out - o0 < ob ? d->c_out - o0 : ob, kb = (n + 1) / 2;
@@ -1819,9 +1819,8 @@ static void wbf_dx_filters(const strop__conv2d_dims *d, const strop__conv2d_dims
           (uint32_t *)(void *)(u +
                                (q[xi / (WBF_M + 2)] * (WBF_M + 2) + q[xi % (WBF_M + 2)]) * pl);
       strop__bf16_pack_a(1, CI, n, tmp + xi * n * CI, CI, buf);
-      for (int64_t ib = 0; ib < panels; ib++) /* pairs o0 / 2 .. of panel ib */
-        memcpy(dst + (ib * kp + o0 / 2) * 8, buf + ib * kb * 8,
-               sizeof(uint32_t) * (size_t)(kb * 8));
+      for (int64_t r = 0; r < CI; r++) /* pairs o0 / 2 .. of row r */
+        memcpy(dst + r * kp + o0 / 2, buf + r * kb, sizeof(uint32_t) * (size_t)kb);
     }
   }
 }

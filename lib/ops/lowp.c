@@ -10,11 +10,17 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__linux__) && defined(__x86_64__)
+#  include <cpuid.h>
+#  include <sys/syscall.h>
+#  include <unistd.h>
+#endif
 
 #include "core/core.h"
 #include "ops/ops.h"
 
 int strop__bf16_impl = 0;
+int strop__bf16_amx = 1;
 int strop__bf16_held_groups = 1;
 int strop__bf16_pack_groups = 1;
 
@@ -304,7 +310,37 @@ int strop__bf16_dot_enabled(void) {
   return !e && __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw");
 }
 
+/* 1 when this process may run the AMX tiles: the CPU has AMX-TILE and AMX-BF16, the OS saves
+ * their state (XCR0 bits 17 and 18) and Linux granted the process the tile data
+ * (ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA), and STROP_BF16_AMX is not "0" */
+static int g_amx;
+static pthread_once_t g_amx_once = PTHREAD_ONCE_INIT;
+
+static void amx_probe(void) {
+  const char *v = getenv("STROP_BF16_AMX");
+  if (v && strcmp(v, "0") == 0) return;
+#  if defined(__linux__)
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return; /* OSXSAVE */
+  if (__get_cpuid_max(0, NULL) < 7) return;
+  __cpuid_count(7, 0, a, b, c, d);
+  if (!(d & (1u << 22)) || !(d & (1u << 24))) return; /* AMX-BF16, AMX-TILE */
+  uint32_t lo, hi;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  (void)hi;
+  if ((lo & (3u << 17)) != (3u << 17)) return; /* XTILECFG, XTILEDATA */
+  g_amx = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
+#  endif
+}
+
+int strop__bf16_amx_runs(int64_t m) {
+  if (!strop__bf16_amx || m <= STROP__GEMV_MAX_M || !strop__bf16_dot_enabled()) return 0;
+  pthread_once(&g_amx_once, amx_probe);
+  return g_amx;
+}
+
 #  define BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512bf16")))
+#  include "ops/amxtile.h"
 #  include "ops/bf16tile.h"
 
 typedef struct bf16_job {
@@ -317,10 +353,17 @@ typedef struct bf16_job {
   uint32_t *panels;     /* one KA/2 x 32 panel of B's pairs per chunk */
   const strop__lowp *q; /* the weight; int8: expanded to BF16 as its panels are packed */
   int64_t ng, gl;       /* int8: scales per output channel, inputs per scale */
-  float *acc;           /* bf16_chunk_kslices: C's sums so far, [n / 32][m8][32] */
+  float *acc;           /* bf16_chunk_kslices: C's sums so far, [n / 32][m32][32] */
+  int amx;              /* 1: the AMX tile (strop__bf16_amx_runs), blocks of 32 rows */
 } bf16_job;
 
-enum { BNR = 32, BMR = 8 };
+enum { BNR = 32, BMR = 8, AMR = 32 };
+
+/* C's rows a tile makes: 8 on vdpbf16ps, 32 on AMX */
+static int64_t row_step(const bf16_job *J) { return J->amx ? AMR : BMR; }
+/* m rounded up to whole blocks of 32 rows: A's rows and the sliced sums are allocated so (the
+ * AMX tile reads and writes whole blocks) */
+static int64_t rows32(int64_t m) { return (m + AMR - 1) / AMR * AMR; }
 
 /* W(o, i): output channel o, input i (B's (j, kk) for _nt, (kk, j) for _nn), 0 past the edges;
  * an int8 weight's as the BF16 value nearest its FP32 value (float)q * scale */
@@ -527,15 +570,22 @@ BF16_TARGET static void pack_panel(const bf16_job *J, int64_t j0, uint32_t *p) {
   }
 }
 
-/* C rows i .. i+7 (rows past m read the last row and are not stored) x the panel's 32 columns:
- * 16 accumulators, each lane summing its column's pairs in k order (FP32). */
-BF16_TARGET static void kernel_8x32(const bf16_job *J, int64_t i, int64_t j0, const uint32_t *p) {
-  const int64_t mr = J->m - i < BMR ? J->m - i : BMR;
+/* C rows i .. i + row_step - 1 (rows past m are not stored) x the panel's 32 columns: on
+ * vdpbf16ps 16 accumulators, each lane summing its column's pairs in k order (FP32); on AMX the
+ * tiles' sums (A's rows past m allocated: rows32) */
+STROP__AMX_TARGET static void kernel_8x32(const bf16_job *J, int64_t i, int64_t j0,
+                                                      const uint32_t *p) {
+  const int64_t mr = J->m - i < row_step(J) ? J->m - i : row_step(J);
   const int64_t nr = J->n - j0 < BNR ? J->n - j0 : BNR;
   const uint32_t *a = (const uint32_t *)(const void *)(J->a +
                                                        i * J->ka); /* rows of ka / 2 pairs */
-  strop__bf16_tile_8x32(a, J->ka / 2, 1, J->ka / 2, p, mr, nr, 1.0f, J->beta,
-                        J->c + i * J->ldc + j0, J->ldc);
+  if (J->amx)
+    strop__amx_tile_32x32(a, J->ka / 2, J->ka / 2, p, mr, nr, 1.0f, J->beta, NULL, 0,
+                          J->c + i * J->ldc + j0, 32, J->c + i * J->ldc + j0, J->ldc, NULL, NULL,
+                          0);
+  else
+    strop__bf16_tile_8x32(a, J->ka / 2, 1, J->ka / 2, p, mr, nr, 1.0f, J->beta,
+                          J->c + i * J->ldc + j0, J->ldc);
 }
 
 int strop__bf16_kslices = 2;
@@ -558,11 +608,16 @@ enum { KS_BLOCKS = 32, KS_PANEL = 512 << 10 };
 enum { KW_BLOCKS = 8, KW_COLS = 24 };
 static int kslices(int64_t ka) { return (size_t)ka / 2 * BNR * sizeof(uint32_t) > KS_PANEL; }
 
-/* acc (8 rows of 32 sums, stored whole) += rows a + r rs (those past mr read row mr - 1) times
- * the panel p over kp pairs, from zero unless load: strop__bf16_tile_8x32's sums in its order,
- * carried between calls in FP32 (stored and loaded exactly), so that k may come in slices */
-BF16_TARGET static void tile_acc(const uint32_t *a, int64_t rs, int64_t kp, const uint32_t *p,
-                                 int64_t mr, float *acc, int load) {
+/* acc (8 rows of 32 sums, stored whole; 32 rows on AMX) += rows a + r rs (on vdpbf16ps those
+ * past mr read row mr - 1) times the panel p over kp pairs, from zero unless load:
+ * strop__bf16_tile_8x32's sums in its order (strop__amx_acc_32x32's on AMX), carried between
+ * calls in FP32 (stored and loaded exactly), so that k may come in slices */
+STROP__AMX_TARGET static void tile_acc(int amx, const uint32_t *a, int64_t rs, int64_t kp,
+                                       const uint32_t *p, int64_t mr, float *acc, int load) {
+  if (amx) {
+    strop__amx_acc_32x32(a, rs, kp, p, mr, acc, load);
+    return;
+  }
   const uint32_t *ar[8];
   for (int r = 0; r < 8; r++) ar[r] = a + (r < mr ? r : mr - 1) * rs;
   __m512 v[8][2];
@@ -590,9 +645,10 @@ BF16_TARGET static void tile_acc(const uint32_t *a, int64_t rs, int64_t kp, cons
  * L3): column blocks [lo, hi) a slice of k at a time, each block's slice packed
  * (pack_panel_held_kn) and run by every tile, whose sums wait in J->acc for the next slice;
  * then C written once (+ C with beta) as the tile writes it. The same bits. */
-BF16_TARGET static void bf16_chunk_kslices(void *ctx, int64_t lo, int64_t hi, int chunk) {
+STROP__AMX_TARGET static void bf16_chunk_kslices(void *ctx, int64_t lo, int64_t hi, int chunk) {
   const bf16_job *J = ctx;
-  const int64_t kb = J->ka / 32, m8 = (J->m + BMR - 1) / BMR * BMR;
+  const int64_t kb = J->ka / 32, m32 = rows32(J->m), step = row_step(J);
+  if (J->amx) strop__amx_begin();
   const uint32_t *a = (const uint32_t *)(const void *)J->a; /* rows of ka / 2 pairs */
   if (strop__bf16_kslices == 2) {
     /* slices of KW_BLOCKS blocks, each block's rows for up to KW_COLS column blocks packed as
@@ -610,11 +666,11 @@ BF16_TARGET static void bf16_chunk_kslices(void *ctx, int64_t lo, int64_t hi, in
           for (int64_t jb = g0; jb < g1; jb++)
             pack_panel_held_kn(J, jb * BNR, blk, blk + 1,
                                p + (size_t)(jb - g0) * cw + (size_t)(blk - b0) * 16 * BNR);
-        for (int64_t i = 0; i < J->m; i += BMR)
+        for (int64_t i = 0; i < J->m; i += step)
           for (int64_t jb = g0; jb < g1; jb++)
-            tile_acc(a + i * (J->ka / 2) + b0 * 16, J->ka / 2, (b1 - b0) * 16,
-                     p + (size_t)(jb - g0) * cw, J->m - i < BMR ? J->m - i : BMR,
-                     J->acc + ((size_t)jb * m8 + i) * BNR, b0 > 0);
+            tile_acc(J->amx, a + i * (J->ka / 2) + b0 * 16, J->ka / 2, (b1 - b0) * 16,
+                     p + (size_t)(jb - g0) * cw, J->m - i < step ? J->m - i : step,
+                     J->acc + ((size_t)jb * m32 + i) * BNR, b0 > 0);
       }
     }
   } else {
@@ -623,9 +679,10 @@ BF16_TARGET static void bf16_chunk_kslices(void *ctx, int64_t lo, int64_t hi, in
       const int64_t b1 = b0 + KS_BLOCKS < kb ? b0 + KS_BLOCKS : kb;
       for (int64_t jb = lo; jb < hi; jb++) {
         pack_panel_held_kn(J, jb * BNR, b0, b1, p);
-        for (int64_t i = 0; i < J->m; i += BMR)
-          tile_acc(a + i * (J->ka / 2) + b0 * 16, J->ka / 2, (b1 - b0) * 16, p,
-                   J->m - i < BMR ? J->m - i : BMR, J->acc + ((size_t)jb * m8 + i) * BNR, b0 > 0);
+        for (int64_t i = 0; i < J->m; i += step)
+          tile_acc(J->amx, a + i * (J->ka / 2) + b0 * 16, J->ka / 2, (b1 - b0) * 16, p,
+                   J->m - i < step ? J->m - i : step, J->acc + ((size_t)jb * m32 + i) * BNR,
+                   b0 > 0);
       }
     }
   }
@@ -633,7 +690,7 @@ BF16_TARGET static void bf16_chunk_kslices(void *ctx, int64_t lo, int64_t hi, in
     const int64_t nr = J->n - jb * BNR < BNR ? J->n - jb * BNR : BNR;
     const __mmask16 m0 = (__mmask16)strop__lanes32(nr), m1 = (__mmask16)strop__lanes32(nr - 16);
     for (int64_t i = 0; i < J->m; i++) {
-      const float *s = J->acc + ((size_t)jb * m8 + i) * BNR;
+      const float *s = J->acc + ((size_t)jb * m32 + i) * BNR;
       float *c = J->c + i * J->ldc + jb * BNR;
       __m512 v0 = _mm512_load_ps(s), v1 = _mm512_load_ps(s + 16);
       if (J->beta != 0.0f) {
@@ -644,11 +701,20 @@ BF16_TARGET static void bf16_chunk_kslices(void *ctx, int64_t lo, int64_t hi, in
       if (m1) _mm512_mask_storeu_ps(c + 16, m1, v1);
     }
   }
+  if (J->amx) strop__amx_end();
 }
 
-/* column blocks [lo, hi) of 32 */
-static void bf16_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
+static void bf16_chunk_tiles(const bf16_job *J, int64_t lo, int64_t hi, int chunk);
+
+/* column blocks [lo, hi) of 32, the tiles configured around them where they run on AMX */
+STROP__AMX_TARGET static void bf16_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   const bf16_job *J = ctx;
+  if (J->amx) strop__amx_begin();
+  bf16_chunk_tiles(J, lo, hi, chunk);
+  if (J->amx) strop__amx_end();
+}
+
+static void bf16_chunk_tiles(const bf16_job *J, int64_t lo, int64_t hi, int chunk) {
   uint32_t *p = J->panels + (size_t)chunk * chunk_words(J->ka);
   const int direct = J->held && !J->b_kn && strop__bf16_impl != 2;
   const size_t panel = (size_t)(J->ka / 2) * BNR * sizeof(uint32_t);
@@ -667,7 +733,7 @@ static void bf16_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
         for (int64_t jb = g0; jb < g1; jb++)
           pack_panel(J, jb * BNR, p + (size_t)(jb - g0) * (size_t)(J->ka / 2) * BNR);
       const uint32_t *pg = direct ? w + (size_t)g0 * (size_t)(J->ka / 2) * BNR : p;
-      for (int64_t i = 0; i < J->m; i += BMR)
+      for (int64_t i = 0; i < J->m; i += row_step(J))
         for (int64_t jb = g0; jb < g1; jb++)
           kernel_8x32(J, i, jb * BNR, pg + (size_t)(jb - g0) * (size_t)(J->ka / 2) * BNR);
     }
@@ -678,18 +744,18 @@ static void bf16_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
     if (direct)
       pp = (const uint32_t *)(const void *)J->b + (size_t)jb * (size_t)(J->ka / 2) * BNR;
     else pack_panel(J, jb * BNR, p);
-    for (int64_t i = 0; i < J->m; i += BMR) kernel_8x32(J, i, jb * BNR, pp);
+    for (int64_t i = 0; i < J->m; i += row_step(J)) kernel_8x32(J, i, jb * BNR, pp);
   }
 }
 
 size_t strop__bf16_gemm_scratch(int64_t m, int64_t n, int64_t k) {
   const size_t ka = (size_t)(k + 31) / 32 * 32;
-  /* bf16_chunk_kslices' sums of all of C, before the panels */
-  const size_t acc = kslices((int64_t)ka)
-                         ? (size_t)((m + BMR - 1) / BMR * BMR) *
-                               (size_t)((n + BNR - 1) / BNR * BNR) * sizeof(float)
-                         : 0;
-  return (size_t)m * ka * sizeof(uint16_t) + acc +
+  /* A's rows (whole blocks of 32: rows32), then bf16_chunk_kslices' sums of all of C, before
+   * the panels */
+  const size_t acc = kslices((int64_t)ka) ? (size_t)rows32(m) *
+                                                (size_t)((n + BNR - 1) / BNR * BNR) * sizeof(float)
+                                          : 0;
+  return (size_t)rows32(m) * ka * sizeof(uint16_t) + acc +
          (size_t)(strop__num_threads() + 1) * chunk_words((int64_t)ka) * sizeof(uint32_t) + 64;
 }
 
@@ -721,16 +787,19 @@ static void bf16_gemm(int64_t m, int64_t n, int64_t k, const float *a, int64_t l
    * GPT-2 BF16 step at 2 threads, the other thread waiting) */
   round_job R = {a, lda, k, ka, abf};
   strop__par_run(strop__par_chunks(threads, m, (1 << 14) / ka + 1), m, round_rows, &R);
-  /* the panels follow A's rows, 64-byte aligned (m * ka * 2 is a multiple of 64); for a held
-   * weight's _nn in slices of k, C's sums between them (a multiple of 64 bytes too) */
+  /* the rows past m to a whole block of 32 are zero: the AMX tile reads them (their sums are
+   * not stored) */
+  memset(abf + (size_t)m * (size_t)ka, 0, (size_t)(rows32(m) - m) * (size_t)ka * sizeof *abf);
+  /* the panels follow A's rows, 64-byte aligned (rows32(m) * ka * 2 is a multiple of 64); for a
+   * held weight's _nn in slices of k, C's sums between them (a multiple of 64 bytes too) */
   const int sliced = b_kn && q->panels && q->dtype == STROP__LOWP_BF16 && kslices(ka) &&
                      strop__bf16_kslices && strop__bf16_impl != 2;
-  float *acc = (float *)(void *)(abf + (size_t)m * (size_t)ka);
+  float *acc = (float *)(void *)(abf + (size_t)rows32(m) * (size_t)ka);
   const size_t acc_n =
-      kslices(ka) ? (size_t)((m + BMR - 1) / BMR * BMR) * (size_t)((n + BNR - 1) / BNR * BNR) : 0;
+      kslices(ka) ? (size_t)rows32(m) * (size_t)((n + BNR - 1) / BNR * BNR) : 0;
   bf16_job J = {m,         n,   k,    ka,   ldc, b_kn,
                 q->panels, abf, q->v, beta, c,   (uint32_t *)(void *)(acc + acc_n),
-                q,         1,   0,    acc};
+                q,         1,   0,    acc, strop__bf16_amx_runs(m)};
   if (q->dtype == STROP__LOWP_INT8) {
     J.ng = lowp_groups(q);
     J.gl = J.ng > 1 ? q->group : lowp_inputs(q);
@@ -759,6 +828,10 @@ void strop__bf16_gemm_nn(int64_t m, int64_t n, int64_t k, const float *a, int64_
 #else
 
 int strop__bf16_dot_enabled(void) { return 0; }
+int strop__bf16_amx_runs(int64_t m) {
+  (void)m;
+  return 0;
+}
 size_t strop__bf16_gemm_scratch(int64_t m, int64_t n, int64_t k) {
   (void)m, (void)n, (void)k;
   return 0;
