@@ -611,6 +611,83 @@ START_TEST(dot_matches_fallback) {
 }
 END_TEST
 
+/* The BF16 products on the AMX tiles (where strop__bf16_amx_runs here; the suite's
+ * compute_vdpbf16ps run, STROP_BF16_AMX=0, takes vdpbf16ps): a row of C is the same bits
+ * whatever rows come with it (the rows from r0 on alone, as a fused loss's chunks or a decoded
+ * token give them) and at 1 or 2 threads; a held BF16 weight (strop__bf16_gemm_nt, _nn) gives
+ * the bits of the FP32 weight rounded while packed (strop__bf16_gemm_f32); every element within
+ * (k + 2) 2^-23 sum |a b| of the double sum, as on vdpbf16ps — which gives other bits (the
+ * tiles ran). Shapes with every edge: m past 32 and not a multiple of 16, n not of 32, k not
+ * of 32 pairs. */
+START_TEST(amx_rows_threads_and_paths) {
+  if (!strop__bf16_amx_runs()) return;
+  const int threads = strop_get_num_threads();
+  static const int64_t shapes[][3] = {
+      {1, 5, 7}, {37, 45, 70}, {70, 33, 513}, {33, 96, 64}, {5, 200, 1030}};
+  int differs = 0;
+  for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++)
+    for (int tr = 0; tr < 4; tr++) {
+      const int64_t m = shapes[sh][0], n = shapes[sh][1], k = shapes[sh][2];
+      const int ta = tr & 1, tb = tr >> 1;
+      const int64_t lda = ta ? m : k, ldb = tb ? k : n;
+      float *a = malloc((size_t)(m * k) * sizeof *a), *b = malloc((size_t)(k * n) * sizeof *b);
+      float *c[4];
+      for (int v = 0; v < 4; v++) c[v] = malloc((size_t)(m * n) * sizeof *c[v]);
+      fill(a, (size_t)(m * k), 0.37);
+      fill(b, (size_t)(k * n), 0.21);
+      void *work = strop__malloc_aligned(strop__bf16_gemm_f32_scratch(m, n, k));
+      for (int th = 1; th <= 2; th++) {
+        ck_assert_int_eq(strop_set_num_threads(th), STROP_OK);
+        strop__bf16_gemm_f32(ta, tb, m, n, k, a, lda, b, ldb, 0.0f, c[th - 1], n, work);
+      }
+      ck_assert_msg(!memcmp(c[0], c[1], (size_t)(m * n) * sizeof *c[0]),
+                    "1 and 2 threads: m %lld n %lld k %lld ta %d tb %d", (long long)m,
+                    (long long)n, (long long)k, ta, tb);
+      /* the rows from r0 on, alone */
+      const int64_t r0 = m > 3 ? 3 : 0;
+      strop__bf16_gemm_f32(ta, tb, m - r0, n, k, ta ? a + r0 : a + r0 * lda, lda, b, ldb, 0.0f,
+                           c[2], n, work);
+      ck_assert_msg(!memcmp(c[2], c[0] + r0 * n, (size_t)((m - r0) * n) * sizeof *c[0]),
+                    "rows %lld.. alone: m %lld n %lld k %lld ta %d tb %d", (long long)r0,
+                    (long long)m, (long long)n, (long long)k, ta, tb);
+      for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+          double sum = 0.0, mag = 0.0;
+          for (int64_t t = 0; t < k; t++) {
+            const double p = (double)bf(ta ? a[t * lda + i] : a[i * lda + t]) *
+                             (double)bf(tb ? b[j * ldb + t] : b[t * ldb + j]);
+            sum += p;
+            mag += fabs(p);
+          }
+          ck_assert(fabs((double)c[0][i * n + j] - sum) <= (double)(k + 2) * 0x1p-23 * mag);
+        }
+      /* vdpbf16ps: within the same bound (gemm_f32_edges), not the same bits somewhere */
+      strop__bf16_amx = 0;
+      strop__bf16_gemm_f32(ta, tb, m, n, k, a, lda, b, ldb, 0.0f, c[3], n, work);
+      strop__bf16_amx = 1;
+      differs += memcmp(c[3], c[0], (size_t)(m * n) * sizeof *c[0]) != 0;
+      if (!ta) { /* B as a held BF16 weight: [n, k] (tb) or [k, n] */
+        strop__lowp q;
+        ck_assert_int_eq(
+            strop__lowp_make(&q, STROP__LOWP_BF16, b, tb ? n : k, tb ? k : n, !tb, 0), 0);
+        void *w2 = strop__malloc_aligned(strop__bf16_gemm_scratch(m, n, k));
+        strop__bf16_gemm_nt(m, n, k, a, lda, &q, 0.0f, c[2], n, w2);
+        ck_assert_msg(!memcmp(c[2], c[0], (size_t)(m * n) * sizeof *c[0]),
+                      "held weight: m %lld n %lld k %lld tb %d", (long long)m, (long long)n,
+                      (long long)k, tb);
+        strop__free_aligned(w2);
+        strop__lowp_free(&q);
+      }
+      strop__free_aligned(work);
+      for (int v = 0; v < 4; v++) free(c[v]);
+      free(a);
+      free(b);
+    }
+  ck_assert_int_eq(strop_set_num_threads(threads), STROP_OK);
+  ck_assert_msg(differs > 0, "the AMX products gave vdpbf16ps's bits everywhere");
+}
+END_TEST
+
 static strop_tensor *wrap(float *x, int64_t n) {
   strop_tensor *t = NULL;
   const int64_t xd[3] = {n, T, D};
@@ -2417,6 +2494,7 @@ static Suite *suite(void) {
   c = tcase_create("linear");
   tcase_add_test(c, fallback_exact);
   tcase_add_test(c, dot_matches_fallback);
+  tcase_add_test(c, amx_rows_threads_and_paths);
   tcase_add_loop_test(c, model_gradcheck, 0, 4);
   tcase_add_test(c, model_fallback_exact);
   tcase_add_loop_test(c, attention_model_close, 0, 2);

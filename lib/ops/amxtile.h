@@ -13,8 +13,7 @@
 
 #include "ops/bf16tile.h"
 
-#define STROP__AMX_TARGET \
-  __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512bf16")))
+#define STROP__AMX_TARGET __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512bf16")))
 
 /* The tiles configured for this thread (ldtilecfg: 8 tiles of 16 rows x 64 bytes). Called at
  * the start of each chunk of a product that runs the tile: another library in the process (a

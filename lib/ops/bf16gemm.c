@@ -282,11 +282,12 @@ STROP__AMX_TARGET static void kernel(const gjob *J, int64_t ib, int64_t j0, cons
   float *c2 = split < nr ? J->c + (s + 1) * L->stride + i0 * J->ldc : c;
   const float *e = L->res ? L->res + (c - J->c) : NULL,
               *e2 = L->res ? L->res + (c2 - J->c) : NULL;
-  const int opts =
-      (L->res_first ? STROP__TILE_RES_FIRST : 0) | (L->prefetch ? STROP__TILE_PREFETCH_C : 0);
+  const int opts = (L->res_first ? STROP__TILE_RES_FIRST : 0) |
+                   (L->prefetch ? STROP__TILE_PREFETCH_C : 0);
   if (J->amx)
     strop__amx_tile_32x32(a, J->kp, J->kp, p, mr, nr, J->alpha, J->beta,
-                          L->add ? L->add + i0 : NULL, L->relu, c, split, c2, J->ldc, e, e2, opts);
+                          L->add ? L->add + i0 : NULL, L->relu, c, split, c2, J->ldc, e, e2,
+                          opts);
   else
     strop__bf16_tile_8x32_ex(a, J->kp, 1, J->kp, p, mr, nr, J->alpha, J->beta,
                              L->add ? L->add + i0 : NULL, L->relu, c, split, c2, J->ldc, e, e2,
@@ -313,8 +314,7 @@ STROP__AMX_TARGET static void gemm_chunk(void *ctx, int64_t lo, int64_t hi, int 
   const gjob *J = ctx;
   const size_t panel = (size_t)J->kp * NR;
   uint32_t *p = J->bp + (size_t)chunk * (size_t)J->fit * panel;
-  const int64_t np = (J->m + row_step(J) - 1) / row_step(J),
-                ng = (hi - lo + J->fit - 1) / J->fit;
+  const int64_t np = (J->m + row_step(J) - 1) / row_step(J), ng = (hi - lo + J->fit - 1) / J->fit;
   if (J->amx) strop__amx_begin();
   const int64_t per = ng > 0 ? (hi - lo + ng - 1) / ng : 1;
   for (int64_t g0 = lo; g0 < hi; g0 += per) {
@@ -425,8 +425,8 @@ static void run(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, co
                 strop__bf16_pack_b_fn pack, const void *pctx, float beta, float *c, int64_t ldc,
                 const strop__bf16_c_layout *lay, void *work, int threads, atomic_int *bad) {
   if (m <= 0 || n <= 0) return;
-  gjob J = {ta,    tb,   m, n,    k,    (k + 1) / 2, lda,  ldb, ldc, a,  b,
-            alpha, beta, c, work, NULL, pack,        pctx, lay, 1,   bad, strop__bf16_amx_runs(m)};
+  gjob J = {ta,    tb,   m, n,    k,    (k + 1) / 2, lda,  ldb, ldc, a,   b,
+            alpha, beta, c, work, NULL, pack,        pctx, lay, 1,   bad, strop__bf16_amx_runs()};
   /* the panels after A's rows, 64-byte aligned */
   const size_t ab = (a_bytes(m, k) + 63) / 64 * 64;
   J.bp = (uint32_t *)(void *)((char *)work + ab);
@@ -518,7 +518,7 @@ void strop__bf16_gemm_f32_prepacked(int64_t m, int64_t n, int64_t k, const uint3
             .ap = (uint32_t *)(uintptr_t)ap, /* only read */
             .bp = (uint32_t *)(uintptr_t)bp, /* only read */
             .fit = 1,
-            .amx = strop__bf16_amx_runs(m)};
+            .amx = strop__bf16_amx_runs()};
   rows_chunk(&J, 0, (m + row_step(&J) - 1) / row_step(&J), 0);
 }
 

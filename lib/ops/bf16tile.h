@@ -48,9 +48,8 @@ __attribute__((target("avx512f"))) static inline void strop__bf16_tile_prefetch(
  * acc[r][1]) once they are made: times alpha, add[r], the residual, C, relu, stored (its
  * comment says in which order). The AMX tile (ops/amxtile.h) ends the same way. */
 __attribute__((target("avx512f,avx512bw"))) static inline void strop__bf16_tile_finish(
-    __m512 acc[8][2], int64_t mr, int64_t nr, float alpha, float beta, const float *add,
-    int relu, float *c, int64_t split, float *c2, int64_t ldc, const float *e, const float *e2,
-    int opts) {
+    __m512 acc[8][2], int64_t mr, int64_t nr, float alpha, float beta, const float *add, int relu,
+    float *c, int64_t split, float *c2, int64_t ldc, const float *e, const float *e2, int opts) {
   const __mmask16 m0 = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1u);
   const __mmask16 m1 = nr >= 32   ? (__mmask16)0xffff
                        : nr <= 16 ? (__mmask16)0

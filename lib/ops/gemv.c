@@ -721,6 +721,9 @@ int strop__lowp_gemv(const float *x, const strop__lowp *w, const float *b, float
     return -1;
   /* an int8 weight too: the general path expands it to BF16 for vdpbf16ps */
   const int dot = strop__bf16_dot_enabled();
+  /* on the AMX tiles the general path's sums are the tiles', which vdpbf16ps cannot give: a row's
+   * bits then do not depend on how many rows come with it */
+  if (dot && strop__bf16_amx_runs()) return -1;
   /* otherwise the general path runs the FP32 product of the widened weight, whose bits these
    * kernels give where strop__sgemm would run the own GEMM or a kernel above on it */
   if (!dot && !strop__gemv_pick(0, m, strop__gemm_use_own(0, !w_in_out, m, out, in))) return -1;

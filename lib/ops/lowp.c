@@ -333,8 +333,8 @@ static void amx_probe(void) {
 #  endif
 }
 
-int strop__bf16_amx_runs(int64_t m) {
-  if (!strop__bf16_amx || m <= STROP__GEMV_MAX_M || !strop__bf16_dot_enabled()) return 0;
+int strop__bf16_amx_runs(void) {
+  if (!strop__bf16_amx || !strop__bf16_dot_enabled()) return 0;
   pthread_once(&g_amx_once, amx_probe);
   return g_amx;
 }
@@ -574,7 +574,7 @@ BF16_TARGET static void pack_panel(const bf16_job *J, int64_t j0, uint32_t *p) {
  * vdpbf16ps 16 accumulators, each lane summing its column's pairs in k order (FP32); on AMX the
  * tiles' sums (A's rows past m allocated: rows32) */
 STROP__AMX_TARGET static void kernel_8x32(const bf16_job *J, int64_t i, int64_t j0,
-                                                      const uint32_t *p) {
+                                          const uint32_t *p) {
   const int64_t mr = J->m - i < row_step(J) ? J->m - i : row_step(J);
   const int64_t nr = J->n - j0 < BNR ? J->n - j0 : BNR;
   const uint32_t *a = (const uint32_t *)(const void *)(J->a +
@@ -752,9 +752,9 @@ size_t strop__bf16_gemm_scratch(int64_t m, int64_t n, int64_t k) {
   const size_t ka = (size_t)(k + 31) / 32 * 32;
   /* A's rows (whole blocks of 32: rows32), then bf16_chunk_kslices' sums of all of C, before
    * the panels */
-  const size_t acc = kslices((int64_t)ka) ? (size_t)rows32(m) *
-                                                (size_t)((n + BNR - 1) / BNR * BNR) * sizeof(float)
-                                          : 0;
+  const size_t acc = kslices((int64_t)ka)
+                         ? (size_t)rows32(m) * (size_t)((n + BNR - 1) / BNR * BNR) * sizeof(float)
+                         : 0;
   return (size_t)rows32(m) * ka * sizeof(uint16_t) + acc +
          (size_t)(strop__num_threads() + 1) * chunk_words((int64_t)ka) * sizeof(uint32_t) + 64;
 }
@@ -795,11 +795,24 @@ static void bf16_gemm(int64_t m, int64_t n, int64_t k, const float *a, int64_t l
   const int sliced = b_kn && q->panels && q->dtype == STROP__LOWP_BF16 && kslices(ka) &&
                      strop__bf16_kslices && strop__bf16_impl != 2;
   float *acc = (float *)(void *)(abf + (size_t)rows32(m) * (size_t)ka);
-  const size_t acc_n =
-      kslices(ka) ? (size_t)rows32(m) * (size_t)((n + BNR - 1) / BNR * BNR) : 0;
-  bf16_job J = {m,         n,   k,    ka,   ldc, b_kn,
-                q->panels, abf, q->v, beta, c,   (uint32_t *)(void *)(acc + acc_n),
-                q,         1,   0,    acc, strop__bf16_amx_runs(m)};
+  const size_t acc_n = kslices(ka) ? (size_t)rows32(m) * (size_t)((n + BNR - 1) / BNR * BNR) : 0;
+  bf16_job J = {m,
+                n,
+                k,
+                ka,
+                ldc,
+                b_kn,
+                q->panels,
+                abf,
+                q->v,
+                beta,
+                c,
+                (uint32_t *)(void *)(acc + acc_n),
+                q,
+                1,
+                0,
+                acc,
+                strop__bf16_amx_runs()};
   if (q->dtype == STROP__LOWP_INT8) {
     J.ng = lowp_groups(q);
     J.gl = J.ng > 1 ? q->group : lowp_inputs(q);
@@ -828,10 +841,7 @@ void strop__bf16_gemm_nn(int64_t m, int64_t n, int64_t k, const float *a, int64_
 #else
 
 int strop__bf16_dot_enabled(void) { return 0; }
-int strop__bf16_amx_runs(int64_t m) {
-  (void)m;
-  return 0;
-}
+int strop__bf16_amx_runs(void) { return 0; }
 size_t strop__bf16_gemm_scratch(int64_t m, int64_t n, int64_t k) {
   (void)m, (void)n, (void)k;
   return 0;

@@ -111,18 +111,18 @@ extern int strop__bf16_pack_groups;
  * environment). */
 int strop__bf16_dot_enabled(void);
 /* 1 (the default): the BF16 products (held weights here, FP32 operands rounded while packed in
- * ops/bf16gemm.h) of more than STROP__GEMV_MAX_M rows run on the AMX tiles (tdpbf16ps, blocks
- * of 32 x 32) where the CPU has AMX-BF16, Linux lets the process use the tiles and
- * STROP_BF16_AMX is not "0" in the environment; 0: on vdpbf16ps. The tiles sum each element's
- * products in blocks of 16 pairs in their own order: not vdpbf16ps's bits, but within the same
- * tolerance of the exact fallback (tests run both on this kind of CPU), and the same bits
- * whatever the split across threads, the shape around the element, or how k is sliced. */
+ * ops/bf16gemm.h) run on the AMX tiles (tdpbf16ps, blocks of 32 x 32) where the CPU has
+ * AMX-BF16, Linux lets the process use the tiles and STROP_BF16_AMX is not "0" in the
+ * environment; 0: on vdpbf16ps. The tiles sum each element's products in blocks of 16 pairs in
+ * their own order: not vdpbf16ps's bits, but within the same tolerance of the exact fallback
+ * (tests run both on such a CPU), and the same bits whatever the split across threads, the
+ * rows and columns around the element, or how k is sliced. strop__lowp_gemv then does not run
+ * (its vdpbf16ps sums would make a row's bits depend on how many rows come with it). */
 extern int strop__bf16_amx;
-/* 1 when a product with m rows runs on the AMX tiles here (strop__bf16_amx, the CPU, the OS,
- * the environment; strop__bf16_dot_enabled() first); a product decides once, before it runs.
- * The first call asks Linux for the tiles' state (arch_prctl ARCH_REQ_XCOMP_PERM). Products of
- * at most STROP__GEMV_MAX_M rows stay on vdpbf16ps, so that strop__lowp_gemv gives their bits. */
-int strop__bf16_amx_runs(int64_t m);
+/* 1 when the BF16 products run on the AMX tiles here (strop__bf16_amx, the CPU, the OS, the
+ * environment; strop__bf16_dot_enabled() first); a product decides once, before it runs. The
+ * first call asks Linux for the tiles' state (arch_prctl ARCH_REQ_XCOMP_PERM). */
+int strop__bf16_amx_runs(void);
 /* C[m, n] = A[m, k] B[n, k]^T + beta C with B a BF16 weight stored [n, k] (q [out, in]: rows n,
  * cols k; or q [in, out] stored transposed: rows k, cols n) and A FP32, rounded to BF16 on the
  * way in: the vdpbf16ps product, FP32 sums in k order for every element (whatever the split
