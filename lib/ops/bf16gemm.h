@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* strop — BF16 products of FP32 operands for mixed-precision training (the model's compute
  * dtype): rounding to BF16 (vectorised, bit for bit strop__bf16_from_f32), the BF16 copy of an
- * FP32 weight, and C = op(A) op(B) on vdpbf16ps with both operands rounded while packing. */
+ * FP32 weight, and C = op(A) op(B) on vdpbf16ps — or on the AMX tiles where
+ * strop__bf16_amx_runs() (ops/lowp.h) — with both operands rounded while packing. */
 #ifndef STROP_OPS_BF16GEMM_H
 #define STROP_OPS_BF16GEMM_H
 
@@ -25,8 +26,9 @@ void strop__bf16_shadow_fill_blocks(strop__lowp *q, const float *w, int64_t lo, 
 
 /* C[m, n] = op(A)[m, k] op(B)[k, n] + beta C, op(A)(i, t) = ta ? a[t lda + i] : a[i lda + t],
  * op(B)(t, j) = tb ? b[j ldb + t] : b[t ldb + j]; both FP32 operands rounded to BF16 (nearest
- * even) while they are packed, BF16 x BF16 products with FP32 sums (vdpbf16ps), each element's
- * sum in k order whatever the split across threads. beta 0 or 1. work: 64-byte aligned,
+ * even) while they are packed, BF16 x BF16 products with FP32 sums (vdpbf16ps, or the AMX
+ * tiles: ops/amxtile.h), each element's sum in k order (the tiles': in their order over blocks
+ * of 16 pairs) whatever the split across threads and the rows around it. beta 0 or 1. work: 64-byte aligned,
  * strop__bf16_gemm_f32_scratch(m, n, k) bytes. Only where strop__bf16_dot_enabled() (ops/lowp.h);
  * the exact fallback elsewhere is the FP32 GEMM on strop__bf16_round_f32's values. The weight
  * gradient dW = dy^T x (ta 1, tb 0) is what it is for; the transposes are all supported (every
@@ -63,7 +65,10 @@ int strop__bf16_gemm_f32_finite(int ta, int tb, int64_t m, int64_t n, int64_t k,
 typedef void (*strop__bf16_pack_b_fn)(const void *ctx, int64_t j0, uint32_t *p);
 /* op(A) [m, k] (as strop__bf16_gemm_f32 reads it) rounded and packed once into ap (64-byte
  * aligned, strop__bf16_pack_a_bytes(m, k) bytes), for products that share it
- * (strop__bf16_gemm_f32_packed); split across the library's threads. */
+ * (strop__bf16_gemm_f32_packed); split across the library's threads. Row i's pairs are
+ * ap[i kp + q] = A(i, 2q) | A(i, 2q + 1) << 16, kp = ceil(k / 2), zero past k; the bytes hold m
+ * rounded up to 32 rows, those past m never written (the AMX tile reads them and drops their
+ * sums), so a block of rows may be packed alone at its first row's place. */
 size_t strop__bf16_pack_a_bytes(int64_t m, int64_t k);
 void strop__bf16_pack_a(int ta, int64_t m, int64_t k, const float *a, int64_t lda, uint32_t *ap);
 /* Where strop__bf16_gemm_f32_packed puts C when it is a block of images' outputs side by side:

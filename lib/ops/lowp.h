@@ -108,7 +108,8 @@ extern int strop__bf16_held_groups;
  * (tests and bench_big PACK_GROUPS=ab: the same bits). */
 extern int strop__bf16_pack_groups;
 /* 1 when the vdpbf16ps kernel runs for BF16 weights here (CPU, build, strop__bf16_impl, the
- * environment). */
+ * environment). Where these comments say vdpbf16ps they mean this dot path, which runs on the
+ * AMX tiles instead where strop__bf16_amx_runs(). */
 int strop__bf16_dot_enabled(void);
 /* 1 (the default): the BF16 products (held weights here, FP32 operands rounded while packed in
  * ops/bf16gemm.h) run on the AMX tiles (tdpbf16ps, blocks of 32 x 32) where the CPU has
