@@ -346,6 +346,9 @@ static void set_wcache(strop_model *m, int on) {
   bench_must(strop_model_set_weight_cache(m, on), "weight cache");
 }
 
+/* the BF16 products on vdpbf16ps / on the AMX tiles (strop__bf16_amx; not the same bits) */
+static void set_amx(strop_model *m, int on) { (void)m, strop__bf16_amx = on; }
+
 /* mixed precision's cross-entropy exponentials in double / in single precision
  * (strop__ce_fp32; not the same bits: within 2 ulp) */
 static void set_ce_fp32(strop_model *m, int on) { (void)m, strop__ce_fp32 = on; }
@@ -398,6 +401,7 @@ static const ab_switch AB[] = {
     {"WINO_DX", "0", NULL, "direct", "winograd", "wino_dx", set_wino_dx},
     {"WEIGHT_CACHE", "0", NULL, "packed_per_call", "kept", "weight_cache", set_wcache},
     {"CE_FP32", "0", NULL, "double", "single", "ce_fp32", set_ce_fp32},
+    {"AMX", "0", NULL, "vdpbf16ps", "amx", "amx", set_amx},
     {"COMPUTE_DTYPE", NULL, "bf16", "f32", "bf16", "compute_dtype", set_dtype},
 };
 #define N_AB ((int)(sizeof AB / sizeof AB[0]))

@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /* strop bench — the multiply-add peaks of this CPU, the ceilings docs/performance.md measures
  * every benchmark row against: FP32 FMA (vfmadd231ps on 512-bit and 256-bit registers) and the
- * BF16 dot product (vdpbf16ps, AVX512_BF16), on 1 and 2 threads. Each thread runs 12
+ * BF16 dot product (vdpbf16ps, AVX512_BF16) and, where the CPU has AMX, the tiles' BF16 product
+ * (tdpbf16ps, which strop's BF16 products run there), on 1 and 2 threads. Each thread runs 12
  * independent accumulator chains (enough to cover the FMA latency on two pipes) from
- * registers, so nothing but the arithmetic units limits it.
+ * registers, or four independent 16 x 16 tiles of sums, so nothing but the arithmetic units
+ * limits it.
  *
  *   bench_peak [seconds-per-row]      (default 0.5)
  *   bench_peak c2c                    the one-way latency between CPUs 0 and 1 (bench_c2c_ns)
@@ -16,9 +18,15 @@
  * process"). */
 #include <immintrin.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__linux__)
+#  include <cpuid.h>
+#  include <sys/syscall.h>
+#  include <unistd.h>
+#endif
 
 #include "benchutil.h"
 
@@ -70,6 +78,58 @@ __attribute__((target("avx512f,avx512bf16"))) static double dpbf16(long reps, fl
   for (long r = 0; r < reps; r++)
     for (long i = 0; i < INNER; i++) STEP12(_mm512_dpbf16_ps, a, b);
   return SUM12(_mm512_reduce_add_ps);
+}
+/* tdpbf16ps on four tiles of sums (0-3) from two of A (4, 5) and two of B (6, 7), loaded once
+ * with small values: 16 x 16 x 32 multiply-adds each. The tiles configured in the thread (8 of
+ * 16 rows x 64 bytes), handed back at the end. */
+__attribute__((target("amx-tile,amx-bf16"))) static double amx(long reps, float seed) {
+  struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+  } cfg;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.palette = 1;
+  for (int t = 0; t < 8; t++) {
+    cfg.colsb[t] = 64;
+    cfg.rows[t] = 16;
+  }
+  __asm__ volatile("ldtilecfg %0" ::"m"(cfg));
+  static uint16_t v[16 * 32] __attribute__((aligned(64)));
+  for (int i = 0; i < 16 * 32; i++) v[i] = (uint16_t)(0x3a00 + (i & 7)); /* about 5e-4 */
+  float out[16 * 16] __attribute__((aligned(64)));
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  _tile_loadd(4, v, 64);
+  _tile_loadd(5, v, 64);
+  _tile_loadd(6, v, 64);
+  _tile_loadd(7, v, 64);
+  for (long r = 0; r < reps; r++)
+    for (long i = 0; i < INNER / 4; i++) {
+      _tile_dpbf16ps(0, 4, 6);
+      _tile_dpbf16ps(1, 4, 7);
+      _tile_dpbf16ps(2, 5, 6);
+      _tile_dpbf16ps(3, 5, 7);
+    }
+  _tile_stored(0, out, 64);
+  _tile_release();
+  return out[0] + seed;
+}
+
+/* 1 where the CPU has AMX-BF16 and Linux lets the process use the tiles (the request strop's
+ * products make too) */
+static int amx_usable(void) {
+#  if defined(__linux__)
+  unsigned a, b, c, d;
+  if (__get_cpuid_max(0, NULL) < 7) return 0;
+  __cpuid_count(7, 0, a, b, c, d);
+  if (!(d & (1u << 22)) || !(d & (1u << 24))) return 0;
+  return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
+#  else
+  return 0;
+#  endif
 }
 #else
 #  define HAVE_BF16_BUILD 0
@@ -152,6 +212,9 @@ int main(int argc, char **argv) {
       printf("bf16 vdpbf16ps  threads %d  %7.1f GFLOP/s\n", threads,
              best(dpbf16, threads, per512 * 2, seconds));
     else printf("bf16 vdpbf16ps  threads %d  (no AVX512_BF16 on this CPU)\n", threads);
+    if (amx_usable()) /* INNER tdpbf16ps of 16 x 16 x 32 multiply-adds */
+      printf("bf16 amx        threads %d  %7.1f GFLOP/s\n", threads,
+             best(amx, threads, (double)INNER * 16 * 16 * 32 * 2, seconds));
 #endif
   }
   return 0;

@@ -69,7 +69,8 @@ for r in $ROWS; do
 done
 
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC')  $(nproc) cpus  load: $(cut -d' ' -f1-3 /proc/loadavg)  smoke=$SMOKE steps=$STEPS repeats=$REPEATS rounds=$ROUNDS"
-# (bench_peak's lines: "fp32 fma zmm threads 1 231.3 GFLOP/s", "bf16 vdpbf16ps threads 1 ...")
+# (bench_peak's lines: "fp32 fma zmm threads 1 231.3 GFLOP/s", "bf16 vdpbf16ps threads 1 ...",
+# "bf16 amx threads 1 ...")
 echo "# peaks (GFLOP/s): $(echo "$PEAKS" | awk '{printf "%s %s t%s %s; ", $1, $(NF-4), $(NF-2), $(NF-1)}')"
 printf '%-16s %-18s %3s %10s %9s %7s %9s %9s %7s %7s\n' row run thr rate floor_ms of_peak peak_rss planned spread c2c_ns
 RATES=$(mktemp)
@@ -93,7 +94,10 @@ run_side() {
 }
 rate_of() { r=$(field tokens_per_s "$1"); [ -n "$r" ] || r=$(field samples_per_s "$1"); echo "$r"; }
 for t in $THREADS; do
+  # the BF16 rows against the peak of what strop's BF16 products run on: the AMX tiles where
+  # the CPU has them (and STROP_BF16_AMX is not 0), else vdpbf16ps
   fp32=$(peak "fp32 fma zmm" "$t"); bf16=$(peak "bf16 vdpbf16ps" "$t")
+  [ "${STROP_BF16_AMX:-1}" = 0 ] || { a=$(peak "bf16 amx" "$t"); [ -z "$a" ] || bf16=$a; }
   [ -n "$bf16" ] || bf16=$fp32
   for r in $ROWS; do
     f=$(family "$r")

@@ -81,6 +81,25 @@ STROP__AMX_TARGET static inline void strop__amx_sums(const uint32_t *a, int64_t 
   }
 }
 
+/* strop__bf16_tile_finish on the sums s (rows of 32, 128 bytes apart) of up to 32 rows, 8 at a
+ * time */
+STROP__AMX_TARGET static inline void strop__amx_finish(const float *s, int64_t mr, int64_t nr,
+                                                       float alpha, float beta, const float *add,
+                                                       int relu, float *c, int64_t split,
+                                                       float *c2, int64_t ldc, const float *e,
+                                                       const float *e2, int opts) {
+  for (int64_t g = 0; g < mr; g += 8) {
+    __m512 acc[8][2];
+    for (int r = 0; r < 8; r++) {
+      acc[r][0] = _mm512_load_ps(s + (g + r) * 32);
+      acc[r][1] = _mm512_load_ps(s + (g + r) * 32 + 16);
+    }
+    strop__bf16_tile_finish(acc, mr - g < 8 ? mr - g : 8, nr, alpha, beta, add ? add + g : NULL,
+                            relu, c + g * ldc, split, c2 + g * ldc, ldc, e ? e + g * ldc : NULL,
+                            e2 ? e2 + g * ldc : NULL, opts);
+  }
+}
+
 /* strop__bf16_tile_8x32_ex on up to 32 rows, the sums made on the tiles (after
  * strop__amx_begin): A's pair (r, q) at a[r rs + q] for 32 rows (16 when mr <= 16), every row
  * readable (those past mr are not stored); the rest as strop__bf16_tile_8x32_ex's arguments,
@@ -101,8 +120,8 @@ STROP__AMX_TARGET static inline void strop__amx_tile_32x32(
     _tile_zero(3);
   }
   strop__amx_sums(a, rs, kp, p, two);
-  if (mr == (two ? 32 : 16) && nr == 32 && split >= 32 && alpha == 1.0f && beta == 0.0f &&
-      !add && !relu && !e) { /* the sums are what is stored: straight from the tiles */
+  if (mr == (two ? 32 : 16) && nr == 32 && split >= 32 && alpha == 1.0f && beta == 0.0f && !add &&
+      !relu && !e) { /* the sums are what is stored: straight from the tiles */
     _tile_stored(0, c, ldc * 4);
     _tile_stored(1, c + 16, ldc * 4);
     if (two) {
@@ -118,16 +137,7 @@ STROP__AMX_TARGET static inline void strop__amx_tile_32x32(
     _tile_stored(2, s + 512, 128);
     _tile_stored(3, s + 528, 128);
   }
-  for (int64_t g = 0; g < mr; g += 8) {
-    __m512 acc[8][2];
-    for (int r = 0; r < 8; r++) {
-      acc[r][0] = _mm512_load_ps(s + (g + r) * 32);
-      acc[r][1] = _mm512_load_ps(s + (g + r) * 32 + 16);
-    }
-    strop__bf16_tile_finish(acc, mr - g < 8 ? mr - g : 8, nr, alpha, beta, add ? add + g : NULL,
-                            relu, c + g * ldc, split, c2 + g * ldc, ldc, e ? e + g * ldc : NULL,
-                            e2 ? e2 + g * ldc : NULL, opts);
-  }
+  strop__amx_finish(s, mr, nr, alpha, beta, add, relu, c, split, c2, ldc, e, e2, opts);
 }
 
 /* acc (32 rows of 32 sums, 128 bytes apart, all stored; 16 when mr <= 16) += A times the panel p
