@@ -348,6 +348,9 @@ static void set_wcache(strop_model *m, int on) {
 
 /* the BF16 products on vdpbf16ps / on the AMX tiles (strop__bf16_amx; not the same bits) */
 static void set_amx(strop_model *m, int on) { (void)m, strop__bf16_amx = on; }
+/* an int8 weight's group of panels packed a panel at a time / a row pair across them (the same
+ * bits) */
+static void set_int8_sweep(strop_model *m, int on) { (void)m, strop__int8_sweep = on; }
 
 /* mixed precision's cross-entropy exponentials in double / in single precision
  * (strop__ce_fp32; not the same bits: within 2 ulp) */
@@ -402,6 +405,7 @@ static const ab_switch AB[] = {
     {"WEIGHT_CACHE", "0", NULL, "packed_per_call", "kept", "weight_cache", set_wcache},
     {"CE_FP32", "0", NULL, "double", "single", "ce_fp32", set_ce_fp32},
     {"AMX", "0", NULL, "vdpbf16ps", "amx", "amx", set_amx},
+    {"INT8_SWEEP", "0", NULL, "panels", "sweep", "int8_sweep", set_int8_sweep},
     {"COMPUTE_DTYPE", NULL, "bf16", "f32", "bf16", "compute_dtype", set_dtype},
 };
 #define N_AB ((int)(sizeof AB / sizeof AB[0]))

@@ -560,6 +560,52 @@ START_TEST(int8_dot_equals_bf16_of_values) {
 }
 END_TEST
 
+/* An int8 weight stored as B [k, n] with one scale per output channel — [in, out] for the
+ * forward (_nt), [out, in] for the input gradient (_nn) — packs a group of panels a row pair
+ * across them (strop__int8_sweep 1) or a panel at a time (0): the same bits, written and
+ * added, 1 and 2 threads; m of one row, of a few and of more than a tile; n past one group
+ * and (k 40: 64 panels of 2.5 KB a group) past 64 panels, not a multiple of 32; odd k. */
+START_TEST(int8_sweep_same_bits) {
+  if (!strop__bf16_dot_enabled()) return;
+  static const int64_t shapes[][3] = {{1, 2200, 40}, {5, 300, 77}, {37, 70, 768}, {3, 33, 1}};
+  const int threads = strop_get_num_threads();
+  for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++)
+    for (int nn = 0; nn < 2; nn++) /* 0: _nt on W [in, out]; 1: _nn on W [out, in] */
+      for (int th = 1; th <= 2; th++) {
+        const int64_t m = shapes[sh][0], n = shapes[sh][1], k = shapes[sh][2];
+        ck_assert_int_eq(strop_set_num_threads(th), STROP_OK);
+        float *w = malloc((size_t)(n * k) * sizeof *w), *a = malloc((size_t)(m * k) * sizeof *a);
+        float *c[2] = {malloc((size_t)(m * n) * sizeof(float)),
+                       malloc((size_t)(m * n) * sizeof(float))};
+        for (int64_t i = 0; i < n * k; i++) w[i] = (float)cos(0.37 * (double)i) * 1.5f;
+        for (int64_t i = 0; i < m * k; i++) a[i] = (float)sin(0.11 * (double)i + 0.2);
+        strop__lowp q;
+        /* B [k, n] in memory: W [in, out] = [k, n] for _nt, W [out, in] = [k, n] for _nn */
+        ck_assert_int_eq(strop__lowp_make(&q, STROP__LOWP_INT8, w, k, n, !nn, 0), 0);
+        void *work = strop__malloc_aligned(strop__bf16_gemm_scratch(m, n, k));
+        for (int beta = 0; beta < 2; beta++) {
+          for (int v = 0; v < 2; v++) {
+            for (int64_t i = 0; i < m * n; i++) c[v][i] = 0.25f * (float)(i % 3);
+            strop__int8_sweep = v;
+            (nn ? strop__bf16_gemm_nn : strop__bf16_gemm_nt)(m, n, k, a, k, &q, (float)beta, c[v],
+                                                             n, work);
+          }
+          strop__int8_sweep = 1;
+          ck_assert_msg(!memcmp(c[0], c[1], (size_t)(m * n) * sizeof(float)),
+                        "m %lld n %lld k %lld %s beta %d threads %d", (long long)m, (long long)n,
+                        (long long)k, nn ? "_nn" : "_nt", beta, th);
+        }
+        strop__free_aligned(work);
+        strop__lowp_free(&q);
+        free(w);
+        free(a);
+        free(c[0]);
+        free(c[1]);
+      }
+  ck_assert_int_eq(strop_set_num_threads(threads), STROP_OK);
+}
+END_TEST
+
 /* The int8 product on vdpbf16ps against the FP32 product of the dequantised weight (what the
  * fallback computes, exactly): x (dy) and each weight rounded to BF16 (relative 2^-9 each), so
  * every element within 2^-8 of sum |x w| (plus FP32 summation error); per channel and groups,
@@ -1409,6 +1455,7 @@ static Suite *suite(void) {
   tcase_add_test(c, gemv_equals_general_path);
   tcase_add_test(c, int8_dot_equals_bf16_of_values);
   tcase_add_test(c, int8_dot_tolerance);
+  tcase_add_test(c, int8_sweep_same_bits);
   tcase_add_test(c, bf16_backward_tolerance);
   suite_add_tcase(s, c);
   c = tcase_create("train");

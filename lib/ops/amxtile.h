@@ -100,28 +100,27 @@ STROP__AMX_TARGET static inline void strop__amx_finish(const float *s, int64_t m
   }
 }
 
-/* strop__bf16_tile_8x32_ex on up to 32 rows, the sums made on the tiles (after
- * strop__amx_begin): A's pair (r, q) at a[r rs + q] for 32 rows (16 when mr <= 16), every row
- * readable (those past mr are not stored); the rest as strop__bf16_tile_8x32_ex's arguments,
- * and what follows the sums the same (strop__bf16_tile_finish). Each element's sum is the tiles'
- * over k in blocks of 16 pairs: not vdpbf16ps's bits, the same for every shape around it. */
-STROP__AMX_TARGET static inline void strop__amx_tile_32x32(
-    const uint32_t *a, int64_t rs, int64_t kp, const uint32_t *p, int64_t mr, int64_t nr,
-    float alpha, float beta, const float *add, int relu, float *c, int64_t split, float *c2,
-    int64_t ldc, const float *e, const float *e2, int opts) {
-  const int two = mr > 16;
-  for (int64_t g = 0; g < mr; g += 8)
-    strop__bf16_tile_prefetch(mr - g < 8 ? mr - g : 8, nr, c + g * ldc, split, c2 + g * ldc, ldc,
-                              e ? e + g * ldc : NULL, e2 ? e2 + g * ldc : NULL, opts);
+/* Tiles 0-1 (and 2-3 when two) set to zero: a block's sums start */
+STROP__AMX_TARGET static inline void strop__amx_zero(int two) {
   _tile_zero(0);
   _tile_zero(1);
   if (two) {
     _tile_zero(2);
     _tile_zero(3);
   }
-  strop__amx_sums(a, rs, kp, p, two);
+}
+
+/* A block's sums, tiles 0-3 (2-3 when mr > 16), ended as strop__bf16_tile_8x32_ex ends (its
+ * arguments): stored straight from the tiles where the sums are all C gets (whole rows and
+ * columns, alpha 1, nothing added), else through strop__amx_finish */
+STROP__AMX_TARGET static inline void strop__amx_out(int64_t mr, int64_t nr, float alpha,
+                                                    float beta, const float *add, int relu,
+                                                    float *c, int64_t split, float *c2,
+                                                    int64_t ldc, const float *e, const float *e2,
+                                                    int opts) {
+  const int two = mr > 16;
   if (mr == (two ? 32 : 16) && nr == 32 && split >= 32 && alpha == 1.0f && beta == 0.0f && !add &&
-      !relu && !e) { /* the sums are what is stored: straight from the tiles */
+      !relu && !e) {
     _tile_stored(0, c, ldc * 4);
     _tile_stored(1, c + 16, ldc * 4);
     if (two) {
@@ -138,6 +137,23 @@ STROP__AMX_TARGET static inline void strop__amx_tile_32x32(
     _tile_stored(3, s + 528, 128);
   }
   strop__amx_finish(s, mr, nr, alpha, beta, add, relu, c, split, c2, ldc, e, e2, opts);
+}
+
+/* strop__bf16_tile_8x32_ex on up to 32 rows, the sums made on the tiles (after
+ * strop__amx_begin): A's pair (r, q) at a[r rs + q] for 32 rows (16 when mr <= 16), every row
+ * readable (those past mr are not stored); the rest as strop__bf16_tile_8x32_ex's arguments,
+ * and what follows the sums the same (strop__bf16_tile_finish). Each element's sum is the tiles'
+ * over k in blocks of 16 pairs: not vdpbf16ps's bits, the same for every shape around it. */
+STROP__AMX_TARGET static inline void strop__amx_tile_32x32(
+    const uint32_t *a, int64_t rs, int64_t kp, const uint32_t *p, int64_t mr, int64_t nr,
+    float alpha, float beta, const float *add, int relu, float *c, int64_t split, float *c2,
+    int64_t ldc, const float *e, const float *e2, int opts) {
+  for (int64_t g = 0; g < mr; g += 8)
+    strop__bf16_tile_prefetch(mr - g < 8 ? mr - g : 8, nr, c + g * ldc, split, c2 + g * ldc, ldc,
+                              e ? e + g * ldc : NULL, e2 ? e2 + g * ldc : NULL, opts);
+  strop__amx_zero(mr > 16);
+  strop__amx_sums(a, rs, kp, p, mr > 16);
+  strop__amx_out(mr, nr, alpha, beta, add, relu, c, split, c2, ldc, e, e2, opts);
 }
 
 /* acc (32 rows of 32 sums, 128 bytes apart, all stored; 16 when mr <= 16) += A times the panel p

@@ -22,6 +22,7 @@
 int strop__bf16_impl = 0;
 int strop__bf16_amx = 1;
 int strop__bf16_held_groups = 1;
+int strop__int8_sweep = 1;
 int strop__bf16_pack_groups = 1;
 
 uint16_t strop__bf16_from_f32(float x) {
@@ -521,6 +522,55 @@ BF16_TARGET static void pack_panel_int8(const bf16_job *J, int64_t j0, uint32_t 
   }
 }
 
+/* pack_panel_int8's panels [g0, g1) (panel jb at p + (jb - g0) kp 32) of an int8 weight stored
+ * as B [k, n] with one scale per output channel, a row pair at a time across all of them: each
+ * row's int8 values read in order, 32 bytes a panel, where a panel at a time down all k rows
+ * read 32 bytes of every n-byte row (a decoded token's product, which packs every panel once
+ * for one row, ran at a quarter of the memory's rate). The same values. */
+BF16_TARGET static void pack_group_int8_kn(const bf16_job *J, int64_t g0, int64_t g1,
+                                           uint32_t *p) {
+  const strop__lowp *q = J->q;
+  const int8_t *v = q->v;
+  const int64_t kp = J->ka / 2;
+  const size_t panel = (size_t)kp * BNR;
+  const int lanes_out = !J->b_kn; /* lanes are output channels (_nt) or inputs (_nn) */
+  enum { MAXG = 64 };
+  for (int64_t s0 = g0; s0 < g1; s0 += MAXG) {
+    const int64_t s1 = s0 + MAXG < g1 ? s0 + MAXG : g1;
+    __mmask16 mh[MAXG][2];
+    __m512 so[MAXG][2];
+    for (int64_t jb = s0; jb < s1; jb++) {
+      const int64_t j0 = jb * BNR, nr = J->n - j0 < BNR ? J->n - j0 : BNR;
+      for (int h = 0; h < 2; h++) {
+        mh[jb - s0][h] = (__mmask16)strop__lanes32(nr - 16 * h);
+        so[jb - s0][h] = lanes_out
+                             ? strop__int8_scales_out(q->scale, 1, 0, j0 + 16 * h, mh[jb - s0][h])
+                             : _mm512_setzero_ps();
+      }
+    }
+    for (int64_t qq = 0; qq < kp; qq++) {
+      __m512 sc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()}; /* !lanes_out: rows' scales */
+      for (int t = 0; t < 2 && !lanes_out; t++)
+        if (2 * qq + t < J->k) sc[t] = _mm512_set1_ps(q->scale[2 * qq + t]);
+      for (int64_t jb = s0; jb < s1; jb++) {
+        const int64_t j0 = jb * BNR;
+        uint32_t *d = p + (size_t)(jb - g0) * panel + qq * BNR;
+        for (int h = 0; h < 2; h++) {
+          __m512 r[2];
+          for (int t = 0; t < 2; t++) {
+            const int64_t kk = 2 * qq + t;
+            r[t] = kk < J->k && mh[jb - s0][h]
+                       ? strop__int8_scaled16(v + kk * J->n + j0 + 16 * h, mh[jb - s0][h],
+                                              lanes_out ? so[jb - s0][h] : sc[t])
+                       : _mm512_setzero_ps();
+          }
+          _mm512_store_si512(d + 16 * h, strop__bf16_pairs16(r[0], r[1]));
+        }
+      }
+    }
+  }
+}
+
 /* pack_panel_scalar's layout, vectorised. B [n, k]: a row's pairs are its consecutive 32-bit
  * words, so 16 pairs of each of 32 rows are loaded (masked to k: an odd k's last pair reads no
  * further) and transposed 16 x 16 (strop__transpose16). B [k, n]: 32 values of each of two rows, zero-extended and
@@ -729,7 +779,10 @@ static void bf16_chunk_tiles(const bf16_job *J, int64_t lo, int64_t hi, int chun
     const uint32_t *w = (const uint32_t *)(const void *)J->b;
     for (int64_t g0 = lo; g0 < hi; g0 += g) {
       const int64_t g1 = g0 + g < hi ? g0 + g : hi;
-      if (!direct)
+      if (!direct && J->q->dtype == STROP__LOWP_INT8 && J->b_kn != J->q->scale_cols &&
+          J->ng <= 1 && strop__bf16_impl != 2 && strop__int8_sweep)
+        pack_group_int8_kn(J, g0, g1, p);
+      else if (!direct)
         for (int64_t jb = g0; jb < g1; jb++)
           pack_panel(J, jb * BNR, p + (size_t)(jb - g0) * (size_t)(J->ka / 2) * BNR);
       const uint32_t *pg = direct ? w + (size_t)g0 * (size_t)(J->ka / 2) * BNR : p;

@@ -107,6 +107,10 @@ extern int strop__bf16_held_groups;
  * weight) — so the tile's rows stay in L1 and only the panels stream from L2; 0: as before
  * (tests and bench_big PACK_GROUPS=ab: the same bits). */
 extern int strop__bf16_pack_groups;
+/* 1 (the default): an int8 weight stored as B [k, n] with one scale per output channel packs a
+ * group's panels a row pair at a time across all of them (each row read in order); 0: a panel
+ * at a time down all of k (tests and bench_big INT8_SWEEP=ab compare the two: the same bits). */
+extern int strop__int8_sweep;
 /* 1 when the vdpbf16ps kernel runs for BF16 weights here (CPU, build, strop__bf16_impl, the
  * environment). Where these comments say vdpbf16ps they mean this dot path, which runs on the
  * AMX tiles instead where strop__bf16_amx_runs(). */
