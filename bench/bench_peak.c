@@ -22,13 +22,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__linux__)
-#  include <cpuid.h>
-#  include <sys/syscall.h>
-#  include <unistd.h>
-#endif
 
 #include "benchutil.h"
+#include "ops/lowp.h"
 
 #define CHAINS 12
 #define INNER 1000L
@@ -71,6 +67,7 @@ __attribute__((target("avx2,fma"))) static double fma256(long reps, float seed) 
 
 #if defined(__GNUC__) && (__GNUC__ >= 10 || defined(__clang__))
 #  define HAVE_BF16_BUILD 1
+#  include "ops/amxtile.h"
 __attribute__((target("avx512f,avx512bf16"))) static double dpbf16(long reps, float seed) {
   const __m512bh a = _mm512_cvtne2ps_pbh(_mm512_set1_ps(0.5f), _mm512_set1_ps(seed * 1e-7f));
   const __m512bh b = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3f), _mm512_set1_ps(0.25f));
@@ -80,28 +77,14 @@ __attribute__((target("avx512f,avx512bf16"))) static double dpbf16(long reps, fl
   return SUM12(_mm512_reduce_add_ps);
 }
 /* tdpbf16ps on four tiles of sums (0-3) from two of A (4, 5) and two of B (6, 7), loaded once
- * with small values: 16 x 16 x 32 multiply-adds each. The tiles configured in the thread (8 of
- * 16 rows x 64 bytes), handed back at the end. */
-__attribute__((target("amx-tile,amx-bf16"))) static double amx(long reps, float seed) {
-  struct {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-  } cfg;
-  memset(&cfg, 0, sizeof cfg);
-  cfg.palette = 1;
-  for (int t = 0; t < 8; t++) {
-    cfg.colsb[t] = 64;
-    cfg.rows[t] = 16;
-  }
-  __asm__ volatile("ldtilecfg %0" ::"m"(cfg));
+ * with small values: 16 x 16 x 32 multiply-adds each; the tiles configured as strop's products
+ * configure them (ops/amxtile.h), handed back at the end */
+STROP__AMX_TARGET static double amx(long reps, float seed) {
+  strop__amx_begin();
   static uint16_t v[16 * 32] __attribute__((aligned(64)));
   for (int i = 0; i < 16 * 32; i++) v[i] = (uint16_t)(0x3a00 + (i & 7)); /* about 5e-4 */
   float out[16 * 16] __attribute__((aligned(64)));
-  _tile_zero(0);
-  _tile_zero(1);
-  _tile_zero(2);
-  _tile_zero(3);
+  strop__amx_zero(1);
   _tile_loadd(4, v, 64);
   _tile_loadd(5, v, 64);
   _tile_loadd(6, v, 64);
@@ -114,22 +97,8 @@ __attribute__((target("amx-tile,amx-bf16"))) static double amx(long reps, float 
       _tile_dpbf16ps(3, 5, 7);
     }
   _tile_stored(0, out, 64);
-  _tile_release();
+  strop__amx_end();
   return out[0] + seed;
-}
-
-/* 1 where the CPU has AMX-BF16 and Linux lets the process use the tiles (the request strop's
- * products make too) */
-static int amx_usable(void) {
-#  if defined(__linux__)
-  unsigned a, b, c, d;
-  if (__get_cpuid_max(0, NULL) < 7) return 0;
-  __cpuid_count(7, 0, a, b, c, d);
-  if (!(d & (1u << 22)) || !(d & (1u << 24))) return 0;
-  return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
-#  else
-  return 0;
-#  endif
 }
 #else
 #  define HAVE_BF16_BUILD 0
@@ -212,7 +181,9 @@ int main(int argc, char **argv) {
       printf("bf16 vdpbf16ps  threads %d  %7.1f GFLOP/s\n", threads,
              best(dpbf16, threads, per512 * 2, seconds));
     else printf("bf16 vdpbf16ps  threads %d  (no AVX512_BF16 on this CPU)\n", threads);
-    if (amx_usable()) /* INNER tdpbf16ps of 16 x 16 x 32 multiply-adds */
+    /* where strop's BF16 products run on the tiles (the CPU, Linux's grant, STROP_BF16_AMX):
+     * INNER tdpbf16ps of 16 x 16 x 32 multiply-adds */
+    if (strop__bf16_amx_runs())
       printf("bf16 amx        threads %d  %7.1f GFLOP/s\n", threads,
              best(amx, threads, (double)INNER * 16 * 16 * 32 * 2, seconds));
 #endif

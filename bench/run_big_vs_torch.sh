@@ -95,9 +95,9 @@ run_side() {
 rate_of() { r=$(field tokens_per_s "$1"); [ -n "$r" ] || r=$(field samples_per_s "$1"); echo "$r"; }
 for t in $THREADS; do
   # the BF16 rows against the peak of what strop's BF16 products run on: the AMX tiles where
-  # the CPU has them (and STROP_BF16_AMX is not 0), else vdpbf16ps
+  # they run there (bench_peak prints their line only then), else vdpbf16ps
   fp32=$(peak "fp32 fma zmm" "$t"); bf16=$(peak "bf16 vdpbf16ps" "$t")
-  [ "${STROP_BF16_AMX:-1}" = 0 ] || { a=$(peak "bf16 amx" "$t"); [ -z "$a" ] || bf16=$a; }
+  a=$(peak "bf16 amx" "$t"); [ -z "$a" ] || bf16=$a
   [ -n "$bf16" ] || bf16=$fp32
   for r in $ROWS; do
     f=$(family "$r")
