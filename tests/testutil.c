@@ -11,29 +11,15 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#if defined(__x86_64__) && defined(__GNUC__)
-#  include <cpuid.h>
-#endif
 
 #include "core/core.h"
-
-/* 1 where the CPU reports AMX-TILE and AMX-BF16 (CPUID leaf 7), whatever the environment says */
-static int cpu_has_amx(void) {
-#if defined(__x86_64__) && defined(__GNUC__)
-  unsigned a, b, c, d;
-  if (__get_cpuid_max(0, NULL) < 7) return 0;
-  __cpuid_count(7, 0, a, b, c, d);
-  return (d & (1u << 22)) && (d & (1u << 24));
-#else
-  return 0;
-#endif
-}
+#include "ops/lowp.h"
 
 int strop_test_run(Suite *s) {
   /* a suite's second run on vdpbf16ps (tests/CMakeLists.txt) only means something where the
    * first ran on the AMX tiles: elsewhere it is skipped (77), not run twice */
   const char *only = getenv("STROP_TEST_ONLY_WITH_AMX");
-  if (only && *only && !cpu_has_amx()) {
+  if (only && *only && !strop__cpu_has_amx()) {
     printf("skipped: no AMX on this CPU (the suite's first run took vdpbf16ps already)\n");
     return 77;
   }

@@ -81,6 +81,26 @@ STROP__AMX_TARGET static inline void strop__amx_sums(const uint32_t *a, int64_t 
   }
 }
 
+/* Tiles 0-1 (and 2-3 when two) set to zero: a block's sums start */
+STROP__AMX_TARGET static inline void strop__amx_zero(int two) {
+  _tile_zero(0);
+  _tile_zero(1);
+  if (two) {
+    _tile_zero(2);
+    _tile_zero(3);
+  }
+}
+
+/* Tiles 0-1 (and 2-3 when two) stored as rows of 32 sums 128 bytes apart at s (16 rows, or 32) */
+STROP__AMX_TARGET static inline void strop__amx_store(float *s, int two) {
+  _tile_stored(0, s, 128);
+  _tile_stored(1, s + 16, 128);
+  if (two) {
+    _tile_stored(2, s + 512, 128);
+    _tile_stored(3, s + 528, 128);
+  }
+}
+
 /* strop__bf16_tile_finish on the sums s (rows of 32, 128 bytes apart) of up to 32 rows, 8 at a
  * time */
 STROP__AMX_TARGET static inline void strop__amx_finish(const float *s, int64_t mr, int64_t nr,
@@ -97,16 +117,6 @@ STROP__AMX_TARGET static inline void strop__amx_finish(const float *s, int64_t m
     strop__bf16_tile_finish(acc, mr - g < 8 ? mr - g : 8, nr, alpha, beta, add ? add + g : NULL,
                             relu, c + g * ldc, split, c2 + g * ldc, ldc, e ? e + g * ldc : NULL,
                             e2 ? e2 + g * ldc : NULL, opts);
-  }
-}
-
-/* Tiles 0-1 (and 2-3 when two) set to zero: a block's sums start */
-STROP__AMX_TARGET static inline void strop__amx_zero(int two) {
-  _tile_zero(0);
-  _tile_zero(1);
-  if (two) {
-    _tile_zero(2);
-    _tile_zero(3);
   }
 }
 
@@ -130,12 +140,7 @@ STROP__AMX_TARGET static inline void strop__amx_out(int64_t mr, int64_t nr, floa
     return;
   }
   float s[32 * 32] __attribute__((aligned(64)));
-  _tile_stored(0, s, 128);
-  _tile_stored(1, s + 16, 128);
-  if (two) {
-    _tile_stored(2, s + 512, 128);
-    _tile_stored(3, s + 528, 128);
-  }
+  strop__amx_store(s, two);
   strop__amx_finish(s, mr, nr, alpha, beta, add, relu, c, split, c2, ldc, e, e2, opts);
 }
 
@@ -171,21 +176,9 @@ STROP__AMX_TARGET static inline void strop__amx_acc_32x32(const uint32_t *a, int
       _tile_loadd(2, acc + 512, 128);
       _tile_loadd(3, acc + 528, 128);
     }
-  } else {
-    _tile_zero(0);
-    _tile_zero(1);
-    if (two) {
-      _tile_zero(2);
-      _tile_zero(3);
-    }
-  }
+  } else strop__amx_zero(two);
   strop__amx_sums(a, rs, kp, p, two);
-  _tile_stored(0, acc, 128);
-  _tile_stored(1, acc + 16, 128);
-  if (two) {
-    _tile_stored(2, acc + 512, 128);
-    _tile_stored(3, acc + 528, 128);
-  }
+  strop__amx_store(acc, two);
 }
 
 #endif

@@ -1782,7 +1782,8 @@ static void wbf_block_planes(const strop__conv2d_dims *d, const float *w, int64_
 
 /* BF16 Winograd's 16 planes into u (wbf_u_len) through tmp (wbf_make_len), a block of output
  * channels at a time (wbf_oblock): the block's FP32 planes, then its rows of each plane packed
- * (rows of pairs, each block at its first row) or rounded. The same values as the whole planes at once. */
+ * (rows of pairs, each block at its first row) or rounded. The same values as the whole planes
+ * at once. */
 static void wbf_filters(const strop__conv2d_dims *d, const float *w, float *u, float *tmp) {
   const int64_t CI = d->c_in, pl = wbf_plane(d), ob = wbf_oblock(d), kp = (CI + 1) / 2;
   for (int64_t o0 = 0; o0 < d->c_out; o0 += ob) {

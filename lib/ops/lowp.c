@@ -317,15 +317,24 @@ int strop__bf16_dot_enabled(void) {
 static int g_amx;
 static pthread_once_t g_amx_once = PTHREAD_ONCE_INIT;
 
+int strop__cpu_has_amx(void) {
+#  if defined(__linux__)
+  unsigned a, b, c, d;
+  if (__get_cpuid_max(0, NULL) < 7) return 0;
+  __cpuid_count(7, 0, a, b, c, d);
+  return (d & (1u << 22)) && (d & (1u << 24)); /* AMX-BF16, AMX-TILE */
+#  else
+  return 0;
+#  endif
+}
+
 static void amx_probe(void) {
   const char *v = getenv("STROP_BF16_AMX");
   if (v && strcmp(v, "0") == 0) return;
 #  if defined(__linux__)
   unsigned a, b, c, d;
   if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return; /* OSXSAVE */
-  if (__get_cpuid_max(0, NULL) < 7) return;
-  __cpuid_count(7, 0, a, b, c, d);
-  if (!(d & (1u << 22)) || !(d & (1u << 24))) return; /* AMX-BF16, AMX-TILE */
+  if (!strop__cpu_has_amx()) return;
   uint32_t lo, hi;
   __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
   (void)hi;
@@ -623,7 +632,7 @@ BF16_TARGET static void pack_panel(const bf16_job *J, int64_t j0, uint32_t *p) {
 /* C rows i .. i + row_step - 1 (rows past m are not stored) x the panel's 32 columns: on
  * vdpbf16ps 16 accumulators, each lane summing its column's pairs in k order (FP32); on AMX the
  * tiles' sums (A's rows past m allocated: rows32) */
-STROP__AMX_TARGET static void kernel_8x32(const bf16_job *J, int64_t i, int64_t j0,
+STROP__AMX_TARGET static void kernel_tile(const bf16_job *J, int64_t i, int64_t j0,
                                           const uint32_t *p) {
   const int64_t mr = J->m - i < row_step(J) ? J->m - i : row_step(J);
   const int64_t nr = J->n - j0 < BNR ? J->n - j0 : BNR;
@@ -788,7 +797,7 @@ static void bf16_chunk_tiles(const bf16_job *J, int64_t lo, int64_t hi, int chun
       const uint32_t *pg = direct ? w + (size_t)g0 * (size_t)(J->ka / 2) * BNR : p;
       for (int64_t i = 0; i < J->m; i += row_step(J))
         for (int64_t jb = g0; jb < g1; jb++)
-          kernel_8x32(J, i, jb * BNR, pg + (size_t)(jb - g0) * (size_t)(J->ka / 2) * BNR);
+          kernel_tile(J, i, jb * BNR, pg + (size_t)(jb - g0) * (size_t)(J->ka / 2) * BNR);
     }
     return;
   }
@@ -797,7 +806,7 @@ static void bf16_chunk_tiles(const bf16_job *J, int64_t lo, int64_t hi, int chun
     if (direct)
       pp = (const uint32_t *)(const void *)J->b + (size_t)jb * (size_t)(J->ka / 2) * BNR;
     else pack_panel(J, jb * BNR, p);
-    for (int64_t i = 0; i < J->m; i += row_step(J)) kernel_8x32(J, i, jb * BNR, pp);
+    for (int64_t i = 0; i < J->m; i += row_step(J)) kernel_tile(J, i, jb * BNR, pp);
   }
 }
 
@@ -895,6 +904,7 @@ void strop__bf16_gemm_nn(int64_t m, int64_t n, int64_t k, const float *a, int64_
 
 int strop__bf16_dot_enabled(void) { return 0; }
 int strop__bf16_amx_runs(void) { return 0; }
+int strop__cpu_has_amx(void) { return 0; }
 size_t strop__bf16_gemm_scratch(int64_t m, int64_t n, int64_t k) {
   (void)m, (void)n, (void)k;
   return 0;

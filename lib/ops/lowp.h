@@ -128,6 +128,9 @@ extern int strop__bf16_amx;
  * environment; strop__bf16_dot_enabled() first); a product decides once, before it runs. The
  * first call asks Linux for the tiles' state (arch_prctl ARCH_REQ_XCOMP_PERM). */
 int strop__bf16_amx_runs(void);
+/* 1 where the CPU reports AMX-TILE and AMX-BF16 (CPUID leaf 7), whatever the OS, the
+ * environment or strop__bf16_amx say: tests tell an AMX CPU from one without with it. */
+int strop__cpu_has_amx(void);
 /* C[m, n] = A[m, k] B[n, k]^T + beta C with B a BF16 weight stored [n, k] (q [out, in]: rows n,
  * cols k; or q [in, out] stored transposed: rows k, cols n) and A FP32, rounded to BF16 on the
  * way in: the vdpbf16ps product, FP32 sums in k order for every element (whatever the split
