@@ -385,10 +385,13 @@ P
   n=$(wc -l < "$work/timed.jsonl")
   [ "$n" -ge 1 ] && [ "$n" -lt 200 ] || fail "--time 1 ran $n trials"
   # Ctrl-C: the running trial is recorded as interrupted (not failed), exit 130; the next run
-  # says it resumes and runs that trial first, with its values
+  # says it resumes and runs that trial first, with its values. Without pruning, so that every
+  # trial runs its 303 epochs and the signal lands in one (a trial pruned within the poll's 50 ms
+  # let it land between two, where nothing runs to be recorded: the tool then says only
+  # "interrupted")
   rm -f "$work/int.jsonl"
   "$strop" tune "$work/stages.yaml" --trials 200 --set tune.trials_file=int.jsonl \
-    --set 'stages[1].epochs=300' > "$work/int.txt" 2>&1 &
+    --set tune.prune=none --set 'stages[1].epochs=300' > "$work/int.txt" 2>&1 &
   pid=$!
   for _ in $(seq 600); do
     [ -f "$work/int.jsonl" ] && [ "$(wc -l < "$work/int.jsonl")" -ge 2 ] && break
