@@ -352,6 +352,9 @@ static void set_amx(strop_model *m, int on) { (void)m, strop__bf16_amx = on; }
  * bits) */
 static void set_int8_sweep(strop_model *m, int on) { (void)m, strop__int8_sweep = on; }
 
+/* an int8 weight's rows read without / with software prefetches 16 rows ahead (the same bits) */
+static void set_int8_pf(strop_model *m, int on) { (void)m, strop__int8_pf = on; }
+
 /* mixed precision's cross-entropy exponentials in double / in single precision
  * (strop__ce_fp32; not the same bits: within 2 ulp) */
 static void set_ce_fp32(strop_model *m, int on) { (void)m, strop__ce_fp32 = on; }
@@ -406,6 +409,7 @@ static const ab_switch AB[] = {
     {"CE_FP32", "0", NULL, "double", "single", "ce_fp32", set_ce_fp32},
     {"AMX", "0", NULL, "vdpbf16ps", "amx", "amx", set_amx},
     {"INT8_SWEEP", "0", NULL, "panels", "sweep", "int8_sweep", set_int8_sweep},
+    {"INT8_PF", "0", NULL, "plain", "prefetch", "int8_pf", set_int8_pf},
     {"COMPUTE_DTYPE", NULL, "bf16", "f32", "bf16", "compute_dtype", set_dtype},
 };
 #define N_AB ((int)(sizeof AB / sizeof AB[0]))

@@ -606,6 +606,62 @@ START_TEST(int8_sweep_same_bits) {
 }
 END_TEST
 
+/* strop__int8_rows (the default): on the AMX tiles a product of at most 16 rows against an int8
+ * B [k, n] with per-channel scales runs k in slices across groups of column blocks; the same
+ * bits as the whole-k panels (strop__int8_rows 0), and each row the bits it has inside a batch
+ * of 40 rows (which never takes that path). Both layouts, C added or not, 1 and 2 threads; k
+ * past one slice (777: four slices, the last partial, odd), n past a group of 16 column blocks
+ * and not a multiple of 32; 1, 3 and 16 rows. Where the tiles do not run, both settings take the
+ * same path and the rows are still compared with the batch's. */
+START_TEST(int8_rows_same_bits) {
+  if (!strop__bf16_dot_enabled()) return;
+  static const int64_t shapes[][3] = {{1, 2200, 777}, {3, 70, 40}, {16, 900, 300}, {1, 33, 1}};
+  enum { MB = 40 };
+  const int threads = strop_get_num_threads();
+  for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++)
+    for (int nn = 0; nn < 2; nn++) /* 0: _nt on W [in, out]; 1: _nn on W [out, in] */
+      for (int th = 1; th <= 2; th++) {
+        const int64_t m = shapes[sh][0], n = shapes[sh][1], k = shapes[sh][2];
+        ck_assert_int_eq(strop_set_num_threads(th), STROP_OK);
+        float *w = malloc((size_t)(n * k) * sizeof *w), *a = malloc((size_t)(MB * k) * sizeof *a);
+        float *c[3] = {malloc((size_t)(MB * n) * sizeof(float)),
+                       malloc((size_t)(MB * n) * sizeof(float)),
+                       malloc((size_t)(MB * n) * sizeof(float))};
+        for (int64_t i = 0; i < n * k; i++) w[i] = (float)cos(0.37 * (double)i) * 1.5f;
+        for (int64_t i = 0; i < MB * k; i++) a[i] = (float)sin(0.11 * (double)i + 0.2);
+        strop__lowp q;
+        ck_assert_int_eq(strop__lowp_make(&q, STROP__LOWP_INT8, w, k, n, !nn, 0), 0);
+        const size_t sb = strop__bf16_gemm_scratch(MB, n, k),
+                     sm = strop__bf16_gemm_scratch(m, n, k);
+        void *work = strop__malloc_aligned(sb > sm ? sb : sm);
+        void (*gemm)(int64_t, int64_t, int64_t, const float *, int64_t, const strop__lowp *,
+                     float, float *, int64_t, void *) = nn ? strop__bf16_gemm_nn
+                                                           : strop__bf16_gemm_nt;
+        for (int beta = 0; beta < 2; beta++) {
+          for (int v = 0; v < 3; v++)
+            for (int64_t i = 0; i < MB * n; i++) c[v][i] = 0.25f * (float)(i % 3);
+          /* the batch's rows 5 .. 5 + m - 1, then the same rows alone, both ways */
+          gemm(MB, n, k, a, k, &q, (float)beta, c[0], n, work);
+          for (int v = 0; v < 2; v++) {
+            strop__int8_rows = v;
+            gemm(m, n, k, a + 5 * k, k, &q, (float)beta, c[1 + v] + 5 * n, n, work);
+          }
+          strop__int8_rows = 1;
+          for (int v = 1; v < 3; v++)
+            ck_assert_msg(!memcmp(c[0] + 5 * n, c[v] + 5 * n, (size_t)(m * n) * sizeof(float)),
+                          "m %lld n %lld k %lld %s beta %d threads %d rows %d", (long long)m,
+                          (long long)n, (long long)k, nn ? "_nn" : "_nt", beta, th, v - 1);
+        }
+        strop__free_aligned(work);
+        strop__lowp_free(&q);
+        free(w);
+        free(a);
+        for (int v = 0; v < 3; v++) free(c[v]);
+      }
+  ck_assert_int_eq(strop_set_num_threads(threads), STROP_OK);
+}
+END_TEST
+
 /* The int8 product on vdpbf16ps against the FP32 product of the dequantised weight (what the
  * fallback computes, exactly): x (dy) and each weight rounded to BF16 (relative 2^-9 each), so
  * every element within 2^-8 of sum |x w| (plus FP32 summation error); per channel and groups,
@@ -1456,6 +1512,7 @@ static Suite *suite(void) {
   tcase_add_test(c, int8_dot_equals_bf16_of_values);
   tcase_add_test(c, int8_dot_tolerance);
   tcase_add_test(c, int8_sweep_same_bits);
+  tcase_add_test(c, int8_rows_same_bits);
   tcase_add_test(c, bf16_backward_tolerance);
   suite_add_tcase(s, c);
   c = tcase_create("train");

@@ -23,6 +23,8 @@ int strop__bf16_impl = 0;
 int strop__bf16_amx = 1;
 int strop__bf16_held_groups = 1;
 int strop__int8_sweep = 1;
+int strop__int8_rows = 1;
+int strop__int8_pf = 1;
 int strop__bf16_pack_groups = 1;
 
 uint16_t strop__bf16_from_f32(float x) {
@@ -363,7 +365,7 @@ typedef struct bf16_job {
   uint32_t *panels;     /* one KA/2 x 32 panel of B's pairs per chunk */
   const strop__lowp *q; /* the weight; int8: expanded to BF16 as its panels are packed */
   int64_t ng, gl;       /* int8: scales per output channel, inputs per scale */
-  float *acc;           /* bf16_chunk_kslices: C's sums so far, [n / 32][m32][32] */
+  float *acc;           /* bf16_chunk_kslices: C's sums so far, [n / 32][acc_rows][32] */
   int amx;              /* 1: the AMX tile (strop__bf16_amx_runs), blocks of 32 rows */
 } bf16_job;
 
@@ -531,17 +533,18 @@ BF16_TARGET static void pack_panel_int8(const bf16_job *J, int64_t j0, uint32_t 
   }
 }
 
-/* pack_panel_int8's panels [g0, g1) (panel jb at p + (jb - g0) kp 32) of an int8 weight stored
- * as B [k, n] with one scale per output channel, a row pair at a time across all of them: each
- * row's int8 values read in order, 32 bytes a panel, where a panel at a time down all k rows
- * read 32 bytes of every n-byte row (a decoded token's product, which packs every panel once
- * for one row, ran at a quarter of the memory's rate). The same values. */
-BF16_TARGET static void pack_group_int8_kn(const bf16_job *J, int64_t g0, int64_t g1,
-                                           uint32_t *p) {
+/* pack_panel_int8's pairs [q0, q1) of panels [g0, g1) (pair qq of panel jb at p + (jb - g0)
+ * stride + (qq - q0) 32) of an int8 weight stored as B [k, n] with one scale per output channel,
+ * a row pair at a time across all of them: each row's int8 values read in order, 32 bytes a
+ * panel, where a panel at a time down all k rows read 32 bytes of every n-byte row (a decoded
+ * token's product, which packs every panel once for one row, ran at a quarter of the memory's
+ * rate). The same values. */
+/* rows ahead that pack_group_int8_kn prefetches (8, 16 and 32 decoded a token alike) */
+enum { INT8_PF = 16 };
+BF16_TARGET static void pack_group_int8_kn(const bf16_job *J, int64_t g0, int64_t g1, int64_t q0,
+                                           int64_t q1, size_t stride, uint32_t *p) {
   const strop__lowp *q = J->q;
   const int8_t *v = q->v;
-  const int64_t kp = J->ka / 2;
-  const size_t panel = (size_t)kp * BNR;
   const int lanes_out = !J->b_kn; /* lanes are output channels (_nt) or inputs (_nn) */
   enum { MAXG = 64 };
   for (int64_t s0 = g0; s0 < g1; s0 += MAXG) {
@@ -557,13 +560,17 @@ BF16_TARGET static void pack_group_int8_kn(const bf16_job *J, int64_t g0, int64_
                              : _mm512_setzero_ps();
       }
     }
-    for (int64_t qq = 0; qq < kp; qq++) {
+    for (int64_t qq = q0; qq < q1; qq++) {
       __m512 sc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()}; /* !lanes_out: rows' scales */
       for (int t = 0; t < 2 && !lanes_out; t++)
         if (2 * qq + t < J->k) sc[t] = _mm512_set1_ps(q->scale[2 * qq + t]);
       for (int64_t jb = s0; jb < s1; jb++) {
         const int64_t j0 = jb * BNR;
-        uint32_t *d = p + (size_t)(jb - g0) * panel + qq * BNR;
+        uint32_t *d = p + (size_t)(jb - g0) * stride + (size_t)(qq - q0) * BNR;
+        if (strop__int8_pf && (jb & 1) == 0 && 2 * qq + INT8_PF + 1 < J->k) {
+          _mm_prefetch((const char *)(v + (2 * qq + INT8_PF) * J->n + j0), _MM_HINT_T0);
+          _mm_prefetch((const char *)(v + (2 * qq + INT8_PF + 1) * J->n + j0), _MM_HINT_T0);
+        }
         for (int h = 0; h < 2; h++) {
           __m512 r[2];
           for (int t = 0; t < 2; t++) {
@@ -666,6 +673,12 @@ enum { KS_BLOCKS = 32, KS_PANEL = 512 << 10 };
  * column blocks (a group of panels 384 KB, within a chunk's scratch: KS_PANEL is larger) */
 enum { KW_BLOCKS = 8, KW_COLS = 24 };
 static int kslices(int64_t ka) { return (size_t)ka / 2 * BNR * sizeof(uint32_t) > KS_PANEL; }
+/* the rows of C's sums carried between slices of k (J->acc: [n / 32][acc_rows][32]): 16 for a
+ * product of at most 16 rows (the int8 rows path: one AMX tile of rows, two tiles of vdpbf16ps),
+ * else m in whole blocks of 32 */
+static int64_t acc_rows(int64_t m) { return m <= 16 ? 16 : rows32(m); }
+/* C's sums are carried for the held weights' k slices, and for products of at most 16 rows */
+static int acc_kept(int64_t m, int64_t ka) { return kslices(ka) || m <= 16; }
 
 /* acc (8 rows of 32 sums, stored whole; 32 rows on AMX) += rows a + r rs (on vdpbf16ps those
  * past mr read row mr - 1) times the panel p over kp pairs, from zero unless load:
@@ -701,15 +714,37 @@ STROP__AMX_TARGET static void tile_acc(int amx, const uint32_t *a, int64_t rs, i
 
 /* bf16_chunk for a held weight's _nn product whose panel would pass L2 (the LM head's input
  * gradient: k the 50257 words, a panel of 32 columns 3.2 MB, which every 8-row tile read from
- * L3): column blocks [lo, hi) a slice of k at a time, each block's slice packed
- * (pack_panel_held_kn) and run by every tile, whose sums wait in J->acc for the next slice;
- * then C written once (+ C with beta) as the tile writes it. The same bits. */
+ * L3), and for the int8 rows path (bf16_gemm: a few rows against an int8 B [k, n], whose panels
+ * a group at a time read 160 bytes of each row): column blocks [lo, hi) a slice of k at a time,
+ * each block's slice packed (pack_panel_held_kn; pack_group_int8_kn across the group) and run
+ * by every tile, whose sums wait in J->acc for the next slice; then C written once (+ C with
+ * beta) as the tile writes it. The same bits. */
 STROP__AMX_TARGET static void bf16_chunk_kslices(void *ctx, int64_t lo, int64_t hi, int chunk) {
   const bf16_job *J = ctx;
-  const int64_t kb = J->ka / 32, m32 = rows32(J->m), step = row_step(J);
+  const int64_t kb = J->ka / 32, ar = acc_rows(J->m), step = row_step(J);
   if (J->amx) strop__amx_begin();
   const uint32_t *a = (const uint32_t *)(const void *)J->a; /* rows of ka / 2 pairs */
-  if (strop__bf16_kslices == 2) {
+  if (!J->held) {
+    /* int8 B [k, n]: slices of KW_BLOCKS blocks across as many column blocks as a chunk's
+     * scratch holds (16 for k up to 2048: each row read in runs of 512 bytes), the group's
+     * rows expanded a pair at a time */
+    const int64_t sb = kb < KW_BLOCKS ? kb : KW_BLOCKS;
+    const size_t cw = (size_t)sb * 16 * BNR;
+    const int64_t cols = (int64_t)(chunk_words(J->ka) / cw);
+    uint32_t *p = J->panels + (size_t)chunk * chunk_words(J->ka);
+    for (int64_t g0 = lo; g0 < hi; g0 += cols) {
+      const int64_t g1 = g0 + cols < hi ? g0 + cols : hi;
+      for (int64_t b0 = 0; b0 < kb; b0 += sb) {
+        const int64_t b1 = b0 + sb < kb ? b0 + sb : kb;
+        pack_group_int8_kn(J, g0, g1, b0 * 16, b1 * 16, cw, p);
+        for (int64_t i = 0; i < J->m; i += step)
+          for (int64_t jb = g0; jb < g1; jb++)
+            tile_acc(J->amx, a + i * (J->ka / 2) + b0 * 16, J->ka / 2, (b1 - b0) * 16,
+                     p + (size_t)(jb - g0) * cw, J->m - i < step ? J->m - i : step,
+                     J->acc + ((size_t)jb * ar + i) * BNR, b0 > 0);
+      }
+    }
+  } else if (strop__bf16_kslices == 2) {
     /* slices of KW_BLOCKS blocks, each block's rows for up to KW_COLS column blocks packed as
      * one run of up to 48 KB read in order (a column block at a time reads 2 KB runs 48 KB
      * apart, from memory: the LM head's input gradient then took ~22 ms of a GPT-2 LoRA step
@@ -729,7 +764,7 @@ STROP__AMX_TARGET static void bf16_chunk_kslices(void *ctx, int64_t lo, int64_t 
           for (int64_t jb = g0; jb < g1; jb++)
             tile_acc(J->amx, a + i * (J->ka / 2) + b0 * 16, J->ka / 2, (b1 - b0) * 16,
                      p + (size_t)(jb - g0) * cw, J->m - i < step ? J->m - i : step,
-                     J->acc + ((size_t)jb * m32 + i) * BNR, b0 > 0);
+                     J->acc + ((size_t)jb * ar + i) * BNR, b0 > 0);
       }
     }
   } else {
@@ -740,7 +775,7 @@ STROP__AMX_TARGET static void bf16_chunk_kslices(void *ctx, int64_t lo, int64_t 
         pack_panel_held_kn(J, jb * BNR, b0, b1, p);
         for (int64_t i = 0; i < J->m; i += step)
           tile_acc(J->amx, a + i * (J->ka / 2) + b0 * 16, J->ka / 2, (b1 - b0) * 16, p,
-                   J->m - i < step ? J->m - i : step, J->acc + ((size_t)jb * m32 + i) * BNR,
+                   J->m - i < step ? J->m - i : step, J->acc + ((size_t)jb * ar + i) * BNR,
                    b0 > 0);
       }
     }
@@ -749,7 +784,7 @@ STROP__AMX_TARGET static void bf16_chunk_kslices(void *ctx, int64_t lo, int64_t 
     const int64_t nr = J->n - jb * BNR < BNR ? J->n - jb * BNR : BNR;
     const __mmask16 m0 = (__mmask16)strop__lanes32(nr), m1 = (__mmask16)strop__lanes32(nr - 16);
     for (int64_t i = 0; i < J->m; i++) {
-      const float *s = J->acc + ((size_t)jb * m32 + i) * BNR;
+      const float *s = J->acc + ((size_t)jb * ar + i) * BNR;
       float *c = J->c + i * J->ldc + jb * BNR;
       __m512 v0 = _mm512_load_ps(s), v1 = _mm512_load_ps(s + 16);
       if (J->beta != 0.0f) {
@@ -790,7 +825,7 @@ static void bf16_chunk_tiles(const bf16_job *J, int64_t lo, int64_t hi, int chun
       const int64_t g1 = g0 + g < hi ? g0 + g : hi;
       if (!direct && J->q->dtype == STROP__LOWP_INT8 && J->b_kn != J->q->scale_cols &&
           J->ng <= 1 && strop__bf16_impl != 2 && strop__int8_sweep)
-        pack_group_int8_kn(J, g0, g1, p);
+        pack_group_int8_kn(J, g0, g1, 0, J->ka / 2, (size_t)(J->ka / 2) * BNR, p);
       else if (!direct)
         for (int64_t jb = g0; jb < g1; jb++)
           pack_panel(J, jb * BNR, p + (size_t)(jb - g0) * (size_t)(J->ka / 2) * BNR);
@@ -814,8 +849,9 @@ size_t strop__bf16_gemm_scratch(int64_t m, int64_t n, int64_t k) {
   const size_t ka = (size_t)(k + 31) / 32 * 32;
   /* A's rows (whole blocks of 32: rows32), then bf16_chunk_kslices' sums of all of C, before
    * the panels */
-  const size_t acc = kslices((int64_t)ka)
-                         ? (size_t)rows32(m) * (size_t)((n + BNR - 1) / BNR * BNR) * sizeof(float)
+  const size_t acc = acc_kept(m, (int64_t)ka)
+                         ? (size_t)acc_rows(m) * (size_t)((n + BNR - 1) / BNR * BNR) *
+                               sizeof(float)
                          : 0;
   return (size_t)rows32(m) * ka * sizeof(uint16_t) + acc +
          (size_t)(strop__num_threads() + 1) * chunk_words((int64_t)ka) * sizeof(uint32_t) + 64;
@@ -852,12 +888,11 @@ static void bf16_gemm(int64_t m, int64_t n, int64_t k, const float *a, int64_t l
   /* the rows past m to a whole block of 32 are zero: the AMX tile reads them (their sums are
    * not stored) */
   memset(abf + (size_t)m * (size_t)ka, 0, (size_t)(rows32(m) - m) * (size_t)ka * sizeof *abf);
-  /* the panels follow A's rows, 64-byte aligned (rows32(m) * ka * 2 is a multiple of 64); for a
-   * held weight's _nn in slices of k, C's sums between them (a multiple of 64 bytes too) */
-  const int sliced = b_kn && q->panels && q->dtype == STROP__LOWP_BF16 && kslices(ka) &&
-                     strop__bf16_kslices && strop__bf16_impl != 2;
+  /* the panels follow A's rows, 64-byte aligned (rows32(m) * ka * 2 is a multiple of 64); for
+   * the slices of k (bf16_chunk_kslices), C's sums between them (a multiple of 64 bytes too) */
   float *acc = (float *)(void *)(abf + (size_t)rows32(m) * (size_t)ka);
-  const size_t acc_n = kslices(ka) ? (size_t)rows32(m) * (size_t)((n + BNR - 1) / BNR * BNR) : 0;
+  const size_t acc_n = acc_kept(m, ka) ? (size_t)acc_rows(m) * (size_t)((n + BNR - 1) / BNR * BNR)
+                                       : 0;
   bf16_job J = {m,
                 n,
                 k,
@@ -879,6 +914,16 @@ static void bf16_gemm(int64_t m, int64_t n, int64_t k, const float *a, int64_t l
     J.ng = lowp_groups(q);
     J.gl = J.ng > 1 ? q->group : lowp_inputs(q);
   }
+  /* in slices of k: a held weight's _nn whose panel passes KS_PANEL; the int8 rows path, a
+   * product of at most 16 rows on the AMX tiles against an int8 B [k, n] with one scale per
+   * output channel (a decoded token: the tiles' rows wait on the weight's bytes, which
+   * pack_group_int8_kn across all of k read 160 bytes of a row at a time) */
+  const int sliced = strop__bf16_impl != 2 &&
+                     ((b_kn && q->panels && q->dtype == STROP__LOWP_BF16 && kslices(ka) &&
+                       strop__bf16_kslices) ||
+                      (q->dtype == STROP__LOWP_INT8 && J.amx && m <= 16 &&
+                       b_kn != q->scale_cols && J.ng <= 1 && strop__int8_sweep &&
+                       strop__int8_rows));
   const int64_t blocks = (n + BNR - 1) / BNR;
   strop__par_run(strop__par_chunks(threads, blocks, 1), blocks,
                  sliced ? bf16_chunk_kslices : bf16_chunk, &J);

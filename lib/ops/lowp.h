@@ -111,6 +111,18 @@ extern int strop__bf16_pack_groups;
  * group's panels a row pair at a time across all of them (each row read in order); 0: a panel
  * at a time down all of k (tests and bench_big INT8_SWEEP=ab compare the two: the same bits). */
 extern int strop__int8_sweep;
+/* 1 (the default): on the AMX tiles, a product of at most 16 rows (a decoded token) with such a
+ * weight runs k in slices of 256 across a group of column blocks, each slice of every block
+ * packed from the rows read in runs of the group's width and the sums carried between slices
+ * in FP32, where a panel at a time read each row 32 bytes at a time and the one row's tiles
+ * waited on it; 0: as the larger products (tests and bench_generate INT8_ROWS=ab: the same
+ * bits). */
+extern int strop__int8_rows;
+/* 1 (the default): packing an int8 weight stored as B [k, n] a row pair across a group of
+ * panels prefetches the group's bytes of the rows 16 below (the rows path's and the sweep's
+ * rows: a few hundred bytes of each, apart by a row, which the hardware's prefetchers did not
+ * follow); 0: none (bench_big and bench_generate INT8_PF=ab: the same bits). */
+extern int strop__int8_pf;
 /* 1 when the vdpbf16ps kernel runs for BF16 weights here (CPU, build, strop__bf16_impl, the
  * environment). Where these comments say vdpbf16ps they mean this dot path, which runs on the
  * AMX tiles instead where strop__bf16_amx_runs(). */
