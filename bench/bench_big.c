@@ -111,7 +111,9 @@
  * (strop__bf16_gemm_check_finite), CHECK_FINITE=0 read by the guard; GFL_PATH=ab both off and
  * both on (branch gfl), GFL_PATH=0 both off. CE_FP32=ab alternates mixed precision's
  * cross-entropy exponentials in double and in single precision (strop__ce_fp32; not the same
- * bits, within 2 ulp; with COMPUTE_DTYPE=bf16), CE_FP32=0 in double.
+ * bits, within 2 ulp; with COMPUTE_DTYPE=bf16), CE_FP32=0 in double; CE_FTZ=ab those single
+ * precision exponentials with their subnormal values and flushed to zero (strop__ce_ftz; not the
+ * same bits below FLT_MIN), CE_FTZ=0 subnormal.
  *
  * Prints one RESULT line: samples/s or tokens/s (best of `repeats` windows of `steps` steps
  * after a warm-up), the step's multiply-add work (gemm_flops: the matrix products and
@@ -358,6 +360,9 @@ static void set_int8_pf(strop_model *m, int on) { (void)m, strop__int8_pf = on; 
 /* mixed precision's cross-entropy exponentials in double / in single precision
  * (strop__ce_fp32; not the same bits: within 2 ulp) */
 static void set_ce_fp32(strop_model *m, int on) { (void)m, strop__ce_fp32 = on; }
+/* mixed precision's cross-entropy exponentials with their subnormal values / flushed to zero
+ * (strop__ce_ftz; not the same bits where a value falls below FLT_MIN) */
+static void set_ce_ftz(strop_model *m, int on) { (void)m, strop__ce_ftz = on; }
 
 static const ab_switch AB[] = {
     {"FUSED_LOSS", NULL, NULL, "unfused", "fused", "fused_loss", set_fused},
@@ -407,6 +412,7 @@ static const ab_switch AB[] = {
     {"WINO_DX", "0", NULL, "direct", "winograd", "wino_dx", set_wino_dx},
     {"WEIGHT_CACHE", "0", NULL, "packed_per_call", "kept", "weight_cache", set_wcache},
     {"CE_FP32", "0", NULL, "double", "single", "ce_fp32", set_ce_fp32},
+    {"CE_FTZ", "0", NULL, "subnormal", "ftz", "ce_ftz", set_ce_ftz},
     {"AMX", "0", NULL, "vdpbf16ps", "amx", "amx", set_amx},
     {"INT8_SWEEP", "0", NULL, "panels", "sweep", "int8_sweep", set_int8_sweep},
     {"INT8_PF", "0", NULL, "plain", "prefetch", "int8_pf", set_int8_pf},

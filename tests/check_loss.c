@@ -498,6 +498,76 @@ START_TEST(fp32_exp_tolerance) {
 }
 END_TEST
 
+/* fp32_exp's rows whose logits span more than 87 (a random-weight GPT-2's do): exponentials
+ * and gradient values below FLT_MIN. With strop__ce_ftz (the default) they are zero — each
+ * gradient within the bound above plus FLT_MIN of float64's, and zero wherever float64's is
+ * below half of FLT_MIN; with strop__ce_ftz 0 subnormal, within the bound plus 2^-140. The loss
+ * within 1e-6 of float64's either way. Mean (the gradient scaled by 1/n) and summed with label
+ * smoothing; the rows' spans reach both the subnormals and past them. */
+START_TEST(fp32_exp_subnormals) {
+  enum { R = 6, C = 1003 };
+  static float z[R * C], g[R * C];
+  float y[R];
+  for (int r = 0; r < R; r++) {
+    y[r] = (float)((r * 131) % C);
+    for (int j = 0; j < C; j++) /* 0 down to -(60 + 15 r): past -87 from the second row */
+      z[r * C + j] = -(float)((60.0 + 15.0 * r) * (double)((j * 37) % C) / (double)(C - 1));
+  }
+  const int keep = strop__ce_ftz;
+  for (int variant = 0; variant < 2; variant++)
+    for (int ftz = 1; ftz >= 0; ftz--) {
+      strop__ce_ftz = ftz;
+      strop__loss_cfg c;
+      strop__loss_cfg_init(&c, STROP_LOSS_CROSS_ENTROPY);
+      if (variant == 1) c.label_smoothing = 0.1f;
+      c.reduction = variant == 1 ? STROP__LOSS_REDUCTION_SUM : STROP__LOSS_REDUCTION_MEAN;
+      c.fp32_exp = 1;
+      double l;
+      ck_assert_int_eq(strop__loss_eval(&c, z, R, C, y, 1, &l, g), STROP_OK);
+      const double eps = c.label_smoothing, ew = eps / C, gy = 1.0 - eps;
+      const double fs = variant == 1 ? 1.0 : 1.0 / R;
+      double total = 0.0;
+      int tiny = 0, flushed = 0, kept = 0;
+      for (int r = 0; r < R; r++) {
+        const float *zr = z + r * C, *gr = g + r * C;
+        double m = zr[0], sum = 0.0, sm = 0.0;
+        for (int j = 1; j < C; j++) m = zr[j] > m ? zr[j] : m;
+        for (int j = 0; j < C; j++) sum += exp((double)zr[j] - m);
+        const double lse = m + log(sum);
+        const int yi = (int)y[r];
+        for (int j = 0; j < C; j++) sm += lse - (double)zr[j];
+        total += (1.0 - eps) * (lse - zr[yi]) + eps / C * sm;
+        for (int j = 0; j < C; j++) {
+          const double xj = (double)zr[j] - lse, p = exp(xj);
+          const double want = (p - ew - (j == yi ? gy : 0.0)) * fs;
+          const double bound = (fabs(xj) + 6.0) * 0x1p-23 * (p + ew + (j == yi ? gy : 0.0)) * fs +
+                               (ftz ? 0x1p-126 : 0x1p-140);
+          ck_assert_msg(fabs((double)gr[j] - want) <= bound,
+                        "ftz %d variant %d row %d class %d: %a, float64 %a (bound %.3g)", ftz,
+                        variant, r, j, (double)gr[j], want, bound);
+          if (fabs(want) < 0x1p-127) {
+            tiny++;
+            flushed += gr[j] == 0.0f;
+            kept += gr[j] != 0.0f;
+          }
+        }
+      }
+      total *= fs;
+      ck_assert_msg(fabs(l - total) <= 1e-6 * fmax(1.0, fabs(total)),
+                    "ftz %d variant %d: loss %.12g, float64 %.12g", ftz, variant, l, total);
+      if (variant == 0) { /* without smoothing the tiny values are the exponentials' own */
+        ck_assert_msg(tiny > 100, "only %d values below FLT_MIN / 2", tiny);
+        if (strop__ce_fp32_available() && ftz) /* (elsewhere the double path: kept) */
+          ck_assert_msg(flushed == tiny, "ftz: %d of %d values below FLT_MIN / 2 kept", kept,
+                        tiny);
+        if (strop__ce_fp32_available() && !ftz)
+          ck_assert_msg(kept > 0, "ftz 0: all %d values below FLT_MIN / 2 flushed", tiny);
+      }
+    }
+  strop__ce_ftz = keep;
+}
+END_TEST
+
 /* ------------------------------------------------------------------ finite differences */
 
 /* Central differences of the double loss in float32 pred; tolerance 2e-3 relative with a
@@ -631,6 +701,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, rows_together_bits);
   tcase_add_test(tc, vexp_avx512_same_bits);
   tcase_add_test(tc, fp32_exp_tolerance);
+  tcase_add_test(tc, fp32_exp_subnormals);
   suite_add_tcase(s, tc);
   tc = tcase_create("gradcheck");
   tcase_add_test(tc, gradcheck);

@@ -132,6 +132,7 @@ static inline __attribute__((always_inline)) void ce_sums(const float *z, int64_
 
 int strop__ce_isa = 0;
 int strop__ce_fp32 = 1;
+int strop__ce_ftz = 1;
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(STROP_NO_CLONES)
 #  define CE_AVX512 1
@@ -305,9 +306,24 @@ T512 void strop__vexp16(const float *x, float *out, int64_t n) {
   }
 }
 
+/* MXCSR's flush-to-zero (bit 15) set for one row's single-precision exponentials, where
+ * strop__ce_ftz: a result below FLT_MIN becomes zero. A subnormal result or operand costs an
+ * Intel core a microcode assist of about a hundred cycles (vscalefps making it, the next
+ * instruction reading it): a random-weight GPT-2's rows, whose logits span more than 87, spent
+ * most of their exponentials' time there. Returns the caller's MXCSR for ftz_end. */
+static inline unsigned ftz_begin(void) {
+  const unsigned csr = _mm_getcsr();
+  if (strop__ce_ftz && !(csr & 0x8000u)) _mm_setcsr(csr | 0x8000u);
+  return csr;
+}
+static inline void ftz_end(unsigned csr) {
+  if (strop__ce_ftz && !(csr & 0x8000u)) _mm_setcsr(csr);
+}
+
 /* One clean row's sum of e^(z - m) with vexp16, 16 logits at a time, added in double (lanes past
- * C read m: their e^0 is dropped) */
+ * C read m: their e^0 is dropped); terms below FLT_MIN zero (ftz_begin) */
 T512 static double ce_sum_fp32(const float *z, int64_t C, double m) {
+  const unsigned csr = ftz_begin();
   const __m512 mv = _mm512_set1_ps((float)m); /* m is one of the row's floats */
   __m512d a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd();
   for (int64_t j = 0; j < C; j += 16) {
@@ -318,14 +334,16 @@ T512 static double ce_sum_fp32(const float *z, int64_t C, double m) {
     a1 = _mm512_add_pd(
         a1, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
   }
+  ftz_end(csr);
   return _mm512_reduce_add_pd(_mm512_add_pd(a0, a1));
 }
 
 /* ce_grad512's gradient with vexp16: z - lse in double, rounded to float, its exponential in
  * single precision, a and ew applied in single precision (the target's value, read first, made
- * again at the end) */
+ * again at the end); a value below FLT_MIN, at any of these steps, zero (ftz_begin) */
 T512 static void ce_grad_fp32(const float *z, float *g, int64_t C, double lse, double a,
                               double ew, int64_t yi, float gy, float fs) {
+  const unsigned csr = ftz_begin();
   const float zy = z[yi];
   const __m512d lv = _mm512_set1_pd(lse);
   const __m512 av = _mm512_set1_ps((float)a), ev = _mm512_set1_ps((float)ew),
@@ -349,6 +367,7 @@ T512 static void ce_grad_fp32(const float *z, float *g, int64_t C, double lse, d
   float f = _mm512_cvtss_f32(t) - gy;
   if (scaled) f *= fs;
   g[yi] = f;
+  ftz_end(csr);
 }
 
 /* ce_finish's gradient without class weights: g[j] = (float)(e^(z[j] - lse) a - ew), then

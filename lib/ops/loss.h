@@ -94,6 +94,10 @@ void strop__vexp8(const double *x, double *out, int64_t n, int checked);
  * strop__vexp16: the single-precision exponential of n values at most 0 as fp32_exp computes it
  * (AVX-512 CPUs; elsewhere strop__vexp rounded to float). */
 extern int strop__ce_fp32;
+/* 1 (the default): fp32_exp's rows run with MXCSR's flush-to-zero set (and put back after
+ * each): an exponential, or a gradient value, below FLT_MIN is zero, as the BF16 products read
+ * such inputs; 0 keeps the subnormal values (bench_big CE_FTZ=ab, tests). */
+extern int strop__ce_ftz;
 void strop__vexp16(const float *x, float *out, int64_t n);
 /* 1 where fp32_exp takes effect: the AVX-512 path is built (not under the sanitizers' builds,
  * which leave out the per-CPU code) and the CPU has it, with strop__ce_isa 0 */
