@@ -354,6 +354,10 @@ static void set_amx(strop_model *m, int on) { (void)m, strop__bf16_amx = on; }
  * bits) */
 static void set_int8_sweep(strop_model *m, int on) { (void)m, strop__int8_sweep = on; }
 
+/* a weight read as rows of B [k, n] (int8, or BF16 in place) packed across all of k per panel
+ * group / in slices of k across groups of columns with the sums carried (the same bits) */
+static void set_kn_slices(strop_model *m, int on) { (void)m, strop__kn_slices = on; }
+
 /* an int8 weight's rows read without / with software prefetches 16 rows ahead (the same bits) */
 static void set_int8_pf(strop_model *m, int on) { (void)m, strop__int8_pf = on; }
 
@@ -416,6 +420,7 @@ static const ab_switch AB[] = {
     {"AMX", "0", NULL, "vdpbf16ps", "amx", "amx", set_amx},
     {"INT8_SWEEP", "0", NULL, "panels", "sweep", "int8_sweep", set_int8_sweep},
     {"INT8_PF", "0", NULL, "plain", "prefetch", "int8_pf", set_int8_pf},
+    {"KN_SLICES", "0", NULL, "whole_k", "slices", "kn_slices", set_kn_slices},
     {"COMPUTE_DTYPE", NULL, "bf16", "f32", "bf16", "compute_dtype", set_dtype},
 };
 #define N_AB ((int)(sizeof AB / sizeof AB[0]))

@@ -174,7 +174,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_gemm: out of memory\n");
         return 1;
       }
-      const size_t sb = strop__bf16_gemm_scratch(s[i].m, s[i].n, s[i].k);
+      const size_t sb = strop__bf16_gemm_scratch_max(s[i].m, s[i].n, s[i].k);
       scratch = sb > scratch ? sb : scratch;
     }
     work = strop__malloc_aligned(scratch);

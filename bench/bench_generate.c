@@ -13,7 +13,7 @@
  * what a loaded machine's preemption does not inflate), the ratios, and whether both modes produced the same ids (they must: the
  * kernels give the GEMM's bits). FROZEN_DTYPE=bf16|int8 holds the weights in fewer bits
  * (strop_model_set_frozen_dtype); MODE=on|off runs one mode only (for perf record / callgrind).
- * INT8_ROWS=ab compares strop__int8_rows on and off instead (an int8 base's products of a few
+ * KN_SLICES=ab compares strop__kn_slices on and off instead (an int8 base's products of a few
  * rows on the AMX tiles in slices of k across groups of columns, or as larger products), and
  * INT8_PF=ab strop__int8_pf (its rows prefetched while packed, or not): the same bits, the
  * small-m kernels decided per product in both. */
@@ -62,8 +62,8 @@ int main(int argc, char **argv) {
   const int layers = argc > 4 ? atoi(argv[4]) : 12;
   const int prompt_len = argc > 5 ? atoi(argv[5]) : 32;
   const char *mode = getenv("MODE"), *fdt = getenv("FROZEN_DTYPE");
-  const char *rows_ab = getenv("INT8_ROWS"), *pf_ab = getenv("INT8_PF");
-  /* what the two modes switch: 0 the small-m kernels, 1 strop__int8_rows, 2 strop__int8_pf */
+  const char *rows_ab = getenv("KN_SLICES"), *pf_ab = getenv("INT8_PF");
+  /* what the two modes switch: 0 the small-m kernels, 1 strop__kn_slices, 2 strop__int8_pf */
   const int knob = rows_ab && !strcmp(rows_ab, "ab") ? 1 : pf_ab && !strcmp(pf_ab, "ab") ? 2 : 0;
 
   char dir[] = "/tmp/strop_bench_gen_XXXXXX", path[600], cfg[1024];
@@ -110,7 +110,7 @@ int main(int argc, char **argv) {
   int64_t count[2] = {0, 0};
   for (int r = 0; r < repeats; r++)
     for (int v = first; v < first + modes; v++) {
-      if (knob == 1) strop__int8_rows = !v; /* 0: on, 1: off */
+      if (knob == 1) strop__kn_slices = !v; /* 0: on, 1: off */
       else if (knob == 2) strop__int8_pf = !v;
       else strop__gemv_impl = v; /* 0: decided per product (on), 1: off */
       timing t = {bench_now(), cpu_now(), 0.0, 0.0};
@@ -129,13 +129,13 @@ int main(int argc, char **argv) {
       if (cper < best_cpu[v]) best_cpu[v] = cper;
     }
   strop__gemv_impl = 0;
-  strop__int8_rows = 1;
+  strop__kn_slices = 1;
   strop__int8_pf = 1;
   printf("GPT-2 shape: %d layers, prompt %d, %d new tokens, %d thread(s), best of %d, weights "
          "%s\n",
          layers, prompt_len, tokens, threads, repeats, fdt ? fdt : "f32");
   static const char *const NAMES[3][2] = {
-      {"gemv on", "gemv off"}, {"rows on", "rows off"}, {"pf on", "pf off"}};
+      {"gemv on", "gemv off"}, {"slices on", "slices off"}, {"pf on", "pf off"}};
   for (int v = first; v < first + modes; v++)
     printf("  %-9s %8.1f tokens/s  %7.3f s  %7.2f ms per decoded token (%.2f ms CPU)\n",
            NAMES[knob][v], (double)count[v] / best[v], best[v], best_tok[v] * 1e3,

@@ -670,7 +670,7 @@ START_TEST(amx_rows_threads_and_paths) {
         strop__lowp q;
         ck_assert_int_eq(
             strop__lowp_make(&q, STROP__LOWP_BF16, b, tb ? n : k, tb ? k : n, !tb, 0), 0);
-        void *w2 = strop__malloc_aligned(strop__bf16_gemm_scratch(m, n, k));
+        void *w2 = strop__malloc_aligned(strop__bf16_gemm_scratch_max(m, n, k));
         strop__bf16_gemm_nt(m, n, k, a, lda, &q, 0.0f, c[2], n, w2);
         ck_assert_msg(!memcmp(c[2], c[0], (size_t)(m * n) * sizeof *c[0]),
                       "held weight: m %lld n %lld k %lld tb %d", (long long)m, (long long)n,

@@ -337,7 +337,7 @@ START_TEST(bf16_kernel_edges) {
     const int64_t m = shapes[sh][0], n = shapes[sh][1], k = shapes[sh][2];
     float *a = malloc((size_t)(m * k) * sizeof *a), *w = malloc((size_t)(n * k) * sizeof *w);
     float *c = malloc((size_t)(m * n) * sizeof *c);
-    void *abf = strop__malloc_aligned(strop__bf16_gemm_scratch(m, n, k));
+    void *abf = strop__malloc_aligned(strop__bf16_gemm_scratch_max(m, n, k));
     for (int64_t i = 0; i < m * k; i++) a[i] = (float)sin(0.3 * (double)i);
     for (int64_t i = 0; i < n * k; i++) w[i] = (float)cos(0.7 * (double)i);
     for (int64_t i = 0; i < m * n; i++) c[i] = 0.5f;
@@ -404,7 +404,7 @@ START_TEST(bf16_pack_matches_scalar) {
       float *a = malloc((size_t)(m * k) * sizeof *a), *w = malloc((size_t)(n * k) * sizeof *w);
       float *c[2] = {malloc((size_t)(m * n) * sizeof(float)),
                      malloc((size_t)(m * n) * sizeof(float))};
-      void *abf = strop__malloc_aligned(strop__bf16_gemm_scratch(m, n, k));
+      void *abf = strop__malloc_aligned(strop__bf16_gemm_scratch_max(m, n, k));
       for (int64_t i = 0; i < m * k; i++) a[i] = (float)sin(0.37 * (double)i + 0.2);
       for (int64_t i = 0; i < n * k; i++) w[i] = (float)cos(0.71 * (double)i) * 3.0f;
       for (int kn = 0; kn < 2; kn++) {
@@ -460,7 +460,7 @@ START_TEST(bf16_long_k_one_pass) {
       strop__lowp q, qt;
       ck_assert_int_eq(strop__lowp_make(&q, STROP__LOWP_BF16, w, n, k, 0, 0), 0);
       ck_assert_int_eq(strop__lowp_make(&qt, STROP__LOWP_BF16, wt, k, n, 0, 0), 0);
-      void *abf = strop__malloc_aligned(strop__bf16_gemm_scratch(m, n, k));
+      void *abf = strop__malloc_aligned(strop__bf16_gemm_scratch_max(m, n, k));
       for (int beta = 0; beta < 2; beta++) {
         for (int v = 0; v < 3; v++)
           for (int64_t i = 0; i < m * n; i++) c[v][i] = 0.5f - 0.125f * (float)(i % 5);
@@ -582,7 +582,7 @@ START_TEST(int8_sweep_same_bits) {
         strop__lowp q;
         /* B [k, n] in memory: W [in, out] = [k, n] for _nt, W [out, in] = [k, n] for _nn */
         ck_assert_int_eq(strop__lowp_make(&q, STROP__LOWP_INT8, w, k, n, !nn, 0), 0);
-        void *work = strop__malloc_aligned(strop__bf16_gemm_scratch(m, n, k));
+        void *work = strop__malloc_aligned(strop__bf16_gemm_scratch_max(m, n, k));
         for (int beta = 0; beta < 2; beta++) {
           for (int v = 0; v < 2; v++) {
             for (int64_t i = 0; i < m * n; i++) c[v][i] = 0.25f * (float)(i % 3);
@@ -606,22 +606,25 @@ START_TEST(int8_sweep_same_bits) {
 }
 END_TEST
 
-/* strop__int8_rows (the default): on the AMX tiles a product of at most 16 rows against an int8
- * B [k, n] with per-channel scales runs k in slices across groups of column blocks; the same
- * bits as the whole-k panels (strop__int8_rows 0), and each row the bits it has inside a batch
- * of 40 rows (which never takes that path). Both layouts, C added or not, 1 and 2 threads; k
- * past one slice (777: four slices, the last partial, odd), n past a group of 16 column blocks
- * and not a multiple of 32; 1, 3 and 16 rows. Where the tiles do not run, both settings take the
- * same path and the rows are still compared with the batch's. */
-START_TEST(int8_rows_same_bits) {
+/* strop__kn_slices (the default): on the AMX tiles a weight read as rows of B [k, n] — int8
+ * with per-channel scales (_nt on W [in, out], _nn on W [out, in]), BF16 used in place (_nn on
+ * W [out, in]) — runs k in slices across groups of column blocks, C's sums carried; the same
+ * bits as whole k (strop__kn_slices 0), and rows 5 .. 5 + m - 1 alone the bits they have inside
+ * a batch of 40. C added or not, 1 and 2 threads; k past one slice (777: four slices, the last
+ * partial, odd), n past a group of 16 column blocks and not a multiple of 32; 1, 3, 16 and 35
+ * rows. Where the tiles do not run both settings take the same path and the rows are still
+ * compared with the batch's. */
+START_TEST(kn_slices_same_bits) {
   if (!strop__bf16_dot_enabled()) return;
-  static const int64_t shapes[][3] = {{1, 2200, 777}, {3, 70, 40}, {16, 900, 300}, {1, 33, 1}};
+  static const int64_t shapes[][3] = {
+      {1, 2200, 777}, {3, 70, 40}, {16, 900, 300}, {1, 33, 1}, {35, 600, 777}};
   enum { MB = 40 };
   const int threads = strop_get_num_threads();
   for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++)
-    for (int nn = 0; nn < 2; nn++) /* 0: _nt on W [in, out]; 1: _nn on W [out, in] */
+    for (int kind = 0; kind < 3; kind++) /* int8 _nt on W [in, out], int8 _nn, BF16 _nn */
       for (int th = 1; th <= 2; th++) {
         const int64_t m = shapes[sh][0], n = shapes[sh][1], k = shapes[sh][2];
+        const int nn = kind > 0;
         ck_assert_int_eq(strop_set_num_threads(th), STROP_OK);
         float *w = malloc((size_t)(n * k) * sizeof *w), *a = malloc((size_t)(MB * k) * sizeof *a);
         float *c[3] = {malloc((size_t)(MB * n) * sizeof(float)),
@@ -630,9 +633,13 @@ START_TEST(int8_rows_same_bits) {
         for (int64_t i = 0; i < n * k; i++) w[i] = (float)cos(0.37 * (double)i) * 1.5f;
         for (int64_t i = 0; i < MB * k; i++) a[i] = (float)sin(0.11 * (double)i + 0.2);
         strop__lowp q;
-        ck_assert_int_eq(strop__lowp_make(&q, STROP__LOWP_INT8, w, k, n, !nn, 0), 0);
-        const size_t sb = strop__bf16_gemm_scratch(MB, n, k),
-                     sm = strop__bf16_gemm_scratch(m, n, k);
+        /* B [k, n] in memory: int8 W [in, out] = [k, n] for _nt, W [out, in] = [k, n] for _nn */
+        ck_assert_int_eq(strop__lowp_make(&q, kind == 2 ? STROP__LOWP_BF16 : STROP__LOWP_INT8, w,
+                                          k, n, !nn, 0),
+                         0);
+        const size_t sb = strop__bf16_gemm_scratch(&q, nn, MB, n, k),
+                     sm = strop__bf16_gemm_scratch(&q, nn, m, n, k);
+        ck_assert_uint_ge(strop__bf16_gemm_scratch_max(MB, n, k), sb);
         void *work = strop__malloc_aligned(sb > sm ? sb : sm);
         void (*gemm)(int64_t, int64_t, int64_t, const float *, int64_t, const strop__lowp *,
                      float, float *, int64_t, void *) = nn ? strop__bf16_gemm_nn
@@ -643,14 +650,14 @@ START_TEST(int8_rows_same_bits) {
           /* the batch's rows 5 .. 5 + m - 1, then the same rows alone, both ways */
           gemm(MB, n, k, a, k, &q, (float)beta, c[0], n, work);
           for (int v = 0; v < 2; v++) {
-            strop__int8_rows = v;
+            strop__kn_slices = v;
             gemm(m, n, k, a + 5 * k, k, &q, (float)beta, c[1 + v] + 5 * n, n, work);
           }
-          strop__int8_rows = 1;
+          strop__kn_slices = 1;
           for (int v = 1; v < 3; v++)
             ck_assert_msg(!memcmp(c[0] + 5 * n, c[v] + 5 * n, (size_t)(m * n) * sizeof(float)),
-                          "m %lld n %lld k %lld %s beta %d threads %d rows %d", (long long)m,
-                          (long long)n, (long long)k, nn ? "_nn" : "_nt", beta, th, v - 1);
+                          "m %lld n %lld k %lld kind %d beta %d threads %d slices %d",
+                          (long long)m, (long long)n, (long long)k, kind, beta, th, v - 1);
         }
         strop__free_aligned(work);
         strop__lowp_free(&q);
@@ -1512,7 +1519,7 @@ static Suite *suite(void) {
   tcase_add_test(c, int8_dot_equals_bf16_of_values);
   tcase_add_test(c, int8_dot_tolerance);
   tcase_add_test(c, int8_sweep_same_bits);
-  tcase_add_test(c, int8_rows_same_bits);
+  tcase_add_test(c, kn_slices_same_bits);
   tcase_add_test(c, bf16_backward_tolerance);
   suite_add_tcase(s, c);
   c = tcase_create("train");

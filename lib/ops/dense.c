@@ -105,7 +105,7 @@ int strop__linear_forward_lowp(const float *x, const strop__lowp *w, const float
   /* a few rows (a decoded token): the weight read as stored, not widened into scratch */
   if (m <= STROP__GEMV_MAX_M && strop__lowp_gemv(x, w, b, y, m, in, out, w_in_out) == 0) return 0;
   if (m > 0 && strop__linear_lowp_direct(w, w_in_out)) {
-    void *abf = strop__lowp_scratch_take(strop__bf16_gemm_scratch(m, out, in));
+    void *abf = strop__lowp_scratch_take(strop__bf16_gemm_scratch(w, 0, m, out, in));
     if (!abf) return -1;
     float beta = 0.0f;
     if (b) {
@@ -128,7 +128,7 @@ int strop__linear_backward_lowp(const strop__lowp *w, const float *dy, float *dx
                                 int64_t in, int64_t out, int w_in_out, int assign_dx) {
   if (!dx) return 0;
   if (m > 0 && strop__linear_lowp_direct(w, w_in_out)) { /* dX = dY W on vdpbf16ps */
-    void *abf = strop__lowp_scratch_take(strop__bf16_gemm_scratch(m, in, out));
+    void *abf = strop__lowp_scratch_take(strop__bf16_gemm_scratch(w, 1, m, in, out));
     if (!abf) return -1;
     strop__bf16_gemm_nn(m, in, out, dy, out, w, assign_dx ? 0.0f : 1.0f, dx, in, abf);
     strop__lowp_scratch_give(abf);

@@ -23,7 +23,7 @@ int strop__bf16_impl = 0;
 int strop__bf16_amx = 1;
 int strop__bf16_held_groups = 1;
 int strop__int8_sweep = 1;
-int strop__int8_rows = 1;
+int strop__kn_slices = 1;
 int strop__int8_pf = 1;
 int strop__bf16_pack_groups = 1;
 
@@ -587,6 +587,31 @@ BF16_TARGET static void pack_group_int8_kn(const bf16_job *J, int64_t g0, int64_
   }
 }
 
+/* pack_panel's pairs [q0, q1) of panels [g0, g1) of a BF16 weight read in place as B [k, n]
+ * (pair qq of panel jb at p + (jb - g0) stride + (qq - q0) 32), a row pair at a time across all
+ * of them: each row's values read in order, 64 bytes a panel. The same values as pack_panel. */
+BF16_TARGET static void pack_group_bf16_kn(const bf16_job *J, int64_t g0, int64_t g1, int64_t q0,
+                                           int64_t q1, size_t stride, uint32_t *p) {
+  for (int64_t qq = q0; qq < q1; qq++)
+    for (int64_t jb = g0; jb < g1; jb++) {
+      const int64_t j0 = jb * BNR, nr = J->n - j0 < BNR ? J->n - j0 : BNR;
+      const __mmask32 mk = strop__lanes32(nr);
+      __m512i w0 = _mm512_setzero_si512(), w1 = w0;
+      if (2 * qq < J->k) w0 = _mm512_maskz_loadu_epi16(mk, J->b + 2 * qq * J->n + j0);
+      if (2 * qq + 1 < J->k) w1 = _mm512_maskz_loadu_epi16(mk, J->b + (2 * qq + 1) * J->n + j0);
+      uint32_t *d = p + (size_t)(jb - g0) * stride + (size_t)(qq - q0) * BNR;
+      _mm512_store_si512(
+          d, _mm512_or_si512(
+                 _mm512_cvtepu16_epi32(_mm512_castsi512_si256(w0)),
+                 _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(w1)), 16)));
+      _mm512_store_si512(
+          d + 16,
+          _mm512_or_si512(
+              _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(w0, 1)),
+              _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(w1, 1)), 16)));
+    }
+}
+
 /* pack_panel_scalar's layout, vectorised. B [n, k]: a row's pairs are its consecutive 32-bit
  * words, so 16 pairs of each of 32 rows are loaded (masked to k: an odd k's last pair reads no
  * further) and transposed 16 x 16 (strop__transpose16). B [k, n]: 32 values of each of two rows, zero-extended and
@@ -674,11 +699,21 @@ enum { KS_BLOCKS = 32, KS_PANEL = 512 << 10 };
 enum { KW_BLOCKS = 8, KW_COLS = 24 };
 static int kslices(int64_t ka) { return (size_t)ka / 2 * BNR * sizeof(uint32_t) > KS_PANEL; }
 /* the rows of C's sums carried between slices of k (J->acc: [n / 32][acc_rows][32]): 16 for a
- * product of at most 16 rows (the int8 rows path: one AMX tile of rows, two tiles of vdpbf16ps),
- * else m in whole blocks of 32 */
+ * product of at most 16 rows (one AMX tile of rows, two tiles of vdpbf16ps), else m in whole
+ * blocks of 32 */
 static int64_t acc_rows(int64_t m) { return m <= 16 ? 16 : rows32(m); }
-/* C's sums are carried for the held weights' k slices, and for products of at most 16 rows */
-static int acc_kept(int64_t m, int64_t ka) { return kslices(ka) || m <= 16; }
+/* 1 where the weight is read as rows of n values of B [k, n] from its own storage: an int8
+ * weight with one scale per output channel whose rows are B's, and a BF16 weight used in place
+ * (not in panels, so stored [out, in]) in _nn. Such a product runs in slices of k on the AMX
+ * tiles (strop__kn_slices); its scratch holds C's sums for that whatever the switches. */
+static int kn_rows(const strop__lowp *q, int b_kn) {
+  if (q->dtype == STROP__LOWP_INT8) return b_kn != q->scale_cols && lowp_groups(q) <= 1;
+  return q->dtype == STROP__LOWP_BF16 && !q->panels && b_kn;
+}
+/* C's sums are carried for the held weights' k slices and for kn_rows' */
+static int acc_kept(const strop__lowp *q, int b_kn, int64_t ka) {
+  return kslices(ka) || kn_rows(q, b_kn);
+}
 
 /* acc (8 rows of 32 sums, stored whole; 32 rows on AMX) += rows a + r rs (on vdpbf16ps those
  * past mr read row mr - 1) times the panel p over kp pairs, from zero unless load:
@@ -736,7 +771,9 @@ STROP__AMX_TARGET static void bf16_chunk_kslices(void *ctx, int64_t lo, int64_t 
       const int64_t g1 = g0 + cols < hi ? g0 + cols : hi;
       for (int64_t b0 = 0; b0 < kb; b0 += sb) {
         const int64_t b1 = b0 + sb < kb ? b0 + sb : kb;
-        pack_group_int8_kn(J, g0, g1, b0 * 16, b1 * 16, cw, p);
+        if (J->q->dtype == STROP__LOWP_INT8)
+          pack_group_int8_kn(J, g0, g1, b0 * 16, b1 * 16, cw, p);
+        else pack_group_bf16_kn(J, g0, g1, b0 * 16, b1 * 16, cw, p);
         for (int64_t i = 0; i < J->m; i += step)
           for (int64_t jb = g0; jb < g1; jb++)
             tile_acc(J->amx, a + i * (J->ka / 2) + b0 * 16, J->ka / 2, (b1 - b0) * 16,
@@ -845,16 +882,23 @@ static void bf16_chunk_tiles(const bf16_job *J, int64_t lo, int64_t hi, int chun
   }
 }
 
-size_t strop__bf16_gemm_scratch(int64_t m, int64_t n, int64_t k) {
+/* the scratch with (kept) or without C's sums between slices of k */
+static size_t gemm_scratch(int kept, int64_t m, int64_t n, int64_t k) {
   const size_t ka = (size_t)(k + 31) / 32 * 32;
   /* A's rows (whole blocks of 32: rows32), then bf16_chunk_kslices' sums of all of C, before
    * the panels */
-  const size_t acc = acc_kept(m, (int64_t)ka)
-                         ? (size_t)acc_rows(m) * (size_t)((n + BNR - 1) / BNR * BNR) *
-                               sizeof(float)
-                         : 0;
+  const size_t acc =
+      kept ? (size_t)acc_rows(m) * (size_t)((n + BNR - 1) / BNR * BNR) * sizeof(float) : 0;
   return (size_t)rows32(m) * ka * sizeof(uint16_t) + acc +
          (size_t)(strop__num_threads() + 1) * chunk_words((int64_t)ka) * sizeof(uint32_t) + 64;
+}
+
+size_t strop__bf16_gemm_scratch(const strop__lowp *q, int nn, int64_t m, int64_t n, int64_t k) {
+  return gemm_scratch(acc_kept(q, nn, (k + 31) / 32 * 32), m, n, k);
+}
+
+size_t strop__bf16_gemm_scratch_max(int64_t m, int64_t n, int64_t k) {
+  return gemm_scratch(1, m, n, k);
 }
 
 /* A's rows [lo, hi) rounded to BF16, zero to ka */
@@ -891,8 +935,9 @@ static void bf16_gemm(int64_t m, int64_t n, int64_t k, const float *a, int64_t l
   /* the panels follow A's rows, 64-byte aligned (rows32(m) * ka * 2 is a multiple of 64); for
    * the slices of k (bf16_chunk_kslices), C's sums between them (a multiple of 64 bytes too) */
   float *acc = (float *)(void *)(abf + (size_t)rows32(m) * (size_t)ka);
-  const size_t acc_n = acc_kept(m, ka) ? (size_t)acc_rows(m) * (size_t)((n + BNR - 1) / BNR * BNR)
-                                       : 0;
+  const size_t acc_n = acc_kept(q, b_kn, ka)
+                           ? (size_t)acc_rows(m) * (size_t)((n + BNR - 1) / BNR * BNR)
+                           : 0;
   bf16_job J = {m,
                 n,
                 k,
@@ -914,16 +959,15 @@ static void bf16_gemm(int64_t m, int64_t n, int64_t k, const float *a, int64_t l
     J.ng = lowp_groups(q);
     J.gl = J.ng > 1 ? q->group : lowp_inputs(q);
   }
-  /* in slices of k: a held weight's _nn whose panel passes KS_PANEL; the int8 rows path, a
-   * product of at most 16 rows on the AMX tiles against an int8 B [k, n] with one scale per
-   * output channel (a decoded token: the tiles' rows wait on the weight's bytes, which
-   * pack_group_int8_kn across all of k read 160 bytes of a row at a time) */
+  /* in slices of k: a held weight's _nn whose panel passes KS_PANEL; on the AMX tiles, a weight
+   * read as rows of B [k, n] (kn_rows: packed down all of k a panel group at a time, each row
+   * read 64 to 160 bytes at a time, a 4 KB page of its own for every row of a BF16 weight of
+   * 2048 inputs; the packing waited on the rows and the pages' translations) */
   const int sliced = strop__bf16_impl != 2 &&
                      ((b_kn && q->panels && q->dtype == STROP__LOWP_BF16 && kslices(ka) &&
                        strop__bf16_kslices) ||
-                      (q->dtype == STROP__LOWP_INT8 && J.amx && m <= 16 &&
-                       b_kn != q->scale_cols && J.ng <= 1 && strop__int8_sweep &&
-                       strop__int8_rows));
+                      (J.amx && kn_rows(q, b_kn) && strop__kn_slices &&
+                       (q->dtype != STROP__LOWP_INT8 || strop__int8_sweep)));
   const int64_t blocks = (n + BNR - 1) / BNR;
   strop__par_run(strop__par_chunks(threads, blocks, 1), blocks,
                  sliced ? bf16_chunk_kslices : bf16_chunk, &J);
@@ -950,7 +994,11 @@ void strop__bf16_gemm_nn(int64_t m, int64_t n, int64_t k, const float *a, int64_
 int strop__bf16_dot_enabled(void) { return 0; }
 int strop__bf16_amx_runs(void) { return 0; }
 int strop__cpu_has_amx(void) { return 0; }
-size_t strop__bf16_gemm_scratch(int64_t m, int64_t n, int64_t k) {
+size_t strop__bf16_gemm_scratch(const strop__lowp *q, int nn, int64_t m, int64_t n, int64_t k) {
+  (void)q, (void)nn, (void)m, (void)n, (void)k;
+  return 0;
+}
+size_t strop__bf16_gemm_scratch_max(int64_t m, int64_t n, int64_t k) {
   (void)m, (void)n, (void)k;
   return 0;
 }

@@ -115,9 +115,9 @@ extern int strop__int8_sweep;
  * weight runs k in slices of 256 across a group of column blocks, each slice of every block
  * packed from the rows read in runs of the group's width and the sums carried between slices
  * in FP32, where a panel at a time read each row 32 bytes at a time and the one row's tiles
- * waited on it; 0: as the larger products (tests and bench_generate INT8_ROWS=ab: the same
+ * waited on it; 0: as the larger products (tests and bench_generate KN_SLICES=ab: the same
  * bits). */
-extern int strop__int8_rows;
+extern int strop__kn_slices;
 /* 1 (the default): packing an int8 weight stored as B [k, n] a row pair across a group of
  * panels prefetches the group's bytes of the rows 16 below (the rows path's and the sweep's
  * rows: a few hundred bytes of each, apart by a row, which the hardware's prefetchers did not
@@ -151,15 +151,18 @@ int strop__cpu_has_amx(void);
  * its own layout, [out, in] or [in, out]): each value is expanded to the BF16 value nearest its
  * FP32 value (float)q * scale as the panels are packed, so the product is bit for bit that of
  * the BF16 weight strop__lowp_make would make from strop__lowp_expand's values. work: 64-byte
- * aligned, strop__bf16_gemm_scratch(m, n, k) bytes. Only where strop__bf16_dot_enabled(); beta
- * 0 or 1. */
-size_t strop__bf16_gemm_scratch(int64_t m, int64_t n, int64_t k);
+ * aligned, strop__bf16_gemm_scratch(q, nn, m, n, k) bytes (nn: 0 for strop__bf16_gemm_nt, 1 for
+ * _nn; a weight read as rows of B [k, n] also needs room for C's sums between slices of k).
+ * Only where strop__bf16_dot_enabled(); beta 0 or 1. */
+size_t strop__bf16_gemm_scratch(const strop__lowp *q, int nn, int64_t m, int64_t n, int64_t k);
+/* The most strop__bf16_gemm_scratch gives for any weight of these shapes (tests, benchmarks). */
+size_t strop__bf16_gemm_scratch_max(int64_t m, int64_t n, int64_t k);
 void strop__bf16_gemm_nt(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                          const strop__lowp *q, float beta, float *c, int64_t ldc, void *work);
 /* C[m, n] = A[m, k] B[k, n] + beta C with B the same stored values read the other way (rows
  * k, cols n: a weight held for strop__bf16_gemm_nt as [out, in], here with k = out, n = in):
  * the input gradient dX = dY W through a frozen BF16 weight. The same kernel, panels packed
- * from pairs of B's rows; the same scratch (strop__bf16_gemm_scratch(m, n, k)), the same
+ * from pairs of B's rows; the same scratch (strop__bf16_gemm_scratch(q, 1, m, n, k)), the same
  * conditions and FP32 sums in k order. */
 void strop__bf16_gemm_nn(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                          const strop__lowp *q, float beta, float *c, int64_t ldc, void *work);
