@@ -533,14 +533,16 @@ BF16_TARGET static void pack_panel_int8(const bf16_job *J, int64_t j0, uint32_t 
   }
 }
 
+/* rows ahead that pack_group_int8_kn prefetches (8, 16 and 32 decoded a token alike) */
+enum { INT8_PF = 16 };
+
 /* pack_panel_int8's pairs [q0, q1) of panels [g0, g1) (pair qq of panel jb at p + (jb - g0)
  * stride + (qq - q0) 32) of an int8 weight stored as B [k, n] with one scale per output channel,
  * a row pair at a time across all of them: each row's int8 values read in order, 32 bytes a
  * panel, where a panel at a time down all k rows read 32 bytes of every n-byte row (a decoded
  * token's product, which packs every panel once for one row, ran at a quarter of the memory's
- * rate). The same values. */
-/* rows ahead that pack_group_int8_kn prefetches (8, 16 and 32 decoded a token alike) */
-enum { INT8_PF = 16 };
+ * rate); the group's bytes of the rows INT8_PF below prefetched (strop__int8_pf). The same
+ * values. */
 BF16_TARGET static void pack_group_int8_kn(const bf16_job *J, int64_t g0, int64_t g1, int64_t q0,
                                            int64_t q1, size_t stride, uint32_t *p) {
   const strop__lowp *q = J->q;
@@ -630,21 +632,8 @@ BF16_TARGET static void pack_panel(const bf16_job *J, int64_t j0, uint32_t *p) {
     return;
   }
   const int64_t kp = J->ka / 2, nr = J->n - j0 < BNR ? J->n - j0 : BNR;
-  if (J->b_kn) {
-    const __mmask32 mk = strop__lanes32(nr);
-    for (int64_t q = 0; q < kp; q++) {
-      __m512i w0 = _mm512_setzero_si512(), w1 = w0;
-      if (2 * q < J->k) w0 = _mm512_maskz_loadu_epi16(mk, J->b + 2 * q * J->n + j0);
-      if (2 * q + 1 < J->k) w1 = _mm512_maskz_loadu_epi16(mk, J->b + (2 * q + 1) * J->n + j0);
-      const __m512i lo = _mm512_or_si512(
-          _mm512_cvtepu16_epi32(_mm512_castsi512_si256(w0)),
-          _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(w1)), 16));
-      const __m512i hi = _mm512_or_si512(
-          _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(w0, 1)),
-          _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(w1, 1)), 16));
-      _mm512_store_si512(p + q * BNR, lo);
-      _mm512_store_si512(p + q * BNR + 16, hi);
-    }
+  if (J->b_kn) { /* one panel of the group packing */
+    pack_group_bf16_kn(J, j0 / BNR, j0 / BNR + 1, 0, kp, (size_t)kp * BNR, p);
     return;
   }
   for (int64_t q0 = 0; q0 < kp; q0 += 16) { /* ka is a multiple of 32: kp of 16 */
@@ -749,20 +738,20 @@ STROP__AMX_TARGET static void tile_acc(int amx, const uint32_t *a, int64_t rs, i
 
 /* bf16_chunk for a held weight's _nn product whose panel would pass L2 (the LM head's input
  * gradient: k the 50257 words, a panel of 32 columns 3.2 MB, which every 8-row tile read from
- * L3), and for the int8 rows path (bf16_gemm: a few rows against an int8 B [k, n], whose panels
- * a group at a time read 160 bytes of each row): column blocks [lo, hi) a slice of k at a time,
- * each block's slice packed (pack_panel_held_kn; pack_group_int8_kn across the group) and run
- * by every tile, whose sums wait in J->acc for the next slice; then C written once (+ C with
- * beta) as the tile writes it. The same bits. */
+ * L3), and on the AMX tiles for a weight read as rows of B [k, n] (kn_rows: int8, or BF16 in
+ * place): column blocks [lo, hi) a slice of k at a time, each block's slice packed
+ * (pack_panel_held_kn; pack_group_int8_kn or pack_group_bf16_kn across the group) and run by
+ * every tile, whose sums wait in J->acc for the next slice; then C written once (+ C with beta)
+ * as the tile writes it. The same bits. */
 STROP__AMX_TARGET static void bf16_chunk_kslices(void *ctx, int64_t lo, int64_t hi, int chunk) {
   const bf16_job *J = ctx;
   const int64_t kb = J->ka / 32, ar = acc_rows(J->m), step = row_step(J);
   if (J->amx) strop__amx_begin();
   const uint32_t *a = (const uint32_t *)(const void *)J->a; /* rows of ka / 2 pairs */
   if (!J->held) {
-    /* int8 B [k, n]: slices of KW_BLOCKS blocks across as many column blocks as a chunk's
-     * scratch holds (16 for k up to 2048: each row read in runs of 512 bytes), the group's
-     * rows expanded a pair at a time */
+    /* kn_rows: slices of KW_BLOCKS blocks across as many column blocks as a chunk's scratch
+     * holds (16 for k up to 2048: each row read in runs of 512 bytes of int8, 1 KB of BF16),
+     * the group's rows packed a pair at a time */
     const int64_t sb = kb < KW_BLOCKS ? kb : KW_BLOCKS;
     const size_t cw = (size_t)sb * 16 * BNR;
     const int64_t cols = (int64_t)(chunk_words(J->ka) / cw);

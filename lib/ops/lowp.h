@@ -111,12 +111,14 @@ extern int strop__bf16_pack_groups;
  * group's panels a row pair at a time across all of them (each row read in order); 0: a panel
  * at a time down all of k (tests and bench_big INT8_SWEEP=ab compare the two: the same bits). */
 extern int strop__int8_sweep;
-/* 1 (the default): on the AMX tiles, a product of at most 16 rows (a decoded token) with such a
- * weight runs k in slices of 256 across a group of column blocks, each slice of every block
- * packed from the rows read in runs of the group's width and the sums carried between slices
- * in FP32, where a panel at a time read each row 32 bytes at a time and the one row's tiles
- * waited on it; 0: as the larger products (tests and bench_generate KN_SLICES=ab: the same
- * bits). */
+/* 1 (the default): on the AMX tiles, a product whose weight is read as rows of B [k, n] (an
+ * int8 weight with one scale per output channel whose rows are B's; a BF16 weight used in place,
+ * not in panels, in strop__bf16_gemm_nn) runs k in slices of 256 across a group of column
+ * blocks, each slice of every block packed from the rows read in runs of the group's width and
+ * the sums carried between slices in FP32, where a panel at a time down all of k read each row
+ * 32 to 160 bytes at a time (a decoded token's tiles, and the TinyLlama bases' input gradients,
+ * waited on the rows and their pages); 0: whole k (tests, bench_generate and bench_big
+ * KN_SLICES=ab: the same bits). */
 extern int strop__kn_slices;
 /* 1 (the default): packing an int8 weight stored as B [k, n] a row pair across a group of
  * panels prefetches the group's bytes of the rows 16 below (the rows path's and the sweep's
