@@ -377,6 +377,17 @@ static double ulp_of(double v) {
   return ldexp(1.0, ilogb(v) - 23);
 }
 
+/* float64 reference of one row of C logits with target yi and label smoothing eps: its loss
+ * (1 - eps) (lse - z[yi]) + eps / C sum (lse - z[j]), and *lse = log sum e^z */
+static double ref_row(const float *zr, int C, int yi, double eps, double *lse) {
+  double m = zr[0], s = 0.0, sm = 0.0;
+  for (int j = 1; j < C; j++) m = zr[j] > m ? zr[j] : m;
+  for (int j = 0; j < C; j++) s += exp((double)zr[j] - m);
+  *lse = m + log(s);
+  for (int j = 0; j < C; j++) sm += *lse - (double)zr[j];
+  return (1.0 - eps) * (*lse - zr[yi]) + eps / C * sm;
+}
+
 START_TEST(fp32_exp_tolerance) {
   enum { B = 4096 };
   static float x[B], got[B];
@@ -462,13 +473,9 @@ START_TEST(fp32_exp_tolerance) {
         ck_assert_msg(memcmp(g0, g1, sizeof(float) * C) == 0, "row %d: not the double bits", r);
         if (y[r] == -100.0f || nan_row) continue; /* nothing, or NaN: no reference */
       }
-      double m = zr[0], s = 0.0, sm = 0.0;
-      for (int j = 1; j < C; j++) m = zr[j] > m ? zr[j] : m;
-      for (int j = 0; j < C; j++) s += exp((double)zr[j] - m);
-      const double lse = m + log(s);
       const int yi = (int)y[r];
-      for (int j = 0; j < C; j++) sm += lse - (double)zr[j];
-      total += (1.0 - eps) * (lse - zr[yi]) + eps / C * sm;
+      double lse;
+      total += ref_row(zr, C, yi, eps, &lse);
       if (r == 7 || inf_row) continue;
       for (int j = 0; j < C; j++) {
         const double xj = (double)zr[j] - lse, p = exp(xj);
@@ -530,13 +537,9 @@ START_TEST(fp32_exp_subnormals) {
       int tiny = 0, flushed = 0, kept = 0;
       for (int r = 0; r < R; r++) {
         const float *zr = z + r * C, *gr = g + r * C;
-        double m = zr[0], sum = 0.0, sm = 0.0;
-        for (int j = 1; j < C; j++) m = zr[j] > m ? zr[j] : m;
-        for (int j = 0; j < C; j++) sum += exp((double)zr[j] - m);
-        const double lse = m + log(sum);
         const int yi = (int)y[r];
-        for (int j = 0; j < C; j++) sm += lse - (double)zr[j];
-        total += (1.0 - eps) * (lse - zr[yi]) + eps / C * sm;
+        double lse;
+        total += ref_row(zr, C, yi, eps, &lse);
         for (int j = 0; j < C; j++) {
           const double xj = (double)zr[j] - lse, p = exp(xj);
           const double want = (p - ew - (j == yi ? gy : 0.0)) * fs;

@@ -849,8 +849,8 @@ static void bf16_chunk_tiles(const bf16_job *J, int64_t lo, int64_t hi, int chun
     const uint32_t *w = (const uint32_t *)(const void *)J->b;
     for (int64_t g0 = lo; g0 < hi; g0 += g) {
       const int64_t g1 = g0 + g < hi ? g0 + g : hi;
-      if (!direct && J->q->dtype == STROP__LOWP_INT8 && J->b_kn != J->q->scale_cols &&
-          J->ng <= 1 && strop__bf16_impl != 2 && strop__int8_sweep)
+      if (!direct && J->q->dtype == STROP__LOWP_INT8 && kn_rows(J->q, J->b_kn) &&
+          strop__bf16_impl != 2 && strop__int8_sweep)
         pack_group_int8_kn(J, g0, g1, 0, J->ka / 2, (size_t)(J->ka / 2) * BNR, p);
       else if (!direct)
         for (int64_t jb = g0; jb < g1; jb++)
