@@ -56,7 +56,9 @@
  * (strop__conv_tile_relu) all off and all on (the BF16 frozen trunk before and after
  * 2026-12-05's changes, the same bits), FROZEN_PATH=0 all off. CONV_ADD=ab alternates a
  * residual sum after a frozen conv (and its relu) run by the add and in the conv's epilogue (its
- * BF16 tiles' stores; strop__conv_fuse_add, the same bits), CONV_ADD=0 by the add; TILE_PF=ab
+ * BF16 tiles' stores; strop__conv_fuse_add, the same bits), CONV_ADD=0 by the add; EP_COPY=ab the
+ * FP32 forward's epilogue of a batched block of images (a sum, a relu) after the copy out of the
+ * block and in it (strop__conv_ep_copy, the same bits), EP_COPY=0 after it; TILE_PF=ab
  * the BF16 conv tiles' output lines asked for before their sums or not
  * (strop__conv_tile_prefetch, the same bits), TILE_PF=0 not; CONV_POOL=ab a max-pool after a
  * conv (ResNet's stem: after its folded norm and relu) by itself and in the conv's epilogue
@@ -242,6 +244,8 @@ static void set_addrelu(strop_model *m, int on) { (void)m, strop__add_fuse_relu 
 /* a residual sum (and its relu) after a frozen conv by itself / in the conv's epilogue: the
  * same bits */
 static void set_convadd(strop_model *m, int on) { (void)m, strop__conv_fuse_add = on; }
+/* the FP32 lowered forward's epilogue after the copy out of a batched block / in it */
+static void set_ep_copy(strop_model *m, int on) { (void)m, strop__conv_ep_copy = on; }
 /* a max-pool after a conv (ResNet's stem) by itself / in the conv's epilogue */
 static void set_convpool(strop_model *m, int on) { (void)m, strop__conv_fuse_pool = on; }
 /* the BF16 conv tiles' output lines asked for before their sums: off / on (the same bits) */
@@ -382,6 +386,7 @@ static const ab_switch AB[] = {
     {"ADD_RELU", "0", NULL, "apart", "fused", "add_relu", set_addrelu},
     {"FROZEN_PATH", "0", NULL, "before", "after", "frozen_path", set_frozen},
     {"CONV_ADD", "0", NULL, "apart", "fused", "conv_add", set_convadd},
+    {"EP_COPY", "0", NULL, "after_copy", "in_copy", "ep_copy", set_ep_copy},
     {"TILE_PF", "0", NULL, "off", "on", "tile_pf", set_tilepf},
     {"CONV_POOL", "0", NULL, "apart", "fused", "conv_pool", set_convpool},
     {"CONV_EPI", "0", NULL, "before", "after", "conv_epi", set_conv_epi},

@@ -598,6 +598,34 @@ START_TEST(residual_sum_in_conv_epilogue) {
   }
   strop__conv_winograd = -1;
   strop_model_free(m);
+
+  /* frozen 1 x 1 convs with more output channels than positions (3 x 3 images): the FP32
+   * forward runs the images side by side, its epilogues (a relu; a sum and its relu) in the
+   * copy out of the block (strop__conv_ep_copy) or after it, the same bits */
+  static const strop_test_node wide[] = {
+      {"w.c1", "conv2d", "out_channels=32 kernel_size=1 bias=false", "input"},
+      {"w.b1", "batchnorm2d", NULL, NULL},
+      {"w.r1", "relu", NULL, NULL},
+      {"w.c2", "conv2d", "out_channels=16 kernel_size=1 bias=false", NULL},
+      {"w.b2", "batchnorm2d", NULL, NULL},
+      {"w.s", "add", NULL, "w.b2,input"},
+      {"w.r2", "relu", NULL, NULL},
+      {"g", "global_avgpool", NULL, NULL},
+      {"head", "linear", "out_features=3", NULL}};
+  const int64_t shape9[3] = {16, 3, 3};
+  m = strop_test_build(3, shape9, wide, 9, 17);
+  ck_assert_int_eq(strop_model_freeze(m, "w.*"), STROP_OK);
+  size_t cnt[2];
+  for (int ep = 0; ep < 2; ep++) {
+    strop__conv_ep_copy = ep;
+    cnt[ep] = residual_trunk_step(m, x, N, got[ep], &kept);
+    ck_assert_int_eq(m->nodes[0].fused, 2); /* its norm and relu */
+    ck_assert_int_eq(m->nodes[3].fused, 3); /* its norm, the sum and its relu */
+  }
+  strop__conv_ep_copy = 1;
+  ck_assert_uint_eq(cnt[0], cnt[1]);
+  ck_assert(!memcmp(got[0], got[1], cnt[0] * sizeof(float)));
+  strop_model_free(m);
 }
 END_TEST
 

@@ -766,6 +766,20 @@ static void res_add(float *restrict y, const float *restrict r, int64_t cnt, int
   }
 }
 
+int strop__conv_ep_copy = 1;
+
+/* dst = src with the epilogue's residual r (NULL: none; added as res_add adds it) and relu:
+ * fwd_epilogue's values (without a pool) for cnt of an image's outputs, in the pass that copies
+ * them out of a batched block rather than in a pass over y after it */
+static void ep_copy(float *restrict dst, const float *restrict src, const float *restrict r,
+                    int64_t cnt, int first, int relu) {
+  for (int64_t k = 0; k < cnt; k++) {
+    float v = src[k];
+    if (r) v = first ? r[k] + v : v + r[k];
+    dst[k] = relu && v < 0.0f ? 0.0f : v;
+  }
+}
+
 /* Forward epilogue of image n, whose raw output is yn: the residual added, then the pool (of
  * the relu) into y, or the relu in place. */
 static void fwd_epilogue(const conv_job *j, int64_t n, float *yn) {
@@ -854,6 +868,14 @@ static void fwd_block_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
     }
     for (int64_t s = 0; s < nb; s++) {
       float *yn = raw ? raw : j->y + (n0 + s) * CO * P;
+      const strop__conv2d_epilogue *ep = j->ep;
+      if (ep && !ep->pool && strop__conv_ep_copy) { /* the epilogue in the copy */
+        const float *res = ep->res ? ep->res + (n0 + s) * CO * P : NULL;
+        for (int64_t o = 0; o < CO; o++)
+          ep_copy(yn + o * P, cbuf + o * L + s * P, res ? res + o * P : NULL, P, ep->res_first,
+                  ep->relu);
+        continue;
+      }
       for (int64_t o = 0; o < CO; o++)
         memcpy(yn + o * P, cbuf + o * L + s * P, sizeof(float) * (size_t)P);
       fwd_epilogue(j, n0 + s, yn);

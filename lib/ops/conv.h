@@ -56,6 +56,11 @@ extern int strop__conv_depthwise_direct;
  * image per product. */
 extern int strop__conv_batch;
 
+/* Tests and benches: 1 (the default) runs the FP32 lowered forward's epilogue (a residual sum,
+ * a relu; not a pool) in the pass that copies a batched block's outputs into y, 0 after the
+ * copy, over y again (the same bits). */
+extern int strop__conv_ep_copy;
+
 /* Tests and benches: 1 (the default) packs the BF16 convs' columns for vdpbf16ps straight from
  * the images (forward and weight gradient), the weight once per call, and has the products
  * write y (and a pointwise conv's dx) themselves; 0 runs the path before (im2col's FP32 columns,
