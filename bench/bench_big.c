@@ -39,7 +39,10 @@
  * with COMPUTE_DTYPE=bf16); K_SLICES=ab the LM head's BF16 input gradient (k the vocabulary) all
  * of k at once and in slices of k whose panels stay in L2 (strop__bf16_kslices, the same bits).
  * WINO_ROWS=ab the large Winograd transforms held whole and a row / block at a time
- * (strop__conv_wino_rows, the same bits; WINO_ROWS=0: whole only); PLAN_SCRATCH=ab the convs'
+ * (strop__conv_wino_rows, the same bits; WINO_ROWS=0: whole only); WINO_SIDE=ab the FP32 3x3
+ * convs of 64 or more channels by Winograd F(4x4) at every output side and only from 8 a side
+ * up (the lowered forward below: ResNet's 7 x 7 stage; not the same bits), WINO_SIDE=0 every
+ * side; PLAN_SCRATCH=ab the convs'
  * scratch above the planned region and planned in it (strop__plan_scratch; PLAN_SCRATCH=0:
  * above it, as before); FUSION=ab every layer run by itself (the model's no_fusion) and the
  * layers' fusions (a relu with the max-pool after it, a conv's epilogues); FUSION=0: none (with
@@ -263,6 +266,8 @@ static void set_frozen(strop_model *m, int on) {
 }
 /* the large Winograd transforms whole / a row or block at a time: the same bits */
 static void set_wino_rows(strop_model *m, int on) { (void)m, strop__conv_wino_rows = on; }
+/* the FP32 3x3 convs of 64+ channels by Winograd F(4x4) at every output side / from 8 up */
+static void set_wino_side(strop_model *m, int on) { (void)m, strop__conv_winograd = on ? -1 : 4; }
 /* the convs' scratch above the planned region / planned in it */
 static void set_plan_scratch(strop_model *m, int on) { (void)m, strop__plan_scratch = on; }
 static void set_din_first(strop_model *m, int on) { (void)m, strop__din_first_writer = on; }
@@ -391,6 +396,7 @@ static const ab_switch AB[] = {
     {"CONV_POOL", "0", NULL, "apart", "fused", "conv_pool", set_convpool},
     {"CONV_EPI", "0", NULL, "before", "after", "conv_epi", set_conv_epi},
     {"WINO_ROWS", "0", NULL, "whole", "rows", "wino_rows", set_wino_rows},
+    {"WINO_SIDE", "0", NULL, "every_side", "min_side", "wino_side", set_wino_side},
     {"PLAN_SCRATCH", "0", NULL, "arena", "planned", "plan_scratch", set_plan_scratch},
     {"DIN_FIRST", "0", NULL, "zeroed", "first_writes", "din_first", set_din_first},
     {"FUSION", "0", NULL, "unfused", "fused", "fusion", set_fusion},

@@ -163,13 +163,62 @@ START_TEST(batched_forward_matches_per_image) {
 }
 END_TEST
 
+/* The default's choice for an FP32 3x3 stride-1 conv of 64 channels: F(4x4, 3x3) from an output
+ * of 8 x 8 up, the lowered forward below (ResNet's 7 x 7 stage, where the tiles cover 64 values
+ * for 49 and the lowered forward and backward were faster), bit for bit the forced choice's y,
+ * dx, dw and db; and the two forced choices differ there, so the comparison tells them apart. */
+START_TEST(winograd_default_sides) {
+  static const int64_t sides[][2] = {{7, 7}, {7, 9}, {8, 8}, {9, 12}};
+  for (size_t k = 0; k < sizeof sides / sizeof sides[0]; k++) {
+    strop__conv2d_dims d = {2, 64, sides[k][0], sides[k][1], 64, 3, 3, 1, 1,
+                            1, 1,  1,           1,           1,  0, 0, 0};
+    strop__conv2d_out_size(&d);
+    const int want = d.oh >= 8 && d.ow >= 8 ? 4 : 0;
+    const size_t nx = (size_t)(d.n * d.c_in * d.h * d.w),
+                 ny = (size_t)(d.n * d.c_out * d.oh * d.ow);
+    const size_t nw = (size_t)(d.c_out * d.c_in * 9), nb = (size_t)d.c_out;
+    float *x = malloc(nx * 4), *w = malloc(nw * 4), *b = malloc(nb * 4), *dy = malloc(ny * 4);
+    for (size_t i = 0; i < nx; i++) x[i] = sinf(0.37f * (float)i);
+    for (size_t i = 0; i < nw; i++) w[i] = cosf(0.11f * (float)i) * 0.05f;
+    for (size_t i = 0; i < nb; i++) b[i] = 0.05f * (float)(i % 5) - 0.1f;
+    for (size_t i = 0; i < ny; i++) dy[i] = cosf(0.23f * (float)i + 0.5f);
+    static const int modes[3] = {-1, 0, 4}; /* the default, lowered, F(4x4) */
+    float *v[3][4];
+    for (int c = 0; c < 3; c++) {
+      strop__conv_winograd = modes[c];
+      const size_t fl = strop__conv2d_scratch_floats(&d, 1, 1, NULL),
+                   ff = strop__conv2d_scratch_floats(&d, 0, 1, NULL);
+      float *sc = aligned_alloc(64, ((fl > ff ? fl : ff) * 4 + 63) / 64 * 64);
+      v[c][0] = malloc(ny * 4), v[c][1] = calloc(nx, 4), v[c][2] = calloc(nw, 4);
+      v[c][3] = calloc(nb, 4);
+      strop__conv2d_forward(&d, x, w, b, v[c][0], sc, 1, NULL);
+      strop__conv2d_backward(&d, x, w, dy, v[c][1], v[c][2], v[c][3], sc, 1, NULL);
+      free(sc);
+    }
+    strop__conv_winograd = -1;
+    const size_t cnt[4] = {ny, nx, nw, nb};
+    const int same = want == 4 ? 2 : 1, other = want == 4 ? 1 : 2;
+    for (int q = 0; q < 4; q++)
+      ck_assert_msg(!memcmp(v[0][q], v[same][q], cnt[q] * 4),
+                    "%lld x %lld: tensor %d is not the %s path's", (long long)d.oh,
+                    (long long)d.ow, q, want ? "Winograd" : "lowered");
+    ck_assert_msg(memcmp(v[0][0], v[other][0], ny * 4), "%lld x %lld: both paths' y agree",
+                  (long long)d.oh, (long long)d.ow);
+    for (int c = 0; c < 3; c++)
+      for (int q = 0; q < 4; q++) free(v[c][q]);
+    free(x), free(w), free(b), free(dy);
+  }
+}
+END_TEST
+
 /* Convs whose Winograd transforms are large (ResNet-50's 512-channel 3x3: 37.7 MB of filters)
  * hold the filters a row of planes at a time and the weight gradient's products a block of
  * output channels at a time (strop__conv_wino_rows): y, dx, dw and db bit for bit those of the
  * whole transforms, at 1 and 2 threads, with and without a relu or relu + max-pool epilogue,
  * dx added to and assigned, and dx alone (a frozen conv); without an epilogue the scratch is
- * less than half. */
+ * less than half. F(4x4) forced: these sides are below the default's WINO_MIN_SIDE. */
 START_TEST(winograd_rows_same_bits) {
+  strop__conv_winograd = 4;
   static const strop__conv2d_dims cases[] = {
       /* n, c_in, h, w, c_out, kh, kw, sh, sw, ph, pw, dh, dw, groups */
       {2, 512, 7, 7, 512, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0},
@@ -232,6 +281,7 @@ START_TEST(winograd_rows_same_bits) {
             for (int q = 0; q < 4; q++) free(v[r][q]);
           free(x), free(w), free(b), free(dy), free(am);
         }
+  strop__conv_winograd = -1;
   ck_assert_int_eq(strop_set_num_threads(1), STROP_OK);
 }
 END_TEST
@@ -2191,6 +2241,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, batched_forward_matches_per_image);
   tcase_add_test(tc, batched_backward_matches_per_image);
   tcase_add_test(tc, winograd_rows_same_bits);
+  tcase_add_test(tc, winograd_default_sides);
   tcase_add_test(tc, pool_forward_reference);
   tcase_add_test(tc, bn_forward_reference);
   tcase_add_loop_test(tc, bn_kernels_match_serial, 0, 4);

@@ -44,11 +44,15 @@ static int depthwise(const strop__conv2d_dims *d, const strop__conv2d_epilogue *
 }
 
 /* 3x3 stride-1 ungrouped convs of at least WINO_MIN_CHANNELS input and output channels (ResNet's
- * trunks; not the Fashion demo's 1->32 and 32->64, which keep their bits) run the forward as
- * Winograd F(4x4, 3x3). STROP_WINOGRAD in the environment overrides that once per process: "0"
- * never, "2" or "4" F(2x2, 3x3) or F(4x4, 3x3) on every 3x3 stride-1 ungrouped conv. */
+ * trunks; not the Fashion demo's 1->32 and 32->64, which keep their bits) whose output is at
+ * least WINO_MIN_SIDE a side run the forward as Winograd F(4x4, 3x3). Below that side the tiles
+ * cover the output poorly (7 x 7: 2 x 2 tiles, 64 values made for 49) and the transforms weigh
+ * on few products: ResNet's last stage, 512 -> 512 at 7 x 7, ran 0.98x / 0.85x the lowered
+ * forward at 1 / 2 threads and 0.75x / 0.69x its backward (`bench_conv resnet`). STROP_WINOGRAD
+ * in the environment overrides that once per process: "0" never, "2" or "4" F(2x2, 3x3) or
+ * F(4x4, 3x3) on every 3x3 stride-1 ungrouped conv. */
 int strop__conv_winograd = -1;
-enum { WINO_MIN_CHANNELS = 64 };
+enum { WINO_MIN_CHANNELS = 64, WINO_MIN_SIDE = 8 };
 
 static int wino_env(void) {
   static int env = -2; /* -2: not read yet; -1 unset (or another value), 0, 2 or 4 */
@@ -61,16 +65,21 @@ static int wino_env(void) {
   return e;
 }
 
-/* The tile size m of the Winograd forward for d, or 0 for the lowered one. */
-static int wino_m(const strop__conv2d_dims *d) {
+/* The tile size m of the Winograd forward for d, or 0 for the lowered one; side: the smallest
+ * output side on which it runs by default (WINO_MIN_SIDE in FP32) */
+static int wino_m_side(const strop__conv2d_dims *d, int64_t side) {
   if (d->kh != 3 || d->kw != 3 || d->sh != 1 || d->sw != 1 || d->dh != 1 || d->dw != 1 ||
       d->groups != 1 || d->oh < 1 || d->ow < 1 || d->bf16)
     return 0;
   int s = strop__conv_winograd;
   if (s < 0) s = wino_env();
   if (s == 0 || s == 2 || s == 4) return s;
-  return d->c_in >= WINO_MIN_CHANNELS && d->c_out >= WINO_MIN_CHANNELS ? 4 : 0;
+  return d->c_in >= WINO_MIN_CHANNELS && d->c_out >= WINO_MIN_CHANNELS && d->oh >= side &&
+                 d->ow >= side
+             ? 4
+             : 0;
 }
+static int wino_m(const strop__conv2d_dims *d) { return wino_m_side(d, WINO_MIN_SIDE); }
 
 /* Ungrouped lowered convs fold the bias into the GEMM: the columns get an extra row of ones
  * and the weight an extra column holding the bias (forward), and the bias gradient comes out
@@ -363,7 +372,7 @@ static int wino_bf(const strop__conv2d_dims *d) {
   if (!d->bf16 || !strop__conv_bf16_wino || !bf16_mode(d)) return 0;
   strop__conv2d_dims f = *d;
   f.bf16 = 0;
-  return wino_m(&f) ? WBF_M : 0;
+  return wino_m_side(&f, 1) ? WBF_M : 0; /* F(2x2) on every side (small ones not measured) */
 }
 /* a transformed plane [c_out, c_in]: packed (vdpbf16ps), or rounded FP32 values */
 static int64_t wbf_plane(const strop__conv2d_dims *d) {

@@ -121,8 +121,8 @@ extern int strop__conv_wino_rows;
  * (the input gradient also needs padding <= 2): -1 (the default) follows
  * STROP_WINOGRAD in the environment ("0" never, "2" / "4" F(2x2, 3x3) / F(4x4, 3x3) on every
  * such conv), and without it runs F(4x4, 3x3) where the input and output channels are both
- * >= 64, the lowered GEMM elsewhere; 0 never; 2 or 4 that tile on every such conv (tests,
- * benches). */
+ * >= 64 and the output is at least 8 x 8 (the BF16 forward's F(2x2, 3x3): at any size), the
+ * lowered GEMM elsewhere; 0 never; 2 or 4 that tile on every such conv (tests, benches). */
 extern int strop__conv_winograd;
 
 /* Output size along one axis, or a value <= 0 when the (dilated) kernel does not fit the
