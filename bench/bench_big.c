@@ -40,9 +40,10 @@
  * of k at once and in slices of k whose panels stay in L2 (strop__bf16_kslices, the same bits).
  * WINO_ROWS=ab the large Winograd transforms held whole and a row / block at a time
  * (strop__conv_wino_rows, the same bits; WINO_ROWS=0: whole only); WINO_SIDE=ab the FP32 3x3
- * convs of 64 or more channels by Winograd F(4x4) at every output side and only from 8 a side
- * up (the lowered forward below: ResNet's 7 x 7 stage; not the same bits), WINO_SIDE=0 every
- * side; PLAN_SCRATCH=ab the convs'
+ * stride-1 convs by Winograd F(4x4) at every output side (strop__conv_winograd 4: every such
+ * conv, as ResNet's, all of 64 or more channels, ran before) and by default, from 8 a side up
+ * (the lowered forward below: ResNet's 7 x 7 stage; not the same bits), WINO_SIDE=0 every side;
+ * PLAN_SCRATCH=ab the convs'
  * scratch above the planned region and planned in it (strop__plan_scratch; PLAN_SCRATCH=0:
  * above it, as before); FUSION=ab every layer run by itself (the model's no_fusion) and the
  * layers' fusions (a relu with the max-pool after it, a conv's epilogues); FUSION=0: none (with
@@ -266,7 +267,7 @@ static void set_frozen(strop_model *m, int on) {
 }
 /* the large Winograd transforms whole / a row or block at a time: the same bits */
 static void set_wino_rows(strop_model *m, int on) { (void)m, strop__conv_wino_rows = on; }
-/* the FP32 3x3 convs of 64+ channels by Winograd F(4x4) at every output side / from 8 up */
+/* the FP32 3x3 convs by Winograd F(4x4) at every output side / by default (from 8 up) */
 static void set_wino_side(strop_model *m, int on) { (void)m, strop__conv_winograd = on ? -1 : 4; }
 /* the convs' scratch above the planned region / planned in it */
 static void set_plan_scratch(strop_model *m, int on) { (void)m, strop__plan_scratch = on; }
