@@ -765,28 +765,26 @@ static const float *image(const conv_job *j, const float *v, int64_t cnt, float 
   return buf;
 }
 
-/* y = r + y (first) or y + r, then (relu) strop__relu_forward's select: a residual sum and
- * its relu in one pass (add's bits, layers/merge.c) */
+/* Output v after the epilogue: + r[k] (r NULL: nothing) as r + v (first) or v + r, then (relu)
+ * strop__relu_forward's select — a residual sum and its relu with add's bits (layers/merge.c) */
+static inline float ep_value(float v, const float *restrict r, int64_t k, int first, int relu) {
+  if (r) v = first ? r[k] + v : v + r[k];
+  return relu && v < 0.0f ? 0.0f : v;
+}
+
+/* y = ep_value(y): a residual sum and its relu in one pass over y */
 static void res_add(float *restrict y, const float *restrict r, int64_t cnt, int first,
                     int relu) {
-  for (int64_t k = 0; k < cnt; k++) {
-    const float s = first ? r[k] + y[k] : y[k] + r[k];
-    y[k] = relu && s < 0.0f ? 0.0f : s;
-  }
+  for (int64_t k = 0; k < cnt; k++) y[k] = ep_value(y[k], r, k, first, relu);
 }
 
 int strop__conv_ep_copy = 1;
 
-/* dst = src with the epilogue's residual r (NULL: none; added as res_add adds it) and relu:
- * fwd_epilogue's values (without a pool) for cnt of an image's outputs, in the pass that copies
- * them out of a batched block rather than in a pass over y after it */
+/* dst = ep_value(src): fwd_epilogue's values (without a pool) for cnt of an image's outputs,
+ * in the pass that copies them out of a batched block rather than in a pass over y after it */
 static void ep_copy(float *restrict dst, const float *restrict src, const float *restrict r,
                     int64_t cnt, int first, int relu) {
-  for (int64_t k = 0; k < cnt; k++) {
-    float v = src[k];
-    if (r) v = first ? r[k] + v : v + r[k];
-    dst[k] = relu && v < 0.0f ? 0.0f : v;
-  }
+  for (int64_t k = 0; k < cnt; k++) dst[k] = ep_value(src[k], r, k, first, relu);
 }
 
 /* Forward epilogue of image n, whose raw output is yn: the residual added, then the pool (of
@@ -857,6 +855,7 @@ static void fwd_block_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   float *raw = j->ep && j->ep->pool ? ep_area(j, colbuf, 0) : NULL;
   float *xr = j->rnd ? ep_area(j, colbuf, 0) + ep_len(d, 0, j->ep) : NULL;
   const int pw = is_pointwise(d);
+  const strop__conv2d_epilogue *ep = j->ep;
   for (int64_t n0 = lo; n0 < hi; n0 += nbm) {
     const int64_t nb = hi - n0 < nbm ? hi - n0 : nbm, L = nb * P;
     for (int64_t s = 0; s < nb; s++) {
@@ -877,7 +876,6 @@ static void fwd_block_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
     }
     for (int64_t s = 0; s < nb; s++) {
       float *yn = raw ? raw : j->y + (n0 + s) * CO * P;
-      const strop__conv2d_epilogue *ep = j->ep;
       if (ep && !ep->pool && strop__conv_ep_copy) { /* the epilogue in the copy */
         const float *res = ep->res ? ep->res + (n0 + s) * CO * P : NULL;
         for (int64_t o = 0; o < CO; o++)
