@@ -49,7 +49,10 @@
  * layers' fusions (a relu with the max-pool after it, a conv's epilogues); FUSION=0: none (with
  * WINO_ROWS=0 PLAN_SCRATCH=0, the step's memory before branch rnmem). DIN_FIRST=ab an input
  * gradient zeroed and added to unless its sole reader writes it, and written by its first
- * writer in the backward (a residual sum's two; strop__din_first_writer), DIN_FIRST=0 zeroed. WEIGHTS_OUT=file saves the
+ * writer in the backward (a residual sum's two; strop__din_first_writer), DIN_FIRST=0 zeroed.
+ * PLAN_GRADS=ab the parameters' gradients in memory of their own kept from step to step and
+ * planned with the step's activations, in the memory the backward gives back
+ * (strop__plan_grads, the same bits), PLAN_GRADS=0 their own. WEIGHTS_OUT=file saves the
  * weights after the steps (safetensors), to compare two runs bit for bit. Frozen and LoRA
  * rows load with STROP_LOAD_FROZEN | STROP_LOAD_MMAP: the frozen base is read straight from
  * the mapped file (docs/performance.md); MMAP=0 copies it. CONV_HELD=ab alternates a frozen
@@ -272,6 +275,8 @@ static void set_wino_side(strop_model *m, int on) { (void)m, strop__conv_winogra
 /* the convs' scratch above the planned region / planned in it */
 static void set_plan_scratch(strop_model *m, int on) { (void)m, strop__plan_scratch = on; }
 static void set_din_first(strop_model *m, int on) { (void)m, strop__din_first_writer = on; }
+/* the parameters' gradients in memory of their own / planned with the step's activations */
+static void set_plan_grads(strop_model *m, int on) { (void)m, strop__plan_grads = on; }
 /* the BF16 stride-1 convs' input gradient through FP32 columns and col2im / as the forward of
  * dy with the flipped weight */
 static void set_convdx(strop_model *m, int on) { (void)m, strop__conv_bf16_dx = on; }
@@ -400,6 +405,7 @@ static const ab_switch AB[] = {
     {"WINO_SIDE", "0", NULL, "every_side", "min_side", "wino_side", set_wino_side},
     {"PLAN_SCRATCH", "0", NULL, "arena", "planned", "plan_scratch", set_plan_scratch},
     {"DIN_FIRST", "0", NULL, "zeroed", "first_writes", "din_first", set_din_first},
+    {"PLAN_GRADS", "0", NULL, "own", "planned", "plan_grads", set_plan_grads},
     {"FUSION", "0", NULL, "unfused", "fused", "fusion", set_fusion},
     {"CONV_DX", "0", NULL, "col2im", "direct", "conv_dx", set_convdx},
     {"BN_FUSE", "0", NULL, "apart", "fused", "bn_fuse", set_bnfuse},

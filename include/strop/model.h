@@ -933,7 +933,9 @@ STROP_API int strop_model_param_trainable(const strop_model *model, const char *
  *        and after an update (the trainer and strop_optimizer_zero_grad() clear them).
  *
  * A copy rather than a view: the trainer clears gradients lazily and reuses their memory
- * during an update, so a pointer into them would change meaning under the host.
+ * during an update, and a training step keeps them, from its backward to the next forward, in
+ * the step's memory (the next forward moves those that hold values into memory of their own
+ * before it reuses it), so a pointer into them would change meaning under the host.
  * @param[in]  model The model; only read.
  * @param[in]  name  A parameter's name as strop_model_tensor_name() gives it ("head.weight").
  * @param[out] out   Receives @p count floats (the parameter's layout); unchanged on error.
@@ -1018,9 +1020,11 @@ STROP_API int64_t strop_model_summary(const strop_model *model, char *buf, size_
  *                             for an LM head run with its cross-entropy, one chunk of its
  *                             rows, GEMM buffers) and the copies of weights a step makes and
  *                             keeps (frozen batch norms folded into convolutions, BF16 copies
- *                             under a BF16 compute dtype). Before 0.2 it was every node's
- *                             output plus the gradients backward visits, a bound. May be NULL
- *                             (nothing is planned).
+ *                             under a BF16 compute dtype), less what the gradients save by
+ *                             lying, in a training step, in memory the backward has given
+ *                             back (so that weights + grads + optim_state + activations is the
+ *                             peak). Before 0.2 it was every node's output plus the gradients
+ *                             backward visits, a bound. May be NULL (nothing is planned).
  * @return STROP_OK; STROP_E_INVALID_ARG (NULL model, batch < 1, slots outside 0..8);
  *         STROP_E_STATE (not finalized); STROP_E_SHAPE (a byte count overflows size_t, e.g.
  *         batch = 2^62: do not use the outputs; or a layer refuses the input shape);
@@ -1046,7 +1050,11 @@ STROP_API STROP_NODISCARD strop_status strop_model_memory_estimate(
  * is a linear layer (an LM head) that the trainer runs fused with its cross-entropy, the
  * default loss, one chunk of that layer's output rows and no gradient of the whole: the
  * prediction assumes the cross-entropy (`STROP_FUSED_LOSS=0` in the environment turns the
- * fusion off, for the trainer and the prediction alike). The planning costs about as much
+ * fusion off, for the trainer and the prediction alike). A training step plans the gradients
+ * of trainable parameters with its activations (each from the backward that first writes it
+ * to the step's end, in memory the activations have given back by then), and so does the
+ * prediction: the step memory is what the step holds beyond the gradients, which count apart.
+ * The planning costs about as much
  * compute as a step on 6 samples, and changes nothing in the model (its generator, running
  * statistics, gradients stay as they were; a forward awaiting its backward is dropped).
  *

@@ -339,6 +339,7 @@ strop_status strop__gedit_reinfer(strop_model *m, int i, int policy, int *n_new)
       q->map = NULL;
       memset(&q->lowp, 0, sizeof q->lowp);
       p->grad = q->grad;
+      p->grad_planned = q->grad_planned;
       p->grad_stale = q->grad_stale;
       p->grad_checked = 0;
       p->trainable = q->trainable;
@@ -348,6 +349,7 @@ strop_status strop__gedit_reinfer(strop_model *m, int i, int policy, int *n_new)
       q->data = NULL;
       q->idata = NULL;
       q->grad = NULL;
+      q->grad_planned = 0;
     }
     strop__params_release(old, n_old);
     if (n_new) *n_new = fresh;

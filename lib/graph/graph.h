@@ -37,6 +37,11 @@ typedef struct strop__step_account {
   size_t fwd_peak;  /* its peak by then (the forward's scratch included) */
   size_t fwd_free;  /* bytes on the free list at the end of the forward (without a plan) */
   size_t peak;      /* the arena's peak at the end of the backward */
+  /* in: a batch to plan the step of besides the one run (0: none); out: the bytes the
+   * parameters' gradients planned with that step's activations save against holding them
+   * apart (strop__plan_grads: the planned region with them against without them, plus them) */
+  int64_t plan_n;
+  size_t grads_saved;
 } strop__step_account;
 
 struct strop_model {
@@ -136,6 +141,12 @@ struct strop_model {
   size_t *plan_scratch;
   int *plan_giter;
   size_t plan_bytes; /* the planned region's size */
+  /* the memory plan_base points at: the model's own, kept from step to step (grown when a step
+   * needs more), not the arena's, since the gradients of trainable parameters lie in it from
+   * the backward that first writes them to the next forward (strop__param.grad_planned:
+   * planned like the activations, in the memory the backward has given back) */
+  unsigned char *region;
+  size_t region_cap;
   /* what the last step held, for strop_model_step_memory's account (DEBUG log) */
   struct strop__step_account *account;
   /* the forward's free list at its end (arena; model.c's entries): memory of outputs no one
@@ -236,6 +247,11 @@ extern int strop__plan_scratch;
  * writing both its inputs' gradients); 0 only a sole reader of a one-input layer, as before:
  * the other gradients zeroed first and added to. The same values (0 + g is g but for -0). */
 extern int strop__din_first_writer;
+/* Tests and benches: 1 (the default) plans a training step's parameter gradients with its
+ * activations, each from the backward that first writes it to the step's end, in the memory
+ * the backward has given back (strop__param.grad_planned); 0 keeps every gradient in memory of
+ * its own from step to step, as before. The same values. */
+extern int strop__plan_grads;
 /* The least scratch planned (bytes); smaller scratch stays on the arena's top, the same warm
  * memory for every call. Tests set 0. */
 extern size_t strop__plan_scratch_min;
@@ -257,6 +273,13 @@ int strop__model_blocks(const strop_model *m, const char *pattern, int *first);
  * a step's. */
 strop_status strop__model_probe_step(strop_model *m, int64_t n, const strop__shape *shape,
                                      int rows, size_t *arena_peak, size_t *out_bytes);
+/* The same for n samples, planning besides (without running it) the step of plan_n samples:
+ * *grads_saved the bytes its parameters' gradients, planned with its activations, save against
+ * holding them apart (0 when strop__plan_grads is off or the step is not planned). The probe's
+ * own step holds its gradients apart. */
+strop_status strop__model_probe_step_at(strop_model *m, int64_t n, const strop__shape *shape,
+                                        int rows, int64_t plan_n, size_t *arena_peak,
+                                        size_t *out_bytes, size_t *grads_saved);
 
 /* What a model holds and a bound of a step's activations, counted without running one: its
  * parameters and buffers as held (*weights), the gradients of its trainable parameters
@@ -330,6 +353,10 @@ strop_status strop__model_zero_grad(strop_model *m);
  * so a step does not clear and then re-read every gradient. Until that backward p->grad holds
  * old values: a reader in between calls strop__param_grad_fresh first. The trainer uses it. */
 strop_status strop__model_zero_grad_lazy(strop_model *m);
+/* Gives the step's memory back (tests: a step made cold again): the arena, and the planned
+ * region once the gradients in it that hold values are copied into memory of their own.
+ * STROP_E_NOMEM (nothing given back) when they cannot be. */
+strop_status strop__model_step_release(strop_model *m);
 /* Clear p's gradient if it is stale (see above); nothing otherwise. */
 void strop__param_grad_fresh(strop__param *p);
 /* Clear p's gradient (if it has one) now, and its stale and checked marks. */

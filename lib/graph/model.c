@@ -64,6 +64,7 @@ void strop_model_free(strop_model *m) {
   free_exec_arrays(m);
   strop__meta_free(&m->meta);
   strop__arena_destroy(&m->arena);
+  strop__free_aligned(m->region);
   strop__free(m->ckpt_pattern);
   strop__free(m);
 }
@@ -499,8 +500,7 @@ static strop_status resolve_ties(strop_model *m) {
       if (o == p) continue;
       p->tied = o;
       strop__param_drop_values(p);
-      strop__free_aligned(p->grad);
-      p->grad = NULL;
+      strop__param_grad_free(p);
     }
   return STROP_OK;
 }
@@ -1159,6 +1159,7 @@ static int memory_plan_on(void) {
 }
 
 int strop__plan_scratch = 1;
+int strop__plan_grads = 1;
 int strop__din_first_writer = 1;
 size_t strop__plan_scratch_min = (size_t)1 << 20;
 
@@ -1300,13 +1301,16 @@ static void scratch_take(const strop_model *m, int i, strop__exec *x, int backwa
  * from the block's recompute (just before its backward) to their last read in the backward —
  * two blocks of the plan, the recompute's scratch planned as the forward's. */
 static strop_status plan_lifetimes(strop_model *m, const uint8_t *keep, int64_t n,
-                                   const strop__exec *x) {
+                                   const strop__exec *x, int dry, size_t *dry_bytes,
+                                   size_t *dry_grads) {
   const int nn = m->n_nodes;
-  m->plan_base = NULL;
-  m->plan_off = NULL;
-  m->plan_giter = NULL;
-  m->plan_scratch = NULL;
-  m->plan_bytes = 0;
+  if (!dry) {
+    m->plan_base = NULL;
+    m->plan_off = NULL;
+    m->plan_giter = NULL;
+    m->plan_scratch = NULL;
+    m->plan_bytes = 0;
+  }
   if (nn == 0 || !memory_plan_on()) return STROP_OK;
   strop__arena *a = &m->arena;
   const int *ckf = m->ckpt_first;
@@ -1332,6 +1336,20 @@ static strop_status plan_lifetimes(strop_model *m, const uint8_t *keep, int64_t 
     left[i] = m->consumers[i];
     state[i] = STROP__ACT_KEPT;
     giter[i] = -1;
+  }
+  /* a training step plans the gradients of its trainable parameters that hold nothing yet
+   * (none, or stale: zero) with the activations, from the backward that first writes them (a
+   * tied weight's: the first of its nodes the backward reaches) to the step's end: in the
+   * memory of the activations the backward has given back by then (an LM head run with its
+   * loss writes its gradients in the backward as well: rows_run). A gradient that holds
+   * values (a window's earlier backward, the host's strop_model_set_grad) keeps its own
+   * memory. */
+  const int plan_pgrads = dry ? dry == 2 : strop__plan_grads && x->training && !m->probe;
+  for (int k = 0; k < m->n_params; k++) {
+    strop__param *p = m->params[k];
+    const int free_grad = !p->grad || p->grad_stale;
+    p->grad_block = plan_pgrads && p->trainable && !p->is_buffer && p->data && free_grad ? -1
+                                                                                         : -2;
   }
   int nb = 0;
   /* the forward, as strop__model_forward_shaped runs it (a last node left to the loss runs
@@ -1492,10 +1510,17 @@ static strop_status plan_lifetimes(strop_model *m, const uint8_t *keep, int64_t 
     }
     if (i != nn - 1 && tid[nn + i] >= 0) blk[tid[nn + i]].last = t + 2;
     if (head_grad && tid[nn + first] >= 0) blk[tid[nn + first]].last = t + 2;
+    for (int q = first; plan_pgrads && q <= i; q++) /* written from now to the step's end */
+      for (int j = 0; j < m->nodes[q].n_params; j++) {
+        strop__param *p = strop__param_owner(&m->nodes[q].params[j]);
+        if (p->grad_block != -1) continue;
+        blk[nb] = (strop__arena_block){p->numel * sizeof(float), t + 1, INT_MAX, nb, 0};
+        p->grad_block = nb++;
+      }
     i = first;
   }
   size_t live = 0;
-  if (m->account) { /* the most bytes live at one tick, against the region's size */
+  if (m->account && !dry) { /* the most bytes live at one tick, against the region's size */
     for (int b = 0; b < nb; b++) {
       size_t at = 0;
       for (int c = 0; c < nb; c++)
@@ -1504,15 +1529,39 @@ static strop_status plan_lifetimes(strop_model *m, const uint8_t *keep, int64_t 
     }
   }
   const size_t bytes = strop__arena_plan(blk, nb, placed);
+  if (dry) { /* the region's size, and the gradients' bytes planned in it */
+    *dry_bytes = bytes;
+    *dry_grads = 0;
+    for (int k = 0; k < m->n_params; k++) {
+      if (m->params[k]->grad_block >= 0) *dry_grads += m->params[k]->numel * sizeof(float);
+      m->params[k]->grad_block = -1;
+    }
+    return STROP_OK;
+  }
   for (int b = 0; b < nb; b++) idoff[blk[b].id] = blk[b].off;
   for (size_t q = 0; q < n3; q++) off[q] = tid[q] >= 0 ? idoff[tid[q]] : SIZE_MAX;
-  if (bytes) {
-    m->plan_base = strop__arena_alloc(a, bytes);
-    if (!m->plan_base)
+  if (bytes > m->region_cap) { /* no gradient lies in it now (grads_keep) */
+    strop__free_aligned(m->region);
+    m->region_cap = 0;
+    if (!(m->region = strop__malloc_aligned(bytes))) {
+      for (int k = 0; k < m->n_params; k++) m->params[k]->grad_block = -1;
       return strop__err(STROP_E_NOMEM,
                         "forward: out of memory for the %zu bytes of the step's "
                         "activations and gradients",
                         bytes);
+    }
+    m->region_cap = bytes;
+  }
+  m->plan_base = bytes ? m->region : NULL;
+  for (int k = 0; k < m->n_params; k++) { /* the gradients planned: their own memory goes */
+    strop__param *p = m->params[k];
+    if (p->grad_block < 0) continue;
+    strop__param_grad_free(p);
+    p->grad = (float *)(void *)(m->plan_base + idoff[p->grad_block]);
+    p->grad_planned = 1;
+    p->grad_stale = 1; /* zero: the backward writes it outright or clears it first */
+    p->grad_checked = 0;
+    p->grad_block = -1;
   }
   m->plan_off = off;
   m->plan_giter = giter;
@@ -1523,6 +1572,20 @@ static strop_status plan_lifetimes(strop_model *m, const uint8_t *keep, int64_t 
     m->account->live_peak = live;
   }
   return STROP_OK;
+}
+
+/* A probe's account of the step of plan_n samples (planned, not run): what its parameters'
+ * gradients save planned with its activations against held apart. The arena as it was. */
+static void grads_saved_at(strop_model *m, const uint8_t *keep, const strop__exec *x) {
+  const strop__arena_mark mk = strop__arena_get_mark(&m->arena);
+  const size_t peak = m->arena.peak;
+  const int64_t n = m->account->plan_n;
+  size_t apart = 0, with = 0, grads = 0, none = 0;
+  if (!plan_lifetimes(m, keep, n, x, 1, &apart, &none) &&
+      !plan_lifetimes(m, keep, n, x, 2, &with, &grads) && apart + grads > with)
+    m->account->grads_saved = apart + grads - with;
+  strop__arena_rollback(&m->arena, mk);
+  m->arena.peak = peak;
 }
 
 strop_status strop__model_forward_exec(strop_model *m, const float *input, int64_t n,
@@ -1547,11 +1610,48 @@ static float *side_copy(strop_model *m, const float *v, int64_t n, int64_t len, 
   return c;
 }
 
+/* Before a forward reuses the step region: a gradient lying in it (strop__param.grad_planned)
+ * that holds values (a window's backward not yet applied, or the host's) is copied into memory
+ * of its own; a stale one (zero) is dropped, to be planned again by a training step or made
+ * again (zero) by whatever needs it. On failure the gradients not yet copied stay where they
+ * were, the region untouched. */
+static strop_status grads_keep(strop_model *m) {
+  for (int i = 0; i < m->n_params; i++) {
+    strop__param *p = m->params[i];
+    if (!p->grad_planned) continue;
+    float *own = NULL;
+    if (!p->grad_stale) {
+      if (!(own = strop__malloc_aligned(p->numel * sizeof *own)))
+        return strop__err(STROP_E_NOMEM,
+                          "forward: out of memory keeping the gradient of '%s' (%zu bytes) "
+                          "from the last backward",
+                          p->name, p->numel * sizeof *own);
+      memcpy(own, p->grad, p->numel * sizeof *own);
+    }
+    p->grad = own;
+    p->grad_planned = 0;
+  }
+  return STROP_OK;
+}
+
+strop_status strop__model_step_release(strop_model *m) {
+  if (m->have_forward) strop__model_step_end(m);
+  strop_status s = grads_keep(m);
+  if (s) return s;
+  strop__free_aligned(m->region);
+  m->region = NULL;
+  m->region_cap = 0;
+  strop__arena_destroy(&m->arena);
+  return STROP_OK;
+}
+
 strop_status strop__model_forward_shaped(strop_model *m, const float *input, int64_t n,
                                          const strop__shape *shape, int training,
                                          const strop__side *side, const strop__act **out) {
   if (!m->finalized) return strop__err(STROP_E_STATE, "model is not finalized");
   if (m->have_forward) strop__model_step_end(m);
+  strop_status kept = grads_keep(m);
+  if (kept) return kept;
   if (!shape) shape = &m->in_shape;
   if (shape->rank != m->in_shape.rank) {
     char a[128], b[128];
@@ -1651,10 +1751,12 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
         keep[i] = 0; /* dead once its reader's forward has run */
       }
   }
-  if ((s = compact_plan(m, keep, &x)) || (s = plan_lifetimes(m, keep, n, &x))) {
+  if ((s = compact_plan(m, keep, &x)) || (s = plan_lifetimes(m, keep, n, &x, 0, NULL, NULL))) {
     strop__model_step_end(m);
     return s;
   }
+  if (m->account && m->account->plan_n > 0 && strop__plan_grads && training)
+    grads_saved_at(m, keep, &x);
   strop__act ins_local[16];
   for (int i = 0; i < m->n_nodes; i++) {
     strop__node *nd = &m->nodes[i];
@@ -1783,23 +1885,26 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
   return STROP_OK;
 }
 
-strop_status strop__model_sync_grads(strop_model *m) {
+/* Frees the gradients of parameters that no longer train; with make, gives every trainable
+ * parameter without one a zero gradient of its own. */
+static strop_status grads_sync(strop_model *m, int make) {
   for (int i = 0; i < m->n_params; i++) {
     strop__param *p = m->params[i];
-    if (p->trainable && !p->is_buffer && p->data && !p->grad) {
+    if (make && p->trainable && !p->is_buffer && p->data && !p->grad) {
       p->grad = strop__malloc_aligned(p->numel * sizeof(float));
       if (!p->grad)
         return strop__err(STROP_E_NOMEM, "out of memory for the gradient of '%s'", p->name);
       memset(p->grad, 0, p->numel * sizeof(float));
       p->grad_stale = 0;
     } else if ((!p->trainable || p->is_buffer) && p->grad) {
-      strop__free_aligned(p->grad);
-      p->grad = NULL;
+      strop__param_grad_free(p);
       p->grad_stale = 0;
     }
   }
   return STROP_OK;
 }
+
+strop_status strop__model_sync_grads(strop_model *m) { return grads_sync(m, 1); }
 
 void strop__param_zero_grad(strop__param *p) {
   if (p->grad) strop__par_zero(p->grad, p->numel);
@@ -1819,7 +1924,9 @@ strop_status strop__model_zero_grad(strop_model *m) {
 }
 
 strop_status strop__model_zero_grad_lazy(strop_model *m) {
-  strop_status s = strop__model_sync_grads(m);
+  /* a gradient not made yet is zero as it is (strop_model_get_grad reads it so): the next
+   * training forward plans it (strop__plan_grads), or the backward makes it */
+  strop_status s = grads_sync(m, 0);
   if (s) return s;
   for (int i = 0; i < m->n_params; i++) {
     m->params[i]->grad_stale = m->params[i]->grad != NULL;
@@ -2761,6 +2868,7 @@ static strop_status clone_model(strop_model *share_src, const strop_model *src,
       pb->data = NULL;
       pb->idata = NULL;
       pb->grad = NULL;
+      pb->grad_planned = 0;
       memset(&pb->lowp, 0, sizeof pb->lowp);
       pb->tied = NULL; /* reindex points it at the copy's owner */
       /* the BF16 copy is made again from the copy's values */

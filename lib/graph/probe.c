@@ -9,7 +9,7 @@
 
 typedef struct grad_save {
   float *grad;
-  int stale, checked;
+  int stale, checked, planned;
 } grad_save;
 
 /* The planned step's memory by kind, as a DEBUG log line (docs/performance.md's account of the
@@ -60,6 +60,14 @@ static strop_status zero_rows(void *ctx, int64_t r0, int64_t nr, int64_t cols, f
 
 strop_status strop__model_probe_step(strop_model *m, int64_t n, const strop__shape *shape,
                                      int rows, size_t *arena_peak, size_t *out_bytes) {
+  size_t saved = 0;
+  return strop__model_probe_step_at(m, n, shape, rows, 0, arena_peak, out_bytes, &saved);
+}
+
+strop_status strop__model_probe_step_at(strop_model *m, int64_t n, const strop__shape *shape,
+                                        int rows, int64_t plan_n, size_t *arena_peak,
+                                        size_t *out_bytes, size_t *grads_saved) {
+  *grads_saved = 0;
   if (!shape) shape = &m->in_shape;
   strop_status s = STROP_OK;
   if (m->have_forward) strop__model_step_end(m);
@@ -79,12 +87,18 @@ strop_status strop__model_probe_step(strop_model *m, int64_t n, const strop__sha
   }
   for (int i = 0; i < m->n_params; i++) {
     strop__param *p = m->params[i];
-    saved[i] = (grad_save){p->grad, p->grad_stale, p->grad_checked};
+    saved[i] = (grad_save){p->grad, p->grad_stale, p->grad_checked, p->grad_planned};
+    p->grad_planned = 0; /* in the model's region, which the probe does not touch */
     if (p->trainable && !p->is_buffer && p->data) {
       p->grad = scratch;
       p->grad_stale = 1;
     }
   }
+  /* a region of its own, as the arena below: the model's may hold gradients */
+  unsigned char *region = m->region;
+  const size_t region_cap = m->region_cap;
+  m->region = NULL;
+  m->region_cap = 0;
   const strop__rng rng = m->rng;
   const int64_t rows_steps = m->rows_steps, rows_chunks = m->rows_chunks;
   strop__arena mine = m->arena;
@@ -92,6 +106,7 @@ strop_status strop__model_probe_step(strop_model *m, int64_t n, const strop__sha
   m->probe = 1;
   strop__step_account ac;
   memset(&ac, 0, sizeof ac);
+  ac.plan_n = plan_n;
   m->account = &ac;
   const strop__act *o;
   m->want_rows = rows;
@@ -109,13 +124,17 @@ strop_status strop__model_probe_step(strop_model *m, int64_t n, const strop__sha
     if (!s) s = strop__model_backward(m, dout);
     *out_bytes = ob;
   }
-  *arena_peak = m->arena.peak;
+  *arena_peak = m->arena.peak + m->region_cap; /* the step's planned region and the rest */
+  *grads_saved = ac.grads_saved;
   if (!s) log_account(&ac, n);
   m->account = NULL;
   strop__model_step_end(m);
   m->probe = 0;
   strop__arena_destroy(&m->arena);
   m->arena = mine;
+  strop__free_aligned(m->region);
+  m->region = region;
+  m->region_cap = region_cap;
   m->rng = rng;
   m->rows_steps = rows_steps;
   m->rows_chunks = rows_chunks;
@@ -126,6 +145,7 @@ strop_status strop__model_probe_step(strop_model *m, int64_t n, const strop__sha
       p->grad_stale = saved[i].stale;
       p->grad_checked = saved[i].checked;
     }
+    p->grad_planned = saved[i].planned;
   }
 done:
   strop__free(saved);

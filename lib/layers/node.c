@@ -288,7 +288,7 @@ void strop__param_release(strop__param *p) {
   strop__free(p->name);
   strop__param_drop_values(p);
   strop__free(p->idata);
-  strop__free_aligned(p->grad);
+  strop__param_grad_free(p);
   memset(p, 0, sizeof *p);
 }
 

@@ -20,6 +20,12 @@ typedef struct strop__param {
                              zero_grad): the next backward writes it outright or clears it */
   int grad_checked;          /* 1: the last backward wrote grad outright and saw every value
                              finite (the trainer's guard skips it); cleared before each write */
+  int grad_planned;          /* 1: grad is not owned: it lies in the model's step region
+                             (graph.h, region), planned with the step's activations from the
+                             backward that first writes it to the step's end; the next forward
+                             copies it out (still needed) or drops it (stale) before it reuses
+                             the region. 0: grad is the param's own (or NULL) */
+  int grad_block;            /* the planner's scratch: its block in the step's plan, or -1 */
   int is_buffer;             /* 1: running statistics etc. -- saved and loaded, never trained */
   int is_int64;              /* 1: an int64 scalar buffer (idata), allocated with the others */
   int is_adapter;            /* 1: a LoRA adapter tensor (lora_A / lora_B) */
@@ -56,6 +62,14 @@ typedef struct strop__param {
 
 /* The tensor a slot really is: the owner of a tied slot, else the slot itself. */
 static inline strop__param *strop__param_owner(strop__param *p) { return p->tied ? p->tied : p; }
+
+/* Gives the gradient up: freed when the param owns it, forgotten when it lies in the step
+ * region (strop__param.grad_planned). */
+static inline void strop__param_grad_free(strop__param *p) {
+  if (!p->grad_planned) strop__free_aligned(p->grad);
+  p->grad = NULL;
+  p->grad_planned = 0;
+}
 
 /* Bytes the values take: FP32, BF16 or int8 + scales, or an int64. */
 static inline size_t strop__param_bytes(const strop__param *p) {

@@ -50,7 +50,9 @@ strop_status strop__optim_step_owning_grads(strop_optimizer *opt);
 /* What the next step will allocate, allocated now: the slots of parameters new since the last
  * step and the state buffers of a first step (zero or initial, as the step would make them),
  * so that a data-parallel rank runs out of memory before the ranks agree on the step rather
- * than after (STROP_E_NOMEM, the optimizer as it was); the step then allocates nothing. */
+ * than after (STROP_E_NOMEM, the optimizer as it was); the step then allocates nothing. Every
+ * trainable parameter's, also those whose gradient is not made yet (the coming forward plans
+ * it, or the backward makes it). */
 strop_status strop__optim_prepare(strop_optimizer *opt);
 /* The model an optimizer was created on (NULL for a parameter array). */
 const strop_model *strop__optim_model(const strop_optimizer *o);

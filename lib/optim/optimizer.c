@@ -481,12 +481,13 @@ static float *buf_alloc(const strop_optimizer *o, size_t numel, int b) {
   return v;
 }
 
-/* Allocates every buffer a stepping slot needs; on failure frees what this call allocated. */
-static strop_status ensure_state(strop_optimizer *o) {
+/* Allocates every buffer a stepping slot needs (all: every slot's, also those whose gradient
+ * the coming backward makes); on failure frees what this call allocated. */
+static strop_status ensure_state(strop_optimizer *o, int all) {
   int need = bufs_needed(o);
   for (int j = 0; j < o->n_slots; j++) {
     slot *s = &o->slots[j];
-    if (!s->p->grad) continue;
+    if (!all && !s->p->grad) continue;
     for (int b = 0; b < N_BUFS; b++) {
       if (!(need & (1 << b)) || s->buf[b]) continue;
       s->buf[b] = buf_alloc(o, s->numel, b);
@@ -495,7 +496,7 @@ static strop_status ensure_state(strop_optimizer *o) {
          * and new buffers (all zero or initial) of earlier slots. */
         for (int q = 0; q <= j; q++) {
           slot *t = &o->slots[q];
-          if (!t->p->grad) continue;
+          if (!all && !t->p->grad) continue;
           for (int c = 0; c < N_BUFS; c++) {
             if (!(need & (1 << c)) || !t->buf[c]) continue;
             if (t->has_state & (1 << (c + 1))) continue;
@@ -509,7 +510,7 @@ static strop_status ensure_state(strop_optimizer *o) {
   }
   for (int j = 0; j < o->n_slots; j++) {
     slot *s = &o->slots[j];
-    if (!s->p->grad) continue;
+    if (!all && !s->p->grad) continue;
     s->has_state |= 1;
     for (int b = 0; b < N_BUFS; b++)
       if (s->buf[b]) s->has_state |= 1 << (b + 1);
@@ -805,7 +806,7 @@ static void step_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
 static strop_status optim_step(strop_optimizer *opt, int backup, const char *fn) {
   strop_status st = sync(opt);
   if (st) return st;
-  st = ensure_state(opt);
+  st = ensure_state(opt, 0);
   if (st) return st;
   int failed = -1;
   for (int j = 0; j < opt->n_slots && failed < 0; j++) {
@@ -865,7 +866,7 @@ strop_status strop__optim_step_owning_grads(strop_optimizer *opt) {
 
 strop_status strop__optim_prepare(strop_optimizer *opt) {
   strop_status st = sync(opt);
-  return st ? st : ensure_state(opt);
+  return st ? st : ensure_state(opt, 1);
 }
 
 strop_status strop_optimizer_zero_grad(strop_optimizer *opt) {

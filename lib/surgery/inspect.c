@@ -111,10 +111,12 @@ static strop_status plan_figures(const char *fn, strop_model *m, int64_t batch,
   if (strop__mul_overflow(f->grads, (size_t)slots, &f->optim))
     return strop__err(STROP_E_SHAPE, "%s: the optimizer state overflows a byte count", fn);
   const int64_t n1 = batch <= 4 ? batch : 2, n2 = batch <= 4 ? batch : 4;
-  size_t a1 = 0, a2 = 0, o1 = 0, o2 = 0;
+  size_t a1 = 0, a2 = 0, o1 = 0, o2 = 0, saved = 0;
   /* as the trainer runs a step with its default loss, the cross-entropy: fused with the last
-   * node where that applies (only one chunk of the output held) */
-  s = strop__model_probe_step(m, n1, shape, 1, &a1, &o1);
+   * node where that applies (only one chunk of the output held); the probes hold the
+   * gradients apart, and the first plans the step of the batch itself too, for what its
+   * gradients planned with its activations save (strop__plan_grads) */
+  s = strop__model_probe_step_at(m, n1, shape, 1, batch, &a1, &o1, &saved);
   if (!s && n2 != n1) s = strop__model_probe_step(m, n2, shape, 1, &a2, &o2);
   if (s) {
     strop__err_prefix("%s: planning a step of batch %lld", fn, (long long)batch);
@@ -147,7 +149,7 @@ static strop_status plan_figures(const char *fn, strop_model *m, int64_t batch,
     f->act_per_sample = ((double)(a2 + o2) - (double)(a1 + o1)) / (double)(n2 - n1);
     f->act_fixed = (double)(a1 + o1) - f->act_per_sample * (double)n1;
   }
-  const double act = f->act_fixed + f->act_per_sample * (double)batch;
+  const double act = f->act_fixed + f->act_per_sample * (double)batch - (double)saved;
   if (!(act < (double)SIZE_MAX / 4))
     return strop__err(STROP_E_SHAPE, "%s: batch %lld: the step's memory overflows a byte count",
                       fn, (long long)batch);

@@ -374,8 +374,7 @@ static strop_status apply_flags_in_place(const char *fn, strop_surgery *s) {
       p->no_decay = nod[i];
       p->lr_mult = lr[i];
     } else if (!p->trainable && p->grad) {
-      strop__free_aligned(p->grad);
-      p->grad = NULL;
+      strop__param_grad_free(p);
     }
   }
   for (int i = 0; st && i < m->n_nodes; i++) m->nodes[i].frozen_stats = fs[i];

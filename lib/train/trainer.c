@@ -940,7 +940,9 @@ static strop_status group_sum(void *ctx, double *v, int64_t n) {
 static strop_status dist_prepare(strop_trainer *t, const char *fn) {
   if (t->micro + 1 < t->accum) return STROP_OK;
   int n = 0;
-  strop_status s = dist_buffers(t, fn, &n);
+  /* the gradients the forward did not plan, made as the backward would make them */
+  strop_status s = strop__model_sync_grads(t->m);
+  if (!s) s = dist_buffers(t, fn, &n);
   size_t need = 0;
   for (int i = 0; !s && t->window_own_stats && i < n; i++)
     if (t->dlist[i]->numel <= BUCKET_FLOATS) need += t->dlist[i]->numel;
