@@ -1759,9 +1759,11 @@ typedef struct planned_run {
 } planned_run;
 
 /* Six steps of wide_rig on x, y (the trainer's own loss, accum micro-batches a step), then a
- * step by the host's halves: its forward, its backward of dout = out / 64, with eval a forward
- * in eval mode between the backward and the update. */
-static planned_run run_planned(int plan, int accum, int eval, strop_tensor *x, strop_tensor *y) {
+ * step by the host's halves: its forward, its backward of dout = out / 64, and its update;
+ * mode 1: a forward in eval mode between the backward and the update; 2: the host sets
+ * head.bias's gradient while the forward awaits its backward (which adds to it); 3: the host
+ * zeroes the gradients then. */
+static planned_run run_planned(int plan, int accum, int mode, strop_tensor *x, strop_tensor *y) {
   strop__plan_grads = plan;
   rig r = wide_rig();
   planned_run o;
@@ -1772,6 +1774,11 @@ static planned_run run_planned(int plan, int accum, int eval, strop_tensor *x, s
   ck_assert_int_eq(strop_trainer_set_int(r.tr, STROP_TRAIN_ACCUM_STEPS, 1), STROP_OK);
   strop_tensor *out = NULL;
   ck_assert_int_eq(strop_trainer_forward(r.tr, x, &out), STROP_OK);
+  if (mode == 2) { /* where the planned gradients lie, activations are live now */
+    const float hb[4] = {0.5f, -0.25f, 0.125f, 1.0f};
+    ck_assert_int_eq(strop_model_set_grad(r.m, "head.bias", hb, 4), STROP_OK);
+  }
+  if (mode == 3) ck_assert_int_eq(strop_optimizer_zero_grad(r.opt), STROP_OK);
   float *d = strop_tensor_data(out);
   for (int64_t i = 0; i < strop_tensor_numel(out); i++) d[i] /= 64.0f;
   ck_assert_int_eq(strop_trainer_backward(r.tr, out), STROP_OK);
@@ -1786,7 +1793,7 @@ static planned_run run_planned(int plan, int accum, int eval, strop_tensor *x, s
     strop_test_must(strop_model_get_grad(r.m, p->name, o.g + k, p->numel), "get_grad");
     k += (int)p->numel;
   }
-  if (eval) { /* a forward in eval mode reuses the step region: the gradients stay */
+  if (mode == 1) { /* a forward in eval mode reuses the step region: the gradients stay */
     strop_tensor *e = NULL;
     ck_assert_int_eq(strop_model_set_training(r.m, 0), STROP_OK);
     ck_assert_int_eq(strop_model_forward(r.m, x, &e), STROP_OK);
@@ -1812,26 +1819,30 @@ static planned_run run_planned(int plan, int accum, int eval, strop_tensor *x, s
  * writes them to the step's end (strop__plan_grads, the default), against held in memory of
  * their own from step to step: the same losses, gradients and weights bit for bit — one
  * micro-batch a step, two (whose second forward copies the first's gradients out of the
- * region), and a forward in eval mode between a backward and its update (which copies them
- * out too). Planned, every trainable gradient lies in the region after a backward, and the
- * region holds them in less than its size without them plus their bytes. */
+ * region), a forward in eval mode between a backward and its update (which copies them out
+ * too), and a host setting or zeroing gradients while a forward awaits its backward (they
+ * leave the plan first: they lie where live activations are). Planned, every trainable
+ * gradient lies in the region after a backward, and the region holds them in less than its
+ * size without them plus their bytes (the planning's, also when the host's write took them
+ * out of it). */
 START_TEST(gradients_planned_with_activations) {
   strop_dataset *ds = blobs(512, 12);
   strop_tensor *x, *y;
   batch(ds, 0, 512, &x, &y);
   for (int accum = 1; accum <= 2; accum++)
-    for (int eval = 0; eval <= 1; eval++) {
-      planned_run a = run_planned(0, accum, eval, x, y), b = run_planned(1, accum, eval, x, y);
+    for (int mode = 0; mode <= 3; mode++) {
+      planned_run a = run_planned(0, accum, mode, x, y), b = run_planned(1, accum, mode, x, y);
       ck_assert_mem_eq(a.loss, b.loss, sizeof a.loss);
       ck_assert_mem_eq(a.g, b.g, a.grads);
       ck_assert_uint_eq(a.n, b.n);
       ck_assert_mem_eq(a.w, b.w, a.n * sizeof *a.w);
       ck_assert_int_eq(a.planned, 0);
-      ck_assert_int_eq(b.planned, 10); /* fc1-3, norm and head: weight and bias */
+      /* fc1-3, norm and head: weight and bias; none once the host wrote gradients */
+      ck_assert_int_eq(b.planned, mode >= 2 ? 0 : 10);
       fprintf(stderr,
-              "gradients planned (accum %d, eval %d): region %zu bytes, apart %zu + %zu of "
+              "gradients planned (accum %d, mode %d): region %zu bytes, apart %zu + %zu of "
               "gradients\n",
-              accum, eval, b.region, a.region, a.grads);
+              accum, mode, b.region, a.region, a.grads);
       ck_assert_uint_lt(b.region + a.grads / 3, a.region + a.grads); /* a third saved */
       free(a.w);
       free(b.w);

@@ -353,6 +353,11 @@ strop_status strop__model_zero_grad(strop_model *m);
  * so a step does not clear and then re-read every gradient. Until that backward p->grad holds
  * old values: a reader in between calls strop__param_grad_fresh first. The trainer uses it. */
 strop_status strop__model_zero_grad_lazy(strop_model *m);
+/* While a training forward awaits its backward, the gradients planned for that backward lie
+ * where live activations are: before a host writes gradients then (strop_model_set_grad, a
+ * zero_grad, an update) they leave the plan, zero as they are (NULL), and the backward makes
+ * them in memory of their own. Nothing when no forward is pending. */
+void strop__model_grads_unplan(strop_model *m);
 /* Gives the step's memory back (tests: a step made cold again): the arena, and the planned
  * region once the gradients in it that hold values are copied into memory of their own.
  * STROP_E_NOMEM (nothing given back) when they cannot be. */

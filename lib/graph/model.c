@@ -1634,6 +1634,16 @@ static strop_status grads_keep(strop_model *m) {
   return STROP_OK;
 }
 
+void strop__model_grads_unplan(strop_model *m) {
+  for (int i = 0; m->have_forward && i < m->n_params; i++) {
+    strop__param *p = m->params[i];
+    if (!p->grad_planned) continue;
+    p->grad = NULL; /* stale since the planning: zero */
+    p->grad_planned = 0;
+    p->grad_stale = 0;
+  }
+}
+
 strop_status strop__model_step_release(strop_model *m) {
   if (m->have_forward) strop__model_step_end(m);
   strop_status s = grads_keep(m);

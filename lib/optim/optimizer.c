@@ -804,6 +804,7 @@ static void step_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
  * slots), and the step counters with it. Without backup only the elements that met one keep
  * their old values. */
 static strop_status optim_step(strop_optimizer *opt, int backup, const char *fn) {
+  if (opt->model) strop__model_grads_unplan(opt->model);
   strop_status st = sync(opt);
   if (st) return st;
   st = ensure_state(opt, 0);
@@ -873,6 +874,7 @@ strop_status strop_optimizer_zero_grad(strop_optimizer *opt) {
   if (!opt) return strop__err(STROP_E_INVALID_ARG, "strop_optimizer_zero_grad: opt is NULL");
   strop__param **ps;
   int n;
+  if (opt->model) strop__model_grads_unplan(opt->model);
   source(opt, &ps, &n);
   for (int k = 0; k < n; k++)
     if (is_trainable(ps[k]) && ps[k]->grad) strop__param_zero_grad(ps[k]);

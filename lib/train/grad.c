@@ -54,6 +54,7 @@ strop_status strop_model_set_grad(strop_model *m, const char *name, const float 
   strop__param *p;
   strop_status s = grad_param(m, fn, name, count, &p);
   if (s) return s;
+  strop__model_grads_unplan(m);
   if (!p->grad && (s = strop__model_sync_grads(m))) {
     strop__err_prefix("%s", fn);
     return s;
