@@ -876,8 +876,16 @@ strop_status strop_optimizer_zero_grad(strop_optimizer *opt) {
   int n;
   if (opt->model) strop__model_grads_unplan(opt->model);
   source(opt, &ps, &n);
-  for (int k = 0; k < n; k++)
-    if (is_trainable(ps[k]) && ps[k]->grad) strop__param_zero_grad(ps[k]);
+  for (int k = 0; k < n; k++) {
+    strop__param *p = ps[k];
+    if (!is_trainable(p) || !p->grad) continue;
+    if (p->grad_planned) { /* zero by its mark: the next training forward plans it again */
+      p->grad_stale = 1;
+      p->grad_checked = 0;
+    } else {
+      strop__param_zero_grad(p);
+    }
+  }
   return STROP_OK;
 }
 
