@@ -1729,21 +1729,30 @@ static strop_model *mem_model(int which, const char *dir) {
  * with the model: 45% of the peak, not predicted before); the planning changes nothing in the
  * model. */
 /* A wide MLP (8 -> 256 -> 256 -> 256 -> 4): at 512 samples its activations outweigh its
- * gradients. */
-static rig wide_rig(void) {
+ * gradients. variant 1: b.2.fc's weight tied to b.1.fc's; 2: the three b.* blocks
+ * checkpointed. */
+static rig wide_rig(int variant) {
   rig r;
   memset(&r, 0, sizeof r);
   int64_t in[1] = {8};
   ck_assert_int_eq(strop_model_create(1, in, &r.m), STROP_OK);
-  static const char *const part[9][3] = {
-      {"fc1", "linear", "out_features=256"}, {"act1", "gelu", NULL},
-      {"fc2", "linear", "out_features=256"}, {"act2", "gelu", NULL},
-      {"fc3", "linear", "out_features=256"}, {"act3", "gelu", NULL},
-      {"norm", "layernorm", NULL},           {"act4", "relu", NULL},
-      {"head", "linear", "out_features=4"}};
+  static const char *const part[9][3] = {{"b.0.fc", "linear", "out_features=256"},
+                                         {"b.0.act", "gelu", NULL},
+                                         {"b.1.fc", "linear", "out_features=256"},
+                                         {"b.1.act", "gelu", NULL},
+                                         {"b.2.fc", "linear", "out_features=256"},
+                                         {"b.2.act", "gelu", NULL},
+                                         {"norm", "layernorm", NULL},
+                                         {"act", "relu", NULL},
+                                         {"head", "linear", "out_features=4"}};
   for (int k = 0; k < 9; k++)
     ck_assert_int_eq(strop_model_add(r.m, part[k][0], part[k][1], part[k][2], NULL), STROP_OK);
   ck_assert_int_eq(strop_model_finalize(r.m, 31), STROP_OK);
+  if (variant == 1) ck_assert_int_eq(strop_model_tie(r.m, "b.2.fc.weight", "b.1.fc.weight"), 0);
+  if (variant == 2) {
+    ck_assert_int_eq(strop_model_set_checkpointing(r.m, "b.*"), STROP_OK);
+    ck_assert_int_eq(strop_model_checkpoint_blocks(r.m), 3);
+  }
   ck_assert_int_eq(strop_optimizer_create(r.m, STROP_OPTIM_ADAMW, &r.opt), STROP_OK);
   ck_assert_int_eq(strop_optimizer_set_float(r.opt, STROP_OPT_LR, 1e-2f), STROP_OK);
   ck_assert_int_eq(strop_trainer_create(r.m, r.opt, &r.tr), STROP_OK);
@@ -1763,9 +1772,10 @@ typedef struct planned_run {
  * mode 1: a forward in eval mode between the backward and the update; 2: the host sets
  * head.bias's gradient while the forward awaits its backward (which adds to it); 3: the host
  * zeroes the gradients then; 4: the host zeroes them before the forward. */
-static planned_run run_planned(int plan, int accum, int mode, strop_tensor *x, strop_tensor *y) {
+static planned_run run_planned(int plan, int variant, int accum, int mode, strop_tensor *x,
+                               strop_tensor *y) {
   strop__plan_grads = plan;
-  rig r = wide_rig();
+  rig r = wide_rig(variant);
   planned_run o;
   memset(&o, 0, sizeof o);
   ck_assert_int_eq(strop_trainer_set_int(r.tr, STROP_TRAIN_ACCUM_STEPS, accum), STROP_OK);
@@ -1823,7 +1833,9 @@ static planned_run run_planned(int plan, int accum, int mode, strop_tensor *x, s
  * region), a forward in eval mode between a backward and its update (which copies them out
  * too), a host setting or zeroing gradients while a forward awaits its backward (they
  * leave the plan first: they lie where live activations are), and a host zeroing them before
- * the forward (marked zero, not written: planned again). Planned, every trainable
+ * the forward (marked zero, not written: planned again); on the MLP, with a weight tied to
+ * another (planned from the first of its uses the backward reaches) and with checkpointed
+ * blocks. Planned, every trainable
  * gradient lies in the region after a backward, and the region holds them in less than its
  * size without them plus their bytes (the planning's, also when the host's write took them
  * out of it). */
@@ -1831,26 +1843,30 @@ START_TEST(gradients_planned_with_activations) {
   strop_dataset *ds = blobs(512, 12);
   strop_tensor *x, *y;
   batch(ds, 0, 512, &x, &y);
-  for (int accum = 1; accum <= 2; accum++)
-    for (int mode = 0; mode <= 4; mode++) {
-      planned_run a = run_planned(0, accum, mode, x, y), b = run_planned(1, accum, mode, x, y);
-      ck_assert_mem_eq(a.loss, b.loss, sizeof a.loss);
-      ck_assert_mem_eq(a.g, b.g, a.grads);
-      ck_assert_uint_eq(a.n, b.n);
-      ck_assert_mem_eq(a.w, b.w, a.n * sizeof *a.w);
-      ck_assert_int_eq(a.planned, 0);
-      /* fc1-3, norm and head: weight and bias; none once the host wrote gradients */
-      ck_assert_int_eq(b.planned, mode == 2 || mode == 3 ? 0 : 10);
-      fprintf(stderr,
-              "gradients planned (accum %d, mode %d): region %zu bytes, apart %zu + %zu of "
-              "gradients\n",
-              accum, mode, b.region, a.region, a.grads);
-      ck_assert_uint_lt(b.region + a.grads / 3, a.region + a.grads); /* a third saved */
-      free(a.w);
-      free(b.w);
-      free(a.g);
-      free(b.g);
-    }
+  for (int variant = 0; variant <= 2; variant++)
+    for (int accum = 1; accum <= 2; accum++)
+      for (int mode = 0; mode <= 4; mode++) {
+        planned_run a = run_planned(0, variant, accum, mode, x, y),
+                    b = run_planned(1, variant, accum, mode, x, y);
+        ck_assert_mem_eq(a.loss, b.loss, sizeof a.loss);
+        ck_assert_mem_eq(a.g, b.g, a.grads);
+        ck_assert_uint_eq(a.n, b.n);
+        ck_assert_mem_eq(a.w, b.w, a.n * sizeof *a.w);
+        ck_assert_int_eq(a.planned, 0);
+        /* three fcs, the norm and the head: weight and bias (one weight fewer tied); none once
+         * the host wrote gradients */
+        ck_assert_int_eq(b.planned, mode == 2 || mode == 3 ? 0 : variant == 1 ? 9 : 10);
+        fprintf(stderr,
+                "gradients planned (variant %d, accum %d, mode %d): region %zu bytes, apart "
+                "%zu + %zu of gradients\n",
+                variant, accum, mode, b.region, a.region, a.grads);
+        if (!variant) /* a third saved */
+          ck_assert_uint_lt(b.region + a.grads / 3, a.region + a.grads);
+        free(a.w);
+        free(b.w);
+        free(a.g);
+        free(b.g);
+      }
   strop_tensor_free(x);
   strop_tensor_free(y);
   strop_dataset_free(ds);
