@@ -43,6 +43,9 @@
  * stride-1 convs by Winograd F(4x4) at every output side (strop__conv_winograd 4: every such
  * conv, as ResNet's, all of 64 or more channels, ran before) and by default, from 8 a side up
  * (the lowered forward below: ResNet's 7 x 7 stage; not the same bits), WINO_SIDE=0 every side;
+ * GATHER2=ab a stride-2 conv's columns (im2col: the stem, the strided 3x3 convs) gathered a
+ * value at a time and 16 at a time with AVX-512 permutes (strop__conv_gather2, the same bits),
+ * GATHER2=0 a value at a time;
  * PLAN_SCRATCH=ab the convs'
  * scratch above the planned region and planned in it (strop__plan_scratch; PLAN_SCRATCH=0:
  * above it, as before); FUSION=ab every layer run by itself (the model's no_fusion) and the
@@ -270,6 +273,8 @@ static void set_frozen(strop_model *m, int on) {
 }
 /* the large Winograd transforms whole / a row or block at a time: the same bits */
 static void set_wino_rows(strop_model *m, int on) { (void)m, strop__conv_wino_rows = on; }
+/* a stride-2 conv's columns gathered a value at a time / 16 at a time (AVX-512 permutes) */
+static void set_gather2(strop_model *m, int on) { (void)m, strop__conv_gather2 = on; }
 /* the FP32 3x3 convs by Winograd F(4x4) at every output side / by default (from 8 up) */
 static void set_wino_side(strop_model *m, int on) { (void)m, strop__conv_winograd = on ? -1 : 4; }
 /* the convs' scratch above the planned region / planned in it */
@@ -403,6 +408,7 @@ static const ab_switch AB[] = {
     {"CONV_EPI", "0", NULL, "before", "after", "conv_epi", set_conv_epi},
     {"WINO_ROWS", "0", NULL, "whole", "rows", "wino_rows", set_wino_rows},
     {"WINO_SIDE", "0", NULL, "every_side", "min_side", "wino_side", set_wino_side},
+    {"GATHER2", "0", NULL, "scalar", "permutes", "gather2", set_gather2},
     {"PLAN_SCRATCH", "0", NULL, "arena", "planned", "plan_scratch", set_plan_scratch},
     {"DIN_FIRST", "0", NULL, "zeroed", "first_writes", "din_first", set_din_first},
     {"PLAN_GRADS", "0", NULL, "own", "planned", "plan_grads", set_plan_grads},

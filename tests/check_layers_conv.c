@@ -211,6 +211,56 @@ START_TEST(winograd_default_sides) {
 }
 END_TEST
 
+/* A stride-2 conv's columns gathered 16 at a time with AVX-512 permutes (strop__conv_gather2:
+ * im2col, ResNet's stem and strided 3x3 convs) give y, dx, dw and db bit for bit those of the
+ * gather a value at a time: rows of 5, 23, 32 and 35 outputs (a tail alone, one vector and a
+ * tail, two vectors, two and a tail), padding, a 7x7 kernel, a dilation, a pointwise kernel. */
+START_TEST(strided_columns_same_bits) {
+  static const strop__conv2d_dims cases[] = {
+      /* n, c_in, h, w, c_out, kh, kw, sh, sw, ph, pw, dh, dw, groups */
+      {2, 3, 33, 45, 8, 7, 7, 2, 2, 3, 3, 1, 1, 1, 0, 0, 0},
+      {2, 16, 9, 9, 8, 3, 3, 2, 2, 1, 1, 1, 1, 1, 0, 0, 0},
+      {1, 4, 70, 70, 4, 3, 3, 2, 2, 1, 1, 1, 1, 1, 0, 0, 0},
+      {2, 8, 64, 64, 16, 1, 1, 2, 2, 0, 0, 1, 1, 1, 0, 0, 0},
+      {1, 3, 20, 20, 4, 3, 3, 2, 2, 2, 2, 2, 2, 1, 0, 0, 0},
+  };
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+    strop__conv2d_dims d = cases[k];
+    strop__conv2d_out_size(&d);
+    const size_t nx = (size_t)(d.n * d.c_in * d.h * d.w),
+                 ny = (size_t)(d.n * d.c_out * d.oh * d.ow);
+    const size_t nw = (size_t)(d.c_out * d.c_in * d.kh * d.kw), nb = (size_t)d.c_out;
+    float *x = malloc(nx * 4), *w = malloc(nw * 4), *b = malloc(nb * 4), *dy = malloc(ny * 4);
+    for (size_t i = 0; i < nx; i++) x[i] = sinf(0.37f * (float)i);
+    for (size_t i = 0; i < nw; i++) w[i] = cosf(0.11f * (float)i) * 0.05f;
+    for (size_t i = 0; i < nb; i++) b[i] = 0.05f * (float)(i % 5) - 0.1f;
+    for (size_t i = 0; i < ny; i++) dy[i] = cosf(0.23f * (float)i + 0.5f);
+    float *v[2][4];
+    for (int c = 0; c < 2; c++) {
+      strop__conv_gather2 = c;
+      const size_t fl = strop__conv2d_scratch_floats(&d, 1, 1, NULL),
+                   ff = strop__conv2d_scratch_floats(&d, 0, 1, NULL);
+      float *sc = aligned_alloc(64, ((fl > ff ? fl : ff) * 4 + 63) / 64 * 64);
+      v[c][0] = malloc(ny * 4), v[c][1] = calloc(nx, 4), v[c][2] = calloc(nw, 4);
+      v[c][3] = calloc(nb, 4);
+      strop__conv2d_forward(&d, x, w, b, v[c][0], sc, 1, NULL);
+      strop__conv2d_backward(&d, x, w, dy, v[c][1], v[c][2], v[c][3], sc, 1, NULL);
+      free(sc);
+    }
+    strop__conv_gather2 = 1;
+    const size_t cnt[4] = {ny, nx, nw, nb};
+    for (int q = 0; q < 4; q++)
+      ck_assert_msg(!memcmp(v[0][q], v[1][q], cnt[q] * 4),
+                    "case %zu (%lld outputs a row): "
+                    "tensor %d differs",
+                    k, (long long)d.ow, q);
+    for (int c = 0; c < 2; c++)
+      for (int q = 0; q < 4; q++) free(v[c][q]);
+    free(x), free(w), free(b), free(dy);
+  }
+}
+END_TEST
+
 /* Convs whose Winograd transforms are large (ResNet-50's 512-channel 3x3: 37.7 MB of filters)
  * hold the filters a row of planes at a time and the weight gradient's products a block of
  * output channels at a time (strop__conv_wino_rows): y, dx, dw and db bit for bit those of the
@@ -2242,6 +2292,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, batched_backward_matches_per_image);
   tcase_add_test(tc, winograd_rows_same_bits);
   tcase_add_test(tc, winograd_default_sides);
+  tcase_add_test(tc, strided_columns_same_bits);
   tcase_add_test(tc, pool_forward_reference);
   tcase_add_test(tc, bn_forward_reference);
   tcase_add_loop_test(tc, bn_kernels_match_serial, 0, 4);

@@ -628,10 +628,83 @@ static int rows_contiguous(const strop__conv2d_dims *d) {
   return d->sh == 1 && d->sw == 1 && d->ow == d->w;
 }
 
+int strop__conv_gather2 = 1;
+
+#if defined(__x86_64__) && defined(__GNUC__) && (__GNUC__ >= 10 || defined(__clang__))
+#  include <immintrin.h>
+
+/* dst[i] = src[2 i] for i < n: 16 values a time from two loads and one permute, the loads
+ * masked so that nothing past src[2 (n - 1)] is read */
+__attribute__((target("avx512f"))) static void gather2_avx512(float *restrict dst,
+                                                              const float *restrict src,
+                                                              int64_t n) {
+  const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2,
+                                        0);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 lo = _mm512_loadu_ps(src + 2 * i);
+    const __m512 hi = _mm512_maskz_loadu_ps(0x7fff, src + 2 * i + 16);
+    _mm512_storeu_ps(dst + i, _mm512_permutex2var_ps(lo, even, hi));
+  }
+  if (i < n) { /* r < 16 values from the 2 r - 1 floats that hold them */
+    const int64_t r = n - i, e = 2 * r - 1;
+    const __mmask16 mlo = e >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << e) - 1);
+    const __mmask16 mhi = e > 16 ? (__mmask16)((1u << (e - 16)) - 1) : (__mmask16)0;
+    const __m512 lo = _mm512_maskz_loadu_ps(mlo, src + 2 * i);
+    const __m512 hi = _mm512_maskz_loadu_ps(mhi, src + 2 * i + 16);
+    _mm512_mask_storeu_ps(dst + i, (__mmask16)((1u << r) - 1),
+                          _mm512_permutex2var_ps(lo, even, hi));
+  }
+}
+
+/* dst[2 i] += src[i] for i < n (col2im of a stride-2 conv), 16 a time: src's values spread to
+ * the even lanes and added there only (an odd lane's -0 stays -0), nothing past dst[2 (n - 1)]
+ * read or written */
+__attribute__((target("avx512f"))) static void scatter2_add_avx512(float *restrict dst,
+                                                                   const float *restrict src,
+                                                                   int64_t n) {
+  const __m512i lo_idx = _mm512_set_epi32(0, 7, 0, 6, 0, 5, 0, 4, 0, 3, 0, 2, 0, 1, 0, 0);
+  const __m512i hi_idx = _mm512_set_epi32(0, 15, 0, 14, 0, 13, 0, 12, 0, 11, 0, 10, 0, 9, 0, 8);
+  for (int64_t i = 0; i < n; i += 16) {
+    const int64_t r = n - i < 16 ? n - i : 16, e = 2 * r - 1; /* values, floats of dst */
+    const __mmask16 mlo = e >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << e) - 1);
+    const __mmask16 mhi = e > 16 ? (__mmask16)((1u << (e - 16)) - 1) : (__mmask16)0;
+    const __m512 v = _mm512_maskz_loadu_ps((__mmask16)((1u << r) - 1), src + i);
+    float *d = dst + 2 * i;
+    const __m512 lo = _mm512_maskz_loadu_ps(mlo, d), hi = _mm512_maskz_loadu_ps(mhi, d + 16);
+    const __mmask16 even = (__mmask16)0x5555;
+    _mm512_mask_storeu_ps(
+        d, mlo, _mm512_mask_add_ps(lo, even & mlo, lo, _mm512_permutexvar_ps(lo_idx, v)));
+    if (mhi)
+      _mm512_mask_storeu_ps(
+          d + 16, mhi, _mm512_mask_add_ps(hi, even & mhi, hi, _mm512_permutexvar_ps(hi_idx, v)));
+  }
+}
+
+static int gather2_fast(void) {
+  static int v = -1;
+  int h = __atomic_load_n(&v, __ATOMIC_RELAXED);
+  if (h < 0) {
+    h = __builtin_cpu_supports("avx512f") != 0;
+    __atomic_store_n(&v, h, __ATOMIC_RELAXED);
+  }
+  return h && strop__conv_gather2;
+}
+#else
+static void gather2_avx512(float *restrict dst, const float *restrict src, int64_t n) {
+  for (int64_t i = 0; i < n; i++) dst[i] = src[2 * i];
+}
+static void scatter2_add_avx512(float *restrict dst, const float *restrict src, int64_t n) {
+  for (int64_t i = 0; i < n; i++) dst[2 * i] += src[i];
+}
+static int gather2_fast(void) { return 0; }
+#endif
+
 /* One image [c, h, w] -> columns [c * kh * kw, oh * ow], rows ld floats apart (ld >= oh ow:
  * the BF16 products lay a block of images' columns side by side). */
 static void im2col(const strop__conv2d_dims *d, const float *x, float *col, int64_t ld) {
   const int64_t oh = d->oh, ow = d->ow, H = d->h, W = d->w;
+  const int gather2 = gather2_fast();
   for (int64_t c = 0; c < d->c_in; c++) {
     const float *xc = x + c * H * W;
     for (int64_t ki = 0; ki < d->kh; ki++) {
@@ -659,6 +732,8 @@ static void im2col(const strop__conv2d_dims *d, const float *x, float *col, int6
             for (int64_t ox = 0; ox < xlo; ox++) dst[ox] = 0.0f;
             if (d->sw == 1) {
               memcpy(dst + xlo, src + xlo, sizeof(float) * (size_t)(xhi - xlo));
+            } else if (d->sw == 2 && gather2) { /* ResNet's strided convs and stem */
+              gather2_avx512(dst + xlo, src + 2 * xlo, xhi - xlo);
             } else {
               const int64_t s = d->sw;
               for (int64_t ox = xlo; ox < xhi; ox++) dst[ox] = src[ox * s];
@@ -682,6 +757,7 @@ static void add_into(float *restrict dst, const float *restrict src, int64_t n) 
  * [c, h, w]. Clobbers the column entries that fall into the padding. */
 static void col2im(const strop__conv2d_dims *d, float *col, int64_t ld, float *dx) {
   const int64_t oh = d->oh, ow = d->ow, H = d->h, W = d->w;
+  const int gather2 = gather2_fast();
   for (int64_t c = 0; c < d->c_in; c++) {
     float *xc = dx + c * H * W;
     for (int64_t ki = 0; ki < d->kh; ki++) {
@@ -707,6 +783,8 @@ static void col2im(const strop__conv2d_dims *d, float *col, int64_t ld, float *d
           const float *src = r + oy * ow;
           if (d->sw == 1) {
             for (int64_t ox = xlo; ox < xhi; ox++) dst[ox] += src[ox];
+          } else if (d->sw == 2 && gather2) {
+            scatter2_add_avx512(dst + 2 * xlo, src + xlo, xhi - xlo);
           } else {
             const int64_t s = d->sw;
             for (int64_t ox = xlo; ox < xhi; ox++) dst[ox * s] += src[ox];

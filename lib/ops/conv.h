@@ -61,6 +61,11 @@ extern int strop__conv_batch;
  * copy, over y again (the same bits). */
 extern int strop__conv_ep_copy;
 
+/* Tests and benches: 1 (the default) gathers a stride-2 conv's columns 16 at a time with
+ * AVX-512 permutes where the CPU has it (im2col: ResNet's stem and strided 3x3 convs), and
+ * adds them back into the input gradient so (col2im), 0 one value at a time (the same bits). */
+extern int strop__conv_gather2;
+
 /* Tests and benches: 1 (the default) packs the BF16 convs' columns for vdpbf16ps straight from
  * the images (forward and weight gradient), the weight once per call, and has the products
  * write y (and a pointwise conv's dx) themselves; 0 runs the path before (im2col's FP32 columns,
