@@ -45,7 +45,9 @@
  * (the lowered forward below: ResNet's 7 x 7 stage; not the same bits), WINO_SIDE=0 every side;
  * GATHER2=ab a stride-2 conv's columns (im2col: the stem, the strided 3x3 convs) gathered a
  * value at a time and 16 at a time with AVX-512 permutes (strop__conv_gather2, the same bits),
- * GATHER2=0 a value at a time;
+ * GATHER2=0 a value at a time; BIAS_FILL=ab an FP32 per-image conv's bias written into y by
+ * the rank-1 product b 1^T (OpenBLAS) and by a fill (strop__conv_bias_fill, the same bits),
+ * BIAS_FILL=0 by the product;
  * PLAN_SCRATCH=ab the convs'
  * scratch above the planned region and planned in it (strop__plan_scratch; PLAN_SCRATCH=0:
  * above it, as before); FUSION=ab every layer run by itself (the model's no_fusion) and the
@@ -275,6 +277,8 @@ static void set_frozen(strop_model *m, int on) {
 static void set_wino_rows(strop_model *m, int on) { (void)m, strop__conv_wino_rows = on; }
 /* a stride-2 conv's columns gathered a value at a time / 16 at a time (AVX-512 permutes) */
 static void set_gather2(strop_model *m, int on) { (void)m, strop__conv_gather2 = on; }
+/* an FP32 per-image conv's bias written by the rank-1 product b 1^T / by a fill */
+static void set_bias_fill(strop_model *m, int on) { (void)m, strop__conv_bias_fill = on; }
 /* the FP32 3x3 convs by Winograd F(4x4) at every output side / by default (from 8 up) */
 static void set_wino_side(strop_model *m, int on) { (void)m, strop__conv_winograd = on ? -1 : 4; }
 /* the convs' scratch above the planned region / planned in it */
@@ -409,6 +413,7 @@ static const ab_switch AB[] = {
     {"WINO_ROWS", "0", NULL, "whole", "rows", "wino_rows", set_wino_rows},
     {"WINO_SIDE", "0", NULL, "every_side", "min_side", "wino_side", set_wino_side},
     {"GATHER2", "0", NULL, "scalar", "permutes", "gather2", set_gather2},
+    {"BIAS_FILL", "0", NULL, "rank1", "fill", "bias_fill", set_bias_fill},
     {"PLAN_SCRATCH", "0", NULL, "arena", "planned", "plan_scratch", set_plan_scratch},
     {"DIN_FIRST", "0", NULL, "zeroed", "first_writes", "din_first", set_din_first},
     {"PLAN_GRADS", "0", NULL, "own", "planned", "plan_grads", set_plan_grads},

@@ -261,6 +261,41 @@ START_TEST(strided_columns_same_bits) {
 }
 END_TEST
 
+/* An FP32 per-image conv's bias written into y by a fill before the product adds to it
+ * (strop__conv_bias_fill) gives the rank-1 product's y bit for bit: pointwise convs (k of 64
+ * and of 300, past one k block) and a 3x3 one, on images large enough to run an image per
+ * product. */
+START_TEST(bias_fill_same_bits) {
+  static const strop__conv2d_dims cases[] = {
+      /* n, c_in, h, w, c_out, kh, kw, sh, sw, ph, pw, dh, dw, groups */
+      {2, 64, 40, 40, 96, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 0},
+      {2, 300, 36, 36, 40, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 0},
+      {2, 5, 30, 30, 16, 3, 3, 2, 2, 1, 1, 1, 1, 1, 0, 0, 0},
+  };
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+    strop__conv2d_dims d = cases[k];
+    strop__conv2d_out_size(&d);
+    const size_t nx = (size_t)(d.n * d.c_in * d.h * d.w),
+                 ny = (size_t)(d.n * d.c_out * d.oh * d.ow);
+    const size_t nw = (size_t)(d.c_out * d.c_in * d.kh * d.kw), nb = (size_t)d.c_out;
+    float *x = malloc(nx * 4), *w = malloc(nw * 4), *b = malloc(nb * 4), *y[2];
+    for (size_t i = 0; i < nx; i++) x[i] = sinf(0.37f * (float)i);
+    for (size_t i = 0; i < nw; i++) w[i] = cosf(0.11f * (float)i) * 0.05f;
+    for (size_t i = 0; i < nb; i++) b[i] = 0.05f * (float)(i % 5) - 0.1f;
+    const size_t ff = strop__conv2d_scratch_floats(&d, 0, 1, NULL);
+    float *sc = aligned_alloc(64, (ff * 4 + 63) / 64 * 64 + 64);
+    for (int c = 0; c < 2; c++) {
+      strop__conv_bias_fill = c;
+      y[c] = malloc(ny * 4);
+      strop__conv2d_forward(&d, x, w, b, y[c], sc, 1, NULL);
+    }
+    strop__conv_bias_fill = 1;
+    ck_assert_msg(!memcmp(y[0], y[1], ny * 4), "case %zu: y differs", k);
+    free(sc), free(x), free(w), free(b), free(y[0]), free(y[1]);
+  }
+}
+END_TEST
+
 /* Convs whose Winograd transforms are large (ResNet-50's 512-channel 3x3: 37.7 MB of filters)
  * hold the filters a row of planes at a time and the weight gradient's products a block of
  * output channels at a time (strop__conv_wino_rows): y, dx, dw and db bit for bit those of the
@@ -2293,6 +2328,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, winograd_rows_same_bits);
   tcase_add_test(tc, winograd_default_sides);
   tcase_add_test(tc, strided_columns_same_bits);
+  tcase_add_test(tc, bias_fill_same_bits);
   tcase_add_test(tc, pool_forward_reference);
   tcase_add_test(tc, bn_forward_reference);
   tcase_add_loop_test(tc, bn_kernels_match_serial, 0, 4);

@@ -66,6 +66,10 @@ extern int strop__conv_ep_copy;
  * adds them back into the input gradient so (col2im), 0 one value at a time (the same bits). */
 extern int strop__conv_gather2;
 
+/* Tests and benches: 1 (the default) writes an FP32 per-image conv's bias into y by a fill
+ * before its product adds to it, 0 by the rank-1 product b 1^T as before (the same bits). */
+extern int strop__conv_bias_fill;
+
 /* Tests and benches: 1 (the default) packs the BF16 convs' columns for vdpbf16ps straight from
  * the images (forward and weight gradient), the weight once per call, and has the products
  * write y (and a pointwise conv's dx) themselves; 0 runs the path before (im2col's FP32 columns,
