@@ -263,36 +263,45 @@ END_TEST
 
 /* An FP32 per-image conv's bias written into y by a fill before the product adds to it
  * (strop__conv_bias_fill) gives the rank-1 product's y bit for bit: pointwise convs (k of 64
- * and of 300, past one k block) and a 3x3 one, on images large enough to run an image per
- * product. */
+ * and 256, one k block; 300, past it) and a strided 3x3 one, on images large enough to run an
+ * image per product, with no epilogue, a relu, and a residual sum (both orders) with its
+ * relu. */
 START_TEST(bias_fill_same_bits) {
   static const strop__conv2d_dims cases[] = {
       /* n, c_in, h, w, c_out, kh, kw, sh, sw, ph, pw, dh, dw, groups */
       {2, 64, 40, 40, 96, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 0},
+      {2, 256, 36, 36, 64, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 0},
       {2, 300, 36, 36, 40, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 0},
       {2, 5, 30, 30, 16, 3, 3, 2, 2, 1, 1, 1, 1, 1, 0, 0, 0},
   };
-  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
-    strop__conv2d_dims d = cases[k];
-    strop__conv2d_out_size(&d);
-    const size_t nx = (size_t)(d.n * d.c_in * d.h * d.w),
-                 ny = (size_t)(d.n * d.c_out * d.oh * d.ow);
-    const size_t nw = (size_t)(d.c_out * d.c_in * d.kh * d.kw), nb = (size_t)d.c_out;
-    float *x = malloc(nx * 4), *w = malloc(nw * 4), *b = malloc(nb * 4), *y[2];
-    for (size_t i = 0; i < nx; i++) x[i] = sinf(0.37f * (float)i);
-    for (size_t i = 0; i < nw; i++) w[i] = cosf(0.11f * (float)i) * 0.05f;
-    for (size_t i = 0; i < nb; i++) b[i] = 0.05f * (float)(i % 5) - 0.1f;
-    const size_t ff = strop__conv2d_scratch_floats(&d, 0, 1, NULL);
-    float *sc = aligned_alloc(64, (ff * 4 + 63) / 64 * 64 + 64);
-    for (int c = 0; c < 2; c++) {
-      strop__conv_bias_fill = c;
-      y[c] = malloc(ny * 4);
-      strop__conv2d_forward(&d, x, w, b, y[c], sc, 1, NULL);
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++)
+    for (int e = 0; e < 4; e++) { /* none, relu, r + y then relu, y + r then relu */
+      strop__conv2d_dims d = cases[k];
+      strop__conv2d_out_size(&d);
+      const size_t nx = (size_t)(d.n * d.c_in * d.h * d.w),
+                   ny = (size_t)(d.n * d.c_out * d.oh * d.ow);
+      const size_t nw = (size_t)(d.c_out * d.c_in * d.kh * d.kw), nb = (size_t)d.c_out;
+      float *x = malloc(nx * 4), *w = malloc(nw * 4), *b = malloc(nb * 4), *r = malloc(ny * 4);
+      for (size_t i = 0; i < nx; i++) x[i] = sinf(0.37f * (float)i);
+      for (size_t i = 0; i < nw; i++) w[i] = cosf(0.11f * (float)i) * 0.05f;
+      for (size_t i = 0; i < nb; i++) b[i] = 0.05f * (float)(i % 5) - 0.1f;
+      for (size_t i = 0; i < ny; i++) r[i] = 0.3f * cosf(0.071f * (float)i);
+      strop__conv2d_epilogue ep;
+      memset(&ep, 0, sizeof ep);
+      ep.relu = e > 0;
+      ep.res = e >= 2 ? r : NULL;
+      ep.res_first = e == 2;
+      const size_t ff = strop__conv2d_scratch_floats(&d, 0, 1, e ? &ep : NULL);
+      float *sc = aligned_alloc(64, (ff * 4 + 63) / 64 * 64 + 64), *y[2];
+      for (int c = 0; c < 2; c++) { /* the rank-1 product, the fill */
+        strop__conv_bias_fill = c;
+        y[c] = malloc(ny * 4);
+        strop__conv2d_forward(&d, x, w, b, y[c], sc, 1, e ? &ep : NULL);
+      }
+      strop__conv_bias_fill = 1;
+      ck_assert_msg(!memcmp(y[0], y[1], ny * 4), "case %zu, epilogue %d: y differs", k, e);
+      free(sc), free(x), free(w), free(b), free(r), free(y[0]), free(y[1]);
     }
-    strop__conv_bias_fill = 1;
-    ck_assert_msg(!memcmp(y[0], y[1], ny * 4), "case %zu: y differs", k);
-    free(sc), free(x), free(w), free(b), free(y[0]), free(y[1]);
-  }
 }
 END_TEST
 
