@@ -163,6 +163,43 @@ START_TEST(batched_forward_matches_per_image) {
 }
 END_TEST
 
+/* A conv's inputs in fixed patterns (x, w, b and the output gradient dy) and the sizes of y,
+ * dx, dw and db (cnt[0..3]). */
+typedef struct conv_io {
+  float *x, *w, *b, *dy;
+  size_t cnt[4];
+} conv_io;
+
+static conv_io conv_io_make(const strop__conv2d_dims *d) {
+  conv_io io;
+  const size_t nx = (size_t)(d->n * d->c_in * d->h * d->w),
+               ny = (size_t)(d->n * d->c_out * d->oh * d->ow);
+  const size_t nw = (size_t)(d->c_out * d->c_in * d->kh * d->kw), nb = (size_t)d->c_out;
+  io.x = malloc(nx * 4), io.w = malloc(nw * 4), io.b = malloc(nb * 4), io.dy = malloc(ny * 4);
+  ck_assert(io.x && io.w && io.b && io.dy);
+  for (size_t i = 0; i < nx; i++) io.x[i] = sinf(0.37f * (float)i);
+  for (size_t i = 0; i < nw; i++) io.w[i] = cosf(0.11f * (float)i) * 0.05f;
+  for (size_t i = 0; i < nb; i++) io.b[i] = 0.05f * (float)(i % 5) - 0.1f;
+  for (size_t i = 0; i < ny; i++) io.dy[i] = cosf(0.23f * (float)i + 0.5f);
+  io.cnt[0] = ny, io.cnt[1] = nx, io.cnt[2] = nw, io.cnt[3] = nb;
+  return io;
+}
+
+static void conv_io_free(conv_io *io) { free(io->x), free(io->w), free(io->b), free(io->dy); }
+
+/* The conv's y, dx, dw and db (t[0..3], new) by the forward and backward as the switches
+ * stand, 1 thread. */
+static void conv_io_run(const strop__conv2d_dims *d, const conv_io *io, float *t[4]) {
+  const size_t fl = strop__conv2d_scratch_floats(d, 1, 1, NULL),
+               ff = strop__conv2d_scratch_floats(d, 0, 1, NULL);
+  float *sc = aligned_alloc(64, ((fl > ff ? fl : ff) * 4 + 63) / 64 * 64);
+  t[0] = malloc(io->cnt[0] * 4);
+  for (int q = 1; q < 4; q++) t[q] = calloc(io->cnt[q], 4);
+  strop__conv2d_forward(d, io->x, io->w, io->b, t[0], sc, 1, NULL);
+  strop__conv2d_backward(d, io->x, io->w, io->dy, t[1], t[2], t[3], sc, 1, NULL);
+  free(sc);
+}
+
 /* The default's choice for an FP32 3x3 stride-1 conv of 64 channels: F(4x4, 3x3) from an output
  * of 8 x 8 up, the lowered forward below (ResNet's 7 x 7 stage, where the tiles cover 64 values
  * for 49 and the lowered forward and backward were faster), bit for bit the forced choice's y,
@@ -174,39 +211,24 @@ START_TEST(winograd_default_sides) {
                             1, 1,  1,           1,           1,  0, 0, 0};
     strop__conv2d_out_size(&d);
     const int want = d.oh >= 8 && d.ow >= 8 ? 4 : 0;
-    const size_t nx = (size_t)(d.n * d.c_in * d.h * d.w),
-                 ny = (size_t)(d.n * d.c_out * d.oh * d.ow);
-    const size_t nw = (size_t)(d.c_out * d.c_in * 9), nb = (size_t)d.c_out;
-    float *x = malloc(nx * 4), *w = malloc(nw * 4), *b = malloc(nb * 4), *dy = malloc(ny * 4);
-    for (size_t i = 0; i < nx; i++) x[i] = sinf(0.37f * (float)i);
-    for (size_t i = 0; i < nw; i++) w[i] = cosf(0.11f * (float)i) * 0.05f;
-    for (size_t i = 0; i < nb; i++) b[i] = 0.05f * (float)(i % 5) - 0.1f;
-    for (size_t i = 0; i < ny; i++) dy[i] = cosf(0.23f * (float)i + 0.5f);
+    conv_io io = conv_io_make(&d);
     static const int modes[3] = {-1, 0, 4}; /* the default, lowered, F(4x4) */
     float *v[3][4];
     for (int c = 0; c < 3; c++) {
       strop__conv_winograd = modes[c];
-      const size_t fl = strop__conv2d_scratch_floats(&d, 1, 1, NULL),
-                   ff = strop__conv2d_scratch_floats(&d, 0, 1, NULL);
-      float *sc = aligned_alloc(64, ((fl > ff ? fl : ff) * 4 + 63) / 64 * 64);
-      v[c][0] = malloc(ny * 4), v[c][1] = calloc(nx, 4), v[c][2] = calloc(nw, 4);
-      v[c][3] = calloc(nb, 4);
-      strop__conv2d_forward(&d, x, w, b, v[c][0], sc, 1, NULL);
-      strop__conv2d_backward(&d, x, w, dy, v[c][1], v[c][2], v[c][3], sc, 1, NULL);
-      free(sc);
+      conv_io_run(&d, &io, v[c]);
     }
     strop__conv_winograd = -1;
-    const size_t cnt[4] = {ny, nx, nw, nb};
     const int same = want == 4 ? 2 : 1, other = want == 4 ? 1 : 2;
     for (int q = 0; q < 4; q++)
-      ck_assert_msg(!memcmp(v[0][q], v[same][q], cnt[q] * 4),
+      ck_assert_msg(!memcmp(v[0][q], v[same][q], io.cnt[q] * 4),
                     "%lld x %lld: tensor %d is not the %s path's", (long long)d.oh,
                     (long long)d.ow, q, want ? "Winograd" : "lowered");
-    ck_assert_msg(memcmp(v[0][0], v[other][0], ny * 4), "%lld x %lld: both paths' y agree",
+    ck_assert_msg(memcmp(v[0][0], v[other][0], io.cnt[0] * 4), "%lld x %lld: both paths' y agree",
                   (long long)d.oh, (long long)d.ow);
     for (int c = 0; c < 3; c++)
       for (int q = 0; q < 4; q++) free(v[c][q]);
-    free(x), free(w), free(b), free(dy);
+    conv_io_free(&io);
   }
 }
 END_TEST
@@ -227,36 +249,19 @@ START_TEST(strided_columns_same_bits) {
   for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
     strop__conv2d_dims d = cases[k];
     strop__conv2d_out_size(&d);
-    const size_t nx = (size_t)(d.n * d.c_in * d.h * d.w),
-                 ny = (size_t)(d.n * d.c_out * d.oh * d.ow);
-    const size_t nw = (size_t)(d.c_out * d.c_in * d.kh * d.kw), nb = (size_t)d.c_out;
-    float *x = malloc(nx * 4), *w = malloc(nw * 4), *b = malloc(nb * 4), *dy = malloc(ny * 4);
-    for (size_t i = 0; i < nx; i++) x[i] = sinf(0.37f * (float)i);
-    for (size_t i = 0; i < nw; i++) w[i] = cosf(0.11f * (float)i) * 0.05f;
-    for (size_t i = 0; i < nb; i++) b[i] = 0.05f * (float)(i % 5) - 0.1f;
-    for (size_t i = 0; i < ny; i++) dy[i] = cosf(0.23f * (float)i + 0.5f);
+    conv_io io = conv_io_make(&d);
     float *v[2][4];
     for (int c = 0; c < 2; c++) {
       strop__conv_gather2 = c;
-      const size_t fl = strop__conv2d_scratch_floats(&d, 1, 1, NULL),
-                   ff = strop__conv2d_scratch_floats(&d, 0, 1, NULL);
-      float *sc = aligned_alloc(64, ((fl > ff ? fl : ff) * 4 + 63) / 64 * 64);
-      v[c][0] = malloc(ny * 4), v[c][1] = calloc(nx, 4), v[c][2] = calloc(nw, 4);
-      v[c][3] = calloc(nb, 4);
-      strop__conv2d_forward(&d, x, w, b, v[c][0], sc, 1, NULL);
-      strop__conv2d_backward(&d, x, w, dy, v[c][1], v[c][2], v[c][3], sc, 1, NULL);
-      free(sc);
+      conv_io_run(&d, &io, v[c]);
     }
     strop__conv_gather2 = 1;
-    const size_t cnt[4] = {ny, nx, nw, nb};
     for (int q = 0; q < 4; q++)
-      ck_assert_msg(!memcmp(v[0][q], v[1][q], cnt[q] * 4),
-                    "case %zu (%lld outputs a row): "
-                    "tensor %d differs",
-                    k, (long long)d.ow, q);
+      ck_assert_msg(!memcmp(v[0][q], v[1][q], io.cnt[q] * 4),
+                    "case %zu (%lld outputs a row): tensor %d differs", k, (long long)d.ow, q);
     for (int c = 0; c < 2; c++)
       for (int q = 0; q < 4; q++) free(v[c][q]);
-    free(x), free(w), free(b), free(dy);
+    conv_io_free(&io);
   }
 }
 END_TEST
@@ -278,13 +283,9 @@ START_TEST(bias_fill_same_bits) {
     for (int e = 0; e < 4; e++) { /* none, relu, r + y then relu, y + r then relu */
       strop__conv2d_dims d = cases[k];
       strop__conv2d_out_size(&d);
-      const size_t nx = (size_t)(d.n * d.c_in * d.h * d.w),
-                   ny = (size_t)(d.n * d.c_out * d.oh * d.ow);
-      const size_t nw = (size_t)(d.c_out * d.c_in * d.kh * d.kw), nb = (size_t)d.c_out;
-      float *x = malloc(nx * 4), *w = malloc(nw * 4), *b = malloc(nb * 4), *r = malloc(ny * 4);
-      for (size_t i = 0; i < nx; i++) x[i] = sinf(0.37f * (float)i);
-      for (size_t i = 0; i < nw; i++) w[i] = cosf(0.11f * (float)i) * 0.05f;
-      for (size_t i = 0; i < nb; i++) b[i] = 0.05f * (float)(i % 5) - 0.1f;
+      conv_io io = conv_io_make(&d);
+      const size_t ny = io.cnt[0];
+      float *r = malloc(ny * 4);
       for (size_t i = 0; i < ny; i++) r[i] = 0.3f * cosf(0.071f * (float)i);
       strop__conv2d_epilogue ep;
       memset(&ep, 0, sizeof ep);
@@ -296,11 +297,12 @@ START_TEST(bias_fill_same_bits) {
       for (int c = 0; c < 2; c++) { /* the rank-1 product, the fill */
         strop__conv_bias_fill = c;
         y[c] = malloc(ny * 4);
-        strop__conv2d_forward(&d, x, w, b, y[c], sc, 1, e ? &ep : NULL);
+        strop__conv2d_forward(&d, io.x, io.w, io.b, y[c], sc, 1, e ? &ep : NULL);
       }
       strop__conv_bias_fill = 1;
       ck_assert_msg(!memcmp(y[0], y[1], ny * 4), "case %zu, epilogue %d: y differs", k, e);
-      free(sc), free(x), free(w), free(b), free(r), free(y[0]), free(y[1]);
+      free(sc), free(r), free(y[0]), free(y[1]);
+      conv_io_free(&io);
     }
 }
 END_TEST
