@@ -635,9 +635,8 @@ int strop__conv_gather2 = 1;
 
 /* dst[i] = src[2 i] for i < n: 16 values a time from two loads and one permute, the loads
  * masked so that nothing past src[2 (n - 1)] is read */
-__attribute__((target("avx512f"))) static void gather2_avx512(float *restrict dst,
-                                                              const float *restrict src,
-                                                              int64_t n) {
+__attribute__((target("avx512f"))) static void gather_even(float *restrict dst,
+                                                           const float *restrict src, int64_t n) {
   const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2,
                                         0);
   int64_t i = 0;
@@ -660,9 +659,9 @@ __attribute__((target("avx512f"))) static void gather2_avx512(float *restrict ds
 /* dst[2 i] += src[i] for i < n (col2im of a stride-2 conv), 16 a time: src's values spread to
  * the even lanes and added there only (an odd lane's -0 stays -0), nothing past dst[2 (n - 1)]
  * read or written */
-__attribute__((target("avx512f"))) static void scatter2_add_avx512(float *restrict dst,
-                                                                   const float *restrict src,
-                                                                   int64_t n) {
+__attribute__((target("avx512f"))) static void scatter_even_add(float *restrict dst,
+                                                                const float *restrict src,
+                                                                int64_t n) {
   const __m512i lo_idx = _mm512_set_epi32(0, 7, 0, 6, 0, 5, 0, 4, 0, 3, 0, 2, 0, 1, 0, 0);
   const __m512i hi_idx = _mm512_set_epi32(0, 15, 0, 14, 0, 13, 0, 12, 0, 11, 0, 10, 0, 9, 0, 8);
   for (int64_t i = 0; i < n; i += 16) {
@@ -691,10 +690,10 @@ static int gather2_fast(void) {
   return h && strop__conv_gather2;
 }
 #else
-static void gather2_avx512(float *restrict dst, const float *restrict src, int64_t n) {
+static void gather_even(float *restrict dst, const float *restrict src, int64_t n) {
   for (int64_t i = 0; i < n; i++) dst[i] = src[2 * i];
 }
-static void scatter2_add_avx512(float *restrict dst, const float *restrict src, int64_t n) {
+static void scatter_even_add(float *restrict dst, const float *restrict src, int64_t n) {
   for (int64_t i = 0; i < n; i++) dst[2 * i] += src[i];
 }
 static int gather2_fast(void) { return 0; }
@@ -733,7 +732,7 @@ static void im2col(const strop__conv2d_dims *d, const float *x, float *col, int6
             if (d->sw == 1) {
               memcpy(dst + xlo, src + xlo, sizeof(float) * (size_t)(xhi - xlo));
             } else if (d->sw == 2 && gather2) { /* ResNet's strided convs and stem */
-              gather2_avx512(dst + xlo, src + 2 * xlo, xhi - xlo);
+              gather_even(dst + xlo, src + 2 * xlo, xhi - xlo);
             } else {
               const int64_t s = d->sw;
               for (int64_t ox = xlo; ox < xhi; ox++) dst[ox] = src[ox * s];
@@ -784,7 +783,7 @@ static void col2im(const strop__conv2d_dims *d, float *col, int64_t ld, float *d
           if (d->sw == 1) {
             for (int64_t ox = xlo; ox < xhi; ox++) dst[ox] += src[ox];
           } else if (d->sw == 2 && gather2) {
-            scatter2_add_avx512(dst + 2 * xlo, src + xlo, xhi - xlo);
+            scatter_even_add(dst + 2 * xlo, src + xlo, xhi - xlo);
           } else {
             const int64_t s = d->sw;
             for (int64_t ox = xlo; ox < xhi; ox++) dst[ox * s] += src[ox];
@@ -888,7 +887,7 @@ static void fwd_epilogue(const conv_job *j, int64_t n, float *yn) {
 int strop__conv_bias_fill = 1;
 
 /* y[o][p] = b[o] for o < rows, p < cols: a fill the compiler vectorises (the rank-1 product
- * it stands for, b 1^T, took OpenBLAS 3-4 times as long: 2-5 GFLOP/s on ResNet's 1x1 convs) */
+ * it stands for, b 1^T, ran at 2-5 GFLOP/s through OpenBLAS on ResNet's 1x1 convs) */
 static void bias_fill(float *restrict y, const float *restrict b, int64_t rows, int64_t cols) {
   for (int64_t o = 0; o < rows; o++) {
     const float v = b[o];
