@@ -55,7 +55,9 @@
  * WINO_ROWS=0 PLAN_SCRATCH=0, the step's memory before branch rnmem). DIN_FIRST=ab an input
  * gradient zeroed and added to unless its sole reader writes it, and written by its first
  * writer in the backward (a residual sum's two; strop__din_first_writer), DIN_FIRST=0 zeroed.
- * PLAN_GRADS=ab the parameters' gradients in memory of their own kept from step to step and
+ * ACCUM=n makes each step one of n micro-batches of a window (the trainer's
+ * STROP_TRAIN_ACCUM_STEPS); PLAN_GRADS=ab the parameters' gradients in memory of their own kept
+ * from step to step and
  * planned with the step's activations, in the memory the backward gives back
  * (strop__plan_grads, the same bits), PLAN_GRADS=0 their own. WEIGHTS_OUT=file saves the
  * weights after the steps (safetensors), to compare two runs bit for bit. Frozen and LoRA
@@ -626,6 +628,9 @@ int main(int argc, char **argv) {
   bench_must(strop_optimizer_create(m, STROP_OPTIM_ADAMW, &opt), "optimizer");
   bench_must(strop_optimizer_set_float(opt, STROP_OPT_LR, 1e-4f), "lr");
   bench_must(strop_trainer_create(m, opt, &tr), "trainer");
+  if (getenv("ACCUM")) /* micro-batches a window: each step call is one of them */
+    bench_must(strop_trainer_set_int(tr, STROP_TRAIN_ACCUM_STEPS, atoi(getenv("ACCUM"))),
+               "accum");
   strop_tensor *x = NULL, *y = NULL;
   bench_must(strop_tensor_create(xr, xd, &x), "x");
   bench_must(strop_tensor_create(yr, yd, &y), "y");

@@ -1765,6 +1765,7 @@ typedef struct planned_run {
   size_t n;
   size_t region, grads; /* the step region's bytes; the trainable gradients' */
   int planned;          /* trainable gradients lying in the region after a backward */
+  int window_planned;   /* the same after the trainer's six steps */
 } planned_run;
 
 /* Six steps of wide_rig on x, y (the trainer's own loss, accum micro-batches a step), then a
@@ -1781,6 +1782,7 @@ static planned_run run_planned(int plan, int variant, int accum, int mode, strop
   ck_assert_int_eq(strop_trainer_set_int(r.tr, STROP_TRAIN_ACCUM_STEPS, accum), STROP_OK);
   for (int s = 0; s < 6; s++)
     ck_assert_int_eq(strop_trainer_step(r.tr, x, y, &o.loss[s]), STROP_OK);
+  for (int i = 0; i < r.m->n_params; i++) o.window_planned += r.m->params[i]->grad_planned;
   ck_assert_int_eq(strop_trainer_set_int(r.tr, STROP_TRAIN_ACCUM_STEPS, 1), STROP_OK);
   if (mode == 4) ck_assert_int_eq(strop_optimizer_zero_grad(r.opt), STROP_OK);
   strop_tensor *out = NULL;
@@ -1829,16 +1831,15 @@ static planned_run run_planned(int plan, int variant, int accum, int mode, strop
 /* The parameters' gradients planned with the step's activations, from the backward that first
  * writes them to the step's end (strop__plan_grads, the default), against held in memory of
  * their own from step to step: the same losses, gradients and weights bit for bit — one
- * micro-batch a step, two (whose second forward copies the first's gradients out of the
- * region), a forward in eval mode between a backward and its update (which copies them out
- * too), a host setting or zeroing gradients while a forward awaits its backward (they
+ * micro-batch a step, two (a trainer accumulating micro-batches keeps its gradients apart:
+ * planned, the second forward would copy them out each window), a forward in eval mode
+ * between a backward and its update (which copies them out of the region), a host setting or zeroing gradients while a forward awaits its backward (they
  * leave the plan first: they lie where live activations are), and a host zeroing them before
  * the forward (marked zero, not written: planned again); on the MLP, with a weight tied to
  * another (planned from the first of its uses the backward reaches) and with checkpointed
- * blocks. Planned, every trainable
- * gradient lies in the region after a backward, and the region holds them in less than its
- * size without them plus their bytes (the planning's, also when the host's write took them
- * out of it). */
+ * blocks. Planned, every trainable gradient lies in the region after a backward, and the
+ * region holds them in less than its size without them plus their bytes (the planning's, also
+ * when the host's write took them out of it). */
 START_TEST(gradients_planned_with_activations) {
   strop_dataset *ds = blobs(512, 12);
   strop_tensor *x, *y;
@@ -1856,6 +1857,8 @@ START_TEST(gradients_planned_with_activations) {
         /* three fcs, the norm and the head: weight and bias (one weight fewer tied); none once
          * the host wrote gradients */
         ck_assert_int_eq(b.planned, mode == 2 || mode == 3 ? 0 : variant == 1 ? 9 : 10);
+        /* a trainer accumulating two micro-batches a window keeps its gradients apart */
+        ck_assert_int_eq(b.window_planned, accum == 2 ? 0 : variant == 1 ? 9 : 10);
         fprintf(stderr,
                 "gradients planned (variant %d, accum %d, mode %d): region %zu bytes, apart "
                 "%zu + %zu of gradients\n",

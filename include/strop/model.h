@@ -1053,7 +1053,9 @@ STROP_API STROP_NODISCARD strop_status strop_model_memory_estimate(
  * fusion off, for the trainer and the prediction alike). A training step plans the gradients
  * of trainable parameters with its activations (each from the backward that first writes it
  * to the step's end, in memory the activations have given back by then), and so does the
- * prediction: the step memory is what the step holds beyond the gradients, which count apart.
+ * prediction: the step memory is what the step holds beyond the gradients, which count apart
+ * (not once a trainer of the model accumulates several micro-batches a window:
+ * ::STROP_TRAIN_ACCUM_STEPS above 1 keeps its gradients apart, and the prediction follows).
  * The planning costs about as much
  * compute as a step on 6 samples, and changes nothing in the model (its generator, running
  * statistics, gradients stay as they were; a forward awaiting its backward is dropped).

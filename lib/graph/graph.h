@@ -147,6 +147,10 @@ struct strop_model {
    * planned like the activations, in the memory the backward has given back) */
   unsigned char *region;
   size_t region_cap;
+  /* 1: a training step plans no parameter gradient (strop__plan_grads' default otherwise): set
+   * by a trainer whose windows hold several micro-batches (STROP_TRAIN_ACCUM_STEPS > 1), whose
+   * gradients must outlive the next forward; the step memory's prediction follows it */
+  int grads_apart;
   /* what the last step held, for strop_model_step_memory's account (DEBUG log) */
   struct strop__step_account *account;
   /* the forward's free list at its end (arena; model.c's entries): memory of outputs no one

@@ -1344,7 +1344,8 @@ static strop_status plan_lifetimes(strop_model *m, const uint8_t *keep, int64_t 
    * loss writes its gradients in the backward as well: rows_run). A gradient that holds
    * values (a window's earlier backward, the host's strop_model_set_grad) keeps its own
    * memory. */
-  const int plan_pgrads = dry ? dry == 2 : strop__plan_grads && x->training && !m->probe;
+  const int plan_pgrads = dry ? dry == 2
+                              : strop__plan_grads && !m->grads_apart && x->training && !m->probe;
   for (int k = 0; k < m->n_params; k++) {
     strop__param *p = m->params[k];
     const int free_grad = !p->grad || p->grad_stale;
@@ -1765,7 +1766,7 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
     strop__model_step_end(m);
     return s;
   }
-  if (m->account && m->account->plan_n > 0 && strop__plan_grads && training)
+  if (m->account && m->account->plan_n > 0 && strop__plan_grads && !m->grads_apart && training)
     grads_saved_at(m, keep, &x);
   strop__act ins_local[16];
   for (int i = 0; i < m->n_nodes; i++) {

@@ -201,6 +201,7 @@ static strop_status set_knob(strop_trainer *t, const char *fn, int key, double v
         return strop__err(STROP_E_STATE, "%s: cannot change accumulation in the middle of one",
                           fn);
       t->accum = (int64_t)v;
+      t->m->grads_apart = t->accum > 1; /* as the step memory's prediction reads it */
       break;
     case STROP_TRAIN_SYNC_BATCHNORM: t->sync_bn = (int)v; break;
     default: t->sched_per_epoch = (int)v; break; /* STROP_TRAIN_SCHED_PER_EPOCH */
@@ -508,6 +509,11 @@ static strop_status window_begin(strop_trainer *t) {
   }
   if (t->micro == 0 && ((s = strop__model_zero_grad_lazy(t->m)) || (s = buffers_take(t))))
     return s;
+  /* a window of several micro-batches keeps its gradients apart (planned with the first's
+   * activations, they would be copied out by the second's forward each window), made at its
+   * start, before any forward */
+  t->m->grads_apart = t->accum > 1;
+  if (t->micro == 0 && t->accum > 1 && (s = strop__model_sync_grads(t->m))) return s;
   return STROP_OK;
 }
 
