@@ -59,15 +59,9 @@ static strop_status zero_rows(void *ctx, int64_t r0, int64_t nr, int64_t cols, f
 }
 
 strop_status strop__model_probe_step(strop_model *m, int64_t n, const strop__shape *shape,
-                                     int rows, size_t *arena_peak, size_t *out_bytes) {
-  size_t saved = 0;
-  return strop__model_probe_step_at(m, n, shape, rows, 0, arena_peak, out_bytes, &saved);
-}
-
-strop_status strop__model_probe_step_at(strop_model *m, int64_t n, const strop__shape *shape,
-                                        int rows, int64_t plan_n, size_t *arena_peak,
-                                        size_t *out_bytes, size_t *grads_saved) {
-  *grads_saved = 0;
+                                     int rows, int64_t plan_n, size_t *arena_peak,
+                                     size_t *out_bytes, size_t *grads_saved) {
+  if (grads_saved) *grads_saved = 0;
   if (!shape) shape = &m->in_shape;
   strop_status s = STROP_OK;
   if (m->have_forward) strop__model_step_end(m);
@@ -125,7 +119,7 @@ strop_status strop__model_probe_step_at(strop_model *m, int64_t n, const strop__
     *out_bytes = ob;
   }
   *arena_peak = m->arena.peak + m->region_cap; /* the step's planned region and the rest */
-  *grads_saved = ac.grads_saved;
+  if (grads_saved) *grads_saved = ac.grads_saved;
   if (!s) log_account(&ac, n);
   m->account = NULL;
   strop__model_step_end(m);

@@ -116,8 +116,8 @@ static strop_status plan_figures(const char *fn, strop_model *m, int64_t batch,
    * node where that applies (only one chunk of the output held); the probes hold the
    * gradients apart, and the first plans the step of the batch itself too, for what its
    * gradients planned with its activations save (strop__plan_grads) */
-  s = strop__model_probe_step_at(m, n1, shape, 1, batch, &a1, &o1, &saved);
-  if (!s && n2 != n1) s = strop__model_probe_step(m, n2, shape, 1, &a2, &o2);
+  s = strop__model_probe_step(m, n1, shape, 1, batch, &a1, &o1, &saved);
+  if (!s && n2 != n1) s = strop__model_probe_step(m, n2, shape, 1, 0, &a2, &o2, NULL);
   if (s) {
     strop__err_prefix("%s: planning a step of batch %lld", fn, (long long)batch);
     return s;
