@@ -326,6 +326,64 @@ START_TEST(bf16_backward_tolerance) {
 }
 END_TEST
 
+/* An activation held in BF16 (strop__bf16_compact_par) and widened back
+ * (strop__bf16_expand_par): every value widened rounds to the BF16 its original rounds to, and
+ * has its original's sign and zeroness — also the nonzero values of magnitude at most 2^-134,
+ * which round to zero and are held as a marker; NaN stays NaN; a normal value is held as it
+ * rounds. Over more than one task's run (64K values), at 1 and 2 threads. */
+START_TEST(bf16_compact_keeps_sign) {
+  enum { N = 70000 + 13 };
+  static float x[N], e[N];
+  static uint16_t h[N];
+  static const uint32_t special[] = {
+      0x00000000u, 0x80000000u, 0x00000001u, 0x80000001u, 0x00007fffu, 0x00008000u,
+      0x00008001u, 0x80008000u, 0x80008001u, 0x0000ffffu, 0x00010000u, 0x007fffffu,
+      0x00800000u, 0x3f800000u, 0xbf800000u, 0x7f7fffffu, 0x7f800000u, 0xff800000u,
+      0x7fc00000u, 0x7f800001u, 0xffc00001u, 0x3f808000u, 0x3f818000u, 0x00018000u};
+  const int ns = (int)(sizeof special / sizeof special[0]);
+  uint64_t r = 0x9e3779b97f4a7c15u;
+  for (int i = 0; i < N; i++) {
+    uint32_t u;
+    if (i < ns) u = special[i];
+    else if (i % 3 == 0) u = (uint32_t)(r >> 33) & 0x8000ffffu; /* tiny, either sign */
+    else u = (uint32_t)(r >> 32);
+    r = r * 6364136223846793005u + 1442695040888963407u;
+    memcpy(&x[i], &u, sizeof u);
+  }
+  for (int t = 1; t <= 2; t++) {
+    ck_assert_int_eq(strop_set_num_threads(t), STROP_OK);
+    memset(e, 0, sizeof e);
+    strop__bf16_compact_par(x, h, N);
+    strop__bf16_expand_par(h, e, N);
+    for (int i = 0; i < N; i++) {
+      if (isnan(x[i])) {
+        ck_assert_msg(isnan(e[i]), "value %d: NaN widened to %g", i, (double)e[i]);
+        continue;
+      }
+      ck_assert_msg(strop__bf16_from_f32(e[i]) == strop__bf16_from_f32(x[i]),
+                    "value %d (%a): rounds to %04x, widened %a to %04x", i, (double)x[i],
+                    strop__bf16_from_f32(x[i]), (double)e[i], strop__bf16_from_f32(e[i]));
+      ck_assert_msg(
+          (e[i] > 0) == (x[i] > 0) && (e[i] < 0) == (x[i] < 0) && signbit(e[i]) == signbit(x[i]),
+          "value %d: %a widened to %a", i, (double)x[i], (double)e[i]);
+      const uint32_t a = (uint32_t)(fabsf(x[i]) >= 0x1p-126f);
+      if (a) ck_assert_uint_eq(h[i], strop__bf16_from_f32(x[i]));
+    }
+  }
+  ck_assert_int_eq(strop_set_num_threads(1), STROP_OK);
+  /* the marker is what a tiny nonzero value is held as, and what rounding never makes */
+  const float tiny = 0x1p-140f;
+  strop__bf16_compact_par(&tiny, h, 1);
+  ck_assert_uint_eq(h[0], STROP__BF16_TINY);
+  for (uint32_t u = 0; u < 0x10000u; u++) {
+    const uint32_t bits = u << 16 | 0xffffu; /* as near the marker as a value comes */
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    ck_assert_uint_ne(strop__bf16_from_f32(f) & 0x7fffu, STROP__BF16_TINY);
+  }
+}
+END_TEST
+
 /* The vdpbf16ps kernel on shapes with edges (m, n not multiples of its 4 x 4 tile, k not of
  * 32): against a double sum of the same BF16-rounded operands, to FP32 summation error; B
  * stored [n, k] (the forward) and [k, n] (the backward's input gradient). */
@@ -1513,6 +1571,7 @@ static Suite *suite(void) {
   tcase_add_test(c, int8_group_exact);
   tcase_add_loop_test(c, bf16_dot_tolerance, 0, 2);
   tcase_add_test(c, bf16_kernel_edges);
+  tcase_add_test(c, bf16_compact_keeps_sign);
   tcase_add_test(c, bf16_pack_matches_scalar);
   tcase_add_test(c, bf16_long_k_one_pass);
   tcase_add_test(c, gemv_equals_general_path);

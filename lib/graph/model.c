@@ -1202,12 +1202,16 @@ int strop__compact_acts = 1;
 
 /* Which outputs the step may hold in BF16 between their last reader's forward and their first
  * reader's backward (m->compact, NULL for none): with the model's products in BF16 and the step
- * planned, an output the backward keeps (keep 1) whose every reader is a node of its own (no
- * fused chain, no checkpointed block) that reads it only through products that round it to
- * BF16 (vtable bf16_input), or never (IN_UNREAD), and whose own backward does not read it:
- * BERT's and GPT-2's layer norm outputs before their projections, the projections' q, k and v
- * before the attention. Widened back for the backward, the values those products round are
- * the ones they rounded before: the same bits, and half the bytes kept across the step. */
+ * planned, an output the backward keeps (keep 1), of a node or of a fused chain (not a
+ * checkpointed block's, not one recomputed), whose own unit's backward does not read it or
+ * reads only its sign (vtable out_sign_only: a residual chain's relu select), and whose every
+ * reader reads it only through products that round it to BF16 (vtable bf16_input), or never
+ * in its backward (IN_UNREAD; the sum's other operand a chain reads in its forward): BERT's and
+ * GPT-2's layer norm outputs before their projections, the projections' q, k and v before the
+ * attention, a ResNet block's norm-and-relu outputs and its output before the convs that read
+ * them. Widened back for the backward, the values those products round are the ones they
+ * rounded before, and each keeps its sign (strop__bf16_compact_par): the same bits, and half the
+ * bytes kept across the step. */
 static strop_status compact_plan(strop_model *m, const uint8_t *keep, const strop__exec *x) {
   const int nn = m->n_nodes;
   m->compact = NULL;
@@ -1218,19 +1222,27 @@ static strop_status compact_plan(strop_model *m, const uint8_t *keep, const stro
   if (!c) return strop__err(STROP_E_NOMEM, "forward: out of memory");
   const int *ckf = m->ckpt_first;
   for (int k = 0; k < nn; k++) {
-    const strop__node *nd = &m->nodes[k];
-    c[k] = keep[k] == 1 && !keep_always(m, k) && nd->fused == 0 && !nd->fused_shared &&
-           m->consumers[k] > 0 && !(m->recompute && m->recompute[k]) && !(ckf && ckf[k] >= 0) &&
-           !(m->upstream_trainable[k] && unit_reads_out(m, k, k));
+    int h = k; /* the unit whose output k is: k itself, or the chain ending at k */
+    while (h > 0 && m->nodes[h].fused < 0) h--;
+    const strop__node *hd = &m->nodes[h];
+    const int unit_out = h == k ? hd->fused == 0 : hd->fused > 0 && h + hd->fused == k;
+    const int reads = m->upstream_trainable[h] && unit_reads_out(m, h, k) &&
+                      !(hd->vt->out_sign_only && hd->vt->out_sign_only(hd));
+    c[k] = keep[k] == 1 && !keep_always(m, k) && unit_out && !hd->fused_shared &&
+           m->consumers[k] > 0 && !(m->recompute && m->recompute[k]) &&
+           !(ckf && (ckf[k] >= 0 || ckf[h] >= 0)) && !reads;
   }
   for (int r = 0; r < nn; r++) {
     const strop__node *rd = &m->nodes[r];
     for (int j = 0; j < rd->n_in; j++) {
       const int k = rd->in[j];
       if (k < 0 || !c[k]) continue;
-      c[k] = rd->fused == 0 && !(ckf && ckf[r] >= 0) &&
-             ((rd->vt->flags & STROP__LAYER_IN_UNREAD) ||
-              (rd->vt->bf16_input && rd->vt->bf16_input(rd, x, j)));
+      /* a chain's later node reads only the sum's other operand from outside the chain, in the
+       * chain's forward: its backward reads its first node's inputs alone (keep) */
+      c[k] = !(ckf && ckf[r] >= 0) &&
+             (rd->fused < 0 ||
+              (rd->fused == 0 && ((rd->vt->flags & STROP__LAYER_IN_UNREAD) ||
+                                  (rd->vt->bf16_input && rd->vt->bf16_input(rd, x, j)))));
     }
   }
   m->compact = c;
@@ -1244,8 +1256,8 @@ static void compact_act(strop_model *m, int k) {
   const size_t q = (size_t)PLAN_COMPACT * (size_t)m->n_nodes + (size_t)k;
   if (!m->plan_off || m->plan_off[q] == SIZE_MAX) return;
   strop__act *a = &m->acts[k];
-  strop__bf16_round_par(a->data, (uint16_t *)(void *)(m->plan_base + m->plan_off[q]),
-                        strop__shape_numel(&a->shape) * (size_t)a->n);
+  strop__bf16_compact_par(a->data, (uint16_t *)(void *)(m->plan_base + m->plan_off[q]),
+                          strop__shape_numel(&a->shape) * (size_t)a->n);
   a->data = NULL;
   m->released[k] = STROP__ACT_COMPACT;
 }
@@ -1265,7 +1277,7 @@ static strop_status widen_act(strop_model *m, int k) {
                       "backward: layer '%s': out of memory for %zu bytes of its output "
                       "widened from BF16",
                       m->nodes[k].name, numel * sizeof *f);
-  strop__bf16_widen_par(h, f, numel);
+  strop__bf16_expand_par(h, f, numel);
   m->acts[k].data = f;
   m->released[k] = STROP__ACT_KEPT;
   return STROP_OK;
@@ -1408,11 +1420,13 @@ static strop_status plan_lifetimes(strop_model *m, const uint8_t *keep, int64_t 
   int clock = 2 * nn, prev = nn - 1, open_b0 = -1;
   for (int i = nn - 1; i >= 0; i--) {
     const int d = i + 1;
-    if (d < nn && state[d] == STROP__ACT_KEPT && ctid[d] >= 0 && !keep_always(m, d) &&
-        !m->keep_all) {
-      state[d] = STROP__ACT_RELEASED;
-      blk[ctid[d]].last = clock;
-    }
+    /* the unit the backward has just left: a node, or a fused chain whose output is its last
+     * node's (the backward went from that node to before the chain's first) */
+    for (int e = d; d < nn && e <= d + (m->nodes[d].fused > 0 ? m->nodes[d].fused : 0); e++)
+      if (state[e] == STROP__ACT_KEPT && ctid[e] >= 0 && !keep_always(m, e) && !m->keep_all) {
+        state[e] = STROP__ACT_RELEASED;
+        blk[ctid[e]].last = clock;
+      }
     /* In a recomputed block, the output of a fused chain's last node, which the release above
      * skips (the backward went from the chain's last node to before its first): its readers'
      * backwards and its own have run, nothing reads it again. And when the backward has passed
@@ -1478,8 +1492,9 @@ static strop_status plan_lifetimes(strop_model *m, const uint8_t *keep, int64_t 
     }
     const int t = clock - 1; /* gradients at t + 1, the output's given back at t + 2 */
     clock += 2;
-    for (int j = 0; j < nd->n_in; j++) { /* widen_act, at the first reader's backward */
-      const int k = nd->in[j];
+    /* widen_act, at the first reader's backward (the unit's own, when it reads its output) */
+    for (int j = 0; j <= nd->n_in; j++) {
+      const int k = j < nd->n_in ? nd->in[j] : unit_reads_out(m, first, i) ? i : -1;
       if (k < 0 || tid[PLAN_COMPACT * nn + k] < 0 || tid[PLAN_WIDEN * nn + k] >= 0) continue;
       blk[tid[PLAN_COMPACT * nn + k]].last = t + 1;
       blk[nb] = (strop__arena_block){act_bytes_n(m, k, n), t + 1, INT_MAX, nb, 0};
@@ -2356,17 +2371,19 @@ static strop_status backward_impl(strop_model *m, const float *dout,
     /* Every reader of node i + 1's output (its consumers, after it, and its own backward) is
      * behind us: a stored activation nothing else shares becomes a spare for the gradients
      * still to come. The model's output and a kept activation stay. */
-    const int d = i + 1;
-    if (d < nn && m->released && m->released[d] == STROP__ACT_KEPT && m->acts[d].data &&
-        !keep_always(m, d) && !m->keep_all) {
-      if (!in_plan(m, m->acts[d].data)) {
-        spares[n_spares].p = m->acts[d].data;
-        spares[n_spares++].bytes = strop__shape_numel(&m->acts[d].shape) * sizeof(float) *
-                                   (size_t)m->batch;
+    const int d = i + 1; /* (a fused chain's output is its last node's) */
+    for (int e = d;
+         d < nn && m->released && e <= d + (m->nodes[d].fused > 0 ? m->nodes[d].fused : 0); e++)
+      if (m->released[e] == STROP__ACT_KEPT && m->acts[e].data && !keep_always(m, e) &&
+          !m->keep_all) {
+        if (!in_plan(m, m->acts[e].data)) {
+          spares[n_spares].p = m->acts[e].data;
+          spares[n_spares++].bytes = strop__shape_numel(&m->acts[e].shape) * sizeof(float) *
+                                     (size_t)m->batch;
+        }
+        m->released[e] = STROP__ACT_RELEASED;
+        m->acts[e].data = NULL;
       }
-      m->released[d] = STROP__ACT_RELEASED;
-      m->acts[d].data = NULL;
-    }
     /* (the last node left to the loss gets its gradient a chunk at a time, in rows_run) */
     const int by_rows = loss && i == nn - 1;
     /* the last node of a fused chain: the chain's first node differentiates all of it, also
@@ -2410,6 +2427,11 @@ static strop_status backward_impl(strop_model *m, const float *dout,
         din[j] = NULL;
       }
     }
+    /* the unit's own output, held in BF16, for a backward that reads its sign (out_sign_only)
+     * when no reader's backward has widened it */
+    if (m->released && m->released[i] == STROP__ACT_COMPACT && unit_reads_out(m, first, i) &&
+        (s = widen_act(m, i)))
+      return s;
     /* a fused chain's second input from before it (chain_side): its gradient, which the
      * chain's first node writes when it is the first to, as the chain's sum would have */
     int side_slot;

@@ -445,6 +445,13 @@ strop_status strop__layer_fold_norm(strop__node *n, const strop__param *w, const
   return STROP_OK;
 }
 
+/* Its backward never reads its own output; with a residual sum and its relu after it, the
+ * chain's backward reads the chain's output for the relu's select alone (out <= 0). */
+static int bn_out_sign_only(const strop__node *n) {
+  (void)n;
+  return 1;
+}
+
 const strop__layer_vtable strop__layer_batchnorm1d = {
     .type = "batchnorm1d",
     .doc = "batch normalisation over dim 0 of [C] or [C, L] (torch.nn.BatchNorm1d)",
@@ -461,6 +468,7 @@ const strop__layer_vtable strop__layer_batchnorm1d = {
     .backward = bn_backward,
     .fuse = bn_fuse,
     .scratch = bn_scratch,
+    .out_sign_only = bn_out_sign_only,
 };
 
 const strop__layer_vtable strop__layer_batchnorm2d = {
@@ -479,4 +487,5 @@ const strop__layer_vtable strop__layer_batchnorm2d = {
     .backward = bn_backward,
     .fuse = bn_fuse,
     .scratch = bn_scratch,
+    .out_sign_only = bn_out_sign_only,
 };

@@ -544,6 +544,21 @@ static strop_status conv_backward(strop__node *n, const strop__exec *x, const st
   return STROP_OK;
 }
 
+/* In BF16, x is read by the backward only through the weight gradient's products, which round
+ * it (strop__conv2d_reads_x_rounded: not a depthwise conv's FP32 stencil) — a ResNet block's
+ * input, the output of a norm and relu or of a residual sum, is then held in BF16 from its
+ * last reader's forward to its first reader's backward (graph/model.c, compact_plan). */
+static int conv_bf16_input(const strop__node *n, const strop__exec *x, int slot) {
+  (void)slot;
+  const conv_cfg *c = n->cfg;
+  strop__conv2d_dims d;
+  memset(&d, 0, sizeof d);
+  d.bf16 = x->compute_dtype == STROP__LOWP_BF16;
+  d.c_in = c->in_channels;
+  d.groups = c->groups;
+  return strop__conv2d_reads_x_rounded(&d);
+}
+
 const strop__layer_vtable strop__layer_conv2d = {
     .type = "conv2d",
     .doc = "2-D convolution with zero padding on [C, H, W] (torch.nn.Conv2d)",
@@ -560,4 +575,5 @@ const strop__layer_vtable strop__layer_conv2d = {
     .backward = conv_backward,
     .fuse = conv_fuse,
     .scratch = conv_scratch_bytes,
+    .bf16_input = conv_bf16_input,
 };

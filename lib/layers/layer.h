@@ -672,6 +672,12 @@ struct strop__layer_vtable {
    * hand the backwards its values widened back to FP32: the same bits, half the bytes kept
    * between the two (graph/model.c, compact_plan). NULL: never. */
   int (*bf16_input)(const strop__node *n, const strop__exec *x, int slot);
+  /* Optional: 1 when the backward of the unit this node runs (the node, or the chain its fuse
+   * took) reads the unit's output only for whether each value is positive (a relu's select),
+   * or not at all. That output too may then be held in BF16 between its readers' forwards
+   * and backwards: widened back, each value keeps its sign and zeroness (ops/lowp.h,
+   * strop__bf16_compact_par). NULL: a unit that reads its output reads its values. */
+  int (*out_sign_only)(const strop__node *n);
   /* LoRA adapters for this type, or NULL. */
   const strop__lora_ops *lora;
 };

@@ -304,6 +304,10 @@ static int bf16_mode(const strop__conv2d_dims *d) {
   return d->groups == 1 && strop__bf16_dot_enabled() ? 1 : 2;
 }
 
+int strop__conv2d_reads_x_rounded(const strop__conv2d_dims *d) {
+  return bf16_mode(d) != 0 && !depthwise(d, NULL);
+}
+
 /* vdpbf16ps: a chunk's images run in blocks whose columns lie side by side, [K, nb P], at least
  * BF16_COLS of them (a chunk's share at most), so that one packing of the weight serves the
  * block: ResNet's 14x14 and 7x7 stages would otherwise pack their large weights once per image

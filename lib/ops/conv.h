@@ -186,6 +186,11 @@ void strop__conv2d_forward_filtered(const strop__conv2d_dims *d, const float *x,
 void strop__conv2d_backward(const strop__conv2d_dims *d, const float *x, const float *w,
                             const float *dy, float *dx, float *dw, float *db, float *scratch,
                             int chunks, const strop__conv2d_epilogue *ep);
+/* 1 when d's backward (without an epilogue) reads x only through values rounded to BF16 as
+ * strop__bf16_rne_bits rounds them: its weight gradient's products in BF16 (vdpbf16ps, or the
+ * exact fallback on rounded columns). 0 in FP32, and for a depthwise conv, whose direct stencil
+ * stays FP32. */
+int strop__conv2d_reads_x_rounded(const strop__conv2d_dims *d);
 /* The same, but dx is written outright (its old contents are never read): the graph then need
  * not zero a sole consumer's input gradient first. */
 void strop__conv2d_backward_assign(const strop__conv2d_dims *d, const float *x, const float *w,

@@ -55,28 +55,46 @@ STROP__CLONES void strop__bf16_widen_n(const uint16_t *h, float *out, size_t n) 
   }
 }
 
-/* strop__bf16_round_par / _widen_par: runs of 64K values a task */
+/* strop__bf16_compact_par / _expand_par, n values */
+STROP__CLONES static void compact_n(const float *x, uint16_t *out, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    uint32_t u;
+    memcpy(&u, &x[i], sizeof u);
+    const uint32_t r = strop__bf16_rne_bits(u), a = u & 0x7fffffffu;
+    out[i] = (uint16_t)(a - 1u < 0x8000u ? ((u >> 16) & 0x8000u) | STROP__BF16_TINY : r);
+  }
+}
+
+STROP__CLONES static void expand_n(const uint16_t *h, float *out, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    const uint32_t v = h[i];
+    const uint32_t u = (v & 0x7fffu) == STROP__BF16_TINY ? ((v & 0x8000u) << 16) | 1u : v << 16;
+    memcpy(&out[i], &u, sizeof u);
+  }
+}
+
+/* runs of 64K values a task */
 typedef struct conv_job {
   const void *src;
   void *dst;
   size_t n;
-  int widen;
+  int expand;
 } conv_job;
 
 static void conv_run(void *ctx, int64_t lo, int64_t hi, int chunk) {
   (void)chunk;
   const conv_job *J = ctx;
   const size_t a = (size_t)lo << 16, b = (size_t)hi << 16 < J->n ? (size_t)hi << 16 : J->n;
-  if (J->widen) strop__bf16_widen_n((const uint16_t *)J->src + a, (float *)J->dst + a, b - a);
-  else strop__bf16_round_n((const float *)J->src + a, (uint16_t *)J->dst + a, b - a);
+  if (J->expand) expand_n((const uint16_t *)J->src + a, (float *)J->dst + a, b - a);
+  else compact_n((const float *)J->src + a, (uint16_t *)J->dst + a, b - a);
 }
 
-void strop__bf16_round_par(const float *x, uint16_t *out, size_t n) {
+void strop__bf16_compact_par(const float *x, uint16_t *out, size_t n) {
   conv_job J = {x, out, n, 0};
   strop__par_for((int64_t)((n + 0xffff) >> 16), 4, conv_run, &J);
 }
 
-void strop__bf16_widen_par(const uint16_t *h, float *out, size_t n) {
+void strop__bf16_expand_par(const uint16_t *h, float *out, size_t n) {
   conv_job J = {h, out, n, 1};
   strop__par_for((int64_t)((n + 0xffff) >> 16), 4, conv_run, &J);
 }

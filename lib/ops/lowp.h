@@ -44,10 +44,17 @@ float strop__bf16_to_f32(uint16_t h);
 void strop__bf16_round_n(const float *x, uint16_t *out, size_t n);
 /* BF16 -> FP32 of n values (exact). */
 void strop__bf16_widen_n(const uint16_t *h, float *out, size_t n);
-/* strop__bf16_round_n / strop__bf16_widen_n split across the library's threads (the same
- * bits). */
-void strop__bf16_round_par(const float *x, uint16_t *out, size_t n);
-void strop__bf16_widen_par(const uint16_t *h, float *out, size_t n);
+/* An activation held in BF16 between its readers' forwards and backwards (graph/model.c,
+ * compact_act), split across the library's threads: strop__bf16_compact_par rounds as
+ * strop__bf16_rne_bits, but a nonzero value that rounds to zero (magnitude at most 2^-134) is
+ * held as STROP__BF16_TINY with its sign, a pattern rounding never makes (a signalling NaN);
+ * strop__bf16_expand_par widens it back to the FP32 of magnitude 2^-149 with that sign. The
+ * values expanded then round to the BF16 the originals round to (so a product that rounds its
+ * operands sees the same bits), and each has its original's sign and zeroness (so a backward
+ * that reads only whether a value is positive, a relu's select, sees the same). */
+#define STROP__BF16_TINY 0x7f81u
+void strop__bf16_compact_par(const float *x, uint16_t *out, size_t n);
+void strop__bf16_expand_par(const uint16_t *h, float *out, size_t n);
 
 /* strop__bf16_from_f32 on an FP32's bits, in the low 16 bits: branch-free, so that the loops
  * calling it vectorise */
