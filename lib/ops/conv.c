@@ -533,6 +533,12 @@ static int64_t bwd_lanes_len(const strop__conv2d_dims *d, int64_t nbm) {
   return col_pack_ok(d, nbm) ? r16((int64_t)(lanes_bytes(nbm * d->oh * d->ow) + 3) / 4) : 0;
 }
 
+/* the vdpbf16ps backward's weight and bias gradients' partial sums per chunk: none for one
+ * chunk, which adds into the gradients themselves */
+static int64_t bf16_part_len(const strop__conv2d_dims *d, int chunks) {
+  return chunks > 1 ? part_len(d) : 0;
+}
+
 /* vdpbf16ps, per chunk. Forward: the pool's raw output (epilogue), the block's columns
  * [K, L] and its products [c_out, L] where they are needed (fwd_cols_needed, fwd_cbuf_needed),
  * and the GEMM's work (L = nb P). Backward: the weight and bias
@@ -546,7 +552,8 @@ static int64_t bf16_chunk_len(const strop__conv2d_dims *d, int backward, int chu
   if (!backward)
     return ep_len(d, 0, ep) + (fwd_cols_needed(d, nbm) ? r16(K * L) : 0) +
            (fwd_cbuf_needed(d, nbm, ep) ? r16(CO * L) : 0) + bf16_work(d, chunks, 0);
-  return part_len(d) + ep_len(d, 1, ep) + (bwd_cols_needed(d, nbm) ? r16(K * L) : 0) +
+  return bf16_part_len(d, chunks) + ep_len(d, 1, ep) +
+         (bwd_cols_needed(d, nbm) ? r16(K * L) : 0) +
          r16(CO * L) + bwd_lanes_len(d, nbm) + wbf_dx_len(d, chunks) + bf16_work(d, chunks, 1);
 }
 
@@ -1656,7 +1663,7 @@ static void bf16_bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
   const int64_t nbm = bf16_block(d, j->chunks), Lm = nbm * P;
   const int pw = is_pointwise(d);
   float *part = j->chunk0 + chunk * j->per;
-  float *epa = part + part_len(d);
+  float *epa = part + bf16_part_len(d, j->chunks);
   float *cols = epa + ep_len(d, 1, j->ep);
   float *dyb = cols + (bwd_cols_needed(d, nbm) ? r16(K * Lm) : 0);
   float *lanes = dyb + r16(CO * Lm);
