@@ -553,8 +553,8 @@ static int64_t bf16_chunk_len(const strop__conv2d_dims *d, int backward, int chu
     return ep_len(d, 0, ep) + (fwd_cols_needed(d, nbm) ? r16(K * L) : 0) +
            (fwd_cbuf_needed(d, nbm, ep) ? r16(CO * L) : 0) + bf16_work(d, chunks, 0);
   return bf16_part_len(d, chunks) + ep_len(d, 1, ep) +
-         (bwd_cols_needed(d, nbm) ? r16(K * L) : 0) +
-         r16(CO * L) + bwd_lanes_len(d, nbm) + wbf_dx_len(d, chunks) + bf16_work(d, chunks, 1);
+         (bwd_cols_needed(d, nbm) ? r16(K * L) : 0) + r16(CO * L) + bwd_lanes_len(d, nbm) +
+         wbf_dx_len(d, chunks) + bf16_work(d, chunks, 1);
 }
 
 /* the exact fallback's per-chunk areas (the rounded image, and in the backward the rounded
