@@ -2404,7 +2404,7 @@ END_TEST
  * CNN training whole (batch norm in train mode, max-pool), 5 the CNN with its first conv and
  * norm frozen (folded, with the relu and pool in its epilogue), 6 the linears of 0 with the
  * weight cache off (the trained weights packed per product). */
-enum { ALLOC_MODELS = 7, AN = 6 };
+enum { ALLOC_MODELS = 8, AN = 6 };
 
 static strop_model *alloc_model(int which) {
   strop_model *m = NULL;
@@ -2421,7 +2421,8 @@ static strop_model *alloc_model(int which) {
         {"head", "linear", "out_features=4", NULL},
     };
     m = strop_test_build(2, IN, nodes, 4, 21);
-  } else m = cnn_model(21, which == 5, 0);
+  } else if (which == 7) m = res_model(); /* its block inputs held in BF16 */
+  else m = cnn_model(21, which == 5, 0);
   OK(strop_model_set_compute_dtype(m, STROP_DTYPE_BF16));
   if (which == 6) OK(strop_model_set_weight_cache(m, 0));
   return m;
@@ -2484,7 +2485,7 @@ static float *alloc_state(const arig *r, size_t *n_out) {
 
 static void alloc_batch(int which, float *x, float *y, strop_tensor **tx, strop_tensor **ty) {
   const int64_t yd[1] = {AN};
-  if (which == 4 || which == 5) {
+  if (which == 4 || which == 5 || which == 7) {
     const size_t nx = (size_t)(AN * CIN[0] * CIN[1] * CIN[2]);
     for (size_t i = 0; i < nx; i++)
       x[i] = (float)(sin(0.37 * (double)i) + cos(2.9 * (double)(i * i % 101)));
