@@ -1229,6 +1229,50 @@ static strop_model *block_model(int kind) {
   return m;
 }
 
+/* One training forward of n samples of x with the compaction on or off: exactly the outputs
+ * named in held (NULL-terminated) are held in BF16 at its end when on, none when off; returns
+ * how many are, and the step's planned region in *region. */
+static int held_in_bf16(strop_model *m, const float *x, int64_t n, const char *const *held,
+                        int on, const char *label, size_t *region) {
+  strop__compact_acts = on;
+  const strop__act *o = NULL;
+  OK(strop__model_forward_exec(m, x, n, 1, NULL, &o));
+  *region = m->plan_bytes;
+  int n_held = 0;
+  for (int i = 0; i < m->n_nodes; i++) {
+    const int is = m->released[i] == STROP__ACT_COMPACT;
+    int want = 0;
+    for (int h = 0; held[h]; h++) want |= !strcmp(held[h], m->nodes[i].name);
+    ck_assert_msg(is == (on && want), "%s compact %d: '%s' held in BF16: %d", label, on,
+                  m->nodes[i].name, is);
+    n_held += is;
+  }
+  strop__model_step_end(m);
+  return n_held;
+}
+
+/* Six training steps of off with the compaction off and of on with it on (trainer: train or
+ * train_cnn): the same losses and parameters bit for bit, and they trained; frees both models
+ * and the forced path. */
+static void compact_trains_same_bits(strop_model *on, strop_model *off,
+                                     run (*trainer)(strop_model *, int, double)) {
+  strop__compact_acts = 0;
+  const run b = trainer(off, 6, 1e-2);
+  strop__compact_acts = 1;
+  const run a = trainer(on, 6, 1e-2);
+  strop__bf16_impl = 0;
+  ck_assert_mem_eq(a.loss, b.loss, 6 * sizeof(float));
+  ck_assert_float_ne(a.loss[0], a.loss[5]); /* it trained */
+  ck_assert_int_eq(on->n_params, off->n_params);
+  for (int i = 0; i < on->n_params; i++) {
+    const strop__param *p = on->params[i], *q = off->params[i];
+    ck_assert_str_eq(p->name, q->name);
+    if (p->data) ck_assert_mem_eq(p->data, q->data, p->numel * sizeof(float));
+  }
+  strop_model_free(on);
+  strop_model_free(off);
+}
+
 START_TEST(compact_acts_same_bits) {
   const int kind = _i % 4, threads = 1 + (_i / 4) % 2, path = _i / 8;
   if (path == 0 && !strop__bf16_dot_enabled()) return;
@@ -1248,40 +1292,14 @@ START_TEST(compact_acts_same_bits) {
   inputs(x, 16 * T * D, 0.4);
   size_t region[2];
   strop_model *ms[2] = {off, on};
-  for (int c = 0; c < 2; c++) {
-    strop__compact_acts = c;
-    const strop__act *o = NULL;
-    OK(strop__model_forward_exec(ms[c], x, 16, 1, NULL, &o));
-    region[c] = ms[c]->plan_bytes;
-    int n_held = 0;
-    for (int i = 0; i < ms[c]->n_nodes; i++) {
-      const int is = ms[c]->released[i] == STROP__ACT_COMPACT;
-      int want = 0;
-      for (int h = 0; held[kind][h]; h++) want |= !strcmp(held[kind][h], ms[c]->nodes[i].name);
-      ck_assert_msg(is == (c && want), "kind %d compact %d: '%s' held in BF16: %d", kind, c,
-                    ms[c]->nodes[i].name, is);
-      n_held += is;
-    }
-    ck_assert_int_eq(n_held > 0, c && kind != 3);
-    strop__model_step_end(ms[c]);
-  }
+  char label[16];
+  snprintf(label, sizeof label, "kind %d", kind);
+  for (int c = 0; c < 2; c++)
+    ck_assert_int_eq(held_in_bf16(ms[c], x, 16, held[kind], c, label, &region[c]) > 0,
+                     c && kind != 3);
   if (kind == 3) ck_assert_uint_eq(region[1], region[0]);
   else ck_assert_msg(region[1] < region[0], "planned %zu, in FP32 %zu", region[1], region[0]);
-  strop__compact_acts = 0;
-  run b = train(off, 6, 1e-2);
-  strop__compact_acts = 1;
-  run a = train(on, 6, 1e-2);
-  strop__bf16_impl = 0;
-  ck_assert_mem_eq(a.loss, b.loss, 6 * sizeof(float));
-  ck_assert_float_ne(a.loss[0], a.loss[5]); /* it trained */
-  ck_assert_int_eq(on->n_params, off->n_params);
-  for (int i = 0; i < on->n_params; i++) {
-    const strop__param *p = on->params[i], *q = off->params[i];
-    ck_assert_str_eq(p->name, q->name);
-    if (p->data) ck_assert_mem_eq(p->data, q->data, p->numel * sizeof(float));
-  }
-  strop_model_free(on);
-  strop_model_free(off);
+  compact_trains_same_bits(on, off, train);
   ck_assert_int_eq(strop_set_num_threads(1), STROP_OK);
 }
 END_TEST
@@ -2300,36 +2318,9 @@ START_TEST(compact_conv_acts_same_bits) {
   for (size_t i = 0; i < sizeof x / sizeof x[0]; i++) x[i] = (float)sin(0.37 * (double)i);
   size_t region[2];
   strop_model *ms[2] = {off, on};
-  for (int c = 0; c < 2; c++) {
-    strop__compact_acts = c;
-    const strop__act *o = NULL;
-    OK(strop__model_forward_exec(ms[c], x, N, 1, NULL, &o));
-    region[c] = ms[c]->plan_bytes;
-    for (int i = 0; i < ms[c]->n_nodes; i++) {
-      const int is = ms[c]->released[i] == STROP__ACT_COMPACT;
-      int want = 0;
-      for (int h = 0; held[h]; h++) want |= !strcmp(held[h], ms[c]->nodes[i].name);
-      ck_assert_msg(is == (c && want), "compact %d: '%s' held in BF16: %d", c,
-                    ms[c]->nodes[i].name, is);
-    }
-    strop__model_step_end(ms[c]);
-  }
+  for (int c = 0; c < 2; c++) held_in_bf16(ms[c], x, N, held, c, "resnet", &region[c]);
   ck_assert_msg(region[1] < region[0], "planned %zu, in FP32 %zu", region[1], region[0]);
-  strop__compact_acts = 0;
-  run b = train_cnn(off, 6, 1e-2);
-  strop__compact_acts = 1;
-  run a = train_cnn(on, 6, 1e-2);
-  strop__bf16_impl = 0;
-  ck_assert_mem_eq(a.loss, b.loss, 6 * sizeof(float));
-  ck_assert_float_ne(a.loss[0], a.loss[5]); /* it trained */
-  ck_assert_int_eq(on->n_params, off->n_params);
-  for (int i = 0; i < on->n_params; i++) {
-    const strop__param *p = on->params[i], *q = off->params[i];
-    ck_assert_str_eq(p->name, q->name);
-    if (p->data) ck_assert_mem_eq(p->data, q->data, p->numel * sizeof(float));
-  }
-  strop_model_free(on);
-  strop_model_free(off);
+  compact_trains_same_bits(on, off, train_cnn);
   ck_assert_int_eq(strop_set_num_threads(1), STROP_OK);
 }
 END_TEST
