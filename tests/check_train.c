@@ -1766,13 +1766,15 @@ typedef struct planned_run {
   size_t region, grads; /* the step region's bytes; the trainable gradients' */
   int planned;          /* trainable gradients lying in the region after a backward */
   int window_planned;   /* the same after the trainer's six steps */
+  int first_planned;    /* mode 5: the same after the window's first backward */
 } planned_run;
 
 /* Six steps of wide_rig on x, y (the trainer's own loss, accum micro-batches a step), then a
  * step by the host's halves: its forward, its backward of dout = out / 64, and its update;
  * mode 1: a forward in eval mode between the backward and the update; 2: the host sets
  * head.bias's gradient while the forward awaits its backward (which adds to it); 3: the host
- * zeroes the gradients then; 4: the host zeroes them before the forward. */
+ * zeroes the gradients then; 4: the host zeroes them before the forward; 5: the host's halves
+ * accumulate two micro-batches a window (a forward and backward before this one). */
 static planned_run run_planned(int plan, int variant, int accum, int mode, strop_tensor *x,
                                strop_tensor *y) {
   strop__plan_grads = plan;
@@ -1783,9 +1785,20 @@ static planned_run run_planned(int plan, int variant, int accum, int mode, strop
   for (int s = 0; s < 6; s++)
     ck_assert_int_eq(strop_trainer_step(r.tr, x, y, &o.loss[s]), STROP_OK);
   for (int i = 0; i < r.m->n_params; i++) o.window_planned += r.m->params[i]->grad_planned;
-  ck_assert_int_eq(strop_trainer_set_int(r.tr, STROP_TRAIN_ACCUM_STEPS, 1), STROP_OK);
+  ck_assert_int_eq(strop_trainer_set_int(r.tr, STROP_TRAIN_ACCUM_STEPS, mode == 5 ? 2 : 1),
+                   STROP_OK);
   if (mode == 4) ck_assert_int_eq(strop_optimizer_zero_grad(r.opt), STROP_OK);
   strop_tensor *out = NULL;
+  if (mode == 5) { /* the window's first micro-batch, by the host's halves */
+    ck_assert_int_eq(strop_trainer_forward(r.tr, x, &out), STROP_OK);
+    float *d0 = strop_tensor_data(out);
+    for (int64_t i = 0; i < strop_tensor_numel(out); i++) d0[i] /= 32.0f;
+    ck_assert_int_eq(strop_trainer_backward(r.tr, out), STROP_OK);
+    for (int i = 0; i < r.m->n_params; i++) o.first_planned += r.m->params[i]->grad_planned;
+    ck_assert_int_eq(strop_trainer_apply(r.tr), STROP_OK); /* not yet: one of two */
+    strop_tensor_free(out);
+    out = NULL;
+  }
   ck_assert_int_eq(strop_trainer_forward(r.tr, x, &out), STROP_OK);
   if (mode == 2) { /* where the planned gradients lie, activations are live now */
     const float hb[4] = {0.5f, -0.25f, 0.125f, 1.0f};
@@ -1837,7 +1850,9 @@ static planned_run run_planned(int plan, int variant, int accum, int mode, strop
  * leave the plan first: they lie where live activations are), and a host zeroing them before
  * the forward (marked zero, not written: planned again); on the MLP, with a weight tied to
  * another (planned from the first of its uses the backward reaches) and with checkpointed
- * blocks. Planned, every trainable gradient lies in the region after a backward, and the
+ * blocks; and the host's halves accumulating two micro-batches a window, which keep their
+ * gradients apart as the trainer's steps do. Planned, every trainable gradient lies in the
+ * region after a backward (none after a host's write or in an accumulating window), and the
  * region holds them in less than its size without them plus their bytes (the planning's, also
  * when the host's write took them out of it). */
 START_TEST(gradients_planned_with_activations) {
@@ -1846,7 +1861,7 @@ START_TEST(gradients_planned_with_activations) {
   batch(ds, 0, 512, &x, &y);
   for (int variant = 0; variant <= 2; variant++)
     for (int accum = 1; accum <= 2; accum++)
-      for (int mode = 0; mode <= 4; mode++) {
+      for (int mode = 0; mode <= 5; mode++) {
         planned_run a = run_planned(0, variant, accum, mode, x, y),
                     b = run_planned(1, variant, accum, mode, x, y);
         ck_assert_mem_eq(a.loss, b.loss, sizeof a.loss);
@@ -1856,7 +1871,10 @@ START_TEST(gradients_planned_with_activations) {
         ck_assert_int_eq(a.planned, 0);
         /* three fcs, the norm and the head: weight and bias (one weight fewer tied); none once
          * the host wrote gradients */
-        ck_assert_int_eq(b.planned, mode == 2 || mode == 3 ? 0 : variant == 1 ? 9 : 10);
+        ck_assert_int_eq(b.planned, mode == 2 || mode == 3 || mode == 5 ? 0
+                                    : variant == 1                      ? 9
+                                                                        : 10);
+        ck_assert_int_eq(b.first_planned, 0); /* the host's window too */
         /* a trainer accumulating two micro-batches a window keeps its gradients apart */
         ck_assert_int_eq(b.window_planned, accum == 2 ? 0 : variant == 1 ? 9 : 10);
         fprintf(stderr,
