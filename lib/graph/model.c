@@ -659,6 +659,12 @@ static int unit_reads_out(const strop_model *m, int first, int last) {
   return first != last || !(m->nodes[first].vt->flags & STROP__LAYER_OUT_UNREAD);
 }
 
+/* The first node of the unit node k belongs to: k itself, or the chain k's fuse took it into. */
+static int unit_first(const strop_model *m, int k) {
+  while (k > 0 && m->nodes[k].fused < 0) k--;
+  return k;
+}
+
 static int unit_reads_in(const strop_model *m, int first, int last) {
   const int f = m->nodes[first].vt->flags;
   return first != last ? !(f & STROP__LAYER_IN_UNREAD)
@@ -796,9 +802,7 @@ static strop_status plan_checkpoints(strop_model *m) {
  * the recompute have run. */
 static int ckpt_reads(const strop_model *m, int k, int b1) {
   if (k == b1 || m->nodes[k].fused > 0) return 1;
-  int first = k;
-  while (first > 0 && m->nodes[first].fused < 0) first--;
-  if (unit_reads_out(m, first, k)) return 1;
+  if (unit_reads_out(m, unit_first(m, k), k)) return 1;
   for (int j = k + 1; j <= b1; j++) {
     const strop__node *r = &m->nodes[j];
     if (r->fused < 0) continue;
@@ -1222,8 +1226,7 @@ static strop_status compact_plan(strop_model *m, const uint8_t *keep, const stro
   if (!c) return strop__err(STROP_E_NOMEM, "forward: out of memory");
   const int *ckf = m->ckpt_first;
   for (int k = 0; k < nn; k++) {
-    int h = k; /* the unit whose output k is: k itself, or the chain ending at k */
-    while (h > 0 && m->nodes[h].fused < 0) h--;
+    const int h = unit_first(m, k); /* k's output is its unit's when it is the unit's last */
     const strop__node *hd = &m->nodes[h];
     const int unit_out = h == k ? hd->fused == 0 : hd->fused > 0 && h + hd->fused == k;
     const int reads = m->upstream_trainable[h] && unit_reads_out(m, h, k) &&
@@ -1417,7 +1420,7 @@ static strop_status plan_lifetimes(strop_model *m, const uint8_t *keep, int64_t 
   for (int k = 0; k < nn; k++) /* held in BF16 until a reader's backward widens them */
     if (tid[PLAN_COMPACT * nn + k] >= 0) ctid[k] = tid[PLAN_COMPACT * nn + k];
   has_grad[nn - 1] = 1; /* the loss's, the caller's memory */
-  int clock = 2 * nn, prev = nn - 1, open_b0 = -1;
+  int clock = 2 * nn, open_b0 = -1;
   for (int i = nn - 1; i >= 0; i--) {
     const int d = i + 1;
     /* the unit the backward has just left: a node, or a fused chain whose output is its last
@@ -1427,25 +1430,15 @@ static strop_status plan_lifetimes(strop_model *m, const uint8_t *keep, int64_t 
         state[e] = STROP__ACT_RELEASED;
         blk[ctid[e]].last = clock;
       }
-    /* In a recomputed block, the output of a fused chain's last node, which the release above
-     * skips (the backward went from the chain's last node to before its first): its readers'
-     * backwards and its own have run, nothing reads it again. And when the backward has passed
-     * the block, what is left of it (ckpt_end). */
-    for (int j = d + 1; ckf && j <= prev; j++)
-      if (ckf[j] >= 0 && state[j] == STROP__ACT_KEPT && ctid[j] >= 0) {
-        state[j] = STROP__ACT_RELEASED;
-        blk[ctid[j]].last = clock;
-      }
+    /* when the backward has passed a recomputed block, what is left of it (ckpt_end) */
     for (int j = open_b0; open_b0 > i && j <= m->ckpt_last[open_b0]; j++)
       if (state[j] == STROP__ACT_KEPT && ctid[j] >= 0) {
         state[j] = STROP__ACT_RELEASED;
         blk[ctid[j]].last = clock;
       }
     if (open_b0 > i) open_b0 = -1;
-    prev = i;
     clock++;
-    int first = i;
-    while (first > 0 && m->nodes[first].fused < 0) first--;
+    const int first = unit_first(m, i);
     const strop__node *nd = &m->nodes[first];
     const int head_grad = first != i && nd->fused_shared && has_grad[first];
     if (m->nodes[i].fused > 0 || !m->upstream_trainable[i] || (!has_grad[i] && !head_grad)) {
@@ -2388,8 +2381,7 @@ static strop_status backward_impl(strop_model *m, const float *dout,
     const int by_rows = loss && i == nn - 1;
     /* the last node of a fused chain: the chain's first node differentiates all of it, also
      * when only the first node's own output (shared) got a gradient */
-    int first = i;
-    while (first > 0 && m->nodes[first].fused < 0) first--;
+    const int first = unit_first(m, i);
     strop__node *nd = &m->nodes[first];
     const float *head_grad = first != i && nd->fused_shared ? m->grads[first] : NULL;
     if (m->nodes[i].fused > 0 || !m->upstream_trainable[i] ||
