@@ -2308,6 +2308,7 @@ START_TEST(compact_conv_acts_same_bits) {
   if (path == 0 && !strop__bf16_dot_enabled()) return;
   ck_assert_int_eq(strop_set_num_threads(threads), STROP_OK);
   strop__bf16_impl = path;
+  strop__compact_centred = 0; /* the norms' inputs kept (compact_norm_inputs_close) */
   strop_model *on = res_model(), *off = NULL;
   OK(strop_model_set_compute_dtype(on, STROP_DTYPE_BF16));
   OK(strop_model_clone(on, &off));
@@ -2321,6 +2322,110 @@ START_TEST(compact_conv_acts_same_bits) {
   for (int c = 0; c < 2; c++) held_in_bf16(ms[c], x, N, held, c, "resnet", &region[c]);
   ck_assert_msg(region[1] < region[0], "planned %zu, in FP32 %zu", region[1], region[0]);
   compact_trains_same_bits(on, off, train_cnn);
+  strop__compact_centred = 1;
+  ck_assert_int_eq(strop_set_num_threads(1), STROP_OK);
+}
+END_TEST
+
+/* relative L2 distance of b from a over n values */
+static double rel_l2(const float *a, const float *b, size_t n) {
+  double d2 = 0, n2 = 0;
+  for (size_t i = 0; i < n; i++) {
+    d2 += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+    n2 += (double)a[i] * a[i];
+  }
+  return n2 > 0 ? sqrt(d2 / n2) : sqrt(d2);
+}
+
+/* A ResNet's batch norms' inputs, its convs' outputs, held in BF16 as their deviations from the
+ * norms' batch means (compact_plan's centred holding, strop__compact_centred) and read so by
+ * the norms' backwards (strop__bn_res.dev), the fused relus' selects taken from the chains'
+ * outputs. On res_model at 1 and 2 threads, on both paths: every conv output is held too (the
+ * depthwise conv's as well: a norm reads it) and the planned region shrinks again; each
+ * weight's gradient stays within 2% of FP32's in relative L2 norm (cnn_gradcheck's bound) and
+ * within 1.5 times (plus 0.002) the distance of the BF16 step that keeps them in FP32, and
+ * differs from that step's (it ran); twelve Adam steps follow that step's losses within 0.03
+ * (cnn_finetune_close's bound). */
+START_TEST(compact_norm_inputs_close) {
+  const int threads = 1 + _i % 2, path = _i / 2;
+  if (path == 0 && !strop__bf16_dot_enabled()) return;
+  ck_assert_int_eq(strop_set_num_threads(threads), STROP_OK);
+  strop__bf16_impl = path;
+  strop_model *f = res_model(), *on = NULL, *off = NULL;
+  OK(strop_model_clone(f, &on));
+  OK(strop_model_clone(f, &off));
+  OK(strop_model_set_compute_dtype(on, STROP_DTYPE_BF16));
+  OK(strop_model_set_compute_dtype(off, STROP_DTYPE_BF16));
+  static const char *const kept[] = {"r1",    "b0.r1", "b0.r2", "b0.out",
+                                     "b1.r1", "b1.r2", "b2.r",  NULL};
+  static const char *const held[] = {"c1",    "r1",    "b0.c1",  "b0.r1", "b0.c2", "b0.r2",
+                                     "b0.c3", "b0.dc", "b0.out", "b1.c1", "b1.r1", "b1.c2",
+                                     "b1.r2", "b1.c3", "b2.dw",  "b2.r",  NULL};
+  enum { N = 16, NP = 6 };
+  static float x[N * 3 * 12 * 12], dout[N * CCLASSES], y[N * CCLASSES];
+  for (size_t i = 0; i < sizeof x / sizeof x[0]; i++)
+    x[i] = (float)(sin(0.37 * (double)i) + cos(2.9 * (double)(i * i % 101)));
+  fill(dout, N * CCLASSES, 0.9);
+  size_t region[2];
+  strop__compact_centred = 0;
+  held_in_bf16(off, x, N, kept, 1, "resnet, norms' inputs kept", &region[0]);
+  strop__compact_centred = 1;
+  held_in_bf16(on, x, N, held, 1, "resnet, norms' inputs held", &region[1]);
+  ck_assert_msg(region[1] < region[0], "planned %zu, with the norms' inputs in FP32 %zu",
+                region[1], region[0]);
+  static const char *const names[NP] = {"c1.weight",    "bn1.weight",   "b0.c2.weight",
+                                        "b0.dc.weight", "b1.c3.weight", "head.weight"};
+  float *g[3][NP];
+  strop_model *ms[3] = {f, off, on};
+  for (int v = 0; v < 3; v++) {
+    for (int k = 0; k < NP; k++) {
+      strop_tensor *t = NULL;
+      OK(strop_model_tensor_view(f, names[k], &t));
+      g[v][k] = malloc((size_t)strop_tensor_numel(t) * sizeof(float));
+      strop_tensor_free(t);
+    }
+    strop__compact_centred = v == 2;
+    cnn_grads(ms[v], x, N, dout, names, NP, g[v], y);
+  }
+  for (int k = 0; k < NP; k++) {
+    strop_tensor *t = NULL;
+    OK(strop_model_tensor_view(f, names[k], &t));
+    const size_t cnt = (size_t)strop_tensor_numel(t);
+    strop_tensor_free(t);
+    const double e_off = rel_l2(g[0][k], g[1][k], cnt), e_on = rel_l2(g[0][k], g[2][k], cnt);
+    const double apart = rel_l2(g[1][k], g[2][k], cnt);
+    if (getenv("STROP_COMPUTE_VERBOSE"))
+      fprintf(stderr, "threads %d path %d %s: from FP32 %g held, %g kept; held from kept %g\n",
+              threads, path, names[k], e_on, e_off, apart);
+    ck_assert_msg(e_on <= 1.5 * e_off + 0.002,
+                  "%s: relative error %g with the norms' inputs held, %g kept", names[k], e_on,
+                  e_off);
+    if (k == NP - 1) /* the head's, before any norm in the backward */
+      ck_assert_msg(apart == 0, "%s: held and kept %g apart", names[k], apart);
+    else
+      ck_assert_msg(apart > 0 && apart <= 0.1 * e_off, "%s: held %g from kept, kept %g from FP32",
+                    names[k], apart, e_off);
+  }
+  for (int v = 0; v < 3; v++)
+    for (int k = 0; k < NP; k++) free(g[v][k]);
+  strop_model_free(f);
+  strop_model_free(on);
+  strop_model_free(off);
+  /* twelve steps from the same start, held and kept */
+  on = res_model();
+  OK(strop_model_set_compute_dtype(on, STROP_DTYPE_BF16));
+  OK(strop_model_clone(on, &off));
+  strop__compact_centred = 0;
+  const run b = train_cnn(off, 12, 1e-2);
+  strop__compact_centred = 1;
+  const run a = train_cnn(on, 12, 1e-2);
+  double worst = 0;
+  for (int s = 0; s < 12; s++) worst = fmax(worst, fabs((double)a.loss[s] - b.loss[s]));
+  ck_assert_msg(worst <= 0.03, "losses apart by %g", worst);
+  ck_assert_float_ne(a.loss[0], a.loss[11]);
+  strop_model_free(on);
+  strop_model_free(off);
+  strop__bf16_impl = 0;
   ck_assert_int_eq(strop_set_num_threads(1), STROP_OK);
 }
 END_TEST
@@ -2597,6 +2702,7 @@ static Suite *suite(void) {
   tcase_add_loop_test(c, weight_cache_same_bits, 0, 16);
   tcase_add_loop_test(c, compact_acts_same_bits, 0, 16);
   tcase_add_loop_test(c, compact_conv_acts_same_bits, 0, 4);
+  tcase_add_loop_test(c, compact_norm_inputs_close, 0, 4);
   tcase_add_test(c, attention_setting);
   tcase_add_test(c, loss_exponentials_follow_the_dtype);
   suite_add_tcase(s, c);

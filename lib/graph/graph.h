@@ -20,6 +20,10 @@ enum {
  * BF16 products read in BF16 between their forward and backward (model.c, compact_plan), 0
  * keeps them in FP32: the same bits. */
 extern int strop__compact_acts;
+/* Tests and benches: 1 (the default) lets such a step hold a batch norm's input in BF16 around
+ * its batch mean, for the norm's backward (vtable bf16_centred), 0 keeps it in FP32: the BF16
+ * step's numbers of before, at more memory. */
+extern int strop__compact_centred;
 
 /* What a training step's memory was made of, by kind: filled by the forward and the backward
  * while a model's `account` points at one (strop_model_step_memory's planning logs it). */
@@ -134,8 +138,11 @@ struct strop_model {
   /* per node (arena, from the forward until the step ends; NULL for none): 1 when its output
    * is held in BF16 from its last reader's forward to its first reader's backward
    * (model.c, compact_plan; released[i] is STROP__ACT_COMPACT meanwhile), at
-   * plan_off[7 n_nodes + i], and widened back at plan_off[8 n_nodes + i] */
+   * plan_off[7 n_nodes + i], and widened back at plan_off[8 n_nodes + i]; 2 when it is held
+   * so around a centre per channel for its sole reader (vtable bf16_centred), whose values
+   * compact_centre[i] points at from that reader's forward on */
   uint8_t *compact;
+  const float **compact_centre;
   unsigned char *plan_base;
   size_t *plan_off;
   size_t *plan_scratch;

@@ -1203,6 +1203,7 @@ enum {
 };
 
 int strop__compact_acts = 1;
+int strop__compact_centred = 1;
 
 /* Which outputs the step may hold in BF16 between their last reader's forward and their first
  * reader's backward (m->compact, NULL for none): with the model's products in BF16 and the step
@@ -1215,10 +1216,13 @@ int strop__compact_acts = 1;
  * attention, a ResNet block's norm-and-relu outputs and its output before the convs that read
  * them. Widened back for the backward, the values those products round are the ones they
  * rounded before, and each keeps its sign (strop__bf16_compact_par): the same bits, and half the
- * bytes kept across the step. */
+ * bytes kept across the step. Such an output whose sole reader takes it held around a centre per
+ * channel (vtable bf16_centred: a ResNet's conv outputs before their batch norms) is held so
+ * (2): close to the values, not them (strop__compact_centred). */
 static strop_status compact_plan(strop_model *m, const uint8_t *keep, const strop__exec *x) {
   const int nn = m->n_nodes;
   m->compact = NULL;
+  m->compact_centre = NULL;
   if (!strop__compact_acts || x->compute_dtype != STROP__LOWP_BF16 || m->keep_all ||
       !memory_plan_on())
     return STROP_OK;
@@ -1235,6 +1239,7 @@ static strop_status compact_plan(strop_model *m, const uint8_t *keep, const stro
            m->consumers[k] > 0 && !(m->recompute && m->recompute[k]) &&
            !(ckf && (ckf[k] >= 0 || ckf[h] >= 0)) && !reads;
   }
+  int centred = 0;
   for (int r = 0; r < nn; r++) {
     const strop__node *rd = &m->nodes[r];
     for (int j = 0; j < rd->n_in; j++) {
@@ -1242,12 +1247,19 @@ static strop_status compact_plan(strop_model *m, const uint8_t *keep, const stro
       if (k < 0 || !c[k]) continue;
       /* a chain's later node reads only the sum's other operand from outside the chain, in the
        * chain's forward: its backward reads its first node's inputs alone (keep) */
-      c[k] = !(ckf && ckf[r] >= 0) &&
-             (rd->fused < 0 ||
-              (rd->fused == 0 && ((rd->vt->flags & STROP__LAYER_IN_UNREAD) ||
-                                  (rd->vt->bf16_input && rd->vt->bf16_input(rd, x, j)))));
+      const int exact = rd->fused < 0 || (rd->fused == 0 &&
+                                          ((rd->vt->flags & STROP__LAYER_IN_UNREAD) ||
+                                           (rd->vt->bf16_input && rd->vt->bf16_input(rd, x, j))));
+      const int around = strop__compact_centred && m->consumers[k] == 1 && rd->fused >= 0 &&
+                         j == 0 && m->run_shapes[k].rank >= 1 && rd->vt->bf16_centred &&
+                         rd->vt->bf16_centred(rd, x, j, NULL);
+      c[k] = ckf && ckf[r] >= 0 ? 0 : exact ? 1 : around ? 2 : 0;
+      centred |= c[k] == 2;
     }
   }
+  if (centred &&
+      !(m->compact_centre = strop__arena_calloc(&m->arena, (size_t)nn * sizeof(float *))))
+    return strop__err(STROP_E_NOMEM, "forward: out of memory");
   m->compact = c;
   return STROP_OK;
 }
@@ -1255,14 +1267,28 @@ static strop_status compact_plan(strop_model *m, const uint8_t *keep, const stro
 /* Node k's output, whose last reader's forward has run, rounded to BF16 where the plan put it
  * (PLAN_COMPACT) and its FP32 memory given up; left as it is where the plan has no place for
  * it (a step too large to plan). */
-static void compact_act(strop_model *m, int k) {
+static strop_status compact_act(strop_model *m, int k, int reader, int slot,
+                                const strop__exec *x) {
   const size_t q = (size_t)PLAN_COMPACT * (size_t)m->n_nodes + (size_t)k;
-  if (!m->plan_off || m->plan_off[q] == SIZE_MAX) return;
+  if (!m->plan_off || m->plan_off[q] == SIZE_MAX) return STROP_OK;
   strop__act *a = &m->acts[k];
-  strop__bf16_compact_par(a->data, (uint16_t *)(void *)(m->plan_base + m->plan_off[q]),
-                          strop__shape_numel(&a->shape) * (size_t)a->n);
+  uint16_t *h = (uint16_t *)(void *)(m->plan_base + m->plan_off[q]);
+  const size_t per = strop__shape_numel(&a->shape), numel = per * (size_t)a->n;
+  if (m->compact[k] == 2) { /* around its sole reader's centres, one per channel */
+    const strop__node *rd = &m->nodes[reader];
+    const float *ctr = NULL;
+    if (!rd->vt->bf16_centred(rd, x, slot, &ctr) || !ctr)
+      return strop__err(STROP_E_INTERNAL, "forward: layer '%s' gave no centres for its input",
+                        rd->name);
+    const size_t ch = (size_t)a->shape.d[0];
+    m->compact_centre[k] = ctr;
+    strop__bf16_compact_centred_par(a->data, h, (size_t)a->n * ch, per / ch, ch, ctr);
+  } else {
+    strop__bf16_compact_par(a->data, h, numel);
+  }
   a->data = NULL;
   m->released[k] = STROP__ACT_COMPACT;
+  return STROP_OK;
 }
 
 /* Node k's output held in BF16, widened back to FP32 (exactly) for its readers' backwards:
@@ -1488,7 +1514,9 @@ static strop_status plan_lifetimes(strop_model *m, const uint8_t *keep, int64_t 
     /* widen_act, at the first reader's backward (the unit's own, when it reads its output) */
     for (int j = 0; j <= nd->n_in; j++) {
       const int k = j < nd->n_in ? nd->in[j] : unit_reads_out(m, first, i) ? i : -1;
-      if (k < 0 || tid[PLAN_COMPACT * nn + k] < 0 || tid[PLAN_WIDEN * nn + k] >= 0) continue;
+      if (k < 0 || tid[PLAN_COMPACT * nn + k] < 0 || tid[PLAN_WIDEN * nn + k] >= 0 ||
+          m->compact[k] == 2) /* read as it is held */
+        continue;
       blk[tid[PLAN_COMPACT * nn + k]].last = t + 1;
       blk[nb] = (strop__arena_block){act_bytes_n(m, k, n), t + 1, INT_MAX, nb, 0};
       tid[PLAN_WIDEN * nn + k] = ctid[k] = nb++;
@@ -1877,7 +1905,10 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
     for (int j = 0; j <= nd->n_in; j++) {
       const int k = j < nd->n_in ? nd->in[j] : ks;
       if (k < 0 || --left[k] > 0 || m->released[k]) continue;
-      if (m->compact && m->compact[k]) compact_act(m, k); /* (keep[k] is 1) */
+      if (m->compact && m->compact[k] && (s = compact_act(m, k, i, j, &x))) { /* keep[k] 1 */
+        strop__model_step_end(m);
+        return s;
+      }
       if (keep[k]) continue;
       m->released[k] = STROP__ACT_RELEASED; /* its last reader has run, no backward reads it */
       if (in_plan(m, m->acts[k].data)) continue; /* the plan has its memory taken already */
@@ -2391,6 +2422,7 @@ static strop_status backward_impl(strop_model *m, const float *dout,
         (s = ckpt_recompute(m, m->ckpt_first[i], i, &x, spares, &n_spares, gbytes, &reg)))
       return s;
     x.din_assign = 0;
+    x.centred_in = NULL;
     float **din = nd->n_in <= 16 ? din_local
                                  : strop__arena_alloc(&m->arena, (size_t)nd->n_in * sizeof *din);
     if (!din) return strop__err(STROP_E_NOMEM, "backward: out of memory");
@@ -2401,8 +2433,12 @@ static strop_status backward_impl(strop_model *m, const float *dout,
     if (!ins) return strop__err(STROP_E_NOMEM, "backward: out of memory");
     for (int j = 0; j < nd->n_in; j++) {
       int k = nd->in[j];
-      if (k >= 0 && m->released && m->released[k] == STROP__ACT_COMPACT && (s = widen_act(m, k)))
-        return s;
+      if (k >= 0 && m->released && m->released[k] == STROP__ACT_COMPACT) {
+        if (m->compact[k] == 2) /* read as it is held (vtable bf16_centred: slot 0) */
+          x.centred_in = (const uint16_t *)(const void *)(m->plan_base +
+                                                          m->plan_off[PLAN_COMPACT * nn + k]);
+        else if ((s = widen_act(m, k))) return s;
+      }
       ins[j] = k < 0 ? m->input : m->acts[k];
       /* the first consumer to write it (in the backward's order) can write it outright when
        * its layer says so (din_assign's bit j): the zeroing is skipped, the others add to it */

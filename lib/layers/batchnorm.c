@@ -269,6 +269,13 @@ static strop_status bn_backward(strop__node *n, const strop__exec *x, const stro
                       .out = res && c->res == 2 ? out->data : NULL,
                       .dr = res ? x->fused_side_grad : NULL,
                       .dr_assign = x->fused_side_assign};
+  const strop__bn_res *rp = res ? &rs : NULL;
+  const float *ab = sv->relu_ab;
+  if (x->centred_in) { /* x - mean held in BF16 (bn_bf16_centred): the relu's select from out */
+    rs.dev = x->centred_in;
+    rp = &rs;
+    if (ab) rs.relu = 1, rs.out = out->data, ab = NULL;
+  }
   if (!dg && !dbt && !din[0] && !rs.dr) return STROP_OK;
   if (res) { /* without it (out of memory) the dot pass reads as before: the same bits */
     const size_t fl = bn_stage_floats(n, x->nthreads, N, l);
@@ -278,8 +285,8 @@ static strop_status bn_backward(strop__node *n, const strop__exec *x, const stro
     double *sums = strop__arena_alloc(x->arena, 2 * (size_t)C * sizeof(double));
     if (!sums)
       return strop__err(STROP_E_NOMEM, "layer '%s' (%s): out of memory", n->name, n->vt->type);
-    strop__batchnorm_dots(N, C, l, in[0].data, dout, sv->relu_ab, sv->mean, sv->invstd, dg, dbt,
-                          sums, sums + C, res ? &rs : NULL);
+    strop__batchnorm_dots(N, C, l, in[0].data, dout, ab, sv->mean, sv->invstd, dg, dbt, sums,
+                          sums + C, rp);
     if (!din[0]) return STROP_OK; /* (the same on every process: the same graph) */
     strop_status s = group_sum(n, x, sums, 2 * C);
     if (s) return s;
@@ -287,17 +294,15 @@ static strop_status bn_backward(strop__node *n, const strop__exec *x, const stro
       if (x->din_assign) memset(din[0], 0, (size_t)(N * C * l) * sizeof(float));
       return STROP_OK;
     }
-    strop__batchnorm_backward_sums(N, C, l, in[0].data, dout, sv->relu_ab, gamma, sv->mean,
-                                   sv->invstd, sums, sums + C, sv->count, din[0], x->din_assign,
-                                   res ? &rs : NULL);
+    strop__batchnorm_backward_sums(N, C, l, in[0].data, dout, ab, gamma, sv->mean, sv->invstd,
+                                   sums, sums + C, sv->count, din[0], x->din_assign, rp);
   } else if (sv->batch_stats) {
-    strop__batchnorm_backward_train(N, C, l, in[0].data, dout, sv->relu_ab, gamma, sv->mean,
-                                    sv->invstd, din[0], dg, dbt, x->din_assign, res ? &rs : NULL);
+    strop__batchnorm_backward_train(N, C, l, in[0].data, dout, ab, gamma, sv->mean, sv->invstd,
+                                    din[0], dg, dbt, x->din_assign, rp);
   } else {
     strop__param *rm = strop__node_p(n, RM), *rv = strop__node_p(n, RV);
-    strop__batchnorm_backward_eval(N, C, l, in[0].data, dout, sv->relu_ab, gamma, rm->data,
-                                   rv->data, c->eps, din[0], dg, dbt, x->din_assign,
-                                   res ? &rs : NULL);
+    strop__batchnorm_backward_eval(N, C, l, in[0].data, dout, ab, gamma, rm->data, rv->data,
+                                   c->eps, din[0], dg, dbt, x->din_assign, rp);
   }
   return STROP_OK;
 }
@@ -445,8 +450,22 @@ strop_status strop__layer_fold_norm(strop__node *n, const strop__param *w, const
   return STROP_OK;
 }
 
+/* Its train-mode backward reads its input as (x - mean) invstd, from the batch mean, which the
+ * input may be held around (strop__layer_vtable.bf16_centred); its fused relu's select then
+ * comes from the chain's output. */
+static int bn_bf16_centred(const strop__node *n, const strop__exec *x, int slot,
+                           const float **centre) {
+  const bn_cfg *c = n->cfg;
+  const bn_saved *sv = n->saved;
+  if (slot != 0 || !(!c->track_running_stats || (x->training && !n->frozen_stats))) return 0;
+  if (!centre) return 1;
+  *centre = sv && sv->batch_stats ? sv->mean : NULL;
+  return *centre != NULL;
+}
+
 /* Its backward never reads its own output; with a residual sum and its relu after it, the
- * chain's backward reads the chain's output for the relu's select alone (out <= 0). */
+ * chain's backward reads the chain's output for the relu's select alone (out <= 0), and so
+ * with the relu after it when its input was held around its mean. */
 static int bn_out_sign_only(const strop__node *n) {
   (void)n;
   return 1;
@@ -468,6 +487,7 @@ const strop__layer_vtable strop__layer_batchnorm1d = {
     .backward = bn_backward,
     .fuse = bn_fuse,
     .scratch = bn_scratch,
+    .bf16_centred = bn_bf16_centred,
     .out_sign_only = bn_out_sign_only,
 };
 
@@ -487,5 +507,6 @@ const strop__layer_vtable strop__layer_batchnorm2d = {
     .backward = bn_backward,
     .fuse = bn_fuse,
     .scratch = bn_scratch,
+    .bf16_centred = bn_bf16_centred,
     .out_sign_only = bn_out_sign_only,
 };

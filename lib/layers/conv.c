@@ -564,7 +564,9 @@ const strop__layer_vtable strop__layer_conv2d = {
     .doc = "2-D convolution with zero padding on [C, H, W] (torch.nn.Conv2d)",
     .cfg_size = sizeof(conv_cfg),
     .n_inputs = 1,
-    .flags = STROP__LAYER_FOLD_CF | STROP__LAYER_ASSIGNS_DIN,
+    /* alone (no chain fused) the backward reads x, the weight and dy, never y: only an
+     * epilogue's relu or pool reads y, and its fuse sets one in a chain alone */
+    .flags = STROP__LAYER_FOLD_CF | STROP__LAYER_ASSIGNS_DIN | STROP__LAYER_OUT_UNREAD,
     .options = OPTIONS,
     .params = PARAMS,
     .check = conv_check,

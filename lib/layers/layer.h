@@ -253,6 +253,9 @@ typedef struct strop__exec {
    * backward), else added to; fused_side_slot as in its forward */
   float *fused_side_grad;
   int fused_side_assign;
+  /* backward: input 0 held in BF16 around its centres (vtable bf16_centred), as its deviations
+   * from them (strop__bf16_compact_centred_par; in[0].data NULL then); NULL otherwise */
+  const uint16_t *centred_in;
   /* a data-parallel training step's group when batch statistics are summed over it
    * (strop__group), or NULL: each process's own rows */
   const strop__group *group;
@@ -672,6 +675,18 @@ struct strop__layer_vtable {
    * hand the backwards its values widened back to FP32: the same bits, half the bytes kept
    * between the two (graph/model.c, compact_plan). NULL: never. */
   int (*bf16_input)(const strop__node *n, const strop__exec *x, int slot);
+  /* Optional: 1 when, in a step run with x's settings, the backward may read input 0, an
+   * activation of per-sample shape [C, ...], as its deviations from a centre per channel held
+   * in BF16 (x->centred_in: strop__bf16_compact_centred_par), not as its values. The layer takes
+   * that rounding (a batch norm's train-mode backward, which reads x - mean from its batch mean,
+   * the centre: the deviation keeps 8 significant bits, where autocast's BF16 input keeps them
+   * for x itself) and reads nothing its forward decided from x back from x (the fused relu's
+   * select comes from the unit's output then). The graph holds it so when this node is the
+   * input's sole reader (graph/model.c, compact_plan). Asked with centre NULL when the step is
+   * planned, and after the forward with centre non-NULL for the C values, which must stay valid
+   * until the step ends (0 and NULL when it has none after all). slot: the input; only 0 is
+   * ever held so. NULL: never. */
+  int (*bf16_centred)(const strop__node *n, const strop__exec *x, int slot, const float **centre);
   /* Optional: 1 when the backward of the unit this node runs (the node, or the chain its fuse
    * took) reads the unit's output only for whether each value is positive (a relu's select),
    * or not at all. That output too may then be held in BF16 between its readers' forwards

@@ -99,6 +99,41 @@ void strop__bf16_expand_par(const uint16_t *h, float *out, size_t n) {
   strop__par_for((int64_t)((n + 0xffff) >> 16), 4, conv_run, &J);
 }
 
+/* strop__bf16_compact_centred_par, one row of l values around ctr */
+STROP__CLONES static void compact_row_centred(const float *x, uint16_t *out, size_t l,
+                                              float ctr) {
+  for (size_t i = 0; i < l; i++) {
+    const float d = x[i] - ctr;
+    uint32_t u;
+    memcpy(&u, &d, sizeof u);
+    out[i] = (uint16_t)strop__bf16_rne_bits(u);
+  }
+}
+
+/* rows of l values, per task a run of rows of about 64K values */
+typedef struct centred_job {
+  const float *src;
+  uint16_t *dst;
+  size_t rows, l, c, per;
+  const float *centre;
+} centred_job;
+
+static void centred_run(void *ctx, int64_t lo, int64_t hi, int chunk) {
+  (void)chunk;
+  const centred_job *J = ctx;
+  const size_t a = (size_t)lo * J->per,
+               b = (size_t)hi * J->per < J->rows ? (size_t)hi * J->per : J->rows;
+  for (size_t r = a; r < b; r++)
+    compact_row_centred(J->src + r * J->l, J->dst + r * J->l, J->l, J->centre[r % J->c]);
+}
+
+void strop__bf16_compact_centred_par(const float *x, uint16_t *out, size_t rows, size_t l,
+                                     size_t c, const float *centre) {
+  centred_job J = {x, out, rows, l, c, 0, centre};
+  J.per = l >= 0x10000 ? 1 : 0x10000 / (l ? l : 1);
+  strop__par_for((int64_t)((rows + J.per - 1) / J.per), 4, centred_run, &J);
+}
+
 /* absmax / 127 over the n values x[0], x[stride], ... (0 when they are all zero) */
 static float absmax_scale(const float *x, int64_t n, int64_t stride) {
   float a = 0.0f;

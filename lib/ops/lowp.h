@@ -55,6 +55,14 @@ void strop__bf16_widen_n(const uint16_t *h, float *out, size_t n);
 #define STROP__BF16_TINY 0x7f81u
 void strop__bf16_compact_par(const float *x, uint16_t *out, size_t n);
 void strop__bf16_expand_par(const uint16_t *h, float *out, size_t n);
+/* An activation of rows of l values whose row r is channel r % c ([n, c, l]) held as its
+ * deviations from a centre per channel: out = x - centre[r % c] rounded to BF16
+ * (strop__bf16_rne_bits: a deviation of magnitude at most 2^-134 becomes a zero, NaN stays NaN),
+ * split across the library's threads. Widened, they are x's distance from the centre to about 8
+ * significant bits, which a batch norm's backward reads as x - mean (its batch mean the centre:
+ * graph/model.c, compact_plan; ops/norm.h, strop__bn_res.dev). */
+void strop__bf16_compact_centred_par(const float *x, uint16_t *out, size_t rows, size_t l,
+                                     size_t c, const float *centre);
 
 /* strop__bf16_from_f32 on an FP32's bits, in the low 16 bits: branch-free, so that the loops
  * calling it vectorise */

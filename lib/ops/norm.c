@@ -4,6 +4,7 @@
 #include "ops/norm.h"
 
 #include <math.h>
+#include <string.h>
 
 #include "core/core.h"
 #include "ops/ops.h"
@@ -53,6 +54,23 @@ static inline float res_dy(const strop__bn_res *r, int64_t o, float g) {
     else r->dr[o] += g;
   }
   return g;
+}
+
+/* The backward's x held as its deviations from the mean in BF16 (strop__bn_res.dev), or NULL */
+static const uint16_t *job_dev(const bn_job *j) { return j->res ? j->res->dev : NULL; }
+
+/* BF16 bits h widened to FP32 (exact) */
+static inline float bf16_val(uint16_t h) {
+  const uint32_t u = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+/* The means the backward's sums take x's deviations from: the job's, or 0 where x is held as
+ * its deviations already (job_dev) */
+static void group_mu(const bn_job *j, int64_t c0, int g, double *mu) {
+  for (int k = 0; k < BN_G; k++) mu[k] = k < g && !job_dev(j) ? j->mean[c0 + k] : 0.0;
 }
 
 /* s[k] = the sum over the batch of channel c0 + k (k < g) of x, in double */
@@ -110,26 +128,32 @@ static void group_dot(const bn_job *j, int64_t c0, int g, const double *mu, doub
   float a[BN_G], b[BN_G];
   const float *ra = group_ab(j, c0, g, a, b) ? a : NULL, *rb = b;
   for (int k = 0; k < BN_G; k++) sum[k] = dot[k] = 0.0;
+  const uint16_t *dev = job_dev(j);
   for (int64_t i = 0; i < j->n; i++) {
     const int64_t o = i * cl + c0 * l;
-    const float *p = j->x + o, *q = j->dy + o;
+    const float *p = dev ? NULL : j->x + o, *q = j->dy + o;
+    const uint16_t *ph = dev ? dev + o : NULL;
+#define BN_XV(e) (ph ? bf16_val(ph[e]) : p[e])
     if (g == BN_G) {
       for (int64_t t = 0; t < l; t++)
         for (int k = 0; k < BN_G; k++) {
-          float gv = ra ? relu_dy(p[k * l + t], ra[k], rb[k], q[k * l + t]) : q[k * l + t];
+          const float xv = BN_XV(k * l + t);
+          float gv = ra ? relu_dy(xv, ra[k], rb[k], q[k * l + t]) : q[k * l + t];
           if (j->res) gv = res_dy(j->res, o + k * l + t, gv);
           sum[k] += gv;
-          dot[k] += (p[k * l + t] - mu[k]) * gv;
+          dot[k] += (xv - mu[k]) * gv;
         }
     } else {
       for (int k = 0; k < g; k++)
         for (int64_t t = 0; t < l; t++) {
-          float gv = ra ? relu_dy(p[k * l + t], ra[k], rb[k], q[k * l + t]) : q[k * l + t];
+          const float xv = BN_XV(k * l + t);
+          float gv = ra ? relu_dy(xv, ra[k], rb[k], q[k * l + t]) : q[k * l + t];
           if (j->res) gv = res_dy(j->res, o + k * l + t, gv);
           sum[k] += gv;
-          dot[k] += (p[k * l + t] - mu[k]) * gv;
+          dot[k] += (xv - mu[k]) * gv;
         }
     }
+#undef BN_XV
   }
 }
 
@@ -138,10 +162,13 @@ static void group_dot(const bn_job *j, int64_t c0, int g, const double *mu, doub
 #  include <immintrin.h>
 
 #  include "ops/tr8.h"
-#  define BN_T __attribute__((target("avx512f,avx512vl")))
-#  define BN_INL static inline __attribute__((always_inline, target("avx512f,avx512vl")))
+#  define BN_T __attribute__((target("avx512f,avx512vl,avx512bw")))
+#  define BN_INL static inline __attribute__((always_inline, target("avx512f,avx512vl,avx512bw")))
 
-static int bn_avx512(void) { return strop__bn_isa == 0 && __builtin_cpu_supports("avx512vl"); }
+static int bn_avx512(void) {
+  return strop__bn_isa == 0 && __builtin_cpu_supports("avx512vl") &&
+         __builtin_cpu_supports("avx512bw");
+}
 
 /* The group's sums on AVX-512: one double lane per channel of the group, so each lane adds
  * its channel's values in the scalar loops' order (image by image, position by position) with
@@ -165,6 +192,23 @@ BN_INL void load_cols(const float *const *p, int64_t t, __mmask8 m, __m256 r[8])
   transpose8(r);
 }
 
+/* the same of rows of BF16 values (strop__bn_res.dev), widened */
+BN_INL __m256 load_bf16(const uint16_t *h, __mmask8 m) {
+  return _mm256_castsi256_ps(
+      _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_maskz_loadu_epi16(m, h)), 16));
+}
+
+BN_INL void load_cols_h(const uint16_t *const *p, int64_t t, __mmask8 m, __m256 r[8]) {
+  for (int k = 0; k < BN_G; k++) r[k] = load_bf16(p[k] + t, m);
+  transpose8(r);
+}
+
+/* the group's channel rows of image i of the BF16 deviations (group_rows) */
+BN_INL void group_rows_h(const bn_job *j, const uint16_t *base, int64_t i, int64_t c0, int g,
+                         const uint16_t **p) {
+  for (int k = 0; k < BN_G; k++) p[k] = base + i * j->c * j->l + (c0 + (k < g ? k : 0)) * j->l;
+}
+
 /* the rows of the residual chain after the norm (its relu's output, the sum's other operand's
  * gradient) of image i, as group_rows; NULL where it has none */
 typedef struct res_rows {
@@ -176,11 +220,12 @@ typedef struct res_rows {
  * one per row, or none) is <= 0 (relu_dy), or through the residual chain's relu and into the
  * sum's other operand's gradient (res_dy; rr with res, its first g rows only: the others
  * repeat row 0) */
-BN_INL void load_x_dy_cols(const float *const *px, const float *const *p, const __m256 *a,
-                           const __m256 *b, const strop__bn_res *res, const res_rows *rr, int g,
-                           int64_t t, __mmask8 m, __m256 xr[8], __m256 r[8]) {
+BN_INL void load_x_dy_cols(const float *const *px, const uint16_t *const *ph,
+                           const float *const *p, const __m256 *a, const __m256 *b,
+                           const strop__bn_res *res, const res_rows *rr, int g, int64_t t,
+                           __mmask8 m, __m256 xr[8], __m256 r[8]) {
   for (int k = 0; k < BN_G; k++) {
-    xr[k] = _mm256_maskz_loadu_ps(m, px[k] + t);
+    xr[k] = ph ? load_bf16(ph[k] + t, m) : _mm256_maskz_loadu_ps(m, px[k] + t);
     r[k] = _mm256_maskz_loadu_ps(m, p[k] + t);
     if (a) {
       const __m256 v = _mm256_add_ps(_mm256_mul_ps(xr[k], a[k]), b[k]);
@@ -268,7 +313,7 @@ BN_T static void stage_rows(const bn_job *j, int64_t i, int64_t c0, int g, const
   const int64_t l = j->l;
   for (int k = 0; k < g; k++) {
     const int64_t o = i * j->c * l + (c0 + k) * l;
-    const float *px = j->x + o, *pd = j->dy + o, *po = res->out ? res->out + o : NULL;
+    const float *px = a ? j->x + o : NULL, *pd = j->dy + o, *po = res->out ? res->out + o : NULL;
     float *dr = res->dr ? res->dr + o : NULL, *st = stage + k * l;
     const __m512 va = _mm512_set1_ps(a ? a[k] : 0.0f), vb = _mm512_set1_ps(a ? b[k] : 0.0f);
     for (int64_t t = 0; t < l; t += 16) {
@@ -304,13 +349,16 @@ BN_T static void group_dot_staged(const bn_job *j, int64_t c0, int g, const doub
   __m256 r[8], e[8];
   const int relu = group_ab(j, c0, g, a, b);
   for (int k = 0; k < BN_G; k++) q[k] = stage + (k < g ? k : 0) * j->l;
+  const uint16_t *dev = job_dev(j), *ph[BN_G];
   for (int64_t i = 0; i < j->n; i++) {
     stage_rows(j, i, c0, g, relu ? a : NULL, b, stage);
-    group_rows(j, j->x, i, c0, g, p);
+    if (dev) group_rows_h(j, dev, i, c0, g, ph);
+    else group_rows(j, j->x, i, c0, g, p);
     for (int64_t t = 0; t < j->l; t += 8) {
       const int64_t cols = j->l - t < 8 ? j->l - t : 8;
       const __mmask8 mk = tail_mask(cols);
-      load_cols(p, t, mk, r);
+      if (dev) load_cols_h(ph, t, mk, r);
+      else load_cols(p, t, mk, r);
       load_cols(q, t, mk, e);
       dot_cols(r, e, cols, m, &as, &ad);
     }
@@ -329,8 +377,10 @@ BN_T static void group_dot_avx512(const bn_job *j, int64_t c0, int g, const doub
   const int relu = group_ab(j, c0, g, a, b);
   res_rows rr;
   for (int k = 0; k < BN_G; k++) va[k] = _mm256_set1_ps(a[k]), vb[k] = _mm256_set1_ps(b[k]);
+  const uint16_t *dev = job_dev(j), *ph[BN_G];
   for (int64_t i = 0; i < j->n; i++) {
-    group_rows(j, j->x, i, c0, g, p);
+    if (dev) group_rows_h(j, dev, i, c0, g, ph);
+    else group_rows(j, j->x, i, c0, g, p);
     group_rows(j, j->dy, i, c0, g, q);
     if (j->res && j->res->out) group_rows(j, j->res->out, i, c0, g, rr.out);
     for (int k = 0; j->res && j->res->dr && k < BN_G; k++)
@@ -338,7 +388,7 @@ BN_T static void group_dot_avx512(const bn_job *j, int64_t c0, int g, const doub
     for (int64_t t = 0; t < j->l; t += 8) {
       const int64_t cols = j->l - t < 8 ? j->l - t : 8;
       const __mmask8 mk = tail_mask(cols);
-      load_x_dy_cols(p, q, relu ? va : NULL, vb, j->res, &rr, g, t, mk, r, e);
+      load_x_dy_cols(p, dev ? ph : NULL, q, relu ? va : NULL, vb, j->res, &rr, g, t, mk, r, e);
       dot_cols(r, e, cols, m, &as, &ad);
     }
   }
@@ -439,6 +489,19 @@ STROP__CLONES static void dx_row(const float *p, const float *gv, int relu, floa
     for (int64_t t = 0; t < l; t++) q[t] = (gv[t] - gm - (p[t] - mu) * k) * w;
   else
     for (int64_t t = 0; t < l; t++) q[t] += (gv[t] - gm - (p[t] - mu) * k) * w;
+}
+
+/* dx_row with x's deviations from the mean held in BF16 (strop__bn_res.dev; no fused relu's
+ * a and b then): the same operations on x - mu = the deviation widened */
+STROP__CLONES static void dx_row_dev(const uint16_t *h, const float *gv, float *q, int64_t l,
+                                     float gm, float k, float w, int assign) {
+  for (int64_t t = 0; t < l; t++) {
+    const uint32_t u = (uint32_t)h[t] << 16;
+    float d;
+    memcpy(&d, &u, sizeof d);
+    const float v = (gv[t] - gm - d * k) * w;
+    q[t] = assign ? v : q[t] + v;
+  }
 }
 
 /* dx = dy * a (the eval-mode backward), dy through the fused relu's mask (relu: the forward's
@@ -600,6 +663,7 @@ enum { ROW_PIECE = 1024 };
 static void group_dx(const bn_job *j, int64_t c0, int g, const double *mu, const double *sum,
                      const double *dot, double cnt) {
   const int64_t cl = j->c * j->l, l = j->l;
+  const uint16_t *dev = job_dev(j);
   float kk[BN_G], gm[BN_G], fmu[BN_G], w[BN_G], ra[BN_G], rb[BN_G];
   group_ab(j, c0, g, ra, rb);
   for (int k = 0; k < g; k++) {
@@ -617,8 +681,12 @@ static void group_dx(const bn_job *j, int64_t c0, int g, const double *mu, const
       for (int64_t t = 0; t < l; t += ROW_PIECE) { /* pieces: row_dy's buffer */
         const int64_t len = l - t < ROW_PIECE ? l - t : ROW_PIECE;
         float buf[ROW_PIECE];
-        dx_row(j->x + o + t, row_dy(j, o + t, len, buf), j->ab != NULL, ra[k], rb[k],
-               j->dx + o + t, len, gm[k], fmu[k], kk[k], w[k], j->assign);
+        if (dev)
+          dx_row_dev(dev + o + t, row_dy(j, o + t, len, buf), j->dx + o + t, len, gm[k], kk[k],
+                     w[k], j->assign);
+        else
+          dx_row(j->x + o + t, row_dy(j, o + t, len, buf), j->ab != NULL, ra[k], rb[k],
+                 j->dx + o + t, len, gm[k], fmu[k], kk[k], w[k], j->assign);
       }
     }
 }
@@ -646,7 +714,7 @@ static void bwd_train_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
     int64_t c0;
     const int g = group_of(j, grp, &c0);
     double mu[BN_G], sum[BN_G], dot[BN_G];
-    for (int k = 0; k < BN_G; k++) mu[k] = k < g ? j->mean[c0 + k] : 0.0;
+    group_mu(j, c0, g, mu);
     if (j->sum) {
       group_dx(j, c0, g, mu, j->sum + c0, j->sq_dot + c0, cnt);
       continue;
@@ -733,7 +801,7 @@ static void dots_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
     int64_t c0;
     const int g = group_of(j, grp, &c0);
     double mu[BN_G], sum[BN_G], dot[BN_G];
-    for (int k = 0; k < BN_G; k++) mu[k] = k < g ? j->mean[c0 + k] : 0.0;
+    group_mu(j, c0, g, mu);
     group_dot_any(j, c0, g, mu, sum, dot, stage);
     group_param_grads(j, c0, g, sum, dot);
     for (int k = 0; k < g; k++) j->sum_out[c0 + k] = sum[k], j->dot_out[c0 + k] = dot[k];
@@ -825,7 +893,7 @@ static void bwd_eval_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
     const int g = group_of(j, grp, &c0);
     double mu[BN_G], sum[BN_G], dot[BN_G];
     if (j->dgamma || j->dbeta || j->res) { /* (the chain's sum hands on its gradient here) */
-      for (int k = 0; k < BN_G; k++) mu[k] = k < g ? j->mean[c0 + k] : 0.0;
+      group_mu(j, c0, g, mu);
       group_dot_any(j, c0, g, mu, sum, dot, stage);
     }
     for (int k = 0; k < g; k++) {
@@ -840,8 +908,8 @@ static void bwd_eval_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
         for (int64_t t = 0; t < l; t += ROW_PIECE) {
           const int64_t o = i * cl + ch * l + t, len = l - t < ROW_PIECE ? l - t : ROW_PIECE;
           float buf[ROW_PIECE];
-          scale_row(j->x + o, row_dy(j, o, len, buf), j->ab != NULL, ra, rb, j->dx + o, len, a,
-                    j->assign);
+          scale_row(j->ab ? j->x + o : NULL, row_dy(j, o, len, buf), j->ab != NULL, ra, rb,
+                    j->dx + o, len, a, j->assign);
         }
     }
   }

@@ -23,6 +23,10 @@ typedef struct strop__bn_res {
   float *stage;     /* backward: scratch for the dot pass, stage_floats floats
                        (strop__batchnorm_stage_floats), or NULL: the same bits either way */
   size_t stage_floats;
+  const uint16_t *dev; /* backward: x's deviations from the mean argument, x - mean, held in
+                          BF16 ([n, c, l] like x; strop__bf16_compact_centred_par): read in its
+                          place, x then unread (it may be NULL); or NULL. Without the fused
+                          relu's a and b then (relu_ab NULL): its select comes from out */
 } strop__bn_res;
 
 /* The floats of scratch (strop__bn_res.stage) that let the train-mode backward's dot pass of a
