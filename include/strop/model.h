@@ -819,7 +819,11 @@ STROP_API int64_t strop_model_frozen_int8_group(const strop_model *model);
  *        precisions); the weight gradient stays direct. The
  *        float32 master weights, gradients and optimizer state are unchanged, and so are every
  *        other layer (norms, activations, attention scores, LoRA adapters) and the bias
- *        gradient. A trainer's cross-entropy on such a model takes its exponentials in single
+ *        gradient, but for one thing a training step keeps: a batch norm computing batch
+ *        statistics that is its input's sole reader (a ResNet's norm after its conv) reads
+ *        that input in its backward as its deviations from the batch mean held in BF16 (8
+ *        significant bits of x - mean, where autocast holds x itself in BF16; half the bytes
+ *        kept), its forward and statistics reading the float32 values. A trainer's cross-entropy on such a model takes its exponentials in single
  *        precision (within 2 units in the last place; double otherwise) on AVX-512 CPUs, for
  *        rows without class weights that hold no NaN or infinity. Where the CPU lacks
  *        AVX512_BF16 (or STROP_BF16_FALLBACK=1 is set in the environment) the same rounded

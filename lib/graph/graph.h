@@ -139,10 +139,9 @@ struct strop_model {
    * is held in BF16 from its last reader's forward to its first reader's backward
    * (model.c, compact_plan; released[i] is STROP__ACT_COMPACT meanwhile), at
    * plan_off[7 n_nodes + i], and widened back at plan_off[8 n_nodes + i]; 2 when it is held
-   * so around a centre per channel for its sole reader (vtable bf16_centred), whose values
-   * compact_centre[i] points at from that reader's forward on */
+   * there as its deviations from its sole reader's centres (vtable bf16_centred), which that
+   * reader's backward reads as they are (never widened) */
   uint8_t *compact;
-  const float **compact_centre;
   unsigned char *plan_base;
   size_t *plan_off;
   size_t *plan_scratch;

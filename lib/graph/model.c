@@ -1216,13 +1216,13 @@ int strop__compact_centred = 1;
  * attention, a ResNet block's norm-and-relu outputs and its output before the convs that read
  * them. Widened back for the backward, the values those products round are the ones they
  * rounded before, and each keeps its sign (strop__bf16_compact_par): the same bits, and half the
- * bytes kept across the step. Such an output whose sole reader takes it held around a centre per
- * channel (vtable bf16_centred: a ResNet's conv outputs before their batch norms) is held so
- * (2): close to the values, not them (strop__compact_centred). */
+ * bytes kept across the step. Such an output whose sole reader's backward reads it as its
+ * deviations from a centre per channel (vtable bf16_centred: a ResNet's conv output before its
+ * batch norm) is held as those deviations in BF16 instead (2), which that backward reads as they
+ * are (x->centred_in): not the values, and not widened (strop__compact_centred). */
 static strop_status compact_plan(strop_model *m, const uint8_t *keep, const strop__exec *x) {
   const int nn = m->n_nodes;
   m->compact = NULL;
-  m->compact_centre = NULL;
   if (!strop__compact_acts || x->compute_dtype != STROP__LOWP_BF16 || m->keep_all ||
       !memory_plan_on())
     return STROP_OK;
@@ -1239,7 +1239,6 @@ static strop_status compact_plan(strop_model *m, const uint8_t *keep, const stro
            m->consumers[k] > 0 && !(m->recompute && m->recompute[k]) &&
            !(ckf && (ckf[k] >= 0 || ckf[h] >= 0)) && !reads;
   }
-  int centred = 0;
   for (int r = 0; r < nn; r++) {
     const strop__node *rd = &m->nodes[r];
     for (int j = 0; j < rd->n_in; j++) {
@@ -1254,12 +1253,8 @@ static strop_status compact_plan(strop_model *m, const uint8_t *keep, const stro
                          j == 0 && m->run_shapes[k].rank >= 1 && rd->vt->bf16_centred &&
                          rd->vt->bf16_centred(rd, x, j, NULL);
       c[k] = ckf && ckf[r] >= 0 ? 0 : exact ? 1 : around ? 2 : 0;
-      centred |= c[k] == 2;
     }
   }
-  if (centred &&
-      !(m->compact_centre = strop__arena_calloc(&m->arena, (size_t)nn * sizeof(float *))))
-    return strop__err(STROP_E_NOMEM, "forward: out of memory");
   m->compact = c;
   return STROP_OK;
 }
@@ -1281,7 +1276,6 @@ static strop_status compact_act(strop_model *m, int k, int reader, int slot,
       return strop__err(STROP_E_INTERNAL, "forward: layer '%s' gave no centres for its input",
                         rd->name);
     const size_t ch = (size_t)a->shape.d[0];
-    m->compact_centre[k] = ctr;
     strop__bf16_compact_centred_par(a->data, h, (size_t)a->n * ch, per / ch, ch, ctr);
   } else {
     strop__bf16_compact_par(a->data, h, numel);
