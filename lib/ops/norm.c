@@ -495,13 +495,10 @@ STROP__CLONES static void dx_row(const float *p, const float *gv, int relu, floa
  * a and b then): the same operations on x - mu = the deviation widened */
 STROP__CLONES static void dx_row_dev(const uint16_t *h, const float *gv, float *q, int64_t l,
                                      float gm, float k, float w, int assign) {
-  for (int64_t t = 0; t < l; t++) {
-    const uint32_t u = (uint32_t)h[t] << 16;
-    float d;
-    memcpy(&d, &u, sizeof d);
-    const float v = (gv[t] - gm - d * k) * w;
-    q[t] = assign ? v : q[t] + v;
-  }
+  if (assign)
+    for (int64_t t = 0; t < l; t++) q[t] = (gv[t] - gm - bf16_val(h[t]) * k) * w;
+  else
+    for (int64_t t = 0; t < l; t++) q[t] += (gv[t] - gm - bf16_val(h[t]) * k) * w;
 }
 
 /* dx = dy * a (the eval-mode backward), dy through the fused relu's mask (relu: the forward's
