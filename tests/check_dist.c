@@ -15,6 +15,7 @@
 #include "core/tensor_impl.h"
 #include "data/data_impl.h"
 #include "dist/dist_impl.h"
+#include "graph/graph.h"
 #include "dist_scenario.h"
 #include "testutil.h"
 
@@ -188,6 +189,8 @@ typedef struct rank_job {
   int sync;        /* bodies that train BatchNorms: STROP_TRAIN_SYNC_BATCHNORM */
   int residual;    /* bn_body: conv 2 -> 2, the norm, its sum with the input, relu (one fused
                    chain: the norm takes the sum and the relu) */
+  int bf16;        /* bn_body: the model computes in BF16 (its norm's input held as its
+                      deviations from the mean: graph/model.c, compact_plan) */
   int accum;       /* oom_body: micro-batches per step */
   int64_t fail_at; /* oom_body: this rank's allocation that fails in its first step (0: none) */
   int64_t stop_at; /* data_fail_body: the global step after which this rank's progress callback
@@ -360,6 +363,7 @@ static void bn_body(strop_dist *d, rank_job *j) {
   strop_test_must(strop_model_add(m, "pool", "global_avgpool", NULL, NULL), "pool");
   strop_test_must(strop_model_add(m, "head", "linear", "out_features=3", NULL), "head");
   strop_test_must(strop_model_finalize(m, 3), "finalize");
+  if (j->bf16) strop_test_must(strop_model_set_compute_dtype(m, STROP_DTYPE_BF16), "bf16");
   if (j->out[0]) strop_test_must(strop_model_freeze(m, "conv.*"), "freeze conv");
   if (j->out[0]) strop_test_must(strop_model_freeze(m, "bn.*"), "freeze bn");
   int64_t n = j->out[2] ? j->out[2] : 64, dims[3] = {2, side, side};
@@ -451,12 +455,14 @@ END_TEST
  * of the last batch empty included (67 rows of 1x1 images in batches of 16: its last batch of 3
  * rows is all rank 0's, rank 1 runs a stand-in row that adds nothing); without the sums each
  * rank normalises its 8 rows alone and the weights leave one process's by far more. */
-static double bn_group_against_one(int sync, int64_t samples, int64_t side, int residual) {
+static double bn_group_against_one_in(int sync, int64_t samples, int64_t side, int residual,
+                                      int bf16) {
   rank_job one;
   memset(&one, 0, sizeof one);
   one.out[2] = samples;
   one.out[3] = side;
   one.residual = residual;
+  one.bf16 = bf16;
   bn_body(NULL, &one);
   ck_assert_msg(one.run.status == STROP_OK, "one process: %s", one.run.error);
   rank_job jobs[2];
@@ -465,6 +471,7 @@ static double bn_group_against_one(int sync, int64_t samples, int64_t side, int 
     jobs[i].body = bn_body;
     jobs[i].sync = sync;
     jobs[i].residual = residual;
+    jobs[i].bf16 = bf16;
     jobs[i].out[2] = samples;
     jobs[i].out[3] = side;
   }
@@ -483,6 +490,10 @@ static double bn_group_against_one(int sync, int64_t samples, int64_t side, int 
   return rel;
 }
 
+static double bn_group_against_one(int sync, int64_t samples, int64_t side, int residual) {
+  return bn_group_against_one_in(sync, samples, side, residual, 0);
+}
+
 START_TEST(sync_batchnorm_is_one_process_on_the_whole_batch) {
   const double synced = bn_group_against_one(1, 64, 6, 0);
   ck_assert_msg(synced <= TOL_SGD, "synced: %g from one process", synced);
@@ -499,6 +510,41 @@ START_TEST(sync_batchnorm_is_one_process_on_the_whole_batch) {
           "dist: SyncBatchNorm on 2 ranks vs 1 process: max rel diff %.3g (%.3g with an empty "
           "share, %.3g with the residual chain; each rank's own statistics: %.3g, %.3g)\n",
           synced, empty, res, own, res_own);
+}
+END_TEST
+
+/* The same in BF16, where each norm's input is held as its deviations from the group's batch
+ * mean and the norm's backward reads them (SyncBatchNorm's dots and its input gradient over
+ * held deviations), with and without the residual chain: 2 ranks synced stay within TOL_SGD
+ * of one process on the whole batch, as in FP32 (measured 2e-10 and 0), their own statistics
+ * more than 10 times as far (0.0028 and 0.0008); and one
+ * process holding the deviations differs from one keeping its norm's input in FP32 (the
+ * holding ran). */
+START_TEST(sync_batchnorm_bf16_held_deviations) {
+  for (int residual = 0; residual < 2; residual++) {
+    const double synced = bn_group_against_one_in(1, 64, 6, residual, 1),
+                 own = bn_group_against_one_in(0, 64, 6, residual, 1);
+    fprintf(stderr, "dist: BF16 SyncBatchNorm%s on 2 ranks vs 1 process: %.3g (own %.3g)\n",
+            residual ? ", residual chain" : "", synced, own);
+    ck_assert_msg(synced <= TOL_SGD, "residual %d synced: %g from one process", residual, synced);
+    ck_assert_msg(own > 10 * TOL_SGD, "residual %d own statistics: only %g", residual, own);
+    rank_job a, b;
+    memset(&a, 0, sizeof a);
+    a.out[2] = 64;
+    a.residual = residual;
+    a.bf16 = 1;
+    b = a;
+    strop__compact_centred = 0;
+    bn_body(NULL, &b);
+    strop__compact_centred = 1;
+    bn_body(NULL, &a);
+    ck_assert_msg(a.run.status == STROP_OK && b.run.status == STROP_OK, "%s %s", a.run.error,
+                  b.run.error);
+    ck_assert_msg(memcmp(a.run.w, b.run.w, a.run.n * sizeof(float)) != 0,
+                  "residual %d: the same weights with the norm's input held and kept", residual);
+    free(a.run.w);
+    free(b.run.w);
+  }
 }
 END_TEST
 
@@ -1716,6 +1762,7 @@ int main(void) {
   tcase_add_test(tc, batchnorm_statistics_are_averaged_unless_frozen);
   tcase_add_test(tc, batchnorm_never_gets_a_one_row_share);
   tcase_add_test(tc, sync_batchnorm_is_one_process_on_the_whole_batch);
+  tcase_add_test(tc, sync_batchnorm_bf16_held_deviations);
   tcase_add_test(tc, sync_batchnorm_failed_collectives);
   tcase_add_test(tc, two_rank_checkpoint_resumes_in_one_process);
   tcase_add_test(tc, nan_on_one_rank_skips_on_all);
