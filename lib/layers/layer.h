@@ -683,9 +683,9 @@ struct strop__layer_vtable {
    * for x itself) and reads nothing its forward decided from x back from x (the fused relu's
    * select comes from the unit's output then). The graph holds it so when this node is the
    * input's sole reader (graph/model.c, compact_plan). Asked with centre NULL when the step is
-   * planned, and after the forward with centre non-NULL for the C values, which must stay valid
-   * until the step ends (0 and NULL when it has none after all). slot: the input; only 0 is
-   * ever held so. NULL: never. */
+   * planned, and after the forward with centre non-NULL for the C values to hold the input
+   * around, which the graph reads at once (0 and NULL when it has none after all). slot: the
+   * input; only 0 is ever held so. NULL: never. */
   int (*bf16_centred)(const strop__node *n, const strop__exec *x, int slot, const float **centre);
   /* Optional: 1 when the backward of the unit this node runs (the node, or the chain its fuse
    * took) reads the unit's output only for whether each value is positive (a relu's select),
