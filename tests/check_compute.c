@@ -2376,24 +2376,23 @@ START_TEST(compact_norm_inputs_close) {
   static const char *const names[NP] = {"c1.weight",    "bn1.weight",   "b0.c2.weight",
                                         "b0.dc.weight", "b1.c3.weight", "head.weight"};
   float *g[3][NP];
+  size_t cnt[NP];
+  for (int k = 0; k < NP; k++) {
+    strop_tensor *t = NULL;
+    OK(strop_model_tensor_view(f, names[k], &t));
+    cnt[k] = (size_t)strop_tensor_numel(t);
+    strop_tensor_free(t);
+    for (int v = 0; v < 3; v++) g[v][k] = malloc(cnt[k] * sizeof(float));
+  }
   strop_model *ms[3] = {f, off, on};
   for (int v = 0; v < 3; v++) {
-    for (int k = 0; k < NP; k++) {
-      strop_tensor *t = NULL;
-      OK(strop_model_tensor_view(f, names[k], &t));
-      g[v][k] = malloc((size_t)strop_tensor_numel(t) * sizeof(float));
-      strop_tensor_free(t);
-    }
     strop__compact_centred = v == 2;
     cnn_grads(ms[v], x, N, dout, names, NP, g[v], y);
   }
   for (int k = 0; k < NP; k++) {
-    strop_tensor *t = NULL;
-    OK(strop_model_tensor_view(f, names[k], &t));
-    const size_t cnt = (size_t)strop_tensor_numel(t);
-    strop_tensor_free(t);
-    const double e_off = rel_l2(g[0][k], g[1][k], cnt), e_on = rel_l2(g[0][k], g[2][k], cnt);
-    const double apart = rel_l2(g[1][k], g[2][k], cnt);
+    const double e_off = rel_l2(g[0][k], g[1][k], cnt[k]),
+                 e_on = rel_l2(g[0][k], g[2][k], cnt[k]),
+                 apart = rel_l2(g[1][k], g[2][k], cnt[k]);
     if (getenv("STROP_COMPUTE_VERBOSE"))
       fprintf(stderr, "threads %d path %d %s: from FP32 %g held, %g kept; held from kept %g\n",
               threads, path, names[k], e_on, e_off, apart);

@@ -117,6 +117,13 @@ static void bn_init(strop__node *n, strop__rng *rng) {
   if ((p = strop__node_p(n, NBT)) && p->idata) p->idata[0] = 0;
 }
 
+/* 1 when the node normalises with the batch's statistics in a step run with x's settings (train
+ * mode with its statistics not frozen, or no running statistics at all) */
+static int bn_batch_stats(const strop__node *n, const strop__exec *x) {
+  const bn_cfg *c = n->cfg;
+  return !c->track_running_stats || (x->training && !n->frozen_stats);
+}
+
 /* channels and the per-channel length l of an activation [n, C, ...] */
 static int64_t bn_len(const strop__shape *s) {
   int64_t l = 1;
@@ -199,7 +206,7 @@ static strop_status bn_forward(strop__node *n, const strop__exec *x, const strop
   if (!sv)
     return strop__err(STROP_E_NOMEM, "layer '%s' (%s): out of memory", n->name, n->vt->type);
   memset(sv, 0, sizeof *sv);
-  sv->batch_stats = !c->track_running_stats || (x->training && !n->frozen_stats);
+  sv->batch_stats = bn_batch_stats(n, x);
   n->saved = sv;
   if (n->fused > 0 && c->relu &&
       !(sv->relu_ab = strop__arena_alloc(x->arena, 2 * (size_t)C * sizeof(float))))
@@ -455,9 +462,8 @@ strop_status strop__layer_fold_norm(strop__node *n, const strop__param *w, const
  * comes from the chain's output. */
 static int bn_bf16_centred(const strop__node *n, const strop__exec *x, int slot,
                            const float **centre) {
-  const bn_cfg *c = n->cfg;
   const bn_saved *sv = n->saved;
-  if (slot != 0 || !(!c->track_running_stats || (x->training && !n->frozen_stats))) return 0;
+  if (slot != 0 || !bn_batch_stats(n, x)) return 0;
   if (!centre) return 1;
   *centre = sv && sv->batch_stats ? sv->mean : NULL;
   return *centre != NULL;

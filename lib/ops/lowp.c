@@ -33,12 +33,7 @@ uint16_t strop__bf16_from_f32(float x) {
   return (uint16_t)strop__bf16_rne_bits(u);
 }
 
-float strop__bf16_to_f32(uint16_t h) {
-  const uint32_t u = (uint32_t)h << 16;
-  float x;
-  memcpy(&x, &u, sizeof x);
-  return x;
-}
+float strop__bf16_to_f32(uint16_t h) { return strop__bf16_val(h); }
 
 STROP__CLONES void strop__bf16_round_n(const float *x, uint16_t *out, size_t n) {
   for (size_t i = 0; i < n; i++) {

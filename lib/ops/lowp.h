@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* The storage of a weight; the numbers are the public strop_dtype's. */
 enum { STROP__LOWP_F32 = 0, STROP__LOWP_BF16 = 1, STROP__LOWP_INT8 = 2 };
@@ -63,6 +64,14 @@ void strop__bf16_expand_par(const uint16_t *h, float *out, size_t n);
  * graph/model.c, compact_plan; ops/norm.h, strop__bn_res.dev). */
 void strop__bf16_compact_centred_par(const float *x, uint16_t *out, size_t rows, size_t l,
                                      size_t c, const float *centre);
+
+/* strop__bf16_to_f32 inline, so that the loops calling it vectorise */
+static inline float strop__bf16_val(uint16_t h) {
+  const uint32_t u = (uint32_t)h << 16;
+  float x;
+  memcpy(&x, &u, sizeof x);
+  return x;
+}
 
 /* strop__bf16_from_f32 on an FP32's bits, in the low 16 bits: branch-free, so that the loops
  * calling it vectorise */

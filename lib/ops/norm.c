@@ -4,9 +4,9 @@
 #include "ops/norm.h"
 
 #include <math.h>
-#include <string.h>
 
 #include "core/core.h"
+#include "ops/lowp.h"
 #include "ops/ops.h"
 
 /* Channels are independent, so the kernels split them over the worker pool; within a channel
@@ -58,14 +58,6 @@ static inline float res_dy(const strop__bn_res *r, int64_t o, float g) {
 
 /* The backward's x held as its deviations from the mean in BF16 (strop__bn_res.dev), or NULL */
 static const uint16_t *job_dev(const bn_job *j) { return j->res ? j->res->dev : NULL; }
-
-/* BF16 bits h widened to FP32 (exact) */
-static inline float bf16_val(uint16_t h) {
-  const uint32_t u = (uint32_t)h << 16;
-  float f;
-  memcpy(&f, &u, sizeof f);
-  return f;
-}
 
 /* The means the backward's sums take x's deviations from: the job's, or 0 where x is held as
  * its deviations already (job_dev) */
@@ -133,7 +125,7 @@ static void group_dot(const bn_job *j, int64_t c0, int g, const double *mu, doub
     const int64_t o = i * cl + c0 * l;
     const float *p = dev ? NULL : j->x + o, *q = j->dy + o;
     const uint16_t *ph = dev ? dev + o : NULL;
-#define BN_XV(e) (ph ? bf16_val(ph[e]) : p[e])
+#define BN_XV(e) (ph ? strop__bf16_val(ph[e]) : p[e])
     if (g == BN_G) {
       for (int64_t t = 0; t < l; t++)
         for (int k = 0; k < BN_G; k++) {
@@ -496,9 +488,9 @@ STROP__CLONES static void dx_row(const float *p, const float *gv, int relu, floa
 STROP__CLONES static void dx_row_dev(const uint16_t *h, const float *gv, float *q, int64_t l,
                                      float gm, float k, float w, int assign) {
   if (assign)
-    for (int64_t t = 0; t < l; t++) q[t] = (gv[t] - gm - bf16_val(h[t]) * k) * w;
+    for (int64_t t = 0; t < l; t++) q[t] = (gv[t] - gm - strop__bf16_val(h[t]) * k) * w;
   else
-    for (int64_t t = 0; t < l; t++) q[t] += (gv[t] - gm - bf16_val(h[t]) * k) * w;
+    for (int64_t t = 0; t < l; t++) q[t] += (gv[t] - gm - strop__bf16_val(h[t]) * k) * w;
 }
 
 /* dx = dy * a (the eval-mode backward), dy through the fused relu's mask (relu: the forward's
