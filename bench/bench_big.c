@@ -352,6 +352,10 @@ static void set_compact(strop_model *m, int on) { (void)m, strop__compact_acts =
  * not the same bits: the norm's backward reads the deviations rounded to BF16) */
 static void set_compact_norm(strop_model *m, int on) { (void)m, strop__compact_centred = on; }
 
+/* the outputs held in BF16 widened back to FP32 for their readers' backwards / read by them as
+ * held where every reader can (strop__compact_held: a ResNet's conv inputs): the same bits */
+static void set_compact_held(strop_model *m, int on) { (void)m, strop__compact_held = on; }
+
 static void set_split_passes(strop_model *m, int on) { (void)m, strop__split_passes = on; }
 
 /* the held and packed BF16 products' panels one at a time where A fit in L2 or B was packed /
@@ -440,6 +444,7 @@ static const ab_switch AB[] = {
     {"SDPA_TILED", "0", "1", "picked", "tiled", "sdpa_tiled", set_sdpa_tiled},
     {"COMPACT", "0", NULL, "f32", "bf16", "compact", set_compact},
     {"COMPACT_NORM", "0", NULL, "f32", "centred", "compact_norm", set_compact_norm},
+    {"COMPACT_HELD", "0", NULL, "widened", "held", "compact_held", set_compact_held},
     {"SPLIT_PASSES", "0", NULL, "serial", "split", "split_passes", set_split_passes},
     {"PACK_GROUPS", "0", NULL, "panels", "groups", "pack_groups", set_pack_groups},
     {"KS_WIDE", "0", NULL, "per_block", "wide", "ks_wide", set_ks_wide},

@@ -2429,6 +2429,70 @@ START_TEST(compact_norm_inputs_close) {
 }
 END_TEST
 
+/* One training forward of res_model on 16 samples: the planned region, and the outputs whose
+ * compact kind is 3 (held in BF16 and read so by every backward, never widened) are exactly
+ * `held` (NULL-terminated, or NULL for none) */
+static size_t held_read(strop_model *m, const float *x, const char *const *held,
+                        const char *label) {
+  const strop__act *o = NULL;
+  OK(strop__model_forward_exec(m, x, 16, 1, NULL, &o));
+  const size_t region = m->plan_bytes;
+  for (int i = 0; i < m->n_nodes; i++) {
+    int want = 0;
+    for (int h = 0; held && held[h]; h++) want |= !strcmp(held[h], m->nodes[i].name);
+    const int is = m->compact && m->compact[i] == 3;
+    ck_assert_msg(is == want, "%s: '%s' read as held: %d", label, m->nodes[i].name, is);
+  }
+  strop__model_step_end(m);
+  return region;
+}
+
+/* The outputs held in BF16 that every reader's backward reads as they are held (a conv's weight
+ * gradient on vdpbf16ps packs its columns from the BF16 values: bf16_input 2, ops/conv.c
+ * cols_row16_h) and whose own unit reads back only their signs (a norm chain's relu,
+ * strop__bn_res.out_h: out_sign_only 2) are widened by none. On res_model at 1 and 2 threads:
+ * the norm-and-relu and residual chains' outputs are read so (the last one's reader, the
+ * pool, reads nothing), the planned region is smaller than the widening step's, and six Adam
+ * steps give that step's losses and parameters bit for bit — with the convs' columns packed
+ * from the images, and with them not (strop__conv_bf16_direct 0: each conv widens its held
+ * input for its own call). On the forced fallback only the last chain's output is read as held
+ * (its convs' rounded columns read FP32). */
+START_TEST(compact_held_read_same_bits) {
+  const int threads = 1 + _i % 2, mode = _i / 2; /* 0 direct, 1 not packed, 2 the fallback */
+  if (!strop__bf16_dot_enabled()) return;
+  ck_assert_int_eq(strop_set_num_threads(threads), STROP_OK);
+  strop__bf16_impl = mode == 2;
+  strop__conv_bf16_direct = mode != 1;
+  static const char *const held[] = {"r1",    "b0.r1", "b0.r2", "b0.out",
+                                     "b1.r1", "b1.r2", "b2.r",  NULL};
+  static float x[16 * 3 * 12 * 12];
+  for (size_t i = 0; i < sizeof x / sizeof x[0]; i++) x[i] = (float)sin(0.37 * (double)i);
+  strop_model *on = res_model(), *off = NULL;
+  OK(strop_model_set_compute_dtype(on, STROP_DTYPE_BF16));
+  OK(strop_model_clone(on, &off));
+  strop__compact_held = 0;
+  const size_t widened = held_read(off, x, NULL, "widened");
+  const run b = train_cnn(off, 6, 1e-2);
+  strop__compact_held = 1;
+  static const char *const fallback[] = {"b2.r", NULL};
+  const size_t as_held = held_read(on, x, mode == 2 ? fallback : held, "held");
+  ck_assert_msg(as_held < widened || (mode == 2 && as_held == widened),
+                "planned %zu, widened %zu", as_held, widened);
+  const run a = train_cnn(on, 6, 1e-2);
+  ck_assert_mem_eq(a.loss, b.loss, 6 * sizeof(float));
+  ck_assert_float_ne(a.loss[0], a.loss[5]);
+  for (int i = 0; i < on->n_params; i++)
+    if (on->params[i]->data)
+      ck_assert_mem_eq(on->params[i]->data, off->params[i]->data,
+                       on->params[i]->numel * sizeof(float));
+  strop_model_free(on);
+  strop_model_free(off);
+  strop__conv_bf16_direct = 1;
+  strop__bf16_impl = 0;
+  ck_assert_int_eq(strop_set_num_threads(1), STROP_OK);
+}
+END_TEST
+
 /* The wide CNN trained whole in BF16 (its 64 -> 64 3x3 conv after a trainable stem, so its
  * input gradient is wanted), with that input gradient direct and as the BF16 Winograd forward
  * of dy (strop__conv_bf16_wino_dx), through the layers: the graph's planned scratch, the
@@ -2702,6 +2766,7 @@ static Suite *suite(void) {
   tcase_add_loop_test(c, compact_acts_same_bits, 0, 16);
   tcase_add_loop_test(c, compact_conv_acts_same_bits, 0, 4);
   tcase_add_loop_test(c, compact_norm_inputs_close, 0, 4);
+  tcase_add_loop_test(c, compact_held_read_same_bits, 0, 6);
   tcase_add_test(c, attention_setting);
   tcase_add_test(c, loss_exponentials_follow_the_dtype);
   suite_add_tcase(s, c);

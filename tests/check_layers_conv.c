@@ -921,9 +921,9 @@ START_TEST(bn_group_passes) {
     }
     /* with the residual sum after the norm (and its relu): forward from r, backward through
      * the chain's output's select into r's gradient, written */
-    const strop__bn_res fr = {r, 0, 1, NULL, NULL, 0, NULL, 0, NULL},
-                        b0 = {NULL, 0, 1, y0, dr0, 1, NULL, 0, NULL},
-                        b1 = {NULL, 0, 1, y1, dr1, 1, NULL, 0, NULL};
+    const strop__bn_res fr = {r, 0, 1, NULL, NULL, 0, NULL, 0, NULL, NULL},
+                        b0 = {NULL, 0, 1, y0, dr0, 1, NULL, 0, NULL, NULL},
+                        b1 = {NULL, 0, 1, y1, dr1, 1, NULL, 0, NULL, NULL};
     const strop__bn_res *pf = withres ? &fr : NULL, *pb0 = withres ? &b0 : NULL,
                         *pb1 = withres ? &b1 : NULL;
     for (int64_t k = 0; k < c; k++) gm[k] = 0.5f + 0.1f * (float)k, b[k] = 0.2f * (float)k - 1.0f;
@@ -970,8 +970,8 @@ START_TEST(bn_group_passes) {
     float dgh[32] = {0}, dbh[32] = {0};
     strop__bn_res fh[2], bh[2]; /* each half's rows of r, the output and r's gradient */
     for (int p = 0; p < 2; p++) {
-      fh[p] = (strop__bn_res){r + at[p], 0, 1, NULL, NULL, 0, NULL, 0, NULL};
-      bh[p] = (strop__bn_res){NULL, 0, 1, y1 + at[p], dr1 + at[p], 1, NULL, 0, NULL};
+      fh[p] = (strop__bn_res){r + at[p], 0, 1, NULL, NULL, 0, NULL, 0, NULL, NULL};
+      bh[p] = (strop__bn_res){NULL, 0, 1, y1 + at[p], dr1 + at[p], 1, NULL, 0, NULL, NULL};
       strop__batchnorm_forward_sums(rows[p], c, l, x + at[p], gm, b, 1e-5f, sums[0], sq[0], cnt,
                                     rab1, y1 + at[p], st1[0], st1[1], st1[2],
                                     withres ? &fh[p] : NULL);
@@ -1017,7 +1017,8 @@ END_TEST
  * stage must have been written (the staged path ran) unless the chain has nothing to stage.
  * With x held as its deviations from the mean in BF16 (strop__bn_res.dev, x itself NULL; no
  * relu mask before then), every path gives the bits of plain C reading those deviations
- * widened as x with means of 0. */
+ * widened as x with means of 0. With the chain's output held in BF16 with its signs
+ * (strop__bn_res.out_h, out NULL), every path gives the bits of plain C reading it in FP32. */
 typedef struct bn_res_out {
   float *dx, *dr, *dr2, *dx3, *dr3;
   float dg[32], db[32], dg2[32], db2[32], dg3[32], db3[32];
@@ -1027,7 +1028,7 @@ typedef struct bn_res_out {
 static void bn_res_run(int64_t n, int64_t c, int64_t l, const float *x, const float *dy,
                        const float *ab, const float *gm, const float *mean, const float *invstd,
                        const float *var, const float *out, int drmode, float *stage, size_t fl,
-                       const uint16_t *dev, bn_res_out *o) {
+                       const uint16_t *dev, const uint16_t *outh, bn_res_out *o) {
   const int64_t tot = n * c * l;
   float *dr[3] = {o->dr, o->dr2, o->dr3};
   for (int q = 0; q < 3; q++)
@@ -1038,8 +1039,9 @@ static void bn_res_run(int64_t n, int64_t c, int64_t l, const float *x, const fl
   memset(o->dg3, 0, sizeof o->dg3), memset(o->db3, 0, sizeof o->db3);
   strop__bn_res r[3];
   for (int q = 0; q < 3; q++)
-    r[q] = (strop__bn_res){NULL,        0,     out != NULL, out, drmode == 2 ? NULL : dr[q],
-                           drmode == 0, stage, fl,          dev};
+    r[q] = (strop__bn_res){
+        NULL, 0,   out || outh, outh ? NULL : out, drmode == 2 ? NULL : dr[q], drmode == 0, stage,
+        fl,   dev, outh};
   strop__batchnorm_backward_train(n, c, l, x, dy, ab, gm, mean, invstd, o->dx, o->dg, o->db, 0,
                                   &r[0]);
   strop__batchnorm_dots(n, c, l, x, dy, ab, mean, invstd, o->dg2, o->db2, o->sum, o->dot, &r[1]);
@@ -1050,17 +1052,19 @@ static void bn_res_run(int64_t n, int64_t c, int64_t l, const float *x, const fl
 START_TEST(bn_res_stage_same_bits) {
   static const int64_t cases[][3] = {
       {3, 13, 37}, {2, 16, 300}, {5, 7, 1}, {4, 24, 49}, {2, 9, 20}};
-  /* dr: 0 written, 1 added to, 2 none; dev: x held as its deviations */
-  const int with_out = _i % 2, drmode = (_i / 2) % 3, dev = _i / 6;
+  /* dr: 0 written, 1 added to, 2 none; dev: x held as its deviations; held: the chain's
+   * output held in BF16 with its signs (strop__bn_res.out_h) in the runs after the first */
+  const int with_out = _i % 2, drmode = (_i / 2) % 3, dev = _i / 6 % 2, held = _i / 12;
   for (size_t cs = 0; cs < sizeof cases / sizeof cases[0]; cs++) {
     const int64_t n = cases[cs][0], c = cases[cs][1], l = cases[cs][2], tot = n * c * l;
     const size_t bytes = sizeof(float) * (size_t)tot;
     float *x = malloc(bytes), *dy = malloc(bytes), *y = malloc(bytes);
     float gm[32], b[32], mean[32], invstd[32], var[32], ab[64], zero[32] = {0};
     float *xd = malloc(bytes);
-    uint16_t *h = malloc(sizeof(uint16_t) * (size_t)tot);
-    bn_res_out o[4];
-    for (int v = 0; v < 4; v++) {
+    uint16_t *h = malloc(sizeof(uint16_t) * (size_t)tot),
+             *yh = malloc(sizeof(uint16_t) * (size_t)tot);
+    bn_res_out o[5];
+    for (int v = 0; v < 5; v++) {
       o[v].dx = malloc(bytes), o[v].dr = malloc(bytes), o[v].dr2 = malloc(bytes);
       o[v].dx3 = malloc(bytes), o[v].dr3 = malloc(bytes);
     }
@@ -1076,6 +1080,8 @@ START_TEST(bn_res_stage_same_bits) {
     if (cs % 2)
       strop__batchnorm_forward_train(n, c, l, x, gm, b, 1e-5f, NULL, y, mean, invstd, var, NULL);
     const float *out = with_out ? y : NULL;
+    strop__bf16_compact_par(y, yh, (size_t)tot);
+    const uint16_t *outh = with_out && held ? yh : NULL;
     /* the deviations held, and widened */
     strop__bf16_compact_centred_par(x, h, (size_t)(n * c), (size_t)l, (size_t)c, mean);
     for (int64_t i = 0; i < tot; i++) xd[i] = strop__bf16_to_f32(h[i]);
@@ -1088,13 +1094,18 @@ START_TEST(bn_res_stage_same_bits) {
       float *stage = malloc(sizeof(float) * (fl ? fl : 1));
       for (size_t i = 0; i < fl; i++) stage[i] = NAN;
       strop__bn_isa = 1; /* plain C */
-      bn_res_run(n, c, l, xin, dy, rab, gm, mean, invstd, var, out, drmode, NULL, 0, hin, &o[0]);
+      bn_res_run(n, c, l, xin, dy, rab, gm, mean, invstd, var, out, drmode, NULL, 0, hin, NULL,
+                 &o[0]);
       if (dev) /* the deviations widened as x, around 0 */
-        bn_res_run(n, c, l, xd, dy, NULL, gm, zero, invstd, var, out, drmode, NULL, 0, NULL,
+        bn_res_run(n, c, l, xd, dy, NULL, gm, zero, invstd, var, out, drmode, NULL, 0, NULL, outh,
                    &o[3]);
+      if (outh)
+        bn_res_run(n, c, l, xin, dy, rab, gm, mean, invstd, var, out, drmode, NULL, 0, hin, outh,
+                   &o[4]);
       strop__bn_isa = 0; /* the CPU's best, without and with the stage */
-      bn_res_run(n, c, l, xin, dy, rab, gm, mean, invstd, var, out, drmode, NULL, 0, hin, &o[1]);
-      bn_res_run(n, c, l, xin, dy, rab, gm, mean, invstd, var, out, drmode, stage, fl, hin,
+      bn_res_run(n, c, l, xin, dy, rab, gm, mean, invstd, var, out, drmode, NULL, 0, hin, outh,
+                 &o[1]);
+      bn_res_run(n, c, l, xin, dy, rab, gm, mean, invstd, var, out, drmode, stage, fl, hin, outh,
                  &o[2]);
       if (fl) {
         size_t written = 0;
@@ -1104,7 +1115,8 @@ START_TEST(bn_res_stage_same_bits) {
                       "the stage was%s used (n %lld c %lld l %lld)", written ? "" : " not",
                       (long long)n, (long long)c, (long long)l);
       }
-      for (int v = 1; v < (dev ? 4 : 3); v++) {
+      for (int v = 1; v < 5; v++) {
+        if ((v == 3 && !dev) || (v == 4 && !outh)) continue;
         ck_assert_int_eq(memcmp(o[0].dx, o[v].dx, bytes), 0);
         ck_assert_int_eq(memcmp(o[0].dx3, o[v].dx3, bytes), 0);
         ck_assert_int_eq(memcmp(o[0].dr, o[v].dr, bytes), 0);
@@ -1123,9 +1135,9 @@ START_TEST(bn_res_stage_same_bits) {
       free(stage);
     }
     ck_assert_int_eq(strop_set_num_threads(0), STROP_OK);
-    for (int v = 0; v < 4; v++)
+    for (int v = 0; v < 5; v++)
       free(o[v].dx), free(o[v].dr), free(o[v].dr2), free(o[v].dx3), free(o[v].dr3);
-    free(x), free(dy), free(y), free(xd), free(h);
+    free(x), free(dy), free(y), free(xd), free(h), free(yh);
   }
   strop__bn_isa = 0;
 }
@@ -2359,7 +2371,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, bn_forward_reference);
   tcase_add_loop_test(tc, bn_kernels_match_serial, 0, 4);
   tcase_add_loop_test(tc, bn_group_passes, 0, 6);
-  tcase_add_loop_test(tc, bn_res_stage_same_bits, 0, 12);
+  tcase_add_loop_test(tc, bn_res_stage_same_bits, 0, 24);
   tcase_add_test(tc, adaptive_forward_reference);
   tcase_add_test(tc, depthwise_matches_gemm);
   tcase_add_test(tc, winograd_matches_reference);

@@ -24,6 +24,11 @@ extern int strop__compact_acts;
  * its batch mean, for the norm's backward (vtable bf16_centred), 0 keeps it in FP32: the BF16
  * step's numbers of before, at more memory. */
 extern int strop__compact_centred;
+/* Tests and benches: 1 (the default) hands an output held in BF16 to its readers' backwards as
+ * it is held when every one of them reads it so (vtable bf16_input 2: a conv's weight gradient
+ * on vdpbf16ps) and its own unit reads back only its signs (out_sign_only 2) or nothing; 0
+ * widens it back to FP32 for them first: the same bits. */
+extern int strop__compact_held;
 
 /* What a training step's memory was made of, by kind: filled by the forward and the backward
  * while a model's `account` points at one (strop_model_step_memory's planning logs it). */

@@ -1204,6 +1204,7 @@ enum {
 
 int strop__compact_acts = 1;
 int strop__compact_centred = 1;
+int strop__compact_held = 1;
 
 /* Which outputs the step may hold in BF16 between their last reader's forward and their first
  * reader's backward (m->compact, NULL for none): with the model's products in BF16 and the step
@@ -1227,7 +1228,8 @@ static strop_status compact_plan(strop_model *m, const uint8_t *keep, const stro
       !memory_plan_on())
     return STROP_OK;
   uint8_t *c = strop__arena_calloc(&m->arena, (size_t)nn);
-  if (!c) return strop__err(STROP_E_NOMEM, "forward: out of memory");
+  uint8_t *unheld = strop__arena_calloc(&m->arena, (size_t)nn); /* a reader widens it */
+  if (!c || !unheld) return strop__err(STROP_E_NOMEM, "forward: out of memory");
   const int *ckf = m->ckpt_first;
   for (int k = 0; k < nn; k++) {
     const int h = unit_first(m, k); /* k's output is its unit's when it is the unit's last */
@@ -1238,6 +1240,9 @@ static strop_status compact_plan(strop_model *m, const uint8_t *keep, const stro
     c[k] = keep[k] == 1 && !keep_always(m, k) && unit_out && !hd->fused_shared &&
            m->consumers[k] > 0 && !(m->recompute && m->recompute[k]) &&
            !(ckf && (ckf[k] >= 0 || ckf[h] >= 0)) && !reads;
+    /* its own unit's backward reads its sign as it is held (out_sign_only 2), or nothing */
+    unheld[k] = m->upstream_trainable[h] && unit_reads_out(m, h, k) &&
+                !(hd->vt->out_sign_only && hd->vt->out_sign_only(hd) == 2);
   }
   for (int r = 0; r < nn; r++) {
     const strop__node *rd = &m->nodes[r];
@@ -1246,15 +1251,21 @@ static strop_status compact_plan(strop_model *m, const uint8_t *keep, const stro
       if (k < 0 || !c[k]) continue;
       /* a chain's later node reads only the sum's other operand from outside the chain, in the
        * chain's forward: its backward reads its first node's inputs alone (keep) */
-      const int exact = rd->fused < 0 || (rd->fused == 0 &&
-                                          ((rd->vt->flags & STROP__LAYER_IN_UNREAD) ||
-                                           (rd->vt->bf16_input && rd->vt->bf16_input(rd, x, j))));
+      const int unread = rd->fused < 0 ||
+                         (rd->fused == 0 && (rd->vt->flags & STROP__LAYER_IN_UNREAD));
+      const int rounds = !unread && rd->fused == 0 && rd->vt->bf16_input
+                             ? rd->vt->bf16_input(rd, x, j)
+                             : 0;
       const int around = strop__compact_centred && m->consumers[k] == 1 && rd->fused >= 0 &&
                          j == 0 && m->run_shapes[k].rank >= 1 && rd->vt->bf16_centred &&
                          rd->vt->bf16_centred(rd, x, j, NULL);
-      c[k] = ckf && ckf[r] >= 0 ? 0 : exact ? 1 : around ? 2 : 0;
+      c[k] = ckf && ckf[r] >= 0 ? 0 : unread || rounds ? 1 : around ? 2 : 0;
+      unheld[k] |= !unread && rounds != 2;
     }
   }
+  /* read as they are held by every backward that reads them (3): none widens them */
+  for (int k = 0; k < nn && strop__compact_held; k++)
+    if (c[k] == 1 && !unheld[k]) c[k] = 3;
   m->compact = c;
   return STROP_OK;
 }
@@ -1285,13 +1296,28 @@ static strop_status compact_act(strop_model *m, int k, int reader, int slot,
   return STROP_OK;
 }
 
+/* Node k's output as the step holds it in BF16 (compact_act) */
+static const uint16_t *held_at(const strop_model *m, int k) {
+  return (
+      const uint16_t *)(const void *)(m->plan_base +
+                                      m->plan_off[PLAN_COMPACT * (size_t)m->n_nodes + (size_t)k]);
+}
+
+/* x->held_in's slots for a backward of n inputs, all NULL: local's 16, or the arena's */
+static const uint16_t **held_slots(strop_model *m, int n, const uint16_t **local) {
+  const uint16_t **h = n <= 16
+                           ? local
+                           : strop__arena_alloc(&m->arena, (size_t)n * sizeof(const uint16_t *));
+  for (int j = 0; h && j < n; j++) h[j] = NULL;
+  return h;
+}
+
 /* Node k's output held in BF16, widened back to FP32 (exactly) for its readers' backwards:
  * where the plan put it (PLAN_WIDEN), else in the arena until the step ends. */
 static strop_status widen_act(strop_model *m, int k) {
   const size_t nn = (size_t)m->n_nodes,
                numel = strop__shape_numel(&m->run_shapes[k]) * (size_t)m->batch;
-  const uint16_t *h =
-      (const uint16_t *)(const void *)(m->plan_base + m->plan_off[PLAN_COMPACT * nn + (size_t)k]);
+  const uint16_t *h = held_at(m, k);
   const size_t qw = PLAN_WIDEN * nn + (size_t)k;
   float *f = m->plan_off[qw] != SIZE_MAX ? (float *)(void *)(m->plan_base + m->plan_off[qw])
                                          : strop__arena_alloc(&m->arena, numel * sizeof *f);
@@ -1509,7 +1535,7 @@ static strop_status plan_lifetimes(strop_model *m, const uint8_t *keep, int64_t 
     for (int j = 0; j <= nd->n_in; j++) {
       const int k = j < nd->n_in ? nd->in[j] : unit_reads_out(m, first, i) ? i : -1;
       if (k < 0 || tid[PLAN_COMPACT * nn + k] < 0 || tid[PLAN_WIDEN * nn + k] >= 0 ||
-          m->compact[k] == 2) /* read as it is held */
+          m->compact[k] >= 2) /* read as it is held */
         continue;
       blk[tid[PLAN_COMPACT * nn + k]].last = t + 1;
       blk[nb] = (strop__arena_block){act_bytes_n(m, k, n), t + 1, INT_MAX, nb, 0};
@@ -2417,6 +2443,8 @@ static strop_status backward_impl(strop_model *m, const float *dout,
       return s;
     x.din_assign = 0;
     x.centred_in = NULL;
+    x.held_in = NULL;
+    x.held_out = NULL;
     float **din = nd->n_in <= 16 ? din_local
                                  : strop__arena_alloc(&m->arena, (size_t)nd->n_in * sizeof *din);
     if (!din) return strop__err(STROP_E_NOMEM, "backward: out of memory");
@@ -2425,13 +2453,21 @@ static strop_status backward_impl(strop_model *m, const float *dout,
                           ? ins_local
                           : strop__arena_alloc(&m->arena, (size_t)nd->n_in * sizeof *ins);
     if (!ins) return strop__err(STROP_E_NOMEM, "backward: out of memory");
+    const uint16_t *held_local[16], **held = NULL;
     for (int j = 0; j < nd->n_in; j++) {
       int k = nd->in[j];
       if (k >= 0 && m->released && m->released[k] == STROP__ACT_COMPACT) {
-        if (m->compact[k] == 2) /* read as it is held (vtable bf16_centred: slot 0) */
-          x.centred_in = (const uint16_t *)(const void *)(m->plan_base +
-                                                          m->plan_off[PLAN_COMPACT * nn + k]);
-        else if ((s = widen_act(m, k))) return s;
+        const uint16_t *h = held_at(m, k);
+        if (m->compact[k] == 2) { /* read as it is held (vtable bf16_centred: slot 0) */
+          x.centred_in = h;
+        } else if (m->compact[k] == 3) { /* read as it is held (vtable bf16_input 2) */
+          if (!held && !(held = held_slots(m, nd->n_in, held_local)))
+            return strop__err(STROP_E_NOMEM, "backward: out of memory");
+          held[j] = h;
+          x.held_in = held;
+        } else if ((s = widen_act(m, k))) {
+          return s;
+        }
       }
       ins[j] = k < 0 ? m->input : m->acts[k];
       /* the first consumer to write it (in the backward's order) can write it outright when
@@ -2451,9 +2487,10 @@ static strop_status backward_impl(strop_model *m, const float *dout,
     }
     /* the unit's own output, held in BF16, for a backward that reads its sign (out_sign_only)
      * when no reader's backward has widened it */
-    if (m->released && m->released[i] == STROP__ACT_COMPACT && unit_reads_out(m, first, i) &&
-        (s = widen_act(m, i)))
-      return s;
+    if (m->released && m->released[i] == STROP__ACT_COMPACT && unit_reads_out(m, first, i)) {
+      if (m->compact[i] == 3) x.held_out = held_at(m, i); /* (vtable out_sign_only 2) */
+      else if ((s = widen_act(m, i))) return s;
+    }
     /* a fused chain's second input from before it (chain_side): its gradient, which the
      * chain's first node writes when it is the first to, as the chain's sum would have */
     int side_slot;

@@ -273,7 +273,6 @@ static strop_status bn_backward(strop__node *n, const strop__exec *x, const stro
    * its other input as the add would */
   const int res = n->fused > 0 && c->res;
   strop__bn_res rs = {.relu = res && c->res == 2,
-                      .out = res && c->res == 2 ? out->data : NULL,
                       .dr = res ? x->fused_side_grad : NULL,
                       .dr_assign = x->fused_side_assign};
   const strop__bn_res *rp = res ? &rs : NULL;
@@ -281,7 +280,11 @@ static strop_status bn_backward(strop__node *n, const strop__exec *x, const stro
   if (x->centred_in) { /* x - mean held in BF16 (bn_bf16_centred): the relu's select from out */
     rs.dev = x->centred_in;
     rp = &rs;
-    if (ab) rs.relu = 1, rs.out = out->data, ab = NULL;
+    if (ab) rs.relu = 1, ab = NULL;
+  }
+  if (rs.relu) { /* the output held in BF16 with its signs (bn_out_sign_only), else as it is */
+    rs.out = x->held_out ? NULL : out->data;
+    rs.out_h = x->held_out;
   }
   if (!dg && !dbt && !din[0] && !rs.dr) return STROP_OK;
   if (res) { /* without it (out of memory) the dot pass reads as before: the same bits */
@@ -471,10 +474,11 @@ static int bn_bf16_centred(const strop__node *n, const strop__exec *x, int slot,
 
 /* Its backward never reads its own output; with a residual sum and its relu after it, the
  * chain's backward reads the chain's output for the relu's select alone (out <= 0), and so
- * with the relu after it when its input was held around its mean. */
+ * with the relu after it when its input was held around its mean: from the BF16 values the
+ * graph holds too (x->held_out, strop__bn_res.out_h). */
 static int bn_out_sign_only(const strop__node *n) {
   (void)n;
-  return 1;
+  return 2;
 }
 
 const strop__layer_vtable strop__layer_batchnorm1d = {

@@ -8,6 +8,7 @@
 #include "layers/init.h"
 #include "layers/layer.h"
 #include "ops/conv.h"
+#include "ops/lowp.h"
 
 typedef struct conv_cfg {
   int64_t in_channels; /* 0 ("auto") until inferred */
@@ -535,19 +536,35 @@ static strop_status conv_backward(strop__node *n, const strop__exec *x, const st
   if ((st = conv_weights(n, &wd, &bd))) return st;
   float *scratch = conv_scratch(n, x, &d, 1, &st);
   if (st) return st;
-  if (x->din_assign && din[0])
-    strop__conv2d_backward_assign(&d, in[0].data, wd, dout, din[0], dw, db, scratch,
-                                  conv_chunks(x, &d), ep);
-  else
-    strop__conv2d_backward(&d, in[0].data, wd, dout, din[0], dw, db, scratch, conv_chunks(x, &d),
-                           ep);
+  const int chunks = conv_chunks(x, &d), assign = x->din_assign && din[0];
+  const float *xv = in[0].data;
+  const uint16_t *xh = x->held_in ? x->held_in[0] : NULL;
+  if (xh && strop__conv2d_reads_x_held(&d, chunks)) {
+    strop__conv2d_backward_held(&d, xh, wd, dout, din[0], dw, db, scratch, chunks, ep, assign);
+    return STROP_OK;
+  }
+  if (xh) { /* a geometry the held columns do not take: x widened back, for this call only */
+    const size_t numel = (size_t)(d.n * d.c_in * d.h * d.w);
+    float *xf = strop__arena_alloc(x->arena, numel * sizeof *xf);
+    if (!xf)
+      return strop__err(STROP_E_NOMEM,
+                        "layer '%s' (conv2d): out of memory for %zu bytes of its input widened "
+                        "from BF16",
+                        n->name, numel * sizeof *xf);
+    strop__bf16_expand_par(xh, xf, numel);
+    xv = xf;
+  }
+  if (assign)
+    strop__conv2d_backward_assign(&d, xv, wd, dout, din[0], dw, db, scratch, chunks, ep);
+  else strop__conv2d_backward(&d, xv, wd, dout, din[0], dw, db, scratch, chunks, ep);
   return STROP_OK;
 }
 
 /* In BF16, x is read by the backward only through the weight gradient's products, which round
  * it (strop__conv2d_reads_x_rounded: not a depthwise conv's FP32 stencil) — a ResNet block's
  * input, the output of a norm and relu or of a residual sum, is then held in BF16 from its
- * last reader's forward to its first reader's backward (graph/model.c, compact_plan). */
+ * last reader's forward to its first reader's backward (graph/model.c, compact_plan). On
+ * vdpbf16ps (2) the backward reads it as it is held (conv_backward), widened by none. */
 static int conv_bf16_input(const strop__node *n, const strop__exec *x, int slot) {
   (void)slot;
   const conv_cfg *c = n->cfg;

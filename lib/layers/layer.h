@@ -256,6 +256,13 @@ typedef struct strop__exec {
   /* backward: input 0 held in BF16 around its centres (vtable bf16_centred), as its deviations
    * from them (strop__bf16_compact_centred_par; in[0].data NULL then); NULL otherwise */
   const uint16_t *centred_in;
+  /* backward: the inputs the graph hands as it holds them in BF16, their values' bits
+   * (strop__bf16_compact_par; vtable bf16_input 2): held_in[slot], in[slot].data NULL then;
+   * NULL, or NULL entries, for the others */
+  const uint16_t *const *held_in;
+  /* backward: the unit's output held in BF16 with each value's sign (vtable out_sign_only 2),
+   * out->data NULL then; NULL otherwise */
+  const uint16_t *held_out;
   /* a data-parallel training step's group when batch statistics are summed over it
    * (strop__group), or NULL: each process's own rows */
   const strop__group *group;
@@ -673,7 +680,10 @@ struct strop__layer_vtable {
    * at all, and takes it from in[slot] (not from pointers its forward kept). The graph may then
    * hold that input in BF16 from its last reader's forward to its first reader's backward and
    * hand the backwards its values widened back to FP32: the same bits, half the bytes kept
-   * between the two (graph/model.c, compact_plan). NULL: never. */
+   * between the two (graph/model.c, compact_plan). 2: and the backward can read those BF16
+   * values as they are held (x->held_in[slot], in[slot].data NULL), at any shape: the graph
+   * then widens none when every reader's backward says so and the unit that wrote it reads it
+   * back as held too (out_sign_only 2) or not at all. NULL: never. */
   int (*bf16_input)(const strop__node *n, const strop__exec *x, int slot);
   /* Optional: 1 when, in a step run with x's settings, the backward may read input 0, an
    * activation of per-sample shape [C, ...], as its deviations from a centre per channel held
@@ -691,7 +701,8 @@ struct strop__layer_vtable {
    * took) reads the unit's output only for whether each value is positive (a relu's select),
    * or not at all. That output too may then be held in BF16 between its readers' forwards
    * and backwards: widened back, each value keeps its sign and zeroness (ops/lowp.h,
-   * strop__bf16_compact_par). NULL: a unit that reads its output reads its values. */
+   * strop__bf16_compact_par). 2: and it can read that sign from the BF16 values as held
+   * (x->held_out, out->data NULL). NULL: a unit that reads its output reads its values. */
   int (*out_sign_only)(const strop__node *n);
   /* LoRA adapters for this type, or NULL. */
   const strop__lora_ops *lora;

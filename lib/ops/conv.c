@@ -305,7 +305,8 @@ static int bf16_mode(const strop__conv2d_dims *d) {
 }
 
 int strop__conv2d_reads_x_rounded(const strop__conv2d_dims *d) {
-  return bf16_mode(d) != 0 && !depthwise(d, NULL);
+  if (!bf16_mode(d) || depthwise(d, NULL)) return 0;
+  return bf16_mode(d) == 1 ? 2 : 1;
 }
 
 /* vdpbf16ps: a chunk's images run in blocks whose columns lie side by side, [K, nb P], at least
@@ -808,6 +809,8 @@ static void col2im(const strop__conv2d_dims *d, float *col, int64_t ld, float *d
 typedef struct conv_job {
   const strop__conv2d_dims *d;
   const float *x, *w, *b, *dy, *ones;
+  const uint16_t
+      *xh; /* backward: x held in BF16 (strop__conv2d_backward_held), x NULL; or NULL */
   float *y, *dx, *dw, *db;
   float *waug;        /* forward, fused bias: [c_out, K + 1]; BF16: the weight transposed */
   const uint32_t *ap; /* BF16: the weight packed (strop__bf16_pack_a; the backward's W^T), or
@@ -1076,11 +1079,12 @@ enum { COL_RUNS = 4, COL_TAPS = 64 };
 
 typedef struct col_pack {
   const strop__conv2d_dims *d;
-  const float *x;    /* the block's first image */
-  int64_t L;         /* its columns, nb P */
-  int64_t img, chan; /* x's strides between images and between channels: c_in h w and h w
+  const float *x;     /* the block's first image */
+  int64_t L;          /* its columns, nb P */
+  int64_t img, chan;  /* x's strides between images and between channels: c_in h w and h w
                         for a block of images; P and L for a block's dY laid side by side */
-  const void *lanes; /* pack_cols_t: the lanes of every 32 columns (col_lanes_all), or NULL */
+  const void *lanes;  /* pack_cols_t: the lanes of every 32 columns (col_lanes_all), or NULL */
+  const uint16_t *xh; /* pack_cols_t: the block's first image held in BF16 (x unread), or NULL */
 } col_pack;
 
 typedef struct half_lanes {
@@ -1123,6 +1127,27 @@ __attribute__((target("avx512f,bmi2"))) static inline __m512 cols_row16(const ha
     const __m512 lo = _mm512_maskz_loadu_ps((__mmask16)e, src);
     const __m512 hi = _mm512_maskz_loadu_ps((__mmask16)(e >> 16), src + 16);
     v = _mm512_mask_mov_ps(v, mr, _mm512_permutex2var_ps(lo, h->idx[r], hi));
+  }
+  return v;
+}
+
+/* cols_row16 of images held in BF16 (x's values rounded to BF16: their bits): the same 16
+ * lanes, as BF16 values. At stride 2 a run's 32 loaded values (one mask over them) give their
+ * even ones by one permute of 16-bit lanes. */
+__attribute__((target("avx512f,avx512bw,avx512vl,bmi2"))) static inline __m256i cols_row16_h(
+    const half_lanes *h, const uint16_t *x, int sw, __mmask16 m, int64_t delta) {
+  __m256i v = _mm256_setzero_si256();
+  for (int r = 0; r < h->nr; r++) {
+    const __mmask16 mr = m & h->m[r];
+    const uint16_t *src = x + h->b[r] + delta;
+    if (sw == 1) {
+      v = _mm256_mask_loadu_epi16(v, mr, src - h->a[r]);
+      continue;
+    }
+    const __mmask32 e = _pdep_u32((uint32_t)mr >> h->a[r], 0x55555555u);
+    const __m512i w = _mm512_maskz_loadu_epi16(e, src);
+    const __m512i idx = _mm512_castsi256_si512(_mm512_cvtepi32_epi16(h->idx[r]));
+    v = _mm256_mask_mov_epi16(v, mr, _mm512_castsi512_si256(_mm512_permutexvar_epi16(idx, w)));
   }
   return v;
 }
@@ -1238,9 +1263,9 @@ __attribute__((target("avx512f,avx512bw,bmi2"))) static void pack_cols(const voi
  * strop__bf16_gemm_f32 packs B stored [K, L] with tb 1) straight from the images: the panel's
  * 32 taps j0 .. j0 + 31, each a row of 32 columns at a time read as pack_cols reads them,
  * rounded into 16 pairs of neighbouring columns; 16 taps' pairs transposed (16 x 16). */
-__attribute__((target("avx512f,avx512bw,bmi2"))) static void pack_cols_t(const void *ctx,
-                                                                         int64_t j0,
-                                                                         uint32_t *p) {
+__attribute__((target("avx512f,avx512bw,avx512vl,bmi2"))) static void pack_cols_t(const void *ctx,
+                                                                                  int64_t j0,
+                                                                                  uint32_t *p) {
   const col_pack *cp = ctx;
   const strop__conv2d_dims *d = cp->d;
   const int64_t W = d->w, HW = cp->chan, K = kdim(d), kp = (cp->L + 1) / 2;
@@ -1267,6 +1292,16 @@ __attribute__((target("avx512f,avx512bw,bmi2"))) static void pack_cols_t(const v
         const int tc = 16 * h + c;
         if (tc >= nt) {
           t[c] = _mm512_setzero_si512();
+          continue;
+        }
+        if (cp->xh) { /* the held values are their own rounding */
+          const __m256i v0 = cols_row16_h(
+              &hl[0], cp->xh, sw, tap_mask(&hl[0], (__mmask16)live, ty[tc], tx[tc], hh, ww),
+              tdel[tc]);
+          const __m256i v1 = cols_row16_h(
+              &hl[1], cp->xh, sw,
+              tap_mask(&hl[1], (__mmask16)(live >> 16), ty[tc], tx[tc], hh, ww), tdel[tc]);
+          t[c] = _mm512_inserti64x4(_mm512_castsi256_si512(v0), v1, 1);
           continue;
         }
         const __m512 v0 = cols_row16(&hl[0], cp->x, sw,
@@ -1469,6 +1504,7 @@ typedef struct col_pack {
   const float *x;
   int64_t L, img, chan;
   const void *lanes;
+  const uint16_t *xh;
 } col_pack;
 static size_t lanes_bytes(int64_t L) {
   (void)L;
@@ -1587,7 +1623,7 @@ static void bf16_fwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
     const strop__bf16_c_layout *cl = to ? &lay : NULL;
     const int64_t ldc = to ? P : L;
     if (direct) {
-      const col_pack cp = {d, j->x + n0 * d->c_in * HW, L, d->c_in * HW, HW, NULL};
+      const col_pack cp = {d, j->x + n0 * d->c_in * HW, L, d->c_in * HW, HW, NULL, NULL};
       strop__bf16_gemm_f32_packed(CO, L, K, j->ap, NULL, 0, pack_cols, &cp, 0.0f, c, ldc, cl,
                                   work);
     } else {
@@ -1692,7 +1728,7 @@ static void bf16_bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
     } else if (j->dx && j->dxd) {
       /* dx = conv(dY, w') as a forward: dY's columns packed from the block's dY (side by
        * side: images P apart, channels L), the product written into (or added to) dx */
-      const col_pack cp = {&j->dd, g, nb * HW, P, L, NULL};
+      const col_pack cp = {&j->dd, g, nb * HW, P, L, NULL, NULL};
       const strop__bf16_c_layout lay = {HW, CI * HW, NULL, 0, NULL, 0, 0};
       strop__bf16_gemm_f32_packed(CI, nb * HW, kdim(&j->dd), j->ap, NULL, 0, pack_cols, &cp,
                                   j->assign ? 0.0f : 1.0f, j->dx + n0 * CI * HW, HW, &lay, work);
@@ -1724,8 +1760,10 @@ static void bf16_bwd_chunk(void *ctx, int64_t lo, int64_t hi, int chunk) {
       /* dY [CO, L] times the columns [K, L] read transposed: the product packs both operands
        * from these layouts itself, so no transposed copies (pointwise: a lone image's rows
        * are its columns) */
-      if ((!pw || nb > 1) && col_pack_ok(d, nbm)) { /* the columns packed from the images */
-        const col_pack cp = {d, j->x + n0 * CI * HW, L, CI * HW, HW, lanes};
+      if (j->xh || ((!pw || nb > 1) && col_pack_ok(d, nbm))) { /* packed from the images */
+        col_pack cp = {d, NULL, L, CI * HW, HW, lanes, NULL};
+        if (j->xh) cp.xh = j->xh + n0 * CI * HW; /* held: any block (reads_x_held) */
+        else cp.x = j->x + n0 * CI * HW;
         col_lanes_all(&cp, lanes);
         strop__bf16_gemm_f32_packb(0, CO, K, L, g, L, pack_cols_t, &cp, 1.0f, dw, K, work);
         continue;
@@ -2396,9 +2434,11 @@ static void flip_range(void *ctx, int64_t lo, int64_t hi, int chunk) {
     }
 }
 
-static void conv2d_backward(const strop__conv2d_dims *d, const float *x, const float *w,
-                            const float *dy, float *dx, float *dw, float *db, float *scratch,
-                            int chunks, const strop__conv2d_epilogue *ep, int assign) {
+/* xh: x held in BF16 instead (strop__conv2d_backward_held; x NULL), or NULL */
+static void conv2d_backward(const strop__conv2d_dims *d, const float *x, const uint16_t *xh,
+                            const float *w, const float *dy, float *dx, float *dw, float *db,
+                            float *scratch, int chunks, const strop__conv2d_epilogue *ep,
+                            int assign) {
   if (chunks < 1) chunks = 1;
   /* no more chunks than images: strop__par_run runs at most n, and the weight gradient's
    * partial sums of every chunk are added up (a chunk with no image would add what its area
@@ -2414,6 +2454,7 @@ static void conv2d_backward(const strop__conv2d_dims *d, const float *x, const f
   }
   conv_job j = {.d = d,
                 .x = x,
+                .xh = xh,
                 .w = w,
                 .dy = dy,
                 .dx = dx,
@@ -2513,11 +2554,23 @@ static void conv2d_backward(const strop__conv2d_dims *d, const float *x, const f
 void strop__conv2d_backward(const strop__conv2d_dims *d, const float *x, const float *w,
                             const float *dy, float *dx, float *dw, float *db, float *scratch,
                             int chunks, const strop__conv2d_epilogue *ep) {
-  conv2d_backward(d, x, w, dy, dx, dw, db, scratch, chunks, ep, 0);
+  conv2d_backward(d, x, NULL, w, dy, dx, dw, db, scratch, chunks, ep, 0);
 }
 
 void strop__conv2d_backward_assign(const strop__conv2d_dims *d, const float *x, const float *w,
                                    const float *dy, float *dx, float *dw, float *db,
                                    float *scratch, int chunks, const strop__conv2d_epilogue *ep) {
-  conv2d_backward(d, x, w, dy, dx, dw, db, scratch, chunks, ep, 1);
+  conv2d_backward(d, x, NULL, w, dy, dx, dw, db, scratch, chunks, ep, 1);
+}
+
+int strop__conv2d_reads_x_held(const strop__conv2d_dims *d, int chunks) {
+  if (chunks < 1) chunks = 1;
+  if (d->n > 0 && chunks > d->n) chunks = (int)d->n;
+  return bf16_mode(d) == 1 && !depthwise(d, NULL) && col_pack_ok(d, bf16_block(d, chunks));
+}
+
+void strop__conv2d_backward_held(const strop__conv2d_dims *d, const uint16_t *xh, const float *w,
+                                 const float *dy, float *dx, float *dw, float *db, float *scratch,
+                                 int chunks, const strop__conv2d_epilogue *ep, int assign) {
+  conv2d_backward(d, NULL, xh, w, dy, dx, dw, db, scratch, chunks, ep, assign);
 }

@@ -186,11 +186,26 @@ void strop__conv2d_forward_filtered(const strop__conv2d_dims *d, const float *x,
 void strop__conv2d_backward(const strop__conv2d_dims *d, const float *x, const float *w,
                             const float *dy, float *dx, float *dw, float *db, float *scratch,
                             int chunks, const strop__conv2d_epilogue *ep);
-/* 1 when d's backward (without an epilogue) reads x only through values rounded to BF16 as
- * strop__bf16_rne_bits rounds them: its weight gradient's products in BF16 (vdpbf16ps, or the
- * exact fallback on rounded columns). 0 in FP32, and for a depthwise conv, whose direct stencil
- * stays FP32. */
+/* Non-zero when d's backward (without an epilogue) reads x only through values rounded to BF16
+ * as strop__bf16_rne_bits rounds them: its weight gradient's products in BF16 — 2 on
+ * vdpbf16ps, whose backward can take x held in BF16 as well (strop__conv2d_backward_held, for
+ * the geometries strop__conv2d_reads_x_held names), 1 on the exact fallback's rounded columns.
+ * 0 in FP32, and for a depthwise conv, whose direct stencil stays FP32. Reads d's bf16, c_in
+ * and groups only. */
 int strop__conv2d_reads_x_rounded(const strop__conv2d_dims *d);
+/* 1 when strop__conv2d_backward_held runs d's backward on `chunks` chunks: products on
+ * vdpbf16ps (bf16_mode 1: d->bf16 where strop__bf16_dot_enabled()), not depthwise, and the weight
+ * gradient's columns packed straight from the images (strop__conv_bf16_direct, a geometry
+ * pack_cols_t reads). 0 otherwise. */
+int strop__conv2d_reads_x_held(const strop__conv2d_dims *d, int chunks);
+/* strop__conv2d_backward (assign 0) or _backward_assign (1) with x held in BF16: xh [n, c_in, h,
+ * w] the bits x's values round to (strop__bf16_rne_bits, as ops/lowp.h's strop__bf16_compact_par
+ * holds them), read by the weight gradient's products as they are. The same bits as the FP32
+ * call on x, at half the bytes read, and no FP32 copy of x. Only where
+ * strop__conv2d_reads_x_held(d, chunks). */
+void strop__conv2d_backward_held(const strop__conv2d_dims *d, const uint16_t *xh, const float *w,
+                                 const float *dy, float *dx, float *dw, float *db, float *scratch,
+                                 int chunks, const strop__conv2d_epilogue *ep, int assign);
 /* The same, but dx is written outright (its old contents are never read): the graph then need
  * not zero a sole consumer's input gradient first. */
 void strop__conv2d_backward_assign(const strop__conv2d_dims *d, const float *x, const float *w,

@@ -49,6 +49,7 @@ static inline float relu_dy(float x, float a, float b, float g) {
  * other operand as the add hands it on (written or added) */
 static inline float res_dy(const strop__bn_res *r, int64_t o, float g) {
   if (r->out) g = r->out[o] <= 0.0f ? 0.0f : g;
+  else if (r->out_h) g = strop__bf16_val(r->out_h[o]) <= 0.0f ? 0.0f : g;
   if (r->dr) {
     if (r->dr_assign) r->dr[o] = g;
     else r->dr[o] += g;
@@ -205,6 +206,7 @@ BN_INL void group_rows_h(const bn_job *j, const uint16_t *base, int64_t i, int64
  * gradient) of image i, as group_rows; NULL where it has none */
 typedef struct res_rows {
   const float *out[BN_G];
+  const uint16_t *out_h[BN_G];
   float *dr[BN_G];
 } res_rows;
 
@@ -225,8 +227,9 @@ BN_INL void load_x_dy_cols(const float *const *px, const uint16_t *const *ph,
                                 _mm256_setzero_ps());
     }
     if (res) {
-      if (res->out) {
-        const __m256 y = _mm256_maskz_loadu_ps(m, rr->out[k] + t);
+      if (res->out || res->out_h) {
+        const __m256 y = res->out_h ? load_bf16(rr->out_h[k] + t, m)
+                                    : _mm256_maskz_loadu_ps(m, rr->out[k] + t);
         r[k] = _mm256_mask_mov_ps(r[k], _mm256_cmp_ps_mask(y, _mm256_setzero_ps(), _CMP_LE_OQ),
                                   _mm256_setzero_ps());
       }
@@ -306,6 +309,7 @@ BN_T static void stage_rows(const bn_job *j, int64_t i, int64_t c0, int g, const
   for (int k = 0; k < g; k++) {
     const int64_t o = i * j->c * l + (c0 + k) * l;
     const float *px = a ? j->x + o : NULL, *pd = j->dy + o, *po = res->out ? res->out + o : NULL;
+    const uint16_t *poh = res->out_h ? res->out_h + o : NULL;
     float *dr = res->dr ? res->dr + o : NULL, *st = stage + k * l;
     const __m512 va = _mm512_set1_ps(a ? a[k] : 0.0f), vb = _mm512_set1_ps(a ? b[k] : 0.0f);
     for (int64_t t = 0; t < l; t += 16) {
@@ -316,11 +320,14 @@ BN_T static void stage_rows(const bn_job *j, int64_t i, int64_t c0, int g, const
         e = _mm512_mask_mov_ps(e, _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LE_OQ),
                                _mm512_setzero_ps());
       }
-      if (po)
-        e = _mm512_mask_mov_ps(
-            e,
-            _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(m, po + t), _mm512_setzero_ps(), _CMP_LE_OQ),
-            _mm512_setzero_ps());
+      if (po || poh) {
+        const __m512 y = poh ? _mm512_castsi512_ps(_mm512_slli_epi32(
+                                   _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, poh + t)),
+                                   16))
+                             : _mm512_maskz_loadu_ps(m, po + t);
+        e = _mm512_mask_mov_ps(e, _mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_LE_OQ),
+                               _mm512_setzero_ps());
+      }
       if (dr)
         _mm512_mask_storeu_ps(
             dr + t, m, res->dr_assign ? e : _mm512_add_ps(_mm512_maskz_loadu_ps(m, dr + t), e));
@@ -375,6 +382,7 @@ BN_T static void group_dot_avx512(const bn_job *j, int64_t c0, int g, const doub
     else group_rows(j, j->x, i, c0, g, p);
     group_rows(j, j->dy, i, c0, g, q);
     if (j->res && j->res->out) group_rows(j, j->res->out, i, c0, g, rr.out);
+    if (j->res && j->res->out_h) group_rows_h(j, j->res->out_h, i, c0, g, rr.out_h);
     for (int k = 0; j->res && j->res->dr && k < BN_G; k++)
       rr.dr[k] = j->res->dr + i * j->c * j->l + (c0 + (k < g ? k : 0)) * j->l;
     for (int64_t t = 0; t < j->l; t += 8) {
@@ -415,7 +423,7 @@ static void group_dot_any(const bn_job *j, int64_t c0, int g, const double *mu, 
                           double *dot, float *stage) {
 #if defined(BN_AVX512)
   if (bn_avx512()) {
-    if (stage && j->res && (j->res->out || j->res->dr))
+    if (stage && j->res && (j->res->out || j->res->out_h || j->res->dr))
       group_dot_staged(j, c0, g, mu, sum, dot, stage);
     else group_dot_avx512(j, c0, g, mu, sum, dot);
     return;
@@ -464,6 +472,11 @@ STROP__CLONES static void affine_res_row(const float *p, const float *r, float *
 /* g = dy where the residual chain's relu output y is > 0 or NaN, else 0 (res_dy's select) */
 STROP__CLONES static void mask_row(const float *y, const float *dy, float *g, int64_t l) {
   for (int64_t t = 0; t < l; t++) g[t] = y[t] <= 0.0f ? 0.0f : dy[t];
+}
+
+/* the same of y held in BF16 (strop__bn_res.out_h), widened */
+STROP__CLONES static void mask_row_h(const uint16_t *y, const float *dy, float *g, int64_t l) {
+  for (int64_t t = 0; t < l; t++) g[t] = strop__bf16_val(y[t]) <= 0.0f ? 0.0f : dy[t];
 }
 
 /* dx = (dy - gm - (x - mu) * k) * w, dy through the fused relu's mask (relu: its a, b); added
@@ -528,6 +541,10 @@ static void group_affine(const bn_job *j, int64_t c0, int g, const float *a, con
 static const float *row_dy(const bn_job *j, int64_t o, int64_t l, float *buf) {
   const strop__bn_res *r = j->res;
   if (r && r->dr && r->dr_assign) return r->dr + o;
+  if (r && r->out_h) {
+    mask_row_h(r->out_h + o, j->dy + o, buf, l);
+    return buf;
+  }
   if (r && r->out) {
     mask_row(r->out + o, j->dy + o, buf, l);
     return buf;

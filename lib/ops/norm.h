@@ -17,16 +17,19 @@ typedef struct strop__bn_res {
   int relu;         /* the relu after the sum too: its select as strop__relu_forward's */
   const float *out; /* backward with relu: the chain's output, relu(sum), whose select of dy
                        (strop__relu_backward_assign's: where out <= 0, 0) gives the sum's
-                       gradient; NULL without the relu */
+                       gradient; NULL without the relu, or with out_h */
   float *dr;        /* backward: r's gradient (the sum's, as the add hands it on), or NULL */
   int dr_assign;    /* 1: dr is written outright, 0: added to */
   float *stage;     /* backward: scratch for the dot pass, stage_floats floats
                        (strop__batchnorm_stage_floats), or NULL: the same bits either way */
   size_t stage_floats;
-  const uint16_t *dev; /* backward: x's deviations from the mean argument, x - mean, held in
+  const uint16_t *dev;   /* backward: x's deviations from the mean argument, x - mean, held in
                           BF16 ([n, c, l] like x; strop__bf16_compact_centred_par): read in its
                           place, x then unread (it may be NULL); or NULL. Without the fused
                           relu's a and b then (relu_ab NULL): its select comes from out */
+  const uint16_t *out_h; /* backward with relu: that output held in BF16 with each value's sign
+                            (strop__bf16_compact_par), read for the select in out's place; or
+                            NULL */
 } strop__bn_res;
 
 /* The floats of scratch (strop__bn_res.stage) that let the train-mode backward's dot pass of a
