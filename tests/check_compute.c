@@ -1856,6 +1856,66 @@ START_TEST(conv_direct_same_bits) {
 }
 END_TEST
 
+/* The backward reading x as the step holds it in BF16 (strop__conv2d_backward_held on
+ * strop__bf16_compact_par's values) gives the bits of the backward on x itself: dW from the
+ * columns packed from the held values (ops/conv.c cols_row16_h), dx and db as before. Every
+ * shape above and three more (a lone image's pointwise conv; a block of 7 x 7 images; a 1 x 1
+ * stride-2 conv), at 1 to 3 chunks, dx written and added; x holds values that round to zero
+ * (held as a marker: the zero with its sign), a zero of each sign, FP32 denormals, a NaN and a
+ * large value. strop__conv2d_reads_x_held says which geometries it takes; at least 20 of the
+ * calls run it. */
+START_TEST(conv_held_same_bits) {
+  if (!strop__bf16_dot_enabled()) return;
+  strop__bf16_impl = 0;
+  static const cshape more[] = {{3, 16, 20, 20, 8, 1, 1, 0, 1},
+                                {8, 24, 7, 7, 16, 1, 1, 0, 1},
+                                {4, 8, 12, 12, 6, 1, 2, 0, 1}};
+  enum { NM = sizeof more / sizeof more[0] };
+  int ran = 0;
+  for (int k = 0; k < NDSH + NCSH + NM; k++)
+    for (int chunks = 1; chunks <= 3; chunks++) {
+      const cshape *cs = k < NDSH          ? &DSH[k]
+                         : k < NDSH + NCSH ? &CSH[k - NDSH]
+                                           : &more[k - NDSH - NCSH];
+      const strop__conv2d_dims d = cdims(cs, 1);
+      if (!strop__conv2d_reads_x_held(&d, chunks)) continue;
+      ran++;
+      const int assign = (k + chunks) & 1;
+      cbufs a = calloc_bufs(&d, chunks);
+      const uint32_t odd[] = {0x00000001u, 0x80000100u, 0x00008000u, 0x00007fffu, 0x80000000u,
+                              0x00000000u, 0x007fffffu, 0x7fc00000u, 0x4b800000u};
+      for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++)
+        memcpy(&a.x[(i * 7919) % a.nx], &odd[i], 4);
+      uint16_t *h = malloc(a.nx * sizeof *h);
+      strop__bf16_compact_par(a.x, h, a.nx);
+      float *out[2][3];
+      for (int v = 0; v < 2; v++) {
+        out[v][0] = malloc(a.nx * sizeof(float));
+        out[v][1] = malloc(a.nw * sizeof(float));
+        out[v][2] = malloc((size_t)d.c_out * sizeof(float));
+        for (size_t i = 0; i < a.nx; i++) out[v][0][i] = 0.25f;
+        for (size_t i = 0; i < a.nw; i++) out[v][1][i] = -0.5f;
+        for (int64_t i = 0; i < d.c_out; i++) out[v][2][i] = 0.125f;
+      }
+      (assign ? strop__conv2d_backward_assign : strop__conv2d_backward)(
+          &d, a.x, a.w, a.dy, out[0][0], out[0][1], out[0][2], a.scratch, chunks, NULL);
+      strop__conv2d_backward_held(&d, h, a.w, a.dy, out[1][0], out[1][1], out[1][2], a.scratch,
+                                  chunks, NULL, assign);
+      ck_assert_msg(!memcmp(out[0][0], out[1][0], a.nx * sizeof(float)), "shape %d chunks %d dx",
+                    k, chunks);
+      ck_assert_msg(!memcmp(out[0][1], out[1][1], a.nw * sizeof(float)), "shape %d chunks %d dw",
+                    k, chunks);
+      ck_assert_msg(!memcmp(out[0][2], out[1][2], (size_t)d.c_out * sizeof(float)),
+                    "shape %d chunks %d db", k, chunks);
+      for (int v = 0; v < 2; v++)
+        for (int q = 0; q < 3; q++) free(out[v][q]);
+      free(h);
+      free_bufs(&a);
+    }
+  ck_assert_int_ge(ran, 20);
+}
+END_TEST
+
 /* The BF16 input gradient as the BF16 Winograd forward of dy (strop__conv_bf16_wino_dx) on the
  * same shapes (dx's conv: blocks of whole images from the block's dy laid side by side, strips
  * of one image, padding 0 to 2, an odd channel count), 1 and 2 chunks, dx written and added, a
@@ -2767,6 +2827,7 @@ static Suite *suite(void) {
   tcase_add_loop_test(c, compact_conv_acts_same_bits, 0, 4);
   tcase_add_loop_test(c, compact_norm_inputs_close, 0, 4);
   tcase_add_loop_test(c, compact_held_read_same_bits, 0, 6);
+  tcase_add_test(c, conv_held_same_bits);
   tcase_add_test(c, attention_setting);
   tcase_add_test(c, loss_exponentials_follow_the_dtype);
   suite_add_tcase(s, c);

@@ -199,9 +199,10 @@ int strop__conv2d_reads_x_rounded(const strop__conv2d_dims *d);
  * pack_cols_t reads). 0 otherwise. */
 int strop__conv2d_reads_x_held(const strop__conv2d_dims *d, int chunks);
 /* strop__conv2d_backward (assign 0) or _backward_assign (1) with x held in BF16: xh [n, c_in, h,
- * w] the bits x's values round to (strop__bf16_rne_bits, as ops/lowp.h's strop__bf16_compact_par
- * holds them), read by the weight gradient's products as they are. The same bits as the FP32
- * call on x, at half the bytes read, and no FP32 copy of x. Only where
+ * w] as ops/lowp.h's strop__bf16_compact_par holds x (the bits strop__bf16_rne_bits rounds each
+ * value to; the marker STROP__BF16_TINY of a nonzero value that rounds to zero read as that
+ * zero, with its sign), read by the weight gradient's products as they are. The same bits as
+ * the FP32 call on x, at half the bytes read, and no FP32 copy of x. Only where
  * strop__conv2d_reads_x_held(d, chunks). */
 void strop__conv2d_backward_held(const strop__conv2d_dims *d, const uint16_t *xh, const float *w,
                                  const float *dy, float *dx, float *dw, float *db, float *scratch,

@@ -61,11 +61,7 @@ STROP__CLONES static void compact_n(const float *x, uint16_t *out, size_t n) {
 }
 
 STROP__CLONES static void expand_n(const uint16_t *h, float *out, size_t n) {
-  for (size_t i = 0; i < n; i++) {
-    const uint32_t v = h[i];
-    const uint32_t u = (v & 0x7fffu) == STROP__BF16_TINY ? ((v & 0x8000u) << 16) | 1u : v << 16;
-    memcpy(&out[i], &u, sizeof u);
-  }
+  for (size_t i = 0; i < n; i++) out[i] = strop__bf16_held_val(h[i]);
 }
 
 /* runs of 64K values a task */

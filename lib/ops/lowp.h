@@ -73,6 +73,16 @@ static inline float strop__bf16_val(uint16_t h) {
   return x;
 }
 
+/* A value held by strop__bf16_compact_par, widened as strop__bf16_expand_par widens it (its
+ * sign and zeroness the original's) */
+static inline float strop__bf16_held_val(uint16_t h) {
+  const uint32_t v = h;
+  const uint32_t u = (v & 0x7fffu) == STROP__BF16_TINY ? ((v & 0x8000u) << 16) | 1u : v << 16;
+  float x;
+  memcpy(&x, &u, sizeof x);
+  return x;
+}
+
 /* strop__bf16_from_f32 on an FP32's bits, in the low 16 bits: branch-free, so that the loops
  * calling it vectorise */
 static inline uint32_t strop__bf16_rne_bits(uint32_t u) {

@@ -49,7 +49,7 @@ static inline float relu_dy(float x, float a, float b, float g) {
  * other operand as the add hands it on (written or added) */
 static inline float res_dy(const strop__bn_res *r, int64_t o, float g) {
   if (r->out) g = r->out[o] <= 0.0f ? 0.0f : g;
-  else if (r->out_h) g = strop__bf16_val(r->out_h[o]) <= 0.0f ? 0.0f : g;
+  else if (r->out_h) g = strop__bf16_held_val(r->out_h[o]) <= 0.0f ? 0.0f : g;
   if (r->dr) {
     if (r->dr_assign) r->dr[o] = g;
     else r->dr[o] += g;
@@ -191,6 +191,31 @@ BN_INL __m256 load_bf16(const uint16_t *h, __mmask8 m) {
       _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_maskz_loadu_epi16(m, h)), 16));
 }
 
+/* the same of values held by strop__bf16_compact_par (strop__bn_res.out_h): widened as
+ * strop__bf16_held_val widens them */
+BN_INL __m256i held_bits(__m256i v) {
+  const __mmask8 tiny = _mm256_cmpeq_epi32_mask(_mm256_and_si256(v, _mm256_set1_epi32(0x7fff)),
+                                                _mm256_set1_epi32(STROP__BF16_TINY));
+  return _mm256_mask_or_epi32(
+      _mm256_slli_epi32(v, 16), tiny,
+      _mm256_slli_epi32(_mm256_and_si256(v, _mm256_set1_epi32(0x8000)), 16),
+      _mm256_set1_epi32(1));
+}
+BN_INL __m256 load_held(const uint16_t *h, __mmask8 m) {
+  return _mm256_castsi256_ps(held_bits(_mm256_cvtepu16_epi32(_mm_maskz_loadu_epi16(m, h))));
+}
+
+/* load_held of 16 values */
+BN_INL __m512 load_held16(const uint16_t *h, __mmask16 m) {
+  const __m512i v = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, h));
+  const __mmask16 tiny = _mm512_cmpeq_epi32_mask(_mm512_and_si512(v, _mm512_set1_epi32(0x7fff)),
+                                                 _mm512_set1_epi32(STROP__BF16_TINY));
+  return _mm512_castsi512_ps(
+      _mm512_mask_or_epi32(_mm512_slli_epi32(v, 16), tiny,
+                           _mm512_slli_epi32(_mm512_and_si512(v, _mm512_set1_epi32(0x8000)), 16),
+                           _mm512_set1_epi32(1)));
+}
+
 BN_INL void load_cols_h(const uint16_t *const *p, int64_t t, __mmask8 m, __m256 r[8]) {
   for (int k = 0; k < BN_G; k++) r[k] = load_bf16(p[k] + t, m);
   transpose8(r);
@@ -228,7 +253,7 @@ BN_INL void load_x_dy_cols(const float *const *px, const uint16_t *const *ph,
     }
     if (res) {
       if (res->out || res->out_h) {
-        const __m256 y = res->out_h ? load_bf16(rr->out_h[k] + t, m)
+        const __m256 y = res->out_h ? load_held(rr->out_h[k] + t, m)
                                     : _mm256_maskz_loadu_ps(m, rr->out[k] + t);
         r[k] = _mm256_mask_mov_ps(r[k], _mm256_cmp_ps_mask(y, _mm256_setzero_ps(), _CMP_LE_OQ),
                                   _mm256_setzero_ps());
@@ -321,10 +346,7 @@ BN_T static void stage_rows(const bn_job *j, int64_t i, int64_t c0, int g, const
                                _mm512_setzero_ps());
       }
       if (po || poh) {
-        const __m512 y = poh ? _mm512_castsi512_ps(_mm512_slli_epi32(
-                                   _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, poh + t)),
-                                   16))
-                             : _mm512_maskz_loadu_ps(m, po + t);
+        const __m512 y = poh ? load_held16(poh + t, m) : _mm512_maskz_loadu_ps(m, po + t);
         e = _mm512_mask_mov_ps(e, _mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_LE_OQ),
                                _mm512_setzero_ps());
       }
@@ -476,7 +498,7 @@ STROP__CLONES static void mask_row(const float *y, const float *dy, float *g, in
 
 /* the same of y held in BF16 (strop__bn_res.out_h), widened */
 STROP__CLONES static void mask_row_h(const uint16_t *y, const float *dy, float *g, int64_t l) {
-  for (int64_t t = 0; t < l; t++) g[t] = strop__bf16_val(y[t]) <= 0.0f ? 0.0f : dy[t];
+  for (int64_t t = 0; t < l; t++) g[t] = strop__bf16_held_val(y[t]) <= 0.0f ? 0.0f : dy[t];
 }
 
 /* dx = (dy - gm - (x - mu) * k) * w, dy through the fused relu's mask (relu: its a, b); added
