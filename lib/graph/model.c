@@ -1220,7 +1220,11 @@ int strop__compact_held = 1;
  * bytes kept across the step. Such an output whose sole reader's backward reads it as its
  * deviations from a centre per channel (vtable bf16_centred: a ResNet's conv output before its
  * batch norm) is held as those deviations in BF16 instead (2), which that backward reads as they
- * are (x->centred_in): not the values, and not widened (strop__compact_centred). */
+ * are (x->centred_in): not the values, and not widened (strop__compact_centred). An output
+ * held as its values whose every reader's backward reads it as it is held (vtable bf16_input 2:
+ * a conv's weight gradient on vdpbf16ps), or not at all, and whose own unit reads back only its
+ * signs from it too (out_sign_only 2: a norm chain's relu) or nothing, is widened by none (3):
+ * the backwards get it as x->held_in and x->held_out (strop__compact_held). */
 static strop_status compact_plan(strop_model *m, const uint8_t *keep, const strop__exec *x) {
   const int nn = m->n_nodes;
   m->compact = NULL;
@@ -1298,9 +1302,8 @@ static strop_status compact_act(strop_model *m, int k, int reader, int slot,
 
 /* Node k's output as the step holds it in BF16 (compact_act) */
 static const uint16_t *held_at(const strop_model *m, int k) {
-  return (
-      const uint16_t *)(const void *)(m->plan_base +
-                                      m->plan_off[PLAN_COMPACT * (size_t)m->n_nodes + (size_t)k]);
+  const size_t q = (size_t)PLAN_COMPACT * (size_t)m->n_nodes + (size_t)k;
+  return (const uint16_t *)(const void *)(m->plan_base + m->plan_off[q]);
 }
 
 /* x->held_in's slots for a backward of n inputs, all NULL: local's 16, or the arena's */

@@ -810,8 +810,8 @@ static void col2im(const strop__conv2d_dims *d, float *col, int64_t ld, float *d
 typedef struct conv_job {
   const strop__conv2d_dims *d;
   const float *x, *w, *b, *dy, *ones;
-  const uint16_t
-      *xh; /* backward: x held in BF16 (strop__conv2d_backward_held), x NULL; or NULL */
+  /* backward: x held in BF16 (strop__conv2d_backward_held; x NULL then), or NULL */
+  const uint16_t *xh;
   float *y, *dx, *dw, *db;
   float *waug;        /* forward, fused bias: [c_out, K + 1]; BF16: the weight transposed */
   const uint32_t *ap; /* BF16: the weight packed (strop__bf16_pack_a; the backward's W^T), or
@@ -1263,7 +1263,8 @@ __attribute__((target("avx512f,avx512bw,bmi2"))) static void pack_cols(const voi
 /* The weight gradient's columns read transposed (dW = dY cols^T: op(B) = cols^T, as
  * strop__bf16_gemm_f32 packs B stored [K, L] with tb 1) straight from the images: the panel's
  * 32 taps j0 .. j0 + 31, each a row of 32 columns at a time read as pack_cols reads them,
- * rounded into 16 pairs of neighbouring columns; 16 taps' pairs transposed (16 x 16). */
+ * rounded into 16 pairs of neighbouring columns (or, from images held in BF16, cp->xh, taken
+ * as they are: cols_row16_h); 16 taps' pairs transposed (16 x 16). */
 __attribute__((target("avx512f,avx512bw,avx512vl,bmi2"))) static void pack_cols_t(const void *ctx,
                                                                                   int64_t j0,
                                                                                   uint32_t *p) {
