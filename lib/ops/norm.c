@@ -191,21 +191,8 @@ BN_INL __m256 load_bf16(const uint16_t *h, __mmask8 m) {
       _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_maskz_loadu_epi16(m, h)), 16));
 }
 
-/* the same of values held by strop__bf16_compact_par (strop__bn_res.out_h): widened as
+/* 16 values held by strop__bf16_compact_par (strop__bn_res.out_h), widened as
  * strop__bf16_held_val widens them */
-BN_INL __m256i held_bits(__m256i v) {
-  const __mmask8 tiny = _mm256_cmpeq_epi32_mask(_mm256_and_si256(v, _mm256_set1_epi32(0x7fff)),
-                                                _mm256_set1_epi32(STROP__BF16_TINY));
-  return _mm256_mask_or_epi32(
-      _mm256_slli_epi32(v, 16), tiny,
-      _mm256_slli_epi32(_mm256_and_si256(v, _mm256_set1_epi32(0x8000)), 16),
-      _mm256_set1_epi32(1));
-}
-BN_INL __m256 load_held(const uint16_t *h, __mmask8 m) {
-  return _mm256_castsi256_ps(held_bits(_mm256_cvtepu16_epi32(_mm_maskz_loadu_epi16(m, h))));
-}
-
-/* load_held of 16 values */
 BN_INL __m512 load_held16(const uint16_t *h, __mmask16 m) {
   const __m512i v = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, h));
   const __mmask16 tiny = _mm512_cmpeq_epi32_mask(_mm512_and_si512(v, _mm512_set1_epi32(0x7fff)),
@@ -214,6 +201,11 @@ BN_INL __m512 load_held16(const uint16_t *h, __mmask16 m) {
       _mm512_mask_or_epi32(_mm512_slli_epi32(v, 16), tiny,
                            _mm512_slli_epi32(_mm512_and_si512(v, _mm512_set1_epi32(0x8000)), 16),
                            _mm512_set1_epi32(1)));
+}
+
+/* the same of 8 values */
+BN_INL __m256 load_held(const uint16_t *h, __mmask8 m) {
+  return _mm512_castps512_ps256(load_held16(h, (__mmask16)m));
 }
 
 BN_INL void load_cols_h(const uint16_t *const *p, int64_t t, __mmask8 m, __m256 r[8]) {
