@@ -727,6 +727,63 @@ START_TEST(kn_slices_same_bits) {
 }
 END_TEST
 
+/* A linear layer's bias added as each tile is stored (strop__bf16_gemm_nt_bias) gives the bits
+ * of C's rows set to the bias with the product added (beta 1), and never reads C (it starts as
+ * NaN): BF16 weights [out, in] (in panels) and [in, out], int8 per channel both ways (int8
+ * [in, out] runs in slices of k on the AMX tiles, its sums stored after the last), edges in m,
+ * n and k, on the AMX tiles and on vdpbf16ps, one thread and two. */
+START_TEST(bias_cols_same_bits) {
+  if (!strop__bf16_dot_enabled()) return;
+  static const int64_t shapes[][3] = {{1, 1, 1},      {5, 7, 45},    {33, 47, 63},
+                                      {40, 100, 301}, {64, 96, 800}, {35, 600, 777}};
+  const int threads = strop_get_num_threads(), amx = strop__bf16_amx;
+  for (int th = 1; th <= 2; th++)
+    for (int tiles = 0; tiles < 2; tiles++) {
+      ck_assert_int_eq(strop_set_num_threads(th), STROP_OK);
+      strop__bf16_amx = tiles;
+      for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++)
+        for (int kind = 0; kind < 4; kind++) { /* BF16, BF16 [in, out], int8, int8 [in, out] */
+          const int64_t m = shapes[sh][0], n = shapes[sh][1], k = shapes[sh][2];
+          const int sc = kind & 1;
+          float *w = malloc((size_t)(n * k) * sizeof *w),
+                *a = malloc((size_t)(m * k) * sizeof *a);
+          float *b = malloc((size_t)n * sizeof *b);
+          float *c[2] = {malloc((size_t)(m * n) * sizeof(float)),
+                         malloc((size_t)(m * n) * sizeof(float))};
+          for (int64_t i = 0; i < n * k; i++) w[i] = (float)cos(0.37 * (double)i) * 1.5f;
+          for (int64_t i = 0; i < m * k; i++) a[i] = (float)sin(0.11 * (double)i + 0.2);
+          for (int64_t j = 0; j < n; j++)
+            b[j] = j % 5 == 0 ? -0.0f
+                              : (float)(sin(1.7 * (double)j) * pow(10.0, (double)(j % 4)));
+          strop__lowp q;
+          ck_assert_int_eq(strop__lowp_make(&q, kind < 2 ? STROP__LOWP_BF16 : STROP__LOWP_INT8, w,
+                                            sc ? k : n, sc ? n : k, sc, 0),
+                           0);
+          void *work = strop__malloc_aligned(strop__bf16_gemm_scratch(&q, 0, m, n, k));
+          for (int64_t i = 0; i < m * n; i++) {
+            c[0][i] = NAN;
+            c[1][i] = b[i % n];
+          }
+          strop__bf16_gemm_nt_bias(m, n, k, a, k, &q, b, c[0], n, work);
+          strop__bf16_gemm_nt(m, n, k, a, k, &q, 1.0f, c[1], n, work);
+          ck_assert_msg(!memcmp(c[0], c[1], (size_t)(m * n) * sizeof(float)),
+                        "[%lld x %lld x %lld] kind %d tiles %d threads %d: the bias added as "
+                        "the tiles are stored differs from C's rows set to it",
+                        (long long)m, (long long)n, (long long)k, kind, tiles, th);
+          strop__free_aligned(work);
+          strop__lowp_free(&q);
+          free(w);
+          free(a);
+          free(b);
+          free(c[0]);
+          free(c[1]);
+        }
+    }
+  strop__bf16_amx = amx;
+  ck_assert_int_eq(strop_set_num_threads(threads), STROP_OK);
+}
+END_TEST
+
 /* The int8 product on vdpbf16ps against the FP32 product of the dequantised weight (what the
  * fallback computes, exactly): x (dy) and each weight rounded to BF16 (relative 2^-9 each), so
  * every element within 2^-8 of sum |x w| (plus FP32 summation error); per channel and groups,
@@ -1579,6 +1636,7 @@ static Suite *suite(void) {
   tcase_add_test(c, int8_dot_tolerance);
   tcase_add_test(c, int8_sweep_same_bits);
   tcase_add_test(c, kn_slices_same_bits);
+  tcase_add_test(c, bias_cols_same_bits);
   tcase_add_test(c, bf16_backward_tolerance);
   suite_add_tcase(s, c);
   c = tcase_create("train");

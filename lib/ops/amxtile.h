@@ -114,8 +114,9 @@ STROP__AMX_TARGET static inline void strop__amx_finish(const float *s, int64_t m
       acc[r][0] = _mm512_load_ps(s + (g + r) * 32);
       acc[r][1] = _mm512_load_ps(s + (g + r) * 32 + 16);
     }
-    strop__bf16_tile_finish(acc, mr - g < 8 ? mr - g : 8, nr, alpha, beta, add ? add + g : NULL,
-                            relu, c + g * ldc, split, c2 + g * ldc, ldc, e ? e + g * ldc : NULL,
+    const float *ag = add && !(opts & STROP__TILE_ADD_COLS) ? add + g : add;
+    strop__bf16_tile_finish(acc, mr - g < 8 ? mr - g : 8, nr, alpha, beta, ag, relu, c + g * ldc,
+                            split, c2 + g * ldc, ldc, e ? e + g * ldc : NULL,
                             e2 ? e2 + g * ldc : NULL, opts);
   }
 }

@@ -12,8 +12,10 @@
 
 /* strop__bf16_tile_8x32_ex's opts: the residual's element first in its sum (a residual sum's
  * operand order); C's lines asked for writing before the sums (a large output written once:
- * a convolution's, whose stores would otherwise wait for each line) */
-enum { STROP__TILE_RES_FIRST = 1, STROP__TILE_PREFETCH_C = 2 };
+ * a convolution's, whose stores would otherwise wait for each line); add holding one value per
+ * column, added as add[j] + v (a linear layer's bias: the bits of C holding the bias and beta
+ * 1, without C's bias rows written and read back) instead of one per row */
+enum { STROP__TILE_RES_FIRST = 1, STROP__TILE_PREFETCH_C = 2, STROP__TILE_ADD_COLS = 4 };
 
 /* The lines strop__bf16_tile_8x32_ex's residual will read (and, with STROP__TILE_PREFETCH_C,
  * C's for writing) asked for before its sums: a block's shortcut is far in memory (read once),
@@ -61,6 +63,9 @@ __attribute__((target("avx512f,avx512bw"))) static inline void strop__bf16_tile_
                              : sp <= 16 ? (__mmask16)0
                                         : (__mmask16)((1u << (sp - 16)) - 1u));
   const __mmask16 t0 = m0 & (__mmask16)~s0, t1 = m1 & (__mmask16)~s1;
+  const int cols = add && (opts & STROP__TILE_ADD_COLS);
+  const __m512 a0 = cols ? _mm512_maskz_loadu_ps(m0, add) : _mm512_setzero_ps();
+  const __m512 a1 = cols ? _mm512_maskz_loadu_ps(m1, add + 16) : _mm512_setzero_ps();
   for (int64_t r = 0; r < mr; r++) {
     float *cr = c + r * ldc, *dr = t0 | t1 ? c2 + r * ldc - split : cr;
     __m512 v0 = acc[r][0], v1 = acc[r][1];
@@ -68,7 +73,10 @@ __attribute__((target("avx512f,avx512bw"))) static inline void strop__bf16_tile_
       v0 = _mm512_mul_ps(v0, _mm512_set1_ps(alpha));
       v1 = _mm512_mul_ps(v1, _mm512_set1_ps(alpha));
     }
-    if (add) {
+    if (cols) { /* as C holding the column's value: c + v */
+      v0 = _mm512_add_ps(a0, v0);
+      v1 = _mm512_add_ps(a1, v1);
+    } else if (add) {
       v0 = _mm512_add_ps(v0, _mm512_set1_ps(add[r]));
       v1 = _mm512_add_ps(v1, _mm512_set1_ps(add[r]));
     }
@@ -103,7 +111,8 @@ __attribute__((target("avx512f,avx512bw"))) static inline void strop__bf16_tile_
   }
 }
 
-/* C[mr, nr] = alpha A B (+ add[r] on row r when add is non-NULL) (+ R) (+ C when beta != 0)
+/* C[mr, nr] = alpha A B (+ add[r] on row r when add is non-NULL; add[j] + on column j with
+ * STROP__TILE_ADD_COLS) (+ R) (+ C when beta != 0)
  * over kp pairs of k: A's pair (r, q) at a[r * rs + q * qs] (rows r >= mr read row mr - 1, their
  * sums dropped), B packed as kp groups of 32 pairs (p[q * 32 + j]); C row-major with ldc, its
  * columns j < split at c + j, the others at c2 + j - split (a tile across two images' outputs;

@@ -100,6 +100,8 @@ int strop__linear_backward(const float *x, const float *w, const float *dy, floa
   return finite;
 }
 
+int strop__bias_cols = 1;
+
 int strop__linear_forward_lowp(const float *x, const strop__lowp *w, const float *b, float *y,
                                int64_t m, int64_t in, int64_t out, int w_in_out) {
   /* a few rows (a decoded token): the weight read as stored, not widened into scratch */
@@ -107,12 +109,16 @@ int strop__linear_forward_lowp(const float *x, const strop__lowp *w, const float
   if (m > 0 && strop__linear_lowp_direct(w, w_in_out)) {
     void *abf = strop__lowp_scratch_take(strop__bf16_gemm_scratch(w, 0, m, out, in));
     if (!abf) return -1;
-    float beta = 0.0f;
-    if (b) {
-      bias_rows(b, y, m, out);
-      beta = 1.0f;
+    if (b && strop__bias_cols) /* added as each tile is stored: the bits of the two below */
+      strop__bf16_gemm_nt_bias(m, out, in, x, in, w, b, y, out, abf);
+    else {
+      float beta = 0.0f;
+      if (b) {
+        bias_rows(b, y, m, out);
+        beta = 1.0f;
+      }
+      strop__bf16_gemm_nt(m, out, in, x, in, w, beta, y, out, abf);
     }
-    strop__bf16_gemm_nt(m, out, in, x, in, w, beta, y, out, abf);
     strop__lowp_scratch_give(abf);
     return 0;
   }

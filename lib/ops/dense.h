@@ -98,6 +98,10 @@ void strop__gelu_backward_assign(const float *x, const float *dy, float *dx, siz
  * ulp of libm: tests/check_layers_dense's gelu_avx512_accuracy), 1 the per-CPU clones of the
  * plain loops (strop__verfcf, strop__vtanhf). For tests and bench_big's GELU=ab. */
 extern int strop__gelu_isa;
+/* 1 (default): a linear layer's bias added as each tile of its BF16 product is stored
+ * (strop__bf16_gemm_nt_bias); 0: C's rows set to the bias first and the product added (beta 1).
+ * The same bits. For bench_big's BIAS_COLS=ab. */
+extern int strop__bias_cols;
 /* Phi(x) = erfc(-x / sqrt2) / 2, the exact form's factor, as the kernels strop__gelu_isa
  * selects compute it: for the accuracy tests. Returns 1 when the AVX-512 kernel ran, 0 when
  * the clones did (no AVX-512, a build without clones, or strop__gelu_isa 1). */

@@ -411,6 +411,7 @@ typedef struct bf16_job {
   int64_t ng, gl;       /* int8: scales per output channel, inputs per scale */
   float *acc;           /* bf16_chunk_kslices: C's sums so far, [n / 32][acc_rows][32] */
   int amx;              /* 1: the AMX tile (strop__bf16_amx_runs), blocks of 32 rows */
+  const float *colb;    /* NULL, or one value per column of C added first (the bias) */
 } bf16_job;
 
 enum { BNR = 32, BMR = 8, AMR = 32 };
@@ -703,13 +704,15 @@ STROP__AMX_TARGET static void kernel_tile(const bf16_job *J, int64_t i, int64_t 
   const int64_t nr = J->n - j0 < BNR ? J->n - j0 : BNR;
   const uint32_t *a = (const uint32_t *)(const void *)(J->a +
                                                        i * J->ka); /* rows of ka / 2 pairs */
+  const float *add = J->colb ? J->colb + j0 : NULL;
+  const int opts = J->colb ? STROP__TILE_ADD_COLS : 0;
+  float *c = J->c + i * J->ldc + j0;
   if (J->amx)
-    strop__amx_tile_32x32(a, J->ka / 2, J->ka / 2, p, mr, nr, 1.0f, J->beta, NULL, 0,
-                          J->c + i * J->ldc + j0, 32, J->c + i * J->ldc + j0, J->ldc, NULL, NULL,
-                          0);
+    strop__amx_tile_32x32(a, J->ka / 2, J->ka / 2, p, mr, nr, 1.0f, J->beta, add, 0, c, 32, c,
+                          J->ldc, NULL, NULL, opts);
   else
-    strop__bf16_tile_8x32(a, J->ka / 2, 1, J->ka / 2, p, mr, nr, 1.0f, J->beta,
-                          J->c + i * J->ldc + j0, J->ldc);
+    strop__bf16_tile_8x32_ex(a, J->ka / 2, 1, J->ka / 2, p, mr, nr, 1.0f, J->beta, add, 0, c, 32,
+                             c, J->ldc, NULL, NULL, opts);
 }
 
 int strop__bf16_kslices = 2;
@@ -853,10 +856,18 @@ STROP__AMX_TARGET static void bf16_chunk_kslices(void *ctx, int64_t lo, int64_t 
   for (int64_t jb = lo; jb < hi; jb++) {
     const int64_t nr = J->n - jb * BNR < BNR ? J->n - jb * BNR : BNR;
     const __mmask16 m0 = (__mmask16)strop__lanes32(nr), m1 = (__mmask16)strop__lanes32(nr - 16);
+    const __m512 b0 = J->colb ? _mm512_maskz_loadu_ps(m0, J->colb + jb * BNR)
+                              : _mm512_setzero_ps();
+    const __m512 b1 = J->colb ? _mm512_maskz_loadu_ps(m1, J->colb + jb * BNR + 16)
+                              : _mm512_setzero_ps();
     for (int64_t i = 0; i < J->m; i++) {
       const float *s = J->acc + ((size_t)jb * ar + i) * BNR;
       float *c = J->c + i * J->ldc + jb * BNR;
       __m512 v0 = _mm512_load_ps(s), v1 = _mm512_load_ps(s + 16);
+      if (J->colb) { /* as the tile adds it (STROP__TILE_ADD_COLS) */
+        v0 = _mm512_add_ps(b0, v0);
+        v1 = _mm512_add_ps(b1, v1);
+      }
       if (J->beta != 0.0f) {
         v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, c), v0);
         v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, c + 16), v1);
@@ -951,8 +962,8 @@ static void round_rows(void *ctx, int64_t lo, int64_t hi, int chunk) {
 }
 
 static void bf16_gemm(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
-                      const strop__lowp *q, int b_kn, float beta, float *c, int64_t ldc,
-                      void *work) {
+                      const strop__lowp *q, int b_kn, const float *colb, float beta, float *c,
+                      int64_t ldc, void *work) {
   const int64_t ka = (k + 31) / 32 * 32;
   uint16_t *abf = work;
   const int threads = (double)m * (double)n * (double)k >= (double)(1 << 20)
@@ -987,7 +998,8 @@ static void bf16_gemm(int64_t m, int64_t n, int64_t k, const float *a, int64_t l
                 1,
                 0,
                 acc,
-                strop__bf16_amx_runs()};
+                strop__bf16_amx_runs(),
+                colb};
   if (q->dtype == STROP__LOWP_INT8) {
     J.ng = lowp_groups(q);
     J.gl = J.ng > 1 ? q->group : lowp_inputs(q);
@@ -1010,7 +1022,16 @@ void strop__bf16_gemm_nt(int64_t m, int64_t n, int64_t k, const float *a, int64_
                          const strop__lowp *q, float beta, float *c, int64_t ldc, void *work) {
   strop__gemm_observer_fn obs = strop__gemm_observer;
   const double t0 = obs ? strop__thread_cpu_now() : 0.0;
-  bf16_gemm(m, n, k, a, lda, q, 0, beta, c, ldc, work);
+  bf16_gemm(m, n, k, a, lda, q, 0, NULL, beta, c, ldc, work);
+  if (obs) obs(0, 1, m, n, k, 1.0f, 4, strop__thread_cpu_now() - t0);
+}
+
+void strop__bf16_gemm_nt_bias(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                              const strop__lowp *q, const float *bias, float *c, int64_t ldc,
+                              void *work) {
+  strop__gemm_observer_fn obs = strop__gemm_observer;
+  const double t0 = obs ? strop__thread_cpu_now() : 0.0;
+  bf16_gemm(m, n, k, a, lda, q, 0, bias, 0.0f, c, ldc, work);
   if (obs) obs(0, 1, m, n, k, 1.0f, 4, strop__thread_cpu_now() - t0);
 }
 
@@ -1018,7 +1039,7 @@ void strop__bf16_gemm_nn(int64_t m, int64_t n, int64_t k, const float *a, int64_
                          const strop__lowp *q, float beta, float *c, int64_t ldc, void *work) {
   strop__gemm_observer_fn obs = strop__gemm_observer;
   const double t0 = obs ? strop__thread_cpu_now() : 0.0;
-  bf16_gemm(m, n, k, a, lda, q, 1, beta, c, ldc, work);
+  bf16_gemm(m, n, k, a, lda, q, 1, NULL, beta, c, ldc, work);
   if (obs) obs(0, 0, m, n, k, 1.0f, 4, strop__thread_cpu_now() - t0);
 }
 
@@ -1038,6 +1059,12 @@ size_t strop__bf16_gemm_scratch_max(int64_t m, int64_t n, int64_t k) {
 void strop__bf16_gemm_nt(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                          const strop__lowp *q, float beta, float *c, int64_t ldc, void *work) {
   (void)m, (void)n, (void)k, (void)a, (void)lda, (void)q, (void)beta, (void)c, (void)ldc;
+  (void)work;
+}
+void strop__bf16_gemm_nt_bias(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                              const strop__lowp *q, const float *bias, float *c, int64_t ldc,
+                              void *work) {
+  (void)m, (void)n, (void)k, (void)a, (void)lda, (void)q, (void)bias, (void)c, (void)ldc;
   (void)work;
 }
 void strop__bf16_gemm_nn(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,

@@ -195,6 +195,11 @@ size_t strop__bf16_gemm_scratch(const strop__lowp *q, int nn, int64_t m, int64_t
 size_t strop__bf16_gemm_scratch_max(int64_t m, int64_t n, int64_t k);
 void strop__bf16_gemm_nt(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                          const strop__lowp *q, float beta, float *c, int64_t ldc, void *work);
+/* strop__bf16_gemm_nt with C[i, j] = bias[j] + (A B^T)[i, j]: the bits of C's rows set to the
+ * bias and beta 1, the bias added as each tile is stored (C is not written twice, nor read) */
+void strop__bf16_gemm_nt_bias(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                              const strop__lowp *q, const float *bias, float *c, int64_t ldc,
+                              void *work);
 /* C[m, n] = A[m, k] B[k, n] + beta C with B the same stored values read the other way (rows
  * k, cols n: a weight held for strop__bf16_gemm_nt as [out, in], here with k = out, n = in):
  * the input gradient dX = dY W through a frozen BF16 weight. The same kernel, panels packed
