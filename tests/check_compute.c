@@ -2553,6 +2553,70 @@ START_TEST(compact_held_read_same_bits) {
 }
 END_TEST
 
+/* Two layer norms, each read by trained linears (one [in, out]) and a residual sum */
+static strop_model *ln_model(void) {
+  const strop_test_node nodes[] = {
+      {"ln0", "layernorm", NULL, NULL},
+      {"q", "linear", "out_features=32", "ln0"},
+      {"k", "linear", "out_features=32 weight_layout=in_out", "ln0"},
+      {"qk", "add", NULL, "q,k"},
+      {"res", "add", NULL, "qk,ln0"},
+      {"ln1", "layernorm", NULL, NULL},
+      {"up", "linear", "out_features=48", NULL},
+      {"act", "gelu", NULL, NULL},
+      {"down", "linear", "out_features=32", NULL},
+      {"res2", "add", NULL, "down,ln1"},
+      {"flat", "flatten", NULL, NULL},
+      {"head", "linear", "out_features=4", NULL},
+  };
+  return strop_test_build(2, IN, nodes, 12, 31);
+}
+
+/* A trained linear layer's weight gradient on vdpbf16ps reads its input as the step holds it in
+ * BF16 (linear_bf16_input 2, strop__bf16_gemm_kn_h: strop__linear_held), and dy as the input
+ * gradient's product rounded it (strop__dy_once). On ln_model at 1 and 2 threads: the two norms'
+ * outputs are read as held (compact kind 3; none is with strop__linear_held 0), and six Adam
+ * steps give the losses and parameters of the step that widens them and rounds dy twice, bit
+ * for bit. */
+START_TEST(linear_held_read_same_bits) {
+  if (!strop__bf16_dot_enabled()) return;
+  ck_assert_int_eq(strop_set_num_threads(1 + _i), STROP_OK);
+  strop_model *on = ln_model(), *off = NULL;
+  OK(strop_model_set_compute_dtype(on, STROP_DTYPE_BF16));
+  OK(strop_model_clone(on, &off));
+  static float x[16 * T * D];
+  inputs(x, 16 * T * D, 0.2);
+  for (int v = 0; v < 2; v++) {
+    strop_model *m = v ? on : off;
+    strop__linear_held = v;
+    const strop__act *o = NULL;
+    OK(strop__model_forward_exec(m, x, 16, 1, NULL, &o));
+    for (int i = 0; i < m->n_nodes; i++) {
+      const char *name = m->nodes[i].name;
+      const int want = v && (!strcmp(name, "ln0") || !strcmp(name, "ln1"));
+      ck_assert_msg((m->compact && m->compact[i] == 3) == want, "held %d: '%s' read as held", v,
+                    name);
+    }
+    strop__model_step_end(m);
+  }
+  strop__linear_held = 0;
+  strop__dy_once = 0;
+  const run b = train(off, 6, 1e-2);
+  strop__linear_held = 1;
+  strop__dy_once = 1;
+  const run a = train(on, 6, 1e-2);
+  ck_assert_mem_eq(a.loss, b.loss, 6 * sizeof(float));
+  ck_assert_float_ne(a.loss[0], a.loss[5]);
+  for (int i = 0; i < on->n_params; i++)
+    if (on->params[i]->data)
+      ck_assert_mem_eq(on->params[i]->data, off->params[i]->data,
+                       on->params[i]->numel * sizeof(float));
+  strop_model_free(on);
+  strop_model_free(off);
+  ck_assert_int_eq(strop_set_num_threads(1), STROP_OK);
+}
+END_TEST
+
 /* The wide CNN trained whole in BF16 (its 64 -> 64 3x3 conv after a trainable stem, so its
  * input gradient is wanted), with that input gradient direct and as the BF16 Winograd forward
  * of dy (strop__conv_bf16_wino_dx), through the layers: the graph's planned scratch, the
@@ -2827,6 +2891,7 @@ static Suite *suite(void) {
   tcase_add_loop_test(c, compact_conv_acts_same_bits, 0, 4);
   tcase_add_loop_test(c, compact_norm_inputs_close, 0, 4);
   tcase_add_loop_test(c, compact_held_read_same_bits, 0, 6);
+  tcase_add_loop_test(c, linear_held_read_same_bits, 0, 2);
   tcase_add_test(c, conv_held_same_bits);
   tcase_add_test(c, attention_setting);
   tcase_add_test(c, loss_exponentials_follow_the_dtype);

@@ -10,6 +10,7 @@
 
 #include "core/core.h"
 #include "graph/graph.h"
+#include "ops/bf16gemm.h"
 #include "ops/dense.h"
 #include "ops/lowp.h"
 #include "ops/ops.h"
@@ -778,6 +779,69 @@ START_TEST(bias_cols_same_bits) {
           free(c[0]);
           free(c[1]);
         }
+    }
+  strop__bf16_amx = amx;
+  ck_assert_int_eq(strop_set_num_threads(threads), STROP_OK);
+}
+END_TEST
+
+/* A weight gradient's operands given in BF16 (strop__bf16_gemm_kn_h): A [k, m] rounded by
+ * strop__bf16_round_n (rows padded past m, as the input gradient's scratch holds dy) and B [k, n]
+ * held by strop__bf16_compact_par — values that round to zero among them, held as the marker —
+ * give strop__bf16_gemm_f32(1, 0)'s bits on the FP32 values, each alone and both, written and
+ * added, the finite check's answer too; edges in m, n and k, on the AMX tiles and vdpbf16ps,
+ * one thread and two. */
+START_TEST(gemm_kn_held_same_bits) {
+  if (!strop__bf16_dot_enabled()) return;
+  static const int64_t shapes[][3] = {
+      {1, 1, 1}, {5, 7, 3}, {33, 47, 64}, {40, 100, 301}, {96, 64, 192}};
+  const int threads = strop_get_num_threads(), amx = strop__bf16_amx;
+  for (int th = 1; th <= 2; th++)
+    for (int tiles = 0; tiles < 2; tiles++) {
+      ck_assert_int_eq(strop_set_num_threads(th), STROP_OK);
+      strop__bf16_amx = tiles;
+      for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++) {
+        const int64_t m = shapes[sh][0], n = shapes[sh][1], k = shapes[sh][2], lah = m + 7;
+        float *a = malloc((size_t)(k * m) * sizeof *a), *b = malloc((size_t)(k * n) * sizeof *b);
+        uint16_t *ah = malloc((size_t)(k * lah) * sizeof *ah);
+        uint16_t *bh = malloc((size_t)(k * n) * sizeof *bh);
+        float *c[2] = {malloc((size_t)(m * n) * sizeof(float)),
+                       malloc((size_t)(m * n) * sizeof(float))};
+        for (int64_t i = 0; i < k * m; i++) a[i] = (float)sin(0.37 * (double)i + 0.2);
+        for (int64_t i = 0; i < k * n; i++) /* every 9th value too small for BF16, both signs */
+          b[i] = i % 9 == 4 ? (i % 2 ? -1e-41f : 3e-42f) : (float)cos(0.71 * (double)i) * 3.0f;
+        for (int64_t t = 0; t < k; t++) {
+          strop__bf16_round_n(a + t * m, ah + t * lah, (size_t)m);
+          for (int64_t i = m; i < lah; i++) ah[t * lah + i] = 0x7fc0; /* never read */
+        }
+        strop__bf16_compact_par(b, bh, (size_t)(k * n));
+        int markers = 0;
+        for (int64_t i = 0; i < k * n; i++) markers += (bh[i] & 0x7fff) == STROP__BF16_TINY;
+        ck_assert(k * n < 9 || markers > 0);
+        void *work = strop__malloc_aligned(strop__bf16_gemm_f32_scratch(m, n, k));
+        for (int beta = 0; beta < 2; beta++)
+          for (int which = 1; which < 4; which++) { /* 1: A held, 2: B held, 3: both */
+            for (int v = 0; v < 2; v++)
+              for (int64_t i = 0; i < m * n; i++) c[v][i] = 0.5f - 0.125f * (float)(i % 5);
+            const int f0 = strop__bf16_gemm_f32_finite(1, 0, m, n, k, a, m, b, n, (float)beta,
+                                                       c[0], n, work);
+            const int f1 = strop__bf16_gemm_kn_h(
+                m, n, k, which & 1 ? NULL : a, which & 1 ? ah : NULL, which & 1 ? lah : m,
+                which & 2 ? NULL : b, which & 2 ? bh : NULL, n, (float)beta, c[1], n, work, 1);
+            ck_assert_int_eq(f0, f1);
+            ck_assert_msg(!memcmp(c[0], c[1], (size_t)(m * n) * sizeof(float)),
+                          "[%lld x %lld x %lld] held %d beta %d tiles %d threads %d: differs "
+                          "from the FP32 operands'",
+                          (long long)m, (long long)n, (long long)k, which, beta, tiles, th);
+          }
+        strop__free_aligned(work);
+        free(a);
+        free(b);
+        free(ah);
+        free(bh);
+        free(c[0]);
+        free(c[1]);
+      }
     }
   strop__bf16_amx = amx;
   ck_assert_int_eq(strop_set_num_threads(threads), STROP_OK);
@@ -1637,6 +1701,7 @@ static Suite *suite(void) {
   tcase_add_test(c, int8_sweep_same_bits);
   tcase_add_test(c, kn_slices_same_bits);
   tcase_add_test(c, bias_cols_same_bits);
+  tcase_add_test(c, gemm_kn_held_same_bits);
   tcase_add_test(c, bf16_backward_tolerance);
   suite_add_tcase(s, c);
   c = tcase_create("train");

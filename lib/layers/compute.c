@@ -88,9 +88,9 @@ strop_status strop__linear_forward_c(const strop__node *n, const strop__exec *x,
 }
 
 strop_status strop__linear_backward_c(const strop__node *n, const strop__exec *x, strop__param *w,
-                                      const float *xin, const float *dy, float *dx, float *dw,
-                                      float *db, int64_t m, int64_t in, int64_t out,
-                                      unsigned assign, int *finite) {
+                                      const float *xin, const uint16_t *xh, const float *dy,
+                                      float *dx, float *dw, float *db, int64_t m, int64_t in,
+                                      int64_t out, unsigned assign, int *finite) {
   const strop__lowp *q = NULL;
   if (finite) *finite = 0;
   if (dx && packed_per_call(x, w) && m > 0) { /* dx packed from w, then dW and db as before */
@@ -103,7 +103,7 @@ strop_status strop__linear_backward_c(const strop__node *n, const strop__exec *x
   }
   if (dx && !(q = strop__param_shadow(w, (assign & STROP__LB_W_IN_OUT) != 0)))
     return nomem(n, w, "backward");
-  if (strop__linear_backward_bf16_seen(xin, q, dy, dx, dw, db, m, in, out, assign, finite))
+  if (strop__linear_backward_bf16_seen(xin, xh, q, dy, dx, dw, db, m, in, out, assign, finite))
     return nomem(n, w, "backward");
   return STROP_OK;
 }

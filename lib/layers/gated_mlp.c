@@ -266,7 +266,7 @@ static strop_status proj_backward(const strop__node *n, const strop__exec *ex, i
   dims_of(n->cfg, i, &in, &out);
   strop__param *p = strop__node_p(n, SLOT_W(i));
   if (w && w == p->data && strop__compute_bf16(ex, p))
-    return strop__linear_backward_c(n, ex, p, x, dy, dx, gw, gb, m, in, out,
+    return strop__linear_backward_c(n, ex, p, x, NULL, dy, dx, gw, gb, m, in, out,
                                     assign_dx ? STROP__LB_ASSIGN_DX : 0, NULL);
   if (w) {
     strop__linear_backward(x, w, dy, dx, gw, gb, m, in, out, assign_dx ? STROP__LB_ASSIGN_DX : 0);

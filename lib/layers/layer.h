@@ -402,14 +402,19 @@ const strop__lowp *strop__param_shadow(strop__param *w, int scale_cols);
  * bf16 through w's copy; a trained w packed per call instead when x's weight cache is off, the
  * same bits); STROP_E_NOMEM naming the node, nothing written. The backward sets
  * *finite (when non-NULL) as strop__linear_backward_bf16_seen does: 1 when dw (and db) were
- * written outright and seen finite, so that the layer may mark them grad_checked. */
+ * written outright and seen finite, so that the layer may mark them grad_checked. xh: NULL, or
+ * the input as the step holds it in BF16 (x->held_in; xin NULL then), which only dW reads. */
 strop_status strop__linear_forward_c(const strop__node *n, const strop__exec *x, strop__param *w,
                                      const float *xin, const float *b, float *y, int64_t m,
                                      int64_t in, int64_t out, int w_in_out);
+/* 1 (the default): a linear layer whose trained weight's gradient runs on vdpbf16ps reads its
+ * input as the step holds it in BF16 (vtable bf16_input 2); 0: widened first (1). For tests and
+ * bench_big LINEAR_HELD=ab: the same bits. */
+extern int strop__linear_held;
 strop_status strop__linear_backward_c(const strop__node *n, const strop__exec *x, strop__param *w,
-                                      const float *xin, const float *dy, float *dx, float *dw,
-                                      float *db, int64_t m, int64_t in, int64_t out,
-                                      unsigned assign, int *finite);
+                                      const float *xin, const uint16_t *xh, const float *dy,
+                                      float *dx, float *dw, float *db, int64_t m, int64_t in,
+                                      int64_t out, unsigned assign, int *finite);
 /* A node's param by suffix ("weight"), or NULL: for code outside the node's layer. */
 strop__param *strop__node_param(strop__node *n, const char *suffix);
 /* The storage p would take as the model's frozen dtype `dtype` (STROP__LOWP_*): dtype for a

@@ -186,8 +186,9 @@ static strop_status linear_backward(strop__node *n, const strop__exec *x, const 
                           (c->layout == LAYOUT_IN_OUT ? STROP__LB_W_IN_OUT : 0);
   if (strop__compute_bf16(x, w)) { /* the model computes in BF16 (layers/compute.c) */
     int seen = 0;
-    const strop_status st = strop__linear_backward_c(n, x, w, in[0].data, dout, din[0], dw, db,
-                                                     linear_rows(&in[0]), c->in_features,
+    const uint16_t *xh = x->held_in ? x->held_in[0] : NULL; /* linear_bf16_input 2 */
+    const strop_status st = strop__linear_backward_c(n, x, w, in[0].data, xh, dout, din[0], dw,
+                                                     db, linear_rows(&in[0]), c->in_features,
                                                      c->out_features, assign, &seen);
     if (!st && seen) { /* as the FP32 path's below */
       if (dw) w->grad_checked = 1;
@@ -216,11 +217,16 @@ static int linear_rows_ok(const strop__node *n) {
 
 /* In BF16, x is read only by the dW product, which rounds it (strop__linear_backward_bf16_seen,
  * both paths), or not at all (a weight held in BF16 or int8 is frozen; the bias's sums read
- * dy alone). */
+ * dy alone). A trained weight's dW on vdpbf16ps reads x as the step holds it (2: x->held_in,
+ * strop__bf16_gemm_kn_h), unless strop__linear_held is 0. */
+int strop__linear_held = 1;
+
 static int linear_bf16_input(const strop__node *n, const strop__exec *x, int slot) {
   (void)slot;
   const strop__param *w = strop__node_p(n, W);
-  return w && (strop__compute_bf16(x, w) || w->lowp.dtype);
+  if (!w || !(strop__compute_bf16(x, w) || w->lowp.dtype)) return 0;
+  return w->lowp.dtype || !w->trainable || !strop__linear_held || !strop__bf16_dot_enabled() ? 1
+                                                                                             : 2;
 }
 
 const strop__layer_vtable strop__layer_linear = {

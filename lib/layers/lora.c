@@ -198,7 +198,7 @@ static strop_status lora_backward(strop__node *n, const strop__exec *x, const st
                                                c->in_features, c->out_features, c->layout, 0, 0);
     if (st) return st;
   } else if (strop__compute_bf16(x, w)) {
-    strop_status st = strop__linear_backward_c(n, x, w, in[0].data, dout, din[0], dw, db, m,
+    strop_status st = strop__linear_backward_c(n, x, w, in[0].data, NULL, dout, din[0], dw, db, m,
                                                c->in_features, c->out_features,
                                                c->layout ? STROP__LB_W_IN_OUT : 0, NULL);
     if (st) return st;

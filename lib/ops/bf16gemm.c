@@ -84,6 +84,9 @@ typedef struct gjob {
   int64_t fit;     /* gemm_chunk: panels of B packed at once (a chunk's bp holds as many) */
   atomic_int *bad; /* strop__bf16_gemm_f32_finite: set when C holds a NaN or an infinity */
   int amx;         /* 1: the AMX tile (strop__bf16_amx_runs), blocks of 32 rows; 0: 8 */
+  /* non-NULL: A (with ta) or B (without tb) held in BF16 instead of a or b, lda or ldb apart,
+   * read as they are (pairs16h) */
+  const uint16_t *ah, *bh;
 } gjob;
 
 /* C's rows a kernel call makes */
@@ -96,6 +99,22 @@ BF16_TARGET static inline __m512i pairs16(const float *r0, const float *r1, int6
   if (!r1) return lo;
   const __m512i hi = strop__rne16(_mm512_castps_si512(_mm512_maskz_loadu_ps(mk, r1)));
   return _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+}
+
+/* pairs16 of values held in BF16 (r0[c], r1[c]; r1 NULL: zeros): their own rounding, but the
+ * marker of a nonzero value that rounded to zero (STROP__BF16_TINY, strop__bf16_compact_par) is
+ * that zero with its sign, which the FP32 value rounds to */
+BF16_TARGET static inline __m512i pairs16h(const uint16_t *r0, const uint16_t *r1, int64_t cnt) {
+  const __mmask32 mk = cnt >= 16 ? (__mmask32)0xffff : (__mmask32)((1u << cnt) - 1u);
+  __m512i v = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(_mm512_maskz_loadu_epi16(mk, r0)));
+  if (r1)
+    v = _mm512_or_si512(
+        v,
+        _mm512_slli_epi32(
+            _mm512_cvtepu16_epi32(_mm512_castsi512_si256(_mm512_maskz_loadu_epi16(mk, r1))), 16));
+  const __mmask32 tiny = _mm512_cmpeq_epi16_mask(_mm512_and_si512(v, _mm512_set1_epi16(0x7fff)),
+                                                 _mm512_set1_epi16((short)STROP__BF16_TINY));
+  return _mm512_mask_mov_epi16(v, tiny, _mm512_and_si512(v, _mm512_set1_epi16((short)0x8000)));
 }
 
 /* The 16 pairs (x[2 l], x[2 l + 1]) of 32 consecutive values, rounded (cnt of them read, the
@@ -164,9 +183,10 @@ BF16_TARGET static void pack_a_kn(const gjob *J, int64_t g0, int64_t g1) {
       const int64_t i0 = g * 16;
       __m512i t[16];
       for (int64_t q = 0; q < 16; q++) {
-        const float *r0 = J->a + 2 * (q0 + q) * J->lda + i0;
-        const float *r1 = 2 * (q0 + q) + 1 < J->k ? r0 + J->lda : NULL;
-        t[q] = q < nq ? pairs16(r0, r1, J->m - i0) : _mm512_setzero_si512();
+        const int64_t at = 2 * (q0 + q) * J->lda + i0, two = 2 * (q0 + q) + 1 < J->k;
+        if (q >= nq) t[q] = _mm512_setzero_si512();
+        else if (J->ah) t[q] = pairs16h(J->ah + at, two ? J->ah + at + J->lda : NULL, J->m - i0);
+        else t[q] = pairs16(J->a + at, two ? J->a + at + J->lda : NULL, J->m - i0);
       }
       strop__transpose16(t); /* t[r] lane q: row i0 + r's pair q0 + q */
       for (int64_t r = 0; r < 16 && i0 + r < J->m; r++)
@@ -196,6 +216,18 @@ BF16_TARGET static void pack_a(void *ctx, int64_t lo, int64_t hi, int chunk) {
 BF16_TARGET static void pack_b(const gjob *J, int64_t j0, uint32_t *p) {
   if (J->pack) {
     J->pack(J->pctx, j0, p);
+    return;
+  }
+  if (!J->tb && J->bh) {
+    const int64_t cnt = J->n - j0;
+    for (int64_t q = 0; q < J->kp; q++) {
+      const uint16_t *r0 = J->bh + 2 * q * J->ldb + j0;
+      const uint16_t *r1 = 2 * q + 1 < J->k ? r0 + J->ldb : NULL;
+      _mm512_store_si512(p + q * NR, pairs16h(r0, r1, cnt));
+      _mm512_store_si512(p + q * NR + 16, cnt > 16
+                                              ? pairs16h(r0 + 16, r1 ? r1 + 16 : NULL, cnt - 16)
+                                              : _mm512_setzero_si512());
+    }
     return;
   }
   if (!J->tb) {
@@ -230,6 +262,21 @@ BF16_TARGET static void pack_b(const gjob *J, int64_t j0, uint32_t *p) {
  * (jb - jb0) stride, a row pair at a time (strop__bf16_pack_sweep) */
 BF16_TARGET static void pack_b_sweep(const gjob *J, int64_t jb0, int64_t jb1, uint32_t *p,
                                      size_t stride) {
+  if (J->bh) {
+    for (int64_t q = 0; q < J->kp; q++) {
+      const uint16_t *r0 = J->bh + 2 * q * J->ldb;
+      const uint16_t *r1 = 2 * q + 1 < J->k ? r0 + J->ldb : NULL;
+      for (int64_t jb = jb0; jb < jb1; jb++) {
+        const int64_t j0 = jb * NR, cnt = J->n - j0;
+        uint32_t *d = p + (size_t)(jb - jb0) * stride + q * NR;
+        _mm512_store_si512(d, pairs16h(r0 + j0, r1 ? r1 + j0 : NULL, cnt));
+        _mm512_store_si512(d + 16,
+                           cnt > 16 ? pairs16h(r0 + j0 + 16, r1 ? r1 + j0 + 16 : NULL, cnt - 16)
+                                    : _mm512_setzero_si512());
+      }
+    }
+    return;
+  }
   for (int64_t q = 0; q < J->kp; q++) {
     const float *r0 = J->b + 2 * q * J->ldb;
     const float *r1 = 2 * q + 1 < J->k ? r0 + J->ldb : NULL;
@@ -420,13 +467,36 @@ size_t strop__bf16_sgemm_serial_scratch(int64_t m, int64_t n, int64_t k) {
 }
 
 /* ap: A's rows packed by strop__bf16_pack_a (then a is not read), or NULL */
-static void run(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
-                int64_t lda, const uint32_t *ap, const float *b, int64_t ldb,
-                strop__bf16_pack_b_fn pack, const void *pctx, float beta, float *c, int64_t ldc,
-                const strop__bf16_c_layout *lay, void *work, int threads, atomic_int *bad) {
+static void run_h(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+                  const uint16_t *ah, int64_t lda, const uint32_t *ap, const float *b,
+                  const uint16_t *bh, int64_t ldb, strop__bf16_pack_b_fn pack, const void *pctx,
+                  float beta, float *c, int64_t ldc, const strop__bf16_c_layout *lay, void *work,
+                  int threads, atomic_int *bad) {
   if (m <= 0 || n <= 0) return;
-  gjob J = {ta,    tb,   m, n,    k,    (k + 1) / 2, lda,  ldb, ldc, a,   b,
-            alpha, beta, c, work, NULL, pack,        pctx, lay, 1,   bad, strop__bf16_amx_runs()};
+  gjob J = {ta,
+            tb,
+            m,
+            n,
+            k,
+            (k + 1) / 2,
+            lda,
+            ldb,
+            ldc,
+            a,
+            b,
+            alpha,
+            beta,
+            c,
+            work,
+            NULL,
+            pack,
+            pctx,
+            lay,
+            1,
+            bad,
+            strop__bf16_amx_runs(),
+            ta ? ah : NULL,
+            tb ? NULL : bh};
   /* the panels after A's rows, 64-byte aligned */
   const size_t ab = (a_bytes(m, k) + 63) / 64 * 64;
   J.bp = (uint32_t *)(void *)((char *)work + ab);
@@ -442,6 +512,14 @@ static void run(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, co
     if (strop__bf16_b_groups && !pack && !lay) J.fit = b_group_panels(n, k);
     strop__par_run(strop__par_chunks(threads, blocks, 1), blocks, gemm_chunk, &J);
   }
+}
+
+static void run(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+                int64_t lda, const uint32_t *ap, const float *b, int64_t ldb,
+                strop__bf16_pack_b_fn pack, const void *pctx, float beta, float *c, int64_t ldc,
+                const strop__bf16_c_layout *lay, void *work, int threads, atomic_int *bad) {
+  run_h(ta, tb, m, n, k, alpha, a, NULL, lda, ap, b, NULL, ldb, pack, pctx, beta, c, ldc, lay,
+        work, threads, bad);
 }
 
 /* strop__bf16_gemm_f32 and its finite-checking form: bad NULL, or set when C holds a value
@@ -468,6 +546,19 @@ int strop__bf16_gemm_f32_finite(int ta, int tb, int64_t m, int64_t n, int64_t k,
                                 int64_t ldc, void *work) {
   atomic_int bad = 0;
   gemm_f32(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc, work, &bad);
+  return !atomic_load(&bad);
+}
+
+int strop__bf16_gemm_kn_h(int64_t m, int64_t n, int64_t k, const float *a, const uint16_t *ah,
+                          int64_t lda, const float *b, const uint16_t *bh, int64_t ldb,
+                          float beta, float *c, int64_t ldc, void *work, int check) {
+  atomic_int bad = 0;
+  const int big = (double)m * (double)n * (double)k >= (double)(1 << 20);
+  strop__gemm_observer_fn obs = strop__gemm_observer;
+  const double t0 = obs ? strop__thread_cpu_now() : 0.0;
+  run_h(1, 0, m, n, k, 1.0f, a, ah, lda, NULL, b, bh, ldb, NULL, NULL, beta, c, ldc, NULL, work,
+        big ? strop__num_threads() : 1, check ? &bad : NULL);
+  if (obs) obs(1, 0, m, n, k, 1.0f, 3, strop__thread_cpu_now() - t0);
   return !atomic_load(&bad);
 }
 
@@ -548,6 +639,13 @@ int strop__bf16_gemm_f32_finite(int ta, int tb, int64_t m, int64_t n, int64_t k,
                                 int64_t ldc, void *work) {
   (void)ta, (void)tb, (void)m, (void)n, (void)k, (void)a, (void)lda, (void)b, (void)ldb;
   (void)beta, (void)c, (void)ldc, (void)work;
+  return 0;
+}
+int strop__bf16_gemm_kn_h(int64_t m, int64_t n, int64_t k, const float *a, const uint16_t *ah,
+                          int64_t lda, const float *b, const uint16_t *bh, int64_t ldb,
+                          float beta, float *c, int64_t ldc, void *work, int check) {
+  (void)m, (void)n, (void)k, (void)a, (void)ah, (void)lda, (void)b, (void)bh, (void)ldb;
+  (void)beta, (void)c, (void)ldc, (void)work, (void)check;
   return 0;
 }
 size_t strop__bf16_pack_a_bytes(int64_t m, int64_t k) {

@@ -57,6 +57,17 @@ extern int strop__bf16_gemm_check_finite;
 int strop__bf16_gemm_f32_finite(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a,
                                 int64_t lda, const float *b, int64_t ldb, float beta, float *c,
                                 int64_t ldc, void *work);
+/* strop__bf16_gemm_f32(1, 0, ...) — C[m, n] = A^T B + beta C with A stored [k, m] and B stored
+ * [k, n], a weight gradient's shape — where either operand may be given already in BF16: ah
+ * (non-NULL: A's values, a not read) or bh (B's, b not read), lda and ldb apart as a and b
+ * would be. Those are read as they are: values rounded by strop__bf16_round_n, or an
+ * activation held by strop__bf16_compact_par (its marker of a nonzero value that rounded to
+ * zero read as that zero). So the bits are those of strop__bf16_gemm_f32 on the FP32 values
+ * they were rounded from. check: read C back as strop__bf16_gemm_f32_finite does and return
+ * its answer; 0: return 1. The same scratch as strop__bf16_gemm_f32. */
+int strop__bf16_gemm_kn_h(int64_t m, int64_t n, int64_t k, const float *a, const uint16_t *ah,
+                          int64_t lda, const float *b, const uint16_t *bh, int64_t ldb,
+                          float beta, float *c, int64_t ldc, void *work, int check);
 /* A packer of op(B) [k, n] for strop__bf16_gemm_f32_packed: fills p (64-byte aligned) with
  * columns j0 .. j0 + 31 as strop__bf16_gemm_f32 packs them, ceil(k / 2) rows of 32 pairs,
  * p[q 32 + c] = B(2q, j0 + c) | B(2q + 1, j0 + c) << 16, each value rounded to BF16 (nearest

@@ -173,12 +173,14 @@ int strop__linear_forward_bf16(const float *x, const strop__lowp *wb, const floa
 int strop__linear_backward_bf16(const float *x, const strop__lowp *wb, const float *dy, float *dx,
                                 float *dw, float *db, int64_t m, int64_t in, int64_t out,
                                 unsigned assign) {
-  return strop__linear_backward_bf16_seen(x, wb, dy, dx, dw, db, m, in, out, assign, NULL);
+  return strop__linear_backward_bf16_seen(x, NULL, wb, dy, dx, dw, db, m, in, out, assign, NULL);
 }
 
-int strop__linear_backward_bf16_seen(const float *x, const strop__lowp *wb, const float *dy,
-                                     float *dx, float *dw, float *db, int64_t m, int64_t in,
-                                     int64_t out, unsigned assign, int *finite) {
+int strop__dy_once = 1;
+
+int strop__linear_backward_bf16_seen(const float *x, const uint16_t *xh, const strop__lowp *wb,
+                                     const float *dy, float *dx, float *dw, float *db, int64_t m,
+                                     int64_t in, int64_t out, unsigned assign, int *finite) {
   const int w_in_out = (assign & STROP__LB_W_IN_OUT) != 0;
   const int assign_p = (assign & STROP__LB_ASSIGN_PARAMS) != 0;
   if (finite) *finite = 0;
@@ -188,29 +190,40 @@ int strop__linear_backward_bf16_seen(const float *x, const strop__lowp *wb, cons
   }
   const int dot = strop__bf16_dot_enabled();
   float *dyr = NULL, *xr = NULL;
-  void *work = NULL;
+  void *work = NULL, *abf = NULL;
   if (!dot) {
     dyr = rounded(dy, (size_t)m * (size_t)out);
-    xr = dw ? rounded(x, (size_t)m * (size_t)in) : NULL;
+    if (dw && xh) { /* held in BF16: widened, those are already their own rounding */
+      if ((xr = strop__lowp_scratch_take((size_t)m * (size_t)in * sizeof *xr + 1)))
+        strop__bf16_expand_par(xh, xr, (size_t)m * (size_t)in);
+    } else if (dw) xr = rounded(x, (size_t)m * (size_t)in);
     if (!dyr || (dw && !xr)) goto oom;
   } else if (dw) {
     const int64_t mm = w_in_out ? in : out, nn = w_in_out ? out : in;
     if (!(work = strop__lowp_scratch_take(strop__bf16_gemm_f32_scratch(mm, nn, m)))) goto oom;
   }
-  if (dx && strop__linear_backward_lowp(wb, dot ? dy : dyr, dx, m, in, out, w_in_out,
-                                        (assign & STROP__LB_ASSIGN_DX) != 0))
+  /* dx's product rounds dy into its scratch (strop__bf16_gemm_nn): the weight gradient then
+   * reads those values rather than rounding dy again */
+  const int once = dot && dx && dw && strop__dy_once && strop__linear_lowp_direct(wb, w_in_out);
+  if (once) {
+    if (!(abf = strop__lowp_scratch_take(strop__bf16_gemm_scratch(wb, 1, m, in, out)))) goto oom;
+    strop__bf16_gemm_nn(m, in, out, dy, out, wb, assign & STROP__LB_ASSIGN_DX ? 0.0f : 1.0f, dx,
+                        in, abf);
+  } else if (dx && strop__linear_backward_lowp(wb, dot ? dy : dyr, dx, m, in, out, w_in_out,
+                                               (assign & STROP__LB_ASSIGN_DX) != 0))
     goto oom;
   /* written outright (and the bias's sums) and seen finite as their row blocks were stored */
   int seen = assign_p && dot && finite && strop__bf16_gemm_check_finite;
   if (dw && dot) {
     const float beta = assign_p ? 0.0f : 1.0f;
-    if (w_in_out && seen) /* dW [in, out] = x^T dy */
-      seen = strop__bf16_gemm_f32_finite(1, 0, in, out, m, x, in, dy, out, beta, dw, out, work);
-    else if (w_in_out)
-      strop__bf16_gemm_f32(1, 0, in, out, m, x, in, dy, out, beta, dw, out, work);
-    else if (seen) /* dW [out, in] = dy^T x */
-      seen = strop__bf16_gemm_f32_finite(1, 0, out, in, m, dy, out, x, in, beta, dw, in, work);
-    else strop__bf16_gemm_f32(1, 0, out, in, m, dy, out, x, in, beta, dw, in, work);
+    const uint16_t *dyh = once ? strop__bf16_gemm_a_rounded(abf) : NULL;
+    const int64_t ldy = once ? strop__bf16_gemm_a_stride(out) : out;
+    const int ok = w_in_out /* dW [in, out] = x^T dy; [out, in] = dy^T x */
+                       ? strop__bf16_gemm_kn_h(in, out, m, x, xh, in, dy, dyh, ldy, beta, dw, out,
+                                               work, seen)
+                       : strop__bf16_gemm_kn_h(out, in, m, dy, dyh, ldy, x, xh, in, beta, dw, in,
+                                               work, seen);
+    seen = seen && ok;
   } else if (dw) {
     (void)strop__linear_backward(xr, NULL, dyr, NULL, dw, NULL, m, in, out,
                                  assign & (STROP__LB_ASSIGN_PARAMS | STROP__LB_W_IN_OUT));
@@ -221,11 +234,13 @@ int strop__linear_backward_bf16_seen(const float *x, const strop__lowp *wb, cons
     seen = seen && b_seen;
   }
   if (finite) *finite = seen;
+  strop__lowp_scratch_give(abf);
   strop__lowp_scratch_give(work);
   strop__lowp_scratch_give(xr);
   strop__lowp_scratch_give(dyr);
   return 0;
 oom:
+  strop__lowp_scratch_give(abf);
   strop__lowp_scratch_give(work);
   strop__lowp_scratch_give(xr);
   strop__lowp_scratch_give(dyr);

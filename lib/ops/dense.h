@@ -61,10 +61,17 @@ int strop__linear_backward_bf16(const float *x, const strop__lowp *wb, const flo
                                 unsigned assign);
 /* strop__linear_backward_bf16 that sets *finite to 1 when it wrote dW (and db) outright
  * (STROP__LB_ASSIGN_PARAMS) on vdpbf16ps and saw every value finite as it wrote them, else 0:
- * the trainer's guard then need not read them again. */
-int strop__linear_backward_bf16_seen(const float *x, const strop__lowp *wb, const float *dy,
-                                     float *dx, float *dw, float *db, int64_t m, int64_t in,
-                                     int64_t out, unsigned assign, int *finite);
+ * the trainer's guard then need not read them again. xh: NULL, or x as the step holds it in
+ * BF16 (strop__bf16_compact_par; x is then not read and may be NULL): dW reads those values as
+ * they are where vdpbf16ps runs (strop__bf16_gemm_kn_h), the exact fallback widens them — the
+ * bits of x given in FP32. */
+int strop__linear_backward_bf16_seen(const float *x, const uint16_t *xh, const strop__lowp *wb,
+                                     const float *dy, float *dx, float *dw, float *db, int64_t m,
+                                     int64_t in, int64_t out, unsigned assign, int *finite);
+/* 1 (the default): where strop__linear_backward_bf16_seen makes both dx and dW on vdpbf16ps, dy
+ * is rounded to BF16 once, by dx's product, and dW reads those values; 0: each product rounds
+ * it (bench_big DY_ONCE=ab; the same bits). */
+extern int strop__dy_once;
 /* The forward y = x W^T + b and the input gradient dx = dy W (written with assign_dx, else
  * added) on vdpbf16ps straight from the FP32 weight w ([out, in], or [in, out] with w_in_out),
  * rounded to BF16 as the product packs it (strop__bf16_gemm_f32), no copy kept: the bits of

@@ -195,6 +195,14 @@ size_t strop__bf16_gemm_scratch(const strop__lowp *q, int nn, int64_t m, int64_t
 size_t strop__bf16_gemm_scratch_max(int64_t m, int64_t n, int64_t k);
 void strop__bf16_gemm_nt(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                          const strop__lowp *q, float beta, float *c, int64_t ldc, void *work);
+/* After strop__bf16_gemm_nt or _nn, their work begins with A rounded to BF16
+ * (strop__bf16_round_n's values): row i's k values at strop__bf16_gemm_a_rounded(work) + i *
+ * strop__bf16_gemm_a_stride(k), zeros after them to the stride. Valid until work is used
+ * again: a second product through the same operand reads them instead of rounding it again. */
+static inline const uint16_t *strop__bf16_gemm_a_rounded(const void *work) {
+  return (const uint16_t *)work;
+}
+static inline int64_t strop__bf16_gemm_a_stride(int64_t k) { return (k + 31) / 32 * 32; }
 /* strop__bf16_gemm_nt with C[i, j] = bias[j] + (A B^T)[i, j]: the bits of C's rows set to the
  * bias and beta 1, the bias added as each tile is stored (C is not written twice, nor read) */
 void strop__bf16_gemm_nt_bias(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
