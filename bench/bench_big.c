@@ -241,6 +241,8 @@ static void set_bias_cols(strop_model *m, int on) { (void)m, strop__bias_cols = 
 static void set_dy_once(strop_model *m, int on) { (void)m, strop__dy_once = on; }
 
 static void set_linear_held(strop_model *m, int on) { (void)m, strop__linear_held = on; }
+
+static void set_hold_rec(strop_model *m, int on) { (void)m, strop__hold_recomputable = on; }
 /* BF16 weight gradients a panel of B at a time / B's panels in groups: the same bits */
 static void set_bgroups(strop_model *m, int on) { (void)m, strop__bf16_b_groups = on; }
 /* the LM head's BF16 input gradient all of k at once / in slices: the same bits */
@@ -454,6 +456,7 @@ static const ab_switch AB[] = {
     {"BIAS_COLS", "0", NULL, "rows", "tiles", "bias_cols", set_bias_cols},
     {"DY_ONCE", "0", NULL, "twice", "once", "dy_once", set_dy_once},
     {"LINEAR_HELD", "0", NULL, "widened", "held", "linear_held", set_linear_held},
+    {"HOLD_RECOMPUTABLE", "0", NULL, "recomputed", "held", "hold_recomputable", set_hold_rec},
     {"SPLIT_PASSES", "0", NULL, "serial", "split", "split_passes", set_split_passes},
     {"PACK_GROUPS", "0", NULL, "panels", "groups", "pack_groups", set_pack_groups},
     {"KS_WIDE", "0", NULL, "per_block", "wide", "ks_wide", set_ks_wide},

@@ -1173,8 +1173,9 @@ END_TEST
 
 /* Activations held in BF16 between forward and backward (graph/model.c, compact_plan): a step
  * computing in BF16 keeps an output that only BF16 products read (a layer norm's before its
- * projections, q, k and v before the attention) rounded to BF16, and widens it back for the
- * backward: the same bits as keeping it in FP32. Six Adam steps with it on and off give the
+ * projections, q, k and v before the attention; on vdpbf16ps a GELU's before its projection,
+ * instead of computing it again) rounded to BF16, and widens it back for the backward (or the
+ * products read it so): the same bits as keeping it in FP32. Six Adam steps with it on and off give the
  * same losses and every parameter the same values, for two pre-LN transformer blocks with
  * separate q, k, v (kind 0), with rotary embeddings (1: q and k are rotated in FP32 first, so
  * they stay FP32; the norms' outputs still go), with one packed q|k|v projection (2), and
@@ -1288,6 +1289,14 @@ START_TEST(compact_acts_same_bits) {
                                           {"b0.ln1", "b0.ln2", "b1.ln1", "b1.ln2", NULL},
                                           {"b0.ln1", "b0.qkv", "b0.ln2", NULL},
                                           {NULL}};
+  /* on vdpbf16ps the GELUs too: held for their projections, which read them as held, rather
+   * than computed again (strop__hold_recomputable) */
+  const char *names[16];
+  int nh = 0;
+  for (; held[kind][nh]; nh++) names[nh] = held[kind][nh];
+  if (path == 0 && kind != 3) names[nh++] = "b0.act";
+  if (path == 0 && kind < 2) names[nh++] = "b1.act";
+  names[nh] = NULL;
   static float x[16 * T * D];
   inputs(x, 16 * T * D, 0.4);
   size_t region[2];
@@ -1295,8 +1304,7 @@ START_TEST(compact_acts_same_bits) {
   char label[16];
   snprintf(label, sizeof label, "kind %d", kind);
   for (int c = 0; c < 2; c++)
-    ck_assert_int_eq(held_in_bf16(ms[c], x, 16, held[kind], c, label, &region[c]) > 0,
-                     c && kind != 3);
+    ck_assert_int_eq(held_in_bf16(ms[c], x, 16, names, c, label, &region[c]) > 0, c && kind != 3);
   if (kind == 3) ck_assert_uint_eq(region[1], region[0]);
   else ck_assert_msg(region[1] < region[0], "planned %zu, in FP32 %zu", region[1], region[0]);
   compact_trains_same_bits(on, off, train);
@@ -2574,10 +2582,12 @@ static strop_model *ln_model(void) {
 
 /* A trained linear layer's weight gradient on vdpbf16ps reads its input as the step holds it in
  * BF16 (linear_bf16_input 2, strop__bf16_gemm_kn_h: strop__linear_held), and dy as the input
- * gradient's product rounded it (strop__dy_once). On ln_model at 1 and 2 threads: the two norms'
- * outputs are read as held (compact kind 3; none is with strop__linear_held 0), and six Adam
- * steps give the losses and parameters of the step that widens them and rounds dy twice, bit
- * for bit. */
+ * gradient's product rounded it (strop__dy_once); the GELU before such a layer is held in BF16
+ * for it rather than computed again (strop__hold_recomputable). On ln_model at 1 and 2 threads:
+ * the two norms' outputs and the GELU's are read as held (compact kind 3; the norms' alone
+ * without strop__hold_recomputable, none without strop__linear_held), and six Adam steps give
+ * the losses and parameters of the step that widens the norms' outputs, computes the GELU again
+ * and rounds dy twice, bit for bit. */
 START_TEST(linear_held_read_same_bits) {
   if (!strop__bf16_dot_enabled()) return;
   ck_assert_int_eq(strop_set_num_threads(1 + _i), STROP_OK);
@@ -2586,14 +2596,16 @@ START_TEST(linear_held_read_same_bits) {
   OK(strop_model_clone(on, &off));
   static float x[16 * T * D];
   inputs(x, 16 * T * D, 0.2);
-  for (int v = 0; v < 2; v++) {
+  for (int v = 0; v < 3; v++) { /* nothing held, the norms' outputs, and the GELU's too */
     strop_model *m = v ? on : off;
-    strop__linear_held = v;
+    strop__linear_held = v > 0;
+    strop__hold_recomputable = v > 1;
     const strop__act *o = NULL;
     OK(strop__model_forward_exec(m, x, 16, 1, NULL, &o));
     for (int i = 0; i < m->n_nodes; i++) {
       const char *name = m->nodes[i].name;
-      const int want = v && (!strcmp(name, "ln0") || !strcmp(name, "ln1"));
+      const int want = (v && (!strcmp(name, "ln0") || !strcmp(name, "ln1"))) ||
+                       (v > 1 && !strcmp(name, "act"));
       ck_assert_msg((m->compact && m->compact[i] == 3) == want, "held %d: '%s' read as held", v,
                     name);
     }
@@ -2601,9 +2613,11 @@ START_TEST(linear_held_read_same_bits) {
   }
   strop__linear_held = 0;
   strop__dy_once = 0;
+  strop__hold_recomputable = 0;
   const run b = train(off, 6, 1e-2);
   strop__linear_held = 1;
   strop__dy_once = 1;
+  strop__hold_recomputable = 1;
   const run a = train(on, 6, 1e-2);
   ck_assert_mem_eq(a.loss, b.loss, 6 * sizeof(float));
   ck_assert_float_ne(a.loss[0], a.loss[5]);

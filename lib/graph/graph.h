@@ -29,6 +29,10 @@ extern int strop__compact_centred;
  * on vdpbf16ps) and its own unit reads back only its signs (out_sign_only 2) or nothing; 0
  * widens it back to FP32 for them first: the same bits. */
 extern int strop__compact_held;
+/* 1 (the default): an output the graph would compute again for its reader's backward (a GELU
+ * before a linear layer) is held in BF16 instead where that reader reads it as held (a step in
+ * BF16 on vdpbf16ps); 0: computed again. The same bits (bench_big HOLD_RECOMPUTABLE=ab). */
+extern int strop__hold_recomputable;
 
 /* What a training step's memory was made of, by kind: filled by the forward and the backward
  * while a model's `account` points at one (strop_model_step_memory's planning logs it). */

@@ -1274,6 +1274,26 @@ static strop_status compact_plan(strop_model *m, const uint8_t *keep, const stro
   return STROP_OK;
 }
 
+int strop__hold_recomputable = 1;
+
+/* Whether node i, which recomputed() would compute again for its reader's backward, is held in
+ * BF16 for it instead (strop__hold_recomputable): the step computes in BF16 and holds its
+ * activations so (compact_plan), and that reader's backward reads the input as it is held
+ * (vtable bf16_input 2: a trained linear layer's weight gradient on vdpbf16ps, the values its
+ * product would round). BERT's and GPT-2's GELU output before fc2: rounding it costs one pass
+ * over the values, half as many bytes kept; computing it again cost the GELU's forward a second
+ * time. The same bits either way. */
+static int held_instead(const strop_model *m, int i, const strop__exec *x) {
+  if (!strop__hold_recomputable || !strop__compact_acts || !strop__compact_held ||
+      x->compute_dtype != STROP__LOWP_BF16 || m->keep_all || !memory_plan_on())
+    return 0;
+  for (int j = i + 1; j < m->n_nodes; j++)
+    for (int q = 0; q < m->nodes[j].n_in; q++)
+      if (m->nodes[j].in[q] == i)
+        return m->nodes[j].vt->bf16_input && m->nodes[j].vt->bf16_input(&m->nodes[j], x, q) == 2;
+  return 0;
+}
+
 /* Node k's output, whose last reader's forward has run, rounded to BF16 where the plan put it
  * (PLAN_COMPACT) and its FP32 memory given up; left as it is where the plan has no place for
  * it (a step too large to plan). */
@@ -1816,7 +1836,7 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
       return strop__err(STROP_E_NOMEM, "forward: out of memory");
     }
     for (int i = 0; i < nn; i++)
-      if (recomputed(m, i, keep)) {
+      if (recomputed(m, i, keep) && !held_instead(m, i, &x)) {
         m->recompute[i] = 1;
         keep[i] = 0; /* dead once its reader's forward has run */
       }
