@@ -2497,6 +2497,19 @@ START_TEST(compact_norm_inputs_close) {
 }
 END_TEST
 
+/* a and b, the runs of on and off, give the same six losses and parameters bit for bit, and
+ * trained; frees both models */
+static void same_training(const run *a, const run *b, strop_model *on, strop_model *off) {
+  ck_assert_mem_eq(a->loss, b->loss, 6 * sizeof(float));
+  ck_assert_float_ne(a->loss[0], a->loss[5]);
+  for (int i = 0; i < on->n_params; i++)
+    if (on->params[i]->data)
+      ck_assert_mem_eq(on->params[i]->data, off->params[i]->data,
+                       on->params[i]->numel * sizeof(float));
+  strop_model_free(on);
+  strop_model_free(off);
+}
+
 /* One training forward of res_model on 16 samples: the planned region, and the outputs whose
  * compact kind is 3 (held in BF16 and read so by every backward, never widened) are exactly
  * `held` (NULL-terminated, or NULL for none) */
@@ -2547,14 +2560,7 @@ START_TEST(compact_held_read_same_bits) {
   ck_assert_msg(as_held < widened || (mode == 2 && as_held == widened),
                 "planned %zu, widened %zu", as_held, widened);
   const run a = train_cnn(on, 6, 1e-2);
-  ck_assert_mem_eq(a.loss, b.loss, 6 * sizeof(float));
-  ck_assert_float_ne(a.loss[0], a.loss[5]);
-  for (int i = 0; i < on->n_params; i++)
-    if (on->params[i]->data)
-      ck_assert_mem_eq(on->params[i]->data, off->params[i]->data,
-                       on->params[i]->numel * sizeof(float));
-  strop_model_free(on);
-  strop_model_free(off);
+  same_training(&a, &b, on, off);
   strop__conv_bf16_direct = 1;
   strop__bf16_impl = 0;
   ck_assert_int_eq(strop_set_num_threads(1), STROP_OK);
@@ -2619,14 +2625,7 @@ START_TEST(linear_held_read_same_bits) {
   strop__dy_once = 1;
   strop__hold_recomputable = 1;
   const run a = train(on, 6, 1e-2);
-  ck_assert_mem_eq(a.loss, b.loss, 6 * sizeof(float));
-  ck_assert_float_ne(a.loss[0], a.loss[5]);
-  for (int i = 0; i < on->n_params; i++)
-    if (on->params[i]->data)
-      ck_assert_mem_eq(on->params[i]->data, off->params[i]->data,
-                       on->params[i]->numel * sizeof(float));
-  strop_model_free(on);
-  strop_model_free(off);
+  same_training(&a, &b, on, off);
   ck_assert_int_eq(strop_set_num_threads(1), STROP_OK);
 }
 END_TEST

@@ -117,6 +117,17 @@ BF16_TARGET static inline __m512i pairs16h(const uint16_t *r0, const uint16_t *r
   return _mm512_mask_mov_epi16(v, tiny, _mm512_and_si512(v, _mm512_set1_epi16((short)0x8000)));
 }
 
+/* The pairs (rows 2q and 2q + 1, zeros for the second past k) of an operand stored [k, cols]
+ * from column j, cnt of them read: FP32 values rounded, or values held in BF16 (h non-NULL) as
+ * they are */
+BF16_TARGET static inline __m512i kn_pairs16(const float *x, const uint16_t *h, int64_t ld,
+                                             int64_t k, int64_t q, int64_t j, int64_t cnt) {
+  const int64_t at = 2 * q * ld + j;
+  const int two = 2 * q + 1 < k;
+  if (h) return pairs16h(h + at, two ? h + at + ld : NULL, cnt);
+  return pairs16(x + at, two ? x + at + ld : NULL, cnt);
+}
+
 /* The 16 pairs (x[2 l], x[2 l + 1]) of 32 consecutive values, rounded (cnt of them read, the
  * rest 0): a row of A [m, k] or of B [n, k] as the kernel takes it */
 BF16_TARGET static inline __m512i row_pairs16(const float *x, int64_t cnt) {
@@ -182,12 +193,9 @@ BF16_TARGET static void pack_a_kn(const gjob *J, int64_t g0, int64_t g1) {
     for (int64_t g = g0; g < g1; g++) {
       const int64_t i0 = g * 16;
       __m512i t[16];
-      for (int64_t q = 0; q < 16; q++) {
-        const int64_t at = 2 * (q0 + q) * J->lda + i0, two = 2 * (q0 + q) + 1 < J->k;
-        if (q >= nq) t[q] = _mm512_setzero_si512();
-        else if (J->ah) t[q] = pairs16h(J->ah + at, two ? J->ah + at + J->lda : NULL, J->m - i0);
-        else t[q] = pairs16(J->a + at, two ? J->a + at + J->lda : NULL, J->m - i0);
-      }
+      for (int64_t q = 0; q < 16; q++)
+        t[q] = q < nq ? kn_pairs16(J->a, J->ah, J->lda, J->k, q0 + q, i0, J->m - i0)
+                      : _mm512_setzero_si512();
       strop__transpose16(t); /* t[r] lane q: row i0 + r's pair q0 + q */
       for (int64_t r = 0; r < 16 && i0 + r < J->m; r++)
         _mm512_mask_storeu_epi32(J->ap + (i0 + r) * J->kp + q0, mk, t[r]);
@@ -218,27 +226,13 @@ BF16_TARGET static void pack_b(const gjob *J, int64_t j0, uint32_t *p) {
     J->pack(J->pctx, j0, p);
     return;
   }
-  if (!J->tb && J->bh) {
-    const int64_t cnt = J->n - j0;
-    for (int64_t q = 0; q < J->kp; q++) {
-      const uint16_t *r0 = J->bh + 2 * q * J->ldb + j0;
-      const uint16_t *r1 = 2 * q + 1 < J->k ? r0 + J->ldb : NULL;
-      _mm512_store_si512(p + q * NR, pairs16h(r0, r1, cnt));
-      _mm512_store_si512(p + q * NR + 16, cnt > 16
-                                              ? pairs16h(r0 + 16, r1 ? r1 + 16 : NULL, cnt - 16)
-                                              : _mm512_setzero_si512());
-    }
-    return;
-  }
   if (!J->tb) {
     const int64_t cnt = J->n - j0;
     for (int64_t q = 0; q < J->kp; q++) {
-      const float *r0 = J->b + 2 * q * J->ldb + j0;
-      const float *r1 = 2 * q + 1 < J->k ? r0 + J->ldb : NULL;
-      _mm512_store_si512(p + q * NR, pairs16(r0, r1, cnt));
-      if (cnt > 16)
-        _mm512_store_si512(p + q * NR + 16, pairs16(r0 + 16, r1 ? r1 + 16 : NULL, cnt - 16));
-      else _mm512_store_si512(p + q * NR + 16, _mm512_setzero_si512());
+      _mm512_store_si512(p + q * NR, kn_pairs16(J->b, J->bh, J->ldb, J->k, q, j0, cnt));
+      _mm512_store_si512(p + q * NR + 16,
+                         cnt > 16 ? kn_pairs16(J->b, J->bh, J->ldb, J->k, q, j0 + 16, cnt - 16)
+                                  : _mm512_setzero_si512());
     }
     return;
   }
@@ -262,33 +256,15 @@ BF16_TARGET static void pack_b(const gjob *J, int64_t j0, uint32_t *p) {
  * (jb - jb0) stride, a row pair at a time (strop__bf16_pack_sweep) */
 BF16_TARGET static void pack_b_sweep(const gjob *J, int64_t jb0, int64_t jb1, uint32_t *p,
                                      size_t stride) {
-  if (J->bh) {
-    for (int64_t q = 0; q < J->kp; q++) {
-      const uint16_t *r0 = J->bh + 2 * q * J->ldb;
-      const uint16_t *r1 = 2 * q + 1 < J->k ? r0 + J->ldb : NULL;
-      for (int64_t jb = jb0; jb < jb1; jb++) {
-        const int64_t j0 = jb * NR, cnt = J->n - j0;
-        uint32_t *d = p + (size_t)(jb - jb0) * stride + q * NR;
-        _mm512_store_si512(d, pairs16h(r0 + j0, r1 ? r1 + j0 : NULL, cnt));
-        _mm512_store_si512(d + 16,
-                           cnt > 16 ? pairs16h(r0 + j0 + 16, r1 ? r1 + j0 + 16 : NULL, cnt - 16)
-                                    : _mm512_setzero_si512());
-      }
-    }
-    return;
-  }
-  for (int64_t q = 0; q < J->kp; q++) {
-    const float *r0 = J->b + 2 * q * J->ldb;
-    const float *r1 = 2 * q + 1 < J->k ? r0 + J->ldb : NULL;
+  for (int64_t q = 0; q < J->kp; q++)
     for (int64_t jb = jb0; jb < jb1; jb++) {
       const int64_t j0 = jb * NR, cnt = J->n - j0;
       uint32_t *d = p + (size_t)(jb - jb0) * stride + q * NR;
-      _mm512_store_si512(d, pairs16(r0 + j0, r1 ? r1 + j0 : NULL, cnt));
+      _mm512_store_si512(d, kn_pairs16(J->b, J->bh, J->ldb, J->k, q, j0, cnt));
       _mm512_store_si512(d + 16, cnt > 16
-                                     ? pairs16(r0 + j0 + 16, r1 ? r1 + j0 + 16 : NULL, cnt - 16)
+                                     ? kn_pairs16(J->b, J->bh, J->ldb, J->k, q, j0 + 16, cnt - 16)
                                      : _mm512_setzero_si512());
     }
-  }
 }
 
 /* pack_b of the panels [jb0, jb1), panel jb at p + (jb - jb0) stride: swept down the rows where
