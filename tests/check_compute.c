@@ -1175,10 +1175,10 @@ END_TEST
  * computing in BF16 keeps an output that only BF16 products read (a layer norm's before its
  * projections, q, k and v before the attention; on vdpbf16ps a GELU's before its projection,
  * instead of computing it again) rounded to BF16, and widens it back for the backward (or the
- * products read it so): the same bits as keeping it in FP32. Six Adam steps with it on and off give the
- * same losses and every parameter the same values, for two pre-LN transformer blocks with
- * separate q, k, v (kind 0), with rotary embeddings (1: q and k are rotated in FP32 first, so
- * they stay FP32; the norms' outputs still go), with one packed q|k|v projection (2), and
+ * products read it so): the same bits as keeping it in FP32. Six Adam steps with it on and off
+ * give the same losses and every parameter the same values, for two pre-LN transformer blocks
+ * with separate q, k, v (kind 0), with rotary embeddings (1: q and k are rotated in FP32 first,
+ * so they stay FP32; the norms' outputs still go), with one packed q|k|v projection (2), and
  * with the blocks checkpointed (3: nothing inside them is held so), at 1 and 2 threads and on
  * the forced fallback; exactly the outputs named below are held at the end of a forward, and
  * the step's planned region is smaller (kind 3: the same). */

@@ -1222,9 +1222,10 @@ int strop__compact_held = 1;
  * batch norm) is held as those deviations in BF16 instead (2), which that backward reads as they
  * are (x->centred_in): not the values, and not widened (strop__compact_centred). An output
  * held as its values whose every reader's backward reads it as it is held (vtable bf16_input 2:
- * a conv's or a trained linear layer's weight gradient on vdpbf16ps), or not at all, and whose own unit reads back only its
- * signs from it too (out_sign_only 2: a norm chain's relu) or nothing, is widened by none (3):
- * the backwards get it as x->held_in and x->held_out (strop__compact_held). */
+ * a conv's or a trained linear layer's weight gradient on vdpbf16ps), or not at all, and whose
+ * own unit reads back only its signs from it too (out_sign_only 2: a norm chain's relu) or
+ * nothing, is widened by none (3): the backwards get it as x->held_in and x->held_out
+ * (strop__compact_held). */
 static strop_status compact_plan(strop_model *m, const uint8_t *keep, const strop__exec *x) {
   const int nn = m->n_nodes;
   m->compact = NULL;
