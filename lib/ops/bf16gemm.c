@@ -112,9 +112,7 @@ BF16_TARGET static inline __m512i pairs16h(const uint16_t *r0, const uint16_t *r
         v,
         _mm512_slli_epi32(
             _mm512_cvtepu16_epi32(_mm512_castsi512_si256(_mm512_maskz_loadu_epi16(mk, r1))), 16));
-  const __mmask32 tiny = _mm512_cmpeq_epi16_mask(_mm512_and_si512(v, _mm512_set1_epi16(0x7fff)),
-                                                 _mm512_set1_epi16((short)STROP__BF16_TINY));
-  return _mm512_mask_mov_epi16(v, tiny, _mm512_and_si512(v, _mm512_set1_epi16((short)0x8000)));
+  return strop__bf16_held_rounded32(v);
 }
 
 /* The pairs (rows 2q and 2q + 1, zeros for the second past k) of an operand stored [k, cols]
@@ -498,30 +496,31 @@ static void run(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, co
         work, threads, bad);
 }
 
-/* strop__bf16_gemm_f32 and its finite-checking form: bad NULL, or set when C holds a value
- * that is not finite */
-static void gemm_f32(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
-                     const float *b, int64_t ldb, float beta, float *c, int64_t ldc, void *work,
+/* strop__bf16_gemm_f32 and its finite-checking form (bad NULL, or set when C holds a value
+ * that is not finite), an operand given in BF16 where ah or bh is (strop__bf16_gemm_kn_h) */
+static void gemm_f32(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a,
+                     const uint16_t *ah, int64_t lda, const float *b, const uint16_t *bh,
+                     int64_t ldb, float beta, float *c, int64_t ldc, void *work,
                      atomic_int *bad) {
   const int big = (double)m * (double)n * (double)k >= (double)(1 << 20);
   strop__gemm_observer_fn obs = strop__gemm_observer;
   const double t0 = obs ? strop__thread_cpu_now() : 0.0;
-  run(ta, tb, m, n, k, 1.0f, a, lda, NULL, b, ldb, NULL, NULL, beta, c, ldc, NULL, work,
-      big ? strop__num_threads() : 1, bad);
+  run_h(ta, tb, m, n, k, 1.0f, a, ah, lda, NULL, b, bh, ldb, NULL, NULL, beta, c, ldc, NULL, work,
+        big ? strop__num_threads() : 1, bad);
   if (obs) obs(ta, tb, m, n, k, 1.0f, 3, strop__thread_cpu_now() - t0);
 }
 
 void strop__bf16_gemm_f32(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a,
                           int64_t lda, const float *b, int64_t ldb, float beta, float *c,
                           int64_t ldc, void *work) {
-  gemm_f32(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc, work, NULL);
+  gemm_f32(ta, tb, m, n, k, a, NULL, lda, b, NULL, ldb, beta, c, ldc, work, NULL);
 }
 
 int strop__bf16_gemm_f32_finite(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a,
                                 int64_t lda, const float *b, int64_t ldb, float beta, float *c,
                                 int64_t ldc, void *work) {
   atomic_int bad = 0;
-  gemm_f32(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc, work, &bad);
+  gemm_f32(ta, tb, m, n, k, a, NULL, lda, b, NULL, ldb, beta, c, ldc, work, &bad);
   return !atomic_load(&bad);
 }
 
@@ -529,12 +528,7 @@ int strop__bf16_gemm_kn_h(int64_t m, int64_t n, int64_t k, const float *a, const
                           int64_t lda, const float *b, const uint16_t *bh, int64_t ldb,
                           float beta, float *c, int64_t ldc, void *work, int check) {
   atomic_int bad = 0;
-  const int big = (double)m * (double)n * (double)k >= (double)(1 << 20);
-  strop__gemm_observer_fn obs = strop__gemm_observer;
-  const double t0 = obs ? strop__thread_cpu_now() : 0.0;
-  run_h(1, 0, m, n, k, 1.0f, a, ah, lda, NULL, b, bh, ldb, NULL, NULL, beta, c, ldc, NULL, work,
-        big ? strop__num_threads() : 1, check ? &bad : NULL);
-  if (obs) obs(1, 0, m, n, k, 1.0f, 3, strop__thread_cpu_now() - t0);
+  gemm_f32(1, 0, m, n, k, a, ah, lda, b, bh, ldb, beta, c, ldc, work, check ? &bad : NULL);
   return !atomic_load(&bad);
 }
 

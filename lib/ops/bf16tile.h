@@ -10,6 +10,8 @@
 #include <immintrin.h>
 #include <stdint.h>
 
+#include "ops/lowp.h"
+
 /* strop__bf16_tile_8x32_ex's opts: the residual's element first in its sum (a residual sum's
  * operand order); C's lines asked for writing before the sums (a large output written once:
  * a convolution's, whose stores would otherwise wait for each line); add holding one value per
@@ -149,6 +151,16 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) static inline void strop_
     int64_t nr, float alpha, float beta, float *c, int64_t ldc) {
   strop__bf16_tile_8x32_ex(a, rs, qs, kp, p, mr, nr, alpha, beta, NULL, 0, c, 32, c, ldc, NULL,
                            NULL, 0);
+}
+
+/* 32 BF16 values held by strop__bf16_compact_par, as the FP32 values they were held from round:
+ * a held marker of a nonzero value that rounded to zero (STROP__BF16_TINY, ops/lowp.h) becomes
+ * that zero with its sign; every other value is its own rounding */
+__attribute__((target("avx512f,avx512bw"))) static inline __m512i strop__bf16_held_rounded32(
+    __m512i v) {
+  const __mmask32 tiny = _mm512_cmpeq_epi16_mask(_mm512_and_si512(v, _mm512_set1_epi16(0x7fff)),
+                                                 _mm512_set1_epi16((short)STROP__BF16_TINY));
+  return _mm512_mask_mov_epi16(v, tiny, _mm512_and_si512(v, _mm512_set1_epi16((short)0x8000)));
 }
 
 /* 16 FP32 values (their bits) rounded to BF16 in the low half of each lane: strop__bf16_rne_bits

@@ -1303,13 +1303,9 @@ __attribute__((target("avx512f,avx512bw,avx512vl,bmi2"))) static void pack_cols_
           const __m256i v1 = cols_row16_h(
               &hl[1], cp->xh, sw,
               tap_mask(&hl[1], (__mmask16)(live >> 16), ty[tc], tx[tc], hh, ww), tdel[tc]);
-          const __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(v0), v1, 1);
           /* a nonzero value that rounded to zero is held as a marker: the zero, with its sign */
-          const __mmask32 tiny = _mm512_cmpeq_epi16_mask(
-              _mm512_and_si512(v, _mm512_set1_epi16(0x7fff)),
-              _mm512_set1_epi16((short)STROP__BF16_TINY));
-          t[c] = _mm512_mask_mov_epi16(v, tiny,
-                                       _mm512_and_si512(v, _mm512_set1_epi16((short)0x8000)));
+          t[c] = strop__bf16_held_rounded32(
+              _mm512_inserti64x4(_mm512_castsi256_si512(v0), v1, 1));
           continue;
         }
         const __m512 v0 = cols_row16(&hl[0], cp->x, sw,

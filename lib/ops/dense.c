@@ -130,16 +130,24 @@ int strop__linear_forward_lowp(const float *x, const strop__lowp *w, const float
   return 0;
 }
 
+/* dX = dY W on vdpbf16ps (w direct: strop__linear_lowp_direct): 0, or -1 out of memory. keep:
+ * NULL, or where the product's scratch goes instead of back, dy rounded at its start
+ * (strop__bf16_gemm_a_rounded) for the caller's weight gradient; the caller gives it back. */
+static int dx_direct(const strop__lowp *w, const float *dy, float *dx, int64_t m, int64_t in,
+                     int64_t out, int assign_dx, void **keep) {
+  void *abf = strop__lowp_scratch_take(strop__bf16_gemm_scratch(w, 1, m, in, out));
+  if (!abf) return -1;
+  strop__bf16_gemm_nn(m, in, out, dy, out, w, assign_dx ? 0.0f : 1.0f, dx, in, abf);
+  if (keep) *keep = abf;
+  else strop__lowp_scratch_give(abf);
+  return 0;
+}
+
 int strop__linear_backward_lowp(const strop__lowp *w, const float *dy, float *dx, int64_t m,
                                 int64_t in, int64_t out, int w_in_out, int assign_dx) {
   if (!dx) return 0;
-  if (m > 0 && strop__linear_lowp_direct(w, w_in_out)) { /* dX = dY W on vdpbf16ps */
-    void *abf = strop__lowp_scratch_take(strop__bf16_gemm_scratch(w, 1, m, in, out));
-    if (!abf) return -1;
-    strop__bf16_gemm_nn(m, in, out, dy, out, w, assign_dx ? 0.0f : 1.0f, dx, in, abf);
-    strop__lowp_scratch_give(abf);
-    return 0;
-  }
+  if (m > 0 && strop__linear_lowp_direct(w, w_in_out))
+    return dx_direct(w, dy, dx, m, in, out, assign_dx, NULL);
   float *wf = strop__lowp_scratch_take((size_t)w->rows * (size_t)w->cols * sizeof(float));
   if (!wf) return -1;
   strop__lowp_expand(w, wf);
@@ -206,9 +214,7 @@ int strop__linear_backward_bf16_seen(const float *x, const uint16_t *xh, const s
    * reads those values rather than rounding dy again */
   const int once = dot && dx && dw && strop__dy_once && strop__linear_lowp_direct(wb, w_in_out);
   if (once) {
-    if (!(abf = strop__lowp_scratch_take(strop__bf16_gemm_scratch(wb, 1, m, in, out)))) goto oom;
-    strop__bf16_gemm_nn(m, in, out, dy, out, wb, assign & STROP__LB_ASSIGN_DX ? 0.0f : 1.0f, dx,
-                        in, abf);
+    if (dx_direct(wb, dy, dx, m, in, out, (assign & STROP__LB_ASSIGN_DX) != 0, &abf)) goto oom;
   } else if (dx && strop__linear_backward_lowp(wb, dot ? dy : dyr, dx, m, in, out, w_in_out,
                                                (assign & STROP__LB_ASSIGN_DX) != 0))
     goto oom;
