@@ -789,6 +789,33 @@ START_TEST(arena_aligned_and_warm) {
 }
 END_TEST
 
+/* A step that outgrows its chunk inside a scope it rolls back (a layer's scratch, the loss's
+ * rows of a chunk) gives the grown chunk back at once; the reset then makes one chunk of the
+ * step's peak, so the same step again allocates nothing and holds only that chunk, not the old
+ * one and a grown one beside it. */
+START_TEST(arena_rolled_back_growth_is_warm) {
+  const int64_t live0 = strop__alloc_live();
+  strop__arena a;
+  strop__arena_init(&a);
+  int64_t count = 0;
+  for (int step = 0; step < 4; step++) {
+    if (step == 2) count = strop__alloc_count();
+    ck_assert_ptr_nonnull(strop__arena_alloc(&a, 600 << 10)); /* held to the step's end */
+    const strop__arena_mark mk = strop__arena_get_mark(&a);
+    unsigned char *big = strop__arena_alloc(&a, 900 << 10); /* does not fit beside it */
+    ck_assert_ptr_nonnull(big);
+    memset(big, 7, 900 << 10);
+    strop__arena_rollback(&a, mk);
+    strop__arena_reset(&a);
+  }
+  ck_assert_msg(strop__alloc_count() == count, "the warm steps allocated %lld times",
+                (long long)(strop__alloc_count() - count));
+  ck_assert_uint_eq(a.peak, (600 << 10) + (900 << 10));
+  strop__arena_destroy(&a);
+  ck_assert_int_eq(strop__alloc_live(), live0);
+}
+END_TEST
+
 /* Blocks planned from their lifetimes: two blocks live at a common tick never share a byte,
  * offsets are 64-byte aligned, blocks that never meet share memory (a chain of blocks each
  * live over two ticks needs room for two of them), and the region is what its blocks reach. */
@@ -985,6 +1012,7 @@ int main(void) {
   suite_add_tcase(s, tc);
   tc = tcase_create("arena");
   tcase_add_test(tc, arena_aligned_and_warm);
+  tcase_add_test(tc, arena_rolled_back_growth_is_warm);
   tcase_add_test(tc, arena_out_of_memory);
   tcase_add_test(tc, arena_plan_packs_by_lifetime);
   suite_add_tcase(s, tc);

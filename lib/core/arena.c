@@ -83,8 +83,9 @@ static void free_chain(strop__arena_chunk *c) {
 }
 
 void strop__arena_reset(strop__arena *a) {
-  if (a->head && a->head->next) {
-    /* several chunks: consolidate into one of the peak size */
+  if (a->head && (a->head->next || a->head->cap < a->peak)) {
+    /* several chunks, or one smaller than the step's peak (the chunks it grew were rolled
+     * back within the step, to be grown again in the next): one chunk of the peak size */
     free_chain(a->head);
     give_back();
     a->head = chunk_new(a->peak);

@@ -18,8 +18,9 @@ void strop__arena_init(strop__arena *a);
 void *strop__arena_alloc(strop__arena *a, size_t bytes);
 /* Same, zero-filled. */
 void *strop__arena_calloc(strop__arena *a, size_t bytes);
-/* Forget everything handed out; when the last step spilled over several chunks, replace
- * them with one chunk of the peak size so the next step fits in one. */
+/* Forget everything handed out; when the last step spilled over several chunks, or grew
+ * chunks it rolled back before its end, replace them with one chunk of the peak size so the
+ * next step fits in one. */
 void strop__arena_reset(strop__arena *a);
 void strop__arena_destroy(strop__arena *a);
 /* What an arena holds from the heap once warm when its steps peak at `peak` bytes: one chunk

@@ -53,11 +53,11 @@ static gemm_buf *buf_new(void) {
   return g;
 }
 
-size_t strop__gemm_buffer_bytes(void) {
+size_t strop__gemm_buffer_bytes(int made_only) {
   size_t n = __atomic_load_n(&g_buf_count, __ATOMIC_RELAXED);
-  /* none yet: those the first call makes (a prediction's probe may have run only products of
-   * few rows, which need none: gemv.c) */
-  if (n == 0 && strop__gemm_own_available()) n = (size_t)strop__num_threads() + 1;
+  /* none yet: those the first call makes (a prediction's probe of fewer samples than the step
+   * may have run only products of few rows, which need none: gemv.c) */
+  if (n == 0 && !made_only && strop__gemm_own_available()) n = (size_t)strop__num_threads() + 1;
   return n * (sizeof(gemm_buf) + sizeof(float) * (size_t)BUF_FLOATS);
 }
 
@@ -603,7 +603,10 @@ __attribute__((target("avx512f"))) int strop__sgemm_own(int ta, int tb, int64_t 
 
 #else
 
-size_t strop__gemm_buffer_bytes(void) { return 0; }
+size_t strop__gemm_buffer_bytes(int made_only) {
+  (void)made_only;
+  return 0;
+}
 int strop__gemm_own_available(void) { return 0; }
 int strop__gemm_use_own(int ta, int tb, int64_t m, int64_t n, int64_t k) {
   (void)ta, (void)tb, (void)m, (void)n, (void)k;

@@ -36,9 +36,10 @@ int strop__sgemm_finite(int trans_a, int trans_b, int64_t m, int64_t n, int64_t 
                         const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
                         float *c, int64_t ldc);
 /* Bytes the own SGEMM's packing buffers hold (process-wide, made at its first call and kept),
- * or, before that call, the bytes it will make where the own SGEMM can run: what a memory
- * estimate adds to a step's own. */
-size_t strop__gemm_buffer_bytes(void);
+ * or, before that call, the bytes it will make where the own SGEMM can run (0 with made_only:
+ * the caller ran the step it asks for, whose products made none): what a memory estimate adds
+ * to a step's own. */
+size_t strop__gemm_buffer_bytes(int made_only);
 /* strop's own SGEMM (gemm.c), same contract as strop__sgemm without the threading: used by
  * strop__sgemm where the CPU has AVX-512 (see strop__gemm_use_own). Returns 0, or -1 when it
  * cannot run here (no AVX-512 build, no packing buffer, an empty product): the caller falls

@@ -153,9 +153,11 @@ static strop_status plan_figures(const char *fn, strop_model *m, int64_t batch,
   if (!(act < (double)SIZE_MAX / 4))
     return strop__err(STROP_E_SHAPE, "%s: batch %lld: the step's memory overflows a byte count",
                       fn, (long long)batch);
-  /* and the widening scratch of frozen BF16 / int8 weights, kept after the planned step (as
-   * large as the largest such weight in float32, e.g. an LM head) */
-  f->gemm = strop__gemm_buffer_bytes() + strop__lowp_scratch_bytes();
+  /* the GEMM's packing buffers: those the first product that needs them makes, unless the
+   * probe ran the step itself (batch <= 4) and its products made none; and the widening
+   * scratch of frozen BF16 / int8 weights, kept after the planned step (as large as the
+   * largest such weight in float32, e.g. an LM head) */
+  f->gemm = strop__gemm_buffer_bytes(n1 == batch) + strop__lowp_scratch_bytes();
   f->act = strop__arena_footprint(act > 0 ? (size_t)act : 0) + f->gemm;
   return STROP_OK;
 }
