@@ -324,7 +324,7 @@ START_TEST(run_errors) {
        STROP_E_NOT_FOUND},
       {"train.memory_limit_mb", "0.5",
        "'train.memory_limit_mb' 0.5, stage 'head': "
-       "strop_model_check_memory: a training step of batch 16 needs",
+       "strop_trainer_check_memory: a training step of batch 16 needs",
        STROP_E_NOMEM},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -428,9 +428,10 @@ START_TEST(memory_limit_from_the_machine) {
 #if !defined(__SANITIZE_ADDRESS__)
   rc = run_limited(g_dir, "auto", 1, msg, sizeof msg);
   ck_assert_msg(rc == 2, "exit %d: %s", rc, msg);
-  ck_assert_msg(strstr(msg, "'train.memory_limit_mb' auto, stage 'all': strop_model_check_memory:"
-                            " a training step of batch 16 needs about") != NULL,
-                "%s", msg);
+  ck_assert_msg(
+      strstr(msg, "'train.memory_limit_mb' auto, stage 'all': strop_trainer_check_memory:"
+                  " a training step of batch 16 needs about") != NULL,
+      "%s", msg);
   ck_assert_msg(strstr(msg, "over the limit of") && strstr(msg, "(RLIMIT_AS ") &&
                     strstr(msg, "left, and the 33.7 MB the model holds)") &&
                     strstr(msg, "to fit:"),
@@ -443,7 +444,7 @@ START_TEST(memory_limit_from_the_machine) {
                 "%s", msg);
   /* an explicit number is that number, whatever the machine */
   rc = run_limited(g_dir, "100000", 1, msg, sizeof msg);
-  ck_assert_msg(rc != 2 || !strstr(msg, "strop_model_check_memory"), "exit %d: %s", rc, msg);
+  ck_assert_msg(rc != 2 || !strstr(msg, "strop_trainer_check_memory"), "exit %d: %s", rc, msg);
 #endif
   /* without the limit it trains, with auto and without the key */
   rc = run_limited(g_dir, "auto", 0, msg, sizeof msg);

@@ -1060,6 +1060,8 @@ STROP_API STROP_NODISCARD strop_status strop_model_memory_estimate(
  * prediction: the step memory is what the step holds beyond the gradients, which count apart
  * (not once a trainer of the model accumulates several micro-batches a window:
  * ::STROP_TRAIN_ACCUM_STEPS above 1 keeps its gradients apart, and the prediction follows).
+ * strop_trainer_step_memory() plans the step as a given trainer runs it: its optimizer, its
+ * loss and its accumulation.
  * The planning costs about as much
  * compute as a step on 6 samples, and changes nothing in the model (its generator, running
  * statistics, gradients stay as they were; a forward awaiting its backward is dropped).

@@ -288,6 +288,68 @@ STROP_API STROP_NODISCARD strop_status strop_trainer_set_class_weights(strop_tra
                                                                        const float *w, int64_t n);
 
 /**
+ * @brief Predicts the peak memory of one strop_trainer_step() of this trainer, in bytes: as
+ *        strop_model_step_memory() on the trainer's model, with what the trainer knows of the
+ *        step in place of what the model alone assumes.
+ *
+ * Set the trainer first (its loss, ::STROP_TRAIN_ACCUM_STEPS), then ask. The planned step
+ * follows:
+ * - the optimizer's state per trainable value (none for SGD, one for momentum, two for Adam
+ *   and AdamW), so there is no count to pass;
+ * - the trainer's loss: only the cross-entropy of one process runs fused with a last linear
+ *   layer (one chunk of its output rows held); any other loss, or a data-parallel group, holds
+ *   the whole output and its gradient. strop_model_step_memory() assumes the fused
+ *   cross-entropy;
+ * - its accumulation: a window of several micro-batches keeps the gradients apart from the
+ *   activations (@p batch is then the micro-batch).
+ *
+ * A host that drives its own loss (strop_trainer_forward() and strop_trainer_backward()) holds
+ * the whole output and its gradient, as a non-fused loss does. A data-parallel group's
+ * buffers for summing the gradients (at most their size again) are not counted. Planning costs
+ * about as much compute as a step on 6 samples. It changes nothing in the model or the trainer.
+ *
+ * @param[in,out] tr           The trainer (its model is borrowed for the planning).
+ * @param[in]     batch        Samples per step (per micro-batch), in [1, 2^40].
+ * @param[in]     sample_shape The per-sample input shape, or NULL for the model's; read only.
+ * @param[in]     rank         Entries of @p sample_shape; ignored when it is NULL.
+ * @param[out]    activations  The step memory (may be NULL).
+ * @param[out]    peak         Weights and buffers + gradients + optimizer state + step memory
+ *                             (may be NULL).
+ * @return STROP_OK; STROP_E_INVALID_ARG (NULL trainer, batch out of range, a dimension < 1);
+ *         STROP_E_STATE (a forward of strop_trainer_forward() awaits its backward);
+ *         otherwise as strop_model_step_memory(). Outputs are written only on success. Not
+ *         thread-safe on one trainer or model.
+ * @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_trainer_step_memory(strop_trainer *tr, int64_t batch,
+                                                                 const int64_t *sample_shape,
+                                                                 int rank, size_t *activations,
+                                                                 size_t *peak);
+
+/**
+ * @brief Says before training whether a step of this trainer fits in @p limit bytes: as
+ *        strop_model_check_memory() with the step strop_trainer_step_memory() plans.
+ *
+ * When the peak is over the limit, returns STROP_E_NOMEM with a sentence. It gives the
+ * figures and what would make the step fit. The sentence names this function.
+ *
+ * @param[in,out] tr           The trainer (its model is borrowed for the planning).
+ * @param[in]     batch        Samples per step (per micro-batch), in [1, 2^40].
+ * @param[in]     sample_shape The per-sample input shape, or NULL for the model's; read only.
+ * @param[in]     rank         Entries of @p sample_shape; ignored when it is NULL.
+ * @param[in]     limit        Bytes the step may take, or 0 for the machine's limit (as
+ *                             strop_model_check_memory()).
+ * @return STROP_OK when it fits; STROP_E_NOMEM with the sentence when it does not; otherwise
+ *         as strop_trainer_step_memory(), and with @p limit 0 as strop_memory_available() when
+ *         no limit can be read. Nothing changes. Not thread-safe on one trainer or model.
+ * @since 0.2
+ */
+STROP_API STROP_NODISCARD strop_status strop_trainer_check_memory(strop_trainer *tr,
+                                                                  int64_t batch,
+                                                                  const int64_t *sample_shape,
+                                                                  int rank, size_t limit);
+
+/**
  * @brief One training micro-step: forward in train mode, loss, backward, and — every
  *        ::STROP_TRAIN_ACCUM_STEPS calls — clipping, the optimizer step, zeroing gradients and
  *        the per-step scheduler.

@@ -1453,28 +1453,6 @@ static strop_status run_stage(ctx *c, strop_model *m, const strop__ynode *st, in
     goto done;
   if (c->val && (s = make_iter_raw(c, head ? fval : c->val, 0, 0, head != NULL, &vit))) goto done;
   if ((s = build_optimizer(c, tm, sub(st, "optimizer"), &opt))) goto done;
-  /* train.memory_limit_mb: a step that would not fit is refused before training, saying what
-   * would make it fit; auto (and no key, when the machine's limit is tight) takes the limit
-   * from the machine (strop_model_check_memory with 0) */
-  double limit_mb = 0;
-  const char *lim_word = rd2_str(top, tst, "memory_limit_mb");
-  const int lim_auto = lim_word && !strcmp(lim_word, "auto");
-  if (!lim_auto && (s = rd2_float(r, top, tst, "memory_limit_mb", &limit_mb))) goto done;
-  const int slots = strop__optim_values_per_param(opt);
-  int check = lim_auto || limit_mb > 0;
-  if (!lim_word && (s = memory_is_tight(tm, c->batch, slots, &check))) goto done;
-  if (check &&
-      (s = strop_model_check_memory(tm, c->batch, NULL, 0, slots,
-                                    lim_auto || !lim_word ? 0 : (size_t)(limit_mb * 1e6)))) {
-    char rest[1024], val[32];
-    const strop__ynode *at = strop__ynode_get(tst ? tst : top, "memory_limit_mb");
-    if (!at) at = strop__ynode_get(top, "memory_limit_mb");
-    snprintf(val, sizeof val, lim_word ? (lim_auto ? "auto" : "%g") : "(not set: auto)",
-             limit_mb);
-    s = strop__recipe_err(FN, r, at ? at : top, s, "'train.memory_limit_mb' %s, stage '%s': %s",
-                          val, c->stage_name, sentence_after_fn(rest));
-    goto done;
-  }
   int per_epoch = 0;
   if ((s = build_schedule(c, opt, sub(st, "schedule"), strop_batch_iter_num_batches(it), epochs,
                           &sch, &per_epoch)))
@@ -1495,6 +1473,29 @@ static strop_status run_stage(ctx *c, strop_model *m, const strop__ynode *st, in
               (per_epoch >= 0 &&
                (s = strop_trainer_set_int(t, STROP_TRAIN_SCHED_PER_EPOCH, per_epoch)))))
     goto done;
+  /* train.memory_limit_mb: a step that would not fit is refused before training, saying what
+   * would make it fit; auto (and no key, when the machine's limit is tight) takes the limit
+   * from the machine (with 0). Planned once the trainer is set, as it will run the step: its
+   * loss, its accumulation (strop_trainer_check_memory) */
+  double limit_mb = 0;
+  const char *lim_word = rd2_str(top, tst, "memory_limit_mb");
+  const int lim_auto = lim_word && !strcmp(lim_word, "auto");
+  if (!lim_auto && (s = rd2_float(r, top, tst, "memory_limit_mb", &limit_mb))) goto done;
+  const int slots = strop__optim_values_per_param(opt);
+  int check = lim_auto || limit_mb > 0;
+  if (!lim_word && (s = memory_is_tight(tm, c->batch, slots, &check))) goto done;
+  if (check &&
+      (s = strop_trainer_check_memory(t, c->batch, NULL, 0,
+                                      lim_auto || !lim_word ? 0 : (size_t)(limit_mb * 1e6)))) {
+    char rest[1024], val[32];
+    const strop__ynode *at = strop__ynode_get(tst ? tst : top, "memory_limit_mb");
+    if (!at) at = strop__ynode_get(top, "memory_limit_mb");
+    snprintf(val, sizeof val, lim_word ? (lim_auto ? "auto" : "%g") : "(not set: auto)",
+             limit_mb);
+    s = strop__recipe_err(FN, r, at ? at : top, s, "'train.memory_limit_mb' %s, stage '%s': %s",
+                          val, c->stage_name, sentence_after_fn(rest));
+    goto done;
+  }
   strop_fit_options fo;
   strop_fit_options_init(&fo);
   fo.epochs = epochs;

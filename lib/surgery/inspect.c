@@ -104,20 +104,24 @@ static size_t figures_peak(const step_figures *f) {
  * sample; scratch and per-step arrays are not): planned at the batch itself when it is small,
  * otherwise at 2 and 4 samples and extrapolated. */
 static strop_status plan_figures(const char *fn, strop_model *m, int64_t batch,
-                                 const strop__shape *shape, int slots, step_figures *f) {
+                                 const strop__shape *shape, const strop__step_how *how,
+                                 step_figures *f) {
   size_t bound = 0;
   strop_status s = strop__model_memory_bound(fn, m, batch, &f->weights, &f->grads, &bound);
   if (s) return s;
-  if (strop__mul_overflow(f->grads, (size_t)slots, &f->optim))
+  if (strop__mul_overflow(f->grads, (size_t)how->slots, &f->optim))
     return strop__err(STROP_E_SHAPE, "%s: the optimizer state overflows a byte count", fn);
   const int64_t n1 = batch <= 4 ? batch : 2, n2 = batch <= 4 ? batch : 4;
   size_t a1 = 0, a2 = 0, o1 = 0, o2 = 0, saved = 0;
-  /* as the trainer runs a step with its default loss, the cross-entropy: fused with the last
-   * node where that applies (only one chunk of the output held); the probes hold the
-   * gradients apart, and the first plans the step of the batch itself too, for what its
-   * gradients planned with its activations save (strop__plan_grads) */
-  s = strop__model_probe_step(m, n1, shape, 1, batch, &a1, &o1, &saved);
-  if (!s && n2 != n1) s = strop__model_probe_step(m, n2, shape, 1, 0, &a2, &o2, NULL);
+  /* the loss fused with the last node where how->rows says the step's loss is the
+   * cross-entropy (only one chunk of the output held); the probes hold the gradients apart,
+   * and the first plans the step of the batch itself too, for what its gradients planned with
+   * its activations save (strop__plan_grads; none when how->apart) */
+  const int apart = m->grads_apart;
+  m->grads_apart = how->apart;
+  s = strop__model_probe_step(m, n1, shape, how->rows, batch, &a1, &o1, &saved);
+  if (!s && n2 != n1) s = strop__model_probe_step(m, n2, shape, how->rows, 0, &a2, &o2, NULL);
+  m->grads_apart = apart;
   if (s) {
     strop__err_prefix("%s: planning a step of batch %lld", fn, (long long)batch);
     return s;
@@ -195,19 +199,32 @@ static strop_status step_args(const char *fn, strop_model *m, int64_t batch, int
   return STROP_OK;
 }
 
-strop_status strop_model_step_memory(strop_model *model, int64_t batch,
-                                     const int64_t *sample_shape, int rank, int optimizer_slots,
-                                     size_t *activations, size_t *peak) {
-  static const char fn[] = "strop_model_step_memory";
-  strop_status s = step_args(fn, model, batch, optimizer_slots);
+strop_status strop__step_memory(const char *fn, strop_model *model, int64_t batch,
+                                const int64_t *sample_shape, int rank, const strop__step_how *how,
+                                size_t *activations, size_t *peak) {
+  strop_status s = step_args(fn, model, batch, how->slots);
   strop__shape shape;
   if (!s) s = sample_shape_in(fn, model, sample_shape, rank, &shape);
   step_figures f;
-  if (!s) s = plan_figures(fn, model, batch, &shape, optimizer_slots, &f);
+  if (!s) s = plan_figures(fn, model, batch, &shape, how, &f);
   if (s) return s;
   if (activations) *activations = f.act;
   if (peak) *peak = figures_peak(&f);
   return STROP_OK;
+}
+
+/* A step as the model alone can say it is run: the trainer's default loss, the cross-entropy,
+ * and the gradients apart when a trainer of the model said so (strop_model.grads_apart). */
+static strop__step_how model_how(const strop_model *m, int slots) {
+  return (strop__step_how){.slots = slots, .apart = m ? m->grads_apart : 0, .rows = 1};
+}
+
+strop_status strop_model_step_memory(strop_model *model, int64_t batch,
+                                     const int64_t *sample_shape, int rank, int optimizer_slots,
+                                     size_t *activations, size_t *peak) {
+  const strop__step_how how = model_how(model, optimizer_slots);
+  return strop__step_memory("strop_model_step_memory", model, batch, sample_shape, rank, &how,
+                            activations, peak);
 }
 
 strop_status strop_model_memory_estimate(const strop_model *model, int64_t batch,
@@ -236,8 +253,8 @@ strop_status strop_model_memory_estimate(const strop_model *model, int64_t batch
      * makes and keeps, which it counts, are made by the first step anyway) */
     step_figures f;
     strop__shape shape = model->in_shape;
-    if ((s = plan_figures(fn, (strop_model *)model, batch, &shape, optimizer_slots, &f)))
-      return s;
+    const strop__step_how how = model_how(model, optimizer_slots);
+    if ((s = plan_figures(fn, (strop_model *)model, batch, &shape, &how, &f))) return s;
     const size_t peak = figures_peak(&f), held = f.weights + f.grads + f.optim;
     act = peak > held ? peak - held : 0;
   }
@@ -288,17 +305,16 @@ static strop_status machine_limit(const char *fn, const strop_model *m, size_t *
   return STROP_OK;
 }
 
-strop_status strop_model_check_memory(strop_model *model, int64_t batch,
-                                      const int64_t *sample_shape, int rank, int optimizer_slots,
-                                      size_t limit) {
-  static const char fn[] = "strop_model_check_memory";
-  strop_status s = step_args(fn, model, batch, optimizer_slots);
+strop_status strop__check_memory(const char *fn, strop_model *model, int64_t batch,
+                                 const int64_t *sample_shape, int rank,
+                                 const strop__step_how *how, size_t limit) {
+  strop_status s = step_args(fn, model, batch, how->slots);
   strop__shape shape;
   if (!s) s = sample_shape_in(fn, model, sample_shape, rank, &shape);
   char why[256] = "";
   if (!s && !limit) s = machine_limit(fn, model, &limit, why, sizeof why);
   step_figures f;
-  if (!s) s = plan_figures(fn, model, batch, &shape, optimizer_slots, &f);
+  if (!s) s = plan_figures(fn, model, batch, &shape, how, &f);
   if (s) return s;
   const size_t peak = figures_peak(&f);
   if (peak <= limit) return STROP_OK;
@@ -323,7 +339,7 @@ strop_status strop_model_check_memory(strop_model *model, int64_t batch,
   /* with checkpointing: planned again with "auto" when the model has blocks and it is off */
   if (!model->ckpt_pattern && strop_model_set_checkpointing(model, "auto") == STROP_OK) {
     step_figures g;
-    s = plan_figures(fn, model, batch, &shape, optimizer_slots, &g);
+    s = plan_figures(fn, model, batch, &shape, how, &g);
     strop__free(model->ckpt_pattern); /* off again (setting NULL cannot fail, but is checked) */
     model->ckpt_pattern = NULL;
     if (s) {
@@ -339,7 +355,7 @@ strop_status strop_model_check_memory(strop_model *model, int64_t batch,
     const int was = model->attention;
     step_figures g;
     model->attention = STROP_ATTENTION_TILED;
-    s = plan_figures(fn, model, batch, &shape, optimizer_slots, &g);
+    s = plan_figures(fn, model, batch, &shape, how, &g);
     model->attention = was;
     if (s) {
       strop__sbuf_free(&t);
@@ -381,4 +397,12 @@ strop_status strop_model_check_memory(strop_model *model, int64_t batch,
   s = strop__err(STROP_E_NOMEM, "%s", t.s && !t.oom ? t.s : fn);
   strop__sbuf_free(&t);
   return s;
+}
+
+strop_status strop_model_check_memory(strop_model *model, int64_t batch,
+                                      const int64_t *sample_shape, int rank, int optimizer_slots,
+                                      size_t limit) {
+  const strop__step_how how = model_how(model, optimizer_slots);
+  return strop__check_memory("strop_model_check_memory", model, batch, sample_shape, rank, &how,
+                             limit);
 }

@@ -119,4 +119,23 @@ strop_status strop__lora_merge_check(const char *fn, const strop_model *model);
 /* Number of scalar values in params (buffers excluded), trainable only if asked. */
 int64_t strop__node_count(const strop__node *n, int trainable_only);
 
+/* ---- a training step's memory, planned (inspect.c) ---- */
+
+/* How the step to plan is run: optimizer values per trainable value (slots), its gradients
+ * held apart from the activations (apart: a trainer accumulating micro-batches) or planned
+ * with them, and its loss fused with the last node where it can (rows: the cross-entropy). */
+typedef struct strop__step_how {
+  int slots, apart, rows;
+} strop__step_how;
+
+/* strop_model_step_memory and strop_model_check_memory for a step run as how says, their
+ * errors naming fn. The model functions pass the model's own (the cross-entropy, gradients
+ * apart as its last trainer said), the trainer's pass the trainer's. */
+strop_status strop__step_memory(const char *fn, strop_model *model, int64_t batch,
+                                const int64_t *sample_shape, int rank, const strop__step_how *how,
+                                size_t *activations, size_t *peak);
+strop_status strop__check_memory(const char *fn, strop_model *model, int64_t batch,
+                                 const int64_t *sample_shape, int rank,
+                                 const strop__step_how *how, size_t limit);
+
 #endif

@@ -14,6 +14,7 @@
 #include "ops/loss.h"
 #include "optim/optim.h"
 #include "strop/train.h"
+#include "surgery/surgery_impl.h"
 #include "train/train_impl.h"
 
 static double now_sec(void) {
@@ -208,6 +209,41 @@ static strop_status set_knob(strop_trainer *t, const char *fn, int key, double v
   }
   t->kv[key] = v;
   return STROP_OK;
+}
+
+/* A step as strop_trainer_step runs it: the optimizer's values per weight, the gradients
+ * apart when a window holds several micro-batches, the loss fused with the last node for the
+ * cross-entropy of one process (fn names the caller in the errors). */
+static strop_status trainer_how(const strop_trainer *t, const char *fn, strop__step_how *how) {
+  if (!t) return strop__err(STROP_E_INVALID_ARG, "%s: trainer is NULL", fn);
+  if (t->host_pending) /* planning would drop the forward's activations */
+    return strop__err(STROP_E_STATE,
+                      "%s: a forward of strop_trainer_forward awaits its backward; plan before "
+                      "it or after its backward",
+                      fn);
+  how->slots = strop__optim_values_per_param(t->opt);
+  how->apart = t->accum > 1;
+  how->rows = t->loss.kind == STROP_LOSS_CROSS_ENTROPY && !dist_on(t);
+  return STROP_OK;
+}
+
+strop_status strop_trainer_step_memory(strop_trainer *tr, int64_t batch,
+                                       const int64_t *sample_shape, int rank, size_t *activations,
+                                       size_t *peak) {
+  static const char fn[] = "strop_trainer_step_memory";
+  strop__step_how how;
+  strop_status s = trainer_how(tr, fn, &how);
+  if (s) return s;
+  return strop__step_memory(fn, tr->m, batch, sample_shape, rank, &how, activations, peak);
+}
+
+strop_status strop_trainer_check_memory(strop_trainer *tr, int64_t batch,
+                                        const int64_t *sample_shape, int rank, size_t limit) {
+  static const char fn[] = "strop_trainer_check_memory";
+  strop__step_how how;
+  strop_status s = trainer_how(tr, fn, &how);
+  if (s) return s;
+  return strop__check_memory(fn, tr->m, batch, sample_shape, rank, &how, limit);
 }
 
 static strop_status get_knob(const strop_trainer *t, const char *fn, int key, int want,

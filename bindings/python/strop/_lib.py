@@ -518,6 +518,8 @@ _DECLS = [
     ("strop_trainer_step", c_int, [c_void_p, c_void_p, c_void_p, _P]),
     ("strop_trainer_step_masked", c_int, [c_void_p, c_void_p, c_void_p, c_void_p, _P]),
     ("strop_trainer_step_ext", c_int, [c_void_p, c_void_p, c_void_p, c_void_p, _P]),
+    ("strop_trainer_step_memory", c_int, [c_void_p, c_int64, _P, c_int, _P, _P]),
+    ("strop_trainer_check_memory", c_int, [c_void_p, c_int64, _P, c_int, c_size_t]),
     # recipe
     ("strop_recipe_clone", c_int, [c_void_p, _OUT]),
     ("strop_recipe_evaluate", c_int, [c_void_p, c_void_p, c_int, _OUT]),

@@ -77,6 +77,27 @@ def dims_array(shape):
     return len(shape), (ctypes.c_int64 * max(1, len(shape)))(*shape)
 
 
+def step_memory_call(check_fn, plan_fn, handle, batch, sample_shape, limit, *slots):
+    """dict(step, peak) from a step-memory planner (strop_model_step_memory or
+    strop_trainer_step_memory, with their check_memory twins), as Model.step_memory and
+    Trainer.step_memory give it: the sample shape as (int64_t *, rank) or NULL, and with limit
+    (bytes, or "auto": 0, the library's word for the machine's) the check first."""
+    from .errors import check
+    dims, rank = None, 0
+    if sample_shape is not None:
+        rank, dims = dims_array(sample_shape)
+    if limit is not None:
+        if limit == "auto":
+            limit = 0
+        elif int(limit) < 1:
+            raise ValueError(f"limit must be a positive byte count or 'auto', got {limit!r}")
+        check(check_fn(handle, int(batch), dims, rank, *slots, int(limit)))
+    step, peak = ctypes.c_size_t(), ctypes.c_size_t()
+    check(plan_fn(handle, int(batch), dims, rank, *slots, ctypes.byref(step),
+                  ctypes.byref(peak)))
+    return {"step": step.value, "peak": peak.value}
+
+
 def as_f32(a, name="array", writable=False):
     """A float32 C-contiguous numpy array for ``a``: ``a`` itself when it already is one (no
     copy), else a converted copy. Integers, booleans and other floats are converted; complex,

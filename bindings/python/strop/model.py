@@ -14,7 +14,7 @@ from . import _lib
 from ._callbacks import Pending
 from ._handle import Handle, addr
 from ._util import (as_f32, as_token_types, checked_string, dims_array, enc, shape_of,
-                    snprintf_string)
+                    snprintf_string, step_memory_call)
 from .errors import (InvalidArgument, NotFound, ShapeError, StateError, Unsupported, check,
                      error_for_status)
 from .tensor import Tensor
@@ -730,23 +730,10 @@ class Model(Handle):
         optimizer state and the step's own memory under liveness and checkpointing). With
         limit (bytes, or "auto" for the machine's: strop.memory_available()'s room plus the
         weights the model holds), raises the library's out-of-memory error, naming the limit
-        and what would fit, when the peak is over it."""
-        dims, rank = None, 0
-        if sample_shape is not None:
-            rank = len(sample_shape)
-            dims = (ctypes.c_int64 * max(rank, 1))(*[int(d) for d in sample_shape])
-        if limit is not None:
-            if limit == "auto":
-                limit = 0  # the library's word for the machine's limit
-            elif int(limit) < 1:
-                raise ValueError(f"limit must be a positive byte count or 'auto', got {limit!r}")
-            check(_lib.lib.strop_model_check_memory(self._h, int(batch), dims, rank,
-                                                    int(optimizer_slots), int(limit)))
-        step, peak = ctypes.c_size_t(), ctypes.c_size_t()
-        check(_lib.lib.strop_model_step_memory(self._h, int(batch), dims, rank,
-                                               int(optimizer_slots), ctypes.byref(step),
-                                               ctypes.byref(peak)))
-        return {"step": step.value, "peak": peak.value}
+        and what would fit, when the peak is over it. It assumes the cross-entropy;
+        Trainer.step_memory plans the step as a given trainer runs it."""
+        return step_memory_call(_lib.lib.strop_model_check_memory, _lib.lib.strop_model_step_memory,
+                                self._h, batch, sample_shape, limit, int(optimizer_slots))
 
     # ---- surgery ----
     def freeze(self, glob="*"):

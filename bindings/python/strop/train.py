@@ -11,7 +11,7 @@ import numpy as np
 from . import _lib
 from ._handle import Handle, addr, handle_of
 from ._knobs import KNOB_INT, KnobTable
-from ._util import as_f32, as_token_types, choose, dims_array, enc, shape_of
+from ._util import as_f32, as_token_types, choose, dims_array, enc, shape_of, step_memory_call
 from .data import BatchIterator, Dataset, _check_ds
 from .errors import Cancelled, InvalidArgument, check, error_for_status
 from .tensor import Tensor
@@ -284,6 +284,17 @@ class Trainer(Handle):
     @property
     def skipped_steps(self):
         return _lib.lib.strop_trainer_skipped_steps(self._h)
+
+    def step_memory(self, batch, sample_shape=None, limit=None):
+        """dict(step, peak) in bytes: the planned peak of one step of this trainer, as
+        Model.step_memory plans it but with the trainer's optimizer state, its loss (only the
+        cross-entropy runs fused with a last linear layer) and its accum_steps (the gradients
+        kept apart; batch is then the micro-batch). Set the trainer first. With limit (bytes,
+        or "auto" for the machine's), raises the library's out-of-memory error, naming the
+        limit and what would fit, when the peak is over it."""
+        return step_memory_call(_lib.lib.strop_trainer_check_memory,
+                                _lib.lib.strop_trainer_step_memory, self._h, batch,
+                                sample_shape, limit)
 
     # ---- evaluation ----
     def evaluate(self, data, batch_size=256):

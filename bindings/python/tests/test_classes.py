@@ -154,6 +154,32 @@ def test_checkpointing_and_step_memory():
     m.close()
 
 
+def test_trainer_step_memory():
+    """The trainer plans its own step: Adam's two values per weight without being told, the
+    whole output and its gradient for a loss that does not run fused with the last linear layer
+    (MSE), and the check names the trainer's function."""
+    m = strop.Model([16])
+    m.add("fc", "linear", "out_features=64")
+    m.add("act", "gelu")
+    m.add("head", "linear", "out_features=4096")
+    m.finalize(seed=1)
+    ce = strop.Trainer(m, strop.Optimizer(m, "adam"))
+    plan = ce.step_memory(64)
+    assert plan == m.step_memory(64, optimizer_slots=2)
+    mse = strop.Trainer(m, strop.Optimizer(m, "sgd"), loss="mse")
+    held = mse.step_memory(64, sample_shape=[16])
+    out_bytes = 64 * 4096 * 4  # the loss's gradient, beside the output the fused loss holds too
+    assert held["step"] > m.step_memory(64, optimizer_slots=0)["step"] + out_bytes * 0.9
+    with pytest.raises(strop.OutOfMemory, match="strop_trainer_check_memory: a training step"):
+        mse.step_memory(64, limit=1000)
+    mse.forward(np.zeros((4, 16), np.float32))
+    with pytest.raises(strop.StateError, match="awaits its backward"):
+        mse.step_memory(64)
+    mse.discard_forward()
+    assert mse.step_memory(64, limit="auto") == held
+    m.close()
+
+
 def test_memory_available():
     room, source = strop.memory_available()
     assert room > 0
