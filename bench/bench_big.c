@@ -136,7 +136,7 @@
  * convolutions of forward and backward, counted from the shapes) for the floor against the
  * peak of bench_peak, the RSS at the start, the peak RSS of the setup (load, surgery, planning:
  * peak_setup_kb) and of the steps (peak_rss_kb, VmHWM reset before the first),
- * strop_model_step_memory's prediction of the step's peak, and strop_model_memory_estimate's
+ * strop_trainer_step_memory's prediction of the step's peak, and strop_model_memory_estimate's
  * (its four figures' sum: a language model is loaded declared for TOKENS, its input shape).
  * GEMM_PROFILE=1 prints instead, for `steps` steps after a warm-up (1 thread: the products run
  * on the calling thread), one GEMM line per product kind and shape (op, m n k, alpha 1 or not,
@@ -638,13 +638,6 @@ int main(int argc, char **argv) {
   }
   if (getenv("FUSED_ROWS")) strop__fused_loss_rows = env_int("FUSED_ROWS", 0);
   if (getenv("ROWS_TOGETHER")) strop__rows_together = (int)env_int("ROWS_TOGETHER", 1);
-  size_t planned = 0, est[4] = {0, 0, 0, 0};
-  if (!getenv("NOPLAN")) { /* NOPLAN=1: the step's own peak, without the planning's */
-    bench_must(strop_model_step_memory(m, batch, xd + 1, xr - 1, 2, NULL, &planned), "plan");
-    bench_must(strop_model_memory_estimate(m, batch, 2, &est[0], &est[1], &est[2], &est[3]),
-               "estimate");
-  }
-
   strop_optimizer *opt = NULL;
   strop_trainer *tr = NULL;
   bench_must(strop_optimizer_create(m, STROP_OPTIM_ADAMW, &opt), "optimizer");
@@ -653,6 +646,13 @@ int main(int argc, char **argv) {
   if (getenv("ACCUM")) /* micro-batches a window: each step call is one of them */
     bench_must(strop_trainer_set_int(tr, STROP_TRAIN_ACCUM_STEPS, atoi(getenv("ACCUM"))),
                "accum");
+  /* the step as this trainer runs it (AdamW, the cross-entropy, ACCUM), planned before any */
+  size_t planned = 0, est[4] = {0, 0, 0, 0};
+  if (!getenv("NOPLAN")) { /* NOPLAN=1: the step's own peak, without the planning's */
+    bench_must(strop_trainer_step_memory(tr, batch, xd + 1, xr - 1, NULL, &planned), "plan");
+    bench_must(strop_model_memory_estimate(m, batch, 2, &est[0], &est[1], &est[2], &est[3]),
+               "estimate");
+  }
   strop_tensor *x = NULL, *y = NULL;
   bench_must(strop_tensor_create(xr, xd, &x), "x");
   bench_must(strop_tensor_create(yr, yd, &y), "y");
