@@ -1925,6 +1925,37 @@ START_TEST(step_memory_errors_and_advice) {
   ck_assert_int_eq(strop_model_check_memory(m, 4096, NULL, 0, 2, peak / 2), STROP_E_NOMEM);
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "activation checkpointing"));
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "a batch of "));
+  /* and micro-batches accumulated to the same 4096 samples an update: a trainer set so plans
+   * a peak within the limit */
+  fprintf(stderr, "%s\n", strop_last_error());
+  const char *mic = strstr(strop_last_error(), ", and ");
+  long long k = 0, micro = 0;
+  ck_assert_ptr_nonnull(mic);
+  ck_assert_int_eq(sscanf(mic, ", and %lld micro-batches of %lld accumulated", &k, &micro), 2);
+  ck_assert(k >= 2 && k * micro == 4096);
+  ck_assert_ptr_nonnull(strstr(mic, "keep 4096 samples an update"));
+  {
+    strop_optimizer *o = NULL;
+    strop_trainer *tr = NULL;
+    size_t tpeak = 0;
+    OK(strop_optimizer_create(m, STROP_OPTIM_ADAM, &o));
+    OK(strop_trainer_create(m, o, &tr));
+    OK(strop_trainer_set_int(tr, STROP_TRAIN_ACCUM_STEPS, k));
+    OK(strop_trainer_step_memory(tr, micro, NULL, 0, NULL, &tpeak));
+    ck_assert_uint_le(tpeak, peak / 2);
+    /* the peak the advice names is that trainer's (the gradients kept apart) */
+    double said = 0;
+    const char *at = strstr(mic, "samples an update (peak ");
+    ck_assert_ptr_nonnull(at);
+    ck_assert_int_eq(sscanf(at, "samples an update (peak %lf MB)", &said), 1);
+    ck_assert_msg(fabs(said - (double)tpeak / 1e6) <= 0.05, "%.1f MB said, %zu bytes planned",
+                  said, tpeak);
+    /* an accumulating trainer's own check names no further accumulation */
+    ck_assert_int_eq(strop_trainer_check_memory(tr, micro, NULL, 0, tpeak - 1), STROP_E_NOMEM);
+    ck_assert_ptr_null(strstr(strop_last_error(), "micro-batches of"));
+    strop_trainer_free(tr);
+    strop_optimizer_free(o);
+  }
   ck_assert_int_eq(strop_model_get_checkpointing(m, NULL, 0), 0); /* still off */
   /* computing in BF16 on vdpbf16ps, the trained weights' copies are named with what they take;
    * packed per call, the peak is lower and they are no longer named */

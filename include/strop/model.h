@@ -1094,8 +1094,9 @@ STROP_API STROP_NODISCARD strop_status strop_model_step_memory(strop_model *mode
  *        strop_model_step_memory(), and when the peak is over the limit, STROP_E_NOMEM with a
  *        sentence giving the figures (weights, gradients, optimizer state, step memory) and
  *        what would make it fit: activation checkpointing (planned again with "auto" when it
- *        is off and the model has blocks), the largest batch that fits, frozen weights in BF16
- *        or 8 bits, freezing more of the model.
+ *        is off and the model has blocks), the largest batch that fits and the fewest
+ *        micro-batches accumulated to the same samples an update that fit (a step not yet
+ *        accumulating), frozen weights in BF16 or 8 bits, freezing more of the model.
  * @param[in,out] model           A finalized model (only borrowed for the planning).
  * @param[in]     batch           Samples per step, in [1, 2^40].
  * @param[in]     sample_shape    The per-sample input shape, or NULL for the model's; read only.

@@ -387,8 +387,33 @@ strop_status strop__check_memory(const char *fn, strop_model *model, int64_t bat
   if (room >= (double)strop__arena_footprint(0) && f.act_per_sample > 0)
     fit = (room - f.act_fixed) / f.act_per_sample;
   if (fit > (double)batch - 1) fit = (double)batch - 1; /* (rounding at the edge) */
-  if (fit >= 1) strop__sbuf_printf(&t, " a batch of %lld fits;", (long long)fit);
-  else strop__sbuf_printf(&t, " no batch fits with these weights;");
+  if (fit >= 1) {
+    strop__sbuf_printf(&t, " a batch of %lld fits", (long long)fit);
+    /* the same samples an update in micro-batches: the fewest k dividing the batch with
+     * batch / k within the fit, planned again with the gradients kept apart, as a trainer
+     * accumulating micro-batches keeps them */
+    if (!how->apart) {
+      int64_t k = (batch + (int64_t)fit - 1) / (int64_t)fit;
+      while (batch % k) k++;
+      const strop__step_how acc = {.slots = how->slots, .apart = 1, .rows = how->rows};
+      step_figures g;
+      if ((s = plan_figures(fn, model, batch / k, &shape, &acc, &g))) {
+        strop__sbuf_free(&t);
+        return s;
+      }
+      if (figures_peak(&g) <= limit)
+        strop__sbuf_printf(&t,
+                           ", and %lld micro-batches of %lld accumulated for each update "
+                           "(STROP_TRAIN_ACCUM_STEPS %lld; recipe keys data.batch_size: %lld, "
+                           "train.accumulate: %lld) keep %lld samples an update (peak %s)",
+                           (long long)k, (long long)(batch / k), (long long)k,
+                           (long long)(batch / k), (long long)k, (long long)batch,
+                           mb(figures_peak(&g), a, sizeof a));
+    }
+    strop__sbuf_printf(&t, ";");
+  } else {
+    strop__sbuf_printf(&t, " no batch fits with these weights;");
+  }
   strop__sbuf_printf(&t,
                      " frozen weights in BF16 or 8 bits (issue 21) halve or quarter what "
                      "the frozen part holds; freezing more of the model drops its gradients and "
