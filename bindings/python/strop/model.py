@@ -732,7 +732,8 @@ class Model(Handle):
         weights the model holds), raises the library's out-of-memory error, naming the limit
         and what would fit, when the peak is over it. It assumes the cross-entropy;
         Trainer.step_memory plans the step as a given trainer runs it."""
-        return step_memory_call(_lib.lib.strop_model_check_memory, _lib.lib.strop_model_step_memory,
+        lib = _lib.lib
+        return step_memory_call(lib.strop_model_check_memory, lib.strop_model_step_memory,
                                 self._h, batch, sample_shape, limit, int(optimizer_slots))
 
     # ---- surgery ----
