@@ -2061,6 +2061,69 @@ START_TEST(trainer_step_memory_follows_the_trainer) {
 }
 END_TEST
 
+/* strop_trainer_check_memory refusing a step, with every allocation of its planning (the step,
+ * the largest batch, the micro-batches that fit) failing in turn: out of memory each time, the
+ * model's weights, generator and gradient mode as they were, and afterwards the same
+ * prediction and a step that trains. */
+START_TEST(trainer_check_memory_alloc_failures) {
+  char dir[] = "/tmp/strop_tmemf_XXXXXX";
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  strop_model *m = mem_model(0, dir);
+  strop_optimizer *opt = NULL;
+  strop_trainer *tr = NULL;
+  strop_test_must(strop_optimizer_create(m, STROP_OPTIM_ADAM, &opt), "optimizer");
+  strop_test_must(strop_trainer_create(m, opt, &tr), "trainer");
+  size_t peak = 0, again = 0;
+  strop_test_must(strop_trainer_step_memory(tr, 1024, NULL, 0, NULL, &peak), "plan");
+  size_t nw = 0, nw2 = 0;
+  float *before = weights(m, &nw);
+  const strop__rng rng = m->rng;
+  int failures = 0;
+  for (int64_t k = 1; k < 100000; k++) {
+    strop_clear_error();
+    strop__alloc_fail_at(k);
+    const strop_status st = strop_trainer_check_memory(tr, 1024, NULL, 0, peak - peak / 4);
+    const int hit = strop__alloc_failed();
+    strop__alloc_fail_at(0);
+    ck_assert_msg(st == STROP_E_NOMEM, "allocation %lld: status %d (%s)", (long long)k, st,
+                  strop_last_error());
+    ck_assert(strop_last_error()[0] != '\0');
+    float *after = weights(m, &nw2);
+    ck_assert(nw == nw2 && !memcmp(before, after, nw * sizeof *before));
+    free(after);
+    ck_assert(m->rng.state == rng.state);
+    ck_assert_int_eq(m->grads_apart, 0);
+    if (!hit) { /* the refusal itself, with the micro-batches that fit */
+      ck_assert_ptr_nonnull(strstr(strop_last_error(), "micro-batches of"));
+      break;
+    }
+    failures++;
+  }
+  fprintf(stderr, "trainer check memory: %d allocation failures, each out of memory\n", failures);
+  ck_assert_int_ge(failures, 20);
+  free(before);
+  strop_test_must(strop_trainer_step_memory(tr, 1024, NULL, 0, NULL, &again), "plan again");
+  ck_assert_uint_eq(again, peak);
+  const int64_t xd[2] = {64, 784}, yd[1] = {64};
+  strop_tensor *x = NULL, *y = NULL;
+  strop_test_must(strop_tensor_create(2, xd, &x), "x");
+  strop_test_must(strop_tensor_create(1, yd, &y), "y");
+  float *yv = strop_tensor_data(y);
+  for (int i = 0; i < 64; i++) yv[i] = (float)(i % 10);
+  float loss = 0;
+  strop_test_must(strop_trainer_step(tr, x, y, &loss), "step");
+  ck_assert(isfinite(loss));
+  strop_tensor_free(x);
+  strop_tensor_free(y);
+  strop_trainer_free(tr);
+  strop_optimizer_free(opt);
+  strop_model_free(m);
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 /* ---- the cross-entropy fused with the LM head (graph.h, strop__row_loss) ---- */
 
 /* A small language model with an untied head: embedding, linear, gelu (whose output the head's
@@ -2544,6 +2607,7 @@ int main(int argc, char **argv) {
   tc = tcase_create("memory");
   tcase_add_test(tc, step_memory_predicts_the_peak);
   tcase_add_test(tc, trainer_step_memory_follows_the_trainer);
+  tcase_add_test(tc, trainer_check_memory_alloc_failures);
   tcase_add_test(tc, checkpointed_step_alloc_failures);
   tcase_add_test(tc, gradients_planned_with_activations);
   tcase_set_timeout(tc, 300);
