@@ -1681,6 +1681,13 @@ static void write_empty_safetensors(const char *path) {
   ck_assert_int_eq(fclose(f), 0);
 }
 
+/* Removes a test's temporary folder and everything in it. */
+static void remove_dir(const char *dir) {
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  ck_assert_int_eq(system(cmd), 0);
+}
+
 static strop_model *mem_model(int which, const char *dir) {
   strop_model *m = NULL;
   char p[300];
@@ -1963,9 +1970,7 @@ START_TEST(step_memory_predicts_the_peak) {
       strop_tensor_free(y);
       strop_model_free(m);
     }
-  char cmd[300];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-  ck_assert_int_eq(system(cmd), 0);
+  remove_dir(dir);
 }
 END_TEST
 
@@ -2055,9 +2060,7 @@ START_TEST(trainer_step_memory_follows_the_trainer) {
   ck_assert_int_eq(strop_trainer_step_memory(NULL, n, NULL, 0, NULL, NULL), STROP_E_INVALID_ARG);
   ck_assert_ptr_nonnull(strstr(strop_last_error(), "strop_trainer_step_memory: trainer is NULL"));
   ck_assert_int_eq(strop_trainer_check_memory(NULL, n, NULL, 0, 0), STROP_E_INVALID_ARG);
-  char cmd[300];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-  ck_assert_int_eq(system(cmd), 0);
+  remove_dir(dir);
 }
 END_TEST
 
@@ -2118,9 +2121,7 @@ START_TEST(trainer_check_memory_alloc_failures) {
   strop_trainer_free(tr);
   strop_optimizer_free(opt);
   strop_model_free(m);
-  char cmd[300];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-  ck_assert_int_eq(system(cmd), 0);
+  remove_dir(dir);
 }
 END_TEST
 
@@ -2291,9 +2292,7 @@ START_TEST(fused_step_matches_unfused) {
   strop_test_must(strop_model_freeze(i8, "head"), "freeze");
   strop_test_must(strop_model_set_frozen_dtype(i8, STROP_DTYPE_INT8), "int8");
   fused_matches_unfused(i8, "int8 frozen head", strop__bf16_dot_enabled(), 0, 64, 12, 1);
-  char cmd[300];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-  ck_assert_int_eq(system(cmd), 0);
+  remove_dir(dir);
 }
 END_TEST
 
@@ -2574,9 +2573,7 @@ START_TEST(checkpointed_step_fuses_the_loss) {
     strop_optimizer_free(opt[k]);
     strop_model_free(m[k]);
   }
-  char cmd[300];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-  ck_assert_int_eq(system(cmd), 0);
+  remove_dir(dir);
 }
 END_TEST
 
