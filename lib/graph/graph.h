@@ -289,10 +289,11 @@ int strop__model_blocks(const strop_model *m, const char *pattern, int *first);
  * and no gradient of it. *arena_peak: the most step memory it held at once (activations kept
  * under liveness and checkpointing, saved tensors, gradients, scratch); *out_bytes: the
  * output's size, which the loss's gradient takes again (0 when the loss ran fused). The
- * probe's step holds its gradients apart; plan_n > 0 plans besides (without running it) the
- * step of plan_n samples, and *grads_saved (may be NULL; 0 when strop__plan_grads is off or the
- * step is not planned) gets the bytes its parameters' gradients, planned with its activations,
- * save against holding them apart. Errors as a step's. */
+ * probe's step holds its gradients apart; plan_n > 0 (0 for a step that keeps them apart too)
+ * plans besides (without running it) the step of plan_n samples, and *grads_saved (may be
+ * NULL; 0 when strop__plan_grads is off or the step is not planned) gets the bytes its
+ * parameters' gradients, planned with its activations, save against holding them apart. Errors
+ * as a step's. */
 strop_status strop__model_probe_step(strop_model *m, int64_t n, const strop__shape *shape,
                                      int rows, int64_t plan_n, size_t *arena_peak,
                                      size_t *out_bytes, size_t *grads_saved);

@@ -1846,7 +1846,8 @@ strop_status strop__model_forward_shaped(strop_model *m, const float *input, int
     strop__model_step_end(m);
     return s;
   }
-  if (m->account && m->account->plan_n > 0 && strop__plan_grads && !m->grads_apart && training)
+  /* (plan_n 0: the step planned keeps its gradients apart, or none is asked) */
+  if (m->account && m->account->plan_n > 0 && strop__plan_grads && training)
     grads_saved_at(m, keep, &x);
   strop__act ins_local[16];
   for (int i = 0; i < m->n_nodes; i++) {

@@ -116,12 +116,9 @@ static strop_status plan_figures(const char *fn, strop_model *m, int64_t batch,
   /* the loss fused with the last node where how->rows says the step's loss is the
    * cross-entropy (only one chunk of the output held); the probes hold the gradients apart,
    * and the first plans the step of the batch itself too, for what its gradients planned with
-   * its activations save (strop__plan_grads; none when how->apart) */
-  const int apart = m->grads_apart;
-  m->grads_apart = how->apart;
-  s = strop__model_probe_step(m, n1, shape, how->rows, batch, &a1, &o1, &saved);
+   * its activations save (strop__plan_grads) — unless how->apart keeps them apart too */
+  s = strop__model_probe_step(m, n1, shape, how->rows, how->apart ? 0 : batch, &a1, &o1, &saved);
   if (!s && n2 != n1) s = strop__model_probe_step(m, n2, shape, how->rows, 0, &a2, &o2, NULL);
-  m->grads_apart = apart;
   if (s) {
     strop__err_prefix("%s: planning a step of batch %lld", fn, (long long)batch);
     return s;

@@ -211,9 +211,16 @@ static strop_status set_knob(strop_trainer *t, const char *fn, int key, double v
   return STROP_OK;
 }
 
+/* 1 when a step's loss runs fused with the model's last node where the graph can (its output a
+ * chunk of rows at a time): the cross-entropy of one process. The step and the prediction of
+ * its memory both ask. */
+static int loss_fuses(const strop_trainer *t) {
+  return t->loss.kind == STROP_LOSS_CROSS_ENTROPY && !dist_on(t);
+}
+
 /* A step as strop_trainer_step runs it: the optimizer's values per weight, the gradients
- * apart when a window holds several micro-batches, the loss fused with the last node for the
- * cross-entropy of one process (fn names the caller in the errors). */
+ * apart when a window holds several micro-batches, the loss fused with the last node
+ * (loss_fuses; fn names the caller in the errors). */
 static strop_status trainer_how(const strop_trainer *t, const char *fn, strop__step_how *how) {
   if (!t) return strop__err(STROP_E_INVALID_ARG, "%s: trainer is NULL", fn);
   if (t->host_pending) /* planning would drop the forward's activations */
@@ -223,7 +230,7 @@ static strop_status trainer_how(const strop_trainer *t, const char *fn, strop__s
                       fn);
   how->slots = strop__optim_values_per_param(t->opt);
   how->apart = t->accum > 1;
-  how->rows = t->loss.kind == STROP_LOSS_CROSS_ENTROPY && !dist_on(t);
+  how->rows = loss_fuses(t);
   return STROP_OK;
 }
 
@@ -1251,7 +1258,7 @@ static strop_status micro_step(strop_trainer *t, const float *x, const strop__sh
    * and the generator before it failed (out of memory halfway) */
   /* the cross-entropy runs fused with a linear head where the graph can (its logits a chunk of
    * rows at a time); STROP_FUSED_LOSS=0 in the environment turns it off */
-  m->want_rows = t->loss.kind == STROP_LOSS_CROSS_ENTROPY && !dist_on(t);
+  m->want_rows = loss_fuses(t);
   s = strop__model_forward_shaped(m, x, n, shape, 1, side, &out);
   m->want_rows = 0;
   if (s) {
